@@ -1,0 +1,46 @@
+# Developer entry points. Everything runs from the repo's .venv (made by scripts/install.sh).
+PYTHON := .venv/bin/python
+PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
+PYTEST_ARGS ?=
+ARGS ?=
+
+.PHONY: install test test-fast lint format demo bench compose-demo clean
+
+install:
+	@bash scripts/install.sh
+
+# pytest exit 5 = no tests collected: nothing ran, so it is a failure with a clear message.
+# PYTEST_RC_FILE (optional, used by .ci/run) receives pytest's exact exit code.
+define run_pytest
+	@rc=0; $(PYTEST) $(1) $(PYTEST_ARGS) || rc=$$?; \
+	if [ -n "$${PYTEST_RC_FILE:-}" ]; then echo $$rc > "$$PYTEST_RC_FILE"; fi; \
+	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests (exit 5): nothing ran" >&2; fi; \
+	exit $$rc
+endef
+
+test: install
+	$(call run_pytest,)
+
+test-fast: install
+	$(call run_pytest,-m 'not slow')
+
+lint: install
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: install
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+demo: install
+	$(PYTHON) -m smartstack.demo $(ARGS)
+
+bench: install
+	$(PYTHON) -m bench $(ARGS)
+
+compose-demo:
+	bash scripts/compose-demo.sh $(ARGS)
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""nerve: health-checks a local service and registers it while healthy."""

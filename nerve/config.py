@@ -1,0 +1,174 @@
+"""nerve's configuration: Airbnb nerve's schema, plus our documented additions.
+
+Every Airbnb key keeps its meaning and default (docs/configuration.md). Keys we
+add are marked "ours" below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from smartstack.configfile import ConfigModel, load
+
+CheckType = Literal["http", "https", "tcp", "redis", "rabbitmq", "noop", "exec"]
+NodeType = Literal["ephemeral_sequential", "ephemeral", "persistent", "persistent_sequential"]
+
+# Airbnb keys we accept without a warning although we do not act on them.
+KNOWN_UNUSED_KEYS = ("statsd", "max_repeated_report_failures", "ttl_seconds", "open_timeout")
+
+
+class CheckConfig(ConfigModel):
+    type: CheckType
+    name: str | None = None
+    host: str | None = None  # default: the service's host
+    port: int | None = Field(default=None, ge=1, le=65535)  # default: the service's port
+    timeout: float = Field(default=0.1, gt=0)
+    rise: int = Field(default=1, ge=1)
+    fall: int = Field(default=1, ge=1)
+    # http
+    uri: str | None = None
+    ssl: bool = False
+    headers: dict[str, str] = Field(default_factory=dict)
+    expect: str | None = None
+    open_timeout: float | None = Field(default=None, gt=0)
+    # rabbitmq
+    username: str | None = None
+    password: str | None = None
+    vhost: str | None = None
+    # exec (ours): a command from the config file; exit 0 = up
+    command: str | list[str] | None = None
+
+    @model_validator(mode="after")
+    def _required_per_type(self) -> CheckConfig:
+        if self.type in ("http", "https") and not self.uri:
+            raise ValueError(f"a {self.type} check needs 'uri' (e.g. /health)")
+        if self.type == "exec" and not self.command:
+            raise ValueError("an exec check needs 'command'")
+        return self
+
+    @property
+    def display_name(self) -> str:
+        return self.name or f"{self.type}"
+
+
+class RateLimiting(ConfigModel):
+    average_rate: float = Field(gt=0)
+    max_burst: float = Field(ge=1)
+    shadow_mode: bool = True  # Airbnb default: only log what would be limited
+
+
+class ZooKeeperAuth(ConfigModel):
+    """ours: digest or SASL credentials for a ZooKeeper ensemble."""
+
+    scheme: Literal["digest", "sasl"] = "digest"
+    credential: str  # digest: "user:password"
+    acl: Literal["open", "creator", "read_only_world"] = "open"
+
+
+class EtcdTLS(ConfigModel):
+    """ours: TLS material for etcd."""
+
+    ca_cert: str | None = None
+    cert_cert: str | None = None
+    cert_key: str | None = None
+
+
+class ServiceConfig(ConfigModel):
+    host: str
+    port: int = Field(ge=1, le=65535)
+    check_interval: float = Field(default=0.5, gt=0)
+    checks: list[CheckConfig] = Field(default_factory=list)
+    weight: int | None = Field(default=None, ge=0, le=256)
+    haproxy_server_options: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    reporter_type: Literal["zookeeper", "etcd"] = "zookeeper"
+    # zookeeper
+    zk_hosts: list[str] | None = None
+    zk_path: str | None = None
+    node_type: NodeType = "ephemeral_sequential"
+    use_path_encoding: bool = False
+    zk_auth: ZooKeeperAuth | None = None  # ours
+    zk_session_timeout: float = Field(default=10.0, gt=0)  # ours, seconds
+    # etcd
+    etcd_host: str | None = None
+    etcd_port: int = Field(default=4003, ge=1, le=65535)  # Airbnb default
+    etcd_path: str = "/"
+    etcd_endpoints: list[str] | None = None  # ours: ["host:port", ...]
+    etcd_lease_ttl: int = Field(default=5, ge=2)  # ours, seconds
+    etcd_user: str | None = None  # ours
+    etcd_password: str | None = None  # ours
+    etcd_tls: EtcdTLS | None = None  # ours
+    rate_limiting: RateLimiting | None = None
+    # ours: also withdraw when this file exists (a load balancer "drain" flag)
+    maintenance_file: str | None = None
+
+    @field_validator("zk_hosts", mode="before")
+    @classmethod
+    def _hosts_list(cls, value: object) -> object:
+        # Airbnb configs sometimes give one "h1:2181,h2:2181" string.
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("zk_path", "etcd_path")
+    @classmethod
+    def _absolute_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"must be an absolute path starting with '/' (got {value!r})")
+        return value.rstrip("/") or "/" if value is not None else None
+
+    @model_validator(mode="after")
+    def _reporter_keys(self) -> ServiceConfig:
+        if self.reporter_type == "zookeeper":
+            if not self.zk_hosts:
+                raise ValueError("reporter_type zookeeper needs 'zk_hosts' (list of host:port)")
+            if not self.zk_path:
+                raise ValueError("reporter_type zookeeper needs 'zk_path'")
+        elif not (self.etcd_host or self.etcd_endpoints):
+            raise ValueError("reporter_type etcd needs 'etcd_host' or 'etcd_endpoints'")
+        return self
+
+    def etcd_endpoint_list(self) -> list[str]:
+        if self.etcd_endpoints:
+            return list(self.etcd_endpoints)
+        return [f"{self.etcd_host}:{self.etcd_port}"]
+
+
+class AdminConfig(ConfigModel):
+    """ours: the admin HTTP server (/health, /status, /metrics, maintenance)."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=1025, ge=0, le=65535)  # null disables it
+
+
+class NerveConfig(ConfigModel):
+    instance_id: str
+    services: dict[str, ServiceConfig] = Field(default_factory=dict)
+    service_conf_dir: str | None = None
+    heartbeat_path: str | None = None
+    max_repeated_report_failures: int = 10
+    admin: AdminConfig = Field(default_factory=AdminConfig)  # ours
+    state_dir: str | None = None  # ours: where maintenance flags survive restarts
+
+    @field_validator("instance_id")
+    @classmethod
+    def _safe_instance_id(cls, value: str) -> str:
+        from smartstack.record import InvalidRecord, validate_name
+
+        try:
+            return validate_name(value)
+        except InvalidRecord as exc:
+            raise ValueError(exc.reason) from None
+
+
+def load_nerve_config(
+    path: str | Path, instance_id: str | None = None
+) -> tuple[NerveConfig, list[str]]:
+    """Load a nerve config; ``instance_id`` (flag -i) or NERVE_INSTANCE_ID override the file."""
+    override = instance_id or os.environ.get("NERVE_INSTANCE_ID")
+    overrides = {"instance_id": override} if override else None
+    return load(NerveConfig, Path(path), KNOWN_UNUSED_KEYS, overrides)

@@ -1,0 +1,1 @@
+"""smartstack: shared contracts of nerve and synapse."""

@@ -1,0 +1,120 @@
+"""etcd v3 connections with fail-over across the configured endpoints.
+
+We use ``aetcd`` (asyncio, maintained) rather than python-etcd3, whose last
+release (0.12.0, 2020) no longer imports with protobuf >= 4. aetcd talks to one
+endpoint per client, so this module rotates through the endpoint list when a
+call fails; callers retry through ``with_client``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aetcd
+import aetcd.exceptions
+
+from smartstack.logs import event
+
+log = logging.getLogger("smartstack.etcd")
+
+T = TypeVar("T")
+
+# Errors that mean "this endpoint is not usable now": rotate and retry.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    aetcd.exceptions.ConnectionFailedError,
+    aetcd.exceptions.ConnectionTimeoutError,
+    aetcd.exceptions.InternalError,
+    asyncio.TimeoutError,
+    ConnectionError,
+    OSError,
+)
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """'host:port' or 'http://host:port' -> (host, port)."""
+    text = endpoint.split("://", 1)[-1].rstrip("/")
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        return text, 2379
+    return host.strip("[]"), int(port)
+
+
+class EtcdConnection:
+    """A connected aetcd client on one endpoint of a list, moving on when it fails."""
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 3.0,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("etcd needs at least one endpoint")
+        self.endpoints = list(endpoints)
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+        self._index = 0
+        self._client: aetcd.Client | None = None
+        self._lock = asyncio.Lock()
+        self.failovers = 0
+
+    @property
+    def current_endpoint(self) -> str:
+        return self.endpoints[self._index]
+
+    async def client(self) -> aetcd.Client:
+        async with self._lock:
+            if self._client is None:
+                host, port = split_endpoint(self.current_endpoint)
+                client = aetcd.Client(
+                    host=host,
+                    port=port,
+                    username=self.username,
+                    password=self.password,
+                    timeout=self.timeout,
+                )
+                await client.connect()
+                self._client = client
+            return self._client
+
+    async def rotate(self, reason: str) -> None:
+        """Drop the current client and use the next endpoint for the next call."""
+        async with self._lock:
+            old, self._client = self._client, None
+            self._index = (self._index + 1) % len(self.endpoints)
+            self.failovers += 1
+        event(
+            log, "etcd_failover", level=logging.WARNING, reason=reason, next=self.current_endpoint
+        )
+        await _close_quietly(old)
+
+    async def with_client(self, fn: Callable[[aetcd.Client], Awaitable[T]]) -> T:
+        """Run ``fn(client)``; on a connection error rotate once per endpoint and retry."""
+        last: BaseException | None = None
+        for _ in range(len(self.endpoints)):
+            try:
+                client = await self.client()
+                return await asyncio.wait_for(fn(client), self.timeout)
+            except CONNECTION_ERRORS as exc:
+                last = exc
+                await self.rotate(f"{type(exc).__name__}: {str(exc)[:120]}")
+        assert last is not None
+        raise last
+
+    async def close(self) -> None:
+        async with self._lock:
+            old, self._client = self._client, None
+        await _close_quietly(old)
+
+
+async def _close_quietly(client: aetcd.Client | None) -> None:
+    # Closing a broken channel may fail; the client is gone either way.
+    if client is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), 2)

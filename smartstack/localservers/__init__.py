@@ -1,0 +1,1 @@
+"""Real ZooKeeper, etcd and HAProxy processes on loopback, for tests, the demo and benchmarks."""

@@ -1,0 +1,211 @@
+"""Child-process plumbing shared by the local servers: ports, polling, managed processes."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class ProcessDied(RuntimeError):
+    """A managed server exited while we were waiting for it: waiting longer is pointless."""
+
+
+_ports_lock = threading.Lock()
+# Ports handed out in this process: the kernel may return a just-closed port again, and two
+# servers configured with the same port before either binds would collide.
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 that this process has not handed out before."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        with _ports_lock:
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+    raise RuntimeError("could not find a free port on 127.0.0.1")
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> T:
+    """Poll `predicate` until it returns something truthy and return that.
+
+    Exceptions raised by the predicate count as "not yet" (a server that is still starting
+    refuses connections); the last one is named in the TimeoutError. ProcessDied is raised
+    at once.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except ProcessDied:
+            raise
+        except Exception as exc:  # readiness probes fail in many ways while starting
+            last_error = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+_live_lock = threading.Lock()
+_live: set[ManagedProcess] = set()
+
+
+def live_processes() -> list[ManagedProcess]:
+    """ManagedProcesses started in this process and not yet stopped (for leak checks)."""
+    with _live_lock:
+        return [p for p in _live if p.alive]
+
+
+class ManagedProcess:
+    """A child process in its own process group, logging to `<workdir>/<name>.log`.
+
+    Signals go to the whole group so helpers a server forks (HAProxy workers) go with it.
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        workdir: str | os.PathLike[str],
+        name: str,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.args = [str(a) for a in args]
+        self.workdir = Path(workdir)
+        self.name = name
+        self.env = dict(env) if env is not None else None
+        self.log_path = self.workdir / f"{name}.log"
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        if self.alive:
+            raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self._popen = subprocess.Popen(
+                self.args,
+                cwd=self.workdir,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own session and process group
+            )
+        with _live_lock:
+            _live.add(self)
+        return self
+
+    @property
+    def pid(self) -> int:
+        if self._popen is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self._popen.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._popen is None else self._popen.poll()
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        if self._popen is None:
+            return
+        # The group id equals the leader's pid; it may outlive the leader (orphaned workers).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._popen.pid, sig)
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; waits for the process. Idempotent."""
+        if self._popen is None:
+            return None
+        if self._popen.poll() is None:
+            self._signal_group(signal.SIGCONT)  # a paused process cannot handle SIGTERM
+            self._signal_group(signal.SIGTERM)
+            try:
+                self._popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self._popen.wait(10)
+        self._reap()
+        return self._popen.returncode
+
+    def kill(self) -> int | None:
+        """SIGKILL the whole group and wait for it."""
+        if self._popen is None:
+            return None
+        self._signal_group(signal.SIGKILL)
+        self._popen.wait(10)
+        self._reap()
+        return self._popen.returncode
+
+    def _reap(self) -> None:
+        # Leftover group members (e.g. an old HAProxy worker) must not survive the leader.
+        self._signal_group(signal.SIGKILL)
+        with _live_lock:
+            _live.discard(self)
+
+    def pause(self) -> None:
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal_group(signal.SIGCONT)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self._popen is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self._popen.wait(timeout)
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    def check_alive(self) -> None:
+        """Raise ProcessDied (with the log's tail) if the process has exited."""
+        if not self.alive:
+            raise ProcessDied(self.describe_failure())
+
+    def describe_failure(self) -> str:
+        """A message for errors: exit status and the log's last lines."""
+        state = "running" if self.alive else f"exited with {self.returncode}"
+        return f"{self.name} ({state}); last lines of {self.log_path}:\n{self.log_tail()}"
+
+    def __repr__(self) -> str:
+        pid = self._popen.pid if self._popen else None
+        return f"<ManagedProcess {self.name} pid={pid} alive={self.alive}>"
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Safety net: a crashed run must not leave servers behind."""
+    with _live_lock:
+        leftovers = list(_live)
+    for proc in leftovers:
+        with contextlib.suppress(Exception):
+            proc.kill()

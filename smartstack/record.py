@@ -1,0 +1,318 @@
+"""The registration record: the one contract between nerve and synapse.
+
+nerve writes one JSON object per registration; synapse reads it back from
+ZooKeeper or etcd. Everything read from a registry is untrusted input, so
+decoding validates strictly and reports *why* a record was refused instead of
+raising arbitrary exceptions: a hostile record must never reach a config file.
+
+Wire format (Airbnb nerve compatible):
+    {"host": "10.0.0.5", "port": 8080, "name": "web-1", "weight": 10,
+     "labels": {"zone": "az1"}, "haproxy_server_options": "..."}
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_RECORD_BYTES = 16 * 1024
+# nerve's limit for a base64 child name (ZooKeeper lists children in one 4 MB reply).
+PATH_ENCODING_MAX_LENGTH = 65536
+PATH_ENCODING_PREFIX = "base64_"
+MAX_WEIGHT = 256  # HAProxy's own range for server weights
+MAX_NAME_LENGTH = 128
+MAX_LABELS = 64
+MAX_LABEL_VALUE_LENGTH = 256
+MAX_SERVER_OPTIONS_LENGTH = 1024
+
+_DNS_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
+_SAFE_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SEQUENCE_SUFFIX = re.compile(r"_(\d+)$")
+
+
+class InvalidRecord(ValueError):
+    """A registry record that must not be used; ``reason`` says why, in one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One live instance of a service, as registered by nerve."""
+
+    host: str
+    port: int
+    name: str
+    weight: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    haproxy_server_options: str | None = None
+
+    def __post_init__(self) -> None:
+        # Constructing a Registration always validates, whichever side builds it.
+        validate_host(self.host)
+        validate_port(self.port)
+        validate_name(self.name)
+        if self.weight is not None:
+            validate_weight(self.weight)
+        validate_labels(self.labels)
+        if self.haproxy_server_options is not None:
+            validate_server_options(self.haproxy_server_options)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire record, in nerve's field order, optional fields only when set."""
+        data: dict[str, Any] = {"host": self.host, "port": self.port, "name": self.name}
+        if self.weight is not None:
+            data["weight"] = self.weight
+        if self.haproxy_server_options is not None:
+            data["haproxy_server_options"] = self.haproxy_server_options
+        if self.labels:
+            data["labels"] = dict(self.labels)
+        return data
+
+
+# --- field validators -------------------------------------------------------
+
+
+def _reject_control(what: str, value: str) -> None:
+    if _CONTROL.search(value):
+        raise InvalidRecord(f"{what} contains a control character")
+
+
+def validate_host(host: Any) -> str:
+    if not isinstance(host, str) or not host:
+        raise InvalidRecord("host must be a non-empty string")
+    _reject_control("host", host)
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > 253 or not all(_DNS_LABEL.match(part) for part in name.split(".")):
+        raise InvalidRecord(f"host {host[:64]!r} is neither an IP address nor a DNS name")
+    return host
+
+
+def validate_port(port: Any) -> int:
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise InvalidRecord("port must be an integer")
+    if not 1 <= port <= 65535:
+        raise InvalidRecord(f"port {port} is outside 1-65535")
+    return port
+
+
+def validate_name(name: Any) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidRecord("name must be a non-empty string")
+    _reject_control("name", name)
+    if len(name) > MAX_NAME_LENGTH or not _SAFE_NAME.match(name):
+        raise InvalidRecord(
+            f"name {name[:64]!r} must be 1-{MAX_NAME_LENGTH} characters of A-Z a-z 0-9 . _ : @ -"
+        )
+    return name
+
+
+def validate_weight(weight: Any) -> int:
+    if isinstance(weight, bool) or not isinstance(weight, int):
+        raise InvalidRecord("weight must be an integer")
+    if not 0 <= weight <= MAX_WEIGHT:
+        raise InvalidRecord(f"weight {weight} is outside 0-{MAX_WEIGHT}")
+    return weight
+
+
+def validate_labels(labels: Any) -> dict[str, str]:
+    if not isinstance(labels, dict):
+        raise InvalidRecord("labels must be an object")
+    if len(labels) > MAX_LABELS:
+        raise InvalidRecord(f"more than {MAX_LABELS} labels")
+    for key, value in labels.items():
+        if not isinstance(key, str) or not _SAFE_LABEL_KEY.match(key):
+            raise InvalidRecord(f"label key {str(key)[:64]!r} has unsafe characters")
+        if not isinstance(value, str):
+            raise InvalidRecord(f"label {key!r} must be a string")
+        _reject_control(f"label {key!r}", value)
+        if len(value) > MAX_LABEL_VALUE_LENGTH:
+            raise InvalidRecord(f"label {key!r} is longer than {MAX_LABEL_VALUE_LENGTH}")
+    return labels
+
+
+def validate_server_options(options: Any) -> str:
+    if not isinstance(options, str):
+        raise InvalidRecord("haproxy_server_options must be a string")
+    _reject_control("haproxy_server_options", options)
+    if len(options) > MAX_SERVER_OPTIONS_LENGTH:
+        raise InvalidRecord(f"haproxy_server_options is longer than {MAX_SERVER_OPTIONS_LENGTH}")
+    return options
+
+
+# --- decoding ---------------------------------------------------------------
+
+
+def _coerce_port(value: Any) -> Any:
+    # Old configs sometimes carried the port as a string ("8080"); nerve copied it as is.
+    if isinstance(value, str) and value.isdigit() and len(value) <= 5:
+        return int(value)
+    return value
+
+
+def _coerce_labels(value: Any) -> Any:
+    # JSON numbers and booleans in label values are stringified the way Ruby would print them.
+    if not isinstance(value, dict):
+        return value
+    out: dict[Any, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, bool):
+            out[key] = "true" if item else "false"
+        elif isinstance(item, int | float):
+            out[key] = str(item)
+        else:
+            out[key] = item
+    return out
+
+
+def _load_json_object(data: bytes | str) -> dict[str, Any]:
+    if isinstance(data, bytes):
+        if len(data) > MAX_RECORD_BYTES:
+            raise InvalidRecord(f"record is {len(data)} bytes, over {MAX_RECORD_BYTES}")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidRecord(f"record is not UTF-8 ({exc.reason})") from None
+    elif isinstance(data, str):
+        text = data
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_RECORD_BYTES:
+            raise InvalidRecord(f"record is over {MAX_RECORD_BYTES} bytes")
+    else:
+        raise InvalidRecord(f"record is a {type(data).__name__}, not bytes")
+    if not text.strip():
+        raise InvalidRecord("record is empty")
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRecord(f"record is not valid JSON ({str(exc)[:80]})") from None
+    if not isinstance(obj, dict):
+        raise InvalidRecord(f"record is a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def registration_from_dict(obj: dict[str, Any], fallback_name: str | None = None) -> Registration:
+    """Validate a decoded record. ``fallback_name`` is used when the record has no name."""
+    for key in ("host", "port"):
+        if key not in obj or obj[key] is None:
+            raise InvalidRecord(f"record has no {key!r}")
+    name = obj.get("name")
+    if name is None or name == "":
+        name = fallback_name
+    if name is None:
+        raise InvalidRecord("record has no 'name'")
+    if not isinstance(name, str):
+        name = str(name) if isinstance(name, int) and not isinstance(name, bool) else name
+    labels = obj.get("labels")
+    try:
+        return Registration(
+            host=obj["host"],
+            port=_coerce_port(obj["port"]),
+            name=name,
+            weight=obj.get("weight"),
+            labels=_coerce_labels(labels) if labels is not None else {},
+            haproxy_server_options=obj.get("haproxy_server_options"),
+        )
+    except InvalidRecord:
+        raise
+    except Exception as exc:  # defensive: nothing but InvalidRecord may escape a decoder
+        raise InvalidRecord(f"record rejected ({type(exc).__name__})") from None
+
+
+def decode_nerve(data: bytes | str, fallback_name: str | None = None) -> Registration:
+    """Decode nerve's JSON record. Raises only InvalidRecord."""
+    return registration_from_dict(_load_json_object(data), fallback_name)
+
+
+def decode_serverset(
+    data: bytes | str, endpoint_name: str | None = None, fallback_name: str | None = None
+) -> Registration:
+    """Decode a Finagle/Twitter serverset member.
+
+    The endpoint is ``serviceEndpoint``, or ``additionalEndpoints[endpoint_name]``
+    when an endpoint name is configured; the name is the shard number as text.
+    Members whose ``status`` is present and not ALIVE are refused.
+    """
+    obj = _load_json_object(data)
+    status = obj.get("status", "ALIVE")
+    if status != "ALIVE":
+        raise InvalidRecord(f"serverset member status is {str(status)[:32]!r}, not ALIVE")
+    if endpoint_name:
+        endpoints = obj.get("additionalEndpoints")
+        if not isinstance(endpoints, dict) or not isinstance(endpoints.get(endpoint_name), dict):
+            raise InvalidRecord(f"serverset member has no additionalEndpoint {endpoint_name!r}")
+        endpoint = endpoints[endpoint_name]
+    else:
+        endpoint = obj.get("serviceEndpoint")
+        if not isinstance(endpoint, dict):
+            raise InvalidRecord("serverset member has no serviceEndpoint")
+    shard = obj.get("shard")
+    name = str(shard) if isinstance(shard, int) and not isinstance(shard, bool) else fallback_name
+    return registration_from_dict(
+        {"host": endpoint.get("host"), "port": endpoint.get("port"), "name": name}
+    )
+
+
+def encode(registration: Registration) -> bytes:
+    """The record as nerve writes it: compact JSON, UTF-8."""
+    return json.dumps(registration.to_dict(), separators=(",", ":")).encode("utf-8")
+
+
+# --- ZooKeeper child names --------------------------------------------------
+
+
+def child_prefix(instance_id: str) -> str:
+    """The name nerve gives a sequential znode before ZooKeeper appends 10 digits."""
+    return f"{instance_id}_"
+
+
+def encode_child_prefix(registration: Registration) -> str | None:
+    """nerve's ``use_path_encoding`` name prefix, or None when the record is too long for it."""
+    encoded = base64.urlsafe_b64encode(encode(registration)).decode("ascii")
+    if len(encoded) > PATH_ENCODING_MAX_LENGTH:
+        return None
+    return f"{PATH_ENCODING_PREFIX}{len(encoded)}_{encoded}_"
+
+
+def decode_child_name(child: str) -> Registration | None:
+    """Decode a ``base64_<len>_<b64>_<seq>`` child name; None if it is not path-encoded.
+
+    Raises InvalidRecord when it claims to be encoded but is not valid.
+    """
+    if not child.startswith(PATH_ENCODING_PREFIX):
+        return None
+    rest = child[len(PATH_ENCODING_PREFIX) :]
+    length_text, sep, payload = rest.partition("_")
+    if not sep or not length_text.isdigit():
+        raise InvalidRecord("path-encoded child name has no length")
+    length = int(length_text)
+    if length > PATH_ENCODING_MAX_LENGTH or length > len(payload):
+        raise InvalidRecord("path-encoded child name is shorter than its length")
+    try:
+        raw = base64.urlsafe_b64decode(payload[:length].encode("ascii"))
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise InvalidRecord("path-encoded child name is not valid base64") from None
+    return decode_nerve(raw)
+
+
+def sequence_of(child: str) -> int | None:
+    """The sequence number ZooKeeper appended to a child name, if any."""
+    match = _SEQUENCE_SUFFIX.search(child)
+    return int(match.group(1)) if match else None

@@ -1,0 +1,219 @@
+"""ZooKeeper connections shared by every service that uses the same ensemble.
+
+kazoo runs its own threads. Everything here hands results and events to the
+asyncio loop with ``call_soon_threadsafe`` so daemon code stays single-threaded
+and never blocks the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.protocol.states import KazooState
+from kazoo.retry import KazooRetry
+from kazoo.security import make_digest_acl
+
+from smartstack.logs import event
+
+log = logging.getLogger("smartstack.zookeeper")
+
+StateListener = Callable[[str], None]  # "connected", "new_session", "suspended", "lost"
+
+
+def connection_string(hosts: list[str]) -> str:
+    """Sorted so that the same ensemble written in another order shares a connection."""
+    return ",".join(sorted(hosts))
+
+
+class ZooKeeperConnection:
+    """One kazoo session; async calls and loop-side state events."""
+
+    def __init__(
+        self,
+        hosts: list[str],
+        loop: asyncio.AbstractEventLoop,
+        session_timeout: float = 10.0,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
+        self.hosts = connection_string(hosts)
+        self.loop = loop
+        self.auth = auth
+        self._listeners: list[StateListener] = []
+        self._session_id: int | None = None
+        self.reconnects = 0
+        self.client = KazooClient(
+            hosts=self.hosts,
+            timeout=session_timeout,
+            # Retry the connection forever with capped backoff: nerve and synapse never give up.
+            connection_retry=KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_delay=2.0),
+            command_retry=KazooRetry(max_tries=0),
+            auth_data=[auth] if auth else None,
+        )
+        self.client.add_listener(self._on_state)
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin connecting in the background; listeners hear 'connected' when it is up."""
+        self.client.start_async()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        ready = asyncio.Event()
+        if self.connected:
+            return
+        self.add_listener(
+            lambda state: ready.set() if state in ("connected", "new_session") else None
+        )
+        if self.connected:  # raced with the listener registration
+            return
+        await asyncio.wait_for(ready.wait(), timeout)
+
+    async def close(self) -> None:
+        def _stop() -> None:
+            try:
+                self.client.stop()
+                self.client.close()
+            except Exception:  # already stopped or never connected
+                pass
+
+        await self.loop.run_in_executor(None, _stop)
+
+    @property
+    def connected(self) -> bool:
+        return self.client.state == KazooState.CONNECTED
+
+    @property
+    def session_id(self) -> int | None:
+        return self._session_id
+
+    def default_acl(self) -> list[Any] | None:
+        """With digest auth, new nodes are writable only by us and readable by all."""
+        if not self.auth or self.auth[0] != "digest":
+            return None
+        user, _, password = self.auth[1].partition(":")
+        return [
+            make_digest_acl(user, password, all=True),
+            *KazooClient.default_acl_for_read_only_world(),
+        ]
+
+    # --- state events -----------------------------------------------------------
+
+    def add_listener(self, listener: StateListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: StateListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _on_state(self, state: str) -> None:
+        # kazoo thread: translate and hop to the loop. Never block here.
+        if state == KazooState.CONNECTED:
+            self.loop.call_soon_threadsafe(self._connected_on_loop)
+        elif state == KazooState.SUSPENDED:
+            self.loop.call_soon_threadsafe(self._emit, "suspended")
+        elif state == KazooState.LOST:
+            self.loop.call_soon_threadsafe(self._emit, "lost")
+
+    def _connected_on_loop(self) -> None:
+        session = self.client.client_id[0] if self.client.client_id else None
+        fresh = self._session_id is not None and session != self._session_id
+        self._session_id = session
+        if fresh:
+            self.reconnects += 1
+        event(log, "zk_connected", hosts=self.hosts, session=f"{session or 0:#x}", new=fresh)
+        self._emit("new_session" if fresh else "connected")
+
+    def _emit(self, state: str) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(state)
+            except Exception:
+                log.exception("zookeeper state listener failed")
+
+    # --- calls --------------------------------------------------------------------
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run ``client.<method>_async`` and await its result on the loop (no thread per call)."""
+        future: asyncio.Future[Any] = self.loop.create_future()
+
+        def _done(result: Any) -> None:
+            try:
+                value = result.get_nowait()
+            except Exception as exc:  # delivered to the awaiting coroutine
+                self.loop.call_soon_threadsafe(_settle, None, exc)
+            else:
+                self.loop.call_soon_threadsafe(_settle, value, None)
+
+        def _settle(value: Any, exc: BaseException | None) -> None:
+            if future.done():
+                return
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(value)
+
+        try:
+            async_result = getattr(self.client, f"{method}_async")(*args, **kwargs)
+        except Exception as exc:  # e.g. SessionExpiredError raised synchronously
+            future.set_exception(exc)
+            return await future
+        async_result.rawlink(_done)
+        return await future
+
+    def on_loop(self, fn: Callable[..., None]) -> Callable[..., None]:
+        """Wrap a kazoo watch callback so it runs on the asyncio loop."""
+
+        def _wrapped(*args: Any) -> None:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+        return _wrapped
+
+    async def ensure_path(self, path: str) -> None:
+        await self.loop.run_in_executor(None, self.client.ensure_path, path, self.default_acl())
+
+
+class ZooKeeperPool:
+    """One connection per ensemble, shared by every service that names it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._connections: dict[tuple[str, tuple[str, str] | None], ZooKeeperConnection] = {}
+        self._users: dict[tuple[str, tuple[str, str] | None], int] = {}
+
+    def acquire(
+        self,
+        hosts: list[str],
+        session_timeout: float = 10.0,
+        auth: tuple[str, str] | None = None,
+    ) -> ZooKeeperConnection:
+        key = (connection_string(hosts), auth)
+        if key not in self._connections:
+            conn = ZooKeeperConnection(hosts, self.loop, session_timeout, auth)
+            self._connections[key] = conn
+            self._users[key] = 0
+            conn.start()
+        self._users[key] += 1
+        return self._connections[key]
+
+    async def release(self, conn: ZooKeeperConnection) -> None:
+        key = (conn.hosts, conn.auth)
+        if key not in self._users:
+            return
+        self._users[key] -= 1
+        if self._users[key] <= 0:
+            del self._users[key]
+            del self._connections[key]
+            await conn.close()
+
+    def connections(self) -> list[ZooKeeperConnection]:
+        return list(self._connections.values())
+
+    async def close_all(self) -> None:
+        conns = list(self._connections.values())
+        self._connections.clear()
+        self._users.clear()
+        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)

@@ -1,0 +1,1 @@
+"""synapse: watches registries and keeps HAProxy in step."""
