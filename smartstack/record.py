@@ -31,7 +31,7 @@ MAX_LABEL_VALUE_LENGTH = 256
 MAX_SERVER_OPTIONS_LENGTH = 1024
 
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")  # HAProxy server-name characters
 _SAFE_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SEQUENCE_SUFFIX = re.compile(r"_(\d+)$")
@@ -120,7 +120,7 @@ def validate_name(name: Any) -> str:
     _reject_control("name", name)
     if len(name) > MAX_NAME_LENGTH or not _SAFE_NAME.match(name):
         raise InvalidRecord(
-            f"name {name[:64]!r} must be 1-{MAX_NAME_LENGTH} characters of A-Z a-z 0-9 . _ : @ -"
+            f"name {name[:64]!r} must be 1-{MAX_NAME_LENGTH} characters of A-Z a-z 0-9 . _ : -"
         )
     return name
 

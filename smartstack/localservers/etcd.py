@@ -79,7 +79,8 @@ class _EtcdMember:
         if self.process is None:
             raise RuntimeError(f"{self.name} was never started")
         self.process.check_alive()
-        status, body = _http_get(f"{self.client_url}/health")
+        # Short timeout: without a leader /health blocks for about a second.
+        status, body = _http_get(f"{self.client_url}/health", timeout=0.3)
         return status == 200 and json.loads(body).get("health") == "true"
 
     def is_leader(self) -> bool:

@@ -1,0 +1,84 @@
+"""The admin HTTP server both daemons run: /health, /status (JSON), /metrics.
+
+Binds 127.0.0.1 by default. Daemons add their own routes (maintenance, the
+synapse status page) with ``add_route`` before ``start``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from smartstack.logs import event
+
+log = logging.getLogger("smartstack.admin")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class AdminServer:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        status: Callable[[], dict[str, Any]],
+        healthy: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.registry = registry
+        self._status = status
+        self._healthy = healthy
+        self.app = web.Application()
+        self.app.router.add_get("/health", self._health)
+        self.app.router.add_get("/status", self._status_json)
+        self.app.router.add_get("/metrics", self._metrics)
+        self._runner: web.AppRunner | None = None
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        self.app.router.add_route(method, path, handler)
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        # Port 0 asks the OS for a free port: report the real one.
+        sockets = getattr(site._server, "sockets", None) or []
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        event(log, "admin_listening", host=self.host, port=self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def _health(self, _: web.Request) -> web.Response:
+        ok = self._healthy()
+        return web.Response(status=200 if ok else 503, text="ok\n" if ok else "unhealthy\n")
+
+    async def _status_json(self, _: web.Request) -> web.Response:
+        return json_response(self._status())
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps(data, indent=2, default=str) + "\n",
+        content_type="application/json",
+    )
