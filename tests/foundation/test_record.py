@@ -1,0 +1,194 @@
+"""The registration record: valid records round-trip, hostile input is refused with a reason."""
+
+from __future__ import annotations
+
+import json
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smartstack.record import (
+    MAX_RECORD_BYTES,
+    InvalidRecord,
+    Registration,
+    decode_child_name,
+    decode_nerve,
+    decode_serverset,
+    encode,
+    encode_child_prefix,
+    sequence_of,
+)
+
+ipv4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
+dns_label = st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=20)
+dns_name = st.lists(dns_label, min_size=1, max_size=4).map(".".join)
+safe_name = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,40}\Z")
+label_key = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._/-]{0,20}\Z")
+label_value = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30)
+
+registrations = st.builds(
+    Registration,
+    host=st.one_of(ipv4, dns_name),
+    port=st.integers(1, 65535),
+    name=safe_name,
+    weight=st.one_of(st.none(), st.integers(0, 256)),
+    labels=st.dictionaries(label_key, label_value, max_size=5),
+    haproxy_server_options=st.one_of(st.none(), st.sampled_from(["backup", "maxconn 10"])),
+)
+
+
+@given(registrations)
+def test_valid_records_round_trip(reg: Registration) -> None:
+    assert decode_nerve(encode(reg)) == reg
+
+
+@given(registrations)
+def test_path_encoding_round_trips_with_a_sequence_suffix(reg: Registration) -> None:
+    prefix = encode_child_prefix(reg)
+    assert prefix is not None
+    child = f"{prefix}0000000042"
+    assert decode_child_name(child) == reg
+    assert sequence_of(child) == 42
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=2048))
+def test_random_bytes_never_raise_anything_but_invalid_record(data: bytes) -> None:
+    try:
+        decode_nerve(data)
+    except InvalidRecord as exc:
+        assert exc.reason
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "host": json_values,
+            "port": json_values,
+            "name": json_values,
+            "weight": json_values,
+            "labels": json_values,
+            "haproxy_server_options": json_values,
+        },
+    )
+)
+def test_random_json_objects_are_accepted_only_when_valid(obj: dict) -> None:
+    try:
+        reg = decode_nerve(json.dumps(obj).encode())
+    except InvalidRecord as exc:
+        assert exc.reason
+    else:  # anything accepted must survive re-validation and contain no control characters
+        assert Registration(**vars(reg)) == reg
+        assert "\n" not in encode(reg).decode()
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=300))
+def test_random_child_names_never_raise_anything_but_invalid_record(data: bytes) -> None:
+    name = "base64_" + data.decode("latin-1")
+    try:
+        decode_child_name(name)
+    except InvalidRecord as exc:
+        assert exc.reason
+
+
+HOSTILE = [
+    ({"host": "10.0.0.1\n    server evil 6.6.6.6:80", "port": 80, "name": "a"}, "control"),
+    ({"host": "10.0.0.1 backup", "port": 80, "name": "a"}, "neither an IP"),
+    ({"host": "10.0.0.1", "port": 70000, "name": "a"}, "outside"),
+    ({"host": "10.0.0.1", "port": 0, "name": "a"}, "outside"),
+    ({"host": "10.0.0.1", "port": True, "name": "a"}, "integer"),
+    ({"host": "10.0.0.1", "port": 80, "name": "a b"}, "characters"),
+    ({"host": "10.0.0.1", "port": 80, "name": "a\rcheck"}, "control"),
+    ({"host": "10.0.0.1", "port": 80, "name": "a", "weight": 1000}, "outside"),
+    ({"host": "10.0.0.1", "port": 80, "name": "a", "labels": {"k v": "x"}}, "unsafe"),
+    ({"host": "10.0.0.1", "port": 80, "name": "a", "labels": {"k": "x\ny"}}, "control"),
+    ({"host": "10.0.0.1", "port": 80, "name": "a", "labels": ["x"]}, "object"),
+    ({"host": "10.0.0.1", "port": 80, "name": "a", "haproxy_server_options": "x\ny"}, "control"),
+    ({"port": 80, "name": "a"}, "no 'host'"),
+    ({"host": "10.0.0.1", "name": "a"}, "no 'port'"),
+    ({"host": "10.0.0.1", "port": 80}, "no 'name'"),
+]
+
+
+@pytest.mark.parametrize(("record", "reason"), HOSTILE)
+def test_hostile_records_are_refused_with_a_reason(record: dict, reason: str) -> None:
+    with pytest.raises(InvalidRecord, match=reason):
+        decode_nerve(json.dumps(record).encode())
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "empty"),
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "not an object"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"[" * 100_000, "over"),
+        (
+            b'{"host": "10.0.0.1", "port": 80, "name": "a", "pad": "'
+            + b"x" * MAX_RECORD_BYTES
+            + b'"}',
+            "over",
+        ),
+        (b"[" * 5000 + b"]" * 5000, "not valid JSON"),
+    ],
+)
+def test_malformed_bytes_are_refused_with_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(InvalidRecord, match=reason):
+        decode_nerve(raw)
+
+
+def test_airbnb_nerve_record_with_nulls_and_string_port_decodes() -> None:
+    raw = b'{"host":"10.1.2.3","port":"3000","name":"i-abc","weight":null,"labels":null}'
+    assert decode_nerve(raw) == Registration(host="10.1.2.3", port=3000, name="i-abc")
+
+
+def test_encode_matches_nerves_field_order() -> None:
+    reg = Registration("10.0.0.5", 8080, "web-1", weight=10, labels={"zone": "az1"})
+    assert (
+        encode(reg)
+        == b'{"host":"10.0.0.5","port":8080,"name":"web-1","weight":10,"labels":{"zone":"az1"}}'
+    )
+
+
+def test_serverset_service_endpoint_and_additional_endpoint() -> None:
+    member = json.dumps(
+        {
+            "serviceEndpoint": {"host": "10.0.0.7", "port": 31943},
+            "additionalEndpoints": {"admin": {"host": "10.0.0.7", "port": 31944}},
+            "shard": 3,
+            "status": "ALIVE",
+        }
+    ).encode()
+    assert decode_serverset(member) == Registration("10.0.0.7", 31943, "3")
+    assert decode_serverset(member, "admin") == Registration("10.0.0.7", 31944, "3")
+    with pytest.raises(InvalidRecord, match="no additionalEndpoint"):
+        decode_serverset(member, "missing")
+
+
+def test_serverset_without_shard_uses_the_fallback_name_and_dead_members_are_refused() -> None:
+    member = b'{"serviceEndpoint": {"host": "10.0.0.7", "port": 80}}'
+    assert decode_serverset(member, fallback_name="member_0000000001").name == "member_0000000001"
+    dead = b'{"serviceEndpoint": {"host": "10.0.0.7", "port": 80}, "shard": 1, "status": "DEAD"}'
+    with pytest.raises(InvalidRecord, match="not ALIVE"):
+        decode_serverset(dead)
+
+
+def test_plain_child_names_are_not_path_encoded() -> None:
+    assert decode_child_name("i-abc_0000000001") is None
+    assert sequence_of("i-abc_0000000001") == 1
+    assert sequence_of("noseq") is None
