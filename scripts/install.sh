@@ -35,7 +35,8 @@ remove_policy() {
 install_packages() {
   local missing
   missing="$(missing_packages | tr '\n' ' ')"
-  [ -n "${missing// /}" ] || return 0
+  missing="${missing% }"
+  [ -n "$missing" ] || return 0
   command -v apt-get >/dev/null || die "missing packages ($missing) and no apt-get to install them"
   # Keep the packages' init scripts from starting daemons on default ports.
   if [ ! -e "$POLICY" ]; then

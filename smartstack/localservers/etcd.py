@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .process import ManagedProcess, free_port, wait_until
+from .process import ManagedProcess, free_port, make_temp_dir, remove_temp_dir, wait_until
 
 ETCD_BINARY = "/usr/bin/etcd"
 
@@ -104,7 +102,7 @@ class EtcdCluster:
         if size < 1:
             raise ValueError("a cluster needs at least one member")
         self._own_dir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="smartstack-etcd-"))
+        self.workdir = Path(workdir or make_temp_dir("smartstack-etcd-"))
         # One member can elect itself at once; a cluster needs slack for 2 shared cores.
         self.heartbeat_ms = heartbeat_ms or (10 if size == 1 else 50)
         self.election_ms = election_ms or (100 if size == 1 else 500)
@@ -165,11 +163,10 @@ class EtcdCluster:
         )
 
     def stop(self, timeout: float = 5.0) -> None:
+        # One by one: SIGTERM to all at once stalls etcd's leadership transfer (~5 s).
         for member in self.members:
             if member.process is not None:
                 member.process.stop(timeout)
-        if self._own_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def kill_member(self, i: int) -> None:
         """SIGKILL member i (0-based)."""
@@ -202,5 +199,11 @@ class EtcdCluster:
     def __enter__(self) -> EtcdCluster:
         return self.start()
 
+    def cleanup(self) -> None:
+        """Remove the temp dir made for us (stop() keeps it: a restart reuses the data)."""
+        if self._own_dir:
+            remove_temp_dir(self.workdir)
+
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        self.cleanup()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -67,6 +69,26 @@ def wait_until(
             detail = f" (last error: {last_error!r})" if last_error else ""
             raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}{detail}")
         time.sleep(interval)
+
+
+def process_gone(pid: int) -> bool:
+    """True when `pid` no longer runs (exited, or a zombie nobody has reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    # Field 3, after the parenthesised command name, is the state.
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def wait_processes_gone(pids: Iterable[int], timeout: float = 10.0) -> None:
+    """Wait until every pid is gone; TimeoutError names the survivors."""
+    pids = list(pids)
+    try:
+        wait_until(lambda: all(process_gone(p) for p in pids), timeout, what="processes to exit")
+    except TimeoutError as err:
+        alive = [p for p in pids if not process_gone(p)]
+        raise TimeoutError(f"{err}: still running: {alive}") from err
 
 
 _live_lock = threading.Lock()
@@ -138,13 +160,18 @@ class ManagedProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._popen.pid, sig)
 
+    def terminate(self) -> None:
+        """Send SIGTERM without waiting (stop several servers at once, then stop() each)."""
+        if self.alive:
+            self._signal_group(signal.SIGCONT)  # a paused process cannot handle SIGTERM
+            self._signal_group(signal.SIGTERM)
+
     def stop(self, timeout: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout`; waits for the process. Idempotent."""
         if self._popen is None:
             return None
         if self._popen.poll() is None:
-            self._signal_group(signal.SIGCONT)  # a paused process cannot handle SIGTERM
-            self._signal_group(signal.SIGTERM)
+            self.terminate()
             try:
                 self._popen.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -201,11 +228,31 @@ class ManagedProcess:
         return f"<ManagedProcess {self.name} pid={pid} alive={self.alive}>"
 
 
+_temp_dirs: set[str] = set()
+
+
+def make_temp_dir(prefix: str) -> Path:
+    """A private temp dir that the exit handler removes if its owner never does."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    with _live_lock:
+        _temp_dirs.add(path)
+    return Path(path)
+
+
+def remove_temp_dir(path: str | os.PathLike[str]) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    with _live_lock:
+        _temp_dirs.discard(str(path))
+
+
 @atexit.register
 def _kill_leftovers() -> None:
-    """Safety net: a crashed run must not leave servers behind."""
+    """Safety net: a crashed run must not leave servers (or their temp dirs) behind."""
     with _live_lock:
         leftovers = list(_live)
+        dirs = list(_temp_dirs)
     for proc in leftovers:
         with contextlib.suppress(Exception):
             proc.kill()
+    for path in dirs:
+        shutil.rmtree(path, ignore_errors=True)

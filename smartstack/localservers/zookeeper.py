@@ -10,13 +10,12 @@ import functools
 import os
 import shutil
 import socket
-import tempfile
 import threading
 from pathlib import Path
 
 from kazoo.client import KazooClient, KazooState
 
-from .process import ManagedProcess, free_port, wait_until
+from .process import ManagedProcess, free_port, make_temp_dir, remove_temp_dir, wait_until
 
 JAVA_DIR = Path("/usr/share/java")
 ZK_MAIN_STANDALONE = "org.apache.zookeeper.server.ZooKeeperServerMain"
@@ -184,7 +183,7 @@ class ZooKeeperServer:
         extra_config: list[str] | None = None,
     ) -> None:
         self._own_dir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="smartstack-zk-"))
+        self.workdir = Path(workdir or make_temp_dir("smartstack-zk-"))
         self.tick_time = tick_time
         self.extra_config = list(extra_config or [])
         self.node = _ZkNode(self.workdir, port or free_port(), "zookeeper")
@@ -221,8 +220,6 @@ class ZooKeeperServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         self.node.stop(timeout)
-        if self._own_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def kill(self) -> None:
         self.node.kill()
@@ -230,8 +227,14 @@ class ZooKeeperServer:
     def __enter__(self) -> ZooKeeperServer:
         return self.start()
 
+    def cleanup(self) -> None:
+        """Remove the temp dir made for us (stop() keeps it: a restart reuses the data)."""
+        if self._own_dir:
+            remove_temp_dir(self.workdir)
+
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        self.cleanup()
 
 
 class ZooKeeperEnsemble:
@@ -247,7 +250,7 @@ class ZooKeeperEnsemble:
         if size < 1:
             raise ValueError("an ensemble needs at least one member")
         self._own_dir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="smartstack-zkq-"))
+        self.workdir = Path(workdir or make_temp_dir("smartstack-zkq-"))
         self.tick_time = tick_time
         self.extra_config = list(extra_config or [])
         self.members = [
@@ -297,10 +300,12 @@ class ZooKeeperEnsemble:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        # All at once: members stopped one by one would wait on a vanishing quorum.
+        for member in self.members:
+            if member.process is not None:
+                member.process.terminate()
         for member in self.members:
             member.stop(timeout)
-        if self._own_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def kill_member(self, i: int) -> None:
         """SIGKILL member i (0-based): a crash, no goodbye to the quorum."""
@@ -327,8 +332,14 @@ class ZooKeeperEnsemble:
     def __enter__(self) -> ZooKeeperEnsemble:
         return self.start()
 
+    def cleanup(self) -> None:
+        """Remove the temp dir made for us (stop() keeps it: a restart reuses the data)."""
+        if self._own_dir:
+            remove_temp_dir(self.workdir)
+
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        self.cleanup()
 
 
 def expire_session(client: KazooClient, timeout: float = 30.0) -> None:

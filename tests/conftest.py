@@ -1,0 +1,177 @@
+"""Shared fixtures: real ZooKeeper, etcd, HAProxy and HTTP backends on 127.0.0.1.
+
+Sections: process hygiene | ZooKeeper | etcd | HAProxy | HTTP backends. Servers are
+started on free ports in temporary directories and stopped by PID at teardown; each
+fixture checks that the processes it started are really gone.
+
+Module-scoped servers (`zk`, `etcd`) are shared by the tests of one module: use your own
+key prefix / znode path per test. Tests that kill or restart members use the
+function-scoped `zk_ensemble` and `etcd_cluster`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+
+import pytest
+
+from smartstack.localservers.etcd import EtcdCluster
+from smartstack.localservers.haproxy import HAProxyProcess, minimal_global
+from smartstack.localservers.httpbackend import HttpBackend
+from smartstack.localservers.process import live_processes, wait_processes_gone
+from smartstack.localservers.zookeeper import ZooKeeperEnsemble, ZooKeeperServer
+
+# --------------------------------------------------------------------------- process hygiene
+
+
+def _sigterm_to_interrupt(signum: int, frame: FrameType | None) -> None:
+    # A CI runner's SIGTERM then unwinds like Ctrl-C: fixtures tear down, servers stop.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftover_servers() -> Iterator[None]:
+    """Fail the run if a server started through localservers outlives every fixture."""
+    yield
+    leftovers = live_processes()
+    for proc in leftovers:
+        proc.kill()
+    assert not leftovers, f"servers left running after the tests (now killed): {leftovers}"
+
+
+def _stop_and_check(stop: Callable[[], None], pids: list[int | None]) -> None:
+    stop()
+    wait_processes_gone([p for p in pids if p is not None])
+
+
+# --------------------------------------------------------------------------- ZooKeeper
+
+
+@pytest.fixture(scope="module")
+def zk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
+    """A standalone ZooKeeper shared by the module's tests (`zk.hosts`)."""
+    server = ZooKeeperServer(workdir=tmp_path_factory.mktemp("zk")).start()
+    yield server
+    _stop_and_check(server.stop, [server.pid])
+
+
+@pytest.fixture
+def zk_ensemble(tmp_path: Path) -> Iterator[ZooKeeperEnsemble]:
+    """A fresh 3-member ensemble; the test may kill, stop and restart members."""
+    ensemble = ZooKeeperEnsemble(size=3, workdir=tmp_path / "zk-ensemble").start()
+    # Members restarted by the test get new pids: collect them at teardown.
+    yield ensemble
+    _stop_and_check(ensemble.stop, ensemble.pids)
+
+
+# --------------------------------------------------------------------------- etcd
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """A single etcd member shared by the module's tests (`etcd.host`, `etcd.port`)."""
+    cluster = EtcdCluster(size=1, workdir=tmp_path_factory.mktemp("etcd")).start()
+    yield cluster
+    _stop_and_check(cluster.stop, cluster.pids)
+
+
+@pytest.fixture
+def etcd_cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """A fresh 3-member etcd cluster; the test may kill, stop and restart members."""
+    cluster = EtcdCluster(size=3, workdir=tmp_path / "etcd-cluster").start()
+    yield cluster
+    _stop_and_check(cluster.stop, cluster.pids)
+
+
+# --------------------------------------------------------------------------- HAProxy
+
+# AF_UNIX paths are limited to 108 bytes; long tmp paths fall back to a short dir.
+_MAX_SOCKET_DIR = 90
+
+HAProxyConfig = str | Callable[[Path], str]
+HAProxyFactory = Callable[..., HAProxyProcess]
+
+
+@pytest.fixture
+def haproxy_factory(tmp_path: Path) -> Iterator[HAProxyFactory]:
+    """Start HAProxy (master-worker) processes; all are stopped at teardown.
+
+    `haproxy_factory(config)` where config is the config text or a callable taking the
+    workdir and returning it. A config without a `global` section gets minimal_global()
+    (admin socket in the workdir) prepended. Also `haproxy_factory(config_path=path,
+    workdir=dir)` for a config file written by the code under test.
+    """
+    started: list[HAProxyProcess] = []
+    short_dirs: list[tempfile.TemporaryDirectory[str]] = []
+
+    def new_workdir() -> Path:
+        workdir = tmp_path / f"haproxy{len(started) + 1}"
+        if len(str(workdir)) > _MAX_SOCKET_DIR:
+            short_dirs.append(tempfile.TemporaryDirectory(prefix="hap-"))
+            workdir = Path(short_dirs[-1].name)
+        workdir.mkdir(exist_ok=True)
+        return workdir
+
+    def start(
+        config: HAProxyConfig | None = None,
+        *,
+        workdir: Path | None = None,
+        config_path: Path | None = None,
+    ) -> HAProxyProcess:
+        workdir = workdir or new_workdir()
+        text = None
+        if config is not None:
+            text = config(workdir) if callable(config) else config
+            if not any(line.startswith("global") for line in text.splitlines()):
+                text = minimal_global(workdir) + "\n" + text
+        proc = HAProxyProcess(text, workdir, config_path=config_path)
+        started.append(proc)
+        return proc.start()
+
+    yield start
+
+    for proc in started:
+        pids: list[int | None] = []
+        if proc.alive:
+            pids.append(proc.pid)
+            # If the master does not answer, the group kill in stop() still takes the workers.
+            with contextlib.suppress(OSError):
+                pids += proc.worker_pids()
+        _stop_and_check(proc.stop, pids)
+    for short in short_dirs:
+        short.cleanup()
+
+
+# --------------------------------------------------------------------------- HTTP backends
+
+HttpBackendFactory = Callable[..., HttpBackend]
+
+
+@pytest.fixture
+def http_backend_factory() -> Iterator[HttpBackendFactory]:
+    """Start in-process HTTP backends: `http_backend_factory(name=None, port=None)`.
+
+    Each answers `GET /` with its name and `GET /health` with 200 (503 after
+    `set_healthy(False)`); `stop()` closes the port, `start()` reopens the same port.
+    """
+    backends: list[HttpBackend] = []
+
+    def start(name: str | None = None, port: int | None = None) -> HttpBackend:
+        backend = HttpBackend(name or f"backend-{len(backends) + 1}", port=port)
+        backends.append(backend)
+        return backend.start()
+
+    yield start
+
+    for backend in backends:
+        backend.stop()
