@@ -98,6 +98,11 @@ def _unix_request(path: Path, command: str, timeout: float, shut_write: bool) ->
     return b"".join(chunks).decode(errors="replace")
 
 
+def runtime_command(socket_path: str | os.PathLike[str], command: str, timeout: float = 5.0) -> str:
+    """One command on an HAProxy admin (stats) socket; the answer as text."""
+    return _unix_request(Path(socket_path), command, timeout, shut_write=False)
+
+
 def _parse_value(column: str, value: str) -> int | str:
     if column not in _TEXT_COLUMNS and re.fullmatch(r"-?\d+", value):
         return int(value)

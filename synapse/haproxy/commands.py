@@ -1,0 +1,83 @@
+"""Running the operator's commands and `haproxy -c`: validation and Airbnb's reload_command.
+
+Subprocesses run without blocking the event loop and are killed (with their
+process group) when they outlive their timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+
+from synapse.atomic import write_atomic
+from synapse.haproxy.settings import Settings
+
+OUTPUT_LIMIT = 4000  # characters of a command's output kept for logs and /status
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    output: str  # stdout and stderr, interleaved, tail only
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+async def run_command(args: str | list[str], timeout: float) -> CommandResult:
+    """Run a shell command (str) or an argv (list); a timeout counts as a failure."""
+    spawn = asyncio.create_subprocess_shell if isinstance(args, str) else None
+    kwargs = {
+        "stdin": asyncio.subprocess.DEVNULL,
+        "stdout": asyncio.subprocess.PIPE,
+        "stderr": asyncio.subprocess.STDOUT,
+        "start_new_session": True,  # so a timeout can kill whatever the shell started
+    }
+    try:
+        if spawn is not None:
+            proc = await spawn(args, **kwargs)  # type: ignore[arg-type]
+        else:
+            proc = await asyncio.create_subprocess_exec(*args, **kwargs)  # type: ignore[arg-type]
+    except OSError as err:
+        return CommandResult(127, f"cannot run {args!r}: {err}")
+    try:
+        async with asyncio.timeout(timeout):
+            out, _ = await proc.communicate()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        return CommandResult(-1, f"{args!r} timed out after {timeout}s")
+    text = out.decode(errors="replace").strip()
+    return CommandResult(proc.returncode or 0, text[-OUTPUT_LIMIT:])
+
+
+async def validate_config(settings: Settings, text: str, timeout: float) -> str | None:
+    """Write the candidate and check it; None when valid, else HAProxy's message.
+
+    The Airbnb ``check_command`` (with ``do_checks``) wins; otherwise ``haproxy -c``.
+    The candidate stays on disk, so an operator can inspect a config that failed.
+    """
+    if settings.candidate_path is None:
+        return None
+    await asyncio.to_thread(write_atomic, settings.candidate_path, text)
+    if settings.check_command:
+        result = await run_command(settings.check_command, timeout)
+    else:
+        result = await run_command(
+            [settings.binary, "-c", "-f", str(settings.candidate_path)], timeout
+        )
+    if result.ok:
+        return None
+    return _errors_first(result.output) or f"check exited with {result.returncode}"
+
+
+def _errors_first(output: str) -> str:
+    """HAProxy's ALERT lines are the message; NOTICE/WARNING lines only add noise."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    alerts = [line for line in lines if "[ALERT]" in line]
+    return "\n".join(alerts or lines)

@@ -1,0 +1,658 @@
+"""The HAProxy controller: makes HAProxy run the desired services, at runtime when it can.
+
+Public API (what synapse-core calls)::
+
+    controller = HAProxyController(config: HAProxyConfig, registry: CollectorRegistry)
+    await controller.start()          # reads the config file on disk; managed: adopts a
+                                      # running HAProxy of ours (else the first apply starts one)
+    result = await controller.apply(desired: list[DesiredService], reason: str) -> ApplyResult
+    await controller.update_config(new: HAProxyConfig)  # SIGHUP; ValueError if paths change
+    await controller.stop()           # cancels a pending reload; managed: stops HAProxy
+    controller.status() -> dict       # JSON-ready, for /status; "backends" is
+                                      # {backend: {server: {state, weight, address}}}
+    await controller.flush()          # waits until no reload is pending (tests, shutdown)
+    controller.reload_count, controller.start_count
+
+``apply`` never raises because of HAProxy: failures are logged, counted and
+shown in ``status()``; the returned ApplyResult says what happened
+(``result.reload`` is "none", "done", "pending", "invalid", "failed" or
+"disabled"). Calls are serialised; a call made while a reload waits for its
+turn updates what that reload will install.
+
+One apply:
+1. read the running state: ``show backend`` + ``show servers state`` on the
+   runtime API, and the config file (synapse keeps it equal to what HAProxy runs);
+2. render the candidate (server ids HAProxy already uses are kept);
+3. plan (``synapse.haproxy.planner``) and apply the runtime operations; a
+   failed operation turns into a reload;
+4. no reload needed: rewrite the config file if its text changed (atomic), so a
+   later reload or restart starts from exactly this state;
+5. reload needed: validate the candidate (``haproxy -c`` or the Airbnb
+   ``check_command``); an invalid one never replaces the running config and is
+   reported loudly. Valid: dump ``show servers state`` into the server-state
+   file, swap the file atomically, reload (master CLI in managed mode, else
+   ``reload_command``), confirm the new worker, then apply the runtime
+   operations the reload did not carry. Reloads are at least
+   ``restart_interval`` (+ a random ``restart_jitter`` fraction) apart; the ones
+   asked for meanwhile coalesce into one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from prometheus_client import CollectorRegistry
+
+from smartstack.logs import event
+from synapse.atomic import read_text, write_atomic
+from synapse.config import HAProxyConfig
+from synapse.haproxy.commands import run_command, validate_config
+from synapse.haproxy.configtext import ParsedConfig, parse_config
+from synapse.haproxy.managed import HAProxyProcessError, ManagedHAProxy
+from synapse.haproxy.metrics import HAProxyMetrics
+from synapse.haproxy.planner import Op, Reload, plan
+from synapse.haproxy.render import DesiredConfig, Renderer
+from synapse.haproxy.runtime import HAProxySocketError, RuntimeClient
+from synapse.haproxy.settings import settings_for
+from synapse.haproxy.state import Capabilities, RunningServer, RunningState
+from synapse.model import DesiredService
+
+log = logging.getLogger("synapse.haproxy")
+
+MAX_BACKOFF = 60.0  # seconds between attempts after repeated reload failures
+RECENT_OPS = 50  # runtime commands kept for /status
+START_TIMEOUT = 15.0
+STABLE_RUN = 30.0  # seconds a restarted HAProxy must live before its crashes are forgiven
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What one apply() did."""
+
+    ops: tuple[str, ...] = ()  # runtime API commands applied
+    reload: str = "none"  # none | done | pending | invalid | failed | disabled
+    reasons: tuple[str, ...] = ()  # why a reload was needed
+    config_written: bool = False
+    error: str | None = None
+
+    @property
+    def reloaded(self) -> bool:
+        return self.reload == "done"
+
+
+class _ReloadFailed(Exception):
+    pass
+
+
+class HAProxyController:
+    def __init__(
+        self,
+        config: HAProxyConfig,
+        registry: CollectorRegistry,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.config = config
+        self.settings = settings_for(config)
+        self.metrics = HAProxyMetrics(registry)
+        self._clock = clock
+        self._rng = rng
+        self._renderer: Renderer | None = None
+        self._runtime = [RuntimeClient(path) for path in self.settings.runtime_sockets]
+        self._managed = (
+            ManagedHAProxy(self.settings, START_TIMEOUT, config.reload_timeout)
+            if self.settings.managed
+            else None
+        )
+        self._lock = asyncio.Lock()
+        self._desired: list[DesiredService] = []
+        self._applied = False  # apply() was called: _desired is real
+        self._file_text: str | None = None
+        self._file_loaded = False
+        self._version: tuple[int, int, int] | None = None
+        self._next_reload_at = 0.0
+        self._failures = 0
+        self._failed_candidate: str | None = None
+        self._settled_candidate: str | None = None
+        self._pending: Reload | None = None
+        self._pending_task: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._warned: set[str] = set()
+        # status
+        self.reload_count = 0
+        self.start_count = 0
+        self._last_reload: dict[str, Any] | None = None
+        self._validation_error: dict[str, Any] | None = None
+        self._last_validation_error: dict[str, Any] | None = None
+        self._last_reload_error: dict[str, Any] | None = None
+        self._last_apply: dict[str, Any] | None = None
+        self._recent_ops: deque[str] = deque(maxlen=RECENT_OPS)
+        self._runtime_error: str | None = None
+        self._backends: dict[str, dict[str, RunningServer]] = {}
+        self._warnings: tuple[str, ...] = ()
+
+    # --- public API ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Read the config file on disk; managed mode: adopt our HAProxy if it still runs."""
+        await self._load_file()
+        self._renderer = Renderer(self.config, self.settings)  # reads the template once
+        if not self.settings.can_validate and self.config.do_writes:
+            detail = "no check_command and no haproxy binary: configs are not validated"
+            event(log, "haproxy_validation_unavailable", level=logging.WARNING,
+                  binary=self.settings.binary, detail=detail)  # fmt: skip
+        if not self._runtime:
+            event(log, "haproxy_no_runtime_api", level=logging.WARNING,
+                  detail="no runtime socket (do_socket false, or no socket_file_path / stats "
+                  "socket): every change of servers needs a reload")  # fmt: skip
+        if self._managed is not None and await self._managed.adopt():
+            self._supervise()
+
+    async def apply(self, desired: list[DesiredService], reason: str) -> ApplyResult:
+        began = self._clock()
+        async with self._lock:
+            self._desired = list(desired)
+            self._applied = True
+            result = await self._reconcile()
+        elapsed = self._clock() - began
+        self.metrics.apply_duration.observe(elapsed)
+        self._last_apply = {
+            "at": time.time(),
+            "reason": reason,
+            "ops": len(result.ops),
+            "reload": result.reload,
+            "duration_ms": round(elapsed * 1000, 2),
+        }
+        if result.ops or result.reload != "none":
+            event(log, "haproxy_applied", reason=reason, ops=len(result.ops),
+                  reload=result.reload, ms=round(elapsed * 1000, 2))  # fmt: skip
+        return result
+
+    async def update_config(self, config: HAProxyConfig) -> None:
+        """Take a changed ``haproxy`` block (SIGHUP); the next apply renders with it.
+
+        Where HAProxy lives (config file, sockets, managed or not) cannot change live:
+        ValueError, and the running config stays. A broken template also raises.
+        """
+        settings = settings_for(config)
+        fixed = ("config_path", "runtime_sockets", "managed", "master_socket", "binary", "pid_file")
+        changed = [key for key in fixed if getattr(settings, key) != getattr(self.settings, key)]
+        if changed:
+            raise ValueError(f"changing {', '.join(changed)} needs a synapse restart")
+        renderer = Renderer(config, settings)
+        async with self._lock:
+            self.config, self.settings, self._renderer = config, settings, renderer
+            self._failed_candidate = self._settled_candidate = None
+        event(log, "haproxy_config_updated")
+
+    async def flush(self, timeout: float = 60.0) -> None:
+        """Wait until no reload is pending (rate limited or being retried)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                if self._pending_task is not None:
+                    await asyncio.wait({self._pending_task})
+                    continue
+                async with self._lock:  # a reload under way holds the lock
+                    if self._pending_task is None:
+                        return
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in (self._pending_task, self._supervisor):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._pending_task = self._supervisor = None
+        async with self._lock:
+            if self._managed is not None:
+                await self._managed.stop()
+
+    def status(self) -> dict[str, Any]:
+        pending = None
+        if self._pending is not None:
+            pending = {
+                "reason": self._pending.summary,
+                "due_in_s": round(max(0.0, self._next_reload_at - self._clock()), 3),
+            }
+        status: dict[str, Any] = {
+            "mode": self._mode,
+            "config_file": str(self.settings.config_path) if self.settings.config_path else None,
+            "haproxy_version": ".".join(map(str, self._version)) if self._version else None,
+            "reloads": self.reload_count,
+            "starts": self.start_count,
+            "last_reload": self._last_reload,
+            "pending_reload": pending,
+            "validation_error": self._validation_error,
+            "last_validation_error": self._last_validation_error,
+            "last_reload_error": self._last_reload_error,
+            "last_apply": self._last_apply,
+            "last_ops": list(self._recent_ops),
+            "runtime_error": self._runtime_error,
+            "render_warnings": list(self._warnings),
+            "backends": {
+                backend: {
+                    name: {"state": s.label, "weight": s.weight, "address": f"{s.addr}:{s.port}"}
+                    for name, s in sorted(servers.items())
+                }
+                for backend, servers in sorted(self._backends.items())
+            },
+        }
+        if self._managed is not None:
+            status["haproxy_pids"] = {
+                "master": self._managed.master_pid,
+                "worker": self._managed.worker_pid,
+            }
+        return status
+
+    # --- one reconciliation ---------------------------------------------------------------
+
+    @property
+    def _mode(self) -> str:
+        if self._managed is not None:
+            return "managed"
+        if self.config.do_reloads and self.config.do_writes:
+            return "reload_command"
+        return "no_reloads"
+
+    async def _reconcile(self) -> ApplyResult:
+        """Plan against HAProxy and act. The caller holds the lock."""
+        if self._renderer is None:
+            await self.start()
+        running = await self._read_running()
+        try:
+            candidate = self._render(running)
+        except (jinja2.TemplateError, OSError) as err:
+            return self._invalid(f"cannot render the config template: {err}", (), None)
+        result = plan(candidate, running, self._capabilities())
+        applied, failures = await self._run_ops(result.ops)
+        reasons = list(result.reload.reasons) if result.reload else []
+        reasons += [("runtime_failed", failure) for failure in failures]
+        if applied:
+            await self._refresh_backends()
+        if not reasons:
+            self._clear_pending()
+            self._failed_candidate = None
+            self._validation_error = None
+            written = await self._write_file(candidate.text)
+            return ApplyResult(tuple(applied), "none", (), written)
+        outcome = await self._need_reload(Reload(tuple(reasons)), candidate)
+        return ApplyResult(
+            tuple(applied) + outcome.ops,
+            outcome.reload,
+            tuple(detail for _, detail in reasons),
+            outcome.config_written,
+            outcome.error,
+        )
+
+    def _render(self, running: RunningState) -> DesiredConfig:
+        assert self._renderer is not None
+        candidate = self._renderer.render(self._desired, self._id_hints(running))
+        if candidate.warnings != self._warnings:
+            for warning in candidate.warnings:
+                event(log, "haproxy_render_warning", level=logging.WARNING, detail=warning)
+        self._warnings = candidate.warnings
+        return candidate
+
+    def _capabilities(self) -> Capabilities:
+        return Capabilities(
+            version=self._version,
+            runtime_api=bool(self._runtime),
+            remove_servers=self.config.remove_servers,
+        )
+
+    async def _read_running(self) -> RunningState:
+        config: ParsedConfig | None = None
+        missing = False
+        if self.config.do_writes:
+            missing = self._file_text is None
+            config = None if missing else parse_config(self._file_text or "")
+        if not self._runtime:
+            return RunningState(None, config, missing)
+        try:
+            backends = await self._runtime[0].running_backends()
+            if self._version is None:
+                self._version = await self._runtime[0].version()
+        except HAProxySocketError as err:
+            self._runtime_error = str(err)
+            return RunningState(None, config, missing, runtime_error=str(err))
+        self._runtime_error = None
+        self._backends = backends
+        return RunningState(backends, config, missing)
+
+    async def _refresh_backends(self) -> None:
+        with contextlib.suppress(HAProxySocketError):
+            self._backends = await self._runtime[0].running_backends()
+
+    def _id_hints(self, running: RunningState) -> dict[str, dict[str, int]]:
+        """Server ids HAProxy uses (runtime API), else the ones in the config file."""
+        if running.backends is not None:
+            return {
+                backend: {name: server.id for name, server in servers.items()}
+                for backend, servers in running.backends.items()
+            }
+        hints: dict[str, dict[str, int]] = {}
+        if running.config is not None:
+            for proxy, lines in running.config.servers.items():
+                for name, line in lines.items():
+                    tokens = line.options.split()
+                    if "id" in tokens[:-1] and tokens[tokens.index("id") + 1].isdigit():
+                        hints.setdefault(proxy, {})[name] = int(tokens[tokens.index("id") + 1])
+        return hints
+
+    async def _run_ops(self, ops: tuple[Op, ...]) -> tuple[list[str], list[str]]:
+        """Apply ops on every runtime socket; (commands applied, failures needing a reload)."""
+        applied: list[str] = []
+        failures: list[str] = []
+        broken: set[str] = set()  # servers whose earlier op failed: skip their later ops
+        for op in ops:
+            if op.target in broken:
+                continue
+            error = None
+            for client in self._runtime:
+                try:
+                    await client.run(op)
+                except HAProxySocketError as err:
+                    error = str(err)
+                    break
+            if error is None:
+                applied.append(op.command)
+                self._recent_ops.append(op.command)
+                self.metrics.plan_operations.labels(op.label).inc()
+                continue
+            self.metrics.runtime_errors.labels(op.label).inc()
+            broken.add(op.target)
+            level = logging.INFO if op.tolerated else logging.WARNING
+            event(log, "haproxy_runtime_command_failed", level=level, command=op.command,
+                  error=error, fallback="retry later" if op.tolerated else "reload")  # fmt: skip
+            if not op.tolerated:
+                failures.append(f"runtime command failed: {error}")
+        if applied:
+            event(log, "haproxy_runtime_ops", count=len(applied), first=applied[0])
+        return applied, failures
+
+    # --- reloads --------------------------------------------------------------------------
+
+    async def _need_reload(self, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
+        if not self.config.do_writes:
+            self._warn_once("no_writes", "HAProxy needs a reload but do_writes is false",
+                            reload.summary)  # fmt: skip
+            return ApplyResult(reload="disabled")
+        if candidate.text == self._failed_candidate:
+            return ApplyResult(reload="invalid", error=self._failed_message())
+        if candidate.text == self._settled_candidate:
+            error = "HAProxy still differs from this config after reloading it"
+            return ApplyResult(reload="failed", error=error)
+        if self._managed is not None and not self._managed.alive and not self._failures:
+            return await self._reload(reload, candidate)  # a first start is not rate limited
+        if self._clock() >= self._next_reload_at:
+            return await self._reload(reload, candidate)
+        self._pending = reload
+        self.metrics.reload_pending.set(1)
+        if self._pending_task is None:
+            self._pending_task = asyncio.create_task(self._reload_later())
+            event(log, "haproxy_reload_scheduled", reason=reload.summary,
+                  in_s=round(self._next_reload_at - self._clock(), 3))  # fmt: skip
+        return ApplyResult(reload="pending")
+
+    async def _reload_later(self) -> None:
+        try:
+            while True:
+                delay = self._next_reload_at - self._clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                async with self._lock:
+                    if self._clock() < self._next_reload_at:
+                        continue  # another reload went first: wait for the new slot
+                    self._pending_task = None
+                    self._pending = None
+                    self.metrics.reload_pending.set(0)
+                    await self._reconcile()
+                return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug must not kill the pending reload silently
+            log.exception("pending HAProxy reload failed")
+            self._pending_task = None
+
+    def _clear_pending(self) -> None:
+        if self._pending_task is not None and self._pending_task is not asyncio.current_task():
+            self._pending_task.cancel()
+        self._pending_task = None
+        self._pending = None
+        self.metrics.reload_pending.set(0)
+
+    def _retry_later(self, reload: Reload) -> None:
+        self._pending = reload
+        self.metrics.reload_pending.set(1)
+        if self._pending_task is None:
+            self._pending_task = asyncio.create_task(self._reload_later())
+
+    async def _reload(self, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
+        began = self._clock()
+        if not self.config.do_reloads and self._managed is None:
+            return await self._write_without_reload(reload, candidate)
+        error = await self._validate(candidate)
+        if error is not None:
+            return self._invalid(error, reload.reasons, candidate.text)
+        self._validation_error = self._failed_candidate = None
+        interval = self.config.restart_interval
+        self._next_reload_at = began + interval * (1 + self.config.restart_jitter * self._rng())
+        await self._dump_server_state()
+        previous = self._file_text
+        wrote = await self._write_file(candidate.text)
+        starting = self._managed is not None and not self._managed.alive
+        try:
+            await self._swap_in()
+        except _ReloadFailed as err:
+            if previous is not None:
+                await self._write_file(previous)  # the old config is still what HAProxy runs
+            return self._reload_failed(str(err), reload, began)
+        self._clear_pending()  # whatever waited is in this reload
+        self._failures = 0
+        self._last_reload_error = None
+        self._version = None  # re-read: the binary may have been upgraded
+        kind = "start" if starting else reload.kind
+        if starting:
+            self.start_count += 1
+        else:
+            self.reload_count += 1
+        self.metrics.reloads.labels(kind).inc()
+        self.metrics.last_reload.set(time.time())
+        elapsed = self._clock() - began
+        self._last_reload = {
+            "at": time.time(),
+            "kind": kind,
+            "reason": reload.summary,
+            "duration_ms": round(elapsed * 1000, 1),
+        }
+        event(log, "haproxy_started" if starting else "haproxy_reloaded", kind=kind,
+              reason=reload.summary, ms=round(elapsed * 1000, 1))  # fmt: skip
+        return await self._after_reload(candidate, wrote)
+
+    async def _after_reload(self, candidate: DesiredConfig, wrote: bool) -> ApplyResult:
+        """Runtime ops the reload did not carry (states restored from the state file...)."""
+        running = await self._read_running()
+        fresh = self._render(running)
+        after = plan(fresh, running, self._capabilities())
+        applied, failures = await self._run_ops(after.ops)
+        written = await self._write_file(fresh.text) or wrote
+        if applied:
+            await self._refresh_backends()
+        if after.reload is not None and after.reload.kind == "runtime_unavailable":
+            # Reloaded, but nothing answers on the runtime socket: try again, backing off.
+            failed = self._reload_failed(after.reload.summary, after.reload, self._clock())
+            return ApplyResult(tuple(applied), "done", (), written, failed.error)
+        if after.reload is not None or failures:
+            # Reloaded with exactly this config and HAProxy still differs: retrying the
+            # same candidate would loop, so it waits for the next change.
+            self._settled_candidate = candidate.text
+            detail = after.reload.summary if after.reload else "; ".join(failures)
+            event(log, "haproxy_differs_after_reload", level=logging.ERROR, detail=detail)
+            return ApplyResult(tuple(applied), "done", (), written, f"still differs: {detail}")
+        self._settled_candidate = None
+        return ApplyResult(tuple(applied), "done", (), written)
+
+    async def _swap_in(self) -> None:
+        """Make HAProxy load the config file: start, master reload, or reload_command."""
+        if self._managed is not None:
+            try:
+                if self._managed.alive:
+                    await self._managed.reload()
+                else:
+                    await self._managed.start()
+                    self._supervise()
+            except (HAProxyProcessError, HAProxySocketError) as err:
+                raise _ReloadFailed(str(err)) from err
+            return
+        before = await self._worker_pid()
+        assert self.config.reload_command is not None
+        result = await run_command(self.config.reload_command, self.config.reload_timeout)
+        if not result.ok:
+            raise _ReloadFailed(
+                f"reload_command exited with {result.returncode}: {result.output[-1000:]}"
+            )
+        await self._confirm_new_worker(before)
+
+    async def _worker_pid(self) -> str | None:
+        if not self._runtime:
+            return None
+        try:
+            return (await self._runtime[0].info()).get("Pid")
+        except HAProxySocketError:
+            return None
+
+    async def _confirm_new_worker(self, before: str | None) -> None:
+        """After reload_command: wait until a new process answers on the admin socket."""
+        if not self._runtime:
+            return
+        deadline = self._clock() + self.config.reload_timeout
+        while self._clock() < deadline:
+            pid = await self._worker_pid()
+            if pid is not None and pid != before:
+                return
+            await asyncio.sleep(0.02)
+        event(log, "haproxy_reload_unconfirmed", level=logging.WARNING,
+              detail=f"no new HAProxy process answered on {self._runtime[0].path} within "
+              f"{self.config.reload_timeout}s")  # fmt: skip
+
+    async def _write_without_reload(self, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
+        """do_reloads: false (Airbnb): install the valid config, leave reloading to others."""
+        error = await self._validate(candidate)
+        if error is not None:
+            return self._invalid(error, reload.reasons, candidate.text)
+        self._warn_once("no_reloads", "HAProxy needs a reload but do_reloads is false",
+                        reload.summary)  # fmt: skip
+        written = await self._write_file(candidate.text)
+        return ApplyResult((), "disabled", (), written)
+
+    async def _validate(self, candidate: DesiredConfig) -> str | None:
+        if not self.settings.can_validate:
+            return None
+        return await validate_config(self.settings, candidate.text, self.config.reload_timeout)
+
+    def _invalid(
+        self, error: str, reasons: tuple[tuple[str, str], ...], candidate: str | None
+    ) -> ApplyResult:
+        self.metrics.validation_failures.inc()
+        path = str(self.settings.candidate_path) if self.settings.candidate_path else None
+        self._validation_error = {"at": time.time(), "message": error, "candidate": path,
+                                  "reasons": [d for _, d in reasons][:10]}  # fmt: skip
+        self._last_validation_error = self._validation_error
+        event(log, "haproxy_config_invalid", level=logging.ERROR, candidate=path, error=error,
+              detail="the running config stays in place")  # fmt: skip
+        self._failed_candidate = candidate  # not retried until the desired state changes
+        return ApplyResult(reload="invalid", error=error)
+
+    def _failed_message(self) -> str | None:
+        return self._validation_error["message"] if self._validation_error else None
+
+    def _reload_failed(self, error: str, reload: Reload, began: float) -> ApplyResult:
+        self._failures += 1
+        self.metrics.reload_failures.inc()
+        base = max(self.config.restart_interval, 1.0)
+        backoff = min(MAX_BACKOFF, base * 2 ** (self._failures - 1))
+        self._next_reload_at = began + backoff
+        self._last_reload_error = {"at": time.time(), "message": error, "reason": reload.summary,
+                                   "retry_in_s": round(backoff, 1)}  # fmt: skip
+        event(log, "haproxy_reload_failed", level=logging.ERROR, error=error,
+              reason=reload.summary, retry_in_s=round(backoff, 1))  # fmt: skip
+        self._retry_later(reload)
+        return ApplyResult(reload="failed", error=error)
+
+    async def _dump_server_state(self) -> None:
+        """Save runtime states for `load-server-state-from-file` in the new worker."""
+        path = self.settings.state_file
+        if path is None:
+            return
+        try:
+            if self._runtime and self._runtime_error is None:
+                text = await self._runtime[0].dump_servers_state()
+                await asyncio.to_thread(write_atomic, path, text)
+            elif not await asyncio.to_thread(path.exists):
+                # An empty dump: HAProxy warns about a missing state file at every start.
+                await asyncio.to_thread(write_atomic, path, "1\n")
+        except (HAProxySocketError, OSError) as err:
+            event(log, "haproxy_state_dump_failed", level=logging.WARNING, error=str(err))
+
+    # --- the managed process --------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        if self._managed is None or self._stopping:
+            return
+        if self._supervisor is None or self._supervisor.done():
+            self._supervisor = asyncio.create_task(self._watch_process())
+
+    async def _watch_process(self) -> None:
+        """Restart the managed HAProxy if it dies (backing off when it keeps dying)."""
+        assert self._managed is not None
+        failures = 0
+        while not self._stopping:
+            began = self._clock()
+            status = await self._managed.wait_exit()
+            if self._stopping:
+                return
+            # A long healthy run forgives earlier crashes; a crash loop backs off.
+            failures = 1 if self._clock() - began > STABLE_RUN else failures + 1
+            delay = min(MAX_BACKOFF, max(self.config.restart_interval, 0.5) * 2 ** (failures - 1))
+            event(log, "haproxy_exited", level=logging.ERROR, status=status,
+                  restart_in_s=round(delay, 1), output=self._managed.output_tail(5))  # fmt: skip
+            await asyncio.sleep(delay)
+            async with self._lock:
+                if self._stopping or self._managed.alive or not self._applied:
+                    continue
+                await self._reconcile()  # not alive: the reconcile starts it
+
+    # --- files ----------------------------------------------------------------------------
+
+    async def _load_file(self) -> None:
+        if self.settings.config_path is not None and not self._file_loaded:
+            self._file_text = await asyncio.to_thread(read_text, self.settings.config_path)
+            self._file_loaded = True
+
+    async def _write_file(self, text: str) -> bool:
+        """Atomically replace the config file when its text changes."""
+        if not self.config.do_writes or self.settings.config_path is None:
+            return False
+        if text == self._file_text:
+            return False
+        await asyncio.to_thread(write_atomic, self.settings.config_path, text)
+        self._file_text = text
+        self.metrics.config_writes.inc()
+        return True
+
+    def _warn_once(self, key: str, message: str, detail: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            event(log, "haproxy_reload_skipped", level=logging.WARNING, why=message, detail=detail)

@@ -1,0 +1,225 @@
+"""Managed mode (ours): synapse runs HAProxy (master-worker) and reloads it via the master CLI.
+
+``haproxy -W -db -S <master.sock>,mode,600 -f <config>``: the master stays in
+the foreground as synapse's child (in its own session, so a terminal's Ctrl-C
+does not reach it) and forks the worker. HAProxy's output is relayed to our log.
+
+Reload: ``reload`` on the master CLI (the master re-executes itself, so its
+socket briefly disappears), then the new worker must show up in ``show proc``
+and answer on the admin socket with its own pid. A config the new worker cannot
+load (a port already bound, say) leaves the old worker running and raises the
+master's ``[failed: N]`` counter: that is a failed reload, reported at once.
+
+If synapse was killed and restarted while its HAProxy kept running, ``adopt()``
+takes the running master over instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections import deque
+
+from smartstack.logs import event
+from synapse.haproxy.runtime import (
+    HAProxySocketError,
+    MasterClient,
+    ProcInfo,
+    RuntimeClient,
+)
+from synapse.haproxy.settings import Settings
+
+log = logging.getLogger("synapse.haproxy.managed")
+POLL = 0.02
+
+
+class HAProxyProcessError(Exception):
+    """Starting or reloading the managed HAProxy failed; the message has HAProxy's output."""
+
+
+class ManagedHAProxy:
+    def __init__(self, settings: Settings, start_timeout: float, reload_timeout: float) -> None:
+        if settings.master_socket is None or settings.config_path is None:
+            raise ValueError("managed mode needs a config file path and a master socket")
+        self.settings = settings
+        self.master = MasterClient(str(settings.master_socket))
+        self.runtime = (
+            RuntimeClient(settings.runtime_sockets[0]) if settings.runtime_sockets else None
+        )
+        self.start_timeout = start_timeout
+        self.reload_timeout = reload_timeout
+        self.master_pid: int | None = None
+        self.worker_pid: int | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._relay: asyncio.Task[None] | None = None
+        self._output: deque[str] = deque(maxlen=40)
+        self._stopping = False  # HAProxy's alerts about its workers exiting are expected
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        if self._proc is not None:
+            return self._proc.returncode is None
+        return self.master_pid is not None and _pid_alive(self.master_pid)
+
+    async def adopt(self) -> bool:
+        """Take over a master already serving our master socket (synapse restarted)."""
+        try:
+            proc = await self.master.show_proc()
+        except HAProxySocketError:
+            return False
+        if not proc.workers:
+            return False
+        self.master_pid, self.worker_pid = proc.master_pid, proc.workers[0]
+        event(log, "haproxy_adopted", master_pid=self.master_pid, worker_pid=self.worker_pid)
+        return True
+
+    async def start(self) -> None:
+        args = [
+            self.settings.binary, "-W", "-db",
+            "-S", f"{self.settings.master_socket},mode,600",
+            "-f", str(self.settings.config_path),
+        ]  # fmt: skip
+        if self.settings.pid_file is not None:
+            args += ["-p", str(self.settings.pid_file)]
+        self._output.clear()
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as err:
+            raise HAProxyProcessError(f"cannot run {args[0]}: {err}") from err
+        self.master_pid = self._proc.pid
+        self._relay = asyncio.create_task(self._relay_output(self._proc))
+        try:
+            await self._wait_for_worker(set(), self.start_timeout, baseline=None)
+        except HAProxyProcessError:
+            await self.stop()
+            raise
+        event(log, "haproxy_started", master_pid=self.master_pid, worker_pid=self.worker_pid)
+
+    async def reload(self) -> int:
+        """Reload through the master CLI; the new worker's pid once it serves."""
+        before = await self.master.show_proc()
+        await self.master.reload()  # 2.6 answers nothing
+        return await self._wait_for_worker(set(before.workers), self.reload_timeout, before)
+
+    async def wait_exit(self) -> int | None:
+        """Return when the master exits (its exit status when it is our child)."""
+        if self._proc is not None:
+            return await self._proc.wait()
+        while self.alive:
+            await asyncio.sleep(1.0)
+        return None
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM the master (it stops the workers), SIGKILL the group after ``timeout``."""
+        pid = self.master_pid
+        if pid is None:
+            return
+        self._stopping = True
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._proc.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                await self._proc.wait()
+            # Workers of an old generation share the group: none may outlive the master.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if _pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if self._relay is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._relay, 1.0)
+        self.master_pid = self.worker_pid = None
+        self._stopping = False
+        event(log, "haproxy_stopped", master_pid=pid)
+
+    def output_tail(self, lines: int = 10) -> str:
+        return "\n".join(list(self._output)[-lines:])
+
+    # --- internals ------------------------------------------------------------------------
+
+    async def _wait_for_worker(
+        self, old_workers: set[int], timeout: float, baseline: ProcInfo | None
+    ) -> int:
+        deadline = time.monotonic() + timeout
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.returncode is not None:
+                raise HAProxyProcessError(
+                    f"HAProxy exited with status {self._proc.returncode}:\n{self.output_tail()}"
+                )
+            try:
+                proc = await self.master.show_proc()
+                if baseline is not None and proc.failed_reloads > baseline.failed_reloads:
+                    raise HAProxyProcessError(
+                        f"HAProxy could not load the new config; the old worker keeps "
+                        f"serving:\n{self.output_tail()}"
+                    )
+                new = [pid for pid in proc.workers if pid not in old_workers]
+                if new and await self._serves(new[0]):
+                    self.master_pid = proc.master_pid or self.master_pid
+                    self.worker_pid = new[0]
+                    return new[0]
+                last_error = f"workers {list(proc.workers)}, waiting for a new one"
+            except HAProxySocketError as err:  # the master re-executes during a reload
+                last_error = str(err)
+            await asyncio.sleep(POLL)
+        raise HAProxyProcessError(
+            f"no new HAProxy worker within {timeout}s ({last_error}):\n{self.output_tail()}"
+        )
+
+    async def _serves(self, worker: int) -> bool:
+        """The admin socket is answered by ``worker`` (it has taken the listeners over)."""
+        if self.runtime is None:
+            return True
+        try:
+            return (await self.runtime.info()).get("Pid") == str(worker)
+        except HAProxySocketError:
+            return False
+
+    async def _relay_output(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            text = line.decode(errors="replace").rstrip()
+            if not text:
+                continue
+            self._output.append(text)
+            level = logging.INFO
+            if not self._stopping and "[ALERT]" in text:
+                level = logging.ERROR
+            elif not self._stopping and "[WARNING]" in text:
+                level = logging.WARNING
+            event(log, "haproxy_output", level=level, line=text)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,60 @@
+"""Prometheus metrics of the HAProxy controller, on the daemon's own CollectorRegistry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+APPLY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class HAProxyMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.plan_operations = Counter(
+            "synapse_haproxy_plan_operations_total",
+            "Runtime API operations applied, by kind (add_server, set_maint, set_weight, ...)",
+            ["kind"],
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "synapse_haproxy_reloads_total",
+            "HAProxy reloads (and starts) done, by the kind of their first reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.reload_failures = Counter(
+            "synapse_haproxy_reload_failures_total",
+            "Reloads that did not bring up a new HAProxy (reload command or new worker failed)",
+            registry=registry,
+        )
+        self.validation_failures = Counter(
+            "synapse_haproxy_validation_failures_total",
+            "Candidate configs refused by `haproxy -c` / check_command (never installed)",
+            registry=registry,
+        )
+        self.runtime_errors = Counter(
+            "synapse_haproxy_runtime_command_errors_total",
+            "Runtime API commands that failed or got no answer, by operation kind",
+            ["kind"],
+            registry=registry,
+        )
+        self.config_writes = Counter(
+            "synapse_haproxy_config_writes_total",
+            "Times the HAProxy config file was rewritten (only when its content changed)",
+            registry=registry,
+        )
+        self.apply_duration = Histogram(
+            "synapse_haproxy_apply_duration_seconds",
+            "Time of one apply(): read state, plan, runtime operations, file write, reload",
+            buckets=APPLY_BUCKETS,
+            registry=registry,
+        )
+        self.reload_pending = Gauge(
+            "synapse_haproxy_reload_pending",
+            "1 while a reload waits for its turn (restart_interval) or for a valid config",
+            registry=registry,
+        )
+        self.last_reload = Gauge(
+            "synapse_haproxy_last_reload_timestamp_seconds",
+            "Unix time of the last successful reload or start",
+            registry=registry,
+        )

@@ -1,0 +1,300 @@
+"""The planner: (desired config, running HAProxy, capabilities) -> runtime operations or a reload.
+
+A pure function, no I/O. The rules:
+
+- Anything structural needs a reload: a section added, removed or changed (new
+  or removed service, changed frontend/backend/listen lines, ports, global or
+  defaults), a server whose options changed, a static server line, no config file.
+- Membership and state go through the runtime API:
+  - a server that left: ``set server B/S state maint`` (``remove_servers: delete``:
+    then ``del server``, which HAProxy refuses while connections remain; it is
+    retried on the next apply);
+  - a server back (in maint or drain): ``state ready``;
+  - a changed weight: ``set weight`` (dynamic algorithms only, else a reload);
+  - a changed address of a same-named server: ``set server B/S addr``;
+  - a server HAProxy does not have: ``add server`` with its full options, then
+    ``enable health`` when it is checked, then ``state ready`` (health first: the
+    server then starts like a configured one, up until its checks say otherwise).
+    A reload instead when HAProxy < 2.4, the algorithm is not dynamic
+    (static-rr, map-based hashing), the host is a DNS name, or an option cannot be
+    set on an added server.
+- Without the runtime API (``do_socket: false`` or no answer) every difference in
+  the server lines needs a reload, as in Airbnb synapse.
+
+When a reload is needed the plan still carries the runtime operations that are
+valid against the running HAProxy: they apply at once while the reload waits for
+its turn (rate limiting), so a server that left stops getting traffic now.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+from synapse.haproxy.configtext import ParsedConfig, section_changes, structural_options
+from synapse.haproxy.render import BackendSpec, DesiredConfig, ServerSpec, is_ip
+from synapse.haproxy.state import Capabilities, RunningServer, RunningState
+
+# --------------------------------------------------------------------------- operations
+
+
+@dataclass(frozen=True)
+class Op:
+    backend: str
+    server: str
+
+    kind: ClassVar[str] = "op"
+    # What HAProxy answers when the command worked ("" = an empty answer).
+    success_prefixes: ClassVar[tuple[str, ...]] = ("",)
+    # A failure that needs no reload (the next apply retries it).
+    tolerated: ClassVar[bool] = False
+
+    @property
+    def label(self) -> str:
+        """The metric label of this operation."""
+        return self.kind
+
+    @property
+    def target(self) -> str:
+        return f"{self.backend}/{self.server}"
+
+    @property
+    def command(self) -> str:
+        raise NotImplementedError
+
+    def succeeded(self, answer: str) -> bool:
+        text = answer.strip()
+        if self.success_prefixes == ("",):
+            return text == ""
+        return any(text.startswith(prefix) for prefix in self.success_prefixes)
+
+    def __str__(self) -> str:
+        return self.command
+
+
+@dataclass(frozen=True)
+class SetState(Op):
+    state: str = "ready"  # ready | drain | maint
+
+    @property
+    def label(self) -> str:
+        return f"set_{self.state}"
+
+    @property
+    def command(self) -> str:
+        return f"set server {self.target} state {self.state}"
+
+
+@dataclass(frozen=True)
+class SetWeight(Op):
+    weight: int = 1
+    kind: ClassVar[str] = "set_weight"
+
+    @property
+    def command(self) -> str:
+        return f"set weight {self.target} {self.weight}"
+
+
+@dataclass(frozen=True)
+class SetAddr(Op):
+    addr: str = ""
+    port: int = 0
+    kind: ClassVar[str] = "set_addr"
+    success_prefixes: ClassVar[tuple[str, ...]] = (
+        "IP changed",
+        "no need to change",
+        "nothing changed",
+        "port changed",
+    )
+
+    @property
+    def command(self) -> str:
+        return f"set server {self.target} addr {self.addr} port {self.port}"
+
+
+@dataclass(frozen=True)
+class AddServer(Op):
+    address: str = ""
+    options: str = ""
+    kind: ClassVar[str] = "add_server"
+    success_prefixes: ClassVar[tuple[str, ...]] = ("New server registered",)
+
+    @property
+    def command(self) -> str:
+        return f"add server {self.target} {self.address} {self.options}".rstrip()
+
+
+@dataclass(frozen=True)
+class EnableHealth(Op):
+    kind: ClassVar[str] = "enable_health"
+
+    @property
+    def command(self) -> str:
+        return f"enable health {self.target}"
+
+
+@dataclass(frozen=True)
+class DelServer(Op):
+    kind: ClassVar[str] = "del_server"
+    success_prefixes: ClassVar[tuple[str, ...]] = ("Server deleted",)
+    tolerated: ClassVar[bool] = True  # refused while connections remain: retried on the next apply
+
+    @property
+    def command(self) -> str:
+        return f"del server {self.target}"
+
+
+# --------------------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True)
+class Reload:
+    """Why a reload is needed: (kind, detail) pairs; ``kind`` labels the metric."""
+
+    reasons: tuple[tuple[str, str], ...]
+
+    @property
+    def kind(self) -> str:
+        return self.reasons[0][0]
+
+    @property
+    def summary(self) -> str:
+        details = [detail for _, detail in self.reasons]
+        text = "; ".join(details[:5])
+        return text + (f" (+{len(details) - 5} more)" if len(details) > 5 else "")
+
+
+@dataclass(frozen=True)
+class Plan:
+    ops: tuple[Op, ...] = ()
+    reload: Reload | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.ops and self.reload is None
+
+
+def plan(desired: DesiredConfig, running: RunningState, capabilities: Capabilities) -> Plan:
+    reasons: list[tuple[str, str]] = []
+    if running.config_missing:
+        reasons.append(("config", "no config file yet"))
+    elif running.config is not None:
+        reasons += [
+            ("config", f"section {c}") for c in section_changes(running.config, desired.parsed)
+        ]
+        reasons += _server_line_changes(running.config, desired)
+
+    if running.backends is None:
+        if capabilities.runtime_api:
+            reasons.append(("runtime_unavailable", running.runtime_error or "no runtime API"))
+        elif running.config is not None and running.config.servers != desired.parsed.servers:
+            reasons.append(("no_runtime", "servers changed and do_socket is false"))
+        return Plan((), Reload(tuple(reasons)) if reasons else None)
+
+    ops: list[Op] = []
+    ours = set(desired.backends)
+    for proxy in sorted(desired.parsed.proxies - set(running.backends)):
+        kind = "service_added" if proxy in ours else "config"
+        reasons.append((kind, f"backend {proxy} is not running"))
+    for proxy in sorted(set(running.backends) - desired.parsed.proxies):
+        reasons.append(("service_removed", f"backend {proxy} is no longer wanted"))
+    for backend in desired.backends.values():
+        servers = running.backends.get(backend.name)
+        if servers is not None:
+            _backend_ops(backend, servers, capabilities, ops, reasons)
+    return Plan(tuple(ops), Reload(tuple(reasons)) if reasons else None)
+
+
+def _server_line_changes(running: ParsedConfig, desired: DesiredConfig) -> list[tuple[str, str]]:
+    """Server lines that only a reload can change (options, static and foreign servers)."""
+    reasons = []
+    for proxy in sorted(set(running.servers) | set(desired.parsed.servers)):
+        before = running.servers.get(proxy, {})
+        after = desired.parsed.servers.get(proxy, {})
+        spec = desired.backends.get(proxy)
+        if spec is None:  # a proxy from extra_sections: its servers are config, not membership
+            if before != after:
+                reasons.append(("config", f"servers of {proxy} changed"))
+            continue
+        for name in sorted(set(before) | set(after)):
+            old, new = before.get(name), after.get(name)
+            if name in spec.static_servers:
+                if old != new:
+                    reasons.append(("config", f"server line {proxy}/{name} changed"))
+            elif (
+                old is not None
+                and new is not None
+                and structural_options(old.options) != structural_options(new.options)
+            ):
+                reasons.append(("server_options", f"options of {proxy}/{name} changed"))
+    return reasons
+
+
+def _same_address(server: ServerSpec, running: RunningServer) -> bool | None:
+    """Whether the running address matches; None when the host is a name (not comparable)."""
+    try:
+        wanted = ipaddress.ip_address(server.host)
+        current = ipaddress.ip_address(running.addr)
+    except ValueError:
+        return None if running.port == server.port else False
+    return wanted == current and running.port == server.port
+
+
+def _backend_ops(
+    backend: BackendSpec,
+    current: Mapping[str, RunningServer],
+    capabilities: Capabilities,
+    ops: list[Op],
+    reasons: list[tuple[str, str]],
+) -> None:
+    name = backend.name
+    # 1. servers that left stop taking traffic first
+    for server_name, server in sorted(current.items()):
+        if server_name in backend.servers or server_name in backend.static_servers:
+            continue
+        if not server.forced_maint:
+            ops.append(SetState(name, server_name, "maint"))
+        if capabilities.remove_servers == "delete":
+            ops.append(DelServer(name, server_name))
+    # 2. servers HAProxy has: address, weight, state
+    for server_name, spec in backend.servers.items():
+        server = current.get(server_name)
+        if server is None:
+            continue
+        if _same_address(spec, server) is False:
+            if is_ip(spec.host):
+                ops.append(SetAddr(name, server_name, spec.host, spec.port))
+            else:
+                reasons.append(("server_options", f"address of {name}/{server_name} changed"))
+        if server.weight != spec.weight:
+            if backend.dynamic:
+                ops.append(SetWeight(name, server_name, spec.weight))
+            else:
+                reasons.append(
+                    ("weight", f"weight of {name}/{server_name} with balance {backend.balance}")
+                )
+        if server.forced_maint or server.forced_drain:
+            ops.append(SetState(name, server_name, "ready"))
+    # 3. servers HAProxy does not have
+    for server_name, spec in backend.servers.items():
+        if server_name in current:
+            continue
+        why_not = _why_not_addable(backend, spec, capabilities)
+        if why_not:
+            reasons.append(("new_server", f"new server {name}/{server_name}: {why_not}"))
+            continue
+        ops.append(AddServer(name, server_name, spec.address, spec.add_options))
+        if spec.check:
+            ops.append(EnableHealth(name, server_name))
+        ops.append(SetState(name, server_name, "ready"))
+
+
+def _why_not_addable(backend: BackendSpec, spec: ServerSpec, capabilities: Capabilities) -> str:
+    if not capabilities.can_add_servers:
+        version = ".".join(map(str, capabilities.version or ())) or "unknown"
+        return f"HAProxy {version} cannot add servers at runtime (2.4 can)"
+    if not backend.dynamic:
+        return f"balance {backend.balance} does not accept added servers"
+    return spec.why_not_addable

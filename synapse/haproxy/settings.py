@@ -1,0 +1,119 @@
+"""Where things are: the effective paths and commands derived from the ``haproxy`` config block.
+
+Airbnb configs name every path themselves (``stats socket`` in ``global``,
+``socket_file_path``, ``reload_command``). In managed mode (ours) synapse runs
+HAProxy itself, so it fills in what the operator left out: an admin socket, a
+master socket and a server-state file beside ``config_file_path``. The lines it
+adds to ``global``/``defaults`` are listed here so the renderer and the
+controller agree on them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from synapse.config import HAProxyConfig
+
+
+def _keyword_lines(lines: list[str], keyword: str) -> list[list[str]]:
+    """Token lists of the lines that start with ``keyword`` (one or more words)."""
+    words = keyword.split()
+    found = []
+    for line in lines:
+        tokens = line.split()
+        if tokens[: len(words)] == words:
+            found.append(tokens)
+    return found
+
+
+def _unix_stats_sockets(global_lines: list[str]) -> list[str]:
+    """Paths of the unix ``stats socket`` lines (``ipv4@``/``ipv6@``/``abns@`` are skipped)."""
+    paths = []
+    for tokens in _keyword_lines(global_lines, "stats socket"):
+        if len(tokens) < 3:
+            continue
+        address = tokens[2]
+        if address.startswith("unix@"):
+            address = address[len("unix@") :]
+        if "@" in address or ":" in address:
+            continue
+        paths.append(address)
+    return paths
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective HAProxy control settings of one synapse."""
+
+    config_path: Path | None
+    runtime_sockets: tuple[str, ...]  # admin sockets that take runtime commands
+    managed: bool
+    binary: str
+    master_socket: Path | None  # managed mode only
+    pid_file: Path | None
+    state_file: Path | None  # HAProxy's server-state-file (dumped before each reload)
+    candidate_path: Path | None  # where a candidate config is validated
+    check_command: str | None  # Airbnb check_command (shell), else `haproxy -c`
+    extra_global: tuple[str, ...] = field(default=())  # lines synapse adds to `global`
+    extra_defaults: tuple[str, ...] = field(default=())  # lines synapse adds to `defaults`
+
+    @property
+    def can_validate(self) -> bool:
+        return self.check_command is not None or shutil.which(self.binary) is not None
+
+
+def settings_for(config: HAProxyConfig) -> Settings:
+    config_path = Path(config.config_file_path) if config.config_file_path else None
+    managed = config.managed is not None
+    base = config_path.parent if config_path else Path(".")
+    stem = config_path.stem if config_path else "haproxy"
+    extra_global: list[str] = []
+    extra_defaults: list[str] = []
+
+    sockets = list(config.socket_paths) or _unix_stats_sockets(config.global_)
+    has_stats_socket = bool(_keyword_lines(config.global_, "stats socket"))
+    if managed and not has_stats_socket:
+        # synapse runs this HAProxy, so it needs a runtime API; 0600 keeps it to our user.
+        admin = sockets[0] if sockets else str(base / f"{stem}.sock")
+        sockets = sockets or [admin]
+        extra_global.append(f"stats socket {admin} mode 600 level admin expose-fd listeners")
+
+    state_file: Path | None = None
+    configured_state = _keyword_lines(config.global_, "server-state-file")
+    if configured_state and len(configured_state[0]) > 1:
+        state_file = Path(configured_state[0][1])
+    elif config.server_state_file or managed:
+        state_file = Path(config.server_state_file or base / f"{stem}.state")
+        extra_global.append(f"server-state-file {state_file}")
+    if state_file is not None and not _keyword_lines(
+        config.defaults, "load-server-state-from-file"
+    ):
+        extra_defaults.append("load-server-state-from-file global")
+
+    master_socket = None
+    pid_file = None
+    binary = "haproxy"
+    if config.managed is not None:
+        binary = config.managed.binary
+        master_socket = Path(config.managed.master_socket_path or base / f"{stem}-master.sock")
+        pid_file = Path(config.managed.pid_file) if config.managed.pid_file else None
+
+    candidate = config.candidate_config_file_path
+    if candidate is None and config_path is not None:
+        candidate = str(config_path.with_name(config_path.name + ".candidate"))
+    check_command = config.check_command if config.do_checks and config.check_command else None
+    return Settings(
+        config_path=config_path,
+        runtime_sockets=tuple(sockets) if config.do_socket else (),
+        managed=managed,
+        binary=binary,
+        master_socket=master_socket,
+        pid_file=pid_file,
+        state_file=state_file,
+        candidate_path=Path(candidate) if candidate else None,
+        check_command=check_command,
+        extra_global=tuple(extra_global),
+        extra_defaults=tuple(extra_defaults),
+    )

@@ -1,0 +1,97 @@
+"""What HAProxy runs right now: the planner's second input.
+
+Filled by the controller from the runtime API (``show backend``,
+``show servers state``) and from the config file on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from synapse.haproxy.configtext import ParsedConfig
+
+# srv_admin_state bits (HAProxy management guide, "show servers state").
+ADMIN_FORCED_MAINT = 0x01
+ADMIN_INHERITED_MAINT = 0x02
+ADMIN_CONFIG_MAINT = 0x04
+ADMIN_FORCED_DRAIN = 0x08
+ADMIN_INHERITED_DRAIN = 0x10
+ADMIN_RESOLUTION_MAINT = 0x20
+# srv_op_state values.
+OP_STOPPED, OP_STARTING, OP_RUNNING, OP_STOPPING = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    backend: str
+    name: str
+    id: int
+    addr: str
+    port: int
+    op_state: int = OP_RUNNING
+    admin_state: int = 0
+    weight: int = 1  # srv_uweight: the weight the runtime API sets
+    initial_weight: int = 1  # srv_iweight: from the config
+
+    @property
+    def forced_maint(self) -> bool:
+        """Put in maintenance by an operator or synapse (runtime API or `disabled`)."""
+        return bool(self.admin_state & ADMIN_FORCED_MAINT)
+
+    @property
+    def in_maint(self) -> bool:
+        # 0x04 alone does not stop traffic: HAProxy keeps it after `state ready` lifts a
+        # config `disabled` (measured on 2.6).
+        mask = ADMIN_FORCED_MAINT | ADMIN_INHERITED_MAINT | ADMIN_RESOLUTION_MAINT
+        return bool(self.admin_state & mask)
+
+    @property
+    def forced_drain(self) -> bool:
+        return bool(self.admin_state & ADMIN_FORCED_DRAIN)
+
+    @property
+    def label(self) -> str:
+        """A short human state for /status: MAINT, DRAIN, UP, DOWN, ..."""
+        if self.in_maint:
+            return "MAINT"
+        if self.admin_state & (ADMIN_FORCED_DRAIN | ADMIN_INHERITED_DRAIN):
+            return "DRAIN"
+        return {OP_STOPPED: "DOWN", OP_STARTING: "STARTING", OP_STOPPING: "NOLB"}.get(
+            self.op_state, "UP"
+        )
+
+
+@dataclass(frozen=True)
+class RunningState:
+    """HAProxy as the controller found it.
+
+    ``backends`` is None when the runtime API is not used or did not answer (then
+    ``runtime_error`` says why). ``config`` is the config file on disk, which synapse
+    keeps equal to what HAProxy runs; None when files are not compared (``do_writes``
+    off) or, with ``config_missing``, when there is no file yet.
+    """
+
+    backends: Mapping[str, Mapping[str, RunningServer]] | None = None
+    config: ParsedConfig | None = None
+    config_missing: bool = False
+    runtime_error: str | None = None
+
+    @property
+    def runtime(self) -> bool:
+        return self.backends is not None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What synapse may do to this HAProxy."""
+
+    version: tuple[int, int, int] | None = None  # None: unknown (runtime API silent)
+    runtime_api: bool = True  # do_socket and a socket to talk to
+    remove_servers: Literal["maint", "delete"] = "maint"
+
+    @property
+    def can_add_servers(self) -> bool:
+        """`add server` exists from HAProxy 2.4 on."""
+        return self.version is not None and self.version[:2] >= (2, 4)

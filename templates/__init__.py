@@ -1,0 +1,1 @@
+"""Package data: the default jinja2 templates (installed as ``synapse.templates``)."""
