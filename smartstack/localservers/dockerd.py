@@ -11,6 +11,7 @@ whatever is left below the roots and deletes them.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -43,10 +44,26 @@ class DockerUnavailable(RuntimeError):
 def unavailable_reason() -> str | None:
     """Why a private dockerd cannot be started here, or None when it should work."""
     if shutil.which(DOCKERD, path=SBIN_PATH) is None:
-        return "dockerd is not installed (run scripts/install-docker.sh)"
+        return "dockerd is not installed (run scripts/install.sh)"
     if os.geteuid() != 0:
         return "dockerd needs root"
     return None
+
+
+def _bridges_in(prefix: str) -> list[str]:
+    """Bridge interfaces with an IPv4 address starting with `prefix` (e.g. "172.23.")."""
+    out = subprocess.run(
+        ["ip", "-j", "-4", "addr", "show", "type", "bridge"], capture_output=True, text=True
+    ).stdout
+    try:
+        links = json.loads(out or "[]")
+    except ValueError:
+        return []
+    return [
+        link["ifname"]
+        for link in links
+        if any(a.get("local", "").startswith(prefix) for a in link.get("addr_info", []))
+    ]
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -105,6 +122,9 @@ class DockerDaemon:
         self.log_level = log_level
         self._proc: ManagedProcess | None = None
         self._bridges: set[str] = set()
+        self._pool = f"172.{random.choice(_POOL_SECOND_OCTETS)}."  # prefix of our subnets
+        self._bridges_before: set[str] = set()
+        self._namespace = "smst-" + hashlib.sha256(str(self.workdir).encode()).hexdigest()[:10]
         if len(str(self.socket_path)) > 100:  # sun_path is 108 bytes
             raise ValueError(f"socket path too long for a unix socket: {self.socket_path}")
 
@@ -137,7 +157,6 @@ class DockerDaemon:
     def _args(self) -> list[str]:
         config = self.workdir / "daemon.json"
         config.write_text("{}\n")  # never read /etc/docker/daemon.json
-        octet = random.choice(_POOL_SECOND_OCTETS)
         return [
             shutil.which(DOCKERD, path=SBIN_PATH) or DOCKERD,
             f"--host={self.base_url}",
@@ -150,8 +169,12 @@ class DockerDaemon:
             "--iptables=false",
             "--ip-forward=false",
             "--ip-masq=false",
-            f"--default-address-pool=base=172.{octet}.0.0/16,size=24",
+            f"--default-address-pool=base={self._pool}0.0/16,size=24",
             "--shutdown-timeout=3",
+            # If a system containerd runs, dockerd uses it: keep our containers out of the
+            # "moby" namespace a system dockerd would share with us.
+            f"--containerd-namespace={self._namespace}",
+            f"--containerd-plugins-namespace={self._namespace}-plugins",
         ]
 
     def start(self, timeout: float = 60.0) -> DockerDaemon:
@@ -161,6 +184,8 @@ class DockerDaemon:
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PATH=SBIN_PATH + ":" + os.environ.get("PATH", ""))
         env.pop("DOCKER_HOST", None)
+        if self._proc is None:  # a restart keeps the bridges it made itself
+            self._bridges_before = set(_bridges_in(self._pool))
         self._proc = ManagedProcess(self._args(), self.workdir, "dockerd", env=env).start()
         try:
             wait_until(self._ready, timeout, interval=0.1, what=f"dockerd at {self.socket_path}")
@@ -202,6 +227,10 @@ class DockerDaemon:
                     self._bridges.add(name or f"br-{n['Id'][:12]}")
             self.request("POST", "/networks/prune", timeout=15)
 
+    def _orphan_bridges(self) -> set[str]:
+        """Bridges this daemon created: named by the API, or (after a crash) new in our pool."""
+        return self._bridges | (set(_bridges_in(self._pool)) - self._bridges_before)
+
     def _leftover_pids(self) -> list[int]:
         """Shims of this daemon (by exec root) and processes of its containers (by cgroup)."""
         try:
@@ -212,11 +241,15 @@ class DockerDaemon:
             set(_pids_where("cmdline", [str(self.exec_root)]) + _pids_where("cgroup", ids))
         )
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop the daemon and leave nothing behind (processes, mounts, bridges, files)."""
+    def stop(self, timeout: float = 15.0, keep_data: bool = False) -> None:
+        """Stop the daemon and leave nothing behind (processes, mounts, bridges, files).
+
+        `keep_data=True` is a restart: containers, images and networks stay in the data root
+        for the next start() (restart policies bring containers back).
+        """
         if self._proc is None:
             return
-        if self._proc.alive:
+        if self._proc.alive and not keep_data:
             self._clear()
         self._proc.stop(timeout)
         # Shims and containers live in their own process groups: kill what is left of ours.
@@ -227,22 +260,26 @@ class DockerDaemon:
         wait_processes_gone([p for p in leftovers if not process_gone(p)], timeout=10)
         for point in _mounts_below([self.data_root, self.exec_root]):
             subprocess.run(["umount", "-l", point], check=False, capture_output=True)
-        for bridge in sorted(self._bridges):
-            if Path(f"/sys/class/net/{bridge}").exists():
-                subprocess.run(["ip", "link", "del", bridge], check=False, capture_output=True)
         remaining = _mounts_below([self.data_root, self.exec_root])
         if remaining:
             raise RuntimeError(f"dockerd left mounts that would not unmount: {remaining}")
+        self.socket_path.unlink(missing_ok=True)
+        if keep_data:
+            return
+        for bridge in sorted(self._orphan_bridges()):
+            if Path(f"/sys/class/net/{bridge}").exists():
+                subprocess.run(["ip", "link", "del", bridge], check=False, capture_output=True)
         for path in (self.data_root, self.exec_root):
             shutil.rmtree(path, ignore_errors=True)
-        for path in (self.socket_path, self.pidfile):
-            path.unlink(missing_ok=True)
+        self.pidfile.unlink(missing_ok=True)
 
     def leftovers(self) -> list[str]:
         """What this daemon left on the machine after stop() (empty when clean)."""
         found = [f"mount {m}" for m in _mounts_below([self.workdir])]
         found += [f"process {p}" for p in self._leftover_pids()]
-        found += [f"bridge {b}" for b in self._bridges if Path(f"/sys/class/net/{b}").exists()]
+        found += [
+            f"bridge {b}" for b in self._orphan_bridges() if Path(f"/sys/class/net/{b}").exists()
+        ]
         found += [f"dir {p}" for p in (self.data_root, self.exec_root) if p.exists()]
         return found
 

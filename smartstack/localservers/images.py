@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tarfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,13 @@ APPLETS = (
 
 # Run as the container's command: answer HTTP on $PORT (default 80) with $NAME (default the
 # hostname); /www/healthy exists while the container should count as healthy (tests remove it).
-# sh as PID 1 gets no default SIGTERM action: the trap makes `docker stop` quick and clean.
+# sh as PID 1 gets no default SIGTERM action: the trap makes `docker stop` quick and clean;
+# STOP_DELAY seconds of serving after SIGTERM play an app draining its connections.
 SERVE_SCRIPT = """#!/bin/sh
 mkdir -p /www
 echo "${NAME:-$(hostname)}" > /www/index.html
 echo ok > /www/healthy
-trap 'kill $child 2>/dev/null; exit 0' TERM INT
+trap 'sleep "${STOP_DELAY:-0}"; kill $child 2>/dev/null; exit 0' TERM INT
 httpd -f -p "${PORT:-80}" -h /www &
 child=$!
 wait $child
@@ -78,7 +80,8 @@ def busybox_rootfs() -> bytes:
         for applet in APPLETS:
             _add_entry(tar, f"bin/{applet}", tarfile.SYMTYPE, 0o777, "busybox")
         _add_file(tar, "bin/serve", SERVE_SCRIPT.encode(), 0o755)
-        _add_file(tar, "etc/passwd", b"root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n")
+        passwd = b"root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"
+        _add_file(tar, "etc/passwd", passwd)
         _add_file(tar, "etc/group", b"root:x:0:\nnogroup:x:65534:\n")
     return out.getvalue()
 
@@ -102,14 +105,31 @@ def busybox_image(client: Any) -> str:
         client.api.import_image_from_data(
             rootfs, repository=repo, tag=version, changes=['CMD ["/bin/serve"]', "EXPOSE 80"]
         )
+        client.images.get(tag).tag(BUSYBOX_REPO, "latest")  # the compose demo's apps
     return tag
 
 
-# --------------------------------------------------------------------------- project image
+# --------------------------------------------------------------------------- built images
 
 
-def _context_files() -> Iterator[Path]:
-    for name in CONTEXT_PATHS:
+@dataclass(frozen=True)
+class ImageSpec:
+    """A Dockerfile of the repo and the repo paths its build context holds."""
+
+    repo: str
+    dockerfile: str
+    paths: tuple[str, ...]
+    wheels: bool = False  # add the host-built wheelhouse as wheels/ (no PyPI in the build)
+
+
+PROJECT = ImageSpec(PROJECT_REPO, "Dockerfile", CONTEXT_PATHS, wheels=True)
+# The registry for the compose demo (etcd from Debian's package).
+ETCD = ImageSpec("smartstack-etcd", "examples/compose/etcd.Dockerfile",
+                 ("examples/compose/etcd.Dockerfile",))  # fmt: skip
+
+
+def _context_files(paths: tuple[str, ...]) -> Iterator[Path]:
+    for name in paths:
         path = REPO / name
         if path.is_file():
             yield path
@@ -119,16 +139,53 @@ def _context_files() -> Iterator[Path]:
                     yield sub
 
 
-def build_context() -> tuple[bytes, str]:
-    """The build context tar (only CONTEXT_PATHS) and its content hash."""
+def wheelhouse() -> Path:
+    """Wheels of the project's dependencies (and its build backend), made on the host once.
+
+    The private dockerd's builds reach no index (and PyPI's TLS here needs the host's pip
+    setup), so the image installs from these. Versions are those of the repo's .venv.
+    """
+    pyproject = (REPO / "pyproject.toml").read_bytes()
+    key = hashlib.sha256(pyproject).hexdigest()[:12]
+    target = CACHE / "wheels" / key
+    if (target / ".complete").exists():
+        return target
+    import tomllib
+
+    deps = tomllib.loads(pyproject.decode())["project"]["dependencies"]
+    build = tomllib.loads(pyproject.decode())["build-system"]["requires"]
+    target.mkdir(parents=True, exist_ok=True)
+    frozen = subprocess.run(
+        [sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    constraints = target / "constraints.txt"
+    constraints.write_text(frozen)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
+         "-w", str(target), "-c", str(constraints), *deps, *build],
+        check=True,
+    )  # fmt: skip
+    constraints.unlink()
+    (target / ".complete").touch()
+    return target
+
+
+def build_context(spec: ImageSpec, wheels: Path | None = None) -> tuple[bytes, str]:
+    """The build context tar (the spec's paths, plus `wheels` as wheels/) and its hash.
+
+    The hash covers the repo's files only: the wheels follow from pyproject.toml.
+    """
     out = io.BytesIO()
     digest = hashlib.sha256()
     with tarfile.open(fileobj=out, mode="w") as tar:
-        for path in _context_files():
+        for path in _context_files(spec.paths):
             rel = path.relative_to(REPO).as_posix()
             data = path.read_bytes()
             digest.update(rel.encode() + b"\0" + data + b"\0")
             _add_file(tar, rel, data, 0o755 if os.access(path, os.X_OK) else 0o644)
+        for wheel in sorted(wheels.glob("*.whl")) if wheels else []:
+            _add_file(tar, f"wheels/{wheel.name}", wheel.read_bytes())
     return out.getvalue(), digest.hexdigest()[:12]
 
 
@@ -139,23 +196,39 @@ def ensure_base_image(client_env: dict[str, str]) -> str:
     return BASE_IMAGE
 
 
+def built_image(
+    client: Any, client_env: dict[str, str], spec: ImageSpec = PROJECT, base: str = BASE_IMAGE
+) -> str:
+    """The spec's image in `client`'s daemon, tagged <repo>:<content hash> and <repo>:latest:
+    already there, loaded from .cache/images, or built (then saved there)."""
+    _, digest = build_context(spec)
+    tag = f"{spec.repo}:{digest}"
+    if not _has_image(client, tag):
+        _load_or_build(client, client_env, spec, base, tag)
+    client.images.get(tag).tag(spec.repo, "latest")  # the compose file uses :latest
+    return tag
+
+
 def project_image(client: Any, client_env: dict[str, str], base: str = BASE_IMAGE) -> str:
-    """The project image in `client`'s daemon: loaded from .cache/images or built, then saved."""
-    context, digest = build_context()
-    tag = f"{PROJECT_REPO}:{digest}"
-    if _has_image(client, tag):
-        return tag
-    saved = CACHE / "images" / f"{PROJECT_REPO}-{digest}.tar"
+    return built_image(client, client_env, PROJECT, base)
+
+
+def _load_or_build(
+    client: Any, client_env: dict[str, str], spec: ImageSpec, base: str, tag: str
+) -> None:
+    saved = CACHE / "images" / f"{tag.replace(':', '-')}.tar"
     if saved.exists():
         with saved.open("rb") as f:
             client.images.load(f)
-        return tag
+        return
     if base == BASE_IMAGE:
         ensure_base_image(client_env)
-    # Host network for the build: the private dockerd has no NAT, apt/pip need Debian and PyPI.
+    context, _ = build_context(spec, wheelhouse() if spec.wheels else None)
+    # Host network for the build: the private dockerd has no NAT, and apt needs Debian's archive.
     image, _logs = client.images.build(
         fileobj=io.BytesIO(context),
         custom_context=True,
+        dockerfile=spec.dockerfile,
         tag=tag,
         buildargs={"BASE_IMAGE": base},
         network_mode="host",
@@ -163,26 +236,29 @@ def project_image(client: Any, client_env: dict[str, str], base: str = BASE_IMAG
         forcerm=True,
     )
     saved.parent.mkdir(parents=True, exist_ok=True)
-    for old in saved.parent.glob(f"{PROJECT_REPO}-*.tar"):
-        old.unlink()  # one cached build is enough
+    for old in saved.parent.glob(f"{spec.repo}-*.tar"):
+        old.unlink()  # one cached build per image is enough
     tmp = saved.with_suffix(".tmp")
     with tmp.open("wb") as f:
         for chunk in image.save(named=True):
             f.write(chunk)
     tmp.rename(saved)
-    return tag
 
 
 def main(argv: list[str]) -> int:
     import docker
 
-    if argv[:1] not in (["project"], ["busybox"]):
-        print("usage: python -m smartstack.localservers.images project|busybox", file=sys.stderr)
+    specs = {"project": PROJECT, "etcd": ETCD}
+    if len(argv) != 1 or argv[0] not in (*specs, "busybox"):
+        print("usage: python -m smartstack.localservers.images project|etcd|busybox",
+              file=sys.stderr)  # fmt: skip
         return 2
-    client = docker.from_env(version="auto", timeout=600)
+    client = docker.from_env(version="auto", timeout=900)
     env = {"DOCKER_HOST": os.environ.get("DOCKER_HOST", "")}
-    tag = project_image(client, env) if argv[0] == "project" else busybox_image(client)
-    print(tag)
+    if argv[0] == "busybox":
+        print(busybox_image(client))
+    else:
+        print(built_image(client, env, specs[argv[0]]))
     return 0
 
 

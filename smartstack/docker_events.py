@@ -1,0 +1,282 @@
+"""Follow the containers of one Docker engine, event-driven, for nerve and synapse.
+
+The docker SDK blocks, so one thread per engine does the I/O: it subscribes to the engine's
+container events, then lists (and inspects) every matching container and hands the complete
+set to the event loop as a reset; after that each event makes it re-inspect that one
+container and hand over the fresh state (inspecting instead of trusting the event makes
+replays and out-of-order events harmless). When the stream breaks (dockerd restarted, socket
+gone) it reports the disconnection, waits with backoff and starts over with a full resync, so
+nothing is missed across a restart. Everything reaches the loop through call_soon_threadsafe;
+the loop-side object keeps the current map and calls `on_change(containers)` with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from smartstack.logs import event
+
+log = logging.getLogger("smartstack.docker")
+
+# Container events that can change what a consumer sees (exec_* events, one per healthcheck
+# run, are left out on purpose). "health_status" matches "health_status: healthy" etc.
+EVENTS = ("start", "restart", "die", "stop", "kill", "pause", "unpause", "destroy",
+          "health_status", "rename", "update", "oom")  # fmt: skip
+# Signals sent by `docker kill -s` that do not end a container (reload, log rotation...).
+NON_FATAL_SIGNALS = {"1", "10", "12", "28", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGWINCH"}
+
+
+@dataclass(frozen=True)
+class PortBinding:
+    host_ip: str
+    host_port: int
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What consumers need of one container, read from `docker inspect`."""
+
+    id: str
+    name: str
+    image: str
+    labels: dict[str, str] = field(hash=False)
+    running: bool
+    health: str | None  # "starting" | "healthy" | "unhealthy" | None (no HEALTHCHECK)
+    started_at: str
+    networks: dict[str, str] = field(hash=False)  # network name -> IPv4 address
+    ports: dict[str, tuple[PortBinding, ...]] = field(hash=False)  # "80/tcp" -> bindings
+    stopping: bool = False  # a stop signal was sent: withdraw before it dies
+
+    @classmethod
+    def from_inspect(cls, attrs: dict[str, Any], stopping: bool = False) -> ContainerInfo:
+        state = attrs.get("State") or {}
+        config = attrs.get("Config") or {}
+        settings = attrs.get("NetworkSettings") or {}
+        ports: dict[str, tuple[PortBinding, ...]] = {}
+        for key, bindings in (settings.get("Ports") or {}).items():
+            ports[key] = tuple(
+                PortBinding(b.get("HostIp") or "0.0.0.0", int(b["HostPort"]))
+                for b in bindings or ()
+                if str(b.get("HostPort", "")).isdigit()
+            )
+        networks = {
+            name: net["IPAddress"]
+            for name, net in (settings.get("Networks") or {}).items()
+            if net and net.get("IPAddress")
+        }
+        return cls(
+            id=attrs["Id"],
+            name=str(attrs.get("Name", "")).lstrip("/"),
+            image=str(config.get("Image", "")),
+            labels=dict(config.get("Labels") or {}),
+            running=bool(state.get("Running")) and not state.get("Paused"),
+            health=(state.get("Health") or {}).get("Status"),
+            started_at=str(state.get("StartedAt", "")),
+            networks=networks,
+            ports=ports,
+            stopping=stopping,
+        )
+
+    @property
+    def serving(self) -> bool:
+        """Running, not being stopped, and healthy if it has a HEALTHCHECK."""
+        return self.running and not self.stopping and self.health in (None, "healthy")
+
+    def published(self, container_port: int, proto: str = "tcp") -> PortBinding | None:
+        """The first IPv4 host binding of a container port, if it is published."""
+        for binding in self.ports.get(f"{container_port}/{proto}", ()):
+            if ":" not in binding.host_ip:
+                return binding
+        return None
+
+
+def docker_base_url(server: str) -> str:
+    """'unix:///x.sock', '/x.sock', 'tcp://h:2375', 'h:2375' -> a docker SDK base_url."""
+    if server.startswith(("unix://", "tcp://", "http://", "https://")):
+        return server
+    if server.startswith("/"):
+        return f"unix://{server}"
+    return f"tcp://{server}"
+
+
+def label_filters(selector: dict[str, str] | None, required: Iterable[str] = ()) -> list[str]:
+    """Docker label filters: `required` names, plus a selector where "" or "*" means any value."""
+    out = list(required)
+    for key, value in (selector or {}).items():
+        out.append(key if value in ("", "*") else f"{key}={value}")
+    return out
+
+
+def _is_stopping_kill(message: dict[str, Any]) -> bool:
+    signal = str(((message.get("Actor") or {}).get("Attributes") or {}).get("signal", ""))
+    return message.get("Action") == "kill" and signal not in NON_FATAL_SIGNALS
+
+
+class ContainerWatch:
+    """The containers of one engine that carry all of `labels` (names or name=value)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        loop: asyncio.AbstractEventLoop,
+        on_change: Callable[[dict[str, ContainerInfo]], None],
+        *,
+        labels: Iterable[str] = (),
+        on_connection: Callable[[bool, str | None], None] | None = None,
+        backoff: tuple[float, float] = (0.2, 5.0),
+        timeout: float = 10.0,
+    ) -> None:
+        self.base_url = base_url
+        self.loop = loop
+        self.on_change = on_change
+        self.on_connection = on_connection
+        self.labels = list(labels)
+        self.backoff = backoff
+        self.timeout = timeout
+        self.containers: dict[str, ContainerInfo] = {}
+        self.connected = False
+        self.last_error: str | None = None
+        self.resyncs = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._stream: Any = None
+        self._client: Any = None
+        self._stopping_ids: set[str] = set()  # thread-side: a stop signal was seen
+
+    # ------------------------------------------------------------------ loop side
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name=f"docker-events {self.base_url}", daemon=True
+        )
+        self._thread.start()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._close_stream()
+        if self._thread is not None:
+            await self.loop.run_in_executor(None, self._thread.join, timeout)
+            self._thread = None
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._stop.is_set():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: we are shutting down
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _apply_reset(self, containers: dict[str, ContainerInfo]) -> None:
+        self.containers = dict(containers)
+        self.resyncs += 1
+        self._set_connected(True, None)
+        self.on_change(dict(self.containers))
+
+    def _apply_update(self, container_id: str, info: ContainerInfo | None) -> None:
+        if info is None:
+            if self.containers.pop(container_id, None) is None:
+                return
+        elif self.containers.get(container_id) == info:
+            return
+        else:
+            self.containers[container_id] = info
+        self.on_change(dict(self.containers))
+
+    def _set_connected(self, connected: bool, error: str | None) -> None:
+        changed = connected != self.connected
+        self.connected = connected
+        self.last_error = error
+        if changed:
+            event(log, "docker_connected" if connected else "docker_disconnected",
+                  level=logging.INFO if connected else logging.WARNING,
+                  engine=self.base_url, error=error)  # fmt: skip
+        if self.on_connection is not None:
+            self.on_connection(connected, error)
+
+    # ------------------------------------------------------------------ thread side
+
+    def _run(self) -> None:
+        delay = self.backoff[0]
+        while not self._stop.is_set():
+            try:
+                self._session()
+                error = "event stream ended"  # dockerd went away or restarted
+                delay = self.backoff[0]
+            except Exception as exc:  # any failure means: reconnect and resync
+                error = f"{type(exc).__name__}: {exc}"[:300]
+                delay = min(delay * 2, self.backoff[1])
+            finally:
+                self._close_stream()
+            if self._stop.is_set():
+                break
+            self._post(self._set_connected, False, error)
+            self._stop.wait(random.uniform(delay / 2, delay))
+
+    def _session(self) -> None:
+        import docker
+
+        client = docker.DockerClient(base_url=self.base_url, version="auto", timeout=self.timeout)
+        with self._lock:
+            self._client = client
+        filters: dict[str, Any] = {"type": "container", "event": list(EVENTS)}
+        if self.labels:
+            filters["label"] = self.labels
+        # Subscribe before listing: whatever happens in between arrives as an event.
+        stream = client.api.events(decode=True, filters=filters)
+        with self._lock:
+            self._stream = stream
+        if self._stop.is_set():
+            return
+        self._stopping_ids.clear()
+        # Running (and paused) ones only: a stopped container never counts.
+        label_filter = {"label": self.labels} if self.labels else None
+        listed = client.api.containers(filters=label_filter)
+        snapshot = {}
+        for summary in listed:
+            info = self._inspect(client, summary["Id"])
+            if info is not None:
+                snapshot[info.id] = info
+        self._post(self._apply_reset, snapshot)
+        for message in stream:
+            if self._stop.is_set():
+                return
+            self._handle(client, message)
+
+    def _handle(self, client: Any, message: dict[str, Any]) -> None:
+        container_id = message.get("id") or (message.get("Actor") or {}).get("ID")
+        if not container_id:
+            return
+        action = str(message.get("Action") or message.get("status") or "")
+        if action == "destroy":
+            self._stopping_ids.discard(container_id)
+            self._post(self._apply_update, container_id, None)
+            return
+        if _is_stopping_kill(message):
+            self._stopping_ids.add(container_id)
+        elif action in ("start", "restart", "unpause"):
+            self._stopping_ids.discard(container_id)
+        self._post(self._apply_update, container_id, self._inspect(client, container_id))
+
+    def _inspect(self, client: Any, container_id: str) -> ContainerInfo | None:
+        import docker.errors
+
+        try:
+            attrs = client.api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+        return ContainerInfo.from_inspect(attrs, container_id in self._stopping_ids)
+
+    def _close_stream(self) -> None:
+        with self._lock:
+            stream, client = self._stream, self._client
+            self._stream = self._client = None
+        for closer in (getattr(stream, "close", None), getattr(client, "close", None)):
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    closer()
