@@ -1,4 +1,9 @@
-"""``nerve``: health-check local services and register them while healthy."""
+"""``nerve``: health-check local services and register them while healthy.
+
+nerve -c FILE [-k]                       run (or only check the config with -k)
+nerve maint SERVICE --reason TEXT [--for DURATION] (-c FILE | --admin URL)
+nerve up SERVICE (-c FILE | --admin URL)
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,23 @@ from smartstack.cli import add_common_arguments, load_or_exit, start_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nerve", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="nerve",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_common_arguments(parser)
     parser.add_argument("-i", "--instance-id", help="override instance_id (or NERVE_INSTANCE_ID)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # The control commands come first on the command line; `nerve -c FILE` stays as it was.
+    if argv and argv[0] in ("maint", "up"):
+        from nerve.control import main as control_main
+
+        return control_main(argv)
     args = build_parser().parse_args(argv)
     config = load_or_exit(lambda: load_nerve_config(args.config, args.instance_id))
     if args.check_config:

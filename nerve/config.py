@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from nerve.docker_config import DockerModeConfig
 from smartstack.configfile import ConfigModel, load
 
 CheckType = Literal["http", "https", "tcp", "redis", "rabbitmq", "noop", "exec"]
@@ -132,6 +133,24 @@ class ServiceConfig(ConfigModel):
             raise ValueError("reporter_type etcd needs 'etcd_host' or 'etcd_endpoints'")
         return self
 
+    @model_validator(mode="after")
+    def _valid_record(self) -> ServiceConfig:
+        # What nerve registers must pass the validation every reader applies to it.
+        from smartstack.record import InvalidRecord, Registration
+
+        try:
+            Registration(
+                host=self.host,
+                port=self.port,
+                name="nerve",
+                weight=self.weight,
+                labels=self.labels,
+                haproxy_server_options=self.haproxy_server_options,
+            )
+        except InvalidRecord as exc:
+            raise ValueError(f"the record nerve would register is invalid: {exc.reason}") from None
+        return self
+
     def etcd_endpoint_list(self) -> list[str]:
         if self.etcd_endpoints:
             return list(self.etcd_endpoints)
@@ -152,6 +171,7 @@ class NerveConfig(ConfigModel):
     heartbeat_path: str | None = None
     max_repeated_report_failures: int = 10
     admin: AdminConfig = Field(default_factory=AdminConfig)  # ours
+    docker: DockerModeConfig | None = None  # ours: containers become services (docs/docker.md)
     state_dir: str | None = None  # ours: where maintenance flags survive restarts
 
     @field_validator("instance_id")

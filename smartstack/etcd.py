@@ -34,6 +34,15 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# A private subchannel per client: otherwise gRPC hands a new client the shared connection that
+# is still in reconnect backoff after an outage (recovery took up to ~10 s instead of < 2 s).
+GRPC_OPTIONS = {
+    "grpc.use_local_subchannel_pool": 1,
+    "grpc.initial_reconnect_backoff_ms": 100,
+    "grpc.max_reconnect_backoff_ms": 1000,
+}
+
+
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     """'host:port' or 'http://host:port' -> (host, port)."""
     text = endpoint.split("://", 1)[-1].rstrip("/")
@@ -78,6 +87,7 @@ class EtcdConnection:
                     username=self.username,
                     password=self.password,
                     timeout=self.timeout,
+                    options=GRPC_OPTIONS,
                 )
                 await client.connect()
                 self._client = client

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -62,25 +63,40 @@ class ZooKeeperConnection:
         self.client.start_async()
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        ready = asyncio.Event()
         if self.connected:
             return
-        self.add_listener(
-            lambda state: ready.set() if state in ("connected", "new_session") else None
-        )
-        if self.connected:  # raced with the listener registration
-            return
-        await asyncio.wait_for(ready.wait(), timeout)
+        ready = asyncio.Event()
 
-    async def close(self) -> None:
+        def _listener(state: str) -> None:
+            if state in ("connected", "new_session"):
+                ready.set()
+
+        self.add_listener(_listener)
+        try:
+            if not self.connected:  # it may have connected before the listener was added
+                await asyncio.wait_for(ready.wait(), timeout)
+        finally:
+            self.remove_listener(_listener)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop the session; bounded, so a hung kazoo can never hold up a daemon's exit."""
+        done = asyncio.Event()
+
         def _stop() -> None:
             try:
                 self.client.stop()
                 self.client.close()
             except Exception:  # already stopped or never connected
                 pass
+            finally:
+                self.loop.call_soon_threadsafe(done.set)
 
-        await self.loop.run_in_executor(None, _stop)
+        # A daemon thread, not the loop's executor: asyncio.run() waits for executor threads.
+        threading.Thread(target=_stop, name="zk-close", daemon=True).start()
+        try:
+            await asyncio.wait_for(done.wait(), timeout)
+        except TimeoutError:
+            event(log, "zk_close_timeout", level=logging.WARNING, hosts=self.hosts)
 
     @property
     def connected(self) -> bool:

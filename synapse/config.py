@@ -166,6 +166,15 @@ class ServiceConfig(ConfigModel):
     haproxy: ServiceHAProxyConfig = Field(default_factory=ServiceHAProxyConfig)
     file_output: FileOutputServiceConfig = Field(default_factory=FileOutputServiceConfig)
 
+    @field_validator("default_servers")
+    @classmethod
+    def _defaults_need_ports(cls, value: list[ServerEntry]) -> list[ServerEntry]:
+        # Airbnb: default_servers are {name, host, port}; a server without a port is unusable.
+        for index, entry in enumerate(value):
+            if entry.port is None:
+                raise ValueError(f"default_servers[{index}] ({entry.host}) needs a 'port'")
+        return value
+
 
 class RegistryServerOptions(ConfigModel):
     """ours: whether ``haproxy_server_options`` from registry records is used at all."""
@@ -212,6 +221,8 @@ class HAProxyConfig(ConfigModel):
     registry_server_options: RegistryServerOptions = Field(default_factory=RegistryServerOptions)
     remove_servers: Literal["maint", "delete"] = "maint"  # what happens to a server that left
     coalesce_ms: float = Field(default=20, ge=0)  # window that groups a burst of changes
+    # ours: how long a reload (new worker answering) or a config check may take
+    reload_timeout: float = Field(default=10.0, gt=0)
 
     @property
     def socket_paths(self) -> list[str]:
@@ -259,6 +270,9 @@ class SynapseConfig(ConfigModel):
     file_output: FileOutputConfig | None = None
     service_conf_dir: str | None = None
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    # ours: how long the first HAProxy update waits for every watcher's first answer before
+    # it falls back to the state file / default_servers for the services still silent.
+    startup_wait: float = Field(default=3.0, ge=0)
 
     @field_validator("services", mode="before")
     @classmethod

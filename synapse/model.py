@@ -16,8 +16,12 @@ _UNSAFE_SERVER_NAME = re.compile(r"[^A-Za-z0-9_.:-]")
 
 
 def server_name(host: str, port: int, name: str | None) -> str:
-    """Airbnb synapse's server name, stable across reloads: ``host:port[_name]``."""
-    base = f"{host}:{port}" if not name else f"{host}:{port}_{name}"
+    """Airbnb synapse's server name, stable across reloads: ``[name_]host:port``.
+
+    The same as the Ruby synapse, so cookie values (``cookie_value_method: name``) and
+    server-state files stay valid when a fleet migrates.
+    """
+    base = f"{host}:{port}" if not name else f"{name}_{host}:{port}"
     return _UNSAFE_SERVER_NAME.sub("_", base)
 
 

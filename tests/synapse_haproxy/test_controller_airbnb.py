@@ -66,7 +66,7 @@ async def test_airbnb_mode_runtime_changes_reload_and_restart(
 
         # A health state set at runtime survives a reload through the server-state file.
         await RuntimeClient(str(proc.admin_socket)).execute(
-            f"set server web/127.0.0.1:{b3.port}_b3 health down"
+            f"set server web/b3_127.0.0.1:{b3.port} health down"
         )
         await serves(port, {"b1", "b2"})
         changed = await controller.apply([web(port, [b1, b2, b3], backend=["retries 2"])], "x")
@@ -84,7 +84,7 @@ async def test_airbnb_mode_runtime_changes_reload_and_restart(
         assert "retries 2" in Path(config.config_file_path).read_text()
         await serves(port, {"b1", "b2"})
         state = (await RuntimeClient(str(proc.admin_socket)).running_backends())["web"]
-        assert state[f"127.0.0.1:{b3.port}_b3"].label == "DOWN"
+        assert state[f"b3_127.0.0.1:{b3.port}"].label == "DOWN"
     finally:
         await controller.stop()
     assert proc.alive  # not ours to stop

@@ -77,7 +77,7 @@ async def test_remove_servers_delete(managed_factory, http_backend_factory):
     result = await controller.apply([web(port, [b1])], "t")
     assert result.reload == "none"
     assert any(op.startswith("del server") for op in result.ops)
-    assert set((await runtime.running_backends())["web"]) == {f"127.0.0.1:{b1.port}_b1"}
+    assert set((await runtime.running_backends())["web"]) == {f"b1_127.0.0.1:{b1.port}"}
     await serves(port, {"b1"})
     assert (await controller.apply([web(port, [b1, b2])], "t")).reload == "none"
     await serves(port, {"b1", "b2"})

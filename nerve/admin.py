@@ -1,0 +1,88 @@
+"""nerve's admin API on top of the shared AdminServer: status and maintenance routes.
+
+    GET    /maintenance             every service's maintenance flag
+    POST   /maintenance/{service}   {"reason": "...", "for": seconds or null} -> withdraw now
+    DELETE /maintenance/{service}   back up (registered again once its checks pass)
+
+Writes require a JSON body with ``Content-Type: application/json``: a web page in a
+browser on the same host cannot send that cross-origin without a preflight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from nerve.service import Service
+from smartstack.admin import AdminServer, json_response
+
+MAX_REASON = 500
+SYNC_WAIT = 2.0  # answer once the registry agrees, or after this long
+
+
+async def settled(service: Service) -> web.Response:
+    """The service's status once its registry write is done (bounded wait)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(service.reporter.wait_in_sync(), SYNC_WAIT)
+    return json_response({"service": service.name, **service.status()})
+
+
+def add_maintenance_routes(admin: AdminServer, services: Callable[[], dict[str, Service]]) -> None:
+    def lookup(request: web.Request) -> Service:
+        name = request.match_info["service"]
+        service = services().get(name)
+        if service is None:
+            raise web.HTTPNotFound(
+                text=f"unknown service {name!r}; known: {', '.join(sorted(services())) or '-'}\n"
+            )
+        return service
+
+    async def list_flags(_: web.Request) -> web.Response:
+        return json_response({name: s.status()["maintenance"] for name, s in services().items()})
+
+    async def enter(request: web.Request) -> web.Response:
+        service = lookup(request)
+        if request.content_type != "application/json":
+            raise web.HTTPUnsupportedMediaType(text="send a JSON body (application/json)\n")
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="the body is not valid JSON\n") from None
+        reason, duration = parse_request(body)
+        service.enter_maintenance(reason, duration)
+        return await settled(service)
+
+    async def leave(request: web.Request) -> web.Response:
+        service = lookup(request)
+        service.leave_maintenance()
+        return await settled(service)
+
+    admin.add_route("GET", "/maintenance", list_flags)
+    admin.add_route("POST", "/maintenance/{service}", enter)
+    admin.add_route("DELETE", "/maintenance/{service}", leave)
+
+
+def parse_request(body: Any) -> tuple[str, float | None]:
+    """Validate {"reason": str, "for": seconds|null}; HTTP 400 with the reason otherwise."""
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text='expected a JSON object {"reason": ..., "for": ...}\n')
+    reason = body.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise web.HTTPBadRequest(text="'reason' must be a non-empty string\n")
+    reason = " ".join(reason.split())[:MAX_REASON]  # one line in logs and /status
+    duration = body.get("for")
+    if duration is not None:
+        if (
+            isinstance(duration, bool)
+            or not isinstance(duration, int | float)
+            or not math.isfinite(duration)
+            or duration <= 0
+        ):
+            raise web.HTTPBadRequest(text="'for' must be a positive number of seconds\n")
+        duration = float(duration)
+    return reason, duration

@@ -1,0 +1,99 @@
+"""What every health check shares: the result type, the protocol and the timeout cut.
+
+A check only has to implement ``probe()``: return ``Passed(detail)`` on success or raise
+``CheckFailed`` (any other exception also counts as a failure). ``BaseCheck.run`` measures
+the latency, cuts the probe at the check's own ``timeout`` and never raises, so a hanging
+check can never hold up anything but its own result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+MAX_DETAIL = 512  # /status and log lines stay readable
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    detail: str
+    latency: float  # seconds
+    output: str | None = None  # exec checks: what the command printed
+    at: float = 0.0  # wall clock (time.time()) when the check finished
+
+
+class Check(Protocol):
+    name: str
+    type: str
+    timeout: float
+
+    async def run(self) -> CheckResult: ...
+
+    async def close(self) -> None: ...
+
+
+class Passed(NamedTuple):
+    detail: str
+    output: str | None = None
+
+
+class CheckFailed(Exception):
+    """The service answered, but not the way a healthy one does."""
+
+    def __init__(self, detail: str, output: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.output = output
+
+
+def clip(text: str, limit: int = MAX_DETAIL) -> str:
+    text = " ".join(text.split())  # one line, whatever the service printed
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, CheckFailed):
+        return exc.detail
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class BaseCheck:
+    """Runs ``probe()`` under the check's own timeout and turns the outcome into a result."""
+
+    type = "base"
+
+    def __init__(self, name: str, timeout: float) -> None:
+        self.name = name
+        self.timeout = timeout
+
+    async def probe(self) -> Passed:
+        raise NotImplementedError
+
+    async def run(self) -> CheckResult:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(self.timeout):
+                passed = await self.probe()
+        except TimeoutError:
+            return self._result(False, f"timed out after {self.timeout:g}s", started)
+        except CheckFailed as exc:
+            return self._result(False, exc.detail, started, exc.output)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a check must never take its service loop down
+            return self._result(False, describe_error(exc), started)
+        return self._result(True, passed.detail, started, passed.output)
+
+    def _result(
+        self, ok: bool, detail: str, started: float, output: str | None = None
+    ) -> CheckResult:
+        latency = asyncio.get_running_loop().time() - started
+        return CheckResult(ok, clip(detail), latency, output, time.time())
+
+    async def close(self) -> None:
+        """Release what the check holds (nothing by default)."""

@@ -1,0 +1,392 @@
+"""The nerve daemon: services, admin API, signals, reloads and an orderly shutdown.
+
+One asyncio loop. Each service runs on its own task; registry sessions are shared
+(``Registries``). Signals:
+- SIGTERM / SIGINT: stop the checks, withdraw every registration in parallel, close the
+  sessions, exit 0; every step has a deadline, so this takes < 5 s even when the
+  registry is unreachable (its session or lease then expires on its own).
+- SIGHUP: re-read the config file. Unchanged services are not touched (same znode);
+  services whose checks changed keep their registration; services whose record or
+  registry changed re-register; removed services withdraw. An invalid file is rejected
+  with a log line and the running config stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from argparse import Namespace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from nerve.admin import add_maintenance_routes
+from nerve.assemble import build_service
+from nerve.checks.http import new_session
+from nerve.config import NerveConfig, ServiceConfig, load_nerve_config
+from nerve.docker_source import DockerSource, docker_mode_config
+from nerve.maintenance import MaintenanceStore
+from nerve.metrics import NerveMetrics
+from nerve.registries import Registries, reporter_identity
+from nerve.reporters.base import Reporter
+from nerve.service import Service
+from smartstack.admin import AdminServer
+from smartstack.configfile import ConfigError
+from smartstack.logs import event
+
+log = logging.getLogger("nerve")
+
+WITHDRAW_TIMEOUT = 2.5  # seconds for the parallel withdraw at shutdown
+CLOSE_TIMEOUT = 1.0  # then closing sessions (revoking leases)
+HEARTBEAT_INTERVAL = 1.0
+DEFAULT_STATE_DIR = "nerve-state"  # next to the config file
+
+
+def resolve_state_dir(config: NerveConfig, config_path: Path | None) -> Path | None:
+    """``state_dir`` (relative to the config file's directory), else ``nerve-state`` beside
+    the config file; None (flags in memory only) for a daemon built without a file."""
+    base = config_path.parent if config_path is not None else Path.cwd()
+    if config.state_dir:
+        return base / config.state_dir
+    return base / DEFAULT_STATE_DIR if config_path is not None else None
+
+
+class NerveDaemon:
+    def __init__(
+        self,
+        config: NerveConfig,
+        config_path: str | os.PathLike[str] | None = None,
+        instance_id_override: str | None = None,
+        metrics: NerveMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = Path(config_path) if config_path is not None else None
+        self.instance_id_override = instance_id_override
+        self.metrics = metrics or NerveMetrics()
+        self.store = MaintenanceStore(resolve_state_dir(config, self.config_path))
+        self.services: dict[str, Service] = {}
+        self.service_configs: dict[str, ServiceConfig] = {}
+        self.admin: AdminServer | None = None
+        self.started_at = time.time()
+        self._registries: Registries | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._retiring: set[Reporter] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reload_lock = asyncio.Lock()
+        self._stopping = False
+        self.docker: DockerSource | None = None  # docker mode (nerve/docker_source.py)
+
+    @property
+    def registries(self) -> Registries:
+        assert self._registries is not None, "start() first"
+        return self._registries
+
+    # --- start ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._registries = Registries(asyncio.get_running_loop(), self.metrics)
+        self._http = new_session()
+        for name, cfg in self.config.services.items():
+            service = self._build(name, cfg)
+            if service is not None:
+                service.start()
+        docker_cfg = docker_mode_config(self.config)
+        if docker_cfg is not None:  # containers become services from their labels
+            self.docker = DockerSource(docker_cfg, instance_id=self.config.instance_id,
+                                       registries=self.registries, http_session=self._http,
+                                       metrics=self.metrics, store=self.store)  # fmt: skip
+            self.docker.start()
+        await self._start_admin()
+        self._spawn(self._heartbeat_forever(), "heartbeat")
+        event(
+            log,
+            "nerve_started",
+            instance_id=self.config.instance_id,
+            services=len(self.services),
+            state_dir=str(self.store.directory) if self.store.directory else None,
+        )
+
+    def _build(
+        self,
+        name: str,
+        cfg: ServiceConfig,
+        reporter: Reporter | None = None,
+        initially_up: bool = False,
+    ) -> Service | None:
+        assert self._http is not None
+        twin = self._same_registration(name, cfg)
+        if twin is not None:
+            # Both would write one record to one place and adopt each other's node.
+            error = f"registers the same record at the same place as service {twin!r}"
+            event(log, "service_not_started", level=logging.ERROR, service=name, error=error)
+            return None
+        try:
+            service = build_service(
+                name,
+                cfg,
+                instance_id=self.config.instance_id,
+                registries=self.registries,
+                http_session=self._http,
+                metrics=self.metrics,
+                store=self.store,
+                reporter=reporter,
+                initially_up=initially_up,
+            )
+        except Exception as exc:  # one bad service must not keep the others down
+            event(log, "service_not_started", level=logging.ERROR, service=name, error=str(exc))
+            return None
+        self.services[name] = service
+        self.service_configs[name] = cfg
+        return service
+
+    def _same_registration(self, name: str, cfg: ServiceConfig) -> str | None:
+        identity = reporter_identity(cfg)
+        for other, other_cfg in self.service_configs.items():
+            if other != name and reporter_identity(other_cfg) == identity:
+                return other
+        return None
+
+    async def _start_admin(self) -> None:
+        admin_cfg = self.config.admin
+        if admin_cfg.port is None:
+            return
+        admin = AdminServer(
+            admin_cfg.host, admin_cfg.port, self.metrics.registry, self.status, self.healthy
+        )
+        add_maintenance_routes(admin, lambda: self.services)
+        try:
+            await admin.start()
+        except OSError as exc:
+            # Registering healthy services matters more than the admin port: keep going.
+            event(
+                log,
+                "admin_not_started",
+                level=logging.ERROR,
+                host=admin_cfg.host,
+                port=admin_cfg.port,
+                error=str(exc),
+            )
+            return
+        self.admin = admin
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _heartbeat_forever(self) -> None:
+        path = Path(self.config.heartbeat_path) if self.config.heartbeat_path else None
+        failing = False
+        while True:
+            self.metrics.heartbeat.set(time.time())
+            if path is not None:
+                try:
+                    path.touch()
+                    failing = False
+                except OSError as exc:
+                    if not failing:  # once per failure streak, not once per second
+                        event(log, "heartbeat_failed", level=logging.WARNING, error=str(exc))
+                    failing = True
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+    # --- status ------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        return not self._stopping and not any(s.crashed for s in self.services.values())
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.config.instance_id,
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "config": str(self.config_path) if self.config_path else None,
+            "state_dir": str(self.store.directory) if self.store.directory else None,
+            "services": {name: s.status() for name, s in sorted(self.services.items())},
+            "docker": self.docker.status() if self.docker is not None else None,
+        }
+
+    # --- reload ----------------------------------------------------------------------------
+
+    async def reload_from_file(self) -> bool:
+        """SIGHUP: re-read the config file; False (and the old config keeps running) if it
+        is invalid."""
+        if self.config_path is None:
+            return False
+        try:
+            new, warnings = load_nerve_config(self.config_path, self.instance_id_override)
+        except ConfigError as exc:
+            self.metrics.reloads.labels("rejected").inc()
+            event(
+                log,
+                "config_rejected",
+                level=logging.ERROR,
+                file=str(self.config_path),
+                errors=" | ".join(exc.lines),
+                detail="the running config stays in effect",
+            )
+            return False
+        for line in warnings:
+            event(log, "config_warning", level=logging.WARNING, warning=line)
+        await self.reload(new)
+        return True
+
+    async def reload(self, new: NerveConfig) -> dict[str, list[str]]:
+        """Apply a new config; returns which services were kept, changed, added, removed."""
+        async with self._reload_lock:
+            if self._stopping:
+                return {}
+            summary: dict[str, list[str]] = {
+                k: [] for k in ("unchanged", "checks_changed", "re_registered", "added", "removed")
+            }
+            same_instance = new.instance_id == self.config.instance_id
+            if new.admin != self.config.admin or new.state_dir != self.config.state_dir:
+                event(log, "config_needs_restart", level=logging.WARNING, keys="admin, state_dir")
+            for name in [n for n in self.services if n not in new.services]:
+                self._retire(name)
+                self.metrics.forget_service(name)
+                summary["removed"].append(name)
+            self.config = new
+            for name, cfg in new.services.items():
+                summary[await self._reload_service(name, cfg, same_instance)].append(name)
+            self.metrics.reloads.labels("ok").inc()
+            event(log, "config_reloaded", **{k: ",".join(v) for k, v in summary.items() if v})
+            return summary
+
+    async def _reload_service(self, name: str, cfg: ServiceConfig, same_instance: bool) -> str:
+        old = self.services.get(name)
+        old_cfg = self.service_configs.get(name)
+        if old is None or old_cfg is None:
+            service = self._build(name, cfg)
+            if service is not None:
+                service.start()
+            return "added"
+        if same_instance and old_cfg == cfg:
+            return "unchanged"
+        if same_instance and reporter_identity(old_cfg) == reporter_identity(cfg):
+            # Same record, same registry: keep the registration, swap the checks. The new
+            # checks start from the old verdict and need `fall` failures to withdraw.
+            await old.halt()
+            service = self._build(name, cfg, old.reporter, initially_up=old.state.healthy)
+            if service is None:
+                self._retire(name)  # no checks to vouch for it: withdraw the registration
+            else:
+                service.start()
+            return "checks_changed"
+        # A new record or registry: withdraw the old registration first (an etcd key may be
+        # the same), then register the new one. Unchanged checks keep their verdict.
+        initially_up = old.state.healthy and old_cfg.checks == cfg.checks
+        retired = self._retire(name)
+        service = self._build(name, cfg, initially_up=initially_up)
+        if service is not None:
+            self._spawn(self._start_after(retired, service), f"replace-{name}")
+        return "re_registered"
+
+    def _retire(self, name: str) -> asyncio.Task[None]:
+        service = self.services.pop(name)
+        self.service_configs.pop(name, None)
+        reporter = service.reporter
+        self._retiring.add(reporter)
+
+        async def retire() -> None:
+            await service.halt()
+            await reporter.retire()  # retries through outages
+            self._retiring.discard(reporter)
+            await self.registries.release(reporter)
+
+        return self._spawn(retire(), f"retire-{name}")
+
+    async def _start_after(self, retired: asyncio.Task[None], service: Service) -> None:
+        with contextlib.suppress(Exception):
+            await retired
+        if self.services.get(service.name) is service and not self._stopping:
+            service.start()
+
+    # --- stop ------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Withdraw everything in parallel and close sessions, each step with a deadline."""
+        if self._stopping:
+            return
+        self._stopping = True
+        started = time.monotonic()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        docker_stop = self.docker.stop() if self.docker is not None else asyncio.sleep(0)
+        services = list(self.services.values())
+        await asyncio.gather(*(s.halt() for s in services), return_exceptions=True)
+        reporters = [s.reporter for s in services] + list(self._retiring)
+        withdrawn, _ = await asyncio.gather(
+            asyncio.gather(*(self._withdraw(r) for r in reporters)), docker_stop
+        )
+        if self._registries is not None:
+            await self._bounded(self._registries.close(), CLOSE_TIMEOUT, "close_sessions")
+        if self._http is not None:
+            await self._bounded(self._http.close(), CLOSE_TIMEOUT, "close_http")
+        if self.admin is not None:
+            await self._bounded(self.admin.stop(), CLOSE_TIMEOUT, "close_admin")
+        event(
+            log,
+            "nerve_stopped",
+            withdrawn=sum(withdrawn),
+            failed=len(withdrawn) - sum(withdrawn),
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    async def _withdraw(self, reporter: Reporter) -> bool:
+        ok = await self._bounded(
+            reporter.stop(withdraw=True), WITHDRAW_TIMEOUT, "withdraw", reporter.service
+        )
+        return ok
+
+    async def _bounded(self, coro: Any, timeout: float, what: str, service: str = "") -> bool:
+        try:
+            await asyncio.wait_for(coro, timeout)
+            return True
+        except Exception as exc:  # shutdown goes on: sessions and leases expire by themselves
+            event(
+                log,
+                f"{what}_failed",
+                level=logging.WARNING,
+                service=service or None,
+                error=f"{type(exc).__name__}: {str(exc)[:160]}",
+            )
+            return False
+
+
+async def serve(config: NerveConfig, config_path: Path, instance_id: str | None) -> int:
+    loop = asyncio.get_running_loop()
+    daemon = NerveDaemon(config, config_path, instance_id)
+    stop = asyncio.Event()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_stop(signum: int) -> None:
+        event(log, "signal", signal=signal.Signals(signum).name, action="shutdown")
+        stop.set()
+
+    def on_reload() -> None:
+        event(log, "signal", signal="SIGHUP", action="reload")
+        task = loop.create_task(daemon.reload_from_file())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_stop, signum)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    await daemon.start()
+    await stop.wait()
+    for task in reloads:
+        task.cancel()
+    await daemon.stop()
+    return 0
+
+
+def run(config: NerveConfig, args: Namespace) -> int:
+    """Entry point from ``nerve -c FILE``: run until SIGTERM/SIGINT, then exit 0."""
+    return asyncio.run(serve(config, Path(args.config), getattr(args, "instance_id", None)))

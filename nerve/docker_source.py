@@ -1,0 +1,209 @@
+"""nerve's Docker mode at run time: keep one nerve Service per labelled container port.
+
+A ContainerWatch (smartstack.docker_events) follows the engine: event-driven (start, die, stop,
+kill, health_status, ...) with a full resync on every (re)connect. On each change the wanted set
+is recomputed from the labels (nerve.docker_config) and applied:
+- a container that starts (and is healthy, if it has a HEALTHCHECK) gets a Service built by
+  nerve.assemble from its labels; its checks then decide the registration as usual;
+- a container that is being stopped, dies, is removed or turns unhealthy has its Service retired
+  at once: the registration is withdrawn without waiting for a failing check;
+- a changed address (restart with another published port) retires the old and, once the old
+  registration is gone, starts the new.
+Crashes leave nothing stale: registrations are ephemeral znodes / leased etcd keys, and a
+restarted nerve's reporters delete a previous run's copies (same instance id and record) when
+they register; containers that died while nerve was down are simply not re-registered.
+While dockerd is unreachable nothing changes (the last known state stays registered) until the
+resync after reconnecting says otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import aiohttp
+from prometheus_client import Counter
+
+from nerve.assemble import build_service
+from nerve.config import NerveConfig
+from nerve.docker_config import DockerModeConfig, LabelError, Wanted, selected, wanted_for
+from nerve.maintenance import MaintenanceStore
+from nerve.metrics import NerveMetrics
+from nerve.registries import Registries
+from nerve.service import Service
+from smartstack.docker_events import ContainerInfo, ContainerWatch, docker_base_url, label_filters
+from smartstack.logs import event
+
+log = logging.getLogger("nerve.docker")
+
+WITHDRAW_TIMEOUT = 2.5  # seconds, at shutdown (sessions and leases expire by themselves)
+
+
+class DockerSource:
+    def __init__(
+        self,
+        cfg: DockerModeConfig,
+        *,
+        instance_id: str,
+        registries: Registries,
+        http_session: aiohttp.ClientSession,
+        metrics: NerveMetrics,
+        store: MaintenanceStore,
+    ) -> None:
+        self.cfg = cfg
+        self.instance_id = instance_id
+        self.registries = registries
+        self.http_session = http_session
+        self.metrics = metrics
+        self.store = store
+        self.services: dict[str, Service] = {}
+        self.wanted: dict[str, Wanted] = {}
+        self._retiring: dict[str, asyncio.Task[None]] = {}
+        self._bad: dict[str, str] = {}  # container id -> label error already logged
+        self._stopping = False
+        self.watch: ContainerWatch | None = None
+        self.label_errors = Counter(
+            "nerve_docker_label_errors",
+            "Containers whose smartstack labels could not be used (each distinct error once)",
+            registry=metrics.registry,
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.watch = ContainerWatch(
+            docker_base_url(self.cfg.url),
+            loop,
+            self._on_change,
+            labels=label_filters(
+                self.cfg.selector(self.instance_id), [f"{self.cfg.label_prefix}.service"]
+            ),
+        )
+        self.watch.start()
+        event(log, "docker_mode_started", engine=self.cfg.url, address=self.cfg.address)
+
+    async def stop(self, withdraw: bool = True) -> None:
+        """Stop watching and withdraw every container registration (bounded in time)."""
+        self._stopping = True
+        if self.watch is not None:
+            await self.watch.stop()
+        services = list(self.services.values())
+        self.services.clear()
+        await asyncio.gather(*(s.halt() for s in services), return_exceptions=True)
+        if withdraw:
+            await asyncio.gather(
+                *(self._bounded(s.reporter.stop(withdraw=True)) for s in services),
+                *(self._bounded(t) for t in self._retiring.values()),
+            )
+
+    async def _bounded(self, aw: Any) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(aw, WITHDRAW_TIMEOUT)
+
+    # --- container changes ---------------------------------------------------------------
+
+    def _on_change(self, containers: dict[str, ContainerInfo]) -> None:
+        if self._stopping:
+            return
+        wanted: dict[str, Wanted] = {}
+        for info in containers.values():
+            if not (info.serving and selected(self.cfg, info, self.instance_id)):
+                continue
+            try:
+                entries = wanted_for(self.cfg, self.instance_id, info)
+            except LabelError as exc:
+                self._label_error(info, str(exc))
+                continue
+            self._bad.pop(info.id, None)
+            wanted.update((w.key, w) for w in entries)
+        for key in [k for k in self.services if k not in wanted]:
+            self._retire(key, "container stopped, unhealthy or gone")
+        for key, entry in wanted.items():
+            old = self.wanted.get(key)
+            if key in self.services and old is not None and old.config != entry.config:
+                self._retire(key, "address or labels changed")
+            if key not in self.services:
+                self._add(entry)
+        self.wanted = wanted
+
+    def _label_error(self, info: ContainerInfo, reason: str) -> None:
+        if self._bad.get(info.id) == reason:
+            return
+        self._bad[info.id] = reason
+        self.label_errors.inc()
+        event(log, "docker_labels_invalid", level=logging.WARNING, container=info.name,
+              reason=reason)  # fmt: skip
+
+    def _add(self, entry: Wanted) -> None:
+        try:
+            service = build_service(
+                entry.key,
+                entry.config,
+                instance_id=entry.instance_id,
+                registries=self.registries,
+                http_session=self.http_session,
+                metrics=self.metrics,
+                store=self.store,
+            )
+        except Exception as exc:  # one bad container must not stop the others
+            event(log, "docker_service_not_started", level=logging.ERROR, service=entry.key,
+                  error=str(exc))  # fmt: skip
+            return
+        self.services[entry.key] = service
+        event(log, "docker_service_added", service=entry.key, record=entry.instance_id,
+              address=f"{entry.config.host}:{entry.config.port}")  # fmt: skip
+        previous = self._retiring.get(entry.key)
+        if previous is None:
+            service.start()
+        else:  # the old registration (same key) must be gone before the new one is written
+            asyncio.get_running_loop().create_task(self._start_after(previous, service))
+
+    async def _start_after(self, previous: asyncio.Task[None], service: Service) -> None:
+        with contextlib.suppress(Exception):
+            await previous
+        if self.services.get(service.name) is service and not self._stopping:
+            service.start()
+
+    def _retire(self, key: str, reason: str) -> None:
+        service = self.services.pop(key)
+        event(log, "docker_service_removed", service=key, reason=reason)
+        previous = self._retiring.get(key)
+
+        async def retire() -> None:
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    await previous
+            await service.halt()
+            await service.reporter.retire()
+            await self.registries.release(service.reporter)
+
+        task = asyncio.get_running_loop().create_task(retire(), name=f"docker-retire-{key}")
+        self._retiring[key] = task
+        task.add_done_callback(lambda t: self._retired(key, t))
+
+    def _retired(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._retiring.get(key) is task:
+            del self._retiring[key]
+        self.metrics.forget_service(key)
+
+    # --- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        watch = self.watch
+        return {
+            "engine": self.cfg.url,
+            "connected": bool(watch and watch.connected),
+            "error": watch.last_error if watch else None,
+            "resyncs": watch.resyncs if watch else 0,
+            "containers": len(watch.containers) if watch else 0,
+            "invalid_labels": dict(self._bad),
+            "services": {name: s.status() for name, s in sorted(self.services.items())},
+        }
+
+
+def docker_mode_config(config: NerveConfig) -> DockerModeConfig | None:
+    """The `docker` block of a NerveConfig, when nerve runs in Docker mode."""
+    return config.docker

@@ -1,0 +1,97 @@
+"""Maintenance flags that survive a restart: one small JSON file per service in ``state_dir``.
+
+Like hacheck's spool directory: ``nerve maint web`` writes ``<state_dir>/web.json``,
+``nerve up web`` removes it, and a nerve that starts finds the flag and keeps the
+service withdrawn. A flag may carry an expiry (``--for 10m``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import urllib.parse
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from smartstack.logs import event
+
+log = logging.getLogger("nerve.maintenance")
+
+
+@dataclass(frozen=True)
+class MaintenanceFlag:
+    reason: str
+    since: float  # unix time
+    until: float | None = None  # unix time; None = until `nerve up`
+
+    def expired(self, now: float) -> bool:
+        return self.until is not None and now >= self.until
+
+
+class MaintenanceStore:
+    """Flag files in ``directory``; without a directory, flags live in memory only."""
+
+    def __init__(self, directory: str | os.PathLike[str] | None) -> None:
+        self.directory = Path(directory) if directory else None
+        self._memory: dict[str, MaintenanceFlag] = {}
+
+    def _file(self, service: str) -> Path:
+        assert self.directory is not None
+        # Service names come from config keys: quote them into a safe file name.
+        return self.directory / f"{urllib.parse.quote(service, safe='')}.json"
+
+    def load(self, service: str) -> MaintenanceFlag | None:
+        if service in self._memory:
+            return self._memory[service]
+        if self.directory is None:
+            return None
+        path = self._file(service)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            flag = MaintenanceFlag(
+                reason=str(raw["reason"]),
+                since=float(raw.get("since", 0.0)),
+                until=None if raw.get("until") is None else float(raw["until"]),
+            )
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # An unreadable flag still means someone wanted the service out: stay out.
+            event(
+                log,
+                "maintenance_flag_unreadable",
+                level=logging.WARNING,
+                file=str(path),
+                error=str(exc)[:160],
+            )
+            flag = MaintenanceFlag(reason=f"unreadable flag file {path}", since=time.time())
+        self._memory[service] = flag
+        return flag
+
+    def save(self, service: str, flag: MaintenanceFlag) -> None:
+        self._memory[service] = flag
+        if self.directory is None:
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = self._file(service)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(flag)) + "\n", encoding="utf-8")
+            tmp.replace(path)  # atomic: a crash never leaves half a flag
+        except OSError as exc:
+            _warn("maintenance_flag_not_saved", service, exc, "the flag holds until nerve restarts")
+
+    def clear(self, service: str) -> None:
+        self._memory.pop(service, None)
+        if self.directory is None:
+            return
+        try:
+            self._file(service).unlink(missing_ok=True)
+        except OSError as exc:
+            _warn("maintenance_flag_not_removed", service, exc, "remove the file by hand")
+
+
+def _warn(what: str, service: str, exc: OSError, detail: str) -> None:
+    event(log, what, logging.WARNING, service=service, error=str(exc)[:160], detail=detail)

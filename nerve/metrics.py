@@ -1,0 +1,93 @@
+"""nerve's Prometheus metrics, on a per-daemon registry (tests run many daemons per process)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class NerveMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.check_up = Gauge(
+            "nerve_check_up",
+            "Last result of a check (1 pass, 0 fail)",
+            ["service", "check"],
+            registry=r,
+        )
+        self.check_results = Counter(
+            "nerve_check_results", "Check results", ["service", "check", "result"], registry=r
+        )
+        self.check_duration = Histogram(
+            "nerve_check_duration_seconds",
+            "Check latency",
+            ["service", "check"],
+            buckets=CHECK_BUCKETS,
+            registry=r,
+        )
+        self.healthy = Gauge(
+            "nerve_service_healthy",
+            "1 when every check of the service is up",
+            ["service"],
+            registry=r,
+        )
+        self.registered = Gauge(
+            "nerve_service_registered",
+            "1 while the registration exists in the registry",
+            ["service"],
+            registry=r,
+        )
+        self.maintenance = Gauge(
+            "nerve_service_maintenance",
+            "1 while the service is in maintenance",
+            ["service"],
+            registry=r,
+        )
+        self.transitions = Counter(
+            "nerve_transitions",
+            "Registration decisions (to=registered|withdrawn)",
+            ["service", "to"],
+            registry=r,
+        )
+        self.throttled = Counter(
+            "nerve_throttled",
+            "Status changes hit by rate_limiting (shadow=true: only logged)",
+            ["service", "shadow"],
+            registry=r,
+        )
+        self.registry_writes = Counter(
+            "nerve_registry_writes",
+            "Successful registry writes (op=register|withdraw)",
+            ["service", "registry", "op"],
+            registry=r,
+        )
+        self.registry_errors = Counter(
+            "nerve_registry_errors",
+            "Failed registry write attempts (each is retried)",
+            ["service", "registry"],
+            registry=r,
+        )
+        self.reconnects = Counter(
+            "nerve_registry_reconnects",
+            "New ZooKeeper sessions / new etcd leases after a loss, and reconnections",
+            ["registry", "event"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "nerve_config_reloads", "SIGHUP reloads (result=ok|rejected)", ["result"], registry=r
+        )
+        self.heartbeat = Gauge(
+            "nerve_heartbeat_timestamp_seconds",
+            "Last main-loop heartbeat (unix time)",
+            registry=r,
+        )
+
+    def forget_service(self, service: str) -> None:
+        """Drop a removed service's gauges so /metrics does not show it forever."""
+        for gauge in (self.healthy, self.registered, self.maintenance):
+            with contextlib.suppress(KeyError):
+                gauge.remove(service)

@@ -1,0 +1,156 @@
+"""The daemon's registry connections and the reporter factory.
+
+One ZooKeeper session per ensemble and one etcd connection + lease per cluster, shared
+by every service that names them; reporters are built here from a service's config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import weakref
+
+from nerve.config import ServiceConfig
+from nerve.metrics import NerveMetrics
+from nerve.reporters.base import Reporter
+from nerve.reporters.etcd import EtcdReporter
+from nerve.reporters.etcd_lease import LeaseKeeper
+from nerve.reporters.zookeeper import ZooKeeperReporter
+from smartstack.etcd import EtcdConnection
+from smartstack.logs import event
+from smartstack.record import Registration
+from smartstack.zookeeper import ZooKeeperConnection, ZooKeeperPool
+
+log = logging.getLogger("nerve.registries")
+
+EtcdKey = tuple[tuple[str, ...], str | None, str | None, int]
+
+
+def registration_for(instance_id: str, cfg: ServiceConfig) -> Registration:
+    """The record nerve writes for a service (validated on construction)."""
+    return Registration(
+        host=cfg.host,
+        port=cfg.port,
+        name=instance_id,
+        weight=cfg.weight,
+        labels=dict(cfg.labels),
+        haproxy_server_options=cfg.haproxy_server_options,
+    )
+
+
+def reporter_identity(cfg: ServiceConfig) -> tuple[str, tuple[str, ...]]:
+    """Everything that decides where and what a service registers. Two configs with the
+    same identity share one registration (a reload keeps it in place)."""
+    keys = (
+        "host", "port", "weight", "labels", "haproxy_server_options", "reporter_type",
+    )  # fmt: skip
+    if cfg.reporter_type == "zookeeper":
+        keys += ("zk_hosts", "zk_path", "node_type", "use_path_encoding", "zk_auth",
+                 "zk_session_timeout")  # fmt: skip
+    else:
+        keys += ("etcd_path", "etcd_user", "etcd_password", "etcd_lease_ttl", "etcd_tls")
+    values = cfg.model_dump(include=set(keys))
+    return (json.dumps(values, sort_keys=True, default=str), tuple(cfg.etcd_endpoint_list()))
+
+
+class Registries:
+    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: NerveMetrics) -> None:
+        self.metrics = metrics
+        self.zookeeper = ZooKeeperPool(loop)
+        # Connections whose session events we count (weak: a released one may go away).
+        self._counted: weakref.WeakSet[ZooKeeperConnection] = weakref.WeakSet()
+        self._etcd: dict[EtcdKey, LeaseKeeper] = {}
+        self._etcd_users: dict[EtcdKey, int] = {}
+
+    def reporter(
+        self, service: str, cfg: ServiceConfig, instance_id: str, registration: Registration
+    ) -> Reporter:
+        if cfg.reporter_type == "etcd":
+            return EtcdReporter(
+                service, registration, self._keeper(cfg), cfg.etcd_path, self.metrics
+            )
+        assert cfg.zk_hosts and cfg.zk_path  # the config model requires them
+        auth = (cfg.zk_auth.scheme, cfg.zk_auth.credential) if cfg.zk_auth else None
+        conn = self.zookeeper.acquire(cfg.zk_hosts, cfg.zk_session_timeout, auth)
+        self._count_sessions(conn)
+        return ZooKeeperReporter(
+            service,
+            registration,
+            conn,
+            cfg.zk_path,
+            instance_id=instance_id,
+            node_type=cfg.node_type,
+            use_path_encoding=cfg.use_path_encoding,
+            acl=cfg.zk_auth.acl if cfg.zk_auth else "open",
+            op_timeout=max(2.0, cfg.zk_session_timeout),
+            metrics=self.metrics,
+        )
+
+    def _count_sessions(self, conn: ZooKeeperConnection) -> None:
+        if conn in self._counted:
+            return
+        self._counted.add(conn)
+
+        def on_state(state: str) -> None:
+            if state in ("lost", "new_session"):
+                self.metrics.reconnects.labels("zookeeper", state).inc()
+
+        conn.add_listener(on_state)
+
+    def _keeper(self, cfg: ServiceConfig) -> LeaseKeeper:
+        key: EtcdKey = (
+            tuple(cfg.etcd_endpoint_list()),
+            cfg.etcd_user,
+            cfg.etcd_password,
+            cfg.etcd_lease_ttl,
+        )
+        if key not in self._etcd:
+            if cfg.etcd_tls is not None:
+                event(
+                    log,
+                    "etcd_tls_unsupported",
+                    level=logging.WARNING,
+                    detail="etcd_tls is not supported by the etcd client yet; connecting "
+                    "without TLS",
+                )
+            conn = EtcdConnection(
+                list(key[0]),
+                cfg.etcd_user,
+                cfg.etcd_password,
+                # A keep-alive must fail over before the lease runs out.
+                timeout=min(3.0, cfg.etcd_lease_ttl / 3),
+            )
+            keeper = LeaseKeeper(conn, cfg.etcd_lease_ttl, self.metrics)
+            keeper.start()
+            self._etcd[key] = keeper
+            self._etcd_users[key] = 0
+        self._etcd_users[key] += 1
+        return self._etcd[key]
+
+    async def release(self, reporter: Reporter) -> None:
+        """The service is gone: drop its share of the connection (closed when unused)."""
+        if isinstance(reporter, ZooKeeperReporter):
+            await self.zookeeper.release(reporter.conn)
+            return
+        if isinstance(reporter, EtcdReporter):
+            for key, keeper in list(self._etcd.items()):
+                if keeper is reporter.keeper:
+                    self._etcd_users[key] -= 1
+                    if self._etcd_users[key] <= 0:
+                        del self._etcd[key], self._etcd_users[key]
+                        with contextlib.suppress(Exception):
+                            await keeper.close(revoke=True)
+
+    async def close(self) -> None:
+        """Close every session: revoking leases and closing ZooKeeper sessions removes
+        whatever registration a failed withdraw left behind."""
+        keepers = list(self._etcd.values())
+        self._etcd.clear()
+        self._etcd_users.clear()
+        await asyncio.gather(
+            *(k.close(revoke=True) for k in keepers),
+            self.zookeeper.close_all(),
+            return_exceptions=True,
+        )

@@ -1,0 +1,214 @@
+"""What every registry reporter shares: desired state, a reconcile task, retries.
+
+The service's state machine only says *whether* it wants to be registered
+(``set_registered``). The reporter's single task makes the registry agree: one write per
+change, and on failure retries with exponential backoff and jitter (tenacity), forever,
+never in a tight loop. Session events (a new ZooKeeper session, a new etcd lease, the
+registry reachable again) wake the task at once, so re-registration does not wait for
+a backoff to run out. Each attempt reads the *current* wish, so what ends up in the
+registry after an outage is the current truth, not a replay of old orders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from tenacity.wait import wait_exponential_jitter
+
+from nerve.metrics import NerveMetrics
+from nerve.tasks import cancel_and_wait
+from smartstack.logs import event
+from smartstack.record import Registration
+
+log = logging.getLogger("nerve.reporter")
+
+BACKOFF_FIRST = 0.2  # seconds; doubles per failed attempt
+BACKOFF_MAX = 5.0
+BACKOFF_JITTER = 0.5
+
+
+class RegistryUnavailable(Exception):
+    """The registry cannot be written right now (not connected, no lease yet, ...)."""
+
+
+class Reporter(ABC):
+    """Keeps one registration in a registry in step with what the service wants."""
+
+    kind = "base"
+
+    def __init__(
+        self, service: str, registration: Registration, metrics: NerveMetrics | None = None
+    ) -> None:
+        self.service = service
+        self.registration = registration
+        self.metrics = metrics
+        self.desired = False
+        self.registered = False  # what we believe the registry holds
+        # Unknown registry state (start, a write whose answer was lost): look before writing.
+        self.uncertain = True
+        self.last_error: str | None = None
+        self.tried_register = False
+        self.writes = 0
+        self._dirty = asyncio.Event()
+        self._dirty.set()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # --- public -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin reconciling (idempotent: a reload may hand the reporter to a new service)."""
+        if self._task is not None:
+            return
+        self._attach()
+        self._task = asyncio.get_running_loop().create_task(
+            self._sync_forever(), name=f"reporter-{self.service}"
+        )
+
+    def set_registered(self, wanted: bool) -> None:
+        self.desired = wanted
+        self.wake()
+
+    def wake(self) -> None:
+        """Something changed (wish or session): reconcile now, even in the middle of a backoff."""
+        self._idle.clear()
+        self._dirty.set()
+
+    def mark_lost(self) -> None:
+        """The registry dropped our registration (session or lease gone): write it again."""
+        self.registered = False
+        self.uncertain = True
+        self._update_gauge()
+        self.wake()
+
+    @property
+    def in_sync(self) -> bool:
+        return not self._dirty.is_set() and self._idle.is_set()
+
+    async def wait_in_sync(self) -> None:
+        """Until the registry holds what the service wants (admin answers, reload, tests)."""
+        await self._idle.wait()
+
+    async def stop(self, withdraw: bool = True) -> None:
+        """Stop reconciling; with ``withdraw``, remove the registration (one attempt)."""
+        await self.cancel()
+        self._detach()
+        # Unknown state only matters if we ever tried to register: leftovers of a previous
+        # run are cleaned up by the next run, not on our way out.
+        if withdraw and (self.registered or (self.uncertain and self.tried_register)):
+            self.desired = False
+            await self._reconcile()
+
+    async def retire(self) -> None:
+        """Withdraw through the retrying task (survives outages), then stop. Used when a
+        reload removes or replaces a service; shutdown uses the bounded ``stop``."""
+        self.set_registered(False)
+        self.start()
+        await self.wait_in_sync()
+        await self.cancel()
+        self._detach()
+
+    async def cancel(self) -> None:
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+
+    def where(self) -> dict[str, Any]:
+        """Where the registration lives, for /status."""
+        return {
+            "registry": self.kind,
+            "registered": self.registered,
+            "last_error": self.last_error,
+            "writes": self.writes,
+        }
+
+    # --- subclass hooks -----------------------------------------------------------------
+
+    @abstractmethod
+    def _attach(self) -> None:
+        """Subscribe to session events."""
+
+    @abstractmethod
+    def _detach(self) -> None:
+        """Unsubscribe from session events."""
+
+    @abstractmethod
+    async def _register(self) -> bool:
+        """Make the registration exist (and be current); sets ``registered``. Returns
+        whether the registry was written (adopting an existing node is not a write)."""
+
+    @abstractmethod
+    async def _withdraw(self) -> bool:
+        """Make the registration not exist; clears ``registered``. Returns whether the
+        registry was written."""
+
+    def _needs_write(self) -> bool:
+        return self.uncertain or self.desired != self.registered
+
+    # --- the reconcile task ---------------------------------------------------------------
+
+    async def _reconcile(self) -> None:
+        if not self._needs_write():
+            return
+        if self.desired:
+            self.tried_register = True
+            wrote, op = await self._register(), "register"
+        else:
+            wrote, op = await self._withdraw(), "withdraw"
+        self.last_error = None
+        if wrote:
+            self.writes += 1
+            if self.metrics is not None:
+                self.metrics.registry_writes.labels(self.service, self.kind, op).inc()
+        self._update_gauge()
+
+    def _update_gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.registered.labels(self.service).set(1 if self.registered else 0)
+
+    async def _sync_forever(self) -> None:
+        while True:
+            await self._dirty.wait()
+            retrying = AsyncRetrying(
+                wait=wait_exponential_jitter(
+                    multiplier=BACKOFF_FIRST, max=BACKOFF_MAX, jitter=BACKOFF_JITTER
+                ),
+                retry=retry_if_exception_type(Exception),
+                sleep=self._backoff,
+                before_sleep=self._log_failure,
+                reraise=True,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    self._dirty.clear()
+                    await self._reconcile()
+            if not self._dirty.is_set():
+                self._idle.set()
+
+    async def _backoff(self, seconds: float) -> None:
+        # A wake-up (new session, new wish) ends the wait early: no stale backoff delays
+        # a re-registration once the registry is back.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._dirty.wait(), seconds)
+
+    def _log_failure(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        self.last_error = f"{type(exc).__name__}: {exc}" if exc else "unknown error"
+        if self.metrics is not None:
+            self.metrics.registry_errors.labels(self.service, self.kind).inc()
+        wait = state.next_action.sleep if state.next_action else 0.0
+        event(
+            log,
+            "registry_write_failed",
+            level=logging.WARNING,
+            service=self.service,
+            registry=self.kind,
+            want="registered" if self.desired else "withdrawn",
+            attempt=state.attempt_number,
+            retry_in=round(wait, 2),
+            error=self.last_error[:200],
+        )

@@ -1,0 +1,121 @@
+"""One etcd lease per cluster, shared by every service that registers there.
+
+aetcd does not refresh leases by itself: this keeper sends a keep-alive every ttl/3.
+Listeners hear:
+- "lost": the lease expired (etcd unreachable for longer than the TTL, or an etcd
+  restart without it): its keys are gone; reporters re-register under a new lease.
+- "reconnected": etcd answers again after failed keep-alives and the lease survived;
+  reporters re-put their keys so the registry holds the current truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from nerve.metrics import NerveMetrics
+from nerve.tasks import cancel_and_wait
+from smartstack.etcd import EtcdConnection
+from smartstack.logs import event
+
+log = logging.getLogger("nerve.etcd")
+
+LeaseListener = Callable[[str], None]
+RETRY_INTERVAL_MAX = 1.0  # keep-alive retry cadence while etcd does not answer
+
+
+class LeaseKeeper:
+    def __init__(self, conn: EtcdConnection, ttl: int, metrics: NerveMetrics | None = None) -> None:
+        self.conn = conn
+        self.ttl = ttl
+        self.interval = ttl / 3
+        self.metrics = metrics
+        self.lease_id: int | None = None
+        self.reachable = True
+        self._listeners: list[LeaseListener] = []
+        self._grant_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    def add_listener(self, listener: LeaseListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: LeaseListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._keepalive_forever(), name=f"etcd-lease-{self.conn.endpoints[0]}"
+            )
+
+    async def lease(self) -> int:
+        """The current lease id, granting a new lease when there is none."""
+        async with self._grant_lock:
+            if self.lease_id is None:
+                granted = await self.conn.with_client(lambda c: c.lease(self.ttl))
+                self.lease_id = granted.id
+                event(log, "etcd_lease_granted", lease=f"{granted.id:x}", ttl=granted.ttl)
+            return self.lease_id
+
+    def invalidate(self, lease_id: int, reason: str) -> None:
+        """The lease is gone: forget it and tell every reporter that used it."""
+        if self.lease_id != lease_id:
+            return  # already replaced
+        self.lease_id = None
+        event(log, "etcd_lease_lost", level=logging.WARNING, lease=f"{lease_id:x}", reason=reason)
+        self._count("lease_lost")
+        self._emit("lost")
+
+    async def _keepalive_forever(self) -> None:
+        while True:
+            pause = self.interval if self.reachable else min(self.interval, RETRY_INTERVAL_MAX)
+            await asyncio.sleep(pause)
+            lease_id = self.lease_id
+            if lease_id is None:
+                continue  # nobody registered yet; a reporter grants one when it needs it
+            try:
+                reply = await self._refresh(lease_id)
+            except Exception as exc:  # unreachable: keep trying, the lease may survive
+                if self.reachable:
+                    event(
+                        log,
+                        "etcd_keepalive_failed",
+                        level=logging.WARNING,
+                        error=f"{type(exc).__name__}: {str(exc)[:160]}",
+                    )
+                self.reachable = False
+                continue
+            was_reachable, self.reachable = self.reachable, True
+            if reply is None or getattr(reply, "TTL", 0) <= 0:
+                self.invalidate(lease_id, "keep-alive says the lease has expired")
+            elif not was_reachable:
+                event(log, "etcd_reachable_again", lease=f"{lease_id:x}")
+                self._count("reconnected")
+                self._emit("reconnected")
+
+    async def _refresh(self, lease_id: int) -> object:
+        return await self.conn.with_client(lambda c: c.refresh_lease(lease_id))
+
+    def _count(self, what: str) -> None:
+        if self.metrics is not None:
+            self.metrics.reconnects.labels("etcd", what).inc()
+
+    def _emit(self, state: str) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(state)
+            except Exception:
+                log.exception("etcd lease listener failed")
+
+    async def close(self, revoke: bool = True) -> None:
+        """Stop the keep-alives; ``revoke`` deletes every key attached to the lease at once."""
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+        lease_id, self.lease_id = self.lease_id, None
+        try:
+            if revoke and lease_id is not None:
+                await self.conn.with_client(lambda c: c.revoke_lease(lease_id))
+        finally:
+            await self.conn.close()

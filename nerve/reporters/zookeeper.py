@@ -1,0 +1,204 @@
+"""ZooKeeper reporter: nerve's znode ``<zk_path>/<instance_id>_<seq>`` holding the JSON record.
+
+Works through a ``ZooKeeperConnection`` shared by every service on the same ensemble.
+Session handling:
+- SUSPENDED: nothing to do; the session (and our ephemeral node) may well survive.
+- LOST / a new session: the ephemeral node died with the old session, so the node is
+  re-created as soon as the new session exists (the event wakes the reconcile task).
+Whenever the outcome of a write is unknown (start, a lost answer, a new session), the
+path is scanned before writing: a node of ours with our record is adopted if it belongs
+to the current session, and deleted if it is a leftover (a previous nerve run with the
+same instance id, or a create that landed after its answer was lost). So a restart or a
+retry never leaves two znodes for one registration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from kazoo.exceptions import NoNodeError
+from kazoo.security import make_digest_acl
+
+from nerve.metrics import NerveMetrics
+from nerve.reporters.base import RegistryUnavailable, Reporter
+from smartstack.logs import event
+from smartstack.record import Registration, child_prefix, encode, encode_child_prefix
+from smartstack.zookeeper import ZooKeeperConnection
+
+log = logging.getLogger("nerve.reporter.zookeeper")
+
+SEQUENCE_DIGITS = 10  # ZooKeeper appends a 10-digit counter to sequential nodes
+
+
+def node_acl(conn: ZooKeeperConnection, acl: str) -> list[Any] | None:
+    """ACL for our nodes: ``open`` (world), ``read_only_world`` (we write, all read) or
+    ``creator`` (only our digest identity). Without digest auth, always open."""
+    if not conn.auth or conn.auth[0] != "digest" or acl == "open":
+        return None
+    if acl == "creator":
+        user, _, password = conn.auth[1].partition(":")
+        return [make_digest_acl(user, password, all=True)]
+    return conn.default_acl()
+
+
+class ZooKeeperReporter(Reporter):
+    kind = "zookeeper"
+
+    def __init__(
+        self,
+        service: str,
+        registration: Registration,
+        conn: ZooKeeperConnection,
+        zk_path: str,
+        *,
+        instance_id: str,
+        node_type: str = "ephemeral_sequential",
+        use_path_encoding: bool = False,
+        acl: str = "open",
+        op_timeout: float = 10.0,
+        metrics: NerveMetrics | None = None,
+    ) -> None:
+        super().__init__(service, registration, metrics)
+        self.conn = conn
+        self.zk_path = zk_path.rstrip("/") or "/"
+        self.ephemeral = node_type.startswith("ephemeral")
+        self.sequential = node_type.endswith("sequential")
+        self.data = encode(registration)
+        prefix = encode_child_prefix(registration) if use_path_encoding else None
+        # Records too long for a child name fall back to the plain name, as nerve does.
+        self.name_prefix = prefix or child_prefix(instance_id)
+        self.acl = node_acl(conn, acl)
+        self.op_timeout = op_timeout
+        self.node: str | None = None
+        self._connected = asyncio.Event()  # set by session events, on the loop
+
+    # --- events -------------------------------------------------------------------------
+
+    def _attach(self) -> None:
+        self.conn.add_listener(self._on_session)
+
+    def _detach(self) -> None:
+        self.conn.remove_listener(self._on_session)
+
+    def _on_session(self, state: str) -> None:
+        if state in ("connected", "new_session"):
+            self._connected.set()
+        else:
+            self._connected.clear()
+        if state in ("lost", "new_session"):
+            # Our ephemeral node died with the session; persistent ones are re-found by a scan.
+            if self.ephemeral:
+                self.node = None
+            self.mark_lost()
+        elif state == "connected":
+            self.wake()  # a write that waited for the connection can go now
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def _path(self, child: str) -> str:
+        return f"{self.zk_path.rstrip('/')}/{child}"
+
+    async def _wait_connected(self) -> None:
+        # Wait a while rather than fail at once: at start the session is usually a few
+        # milliseconds away, and during an outage this paces the attempts.
+        if not self.conn.connected:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._connected.wait(), self.op_timeout)
+        if not self.conn.connected:
+            raise RegistryUnavailable(f"not connected to ZooKeeper {self.conn.hosts}")
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        await self._wait_connected()
+        try:
+            return await asyncio.wait_for(self.conn.call(method, *args, **kwargs), self.op_timeout)
+        except NoNodeError:
+            raise  # a definite answer
+        except Exception:
+            if method in ("create", "delete"):
+                self.uncertain = True  # it may have happened anyway: scan next time
+            raise
+
+    async def _register(self) -> bool:
+        wrote = await self._scan(keep=True) if self.uncertain else False
+        if self.node is None:
+            self.node = await self._call(
+                "create",
+                self._path(self.name_prefix),
+                self.data,
+                self.acl,
+                ephemeral=self.ephemeral,
+                sequence=self.sequential,
+                makepath=True,
+            )
+            event(log, "znode_created", service=self.service, node=self.node)
+            wrote = True
+        self.registered = True
+        return wrote
+
+    async def _withdraw(self) -> bool:
+        wrote = await self._scan(keep=False) if self.uncertain else False
+        if self.node is not None:
+            await self._delete(self.node)
+            event(log, "znode_deleted", service=self.service, node=self.node)
+            self.node = None
+            wrote = True
+        self.registered = False
+        return wrote
+
+    async def _delete(self, path: str) -> None:
+        with contextlib.suppress(NoNodeError):  # already gone: that is what we wanted
+            await self._call("delete", path)
+
+    def _is_ours(self, child: str) -> bool:
+        if not self.sequential:
+            return child == self.name_prefix
+        suffix = child[len(self.name_prefix) :]
+        return (
+            child.startswith(self.name_prefix)
+            and len(suffix) == SEQUENCE_DIGITS
+            and suffix.isdigit()
+        )
+
+    async def _scan(self, keep: bool) -> bool:
+        """Adopt our node of this session (if ``keep``) and delete every other copy;
+        True when something was deleted."""
+        try:
+            children = await self._call("get_children", self.zk_path)
+        except NoNodeError:
+            children = []
+        session = self.conn.client.client_id[0] if self.conn.client.client_id else None
+        adopted: str | None = None
+        deleted = False
+        for child in sorted(children):
+            if not self._is_ours(child):
+                continue
+            path = self._path(child)
+            try:
+                data, stat = await self._call("get", path)
+            except NoNodeError:
+                continue
+            if data != self.data:
+                continue  # same instance, another record: another service's node
+            mine = stat.ephemeralOwner == session if self.ephemeral else True
+            if keep and mine and adopted is None:
+                adopted = path
+                continue
+            await self._delete(path)
+            deleted = True
+            event(log, "znode_leftover_deleted", service=self.service, node=path)
+        self.node = adopted
+        self.registered = adopted is not None
+        self.uncertain = False
+        return deleted
+
+    def where(self) -> dict[str, Any]:
+        return {
+            **super().where(),
+            "hosts": self.conn.hosts,
+            "path": self.zk_path,
+            "node": self.node,
+            "connected": self.conn.connected,
+        }

@@ -1,0 +1,241 @@
+"""One watched service: its checks, its state machine and its reporter, on its own task.
+
+A ``Service`` is built from parts (so other sources than the config file, e.g. Docker
+labels, can build one): every ``check_interval`` it runs all its checks concurrently,
+each cut by its own timeout, feeds the results to the state machine and hands each
+transition to the reporter. Nothing here waits for the registry: a slow or absent
+registry delays the write, never the checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from nerve.checks.base import Check, CheckResult
+from nerve.maintenance import MaintenanceFlag, MaintenanceStore
+from nerve.metrics import NerveMetrics
+from nerve.ratelimit import TokenBucket
+from nerve.reporters.base import Reporter
+from nerve.state import Decision, Observation, ServiceState
+from nerve.tasks import cancel_and_wait
+from smartstack.logs import event
+
+log = logging.getLogger("nerve.service")
+
+ADMIN = "admin"  # maintenance source: `nerve maint` / the admin API
+FILE = "maintenance_file"  # maintenance source: the service's maintenance_file exists
+
+
+class Service:
+    def __init__(
+        self,
+        name: str,
+        checks: Sequence[Check],
+        thresholds: Sequence[tuple[int, int]],
+        reporter: Reporter,
+        *,
+        check_interval: float = 0.5,
+        metrics: NerveMetrics | None = None,
+        rate_limit: tuple[float, float, bool] | None = None,
+        maintenance: MaintenanceStore | None = None,
+        maintenance_file: str | None = None,
+        initially_up: bool = False,
+    ) -> None:
+        """``thresholds`` are each check's (rise, fall); ``rate_limit`` is
+        (average_rate, max_burst, shadow_mode)."""
+        self.name = name
+        self.checks = list(checks)
+        self.reporter = reporter
+        self.check_interval = check_interval
+        self.metrics = metrics
+        self.store = maintenance or MaintenanceStore(None)
+        self.maintenance_file = maintenance_file
+        loop_now = time.monotonic()
+        bucket, shadow = None, True
+        if rate_limit is not None:
+            bucket, shadow = TokenBucket(rate_limit[0], rate_limit[1], loop_now), rate_limit[2]
+        self.state = ServiceState.create(
+            [(c.name, rise, fall) for c, (rise, fall) in zip(self.checks, thresholds, strict=True)],
+            bucket,
+            shadow,
+            initially_up=initially_up,
+        )
+        # A reused reporter (reload) keeps its registration: start from what it holds.
+        self.state.registered = reporter.desired
+        self.last_results: dict[str, CheckResult] = {}
+        self.rounds = 0
+        self.round_started = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        flag = self.store.load(name)
+        if flag is not None:  # maintenance survives restarts and reloads
+            self._apply(self.state.set_maintenance(ADMIN, flag.reason, loop_now))
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.reporter.start()
+        self._publish_gauges()
+        self._task = asyncio.get_running_loop().create_task(
+            self._run_forever(), name=f"service-{self.name}"
+        )
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def crashed(self) -> bool:
+        """Started, and its task ended by itself (it never should)."""
+        return self._task is not None and self._task.done()
+
+    async def halt(self) -> None:
+        """Stop checking; the reporter (and the registration) stay as they are."""
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+        await asyncio.gather(*(c.close() for c in self.checks), return_exceptions=True)
+
+    async def stop(self, withdraw: bool = True) -> None:
+        """Stop checking; with ``withdraw``, remove the registration (the caller bounds the
+        time this may take)."""
+        await self.halt()
+        await self.reporter.stop(withdraw=withdraw)
+
+    async def _run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            try:
+                await self.run_round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in one round must not end the service's watch
+                log.exception("check round of %s failed", self.name)
+            # Fixed cadence; a round longer than the interval delays only the next one.
+            due = max(due + self.check_interval, loop.time())
+            await asyncio.sleep(due - loop.time())
+
+    # --- one round ------------------------------------------------------------------------
+
+    async def run_round(self) -> None:
+        self.round_started.set()
+        results = await asyncio.gather(*(c.run() for c in self.checks))
+        observations = []
+        for check, result in zip(self.checks, results, strict=True):
+            self.last_results[check.name] = result
+            observations.append(Observation(check.name, result.ok, result.detail))
+            self._record_check(check, result)
+        self.rounds += 1
+        now = time.monotonic()
+        self._expire_maintenance(now)
+        self._apply(self.state.observe(observations, now))
+
+    def _record_check(self, check: Check, result: CheckResult) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.check_up.labels(self.name, check.name).set(1 if result.ok else 0)
+        outcome = "pass" if result.ok else "fail"
+        self.metrics.check_results.labels(self.name, check.name, outcome).inc()
+        self.metrics.check_duration.labels(self.name, check.name).observe(result.latency)
+
+    def _expire_maintenance(self, now: float) -> None:
+        flag = self.store.load(self.name)
+        if flag is not None and flag.expired(time.time()):
+            self.store.clear(self.name)
+            event(log, "maintenance_expired", service=self.name, reason=flag.reason)
+            self._apply(self.state.set_maintenance(ADMIN, None, now))
+        if self.maintenance_file is not None:
+            present = os.path.exists(self.maintenance_file)
+            reason = f"{self.maintenance_file} exists" if present else None
+            if (FILE in self.state.maintenance) != present:
+                self._apply(self.state.set_maintenance(FILE, reason, now))
+
+    # --- maintenance ------------------------------------------------------------------------
+
+    def enter_maintenance(self, reason: str, duration: float | None = None) -> None:
+        now = time.time()
+        flag = MaintenanceFlag(reason, now, now + duration if duration else None)
+        self.store.save(self.name, flag)
+        event(log, "maintenance_on", service=self.name, reason=reason, until=flag.until)
+        self._apply(self.state.set_maintenance(ADMIN, reason, time.monotonic()))
+
+    def leave_maintenance(self) -> None:
+        self.store.clear(self.name)
+        event(log, "maintenance_off", service=self.name)
+        self._apply(self.state.set_maintenance(ADMIN, None, time.monotonic()))
+
+    # --- decisions ----------------------------------------------------------------------------
+
+    def _apply(self, decision: Decision) -> None:
+        if decision.throttled:
+            event(
+                log,
+                "status_change_throttled",
+                level=logging.WARNING,
+                service=self.name,
+                shadow_mode=decision.shadow,
+                reason=self.state.reason(),
+            )
+            if self.metrics is not None:
+                self.metrics.throttled.labels(self.name, str(decision.shadow).lower()).inc()
+        transition = decision.transition
+        if transition is not None:
+            to = "registered" if transition.registered else "withdrawn"
+            level = logging.INFO if transition.registered else logging.WARNING
+            event(log, f"service_{to}", level, service=self.name, reason=transition.reason)
+            if self.metrics is not None:
+                self.metrics.transitions.labels(self.name, to).inc()
+            self.reporter.set_registered(transition.registered)
+        self._publish_gauges()
+
+    def _publish_gauges(self) -> None:
+        if self.metrics is not None:
+            self.metrics.healthy.labels(self.name).set(1 if self.state.healthy else 0)
+            self.metrics.maintenance.labels(self.name).set(1 if self.state.maintenance else 0)
+
+    # --- status ---------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        flag = self.store.load(self.name)
+        return {
+            "healthy": self.state.healthy,
+            "wanted": self.state.wanted,
+            "registered": self.reporter.registered,
+            "reason": self.state.reason(),
+            "maintenance": (
+                {"reason": flag.reason, "since": flag.since, "until": flag.until} if flag else None
+            ),
+            "maintenance_sources": dict(self.state.maintenance),
+            "check_interval": self.check_interval,
+            "rounds": self.rounds,
+            "record": self.reporter.registration.to_dict(),
+            "registry": self.reporter.where(),
+            "checks": [self._check_status(c) for c in self.checks],
+        }
+
+    def _check_status(self, check: Check) -> dict[str, Any]:
+        tracker = self.state.trackers[check.name]
+        result = self.last_results.get(check.name)
+        out: dict[str, Any] = {
+            "name": check.name,
+            "type": check.type,
+            "up": tracker.up,
+            "rise": tracker.rise,
+            "fall": tracker.fall,
+            "streak": tracker.streak,
+            "timeout": check.timeout,
+        }
+        if result is not None:
+            out["last"] = {
+                "ok": result.ok,
+                "detail": result.detail,
+                "latency": round(result.latency, 6),
+                "at": result.at,
+            }
+            if result.output is not None:
+                out["output"] = result.output
+        return out

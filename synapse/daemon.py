@@ -1,0 +1,325 @@
+"""The synapse daemon: watchers -> reconciler -> HAProxy controller, on one asyncio loop.
+
+``run(config, args)`` is called by ``synapse.cli``. It starts the HAProxy
+controller, one watcher per service, the reconciler and the admin server
+(/health, /status, /metrics and an HTML status page at /), then waits for a
+signal:
+- SIGTERM / SIGINT: stop watchers, the controller (a managed HAProxy is stopped
+  with it) and the admin server; exit 0.
+- SIGHUP: re-read the config file. An invalid file is logged and the running
+  config stays; otherwise watchers of removed or re-pointed services are
+  replaced and HAProxy is brought in line with the new file.
+Registry outages and ZooKeeper session expiries never end the daemon: watchers
+keep the last known servers and reconnect on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from smartstack.admin import AdminServer
+from smartstack.configfile import ConfigError
+from smartstack.etcd import EtcdConnection
+from smartstack.logs import event
+from smartstack.zookeeper import ZooKeeperPool
+from synapse.config import SynapseConfig, load_synapse_config
+from synapse.file_output import FileOutput
+from synapse.metrics import SynapseMetrics
+from synapse.reconciler import Controller, Reconciler
+from synapse.server_options import unknown_keywords
+from synapse.state_cache import StateCache
+from synapse.status import merge_service_status, render_html
+from synapse.watchers import Watcher, WatcherContext, create_watcher
+
+log = logging.getLogger("synapse.daemon")
+
+EXIT_OK = 0
+EXIT_STARTUP_FAILED = 1
+
+
+def run(config: SynapseConfig, args: argparse.Namespace) -> int:
+    """Run synapse until SIGTERM/SIGINT; the exit code."""
+    return asyncio.run(SynapseDaemon(config, getattr(args, "config", None)).main())
+
+
+def make_controller(config: SynapseConfig, registry: CollectorRegistry) -> Controller | None:
+    """The HAProxy controller, or None when the config has no ``haproxy`` block."""
+    if config.haproxy is None:
+        return None
+    from synapse.haproxy.controller import HAProxyController
+
+    return HAProxyController(config.haproxy, registry)
+
+
+def _state_file_key(config: SynapseConfig) -> tuple[str | None, float | None]:
+    haproxy = config.haproxy
+    return (haproxy.state_file_path, haproxy.state_file_ttl) if haproxy else (None, None)
+
+
+def make_state_cache(config: SynapseConfig) -> StateCache | None:
+    """Airbnb's state file, loaded, when ``haproxy.state_file_path`` is set."""
+    path, ttl = _state_file_key(config)
+    if path is None or ttl is None:
+        return None
+    cache = StateCache(path, ttl)
+    cache.load()
+    return cache
+
+
+class SynapseDaemon:
+    def __init__(self, config: SynapseConfig, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.registry = CollectorRegistry()
+        self.metrics = SynapseMetrics(self.registry)
+        self.controller: Controller | None = None
+        self.reconciler: Reconciler | None = None
+        self.watchers: dict[str, Watcher] = {}
+        self.admin: AdminServer | None = None
+        self.zk_pool: ZooKeeperPool | None = None
+        self._etcd: dict[tuple[str, ...], EtcdConnection] = {}
+        self._ctx: WatcherContext | None = None
+        self._reconciler_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[bool]] = set()
+        self.started_at = time.time()
+        self.last_config_reload: dict[str, Any] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        try:
+            await self.start()
+        except Exception as exc:
+            log.exception("synapse failed to start")
+            event(log, "startup_failed", level=logging.ERROR, error=f"{type(exc).__name__}: {exc}")
+            await self.stop()
+            return EXIT_STARTUP_FAILED
+        await self._stop.wait()
+        event(log, "stopping")
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await self.stop()
+        event(log, "stopped")
+        return EXIT_OK
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _on_sighup(self) -> None:
+        if self.reconciler is None:  # still starting: the file is being read anyway
+            return
+        task = asyncio.get_running_loop().create_task(self.reload_config())
+        self._background.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._background.discard)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.zk_pool = ZooKeeperPool(loop)
+        self._ctx = WatcherContext(
+            loop=loop,
+            metrics=self.metrics,
+            zk_pool=self.zk_pool,
+            etcd_connection=self._etcd_connection,
+        )
+        self._warn_about(self.config)
+        self.controller = make_controller(self.config, self.registry)
+        state_cache = make_state_cache(self.config)
+        file_output = None
+        if self.config.file_output is not None:
+            file_output = FileOutput(self.config.file_output.output_directory)
+        self.reconciler = Reconciler(
+            self.config, self.controller, self.metrics, state_cache, file_output
+        )
+        if self.controller is not None:
+            await self.controller.start()  # type: ignore[attr-defined]
+        for name, service in self.config.services.items():
+            await self._start_watcher(name, service)
+        self._reconciler_task = loop.create_task(self._run_reconciler(), name="reconciler")
+        await self._start_admin()
+        event(log, "started", services=len(self.config.services),
+              haproxy=self.controller is not None)  # fmt: skip
+
+    async def _run_reconciler(self) -> None:
+        assert self.reconciler is not None
+        try:
+            await self.reconciler.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # must not happen; without it nothing would update HAProxy
+            log.exception("reconciler crashed; stopping synapse")
+            self._stop.set()
+
+    async def stop(self) -> None:
+        for watcher in list(self.watchers.values()):
+            await watcher.stop()
+        self.watchers.clear()
+        if self._reconciler_task is not None:
+            self._reconciler_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler_task
+            self._reconciler_task = None
+        if self.controller is not None:
+            try:
+                await self.controller.stop()  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("stopping the HAProxy controller failed")
+        if self.admin is not None:
+            await self.admin.stop()
+            self.admin = None
+        if self.zk_pool is not None:
+            await self.zk_pool.close_all()
+        for conn in self._etcd.values():
+            await conn.close()
+        self._etcd.clear()
+
+    # --- watchers ------------------------------------------------------------------------
+
+    def _etcd_connection(self, endpoints: list[str]) -> EtcdConnection:
+        """One etcd connection per endpoint list, shared by the services that name it."""
+        key = tuple(sorted(endpoints))
+        if key not in self._etcd:
+            self._etcd[key] = EtcdConnection(list(endpoints))
+        return self._etcd[key]
+
+    async def _start_watcher(self, name: str, service: Any) -> None:
+        assert self.reconciler is not None and self._ctx is not None
+        watcher = create_watcher(name, service, self.reconciler.report, self._ctx)
+        self.watchers[name] = watcher
+        await watcher.start()
+
+    # --- config reload (SIGHUP) ----------------------------------------------------------
+
+    async def reload_config(self) -> bool:
+        """Re-read the config file; keep running the old config when the new one is invalid."""
+        async with self._reload_lock:
+            if self.config_path is None:
+                return False
+            try:
+                new, warnings = load_synapse_config(self.config_path)
+            except ConfigError as exc:
+                self._config_reload_failed("; ".join(exc.lines))
+                return False
+            for line in warnings:
+                event(log, "config_warning", level=logging.WARNING, warning=line)
+            try:
+                await self.apply_config(new)
+            except Exception as exc:
+                log.exception("applying the reloaded config failed")
+                self._config_reload_failed(f"{type(exc).__name__}: {exc}")
+                return False
+            self.metrics.config_reloads.labels("ok").inc()
+            self.last_config_reload = {"at": time.time(), "ok": True, "error": None}
+            event(log, "config_reloaded", path=self.config_path, services=len(new.services))
+            return True
+
+    def _config_reload_failed(self, error: str) -> None:
+        self.metrics.config_reloads.labels("failed").inc()
+        self.last_config_reload = {"at": time.time(), "ok": False, "error": error[:1000]}
+        event(log, "config_reload_failed", level=logging.ERROR, path=self.config_path,
+              error=error[:1000], keeping="running config")  # fmt: skip
+
+    async def apply_config(self, new: SynapseConfig) -> None:
+        """Swap to a new config: restart only the watchers whose discovery changed."""
+        assert self.reconciler is not None
+        old = self.config
+        if (old.haproxy is None) != (new.haproxy is None):
+            raise ValueError("adding or removing the haproxy block needs a restart")
+        if old.haproxy != new.haproxy and self.controller is not None:
+            update = getattr(self.controller, "update_config", None)
+            if update is None:
+                raise ValueError("this HAProxy controller cannot change its haproxy block live")
+            result = update(new.haproxy)
+            if asyncio.iscoroutine(result):
+                await result
+        if old.admin != new.admin:
+            event(log, "admin_change_needs_restart", level=logging.WARNING)
+        self._warn_about(new)
+        self.config = new
+        for name, watcher in list(self.watchers.items()):
+            service = new.services.get(name)
+            if service is None or service.discovery != old.services[name].discovery:
+                await watcher.stop()
+                del self.watchers[name]
+        self.reconciler.set_config(new)
+        if new.file_output != old.file_output:
+            self.reconciler.file_output = (
+                FileOutput(new.file_output.output_directory) if new.file_output else None
+            )
+        if _state_file_key(new) != _state_file_key(old):
+            self.reconciler.state_cache = make_state_cache(new)
+        for name, service in new.services.items():
+            if name not in self.watchers:
+                await self._start_watcher(name, service)
+
+    def _warn_about(self, config: SynapseConfig) -> None:
+        if config.haproxy is not None:
+            policy = config.haproxy.registry_server_options
+            unknown = unknown_keywords(policy.keywords)
+            if policy.allow and unknown:
+                event(log, "registry_server_options_unknown_keywords", level=logging.WARNING,
+                      keywords=unknown, effect="never passed through")  # fmt: skip
+
+    # --- admin ---------------------------------------------------------------------------
+
+    async def _start_admin(self) -> None:
+        admin = self.config.admin
+        if admin.port is None:
+            return
+        self.admin = AdminServer(admin.host, admin.port, self.registry, self.status, self.healthy)
+        self.admin.add_route("GET", "/", self._status_page)
+        await self.admin.start()
+
+    def healthy(self) -> bool:
+        task = self._reconciler_task
+        return task is not None and not task.done() and not self._stop.is_set()
+
+    def status(self) -> dict[str, Any]:
+        haproxy = None
+        if self.controller is not None:
+            try:
+                haproxy = self.controller.status()
+            except Exception as exc:
+                haproxy = {"error": f"{type(exc).__name__}: {exc}"}
+        reconciler = self.reconciler
+        services = reconciler.service_status() if reconciler else {}
+        watchers = {name: w.status() for name, w in self.watchers.items()}
+        return {
+            "host": socket.gethostname(),
+            "started_at": self.started_at,
+            "config": {"path": self.config_path, "last_reload": self.last_config_reload},
+            "services": merge_service_status(services, watchers, haproxy),
+            "haproxy": haproxy,
+            "reconciler": {
+                "started": reconciler.started if reconciler else False,
+                "applies": reconciler.applies if reconciler else 0,
+                "last_apply": reconciler.last_apply if reconciler else None,
+                "last_error": reconciler.last_error if reconciler else None,
+            },
+            "zookeeper": [
+                {"hosts": c.hosts, "connected": c.connected, "reconnects": c.reconnects}
+                for c in (self.zk_pool.connections() if self.zk_pool else [])
+            ],
+            "etcd": [
+                {"endpoints": c.endpoints, "current": c.current_endpoint, "failovers": c.failovers}
+                for c in self._etcd.values()
+            ],
+        }
+
+    async def _status_page(self, _: web.Request) -> web.Response:
+        return web.Response(text=render_html(self.status()), content_type="text/html")

@@ -1,0 +1,77 @@
+"""Prometheus metrics of synapse's discovery side (the HAProxy controller adds its own).
+
+Always registered on a per-daemon ``CollectorRegistry``: tests run many daemons
+in one process and the global registry would refuse duplicates.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# From a watch event to HAProxy running the result: milliseconds normally, seconds when a
+# reload is rate limited.
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class SynapseMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.watch_events = Counter(
+            "synapse_watch_events_total",
+            "Registry events seen by watchers (watch fired, key changed, poll answered)",
+            ["service", "method"],
+            registry=registry,
+        )
+        self.bad_records = Counter(
+            "synapse_bad_records_total",
+            "Registry records refused as invalid or hostile (each distinct record once)",
+            ["service", "method"],
+            registry=registry,
+        )
+        self.skipped_records = Gauge(
+            "synapse_skipped_records",
+            "Invalid records currently present in the service's registry namespace",
+            ["service"],
+            registry=registry,
+        )
+        self.registry_reads = Counter(
+            "synapse_registry_reads_total",
+            "Record reads from the registry (ZooKeeper GETs, etcd range reads)",
+            ["service", "method"],
+            registry=registry,
+        )
+        self.watcher_connected = Gauge(
+            "synapse_watcher_connected",
+            "1 while the service's watcher has a live registry connection and watch",
+            ["service"],
+            registry=registry,
+        )
+        self.servers = Gauge(
+            "synapse_servers",
+            "Servers synapse wants in the service's backend",
+            ["service"],
+            registry=registry,
+        )
+        self.applies = Counter(
+            "synapse_applies_total",
+            "Desired-state hand-overs to the HAProxy controller, by result",
+            ["result"],
+            registry=registry,
+        )
+        self.apply_latency = Histogram(
+            "synapse_watch_to_applied_seconds",
+            "Time from a registry watch event to HAProxy running the change",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.config_reloads = Counter(
+            "synapse_config_reloads_total",
+            "SIGHUP config reloads, by result",
+            ["result"],
+            registry=registry,
+        )
+        self.file_writes = Counter(
+            "synapse_file_output_writes_total",
+            "Service files written by file_output",
+            registry=registry,
+        )

@@ -1,0 +1,308 @@
+"""The reconciler: watcher reports in, one desired HAProxy state out.
+
+Watchers call ``report()`` (cheap: it stores the report and wakes the loop). The
+loop waits ``haproxy.coalesce_ms`` after the first change of a burst, so a deploy
+that touches fifty servers becomes one hand-over, then computes every service's
+servers (``synapse.selection``), updates file_output and the state file, and
+hands the complete ``list[DesiredService]`` to the HAProxy controller, which
+applies it at runtime or by a reload. The time from each watch event to the
+controller returning is recorded in ``synapse_watch_to_applied_seconds``.
+
+At startup it waits up to ``startup_wait`` for every watcher's first report;
+services whose registry has not answered by then start from the state file
+(servers younger than ``state_file_ttl``) or their ``default_servers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from smartstack.logs import event
+from synapse.config import ServiceConfig, SynapseConfig
+from synapse.file_output import FileOutput
+from synapse.metrics import SynapseMetrics
+from synapse.model import DesiredService
+from synapse.selection import ORIGIN_DISCOVERY, ORIGIN_STATE_FILE, Selection, select_servers
+from synapse.state_cache import StateCache
+from synapse.watchers.base import Backoff, Report
+
+log = logging.getLogger("synapse.reconciler")
+
+REFRESH_INTERVAL = 60.0  # how often the state file is considered for its periodic refresh
+RETRY_BASE, RETRY_CAP = 0.5, 30.0  # a failed hand-over is retried with this backoff
+
+
+class Controller(Protocol):
+    """What the reconciler needs from synapse.haproxy.controller.HAProxyController."""
+
+    async def apply(self, desired: list[DesiredService], reason: str) -> Any: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class _Service:
+    config: ServiceConfig
+    report: Report | None = None
+    selection: Selection | None = None
+    reported_options: tuple[str, ...] = ()
+
+
+@dataclass
+class _Pending:
+    """Changes seen since the last hand-over."""
+
+    event_times: list[float] = field(default_factory=list)
+    reasons: set[str] = field(default_factory=set)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        config: SynapseConfig,
+        controller: Controller | None,
+        metrics: SynapseMetrics,
+        state_cache: StateCache | None = None,
+        file_output: FileOutput | None = None,
+    ) -> None:
+        self.controller = controller
+        self.metrics = metrics
+        self.state_cache = state_cache
+        self.file_output = file_output
+        self._config = config
+        self._services: dict[str, _Service] = {
+            name: _Service(cfg) for name, cfg in config.services.items()
+        }
+        self._dirty = asyncio.Event()
+        self._all_reported = asyncio.Event()
+        self._pending = _Pending()
+        self._force = True  # the first hand-over always happens
+        self._awaiting_reload: list[float] = []  # event times waiting for a pending reload
+        self._flush_task: asyncio.Task[None] | None = None
+        self.started = False
+        self.applies = 0
+        self.last_apply: dict[str, Any] | None = None
+        self.last_error: str | None = None
+        self._check_all_reported()
+
+    # --- inputs ------------------------------------------------------------------
+
+    def report(self, report: Report) -> None:
+        """The watchers' sink: store the latest full list and wake the loop. Never blocks."""
+        service = self._services.get(report.service)
+        if service is None:  # a late report from a watcher of a removed service
+            return
+        service.report = report
+        self._pending.event_times.append(report.event_time)
+        self._pending.reasons.add(f"{report.method}:{report.service}")
+        self._dirty.set()
+        if not self._all_reported.is_set():
+            self._check_all_reported()
+
+    def set_config(self, config: SynapseConfig) -> None:
+        """Take a reloaded config (SIGHUP): keep what watchers reported for kept services."""
+        old = self._services
+        self._config = config
+        self._services = {}
+        for name, cfg in config.services.items():
+            kept = old.get(name)
+            same_discovery = kept is not None and kept.config.discovery == cfg.discovery
+            self._services[name] = _Service(
+                cfg,
+                report=kept.report if kept and same_discovery else None,
+                selection=kept.selection if kept else None,
+            )
+        self._pending.reasons.add("config reload")
+        self._force = True
+        self._dirty.set()
+
+    def _check_all_reported(self) -> None:
+        if all(s.report is not None for s in self._services.values()):
+            self._all_reported.set()
+
+    # --- the loop ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        startup_wait = self._config.startup_wait
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_reported.wait(), startup_wait)
+        silent = sorted(n for n, s in self._services.items() if s.report is None)
+        if silent:
+            event(log, "startup_without_registry", level=logging.WARNING, services=silent,
+                  waited=startup_wait)  # fmt: skip
+        self._pending.reasons.add("startup")
+        self.started = True
+        backoff = Backoff(RETRY_BASE, RETRY_CAP)
+        while True:
+            if not await self._wait_dirty():
+                await self._periodic()
+                continue
+            coalesce = self._coalesce_seconds()
+            if coalesce:
+                await asyncio.sleep(coalesce)  # let the rest of a burst arrive
+            self._dirty.clear()
+            if await self.reconcile_once():
+                backoff.reset()
+            else:
+                await asyncio.sleep(backoff.next())
+                self._dirty.set()
+
+    async def _wait_dirty(self) -> bool:
+        if self._force:
+            return True
+        try:
+            await asyncio.wait_for(self._dirty.wait(), REFRESH_INTERVAL)
+        except TimeoutError:
+            return False
+        return True
+
+    def _coalesce_seconds(self) -> float:
+        haproxy = self._config.haproxy
+        return (haproxy.coalesce_ms if haproxy else 20.0) / 1000.0
+
+    async def _periodic(self) -> None:
+        if self.state_cache is not None:
+            services = list(self._services)
+            await asyncio.to_thread(self.state_cache.refresh, self.selections(), services)
+
+    async def reconcile_once(self) -> bool:
+        """Compute every service's servers and hand them over. False when the controller failed.
+
+        Reports arriving meanwhile go to a fresh pending set and mark the next round.
+        """
+        pending, self._pending = self._pending, _Pending()
+        changed = self._select_all()
+        selections = self.selections()
+        await self._write_files(selections)
+        if self.controller is None or not (changed or self._force):
+            return True
+        reason = ", ".join(sorted(pending.reasons))[:300] or "update"
+        desired = self.desired()
+        started = time.monotonic()
+        try:
+            result = await self.controller.apply(desired, reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.metrics.applies.labels("error").inc()
+            self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            log.exception("HAProxy controller failed to apply (reason: %s)", reason)
+            # Nothing is lost: the next round re-sends the whole desired state.
+            pending.event_times.extend(self._pending.event_times)
+            pending.reasons |= self._pending.reasons
+            self._pending = pending
+            self._force = True
+            return False
+        now = time.monotonic()
+        self._force = False
+        self.applies += 1
+        self.last_error = None
+        outcome = str(getattr(result, "reload", "ok"))
+        self.metrics.applies.labels(outcome).inc()
+        self._observe_latency(pending.event_times, outcome)
+        self.last_apply = {
+            "reason": reason,
+            "at": time.time(),
+            "duration_s": round(now - started, 4),
+            "changed": changed,
+            "haproxy": outcome,
+        }
+        event(log, "applied", reason=reason, changed=",".join(changed)[:200],
+              ms=round((now - started) * 1000, 2))  # fmt: skip
+        return True
+
+    def _observe_latency(self, event_times: list[float], outcome: str) -> None:
+        """Watch event -> applied. A rate-limited reload is timed when it has happened."""
+        if outcome in ("invalid", "failed"):
+            return  # never applied: HAProxy kept the old state
+        if outcome != "pending":
+            now = time.monotonic()
+            for moment in event_times:
+                self.metrics.apply_latency.observe(max(0.0, now - moment))
+            return
+        self._awaiting_reload.extend(event_times)
+        flush = getattr(self.controller, "flush", None)
+        if flush is not None and (self._flush_task is None or self._flush_task.done()):
+            self._flush_task = asyncio.get_running_loop().create_task(self._after_reload(flush))
+
+    async def _after_reload(self, flush: Any) -> None:
+        with contextlib.suppress(Exception):
+            await flush()
+        times, self._awaiting_reload = self._awaiting_reload, []
+        now = time.monotonic()
+        for moment in times:
+            self.metrics.apply_latency.observe(max(0.0, now - moment))
+
+    async def _write_files(self, selections: dict[str, Selection]) -> None:
+        """file_output and the state file, in a thread: fsync must not stall the loop."""
+        file_output, state_cache = self.file_output, self.state_cache
+        services = list(self._services)
+        enabled = [n for n, s in self._services.items() if not s.config.file_output.disabled]
+        if file_output is not None:
+            written = await asyncio.to_thread(file_output.update, selections, enabled)
+            self.metrics.file_writes.inc(len(written))
+        if state_cache is not None:
+            await asyncio.to_thread(state_cache.update, selections, services)
+
+    # --- computing the desired state -------------------------------------------------
+
+    def _select_all(self) -> list[str]:
+        policy = self._config.haproxy.registry_server_options if self._config.haproxy else None
+        changed = []
+        for name, service in self._services.items():
+            if service.report is not None:
+                found, origin = service.report.found, ORIGIN_DISCOVERY
+            else:
+                found = self.state_cache.cached(name) if self.state_cache else None
+                origin = ORIGIN_STATE_FILE
+            selection = select_servers(service.config, found, service.selection, policy, origin)
+            if selection.dropped_options and selection.dropped_options != service.reported_options:
+                event(log, "registry_server_options_dropped", level=logging.WARNING,
+                      service=name, dropped="; ".join(selection.dropped_options)[:500])  # fmt: skip
+            service.reported_options = selection.dropped_options
+            if selection != service.selection:
+                changed.append(name)
+            service.selection = selection
+            self.metrics.servers.labels(name).set(len(selection))
+        return changed
+
+    def selections(self) -> dict[str, Selection]:
+        return {n: s.selection for n, s in self._services.items() if s.selection is not None}
+
+    def desired(self) -> list[DesiredService]:
+        """What HAProxy should run: every HAProxy-enabled service and its servers."""
+        return [
+            DesiredService(name, service.config, list(service.selection.servers))
+            for name, service in self._services.items()
+            if service.selection is not None and not service.config.haproxy.disabled
+        ]
+
+    # --- status ----------------------------------------------------------------------
+
+    def service_status(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, service in self._services.items():
+            selection = service.selection or Selection()
+            out[name] = {
+                "backend": service.config.haproxy.backend_name or name,
+                "origin": selection.origin,
+                "servers": [
+                    {
+                        "name": s.name,
+                        "host": s.host,
+                        "port": s.port,
+                        "weight": s.weight,
+                        "origin": s.origin,
+                        **({"options": s.registry_options} if s.registry_options else {}),
+                    }
+                    for s in selection.servers
+                ],
+                "reported": service.report is not None,
+                "haproxy_disabled": service.config.haproxy.disabled,
+            }
+        return out

@@ -1,0 +1,140 @@
+"""From what a watcher found to the servers a service should have (pure, no I/O).
+
+Implements the per-service keys every Airbnb watcher honours: ``label_filters``,
+``default_servers``, ``keep_default_servers``, ``use_previous_backends`` and
+``backend_port_override``, plus our opt-in for registry ``haproxy_server_options``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from synapse.config import LabelFilter, RegistryServerOptions, ServiceConfig
+from synapse.model import Server, server_name
+from synapse.server_options import filter_server_options
+from synapse.watchers.base import Found
+
+# Where a service's current servers came from (shown on /status).
+ORIGIN_DISCOVERY = "discovery"
+ORIGIN_DEFAULT = "default_servers"
+ORIGIN_PREVIOUS = "previous"  # use_previous_backends kept the last list
+ORIGIN_STATE_FILE = "state_file"  # registry not answered yet: cached servers
+ORIGIN_NONE = "none"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A service's servers, each with its record as file_output and the state file write it."""
+
+    servers: tuple[Server, ...] = ()
+    records: tuple[dict[str, Any], ...] = ()  # Airbnb backend hashes, aligned with servers
+    origin: str = ORIGIN_NONE
+    dropped_options: tuple[str, ...] = field(default=(), compare=False)
+
+    def __len__(self) -> int:
+        return len(self.servers)
+
+
+def labels_match(labels: Mapping[str, str], filters: Sequence[LabelFilter]) -> bool:
+    """Airbnb's label_filters: every filter must hold (a missing label is not equal)."""
+    for rule in filters:
+        value = labels.get(rule.label)
+        if rule.condition == "equals" and value != rule.value:
+            return False
+        if rule.condition == "not-equals" and value == rule.value:
+            return False
+    return True
+
+
+def _record(server: Server, extra: Mapping[str, Any]) -> dict[str, Any]:
+    return {"name": extra.get("name"), "host": server.host, "port": server.port, **extra}
+
+
+def default_selection(config: ServiceConfig, port_override: int | None = None) -> Selection:
+    servers, records = [], []
+    for entry in config.default_servers:
+        port = port_override or entry.port
+        assert port is not None  # the config refuses default servers without a port
+        server = Server(name=server_name(entry.host, port, entry.name), host=entry.host,
+                        port=port, origin="default")  # fmt: skip
+        servers.append(server)
+        records.append(_record(server, {"name": entry.name or f"{entry.host}:{port}"}))
+    return Selection(tuple(servers), tuple(records), ORIGIN_DEFAULT)
+
+
+def discovered_selection(
+    config: ServiceConfig,
+    found: Sequence[Found],
+    options_policy: RegistryServerOptions | None,
+    origin: str = ORIGIN_DISCOVERY,
+) -> Selection:
+    """Label-filtered, port-overridden servers from registrations, deduplicated by name."""
+    use_weight = config.haproxy.use_nerve_weights
+    servers: list[Server] = []
+    records: list[dict[str, Any]] = []
+    dropped: list[str] = []
+    seen: set[str] = set()
+    for item in found:
+        reg = item.registration
+        if not labels_match(reg.labels, config.discovery.label_filters):
+            continue
+        options = ""
+        if options_policy is not None and options_policy.allow:
+            filtered = filter_server_options(reg.haproxy_server_options, options_policy.keywords)
+            options = filtered.text
+            dropped.extend(f"{item.origin}: {reason}" for reason in filtered.dropped)
+        server = Server.from_registration(
+            reg,
+            origin=item.origin,
+            port_override=config.backend_port_override,
+            use_weight=use_weight,
+            registry_options=options,
+        )
+        if server.name in seen:
+            continue
+        seen.add(server.name)
+        servers.append(server)
+        record = reg.to_dict()
+        record["port"] = server.port
+        records.append(record)
+    return Selection(tuple(servers), tuple(records), origin, tuple(dropped))
+
+
+def select_servers(
+    config: ServiceConfig,
+    found: Sequence[Found] | None,
+    previous: Selection | None,
+    options_policy: RegistryServerOptions | None = None,
+    origin: str = ORIGIN_DISCOVERY,
+) -> Selection:
+    """The servers a service should have now.
+
+    ``found`` is the watcher's (or the state file's) list, None when nothing is known yet.
+    Follows Airbnb's set_backends/update_backends: defaults join the discovered servers
+    with ``keep_default_servers`` (and get ``backend_port_override`` too); an empty result
+    falls back to ``default_servers``, else with ``use_previous_backends`` to the previous
+    list. Unlike Airbnb, label filters apply to discovered servers only, so defaults never
+    vanish because they carry no labels.
+    """
+    chosen = discovered_selection(config, found or (), options_policy, origin)
+    if config.keep_default_servers and config.default_servers:
+        defaults = default_selection(config, config.backend_port_override)
+        names = {s.name for s in chosen.servers}
+        extra = [(s, r) for s, r in zip(defaults.servers, defaults.records, strict=True)
+                 if s.name not in names]  # fmt: skip
+        chosen = Selection(
+            chosen.servers + tuple(s for s, _ in extra),
+            chosen.records + tuple(r for _, r in extra),
+            chosen.origin if chosen.servers else ORIGIN_DEFAULT,
+            chosen.dropped_options,
+        )
+    if chosen.servers:
+        return chosen
+    if config.default_servers:
+        return default_selection(config)
+    if config.use_previous_backends and previous is not None and previous.servers:
+        origin_kept = previous.origin if previous.origin == ORIGIN_STATE_FILE else ORIGIN_PREVIOUS
+        return Selection(previous.servers, previous.records, origin_kept)
+    return Selection(origin=ORIGIN_NONE if found is None else origin)

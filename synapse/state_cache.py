@@ -1,0 +1,136 @@
+"""Airbnb's ``state_file_path`` / ``state_file_ttl``: a cache of recently seen servers.
+
+The file maps service -> HAProxy server name -> the backend record plus the unix
+``timestamp`` it was last seen, the format of Airbnb synapse's state file:
+
+    {"web": {"10.0.0.5:8080_web-1": {"timestamp": 1700000000, "host": "10.0.0.5",
+                                     "port": 8080, "name": "web-1"}}}
+
+It is rewritten atomically whenever a service's discovered servers change (and
+refreshed well within the TTL while nothing changes). A synapse that starts while
+its registry is unreachable configures HAProxy from the entries younger than the
+TTL instead of starting empty. Entries are validated on load like any record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from smartstack.logs import event
+from smartstack.record import InvalidRecord, registration_from_dict
+from synapse.atomic import read_text, write_atomic
+from synapse.selection import ORIGIN_DISCOVERY, Selection
+from synapse.watchers.base import Found
+
+log = logging.getLogger("synapse.state_cache")
+
+Entries = dict[str, dict[str, dict[str, Any]]]
+
+
+class StateCache:
+    def __init__(self, path: str | Path, ttl: float, clock: Callable[[], float] = time.time):
+        self.path = Path(path)
+        self.ttl = ttl
+        self.clock = clock
+        self._entries: Entries = {}
+        self._written_at: float | None = None
+        self.last_error: str | None = None
+
+    # --- reading -------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Read the file if there is one; a broken file is logged and ignored."""
+        text = read_text(self.path)
+        if text is None:
+            return
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            self._fail("state_file_unreadable", f"not JSON: {exc}")
+            return
+        if not isinstance(doc, dict):
+            self._fail("state_file_unreadable", "top level is not an object")
+            return
+        self._entries = {
+            str(service): {str(k): v for k, v in servers.items() if isinstance(v, dict)}
+            for service, servers in doc.items()
+            if isinstance(servers, dict)
+        }
+        event(log, "state_file_loaded", path=str(self.path), services=len(self._entries))
+
+    def cached(self, service: str) -> list[Found] | None:
+        """Servers of ``service`` seen within the TTL, or None when the cache has none."""
+        cutoff = self.clock() - self.ttl
+        found: list[Found] = []
+        for key, data in sorted(self._entries.get(service, {}).items()):
+            stamp = data.get("timestamp")
+            if not isinstance(stamp, int | float) or isinstance(stamp, bool) or stamp < cutoff:
+                continue
+            try:
+                registration = registration_from_dict(data, fallback_name=None)
+            except InvalidRecord as exc:
+                event(log, "state_file_bad_entry", level=logging.WARNING, service=service,
+                      server=key[:100], reason=exc.reason)  # fmt: skip
+                continue
+            found.append(Found(registration, f"state_file:{key}"))
+        return found or None
+
+    # --- writing -------------------------------------------------------------------
+
+    def update(self, selections: Mapping[str, Selection], services: Iterable[str]) -> bool:
+        """Record the currently discovered servers; write the file if anything changed.
+
+        Only servers that came from discovery are cached (not defaults, not a kept
+        previous list). Services no longer configured are dropped. Returns True when
+        the file was written.
+        """
+        now = self.clock()
+        entries: Entries = {}
+        configured = set(services)
+        for service, old in self._entries.items():
+            if service in configured:
+                entries[service] = old
+        for service, selection in selections.items():
+            if selection.origin != ORIGIN_DISCOVERY:
+                continue
+            entries[service] = {
+                server.name: {"timestamp": int(now), **record}
+                for server, record in zip(selection.servers, selection.records, strict=True)
+                if server.origin != "default"
+            }
+        stale = self._written_at is None or now - self._written_at > self.ttl / 4
+        if _without_stamps(entries) == _without_stamps(self._entries) and not stale:
+            return False
+        return self._write(entries, now)
+
+    def refresh(self, selections: Mapping[str, Selection], services: Iterable[str]) -> bool:
+        """Called periodically: rewrites the file once a quarter of the TTL has passed."""
+        return self.update(selections, services)
+
+    def _write(self, entries: Entries, now: float) -> bool:
+        try:
+            write_atomic(self.path, json.dumps(entries, indent=2, sort_keys=True) + "\n")
+        except OSError as exc:
+            self._fail("state_file_write_failed", str(exc))
+            return False
+        self._entries = entries
+        self._written_at = now
+        self.last_error = None
+        return True
+
+    def _fail(self, name: str, reason: str) -> None:
+        self.last_error = reason
+        event(log, name, level=logging.WARNING, path=str(self.path), reason=reason[:200])
+
+
+def _strip(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k != "timestamp"}
+
+
+def _without_stamps(entries: Entries) -> dict[str, dict[str, dict[str, Any]]]:
+    return {s: {k: _strip(v) for k, v in servers.items()} for s, servers in entries.items()}

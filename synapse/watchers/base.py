@@ -1,0 +1,208 @@
+"""What every watcher shares: the report it sends, its lifecycle, its status, backoff.
+
+A watcher follows one service's namespace in one registry and, on every change,
+hands the reconciler the FULL current list of registrations it knows (never a
+delta), plus how many records it is skipping as invalid. Handing over is a plain
+call on the event loop (``sink(report)``) that only stores the report: a watcher
+never waits for HAProxy, and the reconciler never waits for a watcher.
+
+When the registry becomes unreachable a watcher simply stops reporting: the last
+list it reported stays in force until it knows better.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from smartstack.logs import event
+from smartstack.record import Registration
+from synapse.config import ServiceConfig
+
+if TYPE_CHECKING:
+    from smartstack.etcd import EtcdConnection
+    from smartstack.zookeeper import ZooKeeperPool
+    from synapse.metrics import SynapseMetrics
+
+log = logging.getLogger("synapse.watchers")
+
+
+@dataclass(frozen=True)
+class Found:
+    """One registration and where it was read (``zookeeper:/path/child``, ``etcd:key``, ...)."""
+
+    registration: Registration
+    origin: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """A watcher's complete view of its service at one moment."""
+
+    service: str
+    method: str
+    found: tuple[Found, ...]
+    skipped: int = 0  # records present in the registry but refused as invalid
+    event_time: float = field(default_factory=time.monotonic)  # when the change was seen
+
+
+Sink = Callable[[Report], None]
+
+
+@dataclass
+class Entry:
+    """What a watcher knows of one registry record: the registration, or why it was refused."""
+
+    registration: Registration | None
+    reason: str | None = None
+    version: int | None = None  # ZooKeeper mzxid / etcd mod_revision; None: nothing to compare
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter (a fleet must not retry in lockstep)."""
+
+    def __init__(self, base: float, cap: float) -> None:
+        self.base = base
+        self.cap = max(cap, base)
+        self.attempt = 0
+
+    def next(self) -> float:
+        ceiling = min(self.cap, self.base * (2**self.attempt))
+        self.attempt = min(self.attempt + 1, 32)
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class WatcherContext:
+    """Shared resources handed to every watcher by the daemon."""
+
+    loop: asyncio.AbstractEventLoop
+    metrics: SynapseMetrics
+    zk_pool: ZooKeeperPool | None = None
+    etcd_connection: Callable[[list[str]], EtcdConnection] | None = None
+    zk_session_timeout: float = 10.0
+
+
+class Watcher(ABC):
+    """Base of all watchers: start/stop, reporting, counters and status."""
+
+    method: ClassVar[str] = "base"
+
+    def __init__(self, service: str, config: ServiceConfig, sink: Sink, ctx: WatcherContext):
+        self.service = service
+        self.config = config
+        self.discovery = config.discovery
+        self.sink = sink
+        self.ctx = ctx
+        self.metrics = ctx.metrics
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._last: tuple[tuple[Found, ...], int] | None = None
+        self.connected = False
+        self.last_error: str | None = None
+        self.last_change: float | None = None  # wall clock of the last reported change
+        self.reports = 0
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start watching in the background; returns at once."""
+        self._task = self.ctx.loop.create_task(self._jittered_run(), name=f"watch-{self.service}")
+
+    async def _jittered_run(self) -> None:
+        if self.discovery.start_jitter:
+            # Spread a fleet-wide restart so the registry is not hit by every host at once.
+            await asyncio.sleep(random.uniform(0, self.discovery.start_jitter))
+        try:
+            await self.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a watcher bug must not take the daemon down
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("watcher for %s crashed", self.service)
+
+    @abstractmethod
+    async def run(self) -> None:
+        """Watch until cancelled."""
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        await self.close()
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, most watchers hold nothing
+        """Release registry resources (override)."""
+
+    # --- reporting ---------------------------------------------------------------------
+
+    def report(self, found: list[Found] | tuple[Found, ...], skipped: int, event_time: float):
+        """Hand the full current list to the reconciler, unless it is what we sent last."""
+        if self._stopped:
+            return
+        state = (tuple(found), skipped)
+        self.metrics.skipped_records.labels(self.service).set(skipped)
+        if state == self._last:
+            return
+        self._last = state
+        self.reports += 1
+        self.last_change = time.time()
+        self.sink(Report(self.service, self.method, state[0], skipped, event_time))
+
+    def report_entries(
+        self, entries: Mapping[str, Entry], origin: Callable[[str], str], event_time: float
+    ) -> None:
+        """Report the valid entries (sorted by key) and count the refused ones."""
+        found = [
+            Found(entry.registration, origin(key))
+            for key, entry in sorted(entries.items())
+            if entry.registration is not None
+        ]
+        skipped = sum(1 for entry in entries.values() if entry.registration is None)
+        self.report(found, skipped, event_time)
+
+    def count_event(self) -> None:
+        self.metrics.watch_events.labels(self.service, self.method).inc()
+
+    def bad_record(self, origin: str, reason: str) -> None:
+        """Log and count a refused record (callers do this once per distinct record)."""
+        self.metrics.bad_records.labels(self.service, self.method).inc()
+        event(
+            log,
+            "bad_record",
+            level=logging.WARNING,
+            service=self.service,
+            origin=origin[:200],
+            reason=reason,
+        )
+
+    def set_connected(self, connected: bool, error: str | None = None) -> None:
+        self.connected = connected
+        if error is not None:
+            self.last_error = error
+        elif connected:
+            self.last_error = None
+        self.metrics.watcher_connected.labels(self.service).set(1 if connected else 0)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "connected": self.connected,
+            "reports": self.reports,
+            "last_change": self.last_change,
+            "skipped_records": self._last[1] if self._last else 0,
+            "error": self.last_error,
+        }

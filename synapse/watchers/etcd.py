@@ -1,0 +1,134 @@
+"""etcd v3 watcher: every key under ``discovery.path`` is one nerve record.
+
+One prefix read gives the full list and its revision; a prefix watch from the
+next revision then delivers every change with its value, so no further reads
+are needed. When the watch dies (etcd restarted, endpoint lost, revision
+compacted) the watcher lists again and resumes, with jittered backoff between
+failed attempts; the last known list stays in force meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import aetcd.exceptions
+
+from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection
+from smartstack.logs import event
+from smartstack.record import InvalidRecord, decode_nerve, decode_serverset
+from synapse.watchers.base import Backoff, Entry, Watcher
+
+log = logging.getLogger("synapse.watchers.etcd")
+
+
+class EtcdWatcher(Watcher):
+    method = "etcd"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.prefix = (self.discovery.path or "/").rstrip("/") + "/"
+        self.conn: EtcdConnection | None = None
+        self._keys: dict[str, Entry] = {}
+        self._watch = None
+        self._streaming = False  # iterating a live watch (vs. listing / creating it)
+        self.revision: int | None = None
+        self.relists = 0
+
+    async def run(self) -> None:
+        factory = self.ctx.etcd_connection
+        assert factory is not None
+        self.conn = factory(self.discovery.etcd_endpoint_list())
+        policy = self.discovery.retry_policy
+        backoff = Backoff(policy.base_interval, policy.max_interval)
+        while True:
+            try:
+                await self._list_and_watch(backoff)
+            except aetcd.exceptions.RevisionCompactedError as exc:
+                # We fell behind compaction: nothing to wait for, list again at once.
+                event(log, "etcd_watch_compacted", level=logging.WARNING, service=self.service,
+                      compacted=exc.compacted_revision)  # fmt: skip
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.set_connected(False, f"{type(exc).__name__}: {str(exc)[:200]}")
+                event(log, "etcd_watch_lost", level=logging.WARNING, service=self.service,
+                      error=self.last_error)  # fmt: skip
+                if self._streaming and isinstance(exc, CONNECTION_ERRORS):
+                    # The stream broke (with_client already rotates for failed calls).
+                    await self.conn.rotate(self.last_error or "watch failed")
+            else:
+                self.set_connected(False, "etcd watch ended")
+            await asyncio.sleep(backoff.next())
+
+    async def _list_and_watch(self, backoff: Backoff) -> None:
+        assert self.conn is not None
+        prefix = self.prefix.encode()
+        started = time.monotonic()
+        self._streaming = False
+        listing = await self.conn.with_client(lambda c: c.get_prefix(prefix))
+        self.metrics.registry_reads.labels(self.service, self.method).inc()
+        self.relists += 1
+        keys: dict[str, Entry] = {}
+        for kv in listing:
+            key = kv.key.decode("utf-8", "replace")
+            keys[key] = self._decode(key, kv.value, kv.mod_revision)
+        self._keys = keys
+        self.revision = listing.header.revision
+        self._report(started)
+        watch = await self.conn.with_client(
+            lambda c: c.watch_prefix(prefix, start_revision=self.revision + 1)
+        )
+        self._watch = watch
+        self.set_connected(True)
+        backoff.reset()
+        self._streaming = True
+        try:
+            async for ev in watch:
+                seen = time.monotonic()
+                self.count_event()
+                key = ev.kv.key.decode("utf-8", "replace")
+                self.revision = max(self.revision or 0, ev.kv.mod_revision)
+                if ev.kind == "DELETE":
+                    self._keys.pop(key, None)
+                else:
+                    self._keys[key] = self._decode(key, ev.kv.value, ev.kv.mod_revision)
+                self._report(seen)
+        finally:
+            self._watch = None  # _streaming stays set: run() asks whether the stream broke
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(watch.cancel(), 2)
+
+    def _decode(self, key: str, value: bytes, mod_revision: int) -> Entry:
+        old = self._keys.get(key)
+        if old is not None and old.version == mod_revision:
+            return old  # unchanged (a re-list): no second log line or metric
+        fallback = key.rsplit("/", 1)[-1] or None
+        try:
+            decode = self.discovery.decode
+            if decode.method == "serverset":
+                reg = decode_serverset(value, decode.endpoint_name, fallback_name=fallback)
+            else:
+                reg = decode_nerve(value, fallback_name=fallback)
+        except InvalidRecord as exc:
+            self.bad_record(f"etcd:{key}", exc.reason)
+            return Entry(None, exc.reason, mod_revision)
+        return Entry(reg, None, mod_revision)
+
+    def _report(self, event_time: float) -> None:
+        self.report_entries(self._keys, lambda key: f"etcd:{key}", event_time)
+
+    async def close(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(watch.cancel(), 2)
+
+    def status(self) -> dict:
+        out = super().status()
+        out.update(prefix=self.prefix, keys=len(self._keys), revision=self.revision,
+                   relists=self.relists)  # fmt: skip
+        return out

@@ -1,0 +1,296 @@
+"""ZooKeeper watcher: the children of ``discovery.path``, one record per child.
+
+What it fixes from the Ruby original:
+- At most ONE read per new or changed child (airbnb/synapse#290 read every child
+  on every change). Records are cached by child name: nerve never rewrites a
+  znode in place, it re-creates it under a new sequential name. A data watch set
+  by that one read still catches an in-place ``set`` (then the child is read
+  again). ``use_path_encoding`` children (``base64_...``) are decoded from the
+  name, without any read.
+- A child that vanishes between the children list and its read (NoNode) is just
+  gone, not a crash (#205).
+- After a reconnect (kazoo drops every watch callback when the connection
+  drops, even if the session survives) and after a session expiry the watches
+  are set again (#287): the children are listed again and cached children are
+  only checked with ``exists`` (no data read unless their data changed); the
+  last known list stays in force meanwhile, SUSPENDED changes nothing.
+- The path may not exist yet: an existence watch starts the watch when it appears.
+
+The session is shared by every service on the same ensemble (smartstack.zookeeper).
+All kazoo callbacks hop onto the event loop; the sync itself is one task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.protocol.states import EventType, WatchedEvent
+
+from smartstack.logs import event
+from smartstack.record import (
+    InvalidRecord,
+    Registration,
+    decode_child_name,
+    decode_nerve,
+    decode_serverset,
+)
+from smartstack.zookeeper import ZooKeeperConnection
+from synapse.watchers.base import Backoff, Entry, Watcher
+
+log = logging.getLogger("synapse.watchers.zookeeper")
+
+READ_CONCURRENCY = 64  # reads in flight at once when many children are new
+
+
+def child_fallback_name(child: str) -> str:
+    """A name for records without one: the child name without ZooKeeper's sequence."""
+    base, sep, seq = child.rpartition("_")
+    return base if sep and seq.isdigit() and base else child
+
+
+class ZooKeeperWatcher(Watcher):
+    method = "zookeeper"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        path = self.discovery.path or "/"
+        self.path = path.rstrip("/") or "/"
+        self.conn: ZooKeeperConnection | None = None
+        self._children: dict[str, Entry] = {}  # version: mzxid (None: path-encoded)
+        self._changed: set[str] = set()  # children whose data watch fired
+        self._verify = False  # after a reconnect: re-arm cached children's watches with exists()
+        self._wake = asyncio.Event()
+        self._event_time: float | None = None  # first unsynced event
+        self.path_exists: bool | None = None
+        self.reads = 0
+        # kazoo keeps watch callbacks in sets: stable wrappers are registered only once.
+        self._children_watch = None
+        self._path_watch = None
+        self._data_watch = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        pool = self.ctx.zk_pool
+        assert pool is not None and self.discovery.hosts
+        self.conn = pool.acquire(self.discovery.hosts, self.ctx.zk_session_timeout)
+        self._arm()
+        self.conn.add_listener(self._on_state)
+        if self.conn.connected:
+            self._on_state("connected")
+        policy = self.discovery.retry_policy
+        backoff = Backoff(policy.base_interval, policy.max_interval)
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self.conn.connected:
+                continue  # the state listener wakes us when the session is back
+            try:
+                await self._sync()
+            except (KazooException, OSError) as exc:
+                # Connection loss mid-sync: keep the last list; the listener wakes us again.
+                self.set_connected(self.conn.connected, f"{type(exc).__name__}: {exc}")
+                if self.conn.connected:
+                    await asyncio.sleep(backoff.next())
+                    self._wake.set()
+            else:
+                backoff.reset()
+
+    def _arm(self) -> None:
+        assert self.conn is not None
+        self._children_watch = self.conn.on_loop(self._on_node)
+        self._path_watch = self.conn.on_loop(self._on_node)
+        self._data_watch = self.conn.on_loop(self._on_data)
+
+    async def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.remove_listener(self._on_state)
+            if self.ctx.zk_pool is not None:
+                await self.ctx.zk_pool.release(conn)  # closed when its last user leaves
+
+    # --- events (all on the loop) --------------------------------------------------------
+
+    def _mark(self) -> None:
+        if self._event_time is None:
+            self._event_time = time.monotonic()
+        self._wake.set()
+
+    def _on_state(self, state: str) -> None:
+        if state in ("connected", "new_session"):
+            self.set_connected(True)
+            # kazoo forgets every watch callback when the connection drops, even when the
+            # session survives (#287): list again and re-arm the data watches with exists().
+            self._verify = True
+            self._mark()
+        else:  # suspended / lost: keep serving the last list
+            self.set_connected(False, f"zookeeper session {state}")
+
+    def _on_node(self, ev: WatchedEvent) -> None:
+        """The children or the existence of ``path`` changed: list again."""
+        if ev.type != EventType.NONE:  # NONE: the connection went away; reconnecting resyncs
+            self.count_event()
+            self._mark()
+
+    def _on_data(self, ev: WatchedEvent) -> None:
+        if ev.type == EventType.NONE or not ev.path:
+            return
+        self.count_event()
+        child = ev.path.rsplit("/", 1)[-1]
+        if ev.type == EventType.CHANGED:
+            self._changed.add(child)
+        self._mark()
+
+    # --- sync ----------------------------------------------------------------------------
+
+    async def _sync(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        event_time = self._event_time or time.monotonic()
+        self._event_time = None
+        verify, self._verify = self._verify, False
+        try:
+            names = await conn.call("get_children", self.path, watch=self._children_watch)
+        except NoNodeError:
+            names = None
+        except BaseException:
+            self._verify = self._verify or verify
+            raise
+        if names is None:
+            # No path (yet, or any more): watch for it to appear; no servers from it now.
+            stat = await conn.call("exists", self.path, watch=self._path_watch)
+            if stat is not None:  # created in between: list again
+                self._mark()
+                return
+            if self.path_exists is not False:
+                event(log, "zk_path_missing", level=logging.WARNING, service=self.service,
+                      path=self.path)  # fmt: skip
+            self.path_exists = False
+            self._children.clear()
+            self.report([], 0, event_time)
+            return
+        self.path_exists = True
+        current = set(names)
+        for gone in set(self._children) - current:
+            del self._children[gone]
+        self._changed &= current
+        try:
+            await self._refresh(sorted(current), verify)
+        except BaseException:
+            self._verify = self._verify or verify
+            raise
+        self._report_cache(event_time)
+
+    async def _refresh(self, names: list[str], verify: bool) -> None:
+        """Read what is new or changed; after a new session, re-arm data watches."""
+        to_read = [n for n in names if n not in self._children or n in self._changed]
+        to_check = []
+        if verify:
+            to_check = [n for n in names if n not in to_read and self._children[n].version]
+        limit = asyncio.Semaphore(READ_CONCURRENCY)
+
+        async def bounded(coro):
+            async with limit:
+                return await coro
+
+        await asyncio.gather(*(bounded(self._read(n)) for n in to_read))
+        await asyncio.gather(*(bounded(self._check(n)) for n in to_check))
+
+    async def _check(self, name: str) -> None:
+        """exists() with a data watch: a read only when the data changed meanwhile."""
+        assert self.conn is not None
+        stat = await self.conn.call("exists", f"{self._base()}{name}", watch=self._data_watch)
+        if stat is None:
+            self._children.pop(name, None)  # gone: the children watch reports it
+        elif stat.mzxid != self._children[name].version:
+            await self._read(name)
+
+    async def _read(self, name: str) -> None:
+        """Learn one child: from its name when path-encoded, else with exactly one GET."""
+        assert self.conn is not None
+        origin = f"zookeeper:{self._base()}{name}"
+        self._changed.discard(name)
+        try:
+            from_name = decode_child_name(name)
+        except InvalidRecord as exc:
+            self._remember(name, None, exc.reason, None, origin)
+            return
+        if from_name is not None:
+            self._remember(name, from_name, None, None, origin)
+            return
+        self.reads += 1
+        self.metrics.registry_reads.labels(self.service, self.method).inc()
+        try:
+            data, stat = await self.conn.call(
+                "get", f"{self._base()}{name}", watch=self._data_watch
+            )
+        except NoNodeError:
+            # Deleted between the children list and this read (#205): simply not there.
+            self._children.pop(name, None)
+            return
+        try:
+            registration = self._decode(data, name)
+        except InvalidRecord as exc:
+            self._remember(name, None, exc.reason, stat.mzxid, origin)
+            return
+        self._remember(name, registration, None, stat.mzxid, origin)
+
+    def _decode(self, data: bytes, name: str) -> Registration:
+        decode = self.discovery.decode
+        if decode.method == "serverset":
+            return decode_serverset(data, decode.endpoint_name, fallback_name=name)
+        return decode_nerve(data, fallback_name=child_fallback_name(name))
+
+    def _remember(
+        self,
+        name: str,
+        registration: Registration | None,
+        reason: str | None,
+        mzxid: int | None,
+        origin: str,
+    ) -> None:
+        old = self._children.get(name)
+        self._children[name] = Entry(registration, reason, mzxid)
+        if reason is not None and (old is None or old.reason != reason):
+            self.bad_record(origin, reason)
+
+    def _base(self) -> str:
+        return "/" if self.path == "/" else f"{self.path}/"
+
+    def _report_cache(self, event_time: float) -> None:
+        base = self._base()
+        self.report_entries(self._children, lambda name: f"zookeeper:{base}{name}", event_time)
+
+    def status(self) -> dict:
+        out = super().status()
+        out.update(path=self.path, path_exists=self.path_exists, children=len(self._children),
+                   reads=self.reads)  # fmt: skip
+        return out
+
+
+class ZooKeeperPollWatcher(ZooKeeperWatcher):
+    """Airbnb's ``zookeeper_poll``: list the children every ``polling_interval_sec``.
+
+    No watches are set (for ensembles where watches are unwelcome); new children are
+    still read once each and cached by name.
+    """
+
+    method = "zookeeper_poll"
+
+    def _arm(self) -> None:
+        self._poller = self.ctx.loop.create_task(self._poll(), name=f"zk-poll-{self.service}")
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.discovery.polling_interval_sec)
+            self.count_event()
+            self._mark()
+
+    async def close(self) -> None:
+        poller = getattr(self, "_poller", None)
+        if poller is not None:
+            poller.cancel()
+        await super().close()

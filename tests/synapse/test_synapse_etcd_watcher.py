@@ -1,0 +1,120 @@
+"""The etcd watcher against a real etcd 3.4, with records written by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aetcd
+import pytest
+from synapse_testlib import Collector, eventually, metrics, service_config
+
+from smartstack.etcd import EtcdConnection
+from smartstack.localservers.etcd import EtcdCluster
+from synapse.watchers.base import WatcherContext
+from synapse.watchers.etcd import EtcdWatcher
+
+
+@pytest.fixture
+async def client(etcd: EtcdCluster) -> AsyncIterator[aetcd.Client]:
+    c = aetcd.Client(host=etcd.host, port=etcd.port)
+    await c.connect()
+    yield c
+    await c.close()
+
+
+def record(port: int, name: str = "i", **extra) -> bytes:
+    return json.dumps({"host": "127.0.0.1", "port": port, "name": name, **extra}).encode()
+
+
+async def start_watcher(endpoints: list[str], path: str) -> tuple[EtcdWatcher, Collector]:
+    sink = Collector()
+    conns: list[EtcdConnection] = []
+
+    def connection(eps: list[str]) -> EtcdConnection:
+        conns.append(EtcdConnection(eps, timeout=2.0))
+        return conns[-1]
+
+    cfg = service_config({"method": "etcd", "endpoints": endpoints, "path": path,
+                          "retry_policy": {"base_interval": 0.1, "max_interval": 1}})  # fmt: skip
+    ctx = WatcherContext(loop=asyncio.get_running_loop(), metrics=metrics(),
+                         etcd_connection=connection)  # fmt: skip
+    watcher = EtcdWatcher(path.strip("/").replace("/", "_"), cfg, sink, ctx)
+    watcher._conns = conns  # closed by stop_watcher
+    await watcher.start()
+    return watcher, sink
+
+
+async def stop_watcher(watcher: EtcdWatcher) -> None:
+    await watcher.stop()
+    for conn in watcher._conns:
+        await conn.close()
+
+
+async def test_keys_become_servers_change_and_leave(etcd, client) -> None:
+    await client.put(b"/syn/web/a", record(8001, "a"))
+    watcher, sink = await start_watcher(etcd.endpoints, "/syn/web")
+    try:
+        await sink.wait_hosts(["127.0.0.1:8001"])
+        await client.put(b"/syn/web/b", record(8002, "b"))
+        await sink.wait_hosts(["127.0.0.1:8001", "127.0.0.1:8002"])
+        await client.put(b"/syn/web/b", record(8003, "b"))
+        await sink.wait_hosts(["127.0.0.1:8001", "127.0.0.1:8003"])
+        await client.delete(b"/syn/web/a")
+        report = await sink.wait_hosts(["127.0.0.1:8003"])
+        assert report.found[0].origin == "etcd:/syn/web/b"
+        # A neighbouring prefix is not ours.
+        await client.put(b"/syn/webx/c", record(8004, "c"))
+        await asyncio.sleep(0.2)
+        assert sink.hosts() == ["127.0.0.1:8003"]
+        # One prefix read, then everything came from the watch.
+        assert watcher.relists == 1
+    finally:
+        await stop_watcher(watcher)
+
+
+async def test_hostile_values_are_skipped_and_counted(etcd, client) -> None:
+    await client.put(b"/syn/hostile/good", record(8010, "good"))
+    await client.put(b"/syn/hostile/json", b"{nope")
+    await client.put(b"/syn/hostile/nl", record(8011, "nl", host="127.0.0.1\nserver x 1.1.1.1:1"))
+    await client.put(b"/syn/hostile/port", record(0, "port"))
+    await client.put(b"/syn/hostile/huge", b'{"pad": "' + b"x" * 50_000 + b'"}')
+    watcher, sink = await start_watcher(etcd.endpoints, "/syn/hostile")
+    try:
+        report = await sink.wait(lambda r: r.skipped == 4)
+        assert sink.hosts() == ["127.0.0.1:8010"]
+        assert len(report.found) == 1
+        # A key fixed later is used.
+        await client.put(b"/syn/hostile/port", record(8012, "port"))
+        await sink.wait(lambda r: r.skipped == 3 and len(r.found) == 2)
+    finally:
+        await stop_watcher(watcher)
+
+
+async def test_etcd_restart_keeps_the_list_then_resumes(tmp_path: Path) -> None:
+    cluster = EtcdCluster(size=1, workdir=tmp_path / "etcd").start()
+    c = aetcd.Client(host=cluster.host, port=cluster.port)
+    try:
+        await c.put(b"/syn/restart/a", record(8020, "a"))
+        watcher, sink = await start_watcher(cluster.endpoints, "/syn/restart")
+        try:
+            await sink.wait_hosts(["127.0.0.1:8020"])
+            seen = len(sink.reports)
+            await asyncio.to_thread(cluster.stop_member, 0)
+            await eventually(lambda: not watcher.connected, what="the watcher to see etcd gone")
+            await asyncio.to_thread(cluster.start_member, 0)
+            await c.close()
+            # A channel of its own: gRPC shares subchannels (and their reconnect backoff).
+            c = aetcd.Client(host=cluster.host, port=cluster.port,
+                             options={"grpc.use_local_subchannel_pool": 1})  # fmt: skip
+            await c.put(b"/syn/restart/b", record(8021, "b"))
+            await sink.wait_hosts(["127.0.0.1:8020", "127.0.0.1:8021"], timeout=20)
+            assert all(r.found for r in sink.reports[seen:]), "the list was never emptied"
+            assert watcher.relists >= 2
+        finally:
+            await stop_watcher(watcher)
+    finally:
+        await c.close()
+        cluster.stop()
