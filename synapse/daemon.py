@@ -22,6 +22,7 @@ import logging
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -45,6 +46,7 @@ log = logging.getLogger("synapse.daemon")
 
 EXIT_OK = 0
 EXIT_STARTUP_FAILED = 1
+STOP_STEP_TIMEOUT = 10.0  # per part (a managed HAProxy gets SIGKILL after 5 s anyway)
 
 
 def run(config: SynapseConfig, args: argparse.Namespace) -> int:
@@ -118,9 +120,6 @@ class SynapseDaemon:
         event(log, "stopped")
         return EXIT_OK
 
-    def request_stop(self) -> None:
-        self._stop.set()
-
     def _on_sighup(self) -> None:
         if self.reconciler is None:  # still starting: the file is being read anyway
             return
@@ -166,27 +165,37 @@ class SynapseDaemon:
             self._stop.set()
 
     async def stop(self) -> None:
-        for watcher in list(self.watchers.values()):
-            await watcher.stop()
-        self.watchers.clear()
-        if self._reconciler_task is not None:
-            self._reconciler_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconciler_task
-            self._reconciler_task = None
+        """Stop every part, each bounded; one failing never keeps the others running.
+
+        The managed HAProxy goes first (after the reconciler, so nothing restarts it): it
+        runs in its own session, so if its stop were skipped it would outlive synapse.
+        """
+        steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+            ("reconciler", self._stop_reconciler)
+        ]
         if self.controller is not None:
-            try:
-                await self.controller.stop()  # type: ignore[attr-defined]
-            except Exception:
-                log.exception("stopping the HAProxy controller failed")
+            steps.append(("HAProxy controller", self.controller.stop))  # type: ignore[attr-defined]
+        steps += [(f"watcher {name}", watcher.stop) for name, watcher in self.watchers.items()]
         if self.admin is not None:
-            await self.admin.stop()
-            self.admin = None
+            steps.append(("admin server", self.admin.stop))
         if self.zk_pool is not None:
-            await self.zk_pool.close_all()
-        for conn in self._etcd.values():
-            await conn.close()
+            steps.append(("ZooKeeper connections", self.zk_pool.close_all))
+        steps += [(f"etcd {conn.endpoints}", conn.close) for conn in self._etcd.values()]
+        for what, step in steps:
+            try:
+                await asyncio.wait_for(step(), STOP_STEP_TIMEOUT)
+            except Exception:
+                log.exception("stopping the %s failed", what)
+        self.watchers.clear()
+        self.admin = None
         self._etcd.clear()
+
+    async def _stop_reconciler(self) -> None:
+        task, self._reconciler_task = self._reconciler_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     # --- watchers ------------------------------------------------------------------------
 

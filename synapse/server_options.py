@@ -9,18 +9,51 @@ dropped and reported, never passed through. Pure functions, no I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-_INT = re.compile(r"^\d{1,7}$")
-_WEIGHT = re.compile(r"^(?:25[0-6]|2[0-4]\d|1\d\d|\d\d?)$")  # HAProxy weights are 0-256
-_TIME = re.compile(r"^\d{1,9}(?:us|ms|s|m|h|d)?$")
-_TOKEN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_TIMER_MS = 2**31 - 1  # HAProxy refuses longer timers ("timer overflow")
+_TIME_UNITS_MS = {"us": 0.001, "ms": 1, "": 1, "s": 1000, "m": 60_000, "h": 3_600_000,
+                  "d": 86_400_000}  # fmt: skip
+_TIME = re.compile(r"(\d{1,10})(us|ms|s|m|h|d)?", re.ASCII)
+_TOKEN = re.compile(r"[A-Za-z0-9_.-]{1,64}", re.ASCII)
 
-# Server keywords we know how to parse: keyword -> pattern of its one argument (None = flag).
+# An argument check: True when HAProxy 2.6 accepts the value. The ranges matter as much as
+# the shape: one record with `rise 0` would make every candidate config fail `haproxy -c`
+# and so block every structural change of every service while it is registered.
+Check = Callable[[str], bool]
+
+
+def _integer(low: int, high: int) -> Check:
+    def check(text: str) -> bool:
+        return text.isascii() and text.isdigit() and len(text) <= 10 and low <= int(text) <= high
+
+    return check
+
+
+def _timer(low_ms: float) -> Check:
+    def check(text: str) -> bool:
+        match = _TIME.fullmatch(text)
+        if match is None:
+            return False
+        milliseconds = int(match.group(1)) * _TIME_UNITS_MS[match.group(2) or ""]
+        return low_ms <= milliseconds <= MAX_TIMER_MS
+
+    return check
+
+
+def _token(text: str) -> bool:
+    return _TOKEN.fullmatch(text) is not None
+
+
+_COUNT = _integer(0, 9_999_999)
+_POSITIVE = _integer(1, 9_999_999)  # rise/fall: "has to be > 0"
+_INTERVAL = _timer(0.001)  # inter/fastinter/downinter: 0 is refused
+
+# Server keywords we know how to parse: keyword -> check of its one argument (None = flag).
 # A keyword an operator whitelists but that is not here is refused: without knowing whether
 # it takes an argument we cannot tell the argument from the next keyword.
-KNOWN_KEYWORDS: dict[str, re.Pattern[str] | None] = {
+KNOWN_KEYWORDS: dict[str, Check | None] = {
     "backup": None,
     "disabled": None,
     "non-stick": None,
@@ -28,17 +61,17 @@ KNOWN_KEYWORDS: dict[str, re.Pattern[str] | None] = {
     "no-check": None,
     "send-proxy": None,
     "send-proxy-v2": None,
-    "weight": _WEIGHT,
-    "maxconn": _INT,
-    "minconn": _INT,
-    "maxqueue": _INT,
-    "rise": _INT,
-    "fall": _INT,
-    "slowstart": _TIME,
-    "inter": _TIME,
-    "fastinter": _TIME,
-    "downinter": _TIME,
-    "cookie": _TOKEN,
+    "weight": _integer(0, 256),  # HAProxy weights are 0-256
+    "maxconn": _COUNT,
+    "minconn": _COUNT,
+    "maxqueue": _COUNT,
+    "rise": _POSITIVE,
+    "fall": _POSITIVE,
+    "slowstart": _timer(0),
+    "inter": _INTERVAL,
+    "fastinter": _INTERVAL,
+    "downinter": _INTERVAL,
+    "cookie": _token,
 }
 
 
@@ -70,12 +103,12 @@ def filter_server_options(options: str | None, allowed: Iterable[str]) -> Filter
         if keyword not in whitelist:
             dropped.append(f"{keyword[:32]!r} is not an allowed keyword")
             continue
-        pattern = KNOWN_KEYWORDS[keyword]
-        if pattern is None:
+        check = KNOWN_KEYWORDS[keyword]
+        if check is None:
             kept.append(keyword)
             continue
         argument = tokens[index] if index < len(tokens) else None
-        if argument is None or not pattern.match(argument):
+        if argument is None or not check(argument):
             dropped.append(f"{keyword} needs a valid argument (got {str(argument)[:32]!r})")
             # A malformed argument is not re-read as a keyword: skip it too.
             index += 0 if argument is None or argument in whitelist else 1

@@ -35,6 +35,12 @@ One apply:
    operations the reload did not carry. Reloads are at least
    ``restart_interval`` (+ a random ``restart_jitter`` fraction) apart; the ones
    asked for meanwhile coalesce into one.
+
+While a reload waits, fails or is refused, the runtime operations are planned
+against a "bridge": the structure the file on disk was rendered from, filled with
+today's servers. The bridge is written as the file, so the file always says what
+HAProxy runs. A managed HAProxy that dies while the candidate is refused is
+started again from that file.
 """
 
 from __future__ import annotations
@@ -93,6 +99,18 @@ class _ReloadFailed(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What the config file on disk was rendered from: re-rendering it with other servers
+    gives a config HAProxy can reach at runtime (the "bridge" while a reload waits)."""
+
+    services: tuple[DesiredService, ...]
+    renderer: Renderer
+
+
+_Bridge = tuple[DesiredConfig, tuple[Op, ...], _Layout]  # the config, its runtime ops, its layout
+
+
 class HAProxyController:
     def __init__(
         self,
@@ -118,6 +136,7 @@ class HAProxyController:
         self._desired: list[DesiredService] = []
         self._applied = False  # apply() was called: _desired is real
         self._file_text: str | None = None
+        self._file_layout: _Layout | None = None  # None: the file predates this process
         self._file_loaded = False
         self._version: tuple[int, int, int] | None = None
         self._next_reload_at = 0.0
@@ -276,7 +295,8 @@ class HAProxyController:
         except (jinja2.TemplateError, OSError) as err:
             return self._invalid(f"cannot render the config template: {err}", (), None)
         result = plan(candidate, running, self._capabilities())
-        applied, failures = await self._run_ops(result.ops)
+        bridge = self._bridge(running) if result.reload is not None else None
+        applied, failures = await self._run_ops(bridge[1] if bridge else result.ops)
         reasons = list(result.reload.reasons) if result.reload else []
         reasons += [("runtime_failed", failure) for failure in failures]
         if applied:
@@ -285,8 +305,12 @@ class HAProxyController:
             self._clear_pending()
             self._failed_candidate = None
             self._validation_error = None
-            written = await self._write_file(candidate.text)
+            written = await self._write_file(candidate.text, self._layout())
             return ApplyResult(tuple(applied), "none", (), written)
+        if bridge is not None and not failures:
+            # The reload may wait (rate limit), fail or be refused: meanwhile the file says
+            # what HAProxy runs now, so a restart or an outside reload loses nothing.
+            await self._write_file(bridge[0].text, bridge[2])
         outcome = await self._need_reload(Reload(tuple(reasons)), candidate)
         return ApplyResult(
             tuple(applied) + outcome.ops,
@@ -295,6 +319,37 @@ class HAProxyController:
             outcome.config_written,
             outcome.error,
         )
+
+    def _layout(self) -> _Layout:
+        assert self._renderer is not None
+        return _Layout(tuple(self._desired), self._renderer)
+
+    def _bridge(self, running: RunningState) -> _Bridge | None:
+        """The file's structure with today's servers, when the runtime API alone gets there.
+
+        Services keep the config blocks the running file was rendered from; a service that
+        is gone from the desired state keeps its old servers, a new one waits for the
+        reload. None when there is no such config (no runtime API, no known layout, or a
+        change only a reload can make, such as a server HAProxy cannot add).
+        """
+        layout = self._file_layout
+        if layout is None or running.backends is None or not self.config.do_writes:
+            return None
+        wanted = {service.name: service for service in self._desired}
+        services = []
+        for old in layout.services:
+            new = wanted.get(old.name)
+            if new is not None and new.backend_name == old.backend_name:
+                old = DesiredService(old.name, old.config, list(new.servers))
+            services.append(old)
+        try:
+            bridge = layout.renderer.render(services, self._id_hints(running))
+        except (jinja2.TemplateError, OSError):
+            return None
+        result = plan(bridge, running, self._capabilities())
+        if result.reload is not None:
+            return None
+        return bridge, result.ops, _Layout(tuple(services), layout.renderer)
 
     def _render(self, running: RunningState) -> DesiredConfig:
         assert self._renderer is not None
@@ -390,11 +445,13 @@ class HAProxyController:
                             reload.summary)  # fmt: skip
             return ApplyResult(reload="disabled")
         if candidate.text == self._failed_candidate:
+            await self._revive()
             return ApplyResult(reload="invalid", error=self._failed_message())
-        if candidate.text == self._settled_candidate:
+        down = self._managed is not None and not self._managed.alive
+        if candidate.text == self._settled_candidate and not down:
             error = "HAProxy still differs from this config after reloading it"
             return ApplyResult(reload="failed", error=error)
-        if self._managed is not None and not self._managed.alive and not self._failures:
+        if down and not self._failures:
             return await self._reload(reload, candidate)  # a first start is not rate limited
         if self._clock() >= self._next_reload_at:
             return await self._reload(reload, candidate)
@@ -445,19 +502,22 @@ class HAProxyController:
             return await self._write_without_reload(reload, candidate)
         error = await self._validate(candidate)
         if error is not None:
-            return self._invalid(error, reload.reasons, candidate.text)
+            result = self._invalid(error, reload.reasons, candidate.text)
+            await self._revive()
+            return result
         self._validation_error = self._failed_candidate = None
         interval = self.config.restart_interval
         self._next_reload_at = began + interval * (1 + self.config.restart_jitter * self._rng())
         await self._dump_server_state()
-        previous = self._file_text
-        wrote = await self._write_file(candidate.text)
+        previous, previous_layout = self._file_text, self._file_layout
+        wrote = await self._write_file(candidate.text, self._layout())
         starting = self._managed is not None and not self._managed.alive
         try:
             await self._swap_in()
         except _ReloadFailed as err:
             if previous is not None:
-                await self._write_file(previous)  # the old config is still what HAProxy runs
+                # The old config is still what HAProxy runs.
+                await self._write_file(previous, previous_layout)
             return self._reload_failed(str(err), reload, began)
         self._clear_pending()  # whatever waited is in this reload
         self._failures = 0
@@ -487,7 +547,7 @@ class HAProxyController:
         fresh = self._render(running)
         after = plan(fresh, running, self._capabilities())
         applied, failures = await self._run_ops(after.ops)
-        written = await self._write_file(fresh.text) or wrote
+        written = await self._write_file(fresh.text, self._layout()) or wrote
         if applied:
             await self._refresh_backends()
         if after.reload is not None and after.reload.kind == "runtime_unavailable":
@@ -554,7 +614,7 @@ class HAProxyController:
             return self._invalid(error, reload.reasons, candidate.text)
         self._warn_once("no_reloads", "HAProxy needs a reload but do_reloads is false",
                         reload.summary)  # fmt: skip
-        written = await self._write_file(candidate.text)
+        written = await self._write_file(candidate.text, self._layout())
         return ApplyResult((), "disabled", (), written)
 
     async def _validate(self, candidate: DesiredConfig) -> str | None:
@@ -614,6 +674,34 @@ class HAProxyController:
         if self._supervisor is None or self._supervisor.done():
             self._supervisor = asyncio.create_task(self._watch_process())
 
+    async def _revive(self) -> None:
+        """The managed HAProxy is down and the candidate cannot be installed: run the file.
+
+        The file on disk is the last config HAProxy ran (plus what runtime operations
+        changed since), so it is the best thing to serve until a valid candidate comes.
+        """
+        if self._managed is None or self._managed.alive or self._stopping:
+            return
+        if self._file_text is None:
+            return
+        try:
+            await self._managed.start()
+        except HAProxyProcessError as err:
+            event(log, "haproxy_start_failed", level=logging.ERROR, error=str(err)[:2000])
+            return
+        self._supervise()
+        self.start_count += 1
+        self.metrics.reloads.labels("start").inc()
+        event(log, "haproxy_started", kind="start", level=logging.WARNING,
+              reason="the last good config: the new one is invalid")  # fmt: skip
+        # Like after a reload: states the state file brought back may be out of date.
+        running = await self._read_running()
+        bridge = self._bridge(running)
+        if bridge is not None:
+            await self._run_ops(bridge[1])
+            await self._write_file(bridge[0].text, bridge[2])
+            await self._refresh_backends()
+
     async def _watch_process(self) -> None:
         """Restart the managed HAProxy if it dies (backing off when it keeps dying)."""
         assert self._managed is not None
@@ -641,14 +729,15 @@ class HAProxyController:
             self._file_text = await asyncio.to_thread(read_text, self.settings.config_path)
             self._file_loaded = True
 
-    async def _write_file(self, text: str) -> bool:
-        """Atomically replace the config file when its text changes."""
+    async def _write_file(self, text: str, layout: _Layout | None) -> bool:
+        """Atomically replace the config file when its text changes; ``layout`` made it."""
         if not self.config.do_writes or self.settings.config_path is None:
             return False
         if text == self._file_text:
+            self._file_layout = layout
             return False
         await asyncio.to_thread(write_atomic, self.settings.config_path, text)
-        self._file_text = text
+        self._file_text, self._file_layout = text, layout
         self.metrics.config_writes.inc()
         return True
 

@@ -9,7 +9,8 @@ A pure function, no I/O. The rules:
   - a server that left: ``set server B/S state maint`` (``remove_servers: delete``:
     then ``del server``, which HAProxy refuses while connections remain; it is
     retried on the next apply);
-  - a server back (in maint or drain): ``state ready``;
+  - a server back (in maint or drain): ``state ready``, unless its options say
+    ``disabled`` (then it is kept in, or put into, ``state maint``);
   - a changed weight: ``set weight`` (dynamic algorithms only, else a reload);
   - a changed address of a same-named server: ``set server B/S addr``;
   - a server HAProxy does not have: ``add server`` with its full options, then
@@ -275,7 +276,10 @@ def _backend_ops(
                 reasons.append(
                     ("weight", f"weight of {name}/{server_name} with balance {backend.balance}")
                 )
-        if server.forced_maint or server.forced_drain:
+        if spec.disabled:  # `disabled` in its options: kept in maintenance
+            if not server.forced_maint:
+                ops.append(SetState(name, server_name, "maint"))
+        elif server.forced_maint or server.forced_drain:
             ops.append(SetState(name, server_name, "ready"))
     # 3. servers HAProxy does not have
     for server_name, spec in backend.servers.items():
@@ -288,7 +292,8 @@ def _backend_ops(
         ops.append(AddServer(name, server_name, spec.address, spec.add_options))
         if spec.check:
             ops.append(EnableHealth(name, server_name))
-        ops.append(SetState(name, server_name, "ready"))
+        if not spec.disabled:  # an added server starts in maintenance
+            ops.append(SetState(name, server_name, "ready"))
 
 
 def _why_not_addable(backend: BackendSpec, spec: ServerSpec, capabilities: Capabilities) -> str:

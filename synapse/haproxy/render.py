@@ -52,8 +52,9 @@ NOT_DYNAMIC_KEYWORDS: dict[str, int] = {
     "no-send-proxy-v2-ssl": 0, "no-send-proxy-v2-ssl-cn": 0, "no-ssl-reuse": 0,
     "ssl-reuse": 0, "disabled": 0, "enabled": 0,
 }  # fmt: skip
-_SERVER_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")
-_HOST = re.compile(r"^[A-Za-z0-9_.:-]{1,253}$")
+# fullmatch, never `$`: `$` also matches before a trailing newline.
+_SERVER_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,255}", re.ASCII)
+_HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -70,6 +71,7 @@ class ServerSpec:
     add_options: str  # the same server for `add server`, default-server options spelled out
     weight: int  # effective weight (HAProxy's default is 1)
     check: bool  # health checks enabled
+    disabled: bool  # `disabled`: HAProxy runs it in maintenance, synapse keeps it there
     addable: bool  # `add server` can create it as configured
     why_not_addable: str = ""
 
@@ -197,26 +199,26 @@ def _effective_weight(options: str) -> int:
     weight = 1
     tokens = options.split()
     for index, token in enumerate(tokens[:-1]):
-        if token == "weight" and tokens[index + 1].isdigit():
-            weight = int(tokens[index + 1])
+        value = tokens[index + 1]
+        if token == "weight" and value.isascii() and value.isdigit():
+            weight = int(value)
     return weight
 
 
-def _has_check(options: str) -> bool:
-    checked = False
+def _last_flag(options: str, on: str, off: str) -> bool:
+    """Whether the last of the flags ``on``/``off`` in ``options`` is ``on``."""
+    value = False
     for token in options.split():
-        if token == "check":
-            checked = True
-        elif token == "no-check":
-            checked = False
-    return checked
+        if token in (on, off):
+            value = token == on
+    return value
 
 
 def _balance(backend_lines: list[str], defaults: list[str]) -> tuple[str, bool]:
     """(description, dynamic) of the backend's effective `balance` and `hash-type`."""
     balance = _last_value(backend_lines, "balance") or _last_value(defaults, "balance")
     algorithm = (balance or "roundrobin").split()[0].lower()
-    if algorithm in _DYNAMIC_ALGORITHMS:
+    if algorithm.split("(")[0] in _DYNAMIC_ALGORITHMS:  # `random(2)` is random
         return algorithm, True
     if algorithm in _STATIC_ALGORITHMS:
         return algorithm, False
@@ -227,9 +229,9 @@ def _balance(backend_lines: list[str], defaults: list[str]) -> tuple[str, bool]:
 
 def _bad_server_field(server: Server) -> str | None:
     """Defence in depth: records are validated upstream, but nothing unsafe reaches a line."""
-    if not _SERVER_NAME.match(server.name):
+    if not _SERVER_NAME.fullmatch(server.name):
         return f"server name {server.name[:64]!r} has characters HAProxy does not allow"
-    if not _HOST.match(server.host):
+    if not _HOST.fullmatch(server.host):
         return f"host {server.host[:64]!r} is not an address"
     if isinstance(server.port, bool) or not 1 <= server.port <= 65535:
         return f"port {server.port!r} is outside 1-65535"
@@ -466,7 +468,8 @@ class Renderer:
             options=" ".join(line),
             add_options=add_options,
             weight=_effective_weight(effective),
-            check=_has_check(effective),
+            check=_last_flag(effective, "check", "no-check"),
+            disabled=_last_flag(effective, "disabled", "enabled"),
             addable=not why_not,
             why_not_addable=why_not,
         )

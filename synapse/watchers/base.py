@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("synapse.watchers")
 
+RESTART_BASE, RESTART_CAP = 1.0, 60.0  # backoff between restarts of a crashed watcher
+
 
 @dataclass(frozen=True)
 class Found:
@@ -112,6 +114,7 @@ class Watcher(ABC):
         self.last_error: str | None = None
         self.last_change: float | None = None  # wall clock of the last reported change
         self.reports = 0
+        self.restarts = 0  # times run() crashed and was started again
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -123,13 +126,21 @@ class Watcher(ABC):
         if self.discovery.start_jitter:
             # Spread a fleet-wide restart so the registry is not hit by every host at once.
             await asyncio.sleep(random.uniform(0, self.discovery.start_jitter))
-        try:
-            await self.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a watcher bug must not take the daemon down
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("watcher for %s crashed", self.service)
+        backoff = Backoff(RESTART_BASE, RESTART_CAP)
+        while not self._stopped:
+            try:
+                await self.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a watcher bug must not take the daemon down...
+                self.set_connected(False, f"{type(exc).__name__}: {exc}"[:500])
+                self.restarts += 1
+                log.exception("watcher for %s crashed; restarting it", self.service)
+            # ... nor leave its service frozen: the last list stays while it starts again.
+            with contextlib.suppress(Exception):
+                await self.close()
+            await asyncio.sleep(backoff.next())
 
     @abstractmethod
     async def run(self) -> None:
@@ -205,4 +216,5 @@ class Watcher(ABC):
             "last_change": self.last_change,
             "skipped_records": self._last[1] if self._last else 0,
             "error": self.last_error,
+            "restarts": self.restarts,
         }

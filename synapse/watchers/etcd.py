@@ -5,6 +5,12 @@ next revision then delivers every change with its value, so no further reads
 are needed. When the watch dies (etcd restarted, endpoint lost, revision
 compacted) the watcher lists again and resumes, with jittered backoff between
 failed attempts; the last known list stays in force meanwhile.
+
+aetcd does not tell a watch that its gRPC stream was closed cleanly (nor that the
+server cancelled it): such a watch just never delivers again. So while a watch
+runs, the prefix is listed again every ``RESYNC_INTERVAL`` (jittered); if the
+listing differs from what the watch delivered, the watch is dropped and the
+watcher lists and watches anew. One range read per service and interval.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 
 import aetcd.exceptions
@@ -22,6 +29,12 @@ from smartstack.record import InvalidRecord, decode_nerve, decode_serverset
 from synapse.watchers.base import Backoff, Entry, Watcher
 
 log = logging.getLogger("synapse.watchers.etcd")
+
+RESYNC_INTERVAL = 60.0  # seconds between consistency checks of a live watch
+
+
+class _WatchStale(Exception):
+    """The consistency check found changes the watch never delivered."""
 
 
 class EtcdWatcher(Watcher):
@@ -36,6 +49,7 @@ class EtcdWatcher(Watcher):
         self._streaming = False  # iterating a live watch (vs. listing / creating it)
         self.revision: int | None = None
         self.relists = 0
+        self.stale_watches = 0  # watches the consistency check found silent
 
     async def run(self) -> None:
         factory = self.ctx.etcd_connection
@@ -51,14 +65,21 @@ class EtcdWatcher(Watcher):
                 event(log, "etcd_watch_compacted", level=logging.WARNING, service=self.service,
                       compacted=exc.compacted_revision)  # fmt: skip
                 continue
+            except _WatchStale:
+                self.stale_watches += 1
+                continue  # the check logged it; list again at once
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.set_connected(False, f"{type(exc).__name__}: {str(exc)[:200]}")
                 event(log, "etcd_watch_lost", level=logging.WARNING, service=self.service,
                       error=self.last_error)  # fmt: skip
-                if self._streaming and isinstance(exc, CONNECTION_ERRORS):
-                    # The stream broke (with_client already rotates for failed calls).
+                if (self._streaming and isinstance(exc, CONNECTION_ERRORS)) or isinstance(
+                    exc, aetcd.exceptions.WatchTimeoutError
+                ):
+                    # The stream broke (with_client already rotates for failed calls), or
+                    # the client's watch stream is gone for good: a client whose stream
+                    # closed cleanly never sends a watch request again.
                     await self.conn.rotate(self.last_error or "watch failed")
             else:
                 self.set_connected(False, "etcd watch ended")
@@ -86,6 +107,7 @@ class EtcdWatcher(Watcher):
         self.set_connected(True)
         backoff.reset()
         self._streaming = True
+        checker = asyncio.create_task(self._check_periodically(watch, prefix))
         try:
             async for ev in watch:
                 seen = time.monotonic()
@@ -99,8 +121,36 @@ class EtcdWatcher(Watcher):
                 self._report(seen)
         finally:
             self._watch = None  # _streaming stays set: run() asks whether the stream broke
+            checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checker
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(watch.cancel(), 2)
+        if checker.done() and not checker.cancelled() and checker.result():
+            raise _WatchStale()
+
+    async def _check_periodically(self, watch, prefix: bytes) -> bool:
+        """List now and then; True (and the watch cancelled) when it missed something."""
+        assert self.conn is not None
+        while True:
+            await asyncio.sleep(RESYNC_INTERVAL * random.uniform(0.75, 1.25))
+            try:
+                listing = await self.conn.with_client(lambda c: c.get_prefix(prefix))
+            except Exception as exc:  # the watch itself reports a broken connection
+                event(log, "etcd_check_failed", level=logging.INFO, service=self.service,
+                      error=f"{type(exc).__name__}: {str(exc)[:200]}")  # fmt: skip
+                continue
+            self.metrics.registry_reads.labels(self.service, self.method).inc()
+            listed = {kv.key.decode("utf-8", "replace"): kv.mod_revision for kv in listing}
+            if listed == {key: entry.version for key, entry in self._keys.items()}:
+                continue
+            # Either the watch is dead, or an event was still on its way: both are cured
+            # by listing and watching again.
+            event(log, "etcd_watch_stale", level=logging.WARNING, service=self.service,
+                  listed=len(listed), known=len(self._keys))  # fmt: skip
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(watch.cancel(), 2)
+            return True
 
     def _decode(self, key: str, value: bytes, mod_revision: int) -> Entry:
         old = self._keys.get(key)
@@ -130,5 +180,5 @@ class EtcdWatcher(Watcher):
     def status(self) -> dict:
         out = super().status()
         out.update(prefix=self.prefix, keys=len(self._keys), revision=self.revision,
-                   relists=self.relists)  # fmt: skip
+                   relists=self.relists, stale_watches=self.stale_watches)  # fmt: skip
         return out

@@ -9,6 +9,7 @@ What it fixes from the Ruby original:
   name, without any read.
 - A child that vanishes between the children list and its read (NoNode) is just
   gone, not a crash (#205).
+- A child we may not read (its ACL) is skipped like a bad record; the others sync.
 - After a reconnect (kazoo drops every watch callback when the connection
   drops, even if the session survives) and after a session expiry the watches
   are set again (#287): the children are listed again and cached children are
@@ -26,7 +27,7 @@ import asyncio
 import logging
 import time
 
-from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.exceptions import KazooException, NoAuthError, NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 
 from smartstack.logs import event
@@ -230,6 +231,11 @@ class ZooKeeperWatcher(Watcher):
         except NoNodeError:
             # Deleted between the children list and this read (#205): simply not there.
             self._children.pop(name, None)
+            return
+        except NoAuthError:
+            # An ACL that hides one child is that child's problem: skip it like a bad
+            # record instead of failing (and retrying) the whole service's sync.
+            self._remember(name, None, "no permission to read the znode", None, origin)
             return
         try:
             registration = self._decode(data, name)

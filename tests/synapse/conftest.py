@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from kazoo.client import KazooClient
+from synapse_e2e import CREATED, processes_using
 
 from smartstack.localservers.zookeeper import ZooKeeperServer
 
@@ -18,3 +19,18 @@ def writer(zk: ZooKeeperServer) -> Iterator[KazooClient]:
     yield client
     client.stop()
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_synapse_left_running() -> Iterator[None]:
+    """Every synapse a test started, and its HAProxy, is gone when the test ends.
+
+    A test that fails half-way (or forgets its cleanup) would otherwise leave a managed
+    HAProxy running: it lives in its own session and outlives a killed synapse.
+    """
+    yield
+    leftovers = {str(s.dir): processes_using(s.dir) for s in CREATED}
+    while CREATED:
+        CREATED.pop().cleanup()
+    leftovers = {d: pids for d, pids in leftovers.items() if pids}
+    assert not leftovers, f"processes left running by the test (now killed): {leftovers}"

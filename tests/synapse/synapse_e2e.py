@@ -10,7 +10,6 @@ import signal
 import socket
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -20,7 +19,13 @@ from typing import Any
 import yaml
 
 from smartstack.localservers.haproxy import parse_show_proc
-from smartstack.localservers.process import ManagedProcess, free_port, wait_until
+from smartstack.localservers.process import (
+    ManagedProcess,
+    free_port,
+    process_gone,
+    wait_processes_gone,
+    wait_until,
+)
 
 SYNAPSE = Path(sys.executable).with_name("synapse")
 HTTP_DEFAULTS = [
@@ -67,11 +72,28 @@ def wait_serving(port: int, names: set[str], host: str | None = None, timeout: f
     return wait_until(exact, timeout, interval=0.05, what=f"traffic to exactly {sorted(names)}")
 
 
+def processes_using(directory: Path) -> list[int]:
+    """PIDs of live processes whose command line names a path inside ``directory``."""
+    needle = f"{directory}/".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "cmdline").read_bytes() and not process_gone(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+CREATED: list[Synapse] = []  # every instance, cleaned up again by the conftest teardown
+
+
 class Synapse:
     """A synapse subprocess with its own short work dir (unix socket paths are short)."""
 
     def __init__(self, services: dict[str, Any], **top: Any) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="syn-"))
+        CREATED.append(self)
         self.admin_port = free_port()
         self.config_path = self.dir / "synapse.yaml"
         self.master_socket = self.dir / "master.sock"
@@ -157,26 +179,29 @@ class Synapse:
     def log(self, lines: int = 40) -> str:
         return self.process.log_tail(lines)
 
-    def stop(self) -> int | None:
-        code = self.process.stop(timeout=15)
-        return code
-
     def cleanup(self) -> None:
-        """Stop synapse (it stops its HAProxy); kill an HAProxy it left behind anyway."""
-        haproxy: list[int] = []
-        with contextlib.suppress(OSError):
-            procs = self._show_proc()
-            haproxy = procs["master"] + procs["workers"] + procs["old_workers"]
+        """Stop synapse (it stops its HAProxy), then kill whatever still uses our directory.
+
+        HAProxy runs in its own session, so a synapse that was killed, or that did not stop
+        in time, leaves it running; the master socket may not answer (mid-reload, or never
+        created), so the processes are found by the directory in their command line.
+        Idempotent: the module's teardown calls it again for every instance.
+        """
         if self.process.alive:
             self.process.stop(timeout=15)
-        for pid in haproxy:  # HAProxy runs in its own session: a killed synapse leaves it
+        leftovers = processes_using(self.dir)
+        for pid in leftovers:
             with contextlib.suppress(OSError):
-                if Path(f"/proc/{pid}/comm").read_text().strip() == "haproxy":
-                    os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
+        wait_processes_gone(leftovers)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> Synapse:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:  # __exit__ is not called when __enter__ fails
+            self.cleanup()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
@@ -190,7 +215,3 @@ def nerve_record(backend, name: str | None = None, **extra: Any) -> bytes:
     return json.dumps(
         {"host": "127.0.0.1", "port": backend.port, "name": name or backend.name, **extra}
     ).encode()
-
-
-def now() -> float:
-    return time.monotonic()

@@ -81,3 +81,34 @@ async def test_file_output_follows_zookeeper_and_config_reloads(zk: ZooKeeperSer
         await daemon.stop()
         await asyncio.to_thread(writer.stop)
         writer.close()
+
+
+class _Failing:
+    """A part whose stop() raises."""
+
+    async def stop(self) -> None:
+        raise RuntimeError("stop failed")
+
+
+class _Recording:
+    stopped = False
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def status(self) -> dict:
+        return {}
+
+
+async def test_stop_reaches_the_controller_when_another_part_fails(tmp_path):
+    """A managed HAProxy outlives synapse unless the controller is stopped: always stop it."""
+    path = tmp_path / "synapse.yaml"
+    write_config(path, {"services": {"s": {"discovery": {"method": "base"}}}})
+    config, _ = load_synapse_config(path)
+    daemon = SynapseDaemon(config, str(path))
+    await daemon.start()
+    controller = _Recording()
+    daemon.controller = controller  # type: ignore[assignment]
+    daemon.watchers["s"] = _Failing()  # type: ignore[assignment]
+    await daemon.stop()
+    assert controller.stopped

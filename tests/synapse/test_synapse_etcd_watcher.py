@@ -118,3 +118,69 @@ async def test_etcd_restart_keeps_the_list_then_resumes(tmp_path: Path) -> None:
     finally:
         await c.close()
         cluster.stop()
+
+
+class _SilentWatch:
+    """What aetcd hands back after its stream closed cleanly: a watch that never delivers."""
+
+    def __init__(self) -> None:
+        self._cancelled = asyncio.Event()
+
+    def __aiter__(self):
+        return self._events()
+
+    async def _events(self):
+        await self._cancelled.wait()
+        return
+        yield  # an async generator that ends only when cancelled
+
+    async def cancel(self) -> None:
+        self._cancelled.set()
+
+
+async def test_a_silently_dead_watch_is_found_and_replaced(etcd, client, monkeypatch) -> None:
+    monkeypatch.setattr("synapse.watchers.etcd.RESYNC_INTERVAL", 0.2, raising=False)
+    real = aetcd.Client.watch_prefix
+    calls = []
+
+    async def first_watch_silent(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            return _SilentWatch()
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(aetcd.Client, "watch_prefix", first_watch_silent)
+    await client.put(b"/syn/silent/a", record(8030, "a"))
+    watcher, sink = await start_watcher(etcd.endpoints, "/syn/silent")
+    try:
+        await sink.wait_hosts(["127.0.0.1:8030"])
+        await client.put(b"/syn/silent/b", record(8031, "b"))  # the silent watch misses it
+        await sink.wait_hosts(["127.0.0.1:8030", "127.0.0.1:8031"])
+        assert watcher.stale_watches == 1 and len(calls) == 2
+        # The new watch is a real one: changes flow again.
+        await client.delete(b"/syn/silent/a")
+        await sink.wait_hosts(["127.0.0.1:8031"])
+    finally:
+        await stop_watcher(watcher)
+
+
+async def test_a_client_that_cannot_watch_any_more_is_replaced(etcd, client, monkeypatch) -> None:
+    """aetcd never restarts a watch stream that closed cleanly: new watches time out."""
+    real = aetcd.Client.watch_prefix
+    broken: list[aetcd.Client] = []
+
+    async def broken_first_client(self, *args, **kwargs):
+        if not broken or self is broken[0]:
+            broken[:1] = [self]
+            raise aetcd.exceptions.WatchTimeoutError
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(aetcd.Client, "watch_prefix", broken_first_client)
+    await client.put(b"/syn/nowatch/a", record(8040, "a"))
+    watcher, sink = await start_watcher(etcd.endpoints, "/syn/nowatch")
+    try:
+        await eventually(lambda: watcher.connected, what="a watch on a new client")
+        await client.put(b"/syn/nowatch/b", record(8041, "b"))
+        await sink.wait_hosts(["127.0.0.1:8040", "127.0.0.1:8041"])
+    finally:
+        await stop_watcher(watcher)

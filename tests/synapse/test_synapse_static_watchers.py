@@ -62,3 +62,31 @@ async def test_dns_resolves_names_and_skips_unusable_entries() -> None:
         assert bad == 1  # the entry without a port, once
     finally:
         await watcher.stop()
+
+
+class _CrashesOnce(BaseWatcher):
+    """A watcher with a bug that fires once (say, an unexpected exception from a client)."""
+
+    runs = 0
+    closes = 0
+
+    async def run(self) -> None:
+        self.runs += 1
+        if self.runs == 1:
+            raise KeyError("unexpected")
+        await super().run()
+
+    async def close(self) -> None:
+        self.closes += 1
+
+
+async def test_a_crashed_watcher_is_started_again(monkeypatch) -> None:
+    """A watcher bug must not freeze its service until synapse restarts."""
+    monkeypatch.setattr("synapse.watchers.base.RESTART_BASE", 0.01)
+    sink = Collector()
+    watcher = _CrashesOnce("c", service_config({"method": "base"}), sink, ctx())
+    await watcher.start()
+    await sink.wait(lambda r: True)
+    assert watcher.runs == 2 and watcher.closes == 1
+    assert watcher.status()["restarts"] == 1
+    await watcher.stop()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.security import make_digest_acl
 from synapse_testlib import Collector, eventually, metrics, sample, service_config
 
 from smartstack.localservers.zookeeper import ZooKeeperServer, expire_session
@@ -148,6 +149,22 @@ async def test_hostile_records_are_skipped_and_counted(zk, writer, pool) -> None
         register(writer, path, 8022, "good2")
         await sink.wait_hosts(["127.0.0.1:8020", "127.0.0.1:8022"])
         assert bad_records(watcher) == 5
+    finally:
+        await watcher.stop()
+
+
+async def test_unreadable_child_is_skipped_not_fatal(zk, writer, pool) -> None:
+    """A child whose ACL refuses us must not block every other child of the service."""
+    path = "/syn/acl"
+    register(writer, path, 8035, "open")
+    secret = [make_digest_acl("owner", "pw", all=True)]
+    writer.create(f"{path}/locked_", record(8036, "locked"), acl=secret, sequence=True)
+    watcher, sink = await start_watcher(zk, pool, path)
+    try:
+        await sink.wait(lambda r: r.skipped == 1 and len(r.found) == 1)
+        register(writer, path, 8037, "later")
+        await sink.wait_hosts(["127.0.0.1:8035", "127.0.0.1:8037"])
+        assert bad_records(watcher) == 1
     finally:
         await watcher.stop()
 

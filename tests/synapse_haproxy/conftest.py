@@ -38,5 +38,10 @@ async def managed_factory(sockdir: Path) -> AsyncIterator[ControllerFactory]:
         return controller
 
     yield make
-    for controller in made:
-        await controller.stop()
+    failed = []
+    for controller in made:  # every one, even when another fails: none may outlive the test
+        try:
+            await controller.stop()
+        except Exception as exc:
+            failed.append(exc)
+    assert not failed, f"stopping controllers failed: {failed}"

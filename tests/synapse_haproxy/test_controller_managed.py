@@ -146,7 +146,8 @@ async def test_invalid_config_keeps_the_old_one_running(managed_factory, http_ba
 async def test_reloads_are_rate_limited_and_coalesced(managed_factory, http_backend_factory):
     b1 = http_backend_factory("b1")
     port = free_port()
-    controller = managed_factory(restart_interval=1.0)
+    # The slot must outlast the start plus five applies even on a loaded machine.
+    controller = managed_factory(restart_interval=2.0)
     await controller.apply([web(port, [b1])], "start")
     before = await show_proc(controller)
     results = []
@@ -317,3 +318,27 @@ async def test_failed_reload_keeps_the_old_worker_and_retries(
     await controller.flush()  # the retry, once the port is free
     assert controller.reload_count == 1 and controller.status()["last_reload_error"] is None
     await serves(taken, {"b1"})
+
+
+async def test_crashed_haproxy_restarts_while_the_new_config_is_invalid(
+    managed_factory, http_backend_factory
+):
+    """A refused candidate must not keep a dead HAProxy down: it restarts on the last good file."""
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    port = free_port()
+    controller = managed_factory(restart_interval=0)  # no wait: validation is inline
+    await controller.apply([web(port, [b1])], "t")
+    bad = await controller.apply([web(port, [b1, b2], backend=["no-such-keyword 1"])], "bad")
+    assert bad.reload == "invalid"
+    await serves(port, {"b1", "b2"})  # membership still follows at runtime
+    # ... and the file says so: it is the old structure with the servers HAProxy runs now.
+    text = Path(controller.settings.config_path).read_text()
+    assert f"127.0.0.1:{b2.port}" in text and "no-such-keyword" not in text
+    pid = controller.status()["haproxy_pids"]["master"]
+    os.killpg(pid, signal.SIGKILL)
+
+    async def restarted() -> bool:
+        return controller.status()["haproxy_pids"]["master"] not in (None, pid)
+
+    await eventually(restarted, "the managed HAProxy to be started on the last good config")
+    await serves(port, {"b1", "b2"})

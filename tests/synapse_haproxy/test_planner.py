@@ -122,6 +122,21 @@ def test_server_back_from_maintenance_is_made_ready_without_an_add():
     settle(desired, running)
 
 
+def test_disabled_option_keeps_a_server_in_maintenance():
+    """HAProxy starts a `disabled` server in maintenance (admin 0x05): it stays there."""
+    off = dataclasses.replace(B, registry_options="disabled")
+    desired = render([service("web", [A, off])])
+    running = running_from(desired, **{B.name: ADMIN_FORCED_MAINT | ADMIN_CONFIG_MAINT})
+    assert plan(desired, running, V26).empty
+    # A serving server whose options gain `disabled` goes into maintenance at runtime.
+    assert plan(desired, running_from(desired), V26).ops == (SetState("web", B.name, "maint"),)
+    # `disabled` inherited from default-server: added, but not made ready.
+    config = haproxy_config(defaults=["mode http", "default-server disabled"])
+    desired = render([service("web", [A, B])], config)
+    running = running_from(render([service("web", [A])], config), **{A.name: 0x05})
+    assert [type(op) for op in plan(desired, running, V26).ops] == [AddServer]
+
+
 def test_drained_server_is_made_ready():
     desired = render([service("web", [A])])
     running = running_from(desired, **{A.name: ADMIN_FORCED_DRAIN})
@@ -239,10 +254,10 @@ def test_non_dynamic_algorithms_reload_for_new_servers():
         before = render([service("web", [A], backend=lines)])
         desired = render([service("web", [A, B], backend=lines)])
         assert reasons(plan(desired, running_from(before), V26)) == ["new_server"], lines
-    consistent = ["balance source", "hash-type consistent"]
-    before = render([service("web", [A], backend=consistent)])
-    desired = render([service("web", [A, B], backend=consistent)])
-    assert plan(desired, running_from(before), V26).reload is None
+    for dynamic in (["balance source", "hash-type consistent"], ["balance random(2)"]):
+        before = render([service("web", [A], backend=dynamic)])
+        desired = render([service("web", [A, B], backend=dynamic)])
+        assert plan(desired, running_from(before), V26).reload is None, dynamic
 
 
 def test_non_dynamic_algorithm_reloads_for_weight_changes():

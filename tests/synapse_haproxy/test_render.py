@@ -185,6 +185,26 @@ def test_unsafe_server_fields_never_reach_the_config():
     assert len(rendered.warnings) == 3
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"host": "10.0.0.1\n"},  # `$` would let a trailing newline through
+        {"name": "a\n"},
+        {"host": "fe80::1%eth0 track x/y"},  # scoped IPv6: Python's ipaddress accepts it
+        {"host": "10.0.0.\u0661"},
+    ],
+)
+def test_fields_validated_upstream_are_checked_again_whole(changes):
+    rendered = render([service("web", [dataclasses.replace(A, **changes)])])
+    assert rendered.backends["web"].servers == {} and len(rendered.warnings) == 1
+    assert "track" not in rendered.text and "a\n" not in rendered.text
+
+
+def test_a_non_ascii_weight_in_options_does_not_break_rendering():
+    spec = render([service("web", [A], server_options="weight \u00b2")]).backends["web"]
+    assert spec.servers[A.name].weight == 1
+
+
 def test_add_options_spell_out_default_server_and_leave_out_what_add_refuses():
     config = haproxy_config(
         defaults=[*DEFAULTS, "default-server inter 3s init-addr last,libc,none resolvers dns"]
