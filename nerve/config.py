@@ -6,6 +6,7 @@ add are marked "ours" below.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Literal
@@ -63,15 +64,26 @@ class RateLimiting(ConfigModel):
 
 
 class ZooKeeperAuth(ConfigModel):
-    """ours: digest or SASL credentials for a ZooKeeper ensemble."""
+    """ours: digest or SASL (DIGEST-MD5) credentials for a ZooKeeper ensemble."""
 
     scheme: Literal["digest", "sasl"] = "digest"
-    credential: str  # digest: "user:password"
+    credential: str  # "user:password"
     acl: Literal["open", "creator", "read_only_world"] = "open"
+
+    @model_validator(mode="after")
+    def _usable(self) -> ZooKeeperAuth:
+        user, sep, _ = self.credential.partition(":")
+        if not (user and sep):
+            raise ValueError("credential must be 'user:password'")
+        # kazoo does SASL through the optional pure-sasl package; without it every connect
+        # would fail. Say so now rather than never register.
+        if self.scheme == "sasl" and importlib.util.find_spec("puresasl") is None:
+            raise ValueError("scheme sasl needs the pure-sasl package, which is not installed")
+        return self
 
 
 class EtcdTLS(ConfigModel):
-    """ours: TLS material for etcd."""
+    """ours: TLS material for etcd (refused for now: see ServiceConfig._no_etcd_tls)."""
 
     ca_cert: str | None = None
     cert_cert: str | None = None
@@ -113,6 +125,18 @@ class ServiceConfig(ConfigModel):
         # Airbnb configs sometimes give one "h1:2181,h2:2181" string.
         if isinstance(value, str):
             return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("etcd_tls")
+    @classmethod
+    def _no_etcd_tls(cls, value: EtcdTLS | None) -> EtcdTLS | None:
+        # Fail closed: connecting in clear text (password included) where the operator
+        # asked for TLS would be worse than not starting.
+        if value is not None:
+            raise ValueError(
+                "TLS to etcd is not supported yet (the etcd client, aetcd, has no TLS); "
+                "remove etcd_tls or put a local TLS proxy (e.g. stunnel) in front of etcd"
+            )
         return value
 
     @field_validator("zk_path", "etcd_path")

@@ -27,6 +27,7 @@ import aiohttp
 
 from nerve.admin import add_maintenance_routes
 from nerve.assemble import build_service
+from nerve.checks import same_probes
 from nerve.checks.http import new_session
 from nerve.config import NerveConfig, ServiceConfig, load_nerve_config
 from nerve.docker_source import DockerSource, docker_mode_config
@@ -40,6 +41,8 @@ from smartstack.configfile import ConfigError
 from smartstack.logs import event
 
 log = logging.getLogger("nerve")
+
+Placement = tuple[str, Any]  # (instance_id, reporter_identity): one registration's what + where
 
 WITHDRAW_TIMEOUT = 2.5  # seconds for the parallel withdraw at shutdown
 CLOSE_TIMEOUT = 1.0  # then closing sessions (revoking leases)
@@ -247,24 +250,39 @@ class NerveDaemon:
             same_instance = new.instance_id == self.config.instance_id
             if new.admin != self.config.admin or new.state_dir != self.config.state_dir:
                 event(log, "config_needs_restart", level=logging.WARNING, keys="admin, state_dir")
+            # A removed service's registration may be the very one a new service (a renamed
+            # one) writes: the new one starts once the old one is withdrawn.
+            retiring: dict[Placement, asyncio.Task[None]] = {}
             for name in [n for n in self.services if n not in new.services]:
-                self._retire(name)
+                placement = (self.config.instance_id, reporter_identity(self.service_configs[name]))
+                retiring[placement] = self._retire(name)
                 self.metrics.forget_service(name)
                 summary["removed"].append(name)
             self.config = new
             for name, cfg in new.services.items():
-                summary[await self._reload_service(name, cfg, same_instance)].append(name)
+                outcome = await self._reload_service(name, cfg, same_instance, retiring)
+                summary[outcome].append(name)
             self.metrics.reloads.labels("ok").inc()
             event(log, "config_reloaded", **{k: ",".join(v) for k, v in summary.items() if v})
             return summary
 
-    async def _reload_service(self, name: str, cfg: ServiceConfig, same_instance: bool) -> str:
+    async def _reload_service(
+        self,
+        name: str,
+        cfg: ServiceConfig,
+        same_instance: bool,
+        retiring: dict[Placement, asyncio.Task[None]],
+    ) -> str:
         old = self.services.get(name)
         old_cfg = self.service_configs.get(name)
         if old is None or old_cfg is None:
             service = self._build(name, cfg)
             if service is not None:
-                service.start()
+                previous = retiring.get((self.config.instance_id, reporter_identity(cfg)))
+                if previous is None:
+                    service.start()
+                else:
+                    self._spawn(self._start_after(previous, service), f"replace-{name}")
             return "added"
         if same_instance and old_cfg == cfg:
             return "unchanged"
@@ -279,8 +297,10 @@ class NerveDaemon:
                 service.start()
             return "checks_changed"
         # A new record or registry: withdraw the old registration first (an etcd key may be
-        # the same), then register the new one. Unchanged checks keep their verdict.
-        initially_up = old.state.healthy and old_cfg.checks == cfg.checks
+        # the same), then register the new one. Checks that probe exactly what they probed
+        # before keep their verdict; a moved address (a check without `port` follows the
+        # service's port) has to prove itself with `rise` passes like any new server.
+        initially_up = old.state.healthy and same_probes(old_cfg, cfg)
         retired = self._retire(name)
         service = self._build(name, cfg, initially_up=initially_up)
         if service is not None:

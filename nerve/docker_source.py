@@ -86,18 +86,19 @@ class DockerSource:
         event(log, "docker_mode_started", engine=self.cfg.url, address=self.cfg.address)
 
     async def stop(self, withdraw: bool = True) -> None:
-        """Stop watching and withdraw every container registration (bounded in time)."""
-        self._stopping = True
-        if self.watch is not None:
-            await self.watch.stop()
+        """Stop watching and withdraw every container registration (bounded in time).
+
+        Both at once: a hung dockerd may hold the watch thread for seconds, and SIGTERM must
+        not wait for it before withdrawing (nerve exits within 5 s)."""
+        self._stopping = True  # container events arriving from now on are ignored
         services = list(self.services.values())
         self.services.clear()
         await asyncio.gather(*(s.halt() for s in services), return_exceptions=True)
+        steps = [self.watch.stop(timeout=WITHDRAW_TIMEOUT)] if self.watch is not None else []
         if withdraw:
-            await asyncio.gather(
-                *(self._bounded(s.reporter.stop(withdraw=True)) for s in services),
-                *(self._bounded(t) for t in self._retiring.values()),
-            )
+            steps += [self._bounded(s.reporter.stop(withdraw=True)) for s in services]
+            steps += [self._bounded(t) for t in self._retiring.values()]
+        await asyncio.gather(*steps)
 
     async def _bounded(self, aw: Any) -> None:
         with contextlib.suppress(Exception):

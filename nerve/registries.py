@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import weakref
 
 from nerve.config import ServiceConfig
@@ -19,11 +18,8 @@ from nerve.reporters.etcd import EtcdReporter
 from nerve.reporters.etcd_lease import LeaseKeeper
 from nerve.reporters.zookeeper import ZooKeeperReporter
 from smartstack.etcd import EtcdConnection
-from smartstack.logs import event
 from smartstack.record import Registration
 from smartstack.zookeeper import ZooKeeperConnection, ZooKeeperPool
-
-log = logging.getLogger("nerve.registries")
 
 EtcdKey = tuple[tuple[str, ...], str | None, str | None, int]
 
@@ -50,7 +46,7 @@ def reporter_identity(cfg: ServiceConfig) -> tuple[str, tuple[str, ...]]:
         keys += ("zk_hosts", "zk_path", "node_type", "use_path_encoding", "zk_auth",
                  "zk_session_timeout")  # fmt: skip
     else:
-        keys += ("etcd_path", "etcd_user", "etcd_password", "etcd_lease_ttl", "etcd_tls")
+        keys += ("etcd_path", "etcd_user", "etcd_password", "etcd_lease_ttl")
     values = cfg.model_dump(include=set(keys))
     return (json.dumps(values, sort_keys=True, default=str), tuple(cfg.etcd_endpoint_list()))
 
@@ -107,14 +103,6 @@ class Registries:
             cfg.etcd_lease_ttl,
         )
         if key not in self._etcd:
-            if cfg.etcd_tls is not None:
-                event(
-                    log,
-                    "etcd_tls_unsupported",
-                    level=logging.WARNING,
-                    detail="etcd_tls is not supported by the etcd client yet; connecting "
-                    "without TLS",
-                )
             conn = EtcdConnection(
                 list(key[0]),
                 cfg.etcd_user,

@@ -89,7 +89,13 @@ class EtcdConnection:
                     timeout=self.timeout,
                     options=GRPC_OPTIONS,
                 )
-                await client.connect()
+                try:
+                    await client.connect()
+                except BaseException:
+                    # With user auth, connect() opened a channel to authenticate: close it,
+                    # or every failed attempt during an outage leaks a gRPC channel.
+                    await _close_quietly(client)
+                    raise
                 self._client = client
             return self._client
 
@@ -105,14 +111,27 @@ class EtcdConnection:
         await _close_quietly(old)
 
     async def with_client(self, fn: Callable[[aetcd.Client], Awaitable[T]]) -> T:
-        """Run ``fn(client)``; on a connection error rotate once per endpoint and retry."""
+        """Run ``fn(client)``; on a connection error rotate once per endpoint and retry; when
+        etcd no longer knows our auth token, authenticate again (once) and retry."""
         last: BaseException | None = None
-        for _ in range(len(self.endpoints)):
+        failures = 0
+        reauthenticated = False
+        while failures < len(self.endpoints):
             try:
                 client = await self.client()
                 return await asyncio.wait_for(fn(client), self.timeout)
+            except aetcd.exceptions.UnauthenticatedError as exc:
+                # aetcd authenticates only when it connects. etcd forgets a token after
+                # --auth-token-ttl idle seconds and on a restart that gRPC reconnects through
+                # without an error: without a new token every call would fail for ever.
+                if reauthenticated or self.username is None:
+                    raise
+                reauthenticated = True
+                event(log, "etcd_reauthenticate", level=logging.WARNING, error=str(exc)[:120])
+                await self.close()
             except CONNECTION_ERRORS as exc:
                 last = exc
+                failures += 1
                 await self.rotate(f"{type(exc).__name__}: {str(exc)[:120]}")
         assert last is not None
         raise last

@@ -23,7 +23,9 @@ def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields
 
 def _quote(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    if text == "" or any(c in text for c in ' "=\n\t\\'):
+    # Quoted (and so escaped) as soon as it could end a field or forge a line: spaces, quotes,
+    # '=', backslashes and any control character (\r, ESC, ...), whatever a registry said.
+    if text == "" or any(c in ' "=\\' or not c.isprintable() for c in text):
         return json.dumps(text)
     return text
 

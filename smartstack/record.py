@@ -33,7 +33,8 @@ MAX_SERVER_OPTIONS_LENGTH = 1024
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")  # HAProxy server-name characters
 _SAFE_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Control characters, line separators, and lone surrogates (not Unicode: not encodable).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _SEQUENCE_SUFFIX = re.compile(r"_(\d+)$")
 
 
@@ -96,10 +97,15 @@ def validate_host(host: Any) -> str:
         raise InvalidRecord("host must be a non-empty string")
     _reject_control("host", host)
     try:
-        ipaddress.ip_address(host)
-        return host
+        address = ipaddress.ip_address(host)
     except ValueError:
         pass
+    else:
+        # Python accepts any text after '%' as an IPv6 zone ("fe80::1%x backup"): that
+        # would smuggle words onto a server line, and a zone means nothing off this host.
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+            raise InvalidRecord(f"host {host[:64]!r}: an IPv6 zone (%...) is not allowed")
+        return host
     name = host[:-1] if host.endswith(".") else host
     if len(name) > 253 or not all(_DNS_LABEL.match(part) for part in name.split(".")):
         raise InvalidRecord(f"host {host[:64]!r} is neither an IP address nor a DNS name")
@@ -271,8 +277,12 @@ def decode_serverset(
 
 
 def encode(registration: Registration) -> bytes:
-    """The record as nerve writes it: compact JSON, UTF-8."""
-    return json.dumps(registration.to_dict(), separators=(",", ":")).encode("utf-8")
+    """The record as nerve writes it: compact JSON, UTF-8, non-ASCII characters as they are
+    (Ruby's JSON.generate does not escape them: the same bytes, so the same node names with
+    use_path_encoding)."""
+    return json.dumps(registration.to_dict(), separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
 
 
 # --- ZooKeeper child names --------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry
-from kazoo.security import make_digest_acl
+from kazoo.security import READ_ACL_UNSAFE, make_digest_acl
 
 from smartstack.logs import event
 
@@ -111,10 +111,7 @@ class ZooKeeperConnection:
         if not self.auth or self.auth[0] != "digest":
             return None
         user, _, password = self.auth[1].partition(":")
-        return [
-            make_digest_acl(user, password, all=True),
-            *KazooClient.default_acl_for_read_only_world(),
-        ]
+        return [make_digest_acl(user, password, all=True), *READ_ACL_UNSAFE]
 
     # --- state events -----------------------------------------------------------
 

@@ -22,6 +22,8 @@ __all__ = [
     "build_check",
     "build_checks",
     "default_name",
+    "resolved",
+    "same_probes",
 ]
 
 
@@ -30,12 +32,27 @@ def default_name(cfg: CheckConfig, host: str, port: int) -> str:
     return cfg.name or f"{cfg.type}-{host}:{port}"
 
 
+def resolved(cfg: CheckConfig, service: ServiceConfig) -> CheckConfig:
+    """The check with its ``host``/``port`` defaults (the service's own) filled in."""
+    return cfg.model_copy(
+        update={"host": cfg.host or service.host, "port": cfg.port or service.port}
+    )
+
+
+def same_probes(old: ServiceConfig, new: ServiceConfig) -> bool:
+    """Whether both services' checks probe the very same things: an old verdict only holds
+    for the same checks *and* the same addresses (a check without ``port`` follows the
+    service's port)."""
+    return [resolved(c, old) for c in old.checks] == [resolved(c, new) for c in new.checks]
+
+
 def build_check(
     cfg: CheckConfig, service: ServiceConfig, http_session: aiohttp.ClientSession, name: str
 ) -> BaseCheck:
     """One check; ``host``/``port`` default to the service's own."""
-    host = cfg.host or service.host
-    port = cfg.port or service.port
+    cfg = resolved(cfg, service)
+    host, port = cfg.host, cfg.port
+    assert host is not None and port is not None
     if cfg.type in ("http", "https"):
         assert cfg.uri is not None  # the config model requires it
         return HttpCheck(

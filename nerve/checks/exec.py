@@ -37,18 +37,30 @@ class ExecCheck(BaseCheck):
             start_new_session=True,  # own process group: a timeout kills all of it
         )
         try:
-            raw, _ = await process.communicate()
+            assert process.stdout is not None
+            raw = await read_tail(process.stdout, MAX_OUTPUT)
+            await process.wait()
         except BaseException:
             # Cancelled by the timeout (or by shutdown): nothing may outlive the check.
             await _kill_group(process)
             raise
-        output = raw[-MAX_OUTPUT:].decode(errors="replace")
+        output = raw.decode(errors="replace")
         if process.returncode != 0:
             detail = f"exit status {process.returncode}"
             if output.strip():
                 detail += f": {clip(output, 200)}"
             raise CheckFailed(detail, output)
         return Passed("exit status 0", output)
+
+
+async def read_tail(stream: asyncio.StreamReader, limit: int) -> bytes:
+    """Read to EOF, keeping only the last ``limit`` bytes (a chatty command must not make
+    nerve hold all it printed)."""
+    tail = bytearray()
+    while chunk := await stream.read(64 * 1024):
+        tail += chunk
+        del tail[:-limit]
+    return bytes(tail)
 
 
 async def _kill_group(process: asyncio.subprocess.Process) -> None:

@@ -25,6 +25,18 @@ def format_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the body. (``content.read(n)`` returns whatever has arrived
+    so far, often just the first chunk.)"""
+    body = bytearray()
+    while len(body) < limit:
+        chunk = await response.content.read(limit - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
+
+
 class HttpCheck(BaseCheck):
     type = "http"
 
@@ -66,7 +78,7 @@ class HttpCheck(BaseCheck):
                 raise CheckFailed(f"HTTP {status} from {self.url}")
             if self.expect is None:
                 return Passed(f"HTTP {status}")
-            body = await response.content.read(MAX_BODY)
+            body = await read_body(response, MAX_BODY)
             if self.expect.encode() not in body:
                 raise CheckFailed(f"HTTP {status} but the body lacks {self.expect!r}")
             return Passed(f"HTTP {status}, body has {self.expect!r}")

@@ -54,6 +54,7 @@ class Reporter(ABC):
         self.last_error: str | None = None
         self.tried_register = False
         self.writes = 0
+        self._losses = 0  # mark_lost() calls: one during a write makes its outcome doubtful
         self._dirty = asyncio.Event()
         self._dirty.set()
         self._idle = asyncio.Event()
@@ -81,6 +82,7 @@ class Reporter(ABC):
 
     def mark_lost(self) -> None:
         """The registry dropped our registration (session or lease gone): write it again."""
+        self._losses += 1
         self.registered = False
         self.uncertain = True
         self._update_gauge()
@@ -154,11 +156,17 @@ class Reporter(ABC):
     async def _reconcile(self) -> None:
         if not self._needs_write():
             return
+        losses = self._losses
         if self.desired:
             self.tried_register = True
             wrote, op = await self._register(), "register"
         else:
             wrote, op = await self._withdraw(), "withdraw"
+        if self._losses != losses:
+            # The session or lease died while we were writing: what the write just set up
+            # may have died with it, so the next pass looks again instead of trusting it.
+            self.registered = False
+            self.uncertain = True
         self.last_error = None
         if wrote:
             self.writes += 1

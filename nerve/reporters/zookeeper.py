@@ -116,7 +116,7 @@ class ZooKeeperReporter(Reporter):
             return await asyncio.wait_for(self.conn.call(method, *args, **kwargs), self.op_timeout)
         except NoNodeError:
             raise  # a definite answer
-        except Exception:
+        except BaseException:  # a cancellation (shutdown) too: the request is still in flight
             if method in ("create", "delete"):
                 self.uncertain = True  # it may have happened anyway: scan next time
             raise

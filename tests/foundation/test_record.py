@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import string
 
 import pytest
@@ -26,7 +27,9 @@ dns_label = st.text(string.ascii_lowercase + string.digits, min_size=1, max_size
 dns_name = st.lists(dns_label, min_size=1, max_size=4).map(".".join)
 safe_name = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,40}\Z")
 label_key = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._/-]{0,20}\Z")
-label_value = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30)
+label_value = st.text(
+    st.characters(min_codepoint=0x20, blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=30
+)
 
 registrations = st.builds(
     Registration,
@@ -95,6 +98,19 @@ def test_random_json_objects_are_accepted_only_when_valid(obj: dict) -> None:
         assert "\n" not in encode(reg).decode()
 
 
+@settings(max_examples=300)
+@given(st.text(min_size=1, max_size=40))
+def test_an_accepted_host_is_one_word_of_address_characters(host: str) -> None:
+    # The host lands on a HAProxy server line: nothing but one address-like word may pass.
+    for candidate in (host, f"fe80::1%{host}", f"10.0.0.1 {host}"):
+        try:
+            Registration(candidate, 80, "a")
+        except InvalidRecord as exc:
+            assert exc.reason
+        else:
+            assert re.fullmatch(r"[A-Za-z0-9._:-]+", candidate), candidate
+
+
 @settings(max_examples=200)
 @given(st.binary(max_size=300))
 def test_random_child_names_never_raise_anything_but_invalid_record(data: bytes) -> None:
@@ -108,6 +124,9 @@ def test_random_child_names_never_raise_anything_but_invalid_record(data: bytes)
 HOSTILE = [
     ({"host": "10.0.0.1\n    server evil 6.6.6.6:80", "port": 80, "name": "a"}, "control"),
     ({"host": "10.0.0.1 backup", "port": 80, "name": "a"}, "neither an IP"),
+    # Python's ip_address() takes any text after '%' as an IPv6 zone.
+    ({"host": "fe80::1%x backup weight 1", "port": 80, "name": "a"}, "zone"),
+    ({"host": "fe80::1%eth0", "port": 80, "name": "a"}, "zone"),
     ({"host": "10.0.0.1", "port": 70000, "name": "a"}, "outside"),
     ({"host": "10.0.0.1", "port": 0, "name": "a"}, "outside"),
     ({"host": "10.0.0.1", "port": True, "name": "a"}, "integer"),
@@ -163,6 +182,18 @@ def test_encode_matches_nerves_field_order() -> None:
         encode(reg)
         == b'{"host":"10.0.0.5","port":8080,"name":"web-1","weight":10,"labels":{"zone":"az1"}}'
     )
+
+
+def test_encode_writes_non_ascii_as_ruby_nerve_does() -> None:
+    # Ruby's JSON.generate leaves UTF-8 as it is (no \u escapes): byte-identical records.
+    reg = Registration("10.0.0.5", 8080, "web-1", labels={"city": "Zürich"})
+    assert (
+        encode(reg)
+        == '{"host":"10.0.0.5","port":8080,"name":"web-1","labels":{"city":"Zürich"}}'.encode()
+    )
+    assert decode_nerve(encode(reg)) == reg
+    with pytest.raises(InvalidRecord, match="control"):  # a lone surrogate is not text
+        Registration("10.0.0.5", 8080, "web-1", labels={"city": "Z\ud800"})
 
 
 def test_serverset_service_endpoint_and_additional_endpoint() -> None:

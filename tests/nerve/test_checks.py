@@ -7,6 +7,7 @@ import asyncio
 import ssl
 import struct
 import subprocess
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from nerve.checks import build_checks
-from nerve.checks.exec import ExecCheck
+from nerve.checks.exec import MAX_OUTPUT, ExecCheck
 from nerve.checks.http import HttpCheck, new_session
 from nerve.checks.noop import NoopCheck
 from nerve.checks.rabbitmq import RabbitMqCheck
@@ -52,8 +53,19 @@ def http_app() -> web.Application:
         status = 200 if request.headers.get("X-Check") == "yes" else 403
         return web.Response(status=status, text="headers")
 
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        # A status page written in two chunks: the marker is in the second one.
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"<html>" + b"x" * 2000)
+        await asyncio.sleep(0.05)
+        await response.write(b"status: READY</html>")
+        await response.write_eof()
+        return response
+
     app = web.Application()
     app[SEEN] = seen
+    app.router.add_get("/streamed", streamed)
     app.router.add_get("/ok", respond(200, "status: fine"))
     app.router.add_get("/redirect", respond(302, headers={"Location": "/x"}))
     app.router.add_get("/fail", respond(500, "broken"))
@@ -149,6 +161,8 @@ async def test_http_expect_and_headers(session, http_server) -> None:
     assert (await with_header.run()).ok
     assert not (await HttpCheck("h", session, "127.0.0.1", port, "/headers", 2).run()).ok
     assert app[SEEN] == ["yes", ""]
+    streamed = HttpCheck("h", session, "127.0.0.1", port, "/streamed", 2, expect="READY")
+    assert (await streamed.run()).ok  # the whole body is searched, not its first chunk
 
 
 async def test_https_check_does_not_verify_the_certificate(session, https_port) -> None:
@@ -196,6 +210,21 @@ async def test_exec_exit_status_and_output_are_kept() -> None:
     assert not down.ok
     assert down.detail == "exit status 3: disk full"
     assert down.output == "disk full\n"
+
+
+async def test_exec_keeps_only_the_tail_of_a_flood_of_output() -> None:
+    # A chatty command must not make nerve hold everything it printed in memory.
+    flood = "head -c 100000000 /dev/zero | tr '\\0' x; echo; echo the end"
+    tracemalloc.start()
+    try:
+        result = await ExecCheck("e", flood, timeout=30).run()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.ok, result.detail
+    assert result.output is not None and result.output.endswith("x\nthe end\n")
+    assert len(result.output) == MAX_OUTPUT
+    assert peak < 10_000_000, f"peak {peak} bytes"
 
 
 async def test_exec_timeout_kills_the_command_and_its_children(tmp_path: Path) -> None:

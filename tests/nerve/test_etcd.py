@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,8 +21,10 @@ from nerve_testlib import (
     until,
 )
 
+from nerve.config import NerveConfig
 from nerve.daemon import NerveDaemon
 from nerve.reporters.etcd import EtcdReporter
+from smartstack.etcd import EtcdConnection
 from smartstack.localservers.etcd import EtcdCluster
 from smartstack.localservers.process import free_port
 from smartstack.record import Registration, encode
@@ -109,6 +113,24 @@ async def _with_other_lease(client: aetcd.Client, key: bytes, old: int) -> objec
     return kv if kv is not None and kv.lease not in (0, old) else None
 
 
+async def test_a_renamed_service_keeps_its_key(
+    etcd: EtcdCluster, etcd_client: aetcd.Client
+) -> None:
+    path, port = unique_path(), free_port()
+    key = f"{path}/i-test_127.0.0.1_{port}".encode()
+    config = nerve_config({"web": etcd_service(etcd.endpoints, path, port, checks=[])})
+    async with running_nerve(config) as daemon:
+        await until(lambda: etcd_client.get(key), what="the key")
+        renamed = {**config, "services": {"web2": config["services"]["web"]}}
+        summary = await daemon.reload(NerveConfig.model_validate(renamed))
+        assert (summary["removed"], summary["added"]) == (["web"], ["web2"])
+        # The same key: "web"'s withdrawal must not delete what "web2" writes.
+        web2 = daemon.services["web2"]
+        assert not web2.running  # it starts once "web" is withdrawn
+        await until(lambda: web2.reporter.registered and web2.reporter.in_sync, what="web2")
+        assert await etcd_client.get(key) is not None
+
+
 async def test_etcd_down_longer_than_the_lease_then_back(tmp_path: Path) -> None:
     cluster = EtcdCluster(size=1, workdir=tmp_path / "etcd").start()
     try:
@@ -156,3 +178,41 @@ async def test_killing_the_member_nerve_talks_to_keeps_the_key(etcd_cluster: Etc
                 assert kv.lease == first.lease, "the registration was dropped and re-created"
                 await asyncio.sleep(0.1)
         assert reporter.keeper.conn.current_endpoint != endpoint
+
+
+def etcdctl(endpoint: str, *args: str) -> None:
+    subprocess.run(
+        ["etcdctl", f"--endpoints={endpoint}", *args],
+        check=True,
+        capture_output=True,
+        timeout=30,
+        env={**os.environ, "ETCDCTL_API": "3"},
+    )
+
+
+async def test_user_auth_is_passed_and_an_expired_token_is_renewed(tmp_path: Path) -> None:
+    # etcd forgets an auth token after --auth-token-ttl idle seconds (and on a restart).
+    cluster = EtcdCluster(size=1, workdir=tmp_path / "etcd", extra_args=["--auth-token-ttl=1"])
+    cluster.start()
+    try:
+        endpoint = cluster.endpoints[0]
+        await asyncio.to_thread(etcdctl, endpoint, "user", "add", "root:s3cret")
+        await asyncio.to_thread(etcdctl, endpoint, "auth", "enable")
+
+        conn = EtcdConnection([endpoint], "root", "s3cret", timeout=5)
+        try:
+            await conn.with_client(lambda c: c.put(b"/auth-test", b"v"))
+            await asyncio.sleep(3)  # idle: the token expires (TTL 1 s, swept every second)
+            kv = await conn.with_client(lambda c: c.get(b"/auth-test"))
+            assert kv is not None and kv.value == b"v"
+        finally:
+            await conn.close()
+
+        path, port = unique_path(), free_port()
+        service = etcd_service(
+            [endpoint], path, port, checks=[], etcd_user="root", etcd_password="s3cret"
+        )
+        async with running_nerve(nerve_config({"web": service})) as daemon:
+            await until(lambda: etcd_reporter(daemon).registered, what="registration with auth")
+    finally:
+        cluster.stop()

@@ -224,7 +224,7 @@ async def test_maintenance_cli_survives_a_restart(
     )
     assert result.returncode == 0, result.stderr
     assert "web: in maintenance: swap disk; not registered" in result.stdout
-    await until(lambda: not children(kz, path), timeout=1.0, what="withdrawal at once")
+    await until(lambda: not children(kz, path), timeout=5, what="withdrawal at once")
     assert (tmp_path / "nerve-state" / "web.json").exists()
 
     await sigterm(nerve)

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from nerve_testlib import nerve_config, running_nerve, until, zk_service
 
 from nerve.config import ServiceConfig
 from nerve.control import describe, parse_duration
+from nerve.docker_config import DockerModeConfig
+from nerve.docker_source import DockerSource
 from nerve.maintenance import MaintenanceFlag, MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.registries import reporter_identity
 from nerve.reporters import base
 from nerve.reporters.base import RegistryUnavailable, Reporter
 from nerve.reporters.etcd import etcd_key
+from nerve.reporters.zookeeper import ZooKeeperReporter
 from smartstack.localservers.process import free_port
 from smartstack.record import Registration
 
@@ -81,6 +86,105 @@ async def test_failed_writes_are_retried_with_backoff_and_a_wake_cuts_it_short(
     finally:
         await reporter.stop(withdraw=True)
     assert not reporter.registered
+
+
+class GatedReporter(ScriptedReporter):
+    """Each registration waits for the test to let it finish."""
+
+    def __init__(self, metrics: NerveMetrics) -> None:
+        super().__init__(metrics)
+        self.available = True
+        self.gate = asyncio.Event()
+
+    async def _register(self) -> bool:
+        self.attempts += 1
+        await self.gate.wait()
+        self.registered, self.uncertain = True, False
+        return True
+
+
+async def test_a_session_lost_during_a_write_is_not_mistaken_for_success() -> None:
+    reporter = GatedReporter(NerveMetrics())
+    reporter.set_registered(True)
+    reporter.start()
+    try:
+        await until(lambda: reporter.attempts == 1, what="the first write to start")
+        reporter.mark_lost()  # the session / lease dies while the create is in flight
+        reporter.gate.set()  # ... and then the create answers "done"
+        await until(lambda: reporter.attempts >= 2, timeout=5, what="a second write")
+        await asyncio.wait_for(reporter.wait_in_sync(), 5)
+        assert reporter.registered and not reporter.uncertain
+    finally:
+        await reporter.stop(withdraw=False)
+
+
+class SlowZooKeeper:
+    """Stands in for a ZooKeeperConnection whose create never answers."""
+
+    hosts, auth, connected = "zk:2181", None, True
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.client = SimpleNamespace(client_id=(1, b""))
+
+    def add_listener(self, listener: object) -> None:
+        pass
+
+    def remove_listener(self, listener: object) -> None:
+        pass
+
+    async def call(self, method: str, *args: object, **kwargs: object) -> object:
+        self.calls.append(method)
+        if method == "create":
+            await asyncio.Event().wait()
+        return []
+
+
+async def test_a_create_cut_short_by_shutdown_is_cleaned_up_by_the_withdraw() -> None:
+    conn = SlowZooKeeper()
+    reporter = ZooKeeperReporter(
+        "svc",
+        RECORD,
+        conn,
+        "/s",
+        instance_id="web-1",
+        node_type="persistent_sequential",  # type: ignore[arg-type]
+    )
+    reporter.set_registered(True)
+    reporter.start()
+    await until(lambda: "create" in conn.calls, timeout=5, what="the create")
+    await reporter.stop(withdraw=True)
+    # The create may land after all: a persistent node would outlive nerve. Look and delete.
+    assert conn.calls[conn.calls.index("create") + 1 :] == ["get_children"]
+
+
+async def test_docker_mode_withdraws_without_waiting_for_a_hung_docker_watch() -> None:
+    withdrawn = asyncio.Event()
+
+    class HungWatch:  # dockerd does not answer: its thread only ends after the withdrawals
+        async def stop(self, timeout: float = 5.0) -> None:
+            await withdrawn.wait()
+
+    class Registered:
+        async def stop(self, withdraw: bool = True) -> None:
+            withdrawn.set()
+
+    service = SimpleNamespace(halt=lambda: asyncio.sleep(0), reporter=Registered())
+    cfg = DockerModeConfig.model_validate(
+        {"service_defaults": {"zk_hosts": ["z:1"], "zk_path": "/s"}}
+    )
+    source = DockerSource(
+        cfg,
+        instance_id="h",
+        registries=None,  # type: ignore[arg-type]
+        http_session=None,  # type: ignore[arg-type]
+        metrics=NerveMetrics(),
+        store=MaintenanceStore(None),
+    )
+    source.watch = HungWatch()  # type: ignore[assignment]
+    source.services["web@c:80"] = service  # type: ignore[assignment]
+    await asyncio.wait_for(source.stop(), 5)
+    assert withdrawn.is_set()
 
 
 def test_maintenance_store_round_trip_expiry_and_unreadable_files(tmp_path: Path) -> None:
@@ -149,6 +253,22 @@ def test_etcd_key_is_deterministic() -> None:
 def test_config_rejects_a_record_synapse_would_refuse() -> None:
     with pytest.raises(ValueError, match="record nerve would register is invalid"):
         service(host="bad host;")
+
+
+def test_zk_auth_that_could_never_connect_is_refused() -> None:
+    with pytest.raises(ValueError, match="'user:password'"):
+        service(zk_auth={"credential": "just-a-password"})
+    if importlib.util.find_spec("puresasl") is None:
+        with pytest.raises(ValueError, match="pure-sasl"):
+            service(zk_auth={"scheme": "sasl", "credential": "nerve:pw"})
+    assert service(zk_auth={"credential": "nerve:pw"}).zk_auth is not None
+
+
+def test_etcd_tls_is_refused_not_silently_dropped() -> None:
+    # The etcd client has no TLS: going on in clear text (password included) is not an option.
+    etcd = {"reporter_type": "etcd", "etcd_endpoints": ["e:2379"], "etcd_password": "pw"}
+    with pytest.raises(ValueError, match="TLS to etcd is not supported"):
+        service(**etcd, etcd_tls={"ca_cert": "/etc/ssl/etcd-ca.pem"})
 
 
 async def test_two_services_with_one_registration_are_refused_and_shutdown_is_quick() -> None:
