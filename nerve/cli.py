@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nerve.config import load_nerve_config
-from smartstack.cli import add_common_arguments, load_or_exit, start_logging
+from nerve.config import NerveConfig, load_nerve_config
+from smartstack.cli import add_common_arguments, check_or_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,12 +33,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return control_main(argv)
     args = build_parser().parse_args(argv)
-    config = load_or_exit(lambda: load_nerve_config(args.config, args.instance_id))
-    if args.check_config:
-        print(f"{args.config}: ok ({len(config.services)} services)")
-        return 0
-    start_logging(args)
-    from nerve.daemon import run
+    return check_or_run(args, lambda: load_nerve_config(args.config, args.instance_id), _run)
+
+
+def _run(config: NerveConfig, args: argparse.Namespace) -> int:
+    from nerve.daemon import run  # imported late: `-k` needs none of the daemon's modules
 
     return run(config, args)
 

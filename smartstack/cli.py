@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from smartstack import logs
 from smartstack.configfile import ConfigError
@@ -41,3 +41,21 @@ def load_or_exit(loader: Callable[[], tuple[Any, list[str]]]) -> Any:
 
 def start_logging(args: argparse.Namespace) -> None:
     logs.setup(args.log_level, args.log_format)
+
+
+class _Config(Protocol):
+    services: dict[str, Any]
+
+
+def check_or_run(
+    args: argparse.Namespace,
+    loader: Callable[[], tuple[_Config, list[str]]],
+    run: Callable[[Any, argparse.Namespace], int],
+) -> int:
+    """Load the config; with -k report and exit 0, otherwise start logging and run the daemon."""
+    config = load_or_exit(loader)
+    if args.check_config:
+        print(f"{args.config}: ok ({len(config.services)} services)")
+        return 0
+    start_logging(args)
+    return run(config, args)

@@ -13,11 +13,11 @@ import collections
 import http.client
 import json
 import shutil
-import urllib.request
 import signal
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from smartstack.cli import add_common_arguments, load_or_exit, start_logging
-from synapse.config import load_synapse_config
+from smartstack.cli import add_common_arguments, check_or_run
+from synapse.config import SynapseConfig, load_synapse_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,12 +17,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = load_or_exit(lambda: load_synapse_config(args.config))
-    if args.check_config:
-        print(f"{args.config}: ok ({len(config.services)} services)")
-        return 0
-    start_logging(args)
-    from synapse.daemon import run
+    return check_or_run(args, lambda: load_synapse_config(args.config), _run)
+
+
+def _run(config: SynapseConfig, args: argparse.Namespace) -> int:
+    from synapse.daemon import run  # imported late: `-k` needs none of the daemon's modules
 
     return run(config, args)
 
