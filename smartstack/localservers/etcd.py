@@ -8,7 +8,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .process import ManagedProcess, free_port, make_temp_dir, remove_temp_dir, wait_until
+from .process import (
+    ManagedProcess,
+    ServerGroup,
+    free_port,
+    wait_until,
+)
 
 ETCD_BINARY = "/usr/bin/etcd"
 
@@ -87,7 +92,7 @@ class _EtcdMember:
         return status == 200 and b"\netcd_server_is_leader 1" in body
 
 
-class EtcdCluster:
+class EtcdCluster(ServerGroup):
     """`size` etcd members (1 or 3 usually) on 127.0.0.1 free ports."""
 
     def __init__(
@@ -101,8 +106,7 @@ class EtcdCluster:
     ) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one member")
-        self._own_dir = workdir is None
-        self.workdir = Path(workdir or make_temp_dir("smartstack-etcd-"))
+        self._init_workdir(workdir, "smartstack-etcd-")
         # One member can elect itself at once; a cluster needs slack for 2 shared cores.
         self.heartbeat_ms = heartbeat_ms or (10 if size == 1 else 50)
         self.election_ms = election_ms or (100 if size == 1 else 500)
@@ -195,15 +199,3 @@ class EtcdCluster:
             except OSError:
                 continue
         return None
-
-    def __enter__(self) -> EtcdCluster:
-        return self.start()
-
-    def cleanup(self) -> None:
-        """Remove the temp dir made for us (stop() keeps it: a restart reuses the data)."""
-        if self._own_dir:
-            remove_temp_dir(self.workdir)
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self.cleanup()

@@ -9,7 +9,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from .process import ManagedProcess, make_temp_dir, remove_temp_dir, wait_until
+from .process import ManagedProcess, ServerGroup, wait_until
 
 HAPROXY_BINARY = os.environ.get("SMARTSTACK_HAPROXY", "haproxy")
 
@@ -145,7 +145,7 @@ def parse_show_proc(text: str) -> dict[str, list[int]]:
     return sections
 
 
-class HAProxyProcess:
+class HAProxyProcess(ServerGroup):
     """`haproxy -W -S <workdir>/master.sock -f <cfg>` in the foreground, as a ManagedProcess.
 
     Give either the config text (written to <workdir>/haproxy.cfg) or the path of a config
@@ -164,8 +164,7 @@ class HAProxyProcess:
     ) -> None:
         if (config_text is None) == (config_path is None):
             raise ValueError("give exactly one of config_text and config_path")
-        self._own_dir = workdir is None
-        self.workdir = Path(workdir or make_temp_dir("smartstack-haproxy-"))
+        self._init_workdir(workdir, "smartstack-haproxy-")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = Path(config_path or self.workdir / "haproxy.cfg")
         if config_text is not None:
@@ -253,15 +252,3 @@ class HAProxyProcess:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop master and workers (SIGTERM to the group, SIGKILL after `timeout`)."""
         self.process.stop(timeout)
-
-    def __enter__(self) -> HAProxyProcess:
-        return self.start()
-
-    def cleanup(self) -> None:
-        """Remove the temp dir made for us (stop() keeps it: a restart reuses the data)."""
-        if self._own_dir:
-            remove_temp_dir(self.workdir)
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self.cleanup()

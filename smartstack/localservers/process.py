@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 T = TypeVar("T")
 
@@ -256,3 +256,36 @@ def _kill_leftovers() -> None:
             proc.kill()
     for path in dirs:
         shutil.rmtree(path, ignore_errors=True)
+
+
+class ServerGroup:
+    """Work-directory ownership shared by the local servers (ZooKeeper, etcd, HAProxy).
+
+    A server given no directory makes a temp dir and owns it: ``stop()`` keeps the data so a
+    restart reuses it, ``cleanup()`` removes it, and ``with`` does both at the end.
+    """
+
+    workdir: Path
+    _own_dir: bool
+
+    def _init_workdir(self, workdir: str | os.PathLike[str] | None, prefix: str) -> None:
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or make_temp_dir(prefix))
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 5.0) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def cleanup(self) -> None:
+        """Remove the temp dir made for us (stop() keeps it: a restart reuses the data)."""
+        if self._own_dir:
+            remove_temp_dir(self.workdir)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.cleanup()

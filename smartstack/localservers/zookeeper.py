@@ -15,7 +15,12 @@ from pathlib import Path
 
 from kazoo.client import KazooClient, KazooState
 
-from .process import ManagedProcess, free_port, make_temp_dir, remove_temp_dir, wait_until
+from .process import (
+    ManagedProcess,
+    ServerGroup,
+    free_port,
+    wait_until,
+)
 
 JAVA_DIR = Path("/usr/share/java")
 ZK_MAIN_STANDALONE = "org.apache.zookeeper.server.ZooKeeperServerMain"
@@ -172,7 +177,7 @@ class _ZkNode:
             self.process.kill()
 
 
-class ZooKeeperServer:
+class ZooKeeperServer(ServerGroup):
     """A standalone ZooKeeper on 127.0.0.1:<free port> with its own temp data dir."""
 
     def __init__(
@@ -182,8 +187,7 @@ class ZooKeeperServer:
         port: int | None = None,
         extra_config: list[str] | None = None,
     ) -> None:
-        self._own_dir = workdir is None
-        self.workdir = Path(workdir or make_temp_dir("smartstack-zk-"))
+        self._init_workdir(workdir, "smartstack-zk-")
         self.tick_time = tick_time
         self.extra_config = list(extra_config or [])
         self.node = _ZkNode(self.workdir, port or free_port(), "zookeeper")
@@ -224,20 +228,8 @@ class ZooKeeperServer:
     def kill(self) -> None:
         self.node.kill()
 
-    def __enter__(self) -> ZooKeeperServer:
-        return self.start()
 
-    def cleanup(self) -> None:
-        """Remove the temp dir made for us (stop() keeps it: a restart reuses the data)."""
-        if self._own_dir:
-            remove_temp_dir(self.workdir)
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self.cleanup()
-
-
-class ZooKeeperEnsemble:
+class ZooKeeperEnsemble(ServerGroup):
     """A `size`-member ZooKeeper ensemble (QuorumPeerMain) on 127.0.0.1."""
 
     def __init__(
@@ -249,8 +241,7 @@ class ZooKeeperEnsemble:
     ) -> None:
         if size < 1:
             raise ValueError("an ensemble needs at least one member")
-        self._own_dir = workdir is None
-        self.workdir = Path(workdir or make_temp_dir("smartstack-zkq-"))
+        self._init_workdir(workdir, "smartstack-zkq-")
         self.tick_time = tick_time
         self.extra_config = list(extra_config or [])
         self.members = [
@@ -328,18 +319,6 @@ class ZooKeeperEnsemble:
             if member.alive and server_mode(member.client_port) == "leader":
                 return i
         return None
-
-    def __enter__(self) -> ZooKeeperEnsemble:
-        return self.start()
-
-    def cleanup(self) -> None:
-        """Remove the temp dir made for us (stop() keeps it: a restart reuses the data)."""
-        if self._own_dir:
-            remove_temp_dir(self.workdir)
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self.cleanup()
 
 
 def expire_session(client: KazooClient, timeout: float = 30.0) -> None:
