@@ -8,9 +8,9 @@ cd "$ROOT"
 
 # The real servers the tests, demo and benchmarks start on loopback, and the Docker parts
 # (a private dockerd in tests/docker and `make compose-demo`, busybox test images, a debootstrap
-# base image).
+# base image), openssl for the throw-away CA of the TLS tests.
 PACKAGES=(haproxy zookeeper etcd-server etcd-client socat wrk
-          docker.io docker-compose busybox-static debootstrap)
+          docker.io docker-compose busybox-static debootstrap openssl)
 # Units the packages would start and enable on a normal host: none may stay on default ports.
 SERVICES=(haproxy.service etcd.service zookeeper.service
           docker.service docker.socket containerd.service)
@@ -54,8 +54,8 @@ ensure_python_deps() {
   sha="$(sha256sum pyproject.toml | cut -d' ' -f1)"
   stamp="$VENV/.installed-$sha"
   [ -e "$stamp" ] && return 0
-  say "pip install -e '.[test]'"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+  say "pip install -e '.[test,bench]'"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,bench]'
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 }

@@ -1,0 +1,88 @@
+"""A small HTTP/1.1 keep-alive server for load tests: `python -m bench.backend --port P`.
+
+Answers every GET with its name (``/health`` too). asyncio protocols, no framework: one
+process per backend keeps up with wrk through HAProxy on 2 cores, where the thread-per-
+request HttpBackend would be the bottleneck. SIGTERM is a graceful stop: the listening
+socket closes at once (new connections are refused), requests in flight are answered,
+idle keep-alive connections are closed, then the process exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+_open: set[_Http] = set()
+
+
+class _Http(asyncio.Protocol):
+    def __init__(self, body: bytes) -> None:
+        self.response = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        self.closing_response = self.response.replace(
+            b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1
+        )
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.stopping = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        _open.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        _open.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.buffer += data
+        # GET requests only: every request ends with an empty line.
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            request, self.buffer = self.buffer[:end], self.buffer[end + 4 :]
+            close = self.stopping or b"connection: close" in request.lower()
+            self.transport.write(self.closing_response if close else self.response)
+            if close:
+                self.transport.close()
+                return
+
+    def stop(self) -> None:
+        """Graceful stop: an idle connection closes now, a busy one after its answer."""
+        self.stopping = True
+        if self.transport is not None and not self.buffer:
+            self.transport.close()
+
+
+async def serve(port: int, name: str) -> None:
+    loop = asyncio.get_running_loop()
+    body = f"{name}\n".encode()
+    server = await loop.create_server(
+        lambda: _Http(body), "127.0.0.1", port, reuse_address=True, backlog=1024
+    )
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()  # refuse new connections from now on
+    for conn in list(_open):
+        conn.stop()
+    for _ in range(100):  # at most 1 s for answers in flight
+        if not _open:
+            break
+        await asyncio.sleep(0.01)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--name", default="backend")
+    args = parser.parse_args()
+    asyncio.run(serve(args.port, args.name))
+
+
+if __name__ == "__main__":
+    main()

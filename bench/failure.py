@@ -1,0 +1,152 @@
+"""Failure to removal: a backend process is killed -> nerve sees it -> traffic stops.
+
+Three backends, each with its own nerve (HTTP check every `check_interval`, withdrawn
+after `fall` failures), synapse in runtime mode, wrk sending a steady load. Each round
+SIGKILLs one backend and polls every 5 ms: its znode (nerve's withdrawal), its HAProxy
+state (synapse's removal) and HAProxy's per-server counters (sessions, connection
+errors, retries, redispatches: the last time any of them moved is when traffic to the
+dead server stopped). The backend is then restarted and re-registered for the next
+round. Expected: about check_interval x fall, since nerve needs `fall` failed checks.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench import Options
+from bench.load import Wrk
+from bench.registry import ZkRegistry
+from bench.report import Result, Target, summary_ms
+from bench.stack import (
+    Backend,
+    Nerve,
+    Synapse,
+    Workspace,
+    listen_port,
+    nerve_http_service,
+    service_block,
+    wait_for,
+)
+
+NAME = "failure"
+SERVICE = "web"
+PATH = "/bench/web"
+CHECK_INTERVAL, RISE, FALL = 0.5, 2, 2
+POLL_S = 0.005
+QUIET_S = 1.0  # keep watching the counters this long after HAProxy removed the server
+COUNTERS = ("stot", "econ", "wretr", "wredis")
+
+
+def _serving(syn: Synapse) -> set[tuple[str, int]]:
+    return syn.haproxy.serving(SERVICE).get(SERVICE, set())
+
+
+def _counters(syn: Synapse, address: tuple[str, int]) -> tuple[int, ...]:
+    row = syn.haproxy.server_stats(SERVICE).get(address, {})
+    return tuple(int(row.get(c) or 0) for c in COUNTERS)
+
+
+def one_kill(
+    reg: ZkRegistry, syn: Synapse, victim: Backend, instance: str, watch: list
+) -> dict[str, float]:
+    """Kill `victim`; seconds until nerve withdrew it, HAProxy removed it, traffic stopped."""
+    address = ("127.0.0.1", victim.port)
+    last = _counters(syn, address)
+    killed = time.perf_counter()
+    victim.kill()
+    out: dict[str, float] = {}
+    last_traffic = killed
+    deadline = killed + 30
+    while True:
+        now = time.perf_counter()
+        if "nerve_withdrew" not in out and not any(
+            c.startswith(f"{instance}_") for c in reg.client.get_children(PATH)
+        ):
+            out["nerve_withdrew"] = now - killed
+        if "haproxy_removed" not in out and address not in _serving(syn):
+            out["haproxy_removed"] = now - killed
+        counters = _counters(syn, address)
+        if counters != last:
+            last, last_traffic = counters, now
+        if "haproxy_removed" in out and now - killed > out["haproxy_removed"] + QUIET_S:
+            break
+        if now > deadline:
+            raise TimeoutError(
+                f"{victim.name} still in HAProxy 30 s after it was killed\n{syn.logs()}"
+            )
+        time.sleep(POLL_S)
+    out["traffic_stopped"] = last_traffic - killed
+    victim.start()
+    wait_for(lambda: address in _serving(syn), 60, f"{victim.name} back in HAProxy", watch)
+    return out
+
+
+def run(opts: Options) -> Result:
+    rounds = opts.size(6, 1)
+    expected_ms = CHECK_INTERVAL * FALL * 1000
+    result = Result(
+        NAME,
+        params={"rounds": rounds, "check_interval_s": CHECK_INTERVAL, "fall": FALL, "rise": RISE},
+    )
+    with Workspace(opts.keep) as ws:
+        reg = ZkRegistry(ws)
+        backends = [Backend(ws, f"b{i}").start() for i in range(3)]
+        nerves = [
+            Nerve(
+                ws,
+                f"host{i}",
+                {SERVICE: nerve_http_service(reg.server, PATH, b.port, CHECK_INTERVAL, RISE, FALL)},
+                opts.log_level,
+            ).start()
+            for i, b in enumerate(backends)
+        ]
+        port = listen_port()
+        syn = Synapse(
+            ws, {SERVICE: service_block(reg.discovery(PATH), port)}, log_level=opts.log_level
+        ).start()
+        watch = [syn.proc, *(n.proc for n in nerves)]
+        want = {("127.0.0.1", b.port) for b in backends}
+        wait_for(lambda: _serving(syn) == want, 60, "HAProxy to serve all 3 backends", watch)
+        wrk = Wrk(
+            f"http://127.0.0.1:{port}/",
+            ws.dir("wrk"),
+            max_duration_s=300,
+            connections=8,
+            delay_ms=8,
+        ).start()
+        try:
+            time.sleep(0.5)
+            samples = [
+                one_kill(reg, syn, backends[r % 3], f"host{r % 3}", watch) for r in range(rounds)
+            ]
+        finally:
+            load = wrk.finish()
+
+    section = result.section("ZooKeeper, runtime API, kill -9 of a backend")
+    section.add("rounds", rounds)
+    for key, label in (
+        ("nerve_withdrew", "kill -> nerve withdrew (znode gone)"),
+        ("haproxy_removed", "kill -> out of HAProxy"),
+        ("traffic_stopped", "kill -> last request sent to it"),
+    ):
+        stats = summary_ms([s[key] for s in samples])
+        section.add(f"{label} p50", stats["p50_ms"], "ms")
+        section.add(
+            f"{label} max",
+            stats["max_ms"],
+            "ms",
+            Target("<=", expected_ms, "ms") if key != "nerve_withdrew" else None,
+        )
+    section.add("check_interval x fall", expected_ms, "ms")
+    section.add(
+        "client requests failed",
+        load.failed,
+        note=f"of {load.requests:,}; retries 3 + option redispatch",
+    )
+    result.figures["rounds"] = [{k: round(v * 1000, 1) for k, v in s.items()} for s in samples]
+    result.figures["load"] = load.__dict__ | {"failed": load.failed}
+    result.notes.append(
+        "the kill lands at a random phase of the check interval: nerve needs "
+        "`fall` failed checks, so about (fall-1..fall) x check_interval"
+    )
+    return result

@@ -1,0 +1,169 @@
+"""Propagation: one registry write -> HAProxy's runtime state shows it.
+
+For each registry (ZooKeeper create/delete, etcd put/delete) and each load (one service;
+1,000 services x 20 servers loaded beside it), a probe service gets `changes` writes one
+after the other: a server is added, HAProxy is polled (every 1 ms, on its admin socket)
+until the server serves, then the record is deleted and HAProxy is polled until the
+server no longer serves. The clock starts before the write is sent, so a figure includes
+the registry's own commit. The first adds of each address are brand-new servers
+(`add server` at runtime), later ones bring a known server back (`state ready`).
+An anchor server stays registered: `use_previous_backends` keeps the last list of a
+service that suddenly has no server, so the probe never empties. The single-service case
+runs a second time with synapse's `coalesce_ms: 0`, to show what its 20 ms burst window
+costs one isolated change. A scenario stops early (and says so) after BUDGET_S.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench import Options
+from bench.haproxy import count_serving
+from bench.registry import Registry, load_fleet, open_registry
+from bench.report import Result, Target, summary_ms
+from bench.stack import DaemonError, Synapse, Workspace, service_block
+from smartstack.record import Registration
+
+NAME = "propagation"
+TARGET_P99 = Target("<=", 10, "ms")
+POLL_S = 0.001
+PROBE = "probe"
+BUDGET_S = 75.0  # per scenario: keeps `make bench` bounded when a change takes seconds
+POOL = 10  # distinct probe addresses: the first POOL adds are brand-new servers
+
+
+def _wait_state(
+    syn: Synapse, address: tuple[str, int], present: bool, timeout: float = 30.0
+) -> float:
+    """Poll the probe backend until `address` serves (or stops serving); the time it happened."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        serving = address in syn.haproxy.serving(PROBE).get(PROBE, set())
+        now = time.perf_counter()
+        if serving == present:
+            return now
+        if now > deadline:
+            state = "serve" if present else "stop serving"
+            raise DaemonError(
+                f"{address} did not {state} in HAProxy within {timeout:.0f} s\n{syn.logs()}"
+            )
+        time.sleep(POLL_S)
+
+
+def measure(reg: Registry, syn: Synapse, changes: int, budget_s: float) -> dict[str, list[float]]:
+    """`changes` writes (adds and removals in turn), fewer if `budget_s` runs out first."""
+    path = "/bench/probe"
+    samples: dict[str, list[float]] = {"new": [], "known": [], "remove": [], "ack": []}
+    stop_at = time.perf_counter() + budget_s
+    for i in range(changes // 2):
+        if time.perf_counter() > stop_at:
+            break
+        probe = Registration(host="127.0.0.1", port=31000 + i % POOL, name=f"probe-{i % POOL}")
+        address = (probe.host, probe.port)
+        start = time.perf_counter()
+        handle = reg.add(path, probe)
+        samples["ack"].append(time.perf_counter() - start)
+        samples["new" if i < POOL else "known"].append(_wait_state(syn, address, True) - start)
+        start = time.perf_counter()
+        reg.remove(handle)
+        samples["ack"].append(time.perf_counter() - start)
+        samples["remove"].append(_wait_state(syn, address, False) - start)
+    return samples
+
+
+def scenario(
+    opts: Options,
+    kind: str,
+    services: int,
+    servers: int,
+    changes: int,
+    result: Result,
+    coalesce_ms: float | None = None,
+) -> None:
+    with Workspace(opts.keep) as ws:
+        reg = open_registry(ws, kind)
+        fleet = load_fleet(reg, services, servers) if services else None
+        anchor = Registration(host="127.0.0.1", port=30999, name="anchor")
+        reg.add("/bench/probe", anchor)
+        config = {PROBE: service_block(reg.discovery("/bench/probe"))}
+        if fleet is not None:
+            config.update(fleet.synapse_services())
+        extra = {"haproxy": {"coalesce_ms": coalesce_ms}} if coalesce_ms is not None else None
+        level = "warning" if services else opts.log_level
+        syn = Synapse(ws, config, log_level=level, extra=extra).start()
+        wait_s = 120 + services * 0.3
+        syn.wait(
+            lambda: (anchor.host, anchor.port) in syn.haproxy.serving(PROBE).get(PROBE, ()),
+            wait_s,
+            "the probe backend's anchor server to serve",
+        )
+        if fleet is not None:
+            syn.wait(
+                lambda: count_serving(syn.haproxy) >= fleet.size + 1,
+                wait_s,
+                f"HAProxy to serve the {fleet.size} loaded servers",
+                interval=0.2,
+            )
+        reloads_before = syn.haproxy.procs().master_reloads
+        samples = measure(reg, syn, changes, BUDGET_S)
+        reloads = syn.haproxy.procs().master_reloads - reloads_before
+
+    load = f"{services} services x {servers} servers loaded" if services else "1 service"
+    title = f"{kind}, {load}"
+    if coalesce_ms is not None:
+        title += f", synapse coalesce_ms: {coalesce_ms:g} (default 20)"
+    every = samples["new"] + samples["known"] + samples["remove"]
+    stats = summary_ms(every)
+    section = result.section(title)
+    cut = stats["count"] < changes
+    section.add(
+        "changes measured",
+        stats["count"],
+        note=f"of {changes}: time budget of {BUDGET_S:.0f} s reached" if cut else "",
+    )
+    section.add("write -> HAProxy p50", stats["p50_ms"], "ms")
+    section.add("write -> HAProxy p99", stats["p99_ms"], "ms", TARGET_P99)
+    section.add("write -> HAProxy max", stats["max_ms"], "ms")
+    for kind_name, label in (
+        ("new", "brand-new server"),
+        ("known", "known server back"),
+        ("remove", "server removed"),
+    ):
+        part = summary_ms(samples[kind_name])
+        if part["count"]:
+            section.add(
+                f"  {label} p50 / p99",
+                f"{part['p50_ms']:.2f} / {part['p99_ms']:.2f}",
+                "ms",
+                note=f"n={part['count']}",
+            )
+    section.add("registry write ack p50", summary_ms(samples["ack"])["p50_ms"], "ms")
+    section.add("HAProxy reloads during the changes", reloads, target=Target("==", 0))
+    result.figures[title] = {
+        "summary": stats,
+        "by_kind": {k: summary_ms(v) for k, v in samples.items()},
+        "samples_ms": {k: [round(s * 1000, 3) for s in v] for k, v in samples.items()},
+        "reloads": reloads,
+        "fleet_write_s": fleet.write_s if fleet else None,
+    }
+
+
+def run(opts: Options) -> Result:
+    changes = opts.size(200, 20)
+    services, servers = opts.size(1000, 20), opts.size(20, 5)
+    result = Result(
+        NAME,
+        params={"changes": changes, "loaded": f"{services}x{servers}", "poll_ms": POLL_S * 1000},
+    )
+    for kind in opts.registries:
+        with result.attempt(f"{kind}, 1 service"):
+            scenario(opts, kind, 0, 0, changes, result)
+        with result.attempt(f"{kind}, 1 service, coalesce_ms: 0"):
+            scenario(opts, kind, 0, 0, changes, result, coalesce_ms=0)
+        with result.attempt(f"{kind}, {services} services x {servers} servers loaded"):
+            scenario(opts, kind, services, servers, changes, result)
+    result.notes.append(
+        "clock starts before the registry write is sent; HAProxy is polled "
+        f"every {POLL_S * 1000:.0f} ms on its admin socket (resolution)"
+    )
+    return result
