@@ -55,7 +55,12 @@ ensure_python_deps() {
   stamp="$VENV/.installed-$sha"
   [ -e "$stamp" ] && return 0
   say "pip install -e '.[test,bench]'"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+  # Build-backend chatter goes to a log; it is shown only when the install fails.
+  if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,bench]' \
+    >"$VENV/pip-install.log" 2>&1; then
+    cat "$VENV/pip-install.log" >&2
+    die "pip install failed (log above, also in $VENV/pip-install.log)"
+  fi
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 }
