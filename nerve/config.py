@@ -6,7 +6,6 @@ add are marked "ours" below.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Literal
@@ -15,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from nerve.docker_config import DockerModeConfig
 from smartstack.configfile import ConfigModel, load
+from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
 
 CheckType = Literal["http", "https", "tcp", "redis", "rabbitmq", "noop", "exec"]
 NodeType = Literal["ephemeral_sequential", "ephemeral", "persistent", "persistent_sequential"]
@@ -63,31 +63,10 @@ class RateLimiting(ConfigModel):
     shadow_mode: bool = True  # Airbnb default: only log what would be limited
 
 
-class ZooKeeperAuth(ConfigModel):
-    """ours: digest or SASL (DIGEST-MD5) credentials for a ZooKeeper ensemble."""
+class NerveZooKeeperAuth(ZooKeeperAuth):
+    """ours: the shared ZooKeeper identity, plus the ACL of the nodes nerve creates."""
 
-    scheme: Literal["digest", "sasl"] = "digest"
-    credential: str  # "user:password"
     acl: Literal["open", "creator", "read_only_world"] = "open"
-
-    @model_validator(mode="after")
-    def _usable(self) -> ZooKeeperAuth:
-        user, sep, _ = self.credential.partition(":")
-        if not (user and sep):
-            raise ValueError("credential must be 'user:password'")
-        # kazoo does SASL through the optional pure-sasl package; without it every connect
-        # would fail. Say so now rather than never register.
-        if self.scheme == "sasl" and importlib.util.find_spec("puresasl") is None:
-            raise ValueError("scheme sasl needs the pure-sasl package, which is not installed")
-        return self
-
-
-class EtcdTLS(ConfigModel):
-    """ours: TLS material for etcd (refused for now: see ServiceConfig._no_etcd_tls)."""
-
-    ca_cert: str | None = None
-    cert_cert: str | None = None
-    cert_key: str | None = None
 
 
 class ServiceConfig(ConfigModel):
@@ -104,7 +83,7 @@ class ServiceConfig(ConfigModel):
     zk_path: str | None = None
     node_type: NodeType = "ephemeral_sequential"
     use_path_encoding: bool = False
-    zk_auth: ZooKeeperAuth | None = None  # ours
+    zk_auth: NerveZooKeeperAuth | None = None  # ours
     zk_session_timeout: float = Field(default=10.0, gt=0)  # ours, seconds
     # etcd
     etcd_host: str | None = None
@@ -127,18 +106,6 @@ class ServiceConfig(ConfigModel):
             return [h.strip() for h in value.split(",") if h.strip()]
         return value
 
-    @field_validator("etcd_tls")
-    @classmethod
-    def _no_etcd_tls(cls, value: EtcdTLS | None) -> EtcdTLS | None:
-        # Fail closed: connecting in clear text (password included) where the operator
-        # asked for TLS would be worse than not starting.
-        if value is not None:
-            raise ValueError(
-                "TLS to etcd is not supported yet (the etcd client, aetcd, has no TLS); "
-                "remove etcd_tls or put a local TLS proxy (e.g. stunnel) in front of etcd"
-            )
-        return value
-
     @field_validator("zk_path", "etcd_path")
     @classmethod
     def _absolute_path(cls, value: str | None) -> str | None:
@@ -155,6 +122,10 @@ class ServiceConfig(ConfigModel):
                 raise ValueError("reporter_type zookeeper needs 'zk_path'")
         elif not (self.etcd_host or self.etcd_endpoints):
             raise ValueError("reporter_type etcd needs 'etcd_host' or 'etcd_endpoints'")
+        else:
+            check_etcd_security(
+                self.etcd_endpoint_list(), self.etcd_user, self.etcd_password, self.etcd_tls
+            )
         return self
 
     @model_validator(mode="after")

@@ -19,9 +19,10 @@ from nerve.reporters.etcd_lease import LeaseKeeper
 from nerve.reporters.zookeeper import ZooKeeperReporter
 from smartstack.etcd import EtcdConnection
 from smartstack.record import Registration
+from smartstack.registry_auth import EtcdTLS
 from smartstack.zookeeper import ZooKeeperConnection, ZooKeeperPool
 
-EtcdKey = tuple[tuple[str, ...], str | None, str | None, int]
+EtcdKey = tuple[tuple[str, ...], str | None, str | None, EtcdTLS | None, int]
 
 
 def registration_for(instance_id: str, cfg: ServiceConfig) -> Registration:
@@ -46,7 +47,7 @@ def reporter_identity(cfg: ServiceConfig) -> tuple[str, tuple[str, ...]]:
         keys += ("zk_hosts", "zk_path", "node_type", "use_path_encoding", "zk_auth",
                  "zk_session_timeout")  # fmt: skip
     else:
-        keys += ("etcd_path", "etcd_user", "etcd_password", "etcd_lease_ttl")
+        keys += ("etcd_path", "etcd_user", "etcd_password", "etcd_tls", "etcd_lease_ttl")
     values = cfg.model_dump(include=set(keys))
     return (json.dumps(values, sort_keys=True, default=str), tuple(cfg.etcd_endpoint_list()))
 
@@ -68,7 +69,7 @@ class Registries:
                 service, registration, self._keeper(cfg), cfg.etcd_path, self.metrics
             )
         assert cfg.zk_hosts and cfg.zk_path  # the config model requires them
-        auth = (cfg.zk_auth.scheme, cfg.zk_auth.credential) if cfg.zk_auth else None
+        auth = cfg.zk_auth.pair() if cfg.zk_auth else None
         conn = self.zookeeper.acquire(cfg.zk_hosts, cfg.zk_session_timeout, auth)
         self._count_sessions(conn)
         return ZooKeeperReporter(
@@ -100,6 +101,7 @@ class Registries:
             tuple(cfg.etcd_endpoint_list()),
             cfg.etcd_user,
             cfg.etcd_password,
+            cfg.etcd_tls,
             cfg.etcd_lease_ttl,
         )
         if key not in self._etcd:
@@ -109,6 +111,7 @@ class Registries:
                 cfg.etcd_password,
                 # A keep-alive must fail over before the lease runs out.
                 timeout=min(3.0, cfg.etcd_lease_ttl / 3),
+                tls=cfg.etcd_tls,
             )
             keeper = LeaseKeeper(conn, cfg.etcd_lease_ttl, self.metrics)
             keeper.start()

@@ -15,9 +15,14 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import aetcd
+import aetcd.client
 import aetcd.exceptions
+import aetcd.rpc
+import aetcd.watcher
+import grpc
 
 from smartstack.logs import event
+from smartstack.registry_auth import EtcdTLS
 
 log = logging.getLogger("smartstack.etcd")
 
@@ -34,6 +39,10 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# What gRPC's error text says when TLS (not the network) failed: a bad or unknown
+# certificate, a handshake the server broke off (e.g. no client certificate).
+TLS_ERROR_MARKS = ("handshake", "Handshake", "SSL", "TSI_", "certificate")
+
 # A private subchannel per client: otherwise gRPC hands a new client the shared connection that
 # is still in reconnect backoff after an outage (recovery took up to ~10 s instead of < 2 s).
 GRPC_OPTIONS = {
@@ -41,6 +50,47 @@ GRPC_OPTIONS = {
     "grpc.initial_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": 1000,
 }
+
+
+class TLSClient(aetcd.Client):
+    """aetcd.Client over TLS. aetcd 1.0 only opens insecure channels; this is its
+    ``connect()`` with ``secure_channel`` in place of ``insecure_channel``, nothing else."""
+
+    def __init__(self, *args, tls: EtcdTLS, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._tls = tls
+
+    @aetcd.client._handle_errors
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        if self._is_connecting:
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        try:
+            self._is_connecting = True
+            # Read on every connect: a renewed certificate is used from the next one on.
+            credentials = grpc.ssl_channel_credentials(*self._tls.read())
+            self.channel = grpc.aio.secure_channel(
+                f"{self._host}:{self._port}", credentials, options=self._options.items()
+            )
+            if self._username is not None and self._password is not None:
+                self.auth_stub = aetcd.rpc.AuthStub(self.channel)
+                request = aetcd.rpc.AuthenticateRequest(
+                    name=self._username, password=self._password
+                )
+                resp = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+                self.metadata = (("token", resp.token),)
+            self.kvstub = aetcd.rpc.KVStub(self.channel)
+            self.clusterstub = aetcd.rpc.ClusterStub(self.channel)
+            self.leasestub = aetcd.rpc.LeaseStub(self.channel)
+            self.maintenancestub = aetcd.rpc.MaintenanceStub(self.channel)
+            self._watcher = aetcd.watcher.Watcher(
+                aetcd.rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+            )
+            self._connected.set()
+        finally:
+            self._is_connecting = False
 
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
@@ -61,6 +111,7 @@ class EtcdConnection:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 3.0,
+        tls: EtcdTLS | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("etcd needs at least one endpoint")
@@ -68,6 +119,7 @@ class EtcdConnection:
         self.username = username
         self.password = password
         self.timeout = timeout
+        self.tls = tls  # None: clear text; never a fallback from TLS
         self._index = 0
         self._client: aetcd.Client | None = None
         self._lock = asyncio.Lock()
@@ -81,13 +133,18 @@ class EtcdConnection:
         async with self._lock:
             if self._client is None:
                 host, port = split_endpoint(self.current_endpoint)
-                client = aetcd.Client(
+                settings = dict(
                     host=host,
                     port=port,
                     username=self.username,
                     password=self.password,
                     timeout=self.timeout,
                     options=GRPC_OPTIONS,
+                )
+                client = (
+                    TLSClient(**settings, tls=self.tls)
+                    if self.tls is not None
+                    else aetcd.Client(**settings)
                 )
                 try:
                     await client.connect()
@@ -132,9 +189,20 @@ class EtcdConnection:
             except CONNECTION_ERRORS as exc:
                 last = exc
                 failures += 1
+                self._log_tls_failure(exc)
                 await self.rotate(f"{type(exc).__name__}: {str(exc)[:120]}")
         assert last is not None
         raise last
+
+    def _log_tls_failure(self, exc: BaseException) -> None:
+        """Say plainly when the TLS handshake failed: gRPC buries it in a generic
+        "failed to connect" message, where it looks like an outage."""
+        text = str(exc)
+        if self.tls is None or not any(mark in text for mark in TLS_ERROR_MARKS):
+            return
+        detail = text.split(f":{split_endpoint(self.current_endpoint)[1]}: ", 1)[-1]
+        event(log, "etcd_tls_failed", level=logging.ERROR, endpoint=self.current_endpoint,
+              error=detail[:300], hint="check etcd_tls: ca_cert, cert_cert, cert_key")  # fmt: skip
 
     async def close(self) -> None:
         async with self._lock:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.protocol.states import KazooState
+from kazoo.protocol.states import KazooState, KeeperState
 from kazoo.retry import KazooRetry
-from kazoo.security import READ_ACL_UNSAFE, make_digest_acl
+from kazoo.security import ACL, READ_ACL_UNSAFE, make_acl, make_digest_acl
 
 from smartstack.logs import event
 
@@ -28,6 +28,18 @@ StateListener = Callable[[str], None]  # "connected", "new_session", "suspended"
 def connection_string(hosts: list[str]) -> str:
     """Sorted so that the same ensemble written in another order shares a connection."""
     return ",".join(sorted(hosts))
+
+
+def _auth_options(auth: tuple[str, str] | None) -> dict[str, Any]:
+    """KazooClient arguments for ("digest", "user:pw") or ("sasl", "user:pw") (DIGEST-MD5)."""
+    if auth is None:
+        return {}
+    scheme, credential = auth
+    if scheme == "sasl":
+        user, _, password = credential.partition(":")
+        return {"sasl_options": {"mechanism": "DIGEST-MD5", "username": user,
+                                 "password": password}}  # fmt: skip
+    return {"auth_data": [auth]}
 
 
 class ZooKeeperConnection:
@@ -52,7 +64,7 @@ class ZooKeeperConnection:
             # Retry the connection forever with capped backoff: nerve and synapse never give up.
             connection_retry=KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_delay=2.0),
             command_retry=KazooRetry(max_tries=0),
-            auth_data=[auth] if auth else None,
+            **_auth_options(auth),
         )
         self.client.add_listener(self._on_state)
 
@@ -106,12 +118,20 @@ class ZooKeeperConnection:
     def session_id(self) -> int | None:
         return self._session_id
 
-    def default_acl(self) -> list[Any] | None:
-        """With digest auth, new nodes are writable only by us and readable by all."""
-        if not self.auth or self.auth[0] != "digest":
+    def owner_acl(self) -> ACL | None:
+        """The ACL entry that gives our identity (digest or SASL user) every permission."""
+        if not self.auth:
             return None
-        user, _, password = self.auth[1].partition(":")
-        return [make_digest_acl(user, password, all=True), *READ_ACL_UNSAFE]
+        scheme, credential = self.auth
+        user, _, password = credential.partition(":")
+        if scheme == "sasl":  # the SASL identity is the user name
+            return make_acl("sasl", user, all=True)
+        return make_digest_acl(user, password, all=True)
+
+    def default_acl(self) -> list[Any] | None:
+        """With auth, new nodes are writable only by us and readable by all."""
+        owner = self.owner_acl()
+        return None if owner is None else [owner, *READ_ACL_UNSAFE]
 
     # --- state events -----------------------------------------------------------
 
@@ -129,6 +149,11 @@ class ZooKeeperConnection:
         elif state == KazooState.SUSPENDED:
             self.loop.call_soon_threadsafe(self._emit, "suspended")
         elif state == KazooState.LOST:
+            if self.client.client_state == KeeperState.AUTH_FAILED:
+                # kazoo gives up on this client for good: the credential is wrong.
+                event(log, "zk_auth_failed", level=logging.ERROR, hosts=self.hosts,
+                      scheme=self.auth[0] if self.auth else None,
+                      hint="check zk_auth.credential (and the server's JAAS users)")  # fmt: skip
             self.loop.call_soon_threadsafe(self._emit, "lost")
 
     def _connected_on_loop(self) -> None:

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from smartstack.configfile import ConfigModel, load
+from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
 
 # Airbnb keys we accept without a warning although we do not act on them.
 KNOWN_UNUSED_KEYS = ("statsd", "generator_config_path", "discovery_jitter")
@@ -76,10 +77,15 @@ class DiscoveryConfig(ConfigModel):
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
     polling_interval_sec: float = Field(default=60, gt=0)
+    zk_auth: ZooKeeperAuth | None = None  # ours: same identity model as nerve's zk_auth
     # etcd (Airbnb: host/port/path); ours: endpoints list
     host: str | None = None
     port: int = Field(default=4003, ge=1, le=65535)  # Airbnb default
     endpoints: list[str] | None = None
+    # ours, the same keys as nerve's: user auth and TLS to etcd
+    etcd_user: str | None = None
+    etcd_password: str | None = None
+    etcd_tls: EtcdTLS | None = None
     # dns / docker
     servers: list[ServerEntry] | None = None
     nameserver: str | None = None
@@ -116,6 +122,9 @@ class DiscoveryConfig(ConfigModel):
                 raise ValueError("discovery method etcd needs 'host' or 'endpoints'")
             if not self.path:
                 raise ValueError("discovery method etcd needs 'path'")
+            check_etcd_security(
+                self.etcd_endpoint_list(), self.etcd_user, self.etcd_password, self.etcd_tls
+            )
         if self.path is not None and not self.path.startswith("/"):
             raise ValueError(f"path must start with '/' (got {self.path!r})")
         return self

@@ -33,7 +33,7 @@ from smartstack.configfile import ConfigError
 from smartstack.etcd import EtcdConnection
 from smartstack.logs import event
 from smartstack.zookeeper import ZooKeeperPool
-from synapse.config import SynapseConfig, load_synapse_config
+from synapse.config import DiscoveryConfig, SynapseConfig, load_synapse_config
 from synapse.file_output import FileOutput
 from synapse.metrics import SynapseMetrics
 from synapse.reconciler import Controller, Reconciler
@@ -89,7 +89,7 @@ class SynapseDaemon:
         self.watchers: dict[str, Watcher] = {}
         self.admin: AdminServer | None = None
         self.zk_pool: ZooKeeperPool | None = None
-        self._etcd: dict[tuple[str, ...], EtcdConnection] = {}
+        self._etcd: dict[tuple[Any, ...], EtcdConnection] = {}
         self._ctx: WatcherContext | None = None
         self._reconciler_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -199,11 +199,14 @@ class SynapseDaemon:
 
     # --- watchers ------------------------------------------------------------------------
 
-    def _etcd_connection(self, endpoints: list[str]) -> EtcdConnection:
-        """One etcd connection per endpoint list, shared by the services that name it."""
-        key = tuple(sorted(endpoints))
+    def _etcd_connection(self, discovery: DiscoveryConfig) -> EtcdConnection:
+        """One etcd connection per endpoint list and identity, shared by the services
+        that name them."""
+        endpoints = discovery.etcd_endpoint_list()
+        user, password, tls = discovery.etcd_user, discovery.etcd_password, discovery.etcd_tls
+        key = (*sorted(endpoints), user, password, tls)
         if key not in self._etcd:
-            self._etcd[key] = EtcdConnection(list(endpoints))
+            self._etcd[key] = EtcdConnection(endpoints, user, password, tls=tls)
         return self._etcd[key]
 
     async def _start_watcher(self, name: str, service: Any) -> None:

@@ -20,7 +20,6 @@ import logging
 from typing import Any
 
 from kazoo.exceptions import NoNodeError
-from kazoo.security import make_digest_acl
 
 from nerve.metrics import NerveMetrics
 from nerve.reporters.base import RegistryUnavailable, Reporter
@@ -35,12 +34,12 @@ SEQUENCE_DIGITS = 10  # ZooKeeper appends a 10-digit counter to sequential nodes
 
 def node_acl(conn: ZooKeeperConnection, acl: str) -> list[Any] | None:
     """ACL for our nodes: ``open`` (world), ``read_only_world`` (we write, all read) or
-    ``creator`` (only our digest identity). Without digest auth, always open."""
-    if not conn.auth or conn.auth[0] != "digest" or acl == "open":
+    ``creator`` (only our digest or SASL identity). Without auth, always open."""
+    owner = None if acl == "open" else conn.owner_acl()
+    if owner is None:
         return None
     if acl == "creator":
-        user, _, password = conn.auth[1].partition(":")
-        return [make_digest_acl(user, password, all=True)]
+        return [owner]
     return conn.default_acl()
 
 

@@ -14,6 +14,7 @@ from .process import (
     free_port,
     wait_until,
 )
+from .tls import LocalPKI
 
 ETCD_BINARY = "/usr/bin/etcd"
 
@@ -27,12 +28,15 @@ def _http_get(url: str, timeout: float = 1.0) -> tuple[int, bytes]:
 
 
 class _EtcdMember:
-    def __init__(self, workdir: Path, name: str) -> None:
+    def __init__(self, workdir: Path, name: str, tls: bool = False) -> None:
         self.name = name
         self.workdir = workdir
         self.data_dir = workdir / f"{name}.etcd"
         self.client_port = free_port()
         self.peer_port = free_port()
+        # With TLS clients, /health and /metrics are served in clear text on their own port.
+        self.metrics_port = free_port() if tls else None
+        self.scheme = "https" if tls else "http"
         self.process: ManagedProcess | None = None
 
     @property
@@ -41,7 +45,13 @@ class _EtcdMember:
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        if self.metrics_port is None:
+            return self.client_url
+        return f"http://127.0.0.1:{self.metrics_port}"
 
     @property
     def peer_url(self) -> str:
@@ -73,6 +83,14 @@ class _EtcdMember:
             f"--heartbeat-interval={cluster.heartbeat_ms}",
             f"--election-timeout={cluster.election_ms}",
         ]
+        if cluster.tls is not None:
+            args += [
+                f"--cert-file={cluster.tls.server_cert}",
+                f"--key-file={cluster.tls.server_key}",
+                f"--trusted-ca-file={cluster.tls.ca_cert}",
+                "--client-cert-auth",  # mutual TLS: a client needs a certificate of this CA
+                f"--listen-metrics-urls={self.metrics_url}",
+            ]
         return args + cluster.extra_args
 
     def start(self, cluster: EtcdCluster) -> None:
@@ -83,17 +101,21 @@ class _EtcdMember:
             raise RuntimeError(f"{self.name} was never started")
         self.process.check_alive()
         # Short timeout: without a leader /health blocks for about a second.
-        status, body = _http_get(f"{self.client_url}/health", timeout=0.3)
+        status, body = _http_get(f"{self.metrics_url}/health", timeout=0.3)
         return status == 200 and json.loads(body).get("health") == "true"
 
     def is_leader(self) -> bool:
-        # /metrics is always served on the client URL (no v2 API needed).
-        status, body = _http_get(f"{self.client_url}/metrics")
+        # /metrics is served on the client URL (no v2 API needed), or beside it with TLS.
+        status, body = _http_get(f"{self.metrics_url}/metrics")
         return status == 200 and b"\netcd_server_is_leader 1" in body
 
 
 class EtcdCluster(ServerGroup):
-    """`size` etcd members (1 or 3 usually) on 127.0.0.1 free ports."""
+    """`size` etcd members (1 or 3 usually) on 127.0.0.1 free ports.
+
+    With ``tls`` (a LocalPKI) clients must speak TLS and present a certificate of its CA;
+    peers still talk in clear text.
+    """
 
     def __init__(
         self,
@@ -103,6 +125,7 @@ class EtcdCluster(ServerGroup):
         election_ms: int | None = None,
         extra_args: list[str] | None = None,
         binary: str = ETCD_BINARY,
+        tls: LocalPKI | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one member")
@@ -112,8 +135,11 @@ class EtcdCluster(ServerGroup):
         self.election_ms = election_ms or (100 if size == 1 else 500)
         self.extra_args = list(extra_args or [])
         self.binary = binary
+        self.tls = tls
         self.token = f"smartstack-{os.getpid()}-{id(self):x}"
-        self.members = [_EtcdMember(self.workdir, f"etcd{i + 1}") for i in range(size)]
+        self.members = [
+            _EtcdMember(self.workdir, f"etcd{i + 1}", tls is not None) for i in range(size)
+        ]
 
     @property
     def size(self) -> int:

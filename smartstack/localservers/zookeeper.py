@@ -108,11 +108,14 @@ def _is_ok(port: int) -> bool:
 class _ZkNode:
     """One ZooKeeper JVM: its directories, config and process."""
 
-    def __init__(self, workdir: Path, client_port: int, name: str) -> None:
+    def __init__(
+        self, workdir: Path, client_port: int, name: str, jvm_args: list[str] | None = None
+    ) -> None:
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.client_port = client_port
         self.name = name
+        self.jvm_args = list(jvm_args or [])  # e.g. -Djava.security.auth.login.config=...
         self.process: ManagedProcess | None = None
 
     @property
@@ -147,6 +150,7 @@ class _ZkNode:
             f"-Dlog4j.configuration=file:{self.workdir / 'log4j.properties'}",
             "-Dzookeeper.jmx.log4j.disable=true",
             "-Djava.net.preferIPv4Stack=true",
+            *self.jvm_args,
             "-cp",
             zookeeper_classpath(),
             main_class,
@@ -186,11 +190,12 @@ class ZooKeeperServer(ServerGroup):
         tick_time: int = 500,
         port: int | None = None,
         extra_config: list[str] | None = None,
+        jvm_args: list[str] | None = None,
     ) -> None:
         self._init_workdir(workdir, "smartstack-zk-")
         self.tick_time = tick_time
         self.extra_config = list(extra_config or [])
-        self.node = _ZkNode(self.workdir, port or free_port(), "zookeeper")
+        self.node = _ZkNode(self.workdir, port or free_port(), "zookeeper", jvm_args)
 
     @property
     def port(self) -> int:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from smartstack.logs import event
 from smartstack.record import Registration
-from synapse.config import ServiceConfig
+from synapse.config import DiscoveryConfig, ServiceConfig
 
 if TYPE_CHECKING:
     from smartstack.etcd import EtcdConnection
@@ -91,7 +91,8 @@ class WatcherContext:
     loop: asyncio.AbstractEventLoop
     metrics: SynapseMetrics
     zk_pool: ZooKeeperPool | None = None
-    etcd_connection: Callable[[list[str]], EtcdConnection] | None = None
+    # The (shared) connection for a discovery block: endpoints, user, password, TLS.
+    etcd_connection: Callable[[DiscoveryConfig], EtcdConnection] | None = None
     zk_session_timeout: float = 10.0
 
 

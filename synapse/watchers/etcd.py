@@ -54,7 +54,7 @@ class EtcdWatcher(Watcher):
     async def run(self) -> None:
         factory = self.ctx.etcd_connection
         assert factory is not None
-        self.conn = factory(self.discovery.etcd_endpoint_list())
+        self.conn = factory(self.discovery)
         policy = self.discovery.retry_policy
         backoff = Backoff(policy.base_interval, policy.max_interval)
         while True:

@@ -9,7 +9,8 @@ What it fixes from the Ruby original:
   name, without any read.
 - A child that vanishes between the children list and its read (NoNode) is just
   gone, not a crash (#205).
-- A child we may not read (its ACL) is skipped like a bad record; the others sync.
+- A child we may not read (its ACL) is skipped like a bad record; the others sync. A
+  path we may not list is logged and counted once and retried with backoff.
 - After a reconnect (kazoo drops every watch callback when the connection
   drops, even if the session survives) and after a session expiry the watches
   are set again (#287): the children are listed again and cached children are
@@ -66,6 +67,7 @@ class ZooKeeperWatcher(Watcher):
         self._wake = asyncio.Event()
         self._event_time: float | None = None  # first unsynced event
         self.path_exists: bool | None = None
+        self._was_denied = False  # the last listing was refused by the path's ACL
         self.reads = 0
         # kazoo keeps watch callbacks in sets: stable wrappers are registered only once.
         self._children_watch = None
@@ -77,7 +79,8 @@ class ZooKeeperWatcher(Watcher):
     async def run(self) -> None:
         pool = self.ctx.zk_pool
         assert pool is not None and self.discovery.hosts
-        self.conn = pool.acquire(self.discovery.hosts, self.ctx.zk_session_timeout)
+        auth = self.discovery.zk_auth.pair() if self.discovery.zk_auth else None
+        self.conn = pool.acquire(self.discovery.hosts, self.ctx.zk_session_timeout, auth)
         self._arm()
         self.conn.add_listener(self._on_state)
         if self.conn.connected:
@@ -157,9 +160,12 @@ class ZooKeeperWatcher(Watcher):
             names = await conn.call("get_children", self.path, watch=self._children_watch)
         except NoNodeError:
             names = None
-        except BaseException:
+        except BaseException as exc:
             self._verify = self._verify or verify
+            if isinstance(exc, NoAuthError):
+                self._denied()
             raise
+        self._was_denied = False
         if names is None:
             # No path (yet, or any more): watch for it to appear; no servers from it now.
             stat = await conn.call("exists", self.path, watch=self._path_watch)
@@ -263,6 +269,14 @@ class ZooKeeperWatcher(Watcher):
         if reason is not None and (old is None or old.reason != reason):
             self.bad_record(origin, reason)
 
+    def _denied(self) -> None:
+        """The path's ACL hides its children from us (nerve's ``acl: creator`` and no or
+        other ``zk_auth`` here): log and count once; run() retries with backoff."""
+        if not self._was_denied:
+            self._was_denied = True
+            reason = "no permission to list the path (set discovery.zk_auth?)"
+            self.bad_record(f"zookeeper:{self.path}", reason)
+
     def _base(self) -> str:
         return "/" if self.path == "/" else f"{self.path}/"
 
@@ -273,7 +287,7 @@ class ZooKeeperWatcher(Watcher):
     def status(self) -> dict:
         out = super().status()
         out.update(path=self.path, path_exists=self.path_exists, children=len(self._children),
-                   reads=self.reads)  # fmt: skip
+                   reads=self.reads, denied=self._was_denied)  # fmt: skip
         return out
 
 

@@ -264,11 +264,23 @@ def test_zk_auth_that_could_never_connect_is_refused() -> None:
     assert service(zk_auth={"credential": "nerve:pw"}).zk_auth is not None
 
 
-def test_etcd_tls_is_refused_not_silently_dropped() -> None:
-    # The etcd client has no TLS: going on in clear text (password included) is not an option.
-    etcd = {"reporter_type": "etcd", "etcd_endpoints": ["e:2379"], "etcd_password": "pw"}
-    with pytest.raises(ValueError, match="TLS to etcd is not supported"):
-        service(**etcd, etcd_tls={"ca_cert": "/etc/ssl/etcd-ca.pem"})
+def test_etcd_security_settings_that_would_not_hold_are_refused(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("(a certificate)")
+    etcd = {"reporter_type": "etcd", "etcd_endpoints": ["https://e:2379"]}
+    # https in clear text would carry the password unencrypted: never a silent downgrade.
+    with pytest.raises(ValueError, match="is https: set etcd_tls"):
+        service(**etcd)
+    with pytest.raises(ValueError, match="ca_cert: no such file"):
+        service(**etcd, etcd_tls={"ca_cert": str(tmp_path / "missing.pem")})
+    with pytest.raises(ValueError, match="cert_cert and cert_key go together"):
+        service(**etcd, etcd_tls={"ca_cert": str(ca), "cert_cert": str(ca)})
+    with pytest.raises(ValueError, match="user and password go together"):
+        service(**etcd, etcd_tls={}, etcd_user="root")
+    with pytest.raises(ValueError, match="is http but etcd_tls is set"):
+        service(**{**etcd, "etcd_endpoints": ["http://e:2379"]}, etcd_tls={})
+    accepted = service(**etcd, etcd_tls={"ca_cert": str(ca)})
+    assert accepted.etcd_tls is not None and accepted.etcd_tls.ca_cert == str(ca)
 
 
 async def test_two_services_with_one_registration_are_refused_and_shutdown_is_quick() -> None:

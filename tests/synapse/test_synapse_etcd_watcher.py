@@ -13,6 +13,7 @@ from synapse_testlib import Collector, eventually, metrics, service_config
 
 from smartstack.etcd import EtcdConnection
 from smartstack.localservers.etcd import EtcdCluster
+from synapse.config import DiscoveryConfig
 from synapse.watchers.base import WatcherContext
 from synapse.watchers.etcd import EtcdWatcher
 
@@ -33,8 +34,8 @@ async def start_watcher(endpoints: list[str], path: str) -> tuple[EtcdWatcher, C
     sink = Collector()
     conns: list[EtcdConnection] = []
 
-    def connection(eps: list[str]) -> EtcdConnection:
-        conns.append(EtcdConnection(eps, timeout=2.0))
+    def connection(discovery: DiscoveryConfig) -> EtcdConnection:
+        conns.append(EtcdConnection(discovery.etcd_endpoint_list(), timeout=2.0))
         return conns[-1]
 
     cfg = service_config({"method": "etcd", "endpoints": endpoints, "path": path,

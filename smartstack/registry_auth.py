@@ -1,0 +1,82 @@
+"""Registry credentials shared by nerve's and synapse's configs (all keys here are ours).
+
+- ``ZooKeeperAuth``: digest (``addauth``) or SASL DIGEST-MD5 identity for a ZooKeeper
+  ensemble, ``credential: "user:password"`` either way.
+- ``EtcdTLS``: the CA to verify etcd with and, for mutual TLS, a client certificate + key.
+  Files are checked when the config is loaded and read again on every (re)connect, so a
+  renewed certificate is used from the next connection on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ConfigDict, model_validator
+
+from smartstack.configfile import ConfigModel
+
+
+class ZooKeeperAuth(ConfigModel):
+    scheme: Literal["digest", "sasl"] = "digest"
+    credential: str  # "user:password"
+
+    @model_validator(mode="after")
+    def _usable(self) -> ZooKeeperAuth:
+        user, sep, _ = self.credential.partition(":")
+        if not (user and sep):
+            raise ValueError("credential must be 'user:password'")
+        # kazoo does SASL through the optional pure-sasl package; without it every connect
+        # would fail. Say so now rather than never connect.
+        if self.scheme == "sasl" and importlib.util.find_spec("puresasl") is None:
+            raise ValueError("scheme sasl needs the pure-sasl package, which is not installed")
+        return self
+
+    def pair(self) -> tuple[str, str]:
+        """(scheme, credential): what smartstack.zookeeper connections are keyed and built by."""
+        return self.scheme, self.credential
+
+
+class EtcdTLS(ConfigModel):
+    """TLS to etcd. No ``ca_cert``: the system's CA roots. ``cert_cert`` + ``cert_key``:
+    our client certificate (etcd's ``--client-cert-auth``)."""
+
+    # Hashable: connections are shared by the services with the same endpoints and identity.
+    model_config = ConfigDict(**ConfigModel.model_config, frozen=True)
+
+    ca_cert: str | None = None
+    cert_cert: str | None = None
+    cert_key: str | None = None
+
+    @model_validator(mode="after")
+    def _usable(self) -> EtcdTLS:
+        if (self.cert_cert is None) != (self.cert_key is None):
+            raise ValueError("cert_cert and cert_key go together (client certificate and key)")
+        for key in ("ca_cert", "cert_cert", "cert_key"):
+            path = getattr(self, key)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{key}: no such file: {path}")
+        return self
+
+    def read(self) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """(root certificates, private key, certificate chain) for grpc.ssl_channel_credentials."""
+
+        def load(path: str | None) -> bytes | None:
+            return Path(path).read_bytes() if path else None
+
+        return load(self.ca_cert), load(self.cert_key), load(self.cert_cert)
+
+
+def check_etcd_security(
+    endpoints: list[str], user: str | None, password: str | None, tls: EtcdTLS | None
+) -> None:
+    """ValueError for etcd settings that could never work, or would not be what they say."""
+    if (user is None) != (password is None):
+        raise ValueError("etcd user and password go together")
+    for endpoint in endpoints:
+        # An https:// endpoint reached in clear text would carry the password unencrypted.
+        if endpoint.startswith("https://") and tls is None:
+            raise ValueError(f"endpoint {endpoint} is https: set etcd_tls (at least {{}})")
+        if endpoint.startswith("http://") and tls is not None:
+            raise ValueError(f"endpoint {endpoint} is http but etcd_tls is set: use https://")
