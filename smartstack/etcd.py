@@ -18,6 +18,7 @@ import aetcd
 import aetcd.client
 import aetcd.exceptions
 import aetcd.rpc
+import aetcd.utils
 import aetcd.watcher
 import grpc
 
@@ -93,6 +94,27 @@ class TLSClient(aetcd.Client):
             self._is_connecting = False
 
 
+async def prefix_fingerprint(client: aetcd.Client, prefix: bytes) -> tuple[int, int]:
+    """(number of keys, highest mod_revision among them) under ``prefix``, in one small call.
+
+    Any change since a known state moves one of the two: a create or an update raises the
+    highest revision, a delete alone lowers the count. aetcd's get_prefix cannot limit a
+    range, so the request is built here: sorted by mod revision, one key, no values.
+    """
+    request = aetcd.rpc.RangeRequest(
+        key=prefix,
+        range_end=aetcd.utils.prefix_range_end(prefix),
+        limit=1,
+        keys_only=True,
+        sort_order=aetcd.rpc.RangeRequest.DESCEND,
+        sort_target=aetcd.rpc.RangeRequest.MOD,
+    )
+    await client.connect()
+    response = await client.kvstub.Range(request, timeout=client._timeout, metadata=client.metadata)
+    newest = response.kvs[0].mod_revision if response.kvs else 0
+    return response.count, newest
+
+
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     """'host:port' or 'http://host:port' -> (host, port)."""
     text = endpoint.split("://", 1)[-1].rstrip("/")
@@ -123,6 +145,7 @@ class EtcdConnection:
         self._index = 0
         self._client: aetcd.Client | None = None
         self._lock = asyncio.Lock()
+        self._probes: dict[int, tuple[aetcd.Client, asyncio.Future[bool]]] = {}
         self.failovers = 0
 
     @property
@@ -156,9 +179,15 @@ class EtcdConnection:
                 self._client = client
             return self._client
 
-    async def rotate(self, reason: str) -> None:
-        """Drop the current client and use the next endpoint for the next call."""
+    async def rotate(self, reason: str, failed: aetcd.Client | None = None) -> None:
+        """Drop the current client and use the next endpoint for the next call.
+
+        ``failed`` is the client the caller saw fail: when it has already been replaced (many
+        watchers share one client and fail together) there is nothing left to do.
+        """
         async with self._lock:
+            if failed is not None and failed is not self._client:
+                return
             old, self._client = self._client, None
             self._index = (self._index + 1) % len(self.endpoints)
             self.failovers += 1
@@ -167,16 +196,40 @@ class EtcdConnection:
         )
         await _close_quietly(old)
 
-    async def with_client(self, fn: Callable[[aetcd.Client], Awaitable[T]]) -> T:
+    async def _endpoint_alive(self, client: aetcd.Client) -> bool:
+        """One status probe per client, shared by every caller that timed out at once."""
+        probe = self._probes.get(id(client))
+        if probe is None or probe[0] is not client:
+            task = asyncio.ensure_future(self._probe(client))
+            self._probes = {id(client): (client, task)}  # only the current client matters
+            probe = (client, task)
+        return await asyncio.shield(probe[1])
+
+    async def _probe(self, client: aetcd.Client) -> bool:
+        try:
+            await asyncio.wait_for(client.status(), self.timeout)
+        except Exception:
+            return False
+        return True
+
+    async def with_client(
+        self, fn: Callable[[aetcd.Client], Awaitable[T]], timeout: float | None = None
+    ) -> T:
         """Run ``fn(client)``; on a connection error rotate once per endpoint and retry; when
-        etcd no longer knows our auth token, authenticate again (once) and retry."""
+        etcd no longer knows our auth token, authenticate again (once) and retry.
+
+        A call that only times out does not prove the endpoint is gone (a busy etcd, a large
+        range): the endpoint is probed first and abandoned only if the probe fails too.
+        Otherwise one slow moment would tear down the client every watcher shares.
+        """
         last: BaseException | None = None
         failures = 0
         reauthenticated = False
         while failures < len(self.endpoints):
+            client: aetcd.Client | None = None
             try:
                 client = await self.client()
-                return await asyncio.wait_for(fn(client), self.timeout)
+                return await asyncio.wait_for(fn(client), timeout or self.timeout)
             except aetcd.exceptions.UnauthenticatedError as exc:
                 # aetcd authenticates only when it connects. etcd forgets a token after
                 # --auth-token-ttl idle seconds and on a restart that gRPC reconnects through
@@ -186,11 +239,17 @@ class EtcdConnection:
                 reauthenticated = True
                 event(log, "etcd_reauthenticate", level=logging.WARNING, error=str(exc)[:120])
                 await self.close()
+            except TimeoutError as exc:
+                if client is not None and await self._endpoint_alive(client):
+                    raise  # the endpoint answers: the caller retries with its own backoff
+                last = exc
+                failures += 1
+                await self.rotate("timeout, and the endpoint does not answer", client)
             except CONNECTION_ERRORS as exc:
                 last = exc
                 failures += 1
                 self._log_tls_failure(exc)
-                await self.rotate(f"{type(exc).__name__}: {str(exc)[:120]}")
+                await self.rotate(f"{type(exc).__name__}: {str(exc)[:120]}", client)
         assert last is not None
         raise last
 

@@ -8,9 +8,10 @@ failed attempts; the last known list stays in force meanwhile.
 
 aetcd does not tell a watch that its gRPC stream was closed cleanly (nor that the
 server cancelled it): such a watch just never delivers again. So while a watch
-runs, the prefix is listed again every ``RESYNC_INTERVAL`` (jittered); if the
-listing differs from what the watch delivered, the watch is dropped and the
-watcher lists and watches anew. One range read per service and interval.
+runs, the prefix's (count, newest revision) is checked every ``RESYNC_INTERVAL``
+(jittered); if it differs from what the watch delivered, the watch is dropped and
+the watcher lists and watches anew. One small range read (one key, no values) per
+service and interval, whatever the size of the service.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ import time
 
 import aetcd.exceptions
 
-from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection
+from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection, prefix_fingerprint
 from smartstack.logs import event
 from smartstack.record import InvalidRecord, decode_nerve, decode_serverset
 from synapse.watchers.base import Backoff, Entry, Watcher
 
 log = logging.getLogger("synapse.watchers.etcd")
 
-RESYNC_INTERVAL = 60.0  # seconds between consistency checks of a live watch
+RESYNC_INTERVAL = 120.0  # seconds between consistency checks of a live watch
+# Listing a large service may take longer than an ordinary call.
+LIST_TIMEOUT = 30.0
+WATCH_QUEUE_TIMEOUT = 300.0
 
 
 class _WatchStale(Exception):
@@ -90,7 +94,7 @@ class EtcdWatcher(Watcher):
         prefix = self.prefix.encode()
         started = time.monotonic()
         self._streaming = False
-        listing = await self.conn.with_client(lambda c: c.get_prefix(prefix))
+        listing = await self.conn.with_client(lambda c: c.get_prefix(prefix), LIST_TIMEOUT)
         self.metrics.registry_reads.labels(self.service, self.method).inc()
         self.relists += 1
         keys: dict[str, Entry] = {}
@@ -100,8 +104,12 @@ class EtcdWatcher(Watcher):
         self._keys = keys
         self.revision = listing.header.revision
         self._report(started)
+        # aetcd creates watches one at a time on the client's stream and bounds each creation
+        # itself (WatchTimeoutError): at start a thousand services queue behind each other,
+        # which is waiting, not failure, so the outer bound only guards against a hang.
         watch = await self.conn.with_client(
-            lambda c: c.watch_prefix(prefix, start_revision=self.revision + 1)
+            lambda c: c.watch_prefix(prefix, start_revision=self.revision + 1),
+            WATCH_QUEUE_TIMEOUT,
         )
         self._watch = watch
         self.set_connected(True)
@@ -130,24 +138,28 @@ class EtcdWatcher(Watcher):
             raise _WatchStale()
 
     async def _check_periodically(self, watch, prefix: bytes) -> bool:
-        """List now and then; True (and the watch cancelled) when it missed something."""
+        """Now and then compare etcd's (count, newest revision) of the prefix with what the
+        watch delivered; True (and the watch cancelled) when it missed something.
+
+        The check is one small range call, not a listing: a synapse watching a thousand
+        services must not list them all every few minutes.
+        """
         assert self.conn is not None
         while True:
             await asyncio.sleep(RESYNC_INTERVAL * random.uniform(0.75, 1.25))
             try:
-                listing = await self.conn.with_client(lambda c: c.get_prefix(prefix))
+                count, newest = await self.conn.with_client(lambda c: prefix_fingerprint(c, prefix))
             except Exception as exc:  # the watch itself reports a broken connection
                 event(log, "etcd_check_failed", level=logging.INFO, service=self.service,
                       error=f"{type(exc).__name__}: {str(exc)[:200]}")  # fmt: skip
                 continue
-            self.metrics.registry_reads.labels(self.service, self.method).inc()
-            listed = {kv.key.decode("utf-8", "replace"): kv.mod_revision for kv in listing}
-            if listed == {key: entry.version for key, entry in self._keys.items()}:
+            known = max((entry.version for entry in self._keys.values()), default=0)
+            if (count, newest) == (len(self._keys), known):
                 continue
             # Either the watch is dead, or an event was still on its way: both are cured
             # by listing and watching again.
             event(log, "etcd_watch_stale", level=logging.WARNING, service=self.service,
-                  listed=len(listed), known=len(self._keys))  # fmt: skip
+                  listed=count, known=len(self._keys))  # fmt: skip
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(watch.cancel(), 2)
             return True
