@@ -229,7 +229,8 @@ class HAProxyConfig(ConfigModel):
     server_state_file: str | None = None  # HAProxy's server-state-file, kept across reloads
     registry_server_options: RegistryServerOptions = Field(default_factory=RegistryServerOptions)
     remove_servers: Literal["maint", "delete"] = "maint"  # what happens to a server that left
-    coalesce_ms: float = Field(default=20, ge=0)  # window that groups a burst of changes
+    # extra window (ms) after the first change of a burst; 0: leading-edge coalescing only
+    coalesce_ms: float = Field(default=0, ge=0)
     # ours: how long a reload (new worker answering) or a config check may take
     reload_timeout: float = Field(default=10.0, gt=0)
 

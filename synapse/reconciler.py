@@ -1,12 +1,20 @@
 """The reconciler: watcher reports in, one desired HAProxy state out.
 
-Watchers call ``report()`` (cheap: it stores the report and wakes the loop). The
-loop waits ``haproxy.coalesce_ms`` after the first change of a burst, so a deploy
-that touches fifty servers becomes one hand-over, then computes every service's
-servers (``synapse.selection``), updates file_output and the state file, and
-hands the complete ``list[DesiredService]`` to the HAProxy controller, which
-applies it at runtime or by a reload. The time from each watch event to the
-controller returning is recorded in ``synapse_watch_to_applied_seconds``.
+Watchers call ``report()`` (cheap: it stores the report and wakes the loop).
+Coalescing is leading-edge: an idle loop hands the first change over at once, and
+whatever arrives while that hand-over runs is handed over together right after it, so a
+deploy that touches fifty servers costs a few hand-overs, and a lone change waits for
+nothing. ``haproxy.coalesce_ms`` (default 0) adds a window after the first change of a
+burst, for those who prefer fewer, larger hand-overs.
+
+Each round computes the servers (``synapse.selection``) of the services that reported
+since the last round (all of them after a start, a config reload or a failure), hands
+the complete ``list[DesiredService]`` to the HAProxy controller, which applies it at
+runtime or by a reload, then updates file_output (the changed services) and the state
+file (at most once per STATE_FILE_INTERVAL: it holds every server). An unchanged
+service is handed over as the very same DesiredService object, which lets the
+controller skip it cheaply. The time from each watch event to the controller returning
+is recorded in ``synapse_watch_to_applied_seconds``.
 
 At startup it waits up to ``startup_wait`` for every watcher's first report;
 services whose registry has not answered by then start from the state file
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -34,7 +43,22 @@ from synapse.watchers.base import Backoff, Report
 log = logging.getLogger("synapse.reconciler")
 
 REFRESH_INTERVAL = 60.0  # how often the state file is considered for its periodic refresh
+STATE_FILE_INTERVAL = 1.0  # seconds between state file updates (each one writes every server)
 RETRY_BASE, RETRY_CAP = 0.5, 30.0  # a failed hand-over is retried with this backoff
+
+
+_frozen = False
+
+
+def _freeze_startup_objects() -> None:
+    """After the first hand-over, move what exists (config, registrations, the rendered
+    config) out of reach of the cycle collector, once per process: a full collection
+    walks every object (~100 ms with 20,000 servers) and would stall a change every few
+    hundred changes. These objects are freed by reference counting when they go."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.freeze()
 
 
 class Controller(Protocol):
@@ -51,6 +75,7 @@ class _Service:
     report: Report | None = None
     selection: Selection | None = None
     reported_options: tuple[str, ...] = ()
+    desired: DesiredService | None = None  # built from selection; None when it changed
 
 
 @dataclass
@@ -59,6 +84,12 @@ class _Pending:
 
     event_times: list[float] = field(default_factory=list)
     reasons: set[str] = field(default_factory=set)
+    services: set[str] = field(default_factory=set)  # services that reported
+
+    def merge(self, later: _Pending) -> None:
+        self.event_times.extend(later.event_times)
+        self.reasons |= later.reasons
+        self.services |= later.services
 
 
 class Reconciler:
@@ -84,6 +115,10 @@ class Reconciler:
         self._force = True  # the first hand-over always happens
         self._awaiting_reload: list[float] = []  # event times waiting for a pending reload
         self._flush_task: asyncio.Task[None] | None = None
+        self._state_task: asyncio.Task[None] | None = None
+        self._state_dirty = False
+        self._state_written_at = -STATE_FILE_INTERVAL
+        self._stopping = asyncio.Event()
         self.started = False
         self.applies = 0
         self.last_apply: dict[str, Any] | None = None
@@ -100,6 +135,7 @@ class Reconciler:
         service.report = report
         self._pending.event_times.append(report.event_time)
         self._pending.reasons.add(f"{report.method}:{report.service}")
+        self._pending.services.add(report.service)
         self._dirty.set()
         if not self._all_reported.is_set():
             self._check_all_reported()
@@ -138,19 +174,23 @@ class Reconciler:
         self._pending.reasons.add("startup")
         self.started = True
         backoff = Backoff(RETRY_BASE, RETRY_CAP)
-        while True:
-            if not await self._wait_dirty():
-                await self._periodic()
-                continue
-            coalesce = self._coalesce_seconds()
-            if coalesce:
-                await asyncio.sleep(coalesce)  # let the rest of a burst arrive
-            self._dirty.clear()
-            if await self.reconcile_once():
-                backoff.reset()
-            else:
-                await asyncio.sleep(backoff.next())
-                self._dirty.set()
+        try:
+            while True:
+                if not await self._wait_dirty():
+                    await self._periodic()
+                    continue
+                coalesce = self._coalesce_seconds()
+                if coalesce:
+                    await asyncio.sleep(coalesce)  # optional: let more of a burst arrive
+                # What arrives from here on waits for the next round, right after this one.
+                self._dirty.clear()
+                if await self.reconcile_once():
+                    backoff.reset()
+                else:
+                    await asyncio.sleep(backoff.next())
+                    self._dirty.set()
+        finally:
+            await self._final_state_file()
 
     async def _wait_dirty(self) -> bool:
         if self._force:
@@ -163,7 +203,7 @@ class Reconciler:
 
     def _coalesce_seconds(self) -> float:
         haproxy = self._config.haproxy
-        return (haproxy.coalesce_ms if haproxy else 20.0) / 1000.0
+        return (haproxy.coalesce_ms if haproxy else 0.0) / 1000.0
 
     async def _periodic(self) -> None:
         if self.state_cache is not None:
@@ -171,15 +211,22 @@ class Reconciler:
             await asyncio.to_thread(self.state_cache.refresh, self.selections(), services)
 
     async def reconcile_once(self) -> bool:
-        """Compute every service's servers and hand them over. False when the controller failed.
+        """Compute the servers of the services that changed and hand everything over.
 
-        Reports arriving meanwhile go to a fresh pending set and mark the next round.
+        False when the controller failed. Reports arriving meanwhile go to a fresh pending
+        set and mark the next round.
         """
         pending, self._pending = self._pending, _Pending()
-        changed = self._select_all()
-        selections = self.selections()
-        await self._write_files(selections)
+        everything = self._force or not self.started
+        changed = self._select_all(None if everything else pending.services)
+        try:
+            return await self._hand_over(pending, changed)
+        finally:
+            await self._write_files(changed, everything)
+
+    async def _hand_over(self, pending: _Pending, changed: list[str]) -> bool:
         if self.controller is None or not (changed or self._force):
+            self._force = False  # (without a controller nothing is forced: file_output only)
             return True
         reason = ", ".join(sorted(pending.reasons))[:300] or "update"
         desired = self.desired()
@@ -193,14 +240,14 @@ class Reconciler:
             self.last_error = f"{type(exc).__name__}: {exc}"[:500]
             log.exception("HAProxy controller failed to apply (reason: %s)", reason)
             # Nothing is lost: the next round re-sends the whole desired state.
-            pending.event_times.extend(self._pending.event_times)
-            pending.reasons |= self._pending.reasons
+            pending.merge(self._pending)
             self._pending = pending
             self._force = True
             return False
         now = time.monotonic()
         self._force = False
         self.applies += 1
+        _freeze_startup_objects()
         self.last_error = None
         outcome = str(getattr(result, "reload", "ok"))
         self.metrics.applies.labels(outcome).inc()
@@ -238,23 +285,61 @@ class Reconciler:
         for moment in times:
             self.metrics.apply_latency.observe(max(0.0, now - moment))
 
-    async def _write_files(self, selections: dict[str, Selection]) -> None:
-        """file_output and the state file, in a thread: fsync must not stall the loop."""
-        file_output, state_cache = self.file_output, self.state_cache
-        services = list(self._services)
-        enabled = [n for n, s in self._services.items() if not s.config.file_output.disabled]
-        if file_output is not None:
+    async def _write_files(self, changed: list[str], everything: bool) -> None:
+        """file_output (changed services) and the state file, in threads: fsync must not
+        stall the loop. Both run after the hand-over, off the path to HAProxy."""
+        file_output = self.file_output
+        if file_output is not None and (changed or everything):
+            names = self._services if everything else changed
+            found = {n: self._services[n].selection for n in names}
+            selections = {n: s for n, s in found.items() if s is not None}
+            enabled = [n for n, s in self._services.items() if not s.config.file_output.disabled]
             written = await asyncio.to_thread(file_output.update, selections, enabled)
             self.metrics.file_writes.inc(len(written))
-        if state_cache is not None:
-            await asyncio.to_thread(state_cache.update, selections, services)
+        if self.state_cache is not None and (changed or everything):
+            self._state_dirty = True
+            if self._state_task is None or self._state_task.done():
+                self._state_task = asyncio.get_running_loop().create_task(self._state_writer())
+
+    async def _state_writer(self) -> None:
+        """Update the state file at most once per STATE_FILE_INTERVAL: it holds every
+        server, so writing it per change would cost the whole fleet per change."""
+        while self._state_dirty:
+            delay = self._state_written_at + STATE_FILE_INTERVAL - time.monotonic()
+            if delay > 0 and not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+            await self._flush_state_file()
+
+    async def _final_state_file(self) -> None:
+        """On the way out: what is still to be written goes to the state file now."""
+        self._stopping.set()
+        task = self._state_task
+        with contextlib.suppress(Exception):
+            if task is not None and not task.done():
+                await task
+            await self._flush_state_file()
+
+    async def _flush_state_file(self) -> None:
+        if self.state_cache is None or not self._state_dirty:
+            return
+        self._state_dirty = False
+        self._state_written_at = time.monotonic()
+        with contextlib.suppress(Exception):  # StateCache reports its own failures
+            await asyncio.to_thread(
+                self.state_cache.update, self.selections(), list(self._services)
+            )
 
     # --- computing the desired state -------------------------------------------------
 
-    def _select_all(self) -> list[str]:
+    def _select_all(self, reported: set[str] | None = None) -> list[str]:
+        """Select again the services in ``reported`` (None: all) and those without a report
+        (their state file entries age); the names whose selection changed."""
         policy = self._config.haproxy.registry_server_options if self._config.haproxy else None
         changed = []
         for name, service in self._services.items():
+            if reported is not None and name not in reported and service.report is not None:
+                continue
             if service.report is not None:
                 found, origin = service.report.found, ORIGIN_DISCOVERY
             else:
@@ -267,6 +352,7 @@ class Reconciler:
             service.reported_options = selection.dropped_options
             if selection != service.selection:
                 changed.append(name)
+                service.desired = None
             service.selection = selection
             self.metrics.servers.labels(name).set(len(selection))
         return changed
@@ -275,12 +361,19 @@ class Reconciler:
         return {n: s.selection for n, s in self._services.items() if s.selection is not None}
 
     def desired(self) -> list[DesiredService]:
-        """What HAProxy should run: every HAProxy-enabled service and its servers."""
-        return [
-            DesiredService(name, service.config, list(service.selection.servers))
-            for name, service in self._services.items()
-            if service.selection is not None and not service.config.haproxy.disabled
-        ]
+        """What HAProxy should run: every HAProxy-enabled service and its servers.
+
+        A service whose selection did not change is the same object as last time.
+        """
+        desired = []
+        for name, service in self._services.items():
+            if service.selection is None or service.config.haproxy.disabled:
+                continue
+            if service.desired is None:
+                servers = list(service.selection.servers)
+                service.desired = DesiredService(name, service.config, servers)
+            desired.append(service.desired)
+        return desired
 
     # --- status ----------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ Pure functions.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 # Sections whose `server` lines are backend servers (peers/resolvers/... have other meanings).
 PROXY_KINDS = ("backend", "listen")
@@ -32,7 +34,7 @@ class ParsedConfig:
     # proxy name -> server name -> server line, for `backend` and `listen` sections
     servers: dict[str, dict[str, ServerLine]] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def proxies(self) -> frozenset[str]:
         """Names of the backend/listen sections."""
         names = set()
@@ -42,9 +44,34 @@ class ParsedConfig:
                 names.add(tokens[1])
         return frozenset(names)
 
+    def patched(
+        self, sections: dict[str, tuple[str, ...]], servers: dict[str, dict[str, ServerLine]]
+    ) -> ParsedConfig:
+        """A config with other lines under the same headers (so the same proxies)."""
+        parsed = ParsedConfig(sections, servers)
+        parsed.__dict__["proxies"] = self.proxies  # the cached_property's value: not recomputed
+        return parsed
+
+
+@dataclass(frozen=True)
+class Block:
+    """One section of a config text as written: its header, its other lines, its servers.
+
+    A config rendered in pieces (one per service) is parsed piece by piece and the blocks
+    are assembled (``assemble``) into the same ParsedConfig a parse of the whole text gives;
+    blocks of unchanged pieces are the same objects, so comparing configs is cheap.
+    """
+
+    header: str  # whitespace-normalised; "" for lines before any header
+    lines: tuple[str, ...]
+    proxy: str | None = None  # `backend`/`listen` name: its server lines are servers
+    servers: dict[str, ServerLine] = field(default_factory=dict)
+
 
 def _strip_comment(line: str) -> str:
     # HAProxy comments start at an unquoted, unescaped '#'; lines we write never quote one.
+    if "#" not in line:  # nearly every line: no per-character scan
+        return line
     in_quote = ""
     for index, char in enumerate(line):
         if char in "\"'" and (not in_quote or in_quote == char):
@@ -54,36 +81,63 @@ def _strip_comment(line: str) -> str:
     return line
 
 
-def parse_config(text: str) -> ParsedConfig:
-    sections: dict[str, list[str]] = {}
-    servers: dict[str, dict[str, ServerLine]] = {}
+def parse_blocks(text: str) -> list[Block]:
+    """The sections of ``text`` in order (comments and blank lines dropped)."""
+    blocks: list[Block] = []
     header: str | None = None
+    proxy: str | None = None
+    lines: list[str] = []
+    servers: dict[str, ServerLine] = {}
+
+    def close() -> None:
+        if header is not None:
+            blocks.append(Block(header, tuple(lines), proxy, servers))
+
     for raw in text.splitlines():
         line = _strip_comment(raw).rstrip()
         if not line.strip():
             continue
         normalised = " ".join(line.split())
         if not raw[:1].isspace():
-            header = normalised
-            suffix = 2
-            while header in sections:  # two `defaults` sections: keep both, in order
-                header = f"{normalised} #{suffix}"
-                suffix += 1
-            sections[header] = []
+            close()
+            header, lines, servers = normalised, [], {}
+            tokens = normalised.split()
+            proxy = (tokens[1] if len(tokens) > 1 else "") if tokens[0] in PROXY_KINDS else None
             continue
         if header is None:  # body lines before any section: keep them as their own section
-            header = ""
-            sections[header] = []
+            header, lines, servers, proxy = "", [], {}, None
         tokens = normalised.split()
-        kind = header.split()[0] if header else ""
-        if kind in PROXY_KINDS and tokens[0] == "server" and len(tokens) >= 3:
-            proxy = header.split()[1] if len(header.split()) > 1 else ""
-            servers.setdefault(proxy, {})[tokens[1]] = ServerLine(
-                tokens[1], tokens[2], " ".join(tokens[3:])
-            )
+        if proxy is not None and tokens[0] == "server" and len(tokens) >= 3:
+            servers[tokens[1]] = ServerLine(tokens[1], tokens[2], " ".join(tokens[3:]))
             continue
-        sections[header].append(normalised)
-    return ParsedConfig({h: tuple(lines) for h, lines in sections.items()}, servers)
+        lines.append(normalised)
+    close()
+    return blocks
+
+
+def assemble(blocks: Iterable[Block]) -> ParsedConfig:
+    """The ParsedConfig of the concatenated texts the blocks came from.
+
+    A repeated header (two ``defaults`` sections) gets a ``#2`` suffix; servers of two
+    sections of the same proxy name are merged, as HAProxy would refuse them anyway.
+    """
+    sections: dict[str, tuple[str, ...]] = {}
+    servers: dict[str, dict[str, ServerLine]] = {}
+    for block in blocks:
+        header = block.header
+        suffix = 2
+        while header in sections:
+            header = f"{block.header} #{suffix}"
+            suffix += 1
+        sections[header] = block.lines
+        if block.proxy is not None and block.servers:
+            present = servers.get(block.proxy)
+            servers[block.proxy] = block.servers if present is None else present | block.servers
+    return ParsedConfig(sections, servers)
+
+
+def parse_config(text: str) -> ParsedConfig:
+    return assemble(parse_blocks(text))
 
 
 def structural_options(options: str) -> str:
@@ -104,13 +158,29 @@ def structural_options(options: str) -> str:
     return " ".join(kept)
 
 
-def section_changes(running: ParsedConfig, candidate: ParsedConfig) -> list[str]:
-    """One line per section that differs: added, removed or changed."""
+def section_changes(
+    running: ParsedConfig, candidate: ParsedConfig, headers: Iterable[str] | None = None
+) -> list[str]:
+    """One line per section that differs: added, removed or changed.
+
+    ``headers``: the only sections that may differ (None: any).
+    """
     changes = []
-    for header, lines in candidate.sections.items():
-        if header not in running.sections:
+    before, after = running.sections, candidate.sections
+    if headers is not None:
+        for header in sorted(headers):
+            old, new = before.get(header), after.get(header)
+            if old != new:
+                state = "added" if old is None else "removed" if new is None else "changed"
+                changes.append(f"'{header}' {state}")
+        return changes
+    if before == after:  # compares in C, and unchanged pieces are the very same objects
+        return changes
+    for header, lines in after.items():
+        old = before.get(header)
+        if old is None:
             changes.append(f"'{header}' added")
-        elif running.sections[header] != lines:
+        elif old is not lines and old != lines:
             changes.append(f"'{header}' changed")
-    changes.extend(f"'{h}' removed" for h in running.sections if h not in candidate.sections)
+    changes.extend(f"'{h}' removed" for h in before if h not in after)
     return changes

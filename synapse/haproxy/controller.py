@@ -10,7 +10,8 @@ Public API (what synapse-core calls)::
     await controller.stop()           # cancels a pending reload; managed: stops HAProxy
     controller.status() -> dict       # JSON-ready, for /status; "backends" is
                                       # {backend: {server: {state, weight, address}}}
-    await controller.flush()          # waits until no reload is pending (tests, shutdown)
+    await controller.flush()          # waits until no reload is pending and the config
+                                      # file is on disk (tests, shutdown)
     controller.reload_count, controller.start_count
 
 ``apply`` never raises because of HAProxy: failures are logged, counted and
@@ -19,14 +20,21 @@ shown in ``status()``; the returned ApplyResult says what happened
 "disabled"). Calls are serialised; a call made while a reload waits for its
 turn updates what that reload will install.
 
-One apply:
-1. read the running state: ``show backend`` + ``show servers state`` on the
-   runtime API, and the config file (synapse keeps it equal to what HAProxy runs);
-2. render the candidate (server ids HAProxy already uses are kept);
-3. plan (``synapse.haproxy.planner``) and apply the runtime operations; a
-   failed operation turns into a reload;
-4. no reload needed: rewrite the config file if its text changed (atomic), so a
-   later reload or restart starts from exactly this state;
+One apply costs what changed, not the size of the fleet:
+1. read the running state of the backends whose services changed
+   (``synapse.haproxy.view``: `show servers state <backend>`, with `show info` to
+   notice another process; one connection serves the whole apply); the whole state
+   at start, after a reload or a failed command; the config file is known (synapse
+   keeps it equal to what HAProxy runs, and remembers what it wrote);
+2. render the candidate: only changed services are rendered again (server ids HAProxy
+   already uses are kept), and the candidate says where it differs from the last one;
+3. plan (``synapse.haproxy.planner``) those differences, and server by server only the
+   backends whose spec or running state changed since a plan last found nothing to
+   do there; apply the runtime operations in one batch; a failed operation turns into
+   a reload; read again the backends they changed;
+4. no reload needed: set the config file's new text; it is written in the background
+   (``synapse.haproxy.configfile``, atomic), so a later reload or restart starts from
+   exactly this state;
 5. reload needed: validate the candidate (``haproxy -c`` or the Airbnb
    ``check_command``); an invalid one never replaces the running config and is
    reported loudly. Valid: dump ``show servers state`` into the server-state
@@ -35,6 +43,10 @@ One apply:
    operations the reload did not carry. Reloads are at least
    ``restart_interval`` (+ a random ``restart_jitter`` fraction) apart; the ones
    asked for meanwhile coalesce into one.
+
+Every FULL_READ_INTERVAL a background sweep reads the whole runtime state, a part at a
+time, and plans the backends where HAProxy differs from what synapse believed, so
+drift (an operator's command) is corrected even when nothing changes.
 
 While a reload waits, fails or is refused, the runtime operations are planned
 against a "bridge": the structure the file on disk was rendered from, filled with
@@ -51,7 +63,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,21 +71,25 @@ import jinja2
 from prometheus_client import CollectorRegistry
 
 from smartstack.logs import event
-from synapse.atomic import read_text, write_atomic
+from synapse.atomic import write_atomic
 from synapse.config import HAProxyConfig
 from synapse.haproxy.commands import run_command, validate_config
-from synapse.haproxy.configtext import ParsedConfig, parse_config
+from synapse.haproxy.configfile import ConfigFile
+from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.managed import HAProxyProcessError, ManagedHAProxy
 from synapse.haproxy.metrics import HAProxyMetrics
-from synapse.haproxy.planner import Op, Reload, plan
+from synapse.haproxy.planner import Op, Plan, Reload, plan
 from synapse.haproxy.render import DesiredConfig, Renderer
-from synapse.haproxy.runtime import HAProxySocketError, RuntimeClient
+from synapse.haproxy.runtime import SKIPPED, HAProxySocketError, RuntimeClient
 from synapse.haproxy.settings import settings_for
-from synapse.haproxy.state import Capabilities, RunningServer, RunningState
+from synapse.haproxy.state import Capabilities, RunningState
+from synapse.haproxy.view import RunningIds, RunningView
 from synapse.model import DesiredService
 
 log = logging.getLogger("synapse.haproxy")
 
+FULL_READ_INTERVAL = 30.0  # seconds between background reads of the whole runtime state
+MAX_LOGGED_FAILURES = 20  # failed runtime commands logged one by one per apply
 MAX_BACKOFF = 60.0  # seconds between attempts after repeated reload failures
 RECENT_OPS = 50  # runtime commands kept for /status
 START_TIMEOUT = 15.0
@@ -135,7 +151,8 @@ class HAProxyController:
         self._lock = asyncio.Lock()
         self._desired: list[DesiredService] = []
         self._applied = False  # apply() was called: _desired is real
-        self._file_text: str | None = None
+        path = self.settings.config_path
+        self._file = ConfigFile(path) if path is not None and config.do_writes else None
         self._file_layout: _Layout | None = None  # None: the file predates this process
         self._file_loaded = False
         self._version: tuple[int, int, int] | None = None
@@ -146,6 +163,7 @@ class HAProxyController:
         self._pending: Reload | None = None
         self._pending_task: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._resync: asyncio.Task[None] | None = None
         self._stopping = False
         self._warned: set[str] = set()
         # status
@@ -158,7 +176,18 @@ class HAProxyController:
         self._last_apply: dict[str, Any] | None = None
         self._recent_ops: deque[str] = deque(maxlen=RECENT_OPS)
         self._runtime_error: str | None = None
-        self._backends: dict[str, dict[str, RunningServer]] = {}
+        self._view = (
+            RunningView(self._runtime[0], FULL_READ_INTERVAL, clock) if self._runtime else None
+        )
+        self._ids = RunningIds()
+        # Backends whose running servers changed since the main renderer last rendered.
+        self._ids_changed: set[str] = set()
+        # Backends to plan server by server: those whose running servers changed, or that
+        # had something to do, since the last plan (``_plan_base``); None: all of them.
+        # A backend outside it has the same spec and servers a plan found nothing for.
+        self._to_plan: set[str] | None = None
+        self._plan_base: ParsedConfig | None = None
+        self._plan_caps: Capabilities | None = None
         self._warnings: tuple[str, ...] = ()
 
     # --- public API ---------------------------------------------------------------------
@@ -177,6 +206,8 @@ class HAProxyController:
                   "socket): every change of servers needs a reload")  # fmt: skip
         if self._managed is not None and await self._managed.adopt():
             self._supervise()
+        if self._view is not None and self._resync is None:
+            self._resync = asyncio.create_task(self._resync_loop())
 
     async def apply(self, desired: list[DesiredService], reason: str) -> ApplyResult:
         began = self._clock()
@@ -216,7 +247,8 @@ class HAProxyController:
         event(log, "haproxy_config_updated")
 
     async def flush(self, timeout: float = 60.0) -> None:
-        """Wait until no reload is pending (rate limited or being retried)."""
+        """Wait until no reload is pending (rate limited or being retried) and the config
+        file is on disk."""
         async with asyncio.timeout(timeout):
             while True:
                 if self._pending_task is not None:
@@ -224,17 +256,22 @@ class HAProxyController:
                     continue
                 async with self._lock:  # a reload under way holds the lock
                     if self._pending_task is None:
-                        return
+                        break
+            if self._file is not None:
+                with contextlib.suppress(OSError):
+                    await self._file.flush()
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in (self._pending_task, self._supervisor):
+        for task in (self._pending_task, self._supervisor, self._resync):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._pending_task = self._supervisor = None
+        self._pending_task = self._supervisor = self._resync = None
         async with self._lock:
+            if self._file is not None:
+                await self._file.close()  # what HAProxy ran last is on disk
             if self._managed is not None:
                 await self._managed.stop()
 
@@ -259,13 +296,14 @@ class HAProxyController:
             "last_apply": self._last_apply,
             "last_ops": list(self._recent_ops),
             "runtime_error": self._runtime_error,
+            "config_write_error": self._file.error if self._file is not None else None,
             "render_warnings": list(self._warnings),
             "backends": {
                 backend: {
                     name: {"state": s.label, "weight": s.weight, "address": f"{s.addr}:{s.port}"}
                     for name, s in sorted(servers.items())
                 }
-                for backend, servers in sorted(self._backends.items())
+                for backend, servers in sorted(self._view.backends.items() if self._view else ())
             },
         }
         if self._managed is not None:
@@ -287,30 +325,39 @@ class HAProxyController:
 
     async def _reconcile(self) -> ApplyResult:
         """Plan against HAProxy and act. The caller holds the lock."""
+        async with contextlib.AsyncExitStack() as stack:
+            for client in self._runtime:  # one connection per socket for the whole apply
+                await stack.enter_async_context(client.held())
+            return await self._reconcile_held()
+
+    async def _reconcile_held(self) -> ApplyResult:
         if self._renderer is None:
             await self.start()
-        running = await self._read_running()
+        assert self._renderer is not None
+        running = await self._read_running(self._renderer.changed_backends(self._desired))
         try:
             candidate = self._render(running)
         except (jinja2.TemplateError, OSError) as err:
             return self._invalid(f"cannot render the config template: {err}", (), None)
-        result = plan(candidate, running, self._capabilities())
+        only = self._backends_to_plan(candidate, running)
+        result = plan(candidate, running, self._capabilities(), only)
+        self._planned(candidate, running, result)
         bridge = self._bridge(running) if result.reload is not None else None
-        applied, failures = await self._run_ops(bridge[1] if bridge else result.ops)
+        ops = bridge[1] if bridge else result.ops
+        applied, failures = await self._run_ops(ops)
         reasons = list(result.reload.reasons) if result.reload else []
         reasons += [("runtime_failed", failure) for failure in failures]
-        if applied:
-            await self._refresh_backends()
+        await self._refresh_view({op.backend for op in ops})
         if not reasons:
             self._clear_pending()
             self._failed_candidate = None
             self._validation_error = None
-            written = await self._write_file(candidate.text, self._layout())
+            written = await self._write_file(candidate, self._layout())
             return ApplyResult(tuple(applied), "none", (), written)
         if bridge is not None and not failures:
             # The reload may wait (rate limit), fail or be refused: meanwhile the file says
             # what HAProxy runs now, so a restart or an outside reload loses nothing.
-            await self._write_file(bridge[0].text, bridge[2])
+            await self._write_file(bridge[0], bridge[2])
         outcome = await self._need_reload(Reload(tuple(reasons)), candidate)
         return ApplyResult(
             tuple(applied) + outcome.ops,
@@ -340,7 +387,9 @@ class HAProxyController:
         for old in layout.services:
             new = wanted.get(old.name)
             if new is not None and new.backend_name == old.backend_name:
-                old = DesiredService(old.name, old.config, list(new.servers))
+                # Same config block: the service as wanted (its rendering is cached).
+                same = new.config is old.config or new.config == old.config
+                old = new if same else DesiredService(old.name, old.config, list(new.servers))
             services.append(old)
         try:
             bridge = layout.renderer.render(services, self._id_hints(running))
@@ -353,7 +402,9 @@ class HAProxyController:
 
     def _render(self, running: RunningState) -> DesiredConfig:
         assert self._renderer is not None
-        candidate = self._renderer.render(self._desired, self._id_hints(running))
+        changed = self._ids_changed if running.backends is not None else None
+        candidate = self._renderer.render(self._desired, self._id_hints(running), changed)
+        self._ids_changed = set()
         if candidate.warnings != self._warnings:
             for warning in candidate.warnings:
                 event(log, "haproxy_render_warning", level=logging.WARNING, detail=warning)
@@ -367,36 +418,100 @@ class HAProxyController:
             remove_servers=self.config.remove_servers,
         )
 
-    async def _read_running(self) -> RunningState:
+    async def _read_running(self, changed: Collection[str] | None = None) -> RunningState:
+        """The config file as synapse wrote it, and HAProxy's runtime state.
+
+        The runtime view is read whole when it is not trusted, else only the ``changed``
+        backends (None: whole).
+        """
         config: ParsedConfig | None = None
         missing = False
-        if self.config.do_writes:
-            missing = self._file_text is None
-            config = None if missing else parse_config(self._file_text or "")
-        if not self._runtime:
+        if self._file is not None:
+            missing = not self._file.exists
+            config = self._file.parsed
+        if self._view is None:
             return RunningState(None, config, missing)
         try:
-            backends = await self._runtime[0].running_backends()
             if self._version is None:
                 self._version = await self._runtime[0].version()
+            if changed is None:
+                await self._view.read_all()
+            else:
+                await self._view.read(changed)
         except HAProxySocketError as err:
+            self._view.invalidate()
             self._runtime_error = str(err)
             return RunningState(None, config, missing, runtime_error=str(err))
+        finally:
+            self._note_view_changes()
         self._runtime_error = None
-        self._backends = backends
-        return RunningState(backends, config, missing)
+        return RunningState(self._view.snapshot(), config, missing)
 
-    async def _refresh_backends(self) -> None:
-        with contextlib.suppress(HAProxySocketError):
-            self._backends = await self._runtime[0].running_backends()
+    async def _refresh_view(self, touched: Collection[str]) -> None:
+        """After runtime commands: read again the backends they changed."""
+        if self._view is None or not touched:
+            return
+        try:
+            await self._view.refresh(touched)
+        except HAProxySocketError as err:
+            self._view.invalidate()
+            event(log, "haproxy_state_read_failed", level=logging.WARNING, error=str(err))
+        finally:
+            self._note_view_changes()
 
-    def _id_hints(self, running: RunningState) -> dict[str, dict[str, int]]:
+    async def _resync_loop(self) -> None:
+        """Every FULL_READ_INTERVAL: read HAProxy's whole runtime state, a part at a time
+        and without holding up applies (``synapse.haproxy.view``), then plan the backends
+        that differ from what synapse believed (an operator's command, health changes):
+        drift is corrected even when nothing else changes."""
+        view = self._view
+        assert view is not None
+        while not self._stopping:
+            await asyncio.sleep(max(view.due, 1.0))
+            if not view.valid or view.due or not self._applied:
+                continue  # not read yet, or an apply read it all meanwhile
+            try:
+                if not await view.sweep(self._lock):
+                    continue
+            except HAProxySocketError:
+                continue  # the next apply will find out
+            async with self._lock:
+                view.swept()
+                self._note_view_changes()
+                if self._to_plan is None or self._to_plan:
+                    await self._reconcile()
+
+    def _note_view_changes(self) -> None:
+        assert self._view is not None
+        replaced = self._view.take_replaced()
+        self._ids_changed |= replaced
+        if self._to_plan is not None:
+            self._to_plan |= replaced
+
+    def _backends_to_plan(self, desired: DesiredConfig, running: RunningState) -> set[str] | None:
+        """The backends worth planning server by server (None: all of them)."""
+        caps = self._capabilities()
+        if caps != self._plan_caps:
+            self._plan_caps, self._to_plan = caps, None
+        delta = desired.delta
+        if running.backends is None or self._to_plan is None or delta is None:
+            return None
+        if delta.base is not self._plan_base:
+            return None
+        return self._to_plan | delta.backends
+
+    def _planned(self, desired: DesiredConfig, running: RunningState, result: Plan) -> None:
+        """After a plan: only the backends it found something to do for stay to plan."""
+        if running.backends is None:
+            self._to_plan, self._plan_base = None, None
+            return
+        self._to_plan = set(result.active)
+        self._plan_base = desired.parsed
+
+    def _id_hints(self, running: RunningState) -> Mapping[str, Mapping[str, int]]:
         """Server ids HAProxy uses (runtime API), else the ones in the config file."""
         if running.backends is not None:
-            return {
-                backend: {name: server.id for name, server in servers.items()}
-                for backend, servers in running.backends.items()
-            }
+            return self._ids.use(running.backends)
         hints: dict[str, dict[str, int]] = {}
         if running.config is not None:
             for proxy, lines in running.config.servers.items():
@@ -407,32 +522,45 @@ class HAProxyController:
         return hints
 
     async def _run_ops(self, ops: tuple[Op, ...]) -> tuple[list[str], list[str]]:
-        """Apply ops on every runtime socket; (commands applied, failures needing a reload)."""
+        """Apply ops on every runtime socket, in one batch each; (commands applied,
+        failures needing a reload). A server whose op failed gets none of its later ops."""
+        errors: list[str | None] = [None] * len(ops)
+        for client in self._runtime:
+            todo = [i for i, error in enumerate(errors) if error is None]
+            if not todo:
+                break
+            try:
+                results = await client.run_ops([ops[i] for i in todo])
+            except HAProxySocketError as err:
+                results = [str(err)] * len(todo)
+            for i, result in zip(todo, results, strict=True):
+                errors[i] = result
         applied: list[str] = []
         failures: list[str] = []
-        broken: set[str] = set()  # servers whose earlier op failed: skip their later ops
-        for op in ops:
-            if op.target in broken:
-                continue
-            error = None
-            for client in self._runtime:
-                try:
-                    await client.run(op)
-                except HAProxySocketError as err:
-                    error = str(err)
-                    break
+        logged = 0
+        for op, error in zip(ops, errors, strict=True):
             if error is None:
                 applied.append(op.command)
                 self._recent_ops.append(op.command)
                 self.metrics.plan_operations.labels(op.label).inc()
                 continue
+            if error == SKIPPED:
+                continue
             self.metrics.runtime_errors.labels(op.label).inc()
-            broken.add(op.target)
-            level = logging.INFO if op.tolerated else logging.WARNING
-            event(log, "haproxy_runtime_command_failed", level=level, command=op.command,
-                  error=error, fallback="retry later" if op.tolerated else "reload")  # fmt: skip
             if not op.tolerated:
                 failures.append(f"runtime command failed: {error}")
+            logged += 1
+            if logged <= MAX_LOGGED_FAILURES:
+                fallback = "retry later" if op.tolerated else "reload"
+                level = logging.INFO if op.tolerated else logging.WARNING
+                event(log, "haproxy_runtime_command_failed", level=level, command=op.command,
+                      error=error, fallback=fallback)  # fmt: skip
+        if logged > MAX_LOGGED_FAILURES:
+            more = logged - MAX_LOGGED_FAILURES
+            event(log, "haproxy_runtime_command_failed", level=logging.WARNING, more=more,
+                  detail="further failed commands are not logged one by one")  # fmt: skip
+        if failures and self._view is not None:
+            self._view.invalidate()  # a command failed: what we believed may be wrong
         if applied:
             event(log, "haproxy_runtime_ops", count=len(applied), first=applied[0])
         return applied, failures
@@ -509,17 +637,22 @@ class HAProxyController:
         interval = self.config.restart_interval
         self._next_reload_at = began + interval * (1 + self.config.restart_jitter * self._rng())
         await self._dump_server_state()
-        previous, previous_layout = self._file_text, self._file_layout
-        wrote = await self._write_file(candidate.text, self._layout())
+        assert self._file is not None  # reloads need a config file
+        previous = self._file.text, self._file.parsed, self._file_layout
+        wrote = await self._write_file(candidate, self._layout())
         starting = self._managed is not None and not self._managed.alive
         try:
             await self._swap_in()
         except _ReloadFailed as err:
-            if previous is not None:
+            if previous[0] is not None:
                 # The old config is still what HAProxy runs.
-                await self._write_file(previous, previous_layout)
+                await self._restore_file(*previous)
             return self._reload_failed(str(err), reload, began)
         self._clear_pending()  # whatever waited is in this reload
+        for client in self._runtime:
+            await client.release()  # held connections reach the old process
+        if self._view is not None:
+            self._view.invalidate()  # a new process: read all of it
         self._failures = 0
         self._last_reload_error = None
         self._version = None  # re-read: the binary may have been upgraded
@@ -545,11 +678,11 @@ class HAProxyController:
         """Runtime ops the reload did not carry (states restored from the state file...)."""
         running = await self._read_running()
         fresh = self._render(running)
-        after = plan(fresh, running, self._capabilities())
+        after = plan(fresh, running, self._capabilities(), self._backends_to_plan(fresh, running))
+        self._planned(fresh, running, after)
         applied, failures = await self._run_ops(after.ops)
-        written = await self._write_file(fresh.text, self._layout()) or wrote
-        if applied:
-            await self._refresh_backends()
+        written = await self._write_file(fresh, self._layout()) or wrote
+        await self._refresh_view({op.backend for op in after.ops})
         if after.reload is not None and after.reload.kind == "runtime_unavailable":
             # Reloaded, but nothing answers on the runtime socket: try again, backing off.
             failed = self._reload_failed(after.reload.summary, after.reload, self._clock())
@@ -566,6 +699,11 @@ class HAProxyController:
 
     async def _swap_in(self) -> None:
         """Make HAProxy load the config file: start, master reload, or reload_command."""
+        if self._file is not None:
+            try:
+                await self._file.flush()  # HAProxy reads the file: it must be on disk
+            except OSError as err:
+                raise _ReloadFailed(str(err)) from err
         if self._managed is not None:
             try:
                 if self._managed.alive:
@@ -614,7 +752,9 @@ class HAProxyController:
             return self._invalid(error, reload.reasons, candidate.text)
         self._warn_once("no_reloads", "HAProxy needs a reload but do_reloads is false",
                         reload.summary)  # fmt: skip
-        written = await self._write_file(candidate.text, self._layout())
+        written = await self._write_file(candidate, self._layout())
+        if self._file is not None:
+            await self._file.flush()  # others reload it: on disk before apply returns
         return ApplyResult((), "disabled", (), written)
 
     async def _validate(self, candidate: DesiredConfig) -> str | None:
@@ -682,8 +822,10 @@ class HAProxyController:
         """
         if self._managed is None or self._managed.alive or self._stopping:
             return
-        if self._file_text is None:
+        if self._file is None or not self._file.exists:
             return
+        with contextlib.suppress(OSError):  # else the disk has an older good config: still good
+            await self._file.flush()
         try:
             await self._managed.start()
         except HAProxyProcessError as err:
@@ -695,12 +837,14 @@ class HAProxyController:
         event(log, "haproxy_started", kind="start", level=logging.WARNING,
               reason="the last good config: the new one is invalid")  # fmt: skip
         # Like after a reload: states the state file brought back may be out of date.
+        if self._view is not None:
+            self._view.invalidate()
         running = await self._read_running()
         bridge = self._bridge(running)
         if bridge is not None:
             await self._run_ops(bridge[1])
-            await self._write_file(bridge[0].text, bridge[2])
-            await self._refresh_backends()
+            await self._write_file(bridge[0], bridge[2])
+            await self._refresh_view({op.backend for op in bridge[1]})
 
     async def _watch_process(self) -> None:
         """Restart the managed HAProxy if it dies (backing off when it keeps dying)."""
@@ -720,26 +864,36 @@ class HAProxyController:
             async with self._lock:
                 if self._stopping or self._managed.alive or not self._applied:
                     continue
+                if self._view is not None:
+                    self._view.invalidate()
                 await self._reconcile()  # not alive: the reconcile starts it
 
     # --- files ----------------------------------------------------------------------------
 
     async def _load_file(self) -> None:
-        if self.settings.config_path is not None and not self._file_loaded:
-            self._file_text = await asyncio.to_thread(read_text, self.settings.config_path)
+        if self._file is not None and not self._file_loaded:
+            await self._file.load()
             self._file_loaded = True
 
-    async def _write_file(self, text: str, layout: _Layout | None) -> bool:
-        """Atomically replace the config file when its text changes; ``layout`` made it."""
-        if not self.config.do_writes or self.settings.config_path is None:
+    async def _write_file(self, config: DesiredConfig, layout: _Layout | None) -> bool:
+        """Make ``config`` the config file's text (written in the background, see
+        ``synapse.haproxy.configfile``); ``layout`` made it. True when the text changed."""
+        if self._file is None:
             return False
-        if text == self._file_text:
-            self._file_layout = layout
+        self._file_layout = layout
+        if not self._file.set(config.parts, config.parsed):
             return False
-        await asyncio.to_thread(write_atomic, self.settings.config_path, text)
-        self._file_text, self._file_layout = text, layout
         self.metrics.config_writes.inc()
         return True
+
+    async def _restore_file(
+        self, text: str, parsed: ParsedConfig | None, layout: _Layout | None
+    ) -> None:
+        assert self._file is not None
+        self._file.set((text,), parsed)
+        self._file_layout = layout
+        with contextlib.suppress(OSError):  # the writer keeps trying, and says so
+            await self._file.flush()
 
     def _warn_once(self, key: str, message: str, detail: str) -> None:
         if key not in self._warned:

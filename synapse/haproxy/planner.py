@@ -30,12 +30,13 @@ its turn (rate limiting), so a server that left stops getting traffic now.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 from synapse.haproxy.configtext import ParsedConfig, section_changes, structural_options
-from synapse.haproxy.render import BackendSpec, DesiredConfig, ServerSpec, is_ip
+from synapse.haproxy.render import DesiredConfig
+from synapse.haproxy.specs import BackendSpec, ServerSpec, is_ip
 from synapse.haproxy.state import Capabilities, RunningServer, RunningState
 
 # --------------------------------------------------------------------------- operations
@@ -171,21 +172,37 @@ class Reload:
 class Plan:
     ops: tuple[Op, ...] = ()
     reload: Reload | None = None
+    # backends the server-by-server comparison found something to do for (ops or reasons)
+    active: frozenset[str] = frozenset()
 
     @property
     def empty(self) -> bool:
         return not self.ops and self.reload is None
 
 
-def plan(desired: DesiredConfig, running: RunningState, capabilities: Capabilities) -> Plan:
+def plan(
+    desired: DesiredConfig,
+    running: RunningState,
+    capabilities: Capabilities,
+    only: Collection[str] | None = None,
+) -> Plan:
+    """What to do so HAProxy runs ``desired``.
+
+    ``only`` limits the server-by-server comparison to those backends (None: all): the
+    controller leaves out backends whose spec and running servers did not change since a
+    plan found nothing to do there. Sections and server lines are compared only where
+    ``desired.delta`` says they may differ, when the running config is the delta's base.
+    """
     reasons: list[tuple[str, str]] = []
     if running.config_missing:
         reasons.append(("config", "no config file yet"))
     elif running.config is not None:
-        reasons += [
-            ("config", f"section {c}") for c in section_changes(running.config, desired.parsed)
-        ]
-        reasons += _server_line_changes(running.config, desired)
+        delta = desired.delta
+        if delta is not None and delta.base is not running.config:
+            delta = None
+        changes = section_changes(running.config, desired.parsed, delta and delta.headers)
+        reasons += [("config", f"section {change}") for change in changes]
+        reasons += _server_line_changes(running.config, desired, delta and delta.proxies)
 
     if running.backends is None:
         if capabilities.runtime_api:
@@ -195,25 +212,41 @@ def plan(desired: DesiredConfig, running: RunningState, capabilities: Capabiliti
         return Plan((), Reload(tuple(reasons)) if reasons else None)
 
     ops: list[Op] = []
-    ours = set(desired.backends)
-    for proxy in sorted(desired.parsed.proxies - set(running.backends)):
+    ours = desired.backends.keys()
+    running_names = running.backends.keys()
+    for proxy in sorted(desired.parsed.proxies - running_names):
         kind = "service_added" if proxy in ours else "config"
         reasons.append((kind, f"backend {proxy} is not running"))
-    for proxy in sorted(set(running.backends) - desired.parsed.proxies):
+    for proxy in sorted(running_names - desired.parsed.proxies):
         reasons.append(("service_removed", f"backend {proxy} is no longer wanted"))
-    for backend in desired.backends.values():
-        servers = running.backends.get(backend.name)
+    names = desired.backends if only is None else sorted(b for b in only if b in desired.backends)
+    active = set()
+    for name in names:
+        backend = desired.backends[name]
+        servers = running.backends.get(name)
         if servers is not None:
+            found = len(ops), len(reasons)
             _backend_ops(backend, servers, capabilities, ops, reasons)
-    return Plan(tuple(ops), Reload(tuple(reasons)) if reasons else None)
+            if (len(ops), len(reasons)) != found:
+                active.add(name)
+    return Plan(tuple(ops), Reload(tuple(reasons)) if reasons else None, frozenset(active))
 
 
-def _server_line_changes(running: ParsedConfig, desired: DesiredConfig) -> list[tuple[str, str]]:
-    """Server lines that only a reload can change (options, static and foreign servers)."""
+def _server_line_changes(
+    running: ParsedConfig, desired: DesiredConfig, proxies: Collection[str] | None = None
+) -> list[tuple[str, str]]:
+    """Server lines that only a reload can change (options, static and foreign servers).
+
+    ``proxies``: the only proxies whose server lines may differ (None: any).
+    """
     reasons = []
-    for proxy in sorted(set(running.servers) | set(desired.parsed.servers)):
+    if proxies is None:
+        proxies = set(running.servers) | set(desired.parsed.servers)
+    for proxy in sorted(proxies):
         before = running.servers.get(proxy, {})
         after = desired.parsed.servers.get(proxy, {})
+        if before is after:  # a piece both configs share
+            continue
         spec = desired.backends.get(proxy)
         if spec is None:  # a proxy from extra_sections: its servers are config, not membership
             if before != after:
@@ -235,6 +268,8 @@ def _server_line_changes(running: ParsedConfig, desired: DesiredConfig) -> list[
 
 def _same_address(server: ServerSpec, running: RunningServer) -> bool | None:
     """Whether the running address matches; None when the host is a name (not comparable)."""
+    if server.host == running.addr:  # the usual case, without parsing addresses
+        return running.port == server.port
     try:
         wanted = ipaddress.ip_address(server.host)
         current = ipaddress.ip_address(running.addr)

@@ -1,110 +1,133 @@
-"""Rendering: (HAProxyConfig, desired services) -> the whole HAProxy config, and per-server specs.
+"""Rendering: (HAProxyConfig, desired services) -> the HAProxy config, and what the planner needs.
 
 Airbnb synapse's layout, from ``templates/haproxy.cfg.j2`` (or the operator's
 ``haproxy.template``): ``global``, ``defaults``, ``extra_sections``, then per
 service a frontend (when the service has a ``port`` key) and a backend, then the
 ``shared_frontend``. ``listen`` lines are sorted into the frontend and/or the
-backend by keyword (``synapse.haproxy.keywords``).
+backend by keyword (``synapse.haproxy.keywords``). Each backend and server also
+gets a spec (``synapse.haproxy.specs``): what the runtime API may do to it.
 
-Besides the text, rendering yields a ``ServerSpec`` per server: the options of
-its config line and the options ``add server`` needs to create the same server
-at runtime (HAProxy does not apply ``default-server`` lines to added servers, so
-they are spelled out). Server ids come from a stable hash of the server name,
-so they do not depend on arrival order; ids HAProxy already uses are kept.
+Rendering is incremental. The default template wraps each service in a ``service``
+block (and the rest in ``head`` and ``tail``), so each service is rendered and parsed on
+its own, and kept until its inputs change: its DesiredService object, and the server
+ids HAProxy uses in its backend. When the list of services is the same as last time
+except for some of them, the new config is the previous one with those pieces
+replaced, and it says so (``DesiredConfig.delta``): the planner then compares only
+those. A thousand services cost one service's work when one changed. A template
+without those blocks (or whose blocks do not add up to the whole) is rendered whole
+every time: correct, only slower.
 
-Rendering is pure: the template is read once, when the Renderer is built.
+Apart from that cache rendering is pure: the template is read once, when the Renderer
+is built.
 """
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
-import random
-import re
-import socket
-from collections.abc import Iterable, Mapping
+import itertools
+import operator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
 from synapse.config import HAProxyConfig, ServiceHAProxyConfig
-from synapse.haproxy.configtext import ParsedConfig, parse_config
+from synapse.haproxy.configtext import Block, ParsedConfig, assemble, parse_blocks, parse_config
 from synapse.haproxy.keywords import belongs_in_backend, belongs_in_frontend
 from synapse.haproxy.settings import Settings, settings_for
-from synapse.model import DesiredService, Server
+from synapse.haproxy.specs import BackendBuilder, BackendSpec, ServerSpec
+from synapse.model import DesiredService
 
 DEFAULT_TEMPLATE = "haproxy.cfg.j2"
-
-# Algorithms that accept `add server` and `set weight` (HAProxy 2.6: "dynamic" LB algorithms).
-# Hash-based algorithms are dynamic only with `hash-type consistent`.
-_DYNAMIC_ALGORITHMS = frozenset({"roundrobin", "leastconn", "first", "random"})
-_STATIC_ALGORITHMS = frozenset({"static-rr"})
-# Server keywords `add server` refuses on 2.6, with how many arguments each takes. In
-# `default-server` lines they are left out of added servers; on a server's own line they
-# mean the server can only arrive by a reload.
-NOT_DYNAMIC_KEYWORDS: dict[str, int] = {
-    "cookie": 1, "init-addr": 1, "resolvers": 1, "resolve-prefer": 1, "resolve-net": 1,
-    "resolve-opts": 1, "redir": 1, "namespace": 1, "socks4": 1, "log-proto": 1, "tcp-ut": 1,
-    "no-check": 0, "no-backup": 0, "no-send-proxy": 0, "no-send-proxy-v2": 0,
-    "no-agent-check": 0, "no-check-ssl": 0, "no-ssl": 0, "no-verifyhost": 0, "no-tfo": 0,
-    "no-send-proxy-v2-ssl": 0, "no-send-proxy-v2-ssl-cn": 0, "no-ssl-reuse": 0,
-    "ssl-reuse": 0, "disabled": 0, "enabled": 0,
-}  # fmt: skip
-# fullmatch, never `$`: `$` also matches before a trailing newline.
-_SERVER_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,255}", re.ASCII)
-_HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}", re.ASCII)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Template blocks that let a service be rendered on its own (see the module docstring).
+PIECE_BLOCKS = ("head", "service", "tail")
 
 
 @dataclass(frozen=True)
-class ServerSpec:
-    """One server as synapse configures it."""
+class Delta:
+    """Where a config differs from ``base`` (the config rendered just before it): only in
+    these sections, these proxies' server lines and these backend specs."""
 
-    backend: str
-    name: str
-    host: str
-    port: int
-    id: int | None
-    options: str  # what follows the address on the config line
-    add_options: str  # the same server for `add server`, default-server options spelled out
-    weight: int  # effective weight (HAProxy's default is 1)
-    check: bool  # health checks enabled
-    disabled: bool  # `disabled`: HAProxy runs it in maintenance, synapse keeps it there
-    addable: bool  # `add server` can create it as configured
-    why_not_addable: str = ""
-
-    @property
-    def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    @property
-    def line(self) -> str:
-        return f"server {self.name} {self.address} {self.options}".rstrip()
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    """A service's backend: its servers and what the runtime API can do to it."""
-
-    service: str
-    name: str
-    servers: dict[str, ServerSpec]  # in rendered order
-    balance: str  # effective algorithm, e.g. "roundrobin", "static-rr", "source (map-based)"
-    dynamic: bool  # servers can be added and weights set at runtime
-    static_servers: frozenset[str] = frozenset()  # `server` lines from the service's own config
+    base: ParsedConfig
+    headers: frozenset[str]
+    proxies: frozenset[str]
+    backends: frozenset[str]
 
 
 @dataclass(frozen=True)
 class DesiredConfig:
-    """A rendered candidate: the text plus what the planner needs to compare it."""
+    """A rendered candidate: the text (in parts) plus what the planner needs to compare it."""
 
-    text: str
     parsed: ParsedConfig
     backends: dict[str, BackendSpec]
     warnings: tuple[str, ...] = field(default=())
+    parts: tuple[str, ...] = field(default=())
+    delta: Delta | None = None  # None: compare everything
+
+    @cached_property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+@dataclass(frozen=True)
+class ServicePiece:
+    """One service, rendered: reused while its DesiredService and its backend's ids stay."""
+
+    service: DesiredService
+    ids: Mapping[str, int]  # server ids HAProxy uses in the backend, as rendered with
+    context: dict[str, Any]  # what the template gets as `service`
+    backend: BackendSpec
+    warnings: tuple[str, ...]
+    shared: tuple[str, ...]  # its shared_frontend lines
+    text: str = ""  # its part of the config ("" when the template is rendered whole)
+    blocks: tuple[Block, ...] = ()
+
+    @cached_property
+    def assigned(self) -> dict[str, int]:
+        """The ids it gave its servers."""
+        return {n: s.id for n, s in self.backend.servers.items() if s.id is not None}
+
+    def fits(self, service: DesiredService, ids: Mapping[str, int]) -> bool:
+        """Whether rendering ``service`` against running ``ids`` would give this piece:
+        the same service, and the ids it was rendered with, or HAProxy runs exactly its
+        servers with exactly the ids it gave them (after a start or a reload)."""
+        if not (self.service is service or self.service == service):
+            return False
+        return self.ids is ids or self.ids == ids or self.assigned == ids
+
+    def same_shape(self, other: ServicePiece) -> bool:
+        """Same sections, backend, warnings and shared_frontend lines: only lines differ."""
+        return (
+            [b.header for b in self.blocks] == [b.header for b in other.blocks]
+            and self.backend.name == other.backend.name
+            and self.warnings == other.warnings
+            and self.shared == other.shared
+        )
+
+
+@dataclass(frozen=True)
+class _Frame:
+    text: str
+    blocks: tuple[Block, ...]
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    """The last render: its input, its pieces (None for a disabled service), its output."""
+
+    services: list[DesiredService]
+    pieces: list[ServicePiece | None]
+    config: DesiredConfig
+    positions: dict[str, int]  # backend name -> index in services
+
+
+def _moved(new: list[DesiredService], old: list[DesiredService]) -> Iterator[int]:
+    """Positions where the two lists hold different objects (a loop in C: it runs per apply
+    over every service)."""
+    return itertools.compress(itertools.count(), map(operator.is_not, new, old))
 
 
 def load_template(config: HAProxyConfig) -> str:
@@ -112,140 +135,6 @@ def load_template(config: HAProxyConfig) -> str:
     if config.template:
         return Path(config.template).read_text(encoding="utf-8")
     return (resources.files("synapse.templates") / DEFAULT_TEMPLATE).read_text(encoding="utf-8")
-
-
-def default_order_seed() -> int:
-    """Deterministic per host: re-renders and restarts keep the same server order."""
-    digest = hashlib.sha256(socket.gethostname().encode()).digest()
-    return int.from_bytes(digest[:4], "big")
-
-
-def stable_server_id(name: str, max_id: int) -> int:
-    digest = hashlib.sha1(name.encode(), usedforsecurity=False).digest()
-    return int.from_bytes(digest[:8], "big") % max_id + 1
-
-
-def assign_ids(
-    names: Iterable[str], keep: Mapping[str, int], reserved: Iterable[int], max_id: int
-) -> dict[str, int | None]:
-    """Server ids: ``keep`` ids stay (HAProxy already uses them), the others hash and probe.
-
-    ``reserved`` are ids taken by other servers HAProxy still has. None when the id space
-    is exhausted (HAProxy then picks one itself).
-    """
-    names = sorted(set(names))
-    ids: dict[str, int | None] = {}
-    used: set[int] = set()
-    for name in names:
-        wanted = keep.get(name)
-        if wanted is not None and 1 <= wanted <= max_id and wanted not in used:
-            ids[name] = wanted
-            used.add(wanted)
-    used.update(reserved)
-    for name in names:
-        if name in ids:
-            continue
-        candidate = stable_server_id(name, max_id)
-        for _ in range(max_id):
-            if candidate not in used:
-                break
-            candidate = candidate % max_id + 1
-        else:
-            ids[name] = None
-            continue
-        ids[name] = candidate
-        used.add(candidate)
-    return ids
-
-
-def _last_value(lines: Iterable[str], keyword: str) -> str | None:
-    """The arguments of the last line starting with ``keyword``, or None."""
-    value = None
-    for line in lines:
-        tokens = line.split()
-        if tokens and tokens[0].lower() == keyword:
-            value = " ".join(tokens[1:])
-    return value
-
-
-def _default_server_options(lines: Iterable[str]) -> list[str]:
-    return [
-        " ".join(line.split()[1:])
-        for line in lines
-        if line.split() and line.split()[0] == "default-server"
-    ]
-
-
-def _drop_keywords(options: str, drop: Mapping[str, int]) -> str:
-    tokens = options.split()
-    kept: list[str] = []
-    index = 0
-    while index < len(tokens):
-        token = tokens[index]
-        if token in drop:
-            index += 1 + drop[token]
-            continue
-        kept.append(token)
-        index += 1
-    return " ".join(kept)
-
-
-def _find_keyword(options: str, keywords: Iterable[str]) -> str | None:
-    tokens = set(options.split())
-    return next((k for k in keywords if k in tokens), None)
-
-
-def _effective_weight(options: str) -> int:
-    weight = 1
-    tokens = options.split()
-    for index, token in enumerate(tokens[:-1]):
-        value = tokens[index + 1]
-        if token == "weight" and value.isascii() and value.isdigit():
-            weight = int(value)
-    return weight
-
-
-def _last_flag(options: str, on: str, off: str) -> bool:
-    """Whether the last of the flags ``on``/``off`` in ``options`` is ``on``."""
-    value = False
-    for token in options.split():
-        if token in (on, off):
-            value = token == on
-    return value
-
-
-def _balance(backend_lines: list[str], defaults: list[str]) -> tuple[str, bool]:
-    """(description, dynamic) of the backend's effective `balance` and `hash-type`."""
-    balance = _last_value(backend_lines, "balance") or _last_value(defaults, "balance")
-    algorithm = (balance or "roundrobin").split()[0].lower()
-    if algorithm.split("(")[0] in _DYNAMIC_ALGORITHMS:  # `random(2)` is random
-        return algorithm, True
-    if algorithm in _STATIC_ALGORITHMS:
-        return algorithm, False
-    hash_type = _last_value(backend_lines, "hash-type") or _last_value(defaults, "hash-type")
-    method = (hash_type or "map-based").split()[0].lower()
-    return f"{algorithm} ({method})", method == "consistent"
-
-
-def _bad_server_field(server: Server) -> str | None:
-    """Defence in depth: records are validated upstream, but nothing unsafe reaches a line."""
-    if not _SERVER_NAME.fullmatch(server.name):
-        return f"server name {server.name[:64]!r} has characters HAProxy does not allow"
-    if not _HOST.fullmatch(server.host):
-        return f"host {server.host[:64]!r} is not an address"
-    if isinstance(server.port, bool) or not 1 <= server.port <= 65535:
-        return f"port {server.port!r} is outside 1-65535"
-    if _CONTROL.search(server.registry_options) or "#" in server.registry_options:
-        return "registry server options contain a control character or '#'"
-    return None
-
-
-def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class Renderer:
@@ -267,8 +156,14 @@ class Renderer:
             undefined=jinja2.StrictUndefined,
         )
         self._template = env.from_string(template_text or load_template(config))
-        seed = config.server_order_seed
-        self._seed = default_order_seed() if seed is None else seed
+        defaults = list(config.defaults) + list(self.settings.extra_defaults)
+        self._builder = BackendBuilder(defaults, config.max_server_id, config.server_order_seed)
+        self._pieces: dict[str, ServicePiece] = {}
+        self._last: _Rendered | None = None
+        self._head: _Frame | None = None
+        self._tails: dict[tuple[str, ...] | None, _Frame] = {}
+        self.rendered_pieces = 0  # services rendered (not taken from the cache): for tests
+        self.composable = self._check_composable()
 
     @property
     def shared_frontend_enabled(self) -> bool:
@@ -276,56 +171,243 @@ class Renderer:
             self.config.model_fields_set
         )
 
+    def changed_backends(self, services: list[DesiredService]) -> set[str]:
+        """Backends of the services that are not as in the last render (cheap: identity)."""
+        last = self._last
+        if last is not None and len(services) == len(last.services):
+            return {services[i].backend_name for i in _moved(services, last.services)}
+        changed = set()
+        for service in services:
+            piece = self._pieces.get(service.name)
+            if piece is None or not (piece.service is service or piece.service == service):
+                changed.add(service.backend_name)
+        return changed
+
     def render(
         self,
         services: list[DesiredService],
         running_ids: Mapping[str, Mapping[str, int]] | None = None,
+        changed_ids: Collection[str] | None = None,
     ) -> DesiredConfig:
-        """Render ``services``; ``running_ids`` (backend -> server -> id) keeps HAProxy's ids."""
+        """Render ``services``; ``running_ids`` (backend -> server -> id) keeps HAProxy's ids.
+
+        ``changed_ids``: the backends whose running ids may differ from the last render's
+        (None: any). Only services whose DesiredService or ids changed are rendered again;
+        the rest come from the cache. With ``changed_ids`` and the same list of services
+        otherwise, the result is the last config with those pieces replaced, and its
+        ``delta`` says where it differs from the last config.
+        """
         running_ids = running_ids or {}
-        warnings: list[str] = []
-        defaults = list(self.config.defaults) + list(self.settings.extra_defaults)
-        rendered_services = []
-        backends: dict[str, BackendSpec] = {}
-        shared: list[str] | None = list(self.config.shared_frontend)
-        if not self.shared_frontend_enabled:
-            shared = None
+        last = self._last
+        same_list = last is not None and len(services) == len(last.services)
+        if self.composable and same_list and changed_ids is not None:
+            assert last is not None
+            patched = self._render_changes(services, running_ids, changed_ids, last)
+            if patched is not None:
+                return patched
+        return self._render_all(services, running_ids)
+
+    def _render_all(
+        self, services: list[DesiredService], running_ids: Mapping[str, Mapping[str, int]]
+    ) -> DesiredConfig:
+        pieces: list[ServicePiece | None] = []
+        kept: dict[str, ServicePiece] = {}
         for service in services:
-            hap = service.config.haproxy
-            if hap.disabled:
+            if service.config.haproxy.disabled:
+                pieces.append(None)
                 continue
-            frontend, backend_lines = self._sort_lines(service.name, hap, warnings)
-            spec = self._backend(service, backend_lines, defaults, running_ids, warnings)
-            backends[spec.name] = spec
-            rendered_services.append(
-                {
-                    "name": service.name,
-                    "frontend": frontend if hap.has_frontend else None,
-                    "bind": self._bind(hap),
-                    "backend_name": spec.name,
-                    "backend": backend_lines,
-                    "servers": list(spec.servers.values()),
-                }
+            ids = running_ids.get(service.backend_name) or {}
+            piece = self._pieces.get(service.name)
+            if piece is None or not piece.fits(service, ids):
+                piece = self._piece(service, ids)
+            kept[service.name] = piece
+            pieces.append(piece)
+        self._pieces = kept
+        config = self._assemble(pieces)
+        positions = {p.backend.name: i for i, p in enumerate(pieces) if p is not None}
+        self._last = _Rendered(list(services), pieces, config, positions)
+        return config
+
+    def _render_changes(
+        self,
+        services: list[DesiredService],
+        running_ids: Mapping[str, Mapping[str, int]],
+        changed_ids: Collection[str],
+        last: _Rendered,
+    ) -> DesiredConfig | None:
+        """The last config with the changed services' pieces replaced; None when the change
+        is more than that (a service added, removed, enabled, renamed, a section more...)."""
+        positions = set(_moved(services, last.services))
+        positions.update(last.positions[b] for b in changed_ids if b in last.positions)
+        changes: list[tuple[int, ServicePiece, ServicePiece]] = []
+        for i in sorted(positions):
+            service, old = services[i], last.pieces[i]
+            if old is None or service.config.haproxy.disabled or service.name != old.service.name:
+                return None
+            ids = running_ids.get(service.backend_name) or {}
+            new = old if old.fits(service, ids) else self._piece(service, ids)
+            self._pieces[service.name] = new  # (reused by a whole render, if it comes to that)
+            if not self.composable or not new.same_shape(old):
+                return None
+            if new is not old:
+                changes.append((i, old, new))
+        config = self._patch(last.config, changes)
+        if config is None:
+            return None
+        pieces = list(last.pieces)
+        for i, _, new in changes:
+            pieces[i] = new
+        self._last = _Rendered(list(services), pieces, config, last.positions)
+        return config
+
+    @staticmethod
+    def _patch(
+        base: DesiredConfig, changes: list[tuple[int, ServicePiece, ServicePiece]]
+    ) -> DesiredConfig | None:
+        """``base`` with pieces replaced by same-shaped ones; None if a section or proxy of
+        an old piece is shared with another one (a duplicate name: parse it all again)."""
+        sections, servers = dict(base.parsed.sections), dict(base.parsed.servers)
+        backends, parts = dict(base.backends), list(base.parts)
+        headers: set[str] = set()
+        proxies: set[str] = set()
+        for i, old, new in changes:
+            for before, after in zip(old.blocks, new.blocks, strict=True):
+                if sections.get(before.header) is not before.lines:
+                    return None
+                if before.lines != after.lines:
+                    headers.add(before.header)
+                sections[before.header] = after.lines  # the piece's own: checked next time
+                if before.proxy is not None:
+                    if servers.get(before.proxy) is not (before.servers or None):
+                        return None
+                    if after.servers:
+                        servers[before.proxy] = after.servers
+                    else:
+                        servers.pop(before.proxy, None)
+                    proxies.add(before.proxy)
+            if backends.get(old.backend.name) is not old.backend:
+                return None
+            backends[old.backend.name] = new.backend
+            parts[i + 1] = new.text
+        delta = Delta(
+            base.parsed,
+            frozenset(headers),
+            frozenset(proxies),
+            frozenset(old.backend.name for _, old, _ in changes),
+        )
+        parsed = base.parsed.patched(sections, servers)
+        return DesiredConfig(parsed, backends, base.warnings, tuple(parts), delta)
+
+    # --- pieces ------------------------------------------------------------------------
+
+    def _piece(self, service: DesiredService, ids: Mapping[str, int]) -> ServicePiece:
+        self.rendered_pieces += 1
+        hap = service.config.haproxy
+        warnings: list[str] = []
+        frontend, backend_lines = self._sort_lines(service.name, hap, warnings)
+        spec = self._builder.backend(service, backend_lines, ids, warnings)
+        shared = tuple(hap.shared_frontend)
+        if shared and not self.shared_frontend_enabled:
+            warnings.append(
+                f"service {service.name} has shared_frontend lines but haproxy has no "
+                "shared_frontend: skipped"
             )
-            if hap.shared_frontend:
-                if shared is None:
-                    warnings.append(
-                        f"service {service.name} has shared_frontend lines but haproxy has no "
-                        "shared_frontend: skipped"
-                    )
-                else:
-                    shared.extend(hap.shared_frontend)
+            shared = ()
+        context = {
+            "name": service.name,
+            "frontend": frontend if hap.has_frontend else None,
+            "bind": self._bind(hap),
+            "backend_name": spec.name,
+            "backend": backend_lines,
+            "servers": list(spec.servers.values()),
+        }
+        piece = ServicePiece(service, ids, context, spec, tuple(warnings), shared)
+        if not self.composable:
+            return piece
+        text = self._block("service", service=context)
+        blocks = tuple(parse_blocks(text))
+        if blocks and blocks[0].header == "":
+            # Lines before the piece's first header would belong to the previous piece's
+            # last section in the whole text: this template cannot be rendered in pieces.
+            self.composable = False
+            return piece
+        return replace(piece, text=text, blocks=blocks)
+
+    def _assemble(self, aligned: list[ServicePiece | None]) -> DesiredConfig:
+        """The whole config from the services' pieces (None: disabled). Its parts are the
+        head, one per service ("" when disabled), and the tail."""
+        pieces = [piece for piece in aligned if piece is not None]
+        warnings = tuple(w for piece in pieces for w in piece.warnings)
+        backends = {piece.backend.name: piece.backend for piece in pieces}
+        shared: tuple[str, ...] | None = None
+        if self.shared_frontend_enabled:
+            shared = tuple(self.config.shared_frontend) + tuple(
+                line for piece in pieces for line in piece.shared
+            )
+        if self.composable:
+            head, tail = self._frame_head(), self._frame_tail(shared)
+            parts = (head.text, *(p.text if p else "" for p in aligned), tail.text)
+            blocks = itertools.chain(head.blocks, *(p.blocks for p in pieces), tail.blocks)
+            return DesiredConfig(assemble(blocks), backends, warnings, parts)
         text = self._template.render(
-            global_lines=list(self.config.global_) + list(self.settings.extra_global),
-            defaults_lines=defaults,
-            extra_sections=[
+            **self._frame_vars(shared), services=[piece.context for piece in pieces]
+        )
+        return DesiredConfig(parse_config(text), backends, warnings, (text,))
+
+    def _frame_vars(self, shared: tuple[str, ...] | None) -> dict[str, Any]:
+        return {
+            "global_lines": list(self.config.global_) + list(self.settings.extra_global),
+            "defaults_lines": self._builder.defaults,
+            "extra_sections": [
                 {"title": title, "lines": lines}
                 for title, lines in self.config.extra_sections.items()
             ],
-            services=rendered_services,
-            shared_frontend=shared,
-        )
-        return DesiredConfig(text, parse_config(text), backends, tuple(warnings))
+            "shared_frontend": None if shared is None else list(shared),
+        }
+
+    def _frame_head(self) -> _Frame:
+        if self._head is None:
+            text = self._block("head", **self._frame_vars(None))
+            self._head = _Frame(text, tuple(parse_blocks(text)))
+        return self._head
+
+    def _frame_tail(self, shared: tuple[str, ...] | None) -> _Frame:
+        tail = self._tails.get(shared)
+        if tail is None:
+            text = self._block("tail", **self._frame_vars(shared))
+            tail = _Frame(text, tuple(parse_blocks(text)))
+            self._tails = {shared: tail}  # only the latest: the lines rarely change
+        return tail
+
+    def _block(self, name: str, **variables: Any) -> str:
+        return "".join(self._template.blocks[name](self._template.new_context(variables)))
+
+    def _check_composable(self) -> bool:
+        """Whether the template's head, service and tail blocks add up to the whole text.
+
+        Checked once on sample services; a template that does not is rendered whole.
+        """
+        if not all(name in self._template.blocks for name in PIECE_BLOCKS):
+            return False
+        server = ServerSpec("b1", "s1", "10.0.0.1", 80, 1, "id 1", "id 1", 1, False, False, True)
+        samples = [
+            {"name": "s1", "frontend": ["mode http"], "bind": "127.0.0.1:1",
+             "backend_name": "b1", "backend": ["balance roundrobin"], "servers": [server]},
+            {"name": "s2", "frontend": None, "bind": "127.0.0.1", "backend_name": "b2",
+             "backend": [], "servers": []},
+        ]  # fmt: skip
+        frame = self._frame_vars(("bind 127.0.0.1:2",))
+        try:
+            whole = self._template.render(**frame, services=samples)
+            parts = [self._block("head", **frame)]
+            parts += [self._block("service", service=sample) for sample in samples]
+            parts.append(self._block("tail", **frame))
+            blocks = [parse_blocks(part) for part in parts]
+        except (jinja2.TemplateError, TypeError, ValueError, KeyError, AttributeError):
+            return False
+        orphans = any(found and found[0].header == "" for found in blocks[1:])
+        joined = assemble(itertools.chain.from_iterable(blocks))
+        return not orphans and "".join(parts) == whole and joined == parse_config(whole)
 
     def _sort_lines(
         self, name: str, hap: ServiceHAProxyConfig, warnings: list[str]
@@ -346,130 +428,3 @@ class Renderer:
         address = hap.bind_address or self.config.bind_address
         bind = address if hap.port is None else f"{address}:{hap.port}"
         return f"{bind} {hap.bind_options}" if hap.bind_options else bind
-
-    def _backend(
-        self,
-        service: DesiredService,
-        backend_lines: list[str],
-        defaults: list[str],
-        running_ids: Mapping[str, Mapping[str, int]],
-        warnings: list[str],
-    ) -> BackendSpec:
-        hap = service.config.haproxy
-        name = service.backend_name
-        static = frozenset(
-            line.split()[1]
-            for line in backend_lines
-            if line.split()[:1] == ["server"] and len(line.split()) > 1
-        )
-        mode = _last_value(backend_lines, "mode") or _last_value(defaults, "mode") or "tcp"
-        cookies = mode.split()[0].lower() == "http"
-        # With cookie persistence an added server (which cannot have a cookie) would never
-        # get sticky clients: such servers arrive by a reload instead.
-        persistent = cookies and bool(
-            _last_value(backend_lines, "cookie") or _last_value(defaults, "cookie")
-        )
-        balance, dynamic = _balance(backend_lines, defaults)
-        default_server = _default_server_options(defaults) + _default_server_options(backend_lines)
-        inherited = _drop_keywords(" ".join(default_server), NOT_DYNAMIC_KEYWORDS)
-
-        servers: dict[str, Server] = {}
-        for server in service.servers:
-            problem = _bad_server_field(server)
-            if problem is None and (server.name in servers or server.name in static):
-                problem = f"server name {server.name} is used twice"
-            if problem is not None:
-                warnings.append(f"service {service.name}: {problem}: server skipped")
-                continue
-            servers[server.name] = server
-        known = running_ids.get(name, {})
-        ids = assign_ids(
-            servers,
-            keep=known,
-            reserved=[i for n, i in known.items() if n not in servers],
-            max_id=self.config.max_server_id,
-        )
-        specs = {}
-        for server_name in self._order(hap, servers):
-            server = servers[server_name]
-            specs[server_name] = self._server_spec(
-                name, hap, server, ids[server_name], cookies, default_server, inherited
-            )
-            if persistent and specs[server_name].addable:
-                specs[server_name] = replace(
-                    specs[server_name],
-                    addable=False,
-                    why_not_addable="the backend persists on cookies, added servers have none",
-                )
-        return BackendSpec(service.name, name, specs, balance, dynamic, static)
-
-    def _order(self, hap: ServiceHAProxyConfig, servers: Mapping[str, Server]) -> list[str]:
-        names = list(servers)
-        if hap.backend_order == "asc":
-            return sorted(names)
-        if hap.backend_order == "desc":
-            return sorted(names, reverse=True)
-        if hap.backend_order == "no_shuffle":
-            return names
-        # Shuffle the sorted names with the per-host seed: each host spreads its first
-        # connections differently, and a re-render never reorders an unchanged set.
-        names.sort()
-        random.Random(self._seed).shuffle(names)
-        return names
-
-    def _server_spec(
-        self,
-        backend: str,
-        hap: ServiceHAProxyConfig,
-        server: Server,
-        server_id: int | None,
-        cookies: bool,
-        default_server: list[str],
-        inherited: str,
-    ) -> ServerSpec:
-        port = hap.server_port_override or server.port
-        options = (hap.server_options or "").replace("%{host}", server.host)
-        options = options.replace("%{port}", str(port)).replace("%{name}", server.name)
-        registry = server.registry_options.strip()
-        if server.weight is not None:
-            # The record's weight wins over any weight in the options (Airbnb behaviour).
-            options = _drop_keywords(options, {"weight": 1})
-            registry = _drop_keywords(registry, {"weight": 1})
-        own = " ".join(p for p in (options, registry) if p)
-        if server.weight is not None:
-            own = f"{own} weight {server.weight}".strip()
-
-        line: list[str] = []
-        if server_id is not None:
-            line += ["id", str(server_id)]
-        if cookies:
-            value = server.name
-            if hap.cookie_value_method == "hash":
-                value = hashlib.sha1(server.name.encode(), usedforsecurity=False).hexdigest()
-            line += ["cookie", value]
-        if own:
-            line.append(own)
-        ident = f"id {server_id}" if server_id is not None else ""
-        add_options = " ".join(p for p in (inherited, ident, own) if p)
-        effective = " ".join([*default_server, own])
-
-        why_not = ""
-        refused = _find_keyword(own, NOT_DYNAMIC_KEYWORDS)
-        if refused:
-            why_not = f"option {refused!r} cannot be set on an added server"
-        elif not is_ip(server.host):
-            why_not = f"host {server.host} is a DNS name (added servers are not resolved)"
-        return ServerSpec(
-            backend=backend,
-            name=server.name,
-            host=server.host,
-            port=port,
-            id=server_id,
-            options=" ".join(line),
-            add_options=add_options,
-            weight=_effective_weight(effective),
-            check=_last_flag(effective, "check", "no-check"),
-            disabled=_last_flag(effective, "disabled", "enabled"),
-            addable=not why_not,
-            why_not_addable=why_not,
-        )

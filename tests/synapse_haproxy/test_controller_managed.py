@@ -15,6 +15,7 @@ from haproxy_helpers import eventually, server, serves, service
 from prometheus_client import CollectorRegistry
 
 from smartstack.localservers.process import free_port
+from synapse.haproxy import controller as controller_module
 from synapse.haproxy.runtime import MasterClient, ProcInfo, RuntimeClient
 
 
@@ -60,6 +61,7 @@ async def test_add_remove_readd_cause_no_reload(managed_factory, http_backend_fa
     assert metric(registry, "synapse_haproxy_plan_operations_total", kind="add_server") == 2
     assert metric(registry, "synapse_haproxy_plan_operations_total", kind="enable_health") == 2
     # The file follows runtime changes, so a restart would start from the same servers.
+    await controller.flush()  # (written in the background)
     text = Path(controller.settings.config_path).read_text()
     assert all(f"127.0.0.1:{b.port} " in text for b in (b1, b2, b3))
     status = json.loads(json.dumps(controller.status()))  # JSON-ready for /status
@@ -82,6 +84,49 @@ async def test_remove_servers_delete(managed_factory, http_backend_factory):
     assert (await controller.apply([web(port, [b1, b2])], "t")).reload == "none"
     await serves(port, {"b1", "b2"})
     assert controller.reload_count == 0
+
+
+async def test_drift_is_corrected_by_the_background_sweep(
+    managed_factory, http_backend_factory, monkeypatch
+):
+    """An operator (or anything) puts a server into maintenance behind synapse's back, in
+    a backend no change touches: the periodic sweep notices and puts it back."""
+    monkeypatch.setattr(controller_module, "FULL_READ_INTERVAL", 0.5)
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    port, other_port = free_port(), free_port()
+    controller = managed_factory()
+    other = service("api", [server("127.0.0.1", b2.port, b2.name)], port=other_port)
+    await controller.apply([web(port, [b1, b2]), other], "t")
+    runtime = RuntimeClient(controller.settings.runtime_sockets[0])
+    await runtime.execute(f"set server web/b2_127.0.0.1:{b2.port} state maint")
+    await serves(port, {"b1"})
+
+    async def corrected() -> bool:
+        state = await runtime.running_backends()
+        return not state["web"][f"b2_127.0.0.1:{b2.port}"].in_maint
+
+    await eventually(corrected, "the sweep to put b2 back into service")
+    await serves(port, {"b1", "b2"})
+    assert controller.reload_count == 0
+
+
+async def test_an_apply_uses_one_connection_and_reads_only_what_changed(
+    managed_factory, http_backend_factory
+):
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    port = free_port()
+    controller = managed_factory()
+    others = [service(f"s{i}", [server("127.0.0.1", b2.port, f"o{i}")], port=free_port())
+              for i in range(3)]  # fmt: skip
+    await controller.apply([web(port, [b1]), *others], "t")
+    client = controller._runtime[0]
+    connections, reads = client.connections, controller._view.partial_reads
+    result = await controller.apply([web(port, [b1, b2]), *others], "t")
+    assert result.reload == "none" and len(result.ops) == 2  # add server, state ready
+    # Read (web only), commands, read again: one connection for the whole apply.
+    assert client.connections == connections + 1
+    assert controller._view.partial_reads == reads + 2
+    await serves(port, {"b1", "b2"})
 
 
 async def test_structural_change_reloads_once_and_keeps_states(
@@ -332,6 +377,7 @@ async def test_crashed_haproxy_restarts_while_the_new_config_is_invalid(
     assert bad.reload == "invalid"
     await serves(port, {"b1", "b2"})  # membership still follows at runtime
     # ... and the file says so: it is the old structure with the servers HAProxy runs now.
+    await controller.flush()  # (written in the background)
     text = Path(controller.settings.config_path).read_text()
     assert f"127.0.0.1:{b2.port}" in text and "no-such-keyword" not in text
     pid = controller.status()["haproxy_pids"]["master"]

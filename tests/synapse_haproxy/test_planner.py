@@ -153,8 +153,10 @@ def test_brand_new_server_is_added_with_full_options_then_enabled():
     assert isinstance(add, AddServer) and add.server == B.name
     assert add.address == "10.0.0.2:8080"
     spec = desired.backends["web"].servers[B.name]
-    # default-server options are spelled out; the id matches the config line; no cookie.
-    assert add.options == f"inter 2s id {spec.id} check rise 2"
+    # default-server options are spelled out; the id matches the config line; no cookie;
+    # and the idle-connection pool configured servers get by default.
+    pool = "pool-max-conn -1 pool-purge-delay 5s"
+    assert add.options == f"inter 2s id {spec.id} {pool} check rise 2"
     assert "cookie" not in add.options
     assert health == EnableHealth("web", B.name)
     assert ready == SetState("web", B.name, "ready")

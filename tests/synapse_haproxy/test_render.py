@@ -11,8 +11,9 @@ import pytest
 from haproxy_helpers import DEFAULTS, haproxy_config, render, server, service
 
 from synapse.haproxy.configtext import parse_config, section_changes, structural_options
-from synapse.haproxy.render import Renderer, assign_ids, stable_server_id
+from synapse.haproxy.render import Renderer
 from synapse.haproxy.settings import settings_for
+from synapse.haproxy.specs import assign_ids, stable_server_id
 
 A = server("10.0.0.1", 8080, "a")
 B = server("10.0.0.2", 8080, "b")
@@ -211,8 +212,19 @@ def test_add_options_spell_out_default_server_and_leave_out_what_add_refuses():
     )
     svc = service("web", [A], backend=["default-server rise 5"], server_options="check")
     spec = render([svc], config).backends["web"].servers[A.name]
-    assert spec.add_options == f"inter 3s rise 5 id {spec.id} check"
+    pool = "pool-max-conn -1 pool-purge-delay 5s"
+    assert spec.add_options == f"inter 3s rise 5 id {spec.id} {pool} check"
     assert spec.check and spec.addable and spec.weight == 1
+
+
+def test_added_servers_get_the_connection_pool_unless_their_options_set_it():
+    # HAProxy 2.6 gives added servers no idle-connection pool (configured ones get
+    # pool-max-conn -1, pool-purge-delay 5s); what the operator wrote is kept as written.
+    config = haproxy_config(defaults=[*DEFAULTS, "default-server pool-purge-delay 1s"])
+    svc = service("web", [A], server_options="pool-max-conn 10")
+    spec = render([svc], config).backends["web"].servers[A.name]
+    assert spec.add_options == f"pool-purge-delay 1s id {spec.id} pool-max-conn 10"
+    assert spec.options == f"id {spec.id} cookie {A.name} pool-max-conn 10"
 
 
 # --------------------------------------------------------------------------- ids

@@ -9,6 +9,7 @@ from haproxy_helpers import eventually
 
 from synapse.haproxy.planner import AddServer, DelServer, SetAddr, SetState, SetWeight
 from synapse.haproxy.runtime import (
+    SKIPPED,
     CommandFailed,
     MasterClient,
     RuntimeClient,
@@ -18,6 +19,7 @@ from synapse.haproxy.runtime import (
     parse_show_backend,
     parse_show_proc,
     parse_version,
+    split_answers,
     unix_request,
 )
 
@@ -140,3 +142,56 @@ async def test_against_real_haproxy(haproxy_factory):
 
     await eventually(new_worker, "a new worker after `reload`")
     assert (await master.show_proc()).reloads == before.reloads + 1
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def test_split_answers_cuts_at_each_prompt_and_keeps_the_unfinished_rest():
+    stream = b"\n> No such server.\n\n> \n> 1\n# be_id\n3 web 4 a\n\n> partial"
+    answers, used = split_answers(stream, 10)
+    assert answers == ["", "No such server.\n", "", "1\n# be_id\n3 web 4 a\n"]
+    assert stream[used:] == b"partial"
+    assert split_answers(stream, 2) == (
+        ["", "No such server.\n"],
+        len(b"\n> No such server.\n\n> "),
+    )
+    # scan_from: the first bytes were searched already; an answer still starts at 0.
+    assert split_answers(b"abc\n> ", 1, scan_from=2) == (["abc"], 6)
+    assert split_answers(b"no prompt yet", 3) == ([], 0)
+
+
+async def test_a_batch_attributes_every_answer_to_its_command(haproxy_factory):
+    """HAProxy 2.6 in `;` mode runs answers together (`del server` of an unknown server
+    answers without a newline); interactive mode ends each answer with a prompt."""
+    from smartstack.localservers.process import free_port
+
+    proc = haproxy_factory(BACKEND.format(port=free_port()))
+    client = RuntimeClient(str(proc.admin_socket))
+    async with client.session() as session:
+        answers = await session.ask(
+            ["del server web/nope", "set server web/a state maint", "enable health web/a",
+             "show servers state empty", "set weight web/a 3"]
+        )  # fmt: skip
+        assert answers[0].strip() == "No such server."
+        assert answers[1] == ""
+        assert "Health check was not configured" in answers[2]
+        assert answers[3].startswith("1\n#") and parse_servers_state(answers[3]) == []
+        assert answers[4] == ""
+        many = await session.ask([f"set weight web/a {i % 5 + 1}" for i in range(1000)])
+        assert many == [""] * 1000  # one connection, every answer in its place
+
+    # Waves: a server whose op failed gets none of its later ops; other servers go on.
+    ops = [
+        AddServer("web", "a", "127.0.0.1:9"),  # exists already: fails
+        SetState("web", "a", "ready"),  # ...so this one is not sent
+        AddServer("web", "b", "127.0.0.1:2"),
+        SetState("web", "b", "ready"),
+    ]
+    results = await client.run_ops(ops)
+    assert "Already exists" in (results[0] or "")
+    assert results[1] == SKIPPED and results[2] is None and results[3] is None
+    state = await client.running_backends()
+    assert state["web"]["a"].forced_maint and not state["web"]["b"].in_maint
+    pid, found = await client.read_state(["web", "nope"])
+    assert pid is not None and set(found["web"] or {}) == {"a", "b"} and found["nope"] is None

@@ -1,0 +1,364 @@
+"""What synapse makes of each backend and server: the options of its config line, and
+what the runtime API may do to it.
+
+A ``ServerSpec`` holds the options of a server's config line and the options
+``add server`` needs to create the same server at runtime (HAProxy does not apply
+``default-server`` lines to added servers, so they are spelled out). Server ids come
+from a stable hash of the server name, so they do not depend on arrival order; ids
+HAProxy already uses are kept. A ``BackendSpec`` adds what the balance algorithm
+allows (adding servers and setting weights at runtime). Pure functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import random
+import re
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from synapse.config import ServiceHAProxyConfig
+from synapse.model import DesiredService, Server
+
+# Algorithms that accept `add server` and `set weight` (HAProxy 2.6: "dynamic" LB algorithms).
+# Hash-based algorithms are dynamic only with `hash-type consistent`.
+_DYNAMIC_ALGORITHMS = frozenset({"roundrobin", "leastconn", "first", "random"})
+_STATIC_ALGORITHMS = frozenset({"static-rr"})
+# Server keywords `add server` refuses on 2.6, with how many arguments each takes. In
+# `default-server` lines they are left out of added servers; on a server's own line they
+# mean the server can only arrive by a reload.
+NOT_DYNAMIC_KEYWORDS: dict[str, int] = {
+    "cookie": 1, "init-addr": 1, "resolvers": 1, "resolve-prefer": 1, "resolve-net": 1,
+    "resolve-opts": 1, "redir": 1, "namespace": 1, "socks4": 1, "log-proto": 1, "tcp-ut": 1,
+    "no-check": 0, "no-backup": 0, "no-send-proxy": 0, "no-send-proxy-v2": 0,
+    "no-agent-check": 0, "no-check-ssl": 0, "no-ssl": 0, "no-verifyhost": 0, "no-tfo": 0,
+    "no-send-proxy-v2-ssl": 0, "no-send-proxy-v2-ssl-cn": 0, "no-ssl-reuse": 0,
+    "ssl-reuse": 0, "disabled": 0, "enabled": 0,
+}  # fmt: skip
+# HAProxy 2.6 gives a server added at runtime no idle-connection pool (`show servers conn`:
+# idle_lim 0, purge_delay 0), where a configured server gets the documented defaults
+# (pool-max-conn -1, pool-purge-delay 5s): without them every request through an added
+# server opens a new backend connection. Spelled out unless the options set them.
+DYNAMIC_SERVER_DEFAULTS = (("pool-max-conn", "-1"), ("pool-purge-delay", "5s"))
+# fullmatch, never `$`: `$` also matches before a trailing newline.
+_SERVER_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,255}", re.ASCII)
+_HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}", re.ASCII)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)  # as ipaddress accepts it
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One server as synapse configures it."""
+
+    backend: str
+    name: str
+    host: str
+    port: int
+    id: int | None
+    options: str  # what follows the address on the config line
+    add_options: str  # the same server for `add server`, default-server options spelled out
+    weight: int  # effective weight (HAProxy's default is 1)
+    check: bool  # health checks enabled
+    disabled: bool  # `disabled`: HAProxy runs it in maintenance, synapse keeps it there
+    addable: bool  # `add server` can create it as configured
+    why_not_addable: str = ""
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def line(self) -> str:
+        return f"server {self.name} {self.address} {self.options}".rstrip()
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A service's backend: its servers and what the runtime API can do to it."""
+
+    service: str
+    name: str
+    servers: dict[str, ServerSpec]  # in rendered order
+    balance: str  # effective algorithm, e.g. "roundrobin", "static-rr", "source (map-based)"
+    dynamic: bool  # servers can be added and weights set at runtime
+    static_servers: frozenset[str] = frozenset()  # `server` lines from the service's own config
+
+
+def default_order_seed() -> int:
+    """Deterministic per host: re-renders and restarts keep the same server order."""
+    digest = hashlib.sha256(socket.gethostname().encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def stable_server_id(name: str, max_id: int) -> int:
+    digest = hashlib.sha1(name.encode(), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:8], "big") % max_id + 1
+
+
+def assign_ids(
+    names: Iterable[str], keep: Mapping[str, int], reserved: Iterable[int], max_id: int
+) -> dict[str, int | None]:
+    """Server ids: ``keep`` ids stay (HAProxy already uses them), the others hash and probe.
+
+    ``reserved`` are ids taken by other servers HAProxy still has. None when the id space
+    is exhausted (HAProxy then picks one itself).
+    """
+    names = sorted(set(names))
+    ids: dict[str, int | None] = {}
+    used: set[int] = set()
+    for name in names:
+        wanted = keep.get(name)
+        if wanted is not None and 1 <= wanted <= max_id and wanted not in used:
+            ids[name] = wanted
+            used.add(wanted)
+    used.update(reserved)
+    for name in names:
+        if name in ids:
+            continue
+        candidate = stable_server_id(name, max_id)
+        for _ in range(max_id):
+            if candidate not in used:
+                break
+            candidate = candidate % max_id + 1
+        else:
+            ids[name] = None
+            continue
+        ids[name] = candidate
+        used.add(candidate)
+    return ids
+
+
+def _last_value(lines: Iterable[str], keyword: str) -> str | None:
+    """The arguments of the last line starting with ``keyword``, or None."""
+    value = None
+    for line in lines:
+        tokens = line.split()
+        if tokens and tokens[0].lower() == keyword:
+            value = " ".join(tokens[1:])
+    return value
+
+
+def _default_server_options(lines: Iterable[str]) -> list[str]:
+    return [
+        " ".join(line.split()[1:])
+        for line in lines
+        if line.split() and line.split()[0] == "default-server"
+    ]
+
+
+def _drop_keywords(options: str, drop: Mapping[str, int]) -> str:
+    tokens = options.split()
+    kept: list[str] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if token in drop:
+            index += 1 + drop[token]
+            continue
+        kept.append(token)
+        index += 1
+    return " ".join(kept)
+
+
+def _find_keyword(options: str, keywords: Iterable[str]) -> str | None:
+    tokens = set(options.split())
+    return next((k for k in keywords if k in tokens), None)
+
+
+def _effective_weight(options: str) -> int:
+    weight = 1
+    tokens = options.split()
+    for index, token in enumerate(tokens[:-1]):
+        value = tokens[index + 1]
+        if token == "weight" and value.isascii() and value.isdigit():
+            weight = int(value)
+    return weight
+
+
+def _last_flag(options: str, on: str, off: str) -> bool:
+    """Whether the last of the flags ``on``/``off`` in ``options`` is ``on``."""
+    value = False
+    for token in options.split():
+        if token in (on, off):
+            value = token == on
+    return value
+
+
+def _balance(backend_lines: list[str], defaults: list[str]) -> tuple[str, bool]:
+    """(description, dynamic) of the backend's effective `balance` and `hash-type`."""
+    balance = _last_value(backend_lines, "balance") or _last_value(defaults, "balance")
+    algorithm = (balance or "roundrobin").split()[0].lower()
+    if algorithm.split("(")[0] in _DYNAMIC_ALGORITHMS:  # `random(2)` is random
+        return algorithm, True
+    if algorithm in _STATIC_ALGORITHMS:
+        return algorithm, False
+    hash_type = _last_value(backend_lines, "hash-type") or _last_value(defaults, "hash-type")
+    method = (hash_type or "map-based").split()[0].lower()
+    return f"{algorithm} ({method})", method == "consistent"
+
+
+def _bad_server_field(server: Server) -> str | None:
+    """Defence in depth: records are validated upstream, but nothing unsafe reaches a line."""
+    if not _SERVER_NAME.fullmatch(server.name):
+        return f"server name {server.name[:64]!r} has characters HAProxy does not allow"
+    if not _HOST.fullmatch(server.host):
+        return f"host {server.host[:64]!r} is not an address"
+    if isinstance(server.port, bool) or not 1 <= server.port <= 65535:
+        return f"port {server.port!r} is outside 1-65535"
+    if _CONTROL.search(server.registry_options) or "#" in server.registry_options:
+        return "registry server options contain a control character or '#'"
+    return None
+
+
+def is_ip(host: str) -> bool:
+    if _IPV4.fullmatch(host):  # the common case, without building an address object
+        return True
+    if ":" not in host:
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class BackendBuilder:
+    """Builds BackendSpecs for one ``haproxy`` config block (its defaults, id space, seed)."""
+
+    def __init__(self, defaults: list[str], max_server_id: int, seed: int | None) -> None:
+        self.defaults = defaults
+        self.max_server_id = max_server_id
+        self.seed = default_order_seed() if seed is None else seed
+
+    def backend(
+        self,
+        service: DesiredService,
+        backend_lines: list[str],
+        known: Mapping[str, int],
+        warnings: list[str],
+    ) -> BackendSpec:
+        hap = service.config.haproxy
+        defaults = self.defaults
+        name = service.backend_name
+        static = frozenset(
+            line.split()[1]
+            for line in backend_lines
+            if line.split()[:1] == ["server"] and len(line.split()) > 1
+        )
+        mode = _last_value(backend_lines, "mode") or _last_value(defaults, "mode") or "tcp"
+        cookies = mode.split()[0].lower() == "http"
+        # With cookie persistence an added server (which cannot have a cookie) would never
+        # get sticky clients: such servers arrive by a reload instead.
+        persistent = cookies and bool(
+            _last_value(backend_lines, "cookie") or _last_value(defaults, "cookie")
+        )
+        balance, dynamic = _balance(backend_lines, defaults)
+        default_server = _default_server_options(defaults) + _default_server_options(backend_lines)
+        inherited = _drop_keywords(" ".join(default_server), NOT_DYNAMIC_KEYWORDS)
+
+        servers: dict[str, Server] = {}
+        for server in service.servers:
+            problem = _bad_server_field(server)
+            if problem is None and (server.name in servers or server.name in static):
+                problem = f"server name {server.name} is used twice"
+            if problem is not None:
+                warnings.append(f"service {service.name}: {problem}: server skipped")
+                continue
+            servers[server.name] = server
+        ids = assign_ids(
+            servers,
+            keep=known,
+            reserved=[i for n, i in known.items() if n not in servers],
+            max_id=self.max_server_id,
+        )
+        specs = {}
+        for server_name in self._order(hap, servers):
+            server = servers[server_name]
+            specs[server_name] = self._server_spec(
+                name, hap, server, ids[server_name], cookies, default_server, inherited
+            )
+            if persistent and specs[server_name].addable:
+                specs[server_name] = replace(
+                    specs[server_name],
+                    addable=False,
+                    why_not_addable="the backend persists on cookies, added servers have none",
+                )
+        return BackendSpec(service.name, name, specs, balance, dynamic, static)
+
+    def _order(self, hap: ServiceHAProxyConfig, servers: Mapping[str, Server]) -> list[str]:
+        names = list(servers)
+        if hap.backend_order == "asc":
+            return sorted(names)
+        if hap.backend_order == "desc":
+            return sorted(names, reverse=True)
+        if hap.backend_order == "no_shuffle":
+            return names
+        # Shuffle the sorted names with the per-host seed: each host spreads its first
+        # connections differently, and a re-render never reorders an unchanged set.
+        names.sort()
+        random.Random(self.seed).shuffle(names)
+        return names
+
+    def _server_spec(
+        self,
+        backend: str,
+        hap: ServiceHAProxyConfig,
+        server: Server,
+        server_id: int | None,
+        cookies: bool,
+        default_server: list[str],
+        inherited: str,
+    ) -> ServerSpec:
+        port = hap.server_port_override or server.port
+        options = (hap.server_options or "").replace("%{host}", server.host)
+        options = options.replace("%{port}", str(port)).replace("%{name}", server.name)
+        registry = server.registry_options.strip()
+        if server.weight is not None:
+            # The record's weight wins over any weight in the options (Airbnb behaviour).
+            options = _drop_keywords(options, {"weight": 1})
+            registry = _drop_keywords(registry, {"weight": 1})
+        own = " ".join(p for p in (options, registry) if p)
+        if server.weight is not None:
+            own = f"{own} weight {server.weight}".strip()
+
+        line: list[str] = []
+        if server_id is not None:
+            line += ["id", str(server_id)]
+        if cookies:
+            value = server.name
+            if hap.cookie_value_method == "hash":
+                value = hashlib.sha1(server.name.encode(), usedforsecurity=False).hexdigest()
+            line += ["cookie", value]
+        if own:
+            line.append(own)
+        ident = f"id {server_id}" if server_id is not None else ""
+        given = set(f"{inherited} {own}".split())
+        pool = " ".join(f"{k} {v}" for k, v in DYNAMIC_SERVER_DEFAULTS if k not in given)
+        add_options = " ".join(p for p in (inherited, ident, pool, own) if p)
+        effective = " ".join([*default_server, own])
+
+        why_not = ""
+        refused = _find_keyword(own, NOT_DYNAMIC_KEYWORDS)
+        if refused:
+            why_not = f"option {refused!r} cannot be set on an added server"
+        elif not is_ip(server.host):
+            why_not = f"host {server.host} is a DNS name (added servers are not resolved)"
+        return ServerSpec(
+            backend=backend,
+            name=server.name,
+            host=server.host,
+            port=port,
+            id=server_id,
+            options=" ".join(line),
+            add_options=add_options,
+            weight=_effective_weight(effective),
+            check=_last_flag(effective, "check", "no-check"),
+            disabled=_last_flag(effective, "disabled", "enabled"),
+            addable=not why_not,
+            why_not_addable=why_not,
+        )

@@ -1,0 +1,106 @@
+"""The running view (pure, with a scripted runtime client): what is read, what is kept,
+and which reads win when an apply and the background sweep overlap."""
+
+from __future__ import annotations
+
+from synapse.haproxy.state import RunningServer
+from synapse.haproxy.view import Read, RunningIds, RunningView
+
+
+def srv(backend: str, name: str, sid: int, admin: int = 0) -> RunningServer:
+    return RunningServer(backend, name, sid, "10.0.0.1", 80, admin_state=admin)
+
+
+class ScriptedClient:
+    """read_state answers from a dict we change between calls."""
+
+    path, timeout = "/nonexistent", 1.0
+
+    def __init__(self) -> None:
+        self.pid = "100"
+        self.state: dict[str, dict[str, RunningServer]] = {}
+        self.calls: list[list[str] | None] = []
+
+    async def read_state(self, backends, with_pid=True):
+        self.calls.append(None if backends is None else list(backends))
+        names = self.state if backends is None else backends
+        found = {b: (dict(self.state[b]) if b in self.state else None) for b in names}
+        return (self.pid if with_pid else None), found
+
+
+def view_of(client: ScriptedClient) -> RunningView:
+    return RunningView(client, 30.0, lambda: 0.0)  # type: ignore[arg-type]
+
+
+async def test_partial_reads_replace_only_what_changed():
+    client = ScriptedClient()
+    client.state = {"a": {"x": srv("a", "x", 1)}, "b": {"y": srv("b", "y", 2)}}
+    view = view_of(client)
+    await view.read({"a"})  # not trusted yet: a whole read
+    assert client.calls == [None] and view.valid and set(view.backends) == {"a", "b"}
+    assert view.take_replaced() == {"a", "b"}
+    a, b = view.backends["a"], view.backends["b"]
+    await view.read({"a", "b"})  # same content: the same objects stay
+    assert view.backends["a"] is a and view.backends["b"] is b and not view.take_replaced()
+    client.state["a"] = {"x": srv("a", "x", 1, admin=1)}
+    del client.state["b"]
+    await view.read({"a", "b"})
+    assert view.take_replaced() == {"a", "b"}
+    assert view.backends["a"]["x"].forced_maint and "b" not in view.backends
+
+
+async def test_another_process_answering_means_a_whole_read():
+    client = ScriptedClient()
+    client.state = {"a": {}}
+    view = view_of(client)
+    await view.read_all()
+    client.pid = "200"  # reloaded behind our back
+    client.state = {"a": {}, "new": {"z": srv("new", "z", 1)}}
+    await view.read({"a"})
+    assert client.calls[-1] is None and view.pid == "200" and "new" in view.backends
+
+
+async def test_an_apply_read_wins_over_an_older_sweep_part():
+    client = ScriptedClient()
+    client.state = {"a": {"x": srv("a", "x", 1)}, "b": {}}
+    view = view_of(client)
+    await view.read_all()
+    sweep = await view.read_part(client, ["a", "b"])  # the sweep reads first...
+    client.state["a"] = {"x": srv("a", "x", 1), "w": srv("a", "w", 3)}
+    await view.read({"a"})  # ...an apply adds a server and reads it again...
+    assert view.merge(sweep)  # ...and the sweep's older read of `a` is not taken
+    assert set(view.backends["a"]) == {"x", "w"}
+
+
+async def test_reads_begun_before_an_invalidation_or_from_another_process_are_refused():
+    client = ScriptedClient()
+    client.state = {"a": {}}
+    view = view_of(client)
+    await view.read_all()
+    sweep = await view.read_part(client, ["a"])
+    view.invalidate()  # e.g. a reload happened meanwhile
+    assert not view.merge(sweep)
+    await view.read_all()
+    assert not view.merge(Read("999", view.counter, {"a": {}}))  # another process
+    assert not view.valid  # so the next apply reads it all
+
+
+async def test_a_whole_read_drops_backends_haproxy_no_longer_has():
+    client = ScriptedClient()
+    client.state = {"a": {}, "b": {}}
+    view = view_of(client)
+    await view.read_all()
+    view.take_replaced()
+    del client.state["b"]
+    await view.read_all()
+    assert set(view.backends) == {"a"} and view.take_replaced() == {"b"}
+
+
+def test_running_ids_are_reused_while_the_servers_are_the_same_object():
+    servers = {"x": srv("a", "x", 4)}
+    ids = RunningIds().use({"a": servers})
+    first = ids["a"]
+    assert first == {"x": 4} and ids["a"] is first
+    again = ids.use({"a": dict(servers)})["a"]  # another object (a new read)
+    assert again == first and again is not first
+    assert ids.get("missing") is None
