@@ -20,7 +20,7 @@ CheckType = Literal["http", "https", "tcp", "redis", "rabbitmq", "noop", "exec"]
 NodeType = Literal["ephemeral_sequential", "ephemeral", "persistent", "persistent_sequential"]
 
 # Airbnb keys we accept without a warning although we do not act on them.
-KNOWN_UNUSED_KEYS = ("statsd", "max_repeated_report_failures", "ttl_seconds", "open_timeout")
+KNOWN_UNUSED_KEYS = ("statsd", "max_repeated_report_failures", "open_timeout")
 
 
 class CheckConfig(ConfigModel):
@@ -74,6 +74,8 @@ class ServiceConfig(ConfigModel):
     port: int = Field(ge=1, le=65535)
     check_interval: float = Field(default=0.5, gt=0)
     checks: list[CheckConfig] = Field(default_factory=list)
+    # Airbnb: skip the checks, always report up (load tests)
+    check_mocked: bool = False
     weight: int | None = Field(default=None, ge=0, le=256)
     haproxy_server_options: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
@@ -83,6 +85,9 @@ class ServiceConfig(ConfigModel):
     zk_path: str | None = None
     node_type: NodeType = "ephemeral_sequential"
     use_path_encoding: bool = False
+    # Airbnb: re-write a persistent node's data this often (its mtime shows nerve is alive);
+    # ignored for ephemeral node types, as in Ruby nerve
+    ttl_seconds: float | None = Field(default=None, gt=0)
     zk_auth: NerveZooKeeperAuth | None = None  # ours
     zk_session_timeout: float = Field(default=10.0, gt=0)  # ours, seconds
     # etcd

@@ -45,7 +45,7 @@ def reporter_identity(cfg: ServiceConfig) -> tuple[str, tuple[str, ...]]:
     )  # fmt: skip
     if cfg.reporter_type == "zookeeper":
         keys += ("zk_hosts", "zk_path", "node_type", "use_path_encoding", "zk_auth",
-                 "zk_session_timeout")  # fmt: skip
+                 "zk_session_timeout", "ttl_seconds")  # fmt: skip
     else:
         keys += ("etcd_path", "etcd_user", "etcd_password", "etcd_tls", "etcd_lease_ttl")
     values = cfg.model_dump(include=set(keys))
@@ -80,6 +80,7 @@ class Registries:
             instance_id=instance_id,
             node_type=cfg.node_type,
             use_path_encoding=cfg.use_path_encoding,
+            ttl_seconds=cfg.ttl_seconds,
             acl=cfg.zk_auth.acl if cfg.zk_auth else "open",
             op_timeout=max(2.0, cfg.zk_session_timeout),
             metrics=self.metrics,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, Protocol
@@ -13,8 +14,17 @@ from smartstack.configfile import ConfigError
 EXIT_CONFIG_ERROR = 2
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", required=True, help="config file (JSON or YAML)")
+def add_common_arguments(parser: argparse.ArgumentParser, config_env: str | None = None) -> None:
+    """``config_env``: an environment variable that names the config file when -c is absent."""
+    if config_env:
+        parser.add_argument(
+            "-c",
+            "--config",
+            default=os.environ.get(config_env) or None,
+            help=f"config file (JSON or YAML); default: ${config_env}",
+        )
+    else:
+        parser.add_argument("-c", "--config", required=True, help="config file (JSON or YAML)")
     parser.add_argument(
         "-k", "--check-config", action="store_true", help="validate the config and exit"
     )

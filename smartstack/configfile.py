@@ -8,12 +8,16 @@ are warnings, because real files carry keys we do not use (``statsd``, ...).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from smartstack.erb import ErbError
+from smartstack.erb import render as erb_render
 
 SERVICE_FILE_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -45,39 +49,61 @@ def format_loc(loc: Iterable[Any]) -> str:
     return out or "(top level)"
 
 
-def load_document(path: Path) -> dict[str, Any]:
-    """Parse one JSON or YAML file into a mapping; ConfigError with a one-line reason."""
+def load_document(path: Path, erb: bool = False) -> dict[str, Any]:
+    """Parse one JSON or YAML file into a mapping; ConfigError with a one-line reason.
+
+    ``erb``: render the ``<%= ENV[...] %>`` tags first (synapse files, as Ruby synapse).
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: not UTF-8 text"]) from None
-    if path.suffix == ".json":
+    if erb:
         try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            # The Ruby daemons read .json files with a YAML parser, so real files
-            # carry '#' comments; accept what YAML accepts, report the JSON error.
-            try:
-                doc = yaml.safe_load(text)
-            except yaml.YAMLError:
-                raise ConfigError(
-                    [f"{path}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}"]
-                ) from None
-    else:
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ConfigError([f"{path}{where}: malformed YAML: {problem}"]) from None
+            text = erb_render(text, path)
+        except ErbError as exc:
+            raise ConfigError([str(exc)]) from None
+    doc = _parse(text, path)
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
         raise ConfigError([f"{path}: expected a mapping at the top level, got {_kind(doc)}"])
     return doc
+
+
+def _parse(text: str, path: Path) -> Any:
+    """JSON first for .json files, else YAML (the Ruby daemons parse everything as YAML).
+
+    When both fail, the error reported is that of the language the text is written in:
+    JSON's for text shaped as JSON (it opens with '{' or '['), YAML's otherwise.
+    """
+    json_error: json.JSONDecodeError | None = None
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            json_error = exc  # real .json files carry '#' comments: YAML may still read it
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        if json_error is not None and _json_shaped(text):
+            where = f"{json_error.lineno}:{json_error.colno}"
+            raise ConfigError([f"{path}:{where}: malformed JSON: {json_error.msg}"]) from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{path}{where}: malformed YAML: {problem}"]) from None
+
+
+def _json_shaped(text: str) -> bool:
+    """True when the first line that is not blank or a '#' comment opens a JSON value."""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            return stripped[0] in "{["
+    return False
 
 
 def _kind(value: Any) -> str:
@@ -86,8 +112,13 @@ def _kind(value: Any) -> str:
     )
 
 
-def merge_service_conf_dir(doc: dict[str, Any], config_path: Path) -> dict[str, Path]:
+def merge_service_conf_dir(
+    doc: dict[str, Any], config_path: Path, erb: bool = False
+) -> dict[str, Path]:
     """Add every file of ``service_conf_dir`` as one service named after the file.
+
+    A relative directory is relative to the current directory, as Ruby's
+    ``File.expand_path`` makes it (not to the config file's folder).
 
     Returns service name -> the file it came from, so errors can point there.
     """
@@ -100,9 +131,9 @@ def merge_service_conf_dir(doc: dict[str, Any], config_path: Path) -> dict[str, 
     conf_dir = doc.get("service_conf_dir")
     if not conf_dir:
         return sources
-    directory = Path(conf_dir)
-    if not directory.is_absolute():
-        directory = config_path.parent / directory
+    if not isinstance(conf_dir, str):
+        raise ConfigError([f"{config_path}: service_conf_dir: expected a path string"])
+    directory = Path(os.path.abspath(os.path.expanduser(conf_dir)))
     if not directory.is_dir():
         raise ConfigError([f"{config_path}: service_conf_dir: {directory} is not a directory"])
     if not isinstance(services, dict):
@@ -110,7 +141,7 @@ def merge_service_conf_dir(doc: dict[str, Any], config_path: Path) -> dict[str, 
     for file in sorted(directory.iterdir()):
         if file.suffix not in SERVICE_FILE_SUFFIXES or not file.is_file():
             continue
-        services[file.stem] = load_document(file)
+        services[file.stem] = load_document(file, erb)
         sources[file.stem] = file
     return sources
 
@@ -179,19 +210,24 @@ def load(
     path: Path,
     known_unused: Iterable[str] = (),
     overrides: dict[str, Any] | None = None,
+    erb: bool = False,
+    prepare: Callable[[dict[str, Any], Path, dict[str, Path]], list[str]] | None = None,
 ) -> tuple[M, list[str]]:
     """Read, merge ``service_conf_dir`` and validate one config file.
 
     Returns the model and warning lines for unknown keys (``known_unused`` are
     Airbnb keys we accept silently but do not act on). ``overrides`` replace
-    top-level keys before validation (command-line flags, environment).
+    top-level keys before validation (command-line flags, environment). ``erb``: render
+    ``<%= ENV[...] %>`` tags in every file read (smartstack.erb). ``prepare`` may
+    adjust the merged document before validation and returns warning lines.
     """
-    doc = load_document(path)
+    doc = load_document(path, erb)
     doc.update(overrides or {})
-    sources = merge_service_conf_dir(doc, path)
+    sources = merge_service_conf_dir(doc, path, erb)
+    prepared = prepare(doc, path, sources) if prepare else []
     config = validate(model, doc, path, sources)
     ignored = set(known_unused)
-    warnings = [
+    warnings = prepared + [
         f"{path}: {key}: unknown key, ignored"
         for key in unknown_keys(config)
         if key.split(".")[-1].split("[")[0] not in ignored

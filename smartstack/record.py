@@ -27,12 +27,14 @@ PATH_ENCODING_PREFIX = "base64_"
 MAX_WEIGHT = 256  # HAProxy's own range for server weights
 MAX_NAME_LENGTH = 128
 MAX_LABELS = 64
+# Labels never reach haproxy.cfg (only label_filters read them): any printable key is
+# fine (Yelp-style "region:my_region"); the limits only bound memory and log lines.
+MAX_LABEL_KEY_LENGTH = 128
 MAX_LABEL_VALUE_LENGTH = 256
 MAX_SERVER_OPTIONS_LENGTH = 1024
 
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")  # HAProxy server-name characters
-_SAFE_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
 # Control characters, line separators, and lone surrogates (not Unicode: not encodable).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _SEQUENCE_SUFFIX = re.compile(r"_(\d+)$")
@@ -56,6 +58,9 @@ class Registration:
     weight: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
     haproxy_server_options: str | None = None
+    # What decoding dropped from the record and why (e.g. options that were not a string):
+    # the server is kept; the watcher logs and counts these.
+    ignored: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Constructing a Registration always validates, whichever side builds it.
@@ -145,8 +150,11 @@ def validate_labels(labels: Any) -> dict[str, str]:
     if len(labels) > MAX_LABELS:
         raise InvalidRecord(f"more than {MAX_LABELS} labels")
     for key, value in labels.items():
-        if not isinstance(key, str) or not _SAFE_LABEL_KEY.match(key):
-            raise InvalidRecord(f"label key {str(key)[:64]!r} has unsafe characters")
+        if not isinstance(key, str) or not key:
+            raise InvalidRecord("label keys must be non-empty strings")
+        _reject_control(f"label key {key[:64]!r}", key)
+        if len(key) > MAX_LABEL_KEY_LENGTH:
+            raise InvalidRecord(f"label key {key[:64]!r}... is longer than {MAX_LABEL_KEY_LENGTH}")
         if not isinstance(value, str):
             raise InvalidRecord(f"label {key!r} must be a string")
         _reject_control(f"label {key!r}", value)
@@ -227,6 +235,12 @@ def registration_from_dict(obj: dict[str, Any], fallback_name: str | None = None
     if not isinstance(name, str):
         name = str(name) if isinstance(name, int) and not isinstance(name, bool) else name
     labels = obj.get("labels")
+    options = obj.get("haproxy_server_options")
+    ignored: tuple[str, ...] = ()
+    if options is not None and not isinstance(options, str):
+        # Ruby synapse keeps such a server and ignores the options: so do we.
+        ignored = (f"haproxy_server_options is {_json_kind(options)}, not a string",)
+        options = None
     try:
         return Registration(
             host=obj["host"],
@@ -234,12 +248,21 @@ def registration_from_dict(obj: dict[str, Any], fallback_name: str | None = None
             name=name,
             weight=obj.get("weight"),
             labels=_coerce_labels(labels) if labels is not None else {},
-            haproxy_server_options=obj.get("haproxy_server_options"),
+            haproxy_server_options=options,
+            ignored=ignored,
         )
     except InvalidRecord:
         raise
     except Exception as exc:  # defensive: nothing but InvalidRecord may escape a decoder
         raise InvalidRecord(f"record rejected ({type(exc).__name__})") from None
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
 
 
 def decode_nerve(data: bytes | str, fallback_name: str | None = None) -> Registration:

@@ -6,17 +6,20 @@ import argparse
 import sys
 
 from smartstack.cli import add_common_arguments, check_or_run
-from synapse.config import SynapseConfig, load_synapse_config
+from synapse.config import CONFIG_ENV, SynapseConfig, load_synapse_config
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synapse", description=__doc__)
-    add_common_arguments(parser)
+    add_common_arguments(parser, config_env=CONFIG_ENV)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.config:
+        parser.error(f"the config file is needed: -c FILE, or ${CONFIG_ENV}")
     return check_or_run(args, lambda: load_synapse_config(args.config), _run)
 
 

@@ -7,12 +7,15 @@ add are marked "ours" below.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from smartstack.configfile import ConfigModel, load
+from smartstack.configfile import ConfigError, ConfigModel, load
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
+
+DEFAULT_ADMIN_PORT = 1026
+CONFIG_ENV = "SYNAPSE_CONFIG"  # Ruby's bin/synapse: the config path when -c is absent
 
 # Airbnb keys we accept without a warning although we do not act on them.
 KNOWN_UNUSED_KEYS = ("statsd", "generator_config_path", "discovery_jitter")
@@ -22,6 +25,7 @@ DiscoveryMethod = Literal[
     "base",
     "zookeeper",
     "zookeeper_poll",
+    "zookeeper_dns",
     "etcd",
     "dns",
     "docker",
@@ -111,6 +115,7 @@ class DiscoveryConfig(ConfigModel):
         needs: dict[str, tuple[str, ...]] = {
             "zookeeper": ("hosts", "path"),
             "zookeeper_poll": ("hosts", "path"),
+            "zookeeper_dns": ("hosts", "path"),
             "dns": ("servers",),
             "docker": ("servers",),
         }
@@ -233,6 +238,8 @@ class HAProxyConfig(ConfigModel):
     coalesce_ms: float = Field(default=0, ge=0)
     # ours: how long a reload (new worker answering) or a config check may take
     reload_timeout: float = Field(default=10.0, gt=0)
+    # Airbnb's code reads it here (its README: per service); a service's own value wins
+    use_nerve_weights: bool | None = None
 
     @property
     def socket_paths(self) -> list[str]:
@@ -261,7 +268,9 @@ class AdminConfig(ConfigModel):
     """ours: the admin HTTP server (/health, /status, /metrics, status page)."""
 
     host: str = "127.0.0.1"
-    port: int | None = Field(default=3212, ge=0, le=65535)  # null disables it
+    # Not 3212: Airbnb configs give that port to `listen stats :3212`. 1026: beside nerve's
+    # 1025, below the 3000-4999 range SmartStack service ports use. -k reports clashes.
+    port: int | None = Field(default=DEFAULT_ADMIN_PORT, ge=0, le=65535)  # null disables it
 
 
 # Keys of the early synapse list format that belong in the per-service haproxy block.
@@ -304,6 +313,63 @@ class SynapseConfig(ConfigModel):
             services[name] = entry
         return services
 
+    @model_validator(mode="after")
+    def _top_level_nerve_weights(self) -> SynapseConfig:
+        # Ruby reads haproxy.use_nerve_weights at the top level; accept it there and per
+        # service: the per-service value (what the renderer reads) defaults to the top one.
+        default = self.haproxy.use_nerve_weights if self.haproxy else None
+        if default is not None:
+            for service in self.services.values():
+                if "use_nerve_weights" not in service.haproxy.model_fields_set:
+                    service.haproxy.use_nerve_weights = default
+        return self
+
+
+def ignore_non_string_server_options(
+    doc: dict[str, Any], path: Path, sources: dict[str, Path]
+) -> list[str]:
+    """Drop a service's ``server_options`` given as a hash or list, with a warning.
+
+    Ruby synapse ignores such a value (Airbnb's own minimum fixture has one); refusing
+    the whole config for it would stop a migration on a key that never had an effect.
+    """
+    services = doc.get("services")
+    if isinstance(services, dict):
+        blocks = [
+            (f"services.{name}", sources.get(name, path), s)
+            for name, s in services.items()
+            if isinstance(s, dict)
+        ]
+    elif isinstance(services, list):
+        blocks = [
+            (f"services[{i}]", path, s) for i, s in enumerate(services) if isinstance(s, dict)
+        ]
+    else:
+        return []
+    warnings = []
+    for where, source, service in blocks:
+        for key, block in ((f"{where}.haproxy", service.get("haproxy")), (where, service)):
+            if not isinstance(block, dict) or not isinstance(
+                block.get("server_options"), dict | list
+            ):
+                continue
+            kind = "a hash" if isinstance(block.pop("server_options"), dict) else "a list"
+            warnings.append(f"{source}: {key}.server_options: {kind}, not a string: ignored")
+    return warnings
+
 
 def load_synapse_config(path: str | Path) -> tuple[SynapseConfig, list[str]]:
-    return load(SynapseConfig, Path(path), KNOWN_UNUSED_KEYS)
+    """Load a synapse config: ERB ``<%= ENV[...] %>`` tags are rendered first, as Ruby does."""
+    config, warnings = load(
+        SynapseConfig,
+        Path(path),
+        KNOWN_UNUSED_KEYS,
+        erb=True,
+        prepare=ignore_non_string_server_options,
+    )
+    from synapse.port_clash import admin_port_clashes
+
+    clashes = admin_port_clashes(config)
+    if clashes:
+        raise ConfigError([f"{path}: {line}" for line in clashes])
+    return config, warnings

@@ -28,6 +28,12 @@ class SynapseMetrics:
             ["service", "method"],
             registry=registry,
         )
+        self.ignored_record_fields = Counter(
+            "synapse_ignored_record_fields_total",
+            "Record fields ignored while the server was kept (e.g. non-string server options)",
+            ["service", "method"],
+            registry=registry,
+        )
         self.skipped_records = Gauge(
             "synapse_skipped_records",
             "Invalid records currently present in the service's registry namespace",

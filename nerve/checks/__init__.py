@@ -18,6 +18,7 @@ __all__ = [
     "Check",
     "CheckFailed",
     "CheckResult",
+    "NoopCheck",
     "Passed",
     "build_check",
     "build_checks",
@@ -43,6 +44,8 @@ def same_probes(old: ServiceConfig, new: ServiceConfig) -> bool:
     """Whether both services' checks probe the very same things: an old verdict only holds
     for the same checks *and* the same addresses (a check without ``port`` follows the
     service's port)."""
+    if old.check_mocked != new.check_mocked:
+        return False
     return [resolved(c, old) for c in old.checks] == [resolved(c, new) for c in new.checks]
 
 

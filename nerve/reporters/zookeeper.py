@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from typing import Any
 
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import NodeExistsError, NoNodeError
 
 from nerve.metrics import NerveMetrics
 from nerve.reporters.base import RegistryUnavailable, Reporter
@@ -56,6 +57,7 @@ class ZooKeeperReporter(Reporter):
         instance_id: str,
         node_type: str = "ephemeral_sequential",
         use_path_encoding: bool = False,
+        ttl_seconds: float | None = None,
         acl: str = "open",
         op_timeout: float = 10.0,
         metrics: NerveMetrics | None = None,
@@ -73,14 +75,25 @@ class ZooKeeperReporter(Reporter):
         self.op_timeout = op_timeout
         self.node: str | None = None
         self._connected = asyncio.Event()  # set by session events, on the loop
+        # Airbnb's ttl_seconds: persistent nodes only (an ephemeral one lives with the session)
+        self.ttl_seconds = None if self.ephemeral else ttl_seconds
+        self._renewer: asyncio.Task[None] | None = None
+        self.renewals = 0
 
     # --- events -------------------------------------------------------------------------
 
     def _attach(self) -> None:
         self.conn.add_listener(self._on_session)
+        if self.ttl_seconds and self._renewer is None:
+            self._renewer = asyncio.get_running_loop().create_task(
+                self._renew_forever(self.ttl_seconds), name=f"zk-ttl-{self.service}"
+            )
 
     def _detach(self) -> None:
         self.conn.remove_listener(self._on_session)
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
 
     def _on_session(self, state: str) -> None:
         if state in ("connected", "new_session"):
@@ -123,19 +136,60 @@ class ZooKeeperReporter(Reporter):
     async def _register(self) -> bool:
         wrote = await self._scan(keep=True) if self.uncertain else False
         if self.node is None:
-            self.node = await self._call(
-                "create",
-                self._path(self.name_prefix),
-                self.data,
-                self.acl,
-                ephemeral=self.ephemeral,
-                sequence=self.sequential,
-                makepath=True,
-            )
+            try:
+                self.node = await self._create()
+            except NodeExistsError:
+                # A fixed key (node_type ephemeral/persistent) already taken, e.g. by a run
+                # that crashed: take it over, as Ruby nerve does, instead of retrying forever.
+                self.node = await self._take_over(self._path(self.name_prefix))
             event(log, "znode_created", service=self.service, node=self.node)
             wrote = True
         self.registered = True
         return wrote
+
+    async def _create(self) -> str:
+        return await self._call(
+            "create",
+            self._path(self.name_prefix),
+            self.data,
+            self.acl,
+            ephemeral=self.ephemeral,
+            sequence=self.sequential,
+            makepath=True,
+        )
+
+    async def _take_over(self, path: str) -> str:
+        """Ruby sets the data of the existing node. An ephemeral node of another session
+        would vanish with that session (and our registration with it): it is replaced."""
+        _, stat = await self._call("get", path)
+        session = self.conn.client.client_id[0] if self.conn.client.client_id else None
+        if self.ephemeral and stat.ephemeralOwner != session:
+            await self._delete(path)
+            event(log, "znode_replaced", service=self.service, node=path)
+            return await self._create()  # NodeExists again: a live competitor; retried
+        await self._call("set", path, self.data)
+        event(log, "znode_data_overwritten", service=self.service, node=path)
+        return path
+
+    async def _renew_forever(self, interval: float) -> None:
+        """ttl_seconds: re-write our persistent node's data (its mtime) every ``interval``."""
+        await asyncio.sleep(random.uniform(0, interval))  # a fleet must not renew in lockstep
+        while True:
+            node = self.node
+            if node is not None and self.registered and self.conn.connected:
+                try:
+                    await self._call("set", node, self.data)
+                    self.renewals += 1
+                except NoNodeError:  # deleted behind our back: register it again
+                    event(log, "znode_vanished", level=logging.WARNING, service=self.service,
+                          node=node)  # fmt: skip
+                    self.node = None
+                    self.mark_lost()
+                except Exception as exc:  # an outage: the next interval tries again
+                    error = f"{type(exc).__name__}: {exc}"[:200]
+                    event(log, "znode_renew_failed", level=logging.WARNING,
+                          service=self.service, error=error)  # fmt: skip
+            await asyncio.sleep(interval)
 
     async def _withdraw(self) -> bool:
         wrote = await self._scan(keep=False) if self.uncertain else False

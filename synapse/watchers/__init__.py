@@ -9,11 +9,13 @@ from synapse.watchers.docker import DockerWatcher
 from synapse.watchers.etcd import EtcdWatcher
 from synapse.watchers.static import BaseWatcher, UnsupportedWatcher
 from synapse.watchers.zookeeper import ZooKeeperPollWatcher, ZooKeeperWatcher
+from synapse.watchers.zookeeper_dns import ZooKeeperDnsWatcher
 
 WATCHERS: dict[str, type[Watcher]] = {
     "base": BaseWatcher,
     "zookeeper": ZooKeeperWatcher,
     "zookeeper_poll": ZooKeeperPollWatcher,
+    "zookeeper_dns": ZooKeeperDnsWatcher,
     "etcd": EtcdWatcher,
     "dns": DnsWatcher,
     "docker": DockerWatcher,

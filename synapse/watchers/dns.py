@@ -25,6 +25,17 @@ DEFAULT_CHECK_INTERVAL = 30.0  # Airbnb's dns watcher default
 RESOLVE_TIMEOUT = 10.0
 
 
+async def resolve(loop: asyncio.AbstractEventLoop, host: str) -> list[str] | str:
+    """The sorted addresses of ``host`` (system resolver, in a thread), or the error text."""
+    try:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT
+        )
+    except (OSError, TimeoutError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return sorted({str(info[4][0]) for info in infos})
+
+
 class DnsWatcher(Watcher):
     method = "dns"
 
@@ -75,14 +86,7 @@ class DnsWatcher(Watcher):
         self.report(self._found(entries), 0, started)
 
     async def _resolve(self, entry: ServerEntry) -> list[str] | str:
-        try:
-            infos = await asyncio.wait_for(
-                self.ctx.loop.getaddrinfo(entry.host, None, type=socket.SOCK_STREAM),
-                RESOLVE_TIMEOUT,
-            )
-        except (OSError, TimeoutError) as exc:
-            return f"{type(exc).__name__}: {exc}"
-        return sorted({str(info[4][0]) for info in infos})
+        return await resolve(self.ctx.loop, entry.host)
 
     def _found(self, entries: list[tuple[int, ServerEntry, int]]) -> list[Found]:
         found = []

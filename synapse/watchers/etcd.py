@@ -28,6 +28,7 @@ from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection, prefix_fingerprin
 from smartstack.logs import event
 from smartstack.record import InvalidRecord, decode_nerve, decode_serverset
 from synapse.watchers.base import Backoff, Entry, Watcher
+from synapse.watchers.record_notes import note_ignored
 
 log = logging.getLogger("synapse.watchers.etcd")
 
@@ -178,6 +179,7 @@ class EtcdWatcher(Watcher):
         except InvalidRecord as exc:
             self.bad_record(f"etcd:{key}", exc.reason)
             return Entry(None, exc.reason, mod_revision)
+        note_ignored(self, f"etcd:{key}", reg)
         return Entry(reg, None, mod_revision)
 
     def _report(self, event_time: float) -> None:

@@ -41,6 +41,7 @@ from smartstack.record import (
 )
 from smartstack.zookeeper import ZooKeeperConnection
 from synapse.watchers.base import Backoff, Entry, Watcher
+from synapse.watchers.record_notes import note_ignored
 
 log = logging.getLogger("synapse.watchers.zookeeper")
 
@@ -226,6 +227,7 @@ class ZooKeeperWatcher(Watcher):
             self._remember(name, None, exc.reason, None, origin)
             return
         if from_name is not None:
+            note_ignored(self, origin, from_name)
             self._remember(name, from_name, None, None, origin)
             return
         self.reads += 1
@@ -248,6 +250,7 @@ class ZooKeeperWatcher(Watcher):
         except InvalidRecord as exc:
             self._remember(name, None, exc.reason, stat.mzxid, origin)
             return
+        note_ignored(self, origin, registration)
         self._remember(name, registration, None, stat.mzxid, origin)
 
     def _decode(self, data: bytes, name: str) -> Registration:

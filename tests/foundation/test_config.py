@@ -17,12 +17,16 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "airbnb"
 
 
-def run_cli(daemon: str, config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    daemon: str, config: Path, *extra: str, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    # cwd matters: a relative service_conf_dir is relative to it (the examples: the repo root)
     return subprocess.run(
         [sys.executable, "-m", f"{daemon}.cli", "-c", str(config), "-k", *extra],
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=cwd,
     )
 
 
@@ -41,7 +45,10 @@ def test_airbnb_files_pass_check_unchanged(daemon: str, name: str) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_nerve_example_applies_airbnb_defaults_and_service_conf_dir() -> None:
+def test_nerve_example_applies_airbnb_defaults_and_service_conf_dir(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(ROOT)
     config, warnings = load_nerve_config(EXAMPLES / "nerve.conf.json")
     assert warnings == []
     assert set(config.services) == {"web_http", "cache_tcp", "queue", "search", "api"}
@@ -54,7 +61,8 @@ def test_nerve_example_applies_airbnb_defaults_and_service_conf_dir() -> None:
     assert config.services["search"].etcd_endpoint_list() == ["etcd.example.internal:4001"]
 
 
-def test_synapse_example_applies_airbnb_defaults() -> None:
+def test_synapse_example_applies_airbnb_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
     config, _ = load_synapse_config(EXAMPLES / "synapse.conf.json")
     assert set(config.services) == {"web", "search", "finagle", "billing"}
     assert config.haproxy is not None
@@ -128,7 +136,7 @@ def test_errors_in_service_conf_dir_name_that_file(tmp_path: Path) -> None:
     (tmp_path / "svc").mkdir()
     bad = write(tmp_path / "svc", "api.json", {**NERVE_SERVICE, "check_interval": -1})
     path = write(tmp_path, "nerve.json", {"instance_id": "a", "service_conf_dir": "svc"})
-    result = run_cli("nerve", path)
+    result = run_cli("nerve", path, cwd=tmp_path)
     assert result.returncode == 2
     assert f"error: {bad}: services.api.check_interval: Input should be greater than 0" in (
         result.stderr

@@ -1,0 +1,94 @@
+"""Airbnb's ``zookeeper_dns``: ZooKeeper names the servers, DNS gives their addresses.
+
+The ZooKeeper part is the ``zookeeper`` watcher unchanged; what it would report goes
+through a resolver first: a record whose host is a DNS name becomes one server per
+address that name resolves to (name and port from the record), re-resolved every
+``check_interval`` seconds (default 30, as the ``dns`` watcher) and whenever
+ZooKeeper changes. A name that fails to resolve keeps its last known addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+
+from smartstack.logs import event
+from smartstack.record import InvalidRecord
+from synapse.watchers.base import Found
+from synapse.watchers.dns import DEFAULT_CHECK_INTERVAL, resolve
+from synapse.watchers.zookeeper import ZooKeeperWatcher
+
+log = logging.getLogger("synapse.watchers.zookeeper_dns")
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class ZooKeeperDnsWatcher(ZooKeeperWatcher):
+    method = "zookeeper_dns"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._zk_view: tuple[tuple[Found, ...], int, float] | None = None
+        self._addresses: dict[str, list[str]] = {}  # DNS name -> last resolved addresses
+        self._failing: set[str] = set()
+        self._zk_changed = asyncio.Event()
+
+    def report(self, found, skipped: int, event_time: float) -> None:  # type: ignore[override]
+        # The ZooKeeper part's view: kept, resolved by _resolve_loop before it is reported.
+        self._zk_view = (tuple(found), skipped, event_time)
+        self._zk_changed.set()
+
+    async def run(self) -> None:
+        resolver = self.ctx.loop.create_task(self._resolve_loop(), name=f"zk-dns-{self.service}")
+        try:
+            await super().run()
+        finally:
+            resolver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await resolver
+
+    async def _resolve_loop(self) -> None:
+        interval = self.discovery.check_interval or DEFAULT_CHECK_INTERVAL
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._zk_changed.wait(), interval)
+            self._zk_changed.clear()
+            if self._zk_view is not None:
+                await self._resolve_and_report(*self._zk_view)
+
+    async def _resolve_and_report(
+        self, found: tuple[Found, ...], skipped: int, event_time: float
+    ) -> None:
+        names = sorted({f.registration.host for f in found if not _is_address(f.registration.host)})
+        results = await asyncio.gather(*(resolve(self.ctx.loop, name) for name in names))
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, list):
+                self._addresses[name] = result
+                self._failing.discard(name)
+            elif name not in self._failing:
+                self._failing.add(name)
+                event(log, "dns_resolve_failed", level=logging.WARNING, service=self.service,
+                      host=name, error=result)  # fmt: skip
+        for gone in set(self._addresses) - set(names):
+            del self._addresses[gone]
+        resolved: list[Found] = []
+        for item in found:
+            reg = item.registration
+            if _is_address(reg.host):
+                resolved.append(item)
+                continue
+            for address in self._addresses.get(reg.host, []):
+                try:
+                    resolved.append(Found(dataclasses.replace(reg, host=address), item.origin))
+                except InvalidRecord:  # e.g. a scoped IPv6 address: not usable in HAProxy
+                    continue
+        super().report(resolved, skipped, event_time)
