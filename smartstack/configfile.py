@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from smartstack.erb import ErbError
 from smartstack.erb import render as erb_render
 
-SERVICE_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+SERVICE_FILE_SUFFIXES = (".json", ".yaml", ".yml")  # Ruby: not .yml (docs/configuration.md)
+_COMMENT_LINE = re.compile(r"^[ \t]*#.*$", re.MULTILINE)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -82,9 +84,11 @@ def _parse(text: str, path: Path) -> Any:
     json_error: json.JSONDecodeError | None = None
     if path.suffix == ".json":
         try:
-            return json.loads(text)
+            # Real .json files carry '#' comment lines (Ruby reads them as YAML); blanking
+            # them keeps line numbers and lets JSON's error point at the real mistake.
+            return json.loads(_COMMENT_LINE.sub("", text))
         except json.JSONDecodeError as exc:
-            json_error = exc  # real .json files carry '#' comments: YAML may still read it
+            json_error = exc  # YAML may still read it
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
