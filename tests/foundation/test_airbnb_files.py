@@ -375,3 +375,27 @@ def test_check_refuses_a_config_whose_admin_port_clashes(tmp_path: Path) -> None
     result = run("synapse", "-c", str(path), "-k", cwd=tmp_path)
     assert result.returncode == 2
     assert "admin.port 3212 (on 127.0.0.1) clashes with haproxy.extra_sections" in result.stderr
+
+
+def test_erb_in_a_service_conf_dir_file_names_that_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = tmp_path / "services"
+    services.mkdir()
+    good = services / "web.yaml"
+    good.write_text(
+        "discovery:\n  method: zookeeper\n  hosts: [\"<%= ENV['ZK'] %>\"]\n  path: /w\n"
+    )
+    config = tmp_path / "synapse.yaml"
+    config.write_text(json.dumps({"haproxy": HAPROXY, "service_conf_dir": str(services)}))
+    monkeypatch.setenv("ZK", "127.0.0.1:2181")
+    loaded, _ = load_synapse_config(config)
+    assert loaded.services["web"].discovery.hosts == ["127.0.0.1:2181"]
+    bad = services / "api.yaml"
+    bad.write_text("discovery:\n  method: base\n<% require 'socket' %>\n")
+    with pytest.raises(ConfigError) as error:
+        load_synapse_config(config)
+    assert error.value.lines == [
+        f"{bad}:3: unsupported ERB \"<% require 'socket' %>\": only <%= ENV['NAME'] %> and "
+        "<%= ENV.fetch('NAME', 'default') %> are rendered"
+    ]
