@@ -33,7 +33,7 @@ format: install
 	.venv/bin/ruff format .
 
 demo: install
-	$(PYTHON) -m smartstack.demo $(ARGS)
+	$(PYTHON) -m testbed.demo $(ARGS)
 
 bench: install
 	$(PYTHON) -m bench $(ARGS)

@@ -21,10 +21,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smartstack.localservers.etcd import EtcdCluster
-from smartstack.localservers.haproxy import parse_servers_state, runtime_command
-from smartstack.localservers.httpbackend import HttpBackend
-from smartstack.localservers.process import (
+from testbed.etcd import EtcdCluster
+from testbed.haproxy import parse_servers_state, runtime_command
+from testbed.httpbackend import HttpBackend
+from testbed.process import (
     ManagedProcess,
     free_port,
     make_temp_dir,

@@ -23,7 +23,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from smartstack.localservers.process import (
+from testbed.process import (
     ManagedProcess,
     process_gone,
     wait_processes_gone,
@@ -148,7 +148,7 @@ class DockerDaemon:
 
     def client(self, timeout: int = 60) -> Any:
         """A docker SDK client for this daemon (API version negotiated)."""
-        import docker  # imported here: localservers must not need the SDK to be importable
+        import docker  # imported here: testbed must not need the SDK to be importable
 
         return docker.DockerClient(base_url=self.base_url, version="auto", timeout=timeout)
 

@@ -8,7 +8,7 @@
   is saved under .cache/images/ keyed by a hash of the build context, so later runs (tests,
   `make compose-demo`) load it in seconds instead of building again.
 
-`python -m smartstack.localservers.images project` builds/loads the project image into the dockerd
+`python -m testbed.images project` builds/loads the project image into the dockerd
 named by DOCKER_HOST and prints its tag (used by scripts/compose-demo.sh).
 """
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache"
 BUSYBOX = Path("/bin/busybox")
 BUSYBOX_REPO = "smartstack-busybox"
@@ -250,7 +250,7 @@ def main(argv: list[str]) -> int:
 
     specs = {"project": PROJECT, "etcd": ETCD}
     if len(argv) != 1 or argv[0] not in (*specs, "busybox"):
-        print("usage: python -m smartstack.localservers.images project|etcd|busybox",
+        print("usage: python -m testbed.images project|etcd|busybox",
               file=sys.stderr)  # fmt: skip
         return 2
     client = docker.from_env(version="auto", timeout=900)

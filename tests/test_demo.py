@@ -5,16 +5,18 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from smartstack.localservers.process import process_gone
+from testbed.process import process_gone
 
 
 @pytest.mark.timeout(240)
 def test_demo_runs_to_completion_and_cleans_up() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "smartstack.demo"],
+        [sys.executable, "-m", "testbed.demo"],
+        cwd=Path(__file__).resolve().parents[1],  # testbed is not installed: run from the repo
         capture_output=True,
         text=True,
         timeout=200,

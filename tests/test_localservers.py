@@ -14,20 +14,20 @@ import aetcd
 import pytest
 from kazoo.client import KazooClient
 
-from smartstack.localservers.etcd import EtcdCluster
-from smartstack.localservers.haproxy import (
+from testbed.etcd import EtcdCluster
+from testbed.haproxy import (
     HAProxyProcess,
     haproxy_version,
     parse_servers_state,
     parse_show_proc,
 )
-from smartstack.localservers.process import (
+from testbed.process import (
     free_port,
     process_gone,
     wait_processes_gone,
     wait_until,
 )
-from smartstack.localservers.zookeeper import (
+from testbed.zookeeper import (
     ZooKeeperEnsemble,
     ZooKeeperServer,
     expire_session,

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from smartstack.localservers.dockerd import DockerDaemon, DockerUnavailable, unavailable_reason
-from smartstack.localservers.images import busybox_image
+from testbed.dockerd import DockerDaemon, DockerUnavailable, unavailable_reason
+from testbed.images import busybox_image
 
 NETWORK = "smartstack-test"
 

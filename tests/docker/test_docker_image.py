@@ -12,8 +12,8 @@ import pytest
 import yaml
 from dockertestlib import http_get, published_port
 
-from smartstack.localservers.images import REPO, project_image
-from smartstack.localservers.process import wait_until
+from testbed.images import REPO, project_image
+from testbed.process import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ from dockertestlib import (
     watcher_context,
 )
 
-from smartstack.localservers.dockerd import DockerDaemon
-from smartstack.localservers.images import busybox_image
+from testbed.dockerd import DockerDaemon
+from testbed.images import busybox_image
 from synapse.watchers.docker import DockerWatcher
 
 

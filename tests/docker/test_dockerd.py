@@ -10,9 +10,9 @@ from pathlib import Path
 
 from dockertestlib import http_get, published_port
 
-from smartstack.localservers.dockerd import DockerDaemon
-from smartstack.localservers.images import busybox_image
-from smartstack.localservers.process import wait_until
+from testbed.dockerd import DockerDaemon
+from testbed.images import busybox_image
+from testbed.process import wait_until
 
 
 def test_sigkilled_dockerd_is_cleaned_up() -> None:

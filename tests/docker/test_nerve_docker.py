@@ -25,7 +25,7 @@ from nerve.docker_source import DockerSource
 from nerve.maintenance import MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.registries import Registries
-from smartstack.localservers.process import ManagedProcess
+from testbed.process import ManagedProcess
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from smartstack import etcd
 from smartstack.etcd import EtcdConnection, prefix_fingerprint, split_endpoint
-from smartstack.localservers.process import free_port
+from testbed.process import free_port
 
 
 def test_split_endpoint() -> None:

@@ -13,7 +13,7 @@ import pytest
 from kazoo.client import KazooClient
 from nerve_testlib import TIMEOUT, NerveProcess
 
-from smartstack.localservers.zookeeper import ZooKeeperServer
+from testbed.zookeeper import ZooKeeperServer
 
 
 @pytest.fixture(scope="module")

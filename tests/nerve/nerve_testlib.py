@@ -29,7 +29,7 @@ from kazoo.exceptions import ConnectionLoss, NoNodeError
 
 from nerve.config import NerveConfig
 from nerve.daemon import NerveDaemon
-from smartstack.localservers.process import ManagedProcess, wait_until
+from testbed.process import ManagedProcess, wait_until
 
 T = TypeVar("T")
 TIMEOUT = 20.0  # generous: 2 shared cores; never a speed assertion

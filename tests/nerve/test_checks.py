@@ -23,7 +23,7 @@ from nerve.checks.rabbitmq import RabbitMqCheck
 from nerve.checks.redis import RedisCheck
 from nerve.checks.tcp import TcpCheck
 from nerve.config import ServiceConfig
-from smartstack.localservers.process import free_port, process_gone, wait_until
+from testbed.process import free_port, process_gone, wait_until
 
 # --------------------------------------------------------------------------- servers
 

@@ -25,8 +25,8 @@ from nerve.config import NerveConfig
 from nerve.daemon import NerveDaemon
 from nerve.reporters.etcd import EtcdReporter
 from smartstack.etcd import EtcdConnection
-from smartstack.localservers.etcd import EtcdCluster
-from smartstack.localservers.process import free_port
+from testbed.etcd import EtcdCluster
+from testbed.process import free_port
 from smartstack.record import Registration, encode
 
 

@@ -29,9 +29,9 @@ from nerve_testlib import (
     zk_service,
 )
 
-from smartstack.localservers.etcd import EtcdCluster
-from smartstack.localservers.process import free_port
-from smartstack.localservers.zookeeper import ZooKeeperServer
+from testbed.etcd import EtcdCluster
+from testbed.process import free_port
+from testbed.zookeeper import ZooKeeperServer
 
 StartNerve = Callable[[Path], NerveProcess]
 

@@ -28,8 +28,8 @@ from nerve_testlib import (
 from nerve.config import NerveConfig
 from nerve.daemon import NerveDaemon
 from nerve.reporters.zookeeper import ZooKeeperReporter
-from smartstack.localservers.process import free_port
-from smartstack.localservers.zookeeper import (
+from testbed.process import free_port
+from testbed.zookeeper import (
     ZooKeeperEnsemble,
     ZooKeeperServer,
     expire_session,

@@ -8,7 +8,7 @@ import pytest
 from kazoo.client import KazooClient
 from synapse_e2e import CREATED, processes_using
 
-from smartstack.localservers.zookeeper import ZooKeeperServer
+from testbed.zookeeper import ZooKeeperServer
 
 
 @pytest.fixture(scope="module")

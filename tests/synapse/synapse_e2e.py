@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from smartstack.localservers.haproxy import parse_show_proc
-from smartstack.localservers.process import (
+from testbed.haproxy import parse_show_proc
+from testbed.process import (
     ManagedProcess,
     free_port,
     process_gone,

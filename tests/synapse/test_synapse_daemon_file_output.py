@@ -11,7 +11,7 @@ import yaml
 from kazoo.client import KazooClient
 from synapse_testlib import eventually
 
-from smartstack.localservers.zookeeper import ZooKeeperServer
+from testbed.zookeeper import ZooKeeperServer
 from synapse.config import load_synapse_config
 from synapse.daemon import SynapseDaemon
 

@@ -15,9 +15,9 @@ import pytest
 from kazoo.client import KazooClient
 from synapse_e2e import Synapse, nerve_record, processes_using, spread, wait, wait_serving
 
-from smartstack.localservers.etcd import EtcdCluster
-from smartstack.localservers.process import free_port
-from smartstack.localservers.zookeeper import ZooKeeperServer
+from testbed.etcd import EtcdCluster
+from testbed.process import free_port
+from testbed.zookeeper import ZooKeeperServer
 
 
 def register(writer: KazooClient, path: str, backend, **extra) -> str:

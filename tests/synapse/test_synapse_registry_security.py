@@ -25,10 +25,10 @@ from synapse_testlib import eventually, sample
 from nerve.config import NerveConfig
 from nerve.daemon import NerveDaemon
 from smartstack.etcd import EtcdConnection
-from smartstack.localservers.etcd import EtcdCluster
-from smartstack.localservers.process import free_port, wait_processes_gone
-from smartstack.localservers.tls import LocalPKI, make_test_pki
-from smartstack.localservers.zookeeper import ZooKeeperServer
+from testbed.etcd import EtcdCluster
+from testbed.process import free_port, wait_processes_gone
+from testbed.tls import LocalPKI, make_test_pki
+from testbed.zookeeper import ZooKeeperServer
 from smartstack.registry_auth import EtcdTLS
 from smartstack.zookeeper import ZooKeeperConnection
 from synapse.config import SynapseConfig

@@ -11,7 +11,7 @@ from kazoo.client import KazooClient
 from kazoo.security import make_digest_acl
 from synapse_testlib import Collector, eventually, metrics, sample, service_config
 
-from smartstack.localservers.zookeeper import ZooKeeperServer, expire_session
+from testbed.zookeeper import ZooKeeperServer, expire_session
 from smartstack.record import Registration, encode, encode_child_prefix
 from smartstack.zookeeper import ZooKeeperPool
 from synapse.watchers import create_watcher

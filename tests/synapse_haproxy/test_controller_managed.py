@@ -14,7 +14,7 @@ from pathlib import Path
 from haproxy_helpers import eventually, server, serves, service
 from prometheus_client import CollectorRegistry
 
-from smartstack.localservers.process import free_port
+from testbed.process import free_port
 from synapse.haproxy import controller as controller_module
 from synapse.haproxy.runtime import MasterClient, ProcInfo, RuntimeClient
 

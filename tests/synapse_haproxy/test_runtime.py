@@ -101,7 +101,7 @@ backend empty
 
 
 async def test_against_real_haproxy(haproxy_factory):
-    from smartstack.localservers.process import free_port
+    from testbed.process import free_port
 
     proc = haproxy_factory(BACKEND.format(port=free_port()))
     client = RuntimeClient(str(proc.admin_socket))
@@ -164,7 +164,7 @@ def test_split_answers_cuts_at_each_prompt_and_keeps_the_unfinished_rest():
 async def test_a_batch_attributes_every_answer_to_its_command(haproxy_factory):
     """HAProxy 2.6 in `;` mode runs answers together (`del server` of an unknown server
     answers without a newline); interactive mode ends each answer with a prompt."""
-    from smartstack.localservers.process import free_port
+    from testbed.process import free_port
 
     proc = haproxy_factory(BACKEND.format(port=free_port()))
     client = RuntimeClient(str(proc.admin_socket))
