@@ -17,9 +17,9 @@ from dockertestlib import (
     watcher_context,
 )
 
+from synapse.watchers.docker import DockerWatcher
 from testbed.dockerd import DockerDaemon
 from testbed.images import busybox_image
-from synapse.watchers.docker import DockerWatcher
 
 
 async def start_watcher(**discovery: Any) -> tuple[DockerWatcher, Collector]:

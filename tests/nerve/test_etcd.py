@@ -25,9 +25,9 @@ from nerve.config import NerveConfig
 from nerve.daemon import NerveDaemon
 from nerve.reporters.etcd import EtcdReporter
 from smartstack.etcd import EtcdConnection
+from smartstack.record import Registration, encode
 from testbed.etcd import EtcdCluster
 from testbed.process import free_port
-from smartstack.record import Registration, encode
 
 
 def client_for(endpoint: str) -> aetcd.Client:

@@ -23,8 +23,8 @@ from nerve.reporters import base
 from nerve.reporters.base import RegistryUnavailable, Reporter
 from nerve.reporters.etcd import etcd_key
 from nerve.reporters.zookeeper import ZooKeeperReporter
-from testbed.process import free_port
 from smartstack.record import Registration
+from testbed.process import free_port
 
 RECORD = Registration("10.0.0.5", 8080, "web-1")
 

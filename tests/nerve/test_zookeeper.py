@@ -28,13 +28,13 @@ from nerve_testlib import (
 from nerve.config import NerveConfig
 from nerve.daemon import NerveDaemon
 from nerve.reporters.zookeeper import ZooKeeperReporter
+from smartstack.record import Registration, decode_child_name, encode, encode_child_prefix
 from testbed.process import free_port
 from testbed.zookeeper import (
     ZooKeeperEnsemble,
     ZooKeeperServer,
     expire_session,
 )
-from smartstack.record import Registration, decode_child_name, encode, encode_child_prefix
 
 NAME = re.compile(r"^i-test_\d{10}$")
 

@@ -11,9 +11,9 @@ import yaml
 from kazoo.client import KazooClient
 from synapse_testlib import eventually
 
-from testbed.zookeeper import ZooKeeperServer
 from synapse.config import load_synapse_config
 from synapse.daemon import SynapseDaemon
+from testbed.zookeeper import ZooKeeperServer
 
 
 def write_config(path: Path, doc: dict[str, Any]) -> None:

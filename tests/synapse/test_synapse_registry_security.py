@@ -25,14 +25,14 @@ from synapse_testlib import eventually, sample
 from nerve.config import NerveConfig
 from nerve.daemon import NerveDaemon
 from smartstack.etcd import EtcdConnection
-from testbed.etcd import EtcdCluster
-from testbed.process import free_port, wait_processes_gone
-from testbed.tls import LocalPKI, make_test_pki
-from testbed.zookeeper import ZooKeeperServer
 from smartstack.registry_auth import EtcdTLS
 from smartstack.zookeeper import ZooKeeperConnection
 from synapse.config import SynapseConfig
 from synapse.daemon import SynapseDaemon
+from testbed.etcd import EtcdCluster
+from testbed.process import free_port, wait_processes_gone
+from testbed.tls import LocalPKI, make_test_pki
+from testbed.zookeeper import ZooKeeperServer
 
 # ZooKeeper's SASL users (DIGEST-MD5) come from a JAAS file; digest auth needs no setup.
 JAAS = """Server {

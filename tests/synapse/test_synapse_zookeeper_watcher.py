@@ -11,12 +11,12 @@ from kazoo.client import KazooClient
 from kazoo.security import make_digest_acl
 from synapse_testlib import Collector, eventually, metrics, sample, service_config
 
-from testbed.zookeeper import ZooKeeperServer, expire_session
 from smartstack.record import Registration, encode, encode_child_prefix
 from smartstack.zookeeper import ZooKeeperPool
 from synapse.watchers import create_watcher
 from synapse.watchers.base import WatcherContext
 from synapse.watchers.zookeeper import ZooKeeperPollWatcher, ZooKeeperWatcher
+from testbed.zookeeper import ZooKeeperServer, expire_session
 
 
 @pytest.fixture

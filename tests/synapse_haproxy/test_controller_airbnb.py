@@ -9,10 +9,10 @@ import pytest
 from haproxy_helpers import DEFAULTS, eventually, haproxy_config, server, serves, service
 from prometheus_client import CollectorRegistry
 
-from testbed.process import free_port
 from synapse.haproxy.controller import HAProxyController
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.runtime import RuntimeClient
+from testbed.process import free_port
 
 
 def airbnb_config(directory: Path, **overrides):

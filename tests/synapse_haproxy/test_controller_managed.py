@@ -14,9 +14,9 @@ from pathlib import Path
 from haproxy_helpers import eventually, server, serves, service
 from prometheus_client import CollectorRegistry
 
-from testbed.process import free_port
 from synapse.haproxy import controller as controller_module
 from synapse.haproxy.runtime import MasterClient, ProcInfo, RuntimeClient
+from testbed.process import free_port
 
 
 def web(port: int, backends, **haproxy):
