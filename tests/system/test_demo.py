@@ -16,7 +16,7 @@ from testbed.process import process_gone
 def test_demo_runs_to_completion_and_cleans_up() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "testbed.demo"],
-        cwd=Path(__file__).resolve().parents[1],  # testbed is not installed: run from the repo
+        cwd=Path(__file__).resolve().parents[2],  # testbed is not installed: run from the repo
         capture_output=True,
         text=True,
         timeout=200,

@@ -13,7 +13,7 @@ from nerve.config import load_nerve_config
 from smartstack.configfile import ConfigError
 from synapse.config import load_synapse_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples" / "airbnb"
 
 

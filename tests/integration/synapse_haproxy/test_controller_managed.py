@@ -238,7 +238,7 @@ async def test_restarted_synapse_adopts_haproxy_without_reload(
     b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
     port = free_port()
     script = CRASHING_SYNAPSE.format(
-        helpers=str(Path(__file__).parent), directory=str(sockdir),
+        helpers=str(Path(__file__).parents[2] / "helpers"), directory=str(sockdir),
         b1=b1.port, b2=b2.port, port=port,
     )  # fmt: skip
     old = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE)

@@ -15,7 +15,7 @@ import pytest
 
 from bench.__main__ import BENCHMARKS
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.slow
