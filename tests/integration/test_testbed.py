@@ -18,8 +18,6 @@ from testbed.etcd import EtcdCluster
 from testbed.haproxy import (
     HAProxyProcess,
     haproxy_version,
-    parse_servers_state,
-    parse_show_proc,
 )
 from testbed.process import (
     free_port,
@@ -197,27 +195,6 @@ def test_http_backend_health_and_restart(http_backend_factory) -> None:
 
 def test_haproxy_version() -> None:
     assert haproxy_version() >= (2, 4, 0)
-
-
-def test_parsers() -> None:
-    state = (
-        "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state\n"
-        "3 web 1 7 10.0.0.1 2 1\n"
-    )
-    assert parse_servers_state(state) == [
-        {
-            "be_id": 3,
-            "be_name": "web",
-            "srv_id": 1,
-            "srv_name": "7",
-            "srv_addr": "10.0.0.1",
-            "srv_op_state": 2,
-            "srv_admin_state": 1,
-        }
-    ]
-    proc = "#<PID> <type>\n10 master 1\n# workers\n12 worker 0\n# old workers\n11 worker 1\n"
-    assert parse_show_proc(proc)["workers"] == [12]
-    assert parse_show_proc(proc)["old_workers"] == [11]
 
 
 def _one_backend_config(frontend_port: int, server_address: str) -> str:

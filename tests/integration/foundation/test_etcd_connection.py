@@ -1,4 +1,4 @@
-"""smartstack.etcd.EtcdConnection without a server: endpoint parsing and failed connects."""
+"""smartstack.etcd.EtcdConnection against closed ports and a real etcd."""
 
 from __future__ import annotations
 
@@ -8,14 +8,8 @@ import aetcd
 import pytest
 
 from smartstack import etcd
-from smartstack.etcd import EtcdConnection, prefix_fingerprint, split_endpoint
+from smartstack.etcd import EtcdConnection, prefix_fingerprint
 from testbed.process import free_port
-
-
-def test_split_endpoint() -> None:
-    assert split_endpoint("http://10.0.0.1:2379/") == ("10.0.0.1", 2379)
-    assert split_endpoint("[::1]:4003") == ("::1", 4003)
-    assert split_endpoint("etcd1") == ("etcd1", 2379)
 
 
 async def test_a_failed_authenticating_connect_closes_its_channel(

@@ -15,14 +15,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from nerve.checks import build_checks
 from nerve.checks.exec import MAX_OUTPUT, ExecCheck
 from nerve.checks.http import HttpCheck, new_session
-from nerve.checks.noop import NoopCheck
 from nerve.checks.rabbitmq import RabbitMqCheck
 from nerve.checks.redis import RedisCheck
 from nerve.checks.tcp import TcpCheck
-from nerve.config import ServiceConfig
 from testbed.process import free_port, process_gone, wait_until
 
 # --------------------------------------------------------------------------- servers
@@ -196,10 +193,6 @@ async def test_tcp_check(tcp_server) -> None:
     assert not result.ok and "ConnectionRefused" in result.detail
 
 
-async def test_noop_is_always_up() -> None:
-    assert (await NoopCheck("n", 0.1).run()).ok
-
-
 # --------------------------------------------------------------------------- exec
 
 
@@ -305,29 +298,3 @@ async def test_redis_that_never_answers_times_out(tcp_server) -> None:
 
 
 # --------------------------------------------------------------------------- building
-
-
-async def test_build_checks_defaults_to_the_service_address_and_names_uniquely(session) -> None:
-    cfg = ServiceConfig.model_validate(
-        {
-            "host": "127.0.0.1",
-            "port": 8080,
-            "zk_hosts": ["127.0.0.1:2181"],
-            "zk_path": "/x",
-            "checks": [
-                {"type": "tcp"},
-                {"type": "tcp"},
-                {"type": "https", "uri": "health", "port": 8443},
-                {"type": "exec", "command": "true", "name": "script"},
-            ],
-        }
-    )
-    checks = build_checks(cfg, session)
-    assert [c.name for c in checks] == [
-        "tcp-127.0.0.1:8080",
-        "tcp-127.0.0.1:8080#2",
-        "https-127.0.0.1:8443",
-        "script",
-    ]
-    https = checks[2]
-    assert isinstance(https, HttpCheck) and https.url == "https://127.0.0.1:8443/health"

@@ -198,12 +198,6 @@ async def test_etcd_user_auth_for_nerve_and_synapse(tmp_path: Path) -> None:
         cluster.stop()
 
 
-def test_synapse_refuses_https_endpoints_without_etcd_tls() -> None:
-    discovery = {"method": "etcd", "endpoints": ["https://127.0.0.1:2379"], "path": "/x"}
-    with pytest.raises(ValueError, match="is https: set etcd_tls"):
-        SynapseConfig.model_validate({"services": {"web": {"discovery": discovery}}})
-
-
 async def test_a_tls_connection_never_falls_back_to_clear_text(tls_etcd: EtcdCluster) -> None:
     # What a misconfigured CA looks like at the connection level: an error, never data.
     conn = EtcdConnection(tls_etcd.endpoints, timeout=2, tls=EtcdTLS())

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from nerve_testlib import nerve_config, running_nerve, until, zk_service
+from nerve_testlib import until
 
 from nerve.config import ServiceConfig
 from nerve.control import describe, parse_duration
@@ -24,7 +24,6 @@ from nerve.reporters.base import RegistryUnavailable, Reporter
 from nerve.reporters.etcd import etcd_key
 from nerve.reporters.zookeeper import ZooKeeperReporter
 from smartstack.record import Registration
-from testbed.process import free_port
 
 RECORD = Registration("10.0.0.5", 8080, "web-1")
 
@@ -281,14 +280,3 @@ def test_etcd_security_settings_that_would_not_hold_are_refused(tmp_path: Path) 
         service(**{**etcd, "etcd_endpoints": ["http://e:2379"]}, etcd_tls={})
     accepted = service(**etcd, etcd_tls={"ca_cert": str(ca)})
     assert accepted.etcd_tls is not None and accepted.etcd_tls.ca_cert == str(ca)
-
-
-async def test_two_services_with_one_registration_are_refused_and_shutdown_is_quick() -> None:
-    dead = f"127.0.0.1:{free_port()}"  # no ZooKeeper there: nothing was ever registered
-    twin = zk_service(dead, "/s", 8080, checks=[])
-    config = nerve_config({"a": twin, "b": dict(twin), "c": {**twin, "port": 8081}})
-    async with running_nerve(config) as daemon:
-        assert sorted(daemon.services) == ["a", "c"]
-        stopping = time.monotonic()
-    # Leaving running_nerve stopped it: no withdraw to wait for, nothing was registered.
-    assert time.monotonic() - stopping < 1.9  # a withdraw would wait 2 s for ZooKeeper
