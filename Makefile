@@ -4,7 +4,7 @@ PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: install test test-fast lint format demo bench compose-demo clean
+.PHONY: install test test-unit test-fast lint format demo bench compose-demo clean
 
 install:
 	@bash scripts/install.sh
@@ -18,11 +18,16 @@ define run_pytest
 	exit $$rc
 endef
 
+# Tiers: tests/unit (no process, no socket), tests/integration (real ZooKeeper/etcd/HAProxy),
+# tests/system (demo, Docker, benchmark smoke, image build). `make test` is what CI runs.
 test: install
 	$(call run_pytest,)
 
+test-unit: install
+	$(call run_pytest,tests/unit)
+
 test-fast: install
-	$(call run_pytest,-m 'not slow')
+	$(call run_pytest,tests/unit tests/integration -m 'not slow')
 
 lint: install
 	.venv/bin/ruff check .
@@ -33,7 +38,7 @@ format: install
 	.venv/bin/ruff format .
 
 demo: install
-	$(PYTHON) -m smartstack.demo $(ARGS)
+	$(PYTHON) -m testbed.demo $(ARGS)
 
 bench: install
 	$(PYTHON) -m bench $(ARGS)

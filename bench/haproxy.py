@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from smartstack.localservers.haproxy import parse_servers_state, parse_show_proc
+from testbed.haproxy import parse_servers_state, parse_show_proc
 
 # srv_admin_state bits: forced/inherited/config/resolution/hostname maintenance, drain.
 MAINT_BITS = 0x01 | 0x02 | 0x04 | 0x20 | 0x80

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.haproxy import HAProxyView
-from smartstack.localservers.etcd import EtcdCluster
-from smartstack.localservers.process import ManagedProcess
-from smartstack.localservers.zookeeper import ZooKeeperServer
+from testbed.etcd import EtcdCluster
+from testbed.process import ManagedProcess
+from testbed.zookeeper import ZooKeeperServer
 
 T = TypeVar("T")
 

@@ -31,8 +31,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from smartstack.localservers.dockerd import DockerDaemon  # noqa: E402
-from smartstack.localservers.images import ETCD, PROJECT, built_image, busybox_image  # noqa: E402
+from testbed.dockerd import DockerDaemon  # noqa: E402
+from testbed.images import ETCD, PROJECT, built_image, busybox_image  # noqa: E402
 
 PROJECT_NAME = "smartstack-demo"
 COMPOSE_FILE = REPO / "examples" / "docker-compose.yml"

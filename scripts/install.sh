@@ -7,7 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 # The real servers the tests, demo and benchmarks start on loopback, and the Docker parts
-# (a private dockerd in tests/docker and `make compose-demo`, busybox test images, a debootstrap
+# (a private dockerd in tests/system/docker and `make compose-demo`, busybox test images, a debootstrap
 # base image), openssl for the throw-away CA of the TLS tests.
 PACKAGES=(haproxy zookeeper etcd-server etcd-client socat wrk
           docker.io docker-compose busybox-static debootstrap openssl)

@@ -20,11 +20,11 @@ from types import FrameType
 
 import pytest
 
-from smartstack.localservers.etcd import EtcdCluster
-from smartstack.localservers.haproxy import HAProxyProcess, minimal_global
-from smartstack.localservers.httpbackend import HttpBackend
-from smartstack.localservers.process import live_processes, wait_processes_gone
-from smartstack.localservers.zookeeper import ZooKeeperEnsemble, ZooKeeperServer
+from testbed.etcd import EtcdCluster
+from testbed.haproxy import HAProxyProcess, minimal_global
+from testbed.httpbackend import HttpBackend
+from testbed.process import live_processes, wait_processes_gone
+from testbed.zookeeper import ZooKeeperEnsemble, ZooKeeperServer
 
 # --------------------------------------------------------------------------- process hygiene
 
@@ -41,7 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_leftover_servers() -> Iterator[None]:
-    """Fail the run if a server started through localservers outlives every fixture."""
+    """Fail the run if a server started through testbed outlives every fixture."""
     yield
     leftovers = live_processes()
     for proc in leftovers:

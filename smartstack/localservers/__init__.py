@@ -1,1 +1,0 @@
-"""Real ZooKeeper, etcd and HAProxy processes on loopback, for tests, the demo and benchmarks."""

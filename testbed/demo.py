@@ -1,0 +1,400 @@
+"""``make demo``: the whole system on this machine, narrated, in about a minute.
+
+An embedded etcd, three small HTTP services each with its own nerve, synapse with
+a managed HAProxy, and a client printing which backend answered. Then one
+service crashes, traffic moves away, the service comes back and traffic returns.
+Everything runs on 127.0.0.1 and is stopped at the end (``--keep`` keeps it up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import http.client
+import json
+import shutil
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testbed.etcd import EtcdCluster
+from testbed.haproxy import parse_servers_state, runtime_command
+from testbed.httpbackend import HttpBackend
+from testbed.process import (
+    ManagedProcess,
+    free_port,
+    make_temp_dir,
+    remove_temp_dir,
+    wait_until,
+)
+
+SERVICE = "hello"
+APPS = ("app-1", "app-2", "app-3")
+CHECK_INTERVAL = 0.2
+RISE, FALL = 2, 2
+REQUEST_INTERVAL = 0.04  # 25 requests per second
+MAX_CLIENT_SECONDS = 600  # the client stops by itself even if the demo is killed mid-way
+
+BIN = Path(sys.executable).parent
+
+
+def say(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def detail(text: str) -> None:
+    print(f"   {text}", flush=True)
+
+
+@dataclass
+class Sample:
+    at: float
+    backend: str | None  # None = failed request
+
+
+@dataclass
+class Client:
+    """Sends a bounded stream of requests through HAProxy and records who answered."""
+
+    port: int
+    samples: list[Sample] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="demo-client", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + MAX_CLIENT_SECONDS
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            self.samples.append(Sample(time.monotonic(), self._request()))
+            self._stop.wait(REQUEST_INTERVAL)
+
+    def _request(self) -> str | None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        try:
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            body = response.read().decode(errors="replace")
+            return body if response.status == 200 else None
+        except OSError:
+            return None
+        finally:
+            conn.close()
+
+    def since(self, start: float) -> list[Sample]:
+        return [s for s in list(self.samples) if s.at >= start]
+
+
+def show_traffic(client: Client, seconds: float) -> None:
+    """Print one line per second: how many requests each backend answered."""
+    for _ in range(round(seconds)):
+        start = time.monotonic()
+        time.sleep(1)
+        counts = collections.Counter(s.backend or "FAILED" for s in client.since(start))
+        cells = "  ".join(f"{name}: {counts.get(name, 0):2d}" for name in APPS)
+        failed = counts.get("FAILED", 0)
+        bar = "".join(name[-1] * counts.get(name, 0) for name in APPS)
+        detail(f"{cells}   failed: {failed}   {bar}")
+
+
+def write_json(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+class Demo:
+    def __init__(self, keep: bool) -> None:
+        self.keep = keep
+        self.workdir = make_temp_dir("smartstack-demo-")
+        self.etcd = EtcdCluster(1, workdir=self.workdir / "etcd")
+        self.backends = {name: HttpBackend(name) for name in APPS}
+        self.nerves: dict[str, ManagedProcess] = {}
+        self.synapse: ManagedProcess | None = None
+        self.front_port = free_port()
+        self.stats_port = free_port()
+        self.synapse_admin_port = free_port()
+        self.client = Client(self.front_port)
+        self.reloads_before = 0
+
+    # --- configs ------------------------------------------------------------
+
+    def nerve_config(self, name: str) -> Path:
+        backend = self.backends[name]
+        return write_json(
+            self.workdir / f"nerve-{name}.json",
+            {
+                "instance_id": name,
+                "admin": {"port": 0},
+                "state_dir": str(self.workdir / f"nerve-{name}-state"),
+                "services": {
+                    SERVICE: {
+                        "host": "127.0.0.1",
+                        "port": backend.port,
+                        "reporter_type": "etcd",
+                        "etcd_endpoints": self.etcd.endpoints,
+                        "etcd_path": f"/smartstack/{SERVICE}",
+                        "etcd_lease_ttl": 3,
+                        "check_interval": CHECK_INTERVAL,
+                        "checks": [
+                            {
+                                "type": "http",
+                                "uri": "/health",
+                                "timeout": 0.5,
+                                "rise": RISE,
+                                "fall": FALL,
+                            }
+                        ],
+                    }
+                },
+            },
+        )
+
+    def synapse_config(self) -> Path:
+        run = self.workdir / "haproxy"
+        run.mkdir(exist_ok=True)
+        return write_json(
+            self.workdir / "synapse.json",
+            {
+                "admin": {"port": self.synapse_admin_port},
+                "services": {
+                    SERVICE: {
+                        "discovery": {
+                            "method": "etcd",
+                            "endpoints": self.etcd.endpoints,
+                            "path": f"/smartstack/{SERVICE}",
+                        },
+                        "haproxy": {
+                            "port": self.front_port,
+                            "server_options": "check inter 1s",
+                            "listen": ["mode http", "option httpchk GET /health"],
+                        },
+                    }
+                },
+                "haproxy": {
+                    "managed": {},
+                    "config_file_path": str(run / "haproxy.cfg"),
+                    "socket_file_path": str(run / "admin.sock"),
+                    "server_state_file": str(run / "server-state"),
+                    "bind_address": "127.0.0.1",
+                    "restart_interval": 1,
+                    "global": [
+                        f"stats socket {run}/admin.sock mode 600 level admin",
+                        "maxconn 256",
+                    ],
+                    "defaults": [
+                        "mode http",
+                        "timeout connect 1s",
+                        "timeout client 10s",
+                        "timeout server 10s",
+                        # A request that hits a server which just died is retried elsewhere.
+                        "retries 3",
+                        "option redispatch 1",
+                        "retry-on conn-failure empty-response",
+                        "balance roundrobin",
+                    ],
+                    "extra_sections": {
+                        "listen stats": [
+                            f"bind 127.0.0.1:{self.stats_port}",
+                            "mode http",
+                            "stats enable",
+                            "stats uri /",
+                            "stats refresh 2s",
+                        ]
+                    },
+                },
+            },
+        )
+
+    # --- steps ----------------------------------------------------------------
+
+    def start(self) -> None:
+        say("Starting an embedded etcd (the registry) on 127.0.0.1")
+        self.etcd.start()
+        detail(f"etcd at {', '.join(self.etcd.endpoints)}")
+
+        say("Starting three HTTP services, each with its own nerve")
+        for name, backend in self.backends.items():
+            backend.start()
+            proc = ManagedProcess(
+                [str(BIN / "nerve"), "-c", str(self.nerve_config(name))],
+                self.workdir,
+                f"nerve-{name}",
+            ).start()
+            self.nerves[name] = proc
+            detail(
+                f"{name} serves {backend.address}; nerve (pid {proc.pid}) checks /health "
+                f"every {CHECK_INTERVAL}s and registers it after {RISE} passes"
+            )
+
+        say("Starting synapse, which starts and configures HAProxy")
+        self.synapse = ManagedProcess(
+            [str(BIN / "synapse"), "-c", str(self.synapse_config())],
+            self.workdir,
+            "synapse",
+        ).start()
+        wait_until(
+            lambda: self._answers_all(),
+            timeout=30,
+            what="HAProxy to route to all three services",
+            interval=0.1,
+        )
+        detail(f"HAProxy listens on 127.0.0.1:{self.front_port} and routes to all three")
+
+    def _answers_all(self) -> bool:
+        for proc in (*self.nerves.values(), self.synapse):
+            if proc is not None and not proc.alive:
+                raise RuntimeError(f"{proc.name} exited:\n{proc.log_tail()}")
+        seen = {Client(self.front_port)._request() for _ in range(6)}
+        return seen >= set(APPS)
+
+    def haproxy_reloads(self) -> int:
+        """HAProxy reloads so far, as synapse reports them on its admin /status."""
+        url = f"http://127.0.0.1:{self.synapse_admin_port}/status"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(json.load(response)["haproxy"]["reloads"])
+
+    def traffic(self) -> None:
+        say("A client sends 25 requests per second through HAProxy; who answered:")
+        self.reloads_before = self.haproxy_reloads()
+        self.client.start()
+        show_traffic(self.client, 4)
+
+    def failover(self) -> float:
+        victim = self.backends["app-2"]
+        say("app-2 crashes: its port is closed")
+        crashed = time.monotonic()
+        victim.stop()
+        wait_until(
+            lambda: not self._in_rotation(victim.port),
+            timeout=20,
+            what="HAProxy to take app-2 out of rotation",
+            interval=0.01,
+        )
+        moved = time.monotonic() - crashed
+        failed = sum(1 for s in self.client.since(crashed) if s.backend is None)
+        detail(
+            f"nerve saw {FALL} failed checks and withdrew it; synapse took it out of HAProxy "
+            f"{moved * 1000:.0f} ms after the crash; failed requests meanwhile: {failed} "
+            "(HAProxy retried them on the others)"
+        )
+        show_traffic(self.client, 4)
+        return moved
+
+    def _in_rotation(self, port: int) -> bool:
+        """Whether HAProxy has a server on this port that is not in maintenance."""
+        state = runtime_command(self.workdir / "haproxy" / "admin.sock", "show servers state")
+        return any(
+            row.get("srv_port") == port and not int(row.get("srv_admin_state", 0)) & 0x01
+            for row in parse_servers_state(state)
+        )
+
+    def recovery(self) -> float:
+        say("app-2 comes back")
+        back = time.monotonic()
+        self.backends["app-2"].start()
+        wait_until(
+            lambda: any(s.backend == "app-2" for s in self.client.since(back)),
+            timeout=20,
+            what="app-2 to get traffic again",
+            interval=0.05,
+        )
+        returned = min(s.at for s in self.client.since(back) if s.backend == "app-2") - back
+        detail(
+            f"nerve saw {RISE} passing checks and registered it again; traffic returned "
+            f"after {returned:.2f} s"
+        )
+        show_traffic(self.client, 3)
+        return returned
+
+    def summary(self, moved: float, returned: float) -> None:
+        samples = list(self.client.samples)
+        failed = sum(1 for s in samples if s.backend is None)
+        say("Summary")
+        reloads = self.haproxy_reloads() - self.reloads_before
+        detail(f"{len(samples)} requests, {failed} failed")
+        detail(f"HAProxy reloads during the failover and the return: {reloads}")
+        detail(
+            f"HAProxy took the crashed service out {moved * 1000:.0f} ms after the crash "
+            f"(nerve: {FALL} checks x {CHECK_INTERVAL}s, then synapse "
+            "through HAProxy's runtime API)"
+        )
+        detail(f"traffic returned {returned:.2f} s after the restart")
+
+    def keep_running(self) -> None:
+        say("Demo is kept running (Ctrl-C to stop)")
+        detail(f"service through HAProxy:  http://127.0.0.1:{self.front_port}/")
+        detail(f"HAProxy stats page:       http://127.0.0.1:{self.stats_port}/")
+        detail(f"synapse status:           http://127.0.0.1:{self.synapse_admin_port}/")
+        detail(f"logs and configs:         {self.workdir}")
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(1):
+                pass
+        except KeyboardInterrupt:
+            pass
+
+    def stop(self) -> None:
+        say("Stopping everything")
+        self.client.stop()
+        for proc in (*self.nerves.values(), self.synapse):
+            if proc is not None:
+                proc.terminate()
+        for proc in (*self.nerves.values(), self.synapse):
+            if proc is not None:
+                code = proc.stop(timeout=10)
+                detail(f"{proc.name} exited with {code}")
+        for backend in self.backends.values():
+            backend.stop()
+        self.etcd.stop()
+        detail("etcd stopped")
+
+    def dump_logs(self) -> None:
+        for proc in (*self.nerves.values(), self.synapse):
+            if proc is not None and proc.log_path.exists():
+                print(f"\n--- last lines of {proc.log_path.name}", file=sys.stderr)
+                print(proc.log_tail(15), file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__)
+    parser.add_argument("--keep", action="store_true", help="keep everything running at the end")
+    args = parser.parse_args(argv)
+    if shutil.which("haproxy") is None or shutil.which("etcd") is None:
+        print("demo: haproxy and etcd are needed: run `make install` first", file=sys.stderr)
+        return 1
+    demo = Demo(args.keep)
+    ok = False
+    try:
+        demo.start()
+        demo.traffic()
+        moved = demo.failover()
+        returned = demo.recovery()
+        demo.summary(moved, returned)
+        if args.keep:
+            demo.keep_running()
+        ok = True
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        demo.dump_logs()
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+    finally:
+        demo.stop()
+        remove_temp_dir(demo.workdir)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

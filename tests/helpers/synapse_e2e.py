@@ -1,0 +1,217 @@
+"""Running the real ``synapse`` binary (managed HAProxy) in end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from testbed.haproxy import parse_show_proc
+from testbed.process import (
+    ManagedProcess,
+    free_port,
+    process_gone,
+    wait_processes_gone,
+    wait_until,
+)
+
+SYNAPSE = Path(sys.executable).with_name("synapse")
+HTTP_DEFAULTS = [
+    "mode http",
+    "timeout connect 1s",
+    "timeout client 5s",
+    "timeout server 5s",
+    "balance roundrobin",
+    "option http-server-close",
+]
+
+
+def http_get(port: int, host: str | None = None, timeout: float = 3.0) -> tuple[int, str]:
+    """GET / through HAProxy; (status, body). The body of our backends is their name."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/")
+    if host:
+        request.add_header("Host", host)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, ""
+
+
+def spread(port: int, requests: int = 12, host: str | None = None) -> Counter[str]:
+    """Which backends answered ``requests`` requests (failures count as 'error')."""
+    seen: Counter[str] = Counter()
+    for _ in range(requests):
+        try:
+            status, body = http_get(port, host)
+        except OSError:
+            seen["error"] += 1
+            continue
+        seen[body if status == 200 else f"http-{status}"] += 1
+    return seen
+
+
+def wait_serving(port: int, names: set[str], host: str | None = None, timeout: float = 20.0):
+    """Until traffic through ``port`` reaches exactly the backends ``names``."""
+
+    def exact() -> bool:
+        return set(spread(port, max(6, 3 * len(names)), host)) == names
+
+    return wait_until(exact, timeout, interval=0.05, what=f"traffic to exactly {sorted(names)}")
+
+
+def processes_using(directory: Path) -> list[int]:
+    """PIDs of live processes whose command line names a path inside ``directory``."""
+    needle = f"{directory}/".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "cmdline").read_bytes() and not process_gone(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+CREATED: list[Synapse] = []  # every instance, cleaned up again by the conftest teardown
+
+
+class Synapse:
+    """A synapse subprocess with its own short work dir (unix socket paths are short)."""
+
+    def __init__(self, services: dict[str, Any], **top: Any) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="syn-"))
+        CREATED.append(self)
+        self.admin_port = free_port()
+        self.config_path = self.dir / "synapse.yaml"
+        self.master_socket = self.dir / "master.sock"
+        haproxy = {
+            "managed": {"master_socket_path": str(self.master_socket)},
+            "config_file_path": str(self.dir / "haproxy.cfg"),
+            "global": ["maxconn 256"],
+            "defaults": HTTP_DEFAULTS,
+            "restart_interval": 0.5,
+            "coalesce_ms": 10,
+        }
+        haproxy.update(top.pop("haproxy", {}))
+        self.config: dict[str, Any] = {
+            "services": services,
+            "haproxy": haproxy,
+            "admin": {"port": self.admin_port},
+            "startup_wait": 2,
+            **top,
+        }
+        self.write_config()
+        self.process = ManagedProcess(
+            [str(SYNAPSE), "-c", str(self.config_path), "--log-level", "debug"],
+            self.dir,
+            name="synapse",
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def write_config(self) -> None:
+        self.config_path.write_text(yaml.safe_dump(self.config))
+
+    def start(self, timeout: float = 30.0) -> Synapse:
+        self.process.start()
+        wait_until(self._applied, timeout, what=f"synapse to configure HAProxy\n{self.log()}")
+        return self
+
+    def _applied(self) -> bool:
+        self.process.check_alive()
+        return bool(self.status()["reconciler"]["applies"])
+
+    def status(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/status", timeout=3) as r:
+            return json.loads(r.read())
+
+    def admin(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=3) as r:
+            return r.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        total = 0.0
+        for line in self.admin("/metrics").splitlines():
+            if line.startswith("#") or not line.startswith(name):
+                continue
+            key, _, value = line.rpartition(" ")
+            metric, _, label_text = key.partition("{")
+            if metric != name:
+                continue
+            if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def workers(self) -> list[int]:
+        """Current HAProxy worker PIDs from the master socket (a reload changes them)."""
+        return self._show_proc()["workers"]
+
+    def _show_proc(self) -> dict[str, list[int]]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(3)
+            sock.connect(str(self.master_socket))
+            sock.sendall(b"show proc\n")
+            sock.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        return parse_show_proc(data.decode())
+
+    def haproxy_config(self) -> str:
+        return (self.dir / "haproxy.cfg").read_text()
+
+    def signal(self, sig: signal.Signals) -> None:
+        os.kill(self.process.pid, sig)
+
+    def log(self, lines: int = 40) -> str:
+        return self.process.log_tail(lines)
+
+    def cleanup(self) -> None:
+        """Stop synapse (it stops its HAProxy), then kill whatever still uses our directory.
+
+        HAProxy runs in its own session, so a synapse that was killed, or that did not stop
+        in time, leaves it running; the master socket may not answer (mid-reload, or never
+        created), so the processes are found by the directory in their command line.
+        Idempotent: the module's teardown calls it again for every instance.
+        """
+        if self.process.alive:
+            self.process.stop(timeout=15)
+        leftovers = processes_using(self.dir)
+        for pid in leftovers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        wait_processes_gone(leftovers)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Synapse:
+        try:
+            return self.start()
+        except BaseException:  # __exit__ is not called when __enter__ fails
+            self.cleanup()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+def wait(predicate, timeout: float = 20.0, what: str = "condition"):
+    return wait_until(predicate, timeout, interval=0.05, what=what)
+
+
+def nerve_record(backend, name: str | None = None, **extra: Any) -> bytes:
+    return json.dumps(
+        {"host": "127.0.0.1", "port": backend.port, "name": name or backend.name, **extra}
+    ).encode()

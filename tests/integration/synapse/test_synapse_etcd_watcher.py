@@ -1,0 +1,187 @@
+"""The etcd watcher against a real etcd 3.4, with records written by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aetcd
+import pytest
+from synapse_testlib import Collector, eventually, metrics, service_config
+
+from smartstack.etcd import EtcdConnection
+from synapse.config import DiscoveryConfig
+from synapse.watchers.base import WatcherContext
+from synapse.watchers.etcd import EtcdWatcher
+from testbed.etcd import EtcdCluster
+
+
+@pytest.fixture
+async def client(etcd: EtcdCluster) -> AsyncIterator[aetcd.Client]:
+    c = aetcd.Client(host=etcd.host, port=etcd.port)
+    await c.connect()
+    yield c
+    await c.close()
+
+
+def record(port: int, name: str = "i", **extra) -> bytes:
+    return json.dumps({"host": "127.0.0.1", "port": port, "name": name, **extra}).encode()
+
+
+async def start_watcher(endpoints: list[str], path: str) -> tuple[EtcdWatcher, Collector]:
+    sink = Collector()
+    conns: list[EtcdConnection] = []
+
+    def connection(discovery: DiscoveryConfig) -> EtcdConnection:
+        conns.append(EtcdConnection(discovery.etcd_endpoint_list(), timeout=2.0))
+        return conns[-1]
+
+    cfg = service_config({"method": "etcd", "endpoints": endpoints, "path": path,
+                          "retry_policy": {"base_interval": 0.1, "max_interval": 1}})  # fmt: skip
+    ctx = WatcherContext(loop=asyncio.get_running_loop(), metrics=metrics(),
+                         etcd_connection=connection)  # fmt: skip
+    watcher = EtcdWatcher(path.strip("/").replace("/", "_"), cfg, sink, ctx)
+    watcher._conns = conns  # closed by stop_watcher
+    await watcher.start()
+    return watcher, sink
+
+
+async def stop_watcher(watcher: EtcdWatcher) -> None:
+    await watcher.stop()
+    for conn in watcher._conns:
+        await conn.close()
+
+
+async def test_keys_become_servers_change_and_leave(etcd, client) -> None:
+    await client.put(b"/syn/web/a", record(8001, "a"))
+    watcher, sink = await start_watcher(etcd.endpoints, "/syn/web")
+    try:
+        await sink.wait_hosts(["127.0.0.1:8001"])
+        await client.put(b"/syn/web/b", record(8002, "b"))
+        await sink.wait_hosts(["127.0.0.1:8001", "127.0.0.1:8002"])
+        await client.put(b"/syn/web/b", record(8003, "b"))
+        await sink.wait_hosts(["127.0.0.1:8001", "127.0.0.1:8003"])
+        await client.delete(b"/syn/web/a")
+        report = await sink.wait_hosts(["127.0.0.1:8003"])
+        assert report.found[0].origin == "etcd:/syn/web/b"
+        # A neighbouring prefix is not ours.
+        await client.put(b"/syn/webx/c", record(8004, "c"))
+        await asyncio.sleep(0.2)
+        assert sink.hosts() == ["127.0.0.1:8003"]
+        # One prefix read, then everything came from the watch.
+        assert watcher.relists == 1
+    finally:
+        await stop_watcher(watcher)
+
+
+async def test_hostile_values_are_skipped_and_counted(etcd, client) -> None:
+    await client.put(b"/syn/hostile/good", record(8010, "good"))
+    await client.put(b"/syn/hostile/json", b"{nope")
+    await client.put(b"/syn/hostile/nl", record(8011, "nl", host="127.0.0.1\nserver x 1.1.1.1:1"))
+    await client.put(b"/syn/hostile/port", record(0, "port"))
+    await client.put(b"/syn/hostile/huge", b'{"pad": "' + b"x" * 50_000 + b'"}')
+    watcher, sink = await start_watcher(etcd.endpoints, "/syn/hostile")
+    try:
+        report = await sink.wait(lambda r: r.skipped == 4)
+        assert sink.hosts() == ["127.0.0.1:8010"]
+        assert len(report.found) == 1
+        # A key fixed later is used.
+        await client.put(b"/syn/hostile/port", record(8012, "port"))
+        await sink.wait(lambda r: r.skipped == 3 and len(r.found) == 2)
+    finally:
+        await stop_watcher(watcher)
+
+
+async def test_etcd_restart_keeps_the_list_then_resumes(tmp_path: Path) -> None:
+    cluster = EtcdCluster(size=1, workdir=tmp_path / "etcd").start()
+    c = aetcd.Client(host=cluster.host, port=cluster.port)
+    try:
+        await c.put(b"/syn/restart/a", record(8020, "a"))
+        watcher, sink = await start_watcher(cluster.endpoints, "/syn/restart")
+        try:
+            await sink.wait_hosts(["127.0.0.1:8020"])
+            seen = len(sink.reports)
+            await asyncio.to_thread(cluster.stop_member, 0)
+            await eventually(lambda: not watcher.connected, what="the watcher to see etcd gone")
+            await asyncio.to_thread(cluster.start_member, 0)
+            await c.close()
+            # A channel of its own: gRPC shares subchannels (and their reconnect backoff).
+            c = aetcd.Client(host=cluster.host, port=cluster.port,
+                             options={"grpc.use_local_subchannel_pool": 1})  # fmt: skip
+            await c.put(b"/syn/restart/b", record(8021, "b"))
+            await sink.wait_hosts(["127.0.0.1:8020", "127.0.0.1:8021"], timeout=20)
+            assert all(r.found for r in sink.reports[seen:]), "the list was never emptied"
+            assert watcher.relists >= 2
+        finally:
+            await stop_watcher(watcher)
+    finally:
+        await c.close()
+        cluster.stop()
+
+
+class _SilentWatch:
+    """What aetcd hands back after its stream closed cleanly: a watch that never delivers."""
+
+    def __init__(self) -> None:
+        self._cancelled = asyncio.Event()
+
+    def __aiter__(self):
+        return self._events()
+
+    async def _events(self):
+        await self._cancelled.wait()
+        return
+        yield  # an async generator that ends only when cancelled
+
+    async def cancel(self) -> None:
+        self._cancelled.set()
+
+
+async def test_a_silently_dead_watch_is_found_and_replaced(etcd, client, monkeypatch) -> None:
+    monkeypatch.setattr("synapse.watchers.etcd.RESYNC_INTERVAL", 0.2, raising=False)
+    real = aetcd.Client.watch_prefix
+    calls = []
+
+    async def first_watch_silent(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            return _SilentWatch()
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(aetcd.Client, "watch_prefix", first_watch_silent)
+    await client.put(b"/syn/silent/a", record(8030, "a"))
+    watcher, sink = await start_watcher(etcd.endpoints, "/syn/silent")
+    try:
+        await sink.wait_hosts(["127.0.0.1:8030"])
+        await client.put(b"/syn/silent/b", record(8031, "b"))  # the silent watch misses it
+        await sink.wait_hosts(["127.0.0.1:8030", "127.0.0.1:8031"])
+        assert watcher.stale_watches == 1 and len(calls) == 2
+        # The new watch is a real one: changes flow again.
+        await client.delete(b"/syn/silent/a")
+        await sink.wait_hosts(["127.0.0.1:8031"])
+    finally:
+        await stop_watcher(watcher)
+
+
+async def test_a_client_that_cannot_watch_any_more_is_replaced(etcd, client, monkeypatch) -> None:
+    """aetcd never restarts a watch stream that closed cleanly: new watches time out."""
+    real = aetcd.Client.watch_prefix
+    broken: list[aetcd.Client] = []
+
+    async def broken_first_client(self, *args, **kwargs):
+        if not broken or self is broken[0]:
+            broken[:1] = [self]
+            raise aetcd.exceptions.WatchTimeoutError
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(aetcd.Client, "watch_prefix", broken_first_client)
+    await client.put(b"/syn/nowatch/a", record(8040, "a"))
+    watcher, sink = await start_watcher(etcd.endpoints, "/syn/nowatch")
+    try:
+        await eventually(lambda: watcher.connected, what="a watch on a new client")
+        await client.put(b"/syn/nowatch/b", record(8041, "b"))
+        await sink.wait_hosts(["127.0.0.1:8040", "127.0.0.1:8041"])
+    finally:
+        await stop_watcher(watcher)

@@ -1,0 +1,123 @@
+"""The asyncio socket client against the runtime API and master CLI of HAProxy 2.6."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from haproxy_helpers import eventually
+
+from synapse.haproxy.planner import AddServer, DelServer, SetAddr, SetState, SetWeight
+from synapse.haproxy.runtime import (
+    SKIPPED,
+    CommandFailed,
+    MasterClient,
+    RuntimeClient,
+    SocketUnavailable,
+    parse_servers_state,
+    unix_request,
+)
+
+
+async def test_missing_socket_is_unavailable(tmp_path: Path):
+    with pytest.raises(SocketUnavailable, match="No such file"):
+        await RuntimeClient(str(tmp_path / "none.sock")).info()
+    with pytest.raises(ValueError):
+        await unix_request(str(tmp_path / "none.sock"), "show info\nshow stat")
+
+
+BACKEND = """
+frontend web
+    bind 127.0.0.1:{port}
+    default_backend web
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+backend web
+    balance roundrobin
+    server a 127.0.0.1:1 id 4 weight 2
+backend empty
+    balance static-rr
+"""
+
+
+async def test_against_real_haproxy(haproxy_factory):
+    from testbed.process import free_port
+
+    proc = haproxy_factory(BACKEND.format(port=free_port()))
+    client = RuntimeClient(str(proc.admin_socket))
+    assert (await client.version())[:2] >= (2, 4)
+    running = await client.running_backends()
+    assert set(running) == {"web", "empty"} and running["empty"] == {}
+    server = running["web"]["a"]
+    assert (server.id, server.port, server.weight) == (4, 1, 2)
+
+    await client.run(AddServer("web", "b", "127.0.0.1:2", "id 9 weight 3"))
+    await client.run(SetState("web", "b", "ready"))
+    await client.run(SetWeight("web", "a", 5))
+    await client.run(SetAddr("web", "a", "127.0.0.2", 3))
+    await client.run(SetState("web", "a", "maint"))
+    await client.run(DelServer("web", "a"))
+    after = (await client.running_backends())["web"]
+    assert set(after) == {"b"} and after["b"].id == 9 and after["b"].weight == 3
+    assert not after["b"].in_maint
+
+    with pytest.raises(CommandFailed, match="dynamic load balancing"):
+        await client.run(AddServer("empty", "x", "127.0.0.1:4"))
+    with pytest.raises(CommandFailed, match="No such server"):
+        await client.run(SetState("web", "nope", "ready"))
+    with pytest.raises(CommandFailed, match="maintenance"):
+        await client.run(DelServer("web", "b"))  # still serving: refused
+
+    master = MasterClient(str(proc.master_socket))
+    before = await master.show_proc()
+    assert before.workers == tuple(proc.worker_pids())
+    assert await master.reload() == ""  # 2.6 answers nothing
+
+    async def new_worker() -> bool:
+        try:
+            now = await master.show_proc()
+        except SocketUnavailable:  # the master re-executes itself
+            return False
+        return bool(now.workers) and not set(now.workers) & set(before.workers)
+
+    await eventually(new_worker, "a new worker after `reload`")
+    assert (await master.show_proc()).reloads == before.reloads + 1
+
+
+async def test_a_batch_attributes_every_answer_to_its_command(haproxy_factory):
+    """HAProxy 2.6 in `;` mode runs answers together (`del server` of an unknown server
+    answers without a newline); interactive mode ends each answer with a prompt."""
+    from testbed.process import free_port
+
+    proc = haproxy_factory(BACKEND.format(port=free_port()))
+    client = RuntimeClient(str(proc.admin_socket))
+    async with client.session() as session:
+        answers = await session.ask(
+            ["del server web/nope", "set server web/a state maint", "enable health web/a",
+             "show servers state empty", "set weight web/a 3"]
+        )  # fmt: skip
+        assert answers[0].strip() == "No such server."
+        assert answers[1] == ""
+        assert "Health check was not configured" in answers[2]
+        assert answers[3].startswith("1\n#") and parse_servers_state(answers[3]) == []
+        assert answers[4] == ""
+        many = await session.ask([f"set weight web/a {i % 5 + 1}" for i in range(1000)])
+        assert many == [""] * 1000  # one connection, every answer in its place
+
+    # Waves: a server whose op failed gets none of its later ops; other servers go on.
+    ops = [
+        AddServer("web", "a", "127.0.0.1:9"),  # exists already: fails
+        SetState("web", "a", "ready"),  # ...so this one is not sent
+        AddServer("web", "b", "127.0.0.1:2"),
+        SetState("web", "b", "ready"),
+    ]
+    results = await client.run_ops(ops)
+    assert "Already exists" in (results[0] or "")
+    assert results[1] == SKIPPED and results[2] is None and results[3] is None
+    state = await client.running_backends()
+    assert state["web"]["a"].forced_maint and not state["web"]["b"].in_maint
+    pid, found = await client.read_state(["web", "nope"])
+    assert pid is not None and set(found["web"] or {}) == {"a", "b"} and found["nope"] is None

@@ -1,0 +1,101 @@
+"""The project image, built from the debootstrap base against the private dockerd (slow: the
+first build takes about a minute; later runs load it from .cache/images)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from dockertestlib import http_get, published_port
+
+from testbed.images import REPO, project_image
+from testbed.process import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def image(dockerd, docker_client) -> str:
+    return project_image(docker_client, dockerd.env())
+
+
+def test_image_is_non_root_and_checks_configs(docker_client, image) -> None:
+    config = docker_client.images.get(image).attrs["Config"]
+    assert config["User"] == "smartstack"
+    assert config["Entrypoint"][-1] == "/usr/local/bin/smartstack-entrypoint"
+    out = docker_client.containers.run(
+        image,
+        ["nerve", "-k"],  # the entrypoint adds -c /etc/smartstack/nerve.yaml
+        volumes={str(REPO / "examples" / "compose"): {"bind": "/etc/smartstack", "mode": "ro"}},
+        remove=True,
+    )
+    assert b"nerve.yaml: ok" in out
+    versions = docker_client.containers.run(image, ["sh", "-c", "id -u; haproxy -v"], remove=True)
+    uid, haproxy = versions.decode().split("\n", 1)
+    assert uid != "0" and haproxy.startswith("HAProxy version 2.")
+
+
+def test_synapse_in_the_image_follows_containers(
+    dockerd, docker_client, image, network, container_factory, tmp_path: Path
+) -> None:
+    """synapse (non-root, managed HAProxy, docker watcher through the mounted socket) sends
+    traffic to labelled busybox containers by their IP on the shared network."""
+    first = container_factory("imgapp1", labels={"imgtest": "1"}, publish=False)
+    (tmp_path / "synapse.yaml").write_text(yaml.safe_dump(SYNAPSE_CONFIG))
+    os.chmod(tmp_path, 0o755)
+    synapse = docker_client.containers.run(
+        image,
+        ["synapse"],
+        detach=True,
+        name="imgsynapse",
+        network=network,
+        group_add=[str(os.stat(dockerd.socket_path).st_gid)],
+        volumes={str(tmp_path): {"bind": "/etc/smartstack", "mode": "ro"},
+                 str(dockerd.socket_path): {"bind": "/var/run/docker.sock", "mode": "rw"}},
+        ports={"8080/tcp": ("127.0.0.1", None)},
+    )  # fmt: skip
+    try:
+        port = published_port(synapse, 8080)
+        logs = lambda: synapse.logs(tail=30).decode(errors="replace")  # noqa: E731
+        try:
+            wait_until(lambda: http_get(port) == "imgapp1", 60, what="imgapp1 through HAProxy")
+            container_factory("imgapp2", labels={"imgtest": "1"}, publish=False)
+            wait_until(lambda: {http_get(port) for _ in range(6)} == {"imgapp1", "imgapp2"}, 60,
+                       what="both apps through HAProxy")  # fmt: skip
+            first.kill()
+            wait_until(lambda: {http_get(port) for _ in range(6)} == {"imgapp2"}, 60,
+                       what="imgapp1 gone")  # fmt: skip
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{logs()}") from None
+        synapse.stop(timeout=10)  # SIGTERM through tini: synapse stops HAProxy and exits 0
+        assert synapse.wait(timeout=20)["StatusCode"] == 0, logs()
+    finally:
+        synapse.remove(force=True)
+
+
+SYNAPSE_CONFIG = {
+    "services": {"web": {
+        "discovery": {"method": "docker", "servers": ["unix:///var/run/docker.sock"],
+                      "container_port": 80, "label_selector": {"imgtest": "1"}},
+        "haproxy": {"port": 8080, "listen": ["mode http"]}}},
+    "haproxy": {"managed": {}, "config_file_path": "/var/lib/smartstack/haproxy.cfg",
+                "bind_address": "0.0.0.0",
+                "defaults": ["mode http", "timeout connect 1s", "timeout client 5s",
+                             "timeout server 5s", "retries 3", "option redispatch 1"]},
+    "admin": {"port": None},
+}  # fmt: skip
+
+
+def test_compose_demo(dockerd, image) -> None:
+    """`make compose-demo`'s driver against the test dockerd (the image is already there):
+    balanced traffic, a stopped app without failed requests, its return, and clean-up."""
+    env = dict(os.environ, **dockerd.env())
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "compose_demo.py")], env=env,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "0 failed" in result.stdout
+    assert "passed in" in result.stdout

@@ -1,0 +1,228 @@
+"""nerve's Docker mode against a private dockerd and a real ZooKeeper.
+
+The DockerSource runs with the daemon's real parts (registries, HTTP session, metrics); the
+registrations are read back from ZooKeeper with a separate kazoo client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dockertestlib import HEALTHY_FILE_CHECK, eventually, published_port, wait_health
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+
+from nerve.checks.http import new_session
+from nerve.docker_config import DockerModeConfig
+from nerve.docker_source import DockerSource
+from nerve.maintenance import MaintenanceStore
+from nerve.metrics import NerveMetrics
+from nerve.registries import Registries
+from testbed.process import ManagedProcess
+
+
+@pytest.fixture
+def kazoo(zk) -> Any:
+    client = KazooClient(hosts=zk.hosts)
+    client.start(timeout=20)
+    yield client
+    client.stop()
+    client.close()
+
+
+@pytest.fixture
+def base_path() -> str:
+    return f"/docker-test/{uuid.uuid4().hex[:10]}"
+
+
+def records(kazoo: KazooClient, path: str) -> list[dict[str, Any]]:
+    """Every record under path/<service>/, as dicts with the znode's service added."""
+    out = []
+    try:
+        services = kazoo.get_children(path)
+    except NoNodeError:
+        return []
+    for service in services:
+        for child in kazoo.get_children(f"{path}/{service}"):
+            try:
+                data, _ = kazoo.get(f"{path}/{service}/{child}")
+            except NoNodeError:
+                continue
+            out.append({**json.loads(data), "service": service, "znode": child})
+    return sorted(out, key=lambda r: (r["service"], r["name"]))
+
+
+def addresses(kazoo: KazooClient, path: str) -> list[str]:
+    return sorted(f"{r['service']} {r['host']}:{r['port']}" for r in records(kazoo, path))
+
+
+async def wait_addresses(kazoo: KazooClient, path: str, wanted: list[str]) -> None:
+    await eventually(lambda: addresses(kazoo, path) == sorted(wanted), 30,
+                     f"{sorted(wanted)} in ZooKeeper")  # fmt: skip
+
+
+class Source:
+    """A DockerSource with its own registries, stopped (and withdrawn) by close()."""
+
+    def __init__(self, dockerd, zk, path: str, **overrides: Any) -> None:
+        cfg = {
+            "url": dockerd.base_url,
+            "service_defaults": {"zk_hosts": [zk.hosts], "zk_path": f"{path}/{{service}}",
+                                 "zk_session_timeout": 2.0, "check_interval": 0.2},
+            **overrides,
+        }  # fmt: skip
+        self.metrics = NerveMetrics()
+        self.registries = Registries(asyncio.get_running_loop(), self.metrics)
+        self.http = new_session()
+        self.source = DockerSource(
+            DockerModeConfig.model_validate(cfg),
+            instance_id="host1",
+            registries=self.registries,
+            http_session=self.http,
+            metrics=self.metrics,
+            store=MaintenanceStore(None),
+        )
+        self.source.start()
+
+    async def close(self, withdraw: bool = True) -> None:
+        await self.source.stop(withdraw=withdraw)
+        await self.registries.close()
+        await self.http.close()
+
+
+@pytest.fixture
+async def source_factory(dockerd, zk, base_path) -> AsyncIterator[Any]:
+    sources: list[Source] = []
+
+    def make(**overrides: Any) -> Source:
+        sources.append(Source(dockerd, zk, base_path, **overrides))
+        return sources[-1]
+
+    yield make
+    for source in sources:
+        await source.close()
+
+
+def labels(service: str, port: str = "80", **more: str) -> dict[str, str]:
+    out = {"smartstack.service": service, "smartstack.port": port}
+    out.update({f"smartstack.{k.replace('__', '.')}": v for k, v in more.items()})
+    return out
+
+
+async def test_labels_become_records_one_per_port(container_factory, source_factory, kazoo,
+                                                  base_path):  # fmt: skip
+    web = container_factory("nweb", labels=labels("web", check="http:/", zone="az1", weight="7"))
+    multi = container_factory(
+        "nmulti", labels=labels("multi", port="80,8080", check="none"),
+        ports={"80/tcp": ("127.0.0.1", None), "8080/tcp": ("127.0.0.1", None)},
+    )  # fmt: skip
+    container_factory("nplain", labels={"unrelated": "yes"})
+    source_factory()
+    multi.reload()
+    ports = {k: int(v[0]["HostPort"]) for k, v in multi.ports.items()}
+    await wait_addresses(kazoo, base_path, [
+        f"web 127.0.0.1:{published_port(web)}",
+        f"multi 127.0.0.1:{ports['80/tcp']}",
+        f"multi 127.0.0.1:{ports['8080/tcp']}",
+    ])  # fmt: skip
+    by_name = {r["name"]: r for r in records(kazoo, base_path)}
+    assert set(by_name) == {"host1_nweb", "host1_nmulti_80", "host1_nmulti_8080"}
+    assert by_name["host1_nweb"]["labels"] == {"zone": "az1"}
+    assert by_name["host1_nweb"]["weight"] == 7
+
+
+async def test_health_kill_and_restart(container_factory, source_factory, kazoo, base_path):
+    web = container_factory("nhealth", labels=labels("api"), healthcheck=HEALTHY_FILE_CHECK)
+    source_factory()
+    wait_health(web, "healthy")
+    await wait_addresses(kazoo, base_path, [f"api 127.0.0.1:{published_port(web)}"])
+    web.exec_run(["rm", "/www/healthy"])  # HEALTHCHECK fails: withdrawn
+    await wait_addresses(kazoo, base_path, [])
+    web.exec_run(["touch", "/www/healthy"])
+    await wait_addresses(kazoo, base_path, [f"api 127.0.0.1:{published_port(web)}"])
+    web.kill()  # SIGKILL
+    await wait_addresses(kazoo, base_path, [])
+    web.start()  # a new published port: the new address, and only it
+    wait_health(web, "healthy")
+    await wait_addresses(kazoo, base_path, [f"api 127.0.0.1:{published_port(web)}"])
+    web.stop(timeout=5)
+    await wait_addresses(kazoo, base_path, [])
+
+
+async def test_failing_label_check_and_bad_labels(container_factory, source_factory, kazoo,
+                                                  base_path):  # fmt: skip
+    bad = container_factory("nbad", labels=labels("bad", port="eighty"))
+    container_factory("ndown", labels=labels("down", check="http:/missing"))
+    good = container_factory("ngood", labels=labels("good"))
+    source = source_factory().source
+    await wait_addresses(kazoo, base_path, [f"good 127.0.0.1:{published_port(good)}"])
+    await eventually(lambda: source.status()["invalid_labels"], what="the label error")
+    assert source.status()["invalid_labels"] == {
+        bad.id: "smartstack.port='eighty': expected port numbers like 80 or 80,8080"
+    }
+    await eventually(lambda: source.services["down@ndown:80"].rounds >= 3, what="check rounds")
+    assert source.status()["services"]["down@ndown:80"]["registered"] is False  # 404: not up
+    assert addresses(kazoo, base_path) == [f"good 127.0.0.1:{published_port(good)}"]
+
+
+async def test_restarted_nerve_leaves_one_record(container_factory, source_factory, kazoo,
+                                                 base_path):  # fmt: skip
+    web = container_factory("nkeep", labels=labels("keep"))
+    wanted = [f"keep 127.0.0.1:{published_port(web)}"]
+    first = source_factory()
+    await wait_addresses(kazoo, base_path, wanted)
+    [old] = [r["znode"] for r in records(kazoo, base_path)]
+    # A crash: nerve's session stays open (as after SIGKILL, until it times out)...
+    await first.source.stop(withdraw=False)
+    assert addresses(kazoo, base_path) == wanted
+    # ...and the restarted nerve (same instance id) replaces the leftover: one record.
+    source_factory()
+    await eventually(lambda: [r["znode"] for r in records(kazoo, base_path)] not in ([old], []),
+                     what="the new znode")  # fmt: skip
+    assert addresses(kazoo, base_path) == wanted
+    await first.registries.close()  # the old session ends: the new record stays
+    await wait_addresses(kazoo, base_path, wanted)
+    assert old not in [r["znode"] for r in records(kazoo, base_path)]
+
+
+async def test_nerve_process_sigkill_and_restart(container_factory, zk, kazoo, base_path,
+                                                 dockerd, tmp_path):  # fmt: skip
+    """The real `nerve` command in docker mode: SIGKILLed while containers keep running (and
+    one of them dies meanwhile), then restarted: no stale and no duplicate registration."""
+    stays = container_factory("pstays", labels=labels("proc"))
+    dies = container_factory("pdies", labels=labels("proc"))
+    config = {
+        "instance_id": "host1",
+        "services": {},
+        "admin": {"port": None},
+        "docker": {"url": dockerd.base_url, "service_defaults": {
+            "zk_hosts": [zk.hosts], "zk_path": f"{base_path}/{{service}}",
+            "zk_session_timeout": 2.0, "check_interval": 0.2}},
+    }  # fmt: skip
+    path = tmp_path / "nerve.json"
+    path.write_text(json.dumps(config))
+    nerve_bin = str(Path(sys.executable).parent / "nerve")
+    both = [f"proc 127.0.0.1:{published_port(c)}" for c in (stays, dies)]
+    first = ManagedProcess([nerve_bin, "-c", str(path)], tmp_path, "nerve1").start()
+    try:
+        await wait_addresses(kazoo, base_path, both)
+        first.kill()  # SIGKILL: no withdrawal, the session lives on for up to 2 s
+        dies.kill()  # ...and a container dies while no nerve watches
+        second = ManagedProcess([nerve_bin, "-c", str(path)], tmp_path, "nerve2").start()
+        try:
+            await wait_addresses(kazoo, base_path, [f"proc 127.0.0.1:{published_port(stays)}"])
+            assert len(records(kazoo, base_path)) == 1
+            second.stop(timeout=10)  # SIGTERM: withdraws before exiting
+            assert second.returncode == 0, second.log_tail()
+            assert records(kazoo, base_path) == []
+        finally:
+            second.kill()
+    finally:
+        first.kill()

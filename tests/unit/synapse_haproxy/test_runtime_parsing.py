@@ -1,0 +1,82 @@
+"""The runtime client's pure parts: answer parsers, op outcomes, splitting a batch's answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from synapse.haproxy.planner import AddServer, DelServer, SetAddr, SetState, SetWeight
+from synapse.haproxy.runtime import (
+    UnexpectedAnswer,
+    parse_servers_state,
+    parse_show_backend,
+    parse_show_proc,
+    parse_version,
+    split_answers,
+)
+
+STATE = """1
+# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port
+3 web 5 a 127.0.0.1 2 0 1 1 0 1 0 2 0 0 0 1 - 19001 - 0 0 - - 0
+3 web 7 1 127.0.0.1 0 5 3 3 0 1 0 0 8 0 0 1 - 19002 - 0 0 - - 0
+"""  # noqa: E501
+
+
+PROC = """#<PID>          <type>          <reloads>       <uptime>        <version>
+11813           master          2 [failed: 1]   0d00h02m54s     2.6.12-1+deb12u4
+# workers
+12470           worker          1               0d00h02m39s     2.6.12-1+deb12u4
+# old workers
+12001           worker          2               0d00h03m00s     2.6.12-1+deb12u4
+# programs
+"""
+
+
+def test_parse_servers_state():
+    a, b = parse_servers_state(STATE)
+    assert (a.backend, a.name, a.id, a.addr, a.port, a.weight) == (
+        "web",
+        "a",
+        5,
+        "127.0.0.1",
+        19001,
+        1,
+    )
+    assert not a.in_maint and a.label == "UP"
+    assert b.name == "1"  # a numeric server name stays a name
+    assert b.forced_maint and b.in_maint and b.label == "MAINT" and b.weight == 3
+    with pytest.raises(UnexpectedAnswer):
+        parse_servers_state("Unknown command.\n")
+
+
+def test_parse_show_proc_backend_and_version():
+    proc = parse_show_proc(PROC)
+    assert (proc.master_pid, proc.reloads, proc.failed_reloads) == (11813, 2, 1)
+    assert proc.workers == (12470,) and proc.old_workers == (12001,)
+    assert parse_show_backend("# name\nweb\nstats\n\n") == ["web", "stats"]
+    assert parse_version("2.6.12-1+deb12u4") == (2, 6, 12)
+    with pytest.raises(UnexpectedAnswer):
+        parse_version("dev")
+
+
+def test_op_answers():
+    assert SetState("b", "s", "maint").succeeded("\n")
+    assert not SetState("b", "s", "maint").succeeded("No such server.\n\n")
+    assert AddServer("b", "s", "1.2.3.4:80").succeeded("New server registered.\n\n")
+    assert not AddServer("b", "s", "1.2.3.4:80").succeeded("'cookie' option is not accepted\n")
+    assert SetAddr("b", "s", "1.2.3.4", 80).succeeded("IP changed from 'a' to 'b' by 'x'\n")
+    assert DelServer("b", "s").succeeded("Server deleted.\n")
+    assert SetWeight("b", "s", 3).command == "set weight b/s 3"
+
+
+def test_split_answers_cuts_at_each_prompt_and_keeps_the_unfinished_rest():
+    stream = b"\n> No such server.\n\n> \n> 1\n# be_id\n3 web 4 a\n\n> partial"
+    answers, used = split_answers(stream, 10)
+    assert answers == ["", "No such server.\n", "", "1\n# be_id\n3 web 4 a\n"]
+    assert stream[used:] == b"partial"
+    assert split_answers(stream, 2) == (
+        ["", "No such server.\n"],
+        len(b"\n> No such server.\n\n> "),
+    )
+    # scan_from: the first bytes were searched already; an answer still starts at 0.
+    assert split_answers(b"abc\n> ", 1, scan_from=2) == (["abc"], 6)
+    assert split_answers(b"no prompt yet", 3) == ([], 0)
