@@ -173,10 +173,11 @@ _HTTP_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 UNKNOWN_ZONE = "unknown"  # the zone of a server whose record lacks the zone label
 
 
-def check_zone_name(value: object, what: str = "zone") -> str:
-    """The zone name, or ValueError saying what a zone name may be."""
+def check_zone_name(value: object, what: str = "") -> str:
+    """The zone name, or ValueError saying what a zone name may be (``what``: where it was)."""
     if not isinstance(value, str) or not _ZONE_NAME.fullmatch(value):
-        raise ValueError(f"{what} {value!r} is not a zone name (1-64 of A-Z a-z 0-9 _ . -)")
+        where = f"{what} " if what else ""
+        raise ValueError(f"{where}{value!r} is not a zone name (1-64 of A-Z a-z 0-9 _ . -)")
     return value
 
 
