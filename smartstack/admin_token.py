@@ -52,3 +52,7 @@ class AdminAuthConfig(ConfigModel):
         if value is not None:
             read_token(value)  # refuse at load time what would fail at start
         return value
+
+    def token(self) -> str | None:
+        """The token as the file holds it now (read at start); None without a token_file."""
+        return read_token(self.token_file) if self.token_file else None
