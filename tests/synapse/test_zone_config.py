@@ -114,7 +114,11 @@ def test_admin_token_file_must_hold_a_token(tmp_path: Path) -> None:
     token.write_text("s3cret\n")
     config, _ = load_synapse_config(write(tmp_path, {**BASE, "admin": {"token_file": str(token)}}))
     assert config.admin.token_file == str(token)
-    for content, expected in ((None, "cannot read"), ("", "empty"), ("a b", "the token must be one word")):
+    for content, expected in (
+        (None, "cannot read"),
+        ("", "empty"),
+        ("a b", "the token must be one word"),
+    ):
         if content is None:
             token.unlink()
         else:
