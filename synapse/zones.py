@@ -30,7 +30,7 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from synapse.config import UNKNOWN_ZONE, ZoneRouting, check_zone_name
-from synapse.model import Server
+from synapse.model import DesiredService, Server
 
 MAX_WEIGHT = 256  # HAProxy's largest server weight; the scale every decision is mapped onto
 
@@ -43,6 +43,7 @@ __all__ = [
     "ZoneStatus",
     "check_zone_name",
     "decide",
+    "decide_service",
     "zone_of",
     "zone_servers",
 ]
@@ -146,6 +147,21 @@ def zone_servers(
     return [
         ZoneServer(s.name, zone_of(s.labels, label), s.weight, s.name not in down) for s in servers
     ]
+
+
+def decide_service(
+    service: DesiredService,
+    local_zone: str | None,
+    evacuated: Collection[str] = (),
+    down: Collection[str] = (),
+) -> ZoneDecision | None:
+    """``decide`` for a DesiredService (its servers' labels and its ``zone_routing``)."""
+    routing = service.config.zone_routing
+    if routing is None:
+        return None
+    return decide(
+        zone_servers(service.servers, routing.label, down), routing, local_zone, evacuated
+    )
 
 
 def decide(

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from synapse.state_cache import StateCache
 from synapse.zone_state import Evacuations, RestoreConflict
@@ -50,6 +52,33 @@ def test_bad_json_is_refused_with_the_place(data: object, message: str) -> None:
 def test_bad_zone_names_are_refused_by_the_methods() -> None:
     with pytest.raises(ValueError, match="not a zone name"):
         Evacuations().evacuate("../etc")
+
+
+operations = st.lists(
+    st.tuples(
+        st.sampled_from(["evacuate", "restore"]),
+        st.sampled_from(["az1", "az2", "az3"]),
+        st.sampled_from([None, "web", "db"]),
+    ),
+    max_size=20,
+)
+
+
+@given(operations)
+def test_any_sequence_round_trips_and_a_global_restore_clears_the_zone(ops) -> None:
+    evac = Evacuations()
+    for action, zone, service in ops:
+        try:
+            evac = getattr(evac, action)(zone, service)
+        except RestoreConflict:
+            assert action == "restore" and service is not None and zone in evac.everywhere
+    assert Evacuations.from_json(json.loads(json.dumps(evac.to_json()))) == evac
+    assert all(zones for _, zones in evac.per_service)  # no empty entries kept
+    for zone in ("az1", "az2", "az3"):
+        cleared = evac.restore(zone)
+        assert all(zone not in cleared.for_service(s) for s in ("web", "db", "other"))
+        evacuated = evac.evacuate(zone)
+        assert all(zone in evacuated.for_service(s) for s in ("web", "db", "other"))
 
 
 def test_state_file_keeps_evacuations_across_a_restart(tmp_path: Path) -> None:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synapse.config import ZoneRouting
-from synapse.model import Server
-from synapse.zones import MAX_WEIGHT, ZoneServer, decide, zone_of, zone_servers
+from synapse.config import ServiceConfig, ZoneRouting
+from synapse.model import DesiredService, Server
+from synapse.zones import MAX_WEIGHT, ZoneServer, decide, decide_service, zone_of, zone_servers
 
 ZONES = ["az1", "az2", "az3", "az4", "unknown"]
 
@@ -162,6 +162,22 @@ def test_zone_servers_from_model_servers() -> None:
     ]
 
 
+def test_decide_service_reads_labels_and_config() -> None:
+    config = ServiceConfig.model_validate(
+        {"discovery": {"method": "base"}, "zone_routing": {"label": "az"}}
+    )
+    servers = [
+        Server("a", "10.0.0.1", 80, labels=(("az", "az1"),)),
+        Server("b", "10.0.0.2", 80, labels=(("az", "az2"),)),
+    ]
+    service = DesiredService("web", config, servers)
+    assert decide_service(service, "az1").weight_of == {"a": 256, "b": 0}
+    assert decide_service(service, "az1", down={"a"}).weight_of == {"a": 0, "b": 256}
+    assert decide_service(service, "az1", evacuated={"az1"}).weight_of == {"a": 0, "b": 256}
+    plain = DesiredService("web", ServiceConfig.model_validate({"discovery": {"method": "base"}}))
+    assert decide_service(plain, "az1") is None
+
+
 # --- properties ---------------------------------------------------------------------------
 
 server_st = st.builds(
@@ -216,12 +232,39 @@ def test_properties_of_every_decision(case) -> None:
     assert again == decision
 
 
-@settings(max_examples=400, deadline=None)
-@given(cases)
+zone_st = st.lists(
+    st.tuples(st.one_of(st.none(), st.integers(0, 256)), st.booleans()), min_size=1, max_size=12
+)
+even_cases = st.tuples(
+    st.lists(zone_st, min_size=2, max_size=5),
+    st.sampled_from([None, "lost", "evacuated"]),  # what happened to the local zone az0
+)
+
+
+def even_spill(case):
+    """Zones az1.. each with at least one usable server; the local zone az0 cannot serve."""
+    zones, local_state = case
+    servers = []
+    for z, members in enumerate(zones, start=1):
+        for i, (weight, healthy) in enumerate(members):
+            if i == 0:  # every zone can serve
+                weight, healthy = (weight or None), True
+            servers.append(ZoneServer(f"az{z}-{i:02d}", f"az{z}", weight, healthy))
+    local, evacuated = None, set()
+    if local_state is not None:
+        local = "az0"
+        servers.append(ZoneServer("az0-00", "az0", None, local_state != "lost"))
+        evacuated = {"az0"} if local_state == "evacuated" else set()
+    return servers, decide(servers, ZoneRouting(spill="even"), local, evacuated)
+
+
+@settings(max_examples=300, deadline=None)
+@given(even_cases)
 def test_even_spill_shares_are_equal_within_one_step_per_server(case) -> None:
-    servers, routing, _, _, decision = build(case)
-    assume(routing.spill == "even" and len(decision.active_zones) >= 2)
+    servers, decision = even_spill(case)
     active = decision.active_zones
+    assert decision.mode == "spill" and "az0" not in active
+    assert len(active) == len({s.zone for s in servers} - {"az0"}) >= 2
     totals = zone_totals(decision, servers)
     count = {z: sum(1 for s in servers if s.zone == z and s.usable) for z in active}
     for a in active:
