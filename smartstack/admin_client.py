@@ -88,7 +88,10 @@ def call(
 ) -> Any:
     """One request; the decoded JSON answer, or AdminCallError saying what went wrong."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
+    try:
+        req = urllib.request.Request(url, data=data, method=method)
+    except ValueError:
+        raise AdminCallError(f"{url}: not a URL (give e.g. http://127.0.0.1:3212)") from None
     if data is not None:
         req.add_header("Content-Type", "application/json")
     if token is not None:

@@ -192,6 +192,8 @@ def test_cli_errors_are_one_line_and_the_old_invocation_still_works(tmp_path: Pa
     assert "Traceback" not in down.stderr
     bad = synapse("zone", "evacuate", "a;b", "--admin", url)
     assert bad.returncode == 2 and "is not a zone name" in bad.stderr
+    no_scheme = synapse("zone", "evacuate", "az1", "--admin", "127.0.0.1:1")
+    assert no_scheme.returncode == 1 and "not a URL" in no_scheme.stderr
     nowhere = synapse("zone", "evacuate", "az1")
     assert nowhere.returncode == 1 and "(-c) or its admin URL (--admin)" in nowhere.stderr
     config = tmp_path / "synapse.json"
