@@ -67,6 +67,8 @@ def target(args: argparse.Namespace, loader: Callable[[str], Any]) -> tuple[str,
     except TokenFileError as exc:
         fail(f"token file: {exc}")
     if args.admin:
+        if not args.admin.startswith(("http://", "https://")):
+            fail(f"--admin {args.admin!r}: not a URL (give e.g. http://127.0.0.1:3212)")
         return args.admin.rstrip("/"), token
     assert config is not None
     if config.admin.port is None:
@@ -88,10 +90,7 @@ def call(
 ) -> Any:
     """One request; the decoded JSON answer, or AdminCallError saying what went wrong."""
     data = json.dumps(body).encode() if body is not None else None
-    try:
-        req = urllib.request.Request(url, data=data, method=method)
-    except ValueError:
-        raise AdminCallError(f"{url}: not a URL (give e.g. http://127.0.0.1:3212)") from None
+    req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
         req.add_header("Content-Type", "application/json")
     if token is not None:
