@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from nerve.docker_config import DockerModeConfig
+from smartstack.admin_token import AdminAuthConfig
 from smartstack.configfile import ConfigModel, load
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
 
@@ -157,7 +158,7 @@ class ServiceConfig(ConfigModel):
         return [f"{self.etcd_host}:{self.etcd_port}"]
 
 
-class AdminConfig(ConfigModel):
+class AdminConfig(AdminAuthConfig):
     """ours: the admin HTTP server (/health, /status, /metrics, maintenance)."""
 
     host: str = "127.0.0.1"

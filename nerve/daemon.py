@@ -37,6 +37,7 @@ from nerve.registries import Registries, reporter_identity
 from nerve.reporters.base import Reporter
 from nerve.service import Service
 from smartstack.admin import AdminServer
+from smartstack.admin_token import TokenFileError
 from smartstack.configfile import ConfigError
 from smartstack.logs import event
 
@@ -158,13 +159,13 @@ class NerveDaemon:
         admin_cfg = self.config.admin
         if admin_cfg.port is None:
             return
-        admin = AdminServer(
-            admin_cfg.host, admin_cfg.port, self.metrics.registry, self.status, self.healthy
-        )
-        add_maintenance_routes(admin, lambda: self.services)
         try:
+            # An unreadable token leaves the admin API off, never open without one.
+            admin = AdminServer(admin_cfg.host, admin_cfg.port, self.metrics.registry,
+                                self.status, self.healthy, admin_cfg.token())  # fmt: skip
+            add_maintenance_routes(admin, lambda: self.services)
             await admin.start()
-        except OSError as exc:
+        except (OSError, TokenFileError) as exc:
             # Registering healthy services matters more than the admin port: keep going.
             event(
                 log,

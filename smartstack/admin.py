@@ -1,11 +1,14 @@
 """The admin HTTP server both daemons run: /health, /status (JSON), /metrics.
 
 Binds 127.0.0.1 by default. Daemons add their own routes (maintenance, the
-synapse status page) with ``add_route`` before ``start``.
+synapse status page) with ``add_route`` before ``start``. With a token
+(``admin.token_file``), every request that is not a read (GET/HEAD/OPTIONS) needs
+``Authorization: Bearer <token>``: those are the ones that change traffic.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -20,6 +23,35 @@ log = logging.getLogger("smartstack.admin")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def authorized(request: web.Request, token: str) -> bool:
+    """Whether the request carries ``Authorization: Bearer <token>`` (constant-time compare)."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
+
+
+def bearer_auth(token: str | None) -> Any:
+    """Middleware: requests that change something need the token; reads never do."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        needed = token is not None and request.method not in READ_METHODS
+        if needed and not authorized(request, token or ""):
+            # Never the token (nor what was sent in its place) in the log.
+            event(log, "admin_unauthorized", level=logging.WARNING, method=request.method,
+                  path=request.path[:200], remote=request.remote)  # fmt: skip
+            raise web.HTTPUnauthorized(
+                text="this endpoint needs Authorization: Bearer <admin token>\n",
+                headers={"WWW-Authenticate": 'Bearer realm="admin"'},
+            )
+        return await handler(request)
+
+    return check
+
 
 class AdminServer:
     def __init__(
@@ -29,13 +61,14 @@ class AdminServer:
         registry: CollectorRegistry,
         status: Callable[[], dict[str, Any]],
         healthy: Callable[[], bool] = lambda: True,
+        token: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.registry = registry
         self._status = status
         self._healthy = healthy
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[bearer_auth(token)])
         self.app.router.add_get("/health", self._health)
         self.app.router.add_get("/status", self._status_json)
         self.app.router.add_get("/metrics", self._metrics)

@@ -12,15 +12,22 @@ from synapse.config import CONFIG_ENV, SynapseConfig, load_synapse_config
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synapse", description=__doc__)
     add_common_arguments(parser, config_env=CONFIG_ENV)
+    parser.add_argument("--zone", help="the zone this synapse is in (or SYNAPSE_ZONE)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # `synapse zone ...` talks to a running synapse; `synapse -c FILE` stays as it was.
+    if argv and argv[0] == "zone":
+        from synapse.zone_cli import main as zone_main
+
+        return zone_main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.config:
         parser.error(f"the config file is needed: -c FILE, or ${CONFIG_ENV}")
-    return check_or_run(args, lambda: load_synapse_config(args.config), _run)
+    return check_or_run(args, lambda: load_synapse_config(args.config, args.zone), _run)
 
 
 def _run(config: SynapseConfig, args: argparse.Namespace) -> int:

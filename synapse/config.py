@@ -6,11 +6,15 @@ add are marked "ours" below.
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from smartstack.admin_token import AdminAuthConfig
 from smartstack.configfile import ConfigError, ConfigModel, load
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
 
@@ -167,6 +171,71 @@ class ServiceHAProxyConfig(ConfigModel):
         return [value] if isinstance(value, str) else value
 
 
+# Zone names can reach HAProxy map files, ACLs and cookies: a safe charset, bounded length.
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Cookie and header names end up in haproxy.cfg: HTTP token characters without the exotic ones.
+_HTTP_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+UNKNOWN_ZONE = "unknown"  # the zone of a server whose record lacks the zone label
+
+
+def check_zone_name(value: object, what: str = "") -> str:
+    """The zone name, or ValueError saying what a zone name may be (``what``: where it was)."""
+    if not isinstance(value, str) or not _ZONE_NAME.fullmatch(value):
+        where = f"{what} " if what else ""
+        raise ValueError(f"{where}{value!r} is not a zone name (1-64 of A-Z a-z 0-9 _ . -)")
+    return value
+
+
+class ZoneRouting(ConfigModel):
+    """ours: zone-aware routing of one service (docs/zone-routing.md)."""
+
+    label: str = Field(default="zone", min_length=1, max_length=128)
+    min_local: int = Field(default=1, ge=0)
+    spill: Literal["even", "weighted"] = "even"
+    sticky: str | None = None  # cookie name; its value is a zone name
+    header: str | None = None  # request header naming the zone a request was meant for
+    zone_of_address: dict[str, str] = Field(default_factory=dict)  # bind address -> zone
+    evacuate: list[str] = Field(default_factory=list)
+    zones: list[str] = Field(default_factory=list)  # expected zones, fixed up front
+
+    @field_validator("sticky", "header")
+    @classmethod
+    def _http_name(cls, value: str | None) -> str | None:
+        if value is not None and not _HTTP_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a usable name (1-64 of A-Z a-z 0-9 _ -)")
+        return value
+
+    @field_validator("evacuate", "zones")
+    @classmethod
+    def _zone_list(cls, value: list[str]) -> list[str]:
+        for index, zone in enumerate(value):
+            check_zone_name(zone, f"[{index}]")
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists a zone twice: {value}")
+        return value
+
+    @field_validator("zone_of_address")
+    @classmethod
+    def _addresses(cls, value: dict[str, str]) -> dict[str, str]:
+        for address, zone in value.items():
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"key {address!r} is not an IP address") from None
+            check_zone_name(zone, f"zone of {address}")
+        return value
+
+    @model_validator(mode="after")
+    def _within_expected_zones(self) -> ZoneRouting:
+        # With a fixed layout, a zone named elsewhere but missing from `zones` is a typo.
+        if self.zones:
+            named = {*self.evacuate, *self.zone_of_address.values()}
+            missing = sorted(named - set(self.zones))
+            if missing:
+                raise ValueError(f"zones {missing} are used but not listed in 'zones'")
+        return self
+
+
 class FileOutputServiceConfig(ConfigModel):
     disabled: bool = False
 
@@ -179,6 +248,7 @@ class ServiceConfig(ConfigModel):
     backend_port_override: int | None = Field(default=None, ge=1, le=65535)
     haproxy: ServiceHAProxyConfig = Field(default_factory=ServiceHAProxyConfig)
     file_output: FileOutputServiceConfig = Field(default_factory=FileOutputServiceConfig)
+    zone_routing: ZoneRouting | None = None  # ours
 
     @field_validator("default_servers")
     @classmethod
@@ -264,7 +334,7 @@ class FileOutputConfig(ConfigModel):
     output_directory: str
 
 
-class AdminConfig(ConfigModel):
+class AdminConfig(AdminAuthConfig):
     """ours: the admin HTTP server (/health, /status, /metrics, status page)."""
 
     host: str = "127.0.0.1"
@@ -292,6 +362,13 @@ class SynapseConfig(ConfigModel):
     # ours: how long the first HAProxy update waits for every watcher's first answer before
     # it falls back to the state file / default_servers for the services still silent.
     startup_wait: float = Field(default=3.0, ge=0)
+    # ours: the zone this synapse and its HAProxy are in (--zone, SYNAPSE_ZONE override it)
+    zone: str | None = None
+
+    @field_validator("zone")
+    @classmethod
+    def _zone_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_zone_name(value)
 
     @field_validator("services", mode="before")
     @classmethod
@@ -358,12 +435,19 @@ def ignore_non_string_server_options(
     return warnings
 
 
-def load_synapse_config(path: str | Path) -> tuple[SynapseConfig, list[str]]:
-    """Load a synapse config: ERB ``<%= ENV[...] %>`` tags are rendered first, as Ruby does."""
+def load_synapse_config(
+    path: str | Path, zone: str | None = None
+) -> tuple[SynapseConfig, list[str]]:
+    """Load a synapse config: ERB ``<%= ENV[...] %>`` tags are rendered first, as Ruby does.
+
+    The zone is ``zone`` (--zone), else $SYNAPSE_ZONE, else the file's.
+    """
+    override = zone or os.environ.get("SYNAPSE_ZONE")
     config, warnings = load(
         SynapseConfig,
         Path(path),
         KNOWN_UNUSED_KEYS,
+        {"zone": override} if override else None,
         erb=True,
         prepare=ignore_non_string_server_options,
     )

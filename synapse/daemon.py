@@ -293,7 +293,9 @@ class SynapseDaemon:
         admin = self.config.admin
         if admin.port is None:
             return
-        self.admin = AdminServer(admin.host, admin.port, self.registry, self.status, self.healthy)
+        self.admin = AdminServer(
+            admin.host, admin.port, self.registry, self.status, self.healthy, admin.token()
+        )
         self.admin.add_route("GET", "/", self._status_page)
         await self.admin.start()
 

@@ -10,6 +10,12 @@ It is rewritten atomically whenever a service's discovered servers change (and
 refreshed well within the TTL while nothing changes). A synapse that starts while
 its registry is unreachable configures HAProxy from the entries younger than the
 TTL instead of starting empty. Entries are validated on load like any record.
+
+Runtime zone evacuations are kept in the same file, under a reserved service key
+shaped like any other entry (so the Airbnb format stays intact; they never expire):
+
+    {"_synapse": {"zone_evacuations": {"timestamp": 1700000000,
+                                       "global": ["az2"], "services": {"web": ["az3"]}}}}
 """
 
 from __future__ import annotations
@@ -26,10 +32,14 @@ from smartstack.record import InvalidRecord, registration_from_dict
 from synapse.atomic import read_text, write_atomic
 from synapse.selection import ORIGIN_DISCOVERY, Selection
 from synapse.watchers.base import Found
+from synapse.zone_state import Evacuations
 
 log = logging.getLogger("synapse.state_cache")
 
 Entries = dict[str, dict[str, dict[str, Any]]]
+
+RESERVED_SERVICE = "_synapse"  # not a service: synapse's own state
+EVACUATIONS_KEY = "zone_evacuations"
 
 
 class StateCache:
@@ -40,6 +50,7 @@ class StateCache:
         self._entries: Entries = {}
         self._written_at: float | None = None
         self.last_error: str | None = None
+        self.evacuations = Evacuations()
 
     # --- reading -------------------------------------------------------------------
 
@@ -56,11 +67,18 @@ class StateCache:
         if not isinstance(doc, dict):
             self._fail("state_file_unreadable", "top level is not an object")
             return
+        own = doc.pop(RESERVED_SERVICE, None)
         self._entries = {
             str(service): {str(k): v for k, v in servers.items() if isinstance(v, dict)}
             for service, servers in doc.items()
             if isinstance(servers, dict)
         }
+        if isinstance(own, dict) and EVACUATIONS_KEY in own:
+            try:
+                self.evacuations = Evacuations.from_json(own[EVACUATIONS_KEY])
+            except ValueError as exc:
+                event(log, "state_file_bad_evacuations", level=logging.WARNING,
+                      path=str(self.path), reason=str(exc)[:200], effect="none kept")  # fmt: skip
         event(log, "state_file_loaded", path=str(self.path), services=len(self._entries))
 
     def cached(self, service: str) -> list[Found] | None:
@@ -96,7 +114,8 @@ class StateCache:
             if service in configured:
                 entries[service] = old
         for service, selection in selections.items():
-            if selection.origin != ORIGIN_DISCOVERY:
+            # a service named like the reserved key is not cached (it would clobber it)
+            if selection.origin != ORIGIN_DISCOVERY or service == RESERVED_SERVICE:
                 continue
             entries[service] = {
                 server.name: {"timestamp": int(now), **record}
@@ -112,9 +131,18 @@ class StateCache:
         """Called periodically: rewrites the file once a quarter of the TTL has passed."""
         return self.update(selections, services)
 
+    def save_evacuations(self, evacuations: Evacuations) -> bool:
+        """Keep the runtime zone evacuations across a restart: the file is written now."""
+        self.evacuations = evacuations
+        return self._write(self._entries, self.clock())
+
     def _write(self, entries: Entries, now: float) -> bool:
+        doc: dict[str, Any] = dict(entries)
+        if self.evacuations != Evacuations():  # none: the file stays in Airbnb's plain form
+            own = {"timestamp": int(now), **self.evacuations.to_json()}
+            doc[RESERVED_SERVICE] = {EVACUATIONS_KEY: own}
         try:
-            write_atomic(self.path, json.dumps(entries, indent=2, sort_keys=True) + "\n")
+            write_atomic(self.path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
         except OSError as exc:
             self._fail("state_file_write_failed", str(exc))
             return False
