@@ -6,6 +6,7 @@ add are marked "ours" below.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +14,14 @@ from pydantic import Field, field_validator, model_validator
 
 from smartstack.configfile import ConfigModel, load
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
+from synapse.haproxy.routes import RouteSpec, check_host, check_path, compile_routes
+
+HAPROXY_TIME = re.compile(r"\d+(us|ms|s|m|h|d)?")
+SYSLOG_FACILITIES = (
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+    "auth2", "ftp", "ntp", "audit", "alert", "cron2",
+    "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+)  # fmt: skip
 
 # Airbnb keys we accept without a warning although we do not act on them.
 KNOWN_UNUSED_KEYS = ("statsd", "generator_config_path", "discovery_jitter")
@@ -135,6 +144,30 @@ class DiscoveryConfig(ConfigModel):
         return [f"{self.host}:{self.port}"]
 
 
+class ServiceRoutes(ConfigModel):
+    """ours (edge): the hosts and path prefixes the shared frontend sends to this service."""
+
+    hosts: list[str] = Field(default_factory=list)
+    paths: list[str] = Field(default_factory=list)
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            check_host(host)
+        return value
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            check_path(path)
+        return value
+
+    def __bool__(self) -> bool:
+        return bool(self.hosts or self.paths)
+
+
 class ServiceHAProxyConfig(ConfigModel):
     disabled: bool = False
     port: int | None = Field(default=None, ge=1, le=65535)
@@ -150,6 +183,23 @@ class ServiceHAProxyConfig(ConfigModel):
     shared_frontend: list[str] = Field(default_factory=list)
     cookie_value_method: Literal["name", "hash"] = "name"
     use_nerve_weights: bool = False
+    # ours (edge): routes on the shared frontend, proxy protocol and queueing
+    routes: ServiceRoutes = Field(default_factory=ServiceRoutes)
+    accept_proxy: bool = False  # `accept-proxy` on this service's frontend bind
+    send_proxy_v2: bool = False  # `send-proxy-v2` on every server of this service
+    maxconn: int | None = Field(default=None, ge=1)  # per server: more requests queue
+    maxqueue: int | None = Field(default=None, ge=0)  # per server queue bound (0: none)
+    timeout_queue: str | None = None  # backend `timeout queue`, e.g. "5s" (HAProxy time)
+
+    @field_validator("timeout_queue", mode="before")
+    @classmethod
+    def _haproxy_time(cls, value: object) -> object:
+        # A bare number is milliseconds, as in HAProxy.
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str) and not HAPROXY_TIME.fullmatch(value):
+            raise ValueError(f"expected an HAProxy time such as 500ms, 5s or 1m (got {value!r})")
+        return value
 
     @property
     def has_frontend(self) -> bool:
@@ -202,6 +252,34 @@ class ManagedHAProxy(ConfigModel):
     pid_file: str | None = None
 
 
+class HAProxyLogging(ConfigModel):
+    """ours (edge): access logs of every generated frontend, to syslog."""
+
+    address: str  # "host:port" (UDP) or a unix socket path ("/dev/log")
+    facility: str = "local0"
+    format: Literal["httplog", "tcplog", "json"] = "httplog"
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value.startswith("/"):
+            return value
+        host, sep, port = value.rpartition(":")
+        if not (sep and host and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(
+                f"expected 'host:port' (syslog over UDP) or an absolute unix socket path "
+                f"(got {value!r}); 'stdout' is not offered: see docs/edge.md"
+            )
+        return value
+
+    @field_validator("facility")
+    @classmethod
+    def _facility(cls, value: str) -> str:
+        if value not in SYSLOG_FACILITIES:
+            raise ValueError(f"expected one of {', '.join(SYSLOG_FACILITIES)} (got {value!r})")
+        return value
+
+
 class HAProxyConfig(ConfigModel):
     global_: list[str] = Field(default_factory=list, alias="global")
     defaults: list[str] = Field(default_factory=list)
@@ -233,6 +311,9 @@ class HAProxyConfig(ConfigModel):
     coalesce_ms: float = Field(default=0, ge=0)
     # ours: how long a reload (new worker answering) or a config check may take
     reload_timeout: float = Field(default=10.0, gt=0)
+    # ours (edge): access logs, and proxy protocol on the shared frontend's binds
+    logging: HAProxyLogging | None = None
+    accept_proxy: bool = False
 
     @property
     def socket_paths(self) -> list[str]:
@@ -303,6 +384,27 @@ class SynapseConfig(ConfigModel):
             entry["haproxy"] = block
             services[name] = entry
         return services
+
+    @model_validator(mode="after")
+    def _routes(self) -> SynapseConfig:
+        """Routes need the shared frontend, and no host + path may go to two services."""
+        routed = {
+            name: RouteSpec(service.haproxy.backend_name or name, service.haproxy.routes.hosts,
+                            service.haproxy.routes.paths)
+            for name, service in self.services.items()
+            if service.haproxy.routes and not service.haproxy.disabled
+        }  # fmt: skip
+        if not routed:
+            return self
+        hap = self.haproxy
+        if hap is None or not (hap.shared_frontend or "shared_frontend" in hap.model_fields_set):
+            names = ", ".join(sorted(routed))
+            raise ValueError(
+                f"services {names} have haproxy.routes, which need haproxy.shared_frontend "
+                "(the frontend that routes them; it may be [])"
+            )
+        compile_routes(routed)  # raises RouteCollision naming both services
+        return self
 
 
 def load_synapse_config(path: str | Path) -> tuple[SynapseConfig, list[str]]:
