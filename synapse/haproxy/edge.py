@@ -19,7 +19,8 @@ from pathlib import Path
 from synapse.config import HAProxyConfig, HAProxyLogging, ServiceHAProxyConfig
 from synapse.haproxy import routes
 
-# JSON access-log lines. Strings that a client controls go through the `json` converter;
+# JSON access-log lines. Strings that a client controls go through the `json` converter
+# (it escapes, the quotes are ours);
 # %HM and the names/addresses HAProxy writes itself cannot hold a quote.
 _JSON_COMMON = (
     '"time":"%trg","client_ip":"%ci","client_port":%cp,"frontend":"%ft","backend":"%b",'
@@ -30,8 +31,8 @@ _JSON_COMMON = (
 JSON_TCP_FORMAT = "{" + _JSON_COMMON + "}"
 JSON_HTTP_FORMAT = (
     "{" + _JSON_COMMON + ',"status":%ST,"time_request":%TR,"time_response":%Tr,'
-    '"time_active":%Ta,"method":"%HM","host":%[var(txn.synapse_log_host),json(utf8s)],'
-    '"path":%[var(txn.synapse_log_path),json(utf8s)]}'
+    '"time_active":%Ta,"method":"%HM","host":"%[var(txn.synapse_log_host),json(utf8s)]",'
+    '"path":"%[var(txn.synapse_log_path),json(utf8s)]"}'
 )
 
 
