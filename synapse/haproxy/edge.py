@@ -23,7 +23,7 @@ from synapse.haproxy import routes
 # (it escapes, the quotes are ours);
 # %HM and the names/addresses HAProxy writes itself cannot hold a quote.
 _JSON_COMMON = (
-    '"time":"%trg","client_ip":"%ci","client_port":%cp,"frontend":"%ft","backend":"%b",'
+    '"time":"%t","client_ip":"%ci","client_port":%cp,"frontend":"%ft","backend":"%b",'
     '"server":"%s","bytes_read":%B,"bytes_uploaded":%U,"time_queue":%Tw,'
     '"time_connect":%Tc,"time_total":%Tt,"termination":"%ts","retries":%rc,'
     '"queue_server":%sq,"queue_backend":%bq'

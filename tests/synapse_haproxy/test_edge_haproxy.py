@@ -15,6 +15,7 @@ from haproxy_helpers import haproxy_config, server, service
 
 from smartstack.localservers.haproxy import check_config
 from smartstack.localservers.process import free_port
+from synapse.config import load_synapse_config
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.routes import map_paths, routes_of, runtime_commands, write_map_files
 from synapse.model import DesiredService
@@ -273,3 +274,25 @@ def _stat(stats: str, backend: str, server_prefix: str, field: str) -> int | Non
         if row.get("pxname") == backend and row.get("svname", "").startswith(server_prefix):
             return int(row[field]) if row.get(field, "").isdigit() else None
     return None
+
+
+def test_the_documented_edge_example_passes_haproxy_check(tmp_path):
+    example = Path(__file__).parents[2] / "examples" / "edge" / "synapse.yaml"
+    config, warnings = load_synapse_config(example)
+    assert warnings == []
+    assert config.haproxy is not None
+    hap = config.haproxy.model_copy(update={"config_file_path": str(tmp_path / "haproxy.cfg")})
+    services = [
+        DesiredService(name, svc, [server("10.0.0.1", 8080, "a")])
+        for name, svc in config.services.items()
+    ]
+    text = Renderer(hap).render(services).text
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(text)
+    write_map_files(routes_of(services), map_paths(path))
+    check_config(path)
+    assert "bind 0.0.0.0:80 accept-proxy" in text
+    assert "bind 0.0.0.0:8443 accept-proxy" in text
+    assert (tmp_path / "haproxy.routes-wildcard.map").read_text().splitlines()[1:] == [
+        ".shop.example.com/ tenants"
+    ]
