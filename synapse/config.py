@@ -403,6 +403,10 @@ class SynapseConfig(ConfigModel):
                 f"services {names} have haproxy.routes, which need haproxy.shared_frontend "
                 "(the frontend that routes them; it may be [])"
             )
+        if not hap.config_file_path:
+            raise ValueError(
+                "haproxy.routes need haproxy.config_file_path (the map files live beside it)"
+            )
         compile_routes(routed)  # raises RouteCollision naming both services
         return self
 
