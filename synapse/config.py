@@ -280,6 +280,18 @@ class HAProxyLogging(ConfigModel):
         return value
 
 
+class HAProxyTLS(ConfigModel):
+    """ours (edge): TLS termination on the shared frontend, one PEM per domain in cert_dir."""
+
+    cert_dir: str
+    port: int = Field(default=443, ge=1, le=65535)
+    bind_address: str | None = None  # default: haproxy.bind_address
+    alpn: list[str] = Field(default_factory=lambda: ["h2", "http/1.1"])
+    min_version: Literal["TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    hsts: int | None = Field(default=None, ge=0)  # Strict-Transport-Security max-age (s)
+    redirect_http: bool = False  # plain-HTTP requests of the shared frontend -> https
+
+
 class HAProxyConfig(ConfigModel):
     global_: list[str] = Field(default_factory=list, alias="global")
     defaults: list[str] = Field(default_factory=list)
@@ -314,6 +326,7 @@ class HAProxyConfig(ConfigModel):
     # ours (edge): access logs, and proxy protocol on the shared frontend's binds
     logging: HAProxyLogging | None = None
     accept_proxy: bool = False
+    tls: HAProxyTLS | None = None
 
     @property
     def socket_paths(self) -> list[str]:
@@ -327,6 +340,12 @@ class HAProxyConfig(ConfigModel):
     def _writes_need_a_path(self) -> HAProxyConfig:
         if (self.do_writes or self.managed) and not self.config_file_path:
             raise ValueError("'config_file_path' is required when do_writes is true")
+        if self.tls is not None and not (
+            self.shared_frontend or "shared_frontend" in self.model_fields_set
+        ):
+            raise ValueError("'tls' terminates TLS on the shared frontend: set 'shared_frontend'")
+        if self.tls is not None and not self.config_file_path:
+            raise ValueError("'tls' needs 'config_file_path' (the crt-list lives beside it)")
         if self.do_reloads and not self.managed and not self.reload_command:
             raise ValueError(
                 "'reload_command' is required when do_reloads is true (or set 'managed')"

@@ -8,7 +8,8 @@
   frontend's ``bind`` lines (top-level key).
 - per service ``send_proxy_v2``, ``maxconn``, ``maxqueue``: server options; ``timeout_queue``:
   the backend's ``timeout queue``.
-- the shared frontend's route lines (``synapse.haproxy.routes``) when a service has routes.
+- the shared frontend's TLS lines (``synapse.haproxy.tls``) and route lines
+  (``synapse.haproxy.routes``) when a service has routes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from synapse.config import HAProxyConfig, HAProxyLogging, ServiceHAProxyConfig
-from synapse.haproxy import routes
+from synapse.haproxy import routes, tls
 
 # JSON access-log lines. Strings that a client controls go through the `json` converter
 # (it escapes, the quotes are ours);
@@ -105,10 +106,14 @@ def backend_lines(hap: ServiceHAProxyConfig, lines: list[str]) -> list[str]:
 
 def shared_frontend_lines(config: HAProxyConfig, lines: list[str], routed: bool) -> list[str]:
     """The shared frontend: the operator's and services' lines with ``accept-proxy`` on its
-    binds, its access-log lines, and the route lines when any service has routes."""
+    binds, the TLS bind, its access-log lines, and the route lines when any service has
+    routes."""
     out = [
         bind(line, config.accept_proxy) if line.split()[:1] == ["bind"] else line for line in lines
     ]
+    if config.tls is not None and config.config_file_path:
+        paths = tls.tls_paths(Path(config.config_file_path))
+        out += tls.frontend_lines(config.tls, config.bind_address, config.accept_proxy, paths)
     out += log_lines(config.logging, frontend_mode(lines, config.defaults))
     if routed and config.config_file_path:
         out += routes.frontend_lines(routes.map_paths(Path(config.config_file_path)), lines)
