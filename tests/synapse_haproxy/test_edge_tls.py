@@ -4,9 +4,12 @@ broken PEM refused."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
+import logging
 import socket
 import ssl
+import time
 from pathlib import Path
 
 from haproxy_helpers import haproxy_config, server, service
@@ -15,6 +18,7 @@ from smartstack.localservers.haproxy import check_config
 from smartstack.localservers.process import free_port
 from smartstack.localservers.tls import make_server_pem, make_test_pki
 from synapse.haproxy import tls
+from synapse.haproxy.certwatch import CertWatcher, payload_sender
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.routes import map_paths, routes_of, write_map_files
 
@@ -137,3 +141,61 @@ def test_certificates_by_sni_rotated_at_runtime(
     assert response.status == 301
     assert response.getheader("Location") == "https://a.example.test/x"
     conn.close()
+
+
+async def test_watched_directory_serves_new_certificates_within_5s(
+    haproxy_factory, sockdir, tmp_path, caplog
+):
+    pki = tmp_path / "pki"
+    await asyncio.to_thread(make_test_pki, pki)
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    tls_port = free_port()
+    config = haproxy_config(
+        config_file_path=str(sockdir / "haproxy.cfg"),
+        shared_frontend=["http-request return status 200 content-type text/plain string ok"],
+        tls={"cert_dir": str(certs), "port": tls_port, "bind_address": "127.0.0.1"},
+        **{"global": [f"stats socket {sockdir}/admin.sock mode 600 level admin"]},
+    )
+    assert config.tls is not None
+    path = Path(config.config_file_path)
+    path.write_text(Renderer(config).render([]).text)
+    paths = tls.tls_paths(path)
+    served, _ = tls.write_tls_files(config.tls, paths)
+    proc = haproxy_factory(config_path=path, workdir=sockdir)
+    worker = proc.worker_pids()
+    send = payload_sender(str(sockdir / "admin.sock"))
+    watcher = CertWatcher(config.tls, paths, send, served, interval=0.2)
+    watcher.start()
+
+    async def serves(sni: str, cn: str) -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            got = await asyncio.to_thread(served_cert, tls_port, sni, tmp_path)
+            if subject_cn(got) == cn:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{sni} not served with {cn} within 5 s")
+
+    try:
+        pem = await asyncio.to_thread(make_server_pem, pki, "a", ["a.example.test"])
+        (certs / "a.pem").write_text(pem)
+        await serves("a.example.test", "a.example.test")
+        # a half-written replacement is refused by name; the old certificate keeps serving
+        with caplog.at_level(logging.ERROR, logger="synapse.haproxy.certwatch"):
+            (certs / "a.pem").write_text(pem[: len(pem) // 2])
+            deadline = time.monotonic() + 5
+            while "certificate_refused" not in caplog.text and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+        refusals = [r for r in caplog.records if r.getMessage() == "certificate_refused"]
+        fields = refusals[0].smartstack_fields  # type: ignore[attr-defined]
+        assert fields["file"] == str(certs / "a.pem") and "private key" in fields["reason"]
+        await serves("a.example.test", "a.example.test")
+        assert watcher.served[certs / "a.pem"] == pem
+        # removed: the placeholder answers that name again; the crt-list file follows
+        (certs / "a.pem").unlink()
+        await serves("a.example.test", "synapse-placeholder")
+        assert paths.crt_list.read_text().splitlines() == [str(paths.placeholder)]
+        assert proc.worker_pids() == worker
+    finally:
+        await watcher.stop()
