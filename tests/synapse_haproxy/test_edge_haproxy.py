@@ -18,6 +18,7 @@ from smartstack.localservers.process import free_port
 from synapse.config import load_synapse_config
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.routes import map_paths, routes_of, runtime_commands, write_map_files
+from synapse.haproxy.tls import tls_paths, write_tls_files
 from synapse.model import DesiredService
 
 
@@ -281,7 +282,11 @@ def test_the_documented_edge_example_passes_haproxy_check(tmp_path):
     config, warnings = load_synapse_config(example)
     assert warnings == []
     assert config.haproxy is not None
-    hap = config.haproxy.model_copy(update={"config_file_path": str(tmp_path / "haproxy.cfg")})
+    assert config.haproxy.tls is not None
+    certs = config.haproxy.tls.model_copy(update={"cert_dir": str(tmp_path)})
+    hap = config.haproxy.model_copy(
+        update={"config_file_path": str(tmp_path / "haproxy.cfg"), "tls": certs}
+    )
     services = [
         DesiredService(name, svc, [server("10.0.0.1", 8080, "a")])
         for name, svc in config.services.items()
@@ -290,8 +295,10 @@ def test_the_documented_edge_example_passes_haproxy_check(tmp_path):
     path = tmp_path / "haproxy.cfg"
     path.write_text(text)
     write_map_files(routes_of(services), map_paths(path))
+    write_tls_files(certs, tls_paths(path))  # an empty cert_dir: the placeholder only
     check_config(path)
     assert "bind 0.0.0.0:80 accept-proxy" in text
+    assert f"bind 0.0.0.0:443 ssl crt-list {tmp_path}/haproxy.crt-list" in text
     assert "bind 0.0.0.0:8443 accept-proxy" in text
     assert (tmp_path / "haproxy.routes-wildcard.map").read_text().splitlines()[1:] == [
         ".shop.example.com/ tenants"
