@@ -11,6 +11,7 @@ from haproxy_helpers import haproxy_config, render, server, service
 from synapse.cli import main as synapse_main
 from synapse.config import ServiceRoutes
 from synapse.haproxy import routes
+from synapse.haproxy.render import Renderer
 from synapse.haproxy.routes import (
     RouteCollision,
     RouteMaps,
@@ -180,3 +181,19 @@ def test_check_config_refuses_routes_without_a_shared_frontend(tmp_path, capsys)
     code, err = _check(tmp_path, {"shop": _svc(hosts=["a.com"])}, capsys, shared=False)
     assert code == 2
     assert "services shop have haproxy.routes, which need haproxy.shared_frontend" in err
+
+
+def test_an_incremental_render_adds_and_drops_the_route_lines():
+    """Routes are per service, the lookup lines belong to the shared frontend: a service
+    gaining or losing its routes must re-render the frontend, not only its piece."""
+    config = haproxy_config(shared_frontend=["bind 127.0.0.1:8080"])
+    renderer = Renderer(config)
+    a = server("10.0.0.1", 80)
+    plain = [service("web", [a], backend_only=True), service("api", [a], backend_only=True)]
+    routed = [plain[0], service("api", [a], backend_only=True, routes={"paths": ["/api"]})]
+    assert "synapse_route" not in renderer.render(plain, {}, changed_ids=()).text
+    assert "synapse_route" in renderer.render(routed, {}, changed_ids=()).text
+    assert "synapse_route" not in renderer.render(plain, {}, changed_ids=()).text
+    # a route change alone leaves the config text as it is: only the maps change
+    more = [plain[0], service("api", [a], backend_only=True, routes={"paths": ["/api", "/v2"]})]
+    assert renderer.render(more, {}, changed_ids=()).text == renderer.render(routed, {}).text
