@@ -14,7 +14,13 @@ from pydantic import Field, field_validator, model_validator
 
 from smartstack.configfile import ConfigModel, load
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
-from synapse.haproxy.routes import RouteSpec, check_host, check_path, compile_routes
+from synapse.haproxy.routes import (
+    RouteSpec,
+    check_host,
+    check_path,
+    compile_routes,
+    frontend_mode,
+)
 
 HAPROXY_TIME = re.compile(r"\d+(us|ms|s|m|h|d)?")
 SYSLOG_FACILITIES = (
@@ -425,6 +431,11 @@ class SynapseConfig(ConfigModel):
         if not hap.config_file_path:
             raise ValueError(
                 "haproxy.routes need haproxy.config_file_path (the map files live beside it)"
+            )
+        if frontend_mode(hap.shared_frontend, hap.defaults) != "http":
+            raise ValueError(
+                "haproxy.routes need an HTTP shared frontend: add 'mode http' to "
+                "haproxy.shared_frontend or haproxy.defaults"
             )
         compile_routes(routed)  # raises RouteCollision naming both services
         return self

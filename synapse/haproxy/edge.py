@@ -14,11 +14,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 from synapse.config import HAProxyConfig, HAProxyLogging, ServiceHAProxyConfig
 from synapse.haproxy import routes, tls
+from synapse.haproxy.routes import frontend_mode
 
 # JSON access-log lines. Strings that a client controls go through the `json` converter
 # (it escapes, the quotes are ours);
@@ -35,15 +35,6 @@ JSON_HTTP_FORMAT = (
     '"time_active":%Ta,"method":"%HM","host":"%[var(txn.synapse_log_host),json(utf8s)]",'
     '"path":"%[var(txn.synapse_log_path),json(utf8s)]"}'
 )
-
-
-def frontend_mode(lines: Iterable[str], defaults: Iterable[str]) -> str:
-    """The frontend's mode: its last ``mode`` line, else the defaults', else tcp."""
-    for source in (lines, defaults):
-        modes = [line.split()[1] for line in source if line.split()[:1] == ["mode"]]
-        if modes and len(modes[-1]) > 0:
-            return modes[-1].lower()
-    return "tcp"
 
 
 def global_lines(config: HAProxyConfig) -> list[str]:

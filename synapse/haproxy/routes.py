@@ -60,6 +60,15 @@ def check_path(path: str) -> None:
         )
 
 
+def frontend_mode(lines: Iterable[str], defaults: Iterable[str]) -> str:
+    """A frontend's mode: its last ``mode`` line, else the defaults' last, else tcp."""
+    for source in (lines, defaults):
+        modes = [line.split()[1] for line in source if line.split()[:1] == ["mode"]]
+        if modes and len(modes[-1].split()) > 0:
+            return modes[-1].lower()
+    return "tcp"
+
+
 class RouteSpec(NamedTuple):
     """One service's routes: the backend they lead to, its hosts and its path prefixes."""
 

@@ -20,7 +20,7 @@ def _doc(directory: Path, **routes: dict[str, list[str]]) -> dict[str, Any]:
         # synapse writes nothing and runs no HAProxy: only the config handling is under test
         "haproxy": {"do_writes": False, "do_reloads": False, "do_socket": False,
                     "config_file_path": str(directory / "haproxy.cfg"),
-                    "shared_frontend": ["bind 127.0.0.1:8080"]},
+                    "shared_frontend": ["bind 127.0.0.1:8080", "mode http"]},
         "file_output": {"output_directory": str(directory / "out")},
         "admin": {"port": 0},
         "startup_wait": 0,

@@ -145,11 +145,13 @@ def test_routes_render_into_the_shared_frontend_only_when_a_service_has_them():
     assert "map_beg(/tmp/synapse-test/haproxy.routes-exact.map)" in text
 
 
-def _check(tmp_path: Path, services: dict, capsys, shared: bool = True) -> tuple[int, str]:
+def _check(
+    tmp_path: Path, services: dict, capsys, shared: bool = True, mode: str = "mode http"
+) -> tuple[int, str]:
     path = tmp_path / "synapse.json"
     haproxy = {"config_file_path": str(tmp_path / "h.cfg"), "reload_command": "true"}
     if shared:
-        haproxy["shared_frontend"] = ["bind 127.0.0.1:8080"]
+        haproxy["shared_frontend"] = ["bind 127.0.0.1:8080", mode]
     path.write_text(json.dumps({"haproxy": haproxy, "services": services}))
     try:
         code = synapse_main(["-c", str(path), "-k"])
@@ -197,3 +199,9 @@ def test_an_incremental_render_adds_and_drops_the_route_lines():
     # a route change alone leaves the config text as it is: only the maps change
     more = [plain[0], service("api", [a], backend_only=True, routes={"paths": ["/api", "/v2"]})]
     assert renderer.render(more, {}, changed_ids=()).text == renderer.render(routed, {}).text
+
+
+def test_check_config_refuses_routes_on_a_tcp_shared_frontend(tmp_path, capsys):
+    code, err = _check(tmp_path, {"shop": _svc(hosts=["a.com"])}, capsys, mode="mode tcp")
+    assert code == 2
+    assert "haproxy.routes need an HTTP shared frontend" in err
