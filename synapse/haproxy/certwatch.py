@@ -24,7 +24,7 @@ from pathlib import Path
 
 from smartstack.logs import event
 from synapse.atomic import read_text, write_atomic
-from synapse.config import HAProxyTLS
+from synapse.edge_config import HAProxyTLS
 from synapse.haproxy import tls
 
 log = logging.getLogger("synapse.haproxy.certwatch")

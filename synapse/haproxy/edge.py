@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synapse.config import HAProxyConfig, HAProxyLogging, ServiceHAProxyConfig
+from synapse.config import HAProxyConfig, ServiceHAProxyConfig
+from synapse.edge_config import HAProxyLogging
 from synapse.haproxy import routes, tls
 from synapse.haproxy.routes import frontend_mode
 

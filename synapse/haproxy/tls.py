@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synapse.atomic import read_text, write_atomic
-from synapse.config import HAProxyTLS
+from synapse.edge_config import HAProxyTLS
 
 
 @dataclass(frozen=True)

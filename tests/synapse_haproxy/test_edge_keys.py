@@ -9,7 +9,8 @@ from haproxy_helpers import haproxy_config, render, server, service
 from pydantic import ValidationError
 
 from smartstack.localservers.tls import make_server_pem, make_test_pki
-from synapse.config import HAProxyLogging, ServiceHAProxyConfig
+from synapse.config import ServiceHAProxyConfig
+from synapse.edge_config import HAProxyLogging
 from synapse.haproxy import edge, tls
 from synapse.haproxy.configtext import parse_config
 

@@ -9,7 +9,7 @@ import pytest
 from haproxy_helpers import haproxy_config, render, server, service
 
 from synapse.cli import main as synapse_main
-from synapse.config import ServiceRoutes
+from synapse.edge_config import ServiceRoutes
 from synapse.haproxy import routes
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.routes import (
