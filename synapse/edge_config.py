@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from smartstack.configfile import ConfigModel
 from synapse.haproxy.routes import check_host, check_path
@@ -27,18 +27,12 @@ class ServiceRoutes(ConfigModel):
     hosts: list[str] = Field(default_factory=list)
     paths: list[str] = Field(default_factory=list)
 
-    @field_validator("hosts")
+    @field_validator("hosts", "paths")
     @classmethod
-    def _hosts(cls, value: list[str]) -> list[str]:
-        for host in value:
-            check_host(host)
-        return value
-
-    @field_validator("paths")
-    @classmethod
-    def _paths(cls, value: list[str]) -> list[str]:
-        for path in value:
-            check_path(path)
+    def _entries(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        check = check_host if info.field_name == "hosts" else check_path
+        for entry in value:
+            check(entry)
         return value
 
     def __bool__(self) -> bool:
