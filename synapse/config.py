@@ -17,6 +17,8 @@ from pydantic import Field, field_validator, model_validator
 from smartstack.admin_token import AdminAuthConfig
 from smartstack.configfile import ConfigError, ConfigModel, load
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
+from synapse.edge_config import HAPROXY_TIME, HAProxyLogging, HAProxyTLS, ServiceRoutes
+from synapse.haproxy.routes import RouteSpec, compile_routes, frontend_mode
 
 DEFAULT_ADMIN_PORT = 1026
 CONFIG_ENV = "SYNAPSE_CONFIG"  # Ruby's bin/synapse: the config path when -c is absent
@@ -159,6 +161,23 @@ class ServiceHAProxyConfig(ConfigModel):
     shared_frontend: list[str] = Field(default_factory=list)
     cookie_value_method: Literal["name", "hash"] = "name"
     use_nerve_weights: bool = False
+    # ours (edge): routes on the shared frontend, proxy protocol and queueing
+    routes: ServiceRoutes = Field(default_factory=ServiceRoutes)
+    accept_proxy: bool = False  # `accept-proxy` on this service's frontend bind
+    send_proxy_v2: bool = False  # `send-proxy-v2` on every server of this service
+    maxconn: int | None = Field(default=None, ge=1)  # per server: more requests queue
+    maxqueue: int | None = Field(default=None, ge=0)  # per server queue bound (0: none)
+    timeout_queue: str | None = None  # backend `timeout queue`, e.g. "5s" (HAProxy time)
+
+    @field_validator("timeout_queue", mode="before")
+    @classmethod
+    def _haproxy_time(cls, value: object) -> object:
+        # A bare number is milliseconds, as in HAProxy.
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str) and not HAPROXY_TIME.fullmatch(value):
+            raise ValueError(f"expected an HAProxy time such as 500ms, 5s or 1m (got {value!r})")
+        return value
 
     @property
     def has_frontend(self) -> bool:
@@ -310,6 +329,10 @@ class HAProxyConfig(ConfigModel):
     reload_timeout: float = Field(default=10.0, gt=0)
     # Airbnb's code reads it here (its README: per service); a service's own value wins
     use_nerve_weights: bool | None = None
+    # ours (edge): access logs, and proxy protocol on the shared frontend's binds
+    logging: HAProxyLogging | None = None
+    accept_proxy: bool = False
+    tls: HAProxyTLS | None = None
 
     @property
     def socket_paths(self) -> list[str]:
@@ -323,6 +346,12 @@ class HAProxyConfig(ConfigModel):
     def _writes_need_a_path(self) -> HAProxyConfig:
         if (self.do_writes or self.managed) and not self.config_file_path:
             raise ValueError("'config_file_path' is required when do_writes is true")
+        if self.tls is not None and not (
+            self.shared_frontend or "shared_frontend" in self.model_fields_set
+        ):
+            raise ValueError("'tls' terminates TLS on the shared frontend: set 'shared_frontend'")
+        if self.tls is not None and not self.config_file_path:
+            raise ValueError("'tls' needs 'config_file_path' (the crt-list lives beside it)")
         if self.do_reloads and not self.managed and not self.reload_command:
             raise ValueError(
                 "'reload_command' is required when do_reloads is true (or set 'managed')"
@@ -399,6 +428,36 @@ class SynapseConfig(ConfigModel):
             for service in self.services.values():
                 if "use_nerve_weights" not in service.haproxy.model_fields_set:
                     service.haproxy.use_nerve_weights = default
+        return self
+
+    @model_validator(mode="after")
+    def _routes(self) -> SynapseConfig:
+        """Routes need the shared frontend, and no host + path may go to two services."""
+        routed = {
+            name: RouteSpec(service.haproxy.backend_name or name, service.haproxy.routes.hosts,
+                            service.haproxy.routes.paths)
+            for name, service in self.services.items()
+            if service.haproxy.routes and not service.haproxy.disabled
+        }  # fmt: skip
+        if not routed:
+            return self
+        hap = self.haproxy
+        if hap is None or not (hap.shared_frontend or "shared_frontend" in hap.model_fields_set):
+            names = ", ".join(sorted(routed))
+            raise ValueError(
+                f"services {names} have haproxy.routes, which need haproxy.shared_frontend "
+                "(the frontend that routes them; it may be [])"
+            )
+        if not hap.config_file_path:
+            raise ValueError(
+                "haproxy.routes need haproxy.config_file_path (the map files live beside it)"
+            )
+        if frontend_mode(hap.shared_frontend, hap.defaults) != "http":
+            raise ValueError(
+                "haproxy.routes need an HTTP shared frontend: add 'mode http' to "
+                "haproxy.shared_frontend or haproxy.defaults"
+            )
+        compile_routes(routed)  # raises RouteCollision naming both services
         return self
 
 

@@ -63,3 +63,12 @@ def make_test_pki(directory: Path) -> LocalPKI:
         client_cert=directory / "client.pem",
         client_key=directory / "client.key",
     )
+
+
+def make_server_pem(directory: Path, name: str, dns_names: list[str]) -> str:
+    """Certificate + key (one PEM text, as HAProxy loads it) for ``dns_names``, signed by the
+    CA that make_test_pki made in ``directory``."""
+    subject = f"/CN={dns_names[0]}"
+    sans = ",".join(f"DNS:{dns}" for dns in dns_names)
+    _signed(directory, name, subject, f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n")
+    return (directory / f"{name}.pem").read_text() + (directory / f"{name}.key").read_text()

@@ -35,6 +35,7 @@ from typing import Any
 import jinja2
 
 from synapse.config import HAProxyConfig, ServiceHAProxyConfig
+from synapse.haproxy import edge
 from synapse.haproxy.configtext import Block, ParsedConfig, assemble, parse_blocks, parse_config
 from synapse.haproxy.keywords import belongs_in_backend, belongs_in_frontend
 from synapse.haproxy.settings import Settings, settings_for
@@ -82,6 +83,7 @@ class ServicePiece:
     backend: BackendSpec
     warnings: tuple[str, ...]
     shared: tuple[str, ...]  # its shared_frontend lines
+    routed: bool = False  # it has haproxy.routes (the shared frontend then routes)
     text: str = ""  # its part of the config ("" when the template is rendered whole)
     blocks: tuple[Block, ...] = ()
 
@@ -105,6 +107,7 @@ class ServicePiece:
             and self.backend.name == other.backend.name
             and self.warnings == other.warnings
             and self.shared == other.shared
+            and self.routed == other.routed
         )
 
 
@@ -305,6 +308,8 @@ class Renderer:
         hap = service.config.haproxy
         warnings: list[str] = []
         frontend, backend_lines = self._sort_lines(service.name, hap, warnings)
+        frontend = edge.service_frontend_lines(self.config, frontend)
+        backend_lines = edge.backend_lines(hap, backend_lines)
         spec = self._builder.backend(service, backend_lines, ids, warnings)
         shared = tuple(hap.shared_frontend)
         if shared and not self.shared_frontend_enabled:
@@ -321,7 +326,8 @@ class Renderer:
             "backend": backend_lines,
             "servers": list(spec.servers.values()),
         }
-        piece = ServicePiece(service, ids, context, spec, tuple(warnings), shared)
+        routed = bool(hap.routes) and self.shared_frontend_enabled
+        piece = ServicePiece(service, ids, context, spec, tuple(warnings), shared, routed)
         if not self.composable:
             return piece
         text = self._block("service", service=context)
@@ -341,8 +347,12 @@ class Renderer:
         backends = {piece.backend.name: piece.backend for piece in pieces}
         shared: tuple[str, ...] | None = None
         if self.shared_frontend_enabled:
-            shared = tuple(self.config.shared_frontend) + tuple(
-                line for piece in pieces for line in piece.shared
+            shared = tuple(
+                edge.shared_frontend_lines(
+                    self.config,
+                    [*self.config.shared_frontend, *(ln for p in pieces for ln in p.shared)],
+                    routed=any(piece.routed for piece in pieces),
+                )
             )
         if self.composable:
             head, tail = self._frame_head(), self._frame_tail(shared)
@@ -356,7 +366,9 @@ class Renderer:
 
     def _frame_vars(self, shared: tuple[str, ...] | None) -> dict[str, Any]:
         return {
-            "global_lines": list(self.config.global_) + list(self.settings.extra_global),
+            "global_lines": list(self.config.global_)
+            + list(self.settings.extra_global)
+            + edge.global_lines(self.config),
             "defaults_lines": self._builder.defaults,
             "extra_sections": [
                 {"title": title, "lines": lines}
@@ -427,4 +439,5 @@ class Renderer:
     def _bind(self, hap: ServiceHAProxyConfig) -> str:
         address = hap.bind_address or self.config.bind_address
         bind = address if hap.port is None else f"{address}:{hap.port}"
-        return f"{bind} {hap.bind_options}" if hap.bind_options else bind
+        bind = f"{bind} {hap.bind_options}" if hap.bind_options else bind
+        return edge.bind(bind, hap.accept_proxy)

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from synapse.config import ServiceHAProxyConfig
+from synapse.haproxy.edge import server_options as edge_server_options
 from synapse.model import DesiredService, Server
 
 # Algorithms that accept `add server` and `set weight` (HAProxy 2.6: "dynamic" LB algorithms).
@@ -315,7 +316,7 @@ class BackendBuilder:
         inherited: str,
     ) -> ServerSpec:
         port = hap.server_port_override or server.port
-        options = (hap.server_options or "").replace("%{host}", server.host)
+        options = edge_server_options(hap).replace("%{host}", server.host)
         options = options.replace("%{port}", str(port)).replace("%{name}", server.name)
         registry = server.registry_options.strip()
         if server.weight is not None:

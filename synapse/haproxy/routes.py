@@ -1,0 +1,231 @@
+"""Routes as data (edge): each service's hosts and path prefixes -> HAProxy map files.
+
+The shared frontend looks a request up in three maps, in this order (``frontend_lines``):
+
+- ``exact``: key ``<host><path>`` (``shop.example.com/api``), looked up with ``map_beg``
+  over ``<request host><request path>``;
+- ``wildcard``: key ``.<parent><path>`` for ``*.<parent>``, looked up with the request
+  host minus its first label: a wildcard covers exactly one label, as a TLS wildcard
+  certificate does (``*.shop.example.com`` matches ``a.shop.example.com``, neither
+  ``shop.example.com`` nor ``a.b.shop.example.com``);
+- ``paths``: key ``<path>``, looked up over the request path (services with paths only).
+
+A service with hosts only gets the path ``/``: any path. Paths are string prefixes
+(HAProxy's ``path_beg``: ``/api`` also matches ``/apix``; write ``/api/`` to avoid it).
+HAProxy indexes a ``map_beg`` map (without ``-i``) in a prefix tree, so the longest key
+wins whatever the order of the file's lines or of runtime ``add map`` commands: the
+longest path prefix wins without us ordering anything. Exact hosts beat wildcards beat
+paths-only by the order of the lookups. Hosts are lowercase in the maps; the frontend
+lowercases the request's Host header and drops its port.
+
+The frontend lines never change with the entries, so adding or removing a host is a
+map change (runtime commands plus the files on disk), never a reload.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+from synapse.atomic import read_text, write_atomic
+
+MAP_KINDS = ("exact", "wildcard", "paths")
+ROUTE_VAR = "txn.synapse_route"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*")
+# Characters a path prefix may hold: no space, '#', '?' or '\' (map file syntax, query).
+_PATH = re.compile(r"/[A-Za-z0-9._~/%:@!$&'()*+,;=-]*")
+
+
+def check_host(host: str) -> None:
+    """Raise ValueError unless ``host`` is a lowercase DNS name or ``*.`` + one."""
+    if host != host.lower():
+        raise ValueError(f"host {host!r} must be lowercase (write {host.lower()!r})")
+    if len(host) > 253 or not _HOST.fullmatch(host):
+        raise ValueError(
+            f"host {host!r} is not a DNS name (labels of a-z, 0-9, '-') or a wildcard "
+            "'*.' followed by one; no port, no scheme"
+        )
+
+
+def check_path(path: str) -> None:
+    """Raise ValueError unless ``path`` is a path prefix we can put in a map file."""
+    if not _PATH.fullmatch(path):
+        raise ValueError(
+            f"path {path!r} must start with '/' and hold only letters, digits and "
+            "._~/%:@!$&'()*+,;=- (no space, '#', '?' or '\\')"
+        )
+
+
+def frontend_mode(lines: Iterable[str], defaults: Iterable[str]) -> str:
+    """A frontend's mode: its last ``mode`` line, else the defaults' last, else tcp."""
+    for source in (lines, defaults):
+        modes = [line.split()[1] for line in source if line.split()[:1] == ["mode"]]
+        if modes and len(modes[-1].split()) > 0:
+            return modes[-1].lower()
+    return "tcp"
+
+
+class RouteSpec(NamedTuple):
+    """One service's routes: the backend they lead to, its hosts and its path prefixes."""
+
+    backend: str
+    hosts: Iterable[str]
+    paths: Iterable[str]
+
+
+class RouteCollision(ValueError):
+    """The same host + path is routed to two services."""
+
+
+@dataclass(frozen=True)
+class RouteMaps:
+    """The compiled maps: per kind (MAP_KINDS), key -> backend."""
+
+    exact: Mapping[str, str] = field(default_factory=dict)
+    wildcard: Mapping[str, str] = field(default_factory=dict)
+    paths: Mapping[str, str] = field(default_factory=dict)
+
+    def by_kind(self) -> dict[str, Mapping[str, str]]:
+        return {"exact": self.exact, "wildcard": self.wildcard, "paths": self.paths}
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.wildcard or self.paths)
+
+
+def _describe(kind: str, key: str) -> str:
+    if kind == "paths":
+        return f"path {key} (any host)"
+    slash = key.index("/")
+    host = "*" + key[:slash] if kind == "wildcard" else key[:slash]
+    return f"host {host} path {key[slash:]}"
+
+
+def compile_routes(routes: Mapping[str, RouteSpec]) -> RouteMaps:
+    """Service name -> routes, to maps; RouteCollision when two services share a key."""
+    maps: dict[str, dict[str, str]] = {kind: {} for kind in MAP_KINDS}
+    owners: dict[tuple[str, str], str] = {}
+    for service in sorted(routes):
+        spec = routes[service]
+        hosts, paths = list(spec.hosts), list(spec.paths)
+        for host in hosts:
+            check_host(host)
+        for path in paths:
+            check_path(path)
+        keys: list[tuple[str, str]] = []
+        for host in hosts:
+            kind, prefix = ("wildcard", host[1:]) if host.startswith("*.") else ("exact", host)
+            keys += [(kind, prefix + path) for path in paths or ["/"]]
+        if not hosts:
+            keys += [("paths", path) for path in paths]
+        for kind, key in keys:
+            other = owners.setdefault((kind, key), service)
+            if other != service:
+                raise RouteCollision(
+                    f"{_describe(kind, key)} is routed to two services: {other!r} and {service!r}"
+                )
+            maps[kind][key] = spec.backend
+    return RouteMaps(**maps)
+
+
+class _RoutedService(Protocol):
+    """What routes_of needs of a DesiredService (no import: synapse.config imports us)."""
+
+    name: str
+
+    @property
+    def backend_name(self) -> str: ...
+
+    @property
+    def config(self) -> object: ...
+
+
+def routes_of(services: Iterable[_RoutedService]) -> RouteMaps:
+    """The maps of the enabled services' ``haproxy.routes`` (DesiredService objects)."""
+    routed = {}
+    for service in services:
+        hap = service.config.haproxy  # type: ignore[attr-defined]
+        if hap.routes and not hap.disabled:
+            routed[service.name] = RouteSpec(
+                service.backend_name, hap.routes.hosts, hap.routes.paths
+            )
+    return compile_routes(routed)
+
+
+# --- files and frontend lines ----------------------------------------------------------
+
+
+def map_paths(config_path: Path) -> dict[str, Path]:
+    """Where the map files live: beside the HAProxy config, named after it."""
+    return {
+        kind: config_path.with_name(f"{config_path.stem}.routes-{kind}.map") for kind in MAP_KINDS
+    }
+
+
+def map_text(entries: Mapping[str, str]) -> str:
+    """A map file: one ``key value`` line per entry, sorted (HAProxy needs no order)."""
+    lines = ["# generated by synapse from haproxy.routes: do not edit"]
+    lines += [f"{key} {entries[key]}" for key in sorted(entries)]
+    return "\n".join(lines) + "\n"
+
+
+def write_map_files(maps: RouteMaps, paths: Mapping[str, Path]) -> list[Path]:
+    """Write the map files that differ from ``maps`` (atomically); the paths written.
+
+    Call it before HAProxy reads the config (a missing map file fails ``haproxy -c``)
+    and after runtime map changes (a later reload starts from the files).
+    """
+    written = []
+    for kind, entries in maps.by_kind().items():
+        path, text = paths[kind], map_text(entries)
+        if read_text(path) != text:
+            write_atomic(path, text)
+            written.append(path)
+    return written
+
+
+def frontend_lines(paths: Mapping[str, Path], shared_lines: Iterable[str]) -> list[str]:
+    """The shared frontend's routing lines (after the operator's ``shared_frontend``).
+
+    A request no route matches goes on to the operator's own ``use_backend`` lines and
+    ``default_backend``; when the shared frontend has neither, it gets a 404.
+    """
+    own = [line.split()[0] for line in shared_lines if line.split()]
+    found = f"{{ var({ROUTE_VAR}) -m found }}"
+    lines = [
+        "http-request set-var(txn.synapse_host) req.hdr(host),field(1,:),lower",
+        "http-request set-var(txn.synapse_path) path",
+        f"http-request set-var({ROUTE_VAR}) var(txn.synapse_host),concat(,txn.synapse_path),"
+        f"map_beg({paths['exact']})",
+        f"http-request set-var({ROUTE_VAR}) var(txn.synapse_host),regsub(^[^.]*,),"
+        f"concat(,txn.synapse_path),map_beg({paths['wildcard']}) unless {found}",
+        f"http-request set-var({ROUTE_VAR}) var(txn.synapse_path),map_beg({paths['paths']}) "
+        f"unless {found}",
+    ]
+    if "default_backend" not in own and "use_backend" not in own:
+        lines.append(f"http-request return status 404 unless {found}")
+    lines.append(f"use_backend %[var({ROUTE_VAR})] if {found}")
+    return lines
+
+
+def runtime_commands(old: RouteMaps, new: RouteMaps, paths: Mapping[str, Path]) -> list[str]:
+    """Runtime API commands that turn the running maps ``old`` into ``new``.
+
+    Additions and changes come before removals, so a route moving between keys is never
+    missing in between.
+    """
+    changes: list[str] = []
+    removals: list[str] = []
+    old_maps = old.by_kind()
+    for kind, entries in new.by_kind().items():
+        before, path = old_maps[kind], paths[kind]
+        for key in sorted(entries):
+            if key not in before:
+                changes.append(f"add map {path} {key} {entries[key]}")
+            elif before[key] != entries[key]:
+                changes.append(f"set map {path} {key} {entries[key]}")
+        removals += [f"del map {path} {key}" for key in sorted(before) if key not in entries]
+    return changes + removals
