@@ -170,9 +170,7 @@ def run(opts: Options) -> Result:
     )
     result.figures["rounds"] = [{k: round(v * 1000, 1) for k, v in s.items()} for s in samples]
     result.figures["load"] = load.__dict__ | {"failed": load.failed}
-    result.notes.append(
-        "HAProxy config: synapse's managed defaults, " + "; ".join(retry_lines)
-    )
+    result.notes.append("HAProxy config: synapse's managed defaults, " + "; ".join(retry_lines))
     result.notes.append(
         "the kill lands at a random phase of the check interval: nerve needs "
         "`fall` failed checks, so about (fall-1..fall) x check_interval"

@@ -40,9 +40,7 @@ def is_http(backend_lines: Sequence[str], defaults: Sequence[str]) -> bool:
     return mode.split()[0].lower() == "http"
 
 
-def _retries(
-    policy: RetriesConfig, http: bool, given: Sequence[str], explicit: bool
-) -> list[str]:
+def _retries(policy: RetriesConfig, http: bool, given: Sequence[str], explicit: bool) -> list[str]:
     """Retry lines; with ``explicit`` False, only those the operator's lines leave unset."""
 
     def wanted(*keywords: str) -> bool:
