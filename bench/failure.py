@@ -166,7 +166,7 @@ def run(opts: Options) -> Result:
         "client requests failed",
         load.failed,
         target=Target("==", 0),
-        note=f"of {load.requests:,}; non-2xx + socket errors: {errors}",
+        note=f"of {load.attempts:,}; non-2xx + socket errors: {errors}",
     )
     result.figures["rounds"] = [{k: round(v * 1000, 1) for k, v in s.items()} for s in samples]
     result.figures["load"] = load.__dict__ | {"failed": load.failed}

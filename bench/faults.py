@@ -157,7 +157,9 @@ class FaultStack:
         wait_for(self.healthy, timeout, what, watch, interval=0.05)
 
     def reloads(self) -> int:
-        value = metric_sum(self.synapse.metrics(), "synapse_haproxy_reloads_total")
+        # A restarted synapse finds HAProxy running before its admin endpoint is up.
+        metrics = wait_for(self.synapse.metrics, 30, "synapse's /metrics", [self.synapse.proc])
+        value = metric_sum(metrics, "synapse_haproxy_reloads_total")
         return int(value or 0)
 
     def answers(self) -> bool:
@@ -187,7 +189,7 @@ class FaultStack:
             time.sleep(settle_s)
         finally:
             load = wrk.finish()
-        figures.failed, figures.total = load.failed, load.requests
+        figures.failed, figures.total = load.failed, load.attempts
         figures.errors = {k: v for k, v in load.errors.items() if v}
         self.wait_healthy(90, f"the stack whole again after {figures.scenario}")
         kept = self.registered()
@@ -293,8 +295,11 @@ def write_report(path: Path, payload: dict[str, Any], figures: list[Figures]) ->
 def main(argv: list[str] | None = None) -> int:
     from bench.faults_scenarios import SCENARIOS, run_all
 
-    parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.faults",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="every scenario shortened (< 3 min)")
     parser.add_argument("--only", nargs="*", choices=list(SCENARIOS), help="these scenarios only")
     parser.add_argument("--keep", action="store_true", help="keep workspaces (configs, logs)")
