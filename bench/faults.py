@@ -4,10 +4,11 @@ Real servers, real faults, a bounded client load through HAProxy. Two stacks: a
 3-member ZooKeeper ensemble and a 3-member etcd cluster, each with two HTTP backends
 registered by their own nerve and one synapse (managed HAProxy, a frontend for the
 service). Every scenario (bench/faults_scenarios.py) runs inside its own load window
-(wrk, 127.0.0.1 only, bounded by -d and stopped with SIGINT) and reports: failed
-requests of all sent (non-2xx answers plus socket errors), seconds until the stack
-recovered, the registrations kept (the two real ones, in the registry and serving in
-HAProxy, nothing else in the backend) and the HAProxy reloads it caused.
+(bench/paced.py: 4 threads, one GET each every 20 ms on a new connection, 127.0.0.1
+only, bounded in time) and reports: failed requests of all sent (refused, reset, timed
+out or not 2xx/3xx), how long requests kept failing, seconds until the stack recovered,
+the registrations kept (the two real ones, in the registry and serving in HAProxy,
+nothing else in the backend) and the HAProxy reloads it caused.
 
 The figures go to bench/results/faults/faults.json (a subdirectory, so BENCHMARKS.md's
 generator does not pick them up) and to RELIABILITY.md, written with bench.markdown.
@@ -32,8 +33,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from bench.failure import FAILURE_DEFAULTS
-from bench.load import LoadResult, Wrk
 from bench.markdown import render
+from bench.paced import PacedClient, PacedResult
 from bench.report import REPO, RESULTS_DIR, Result, Target, fmt_number, write_json
 from bench.stack import (
     Backend,
@@ -69,6 +70,7 @@ class Figures:
     failed: int = 0
     total: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    failing_s: float = 0.0  # first to last failed request
     recover_s: float | None = None
     recover_what: str = ""
     registrations: str = ""
@@ -174,23 +176,16 @@ class FaultStack:
         wait for the stack to be whole again and fill in the figures."""
         self.wait_healthy(90, f"a healthy stack before {figures.scenario}")
         pid, before = self.synapse.pid, self.reloads()
-        wrk = Wrk(
-            f"http://127.0.0.1:{self.port}/",
-            self.ws.dir(f"wrk-{figures.scenario}"),
-            max_duration_s=400,
-            connections=4,
-            threads=1,
-            delay_ms=10,
-        ).start()
-        load: LoadResult | None = None
+        client = PacedClient(self.port, max_duration_s=400).start()
+        load: PacedResult | None = None
         try:
             time.sleep(0.5)
             yield
             time.sleep(settle_s)
         finally:
-            load = wrk.finish()
+            load = client.finish()
         figures.failed, figures.total = load.failed, load.attempts
-        figures.errors = {k: v for k, v in load.errors.items() if v}
+        figures.errors, figures.failing_s = load.errors, load.outage_s
         self.wait_healthy(90, f"the stack whole again after {figures.scenario}")
         kept = self.registered()
         extra = self.backend_servers() - len(self.want)
@@ -243,7 +238,8 @@ def send(pid: int, sig: signal.Signals) -> None:
 
 
 def to_result(figures: list[Figures], quick: bool, failures: list[str]) -> Result:
-    result = Result(NAME, params={"quick": quick, "load": "wrk, 4 connections, ~350 req/s"})
+    load = "4 threads x 1 GET / 20 ms, new connection each (~200 req/s)"
+    result = Result(NAME, params={"quick": quick, "load": load})
     for f in figures:
         section = result.section(f.scenario)
         note = ", ".join(f"{k} {v}" for k, v in f.errors.items())
@@ -255,6 +251,8 @@ def to_result(figures: list[Figures], quick: bool, failures: list[str]) -> Resul
         )
         if f.recover_s is not None:
             section.add(f"seconds to recover ({f.recover_what})", round(f.recover_s, 3), "s")
+        if f.failed:
+            section.add("requests failing for", round(f.failing_s, 3), "s", note="first to last")
         section.add("registrations kept", f.registrations)
         section.add("HAProxy reloads", f.reloads)
     for f in figures:
@@ -266,13 +264,16 @@ def to_result(figures: list[Figures], quick: bool, failures: list[str]) -> Resul
 
 def summary(figures: list[Figures]) -> str:
     """One line per scenario: the table at the top of RELIABILITY.md."""
-    out = ["| scenario | failed / sent | recovered in | registrations kept | reloads |"]
-    out.append("| --- | ---: | ---: | --- | ---: |")
+    out = [
+        "| scenario | failed / sent | failing for | recovered in | registrations kept | reloads |"
+    ]
+    out.append("| --- | ---: | ---: | ---: | --- | ---: |")
     for f in figures:
-        recover = f"{f.recover_s:.2f} s ({f.recover_what})" if f.recover_s is not None else "-"
+        recover = "-" if f.recover_s is None else f"{fmt_number(f.recover_s)} s ({f.recover_what})"
         failed = f"{f.failed:,} / {f.total:,}" + ("" if f.expect_zero else " (not yet 0)")
         out.append(
-            f"| {f.scenario} | {failed} | {recover} | {f.registrations} | {fmt_number(f.reloads)} |"
+            f"| {f.scenario} | {failed} | {fmt_number(f.failing_s)} s | {recover} | {f.registrations} | "
+            f"{fmt_number(f.reloads)} |"
         )
     return "\n".join(out) + "\n"
 
