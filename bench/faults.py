@@ -272,8 +272,8 @@ def summary(figures: list[Figures]) -> str:
         recover = "-" if f.recover_s is None else f"{fmt_number(f.recover_s)} s ({f.recover_what})"
         failed = f"{f.failed:,} / {f.total:,}" + ("" if f.expect_zero else " (not yet 0)")
         out.append(
-            f"| {f.scenario} | {failed} | {fmt_number(f.failing_s)} s | {recover} | {f.registrations} | "
-            f"{fmt_number(f.reloads)} |"
+            f"| {f.scenario} | {failed} | {fmt_number(f.failing_s)} s | {recover} | "
+            f"{f.registrations} | {fmt_number(f.reloads)} |"
         )
     return "\n".join(out) + "\n"
 
