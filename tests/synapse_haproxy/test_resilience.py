@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from haproxy_helpers import haproxy_config, render, server
+from haproxy_helpers import answered_by, eventually, haproxy_config, render, server
 from test_render import haproxy_check, section
 
+from smartstack.localservers.process import free_port
 from synapse.config import ServiceConfig
 from synapse.model import DesiredService
 
@@ -117,3 +118,53 @@ def test_generated_lines_pass_haproxy_check(tmp_path: Path):
         svc("dock", "docker", port=3002, health_check={"path": "/h"}, observe={"layer": "layer7"}),
     ]
     haproxy_check(render(services, managed(tmp_path)).text, tmp_path)
+
+
+# --------------------------------------------------------------------------- real HAProxy
+
+
+def dead_and_live(port: int, live, **haproxy: Any) -> DesiredService:
+    """`web` with a live backend and a server where nothing listens (no checks: "UP")."""
+    dead = server("127.0.0.1", free_port(), "dead")
+    return DesiredService(
+        "web",
+        ServiceConfig.model_validate(
+            {"discovery": {"method": "base"}, "haproxy": {"port": port, **haproxy}}
+        ),
+        [server("127.0.0.1", live.port, live.name), dead],
+    )
+
+
+async def test_requests_to_a_dead_server_are_redispatched(managed_factory, http_backend_factory):
+    live = http_backend_factory("live")
+    port = free_port()
+    controller = managed_factory()
+    await controller.apply([dead_and_live(port, live)], "t")
+    await eventually(lambda: answered_by(port, 1), "HAProxy answering")
+    assert await answered_by(port, 40) == {"live"}  # every request to `dead` went to `live`
+
+
+async def test_without_retries_the_dead_server_fails_requests(
+    managed_factory, http_backend_factory
+):
+    live = http_backend_factory("live")
+    port = free_port()
+    controller = managed_factory()
+    # (`retries 0`: HAProxy's own default, 3 retries 1 s apart on the same server, is slow)
+    await controller.apply([dead_and_live(port, live, retries=False, backend=["retries 0"])], "t")
+    await eventually(lambda: answered_by(port, 1), "HAProxy answering")
+    assert "503" in await answered_by(port, 8)  # what the default above prevents
+
+
+async def test_haproxy_checks_take_a_dead_server_out(managed_factory, http_backend_factory):
+    live = http_backend_factory("live")
+    port = free_port()
+    controller = managed_factory()
+    checked = {"health_check": {"enabled": True, "inter_ms": 200, "fall": 1}}
+    await controller.apply([dead_and_live(port, live, **checked)], "t")
+
+    async def dead_is_down() -> bool:
+        states = controller.status()["backends"]["web"]
+        return any(name.startswith("dead") and s["state"] == "DOWN" for name, s in states.items())
+
+    await eventually(dead_is_down, "HAProxy's check to mark the dead server DOWN")
