@@ -49,6 +49,12 @@ class LoadResult:
         return sum(self.errors.values())
 
     @property
+    def attempts(self) -> int:
+        """Requests tried: the answered ones (any status) plus those lost to a socket error
+        (wrk counts a refused connection as an error, not as a request)."""
+        return self.requests + sum(v for k, v in self.errors.items() if k != "status")
+
+    @property
     def rate(self) -> float:
         return self.requests / self.duration_s if self.duration_s else 0.0
 

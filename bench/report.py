@@ -55,19 +55,21 @@ def summary_ms(seconds: Sequence[float]) -> dict[str, float | int | None]:
 
 @dataclass(frozen=True)
 class Target:
-    """A goal for one figure: ``value <= bound`` or ``value == bound``."""
+    """A goal for one figure: ``value <= bound``, ``value >= bound`` or ``value == bound``."""
 
-    op: str  # "<=" or "=="
+    op: str  # "<=", ">=" or "=="
     bound: float
     unit: str = ""
 
     def met(self, value: Any) -> bool | None:
         if not isinstance(value, int | float) or isinstance(value, bool):
             return None
+        if self.op == ">=":
+            return value >= self.bound
         return value <= self.bound if self.op == "<=" else value == self.bound
 
     def __str__(self) -> str:
-        sign = "≤" if self.op == "<=" else "="
+        sign = {"<=": "≤", ">=": "≥"}.get(self.op, "=")
         return f"{sign} {fmt_number(self.bound)} {self.unit}".rstrip()
 
 

@@ -38,6 +38,7 @@ from synapse.config import HAProxyConfig, ServiceHAProxyConfig
 from synapse.haproxy import edge
 from synapse.haproxy.configtext import Block, ParsedConfig, assemble, parse_blocks, parse_config
 from synapse.haproxy.keywords import belongs_in_backend, belongs_in_frontend
+from synapse.haproxy.resilience import extra_backend_lines
 from synapse.haproxy.settings import Settings, settings_for
 from synapse.haproxy.specs import BackendBuilder, BackendSpec, ServerSpec
 from synapse.model import DesiredService
@@ -310,6 +311,7 @@ class Renderer:
         frontend, backend_lines = self._sort_lines(service.name, hap, warnings)
         frontend = edge.service_frontend_lines(self.config, frontend)
         backend_lines = edge.backend_lines(hap, backend_lines)
+        backend_lines += extra_backend_lines(self.config, service.config, backend_lines)
         spec = self._builder.backend(service, backend_lines, ids, warnings)
         shared = tuple(hap.shared_frontend)
         if shared and not self.shared_frontend_enabled:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -213,3 +215,19 @@ async def serves(port: int, expected: set[str], host: str | None = None) -> None
         return await answered_by(port, 4 * max(len(expected), 1), host) == expected
 
     await eventually(exact, f"port {port} to be served by exactly {sorted(expected)}")
+
+
+def haproxy_check(text: str, tmp_path: Path) -> None:
+    """The real ``haproxy -c`` accepts ``text`` (HAProxy's own words otherwise)."""
+    path = tmp_path / "candidate.cfg"
+    path.write_text(text)
+    proc = subprocess.run(
+        [shutil.which("haproxy") or "haproxy", "-c", "-f", str(path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def section(text: str, header: str) -> list[str]:
+    """The lines of one section of a rendered config."""
+    return list(parse_config(text).sections[header])

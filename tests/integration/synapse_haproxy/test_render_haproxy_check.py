@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from haproxy_helpers import DEFAULTS, haproxy_config, render, server, service
+from haproxy_helpers import DEFAULTS, haproxy_check, haproxy_config, render, server, service
 
 A = server("10.0.0.1", 8080, "a")
 
@@ -20,15 +19,6 @@ C = server("10.0.0.3", 8080, "c")
 
 
 HAPROXY = shutil.which("haproxy")
-
-
-def haproxy_check(text: str, tmp_path: Path) -> None:
-    path = tmp_path / "candidate.cfg"
-    path.write_text(text)
-    proc = subprocess.run(
-        [HAPROXY or "haproxy", "-c", "-f", str(path)], capture_output=True, text=True, check=False
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from haproxy_helpers import DEFAULTS, haproxy_config, render, server, service
+from haproxy_helpers import DEFAULTS, haproxy_config, render, section, server, service
 
 from synapse.haproxy.configtext import parse_config, section_changes, structural_options
 from synapse.haproxy.render import Renderer
@@ -16,10 +16,6 @@ from synapse.haproxy.specs import assign_ids, stable_server_id
 A = server("10.0.0.1", 8080, "a")
 B = server("10.0.0.2", 8080, "b")
 C = server("10.0.0.3", 8080, "c")
-
-
-def section(text: str, header: str) -> list[str]:
-    return list(parse_config(text).sections[header])
 
 
 def server_lines(text: str, backend: str) -> list[str]:

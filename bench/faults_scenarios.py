@@ -1,0 +1,322 @@
+"""The scenarios of the reliability suite (bench/faults.py): one fault each, under load.
+
+Each takes the running FaultStack and the mode (quick or full), injects its fault inside
+a load window and returns its Figures. A scenario leaves the stack whole (members
+restarted, processes resumed, the good config back) for the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+
+from kazoo.client import KazooClient
+
+from bench.faults import (
+    ETCD_LEASE_S,
+    PATH,
+    SERVICE,
+    ZK_SESSION_S,
+    FaultStack,
+    Figures,
+    send,
+    timed,
+)
+from bench.stack import Workspace, wait_for
+from testbed.process import wait_processes_gone
+from testbed.zookeeper import ZK_MAIN_QUORUM
+
+Scenario = Callable[[FaultStack, bool], Figures]
+
+
+# --------------------------------------------------------------------------- ZooKeeper
+
+
+def zk_leader_kill(stack: FaultStack, quick: bool) -> Figures:
+    figures = Figures("ZooKeeper leader kill -9", recover_what="new leader elected")
+    zk = stack.zk
+    with stack.window(figures):
+        leader = zk.leader_index()
+        if leader is None:
+            raise RuntimeError("the ensemble has no leader before the kill")
+        zk.kill_member(leader)
+        figures.recover_s = timed(
+            lambda: zk.leader_index() not in (None, leader), 60, "a new ZooKeeper leader"
+        )
+        zk.start_member(leader)
+    return figures
+
+
+def zk_all_down(stack: FaultStack, quick: bool) -> Figures:
+    down_s = 10 if quick else 60
+    figures = Figures(
+        f"all ZooKeeper members down {down_s} s", recover_what="registrations back after restart"
+    )
+    zk = stack.zk
+    with stack.window(figures):
+        for i in range(zk.size):
+            zk.kill_member(i)
+        time.sleep(down_s)
+        began = time.perf_counter()
+        for i in range(zk.size):  # together: one member alone has no quorum to wait for
+            zk.members[i].start(ZK_MAIN_QUORUM)
+        zk.wait_for_quorum(60)
+        wait_for(lambda: stack.registered() == 2, 60, "nerve's registrations back", interval=0.01)
+        figures.recover_s = time.perf_counter() - began
+    figures.notes.append("recovery counts from the restart of the members (JVM start included)")
+    return figures
+
+
+def zk_session_expiry(stack: FaultStack, quick: bool) -> Figures:
+    figures = Figures("ZooKeeper session expiry (nerve SIGSTOP)", recover_what="re-registered")
+    nerve = stack.nerves[0]
+    assert nerve.proc is not None
+    with stack.window(figures):
+        nerve.proc.pause()
+        try:
+            wait_for(lambda: stack.registered() == 1, ZK_SESSION_S * 4, "the session to expire")
+            time.sleep(0.5)
+        finally:
+            nerve.proc.resume()
+        figures.recover_s = timed(lambda: stack.registered() == 2, 30, "nerve to re-register")
+    figures.notes.append(f"nerve zk_session_timeout {ZK_SESSION_S} s; frozen until its znode went")
+    return figures
+
+
+def hostile_records(stack: FaultStack, quick: bool) -> Figures:
+    count = 1_000 if quick else 10_000
+    figures = Figures(f"{count:,} hostile registry records")
+    client = KazooClient(hosts=stack.zk.hosts, timeout=30)
+    client.start(timeout=30)
+    try:
+        with stack.window(figures, settle_s=2.0):
+            pending = [
+                client.create_async(f"{PATH}/evil_", record, sequence=True)
+                for record in _hostile(count)
+            ]
+            for result in pending:
+                result.get(timeout=60)
+            figures.recover_s = None
+            stack.synapse.check_alive()
+        extra = stack.backend_servers() - len(stack.want)
+        figures.notes.append(
+            f"{count:,} records written while traffic flowed; servers in the backend "
+            f"besides the 2 real ones: {extra}; synapse alive"
+        )
+        for child in client.get_children(PATH):
+            if child.startswith("evil_"):
+                client.delete_async(f"{PATH}/{child}")
+        wait_for(lambda: len(client.get_children(PATH)) == 2, 60, "hostile records deleted")
+    finally:
+        client.stop()
+        client.close()
+    return figures
+
+
+def _hostile(count: int) -> list[bytes]:
+    """Records no server may come from: broken JSON, injections, wrong types, huge values."""
+    kinds: list[Callable[[int], object]] = [
+        lambda i: b'{"host": "127.0.0.1", "port": ',  # truncated JSON
+        lambda i: {"host": "127.0.0.1\n    server evil 10.9.9.9:80", "port": 80 + i % 100},
+        lambda i: {"host": "127.0.0.1", "port": 8080, "name": f"x{i}\nlisten evil\n bind :1"},
+        lambda i: {"host": "127.0.0.1 check backup", "port": 8080},
+        lambda i: {"host": "127.0.0.1", "port": -i},
+        lambda i: {"host": "127.0.0.1", "port": "eighty"},
+        lambda i: {"host": "127.0.0.1", "port": 70000 + i},
+        lambda i: {"host": "", "port": 8080},
+        lambda i: {"host": "127.0.0.1#", "port": 8080, "name": "a;b"},
+        lambda i: [1, 2, 3],
+        lambda i: b"\xff\xfe\x00 not utf-8",
+        lambda i: {"host": "h" * 4096, "port": 8080},
+    ]
+    out = []
+    for i in range(count):
+        record = kinds[i % len(kinds)](i)
+        if i % 500 == 0:  # a few huge ones (a 1 MB znode is ZooKeeper's limit)
+            record = {"host": "127.0.0.1", "port": 8080, "name": "n" * 200_000}
+        out.append(record if isinstance(record, bytes) else json.dumps(record).encode())
+    return out
+
+
+# --------------------------------------------------------------------------- etcd
+
+
+def etcd_leader_kill(stack: FaultStack, quick: bool) -> Figures:
+    figures = Figures("etcd leader kill -9", recover_what="new leader elected")
+    etcd = stack.etcd
+    with stack.window(figures):
+        leader = etcd.leader_index()
+        if leader is None:
+            raise RuntimeError("the etcd cluster has no leader before the kill")
+        etcd.kill_member(leader)
+        figures.recover_s = timed(
+            lambda: etcd.leader_index() not in (None, leader), 60, "a new etcd leader"
+        )
+        etcd.start_member(leader)
+    return figures
+
+
+def etcd_lease_expiry(stack: FaultStack, quick: bool) -> Figures:
+    figures = Figures("etcd lease expiry (nerve SIGSTOP)", recover_what="re-registered")
+    nerve = stack.nerves[0]
+    assert nerve.proc is not None
+    with stack.window(figures):
+        nerve.proc.pause()
+        try:
+            wait_for(lambda: stack.registered() == 1, ETCD_LEASE_S * 6, "the lease to expire")
+            time.sleep(0.5)
+        finally:
+            nerve.proc.resume()
+        figures.recover_s = timed(lambda: stack.registered() == 2, 30, "nerve to re-register")
+    figures.notes.append(f"nerve etcd_lease_ttl {ETCD_LEASE_S} s; frozen until its key went")
+    return figures
+
+
+# --------------------------------------------------------------------------- HAProxy, synapse
+
+
+def haproxy_kill(stack: FaultStack, quick: bool) -> Figures:
+    figures = Figures("HAProxy kill -9", recover_what="frontend answers again", expect_zero=False)
+    view = stack.synapse.haproxy
+    with stack.window(figures):
+        text = view.master("show proc")
+        master = re.search(r"^(\d+)\s+master", text, re.MULTILINE)
+        if master is None:
+            raise RuntimeError(f"no master in `show proc`:\n{text}")
+        pids = [int(master.group(1)), *view.procs().workers]
+        killed = time.perf_counter()
+        for pid in pids:
+            send(pid, signal.SIGKILL)
+        wait_processes_gone(pids, 5)
+        wait_for(stack.answers, 60, "HAProxy serving again", interval=0.005)
+        figures.recover_s = time.perf_counter() - killed
+    figures.notes.append("master and workers killed at once; deliverable 2 of issue 10 pending")
+    return figures
+
+
+def synapse_restart(sig: signal.Signals) -> Scenario:
+    label = "SIGTERM" if sig == signal.SIGTERM else "kill -9"
+
+    def scenario(stack: FaultStack, quick: bool) -> Figures:
+        figures = Figures(
+            f"synapse {label} + restart",
+            recover_what="new synapse up and serving",
+            expect_zero=sig != signal.SIGTERM,
+        )
+        syn = stack.synapse
+        with stack.window(figures):
+            assert syn.proc is not None
+            began = time.perf_counter()
+            send(syn.pid, sig)
+            syn.proc.wait(30)
+            syn.start()
+            wait_for(lambda: stack.serving() == stack.want, 60, "synapse serving both")
+            wait_for(syn.metrics, 30, "the new synapse's admin endpoint")
+            figures.recover_s = time.perf_counter() - began
+        return figures
+
+    return scenario
+
+
+def malformed_configs(stack: FaultStack, quick: bool) -> Figures:
+    figures = Figures("malformed configs on SIGHUP")
+    syn = stack.synapse
+    good = syn.config_path.read_text()
+    config = json.loads(good)
+    web = config["services"][SERVICE]
+    bad = {
+        "not JSON": '{"services": {"web": ',
+        "unknown discovery method": json.dumps(_with(config, web | {"discovery": {"method": "x"}})),
+        "port out of range": json.dumps(
+            _with(config, web | {"haproxy": web["haproxy"] | {"port": 99999}})
+        ),
+        "a list where a map goes": json.dumps(config | {"haproxy": ["nonsense"]}),
+    }
+    rejected = 0
+    with stack.window(figures):
+        for text in bad.values():
+            before = _reload_results(stack)
+            syn.config_path.write_text(text)
+            send(syn.pid, signal.SIGHUP)
+            wait_for(lambda b=before: _reload_results(stack) != b, 20, "synapse to read it")
+            rejected += _reload_results(stack)["failed"] > before["failed"]
+            time.sleep(0.3)
+        syn.config_path.write_text(good)
+        send(syn.pid, signal.SIGHUP)
+    figures.notes.append(f"{rejected} of {len(bad)} refused, running config kept: {', '.join(bad)}")
+    if rejected != len(bad):
+        raise RuntimeError(f"only {rejected} of {len(bad)} malformed configs were refused")
+    return figures
+
+
+def _with(config: dict, web: dict) -> dict:
+    return config | {"services": {SERVICE: web}}
+
+
+def _reload_results(stack: FaultStack) -> dict[str, float]:
+    samples = stack.synapse.metrics().get("synapse_config_reloads_total", [])
+    out = {"ok": 0.0, "failed": 0.0}
+    for labels, value in samples:
+        out[labels.get("result", "")] = value
+    return out
+
+
+# --------------------------------------------------------------------------- running
+
+
+# name -> (registry the stack needs, scenario); run in this order on a shared stack.
+SCENARIOS: dict[str, tuple[str, Scenario]] = {
+    "zk-leader-kill": ("zookeeper", zk_leader_kill),
+    "hostile-records": ("zookeeper", hostile_records),
+    "malformed-configs": ("zookeeper", malformed_configs),
+    "zk-session-expiry": ("zookeeper", zk_session_expiry),
+    "haproxy-kill": ("zookeeper", haproxy_kill),
+    "synapse-kill9-restart": ("zookeeper", synapse_restart(signal.SIGKILL)),
+    "synapse-sigterm-restart": ("zookeeper", synapse_restart(signal.SIGTERM)),
+    "zk-all-down": ("zookeeper", zk_all_down),
+    "etcd-leader-kill": ("etcd", etcd_leader_kill),
+    "etcd-lease-expiry": ("etcd", etcd_lease_expiry),
+}
+
+
+def run_all(
+    names: list[str], quick: bool, keep: bool, log_level: str
+) -> tuple[list[Figures], list[str]]:
+    """Run the named scenarios, one stack per registry; a failed one is reported, not fatal."""
+    figures: list[Figures] = []
+    failures: list[str] = []
+    for kind in ("zookeeper", "etcd"):
+        mine = [n for n in SCENARIOS if n in names and SCENARIOS[n][0] == kind]
+        if not mine:
+            continue
+        with Workspace(keep) as ws:
+            try:
+                stack = FaultStack(ws, kind, log_level)
+            except Exception as exc:
+                failures.append(f"{kind} stack: {type(exc).__name__}: {str(exc)[:300]}")
+                continue
+            for name in mine:
+                began = time.monotonic()
+                print(f">>> {name}{' (quick)' if quick else ''} ...", flush=True)
+                try:
+                    result = SCENARIOS[name][1](stack, quick)
+                except Exception as exc:
+                    failures.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+                    print(f"!!! {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                    traceback.print_tb(exc.__traceback__, limit=-3, file=sys.stderr)
+                    continue
+                figures.append(result)
+                print(
+                    f"    {result.failed}/{result.total} failed, recover "
+                    f"{result.recover_s}, registrations {result.registrations}, "
+                    f"reloads {result.reloads} ({time.monotonic() - began:.0f} s)",
+                    flush=True,
+                )
+            if keep:
+                print(f"   workspace kept: {ws.path}")
+    return figures, failures

@@ -1,0 +1,93 @@
+"""Backend lines that keep a dead server from failing requests: retries, redispatch, checks.
+
+In managed mode (synapse runs HAProxy) every backend gets, unless the operator's own
+lines already set the keyword:
+
+- HTTP: ``retries 3``, ``retry-on conn-failure empty-response response-timeout``,
+  ``option redispatch 1`` (each retry goes to another server) and
+  ``http-request disable-l7-retry unless { method GET HEAD OPTIONS }``: a request that
+  may have run on the server (a POST whose answer never came) is never sent twice; only
+  a failed connection (nothing was sent) is retried for every method.
+- TCP: ``retries 3`` and ``option redispatch 1`` (TCP retries connection failures only).
+- Servers of the docker watcher (no nerve checks them): ``default-server check inter
+  2000 rise 2 fall 2``, with ``option httpchk GET <path>`` when the service is HTTP and
+  ``health_check.path`` is set, so a hung app in a running container is taken out.
+
+Airbnb mode (``managed`` not set) gets only what the service's explicit ``retries``,
+``observe`` and ``health_check`` keys ask for. Pure functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from synapse.config import HAProxyConfig, RetriesConfig, ServiceConfig
+from synapse.haproxy.specs import _last_value
+
+
+def _sets(lines: Sequence[str], *keywords: str) -> bool:
+    """Whether a line starts with one of ``keywords`` (``no option x`` counts for ``option x``)."""
+    for line in lines:
+        text = line.strip().lower()
+        text = text[3:] if text.startswith("no ") else text
+        if any(text == k or text.startswith(k + " ") for k in keywords):
+            return True
+    return False
+
+
+def is_http(backend_lines: Sequence[str], defaults: Sequence[str]) -> bool:
+    mode = _last_value(backend_lines, "mode") or _last_value(defaults, "mode") or "tcp"
+    return mode.split()[0].lower() == "http"
+
+
+def _retries(policy: RetriesConfig, http: bool, given: Sequence[str], explicit: bool) -> list[str]:
+    """Retry lines; with ``explicit`` False, only those the operator's lines leave unset."""
+
+    def wanted(*keywords: str) -> bool:
+        return explicit or not _sets(given, *keywords)
+
+    lines = []
+    if wanted("retries"):
+        lines.append(f"retries {policy.count}")
+    l7 = [c for c in policy.retry_on if c != "conn-failure"]
+    if http and policy.retry_on and wanted("retry-on"):
+        lines.append(f"retry-on {' '.join(policy.retry_on)}")
+        if l7 and policy.methods:
+            lines.append(
+                f"http-request disable-l7-retry unless {{ method {' '.join(policy.methods)} }}"
+            )
+    if wanted("option redispatch"):
+        lines.append("option redispatch 1" if policy.redispatch else "no option redispatch")
+    return lines
+
+
+def extra_backend_lines(
+    config: HAProxyConfig, service: ServiceConfig, backend_lines: Sequence[str]
+) -> list[str]:
+    """Lines to append to the service's backend (see the module docstring)."""
+    hap = service.haproxy
+    managed = config.managed is not None
+    given = [*config.defaults, *backend_lines]
+    http = is_http(backend_lines, config.defaults)
+    lines: list[str] = []
+
+    if hap.retries is not False and (managed or hap.retries not in (None, False)):
+        policy = hap.retries if isinstance(hap.retries, RetriesConfig) else RetriesConfig()
+        lines += _retries(policy, http, given, explicit=hap.retries not in (None, False))
+
+    check = hap.health_check
+    checked = check.enabled
+    if checked is None:
+        checked = managed and service.discovery.method == "docker"
+    if checked or hap.observe is not None:  # observe needs health checks to bring it back
+        if http and check.path and not _sets(given, "option httpchk"):
+            lines.append(f"option httpchk GET {check.path}")
+        options = f"check inter {check.inter_ms} rise {check.rise} fall {check.fall}"
+        if hap.observe is not None:
+            observe = hap.observe
+            layer = observe.layer if http else "layer4"  # layer7 needs an HTTP backend
+            options += (
+                f" observe {layer} error-limit {observe.error_limit} on-error {observe.on_error}"
+            )
+        lines.append(f"default-server {options}")
+    return lines
