@@ -76,13 +76,15 @@ from synapse.config import HAProxyConfig
 from synapse.haproxy.commands import run_command, validate_config
 from synapse.haproxy.configfile import ConfigFile
 from synapse.haproxy.configtext import ParsedConfig
+from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.managed import HAProxyProcessError, ManagedHAProxy
 from synapse.haproxy.metrics import HAProxyMetrics
-from synapse.haproxy.planner import Op, Plan, Reload, plan
-from synapse.haproxy.render import DesiredConfig, Renderer
+from synapse.haproxy.ops import Op, Plan, Reload
+from synapse.haproxy.planner import plan
+from synapse.haproxy.render import Renderer
+from synapse.haproxy.running import Capabilities, RunningState
 from synapse.haproxy.runtime import SKIPPED, HAProxySocketError, RuntimeClient
 from synapse.haproxy.settings import settings_for
-from synapse.haproxy.state import Capabilities, RunningState
 from synapse.haproxy.view import RunningIds, RunningView
 from synapse.model import DesiredService
 

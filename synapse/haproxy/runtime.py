@@ -23,8 +23,8 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from synapse.haproxy.planner import Op
-from synapse.haproxy.state import RunningServer
+from synapse.haproxy.ops import Op
+from synapse.haproxy.running import RunningServer
 
 DEFAULT_TIMEOUT = 5.0
 MAX_ANSWER_BYTES = 64 * 1024 * 1024  # `show servers state` of a very large edge is a few MB

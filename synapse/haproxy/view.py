@@ -29,8 +29,8 @@ import math
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 
+from synapse.haproxy.running import RunningServer
 from synapse.haproxy.runtime import RuntimeClient
-from synapse.haproxy.state import RunningServer
 
 Servers = Mapping[str, RunningServer]
 SWEEP_PART = 25  # backends read per step of a background sweep (~2 ms of parsing)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from haproxy_helpers import eventually
 
-from synapse.haproxy.planner import AddServer, DelServer, SetAddr, SetState, SetWeight
+from synapse.haproxy.ops import AddServer, DelServer, SetAddr, SetState, SetWeight
 from synapse.haproxy.runtime import (
     SKIPPED,
     CommandFailed,
