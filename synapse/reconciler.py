@@ -31,14 +31,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from smartstack.backoff import Backoff
 from smartstack.logs import event
 from synapse.config import ServiceConfig, SynapseConfig
 from synapse.file_output import FileOutput
 from synapse.metrics import SynapseMetrics
-from synapse.model import DesiredService
+from synapse.model import DesiredService, Report
 from synapse.selection import ORIGIN_DISCOVERY, ORIGIN_STATE_FILE, Selection, select_servers
 from synapse.state_cache import StateCache
-from synapse.watchers.base import Backoff, Report
 
 log = logging.getLogger("synapse.reconciler")
 

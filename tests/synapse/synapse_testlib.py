@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from synapse.config import ServiceConfig
 from synapse.metrics import SynapseMetrics
-from synapse.watchers.base import Report
+from synapse.model import Report
 
 
 class Collector:

@@ -16,10 +16,9 @@ from synapse_testlib import sample
 from smartstack.record import Registration
 from synapse.config import SynapseConfig
 from synapse.metrics import SynapseMetrics
-from synapse.model import DesiredService
+from synapse.model import DesiredService, Found, Report
 from synapse.reconciler import Reconciler
 from synapse.state_cache import StateCache
-from synapse.watchers.base import Found, Report
 
 
 class RecordingController:
