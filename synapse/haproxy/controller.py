@@ -83,8 +83,9 @@ from synapse.haproxy.ops import Op, Plan, Reload
 from synapse.haproxy.planner import plan
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.running import Capabilities, RunningState
-from synapse.haproxy.runtime import SKIPPED, HAProxySocketError, RuntimeClient
+from synapse.haproxy.runtime import SKIPPED, RuntimeClient
 from synapse.haproxy.settings import settings_for
+from synapse.haproxy.sockets import HAProxySocketError
 from synapse.haproxy.view import RunningIds, RunningView
 from synapse.model import DesiredService
 

@@ -25,13 +25,10 @@ import time
 from collections import deque
 
 from smartstack.logs import event
-from synapse.haproxy.runtime import (
-    HAProxySocketError,
-    MasterClient,
-    ProcInfo,
-    RuntimeClient,
-)
+from synapse.haproxy.answers import ProcInfo
+from synapse.haproxy.runtime import MasterClient, RuntimeClient
 from synapse.haproxy.settings import Settings
+from synapse.haproxy.sockets import HAProxySocketError
 
 log = logging.getLogger("synapse.haproxy.managed")
 POLL = 0.02

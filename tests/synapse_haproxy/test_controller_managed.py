@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from smartstack.localservers.process import free_port
 from synapse.haproxy import controller as controller_module
-from synapse.haproxy.runtime import MasterClient, ProcInfo, RuntimeClient
+from synapse.haproxy.answers import ProcInfo
+from synapse.haproxy.runtime import MasterClient, RuntimeClient
 
 
 def web(port: int, backends, **haproxy):

@@ -7,18 +7,18 @@ from pathlib import Path
 import pytest
 from haproxy_helpers import eventually
 
-from synapse.haproxy.ops import AddServer, DelServer, SetAddr, SetState, SetWeight
-from synapse.haproxy.runtime import (
-    SKIPPED,
-    CommandFailed,
-    MasterClient,
-    RuntimeClient,
-    SocketUnavailable,
-    UnexpectedAnswer,
+from synapse.haproxy.answers import (
     parse_servers_state,
     parse_show_backend,
     parse_show_proc,
     parse_version,
+)
+from synapse.haproxy.ops import AddServer, DelServer, SetAddr, SetState, SetWeight
+from synapse.haproxy.runtime import SKIPPED, MasterClient, RuntimeClient
+from synapse.haproxy.sockets import (
+    CommandFailed,
+    SocketUnavailable,
+    UnexpectedAnswer,
     split_answers,
     unix_request,
 )
