@@ -15,7 +15,7 @@ from haproxy_helpers import eventually, server, serves, service
 from prometheus_client import CollectorRegistry
 
 from smartstack.localservers.process import free_port
-from synapse.haproxy import controller as controller_module
+from synapse.haproxy import reader as reader_module
 from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.runtime import MasterClient, RuntimeClient
 
@@ -92,7 +92,7 @@ async def test_drift_is_corrected_by_the_background_sweep(
 ):
     """An operator (or anything) puts a server into maintenance behind synapse's back, in
     a backend no change touches: the periodic sweep notices and puts it back."""
-    monkeypatch.setattr(controller_module, "FULL_READ_INTERVAL", 0.5)
+    monkeypatch.setattr(reader_module, "FULL_READ_INTERVAL", 0.5)
     b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
     port, other_port = free_port(), free_port()
     controller = managed_factory()
@@ -121,12 +121,12 @@ async def test_an_apply_uses_one_connection_and_reads_only_what_changed(
               for i in range(3)]  # fmt: skip
     await controller.apply([web(port, [b1]), *others], "t")
     client = controller._runtime[0]
-    connections, reads = client.connections, controller._view.partial_reads
+    connections, reads = client.connections, controller._reader.view.partial_reads
     result = await controller.apply([web(port, [b1, b2]), *others], "t")
     assert result.reload == "none" and len(result.ops) == 2  # add server, state ready
     # Read (web only), commands, read again: one connection for the whole apply.
     assert client.connections == connections + 1
-    assert controller._view.partial_reads == reads + 2
+    assert controller._reader.view.partial_reads == reads + 2
     await serves(port, {"b1", "b2"})
 
 
