@@ -1,43 +1,37 @@
 """The HAProxy controller: makes HAProxy run the desired services, at runtime when it can.
 
-It implements ``synapse.contract.Applier`` (start, apply, update_config, flush, stop,
-status). One apply costs what changed, not the size of the fleet, and reads as a flow
-whose steps live in modules of their own:
+It implements ``synapse.contract.Applier``. One apply costs what changed, not the size of
+the fleet, and reads as a flow whose steps live in modules of their own:
 
-1. read the running state (``synapse.haproxy.reader``): the config file as synapse
-   wrote it, and HAProxy's runtime state of the backends whose services changed (the
-   whole of it at start, after a reload or a failed command; one connection per socket
-   serves the whole apply);
-2. render the candidate (``synapse.haproxy.render``): only changed services are rendered
-   again, keeping the server ids HAProxy uses; the candidate says where it differs;
-3. plan (``synapse.haproxy.planner``) those differences, server by server only in the
-   backends whose spec or running state changed since a plan last found nothing there;
-4. no reload needed: run the runtime operations, one batch per socket
-   (``synapse.haproxy.executor``; a failed one turns into a reload), read again the
-   backends they changed and set the config file's new text (written in the background,
-   atomically), so a later reload or restart starts from exactly this state;
-5. reload needed: hand over to the reload gate (``synapse.haproxy.reload_gate``): now,
-   later (reloads are ``restart_interval`` + jitter apart, with a backoff after
-   failures; the ones asked for meanwhile coalesce into one), or never for this
-   candidate (refused: invalid; settled: HAProxy differed even after reloading it).
-   The installer (``synapse.haproxy.installer``) validates the candidate (an invalid
-   one never replaces the running config and is reported loudly), dumps the server
-   state, swaps the file in, reloads and confirms the new worker; then the runtime
-   operations the reload did not carry run.
+1. read the running state (``reader``): the config file as synapse wrote it, and the
+   runtime state of the backends whose services changed (all of it at start, after a
+   reload or a failed command); one connection per socket serves the whole apply;
+2. render the candidate (``render``): only changed services are rendered again, keeping
+   the server ids HAProxy uses; the candidate says where it differs from the last one;
+3. plan (``planner``) those differences, server by server only in the backends whose
+   spec or running state changed since a plan last found nothing to do there;
+4. no reload needed: run the runtime operations, one batch per socket (``executor``; a
+   failed one turns into a reload), read again the backends they changed, and set the
+   config file's new text (written in the background, atomically);
+5. reload needed: the reload gate (``reload_gate``) says now, later (reloads are
+   ``restart_interval`` + jitter apart, backing off after failures; the ones asked for
+   meanwhile coalesce into one, run by ``pending``) or not for this candidate (invalid,
+   or HAProxy differed even after reloading it). The installer (``installer``)
+   validates it (an invalid one never replaces the running config and is reported
+   loudly), dumps the server state, swaps the file in, reloads and confirms the new
+   worker; then the runtime operations the reload did not carry run.
 
 While a reload waits, fails or is refused, the runtime operations are planned against
-the bridge (``synapse.haproxy.bridge``): the structure the file on disk was rendered
-from, filled with today's servers. It is written as the file, so the file always says
-what HAProxy runs. A managed HAProxy (``synapse.haproxy.managed``, whose Supervisor
-restarts it when it dies) that dies while the candidate is refused starts from that file.
-
-Every FULL_READ_INTERVAL a background sweep reads the whole runtime state, a part at a
-time (``synapse.haproxy.view``), and plans the backends where HAProxy differs from what
-synapse believed, so drift (an operator's command) is corrected even when nothing changes.
+the ``bridge``: the structure the file on disk was rendered from, filled with today's
+servers. It is written as the file, so the file always says what HAProxy runs. A managed
+HAProxy (``managed``: its Supervisor restarts it when it dies) that dies while the
+candidate is refused starts from that file. A background sweep (``reader``, ``view``)
+reads the whole runtime state every FULL_READ_INTERVAL, a part at a time, and plans the
+backends where HAProxy differs from what synapse believed: drift is corrected.
 
 ``apply`` never raises because of HAProxy: failures are logged, counted and shown in
-``status()`` (``synapse.haproxy.status``). Calls are serialised; a call made while a
-reload waits for its turn updates what that reload will install.
+``status()`` (``status``). Calls are serialised; a call made while a reload waits for its
+turn updates what that reload will install. (Modules named here: ``synapse.haproxy.*``.)
 """
 
 from __future__ import annotations
@@ -63,6 +57,7 @@ from synapse.haproxy.installer import Installer, InstallFailed
 from synapse.haproxy.managed import ManagedHAProxy, Supervisor
 from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.ops import Op, Plan, Reload
+from synapse.haproxy.pending import PendingReload
 from synapse.haproxy.planner import plan
 from synapse.haproxy.reader import RunningReader
 from synapse.haproxy.reload_gate import GateDecision, ReloadGate
@@ -70,8 +65,7 @@ from synapse.haproxy.render import Renderer
 from synapse.haproxy.running import Capabilities, RunningState
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.settings import settings_for
-from synapse.haproxy.sockets import HAProxySocketError
-from synapse.haproxy.status import HAProxyStatus
+from synapse.haproxy.status import HAProxyStatus, backend_states
 from synapse.model import DesiredService
 
 log = logging.getLogger("synapse.haproxy")
@@ -111,8 +105,7 @@ class HAProxyController:
         self._lock = asyncio.Lock()
         self._desired: list[DesiredService] = []
         self._applied = False  # apply() was called: _desired is real
-        self._pending_task: asyncio.Task[None] | None = None  # runs the reload that waits
-        self._sweeper: asyncio.Task[None] | None = None
+        self._pending = PendingReload(self._gate, self._lock, self._apply_locked, self.metrics)
         self._stopping = False
         self._warned: set[str] = set()
         self.info = HAProxyStatus()
@@ -131,18 +124,11 @@ class HAProxyController:
         """Read the config file on disk; managed mode: adopt our HAProxy if it still runs."""
         await self._installer.load()
         self._renderer = Renderer(self.config, self.settings)  # reads the template once
-        if not self.settings.can_validate and self.config.do_writes:
-            detail = "no check_command and no haproxy binary: configs are not validated"
-            event(log, "haproxy_validation_unavailable", level=logging.WARNING,
-                  binary=self.settings.binary, detail=detail)  # fmt: skip
-        if not self._runtime:
-            event(log, "haproxy_no_runtime_api", level=logging.WARNING,
-                  detail="no runtime socket (do_socket false, or no socket_file_path / stats "
-                  "socket): every change of servers needs a reload")  # fmt: skip
+        self._installer.warn_without_validation()
+        self._reader.warn_without_runtime()
         if self._managed is not None and await self._managed.adopt():
             self._watch_process()
-        if self._reader.view is not None and self._sweeper is None:
-            self._sweeper = asyncio.create_task(self._sweep_loop())
+        self._reader.start_sweeping(self._lock, self._has_desired, self._apply_locked)
 
     async def apply(self, desired: list[DesiredService], reason: str) -> ApplyResult:
         began = self._clock()
@@ -180,13 +166,7 @@ class HAProxyController:
         """Wait until no reload is pending (rate limited or being retried) and the config
         file is on disk."""
         async with asyncio.timeout(timeout):
-            while True:
-                if self._pending_task is not None:
-                    await asyncio.wait({self._pending_task})
-                    continue
-                async with self._lock:  # a reload under way holds the lock
-                    if self._pending_task is None:
-                        break
+            await self._pending.done()
             with contextlib.suppress(OSError):
                 await self._installer.flush()
 
@@ -195,12 +175,8 @@ class HAProxyController:
         self._stopping = True
         if self._supervisor is not None:
             await self._supervisor.stop()
-        for task in (self._pending_task, self._sweeper):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._pending_task = self._sweeper = None
+        await self._pending.cancel()
+        await self._reader.stop_sweeping()
         async with self._lock:
             if self._installer.file is not None:
                 await self._installer.file.close()  # what HAProxy ran last is on disk
@@ -220,19 +196,16 @@ class HAProxyController:
         info.runtime_error = reader.runtime_error
         file = self._installer.file
         info.config_write_error = file.error if file is not None else None
-        info.backends = {
-            backend: {
-                name: {"state": s.label, "weight": s.weight, "address": f"{s.addr}:{s.port}"}
-                for name, s in sorted(servers.items())
-            }
-            for backend, servers in sorted(reader.view.backends.items() if reader.view else ())
-        }
+        info.backends = backend_states(reader.view.backends if reader.view else {})
         if self._managed is not None:
             pids = {"master": self._managed.master_pid, "worker": self._managed.worker_pid}
             info.haproxy_pids = pids
         return info.to_json()
 
     # --- one apply: read -> render -> plan -> run ops, or hand over to the gate -----------
+
+    def _has_desired(self) -> bool:
+        return self._applied and not self._stopping
 
     def _mode(self) -> str:
         if self._managed is not None:
@@ -265,7 +238,7 @@ class HAProxyController:
         reasons += [("runtime_failed", failure) for failure in failures]
         await self._reader.refresh({op.backend for op in ops})
         if not reasons:
-            self._clear_pending()
+            self._pending.clear()
             self._gate.no_reload_needed()
             self.info.validation_error = None
             written = self._installer.write(candidate, self._layout())
@@ -328,28 +301,6 @@ class HAProxyController:
             self._reader.invalidate()  # a command failed: what we believed may be wrong
         return applied, failures
 
-    async def _sweep_loop(self) -> None:
-        """Every FULL_READ_INTERVAL: read HAProxy's whole runtime state, a part at a time
-        and without holding up applies (``synapse.haproxy.view``), then plan the backends
-        that differ from what synapse believed (an operator's command, health changes):
-        drift is corrected even when nothing else changes."""
-        view = self._reader.view
-        assert view is not None
-        while not self._stopping:
-            await asyncio.sleep(max(view.due, 1.0))
-            if not view.valid or view.due or not self._applied:
-                continue  # not read yet, or an apply read it all meanwhile
-            try:
-                if not await view.sweep(self._lock):
-                    continue
-            except HAProxySocketError:
-                continue  # the next apply will find out
-            async with self._lock:
-                view.swept()
-                self._reader.note_view_changes()
-                if self._reader.anything_to_plan:
-                    await self._apply_locked()
-
     # --- reloads --------------------------------------------------------------------------
 
     async def _need_reload(self, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
@@ -368,44 +319,8 @@ class HAProxyController:
             return ApplyResult(reload=ApplyOutcome.FAILED, error=error)
         if decision is GateDecision.RELOAD:
             return await self._reload(reload, candidate)
-        self._wait_for_turn(reload, announce=True)
+        self._pending.wait_for_turn(reload, announce=True)
         return ApplyResult(reload=ApplyOutcome.PENDING)
-
-    def _wait_for_turn(self, reload: Reload, announce: bool = False) -> None:
-        self._gate.wait(reload)
-        self.metrics.reload_pending.set(1)
-        if self._pending_task is None:
-            self._pending_task = asyncio.create_task(self._reload_later())
-            if announce:
-                event(log, "haproxy_reload_scheduled", reason=reload.summary,
-                      in_s=round(self._gate.due_in(), 3))  # fmt: skip
-
-    async def _reload_later(self) -> None:
-        try:
-            while True:
-                delay = self._gate.due_in()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                async with self._lock:
-                    if not self._gate.due:
-                        continue  # another reload went first: wait for the new slot
-                    self._pending_task = None
-                    self._gate.take_pending()
-                    self.metrics.reload_pending.set(0)
-                    await self._apply_locked()
-                return
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug must not kill the pending reload silently
-            log.exception("pending HAProxy reload failed")
-            self._pending_task = None
-
-    def _clear_pending(self) -> None:
-        if self._pending_task is not None and self._pending_task is not asyncio.current_task():
-            self._pending_task.cancel()
-        self._pending_task = None
-        self._gate.take_pending()
-        self.metrics.reload_pending.set(0)
 
     async def _reload(self, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
         began = self._clock()
@@ -425,7 +340,7 @@ class HAProxyController:
         except InstallFailed as err:
             return self._reload_failed(str(err), reload, began)
         self._watch_process()
-        self._clear_pending()  # whatever waited is in this reload
+        self._pending.clear()  # whatever waited is in this reload
         self._gate.reloaded()
         self._reader.invalidate()  # a new process: read all of it
         self._reader.version = None  # re-read: the binary may have been upgraded
@@ -489,7 +404,7 @@ class HAProxyController:
         self.info.reload_failed(error, reload.summary, backoff)
         event(log, "haproxy_reload_failed", level=logging.ERROR, error=error,
               reason=reload.summary, retry_in_s=round(backoff, 1))  # fmt: skip
-        self._wait_for_turn(reload)
+        self._pending.wait_for_turn(reload)
         return ApplyResult(reload=ApplyOutcome.FAILED, error=error)
 
     # --- the managed process --------------------------------------------------------------

@@ -65,6 +65,12 @@ class Installer:
 
     # --- the config file ------------------------------------------------------------------
 
+    def warn_without_validation(self) -> None:
+        if not self.settings.can_validate and self.config.do_writes:
+            detail = "no check_command and no haproxy binary: configs are not validated"
+            event(log, "haproxy_validation_unavailable", level=logging.WARNING,
+                  binary=self.settings.binary, detail=detail)  # fmt: skip
+
     async def load(self) -> None:
         if self.file is not None and not self._loaded:
             await self.file.load()

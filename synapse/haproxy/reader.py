@@ -15,8 +15,10 @@ Scoping keeps an apply's cost to what changed, using object identity:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from smartstack.logs import event
 from synapse.haproxy.configfile import ConfigFile
@@ -53,6 +55,13 @@ class RunningReader:
         self._to_plan: set[str] | None = None
         self._plan_base: ParsedConfig | None = None
         self._plan_caps: Capabilities | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def warn_without_runtime(self) -> None:
+        if not self.runtime:
+            event(log, "haproxy_no_runtime_api", level=logging.WARNING,
+                  detail="no runtime socket (do_socket false, or no socket_file_path / stats "
+                  "socket): every change of servers needs a reload")  # fmt: skip
 
     # --- reading ------------------------------------------------------------------------
 
@@ -109,10 +118,50 @@ class RunningReader:
         if self._to_plan is not None:
             self._to_plan |= replaced
 
-    @property
-    def anything_to_plan(self) -> bool:
-        """After a sweep: some backend differs from what the last plan saw."""
-        return self._to_plan is None or bool(self._to_plan)
+    def start_sweeping(
+        self,
+        lock: asyncio.Lock,
+        ready: Callable[[], bool],
+        apply: Callable[[], Awaitable[object]],
+    ) -> None:
+        """Sweep in the background (see ``_sweep``), when there is a runtime view."""
+        if self.view is not None and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(lock, ready, apply))
+
+    async def stop_sweeping(self) -> None:
+        task, self._sweeper = self._sweeper, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _sweep(
+        self,
+        lock: asyncio.Lock,
+        ready: Callable[[], bool],
+        apply: Callable[[], Awaitable[object]],
+    ) -> None:
+        """Every FULL_READ_INTERVAL: read HAProxy's whole runtime state, a part at a time
+        and without holding up applies (``RunningView.sweep``, merging under ``lock``: the
+        controller's), then, when a backend differs from what the last plan saw (an
+        operator's command, health changes), ``apply`` under the lock: drift is corrected
+        even when nothing else changes. ``ready``: the controller has a desired state."""
+        view = self.view
+        assert view is not None
+        while True:
+            await asyncio.sleep(max(view.due, 1.0))
+            if not ready() or not view.valid or view.due:
+                continue  # not read yet, or an apply read it all meanwhile
+            try:
+                if not await view.sweep(lock):
+                    continue
+            except HAProxySocketError:
+                continue  # the next apply will find out
+            async with lock:
+                view.swept()
+                self.note_view_changes()
+                if self._to_plan is None or self._to_plan:
+                    await apply()
 
     # --- scoping ------------------------------------------------------------------------
 

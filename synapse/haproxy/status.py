@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from synapse.haproxy.running import RunningServer
 
 RECENT_OPS = 50  # runtime commands kept for /status
 
@@ -64,3 +67,16 @@ class HAProxyStatus:
     def reload_failed(self, error: str, reason: str, retry_in: float) -> None:
         self.last_reload_error = {"at": time.time(), "message": error, "reason": reason,
                                   "retry_in_s": round(retry_in, 1)}  # fmt: skip
+
+
+def backend_states(
+    backends: Mapping[str, Mapping[str, RunningServer]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """{backend: {server: {state, weight, address}}}, sorted."""
+    return {
+        backend: {
+            name: {"state": s.label, "weight": s.weight, "address": f"{s.addr}:{s.port}"}
+            for name, s in sorted(servers.items())
+        }
+        for backend, servers in sorted(backends.items())
+    }
