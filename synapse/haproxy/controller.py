@@ -416,9 +416,7 @@ class HAProxyController:
     async def _restart_after_exit(self) -> None:
         """The Supervisor's restart: the managed HAProxy died; an apply starts it again."""
         async with self._lock:
-            if self._stopping or self._managed is None or self._managed.alive:
-                return
-            if not self._applied:
+            if not self._has_desired() or self._managed is None or self._managed.alive:
                 return
             self._reader.invalidate()
             await self._apply_locked()  # not alive: the apply starts it

@@ -107,7 +107,7 @@ class RunningView:
 
     @property
     def due(self) -> float:
-        """Seconds until the next background resync (0: due now)."""
+        """Seconds until the next background sweep (0: due now)."""
         return max(0.0, self._read_at + self.full_every - self._clock())
 
     @property
