@@ -1,4 +1,4 @@
-"""Capped exponential backoff with full jitter, shared by nerve's and synapse's retry loops."""
+"""Capped exponential backoff with full jitter: shared by the daemons' retry loops."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The one fake of the HAProxy side (``synapse.contract.Applier``) and the helpers of the
-reconciler tests: reports, waiting, running a reconciler. Pure logic: no process, no socket."""
+reconciler tests: reports, waiting (``eventually``, shared by the synapse tests), running
+a reconciler. Pure logic: no process, no socket."""
 
 from __future__ import annotations
 
@@ -74,13 +75,16 @@ def report(service: str, *hosts: str, at: float | None = None) -> Report:
     return Report(service, "zookeeper", found, 0, at if at is not None else time.monotonic())
 
 
-async def eventually(predicate: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    """Poll ``predicate`` until it is truthy (an AssertionError naming ``what`` after timeout)."""
+async def eventually(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
+    """Poll ``predicate`` until it is truthy; its value (AssertionError after ``timeout``)."""
     deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.005)
-    return value
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await asyncio.sleep(0.02)
 
 
 def make_reconciler(config: SynapseConfig, applier: FakeApplier) -> Reconciler:
@@ -101,7 +105,7 @@ async def running(
     try:
         for item in reports:
             rec.report(item)
-        await eventually(lambda: applier.applied, "the first hand-over", timeout)
+        await eventually(lambda: applier.applied, timeout, "the first hand-over")
         yield task
     finally:
         task.cancel()

@@ -11,6 +11,9 @@ Scoping keeps an apply's cost to what changed, using object identity:
 - the backends worth planning server by server: those whose running servers changed,
   or that had something to do, since the last plan; a backend outside them has the
   same spec and servers a plan found nothing for.
+
+In the background it sweeps: every FULL_READ_INTERVAL it reads the whole runtime state,
+a part at a time, and has the controller apply where HAProxy drifted.
 """
 
 from __future__ import annotations

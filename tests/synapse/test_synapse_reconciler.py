@@ -56,7 +56,7 @@ async def test_burst_is_coalesced_into_one_apply(tmp_path: Path) -> None:
         for i in range(50):
             rec.report(report("web", *(f"10.0.1.{j}" for j in range(i + 1))))
         await eventually(
-            lambda: applier.hosts("web") and len(applier.hosts("web")) == 50, "the hand-over"
+            lambda: applier.hosts("web") and len(applier.hosts("web")) == 50, what="the hand-over"
         )
         assert len(applier.applied) <= 3
         # A report that changes nothing causes no hand-over.
@@ -80,7 +80,7 @@ async def test_silent_registry_at_startup_uses_the_state_file(tmp_path: Path) ->
         assert rec.service_status()["web"]["origin"] == "state_file"
         # The registry comes back: its list replaces the cached one.
         rec.report(report("web", "10.0.0.1"))
-        await eventually(lambda: applier.hosts("web") == ["10.0.0.1"], "the hand-over")
+        await eventually(lambda: applier.hosts("web") == ["10.0.0.1"], what="the hand-over")
 
 
 async def test_failed_apply_is_retried_with_the_latest_state(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ async def test_config_reload_keeps_reports_and_drops_removed_services(tmp_path: 
         new.services["api"] = new.services.pop("db").model_copy()
         new.services["api"].haproxy.disabled = False
         rec.set_config(new)
-        await eventually(lambda: len(applier.applied) == 2, "the hand-over")
+        await eventually(lambda: len(applier.applied) == 2, what="the hand-over")
         desired, reason = applier.applied[-1], applier.reasons[-1]
         assert reason == "config reload"
         assert {d.name: len(d.servers) for d in desired} == {"web": 1, "api": 1}  # defaults

@@ -48,7 +48,7 @@ async def test_changes_during_an_apply_are_handed_over_together_right_after(tmp_
         await asyncio.sleep(0.05)
         assert len(applier.applied) == 1  # still in the second apply
         applier.gate.set()
-        await eventually(lambda: len(applier.applied) == 3, "the collected changes")
+        await eventually(lambda: len(applier.applied) == 3, what="the collected changes")
         await asyncio.sleep(0.05)
         assert len(applier.applied) == 3  # all of them in one more hand-over
         assert applier.hosts("web") == ["10.0.0.3", "10.0.0.4"]
@@ -62,7 +62,7 @@ async def test_unchanged_services_are_handed_over_as_the_same_objects(tmp_path: 
         before = {d.name: d for d in applier.applied[-1]}
         selection = rec.selections()["db"]
         rec.report(report("web", "10.0.0.7"))
-        await eventually(lambda: len(applier.applied) == 2, "the hand-over")
+        await eventually(lambda: len(applier.applied) == 2, what="the hand-over")
         after = {d.name: d for d in applier.applied[-1]}
         assert after["web"] is not before["web"] and applier.hosts("web") == ["10.0.0.7"]
         assert after["api"] is before["api"] and after["db"] is before["db"]
@@ -88,7 +88,7 @@ async def test_the_state_file_follows_at_most_once_a_second_and_on_the_way_out(t
     async with running(rec, applier, *FIRST):
         for i in range(30):
             rec.report(report("web", f"10.0.1.{i}"))
-            await eventually(lambda i=i: applier.hosts("web") == [f"10.0.1.{i}"], "hand-over")
+            await eventually(lambda i=i: applier.hosts("web") == [f"10.0.1.{i}"], what="hand-over")
         # 30 changes handed over one by one; the state file (every server) much less often.
         assert len(calls) < 30
         assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(calls))
