@@ -34,9 +34,10 @@ from smartstack.etcd import EtcdConnection
 from smartstack.logs import event
 from smartstack.zookeeper import ZooKeeperPool
 from synapse.config import DiscoveryConfig, SynapseConfig, load_synapse_config
+from synapse.contract import Applier
 from synapse.file_output import FileOutput
 from synapse.metrics import SynapseMetrics
-from synapse.reconciler import Controller, Reconciler
+from synapse.reconciler import Reconciler
 from synapse.server_options import unknown_keywords
 from synapse.state_cache import StateCache
 from synapse.status import merge_service_status, render_html
@@ -54,7 +55,7 @@ def run(config: SynapseConfig, args: argparse.Namespace) -> int:
     return asyncio.run(SynapseDaemon(config, getattr(args, "config", None)).main())
 
 
-def make_controller(config: SynapseConfig, registry: CollectorRegistry) -> Controller | None:
+def make_controller(config: SynapseConfig, registry: CollectorRegistry) -> Applier | None:
     """The HAProxy controller, or None when the config has no ``haproxy`` block."""
     if config.haproxy is None:
         return None
@@ -84,7 +85,7 @@ class SynapseDaemon:
         self.config_path = config_path
         self.registry = CollectorRegistry()
         self.metrics = SynapseMetrics(self.registry)
-        self.controller: Controller | None = None
+        self.controller: Applier | None = None
         self.reconciler: Reconciler | None = None
         self.watchers: dict[str, Watcher] = {}
         self.admin: AdminServer | None = None
@@ -146,7 +147,7 @@ class SynapseDaemon:
             self.config, self.controller, self.metrics, state_cache, file_output
         )
         if self.controller is not None:
-            await self.controller.start()  # type: ignore[attr-defined]
+            await self.controller.start()
         for name, service in self.config.services.items():
             await self._start_watcher(name, service)
         self._reconciler_task = loop.create_task(self._run_reconciler(), name="reconciler")
@@ -174,7 +175,7 @@ class SynapseDaemon:
             ("reconciler", self._stop_reconciler)
         ]
         if self.controller is not None:
-            steps.append(("HAProxy controller", self.controller.stop))  # type: ignore[attr-defined]
+            steps.append(("HAProxy controller", self.controller.stop))
         steps += [(f"watcher {name}", watcher.stop) for name, watcher in self.watchers.items()]
         if self.admin is not None:
             steps.append(("admin server", self.admin.stop))
@@ -252,13 +253,8 @@ class SynapseDaemon:
         old = self.config
         if (old.haproxy is None) != (new.haproxy is None):
             raise ValueError("adding or removing the haproxy block needs a restart")
-        if old.haproxy != new.haproxy and self.controller is not None:
-            update = getattr(self.controller, "update_config", None)
-            if update is None:
-                raise ValueError("this HAProxy controller cannot change its haproxy block live")
-            result = update(new.haproxy)
-            if asyncio.iscoroutine(result):
-                await result
+        if new.haproxy is not None and old.haproxy != new.haproxy and self.controller is not None:
+            await self.controller.update_config(new.haproxy)
         if old.admin != new.admin:
             event(log, "admin_change_needs_restart", level=logging.WARNING)
         self._warn_about(new)

@@ -1,18 +1,44 @@
-"""What synapse wants HAProxy to run: the contract between watchers and the HAProxy layer.
+"""synapse's model: what watchers report, and what synapse wants HAProxy to run.
 
-Watchers and the reconciler produce ``DesiredService`` objects; the HAProxy
-layer (``synapse.haproxy``) makes HAProxy match them, at runtime when it can.
+Watchers hand the reconciler a ``Report`` (through a ``Sink``): the full list of what
+they ``Found`` in the registry. The reconciler turns reports into ``DesiredService``
+objects; the HAProxy side (``synapse.haproxy``, behind ``synapse.contract.Applier``)
+makes HAProxy match them, at runtime when it can.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from smartstack.record import Registration
 from synapse.config import ServiceConfig
 
 _UNSAFE_SERVER_NAME = re.compile(r"[^A-Za-z0-9_.:-]")
+
+
+@dataclass(frozen=True)
+class Found:
+    """One registration and where it was read (``zookeeper:/path/child``, ``etcd:key``, ...)."""
+
+    registration: Registration
+    origin: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """A watcher's complete view of its service at one moment."""
+
+    service: str
+    method: str
+    found: tuple[Found, ...]
+    skipped: int = 0  # records present in the registry but refused as invalid
+    event_time: float = field(default_factory=time.monotonic)  # when the change was seen
+
+
+Sink = Callable[[Report], None]
 
 
 def server_name(host: str, port: int, name: str | None) -> str:

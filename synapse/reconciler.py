@@ -1,4 +1,7 @@
-"""The reconciler: watcher reports in, one desired HAProxy state out.
+"""The reconciler: the loop that turns watcher reports into the desired services.
+
+(One meaning per name: the reconciler *hands over* the desired state in *rounds*; the
+HAProxy side *applies* it; its background *sweep* checks HAProxy for drift.)
 
 Watchers call ``report()`` (cheap: it stores the report and wakes the loop).
 Coalescing is leading-edge: an idle loop hands the first change over at once, and
@@ -9,12 +12,13 @@ burst, for those who prefer fewer, larger hand-overs.
 
 Each round computes the servers (``synapse.selection``) of the services that reported
 since the last round (all of them after a start, a config reload or a failure), hands
-the complete ``list[DesiredService]`` to the HAProxy controller, which applies it at
-runtime or by a reload, then updates file_output (the changed services) and the state
-file (at most once per STATE_FILE_INTERVAL: it holds every server). An unchanged
-service is handed over as the very same DesiredService object, which lets the
-controller skip it cheaply. The time from each watch event to the controller returning
-is recorded in ``synapse_watch_to_applied_seconds``.
+the complete ``list[DesiredService]`` to the applier (``synapse.contract.Applier``: the
+HAProxy controller), which applies it at runtime or by a reload, then updates
+file_output (the changed services) and the state file (at most once per
+STATE_FILE_INTERVAL: it holds every server). An unchanged service is handed over as the
+very same DesiredService object, which lets the applier skip it cheaply. The time from
+each watch event to the applier returning (for a reload that waits for its turn: to
+that reload) is recorded in ``synapse_watch_to_applied_seconds``.
 
 At startup it waits up to ``startup_wait`` for every watcher's first report;
 services whose registry has not answered by then start from the state file
@@ -29,16 +33,17 @@ import gc
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from smartstack.backoff import Backoff
 from smartstack.logs import event
 from synapse.config import ServiceConfig, SynapseConfig
+from synapse.contract import Applier, ApplyOutcome
 from synapse.file_output import FileOutput
 from synapse.metrics import SynapseMetrics
-from synapse.model import DesiredService
+from synapse.model import DesiredService, Report
 from synapse.selection import ORIGIN_DISCOVERY, ORIGIN_STATE_FILE, Selection, select_servers
 from synapse.state_cache import StateCache
-from synapse.watchers.base import Backoff, Report
 
 log = logging.getLogger("synapse.reconciler")
 
@@ -59,14 +64,6 @@ def _freeze_startup_objects() -> None:
     if not _frozen:
         _frozen = True
         gc.freeze()
-
-
-class Controller(Protocol):
-    """What the reconciler needs from synapse.haproxy.controller.HAProxyController."""
-
-    async def apply(self, desired: list[DesiredService], reason: str) -> Any: ...
-
-    def status(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -96,12 +93,12 @@ class Reconciler:
     def __init__(
         self,
         config: SynapseConfig,
-        controller: Controller | None,
+        applier: Applier | None,
         metrics: SynapseMetrics,
         state_cache: StateCache | None = None,
         file_output: FileOutput | None = None,
     ) -> None:
-        self.controller = controller
+        self.applier = applier
         self.metrics = metrics
         self.state_cache = state_cache
         self.file_output = file_output
@@ -184,7 +181,7 @@ class Reconciler:
                     await asyncio.sleep(coalesce)  # optional: let more of a burst arrive
                 # What arrives from here on waits for the next round, right after this one.
                 self._dirty.clear()
-                if await self.reconcile_once():
+                if await self.run_round():
                     backoff.reset()
                 else:
                     await asyncio.sleep(backoff.next())
@@ -210,10 +207,10 @@ class Reconciler:
             services = list(self._services)
             await asyncio.to_thread(self.state_cache.refresh, self.selections(), services)
 
-    async def reconcile_once(self) -> bool:
+    async def run_round(self) -> bool:
         """Compute the servers of the services that changed and hand everything over.
 
-        False when the controller failed. Reports arriving meanwhile go to a fresh pending
+        False when the apply failed. Reports arriving meanwhile go to a fresh pending
         set and mark the next round.
         """
         pending, self._pending = self._pending, _Pending()
@@ -225,20 +222,20 @@ class Reconciler:
             await self._write_files(changed, everything)
 
     async def _hand_over(self, pending: _Pending, changed: list[str]) -> bool:
-        if self.controller is None or not (changed or self._force):
-            self._force = False  # (without a controller nothing is forced: file_output only)
+        if self.applier is None or not (changed or self._force):
+            self._force = False  # (without HAProxy nothing is forced: file_output only)
             return True
         reason = ", ".join(sorted(pending.reasons))[:300] or "update"
         desired = self.desired()
         started = time.monotonic()
         try:
-            result = await self.controller.apply(desired, reason)
+            result = await self.applier.apply(desired, reason)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.metrics.applies.labels("error").inc()
             self.last_error = f"{type(exc).__name__}: {exc}"[:500]
-            log.exception("HAProxy controller failed to apply (reason: %s)", reason)
+            log.exception("applying to HAProxy failed (reason: %s)", reason)
             # Nothing is lost: the next round re-sends the whole desired state.
             pending.merge(self._pending)
             self._pending = pending
@@ -249,37 +246,37 @@ class Reconciler:
         self.applies += 1
         _freeze_startup_objects()
         self.last_error = None
-        outcome = str(getattr(result, "reload", "ok"))
-        self.metrics.applies.labels(outcome).inc()
+        outcome = result.reload
+        self.metrics.applies.labels(outcome.value).inc()
         self._observe_latency(pending.event_times, outcome)
         self.last_apply = {
             "reason": reason,
             "at": time.time(),
             "duration_s": round(now - started, 4),
             "changed": changed,
-            "haproxy": outcome,
+            "haproxy": outcome.value,
         }
         event(log, "applied", reason=reason, changed=",".join(changed)[:200],
               ms=round((now - started) * 1000, 2))  # fmt: skip
         return True
 
-    def _observe_latency(self, event_times: list[float], outcome: str) -> None:
+    def _observe_latency(self, event_times: list[float], outcome: ApplyOutcome) -> None:
         """Watch event -> applied. A rate-limited reload is timed when it has happened."""
-        if outcome in ("invalid", "failed"):
+        if not outcome.applied:
             return  # never applied: HAProxy kept the old state
-        if outcome != "pending":
+        if outcome is not ApplyOutcome.PENDING:
             now = time.monotonic()
             for moment in event_times:
                 self.metrics.apply_latency.observe(max(0.0, now - moment))
             return
         self._awaiting_reload.extend(event_times)
-        flush = getattr(self.controller, "flush", None)
-        if flush is not None and (self._flush_task is None or self._flush_task.done()):
-            self._flush_task = asyncio.get_running_loop().create_task(self._after_reload(flush))
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._after_reload())
 
-    async def _after_reload(self, flush: Any) -> None:
+    async def _after_reload(self) -> None:
+        assert self.applier is not None
         with contextlib.suppress(Exception):
-            await flush()
+            await self.applier.flush()
         times, self._awaiting_reload = self._awaiting_reload, []
         now = time.monotonic()
         for moment in times:

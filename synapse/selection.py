@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synapse.config import LabelFilter, RegistryServerOptions, ServiceConfig
-from synapse.model import Server, server_name
+from synapse.model import Found, Server, server_name
 from synapse.server_options import filter_server_options
-from synapse.watchers.base import Found
 
 # Where a service's current servers came from (shown on /status).
 ORIGIN_DISCOVERY = "discovery"

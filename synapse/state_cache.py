@@ -30,8 +30,8 @@ from typing import Any
 from smartstack.logs import event
 from smartstack.record import InvalidRecord, registration_from_dict
 from synapse.atomic import read_text, write_atomic
+from synapse.model import Found
 from synapse.selection import ORIGIN_DISCOVERY, Selection
-from synapse.watchers.base import Found
 from synapse.zone_state import Evacuations
 
 log = logging.getLogger("synapse.state_cache")

@@ -1,58 +1,37 @@
 """The HAProxy controller: makes HAProxy run the desired services, at runtime when it can.
 
-Public API (what synapse-core calls)::
+It implements ``synapse.contract.Applier``. One apply costs what changed, not the size of
+the fleet, and reads as a flow whose steps live in modules of their own:
 
-    controller = HAProxyController(config: HAProxyConfig, registry: CollectorRegistry)
-    await controller.start()          # reads the config file on disk; managed: adopts a
-                                      # running HAProxy of ours (else the first apply starts one)
-    result = await controller.apply(desired: list[DesiredService], reason: str) -> ApplyResult
-    await controller.update_config(new: HAProxyConfig)  # SIGHUP; ValueError if paths change
-    await controller.stop()           # cancels a pending reload; managed: stops HAProxy
-    controller.status() -> dict       # JSON-ready, for /status; "backends" is
-                                      # {backend: {server: {state, weight, address}}}
-    await controller.flush()          # waits until no reload is pending and the config
-                                      # file is on disk (tests, shutdown)
-    controller.reload_count, controller.start_count
+1. read the running state (``reader``): the config file as synapse wrote it, and the
+   runtime state of the backends whose services changed (all of it at start, after a
+   reload or a failed command); one connection per socket serves the whole apply;
+2. render the candidate (``render``): only changed services are rendered again, keeping
+   the server ids HAProxy uses; the candidate says where it differs from the last one;
+3. plan (``planner``) those differences, server by server only in the backends whose
+   spec or running state changed since a plan last found nothing to do there;
+4. no reload needed: run the runtime operations, one batch per socket (``executor``; a
+   failed one turns into a reload), read again the backends they changed, and set the
+   config file's new text (written in the background, atomically);
+5. reload needed: the reload gate (``reload_gate``) says now, later (reloads are
+   ``restart_interval`` + jitter apart, backing off after failures; the ones asked for
+   meanwhile coalesce into one, run by ``pending``) or not for this candidate (invalid,
+   or HAProxy differed even after reloading it). The installer (``installer``)
+   validates it (an invalid one never replaces the running config and is reported
+   loudly), dumps the server state, swaps the file in, reloads and confirms the new
+   worker; then the runtime operations the reload did not carry run.
 
-``apply`` never raises because of HAProxy: failures are logged, counted and
-shown in ``status()``; the returned ApplyResult says what happened
-(``result.reload`` is "none", "done", "pending", "invalid", "failed" or
-"disabled"). Calls are serialised; a call made while a reload waits for its
-turn updates what that reload will install.
+While a reload waits, fails or is refused, the runtime operations are planned against
+the ``bridge``: the structure the file on disk was rendered from, filled with today's
+servers. It is written as the file, so the file always says what HAProxy runs. A managed
+HAProxy (``managed``: its Supervisor restarts it when it dies) that dies while the
+candidate is refused starts from that file. A background sweep (``reader``, ``view``)
+reads the whole runtime state every FULL_READ_INTERVAL, a part at a time, and plans the
+backends where HAProxy differs from what synapse believed: drift is corrected.
 
-One apply costs what changed, not the size of the fleet:
-1. read the running state of the backends whose services changed
-   (``synapse.haproxy.view``: `show servers state <backend>`, with `show info` to
-   notice another process; one connection serves the whole apply); the whole state
-   at start, after a reload or a failed command; the config file is known (synapse
-   keeps it equal to what HAProxy runs, and remembers what it wrote);
-2. render the candidate: only changed services are rendered again (server ids HAProxy
-   already uses are kept), and the candidate says where it differs from the last one;
-3. plan (``synapse.haproxy.planner``) those differences, and server by server only the
-   backends whose spec or running state changed since a plan last found nothing to
-   do there; apply the runtime operations in one batch; a failed operation turns into
-   a reload; read again the backends they changed;
-4. no reload needed: set the config file's new text; it is written in the background
-   (``synapse.haproxy.configfile``, atomic), so a later reload or restart starts from
-   exactly this state;
-5. reload needed: validate the candidate (``haproxy -c`` or the Airbnb
-   ``check_command``); an invalid one never replaces the running config and is
-   reported loudly. Valid: dump ``show servers state`` into the server-state
-   file, swap the file atomically, reload (master CLI in managed mode, else
-   ``reload_command``), confirm the new worker, then apply the runtime
-   operations the reload did not carry. Reloads are at least
-   ``restart_interval`` (+ a random ``restart_jitter`` fraction) apart; the ones
-   asked for meanwhile coalesce into one.
-
-Every FULL_READ_INTERVAL a background sweep reads the whole runtime state, a part at a
-time, and plans the backends where HAProxy differs from what synapse believed, so
-drift (an operator's command) is corrected even when nothing changes.
-
-While a reload waits, fails or is refused, the runtime operations are planned
-against a "bridge": the structure the file on disk was rendered from, filled with
-today's servers. The bridge is written as the file, so the file always says what
-HAProxy runs. A managed HAProxy that dies while the candidate is refused is
-started again from that file.
+``apply`` never raises because of HAProxy: failures are logged, counted and shown in
+``status()`` (``status``). Calls are serialised; a call made while a reload waits for its
+turn updates what that reload will install. (Modules named here: ``synapse.haproxy.*``.)
 """
 
 from __future__ import annotations
@@ -62,72 +41,41 @@ import contextlib
 import logging
 import random
 import time
-from collections import deque
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jinja2
 from prometheus_client import CollectorRegistry
 
 from smartstack.logs import event
-from synapse.atomic import write_atomic
 from synapse.config import HAProxyConfig
-from synapse.haproxy.commands import run_command, validate_config
-from synapse.haproxy.configfile import ConfigFile
-from synapse.haproxy.configtext import ParsedConfig
-from synapse.haproxy.managed import HAProxyProcessError, ManagedHAProxy
+from synapse.contract import ApplyOutcome, ApplyResult
+from synapse.haproxy.bridge import Bridge, Layout, build_bridge
+from synapse.haproxy.desired import DesiredConfig
+from synapse.haproxy.executor import run_ops
+from synapse.haproxy.installer import Installer, InstallFailed
+from synapse.haproxy.managed import ManagedHAProxy, Supervisor
 from synapse.haproxy.metrics import HAProxyMetrics
-from synapse.haproxy.planner import Op, Plan, Reload, plan
-from synapse.haproxy.render import DesiredConfig, Renderer
-from synapse.haproxy.runtime import SKIPPED, HAProxySocketError, RuntimeClient
+from synapse.haproxy.ops import Op, Plan, Reload
+from synapse.haproxy.pending import PendingReload
+from synapse.haproxy.planner import plan
+from synapse.haproxy.reader import RunningReader
+from synapse.haproxy.reload_gate import GateDecision, ReloadGate
+from synapse.haproxy.render import Renderer
+from synapse.haproxy.running import Capabilities, RunningState
+from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.settings import settings_for
-from synapse.haproxy.state import Capabilities, RunningState
-from synapse.haproxy.view import RunningIds, RunningView
+from synapse.haproxy.status import HAProxyStatus, backend_states
 from synapse.model import DesiredService
 
 log = logging.getLogger("synapse.haproxy")
 
-FULL_READ_INTERVAL = 30.0  # seconds between background reads of the whole runtime state
-MAX_LOGGED_FAILURES = 20  # failed runtime commands logged one by one per apply
-MAX_BACKOFF = 60.0  # seconds between attempts after repeated reload failures
-RECENT_OPS = 50  # runtime commands kept for /status
 START_TIMEOUT = 15.0
-STABLE_RUN = 30.0  # seconds a restarted HAProxy must live before its crashes are forgiven
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    """What one apply() did."""
-
-    ops: tuple[str, ...] = ()  # runtime API commands applied
-    reload: str = "none"  # none | done | pending | invalid | failed | disabled
-    reasons: tuple[str, ...] = ()  # why a reload was needed
-    config_written: bool = False
-    error: str | None = None
-
-    @property
-    def reloaded(self) -> bool:
-        return self.reload == "done"
-
-
-class _ReloadFailed(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """What the config file on disk was rendered from: re-rendering it with other servers
-    gives a config HAProxy can reach at runtime (the "bridge" while a reload waits)."""
-
-    services: tuple[DesiredService, ...]
-    renderer: Renderer
-
-
-_Bridge = tuple[DesiredConfig, tuple[Op, ...], _Layout]  # the config, its runtime ops, its layout
 
 
 class HAProxyController:
+    """``synapse.contract.Applier`` for HAProxy (see the module docstring)."""
+
     def __init__(
         self,
         config: HAProxyConfig,
@@ -140,93 +88,60 @@ class HAProxyController:
         self.settings = settings_for(config)
         self.metrics = HAProxyMetrics(registry)
         self._clock = clock
-        self._rng = rng
         self._renderer: Renderer | None = None
         self._runtime = [RuntimeClient(path) for path in self.settings.runtime_sockets]
-        self._managed = (
-            ManagedHAProxy(self.settings, START_TIMEOUT, config.reload_timeout)
-            if self.settings.managed
-            else None
+        self._managed: ManagedHAProxy | None = None
+        self._supervisor: Supervisor | None = None
+        if self.settings.managed:
+            self._managed = ManagedHAProxy(self.settings, START_TIMEOUT, config.reload_timeout)
+            self._supervisor = Supervisor(
+                self._managed, self._restart_after_exit, lambda: self.config.restart_interval, clock
+            )
+        self._installer = Installer(
+            config, self.settings, self._runtime, self._managed, self.metrics, clock
         )
+        self._reader = RunningReader(self._runtime, self._installer.file, clock)
+        self._gate = ReloadGate(config.restart_interval, config.restart_jitter, clock, rng)
         self._lock = asyncio.Lock()
         self._desired: list[DesiredService] = []
         self._applied = False  # apply() was called: _desired is real
-        path = self.settings.config_path
-        self._file = ConfigFile(path) if path is not None and config.do_writes else None
-        self._file_layout: _Layout | None = None  # None: the file predates this process
-        self._file_loaded = False
-        self._version: tuple[int, int, int] | None = None
-        self._next_reload_at = 0.0
-        self._failures = 0
-        self._failed_candidate: str | None = None
-        self._settled_candidate: str | None = None
-        self._pending: Reload | None = None
-        self._pending_task: asyncio.Task[None] | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        self._resync: asyncio.Task[None] | None = None
+        self._pending = PendingReload(self._gate, self._lock, self._apply_locked, self.metrics)
         self._stopping = False
         self._warned: set[str] = set()
-        # status
-        self.reload_count = 0
-        self.start_count = 0
-        self._last_reload: dict[str, Any] | None = None
-        self._validation_error: dict[str, Any] | None = None
-        self._last_validation_error: dict[str, Any] | None = None
-        self._last_reload_error: dict[str, Any] | None = None
-        self._last_apply: dict[str, Any] | None = None
-        self._recent_ops: deque[str] = deque(maxlen=RECENT_OPS)
-        self._runtime_error: str | None = None
-        self._view = (
-            RunningView(self._runtime[0], FULL_READ_INTERVAL, clock) if self._runtime else None
-        )
-        self._ids = RunningIds()
-        # Backends whose running servers changed since the main renderer last rendered.
-        self._ids_changed: set[str] = set()
-        # Backends to plan server by server: those whose running servers changed, or that
-        # had something to do, since the last plan (``_plan_base``); None: all of them.
-        # A backend outside it has the same spec and servers a plan found nothing for.
-        self._to_plan: set[str] | None = None
-        self._plan_base: ParsedConfig | None = None
-        self._plan_caps: Capabilities | None = None
-        self._warnings: tuple[str, ...] = ()
+        self.info = HAProxyStatus()
 
-    # --- public API ---------------------------------------------------------------------
+    @property
+    def reload_count(self) -> int:
+        return self.info.reloads
+
+    @property
+    def start_count(self) -> int:
+        return self.info.starts
+
+    # --- synapse.contract.Applier -------------------------------------------------------
 
     async def start(self) -> None:
         """Read the config file on disk; managed mode: adopt our HAProxy if it still runs."""
-        await self._load_file()
+        await self._installer.load()
         self._renderer = Renderer(self.config, self.settings)  # reads the template once
-        if not self.settings.can_validate and self.config.do_writes:
-            detail = "no check_command and no haproxy binary: configs are not validated"
-            event(log, "haproxy_validation_unavailable", level=logging.WARNING,
-                  binary=self.settings.binary, detail=detail)  # fmt: skip
-        if not self._runtime:
-            event(log, "haproxy_no_runtime_api", level=logging.WARNING,
-                  detail="no runtime socket (do_socket false, or no socket_file_path / stats "
-                  "socket): every change of servers needs a reload")  # fmt: skip
+        self._installer.warn_without_validation()
+        self._reader.warn_without_runtime()
         if self._managed is not None and await self._managed.adopt():
-            self._supervise()
-        if self._view is not None and self._resync is None:
-            self._resync = asyncio.create_task(self._resync_loop())
+            self._watch_process()
+        self._reader.start_sweeping(self._lock, self._has_desired, self._apply_locked)
 
     async def apply(self, desired: list[DesiredService], reason: str) -> ApplyResult:
         began = self._clock()
         async with self._lock:
             self._desired = list(desired)
             self._applied = True
-            result = await self._reconcile()
+            result = await self._apply_locked()
         elapsed = self._clock() - began
         self.metrics.apply_duration.observe(elapsed)
-        self._last_apply = {
-            "at": time.time(),
-            "reason": reason,
-            "ops": len(result.ops),
-            "reload": result.reload,
-            "duration_ms": round(elapsed * 1000, 2),
-        }
-        if result.ops or result.reload != "none":
+        self.info.applied(reason, len(result.ops), result.reload.value, elapsed)
+        if result.ops or result.reload is not ApplyOutcome.NONE:
             event(log, "haproxy_applied", reason=reason, ops=len(result.ops),
-                  reload=result.reload, ms=round(elapsed * 1000, 2))  # fmt: skip
+                  reload=result.reload.value, ms=round(elapsed * 1000, 2))  # fmt: skip
         return result
 
     async def update_config(self, config: HAProxyConfig) -> None:
@@ -243,79 +158,55 @@ class HAProxyController:
         renderer = Renderer(config, settings)
         async with self._lock:
             self.config, self.settings, self._renderer = config, settings, renderer
-            self._failed_candidate = self._settled_candidate = None
+            self._installer.configure(config, settings)
+            self._gate.configure(config.restart_interval, config.restart_jitter)
         event(log, "haproxy_config_updated")
 
     async def flush(self, timeout: float = 60.0) -> None:
         """Wait until no reload is pending (rate limited or being retried) and the config
         file is on disk."""
         async with asyncio.timeout(timeout):
-            while True:
-                if self._pending_task is not None:
-                    await asyncio.wait({self._pending_task})
-                    continue
-                async with self._lock:  # a reload under way holds the lock
-                    if self._pending_task is None:
-                        break
-            if self._file is not None:
-                with contextlib.suppress(OSError):
-                    await self._file.flush()
+            await self._pending.done()
+            with contextlib.suppress(OSError):
+                await self._installer.flush()
 
     async def stop(self) -> None:
+        """Cancel a pending reload and the sweep; managed mode: stop HAProxy."""
         self._stopping = True
-        for task in (self._pending_task, self._supervisor, self._resync):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._pending_task = self._supervisor = self._resync = None
+        if self._supervisor is not None:
+            await self._supervisor.stop()
+        await self._pending.cancel()
+        await self._reader.stop_sweeping()
         async with self._lock:
-            if self._file is not None:
-                await self._file.close()  # what HAProxy ran last is on disk
+            if self._installer.file is not None:
+                await self._installer.file.close()  # what HAProxy ran last is on disk
             if self._managed is not None:
                 await self._managed.stop()
 
     def status(self) -> dict[str, Any]:
-        pending = None
-        if self._pending is not None:
-            pending = {
-                "reason": self._pending.summary,
-                "due_in_s": round(max(0.0, self._next_reload_at - self._clock()), 3),
-            }
-        status: dict[str, Any] = {
-            "mode": self._mode,
-            "config_file": str(self.settings.config_path) if self.settings.config_path else None,
-            "haproxy_version": ".".join(map(str, self._version)) if self._version else None,
-            "reloads": self.reload_count,
-            "starts": self.start_count,
-            "last_reload": self._last_reload,
-            "pending_reload": pending,
-            "validation_error": self._validation_error,
-            "last_validation_error": self._last_validation_error,
-            "last_reload_error": self._last_reload_error,
-            "last_apply": self._last_apply,
-            "last_ops": list(self._recent_ops),
-            "runtime_error": self._runtime_error,
-            "config_write_error": self._file.error if self._file is not None else None,
-            "render_warnings": list(self._warnings),
-            "backends": {
-                backend: {
-                    name: {"state": s.label, "weight": s.weight, "address": f"{s.addr}:{s.port}"}
-                    for name, s in sorted(servers.items())
-                }
-                for backend, servers in sorted(self._view.backends.items() if self._view else ())
-            },
-        }
+        """JSON-ready, for /status (``synapse.haproxy.status.HAProxyStatus``)."""
+        info, gate, reader = self.info, self._gate, self._reader
+        info.mode = self._mode()
+        info.config_file = str(self.settings.config_path) if self.settings.config_path else None
+        info.haproxy_version = ".".join(map(str, reader.version)) if reader.version else None
+        info.pending_reload = None
+        if gate.pending is not None:
+            info.pending_reload = {"reason": gate.pending.summary,
+                                   "due_in_s": round(gate.due_in(), 3)}  # fmt: skip
+        info.runtime_error = reader.runtime_error
+        file = self._installer.file
+        info.config_write_error = file.error if file is not None else None
+        info.backends = backend_states(reader.view.backends if reader.view else {})
         if self._managed is not None:
-            status["haproxy_pids"] = {
-                "master": self._managed.master_pid,
-                "worker": self._managed.worker_pid,
-            }
-        return status
+            pids = {"master": self._managed.master_pid, "worker": self._managed.worker_pid}
+            info.haproxy_pids = pids
+        return info.to_json()
 
-    # --- one reconciliation ---------------------------------------------------------------
+    # --- one apply: read -> render -> plan -> run ops, or hand over to the gate -----------
 
-    @property
+    def _has_desired(self) -> bool:
+        return self._applied and not self._stopping
+
     def _mode(self) -> str:
         if self._managed is not None:
             return "managed"
@@ -323,41 +214,39 @@ class HAProxyController:
             return "reload_command"
         return "no_reloads"
 
-    async def _reconcile(self) -> ApplyResult:
+    async def _apply_locked(self) -> ApplyResult:
         """Plan against HAProxy and act. The caller holds the lock."""
         async with contextlib.AsyncExitStack() as stack:
             for client in self._runtime:  # one connection per socket for the whole apply
                 await stack.enter_async_context(client.held())
-            return await self._reconcile_held()
+            return await self._apply_held()
 
-    async def _reconcile_held(self) -> ApplyResult:
+    async def _apply_held(self) -> ApplyResult:
         if self._renderer is None:
             await self.start()
         assert self._renderer is not None
-        running = await self._read_running(self._renderer.changed_backends(self._desired))
+        running = await self._reader.read(self._renderer.changed_backends(self._desired))
         try:
             candidate = self._render(running)
         except (jinja2.TemplateError, OSError) as err:
             return self._invalid(f"cannot render the config template: {err}", (), None)
-        only = self._backends_to_plan(candidate, running)
-        result = plan(candidate, running, self._capabilities(), only)
-        self._planned(candidate, running, result)
+        result = self._plan(candidate, running)
         bridge = self._bridge(running) if result.reload is not None else None
-        ops = bridge[1] if bridge else result.ops
+        ops = bridge.ops if bridge else result.ops
         applied, failures = await self._run_ops(ops)
         reasons = list(result.reload.reasons) if result.reload else []
         reasons += [("runtime_failed", failure) for failure in failures]
-        await self._refresh_view({op.backend for op in ops})
+        await self._reader.refresh({op.backend for op in ops})
         if not reasons:
-            self._clear_pending()
-            self._failed_candidate = None
-            self._validation_error = None
-            written = await self._write_file(candidate, self._layout())
-            return ApplyResult(tuple(applied), "none", (), written)
+            self._pending.clear()
+            self._gate.no_reload_needed()
+            self.info.validation_error = None
+            written = self._installer.write(candidate, self._layout())
+            return ApplyResult(tuple(applied), ApplyOutcome.NONE, (), written)
         if bridge is not None and not failures:
             # The reload may wait (rate limit), fail or be refused: meanwhile the file says
             # what HAProxy runs now, so a restart or an outside reload loses nothing.
-            await self._write_file(bridge[0], bridge[2])
+            self._installer.write(bridge.config, bridge.layout)
         outcome = await self._need_reload(Reload(tuple(reasons)), candidate)
         return ApplyResult(
             tuple(applied) + outcome.ops,
@@ -367,202 +256,49 @@ class HAProxyController:
             outcome.error,
         )
 
-    def _layout(self) -> _Layout:
-        assert self._renderer is not None
-        return _Layout(tuple(self._desired), self._renderer)
-
-    def _bridge(self, running: RunningState) -> _Bridge | None:
-        """The file's structure with today's servers, when the runtime API alone gets there.
-
-        Services keep the config blocks the running file was rendered from; a service that
-        is gone from the desired state keeps its old servers, a new one waits for the
-        reload. None when there is no such config (no runtime API, no known layout, or a
-        change only a reload can make, such as a server HAProxy cannot add).
-        """
-        layout = self._file_layout
-        if layout is None or running.backends is None or not self.config.do_writes:
-            return None
-        wanted = {service.name: service for service in self._desired}
-        services = []
-        for old in layout.services:
-            new = wanted.get(old.name)
-            if new is not None and new.backend_name == old.backend_name:
-                # Same config block: the service as wanted (its rendering is cached).
-                same = new.config is old.config or new.config == old.config
-                old = new if same else DesiredService(old.name, old.config, list(new.servers))
-            services.append(old)
-        try:
-            bridge = layout.renderer.render(services, self._id_hints(running))
-        except (jinja2.TemplateError, OSError):
-            return None
-        result = plan(bridge, running, self._capabilities())
-        if result.reload is not None:
-            return None
-        return bridge, result.ops, _Layout(tuple(services), layout.renderer)
-
     def _render(self, running: RunningState) -> DesiredConfig:
         assert self._renderer is not None
-        changed = self._ids_changed if running.backends is not None else None
-        candidate = self._renderer.render(self._desired, self._id_hints(running), changed)
-        self._ids_changed = set()
-        if candidate.warnings != self._warnings:
+        reader = self._reader
+        hints, changed = reader.id_hints(running), reader.ids_changed(running)
+        candidate = self._renderer.render(self._desired, hints, changed)
+        reader.rendered()
+        if candidate.warnings != self.info.render_warnings:
             for warning in candidate.warnings:
                 event(log, "haproxy_render_warning", level=logging.WARNING, detail=warning)
-        self._warnings = candidate.warnings
+        self.info.render_warnings = candidate.warnings
         return candidate
+
+    def _plan(self, candidate: DesiredConfig, running: RunningState) -> Plan:
+        caps = self._capabilities()
+        result = plan(
+            candidate, running, caps, self._reader.backends_to_plan(candidate, running, caps)
+        )
+        self._reader.planned(candidate, running, result)
+        return result
 
     def _capabilities(self) -> Capabilities:
         return Capabilities(
-            version=self._version,
+            version=self._reader.version,
             runtime_api=bool(self._runtime),
             remove_servers=self.config.remove_servers,
         )
 
-    async def _read_running(self, changed: Collection[str] | None = None) -> RunningState:
-        """The config file as synapse wrote it, and HAProxy's runtime state.
+    def _layout(self) -> Layout:
+        assert self._renderer is not None
+        return Layout(tuple(self._desired), self._renderer)
 
-        The runtime view is read whole when it is not trusted, else only the ``changed``
-        backends (None: whole).
-        """
-        config: ParsedConfig | None = None
-        missing = False
-        if self._file is not None:
-            missing = not self._file.exists
-            config = self._file.parsed
-        if self._view is None:
-            return RunningState(None, config, missing)
-        try:
-            if self._version is None:
-                self._version = await self._runtime[0].version()
-            if changed is None:
-                await self._view.read_all()
-            else:
-                await self._view.read(changed)
-        except HAProxySocketError as err:
-            self._view.invalidate()
-            self._runtime_error = str(err)
-            return RunningState(None, config, missing, runtime_error=str(err))
-        finally:
-            self._note_view_changes()
-        self._runtime_error = None
-        return RunningState(self._view.snapshot(), config, missing)
-
-    async def _refresh_view(self, touched: Collection[str]) -> None:
-        """After runtime commands: read again the backends they changed."""
-        if self._view is None or not touched:
-            return
-        try:
-            await self._view.refresh(touched)
-        except HAProxySocketError as err:
-            self._view.invalidate()
-            event(log, "haproxy_state_read_failed", level=logging.WARNING, error=str(err))
-        finally:
-            self._note_view_changes()
-
-    async def _resync_loop(self) -> None:
-        """Every FULL_READ_INTERVAL: read HAProxy's whole runtime state, a part at a time
-        and without holding up applies (``synapse.haproxy.view``), then plan the backends
-        that differ from what synapse believed (an operator's command, health changes):
-        drift is corrected even when nothing else changes."""
-        view = self._view
-        assert view is not None
-        while not self._stopping:
-            await asyncio.sleep(max(view.due, 1.0))
-            if not view.valid or view.due or not self._applied:
-                continue  # not read yet, or an apply read it all meanwhile
-            try:
-                if not await view.sweep(self._lock):
-                    continue
-            except HAProxySocketError:
-                continue  # the next apply will find out
-            async with self._lock:
-                view.swept()
-                self._note_view_changes()
-                if self._to_plan is None or self._to_plan:
-                    await self._reconcile()
-
-    def _note_view_changes(self) -> None:
-        assert self._view is not None
-        replaced = self._view.take_replaced()
-        self._ids_changed |= replaced
-        if self._to_plan is not None:
-            self._to_plan |= replaced
-
-    def _backends_to_plan(self, desired: DesiredConfig, running: RunningState) -> set[str] | None:
-        """The backends worth planning server by server (None: all of them)."""
-        caps = self._capabilities()
-        if caps != self._plan_caps:
-            self._plan_caps, self._to_plan = caps, None
-        delta = desired.delta
-        if running.backends is None or self._to_plan is None or delta is None:
+    def _bridge(self, running: RunningState) -> Bridge | None:
+        layout = self._installer.layout
+        if layout is None or running.backends is None or not self.config.do_writes:
             return None
-        if delta.base is not self._plan_base:
-            return None
-        return self._to_plan | delta.backends
+        ids = self._reader.id_hints(running)
+        return build_bridge(layout, self._desired, running, ids, self._capabilities())
 
-    def _planned(self, desired: DesiredConfig, running: RunningState, result: Plan) -> None:
-        """After a plan: only the backends it found something to do for stay to plan."""
-        if running.backends is None:
-            self._to_plan, self._plan_base = None, None
-            return
-        self._to_plan = set(result.active)
-        self._plan_base = desired.parsed
-
-    def _id_hints(self, running: RunningState) -> Mapping[str, Mapping[str, int]]:
-        """Server ids HAProxy uses (runtime API), else the ones in the config file."""
-        if running.backends is not None:
-            return self._ids.use(running.backends)
-        hints: dict[str, dict[str, int]] = {}
-        if running.config is not None:
-            for proxy, lines in running.config.servers.items():
-                for name, line in lines.items():
-                    tokens = line.options.split()
-                    if "id" in tokens[:-1] and tokens[tokens.index("id") + 1].isdigit():
-                        hints.setdefault(proxy, {})[name] = int(tokens[tokens.index("id") + 1])
-        return hints
-
-    async def _run_ops(self, ops: tuple[Op, ...]) -> tuple[list[str], list[str]]:
-        """Apply ops on every runtime socket, in one batch each; (commands applied,
-        failures needing a reload). A server whose op failed gets none of its later ops."""
-        errors: list[str | None] = [None] * len(ops)
-        for client in self._runtime:
-            todo = [i for i, error in enumerate(errors) if error is None]
-            if not todo:
-                break
-            try:
-                results = await client.run_ops([ops[i] for i in todo])
-            except HAProxySocketError as err:
-                results = [str(err)] * len(todo)
-            for i, result in zip(todo, results, strict=True):
-                errors[i] = result
-        applied: list[str] = []
-        failures: list[str] = []
-        logged = 0
-        for op, error in zip(ops, errors, strict=True):
-            if error is None:
-                applied.append(op.command)
-                self._recent_ops.append(op.command)
-                self.metrics.plan_operations.labels(op.label).inc()
-                continue
-            if error == SKIPPED:
-                continue
-            self.metrics.runtime_errors.labels(op.label).inc()
-            if not op.tolerated:
-                failures.append(f"runtime command failed: {error}")
-            logged += 1
-            if logged <= MAX_LOGGED_FAILURES:
-                fallback = "retry later" if op.tolerated else "reload"
-                level = logging.INFO if op.tolerated else logging.WARNING
-                event(log, "haproxy_runtime_command_failed", level=level, command=op.command,
-                      error=error, fallback=fallback)  # fmt: skip
-        if logged > MAX_LOGGED_FAILURES:
-            more = logged - MAX_LOGGED_FAILURES
-            event(log, "haproxy_runtime_command_failed", level=logging.WARNING, more=more,
-                  detail="further failed commands are not logged one by one")  # fmt: skip
-        if failures and self._view is not None:
-            self._view.invalidate()  # a command failed: what we believed may be wrong
-        if applied:
-            event(log, "haproxy_runtime_ops", count=len(applied), first=applied[0])
+    async def _run_ops(self, ops: Sequence[Op]) -> tuple[list[str], list[str]]:
+        applied, failures = await run_ops(self._runtime, ops, self.metrics)
+        self.info.last_ops.extend(applied)
+        if failures:
+            self._reader.invalidate()  # a command failed: what we believed may be wrong
         return applied, failures
 
     # --- reloads --------------------------------------------------------------------------
@@ -571,248 +307,119 @@ class HAProxyController:
         if not self.config.do_writes:
             self._warn_once("no_writes", "HAProxy needs a reload but do_writes is false",
                             reload.summary)  # fmt: skip
-            return ApplyResult(reload="disabled")
-        if candidate.text == self._failed_candidate:
-            await self._revive()
-            return ApplyResult(reload="invalid", error=self._failed_message())
+            return ApplyResult(reload=ApplyOutcome.DISABLED)
         down = self._managed is not None and not self._managed.alive
-        if candidate.text == self._settled_candidate and not down:
+        decision = self._gate.decide(candidate.text, down)
+        if decision is GateDecision.REFUSED:
+            await self._revive()
+            error = self.info.validation_error
+            return ApplyResult(reload=ApplyOutcome.INVALID, error=error and error["message"])
+        if decision is GateDecision.SETTLED:
             error = "HAProxy still differs from this config after reloading it"
-            return ApplyResult(reload="failed", error=error)
-        if down and not self._failures:
-            return await self._reload(reload, candidate)  # a first start is not rate limited
-        if self._clock() >= self._next_reload_at:
+            return ApplyResult(reload=ApplyOutcome.FAILED, error=error)
+        if decision is GateDecision.RELOAD:
             return await self._reload(reload, candidate)
-        self._pending = reload
-        self.metrics.reload_pending.set(1)
-        if self._pending_task is None:
-            self._pending_task = asyncio.create_task(self._reload_later())
-            event(log, "haproxy_reload_scheduled", reason=reload.summary,
-                  in_s=round(self._next_reload_at - self._clock(), 3))  # fmt: skip
-        return ApplyResult(reload="pending")
-
-    async def _reload_later(self) -> None:
-        try:
-            while True:
-                delay = self._next_reload_at - self._clock()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                async with self._lock:
-                    if self._clock() < self._next_reload_at:
-                        continue  # another reload went first: wait for the new slot
-                    self._pending_task = None
-                    self._pending = None
-                    self.metrics.reload_pending.set(0)
-                    await self._reconcile()
-                return
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug must not kill the pending reload silently
-            log.exception("pending HAProxy reload failed")
-            self._pending_task = None
-
-    def _clear_pending(self) -> None:
-        if self._pending_task is not None and self._pending_task is not asyncio.current_task():
-            self._pending_task.cancel()
-        self._pending_task = None
-        self._pending = None
-        self.metrics.reload_pending.set(0)
-
-    def _retry_later(self, reload: Reload) -> None:
-        self._pending = reload
-        self.metrics.reload_pending.set(1)
-        if self._pending_task is None:
-            self._pending_task = asyncio.create_task(self._reload_later())
+        self._pending.wait_for_turn(reload, announce=True)
+        return ApplyResult(reload=ApplyOutcome.PENDING)
 
     async def _reload(self, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
         began = self._clock()
         if not self.config.do_reloads and self._managed is None:
             return await self._write_without_reload(reload, candidate)
-        error = await self._validate(candidate)
+        error = await self._installer.validate(candidate)
         if error is not None:
             result = self._invalid(error, reload.reasons, candidate.text)
             await self._revive()
             return result
-        self._validation_error = self._failed_candidate = None
-        interval = self.config.restart_interval
-        self._next_reload_at = began + interval * (1 + self.config.restart_jitter * self._rng())
-        await self._dump_server_state()
-        assert self._file is not None  # reloads need a config file
-        previous = self._file.text, self._file.parsed, self._file_layout
-        wrote = await self._write_file(candidate, self._layout())
+        self.info.validation_error = None
+        self._gate.validated(began)
+        await self._installer.dump_server_state(self._reader.runtime_error is None)
         starting = self._managed is not None and not self._managed.alive
         try:
-            await self._swap_in()
-        except _ReloadFailed as err:
-            if previous[0] is not None:
-                # The old config is still what HAProxy runs.
-                await self._restore_file(*previous)
+            wrote = await self._installer.install(candidate, self._layout())
+        except InstallFailed as err:
             return self._reload_failed(str(err), reload, began)
-        self._clear_pending()  # whatever waited is in this reload
-        for client in self._runtime:
-            await client.release()  # held connections reach the old process
-        if self._view is not None:
-            self._view.invalidate()  # a new process: read all of it
-        self._failures = 0
-        self._last_reload_error = None
-        self._version = None  # re-read: the binary may have been upgraded
+        self._watch_process()
+        self._pending.clear()  # whatever waited is in this reload
+        self._gate.reloaded()
+        self._reader.invalidate()  # a new process: read all of it
+        self._reader.version = None  # re-read: the binary may have been upgraded
         kind = "start" if starting else reload.kind
-        if starting:
-            self.start_count += 1
-        else:
-            self.reload_count += 1
+        elapsed = self._clock() - began
+        self.info.reloaded(kind, reload.summary, elapsed, started=starting)
         self.metrics.reloads.labels(kind).inc()
         self.metrics.last_reload.set(time.time())
-        elapsed = self._clock() - began
-        self._last_reload = {
-            "at": time.time(),
-            "kind": kind,
-            "reason": reload.summary,
-            "duration_ms": round(elapsed * 1000, 1),
-        }
         event(log, "haproxy_started" if starting else "haproxy_reloaded", kind=kind,
               reason=reload.summary, ms=round(elapsed * 1000, 1))  # fmt: skip
         return await self._after_reload(candidate, wrote)
 
     async def _after_reload(self, candidate: DesiredConfig, wrote: bool) -> ApplyResult:
         """Runtime ops the reload did not carry (states restored from the state file...)."""
-        running = await self._read_running()
+        running = await self._reader.read()
         fresh = self._render(running)
-        after = plan(fresh, running, self._capabilities(), self._backends_to_plan(fresh, running))
-        self._planned(fresh, running, after)
+        after = self._plan(fresh, running)
         applied, failures = await self._run_ops(after.ops)
-        written = await self._write_file(fresh, self._layout()) or wrote
-        await self._refresh_view({op.backend for op in after.ops})
+        written = self._installer.write(fresh, self._layout()) or wrote
+        await self._reader.refresh({op.backend for op in after.ops})
+        done = ApplyOutcome.DONE
         if after.reload is not None and after.reload.kind == "runtime_unavailable":
             # Reloaded, but nothing answers on the runtime socket: try again, backing off.
             failed = self._reload_failed(after.reload.summary, after.reload, self._clock())
-            return ApplyResult(tuple(applied), "done", (), written, failed.error)
+            return ApplyResult(tuple(applied), done, (), written, failed.error)
         if after.reload is not None or failures:
             # Reloaded with exactly this config and HAProxy still differs: retrying the
             # same candidate would loop, so it waits for the next change.
-            self._settled_candidate = candidate.text
+            self._gate.settle(candidate.text)
             detail = after.reload.summary if after.reload else "; ".join(failures)
             event(log, "haproxy_differs_after_reload", level=logging.ERROR, detail=detail)
-            return ApplyResult(tuple(applied), "done", (), written, f"still differs: {detail}")
-        self._settled_candidate = None
-        return ApplyResult(tuple(applied), "done", (), written)
-
-    async def _swap_in(self) -> None:
-        """Make HAProxy load the config file: start, master reload, or reload_command."""
-        if self._file is not None:
-            try:
-                await self._file.flush()  # HAProxy reads the file: it must be on disk
-            except OSError as err:
-                raise _ReloadFailed(str(err)) from err
-        if self._managed is not None:
-            try:
-                if self._managed.alive:
-                    await self._managed.reload()
-                else:
-                    await self._managed.start()
-                    self._supervise()
-            except (HAProxyProcessError, HAProxySocketError) as err:
-                raise _ReloadFailed(str(err)) from err
-            return
-        before = await self._worker_pid()
-        assert self.config.reload_command is not None
-        result = await run_command(self.config.reload_command, self.config.reload_timeout)
-        if not result.ok:
-            raise _ReloadFailed(
-                f"reload_command exited with {result.returncode}: {result.output[-1000:]}"
-            )
-        await self._confirm_new_worker(before)
-
-    async def _worker_pid(self) -> str | None:
-        if not self._runtime:
-            return None
-        try:
-            return (await self._runtime[0].info()).get("Pid")
-        except HAProxySocketError:
-            return None
-
-    async def _confirm_new_worker(self, before: str | None) -> None:
-        """After reload_command: wait until a new process answers on the admin socket."""
-        if not self._runtime:
-            return
-        deadline = self._clock() + self.config.reload_timeout
-        while self._clock() < deadline:
-            pid = await self._worker_pid()
-            if pid is not None and pid != before:
-                return
-            await asyncio.sleep(0.02)
-        event(log, "haproxy_reload_unconfirmed", level=logging.WARNING,
-              detail=f"no new HAProxy process answered on {self._runtime[0].path} within "
-              f"{self.config.reload_timeout}s")  # fmt: skip
+            return ApplyResult(tuple(applied), done, (), written, f"still differs: {detail}")
+        self._gate.settle(None)
+        return ApplyResult(tuple(applied), done, (), written)
 
     async def _write_without_reload(self, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
         """do_reloads: false (Airbnb): install the valid config, leave reloading to others."""
-        error = await self._validate(candidate)
+        error = await self._installer.validate(candidate)
         if error is not None:
             return self._invalid(error, reload.reasons, candidate.text)
         self._warn_once("no_reloads", "HAProxy needs a reload but do_reloads is false",
                         reload.summary)  # fmt: skip
-        written = await self._write_file(candidate, self._layout())
-        if self._file is not None:
-            await self._file.flush()  # others reload it: on disk before apply returns
-        return ApplyResult((), "disabled", (), written)
-
-    async def _validate(self, candidate: DesiredConfig) -> str | None:
-        if not self.settings.can_validate:
-            return None
-        return await validate_config(self.settings, candidate.text, self.config.reload_timeout)
+        written = self._installer.write(candidate, self._layout())
+        await self._installer.flush()  # others reload it: on disk before apply returns
+        return ApplyResult((), ApplyOutcome.DISABLED, (), written)
 
     def _invalid(
         self, error: str, reasons: tuple[tuple[str, str], ...], candidate: str | None
     ) -> ApplyResult:
         self.metrics.validation_failures.inc()
         path = str(self.settings.candidate_path) if self.settings.candidate_path else None
-        self._validation_error = {"at": time.time(), "message": error, "candidate": path,
-                                  "reasons": [d for _, d in reasons][:10]}  # fmt: skip
-        self._last_validation_error = self._validation_error
+        self.info.refused(error, path, [detail for _, detail in reasons])
         event(log, "haproxy_config_invalid", level=logging.ERROR, candidate=path, error=error,
               detail="the running config stays in place")  # fmt: skip
-        self._failed_candidate = candidate  # not retried until the desired state changes
-        return ApplyResult(reload="invalid", error=error)
-
-    def _failed_message(self) -> str | None:
-        return self._validation_error["message"] if self._validation_error else None
+        self._gate.refuse(candidate)  # not retried until the desired state changes
+        return ApplyResult(reload=ApplyOutcome.INVALID, error=error)
 
     def _reload_failed(self, error: str, reload: Reload, began: float) -> ApplyResult:
-        self._failures += 1
         self.metrics.reload_failures.inc()
-        base = max(self.config.restart_interval, 1.0)
-        backoff = min(MAX_BACKOFF, base * 2 ** (self._failures - 1))
-        self._next_reload_at = began + backoff
-        self._last_reload_error = {"at": time.time(), "message": error, "reason": reload.summary,
-                                   "retry_in_s": round(backoff, 1)}  # fmt: skip
+        backoff = self._gate.failed(began)
+        self.info.reload_failed(error, reload.summary, backoff)
         event(log, "haproxy_reload_failed", level=logging.ERROR, error=error,
               reason=reload.summary, retry_in_s=round(backoff, 1))  # fmt: skip
-        self._retry_later(reload)
-        return ApplyResult(reload="failed", error=error)
-
-    async def _dump_server_state(self) -> None:
-        """Save runtime states for `load-server-state-from-file` in the new worker."""
-        path = self.settings.state_file
-        if path is None:
-            return
-        try:
-            if self._runtime and self._runtime_error is None:
-                text = await self._runtime[0].dump_servers_state()
-                await asyncio.to_thread(write_atomic, path, text)
-            elif not await asyncio.to_thread(path.exists):
-                # An empty dump: HAProxy warns about a missing state file at every start.
-                await asyncio.to_thread(write_atomic, path, "1\n")
-        except (HAProxySocketError, OSError) as err:
-            event(log, "haproxy_state_dump_failed", level=logging.WARNING, error=str(err))
+        self._pending.wait_for_turn(reload)
+        return ApplyResult(reload=ApplyOutcome.FAILED, error=error)
 
     # --- the managed process --------------------------------------------------------------
 
-    def _supervise(self) -> None:
-        if self._managed is None or self._stopping:
-            return
-        if self._supervisor is None or self._supervisor.done():
-            self._supervisor = asyncio.create_task(self._watch_process())
+    def _watch_process(self) -> None:
+        if self._supervisor is not None and not self._stopping:
+            self._supervisor.watch()
+
+    async def _restart_after_exit(self) -> None:
+        """The Supervisor's restart: the managed HAProxy died; an apply starts it again."""
+        async with self._lock:
+            if not self._has_desired() or self._managed is None or self._managed.alive:
+                return
+            self._reader.invalidate()
+            await self._apply_locked()  # not alive: the apply starts it
 
     async def _revive(self) -> None:
         """The managed HAProxy is down and the candidate cannot be installed: run the file.
@@ -820,80 +427,21 @@ class HAProxyController:
         The file on disk is the last config HAProxy ran (plus what runtime operations
         changed since), so it is the best thing to serve until a valid candidate comes.
         """
-        if self._managed is None or self._managed.alive or self._stopping:
+        if self._stopping or not await self._installer.start_from_file():
             return
-        if self._file is None or not self._file.exists:
-            return
-        with contextlib.suppress(OSError):  # else the disk has an older good config: still good
-            await self._file.flush()
-        try:
-            await self._managed.start()
-        except HAProxyProcessError as err:
-            event(log, "haproxy_start_failed", level=logging.ERROR, error=str(err)[:2000])
-            return
-        self._supervise()
-        self.start_count += 1
+        self._watch_process()
+        self.info.starts += 1
         self.metrics.reloads.labels("start").inc()
         event(log, "haproxy_started", kind="start", level=logging.WARNING,
               reason="the last good config: the new one is invalid")  # fmt: skip
         # Like after a reload: states the state file brought back may be out of date.
-        if self._view is not None:
-            self._view.invalidate()
-        running = await self._read_running()
+        self._reader.invalidate()
+        running = await self._reader.read()
         bridge = self._bridge(running)
         if bridge is not None:
-            await self._run_ops(bridge[1])
-            await self._write_file(bridge[0], bridge[2])
-            await self._refresh_view({op.backend for op in bridge[1]})
-
-    async def _watch_process(self) -> None:
-        """Restart the managed HAProxy if it dies (backing off when it keeps dying)."""
-        assert self._managed is not None
-        failures = 0
-        while not self._stopping:
-            began = self._clock()
-            status = await self._managed.wait_exit()
-            if self._stopping:
-                return
-            # A long healthy run forgives earlier crashes; a crash loop backs off.
-            failures = 1 if self._clock() - began > STABLE_RUN else failures + 1
-            delay = min(MAX_BACKOFF, max(self.config.restart_interval, 0.5) * 2 ** (failures - 1))
-            event(log, "haproxy_exited", level=logging.ERROR, status=status,
-                  restart_in_s=round(delay, 1), output=self._managed.output_tail(5))  # fmt: skip
-            await asyncio.sleep(delay)
-            async with self._lock:
-                if self._stopping or self._managed.alive or not self._applied:
-                    continue
-                if self._view is not None:
-                    self._view.invalidate()
-                await self._reconcile()  # not alive: the reconcile starts it
-
-    # --- files ----------------------------------------------------------------------------
-
-    async def _load_file(self) -> None:
-        if self._file is not None and not self._file_loaded:
-            await self._file.load()
-            self._file_loaded = True
-
-    async def _write_file(self, config: DesiredConfig, layout: _Layout | None) -> bool:
-        """Make ``config`` the config file's text (written in the background, see
-        ``synapse.haproxy.configfile``); ``layout`` made it. True when the text changed."""
-        if self._file is None:
-            return False
-        self._file_layout = layout
-        if not self._file.set(config.parts, config.parsed):
-            return False
-        self.metrics.config_writes.inc()
-        return True
-
-    async def _restore_file(
-        self, text: str, parsed: ParsedConfig | None, layout: _Layout | None
-    ) -> None:
-        assert self._file is not None
-        self._file.set((text,), parsed)
-        self._file_layout = layout
-        with contextlib.suppress(OSError):  # the writer keeps trying, and says so
-            await self._file.flush()
+            await self._run_ops(bridge.ops)
+            self._installer.write(bridge.config, bridge.layout)
+            await self._reader.refresh({op.backend for op in bridge.ops})
 
     def _warn_once(self, key: str, message: str, detail: str) -> None:
         if key not in self._warned:

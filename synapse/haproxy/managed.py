@@ -12,6 +12,9 @@ master's ``[failed: N]`` counter: that is a failed reload, reported at once.
 
 If synapse was killed and restarted while its HAProxy kept running, ``adopt()``
 takes the running master over instead of starting a second one.
+
+``Supervisor`` restarts a master that dies (backing off when it keeps dying); the
+restart itself is the controller's: it applies the desired state, which starts HAProxy.
 """
 
 from __future__ import annotations
@@ -23,18 +26,19 @@ import os
 import signal
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 from smartstack.logs import event
-from synapse.haproxy.runtime import (
-    HAProxySocketError,
-    MasterClient,
-    ProcInfo,
-    RuntimeClient,
-)
+from synapse.haproxy.answers import ProcInfo
+from synapse.haproxy.runtime import MasterClient, RuntimeClient
 from synapse.haproxy.settings import Settings
+from synapse.haproxy.sockets import HAProxySocketError
 
 log = logging.getLogger("synapse.haproxy.managed")
+_controller_log = logging.getLogger("synapse.haproxy")  # (where its events always were)
 POLL = 0.02
+STABLE_RUN = 30.0  # seconds a restarted HAProxy must live before its crashes are forgiven
+MAX_RESTART_DELAY = 60.0
 
 
 class HAProxyProcessError(Exception):
@@ -213,6 +217,56 @@ class ManagedHAProxy:
             elif not self._stopping and "[WARNING]" in text:
                 level = logging.WARNING
             event(log, "haproxy_output", level=level, line=text)
+
+
+class Supervisor:
+    """Restarts the managed HAProxy when it dies, backing off when it keeps dying.
+
+    ``restart`` is called after the delay (the controller: under its lock, it applies the
+    desired state, which starts HAProxy); ``interval`` is the current restart_interval.
+    """
+
+    def __init__(
+        self,
+        haproxy: ManagedHAProxy,
+        restart: Callable[[], Awaitable[None]],
+        interval: Callable[[], float],
+        clock: Callable[[], float],
+    ) -> None:
+        self.haproxy = haproxy
+        self._restart = restart
+        self._interval = interval
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self.stopping = False
+
+    def watch(self) -> None:
+        """Watch the running master (a no-op while watching already)."""
+        if not self.stopping and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        self.stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _watch(self) -> None:
+        failures = 0
+        while not self.stopping:
+            began = self._clock()
+            status = await self.haproxy.wait_exit()
+            if self.stopping:
+                return
+            # A long healthy run forgives earlier crashes; a crash loop backs off.
+            failures = 1 if self._clock() - began > STABLE_RUN else failures + 1
+            delay = min(MAX_RESTART_DELAY, max(self._interval(), 0.5) * 2 ** (failures - 1))
+            event(_controller_log, "haproxy_exited", level=logging.ERROR, status=status,
+                  restart_in_s=round(delay, 1), output=self.haproxy.output_tail(5))  # fmt: skip
+            await asyncio.sleep(delay)
+            await self._restart()
 
 
 def _pid_alive(pid: int) -> bool:

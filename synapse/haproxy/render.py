@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -36,7 +36,8 @@ import jinja2
 
 from synapse.config import HAProxyConfig, ServiceHAProxyConfig
 from synapse.haproxy import edge
-from synapse.haproxy.configtext import Block, ParsedConfig, assemble, parse_blocks, parse_config
+from synapse.haproxy.configtext import Block, assemble, parse_blocks, parse_config
+from synapse.haproxy.desired import Delta, DesiredConfig
 from synapse.haproxy.keywords import belongs_in_backend, belongs_in_frontend
 from synapse.haproxy.resilience import extra_backend_lines
 from synapse.haproxy.settings import Settings, settings_for
@@ -46,32 +47,6 @@ from synapse.model import DesiredService
 DEFAULT_TEMPLATE = "haproxy.cfg.j2"
 # Template blocks that let a service be rendered on its own (see the module docstring).
 PIECE_BLOCKS = ("head", "service", "tail")
-
-
-@dataclass(frozen=True)
-class Delta:
-    """Where a config differs from ``base`` (the config rendered just before it): only in
-    these sections, these proxies' server lines and these backend specs."""
-
-    base: ParsedConfig
-    headers: frozenset[str]
-    proxies: frozenset[str]
-    backends: frozenset[str]
-
-
-@dataclass(frozen=True)
-class DesiredConfig:
-    """A rendered candidate: the text (in parts) plus what the planner needs to compare it."""
-
-    parsed: ParsedConfig
-    backends: dict[str, BackendSpec]
-    warnings: tuple[str, ...] = field(default=())
-    parts: tuple[str, ...] = field(default=())
-    delta: Delta | None = None  # None: compare everything
-
-    @cached_property
-    def text(self) -> str:
-        return "".join(self.parts)
 
 
 @dataclass(frozen=True)

@@ -1,296 +1,40 @@
-"""asyncio client for HAProxy's unix sockets: the runtime API (admin socket) and the master CLI.
+"""asyncio clients of HAProxy: the runtime API (admin socket) and the master CLI.
 
-Commands go in batches: one connection in interactive mode (``prompt``), every command
-of a batch written at once, and each answer read up to the prompt that follows it. In
-that mode HAProxy 2.6 ends every answer with "\n> ", so answers split reliably and a
-failed command is attributed to itself. The plain `;`-separated form does not: there an
-answer is followed by one newline, but some answers (`del server`'s "No such server.")
-have no newline of their own, so two answers run together. Measured on 2.6.12: one
-command per connection ~0.09 ms; a batch ~0.005 ms per command after ~0.1 ms to connect.
-(Answers never contain "\n> " for the commands synapse sends: server and backend names
-cannot hold '>', and state dumps and error messages do not start a line with it.)
-
-The master CLI keeps the connection open after a command: we shut our write side so it
-answers and closes. HAProxy 2.6 answers nothing to `reload`; a new worker in `show proc`
-is the confirmation.
+The transport (batches on one prompt-mode connection) is ``synapse.haproxy.sockets``,
+the parsing of answers ``synapse.haproxy.answers``. The master CLI keeps the connection
+open after a command: we shut our write side so it answers and closes. HAProxy 2.6
+answers nothing to `reload`; a new worker in `show proc` is the confirmation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 
-from synapse.haproxy.planner import Op
-from synapse.haproxy.state import RunningServer
+from synapse.haproxy.answers import (
+    CANNOT_FIND_BACKEND,
+    ProcInfo,
+    parse_all_backends,
+    parse_pid,
+    parse_servers_state,
+    parse_show_backend,
+    parse_show_info,
+    parse_show_proc,
+    parse_version,
+)
+from synapse.haproxy.ops import Op
+from synapse.haproxy.running import RunningServer
+from synapse.haproxy.sockets import (
+    DEFAULT_TIMEOUT,
+    CommandFailed,
+    Session,
+    SocketUnavailable,
+    UnexpectedAnswer,
+    unix_request,
+)
 
-DEFAULT_TIMEOUT = 5.0
-MAX_ANSWER_BYTES = 64 * 1024 * 1024  # `show servers state` of a very large edge is a few MB
 SKIPPED = "not sent: an earlier command for this server failed"
-# `show servers state` format 1; used when the header line is missing.
-SERVER_STATE_COLUMNS = (
-    "be_id", "be_name", "srv_id", "srv_name", "srv_addr", "srv_op_state", "srv_admin_state",
-    "srv_uweight", "srv_iweight", "srv_time_since_last_change", "srv_check_status",
-    "srv_check_result", "srv_check_health", "srv_check_state", "srv_agent_state",
-    "bk_f_forced_id", "srv_f_forced_id", "srv_fqdn", "srv_port", "srvrecord", "srv_use_ssl",
-    "srv_check_port", "srv_check_addr", "srv_agent_addr", "srv_agent_port",
-)  # fmt: skip
-
-
-class HAProxySocketError(Exception):
-    """Base of the errors talking to an HAProxy socket."""
-
-
-class SocketUnavailable(HAProxySocketError):
-    """Could not connect, or no answer in time: HAProxy is down, reloading, or the path is wrong."""
-
-
-class CommandFailed(HAProxySocketError):
-    """HAProxy answered a command with an error."""
-
-    def __init__(self, command: str, answer: str) -> None:
-        super().__init__(f"{command!r} failed: {answer.strip()[:300] or '(empty answer)'}")
-        self.command = command
-        self.answer = answer
-
-
-class UnexpectedAnswer(HAProxySocketError):
-    """An answer we cannot parse (another HAProxy version, or not HAProxy at all)."""
-
-
-PROMPT = b"\n> "  # what follows every answer in interactive mode
-
-
-def split_answers(
-    buffer: bytes | bytearray, limit: int, scan_from: int = 0
-) -> tuple[list[str], int]:
-    """The complete answers at the head of an interactive-mode transcript, at most ``limit``.
-
-    Each answer ends where a prompt starts. Returns the answers and how many bytes they
-    took (with their prompts); the rest is an answer still arriving. ``scan_from``: no
-    prompt starts before this offset (it was searched already).
-    """
-    answers: list[str] = []
-    start = 0
-    while len(answers) < limit:
-        end = buffer.find(PROMPT, max(start, scan_from))
-        if end < 0:
-            break
-        answers.append(bytes(buffer[start:end]).decode(errors="replace"))
-        start = end + len(PROMPT)
-    return answers, start
-
-
-async def _open(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    try:
-        return await asyncio.open_unix_connection(path, limit=MAX_ANSWER_BYTES)
-    except OSError as err:
-        raise SocketUnavailable(f"{path}: {err.strerror or err}") from err
-
-
-class Session:
-    """One admin-socket connection in interactive mode; ``ask`` sends a batch of commands.
-
-    Use as ``async with Session(path, timeout) as session``; each ``ask`` is bounded by the
-    timeout. A batch cut short (HAProxy gone, timeout) returns the answers that came.
-    """
-
-    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.path = path
-        self.timeout = timeout
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._buffer = bytearray()
-        self.closed = False
-
-    async def __aenter__(self) -> Session:
-        self._reader, self._writer = await _open(self.path)
-        answers = await self.ask(["prompt"])
-        if answers != [""]:
-            await self.close()
-            if not answers:
-                raise SocketUnavailable(f"{self.path}: no answer to 'prompt'")
-            raise UnexpectedAnswer(f"{self.path}: 'prompt' answered {answers[0][:120]!r}")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        self.closed = True
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-    async def ask(self, commands: Sequence[str]) -> list[str]:
-        """Send ``commands`` at once; their answers in order (fewer if the batch was cut)."""
-        if not commands:
-            return []
-        if self._reader is None or self._writer is None or self.closed:
-            raise SocketUnavailable(f"{self.path}: the session is closed")
-        for command in commands:
-            if "\n" in command or "\r" in command:
-                raise ValueError(f"a command must be one line: {command!r}")
-        answers: list[str] = []
-        scan = 0
-        try:
-            async with asyncio.timeout(self.timeout):
-                self._writer.write("".join(f"{c}\n" for c in commands).encode())
-                while True:
-                    found, used = split_answers(self._buffer, len(commands) - len(answers), scan)
-                    del self._buffer[:used]
-                    answers += found
-                    if len(answers) == len(commands):
-                        break
-                    scan = max(0, len(self._buffer) - len(PROMPT) + 1)
-                    chunk = await self._reader.read(MAX_ANSWER_BYTES)
-                    if not chunk:
-                        break
-                    self._buffer += chunk
-        except (TimeoutError, OSError):
-            pass  # the caller sees the missing answers
-        if len(answers) < len(commands):
-            # Late answers would be taken for the next batch's: never use it again.
-            await self.close()
-        return answers
-
-
-async def unix_request(
-    path: str, command: str, timeout: float = DEFAULT_TIMEOUT, shut_write: bool = False
-) -> str:
-    """Send one command line to a unix socket and read the answer until HAProxy closes."""
-    if "\n" in command or "\r" in command:
-        raise ValueError(f"a command must be one line: {command!r}")
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await _open(path)
-            try:
-                writer.write(command.encode() + b"\n")
-                if shut_write:
-                    writer.write_eof()
-                await writer.drain()
-                data = await reader.read(MAX_ANSWER_BYTES)
-                while chunk := await reader.read(MAX_ANSWER_BYTES):
-                    data += chunk
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-    except TimeoutError as err:
-        raise SocketUnavailable(f"{path}: no answer to {command!r} within {timeout}s") from err
-    except OSError as err:  # the connection broke after it was opened
-        raise SocketUnavailable(f"{path}: {err.strerror or err}") from err
-    return data.decode(errors="replace")
-
-
-# --------------------------------------------------------------------------- parsers
-
-
-def parse_show_info(text: str) -> dict[str, str]:
-    info = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            info[key.strip()] = value.strip()
-    return info
-
-
-def parse_version(version: str) -> tuple[int, int, int]:
-    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
-    if match is None:
-        raise UnexpectedAnswer(f"cannot read an HAProxy version from {version!r}")
-    major, minor, patch = match.groups()
-    return int(major), int(minor), int(patch or 0)
-
-
-def parse_show_backend(text: str) -> list[str]:
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-
-
-# The columns RunningServer takes, as text and as integers.
-_TEXT_COLUMNS = ("be_name", "srv_name", "srv_addr")
-_INT_COLUMNS = ("srv_id", "srv_port", "srv_op_state", "srv_admin_state", "srv_uweight",
-                "srv_iweight")  # fmt: skip
-CANNOT_FIND_BACKEND = "Can't find backend"
-_PID = re.compile(r"^Pid: (\d+)$", re.MULTILINE)
-
-
-def _column_indexes(columns: list[str]) -> tuple[list[int], list[int]]:
-    try:
-        return [columns.index(c) for c in _TEXT_COLUMNS], [columns.index(c) for c in _INT_COLUMNS]
-    except ValueError as err:
-        raise UnexpectedAnswer(f"servers state columns without {err}") from err
-
-
-def parse_servers_state(text: str) -> list[RunningServer]:
-    """Rows of `show servers state` (format 1); columns by the header when there is one."""
-    lines = text.splitlines()
-    if not lines or lines[0].strip() != "1":
-        raise UnexpectedAnswer(f"not a format-1 servers state dump: {text[:120]!r}")
-    texts, ints = _column_indexes(list(SERVER_STATE_COLUMNS))
-    servers = []
-    for line in lines[1:]:
-        if line.startswith("#"):
-            texts, ints = _column_indexes(line.lstrip("#").split())
-            continue
-        fields = line.split()
-        if not fields:
-            continue
-        try:
-            backend, name, addr = (fields[i] for i in texts)
-            sid, port, op_state, admin, weight, initial = (int(fields[i]) for i in ints)
-        except (IndexError, ValueError) as err:
-            raise UnexpectedAnswer(f"bad servers state line {line[:120]!r}: {err}") from err
-        servers.append(
-            RunningServer(backend, name, sid, addr, port, op_state, admin, weight, initial)
-        )
-    return servers
-
-
-@dataclass(frozen=True)
-class ProcInfo:
-    """The master's `show proc`."""
-
-    master_pid: int | None = None
-    reloads: int = 0
-    failed_reloads: int = 0
-    workers: tuple[int, ...] = ()
-    old_workers: tuple[int, ...] = ()
-    versions: dict[int, str] = field(default_factory=dict)
-
-
-def parse_show_proc(text: str) -> ProcInfo:
-    section = "master"
-    master: int | None = None
-    reloads = failed = 0
-    groups: dict[str, list[int]] = {"workers": [], "old_workers": []}
-    versions: dict[int, str] = {}
-    for line in text.splitlines():
-        if line.startswith("# "):
-            section = line[2:].strip().replace(" ", "_")
-            continue
-        fields = line.split()
-        if not fields or not fields[0].isdigit():
-            continue
-        pid = int(fields[0])
-        versions[pid] = fields[-1]
-        if section == "master" and len(fields) > 2 and fields[1] == "master":
-            master = pid
-            reloads = int(fields[2]) if fields[2].isdigit() else 0
-            match = re.search(r"\[failed:\s*(\d+)\]", line)
-            failed = int(match.group(1)) if match else 0
-        elif section in groups:
-            groups[section].append(pid)
-    return ProcInfo(
-        master, reloads, failed, tuple(groups["workers"]), tuple(groups["old_workers"]), versions
-    )
-
-
-# --------------------------------------------------------------------------- clients
 
 
 def _waves(ops: Sequence[Op]) -> list[list[int]]:
@@ -421,7 +165,7 @@ class RuntimeClient:
             answers = await session.ask(["show info", "show backend"])
         if len(answers) < 2:
             raise SocketUnavailable(f"{self.path}: no answer to 'show backend'")
-        return _pid(self.path, answers[0]), parse_show_backend(answers[1])
+        return parse_pid(self.path, answers[0]), parse_show_backend(answers[1])
 
     async def read_state(
         self, backends: Sequence[str] | None, with_pid: bool = True
@@ -441,9 +185,9 @@ class RuntimeClient:
             answers = await session.ask(commands)
         if len(answers) < len(commands):
             raise SocketUnavailable(f"{self.path}: no answer to {commands[len(answers)]!r}")
-        pid = _pid(self.path, answers.pop(0)) if with_pid else None
+        pid = parse_pid(self.path, answers.pop(0)) if with_pid else None
         if backends is None:
-            return pid, await asyncio.to_thread(_all_backends, answers[0], answers[1])
+            return pid, await asyncio.to_thread(parse_all_backends, answers[0], answers[1])
         result: dict[str, dict[str, RunningServer] | None] = {}
         for backend, answer in zip(backends, answers, strict=True):
             if answer.startswith(CANNOT_FIND_BACKEND):
@@ -454,24 +198,6 @@ class RuntimeClient:
                 raise UnexpectedAnswer(f"'show servers state {backend}' named another backend")
             result[backend] = found
         return pid, result
-
-
-def _pid(path: str, info: str) -> str:
-    found = _PID.search(info)
-    if found is None:
-        raise UnexpectedAnswer(f"{path}: `show info` has no Pid: {info[:120]!r}")
-    return found.group(1)
-
-
-def _all_backends(show_backend: str, state: str) -> dict[str, dict[str, RunningServer] | None]:
-    result: dict[str, dict[str, RunningServer] | None] = {
-        name: {} for name in parse_show_backend(show_backend)
-    }
-    for server in parse_servers_state(state):
-        servers = result.setdefault(server.backend, {})
-        assert servers is not None
-        servers[server.name] = server
-    return result
 
 
 class MasterClient:

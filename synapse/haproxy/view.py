@@ -2,14 +2,14 @@
 
 Reading all of `show servers state` costs little in HAProxy (~30 ms for 20,000 servers)
 but turning it into objects and comparing them costs ~100 ms of Python, and planning
-against all of it more again. So the controller keeps this view:
+against all of it more again. So synapse keeps this view (``synapse.haproxy.reader``):
 
 - read whole (``read_all``) at the start, after a reload, after a failed command or a
   lost socket, and when another process answers (`show info`: its pid);
 - otherwise only the backends a change touches are read (`show servers state
   <backend>`, one connection for all of them), before planning them and again after
   the runtime commands changed them;
-- and every ``full_every`` seconds the controller sweeps through every backend in the
+- and every ``full_every`` seconds the reader sweeps through every backend in the
   background, a few dozen at a time on a connection of its own (``read_part``), merging
   each part in (``merge``) under its lock: no apply waits more than a part's parsing
   (~2 ms), and a backend an apply read meanwhile keeps that newer read. (A whole read
@@ -29,8 +29,8 @@ import math
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 
+from synapse.haproxy.running import RunningServer
 from synapse.haproxy.runtime import RuntimeClient
-from synapse.haproxy.state import RunningServer
 
 Servers = Mapping[str, RunningServer]
 SWEEP_PART = 25  # backends read per step of a background sweep (~2 ms of parsing)
@@ -78,7 +78,8 @@ class Read:
 class RunningView:
     """The runtime state of one HAProxy (the first admin socket), read whole or in part.
 
-    All methods but ``resync_read`` run under the controller's lock.
+    All methods but ``read_part`` (and ``sweep``, which merges under the lock) run under
+    the controller's lock.
     """
 
     def __init__(
@@ -106,7 +107,7 @@ class RunningView:
 
     @property
     def due(self) -> float:
-        """Seconds until the next background resync (0: due now)."""
+        """Seconds until the next background sweep (0: due now)."""
         return max(0.0, self._read_at + self.full_every - self._clock())
 
     @property

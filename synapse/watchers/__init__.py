@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from synapse.config import ServiceConfig
-from synapse.watchers.base import Found, Report, Sink, Watcher, WatcherContext
+from synapse.model import Sink
+from synapse.watchers.base import Watcher, WatcherContext
 from synapse.watchers.dns import DnsWatcher
 from synapse.watchers.docker import DockerWatcher
 from synapse.watchers.etcd import EtcdWatcher
@@ -21,7 +22,7 @@ WATCHERS: dict[str, type[Watcher]] = {
     "docker": DockerWatcher,
 }
 
-__all__ = ["Found", "Report", "Sink", "Watcher", "WatcherContext", "create_watcher"]
+__all__ = ["Watcher", "WatcherContext", "create_watcher"]
 
 
 def create_watcher(service: str, config: ServiceConfig, sink: Sink, ctx: WatcherContext) -> Watcher:

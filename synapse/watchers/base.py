@@ -1,10 +1,11 @@
-"""What every watcher shares: the report it sends, its lifecycle, its status, backoff.
+"""What every watcher shares: its lifecycle, its status, how it reports.
 
 A watcher follows one service's namespace in one registry and, on every change,
-hands the reconciler the FULL current list of registrations it knows (never a
-delta), plus how many records it is skipping as invalid. Handing over is a plain
-call on the event loop (``sink(report)``) that only stores the report: a watcher
-never waits for HAProxy, and the reconciler never waits for a watcher.
+hands the reconciler a ``Report`` (``synapse.model``): the FULL current list of
+registrations it knows (never a delta), plus how many records it is skipping as
+invalid. Handing over is a plain call on the event loop (``sink(report)``) that only
+stores the report: a watcher never waits for HAProxy, and the reconciler never waits
+for a watcher.
 
 When the registry becomes unreachable a watcher simply stops reporting: the last
 list it reported stays in force until it knows better.
@@ -19,12 +20,14 @@ import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from smartstack.backoff import Backoff
 from smartstack.logs import event
 from smartstack.record import Registration
 from synapse.config import DiscoveryConfig, ServiceConfig
+from synapse.model import Found, Report, Sink
 
 if TYPE_CHECKING:
     from smartstack.etcd import EtcdConnection
@@ -36,28 +39,6 @@ log = logging.getLogger("synapse.watchers")
 RESTART_BASE, RESTART_CAP = 1.0, 60.0  # backoff between restarts of a crashed watcher
 
 
-@dataclass(frozen=True)
-class Found:
-    """One registration and where it was read (``zookeeper:/path/child``, ``etcd:key``, ...)."""
-
-    registration: Registration
-    origin: str
-
-
-@dataclass(frozen=True)
-class Report:
-    """A watcher's complete view of its service at one moment."""
-
-    service: str
-    method: str
-    found: tuple[Found, ...]
-    skipped: int = 0  # records present in the registry but refused as invalid
-    event_time: float = field(default_factory=time.monotonic)  # when the change was seen
-
-
-Sink = Callable[[Report], None]
-
-
 @dataclass
 class Entry:
     """What a watcher knows of one registry record: the registration, or why it was refused."""
@@ -65,23 +46,6 @@ class Entry:
     registration: Registration | None
     reason: str | None = None
     version: int | None = None  # ZooKeeper mzxid / etcd mod_revision; None: nothing to compare
-
-
-class Backoff:
-    """Capped exponential backoff with full jitter (a fleet must not retry in lockstep)."""
-
-    def __init__(self, base: float, cap: float) -> None:
-        self.base = base
-        self.cap = max(cap, base)
-        self.attempt = 0
-
-    def next(self) -> float:
-        ceiling = min(self.cap, self.base * (2**self.attempt))
-        self.attempt = min(self.attempt + 1, 32)
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass

@@ -17,7 +17,8 @@ import time
 from smartstack.logs import event
 from smartstack.record import InvalidRecord, Registration
 from synapse.config import ServerEntry
-from synapse.watchers.base import Found, Watcher
+from synapse.model import Found
+from synapse.watchers.base import Watcher
 
 log = logging.getLogger("synapse.watchers.dns")
 

@@ -26,7 +26,8 @@ import time
 from smartstack.docker_events import ContainerInfo, ContainerWatch, docker_base_url, label_filters
 from smartstack.record import InvalidRecord, Registration
 from synapse.config import ServerEntry
-from synapse.watchers.base import Found, Watcher
+from synapse.model import Found
+from synapse.watchers.base import Watcher
 
 log = logging.getLogger("synapse.watchers.docker")
 

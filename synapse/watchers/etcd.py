@@ -24,10 +24,11 @@ import time
 
 import aetcd.exceptions
 
+from smartstack.backoff import Backoff
 from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection, prefix_fingerprint
 from smartstack.logs import event
 from smartstack.record import InvalidRecord, decode_nerve, decode_serverset
-from synapse.watchers.base import Backoff, Entry, Watcher
+from synapse.watchers.base import Entry, Watcher
 from synapse.watchers.record_notes import note_ignored
 
 log = logging.getLogger("synapse.watchers.etcd")

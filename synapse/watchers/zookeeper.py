@@ -31,6 +31,7 @@ import time
 from kazoo.exceptions import KazooException, NoAuthError, NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 
+from smartstack.backoff import Backoff
 from smartstack.logs import event
 from smartstack.record import (
     InvalidRecord,
@@ -40,7 +41,7 @@ from smartstack.record import (
     decode_serverset,
 )
 from smartstack.zookeeper import ZooKeeperConnection
-from synapse.watchers.base import Backoff, Entry, Watcher
+from synapse.watchers.base import Entry, Watcher
 from synapse.watchers.record_notes import note_ignored
 
 log = logging.getLogger("synapse.watchers.zookeeper")

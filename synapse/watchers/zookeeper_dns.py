@@ -17,7 +17,7 @@ import logging
 
 from smartstack.logs import event
 from smartstack.record import InvalidRecord
-from synapse.watchers.base import Found
+from synapse.model import Found
 from synapse.watchers.dns import DEFAULT_CHECK_INTERVAL, resolve
 from synapse.watchers.zookeeper import ZooKeeperWatcher
 

@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry
 
 from synapse.config import ServiceConfig
 from synapse.metrics import SynapseMetrics
-from synapse.watchers.base import Report, WatcherContext
+from synapse.model import Report
+from synapse.watchers.base import WatcherContext
 
 
 async def eventually(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:

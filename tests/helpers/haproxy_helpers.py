@@ -19,7 +19,8 @@ from typing import Any
 
 from synapse.config import HAProxyConfig, ServiceConfig
 from synapse.haproxy.configtext import parse_config
-from synapse.haproxy.planner import (
+from synapse.haproxy.desired import DesiredConfig
+from synapse.haproxy.ops import (
     AddServer,
     DelServer,
     EnableHealth,
@@ -28,8 +29,8 @@ from synapse.haproxy.planner import (
     SetState,
     SetWeight,
 )
-from synapse.haproxy.render import DesiredConfig, Renderer
-from synapse.haproxy.state import (
+from synapse.haproxy.render import Renderer
+from synapse.haproxy.running import (
     ADMIN_FORCED_DRAIN,
     ADMIN_FORCED_MAINT,
     RunningServer,

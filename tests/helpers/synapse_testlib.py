@@ -1,4 +1,7 @@
-"""Helpers for watcher tests: a sink that collects reports and waits for conditions."""
+"""Helpers for watcher tests: a sink that collects reports and waits for conditions.
+
+(``eventually`` is the one of ``applier_fakes``, re-exported for these tests.)
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from applier_fakes import eventually
 from prometheus_client import CollectorRegistry
 
 from synapse.config import ServiceConfig
 from synapse.metrics import SynapseMetrics
-from synapse.watchers.base import Report
+from synapse.model import Report
 
 
 class Collector:
@@ -73,12 +77,4 @@ def service_config(discovery: dict[str, Any], **extra: Any) -> ServiceConfig:
     return ServiceConfig.model_validate({"discovery": discovery, **extra})
 
 
-async def eventually(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await asyncio.sleep(0.02)
+__all__ = ["Collector", "eventually", "metrics", "sample", "service_config"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from applier_fakes import FakeApplier
 from kazoo.client import KazooClient
 from synapse_testlib import eventually
 
@@ -90,16 +91,6 @@ class _Failing:
         raise RuntimeError("stop failed")
 
 
-class _Recording:
-    stopped = False
-
-    async def stop(self) -> None:
-        self.stopped = True
-
-    def status(self) -> dict:
-        return {}
-
-
 async def test_stop_reaches_the_controller_when_another_part_fails(tmp_path):
     """A managed HAProxy outlives synapse unless the controller is stopped: always stop it."""
     path = tmp_path / "synapse.yaml"
@@ -107,8 +98,8 @@ async def test_stop_reaches_the_controller_when_another_part_fails(tmp_path):
     config, _ = load_synapse_config(path)
     daemon = SynapseDaemon(config, str(path))
     await daemon.start()
-    controller = _Recording()
-    daemon.controller = controller  # type: ignore[assignment]
+    controller = FakeApplier()
+    daemon.controller = controller
     daemon.watchers["s"] = _Failing()  # type: ignore[assignment]
     await daemon.stop()
     assert controller.stopped

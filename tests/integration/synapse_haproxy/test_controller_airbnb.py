@@ -9,6 +9,7 @@ import pytest
 from haproxy_helpers import DEFAULTS, eventually, haproxy_config, server, serves, service
 from prometheus_client import CollectorRegistry
 
+from synapse.contract import ApplyOutcome
 from synapse.haproxy.controller import HAProxyController
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.runtime import RuntimeClient
@@ -55,12 +56,14 @@ async def test_airbnb_mode_runtime_changes_reload_and_restart(
     await controller.start()
     try:
         restart = await controller.apply([web(port, [b1, b2])], "synapse restarted")
-        assert restart.reload == "none" and not restart.ops and not restart.config_written
+        assert (
+            restart.reload is ApplyOutcome.NONE and not restart.ops and not restart.config_written
+        )
         await serves(port, {"b1", "b2"})
 
         for members in ([b1, b2, b3], [b2, b3], [b1, b2, b3]):  # brand-new, removed, back
             result = await controller.apply([web(port, members)], "membership")
-            assert result.reload == "none" and result.ops, result
+            assert result.reload is ApplyOutcome.NONE and result.ops, result
             await serves(port, {b.name for b in members})
         assert controller.reload_count == 0 and proc.worker_pids() == worker
 
@@ -70,7 +73,7 @@ async def test_airbnb_mode_runtime_changes_reload_and_restart(
         )
         await serves(port, {"b1", "b2"})
         changed = await controller.apply([web(port, [b1, b2, b3], backend=["retries 2"])], "x")
-        assert changed.reload in ("done", "pending")
+        assert changed.reload in (ApplyOutcome.DONE, ApplyOutcome.PENDING)
         await controller.flush()
         assert controller.reload_count == 1
 
@@ -106,13 +109,13 @@ async def test_check_command_refusal_keeps_the_file(sockdir):
     await controller.start()
     b = server("127.0.0.1", 9)
     refused = await controller.apply([service("web", [b], backend=["description forbidden"])], "t")
-    assert refused.reload == "invalid"
+    assert refused.reload is ApplyOutcome.INVALID
     assert controller.status()["validation_error"]["candidate"] == str(candidate)
     assert not Path(config.config_file_path).exists()
     assert registry.get_sample_value("synapse_haproxy_validation_failures_total") == 1
 
     accepted = await controller.apply([service("web", [b], backend=["description fine"])], "t")
-    assert accepted.reload == "done" and accepted.error is None, accepted
+    assert accepted.reload is ApplyOutcome.DONE and accepted.error is None, accepted
     assert "description fine" in Path(config.config_file_path).read_text()
     assert controller.reload_count == 1
     await controller.stop()
@@ -125,15 +128,15 @@ async def test_update_config_takes_new_lines_but_not_new_paths(sockdir):
     controller = HAProxyController(config, CollectorRegistry())
     await controller.start()
     desired = [service("web", [server("127.0.0.1", 9)])]
-    assert (await controller.apply(desired, "t")).reload == "done"
+    assert (await controller.apply(desired, "t")).reload is ApplyOutcome.DONE
     other = airbnb_config(sockdir, config_file_path=str(sockdir / "other.cfg"))
     with pytest.raises(ValueError, match="config_path"):
         await controller.update_config(other)
 
-    assert (await controller.apply(desired, "t")).reload == "none"  # nothing changed
+    assert (await controller.apply(desired, "t")).reload is ApplyOutcome.NONE  # nothing changed
     await controller.update_config(
         airbnb_config(sockdir, defaults=[*DEFAULTS, "retries 7"], **quiet)
     )
-    assert (await controller.apply(desired, "t")).reload == "done"
+    assert (await controller.apply(desired, "t")).reload is ApplyOutcome.DONE
     assert "retries 7" in Path(config.config_file_path).read_text()
     await controller.stop()

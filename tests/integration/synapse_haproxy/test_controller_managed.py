@@ -14,8 +14,10 @@ from pathlib import Path
 from haproxy_helpers import eventually, server, serves, service
 from prometheus_client import CollectorRegistry
 
-from synapse.haproxy import controller as controller_module
-from synapse.haproxy.runtime import MasterClient, ProcInfo, RuntimeClient
+from synapse.contract import ApplyOutcome
+from synapse.haproxy import reader as reader_module
+from synapse.haproxy.answers import ProcInfo
+from synapse.haproxy.runtime import MasterClient, RuntimeClient
 from testbed.process import free_port
 
 
@@ -41,7 +43,7 @@ async def test_add_remove_readd_cause_no_reload(managed_factory, http_backend_fa
     await controller.start()
 
     first = await controller.apply([web(port, [b1], server_options="check inter 300ms")], "t")
-    assert first.reload == "done" and controller.start_count == 1
+    assert first.reload is ApplyOutcome.DONE and controller.start_count == 1
     await serves(port, {"b1"})
     started = await show_proc(controller)
 
@@ -51,7 +53,7 @@ async def test_add_remove_readd_cause_no_reload(managed_factory, http_backend_fa
         result = await controller.apply(
             [web(port, members, server_options="check inter 300ms")], "t"
         )
-        assert result.reload == "none", result
+        assert result.reload is ApplyOutcome.NONE, result
         assert result.ops
         await serves(port, expected)
 
@@ -77,11 +79,11 @@ async def test_remove_servers_delete(managed_factory, http_backend_factory):
     runtime = RuntimeClient(controller.settings.runtime_sockets[0])
 
     result = await controller.apply([web(port, [b1])], "t")
-    assert result.reload == "none"
+    assert result.reload is ApplyOutcome.NONE
     assert any(op.startswith("del server") for op in result.ops)
     assert set((await runtime.running_backends())["web"]) == {f"b1_127.0.0.1:{b1.port}"}
     await serves(port, {"b1"})
-    assert (await controller.apply([web(port, [b1, b2])], "t")).reload == "none"
+    assert (await controller.apply([web(port, [b1, b2])], "t")).reload is ApplyOutcome.NONE
     await serves(port, {"b1", "b2"})
     assert controller.reload_count == 0
 
@@ -91,7 +93,7 @@ async def test_drift_is_corrected_by_the_background_sweep(
 ):
     """An operator (or anything) puts a server into maintenance behind synapse's back, in
     a backend no change touches: the periodic sweep notices and puts it back."""
-    monkeypatch.setattr(controller_module, "FULL_READ_INTERVAL", 0.5)
+    monkeypatch.setattr(reader_module, "FULL_READ_INTERVAL", 0.5)
     b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
     port, other_port = free_port(), free_port()
     controller = managed_factory()
@@ -120,12 +122,12 @@ async def test_an_apply_uses_one_connection_and_reads_only_what_changed(
               for i in range(3)]  # fmt: skip
     await controller.apply([web(port, [b1]), *others], "t")
     client = controller._runtime[0]
-    connections, reads = client.connections, controller._view.partial_reads
+    connections, reads = client.connections, controller._reader.view.partial_reads
     result = await controller.apply([web(port, [b1, b2]), *others], "t")
-    assert result.reload == "none" and len(result.ops) == 2  # add server, state ready
+    assert result.reload is ApplyOutcome.NONE and len(result.ops) == 2  # add server, state ready
     # Read (web only), commands, read again: one connection for the whole apply.
     assert client.connections == connections + 1
-    assert controller._view.partial_reads == reads + 2
+    assert controller._reader.view.partial_reads == reads + 2
     await serves(port, {"b1", "b2"})
 
 
@@ -142,7 +144,7 @@ async def test_structural_change_reloads_once_and_keeps_states(
     api = service("api", [server("127.0.0.1", b2.port, "b2")], port=api_port)
     result = await controller.apply([web(port, [b1, b2]), api], "new service")
     # Right after the start the reload may wait for its restart_interval slot.
-    assert result.reload in ("done", "pending"), result
+    assert result.reload in (ApplyOutcome.DONE, ApplyOutcome.PENDING), result
     assert any("backend api" in reason for reason in result.reasons)
     await controller.flush()
     assert controller.reload_count == 1
@@ -154,7 +156,7 @@ async def test_structural_change_reloads_once_and_keeps_states(
 
     # Applying the same state again changes nothing.
     again = await controller.apply([web(port, [b1, b2]), api], "same")
-    assert again.reload == "none" and not again.ops and not again.config_written
+    assert again.reload is ApplyOutcome.NONE and not again.ops and not again.config_written
     assert controller.status()["last_reload"]["reason"]
 
 
@@ -168,7 +170,7 @@ async def test_invalid_config_keeps_the_old_one_running(managed_factory, http_ba
     workers = (await show_proc(controller)).workers
 
     bad = await controller.apply([web(port, [b1, b2], backend=["no-such-keyword 1"])], "bad")
-    assert bad.reload == "invalid"
+    assert bad.reload is ApplyOutcome.INVALID
     assert "no-such-keyword" in (bad.error or "")
     status = controller.status()
     assert "no-such-keyword" in status["validation_error"]["message"]
@@ -178,13 +180,13 @@ async def test_invalid_config_keeps_the_old_one_running(managed_factory, http_ba
 
     # Membership still follows at runtime while the structural change is refused.
     meanwhile = await controller.apply([web(port, [b1], backend=["no-such-keyword 1"])], "t")
-    assert meanwhile.reload == "invalid" and meanwhile.ops
+    assert meanwhile.reload is ApplyOutcome.INVALID and meanwhile.ops
     await serves(port, {"b1"})
     assert metric(registry, "synapse_haproxy_validation_failures_total") == 2
     assert (await show_proc(controller)).workers == workers and controller.reload_count == 0
 
     fixed = await controller.apply([web(port, [b1, b2], backend=["retries 2"])], "fixed")
-    assert fixed.reload == "done" and controller.status()["validation_error"] is None
+    assert fixed.reload is ApplyOutcome.DONE and controller.status()["validation_error"] is None
     await serves(port, {"b1", "b2"})
 
 
@@ -200,7 +202,7 @@ async def test_reloads_are_rate_limited_and_coalesced(managed_factory, http_back
         desired = [web(port, [b1], frontend=[f"timeout client {seconds}s"])]
         results.append(await controller.apply(desired, "burst"))
     # The start took the first slot: the burst waits for the next one and shares it.
-    assert {r.reload for r in results} == {"pending"}
+    assert {r.reload for r in results} == {ApplyOutcome.PENDING}
     assert controller.status()["pending_reload"] is not None
     await controller.flush()
     assert 1 <= controller.reload_count <= 2
@@ -255,12 +257,12 @@ async def test_restarted_synapse_adopts_haproxy_without_reload(
         await controller.start()
         desired = [web(port, [b1, b2])]
         result = await controller.apply(desired, "restart")
-        assert result.reload == "none" and not result.ops and not result.config_written
+        assert result.reload is ApplyOutcome.NONE and not result.ops and not result.config_written
         assert controller.reload_count == 0 and controller.start_count == 0
         after = await master.show_proc()
         assert (after.reloads, after.workers) == (before.reloads, before.workers)
         # ... and it is really in control: a change goes through the runtime API.
-        assert (await controller.apply([web(port, [b2])], "t")).reload == "none"
+        assert (await controller.apply([web(port, [b2])], "t")).reload is ApplyOutcome.NONE
         await serves(port, {"b2"})
         await controller.stop()
 
@@ -331,7 +333,7 @@ async def test_edge_shared_frontend_routes_by_host(managed_factory, http_backend
     await serves(port, {"blog1"}, host="blog.example.com")
     await serves(port, {"503"}, host="other.example.com")  # no default backend
     grown = await controller.apply([edge("shop", [shop1, shop2]), edge("blog", [blog])], "t")
-    assert grown.reload == "none"
+    assert grown.reload is ApplyOutcome.NONE
     await serves(port, {"shop1", "shop2"}, host="shop.example.com")
     await serves(port, {"blog1"}, host="blog.example.com")
 
@@ -353,7 +355,7 @@ async def test_failed_reload_keeps_the_old_worker_and_retries(
         blocker.bind(("127.0.0.1", taken))
         blocker.listen()
         failed = await controller.apply([web(port, [b1]), api], "port in use")
-        assert failed.reload == "failed" and "could not load" in (failed.error or "")
+        assert failed.reload is ApplyOutcome.FAILED and "could not load" in (failed.error or "")
         assert Path(controller.settings.config_path).read_text() == good
         assert (await show_proc(controller)).workers == workers
         assert controller.status()["last_reload_error"]["retry_in_s"] >= 1
@@ -374,7 +376,7 @@ async def test_crashed_haproxy_restarts_while_the_new_config_is_invalid(
     controller = managed_factory(restart_interval=0)  # no wait: validation is inline
     await controller.apply([web(port, [b1])], "t")
     bad = await controller.apply([web(port, [b1, b2], backend=["no-such-keyword 1"])], "bad")
-    assert bad.reload == "invalid"
+    assert bad.reload is ApplyOutcome.INVALID
     await serves(port, {"b1", "b2"})  # membership still follows at runtime
     # ... and the file says so: it is the old structure with the servers HAProxy runs now.
     await controller.flush()  # (written in the background)

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 from haproxy_helpers import eventually
 
-from synapse.haproxy.planner import AddServer, DelServer, SetAddr, SetState, SetWeight
-from synapse.haproxy.runtime import (
-    SKIPPED,
-    CommandFailed,
-    MasterClient,
-    RuntimeClient,
-    SocketUnavailable,
+from synapse.haproxy.answers import (
     parse_servers_state,
+)
+from synapse.haproxy.ops import AddServer, DelServer, SetAddr, SetState, SetWeight
+from synapse.haproxy.runtime import SKIPPED, MasterClient, RuntimeClient
+from synapse.haproxy.sockets import (
+    CommandFailed,
+    SocketUnavailable,
     unix_request,
 )
 

@@ -12,8 +12,8 @@ from smartstack import logs
 from smartstack.record import InvalidRecord, decode_nerve
 from synapse.config import ServiceConfig
 from synapse.metrics import SynapseMetrics
+from synapse.model import Found
 from synapse.selection import select_servers
-from synapse.watchers.base import Found
 from synapse.watchers.record_notes import note_ignored
 
 

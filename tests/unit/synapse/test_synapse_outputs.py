@@ -8,9 +8,9 @@ from pathlib import Path
 from smartstack.record import Registration
 from synapse.config import ServiceConfig
 from synapse.file_output import FileOutput
+from synapse.model import Found
 from synapse.selection import select_servers
 from synapse.state_cache import StateCache
-from synapse.watchers.base import Found
 
 CFG = ServiceConfig.model_validate(
     {"discovery": {"method": "base"}, "default_servers": [{"name": "d", "host": "h", "port": 1}]}

@@ -6,6 +6,7 @@ from typing import Any
 
 from smartstack.record import Registration
 from synapse.config import RegistryServerOptions, ServiceConfig
+from synapse.model import Found
 from synapse.selection import (
     ORIGIN_DEFAULT,
     ORIGIN_DISCOVERY,
@@ -15,7 +16,6 @@ from synapse.selection import (
     labels_match,
     select_servers,
 )
-from synapse.watchers.base import Found
 
 
 def service(**extra: Any) -> ServiceConfig:

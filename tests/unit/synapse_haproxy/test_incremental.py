@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from synapse.haproxy.configtext import assemble, parse_blocks, parse_config, section_changes
+from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.planner import plan
-from synapse.haproxy.render import DesiredConfig, Renderer
-from synapse.haproxy.state import Capabilities
+from synapse.haproxy.render import Renderer
+from synapse.haproxy.running import Capabilities
 from synapse.model import DesiredService
 
 V26 = Capabilities(version=(2, 6, 12))

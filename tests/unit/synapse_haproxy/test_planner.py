@@ -16,7 +16,7 @@ from haproxy_helpers import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synapse.haproxy.planner import (
+from synapse.haproxy.ops import (
     AddServer,
     DelServer,
     EnableHealth,
@@ -24,9 +24,9 @@ from synapse.haproxy.planner import (
     SetAddr,
     SetState,
     SetWeight,
-    plan,
 )
-from synapse.haproxy.state import (
+from synapse.haproxy.planner import plan
+from synapse.haproxy.running import (
     ADMIN_CONFIG_MAINT,
     ADMIN_FORCED_DRAIN,
     ADMIN_FORCED_MAINT,

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from synapse.haproxy.planner import AddServer, DelServer, SetAddr, SetState, SetWeight
-from synapse.haproxy.runtime import (
-    UnexpectedAnswer,
+from synapse.haproxy.answers import (
     parse_servers_state,
     parse_show_backend,
     parse_show_proc,
     parse_version,
-    split_answers,
 )
+from synapse.haproxy.ops import AddServer, DelServer, SetAddr, SetState, SetWeight
+from synapse.haproxy.sockets import UnexpectedAnswer, split_answers
 
 STATE = """1
 # be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port

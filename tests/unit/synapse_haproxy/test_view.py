@@ -3,7 +3,7 @@ and which reads win when an apply and the background sweep overlap."""
 
 from __future__ import annotations
 
-from synapse.haproxy.state import RunningServer
+from synapse.haproxy.running import RunningServer
 from synapse.haproxy.view import Read, RunningIds, RunningView
 
 

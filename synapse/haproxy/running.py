@@ -1,7 +1,8 @@
-"""What HAProxy runs right now: the planner's second input.
+"""Running state: what HAProxy runs right now, the planner's second input (no I/O here).
 
-Filled by the controller from the runtime API (``show backend``,
-``show servers state``) and from the config file on disk.
+Filled by the controller from the runtime API (``show backend``, ``show servers state``,
+kept in ``synapse.haproxy.view``) and from the config file on disk; ``Capabilities``
+says what synapse may do to that HAProxy.
 """
 
 from __future__ import annotations

@@ -1,0 +1,68 @@
+"""The contract between the reconciler/daemon and the side that applies the desired state.
+
+``Applier`` names every method the daemon and the reconciler call on it; the HAProxy
+controller (``synapse.haproxy.controller.HAProxyController``) implements it. One
+``apply`` returns an ``ApplyResult``, whose ``reload`` is an ``ApplyOutcome``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from synapse.config import HAProxyConfig
+from synapse.model import DesiredService
+
+
+class ApplyOutcome(StrEnum):
+    """What became of the reload one apply needed (the value labels metrics and /status)."""
+
+    NONE = "none"  # no reload needed: applied at runtime (or nothing to do)
+    DONE = "done"  # reloaded (or started) with the new config
+    PENDING = "pending"  # a reload waits for its turn (rate limit, retry after a failure)
+    INVALID = "invalid"  # the candidate was refused (validation, template): not installed
+    FAILED = "failed"  # the reload failed (retried later), or HAProxy differs after it
+    DISABLED = "disabled"  # a reload was needed, but do_writes / do_reloads are off
+
+    @property
+    def applied(self) -> bool:
+        """HAProxy runs the desired state now, or will once the pending reload ran."""
+        return self not in (ApplyOutcome.INVALID, ApplyOutcome.FAILED)
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What one apply() did."""
+
+    ops: tuple[str, ...] = ()  # runtime API commands applied
+    reload: ApplyOutcome = ApplyOutcome.NONE
+    reasons: tuple[str, ...] = ()  # why a reload was needed
+    config_written: bool = False
+    error: str | None = None
+
+    @property
+    def reloaded(self) -> bool:
+        return self.reload is ApplyOutcome.DONE
+
+
+class Applier(Protocol):
+    """What the daemon and the reconciler call on the HAProxy side."""
+
+    async def start(self) -> None:
+        """Get ready (read what is on disk, adopt a running HAProxy); before any apply."""
+
+    async def apply(self, desired: list[DesiredService], reason: str) -> ApplyResult:
+        """Make HAProxy run ``desired``; never raises because of HAProxy."""
+
+    async def update_config(self, config: HAProxyConfig) -> None:
+        """Take a changed ``haproxy`` block (SIGHUP); ValueError when it cannot change live."""
+
+    async def flush(self, timeout: float = 60.0) -> None:
+        """Wait until no reload is pending and everything is on disk."""
+
+    async def stop(self) -> None:
+        """Stop background work (and a managed HAProxy)."""
+
+    def status(self) -> dict[str, Any]:
+        """JSON-ready, for /status."""

@@ -1,0 +1,136 @@
+"""Parsers of HAProxy's answers: `show info`, `show backend`, `show servers state`, `show proc`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from synapse.haproxy.running import RunningServer
+from synapse.haproxy.sockets import UnexpectedAnswer
+
+# `show servers state` format 1; used when the header line is missing.
+SERVER_STATE_COLUMNS = (
+    "be_id", "be_name", "srv_id", "srv_name", "srv_addr", "srv_op_state", "srv_admin_state",
+    "srv_uweight", "srv_iweight", "srv_time_since_last_change", "srv_check_status",
+    "srv_check_result", "srv_check_health", "srv_check_state", "srv_agent_state",
+    "bk_f_forced_id", "srv_f_forced_id", "srv_fqdn", "srv_port", "srvrecord", "srv_use_ssl",
+    "srv_check_port", "srv_check_addr", "srv_agent_addr", "srv_agent_port",
+)  # fmt: skip
+
+
+def parse_show_info(text: str) -> dict[str, str]:
+    info = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            info[key.strip()] = value.strip()
+    return info
+
+
+def parse_version(version: str) -> tuple[int, int, int]:
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
+    if match is None:
+        raise UnexpectedAnswer(f"cannot read an HAProxy version from {version!r}")
+    major, minor, patch = match.groups()
+    return int(major), int(minor), int(patch or 0)
+
+
+def parse_show_backend(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+# The columns RunningServer takes, as text and as integers.
+_TEXT_COLUMNS = ("be_name", "srv_name", "srv_addr")
+_INT_COLUMNS = ("srv_id", "srv_port", "srv_op_state", "srv_admin_state", "srv_uweight",
+                "srv_iweight")  # fmt: skip
+CANNOT_FIND_BACKEND = "Can't find backend"
+_PID = re.compile(r"^Pid: (\d+)$", re.MULTILINE)
+
+
+def _column_indexes(columns: list[str]) -> tuple[list[int], list[int]]:
+    try:
+        return [columns.index(c) for c in _TEXT_COLUMNS], [columns.index(c) for c in _INT_COLUMNS]
+    except ValueError as err:
+        raise UnexpectedAnswer(f"servers state columns without {err}") from err
+
+
+def parse_servers_state(text: str) -> list[RunningServer]:
+    """Rows of `show servers state` (format 1); columns by the header when there is one."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "1":
+        raise UnexpectedAnswer(f"not a format-1 servers state dump: {text[:120]!r}")
+    texts, ints = _column_indexes(list(SERVER_STATE_COLUMNS))
+    servers = []
+    for line in lines[1:]:
+        if line.startswith("#"):
+            texts, ints = _column_indexes(line.lstrip("#").split())
+            continue
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            backend, name, addr = (fields[i] for i in texts)
+            sid, port, op_state, admin, weight, initial = (int(fields[i]) for i in ints)
+        except (IndexError, ValueError) as err:
+            raise UnexpectedAnswer(f"bad servers state line {line[:120]!r}: {err}") from err
+        servers.append(
+            RunningServer(backend, name, sid, addr, port, op_state, admin, weight, initial)
+        )
+    return servers
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    """The master's `show proc`."""
+
+    master_pid: int | None = None
+    reloads: int = 0
+    failed_reloads: int = 0
+    workers: tuple[int, ...] = ()
+    old_workers: tuple[int, ...] = ()
+    versions: dict[int, str] = field(default_factory=dict)
+
+
+def parse_show_proc(text: str) -> ProcInfo:
+    section = "master"
+    master: int | None = None
+    reloads = failed = 0
+    groups: dict[str, list[int]] = {"workers": [], "old_workers": []}
+    versions: dict[int, str] = {}
+    for line in text.splitlines():
+        if line.startswith("# "):
+            section = line[2:].strip().replace(" ", "_")
+            continue
+        fields = line.split()
+        if not fields or not fields[0].isdigit():
+            continue
+        pid = int(fields[0])
+        versions[pid] = fields[-1]
+        if section == "master" and len(fields) > 2 and fields[1] == "master":
+            master = pid
+            reloads = int(fields[2]) if fields[2].isdigit() else 0
+            match = re.search(r"\[failed:\s*(\d+)\]", line)
+            failed = int(match.group(1)) if match else 0
+        elif section in groups:
+            groups[section].append(pid)
+    return ProcInfo(
+        master, reloads, failed, tuple(groups["workers"]), tuple(groups["old_workers"]), versions
+    )
+
+
+def parse_pid(path: str, info: str) -> str:
+    found = _PID.search(info)
+    if found is None:
+        raise UnexpectedAnswer(f"{path}: `show info` has no Pid: {info[:120]!r}")
+    return found.group(1)
+
+
+def parse_all_backends(show_backend: str, state: str) -> dict[str, dict[str, RunningServer] | None]:
+    result: dict[str, dict[str, RunningServer] | None] = {
+        name: {} for name in parse_show_backend(show_backend)
+    }
+    for server in parse_servers_state(state):
+        servers = result.setdefault(server.backend, {})
+        assert servers is not None
+        servers[server.name] = server
+    return result

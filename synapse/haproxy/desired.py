@@ -1,0 +1,39 @@
+"""Desired state: a rendered candidate config, as the planner compares it (no I/O here).
+
+``synapse.haproxy.render`` makes these from the desired services; the planner reads
+them. Kept apart from the renderer so that the planner needs neither it nor jinja2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from synapse.haproxy.configtext import ParsedConfig
+from synapse.haproxy.specs import BackendSpec
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Where a config differs from ``base`` (the config rendered just before it): only in
+    these sections, these proxies' server lines and these backend specs."""
+
+    base: ParsedConfig
+    headers: frozenset[str]
+    proxies: frozenset[str]
+    backends: frozenset[str]
+
+
+@dataclass(frozen=True)
+class DesiredConfig:
+    """A rendered candidate: the text (in parts) plus what the planner needs to compare it."""
+
+    parsed: ParsedConfig
+    backends: dict[str, BackendSpec]
+    warnings: tuple[str, ...] = field(default=())
+    parts: tuple[str, ...] = field(default=())
+    delta: Delta | None = None  # None: compare everything
+
+    @cached_property
+    def text(self) -> str:
+        return "".join(self.parts)

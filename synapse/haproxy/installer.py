@@ -1,0 +1,200 @@
+"""The installer: gets a config into HAProxy and keeps the config file equal to what it runs.
+
+- ``write``: the config file's new text (written in the background, atomically, by
+  ``synapse.haproxy.configfile``), with the ``Layout`` it was rendered from;
+- ``validate``: ``haproxy -c`` or the Airbnb ``check_command`` on the candidate file
+  (which stays on disk, so a refused config can be inspected);
+- ``dump_server_state``: `show servers state` into the server-state file, for
+  `load-server-state-from-file` in the new worker;
+- ``install``: swap the file in (on disk before HAProxy reads it), make HAProxy load it
+  (start or master-CLI reload in managed mode, else ``reload_command``) and confirm the
+  new worker; when that fails the previous text goes back into the file;
+- ``start_from_file``: start a managed HAProxy that is down from the file as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from smartstack.logs import event
+from synapse.atomic import write_atomic
+from synapse.config import HAProxyConfig
+from synapse.haproxy.bridge import Layout
+from synapse.haproxy.commands import run_command, validate_config
+from synapse.haproxy.configfile import ConfigFile
+from synapse.haproxy.configtext import ParsedConfig
+from synapse.haproxy.desired import DesiredConfig
+from synapse.haproxy.managed import HAProxyProcessError, ManagedHAProxy
+from synapse.haproxy.metrics import HAProxyMetrics
+from synapse.haproxy.runtime import RuntimeClient
+from synapse.haproxy.settings import Settings
+from synapse.haproxy.sockets import HAProxySocketError
+
+log = logging.getLogger("synapse.haproxy")
+
+
+class InstallFailed(Exception):
+    """HAProxy does not run the new config (the old one still serves)."""
+
+
+class Installer:
+    def __init__(
+        self,
+        config: HAProxyConfig,
+        settings: Settings,
+        runtime: list[RuntimeClient],
+        managed: ManagedHAProxy | None,
+        metrics: HAProxyMetrics,
+        clock: Callable[[], float],
+    ) -> None:
+        self.config, self.settings = config, settings
+        self.runtime = runtime
+        self.managed = managed
+        self.metrics = metrics
+        self._clock = clock
+        path = settings.config_path
+        self.file = ConfigFile(path) if path is not None and config.do_writes else None
+        self.layout: Layout | None = None  # what the file was rendered from; None: unknown
+        self._loaded = False
+
+    def configure(self, config: HAProxyConfig, settings: Settings) -> None:
+        self.config, self.settings = config, settings
+
+    # --- the config file ------------------------------------------------------------------
+
+    def warn_without_validation(self) -> None:
+        if not self.settings.can_validate and self.config.do_writes:
+            detail = "no check_command and no haproxy binary: configs are not validated"
+            event(log, "haproxy_validation_unavailable", level=logging.WARNING,
+                  binary=self.settings.binary, detail=detail)  # fmt: skip
+
+    async def load(self) -> None:
+        if self.file is not None and not self._loaded:
+            await self.file.load()
+            self._loaded = True
+
+    def write(self, config: DesiredConfig, layout: Layout | None) -> bool:
+        """Make ``config`` the config file's text; ``layout`` made it. True when it changed."""
+        if self.file is None:
+            return False
+        self.layout = layout
+        if not self.file.set(config.parts, config.parsed):
+            return False
+        self.metrics.config_writes.inc()
+        return True
+
+    async def flush(self) -> None:
+        """The file on disk (OSError when it cannot be written)."""
+        if self.file is not None:
+            await self.file.flush()
+
+    async def _restore(self, text: str, parsed: ParsedConfig | None, layout: Layout | None) -> None:
+        assert self.file is not None
+        self.file.set((text,), parsed)
+        self.layout = layout
+        with contextlib.suppress(OSError):  # the writer keeps trying, and says so
+            await self.file.flush()
+
+    # --- validating and installing -----------------------------------------------------------
+
+    async def validate(self, candidate: DesiredConfig) -> str | None:
+        """None when valid (or nothing can validate), else the checker's message."""
+        if not self.settings.can_validate:
+            return None
+        return await validate_config(self.settings, candidate.text, self.config.reload_timeout)
+
+    async def dump_server_state(self, runtime_ok: bool) -> None:
+        """Save runtime states for `load-server-state-from-file` in the new worker."""
+        path = self.settings.state_file
+        if path is None:
+            return
+        try:
+            if self.runtime and runtime_ok:
+                text = await self.runtime[0].dump_servers_state()
+                await asyncio.to_thread(write_atomic, path, text)
+            elif not await asyncio.to_thread(path.exists):
+                # An empty dump: HAProxy warns about a missing state file at every start.
+                await asyncio.to_thread(write_atomic, path, "1\n")
+        except (HAProxySocketError, OSError) as err:
+            event(log, "haproxy_state_dump_failed", level=logging.WARNING, error=str(err))
+
+    async def install(self, candidate: DesiredConfig, layout: Layout) -> bool:
+        """Write ``candidate`` and make HAProxy run it; InstallFailed (and the previous file
+        back) when it does not. True when the file's text changed."""
+        assert self.file is not None  # reloads need a config file
+        previous = self.file.text, self.file.parsed, self.layout
+        wrote = self.write(candidate, layout)
+        try:
+            await self._swap_in()
+        except InstallFailed:
+            if previous[0] is not None:
+                await self._restore(*previous)  # the old config is still what HAProxy runs
+            raise
+        for client in self.runtime:
+            await client.release()  # held connections reach the old process
+        return wrote
+
+    async def _swap_in(self) -> None:
+        """Make HAProxy load the config file: start, master reload, or reload_command."""
+        try:
+            await self.flush()  # HAProxy reads the file: it must be on disk
+        except OSError as err:
+            raise InstallFailed(str(err)) from err
+        if self.managed is not None:
+            try:
+                if self.managed.alive:
+                    await self.managed.reload()
+                else:
+                    await self.managed.start()
+            except (HAProxyProcessError, HAProxySocketError) as err:
+                raise InstallFailed(str(err)) from err
+            return
+        before = await self._worker_pid()
+        assert self.config.reload_command is not None
+        result = await run_command(self.config.reload_command, self.config.reload_timeout)
+        if not result.ok:
+            raise InstallFailed(
+                f"reload_command exited with {result.returncode}: {result.output[-1000:]}"
+            )
+        await self._confirm_new_worker(before)
+
+    async def _worker_pid(self) -> str | None:
+        if not self.runtime:
+            return None
+        try:
+            return (await self.runtime[0].info()).get("Pid")
+        except HAProxySocketError:
+            return None
+
+    async def _confirm_new_worker(self, before: str | None) -> None:
+        """After reload_command: wait until a new process answers on the admin socket."""
+        if not self.runtime:
+            return
+        deadline = self._clock() + self.config.reload_timeout
+        while self._clock() < deadline:
+            pid = await self._worker_pid()
+            if pid is not None and pid != before:
+                return
+            await asyncio.sleep(0.02)
+        event(log, "haproxy_reload_unconfirmed", level=logging.WARNING,
+              detail=f"no new HAProxy process answered on {self.runtime[0].path} within "
+              f"{self.config.reload_timeout}s")  # fmt: skip
+
+    async def start_from_file(self) -> bool:
+        """Start the managed HAProxy (when down) from the config file as it is; False when
+        there is nothing to start or it did not start (logged)."""
+        if self.managed is None or self.managed.alive:
+            return False
+        if self.file is None or not self.file.exists:
+            return False
+        with contextlib.suppress(OSError):  # else the disk has an older good config: still good
+            await self.file.flush()
+        try:
+            await self.managed.start()
+        except HAProxyProcessError as err:
+            event(log, "haproxy_start_failed", level=logging.ERROR, error=str(err)[:2000])
+            return False
+        return True

@@ -1,0 +1,210 @@
+"""Reading what HAProxy runs, and scoping what to plan: the first step of every apply.
+
+The running state is the config file as synapse wrote it (synapse keeps it equal to
+what HAProxy runs) plus HAProxy's runtime state, kept in a ``RunningView``
+(``synapse.haproxy.view``): read whole when it is not trusted, else only the backends
+a change touches.
+
+Scoping keeps an apply's cost to what changed, using object identity:
+- the server ids HAProxy uses (``RunningIds``), so the renderer keeps them, and the
+  backends whose running servers changed since the renderer last rendered;
+- the backends worth planning server by server: those whose running servers changed,
+  or that had something to do, since the last plan; a backend outside them has the
+  same spec and servers a plan found nothing for.
+
+In the background it sweeps: every FULL_READ_INTERVAL it reads the whole runtime state,
+a part at a time, and has the controller apply where HAProxy drifted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Collection, Mapping
+
+from smartstack.logs import event
+from synapse.haproxy.configfile import ConfigFile
+from synapse.haproxy.configtext import ParsedConfig
+from synapse.haproxy.desired import DesiredConfig
+from synapse.haproxy.ops import Plan
+from synapse.haproxy.running import Capabilities, RunningState
+from synapse.haproxy.runtime import RuntimeClient
+from synapse.haproxy.sockets import HAProxySocketError
+from synapse.haproxy.view import RunningIds, RunningView
+
+log = logging.getLogger("synapse.haproxy")
+
+FULL_READ_INTERVAL = 30.0  # seconds between background sweeps of the whole runtime state
+
+
+class RunningReader:
+    def __init__(
+        self,
+        runtime: list[RuntimeClient],
+        file: ConfigFile | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.runtime = runtime
+        self.file = file
+        self.view = RunningView(runtime[0], FULL_READ_INTERVAL, clock) if runtime else None
+        self.version: tuple[int, int, int] | None = None  # None: read it again
+        self.runtime_error: str | None = None  # why the last read failed
+        self._ids = RunningIds()
+        # Backends whose running servers changed since the main renderer last rendered.
+        self._ids_changed: set[str] = set()
+        # Backends to plan server by server (None: all of them), and what they are
+        # relative to: the config and capabilities of the last plan.
+        self._to_plan: set[str] | None = None
+        self._plan_base: ParsedConfig | None = None
+        self._plan_caps: Capabilities | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def warn_without_runtime(self) -> None:
+        if not self.runtime:
+            event(log, "haproxy_no_runtime_api", level=logging.WARNING,
+                  detail="no runtime socket (do_socket false, or no socket_file_path / stats "
+                  "socket): every change of servers needs a reload")  # fmt: skip
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def read(self, changed: Collection[str] | None = None) -> RunningState:
+        """The config file as synapse wrote it, and HAProxy's runtime state.
+
+        The runtime view is read whole when it is not trusted, else only the ``changed``
+        backends (None: whole).
+        """
+        config: ParsedConfig | None = None
+        missing = False
+        if self.file is not None:
+            missing = not self.file.exists
+            config = self.file.parsed
+        if self.view is None:
+            return RunningState(None, config, missing)
+        try:
+            if self.version is None:
+                self.version = await self.runtime[0].version()
+            if changed is None:
+                await self.view.read_all()
+            else:
+                await self.view.read(changed)
+        except HAProxySocketError as err:
+            self.view.invalidate()
+            self.runtime_error = str(err)
+            return RunningState(None, config, missing, runtime_error=str(err))
+        finally:
+            self.note_view_changes()
+        self.runtime_error = None
+        return RunningState(self.view.snapshot(), config, missing)
+
+    async def refresh(self, touched: Collection[str]) -> None:
+        """After runtime commands: read again the backends they changed."""
+        if self.view is None or not touched:
+            return
+        try:
+            await self.view.refresh(touched)
+        except HAProxySocketError as err:
+            self.view.invalidate()
+            event(log, "haproxy_state_read_failed", level=logging.WARNING, error=str(err))
+        finally:
+            self.note_view_changes()
+
+    def invalidate(self) -> None:
+        """HAProxy may differ from the view (a reload, a start, a failed command)."""
+        if self.view is not None:
+            self.view.invalidate()
+
+    def note_view_changes(self) -> None:
+        assert self.view is not None
+        replaced = self.view.take_replaced()
+        self._ids_changed |= replaced
+        if self._to_plan is not None:
+            self._to_plan |= replaced
+
+    def start_sweeping(
+        self,
+        lock: asyncio.Lock,
+        ready: Callable[[], bool],
+        apply: Callable[[], Awaitable[object]],
+    ) -> None:
+        """Sweep in the background (see ``_sweep``), when there is a runtime view."""
+        if self.view is not None and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(lock, ready, apply))
+
+    async def stop_sweeping(self) -> None:
+        task, self._sweeper = self._sweeper, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _sweep(
+        self,
+        lock: asyncio.Lock,
+        ready: Callable[[], bool],
+        apply: Callable[[], Awaitable[object]],
+    ) -> None:
+        """Every FULL_READ_INTERVAL: read HAProxy's whole runtime state, a part at a time
+        and without holding up applies (``RunningView.sweep``, merging under ``lock``: the
+        controller's), then, when a backend differs from what the last plan saw (an
+        operator's command, health changes), ``apply`` under the lock: drift is corrected
+        even when nothing else changes. ``ready``: the controller has a desired state."""
+        view = self.view
+        assert view is not None
+        while True:
+            await asyncio.sleep(max(view.due, 1.0))
+            if not ready() or not view.valid or view.due:
+                continue  # not read yet, or an apply read it all meanwhile
+            try:
+                if not await view.sweep(lock):
+                    continue
+            except HAProxySocketError:
+                continue  # the next apply will find out
+            async with lock:
+                view.swept()
+                self.note_view_changes()
+                if self._to_plan is None or self._to_plan:
+                    await apply()
+
+    # --- scoping ------------------------------------------------------------------------
+
+    def ids_changed(self, running: RunningState) -> set[str] | None:
+        """The backends whose running ids may differ since the last render (None: any)."""
+        return self._ids_changed if running.backends is not None else None
+
+    def rendered(self) -> None:
+        self._ids_changed = set()
+
+    def id_hints(self, running: RunningState) -> Mapping[str, Mapping[str, int]]:
+        """Server ids HAProxy uses (runtime API), else the ones in the config file."""
+        if running.backends is not None:
+            return self._ids.use(running.backends)
+        hints: dict[str, dict[str, int]] = {}
+        if running.config is not None:
+            for proxy, lines in running.config.servers.items():
+                for name, line in lines.items():
+                    tokens = line.options.split()
+                    if "id" in tokens[:-1] and tokens[tokens.index("id") + 1].isdigit():
+                        hints.setdefault(proxy, {})[name] = int(tokens[tokens.index("id") + 1])
+        return hints
+
+    def backends_to_plan(
+        self, desired: DesiredConfig, running: RunningState, caps: Capabilities
+    ) -> set[str] | None:
+        """The backends worth planning server by server (None: all of them)."""
+        if caps != self._plan_caps:
+            self._plan_caps, self._to_plan = caps, None
+        delta = desired.delta
+        if running.backends is None or self._to_plan is None or delta is None:
+            return None
+        if delta.base is not self._plan_base:
+            return None
+        return self._to_plan | delta.backends
+
+    def planned(self, desired: DesiredConfig, running: RunningState, result: Plan) -> None:
+        """After a plan: only the backends it found something to do for stay to plan."""
+        if running.backends is None:
+            self._to_plan, self._plan_base = None, None
+            return
+        self._to_plan = set(result.active)
+        self._plan_base = desired.parsed

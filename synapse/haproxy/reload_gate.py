@@ -1,0 +1,103 @@
+"""The reload gate: decides when a needed reload may run. No I/O; the clock is injected.
+
+- Reloads are at least ``restart_interval`` (+ a random ``restart_jitter`` fraction of
+  it) apart; one asked for meanwhile waits (the controller runs it when it is due, and
+  the ones asked for until then coalesce into it: ``pending`` holds the latest).
+- After a failed reload the next attempt waits a backoff: ``restart_interval`` (at
+  least 1 s) doubling per failure, up to MAX_BACKOFF.
+- A candidate found invalid is *refused*: not tried again until the desired state
+  changes (a config reload of synapse forgets it).
+- A candidate HAProxy still differed from right after reloading it is *settled*:
+  reloading it again would loop, so it waits for the next change too.
+- A managed HAProxy that is down starts at once, unless starts keep failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from synapse.haproxy.ops import Reload
+
+MAX_BACKOFF = 60.0  # seconds between attempts after repeated reload failures
+
+
+class GateDecision(Enum):
+    RELOAD = "reload"  # now
+    WAIT = "wait"  # not yet (rate limit, backoff): a pending reload runs it when due
+    REFUSED = "refused"  # this candidate was found invalid
+    SETTLED = "settled"  # reloaded with exactly this candidate, and HAProxy still differed
+
+
+@dataclass
+class ReloadGate:
+    restart_interval: float
+    restart_jitter: float
+    clock: Callable[[], float]
+    rng: Callable[[], float]  # uniform in [0, 1)
+    next_at: float = 0.0  # no reload before this time (clock's)
+    failures: int = 0  # failed reloads in a row
+    refused: str | None = None  # the candidate text found invalid
+    settled: str | None = None
+    pending: Reload | None = None  # the reload waiting for its turn
+
+    def decide(self, candidate: str, down: bool = False) -> GateDecision:
+        """Whether to reload into ``candidate`` now; ``down``: a managed HAProxy is not running."""
+        if candidate == self.refused:
+            return GateDecision.REFUSED
+        if candidate == self.settled and not down:
+            return GateDecision.SETTLED
+        if down and not self.failures:
+            return GateDecision.RELOAD  # a first start is not rate limited
+        return GateDecision.RELOAD if self.due else GateDecision.WAIT
+
+    @property
+    def due(self) -> bool:
+        return self.clock() >= self.next_at
+
+    def due_in(self) -> float:
+        """Seconds until a reload may run (0: now)."""
+        return max(0.0, self.next_at - self.clock())
+
+    def wait(self, reload: Reload) -> None:
+        """``reload`` waits for its turn (it replaces one that waited: it includes it)."""
+        self.pending = reload
+
+    def take_pending(self) -> Reload | None:
+        pending, self.pending = self.pending, None
+        return pending
+
+    def validated(self, began: float) -> None:
+        """A valid candidate is being installed (at ``began``): the next one waits its turn."""
+        self.refused = None
+        self.next_at = began + self.restart_interval * (1 + self.restart_jitter * self.rng())
+
+    def reloaded(self) -> None:
+        self.failures = 0
+        self.pending = None  # whatever waited is in this reload
+
+    def failed(self, began: float) -> float:
+        """A reload begun at ``began`` failed: the seconds until the next attempt."""
+        self.failures += 1
+        backoff = min(MAX_BACKOFF, max(self.restart_interval, 1.0) * 2 ** (self.failures - 1))
+        self.next_at = began + backoff
+        return backoff
+
+    def refuse(self, candidate: str | None) -> None:
+        """``candidate`` is invalid (None: the template did not render)."""
+        self.refused = candidate
+
+    def settle(self, candidate: str | None) -> None:
+        """After a reload: HAProxy still differs from ``candidate`` (None: it matches)."""
+        self.settled = candidate
+
+    def no_reload_needed(self) -> None:
+        """HAProxy runs the desired state without a reload: nothing waits, nothing is refused."""
+        self.refused = None
+        self.pending = None
+
+    def configure(self, restart_interval: float, restart_jitter: float) -> None:
+        """A changed ``haproxy`` block: new limits, and every candidate gets a new chance."""
+        self.restart_interval, self.restart_jitter = restart_interval, restart_jitter
+        self.refused = self.settled = None

@@ -1,0 +1,169 @@
+"""Talking to HAProxy's unix sockets: one command per connection, or a batch in prompt mode.
+
+Commands go in batches: one connection in interactive mode (``prompt``), every command
+of a batch written at once, and each answer read up to the prompt that follows it. In
+that mode HAProxy 2.6 ends every answer with "\n> ", so answers split reliably and a
+failed command is attributed to itself. The plain `;`-separated form does not: there an
+answer is followed by one newline, but some answers (`del server`'s "No such server.")
+have no newline of their own, so two answers run together. Measured on 2.6.12: one
+command per connection ~0.09 ms; a batch ~0.005 ms per command after ~0.1 ms to connect.
+(Answers never contain "\n> " for the commands synapse sends: server and backend names
+cannot hold '>', and state dumps and error messages do not start a line with it.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+DEFAULT_TIMEOUT = 5.0
+MAX_ANSWER_BYTES = 64 * 1024 * 1024  # `show servers state` of a very large edge is a few MB
+
+
+class HAProxySocketError(Exception):
+    """Base of the errors talking to an HAProxy socket."""
+
+
+class SocketUnavailable(HAProxySocketError):
+    """Could not connect, or no answer in time: HAProxy is down, reloading, or the path is wrong."""
+
+
+class CommandFailed(HAProxySocketError):
+    """HAProxy answered a command with an error."""
+
+    def __init__(self, command: str, answer: str) -> None:
+        super().__init__(f"{command!r} failed: {answer.strip()[:300] or '(empty answer)'}")
+        self.command = command
+        self.answer = answer
+
+
+class UnexpectedAnswer(HAProxySocketError):
+    """An answer we cannot parse (another HAProxy version, or not HAProxy at all)."""
+
+
+PROMPT = b"\n> "  # what follows every answer in interactive mode
+
+
+def split_answers(
+    buffer: bytes | bytearray, limit: int, scan_from: int = 0
+) -> tuple[list[str], int]:
+    """The complete answers at the head of an interactive-mode transcript, at most ``limit``.
+
+    Each answer ends where a prompt starts. Returns the answers and how many bytes they
+    took (with their prompts); the rest is an answer still arriving. ``scan_from``: no
+    prompt starts before this offset (it was searched already).
+    """
+    answers: list[str] = []
+    start = 0
+    while len(answers) < limit:
+        end = buffer.find(PROMPT, max(start, scan_from))
+        if end < 0:
+            break
+        answers.append(bytes(buffer[start:end]).decode(errors="replace"))
+        start = end + len(PROMPT)
+    return answers, start
+
+
+async def _open(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    try:
+        return await asyncio.open_unix_connection(path, limit=MAX_ANSWER_BYTES)
+    except OSError as err:
+        raise SocketUnavailable(f"{path}: {err.strerror or err}") from err
+
+
+class Session:
+    """One admin-socket connection in interactive mode; ``ask`` sends a batch of commands.
+
+    Use as ``async with Session(path, timeout) as session``; each ``ask`` is bounded by the
+    timeout. A batch cut short (HAProxy gone, timeout) returns the answers that came.
+    """
+
+    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._buffer = bytearray()
+        self.closed = False
+
+    async def __aenter__(self) -> Session:
+        self._reader, self._writer = await _open(self.path)
+        answers = await self.ask(["prompt"])
+        if answers != [""]:
+            await self.close()
+            if not answers:
+                raise SocketUnavailable(f"{self.path}: no answer to 'prompt'")
+            raise UnexpectedAnswer(f"{self.path}: 'prompt' answered {answers[0][:120]!r}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self.closed = True
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def ask(self, commands: Sequence[str]) -> list[str]:
+        """Send ``commands`` at once; their answers in order (fewer if the batch was cut)."""
+        if not commands:
+            return []
+        if self._reader is None or self._writer is None or self.closed:
+            raise SocketUnavailable(f"{self.path}: the session is closed")
+        for command in commands:
+            if "\n" in command or "\r" in command:
+                raise ValueError(f"a command must be one line: {command!r}")
+        answers: list[str] = []
+        scan = 0
+        try:
+            async with asyncio.timeout(self.timeout):
+                self._writer.write("".join(f"{c}\n" for c in commands).encode())
+                while True:
+                    found, used = split_answers(self._buffer, len(commands) - len(answers), scan)
+                    del self._buffer[:used]
+                    answers += found
+                    if len(answers) == len(commands):
+                        break
+                    scan = max(0, len(self._buffer) - len(PROMPT) + 1)
+                    chunk = await self._reader.read(MAX_ANSWER_BYTES)
+                    if not chunk:
+                        break
+                    self._buffer += chunk
+        except (TimeoutError, OSError):
+            pass  # the caller sees the missing answers
+        if len(answers) < len(commands):
+            # Late answers would be taken for the next batch's: never use it again.
+            await self.close()
+        return answers
+
+
+async def unix_request(
+    path: str, command: str, timeout: float = DEFAULT_TIMEOUT, shut_write: bool = False
+) -> str:
+    """Send one command line to a unix socket and read the answer until HAProxy closes."""
+    if "\n" in command or "\r" in command:
+        raise ValueError(f"a command must be one line: {command!r}")
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await _open(path)
+            try:
+                writer.write(command.encode() + b"\n")
+                if shut_write:
+                    writer.write_eof()
+                await writer.drain()
+                data = await reader.read(MAX_ANSWER_BYTES)
+                while chunk := await reader.read(MAX_ANSWER_BYTES):
+                    data += chunk
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except TimeoutError as err:
+        raise SocketUnavailable(f"{path}: no answer to {command!r} within {timeout}s") from err
+    except OSError as err:  # the connection broke after it was opened
+        raise SocketUnavailable(f"{path}: {err.strerror or err}") from err
+    return data.decode(errors="replace")

@@ -1,0 +1,82 @@
+"""The HAProxy side's status: one dataclass the controller updates, JSON-ready for /status."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from synapse.haproxy.running import RunningServer
+
+RECENT_OPS = 50  # runtime commands kept for /status
+
+
+@dataclass
+class HAProxyStatus:
+    """Everything /status shows under "haproxy"; ``backends`` is
+    {backend: {server: {state, weight, address}}}, ``haproxy_pids`` only in managed mode."""
+
+    mode: str = "no_reloads"  # managed | reload_command | no_reloads
+    config_file: str | None = None
+    haproxy_version: str | None = None
+    reloads: int = 0
+    starts: int = 0
+    last_reload: dict[str, Any] | None = None
+    pending_reload: dict[str, Any] | None = None
+    validation_error: dict[str, Any] | None = None  # the candidate refused now
+    last_validation_error: dict[str, Any] | None = None
+    last_reload_error: dict[str, Any] | None = None
+    last_apply: dict[str, Any] | None = None
+    last_ops: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_OPS))
+    runtime_error: str | None = None
+    config_write_error: str | None = None
+    render_warnings: tuple[str, ...] = ()
+    backends: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    haproxy_pids: dict[str, int | None] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["last_ops"] = list(self.last_ops)
+        out["render_warnings"] = list(self.render_warnings)
+        if self.haproxy_pids is None:
+            del out["haproxy_pids"]
+        return out
+
+    # --- what the controller records ------------------------------------------------------
+
+    def applied(self, reason: str, ops: int, reload: str, seconds: float) -> None:
+        self.last_apply = {"at": time.time(), "reason": reason, "ops": ops, "reload": reload,
+                           "duration_ms": round(seconds * 1000, 2)}  # fmt: skip
+
+    def reloaded(self, kind: str, reason: str, seconds: float, started: bool) -> None:
+        if started:
+            self.starts += 1
+        else:
+            self.reloads += 1
+        self.last_reload_error = None
+        self.last_reload = {"at": time.time(), "kind": kind, "reason": reason,
+                            "duration_ms": round(seconds * 1000, 1)}  # fmt: skip
+
+    def refused(self, error: str, candidate: str | None, reasons: list[str]) -> None:
+        self.validation_error = {"at": time.time(), "message": error, "candidate": candidate,
+                                 "reasons": reasons[:10]}  # fmt: skip
+        self.last_validation_error = self.validation_error
+
+    def reload_failed(self, error: str, reason: str, retry_in: float) -> None:
+        self.last_reload_error = {"at": time.time(), "message": error, "reason": reason,
+                                  "retry_in_s": round(retry_in, 1)}  # fmt: skip
+
+
+def backend_states(
+    backends: Mapping[str, Mapping[str, RunningServer]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """{backend: {server: {state, weight, address}}}, sorted."""
+    return {
+        backend: {
+            name: {"state": s.label, "weight": s.weight, "address": f"{s.addr}:{s.port}"}
+            for name, s in sorted(servers.items())
+        }
+        for backend, servers in sorted(backends.items())
+    }

@@ -1,0 +1,36 @@
+"""The HAProxy side and the one fake implement every method of synapse.contract.Applier."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from applier_fakes import FakeApplier
+
+from synapse.contract import Applier, ApplyOutcome, ApplyResult
+from synapse.haproxy.controller import HAProxyController
+
+METHODS = ("start", "apply", "update_config", "flush", "stop", "status")
+
+
+@pytest.mark.parametrize("implementation", [HAProxyController, FakeApplier])
+def test_every_method_of_the_contract_with_its_signature(implementation: type) -> None:
+    protocol_methods = {
+        name
+        for name, _ in inspect.getmembers(Applier, inspect.isfunction)
+        if not name.startswith("_")
+    }
+    assert protocol_methods == set(METHODS)
+    for name in METHODS:
+        wanted, got = getattr(Applier, name), getattr(implementation, name)
+        assert inspect.signature(got) == inspect.signature(wanted), name
+        assert inspect.iscoroutinefunction(got) == inspect.iscoroutinefunction(wanted), name
+
+
+def test_outcomes_label_metrics_with_their_value_and_say_whether_they_applied() -> None:
+    assert [o.value for o in ApplyOutcome] == [
+        "none", "done", "pending", "invalid", "failed", "disabled"
+    ]  # fmt: skip
+    assert str(ApplyOutcome.PENDING) == "pending"  # metric labels, /status, logs
+    assert {o for o in ApplyOutcome if not o.applied} == {ApplyOutcome.INVALID, ApplyOutcome.FAILED}
+    assert ApplyResult(reload=ApplyOutcome.DONE).reloaded and not ApplyResult().reloaded
