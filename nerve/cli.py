@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return control_main(argv)
     args = build_parser().parse_args(argv)
-    return check_or_run(args, lambda: load_nerve_config(args.config, args.instance_id), _run)
+    return check_or_run(
+        args, lambda: load_nerve_config(args.config, args.instance_id, args.strict), _run
+    )
 
 
 def _run(config: NerveConfig, args: argparse.Namespace) -> int:

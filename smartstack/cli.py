@@ -14,9 +14,20 @@ EXIT_CONFIG_ERROR = 2
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    from smartstack.build_info import version_line
+
+    parser.add_argument("--version", action="version", version=version_line(parser.prog))
     parser.add_argument("-c", "--config", required=True, help="config file (JSON or YAML)")
     parser.add_argument(
         "-k", "--check-config", action="store_true", help="validate the config and exit"
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="every unknown key is an error, not a warning"
+    )
+    parser.add_argument(
+        "--config-only",
+        action="store_true",
+        help="with -k: check the file only, not this host (paths, haproxy -c)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--log-format", default="kv", choices=["kv", "json"])
@@ -47,13 +58,28 @@ class _Config(Protocol):
     services: dict[str, Any]
 
 
+# (config, check the whole host?) -> (error lines, notes): what the file alone cannot tell
+Preflight = Callable[[Any, bool], tuple[list[str], list[str]]]
+
+
 def check_or_run(
     args: argparse.Namespace,
     loader: Callable[[], tuple[_Config, list[str]]],
     run: Callable[[Any, argparse.Namespace], int],
+    preflight: Preflight | None = None,
 ) -> int:
-    """Load the config; with -k report and exit 0, otherwise start logging and run the daemon."""
+    """Load the config; with -k report and exit 0, otherwise start logging and run the daemon.
+
+    ``preflight`` checks this host: at start the paths the daemon writes, with -k also
+    slower checks (``haproxy -c``); ``--config-only`` skips it for -k (CI machines).
+    """
     config = load_or_exit(loader)
+    if preflight is not None and not (args.check_config and args.config_only):
+        errors, notes = preflight(config, args.check_config)
+        for line in notes:
+            print(f"note: {line}", file=sys.stderr)
+        if errors:
+            fail(errors)
     if args.check_config:
         print(f"{args.config}: ok ({len(config.services)} services)")
         return 0

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from smartstack import config_check
+
 SERVICE_FILE_SUFFIXES = (".json", ".yaml", ".yml")
 
 M = TypeVar("M", bound=BaseModel)
@@ -153,47 +155,29 @@ def validate(
         raise ConfigError(lines) from None
 
 
-def unknown_keys(model: BaseModel, prefix: tuple[Any, ...] = ()) -> list[str]:
-    """Key paths present in the file that no model field describes (for warnings)."""
-    found: list[str] = []
-    for key in sorted((model.model_extra or {}).keys()):
-        found.append(format_loc((*prefix, key)))
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        found.extend(_unknown_in(value, (*prefix, name)))
-    return found
-
-
-def _unknown_in(value: Any, prefix: tuple[Any, ...]) -> list[str]:
-    if isinstance(value, BaseModel):
-        return unknown_keys(value, prefix)
-    if isinstance(value, dict):
-        return [k for key, item in value.items() for k in _unknown_in(item, (*prefix, key))]
-    if isinstance(value, list):
-        return [k for i, item in enumerate(value) for k in _unknown_in(item, (*prefix, i))]
-    return []
-
-
 def load(
     model: type[M],
     path: Path,
     known_unused: Iterable[str] = (),
     overrides: dict[str, Any] | None = None,
+    strict: bool = False,
 ) -> tuple[M, list[str]]:
     """Read, merge ``service_conf_dir`` and validate one config file.
 
     Returns the model and warning lines for unknown keys (``known_unused`` are
-    Airbnb keys we accept silently but do not act on). ``overrides`` replace
-    top-level keys before validation (command-line flags, environment).
+    Airbnb keys we accept silently but do not act on). An unknown key close to a
+    known one is an error (``smartstack.config_check``), every one with ``strict``.
+    ``overrides`` replace top-level keys before validation (command-line flags,
+    environment).
     """
     doc = load_document(path)
+    config_check.require_content(doc, path)
     doc.update(overrides or {})
     sources = merge_service_conf_dir(doc, path)
     config = validate(model, doc, path, sources)
-    ignored = set(known_unused)
-    warnings = [
-        f"{path}: {key}: unknown key, ignored"
-        for key in unknown_keys(config)
-        if key.split(".")[-1].split("[")[0] not in ignored
-    ]
+    errors, warnings = config_check.classify_unknown(
+        config, known_unused, lambda loc: _source_for(loc, sources, path), strict
+    )
+    if errors:
+        raise ConfigError(errors)
     return config, warnings

@@ -11,7 +11,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from smartstack.configfile import ConfigModel, load
+from smartstack.config_check import services_problem
+from smartstack.configfile import ConfigError, ConfigModel, load
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
 
 # Airbnb keys we accept without a warning although we do not act on them.
@@ -305,5 +306,10 @@ class SynapseConfig(ConfigModel):
         return services
 
 
-def load_synapse_config(path: str | Path) -> tuple[SynapseConfig, list[str]]:
-    return load(SynapseConfig, Path(path), KNOWN_UNUSED_KEYS)
+def load_synapse_config(path: str | Path, strict: bool = False) -> tuple[SynapseConfig, list[str]]:
+    """Load a synapse config; like Airbnb's synapse, one without services is refused."""
+    config, warnings = load(SynapseConfig, Path(path), KNOWN_UNUSED_KEYS, strict=strict)
+    error, warning = services_problem(Path(path), config.services, config.service_conf_dir)
+    if error:
+        raise ConfigError([error])
+    return config, warnings + ([warning] if warning else [])
