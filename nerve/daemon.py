@@ -36,7 +36,7 @@ from nerve.metrics import NerveMetrics
 from nerve.registries import Registries, reporter_identity
 from nerve.reporters.base import Reporter
 from nerve.service import Service
-from smartstack.admin import AdminServer
+from smartstack.admin import AdminServer, start_or_log
 from smartstack.configfile import ConfigError
 from smartstack.logs import event
 
@@ -162,18 +162,7 @@ class NerveDaemon:
             admin_cfg.host, admin_cfg.port, self.metrics.registry, self.status, self.healthy
         )
         add_maintenance_routes(admin, lambda: self.services)
-        try:
-            await admin.start()
-        except OSError as exc:
-            # Registering healthy services matters more than the admin port: keep going.
-            event(
-                log,
-                "admin_not_started",
-                level=logging.ERROR,
-                host=admin_cfg.host,
-                port=admin_cfg.port,
-                error=str(exc),
-            )
+        if not await start_or_log(admin):
             return
         self.admin = admin
 

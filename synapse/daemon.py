@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from smartstack.admin import AdminServer
+from smartstack.admin import AdminServer, start_or_log
 from smartstack.configfile import ConfigError
 from smartstack.etcd import EtcdConnection
 from smartstack.logs import event
@@ -293,9 +293,9 @@ class SynapseDaemon:
         admin = self.config.admin
         if admin.port is None:
             return
-        self.admin = AdminServer(admin.host, admin.port, self.registry, self.status, self.healthy)
-        self.admin.add_route("GET", "/", self._status_page)
-        await self.admin.start()
+        server = AdminServer(admin.host, admin.port, self.registry, self.status, self.healthy)
+        server.add_route("GET", "/", self._status_page)
+        self.admin = server if await start_or_log(server) else None
 
     def healthy(self) -> bool:
         task = self._reconciler_task
