@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 
+from prometheus_client.parser import text_string_to_metric_families
 from synapse_e2e import Synapse, spread, wait, wait_serving
 
 from smartstack.build_info import version
@@ -74,3 +75,6 @@ def test_metrics_carry_build_info_and_process_series_and_no_created(http_backend
         assert "process_start_time_seconds " in text
         assert "python_info{" in text
         assert "_created" not in text
+        # The exposition parses as a whole (promtool is not installed here).
+        names = {family.name for family in text_string_to_metric_families(text)}
+        assert {"synapse_build_info", "process_cpu_seconds"} <= names
