@@ -70,6 +70,7 @@ class NerveDaemon:
         self.config = config
         self.config_path = Path(config_path) if config_path is not None else None
         self.instance_id_override = instance_id_override
+        self.strict = False  # --strict: unknown keys refuse a reloaded file too
         self.metrics = metrics or NerveMetrics()
         self.store = MaintenanceStore(resolve_state_dir(config, self.config_path))
         self.services: dict[str, Service] = {}
@@ -211,7 +212,9 @@ class NerveDaemon:
         if self.config_path is None:
             return False
         try:
-            new, warnings = load_nerve_config(self.config_path, self.instance_id_override)
+            new, warnings = load_nerve_config(
+                self.config_path, self.instance_id_override, self.strict
+            )
         except ConfigError as exc:
             self.metrics.reloads.labels("rejected").inc()
             event(
@@ -369,9 +372,12 @@ class NerveDaemon:
             return False
 
 
-async def serve(config: NerveConfig, config_path: Path, instance_id: str | None) -> int:
+async def serve(
+    config: NerveConfig, config_path: Path, instance_id: str | None, strict: bool = False
+) -> int:
     loop = asyncio.get_running_loop()
     daemon = NerveDaemon(config, config_path, instance_id)
+    daemon.strict = strict  # --strict holds for SIGHUP reloads too
     stop = asyncio.Event()
     reloads: set[asyncio.Task[bool]] = set()
 
@@ -398,4 +404,11 @@ async def serve(config: NerveConfig, config_path: Path, instance_id: str | None)
 
 def run(config: NerveConfig, args: Namespace) -> int:
     """Entry point from ``nerve -c FILE``: run until SIGTERM/SIGINT, then exit 0."""
-    return asyncio.run(serve(config, Path(args.config), getattr(args, "instance_id", None)))
+    return asyncio.run(
+        serve(
+            config,
+            Path(args.config),
+            getattr(args, "instance_id", None),
+            getattr(args, "strict", False),
+        )
+    )

@@ -51,7 +51,9 @@ STOP_STEP_TIMEOUT = 10.0  # per part (a managed HAProxy gets SIGKILL after 5 s a
 
 def run(config: SynapseConfig, args: argparse.Namespace) -> int:
     """Run synapse until SIGTERM/SIGINT; the exit code."""
-    return asyncio.run(SynapseDaemon(config, getattr(args, "config", None)).main())
+    daemon = SynapseDaemon(config, getattr(args, "config", None))
+    daemon.strict = getattr(args, "strict", False)  # holds for SIGHUP reloads too
+    return asyncio.run(daemon.main())
 
 
 def make_controller(config: SynapseConfig, registry: CollectorRegistry) -> Controller | None:
@@ -82,6 +84,7 @@ class SynapseDaemon:
     def __init__(self, config: SynapseConfig, config_path: str | None = None) -> None:
         self.config = config
         self.config_path = config_path
+        self.strict = False  # --strict: unknown keys refuse a reloaded file too
         self.registry = CollectorRegistry()
         self.metrics = SynapseMetrics(self.registry)
         self.controller: Controller | None = None
@@ -223,7 +226,7 @@ class SynapseDaemon:
             if self.config_path is None:
                 return False
             try:
-                new, warnings = load_synapse_config(self.config_path)
+                new, warnings = load_synapse_config(self.config_path, self.strict)
             except ConfigError as exc:
                 self._config_reload_failed("; ".join(exc.lines))
                 return False
