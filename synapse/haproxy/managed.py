@@ -167,8 +167,9 @@ class ManagedHAProxy:
         except OSError:
             return  # HAProxy itself reports a config file it cannot read
         master = self.master_pid if self.alive else None
+        path = str(self.settings.config_path)
         clashes = await asyncio.to_thread(
-            lambda: ports.foreign_listeners(text, ports.family(master))
+            lambda: ports.foreign_listeners(text, ports.family(master), path)
         )
         if clashes:
             raise HAProxyProcessError(

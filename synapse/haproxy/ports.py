@@ -141,23 +141,35 @@ def _describe(pid: int) -> str:
 
 
 def family(master_pid: int | None) -> set[int]:
-    """Our HAProxy: the master and its children (workers, old workers of a reload)."""
+    """Our HAProxy master and its children (workers, old workers of a reload): where our
+    own listeners are looked for first, so a reload needs no scan of every process."""
     if master_pid is None:
         return set()
     pids = {master_pid}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == master_pid:
-                pids.add(int(entry.name))
-    return pids
+    try:
+        children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text()
+    except OSError:
+        return pids
+    return pids | {int(pid) for pid in children.split()}
 
 
-def foreign_listeners(config_text: str, own_pids: Iterable[int] = ()) -> list[Clash]:
-    """The ``bind`` addresses of ``config_text`` another process listens on already."""
+def runs_config(pid: int, config_path: str) -> bool:
+    """``pid`` is an HAProxy started with ``-f config_path``: ours, even an orphaned worker
+    of a master that just died (it exits on its own; the restart must not wait for it)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return config_path.encode() in args
+
+
+def foreign_listeners(
+    config_text: str, own_pids: Iterable[int] = (), config_path: str | None = None
+) -> list[Clash]:
+    """The ``bind`` addresses of ``config_text`` another process listens on already.
+
+    Ours (never a clash): ``own_pids`` and processes running ``config_path``.
+    """
     wanted = bind_addresses(config_text)
     if not wanted:
         return []
@@ -174,7 +186,7 @@ def foreign_listeners(config_text: str, own_pids: Iterable[int] = ()) -> list[Cl
     clashes: dict[tuple[str, int], set[int]] = {}
     for written, _, port, inode in hits:
         pids = owners.get(inode, set())
-        if pids and pids <= own:
+        if pids and all(p in own or (config_path and runs_config(p, config_path)) for p in pids):
             continue  # our own HAProxy
         clashes.setdefault((written, port), set()).update(pids)
     return [

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,3 +65,32 @@ def test_a_live_listener_is_a_clash_with_its_owner(reuseport_listener: int) -> N
     assert foreign_listeners(f"    bind 127.0.0.2:{port}\n") == []
     # Our own HAProxy's listeners are not a clash (a reload keeps its ports).
     assert foreign_listeners(f"    bind 127.0.0.1:{port}\n", {os.getpid()}) == []
+
+
+LISTEN_SCRIPT = """
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("127.0.0.1", 0))
+s.listen()
+print(s.getsockname()[1], flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_process_running_our_config_file_is_ours(tmp_path: Path) -> None:
+    """An orphaned worker of our crashed master still listens: restarting must not wait."""
+    config = str(tmp_path / "haproxy.cfg")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LISTEN_SCRIPT, "-f", config], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        text = f"    bind 127.0.0.1:{port}\n"
+        assert foreign_listeners(text, (), config) == []
+        [clash] = foreign_listeners(text, (), str(tmp_path / "other.cfg"))
+        assert clash.owners[0].startswith(f"pid {proc.pid} (")
+    finally:
+        proc.kill()
+        proc.wait()
