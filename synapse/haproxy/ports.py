@@ -4,8 +4,8 @@ HAProxy binds with SO_REUSEPORT, so a second synapse (or any HAProxy of the same
 whose config binds the same port starts "successfully" and the kernel splits the
 connections between the two. Before a managed HAProxy starts or reloads, the ``bind``
 addresses of its config are compared with the live TCP listeners of this network
-namespace (``/proc/net/tcp*``); a listener owned by a process outside our own HAProxy
-is a clash, reported with the port and the owner.
+namespace (sock_diag, else ``/proc/net/tcp*``); a listener owned by a process outside
+our own HAProxy is a clash, reported with the port and the owner.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,8 +86,61 @@ def _decode(hex_address: str) -> tuple[str, int]:
     return str(ipaddress.ip_address(words)), int(port_hex, 16)
 
 
-def listeners(proc_net: Path = Path("/proc/net")) -> list[tuple[str, int, str]]:
-    """(ip, port, socket inode) of every listening TCP socket of this network namespace."""
+def listeners() -> list[tuple[str, int, str]]:
+    """(ip, port, socket inode) of every listening TCP socket of this network namespace.
+
+    Asked of the kernel through sock_diag, which dumps only sockets in LISTEN state: a busy
+    proxy host has tens of thousands of connections, and /proc/net/tcp lists them all.
+    """
+    try:
+        return _listeners_netlink()
+    except OSError:
+        return _listeners_proc()
+
+
+_NLMSG_DONE, _NLMSG_ERROR, _SOCK_DIAG_BY_FAMILY = 3, 2, 20
+_NLM_F_REQUEST_DUMP = 0x1 | 0x300
+_TCP_LISTEN = 10
+_NETLINK_SOCK_DIAG = 4
+
+
+def _listeners_netlink() -> list[tuple[str, int, str]]:
+    found = []
+    for family in (socket.AF_INET, socket.AF_INET6):
+        # inet_diag_req_v2: family, protocol, ext, pad, states, then a zeroed inet_diag_sockid
+        request = struct.pack("=BBBxI", family, socket.IPPROTO_TCP, 0, 1 << _TCP_LISTEN)
+        request += bytes(48)
+        header = struct.pack("=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY,
+                             _NLM_F_REQUEST_DUMP, 1, 0)  # fmt: skip
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
+            nl.settimeout(5)
+            nl.send(header + request)
+            found.extend(_read_dump(nl, family))
+    return found
+
+
+def _read_dump(nl: socket.socket, family: int) -> list[tuple[str, int, str]]:
+    found = []
+    while True:
+        data = nl.recv(65536)
+        offset = 0
+        while offset + 16 <= len(data):
+            length, kind = struct.unpack_from("=IH", data, offset)
+            if kind == _NLMSG_DONE:
+                return found
+            if kind == _NLMSG_ERROR or length < 16:
+                raise OSError("sock_diag refused the request")
+            body = offset + 16
+            # inet_diag_msg: family, state, timer, retrans, sockid (sport, dport big-endian,
+            # src[16], dst[16], if, cookie[2]), expires, rqueue, wqueue, uid, inode
+            sport = struct.unpack_from(">H", data, body + 4)[0]
+            raw = data[body + 8 : body + 8 + (4 if family == socket.AF_INET else 16)]
+            inode = struct.unpack_from("=I", data, body + 68)[0]
+            found.append((str(ipaddress.ip_address(raw)), sport, str(inode)))
+            offset += (length + 3) & ~3
+
+
+def _listeners_proc(proc_net: Path = Path("/proc/net")) -> list[tuple[str, int, str]]:
     found = []
     for name in ("tcp", "tcp6"):
         try:

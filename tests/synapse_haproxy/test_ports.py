@@ -94,3 +94,14 @@ def test_a_process_running_our_config_file_is_ours(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_sock_diag_and_proc_agree_on_the_listeners(reuseport_listener: int) -> None:
+    from synapse.haproxy.ports import _listeners_netlink, _listeners_proc
+
+    netlink = _listeners_netlink()
+    assert any(port == reuseport_listener for _, port, _ in netlink)
+    # Sockets may come and go between the two reads (other tests): compare ours only.
+    assert {x for x in netlink if x[1] == reuseport_listener} == {
+        x for x in _listeners_proc() if x[1] == reuseport_listener
+    }
