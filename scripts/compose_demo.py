@@ -242,7 +242,7 @@ def main(argv: list[str]) -> int:
         with contextlib.suppress(Exception):
             demo.compose("logs", "--tail", "20", check=False, timeout=60, quiet=False)
     except KeyboardInterrupt as exc:
-        say(f"interrupted ({exc or 'SIGINT'})")
+        say(f"interrupted ({str(exc) or 'SIGINT'})")
     finally:
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the cleanup
