@@ -49,7 +49,16 @@ def written_paths(config: SynapseConfig) -> dict[str, Path | None]:
 
 def preflight(config: SynapseConfig, config_path: Path, full: bool) -> tuple[list[str], list[str]]:
     """(errors, notes) about running this config on this host."""
-    errors = writable_problems(config_path, written_paths(config))
+    paths = written_paths(config)
+    # synapse writes its files with `mkdir -p`; HAProxy opens sockets and its pid file in
+    # directories that must exist, unless it is the config file's (made by that write).
+    config_dir = (paths.get("haproxy.config_file_path") or Path("/")).parent
+    opened_by_haproxy = [
+        path for key, path in paths.items()
+        if path is not None and (key.startswith("haproxy.managed.") or "socket" in key)
+        and path.parent != config_dir
+    ]  # fmt: skip
+    errors = writable_problems(config_path, paths, opened_by_haproxy)
     notes: list[str] = []
     if full and config.haproxy is not None:
         error, note = asyncio.run(check_haproxy(config, config_path))

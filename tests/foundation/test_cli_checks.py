@@ -116,18 +116,20 @@ def test_synapse_refuses_paths_it_cannot_write(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     blocker = write(tmp_path / "file", "x")
     doc = managed(tmp_path)
-    doc["haproxy"]["config_file_path"] = str(missing / "haproxy.cfg")
-    doc["haproxy"]["state_file_path"] = str(blocker / "state.json")
+    # synapse makes missing directories for its own files (mkdir -p) ...
+    doc["haproxy"]["config_file_path"] = str(tmp_path / "new" / "dir" / "haproxy.cfg")
+    # ... but not below a file, and HAProxy opens its sockets where they are.
+    doc["haproxy"]["state_file_path"] = str(blocker / "sub" / "state.json")
+    doc["haproxy"]["managed"] = {"master_socket_path": str(missing / "master.sock")}
     path = write(tmp_path / "s.json", doc)
     for args in (["-k"], []):  # checked at start too: one line instead of a traceback loop
         result = cli("synapse", "-c", str(path), *args)
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr
-        assert (
-            f"error: {path}: haproxy.config_file_path: cannot write {missing}/haproxy.cfg: "
-            f"directory {missing} does not exist" in result.stderr
-        )
-        assert (
-            f"error: {path}: haproxy.state_file_path: cannot write {blocker}/state.json: "
-            f"{blocker} is not a directory" in result.stderr
-        )
+        assert result.stderr.splitlines() == [
+            f"error: {path}: haproxy.state_file_path: cannot write {blocker}/sub/state.json: "
+            f"{blocker} is not a directory",
+            f"error: {path}: haproxy.managed.master_socket_path: cannot write "
+            f"{missing}/master.sock: directory {missing} does not exist",
+        ]
+    assert not (tmp_path / "new").exists()  # refused before anything was written
