@@ -133,3 +133,24 @@ def test_synapse_refuses_paths_it_cannot_write(tmp_path: Path) -> None:
             f"{missing}/master.sock: directory {missing} does not exist",
         ]
     assert not (tmp_path / "new").exists()  # refused before anything was written
+
+
+def test_synapse_refuses_a_read_only_filesystem(tmp_path: Path) -> None:
+    """A real read-only mount, in a private user and mount namespace (`unshare -rm`)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    doc = managed(tmp_path)
+    doc["haproxy"]["config_file_path"] = str(ro / "haproxy.cfg")
+    path = write(tmp_path / "s.json", doc)
+    script = f'mount -t tmpfs -o ro tmpfs {ro} && exec "$0" -m synapse.cli -c {path} -k'
+    result = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, sys.executable],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert (
+        f"error: {path}: haproxy.config_file_path: cannot write {ro}/haproxy.cfg: "
+        f"directory {ro} is on a read-only filesystem"
+    ) in result.stderr.splitlines()
