@@ -14,9 +14,7 @@ EXIT_CONFIG_ERROR = 2
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    from smartstack.build_info import version_line
-
-    parser.add_argument("--version", action="version", version=version_line(parser.prog))
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     parser.add_argument("-c", "--config", required=True, help="config file (JSON or YAML)")
     parser.add_argument(
         "-k", "--check-config", action="store_true", help="validate the config and exit"
@@ -31,6 +29,19 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--log-format", default="kv", choices=["kv", "json"])
+
+
+class _Version(argparse.Action):
+    """``--version``: one line, never wrapped (argparse's own action wraps long text)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from smartstack.build_info import version_line
+
+        print(version_line(parser.prog))
+        parser.exit()
 
 
 def fail(lines: list[str]) -> NoReturn:
