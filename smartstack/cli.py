@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 from smartstack import logs
@@ -69,8 +70,9 @@ class _Config(Protocol):
     services: dict[str, Any]
 
 
-# (config, check the whole host?) -> (error lines, notes): what the file alone cannot tell
-Preflight = Callable[[Any, bool], tuple[list[str], list[str]]]
+# (config, its path, check the whole host?) -> (error lines, notes): what the file alone
+# cannot tell
+Preflight = Callable[[Any, Path, bool], tuple[list[str], list[str]]]
 
 
 def check_or_run(
@@ -86,7 +88,7 @@ def check_or_run(
     """
     config = load_or_exit(loader)
     if preflight is not None and not (args.check_config and args.config_only):
-        errors, notes = preflight(config, args.check_config)
+        errors, notes = preflight(config, Path(args.config), args.check_config)
         for line in notes:
             print(f"note: {line}", file=sys.stderr)
         if errors:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from smartstack.cli import Preflight, add_common_arguments, check_or_run
+from smartstack.cli import add_common_arguments, check_or_run
 from synapse.config import SynapseConfig, load_synapse_config
+from synapse.preflight import preflight
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,17 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return check_or_run(
-        args, lambda: load_synapse_config(args.config, args.strict), _run, _preflight(args)
+        args, lambda: load_synapse_config(args.config, args.strict), _run, preflight
     )
-
-
-def _preflight(args: argparse.Namespace) -> Preflight:
-    def check(config: SynapseConfig, full: bool) -> tuple[list[str], list[str]]:
-        from synapse.preflight import preflight
-
-        return preflight(config, Path(args.config), full)
-
-    return check
 
 
 def _run(config: SynapseConfig, args: argparse.Namespace) -> int:

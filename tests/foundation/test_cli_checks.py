@@ -154,3 +154,25 @@ def test_synapse_refuses_a_read_only_filesystem(tmp_path: Path) -> None:
         f"error: {path}: haproxy.config_file_path: cannot write {ro}/haproxy.cfg: "
         f"directory {ro} is on a read-only filesystem"
     ) in result.stderr.splitlines()
+
+
+def test_nerve_check_names_files_it_cannot_write_and_start_only_notes_them(
+    tmp_path: Path,
+) -> None:
+    blocker = write(tmp_path / "file", "x")
+    doc = {
+        "instance_id": "a",
+        "heartbeat_path": str(tmp_path / "missing" / "beat"),
+        "state_dir": str(blocker / "state"),
+        "services": {"w": NERVE_SERVICE},
+    }
+    path = write(tmp_path / "n.json", doc)
+    result = cli("nerve", "-c", str(path), "-k")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: {path}: heartbeat_path: cannot write {tmp_path}/missing/beat: "
+        f"directory {tmp_path}/missing does not exist",
+        f"error: {path}: state_dir: cannot write {blocker}/state/x.json: "
+        f"{blocker} is not a directory",
+    ]
+    assert cli("nerve", "-c", str(path), "-k", "--config-only").returncode == 0
