@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from nerve.config import NerveConfig, load_nerve_config
+from nerve.preflight import preflight
 from smartstack.cli import add_common_arguments, check_or_run
 
 
@@ -33,7 +34,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return control_main(argv)
     args = build_parser().parse_args(argv)
-    return check_or_run(args, lambda: load_nerve_config(args.config, args.instance_id), _run)
+    return check_or_run(
+        args,
+        lambda: load_nerve_config(args.config, args.instance_id, args.strict),
+        _run,
+        preflight,
+    )
 
 
 def _run(config: NerveConfig, args: argparse.Namespace) -> int:

@@ -14,7 +14,8 @@ from pydantic import Field, field_validator, model_validator
 
 from nerve.docker_config import DockerModeConfig
 from smartstack.admin_token import AdminAuthConfig
-from smartstack.configfile import ConfigModel, load
+from smartstack.config_check import refuse_unspecified, services_problem
+from smartstack.configfile import ConfigError, ConfigModel, load
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
 
 CheckType = Literal["http", "https", "tcp", "redis", "rabbitmq", "noop", "exec"]
@@ -104,6 +105,11 @@ class ServiceConfig(ConfigModel):
     # ours: also withdraw when this file exists (a load balancer "drain" flag)
     maintenance_file: str | None = None
 
+    @field_validator("host")
+    @classmethod
+    def _reachable_host(cls, value: str) -> str:
+        return refuse_unspecified(value)
+
     @field_validator("zk_hosts", mode="before")
     @classmethod
     def _hosts_list(cls, value: object) -> object:
@@ -187,9 +193,20 @@ class NerveConfig(ConfigModel):
 
 
 def load_nerve_config(
-    path: str | Path, instance_id: str | None = None
+    path: str | Path, instance_id: str | None = None, strict: bool = False
 ) -> tuple[NerveConfig, list[str]]:
-    """Load a nerve config; ``instance_id`` (flag -i) or NERVE_INSTANCE_ID override the file."""
+    """Load a nerve config; ``instance_id`` (flag -i) or NERVE_INSTANCE_ID override the file.
+
+    A file with no source of services is refused: that nerve would register nothing.
+    """
     override = instance_id or os.environ.get("NERVE_INSTANCE_ID")
     overrides = {"instance_id": override} if override else None
-    return load(NerveConfig, Path(path), KNOWN_UNUSED_KEYS, overrides)
+    config, warnings = load(NerveConfig, Path(path), KNOWN_UNUSED_KEYS, overrides, strict=strict)
+    if config.docker is None:
+        error, warning = services_problem(
+            Path(path), config.services, config.service_conf_dir, "'docker'"
+        )
+        if error:
+            raise ConfigError([error])
+        warnings += [warning] if warning else []
+    return config, warnings

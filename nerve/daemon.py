@@ -36,7 +36,7 @@ from nerve.metrics import NerveMetrics
 from nerve.registries import Registries, reporter_identity
 from nerve.reporters.base import Reporter
 from nerve.service import Service
-from smartstack.admin import AdminServer
+from smartstack.admin import AdminServer, start_or_log
 from smartstack.admin_token import TokenFileError
 from smartstack.configfile import ConfigError
 from smartstack.logs import event
@@ -71,6 +71,7 @@ class NerveDaemon:
         self.config = config
         self.config_path = Path(config_path) if config_path is not None else None
         self.instance_id_override = instance_id_override
+        self.strict = False  # --strict: unknown keys refuse a reloaded file too
         self.metrics = metrics or NerveMetrics()
         self.store = MaintenanceStore(resolve_state_dir(config, self.config_path))
         self.services: dict[str, Service] = {}
@@ -160,21 +161,16 @@ class NerveDaemon:
         if admin_cfg.port is None:
             return
         try:
+            token = admin_cfg.token()
+        except TokenFileError as exc:
             # An unreadable token leaves the admin API off, never open without one.
-            admin = AdminServer(admin_cfg.host, admin_cfg.port, self.metrics.registry,
-                                self.status, self.healthy, admin_cfg.token())  # fmt: skip
-            add_maintenance_routes(admin, lambda: self.services)
-            await admin.start()
-        except (OSError, TokenFileError) as exc:
-            # Registering healthy services matters more than the admin port: keep going.
-            event(
-                log,
-                "admin_not_started",
-                level=logging.ERROR,
-                host=admin_cfg.host,
-                port=admin_cfg.port,
-                error=str(exc),
-            )
+            event(log, "admin_not_started", level=logging.ERROR, host=admin_cfg.host,
+                  port=admin_cfg.port, error=str(exc))  # fmt: skip
+            return
+        admin = AdminServer(admin_cfg.host, admin_cfg.port, self.metrics.registry,
+                            self.status, self.healthy, token)  # fmt: skip
+        add_maintenance_routes(admin, lambda: self.services)
+        if not await start_or_log(admin):
             return
         self.admin = admin
 
@@ -223,7 +219,9 @@ class NerveDaemon:
         if self.config_path is None:
             return False
         try:
-            new, warnings = load_nerve_config(self.config_path, self.instance_id_override)
+            new, warnings = load_nerve_config(
+                self.config_path, self.instance_id_override, self.strict
+            )
         except ConfigError as exc:
             self.metrics.reloads.labels("rejected").inc()
             event(
@@ -381,9 +379,12 @@ class NerveDaemon:
             return False
 
 
-async def serve(config: NerveConfig, config_path: Path, instance_id: str | None) -> int:
+async def serve(
+    config: NerveConfig, config_path: Path, instance_id: str | None, strict: bool = False
+) -> int:
     loop = asyncio.get_running_loop()
     daemon = NerveDaemon(config, config_path, instance_id)
+    daemon.strict = strict  # --strict holds for SIGHUP reloads too
     stop = asyncio.Event()
     reloads: set[asyncio.Task[bool]] = set()
 
@@ -410,4 +411,11 @@ async def serve(config: NerveConfig, config_path: Path, instance_id: str | None)
 
 def run(config: NerveConfig, args: Namespace) -> int:
     """Entry point from ``nerve -c FILE``: run until SIGTERM/SIGINT, then exit 0."""
-    return asyncio.run(serve(config, Path(args.config), getattr(args, "instance_id", None)))
+    return asyncio.run(
+        serve(
+            config,
+            Path(args.config),
+            getattr(args, "instance_id", None),
+            getattr(args, "strict", False),
+        )
+    )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -212,10 +213,18 @@ class Demo:
                 self.daemon.workdir.rmdir()
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    # SIGTERM / SIGHUP (a supervisor, a closed terminal) clean up exactly like Ctrl-C; by
+    # default they would end the process without `finally`, leaving the private dockerd.
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep it running after the checks")
     args = parser.parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     demo = Demo(args.keep)
     started = time.monotonic()
     ok = False
@@ -232,7 +241,11 @@ def main(argv: list[str]) -> int:
         say(f"FAILED: {exc}")
         with contextlib.suppress(Exception):
             demo.compose("logs", "--tail", "20", check=False, timeout=60, quiet=False)
+    except KeyboardInterrupt as exc:
+        say(f"interrupted ({str(exc) or 'SIGINT'})")
     finally:
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the cleanup
         demo.cleanup()
     say(f"{'passed' if ok else 'failed'} in {time.monotonic() - started:.0f}s")
     return 0 if ok else 1

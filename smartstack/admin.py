@@ -109,6 +109,19 @@ class AdminServer:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def start_or_log(admin: AdminServer) -> bool:
+    """Start the admin server; if its port is taken (or the address is wrong), log one line
+    and carry on: registering and routing matter more than the admin page."""
+    try:
+        await admin.start()
+    except OSError as exc:
+        event(log, "admin_not_started", level=logging.ERROR, host=admin.host, port=admin.port,
+              error=exc.strerror or str(exc), detail="running without the admin API")  # fmt: skip
+        await admin.stop()
+        return False
+    return True
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(
         status=status,

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 from smartstack import logs
@@ -16,6 +17,7 @@ EXIT_CONFIG_ERROR = 2
 
 def add_common_arguments(parser: argparse.ArgumentParser, config_env: str | None = None) -> None:
     """``config_env``: an environment variable that names the config file when -c is absent."""
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     if config_env:
         parser.add_argument(
             "-c",
@@ -28,8 +30,29 @@ def add_common_arguments(parser: argparse.ArgumentParser, config_env: str | None
     parser.add_argument(
         "-k", "--check-config", action="store_true", help="validate the config and exit"
     )
+    parser.add_argument(
+        "--strict", action="store_true", help="every unknown key is an error, not a warning"
+    )
+    parser.add_argument(
+        "--config-only",
+        action="store_true",
+        help="with -k: check the file only, not this host (paths, haproxy -c)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--log-format", default="kv", choices=["kv", "json"])
+
+
+class _Version(argparse.Action):
+    """``--version``: one line, never wrapped (argparse's own action wraps long text)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from smartstack.build_info import version_line
+
+        print(version_line(parser.prog))
+        parser.exit()
 
 
 def fail(lines: list[str]) -> NoReturn:
@@ -57,13 +80,29 @@ class _Config(Protocol):
     services: dict[str, Any]
 
 
+# (config, its path, check the whole host?) -> (error lines, notes): what the file alone
+# cannot tell
+Preflight = Callable[[Any, Path, bool], tuple[list[str], list[str]]]
+
+
 def check_or_run(
     args: argparse.Namespace,
     loader: Callable[[], tuple[_Config, list[str]]],
     run: Callable[[Any, argparse.Namespace], int],
+    preflight: Preflight | None = None,
 ) -> int:
-    """Load the config; with -k report and exit 0, otherwise start logging and run the daemon."""
+    """Load the config; with -k report and exit 0, otherwise start logging and run the daemon.
+
+    ``preflight`` checks this host: at start the paths the daemon writes, with -k also
+    slower checks (``haproxy -c``); ``--config-only`` skips it for -k (CI machines).
+    """
     config = load_or_exit(loader)
+    if preflight is not None and not (args.check_config and args.config_only):
+        errors, notes = preflight(config, Path(args.config), args.check_config)
+        for line in notes:
+            print(f"note: {line}", file=sys.stderr)
+        if errors:
+            fail(errors)
     if args.check_config:
         print(f"{args.config}: ok ({len(config.services)} services)")
         return 0

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from smartstack import config_check
 from smartstack.erb import ErbError
 from smartstack.erb import render as erb_render
 
@@ -188,27 +189,6 @@ def validate(
         raise ConfigError(lines) from None
 
 
-def unknown_keys(model: BaseModel, prefix: tuple[Any, ...] = ()) -> list[str]:
-    """Key paths present in the file that no model field describes (for warnings)."""
-    found: list[str] = []
-    for key in sorted((model.model_extra or {}).keys()):
-        found.append(format_loc((*prefix, key)))
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        found.extend(_unknown_in(value, (*prefix, name)))
-    return found
-
-
-def _unknown_in(value: Any, prefix: tuple[Any, ...]) -> list[str]:
-    if isinstance(value, BaseModel):
-        return unknown_keys(value, prefix)
-    if isinstance(value, dict):
-        return [k for key, item in value.items() for k in _unknown_in(item, (*prefix, key))]
-    if isinstance(value, list):
-        return [k for i, item in enumerate(value) for k in _unknown_in(item, (*prefix, i))]
-    return []
-
-
 def load(
     model: type[M],
     path: Path,
@@ -216,24 +196,28 @@ def load(
     overrides: dict[str, Any] | None = None,
     erb: bool = False,
     prepare: Callable[[dict[str, Any], Path, dict[str, Path]], list[str]] | None = None,
+    strict: bool = False,
 ) -> tuple[M, list[str]]:
     """Read, merge ``service_conf_dir`` and validate one config file.
 
     Returns the model and warning lines for unknown keys (``known_unused`` are
-    Airbnb keys we accept silently but do not act on). ``overrides`` replace
-    top-level keys before validation (command-line flags, environment). ``erb``: render
-    ``<%= ENV[...] %>`` tags in every file read (smartstack.erb). ``prepare`` may
-    adjust the merged document before validation and returns warning lines.
+    Airbnb keys we accept silently but do not act on). An unknown key close to a
+    known one is an error (``smartstack.config_check``), every one with ``strict``.
+    ``overrides`` replace top-level keys before validation (command-line flags,
+    environment). ``erb``: render ``<%= ENV[...] %>`` tags in every file read
+    (smartstack.erb). ``prepare`` may adjust the merged document before validation
+    and returns warning lines.
     """
     doc = load_document(path, erb)
+    config_check.require_content(doc, path)
     doc.update(overrides or {})
     sources = merge_service_conf_dir(doc, path, erb)
     prepared = prepare(doc, path, sources) if prepare else []
     config = validate(model, doc, path, sources)
-    ignored = set(known_unused)
-    warnings = prepared + [
-        f"{path}: {key}: unknown key, ignored"
-        for key in unknown_keys(config)
-        if key.split(".")[-1].split("[")[0] not in ignored
-    ]
+    errors, unknown = config_check.classify_unknown(
+        config, known_unused, lambda loc: _source_for(loc, sources, path), strict
+    )
+    if errors:
+        raise ConfigError(errors)
+    warnings = prepared + unknown
     return config, warnings

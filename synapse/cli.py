@@ -7,6 +7,7 @@ import sys
 
 from smartstack.cli import add_common_arguments, check_or_run
 from synapse.config import CONFIG_ENV, SynapseConfig, load_synapse_config
+from synapse.preflight import preflight
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.config:
         parser.error(f"the config file is needed: -c FILE, or ${CONFIG_ENV}")
-    return check_or_run(args, lambda: load_synapse_config(args.config, args.zone), _run)
+    return check_or_run(
+        args,
+        lambda: load_synapse_config(args.config, args.zone, args.strict),
+        _run,
+        preflight,
+    )
 
 
 def _run(config: SynapseConfig, args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from smartstack.admin_token import AdminAuthConfig
+from smartstack.config_check import services_problem
 from smartstack.configfile import ConfigError, ConfigModel, load
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
 from synapse.edge_config import HAPROXY_TIME, HAProxyLogging, HAProxyTLS, ServiceRoutes
@@ -556,11 +557,12 @@ def ignore_non_string_server_options(
 
 
 def load_synapse_config(
-    path: str | Path, zone: str | None = None
+    path: str | Path, zone: str | None = None, strict: bool = False
 ) -> tuple[SynapseConfig, list[str]]:
     """Load a synapse config: ERB ``<%= ENV[...] %>`` tags are rendered first, as Ruby does.
 
-    The zone is ``zone`` (--zone), else $SYNAPSE_ZONE, else the file's.
+    The zone is ``zone`` (--zone), else $SYNAPSE_ZONE, else the file's. Like Airbnb's
+    synapse, a config without services is refused.
     """
     override = zone or os.environ.get("SYNAPSE_ZONE")
     config, warnings = load(
@@ -570,10 +572,14 @@ def load_synapse_config(
         {"zone": override} if override else None,
         erb=True,
         prepare=ignore_non_string_server_options,
+        strict=strict,
     )
+    error, warning = services_problem(Path(path), config.services, config.service_conf_dir)
+    if error:
+        raise ConfigError([error])
     from synapse.port_clash import admin_port_clashes
 
     clashes = admin_port_clashes(config)
     if clashes:
         raise ConfigError([f"{path}: {line}" for line in clashes])
-    return config, warnings
+    return config, warnings + ([warning] if warning else [])

@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from smartstack.admin import AdminServer
+from smartstack.admin import AdminServer, start_or_log
 from smartstack.configfile import ConfigError
 from smartstack.etcd import EtcdConnection
 from smartstack.logs import event
@@ -52,7 +52,10 @@ STOP_STEP_TIMEOUT = 10.0  # per part (a managed HAProxy gets SIGKILL after 5 s a
 
 def run(config: SynapseConfig, args: argparse.Namespace) -> int:
     """Run synapse until SIGTERM/SIGINT; the exit code."""
-    return asyncio.run(SynapseDaemon(config, getattr(args, "config", None)).main())
+    daemon = SynapseDaemon(config, getattr(args, "config", None))
+    daemon.strict = getattr(args, "strict", False)  # holds for SIGHUP reloads too
+    daemon.zone_flag = getattr(args, "zone", None)  # --zone beats the file on SIGHUP too
+    return asyncio.run(daemon.main())
 
 
 def make_controller(config: SynapseConfig, registry: CollectorRegistry) -> Applier | None:
@@ -83,6 +86,8 @@ class SynapseDaemon:
     def __init__(self, config: SynapseConfig, config_path: str | None = None) -> None:
         self.config = config
         self.config_path = config_path
+        self.strict = False  # --strict: unknown keys refuse a reloaded file too
+        self.zone_flag: str | None = None
         self.registry = CollectorRegistry()
         self.metrics = SynapseMetrics(self.registry)
         self.controller: Applier | None = None
@@ -224,7 +229,9 @@ class SynapseDaemon:
             if self.config_path is None:
                 return False
             try:
-                new, warnings = load_synapse_config(self.config_path)
+                new, warnings = load_synapse_config(
+                    self.config_path, self.zone_flag, strict=self.strict
+                )
             except ConfigError as exc:
                 self._config_reload_failed("; ".join(exc.lines))
                 return False
@@ -289,11 +296,11 @@ class SynapseDaemon:
         admin = self.config.admin
         if admin.port is None:
             return
-        self.admin = AdminServer(
+        server = AdminServer(
             admin.host, admin.port, self.registry, self.status, self.healthy, admin.token()
         )
-        self.admin.add_route("GET", "/", self._status_page)
-        await self.admin.start()
+        server.add_route("GET", "/", self._status_page)
+        self.admin = server if await start_or_log(server) else None
 
     def healthy(self) -> bool:
         task = self._reconciler_task

@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from smartstack.logs import event
+from synapse.haproxy import ports
 from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.runtime import MasterClient, RuntimeClient
 from synapse.haproxy.settings import Settings
@@ -84,6 +85,7 @@ class ManagedHAProxy:
         return True
 
     async def start(self) -> None:
+        await self._refuse_taken_ports()
         args = [
             self.settings.binary, "-W", "-db",
             "-S", f"{self.settings.master_socket},mode,600",
@@ -113,6 +115,7 @@ class ManagedHAProxy:
 
     async def reload(self) -> int:
         """Reload through the master CLI; the new worker's pid once it serves."""
+        await self._refuse_taken_ports()
         before = await self.master.show_proc()
         await self.master.reload()  # 2.6 answers nothing
         return await self._wait_for_worker(set(before.workers), self.reload_timeout, before)
@@ -159,6 +162,24 @@ class ManagedHAProxy:
         self.master_pid = self.worker_pid = None
         self._stopping = False
         event(log, "haproxy_stopped", master_pid=pid)
+
+    async def _refuse_taken_ports(self) -> None:
+        """SO_REUSEPORT would let HAProxy share a port another process listens on."""
+        assert self.settings.config_path is not None
+        try:
+            text = await asyncio.to_thread(self.settings.config_path.read_text)
+        except OSError:
+            return  # HAProxy itself reports a config file it cannot read
+        master = self.master_pid if self.alive else None
+        path = str(self.settings.config_path)
+        clashes = await asyncio.to_thread(
+            lambda: ports.foreign_listeners(text, ports.family(master), path)
+        )
+        if clashes:
+            raise HAProxyProcessError(
+                "frontend port already in use, HAProxy would share it (SO_REUSEPORT): "
+                + "; ".join(str(clash) for clash in clashes)
+            )
 
     def output_tail(self, lines: int = 10) -> str:
         return "\n".join(list(self._output)[-lines:])

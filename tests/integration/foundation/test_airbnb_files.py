@@ -204,6 +204,7 @@ def erb_synapse_file(tmp_path: Path) -> Path:
         "  reload_command: 'true'\n"
         "services:\n  web:\n    discovery:\n      method: zookeeper\n"
         "      hosts: [\"<%= ENV['ZK_HOST'] %>\"]\n      path: /nerve/web\n"
+        "    haproxy:\n      port: 3213\n"  # a listener: `-k` also runs `haproxy -c`
     )
     return path
 
@@ -306,7 +307,8 @@ def test_use_nerve_weights_in_the_top_level_haproxy_block() -> None:
 def test_zookeeper_dns_passes_check(tmp_path: Path) -> None:
     path = tmp_path / "synapse.json"
     discovery = {**ZK_DISCOVERY, "method": "zookeeper_dns", "check_interval": 5}
-    path.write_text(json.dumps({"haproxy": HAPROXY, "services": {"web": {"discovery": discovery}}}))
+    web = {"discovery": discovery, "haproxy": {"port": 3213}}
+    path.write_text(json.dumps({"haproxy": HAPROXY, "services": {"web": web}}))
     result = run("synapse", "-c", str(path), "-k", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     no_path = {**discovery, "path": None}
@@ -368,7 +370,7 @@ def test_check_refuses_a_config_whose_admin_port_clashes(tmp_path: Path) -> None
     path = tmp_path / "synapse.json"
     doc = {
         "haproxy": {**HAPROXY, "extra_sections": {"listen stats :3212": ["stats enable"]}},
-        "services": {},
+        "services": {"web": {"discovery": ZK_DISCOVERY}},
         "admin": {"port": 3212},
     }
     path.write_text(json.dumps(doc))

@@ -355,7 +355,9 @@ async def test_failed_reload_keeps_the_old_worker_and_retries(
         blocker.bind(("127.0.0.1", taken))
         blocker.listen()
         failed = await controller.apply([web(port, [b1]), api], "port in use")
-        assert failed.reload is ApplyOutcome.FAILED and "could not load" in (failed.error or "")
+        # Found before HAProxy tries (synapse.haproxy.ports): the port and its owner.
+        assert failed.reload is ApplyOutcome.FAILED
+        assert f"port {taken} (localhost:{taken}) is already bound by pid" in (failed.error or "")
         assert Path(controller.settings.config_path).read_text() == good
         assert (await show_proc(controller)).workers == workers
         assert controller.status()["last_reload_error"]["retry_in_s"] >= 1

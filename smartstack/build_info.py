@@ -1,0 +1,96 @@
+"""What is running: ``--version`` and the ``<daemon>_build_info`` metric, plus the
+standard process metrics every Prometheus user expects next to them."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+DISTRIBUTION = "smartstack"
+
+
+@functools.cache
+def version() -> str:
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
+
+
+@functools.cache
+def revision() -> str:
+    """The source revision, when known: $SMARTSTACK_REVISION (set by image builds), the
+    commit pip recorded for a VCS install, or the git checkout of an editable install."""
+    if os.environ.get("SMARTSTACK_REVISION"):
+        return os.environ["SMARTSTACK_REVISION"]
+    try:
+        direct = metadata.distribution(DISTRIBUTION).read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        direct = None
+    commit = (json.loads(direct).get("vcs_info") or {}).get("commit_id") if direct else None
+    if commit:
+        return str(commit)
+    return _git_head(Path(__file__).resolve().parents[1] / ".git")
+
+
+def _git_head(git: Path) -> str:
+    """The checkout's commit, read from the files (no git process: this runs in every
+    daemon start and in unit tests). A worktree's ``.git`` is a file naming its git dir."""
+    try:
+        if git.is_file():
+            git = Path(git.read_text().split("gitdir:", 1)[1].strip())
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head[:12]
+        ref = head[5:]
+        common = git / "commondir"
+        base = (git / common.read_text().strip()).resolve() if common.exists() else git
+        for root in (git, base):
+            if (root / ref).exists():
+                return (root / ref).read_text().strip()[:12]
+        packed = base / "packed-refs"
+        for line in packed.read_text().splitlines() if packed.exists() else ():
+            if line.endswith(" " + ref):
+                return line.split()[0][:12]
+    except (OSError, IndexError):
+        pass
+    return ""
+
+
+def version_line(program: str) -> str:
+    rev = revision()
+    built = f" ({rev})" if rev else ""
+    return (
+        f"{program} {version()}{built}, {platform.python_implementation()} "
+        f"{platform.python_version()}, {platform.platform()}"
+    )
+
+
+def instrument(registry: CollectorRegistry, daemon: str) -> None:
+    """``<daemon>_build_info`` and the process/platform collectors on ``registry``.
+
+    ``_created`` series are turned off (process-wide): they double every counter's
+    series and no dashboard of ours uses them.
+    """
+    disable_created_metrics()
+    info = Gauge(
+        f"{daemon}_build_info",
+        f"Always 1; the labels say which {daemon} is running",
+        ["version", "python", "revision"],
+        registry=registry,
+    )
+    info.labels(version(), platform.python_version(), revision()).set(1)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)

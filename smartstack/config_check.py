@@ -1,0 +1,189 @@
+"""Refusing bad input early: empty files, likely typos of known keys, unreachable hosts.
+
+Unknown keys are sorted into errors and warnings. Real Airbnb files carry keys we do
+not use, so an unknown key is normally a warning; but one that is a small edit away
+from a key we know at the same level (``chekcs`` for ``checks``, ``timout``,
+``prot``) is almost certainly a typo that silently disables something (no checks,
+the default timeout, a vanished frontend), so it is an error with a suggestion.
+``strict`` makes every unknown key an error.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+MAX_DISTANCE = 2
+SHORT_KEY = 4  # keys this short get distance 1 only: at 2 almost any short word would match
+
+# Keys of Airbnb's nerve and synapse (docs: /work/shared/reference/airbnb-config.md, plus
+# discovery keys of watchers we do not implement). A real file may carry one at a level
+# where we do not use it: it stays a plain unknown key, never a "did you mean" error.
+_AIRBNB_KEY_TEXT = """
+    instance_id services service_conf_dir heartbeat_path max_repeated_report_failures statsd
+    host port check_interval checks type name timeout rise fall uri ssl headers expect
+    open_timeout username password weight haproxy_server_options labels reporter_type
+    zk_hosts zk_path node_type use_path_encoding etcd_host etcd_port etcd_path rate_limiting
+    average_rate max_burst shadow_mode load_test_concurrency
+    haproxy file_output output_directory discovery method label_filters label value condition
+    default_servers keep_default_servers use_previous_backends backend_port_override disabled
+    hosts path decode endpoint_name generator_config_path retry_policy max_attempts max_delay
+    base_interval max_interval polling_interval_sec servers nameserver image_name
+    container_port watchers resolver leader_election discovery_jitter
+    bind_address bind_options server_options frontend backend listen backend_name
+    backend_order shared_frontend cookie_value_method use_nerve_weights server_port_override
+    global defaults extra_sections config_file_path do_writes reload_command do_reloads
+    socket_file_path do_socket do_checks check_command candidate_config_file_path
+    restart_interval restart_jitter state_file_path state_file_ttl server_order_seed
+    max_server_id
+    tag_name tag_value aws_region aws_access_key_id aws_secret_access_key
+    marathon_api_url application_name port_index
+"""
+AIRBNB_KEYS = frozenset(_AIRBNB_KEY_TEXT.split())
+
+
+@dataclass(frozen=True)
+class UnknownKey:
+    loc: tuple[Any, ...]  # ('services', 'web', 'chekcs')
+    suggestions: tuple[str, ...]  # known keys at the same level, closest first
+
+
+def edit_distance(a: str, b: str, limit: int = MAX_DISTANCE) -> int:
+    """Damerau-Levenshtein distance (optimal string alignment): a swap of two
+    neighbouring letters counts 1. Returns ``limit + 1`` as soon as it exceeds ``limit``."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cost = 0 if ca == cb else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        if min(current) > limit:
+            return limit + 1
+        previous2, previous = previous, current
+    return min(previous[-1], limit + 1)
+
+
+def suggest(key: str, known: Iterable[str]) -> tuple[str, ...]:
+    """The known keys closest to ``key`` within the allowed distance (none: no typo)."""
+    typed = key.lower().replace("-", "_")
+    found: dict[str, int] = {}
+    for candidate in known:
+        limit = 1 if len(candidate) <= SHORT_KEY else MAX_DISTANCE
+        distance = edit_distance(typed, candidate.lower(), limit)
+        if distance <= limit:
+            found[candidate] = distance
+    if not found:
+        return ()
+    best = min(found.values())
+    return tuple(sorted(k for k, d in found.items() if d == best))
+
+
+def known_keys(model: type[BaseModel]) -> set[str]:
+    """The keys a model level accepts: field names and their aliases (``global``)."""
+    keys = set(model.model_fields)
+    keys.update(f.alias for f in model.model_fields.values() if f.alias)
+    return keys
+
+
+def find_unknown(
+    model: BaseModel, ignored: frozenset[str], prefix: tuple[Any, ...] = ()
+) -> Iterator[UnknownKey]:
+    """Every key no model field describes, with its suggestions; ``ignored`` keys (Airbnb
+    keys we accept but do not use) are neither unknown nor suggested against."""
+    known = known_keys(type(model)) | ignored
+    for key in sorted((model.model_extra or {}).keys()):
+        if key in ignored:
+            continue
+        suggestions = () if key in AIRBNB_KEYS else suggest(str(key), known - ignored)
+        yield UnknownKey((*prefix, key), suggestions)
+    for name in type(model).model_fields:
+        yield from _unknown_in(getattr(model, name), ignored, (*prefix, name))
+
+
+def _unknown_in(
+    value: Any, ignored: frozenset[str], prefix: tuple[Any, ...]
+) -> Iterator[UnknownKey]:
+    if isinstance(value, BaseModel):
+        yield from find_unknown(value, ignored, prefix)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _unknown_in(item, ignored, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _unknown_in(item, ignored, (*prefix, index))
+
+
+def classify_unknown(
+    model: BaseModel,
+    known_unused: Iterable[str],
+    source_of: Callable[[tuple[Any, ...]], Path],
+    strict: bool = False,
+) -> tuple[list[str], list[str]]:
+    """(error lines, warning lines) for the unknown keys of a validated config."""
+    from smartstack.configfile import format_loc  # configfile imports this module
+
+    errors: list[str] = []
+    warnings: list[str] = []
+    for unknown in find_unknown(model, frozenset(known_unused)):
+        where = f"{source_of(unknown.loc)}: {format_loc(unknown.loc)}"
+        if unknown.suggestions:
+            names = " or ".join(f"'{s}'" for s in unknown.suggestions)
+            errors.append(f"{where}: unknown key, did you mean {names}?")
+        elif strict:
+            errors.append(f"{where}: unknown key (refused by --strict)")
+        else:
+            warnings.append(f"{where}: unknown key, ignored")
+    return errors, warnings
+
+
+def require_content(doc: dict[str, Any], path: Path) -> None:
+    """An empty or all-comment file is a mistake (a truncated deploy), never a config."""
+    if not doc:
+        from smartstack.configfile import ConfigError
+
+        raise ConfigError([f"{path}: the file is empty (no keys, or only comments)"])
+
+
+def services_problem(
+    path: Path, services: dict[str, Any], conf_dir: str | None, others: str = ""
+) -> tuple[str | None, str | None]:
+    """(error, warning) when a config has no services at all.
+
+    A ``service_conf_dir`` that is empty today may be filled later (SIGHUP re-reads it),
+    so that is a warning; a file that names no source of services is an error.
+    """
+    if services:
+        return None, None
+    if conf_dir:
+        return None, f"{path}: service_conf_dir {conf_dir}: no service files yet, nothing to do"
+    extra = f", {others}" if others else ""
+    return (
+        f"{path}: services: no services; specify a map of services in 'services' "
+        f"(or 'service_conf_dir'{extra})",
+        None,
+    )
+
+
+def refuse_unspecified(host: str) -> str:
+    """``0.0.0.0`` / ``::`` mean "every address" to a listener but no client can connect
+    to them: registered as a service address they send traffic nowhere."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.is_unspecified:
+        raise ValueError(
+            f"host {host!r} is the unspecified address, which no client can reach; "
+            "give this machine's routable IP address or DNS name"
+        )
+    return host

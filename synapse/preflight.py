@@ -1,0 +1,106 @@
+"""What ``synapse -k`` checks beyond the file's schema, on this host.
+
+- Every file synapse writes (HAProxy config, candidate, state files, sockets, pid file,
+  file_output) can be created: its directory exists and is writable. Also checked at
+  start, so a read-only filesystem is one clear line instead of a traceback per retry.
+- With ``full`` (``-k``): the HAProxy config is rendered (default servers stand in for
+  the registry's) and ``haproxy -c`` must accept it, in managed mode always, in Airbnb
+  mode when synapse writes the file and an ``haproxy`` binary is on PATH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+
+from smartstack.paths_check import writable_problems
+from synapse.config import SynapseConfig
+
+CHECK_TIMEOUT = 20.0
+
+
+def written_paths(config: SynapseConfig) -> dict[str, Path | None]:
+    """Key -> a file synapse (or the HAProxy it manages) creates."""
+    paths: dict[str, Path | None] = {}
+    hap = config.haproxy
+    if hap is not None:
+        from synapse.haproxy.settings import settings_for
+
+        settings = settings_for(hap)
+        writes = hap.do_writes or settings.managed
+        paths["haproxy.config_file_path"] = settings.config_path if writes else None
+        paths["haproxy.candidate_config_file_path"] = settings.candidate_path if writes else None
+        paths["haproxy.state_file_path"] = (
+            Path(hap.state_file_path) if hap.state_file_path else None
+        )
+        paths["haproxy.server_state_file"] = settings.state_file
+        if settings.managed:
+            paths["haproxy.managed.master_socket_path"] = settings.master_socket
+            paths["haproxy.managed.pid_file"] = settings.pid_file
+            for index, socket in enumerate(settings.runtime_sockets):
+                paths[f"haproxy.socket_file_path[{index}]"] = Path(socket)
+    if config.file_output is not None:
+        paths["file_output.output_directory"] = Path(config.file_output.output_directory) / "x"
+    return paths
+
+
+def preflight(config: SynapseConfig, config_path: Path, full: bool) -> tuple[list[str], list[str]]:
+    """(errors, notes) about running this config on this host."""
+    paths = written_paths(config)
+    # synapse writes its files with `mkdir -p`; HAProxy opens sockets and its pid file in
+    # directories that must exist, unless it is the config file's (made by that write).
+    config_dir = (paths.get("haproxy.config_file_path") or Path("/")).parent
+    opened_by_haproxy = [
+        path for key, path in paths.items()
+        if path is not None and (key.startswith("haproxy.managed.") or "socket" in key)
+        and path.parent != config_dir
+    ]  # fmt: skip
+    errors = writable_problems(config_path, paths, opened_by_haproxy)
+    notes: list[str] = []
+    if full and config.haproxy is not None:
+        error, note = asyncio.run(check_haproxy(config, config_path))
+        errors += [error] if error else []
+        notes += [note] if note else []
+    return errors, notes
+
+
+async def check_haproxy(config: SynapseConfig, config_path: Path) -> tuple[str | None, str | None]:
+    """(error, note): render the config synapse would start with and run ``haproxy -c``."""
+    from synapse.haproxy.commands import validate_config
+    from synapse.haproxy.render import Renderer
+    from synapse.haproxy.settings import settings_for
+    from synapse.model import DesiredService
+    from synapse.selection import default_selection
+
+    hap = config.haproxy
+    assert hap is not None
+    settings = settings_for(hap)
+    where = f"{config_path}: haproxy"
+    if shutil.which(settings.binary) is None:
+        if settings.managed:
+            return f"{where}.managed.binary: {settings.binary!r} not found on PATH", None
+        return None, f"{where}: no {settings.binary!r} on PATH, the HAProxy config is not checked"
+    if not (hap.do_writes or settings.managed):
+        return None, None
+    services = []
+    for name, service in config.services.items():
+        override = service.backend_port_override or service.haproxy.server_port_override
+        servers = list(default_selection(service, override).servers)
+        services.append(DesiredService(name, service, servers))
+    try:
+        text = Renderer(hap, settings).render(services).text
+    except Exception as exc:  # a user template can fail in many ways: report, never crash
+        return f"{where}: the HAProxy config cannot be rendered: {type(exc).__name__}: {exc}", None
+    with tempfile.TemporaryDirectory(prefix="synapse-check-") as tmp:
+        # A scratch candidate: -k must not touch the files a running synapse uses.
+        scratch = dataclasses.replace(
+            settings, candidate_path=Path(tmp) / "haproxy.cfg", check_command=None
+        )
+        message = await validate_config(scratch, text, CHECK_TIMEOUT)
+    if message:
+        first = " | ".join(message.splitlines()[:5])
+        return f"{where}: HAProxy rejects the rendered config: {first}", None
+    return None, None

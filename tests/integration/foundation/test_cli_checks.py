@@ -1,0 +1,178 @@
+"""`nerve -k` / `synapse -k` refuse bad files and hosts with one line each; --version."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from smartstack.build_info import version
+
+NERVE_SERVICE = {"host": "10.0.0.1", "port": 80, "zk_hosts": ["h:2181"], "zk_path": "/s"}
+
+
+def cli(daemon: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", f"{daemon}.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def write(path: Path, doc: object) -> Path:
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    return path
+
+
+def managed(tmp_path: Path, **haproxy: object) -> dict:
+    return {
+        "services": {
+            "web": {
+                "discovery": {"method": "base"},
+                "default_servers": [{"name": "a", "host": "127.0.0.1", "port": 8080}],
+                "haproxy": {"port": 3213, "listen": ["mode http"]},
+            }
+        },
+        "haproxy": {
+            "managed": {},
+            "config_file_path": str(tmp_path / "haproxy.cfg"),
+            "global": [],
+            "defaults": [
+                "mode http",
+                "timeout connect 1s",
+                "timeout client 5s",
+                "timeout server 5s",
+            ],
+            **haproxy,
+        },
+    }
+
+
+@pytest.mark.parametrize("daemon", ["nerve", "synapse"])
+def test_version(daemon: str) -> None:
+    result = cli(daemon, "--version")
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()  # one line, however long
+    assert line.startswith(f"{daemon} {version()}")
+    assert version() != "unknown"
+    assert platform.python_version() in line and platform.system() in line
+
+
+def test_nerve_check_refuses_a_typo_and_strict_refuses_the_rest(tmp_path: Path) -> None:
+    typo = write(
+        tmp_path / "typo.yaml",
+        {"instance_id": "a", "services": {"w": {**NERVE_SERVICE, "chekcs": []}}},
+    )
+    result = cli("nerve", "-c", str(typo), "-k")
+    assert result.returncode == 2
+    assert (
+        result.stderr == f"error: {typo}: services.w.chekcs: unknown key, did you mean 'checks'?\n"
+    )
+
+    extra = write(
+        tmp_path / "extra.yaml",
+        {"instance_id": "a", "services": {"w": {**NERVE_SERVICE, "zone": "a"}}},
+    )
+    loose = cli("nerve", "-c", str(extra), "-k")
+    assert (
+        loose.returncode == 0 and "warning:" in loose.stderr and "zone: unknown key" in loose.stderr
+    )
+    strict = cli("nerve", "-c", str(extra), "-k", "--strict")
+    assert strict.returncode == 2
+    assert f"error: {extra}: services.w.zone: unknown key (refused by --strict)" in strict.stderr
+
+
+@pytest.mark.parametrize("daemon", ["nerve", "synapse"])
+def test_empty_config_is_refused_by_both_daemons(tmp_path: Path, daemon: str) -> None:
+    path = write(tmp_path / "c.yaml", "# all comments\n")
+    for args in (["-k"], []):  # the daemon itself refuses it too, before starting anything
+        result = cli(daemon, "-c", str(path), *args)
+        assert result.returncode == 2
+        assert result.stderr == f"error: {path}: the file is empty (no keys, or only comments)\n"
+
+
+def test_synapse_check_runs_haproxy_on_the_rendered_config(tmp_path: Path) -> None:
+    good = write(tmp_path / "good.json", managed(tmp_path))
+    result = cli("synapse", "-c", str(good), "-k")
+    assert result.returncode == 0, result.stderr
+    assert "ok (1 services)" in result.stdout
+    assert not (tmp_path / "haproxy.cfg").exists()  # -k writes nothing where synapse would
+
+    bad = write(
+        tmp_path / "bad.json", managed(tmp_path, defaults=["mode http", "timeout conect 1s"])
+    )
+    result = cli("synapse", "-c", str(bad), "-k")
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {bad}: haproxy: HAProxy rejects the rendered config: ")
+    assert "timeout" in line and "[ALERT]" in line
+    # --config-only: the file alone (a CI box without the target's paths or HAProxy).
+    assert cli("synapse", "-c", str(bad), "-k", "--config-only").returncode == 0
+
+
+def test_synapse_refuses_paths_it_cannot_write(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    blocker = write(tmp_path / "file", "x")
+    doc = managed(tmp_path)
+    # synapse makes missing directories for its own files (mkdir -p) ...
+    doc["haproxy"]["config_file_path"] = str(tmp_path / "new" / "dir" / "haproxy.cfg")
+    # ... but not below a file, and HAProxy opens its sockets where they are.
+    doc["haproxy"]["state_file_path"] = str(blocker / "sub" / "state.json")
+    doc["haproxy"]["managed"] = {"master_socket_path": str(missing / "master.sock")}
+    path = write(tmp_path / "s.json", doc)
+    for args in (["-k"], []):  # checked at start too: one line instead of a traceback loop
+        result = cli("synapse", "-c", str(path), *args)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.splitlines() == [
+            f"error: {path}: haproxy.state_file_path: cannot write {blocker}/sub/state.json: "
+            f"{blocker} is not a directory",
+            f"error: {path}: haproxy.managed.master_socket_path: cannot write "
+            f"{missing}/master.sock: directory {missing} does not exist",
+        ]
+    assert not (tmp_path / "new").exists()  # refused before anything was written
+
+
+def test_synapse_refuses_a_read_only_filesystem(tmp_path: Path) -> None:
+    """A real read-only mount, in a private user and mount namespace (`unshare -rm`)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    doc = managed(tmp_path)
+    doc["haproxy"]["config_file_path"] = str(ro / "haproxy.cfg")
+    path = write(tmp_path / "s.json", doc)
+    script = f'mount -t tmpfs -o ro tmpfs {ro} && exec "$0" -m synapse.cli -c {path} -k'
+    result = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, sys.executable],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert (
+        f"error: {path}: haproxy.config_file_path: cannot write {ro}/haproxy.cfg: "
+        f"directory {ro} is on a read-only filesystem"
+    ) in result.stderr.splitlines()
+
+
+def test_nerve_check_names_files_it_cannot_write_and_start_only_notes_them(
+    tmp_path: Path,
+) -> None:
+    blocker = write(tmp_path / "file", "x")
+    doc = {
+        "instance_id": "a",
+        "heartbeat_path": str(tmp_path / "missing" / "beat"),
+        "state_dir": str(blocker / "state"),
+        "services": {"w": NERVE_SERVICE},
+    }
+    path = write(tmp_path / "n.json", doc)
+    result = cli("nerve", "-c", str(path), "-k")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: {path}: heartbeat_path: cannot write {tmp_path}/missing/beat: "
+        f"directory {tmp_path}/missing does not exist",
+        f"error: {path}: state_dir: cannot write {blocker}/state/x.json: "
+        f"{blocker} is not a directory",
+    ]
+    assert cli("nerve", "-c", str(path), "-k", "--config-only").returncode == 0
