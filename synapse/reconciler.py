@@ -350,6 +350,11 @@ class Reconciler:
                 event(log, "registry_server_options_dropped", level=logging.WARNING,
                       service=name, dropped="; ".join(selection.dropped_options)[:500])  # fmt: skip
             service.reported_options = selection.dropped_options
+            if selection.leader_failed and not (
+                service.selection and service.selection.leader_failed
+            ):
+                event(log, "leader_election_failed", level=logging.WARNING, service=name,
+                      reason="not every server has a sequence number")  # fmt: skip
             if selection != service.selection:
                 changed.append(name)
                 service.desired = None

@@ -42,6 +42,9 @@ class Found:
 
     registration: Registration
     origin: str
+    # creation order in the registry (ZooKeeper: the child's sequence suffix; etcd: the
+    # key's create revision); None when unknown. Read by leader_election.
+    sequence: int | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class Entry:
     registration: Registration | None
     reason: str | None = None
     version: int | None = None  # ZooKeeper mzxid / etcd mod_revision; None: nothing to compare
+    sequence: int | None = None  # see Found.sequence
 
 
 class Backoff:
@@ -179,7 +183,7 @@ class Watcher(ABC):
     ) -> None:
         """Report the valid entries (sorted by key) and count the refused ones."""
         found = [
-            Found(entry.registration, origin(key))
+            Found(entry.registration, origin(key), entry.sequence)
             for key, entry in sorted(entries.items())
             if entry.registration is not None
         ]

@@ -54,6 +54,12 @@ def child_fallback_name(child: str) -> str:
     return base if sep and seq.isdigit() and base else child
 
 
+def child_sequence(child: str) -> int | None:
+    """Ruby's parse_numeric_id_suffix: the digits after the child name's last ``_``."""
+    seq = child.rsplit("_", 1)[-1]
+    return int(seq) if seq.isdigit() else None
+
+
 class ZooKeeperWatcher(Watcher):
     method = "zookeeper"
 
@@ -268,7 +274,7 @@ class ZooKeeperWatcher(Watcher):
         origin: str,
     ) -> None:
         old = self._children.get(name)
-        self._children[name] = Entry(registration, reason, mzxid)
+        self._children[name] = Entry(registration, reason, mzxid, child_sequence(name))
         if reason is not None and (old is None or old.reason != reason):
             self.bad_record(origin, reason)
 
