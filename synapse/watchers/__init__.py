@@ -7,6 +7,7 @@ from synapse.watchers.base import Found, Report, Sink, Watcher, WatcherContext
 from synapse.watchers.dns import DnsWatcher
 from synapse.watchers.docker import DockerWatcher
 from synapse.watchers.etcd import EtcdWatcher
+from synapse.watchers.multi import MultiWatcher
 from synapse.watchers.static import BaseWatcher, UnsupportedWatcher
 from synapse.watchers.zookeeper import ZooKeeperPollWatcher, ZooKeeperWatcher
 from synapse.watchers.zookeeper_dns import ZooKeeperDnsWatcher
@@ -19,6 +20,7 @@ WATCHERS: dict[str, type[Watcher]] = {
     "etcd": EtcdWatcher,
     "dns": DnsWatcher,
     "docker": DockerWatcher,
+    "multi": MultiWatcher,
 }
 
 __all__ = ["Found", "Report", "Sink", "Watcher", "WatcherContext", "create_watcher"]
