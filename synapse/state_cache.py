@@ -6,7 +6,9 @@ The file maps service -> HAProxy server name -> the backend record plus the unix
     {"web": {"10.0.0.5:8080_web-1": {"timestamp": 1700000000, "host": "10.0.0.5",
                                      "port": 8080, "name": "web-1"}}}
 
-It is rewritten atomically whenever a service's discovered servers change (and
+Servers that left stay in the file, marked ``"left": true``, until they were last seen
+more than ``state_file_ttl`` ago (Ruby keeps every backend seen within the TTL); they are
+never served from it. It is rewritten atomically whenever a service's discovered servers change (and
 refreshed well within the TTL while nothing changes). A synapse that starts while
 its registry is unreachable configures HAProxy from the entries younger than the
 TTL instead of starting empty. Entries are validated on load like any record.
@@ -69,8 +71,8 @@ class StateCache:
         found: list[Found] = []
         for key, data in sorted(self._entries.get(service, {}).items()):
             stamp = data.get("timestamp")
-            if not isinstance(stamp, int | float) or isinstance(stamp, bool) or stamp < cutoff:
-                continue
+            if not _is_stamp(stamp) or stamp < cutoff or data.get("left"):
+                continue  # too old, or a server that had left when the file was written
             try:
                 registration = registration_from_dict(data, fallback_name=None)
             except InvalidRecord as exc:
@@ -98,15 +100,27 @@ class StateCache:
         for service, selection in selections.items():
             if selection.origin != ORIGIN_DISCOVERY:
                 continue
-            entries[service] = {
+            current = {
                 server.name: {"timestamp": int(now), **record}
                 for server, record in zip(selection.servers, selection.records, strict=True)
                 if server.origin != "default"
             }
+            entries[service] = {**self._left(service, current, now), **current}
         stale = self._written_at is None or now - self._written_at > self.ttl / 4
         if _without_stamps(entries) == _without_stamps(self._entries) and not stale:
             return False
         return self._write(entries, now)
+
+    def _left(self, service: str, current: Mapping[str, Any], now: float) -> Entries:
+        """Servers of ``service`` that left, kept (marked ``left``) while seen within the TTL:
+        Ruby's state file keeps every backend seen within ``state_file_ttl``."""
+        kept: dict[str, dict[str, Any]] = {}
+        for key, data in self._entries.get(service, {}).items():
+            stamp = data.get("timestamp")
+            if key in current or not _is_stamp(stamp) or stamp < now - self.ttl:
+                continue
+            kept[key] = {**data, "left": True}
+        return kept  # type: ignore[return-value]
 
     def refresh(self, selections: Mapping[str, Selection], services: Iterable[str]) -> bool:
         """Called periodically: rewrites the file once a quarter of the TTL has passed."""
@@ -126,6 +140,10 @@ class StateCache:
     def _fail(self, name: str, reason: str) -> None:
         self.last_error = reason
         event(log, name, level=logging.WARNING, path=str(self.path), reason=reason[:200])
+
+
+def _is_stamp(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _strip(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -68,8 +68,8 @@ def _early_list_format(stats: int, port: int) -> tuple[dict[str, Any], dict[str,
     # the early list format with listen lines of its time
     service = {"listen": ["mode http", "contimeout 1000", r"reqadd X-Via:\ old\ synapse"],
                "local_port": port}  # fmt: skip
-    top = {"global": ["maxconn 256", "nbproc 1"],
-           "extra_sections": {f"listen stats :{stats}": ["mode http", "stats uri /admin"]}}  # fmt: skip
+    stats_section = {f"listen stats :{stats}": ["mode http", "stats uri /admin"]}
+    top = {"global": ["maxconn 256", "nbproc 1"], "extra_sections": stats_section}
     return service, top
 
 
