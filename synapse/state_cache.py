@@ -33,6 +33,10 @@ log = logging.getLogger("synapse.state_cache")
 
 Entries = dict[str, dict[str, dict[str, Any]]]
 
+# Ruby's key, beside the servers of a service: the generator settings the registry gave
+# (synapse/generator_config.py), so a restart during a registry outage keeps them.
+GENERATOR_KEY = "watcher_config_for_generator"
+
 
 class StateCache:
     def __init__(self, path: str | Path, ttl: float, clock: Callable[[], float] = time.time):
@@ -70,6 +74,8 @@ class StateCache:
         cutoff = self.clock() - self.ttl
         found: list[Found] = []
         for key, data in sorted(self._entries.get(service, {}).items()):
+            if key == GENERATOR_KEY:
+                continue
             stamp = data.get("timestamp")
             if not _is_stamp(stamp) or stamp < cutoff or data.get("left"):
                 continue  # too old, or a server that had left when the file was written
@@ -82,9 +88,19 @@ class StateCache:
             found.append(Found(registration, f"state_file:{key}"))
         return found or None
 
+    def generator(self, service: str) -> dict[str, Any]:
+        """The generator settings the registry last gave ``service`` ({}: none)."""
+        found = self._entries.get(service, {}).get(GENERATOR_KEY)
+        return {k: v for k, v in found.items() if isinstance(v, dict)} if found else {}
+
     # --- writing -------------------------------------------------------------------
 
-    def update(self, selections: Mapping[str, Selection], services: Iterable[str]) -> bool:
+    def update(
+        self,
+        selections: Mapping[str, Selection],
+        services: Iterable[str],
+        generators: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> bool:
         """Record the currently discovered servers; write the file if anything changed.
 
         Only servers that came from discovery are cached (not defaults, not a kept
@@ -106,6 +122,14 @@ class StateCache:
                 if server.origin != "default"
             }
             entries[service] = {**self._left(service, current, now), **current}
+        if generators is not None:
+            for service in configured:
+                found = generators.get(service)
+                servers = {k: v for k, v in entries.get(service, {}).items() if k != GENERATOR_KEY}
+                if found:
+                    servers[GENERATOR_KEY] = dict(found)
+                if servers or service in entries:
+                    entries[service] = servers
         stale = self._written_at is None or now - self._written_at > self.ttl / 4
         if _without_stamps(entries) == _without_stamps(self._entries) and not stale:
             return False
@@ -117,14 +141,21 @@ class StateCache:
         kept: dict[str, dict[str, Any]] = {}
         for key, data in self._entries.get(service, {}).items():
             stamp = data.get("timestamp")
-            if key in current or not _is_stamp(stamp) or stamp < now - self.ttl:
+            if key == GENERATOR_KEY or key in current:
+                continue
+            if not _is_stamp(stamp) or stamp < now - self.ttl:
                 continue
             kept[key] = {**data, "left": True}
         return kept  # type: ignore[return-value]
 
-    def refresh(self, selections: Mapping[str, Selection], services: Iterable[str]) -> bool:
+    def refresh(
+        self,
+        selections: Mapping[str, Selection],
+        services: Iterable[str],
+        generators: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> bool:
         """Called periodically: rewrites the file once a quarter of the TTL has passed."""
-        return self.update(selections, services)
+        return self.update(selections, services, generators)
 
     def _write(self, entries: Entries, now: float) -> bool:
         try:

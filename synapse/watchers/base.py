@@ -56,6 +56,8 @@ class Report:
     found: tuple[Found, ...]
     skipped: int = 0  # records present in the registry but refused as invalid
     event_time: float = field(default_factory=time.monotonic)  # when the change was seen
+    # generator settings read from the registry (synapse/generator_config.py); {}: none
+    generator_config: Mapping[str, Any] = field(default_factory=dict)
 
 
 Sink = Callable[[Report], None]
@@ -114,7 +116,8 @@ class Watcher(ABC):
         self.metrics = ctx.metrics
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
-        self._last: tuple[tuple[Found, ...], int] | None = None
+        self._last: tuple[tuple[Found, ...], int, Any] | None = None
+        self.generator_config: dict[str, Any] = {}  # set by watchers that read it
         self.connected = False
         self.last_error: str | None = None
         self.last_change: float | None = None  # wall clock of the last reported change
@@ -169,14 +172,16 @@ class Watcher(ABC):
         """Hand the full current list to the reconciler, unless it is what we sent last."""
         if self._stopped:
             return
-        state = (tuple(found), skipped)
+        state = (tuple(found), skipped, self.generator_config)
         self.metrics.skipped_records.labels(self.service).set(skipped)
         if state == self._last:
             return
         self._last = state
         self.reports += 1
         self.last_change = time.time()
-        self.sink(Report(self.service, self.method, state[0], skipped, event_time))
+        self.sink(
+            Report(self.service, self.method, state[0], skipped, event_time, self.generator_config)
+        )
 
     def report_entries(
         self, entries: Mapping[str, Entry], origin: Callable[[str], str], event_time: float
