@@ -8,6 +8,9 @@ come here instead of to the reconciler. The resolver decides what the service ge
   service falls back to its default_servers / previous list as with one watcher.
 - ``union``: every child's list together (the selection deduplicates by server name).
 
+Generator settings read from a registry (synapse/generator_config.py) follow the same
+choice: the chosen child's (sequential), the first child's that has some (union).
+
 Nothing is reported before every child has answered once, unless a child already has
 servers that the resolver would use, so a slow second registry does not flap the service
 at startup. Connection changes do not come as reports: the choice is also re-made every
@@ -71,6 +74,9 @@ class MultiWatcher(Watcher):
             reports = [self._reports[n] for n in self.order if n in self._reports]
             found: list[Found] = [item for report in reports for item in report.found]
             self.set_connected(any(self.children[n].connected for n in self._reports))
+            # Ruby: the first child's generator settings that are not empty
+            settings = next((r.generator_config for r in reports if r.generator_config), {})
+            self.generator_config = dict(settings)
             self.report(found, sum(r.skipped for r in reports), event_time)
             return
         chosen = next((n for n in self.order if self._usable(n)), None)
@@ -81,6 +87,7 @@ class MultiWatcher(Watcher):
         self.chosen = chosen
         self.set_connected(self.children[chosen].connected)
         report = self._reports[chosen]
+        self.generator_config = dict(report.generator_config)
         self.report(report.found, report.skipped, event_time)
 
     async def close(self) -> None:

@@ -49,6 +49,7 @@ async def test_sequential_falls_back_to_the_second_path_while_the_first_is_empty
     first, second = "/multi/seq/primary", "/multi/seq/secondary"
     writer.ensure_path(first)
     register(writer, second, 9101, "b")
+    writer.set(second, json.dumps({"haproxy": {"server_options": "maxconn 3"}}).encode())
     cfg = service_config(
         {
             "method": "multi",
@@ -58,11 +59,12 @@ async def test_sequential_falls_back_to_the_second_path_while_the_first_is_empty
     )
     watcher, sink = await start(pool, "seq", cfg)
     try:
-        await sink.wait_hosts(["127.0.0.1:9101"])
+        report = await sink.wait_hosts(["127.0.0.1:9101"])
         assert watcher.chosen == "secondary"
+        assert report.generator_config == {"haproxy": {"server_options": "maxconn 3"}}
         a = register(writer, first, 9100, "a")  # the first has servers again: it wins
-        await sink.wait_hosts(["127.0.0.1:9100"])
-        assert watcher.chosen == "primary"
+        report = await sink.wait_hosts(["127.0.0.1:9100"])
+        assert watcher.chosen == "primary" and report.generator_config == {}
         writer.delete(a)
         await sink.wait_hosts(["127.0.0.1:9101"])
         assert watcher.status()["watchers"]["primary"]["method"] == "zookeeper"
@@ -111,3 +113,27 @@ async def test_leader_election_routes_to_the_lowest_sequence(zk, writer, pool) -
         assert [s.port for s in select_servers(cfg, report.found, None).servers] == [9301]
     finally:
         await watcher.stop()
+
+
+async def test_generator_settings_in_the_path_data_are_watched(zk, writer, pool) -> None:
+    path = "/multi/generator/svc"
+    register(writer, path, 9400, "a")
+    watcher, sink = await start(pool, "generator", service_config(zk_block(zk, path)))
+    off, off_sink = await start(
+        pool,
+        "generator-off",
+        service_config({**zk_block(zk, path), "generator_config_path": "disabled"}),
+    )
+    try:
+        await sink.wait_hosts(["127.0.0.1:9400"])
+        settings = {"haproxy": {"backend": ["balance first"]}, "nonsense": 1}
+        writer.set(path, json.dumps(settings).encode())
+        report = await sink.wait(lambda r: r.generator_config != {})
+        assert report.generator_config == {"haproxy": {"backend": ["balance first"]}}
+        writer.set(path, b"")  # emptied: no settings any more
+        await sink.wait(lambda r: r.generator_config == {})
+        assert all(r.generator_config == {} for r in off_sink.reports)
+        assert off_sink.reports, "the disabled watcher reported its servers"
+    finally:
+        await watcher.stop()
+        await off.stop()
