@@ -23,17 +23,18 @@ def selection(*ports: int):
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
+    """The injected clock: ``now`` is moved by the test."""
 
-    def __call__(self) -> float:
+    now = 1_700_000_000.0
+
+    def time(self) -> float:
         return self.now
 
 
 def test_left_servers_are_kept_for_the_ttl_then_dropped(tmp_path: Path) -> None:
     clock = Clock()
     path = tmp_path / "state.json"
-    cache = StateCache(path, ttl=100, clock=clock)
+    cache = StateCache(path, ttl=100, clock=clock.time)
     assert cache.update({"web": selection(1, 2)}, ["web"])
     clock.now += 10
     assert cache.update({"web": selection(1)}, ["web"])  # s2 left
@@ -43,7 +44,7 @@ def test_left_servers_are_kept_for_the_ttl_then_dropped(tmp_path: Path) -> None:
     assert "left" not in doc["s1_10.0.0.1:1"]
 
     # a restart reads the file: only the servers present at the last write are served
-    restarted = StateCache(path, ttl=100, clock=clock)
+    restarted = StateCache(path, ttl=100, clock=clock.time)
     restarted.load()
     assert [f.registration.port for f in restarted.cached("web") or []] == [1]
 
@@ -54,7 +55,7 @@ def test_left_servers_are_kept_for_the_ttl_then_dropped(tmp_path: Path) -> None:
 
 def test_a_server_that_comes_back_is_current_again(tmp_path: Path) -> None:
     clock = Clock()
-    cache = StateCache(tmp_path / "state.json", ttl=100, clock=clock)
+    cache = StateCache(tmp_path / "state.json", ttl=100, clock=clock.time)
     cache.update({"web": selection(1, 2)}, ["web"])
     clock.now += 1
     cache.update({"web": selection(1)}, ["web"])
