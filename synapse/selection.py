@@ -117,8 +117,9 @@ def discovered_selection(
         servers.append(server)
         record = reg.to_dict()
         record["port"] = server.port
-        if item.sequence is not None:
-            record["id"] = item.sequence  # Ruby's backend 'id'; the state file keeps it
+        if config.leader_election and item.sequence is not None:
+            # Ruby's backend 'id': the state file keeps it for an election after a restart
+            record["id"] = item.sequence
         records.append(record)
     return Selection(tuple(servers), tuple(records), origin, tuple(dropped), leader_failed)
 

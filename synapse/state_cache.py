@@ -85,7 +85,10 @@ class StateCache:
                 event(log, "state_file_bad_entry", level=logging.WARNING, service=service,
                       server=key[:100], reason=exc.reason)  # fmt: skip
                 continue
-            found.append(Found(registration, f"state_file:{key}"))
+            sequence = data.get("id")  # kept for leader_election (selection.py)
+            if not isinstance(sequence, int) or isinstance(sequence, bool):
+                sequence = None
+            found.append(Found(registration, f"state_file:{key}", sequence))
         return found or None
 
     def generator(self, service: str) -> dict[str, Any]:

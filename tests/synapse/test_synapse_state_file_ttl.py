@@ -62,3 +62,19 @@ def test_a_server_that_comes_back_is_current_again(tmp_path: Path) -> None:
     clock.now += 1
     cache.update({"web": selection(1, 2)}, ["web"])
     assert sorted(f.registration.port for f in cache.cached("web") or []) == [1, 2]
+
+
+def test_leader_election_after_a_restart_from_the_state_file(tmp_path: Path) -> None:
+    cfg = service_config(ZK, leader_election=True)
+    found = [
+        Found(Registration(host="10.0.0.1", port=p, name=f"s{p}"), f"zk:{p}", seq)
+        for p, seq in ((1, 9), (2, 4))
+    ]
+    cache = StateCache(tmp_path / "state.json", ttl=100)
+    cache.update({"web": select_servers(cfg, found, None)}, ["web"])
+    restarted = StateCache(tmp_path / "state.json", ttl=100)
+    restarted.load()
+    chosen = select_servers(cfg, restarted.cached("web"), None)
+    assert [(s.port, r["id"]) for s, r in zip(chosen.servers, chosen.records, strict=True)] == [
+        (2, 4)
+    ]
