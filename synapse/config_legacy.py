@@ -10,6 +10,7 @@ places: the top-level ``haproxy`` block's ``global``, ``defaults``, ``shared_fro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ _SERVICE_KEYS = ("frontend", "backend", "listen", "shared_frontend")
 _TOP_KEYS = ("global", "defaults", "shared_frontend")
 
 
-def _fix(block: dict[str, Any], key: str, where: str, warnings: list[str], errors: list[str]):
+def _fix(
+    block: dict[str, Any], key: str, where: str, warnings: list[str], errors: list[str]
+) -> None:
     lines = block.get(key)
     if isinstance(lines, str):
         lines = [lines]
@@ -32,7 +35,9 @@ def _fix(block: dict[str, Any], key: str, where: str, warnings: list[str], error
     errors.extend(result.errors)
 
 
-def _fix_extra_sections(top: dict[str, Any], path: Path, warnings: list[str], errors: list[str]):
+def _fix_extra_sections(
+    top: dict[str, Any], path: Path, warnings: list[str], errors: list[str]
+) -> None:
     sections = top.get("extra_sections")
     if not isinstance(sections, dict):
         return
@@ -40,19 +45,22 @@ def _fix_extra_sections(top: dict[str, Any], path: Path, warnings: list[str], er
     for title, lines in sections.items():
         new_title, bind = modernize_title(str(title))
         body = [lines] if isinstance(lines, str) else list(lines or [])
+        result = modernize_lines(body, f"{path}: haproxy.extra_sections[{str(title)!r}]")
+        warnings.extend(result.warnings)
+        errors.extend(result.errors)
         if bind is not None:
             warnings.append(
                 f"{path}: haproxy.extra_sections: {title!r}: HAProxy 2.x refuses an address in "
                 f"the section title: written as {new_title!r} with {bind!r}"
             )
-            body.insert(0, bind)
-        holder = {"lines": body}
-        _fix(holder, "lines", f"{path}: haproxy.extra_sections[{new_title!r}]", warnings, errors)
-        fixed[new_title] = holder["lines"]
+            result.lines.insert(0, bind)  # after the rewrite: messages keep the file's indexes
+        fixed[new_title] = result.lines
     top["extra_sections"] = fixed
 
 
-def _service_blocks(doc: dict[str, Any], path: Path, sources: dict[str, Path]):
+def _service_blocks(
+    doc: dict[str, Any], path: Path, sources: dict[str, Path]
+) -> Iterator[tuple[str, dict[str, Any], bool]]:
     """(where, haproxy-like block) for every service, dict and early list format alike."""
     services = doc.get("services")
     if isinstance(services, dict):

@@ -24,7 +24,7 @@ import contextlib
 import time
 from typing import Any
 
-from synapse.watchers.base import Found, Report, Watcher
+from synapse.watchers.base import Found, Report, Sink, Watcher
 
 RESOLVE_INTERVAL = 2.0
 
@@ -55,7 +55,7 @@ class MultiWatcher(Watcher):
             await asyncio.sleep(RESOLVE_INTERVAL)
             self._resolve(time.monotonic())
 
-    def _sink(self, name: str):
+    def _sink(self, name: str) -> Sink:
         def sink(report: Report) -> None:
             self._reports[name] = report
             self._resolve(report.event_time)
