@@ -65,6 +65,13 @@ def test_znode_settings_and_state_file_survive_a_restart_during_an_outage(
                 return len(lines) == 2 and all("maxconn 17" in line for line in lines)
 
             wait(with_settings, what="the znode's settings on both servers")
+            # changed in the registry while running: HAProxy's config follows
+            settings["haproxy"]["server_options"] = "maxconn 23"
+            writer.set(path, json.dumps(settings).encode())
+            wait(lambda: all("maxconn 23" in line for line in server_lines(syn.haproxy_config())),
+                 what="the changed znode settings")  # fmt: skip
+            wait_serving(port, {"gen-a", "gen-b"})
+            haproxy_check(syn.dir / "haproxy.cfg")
             writer.delete(gone)
             wait_serving(port, {"gen-a"})
 
@@ -82,7 +89,7 @@ def test_znode_settings_and_state_file_survive_a_restart_during_an_outage(
         with Synapse(services, haproxy=haproxy, startup_wait=0.5) as syn:
             wait_serving(port, {"gen-a"})
             lines = server_lines(syn.haproxy_config())
-            assert len(lines) == 1 and "maxconn 17" in lines[0], lines
+            assert len(lines) == 1 and "maxconn 23" in lines[0], lines
             assert syn.status()["services"]["web"]["origin"] == "state_file"
             haproxy_check(syn.dir / "haproxy.cfg")
     finally:
