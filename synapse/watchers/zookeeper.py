@@ -18,6 +18,10 @@ What it fixes from the Ruby original:
   last known list stays in force meanwhile, SUSPENDED changes nothing.
 - The path may not exist yet: an existence watch starts the watch when it appears.
 
+- Airbnb's generator settings in the data of ``path`` (or ``generator_config_path``) are
+  read once, then again only when their data watch fires or after a reconnect
+  (synapse/generator_config.py); they travel with the report.
+
 The session is shared by every service on the same ensemble (smartstack.zookeeper).
 All kazoo callbacks hop onto the event loop; the sync itself is one task.
 """
@@ -281,7 +285,6 @@ class ZooKeeperWatcher(Watcher):
     async def _read_generator_config(self) -> None:
         """Read (and watch) the generator settings; a bad or missing node means none."""
         assert self.conn is not None and self.generator_path is not None
-        self._gen_dirty = False
         try:
             data, _ = await self.conn.call("get", self.generator_path, watch=self._gen_watch)
         except NoNodeError:
@@ -297,6 +300,7 @@ class ZooKeeperWatcher(Watcher):
             event(log, "generator_config_ignored", level=logging.WARNING, service=self.service,
                   path=self.generator_path, reason=note[:200])  # fmt: skip
         self.generator_config = found
+        self._gen_dirty = False  # only now: a connection loss above leaves it to read again
 
     def _decode(self, data: bytes, name: str) -> Registration:
         decode = self.discovery.decode
