@@ -18,6 +18,7 @@ from smartstack.admin_token import AdminAuthConfig
 from smartstack.config_check import services_problem
 from smartstack.configfile import ConfigError, ConfigModel, load
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
+from synapse.config_legacy import modernize_document
 from synapse.edge_config import HAPROXY_TIME, HAProxyLogging, HAProxyTLS, ServiceRoutes
 from synapse.haproxy.routes import RouteSpec, compile_routes, frontend_mode
 
@@ -25,7 +26,7 @@ DEFAULT_ADMIN_PORT = 1026
 CONFIG_ENV = "SYNAPSE_CONFIG"  # Ruby's bin/synapse: the config path when -c is absent
 
 # Airbnb keys we accept without a warning although we do not act on them.
-KNOWN_UNUSED_KEYS = ("statsd", "generator_config_path", "discovery_jitter")
+KNOWN_UNUSED_KEYS = ("statsd", "discovery_jitter")
 
 # Discovery methods of Airbnb synapse; the ones we implement are in synapse/watchers.
 DiscoveryMethod = Literal[
@@ -79,6 +80,26 @@ class ServerEntry(ConfigModel):
         return value
 
 
+class ResolverConfig(ConfigModel):
+    """A ``multi`` watcher's resolver: ``sequential`` (first child with servers) or ``union``."""
+
+    method: str
+    sequential_order: list[str] | None = None
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        value = value.lower()
+        if value == "s3_toggle":
+            raise ValueError(
+                "resolver method 's3_toggle' is not supported (it reads weights from S3): "
+                "use 'sequential' or 'union'"
+            )
+        if value not in ("sequential", "union"):
+            raise ValueError(f"resolver method must be 'sequential' or 'union' (got {value!r})")
+        return value
+
+
 class DiscoveryConfig(ConfigModel):
     method: DiscoveryMethod
     label_filters: list[LabelFilter] = Field(default_factory=list)
@@ -104,9 +125,12 @@ class DiscoveryConfig(ConfigModel):
     image_name: str | None = None
     container_port: int | None = Field(default=None, ge=1, le=65535)
     label_selector: dict[str, str] | None = None  # ours (docker): match container labels
-    # multi
-    watchers: dict[str, dict] | None = None
-    resolver: dict | None = None
+    # zookeeper: where the service's generator (haproxy/file_output) settings are read:
+    # None = the data of ``path`` (Airbnb's default), "disabled" = nowhere, else a znode
+    generator_config_path: str | None = None
+    # multi: named child discovery blocks and how their servers combine
+    watchers: dict[str, DiscoveryConfig] | None = None
+    resolver: ResolverConfig | None = None
     # ours: random delay before a watcher starts, to spread a fleet restart
     start_jitter: float = Field(default=0.0, ge=0)
 
@@ -137,9 +161,27 @@ class DiscoveryConfig(ConfigModel):
             check_etcd_security(
                 self.etcd_endpoint_list(), self.etcd_user, self.etcd_password, self.etcd_tls
             )
+        if self.method == "multi":
+            self._check_multi()
         if self.path is not None and not self.path.startswith("/"):
             raise ValueError(f"path must start with '/' (got {self.path!r})")
         return self
+
+    def _check_multi(self) -> None:
+        if not self.watchers:
+            raise ValueError("discovery method multi needs 'watchers' (name -> discovery block)")
+        if self.resolver is None:
+            raise ValueError("discovery method multi needs 'resolver' ({method: sequential|union})")
+        if self.resolver.method == "sequential":
+            order = self.resolver.sequential_order
+            if not order:
+                raise ValueError("resolver sequential needs 'sequential_order' (watcher names)")
+            missing = sorted(set(self.watchers) - set(order))
+            unknown = sorted(set(order) - set(self.watchers))
+            if missing:
+                raise ValueError(f"resolver sequential_order does not contain: {missing}")
+            if unknown:
+                raise ValueError(f"resolver sequential_order has unknown watchers: {unknown}")
 
     def etcd_endpoint_list(self) -> list[str]:
         if self.endpoints:
@@ -323,6 +365,8 @@ class FileOutputServiceConfig(ConfigModel):
 
 class ServiceConfig(ConfigModel):
     discovery: DiscoveryConfig
+    # Airbnb: route only to the server with the lowest sequence number (selection.py)
+    leader_election: bool = False
     default_servers: list[ServerEntry] = Field(default_factory=list)
     keep_default_servers: bool = False
     use_previous_backends: bool = True
@@ -330,6 +374,25 @@ class ServiceConfig(ConfigModel):
     haproxy: ServiceHAProxyConfig = Field(default_factory=ServiceHAProxyConfig)
     file_output: FileOutputServiceConfig = Field(default_factory=FileOutputServiceConfig)
     zone_routing: ZoneRouting | None = None  # ours
+
+    @model_validator(mode="before")
+    @classmethod
+    def _discovery_multi(cls, value: object) -> object:
+        # Airbnb's discovery_multi: a multi watcher whose 'primary' child is `discovery`.
+        if not isinstance(value, dict) or "discovery_multi" not in value:
+            return value
+        value = dict(value)
+        multi = dict(value.pop("discovery_multi") or {})
+        multi.setdefault("method", "multi")
+        multi["watchers"] = {**(multi.get("watchers") or {}), "primary": value.get("discovery")}
+        value["discovery"] = multi
+        return value
+
+    @property
+    def port_override(self) -> int | None:
+        """Airbnb: ``haproxy.server_port_override`` is an alias of ``backend_port_override``
+        (which wins), applied before servers are named."""
+        return self.backend_port_override or self.haproxy.server_port_override
 
     @field_validator("default_servers")
     @classmethod
@@ -556,6 +619,13 @@ def ignore_non_string_server_options(
     return warnings
 
 
+def _prepare(doc: dict[str, Any], path: Path, sources: dict[str, Path]) -> list[str]:
+    # HAProxy 1.x-era titles and directives are rewritten or refused (haproxy/legacy.py).
+    return ignore_non_string_server_options(doc, path, sources) + modernize_document(
+        doc, path, sources
+    )
+
+
 def load_synapse_config(
     path: str | Path, zone: str | None = None, strict: bool = False
 ) -> tuple[SynapseConfig, list[str]]:
@@ -571,7 +641,7 @@ def load_synapse_config(
         KNOWN_UNUSED_KEYS,
         {"zone": override} if override else None,
         erb=True,
-        prepare=ignore_non_string_server_options,
+        prepare=_prepare,
         strict=strict,
     )
     error, warning = services_problem(Path(path), config.services, config.service_conf_dir)

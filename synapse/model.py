@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from smartstack.record import Registration
 from synapse.config import ServiceConfig
@@ -25,6 +26,9 @@ class Found:
 
     registration: Registration
     origin: str
+    # creation order in the registry (ZooKeeper: the child's sequence suffix; etcd: the
+    # key's create revision); None when unknown. Read by leader_election.
+    sequence: int | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class Report:
     found: tuple[Found, ...]
     skipped: int = 0  # records present in the registry but refused as invalid
     event_time: float = field(default_factory=time.monotonic)  # when the change was seen
+    # generator settings read from the registry (synapse/generator_config.py); {}: none
+    generator_config: Mapping[str, Any] = field(default_factory=dict)
 
 
 Sink = Callable[[Report], None]

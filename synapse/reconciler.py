@@ -32,14 +32,18 @@ import contextlib
 import gc
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import ValidationError
 
 from smartstack.backoff import Backoff
 from smartstack.logs import event
 from synapse.config import ServiceConfig, SynapseConfig
 from synapse.contract import Applier, ApplyOutcome
 from synapse.file_output import FileOutput
+from synapse.generator_config import with_generator_config
 from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Report
 from synapse.selection import ORIGIN_DISCOVERY, ORIGIN_STATE_FILE, Selection, select_servers
@@ -68,7 +72,9 @@ def _freeze_startup_objects() -> None:
 
 @dataclass
 class _Service:
-    config: ServiceConfig
+    config: ServiceConfig  # the file's, with the registry's generator settings under it
+    file_config: ServiceConfig
+    generator: Mapping[str, Any] = field(default_factory=dict)  # the registry's settings
     report: Report | None = None
     selection: Selection | None = None
     reported_options: tuple[str, ...] = ()
@@ -104,7 +110,7 @@ class Reconciler:
         self.file_output = file_output
         self._config = config
         self._services: dict[str, _Service] = {
-            name: _Service(cfg) for name, cfg in config.services.items()
+            name: _Service(cfg, cfg) for name, cfg in config.services.items()
         }
         self._dirty = asyncio.Event()
         self._all_reported = asyncio.Event()
@@ -130,6 +136,7 @@ class Reconciler:
         if service is None:  # a late report from a watcher of a removed service
             return
         service.report = report
+        self._use_generator(report.service, service, report.generator_config)
         self._pending.event_times.append(report.event_time)
         self._pending.reasons.add(f"{report.method}:{report.service}")
         self._pending.services.add(report.service)
@@ -147,12 +154,33 @@ class Reconciler:
             same_discovery = kept is not None and kept.config.discovery == cfg.discovery
             self._services[name] = _Service(
                 cfg,
+                cfg,
                 report=kept.report if kept and same_discovery else None,
                 selection=kept.selection if kept else None,
             )
+            if kept is not None and same_discovery:
+                self._use_generator(name, self._services[name], kept.generator)
         self._pending.reasons.add("config reload")
         self._force = True
         self._dirty.set()
+
+    def _use_generator(self, name: str, service: _Service, found: Mapping[str, Any]) -> None:
+        """Generator settings from the registry (or the state file) changed: the service's
+        config is the file's with them under it; an invalid merge keeps the file's."""
+        if found == service.generator:
+            return
+        service.generator = found
+        try:
+            config = with_generator_config(service.file_config, found)
+        except ValidationError as exc:
+            event(log, "generator_config_invalid", level=logging.WARNING, service=name,
+                  error=str(exc).replace("\n", " ")[:300])  # fmt: skip
+            config = service.file_config
+        if config != service.config:
+            event(log, "generator_config_applied", service=name, keys=sorted(found))
+            service.config = config
+            service.desired = None
+            self._force = True  # the selection may not change; HAProxy's config does
 
     def _check_all_reported(self) -> None:
         if all(s.report is not None for s in self._services.values()):
@@ -205,7 +233,9 @@ class Reconciler:
     async def _periodic(self) -> None:
         if self.state_cache is not None:
             services = list(self._services)
-            await asyncio.to_thread(self.state_cache.refresh, self.selections(), services)
+            await asyncio.to_thread(
+                self.state_cache.refresh, self.selections(), services, self.generators()
+            )
 
     async def run_round(self) -> bool:
         """Compute the servers of the services that changed and hand everything over.
@@ -324,7 +354,7 @@ class Reconciler:
         self._state_written_at = time.monotonic()
         with contextlib.suppress(Exception):  # StateCache reports its own failures
             await asyncio.to_thread(
-                self.state_cache.update, self.selections(), list(self._services)
+                self.state_cache.update, self.selections(), list(self._services), self.generators()
             )
 
     # --- computing the desired state -------------------------------------------------
@@ -342,17 +372,27 @@ class Reconciler:
             else:
                 found = self.state_cache.cached(name) if self.state_cache else None
                 origin = ORIGIN_STATE_FILE
+                if self.state_cache is not None:
+                    self._use_generator(name, service, self.state_cache.generator(name))
             selection = select_servers(service.config, found, service.selection, policy, origin)
             if selection.dropped_options and selection.dropped_options != service.reported_options:
                 event(log, "registry_server_options_dropped", level=logging.WARNING,
                       service=name, dropped="; ".join(selection.dropped_options)[:500])  # fmt: skip
             service.reported_options = selection.dropped_options
+            if selection.leader_failed and not (
+                service.selection and service.selection.leader_failed
+            ):
+                event(log, "leader_election_failed", level=logging.WARNING, service=name,
+                      reason="not every server has a sequence number")  # fmt: skip
             if selection != service.selection:
                 changed.append(name)
                 service.desired = None
             service.selection = selection
             self.metrics.servers.labels(name).set(len(selection))
         return changed
+
+    def generators(self) -> dict[str, Mapping[str, Any]]:
+        return {n: s.generator for n, s in self._services.items() if s.generator}
 
     def selections(self) -> dict[str, Selection]:
         return {n: s.selection for n, s in self._services.items() if s.selection is not None}

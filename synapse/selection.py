@@ -1,14 +1,15 @@
 """From what a watcher found to the servers a service should have (pure, no I/O).
 
 Implements the per-service keys every Airbnb watcher honours: ``label_filters``,
-``default_servers``, ``keep_default_servers``, ``use_previous_backends`` and
-``backend_port_override``, plus our opt-in for registry ``haproxy_server_options``.
+``default_servers``, ``keep_default_servers``, ``use_previous_backends``,
+``backend_port_override`` (and its alias ``haproxy.server_port_override``) and
+``leader_election``, plus our opt-in for registry ``haproxy_server_options``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from synapse.config import LabelFilter, RegistryServerOptions, ServiceConfig
@@ -31,6 +32,7 @@ class Selection:
     records: tuple[dict[str, Any], ...] = ()  # Airbnb backend hashes, aligned with servers
     origin: str = ORIGIN_NONE
     dropped_options: tuple[str, ...] = field(default=(), compare=False)
+    leader_failed: bool = field(default=False, compare=False)  # leader_election found no leader
 
     def __len__(self) -> int:
         return len(self.servers)
@@ -63,6 +65,18 @@ def default_selection(config: ServiceConfig, port_override: int | None = None) -
     return Selection(tuple(servers), tuple(records), ORIGIN_DEFAULT)
 
 
+def elect_leader(found: Sequence[Found]) -> list[Found]:
+    """Airbnb's ``leader_election``: only the registration with the lowest sequence number.
+
+    ZooKeeper: the numeric suffix of the child's name (nerve's sequential znodes); etcd: the
+    key's create revision. When any candidate has no sequence (a fixed-name znode, a watcher
+    without one) the election fails, as in Ruby: no discovered server.
+    """
+    if not found or any(item.sequence is None for item in found):
+        return []
+    return [min(found, key=lambda item: (item.sequence, item.origin))]
+
+
 def discovered_selection(
     config: ServiceConfig,
     found: Sequence[Found],
@@ -75,10 +89,15 @@ def discovered_selection(
     records: list[dict[str, Any]] = []
     dropped: list[str] = []
     seen: set[str] = set()
+    leader_failed = False
+    filters = config.discovery.label_filters
+    found = [item for item in found if labels_match(item.registration.labels, filters)]
+    if config.leader_election:
+        elected = elect_leader(found)
+        leader_failed = bool(found) and not elected
+        found = elected
     for item in found:
         reg = item.registration
-        if not labels_match(reg.labels, config.discovery.label_filters):
-            continue
         options = ""
         if options_policy is not None and options_policy.allow:
             filtered = filter_server_options(reg.haproxy_server_options, options_policy.keywords)
@@ -87,7 +106,7 @@ def discovered_selection(
         server = Server.from_registration(
             reg,
             origin=item.origin,
-            port_override=config.backend_port_override,
+            port_override=config.port_override,
             use_weight=use_weight,
             registry_options=options,
         )
@@ -97,8 +116,11 @@ def discovered_selection(
         servers.append(server)
         record = reg.to_dict()
         record["port"] = server.port
+        if config.leader_election and item.sequence is not None:
+            # Ruby's backend 'id': the state file keeps it for an election after a restart
+            record["id"] = item.sequence
         records.append(record)
-    return Selection(tuple(servers), tuple(records), origin, tuple(dropped))
+    return Selection(tuple(servers), tuple(records), origin, tuple(dropped), leader_failed)
 
 
 def select_servers(
@@ -119,7 +141,7 @@ def select_servers(
     """
     chosen = discovered_selection(config, found or (), options_policy, origin)
     if config.keep_default_servers and config.default_servers:
-        defaults = default_selection(config, config.backend_port_override)
+        defaults = default_selection(config, config.port_override)
         names = {s.name for s in chosen.servers}
         extra = [(s, r) for s, r in zip(defaults.servers, defaults.records, strict=True)
                  if s.name not in names]  # fmt: skip
@@ -128,11 +150,12 @@ def select_servers(
             chosen.records + tuple(r for _, r in extra),
             chosen.origin if chosen.servers else ORIGIN_DEFAULT,
             chosen.dropped_options,
+            chosen.leader_failed,
         )
     if chosen.servers:
         return chosen
     if config.default_servers:
-        return default_selection(config)
+        return replace(default_selection(config), leader_failed=chosen.leader_failed)
     if config.use_previous_backends and previous is not None and previous.servers:
         origin_kept = previous.origin if previous.origin == ORIGIN_STATE_FILE else ORIGIN_PREVIOUS
         return Selection(previous.servers, previous.records, origin_kept)

@@ -6,7 +6,9 @@ The file maps service -> HAProxy server name -> the backend record plus the unix
     {"web": {"10.0.0.5:8080_web-1": {"timestamp": 1700000000, "host": "10.0.0.5",
                                      "port": 8080, "name": "web-1"}}}
 
-It is rewritten atomically whenever a service's discovered servers change (and
+Servers that left stay in the file, marked ``"left": true``, until they were last seen
+more than ``state_file_ttl`` ago (Ruby keeps every backend seen within the TTL); they are
+never served from it. It is rewritten atomically whenever a service's discovered servers change (and
 refreshed well within the TTL while nothing changes). A synapse that starts while
 its registry is unreachable configures HAProxy from the entries younger than the
 TTL instead of starting empty. Entries are validated on load like any record.
@@ -40,6 +42,9 @@ Entries = dict[str, dict[str, dict[str, Any]]]
 
 RESERVED_SERVICE = "_synapse"  # not a service: synapse's own state
 EVACUATIONS_KEY = "zone_evacuations"
+# Ruby's key, beside the servers of a service: the generator settings the registry gave
+# (synapse/generator_config.py), so a restart during a registry outage keeps them.
+GENERATOR_KEY = "watcher_config_for_generator"
 
 
 class StateCache:
@@ -86,21 +91,36 @@ class StateCache:
         cutoff = self.clock() - self.ttl
         found: list[Found] = []
         for key, data in sorted(self._entries.get(service, {}).items()):
-            stamp = data.get("timestamp")
-            if not isinstance(stamp, int | float) or isinstance(stamp, bool) or stamp < cutoff:
+            if key == GENERATOR_KEY:
                 continue
+            stamp = data.get("timestamp")
+            if not _is_stamp(stamp) or stamp < cutoff or data.get("left"):
+                continue  # too old, or a server that had left when the file was written
             try:
                 registration = registration_from_dict(data, fallback_name=None)
             except InvalidRecord as exc:
                 event(log, "state_file_bad_entry", level=logging.WARNING, service=service,
                       server=key[:100], reason=exc.reason)  # fmt: skip
                 continue
-            found.append(Found(registration, f"state_file:{key}"))
+            sequence = data.get("id")  # kept for leader_election (selection.py)
+            if not isinstance(sequence, int) or isinstance(sequence, bool):
+                sequence = None
+            found.append(Found(registration, f"state_file:{key}", sequence))
         return found or None
+
+    def generator(self, service: str) -> dict[str, Any]:
+        """The generator settings the registry last gave ``service`` ({}: none)."""
+        found = self._entries.get(service, {}).get(GENERATOR_KEY)
+        return {k: v for k, v in found.items() if isinstance(v, dict)} if found else {}
 
     # --- writing -------------------------------------------------------------------
 
-    def update(self, selections: Mapping[str, Selection], services: Iterable[str]) -> bool:
+    def update(
+        self,
+        selections: Mapping[str, Selection],
+        services: Iterable[str],
+        generators: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> bool:
         """Record the currently discovered servers; write the file if anything changed.
 
         Only servers that came from discovery are cached (not defaults, not a kept
@@ -117,19 +137,46 @@ class StateCache:
             # a service named like the reserved key is not cached (it would clobber it)
             if selection.origin != ORIGIN_DISCOVERY or service == RESERVED_SERVICE:
                 continue
-            entries[service] = {
+            current = {
                 server.name: {"timestamp": int(now), **record}
                 for server, record in zip(selection.servers, selection.records, strict=True)
                 if server.origin != "default"
             }
+            entries[service] = {**self._left(service, current, now), **current}
+        if generators is not None:
+            for service in configured:
+                found = generators.get(service)
+                servers = {k: v for k, v in entries.get(service, {}).items() if k != GENERATOR_KEY}
+                if found:
+                    servers[GENERATOR_KEY] = dict(found)
+                if servers or service in entries:
+                    entries[service] = servers
         stale = self._written_at is None or now - self._written_at > self.ttl / 4
         if _without_stamps(entries) == _without_stamps(self._entries) and not stale:
             return False
         return self._write(entries, now)
 
-    def refresh(self, selections: Mapping[str, Selection], services: Iterable[str]) -> bool:
+    def _left(self, service: str, current: Mapping[str, Any], now: float) -> Entries:
+        """Servers of ``service`` that left, kept (marked ``left``) while seen within the TTL:
+        Ruby's state file keeps every backend seen within ``state_file_ttl``."""
+        kept: dict[str, dict[str, Any]] = {}
+        for key, data in self._entries.get(service, {}).items():
+            stamp = data.get("timestamp")
+            if key == GENERATOR_KEY or key in current:
+                continue
+            if not _is_stamp(stamp) or stamp < now - self.ttl:
+                continue
+            kept[key] = {**data, "left": True}
+        return kept  # type: ignore[return-value]
+
+    def refresh(
+        self,
+        selections: Mapping[str, Selection],
+        services: Iterable[str],
+        generators: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> bool:
         """Called periodically: rewrites the file once a quarter of the TTL has passed."""
-        return self.update(selections, services)
+        return self.update(selections, services, generators)
 
     def save_evacuations(self, evacuations: Evacuations) -> bool:
         """Keep the runtime zone evacuations across a restart: the file is written now."""
@@ -154,6 +201,10 @@ class StateCache:
     def _fail(self, name: str, reason: str) -> None:
         self.last_error = reason
         event(log, name, level=logging.WARNING, path=str(self.path), reason=reason[:200])
+
+
+def _is_stamp(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _strip(data: Mapping[str, Any]) -> dict[str, Any]:

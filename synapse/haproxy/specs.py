@@ -315,7 +315,7 @@ class BackendBuilder:
         default_server: list[str],
         inherited: str,
     ) -> ServerSpec:
-        port = hap.server_port_override or server.port
+        port = server.port  # server_port_override is applied before naming (selection.py)
         options = edge_server_options(hap).replace("%{host}", server.host)
         options = options.replace("%{port}", str(port)).replace("%{name}", server.name)
         registry = server.registry_options.strip()

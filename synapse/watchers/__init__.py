@@ -8,6 +8,7 @@ from synapse.watchers.base import Watcher, WatcherContext
 from synapse.watchers.dns import DnsWatcher
 from synapse.watchers.docker import DockerWatcher
 from synapse.watchers.etcd import EtcdWatcher
+from synapse.watchers.multi import MultiWatcher
 from synapse.watchers.static import BaseWatcher, UnsupportedWatcher
 from synapse.watchers.zookeeper import ZooKeeperPollWatcher, ZooKeeperWatcher
 from synapse.watchers.zookeeper_dns import ZooKeeperDnsWatcher
@@ -20,6 +21,7 @@ WATCHERS: dict[str, type[Watcher]] = {
     "etcd": EtcdWatcher,
     "dns": DnsWatcher,
     "docker": DockerWatcher,
+    "multi": MultiWatcher,
 }
 
 __all__ = ["Watcher", "WatcherContext", "create_watcher"]

@@ -46,6 +46,7 @@ class Entry:
     registration: Registration | None
     reason: str | None = None
     version: int | None = None  # ZooKeeper mzxid / etcd mod_revision; None: nothing to compare
+    sequence: int | None = None  # see Found.sequence
 
 
 @dataclass
@@ -74,7 +75,8 @@ class Watcher(ABC):
         self.metrics = ctx.metrics
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
-        self._last: tuple[tuple[Found, ...], int] | None = None
+        self._last: tuple[tuple[Found, ...], int, Any] | None = None
+        self.generator_config: dict[str, Any] = {}  # set by watchers that read it
         self.connected = False
         self.last_error: str | None = None
         self.last_change: float | None = None  # wall clock of the last reported change
@@ -129,21 +131,23 @@ class Watcher(ABC):
         """Hand the full current list to the reconciler, unless it is what we sent last."""
         if self._stopped:
             return
-        state = (tuple(found), skipped)
+        state = (tuple(found), skipped, self.generator_config)
         self.metrics.skipped_records.labels(self.service).set(skipped)
         if state == self._last:
             return
         self._last = state
         self.reports += 1
         self.last_change = time.time()
-        self.sink(Report(self.service, self.method, state[0], skipped, event_time))
+        self.sink(
+            Report(self.service, self.method, state[0], skipped, event_time, self.generator_config)
+        )
 
     def report_entries(
         self, entries: Mapping[str, Entry], origin: Callable[[str], str], event_time: float
     ) -> None:
         """Report the valid entries (sorted by key) and count the refused ones."""
         found = [
-            Found(entry.registration, origin(key))
+            Found(entry.registration, origin(key), entry.sequence)
             for key, entry in sorted(entries.items())
             if entry.registration is not None
         ]

@@ -102,7 +102,7 @@ class EtcdWatcher(Watcher):
         keys: dict[str, Entry] = {}
         for kv in listing:
             key = kv.key.decode("utf-8", "replace")
-            keys[key] = self._decode(key, kv.value, kv.mod_revision)
+            keys[key] = self._decode(key, kv.value, kv.mod_revision, kv.create_revision)
         self._keys = keys
         self.revision = listing.header.revision
         self._report(started)
@@ -127,7 +127,9 @@ class EtcdWatcher(Watcher):
                 if ev.kind == "DELETE":
                     self._keys.pop(key, None)
                 else:
-                    self._keys[key] = self._decode(key, ev.kv.value, ev.kv.mod_revision)
+                    self._keys[key] = self._decode(
+                        key, ev.kv.value, ev.kv.mod_revision, ev.kv.create_revision
+                    )
                 self._report(seen)
         finally:
             self._watch = None  # _streaming stays set: run() asks whether the stream broke
@@ -166,7 +168,8 @@ class EtcdWatcher(Watcher):
                 await asyncio.wait_for(watch.cancel(), 2)
             return True
 
-    def _decode(self, key: str, value: bytes, mod_revision: int) -> Entry:
+    def _decode(self, key: str, value: bytes, mod_revision: int, created: int) -> Entry:
+        """``created`` (the key's create revision) orders registrations for leader_election."""
         old = self._keys.get(key)
         if old is not None and old.version == mod_revision:
             return old  # unchanged (a re-list): no second log line or metric
@@ -179,9 +182,9 @@ class EtcdWatcher(Watcher):
                 reg = decode_nerve(value, fallback_name=fallback)
         except InvalidRecord as exc:
             self.bad_record(f"etcd:{key}", exc.reason)
-            return Entry(None, exc.reason, mod_revision)
+            return Entry(None, exc.reason, mod_revision, created)
         note_ignored(self, f"etcd:{key}", reg)
-        return Entry(reg, None, mod_revision)
+        return Entry(reg, None, mod_revision, created)
 
     def _report(self, event_time: float) -> None:
         self.report_entries(self._keys, lambda key: f"etcd:{key}", event_time)

@@ -1,7 +1,7 @@
 """Watchers without a registry: ``base`` (only default_servers) and unsupported methods.
 
 Both report an empty discovery once, so the service runs on its ``default_servers``.
-An unsupported method (ec2tag, marathon, multi, ...) logs one error and keeps its
+An unsupported method (ec2tag, marathon) logs one error and keeps its
 service on the defaults; every other service is unaffected.
 """
 

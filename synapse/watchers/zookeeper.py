@@ -18,6 +18,10 @@ What it fixes from the Ruby original:
   last known list stays in force meanwhile, SUSPENDED changes nothing.
 - The path may not exist yet: an existence watch starts the watch when it appears.
 
+- Airbnb's generator settings in the data of ``path`` (or ``generator_config_path``) are
+  read once, then again only when their data watch fires or after a reconnect
+  (synapse/generator_config.py); they travel with the report.
+
 The session is shared by every service on the same ensemble (smartstack.zookeeper).
 All kazoo callbacks hop onto the event loop; the sync itself is one task.
 """
@@ -41,6 +45,7 @@ from smartstack.record import (
     decode_serverset,
 )
 from smartstack.zookeeper import ZooKeeperConnection
+from synapse.generator_config import parse_generator_config
 from synapse.watchers.base import Entry, Watcher
 from synapse.watchers.record_notes import note_ignored
 
@@ -53,6 +58,12 @@ def child_fallback_name(child: str) -> str:
     """A name for records without one: the child name without ZooKeeper's sequence."""
     base, sep, seq = child.rpartition("_")
     return base if sep and seq.isdigit() and base else child
+
+
+def child_sequence(child: str) -> int | None:
+    """Ruby's parse_numeric_id_suffix: the digits after the child name's last ``_``."""
+    seq = child.rsplit("_", 1)[-1]
+    return int(seq) if seq.isdigit() else None
 
 
 class ZooKeeperWatcher(Watcher):
@@ -75,6 +86,11 @@ class ZooKeeperWatcher(Watcher):
         self._children_watch = None
         self._path_watch = None
         self._data_watch = None
+        self._gen_watch = None
+        # Airbnb: generator settings in the data of `path` (or generator_config_path)
+        gen_path = self.discovery.generator_config_path
+        self.generator_path = None if gen_path == "disabled" else (gen_path or self.path)
+        self._gen_dirty = self.generator_path is not None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -110,6 +126,7 @@ class ZooKeeperWatcher(Watcher):
         self._children_watch = self.conn.on_loop(self._on_node)
         self._path_watch = self.conn.on_loop(self._on_node)
         self._data_watch = self.conn.on_loop(self._on_data)
+        self._gen_watch = self.conn.on_loop(self._on_generator)
 
     async def close(self) -> None:
         conn, self.conn = self.conn, None
@@ -141,6 +158,12 @@ class ZooKeeperWatcher(Watcher):
             self.count_event()
             self._mark()
 
+    def _on_generator(self, ev: WatchedEvent) -> None:
+        if ev.type != EventType.NONE:
+            self.count_event()
+            self._gen_dirty = True
+            self._mark()
+
     def _on_data(self, ev: WatchedEvent) -> None:
         if ev.type == EventType.NONE or not ev.path:
             return
@@ -158,6 +181,8 @@ class ZooKeeperWatcher(Watcher):
         event_time = self._event_time or time.monotonic()
         self._event_time = None
         verify, self._verify = self._verify, False
+        if verify and self.generator_path is not None:
+            self._gen_dirty = True  # watches are gone after a reconnect: read (and arm) again
         try:
             names = await conn.call("get_children", self.path, watch=self._children_watch)
         except NoNodeError:
@@ -181,7 +206,11 @@ class ZooKeeperWatcher(Watcher):
             self._children.clear()
             self.report([], 0, event_time)
             return
+        if self.path_exists is False and self.generator_path is not None:
+            self._gen_dirty = True  # the path appeared: its data may hold settings
         self.path_exists = True
+        if self._gen_dirty:
+            await self._read_generator_config()
         current = set(names)
         for gone in set(self._children) - current:
             del self._children[gone]
@@ -254,6 +283,26 @@ class ZooKeeperWatcher(Watcher):
         note_ignored(self, origin, registration)
         self._remember(name, registration, None, stat.mzxid, origin)
 
+    async def _read_generator_config(self) -> None:
+        """Read (and watch) the generator settings; a bad or missing node means none."""
+        assert self.conn is not None and self.generator_path is not None
+        try:
+            data, _ = await self.conn.call("get", self.generator_path, watch=self._gen_watch)
+        except NoNodeError:
+            await self.conn.call("exists", self.generator_path, watch=self._gen_watch)
+            data = b""
+        except NoAuthError:
+            data = b""
+        try:
+            found, notes = parse_generator_config(data)
+        except ValueError as exc:
+            found, notes = {}, [f"not a JSON object of generator settings: {exc}"]
+        for note in notes:
+            event(log, "generator_config_ignored", level=logging.WARNING, service=self.service,
+                  path=self.generator_path, reason=note[:200])  # fmt: skip
+        self.generator_config = found
+        self._gen_dirty = False  # only now: a connection loss above leaves it to read again
+
     def _decode(self, data: bytes, name: str) -> Registration:
         decode = self.discovery.decode
         if decode.method == "serverset":
@@ -269,7 +318,7 @@ class ZooKeeperWatcher(Watcher):
         origin: str,
     ) -> None:
         old = self._children.get(name)
-        self._children[name] = Entry(registration, reason, mzxid)
+        self._children[name] = Entry(registration, reason, mzxid, child_sequence(name))
         if reason is not None and (old is None or old.reason != reason):
             self.bad_record(origin, reason)
 
@@ -311,6 +360,7 @@ class ZooKeeperPollWatcher(ZooKeeperWatcher):
         while True:
             await asyncio.sleep(self.discovery.polling_interval_sec)
             self.count_event()
+            self._gen_dirty = self.generator_path is not None
             self._mark()
 
     async def close(self) -> None:

@@ -88,7 +88,9 @@ class ZooKeeperDnsWatcher(ZooKeeperWatcher):
                 continue
             for address in self._addresses.get(reg.host, []):
                 try:
-                    resolved.append(Found(dataclasses.replace(reg, host=address), item.origin))
+                    resolved.append(
+                        Found(dataclasses.replace(reg, host=address), item.origin, item.sequence)
+                    )
                 except InvalidRecord:  # e.g. a scoped IPv6 address: not usable in HAProxy
                     continue
         super().report(resolved, skipped, event_time)

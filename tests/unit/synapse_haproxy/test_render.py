@@ -126,9 +126,12 @@ def test_cookie_hash_method_and_tcp_mode_without_cookie():
     assert "cookie" not in server_lines(tcp, "db")[0]
 
 
-def test_server_port_override():
+def test_server_port_override_is_applied_before_rendering():
+    # Ruby: an alias of backend_port_override, applied by the watcher before naming
+    # (synapse/selection.py); the renderer writes each server's own port, so a base
+    # watcher's default servers keep theirs.
     spec = render([service("web", [A], server_port_override=9999)]).backends["web"].servers
-    assert spec[A.name].port == 9999 and spec[A.name].address == "10.0.0.1:9999"
+    assert spec[A.name].port == 8080 and spec[A.name].address == "10.0.0.1:8080"
 
 
 def test_backend_order_asc_desc_and_seeded_shuffle():

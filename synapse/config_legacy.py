@@ -1,0 +1,99 @@
+"""Where users' raw HAProxy lines enter a synapse config, passed through haproxy/legacy.py.
+
+Runs on the merged document before validation (``load``'s ``prepare`` step), so every
+message names the file a service came from (``service_conf_dir``) and its key path. The
+places: the top-level ``haproxy`` block's ``global``, ``defaults``, ``shared_frontend`` and
+``extra_sections`` (titles and lines), and each service's ``haproxy`` ``frontend``,
+``backend``, ``listen`` and ``shared_frontend`` (and the early list format's top-level
+``listen``/``frontend``/``backend``). Errors are raised together as one ConfigError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from smartstack.configfile import ConfigError
+from synapse.haproxy.legacy import modernize_lines, modernize_title
+
+_SERVICE_KEYS = ("frontend", "backend", "listen", "shared_frontend")
+_TOP_KEYS = ("global", "defaults", "shared_frontend")
+
+
+def _fix(
+    block: dict[str, Any], key: str, where: str, warnings: list[str], errors: list[str]
+) -> None:
+    lines = block.get(key)
+    if isinstance(lines, str):
+        lines = [lines]
+    if not isinstance(lines, list):
+        return
+    result = modernize_lines(lines, f"{where}.{key}")
+    block[key] = result.lines
+    warnings.extend(result.warnings)
+    errors.extend(result.errors)
+
+
+def _fix_extra_sections(
+    top: dict[str, Any], path: Path, warnings: list[str], errors: list[str]
+) -> None:
+    sections = top.get("extra_sections")
+    if not isinstance(sections, dict):
+        return
+    fixed: dict[str, Any] = {}
+    for title, lines in sections.items():
+        new_title, bind = modernize_title(str(title))
+        body = [lines] if isinstance(lines, str) else list(lines or [])
+        result = modernize_lines(body, f"{path}: haproxy.extra_sections[{str(title)!r}]")
+        warnings.extend(result.warnings)
+        errors.extend(result.errors)
+        if bind is not None:
+            warnings.append(
+                f"{path}: haproxy.extra_sections: {title!r}: HAProxy 2.x refuses an address in "
+                f"the section title: written as {new_title!r} with {bind!r}"
+            )
+            result.lines.insert(0, bind)  # after the rewrite: messages keep the file's indexes
+        fixed[new_title] = result.lines
+    top["extra_sections"] = fixed
+
+
+def _service_blocks(
+    doc: dict[str, Any], path: Path, sources: dict[str, Path]
+) -> Iterator[tuple[str, dict[str, Any], bool]]:
+    """(where, haproxy-like block) for every service, dict and early list format alike."""
+    services = doc.get("services")
+    if isinstance(services, dict):
+        for name, service in services.items():
+            if isinstance(service, dict):
+                where = f"{sources.get(name, path)}: services.{name}"
+                yield where, service, isinstance(service.get("haproxy"), dict)
+    elif isinstance(services, list):
+        for index, service in enumerate(services):
+            if isinstance(service, dict):
+                yield (
+                    f"{path}: services[{index}]",
+                    service,
+                    isinstance(service.get("haproxy"), dict),
+                )
+
+
+def modernize_document(doc: dict[str, Any], path: Path, sources: dict[str, Path]) -> list[str]:
+    """Rewrite HAProxy 1.x lines in place; the warnings, or ConfigError with every error."""
+    warnings: list[str] = []
+    errors: list[str] = []
+    top = doc.get("haproxy")
+    if isinstance(top, dict):
+        for key in _TOP_KEYS:
+            _fix(top, key, f"{path}: haproxy", warnings, errors)
+        _fix_extra_sections(top, path, warnings, errors)
+    for where, service, has_block in _service_blocks(doc, path, sources):
+        if has_block:
+            for key in _SERVICE_KEYS:
+                _fix(service["haproxy"], key, f"{where}.haproxy", warnings, errors)
+        for key in ("frontend", "backend", "listen"):  # the early list format's places
+            if key in service:
+                _fix(service, key, where, warnings, errors)
+    if errors:
+        raise ConfigError(errors)
+    return warnings
