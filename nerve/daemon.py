@@ -39,6 +39,7 @@ from nerve.service import Service
 from smartstack.admin import AdminServer
 from smartstack.configfile import ConfigError
 from smartstack.logs import event
+from smartstack.statsd import make_stats
 
 log = logging.getLogger("nerve")
 
@@ -71,6 +72,7 @@ class NerveDaemon:
         self.config_path = Path(config_path) if config_path is not None else None
         self.instance_id_override = instance_id_override
         self.metrics = metrics or NerveMetrics()
+        self.metrics.statsd = make_stats(config.statsd)
         self.store = MaintenanceStore(resolve_state_dir(config, self.config_path))
         self.services: dict[str, Service] = {}
         self.service_configs: dict[str, ServiceConfig] = {}
@@ -248,6 +250,9 @@ class NerveDaemon:
                 k: [] for k in ("unchanged", "checks_changed", "re_registered", "added", "removed")
             }
             same_instance = new.instance_id == self.config.instance_id
+            if new.statsd != self.config.statsd:
+                self.metrics.statsd.close()
+                self.metrics.statsd = make_stats(new.statsd)
             if new.admin != self.config.admin or new.state_dir != self.config.state_dir:
                 event(log, "config_needs_restart", level=logging.WARNING, keys="admin, state_dir")
             # A removed service's registration may be the very one a new service (a renamed
@@ -351,6 +356,7 @@ class NerveDaemon:
             await self._bounded(self._http.close(), CLOSE_TIMEOUT, "close_http")
         if self.admin is not None:
             await self._bounded(self.admin.stop(), CLOSE_TIMEOUT, "close_admin")
+        self.metrics.statsd.close()
         event(
             log,
             "nerve_stopped",

@@ -13,9 +13,10 @@ from pydantic import Field, field_validator, model_validator
 
 from smartstack.configfile import ConfigModel, load
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
+from smartstack.statsd import StatsdConfig
 
 # Airbnb keys we accept without a warning although we do not act on them.
-KNOWN_UNUSED_KEYS = ("statsd", "generator_config_path", "discovery_jitter")
+KNOWN_UNUSED_KEYS = ("generator_config_path", "discovery_jitter")
 
 # Discovery methods of Airbnb synapse; the ones we implement are in synapse/watchers.
 DiscoveryMethod = Literal[
@@ -280,6 +281,7 @@ class SynapseConfig(ConfigModel):
     file_output: FileOutputConfig | None = None
     service_conf_dir: str | None = None
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    statsd: StatsdConfig | None = None  # Airbnb {host, port, sample_rate}; ours: prefix
     # ours: how long the first HAProxy update waits for every watcher's first answer before
     # it falls back to the state file / default_servers for the services still silent.
     startup_wait: float = Field(default=3.0, ge=0)

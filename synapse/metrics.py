@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from smartstack.statsd import NULL_STATS, Stats
+
 # From a watch event to HAProxy running the result: milliseconds normally, seconds when a
 # reload is rate limited.
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -16,6 +18,8 @@ LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 class SynapseMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # statsd twin of the figures below (a no-op unless the config has a statsd block)
+        self.statsd: Stats = NULL_STATS
         self.watch_events = Counter(
             "synapse_watch_events_total",
             "Registry events seen by watchers (watch fired, key changed, poll answered)",

@@ -237,6 +237,7 @@ class Reconciler:
             raise
         except Exception as exc:
             self.metrics.applies.labels("error").inc()
+            self.metrics.statsd.incr("synapse", "reconcile", "error")
             self.last_error = f"{type(exc).__name__}: {exc}"[:500]
             log.exception("HAProxy controller failed to apply (reason: %s)", reason)
             # Nothing is lost: the next round re-sends the whole desired state.
@@ -251,6 +252,7 @@ class Reconciler:
         self.last_error = None
         outcome = str(getattr(result, "reload", "ok"))
         self.metrics.applies.labels(outcome).inc()
+        self._send_stats(result, outcome, now - started)
         self._observe_latency(pending.event_times, outcome)
         self.last_apply = {
             "reason": reason,
@@ -262,6 +264,17 @@ class Reconciler:
         event(log, "applied", reason=reason, changed=",".join(changed)[:200],
               ms=round((now - started) * 1000, 2))  # fmt: skip
         return True
+
+    def _send_stats(self, result: Any, outcome: str, seconds: float) -> None:
+        """statsd: one reconciliation, its duration, the reload and runtime updates it did."""
+        stats = self.metrics.statsd
+        stats.incr("synapse", "reconcile")
+        stats.timing("synapse", "reconcile", "duration", seconds=seconds)
+        if outcome not in ("none", "ok", "disabled"):
+            stats.incr("synapse", "haproxy", "reload", outcome)  # done|pending|invalid|failed
+        ops = len(getattr(result, "ops", ()) or ())
+        if ops:
+            stats.incr("synapse", "haproxy", "runtime_update", count=ops)
 
     def _observe_latency(self, event_times: list[float], outcome: str) -> None:
         """Watch event -> applied. A rate-limited reload is timed when it has happened."""

@@ -172,6 +172,7 @@ class Reporter(ABC):
             self.writes += 1
             if self.metrics is not None:
                 self.metrics.registry_writes.labels(self.service, self.kind, op).inc()
+                self.metrics.statsd.incr("nerve", "registry", self.service, op)
         self._update_gauge()
 
     def _update_gauge(self) -> None:
@@ -208,6 +209,7 @@ class Reporter(ABC):
         self.last_error = f"{type(exc).__name__}: {exc}" if exc else "unknown error"
         if self.metrics is not None:
             self.metrics.registry_errors.labels(self.service, self.kind).inc()
+            self.metrics.statsd.incr("nerve", "registry", self.service, "error")
         wait = state.next_action.sleep if state.next_action else 0.0
         event(
             log,
