@@ -167,14 +167,14 @@ class KazooLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         self.streak = Streak()
 
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
-        if not self.isEnabledFor(level):
-            return
         context: dict[str, Any] = dict(self.extra or {})
-        text = str(msg)
-        if level >= logging.WARNING and text.startswith(_KAZOO_REPEATS):
+        if level >= logging.WARNING and str(msg).startswith(_KAZOO_REPEATS):
+            # Counted even when not shown: zk_connected reports the attempts of the outage.
             if not self.streak.note("unreachable"):  # all of them: one outage
                 return
             context["failures"] = self.streak.count
+        if not self.isEnabledFor(level):
+            return
         kwargs["extra"] = {_CONTEXT: context}
         self.logger.log(level, msg, *args, **kwargs)
 
