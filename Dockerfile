@@ -41,8 +41,15 @@ RUN set -eux; \
     find /opt/smartstack -name __pycache__ -prune -exec rm -rf {} +
 
 FROM runtime
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="smartstack" \
+      org.opencontainers.image.description="SmartStack-style service discovery: nerve registers healthy services in ZooKeeper or etcd, synapse keeps HAProxy in step" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.documentation="docs/deploy.md, docs/docker.md in the source tree"
 COPY --from=build /opt/smartstack /opt/smartstack
 COPY docker/entrypoint.sh /usr/local/bin/smartstack-entrypoint
+COPY docker/healthcheck.py /usr/local/bin/smartstack-healthcheck
 # Non-root: configs are mounted read-only at /etc/smartstack; HAProxy's config, sockets and
 # state live in /var/lib/smartstack (writable by the daemon user).
 RUN set -eux; \
@@ -52,5 +59,11 @@ RUN set -eux; \
 ENV PATH=/opt/smartstack/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER smartstack
 WORKDIR /var/lib/smartstack
+# Admin HTTP servers (/health, /status, /metrics): synapse 3212, nerve 1025. They bind
+# 127.0.0.1 by default; set admin.host: 0.0.0.0 in the config to publish them.
+EXPOSE 3212 1025
+# /health of whichever daemon runs (SMARTSTACK_ADMIN_PORT if the config moves its port).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["/opt/smartstack/bin/python", "/usr/local/bin/smartstack-healthcheck"]
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/smartstack-entrypoint"]
 CMD ["synapse"]

@@ -17,12 +17,13 @@ from smartstack.admin_token import AdminAuthConfig
 from smartstack.config_check import refuse_unspecified, services_problem
 from smartstack.configfile import ConfigError, ConfigModel, load
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
+from smartstack.statsd import StatsdConfig
 
 CheckType = Literal["http", "https", "tcp", "redis", "rabbitmq", "noop", "exec"]
 NodeType = Literal["ephemeral_sequential", "ephemeral", "persistent", "persistent_sequential"]
 
 # Airbnb keys we accept without a warning although we do not act on them.
-KNOWN_UNUSED_KEYS = ("statsd", "max_repeated_report_failures", "open_timeout")
+KNOWN_UNUSED_KEYS = ("max_repeated_report_failures", "open_timeout")
 
 
 class CheckConfig(ConfigModel):
@@ -180,6 +181,7 @@ class NerveConfig(ConfigModel):
     admin: AdminConfig = Field(default_factory=AdminConfig)  # ours
     docker: DockerModeConfig | None = None  # ours: containers become services (docs/docker.md)
     state_dir: str | None = None  # ours: where maintenance flags survive restarts
+    statsd: StatsdConfig | None = None  # Airbnb {host, port}; ours: prefix
 
     @field_validator("instance_id")
     @classmethod

@@ -40,6 +40,7 @@ from smartstack.admin import AdminServer, start_or_log
 from smartstack.admin_token import TokenFileError
 from smartstack.configfile import ConfigError
 from smartstack.logs import event
+from smartstack.statsd import make_stats
 
 log = logging.getLogger("nerve")
 
@@ -73,6 +74,7 @@ class NerveDaemon:
         self.instance_id_override = instance_id_override
         self.strict = False  # --strict: unknown keys refuse a reloaded file too
         self.metrics = metrics or NerveMetrics()
+        self.metrics.statsd = make_stats(config.statsd)
         self.store = MaintenanceStore(resolve_state_dir(config, self.config_path))
         self.services: dict[str, Service] = {}
         self.service_configs: dict[str, ServiceConfig] = {}
@@ -247,6 +249,9 @@ class NerveDaemon:
                 k: [] for k in ("unchanged", "checks_changed", "re_registered", "added", "removed")
             }
             same_instance = new.instance_id == self.config.instance_id
+            if new.statsd != self.config.statsd:
+                self.metrics.statsd.close()
+                self.metrics.statsd = make_stats(new.statsd)
             if new.admin != self.config.admin or new.state_dir != self.config.state_dir:
                 event(log, "config_needs_restart", level=logging.WARNING, keys="admin, state_dir")
             # A removed service's registration may be the very one a new service (a renamed
@@ -350,6 +355,7 @@ class NerveDaemon:
             await self._bounded(self._http.close(), CLOSE_TIMEOUT, "close_http")
         if self.admin is not None:
             await self._bounded(self.admin.stop(), CLOSE_TIMEOUT, "close_admin")
+        self.metrics.statsd.close()
         event(
             log,
             "nerve_stopped",

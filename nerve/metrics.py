@@ -7,6 +7,7 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from smartstack.build_info import instrument
+from smartstack.statsd import NULL_STATS, Stats
 
 CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -14,6 +15,8 @@ CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 class NerveMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        # statsd twin of the figures below (a no-op unless the config has a statsd block)
+        self.statsd: Stats = NULL_STATS
         r = self.registry
         instrument(r, "nerve")
         self.check_up = Gauge(

@@ -141,6 +141,9 @@ class Service:
         outcome = "pass" if result.ok else "fail"
         self.metrics.check_results.labels(self.name, check.name, outcome).inc()
         self.metrics.check_duration.labels(self.name, check.name).observe(result.latency)
+        stats = self.metrics.statsd
+        stats.incr("nerve", "check", self.name, check.name, "success" if result.ok else "failure")
+        stats.timing("nerve", "check", self.name, check.name, "duration", seconds=result.latency)
 
     def _expire_maintenance(self, now: float) -> None:
         flag = self.store.load(self.name)
@@ -182,6 +185,7 @@ class Service:
             )
             if self.metrics is not None:
                 self.metrics.throttled.labels(self.name, str(decision.shadow).lower()).inc()
+                self.metrics.statsd.incr("nerve", "service", self.name, "throttled")
         transition = decision.transition
         if transition is not None:
             to = "registered" if transition.registered else "withdrawn"
@@ -189,6 +193,9 @@ class Service:
             event(log, f"service_{to}", level, service=self.name, reason=transition.reason)
             if self.metrics is not None:
                 self.metrics.transitions.labels(self.name, to).inc()
+                self.metrics.statsd.incr(
+                    "nerve", "service", self.name, "up" if transition.registered else "down"
+                )
             self.reporter.set_registered(transition.registered)
         self._publish_gauges()
 

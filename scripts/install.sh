@@ -8,9 +8,10 @@ cd "$ROOT"
 
 # The real servers the tests, demo and benchmarks start on loopback, and the Docker parts
 # (a private dockerd in tests/system/docker and `make compose-demo`, busybox test images, a debootstrap
-# base image), openssl for the throw-away CA of the TLS tests.
+# base image), openssl for the throw-away CA of the TLS tests, systemd for `systemd-analyze
+# verify` of examples/systemd (nothing is started with it).
 PACKAGES=(haproxy zookeeper etcd-server etcd-client socat wrk
-          docker.io docker-compose busybox-static debootstrap openssl)
+          docker.io docker-compose busybox-static debootstrap openssl systemd)
 # Units the packages would start and enable on a normal host: none may stay on default ports.
 SERVICES=(haproxy.service etcd.service zookeeper.service
           docker.service docker.socket containerd.service)

@@ -22,7 +22,7 @@ import aetcd.utils
 import aetcd.watcher
 import grpc
 
-from smartstack.logs import event
+from smartstack.logs import FailureStreak, event
 from smartstack.registry_auth import EtcdTLS
 
 log = logging.getLogger("smartstack.etcd")
@@ -147,6 +147,8 @@ class EtcdConnection:
         self._lock = asyncio.Lock()
         self._probes: dict[int, tuple[aetcd.Client, asyncio.Future[bool]]] = {}
         self.failovers = 0
+        # Every failed call rotates: an outage is logged when it starts and when it ends.
+        self._outage = FailureStreak(log, "etcd_failover", "etcd_recovered")
 
     @property
     def current_endpoint(self) -> str:
@@ -191,9 +193,7 @@ class EtcdConnection:
             old, self._client = self._client, None
             self._index = (self._index + 1) % len(self.endpoints)
             self.failovers += 1
-        event(
-            log, "etcd_failover", level=logging.WARNING, reason=reason, next=self.current_endpoint
-        )
+        self._outage.failure(reason, next=self.current_endpoint)
         await _close_quietly(old)
 
     async def _endpoint_alive(self, client: aetcd.Client) -> bool:
@@ -229,7 +229,10 @@ class EtcdConnection:
             client: aetcd.Client | None = None
             try:
                 client = await self.client()
-                return await asyncio.wait_for(fn(client), timeout or self.timeout)
+                result = await asyncio.wait_for(fn(client), timeout or self.timeout)
+                if self._outage.since is not None:
+                    self._outage.success(endpoint=self.current_endpoint)
+                return result
             except aetcd.exceptions.UnauthenticatedError as exc:
                 # aetcd authenticates only when it connects. etcd forgets a token after
                 # --auth-token-ttl idle seconds and on a restart that gRPC reconnects through

@@ -18,7 +18,7 @@ from kazoo.protocol.states import KazooState, KeeperState
 from kazoo.retry import KazooRetry
 from kazoo.security import ACL, READ_ACL_UNSAFE, make_acl, make_digest_acl
 
-from smartstack.logs import event
+from smartstack.logs import KazooLog, event
 
 log = logging.getLogger("smartstack.zookeeper")
 
@@ -58,7 +58,10 @@ class ZooKeeperConnection:
         self._listeners: list[StateListener] = []
         self._session_id: int | None = None
         self.reconnects = 0
+        # kazoo's own lines name this ensemble; its per-attempt failures are logged once.
+        self.kazoo_log = KazooLog(self.hosts)
         self.client = KazooClient(
+            logger=self.kazoo_log,
             hosts=self.hosts,
             timeout=session_timeout,
             # Retry the connection forever with capped backoff: nerve and synapse never give up.
@@ -162,7 +165,10 @@ class ZooKeeperConnection:
         self._session_id = session
         if fresh:
             self.reconnects += 1
-        event(log, "zk_connected", hosts=self.hosts, session=f"{session or 0:#x}", new=fresh)
+        outage = self.kazoo_log.streak.end()  # (failed attempts, seconds) before this one
+        extra = {"failed_attempts": outage[0], "after_s": outage[1]} if outage else {}
+        event(log, "zk_connected", hosts=self.hosts, session=f"{session or 0:#x}", new=fresh,
+              **extra)  # fmt: skip
         self._emit("new_session" if fresh else "connected")
 
     def _emit(self, state: str) -> None:

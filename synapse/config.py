@@ -18,6 +18,7 @@ from smartstack.admin_token import AdminAuthConfig
 from smartstack.config_check import services_problem
 from smartstack.configfile import ConfigError, ConfigModel, load
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
+from smartstack.statsd import StatsdConfig
 from synapse.config_legacy import modernize_document
 from synapse.edge_config import HAPROXY_TIME, HAProxyLogging, HAProxyTLS, ServiceRoutes
 from synapse.haproxy.routes import RouteSpec, compile_routes, frontend_mode
@@ -26,7 +27,7 @@ DEFAULT_ADMIN_PORT = 1026
 CONFIG_ENV = "SYNAPSE_CONFIG"  # Ruby's bin/synapse: the config path when -c is absent
 
 # Airbnb keys we accept without a warning although we do not act on them.
-KNOWN_UNUSED_KEYS = ("statsd", "discovery_jitter")
+KNOWN_UNUSED_KEYS = ("discovery_jitter",)
 
 # Discovery methods of Airbnb synapse; the ones we implement are in synapse/watchers.
 DiscoveryMethod = Literal[
@@ -513,6 +514,7 @@ class SynapseConfig(ConfigModel):
     file_output: FileOutputConfig | None = None
     service_conf_dir: str | None = None
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    statsd: StatsdConfig | None = None  # Airbnb {host, port, sample_rate}; ours: prefix
     # ours: how long the first HAProxy update waits for every watcher's first answer before
     # it falls back to the state file / default_servers for the services still silent.
     startup_wait: float = Field(default=3.0, ge=0)

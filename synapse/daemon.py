@@ -32,6 +32,7 @@ from smartstack.admin import AdminServer, start_or_log
 from smartstack.configfile import ConfigError
 from smartstack.etcd import EtcdConnection
 from smartstack.logs import event
+from smartstack.statsd import make_stats
 from smartstack.zookeeper import ZooKeeperPool
 from synapse.config import DiscoveryConfig, SynapseConfig, load_synapse_config
 from synapse.contract import Applier
@@ -90,6 +91,7 @@ class SynapseDaemon:
         self.zone_flag: str | None = None
         self.registry = CollectorRegistry()
         self.metrics = SynapseMetrics(self.registry)
+        self.metrics.statsd = make_stats(config.statsd)
         self.controller: Applier | None = None
         self.reconciler: Reconciler | None = None
         self.watchers: dict[str, Watcher] = {}
@@ -194,6 +196,7 @@ class SynapseDaemon:
                 log.exception("stopping the %s failed", what)
         self.watchers.clear()
         self.admin = None
+        self.metrics.statsd.close()
         self._etcd.clear()
 
     async def _stop_reconciler(self) -> None:
@@ -264,6 +267,9 @@ class SynapseDaemon:
             await self.controller.update_config(new.haproxy)
         if old.admin != new.admin:
             event(log, "admin_change_needs_restart", level=logging.WARNING)
+        if old.statsd != new.statsd:
+            self.metrics.statsd.close()
+            self.metrics.statsd = make_stats(new.statsd)
         self._warn_about(new)
         self.config = new
         for name, watcher in list(self.watchers.items()):

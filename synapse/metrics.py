@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from smartstack.build_info import instrument
+from smartstack.statsd import NULL_STATS, Stats
 
 # From a watch event to HAProxy running the result: milliseconds normally, seconds when a
 # reload is rate limited.
@@ -19,6 +20,8 @@ class SynapseMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         instrument(registry, "synapse")
+        # statsd twin of the figures below (a no-op unless the config has a statsd block)
+        self.statsd: Stats = NULL_STATS
         self.watch_events = Counter(
             "synapse_watch_events_total",
             "Registry events seen by watchers (watch fired, key changed, poll answered)",

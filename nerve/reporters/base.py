@@ -22,7 +22,7 @@ from tenacity.wait import wait_exponential_jitter
 
 from nerve.metrics import NerveMetrics
 from nerve.tasks import cancel_and_wait
-from smartstack.logs import event
+from smartstack.logs import FailureStreak
 from smartstack.record import Registration
 
 log = logging.getLogger("nerve.reporter")
@@ -54,6 +54,8 @@ class Reporter(ABC):
         self.last_error: str | None = None
         self.tried_register = False
         self.writes = 0
+        # An outage is logged when it starts and when it ends (with a count), not per retry.
+        self._failures = FailureStreak(log, "registry_write_failed", "registry_write_recovered")
         self._losses = 0  # mark_lost() calls: one during a write makes its outcome doubtful
         self._dirty = asyncio.Event()
         self._dirty.set()
@@ -168,10 +170,12 @@ class Reporter(ABC):
             self.registered = False
             self.uncertain = True
         self.last_error = None
+        self._failures.success(service=self.service, registry=self.kind)
         if wrote:
             self.writes += 1
             if self.metrics is not None:
                 self.metrics.registry_writes.labels(self.service, self.kind, op).inc()
+                self.metrics.statsd.incr("nerve", "registry", self.service, op)
         self._update_gauge()
 
     def _update_gauge(self) -> None:
@@ -208,15 +212,12 @@ class Reporter(ABC):
         self.last_error = f"{type(exc).__name__}: {exc}" if exc else "unknown error"
         if self.metrics is not None:
             self.metrics.registry_errors.labels(self.service, self.kind).inc()
+            self.metrics.statsd.incr("nerve", "registry", self.service, "error")
         wait = state.next_action.sleep if state.next_action else 0.0
-        event(
-            log,
-            "registry_write_failed",
-            level=logging.WARNING,
+        self._failures.failure(
+            self.last_error[:200],
             service=self.service,
             registry=self.kind,
             want="registered" if self.desired else "withdrawn",
-            attempt=state.attempt_number,
             retry_in=round(wait, 2),
-            error=self.last_error[:200],
         )

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from nerve.metrics import NerveMetrics
 from nerve.tasks import cancel_and_wait
 from smartstack.etcd import EtcdConnection
-from smartstack.logs import event
+from smartstack.logs import FailureStreak, event
 
 log = logging.getLogger("nerve.etcd")
 
@@ -36,6 +36,7 @@ class LeaseKeeper:
         self._listeners: list[LeaseListener] = []
         self._grant_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._outage = FailureStreak(log, "etcd_keepalive_failed", "etcd_reachable_again")
 
     def add_listener(self, listener: LeaseListener) -> None:
         self._listeners.append(listener)
@@ -78,20 +79,15 @@ class LeaseKeeper:
             try:
                 reply = await self._refresh(lease_id)
             except Exception as exc:  # unreachable: keep trying, the lease may survive
-                if self.reachable:
-                    event(
-                        log,
-                        "etcd_keepalive_failed",
-                        level=logging.WARNING,
-                        error=f"{type(exc).__name__}: {str(exc)[:160]}",
-                    )
+                self._outage.failure(f"{type(exc).__name__}: {str(exc)[:160]}")
                 self.reachable = False
                 continue
             was_reachable, self.reachable = self.reachable, True
             if reply is None or getattr(reply, "TTL", 0) <= 0:
+                self._outage.end()  # etcd is back; the lease is not: etcd_lease_lost says so
                 self.invalidate(lease_id, "keep-alive says the lease has expired")
             elif not was_reachable:
-                event(log, "etcd_reachable_again", lease=f"{lease_id:x}")
+                self._outage.success(lease=f"{lease_id:x}")
                 self._count("reconnected")
                 self._emit("reconnected")
 

@@ -103,6 +103,7 @@ class Watcher(ABC):
             except Exception as exc:  # a watcher bug must not take the daemon down...
                 self.set_connected(False, f"{type(exc).__name__}: {exc}"[:500])
                 self.restarts += 1
+                self.metrics.statsd.incr("synapse", "watcher", self.method, self.service, "crash")
                 log.exception("watcher for %s crashed; restarting it", self.service)
             # ... nor leave its service frozen: the last list stays while it starts again.
             with contextlib.suppress(Exception):
@@ -156,10 +157,12 @@ class Watcher(ABC):
 
     def count_event(self) -> None:
         self.metrics.watch_events.labels(self.service, self.method).inc()
+        self.metrics.statsd.incr("synapse", "watcher", self.method, self.service, "event")
 
     def bad_record(self, origin: str, reason: str) -> None:
         """Log and count a refused record (callers do this once per distinct record)."""
         self.metrics.bad_records.labels(self.service, self.method).inc()
+        self.metrics.statsd.incr("synapse", "watcher", self.method, self.service, "bad_record")
         event(
             log,
             "bad_record",
@@ -170,6 +173,9 @@ class Watcher(ABC):
         )
 
     def set_connected(self, connected: bool, error: str | None = None) -> None:
+        if self.connected != connected:  # statsd: each connection change, not each retry
+            state = "connected" if connected else "disconnected"
+            self.metrics.statsd.incr("synapse", "watcher", self.method, self.service, state)
         self.connected = connected
         if error is not None:
             self.last_error = error

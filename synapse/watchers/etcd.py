@@ -26,7 +26,7 @@ import aetcd.exceptions
 
 from smartstack.backoff import Backoff
 from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection, prefix_fingerprint
-from smartstack.logs import event
+from smartstack.logs import FailureStreak, event
 from smartstack.record import InvalidRecord, decode_nerve, decode_serverset
 from synapse.watchers.base import Entry, Watcher
 from synapse.watchers.record_notes import note_ignored
@@ -56,6 +56,7 @@ class EtcdWatcher(Watcher):
         self.revision: int | None = None
         self.relists = 0
         self.stale_watches = 0  # watches the consistency check found silent
+        self._outage = FailureStreak(log, "etcd_watch_lost", "etcd_watch_restored")
 
     async def run(self) -> None:
         factory = self.ctx.etcd_connection
@@ -78,8 +79,7 @@ class EtcdWatcher(Watcher):
                 raise
             except Exception as exc:
                 self.set_connected(False, f"{type(exc).__name__}: {str(exc)[:200]}")
-                event(log, "etcd_watch_lost", level=logging.WARNING, service=self.service,
-                      error=self.last_error)  # fmt: skip
+                self._outage.failure(self.last_error or "watch failed", service=self.service)
                 if (self._streaming and isinstance(exc, CONNECTION_ERRORS)) or isinstance(
                     exc, aetcd.exceptions.WatchTimeoutError
                 ):
@@ -115,6 +115,7 @@ class EtcdWatcher(Watcher):
         )
         self._watch = watch
         self.set_connected(True)
+        self._outage.success(service=self.service)
         backoff.reset()
         self._streaming = True
         checker = asyncio.create_task(self._check_periodically(watch, prefix))

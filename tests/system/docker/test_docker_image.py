@@ -27,6 +27,9 @@ def test_image_is_non_root_and_checks_configs(docker_client, image) -> None:
     config = docker_client.images.get(image).attrs["Config"]
     assert config["User"] == "smartstack"
     assert config["Entrypoint"][-1] == "/usr/local/bin/smartstack-entrypoint"
+    assert config["Healthcheck"]["Test"][-1] == "/usr/local/bin/smartstack-healthcheck"
+    assert {"3212/tcp", "1025/tcp"} <= set(config["ExposedPorts"])
+    assert config["Labels"]["org.opencontainers.image.title"] == "smartstack"
     out = docker_client.containers.run(
         image,
         ["nerve", "-k"],  # the entrypoint adds -c /etc/smartstack/nerve.yaml
@@ -69,12 +72,18 @@ def test_synapse_in_the_image_follows_containers(
             first.kill()
             wait_until(lambda: {http_get(port) for _ in range(6)} == {"imgapp2"}, 60,
                        what="imgapp1 gone")  # fmt: skip
+            wait_until(lambda: health(synapse) == "healthy", 60, what="HEALTHCHECK on /health")
         except TimeoutError as exc:
             raise AssertionError(f"{exc}\n{logs()}") from None
         synapse.stop(timeout=10)  # SIGTERM through tini: synapse stops HAProxy and exits 0
         assert synapse.wait(timeout=20)["StatusCode"] == 0, logs()
     finally:
         synapse.remove(force=True)
+
+
+def health(container) -> str:
+    container.reload()
+    return container.attrs["State"]["Health"]["Status"]
 
 
 SYNAPSE_CONFIG = {
@@ -86,7 +95,7 @@ SYNAPSE_CONFIG = {
                 "bind_address": "0.0.0.0",
                 "defaults": ["mode http", "timeout connect 1s", "timeout client 5s",
                              "timeout server 5s", "retries 3", "option redispatch 1"]},
-    "admin": {"port": None},
+    "admin": {"port": 3212},  # 127.0.0.1 inside the container: the HEALTHCHECK asks there
 }  # fmt: skip
 
 
