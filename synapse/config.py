@@ -6,244 +6,28 @@ add are marked "ours" below.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from smartstack.admin_token import AdminAuthConfig
 from smartstack.config_check import services_problem
 from smartstack.configfile import ConfigError, ConfigModel, load
-from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
 from smartstack.statsd import StatsdConfig
-from synapse.config_legacy import modernize_document
+from synapse.config_legacy import prepare_document
+from synapse.discovery_config import DiscoveryConfig, ServerEntry
 from synapse.edge_config import HAPROXY_TIME, HAProxyLogging, HAProxyTLS, ServiceRoutes
 from synapse.haproxy.routes import RouteSpec, compile_routes, frontend_mode
+from synapse.resilience_config import HealthCheckConfig, ObserveConfig, RetriesConfig
+from synapse.zone_config import ZoneRouting, check_zone_name
 
 DEFAULT_ADMIN_PORT = 1026
 CONFIG_ENV = "SYNAPSE_CONFIG"  # Ruby's bin/synapse: the config path when -c is absent
 
 # Airbnb keys we accept without a warning although we do not act on them.
 KNOWN_UNUSED_KEYS = ("discovery_jitter",)
-
-# Discovery methods of Airbnb synapse; the ones we implement are in synapse/watchers.
-DiscoveryMethod = Literal[
-    "base",
-    "zookeeper",
-    "zookeeper_poll",
-    "zookeeper_dns",
-    "etcd",
-    "dns",
-    "docker",
-    "ec2tag",
-    "marathon",
-    "multi",
-]
-
-
-class LabelFilter(ConfigModel):
-    label: str
-    value: str
-    condition: Literal["equals", "not-equals"] = "equals"
-
-
-class DecodeConfig(ConfigModel):
-    method: Literal["nerve", "serverset"] = "nerve"
-    endpoint_name: str | None = None
-
-
-class RetryPolicy(ConfigModel):
-    max_attempts: int = Field(default=10, ge=1)
-    max_delay: float = Field(default=600, gt=0)
-    base_interval: float = Field(default=0.5, gt=0)
-    max_interval: float = Field(default=60, gt=0)
-
-
-class ServerEntry(ConfigModel):
-    """A server given in the config (default_servers, static/docker servers lists)."""
-
-    name: str | None = None
-    host: str
-    port: int | None = Field(default=None, ge=1, le=65535)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, value: object) -> object:
-        # dns/docker watchers list servers as plain "host" or "host:port" strings too.
-        if isinstance(value, str):
-            host, sep, port = value.rpartition(":")
-            if sep and port.isdigit() and "]" not in port:
-                return {"host": host.strip("[]"), "port": int(port)}
-            return {"host": value}
-        return value
-
-
-class ResolverConfig(ConfigModel):
-    """A ``multi`` watcher's resolver: ``sequential`` (first child with servers) or ``union``."""
-
-    method: str
-    sequential_order: list[str] | None = None
-
-    @field_validator("method")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        value = value.lower()
-        if value == "s3_toggle":
-            raise ValueError(
-                "resolver method 's3_toggle' is not supported (it reads weights from S3): "
-                "use 'sequential' or 'union'"
-            )
-        if value not in ("sequential", "union"):
-            raise ValueError(f"resolver method must be 'sequential' or 'union' (got {value!r})")
-        return value
-
-
-class DiscoveryConfig(ConfigModel):
-    method: DiscoveryMethod
-    label_filters: list[LabelFilter] = Field(default_factory=list)
-    # zookeeper / zookeeper_poll
-    hosts: list[str] | None = None
-    path: str | None = None
-    decode: DecodeConfig = Field(default_factory=DecodeConfig)
-    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
-    polling_interval_sec: float = Field(default=60, gt=0)
-    zk_auth: ZooKeeperAuth | None = None  # ours: same identity model as nerve's zk_auth
-    # etcd (Airbnb: host/port/path); ours: endpoints list
-    host: str | None = None
-    port: int = Field(default=4003, ge=1, le=65535)  # Airbnb default
-    endpoints: list[str] | None = None
-    # ours, the same keys as nerve's: user auth and TLS to etcd
-    etcd_user: str | None = None
-    etcd_password: str | None = None
-    etcd_tls: EtcdTLS | None = None
-    # dns / docker
-    servers: list[ServerEntry] | None = None
-    nameserver: str | None = None
-    check_interval: float | None = Field(default=None, gt=0)
-    image_name: str | None = None
-    container_port: int | None = Field(default=None, ge=1, le=65535)
-    label_selector: dict[str, str] | None = None  # ours (docker): match container labels
-    # zookeeper: where the service's generator (haproxy/file_output) settings are read:
-    # None = the data of ``path`` (Airbnb's default), "disabled" = nowhere, else a znode
-    generator_config_path: str | None = None
-    # multi: named child discovery blocks and how their servers combine
-    watchers: dict[str, DiscoveryConfig] | None = None
-    resolver: ResolverConfig | None = None
-    # ours: random delay before a watcher starts, to spread a fleet restart
-    start_jitter: float = Field(default=0.0, ge=0)
-
-    @field_validator("hosts", mode="before")
-    @classmethod
-    def _hosts_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [h.strip() for h in value.split(",") if h.strip()]
-        return value
-
-    @model_validator(mode="after")
-    def _required_per_method(self) -> DiscoveryConfig:
-        needs: dict[str, tuple[str, ...]] = {
-            "zookeeper": ("hosts", "path"),
-            "zookeeper_poll": ("hosts", "path"),
-            "zookeeper_dns": ("hosts", "path"),
-            "dns": ("servers",),
-            "docker": ("servers",),
-        }
-        for key in needs.get(self.method, ()):
-            if not getattr(self, key):
-                raise ValueError(f"discovery method {self.method} needs {key!r}")
-        if self.method == "etcd":
-            if not (self.host or self.endpoints):
-                raise ValueError("discovery method etcd needs 'host' or 'endpoints'")
-            if not self.path:
-                raise ValueError("discovery method etcd needs 'path'")
-            check_etcd_security(
-                self.etcd_endpoint_list(), self.etcd_user, self.etcd_password, self.etcd_tls
-            )
-        if self.method == "multi":
-            self._check_multi()
-        if self.path is not None and not self.path.startswith("/"):
-            raise ValueError(f"path must start with '/' (got {self.path!r})")
-        return self
-
-    def _check_multi(self) -> None:
-        if not self.watchers:
-            raise ValueError("discovery method multi needs 'watchers' (name -> discovery block)")
-        if self.resolver is None:
-            raise ValueError("discovery method multi needs 'resolver' ({method: sequential|union})")
-        if self.resolver.method == "sequential":
-            order = self.resolver.sequential_order
-            if not order:
-                raise ValueError("resolver sequential needs 'sequential_order' (watcher names)")
-            missing = sorted(set(self.watchers) - set(order))
-            unknown = sorted(set(order) - set(self.watchers))
-            if missing:
-                raise ValueError(f"resolver sequential_order does not contain: {missing}")
-            if unknown:
-                raise ValueError(f"resolver sequential_order has unknown watchers: {unknown}")
-
-    def etcd_endpoint_list(self) -> list[str]:
-        if self.endpoints:
-            return list(self.endpoints)
-        return [f"{self.host}:{self.port}"]
-
-
-# HAProxy `retry-on` conditions synapse accepts (HAProxy 2.6). Status codes are left out on
-# purpose: a 503 from a draining server would be sent on to the next one.
-RetryCondition = Literal[
-    "conn-failure", "empty-response", "junk-response", "response-timeout", "0rtt-rejected"
-]
-
-
-class RetriesConfig(ConfigModel):
-    """ours: how HAProxy retries a request whose server failed (``retries``, ``retry-on``,
-    ``option redispatch``). On by default in managed mode; see docs/synapse-haproxy.md."""
-
-    count: int = Field(default=3, ge=0, le=100)  # `retries`
-    # `retry-on`, HTTP services only; TCP retries connection failures alone
-    retry_on: list[RetryCondition] = Field(
-        default_factory=lambda: ["conn-failure", "empty-response", "response-timeout"]
-    )
-    redispatch: bool = True  # `option redispatch 1`: every retry goes to another server
-    # Requests of other methods are retried only when the connection failed (nothing sent).
-    methods: list[str] = Field(default_factory=lambda: ["GET", "HEAD", "OPTIONS"])
-
-    @field_validator("methods")
-    @classmethod
-    def _tokens(cls, value: list[str]) -> list[str]:
-        for method in value:
-            if not re.fullmatch(r"[A-Z]{1,20}", method):
-                raise ValueError(f"method {method!r} is not an HTTP method (GET, HEAD, ...)")
-        return value
-
-
-class ObserveConfig(ConfigModel):
-    """ours: HAProxy marks a server down from live traffic errors (``observe``, ``on-error``,
-    ``error-limit``) before nerve's checks catch up. Off unless set; implies health checks."""
-
-    layer: Literal["layer4", "layer7"] = "layer7"
-    error_limit: int = Field(default=10, ge=1)
-    on_error: Literal["fastinter", "fail-check", "sudden-death", "mark-down"] = "mark-down"
-
-
-class HealthCheckConfig(ConfigModel):
-    """ours: HAProxy's own health checks on the servers (``check inter ... rise ... fall``).
-    Default: on for the docker watcher's servers in managed mode (no nerve checks them)."""
-
-    enabled: bool | None = None  # None: the default above
-    inter_ms: int = Field(default=2000, ge=100)
-    rise: int = Field(default=2, ge=1)
-    fall: int = Field(default=2, ge=1)
-    path: str | None = None  # HTTP services: `GET path`; else (or TCP) a connect check
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"/[\x21-\x7e]*", value):
-            raise ValueError(f"path {value!r} must start with '/' and have no spaces")
-        return value
 
 
 class ServiceHAProxyConfig(ConfigModel):
@@ -293,71 +77,6 @@ class ServiceHAProxyConfig(ConfigModel):
     @classmethod
     def _lines(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
-
-
-# Zone names can reach HAProxy map files, ACLs and cookies: a safe charset, bounded length.
-_ZONE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-# Cookie and header names end up in haproxy.cfg: HTTP token characters without the exotic ones.
-_HTTP_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-UNKNOWN_ZONE = "unknown"  # the zone of a server whose record lacks the zone label
-
-
-def check_zone_name(value: object, what: str = "") -> str:
-    """The zone name, or ValueError saying what a zone name may be (``what``: where it was)."""
-    if not isinstance(value, str) or not _ZONE_NAME.fullmatch(value):
-        where = f"{what} " if what else ""
-        raise ValueError(f"{where}{value!r} is not a zone name (1-64 of A-Z a-z 0-9 _ . -)")
-    return value
-
-
-class ZoneRouting(ConfigModel):
-    """ours: zone-aware routing of one service (docs/zone-routing.md)."""
-
-    label: str = Field(default="zone", min_length=1, max_length=128)
-    min_local: int = Field(default=1, ge=0)
-    spill: Literal["even", "weighted"] = "even"
-    sticky: str | None = None  # cookie name; its value is a zone name
-    header: str | None = None  # request header naming the zone a request was meant for
-    zone_of_address: dict[str, str] = Field(default_factory=dict)  # bind address -> zone
-    evacuate: list[str] = Field(default_factory=list)
-    zones: list[str] = Field(default_factory=list)  # expected zones, fixed up front
-
-    @field_validator("sticky", "header")
-    @classmethod
-    def _http_name(cls, value: str | None) -> str | None:
-        if value is not None and not _HTTP_NAME.fullmatch(value):
-            raise ValueError(f"{value!r} is not a usable name (1-64 of A-Z a-z 0-9 _ -)")
-        return value
-
-    @field_validator("evacuate", "zones")
-    @classmethod
-    def _zone_list(cls, value: list[str]) -> list[str]:
-        for index, zone in enumerate(value):
-            check_zone_name(zone, f"[{index}]")
-        if len(set(value)) != len(value):
-            raise ValueError(f"lists a zone twice: {value}")
-        return value
-
-    @field_validator("zone_of_address")
-    @classmethod
-    def _addresses(cls, value: dict[str, str]) -> dict[str, str]:
-        for address, zone in value.items():
-            try:
-                ipaddress.ip_address(address)
-            except ValueError:
-                raise ValueError(f"key {address!r} is not an IP address") from None
-            check_zone_name(zone, f"zone of {address}")
-        return value
-
-    @model_validator(mode="after")
-    def _within_expected_zones(self) -> ZoneRouting:
-        # With a fixed layout, a zone named elsewhere but missing from `zones` is a typo.
-        if self.zones:
-            named = {*self.evacuate, *self.zone_of_address.values()}
-            missing = sorted(named - set(self.zones))
-            if missing:
-                raise ValueError(f"zones {missing} are used but not listed in 'zones'")
-        return self
 
 
 class FileOutputServiceConfig(ConfigModel):
@@ -588,46 +307,6 @@ class SynapseConfig(ConfigModel):
         return self
 
 
-def ignore_non_string_server_options(
-    doc: dict[str, Any], path: Path, sources: dict[str, Path]
-) -> list[str]:
-    """Drop a service's ``server_options`` given as a hash or list, with a warning.
-
-    Ruby synapse ignores such a value (Airbnb's own minimum fixture has one); refusing
-    the whole config for it would stop a migration on a key that never had an effect.
-    """
-    services = doc.get("services")
-    if isinstance(services, dict):
-        blocks = [
-            (f"services.{name}", sources.get(name, path), s)
-            for name, s in services.items()
-            if isinstance(s, dict)
-        ]
-    elif isinstance(services, list):
-        blocks = [
-            (f"services[{i}]", path, s) for i, s in enumerate(services) if isinstance(s, dict)
-        ]
-    else:
-        return []
-    warnings = []
-    for where, source, service in blocks:
-        for key, block in ((f"{where}.haproxy", service.get("haproxy")), (where, service)):
-            if not isinstance(block, dict) or not isinstance(
-                block.get("server_options"), dict | list
-            ):
-                continue
-            kind = "a hash" if isinstance(block.pop("server_options"), dict) else "a list"
-            warnings.append(f"{source}: {key}.server_options: {kind}, not a string: ignored")
-    return warnings
-
-
-def _prepare(doc: dict[str, Any], path: Path, sources: dict[str, Path]) -> list[str]:
-    # HAProxy 1.x-era titles and directives are rewritten or refused (haproxy/legacy.py).
-    return ignore_non_string_server_options(doc, path, sources) + modernize_document(
-        doc, path, sources
-    )
-
-
 def load_synapse_config(
     path: str | Path, zone: str | None = None, strict: bool = False
 ) -> tuple[SynapseConfig, list[str]]:
@@ -643,7 +322,7 @@ def load_synapse_config(
         KNOWN_UNUSED_KEYS,
         {"zone": override} if override else None,
         erb=True,
-        prepare=_prepare,
+        prepare=prepare_document,
         strict=strict,
     )
     error, warning = services_problem(Path(path), config.services, config.service_conf_dir)

@@ -97,3 +97,43 @@ def modernize_document(doc: dict[str, Any], path: Path, sources: dict[str, Path]
     if errors:
         raise ConfigError(errors)
     return warnings
+
+
+def ignore_non_string_server_options(
+    doc: dict[str, Any], path: Path, sources: dict[str, Path]
+) -> list[str]:
+    """Drop a service's ``server_options`` given as a hash or list, with a warning.
+
+    Ruby synapse ignores such a value (Airbnb's own minimum fixture has one); refusing
+    the whole config for it would stop a migration on a key that never had an effect.
+    """
+    services = doc.get("services")
+    if isinstance(services, dict):
+        blocks = [
+            (f"services.{name}", sources.get(name, path), s)
+            for name, s in services.items()
+            if isinstance(s, dict)
+        ]
+    elif isinstance(services, list):
+        blocks = [
+            (f"services[{i}]", path, s) for i, s in enumerate(services) if isinstance(s, dict)
+        ]
+    else:
+        return []
+    warnings = []
+    for where, source, service in blocks:
+        for key, block in ((f"{where}.haproxy", service.get("haproxy")), (where, service)):
+            if not isinstance(block, dict) or not isinstance(
+                block.get("server_options"), dict | list
+            ):
+                continue
+            kind = "a hash" if isinstance(block.pop("server_options"), dict) else "a list"
+            warnings.append(f"{source}: {key}.server_options: {kind}, not a string: ignored")
+    return warnings
+
+
+def prepare_document(doc: dict[str, Any], path: Path, sources: dict[str, Path]) -> list[str]:
+    # HAProxy 1.x-era titles and directives are rewritten or refused (haproxy/legacy.py).
+    return ignore_non_string_server_options(doc, path, sources) + modernize_document(
+        doc, path, sources
+    )

@@ -34,8 +34,9 @@ from smartstack.etcd import EtcdConnection
 from smartstack.logs import event
 from smartstack.statsd import make_stats
 from smartstack.zookeeper import ZooKeeperPool
-from synapse.config import DiscoveryConfig, SynapseConfig, load_synapse_config
+from synapse.config import SynapseConfig, load_synapse_config
 from synapse.contract import Applier
+from synapse.discovery_config import DiscoveryConfig
 from synapse.file_output import FileOutput
 from synapse.metrics import SynapseMetrics
 from synapse.reconciler import Reconciler

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from synapse.config import LabelFilter, RegistryServerOptions, ServiceConfig
+from synapse.config import RegistryServerOptions, ServiceConfig
+from synapse.discovery_config import LabelFilter
 from synapse.model import Found, Server, server_name
 from synapse.server_options import filter_server_options
 

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from smartstack.admin import Handler, json_response
 from smartstack.logs import event
-from synapse.config import ZoneRouting, check_zone_name
+from synapse.zone_config import ZoneRouting, check_zone_name
 from synapse.zone_state import Evacuations, RestoreConflict
 
 log = logging.getLogger("synapse.zone_api")

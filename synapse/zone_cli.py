@@ -16,7 +16,8 @@ import sys
 import urllib.parse
 
 from smartstack.admin_client import EXIT_FAILED, AdminCallError, add_admin_arguments, call, target
-from synapse.config import check_zone_name, load_synapse_config
+from synapse.config import load_synapse_config
+from synapse.zone_config import check_zone_name
 
 
 def _zone(text: str) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from synapse.config import check_zone_name
+from synapse.zone_config import check_zone_name
 
 
 class RestoreConflict(ValueError):

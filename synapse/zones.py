@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
 
-from synapse.config import UNKNOWN_ZONE, ZoneRouting, check_zone_name
 from synapse.model import DesiredService, Server
+from synapse.zone_config import UNKNOWN_ZONE, ZoneRouting, check_zone_name
 
 MAX_WEIGHT = 256  # HAProxy's largest server weight; the scale every decision is mapped onto
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from synapse.config import HAProxyConfig, RetriesConfig, ServiceConfig
+from synapse.config import HAProxyConfig, ServiceConfig
 from synapse.haproxy.specs import _last_value
+from synapse.resilience_config import RetriesConfig
 
 
 def _sets(lines: Sequence[str], *keywords: str) -> bool:

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from smartstack.backoff import Backoff
 from smartstack.logs import event
 from smartstack.record import Registration
-from synapse.config import DiscoveryConfig, ServiceConfig
+from synapse.config import ServiceConfig
+from synapse.discovery_config import DiscoveryConfig
 from synapse.model import Found, Report, Sink
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ import time
 
 from smartstack.logs import event
 from smartstack.record import InvalidRecord, Registration
-from synapse.config import ServerEntry
+from synapse.discovery_config import ServerEntry
 from synapse.model import Found
 from synapse.watchers.base import Watcher
 

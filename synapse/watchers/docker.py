@@ -25,7 +25,7 @@ import time
 
 from smartstack.docker_events import ContainerInfo, ContainerWatch, docker_base_url, label_filters
 from smartstack.record import InvalidRecord, Registration
-from synapse.config import ServerEntry
+from synapse.discovery_config import ServerEntry
 from synapse.model import Found
 from synapse.watchers.base import Watcher
 

@@ -12,7 +12,7 @@ import pytest
 from synapse_testlib import Collector, eventually, metrics, service_config
 
 from smartstack.etcd import EtcdConnection
-from synapse.config import DiscoveryConfig
+from synapse.discovery_config import DiscoveryConfig
 from synapse.watchers.base import WatcherContext
 from synapse.watchers.etcd import EtcdWatcher
 from testbed.etcd import EtcdCluster

@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from smartstack.admin import AdminServer
-from synapse.config import ZoneRouting
 from synapse.zone_api import ZoneAPI
+from synapse.zone_config import ZoneRouting
 from synapse.zone_state import Evacuations
 from synapse.zones import ZoneServer, decide
 from testbed.process import free_port

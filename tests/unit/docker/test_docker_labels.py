@@ -8,7 +8,7 @@ import pytest
 
 from nerve.docker_config import DockerModeConfig, LabelError, selected, wanted_for
 from smartstack.docker_events import ContainerInfo, PortBinding
-from synapse.config import ServerEntry
+from synapse.discovery_config import ServerEntry
 from synapse.watchers.docker import engine_host, image_matches
 
 DEFAULTS = {"zk_hosts": ["127.0.0.1:2181"], "zk_path": "/services/{service}"}

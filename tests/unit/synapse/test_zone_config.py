@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from smartstack.configfile import ConfigError
-from synapse.config import ZoneRouting, load_synapse_config
+from synapse.config import load_synapse_config
+from synapse.zone_config import ZoneRouting
 
 BASE = {"services": {"web": {"discovery": {"method": "base"}}}}
 

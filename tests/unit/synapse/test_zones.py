@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synapse.config import ServiceConfig, ZoneRouting
+from synapse.config import ServiceConfig
 from synapse.model import DesiredService, Server
+from synapse.zone_config import ZoneRouting
 from synapse.zones import MAX_WEIGHT, ZoneServer, decide, decide_service, zone_of, zone_servers
 
 ZONES = ["az1", "az2", "az3", "az4", "unknown"]

@@ -1,0 +1,170 @@
+"""A service's ``discovery`` block: Airbnb synapse's watcher keys, plus ours."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from smartstack.configfile import ConfigModel
+from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
+
+# Discovery methods of Airbnb synapse; the ones we implement are in synapse/watchers.
+DiscoveryMethod = Literal[
+    "base",
+    "zookeeper",
+    "zookeeper_poll",
+    "zookeeper_dns",
+    "etcd",
+    "dns",
+    "docker",
+    "ec2tag",
+    "marathon",
+    "multi",
+]
+
+
+class LabelFilter(ConfigModel):
+    label: str
+    value: str
+    condition: Literal["equals", "not-equals"] = "equals"
+
+
+class DecodeConfig(ConfigModel):
+    method: Literal["nerve", "serverset"] = "nerve"
+    endpoint_name: str | None = None
+
+
+class RetryPolicy(ConfigModel):
+    max_attempts: int = Field(default=10, ge=1)
+    max_delay: float = Field(default=600, gt=0)
+    base_interval: float = Field(default=0.5, gt=0)
+    max_interval: float = Field(default=60, gt=0)
+
+
+class ServerEntry(ConfigModel):
+    """A server given in the config (default_servers, static/docker servers lists)."""
+
+    name: str | None = None
+    host: str
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: object) -> object:
+        # dns/docker watchers list servers as plain "host" or "host:port" strings too.
+        if isinstance(value, str):
+            host, sep, port = value.rpartition(":")
+            if sep and port.isdigit() and "]" not in port:
+                return {"host": host.strip("[]"), "port": int(port)}
+            return {"host": value}
+        return value
+
+
+class ResolverConfig(ConfigModel):
+    """A ``multi`` watcher's resolver: ``sequential`` (first child with servers) or ``union``."""
+
+    method: str
+    sequential_order: list[str] | None = None
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        value = value.lower()
+        if value == "s3_toggle":
+            raise ValueError(
+                "resolver method 's3_toggle' is not supported (it reads weights from S3): "
+                "use 'sequential' or 'union'"
+            )
+        if value not in ("sequential", "union"):
+            raise ValueError(f"resolver method must be 'sequential' or 'union' (got {value!r})")
+        return value
+
+
+class DiscoveryConfig(ConfigModel):
+    method: DiscoveryMethod
+    label_filters: list[LabelFilter] = Field(default_factory=list)
+    # zookeeper / zookeeper_poll
+    hosts: list[str] | None = None
+    path: str | None = None
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
+    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+    polling_interval_sec: float = Field(default=60, gt=0)
+    zk_auth: ZooKeeperAuth | None = None  # ours: same identity model as nerve's zk_auth
+    # etcd (Airbnb: host/port/path); ours: endpoints list
+    host: str | None = None
+    port: int = Field(default=4003, ge=1, le=65535)  # Airbnb default
+    endpoints: list[str] | None = None
+    # ours, the same keys as nerve's: user auth and TLS to etcd
+    etcd_user: str | None = None
+    etcd_password: str | None = None
+    etcd_tls: EtcdTLS | None = None
+    # dns / docker
+    servers: list[ServerEntry] | None = None
+    nameserver: str | None = None
+    check_interval: float | None = Field(default=None, gt=0)
+    image_name: str | None = None
+    container_port: int | None = Field(default=None, ge=1, le=65535)
+    label_selector: dict[str, str] | None = None  # ours (docker): match container labels
+    # zookeeper: where the service's generator (haproxy/file_output) settings are read:
+    # None = the data of ``path`` (Airbnb's default), "disabled" = nowhere, else a znode
+    generator_config_path: str | None = None
+    # multi: named child discovery blocks and how their servers combine
+    watchers: dict[str, DiscoveryConfig] | None = None
+    resolver: ResolverConfig | None = None
+    # ours: random delay before a watcher starts, to spread a fleet restart
+    start_jitter: float = Field(default=0.0, ge=0)
+
+    @field_validator("hosts", mode="before")
+    @classmethod
+    def _hosts_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _required_per_method(self) -> DiscoveryConfig:
+        needs: dict[str, tuple[str, ...]] = {
+            "zookeeper": ("hosts", "path"),
+            "zookeeper_poll": ("hosts", "path"),
+            "zookeeper_dns": ("hosts", "path"),
+            "dns": ("servers",),
+            "docker": ("servers",),
+        }
+        for key in needs.get(self.method, ()):
+            if not getattr(self, key):
+                raise ValueError(f"discovery method {self.method} needs {key!r}")
+        if self.method == "etcd":
+            if not (self.host or self.endpoints):
+                raise ValueError("discovery method etcd needs 'host' or 'endpoints'")
+            if not self.path:
+                raise ValueError("discovery method etcd needs 'path'")
+            check_etcd_security(
+                self.etcd_endpoint_list(), self.etcd_user, self.etcd_password, self.etcd_tls
+            )
+        if self.method == "multi":
+            self._check_multi()
+        if self.path is not None and not self.path.startswith("/"):
+            raise ValueError(f"path must start with '/' (got {self.path!r})")
+        return self
+
+    def _check_multi(self) -> None:
+        if not self.watchers:
+            raise ValueError("discovery method multi needs 'watchers' (name -> discovery block)")
+        if self.resolver is None:
+            raise ValueError("discovery method multi needs 'resolver' ({method: sequential|union})")
+        if self.resolver.method == "sequential":
+            order = self.resolver.sequential_order
+            if not order:
+                raise ValueError("resolver sequential needs 'sequential_order' (watcher names)")
+            missing = sorted(set(self.watchers) - set(order))
+            unknown = sorted(set(order) - set(self.watchers))
+            if missing:
+                raise ValueError(f"resolver sequential_order does not contain: {missing}")
+            if unknown:
+                raise ValueError(f"resolver sequential_order has unknown watchers: {unknown}")
+
+    def etcd_endpoint_list(self) -> list[str]:
+        if self.endpoints:
+            return list(self.endpoints)
+        return [f"{self.host}:{self.port}"]

@@ -1,0 +1,66 @@
+"""ours: how a managed-mode backend survives a dead server (retries, observe, HAProxy's own
+health checks); rendered by synapse/haproxy/resilience.py."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from smartstack.configfile import ConfigModel
+
+# HAProxy `retry-on` conditions synapse accepts (HAProxy 2.6). Status codes are left out on
+# purpose: a 503 from a draining server would be sent on to the next one.
+RetryCondition = Literal[
+    "conn-failure", "empty-response", "junk-response", "response-timeout", "0rtt-rejected"
+]
+
+
+class RetriesConfig(ConfigModel):
+    """ours: how HAProxy retries a request whose server failed (``retries``, ``retry-on``,
+    ``option redispatch``). On by default in managed mode; see docs/synapse-haproxy.md."""
+
+    count: int = Field(default=3, ge=0, le=100)  # `retries`
+    # `retry-on`, HTTP services only; TCP retries connection failures alone
+    retry_on: list[RetryCondition] = Field(
+        default_factory=lambda: ["conn-failure", "empty-response", "response-timeout"]
+    )
+    redispatch: bool = True  # `option redispatch 1`: every retry goes to another server
+    # Requests of other methods are retried only when the connection failed (nothing sent).
+    methods: list[str] = Field(default_factory=lambda: ["GET", "HEAD", "OPTIONS"])
+
+    @field_validator("methods")
+    @classmethod
+    def _tokens(cls, value: list[str]) -> list[str]:
+        for method in value:
+            if not re.fullmatch(r"[A-Z]{1,20}", method):
+                raise ValueError(f"method {method!r} is not an HTTP method (GET, HEAD, ...)")
+        return value
+
+
+class ObserveConfig(ConfigModel):
+    """ours: HAProxy marks a server down from live traffic errors (``observe``, ``on-error``,
+    ``error-limit``) before nerve's checks catch up. Off unless set; implies health checks."""
+
+    layer: Literal["layer4", "layer7"] = "layer7"
+    error_limit: int = Field(default=10, ge=1)
+    on_error: Literal["fastinter", "fail-check", "sudden-death", "mark-down"] = "mark-down"
+
+
+class HealthCheckConfig(ConfigModel):
+    """ours: HAProxy's own health checks on the servers (``check inter ... rise ... fall``).
+    Default: on for the docker watcher's servers in managed mode (no nerve checks them)."""
+
+    enabled: bool | None = None  # None: the default above
+    inter_ms: int = Field(default=2000, ge=100)
+    rise: int = Field(default=2, ge=1)
+    fall: int = Field(default=2, ge=1)
+    path: str | None = None  # HTTP services: `GET path`; else (or TCP) a connect check
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"/[\x21-\x7e]*", value):
+            raise ValueError(f"path {value!r} must start with '/' and have no spaces")
+        return value

@@ -1,0 +1,76 @@
+"""ours: the zone contract of synapse's config (docs/zone-routing.md): zone names and a
+service's ``zone_routing`` block."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from smartstack.configfile import ConfigModel
+
+# Zone names can reach HAProxy map files, ACLs and cookies: a safe charset, bounded length.
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Cookie and header names end up in haproxy.cfg: HTTP token characters without the exotic ones.
+_HTTP_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+UNKNOWN_ZONE = "unknown"  # the zone of a server whose record lacks the zone label
+
+
+def check_zone_name(value: object, what: str = "") -> str:
+    """The zone name, or ValueError saying what a zone name may be (``what``: where it was)."""
+    if not isinstance(value, str) or not _ZONE_NAME.fullmatch(value):
+        where = f"{what} " if what else ""
+        raise ValueError(f"{where}{value!r} is not a zone name (1-64 of A-Z a-z 0-9 _ . -)")
+    return value
+
+
+class ZoneRouting(ConfigModel):
+    """ours: zone-aware routing of one service (docs/zone-routing.md)."""
+
+    label: str = Field(default="zone", min_length=1, max_length=128)
+    min_local: int = Field(default=1, ge=0)
+    spill: Literal["even", "weighted"] = "even"
+    sticky: str | None = None  # cookie name; its value is a zone name
+    header: str | None = None  # request header naming the zone a request was meant for
+    zone_of_address: dict[str, str] = Field(default_factory=dict)  # bind address -> zone
+    evacuate: list[str] = Field(default_factory=list)
+    zones: list[str] = Field(default_factory=list)  # expected zones, fixed up front
+
+    @field_validator("sticky", "header")
+    @classmethod
+    def _http_name(cls, value: str | None) -> str | None:
+        if value is not None and not _HTTP_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a usable name (1-64 of A-Z a-z 0-9 _ -)")
+        return value
+
+    @field_validator("evacuate", "zones")
+    @classmethod
+    def _zone_list(cls, value: list[str]) -> list[str]:
+        for index, zone in enumerate(value):
+            check_zone_name(zone, f"[{index}]")
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists a zone twice: {value}")
+        return value
+
+    @field_validator("zone_of_address")
+    @classmethod
+    def _addresses(cls, value: dict[str, str]) -> dict[str, str]:
+        for address, zone in value.items():
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"key {address!r} is not an IP address") from None
+            check_zone_name(zone, f"zone of {address}")
+        return value
+
+    @model_validator(mode="after")
+    def _within_expected_zones(self) -> ZoneRouting:
+        # With a fixed layout, a zone named elsewhere but missing from `zones` is a typo.
+        if self.zones:
+            named = {*self.evacuate, *self.zone_of_address.values()}
+            missing = sorted(named - set(self.zones))
+            if missing:
+                raise ValueError(f"zones {missing} are used but not listed in 'zones'")
+        return self
