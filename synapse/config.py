@@ -272,6 +272,21 @@ class SynapseConfig(ConfigModel):
         return services
 
     @model_validator(mode="after")
+    def _zone_weights_with_default_balance(self) -> SynapseConfig:
+        # haproxy.defaults' `balance` holds for a zone-routed backend without its own
+        defaults = self.haproxy.defaults if self.haproxy else []
+        for name, service in self.services.items():
+            if service.zone_routing is not None:
+                lines = [*defaults, *service.haproxy.backend, *service.haproxy.listen]
+                try:
+                    check_dynamic_balance(lines)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"services.{name} (balance from haproxy.defaults): {exc}"
+                    ) from None
+        return self
+
+    @model_validator(mode="after")
     def _top_level_nerve_weights(self) -> SynapseConfig:
         # Ruby reads haproxy.use_nerve_weights at the top level; accept it there and per
         # service: the per-service value (what the renderer reads) defaults to the top one.

@@ -221,6 +221,23 @@ def test_zone_routing_needs_a_dynamic_balance(tmp_path: Path, lines: list[str], 
     assert f"{path}: services.web" in text and "dynamic balance algorithm" in text, text
 
 
+def test_a_static_default_balance_is_refused_for_zone_routing(tmp_path: Path) -> None:
+    path = tmp_path / "synapse.yaml"
+    doc = {
+        "services": {"web": {"discovery": {"method": "base"}, "zone_routing": {}}},
+        "haproxy": {"config_file_path": str(tmp_path / "h.cfg"), "reload_command": "true",
+                    "defaults": ["balance static-rr"]},
+    }  # fmt: skip
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError) as caught:
+        load_synapse_config(path)
+    text = "\n".join(caught.value.lines)
+    assert "services.web (balance from haproxy.defaults)" in text and "static-rr" in text, text
+    doc["services"]["web"]["haproxy"] = {"backend": ["balance roundrobin"]}
+    path.write_text(json.dumps(doc))
+    load_synapse_config(path)  # the backend's own balance wins
+
+
 @pytest.mark.parametrize(
     "routing",
     [{"sticky": "SRVZONE"}, {"header": "X-Zone"}, {"zone_of_address": {"127.0.0.2": "az1"}}],
