@@ -10,16 +10,14 @@ HAProxy is never reloaded (reload counter and worker PIDs) except by the restart
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aetcd
 from kazoo.client import KazooClient
-from synapse_e2e import Synapse, http_get, nerve_record, wait
+from synapse_e2e import Synapse, etcd_put, http_get, nerve_record, wait
 
 from testbed.etcd import EtcdCluster
 from testbed.httpbackend import HttpBackend
@@ -153,19 +151,8 @@ def test_three_zones_on_zookeeper(zk: ZooKeeperServer, writer: KazooClient, tmp_
 def test_three_zones_on_etcd(etcd: EtcdCluster, tmp_path: Path, http_backend_factory) -> None:
     prefix = "/zones/web"
 
-    async def change(key: str, value: bytes | None) -> None:
-        client = aetcd.Client(host=etcd.host, port=etcd.port,
-                              options={"grpc.use_local_subchannel_pool": 1})  # fmt: skip
-        try:
-            if value is None:
-                await client.delete(key.encode())
-            else:
-                await client.put(key.encode(), value)
-        finally:
-            await client.close()
-
     def put(name: str, data: bytes | None) -> None:
-        asyncio.run(change(f"{prefix}/{name}", data))
+        etcd_put(etcd, f"{prefix}/{name}", data)
 
     discovery = {"method": "etcd", "endpoints": etcd.endpoints, "path": prefix}
     run_scenario(discovery, put, fleet(http_backend_factory), tmp_path / "state.json")
