@@ -86,7 +86,9 @@ def evacuation_applier(
         old = router.evacuations
         router.evacuations = new
         reconciler.wake(REASON)
-        if applier is not None:
+        # Before the reconciler's first hand-over the desired state is not complete yet:
+        # its first round takes the new evacuations with it.
+        if applier is not None and reconciler.applies > 0:
             try:
                 result = await applier.apply(reconciler.desired(), REASON)
             except BaseException:

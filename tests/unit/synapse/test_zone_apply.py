@@ -128,6 +128,29 @@ async def round_after(applier: FakeApplier, count: int) -> None:
     assert applier.reasons[-1] == "zone evacuations changed"
 
 
+async def test_evacuation_before_the_first_hand_over_waits_for_it(tmp_path: Path) -> None:
+    applier = FakeApplier()
+    rec = make_reconciler(config(tmp_path), applier)
+    apply = evacuation_applier(rec, applier, lambda: rec.state_cache)
+    answer = await apply(Evacuations().evacuate("az1"))
+    assert applier.applied == [] and answer == {}, "no partial desired state is sent"
+    async with running(rec, applier, fleet_report(), fleet_report("plain", az9=1)):
+        assert zone_total(applier.applied[0], "az1") == 0, "the first round is evacuated"
+        assert zone_total(applier.applied[0], "az2") == 512
+
+
+async def test_a_new_local_zone_from_a_reloaded_config_moves_traffic(tmp_path: Path) -> None:
+    applier = FakeApplier()
+    rec = make_reconciler(config(tmp_path), applier)
+    async with running(rec, applier, fleet_report(), fleet_report("plain", az9=1)):
+        assert zone_total(applier.applied[-1], "az1") == 512
+        moved = config(tmp_path).model_copy(update={"zone": "az3"})
+        rec.set_config(moved)
+        await eventually(lambda: zone_total(applier.applied[-1], "az3") > 0, what="az3 local")
+        assert zone_total(applier.applied[-1], "az1") == 0
+        assert rec.zones.status()["web"]["local_zone"] == "az3"
+
+
 class RefusingApplier(FakeApplier):
     async def apply(self, desired: list[DesiredService], reason: str) -> ApplyResult:
         await super().apply(desired, reason)
