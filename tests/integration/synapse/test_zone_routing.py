@@ -32,7 +32,8 @@ Put = Callable[[str, bytes | None], None]  # (record name, record or None: delet
 
 
 def fleet(factory) -> dict[str, list[HttpBackend]]:
-    return {z: [factory(f"{z}-{i}") for i in range(n)] for z, n in LAYOUT.items()}
+    """LAYOUT's servers, and one more in az3 (registered later: a brand-new server)."""
+    return {z: [factory(f"{z}-{i}") for i in range(n + (z == "az3"))] for z, n in LAYOUT.items()}
 
 
 def record(backend: HttpBackend, zone: str) -> bytes:
@@ -92,9 +93,11 @@ def run_scenario(
         "zone_routing": {"zones": list(LAYOUT)},
     }
     haproxy = {"state_file_path": str(state)}
+    joining = zones["az3"][-1]
     for zone, backends in zones.items():
         for backend in backends:
-            put(backend.name, record(backend, zone))
+            if backend is not joining:
+                put(backend.name, record(backend, zone))
     local, spill = {"az1": 1.0}, {"az2": 0.5, "az3": 0.5}
 
     with Synapse({"web": service}, zone="az1", haproxy=haproxy) as syn:
@@ -121,6 +124,13 @@ def run_scenario(
         workers = syn.workers()
         assert syn.status()["services"]["web"]["zones"]["evacuated"] == ["az2"]
         post(syn, "/zones/az2/restore")
+        wait_split(port, zones, spill)
+        # servers join and leave a zone: still 50/50 per zone (added at runtime, 7 in az3)
+        put(joining.name, record(joining, "az3"))
+        wait(lambda: shares(port, zones) and joining.requests > 0, what="traffic to the new one")
+        put(zones["az2"][1].name, None)
+        wait_split(port, zones, spill)
+        put(zones["az2"][1].name, record(zones["az2"][1], "az2"))
         wait_split(port, zones, spill)
         for backend in zones["az1"]:  # the local zone is back
             put(backend.name, record(backend, "az1"))
