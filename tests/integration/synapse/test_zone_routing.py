@@ -4,7 +4,9 @@ request counts.
 
 Local zone healthy -> 100 % local; local records deleted -> the two others 50/50 (per
 zone, not per server); POST /zones/az2/evacuate -> az3 only; a synapse restart keeps
-the evacuation (state file); restore -> 50/50; local records back -> 100 % local.
+the evacuation (state file); restore -> 50/50; a brand-new az3 server joins and an az2
+server leaves and returns -> still 50/50 per zone; local records back -> 100 % local;
+the local zone evacuated and restored through the API.
 HAProxy is never reloaded (reload counter and worker PIDs) except by the restart.
 """
 
