@@ -17,14 +17,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from synapse.model import DesiredService
-from synapse.zone_api import ApplyEvacuations
 from synapse.zone_state import Evacuations
 from synapse.zones import ZoneDecision, decide_service
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (zone_api would pull the admin server's aiohttp into the reconciler)
     from synapse.contract import Applier
     from synapse.reconciler import Reconciler
     from synapse.state_cache import StateCache
+    from synapse.zone_api import ApplyEvacuations
 
 REASON = "zone evacuations changed"
 
