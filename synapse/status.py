@@ -111,7 +111,21 @@ def _service_html(name: str, view: Mapping[str, Any]) -> str:
         f'<span class="{conn_class}">{"connected" if connected else "not connected"}</span>'
         f" · skipped records {_e(watcher.get('skipped_records', 0))}"
         f"{' · error: ' + _e(watcher['error']) if watcher.get('error') else ''}</p>"
-        f"<p>{haproxy_line}</p>{table}"
+        f"<p>{haproxy_line}</p>{_zones_html(view.get('zones'))}{table}"
+    )
+
+
+def _zones_html(zones: Any) -> str:
+    """Smart routing of a zone-routed service: one line (local zone, mode, evacuated, shares)."""
+    if not isinstance(zones, dict):
+        return ""
+    shares = zones.get("share") or {}
+    split = " · ".join(f"{_e(z)} {float(v) * 100:.0f} %" for z, v in sorted(shares.items()))
+    evacuated = ", ".join(zones.get("evacuated") or []) or None
+    return (
+        f'<p class="zones">zones: local {_e(zones.get("local_zone"))} · '
+        f"mode <b>{_e(zones.get('mode'))}</b> · evacuated {_e(evacuated)} · "
+        f"share {split or _e(None)}</p>"
     )
 
 
