@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import socket
@@ -33,6 +32,7 @@ from smartstack.configfile import ConfigError
 from smartstack.etcd import EtcdConnection
 from smartstack.logs import event
 from smartstack.statsd import make_stats
+from smartstack.tasks import cancel_and_wait
 from smartstack.zookeeper import ZooKeeperPool
 from synapse.config import SynapseConfig, load_synapse_config
 from synapse.contract import Applier
@@ -202,10 +202,7 @@ class SynapseDaemon:
 
     async def _stop_reconciler(self) -> None:
         task, self._reconciler_task = self._reconciler_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     # --- watchers ------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import logging
 
 from smartstack.logs import event
 from smartstack.record import InvalidRecord
+from smartstack.tasks import cancel_and_wait
 from synapse.model import Found
 from synapse.watchers.dns import DEFAULT_CHECK_INTERVAL, resolve
 from synapse.watchers.zookeeper import ZooKeeperWatcher
@@ -52,9 +53,7 @@ class ZooKeeperDnsWatcher(ZooKeeperWatcher):
         try:
             await super().run()
         finally:
-            resolver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await resolver
+            await cancel_and_wait(resolver)
 
     async def _resolve_loop(self) -> None:
         interval = self.discovery.check_interval or DEFAULT_CHECK_INTERVAL
