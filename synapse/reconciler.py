@@ -41,8 +41,7 @@ from pydantic import ValidationError
 from smartstack.backoff import Backoff
 from smartstack.logs import event
 from synapse.config import ServiceConfig, SynapseConfig
-from synapse.contract import Applier, ApplyOutcome, ApplyResult
-from synapse.file_output import FileOutput
+from synapse.contract import Applier, ApplyOutcome, ApplyResult, RecordSink
 from synapse.generator_config import with_generator_config
 from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Report
@@ -102,7 +101,7 @@ class Reconciler:
         applier: Applier | None,
         metrics: SynapseMetrics,
         state_cache: StateCache | None = None,
-        file_output: FileOutput | None = None,
+        file_output: RecordSink | None = None,
     ) -> None:
         self.applier = applier
         self.metrics = metrics

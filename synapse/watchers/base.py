@@ -128,7 +128,9 @@ class Watcher(ABC):
 
     # --- reporting ---------------------------------------------------------------------
 
-    def report(self, found: list[Found] | tuple[Found, ...], skipped: int, event_time: float):
+    def report(
+        self, found: list[Found] | tuple[Found, ...], skipped: int, event_time: float
+    ) -> None:
         """Hand the full current list to the reconciler, unless it is what we sent last."""
         if self._stopped:
             return

@@ -43,7 +43,9 @@ class ZooKeeperDnsWatcher(ZooKeeperWatcher):
         self._failing: set[str] = set()
         self._zk_changed = asyncio.Event()
 
-    def report(self, found, skipped: int, event_time: float) -> None:  # type: ignore[override]
+    def report(
+        self, found: list[Found] | tuple[Found, ...], skipped: int, event_time: float
+    ) -> None:
         # The ZooKeeper part's view: kept, resolved by _resolve_loop before it is reported.
         self._zk_view = (tuple(found), skipped, event_time)
         self._zk_changed.set()
