@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from nerve.docker_config import DockerModeConfig
 from smartstack.admin_token import AdminAuthConfig
 from smartstack.config_check import refuse_unspecified, services_problem
 from smartstack.configfile import ConfigError, ConfigModel, load
@@ -163,6 +162,51 @@ class ServiceConfig(ConfigModel):
         if self.etcd_endpoints:
             return list(self.etcd_endpoints)
         return [f"{self.etcd_host}:{self.etcd_port}"]
+
+
+PLACEHOLDER_HOST = "127.0.0.1"  # validates docker.service_defaults before any container exists
+
+
+def service_config(
+    defaults: dict[str, Any],
+    service: str,
+    host: str,
+    port: int,
+    checks: list[dict[str, Any]],
+    extra: dict[str, Any],
+) -> ServiceConfig:
+    """A service block made from Docker mode's ``service_defaults`` and one container."""
+    block = {k: v for k, v in defaults.items() if k not in ("host", "port", "checks")}
+    for key in ("zk_path", "etcd_path"):
+        if isinstance(block.get(key), str):
+            block[key] = block[key].replace("{service}", service)
+    block.update(extra, host=host, port=port, checks=checks)
+    return ServiceConfig.model_validate(block)
+
+
+class DockerModeConfig(ConfigModel):
+    """ours: the `docker` block of a nerve config."""
+
+    url: str = "unix:///var/run/docker.sock"
+    # published: register host + the published port; container: the container's IP + port
+    address: Literal["published", "container"] = "published"
+    host: str | None = None  # published mode: the address consumers use for this host
+    network: str | None = None  # container mode: whose IP (default: first network by name)
+    label_prefix: str = "smartstack"
+    # e.g. a sidecar's own app; "{instance_id}" in a value is replaced by nerve's instance_id
+    label_selector: dict[str, str] = Field(default_factory=dict)
+    # A nerve service block without host/port/checks: registry keys, check_interval, ...
+    # "{service}" in zk_path / etcd_path is replaced by the container's service label.
+    service_defaults: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _defaults_make_a_service(self) -> DockerModeConfig:
+        service_config(self.service_defaults, "example", PLACEHOLDER_HOST, 1, [], {})
+        return self
+
+    def selector(self, instance_id: str) -> dict[str, str]:
+        """label_selector with "{instance_id}" filled in."""
+        return {k: v.replace("{instance_id}", instance_id) for k, v in self.label_selector.items()}
 
 
 class AdminConfig(AdminAuthConfig):

@@ -1,4 +1,7 @@
-"""nerve's Docker mode: the `docker` config block and the container labels it reads (pure logic).
+"""nerve's Docker mode: the container labels it reads (pure logic).
+
+The `docker` config block itself (``DockerModeConfig``) lives in nerve.config, which needs it
+for its `docker` field: here only what is made of it and of the containers' labels.
 
 Containers on the local engine become nerve services from their labels (prefix `smartstack.`
 by default); one registration per labelled port. docs/nerve.md lists the labels:
@@ -22,44 +25,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from pydantic import Field, model_validator
-
-from smartstack.configfile import ConfigModel
+from nerve.config import DockerModeConfig, ServiceConfig, service_config
 from smartstack.docker_events import ContainerInfo
-
-if TYPE_CHECKING:  # nerve.config may import this module for its `docker` field
-    from nerve.config import ServiceConfig
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 _ANY_ADDRESS = ("0.0.0.0", "::", "")
-PLACEHOLDER_HOST = "127.0.0.1"  # validates service_defaults before any container exists
-
-
-class DockerModeConfig(ConfigModel):
-    """ours: the `docker` block of a nerve config."""
-
-    url: str = "unix:///var/run/docker.sock"
-    # published: register host + the published port; container: the container's IP + port
-    address: Literal["published", "container"] = "published"
-    host: str | None = None  # published mode: the address consumers use for this host
-    network: str | None = None  # container mode: whose IP (default: first network by name)
-    label_prefix: str = "smartstack"
-    # e.g. a sidecar's own app; "{instance_id}" in a value is replaced by nerve's instance_id
-    label_selector: dict[str, str] = Field(default_factory=dict)
-    # A nerve service block without host/port/checks: registry keys, check_interval, ...
-    # "{service}" in zk_path / etcd_path is replaced by the container's service label.
-    service_defaults: dict[str, Any]
-
-    @model_validator(mode="after")
-    def _defaults_make_a_service(self) -> DockerModeConfig:
-        service_config(self.service_defaults, "example", PLACEHOLDER_HOST, 1, [], {})
-        return self
-
-    def selector(self, instance_id: str) -> dict[str, str]:
-        """label_selector with "{instance_id}" filled in."""
-        return {k: v.replace("{instance_id}", instance_id) for k, v in self.label_selector.items()}
 
 
 class LabelError(ValueError):
@@ -75,24 +47,6 @@ class Wanted:
     instance_id: str
     config: ServiceConfig
     container_id: str
-
-
-def service_config(
-    defaults: dict[str, Any],
-    service: str,
-    host: str,
-    port: int,
-    checks: list[dict[str, Any]],
-    extra: dict[str, Any],
-) -> ServiceConfig:
-    from nerve.config import ServiceConfig
-
-    block = {k: v for k, v in defaults.items() if k not in ("host", "port", "checks")}
-    for key in ("zk_path", "etcd_path"):
-        if isinstance(block.get(key), str):
-            block[key] = block[key].replace("{service}", service)
-    block.update(extra, host=host, port=port, checks=checks)
-    return ServiceConfig.model_validate(block)
 
 
 def _label_checks(labels: dict[str, str], p: str, has_healthcheck: bool) -> list[dict[str, Any]]:

@@ -22,8 +22,8 @@ from nerve.metrics import NerveMetrics
 from nerve.ratelimit import TokenBucket
 from nerve.reporters.base import Reporter
 from nerve.state import Decision, Observation, ServiceState
-from nerve.tasks import cancel_and_wait
 from smartstack.logs import event
+from smartstack.tasks import cancel_and_wait
 
 log = logging.getLogger("nerve.service")
 

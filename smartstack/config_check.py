@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from smartstack.config_errors import ConfigError, format_loc
+
 MAX_DISTANCE = 2
 SHORT_KEY = 4  # keys this short get distance 1 only: at 2 almost any short word would match
 
@@ -130,8 +132,6 @@ def classify_unknown(
     strict: bool = False,
 ) -> tuple[list[str], list[str]]:
     """(error lines, warning lines) for the unknown keys of a validated config."""
-    from smartstack.configfile import format_loc  # configfile imports this module
-
     errors: list[str] = []
     warnings: list[str] = []
     for unknown in find_unknown(model, frozenset(known_unused)):
@@ -149,8 +149,6 @@ def classify_unknown(
 def require_content(doc: dict[str, Any], path: Path) -> None:
     """An empty or all-comment file is a mistake (a truncated deploy), never a config."""
     if not doc:
-        from smartstack.configfile import ConfigError
-
         raise ConfigError([f"{path}: the file is empty (no keys, or only comments)"])
 
 

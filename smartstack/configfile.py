@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from smartstack import config_check
+from smartstack.config_errors import ConfigError, format_loc
 from smartstack.erb import ErbError
 from smartstack.erb import render as erb_render
 
@@ -31,25 +32,6 @@ class ConfigModel(BaseModel):
     """Base of every config model: unknown keys are kept (and warned about), not refused."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
-
-
-class ConfigError(Exception):
-    """One or more problems with a config file; each line names file, key and expectation."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.lines = lines
-
-
-def format_loc(loc: Iterable[Any]) -> str:
-    """('services', 'web', 'checks', 0, 'timeout') -> 'services.web.checks[0].timeout'."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
 
 
 def load_document(path: Path, erb: bool = False) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from synapse.config_legacy import prepare_document
 from synapse.discovery_config import DiscoveryConfig, ServerEntry
 from synapse.edge_config import HAPROXY_TIME, HAProxyLogging, HAProxyTLS, ServiceRoutes
 from synapse.haproxy.routes import RouteSpec, compile_routes, frontend_mode
+from synapse.port_clash import admin_port_clashes
 from synapse.resilience_config import HealthCheckConfig, ObserveConfig, RetriesConfig
 from synapse.zone_config import ZoneRouting, check_dynamic_balance, check_zone_name
 
@@ -349,8 +350,6 @@ def load_synapse_config(
     error, warning = services_problem(Path(path), config.services, config.service_conf_dir)
     if error:
         raise ConfigError([error])
-    from synapse.port_clash import admin_port_clashes
-
     clashes = admin_port_clashes(config)
     if clashes:
         raise ConfigError([f"{path}: {line}" for line in clashes])

@@ -1,18 +1,29 @@
-"""The contract between the reconciler/daemon and the side that applies the desired state.
+"""The contracts between the reconciler/daemon and the outputs of synapse.
 
-``Applier`` names every method the daemon and the reconciler call on it; the HAProxy
-controller (``synapse.haproxy.controller.HAProxyController``) implements it. One
-``apply`` returns an ``ApplyResult``, whose ``reload`` is an ``ApplyOutcome``.
+- ``Applier`` names every method the daemon and the reconciler call on the side that
+  applies the desired state; the HAProxy controller
+  (``synapse.haproxy.controller.HAProxyController``) implements it. One ``apply``
+  returns an ``ApplyResult``, whose ``reload`` is an ``ApplyOutcome``.
+- ``RecordSink`` is what the reconciler calls on an output of per-service records:
+  Airbnb's ``file_output`` (``synapse.file_output.FileOutput``) implements it.
+
+Two contracts, because the outputs need different things: the applier takes the
+``DesiredService`` list of the HAProxy-enabled services and owns a lifecycle (start,
+reload, flush, stop); a record sink takes every service's ``Selection`` (the backend
+records as Airbnb writes them, including services with ``haproxy.disabled``), plus
+which services it should cover, and has no lifecycle of its own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
 from synapse.config import HAProxyConfig
 from synapse.model import DesiredService
+from synapse.selection import Selection
 
 
 class ApplyOutcome(StrEnum):
@@ -66,3 +77,12 @@ class Applier(Protocol):
 
     def status(self) -> dict[str, Any]:
         """JSON-ready, for /status."""
+
+
+class RecordSink(Protocol):
+    """What the reconciler calls on an output of per-service records (file_output)."""
+
+    def update(self, selections: Mapping[str, Selection], enabled: Iterable[str]) -> list[str]:
+        """Write the records of the ``enabled`` services among ``selections`` (those that
+        changed since the last call); drop what the others left. Returns the services
+        written. Blocking I/O is fine: the reconciler calls it in a thread."""

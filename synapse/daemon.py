@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import socket
@@ -33,9 +32,10 @@ from smartstack.configfile import ConfigError
 from smartstack.etcd import EtcdConnection
 from smartstack.logs import event
 from smartstack.statsd import make_stats
+from smartstack.tasks import cancel_and_wait
 from smartstack.zookeeper import ZooKeeperPool
 from synapse.config import SynapseConfig, load_synapse_config
-from synapse.contract import Applier
+from synapse.contract import Applier, RecordSink
 from synapse.discovery_config import DiscoveryConfig
 from synapse.file_output import FileOutput
 from synapse.metrics import SynapseMetrics
@@ -74,6 +74,13 @@ def make_controller(config: SynapseConfig, registry: CollectorRegistry) -> Appli
 def _state_file_key(config: SynapseConfig) -> tuple[str | None, float | None]:
     haproxy = config.haproxy
     return (haproxy.state_file_path, haproxy.state_file_ttl) if haproxy else (None, None)
+
+
+def make_file_output(config: SynapseConfig) -> RecordSink | None:
+    """Airbnb's file_output, when the top-level ``file_output`` block is set."""
+    if config.file_output is None:
+        return None
+    return FileOutput(config.file_output.output_directory)
 
 
 def make_state_cache(config: SynapseConfig) -> StateCache | None:
@@ -150,11 +157,8 @@ class SynapseDaemon:
         self._warn_about(self.config)
         self.controller = make_controller(self.config, self.registry)
         state_cache = make_state_cache(self.config)
-        file_output = None
-        if self.config.file_output is not None:
-            file_output = FileOutput(self.config.file_output.output_directory)
         self.reconciler = Reconciler(
-            self.config, self.controller, self.metrics, state_cache, file_output
+            self.config, self.controller, self.metrics, state_cache, make_file_output(self.config)
         )
         if self.controller is not None:
             await self.controller.start()
@@ -204,10 +208,7 @@ class SynapseDaemon:
 
     async def _stop_reconciler(self) -> None:
         task, self._reconciler_task = self._reconciler_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     # --- watchers ------------------------------------------------------------------------
 
@@ -282,9 +283,7 @@ class SynapseDaemon:
                 del self.watchers[name]
         self.reconciler.set_config(new)
         if new.file_output != old.file_output:
-            self.reconciler.file_output = (
-                FileOutput(new.file_output.output_directory) if new.file_output else None
-            )
+            self.reconciler.file_output = make_file_output(new)
         if _state_file_key(new) != _state_file_key(old):
             self.reconciler.state_cache = make_state_cache(new)
         for name, service in new.services.items():

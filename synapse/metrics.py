@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from smartstack.build_info import instrument
 from smartstack.statsd import NULL_STATS, Stats
+from synapse.contract import ApplyOutcome, ApplyResult
 
 # From a watch event to HAProxy running the result: milliseconds normally, seconds when a
 # reload is rate limited.
@@ -87,3 +88,12 @@ class SynapseMetrics:
             "Service files written by file_output",
             registry=registry,
         )
+
+    def send_apply_stats(self, result: ApplyResult, seconds: float) -> None:
+        """statsd: one reconciliation, its duration, the reload and runtime updates it did."""
+        self.statsd.incr("synapse", "reconcile")
+        self.statsd.timing("synapse", "reconcile", "duration", seconds=seconds)
+        if result.reload not in (ApplyOutcome.NONE, ApplyOutcome.DISABLED):
+            self.statsd.incr("synapse", "haproxy", "reload", result.reload.value)
+        if result.ops:
+            self.statsd.incr("synapse", "haproxy", "runtime_update", count=len(result.ops))

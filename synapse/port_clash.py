@@ -9,8 +9,10 @@ shared frontend, each service's frontend/listen lines and its ``port``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from synapse.config import SynapseConfig
+if TYPE_CHECKING:  # annotations only: synapse.config calls this module from its loader
+    from synapse.config import SynapseConfig
 
 _WILDCARDS = {"", "*", "0.0.0.0", "::", "[::]"}
 _TCP_PREFIXES = {"ipv4", "ipv6", "tcp", "tcp4", "tcp6"}  # others: unix@, fd@, udp@, ...

@@ -41,8 +41,7 @@ from pydantic import ValidationError
 from smartstack.backoff import Backoff
 from smartstack.logs import event
 from synapse.config import ServiceConfig, SynapseConfig
-from synapse.contract import Applier, ApplyOutcome, ApplyResult
-from synapse.file_output import FileOutput
+from synapse.contract import Applier, ApplyOutcome, RecordSink
 from synapse.generator_config import with_generator_config
 from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Report
@@ -103,7 +102,7 @@ class Reconciler:
         applier: Applier | None,
         metrics: SynapseMetrics,
         state_cache: StateCache | None = None,
-        file_output: FileOutput | None = None,
+        file_output: RecordSink | None = None,
     ) -> None:
         self.applier = applier
         self.metrics = metrics
@@ -286,7 +285,7 @@ class Reconciler:
         self.last_error = None
         outcome = result.reload
         self.metrics.applies.labels(outcome.value).inc()
-        self._send_stats(result, outcome, now - started)
+        self.metrics.send_apply_stats(result, now - started)
         self._observe_latency(pending.event_times, outcome)
         self.last_apply = {
             "reason": reason,
@@ -298,16 +297,6 @@ class Reconciler:
         event(log, "applied", reason=reason, changed=",".join(changed)[:200],
               ms=round((now - started) * 1000, 2))  # fmt: skip
         return True
-
-    def _send_stats(self, result: ApplyResult, outcome: ApplyOutcome, seconds: float) -> None:
-        """statsd: one reconciliation, its duration, the reload and runtime updates it did."""
-        stats = self.metrics.statsd
-        stats.incr("synapse", "reconcile")
-        stats.timing("synapse", "reconcile", "duration", seconds=seconds)
-        if outcome not in (ApplyOutcome.NONE, ApplyOutcome.DISABLED):
-            stats.incr("synapse", "haproxy", "reload", outcome.value)  # done|pending|...
-        if result.ops:
-            stats.incr("synapse", "haproxy", "runtime_update", count=len(result.ops))
 
     def _observe_latency(self, event_times: list[float], outcome: ApplyOutcome) -> None:
         """Watch event -> applied. A rate-limited reload is timed when it has happened."""

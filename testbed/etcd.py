@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .process import (
     ManagedProcess,
+    OneProcess,
     ServerGroup,
     free_port,
     wait_until,
@@ -27,7 +28,7 @@ def _http_get(url: str, timeout: float = 1.0) -> tuple[int, bytes]:
         return err.code, err.read()
 
 
-class _EtcdMember:
+class _EtcdMember(OneProcess):
     def __init__(self, workdir: Path, name: str, tls: bool = False) -> None:
         self.name = name
         self.workdir = workdir
@@ -56,14 +57,6 @@ class _EtcdMember:
     @property
     def peer_url(self) -> str:
         return f"http://127.0.0.1:{self.peer_port}"
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.alive
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
 
     def args(self, cluster: EtcdCluster) -> list[str]:
         args = [

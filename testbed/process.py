@@ -258,6 +258,20 @@ def _kill_leftovers() -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+class OneProcess:
+    """A server node run as one ManagedProcess (``process`` is None until it starts)."""
+
+    process: ManagedProcess | None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.alive
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+
 class ServerGroup:
     """Work-directory ownership shared by the local servers (ZooKeeper, etcd, HAProxy).
 

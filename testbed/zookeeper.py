@@ -17,6 +17,7 @@ from kazoo.client import KazooClient, KazooState
 
 from .process import (
     ManagedProcess,
+    OneProcess,
     ServerGroup,
     free_port,
     wait_until,
@@ -105,7 +106,7 @@ def _is_ok(port: int) -> bool:
         return False
 
 
-class _ZkNode:
+class _ZkNode(OneProcess):
     """One ZooKeeper JVM: its directories, config and process."""
 
     def __init__(
@@ -157,14 +158,6 @@ class _ZkNode:
             str(cfg),
         ]
         self.process = ManagedProcess(args, self.workdir, name=self.name).start()
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.alive
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
 
     def serving(self) -> bool:
         if self.process is None:

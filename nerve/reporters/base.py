@@ -21,9 +21,9 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_exponential_jitter
 
 from nerve.metrics import NerveMetrics
-from nerve.tasks import cancel_and_wait
 from smartstack.logs import FailureStreak
 from smartstack.record import Registration
+from smartstack.tasks import cancel_and_wait
 
 log = logging.getLogger("nerve.reporter")
 

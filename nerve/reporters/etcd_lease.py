@@ -15,9 +15,9 @@ import logging
 from collections.abc import Callable
 
 from nerve.metrics import NerveMetrics
-from nerve.tasks import cancel_and_wait
 from smartstack.etcd import EtcdConnection
 from smartstack.logs import FailureStreak, event
+from smartstack.tasks import cancel_and_wait
 
 log = logging.getLogger("nerve.etcd")
 

@@ -16,13 +16,13 @@ multi-line payloads (``<<``), which ``RuntimeClient`` refuses by design, so
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from smartstack.logs import event
+from smartstack.tasks import cancel_and_wait
 from synapse.atomic import read_text, write_atomic
 from synapse.edge_config import HAProxyTLS
 from synapse.haproxy import tls
@@ -78,11 +78,8 @@ class CertWatcher:
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def _loop(self) -> None:
         while True:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from smartstack.logs import event
+from smartstack.tasks import cancel_and_wait
 from synapse.atomic import read_text, write_atomic
 from synapse.haproxy.configtext import ParsedConfig, parse_config
 
@@ -100,10 +101,7 @@ class ConfigFile:
         """Write what is pending (best effort), then stop the writer."""
         with contextlib.suppress(OSError, TimeoutError):
             await asyncio.wait_for(self.flush(), 10.0)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def _start_writer(self) -> None:
         if self._task is None or self._task.done():

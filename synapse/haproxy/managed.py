@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from smartstack.logs import event
+from smartstack.tasks import cancel_and_wait
 from synapse.haproxy import ports
 from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.runtime import MasterClient, RuntimeClient
@@ -269,10 +270,7 @@ class Supervisor:
     async def stop(self) -> None:
         self.stopping = True
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _watch(self) -> None:
         failures = 0

@@ -8,11 +8,11 @@ under its lock (which reloads, unless runtime operations got there meanwhile).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from smartstack.logs import event
+from smartstack.tasks import cancel_and_wait
 from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.ops import Reload
 from synapse.haproxy.reload_gate import ReloadGate
@@ -63,10 +63,7 @@ class PendingReload:
 
     async def cancel(self) -> None:
         task, self.task = self.task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         try:

@@ -19,11 +19,11 @@ a part at a time, and has the controller apply where HAProxy drifted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from smartstack.logs import event
+from smartstack.tasks import cancel_and_wait
 from synapse.haproxy.configfile import ConfigFile
 from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.desired import DesiredConfig
@@ -133,10 +133,7 @@ class RunningReader:
 
     async def stop_sweeping(self) -> None:
         task, self._sweeper = self._sweeper, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _sweep(
         self,

@@ -28,9 +28,12 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple
 
 from synapse.atomic import read_text, write_atomic
+
+if TYPE_CHECKING:  # for annotations only: synapse.config (which synapse.model imports) imports us
+    from synapse.model import DesiredService
 
 MAP_KINDS = ("exact", "wildcard", "paths")
 ROUTE_VAR = "txn.synapse_route"
@@ -131,23 +134,11 @@ def compile_routes(routes: Mapping[str, RouteSpec]) -> RouteMaps:
     return RouteMaps(**maps)
 
 
-class _RoutedService(Protocol):
-    """What routes_of needs of a DesiredService (no import: synapse.config imports us)."""
-
-    name: str
-
-    @property
-    def backend_name(self) -> str: ...
-
-    @property
-    def config(self) -> object: ...
-
-
-def routes_of(services: Iterable[_RoutedService]) -> RouteMaps:
-    """The maps of the enabled services' ``haproxy.routes`` (DesiredService objects)."""
+def routes_of(services: Iterable[DesiredService]) -> RouteMaps:
+    """The maps of the enabled services' ``haproxy.routes``."""
     routed = {}
     for service in services:
-        hap = service.config.haproxy  # type: ignore[attr-defined]
+        hap = service.config.haproxy
         if hap.routes and not hap.disabled:
             routed[service.name] = RouteSpec(
                 service.backend_name, hap.routes.hosts, hap.routes.paths

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from smartstack.backoff import Backoff
 from smartstack.logs import event
 from smartstack.record import Registration
+from smartstack.tasks import cancel_and_wait
 from synapse.config import ServiceConfig
 from synapse.discovery_config import DiscoveryConfig
 from synapse.model import Found, Report, Sink
@@ -117,11 +118,9 @@ class Watcher(ABC):
 
     async def stop(self) -> None:
         self._stopped = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        with contextlib.suppress(Exception):  # a watcher's failure must not stop the others' stop
+            await cancel_and_wait(task)
         await self.close()
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most watchers hold nothing
@@ -129,7 +128,9 @@ class Watcher(ABC):
 
     # --- reporting ---------------------------------------------------------------------
 
-    def report(self, found: list[Found] | tuple[Found, ...], skipped: int, event_time: float):
+    def report(
+        self, found: list[Found] | tuple[Found, ...], skipped: int, event_time: float
+    ) -> None:
         """Hand the full current list to the reconciler, unless it is what we sent last."""
         if self._stopped:
             return

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import socket
 import time
+from typing import TypeVar
 
 from smartstack.logs import event
 from smartstack.record import InvalidRecord, Registration
@@ -21,6 +22,8 @@ from synapse.model import Found
 from synapse.watchers.base import Watcher
 
 log = logging.getLogger("synapse.watchers.dns")
+
+K = TypeVar("K")  # what names a resolution: a server index, a host name
 
 DEFAULT_CHECK_INTERVAL = 30.0  # Airbnb's dns watcher default
 RESOLVE_TIMEOUT = 10.0
@@ -35,6 +38,27 @@ async def resolve(loop: asyncio.AbstractEventLoop, host: str) -> list[str] | str
     except (OSError, TimeoutError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return sorted({str(info[4][0]) for info in infos})
+
+
+def keep_resolution(
+    result: list[str] | str,
+    key: K,
+    addresses: dict[K, list[str]],
+    failing: set[K],
+    *,
+    host: str,
+    service: str,
+    logger: logging.Logger,
+) -> None:
+    """Keep one name's resolution: its addresses, or a failure (logged once per streak; the
+    name keeps its last addresses, so a resolver hiccup does not empty the service)."""
+    if isinstance(result, list):
+        addresses[key] = result
+        failing.discard(key)
+    elif key not in failing:
+        failing.add(key)
+        event(logger, "dns_resolve_failed", level=logging.WARNING, service=service, host=host,
+              error=result)  # fmt: skip
 
 
 class DnsWatcher(Watcher):
@@ -76,13 +100,8 @@ class DnsWatcher(Watcher):
         results = await asyncio.gather(*(self._resolve(e) for _, e, _ in entries))
         self.count_event()
         for (index, entry, _), result in zip(entries, results, strict=True):
-            if isinstance(result, list):
-                self._addresses[index] = result
-                self._failing.discard(index)
-            elif index not in self._failing:
-                self._failing.add(index)
-                event(log, "dns_resolve_failed", level=logging.WARNING, service=self.service,
-                      host=entry.host, error=result)  # fmt: skip
+            keep_resolution(result, index, self._addresses, self._failing, host=entry.host,
+                            service=self.service, logger=log)  # fmt: skip
         self.set_connected(len(self._failing) < len(entries) or not entries)
         self.report(self._found(entries), 0, started)
 

@@ -28,6 +28,7 @@ from smartstack.backoff import Backoff
 from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection, prefix_fingerprint
 from smartstack.logs import FailureStreak, event
 from smartstack.record import InvalidRecord, decode_nerve, decode_serverset
+from smartstack.tasks import cancel_and_wait
 from synapse.watchers.base import Entry, Watcher
 from synapse.watchers.record_notes import note_ignored
 
@@ -134,9 +135,7 @@ class EtcdWatcher(Watcher):
                 self._report(seen)
         finally:
             self._watch = None  # _streaming stays set: run() asks whether the stream broke
-            checker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await checker
+            await cancel_and_wait(checker)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(watch.cancel(), 2)
         if checker.done() and not checker.cancelled() and checker.result():

@@ -26,6 +26,7 @@ from typing import Any
 
 from synapse.model import Found, Report, Sink
 from synapse.watchers.base import Watcher
+from synapse.watchers.registry import create_watcher
 
 RESOLVE_INTERVAL = 2.0
 
@@ -44,8 +45,6 @@ class MultiWatcher(Watcher):
         self.chosen: str | None = None
 
     async def run(self) -> None:
-        from synapse.watchers import create_watcher  # the registry of methods imports us
-
         self._reports = {}
         for name, discovery in (self.discovery.watchers or {}).items():
             config = self.config.model_copy(update={"discovery": discovery})

@@ -15,10 +15,10 @@ import dataclasses
 import ipaddress
 import logging
 
-from smartstack.logs import event
 from smartstack.record import InvalidRecord
+from smartstack.tasks import cancel_and_wait
 from synapse.model import Found
-from synapse.watchers.dns import DEFAULT_CHECK_INTERVAL, resolve
+from synapse.watchers.dns import DEFAULT_CHECK_INTERVAL, keep_resolution, resolve
 from synapse.watchers.zookeeper import ZooKeeperWatcher
 
 log = logging.getLogger("synapse.watchers.zookeeper_dns")
@@ -42,7 +42,9 @@ class ZooKeeperDnsWatcher(ZooKeeperWatcher):
         self._failing: set[str] = set()
         self._zk_changed = asyncio.Event()
 
-    def report(self, found, skipped: int, event_time: float) -> None:  # type: ignore[override]
+    def report(
+        self, found: list[Found] | tuple[Found, ...], skipped: int, event_time: float
+    ) -> None:
         # The ZooKeeper part's view: kept, resolved by _resolve_loop before it is reported.
         self._zk_view = (tuple(found), skipped, event_time)
         self._zk_changed.set()
@@ -52,9 +54,7 @@ class ZooKeeperDnsWatcher(ZooKeeperWatcher):
         try:
             await super().run()
         finally:
-            resolver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await resolver
+            await cancel_and_wait(resolver)
 
     async def _resolve_loop(self) -> None:
         interval = self.discovery.check_interval or DEFAULT_CHECK_INTERVAL
@@ -71,13 +71,8 @@ class ZooKeeperDnsWatcher(ZooKeeperWatcher):
         names = sorted({f.registration.host for f in found if not _is_address(f.registration.host)})
         results = await asyncio.gather(*(resolve(self.ctx.loop, name) for name in names))
         for name, result in zip(names, results, strict=True):
-            if isinstance(result, list):
-                self._addresses[name] = result
-                self._failing.discard(name)
-            elif name not in self._failing:
-                self._failing.add(name)
-                event(log, "dns_resolve_failed", level=logging.WARNING, service=self.service,
-                      host=name, error=result)  # fmt: skip
+            keep_resolution(result, name, self._addresses, self._failing, host=name,
+                            service=self.service, logger=log)  # fmt: skip
         for gone in set(self._addresses) - set(names):
             del self._addresses[gone]
         resolved: list[Found] = []

@@ -1,4 +1,5 @@
-"""The HAProxy side and the one fake implement every method of synapse.contract.Applier."""
+"""Every implementation of synapse.contract's Protocols has each of their methods, with its
+signature: the HAProxy side and the one fake (Applier), file_output (RecordSink)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,33 @@ import inspect
 import pytest
 from applier_fakes import FakeApplier
 
-from synapse.contract import Applier, ApplyOutcome, ApplyResult
+from synapse.contract import Applier, ApplyOutcome, ApplyResult, RecordSink
+from synapse.file_output import FileOutput
 from synapse.haproxy.controller import HAProxyController
 
-METHODS = ("start", "apply", "update_config", "flush", "stop", "status")
+APPLIER_METHODS = ("start", "apply", "update_config", "flush", "stop", "status")
+SINK_METHODS = ("update",)
 
 
-@pytest.mark.parametrize("implementation", [HAProxyController, FakeApplier])
-def test_every_method_of_the_contract_with_its_signature(implementation: type) -> None:
+@pytest.mark.parametrize(
+    ("protocol", "methods", "implementation"),
+    [
+        (Applier, APPLIER_METHODS, HAProxyController),
+        (Applier, APPLIER_METHODS, FakeApplier),
+        (RecordSink, SINK_METHODS, FileOutput),
+    ],
+)
+def test_every_method_of_the_contract_with_its_signature(
+    protocol: type, methods: tuple[str, ...], implementation: type
+) -> None:
     protocol_methods = {
         name
-        for name, _ in inspect.getmembers(Applier, inspect.isfunction)
+        for name, _ in inspect.getmembers(protocol, inspect.isfunction)
         if not name.startswith("_")
     }
-    assert protocol_methods == set(METHODS)
-    for name in METHODS:
-        wanted, got = getattr(Applier, name), getattr(implementation, name)
+    assert protocol_methods == set(methods)
+    for name in methods:
+        wanted, got = getattr(protocol, name), getattr(implementation, name)
         assert inspect.signature(got) == inspect.signature(wanted), name
         assert inspect.iscoroutinefunction(got) == inspect.iscoroutinefunction(wanted), name
 

@@ -1,0 +1,49 @@
+"""The import graph of nerve, synapse and smartstack (scripts/import_graph.py, read with ast):
+no cycles, and the HAProxy side's layers stay apart (issue 9)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scripts.import_graph import build_graph, cycles, module_files, reachable
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    return build_graph()
+
+
+def test_the_graph_holds_every_module_and_its_imports(graph: dict[str, set[str]]) -> None:
+    assert {"nerve.daemon", "synapse.haproxy.planner", "smartstack.record"} <= graph.keys()
+    assert {"synapse.haproxy.ops", "synapse.haproxy.desired"} <= graph["synapse.haproxy.planner"]
+    assert "jinja2" in graph["synapse.haproxy.render"]  # others' packages by top-level name
+
+
+def test_no_import_cycles(graph: dict[str, set[str]]) -> None:
+    assert cycles(graph) == []
+
+
+def test_the_planner_needs_no_renderer_and_the_runtime_client_no_planner(
+    graph: dict[str, set[str]],
+) -> None:
+    planner = reachable(graph, "synapse.haproxy.planner")
+    assert "synapse.haproxy.render" not in planner
+    assert "jinja2" not in planner
+    assert "synapse.haproxy.planner" not in reachable(graph, "synapse.haproxy.runtime")
+
+
+def test_cycles_are_found_and_annotation_only_imports_are_not_edges(tmp_path: Path) -> None:
+    package = tmp_path / "synapse"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from synapse import b\n")
+    (package / "b.py").write_text("def f():\n    from synapse.c import x\n")
+    (package / "c.py").write_text("from . import a\n")
+    (package / "d.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from synapse.a import A\n"
+    )
+    found = build_graph(module_files(tmp_path, ["synapse"]))
+    assert cycles(found) == [["synapse.a", "synapse.b", "synapse.c"]]  # a lazy import counts
+    assert found["synapse.d"] == {"typing"}
