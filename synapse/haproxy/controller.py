@@ -177,6 +177,7 @@ class HAProxyController:
             await self._supervisor.stop()
         await self._pending.cancel()
         await self._reader.stop_sweeping()
+        await self._installer.edge.stop()
         async with self._lock:
             if self._installer.file is not None:
                 await self._installer.file.close()  # what HAProxy ran last is on disk
@@ -234,6 +235,8 @@ class HAProxyController:
         bridge = self._bridge(running) if result.reload is not None else None
         ops = bridge.ops if bridge else result.ops
         applied, failures = await self._run_ops(ops)
+        routed, failed = await self._installer.edge.sync(self._desired, running)  # edge_sync
+        applied, failures = applied + routed, failures + failed
         reasons = list(result.reload.reasons) if result.reload else []
         reasons += [("runtime_failed", failure) for failure in failures]
         await self._reader.refresh({op.backend for op in ops})
