@@ -88,3 +88,44 @@ def test_hosts_change_at_runtime_and_a_new_service_costs_one_reload(
         assert status_of(port, "shop.test") == (200, "shop")
         text = exact.read_text()
         assert "news.test/ news" in text and "shop.test/ shop" in text
+
+
+def test_a_bad_line_isolates_its_service_and_the_others_change_applies(
+    zk, writer, http_backend_factory
+):
+    shop, news = http_backend_factory("shop"), http_backend_factory("news")
+    register(writer, "/iso/shop", shop)
+    register(writer, "/iso/news", news)
+    port = free_port()
+    services = {"shop": routed(zk, "/iso/shop", ["shop.test"])}
+    haproxy = {"shared_frontend": [f"bind 127.0.0.1:{port}"]}
+    with Synapse(services, haproxy=haproxy) as syn:
+        wait_serving(port, {"shop"}, host="shop.test")
+        good = syn.haproxy_config()
+
+        # One SIGHUP: a bad line in shop, a new service news.
+        syn.config["services"]["shop"]["haproxy"]["backend"] = ["no-such-directive here"]
+        syn.config["services"]["news"] = routed(zk, "/iso/news", ["news.test"])
+        syn.write_config()
+        syn.signal(signal.SIGHUP)
+        until(port, "news.test", (200, "news"), 15.0)  # the other change is applied
+        assert status_of(port, "shop.test") == (200, "shop")
+        text = syn.haproxy_config()
+        assert "backend news" in text and "no-such-directive" not in text
+        shop_section = good[good.index("backend shop") :].split("\n\n")[0]
+        assert shop_section.split("\n    server")[0] in text  # shop's last good block
+        isolated = syn.status()["haproxy"]["isolated_services"]
+        assert list(isolated) == ["shop"] and "no-such-directive" in isolated["shop"]["error"]
+        assert syn.status()["services"]["shop"]["config_isolated"]["error"]
+        assert syn.metric("synapse_service_config_isolated", service="shop") == 1
+        assert "config refused by haproxy -c" in syn.admin("/")
+
+        # Fixed on the next good SIGHUP: the new block runs, the flag is gone.
+        syn.config["services"]["shop"]["haproxy"]["backend"] = ["retries 2"]
+        syn.write_config()
+        syn.signal(signal.SIGHUP)
+        wait(lambda: "retries 2" in syn.haproxy_config(), 15, "shop's fixed block")
+        wait(lambda: not syn.status()["haproxy"]["isolated_services"], 5, "the flag to go")
+        assert syn.metric("synapse_service_config_isolated", service="shop") == 0
+        assert status_of(port, "shop.test") == (200, "shop")
+        assert status_of(port, "news.test") == (200, "news")
