@@ -94,11 +94,21 @@ class EdgeSync:
         self.routes.want(desired)
         if not self.runtime:
             return await self.routes.sync(())  # the files only: a reload reads them
+        if self._watcher is not None and self.tls_paths is None:
+            await self._stop_watcher()  # haproxy.tls removed on SIGHUP
         if running.backends is None:
             return [], []  # HAProxy does not answer (yet)
-        if self._watcher is None and self.tls_paths is not None:
+        if self._watcher is None and self._tls_running(running):
             self._start_watcher(self._adopted_certificates())
         return await self.routes.sync(running.backends.keys())
+
+    def _tls_running(self, running: RunningState) -> bool:
+        """Whether the running config (the file synapse keeps equal to it) binds our
+        crt-list: then the watcher has an HAProxy to talk to."""
+        if self.tls_paths is None or running.config is None:
+            return False
+        needle = f"crt-list {self.tls_paths.crt_list}"
+        return any(needle in line for lines in running.config.sections.values() for line in lines)
 
     def _adopted_certificates(self) -> dict[Path, str]:
         """An HAProxy synapse did not start: the crt-list names what it loaded. Their text

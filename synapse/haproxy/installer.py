@@ -106,12 +106,12 @@ class Installer:
 
     async def validate(self, candidate: DesiredConfig) -> str | None:
         """None when valid (or nothing can validate), else the checker's message."""
-        if not self.settings.can_validate:
-            return None
         try:
-            await self.edge.before_read()
+            await self.edge.before_read()  # also when nothing validates: others reload
         except (OSError, RuntimeError) as err:
             return f"cannot write the route maps or the crt-list: {err}"
+        if not self.settings.can_validate:
+            return None
         error = await validate_config(self.settings, candidate.text, self.config.reload_timeout)
         if error is not None:
             self.edge.refused()

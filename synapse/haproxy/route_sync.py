@@ -85,6 +85,8 @@ class RouteSync:
         self.served: RouteMaps | None = None  # what HAProxy holds; None: read it again
         self._inputs: list[DesiredService] = []
         self._written: RouteMaps | None = None  # what the files hold (None: unknown)
+        self._read: RouteMaps | None = None  # the files as HAProxy last read them
+        self.loaded: RouteMaps | None = None  # ... as the running HAProxy did (None: unknown)
 
     def configure(self, config_path: Path | None) -> None:
         paths = routes.map_paths(config_path) if config_path is not None else None
@@ -107,6 +109,7 @@ class RouteSync:
     def invalidate(self) -> None:
         """HAProxy (re)started: it read the map files; ask it what it holds next time."""
         self.served = None
+        self.loaded = self._read
 
     # --- files ------------------------------------------------------------------------
 
@@ -119,6 +122,7 @@ class RouteSync:
     def write_wanted(self) -> None:
         """Before HAProxy reads a config (``haproxy -c``, start, reload): every entry."""
         self._write(self.wanted)
+        self._read = self.wanted
 
     def restore(self) -> None:
         """The candidate was refused: the files say again what HAProxy holds."""
@@ -144,9 +148,13 @@ class RouteSync:
     async def sync(self, backends: Collection[str]) -> tuple[list[str], list[str]]:
         """Send HAProxy the wanted entries of ``backends`` (the running ones) and remove the
         rest; write the files to match. (commands applied, failures needing a reload)."""
-        if self.paths is None or not self.runtime:
-            self._write(self.wanted)  # no runtime API: the next reload reads the files
+        if self.paths is None:
             return [], []
+        if not self.runtime:  # no runtime API: a reload must read the files
+            if self.wanted == (self.loaded or RouteMaps()):
+                return [], []
+            self._write(self.wanted)
+            return [], ["routes changed and there is no runtime API: a reload loads the maps"]
         if self.served is None:
             self.served = await self._read_served()
             if self.served is None:

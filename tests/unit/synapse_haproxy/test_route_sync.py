@@ -22,3 +22,31 @@ def test_map_ops_carry_their_command_and_a_label_per_verb():
     op = MapOp("/x/h.routes-exact.map", "a.test/", "add map /x/h.routes-exact.map a.test/ a")
     assert op.command == "add map /x/h.routes-exact.map a.test/ a"
     assert op.label == "map_add" and op.succeeded("") and not op.succeeded("Unknown map")
+
+
+def _done(coroutine):
+    """The value of a coroutine that never suspends (no event loop: no socket)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        return stop.value
+    raise AssertionError("the coroutine suspended")
+
+
+def test_without_a_runtime_api_a_route_change_asks_for_a_reload(tmp_path):
+    from haproxy_helpers import service
+    from prometheus_client import CollectorRegistry
+
+    from synapse.haproxy.metrics import HAProxyMetrics
+    from synapse.haproxy.route_sync import RouteSync
+
+    sync = RouteSync([], HAProxyMetrics(CollectorRegistry()))
+    sync.configure(tmp_path / "haproxy.cfg")
+    assert _done(sync.sync(())) == ([], [])  # no routes: nothing to load
+    sync.want([service("shop", [], backend_only=True, routes={"hosts": ["shop.test"]})])
+    applied, failures = _done(sync.sync(()))
+    assert applied == [] and "no runtime API" in failures[0]
+    assert "shop.test/ shop" in (tmp_path / "haproxy.routes-exact.map").read_text()
+    sync.write_wanted()  # the reload: HAProxy reads the files ...
+    sync.invalidate()  # ... and runs
+    assert _done(sync.sync(())) == ([], [])
