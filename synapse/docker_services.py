@@ -5,7 +5,7 @@ that carry ``smartstack.service`` (the prefix is ``label_prefix``). Each service
 running container becomes a service of synapse's config, as if written in the file:
 
 - discovery: the ``docker`` watcher on that engine, ``label_selector`` on the service's
-  label, ``container_port`` from ``smartstack.port``;
+  label, ``container_port`` from ``smartstack.port`` (its first port when nerve's list);
 - ``haproxy.routes``: the union of its running containers' ``smartstack.hosts`` and
   ``smartstack.paths`` (comma separated) on the shared frontend.
 
@@ -56,7 +56,7 @@ def service_blocks(
         if not info.running or not name:
             continue
         where = f"container {info.name}"
-        port = labels.get(f"{prefix}port", "")
+        port = next(iter(_split(labels.get(f"{prefix}port"))), "")  # nerve allows "80,81"
         if not _NAME.fullmatch(name):
             problems.append(f"{where}: {prefix}service {name!r} is not a service name")
             continue
