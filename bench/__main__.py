@@ -25,6 +25,7 @@ BENCHMARKS = {
     "scale": "bench.scale",
     "failure": "bench.failure",
     "zones": "bench.zones",
+    "edge": "bench.edge",
 }
 
 

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,7 @@ class Wrk:
         threads: int = 2,
         timeout_s: float = 2,
         delay_ms: int = 0,
+        headers: Sequence[str] = (),
     ) -> None:
         if shutil.which("wrk") is None:
             raise RuntimeError("wrk is not installed (Debian package wrk)")
@@ -86,6 +88,7 @@ class Wrk:
             f"{max(1, round(timeout_s))}s",
             "-s",
             str(script),
+            *(arg for header in headers for arg in ("-H", header)),
             url,
         ]
         # Each connection pauses delay_ms between requests: a steady rate of about

@@ -18,7 +18,13 @@ from smartstack.configfile import ConfigError, ConfigModel, load
 from smartstack.statsd import StatsdConfig
 from synapse.config_legacy import prepare_document
 from synapse.discovery_config import DiscoveryConfig, ServerEntry
-from synapse.edge_config import HAPROXY_TIME, HAProxyLogging, HAProxyTLS, ServiceRoutes
+from synapse.edge_config import (
+    HAPROXY_TIME,
+    DockerServicesConfig,
+    HAProxyLogging,
+    HAProxyTLS,
+    ServiceRoutes,
+)
 from synapse.haproxy.routes import RouteSpec, compile_routes, frontend_mode
 from synapse.port_clash import admin_port_clashes
 from synapse.resilience_config import HealthCheckConfig, ObserveConfig, RetriesConfig
@@ -246,6 +252,8 @@ class SynapseConfig(ConfigModel):
     startup_wait: float = Field(default=3.0, ge=0)
     # ours: the zone this synapse and its HAProxy are in (--zone, SYNAPSE_ZONE override it)
     zone: str | None = None
+    # ours (edge): services from Docker container labels (synapse.docker_services)
+    docker_services: DockerServicesConfig | None = None
 
     @field_validator("zone")
     @classmethod
@@ -348,7 +356,7 @@ def load_synapse_config(
         strict=strict,
     )
     error, warning = services_problem(Path(path), config.services, config.service_conf_dir)
-    if error:
+    if error and not (config.docker_services and config.docker_services.enabled):
         raise ConfigError([error])
     clashes = admin_port_clashes(config)
     if clashes:

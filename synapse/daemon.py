@@ -37,6 +37,7 @@ from smartstack.zookeeper import ZooKeeperPool
 from synapse.config import SynapseConfig, load_synapse_config
 from synapse.contract import Applier, RecordSink
 from synapse.discovery_config import DiscoveryConfig
+from synapse.docker_services import DockerServiceSource
 from synapse.file_output import FileOutput
 from synapse.metrics import SynapseMetrics
 from synapse.reconciler import Reconciler
@@ -115,6 +116,8 @@ class SynapseDaemon:
         self._background: set[asyncio.Task[bool]] = set()
         self.started_at = time.time()
         self.last_config_reload: dict[str, Any] | None = None
+        self.file_config = config  # without the services of docker_services
+        self.docker_services: DockerServiceSource | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -165,6 +168,10 @@ class SynapseDaemon:
         for name, service in self.config.services.items():
             await self._start_watcher(name, service)
         self._reconciler_task = loop.create_task(self._run_reconciler(), name="reconciler")
+        docker = self.config.docker_services
+        if docker is not None and docker.enabled:  # services from container labels
+            self.docker_services = DockerServiceSource(docker, loop, self._apply_docker)
+            self.docker_services.start()
         await self._start_admin()
         event(log, "started", services=len(self.config.services),
               haproxy=self.controller is not None)  # fmt: skip
@@ -188,6 +195,8 @@ class SynapseDaemon:
         steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
             ("reconciler", self._stop_reconciler)
         ]
+        if self.docker_services is not None:
+            steps.insert(0, ("docker_services", self.docker_services.stop))
         if self.controller is not None:
             steps.append(("HAProxy controller", self.controller.stop))
         steps += [(f"watcher {name}", watcher.stop) for name, watcher in self.watchers.items()]
@@ -261,9 +270,17 @@ class SynapseDaemon:
         event(log, "config_reload_failed", level=logging.ERROR, path=self.config_path,
               error=error[:1000], keeping="running config")  # fmt: skip
 
+    async def _apply_docker(self) -> None:
+        """The containers' services changed: the file's config again, with them."""
+        async with self._reload_lock:
+            await self.apply_config(self.file_config)
+
     async def apply_config(self, new: SynapseConfig) -> None:
         """Swap to a new config: restart only the watchers whose discovery changed."""
         assert self.reconciler is not None
+        self.file_config = new
+        if self.docker_services is not None:
+            new = self.docker_services.merge(new)
         old = self.config
         if (old.haproxy is None) != (new.haproxy is None):
             raise ValueError("adding or removing the haproxy block needs a restart")

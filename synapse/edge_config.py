@@ -77,3 +77,16 @@ class HAProxyTLS(ConfigModel):
     min_version: Literal["TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3"] = "TLSv1.2"
     hsts: int | None = Field(default=None, ge=0)  # Strict-Transport-Security max-age (s)
     redirect_http: bool = False  # plain-HTTP requests of the shared frontend -> https
+
+
+class DockerServicesConfig(ConfigModel):
+    """ours (edge): services made from Docker container labels alone (docs/edge.md).
+
+    A running container with ``<label_prefix>service`` (and ``<label_prefix>port``, the
+    port inside the container) becomes a server of that service, routed on the shared
+    frontend by its ``<label_prefix>hosts`` and ``<label_prefix>paths`` (comma separated).
+    """
+
+    enabled: bool = False
+    engine: str = "unix:///var/run/docker.sock"  # a docker `servers` entry: URL or host:port
+    label_prefix: str = "smartstack."

@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 
 from smartstack.paths_check import writable_problems
-from synapse.config import SynapseConfig
+from synapse.config import HAProxyConfig, SynapseConfig
+from synapse.model import DesiredService
 
 CHECK_TIMEOUT = 20.0
 
@@ -72,7 +73,6 @@ async def check_haproxy(config: SynapseConfig, config_path: Path) -> tuple[str |
     from synapse.haproxy.commands import validate_config
     from synapse.haproxy.render import Renderer
     from synapse.haproxy.settings import settings_for
-    from synapse.model import DesiredService
     from synapse.selection import default_selection
 
     hap = config.haproxy
@@ -90,12 +90,16 @@ async def check_haproxy(config: SynapseConfig, config_path: Path) -> tuple[str |
         override = service.backend_port_override or service.haproxy.server_port_override
         servers = list(default_selection(service, override).servers)
         services.append(DesiredService(name, service, servers))
-    try:
-        text = Renderer(hap, settings).render(services).text
-    except Exception as exc:  # a user template can fail in many ways: report, never crash
-        return f"{where}: the HAProxy config cannot be rendered: {type(exc).__name__}: {exc}", None
     with tempfile.TemporaryDirectory(prefix="synapse-check-") as tmp:
-        # A scratch candidate: -k must not touch the files a running synapse uses.
+        # A scratch candidate, with its route maps and crt-list beside it: -k must not
+        # touch the files a running synapse uses.
+        scratch_hap = hap.model_copy(update={"config_file_path": str(Path(tmp) / "haproxy.cfg")})
+        try:
+            text = Renderer(scratch_hap, settings).render(services).text
+            write_edge_files(scratch_hap, services, Path(tmp) / "haproxy.cfg")
+        except Exception as exc:  # a user template can fail in many ways: report, never crash
+            error = f"{type(exc).__name__}: {exc}"
+            return f"{where}: the HAProxy config cannot be rendered: {error}", None
         scratch = dataclasses.replace(
             settings, candidate_path=Path(tmp) / "haproxy.cfg", check_command=None
         )
@@ -104,3 +108,12 @@ async def check_haproxy(config: SynapseConfig, config_path: Path) -> tuple[str |
         first = " | ".join(message.splitlines()[:5])
         return f"{where}: HAProxy rejects the rendered config: {first}", None
     return None, None
+
+
+def write_edge_files(hap: HAProxyConfig, services: list[DesiredService], path: Path) -> None:
+    """The route maps and the crt-list (with the placeholder) the config at ``path`` reads."""
+    from synapse.haproxy import routes, tls
+
+    routes.write_map_files(routes.routes_of(services), routes.map_paths(path))
+    if hap.tls is not None:
+        tls.write_tls_files(hap.tls, tls.tls_paths(path))

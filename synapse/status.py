@@ -27,6 +27,7 @@ def merge_service_status(
     ``{state, weight, address}``); each service gets its own backend's part.
     """
     backends = (haproxy or {}).get("backends") or {}
+    isolated = (haproxy or {}).get("isolated_services") or {}
     out: dict[str, dict[str, Any]] = {}
     for name, view in services.items():
         backend = view.get("backend", name)
@@ -35,6 +36,8 @@ def merge_service_status(
             **view,
             "watcher": watchers.get(name),
             "haproxy": None if running is None else {"backend": backend, "servers": running},
+            # haproxy -c refused its block: its last good one runs (synapse.haproxy.isolation)
+            "config_isolated": isolated.get(name) if isinstance(isolated, dict) else None,
         }
     return out
 
@@ -104,6 +107,12 @@ def _service_html(name: str, view: Mapping[str, Any]) -> str:
     else:
         haproxy_line = '<span class="bad">HAProxy does not run this backend (yet)</span>'
 
+    isolated = view.get("config_isolated")
+    if isinstance(isolated, dict):
+        haproxy_line += (
+            f'<br><span class="bad">config refused by haproxy -c, isolated '
+            f"({_e(isolated.get('running'))}): {_e(isolated.get('error'))}</span>"
+        )
     return (
         f"<h2>{_e(name)}</h2>"
         f"<p>servers from <b>{_e(view.get('origin'))}</b> · "

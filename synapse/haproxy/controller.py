@@ -54,6 +54,7 @@ from synapse.haproxy.bridge import Bridge, Layout, build_bridge
 from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.executor import run_ops
 from synapse.haproxy.installer import Installer, InstallFailed
+from synapse.haproxy.isolation import Isolation
 from synapse.haproxy.managed import ManagedHAProxy, Supervisor
 from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.ops import Op, Plan, Reload
@@ -87,6 +88,7 @@ class HAProxyController:
         self.config = config
         self.settings = settings_for(config)
         self.metrics = HAProxyMetrics(registry)
+        self._isolation = Isolation(registry)
         self._clock = clock
         self._renderer: Renderer | None = None
         self._runtime = [RuntimeClient(path) for path in self.settings.runtime_sockets]
@@ -133,7 +135,7 @@ class HAProxyController:
     async def apply(self, desired: list[DesiredService], reason: str) -> ApplyResult:
         began = self._clock()
         async with self._lock:
-            self._desired = list(desired)
+            self._desired = self._isolation.substitute(list(desired))
             self._applied = True
             result = await self._apply_locked()
         elapsed = self._clock() - began
@@ -177,6 +179,7 @@ class HAProxyController:
             await self._supervisor.stop()
         await self._pending.cancel()
         await self._reader.stop_sweeping()
+        await self._installer.edge.stop()
         async with self._lock:
             if self._installer.file is not None:
                 await self._installer.file.close()  # what HAProxy ran last is on disk
@@ -200,7 +203,7 @@ class HAProxyController:
         if self._managed is not None:
             pids = {"master": self._managed.master_pid, "worker": self._managed.worker_pid}
             info.haproxy_pids = pids
-        return info.to_json()
+        return {**info.to_json(), "isolated_services": self._isolation.status()}
 
     # --- one apply: read -> render -> plan -> run ops, or hand over to the gate -----------
 
@@ -215,7 +218,15 @@ class HAProxyController:
         return "no_reloads"
 
     async def _apply_locked(self) -> ApplyResult:
-        """Plan against HAProxy and act. The caller holds the lock."""
+        """Plan against HAProxy and act (``isolation``: a refused candidate isolates the
+        services it names, the rest is applied). The caller holds the lock."""
+        result = await self._isolation.apply(self._apply_with, self._desired, self.settings)
+        if self._isolation.isolated:  # the refusal stays on /status while it lasts
+            self.info.validation_error = self.info.last_validation_error
+        return result
+
+    async def _apply_with(self, desired: list[DesiredService]) -> ApplyResult:
+        self._desired = desired
         async with contextlib.AsyncExitStack() as stack:
             for client in self._runtime:  # one connection per socket for the whole apply
                 await stack.enter_async_context(client.held())
@@ -234,6 +245,8 @@ class HAProxyController:
         bridge = self._bridge(running) if result.reload is not None else None
         ops = bridge.ops if bridge else result.ops
         applied, failures = await self._run_ops(ops)
+        routed, failed = await self._installer.edge.sync(self._desired, running)  # edge_sync
+        applied, failures = applied + routed, failures + failed
         reasons = list(result.reload.reasons) if result.reload else []
         reasons += [("runtime_failed", failure) for failure in failures]
         await self._reader.refresh({op.backend for op in ops})

@@ -27,6 +27,7 @@ from synapse.haproxy.commands import run_command, validate_config
 from synapse.haproxy.configfile import ConfigFile
 from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.desired import DesiredConfig
+from synapse.haproxy.edge_sync import EdgeSync
 from synapse.haproxy.managed import HAProxyProcessError, ManagedHAProxy
 from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.runtime import RuntimeClient
@@ -59,9 +60,12 @@ class Installer:
         self.file = ConfigFile(path) if path is not None and config.do_writes else None
         self.layout: Layout | None = None  # what the file was rendered from; None: unknown
         self._loaded = False
+        # Route maps and crt-list: written before HAProxy reads the config.
+        self.edge = EdgeSync(config, settings, runtime, metrics)
 
     def configure(self, config: HAProxyConfig, settings: Settings) -> None:
         self.config, self.settings = config, settings
+        self.edge.configure(config, settings)
 
     # --- the config file ------------------------------------------------------------------
 
@@ -102,9 +106,16 @@ class Installer:
 
     async def validate(self, candidate: DesiredConfig) -> str | None:
         """None when valid (or nothing can validate), else the checker's message."""
+        try:
+            await self.edge.before_read()  # also when nothing validates: others reload
+        except (OSError, RuntimeError) as err:
+            return f"cannot write the route maps or the crt-list: {err}"
         if not self.settings.can_validate:
             return None
-        return await validate_config(self.settings, candidate.text, self.config.reload_timeout)
+        error = await validate_config(self.settings, candidate.text, self.config.reload_timeout)
+        if error is not None:
+            self.edge.refused()
+        return error
 
     async def dump_server_state(self, runtime_ok: bool) -> None:
         """Save runtime states for `load-server-state-from-file` in the new worker."""
@@ -128,14 +139,23 @@ class Installer:
         previous = self.file.text, self.file.parsed, self.layout
         wrote = self.write(candidate, layout)
         try:
+            await self._edge_files()
             await self._swap_in()
         except InstallFailed:
+            self.edge.refused()
             if previous[0] is not None:
                 await self._restore(*previous)  # the old config is still what HAProxy runs
             raise
         for client in self.runtime:
             await client.release()  # held connections reach the old process
+        await self.edge.started()
         return wrote
+
+    async def _edge_files(self) -> None:
+        try:
+            await self.edge.before_read()
+        except (OSError, RuntimeError) as err:
+            raise InstallFailed(f"cannot write the route maps or the crt-list: {err}") from err
 
     async def _swap_in(self) -> None:
         """Make HAProxy load the config file: start, master reload, or reload_command."""
@@ -193,8 +213,10 @@ class Installer:
         with contextlib.suppress(OSError):  # else the disk has an older good config: still good
             await self.file.flush()
         try:
+            self.edge.refused()  # the maps HAProxy held (when known), not the refused ones
             await self.managed.start()
         except HAProxyProcessError as err:
             event(log, "haproxy_start_failed", level=logging.ERROR, error=str(err)[:2000])
             return False
+        await self.edge.started()
         return True

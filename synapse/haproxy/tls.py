@@ -21,6 +21,7 @@ needs no crypto library.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import tempfile
@@ -93,13 +94,27 @@ def pem_problem(text: str) -> str | None:
     return None
 
 
+_CHECKED: dict[str, str | None] = {}  # PEM sha256 -> pem_problem: the watcher scans every second
+_CHECKED_MAX = 4096
+
+
+def checked_problem(text: str) -> str | None:
+    """``pem_problem``, asked of openssl once per content."""
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    if digest not in _CHECKED:
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[digest] = pem_problem(text)
+    return _CHECKED[digest]
+
+
 def scan(cert_dir: Path) -> tuple[dict[Path, str], dict[Path, str]]:
     """The usable PEMs of ``cert_dir`` (path -> text) and the refused ones (path -> why)."""
     usable: dict[Path, str] = {}
     refused: dict[Path, str] = {}
     for path in sorted(cert_dir.glob("*.pem")):
         text = read_text(path)
-        problem = "unreadable" if text is None else pem_problem(text)
+        problem = "unreadable" if text is None else checked_problem(text)
         if problem is None and text is not None:
             usable[path] = text
         else:

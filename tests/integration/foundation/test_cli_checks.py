@@ -176,3 +176,15 @@ def test_nerve_check_names_files_it_cannot_write_and_start_only_notes_them(
         f"{blocker} is not a directory",
     ]
     assert cli("nerve", "-c", str(path), "-k", "--config-only").returncode == 0
+
+
+def test_check_writes_route_maps_and_crt_list_in_its_scratch_dir_only(tmp_path):
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    tls = {"cert_dir": str(certs), "port": 3243, "bind_address": "127.0.0.1"}
+    doc = managed(tmp_path, shared_frontend=["bind 127.0.0.1:3280"], tls=tls)
+    doc["services"]["web"]["haproxy"]["routes"] = {"hosts": ["shop.test"], "paths": ["/api/"]}
+    done = cli("synapse", "-k", "-c", str(write(tmp_path / "s.json", doc)))
+    assert done.returncode == 0, done.stdout + done.stderr
+    # haproxy -c read maps and a crt-list; the running synapse's own files are untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["certs", "s.json"]

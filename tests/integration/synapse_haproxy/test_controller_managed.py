@@ -182,11 +182,16 @@ async def test_invalid_config_keeps_the_old_one_running(managed_factory, http_ba
     meanwhile = await controller.apply([web(port, [b1], backend=["no-such-keyword 1"])], "t")
     assert meanwhile.reload is ApplyOutcome.INVALID and meanwhile.ops
     await serves(port, {"b1"})
-    assert metric(registry, "synapse_haproxy_validation_failures_total") == 2
+    # The service is isolated on its last good block until the block changes: the known
+    # refused block is not checked again.
+    assert metric(registry, "synapse_haproxy_validation_failures_total") == 1
+    assert metric(registry, "synapse_service_config_isolated", service="web") == 1
+    assert "no-such-keyword" in controller.status()["validation_error"]["message"]
     assert (await show_proc(controller)).workers == workers and controller.reload_count == 0
 
     fixed = await controller.apply([web(port, [b1, b2], backend=["retries 2"])], "fixed")
     assert fixed.reload is ApplyOutcome.DONE and controller.status()["validation_error"] is None
+    assert metric(registry, "synapse_service_config_isolated", service="web") == 0
     await serves(port, {"b1", "b2"})
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from haproxy_helpers import haproxy_config, server, service
+from tls_peer import served_cert, subject_cn
 
 from synapse.haproxy import tls
 from synapse.haproxy.certwatch import CertWatcher, payload_sender
@@ -21,25 +22,6 @@ from synapse.haproxy.routes import map_paths, routes_of, write_map_files
 from testbed.haproxy import check_config
 from testbed.process import free_port
 from testbed.tls import make_server_pem, make_test_pki
-
-
-def served_cert(port: int, sni: str, scratch: Path) -> dict:
-    """The certificate HAProxy presents for ``sni`` (not verified: the placeholder is not)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
-    with context.wrap_socket(raw, server_hostname=sni) as conn:
-        der = conn.getpeercert(binary_form=True)
-    assert der is not None
-    path = scratch / "peer.pem"
-    path.write_text(ssl.DER_cert_to_PEM_cert(der))
-    # the stdlib's own PEM decoder (what getpeercert() uses on verified connections)
-    return ssl._ssl._test_decode_cert(str(path))  # type: ignore[attr-defined]
-
-
-def subject_cn(cert: dict) -> str:
-    return dict(pair[0] for pair in cert["subject"])["commonName"]
 
 
 def https_get(port: int, host: str, ca: Path, path: str = "/") -> tuple[int, str, str | None]:

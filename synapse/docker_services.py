@@ -1,0 +1,171 @@
+"""Zero-config Docker edge (issue 13): services made from container labels alone.
+
+With ``docker_services: {enabled: true}`` synapse follows one Docker engine's containers
+that carry ``smartstack.service`` (the prefix is ``label_prefix``). Each service named by a
+running container becomes a service of synapse's config, as if written in the file:
+
+- discovery: the ``docker`` watcher on that engine, ``label_selector`` on the service's
+  label, ``container_port`` from ``smartstack.port`` (its first port when nerve's list);
+- ``haproxy.routes``: the union of its running containers' ``smartstack.hosts`` and
+  ``smartstack.paths`` (comma separated) on the shared frontend.
+
+``smartstack.tls`` is accepted (``true``/``false``): TLS is terminated on the shared
+frontend for every route once ``haproxy.tls`` is set, so it changes nothing by itself.
+
+A service named in the file wins over a container's of the same name (logged). Changes go
+through the daemon's ``apply_config`` like a SIGHUP: a new host of an existing service is a
+route change (no reload); a new service starts its watcher and costs one reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from pydantic import ValidationError
+
+from smartstack.docker_events import ContainerInfo, ContainerWatch, docker_base_url
+from smartstack.logs import event
+from synapse.config import ServiceConfig, SynapseConfig
+from synapse.edge_config import DockerServicesConfig
+from synapse.haproxy.routes import RouteCollision, RouteSpec, compile_routes
+
+log = logging.getLogger("synapse.docker_services")
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def service_blocks(
+    containers: Iterable[ContainerInfo], config: DockerServicesConfig
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Running containers' labels -> service blocks (service name -> config document), and
+    the problems found (a container whose labels cannot make a service, named)."""
+    prefix = config.label_prefix
+    found: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for info in sorted(containers, key=lambda c: c.name):
+        labels = info.labels
+        name = labels.get(f"{prefix}service", "")
+        if not info.running or not name:
+            continue
+        where = f"container {info.name}"
+        port = next(iter(_split(labels.get(f"{prefix}port"))), "")  # nerve allows "80,81"
+        if not _NAME.fullmatch(name):
+            problems.append(f"{where}: {prefix}service {name!r} is not a service name")
+            continue
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"{where}: {prefix}port {port!r} must be the container's port")
+            continue
+        entry = found.setdefault(name, {"port": int(port), "hosts": set(), "paths": set()})
+        if entry["port"] != int(port):
+            problems.append(f"{where}: {prefix}port {port} differs from {entry['port']}")
+            continue
+        entry["hosts"].update(host.lower() for host in _split(labels.get(f"{prefix}hosts")))
+        entry["paths"].update(_split(labels.get(f"{prefix}paths")))
+    blocks = {}
+    for name, entry in found.items():
+        routes = {"hosts": sorted(entry["hosts"]), "paths": sorted(entry["paths"])}
+        blocks[name] = {
+            "discovery": {
+                "method": "docker",
+                "servers": [config.engine],
+                "label_selector": {f"{prefix}service": name},
+                "container_port": entry["port"],
+            },
+            "haproxy": {"routes": routes} if routes["hosts"] or routes["paths"] else {},
+        }
+    return blocks, problems
+
+
+class DockerServiceSource:
+    """Follows the engine; ``merge`` adds its services to a config from the file."""
+
+    def __init__(
+        self,
+        config: DockerServicesConfig,
+        loop: asyncio.AbstractEventLoop,
+        apply: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.config = config
+        self.loop = loop
+        self._apply = apply  # the daemon applies its file config again (merged)
+        self.services: dict[str, ServiceConfig] = {}
+        self._logged: set[str] = set()
+        self._watch: ContainerWatch | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._watch = ContainerWatch(
+            docker_base_url(self.config.engine),
+            self.loop,
+            self._changed,
+            labels=[f"{self.config.label_prefix}service"],
+        )
+        self._watch.start()
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            await self._watch.stop()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _changed(self, containers: dict[str, ContainerInfo]) -> None:
+        blocks, problems = service_blocks(containers.values(), self.config)
+        services: dict[str, ServiceConfig] = {}
+        for name, block in blocks.items():
+            try:
+                services[name] = ServiceConfig.model_validate(block)
+            except ValidationError as err:
+                problems.append(f"service {name}: {err.errors()[0]['msg']}")
+        for problem in problems:
+            if problem not in self._logged:
+                event(log, "docker_service_refused", level=logging.WARNING, problem=problem)
+        self._logged = set(problems)
+        if services != self.services:
+            self.services = services
+            previous = self._task
+            self._task = self.loop.create_task(self._apply_after(previous))
+
+    async def _apply_after(self, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        try:
+            await self._apply()
+        except Exception as exc:  # logged; the next change tries again
+            event(log, "docker_services_failed", level=logging.ERROR, error=str(exc)[:500])
+
+    def merge(self, config: SynapseConfig) -> SynapseConfig:
+        """``config`` (from the file) plus the containers' services that fit: a name the
+        file uses, or a route another service has, leaves a container's service out."""
+        services = dict(config.services)
+        routed = {
+            name: RouteSpec(name, svc.haproxy.routes.hosts, svc.haproxy.routes.paths)
+            for name, svc in services.items()
+            if svc.haproxy.routes
+        }
+        for name, service in sorted(self.services.items()):
+            if name in services:
+                self._refuse(name, "the config file has a service of that name")
+                continue
+            hap = service.haproxy
+            mine = {name: RouteSpec(name, hap.routes.hosts, hap.routes.paths)} if hap.routes else {}
+            try:
+                compile_routes({**routed, **mine})
+            except RouteCollision as err:
+                self._refuse(name, str(err))
+                continue
+            routed.update(mine)
+            services[name] = service
+        return config.model_copy(update={"services": services})
+
+    def _refuse(self, name: str, why: str) -> None:
+        if f"{name}: {why}" not in self._logged:
+            self._logged.add(f"{name}: {why}")
+            event(log, "docker_service_refused", level=logging.WARNING, problem=f"{name}: {why}")

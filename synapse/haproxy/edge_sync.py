@@ -1,0 +1,135 @@
+"""The edge's files beside the HAProxy config, and their runtime side (issue 13).
+
+Two kinds of files are read by HAProxy along with the config: the route maps
+(``synapse.haproxy.route_sync``) and the TLS crt-list with its placeholder certificate
+(``synapse.haproxy.tls``). ``EdgeSync`` is the one place that keeps them:
+
+- ``before_read``: the installer calls it before ``haproxy -c``, a start or a reload
+  (a missing map file or crt-list fails the check); ``refused``: the candidate was not
+  installed, the map files say again what HAProxy holds;
+- ``started``: HAProxy (re)started: its maps are read again, and the certificate watcher
+  (``synapse.haproxy.certwatch``) restarts from the certificates that process loaded;
+- ``sync``: once per apply, the route changes at runtime (no reload), and the certificate
+  watcher started when synapse adopted an HAProxy that was already running;
+- ``stop``: the watcher stops with the controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from smartstack.logs import event
+from synapse.atomic import read_text
+from synapse.config import HAProxyConfig
+from synapse.haproxy import tls
+from synapse.haproxy.certwatch import CertWatcher, payload_sender
+from synapse.haproxy.metrics import HAProxyMetrics
+from synapse.haproxy.route_sync import RouteSync
+from synapse.haproxy.running import RunningState
+from synapse.haproxy.runtime import RuntimeClient
+from synapse.haproxy.settings import Settings
+from synapse.model import DesiredService
+
+log = logging.getLogger("synapse.haproxy")
+
+CERT_POLL_INTERVAL = 1.0  # seconds between scans of haproxy.tls.cert_dir
+
+
+class EdgeSync:
+    def __init__(
+        self,
+        config: HAProxyConfig,
+        settings: Settings,
+        runtime: Sequence[RuntimeClient],
+        metrics: HAProxyMetrics,
+    ) -> None:
+        self.runtime = runtime
+        self.routes = RouteSync(runtime, metrics)
+        self.cert_interval = CERT_POLL_INTERVAL
+        self._watcher: CertWatcher | None = None
+        self._loaded: dict[Path, str] | None = None  # certificates the last crt-list named
+        self.configure(config, settings)
+
+    def configure(self, config: HAProxyConfig, settings: Settings) -> None:
+        self.config = config
+        self.routes.configure(settings.config_path)
+        path = settings.config_path
+        self.tls_paths = tls.tls_paths(path) if path is not None and config.tls else None
+
+    # --- files: before HAProxy reads them ---------------------------------------------
+
+    async def before_read(self) -> None:
+        """Map files with every wanted route; the crt-list of cert_dir's valid PEMs."""
+        self.routes.write_wanted()
+        await asyncio.to_thread(self._write_tls_files)
+
+    def _write_tls_files(self) -> None:  # openssl checks each PEM: off the event loop
+        if self.tls_paths is not None and self.config.tls is not None:
+            usable, refused = tls.write_tls_files(self.config.tls, self.tls_paths)
+            for path, why in refused.items():
+                event(log, "certificate_refused", level=logging.ERROR, file=str(path), reason=why)
+            self._loaded = usable
+
+    def refused(self) -> None:
+        self.routes.restore()
+
+    async def started(self) -> None:
+        """HAProxy started or reloaded from the files ``before_read`` wrote."""
+        self.routes.invalidate()
+        await self._stop_watcher()
+        if self._loaded is not None:
+            self._start_watcher(self._loaded)
+
+    # --- runtime -----------------------------------------------------------------------
+
+    async def sync(
+        self, desired: list[DesiredService], running: RunningState
+    ) -> tuple[list[str], list[str]]:
+        """Route changes at runtime, for the backends HAProxy runs (a new service's
+        routes come with the reload that creates its backend). (commands applied,
+        failures that need a reload)."""
+        self.routes.want(desired)
+        if not self.runtime:
+            return await self.routes.sync(())  # the files only: a reload reads them
+        if self._watcher is not None and self.tls_paths is None:
+            await self._stop_watcher()  # haproxy.tls removed on SIGHUP
+        if running.backends is None:
+            return [], []  # HAProxy does not answer (yet)
+        if self._watcher is None and self._tls_running(running):
+            self._start_watcher(self._adopted_certificates())
+        return await self.routes.sync(running.backends.keys())
+
+    def _tls_running(self, running: RunningState) -> bool:
+        """Whether the running config (the file synapse keeps equal to it) binds our
+        crt-list: then the watcher has an HAProxy to talk to."""
+        if self.tls_paths is None or running.config is None:
+            return False
+        needle = f"crt-list {self.tls_paths.crt_list}"
+        return any(needle in line for lines in running.config.sections.values() for line in lines)
+
+    def _adopted_certificates(self) -> dict[Path, str]:
+        """An HAProxy synapse did not start: the crt-list names what it loaded. Their text
+        is unknown (empty), so the watcher sends each again once: idempotent."""
+        assert self.tls_paths is not None
+        listed = (read_text(self.tls_paths.crt_list) or "").split()
+        return {Path(p): "" for p in listed[1:]}  # the first is the placeholder
+
+    def _start_watcher(self, served: dict[Path, str]) -> None:
+        if self.config.tls is None or self.tls_paths is None or not self.runtime:
+            return
+        send = payload_sender(self.runtime[0].path)
+        self._watcher = CertWatcher(
+            self.config.tls, self.tls_paths, send, served, interval=self.cert_interval
+        )
+        self._watcher.start()
+
+    async def _stop_watcher(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            await watcher.stop()
+
+    async def stop(self) -> None:
+        await self._stop_watcher()

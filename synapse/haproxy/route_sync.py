@@ -1,0 +1,176 @@
+"""Routes (edge) kept in step at runtime: the map files on disk and HAProxy's maps in memory.
+
+``synapse.haproxy.routes`` compiles the services' ``haproxy.routes`` into three maps; the
+shared frontend's lines do not depend on their entries. So a host or path added or
+removed on SIGHUP is a map change, never a reload: ``sync`` sends the difference between
+what HAProxy holds (``show map``, read again after every start or reload) and what is
+wanted as ``add map`` / ``set map`` / ``del map`` commands, in one batch per admin socket
+(``synapse.haproxy.executor``), then rewrites the map files so that a later reload or
+restart starts from the same routes.
+
+An entry is sent only when its backend exists in the running HAProxy: a brand-new
+service's routes reach HAProxy with the reload that creates its backend (the map files
+are written with every wanted entry just before HAProxy reads the config:
+``write_wanted``; and put back to what runs when that config is refused: ``restore``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from smartstack.logs import event
+from synapse.haproxy import routes
+from synapse.haproxy.executor import run_ops
+from synapse.haproxy.metrics import HAProxyMetrics
+from synapse.haproxy.ops import Op
+from synapse.haproxy.routes import RouteCollision, RouteMaps
+from synapse.haproxy.runtime import RuntimeClient
+from synapse.haproxy.sockets import HAProxySocketError
+from synapse.model import DesiredService
+
+log = logging.getLogger("synapse.haproxy")
+
+UNKNOWN_MAP = "unknown map identifier"
+
+
+@dataclass(frozen=True)
+class MapOp(Op):
+    """One map entry command; ``backend`` holds the map kind and ``server`` the key."""
+
+    line: str = ""
+    kind: ClassVar[str] = "map"
+
+    @property
+    def label(self) -> str:
+        return f"map_{self.line.split()[0]}"  # map_add, map_set, map_del
+
+    @property
+    def command(self) -> str:
+        return self.line
+
+
+def parse_show_map(answer: str) -> dict[str, str] | None:
+    """``show map <file>`` -> key -> value; None when HAProxy has no such map."""
+    if UNKNOWN_MAP in answer.lower():
+        return None
+    entries = {}
+    for line in answer.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[0].startswith("0x"):
+            entries[fields[1]] = fields[2]
+    return entries
+
+
+def restrict(maps: RouteMaps, backends: Collection[str]) -> RouteMaps:
+    """The entries of ``maps`` whose backend is in ``backends``."""
+    kept = {
+        kind: {key: value for key, value in entries.items() if value in backends}
+        for kind, entries in maps.by_kind().items()
+    }
+    return RouteMaps(**kept)
+
+
+class RouteSync:
+    """The map files and HAProxy's maps of one controller (see the module docstring)."""
+
+    def __init__(self, runtime: Sequence[RuntimeClient], metrics: HAProxyMetrics) -> None:
+        self.runtime = runtime
+        self.metrics = metrics
+        self.paths: dict[str, Path] | None = None
+        self.wanted = RouteMaps()
+        self.served: RouteMaps | None = None  # what HAProxy holds; None: read it again
+        self._inputs: list[DesiredService] = []
+        self._written: RouteMaps | None = None  # what the files hold (None: unknown)
+        self._read: RouteMaps | None = None  # the files as HAProxy last read them
+        self.loaded: RouteMaps | None = None  # ... as the running HAProxy did (None: unknown)
+
+    def configure(self, config_path: Path | None) -> None:
+        paths = routes.map_paths(config_path) if config_path is not None else None
+        if paths != self.paths:
+            self.paths, self._written = paths, None
+
+    def want(self, desired: list[DesiredService]) -> None:
+        """The maps of ``desired`` (compiled again only when a service object changed)."""
+        if len(desired) == len(self._inputs) and all(
+            a is b for a, b in zip(desired, self._inputs, strict=True)
+        ):
+            return
+        try:
+            self.wanted = routes.routes_of(desired)
+        except (RouteCollision, ValueError) as err:  # config loading refuses these first
+            event(log, "haproxy_routes_refused", level=logging.ERROR, error=str(err),
+                  detail="the previous routes stay")  # fmt: skip
+        self._inputs = list(desired)
+
+    def invalidate(self) -> None:
+        """HAProxy (re)started: it read the map files; ask it what it holds next time."""
+        self.served = None
+        self.loaded = self._read
+
+    # --- files ------------------------------------------------------------------------
+
+    def _write(self, maps: RouteMaps) -> None:
+        if self.paths is None or maps == self._written:
+            return
+        routes.write_map_files(maps, self.paths)
+        self._written = maps
+
+    def write_wanted(self) -> None:
+        """Before HAProxy reads a config (``haproxy -c``, start, reload): every entry."""
+        self._write(self.wanted)
+        self._read = self.wanted
+
+    def restore(self) -> None:
+        """The candidate was refused: the files say again what HAProxy holds."""
+        if self.served is not None:
+            self._write(self.served)
+
+    # --- runtime ----------------------------------------------------------------------
+
+    async def _read_served(self) -> RouteMaps | None:
+        """What HAProxy's maps hold (first admin socket); None: no maps or no answer."""
+        assert self.paths is not None
+        found: dict[str, dict[str, str]] = {}
+        try:
+            for kind, path in self.paths.items():
+                entries = parse_show_map(await self.runtime[0].execute(f"show map {path}"))
+                if entries is None:
+                    return None  # the running config has no route lines yet: a reload adds them
+                found[kind] = entries
+        except HAProxySocketError:
+            return None
+        return RouteMaps(**found)
+
+    async def sync(self, backends: Collection[str]) -> tuple[list[str], list[str]]:
+        """Send HAProxy the wanted entries of ``backends`` (the running ones) and remove the
+        rest; write the files to match. (commands applied, failures needing a reload)."""
+        if self.paths is None:
+            return [], []
+        if not self.runtime:  # no runtime API: a reload must read the files
+            if self.wanted == (self.loaded or RouteMaps()):
+                return [], []
+            self._write(self.wanted)
+            return [], ["routes changed and there is no runtime API: a reload loads the maps"]
+        if self.served is None:
+            self.served = await self._read_served()
+            if self.served is None:
+                return [], []
+        target = restrict(self.wanted, backends)
+        lines = routes.runtime_commands(self.served, target, self.paths)
+        if not lines:
+            self._write(self.served)
+            return [], []
+        ops = [MapOp(line.split()[2], line.split()[3], line) for line in lines]
+        applied, failures = await run_ops(self.runtime, ops, self.metrics)
+        if failures:
+            self.served = None  # read again; the reload that follows loads the files
+            self._write(self.wanted)
+            return applied, failures
+        self.served = target
+        self._write(target)
+        event(log, "haproxy_routes_changed", commands=len(applied), first=applied[0])
+        return applied, failures

@@ -1,0 +1,131 @@
+"""The edge through a real synapse process, ZooKeeper and a managed HAProxy 2.6: hosts added
+and removed on SIGHUP reach HAProxy's maps at runtime (no reload), a new service costs one
+reload, and the map files on disk follow."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from kazoo.client import KazooClient
+from synapse_e2e import Synapse, http_get, nerve_record, wait, wait_serving
+
+from testbed.process import free_port
+from testbed.zookeeper import ZooKeeperServer
+
+
+def register(writer: KazooClient, path: str, backend) -> None:
+    writer.create(f"{path}/{backend.name}_", nerve_record(backend), sequence=True, makepath=True)
+
+
+def routed(zk: ZooKeeperServer, path: str, hosts: list[str]) -> dict:
+    return {
+        "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
+        "haproxy": {"routes": {"hosts": hosts}},
+    }
+
+
+def status_of(port: int, host: str) -> tuple[int, str]:
+    try:
+        return http_get(port, host, timeout=1.0)
+    except OSError:
+        return 0, ""
+
+
+def until(port: int, host: str, expected: tuple[int, str], limit: float) -> float:
+    """Seconds until ``host`` answers ``expected`` (polled every 20 ms, at most ``limit``)."""
+    began = time.monotonic()
+    deadline = began + limit
+    while time.monotonic() < deadline:
+        if status_of(port, host) == expected:
+            return time.monotonic() - began
+        time.sleep(0.02)
+    raise AssertionError(f"{host} did not answer {expected} within {limit}s")
+
+
+def test_hosts_change_at_runtime_and_a_new_service_costs_one_reload(
+    zk, writer, http_backend_factory
+):
+    shop, news = http_backend_factory("shop"), http_backend_factory("news")
+    register(writer, "/edge/shop", shop)
+    register(writer, "/edge/news", news)
+    port = free_port()
+    services = {"shop": routed(zk, "/edge/shop", ["shop.test"])}
+    haproxy = {"shared_frontend": [f"bind 127.0.0.1:{port}"]}
+    with Synapse(services, haproxy=haproxy) as syn:
+        wait_serving(port, {"shop"}, host="shop.test")
+        assert status_of(port, "other.test") == (404, "")
+        workers = syn.workers()
+        reloads = syn.status()["haproxy"]["reloads"]
+
+        # A host added on SIGHUP: routable within a second, no reload.
+        syn.config["services"]["shop"]["haproxy"]["routes"]["hosts"].append("www.shop.test")
+        syn.write_config()
+        syn.signal(signal.SIGHUP)
+        assert until(port, "www.shop.test", (200, "shop"), 5.0) <= 1.0
+        assert syn.workers() == workers
+        assert syn.status()["haproxy"]["reloads"] == reloads
+        exact = syn.dir / "haproxy.routes-exact.map"
+        wait(lambda: "www.shop.test/ shop" in exact.read_text(), 5, "the map file on disk")
+
+        # Removed again: a 404 within a second, still no reload.
+        syn.config["services"]["shop"]["haproxy"]["routes"]["hosts"] = ["shop.test"]
+        syn.write_config()
+        syn.signal(signal.SIGHUP)
+        assert until(port, "www.shop.test", (404, ""), 5.0) <= 1.0
+        assert status_of(port, "shop.test") == (200, "shop")
+        assert syn.workers() == workers
+        assert syn.status()["haproxy"]["reloads"] == reloads
+        wait(lambda: "www.shop.test" not in exact.read_text(), 5, "the map file on disk")
+
+        # A new service: its backend needs one reload, then its host routes.
+        syn.config["services"]["news"] = routed(zk, "/edge/news", ["news.test"])
+        syn.write_config()
+        syn.signal(signal.SIGHUP)
+        until(port, "news.test", (200, "news"), 10.0)
+        assert syn.status()["haproxy"]["reloads"] == reloads + 1
+        assert syn.workers() != workers
+        assert status_of(port, "shop.test") == (200, "shop")
+        text = exact.read_text()
+        assert "news.test/ news" in text and "shop.test/ shop" in text
+
+
+def test_a_bad_line_isolates_its_service_and_the_others_change_applies(
+    zk, writer, http_backend_factory
+):
+    shop, news = http_backend_factory("shop"), http_backend_factory("news")
+    register(writer, "/iso/shop", shop)
+    register(writer, "/iso/news", news)
+    port = free_port()
+    services = {"shop": routed(zk, "/iso/shop", ["shop.test"])}
+    haproxy = {"shared_frontend": [f"bind 127.0.0.1:{port}"]}
+    with Synapse(services, haproxy=haproxy) as syn:
+        wait_serving(port, {"shop"}, host="shop.test")
+        good = syn.haproxy_config()
+
+        # One SIGHUP: a bad line in shop, a new service news.
+        syn.config["services"]["shop"]["haproxy"]["backend"] = ["no-such-directive here"]
+        syn.config["services"]["news"] = routed(zk, "/iso/news", ["news.test"])
+        syn.write_config()
+        syn.signal(signal.SIGHUP)
+        until(port, "news.test", (200, "news"), 15.0)  # the other change is applied
+        assert status_of(port, "shop.test") == (200, "shop")
+        text = syn.haproxy_config()
+        assert "backend news" in text and "no-such-directive" not in text
+        shop_section = good[good.index("backend shop") :].split("\n\n")[0]
+        assert shop_section.split("\n    server")[0] in text  # shop's last good block
+        isolated = syn.status()["haproxy"]["isolated_services"]
+        assert list(isolated) == ["shop"] and "no-such-directive" in isolated["shop"]["error"]
+        assert syn.status()["services"]["shop"]["config_isolated"]["error"]
+        assert syn.metric("synapse_service_config_isolated", service="shop") == 1
+        assert "config refused by haproxy -c" in syn.admin("/")
+
+        # Fixed on the next good SIGHUP: the new block runs, the flag is gone.
+        syn.config["services"]["shop"]["haproxy"]["backend"] = ["retries 2"]
+        syn.write_config()
+        syn.signal(signal.SIGHUP)
+        wait(lambda: "retries 2" in syn.haproxy_config(), 15, "shop's fixed block")
+        wait(lambda: not syn.status()["haproxy"]["isolated_services"], 5, "the flag to go")
+        assert syn.metric("synapse_service_config_isolated", service="shop") == 0
+        assert status_of(port, "shop.test") == (200, "shop")
+        assert status_of(port, "news.test") == (200, "news")

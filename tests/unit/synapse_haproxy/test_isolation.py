@@ -1,0 +1,64 @@
+"""Per-service isolation's pure parts: haproxy -c errors mapped to services, stand-ins."""
+
+from __future__ import annotations
+
+from haproxy_helpers import server, service
+from prometheus_client import CollectorRegistry
+
+from synapse.contract import ApplyOutcome, ApplyResult
+from synapse.haproxy.isolation import Isolation, culprits
+
+CANDIDATE = """global
+    maxconn 10
+
+frontend web
+    bind 127.0.0.1:1
+    default_backend web
+
+backend web
+    no-such-directive here
+
+backend api
+    balance roundrobin
+
+frontend shared-frontend
+    bind 127.0.0.1:2
+    http-request bad-thing
+"""
+
+
+def test_errors_name_the_services_whose_sections_hold_them():
+    web = service("web", [server("10.0.0.1", 80, "a")])
+    api = service("api", [], backend_only=True, shared_frontend=["http-request bad-thing"])
+    error = (
+        "[ALERT]    (1) : config : parsing [/x/haproxy.cfg.candidate:9] : unknown keyword\n"
+        "[ALERT]    (1) : config : Error(s) found in configuration file : /x/haproxy.cfg.candidate"
+    )
+    assert culprits(error, "/x/haproxy.cfg.candidate", CANDIDATE, [web, api]) == {"web"}
+    shared = "[ALERT] (1) : config : parsing [/x/haproxy.cfg.candidate:16] : 'http-request'"
+    assert culprits(shared, "/x/haproxy.cfg.candidate", CANDIDATE, [web, api]) == {"api"}
+    proxy = "[ALERT] (1) : config : backend 'api' has no server"
+    assert culprits(proxy, "/x/haproxy.cfg.candidate", CANDIDATE, [web, api]) == {"api"}
+    # global, or another file: nobody to isolate
+    other = "[ALERT] (1) : config : parsing [/x/haproxy.cfg.candidate:2] : bad"
+    assert culprits(other, "/x/haproxy.cfg.candidate", CANDIDATE, [web, api]) == set()
+
+
+def test_an_isolated_service_runs_its_last_good_block_until_its_block_changes(tmp_path):
+    good = service("web", [server("10.0.0.1", 80, "a")])
+    bad = service("web", [server("10.0.0.1", 80, "a")], backend=["no-such-directive here"])
+    isolation = Isolation(CollectorRegistry())
+    isolation.settled([good], ApplyResult(reload=ApplyOutcome.DONE))
+    candidate = tmp_path / "haproxy.cfg.candidate"
+    candidate.write_text(CANDIDATE)
+    refused = ApplyResult(reload=ApplyOutcome.INVALID, error=f"parsing [{candidate}:9] : bad")
+    assert isolation.isolate(refused, candidate, [bad])
+    assert not isolation.isolate(refused, candidate, [bad])  # nobody new
+    [stand_in] = isolation.substitute([bad])
+    assert stand_in.config == good.config and stand_in.servers == bad.servers
+    assert isolation.substitute([bad]) == [stand_in] and isolation.substitute([stand_in]) == [
+        stand_in
+    ]
+    assert isolation.outcome(refused, ApplyResult()).reload is ApplyOutcome.INVALID
+    fixed = service("web", [], backend=["retries 2"])
+    assert isolation.substitute([fixed]) == [fixed] and not isolation.isolated

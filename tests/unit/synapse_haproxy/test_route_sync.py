@@ -1,0 +1,52 @@
+"""route_sync's pure parts: reading `show map`, keeping entries of running backends, ops."""
+
+from __future__ import annotations
+
+from synapse.haproxy.route_sync import MapOp, parse_show_map, restrict
+from synapse.haproxy.routes import RouteMaps
+
+
+def test_show_map_answers_parse_to_entries_or_none_for_an_unknown_map():
+    answer = "0x55d0c7a8b0a0 shop.test/ shop\n0x55d0c7a8b0f0 www.shop.test/api/ api\n\n"
+    assert parse_show_map(answer) == {"shop.test/": "shop", "www.shop.test/api/": "api"}
+    assert parse_show_map("") == {}
+    assert parse_show_map("Unknown map identifier. Please use #<id> or <file>.\n") is None
+
+
+def test_only_entries_of_running_backends_are_kept():
+    maps = RouteMaps(exact={"a.test/": "a", "n.test/": "new"}, paths={"/s/": "a"})
+    assert restrict(maps, {"a"}) == RouteMaps(exact={"a.test/": "a"}, paths={"/s/": "a"})
+
+
+def test_map_ops_carry_their_command_and_a_label_per_verb():
+    op = MapOp("/x/h.routes-exact.map", "a.test/", "add map /x/h.routes-exact.map a.test/ a")
+    assert op.command == "add map /x/h.routes-exact.map a.test/ a"
+    assert op.label == "map_add" and op.succeeded("") and not op.succeeded("Unknown map")
+
+
+def _done(coroutine):
+    """The value of a coroutine that never suspends (no event loop: no socket)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        return stop.value
+    raise AssertionError("the coroutine suspended")
+
+
+def test_without_a_runtime_api_a_route_change_asks_for_a_reload(tmp_path):
+    from haproxy_helpers import service
+    from prometheus_client import CollectorRegistry
+
+    from synapse.haproxy.metrics import HAProxyMetrics
+    from synapse.haproxy.route_sync import RouteSync
+
+    sync = RouteSync([], HAProxyMetrics(CollectorRegistry()))
+    sync.configure(tmp_path / "haproxy.cfg")
+    assert _done(sync.sync(())) == ([], [])  # no routes: nothing to load
+    sync.want([service("shop", [], backend_only=True, routes={"hosts": ["shop.test"]})])
+    applied, failures = _done(sync.sync(()))
+    assert applied == [] and "no runtime API" in failures[0]
+    assert "shop.test/ shop" in (tmp_path / "haproxy.routes-exact.map").read_text()
+    sync.write_wanted()  # the reload: HAProxy reads the files ...
+    sync.invalidate()  # ... and runs
+    assert _done(sync.sync(())) == ([], [])
