@@ -113,10 +113,12 @@ SERVER_COLUMNS = ("name", "address", "state", "weight", "origin", "zone",
 def _server_row(
     server: Mapping[str, Any], running: Mapping[str, Any], seen: Traffic | None, zone: str
 ) -> list[Any]:
-    """One server as SERVER_COLUMNS; HAProxy's state and weight when it runs the server."""
+    """One server as SERVER_COLUMNS; HAProxy's state (live from `show stat` when there)
+    and weight when it runs the server."""
     address = f"{server['host']}:{server['port']}"
     weight = running.get("weight", server.get("weight"))
-    row = [server["name"], address, running.get("state"), weight, server.get("origin"), zone]
+    state = (seen.state if seen else None) or running.get("state")  # the live one first
+    row = [server["name"], address, state, weight, server.get("origin"), zone]
     if seen is None:
         return [*row, None, None, None, None]
     rates = [_round(seen.req_rate), _round(seen.err_rate)]
@@ -172,11 +174,12 @@ def page_data(
         data, signature = service_data(name, view, traffic, zones)
         lastchg = [row[9] for row in data["s"] if row[9] is not None]
         seen = tracker.changed_at(name, signature, now)
-        candidates = [t for t in (seen, now - min(lastchg) if lastchg else None) if t]
+        registry = (view.get("watcher") or {}).get("last_change")  # the registry's last change
+        candidates = [t for t in (seen, registry, now - min(lastchg) if lastchg else None) if t]
         data["ch"] = round(max(candidates), 1) if candidates else None
         services.append(data)
     tracker.keep_only(s["n"] for s in services)
-    haproxy = status.get("haproxy") or {}
+    haproxy = status.get("haproxy")
     reconciler = status.get("reconciler") or {}
     return {
         "host": status.get("host"),
@@ -184,7 +187,7 @@ def page_data(
         "started_at": status.get("started_at"),
         "apply": reconciler.get("last_apply"),
         "error": reconciler.get("last_error"),
-        "haproxy": {key: haproxy.get(key) for key in HAPROXY_KEYS},
+        "haproxy": {key: haproxy.get(key) for key in HAPROXY_KEYS} if haproxy else None,
         "zookeeper": status.get("zookeeper") or [],
         "etcd": status.get("etcd") or [],
         "services": services,

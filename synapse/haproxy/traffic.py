@@ -1,4 +1,7 @@
-"""Live traffic per server for the status page, from HAProxy's `show stat`.
+"""Live traffic and state per server for the status page, from HAProxy's `show stat`.
+
+The state is live (health checks included); /status's running state is read again only
+when synapse changes a backend and in the background sweep (every 30 s).
 
 A rate needs two samples: ``TrafficSampler`` keeps the previous counters and turns the
 difference into per-second figures. Viewers of the page share the samples: a sample
@@ -30,6 +33,7 @@ class Traffic:
     total: int
     errors_5xx: int
     last_change: int | None  # seconds since its state last changed (HAProxy's lastchg)
+    state: str | None = None  # HAProxy's live state (health checks): UP, DOWN, MAINT, ...
 
 
 def parse_show_stat(text: str) -> dict[Key, dict[str, str]]:
@@ -41,6 +45,16 @@ def parse_show_stat(text: str) -> dict[Key, dict[str, str]]:
     return {(row["pxname"], row["svname"]): row for row in reader if row.get("svname")}
 
 
+def live_state(status: str | None) -> str | None:
+    """`show stat`'s status as one word: "UP 1/3" (going down) is still UP, "no check" is
+    UP, "MAINT (via web/a)" is MAINT."""
+    if not status:
+        return None
+    if status == "no check":
+        return "UP"
+    return status.split()[0]
+
+
 def _int(value: str | None) -> int:
     return int(value) if value and value.isdigit() else 0
 
@@ -48,7 +62,7 @@ def _int(value: str | None) -> int:
 @dataclass(frozen=True)
 class _Sample:
     at: float
-    counters: dict[Key, tuple[int, int, int | None]]  # stot, hrsp_5xx, lastchg
+    counters: dict[Key, tuple[int, int, int | None, str | None]]  # stot, 5xx, lastchg, state
 
 
 class TrafficSampler:
@@ -87,6 +101,7 @@ class TrafficSampler:
                 _int(row.get("stot")),
                 _int(row.get("hrsp_5xx")),
                 _int(row["lastchg"]) if (row.get("lastchg") or "").isdigit() else None,
+                live_state(row.get("status")),
             )
             for key, row in rows.items()
         }
@@ -98,11 +113,11 @@ class TrafficSampler:
     def _rates(before: _Sample | None, after: _Sample) -> dict[Key, Traffic]:
         out = {}
         seconds = after.at - before.at if before is not None else 0.0
-        for key, (total, errors, changed) in after.counters.items():
+        for key, (total, errors, changed, state) in after.counters.items():
             old = before.counters.get(key) if before is not None else None
             req_rate = err_rate = None
             if old is not None and seconds > 0 and total >= old[0] and errors >= old[1]:
                 req_rate = (total - old[0]) / seconds
                 err_rate = (errors - old[1]) / seconds
-            out[key] = Traffic(req_rate, err_rate, total, errors, changed)
+            out[key] = Traffic(req_rate, err_rate, total, errors, changed, state)
         return out

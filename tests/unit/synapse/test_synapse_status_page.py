@@ -36,7 +36,7 @@ def status(states: dict[str, str], **service: object) -> dict:
 
 
 def test_summary_servers_and_traffic_of_a_service() -> None:
-    traffic = {("web", A["name"]): Traffic(2.5, 0.25, 100, 7, 30)}
+    traffic = {("web", A["name"]): Traffic(2.5, 0.25, 100, 7, 30, "UP")}
     zones = {("web", A["name"]): "az1", ("web", B["name"]): "az2"}
     data = page_data(status({A["name"]: "UP", B["name"]: "DOWN"}), traffic, zones,
                      ChangeTracker(), now=1000.0)  # fmt: skip
@@ -88,7 +88,7 @@ def test_the_page_template_is_packaged_and_writes_values_as_text() -> None:
 
 STAT = (
     "# pxname,svname,scur,stot,hrsp_5xx,lastchg,status\n"
-    "web,a,0,{a},{e},12,UP\n"
+    "web,a,0,{a},{e},12,UP 1/3\n"
     "web,BACKEND,0,0,0,12,UP\n"
 )
 
@@ -116,8 +116,9 @@ def test_traffic_rates_come_from_two_samples() -> None:
 
     first, cached, second, reset = asyncio.run(scenario())
     assert sent == [("/run/h.sock", SHOW_SERVERS)] * 3
-    assert first[("web", "a")] == Traffic(None, None, 100, 5, 12) and cached is first
-    assert second[("web", "a")] == Traffic(5.0, 0.0, 110, 5, 12)
+    assert first[("web", "a")] == Traffic(None, None, 100, 5, 12, "UP")
+    assert cached is first
+    assert second[("web", "a")] == Traffic(5.0, 0.0, 110, 5, 12, "UP")
     assert reset[("web", "a")].req_rate is None
     assert set(parse_show_stat(STAT.format(a=1, e=1))) == {("web", "a"), ("web", "BACKEND")}
 
@@ -157,3 +158,10 @@ def test_server_info_has_origin_kind_and_zone_and_is_bounded() -> None:
         {**common, "server": "s1", "zone": "unknown"},
     ]
     assert families["synapse_server_info_skipped"].samples[0].value == 1
+
+
+def test_the_live_state_from_show_stat_wins_over_the_last_runtime_read() -> None:
+    traffic = {("web", B["name"]): Traffic(None, None, 0, 0, 1, "DOWN")}
+    data = page_data(status({A["name"]: "UP", B["name"]: "UP"}), traffic, {}, ChangeTracker(), 5.0)
+    web = data["services"][1]
+    assert [row[2] for row in web["s"]] == ["UP", "DOWN"] and web["up"] == 1

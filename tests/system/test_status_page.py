@@ -1,0 +1,230 @@
+"""synapse's status page in a real browser (headless chromium driven by selenium).
+
+1. A real synapse (managed HAProxy, ZooKeeper, real HTTP backends) with a few services:
+   the summary and the service rows, the server rows with HAProxy's states, zones and
+   live request rates, the filter box, and a refresh that keeps the scroll position,
+   the filter and the open services. A screenshot goes to the test's tmp directory.
+2. 1,000 services (file_output only, no HAProxy): the HTML stays under 50 KB, the JSON
+   under 1 MB, and the page shows every service within 10 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from browser import headless_chromium
+from kazoo.client import KazooClient
+from selenium.webdriver.common.by import By
+from synapse_e2e import SYNAPSE, Synapse, http_get, nerve_record, wait, wait_serving
+
+from testbed.process import ManagedProcess, free_port
+from testbed.zookeeper import ZooKeeperServer
+
+HTML_LIMIT = 50_000  # bytes: the page is static, whatever the number of services
+JSON_LIMIT = 1_000_000  # bytes for 1,000 services (about 250 per server)
+# seconds from navigation to 1,000 rows laid out; ~1 s on an idle 2-core machine, the
+# bound leaves room for a loaded one
+RENDER_LIMIT = 10.0
+CHECKS = "check inter 300ms fall 1 rise 1"
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return answer.read()
+
+
+def page_json(admin_port: int) -> dict[str, Any]:
+    return json.loads(fetch(f"http://127.0.0.1:{admin_port}/status/page.json"))
+
+
+def service_of(data: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in data["services"] if s["n"] == name)
+
+
+def refreshes(driver) -> int:
+    return int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-refreshes") or 0)
+
+
+def visible_services(driver) -> list[str]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('tr.svc')]"
+        ".filter(r => r.style.display !== 'none').map(r => r.dataset.service)"
+    )
+
+
+def test_status_page_in_a_browser(
+    zk: ZooKeeperServer, http_backend_factory, tmp_path: Path
+) -> None:
+    api = [http_backend_factory(f"api-{i}") for i in (1, 2)]
+    pay_ok, pay_bad = http_backend_factory("pay-1"), http_backend_factory("pay-2")
+    pay_bad.set_healthy(False)
+    search = [http_backend_factory(f"search-{i}") for i in (1, 2, 3)]
+    writer = KazooClient(hosts=zk.hosts)
+    writer.start(timeout=30)
+    try:
+        for backend, zone in zip(search, ("az1", "az1", "az2"), strict=True):
+            record = nerve_record(backend, labels={"zone": zone})
+            writer.create("/page/search/n_", record, sequence=True, makepath=True)
+    finally:
+        writer.stop()
+        writer.close()
+
+    def static(*backends: Any, **haproxy: Any) -> dict[str, Any]:
+        servers = [{"name": b.name, "host": "127.0.0.1", "port": b.port} for b in backends]
+        hap = {"port": free_port(), "bind_address": "127.0.0.1", **haproxy}
+        return {"discovery": {"method": "base"}, "default_servers": servers, "haproxy": hap}
+
+    checked = {"server_options": CHECKS, "backend": ["option httpchk GET /health"]}
+    services = {
+        "api": static(*api),
+        "payments": static(pay_ok, pay_bad, **checked),
+        "search": {
+            "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": "/page/search"},
+            "haproxy": {"port": free_port(), "bind_address": "127.0.0.1"},
+        },
+        "legacy-billing": {
+            "discovery": {"method": "base"},
+            "default_servers": [{"name": "old", "host": "127.0.0.1", "port": free_port()}],
+            "haproxy": {"port": free_port(), "bind_address": "127.0.0.1", **checked},
+        },
+        # enough services to scroll
+        **{f"svc-{i:02d}": static(api[i % 2]) for i in range(30)},
+    }
+    with Synapse(services) as synapse, headless_chromium(tmp_path / "profile") as driver:
+        api_port = services["api"]["haproxy"]["port"]
+        wait_serving(api_port, {"api-1", "api-2"})
+        wait_serving(services["search"]["haproxy"]["port"], {"search-1", "search-2", "search-3"})
+
+        def checks_settled() -> bool:
+            data = page_json(synapse.admin_port)
+            pay, legacy = service_of(data, "payments"), service_of(data, "legacy-billing")
+            return (pay["up"], legacy["up"], legacy["t"]) == (1, 0, 1)
+
+        wait(checks_settled, what="health checks: pay-2 and legacy-billing DOWN")
+
+        driver.get(f"http://127.0.0.1:{synapse.admin_port}/?refresh=1")
+        wait(lambda: refreshes(driver) >= 1, what="the page's first data")
+        assert len(visible_services(driver)) == len(services)
+        cards = {
+            c.get_attribute("data-key"): c.find_element(By.CLASS_NAME, "v").text
+            for c in driver.find_elements(By.CSS_SELECTOR, "#summary .card")
+        }
+        assert cards["services"] == str(len(services))
+        assert cards["without an UP server"] == "1"  # legacy-billing
+        total = 2 + 2 + 3 + 1 + 30
+        assert cards["servers UP"] == f"{total - 2} / {total}"
+
+        def row(name: str):
+            return driver.find_element(By.CSS_SELECTOR, f'tr.svc[data-service="{name}"]')
+
+        pill = row("payments").find_element(By.CLASS_NAME, "pill")
+        assert (pill.text, pill.get_attribute("class")) == ("1 / 2", "pill st-PART")
+        assert "bad" in row("legacy-billing").get_attribute("class")
+        assert row("search").find_elements(By.CLASS_NAME, "zone")[0].text == "az1 2/2"
+
+        # Traffic through HAProxy shows up as a rate once two samples were taken.
+        for _ in range(40):
+            http_get(api_port)
+        wait(lambda: row("api").find_elements(By.TAG_NAME, "td")[5].text not in ("", "—", "0.00"),
+             what="a request rate on api's row")  # fmt: skip
+
+        # Servers: open a service, its rows carry HAProxy's state, weight, zone, origin.
+        row("payments").click()
+        servers = {
+            tr.get_attribute("data-server"): tr.find_elements(By.TAG_NAME, "td")
+            for tr in driver.find_elements(By.CSS_SELECTOR, "tr.detail tr[data-server]")
+        }
+        states = {name: cells[0].text for name, cells in servers.items()}
+        assert states == {f"pay-1_127.0.0.1:{pay_ok.port}": "UP",
+                          f"pay-2_127.0.0.1:{pay_bad.port}": "DOWN"}  # fmt: skip
+        assert servers[f"pay-1_127.0.0.1:{pay_ok.port}"][5].text == "default"
+        row("search").click()
+
+        # The filter box.
+        box = driver.find_element(By.ID, "filter")
+        box.send_keys("pay")
+        assert visible_services(driver) == ["payments"]
+        box.clear()
+        box.send_keys("az2")  # a zone matches the services that have a server there
+        assert visible_services(driver) == ["search"]
+        box.clear()
+        box.send_keys("svc-1")
+        assert visible_services(driver) == [f"svc-{i}" for i in range(10, 20)]
+        driver.execute_script("document.getElementById('filter').value = '';"
+                              "document.getElementById('filter').dispatchEvent(new Event('input'))")  # fmt: skip
+        assert len(visible_services(driver)) == len(services)
+
+        # The screenshot: the top of the page with two services open.
+        shot = tmp_path / "status-page.png"
+        driver.save_screenshot(str(shot))
+        print(f"status page screenshot: {shot}")
+        assert shot.stat().st_size > 10_000
+
+        # A refresh (every second here) keeps the scroll position and what is open.
+        driver.execute_script("window.scrollTo(0, 600)")
+        before = driver.execute_script("return window.scrollY")
+        assert before == 600
+        seen = refreshes(driver)
+        wait(lambda: refreshes(driver) >= seen + 2, what="two refreshes")
+        assert driver.execute_script("return window.scrollY") == before
+        assert len(driver.find_elements(By.CSS_SELECTOR, "tr.detail")) == 2
+        if os.environ.get("STATUS_PAGE_SHOT"):  # a copy that outlives pytest's tmp dirs
+            shutil.copy(shot, os.environ["STATUS_PAGE_SHOT"])
+
+
+def test_a_thousand_services_stay_small_and_render_quickly(tmp_path: Path) -> None:
+    services = {
+        f"service-{i:04d}": {
+            "discovery": {"method": "base"},
+            "default_servers": [
+                {"name": f"n{j}", "host": f"10.{i // 250}.{i % 250}.{j + 1}", "port": 8000 + j}
+                for j in range(3)
+            ],
+        }
+        for i in range(1000)
+    }
+    admin = free_port()
+    config = {
+        "services": services,
+        "file_output": {"output_directory": str(tmp_path / "out")},
+        "admin": {"port": admin},
+        "startup_wait": 1,
+    }
+    path = tmp_path / "synapse.yaml"
+    path.write_text(yaml.safe_dump(config))
+    process = ManagedProcess([str(SYNAPSE), "-c", str(path)], tmp_path, name="synapse")
+    process.start()
+    try:
+        wait(lambda: len(page_json(admin)["services"]) == 1000, timeout=60,
+             what="synapse with 1,000 services")  # fmt: skip
+        html = fetch(f"http://127.0.0.1:{admin}/")
+        body = fetch(f"http://127.0.0.1:{admin}/status/page.json")
+        print(f"1,000 services: page {len(html)} bytes, JSON {len(body)} bytes")
+        assert len(html) < HTML_LIMIT and len(body) < JSON_LIMIT
+        assert len(json.loads(body)["services"][0]["s"]) == 3
+
+        with headless_chromium(tmp_path / "profile") as driver:
+            driver.get(f"http://127.0.0.1:{admin}/")
+            wait(lambda: refreshes(driver) >= 1, timeout=60, what="the first render")
+            # Measured by the page: from navigation to the first data laid out (fetch,
+            # rows built, layout), so the browser's own start-up does not count.
+            body = driver.find_element(By.TAG_NAME, "body")
+            ready = int(body.get_attribute("data-ready-ms")) / 1000
+            print(f"1,000 services shown {ready:.2f} s after navigation")
+            assert len(visible_services(driver)) == 1000 and ready < RENDER_LIMIT
+            driver.find_element(By.ID, "filter").send_keys("service-0999")
+            assert visible_services(driver) == ["service-0999"]
+            # no HAProxy here: nothing is flagged as a problem
+            assert driver.find_elements(By.CSS_SELECTOR, "tr.svc.bad") == []
+    finally:
+        process.stop(timeout=15)
+
+
+pytestmark = pytest.mark.timeout(240)
