@@ -10,10 +10,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import threading
+import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,7 @@ import yaml
 from browser import headless_chromium
 from kazoo.client import KazooClient
 from selenium.webdriver.common.by import By
-from synapse_e2e import SYNAPSE, Synapse, http_get, nerve_record, wait, wait_serving
+from synapse_e2e import SYNAPSE, Synapse, nerve_record, wait, wait_serving
 
 from testbed.process import ManagedProcess, free_port
 from testbed.zookeeper import ZooKeeperServer
@@ -52,13 +57,40 @@ def service_of(data: dict[str, Any], name: str) -> dict[str, Any]:
     return next(s for s in data["services"] if s["n"] == name)
 
 
+@contextmanager
+def traffic(urls: list[str], limit: int = 2000, seconds: float = 60.0) -> Iterator[None]:
+    """Requests to ``urls`` in a background thread while the block runs (bounded)."""
+    stop = threading.Event()
+
+    def run() -> None:
+        deadline = time.monotonic() + seconds
+        for count in range(limit):
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(urls[count % len(urls)], timeout=2).close()
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
 def refreshes(driver) -> int:
     return int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-refreshes") or 0)
 
 
+def cells(row) -> list:
+    return row.find_elements(By.XPATH, "./span")
+
+
 def visible_services(driver) -> list[str]:
     return driver.execute_script(
-        "return [...document.querySelectorAll('tr.svc')]"
+        "return [...document.querySelectorAll('#rows > .item')]"
         ".filter(r => r.style.display !== 'none').map(r => r.dataset.service)"
     )
 
@@ -69,6 +101,8 @@ def test_status_page_in_a_browser(
     api = [http_backend_factory(f"api-{i}") for i in (1, 2)]
     pay_ok, pay_bad = http_backend_factory("pay-1"), http_backend_factory("pay-2")
     pay_bad.set_healthy(False)
+    flaky = http_backend_factory("checkout-1")
+    flaky.set_healthy(False)
     search = [http_backend_factory(f"search-{i}") for i in (1, 2, 3)]
     writer = KazooClient(hosts=zk.hosts)
     writer.start(timeout=30)
@@ -89,6 +123,7 @@ def test_status_page_in_a_browser(
     services = {
         "api": static(*api),
         "payments": static(pay_ok, pay_bad, **checked),
+        "checkout": static(flaky),
         "search": {
             "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": "/page/search"},
             "haproxy": {"port": free_port(), "bind_address": "127.0.0.1"},
@@ -122,34 +157,44 @@ def test_status_page_in_a_browser(
         }
         assert cards["services"] == str(len(services))
         assert cards["without an UP server"] == "1"  # legacy-billing
-        total = 2 + 2 + 3 + 1 + 30
+        total = 2 + 2 + 1 + 3 + 1 + 30
         assert cards["servers UP"] == f"{total - 2} / {total}"
 
         def row(name: str):
-            return driver.find_element(By.CSS_SELECTOR, f'tr.svc[data-service="{name}"]')
+            return driver.find_element(By.CSS_SELECTOR, f'.item[data-service="{name}"] > .svc')
 
         pill = row("payments").find_element(By.CLASS_NAME, "pill")
         assert (pill.text, pill.get_attribute("class")) == ("1 / 2", "pill st-PART")
         assert "bad" in row("legacy-billing").get_attribute("class")
         assert row("search").find_elements(By.CLASS_NAME, "zone")[0].text == "az1 2/2"
 
-        # Traffic through HAProxy shows up as a rate once two samples were taken.
-        for _ in range(40):
-            http_get(api_port)
-        wait(lambda: row("api").find_elements(By.TAG_NAME, "td")[5].text not in ("", "—", "0.00"),
-             what="a request rate on api's row")  # fmt: skip
-
         # Servers: open a service, its rows carry HAProxy's state, weight, zone, origin.
         row("payments").click()
         servers = {
             tr.get_attribute("data-server"): tr.find_elements(By.TAG_NAME, "td")
-            for tr in driver.find_elements(By.CSS_SELECTOR, "tr.detail tr[data-server]")
+            for tr in driver.find_elements(By.CSS_SELECTOR, ".detail tr[data-server]")
         }
-        states = {name: cells[0].text for name, cells in servers.items()}
+        states = {name: tds[0].text for name, tds in servers.items()}
         assert states == {f"pay-1_127.0.0.1:{pay_ok.port}": "UP",
                           f"pay-2_127.0.0.1:{pay_bad.port}": "DOWN"}  # fmt: skip
         assert servers[f"pay-1_127.0.0.1:{pay_ok.port}"][5].text == "default"
         row("search").click()
+
+        # Traffic through HAProxy shows up as rates once two samples were taken: requests
+        # on api, 5xx on checkout (its server answers /health with 503, no checks).
+        checkout_port = services["checkout"]["haproxy"]["port"]
+        with traffic([f"http://127.0.0.1:{api_port}/",
+                      f"http://127.0.0.1:{checkout_port}/health"]):  # fmt: skip
+            wait(lambda: cells(row("api"))[5].text not in ("", "—", "0"), what="api's rate")
+            wait(lambda: cells(row("checkout"))[6].text not in ("", "—", "0"), what="5xx rate")
+            assert "err" in cells(row("checkout"))[6].get_attribute("class")
+            # The screenshot: the top of the page, two services open, traffic flowing.
+            shot = tmp_path / "status-page.png"
+            driver.save_screenshot(str(shot))
+        print(f"status page screenshot: {shot}")
+        assert shot.stat().st_size > 10_000
+        if os.environ.get("STATUS_PAGE_SHOT"):  # a copy that outlives pytest's tmp dirs
+            shutil.copy(shot, os.environ["STATUS_PAGE_SHOT"])
 
         # The filter box.
         box = driver.find_element(By.ID, "filter")
@@ -164,12 +209,6 @@ def test_status_page_in_a_browser(
         driver.execute_script(CLEAR_FILTER)  # (clear() fires no input event)
         assert len(visible_services(driver)) == len(services)
 
-        # The screenshot: the top of the page with two services open.
-        shot = tmp_path / "status-page.png"
-        driver.save_screenshot(str(shot))
-        print(f"status page screenshot: {shot}")
-        assert shot.stat().st_size > 10_000
-
         # A refresh (every second here) keeps the scroll position and what is open.
         driver.execute_script("window.scrollTo(0, 600)")
         before = driver.execute_script("return window.scrollY")
@@ -177,9 +216,7 @@ def test_status_page_in_a_browser(
         seen = refreshes(driver)
         wait(lambda: refreshes(driver) >= seen + 2, what="two refreshes")
         assert driver.execute_script("return window.scrollY") == before
-        assert len(driver.find_elements(By.CSS_SELECTOR, "tr.detail")) == 2
-        if os.environ.get("STATUS_PAGE_SHOT"):  # a copy that outlives pytest's tmp dirs
-            shutil.copy(shot, os.environ["STATUS_PAGE_SHOT"])
+        assert len(driver.find_elements(By.CSS_SELECTOR, ".detail")) == 2
 
 
 def test_a_thousand_services_stay_small_and_render_quickly(tmp_path: Path) -> None:
@@ -225,7 +262,7 @@ def test_a_thousand_services_stay_small_and_render_quickly(tmp_path: Path) -> No
             driver.find_element(By.ID, "filter").send_keys("service-0999")
             assert visible_services(driver) == ["service-0999"]
             # no HAProxy here: nothing is flagged as a problem
-            assert driver.find_elements(By.CSS_SELECTOR, "tr.svc.bad") == []
+            assert driver.find_elements(By.CSS_SELECTOR, ".svc.bad") == []
     finally:
         process.stop(timeout=15)
 
