@@ -24,6 +24,7 @@ BENCHMARKS = {
     "churn": "bench.churn",
     "scale": "bench.scale",
     "failure": "bench.failure",
+    "zones": "bench.zones",
 }
 
 

@@ -91,6 +91,11 @@ class PacedClient:
             next_at = max(next_at + self.interval_s, time.monotonic())
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
+    def failed_so_far(self) -> int:
+        """Failed attempts until now (the client keeps running)."""
+        with self._lock:
+            return len(self._failures)
+
     def finish(self) -> PacedResult:
         self._stop.set()
         for thread in self._threads:

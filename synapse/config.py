@@ -22,7 +22,7 @@ from synapse.discovery_config import DiscoveryConfig, ServerEntry
 from synapse.edge_config import HAPROXY_TIME, HAProxyLogging, HAProxyTLS, ServiceRoutes
 from synapse.haproxy.routes import RouteSpec, compile_routes, frontend_mode
 from synapse.resilience_config import HealthCheckConfig, ObserveConfig, RetriesConfig
-from synapse.zone_config import ZoneRouting, check_zone_name
+from synapse.zone_config import ZoneRouting, check_dynamic_balance, check_zone_name
 
 DEFAULT_ADMIN_PORT = 1026
 CONFIG_ENV = "SYNAPSE_CONFIG"  # Ruby's bin/synapse: the config path when -c is absent
@@ -114,6 +114,12 @@ class ServiceConfig(ConfigModel):
         """Airbnb: ``haproxy.server_port_override`` is an alias of ``backend_port_override``
         (which wins), applied before servers are named."""
         return self.backend_port_override or self.haproxy.server_port_override
+
+    @model_validator(mode="after")
+    def _zone_weights_at_runtime(self) -> ServiceConfig:
+        if self.zone_routing is not None:
+            check_dynamic_balance([*self.haproxy.backend, *self.haproxy.listen])
+        return self
 
     @field_validator("default_servers")
     @classmethod
@@ -304,6 +310,21 @@ class SynapseConfig(ConfigModel):
             entry["haproxy"] = block
             services[name] = entry
         return services
+
+    @model_validator(mode="after")
+    def _zone_weights_with_default_balance(self) -> SynapseConfig:
+        # haproxy.defaults' `balance` holds for a zone-routed backend without its own
+        defaults = self.haproxy.defaults if self.haproxy else []
+        for name, service in self.services.items():
+            if service.zone_routing is not None:
+                lines = [*defaults, *service.haproxy.backend, *service.haproxy.listen]
+                try:
+                    check_dynamic_balance(lines)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"services.{name} (balance from haproxy.defaults): {exc}"
+                    ) from None
+        return self
 
     @model_validator(mode="after")
     def _top_level_nerve_weights(self) -> SynapseConfig:

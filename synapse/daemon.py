@@ -48,6 +48,8 @@ from synapse.state_cache import StateCache
 from synapse.status import merge_service_status
 from synapse.status_page import DATA_PATH, StatusPage, stats_url
 from synapse.watchers import Watcher, WatcherContext, create_watcher
+from synapse.zone_api import ZoneAPI
+from synapse.zone_apply import evacuation_applier
 
 log = logging.getLogger("synapse.daemon")
 
@@ -314,7 +316,19 @@ class SynapseDaemon:
         page = self._status_page()
         server.add_route("GET", "/", page.html)
         server.add_route("GET", DATA_PATH, page.data)
+        self._zone_api().add_routes(server)
         self.admin = server if await start_or_log(server) else None
+
+    def _zone_api(self) -> ZoneAPI:
+        """POST /zones/<zone>/evacuate|restore: weights at runtime, kept in the state file."""
+        reconciler = self.reconciler
+        assert reconciler is not None
+        apply = evacuation_applier(reconciler, self.controller, lambda: reconciler.state_cache)
+
+        def services() -> dict[str, Any]:
+            return {name: s.zone_routing for name, s in self.config.services.items()}
+
+        return ZoneAPI(reconciler.zones.evacuations, services, apply)
 
     def _current_servers(self) -> tuple[dict[str, Selection], dict[str, ServiceConfig]]:
         selections = self.reconciler.selections() if self.reconciler else {}
@@ -333,6 +347,8 @@ class SynapseDaemon:
                 haproxy = {"error": f"{type(exc).__name__}: {exc}"}
         reconciler = self.reconciler
         services = reconciler.service_status() if reconciler else {}
+        for name, zones in (reconciler.zones.status(services) if reconciler else {}).items():
+            services[name]["zones"] = zones  # smart routing: local zone, evacuations, shares
         watchers = {name: w.status() for name, w in self.watchers.items()}
         return {
             "host": socket.gethostname(),

@@ -48,6 +48,7 @@ from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Report
 from synapse.selection import ORIGIN_DISCOVERY, ORIGIN_STATE_FILE, Selection, select_servers
 from synapse.state_cache import StateCache
+from synapse.zone_apply import ZoneRouter
 
 log = logging.getLogger("synapse.reconciler")
 
@@ -109,6 +110,7 @@ class Reconciler:
         self.state_cache = state_cache
         self.file_output = file_output
         self._config = config
+        self.zones = ZoneRouter(config.zone, state_cache.evacuations if state_cache else None)
         self._services: dict[str, _Service] = {
             name: _Service(cfg, cfg) for name, cfg in config.services.items()
         }
@@ -148,6 +150,7 @@ class Reconciler:
         """Take a reloaded config (SIGHUP): keep what watchers reported for kept services."""
         old = self._services
         self._config = config
+        self.zones.local_zone = config.zone
         self._services = {}
         for name, cfg in config.services.items():
             kept = old.get(name)
@@ -160,7 +163,11 @@ class Reconciler:
             )
             if kept is not None and same_discovery:
                 self._use_generator(name, self._services[name], kept.generator)
-        self._pending.reasons.add("config reload")
+        self.wake("config reload")
+
+    def wake(self, reason: str) -> None:
+        """Hand everything over again without a report (the zone evacuations changed)."""
+        self._pending.reasons.add(reason)
         self._force = True
         self._dirty.set()
 
@@ -421,7 +428,7 @@ class Reconciler:
             if service.desired is None:
                 servers = list(service.selection.servers)
                 service.desired = DesiredService(name, service.config, servers)
-            desired.append(service.desired)
+            desired.append(self.zones.weighted(service.desired))  # zone weights, if routed
         return desired
 
     # --- status ----------------------------------------------------------------------

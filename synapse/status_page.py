@@ -89,8 +89,18 @@ def zone_split(zones: Any) -> list[dict[str, Any]] | None:
         up = next((entry[k] for k in ("usable", "up", "healthy") if k in entry), None)
         zone = str(entry["zone"])
         active, evacuated = entry.get("active"), entry.get("evacuated")
-        out.append({"z": zone, "up": up, "t": total, "active": active, "evacuated": evacuated})
+        out.append({"z": zone, "up": up, "t": total, "active": active, "evacuated": evacuated,
+                    "share": entry.get("share"), "why": entry.get("why")})  # fmt: skip
     return out
+
+
+def zone_mode(zones: Any) -> dict[str, Any] | None:
+    """Zone routing's decision for the service line: mode, local zone, evacuated zones."""
+    if not isinstance(zones, dict) or "mode" not in zones:
+        return None
+    evacuated = zones.get("evacuated")
+    return {"mode": zones.get("mode"), "local": zones.get("local_zone"),
+            "evacuated": evacuated if isinstance(evacuated, list) else []}  # fmt: skip
 
 
 def _zones_of_servers(servers: list[list[Any]]) -> list[dict[str, Any]] | None:
@@ -156,6 +166,7 @@ def service_data(
         "up": sum(row[2] == "UP" for row in servers),
         "t": len(servers),
         "z": zone_split(view["zones"]) if view.get("zones") else _zones_of_servers(servers),
+        "zm": zone_mode(view.get("zones")),
         "s": servers,
     }
     return data, tuple((row[0], row[2], row[3]) for row in servers)

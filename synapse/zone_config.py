@@ -66,6 +66,17 @@ class ZoneRouting(ConfigModel):
         return value
 
     @model_validator(mode="after")
+    def _not_yet(self) -> ZoneRouting:
+        # Designed (docs/zone-routing.md) but not rendered yet: refused, never silently ignored.
+        given = [k for k in ("sticky", "header", "zone_of_address") if getattr(self, k)]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: not supported yet (zone stickiness, the zone header and "
+                "anycast addresses are designed in docs/zone-routing.md, not wired); remove it"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _within_expected_zones(self) -> ZoneRouting:
         # With a fixed layout, a zone named elsewhere but missing from `zones` is a typo.
         if self.zones:
@@ -74,3 +85,26 @@ class ZoneRouting(ConfigModel):
             if missing:
                 raise ValueError(f"zones {missing} are used but not listed in 'zones'")
         return self
+
+
+# `set weight` works at runtime only with HAProxy's dynamic algorithms (hash-based ones
+# need `hash-type consistent`): zone weights must never need a reload.
+_DYNAMIC_BALANCE = frozenset({"roundrobin", "leastconn", "first", "random"})
+
+
+def check_dynamic_balance(lines: list[str]) -> None:
+    """ValueError when a zone-routed backend's own lines choose a static algorithm."""
+    balance = hash_type = None
+    for line in lines:
+        words = line.split()
+        if len(words) > 1 and words[0] == "balance":
+            balance = words[1].split("(")[0].lower()
+        elif len(words) > 1 and words[0] == "hash-type":
+            hash_type = words[1].lower()
+    if balance is None or balance in _DYNAMIC_BALANCE or hash_type == "consistent":
+        return
+    raise ValueError(
+        f"zone_routing needs a dynamic balance algorithm (roundrobin, leastconn, first, "
+        f"random, or hashing with hash-type consistent): 'balance {balance}' would need a "
+        "reload for every zone weight change"
+    )

@@ -3,6 +3,8 @@
 An embedded etcd, three small HTTP services each with its own nerve, synapse with
 a managed HAProxy, and a client printing which backend answered. Then one
 service crashes, traffic moves away, the service comes back and traffic returns.
+Then the zone act (testbed/demo_zones.py): a service in three availability zones, the
+local zone is lost, traffic spreads evenly over the other two, and comes back.
 Everything runs on 127.0.0.1 and is stopped at the end (``--keep`` keeps it up).
 """
 
@@ -21,6 +23,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testbed.demo_zones import ZoneAct
 from testbed.etcd import EtcdCluster
 from testbed.haproxy import parse_servers_state, runtime_command
 from testbed.httpbackend import HttpBackend
@@ -126,6 +129,7 @@ class Demo:
         self.synapse_admin_port = free_port()
         self.client = Client(self.front_port)
         self.reloads_before = 0
+        self.zones = ZoneAct(self.workdir)
 
     # --- configs ------------------------------------------------------------
 
@@ -167,7 +171,9 @@ class Demo:
             self.workdir / "synapse.json",
             {
                 "admin": {"port": self.synapse_admin_port},
+                "zone": "az1",  # the zone act's synapse is in az1
                 "services": {
+                    **self.zones.synapse_services(self.etcd.endpoints),
                     SERVICE: {
                         "discovery": {
                             "method": "etcd",
@@ -179,7 +185,7 @@ class Demo:
                             "server_options": "check inter 1s",
                             "listen": ["mode http", "option httpchk GET /health"],
                         },
-                    }
+                    },
                 },
                 "haproxy": {
                     "managed": {},
@@ -236,6 +242,10 @@ class Demo:
                 f"{name} serves {backend.address}; nerve (pid {proc.pid}) checks /health "
                 f"every {CHECK_INTERVAL}s and registers it after {RISE} passes"
             )
+
+        zone_nerve = self.zones.start(self.etcd.endpoints, BIN / "nerve")
+        self.nerves["zones"] = zone_nerve
+        detail(f"and the zone act's service: 8 servers in 3 zones, one nerve, pid {zone_nerve.pid}")
 
         say("Starting synapse, which starts and configures HAProxy")
         self.synapse = ManagedProcess(
@@ -331,6 +341,10 @@ class Demo:
         )
         detail(f"traffic returned {returned:.2f} s after the restart")
 
+    def zone_act(self) -> None:
+        say("Zone routing: service 'shop' runs in three zones; this synapse is in az1")
+        self.zones.run(Client(self.zones.port), self.haproxy_reloads)
+
     def keep_running(self) -> None:
         say("Demo is kept running (Ctrl-C to stop)")
         detail(f"service through HAProxy:  http://127.0.0.1:{self.front_port}/")
@@ -357,6 +371,7 @@ class Demo:
                 detail(f"{proc.name} exited with {code}")
         for backend in self.backends.values():
             backend.stop()
+        self.zones.stop()
         self.etcd.stop()
         detail("etcd stopped")
 
@@ -382,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         moved = demo.failover()
         returned = demo.recovery()
         demo.summary(moved, returned)
+        demo.zone_act()
         if args.keep:
             demo.keep_running()
         ok = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -213,6 +214,24 @@ class Synapse:
 
 def wait(predicate, timeout: float = 20.0, what: str = "condition"):
     return wait_until(predicate, timeout, interval=0.05, what=what)
+
+
+def etcd_put(cluster: Any, key: str, value: bytes | None) -> None:
+    """Write (or with None delete) one etcd key, as nerve would, on its own connection."""
+    import aetcd  # only the etcd tests need it
+
+    async def put() -> None:
+        client = aetcd.Client(host=cluster.host, port=cluster.port,
+                              options={"grpc.use_local_subchannel_pool": 1})  # fmt: skip
+        try:
+            if value is None:
+                await client.delete(key.encode())
+            else:
+                await client.put(key.encode(), value)
+        finally:
+            await client.close()
+
+    asyncio.run(put())
 
 
 def nerve_record(backend, name: str | None = None, **extra: Any) -> bytes:

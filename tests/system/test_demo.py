@@ -35,4 +35,17 @@ def test_demo_runs_to_completion_and_cleans_up() -> None:
     assert "HAProxy reloads during the failover and the return: 0" in out
     pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", out)]
     assert len(pids) == 3
-    assert all(process_gone(pid) for pid in pids)
+    zone_nerve = re.search(r"one nerve, pid (\d+)", out)
+    assert zone_nerve is not None, out
+    assert all(process_gone(pid) for pid in [*pids, int(zone_nerve.group(1))])
+    # The zone act: local only, then an even spill over az2 and az3, then local again.
+    shares = {
+        row: [int(n) for n in re.findall(r"(\d+) %", line)]
+        for row in ("az1 healthy", "az1 lost", "az1 back")
+        for line in out.splitlines()
+        if line.strip().startswith(row)
+    }
+    assert shares["az1 healthy"] == shares["az1 back"] == [100, 0, 0], out
+    az1, az2, az3 = shares["az1 lost"]
+    assert az1 == 0 and abs(az2 - 50) <= 10 and abs(az3 - 50) <= 10, out
+    assert "zone act: failed requests 0, HAProxy reloads 0" in out

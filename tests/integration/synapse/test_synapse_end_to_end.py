@@ -5,15 +5,21 @@ Records are written by hand into the registries (not through nerve).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 from pathlib import Path
 
-import aetcd
 import pytest
 from kazoo.client import KazooClient
-from synapse_e2e import Synapse, nerve_record, processes_using, spread, wait, wait_serving
+from synapse_e2e import (
+    Synapse,
+    nerve_record,
+    processes_using,
+    spread,
+    wait,
+    wait_serving,
+)
+from synapse_e2e import etcd_put as put_key
 
 from testbed.etcd import EtcdCluster
 from testbed.process import free_port
@@ -214,19 +220,8 @@ def test_etcd_records_outage_and_recovery(tmp_path: Path, http_backend_factory):
     cluster = EtcdCluster(size=1, workdir=tmp_path / "etcd").start()
     port = free_port()
 
-    async def put(key: str, value: bytes | None) -> None:
-        client = aetcd.Client(host=cluster.host, port=cluster.port,
-                              options={"grpc.use_local_subchannel_pool": 1})  # fmt: skip
-        try:
-            if value is None:
-                await client.delete(key.encode())
-            else:
-                await client.put(key.encode(), value)
-        finally:
-            await client.close()
-
     def etcd_put(key: str, value: bytes | None) -> None:
-        asyncio.run(put(key, value))
+        put_key(cluster, key, value)
 
     service = {
         "discovery": {"method": "etcd", "endpoints": cluster.endpoints, "path": "/e2e/api",

@@ -1,7 +1,8 @@
 """The zone endpoints (synapse/zone_api.py) and `synapse zone` (synapse/zone_cli.py).
 
-The HAProxy side is not wired yet: ``apply`` is a fake that computes the zone decision
-of a fixed fleet (pure). The HTTP server and the CLI are real.
+Here ``apply`` is a fake that computes the zone decision of a fixed fleet (pure), to
+test the API's answers; the HTTP server and the CLI are real. The daemon's own apply
+(weights through HAProxy's runtime API) is tested in test_zone_routing.py.
 """
 
 from __future__ import annotations

@@ -57,12 +57,15 @@ def test_zone_routing_data_is_used_when_present() -> None:
     az2 = {"zone": "az2", "servers": 1, "usable": 1, "active": False, "evacuated": True}
     zones = {"mode": "local", "zones": [az1, az2]}
     data = page_data(status({}, zones=zones), {}, {}, ChangeTracker(), now=1.0)
+    none = {"share": None, "why": None}
     assert data["services"][1]["z"] == [
-        {"z": "az1", "up": 1, "t": 2, "active": True, "evacuated": False},
-        {"z": "az2", "up": 1, "t": 1, "active": False, "evacuated": True},
+        {"z": "az1", "up": 1, "t": 2, "active": True, "evacuated": False, **none},
+        {"z": "az2", "up": 1, "t": 1, "active": False, "evacuated": True, **none},
     ]
     keyed = {"az1": {"servers": ["x", "y"], "up": 2}}
-    assert zone_split(keyed) == [{"z": "az1", "up": 2, "t": 2, "active": None, "evacuated": None}]
+    assert zone_split(keyed) == [
+        {"z": "az1", "up": 2, "t": 2, "active": None, "evacuated": None, **none}
+    ]
     assert zone_split("nonsense") is None
 
 

@@ -1,0 +1,110 @@
+"""Smart routing applied: the zone decision turned into the servers' HAProxy weights.
+
+The reconciler passes every DesiredService it builds through ``ZoneRouter.weighted``:
+a service with ``zone_routing`` gets each server's weight from its ZoneDecision
+(synapse.zones), always explicit (0 = no traffic, 1-256), so the HAProxy planner turns
+any change into runtime ``set weight`` operations: no reload for a transition among
+known zones. The server's nominal weight (nerve's, or None) stays in the selection;
+the decision reads it from there. ``evacuation_applier`` is what the admin API's
+``POST /zones/<zone>/evacuate|restore`` calls (synapse.zone_api).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from synapse.model import DesiredService
+from synapse.zone_state import Evacuations
+from synapse.zones import ZoneDecision, decide_service
+
+if TYPE_CHECKING:  # (zone_api would pull the admin server's aiohttp into the reconciler)
+    from synapse.contract import Applier
+    from synapse.reconciler import Reconciler
+    from synapse.state_cache import StateCache
+    from synapse.zone_api import ApplyEvacuations
+
+REASON = "zone evacuations changed"
+
+
+class ZoneRouter:
+    """The local zone, the runtime evacuations and each zone-routed service's last decision."""
+
+    def __init__(self, local_zone: str | None, evacuations: Evacuations | None = None) -> None:
+        self.local_zone = local_zone
+        self.evacuations = evacuations or Evacuations()
+        self.decisions: dict[str, ZoneDecision] = {}
+        # service -> (the reconciler's object, what the decision used, the weighted object):
+        # an unchanged service is handed over as the very same object (the applier skips it)
+        self._made: dict[str, tuple[DesiredService, Any, DesiredService]] = {}
+
+    def weighted(self, service: DesiredService) -> DesiredService:
+        """``service`` with the zone decision's weights; itself when it is not zone-routed."""
+        if service.config.zone_routing is None:
+            self.decisions.pop(service.name, None)
+            return service
+        inputs = (self.local_zone, self.evacuations.for_service(service.name))
+        made = self._made.get(service.name)
+        if made is not None and made[0] is service and made[1] == inputs:
+            return made[2]
+        decision = decide_service(service, *inputs)
+        assert decision is not None  # zone-routed
+        self.decisions[service.name] = decision
+        weights = decision.weight_of
+        servers = [dataclasses.replace(s, weight=weights[s.name]) for s in service.servers]
+        result = DesiredService(service.name, service.config, servers)
+        self._made[service.name] = (service, inputs, result)
+        return result
+
+    def status(self, services: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+        """service -> its ``zones`` object for /status (those in ``services``, None: all)."""
+        return {
+            name: decision.to_status()
+            for name, decision in sorted(self.decisions.items())
+            if services is None or name in services
+        }
+
+
+def evacuation_applier(
+    reconciler: Reconciler,
+    applier: Applier | None,
+    state_cache: Callable[[], StateCache | None],
+) -> ApplyEvacuations:
+    """The ``apply`` of synapse.zone_api.ZoneAPI: new evacuations reach HAProxy now.
+
+    The weights go through the applier at once (runtime ``set weight``, no reload), so
+    the answer tells whether HAProxy took them; a refusal restores the old evacuations
+    and raises (the API answers 503, nothing changed). Then they are kept in the state
+    file, and the reconciler is told to hand everything over again: a round of its own
+    that computed its desired state before the change cannot leave the old weights.
+    """
+
+    async def apply(new: Evacuations) -> Mapping[str, Any]:
+        router = reconciler.zones
+        old = router.evacuations
+        router.evacuations = new
+        reconciler.wake(REASON)
+        # Before the reconciler's first hand-over the desired state is not complete yet:
+        # its first round takes the new evacuations with it.
+        if applier is not None and reconciler.applies > 0:
+            try:
+                result = await applier.apply(reconciler.desired(), REASON)
+            except BaseException:
+                _undo(reconciler, old)
+                raise
+            if not result.reload.applied:
+                _undo(reconciler, old)
+                raise RuntimeError(f"HAProxy did not take the new weights ({result.reload.value})")
+        cache = state_cache()
+        if cache is not None:
+            await asyncio.to_thread(cache.save_evacuations, new)
+        return router.status()
+
+    return apply
+
+
+def _undo(reconciler: Reconciler, old: Evacuations) -> None:
+    reconciler.zones.evacuations = old
+    reconciler.wake(REASON)
