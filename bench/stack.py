@@ -232,7 +232,11 @@ class Synapse:
         haproxy: dict[str, Any] = {
             "config_file_path": str(self.haproxy_cfg),
             "socket_file_path": str(self.haproxy.admin_socket),
-            "managed": {"master_socket_path": str(self.haproxy.master_socket)},
+            # no stats page: a fleet of synapses on one host would all want 127.0.0.1:8404
+            "managed": {
+                "master_socket_path": str(self.haproxy.master_socket),
+                "stats": {"enabled": False},
+            },
             "do_socket": runtime,
             "restart_interval": restart_interval,
             "bind_address": "127.0.0.1",

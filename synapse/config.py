@@ -7,6 +7,7 @@ add are marked "ours" below.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -146,12 +147,51 @@ class RegistryServerOptions(ConfigModel):
     )
 
 
+_URL_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
+
+
+class HAProxyStats(ConfigModel):
+    """ours: HAProxy's own stats page and Prometheus exporter, on an admin address.
+
+    Rendered as ``frontend synapse_stats`` (synapse/haproxy/stats_page.py). Local by
+    default: the stats page shows every backend and server address.
+    """
+
+    enabled: bool = True
+    bind: str = "127.0.0.1:8404"  # HAProxy bind address ([host]:port)
+    uri: str = "/stats"  # the HTML stats page
+    metrics_path: str = "/metrics"  # the Prometheus exporter
+    refresh: int = Field(default=10, ge=1, le=3600)  # the stats page's auto-refresh (s)
+
+    @field_validator("bind")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, colon, port = value.rpartition(":")
+        if not colon or not port.isdigit() or not 1 <= int(port) <= 65535 or " " in host:
+            raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8404)")
+        return value
+
+    @field_validator("uri", "metrics_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not _URL_PATH.fullmatch(value):
+            raise ValueError(f"{value!r} is not a URL path (e.g. /stats)")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> HAProxyStats:
+        if self.uri.rstrip("/") == self.metrics_path.rstrip("/"):
+            raise ValueError("'uri' and 'metrics_path' must differ")
+        return self
+
+
 class ManagedHAProxy(ConfigModel):
     """ours: synapse starts HAProxy itself (master-worker) and reloads it via the master socket."""
 
     binary: str = "haproxy"
     master_socket_path: str | None = None  # default: beside config_file_path
     pid_file: str | None = None
+    stats: HAProxyStats = Field(default_factory=HAProxyStats)
 
 
 class HAProxyConfig(ConfigModel):

@@ -24,7 +24,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from smartstack.admin import AdminServer, start_or_log
@@ -34,16 +33,21 @@ from smartstack.logs import event
 from smartstack.statsd import make_stats
 from smartstack.tasks import cancel_and_wait
 from smartstack.zookeeper import ZooKeeperPool
-from synapse.config import SynapseConfig, load_synapse_config
+from synapse.config import ServiceConfig, SynapseConfig, load_synapse_config
 from synapse.contract import Applier, RecordSink
 from synapse.discovery_config import DiscoveryConfig
 from synapse.docker_services import DockerServiceSource
 from synapse.file_output import FileOutput
+from synapse.haproxy.settings import settings_for
+from synapse.haproxy.traffic import TrafficSampler
 from synapse.metrics import SynapseMetrics
 from synapse.reconciler import Reconciler
+from synapse.selection import Selection
+from synapse.server_info import ServerInfoCollector, server_rows
 from synapse.server_options import unknown_keywords
 from synapse.state_cache import StateCache
-from synapse.status import merge_service_status, render_html
+from synapse.status import merge_service_status
+from synapse.status_page import DATA_PATH, StatusPage, stats_url
 from synapse.watchers import Watcher, WatcherContext, create_watcher
 from synapse.zone_api import ZoneAPI
 from synapse.zone_apply import evacuation_applier
@@ -103,6 +107,7 @@ class SynapseDaemon:
         self.registry = CollectorRegistry()
         self.metrics = SynapseMetrics(self.registry)
         self.metrics.statsd = make_stats(config.statsd)
+        self.registry.register(ServerInfoCollector(self._current_servers))
         self.controller: Applier | None = None
         self.reconciler: Reconciler | None = None
         self.watchers: dict[str, Watcher] = {}
@@ -324,7 +329,9 @@ class SynapseDaemon:
         server = AdminServer(
             admin.host, admin.port, self.registry, self.status, self.healthy, admin.token()
         )
-        server.add_route("GET", "/", self._status_page)
+        page = self._status_page()
+        server.add_route("GET", "/", page.html)
+        server.add_route("GET", DATA_PATH, page.data)
         self._zone_api().add_routes(server)
         self.admin = server if await start_or_log(server) else None
 
@@ -338,6 +345,10 @@ class SynapseDaemon:
             return {name: s.zone_routing for name, s in self.config.services.items()}
 
         return ZoneAPI(reconciler.zones.evacuations, services, apply)
+
+    def _current_servers(self) -> tuple[dict[str, Selection], dict[str, ServiceConfig]]:
+        selections = self.reconciler.selections() if self.reconciler else {}
+        return selections, self.config.services
 
     def healthy(self) -> bool:
         task = self._reconciler_task
@@ -377,5 +388,14 @@ class SynapseDaemon:
             ],
         }
 
-    async def _status_page(self, _: web.Request) -> web.Response:
-        return web.Response(text=render_html(self.status()), content_type="text/html")
+    def _status_page(self) -> StatusPage:
+        """The page reads traffic from the first admin socket HAProxy's runtime API has."""
+        hap = self.config.haproxy
+        sockets = settings_for(hap).runtime_sockets if hap else ()
+        stats = hap.managed.stats if hap and hap.managed and hap.managed.stats.enabled else None
+        return StatusPage(
+            self.status,
+            lambda: server_rows(*self._current_servers()),
+            TrafficSampler(sockets[0]) if sockets else None,
+            stats_url(stats.bind, stats.uri) if stats else None,
+        )

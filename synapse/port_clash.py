@@ -2,8 +2,9 @@
 
 Airbnb configs carry ``listen stats :3212``, synapse's admin port before 1026: one
 of the two would fail to bind at start. We look at every bind the user wrote:
-``extra_sections`` titles (``listen NAME ADDR:PORT``) and ``bind`` lines, the
-shared frontend, each service's frontend/listen lines and its ``port``.
+``extra_sections`` titles (``listen NAME ADDR:PORT``) and ``bind`` lines, managed
+mode's stats page (``haproxy.managed.stats.bind``), the shared frontend, each
+service's frontend/listen lines and its ``port``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def binds(config: SynapseConfig) -> Iterator[tuple[str, str]]:
         if len(words) >= 3 and words[0] in ("listen", "frontend"):
             yield where, words[2]  # HAProxy 1.x title: `listen NAME ADDR:PORT`
         yield from _bind_lines(lines, where)
+    if hap.managed is not None and hap.managed.stats.enabled:
+        yield "haproxy.managed.stats.bind", hap.managed.stats.bind  # HAProxy's stats page
     yield from _bind_lines(hap.shared_frontend, "haproxy.shared_frontend")
     for name, service in config.services.items():
         block = service.haproxy

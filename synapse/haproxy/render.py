@@ -42,6 +42,7 @@ from synapse.haproxy.keywords import belongs_in_backend, belongs_in_frontend
 from synapse.haproxy.resilience import extra_backend_lines
 from synapse.haproxy.settings import Settings, settings_for
 from synapse.haproxy.specs import BackendBuilder, BackendSpec, ServerSpec
+from synapse.haproxy.stats_page import stats_sections
 from synapse.model import DesiredService
 
 DEFAULT_TEMPLATE = "haproxy.cfg.j2"
@@ -350,7 +351,8 @@ class Renderer:
             "extra_sections": [
                 {"title": title, "lines": lines}
                 for title, lines in self.config.extra_sections.items()
-            ],
+            ]
+            + stats_sections(self.config),
             "shared_frontend": None if shared is None else list(shared),
         }
 

@@ -64,7 +64,8 @@ def managed_config(directory: Path, **overrides: Any) -> HAProxyConfig:
     overrides.setdefault("restart_interval", 0.5)
     return haproxy_config(
         config_file_path=str(directory / "haproxy.cfg"),
-        managed={},
+        # no stats page: its fixed default port would be shared by tests running at once
+        managed={"stats": {"enabled": False}},
         reload_command=None,
         **{"global": ["maxconn 256", "hard-stop-after 5s"], **overrides},
     )

@@ -98,8 +98,12 @@ class Synapse:
         self.admin_port = free_port()
         self.config_path = self.dir / "synapse.yaml"
         self.master_socket = self.dir / "master.sock"
+        self.stats_port = free_port()  # HAProxy's stats page and Prometheus exporter
         haproxy = {
-            "managed": {"master_socket_path": str(self.master_socket)},
+            "managed": {
+                "master_socket_path": str(self.master_socket),
+                "stats": {"bind": f"127.0.0.1:{self.stats_port}"},
+            },
             "config_file_path": str(self.dir / "haproxy.cfg"),
             "global": ["maxconn 256"],
             "defaults": HTTP_DEFAULTS,

@@ -113,7 +113,10 @@ def run_scenario(
         wait_split(port, zones, spill)
         web = syn.status()["services"]["web"]["zones"]
         assert web["mode"] == "spill" and web["share"] == {"az1": 0.0, "az2": 0.5, "az3": 0.5}
-        assert "az2 50 %" in syn.admin("/"), "the status page shows the split"
+        page = json.loads(syn.admin("/status/page.json"))  # the status page's data
+        [row] = [s for s in page["services"] if s["n"] == "web"]
+        assert {z["z"]: z["share"] for z in row["z"]} == web["share"], "the page shows the split"
+        assert row["zm"]["mode"] == "spill"
 
         answer = post(syn, "/zones/az2/evacuate")
         assert answer["services"]["web"]["evacuated"] == ["az2"]

@@ -24,7 +24,7 @@ from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Found, Report
 from synapse.reconciler import Reconciler
 from synapse.state_cache import StateCache
-from synapse.status import render_html
+from synapse.status_page import ChangeTracker, page_data
 from synapse.zone_apply import ZoneRouter, evacuation_applier
 from synapse.zone_state import Evacuations
 
@@ -278,7 +278,13 @@ def test_stickiness_header_and_addresses_are_refused_not_ignored(
 
 
 def test_status_page_shows_the_zone_split() -> None:
+    zone = {"servers": 1, "usable": 1, "active": True, "evacuated": False, "share": 0.5}
     zones = {"local_zone": "az1", "mode": "spill", "evacuated": ["az1"],
-             "share": {"az1": 0.0, "az2": 0.5, "az3": 0.5}}  # fmt: skip
-    page = render_html({"services": {"web": {"servers": [], "zones": zones}}})
-    assert "mode <b>spill</b>" in page and "az2 50 %" in page and "evacuated az1" in page
+             "share": {"az1": 0.0, "az2": 0.5, "az3": 0.5},
+             "zones": {"az1": {**zone, "evacuated": True, "active": False, "share": 0.0},
+                       "az2": zone, "az3": zone}}  # fmt: skip
+    status = {"services": {"web": {"servers": [], "zones": zones}}}
+    [web] = page_data(status, {}, {}, ChangeTracker(), 1.0)["services"]
+    assert web["zm"] == {"mode": "spill", "local": "az1", "evacuated": ["az1"]}
+    assert [(z["z"], z["share"], z["evacuated"]) for z in web["z"]] == [
+        ("az1", 0.0, True), ("az2", 0.5, False), ("az3", 0.5, False)]  # fmt: skip
