@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import Counter
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -80,8 +81,10 @@ def rolling_restart(containers: list[Any]) -> list[dict[str, Any]]:
         time.sleep(DOWN_S)
         t_start = time.monotonic()
         c.start()
+        new_addr = ip_of(c)  # Docker may hand the restarted container another address
         time.sleep(PACE_S)
-        events.append({"name": c.name, "addr": addr, "t_stop": t_stop, "t_start": t_start})
+        events.append({"name": c.name, "addr": addr, "new_addr": new_addr,
+                       "t_stop": t_stop, "t_start": t_start})  # fmt: skip
     return events
 
 
@@ -119,6 +122,7 @@ def figures(
     return {
         "requests": len(attempts),
         "failed": recording.failed,
+        "failures_by_kind": dict(Counter(a.answer for a in attempts if not a.ok).most_common(4)),
         "stalled": recording.stalled(STALL_S),
         "reloads": reloads,
         "kept_traffic_s": kept,
@@ -127,10 +131,11 @@ def figures(
     }
 
 
-def _fmt_times(values: list[float | None], cap: float) -> str:
+def _fmt_times(values: list[float | None], cap: float, none: str) -> str:
+    """Seconds per backend; `none` for no movement at all, '>= cap' to the window's end."""
     parts = []
     for v in values:
-        parts.append("none" if v is None else (f">= {cap:.1f}" if v >= cap - 0.06 else f"{v:.2f}"))
+        parts.append(none if v is None else (f">= {cap:.1f}" if v >= cap - 0.06 else f"{v:.2f}"))
     return ", ".join(parts) + " s"
 
 
@@ -139,7 +144,7 @@ def one_contender(docker_env: Any, ws: Workspace, factory: Any, result: Result) 
     docker, image, sock = docker_env
     section = None
     for kind in ("restart", "replace"):
-        prefix = f"{factory.title.split()[0].lower()}-{kind}-{int(time.time()) % 10000}"
+        prefix = f"{factory.key.replace('_', '-')}-{kind}"
         with backends(docker, image, prefix, LABELS) as containers, factory(ws, sock) as contender:
             if section is None:
                 section = result.section(contender.title)
@@ -159,13 +164,15 @@ def one_contender(docker_env: Any, ws: Workspace, factory: Any, result: Result) 
             traffic.stop()
             data = figures(kind, events, traffic, recording, contender.reloads() - reloads0)
         result.figures.setdefault(contender.key, {})[kind] = data
-        section.add(f"{kind}: failed / requests", f"{data['failed']} / {data['requests']}")
+        kinds = ", ".join(f"{k}: {n}" for k, n in data["failures_by_kind"].items())
+        section.add(f"{kind}: failed / requests", f"{data['failed']} / {data['requests']}",
+                    note=kinds)  # fmt: skip
         section.add(f"{kind}: HAProxy reloads", data["reloads"])
         section.add(f"{kind}: requests stalled >= {STALL_S} s", data["stalled"])
         section.add(f"{kind}: stopped container kept getting traffic",
-                    _fmt_times(data["kept_traffic_s"], data["window_s"]))  # fmt: skip
+                    _fmt_times(data["kept_traffic_s"], data["window_s"], "0"))  # fmt: skip
         section.add(f"{kind}: new container waited for traffic",
-                    _fmt_times(data["waited_for_traffic_s"], 30))  # fmt: skip
+                    _fmt_times(data["waited_for_traffic_s"], 30, "never"))  # fmt: skip
 
 
 def run(opts: Options) -> Result:
@@ -178,7 +185,10 @@ def run(opts: Options) -> Result:
             easyhaproxy_contender(10),
             easyhaproxy_contender(1),
         ]
+        only = os.environ.get("BENCH_PEER_ONLY")  # e.g. easyhaproxy_1s, while debugging
         for factory in factories:
+            if only and factory.key != only:
+                continue
             with result.attempt(factory.title):
                 one_contender(docker_env, ws, factory, result)
     result.notes += [

@@ -69,6 +69,8 @@ def stats_by_ip(admin_socket: Path) -> tuple[dict[str, int], set[str]]:
         if row.get("svname") in ("BACKEND", "FRONTEND") or not row.get("addr"):
             continue
         ip = row["addr"].rsplit(":", 1)[0]
+        if ip.startswith("127."):  # EasyHAProxy's certbot backend; our backends are containers
+            continue
         totals[ip] = totals.get(ip, 0) + sum(int(row.get(k) or 0) for k in COUNTED)
         if row.get("status", "").startswith(("UP", "no check")):
             up.add(ip)
@@ -152,6 +154,7 @@ def synapse_docker_contender(ws: Workspace, sock: Path) -> contextlib.AbstractCo
 
 
 synapse_docker_contender.title = "synapse, Docker watcher"  # type: ignore[attr-defined]
+synapse_docker_contender.key = "synapse_docker"  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager
@@ -178,6 +181,7 @@ def nerve_etcd_contender(ws: Workspace, sock: Path) -> Iterator[Contender]:
 
 
 nerve_etcd_contender.title = "nerve (Docker mode) + etcd + synapse"  # type: ignore[attr-defined]
+nerve_etcd_contender.key = "nerve_etcd"  # type: ignore[attr-defined]
 
 
 def peer_venv() -> Path:
@@ -214,6 +218,8 @@ def easyhaproxy_contender(refresh_s: int) -> Callable[..., Any]:
         env = dict(os.environ, DOCKER_HOST=f"unix://{sock}")
         args = [str(script), "--discover", "docker", "--base-path", str(base),
                 "--refresh-conf", str(refresh_s), "--haproxy-stats-enable", "false",
+                # its custom error pages are read from /etc/easyhaproxy (its image's layout)
+                "--customer-errors", "false",
                 "--log-level", "INFO"]  # fmt: skip
         proc = ws.process(args, f"easyhaproxy-{refresh_s}", env=env, workdir=base)
 
@@ -230,4 +236,5 @@ def easyhaproxy_contender(refresh_s: int) -> Callable[..., Any]:
                     path.unlink()
 
     factory.title = title  # type: ignore[attr-defined]
+    factory.key = f"easyhaproxy_{refresh_s}s"  # type: ignore[attr-defined]
     return factory
