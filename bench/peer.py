@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections import Counter
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
