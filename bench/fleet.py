@@ -39,7 +39,6 @@ TARGET_P99_MS = Target("<=", 1000, "ms")
 DEPLOY_CAP_S = 600.0  # the whole rolling deploy stops here, measured or not
 BATCH_TIMEOUT_S = 60.0
 OUTAGE_S = 5.0
-AFTER_OUTAGE_S = 20.0
 PREFIX = "/fleet"
 START_AT_ONCE = 4
 
@@ -51,6 +50,7 @@ def sizes(opts: Options) -> dict[str, int]:
         "services": opts.size(200, 20),
         "per_service": 5 if not opts.quick else 2,
         "parallel": opts.size(10, 5),
+        "sample_after_outage_s": opts.size(20, 8),  # quick: keeps the system-tier smoke short
     }
 
 
@@ -187,7 +187,9 @@ def client_reads(syn: Synapse) -> float:
     return metric_sum(syn.metrics(), "synapse_registry_reads_total") or 0.0
 
 
-def outage(registry: FleetRegistry, synapses: list[Synapse], expected: dict) -> dict[str, Any]:
+def outage(
+    registry: FleetRegistry, synapses: list[Synapse], expected: dict, after_s: float
+) -> dict[str, Any]:
     """Stop every registry member, wait OUTAGE_S, start them, sample the server side."""
     reads_before = [client_reads(s) for s in synapses]
     registry.stop_all()
@@ -195,7 +197,7 @@ def outage(registry: FleetRegistry, synapses: list[Synapse], expected: dict) -> 
     restart = time.monotonic()
     registry.start_all()
     up_s = time.monotonic() - restart
-    series = sample_until(registry.counters, AFTER_OUTAGE_S, 0.1)
+    series = sample_until(registry.counters, after_s, 0.1)
     key = "zk_packets_received" if registry.kind == "zookeeper" else "grpc_handled_Range"
     conn_key = (
         "zk_num_alive_connections"
@@ -261,7 +263,7 @@ def scenario(kind: str, opts: Options, result: Result) -> None:
         per = grown.get("zk_packets_received" if kind == "zookeeper" else "grpc_handled_Range", 0)
         per_write_watcher = (per / (deploy["writes"] * watchers)) if deploy["writes"] else None
         load_outage = os.getloadavg()[0]
-        down = outage(registry, synapses, expected)
+        down = outage(registry, synapses, expected, size["sample_after_outage_s"])
         rss, hap = mem["synapse_rss_mb"], mem["haproxy_rss_mb"]
         title = f"{kind}: {watchers} synapses x {size['services']} services"
         section = result.section(title)
@@ -305,7 +307,8 @@ def scenario(kind: str, opts: Options, result: Result) -> None:
         section.add("outage: registry down, then members up after", f"{OUTAGE_S:.0f} s + "
                     f"{down['members_up_s']:.1f} s")  # fmt: skip
         b = down["burst"]
-        section.add(f"outage end: requests in {AFTER_OUTAGE_S:.0f} s ({down['counter']})",
+        window = size["sample_after_outage_s"]
+        section.add(f"outage end: requests in {window} s ({down['counter']})",
                     down["requests_total"])  # fmt: skip
         section.add("outage end: burst above the steady rate (re-lists, re-reads)",
                     b["excess"], note=f"{down['burst_per_synapse']:.0f} per synapse")  # fmt: skip
