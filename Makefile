@@ -4,7 +4,7 @@ PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: install test test-unit test-fast lint format demo bench faults compose-demo clean
+.PHONY: install test test-unit test-fast lint format demo bench bench-peer faults compose-demo clean
 
 install:
 	@bash scripts/install.sh
@@ -42,6 +42,10 @@ demo: install
 
 bench: install
 	$(PYTHON) -m bench $(ARGS)
+
+# EasyHAProxy beside synapse on a private dockerd (root); EasyHAProxy goes into .venv-peer/.
+bench-peer: install
+	$(PYTHON) -m bench peer $(ARGS)
 
 # Reliability suite: real faults under client load -> RELIABILITY.md (ARGS=--quick: < 3 min).
 faults: install

@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.report import RESULTS_DIR, fmt_number
 
-ORDER = ("propagation", "burst", "churn", "scale", "failure", "zones")
+ORDER = ("propagation", "burst", "churn", "scale", "failure", "zones", "edge", "fleet", "peer")
 
 
 def _value(row: dict[str, Any]) -> str:

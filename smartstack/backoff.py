@@ -20,3 +20,9 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def spread(window: float) -> float:
+    """A delay in [0, window]: what many clients do at the same instant (the registry came
+    back) is spread over `window` instead of arriving as one burst."""
+    return random.uniform(0.0, window) if window > 0 else 0.0

@@ -35,7 +35,7 @@ import time
 from kazoo.exceptions import KazooException, NoAuthError, NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 
-from smartstack.backoff import Backoff
+from smartstack.backoff import Backoff, spread
 from smartstack.logs import event
 from smartstack.record import (
     InvalidRecord,
@@ -52,6 +52,10 @@ from synapse.watchers.record_notes import note_ignored
 log = logging.getLogger("synapse.watchers.zookeeper")
 
 READ_CONCURRENCY = 64  # reads in flight at once when many children are new
+# After a reconnect every watcher of every synapse would list again at the same instant
+# (the registry just came back): each waits a random part of this window first. The last
+# list stays in force meanwhile. The first connection is spread by start_jitter instead.
+RELIST_JITTER_S = 2.0
 
 
 def child_fallback_name(child: str) -> str:
@@ -82,6 +86,7 @@ class ZooKeeperWatcher(Watcher):
         self.path_exists: bool | None = None
         self._was_denied = False  # the last listing was refused by the path's ACL
         self.reads = 0
+        self._listed = False  # a first list was done: later re-lists after reconnects jitter
         # kazoo keeps watch callbacks in sets: stable wrappers are registered only once.
         self._children_watch = None
         self._path_watch = None
@@ -110,6 +115,10 @@ class ZooKeeperWatcher(Watcher):
             self._wake.clear()
             if not self.conn.connected:
                 continue  # the state listener wakes us when the session is back
+            if self._verify and self._listed:
+                await asyncio.sleep(spread(RELIST_JITTER_S))
+                if not self.conn.connected:
+                    continue
             try:
                 await self._sync()
             except (KazooException, OSError) as exc:
@@ -193,6 +202,7 @@ class ZooKeeperWatcher(Watcher):
                 self._denied()
             raise
         self._was_denied = False
+        self._listed = True
         if names is None:
             # No path (yet, or any more): watch for it to appear; no servers from it now.
             stat = await conn.call("exists", self.path, watch=self._path_watch)

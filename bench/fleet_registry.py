@@ -1,0 +1,245 @@
+"""The fleet benchmark's registries: a 3-node ZooKeeper ensemble, a 3-member etcd cluster.
+
+Records are written the way nerve writes them: ZooKeeper ephemeral sequential znodes
+``<path>/<name>_<seq>`` holding nerve's JSON; etcd keys ``<path>/<name>_<host>_<port>``
+attached to a lease (nerve keeps one lease per host alive). The server side is read as an
+operator would: ZooKeeper's ``mntr`` four-letter word on every member, etcd's /metrics on
+every member, and each member's CPU time from /proc/<pid>/stat.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import itertools
+import json
+import logging
+import time
+import urllib.request
+from typing import Any
+
+from kazoo.client import KazooClient
+
+from bench.stack import Workspace, cpu_seconds, parse_prometheus
+from smartstack.record import Registration, encode
+from testbed.etcd import EtcdCluster
+from testbed.zookeeper import ZooKeeperEnsemble, four_letter_word
+
+# Server-side counters summed over the members (mntr keys; etcd metric names).
+ZK_COUNTERS = ("zk_packets_received", "zk_packets_sent")
+ZK_GAUGES = ("zk_num_alive_connections", "zk_watch_count", "zk_znode_count")
+ETCD_COUNTERS = ("etcd_debugging_mvcc_range_total", "etcd_debugging_mvcc_events_total")
+ETCD_GAUGES = ("etcd_debugging_mvcc_watcher_total", "etcd_debugging_mvcc_watch_stream_total")
+
+
+def _b64(text: str | bytes) -> str:
+    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+
+class ZkFleet:
+    kind = "zookeeper"
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ensemble = ZooKeeperEnsemble(3, workdir=ws.dir("zk"), tick_time=500)
+        ws.callback(self.ensemble.stop)
+        self.ensemble.start()
+        # The writer's own reconnect chatter during the outage is not the benchmark's output.
+        logging.getLogger("kazoo.client").setLevel(logging.ERROR)
+        self.client = KazooClient(hosts=self.ensemble.hosts, timeout=30)
+        self.client.start(timeout=30)
+        ws.callback(self.close)
+
+    def discovery(self, path: str) -> dict[str, Any]:
+        return {"method": "zookeeper", "hosts": [self.ensemble.hosts], "path": path}
+
+    def add_many(self, items: list[tuple[str, Registration]]) -> list[str]:
+        """Each record its own create, all pipelined (many nerves registering at once)."""
+        for parent in {p for p, _ in items}:
+            self.client.ensure_path(parent)
+        pending = [
+            self.client.create_async(f"{p}/{r.name}_", encode(r), ephemeral=True, sequence=True)
+            for p, r in items
+        ]
+        return [result.get(timeout=60) for result in pending]
+
+    def remove_many(self, handles: list[str]) -> None:
+        for result in [self.client.delete_async(h) for h in handles]:
+            result.get(timeout=60)
+
+    def counters(self) -> dict[str, float]:
+        """mntr counters and gauges summed over the members that answer."""
+        total: dict[str, float] = {}
+        for member in self.ensemble.members:
+            try:
+                text = four_letter_word(member.client_port, "mntr", timeout=2)
+            except OSError:
+                continue
+            for line in text.splitlines():
+                key, _, value = line.partition("\t")
+                if key in ZK_COUNTERS + ZK_GAUGES:
+                    try:
+                        total[key] = total.get(key, 0.0) + float(value)
+                    except ValueError:
+                        continue
+        return total
+
+    def connections(self) -> float:
+        return self.counters().get("zk_num_alive_connections", 0.0)
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.ensemble.pids if pid)
+
+    def stop_all(self) -> None:
+        self.ensemble.stop()
+
+    def start_all(self) -> None:
+        self.ensemble.start(timeout=90)
+
+    def close(self) -> None:
+        self.client.stop()
+        self.client.close()
+
+
+class EtcdFleet:
+    kind = "etcd"
+
+    def __init__(self, ws: Workspace) -> None:
+        self.cluster = EtcdCluster(3, workdir=ws.dir("etcd"), extra_args=["--max-txn-ops=1024"])
+        ws.callback(self.cluster.stop)
+        self.cluster.start(timeout=60)
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.cluster.port, timeout=30)
+        ws.callback(self.conn.close)
+        # One lease for the writer, long enough to outlive the run (nerve keeps its alive).
+        self.lease = self._call("lease/grant", {"TTL": 900})["ID"]
+
+    def discovery(self, path: str) -> dict[str, Any]:
+        return {"method": "etcd", "endpoints": self.cluster.endpoints, "path": path}
+
+    def _call(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        data = json.dumps(body).encode()
+        for attempt in range(2):  # a keep-alive connection the server dropped: once more
+            try:
+                self.conn.request("POST", f"/v3/{endpoint}", data, {"Content-Type": "json"})
+                resp = self.conn.getresponse()
+                break
+            except (http.client.HTTPException, OSError):
+                self.conn.close()
+                if attempt:
+                    raise
+        payload = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"etcd {endpoint} answered {resp.status}: {payload[:300]!r}")
+        return json.loads(payload)
+
+    @staticmethod
+    def key(path: str, reg: Registration) -> str:
+        return f"{path.rstrip('/')}/{reg.name}_{reg.host}_{reg.port}"
+
+    def add_many(self, items: list[tuple[str, Registration]]) -> list[str]:
+        """One put per record (each nerve writes its own key), all with the lease."""
+        keys = []
+        for path, reg in items:
+            key = self.key(path, reg)
+            self._call(
+                "kv/put", {"key": _b64(key), "value": _b64(encode(reg)), "lease": self.lease}
+            )
+            keys.append(key)
+        return keys
+
+    def remove_many(self, handles: list[str]) -> None:
+        for key in handles:
+            self._call("kv/deleterange", {"key": _b64(key)})
+
+    def _metrics(self, url: str) -> dict[str, float]:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+            metrics = parse_prometheus(resp.read().decode())
+        out = {name: sum(v for _, v in metrics.get(name, [])) for name in ETCD_COUNTERS}
+        out.update({name: sum(v for _, v in metrics.get(name, [])) for name in ETCD_GAUGES})
+        for labels, value in metrics.get("grpc_server_handled_total", []):
+            method = labels.get("grpc_method", "")
+            out[f"grpc_handled_{method}"] = out.get(f"grpc_handled_{method}", 0.0) + value
+        for labels, value in metrics.get("grpc_server_msg_received_total", []):
+            method = labels.get("grpc_method", "")
+            out[f"grpc_msg_received_{method}"] = out.get(f"grpc_msg_received_{method}", 0.0) + value
+        return out
+
+    def counters(self) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for member in self.cluster.members:
+            if not member.alive:
+                continue
+            try:
+                for key, value in self._metrics(member.metrics_url).items():
+                    total[key] = total.get(key, 0.0) + value
+            except OSError:
+                continue
+        return total
+
+    def connections(self) -> float:
+        return self.counters().get("etcd_debugging_mvcc_watch_stream_total", 0.0)
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.cluster.pids if pid)
+
+    def stop_all(self) -> None:
+        self.cluster.stop()
+
+    def start_all(self) -> None:
+        for member in self.cluster.members:
+            member.start(self.cluster)
+        self.cluster.wait_healthy(timeout=90)
+        self.conn.close()
+
+
+FleetRegistry = ZkFleet | EtcdFleet
+
+
+def open_fleet_registry(ws: Workspace, kind: str) -> FleetRegistry:
+    if kind == "zookeeper":
+        return ZkFleet(ws)
+    if kind == "etcd":
+        return EtcdFleet(ws)
+    raise ValueError(f"unknown registry {kind!r} (zookeeper or etcd)")
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    """Counters' growth between two readings (a member restarted in between: its total)."""
+    return {k: v - before.get(k, 0.0) if v >= before.get(k, 0.0) else v for k, v in after.items()}
+
+
+def sample_until(
+    fn: Any, seconds: float, interval: float = 0.1
+) -> list[tuple[float, dict[str, float]]]:
+    """(elapsed s, fn()) every `interval` for `seconds`: a bounded time series."""
+    out = []
+    started = time.monotonic()
+    for _ in range(int(seconds / interval) + 1):
+        out.append((time.monotonic() - started, fn()))
+        time.sleep(max(0.0, interval - (time.monotonic() - started) % interval))
+    return out
+
+
+def burst(points: list[tuple[float, float]], tail: int = 30) -> dict[str, float | None]:
+    """A cumulative counter sampled over time, minus its steady rate (sessions' pings).
+
+    The steady rate is the median step of the last `tail` samples; what is above it is the
+    burst. Returns its total and when 10 %, 50 % and 90 % of it had arrived.
+    """
+    steps = [(b[0], b[1] - a[1]) for a, b in itertools.pairwise(points)]
+    if not steps:
+        return {"excess": 0.0, "t10_s": None, "t50_s": None, "t90_s": None, "peak": 0.0}
+    recent = sorted(v for _, v in steps[-tail:])
+    steady = recent[len(recent) // 2]
+    excess = [(t, max(0.0, v - steady)) for t, v in steps]
+    total = sum(v for _, v in excess)
+    out: dict[str, float | None] = {"excess": total, "steady_per_step": steady,
+                                    "peak": max(v for _, v in steps)}  # fmt: skip
+    for share in (10, 50, 90):
+        acc, when = 0.0, None
+        for t, v in excess:
+            acc += v
+            if total and acc >= total * share / 100:
+                when = t
+                break
+        out[f"t{share}_s"] = when
+    return out
