@@ -23,14 +23,13 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from smartstack.admin import AdminServer, start_or_log
 from smartstack.configfile import ConfigError
-from smartstack.etcd import EtcdConnection
 from smartstack.logs import event
 from smartstack.statsd import make_stats
 from smartstack.zookeeper import ZooKeeperPool
@@ -44,6 +43,9 @@ from synapse.server_options import unknown_keywords
 from synapse.state_cache import StateCache
 from synapse.status import merge_service_status, render_html
 from synapse.watchers import Watcher, WatcherContext, create_watcher
+
+if TYPE_CHECKING:
+    from smartstack.etcd import EtcdConnection
 
 log = logging.getLogger("synapse.daemon")
 
@@ -216,6 +218,9 @@ class SynapseDaemon:
         user, password, tls = discovery.etcd_user, discovery.etcd_password, discovery.etcd_tls
         key = (*sorted(endpoints), user, password, tls)
         if key not in self._etcd:
+            # Imported here: gRPC and aetcd cost ~20 MB of RSS, only etcd users pay it.
+            from smartstack.etcd import EtcdConnection
+
             self._etcd[key] = EtcdConnection(endpoints, user, password, tls=tls)
         return self._etcd[key]
 

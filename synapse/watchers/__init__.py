@@ -2,32 +2,38 @@
 
 from __future__ import annotations
 
+import importlib
+
 from synapse.config import ServiceConfig
 from synapse.model import Sink
 from synapse.watchers.base import Watcher, WatcherContext
-from synapse.watchers.dns import DnsWatcher
-from synapse.watchers.docker import DockerWatcher
-from synapse.watchers.etcd import EtcdWatcher
-from synapse.watchers.multi import MultiWatcher
-from synapse.watchers.static import BaseWatcher, UnsupportedWatcher
-from synapse.watchers.zookeeper import ZooKeeperPollWatcher, ZooKeeperWatcher
-from synapse.watchers.zookeeper_dns import ZooKeeperDnsWatcher
+from synapse.watchers.static import UnsupportedWatcher
 
-WATCHERS: dict[str, type[Watcher]] = {
-    "base": BaseWatcher,
-    "zookeeper": ZooKeeperWatcher,
-    "zookeeper_poll": ZooKeeperPollWatcher,
-    "zookeeper_dns": ZooKeeperDnsWatcher,
-    "etcd": EtcdWatcher,
-    "dns": DnsWatcher,
-    "docker": DockerWatcher,
-    "multi": MultiWatcher,
+# method -> "module:class". Imported when a service uses the method: the etcd watcher
+# pulls in gRPC and aetcd (~20 MB of RSS), which a ZooKeeper sidecar should not carry.
+WATCHERS: dict[str, str] = {
+    "base": "synapse.watchers.static:BaseWatcher",
+    "zookeeper": "synapse.watchers.zookeeper:ZooKeeperWatcher",
+    "zookeeper_poll": "synapse.watchers.zookeeper:ZooKeeperPollWatcher",
+    "zookeeper_dns": "synapse.watchers.zookeeper_dns:ZooKeeperDnsWatcher",
+    "etcd": "synapse.watchers.etcd:EtcdWatcher",
+    "dns": "synapse.watchers.dns:DnsWatcher",
+    "docker": "synapse.watchers.docker:DockerWatcher",
+    "multi": "synapse.watchers.multi:MultiWatcher",
 }
 
-__all__ = ["Watcher", "WatcherContext", "create_watcher"]
+__all__ = ["WATCHERS", "Watcher", "WatcherContext", "create_watcher", "watcher_class"]
+
+
+def watcher_class(method: str) -> type[Watcher]:
+    """The watcher class of a discovery method (UnsupportedWatcher when we have none)."""
+    target = WATCHERS.get(method)
+    if target is None:
+        return UnsupportedWatcher
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def create_watcher(service: str, config: ServiceConfig, sink: Sink, ctx: WatcherContext) -> Watcher:
     """The watcher for the service's discovery method (UnsupportedWatcher when we have none)."""
-    cls = WATCHERS.get(config.discovery.method, UnsupportedWatcher)
-    return cls(service, config, sink, ctx)
+    return watcher_class(config.discovery.method)(service, config, sink, ctx)
