@@ -18,6 +18,7 @@ from kazoo.protocol.states import KazooState, KeeperState
 from kazoo.retry import KazooRetry
 from kazoo.security import ACL, READ_ACL_UNSAFE, make_acl, make_digest_acl
 
+from smartstack.kazoo_inline import InlineHandler, inline
 from smartstack.logs import KazooLog, event
 
 log = logging.getLogger("smartstack.zookeeper")
@@ -63,6 +64,7 @@ class ZooKeeperConnection:
         self.client = KazooClient(
             logger=self.kazoo_log,
             hosts=self.hosts,
+            handler=InlineHandler(),  # our callbacks only hop to the loop: no worker thread
             timeout=session_timeout,
             # Retry the connection forever with capped backoff: nerve and synapse never give up.
             connection_retry=KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_delay=2.0),
@@ -184,6 +186,7 @@ class ZooKeeperConnection:
         """Run ``client.<method>_async`` and await its result on the loop (no thread per call)."""
         future: asyncio.Future[Any] = self.loop.create_future()
 
+        @inline  # in kazoo's connection thread: it only hands the result to the loop
         def _done(result: Any) -> None:
             try:
                 value = result.get_nowait()
@@ -211,6 +214,7 @@ class ZooKeeperConnection:
     def on_loop(self, fn: Callable[..., None]) -> Callable[..., None]:
         """Wrap a kazoo watch callback so it runs on the asyncio loop."""
 
+        @inline
         def _wrapped(*args: Any) -> None:
             self.loop.call_soon_threadsafe(fn, *args)
 
