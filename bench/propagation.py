@@ -12,6 +12,11 @@ service that suddenly has no server, so the probe never empties. The single-serv
 runs a second time with synapse's `coalesce_ms: 20` (an optional burst window; the default
 is 0: an idle synapse applies a change at once), to show what such a window costs. A
 scenario stops early (and says so) after BUDGET_S.
+
+The write's time is split in two by an independent watcher on the probe's path (its own
+ZooKeeper session or etcd watch stream, bench/observer.py): "write -> watch event" is the
+registry's own part, "watch event -> HAProxy" is synapse's (its reads after the event, its
+round, the runtime commands), up to the polling interval.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import time
 
 from bench import Options
 from bench.haproxy import count_serving
+from bench.observer import Observer
 from bench.registry import Registry, load_fleet, open_registry
 from bench.report import Result, Target, summary_ms
 from bench.stack import DaemonError, Synapse, Workspace, service_block
@@ -27,7 +33,10 @@ from smartstack.record import Registration
 
 NAME = "propagation"
 TARGET_P99 = Target("<=", 10, "ms")
-POLL_S = 0.001
+TARGET_OWN_P50 = Target("<=", 1, "ms")
+TARGET_OWN_P99 = Target("<=", 2, "ms")
+# Fine enough to see synapse's own millisecond: one poll (a unix-socket request) costs ~0.1 ms.
+POLL_S = 0.00025
 PROBE = "probe"
 BUDGET_S = 75.0  # per scenario: keeps `make bench` bounded when a change takes seconds
 POOL = 10  # distinct probe addresses: the first POOL adds are brand-new servers
@@ -51,10 +60,23 @@ def _wait_state(
         time.sleep(POLL_S)
 
 
-def measure(reg: Registry, syn: Synapse, changes: int, budget_s: float) -> dict[str, list[float]]:
+def measure(
+    reg: Registry, syn: Synapse, observer: Observer, changes: int, budget_s: float
+) -> dict[str, list[float]]:
     """`changes` writes (adds and removals in turn), fewer if `budget_s` runs out first."""
     path = "/bench/probe"
-    samples: dict[str, list[float]] = {"new": [], "known": [], "remove": [], "ack": []}
+    samples: dict[str, list[float]] = {
+        "new": [], "known": [], "remove": [], "ack": [], "registry": [], "synapse": []
+    }  # fmt: skip
+
+    def timed(kind: str, start: float, address: tuple[str, int], present: bool) -> None:
+        done = _wait_state(syn, address, present)
+        samples[kind].append(done - start)
+        heard = observer.after(start)
+        if heard is not None:  # the registry's part, then synapse's own
+            samples["registry"].append(heard - start)
+            samples["synapse"].append(max(0.0, done - heard))
+
     stop_at = time.perf_counter() + budget_s
     for i in range(changes // 2):
         if time.perf_counter() > stop_at:
@@ -64,11 +86,11 @@ def measure(reg: Registry, syn: Synapse, changes: int, budget_s: float) -> dict[
         start = time.perf_counter()
         handle = reg.add(path, probe)
         samples["ack"].append(time.perf_counter() - start)
-        samples["new" if i < POOL else "known"].append(_wait_state(syn, address, True) - start)
+        timed("new" if i < POOL else "known", start, address, True)
         start = time.perf_counter()
         reg.remove(handle)
         samples["ack"].append(time.perf_counter() - start)
-        samples["remove"].append(_wait_state(syn, address, False) - start)
+        timed("remove", start, address, False)
     return samples
 
 
@@ -106,7 +128,11 @@ def scenario(
                 interval=0.2,
             )
         reloads_before = syn.haproxy.procs().master_reloads
-        samples = measure(reg, syn, changes, BUDGET_S)
+        observer = reg.observer("/bench/probe")
+        try:
+            samples = measure(reg, syn, observer, changes, BUDGET_S)
+        finally:
+            observer.close()
         reloads = syn.haproxy.procs().master_reloads - reloads_before
 
     load = f"{services} services x {servers} servers loaded" if services else "1 service"
@@ -139,6 +165,15 @@ def scenario(
                 note=f"n={part['count']}",
             )
     section.add("registry write ack p50", summary_ms(samples["ack"])["p50_ms"], "ms")
+    heard, own = summary_ms(samples["registry"]), summary_ms(samples["synapse"])
+    section.add(
+        "write -> independent watcher's event p50 / p99",
+        f"{heard['p50_ms']:.2f} / {heard['p99_ms']:.2f}" if heard["count"] else "none",
+        "ms",
+        note=f"n={heard['count']}: the registry's own part",
+    )
+    section.add("synapse's own: watch event -> HAProxy p50", own["p50_ms"], "ms", TARGET_OWN_P50)
+    section.add("synapse's own: watch event -> HAProxy p99", own["p99_ms"], "ms", TARGET_OWN_P99)
     section.add("HAProxy reloads during the changes", reloads, target=Target("==", 0))
     result.figures[title] = {
         "summary": stats,
@@ -165,6 +200,7 @@ def run(opts: Options) -> Result:
             scenario(opts, kind, services, servers, changes, result)
     result.notes.append(
         "clock starts before the registry write is sent; HAProxy is polled "
-        f"every {POLL_S * 1000:.0f} ms on its admin socket (resolution)"
+        f"every {POLL_S * 1000:g} ms on its admin socket (resolution); synapse's own part "
+        "starts when an independent watcher (its own session or stream) hears the change"
     )
     return result

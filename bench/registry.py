@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from kazoo.client import KazooClient
 from kazoo.exceptions import NodeExistsError
 
+from bench.observer import EtcdObserver, Observer, ZkObserver
 from bench.stack import Workspace, etcd_discovery, listen_port, service_block, zk_discovery
 from smartstack.record import Registration, encode, encode_child_prefix
 
@@ -35,6 +36,7 @@ class Registry(Protocol):
     def discovery(self, path: str) -> dict[str, Any]: ...
     def add(self, path: str, registration: Registration) -> Handle: ...
     def remove(self, handle: Handle) -> None: ...
+    def observer(self, path: str) -> Observer: ...
     def load(self, items: list[tuple[str, Registration]]) -> list[Handle]: ...
     def burst(
         self, adds: list[tuple[str, Registration]], removes: list[Handle]
@@ -89,6 +91,11 @@ class ZkRegistry:
 
     def remove(self, handle: Handle) -> None:
         self.client.delete(handle)
+
+    def observer(self, path: str) -> ZkObserver:
+        """An independent watcher on `path` (its own session), to time the registry's part."""
+        self._ensure({path})
+        return ZkObserver(self.server.hosts, path)
 
     def load(
         self, items: list[tuple[str, Registration]], batch: int = 500, window: int = 8
@@ -174,6 +181,10 @@ class EtcdRegistry:
 
     def remove(self, handle: Handle) -> None:
         self._call("kv/deleterange", {"key": _b64(handle)})
+
+    def observer(self, path: str) -> EtcdObserver:
+        """An independent watch on `path`'s prefix (its own stream), to time etcd's part."""
+        return EtcdObserver(self.cluster.port, path)
 
     def _txn(self, ops: list[dict[str, Any]]) -> None:
         for start in range(0, len(ops), self.MAX_OPS):

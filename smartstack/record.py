@@ -48,7 +48,7 @@ class InvalidRecord(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Registration:
     """One live instance of a service, as registered by nerve."""
 

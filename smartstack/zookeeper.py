@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kazoo.client import KazooClient
@@ -18,6 +18,7 @@ from kazoo.protocol.states import KazooState, KeeperState
 from kazoo.retry import KazooRetry
 from kazoo.security import ACL, READ_ACL_UNSAFE, make_acl, make_digest_acl
 
+from smartstack.kazoo_inline import InlineHandler, inline
 from smartstack.logs import KazooLog, event
 
 log = logging.getLogger("smartstack.zookeeper")
@@ -63,6 +64,7 @@ class ZooKeeperConnection:
         self.client = KazooClient(
             logger=self.kazoo_log,
             hosts=self.hosts,
+            handler=InlineHandler(),  # our callbacks only hop to the loop: no worker thread
             timeout=session_timeout,
             # Retry the connection forever with capped backoff: nerve and synapse never give up.
             connection_retry=KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_delay=2.0),
@@ -184,6 +186,7 @@ class ZooKeeperConnection:
         """Run ``client.<method>_async`` and await its result on the loop (no thread per call)."""
         future: asyncio.Future[Any] = self.loop.create_future()
 
+        @inline  # in kazoo's connection thread: it only hands the result to the loop
         def _done(result: Any) -> None:
             try:
                 value = result.get_nowait()
@@ -208,9 +211,60 @@ class ZooKeeperConnection:
         async_result.rawlink(_done)
         return await future
 
+    async def call_many(
+        self, method: str, calls: Sequence[tuple[Any, ...]], **kwargs: Any
+    ) -> list[Any]:
+        """``client.<method>_async(*args, **kwargs)`` for every ``args`` of ``calls``, all in
+        flight at once; the value or the exception of each, in order.
+
+        The replies are collected in kazoo's thread and handed to the loop once, when the
+        last one is in: a cold start reads thousands of children, and one hop, future and
+        task per read cost more than the read itself.
+        """
+        if not calls:
+            return []
+        future: asyncio.Future[None] = self.loop.create_future()
+        outcomes: list[Any] = [None] * len(calls)
+        left = [len(calls)]
+        lock = threading.Lock()  # replies come on kazoo's thread, early failures on ours
+
+        def _settle() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        def _one(index: int) -> Callable[[Any], None]:
+            @inline
+            def _done(result: Any) -> None:
+                try:
+                    outcomes[index] = result.get_nowait()
+                except Exception as exc:
+                    outcomes[index] = exc
+                with lock:
+                    left[0] -= 1
+                    last = left[0] == 0
+                if last:
+                    self.loop.call_soon_threadsafe(_settle)
+
+            return _done
+
+        start = getattr(self.client, f"{method}_async")
+        for index, args in enumerate(calls):
+            try:
+                start(*args, **kwargs).rawlink(_one(index))
+            except Exception as exc:  # e.g. SessionExpiredError raised synchronously
+                outcomes[index] = exc
+                with lock:
+                    left[0] -= 1
+                    last = left[0] == 0
+                if last:
+                    _settle()
+        await future
+        return outcomes
+
     def on_loop(self, fn: Callable[..., None]) -> Callable[..., None]:
         """Wrap a kazoo watch callback so it runs on the asyncio loop."""
 
+        @inline
         def _wrapped(*args: Any) -> None:
             self.loop.call_soon_threadsafe(fn, *args)
 

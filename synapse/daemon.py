@@ -22,13 +22,12 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
 from smartstack.admin import AdminServer, start_or_log
 from smartstack.configfile import ConfigError
-from smartstack.etcd import EtcdConnection
 from smartstack.logs import event
 from smartstack.statsd import make_stats
 from smartstack.tasks import cancel_and_wait
@@ -51,6 +50,9 @@ from synapse.status_page import DATA_PATH, StatusPage, stats_url
 from synapse.watchers import Watcher, WatcherContext, create_watcher
 from synapse.zone_api import ZoneAPI
 from synapse.zone_apply import evacuation_applier
+
+if TYPE_CHECKING:
+    from smartstack.etcd import EtcdConnection
 
 log = logging.getLogger("synapse.daemon")
 
@@ -233,6 +235,9 @@ class SynapseDaemon:
         user, password, tls = discovery.etcd_user, discovery.etcd_password, discovery.etcd_tls
         key = (*sorted(endpoints), user, password, tls)
         if key not in self._etcd:
+            # Imported here: gRPC and aetcd cost ~20 MB of RSS, only etcd users pay it.
+            from smartstack.etcd import EtcdConnection
+
             self._etcd[key] = EtcdConnection(endpoints, user, password, tls=tls)
         return self._etcd[key]
 

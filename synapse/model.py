@@ -20,7 +20,7 @@ from synapse.config import ServiceConfig
 _UNSAFE_SERVER_NAME = re.compile(r"[^A-Za-z0-9_.:-]")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Found:
     """One registration and where it was read (``zookeeper:/path/child``, ``etcd:key``, ...)."""
 
@@ -57,7 +57,7 @@ def server_name(host: str, port: int, name: str | None) -> str:
     return _UNSAFE_SERVER_NAME.sub("_", base)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Server:
     """One server line of a backend."""
 

@@ -24,7 +24,7 @@ ADMIN_RESOLUTION_MAINT = 0x20
 OP_STOPPED, OP_STARTING, OP_RUNNING, OP_STOPPING = 0, 1, 2, 3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunningServer:
     backend: str
     name: str

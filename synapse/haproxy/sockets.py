@@ -86,15 +86,10 @@ class Session:
         self._writer: asyncio.StreamWriter | None = None
         self._buffer = bytearray()
         self.closed = False
+        self._prompted = False  # `prompt` is sent with the first batch (one round trip less)
 
     async def __aenter__(self) -> Session:
         self._reader, self._writer = await _open(self.path)
-        answers = await self.ask(["prompt"])
-        if answers != [""]:
-            await self.close()
-            if not answers:
-                raise SocketUnavailable(f"{self.path}: no answer to 'prompt'")
-            raise UnexpectedAnswer(f"{self.path}: 'prompt' answered {answers[0][:120]!r}")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -109,7 +104,13 @@ class Session:
                 await writer.wait_closed()
 
     async def ask(self, commands: Sequence[str]) -> list[str]:
-        """Send ``commands`` at once; their answers in order (fewer if the batch was cut)."""
+        """Send ``commands`` at once; their answers in order (fewer if the batch was cut).
+
+        The first batch of a connection starts with `prompt` (interactive mode), written
+        together with the commands: HAProxy reads its input line by line, so they follow
+        in that mode. Its answer must be empty (else UnexpectedAnswer; none at all:
+        SocketUnavailable), and it is not returned.
+        """
         if not commands:
             return []
         if self._reader is None or self._writer is None or self.closed:
@@ -117,6 +118,18 @@ class Session:
         for command in commands:
             if "\n" in command or "\r" in command:
                 raise ValueError(f"a command must be one line: {command!r}")
+        if self._prompted:
+            return await self._exchange(commands)
+        self._prompted = True
+        answers = await self._exchange(["prompt", *commands])
+        if not answers or answers[0] != "":
+            await self.close()
+            if not answers:
+                raise SocketUnavailable(f"{self.path}: no answer to 'prompt'")
+            raise UnexpectedAnswer(f"{self.path}: 'prompt' answered {answers[0][:120]!r}")
+        return answers[1:]
+
+    async def _exchange(self, commands: Sequence[str]) -> list[str]:
         answers: list[str] = []
         scan = 0
         try:

@@ -51,7 +51,7 @@ _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)  # as ipaddress accepts it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServerSpec:
     """One server as synapse configures it."""
 

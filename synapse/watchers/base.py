@@ -41,7 +41,7 @@ log = logging.getLogger("synapse.watchers")
 RESTART_BASE, RESTART_CAP = 1.0, 60.0  # backoff between restarts of a crashed watcher
 
 
-@dataclass
+@dataclass(slots=True)  # one per registry record: no __dict__ each
 class Entry:
     """What a watcher knows of one registry record: the registration, or why it was refused."""
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from kazoo.exceptions import KazooException, NoAuthError, NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
@@ -51,7 +52,13 @@ from synapse.watchers.record_notes import note_ignored
 
 log = logging.getLogger("synapse.watchers.zookeeper")
 
-READ_CONCURRENCY = 64  # reads in flight at once when many children are new
+READ_BATCH = 512  # reads in flight at once for one service (each batch: one hop to the loop)
+
+
+def _chunks(names: list[str]) -> list[list[str]]:
+    return [names[i : i + READ_BATCH] for i in range(0, len(names), READ_BATCH)]
+
+
 # After a reconnect every watcher of every synapse would list again at the same instant
 # (the registry just came back): each waits a random part of this window first. The last
 # list stays in force meanwhile. The first connection is spread by start_jitter instead.
@@ -235,56 +242,78 @@ class ZooKeeperWatcher(Watcher):
     async def _refresh(self, names: list[str], verify: bool) -> None:
         """Read what is new or changed; after a new session, re-arm data watches."""
         to_read = [n for n in names if n not in self._children or n in self._changed]
-        to_check = []
         if verify:
-            to_check = [n for n in names if n not in to_read and self._children[n].version]
-        limit = asyncio.Semaphore(READ_CONCURRENCY)
+            reading = set(to_read)
+            to_check = [n for n in names if n not in reading and self._children[n].version]
+            await self._check_many(to_check)
+        await self._read_many(to_read)
 
-        async def bounded(coro):
-            async with limit:
-                return await coro
-
-        await asyncio.gather(*(bounded(self._read(n)) for n in to_read))
-        await asyncio.gather(*(bounded(self._check(n)) for n in to_check))
-
-    async def _check(self, name: str) -> None:
+    async def _check_many(self, names: list[str]) -> None:
         """exists() with a data watch: a read only when the data changed meanwhile."""
         assert self.conn is not None
-        stat = await self.conn.call("exists", f"{self._base()}{name}", watch=self._data_watch)
-        if stat is None:
-            self._children.pop(name, None)  # gone: the children watch reports it
-        elif stat.mzxid != self._children[name].version:
-            await self._read(name)
+        base, changed = self._base(), []
+        for part in _chunks(names):
+            stats = await self.conn.call_many(
+                "exists", [(f"{base}{n}",) for n in part], watch=self._data_watch
+            )
+            for name, stat in zip(part, stats, strict=True):
+                if isinstance(stat, Exception):
+                    raise stat
+                if stat is None:
+                    self._children.pop(name, None)  # gone: the children watch reports it
+                elif stat.mzxid != self._children[name].version:
+                    changed.append(name)
+        await self._read_many(changed)
 
     async def _read(self, name: str) -> None:
-        """Learn one child: from its name when path-encoded, else with exactly one GET."""
+        await self._read_many([name])
+
+    async def _read_many(self, names: list[str]) -> None:
+        """Learn children: from the name when path-encoded, else with exactly one GET each,
+        READ_BATCH of them in flight at once."""
         assert self.conn is not None
-        origin = f"zookeeper:{self._base()}{name}"
-        self._changed.discard(name)
+        base = self._base()
+        to_get = []
+        for name in names:
+            self._changed.discard(name)
+            if not self._from_name(name, f"zookeeper:{base}{name}"):
+                to_get.append(name)
+        for part in _chunks(to_get):
+            self.reads += len(part)
+            self.metrics.registry_reads.labels(self.service, self.method).inc(len(part))
+            replies = await self.conn.call_many(
+                "get", [(f"{base}{n}",) for n in part], watch=self._data_watch
+            )
+            for name, reply in zip(part, replies, strict=True):
+                self._take(name, reply, f"zookeeper:{base}{name}")
+
+    def _from_name(self, name: str, origin: str) -> bool:
+        """A path-encoded child (or a bad name) is known without a read: True then."""
         try:
             from_name = decode_child_name(name)
         except InvalidRecord as exc:
             self._remember(name, None, exc.reason, None, origin)
-            return
-        if from_name is not None:
-            note_ignored(self, origin, from_name)
-            self._remember(name, from_name, None, None, origin)
-            return
-        self.reads += 1
-        self.metrics.registry_reads.labels(self.service, self.method).inc()
-        try:
-            data, stat = await self.conn.call(
-                "get", f"{self._base()}{name}", watch=self._data_watch
-            )
-        except NoNodeError:
+            return True
+        if from_name is None:
+            return False
+        note_ignored(self, origin, from_name)
+        self._remember(name, from_name, None, None, origin)
+        return True
+
+    def _take(self, name: str, reply: Any, origin: str) -> None:
+        """One child's GET reply: its record, or why there is none."""
+        if isinstance(reply, NoNodeError):
             # Deleted between the children list and this read (#205): simply not there.
             self._children.pop(name, None)
             return
-        except NoAuthError:
+        if isinstance(reply, NoAuthError):
             # An ACL that hides one child is that child's problem: skip it like a bad
             # record instead of failing (and retrying) the whole service's sync.
             self._remember(name, None, "no permission to read the znode", None, origin)
             return
+        if isinstance(reply, Exception):
+            raise reply  # connection loss: run() keeps the last list and tries again
+        data, stat = reply
         try:
             registration = self._decode(data, name)
         except InvalidRecord as exc:
