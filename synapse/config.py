@@ -139,6 +139,9 @@ class ManagedHAProxy(ConfigModel):
     binary: str = "haproxy"
     master_socket_path: str | None = None  # default: beside config_file_path
     pid_file: str | None = None
+    # false (default): HAProxy keeps serving when synapse stops, the next synapse adopts it;
+    # true: synapse stops it on exit (tests, demos: nothing is left behind)
+    stop_on_exit: bool = False
 
 
 class HAProxyConfig(ConfigModel):

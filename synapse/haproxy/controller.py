@@ -171,7 +171,8 @@ class HAProxyController:
                 await self._installer.flush()
 
     async def stop(self) -> None:
-        """Cancel a pending reload and the sweep; managed mode: stop HAProxy."""
+        """Cancel a pending reload and the sweep; managed mode: leave HAProxy serving for
+        the next synapse, or stop it (``managed.stop_on_exit``)."""
         self._stopping = True
         if self._supervisor is not None:
             await self._supervisor.stop()
@@ -181,7 +182,7 @@ class HAProxyController:
             if self._installer.file is not None:
                 await self._installer.file.close()  # what HAProxy ran last is on disk
             if self._managed is not None:
-                await self._managed.stop()
+                await self._managed.release_or_stop(self.config.managed)
 
     def status(self) -> dict[str, Any]:
         """JSON-ready, for /status (``synapse.haproxy.status.HAProxyStatus``)."""
@@ -414,26 +415,27 @@ class HAProxyController:
             self._supervisor.watch()
 
     async def _restart_after_exit(self) -> None:
-        """The Supervisor's restart: the managed HAProxy died; an apply starts it again."""
+        """The Supervisor's restart: the managed HAProxy died. The config file and the
+        server-state file say what it ran: start from them at once (no render, no check),
+        then an apply brings in what changed since (not alive: the apply starts it)."""
         async with self._lock:
             if not self._has_desired() or self._managed is None or self._managed.alive:
                 return
             self._reader.invalidate()
-            await self._apply_locked()  # not alive: the apply starts it
+            await self._revive(reason="restarted after it exited")
+            await self._apply_locked()
 
-    async def _revive(self) -> None:
-        """The managed HAProxy is down and the candidate cannot be installed: run the file.
-
-        The file on disk is the last config HAProxy ran (plus what runtime operations
-        changed since), so it is the best thing to serve until a valid candidate comes.
+    async def _revive(self, reason: str = "the last good config: the new one is invalid") -> bool:
+        """The managed HAProxy is down (crashed, or the candidate cannot be installed): run
+        the file. It is the last config HAProxy ran (plus what runtime operations changed
+        since), so it is the best thing to serve until a valid candidate comes.
         """
         if self._stopping or not await self._installer.start_from_file():
-            return
+            return False
         self._watch_process()
         self.info.starts += 1
         self.metrics.reloads.labels("start").inc()
-        event(log, "haproxy_started", kind="start", level=logging.WARNING,
-              reason="the last good config: the new one is invalid")  # fmt: skip
+        event(log, "haproxy_started", kind="start", level=logging.WARNING, reason=reason)
         # Like after a reload: states the state file brought back may be out of date.
         self._reader.invalidate()
         running = await self._reader.read()
@@ -442,6 +444,7 @@ class HAProxyController:
             await self._run_ops(bridge.ops)
             self._installer.write(bridge.config, bridge.layout)
             await self._reader.refresh({op.backend for op in bridge.ops})
+        return True
 
     def _warn_once(self, key: str, message: str, detail: str) -> None:
         if key not in self._warned:

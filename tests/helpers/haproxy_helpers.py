@@ -64,7 +64,7 @@ def managed_config(directory: Path, **overrides: Any) -> HAProxyConfig:
     overrides.setdefault("restart_interval", 0.5)
     return haproxy_config(
         config_file_path=str(directory / "haproxy.cfg"),
-        managed={},
+        managed={"stop_on_exit": True},  # nothing outlives a test
         reload_command=None,
         **{"global": ["maxconn 256", "hard-stop-after 5s"], **overrides},
     )

@@ -98,7 +98,10 @@ class Synapse:
         self.config_path = self.dir / "synapse.yaml"
         self.master_socket = self.dir / "master.sock"
         haproxy = {
-            "managed": {"master_socket_path": str(self.master_socket)},
+            "managed": {
+                "master_socket_path": str(self.master_socket),
+                "stop_on_exit": True,  # nothing outlives a test
+            },
             "config_file_path": str(self.dir / "haproxy.cfg"),
             "global": ["maxconn 256"],
             "defaults": HTTP_DEFAULTS,
