@@ -226,6 +226,8 @@ class HAProxyController:
         if self._renderer is None:
             await self.start()
         assert self._renderer is not None
+        if self._supervisor is not None and self._supervisor.first_crash:
+            await self._revive(reason="restarted after it exited")  # before any render
         running = await self._reader.read(self._renderer.changed_backends(self._desired))
         try:
             candidate = self._render(running)
@@ -422,8 +424,7 @@ class HAProxyController:
             if not self._has_desired() or self._managed is None or self._managed.alive:
                 return
             self._reader.invalidate()
-            await self._revive(reason="restarted after it exited")
-            await self._apply_locked()
+            await self._apply_locked()  # starts it from the file, then what changed since
 
     async def _revive(self, reason: str = "the last good config: the new one is invalid") -> bool:
         """The managed HAProxy is down (crashed, or the candidate cannot be installed): run

@@ -301,6 +301,7 @@ class Supervisor:
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
         self.stopping = False
+        self.first_crash = False  # HAProxy died after a stable run, not restarted yet
 
     def watch(self) -> None:
         """Watch the running master (a no-op while watching already)."""
@@ -325,11 +326,15 @@ class Supervisor:
             # A long healthy run forgives earlier crashes; a crash loop backs off.
             failures = 1 if self._clock() - began > STABLE_RUN else failures + 1
             delay = restart_delay(failures, self._interval())
+            self.first_crash = not delay
             event(_controller_log, "haproxy_exited", level=logging.ERROR, status=status,
                   restart_in_s=round(delay, 1), output=self.haproxy.output_tail(5))  # fmt: skip
             if delay:
                 await asyncio.sleep(delay)
-            await self._restart()
+            try:
+                await self._restart()
+            finally:
+                self.first_crash = False
 
 
 def restart_delay(failures: int, interval: float) -> float:
