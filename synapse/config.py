@@ -52,6 +52,8 @@ class ServiceHAProxyConfig(ConfigModel):
     maxconn: int | None = Field(default=None, ge=1)  # per server: more requests queue
     maxqueue: int | None = Field(default=None, ge=0)  # per server queue bound (0: none)
     timeout_queue: str | None = None  # backend `timeout queue`, e.g. "5s" (HAProxy time)
+    # ours: /health/<service> is 503 with fewer UP servers than this in HAProxy
+    min_up: int = Field(default=1, ge=0)
 
     @field_validator("timeout_queue", mode="before")
     @classmethod

@@ -53,6 +53,7 @@ from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.bridge import Bridge, Layout, build_bridge
 from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.executor import run_ops
+from synapse.haproxy.health import backend_servers, problems
 from synapse.haproxy.installer import Installer, InstallFailed
 from synapse.haproxy.managed import ManagedHAProxy, Supervisor
 from synapse.haproxy.metrics import HAProxyMetrics
@@ -65,7 +66,8 @@ from synapse.haproxy.render import Renderer
 from synapse.haproxy.running import Capabilities, RunningState
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.settings import settings_for
-from synapse.haproxy.status import HAProxyStatus, backend_states
+from synapse.haproxy.statedump import state_dumper
+from synapse.haproxy.status import HAProxyStatus
 from synapse.model import DesiredService
 
 log = logging.getLogger("synapse.haproxy")
@@ -101,6 +103,7 @@ class HAProxyController:
             config, self.settings, self._runtime, self._managed, self.metrics, clock
         )
         self._reader = RunningReader(self._runtime, self._installer.file, clock)
+        self._dumper = state_dumper(self.settings, self._runtime, self._managed)
         self._gate = ReloadGate(config.restart_interval, config.restart_jitter, clock, rng)
         self._lock = asyncio.Lock()
         self._desired: list[DesiredService] = []
@@ -128,6 +131,8 @@ class HAProxyController:
         self._reader.warn_without_runtime()
         if self._managed is not None and await self._managed.adopt():
             self._watch_process()
+        if self._dumper is not None:
+            self._dumper.start()
         self._reader.start_sweeping(self._lock, self._has_desired, self._apply_locked)
 
     async def apply(self, desired: list[DesiredService], reason: str) -> ApplyResult:
@@ -176,6 +181,8 @@ class HAProxyController:
         self._stopping = True
         if self._supervisor is not None:
             await self._supervisor.stop()
+        if self._dumper is not None:
+            await self._dumper.stop()
         await self._pending.cancel()
         await self._reader.stop_sweeping()
         async with self._lock:
@@ -184,24 +191,21 @@ class HAProxyController:
             if self._managed is not None:
                 await self._managed.release_or_stop(self.config.managed)
 
+    def health(self) -> list[str]:
+        """Why HAProxy does not run the desired state (``health.problems``); empty: it does."""
+        alive = self._managed.alive if self._managed is not None else None
+        settled = self._gate.settled is not None
+        return problems(self.info, self._reader.runtime_error, alive, settled, self._applied)
+
+    async def backend_servers(self, backend: str) -> dict[str, str] | None:
+        """{server: state} of ``backend`` in HAProxy now (None: no such backend)."""
+        view = self._reader.view
+        return await backend_servers(self._runtime, view.backends if view else None, backend)
+
     def status(self) -> dict[str, Any]:
         """JSON-ready, for /status (``synapse.haproxy.status.HAProxyStatus``)."""
-        info, gate, reader = self.info, self._gate, self._reader
-        info.mode = self._mode()
-        info.config_file = str(self.settings.config_path) if self.settings.config_path else None
-        info.haproxy_version = ".".join(map(str, reader.version)) if reader.version else None
-        info.pending_reload = None
-        if gate.pending is not None:
-            info.pending_reload = {"reason": gate.pending.summary,
-                                   "due_in_s": round(gate.due_in(), 3)}  # fmt: skip
-        info.runtime_error = reader.runtime_error
-        file = self._installer.file
-        info.config_write_error = file.error if file is not None else None
-        info.backends = backend_states(reader.view.backends if reader.view else {})
-        if self._managed is not None:
-            pids = {"master": self._managed.master_pid, "worker": self._managed.worker_pid}
-            info.haproxy_pids = pids
-        return info.to_json()
+        return self.info.snapshot(self._mode(), self.settings, self._reader, self._gate,
+                                  self._installer.file, self._managed)  # fmt: skip
 
     # --- one apply: read -> render -> plan -> run ops, or hand over to the gate -----------
 

@@ -10,7 +10,16 @@ from applier_fakes import FakeApplier
 from synapse.contract import Applier, ApplyOutcome, ApplyResult
 from synapse.haproxy.controller import HAProxyController
 
-METHODS = ("start", "apply", "update_config", "flush", "stop", "status")
+METHODS = (
+    "start",
+    "apply",
+    "update_config",
+    "flush",
+    "stop",
+    "status",
+    "health",
+    "backend_servers",
+)
 
 
 @pytest.mark.parametrize("implementation", [HAProxyController, FakeApplier])
