@@ -158,29 +158,22 @@ class ManagedHAProxy:
         if pid is None:
             return
         self._stopping = True
-        if self._proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            try:
-                async with asyncio.timeout(timeout):
-                    await wait_pid_exit(pid)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+        ours = self._proc is not None
+        send = os.killpg if ours else os.kill  # our child leads its own process group
+        with contextlib.suppress(ProcessLookupError):
+            send(pid, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(timeout):
                 await wait_pid_exit(pid)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                send(pid, signal.SIGKILL)
+            await wait_pid_exit(pid)
+        if self._proc is not None:
             self._proc.wait()
             # Workers of an old generation share the group: none may outlive the master.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _pid_alive(pid) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if _pid_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
         await self._close_relay()
         self.master_pid = self.worker_pid = None
         self._stopping = False

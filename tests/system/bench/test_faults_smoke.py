@@ -7,10 +7,12 @@ HAProxy keeps serving and is adopted without a reload), and bounds HAProxy kill 
 
 The HAProxy kill -9 bound: requests in flight on the killed processes and those sent
 before the new HAProxy listens fail, nothing can save them. synapse sees the death at
-once (pidfd) and starts HAProxy from its files: ~0.1-0.3 s on an idle machine, 0.7-0.9 s
-measured with a load average of 30 on 2 cores (HAProxy alone then needs ~0.6 s to
-start). So: serving again within HAPROXY_RECOVER_S, and at most the requests the load
-sends in that time (4 threads, one GET each per 20 ms: 200/s) fail.
+once (pidfd) and starts HAProxy from its files at once: what is left is HAProxy's own
+start. Measured 0.7-1.9 s with a load average of 30-75 on 2 cores, where `haproxy -c` of
+an empty config alone takes 0.6-0.9 s. So the bound is HAPROXY_RECOVER_S plus twice the
+time `haproxy -c` takes on this machine right now (an idle machine: ~1.1 s in all; the
+old 0.5 s backoff plus a 1 s poll would not fit), and at most the requests the load sends
+in that time (4 threads, one GET each per 20 ms: 200/s) fail.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +38,18 @@ PERFECT = (
     "1,000 hostile registry records",
     "malformed configs on SIGHUP",
 )
+
+
+def haproxy_check_seconds(tmp_path: Path) -> float:
+    """How long `haproxy -c` of a minimal config takes here now (the slowest of three)."""
+    config = tmp_path / "minimal.cfg"
+    config.write_text("global\n    maxconn 4096\ndefaults\n    mode http\n")
+    times = []
+    for _ in range(3):
+        began = time.perf_counter()
+        subprocess.run(["haproxy", "-c", "-q", "-f", str(config)], check=True, timeout=30)
+        times.append(time.perf_counter() - began)
+    return max(times)
 
 
 @pytest.mark.slow
@@ -59,8 +74,9 @@ def test_fault_suite_runs_quick_and_writes_its_report(tmp_path: Path) -> None:
     for name in ("synapse SIGTERM + restart", "synapse kill -9 + restart"):
         assert scenarios[name]["reloads"] == 0, scenarios[name]  # adopted as it ran
     crash = scenarios["HAProxy kill -9"]
-    assert crash["recover_s"] <= HAPROXY_RECOVER_S, crash
-    assert crash["failed"] <= LOAD_PER_S * HAPROXY_RECOVER_S, crash
+    bound = HAPROXY_RECOVER_S + 2 * haproxy_check_seconds(tmp_path)
+    assert crash["recover_s"] <= bound, (bound, crash)
+    assert crash["failed"] <= LOAD_PER_S * bound, (bound, crash)
     text = report.read_text()
     assert "Mode of this run: **QUICK" in text
     assert all(f"| {name} |" in text for name in scenarios), text
