@@ -9,7 +9,7 @@ The HAProxy kill -9 bound: requests in flight on the killed processes and those 
 before the new HAProxy listens fail, nothing can save them. synapse sees the death at
 once (pidfd) and starts HAProxy from its files at once: what is left is HAProxy's own
 start. Measured 0.7-1.9 s with a load average of 30-75 on 2 cores, where `haproxy -c` of
-an empty config alone takes 0.6-0.9 s. So the bound is HAPROXY_RECOVER_S plus twice the
+a minimal config alone takes 0.6-0.9 s. So the bound is HAPROXY_RECOVER_S plus twice the
 time `haproxy -c` takes on this machine right now (an idle machine: ~1.1 s in all; the
 old 0.5 s backoff plus a 1 s poll would not fit), and at most the requests the load sends
 in that time (4 threads, one GET each per 20 ms: 200/s) fail.
@@ -27,7 +27,7 @@ import pytest
 
 from bench.faults_scenarios import SCENARIOS
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]  # tests/system/bench/ -> the repository
 HAPROXY_RECOVER_S = 1.0
 LOAD_PER_S = 200  # bench.faults' load: 4 threads, one GET each every 20 ms
 PERFECT = (
@@ -43,7 +43,10 @@ PERFECT = (
 def haproxy_check_seconds(tmp_path: Path) -> float:
     """How long `haproxy -c` of a minimal config takes here now (the slowest of three)."""
     config = tmp_path / "minimal.cfg"
-    config.write_text("global\n    maxconn 4096\ndefaults\n    mode http\n")
+    config.write_text(
+        "global\n    maxconn 4096\ndefaults\n    mode http\n    timeout connect 1s\n"
+        "    timeout client 1s\n    timeout server 1s\nfrontend f\n    bind 127.0.0.1:9\n"
+    )  # a listener (-c binds nothing): without one `haproxy -c` exits 2
     times = []
     for _ in range(3):
         began = time.perf_counter()
