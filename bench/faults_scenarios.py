@@ -181,7 +181,10 @@ def etcd_lease_expiry(stack: FaultStack, quick: bool) -> Figures:
 
 
 def haproxy_kill(stack: FaultStack, quick: bool) -> Figures:
-    figures = Figures("HAProxy kill -9", recover_what="frontend answers again", expect_zero=False)
+    # Requests in flight on the killed processes cannot be saved: not expected to be 0.
+    figures = Figures(
+        "HAProxy kill -9", recover_what="kill to the first request served", expect_zero=False
+    )
     view = stack.synapse.haproxy
     with stack.window(figures):
         text = view.master("show proc")
@@ -193,9 +196,12 @@ def haproxy_kill(stack: FaultStack, quick: bool) -> Figures:
         for pid in pids:
             send(pid, signal.SIGKILL)
         wait_processes_gone(pids, 5)
-        wait_for(stack.answers, 60, "HAProxy serving again", interval=0.005)
+        wait_for(stack.answers, 60, "HAProxy serving again", interval=0.002)
         figures.recover_s = time.perf_counter() - killed
-    figures.notes.append("master and workers killed at once; deliverable 2 of issue 10 pending")
+    figures.notes.append(
+        "master and workers killed at once; synapse sees the master's death through a pidfd "
+        "and starts it again at once from its config and server-state files (target ≤ 0.3 s)"
+    )
     return figures
 
 
@@ -206,7 +212,6 @@ def synapse_restart(sig: signal.Signals) -> Scenario:
         figures = Figures(
             f"synapse {label} + restart",
             recover_what="new synapse up and serving",
-            expect_zero=sig != signal.SIGTERM,
         )
         syn = stack.synapse
         with stack.window(figures):

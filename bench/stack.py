@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from bench.haproxy import HAProxyView
 from testbed.etcd import EtcdCluster
-from testbed.process import ManagedProcess
+from testbed.process import ManagedProcess, wait_processes_gone
 from testbed.zookeeper import ZooKeeperServer
 
 T = TypeVar("T")
@@ -232,10 +232,13 @@ class Synapse:
         haproxy: dict[str, Any] = {
             "config_file_path": str(self.haproxy_cfg),
             "socket_file_path": str(self.haproxy.admin_socket),
-            # no stats page: a fleet of synapses on one host would all want 127.0.0.1:8404
+            # No stats page: a fleet of synapses on one host would all want 127.0.0.1:8404.
+            # Left running when synapse stops (the default: restarts never touch traffic);
+            # the workspace stops it by the pid in its pid file.
             "managed": {
                 "master_socket_path": str(self.haproxy.master_socket),
                 "stats": {"enabled": False},
+                "pid_file": str(self.dir / "haproxy.pid"),
             },
             "do_socket": runtime,
             "restart_interval": restart_interval,
@@ -262,6 +265,8 @@ class Synapse:
         if profile:  # registered first, so it runs after synapse has stopped
             self.ws.callback(self._finish_profile)
         self.started_at = time.monotonic()
+        if self.proc is None:  # registered first: runs once synapse has stopped
+            self.ws.callback(self._stop_haproxy)
         self.proc = self.ws.process(args, self.name, workdir=self.dir)
         if profile:
             self._start_profile()
@@ -286,6 +291,17 @@ class Synapse:
                 self.profiler.wait(30)  # py-spy writes its output once synapse has exited
             self.profiler.stop()
             print(f"   profile: {self.dir / 'synapse.pyspy.txt'} (python -m bench.profile FILE)")
+
+    def _stop_haproxy(self) -> None:
+        """The HAProxy synapse left running: its master, then what is left of its group."""
+        pid_file = Path(self.config["haproxy"]["managed"]["pid_file"])
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pid_file.read_text().split()[0])
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            wait_processes_gone([pid], 10)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
     def wait(
         self, predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.01

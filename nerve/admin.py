@@ -1,5 +1,6 @@
-"""nerve's admin API on top of the shared AdminServer: status and maintenance routes.
+"""nerve's admin API on top of the shared AdminServer: status, health and maintenance routes.
 
+    GET    /health/{service}        200 "up" / 503 "down" or "maintenance" (JSON)
     GET    /maintenance             every service's maintenance flag
     POST   /maintenance/{service}   {"reason": "...", "for": seconds or null} -> withdraw now
     DELETE /maintenance/{service}   back up (registered again once its checks pass)
@@ -62,6 +63,16 @@ def add_maintenance_routes(admin: AdminServer, services: Callable[[], dict[str, 
         service.leave_maintenance()
         return await settled(service)
 
+    async def health(request: web.Request) -> web.Response:
+        """The service's check state, for keepalived / anycast health checkers."""
+        service = lookup(request)
+        state = service.state
+        word = "up" if state.wanted else "maintenance" if state.maintenance else "down"
+        body = {"service": service.name, "state": word, "reason": state.reason(),
+                "registered": service.reporter.registered}  # fmt: skip
+        return json_response(body, 200 if word == "up" else 503)
+
+    admin.add_route("GET", "/health/{service}", health)
     admin.add_route("GET", "/maintenance", list_flags)
     admin.add_route("POST", "/maintenance/{service}", enter)
     admin.add_route("DELETE", "/maintenance/{service}", leave)

@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -53,6 +54,17 @@ def bearer_auth(token: str | None) -> Any:
     return check
 
 
+@dataclass(frozen=True)
+class Health:
+    """A /health answer: 200 when ``ok``, else 503; ``detail`` is the JSON body."""
+
+    ok: bool
+    detail: dict[str, Any]
+
+    def response(self) -> web.Response:
+        return json_response({"ok": self.ok, **self.detail}, 200 if self.ok else 503)
+
+
 class AdminServer:
     def __init__(
         self,
@@ -60,7 +72,7 @@ class AdminServer:
         port: int,
         registry: CollectorRegistry,
         status: Callable[[], dict[str, Any]],
-        healthy: Callable[[], bool] = lambda: True,
+        healthy: Callable[[], bool | Health] = lambda: True,
         token: str | None = None,
     ) -> None:
         self.host = host
@@ -99,6 +111,8 @@ class AdminServer:
 
     async def _health(self, _: web.Request) -> web.Response:
         ok = self._healthy()
+        if isinstance(ok, Health):
+            return ok.response()
         return web.Response(status=200 if ok else 503, text="ok\n" if ok else "unhealthy\n")
 
     async def _status_json(self, _: web.Request) -> web.Response:

@@ -60,6 +60,8 @@ class ServiceHAProxyConfig(ConfigModel):
     maxconn: int | None = Field(default=None, ge=1)  # per server: more requests queue
     maxqueue: int | None = Field(default=None, ge=0)  # per server queue bound (0: none)
     timeout_queue: str | None = None  # backend `timeout queue`, e.g. "5s" (HAProxy time)
+    # ours: /health/<service> is 503 with fewer UP servers than this in HAProxy
+    min_up: int = Field(default=1, ge=0)
 
     @field_validator("timeout_queue", mode="before")
     @classmethod
@@ -192,6 +194,9 @@ class ManagedHAProxy(ConfigModel):
     master_socket_path: str | None = None  # default: beside config_file_path
     pid_file: str | None = None
     stats: HAProxyStats = Field(default_factory=HAProxyStats)
+    # false (default): HAProxy keeps serving when synapse stops, the next synapse adopts it;
+    # true: synapse stops it on exit (tests, demos: nothing is left behind)
+    stop_on_exit: bool = False
 
 
 class HAProxyConfig(ConfigModel):

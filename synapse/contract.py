@@ -78,6 +78,13 @@ class Applier(Protocol):
     def status(self) -> dict[str, Any]:
         """JSON-ready, for /status."""
 
+    def health(self) -> list[str]:
+        """Why HAProxy does not run the desired state (empty: it does), for /health."""
+
+    async def backend_servers(self, backend: str) -> dict[str, str] | None:
+        """{server: state (UP, DOWN, MAINT...)} of ``backend`` in HAProxy now; None: no
+        such backend. For /health/<service>."""
+
 
 class RecordSink(Protocol):
     """What the reconciler calls on an output of per-service records (file_output)."""

@@ -24,9 +24,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from smartstack.admin import AdminServer, start_or_log
+from smartstack.admin import AdminServer, Health, json_response, start_or_log
 from smartstack.configfile import ConfigError
 from smartstack.logs import event
 from smartstack.statsd import make_stats
@@ -337,6 +338,7 @@ class SynapseDaemon:
         page = self._status_page()
         server.add_route("GET", "/", page.html)
         server.add_route("GET", DATA_PATH, page.data)
+        server.add_route("GET", "/health/{service}", self._service_health)
         self._zone_api().add_routes(server)
         self.admin = server if await start_or_log(server) else None
 
@@ -355,9 +357,34 @@ class SynapseDaemon:
         selections = self.reconciler.selections() if self.reconciler else {}
         return selections, self.config.services
 
-    def healthy(self) -> bool:
+    def healthy(self) -> Health:
+        """/health: 503 while synapse stops or HAProxy does not run the desired state
+        (not running, a config that cannot be applied, a failed reload or start)."""
         task = self._reconciler_task
-        return task is not None and not task.done() and not self._stop.is_set()
+        problems = []
+        if task is None or task.done() or self._stop.is_set():
+            problems.append("synapse is starting or stopping")
+        if self.controller is not None:
+            problems += self.controller.health()
+        return Health(not problems, {"problems": problems})
+
+    async def _service_health(self, request: web.Request) -> web.Response:
+        """/health/<service>[?min=N]: 503 with fewer than N servers UP in HAProxy (N:
+        ``?min=``, else the service's ``haproxy.min_up``, default 1)."""
+        from synapse.haproxy.health import service_verdict
+
+        name = request.match_info["service"]
+        service = self.config.services.get(name)
+        if service is None:
+            return json_response({"service": name, "ok": False, "error": "no such service"}, 404)
+        try:
+            min_up = int(request.query.get("min", service.haproxy.min_up))
+        except ValueError:
+            return json_response({"service": name, "error": "min must be an integer"}, 400)
+        backend = service.haproxy.backend_name or name
+        servers = await self.controller.backend_servers(backend) if self.controller else None
+        ok, body = service_verdict(name, backend, servers, min_up)
+        return json_response(body, 200 if ok else 503)
 
     def status(self) -> dict[str, Any]:
         haproxy = None

@@ -188,7 +188,7 @@ class Demo:
                     },
                 },
                 "haproxy": {
-                    "managed": {},
+                    "managed": {"stop_on_exit": True},  # the demo leaves nothing behind
                     "config_file_path": str(run / "haproxy.cfg"),
                     "socket_file_path": str(run / "admin.sock"),
                     "server_state_file": str(run / "server-state"),

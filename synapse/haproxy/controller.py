@@ -53,6 +53,7 @@ from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.bridge import Bridge, Layout, build_bridge
 from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.executor import run_ops
+from synapse.haproxy.health import backend_servers, problems
 from synapse.haproxy.installer import Installer, InstallFailed
 from synapse.haproxy.isolation import Isolation
 from synapse.haproxy.managed import ManagedHAProxy, Supervisor
@@ -66,7 +67,8 @@ from synapse.haproxy.render import Renderer
 from synapse.haproxy.running import Capabilities, RunningState
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.settings import settings_for
-from synapse.haproxy.status import HAProxyStatus, backend_states
+from synapse.haproxy.statedump import state_dumper
+from synapse.haproxy.status import HAProxyStatus
 from synapse.model import DesiredService
 
 log = logging.getLogger("synapse.haproxy")
@@ -103,6 +105,7 @@ class HAProxyController:
             config, self.settings, self._runtime, self._managed, self.metrics, clock
         )
         self._reader = RunningReader(self._runtime, self._installer.file, clock)
+        self._dumper = state_dumper(self.settings, self._runtime, self._managed)
         self._gate = ReloadGate(config.restart_interval, config.restart_jitter, clock, rng)
         self._lock = asyncio.Lock()
         self._desired: list[DesiredService] = []
@@ -130,6 +133,8 @@ class HAProxyController:
         self._reader.warn_without_runtime()
         if self._managed is not None and await self._managed.adopt():
             self._watch_process()
+        if self._dumper is not None:
+            self._dumper.start()
         self._reader.start_sweeping(self._lock, self._has_desired, self._apply_locked)
 
     async def apply(self, desired: list[DesiredService], reason: str) -> ApplyResult:
@@ -173,10 +178,13 @@ class HAProxyController:
                 await self._installer.flush()
 
     async def stop(self) -> None:
-        """Cancel a pending reload and the sweep; managed mode: stop HAProxy."""
+        """Cancel a pending reload and the sweep; managed mode: leave HAProxy serving for
+        the next synapse, or stop it (``managed.stop_on_exit``)."""
         self._stopping = True
         if self._supervisor is not None:
             await self._supervisor.stop()
+        if self._dumper is not None:
+            await self._dumper.stop()
         await self._pending.cancel()
         await self._reader.stop_sweeping()
         await self._installer.edge.stop()
@@ -184,26 +192,24 @@ class HAProxyController:
             if self._installer.file is not None:
                 await self._installer.file.close()  # what HAProxy ran last is on disk
             if self._managed is not None:
-                await self._managed.stop()
+                await self._managed.release_or_stop(self.config.managed)
+
+    def health(self) -> list[str]:
+        """Why HAProxy does not run the desired state (``health.problems``); empty: it does."""
+        alive = self._managed.alive if self._managed is not None else None
+        settled = self._gate.settled is not None
+        return problems(self.info, self._reader.runtime_error, alive, settled, self._applied)
+
+    async def backend_servers(self, backend: str) -> dict[str, str] | None:
+        """{server: state} of ``backend`` in HAProxy now (None: no such backend)."""
+        view = self._reader.view
+        return await backend_servers(self._runtime, view.backends if view else None, backend)
 
     def status(self) -> dict[str, Any]:
         """JSON-ready, for /status (``synapse.haproxy.status.HAProxyStatus``)."""
-        info, gate, reader = self.info, self._gate, self._reader
-        info.mode = self._mode()
-        info.config_file = str(self.settings.config_path) if self.settings.config_path else None
-        info.haproxy_version = ".".join(map(str, reader.version)) if reader.version else None
-        info.pending_reload = None
-        if gate.pending is not None:
-            info.pending_reload = {"reason": gate.pending.summary,
-                                   "due_in_s": round(gate.due_in(), 3)}  # fmt: skip
-        info.runtime_error = reader.runtime_error
-        file = self._installer.file
-        info.config_write_error = file.error if file is not None else None
-        info.backends = backend_states(reader.view.backends if reader.view else {})
-        if self._managed is not None:
-            pids = {"master": self._managed.master_pid, "worker": self._managed.worker_pid}
-            info.haproxy_pids = pids
-        return {**info.to_json(), "isolated_services": self._isolation.status()}
+        status = self.info.snapshot(self._mode(), self.settings, self._reader, self._gate,
+                                    self._installer.file, self._managed)  # fmt: skip
+        return {**status, "isolated_services": self._isolation.status()}
 
     # --- one apply: read -> render -> plan -> run ops, or hand over to the gate -----------
 
@@ -236,6 +242,8 @@ class HAProxyController:
         if self._renderer is None:
             await self.start()
         assert self._renderer is not None
+        if self._supervisor is not None and self._supervisor.first_crash:
+            await self._revive(reason="restarted after it exited")  # before any render
         running = await self._reader.read(self._renderer.changed_backends(self._desired))
         try:
             candidate = self._render(running)
@@ -427,26 +435,26 @@ class HAProxyController:
             self._supervisor.watch()
 
     async def _restart_after_exit(self) -> None:
-        """The Supervisor's restart: the managed HAProxy died; an apply starts it again."""
+        """The Supervisor's restart: the managed HAProxy died. The config file and the
+        server-state file say what it ran: start from them at once (no render, no check),
+        then an apply brings in what changed since (not alive: the apply starts it)."""
         async with self._lock:
             if not self._has_desired() or self._managed is None or self._managed.alive:
                 return
             self._reader.invalidate()
-            await self._apply_locked()  # not alive: the apply starts it
+            await self._apply_locked()  # starts it from the file, then what changed since
 
-    async def _revive(self) -> None:
-        """The managed HAProxy is down and the candidate cannot be installed: run the file.
-
-        The file on disk is the last config HAProxy ran (plus what runtime operations
-        changed since), so it is the best thing to serve until a valid candidate comes.
+    async def _revive(self, reason: str = "the last good config: the new one is invalid") -> bool:
+        """The managed HAProxy is down (crashed, or the candidate cannot be installed): run
+        the file. It is the last config HAProxy ran (plus what runtime operations changed
+        since), so it is the best thing to serve until a valid candidate comes.
         """
         if self._stopping or not await self._installer.start_from_file():
-            return
+            return False
         self._watch_process()
         self.info.starts += 1
         self.metrics.reloads.labels("start").inc()
-        event(log, "haproxy_started", kind="start", level=logging.WARNING,
-              reason="the last good config: the new one is invalid")  # fmt: skip
+        event(log, "haproxy_started", kind="start", level=logging.WARNING, reason=reason)
         # Like after a reload: states the state file brought back may be out of date.
         self._reader.invalidate()
         running = await self._reader.read()
@@ -455,6 +463,7 @@ class HAProxyController:
             await self._run_ops(bridge.ops)
             self._installer.write(bridge.config, bridge.layout)
             await self._reader.refresh({op.backend for op in bridge.ops})
+        return True
 
     def _warn_once(self, key: str, message: str, detail: str) -> None:
         if key not in self._warned:

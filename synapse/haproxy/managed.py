@@ -10,11 +10,13 @@ and answer on the admin socket with its own pid. A config the new worker cannot
 load (a port already bound, say) leaves the old worker running and raises the
 master's ``[failed: N]`` counter: that is a failed reload, reported at once.
 
-If synapse was killed and restarted while its HAProxy kept running, ``adopt()``
-takes the running master over instead of starting a second one.
+Restarts never touch traffic: on SIGTERM synapse leaves its HAProxy running
+(``release``) unless ``managed.stop_on_exit`` is set, and the next synapse ``adopt()``s
+the running master (found through the master socket) instead of starting a second one.
 
-``Supervisor`` restarts a master that dies (backing off when it keeps dying); the
-restart itself is the controller's: it applies the desired state, which starts HAProxy.
+A master's death is seen at once: a pidfd (``os.pidfd_open``) becomes readable when it
+exits, whether it is our child or an adopted one. ``Supervisor`` restarts it: the first
+crash at once, repeated ones backing off; the restart itself is the controller's.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
+from synapse.config import ManagedHAProxy as ManagedConfig
 from synapse.haproxy import ports
 from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.runtime import MasterClient, RuntimeClient
@@ -60,8 +64,9 @@ class ManagedHAProxy:
         self.reload_timeout = reload_timeout
         self.master_pid: int | None = None
         self.worker_pid: int | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: subprocess.Popen[bytes] | None = None  # our child (None: adopted)
         self._relay: asyncio.Task[None] | None = None
+        self._pipe: asyncio.ReadTransport | None = None
         self._output: deque[str] = deque(maxlen=40)
         self._stopping = False  # HAProxy's alerts about its workers exiting are expected
 
@@ -70,7 +75,7 @@ class ManagedHAProxy:
     @property
     def alive(self) -> bool:
         if self._proc is not None:
-            return self._proc.returncode is None
+            return self._proc.poll() is None
         return self.master_pid is not None and _pid_alive(self.master_pid)
 
     async def adopt(self) -> bool:
@@ -96,11 +101,13 @@ class ManagedHAProxy:
             args += ["-p", str(self.settings.pid_file)]
         self._output.clear()
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                *args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
+            # Popen, not asyncio's subprocess: its transport kills a running child when it
+            # is closed, and a released HAProxy must outlive synapse.
+            self._proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         except OSError as err:
@@ -122,12 +129,29 @@ class ManagedHAProxy:
         return await self._wait_for_worker(set(before.workers), self.reload_timeout, before)
 
     async def wait_exit(self) -> int | None:
-        """Return when the master exits (its exit status when it is our child)."""
-        if self._proc is not None:
-            return await self._proc.wait()
-        while self.alive:
-            await asyncio.sleep(1.0)
-        return None
+        """Return as soon as the master exits (its exit status when it is our child)."""
+        pid = self.master_pid
+        if pid is not None:
+            await wait_pid_exit(pid)
+        return self._proc.wait() if self._proc is not None else None
+
+    async def release_or_stop(self, config: ManagedConfig | None) -> None:
+        """synapse exits: stop HAProxy with it only when ``managed.stop_on_exit`` says so."""
+        if config is not None and config.stop_on_exit:
+            await self.stop()
+        else:
+            await self.release()
+
+    async def release(self) -> None:
+        """Leave HAProxy running without us (synapse exits): the next synapse adopts it."""
+        pid = self.master_pid
+        if pid is None:
+            return
+        await self._close_relay(drain=False)
+        self._proc = None  # no longer ours to wait for
+        self.master_pid = self.worker_pid = None
+        event(log, "haproxy_left_running", master_pid=pid,
+              detail="managed.stop_on_exit is false: the next synapse adopts it")  # fmt: skip
 
     async def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM the master (it stops the workers), SIGKILL the group after ``timeout``."""
@@ -135,31 +159,23 @@ class ManagedHAProxy:
         if pid is None:
             return
         self._stopping = True
-        if self._proc is not None:
+        ours = self._proc is not None
+        send = os.killpg if ours else os.kill  # our child leads its own process group
+        with contextlib.suppress(ProcessLookupError):
+            send(pid, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(timeout):
+                await wait_pid_exit(pid)
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._proc.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-                await self._proc.wait()
+                send(pid, signal.SIGKILL)
+            await wait_pid_exit(pid)
+        if self._proc is not None:
+            self._proc.wait()
             # Workers of an old generation share the group: none may outlive the master.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _pid_alive(pid) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if _pid_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        if self._relay is not None:
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._relay, 1.0)
+        await self._close_relay()
         self.master_pid = self.worker_pid = None
         self._stopping = False
         event(log, "haproxy_stopped", master_pid=pid)
@@ -193,7 +209,8 @@ class ManagedHAProxy:
         deadline = time.monotonic() + timeout
         last_error = "no answer yet"
         while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.returncode is not None:
+            if self._proc is not None and self._proc.poll() is not None:
+                await asyncio.sleep(0.05)  # its last words reach the relay
                 raise HAProxyProcessError(
                     f"HAProxy exited with status {self._proc.returncode}:\n{self.output_tail()}"
                 )
@@ -226,9 +243,26 @@ class ManagedHAProxy:
         except HAProxySocketError:
             return False
 
-    async def _relay_output(self, proc: asyncio.subprocess.Process) -> None:
+    async def _close_relay(self, drain: bool = True) -> None:
+        """Stop relaying HAProxy's output; ``drain``: it exited, relay its last lines first."""
+        relay, self._relay = self._relay, None
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None and not drain:
+            pipe.close()  # the relay reads EOF and ends
+        if relay is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(relay, 1.0)
+        if pipe is not None:
+            pipe.close()
+
+    async def _relay_output(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
-        while line := await proc.stdout.readline():
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        self._pipe, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), proc.stdout
+        )
+        while line := await reader.readline():
             text = line.decode(errors="replace").rstrip()
             if not text:
                 continue
@@ -261,6 +295,7 @@ class Supervisor:
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
         self.stopping = False
+        self.first_crash = False  # HAProxy died after a stable run, not restarted yet
 
     def watch(self) -> None:
         """Watch the running master (a no-op while watching already)."""
@@ -281,11 +316,40 @@ class Supervisor:
                 return
             # A long healthy run forgives earlier crashes; a crash loop backs off.
             failures = 1 if self._clock() - began > STABLE_RUN else failures + 1
-            delay = min(MAX_RESTART_DELAY, max(self._interval(), 0.5) * 2 ** (failures - 1))
+            delay = restart_delay(failures, self._interval())
+            self.first_crash = not delay
             event(_controller_log, "haproxy_exited", level=logging.ERROR, status=status,
                   restart_in_s=round(delay, 1), output=self.haproxy.output_tail(5))  # fmt: skip
-            await asyncio.sleep(delay)
-            await self._restart()
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                await self._restart()
+            finally:
+                self.first_crash = False
+
+
+def restart_delay(failures: int, interval: float) -> float:
+    """Seconds before restarting after the ``failures``-th crash in a row: the first one
+    is restarted at once (an outage costs more than a retry), a crash loop backs off."""
+    if failures <= 1:
+        return 0.0
+    return min(MAX_RESTART_DELAY, max(interval, 0.5) * 2 ** (failures - 2))
+
+
+async def wait_pid_exit(pid: int) -> None:
+    """Return when process ``pid`` has exited (a pidfd turns readable: no polling)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -6,9 +6,16 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synapse.haproxy.running import RunningServer
+
+if TYPE_CHECKING:
+    from synapse.haproxy.configfile import ConfigFile
+    from synapse.haproxy.managed import ManagedHAProxy
+    from synapse.haproxy.reader import RunningReader
+    from synapse.haproxy.reload_gate import ReloadGate
+    from synapse.haproxy.settings import Settings
 
 RECENT_OPS = 50  # runtime commands kept for /status
 
@@ -43,6 +50,30 @@ class HAProxyStatus:
         if self.haproxy_pids is None:
             del out["haproxy_pids"]
         return out
+
+    def snapshot(
+        self,
+        mode: str,
+        settings: Settings,
+        reader: RunningReader,
+        gate: ReloadGate,
+        file: ConfigFile | None,
+        managed: ManagedHAProxy | None,
+    ) -> dict[str, Any]:
+        """Refresh what is read from the controller's parts; JSON-ready, for /status."""
+        self.mode = mode
+        self.config_file = str(settings.config_path) if settings.config_path else None
+        self.haproxy_version = ".".join(map(str, reader.version)) if reader.version else None
+        self.pending_reload = None
+        if gate.pending is not None:
+            self.pending_reload = {"reason": gate.pending.summary,
+                                   "due_in_s": round(gate.due_in(), 3)}  # fmt: skip
+        self.runtime_error = reader.runtime_error
+        self.config_write_error = file.error if file is not None else None
+        self.backends = backend_states(reader.view.backends if reader.view else {})
+        if managed is not None:
+            self.haproxy_pids = {"master": managed.master_pid, "worker": managed.worker_pid}
+        return self.to_json()
 
     # --- what the controller records ------------------------------------------------------
 

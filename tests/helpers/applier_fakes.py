@@ -61,6 +61,12 @@ class FakeApplier:
     def status(self) -> dict[str, Any]:
         return {}
 
+    def health(self) -> list[str]:
+        return []
+
+    async def backend_servers(self, backend: str) -> dict[str, str] | None:
+        return None
+
     def hosts(self, service: str, index: int = -1) -> list[str]:
         """The hosts ``service`` had in hand-over ``index`` (the last by default)."""
         return sorted(s.host for d in self.applied[index] if d.name == service for s in d.servers)

@@ -11,6 +11,8 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -86,6 +88,44 @@ def processes_using(directory: Path) -> list[int]:
     return found
 
 
+class Load:
+    """Requests through ``port`` from a thread, one after another, until ``stop()``; bounded
+    in count and time. ``failures``: requests that did not get a 200."""
+
+    def __init__(self, port: int, limit: int = 20000, seconds: float = 60.0) -> None:
+        self.port, self.limit, self.seconds = port, limit, seconds
+        self.ok = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        while not self._stop.is_set() and self.ok + len(self.failures) < self.limit:
+            if time.monotonic() > deadline:
+                break
+            try:
+                status, _ = http_get(self.port, timeout=5)
+            except OSError as err:
+                self.failures.append(f"{type(err).__name__}: {err}")
+                continue
+            if status == 200:
+                self.ok += 1
+            else:
+                self.failures.append(f"HTTP {status}")
+
+
 CREATED: list[Synapse] = []  # every instance, cleaned up again by the conftest teardown
 
 
@@ -103,6 +143,7 @@ class Synapse:
             "managed": {
                 "master_socket_path": str(self.master_socket),
                 "stats": {"bind": f"127.0.0.1:{self.stats_port}"},
+                "stop_on_exit": True,  # nothing outlives a test
             },
             "config_file_path": str(self.dir / "haproxy.cfg"),
             "global": ["maxconn 256"],
@@ -165,15 +206,31 @@ class Synapse:
         return self._show_proc()["workers"]
 
     def _show_proc(self) -> dict[str, list[int]]:
+        return parse_show_proc(self.master_command("show proc"))
+
+    def master_command(self, command: str) -> str:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(3)
             sock.connect(str(self.master_socket))
-            sock.sendall(b"show proc\n")
+            sock.sendall(command.encode() + b"\n")
             sock.shutdown(socket.SHUT_WR)
             data = b""
             while chunk := sock.recv(65536):
                 data += chunk
-        return parse_show_proc(data.decode())
+        return data.decode()
+
+    def master_reloads(self) -> int:
+        """HAProxy's own count of reloads of its master (`show proc`, the master's line)."""
+        for line in self.master_command("show proc").splitlines():
+            fields = line.split()
+            if len(fields) > 2 and fields[1] == "master":
+                return int(fields[2])
+        raise AssertionError("no master line in `show proc`")
+
+    def haproxy_pids(self) -> list[int]:
+        """The master and its workers (for tests that stop a left-running HAProxy)."""
+        proc = self._show_proc()
+        return proc["master"] + proc["workers"] + proc["old_workers"]
 
     def haproxy_config(self) -> str:
         return (self.dir / "haproxy.cfg").read_text()

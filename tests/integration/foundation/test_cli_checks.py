@@ -36,7 +36,7 @@ def managed(tmp_path: Path, **haproxy: object) -> dict:
             }
         },
         "haproxy": {
-            "managed": {},
+            "managed": {"stop_on_exit": True},
             "config_file_path": str(tmp_path / "haproxy.cfg"),
             "global": [],
             "defaults": [

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from kazoo.client import KazooClient
@@ -57,3 +60,35 @@ async def test_metrics_carry_build_info_and_process_series_and_no_created(
     assert "process_resident_memory_bytes " in text and "python_info{" in text
     assert "nerve_check_results_total{" in text  # a counter: it would have a _created twin
     assert "_created" not in text
+
+
+def health(port: int, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}") if err.code != 404 else {}
+
+
+async def test_health_of_a_service_is_its_check_state(
+    zk: ZooKeeperServer, kz: KazooClient, tmp_path: Path, nerve_process
+) -> None:
+    path, admin = unique_path(), free_port()
+    tcp = [{"type": "tcp", "timeout": 0.2}]
+    dead = zk_service(zk.hosts, unique_path(), free_port(), checks=tcp)
+    services = {"web": noop_service(zk, path), "dead": dead}
+    config = nerve_config(services, admin={"port": admin})
+    nerve_process(write_config(tmp_path / "nerve.json", config))
+    await until(lambda: admin_ready(admin) and children(kz, path), what="nerve registered")
+    status, body = health(admin, "/health/web")
+    assert (status, body["state"], body["registered"]) == (200, "up", True)
+    status, body = health(admin, "/health/dead")
+    assert (status, body["state"], body["registered"]) == (503, "down", False)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{admin}/maintenance/web", method="POST",
+        data=b'{"reason": "deploy"}', headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    urllib.request.urlopen(request, timeout=5).close()
+    status, body = health(admin, "/health/web")
+    assert (status, body["state"]) == (503, "maintenance") and "deploy" in body["reason"]
+    assert health(admin, "/health/nope")[0] == 404

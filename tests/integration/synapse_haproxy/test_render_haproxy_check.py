@@ -25,7 +25,7 @@ HAPROXY = shutil.which("haproxy")
 def test_sidecar_config_passes_haproxy_check(tmp_path: Path):
     config = haproxy_config(
         config_file_path=str(tmp_path / "h.cfg"),
-        managed={},
+        managed={"stop_on_exit": True},
         reload_command=None,
         defaults=[*DEFAULTS, "default-server inter 2s rise 2 fall 2"],
     )

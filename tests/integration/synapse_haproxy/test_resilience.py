@@ -33,7 +33,10 @@ HTTP_RETRIES = [
 
 def managed(tmp_path: Path, **overrides: Any):
     return haproxy_config(
-        config_file_path=str(tmp_path / "h.cfg"), managed={}, reload_command=None, **overrides
+        config_file_path=str(tmp_path / "h.cfg"),
+        managed={"stop_on_exit": True},
+        reload_command=None,
+        **overrides,
     )
 
 

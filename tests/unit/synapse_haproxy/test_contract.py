@@ -12,7 +12,16 @@ from synapse.contract import Applier, ApplyOutcome, ApplyResult, RecordSink
 from synapse.file_output import FileOutput
 from synapse.haproxy.controller import HAProxyController
 
-APPLIER_METHODS = ("start", "apply", "update_config", "flush", "stop", "status")
+APPLIER_METHODS = (
+    "start",
+    "apply",
+    "update_config",
+    "flush",
+    "stop",
+    "status",
+    "health",
+    "backend_servers",
+)
 SINK_METHODS = ("update",)
 
 

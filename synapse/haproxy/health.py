@@ -1,0 +1,80 @@
+"""Health that tells the truth: what keeps HAProxy from serving the desired state, and how
+many servers of a backend HAProxy has UP right now.
+
+For supervisors, keepalived and anycast health checkers (docs/health.md): synapse's
+``/health`` is 503 while ``problems`` lists anything; ``/health/<service>`` asks HAProxy
+itself (one `show servers state <backend>`), not a cached view, so a server HAProxy's own
+check took down counts at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from synapse.haproxy.running import RunningServer
+from synapse.haproxy.runtime import RuntimeClient
+from synapse.haproxy.sockets import HAProxySocketError
+from synapse.haproxy.status import HAProxyStatus
+
+
+def problems(
+    info: HAProxyStatus,
+    runtime_error: str | None,
+    alive: bool | None,
+    settled: bool,
+    applied: bool,
+) -> list[str]:
+    """Why HAProxy does not run the desired state; empty when it does.
+
+    ``alive``: the managed HAProxy runs (None: not managed); ``settled``: HAProxy still
+    differed after reloading the current candidate; ``applied``: a desired state exists.
+    """
+    found = []
+    if not applied:
+        found.append("no desired state applied yet (starting)")
+    if alive is False:
+        found.append("HAProxy is not running")
+    if runtime_error is not None:
+        found.append(f"HAProxy's admin socket does not answer: {runtime_error}")
+    if info.validation_error is not None:
+        found.append(f"the config cannot be applied (invalid): {info.validation_error['message']}")
+    if info.last_reload_error is not None:
+        found.append(f"the last reload or start failed: {info.last_reload_error['message']}")
+    if settled:
+        found.append("HAProxy still differs from the desired config after reloading it")
+    return [line[:500] for line in found]
+
+
+async def backend_servers(
+    runtime: Sequence[RuntimeClient],
+    cached: Mapping[str, Mapping[str, RunningServer]] | None,
+    backend: str,
+) -> dict[str, str] | None:
+    """{server: state label} of ``backend`` as HAProxy has it now (the runtime socket;
+    without one, the last view read); None when HAProxy has no such backend."""
+    servers: Mapping[str, RunningServer] | None
+    if runtime:
+        try:
+            _, found = await runtime[0].read_state([backend], with_pid=False)
+            servers = found.get(backend)
+        except HAProxySocketError:
+            return None  # not answering: /health says why
+    else:
+        servers = (cached or {}).get(backend)
+    if servers is None:
+        return None
+    return {name: server.label for name, server in sorted(servers.items())}
+
+
+def service_verdict(
+    service: str, backend: str, servers: Mapping[str, str] | None, min_up: int
+) -> tuple[bool, dict[str, Any]]:
+    """(healthy, JSON body) for ``/health/<service>``: at least ``min_up`` servers UP."""
+    up = sum(1 for state in (servers or {}).values() if state == "UP")
+    ok = servers is not None and up >= min_up
+    body: dict[str, Any] = {"service": service, "backend": backend, "ok": ok, "up": up,
+                            "min_up": min_up, "servers": dict(servers or {})}  # fmt: skip
+    if servers is None:
+        body["error"] = "HAProxy does not run this backend (or does not answer)"
+    return ok, body

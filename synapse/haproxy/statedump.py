@@ -1,0 +1,93 @@
+"""Keeps HAProxy's server-state file fresh, so a crashed HAProxy restarts with today's states.
+
+The installer dumps `show servers state` before each reload; between reloads states change
+(HAProxy's checks, runtime operations), and a HAProxy that dies is started again from
+that file. Every DUMP_INTERVAL the dump is read again and written (atomically) only when a
+state changed: the column that counts seconds since the last change is left out of the
+comparison, so a quiet fleet costs one socket command per interval and no disk write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from smartstack.logs import event
+from synapse.atomic import write_atomic
+from synapse.haproxy.managed import ManagedHAProxy
+from synapse.haproxy.runtime import RuntimeClient
+from synapse.haproxy.settings import Settings
+from synapse.haproxy.sockets import HAProxySocketError
+
+log = logging.getLogger("synapse.haproxy")
+DUMP_INTERVAL = 1.0
+_SINCE_CHANGE = 9  # srv_time_since_last_change, in `show servers state` (format 1)
+
+
+def comparable(dump: str) -> tuple[tuple[str, ...], ...]:
+    """The dump without what changes every second (so an unchanged fleet compares equal)."""
+    rows = []
+    for line in dump.splitlines():
+        fields = line.split()
+        if len(fields) > _SINCE_CHANGE and not line.startswith("#"):
+            del fields[_SINCE_CHANGE]
+        rows.append(tuple(fields))
+    return tuple(rows)
+
+
+class StateDumper:
+    """Background task: ``show servers state`` into ``path`` whenever a state changed."""
+
+    def __init__(self, runtime: RuntimeClient, path: Path, alive: Callable[[], bool]) -> None:
+        self.runtime, self.path, self._alive = runtime, path, alive
+        self._last: tuple[tuple[str, ...], ...] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.writes = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def dump(self) -> None:
+        """One round; HAProxy not answering is skipped (down or reloading: the supervisor
+        and the installer deal with it)."""
+        if not self._alive():
+            return
+        try:
+            text = await self.runtime.dump_servers_state()
+        except HAProxySocketError:
+            return
+        key = comparable(text)
+        if key == self._last:
+            return
+        try:
+            await asyncio.to_thread(write_atomic, self.path, text)
+        except OSError as err:
+            event(log, "haproxy_state_dump_failed", level=logging.WARNING, error=str(err))
+            return
+        self._last = key
+        self.writes += 1
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(DUMP_INTERVAL)
+            await self.dump()
+
+
+def state_dumper(
+    settings: Settings, runtime: list[RuntimeClient], managed: ManagedHAProxy | None
+) -> StateDumper | None:
+    """Managed mode with a runtime socket and a state file: HAProxy's restarts use it."""
+    if managed is None or not runtime or settings.state_file is None:
+        return None
+    return StateDumper(runtime[0], settings.state_file, lambda: managed.alive)
