@@ -4,34 +4,21 @@ It implements ``synapse.contract.Applier``. One apply costs what changed, not th
 the fleet, and reads as a flow whose steps live in modules of their own:
 
 1. read the running state (``reader``): the config file as synapse wrote it, and the
-   runtime state of the backends whose services changed (all of it at start, after a
-   reload or a failed command); one connection per socket serves the whole apply;
-2. render the candidate (``render``): only changed services are rendered again, keeping
-   the server ids HAProxy uses; the candidate says where it differs from the last one;
-3. plan (``planner``) those differences, server by server only in the backends whose
-   spec or running state changed since a plan last found nothing to do there;
+   runtime state of the backends whose services changed;
+2. render the candidate (``render``): only changed services are rendered again;
+3. plan (``planner``) those differences, only in backends that changed since;
 4. no reload needed: run the runtime operations, one batch per socket (``executor``; a
-   failed one turns into a reload), read again the backends they changed, and set the
-   config file's new text (written in the background, atomically);
-5. reload needed: the reload gate (``reload_gate``) says now, later (reloads are
-   ``restart_interval`` + jitter apart, backing off after failures; the ones asked for
-   meanwhile coalesce into one, run by ``pending``) or not for this candidate (invalid,
-   or HAProxy differed even after reloading it). The installer (``installer``)
-   validates it (an invalid one never replaces the running config and is reported
-   loudly), dumps the server state, swaps the file in, reloads and confirms the new
-   worker; then the runtime operations the reload did not carry run.
+   failed one turns into a reload) and set the config file's new text (written in the
+   background, atomically);
+5. reload needed: the reload gate (``reload_gate``) says now, later (coalesced, run by
+   ``pending``) or not for this candidate; the installer (``installer``) validates it,
+   dumps the server state, swaps the file in, reloads and confirms the new worker.
 
-While a reload waits, fails or is refused, the runtime operations are planned against
-the ``bridge``: the structure the file on disk was rendered from, filled with today's
-servers. It is written as the file, so the file always says what HAProxy runs. A managed
-HAProxy (``managed``: its Supervisor restarts it when it dies) that dies while the
-candidate is refused starts from that file. A background sweep (``reader``, ``view``)
-reads the whole runtime state every FULL_READ_INTERVAL, a part at a time, and plans the
-backends where HAProxy differs from what synapse believed: drift is corrected.
-
-``apply`` never raises because of HAProxy: failures are logged, counted and shown in
-``status()`` (``status``). Calls are serialised; a call made while a reload waits for its
-turn updates what that reload will install. (Modules named here: ``synapse.haproxy.*``.)
+While a reload waits, fails or is refused, runtime operations are planned against the
+``bridge`` (the file's structure with today's servers), so the file always says what
+HAProxy runs; a managed HAProxy (``managed``) that dies starts from it. A background
+sweep (``reader``) corrects drift. ``apply`` never raises because of HAProxy: failures
+are logged, counted and shown in ``status()``. docs/architecture.md has the whole picture.
 """
 
 from __future__ import annotations
@@ -114,14 +101,6 @@ class HAProxyController:
         self._stopping = False
         self._warned: set[str] = set()
         self.info = HAProxyStatus()
-
-    @property
-    def reload_count(self) -> int:
-        return self.info.reloads
-
-    @property
-    def start_count(self) -> int:
-        return self.info.starts
 
     # --- synapse.contract.Applier -------------------------------------------------------
 

@@ -65,7 +65,7 @@ async def test_airbnb_mode_runtime_changes_reload_and_restart(
             result = await controller.apply([web(port, members)], "membership")
             assert result.reload is ApplyOutcome.NONE and result.ops, result
             await serves(port, {b.name for b in members})
-        assert controller.reload_count == 0 and proc.worker_pids() == worker
+        assert controller.info.reloads == 0 and proc.worker_pids() == worker
 
         # A health state set at runtime survives a reload through the server-state file.
         await RuntimeClient(str(proc.admin_socket)).execute(
@@ -75,7 +75,7 @@ async def test_airbnb_mode_runtime_changes_reload_and_restart(
         changed = await controller.apply([web(port, [b1, b2, b3], backend=["retries 2"])], "x")
         assert changed.reload in (ApplyOutcome.DONE, ApplyOutcome.PENDING)
         await controller.flush()
-        assert controller.reload_count == 1
+        assert controller.info.reloads == 1
 
         async def new_worker() -> bool:  # the master re-executes itself on reload
             try:
@@ -117,7 +117,7 @@ async def test_check_command_refusal_keeps_the_file(sockdir):
     accepted = await controller.apply([service("web", [b], backend=["description fine"])], "t")
     assert accepted.reload is ApplyOutcome.DONE and accepted.error is None, accepted
     assert "description fine" in Path(config.config_file_path).read_text()
-    assert controller.reload_count == 1
+    assert controller.info.reloads == 1
     await controller.stop()
 
 

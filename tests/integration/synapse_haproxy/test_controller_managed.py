@@ -43,7 +43,7 @@ async def test_add_remove_readd_cause_no_reload(managed_factory, http_backend_fa
     await controller.start()
 
     first = await controller.apply([web(port, [b1], server_options="check inter 300ms")], "t")
-    assert first.reload is ApplyOutcome.DONE and controller.start_count == 1
+    assert first.reload is ApplyOutcome.DONE and controller.info.starts == 1
     await serves(port, {"b1"})
     started = await show_proc(controller)
 
@@ -57,7 +57,7 @@ async def test_add_remove_readd_cause_no_reload(managed_factory, http_backend_fa
         assert result.ops
         await serves(port, expected)
 
-    assert controller.reload_count == 0
+    assert controller.info.reloads == 0
     now = await show_proc(controller)
     assert now.reloads == started.reloads and now.workers == started.workers
     assert metric(registry, "synapse_haproxy_plan_operations_total", kind="add_server") == 2
@@ -85,7 +85,7 @@ async def test_remove_servers_delete(managed_factory, http_backend_factory):
     await serves(port, {"b1"})
     assert (await controller.apply([web(port, [b1, b2])], "t")).reload is ApplyOutcome.NONE
     await serves(port, {"b1", "b2"})
-    assert controller.reload_count == 0
+    assert controller.info.reloads == 0
 
 
 async def test_drift_is_corrected_by_the_background_sweep(
@@ -109,7 +109,7 @@ async def test_drift_is_corrected_by_the_background_sweep(
 
     await eventually(corrected, "the sweep to put b2 back into service")
     await serves(port, {"b1", "b2"})
-    assert controller.reload_count == 0
+    assert controller.info.reloads == 0
 
 
 async def test_an_apply_uses_one_connection_and_reads_only_what_changed(
@@ -147,7 +147,7 @@ async def test_structural_change_reloads_once_and_keeps_states(
     assert result.reload in (ApplyOutcome.DONE, ApplyOutcome.PENDING), result
     assert any("backend api" in reason for reason in result.reasons)
     await controller.flush()
-    assert controller.reload_count == 1
+    assert controller.info.reloads == 1
     after = await show_proc(controller)
     assert after.reloads == before.reloads + 1 and after.workers != before.workers
     await serves(port, {"b1", "b2"})
@@ -187,7 +187,7 @@ async def test_invalid_config_keeps_the_old_one_running(managed_factory, http_ba
     assert metric(registry, "synapse_haproxy_validation_failures_total") == 1
     assert metric(registry, "synapse_service_config_isolated", service="web") == 1
     assert "no-such-keyword" in controller.status()["validation_error"]["message"]
-    assert (await show_proc(controller)).workers == workers and controller.reload_count == 0
+    assert (await show_proc(controller)).workers == workers and controller.info.reloads == 0
 
     fixed = await controller.apply([web(port, [b1, b2], backend=["retries 2"])], "fixed")
     assert fixed.reload is ApplyOutcome.DONE and controller.status()["validation_error"] is None
@@ -210,8 +210,8 @@ async def test_reloads_are_rate_limited_and_coalesced(managed_factory, http_back
     assert {r.reload for r in results} == {ApplyOutcome.PENDING}
     assert controller.status()["pending_reload"] is not None
     await controller.flush()
-    assert 1 <= controller.reload_count <= 2
-    assert (await show_proc(controller)).reloads - before.reloads == controller.reload_count
+    assert 1 <= controller.info.reloads <= 2
+    assert (await show_proc(controller)).reloads - before.reloads == controller.info.reloads
     assert "timeout client 15s" in Path(controller.settings.config_path).read_text()
     await serves(port, {"b1"})
 
@@ -263,7 +263,7 @@ async def test_restarted_synapse_adopts_haproxy_without_reload(
         desired = [web(port, [b1, b2])]
         result = await controller.apply(desired, "restart")
         assert result.reload is ApplyOutcome.NONE and not result.ops and not result.config_written
-        assert controller.reload_count == 0 and controller.start_count == 0
+        assert controller.info.reloads == 0 and controller.info.starts == 0
         after = await master.show_proc()
         assert (after.reloads, after.workers) == (before.reloads, before.workers)
         # ... and it is really in control: a change goes through the runtime API.
@@ -291,7 +291,7 @@ async def test_crashed_haproxy_is_restarted(managed_factory, http_backend_factor
 
     async def restarted() -> bool:
         pids = controller.status()["haproxy_pids"]
-        return pids["master"] not in (None, pid) and controller.start_count == 2
+        return pids["master"] not in (None, pid) and controller.info.starts == 2
 
     await eventually(restarted, "the managed HAProxy to be started again")
     await serves(port, {"b1"})
@@ -370,7 +370,7 @@ async def test_failed_reload_keeps_the_old_worker_and_retries(
         await serves(port, {"b1"})
 
     await controller.flush()  # the retry, once the port is free
-    assert controller.reload_count == 1 and controller.status()["last_reload_error"] is None
+    assert controller.info.reloads == 1 and controller.status()["last_reload_error"] is None
     await serves(taken, {"b1"})
 
 
