@@ -10,8 +10,9 @@ the default timeout, a vanished frontend), so it is an error with a suggestion.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,39 +91,52 @@ def suggest(key: str, known: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(k for k, d in found.items() if d == best))
 
 
-def known_keys(model: type[BaseModel]) -> set[str]:
+@functools.cache
+def known_keys(model: type[BaseModel]) -> frozenset[str]:
     """The keys a model level accepts: field names and their aliases (``global``)."""
-    keys = set(model.model_fields)
-    keys.update(f.alias for f in model.model_fields.values() if f.alias)
-    return keys
+    fields = model.model_fields
+    return frozenset(fields) | {f.alias for f in fields.values() if f.alias}
+
+
+@functools.cache
+def _field_names(model: type[BaseModel]) -> tuple[str, ...]:
+    # Cached per class: a 500-service config walks thousands of model instances, and
+    # pydantic's class-level model_fields is not free (SIGHUP re-reads the whole file).
+    return tuple(model.model_fields)
 
 
 def find_unknown(
     model: BaseModel, ignored: frozenset[str], prefix: tuple[Any, ...] = ()
-) -> Iterator[UnknownKey]:
+) -> list[UnknownKey]:
     """Every key no model field describes, with its suggestions; ``ignored`` keys (Airbnb
     keys we accept but do not use) are neither unknown nor suggested against."""
-    known = known_keys(type(model)) | ignored
-    for key in sorted((model.model_extra or {}).keys()):
-        if key in ignored:
-            continue
-        suggestions = () if key in AIRBNB_KEYS else suggest(str(key), known - ignored)
-        yield UnknownKey((*prefix, key), suggestions)
-    for name in type(model).model_fields:
-        yield from _unknown_in(getattr(model, name), ignored, (*prefix, name))
+    found: list[UnknownKey] = []
+    _walk(model, ignored, prefix, found)
+    return found
 
 
-def _unknown_in(
-    value: Any, ignored: frozenset[str], prefix: tuple[Any, ...]
-) -> Iterator[UnknownKey]:
+def _walk(value: Any, ignored: frozenset[str], prefix: tuple[Any, ...], found: list) -> None:
+    # A plain recursive walk (no generator chain): SIGHUP re-reads big edge configs whole.
     if isinstance(value, BaseModel):
-        yield from find_unknown(value, ignored, prefix)
+        extra = value.model_extra
+        if extra:
+            known = known_keys(type(value)) - ignored
+            for key in sorted(extra.keys()):
+                if key not in ignored:
+                    hints = () if key in AIRBNB_KEYS else suggest(str(key), known)
+                    found.append(UnknownKey((*prefix, key), hints))
+        for name in _field_names(type(value)):
+            item = getattr(value, name)
+            if isinstance(item, BaseModel | dict | list):
+                _walk(item, ignored, (*prefix, name), found)
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _unknown_in(item, ignored, (*prefix, key))
+            if isinstance(item, BaseModel | dict | list):
+                _walk(item, ignored, (*prefix, key), found)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _unknown_in(item, ignored, (*prefix, index))
+            if isinstance(item, BaseModel | dict | list):
+                _walk(item, ignored, (*prefix, index), found)
 
 
 def classify_unknown(
