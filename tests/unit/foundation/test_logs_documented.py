@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,7 @@ def _pattern(node: ast.AST, func: Function, calls: list[ast.Call]) -> list[str]:
     return names
 
 
+@functools.cache  # three tests read the same tree
 def events_in_code() -> dict[str, str]:
     """Event name pattern -> the file it is logged from."""
     found: dict[str, str] = {}

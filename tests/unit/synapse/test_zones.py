@@ -204,7 +204,7 @@ def build(case):
     return servers, routing, local, evacuated, decide(servers, routing, local, evacuated)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(cases)
 def test_properties_of_every_decision(case) -> None:
     servers, routing, local, evacuated, decision = build(case)
@@ -259,7 +259,7 @@ def even_spill(case):
     return servers, decide(servers, ZoneRouting(spill="even"), local, evacuated)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(even_cases)
 def test_even_spill_shares_are_equal_within_one_step_per_server(case) -> None:
     servers, decision = even_spill(case)
