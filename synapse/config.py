@@ -29,7 +29,12 @@ from synapse.edge_config import (
 from synapse.haproxy.routes import RouteSpec, compile_routes, frontend_mode
 from synapse.port_clash import admin_port_clashes
 from synapse.resilience_config import HealthCheckConfig, ObserveConfig, RetriesConfig
-from synapse.zone_config import ZoneRouting, check_dynamic_balance, check_zone_name
+from synapse.zone_config import (
+    ZoneRouting,
+    check_dynamic_balance,
+    check_signals,
+    check_zone_name,
+)
 
 DEFAULT_ADMIN_PORT = 1026
 CONFIG_ENV = "SYNAPSE_CONFIG"  # Ruby's bin/synapse: the config path when -c is absent
@@ -338,6 +343,11 @@ class SynapseConfig(ConfigModel):
                     raise ValueError(
                         f"services.{name} (balance from haproxy.defaults): {exc}"
                     ) from None
+                hap = service.haproxy
+                mode = frontend_mode([*hap.frontend, *hap.listen], defaults)
+                path = self.haproxy.config_file_path if self.haproxy else None
+                has_port = hap.has_frontend and hap.port is not None
+                check_signals(name, service.zone_routing, has_port, mode, path)
         return self
 
     @model_validator(mode="after")

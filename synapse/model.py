@@ -97,6 +97,9 @@ class DesiredService:
     name: str
     config: ServiceConfig
     servers: list[Server] = field(default_factory=list)
+    # zone routing with sticky/header/zone_of_address: the zones whose backend
+    # (<backend>_zone_<zone>) its frontend may pick (synapse.zone_backends)
+    zones: tuple[str, ...] = ()
 
     @property
     def backend_name(self) -> str:

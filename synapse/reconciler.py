@@ -417,7 +417,7 @@ class Reconciler:
             if service.desired is None:
                 servers = list(service.selection.servers)
                 service.desired = DesiredService(name, service.config, servers)
-            desired.append(self.zones.weighted(service.desired))  # zone weights, if routed
+            desired += self.zones.routed(service.desired)  # zone weights and backends
         return desired
 
     # --- status ----------------------------------------------------------------------

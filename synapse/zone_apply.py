@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from synapse.model import DesiredService
+from synapse.zone_backends import ZoneBackends
 from synapse.zone_state import Evacuations
 from synapse.zones import ZoneDecision, decide_service
 
@@ -36,15 +37,22 @@ class ZoneRouter:
         self.local_zone = local_zone
         self.evacuations = evacuations or Evacuations()
         self.decisions: dict[str, ZoneDecision] = {}
-        # service -> (the reconciler's object, what the decision used, the weighted object):
-        # an unchanged service is handed over as the very same object (the applier skips it)
-        self._made: dict[str, tuple[DesiredService, Any, DesiredService]] = {}
+        self.backends = ZoneBackends()  # per-zone backends (sticky, header, zone_of_address)
+        # service -> (the reconciler's object, what the decision used, the routed objects):
+        # an unchanged service is handed over as the very same objects (the applier skips it)
+        self._made: dict[str, tuple[DesiredService, Any, list[DesiredService]]] = {}
 
     def weighted(self, service: DesiredService) -> DesiredService:
         """``service`` with the zone decision's weights; itself when it is not zone-routed."""
+        return self.routed(service)[0]
+
+    def routed(self, service: DesiredService) -> list[DesiredService]:
+        """``service`` with the zone decision's weights, then its zone backends (if it
+        uses zone signals); ``[service]`` when it is not zone-routed."""
         if service.config.zone_routing is None:
             self.decisions.pop(service.name, None)
-            return service
+            self.backends.forget(service.name)
+            return [service]
         inputs = (self.local_zone, self.evacuations.for_service(service.name))
         made = self._made.get(service.name)
         if made is not None and made[0] is service and made[1] == inputs:
@@ -54,7 +62,8 @@ class ZoneRouter:
         self.decisions[service.name] = decision
         weights = decision.weight_of
         servers = [dataclasses.replace(s, weight=weights[s.name]) for s in service.servers]
-        result = DesiredService(service.name, service.config, servers)
+        weighted = DesiredService(service.name, service.config, servers)
+        result = self.backends.expand(service, weighted, decision)
         self._made[service.name] = (service, inputs, result)
         return result
 

@@ -16,6 +16,15 @@ _ZONE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Cookie and header names end up in haproxy.cfg: HTTP token characters without the exotic ones.
 _HTTP_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 UNKNOWN_ZONE = "unknown"  # the zone of a server whose record lacks the zone label
+# The keys by which a request names its zone, in priority order (docs/zone-routing.md).
+SIGNAL_KEYS = ("sticky", "header", "zone_of_address")
+HTTP_ONLY_SIGNALS = ("sticky", "header")
+ZONE_BACKEND_INFIX = "_zone_"  # <backend>_zone_<zone>: the backend of one zone's servers
+
+
+def zone_backend_name(backend: str, zone: str) -> str:
+    """The backend holding only ``zone``'s servers of ``backend`` (sticky, header, address)."""
+    return f"{backend}{ZONE_BACKEND_INFIX}{zone}"
 
 
 def check_zone_name(value: object, what: str = "") -> str:
@@ -65,16 +74,10 @@ class ZoneRouting(ConfigModel):
             check_zone_name(zone, f"zone of {address}")
         return value
 
-    @model_validator(mode="after")
-    def _not_yet(self) -> ZoneRouting:
-        # Designed (docs/zone-routing.md) but not rendered yet: refused, never silently ignored.
-        given = [k for k in ("sticky", "header", "zone_of_address") if getattr(self, k)]
-        if given:
-            raise ValueError(
-                f"{', '.join(given)}: not supported yet (zone stickiness, the zone header and "
-                "anycast addresses are designed in docs/zone-routing.md, not wired); remove it"
-            )
-        return self
+    @property
+    def signals(self) -> tuple[str, ...]:
+        """The keys in use that name a request's zone (cookie > header > address)."""
+        return tuple(k for k in SIGNAL_KEYS if getattr(self, k))
 
     @model_validator(mode="after")
     def _within_expected_zones(self) -> ZoneRouting:
@@ -108,3 +111,35 @@ def check_dynamic_balance(lines: list[str]) -> None:
         f"random, or hashing with hash-type consistent): 'balance {balance}' would need a "
         "reload for every zone weight change"
     )
+
+
+def check_signals(
+    service: str,
+    routing: ZoneRouting,
+    frontend: bool,
+    mode: str,
+    config_file_path: str | None,
+) -> None:
+    """ValueError (naming the key) when a service's zone signals cannot work.
+
+    ``frontend``: the service has a frontend of its own with a port; ``mode``: that
+    frontend's mode. Cookie and header need HTTP; the address works in TCP too (``dst``).
+    """
+    for key in routing.signals:
+        where = f"services.{service}.zone_routing.{key}"
+        if not frontend:
+            raise ValueError(
+                f"{where}: needs the service's own frontend (set haproxy.port): the zone "
+                "backends are chosen there"
+            )
+        if key in HTTP_ONLY_SIGNALS and mode != "http":
+            raise ValueError(
+                f"{where}: needs an HTTP frontend, this one is in {mode} mode (add 'mode http' "
+                "to haproxy.frontend or haproxy.defaults; in TCP mode only zone_of_address "
+                "works)"
+            )
+        if key == "sticky" and not config_file_path:
+            raise ValueError(
+                f"{where}: needs haproxy.config_file_path (the map of server zones that sets "
+                "the cookie lives beside it)"
+            )

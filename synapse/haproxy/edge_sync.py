@@ -31,6 +31,7 @@ from synapse.haproxy.route_sync import RouteSync
 from synapse.haproxy.running import RunningState
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.settings import Settings
+from synapse.haproxy.zone_map import ZoneMapSync
 from synapse.model import DesiredService
 
 log = logging.getLogger("synapse.haproxy")
@@ -48,6 +49,7 @@ class EdgeSync:
     ) -> None:
         self.runtime = runtime
         self.routes = RouteSync(runtime, metrics)
+        self.zones = ZoneMapSync(runtime, metrics)  # zone_routing.sticky's server zones
         self.cert_interval = CERT_POLL_INTERVAL
         self._watcher: CertWatcher | None = None
         self._loaded: dict[Path, str] | None = None  # certificates the last crt-list named
@@ -56,6 +58,7 @@ class EdgeSync:
     def configure(self, config: HAProxyConfig, settings: Settings) -> None:
         self.config = config
         self.routes.configure(settings.config_path)
+        self.zones.configure(settings.config_path)
         path = settings.config_path
         self.tls_paths = tls.tls_paths(path) if path is not None and config.tls else None
 
@@ -64,6 +67,7 @@ class EdgeSync:
     async def before_read(self) -> None:
         """Map files with every wanted route; the crt-list of cert_dir's valid PEMs."""
         self.routes.write_wanted()
+        self.zones.write_wanted()
         await asyncio.to_thread(self._write_tls_files)
 
     def _write_tls_files(self) -> None:  # openssl checks each PEM: off the event loop
@@ -75,10 +79,12 @@ class EdgeSync:
 
     def refused(self) -> None:
         self.routes.restore()
+        self.zones.restore()
 
     async def started(self) -> None:
         """HAProxy started or reloaded from the files ``before_read`` wrote."""
         self.routes.invalidate()
+        self.zones.invalidate()
         await self._stop_watcher()
         if self._loaded is not None:
             self._start_watcher(self._loaded)
@@ -92,15 +98,18 @@ class EdgeSync:
         routes come with the reload that creates its backend). (commands applied,
         failures that need a reload)."""
         self.routes.want(desired)
+        self.zones.want(desired)
+        zoned, zone_failures = await self.zones.sync()
         if not self.runtime:
             return await self.routes.sync(())  # the files only: a reload reads them
         if self._watcher is not None and self.tls_paths is None:
             await self._stop_watcher()  # haproxy.tls removed on SIGHUP
         if running.backends is None:
-            return [], []  # HAProxy does not answer (yet)
+            return zoned, zone_failures  # HAProxy does not answer (yet)
         if self._watcher is None and self._tls_running(running):
             self._start_watcher(self._adopted_certificates())
-        return await self.routes.sync(running.backends.keys())
+        applied, failures = await self.routes.sync(running.backends.keys())
+        return zoned + applied, zone_failures + failures
 
     def _tls_running(self, running: RunningState) -> bool:
         """Whether the running config (the file synapse keeps equal to it) binds our

@@ -35,7 +35,7 @@ from typing import Any
 import jinja2
 
 from synapse.config import HAProxyConfig, ServiceHAProxyConfig
-from synapse.haproxy import edge
+from synapse.haproxy import edge, zone_lines, zone_map
 from synapse.haproxy.configtext import Block, assemble, parse_blocks, parse_config
 from synapse.haproxy.desired import Delta, DesiredConfig
 from synapse.haproxy.keywords import belongs_in_backend, belongs_in_frontend
@@ -144,6 +144,8 @@ class Renderer:
         self._tails: dict[tuple[str, ...] | None, _Frame] = {}
         self.rendered_pieces = 0  # services rendered (not taken from the cache): for tests
         self.composable = self._check_composable()
+        path = self.settings.config_path
+        self._zone_map = zone_map.map_path(path) if path is not None else None
 
     @property
     def shared_frontend_enabled(self) -> bool:
@@ -286,6 +288,9 @@ class Renderer:
         warnings: list[str] = []
         frontend, backend_lines = self._sort_lines(service.name, hap, warnings)
         frontend = edge.service_frontend_lines(self.config, frontend)
+        frontend += zone_lines.frontend_lines(
+            service, self._zone_map, self._address(hap), lambda a: self._bind(hap, a)
+        )
         backend_lines = edge.backend_lines(hap, backend_lines)
         backend_lines += extra_backend_lines(self.config, service.config, backend_lines)
         spec = self._builder.backend(service, backend_lines, ids, warnings)
@@ -415,8 +420,11 @@ class Renderer:
                 warnings.append(f"service {name}: listen line {line!r} fits no section: dropped")
         return frontend, backend
 
-    def _bind(self, hap: ServiceHAProxyConfig) -> str:
-        address = hap.bind_address or self.config.bind_address
+    def _address(self, hap: ServiceHAProxyConfig) -> str:
+        return hap.bind_address or self.config.bind_address
+
+    def _bind(self, hap: ServiceHAProxyConfig, address: str | None = None) -> str:
+        address = address or self._address(hap)
         bind = address if hap.port is None else f"{address}:{hap.port}"
         bind = f"{bind} {hap.bind_options}" if hap.bind_options else bind
         return edge.bind(bind, hap.accept_proxy)

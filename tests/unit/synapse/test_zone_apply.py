@@ -261,22 +261,6 @@ def test_a_static_default_balance_is_refused_for_zone_routing(tmp_path: Path) ->
     load_synapse_config(path)  # the backend's own balance wins
 
 
-@pytest.mark.parametrize(
-    "routing",
-    [{"sticky": "SRVZONE"}, {"header": "X-Zone"}, {"zone_of_address": {"127.0.0.2": "az1"}}],
-)
-def test_stickiness_header_and_addresses_are_refused_not_ignored(
-    tmp_path: Path, routing: dict[str, Any]
-) -> None:
-    path = tmp_path / "synapse.yaml"
-    doc = {"services": {"web": {"discovery": {"method": "base"}, "zone_routing": routing}}}
-    path.write_text(json.dumps(doc))
-    with pytest.raises(ConfigError) as caught:
-        load_synapse_config(path)
-    text = "\n".join(caught.value.lines)
-    assert f"{next(iter(routing))}: not supported yet" in text, text
-
-
 def test_status_page_shows_the_zone_split() -> None:
     zone = {"servers": 1, "usable": 1, "active": True, "evacuated": False, "share": 0.5}
     zones = {"local_zone": "az1", "mode": "spill", "evacuated": ["az1"],

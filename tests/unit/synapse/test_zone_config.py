@@ -37,8 +37,7 @@ def test_defaults_of_zone_routing(tmp_path: Path) -> None:
 
 
 def test_every_key_of_zone_routing_loads(tmp_path: Path) -> None:
-    # sticky, header and zone_of_address are refused until wired (tests/unit/synapse/
-    # test_zone_apply.py): they load as their defaults only.
+    # sticky, header and zone_of_address need a frontend: tests/unit/synapse/test_zone_signals.py
     routing = {
         "label": "az", "min_local": 2, "spill": "weighted", "sticky": None,
         "header": None, "zone_of_address": {},

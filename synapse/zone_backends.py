@@ -1,0 +1,129 @@
+"""Zone backends: where a request that names its zone is served. Pure.
+
+A zone-routed service whose requests may name a zone (``sticky`` cookie, ``header``, or
+the address it arrived on, ``zone_of_address``) gets, besides its backend (weighted by
+the zone decision, synapse.zones), one backend per known zone holding only that zone's
+servers: ``<backend>_zone_<zone>`` (docs/zone-routing.md). Its frontend picks one when the
+request names that zone and the backend has a usable server (HAProxy's ``nbsrv``
+counts only servers that are up with a weight above 0); otherwise the normal decision.
+
+The zone backends are ordinary desired services without a frontend, so HAProxy's side
+handles them like any backend: servers joining or leaving are runtime ``add server`` /
+``state maint``, and a zone closed to named traffic (evacuated while another zone has a
+usable server) gets weight 0 on every server: ``set weight``, no reload. Only a zone
+never seen before (and not listed in ``zones``) adds a backend: one reload. Known zones
+are never forgotten while synapse runs, so a zone lost and back costs nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+from synapse.config import ServiceConfig, ServiceHAProxyConfig
+from synapse.model import DesiredService, Server
+from synapse.zone_config import ZoneRouting, zone_backend_name
+from synapse.zones import MAX_WEIGHT, ZoneDecision, ZoneServer, zone_of
+
+# What a zone backend does not take over from its service: the frontend side.
+_FRONTEND_KEYS = frozenset(
+    {"port", "frontend", "shared_frontend", "routes", "bind_address", "bind_options"}
+    | {"accept_proxy"}
+)
+
+
+def open_zones(decision: ZoneDecision) -> frozenset[str]:
+    """Zones that serve requests naming them: a usable server, and not evacuated unless
+    every zone with a usable server is (then traffic goes somewhere: deliver whenever
+    possible, as the decision does)."""
+    fallback = decision.mode == "evacuated_fallback"
+    return frozenset(z.zone for z in decision.zones if z.usable and (fallback or not z.evacuated))
+
+
+def in_zone_weights(servers: Iterable[ZoneServer], open_: bool) -> dict[str, int]:
+    """Weights inside one zone backend: by nominal weight (the largest 256, at least 1)
+    for usable servers of an open zone, 0 for the rest."""
+    members = list(servers)
+    usable = [s for s in members if s.usable] if open_ else []
+    weights = {s.name: 0 for s in members}
+    if usable:
+        top = max(_nominal(s) for s in usable)
+        for s in usable:
+            weights[s.name] = max(1, min(MAX_WEIGHT, round(_nominal(s) * MAX_WEIGHT / top)))
+    return weights
+
+
+def _nominal(server: ZoneServer) -> int:
+    return 1 if server.weight is None else server.weight
+
+
+def known_zones(routing: ZoneRouting, seen: Iterable[str]) -> tuple[str, ...]:
+    """Zones with a backend: listed in ``zones``, named by ``zone_of_address``, or seen."""
+    return tuple(sorted({*routing.zones, *routing.zone_of_address.values(), *seen}))
+
+
+def zone_service_config(config: ServiceConfig, backend: str) -> ServiceConfig:
+    """The config of a zone backend: the service's backend side, no frontend, no zones."""
+    data = config.haproxy.model_dump(exclude=set(_FRONTEND_KEYS))
+    data["backend_name"] = backend
+    haproxy = ServiceHAProxyConfig.model_validate(data)
+    return config.model_copy(update={"haproxy": haproxy, "zone_routing": None})
+
+
+class ZoneBackends:
+    """The zone backends of every service that uses zone signals; unchanged ones are
+    handed over as the very same objects (the applier skips them by identity)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, set[str]] = {}
+        # (service, zone) -> (the service's config object, the zone backend's config)
+        self._configs: dict[tuple[str, str], tuple[ServiceConfig, ServiceConfig]] = {}
+        self._last: dict[str, dict[str, DesiredService]] = {}  # service -> zone -> backend
+
+    def expand(
+        self, service: DesiredService, weighted: DesiredService, decision: ZoneDecision
+    ) -> list[DesiredService]:
+        """``weighted`` (the service with the decision's weights) naming its zone
+        backends, then those backends. ``service``: the same with nominal weights."""
+        routing = service.config.zone_routing
+        if routing is None or not routing.signals:
+            self.forget(service.name)
+            return [weighted]
+        by_zone: dict[str, list[Server]] = {}
+        for server in service.servers:
+            by_zone.setdefault(zone_of(server.labels, routing.label), []).append(server)
+        seen = self._seen.setdefault(service.name, set())
+        seen.update(by_zone)
+        zones = known_zones(routing, seen)
+        opened = open_zones(decision)
+        main = dataclasses.replace(weighted, zones=zones)
+        out = [main]
+        before, after = self._last.get(service.name, {}), {}
+        for zone in zones:
+            members = by_zone.get(zone, [])
+            weights = in_zone_weights(
+                (ZoneServer(s.name, zone, s.weight) for s in members), zone in opened
+            )
+            servers = [dataclasses.replace(s, weight=weights[s.name]) for s in members]
+            backend = zone_backend_name(service.backend_name, zone)
+            made = DesiredService(backend, self._config(service, zone, backend), servers)
+            last = before.get(zone)
+            after[zone] = made = last if last is not None and last == made else made
+            out.append(made)
+        self._last[service.name] = after
+        return out
+
+    def _config(self, service: DesiredService, zone: str, backend: str) -> ServiceConfig:
+        cached = self._configs.get((service.name, zone))
+        if cached is not None and cached[0] is service.config:
+            return cached[1]
+        config = zone_service_config(service.config, backend)
+        self._configs[(service.name, zone)] = (service.config, config)
+        return config
+
+    def forget(self, service: str) -> None:
+        """``service`` no longer uses zone signals (or is gone): its zones start afresh."""
+        self._seen.pop(service, None)
+        self._last.pop(service, None)
+        for key in [k for k in self._configs if k[0] == service]:
+            del self._configs[key]
