@@ -70,7 +70,7 @@ class ZoneRouter:
     def status(self, services: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
         """service -> its ``zones`` object for /status (those in ``services``, None: all)."""
         return {
-            name: decision.to_status()
+            name: {**decision.to_status(), **self.backends.status(name, decision)}
             for name, decision in sorted(self.decisions.items())
             if services is None or name in services
         }

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from typing import Any
 
 from synapse.config import ServiceConfig, ServiceHAProxyConfig
 from synapse.model import DesiredService, Server
@@ -79,6 +80,7 @@ class ZoneBackends:
         # (service, zone) -> (the service's config object, the zone backend's config)
         self._configs: dict[tuple[str, str], tuple[ServiceConfig, ServiceConfig]] = {}
         self._last: dict[str, dict[str, DesiredService]] = {}  # service -> zone -> backend
+        self._routing: dict[str, ZoneRouting] = {}  # services with signals
 
     def expand(
         self, service: DesiredService, weighted: DesiredService, decision: ZoneDecision
@@ -92,6 +94,7 @@ class ZoneBackends:
         by_zone: dict[str, list[Server]] = {}
         for server in service.servers:
             by_zone.setdefault(zone_of(server.labels, routing.label), []).append(server)
+        self._routing[service.name] = routing
         seen = self._seen.setdefault(service.name, set())
         seen.update(by_zone)
         zones = known_zones(routing, seen)
@@ -121,9 +124,19 @@ class ZoneBackends:
         self._configs[(service.name, zone)] = (service.config, config)
         return config
 
+    def status(self, service: str, decision: ZoneDecision) -> dict[str, Any]:
+        """For /status: the signals of ``service`` and the zones that take named traffic
+        ({} without signals)."""
+        routing = self._routing.get(service)
+        if routing is None:
+            return {}
+        signals = {key: getattr(routing, key) for key in routing.signals}
+        return {"signals": signals, "named": sorted(open_zones(decision))}
+
     def forget(self, service: str) -> None:
         """``service`` no longer uses zone signals (or is gone): its zones start afresh."""
         self._seen.pop(service, None)
+        self._routing.pop(service, None)
         self._last.pop(service, None)
         for key in [k for k in self._configs if k[0] == service]:
             del self._configs[key]

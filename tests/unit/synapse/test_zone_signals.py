@@ -274,3 +274,15 @@ def test_zone_routing_without_signals_builds_no_map(tmp_path: Path) -> None:
     config = load(tmp_path, doc(tmp_path, {"header": "X-Zone"}))
     routed = ZoneRouter("az1").routed(service(config, az1=1))
     assert wanted_entries(routed) is None
+
+
+def test_status_shows_the_signals_and_the_zones_taking_named_traffic(tmp_path: Path) -> None:
+    config = load(tmp_path, doc(tmp_path, SIGNALS))
+    router = ZoneRouter("az1", Evacuations().evacuate("az2"))
+    router.routed(service(config, az1=2, az2=2))
+    web = router.status()["web"]
+    assert web["signals"] == SIGNALS
+    assert web["named"] == ["az1"] and web["mode"] == "local"
+    plain = load(tmp_path, doc(tmp_path, {}))
+    router.routed(service(plain, az1=1))
+    assert "signals" not in router.status()["web"]

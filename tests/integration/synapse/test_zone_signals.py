@@ -1,0 +1,166 @@
+"""Zone signals end to end (docs/zone-routing.md): real ZooKeeper / etcd, synapse with a
+managed HAProxy 2.6, real HTTP backends in three zones (2/2/6 servers, local zone az1).
+
+The sticky cookie pins a client to its zone and beats the header, which beats the
+arrival address (frontend bound on 127.0.0.1, 127.0.0.2 -> az2, 127.0.0.3 -> az3). A
+response sets the cookie to the zone that answered when the request's cookie said
+otherwise. A cookie for a zone that dies falls back to the normal decision (the local
+zone) and is re-set there; the zone back, the cookie pins again; an evacuated zone gets
+no named traffic while another zone can serve. HAProxy is never reloaded (synapse's
+reload counter, HAProxy's master count and worker PIDs).
+"""
+
+from __future__ import annotations
+
+import http.client
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kazoo.client import KazooClient
+from synapse_e2e import Synapse, etcd_put, nerve_record, wait
+
+from testbed.etcd import EtcdCluster
+from testbed.process import free_port
+from testbed.zookeeper import ZooKeeperServer
+
+LAYOUT = {"az1": 2, "az2": 2, "az3": 6}
+REQUESTS = 30
+COOKIE, HEADER = "SRVZONE", "X-Zone"
+ADDRESSES = {"127.0.0.2": "az2", "127.0.0.3": "az3"}
+
+Put = Callable[[str, bytes | None], None]  # (record name, record or None: delete)
+
+
+def get(port: int, address: str = "127.0.0.1", **headers: str) -> tuple[str, str | None]:
+    """GET / through HAProxy at ``address``: (the answering backend's name, the zone in
+    its Set-Cookie or None)."""
+    conn = http.client.HTTPConnection(address, port, timeout=5)
+    try:
+        conn.request("GET", "/", headers=headers)
+        answer = conn.getresponse()
+        body = answer.read().decode()
+        assert answer.status == 200, f"{answer.status} from {address} with {headers}"
+        cookie = answer.getheader("Set-Cookie")
+    finally:
+        conn.close()
+    if cookie is None:
+        return body, None
+    assert cookie.startswith(f"{COOKIE}=") and cookie.endswith("; Path=/"), cookie
+    return body, cookie[len(COOKIE) + 1 : -len("; Path=/")]
+
+
+def zones_of(port: int, address: str = "127.0.0.1", **headers: str) -> Counter[str]:
+    """Which zones answered REQUESTS requests (backend names are ``<zone>-<i>``)."""
+    return Counter(get(port, address, **headers)[0].split("-")[0] for _ in range(REQUESTS))
+
+
+def all_in(zone: str, port: int, address: str = "127.0.0.1", **headers: str) -> None:
+    seen: list[Counter[str]] = []
+
+    def holds() -> bool:
+        seen.append(zones_of(port, address, **headers))
+        return set(seen[-1]) == {zone}
+
+    try:
+        wait(holds, timeout=20, what=f"{address} {headers} served by {zone} only")
+    except TimeoutError as err:
+        raise AssertionError(f"{err}; last seen: {seen[-1:]}") from None
+
+
+def post(syn: Synapse, path: str) -> None:
+    request = urllib.request.Request(f"http://127.0.0.1:{syn.admin_port}{path}", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+
+
+def reloads(syn: Synapse) -> float:
+    total = syn.metric("synapse_haproxy_reloads_total")
+    return total - syn.metric("synapse_haproxy_reloads_total", reason="start")
+
+
+def run_scenario(discovery: dict[str, Any], put: Put, factory) -> None:
+    zones = {z: [factory(f"{z}-{i}") for i in range(n)] for z, n in LAYOUT.items()}
+    for zone, backends in zones.items():
+        for backend in backends:
+            put(backend.name, nerve_record(backend, labels={"zone": zone}))
+    port = free_port()
+    service = {
+        "discovery": discovery,
+        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
+        "zone_routing": {"zones": list(LAYOUT), "sticky": COOKIE, "header": HEADER,
+                         "zone_of_address": ADDRESSES},
+    }  # fmt: skip
+    with Synapse({"web": service}, zone="az1") as syn:
+        all_in("az1", port)
+        workers, master = syn.workers(), syn.master_reloads()
+        text = syn.haproxy_config()
+        assert all(f"backend web_zone_{z}" in text for z in LAYOUT), text
+
+        # no cookie: the local zone answers and says so; the cookie then pins
+        assert get(port)[1] == "az1"
+        all_in("az3", port, Cookie=f"{COOKIE}=az3")
+        assert get(port, Cookie=f"{COOKIE}=az3")[1] is None, "the right cookie is not re-set"
+        # the header, and the cookie before it; the arrival address, and both before it
+        all_in("az2", port, **{HEADER: "az2"})
+        assert get(port, **{HEADER: "az2"})[1] == "az2"
+        all_in("az3", port, Cookie=f"{COOKIE}=az3", **{HEADER: "az2"})
+        all_in("az2", port, "127.0.0.2")
+        all_in("az3", port, "127.0.0.3")
+        all_in("az1", port, "127.0.0.3", Cookie=f"{COOKIE}=az1")
+        all_in("az2", port, "127.0.0.3", **{HEADER: "az2"})
+        # a zone name nothing serves: the normal decision
+        all_in("az1", port, Cookie=f"{COOKIE}=az9")
+
+        # az3 dies: its cookie falls back to the local zone and is re-set to it
+        for backend in zones["az3"]:
+            put(backend.name, None)
+        all_in("az1", port, Cookie=f"{COOKIE}=az3")
+        assert get(port, Cookie=f"{COOKIE}=az3")[1] == "az1"
+        all_in("az1", port, "127.0.0.3")
+        for backend in zones["az3"]:  # az3 is back: the cookie pins again
+            put(backend.name, nerve_record(backend, labels={"zone": "az3"}))
+        all_in("az3", port, Cookie=f"{COOKIE}=az3")
+
+        # az2 evacuated: no named traffic while another zone can serve; restored: back
+        post(syn, "/zones/az2/evacuate")
+        all_in("az1", port, Cookie=f"{COOKIE}=az2")
+        all_in("az1", port, "127.0.0.2")
+        post(syn, "/zones/az2/restore")
+        all_in("az2", port, Cookie=f"{COOKIE}=az2")
+
+        web = syn.status()["services"]["web"]["zones"]
+        assert web["signals"] == {"sticky": COOKIE, "header": HEADER,
+                                  "zone_of_address": ADDRESSES}  # fmt: skip
+        assert web["named"] == ["az1", "az2", "az3"], "zones that take named traffic"
+        assert reloads(syn) == 0, "no reload for any transition among known zones"
+        assert syn.workers() == workers and syn.master_reloads() == master
+
+
+def test_zone_signals_on_zookeeper(
+    zk: ZooKeeperServer, writer: KazooClient, tmp_path: Path, http_backend_factory
+) -> None:
+    path = "/zones/signals"
+    writer.ensure_path(path)
+
+    def put(name: str, data: bytes | None) -> None:
+        node = f"{path}/{name}"
+        if data is None:
+            writer.delete(node)
+        else:
+            writer.create(node, data)
+
+    discovery = {"method": "zookeeper", "hosts": [zk.hosts], "path": path}
+    run_scenario(discovery, put, http_backend_factory)
+
+
+def test_zone_signals_on_etcd(etcd: EtcdCluster, tmp_path: Path, http_backend_factory) -> None:
+    prefix = "/zones/signals"
+
+    def put(name: str, data: bytes | None) -> None:
+        etcd_put(etcd, f"{prefix}/{name}", data)
+
+    discovery = {"method": "etcd", "endpoints": etcd.endpoints, "path": prefix}
+    run_scenario(discovery, put, http_backend_factory)
