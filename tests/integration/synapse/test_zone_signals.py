@@ -164,3 +164,40 @@ def test_zone_signals_on_etcd(etcd: EtcdCluster, tmp_path: Path, http_backend_fa
 
     discovery = {"method": "etcd", "endpoints": etcd.endpoints, "path": prefix}
     run_scenario(discovery, put, http_backend_factory)
+
+
+def test_a_zone_never_seen_costs_one_reload_then_none(
+    zk: ZooKeeperServer, writer: KazooClient, http_backend_factory
+) -> None:
+    """Without ``zones``, a new zone needs its backend (one reload); once seen, it stays
+    known: its servers leaving and coming back cost nothing."""
+    path = "/zones/unlisted"
+    writer.ensure_path(path)
+    backends = {z: http_backend_factory(f"{z}-0") for z in ("az1", "az2", "az3")}
+
+    def put(zone: str, present: bool) -> None:
+        node = f"{path}/{zone}-0"
+        if present:
+            writer.create(node, nerve_record(backends[zone], labels={"zone": zone}))
+        else:
+            writer.delete(node)
+
+    put("az1", True)
+    put("az2", True)
+    port = free_port()
+    service = {
+        "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
+        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
+        "zone_routing": {"sticky": COOKIE},
+    }
+    with Synapse({"web": service}, zone="az1") as syn:
+        all_in("az2", port, Cookie=f"{COOKIE}=az2")
+        assert "web_zone_az3" not in syn.haproxy_config() and reloads(syn) == 0
+        put("az3", True)
+        all_in("az3", port, Cookie=f"{COOKIE}=az3")
+        wait(lambda: reloads(syn) == 1, what="synapse to count the reload")
+        put("az3", False)
+        all_in("az1", port, Cookie=f"{COOKIE}=az3")
+        put("az3", True)
+        all_in("az3", port, Cookie=f"{COOKIE}=az3")
+        assert reloads(syn) == 1, "a zone seen once stays known: no further reload"
