@@ -13,15 +13,23 @@ reload counter, HAProxy's master count and worker PIDs).
 from __future__ import annotations
 
 import http.client
+import shutil
+import subprocess
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kazoo.client import KazooClient
 from synapse_e2e import Synapse, etcd_put, nerve_record, wait
 
+from smartstack.record import Registration
+from synapse.config import SynapseConfig
+from synapse.haproxy.render import Renderer
+from synapse.model import DesiredService, Server
+from synapse.zone_apply import ZoneRouter
 from testbed.etcd import EtcdCluster
 from testbed.process import free_port
 from testbed.zookeeper import ZooKeeperServer
@@ -201,3 +209,37 @@ def test_a_zone_never_seen_costs_one_reload_then_none(
         put("az3", True)
         all_in("az3", port, Cookie=f"{COOKIE}=az3")
         assert reloads(syn) == 1, "a zone seen once stays known: no further reload"
+
+
+@pytest.mark.parametrize("mode", ["http", "tcp"])
+def test_rendered_signals_pass_haproxy_check_without_warnings(tmp_path: Path, mode: str) -> None:
+    """The real ``haproxy -c`` accepts the lines, and says nothing about them (rule order)."""
+    routing: dict[str, Any] = {"zones": list(LAYOUT), "zone_of_address": ADDRESSES}
+    if mode == "http":
+        routing |= {"sticky": COOKIE, "header": HEADER}
+    config = SynapseConfig.model_validate({
+        "zone": "az1",
+        "services": {"web": {
+            "discovery": {"method": "base"},
+            "haproxy": {"port": 3000, "frontend": [f"mode {mode}"], "backend": [f"mode {mode}"]},
+            "zone_routing": routing,
+        }},
+        "haproxy": {"config_file_path": str(tmp_path / "haproxy.cfg"), "reload_command": "true",
+                    "defaults": ["timeout connect 1s", "timeout client 5s", "timeout server 5s"]},
+    })  # fmt: skip
+    assert config.haproxy is not None
+    servers = [
+        Server.from_registration(
+            Registration(f"10.0.0.{i}", 80, f"az{i}", labels={"zone": f"az{i}"}), "t"
+        )
+        for i in (1, 2, 3)
+    ]
+    routed = ZoneRouter("az1").routed(DesiredService("web", config.services["web"], servers))
+    text = Renderer(config.haproxy).render(routed).text
+    (tmp_path / "haproxy.zones.map").write_text("")
+    path = tmp_path / "candidate.cfg"
+    path.write_text(text)
+    proc = subprocess.run([shutil.which("haproxy") or "haproxy", "-c", "-f", str(path)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert proc.returncode == 0 and "WARNING" not in proc.stdout + proc.stderr, proc.stderr
+    assert text.count("use_backend web_zone_") == (8 if mode == "http" else 2)
