@@ -33,6 +33,7 @@ from synapse.zone_config import (
     ZoneRouting,
     check_dynamic_balance,
     check_signals,
+    check_zone_backend_names,
     check_zone_name,
 )
 
@@ -348,6 +349,9 @@ class SynapseConfig(ConfigModel):
                 path = self.haproxy.config_file_path if self.haproxy else None
                 has_port = hap.has_frontend and hap.port is not None
                 check_signals(name, service.zone_routing, has_port, mode, path)
+        backends = {name: s.haproxy.backend_name or name for name, s in self.services.items()}
+        routed = {n: s.zone_routing for n, s in self.services.items() if s.zone_routing}
+        check_zone_backend_names(backends, {n: r for n, r in routed.items() if r.signals})
         return self
 
     @model_validator(mode="after")

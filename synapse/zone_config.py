@@ -143,3 +143,19 @@ def check_signals(
                 f"{where}: needs haproxy.config_file_path (the map of server zones that sets "
                 "the cookie lives beside it)"
             )
+
+
+def check_zone_backend_names(backends: dict[str, str], routed: dict[str, ZoneRouting]) -> None:
+    """ValueError when a zone backend known up front has another service's backend name.
+
+    ``backends``: service -> backend name; ``routed``: the services with zone signals.
+    """
+    owners = {backend: service for service, backend in backends.items()}
+    for service, routing in routed.items():
+        for zone in sorted({*routing.zones, *routing.zone_of_address.values()}):
+            name = zone_backend_name(backends[service], zone)
+            if name in owners:
+                raise ValueError(
+                    f"services.{service}.zone_routing: the backend of zone {zone}, {name!r}, "
+                    f"is the backend of service {owners[name]!r}: rename one"
+                )

@@ -286,3 +286,13 @@ def test_status_shows_the_signals_and_the_zones_taking_named_traffic(tmp_path: P
     plain = load(tmp_path, doc(tmp_path, {}))
     router.routed(service(plain, az1=1))
     assert "signals" not in router.status()["web"]
+
+
+def test_a_zone_backend_named_like_another_service_is_refused(tmp_path: Path) -> None:
+    document = doc(tmp_path, {"header": "X-Zone"})
+    document["services"]["other"] = {
+        "discovery": {"method": "base"},
+        "haproxy": {"backend_name": "web_zone_az2"},
+    }
+    text = refusal(tmp_path, document)
+    assert "services.web.zone_routing: the backend of zone az2, 'web_zone_az2'" in text, text
