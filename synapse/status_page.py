@@ -99,8 +99,22 @@ def zone_mode(zones: Any) -> dict[str, Any] | None:
     if not isinstance(zones, dict) or "mode" not in zones:
         return None
     evacuated = zones.get("evacuated")
-    return {"mode": zones.get("mode"), "local": zones.get("local_zone"),
+    mode = {"mode": zones.get("mode"), "local": zones.get("local_zone"),
             "evacuated": evacuated if isinstance(evacuated, list) else []}  # fmt: skip
+    signals = zones.get("signals")
+    if isinstance(signals, dict) and signals:  # zone signals: one short line
+        mode["sig"] = zone_signals(signals)
+    return mode
+
+
+def zone_signals(signals: dict[str, Any]) -> str:
+    """``cookie SRVZONE · header X-Zone · 2 addresses`` for the service line."""
+    parts = [f"cookie {signals['sticky']}"] if signals.get("sticky") else []
+    parts += [f"header {signals['header']}"] if signals.get("header") else []
+    addresses = signals.get("zone_of_address")
+    if isinstance(addresses, dict) and addresses:
+        parts.append(f"{len(addresses)} address{'es' if len(addresses) > 1 else ''}")
+    return " · ".join(parts)
 
 
 def _zones_of_servers(servers: list[list[Any]]) -> list[dict[str, Any]] | None:

@@ -13,6 +13,7 @@ reload counter, HAProxy's master count and worker PIDs).
 from __future__ import annotations
 
 import http.client
+import json
 import shutil
 import subprocess
 import urllib.request
@@ -143,6 +144,9 @@ def run_scenario(discovery: dict[str, Any], put: Put, factory) -> None:
         assert web["signals"] == {"sticky": COOKIE, "header": HEADER,
                                   "zone_of_address": ADDRESSES}  # fmt: skip
         assert web["named"] == ["az1", "az2", "az3"], "zones that take named traffic"
+        page = json.loads(syn.admin("/status/page.json"))  # the status page's data
+        [row] = [s for s in page["services"] if s["n"] == "web"]
+        assert row["zm"]["sig"] == "cookie SRVZONE · header X-Zone · 2 addresses"
         assert reloads(syn) == 0, "no reload for any transition among known zones"
         assert syn.workers() == workers and syn.master_reloads() == master
 

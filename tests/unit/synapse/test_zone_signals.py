@@ -19,6 +19,7 @@ from synapse.config import SynapseConfig, load_synapse_config
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.zone_map import map_path, runtime_commands, wanted_entries
 from synapse.model import DesiredService, Found, Server
+from synapse.status_page import zone_mode
 from synapse.zone_apply import ZoneRouter
 from synapse.zone_backends import in_zone_weights, open_zones
 from synapse.zone_config import ZoneRouting
@@ -296,3 +297,11 @@ def test_a_zone_backend_named_like_another_service_is_refused(tmp_path: Path) ->
     }
     text = refusal(tmp_path, document)
     assert "services.web.zone_routing: the backend of zone az2, 'web_zone_az2'" in text, text
+
+
+def test_status_page_shows_the_signals_in_one_line() -> None:
+    zones = {"local_zone": "az1", "mode": "local", "evacuated": [], "signals": SIGNALS}
+    assert zone_mode(zones) == {
+        "mode": "local", "local": "az1", "evacuated": [],
+        "sig": "cookie SRVZONE · header X-Zone · 1 address"}  # fmt: skip
+    assert "sig" not in (zone_mode({"mode": "local"}) or {})
