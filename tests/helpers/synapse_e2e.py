@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +290,20 @@ def etcd_put(cluster: Any, key: str, value: bytes | None) -> None:
             await client.close()
 
     asyncio.run(put())
+
+
+def zk_putter(writer: Any, path: str) -> Callable[[str, bytes | None], None]:
+    """``put(name, record)`` for the children of ``path`` (None: delete), as nerve would."""
+    writer.ensure_path(path)
+
+    def put(name: str, data: bytes | None) -> None:
+        node = f"{path}/{name}"
+        if data is None:
+            writer.delete(node)
+        else:
+            writer.create(node, data)
+
+    return put
 
 
 def nerve_record(backend, name: str | None = None, **extra: Any) -> bytes:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kazoo.client import KazooClient
-from synapse_e2e import Synapse, etcd_put, http_get, nerve_record, wait
+from synapse_e2e import Synapse, etcd_put, http_get, nerve_record, wait, zk_putter
 
 from testbed.etcd import EtcdCluster
 from testbed.httpbackend import HttpBackend
@@ -150,16 +150,8 @@ def run_scenario(
 def test_three_zones_on_zookeeper(zk: ZooKeeperServer, writer: KazooClient, tmp_path: Path,
                                   http_backend_factory) -> None:  # fmt: skip
     path = "/zones/web"
-    writer.ensure_path(path)
-
-    def put(name: str, data: bytes | None) -> None:
-        node = f"{path}/{name}"
-        if data is None:
-            writer.delete(node)
-        else:
-            writer.create(node, data)
-
     discovery = {"method": "zookeeper", "hosts": [zk.hosts], "path": path}
+    put = zk_putter(writer, path)
     run_scenario(discovery, put, fleet(http_backend_factory), tmp_path / "state.json")
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
-from synapse_e2e import Synapse, etcd_put, nerve_record, wait
+from synapse_e2e import Synapse, etcd_put, nerve_record, wait, zk_putter
 
 from smartstack.record import Registration
 from synapse.config import SynapseConfig
@@ -155,17 +155,8 @@ def test_zone_signals_on_zookeeper(
     zk: ZooKeeperServer, writer: KazooClient, tmp_path: Path, http_backend_factory
 ) -> None:
     path = "/zones/signals"
-    writer.ensure_path(path)
-
-    def put(name: str, data: bytes | None) -> None:
-        node = f"{path}/{name}"
-        if data is None:
-            writer.delete(node)
-        else:
-            writer.create(node, data)
-
     discovery = {"method": "zookeeper", "hosts": [zk.hosts], "path": path}
-    run_scenario(discovery, put, http_backend_factory)
+    run_scenario(discovery, zk_putter(writer, path), http_backend_factory)
 
 
 def test_zone_signals_on_etcd(etcd: EtcdCluster, tmp_path: Path, http_backend_factory) -> None:
