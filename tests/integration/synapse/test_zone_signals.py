@@ -140,6 +140,19 @@ def run_scenario(discovery: dict[str, Any], put: Put, factory) -> None:
         post(syn, "/zones/az2/restore")
         all_in("az2", port, Cookie=f"{COOKIE}=az2")
 
+        # a brand-new az2 server: added to both backends and to the map at runtime
+        joining = factory("az2-new")
+        put(joining.name, nerve_record(joining, labels={"zone": "az2"}))
+
+        def reached(address: str = "127.0.0.1", **headers: str) -> bool:
+            return any(get(port, address, **headers)[0] == "az2-new" for _ in range(10))
+
+        wait(lambda: reached(**{HEADER: "az2"}), what="the new az2 server to answer")
+        wait(lambda: reached("127.0.0.2"), what="the new server reached by its address")
+        cookies = [get(port, **{HEADER: "az2"}) for _ in range(REQUESTS)]
+        assert "az2-new" in {b for b, _ in cookies}
+        assert {c for b, c in cookies if b == "az2-new"} == {"az2"}, "its map entry is there"
+
         web = syn.status()["services"]["web"]["zones"]
         assert web["signals"] == {"sticky": COOKIE, "header": HEADER,
                                   "zone_of_address": ADDRESSES}  # fmt: skip
