@@ -251,3 +251,31 @@ def test_rendered_signals_pass_haproxy_check_without_warnings(tmp_path: Path, mo
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert proc.returncode == 0 and "WARNING" not in proc.stdout + proc.stderr, proc.stderr
     assert text.count("use_backend web_zone_") == (8 if mode == "http" else 2)
+
+
+def test_tcp_frontend_routes_by_arrival_address(
+    zk: ZooKeeperServer, writer: KazooClient, http_backend_factory
+) -> None:
+    """TCP mode: only the address can name a zone (HAProxy's ``dst``); cookie and header
+    are config errors there (unit tests)."""
+    path = "/zones/tcp"
+    put = zk_putter(writer, path)
+    zones = {z: [http_backend_factory(f"{z}-{i}") for i in range(n)] for z, n in LAYOUT.items()}
+    for zone, backends in zones.items():
+        for backend in backends:
+            put(backend.name, nerve_record(backend, labels={"zone": zone}))
+    port = free_port()
+    service = {
+        "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
+        "haproxy": {"port": port, "bind_address": "127.0.0.1", "frontend": ["mode tcp"],
+                    "backend": ["mode tcp"]},
+        "zone_routing": {"zones": list(LAYOUT), "zone_of_address": ADDRESSES},
+    }  # fmt: skip
+    with Synapse({"web": service}, zone="az1") as syn:
+        all_in("az1", port)
+        all_in("az2", port, "127.0.0.2")
+        all_in("az3", port, "127.0.0.3")
+        for backend in zones["az2"]:  # az2 lost: its address gets the normal decision
+            put(backend.name, None)
+        all_in("az1", port, "127.0.0.2")
+        assert reloads(syn) == 0
