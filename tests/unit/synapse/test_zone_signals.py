@@ -119,7 +119,7 @@ servers = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     pool=servers,
     evacuated=st.sets(st.sampled_from(["az1", "az2", "az3"])),
