@@ -1,11 +1,13 @@
 """Smart routing applied: the zone decision turned into the servers' HAProxy weights.
 
-The reconciler passes every DesiredService it builds through ``ZoneRouter.weighted``:
+The reconciler passes every DesiredService it builds through ``ZoneRouter.routed``:
 a service with ``zone_routing`` gets each server's weight from its ZoneDecision
 (synapse.zones), always explicit (0 = no traffic, 1-256), so the HAProxy planner turns
 any change into runtime ``set weight`` operations: no reload for a transition among
 known zones. The server's nominal weight (nerve's, or None) stays in the selection;
-the decision reads it from there. ``evacuation_applier`` is what the admin API's
+the decision reads it from there. A service with zone signals (sticky, header,
+zone_of_address) is followed by its per-zone backends (synapse.zone_backends).
+``evacuation_applier`` is what the admin API's
 ``POST /zones/<zone>/evacuate|restore`` calls (synapse.zone_api).
 """
 
