@@ -4,7 +4,8 @@ An embedded etcd, three small HTTP services each with its own nerve, synapse wit
 a managed HAProxy, and a client printing which backend answered. Then one
 service crashes, traffic moves away, the service comes back and traffic returns.
 Then the zone act (testbed/demo_zones.py): a service in three availability zones, the
-local zone is lost, traffic spreads evenly over the other two, and comes back.
+local zone is lost, traffic spreads evenly over the other two, and comes back; clients
+carrying the zone cookie stay in their zone.
 Everything runs on 127.0.0.1 and is stopped at the end (``--keep`` keeps it up).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import http.client
 import json
 import shutil
@@ -57,6 +59,8 @@ def detail(text: str) -> None:
 class Sample:
     at: float
     backend: str | None  # None = failed request
+    sent: dict[str, str] = field(default_factory=dict)  # the cookies the request carried
+    set_cookie: str | None = None  # the response's Set-Cookie header
 
 
 @dataclass
@@ -64,6 +68,9 @@ class Client:
     """Sends a bounded stream of requests through HAProxy and records who answered."""
 
     port: int
+    # A cookie jar (None: no cookies): sent with every request, updated from Set-Cookie.
+    cookies: dict[str, str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
     samples: list[Sample] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -80,20 +87,29 @@ class Client:
     def _run(self) -> None:
         deadline = time.monotonic() + MAX_CLIENT_SECONDS
         while not self._stop.is_set() and time.monotonic() < deadline:
-            self.samples.append(Sample(time.monotonic(), self._request()))
+            self.samples.append(self.request())
             self._stop.wait(REQUEST_INTERVAL)
 
-    def _request(self) -> str | None:
+    def request(self) -> Sample:
+        """One GET /: who answered (the body), the cookies sent, the Set-Cookie received."""
+        at, sent = time.monotonic(), dict(self.cookies or {})
+        headers = dict(self.headers)
+        if sent:
+            headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in sent.items())
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
         try:
-            conn.request("GET", "/")
+            conn.request("GET", "/", headers=headers)
             response = conn.getresponse()
             body = response.read().decode(errors="replace")
-            return body if response.status == 200 else None
         except OSError:
-            return None
+            return Sample(at, None, sent)
         finally:
             conn.close()
+        set_cookie = response.getheader("Set-Cookie")
+        if set_cookie and self.cookies is not None:
+            name, _, value = set_cookie.split(";", 1)[0].partition("=")
+            self.cookies[name.strip()] = value.strip()
+        return Sample(at, body if response.status == 200 else None, sent, set_cookie)
 
     def since(self, start: float) -> list[Sample]:
         return [s for s in list(self.samples) if s.at >= start]
@@ -265,7 +281,7 @@ class Demo:
         for proc in (*self.nerves.values(), self.synapse):
             if proc is not None and not proc.alive:
                 raise RuntimeError(f"{proc.name} exited:\n{proc.log_tail()}")
-        seen = {Client(self.front_port)._request() for _ in range(6)}
+        seen = {Client(self.front_port).request().backend for _ in range(6)}
         return seen >= set(APPS)
 
     def haproxy_reloads(self) -> int:
@@ -343,7 +359,7 @@ class Demo:
 
     def zone_act(self) -> None:
         say("Zone routing: service 'shop' runs in three zones; this synapse is in az1")
-        self.zones.run(Client(self.zones.port), self.haproxy_reloads)
+        self.zones.run(functools.partial(Client, self.zones.port), self.haproxy_reloads)
 
     def keep_running(self) -> None:
         say("Demo is kept running (Ctrl-C to stop)")

@@ -4,8 +4,12 @@ A second service, ``shop``, runs in three zones (2/2/4 servers, one nerve regist
 them all with ``labels: {zone: ...}``); synapse is in az1 and routes ``shop`` with
 ``zone_routing``. The act: az1 serves everything; az1 is lost (its servers fail their
 health checks, nerve withdraws them) and traffic spreads evenly over az2 and az3, per
-zone, not per server; az1 comes back and takes everything again. Shares are counted
-from who answered the client's requests; reloads from synapse's /status.
+zone, not per server; az1 comes back and takes everything again. Beside it, zone
+stickiness (``sticky: SRVZONE``, ``header: X-Zone``): two more clients keep the cookie
+their answers set, one starting with ``SRVZONE=az3`` (served only in az3), one without
+(pinned to az1 by its first answer, re-pinned when az1 is lost, and staying there).
+Shares are counted from who answered each client's requests, cookies from the answers'
+Set-Cookie headers; reloads from synapse's /status.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ LOCAL = "az1"
 LAYOUT = {"az1": 2, "az2": 2, "az3": 4}
 CHECK_INTERVAL, RISE, FALL = 0.2, 2, 2
 MEASURE_S = 3.0
+COOKIE, HEADER = "SRVZONE", "X-Zone"
+PINNED = "az3"  # the zone the pinned client's cookie names from the start
 
 
 class ZoneAct:
@@ -69,7 +75,7 @@ class ZoneAct:
                 "discovery": {"method": "etcd", "endpoints": endpoints,
                               "path": f"/smartstack/{SERVICE}"},
                 "haproxy": {"port": self.port, "listen": ["mode http"]},
-                "zone_routing": {"zones": list(LAYOUT)},
+                "zone_routing": {"zones": list(LAYOUT), "sticky": COOKIE, "header": HEADER},
             }
         }  # fmt: skip
 
@@ -85,14 +91,22 @@ class ZoneAct:
         ).start()
         return self.nerve
 
-    def run(self, client: Sampled, reloads: Callable[[], int]) -> list[Row]:
-        """The act; one row per situation. ``client`` sends requests to ``self.port``."""
-        rows: list[Row] = []
+    def run(self, make_client: Callable[..., Sampled], reloads: Callable[[], int]) -> list[Row]:
+        """The act; one row per situation and client. ``make_client(cookies=, headers=)``
+        makes a client sending requests to ``self.port``."""
         before = reloads()
+        self._header_requests(make_client(headers={HEADER: "az2"}))  # no cookie jar
+        client = make_client()
+        sticky = {f"{COOKIE}={PINNED}": make_client(cookies={COOKIE: PINNED}),
+                  "new client": make_client(cookies={})}  # fmt: skip
+        everyone = [client, *sticky.values()]
+        rows: dict[str, list[Row]] = {}  # per client, one row per situation
         began = time.monotonic()
-        client.start()
+        for each in everyone:
+            each.start()
         self._until(client, {LOCAL}, began)
-        rows.append(self._measure(client, f"{LOCAL} healthy (local zone)"))
+        self._cookies_set("new client", sticky["new client"], began)
+        self._measure(client, sticky, f"{LOCAL} healthy (local zone)", rows)
 
         detail(f"{LOCAL} is lost: its servers fail their health checks; nerve withdraws them")
         lost = time.monotonic()
@@ -101,7 +115,8 @@ class ZoneAct:
         others = set(LAYOUT) - {LOCAL}
         took = self._until(client, others, lost)
         detail(f"traffic left {LOCAL} {took:.2f} s after its checks started failing")
-        rows.append(self._measure(client, f"{LOCAL} lost: even spill"))
+        self._cookies_set("new client", sticky["new client"], lost)
+        self._measure(client, sticky, f"{LOCAL} lost: even spill", rows)
 
         detail(f"{LOCAL} comes back")
         back = time.monotonic()
@@ -109,11 +124,35 @@ class ZoneAct:
             backend.set_healthy(True)
         took = self._until(client, {LOCAL}, back)
         detail(f"traffic returned to {LOCAL} {took:.2f} s after its checks passed again")
-        rows.append(self._measure(client, f"{LOCAL} back"))
-        client.stop()
-        failed = sum(1 for s in client.since(began) if s.backend is None)
-        print_table(rows, failed, reloads() - before)
-        return rows
+        self._cookies_set("new client", sticky["new client"], back)
+        self._measure(client, sticky, f"{LOCAL} back", rows)
+        for each in everyone:
+            each.stop()
+        failed = sum(1 for c in everyone for s in c.since(began) if not s.backend)
+        table = [row for per_client in rows.values() for row in per_client]
+        print_table(table, failed, reloads() - before)
+        return table
+
+    def _header_requests(self, client: Sampled, count: int = 4) -> None:
+        """A few requests naming az2 by the header, without a cookie: where they went."""
+        answers = [client.request() for _ in range(count)]
+        served = collections.Counter(_zone(a.backend) if a.backend else "FAILED" for a in answers)
+        cookies = collections.Counter(_cookie(a.set_cookie) for a in answers)
+        detail(f"{count} requests with '{HEADER}: az2', no cookie: served in "
+               f"{_counts(served)}; {COOKIE} set to {_counts(cookies)}")  # fmt: skip
+
+    def _cookies_set(self, name: str, client: Sampled, since: float) -> None:
+        """Print the Set-Cookie answers ``client`` got since ``since`` (a few at most)."""
+        events = [s for s in client.since(since) if s.set_cookie]
+        for s in events[:3]:
+            sent = s.sent.get(COOKIE, "none")
+            detail(f"{name}: cookie {sent}, answered by {s.backend}, {s.at - since:.2f} s in: "
+                   f"Set-Cookie: {s.set_cookie}")  # fmt: skip
+        if len(events) > 3:
+            detail(f"{name}: {len(events) - 3} more Set-Cookie answers")
+        if not events:
+            jar = client.cookies or {}
+            detail(f"{name}: no Set-Cookie in this step, it keeps {COOKIE}={jar.get(COOKIE)}")
 
     def _until(self, client: Sampled, zones: set[str], since: float) -> float:
         """Seconds from ``since`` until the last 0.5 s of answers came from exactly ``zones``."""
@@ -131,13 +170,23 @@ class ZoneAct:
         return wait_until(settled, timeout=30, what=f"traffic to exactly {sorted(zones)}",
                           interval=0.05)  # fmt: skip
 
-    def _measure(self, client: Sampled, situation: str) -> Row:
+    def _measure(
+        self,
+        client: Sampled,
+        sticky: dict[str, Sampled],
+        situation: str,
+        rows: dict[str, list[Row]],
+    ) -> None:
+        """Who answered each client in the next MEASURE_S, a row each in ``rows`` (the
+        sticky clients' rows: which cookie values their requests carried)."""
         start = time.monotonic()
         time.sleep(MEASURE_S)
-        answered = [s.backend for s in client.since(start) if s.backend]
-        counts = collections.Counter(_zone(b) for b in answered)
-        total = len(answered) or 1
-        return Row(situation, {z: counts.get(z, 0) / total for z in LAYOUT}, len(answered))
+        step = situation.split(":")[0].replace(" (local zone)", "")
+        rows.setdefault("", []).append(_row(situation, client.since(start)))
+        for name, each in sticky.items():
+            sent = sorted({s.sent.get(COOKIE, "none") for s in each.since(start)})
+            row = _row(f"{name} | {step}", each.since(start), f"sent {COOKIE}={','.join(sent)}")
+            rows.setdefault(name, []).append(row)
 
     def stop(self) -> None:
         if self.nerve is not None:
@@ -152,18 +201,40 @@ class Row:
     situation: str
     shares: dict[str, float]
     requests: int
+    note: str = ""  # the sticky clients: the cookie values their requests carried
+
+
+def _row(situation: str, samples: list[Any], note: str = "") -> Row:
+    answered = [s.backend for s in samples if s.backend]
+    counts = collections.Counter(_zone(b) for b in answered)
+    total = len(answered) or 1
+    return Row(situation, {z: counts.get(z, 0) / total for z in LAYOUT}, len(answered), note)
 
 
 class Sampled(Protocol):
-    """The demo's client: requests in a thread, who answered each (None: failed)."""
+    """The demo's client: requests in a thread, who answered each (None: failed), the
+    cookies each request carried and the Set-Cookie of each answer."""
+
+    cookies: dict[str, str] | None  # its cookie jar, kept from Set-Cookie (None: no jar)
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def since(self, start: float) -> list[Any]: ...
+    def request(self) -> Any: ...
 
 
 def _zone(backend: str) -> str:
     return backend.rsplit("-", 1)[0]
+
+
+def _cookie(set_cookie: str | None) -> str:
+    """The zone a Set-Cookie header sets ``COOKIE`` to ("not set" without one)."""
+    name, _, value = (set_cookie or "").split(";", 1)[0].partition("=")
+    return value if name == COOKIE else "not set"
+
+
+def _counts(counter: collections.Counter[str]) -> str:
+    return ", ".join(f"{key} x{n}" for key, n in sorted(counter.items()))
 
 
 def detail(text: str) -> None:
@@ -174,7 +245,9 @@ def print_table(rows: list[Row], failed: int, reloads: int) -> None:
     """Per-zone request shares of each situation, with the servers per zone."""
     head = "".join(f"{f'{z} ({n})':>10}" for z, n in LAYOUT.items())
     detail(f"{'situation':<28}{head}  requests")
-    for row in rows:
+    for before, row in zip([None, *rows], rows, strict=False):
+        if row.note and not (before and before.note):
+            detail(f"clients keeping the {COOKIE} cookie their answers set, by starting cookie:")
         cells = "".join(f"{row.shares[z] * 100:>8.0f} %" for z in LAYOUT)
-        detail(f"{row.situation:<28}{cells}  {row.requests:>8}")
+        detail(f"{row.situation:<28}{cells}  {row.requests:>8}  {row.note}".rstrip())
     detail(f"zone act: failed requests {failed}, HAProxy reloads {reloads}")

@@ -48,4 +48,29 @@ def test_demo_runs_to_completion_and_cleans_up() -> None:
     assert shares["az1 healthy"] == shares["az1 back"] == [100, 0, 0], out
     az1, az2, az3 = shares["az1 lost"]
     assert az1 == 0 and abs(az2 - 50) <= 10 and abs(az3 - 50) <= 10, out
+    # Stickiness: a request naming az2 by the header is served there and gets the cookie;
+    # the client carrying SRVZONE=az3 is served only in az3 throughout (az1 healthy too).
+    assert (
+        "4 requests with 'X-Zone: az2', no cookie: served in az2 x4; SRVZONE set to az2 x4" in out
+    )
+    sticky = {
+        (client, step): [int(n) for n in re.findall(r"(\d+) %", line)]
+        for client in ("SRVZONE=az3", "new client")
+        for step in ("az1 healthy", "az1 lost", "az1 back")
+        for line in out.splitlines()
+        if line.strip().startswith(f"{client} | {step}")
+    }
+    assert all(
+        sticky["SRVZONE=az3", s] == [0, 0, 100] for s in ("az1 healthy", "az1 lost", "az1 back")
+    ), out
+    # A new client is pinned to az1 by its first answer; when az1 is lost its cookie is
+    # re-set to the zone that served it, and it stays there when az1 is back.
+    assert re.search(r"new client: cookie none, answered by az1-\d.*Set-Cookie: SRVZONE=az1;", out)
+    moved = re.search(
+        r"new client: cookie az1, answered by (az[23])-\d.*Set-Cookie: SRVZONE=(az[23]);", out
+    )
+    assert moved and moved.group(1) == moved.group(2), out
+    pinned = [0, 100, 0] if moved.group(1) == "az2" else [0, 0, 100]
+    assert sticky["new client", "az1 healthy"] == [100, 0, 0], out
+    assert sticky["new client", "az1 lost"] == sticky["new client", "az1 back"] == pinned, out
     assert "zone act: failed requests 0, HAProxy reloads 0" in out
