@@ -247,7 +247,8 @@ def print_table(rows: list[Row], failed: int, reloads: int) -> None:
     detail(f"{'situation':<28}{head}  requests")
     for before, row in zip([None, *rows], rows, strict=False):
         if row.note and not (before and before.note):
-            detail(f"clients keeping the {COOKIE} cookie their answers set, by starting cookie:")
+            detail(f"clients keeping the {COOKIE} cookie their answers set ({COOKIE}={PINNED}: "
+                   "starts with it; new client: starts without):")  # fmt: skip
         cells = "".join(f"{row.shares[z] * 100:>8.0f} %" for z in LAYOUT)
         detail(f"{row.situation:<28}{cells}  {row.requests:>8}  {row.note}".rstrip())
     detail(f"zone act: failed requests {failed}, HAProxy reloads {reloads}")
