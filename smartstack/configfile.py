@@ -7,6 +7,7 @@ are warnings, because real files carry keys we do not use (``statsd``, ...).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from smartstack import config_check
 from smartstack.config_errors import ConfigError, format_loc
+from smartstack.config_sections import SectionCache
 from smartstack.erb import ErbError
 from smartstack.erb import render as erb_render
 
@@ -179,6 +181,7 @@ def load(
     erb: bool = False,
     prepare: Callable[[dict[str, Any], Path, dict[str, Path]], list[str]] | None = None,
     strict: bool = False,
+    sections: SectionCache | None = None,
 ) -> tuple[M, list[str]]:
     """Read, merge ``service_conf_dir`` and validate one config file.
 
@@ -188,17 +191,25 @@ def load(
     ``overrides`` replace top-level keys before validation (command-line flags,
     environment). ``erb``: render ``<%= ENV[...] %>`` tags in every file read
     (smartstack.erb). ``prepare`` may adjust the merged document before validation
-    and returns warning lines.
+    and returns warning lines. ``sections``: validate the services one by one and keep
+    the results for the next load (smartstack.config_sections; a daemon's SIGHUP).
     """
     doc = load_document(path, erb)
     config_check.require_content(doc, path)
     doc.update(overrides or {})
     sources = merge_service_conf_dir(doc, path, erb)
     prepared = prepare(doc, path, sources) if prepare else []
-    config = validate(model, doc, path, sources)
-    errors, unknown = config_check.classify_unknown(
-        config, known_unused, lambda loc: _source_for(loc, sources, path), strict
-    )
+    cached = None
+    if sections is not None:  # per-service results kept from the last load
+        whole = functools.partial(validate, model, path=path, sources=sources)
+        cached = sections.validate(doc, whole, path, sources, known_unused, strict)
+    if cached is not None:
+        config, errors, unknown = cached
+    else:
+        config = validate(model, doc, path, sources)
+        errors, unknown = config_check.classify_unknown(
+            config, known_unused, lambda loc: _source_for(loc, sources, path), strict
+        )
     if errors:
         raise ConfigError(errors)
     warnings = prepared + unknown
