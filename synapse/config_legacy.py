@@ -89,8 +89,10 @@ def modernize_document(doc: dict[str, Any], path: Path, sources: dict[str, Path]
         _fix_extra_sections(top, path, warnings, errors)
     for where, service, has_block in _service_blocks(doc, path, sources):
         if has_block:
+            block = service["haproxy"]
             for key in _SERVICE_KEYS:
-                _fix(service["haproxy"], key, f"{where}.haproxy", warnings, errors)
+                if key in block:  # most services have none: SIGHUP runs this on all of them
+                    _fix(block, key, f"{where}.haproxy", warnings, errors)
         for key in ("frontend", "backend", "listen"):  # the early list format's places
             if key in service:
                 _fix(service, key, where, warnings, errors)

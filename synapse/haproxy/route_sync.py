@@ -16,6 +16,7 @@ are written with every wanted entry just before HAProxy reads the config:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -116,7 +117,7 @@ class RouteSync:
     def _write(self, maps: RouteMaps) -> None:
         if self.paths is None or maps == self._written:
             return
-        routes.write_map_files(maps, self.paths)
+        routes.write_map_files(maps, self.paths, self._written)
         self._written = maps
 
     def write_wanted(self) -> None:
@@ -171,6 +172,7 @@ class RouteSync:
             self._write(self.wanted)
             return applied, failures
         self.served = target
-        self._write(target)
+        # Off the event loop (fsync): the route already works, a SIGHUP may be waiting.
+        await asyncio.to_thread(self._write, target)
         event(log, "haproxy_routes_changed", commands=len(applied), first=applied[0])
         return applied, failures

@@ -172,14 +172,20 @@ def map_text(entries: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_map_files(maps: RouteMaps, paths: Mapping[str, Path]) -> list[Path]:
+def write_map_files(
+    maps: RouteMaps, paths: Mapping[str, Path], known: RouteMaps | None = None
+) -> list[Path]:
     """Write the map files that differ from ``maps`` (atomically); the paths written.
 
     Call it before HAProxy reads the config (a missing map file fails ``haproxy -c``)
-    and after runtime map changes (a later reload starts from the files).
+    and after runtime map changes (a later reload starts from the files). ``known``: what
+    the files were last written with; a kind whose entries are the same is not looked at.
     """
     written = []
+    before = known.by_kind() if known is not None else {}
     for kind, entries in maps.by_kind().items():
+        if kind in before and before[kind] == entries:
+            continue
         path, text = paths[kind], map_text(entries)
         if read_text(path) != text:
             write_atomic(path, text)
