@@ -43,6 +43,7 @@ from synapse.haproxy.settings import settings_for
 from synapse.haproxy.traffic import TrafficSampler
 from synapse.metrics import SynapseMetrics
 from synapse.reconciler import Reconciler
+from synapse.reload_diff import same_model
 from synapse.selection import Selection
 from synapse.server_info import ServerInfoCollector, server_rows
 from synapse.server_options import unknown_keywords
@@ -310,7 +311,7 @@ class SynapseDaemon:
         self.config = new
         for name, watcher in list(self.watchers.items()):
             service = new.services.get(name)
-            if service is None or service.discovery != old.services[name].discovery:
+            if service is None or not same_model(service.discovery, old.services[name].discovery):
                 await watcher.stop()
                 del self.watchers[name]
         self.reconciler.set_config(new)

@@ -128,19 +128,80 @@ def route_keys(hosts: tuple[str, ...], paths: tuple[str, ...]) -> tuple[tuple[st
 
 
 def compile_routes(routes: Mapping[str, RouteSpec]) -> RouteMaps:
-    """Service name -> routes, to maps; RouteCollision when two services share a key."""
+    """Service name -> routes, to maps; RouteCollision when two services share a key.
+
+    The last result is kept: a call that differs from it in a few services patches it
+    (a SIGHUP that adds a host to one of 500 services; config loading and the controller
+    compile the same routes one after the other). Same result as compiling from scratch.
+    """
+    global _last
+    specs = {name: (s.backend, tuple(s.hosts), tuple(s.paths)) for name, s in routes.items()}
+    last = _last
+    compiled = _patch(last, specs) if last is not None else None
+    if compiled is None:
+        compiled = _compile(specs)
+    _last = compiled
+    return compiled.maps
+
+
+_Spec = tuple[str, tuple[str, ...], tuple[str, ...]]  # backend, hosts, paths
+PATCH_LIMIT = 32  # more services changed than this: compile from scratch
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    specs: dict[str, _Spec]
+    owners: dict[tuple[str, str], str]  # (kind, key) -> service
+    maps: RouteMaps
+
+
+_last: _Compiled | None = None
+
+
+def _compile(specs: dict[str, _Spec]) -> _Compiled:
     maps: dict[str, dict[str, str]] = {kind: {} for kind in MAP_KINDS}
     owners: dict[tuple[str, str], str] = {}
-    for service in sorted(routes):
-        spec = routes[service]
-        for kind, key in route_keys(tuple(spec.hosts), tuple(spec.paths)):
+    for service in sorted(specs):
+        backend, hosts, paths = specs[service]
+        for kind, key in route_keys(hosts, paths):
             other = owners.setdefault((kind, key), service)
             if other != service:
                 raise RouteCollision(
                     f"{_describe(kind, key)} is routed to two services: {other!r} and {service!r}"
                 )
-            maps[kind][key] = spec.backend
-    return RouteMaps(**maps)
+            maps[kind][key] = backend
+    return _Compiled(specs, owners, RouteMaps(**maps))
+
+
+def _patch(last: _Compiled, specs: dict[str, _Spec]) -> _Compiled | None:
+    """``last`` with the services that differ in ``specs`` compiled again; None: compile
+    from scratch (many changed, or an error, which ``_compile`` words as always)."""
+    if specs == last.specs:
+        return last
+    changed = [n for n in specs.keys() | last.specs.keys() if specs.get(n) != last.specs.get(n)]
+    if len(changed) > PATCH_LIMIT:
+        return None
+    owners = dict(last.owners)
+    maps = {kind: dict(entries) for kind, entries in last.maps.by_kind().items()}
+    for name in changed:
+        if name in last.specs:
+            _, hosts, paths = last.specs[name]
+            for kind, key in route_keys(hosts, paths):
+                owners.pop((kind, key), None)
+                maps[kind].pop(key, None)
+    for name in changed:
+        if name not in specs:
+            continue
+        backend, hosts, paths = specs[name]
+        try:
+            keys = route_keys(hosts, paths)
+        except ValueError:
+            return None
+        for kind, key in keys:
+            if owners.setdefault((kind, key), name) != name:
+                return None
+            maps[kind][key] = backend
+    return _Compiled(specs, owners, RouteMaps(**maps))
 
 
 def routes_of(services: Iterable[DesiredService]) -> RouteMaps:
