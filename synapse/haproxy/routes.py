@@ -204,16 +204,18 @@ def _patch(last: _Compiled, specs: dict[str, _Spec]) -> _Compiled | None:
     return _Compiled(specs, owners, RouteMaps(**maps))
 
 
+def route_spec(service: DesiredService) -> RouteSpec | None:
+    """The routes of an enabled service with ``haproxy.routes`` (None: it has none)."""
+    hap = service.config.haproxy
+    if not hap.routes or hap.disabled:
+        return None
+    return RouteSpec(service.backend_name, tuple(hap.routes.hosts), tuple(hap.routes.paths))
+
+
 def routes_of(services: Iterable[DesiredService]) -> RouteMaps:
     """The maps of the enabled services' ``haproxy.routes``."""
-    routed = {}
-    for service in services:
-        hap = service.config.haproxy
-        if hap.routes and not hap.disabled:
-            routed[service.name] = RouteSpec(
-                service.backend_name, hap.routes.hosts, hap.routes.paths
-            )
-    return compile_routes(routed)
+    specs = {service.name: route_spec(service) for service in services}
+    return compile_routes({name: spec for name, spec in specs.items() if spec is not None})
 
 
 # --- files and frontend lines ----------------------------------------------------------
