@@ -231,7 +231,8 @@ class Reconciler:
         try:
             return await self._hand_over(pending, changed, forced or pending.hand_over)
         finally:
-            await self._write_files(changed, everything)
+            # A reloaded config may remove a service or disable its file: all files, as ever.
+            await self._write_files(changed, everything or pending.hand_over)
 
     async def _hand_over(self, pending: Pending, changed: list[str], forced: bool) -> bool:
         if self.applier is None or not (changed or forced):

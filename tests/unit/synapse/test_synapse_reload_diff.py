@@ -91,3 +91,27 @@ async def test_a_changed_default_servers_list_is_selected_again(tmp_path: Path) 
         rec.set_config(new)
         await eventually(lambda: len(applier.applied) == 2, what="the hand-over")
         assert [s.port for s in by_name(applier.applied[-1])["api"].servers] == [82]
+
+
+class Sink:
+    """A file_output stand-in: the services each update() was told are enabled."""
+
+    def __init__(self) -> None:
+        self.enabled: list[list[str]] = []
+
+    def update(self, selections: Any, enabled: Any) -> list[str]:
+        self.enabled.append(sorted(enabled))
+        return []
+
+
+async def test_a_service_removed_on_reload_leaves_the_file_output(tmp_path: Path) -> None:
+    applier = FakeApplier()
+    rec = make_reconciler(config(tmp_path, ["a.example.com"]), applier)
+    sink = Sink()
+    rec.file_output = sink
+    async with running(rec, applier, report("web", "10.0.0.1"), report("api")):
+        await eventually(lambda: sink.enabled, what="the first file update")
+        new = config(tmp_path, ["a.example.com"])
+        del new.services["api"]
+        rec.set_config(new)
+        await eventually(lambda: sink.enabled[-1] == ["web"], what="file_output without api")
