@@ -11,9 +11,10 @@ nothing. ``haproxy.coalesce_ms`` (default 0) adds a window after the first chang
 burst, for those who prefer fewer, larger hand-overs.
 
 Each round computes the servers (``synapse.selection``) of the services that reported
-since the last round (all of them after a start, a config reload or a failure), hands
-the complete ``list[DesiredService]`` to the applier (``synapse.contract.Applier``: the
-HAProxy controller), which applies it at runtime or by a reload, then updates
+since the last round (all of them after a start or a failure; after a config reload,
+those whose config changed: ``synapse.reload_diff``), hands the complete
+``list[DesiredService]`` to the applier (``synapse.contract.Applier``: the HAProxy
+controller), which applies it at runtime or by a reload, then updates
 file_output (the changed services) and the state file (at most once per
 STATE_FILE_INTERVAL: it holds every server). An unchanged service is handed over as the
 very same DesiredService object, which lets the applier skip it cheaply. The time from
