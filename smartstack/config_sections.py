@@ -6,7 +6,8 @@ services. ``SectionCache`` validates each entry of the document's ``services`` m
 its own (with the model of one entry) and keeps the result beside the entry as parsed
 (after ``prepare``), its source file, the document's ``context`` for it and ``strict``.
 The next load hands back the very same model object for an entry that compares equal,
-with its unknown-key lines, and validates only the others. The rest of the document is
+with its unknown-key lines, and validates only the others. ``service_conf_dir`` files
+(one per service) are parsed again only when their text changed. The rest of the document is
 validated with those objects in place (pydantic takes a model instance as it is).
 
 Same outcome as validating the whole document: an entry that fails on its own makes the
@@ -20,6 +21,8 @@ model validator writes into every service).
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +57,29 @@ class SectionCache:
         self.section = section
         self.context = context
         self._entries: dict[str, _Entry] = {}
+        self._documents: dict[Path, tuple[str, str | None, Any]] = {}
         self.validated = 0  # entries validated (not taken from the cache): for tests
+        self.parsed = 0  # service_conf_dir files parsed (not taken from the cache)
+
+    # --- service_conf_dir files: parsed once per text ----------------------------------
+
+    def document(self, path: Path, text: str) -> dict[str, Any] | None:
+        """A fresh copy of ``path``'s parse when its text is as last time (else None).
+        Fresh: the loader rewrites documents in place (``prepare``)."""
+        kept = self._documents.get(path)
+        if kept is None or kept[0] != text:
+            return None
+        as_json, parsed = kept[1], kept[2]
+        return json.loads(as_json) if as_json is not None else copy.deepcopy(parsed)
+
+    def keep_document(self, path: Path, text: str, doc: dict[str, Any]) -> None:
+        self.parsed += 1
+        try:  # copied back through JSON (C speed) when that gives the very same document
+            as_json: str | None = json.dumps(doc)
+            exact = json.loads(as_json) == doc  # not so with non-string keys
+        except (TypeError, ValueError):  # YAML dates, ...
+            as_json, exact = None, False
+        self._documents[path] = (text, as_json, None) if exact else (text, None, copy.deepcopy(doc))
 
     def validate(
         self,
@@ -75,6 +100,8 @@ class SectionCache:
         if entries is None:
             return None
         self._entries = entries  # removed entries are forgotten
+        kept = set(sources.values())
+        self._documents = {p: d for p, d in self._documents.items() if p in kept}
         built = {name: entry.model for name, entry in entries.items()}
         config = whole({**doc, self.section: built})
         # The rest of the config, walked without the section (a shallow copy: cheap).

@@ -36,10 +36,13 @@ class ConfigModel(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
-def load_document(path: Path, erb: bool = False) -> dict[str, Any]:
+def load_document(
+    path: Path, erb: bool = False, cache: SectionCache | None = None
+) -> dict[str, Any]:
     """Parse one JSON or YAML file into a mapping; ConfigError with a one-line reason.
 
     ``erb``: render the ``<%= ENV[...] %>`` tags first (synapse files, as Ruby synapse).
+    ``cache``: a file whose text (ERB rendered) is as last time is not parsed again.
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -52,11 +55,16 @@ def load_document(path: Path, erb: bool = False) -> dict[str, Any]:
             text = erb_render(text, path)
         except ErbError as exc:
             raise ConfigError([str(exc)]) from None
+    kept = cache.document(path, text) if cache is not None else None
+    if kept is not None:
+        return kept
     doc = _parse(text, path)
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
         raise ConfigError([f"{path}: expected a mapping at the top level, got {_kind(doc)}"])
+    if cache is not None:
+        cache.keep_document(path, text, doc)
     return doc
 
 
@@ -103,7 +111,7 @@ def _kind(value: Any) -> str:
 
 
 def merge_service_conf_dir(
-    doc: dict[str, Any], config_path: Path, erb: bool = False
+    doc: dict[str, Any], config_path: Path, erb: bool = False, cache: SectionCache | None = None
 ) -> dict[str, Path]:
     """Add every file of ``service_conf_dir`` as one service named after the file.
 
@@ -131,7 +139,7 @@ def merge_service_conf_dir(
     for file in sorted(directory.iterdir()):
         if file.suffix not in SERVICE_FILE_SUFFIXES or not file.is_file():
             continue
-        services[file.stem] = load_document(file, erb)
+        services[file.stem] = load_document(file, erb, cache)
         sources[file.stem] = file
     return sources
 
@@ -198,7 +206,7 @@ def load(
     doc = load_document(path, erb)
     config_check.require_content(doc, path)
     doc.update(overrides or {})
-    sources = merge_service_conf_dir(doc, path, erb)
+    sources = merge_service_conf_dir(doc, path, erb, sections)
     prepared = prepare(doc, path, sources) if prepare else []
     cached = None
     if sections is not None:  # per-service results kept from the last load

@@ -3,6 +3,7 @@ services that changed, and ends exactly where a load without the cache ends."""
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 from typing import Any
@@ -144,3 +145,36 @@ def test_service_conf_dir_files_are_named_in_warnings(tmp_path: Path) -> None:
     config, _ = both(path, cache)
     assert config.services["extra"].default_servers[0].port == 8008
     assert cache.validated == 3
+
+
+def test_service_conf_dir_files_are_parsed_again_only_when_their_text_changes(
+    tmp_path: Path,
+) -> None:
+    conf_dir = tmp_path / "services"
+    conf_dir.mkdir()
+    doc = document(tmp_path, count=1)
+    doc["service_conf_dir"] = str(conf_dir)
+    for i in range(3):
+        (conf_dir / f"f{i}.yaml").write_text(
+            f"discovery: {{method: base}}\n"
+            f"default_servers: [{{name: b, host: 127.0.0.1, port: {9000 + i}}}]\n"
+            # a legacy line the loader rewrites in place: a cached parse must stay as read
+            f"haproxy: {{listen: ['option forceclose'], routes: {{hosts: [f{i}.example.com]}}}}\n"
+        )
+    (conf_dir / "odd.yaml").write_text("discovery: {method: base}\nsince: 2024-01-31\n")  # a date
+    path = write(tmp_path / "synapse.json", doc)
+    cache = service_cache()
+    first, warnings = both(path, cache)
+    assert cache.parsed == 4
+    assert sum("'option forceclose' rewritten" in w for w in warnings) == 3
+    again, again_warnings = both(path, cache)
+    assert cache.parsed == 4, "no file changed: none parsed again"
+    assert again_warnings == warnings and again == first
+    assert again.services["odd"].model_extra == {"since": datetime.date(2024, 1, 31)}
+    (conf_dir / "f1.yaml").write_text(
+        "discovery: {method: base}\ndefault_servers: [{name: b, host: 127.0.0.1, port: 9999}]\n"
+    )
+    (conf_dir / "f2.yaml").unlink()
+    third, _ = both(path, cache)
+    assert cache.parsed == 5
+    assert third.services["f1"].default_servers[0].port == 9999 and "f2" not in third.services
