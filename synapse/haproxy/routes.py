@@ -291,10 +291,11 @@ def runtime_commands(old: RouteMaps, new: RouteMaps, paths: Mapping[str, Path]) 
     old_maps = old.by_kind()
     for kind, entries in new.by_kind().items():
         before, path = old_maps[kind], paths[kind]
-        for key in sorted(entries):
-            if key not in before:
-                changes.append(f"add map {path} {key} {entries[key]}")
-            elif before[key] != entries[key]:
-                changes.append(f"set map {path} {key} {entries[key]}")
-        removals += [f"del map {path} {key}" for key in sorted(before) if key not in entries]
+        if before == entries:
+            continue  # (a dict comparison in C; only the differences are sorted below)
+        differ = {k for k in entries.keys() & before.keys() if before[k] != entries[k]}
+        for key in sorted((entries.keys() - before.keys()) | differ):
+            verb = "set" if key in before else "add"
+            changes.append(f"{verb} map {path} {key} {entries[key]}")
+        removals += [f"del map {path} {key}" for key in sorted(before.keys() - entries.keys())]
     return changes + removals
