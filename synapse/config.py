@@ -355,12 +355,11 @@ class SynapseConfig(ConfigModel):
     @model_validator(mode="after")
     def _routes(self) -> SynapseConfig:
         """Routes need the shared frontend, and no host + path may go to two services."""
-        routed = {
-            name: RouteSpec(service.haproxy.backend_name or name, service.haproxy.routes.hosts,
-                            service.haproxy.routes.paths)
-            for name, service in self.services.items()
-            if service.haproxy.routes and not service.haproxy.disabled
-        }  # fmt: skip
+        routed = {}
+        for name, service in self.services.items():  # (runs on every SIGHUP: kept lean)
+            hap, routes = service.haproxy, service.haproxy.routes
+            if (routes.hosts or routes.paths) and not hap.disabled:
+                routed[name] = RouteSpec(hap.backend_name or name, routes.hosts, routes.paths)
         if not routed:
             return self
         hap = self.haproxy

@@ -111,24 +111,22 @@ def ignore_non_string_server_options(
     """
     services = doc.get("services")
     if isinstance(services, dict):
-        blocks = [
-            (f"services.{name}", sources.get(name, path), s)
-            for name, s in services.items()
-            if isinstance(s, dict)
-        ]
+        blocks = [(name, s) for name, s in services.items() if isinstance(s, dict)]
     elif isinstance(services, list):
-        blocks = [
-            (f"services[{i}]", path, s) for i, s in enumerate(services) if isinstance(s, dict)
-        ]
+        blocks = [(i, s) for i, s in enumerate(services) if isinstance(s, dict)]
     else:
         return []
+    listed = isinstance(services, list)
     warnings = []
-    for where, source, service in blocks:
-        for key, block in ((f"{where}.haproxy", service.get("haproxy")), (where, service)):
+    for name, service in blocks:
+        for nested, block in ((True, service.get("haproxy")), (False, service)):
             if not isinstance(block, dict) or not isinstance(
                 block.get("server_options"), dict | list
             ):
-                continue
+                continue  # (names are built only here: SIGHUP runs this on every service)
+            where, source = (f"services[{name}]", path) if listed else (
+                f"services.{name}", sources.get(name, path))  # fmt: skip
+            key = f"{where}.haproxy" if nested else where
             kind = "a hash" if isinstance(block.pop("server_options"), dict) else "a list"
             warnings.append(f"{source}: {key}.server_options: {kind}, not a string: ignored")
     return warnings

@@ -178,3 +178,18 @@ def test_service_conf_dir_files_are_parsed_again_only_when_their_text_changes(
     third, _ = both(path, cache)
     assert cache.parsed == 5
     assert third.services["f1"].default_servers[0].port == 9999 and "f2" not in third.services
+
+
+def test_non_string_server_options_are_named_in_both_service_formats(tmp_path: Path) -> None:
+    from synapse.config_legacy import ignore_non_string_server_options
+
+    path, conf = tmp_path / "synapse.yaml", tmp_path / "conf" / "web.yaml"
+    listed = {"services": [{"name": "a", "server_options": ["x"]}, {"name": "b"}]}
+    assert ignore_non_string_server_options(listed, path, {}) == [
+        f"{path}: services[0].server_options: a list, not a string: ignored"
+    ]
+    mapped = {"services": {"web": {"haproxy": {"server_options": {"x": 1}}}, "db": {}}}
+    assert ignore_non_string_server_options(mapped, path, {"web": conf}) == [
+        f"{conf}: services.web.haproxy.server_options: a hash, not a string: ignored"
+    ]
+    assert mapped["services"]["web"]["haproxy"] == {}
