@@ -144,11 +144,20 @@ def classify_unknown(
     known_unused: Iterable[str],
     source_of: Callable[[tuple[Any, ...]], Path],
     strict: bool = False,
+    prefix: tuple[Any, ...] = (),
 ) -> tuple[list[str], list[str]]:
-    """(error lines, warning lines) for the unknown keys of a validated config."""
+    """(error lines, warning lines) for the unknown keys of a validated config (``prefix``:
+    where ``model`` sits in the file, when it is a part of it)."""
+    return classify(find_unknown(model, frozenset(known_unused), prefix), source_of, strict)
+
+
+def classify(
+    found: Iterable[UnknownKey], source_of: Callable[[tuple[Any, ...]], Path], strict: bool
+) -> tuple[list[str], list[str]]:
+    """(error lines, warning lines) for unknown keys ``found``."""
     errors: list[str] = []
     warnings: list[str] = []
-    for unknown in find_unknown(model, frozenset(known_unused)):
+    for unknown in found:
         where = f"{source_of(unknown.loc)}: {format_loc(unknown.loc)}"
         if unknown.suggestions:
             names = " or ".join(f"'{s}'" for s in unknown.suggestions)

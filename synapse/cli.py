@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from smartstack.cli import add_common_arguments, check_or_run
-from synapse.config import CONFIG_ENV, SynapseConfig, load_synapse_config
+from smartstack.config_sections import SectionCache
+from synapse.config import CONFIG_ENV, SynapseConfig, load_synapse_config, service_cache
 from synapse.preflight import preflight
 
 
@@ -28,18 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.config:
         parser.error(f"the config file is needed: -c FILE, or ${CONFIG_ENV}")
+    cache = service_cache()  # the daemon's SIGHUP re-reads only the services that changed
     return check_or_run(
         args,
-        lambda: load_synapse_config(args.config, args.zone, args.strict),
-        _run,
+        lambda: load_synapse_config(args.config, args.zone, args.strict, cache),
+        lambda config, args: _run(config, args, cache),
         preflight,
     )
 
 
-def _run(config: SynapseConfig, args: argparse.Namespace) -> int:
+def _run(config: SynapseConfig, args: argparse.Namespace, cache: SectionCache) -> int:
     from synapse.daemon import run  # imported late: `-k` needs none of the daemon's modules
 
-    return run(config, args)
+    return run(config, args, cache)
 
 
 if __name__ == "__main__":

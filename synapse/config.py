@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from smartstack.admin_token import AdminAuthConfig
 from smartstack.config_check import services_problem
+from smartstack.config_sections import SectionCache
 from smartstack.configfile import ConfigError, ConfigModel, load
 from smartstack.statsd import StatsdConfig
 from synapse.config_legacy import prepare_document
@@ -368,12 +369,11 @@ class SynapseConfig(ConfigModel):
     @model_validator(mode="after")
     def _routes(self) -> SynapseConfig:
         """Routes need the shared frontend, and no host + path may go to two services."""
-        routed = {
-            name: RouteSpec(service.haproxy.backend_name or name, service.haproxy.routes.hosts,
-                            service.haproxy.routes.paths)
-            for name, service in self.services.items()
-            if service.haproxy.routes and not service.haproxy.disabled
-        }  # fmt: skip
+        routed = {}
+        for name, service in self.services.items():  # (runs on every SIGHUP: kept lean)
+            hap, routes = service.haproxy, service.haproxy.routes
+            if (routes.hosts or routes.paths) and not hap.disabled:
+                routed[name] = RouteSpec(hap.backend_name or name, routes.hosts, routes.paths)
         if not routed:
             return self
         hap = self.haproxy
@@ -396,13 +396,29 @@ class SynapseConfig(ConfigModel):
         return self
 
 
+def service_cache() -> SectionCache:
+    """Per-service validation results kept between loads (the daemon's SIGHUP): a service
+    whose part of the file is unchanged comes back as the same ServiceConfig object."""
+
+    def context(doc: dict[str, Any]) -> Any:
+        # SynapseConfig._top_level_nerve_weights writes this default into the services.
+        top = doc.get("haproxy")
+        return top.get("use_nerve_weights") if isinstance(top, dict) else None
+
+    return SectionCache(ServiceConfig, "services", context)
+
+
 def load_synapse_config(
-    path: str | Path, zone: str | None = None, strict: bool = False
+    path: str | Path,
+    zone: str | None = None,
+    strict: bool = False,
+    cache: SectionCache | None = None,
 ) -> tuple[SynapseConfig, list[str]]:
     """Load a synapse config: ERB ``<%= ENV[...] %>`` tags are rendered first, as Ruby does.
 
     The zone is ``zone`` (--zone), else $SYNAPSE_ZONE, else the file's. Like Airbnb's
-    synapse, a config without services is refused.
+    synapse, a config without services is refused. ``cache`` (``service_cache()``): the
+    services unchanged since the last load with it are not validated again.
     """
     override = zone or os.environ.get("SYNAPSE_ZONE")
     config, warnings = load(
@@ -413,6 +429,7 @@ def load_synapse_config(
         erb=True,
         prepare=prepare_document,
         strict=strict,
+        sections=cache,
     )
     error, warning = services_problem(Path(path), config.services, config.service_conf_dir)
     if error and not (config.docker_services and config.docker_services.enabled):

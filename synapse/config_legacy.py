@@ -89,8 +89,10 @@ def modernize_document(doc: dict[str, Any], path: Path, sources: dict[str, Path]
         _fix_extra_sections(top, path, warnings, errors)
     for where, service, has_block in _service_blocks(doc, path, sources):
         if has_block:
+            block = service["haproxy"]
             for key in _SERVICE_KEYS:
-                _fix(service["haproxy"], key, f"{where}.haproxy", warnings, errors)
+                if key in block:  # most services have none: SIGHUP runs this on all of them
+                    _fix(block, key, f"{where}.haproxy", warnings, errors)
         for key in ("frontend", "backend", "listen"):  # the early list format's places
             if key in service:
                 _fix(service, key, where, warnings, errors)
@@ -109,24 +111,22 @@ def ignore_non_string_server_options(
     """
     services = doc.get("services")
     if isinstance(services, dict):
-        blocks = [
-            (f"services.{name}", sources.get(name, path), s)
-            for name, s in services.items()
-            if isinstance(s, dict)
-        ]
+        blocks = [(name, s) for name, s in services.items() if isinstance(s, dict)]
     elif isinstance(services, list):
-        blocks = [
-            (f"services[{i}]", path, s) for i, s in enumerate(services) if isinstance(s, dict)
-        ]
+        blocks = [(i, s) for i, s in enumerate(services) if isinstance(s, dict)]
     else:
         return []
+    listed = isinstance(services, list)
     warnings = []
-    for where, source, service in blocks:
-        for key, block in ((f"{where}.haproxy", service.get("haproxy")), (where, service)):
+    for name, service in blocks:
+        for nested, block in ((True, service.get("haproxy")), (False, service)):
             if not isinstance(block, dict) or not isinstance(
                 block.get("server_options"), dict | list
             ):
-                continue
+                continue  # (names are built only here: SIGHUP runs this on every service)
+            where, source = (f"services[{name}]", path) if listed else (
+                f"services.{name}", sources.get(name, path))  # fmt: skip
+            key = f"{where}.haproxy" if nested else where
             kind = "a hash" if isinstance(block.pop("server_options"), dict) else "a list"
             warnings.append(f"{source}: {key}.server_options: {kind}, not a string: ignored")
     return warnings

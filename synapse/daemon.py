@@ -28,12 +28,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from smartstack.admin import AdminServer, Health, json_response, start_or_log
+from smartstack.config_sections import SectionCache
 from smartstack.configfile import ConfigError
 from smartstack.logs import event
 from smartstack.statsd import make_stats
 from smartstack.tasks import cancel_and_wait
 from smartstack.zookeeper import ZooKeeperPool
-from synapse.config import ServiceConfig, SynapseConfig, load_synapse_config
+from synapse.config import ServiceConfig, SynapseConfig, load_synapse_config, service_cache
 from synapse.contract import Applier, RecordSink
 from synapse.discovery_config import DiscoveryConfig
 from synapse.docker_services import DockerServiceSource
@@ -42,6 +43,7 @@ from synapse.haproxy.settings import settings_for
 from synapse.haproxy.traffic import TrafficSampler
 from synapse.metrics import SynapseMetrics
 from synapse.reconciler import Reconciler
+from synapse.reload_diff import same_model
 from synapse.selection import Selection
 from synapse.server_info import ServerInfoCollector, server_rows
 from synapse.server_options import unknown_keywords
@@ -62,9 +64,11 @@ EXIT_STARTUP_FAILED = 1
 STOP_STEP_TIMEOUT = 10.0  # per part (a managed HAProxy gets SIGKILL after 5 s anyway)
 
 
-def run(config: SynapseConfig, args: argparse.Namespace) -> int:
-    """Run synapse until SIGTERM/SIGINT; the exit code."""
+def run(config: SynapseConfig, args: argparse.Namespace, cache: SectionCache | None = None) -> int:
+    """Run synapse until SIGTERM/SIGINT; the exit code. ``cache``: what loaded ``config``
+    (its services are not validated again on SIGHUP unless they changed)."""
     daemon = SynapseDaemon(config, getattr(args, "config", None))
+    daemon.config_cache = cache or service_cache()
     daemon.strict = getattr(args, "strict", False)  # holds for SIGHUP reloads too
     daemon.zone_flag = getattr(args, "zone", None)  # --zone beats the file on SIGHUP too
     return asyncio.run(daemon.main())
@@ -106,6 +110,7 @@ class SynapseDaemon:
         self.config = config
         self.config_path = config_path
         self.strict = False  # --strict: unknown keys refuse a reloaded file too
+        self.config_cache = service_cache()  # per-service results of the last load
         self.zone_flag: str | None = None
         self.registry = CollectorRegistry()
         self.metrics = SynapseMetrics(self.registry)
@@ -257,7 +262,7 @@ class SynapseDaemon:
                 return False
             try:
                 new, warnings = load_synapse_config(
-                    self.config_path, self.zone_flag, strict=self.strict
+                    self.config_path, self.zone_flag, self.strict, self.config_cache
                 )
             except ConfigError as exc:
                 self._config_reload_failed("; ".join(exc.lines))
@@ -306,7 +311,7 @@ class SynapseDaemon:
         self.config = new
         for name, watcher in list(self.watchers.items()):
             service = new.services.get(name)
-            if service is None or service.discovery != old.services[name].discovery:
+            if service is None or not same_model(service.discovery, old.services[name].discovery):
                 await watcher.stop()
                 del self.watchers[name]
         self.reconciler.set_config(new)

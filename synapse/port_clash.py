@@ -61,7 +61,9 @@ def binds(config: SynapseConfig) -> Iterator[tuple[str, str]]:
             continue
         where = f"services.{name}.haproxy"
         for key in ("frontend", "listen", "shared_frontend"):
-            yield from _bind_lines(getattr(block, key), f"{where}.{key}")
+            lines = getattr(block, key)
+            if lines:  # (most services of an edge have none: SIGHUP runs this on all)
+                yield from _bind_lines(lines, f"{where}.{key}")
         if block.port is not None:
             yield f"{where}.port", f"{block.bind_address or hap.bind_address}:{block.port}"
 

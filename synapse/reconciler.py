@@ -11,9 +11,10 @@ nothing. ``haproxy.coalesce_ms`` (default 0) adds a window after the first chang
 burst, for those who prefer fewer, larger hand-overs.
 
 Each round computes the servers (``synapse.selection``) of the services that reported
-since the last round (all of them after a start, a config reload or a failure), hands
-the complete ``list[DesiredService]`` to the applier (``synapse.contract.Applier``: the
-HAProxy controller), which applies it at runtime or by a reload, then updates
+since the last round (all of them after a start or a failure; after a config reload,
+those whose config changed: ``synapse.reload_diff``), hands the complete
+``list[DesiredService]`` to the applier (``synapse.contract.Applier``: the HAProxy
+controller), which applies it at runtime or by a reload, then updates
 file_output (the changed services) and the state file (at most once per
 STATE_FILE_INTERVAL: it holds every server). An unchanged service is handed over as the
 very same DesiredService object, which lets the applier skip it cheaply. The time from
@@ -33,18 +34,18 @@ import gc
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from smartstack.backoff import Backoff
 from smartstack.logs import event
-from synapse.config import ServiceConfig, SynapseConfig
+from synapse.config import SynapseConfig
 from synapse.contract import Applier, ApplyOutcome, RecordSink
 from synapse.generator_config import with_generator_config
 from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Report
+from synapse.reload_diff import Pending, ServiceState, carry_over, policy_changed
 from synapse.selection import ORIGIN_DISCOVERY, ORIGIN_STATE_FILE, Selection, select_servers
 from synapse.state_cache import StateCache
 from synapse.zone_apply import ZoneRouter
@@ -70,31 +71,6 @@ def _freeze_startup_objects() -> None:
         gc.freeze()
 
 
-@dataclass
-class _Service:
-    config: ServiceConfig  # the file's, with the registry's generator settings under it
-    file_config: ServiceConfig
-    generator: Mapping[str, Any] = field(default_factory=dict)  # the registry's settings
-    report: Report | None = None
-    selection: Selection | None = None
-    reported_options: tuple[str, ...] = ()
-    desired: DesiredService | None = None  # built from selection; None when it changed
-
-
-@dataclass
-class _Pending:
-    """Changes seen since the last hand-over."""
-
-    event_times: list[float] = field(default_factory=list)
-    reasons: set[str] = field(default_factory=set)
-    services: set[str] = field(default_factory=set)  # services that reported
-
-    def merge(self, later: _Pending) -> None:
-        self.event_times.extend(later.event_times)
-        self.reasons |= later.reasons
-        self.services |= later.services
-
-
 class Reconciler:
     def __init__(
         self,
@@ -110,12 +86,12 @@ class Reconciler:
         self.file_output = file_output
         self._config = config
         self.zones = ZoneRouter(config.zone, state_cache.evacuations if state_cache else None)
-        self._services: dict[str, _Service] = {
-            name: _Service(cfg, cfg) for name, cfg in config.services.items()
+        self._services: dict[str, ServiceState] = {
+            name: ServiceState(cfg, cfg) for name, cfg in config.services.items()
         }
         self._dirty = asyncio.Event()
         self._all_reported = asyncio.Event()
-        self._pending = _Pending()
+        self._pending = Pending()
         self._force = True  # the first hand-over always happens
         self._awaiting_reload: list[float] = []  # event times waiting for a pending reload
         self._flush_task: asyncio.Task[None] | None = None
@@ -146,23 +122,22 @@ class Reconciler:
             self._check_all_reported()
 
     def set_config(self, config: SynapseConfig) -> None:
-        """Take a reloaded config (SIGHUP): keep what watchers reported for kept services."""
-        old = self._services
+        """Take a reloaded config (SIGHUP): only changed services are selected and handed
+        over anew (``reload_diff``); watchers' reports are kept for kept services."""
+        everything = policy_changed(self._config, config)
+        carried = carry_over(self._services, config)
         self._config = config
         self.zones.local_zone = config.zone
-        self._services = {}
-        for name, cfg in config.services.items():
-            kept = old.get(name)
-            same_discovery = kept is not None and kept.config.discovery == cfg.discovery
-            self._services[name] = _Service(
-                cfg,
-                cfg,
-                report=kept.report if kept and same_discovery else None,
-                selection=kept.selection if kept else None,
-            )
-            if kept is not None and same_discovery:
-                self._use_generator(name, self._services[name], kept.generator)
-        self.wake("config reload")
+        self._services = carried.services
+        for name, generator in carried.regenerate.items():
+            self._use_generator(name, self._services[name], generator)
+        if everything:
+            self.wake("config reload")
+            return
+        self._pending.reasons.add("config reload")
+        self._pending.services.update(carried.changed)
+        self._pending.hand_over = True
+        self._dirty.set()
 
     def wake(self, reason: str) -> None:
         """Hand everything over again without a report (the zone evacuations changed)."""
@@ -170,7 +145,7 @@ class Reconciler:
         self._force = True
         self._dirty.set()
 
-    def _use_generator(self, name: str, service: _Service, found: Mapping[str, Any]) -> None:
+    def _use_generator(self, name: str, service: ServiceState, found: Mapping[str, Any]) -> None:
         """Generator settings from the registry (or the state file) changed: the service's
         config is the file's with them under it; an invalid merge keeps the file's."""
         if found == service.generator:
@@ -249,18 +224,20 @@ class Reconciler:
         False when the apply failed. Reports arriving meanwhile go to a fresh pending
         set and mark the next round.
         """
-        pending, self._pending = self._pending, _Pending()
-        everything = self._force or not self.started
+        pending, self._pending = self._pending, Pending()
+        # Taken now: a SIGHUP or generator change during the apply forces the next round.
+        forced, self._force = self._force, False
+        everything = forced or not self.started
         changed = self._select_all(None if everything else pending.services)
         try:
-            return await self._hand_over(pending, changed)
+            return await self._hand_over(pending, changed, forced or pending.hand_over)
         finally:
-            await self._write_files(changed, everything)
+            # A reloaded config may remove a service or disable its file: all files, as ever.
+            await self._write_files(changed, everything or pending.hand_over)
 
-    async def _hand_over(self, pending: _Pending, changed: list[str]) -> bool:
-        if self.applier is None or not (changed or self._force):
-            self._force = False  # (without HAProxy nothing is forced: file_output only)
-            return True
+    async def _hand_over(self, pending: Pending, changed: list[str], forced: bool) -> bool:
+        if self.applier is None or not (changed or forced):
+            return True  # (without HAProxy nothing is forced: file_output only)
         reason = ", ".join(sorted(pending.reasons))[:300] or "update"
         desired = self.desired()
         started = time.monotonic()
@@ -279,7 +256,6 @@ class Reconciler:
             self._force = True
             return False
         now = time.monotonic()
-        self._force = False
         self.applies += 1
         _freeze_startup_objects()
         self.last_error = None

@@ -16,6 +16,7 @@ are written with every wanted entry just before HAProxy reads the config:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from synapse.haproxy import routes
 from synapse.haproxy.executor import run_ops
 from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.ops import Op
-from synapse.haproxy.routes import RouteCollision, RouteMaps
+from synapse.haproxy.routes import RouteCollision, RouteMaps, RouteSpec
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.sockets import HAProxySocketError
 from synapse.model import DesiredService
@@ -84,6 +85,7 @@ class RouteSync:
         self.wanted = RouteMaps()
         self.served: RouteMaps | None = None  # what HAProxy holds; None: read it again
         self._inputs: list[DesiredService] = []
+        self._specs: dict[str, tuple[DesiredService, RouteSpec | None]] = {}
         self._written: RouteMaps | None = None  # what the files hold (None: unknown)
         self._read: RouteMaps | None = None  # the files as HAProxy last read them
         self.loaded: RouteMaps | None = None  # ... as the running HAProxy did (None: unknown)
@@ -99,12 +101,19 @@ class RouteSync:
             a is b for a, b in zip(desired, self._inputs, strict=True)
         ):
             return
+        specs: dict[str, tuple[DesiredService, RouteSpec | None]] = {}
+        for service in desired:  # a service object seen last time: its spec as it was
+            kept = self._specs.get(service.name)
+            if kept is None or kept[0] is not service:
+                kept = (service, routes.route_spec(service))
+            specs[service.name] = kept
         try:
-            self.wanted = routes.routes_of(desired)
+            routed = {name: spec for name, (_, spec) in specs.items() if spec is not None}
+            self.wanted = routes.compile_routes(routed)
         except (RouteCollision, ValueError) as err:  # config loading refuses these first
             event(log, "haproxy_routes_refused", level=logging.ERROR, error=str(err),
                   detail="the previous routes stay")  # fmt: skip
-        self._inputs = list(desired)
+        self._inputs, self._specs = list(desired), specs
 
     def invalidate(self) -> None:
         """HAProxy (re)started: it read the map files; ask it what it holds next time."""
@@ -116,7 +125,7 @@ class RouteSync:
     def _write(self, maps: RouteMaps) -> None:
         if self.paths is None or maps == self._written:
             return
-        routes.write_map_files(maps, self.paths)
+        routes.write_map_files(maps, self.paths, self._written)
         self._written = maps
 
     def write_wanted(self) -> None:
@@ -171,6 +180,7 @@ class RouteSync:
             self._write(self.wanted)
             return applied, failures
         self.served = target
-        self._write(target)
+        # Off the event loop (fsync): the route already works, a SIGHUP may be waiting.
+        await asyncio.to_thread(self._write, target)
         event(log, "haproxy_routes_changed", commands=len(applied), first=applied[0])
         return applied, failures

@@ -109,6 +109,12 @@ def test_map_files_are_beside_the_config_and_sorted(tmp_path):
     assert paths["paths"].read_text().splitlines()[1:] == []
     # unchanged maps are not rewritten
     assert routes.write_map_files(maps, paths) == []
+    # with what was written last, only the kinds whose entries changed are looked at
+    more = RouteMaps(exact={"a.com/": "a"}, paths={"/p/": "p"})
+    assert routes.write_map_files(more, paths, maps) == [paths["exact"], paths["paths"]]
+    paths["wildcard"].unlink()
+    assert routes.write_map_files(more, paths, more) == []
+    assert routes.write_map_files(more, paths) == [paths["wildcard"]]
 
 
 def test_runtime_commands_add_and_change_before_they_delete():

@@ -1,0 +1,92 @@
+"""The reconciler's per-service state, and a reloaded config (SIGHUP) laid over it.
+
+A SIGHUP must cost what changed, not the size of the fleet: an edge with 500 services
+whose one service gained a host must not select, hand over and render 500 services.
+``carry_over`` keeps the state of every service whose config is unchanged, down to its
+DesiredService object, which the HAProxy side skips by identity. The config cache
+(``synapse.config_cache``) hands back the very same ServiceConfig object for a service
+whose part of the file did not change, so "unchanged" is mostly an identity check; an
+equal but distinct object (a config not loaded through the cache) counts as unchanged too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from synapse.config import ServiceConfig, SynapseConfig
+from synapse.model import DesiredService, Report
+from synapse.selection import Selection
+
+
+@dataclass
+class ServiceState:
+    config: ServiceConfig  # the file's, with the registry's generator settings under it
+    file_config: ServiceConfig
+    generator: Mapping[str, Any] = field(default_factory=dict)  # the registry's settings
+    report: Report | None = None
+    selection: Selection | None = None
+    reported_options: tuple[str, ...] = ()
+    desired: DesiredService | None = None  # built from selection; None when it changed
+
+
+@dataclass
+class Pending:
+    """Changes seen since the last hand-over."""
+
+    event_times: list[float] = field(default_factory=list)
+    reasons: set[str] = field(default_factory=set)
+    services: set[str] = field(default_factory=set)  # services to select again
+    hand_over: bool = False  # hand over even when no selection changed (a config changed)
+
+    def merge(self, later: Pending) -> None:
+        self.event_times.extend(later.event_times)
+        self.reasons |= later.reasons
+        self.services |= later.services
+        self.hand_over |= later.hand_over
+
+
+def same_model(old: BaseModel, new: BaseModel) -> bool:
+    """Whether a reloaded part of the config changes nothing. Identity first: pydantic's
+    ``==`` compares field by field even an object with itself (500 services per SIGHUP)."""
+    return old is new or old == new
+
+
+def policy_changed(old: SynapseConfig, new: SynapseConfig) -> bool:
+    """Whether the settings every service's selection depends on changed."""
+    before = old.haproxy.registry_server_options if old.haproxy else None
+    after = new.haproxy.registry_server_options if new.haproxy else None
+    return before != after
+
+
+@dataclass
+class CarriedOver:
+    services: dict[str, ServiceState]
+    changed: list[str]  # new services and services whose config changed
+    regenerate: dict[str, Mapping[str, Any]]  # changed, same discovery: generator to re-apply
+
+
+def carry_over(old: Mapping[str, ServiceState], config: SynapseConfig) -> CarriedOver:
+    """The reconciler's services for a reloaded ``config``: an unchanged service keeps its
+    state object; a changed one starts from its new config with what its watcher reported
+    (when its discovery is the same) and its last selection; a removed one is dropped."""
+    result = CarriedOver({}, [], {})
+    for name, cfg in config.services.items():
+        kept = old.get(name)
+        if kept is not None and same_model(kept.file_config, cfg):
+            result.services[name] = kept
+            continue
+        same_discovery = kept is not None and same_model(kept.config.discovery, cfg.discovery)
+        result.services[name] = ServiceState(
+            cfg,
+            cfg,
+            report=kept.report if kept and same_discovery else None,
+            selection=kept.selection if kept else None,
+        )
+        result.changed.append(name)
+        if kept is not None and same_discovery:
+            result.regenerate[name] = kept.generator
+    return result
