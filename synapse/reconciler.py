@@ -40,6 +40,7 @@ from pydantic import ValidationError
 
 from smartstack.backoff import Backoff
 from smartstack.logs import event
+from smartstack.tasks import wait_event
 from synapse.config import SynapseConfig
 from synapse.contract import Applier, ApplyOutcome, RecordSink
 from synapse.generator_config import with_generator_config
@@ -171,8 +172,7 @@ class Reconciler:
 
     async def run(self) -> None:
         startup_wait = self._config.startup_wait
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._all_reported.wait(), startup_wait)
+        await wait_event(self._all_reported, startup_wait)
         silent = sorted(n for n, s in self._services.items() if s.report is None)
         if silent:
             event(log, "startup_without_registry", level=logging.WARNING, services=silent,
@@ -201,11 +201,7 @@ class Reconciler:
     async def _wait_dirty(self) -> bool:
         if self._force:
             return True
-        try:
-            await asyncio.wait_for(self._dirty.wait(), REFRESH_INTERVAL)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_event(self._dirty, REFRESH_INTERVAL)
 
     def _coalesce_seconds(self) -> float:
         haproxy = self._config.haproxy
@@ -318,8 +314,7 @@ class Reconciler:
         while self._state_dirty:
             delay = self._state_written_at + STATE_FILE_INTERVAL - time.monotonic()
             if delay > 0 and not self._stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
+                await wait_event(self._stopping, delay)
             await self._flush_state_file()
 
     async def _final_state_file(self) -> None:

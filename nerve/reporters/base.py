@@ -12,7 +12,6 @@ registry after an outage is the current truth, not a replay of old orders.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from abc import ABC, abstractmethod
 from typing import Any
@@ -23,7 +22,7 @@ from tenacity.wait import wait_exponential_jitter
 from nerve.metrics import NerveMetrics
 from smartstack.logs import FailureStreak
 from smartstack.record import Registration
-from smartstack.tasks import cancel_and_wait
+from smartstack.tasks import cancel_and_wait, wait_event
 
 log = logging.getLogger("nerve.reporter")
 
@@ -204,8 +203,7 @@ class Reporter(ABC):
     async def _backoff(self, seconds: float) -> None:
         # A wake-up (new session, new wish) ends the wait early: no stale backoff delays
         # a re-registration once the registry is back.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._dirty.wait(), seconds)
+        await wait_event(self._dirty, seconds)
 
     def _log_failure(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

@@ -26,6 +26,7 @@ from nerve.metrics import NerveMetrics
 from nerve.reporters.base import RegistryUnavailable, Reporter
 from smartstack.logs import event
 from smartstack.record import Registration, child_prefix, encode, encode_child_prefix
+from smartstack.tasks import wait_event
 from smartstack.zookeeper import ZooKeeperConnection
 
 log = logging.getLogger("nerve.reporter.zookeeper")
@@ -117,8 +118,7 @@ class ZooKeeperReporter(Reporter):
         # Wait a while rather than fail at once: at start the session is usually a few
         # milliseconds away, and during an outage this paces the attempts.
         if not self.conn.connected:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._connected.wait(), self.op_timeout)
+            await wait_event(self._connected, self.op_timeout)
         if not self.conn.connected:
             raise RegistryUnavailable(f"not connected to ZooKeeper {self.conn.hosts}")
 

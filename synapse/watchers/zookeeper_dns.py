@@ -10,13 +10,12 @@ ZooKeeper changes. A name that fails to resolve keeps its last known addresses.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import ipaddress
 import logging
 
 from smartstack.record import InvalidRecord
-from smartstack.tasks import cancel_and_wait
+from smartstack.tasks import cancel_and_wait, wait_event
 from synapse.model import Found
 from synapse.watchers.dns import DEFAULT_CHECK_INTERVAL, keep_resolution, resolve
 from synapse.watchers.zookeeper import ZooKeeperWatcher
@@ -59,8 +58,7 @@ class ZooKeeperDnsWatcher(ZooKeeperWatcher):
     async def _resolve_loop(self) -> None:
         interval = self.discovery.check_interval or DEFAULT_CHECK_INTERVAL
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._zk_changed.wait(), interval)
+            await wait_event(self._zk_changed, interval)
             self._zk_changed.clear()
             if self._zk_view is not None:
                 await self._resolve_and_report(*self._zk_view)
