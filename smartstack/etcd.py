@@ -18,10 +18,12 @@ import aetcd
 import aetcd.client
 import aetcd.exceptions
 import aetcd.rpc
+import aetcd.rtypes
 import aetcd.utils
 import aetcd.watcher
 import grpc
 
+from smartstack.etcd_batch import BatchLister, Listing
 from smartstack.logs import FailureStreak, event
 from smartstack.registry_auth import EtcdTLS
 
@@ -147,6 +149,12 @@ class EtcdConnection:
         self._lock = asyncio.Lock()
         self._probes: dict[int, tuple[aetcd.Client, asyncio.Future[bool]]] = {}
         self.failovers = 0
+        # aetcd creates one watch at a time and, each time one is created, wakes every caller
+        # waiting to create another (an asyncio.Condition's notify_all): with a thousand
+        # watchers starting together that is a million wake-ups. Queued here instead, behind
+        # a lock that wakes only the next caller, aetcd never has more than one waiting.
+        self._watch_creation = asyncio.Lock()
+        self._lister: BatchLister | None = None
         # Every failed call rotates: an outage is logged when it starts and when it ends.
         self._outage = FailureStreak(log, "etcd_failover", "etcd_recovered")
 
@@ -255,6 +263,25 @@ class EtcdConnection:
                 await self.rotate(f"{type(exc).__name__}: {str(exc)[:120]}", client)
         assert last is not None
         raise last
+
+    async def list_prefix(self, prefix: bytes, timeout: float) -> Listing:
+        """The keys under ``prefix`` and the revision read at; listings asked for together
+        are read together (``smartstack.etcd_batch``). ``timeout`` bounds each call."""
+        if self._lister is None:
+            self._lister = BatchLister(self.with_client, timeout)
+        return await self._lister.list(prefix)
+
+    async def watch_prefix(
+        self, prefix: bytes, start_revision: int, timeout: float
+    ) -> aetcd.rtypes.Watch:
+        """A watch on ``prefix`` from ``start_revision``, created one at a time (see
+        ``_watch_creation``); ``timeout`` bounds the queueing too."""
+
+        async def create(client: aetcd.Client) -> aetcd.rtypes.Watch:
+            async with self._watch_creation:
+                return await client.watch_prefix(prefix, start_revision=start_revision)
+
+        return await self.with_client(create, timeout)
 
     def _log_tls_failure(self, exc: BaseException) -> None:
         """Say plainly when the TLS handshake failed: gRPC buries it in a generic

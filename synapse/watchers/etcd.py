@@ -97,23 +97,23 @@ class EtcdWatcher(Watcher):
         prefix = self.prefix.encode()
         started = time.monotonic()
         self._streaming = False
-        listing = await self.conn.with_client(lambda c: c.get_prefix(prefix), LIST_TIMEOUT)
+        # Batched with the other services' listings (one transaction for many prefixes);
+        # the lister bounds each call, this bounds the wait in its queue too.
+        listing = await asyncio.wait_for(self.conn.list_prefix(prefix, LIST_TIMEOUT),
+                                         WATCH_QUEUE_TIMEOUT)  # fmt: skip
         self.metrics.registry_reads.labels(self.service, self.method).inc()
         self.relists += 1
         keys: dict[str, Entry] = {}
-        for kv in listing:
+        for kv in listing.kvs:
             key = kv.key.decode("utf-8", "replace")
             keys[key] = self._decode(key, kv.value, kv.mod_revision, kv.create_revision)
         self._keys = keys
-        self.revision = listing.header.revision
+        self.revision = listing.revision
         self._report(started)
         # aetcd creates watches one at a time on the client's stream and bounds each creation
         # itself (WatchTimeoutError): at start a thousand services queue behind each other,
         # which is waiting, not failure, so the outer bound only guards against a hang.
-        watch = await self.conn.with_client(
-            lambda c: c.watch_prefix(prefix, start_revision=self.revision + 1),
-            WATCH_QUEUE_TIMEOUT,
-        )
+        watch = await self.conn.watch_prefix(prefix, self.revision + 1, WATCH_QUEUE_TIMEOUT)
         self._watch = watch
         self.set_connected(True)
         self._outage.success(service=self.service)
