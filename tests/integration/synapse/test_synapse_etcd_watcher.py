@@ -76,6 +76,34 @@ async def test_keys_become_servers_change_and_leave(etcd, client) -> None:
         await stop_watcher(watcher)
 
 
+async def test_watchers_on_one_connection_list_together_and_watch_their_own(etcd, client) -> None:
+    """Listings asked for together are one transaction; each watcher still sees only its
+    own prefix, from the listing on through its watch."""
+    for i in range(6):
+        await client.put(f"/syn/many/s{i}/a".encode(), record(8100 + i, "a"))
+    conn = EtcdConnection(etcd.endpoints, timeout=2.0)
+    sinks, watchers = [], []
+    ctx = WatcherContext(loop=asyncio.get_running_loop(), metrics=metrics(),
+                         etcd_connection=lambda discovery: conn)  # fmt: skip
+    try:
+        for i in range(6):
+            cfg = service_config({"method": "etcd", "endpoints": etcd.endpoints,
+                                  "path": f"/syn/many/s{i}"})  # fmt: skip
+            sinks.append(Collector())
+            watchers.append(EtcdWatcher(f"s{i}", cfg, sinks[-1], ctx))
+        await asyncio.gather(*(w.start() for w in watchers))
+        for i, sink in enumerate(sinks):
+            await sink.wait_hosts([f"127.0.0.1:{8100 + i}"])
+        assert conn._lister is not None and conn._lister.calls < 6
+        await eventually(lambda: all(w.connected for w in watchers), what="every watch")
+        await client.put(b"/syn/many/s3/b", record(8200, "b"))
+        await sinks[3].wait_hosts(["127.0.0.1:8103", "127.0.0.1:8200"])
+        assert [sink.hosts() for sink in sinks[:3]] == [[f"127.0.0.1:{8100 + i}"] for i in range(3)]
+    finally:
+        await asyncio.gather(*(w.stop() for w in watchers))
+        await conn.close()
+
+
 async def test_hostile_values_are_skipped_and_counted(etcd, client) -> None:
     await client.put(b"/syn/hostile/good", record(8010, "good"))
     await client.put(b"/syn/hostile/json", b"{nope")
