@@ -18,12 +18,12 @@ import aetcd
 import aetcd.client
 import aetcd.exceptions
 import aetcd.rpc
-import aetcd.rtypes
 import aetcd.utils
 import aetcd.watcher
 import grpc
 
 from smartstack.etcd_batch import BatchLister, Listing
+from smartstack.etcd_watch import PrefixWatch, WatchStream
 from smartstack.logs import FailureStreak, event
 from smartstack.registry_auth import EtcdTLS
 
@@ -149,11 +149,7 @@ class EtcdConnection:
         self._lock = asyncio.Lock()
         self._probes: dict[int, tuple[aetcd.Client, asyncio.Future[bool]]] = {}
         self.failovers = 0
-        # aetcd creates one watch at a time and, each time one is created, wakes every caller
-        # waiting to create another (an asyncio.Condition's notify_all): with a thousand
-        # watchers starting together that is a million wake-ups. Queued here instead, behind
-        # a lock that wakes only the next caller, aetcd never has more than one waiting.
-        self._watch_creation = asyncio.Lock()
+        self._stream: WatchStream | None = None  # every watch, on the current client
         self._lister: BatchLister | None = None
         # Every failed call rotates: an outage is logged when it starts and when it ends.
         self._outage = FailureStreak(log, "etcd_failover", "etcd_recovered")
@@ -202,6 +198,7 @@ class EtcdConnection:
             self._index = (self._index + 1) % len(self.endpoints)
             self.failovers += 1
         self._outage.failure(reason, next=self.current_endpoint)
+        await self._close_stream(old)
         await _close_quietly(old)
 
     async def _endpoint_alive(self, client: aetcd.Client) -> bool:
@@ -271,17 +268,24 @@ class EtcdConnection:
             self._lister = BatchLister(self.with_client, timeout)
         return await self._lister.list(prefix)
 
-    async def watch_prefix(
-        self, prefix: bytes, start_revision: int, timeout: float
-    ) -> aetcd.rtypes.Watch:
-        """A watch on ``prefix`` from ``start_revision``, created one at a time (see
-        ``_watch_creation``); ``timeout`` bounds the queueing too."""
+    async def watch_prefix(self, prefix: bytes, start_revision: int, timeout: float) -> PrefixWatch:
+        """A watch on ``prefix`` from ``start_revision``, on the one watch stream of the
+        current client (``smartstack.etcd_watch``)."""
 
-        async def create(client: aetcd.Client) -> aetcd.rtypes.Watch:
-            async with self._watch_creation:
-                return await client.watch_prefix(prefix, start_revision=start_revision)
+        async def create(client: aetcd.Client) -> PrefixWatch:
+            stream = self._stream
+            if stream is None or stream.client is not client or stream.broken:
+                self._stream = stream = WatchStream(client)
+            return await stream.watch_prefix(prefix, start_revision)
 
         return await self.with_client(create, timeout)
+
+    async def _close_stream(self, client: aetcd.Client | None) -> None:
+        """Fail the watches on ``client``'s stream (it is being replaced or closed)."""
+        stream = self._stream
+        if stream is not None and stream.client is client:
+            self._stream = None
+            await stream.close()
 
     def _log_tls_failure(self, exc: BaseException) -> None:
         """Say plainly when the TLS handshake failed: gRPC buries it in a generic
@@ -296,6 +300,7 @@ class EtcdConnection:
     async def close(self) -> None:
         async with self._lock:
             old, self._client = self._client, None
+        await self._close_stream(old)
         await _close_quietly(old)
 
 

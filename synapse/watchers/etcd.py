@@ -53,6 +53,7 @@ class EtcdWatcher(Watcher):
         self.conn: EtcdConnection | None = None
         self._keys: dict[str, Entry] = {}
         self._watch = None
+        self._client = None
         self._streaming = False  # iterating a live watch (vs. listing / creating it)
         self.revision: int | None = None
         self.relists = 0
@@ -85,9 +86,9 @@ class EtcdWatcher(Watcher):
                     exc, aetcd.exceptions.WatchTimeoutError
                 ):
                     # The stream broke (with_client already rotates for failed calls), or
-                    # the client's watch stream is gone for good: a client whose stream
-                    # closed cleanly never sends a watch request again.
-                    await self.conn.rotate(self.last_error or "watch failed")
+                    # the client's watch stream is gone for good. All watches of a client
+                    # fail together: the client is replaced once, not once per watcher.
+                    await self.conn.rotate(self.last_error or "watch failed", self._client)
             else:
                 self.set_connected(False, "etcd watch ended")
             await asyncio.sleep(backoff.next())
@@ -115,6 +116,7 @@ class EtcdWatcher(Watcher):
         # which is waiting, not failure, so the outer bound only guards against a hang.
         watch = await self.conn.watch_prefix(prefix, self.revision + 1, WATCH_QUEUE_TIMEOUT)
         self._watch = watch
+        self._client = getattr(watch, "client", None)  # the client whose stream carries it
         self.set_connected(True)
         self._outage.success(service=self.service)
         backoff.reset()

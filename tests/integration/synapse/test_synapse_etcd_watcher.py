@@ -12,6 +12,7 @@ import pytest
 from synapse_testlib import Collector, eventually, metrics, service_config
 
 from smartstack.etcd import EtcdConnection
+from smartstack.etcd_watch import WatchStream
 from synapse.discovery_config import DiscoveryConfig
 from synapse.watchers.base import WatcherContext
 from synapse.watchers.etcd import EtcdWatcher
@@ -169,7 +170,7 @@ class _SilentWatch:
 
 async def test_a_silently_dead_watch_is_found_and_replaced(etcd, client, monkeypatch) -> None:
     monkeypatch.setattr("synapse.watchers.etcd.RESYNC_INTERVAL", 0.2, raising=False)
-    real = aetcd.Client.watch_prefix
+    real = WatchStream.watch_prefix
     calls = []
 
     async def first_watch_silent(self, *args, **kwargs):
@@ -178,7 +179,7 @@ async def test_a_silently_dead_watch_is_found_and_replaced(etcd, client, monkeyp
             return _SilentWatch()
         return await real(self, *args, **kwargs)
 
-    monkeypatch.setattr(aetcd.Client, "watch_prefix", first_watch_silent)
+    monkeypatch.setattr(WatchStream, "watch_prefix", first_watch_silent)
     await client.put(b"/syn/silent/a", record(8030, "a"))
     watcher, sink = await start_watcher(etcd.endpoints, "/syn/silent")
     try:
@@ -194,17 +195,17 @@ async def test_a_silently_dead_watch_is_found_and_replaced(etcd, client, monkeyp
 
 
 async def test_a_client_that_cannot_watch_any_more_is_replaced(etcd, client, monkeypatch) -> None:
-    """aetcd never restarts a watch stream that closed cleanly: new watches time out."""
-    real = aetcd.Client.watch_prefix
+    """A client whose watches time out is replaced (once: its stream carries them all)."""
+    real = WatchStream.watch_prefix
     broken: list[aetcd.Client] = []
 
     async def broken_first_client(self, *args, **kwargs):
-        if not broken or self is broken[0]:
-            broken[:1] = [self]
+        if not broken or self.client is broken[0]:
+            broken[:1] = [self.client]
             raise aetcd.exceptions.WatchTimeoutError
         return await real(self, *args, **kwargs)
 
-    monkeypatch.setattr(aetcd.Client, "watch_prefix", broken_first_client)
+    monkeypatch.setattr(WatchStream, "watch_prefix", broken_first_client)
     await client.put(b"/syn/nowatch/a", record(8040, "a"))
     watcher, sink = await start_watcher(etcd.endpoints, "/syn/nowatch")
     try:

@@ -1,5 +1,4 @@
-"""Many etcd services on one connection, without etcd: listings batched into transactions
-(smartstack.etcd_batch, against an in-memory key space) and watches created one at a time."""
+"""Batched etcd prefix listings (smartstack.etcd_batch) against an in-memory key space."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ import aetcd.rpc
 import grpc
 import pytest
 
-from smartstack.etcd import EtcdConnection
 from smartstack.etcd_batch import BatchLister
 
 
@@ -127,30 +125,3 @@ async def test_an_asker_that_gave_up_is_not_read_for() -> None:
     assert kv.ranges == 1 and not kv.txns  # svc0 was not read
     with pytest.raises(asyncio.CancelledError):
         await gone
-
-
-async def test_watches_are_created_one_at_a_time() -> None:
-    """aetcd wakes every caller waiting to create a watch on each creation: callers queue
-    on the connection's own lock instead, so aetcd never has more than one waiting."""
-
-    class WatchingClient:
-        def __init__(self) -> None:
-            self.in_flight = self.most = 0
-            self.created: list[tuple[bytes, int]] = []
-
-        async def watch_prefix(self, prefix: bytes, start_revision: int) -> str:
-            self.in_flight += 1
-            self.most = max(self.most, self.in_flight)
-            await asyncio.sleep(0)
-            self.in_flight -= 1
-            self.created.append((prefix, start_revision))
-            return f"watch {prefix.decode()}"
-
-    conn = EtcdConnection(["127.0.0.1:1"])
-    client = WatchingClient()
-    conn._client = client  # type: ignore[assignment]  # the connected client, faked
-    watches = await asyncio.gather(
-        *(conn.watch_prefix(f"/s/svc{i}/".encode(), i + 1, timeout=5) for i in range(50))
-    )
-    assert watches == [f"watch /s/svc{i}/" for i in range(50)]
-    assert client.most == 1 and len(client.created) == 50
