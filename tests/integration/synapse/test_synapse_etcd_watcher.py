@@ -150,6 +150,32 @@ async def test_etcd_restart_keeps_the_list_then_resumes(tmp_path: Path) -> None:
         cluster.stop()
 
 
+async def test_a_watch_from_a_compacted_revision_lists_again(etcd, client, monkeypatch) -> None:
+    """The first listing claims a revision etcd has compacted since: the watch from it is
+    refused (RevisionCompactedError), the watcher lists again and watches from there."""
+    for i in range(3):
+        put = await client.put(b"/syn/compact/a", record(8050 + i, "a"))
+    await client.compact(put.header.revision)
+    real = EtcdConnection.list_prefix
+    listings = []
+
+    async def first_listing_stale(self, prefix, timeout):
+        listing = await real(self, prefix, timeout)
+        listings.append(listing.revision)
+        if len(listings) == 1:
+            listing.revision = 1  # long compacted
+        return listing
+
+    monkeypatch.setattr(EtcdConnection, "list_prefix", first_listing_stale)
+    watcher, sink = await start_watcher(etcd.endpoints, "/syn/compact")
+    try:
+        await eventually(lambda: watcher.connected and watcher.relists == 2, what="a relist")
+        await client.put(b"/syn/compact/b", record(8060, "b"))
+        await sink.wait_hosts(["127.0.0.1:8052", "127.0.0.1:8060"])
+    finally:
+        await stop_watcher(watcher)
+
+
 class _SilentWatch:
     """What aetcd hands back after its stream closed cleanly: a watch that never delivers."""
 
