@@ -2,13 +2,14 @@
 
 One prefix read gives the full list and its revision; a prefix watch from the
 next revision then delivers every change with its value, so no further reads
-are needed. When the watch dies (etcd restarted, endpoint lost, revision
+are needed. The watchers of one connection list together (one transaction for many
+prefixes, ``smartstack.etcd_batch``) and share one watch stream (``smartstack.etcd_watch``).
+When the watch dies (etcd restarted, endpoint lost, stream ended, revision
 compacted) the watcher lists again and resumes, with jittered backoff between
 failed attempts; the last known list stays in force meanwhile.
 
-aetcd does not tell a watch that its gRPC stream was closed cleanly (nor that the
-server cancelled it): such a watch just never delivers again. So while a watch
-runs, the prefix's (count, newest revision) is checked every ``RESYNC_INTERVAL``
+Should etcd drop a watch without a word, it would just never deliver again. So while
+a watch runs, the prefix's (count, newest revision) is checked every ``RESYNC_INTERVAL``
 (jittered); if it differs from what the watch delivered, the watch is dropped and
 the watcher lists and watches anew. One small range read (one key, no values) per
 service and interval, whatever the size of the service.
