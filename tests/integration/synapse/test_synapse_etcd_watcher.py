@@ -100,6 +100,18 @@ async def test_watchers_on_one_connection_list_together_and_watch_their_own(etcd
         await client.put(b"/syn/many/s3/b", record(8200, "b"))
         await sinks[3].wait_hosts(["127.0.0.1:8103", "127.0.0.1:8200"])
         assert [sink.hosts() for sink in sinks[:3]] == [[f"127.0.0.1:{8100 + i}"] for i in range(3)]
+        # Services removed and added at runtime: the others' watches go on.
+        await watchers[0].stop()
+        await client.put(b"/syn/many/s0/b", record(8201, "b"))
+        cfg = service_config({"method": "etcd", "endpoints": etcd.endpoints,
+                              "path": "/syn/many/s0"})  # fmt: skip
+        sinks.append(Collector())
+        watchers.append(EtcdWatcher("s0-again", cfg, sinks[-1], ctx))
+        await watchers[-1].start()
+        await sinks[-1].wait_hosts(["127.0.0.1:8100", "127.0.0.1:8201"])
+        await client.delete(b"/syn/many/s5/a")
+        await sinks[5].wait(lambda r: not r.found)
+        assert sinks[0].hosts() == ["127.0.0.1:8100"]  # the stopped watcher heard nothing
     finally:
         await asyncio.gather(*(w.stop() for w in watchers))
         await conn.close()
