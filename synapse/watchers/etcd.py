@@ -12,7 +12,8 @@ Should etcd drop a watch without a word, it would just never deliver again. So w
 a watch runs, the prefix's (count, newest revision) is checked every ``RESYNC_INTERVAL``
 (jittered); if it differs from what the watch delivered, the watch is dropped and
 the watcher lists and watches anew. One small range read (one key, no values) per
-service and interval, whatever the size of the service.
+service and interval, whatever the size of the service; the watchers of a connection
+check on a shared tick, so their reads go out together in a few transactions.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 
 import aetcd.exceptions
 
 from smartstack.backoff import Backoff
-from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection, prefix_fingerprint
+from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection
 from smartstack.logs import FailureStreak, event
 from smartstack.record import InvalidRecord, decode_nerve, decode_serverset
 from smartstack.tasks import cancel_and_wait
@@ -148,14 +148,15 @@ class EtcdWatcher(Watcher):
         """Now and then compare etcd's (count, newest revision) of the prefix with what the
         watch delivered; True (and the watch cancelled) when it missed something.
 
-        The check is one small range call, not a listing: a synapse watching a thousand
-        services must not list them all every few minutes.
+        The check is one small range read, not a listing: a synapse watching a thousand
+        services must not list them all every few minutes. It is batched with the other
+        watchers' checks of the connection (a shared tick, one transaction per 128).
         """
         assert self.conn is not None
         while True:
-            await asyncio.sleep(RESYNC_INTERVAL * random.uniform(0.75, 1.25))
+            await self.conn.next_check(RESYNC_INTERVAL)  # with the connection's other watchers
             try:
-                count, newest = await self.conn.with_client(lambda c: prefix_fingerprint(c, prefix))
+                count, newest = await self.conn.fingerprint(prefix)
             except Exception as exc:  # the watch itself reports a broken connection
                 event(log, "etcd_check_failed", level=logging.INFO, service=self.service,
                       error=f"{type(exc).__name__}: {str(exc)[:200]}")  # fmt: skip

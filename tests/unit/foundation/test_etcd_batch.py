@@ -11,6 +11,7 @@ import aetcd.rpc
 import grpc
 import pytest
 
+from smartstack.etcd import EtcdConnection
 from smartstack.etcd_batch import BatchLister
 
 
@@ -19,16 +20,24 @@ class FakeKV:
 
     def __init__(self, keys: dict[bytes, bytes], revision: int, max_ops: int = 128) -> None:
         self.keys, self.revision, self.max_ops = keys, revision, max_ops
+        self.mods: dict[bytes, int] = {}  # a key's mod revision, when not `revision`
         self.txns: list[int] = []  # ranges per transaction
         self.ranges = 0
 
     def _range(self, request: aetcd.rpc.RangeRequest) -> aetcd.rpc.RangeResponse:
         kvs = [
-            aetcd.rpc.KeyValue(key=k, value=v, mod_revision=self.revision, create_revision=1)
+            aetcd.rpc.KeyValue(
+                key=k, value=v, mod_revision=self.mods.get(k, self.revision), create_revision=1
+            )
             for k, v in sorted(self.keys.items())
             if request.key <= k < request.range_end
         ]
-        return aetcd.rpc.RangeResponse(kvs=kvs, count=len(kvs))
+        count = len(kvs)
+        if request.limit:  # the fingerprint's form: newest first, keys only
+            kvs = sorted(kvs, key=lambda kv: -kv.mod_revision)[: request.limit]
+            for kv in kvs:
+                kv.value = b""
+        return aetcd.rpc.RangeResponse(kvs=kvs, count=count)
 
     async def Range(self, request, timeout=None, metadata=None):
         self.ranges += 1
@@ -125,3 +134,32 @@ async def test_an_asker_that_gave_up_is_not_read_for() -> None:
     assert kv.ranges == 1 and not kv.txns  # svc0 was not read
     with pytest.raises(asyncio.CancelledError):
         await gone
+
+
+async def test_fingerprints_and_listings_share_transactions() -> None:
+    kv = FakeKV(keyspace(3, 4), revision=50)
+    kv.mods = {b"/s/svc1/k2": 61, b"/s/svc1/k0": 55}
+    lister = BatchLister(caller(FakeClient(kv)), timeout=1.0)
+    one, listing, empty = await asyncio.gather(
+        lister.fingerprint(b"/s/svc1/"), lister.list(b"/s/svc2/"), lister.fingerprint(b"/x/")
+    )
+    assert one == (4, 61) and empty == (0, 0)
+    assert len(listing.kvs) == 4 and listing.revision == 50
+    assert kv.txns == [3] and kv.ranges == 0
+
+
+async def test_the_watchers_of_a_connection_check_on_one_shared_tick() -> None:
+    conn = EtcdConnection(["127.0.0.1:1"])  # no call is made: only the tick is used
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first = asyncio.ensure_future(conn.next_check(0.2))
+    await asyncio.sleep(0.05)
+    tick = conn._tick
+    later = [asyncio.ensure_future(conn.next_check(0.2)) for _ in range(20)]
+    await asyncio.gather(first, *later)
+    assert conn._tick is tick and tick is not None and tick.done()
+    assert loop.time() - started < 0.25 + 0.1  # the latecomers did not start their own
+    after = asyncio.ensure_future(conn.next_check(0.2))
+    await asyncio.sleep(0)
+    assert conn._tick is not tick and not after.done()  # the next round has a new tick
+    after.cancel()
