@@ -112,9 +112,8 @@ class EtcdWatcher(Watcher):
         self._keys = keys
         self.revision = listing.revision
         self._report(started)
-        # aetcd creates watches one at a time on the client's stream and bounds each creation
-        # itself (WatchTimeoutError): at start a thousand services queue behind each other,
-        # which is waiting, not failure, so the outer bound only guards against a hang.
+        # On the connection's one watch stream, created without waiting for the others'
+        # (smartstack.etcd_watch); the bound only guards against a hang.
         watch = await self.conn.watch_prefix(prefix, self.revision + 1, WATCH_QUEUE_TIMEOUT)
         self._watch = watch
         self._client = getattr(watch, "client", None)  # the client whose stream carries it
