@@ -15,6 +15,11 @@ class Options:
     keep: bool = False  # keep the workspace (logs, configs) after the run
     registries: list[str] = field(default_factory=lambda: ["zookeeper", "etcd"])
     log_level: str = "info"  # of the daemons
+    only: list[str] = field(default_factory=list)  # --only: scenario titles to run (substrings)
+
+    def wants(self, title: str) -> bool:
+        """Whether to run the scenario titled `title` (every one unless --only names some)."""
+        return not self.only or any(text in title for text in self.only)
 
     def size(self, full: int, quick: int) -> int:
         return quick if self.quick else full

@@ -203,7 +203,7 @@ def run(opts: Options) -> Result:
     kinds = list(opts.registries)
     if "zookeeper" in kinds:  # what nerve's use_path_encoding saves: no read per child
         kinds.insert(kinds.index("zookeeper") + 1, "zookeeper+path_encoding")
-    for kind in kinds:
+    for kind in [k for k in kinds if opts.wants(f"{k}, {services} services")]:
         with result.attempt(f"{kind}, {services} services x {servers} servers"):
             scenario(opts, kind, services, servers, result)
     result.notes.append(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -22,6 +23,8 @@ import aetcd.utils
 import aetcd.watcher
 import grpc
 
+from smartstack.etcd_batch import BatchLister, Listing, fingerprint, fingerprint_request
+from smartstack.etcd_watch import PrefixWatch, WatchStream
 from smartstack.logs import FailureStreak, event
 from smartstack.registry_auth import EtcdTLS
 
@@ -95,24 +98,13 @@ class TLSClient(aetcd.Client):
 
 
 async def prefix_fingerprint(client: aetcd.Client, prefix: bytes) -> tuple[int, int]:
-    """(number of keys, highest mod_revision among them) under ``prefix``, in one small call.
-
-    Any change since a known state moves one of the two: a create or an update raises the
-    highest revision, a delete alone lowers the count. aetcd's get_prefix cannot limit a
-    range, so the request is built here: sorted by mod revision, one key, no values.
-    """
-    request = aetcd.rpc.RangeRequest(
-        key=prefix,
-        range_end=aetcd.utils.prefix_range_end(prefix),
-        limit=1,
-        keys_only=True,
-        sort_order=aetcd.rpc.RangeRequest.DESCEND,
-        sort_target=aetcd.rpc.RangeRequest.MOD,
-    )
+    """(number of keys, highest mod_revision among them) under ``prefix``, in one small call
+    (``smartstack.etcd_batch.fingerprint``); ``EtcdConnection.fingerprint`` batches them."""
     await client.connect()
-    response = await client.kvstub.Range(request, timeout=client._timeout, metadata=client.metadata)
-    newest = response.kvs[0].mod_revision if response.kvs else 0
-    return response.count, newest
+    response = await client.kvstub.Range(
+        fingerprint_request(prefix), timeout=client._timeout, metadata=client.metadata
+    )
+    return fingerprint(response)
 
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
@@ -147,6 +139,9 @@ class EtcdConnection:
         self._lock = asyncio.Lock()
         self._probes: dict[int, tuple[aetcd.Client, asyncio.Future[bool]]] = {}
         self.failovers = 0
+        self._stream: WatchStream | None = None  # every watch, on the current client
+        self._lister: BatchLister | None = None
+        self._tick: asyncio.Future[None] | None = None  # see next_check
         # Every failed call rotates: an outage is logged when it starts and when it ends.
         self._outage = FailureStreak(log, "etcd_failover", "etcd_recovered")
 
@@ -194,6 +189,7 @@ class EtcdConnection:
             self._index = (self._index + 1) % len(self.endpoints)
             self.failovers += 1
         self._outage.failure(reason, next=self.current_endpoint)
+        await self._close_stream(old)
         await _close_quietly(old)
 
     async def _endpoint_alive(self, client: aetcd.Client) -> bool:
@@ -256,6 +252,49 @@ class EtcdConnection:
         assert last is not None
         raise last
 
+    def _batch(self, timeout: float) -> BatchLister:
+        if self._lister is None:
+            self._lister = BatchLister(self.with_client, timeout)
+        return self._lister
+
+    async def list_prefix(self, prefix: bytes, timeout: float) -> Listing:
+        """The keys under ``prefix`` and the revision read at; listings asked for together
+        are read together (``smartstack.etcd_batch``). ``timeout`` bounds each call."""
+        return await self._batch(timeout).list(prefix)
+
+    async def fingerprint(self, prefix: bytes) -> tuple[int, int]:
+        """(key count, newest mod revision) under ``prefix``, batched like listings."""
+        return await self._batch(self.timeout).fingerprint(prefix)
+
+    async def next_check(self, interval: float) -> None:
+        """Wait for the connection's next consistency-check tick, every ``interval`` seconds
+        (jittered). Shared by its watchers: their checks go out together, in few calls."""
+        tick = self._tick
+        if tick is None or tick.done():
+            loop = asyncio.get_running_loop()
+            tick = self._tick = loop.create_future()
+            loop.call_later(interval * random.uniform(0.75, 1.25), _resolve, tick)
+        await asyncio.shield(tick)
+
+    async def watch_prefix(self, prefix: bytes, start_revision: int, timeout: float) -> PrefixWatch:
+        """A watch on ``prefix`` from ``start_revision``, on the one watch stream of the
+        current client (``smartstack.etcd_watch``)."""
+
+        async def create(client: aetcd.Client) -> PrefixWatch:
+            stream = self._stream
+            if stream is None or stream.client is not client or stream.broken:
+                self._stream = stream = WatchStream(client)
+            return await stream.watch_prefix(prefix, start_revision)
+
+        return await self.with_client(create, timeout)
+
+    async def _close_stream(self, client: aetcd.Client | None) -> None:
+        """Fail the watches on ``client``'s stream (it is being replaced or closed)."""
+        stream = self._stream
+        if stream is not None and stream.client is client:
+            self._stream = None
+            await stream.close()
+
     def _log_tls_failure(self, exc: BaseException) -> None:
         """Say plainly when the TLS handshake failed: gRPC buries it in a generic
         "failed to connect" message, where it looks like an outage."""
@@ -269,7 +308,13 @@ class EtcdConnection:
     async def close(self) -> None:
         async with self._lock:
             old, self._client = self._client, None
+        await self._close_stream(old)
         await _close_quietly(old)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _close_quietly(client: aetcd.Client | None) -> None:

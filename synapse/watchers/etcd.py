@@ -2,16 +2,18 @@
 
 One prefix read gives the full list and its revision; a prefix watch from the
 next revision then delivers every change with its value, so no further reads
-are needed. When the watch dies (etcd restarted, endpoint lost, revision
+are needed. The watchers of one connection list together (one transaction for many
+prefixes, ``smartstack.etcd_batch``) and share one watch stream (``smartstack.etcd_watch``).
+When the watch dies (etcd restarted, endpoint lost, stream ended, revision
 compacted) the watcher lists again and resumes, with jittered backoff between
 failed attempts; the last known list stays in force meanwhile.
 
-aetcd does not tell a watch that its gRPC stream was closed cleanly (nor that the
-server cancelled it): such a watch just never delivers again. So while a watch
-runs, the prefix's (count, newest revision) is checked every ``RESYNC_INTERVAL``
+Should etcd drop a watch without a word, it would just never deliver again. So while
+a watch runs, the prefix's (count, newest revision) is checked every ``RESYNC_INTERVAL``
 (jittered); if it differs from what the watch delivered, the watch is dropped and
 the watcher lists and watches anew. One small range read (one key, no values) per
-service and interval, whatever the size of the service.
+service and interval, whatever the size of the service; the watchers of a connection
+check on a shared tick, so their reads go out together in a few transactions.
 """
 
 from __future__ import annotations
@@ -19,13 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 
 import aetcd.exceptions
 
 from smartstack.backoff import Backoff
-from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection, prefix_fingerprint
+from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection
 from smartstack.logs import FailureStreak, event
 from smartstack.record import InvalidRecord, decode_nerve, decode_serverset
 from smartstack.tasks import cancel_and_wait
@@ -53,6 +54,7 @@ class EtcdWatcher(Watcher):
         self.conn: EtcdConnection | None = None
         self._keys: dict[str, Entry] = {}
         self._watch = None
+        self._client = None
         self._streaming = False  # iterating a live watch (vs. listing / creating it)
         self.revision: int | None = None
         self.relists = 0
@@ -85,9 +87,9 @@ class EtcdWatcher(Watcher):
                     exc, aetcd.exceptions.WatchTimeoutError
                 ):
                     # The stream broke (with_client already rotates for failed calls), or
-                    # the client's watch stream is gone for good: a client whose stream
-                    # closed cleanly never sends a watch request again.
-                    await self.conn.rotate(self.last_error or "watch failed")
+                    # the client's watch stream is gone for good. All watches of a client
+                    # fail together: the client is replaced once, not once per watcher.
+                    await self.conn.rotate(self.last_error or "watch failed", self._client)
             else:
                 self.set_connected(False, "etcd watch ended")
             await asyncio.sleep(backoff.next())
@@ -97,24 +99,24 @@ class EtcdWatcher(Watcher):
         prefix = self.prefix.encode()
         started = time.monotonic()
         self._streaming = False
-        listing = await self.conn.with_client(lambda c: c.get_prefix(prefix), LIST_TIMEOUT)
+        # Batched with the other services' listings (one transaction for many prefixes);
+        # the lister bounds each call, this bounds the wait in its queue too.
+        listing = await asyncio.wait_for(self.conn.list_prefix(prefix, LIST_TIMEOUT),
+                                         WATCH_QUEUE_TIMEOUT)  # fmt: skip
         self.metrics.registry_reads.labels(self.service, self.method).inc()
         self.relists += 1
         keys: dict[str, Entry] = {}
-        for kv in listing:
+        for kv in listing.kvs:
             key = kv.key.decode("utf-8", "replace")
             keys[key] = self._decode(key, kv.value, kv.mod_revision, kv.create_revision)
         self._keys = keys
-        self.revision = listing.header.revision
+        self.revision = listing.revision
         self._report(started)
-        # aetcd creates watches one at a time on the client's stream and bounds each creation
-        # itself (WatchTimeoutError): at start a thousand services queue behind each other,
-        # which is waiting, not failure, so the outer bound only guards against a hang.
-        watch = await self.conn.with_client(
-            lambda c: c.watch_prefix(prefix, start_revision=self.revision + 1),
-            WATCH_QUEUE_TIMEOUT,
-        )
+        # On the connection's one watch stream, created without waiting for the others'
+        # (smartstack.etcd_watch); the bound only guards against a hang.
+        watch = await self.conn.watch_prefix(prefix, self.revision + 1, WATCH_QUEUE_TIMEOUT)
         self._watch = watch
+        self._client = getattr(watch, "client", None)  # the client whose stream carries it
         self.set_connected(True)
         self._outage.success(service=self.service)
         backoff.reset()
@@ -145,14 +147,15 @@ class EtcdWatcher(Watcher):
         """Now and then compare etcd's (count, newest revision) of the prefix with what the
         watch delivered; True (and the watch cancelled) when it missed something.
 
-        The check is one small range call, not a listing: a synapse watching a thousand
-        services must not list them all every few minutes.
+        The check is one small range read, not a listing: a synapse watching a thousand
+        services must not list them all every few minutes. It is batched with the other
+        watchers' checks of the connection (a shared tick, one transaction per 128).
         """
         assert self.conn is not None
         while True:
-            await asyncio.sleep(RESYNC_INTERVAL * random.uniform(0.75, 1.25))
+            await self.conn.next_check(RESYNC_INTERVAL)  # with the connection's other watchers
             try:
-                count, newest = await self.conn.with_client(lambda c: prefix_fingerprint(c, prefix))
+                count, newest = await self.conn.fingerprint(prefix)
             except Exception as exc:  # the watch itself reports a broken connection
                 event(log, "etcd_check_failed", level=logging.INFO, service=self.service,
                       error=f"{type(exc).__name__}: {str(exc)[:200]}")  # fmt: skip

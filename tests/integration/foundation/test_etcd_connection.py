@@ -86,6 +86,9 @@ async def test_prefix_fingerprint_moves_with_every_kind_of_change(etcd) -> None:
         ):
             await conn.with_client(change)
             seen.append(await conn.with_client(lambda c: prefix_fingerprint(c, prefix)))
+            # Batched (a transaction with another prefix's check): the same answer.
+            both = await asyncio.gather(conn.fingerprint(prefix), conn.fingerprint(b"/none/"))
+            assert both == [seen[-1], (0, 0)]
         assert len(set(seen[:-1])) == len(seen) - 1  # every change inside moved it
         assert seen[-1] == seen[-2]
         assert seen[-1][0] == 1

@@ -12,6 +12,7 @@ import pytest
 from synapse_testlib import Collector, eventually, metrics, service_config
 
 from smartstack.etcd import EtcdConnection
+from smartstack.etcd_watch import WatchStream
 from synapse.discovery_config import DiscoveryConfig
 from synapse.watchers.base import WatcherContext
 from synapse.watchers.etcd import EtcdWatcher
@@ -76,6 +77,46 @@ async def test_keys_become_servers_change_and_leave(etcd, client) -> None:
         await stop_watcher(watcher)
 
 
+async def test_watchers_on_one_connection_list_together_and_watch_their_own(etcd, client) -> None:
+    """Listings asked for together are one transaction; each watcher still sees only its
+    own prefix, from the listing on through its watch."""
+    for i in range(6):
+        await client.put(f"/syn/many/s{i}/a".encode(), record(8100 + i, "a"))
+    conn = EtcdConnection(etcd.endpoints, timeout=2.0)
+    sinks, watchers = [], []
+    ctx = WatcherContext(loop=asyncio.get_running_loop(), metrics=metrics(),
+                         etcd_connection=lambda discovery: conn)  # fmt: skip
+    try:
+        for i in range(6):
+            cfg = service_config({"method": "etcd", "endpoints": etcd.endpoints,
+                                  "path": f"/syn/many/s{i}"})  # fmt: skip
+            sinks.append(Collector())
+            watchers.append(EtcdWatcher(f"s{i}", cfg, sinks[-1], ctx))
+        await asyncio.gather(*(w.start() for w in watchers))
+        for i, sink in enumerate(sinks):
+            await sink.wait_hosts([f"127.0.0.1:{8100 + i}"])
+        assert conn._lister is not None and conn._lister.calls < 6
+        await eventually(lambda: all(w.connected for w in watchers), what="every watch")
+        await client.put(b"/syn/many/s3/b", record(8200, "b"))
+        await sinks[3].wait_hosts(["127.0.0.1:8103", "127.0.0.1:8200"])
+        assert [sink.hosts() for sink in sinks[:3]] == [[f"127.0.0.1:{8100 + i}"] for i in range(3)]
+        # Services removed and added at runtime: the others' watches go on.
+        await watchers[0].stop()
+        await client.put(b"/syn/many/s0/b", record(8201, "b"))
+        cfg = service_config({"method": "etcd", "endpoints": etcd.endpoints,
+                              "path": "/syn/many/s0"})  # fmt: skip
+        sinks.append(Collector())
+        watchers.append(EtcdWatcher("s0-again", cfg, sinks[-1], ctx))
+        await watchers[-1].start()
+        await sinks[-1].wait_hosts(["127.0.0.1:8100", "127.0.0.1:8201"])
+        await client.delete(b"/syn/many/s5/a")
+        await sinks[5].wait(lambda r: not r.found)
+        assert sinks[0].hosts() == ["127.0.0.1:8100"]  # the stopped watcher heard nothing
+    finally:
+        await asyncio.gather(*(w.stop() for w in watchers))
+        await conn.close()
+
+
 async def test_hostile_values_are_skipped_and_counted(etcd, client) -> None:
     await client.put(b"/syn/hostile/good", record(8010, "good"))
     await client.put(b"/syn/hostile/json", b"{nope")
@@ -121,6 +162,32 @@ async def test_etcd_restart_keeps_the_list_then_resumes(tmp_path: Path) -> None:
         cluster.stop()
 
 
+async def test_a_watch_from_a_compacted_revision_lists_again(etcd, client, monkeypatch) -> None:
+    """The first listing claims a revision etcd has compacted since: the watch from it is
+    refused (RevisionCompactedError), the watcher lists again and watches from there."""
+    for i in range(3):
+        put = await client.put(b"/syn/compact/a", record(8050 + i, "a"))
+    await client.compact(put.header.revision)
+    real = EtcdConnection.list_prefix
+    listings = []
+
+    async def first_listing_stale(self, prefix, timeout):
+        listing = await real(self, prefix, timeout)
+        listings.append(listing.revision)
+        if len(listings) == 1:
+            listing.revision = 1  # long compacted
+        return listing
+
+    monkeypatch.setattr(EtcdConnection, "list_prefix", first_listing_stale)
+    watcher, sink = await start_watcher(etcd.endpoints, "/syn/compact")
+    try:
+        await eventually(lambda: watcher.connected and watcher.relists == 2, what="a relist")
+        await client.put(b"/syn/compact/b", record(8060, "b"))
+        await sink.wait_hosts(["127.0.0.1:8052", "127.0.0.1:8060"])
+    finally:
+        await stop_watcher(watcher)
+
+
 class _SilentWatch:
     """What aetcd hands back after its stream closed cleanly: a watch that never delivers."""
 
@@ -141,7 +208,7 @@ class _SilentWatch:
 
 async def test_a_silently_dead_watch_is_found_and_replaced(etcd, client, monkeypatch) -> None:
     monkeypatch.setattr("synapse.watchers.etcd.RESYNC_INTERVAL", 0.2, raising=False)
-    real = aetcd.Client.watch_prefix
+    real = WatchStream.watch_prefix
     calls = []
 
     async def first_watch_silent(self, *args, **kwargs):
@@ -150,7 +217,7 @@ async def test_a_silently_dead_watch_is_found_and_replaced(etcd, client, monkeyp
             return _SilentWatch()
         return await real(self, *args, **kwargs)
 
-    monkeypatch.setattr(aetcd.Client, "watch_prefix", first_watch_silent)
+    monkeypatch.setattr(WatchStream, "watch_prefix", first_watch_silent)
     await client.put(b"/syn/silent/a", record(8030, "a"))
     watcher, sink = await start_watcher(etcd.endpoints, "/syn/silent")
     try:
@@ -166,17 +233,17 @@ async def test_a_silently_dead_watch_is_found_and_replaced(etcd, client, monkeyp
 
 
 async def test_a_client_that_cannot_watch_any_more_is_replaced(etcd, client, monkeypatch) -> None:
-    """aetcd never restarts a watch stream that closed cleanly: new watches time out."""
-    real = aetcd.Client.watch_prefix
+    """A client whose watches time out is replaced (once: its stream carries them all)."""
+    real = WatchStream.watch_prefix
     broken: list[aetcd.Client] = []
 
     async def broken_first_client(self, *args, **kwargs):
-        if not broken or self is broken[0]:
-            broken[:1] = [self]
+        if not broken or self.client is broken[0]:
+            broken[:1] = [self.client]
             raise aetcd.exceptions.WatchTimeoutError
         return await real(self, *args, **kwargs)
 
-    monkeypatch.setattr(aetcd.Client, "watch_prefix", broken_first_client)
+    monkeypatch.setattr(WatchStream, "watch_prefix", broken_first_client)
     await client.put(b"/syn/nowatch/a", record(8040, "a"))
     watcher, sink = await start_watcher(etcd.endpoints, "/syn/nowatch")
     try:

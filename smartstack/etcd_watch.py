@@ -1,0 +1,204 @@
+"""Many etcd prefix watches on one gRPC Watch stream, dispatched by watch id.
+
+aetcd creates one watch at a time and, each time one is created, wakes every caller
+waiting to create another (an ``asyncio.Condition``'s ``notify_all``): a thousand
+watchers starting together cost ~11 s of CPU, and one created behind the others waited
+seconds. Here a creation is a request on the stream and a future: all are sent at once,
+etcd answers ``created`` in the order it received them (its watch server handles one
+request after the other), and every later response is routed to its watch by id.
+
+A stream that fails, or that etcd ends, fails every watch on it with an aetcd exception
+(``ConnectionFailedError`` when it just ended): their watchers list again and watch anew,
+on a new stream. aetcd's own watcher never noticed a stream that closed cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aetcd
+import aetcd.exceptions
+import aetcd.rpc
+import aetcd.rtypes
+import aetcd.utils
+
+OpenCall = Callable[[AsyncIterator[Any]], AsyncIterator[Any]]
+
+
+def client_error(exc: BaseException) -> BaseException:
+    """A gRPC error as the aetcd exception its calls raise (the others unchanged)."""
+    if not isinstance(exc, aetcd.rpc.AioRpcError):
+        return exc
+    try:
+        aetcd.exceptions._handle_exception(exc)
+    except Exception as converted:
+        return converted
+    return exc  # pragma: no cover - _handle_exception always raises
+
+
+class PrefixWatch:
+    """One watch: iterate it for aetcd ``Event``s; it raises when the watch fails."""
+
+    def __init__(self, stream: WatchStream) -> None:
+        self.stream = stream
+        self.client = stream.client  # the client whose stream carries it (for fail-over)
+        self.watch_id: int | None = None
+        self.created: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._events: asyncio.Queue[Any] = asyncio.Queue()
+        self.cancelled = False
+
+    def __aiter__(self) -> AsyncIterator[aetcd.rtypes.Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[aetcd.rtypes.Event]:
+        while True:
+            item = await self._events.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def deliver(self, item: Any) -> None:
+        self._events.put_nowait(item)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.created.done():
+            self.created.set_exception(exc)
+            self.created.exception()  # retrieved: the creator may have given up already
+        else:
+            self.deliver(exc)
+
+    async def cancel(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            self.deliver(None)
+            self.stream.forget(self)
+
+
+class WatchStream:
+    """One Watch stream of one connected aetcd client, carrying many watches."""
+
+    def __init__(self, client: aetcd.Client, open_call: OpenCall | None = None) -> None:
+        self.client = client
+        self._open_call = open_call
+        self._requests: asyncio.Queue[aetcd.rpc.WatchRequest | None] = asyncio.Queue()
+        self._creating: collections.deque[PrefixWatch] = collections.deque()
+        self._watches: dict[int, PrefixWatch] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.error: BaseException | None = None  # set once the stream is gone
+
+    @property
+    def broken(self) -> bool:
+        return self.error is not None
+
+    async def watch_prefix(self, prefix: bytes, start_revision: int) -> PrefixWatch:
+        if self.error is not None:
+            raise self.error
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+        watch = PrefixWatch(self)
+        self._creating.append(watch)
+        request = aetcd.rpc.WatchCreateRequest(
+            key=prefix,
+            range_end=aetcd.utils.prefix_range_end(prefix),
+            start_revision=start_revision,
+        )
+        self._requests.put_nowait(aetcd.rpc.WatchRequest(create_request=request))
+        try:
+            await watch.created
+        except asyncio.CancelledError:
+            await watch.cancel()  # created later, it is cancelled at once
+            raise
+        return watch
+
+    def forget(self, watch: PrefixWatch) -> None:
+        """Stop a watch's events (a watch still being created is cancelled once it is)."""
+        if watch.watch_id is not None and self._watches.pop(watch.watch_id, None) is not None:
+            self._send_cancel(watch.watch_id)
+
+    def _send_cancel(self, watch_id: int) -> None:
+        if self.error is None:
+            cancel = aetcd.rpc.WatchCancelRequest(watch_id=watch_id)
+            self._requests.put_nowait(aetcd.rpc.WatchRequest(cancel_request=cancel))
+
+    async def _request_stream(self) -> AsyncIterator[aetcd.rpc.WatchRequest]:
+        while True:
+            request = await self._requests.get()
+            if request is None:
+                return
+            yield request
+
+    def _call(self) -> AsyncIterator[Any]:
+        if self._open_call is not None:
+            return self._open_call(self._request_stream())
+        stub = aetcd.rpc.WatchStub(self.client.channel)
+        return stub.Watch(self._request_stream(), metadata=self.client.metadata)
+
+    async def _run(self) -> None:
+        try:
+            await self.client.connect()
+            async for response in self._call():
+                self._dispatch(response)
+            error: BaseException = aetcd.exceptions.ConnectionFailedError(
+                "etcd ended the watch stream"
+            )
+        except asyncio.CancelledError:
+            error = aetcd.exceptions.ConnectionFailedError("watch stream closed")
+            self._fail_all(error)
+            raise
+        except Exception as exc:
+            error = client_error(exc)
+        self._fail_all(error)
+
+    def _dispatch(self, response: Any) -> None:
+        if response.created:
+            if not self._creating:
+                return  # not ours (cannot happen on a stream of our own)
+            watch = self._creating.popleft()
+            watch.watch_id = response.watch_id
+            if response.canceled or response.compact_revision:
+                watch.fail(self._refusal(response))  # etcd dropped it already
+                return
+            if watch.cancelled or watch.created.done():
+                self._send_cancel(response.watch_id)  # its creator gave up meanwhile
+                return
+            self._watches[response.watch_id] = watch
+            watch.created.set_result(None)
+        watch = self._watches.get(response.watch_id)
+        if watch is None:
+            return  # left over from a cancelled watch
+        if response.canceled or response.compact_revision:
+            del self._watches[response.watch_id]
+            watch.fail(self._refusal(response))
+            return
+        for ev in response.events:
+            watch.deliver(aetcd.rtypes.Event(ev.type, ev.kv))
+
+    @staticmethod
+    def _refusal(response: Any) -> BaseException:
+        if response.compact_revision:
+            return aetcd.exceptions.RevisionCompactedError(response.compact_revision)
+        reason = response.cancel_reason or "no reason given"
+        return aetcd.exceptions.ClientError(f"etcd cancelled the watch: {reason}")
+
+    def _fail_all(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+        creating, self._creating = self._creating, collections.deque()
+        watches, self._watches = self._watches, {}
+        for watch in [*creating, *watches.values()]:
+            watch.fail(error)
+        self._requests.put_nowait(None)  # ends the request stream
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        self._fail_all(aetcd.exceptions.ConnectionFailedError("watch stream closed"))
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,165 @@
+"""Batched etcd prefix listings (smartstack.etcd_batch) against an in-memory key space."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aetcd.exceptions
+import aetcd.rpc
+import grpc
+import pytest
+
+from smartstack.etcd import EtcdConnection
+from smartstack.etcd_batch import BatchLister
+
+
+class FakeKV:
+    """The two KV calls the lister makes, answered from a dict at a fixed revision."""
+
+    def __init__(self, keys: dict[bytes, bytes], revision: int, max_ops: int = 128) -> None:
+        self.keys, self.revision, self.max_ops = keys, revision, max_ops
+        self.mods: dict[bytes, int] = {}  # a key's mod revision, when not `revision`
+        self.txns: list[int] = []  # ranges per transaction
+        self.ranges = 0
+
+    def _range(self, request: aetcd.rpc.RangeRequest) -> aetcd.rpc.RangeResponse:
+        kvs = [
+            aetcd.rpc.KeyValue(
+                key=k, value=v, mod_revision=self.mods.get(k, self.revision), create_revision=1
+            )
+            for k, v in sorted(self.keys.items())
+            if request.key <= k < request.range_end
+        ]
+        count = len(kvs)
+        if request.limit:  # the fingerprint's form: newest first, keys only
+            kvs = sorted(kvs, key=lambda kv: -kv.mod_revision)[: request.limit]
+            for kv in kvs:
+                kv.value = b""
+        return aetcd.rpc.RangeResponse(kvs=kvs, count=count)
+
+    async def Range(self, request, timeout=None, metadata=None):
+        self.ranges += 1
+        reply = self._range(request)
+        reply.header.revision = self.revision
+        return reply
+
+    async def Txn(self, request, timeout=None, metadata=None):
+        if len(request.success) > self.max_ops:
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                details="etcdserver: too many operations in txn request",
+            )
+        self.txns.append(len(request.success))
+        reply = aetcd.rpc.TxnResponse(succeeded=True)
+        reply.header.revision = self.revision
+        for op in request.success:
+            reply.responses.add(response_range=self._range(op.request_range))
+        return reply
+
+
+class FakeClient:
+    def __init__(self, kv: FakeKV) -> None:
+        self.kvstub, self._timeout, self.metadata = kv, 1.0, None
+
+    async def connect(self) -> None:
+        return None
+
+
+def keyspace(services: int, servers: int) -> dict[bytes, bytes]:
+    return {f"/s/svc{i}/k{j}".encode(): b"{}" for i in range(services) for j in range(servers)}
+
+
+def caller(client: FakeClient) -> Callable[..., Awaitable[Any]]:
+    async def call(fn, timeout=None):
+        return await fn(client)
+
+    return call
+
+
+async def test_listings_asked_together_are_read_in_few_transactions() -> None:
+    kv = FakeKV(keyspace(300, 3), revision=42)
+    lister = BatchLister(caller(FakeClient(kv)), timeout=1.0)
+    listings = await asyncio.gather(*(lister.list(f"/s/svc{i}/".encode()) for i in range(300)))
+    for i, listing in enumerate(listings):
+        assert [kv.key for kv in listing.kvs] == [f"/s/svc{i}/k{j}".encode() for j in range(3)]
+        assert listing.revision == 42
+    assert max(kv.txns) <= 128
+    assert lister.calls == len(kv.txns) + kv.ranges <= 4
+    assert sum(kv.txns) + kv.ranges == 300
+
+
+async def test_a_prefix_does_not_get_its_neighbours_keys() -> None:
+    kv = FakeKV({b"/s/web/a": b"1", b"/s/webx/b": b"2", b"/s/we": b"3"}, revision=7)
+    lister = BatchLister(caller(FakeClient(kv)), timeout=1.0)
+    web, webx = await asyncio.gather(lister.list(b"/s/web/"), lister.list(b"/s/webx/"))
+    assert [k.key for k in web.kvs] == [b"/s/web/a"]
+    assert [k.key for k in webx.kvs] == [b"/s/webx/b"]
+    single = await lister.list(b"/s/web/")  # alone: one plain range call
+    assert [k.key for k in single.kvs] == [b"/s/web/a"] and kv.ranges == 1
+
+
+async def test_a_batch_refused_as_too_large_is_split_and_stays_smaller() -> None:
+    kv = FakeKV(keyspace(40, 1), revision=3, max_ops=10)
+    lister = BatchLister(caller(FakeClient(kv)), timeout=1.0, max_ops=32)
+    listings = await asyncio.gather(*(lister.list(f"/s/svc{i}/".encode()) for i in range(40)))
+    assert all(len(listing.kvs) == 1 for listing in listings)
+    assert lister.max_ops <= 10
+    assert max(kv.txns) <= 10
+
+
+async def test_a_failed_call_fails_every_listing_of_its_batch() -> None:
+    async def down(fn, timeout=None):
+        raise aetcd.exceptions.ConnectionFailedError("etcd is down")
+
+    lister = BatchLister(down, timeout=1.0)
+    results = await asyncio.gather(
+        *(lister.list(f"/s/svc{i}/".encode()) for i in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, aetcd.exceptions.ConnectionFailedError) for r in results)
+    assert lister.max_ops == 128  # not a size problem: batches stay as large
+
+
+async def test_an_asker_that_gave_up_is_not_read_for() -> None:
+    kv = FakeKV(keyspace(3, 1), revision=5)
+    lister = BatchLister(caller(FakeClient(kv)), timeout=1.0)
+    gone = asyncio.ensure_future(lister.list(b"/s/svc0/"))
+    await asyncio.sleep(0)
+    gone.cancel()
+    kept = await lister.list(b"/s/svc1/")
+    assert [k.key for k in kept.kvs] == [b"/s/svc1/k0"]
+    assert kv.ranges == 1 and not kv.txns  # svc0 was not read
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+
+
+async def test_fingerprints_and_listings_share_transactions() -> None:
+    kv = FakeKV(keyspace(3, 4), revision=50)
+    kv.mods = {b"/s/svc1/k2": 61, b"/s/svc1/k0": 55}
+    lister = BatchLister(caller(FakeClient(kv)), timeout=1.0)
+    one, listing, empty = await asyncio.gather(
+        lister.fingerprint(b"/s/svc1/"), lister.list(b"/s/svc2/"), lister.fingerprint(b"/x/")
+    )
+    assert one == (4, 61) and empty == (0, 0)
+    assert len(listing.kvs) == 4 and listing.revision == 50
+    assert kv.txns == [3] and kv.ranges == 0
+
+
+async def test_the_watchers_of_a_connection_check_on_one_shared_tick() -> None:
+    conn = EtcdConnection(["127.0.0.1:1"])  # no call is made: only the tick is used
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first = asyncio.ensure_future(conn.next_check(0.2))
+    await asyncio.sleep(0.05)
+    tick = conn._tick
+    later = [asyncio.ensure_future(conn.next_check(0.2)) for _ in range(20)]
+    await asyncio.gather(first, *later)
+    assert conn._tick is tick and tick is not None and tick.done()
+    assert loop.time() - started < 0.25 + 0.1  # the latecomers did not start their own
+    after = asyncio.ensure_future(conn.next_check(0.2))
+    await asyncio.sleep(0)
+    assert conn._tick is not tick and not after.done()  # the next round has a new tick
+    after.cancel()

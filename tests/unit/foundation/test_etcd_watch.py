@@ -1,0 +1,152 @@
+"""Many watches on one etcd Watch stream (smartstack.etcd_watch), against a fake stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aetcd.exceptions
+import aetcd.rpc
+import pytest
+
+from smartstack.etcd_watch import WatchStream
+
+
+class FakeWatchServer:
+    """etcd's side of one Watch stream: answers creates in order (or holds them), and
+    sends what a test puts in ``responses``."""
+
+    def __init__(self, hold_creates: int = 0) -> None:
+        self.requests: list[aetcd.rpc.WatchRequest] = []
+        self.responses: asyncio.Queue[Any] = asyncio.Queue()
+        self.hold_creates = hold_creates  # answer nothing until this many creates came
+        self._held: list[aetcd.rpc.WatchResponse] = []
+        self._next_id = 100
+        self.compact_on_create: set[bytes] = set()
+
+    def open(self, requests: AsyncIterator[aetcd.rpc.WatchRequest]) -> AsyncIterator[Any]:
+        self._reader = asyncio.ensure_future(self._consume(requests))
+        return self._responses()
+
+    async def _consume(self, requests: AsyncIterator[aetcd.rpc.WatchRequest]) -> None:
+        async for request in requests:
+            self.requests.append(request)
+            if not request.HasField("create_request"):
+                continue
+            self._next_id += 1
+            compacted = request.create_request.key in self.compact_on_create
+            reply = aetcd.rpc.WatchResponse(created=True, watch_id=self._next_id,
+                                            canceled=compacted,
+                                            compact_revision=5 if compacted else 0)  # fmt: skip
+            self._held.append(reply)
+            if len(self._held) >= self.hold_creates:
+                for held in self._held:
+                    self.responses.put_nowait(held)
+                self._held = []
+
+    async def _responses(self) -> AsyncIterator[Any]:
+        while True:
+            item = await self.responses.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def put(self, watch_id: int, key: bytes, delete: bool = False, revision: int = 7) -> None:
+        kind = aetcd.rpc.Event.EventType.DELETE if delete else aetcd.rpc.Event.EventType.PUT
+        kv = aetcd.rpc.KeyValue(key=key, value=b"{}", mod_revision=revision)
+        event = aetcd.rpc.Event(type=kind, kv=kv)
+        self.responses.put_nowait(aetcd.rpc.WatchResponse(watch_id=watch_id, events=[event]))
+
+    def creates(self) -> list[bytes]:
+        return [r.create_request.key for r in self.requests if r.HasField("create_request")]
+
+    def cancels(self) -> list[int]:
+        return [r.cancel_request.watch_id for r in self.requests if r.HasField("cancel_request")]
+
+
+class FakeClient:
+    async def connect(self) -> None:
+        return None
+
+
+async def next_event(watch) -> Any:
+    return await asyncio.wait_for(watch.__aiter__().__anext__(), 2)
+
+
+async def test_creations_are_all_sent_at_once_and_events_go_to_their_watch() -> None:
+    # etcd answers only once all 50 creates arrived: one-at-a-time creation would hang.
+    server = FakeWatchServer(hold_creates=50)
+    stream = WatchStream(FakeClient(), server.open)  # type: ignore[arg-type]
+    prefixes = [f"/s/svc{i}/".encode() for i in range(50)]
+    watches = await asyncio.wait_for(
+        asyncio.gather(*(stream.watch_prefix(p, 3) for p in prefixes)), 2
+    )
+    assert server.creates() == prefixes
+    assert [w.watch_id for w in watches] == list(range(101, 151))
+    assert all(w.client is stream.client for w in watches)
+    server.put(watches[7].watch_id, b"/s/svc7/a")
+    server.put(watches[3].watch_id, b"/s/svc3/b", delete=True)
+    seven, three = await next_event(watches[7]), await next_event(watches[3])
+    assert (seven.kind, seven.kv.key) == ("PUT", b"/s/svc7/a")
+    assert (three.kind, three.kv.key, three.kv.mod_revision) == ("DELETE", b"/s/svc3/b", 7)
+    assert all(w._events.empty() for w in watches)  # nobody else was woken
+    await stream.close()
+
+
+async def test_a_stream_that_ends_fails_every_watch_and_is_not_reused() -> None:
+    server = FakeWatchServer()
+    stream = WatchStream(FakeClient(), server.open)  # type: ignore[arg-type]
+    watches = [await stream.watch_prefix(f"/s/{i}/".encode(), 1) for i in range(3)]
+    server.responses.put_nowait(None)  # etcd closes the stream cleanly
+    for watch in watches:
+        with pytest.raises(aetcd.exceptions.ConnectionFailedError):
+            await next_event(watch)
+    assert stream.broken
+    with pytest.raises(aetcd.exceptions.ConnectionFailedError):
+        await stream.watch_prefix(b"/s/late/", 1)
+
+
+async def test_compaction_fails_only_the_watch_it_concerns() -> None:
+    server = FakeWatchServer()
+    server.compact_on_create.add(b"/s/old/")
+    stream = WatchStream(FakeClient(), server.open)  # type: ignore[arg-type]
+    with pytest.raises(aetcd.exceptions.RevisionCompactedError):
+        await stream.watch_prefix(b"/s/old/", 1)
+    a, b = await stream.watch_prefix(b"/s/a/", 9), await stream.watch_prefix(b"/s/b/", 9)
+    server.responses.put_nowait(
+        aetcd.rpc.WatchResponse(watch_id=a.watch_id, canceled=True, compact_revision=12)
+    )
+    with pytest.raises(aetcd.exceptions.RevisionCompactedError):
+        await next_event(a)
+    server.put(b.watch_id, b"/s/b/x")
+    assert (await next_event(b)).kv.key == b"/s/b/x"
+    await stream.close()
+
+
+async def test_cancel_ends_the_iteration_and_tells_etcd() -> None:
+    server = FakeWatchServer()
+    stream = WatchStream(FakeClient(), server.open)  # type: ignore[arg-type]
+    watch = await stream.watch_prefix(b"/s/a/", 1)
+    await watch.cancel()
+    events = [e async for e in watch]
+    assert events == []
+    await asyncio.sleep(0.01)
+    assert server.cancels() == [watch.watch_id]
+    server.put(watch.watch_id, b"/s/a/late")  # a leftover: dropped
+    await stream.close()
+
+
+async def test_a_creator_that_gave_up_gets_its_watch_cancelled_once_created() -> None:
+    server = FakeWatchServer(hold_creates=2)
+    stream = WatchStream(FakeClient(), server.open)  # type: ignore[arg-type]
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(stream.watch_prefix(b"/s/gone/", 1), 0.05)
+    kept = await asyncio.wait_for(stream.watch_prefix(b"/s/kept/", 1), 2)
+    await asyncio.sleep(0.01)
+    assert server.cancels() == [kept.watch_id - 1]
+    await stream.close()
+    with pytest.raises(aetcd.exceptions.ConnectionFailedError):
+        await next_event(kept)
