@@ -317,6 +317,23 @@ def encode(registration: Registration) -> bytes:
     )
 
 
+# --- etcd keys ---------------------------------------------------------------
+# Beside the ZooKeeper names below: nerve writes and synapse reads the same layout.
+
+
+def etcd_prefix(path: str | None) -> str:
+    """The key prefix a service's records live under (``<path>/``): synapse's range."""
+    return (path or "/").rstrip("/") + "/"
+
+
+def etcd_key(path: str, registration: Registration) -> str:
+    """nerve's key for a registration: ``<path>/<name>_<host>_<port>``.
+
+    Deterministic, so a restarted nerve overwrites its old key instead of adding one.
+    """
+    return f"{etcd_prefix(path)}{registration.name}_{registration.host}_{registration.port}"
+
+
 # --- ZooKeeper child names --------------------------------------------------
 
 

@@ -15,14 +15,9 @@ from nerve.metrics import NerveMetrics
 from nerve.reporters.base import Reporter
 from nerve.reporters.etcd_lease import LeaseKeeper
 from smartstack.logs import event
-from smartstack.record import Registration, encode
+from smartstack.record import Registration, encode, etcd_key
 
 log = logging.getLogger("nerve.reporter.etcd")
-
-
-def etcd_key(etcd_path: str, registration: Registration) -> str:
-    leaf = f"{registration.name}_{registration.host}_{registration.port}"
-    return f"{etcd_path.rstrip('/')}/{leaf}"
 
 
 def _lease_not_found(exc: Exception) -> bool:

@@ -28,7 +28,7 @@ import aetcd.exceptions
 from smartstack.backoff import Backoff
 from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection
 from smartstack.logs import FailureStreak, event
-from smartstack.record import InvalidRecord, decode_nerve, decode_serverset
+from smartstack.record import InvalidRecord, decode_nerve, decode_serverset, etcd_prefix
 from smartstack.tasks import cancel_and_wait
 from synapse.watchers.base import Entry, Watcher
 from synapse.watchers.record_notes import note_ignored
@@ -50,7 +50,7 @@ class EtcdWatcher(Watcher):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.prefix = (self.discovery.path or "/").rstrip("/") + "/"
+        self.prefix = etcd_prefix(self.discovery.path)
         self.conn: EtcdConnection | None = None
         self._keys: dict[str, Entry] = {}
         self._watch = None

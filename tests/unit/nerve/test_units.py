@@ -21,9 +21,8 @@ from nerve.metrics import NerveMetrics
 from nerve.registries import reporter_identity
 from nerve.reporters import base
 from nerve.reporters.base import RegistryUnavailable, Reporter
-from nerve.reporters.etcd import etcd_key
 from nerve.reporters.zookeeper import ZooKeeperReporter
-from smartstack.record import Registration
+from smartstack.record import Registration, etcd_key
 
 RECORD = Registration("10.0.0.5", 8080, "web-1")
 
