@@ -118,6 +118,15 @@ def parse_show_proc(text: str) -> ProcInfo:
     )
 
 
+_STOPPING = re.compile(r"^Stopping: 1$", re.MULTILINE)
+
+
+def is_stopping(info: str) -> bool:
+    """Whether `show info` came from a process that is stopping (an old worker after a
+    reload, still serving the connections it had)."""
+    return _STOPPING.search(info) is not None
+
+
 def parse_pid(path: str, info: str) -> str:
     found = _PID.search(info)
     if found is None:
