@@ -87,6 +87,7 @@ class ZooKeeperWatcher(Watcher):
         self.conn: ZooKeeperConnection | None = None
         self._children: dict[str, Entry] = {}  # version: mzxid (None: path-encoded)
         self._changed: set[str] = set()  # children whose data watch fired
+        self._deleted: set[str] = set()  # children whose data watch said: deleted
         self._verify = False  # after a reconnect: re-arm cached children's watches with exists()
         self._wake = asyncio.Event()
         self._event_time: float | None = None  # first unsynced event
@@ -187,6 +188,8 @@ class ZooKeeperWatcher(Watcher):
         child = ev.path.rsplit("/", 1)[-1]
         if ev.type == EventType.CHANGED:
             self._changed.add(child)
+        elif ev.type == EventType.DELETED:
+            self._deleted.add(child)
         self._mark()
 
     # --- sync ----------------------------------------------------------------------------
@@ -199,6 +202,7 @@ class ZooKeeperWatcher(Watcher):
         verify, self._verify = self._verify, False
         if verify and self.generator_path is not None:
             self._gen_dirty = True  # watches are gone after a reconnect: read (and arm) again
+        self._drop_deleted(event_time)
         try:
             names = await conn.call("get_children", self.path, watch=self._children_watch)
         except NoNodeError:
@@ -238,6 +242,19 @@ class ZooKeeperWatcher(Watcher):
             self._verify = self._verify or verify
             raise
         self._report_cache(event_time)
+
+    def _drop_deleted(self, event_time: float) -> None:
+        """A child's data watch named it deleted: report without it at once, before the
+        listing (a ZooKeeper round trip less on the path of a removal). The listing that
+        follows re-arms the children watch; a child re-created under the same name is new
+        to it and read."""
+        gone = [name for name in self._deleted if name in self._children]
+        self._deleted.clear()
+        if gone and self.path_exists:
+            for name in gone:
+                del self._children[name]
+                self._changed.discard(name)
+            self._report_cache(event_time)
 
     async def _refresh(self, names: list[str], verify: bool) -> None:
         """Read what is new or changed; after a new session, re-arm data watches."""
