@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import BadArgumentsError, UnimplementedError
 from kazoo.protocol.states import KazooState, KeeperState
 from kazoo.retry import KazooRetry
 from kazoo.security import ACL, READ_ACL_UNSAFE, make_acl, make_digest_acl
 
 from smartstack.kazoo_inline import InlineHandler, inline
 from smartstack.logs import KazooLog, event
+from smartstack.zk_multiread import ReadWatches, file_watches, set_watches, start_multi_read
 
 log = logging.getLogger("smartstack.zookeeper")
 
@@ -59,6 +62,7 @@ class ZooKeeperConnection:
         self._listeners: list[StateListener] = []
         self._session_id: int | None = None
         self.reconnects = 0
+        self.multi_read: bool | None = None  # the server answers multi-reads (None: unknown)
         # kazoo's own lines name this ensemble; its per-attempt failures are logged once.
         self.kazoo_log = KazooLog(self.hosts)
         self.client = KazooClient(
@@ -184,12 +188,49 @@ class ZooKeeperConnection:
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run ``client.<method>_async`` and await its result on the loop (no thread per call)."""
+        return await self._awaited(lambda: getattr(self.client, f"{method}_async")(*args, **kwargs))
+
+    async def get_many(
+        self, paths: Sequence[str], watch: Callable[..., None] | None = None
+    ) -> list[Any]:
+        """The (data, stat) or the exception of every path, in order: one multi-read when
+        the server has it (ZooKeeper 3.6+, ``smartstack.zk_multiread``), else one `get`
+        each. ``watch``: a data watch on every path read."""
+        if not paths:
+            return []
+        if self.multi_read is not False:
+            filed: list[ReadWatches] = []
+
+            def _file(replies: list[Any]) -> None:  # in kazoo's thread, before later packets
+                if watch is not None:
+                    filed.append(file_watches(self.client, paths, replies, watch))
+
+            try:
+                replies = await self._awaited(lambda: start_multi_read(self.client, paths), _file)
+            except (UnimplementedError, BadArgumentsError, ValueError, struct.error) as exc:
+                self.multi_read = False  # a server before 3.6: one get each from now on
+                event(log, "zk_multi_read_unavailable", hosts=self.hosts,
+                      error=f"{type(exc).__name__}: {exc}"[:200])  # fmt: skip
+            else:
+                self.multi_read = True
+                for watches in filed:
+                    set_watches(self.client, watches)
+                return list(replies)
+        return await self.call_many("get", [(path,) for path in paths], watch=watch)
+
+    async def _awaited(
+        self, start: Callable[[], Any], on_value: Callable[[Any], None] | None = None
+    ) -> Any:
+        """Start a kazoo async call and await its result on the loop; ``on_value`` runs in
+        kazoo's connection thread with the value first."""
         future: asyncio.Future[Any] = self.loop.create_future()
 
         @inline  # in kazoo's connection thread: it only hands the result to the loop
         def _done(result: Any) -> None:
             try:
                 value = result.get_nowait()
+                if on_value is not None:
+                    on_value(value)
             except Exception as exc:  # delivered to the awaiting coroutine
                 self.loop.call_soon_threadsafe(_settle, None, exc)
             else:
@@ -204,7 +245,7 @@ class ZooKeeperConnection:
                 future.set_result(value)
 
         try:
-            async_result = getattr(self.client, f"{method}_async")(*args, **kwargs)
+            async_result = start()
         except Exception as exc:  # e.g. SessionExpiredError raised synchronously
             future.set_exception(exc)
             return await future

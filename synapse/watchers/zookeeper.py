@@ -298,9 +298,7 @@ class ZooKeeperWatcher(Watcher):
         for part in _chunks(to_get):
             self.reads += len(part)
             self.metrics.registry_reads.labels(self.service, self.method).inc(len(part))
-            replies = await self.conn.call_many(
-                "get", [(f"{base}{n}",) for n in part], watch=self._data_watch
-            )
+            replies = await self.conn.get_many([f"{base}{n}" for n in part], self._data_watch)
             for name, reply in zip(part, replies, strict=True):
                 self._take(name, reply, f"zookeeper:{base}{name}")
 
