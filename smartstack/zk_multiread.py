@@ -22,6 +22,7 @@ stable since kazoo 2.0; tests/integration/synapse/test_zk_multiread.py pins them
 
 from __future__ import annotations
 
+import asyncio
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -40,6 +41,8 @@ from kazoo.protocol.serialization import (
     write_string,
 )
 from kazoo.protocol.states import ZnodeStat
+
+from smartstack.kazoo_inline import inline
 
 MULTI_READ = 22  # ZooKeeper's OpCode.multiRead
 SET_WATCHES = 101  # ZooKeeper's OpCode.setWatches
@@ -131,3 +134,84 @@ def set_watches(client: KazooClient, filed: ReadWatches) -> None:
     """Ask the server for the filed watches, as of the read (from the caller's thread)."""
     if filed.paths and not client._stopped.is_set():
         client._call(SetWatches(filed.zxid, filed.paths), client.handler.async_result())
+
+
+class _Part(NamedTuple):
+    paths: list[str]
+    watch: Callable[..., Any] | None
+    future: asyncio.Future[list[Any]]
+
+
+class ReadBatcher:
+    """Multi-reads asked for in the same turn of the event loop leave as one request.
+
+    At a cold start every service's watcher reads its children at about the same time:
+    a thousand multi-reads would still be a thousand turns of kazoo's loop; together they
+    are one per MAX_PATHS znodes. The watches they ask for go in one setWatches.
+    """
+
+    MAX_PATHS = 2048  # znodes per request (a reply of records of a few hundred bytes each)
+
+    def __init__(self, client: KazooClient, loop: asyncio.AbstractEventLoop) -> None:
+        self.client, self.loop = client, loop
+        self._queued: list[_Part] = []
+
+    def read(
+        self, paths: Sequence[str], watch: Callable[..., Any] | None
+    ) -> asyncio.Future[list[Any]]:
+        """The (data, stat) or the error of every path, with ``watch`` set on those read."""
+        future: asyncio.Future[list[Any]] = self.loop.create_future()
+        self._queued.append(_Part(list(paths), watch, future))
+        if len(self._queued) == 1:
+            self.loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        parts, self._queued = self._queued, []
+        chunk: list[_Part] = []
+        for part in parts:
+            if chunk and sum(len(p.paths) for p in chunk) + len(part.paths) > self.MAX_PATHS:
+                self._send(chunk)
+                chunk = []
+            chunk.append(part)
+        if chunk:
+            self._send(chunk)
+
+    def _send(self, parts: list[_Part]) -> None:
+        client, loop = self.client, self.loop
+        paths = [path for part in parts for path in part.paths]
+        filed: list[ReadWatches] = []
+
+        @inline  # in kazoo's connection thread: file the watches before the next packet
+        def _done(result: Any) -> None:
+            try:
+                replies = result.get_nowait()
+                if len(replies) != len(paths):
+                    raise ValueError(f"{len(replies)} answers to {len(paths)} reads")
+                start = 0
+                for part in parts:
+                    mine = replies[start : start + len(part.paths)]
+                    start += len(part.paths)
+                    if part.watch is not None and not client._stopped.is_set():
+                        filed.append(file_watches(client, part.paths, mine, part.watch))
+            except Exception as exc:
+                loop.call_soon_threadsafe(_settle, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, replies, None)
+
+        def _settle(replies: list[Any] | None, exc: BaseException | None) -> None:
+            if filed:
+                set_watches(client, ReadWatches(filed[0].zxid, [p for f in filed for p in f.paths]))
+            start = 0
+            for part in parts:
+                if not part.future.done():
+                    if replies is None:
+                        part.future.set_exception(exc or RuntimeError("no answer"))
+                    else:
+                        part.future.set_result(list(replies[start : start + len(part.paths)]))
+                start += len(part.paths)
+
+        try:
+            start_multi_read(client, paths).rawlink(_done)
+        except Exception as exc:  # e.g. SessionExpiredError raised at once
+            _settle(None, exc)

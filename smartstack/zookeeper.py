@@ -22,7 +22,7 @@ from kazoo.security import ACL, READ_ACL_UNSAFE, make_acl, make_digest_acl
 
 from smartstack.kazoo_inline import InlineHandler, inline
 from smartstack.logs import KazooLog, event
-from smartstack.zk_multiread import ReadWatches, file_watches, set_watches, start_multi_read
+from smartstack.zk_multiread import ReadBatcher
 
 log = logging.getLogger("smartstack.zookeeper")
 
@@ -76,6 +76,7 @@ class ZooKeeperConnection:
             **_auth_options(auth),
         )
         self.client.add_listener(self._on_state)
+        self._reads = ReadBatcher(self.client, loop)  # multi-reads of one loop turn, together
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -199,38 +200,25 @@ class ZooKeeperConnection:
         if not paths:
             return []
         if self.multi_read is not False:
-            filed: list[ReadWatches] = []
-
-            def _file(replies: list[Any]) -> None:  # in kazoo's thread, before later packets
-                if watch is not None:
-                    filed.append(file_watches(self.client, paths, replies, watch))
-
             try:
-                replies = await self._awaited(lambda: start_multi_read(self.client, paths), _file)
+                replies = await self._reads.read(paths, watch)
             except (UnimplementedError, BadArgumentsError, ValueError, struct.error) as exc:
                 self.multi_read = False  # a server before 3.6: one get each from now on
                 event(log, "zk_multi_read_unavailable", hosts=self.hosts,
                       error=f"{type(exc).__name__}: {exc}"[:200])  # fmt: skip
             else:
                 self.multi_read = True
-                for watches in filed:
-                    set_watches(self.client, watches)
-                return list(replies)
+                return replies
         return await self.call_many("get", [(path,) for path in paths], watch=watch)
 
-    async def _awaited(
-        self, start: Callable[[], Any], on_value: Callable[[Any], None] | None = None
-    ) -> Any:
-        """Start a kazoo async call and await its result on the loop; ``on_value`` runs in
-        kazoo's connection thread with the value first."""
+    async def _awaited(self, start: Callable[[], Any]) -> Any:
+        """Start a kazoo async call and await its result on the loop."""
         future: asyncio.Future[Any] = self.loop.create_future()
 
         @inline  # in kazoo's connection thread: it only hands the result to the loop
         def _done(result: Any) -> None:
             try:
                 value = result.get_nowait()
-                if on_value is not None:
-                    on_value(value)
             except Exception as exc:  # delivered to the awaiting coroutine
                 self.loop.call_soon_threadsafe(_settle, None, exc)
             else:

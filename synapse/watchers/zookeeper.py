@@ -340,8 +340,11 @@ class ZooKeeperWatcher(Watcher):
     async def _read_generator_config(self) -> None:
         """Read (and watch) the generator settings; a bad or missing node means none."""
         assert self.conn is not None and self.generator_path is not None
-        try:
-            data, _ = await self.conn.call("get", self.generator_path, watch=self._gen_watch)
+        try:  # (with the children's reads: one multi-read for many services at a start)
+            [reply] = await self.conn.get_many([self.generator_path], self._gen_watch)
+            if isinstance(reply, Exception):
+                raise reply
+            data = reply[0]
         except NoNodeError:
             await self.conn.call("exists", self.generator_path, watch=self._gen_watch)
             data = b""

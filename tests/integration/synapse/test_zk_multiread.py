@@ -100,3 +100,37 @@ async def eventually_two(events: list, heard: asyncio.Event, count: int = 2) -> 
     while len(events) < count:
         heard.clear()
         await heard.wait()
+
+
+async def test_reads_of_one_loop_turn_leave_as_one_request(zk, writer, conn, monkeypatch) -> None:
+    """A thousand watchers reading at a start: their multi-reads are one request."""
+    from smartstack import zk_multiread
+
+    sent: list[list[str]] = []
+    real = zk_multiread.start_multi_read
+
+    def counted(client, paths):
+        sent.append(list(paths))
+        return real(client, paths)
+
+    monkeypatch.setattr(zk_multiread, "start_multi_read", counted)
+    for name in ("p", "q", "r"):
+        writer.create(f"/mr/d/{name}", name.encode(), makepath=True)
+    heard = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    @inline
+    def watch(event: WatchedEvent) -> None:
+        loop.call_soon_threadsafe(heard.set)
+
+    first, second, third = await asyncio.gather(
+        conn.get_many(["/mr/d/p"], watch),
+        conn.get_many(["/mr/d/q", "/mr/d/none"]),
+        conn.get_many(["/mr/d/r"], watch),
+    )
+    assert sent == [["/mr/d/p", "/mr/d/q", "/mr/d/none", "/mr/d/r"]]
+    assert first[0][0] == b"p" and third[0][0] == b"r"
+    assert second[0][0] == b"q" and isinstance(second[1], NoNodeError)
+    assert "/mr/d/q" not in conn.client._data_watchers  # asked without a watch
+    writer.set("/mr/d/r", b"r2")
+    await asyncio.wait_for(heard.wait(), 10)
