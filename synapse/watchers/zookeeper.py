@@ -53,6 +53,9 @@ from synapse.watchers.record_notes import note_ignored
 log = logging.getLogger("synapse.watchers.zookeeper")
 
 READ_BATCH = 512  # reads in flight at once for one service (each batch: one hop to the loop)
+# A change's one or two new children: one `get` each carries its own watch, without the
+# multi-read's setWatches request and batching turn beside the change's path.
+SMALL_READ = 2
 
 
 def _chunks(names: list[str]) -> list[list[str]]:
@@ -298,7 +301,13 @@ class ZooKeeperWatcher(Watcher):
         for part in _chunks(to_get):
             self.reads += len(part)
             self.metrics.registry_reads.labels(self.service, self.method).inc(len(part))
-            replies = await self.conn.get_many([f"{base}{n}" for n in part], self._data_watch)
+            paths = [f"{base}{n}" for n in part]
+            if len(paths) <= SMALL_READ and self.reports:  # a change: plain gets, watched
+                replies = await self.conn.call_many(
+                    "get", [(p,) for p in paths], watch=self._data_watch
+                )
+            else:  # a start or a burst: multi-reads, batched with other services' reads
+                replies = await self.conn.get_many(paths, self._data_watch)
             for name, reply in zip(part, replies, strict=True):
                 self._take(name, reply, f"zookeeper:{base}{name}")
 
