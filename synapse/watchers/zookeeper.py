@@ -233,14 +233,17 @@ class ZooKeeperWatcher(Watcher):
         if self.path_exists is False and self.generator_path is not None:
             self._gen_dirty = True  # the path appeared: its data may hold settings
         self.path_exists = True
-        if self._gen_dirty:
-            await self._read_generator_config()
         current = set(names)
         for gone in set(self._children) - current:
             del self._children[gone]
         self._changed &= current
         try:
-            await self._refresh(sorted(current), verify)
+            if self._gen_dirty:  # read together: one multi-read, not two round trips
+                await asyncio.gather(
+                    self._read_generator_config(), self._refresh(sorted(current), verify)
+                )
+            else:
+                await self._refresh(sorted(current), verify)
         except BaseException:
             self._verify = self._verify or verify
             raise
