@@ -62,6 +62,7 @@ class ZooKeeperConnection:
         self._listeners: list[StateListener] = []
         self._session_id: int | None = None
         self.reconnects = 0
+        self.announced = False  # listeners were told "connected" (loop side) and no loss since
         self.multi_read: bool | None = None  # the server answers multi-reads (None: unknown)
         # kazoo's own lines name this ensemble; its per-attempt failures are logged once.
         self.kazoo_log = KazooLog(self.hosts)
@@ -179,6 +180,7 @@ class ZooKeeperConnection:
         self._emit("new_session" if fresh else "connected")
 
     def _emit(self, state: str) -> None:
+        self.announced = state in ("connected", "new_session")
         for listener in list(self._listeners):
             try:
                 listener(state)

@@ -117,7 +117,7 @@ class ZooKeeperWatcher(Watcher):
         self.conn = pool.acquire(self.discovery.hosts, self.ctx.zk_session_timeout, auth)
         self._arm()
         self.conn.add_listener(self._on_state)
-        if self.conn.connected:
+        if self.conn.announced:  # else the listener hears it (once: not a reconnect twice)
             self._on_state("connected")
         policy = self.discovery.retry_policy
         backoff = Backoff(policy.base_interval, policy.max_interval)
@@ -166,8 +166,9 @@ class ZooKeeperWatcher(Watcher):
         if state in ("connected", "new_session"):
             self.set_connected(True)
             # kazoo forgets every watch callback when the connection drops, even when the
-            # session survives (#287): list again and re-arm the data watches with exists().
-            self._verify = True
+            # session survives (#287): list again and re-arm the data watches with exists()
+            # (before a first listing there is nothing to re-arm).
+            self._verify = self._listed
             self._mark()
         else:  # suspended / lost: keep serving the last list
             self.set_connected(False, f"zookeeper session {state}")

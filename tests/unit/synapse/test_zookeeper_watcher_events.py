@@ -53,3 +53,19 @@ def test_a_changed_child_is_not_dropped_but_read_again():
         assert set(watcher._children) == {"a_0000000001", "b_0000000002"}
     finally:
         loop.close()
+
+
+def test_a_connection_before_the_first_listing_re_arms_nothing():
+    """Re-arming cached children with exists() is for reconnects: at a start (the
+    connection announced while the first listing is under way) it would cost one request
+    per child for nothing."""
+    loop = asyncio.new_event_loop()
+    try:
+        watcher, _ = _watcher(loop)
+        watcher._on_state("connected")
+        assert watcher._verify is False
+        watcher._listed = True  # a first listing was done: a reconnect now re-arms
+        watcher._on_state("connected")
+        assert watcher._verify is True
+    finally:
+        loop.close()
