@@ -240,6 +240,11 @@ class RuntimeClient:
         return answers
 
 
+def kept_clients(paths: Sequence[str]) -> list[RuntimeClient]:
+    """The controller's clients: their connection is kept between applies."""
+    return [RuntimeClient(path, keep_idle=KEEP_IDLE_S) for path in paths]
+
+
 class MasterClient:
     """The master CLI of a master-worker HAProxy (`-S <path>`)."""
 
