@@ -6,6 +6,7 @@ beside its targets and writes bench/results/<name>.json. See BENCHMARKS.md.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -15,11 +16,11 @@ class Options:
     keep: bool = False  # keep the workspace (logs, configs) after the run
     registries: list[str] = field(default_factory=lambda: ["zookeeper", "etcd"])
     log_level: str = "info"  # of the daemons
-    only: list[str] = field(default_factory=list)  # --only: scenario titles to run (substrings)
+    scenarios: list[str] = field(default_factory=list)  # regexes: run only titles they match
 
     def wants(self, title: str) -> bool:
-        """Whether to run the scenario titled `title` (every one unless --only names some)."""
-        return not self.only or any(text in title for text in self.only)
+        """Whether the scenario titled ``title`` runs (``--scenario``: a regex searched in it)."""
+        return not self.scenarios or any(re.search(s, title) for s in self.scenarios)
 
     def size(self, full: int, quick: int) -> int:
         return quick if self.quick else full

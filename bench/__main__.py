@@ -1,4 +1,4 @@
-"""`python -m bench [NAME ...] [--quick] [--keep] [--registry zookeeper|etcd] [--only TEXT]`.
+"""`python -m bench [NAME ...] [--quick] [--keep] [--registry zookeeper|etcd] [--scenario TEXT]`.
 
 Runs the named benchmarks (all by default) one after the other. A scenario that fails
 (a daemon that does not start, a state never reached) prints why, with the daemons' log
@@ -59,11 +59,12 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Options, Path]:
         help="registries to measure (repeatable; default both)",
     )
     parser.add_argument(
-        "--only",
+        "--scenario",
         action="append",
         default=[],
         metavar="TEXT",
-        help="run only scenarios whose title contains TEXT (repeatable; propagation, scale)",
+        help="run only the scenarios whose title matches the regex TEXT (repeatable), e.g. "
+        "'zookeeper, 1 service$' (propagation) or '^zookeeper, 1000' (scale)",
     )
     parser.add_argument(
         "--log-level",
@@ -83,7 +84,9 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Options, Path]:
         parser.error(
             f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}"
         )
-    opts = Options(quick=args.quick, keep=args.keep, log_level=args.log_level, only=args.only)
+    opts = Options(
+        quick=args.quick, keep=args.keep, log_level=args.log_level, scenarios=args.scenario
+    )
     if args.registry:
         opts.registries = list(dict.fromkeys(args.registry))
     return args.names or [n for n in BENCHMARKS if n not in OPT_IN], opts, args.results_dir

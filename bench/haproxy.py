@@ -116,6 +116,56 @@ class HAProxyView:
         return out
 
 
+class BackendPoller:
+    """What one backend serves, polled on one kept prompt-mode admin connection.
+
+    A poll is one `show servers state <backend>` round trip: no connect, no other
+    backend's rows. The propagation benchmark polls every 0.25 ms, and a poll that costs
+    a connect and a parse of everything would be most of what it measures. A connection
+    HAProxy closed (idle timeout, reload) is opened again.
+    """
+
+    PROMPT = b"\n> "
+
+    def __init__(self, admin_socket: Path, backend: str, timeout: float = 10.0) -> None:
+        self.path, self.backend, self.timeout = Path(admin_socket), backend, timeout
+        self._sock: socket.socket | None = None
+
+    def _ask(self, command: str) -> str:
+        if self._sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            sock.connect(str(self.path))
+            self._sock = sock
+            self._ask("prompt")  # its answer is empty; every answer ends with the prompt
+        self._sock.sendall(command.encode() + b"\n")
+        data = b""
+        while not data.endswith(self.PROMPT):
+            chunk = self._sock.recv(262144)
+            if not chunk:
+                raise ConnectionResetError("HAProxy closed the admin connection")
+            data += chunk
+        return data.decode(errors="replace")
+
+    def serving(self) -> set[Address]:
+        """(addr, port) of every server of the backend HAProxy sends traffic to."""
+        for attempt in (1, 2):
+            try:
+                text = self._ask(f"show servers state {self.backend}")
+                break
+            except OSError:
+                self.close()
+                if attempt == 2:
+                    raise
+        rows = parse_servers_state(text.removesuffix(self.PROMPT.decode()))
+        return {(str(r["srv_addr"]), int(r["srv_port"])) for r in rows if serves(r)}
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
 def count_serving(view: HAProxyView) -> int:
     """Servers HAProxy sends traffic to, over all backends; cheap enough to poll at 20,000."""
     count = 0

@@ -2,7 +2,7 @@
 
 For each registry (ZooKeeper create/delete, etcd put/delete) and each load (one service;
 1,000 services x 20 servers loaded beside it), a probe service gets `changes` writes one
-after the other: a server is added, HAProxy is polled (every 1 ms, on its admin socket)
+after the other: a server is added, HAProxy is polled (every 0.25 ms, on a kept admin connection)
 until the server serves, then the record is deleted and HAProxy is polled until the
 server no longer serves. The clock starts before the write is sent, so a figure includes
 the registry's own commit. The first adds of each address are brand-new servers
@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 
 from bench import Options
-from bench.haproxy import count_serving
+from bench.haproxy import BackendPoller, count_serving
 from bench.observer import Observer
 from bench.registry import Registry, load_fleet, open_registry
 from bench.report import Result, Target, summary_ms
@@ -35,7 +35,8 @@ NAME = "propagation"
 TARGET_P99 = Target("<=", 10, "ms")
 TARGET_OWN_P50 = Target("<=", 1, "ms")
 TARGET_OWN_P99 = Target("<=", 2, "ms")
-# Fine enough to see synapse's own millisecond: one poll (a unix-socket request) costs ~0.1 ms.
+# Fine enough to see synapse's own millisecond: one poll (a round trip on a kept admin
+# connection, bench.haproxy.BackendPoller) costs ~0.13 ms.
 POLL_S = 0.00025
 PROBE = "probe"
 BUDGET_S = 75.0  # per scenario: keeps `make bench` bounded when a change takes seconds
@@ -43,12 +44,16 @@ POOL = 10  # distinct probe addresses: the first POOL adds are brand-new servers
 
 
 def _wait_state(
-    syn: Synapse, address: tuple[str, int], present: bool, timeout: float = 30.0
+    syn: Synapse,
+    poller: BackendPoller,
+    address: tuple[str, int],
+    present: bool,
+    timeout: float = 30.0,
 ) -> float:
     """Poll the probe backend until `address` serves (or stops serving); the time it happened."""
     deadline = time.perf_counter() + timeout
     while True:
-        serving = address in syn.haproxy.serving(PROBE).get(PROBE, set())
+        serving = address in poller.serving()
         now = time.perf_counter()
         if serving == present:
             return now
@@ -68,9 +73,10 @@ def measure(
     samples: dict[str, list[float]] = {
         "new": [], "known": [], "remove": [], "ack": [], "registry": [], "synapse": []
     }  # fmt: skip
+    poller = BackendPoller(syn.haproxy.admin_socket, PROBE)
 
     def timed(kind: str, start: float, address: tuple[str, int], present: bool) -> None:
-        done = _wait_state(syn, address, present)
+        done = _wait_state(syn, poller, address, present)
         samples[kind].append(done - start)
         heard = observer.after(start)
         if heard is not None:  # the registry's part, then synapse's own
@@ -78,19 +84,23 @@ def measure(
             samples["synapse"].append(max(0.0, done - heard))
 
     stop_at = time.perf_counter() + budget_s
-    for i in range(changes // 2):
-        if time.perf_counter() > stop_at:
-            break
-        probe = Registration(host="127.0.0.1", port=31000 + i % POOL, name=f"probe-{i % POOL}")
-        address = (probe.host, probe.port)
-        start = time.perf_counter()
-        handle = reg.add(path, probe)
-        samples["ack"].append(time.perf_counter() - start)
-        timed("new" if i < POOL else "known", start, address, True)
-        start = time.perf_counter()
-        reg.remove(handle)
-        samples["ack"].append(time.perf_counter() - start)
-        timed("remove", start, address, False)
+    try:
+        for i in range(changes // 2):
+            if time.perf_counter() > stop_at:
+                break
+            port, name = 31000 + i % POOL, f"probe-{i % POOL}"
+            probe = Registration(host="127.0.0.1", port=port, name=name)
+            address = (probe.host, probe.port)
+            start = time.perf_counter()
+            handle = reg.add(path, probe)
+            samples["ack"].append(time.perf_counter() - start)
+            timed("new" if i < POOL else "known", start, address, True)
+            start = time.perf_counter()
+            reg.remove(handle)
+            samples["ack"].append(time.perf_counter() - start)
+            timed("remove", start, address, False)
+    finally:
+        poller.close()
     return samples
 
 
@@ -192,15 +202,15 @@ def run(opts: Options) -> Result:
         params={"changes": changes, "loaded": f"{services}x{servers}", "poll_ms": POLL_S * 1000},
     )
     for kind in opts.registries:
-        plans = (
-            (f"{kind}, 1 service", 0, 0, None),
-            (f"{kind}, 1 service, coalesce_ms: 20", 0, 0, 20),
-            (f"{kind}, {services} services x {servers} servers loaded", services, servers, None),
-        )
-        for title, n_services, n_servers, coalesce_ms in plans:
-            if opts.wants(title):
-                with result.attempt(title):
-                    scenario(opts, kind, n_services, n_servers, changes, result, coalesce_ms)
+        if opts.wants(title := f"{kind}, 1 service"):
+            with result.attempt(title):
+                scenario(opts, kind, 0, 0, changes, result)
+        if opts.wants(title := f"{kind}, 1 service, coalesce_ms: 20"):
+            with result.attempt(title):
+                scenario(opts, kind, 0, 0, changes, result, coalesce_ms=20)
+        if opts.wants(title := f"{kind}, {services} services x {servers} servers loaded"):
+            with result.attempt(title):
+                scenario(opts, kind, services, servers, changes, result)
     result.notes.append(
         "clock starts before the registry write is sent; HAProxy is polled "
         f"every {POLL_S * 1000:g} ms on its admin socket (resolution); synapse's own part "

@@ -203,9 +203,10 @@ def run(opts: Options) -> Result:
     kinds = list(opts.registries)
     if "zookeeper" in kinds:  # what nerve's use_path_encoding saves: no read per child
         kinds.insert(kinds.index("zookeeper") + 1, "zookeeper+path_encoding")
-    for kind in [k for k in kinds if opts.wants(f"{k}, {services} services")]:
-        with result.attempt(f"{kind}, {services} services x {servers} servers"):
-            scenario(opts, kind, services, servers, result)
+    for kind in kinds:
+        if opts.wants(title := f"{kind}, {services} services x {servers} servers"):
+            with result.attempt(title):
+                scenario(opts, kind, services, servers, result)
     result.notes.append(
         f"HAProxy's state is polled every {POLL_S * 1000:.0f} ms (resolution); "
         "each service has its own frontend port"

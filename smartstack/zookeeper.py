@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import BadArgumentsError, UnimplementedError
 from kazoo.protocol.states import KazooState, KeeperState
 from kazoo.retry import KazooRetry
 from kazoo.security import ACL, READ_ACL_UNSAFE, make_acl, make_digest_acl
 
 from smartstack.kazoo_inline import InlineHandler, inline
 from smartstack.logs import KazooLog, event
+from smartstack.zk_multiread import ReadBatcher
 
 log = logging.getLogger("smartstack.zookeeper")
 
@@ -59,6 +62,8 @@ class ZooKeeperConnection:
         self._listeners: list[StateListener] = []
         self._session_id: int | None = None
         self.reconnects = 0
+        self.announced = False  # listeners were told "connected" (loop side) and no loss since
+        self.multi_read: bool | None = None  # the server answers multi-reads (None: unknown)
         # kazoo's own lines name this ensemble; its per-attempt failures are logged once.
         self.kazoo_log = KazooLog(self.hosts)
         self.client = KazooClient(
@@ -72,6 +77,7 @@ class ZooKeeperConnection:
             **_auth_options(auth),
         )
         self.client.add_listener(self._on_state)
+        self._reads = ReadBatcher(self.client, loop)  # multi-reads of one loop turn, together
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -174,6 +180,7 @@ class ZooKeeperConnection:
         self._emit("new_session" if fresh else "connected")
 
     def _emit(self, state: str) -> None:
+        self.announced = state in ("connected", "new_session")
         for listener in list(self._listeners):
             try:
                 listener(state)
@@ -184,6 +191,30 @@ class ZooKeeperConnection:
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run ``client.<method>_async`` and await its result on the loop (no thread per call)."""
+        return await self._awaited(lambda: getattr(self.client, f"{method}_async")(*args, **kwargs))
+
+    async def get_many(
+        self, paths: Sequence[str], watch: Callable[..., None] | None = None
+    ) -> list[Any]:
+        """The (data, stat) or the exception of every path, in order: one multi-read when
+        the server has it (ZooKeeper 3.6+, ``smartstack.zk_multiread``), else one `get`
+        each. ``watch``: a data watch on every path read."""
+        if not paths:
+            return []
+        if self.multi_read is not False:
+            try:
+                replies = await self._reads.read(paths, watch)
+            except (UnimplementedError, BadArgumentsError, ValueError, struct.error) as exc:
+                self.multi_read = False  # a server before 3.6: one get each from now on
+                event(log, "zk_multi_read_unavailable", hosts=self.hosts,
+                      error=f"{type(exc).__name__}: {exc}"[:200])  # fmt: skip
+            else:
+                self.multi_read = True
+                return replies
+        return await self.call_many("get", [(path,) for path in paths], watch=watch)
+
+    async def _awaited(self, start: Callable[[], Any]) -> Any:
+        """Start a kazoo async call and await its result on the loop."""
         future: asyncio.Future[Any] = self.loop.create_future()
 
         @inline  # in kazoo's connection thread: it only hands the result to the loop
@@ -204,7 +235,7 @@ class ZooKeeperConnection:
                 future.set_result(value)
 
         try:
-            async_result = getattr(self.client, f"{method}_async")(*args, **kwargs)
+            async_result = start()
         except Exception as exc:  # e.g. SessionExpiredError raised synchronously
             future.set_exception(exc)
             return await future

@@ -266,8 +266,9 @@ class Reconciler:
             "changed": changed,
             "haproxy": outcome.value,
         }
-        event(log, "applied", reason=reason, changed=",".join(changed)[:200],
-              ms=round((now - started) * 1000, 2))  # fmt: skip
+        # Per change: at debug; what reached HAProxy is the controller's one info line.
+        event(log, "applied", level=logging.DEBUG, reason=reason,
+              changed=",".join(changed)[:200], ms=round((now - started) * 1000, 2))  # fmt: skip
         return True
 
     def _observe_latency(self, event_times: list[float], outcome: ApplyOutcome) -> None:

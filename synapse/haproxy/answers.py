@@ -54,11 +54,17 @@ def _column_indexes(columns: list[str]) -> tuple[list[int], list[int]]:
         raise UnexpectedAnswer(f"servers state columns without {err}") from err
 
 
+def check_servers_state(text: str) -> None:
+    """UnexpectedAnswer unless ``text`` starts like a format-1 `show servers state` dump
+    (an error message must not become a state file); no parse of its rows."""
+    if text.split("\n", 1)[0].strip() != "1":
+        raise UnexpectedAnswer(f"not a format-1 servers state dump: {text[:120]!r}")
+
+
 def parse_servers_state(text: str) -> list[RunningServer]:
     """Rows of `show servers state` (format 1); columns by the header when there is one."""
+    check_servers_state(text)
     lines = text.splitlines()
-    if not lines or lines[0].strip() != "1":
-        raise UnexpectedAnswer(f"not a format-1 servers state dump: {text[:120]!r}")
     texts, ints = _column_indexes(list(SERVER_STATE_COLUMNS))
     servers = []
     for line in lines[1:]:
@@ -116,6 +122,15 @@ def parse_show_proc(text: str) -> ProcInfo:
     return ProcInfo(
         master, reloads, failed, tuple(groups["workers"]), tuple(groups["old_workers"]), versions
     )
+
+
+_STOPPING = re.compile(r"^Stopping: 1$", re.MULTILINE)
+
+
+def is_stopping(info: str) -> bool:
+    """Whether `show info` came from a process that is stopping (an old worker after a
+    reload, still serving the connections it had)."""
+    return _STOPPING.search(info) is not None
 
 
 def parse_pid(path: str, info: str) -> str:

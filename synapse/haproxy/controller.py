@@ -52,7 +52,7 @@ from synapse.haproxy.reader import RunningReader
 from synapse.haproxy.reload_gate import GateDecision, ReloadGate
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.running import Capabilities, RunningState
-from synapse.haproxy.runtime import RuntimeClient
+from synapse.haproxy.runtime import kept_clients
 from synapse.haproxy.settings import settings_for
 from synapse.haproxy.statedump import state_dumper
 from synapse.haproxy.status import HAProxyStatus
@@ -80,7 +80,7 @@ class HAProxyController:
         self._isolation = Isolation(registry)
         self._clock = clock
         self._renderer: Renderer | None = None
-        self._runtime = [RuntimeClient(path) for path in self.settings.runtime_sockets]
+        self._runtime = kept_clients(self.settings.runtime_sockets)
         self._managed: ManagedHAProxy | None = None
         self._supervisor: Supervisor | None = None
         if self.settings.managed:
@@ -168,6 +168,7 @@ class HAProxyController:
         await self._reader.stop_sweeping()
         await self._installer.edge.stop()
         async with self._lock:
+            await self._installer.release_connections()
             if self._installer.file is not None:
                 await self._installer.file.close()  # what HAProxy ran last is on disk
             if self._managed is not None:

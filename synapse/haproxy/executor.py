@@ -59,6 +59,7 @@ async def run_ops(
         more = logged - MAX_LOGGED_FAILURES
         event(log, "haproxy_runtime_command_failed", level=logging.WARNING, more=more,
               detail="further failed commands are not logged one by one")  # fmt: skip
-    if applied:
-        event(log, "haproxy_runtime_ops", count=len(applied), first=applied[0])
+    if applied:  # at debug: the controller's haproxy_applied line counts them per change
+        event(log, "haproxy_runtime_ops", level=logging.DEBUG, count=len(applied),
+              first=applied[0])  # fmt: skip
     return applied, failures

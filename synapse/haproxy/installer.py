@@ -146,10 +146,14 @@ class Installer:
             if previous[0] is not None:
                 await self._restore(*previous)  # the old config is still what HAProxy runs
             raise
-        for client in self.runtime:
-            await client.release()  # held connections reach the old process
+        await self.release_connections()
         await self.edge.started()
         return wrote
+
+    async def release_connections(self) -> None:
+        """Close kept admin connections: after a reload or start they reach the old process."""
+        for client in self.runtime:
+            await client.release()
 
     async def _edge_files(self) -> None:
         try:
@@ -218,5 +222,6 @@ class Installer:
         except HAProxyProcessError as err:
             event(log, "haproxy_start_failed", level=logging.ERROR, error=str(err)[:2000])
             return False
+        await self.release_connections()
         await self.edge.started()
         return True

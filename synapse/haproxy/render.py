@@ -30,18 +30,18 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jinja2
 
-from synapse.config import HAProxyConfig, ServiceHAProxyConfig
+from synapse.config import HAProxyConfig, ServiceConfig, ServiceHAProxyConfig
 from synapse.haproxy import edge, zone_lines, zone_map
 from synapse.haproxy.configtext import Block, assemble, parse_blocks, parse_config
 from synapse.haproxy.desired import Delta, DesiredConfig
 from synapse.haproxy.keywords import belongs_in_backend, belongs_in_frontend
 from synapse.haproxy.resilience import extra_backend_lines
 from synapse.haproxy.settings import Settings, settings_for
-from synapse.haproxy.specs import BackendBuilder, BackendSpec, ServerSpec
+from synapse.haproxy.specs import BackendBase, BackendBuilder, BackendSpec, ServerSpec
 from synapse.haproxy.stats_page import stats_sections
 from synapse.model import DesiredService
 
@@ -117,6 +117,13 @@ def load_template(config: HAProxyConfig) -> str:
     return (resources.files("synapse.templates") / DEFAULT_TEMPLATE).read_text(encoding="utf-8")
 
 
+class _ConfigParts(NamedTuple):
+    frontend: list[str]
+    backend_lines: list[str]
+    warnings: tuple[str, ...]
+    base: BackendBase
+
+
 class Renderer:
     """Renders candidate configs for one ``haproxy`` config block."""
 
@@ -139,6 +146,7 @@ class Renderer:
         defaults = list(config.defaults) + list(self.settings.extra_defaults)
         self._builder = BackendBuilder(defaults, config.max_server_id, config.server_order_seed)
         self._pieces: dict[str, ServicePiece] = {}
+        self._by_config: dict[str, tuple[ServiceConfig, _ConfigParts]] = {}
         self._last: _Rendered | None = None
         self._head: _Frame | None = None
         self._tails: dict[tuple[str, ...] | None, _Frame] = {}
@@ -205,6 +213,7 @@ class Renderer:
             kept[service.name] = piece
             pieces.append(piece)
         self._pieces = kept
+        self._by_config = {n: v for n, v in self._by_config.items() if n in kept}
         config = self._assemble(pieces)
         positions = {p.backend.name: i for i, p in enumerate(pieces) if p is not None}
         self._last = _Rendered(list(services), pieces, config, positions)
@@ -282,18 +291,33 @@ class Renderer:
 
     # --- pieces ------------------------------------------------------------------------
 
-    def _piece(self, service: DesiredService, ids: Mapping[str, int]) -> ServicePiece:
-        self.rendered_pieces += 1
+    def _config_parts(self, service: DesiredService) -> _ConfigParts:
+        """What the service's config alone decides, once per ServiceConfig object: a
+        change of servers (the common change) renders only the servers again."""
+        cached = self._by_config.get(service.name)
+        if cached is not None and cached[0] is service.config:
+            return cached[1]
         hap = service.config.haproxy
         warnings: list[str] = []
         frontend, backend_lines = self._sort_lines(service.name, hap, warnings)
         frontend = edge.service_frontend_lines(self.config, frontend)
-        frontend += zone_lines.frontend_lines(
-            service, self._zone_map, self._address(hap), lambda a: self._bind(hap, a)
-        )
         backend_lines = edge.backend_lines(hap, backend_lines)
         backend_lines += extra_backend_lines(self.config, service.config, backend_lines)
-        spec = self._builder.backend(service, backend_lines, ids, warnings)
+        base = self._builder.base(backend_lines)
+        parts = _ConfigParts(frontend, backend_lines, tuple(warnings), base)
+        self._by_config[service.name] = (service.config, parts)
+        return parts
+
+    def _piece(self, service: DesiredService, ids: Mapping[str, int]) -> ServicePiece:
+        self.rendered_pieces += 1
+        hap = service.config.haproxy
+        frontend, backend_lines, line_warnings, base = self._config_parts(service)
+        # Not cached with the config: the zones a service routes to come from its records.
+        frontend = frontend + zone_lines.frontend_lines(
+            service, self._zone_map, self._address(hap), lambda a: self._bind(hap, a)
+        )
+        warnings = list(line_warnings)
+        spec = self._builder.backend(service, backend_lines, ids, warnings, base)
         shared = tuple(hap.shared_frontend)
         if shared and not self.shared_frontend_enabled:
             warnings.append(

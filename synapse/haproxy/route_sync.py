@@ -84,6 +84,9 @@ class RouteSync:
         self.paths: dict[str, Path] | None = None
         self.wanted = RouteMaps()
         self.served: RouteMaps | None = None  # what HAProxy holds; None: read it again
+        # HAProxy's config has no maps (no routes when it started): nothing to read or send
+        # until it starts or reloads again, instead of a `show map` per apply.
+        self._no_maps = False
         self._inputs: list[DesiredService] = []
         self._specs: dict[str, tuple[DesiredService, RouteSpec | None]] = {}
         self._written: RouteMaps | None = None  # what the files hold (None: unknown)
@@ -118,6 +121,7 @@ class RouteSync:
     def invalidate(self) -> None:
         """HAProxy (re)started: it read the map files; ask it what it holds next time."""
         self.served = None
+        self._no_maps = False
         self.loaded = self._read
 
     # --- files ------------------------------------------------------------------------
@@ -148,7 +152,8 @@ class RouteSync:
             for kind, path in self.paths.items():
                 entries = parse_show_map(await self.runtime[0].execute(f"show map {path}"))
                 if entries is None:
-                    return None  # the running config has no route lines yet: a reload adds them
+                    self._no_maps = True  # no route lines in the running config: a reload adds them
+                    return None
                 found[kind] = entries
         except HAProxySocketError:
             return None
@@ -165,6 +170,8 @@ class RouteSync:
             self._write(self.wanted)
             return [], ["routes changed and there is no runtime API: a reload loads the maps"]
         if self.served is None:
+            if self._no_maps:
+                return [], []
             self.served = await self._read_served()
             if self.served is None:
                 return [], []

@@ -228,6 +228,19 @@ def is_ip(host: str) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class BackendBase:
+    """What a backend's lines (and the defaults) decide for every server of it."""
+
+    static: frozenset[str]  # names of `server` lines written in the config itself
+    cookies: bool
+    persistent: bool
+    balance: str
+    dynamic: bool
+    default_server: list[str]
+    inherited: str
+
+
 class BackendBuilder:
     """Builds BackendSpecs for one ``haproxy`` config block (its defaults, id space, seed)."""
 
@@ -236,16 +249,9 @@ class BackendBuilder:
         self.max_server_id = max_server_id
         self.seed = default_order_seed() if seed is None else seed
 
-    def backend(
-        self,
-        service: DesiredService,
-        backend_lines: list[str],
-        known: Mapping[str, int],
-        warnings: list[str],
-    ) -> BackendSpec:
-        hap = service.config.haproxy
+    def base(self, backend_lines: list[str]) -> BackendBase:
+        """The servers' shared settings (callers cache it per service config)."""
         defaults = self.defaults
-        name = service.backend_name
         static = frozenset(
             line.split()[1]
             for line in backend_lines
@@ -261,6 +267,21 @@ class BackendBuilder:
         balance, dynamic = _balance(backend_lines, defaults)
         default_server = _default_server_options(defaults) + _default_server_options(backend_lines)
         inherited = _drop_keywords(" ".join(default_server), NOT_DYNAMIC_KEYWORDS)
+        return BackendBase(static, cookies, persistent, balance, dynamic, default_server, inherited)
+
+    def backend(
+        self,
+        service: DesiredService,
+        backend_lines: list[str],
+        known: Mapping[str, int],
+        warnings: list[str],
+        base: BackendBase | None = None,
+    ) -> BackendSpec:
+        hap = service.config.haproxy
+        name = service.backend_name
+        b = base or self.base(backend_lines)
+        static, cookies, persistent = b.static, b.cookies, b.persistent
+        default_server, inherited = b.default_server, b.inherited
 
         servers: dict[str, Server] = {}
         for server in service.servers:
@@ -289,7 +310,7 @@ class BackendBuilder:
                     addable=False,
                     why_not_addable="the backend persists on cookies, added servers have none",
                 )
-        return BackendSpec(service.name, name, specs, balance, dynamic, static)
+        return BackendSpec(service.name, name, specs, b.balance, b.dynamic, static)
 
     def _order(self, hap: ServiceHAProxyConfig, servers: Mapping[str, Server]) -> list[str]:
         names = list(servers)

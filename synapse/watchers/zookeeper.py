@@ -53,6 +53,9 @@ from synapse.watchers.record_notes import note_ignored
 log = logging.getLogger("synapse.watchers.zookeeper")
 
 READ_BATCH = 512  # reads in flight at once for one service (each batch: one hop to the loop)
+# A change's one or two new children: one `get` each carries its own watch, without the
+# multi-read's setWatches request and batching turn beside the change's path.
+SMALL_READ = 2
 
 
 def _chunks(names: list[str]) -> list[list[str]]:
@@ -87,6 +90,7 @@ class ZooKeeperWatcher(Watcher):
         self.conn: ZooKeeperConnection | None = None
         self._children: dict[str, Entry] = {}  # version: mzxid (None: path-encoded)
         self._changed: set[str] = set()  # children whose data watch fired
+        self._deleted: set[str] = set()  # children whose data watch said: deleted
         self._verify = False  # after a reconnect: re-arm cached children's watches with exists()
         self._wake = asyncio.Event()
         self._event_time: float | None = None  # first unsynced event
@@ -113,7 +117,7 @@ class ZooKeeperWatcher(Watcher):
         self.conn = pool.acquire(self.discovery.hosts, self.ctx.zk_session_timeout, auth)
         self._arm()
         self.conn.add_listener(self._on_state)
-        if self.conn.connected:
+        if self.conn.announced:  # else the listener hears it (once: not a reconnect twice)
             self._on_state("connected")
         policy = self.discovery.retry_policy
         backoff = Backoff(policy.base_interval, policy.max_interval)
@@ -162,8 +166,9 @@ class ZooKeeperWatcher(Watcher):
         if state in ("connected", "new_session"):
             self.set_connected(True)
             # kazoo forgets every watch callback when the connection drops, even when the
-            # session survives (#287): list again and re-arm the data watches with exists().
-            self._verify = True
+            # session survives (#287): list again and re-arm the data watches with exists()
+            # (before a first listing there is nothing to re-arm).
+            self._verify = self._listed
             self._mark()
         else:  # suspended / lost: keep serving the last list
             self.set_connected(False, f"zookeeper session {state}")
@@ -187,6 +192,8 @@ class ZooKeeperWatcher(Watcher):
         child = ev.path.rsplit("/", 1)[-1]
         if ev.type == EventType.CHANGED:
             self._changed.add(child)
+        elif ev.type == EventType.DELETED:
+            self._deleted.add(child)
         self._mark()
 
     # --- sync ----------------------------------------------------------------------------
@@ -199,6 +206,7 @@ class ZooKeeperWatcher(Watcher):
         verify, self._verify = self._verify, False
         if verify and self.generator_path is not None:
             self._gen_dirty = True  # watches are gone after a reconnect: read (and arm) again
+        self._drop_deleted(event_time)
         try:
             names = await conn.call("get_children", self.path, watch=self._children_watch)
         except NoNodeError:
@@ -226,18 +234,34 @@ class ZooKeeperWatcher(Watcher):
         if self.path_exists is False and self.generator_path is not None:
             self._gen_dirty = True  # the path appeared: its data may hold settings
         self.path_exists = True
-        if self._gen_dirty:
-            await self._read_generator_config()
         current = set(names)
         for gone in set(self._children) - current:
             del self._children[gone]
         self._changed &= current
         try:
-            await self._refresh(sorted(current), verify)
+            if self._gen_dirty:  # read together: one multi-read, not two round trips
+                await asyncio.gather(
+                    self._read_generator_config(), self._refresh(sorted(current), verify)
+                )
+            else:
+                await self._refresh(sorted(current), verify)
         except BaseException:
             self._verify = self._verify or verify
             raise
         self._report_cache(event_time)
+
+    def _drop_deleted(self, event_time: float) -> None:
+        """A child's data watch named it deleted: report without it at once, before the
+        listing (a ZooKeeper round trip less on the path of a removal). The listing that
+        follows re-arms the children watch; a child re-created under the same name is new
+        to it and read."""
+        gone = [name for name in self._deleted if name in self._children]
+        self._deleted.clear()
+        if gone and self.path_exists:
+            for name in gone:
+                del self._children[name]
+                self._changed.discard(name)
+            self._report_cache(event_time)
 
     async def _refresh(self, names: list[str], verify: bool) -> None:
         """Read what is new or changed; after a new session, re-arm data watches."""
@@ -281,9 +305,13 @@ class ZooKeeperWatcher(Watcher):
         for part in _chunks(to_get):
             self.reads += len(part)
             self.metrics.registry_reads.labels(self.service, self.method).inc(len(part))
-            replies = await self.conn.call_many(
-                "get", [(f"{base}{n}",) for n in part], watch=self._data_watch
-            )
+            paths = [f"{base}{n}" for n in part]
+            if len(paths) <= SMALL_READ and self.reports:  # a change: plain gets, watched
+                replies = await self.conn.call_many(
+                    "get", [(p,) for p in paths], watch=self._data_watch
+                )
+            else:  # a start or a burst: multi-reads, batched with other services' reads
+                replies = await self.conn.get_many(paths, self._data_watch)
             for name, reply in zip(part, replies, strict=True):
                 self._take(name, reply, f"zookeeper:{base}{name}")
 
@@ -325,8 +353,11 @@ class ZooKeeperWatcher(Watcher):
     async def _read_generator_config(self) -> None:
         """Read (and watch) the generator settings; a bad or missing node means none."""
         assert self.conn is not None and self.generator_path is not None
-        try:
-            data, _ = await self.conn.call("get", self.generator_path, watch=self._gen_watch)
+        try:  # (with the children's reads: one multi-read for many services at a start)
+            [reply] = await self.conn.get_many([self.generator_path], self._gen_watch)
+            if isinstance(reply, Exception):
+                raise reply
+            data = reply[0]
         except NoNodeError:
             await self.conn.call("exists", self.generator_path, watch=self._gen_watch)
             data = b""

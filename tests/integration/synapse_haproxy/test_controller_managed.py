@@ -18,6 +18,7 @@ from synapse.contract import ApplyOutcome
 from synapse.haproxy import reader as reader_module
 from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.runtime import MasterClient, RuntimeClient
+from synapse.haproxy.sockets import SocketUnavailable
 from testbed.process import free_port
 
 
@@ -125,10 +126,38 @@ async def test_an_apply_uses_one_connection_and_reads_only_what_changed(
     connections, reads = client.connections, controller._reader.view.partial_reads
     result = await controller.apply([web(port, [b1, b2]), *others], "t")
     assert result.reload is ApplyOutcome.NONE and len(result.ops) == 2  # add server, state ready
-    # Read (web only), commands, read again: one connection for the whole apply.
-    assert client.connections == connections + 1
+    # Read (web only), commands, read again: on the connection the last apply kept open.
+    assert client.connections == connections
     assert controller._reader.view.partial_reads == reads + 2
     await serves(port, {"b1", "b2"})
+
+
+async def test_a_kept_connection_to_an_old_worker_is_replaced(
+    managed_factory, http_backend_factory
+):
+    """A reload synapse did not make (here: on the master CLI) leaves the kept connection
+    with the old, stopping worker: the next apply reads from the new one."""
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    port = free_port()
+    controller = managed_factory()
+    await controller.apply([web(port, [b1])], "t")
+    client = controller._runtime[0]
+    before = await show_proc(controller)
+    await MasterClient(str(controller.settings.master_socket)).reload()
+
+    async def reloaded() -> bool:
+        try:  # the master re-executes itself: its socket refuses meanwhile
+            return (await show_proc(controller)).workers != before.workers
+        except SocketUnavailable:
+            return False
+
+    await eventually(reloaded, "the outside reload to start a new worker")
+    connections = client.connections
+    result = await controller.apply([web(port, [b1, b2])], "t")
+    assert result.reload is ApplyOutcome.NONE and result.ops
+    assert client.connections == connections + 1  # the kept one reached the old worker
+    await serves(port, {"b1", "b2"})
+    assert controller._reader.view.pid == str((await show_proc(controller)).workers[0])
 
 
 async def test_structural_change_reloads_once_and_keeps_states(

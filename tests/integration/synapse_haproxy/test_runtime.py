@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,25 @@ async def test_a_batch_attributes_every_answer_to_its_command(haproxy_factory):
     assert state["web"]["a"].forced_maint and not state["web"]["b"].in_maint
     pid, found = await client.read_state(["web", "nope"])
     assert pid is not None and set(found["web"] or {}) == {"a", "b"} and found["nope"] is None
+
+
+async def test_a_kept_connection_closed_by_haproxy_is_opened_again(haproxy_factory):
+    """HAProxy closes an idle CLI connection (`stats timeout`): the next read on the kept
+    connection gets no answer and is sent again on a fresh one."""
+    from testbed.process import free_port
+
+    haproxy = haproxy_factory(BACKEND.format(port=free_port()))
+    client = RuntimeClient(str(haproxy.admin_socket), keep_idle=30.0)
+    async with client.held():
+        pid, _ = await client.read_state([])
+        async with client.session() as session:  # this connection's idle timeout: 1 s
+            assert await session.ask(["set timeout cli 1"]) == [""]
+    assert client.connections == 1
+    await asyncio.sleep(1.5)
+    async with client.held():
+        again, _ = await client.read_state([])
+    assert again == pid and client.connections == 2
+    async with client.held():  # kept open again since
+        await client.read_state([])
+    assert client.connections == 2
+    await client.release()

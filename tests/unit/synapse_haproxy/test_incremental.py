@@ -193,3 +193,18 @@ def test_patched_renders_and_plans_equal_fresh_ones(edits):
             assert quick.ops == full.ops
             assert (quick.reload is None) == (full.reload is None)
         previous = result
+
+
+def test_a_change_of_servers_renders_only_the_servers_again():
+    """The lines a service's config decides are worked out once per config object; the
+    result is what a fresh renderer gives."""
+    renderer = Renderer(CONFIG)
+    before = service("web", [server("10.0.0.1", 8080)], listen=["mode http", "option httplog"])
+    renderer.render([before], {}, set())
+    after = DesiredService("web", before.config, [server("10.0.0.1", 8080), server("10.0.0.2", 80)])
+    assert renderer._config_parts(after) is renderer._config_parts(before)
+    same_config(renderer.render([after], {}, {"web"}), fresh([after]))
+    changed = service("web", after.servers, listen=["mode tcp"])  # another config object
+    assert renderer._config_parts(changed) is not renderer._config_parts(after)
+    same_config(renderer.render([changed], {}, {"web"}), fresh([changed]))
+    assert "mode tcp" in renderer.render([changed], {}, {"web"}).text

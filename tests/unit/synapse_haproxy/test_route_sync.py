@@ -50,3 +50,34 @@ def test_without_a_runtime_api_a_route_change_asks_for_a_reload(tmp_path):
     sync.write_wanted()  # the reload: HAProxy reads the files ...
     sync.invalidate()  # ... and runs
     assert _done(sync.sync(())) == ([], [])
+
+
+class _Runtime:
+    """A runtime client whose HAProxy has no maps (its config has no route lines)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def execute(self, command: str) -> str:
+        self.asked.append(command)
+        return "Unknown map identifier. Please use #<id> or <file>.\n"
+
+
+def test_an_haproxy_without_maps_is_asked_once_per_start_not_per_apply(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from synapse.haproxy.metrics import HAProxyMetrics
+    from synapse.haproxy.route_sync import RouteSync
+
+    runtime = _Runtime()
+    sync = RouteSync([runtime], HAProxyMetrics(CollectorRegistry()))  # type: ignore[list-item]
+    sync.configure(tmp_path / "haproxy.cfg")
+    assert _done(sync.sync(["shop"])) == ([], [])
+    asked = len(runtime.asked)
+    assert asked >= 1
+    for _ in range(3):  # later applies: no `show map` round trip each
+        assert _done(sync.sync(["shop"])) == ([], [])
+    assert len(runtime.asked) == asked
+    sync.invalidate()  # HAProxy started or reloaded: its maps may exist now
+    assert _done(sync.sync(["shop"])) == ([], [])
+    assert len(runtime.asked) == 2 * asked

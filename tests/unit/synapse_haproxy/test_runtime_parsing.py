@@ -79,3 +79,13 @@ def test_split_answers_cuts_at_each_prompt_and_keeps_the_unfinished_rest():
     # scan_from: the first bytes were searched already; an answer still starts at 0.
     assert split_answers(b"abc\n> ", 1, scan_from=2) == (["abc"], 6)
     assert split_answers(b"no prompt yet", 3) == ([], 0)
+
+
+def test_a_state_dump_is_checked_by_its_header_and_an_error_is_refused():
+    from synapse.haproxy.answers import check_servers_state
+
+    dump = "1\n# be_id be_name srv_id srv_name srv_addr\n3 web 1 a 10.0.0.1 2 0 1 1 5\n"
+    check_servers_state(dump)  # no error
+    for refused in ("Unknown command. Please enter one of the following commands only:\n", ""):
+        with pytest.raises(UnexpectedAnswer):
+            check_servers_state(refused)

@@ -1,0 +1,217 @@
+"""ZooKeeper's multi-read (3.6+): the data of many znodes in one request and one reply.
+
+kazoo sends one request per `get` and its connection thread handles one request per turn
+of its select loop (a wake-up byte, a fresh epoll, a write, a read): reading 20,000
+children at a cold start is 20,000 of those turns, and the GIL hand-overs between the
+loop thread queuing them and kazoo's thread sending them cost more than the reads. One
+`multiRead` (opcode 22) per batch of children turns that into one turn per batch.
+
+The server sets no watch for the reads of a multi (it drops their watch flag), so the
+data watches are set with one `setWatches` request (opcode 101, what ZooKeeper's own
+clients send after a reconnect) as of the multi-read's zxid: the server fires at once
+for a znode changed or deleted since the read and watches the others, so nothing
+between the read and the watch is missed. ``file_watches`` files the callbacks where
+kazoo files a `get`'s watch, in kazoo's connection thread before it reads the next
+packet; ``set_watches`` sends the request from the caller's thread. A server without
+multi-read (before 3.6) answers with an error: callers fall back to one `get` (with its
+watch) each.
+
+This uses kazoo internals (``KazooClient._call``, ``_data_watchers``, ``last_zxid``),
+stable since kazoo 2.0; tests/integration/synapse/test_zk_multiread.py pins them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import namedtuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import EXCEPTIONS
+from kazoo.protocol.paths import _prefix_root
+from kazoo.protocol.serialization import (
+    GetData,
+    MultiHeader,
+    int_struct,
+    long_struct,
+    multiheader_struct,
+    read_buffer,
+    stat_struct,
+    write_string,
+)
+from kazoo.protocol.states import ZnodeStat
+
+from smartstack.kazoo_inline import inline
+
+MULTI_READ = 22  # ZooKeeper's OpCode.multiRead
+SET_WATCHES = 101  # ZooKeeper's OpCode.setWatches
+
+
+class MultiRead(namedtuple("MultiRead", "paths watch")):
+    """A multi-read of `getData` ops; the reply is, per path, (data, stat) or the error."""
+
+    type = MULTI_READ
+
+    def serialize(self) -> bytearray:
+        out = bytearray()
+        for path in self.paths:
+            out += MultiHeader(GetData.type, False, -1).serialize()
+            out += GetData(path, self.watch).serialize()
+        return out + multiheader_struct.pack(-1, True, -1)
+
+    @classmethod
+    def deserialize(cls, data: bytes, offset: int) -> list[Any]:
+        results: list[Any] = []
+        header, offset = MultiHeader.deserialize(data, offset)
+        while not header.done:
+            if header.type == GetData.type:
+                value, offset = read_buffer(data, offset)
+                stat = ZnodeStat._make(stat_struct.unpack_from(data, offset))
+                offset += stat_struct.size
+                results.append((value, stat))
+            elif header.type == -1:  # this op's error (e.g. NoNode): the others still count
+                err = int_struct.unpack_from(data, offset)[0]
+                offset += int_struct.size
+                results.append(EXCEPTIONS[err]())
+            else:
+                raise ValueError(f"unexpected op type {header.type} in a multi-read reply")
+            header, offset = MultiHeader.deserialize(data, offset)
+        return results
+
+
+class SetWatches(namedtuple("SetWatches", "relative_zxid data_watches")):
+    """Data watches on many paths in one request, as of ``relative_zxid``: the server fires
+    at once for a znode changed (or gone) since then, else watches it. (ZooKeeper's own
+    clients send it after a reconnect; kazoo has no such request.)"""
+
+    type = SET_WATCHES
+
+    def serialize(self) -> bytearray:
+        out = bytearray(long_struct.pack(self.relative_zxid))
+        out += int_struct.pack(len(self.data_watches))
+        for path in self.data_watches:
+            out += write_string(path)
+        return out + int_struct.pack(0) + int_struct.pack(0)  # no exist or child watches
+
+    @classmethod
+    def deserialize(cls, data: bytes, offset: int) -> bool:
+        return True  # the reply is its header only
+
+
+def start_multi_read(client: KazooClient, paths: Sequence[str]) -> Any:
+    """Queue a multi-read of ``paths`` on ``client``; its kazoo async result."""
+    result = client.handler.async_result()
+    full = [_prefix_root(client.chroot, path) for path in paths]
+    client._call(MultiRead(full, False), result)  # (a multi's reads set no watch anyway)
+    return result
+
+
+class ReadWatches(NamedTuple):
+    """The data watches a multi-read asks for: filed, to be set as of ``zxid``."""
+
+    zxid: int
+    paths: list[str]
+
+
+def file_watches(
+    client: KazooClient, paths: Sequence[str], replies: Sequence[Any], watch: Callable[..., Any]
+) -> ReadWatches:
+    """File ``watch`` where kazoo files a `get`'s watch, for every path read without an
+    error. Call in kazoo's connection thread from the multi-read result's (inline)
+    callback: ``client.last_zxid`` is then that reply's zxid. It sends nothing: kazoo's
+    thread must never wait on its own wake-up socket (full when many requests queue)."""
+    read = []
+    for path, reply in zip(paths, replies, strict=True):
+        if not isinstance(reply, Exception):
+            full = _prefix_root(client.chroot, path)
+            client._data_watchers[full].add(watch)
+            read.append(full)
+    return ReadWatches(client.last_zxid, read)
+
+
+def set_watches(client: KazooClient, filed: ReadWatches) -> None:
+    """Ask the server for the filed watches, as of the read (from the caller's thread)."""
+    if filed.paths and not client._stopped.is_set():
+        client._call(SetWatches(filed.zxid, filed.paths), client.handler.async_result())
+
+
+class _Part(NamedTuple):
+    paths: list[str]
+    watch: Callable[..., Any] | None
+    future: asyncio.Future[list[Any]]
+
+
+class ReadBatcher:
+    """Multi-reads asked for in the same turn of the event loop leave as one request.
+
+    At a cold start every service's watcher reads its children at about the same time:
+    a thousand multi-reads would still be a thousand turns of kazoo's loop; together they
+    are one per MAX_PATHS znodes. The watches they ask for go in one setWatches.
+    """
+
+    MAX_PATHS = 2048  # znodes per request (a reply of records of a few hundred bytes each)
+
+    def __init__(self, client: KazooClient, loop: asyncio.AbstractEventLoop) -> None:
+        self.client, self.loop = client, loop
+        self._queued: list[_Part] = []
+
+    def read(
+        self, paths: Sequence[str], watch: Callable[..., Any] | None
+    ) -> asyncio.Future[list[Any]]:
+        """The (data, stat) or the error of every path, with ``watch`` set on those read."""
+        future: asyncio.Future[list[Any]] = self.loop.create_future()
+        self._queued.append(_Part(list(paths), watch, future))
+        if len(self._queued) == 1:
+            self.loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        parts, self._queued = self._queued, []
+        chunk: list[_Part] = []
+        for part in parts:
+            if chunk and sum(len(p.paths) for p in chunk) + len(part.paths) > self.MAX_PATHS:
+                self._send(chunk)
+                chunk = []
+            chunk.append(part)
+        if chunk:
+            self._send(chunk)
+
+    def _send(self, parts: list[_Part]) -> None:
+        client, loop = self.client, self.loop
+        paths = [path for part in parts for path in part.paths]
+        filed: list[ReadWatches] = []
+
+        @inline  # in kazoo's connection thread: file the watches before the next packet
+        def _done(result: Any) -> None:
+            try:
+                replies = result.get_nowait()
+                if len(replies) != len(paths):
+                    raise ValueError(f"{len(replies)} answers to {len(paths)} reads")
+                start = 0
+                for part in parts:
+                    mine = replies[start : start + len(part.paths)]
+                    start += len(part.paths)
+                    if part.watch is not None and not client._stopped.is_set():
+                        filed.append(file_watches(client, part.paths, mine, part.watch))
+            except Exception as exc:
+                loop.call_soon_threadsafe(_settle, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, replies, None)
+
+        def _settle(replies: list[Any] | None, exc: BaseException | None) -> None:
+            if filed:
+                set_watches(client, ReadWatches(filed[0].zxid, [p for f in filed for p in f.paths]))
+            start = 0
+            for part in parts:
+                if not part.future.done():
+                    if replies is None:
+                        part.future.set_exception(exc or RuntimeError("no answer"))
+                    else:
+                        part.future.set_result(list(replies[start : start + len(part.paths)]))
+                start += len(part.paths)
+
+        try:
+            start_multi_read(client, paths).rawlink(_done)
+        except Exception as exc:  # e.g. SessionExpiredError raised at once
+            _settle(None, exc)

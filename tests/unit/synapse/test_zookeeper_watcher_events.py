@@ -1,0 +1,71 @@
+"""The ZooKeeper watcher's event handling, without a ZooKeeper (no socket, no loop I/O)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from kazoo.protocol.states import EventType, KeeperState, WatchedEvent
+from synapse_testlib import Collector, metrics, service_config
+
+from smartstack.record import Registration
+from synapse.watchers.base import Entry, WatcherContext
+from synapse.watchers.zookeeper import ZooKeeperWatcher
+
+
+def _watcher(loop: asyncio.AbstractEventLoop) -> tuple[ZooKeeperWatcher, Collector]:
+    sink = Collector()
+    cfg = service_config({"method": "zookeeper", "hosts": ["127.0.0.1:1"], "path": "/svc"})
+    watcher = ZooKeeperWatcher("svc", cfg, sink, WatcherContext(loop=loop, metrics=metrics()))
+    for port, name in ((8001, "a_0000000001"), (8002, "b_0000000002")):
+        registration = Registration(host="127.0.0.1", port=port, name=name[0])
+        watcher._children[name] = Entry(registration, None, 7, 1)
+    watcher.path_exists = True
+    return watcher, sink
+
+
+def _event(kind: EventType, path: str) -> WatchedEvent:
+    return WatchedEvent(kind, KeeperState.CONNECTED, path)
+
+
+def test_a_child_deleted_is_reported_gone_before_the_listing():
+    loop = asyncio.new_event_loop()
+    try:
+        watcher, sink = _watcher(loop)
+        watcher._on_data(_event(EventType.DELETED, "/svc/a_0000000001"))
+        watcher._drop_deleted(1.0)  # what a sync does first, before listing the children
+        assert [f.registration.port for f in sink.reports[-1].found] == [8002]
+        assert sink.reports[-1].event_time == 1.0
+        assert "a_0000000001" not in watcher._children
+        reports = len(sink.reports)
+        watcher._drop_deleted(2.0)  # nothing more deleted: no report
+        assert len(sink.reports) == reports
+    finally:
+        loop.close()
+
+
+def test_a_changed_child_is_not_dropped_but_read_again():
+    loop = asyncio.new_event_loop()
+    try:
+        watcher, sink = _watcher(loop)
+        watcher._on_data(_event(EventType.CHANGED, "/svc/b_0000000002"))
+        watcher._drop_deleted(1.0)
+        assert sink.reports == [] and "b_0000000002" in watcher._changed
+        assert set(watcher._children) == {"a_0000000001", "b_0000000002"}
+    finally:
+        loop.close()
+
+
+def test_a_connection_before_the_first_listing_re_arms_nothing():
+    """Re-arming cached children with exists() is for reconnects: at a start (the
+    connection announced while the first listing is under way) it would cost one request
+    per child for nothing."""
+    loop = asyncio.new_event_loop()
+    try:
+        watcher, _ = _watcher(loop)
+        watcher._on_state("connected")
+        assert watcher._verify is False
+        watcher._listed = True  # a first listing was done: a reconnect now re-arms
+        watcher._on_state("connected")
+        assert watcher._verify is True
+    finally:
+        loop.close()
