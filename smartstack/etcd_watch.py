@@ -10,6 +10,11 @@ request after the other), and every later response is routed to its watch by id.
 A stream that fails, or that etcd ends, fails every watch on it with an aetcd exception
 (``ConnectionFailedError`` when it just ended): their watchers list again and watch anew,
 on a new stream. aetcd's own watcher never noticed a stream that closed cleanly.
+
+A stream that stops answering is abandoned too: a creation that hears nothing on the stream
+for ``timeout`` seconds (etcd answers a create in milliseconds; creates queued behind
+others wait while the stream keeps answering them) fails the stream and every watch on it,
+so the next creation opens a new one instead of queueing on the dead one for ever.
 """
 
 from __future__ import annotations
@@ -27,6 +32,18 @@ import aetcd.rtypes
 import aetcd.utils
 
 OpenCall = Callable[[AsyncIterator[Any]], AsyncIterator[Any]]
+# A creation waits at most this many ``timeout``s in all, even while others' are answered.
+CREATE_PATIENCE = 10
+
+
+class WatchCreateTimeout(TimeoutError):
+    """The stream did not answer a watch creation: it is abandoned. A TimeoutError, so
+    ``EtcdConnection.with_client`` probes the endpoint and moves on only if that fails too."""
+
+
+class WatchStreamStalled(aetcd.exceptions.ClientError):
+    """What the other watches of an abandoned stream fail with: not a connection error, so
+    their watchers list and watch again (on a new stream) without dropping the client."""
 
 
 def client_error(exc: BaseException) -> BaseException:
@@ -91,16 +108,25 @@ class WatchStream:
         self._watches: dict[int, PrefixWatch] = {}
         self._task: asyncio.Task[None] | None = None
         self.error: BaseException | None = None  # set once the stream is gone
+        self._heard = 0.0  # loop time of the last response (or of the stream's start)
 
     @property
     def broken(self) -> bool:
         return self.error is not None
 
-    async def watch_prefix(self, prefix: bytes, start_revision: int) -> PrefixWatch:
+    async def watch_prefix(
+        self, prefix: bytes, start_revision: int, timeout: float | None = None
+    ) -> PrefixWatch:
+        """A created watch; ``timeout``: abandon the stream when it says nothing for that
+        long while this creation waits (see the module docstring). None: wait."""
         if self.error is not None:
             raise self.error
+        loop = asyncio.get_running_loop()
         if self._task is None:
+            self._heard = loop.time()
             self._task = asyncio.ensure_future(self._run())
+        elif not self._creating:
+            self._heard = max(self._heard, loop.time())  # silence counts from our request
         watch = PrefixWatch(self)
         self._creating.append(watch)
         request = aetcd.rpc.WatchCreateRequest(
@@ -110,11 +136,32 @@ class WatchStream:
         )
         self._requests.put_nowait(aetcd.rpc.WatchRequest(create_request=request))
         try:
-            await watch.created
+            await self._created(watch, timeout)
         except asyncio.CancelledError:
             await watch.cancel()  # created later, it is cancelled at once
             raise
         return watch
+
+    async def _created(self, watch: PrefixWatch, timeout: float | None) -> None:
+        if timeout is None:
+            await watch.created
+            return
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + CREATE_PATIENCE * timeout
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(watch.created), timeout)
+                return
+            except TimeoutError:
+                if watch.created.done():
+                    watch.created.result()  # answered (or failed) just now
+                    return
+                now = loop.time()
+                if now - self._heard < timeout and now < give_up:
+                    continue  # the stream answers the creates queued before ours
+            silent = now - self._heard
+            self._fail_all(WatchStreamStalled(f"etcd watch stream silent for {silent:.1f} s"))
+            raise WatchCreateTimeout(f"etcd did not answer a watch creation in {timeout} s")
 
     def forget(self, watch: PrefixWatch) -> None:
         """Stop a watch's events (a watch still being created is cancelled once it is)."""
@@ -156,6 +203,7 @@ class WatchStream:
         self._fail_all(error)
 
     def _dispatch(self, response: Any) -> None:
+        self._heard = asyncio.get_running_loop().time()
         if response.created:
             if not self._creating:
                 return  # not ours (cannot happen on a stream of our own)

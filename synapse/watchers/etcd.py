@@ -83,12 +83,10 @@ class EtcdWatcher(Watcher):
             except Exception as exc:
                 self.set_connected(False, f"{type(exc).__name__}: {str(exc)[:200]}")
                 self._outage.failure(self.last_error or "watch failed", service=self.service)
-                if (self._streaming and isinstance(exc, CONNECTION_ERRORS)) or isinstance(
-                    exc, aetcd.exceptions.WatchTimeoutError
-                ):
-                    # The stream broke (with_client already rotates for failed calls), or
-                    # the client's watch stream is gone for good. All watches of a client
-                    # fail together: the client is replaced once, not once per watcher.
+                if self._streaming and isinstance(exc, CONNECTION_ERRORS):
+                    # The stream broke (with_client already rotates for failed calls; a
+                    # stream that stops answering is abandoned by the next creation). All
+                    # watches of a client fail together: it is replaced once, not per watcher.
                     await self.conn.rotate(self.last_error or "watch failed", self._client)
             else:
                 self.set_connected(False, "etcd watch ended")
@@ -113,8 +111,8 @@ class EtcdWatcher(Watcher):
         self.revision = listing.revision
         self._report(started)
         # On the connection's one watch stream, created without waiting for the others'
-        # (smartstack.etcd_watch); the bound only guards against a hang.
-        watch = await self.conn.watch_prefix(prefix, self.revision + 1, WATCH_QUEUE_TIMEOUT)
+        # (smartstack.etcd_watch), which is abandoned if it stops answering.
+        watch = await self.conn.watch_prefix(prefix, self.revision + 1)
         self._watch = watch
         self._client = getattr(watch, "client", None)  # the client whose stream carries it
         self.set_connected(True)
