@@ -252,19 +252,20 @@ class EtcdConnection:
         assert last is not None
         raise last
 
-    def _batch(self, timeout: float) -> BatchLister:
+    def _batch(self) -> BatchLister:
         if self._lister is None:
-            self._lister = BatchLister(self.with_client, timeout)
+            self._lister = BatchLister(self.with_client)
         return self._lister
 
     async def list_prefix(self, prefix: bytes, timeout: float) -> Listing:
         """The keys under ``prefix`` and the revision read at; listings asked for together
-        are read together (``smartstack.etcd_batch``). ``timeout`` bounds each call."""
-        return await self._batch(timeout).list(prefix)
+        are read together (``smartstack.etcd_batch``). ``timeout`` bounds the whole wait."""
+        return await self._batch().list(prefix, timeout)
 
     async def fingerprint(self, prefix: bytes) -> tuple[int, int]:
-        """(key count, newest mod revision) under ``prefix``, batched like listings."""
-        return await self._batch(self.timeout).fingerprint(prefix)
+        """(key count, newest mod revision) under ``prefix``, batched like listings, within
+        the connection's timeout."""
+        return await self._batch().fingerprint(prefix, self.timeout)
 
     async def next_check(self, interval: float) -> None:
         """Wait for the connection's next consistency-check tick, every ``interval`` seconds
