@@ -34,6 +34,8 @@ import aetcd.utils
 OpenCall = Callable[[AsyncIterator[Any]], AsyncIterator[Any]]
 # A creation waits at most this many ``timeout``s in all, even while others' are answered.
 CREATE_PATIENCE = 10
+# Events a watch holds for its consumer (~1 kB each with the record): beyond, it is dropped.
+MAX_PENDING = 20_000
 
 
 class WatchCreateTimeout(TimeoutError):
@@ -57,43 +59,80 @@ def client_error(exc: BaseException) -> BaseException:
     return exc  # pragma: no cover - _handle_exception always raises
 
 
-class PrefixWatch:
-    """One watch: iterate it for aetcd ``Event``s; it raises when the watch fails."""
+class WatchOverflow(aetcd.exceptions.ClientError):
+    """More events waited than ``MAX_PENDING``: they were dropped and the watch cancelled.
+    The watcher lists again (from scratch) and watches from that listing's revision."""
 
-    def __init__(self, stream: WatchStream) -> None:
+
+class PrefixWatch:
+    """One watch: iterate it for aetcd ``Event``s, or ``batches()`` for every event waiting
+    at once; either raises when the watch fails. At most ``max_pending`` events wait: a
+    burst beyond that (a consumer far behind on a big prefix) fails the watch with
+    ``WatchOverflow`` rather than holding them all in memory."""
+
+    def __init__(self, stream: WatchStream, max_pending: int = MAX_PENDING) -> None:
         self.stream = stream
         self.client = stream.client  # the client whose stream carries it (for fail-over)
         self.watch_id: int | None = None
         self.created: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._events: asyncio.Queue[Any] = asyncio.Queue()
+        self.max_pending = max_pending
+        self._pending: collections.deque[aetcd.rtypes.Event] = collections.deque()
+        self._ready = asyncio.Event()
+        self._ended = False  # no event comes after the pending ones
+        self._error: BaseException | None = None  # raised once the pending ones are taken
         self.cancelled = False
 
     def __aiter__(self) -> AsyncIterator[aetcd.rtypes.Event]:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[aetcd.rtypes.Event]:
-        while True:
-            item = await self._events.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        while events := await self._take(1):
+            yield events[0]
 
-    def deliver(self, item: Any) -> None:
-        self._events.put_nowait(item)
+    async def batches(self) -> AsyncIterator[list[aetcd.rtypes.Event]]:
+        """Every event waiting, in order, as one list: a burst is one list, not one wake-up
+        (and, for the watcher, one report) per event."""
+        while events := await self._take(None):
+            yield events
+
+    async def _take(self, limit: int | None) -> list[aetcd.rtypes.Event]:
+        while not self._pending:
+            if self._ended:
+                if self._error is not None:
+                    raise self._error
+                return []
+            self._ready.clear()
+            await self._ready.wait()
+        count = len(self._pending) if limit is None else min(limit, len(self._pending))
+        return [self._pending.popleft() for _ in range(count)]
+
+    def deliver(self, event: aetcd.rtypes.Event) -> None:
+        if self._ended:
+            return
+        if len(self._pending) >= self.max_pending:
+            self._pending.clear()  # the watcher lists anew: these are of no use any more
+            self._end(WatchOverflow(f"more than {self.max_pending} etcd events waiting"))
+            self.stream.forget(self)
+            return
+        self._pending.append(event)
+        self._ready.set()
+
+    def _end(self, error: BaseException | None) -> None:
+        if not self._ended:
+            self._ended, self._error = True, error
+            self._ready.set()
 
     def fail(self, exc: BaseException) -> None:
         if not self.created.done():
             self.created.set_exception(exc)
             self.created.exception()  # retrieved: the creator may have given up already
         else:
-            self.deliver(exc)
+            self._end(exc)
 
     async def cancel(self) -> None:
         if not self.cancelled:
             self.cancelled = True
-            self.deliver(None)
+            self._end(None)
             self.stream.forget(self)
 
 

@@ -27,6 +27,7 @@ import aetcd.exceptions
 
 from smartstack.backoff import Backoff
 from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection
+from smartstack.etcd_watch import WatchOverflow
 from smartstack.logs import FailureStreak, event
 from smartstack.record import InvalidRecord, decode_nerve, decode_serverset, etcd_prefix
 from smartstack.tasks import cancel_and_wait
@@ -59,6 +60,7 @@ class EtcdWatcher(Watcher):
         self.revision: int | None = None
         self.relists = 0
         self.stale_watches = 0  # watches the consistency check found silent
+        self.overflows = 0  # watches dropped for a burst of events beyond MAX_PENDING
         self._outage = FailureStreak(log, "etcd_watch_lost", "etcd_watch_restored")
 
     async def run(self) -> None:
@@ -78,6 +80,13 @@ class EtcdWatcher(Watcher):
             except _WatchStale:
                 self.stale_watches += 1
                 continue  # the check logged it; list again at once
+            except WatchOverflow as exc:
+                # A burst beyond what a watch holds: listing from scratch is what the
+                # dropped events would have come to (the watch resumes from its revision).
+                self.overflows += 1
+                event(log, "etcd_watch_overflow", level=logging.WARNING, service=self.service,
+                      error=str(exc))  # fmt: skip
+                continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -119,17 +128,20 @@ class EtcdWatcher(Watcher):
         self._streaming = True
         checker = asyncio.create_task(self._check_periodically(watch, prefix))
         try:
-            async for ev in watch:
+            # Every event waiting at once, and one report for them: a burst on a big prefix
+            # is not a full list sorted and sent to the reconciler per event.
+            async for events in watch.batches():
                 seen = time.monotonic()
-                self.count_event()
-                key = ev.kv.key.decode("utf-8", "replace")
-                self.revision = max(self.revision or 0, ev.kv.mod_revision)
-                if ev.kind == "DELETE":
-                    self._keys.pop(key, None)
-                else:
-                    self._keys[key] = self._decode(
-                        key, ev.kv.value, ev.kv.mod_revision, ev.kv.create_revision
-                    )
+                for ev in events:
+                    self.count_event()
+                    key = ev.kv.key.decode("utf-8", "replace")
+                    self.revision = max(self.revision or 0, ev.kv.mod_revision)
+                    if ev.kind == "DELETE":
+                        self._keys.pop(key, None)
+                    else:
+                        self._keys[key] = self._decode(
+                            key, ev.kv.value, ev.kv.mod_revision, ev.kv.create_revision
+                        )
                 self._report(seen)
         finally:
             self._watch = None  # _streaming stays set: run() asks whether the stream broke
@@ -197,5 +209,6 @@ class EtcdWatcher(Watcher):
     def status(self) -> dict:
         out = super().status()
         out.update(prefix=self.prefix, keys=len(self._keys), revision=self.revision,
-                   relists=self.relists, stale_watches=self.stale_watches)  # fmt: skip
+                   relists=self.relists, stale_watches=self.stale_watches,
+                   overflows=self.overflows)  # fmt: skip
         return out

@@ -194,10 +194,7 @@ class _SilentWatch:
     def __init__(self) -> None:
         self._cancelled = asyncio.Event()
 
-    def __aiter__(self):
-        return self._events()
-
-    async def _events(self):
+    async def batches(self):
         await self._cancelled.wait()
         return
         yield  # an async generator that ends only when cancelled

@@ -11,7 +11,7 @@ import aetcd.rpc
 import pytest
 
 from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection
-from smartstack.etcd_watch import WatchCreateTimeout, WatchStream, WatchStreamStalled
+from smartstack.etcd_watch import WatchCreateTimeout, WatchOverflow, WatchStream, WatchStreamStalled
 
 
 class FakeWatchServer:
@@ -99,7 +99,7 @@ async def test_creations_are_all_sent_at_once_and_events_go_to_their_watch() -> 
     seven, three = await next_event(watches[7]), await next_event(watches[3])
     assert (seven.kind, seven.kv.key) == ("PUT", b"/s/svc7/a")
     assert (three.kind, three.kv.key, three.kv.mod_revision) == ("DELETE", b"/s/svc3/b", 7)
-    assert all(w._events.empty() for w in watches)  # nobody else was woken
+    assert all(not w._pending for w in watches)  # nobody else was woken
     await stream.close()
 
 
@@ -222,3 +222,44 @@ async def test_the_connection_opens_a_new_stream_after_one_stops_answering(monke
     opened[1].put(watch.watch_id, b"/s/a/x")
     assert (await next_event(watch)).kv.key == b"/s/a/x"
     await conn.close()
+
+
+def burst(watch_id: int, count: int) -> aetcd.rpc.WatchResponse:
+    put = aetcd.rpc.Event.EventType.PUT
+    events = [
+        aetcd.rpc.Event(type=put, kv=aetcd.rpc.KeyValue(key=b"/s/a/%d" % i, mod_revision=10 + i))
+        for i in range(count)
+    ]
+    return aetcd.rpc.WatchResponse(watch_id=watch_id, events=events)
+
+
+async def test_events_waiting_are_taken_as_one_batch() -> None:
+    server = FakeWatchServer()
+    stream = WatchStream(FakeClient(), server.open)  # type: ignore[arg-type]
+    watch = await stream.watch_prefix(b"/s/a/", 1)
+    server.responses.put_nowait(burst(watch.watch_id, 300))
+    server.responses.put_nowait(burst(watch.watch_id, 200))
+    await asyncio.sleep(0.05)  # both responses dispatched before the consumer looks
+    batches = watch.batches()
+    first = await asyncio.wait_for(batches.__anext__(), 2)
+    assert len(first) == 500 and [e.kv.mod_revision for e in first[:2]] == [10, 11]
+    await watch.cancel()
+    assert [b async for b in batches] == []
+    await stream.close()
+
+
+async def test_a_burst_beyond_the_bound_is_dropped_and_fails_the_watch() -> None:
+    server = FakeWatchServer()
+    stream = WatchStream(FakeClient(), server.open)  # type: ignore[arg-type]
+    watch = await stream.watch_prefix(b"/s/a/", 1)
+    other = await stream.watch_prefix(b"/s/b/", 1)
+    watch.max_pending = 100
+    server.responses.put_nowait(burst(watch.watch_id, 150))
+    with pytest.raises(WatchOverflow):
+        await asyncio.wait_for(watch.batches().__anext__(), 2)
+    assert not watch._pending  # dropped, not held
+    await asyncio.sleep(0.01)
+    assert server.cancels() == [watch.watch_id]  # etcd stops sending them
+    server.put(other.watch_id, b"/s/b/x")  # the stream and its other watches go on
+    assert (await next_event(other)).kv.key == b"/s/b/x"
+    await stream.close()
