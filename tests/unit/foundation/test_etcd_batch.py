@@ -11,8 +11,9 @@ import aetcd.rpc
 import grpc
 import pytest
 
+from smartstack import etcd_batch
 from smartstack.etcd import EtcdConnection
-from smartstack.etcd_batch import GROW_AFTER, BatchLister
+from smartstack.etcd_batch import BatchLister
 
 
 class FakeKV:
@@ -140,17 +141,18 @@ async def test_one_prefix_too_large_for_a_reply_does_not_pin_batches_at_one() ->
     assert lister.max_ops == 20  # the largest part etcd accepted, not 1
 
 
-async def test_a_lowered_batch_size_grows_back_after_batches_read_in_a_row() -> None:
+async def test_a_lowered_batch_size_grows_back_after_batches_read_in_a_row(monkeypatch) -> None:
+    monkeypatch.setattr(etcd_batch, "GROW_AFTER", 4)  # fewer rounds, same rule
     kv = FakeKV(keyspace(200, 1), revision=3, max_ops=10)
     lister = BatchLister(caller(FakeClient(kv)))
     prefixes = [f"/s/svc{i}/".encode() for i in range(200)]
     await asyncio.gather(*(lister.list(p, 1.0) for p in prefixes[:40]))
     assert lister.max_ops == 10
     kv.max_ops = 128  # etcd's --max-txn-ops raised (or the refusal was a passing one)
-    for _ in range(GROW_AFTER):
+    for _ in range(4):
         await asyncio.gather(*(lister.list(p, 1.0) for p in prefixes[:10]))
     assert lister.max_ops == 20
-    for _ in range(4 * GROW_AFTER):
+    for _ in range(4 * 4):
         await asyncio.gather(*(lister.list(p, 1.0) for p in prefixes[: lister.max_ops]))
     assert lister.max_ops == 128  # and no further
     await asyncio.gather(*(lister.list(p, 1.0) for p in prefixes))
@@ -159,7 +161,7 @@ async def test_a_lowered_batch_size_grows_back_after_batches_read_in_a_row() -> 
 
 async def test_each_ask_keeps_its_own_timeout() -> None:
     kv = FakeKV(keyspace(3, 1), revision=3)
-    kv.slow_above, kv.slow = 0, 0.5  # every transaction takes 0.5 s; a single range does not
+    kv.slow_above, kv.slow = 0, 0.3  # every transaction takes 0.3 s; a single range does not
     lister = BatchLister(caller(FakeClient(kv)))
     loop = asyncio.get_running_loop()
     # A long listing first: the lister used to keep its first caller's timeout for all.
@@ -168,7 +170,7 @@ async def test_each_ask_keeps_its_own_timeout() -> None:
     quick, patient = await asyncio.gather(
         lister.fingerprint(b"/s/svc1/", 0.1), lister.list(b"/s/svc2/", 5.0), return_exceptions=True
     )
-    assert isinstance(quick, TimeoutError) and loop.time() - started < 0.4
+    assert isinstance(quick, TimeoutError) and loop.time() - started < 0.25
     # The batch timed out with the fingerprint's time: the listing is read again on its own.
     assert [k.key for k in patient.kvs] == [b"/s/svc2/k0"] and kv.ranges == 1
 

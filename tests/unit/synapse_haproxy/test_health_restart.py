@@ -87,7 +87,7 @@ class SlowRuntime:
 
 
 async def test_a_slow_socket_answer_does_not_stretch_the_next_pause(tmp_path: Path) -> None:
-    dumper = StateDumper(SlowRuntime(0.3), tmp_path / "state", lambda: True)  # type: ignore[arg-type]
+    dumper = StateDumper(SlowRuntime(0.15), tmp_path / "state", lambda: True)  # type: ignore[arg-type]
     cost = await dumper.dump()
     assert cost < 0.05  # the wait for the answer is not the dump's cost
     assert next_pause(cost) == DUMP_INTERVAL
