@@ -48,6 +48,11 @@ class WatchStreamStalled(aetcd.exceptions.ClientError):
     their watchers list and watch again (on a new stream) without dropping the client."""
 
 
+class WatchOverflow(aetcd.exceptions.ClientError):
+    """More events waited than ``MAX_PENDING``: they were dropped and the watch cancelled.
+    The watcher lists again (from scratch) and watches from that listing's revision."""
+
+
 def client_error(exc: BaseException) -> BaseException:
     """A gRPC error as the aetcd exception its calls raise (the others unchanged)."""
     if not isinstance(exc, aetcd.rpc.AioRpcError):
@@ -57,11 +62,6 @@ def client_error(exc: BaseException) -> BaseException:
     except Exception as converted:
         return converted
     return exc  # pragma: no cover - _handle_exception always raises
-
-
-class WatchOverflow(aetcd.exceptions.ClientError):
-    """More events waited than ``MAX_PENDING``: they were dropped and the watch cancelled.
-    The watcher lists again (from scratch) and watches from that listing's revision."""
 
 
 class PrefixWatch:
@@ -187,19 +187,23 @@ class WatchStream:
             return
         loop = asyncio.get_running_loop()
         give_up = loop.time() + CREATE_PATIENCE * timeout
+        wait = timeout
         while True:
             try:
-                await asyncio.wait_for(asyncio.shield(watch.created), timeout)
+                await asyncio.wait_for(asyncio.shield(watch.created), wait)
                 return
             except TimeoutError:
                 if watch.created.done():
                     watch.created.result()  # answered (or failed) just now
                     return
                 now = loop.time()
-                if now - self._heard < timeout and now < give_up:
+                wait = min(self._heard + timeout, give_up) - now
+                if wait > 0:
                     continue  # the stream answers the creates queued before ours
             silent = now - self._heard
             self._fail_all(WatchStreamStalled(f"etcd watch stream silent for {silent:.1f} s"))
+            if self._task is not None:
+                self._task.cancel()  # and its gRPC call with it
             raise WatchCreateTimeout(f"etcd did not answer a watch creation in {timeout} s")
 
     def forget(self, watch: PrefixWatch) -> None:

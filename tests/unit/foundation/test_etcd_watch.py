@@ -169,6 +169,8 @@ async def test_a_stream_that_stops_answering_is_abandoned() -> None:
     with pytest.raises(WatchCreateTimeout):
         await asyncio.wait_for(stream.watch_prefix(b"/s/new/", 1, timeout=0.1), 2)
     assert loop.time() - started < 0.5 and stream.broken
+    await asyncio.sleep(0.01)
+    assert stream._task is not None and stream._task.done()  # its call is not left open
     with pytest.raises(WatchStreamStalled) as failed:
         await next_event(live)
     assert not isinstance(failed.value, CONNECTION_ERRORS)  # its watcher keeps the client
