@@ -24,7 +24,7 @@ import aetcd.watcher
 import grpc
 
 from smartstack.etcd_batch import BatchLister, Listing, fingerprint, fingerprint_request
-from smartstack.etcd_watch import PrefixWatch, WatchStream
+from smartstack.etcd_watch import CREATE_PATIENCE, PrefixWatch, WatchStream
 from smartstack.logs import FailureStreak, event
 from smartstack.registry_auth import EtcdTLS
 
@@ -252,19 +252,20 @@ class EtcdConnection:
         assert last is not None
         raise last
 
-    def _batch(self, timeout: float) -> BatchLister:
+    def _batch(self) -> BatchLister:
         if self._lister is None:
-            self._lister = BatchLister(self.with_client, timeout)
+            self._lister = BatchLister(self.with_client)
         return self._lister
 
     async def list_prefix(self, prefix: bytes, timeout: float) -> Listing:
         """The keys under ``prefix`` and the revision read at; listings asked for together
-        are read together (``smartstack.etcd_batch``). ``timeout`` bounds each call."""
-        return await self._batch(timeout).list(prefix)
+        are read together (``smartstack.etcd_batch``). ``timeout`` bounds the whole wait."""
+        return await self._batch().list(prefix, timeout)
 
     async def fingerprint(self, prefix: bytes) -> tuple[int, int]:
-        """(key count, newest mod revision) under ``prefix``, batched like listings."""
-        return await self._batch(self.timeout).fingerprint(prefix)
+        """(key count, newest mod revision) under ``prefix``, batched like listings, within
+        the connection's timeout."""
+        return await self._batch().fingerprint(prefix, self.timeout)
 
     async def next_check(self, interval: float) -> None:
         """Wait for the connection's next consistency-check tick, every ``interval`` seconds
@@ -276,17 +277,21 @@ class EtcdConnection:
             loop.call_later(interval * random.uniform(0.75, 1.25), _resolve, tick)
         await asyncio.shield(tick)
 
-    async def watch_prefix(self, prefix: bytes, start_revision: int, timeout: float) -> PrefixWatch:
+    async def watch_prefix(self, prefix: bytes, start_revision: int) -> PrefixWatch:
         """A watch on ``prefix`` from ``start_revision``, on the one watch stream of the
-        current client (``smartstack.etcd_watch``)."""
+        current client (``smartstack.etcd_watch``). A stream silent for the connection's
+        ``timeout`` while a creation waits is abandoned (all its watches fail) and the
+        creation raises a TimeoutError: the endpoint is probed, and the next creation
+        opens a new stream (on the next endpoint if the probe failed too)."""
 
         async def create(client: aetcd.Client) -> PrefixWatch:
             stream = self._stream
             if stream is None or stream.client is not client or stream.broken:
                 self._stream = stream = WatchStream(client)
-            return await stream.watch_prefix(prefix, start_revision)
+            return await stream.watch_prefix(prefix, start_revision, self.timeout)
 
-        return await self.with_client(create, timeout)
+        # The stream bounds the creation; this outer bound is only a guard beyond it.
+        return await self.with_client(create, (CREATE_PATIENCE + 1) * self.timeout)
 
     async def _close_stream(self, client: aetcd.Client | None) -> None:
         """Fail the watches on ``client``'s stream (it is being replaced or closed)."""

@@ -10,6 +10,11 @@ request after the other), and every later response is routed to its watch by id.
 A stream that fails, or that etcd ends, fails every watch on it with an aetcd exception
 (``ConnectionFailedError`` when it just ended): their watchers list again and watch anew,
 on a new stream. aetcd's own watcher never noticed a stream that closed cleanly.
+
+A stream that stops answering is abandoned too: a creation that hears nothing on the stream
+for ``timeout`` seconds (etcd answers a create in milliseconds; creates queued behind
+others wait while the stream keeps answering them) fails the stream and every watch on it,
+so the next creation opens a new one instead of queueing on the dead one for ever.
 """
 
 from __future__ import annotations
@@ -27,6 +32,25 @@ import aetcd.rtypes
 import aetcd.utils
 
 OpenCall = Callable[[AsyncIterator[Any]], AsyncIterator[Any]]
+# A creation waits at most this many ``timeout``s in all, even while others' are answered.
+CREATE_PATIENCE = 10
+# Events a watch holds for its consumer (~1 kB each with the record): beyond, it is dropped.
+MAX_PENDING = 20_000
+
+
+class WatchCreateTimeout(TimeoutError):
+    """The stream did not answer a watch creation: it is abandoned. A TimeoutError, so
+    ``EtcdConnection.with_client`` probes the endpoint and moves on only if that fails too."""
+
+
+class WatchStreamStalled(aetcd.exceptions.ClientError):
+    """What the other watches of an abandoned stream fail with: not a connection error, so
+    their watchers list and watch again (on a new stream) without dropping the client."""
+
+
+class WatchOverflow(aetcd.exceptions.ClientError):
+    """More events waited than ``MAX_PENDING``: they were dropped and the watch cancelled.
+    The watcher lists again (from scratch) and watches from that listing's revision."""
 
 
 def client_error(exc: BaseException) -> BaseException:
@@ -41,42 +65,74 @@ def client_error(exc: BaseException) -> BaseException:
 
 
 class PrefixWatch:
-    """One watch: iterate it for aetcd ``Event``s; it raises when the watch fails."""
+    """One watch: iterate it for aetcd ``Event``s, or ``batches()`` for every event waiting
+    at once; either raises when the watch fails. At most ``max_pending`` events wait: a
+    burst beyond that (a consumer far behind on a big prefix) fails the watch with
+    ``WatchOverflow`` rather than holding them all in memory."""
 
-    def __init__(self, stream: WatchStream) -> None:
+    def __init__(self, stream: WatchStream, max_pending: int = MAX_PENDING) -> None:
         self.stream = stream
         self.client = stream.client  # the client whose stream carries it (for fail-over)
         self.watch_id: int | None = None
         self.created: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._events: asyncio.Queue[Any] = asyncio.Queue()
+        self.max_pending = max_pending
+        self._pending: collections.deque[aetcd.rtypes.Event] = collections.deque()
+        self._ready = asyncio.Event()
+        self._ended = False  # no event comes after the pending ones
+        self._error: BaseException | None = None  # raised once the pending ones are taken
         self.cancelled = False
 
     def __aiter__(self) -> AsyncIterator[aetcd.rtypes.Event]:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[aetcd.rtypes.Event]:
-        while True:
-            item = await self._events.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        while events := await self._take(1):
+            yield events[0]
 
-    def deliver(self, item: Any) -> None:
-        self._events.put_nowait(item)
+    async def batches(self) -> AsyncIterator[list[aetcd.rtypes.Event]]:
+        """Every event waiting, in order, as one list: a burst is one list, not one wake-up
+        (and, for the watcher, one report) per event."""
+        while events := await self._take(None):
+            yield events
+
+    async def _take(self, limit: int | None) -> list[aetcd.rtypes.Event]:
+        while not self._pending:
+            if self._ended:
+                if self._error is not None:
+                    raise self._error
+                return []
+            self._ready.clear()
+            await self._ready.wait()
+        count = len(self._pending) if limit is None else min(limit, len(self._pending))
+        return [self._pending.popleft() for _ in range(count)]
+
+    def deliver(self, event: aetcd.rtypes.Event) -> None:
+        if self._ended:
+            return
+        if len(self._pending) >= self.max_pending:
+            self._pending.clear()  # the watcher lists anew: these are of no use any more
+            self._end(WatchOverflow(f"more than {self.max_pending} etcd events waiting"))
+            self.stream.forget(self)
+            return
+        self._pending.append(event)
+        self._ready.set()
+
+    def _end(self, error: BaseException | None) -> None:
+        if not self._ended:
+            self._ended, self._error = True, error
+            self._ready.set()
 
     def fail(self, exc: BaseException) -> None:
         if not self.created.done():
             self.created.set_exception(exc)
             self.created.exception()  # retrieved: the creator may have given up already
         else:
-            self.deliver(exc)
+            self._end(exc)
 
     async def cancel(self) -> None:
         if not self.cancelled:
             self.cancelled = True
-            self.deliver(None)
+            self._end(None)
             self.stream.forget(self)
 
 
@@ -91,16 +147,25 @@ class WatchStream:
         self._watches: dict[int, PrefixWatch] = {}
         self._task: asyncio.Task[None] | None = None
         self.error: BaseException | None = None  # set once the stream is gone
+        self._heard = 0.0  # loop time of the last response (or of the stream's start)
 
     @property
     def broken(self) -> bool:
         return self.error is not None
 
-    async def watch_prefix(self, prefix: bytes, start_revision: int) -> PrefixWatch:
+    async def watch_prefix(
+        self, prefix: bytes, start_revision: int, timeout: float | None = None
+    ) -> PrefixWatch:
+        """A created watch; ``timeout``: abandon the stream when it says nothing for that
+        long while this creation waits (see the module docstring). None: wait."""
         if self.error is not None:
             raise self.error
+        loop = asyncio.get_running_loop()
         if self._task is None:
+            self._heard = loop.time()
             self._task = asyncio.ensure_future(self._run())
+        elif not self._creating:
+            self._heard = max(self._heard, loop.time())  # silence counts from our request
         watch = PrefixWatch(self)
         self._creating.append(watch)
         request = aetcd.rpc.WatchCreateRequest(
@@ -110,11 +175,36 @@ class WatchStream:
         )
         self._requests.put_nowait(aetcd.rpc.WatchRequest(create_request=request))
         try:
-            await watch.created
+            await self._created(watch, timeout)
         except asyncio.CancelledError:
             await watch.cancel()  # created later, it is cancelled at once
             raise
         return watch
+
+    async def _created(self, watch: PrefixWatch, timeout: float | None) -> None:
+        if timeout is None:
+            await watch.created
+            return
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + CREATE_PATIENCE * timeout
+        wait = timeout
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(watch.created), wait)
+                return
+            except TimeoutError:
+                if watch.created.done():
+                    watch.created.result()  # answered (or failed) just now
+                    return
+                now = loop.time()
+                wait = min(self._heard + timeout, give_up) - now
+                if wait > 0:
+                    continue  # the stream answers the creates queued before ours
+            silent = now - self._heard
+            self._fail_all(WatchStreamStalled(f"etcd watch stream silent for {silent:.1f} s"))
+            if self._task is not None:
+                self._task.cancel()  # and its gRPC call with it
+            raise WatchCreateTimeout(f"etcd did not answer a watch creation in {timeout} s")
 
     def forget(self, watch: PrefixWatch) -> None:
         """Stop a watch's events (a watch still being created is cancelled once it is)."""
@@ -156,6 +246,7 @@ class WatchStream:
         self._fail_all(error)
 
     def _dispatch(self, response: Any) -> None:
+        self._heard = asyncio.get_running_loop().time()
         if response.created:
             if not self._creating:
                 return  # not ours (cannot happen on a stream of our own)

@@ -27,6 +27,8 @@ from synapse.haproxy.sockets import HAProxySocketError
 
 log = logging.getLogger("synapse.haproxy")
 DUMP_INTERVAL = 1.0
+MAX_PAUSE = 30.0  # a slow dump must not leave the state file stale for minutes
+CPU_SHARE = 20  # pause = CPU_SHARE x the dump's own CPU time: at most ~5 % of a core
 _SINCE_CHANGE = 9  # srv_time_since_last_change, in `show servers state` (format 1)
 
 
@@ -44,9 +46,21 @@ def comparable(dump: str) -> bytes:
     return digest.digest()
 
 
-def _checked_key(text: str) -> tuple[tuple[str, ...], ...]:
+def next_pause(cpu_seconds: float) -> float:
+    """Seconds until the next dump after one that cost ``cpu_seconds`` of CPU.
+
+    Based on the dump's own CPU time, not the wall time around it: a hung socket or a busy
+    thread pool costs no CPU, and with wall time one 10 s stall stretched the next gap to
+    200 s, just when the state file matters. Capped at MAX_PAUSE all the same."""
+    return min(MAX_PAUSE, max(DUMP_INTERVAL, CPU_SHARE * cpu_seconds))
+
+
+def _checked_key(text: str) -> tuple[tuple[tuple[str, ...], ...], float]:
+    """(comparable form, CPU seconds this thread spent on it)."""
+    started = time.thread_time()
     parse_servers_state(text)  # refuse to store an error message as a state file
-    return comparable(text)
+    key = comparable(text)
+    return key, time.thread_time() - started
 
 
 class StateDumper:
@@ -69,36 +83,35 @@ class StateDumper:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def dump(self) -> None:
+    async def dump(self) -> float:
         """One round; HAProxy not answering is skipped (down or reloading: the supervisor
-        and the installer deal with it)."""
+        and the installer deal with it). Returns the CPU seconds the dump's parse took."""
         if not self._alive():
-            return
+            return 0.0
         try:
             text = await self.runtime.execute("show servers state")
             # With 20,000 servers checking and comparing the dump takes 50-400 ms: off the
             # event loop, or a registry change arriving meanwhile would wait that long.
-            key = await asyncio.to_thread(_checked_key, text)
+            key, cpu = await asyncio.to_thread(_checked_key, text)
         except HAProxySocketError:
-            return
+            return 0.0
         if key == self._last:
-            return
+            return cpu
         try:
             await asyncio.to_thread(write_atomic, self.path, text)
         except OSError as err:
             event(log, "haproxy_state_dump_failed", level=logging.WARNING, error=str(err))
-            return
+            return cpu
         self._last = key
         self.writes += 1
+        return cpu
 
     async def _run(self) -> None:
         pause = DUMP_INTERVAL
         while True:
             await asyncio.sleep(pause)
-            started = time.monotonic()
-            await self.dump()
             # A large fleet's dump costs CPU that changes need: at most ~5 % of the time.
-            pause = max(DUMP_INTERVAL, 20 * (time.monotonic() - started))
+            pause = next_pause(await self.dump())
 
 
 def state_dumper(

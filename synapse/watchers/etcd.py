@@ -27,6 +27,7 @@ import aetcd.exceptions
 
 from smartstack.backoff import Backoff
 from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection
+from smartstack.etcd_watch import WatchOverflow
 from smartstack.logs import FailureStreak, event
 from smartstack.record import InvalidRecord, decode_nerve, decode_serverset, etcd_prefix
 from smartstack.tasks import cancel_and_wait
@@ -36,9 +37,9 @@ from synapse.watchers.record_notes import note_ignored
 log = logging.getLogger("synapse.watchers.etcd")
 
 RESYNC_INTERVAL = 120.0  # seconds between consistency checks of a live watch
-# Listing a large service may take longer than an ordinary call.
+# Listing a large service may take longer than an ordinary call (the bound includes the
+# wait behind other services' listings: smartstack.etcd_batch).
 LIST_TIMEOUT = 30.0
-WATCH_QUEUE_TIMEOUT = 300.0
 
 
 class _WatchStale(Exception):
@@ -59,6 +60,7 @@ class EtcdWatcher(Watcher):
         self.revision: int | None = None
         self.relists = 0
         self.stale_watches = 0  # watches the consistency check found silent
+        self.overflows = 0  # watches dropped for a burst of events beyond MAX_PENDING
         self._outage = FailureStreak(log, "etcd_watch_lost", "etcd_watch_restored")
 
     async def run(self) -> None:
@@ -78,17 +80,22 @@ class EtcdWatcher(Watcher):
             except _WatchStale:
                 self.stale_watches += 1
                 continue  # the check logged it; list again at once
+            except WatchOverflow as exc:
+                # A burst beyond what a watch holds: listing from scratch is what the
+                # dropped events would have come to (the watch resumes from its revision).
+                self.overflows += 1
+                event(log, "etcd_watch_overflow", level=logging.WARNING, service=self.service,
+                      error=str(exc))  # fmt: skip
+                continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.set_connected(False, f"{type(exc).__name__}: {str(exc)[:200]}")
                 self._outage.failure(self.last_error or "watch failed", service=self.service)
-                if (self._streaming and isinstance(exc, CONNECTION_ERRORS)) or isinstance(
-                    exc, aetcd.exceptions.WatchTimeoutError
-                ):
-                    # The stream broke (with_client already rotates for failed calls), or
-                    # the client's watch stream is gone for good. All watches of a client
-                    # fail together: the client is replaced once, not once per watcher.
+                if self._streaming and isinstance(exc, CONNECTION_ERRORS):
+                    # The stream broke (with_client already rotates for failed calls; a
+                    # stream that stops answering is abandoned by the next creation). All
+                    # watches of a client fail together: it is replaced once, not per watcher.
                     await self.conn.rotate(self.last_error or "watch failed", self._client)
             else:
                 self.set_connected(False, "etcd watch ended")
@@ -99,10 +106,8 @@ class EtcdWatcher(Watcher):
         prefix = self.prefix.encode()
         started = time.monotonic()
         self._streaming = False
-        # Batched with the other services' listings (one transaction for many prefixes);
-        # the lister bounds each call, this bounds the wait in its queue too.
-        listing = await asyncio.wait_for(self.conn.list_prefix(prefix, LIST_TIMEOUT),
-                                         WATCH_QUEUE_TIMEOUT)  # fmt: skip
+        # Batched with the other services' listings (one transaction for many prefixes).
+        listing = await self.conn.list_prefix(prefix, LIST_TIMEOUT)
         self.metrics.registry_reads.labels(self.service, self.method).inc()
         self.relists += 1
         keys: dict[str, Entry] = {}
@@ -113,8 +118,8 @@ class EtcdWatcher(Watcher):
         self.revision = listing.revision
         self._report(started)
         # On the connection's one watch stream, created without waiting for the others'
-        # (smartstack.etcd_watch); the bound only guards against a hang.
-        watch = await self.conn.watch_prefix(prefix, self.revision + 1, WATCH_QUEUE_TIMEOUT)
+        # (smartstack.etcd_watch), which is abandoned if it stops answering.
+        watch = await self.conn.watch_prefix(prefix, self.revision + 1)
         self._watch = watch
         self._client = getattr(watch, "client", None)  # the client whose stream carries it
         self.set_connected(True)
@@ -123,17 +128,20 @@ class EtcdWatcher(Watcher):
         self._streaming = True
         checker = asyncio.create_task(self._check_periodically(watch, prefix))
         try:
-            async for ev in watch:
+            # Every event waiting at once, and one report for them: a burst on a big prefix
+            # is not a full list sorted and sent to the reconciler per event.
+            async for events in watch.batches():
                 seen = time.monotonic()
-                self.count_event()
-                key = ev.kv.key.decode("utf-8", "replace")
-                self.revision = max(self.revision or 0, ev.kv.mod_revision)
-                if ev.kind == "DELETE":
-                    self._keys.pop(key, None)
-                else:
-                    self._keys[key] = self._decode(
-                        key, ev.kv.value, ev.kv.mod_revision, ev.kv.create_revision
-                    )
+                for ev in events:
+                    self.count_event()
+                    key = ev.kv.key.decode("utf-8", "replace")
+                    self.revision = max(self.revision or 0, ev.kv.mod_revision)
+                    if ev.kind == "DELETE":
+                        self._keys.pop(key, None)
+                    else:
+                        self._keys[key] = self._decode(
+                            key, ev.kv.value, ev.kv.mod_revision, ev.kv.create_revision
+                        )
                 self._report(seen)
         finally:
             self._watch = None  # _streaming stays set: run() asks whether the stream broke
@@ -201,5 +209,6 @@ class EtcdWatcher(Watcher):
     def status(self) -> dict:
         out = super().status()
         out.update(prefix=self.prefix, keys=len(self._keys), revision=self.revision,
-                   relists=self.relists, stale_watches=self.stale_watches)  # fmt: skip
+                   relists=self.relists, stale_watches=self.stale_watches,
+                   overflows=self.overflows)  # fmt: skip
         return out

@@ -194,10 +194,7 @@ class _SilentWatch:
     def __init__(self) -> None:
         self._cancelled = asyncio.Event()
 
-    def __aiter__(self):
-        return self._events()
-
-    async def _events(self):
+    async def batches(self):
         await self._cancelled.wait()
         return
         yield  # an async generator that ends only when cancelled
@@ -232,22 +229,32 @@ async def test_a_silently_dead_watch_is_found_and_replaced(etcd, client, monkeyp
         await stop_watcher(watcher)
 
 
-async def test_a_client_that_cannot_watch_any_more_is_replaced(etcd, client, monkeypatch) -> None:
-    """A client whose watches time out is replaced (once: its stream carries them all)."""
-    real = WatchStream.watch_prefix
-    broken: list[aetcd.Client] = []
+async def test_a_watch_stream_that_stops_answering_is_abandoned(etcd, client, monkeypatch) -> None:
+    """A stream that answers no creation is given up after the connection's timeout: the
+    next attempt opens a new stream on the same, still answering, endpoint."""
+    real = WatchStream._call
+    streams: list[WatchStream] = []
 
-    async def broken_first_client(self, *args, **kwargs):
-        if not broken or self.client is broken[0]:
-            broken[:1] = [self.client]
-            raise aetcd.exceptions.WatchTimeoutError
-        return await real(self, *args, **kwargs)
+    def first_stream_silent(self: WatchStream):
+        streams.append(self)
+        if len(streams) > 1:
+            return real(self)
 
-    monkeypatch.setattr(WatchStream, "watch_prefix", broken_first_client)
+        async def silent(requests):
+            async for _ in requests:  # etcd reads the creates and never answers
+                pass
+            return
+            yield
+
+        return silent(self._request_stream())
+
+    monkeypatch.setattr(WatchStream, "_call", first_stream_silent)
     await client.put(b"/syn/nowatch/a", record(8040, "a"))
     watcher, sink = await start_watcher(etcd.endpoints, "/syn/nowatch")
     try:
-        await eventually(lambda: watcher.connected, what="a watch on a new client")
+        await eventually(lambda: watcher.connected, timeout=10, what="a watch on a new stream")
+        assert len(streams) == 2 and streams[0].broken
+        assert watcher.conn is not None and watcher.conn.failovers == 0  # the client is kept
         await client.put(b"/syn/nowatch/b", record(8041, "b"))
         await sink.wait_hosts(["127.0.0.1:8040", "127.0.0.1:8041"])
     finally:

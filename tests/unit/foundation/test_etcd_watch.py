@@ -10,7 +10,8 @@ import aetcd.exceptions
 import aetcd.rpc
 import pytest
 
-from smartstack.etcd_watch import WatchStream
+from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection
+from smartstack.etcd_watch import WatchCreateTimeout, WatchOverflow, WatchStream, WatchStreamStalled
 
 
 class FakeWatchServer:
@@ -71,6 +72,12 @@ class FakeClient:
     async def connect(self) -> None:
         return None
 
+    async def status(self) -> None:  # the endpoint answers (EtcdConnection's probe)
+        return None
+
+    async def close(self) -> None:
+        return None
+
 
 async def next_event(watch) -> Any:
     return await asyncio.wait_for(watch.__aiter__().__anext__(), 2)
@@ -92,7 +99,7 @@ async def test_creations_are_all_sent_at_once_and_events_go_to_their_watch() -> 
     seven, three = await next_event(watches[7]), await next_event(watches[3])
     assert (seven.kind, seven.kv.key) == ("PUT", b"/s/svc7/a")
     assert (three.kind, three.kv.key, three.kv.mod_revision) == ("DELETE", b"/s/svc3/b", 7)
-    assert all(w._events.empty() for w in watches)  # nobody else was woken
+    assert all(not w._pending for w in watches)  # nobody else was woken
     await stream.close()
 
 
@@ -150,3 +157,111 @@ async def test_a_creator_that_gave_up_gets_its_watch_cancelled_once_created() ->
     await stream.close()
     with pytest.raises(aetcd.exceptions.ConnectionFailedError):
         await next_event(kept)
+
+
+async def test_a_stream_that_stops_answering_is_abandoned() -> None:
+    server = FakeWatchServer()
+    stream = WatchStream(FakeClient(), server.open)  # type: ignore[arg-type]
+    live = await stream.watch_prefix(b"/s/live/", 1, timeout=0.1)
+    server.hold_creates = 10**6  # from now on etcd answers nothing
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(WatchCreateTimeout):
+        await asyncio.wait_for(stream.watch_prefix(b"/s/new/", 1, timeout=0.1), 2)
+    assert loop.time() - started < 0.5 and stream.broken
+    await asyncio.sleep(0.01)
+    assert stream._task is not None and stream._task.done()  # its call is not left open
+    with pytest.raises(WatchStreamStalled) as failed:
+        await next_event(live)
+    assert not isinstance(failed.value, CONNECTION_ERRORS)  # its watcher keeps the client
+    with pytest.raises(WatchStreamStalled):
+        await stream.watch_prefix(b"/s/late/", 1, timeout=0.1)  # not queued on it any more
+
+
+class SlowWatchServer(FakeWatchServer):
+    """Answers each create ``delay`` seconds after the previous answer (a busy etcd)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(hold_creates=10**6)
+        self.delay = delay
+        self._pace = asyncio.ensure_future(self._answer_slowly())
+
+    async def _answer_slowly(self) -> None:
+        while True:
+            await asyncio.sleep(self.delay)
+            if self._held:
+                self.responses.put_nowait(self._held.pop(0))
+
+
+async def test_creations_queued_behind_others_wait_while_the_stream_answers() -> None:
+    server = SlowWatchServer(delay=0.04)
+    stream = WatchStream(FakeClient(), server.open)  # type: ignore[arg-type]
+    watches = await asyncio.wait_for(
+        asyncio.gather(*(stream.watch_prefix(f"/s/{i}/".encode(), 1, 0.1) for i in range(8))), 3
+    )
+    assert len({w.watch_id for w in watches}) == 8 and not stream.broken  # ~0.32 s > 0.1 s
+    server._pace.cancel()
+    await stream.close()
+
+
+async def test_the_connection_opens_a_new_stream_after_one_stops_answering(monkeypatch) -> None:
+    servers = [FakeWatchServer(hold_creates=10**6), FakeWatchServer()]  # silent, then fine
+    opened: list[FakeWatchServer] = []
+
+    def call(self: WatchStream) -> Any:
+        opened.append(servers[len(opened)])
+        return opened[-1].open(self._request_stream())
+
+    monkeypatch.setattr(WatchStream, "_call", call)
+    conn = EtcdConnection(["127.0.0.1:1", "127.0.0.1:2"], timeout=0.1)
+    client = FakeClient()
+    conn._client = client  # type: ignore[assignment]  # connected: no socket in a unit test
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(conn.watch_prefix(b"/s/a/", 1), 3)
+    assert conn._client is client and conn.failovers == 0  # the endpoint answers: kept
+    watch = await asyncio.wait_for(conn.watch_prefix(b"/s/a/", 1), 3)
+    assert len(opened) == 2 and watch.stream is conn._stream and watch.client is client
+    opened[1].put(watch.watch_id, b"/s/a/x")
+    assert (await next_event(watch)).kv.key == b"/s/a/x"
+    await conn.close()
+
+
+def burst(watch_id: int, count: int) -> aetcd.rpc.WatchResponse:
+    put = aetcd.rpc.Event.EventType.PUT
+    events = [
+        aetcd.rpc.Event(type=put, kv=aetcd.rpc.KeyValue(key=b"/s/a/%d" % i, mod_revision=10 + i))
+        for i in range(count)
+    ]
+    return aetcd.rpc.WatchResponse(watch_id=watch_id, events=events)
+
+
+async def test_events_waiting_are_taken_as_one_batch() -> None:
+    server = FakeWatchServer()
+    stream = WatchStream(FakeClient(), server.open)  # type: ignore[arg-type]
+    watch = await stream.watch_prefix(b"/s/a/", 1)
+    server.responses.put_nowait(burst(watch.watch_id, 300))
+    server.responses.put_nowait(burst(watch.watch_id, 200))
+    await asyncio.sleep(0.05)  # both responses dispatched before the consumer looks
+    batches = watch.batches()
+    first = await asyncio.wait_for(batches.__anext__(), 2)
+    assert len(first) == 500 and [e.kv.mod_revision for e in first[:2]] == [10, 11]
+    await watch.cancel()
+    assert [b async for b in batches] == []
+    await stream.close()
+
+
+async def test_a_burst_beyond_the_bound_is_dropped_and_fails_the_watch() -> None:
+    server = FakeWatchServer()
+    stream = WatchStream(FakeClient(), server.open)  # type: ignore[arg-type]
+    watch = await stream.watch_prefix(b"/s/a/", 1)
+    other = await stream.watch_prefix(b"/s/b/", 1)
+    watch.max_pending = 100
+    server.responses.put_nowait(burst(watch.watch_id, 150))
+    with pytest.raises(WatchOverflow):
+        await asyncio.wait_for(watch.batches().__anext__(), 2)
+    assert not watch._pending  # dropped, not held
+    await asyncio.sleep(0.01)
+    assert server.cancels() == [watch.watch_id]  # etcd stops sending them
+    server.put(other.watch_id, b"/s/b/x")  # the stream and its other watches go on
+    assert (await next_event(other)).kv.key == b"/s/b/x"
+    await stream.close()

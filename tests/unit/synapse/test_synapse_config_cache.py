@@ -193,3 +193,24 @@ def test_non_string_server_options_are_named_in_both_service_formats(tmp_path: P
         f"{conf}: services.web.haproxy.server_options: a hash, not a string: ignored"
     ]
     assert mapped["services"]["web"]["haproxy"] == {}
+
+
+@pytest.mark.parametrize("before, after", [(1, True), (1, 1.0), (0, False)])
+def test_a_value_equal_only_across_types_is_validated_again(
+    tmp_path: Path, before: Any, after: Any
+) -> None:
+    # 1 == 1.0 == True in Python: an edit between them must not keep the cached model.
+    doc = document(tmp_path)
+    doc["services"]["s1"]["haproxy"]["timeout_queue"] = before
+    path = write(tmp_path / "synapse.json", doc)
+    cache = service_cache()
+    first, _ = both(path, cache)
+    assert first.services["s1"].haproxy.timeout_queue == str(before)
+    doc["services"]["s1"]["haproxy"]["timeout_queue"] = after
+    write(path, doc)
+    with pytest.raises(ConfigError) as cached:
+        load_synapse_config(path, cache=cache)
+    with pytest.raises(ConfigError) as plain:
+        load_synapse_config(path)
+    assert cached.value.lines == plain.value.lines
+    assert "services.s1.haproxy.timeout_queue" in str(cached.value)

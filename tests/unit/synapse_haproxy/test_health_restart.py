@@ -3,9 +3,12 @@ dump comparison, /health's problems and /health/<service>'s verdict."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 from synapse.haproxy.health import problems, service_verdict
 from synapse.haproxy.managed import restart_delay
-from synapse.haproxy.statedump import comparable
+from synapse.haproxy.statedump import DUMP_INTERVAL, MAX_PAUSE, StateDumper, comparable, next_pause
 from synapse.haproxy.status import HAProxyStatus
 
 
@@ -54,3 +57,38 @@ def test_a_service_is_healthy_with_at_least_min_up_servers_up() -> None:
     assert service_verdict("web", "web", {}, 0)[0]  # min 0: an empty backend is fine
     ok, body = service_verdict("web", "web", None, 0)
     assert not ok and "does not run this backend" in body["error"]
+
+
+def test_the_dump_pace_follows_its_cpu_cost_and_is_capped() -> None:
+    assert next_pause(0.0) == DUMP_INTERVAL
+    assert next_pause(0.2) == 20 * 0.2  # a 200 ms parse: every 4 s (5 % of a core)
+    assert next_pause(10.0) == MAX_PAUSE  # not 200 s of a stale state file
+    assert MAX_PAUSE <= 30
+
+
+FULL_DUMP = (
+    "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
+    "srv_iweight srv_time_since_last_change srv_check_status srv_check_result "
+    "srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn "
+    "srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr "
+    "srv_agent_port\n3 web 1 a 127.0.0.1 2 0 1 1 5 6 3 4 6 0 0 0 - 8080 - 0 0 - - 0\n"
+)
+
+
+class SlowRuntime:
+    """A runtime socket whose answer takes ``delay`` seconds of waiting (no CPU)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    async def execute(self, command: str) -> str:
+        await asyncio.sleep(self.delay)
+        return FULL_DUMP
+
+
+async def test_a_slow_socket_answer_does_not_stretch_the_next_pause(tmp_path: Path) -> None:
+    dumper = StateDumper(SlowRuntime(0.15), tmp_path / "state", lambda: True)  # type: ignore[arg-type]
+    cost = await dumper.dump()
+    assert cost < 0.05  # the wait for the answer is not the dump's cost
+    assert next_pause(cost) == DUMP_INTERVAL
+    assert dumper.writes == 1 and (tmp_path / "state").read_text() == FULL_DUMP

@@ -1,0 +1,103 @@
+"""The etcd watcher under a burst of events (no etcd: a fake connection hands out a watch
+the test feeds): one report per burst, and a burst beyond the watch's bound lists anew."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aetcd.rpc
+import aetcd.rtypes
+from synapse_testlib import Collector, eventually, metrics, service_config
+
+from smartstack.etcd_batch import Listing
+from smartstack.etcd_watch import PrefixWatch
+from synapse.watchers.base import WatcherContext
+from synapse.watchers.etcd import EtcdWatcher
+
+PUT = aetcd.rpc.Event.EventType.PUT
+
+
+def kv(i: int, revision: int) -> aetcd.rpc.KeyValue:
+    value = json.dumps({"host": "127.0.0.1", "port": 9000 + i, "name": f"i{i}"}).encode()
+    return aetcd.rpc.KeyValue(key=b"/svc/web/i%d" % i, value=value, mod_revision=revision,
+                              create_revision=revision)  # fmt: skip
+
+
+class FakeStream:
+    client = object()
+
+    def __init__(self) -> None:
+        self.forgotten: list[PrefixWatch] = []
+
+    def forget(self, watch: PrefixWatch) -> None:
+        self.forgotten.append(watch)
+
+
+class FakeConnection:
+    """What the watcher asks of an ``EtcdConnection``: listings from ``keys``, watches the
+    test feeds through ``watches[-1]``."""
+
+    def __init__(self, max_pending: int) -> None:
+        self.keys: dict[int, aetcd.rpc.KeyValue] = {}
+        self.revision = 5
+        self.listings = 0
+        self.watches: list[PrefixWatch] = []
+        self.max_pending = max_pending
+
+    async def list_prefix(self, prefix: bytes, timeout: float) -> Listing:
+        self.listings += 1
+        return Listing(list(self.keys.values()), self.revision)
+
+    async def watch_prefix(self, prefix: bytes, start_revision: int) -> PrefixWatch:
+        watch = PrefixWatch(FakeStream(), max_pending=self.max_pending)  # type: ignore[arg-type]
+        watch.created.set_result(None)
+        self.watches.append(watch)
+        return watch
+
+    async def next_check(self, interval: float) -> None:
+        await asyncio.Event().wait()  # no consistency check in these tests
+
+    async def rotate(self, reason: str, failed: Any = None) -> None:
+        raise AssertionError("no connection error here")
+
+    def burst(self, count: int) -> None:
+        for i in range(count):
+            self.revision += 1
+            self.keys[i] = kv(i, self.revision)
+            self.watches[-1].deliver(aetcd.rtypes.Event(PUT, self.keys[i]))
+
+
+async def start(conn: FakeConnection) -> tuple[EtcdWatcher, Collector]:
+    sink = Collector()
+    cfg = service_config({"method": "etcd", "endpoints": ["127.0.0.1:1"], "path": "/svc/web"})
+    ctx = WatcherContext(loop=asyncio.get_running_loop(), metrics=metrics(),
+                         etcd_connection=lambda discovery: conn)  # type: ignore[arg-type,return-value]  # fmt: skip
+    watcher = EtcdWatcher("web", cfg, sink, ctx)
+    await watcher.start()
+    await eventually(lambda: watcher.connected and conn.watches, what="a watch")
+    return watcher, sink
+
+
+async def test_a_burst_of_events_is_one_report() -> None:
+    conn = FakeConnection(max_pending=1000)
+    watcher, sink = await start(conn)
+    try:
+        conn.burst(300)  # all delivered before the watcher looks
+        await sink.wait(lambda r: len(r.found) == 300)
+        assert len(sink.reports) == 2  # the empty listing, then the whole burst at once
+    finally:
+        await watcher.stop()
+
+
+async def test_a_burst_beyond_the_bound_lists_again() -> None:
+    conn = FakeConnection(max_pending=50)
+    watcher, sink = await start(conn)
+    try:
+        conn.burst(120)
+        await sink.wait(lambda r: len(r.found) == 120)  # from the listing, not the events
+        assert conn.listings == 2 and watcher.overflows == 1 and len(conn.watches) == 2
+        assert watcher.revision == conn.revision  # watching on from the listing
+    finally:
+        await watcher.stop()
