@@ -18,13 +18,17 @@ are never forgotten while synapse runs, so a zone lost and back costs nothing.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from synapse.config import ServiceConfig, ServiceHAProxyConfig
+from smartstack.logs import event
+from synapse.config import ServiceConfig, ServiceHAProxyConfig, SynapseConfig
 from synapse.model import DesiredService, Server
 from synapse.zone_config import ZoneRouting, zone_backend_name
 from synapse.zones import MAX_WEIGHT, ZoneDecision, ZoneServer, zone_of
+
+log = logging.getLogger("synapse.zones")
 
 # What a zone backend does not take over from its service: the frontend side.
 _FRONTEND_KEYS = frozenset(
@@ -71,11 +75,34 @@ def zone_service_config(config: ServiceConfig, backend: str) -> ServiceConfig:
     return config.model_copy(update={"haproxy": haproxy, "zone_routing": None})
 
 
+def configured_zones(routing: ZoneRouting) -> set[str]:
+    """The zones the config names: they get a backend whatever the records say."""
+    return {*routing.zones, *routing.zone_of_address.values()}
+
+
+def reserved_names(config: SynapseConfig) -> frozenset[str]:
+    """Names a zone backend seen in the records must not take: every service's name and
+    backend name (they key the HAProxy side's per-service state) and the backends of the
+    zones the config names (config loading already refuses clashes among those)."""
+    names: set[str] = set()
+    for name, service in config.services.items():
+        backend = service.haproxy.backend_name or name
+        names |= {name, backend}
+        routing = service.zone_routing
+        if routing is not None and routing.signals:
+            names |= {zone_backend_name(backend, z) for z in configured_zones(routing)}
+    return frozenset(names)
+
+
 class ZoneBackends:
     """The zone backends of every service that uses zone signals; unchanged ones are
     handed over as the very same objects (the applier skips them by identity)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_refused: Callable[[str, str], None] | None = None) -> None:
+        self.reserved: frozenset[str] = frozenset()  # see reserved_names
+        self._on_refused = on_refused  # (service, reason): the metric
+        self._refused: dict[str, dict[str, str]] = {}  # service -> zone -> reason (logged)
+        self._owners: dict[str, str] = {}  # record zones' backend names -> their service
         self._seen: dict[str, set[str]] = {}
         # (service, zone) -> (the service's config object, the zone backend's config)
         self._configs: dict[tuple[str, str], tuple[ServiceConfig, ServiceConfig]] = {}
@@ -96,7 +123,7 @@ class ZoneBackends:
             by_zone.setdefault(zone_of(server.labels, routing.label), []).append(server)
         self._routing[service.name] = routing
         seen = self._seen.setdefault(service.name, set())
-        seen.update(by_zone)
+        seen.update(z for z in sorted(by_zone) if z in seen or self._admit(service, routing, z))
         zones = known_zones(routing, seen)
         opened = open_zones(decision)
         main = dataclasses.replace(weighted, zones=zones)
@@ -115,6 +142,30 @@ class ZoneBackends:
             out.append(made)
         self._last[service.name] = after
         return out
+
+    def _admit(self, service: DesiredService, routing: ZoneRouting, zone: str) -> bool:
+        """May ``zone``, first seen in ``service``'s records, have a backend? A refused
+        zone's servers are still served by the service's backend (the normal decision)."""
+        if zone in configured_zones(routing):
+            return True
+        name = zone_backend_name(service.backend_name, zone)
+        owner = self._owners.get(name, service.name)
+        if name in self.reserved or owner != service.name:
+            return self._refuse(service.name, zone, name, "name_clash")
+        self._owners[name] = service.name
+        self._refused.get(service.name, {}).pop(zone, None)
+        return True
+
+    def _refuse(self, service: str, zone: str, backend: str, reason: str) -> bool:
+        """Log (once per zone and reason) and count a zone refused a backend; False."""
+        refused = self._refused.setdefault(service, {})
+        if refused.get(zone) != reason:
+            refused[zone] = reason
+            event(log, "zone_backend_refused", level=logging.WARNING, service=service,
+                  zone=zone, backend=backend, reason=reason)  # fmt: skip
+            if self._on_refused is not None:
+                self._on_refused(service, reason)
+        return False
 
     def _config(self, service: DesiredService, zone: str, backend: str) -> ServiceConfig:
         cached = self._configs.get((service.name, zone))
@@ -138,5 +189,8 @@ class ZoneBackends:
         self._seen.pop(service, None)
         self._routing.pop(service, None)
         self._last.pop(service, None)
+        self._refused.pop(service, None)
+        for name in [n for n, owner in self._owners.items() if owner == service]:
+            del self._owners[name]
         for key in [k for k in self._configs if k[0] == service]:
             del self._configs[key]

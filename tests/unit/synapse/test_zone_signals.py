@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from smartstack.configfile import ConfigError
 from smartstack.record import Registration
 from synapse.config import SynapseConfig, load_synapse_config
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.zone_map import map_path, runtime_commands, wanted_entries
+from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Found, Server
 from synapse.status_page import zone_mode
 from synapse.zone_apply import ZoneRouter
@@ -305,3 +307,36 @@ def test_status_page_shows_the_signals_in_one_line() -> None:
         "mode": "local", "local": "az1", "evacuated": [],
         "sig": "cookie SRVZONE · header X-Zone · 1 address"}  # fmt: skip
     assert "sig" not in (zone_mode({"mode": "local"}) or {})
+
+
+def test_a_zone_backend_named_like_another_service_name_is_refused(tmp_path: Path) -> None:
+    document = doc(tmp_path, {"header": "X-Zone"})
+    document["services"]["web_zone_az3"] = {
+        "discovery": {"method": "base"},
+        "haproxy": {"backend_name": "elsewhere"},
+    }
+    text = refusal(tmp_path, document)
+    assert "the backend of zone az3, 'web_zone_az3', is the name of service 'web_zone_az3'" in text
+
+
+def test_a_record_zone_never_takes_a_configured_name(tmp_path: Path) -> None:
+    # Zones seen in the records: a backend named like another service (its name or its
+    # backend) would overwrite that service's state on the HAProxy side.
+    document = doc(tmp_path, {**SIGNALS, "zones": []})
+    base = {"discovery": {"method": "base"}}
+    document["services"]["web_zone_evil"] = {**base, "haproxy": {"backend_name": "elsewhere"}}
+    document["services"]["other"] = {**base, "haproxy": {"backend_name": "web_zone_az9"}}
+    config = load(tmp_path, document)
+    metrics = SynapseMetrics(CollectorRegistry())
+    router = ZoneRouter("az1", metrics=metrics)
+    router.configure(config)
+    routed = by_name(router.routed(service(config, az1=1, az9=1, evil=2)))
+    assert list(routed) == ["web", "web_zone_az1", "web_zone_az2"]
+    assert routed["web"].zones == ("az1", "az2")
+    assert len(routed["web"].servers) == 4, "their servers stay in the service's backend"
+    again = by_name(router.routed(service(config, az1=2, az9=1, evil=2)))
+    assert list(again) == list(routed)
+    refused = metrics.registry.get_sample_value(
+        "synapse_zone_backends_refused_total", {"service": "web", "reason": "name_clash"}
+    )
+    assert refused == 2, "counted once per zone"
