@@ -11,14 +11,21 @@ The zone backends are ordinary desired services without a frontend, so HAProxy's
 handles them like any backend: servers joining or leaving are runtime ``add server`` /
 ``state maint``, and a zone closed to named traffic (evacuated while another zone has a
 usable server) gets weight 0 on every server: ``set weight``, no reload. Only a zone
-never seen before (and not listed in ``zones``) adds a backend: one reload. Known zones
-are never forgotten while synapse runs, so a zone lost and back costs nothing.
+never seen before (and not listed in ``zones``) adds a backend: one reload.
+
+Records must not make synapse grow without bound: with ``zones`` listed only those
+zones (and ``zone_of_address``'s) get backends; otherwise at most MAX_RECORD_ZONES zones
+seen in a service's records do, and one without servers for FORGET_AFTER seconds is
+dropped the next time the service's backends change anyway (a new zone, a new config),
+never by itself (that would cost a reload). A zone refused a backend (also for a name
+clash, see ``reserved_names``) has its servers served by the service's backend.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -29,6 +36,9 @@ from synapse.zone_config import ZoneRouting, zone_backend_name
 from synapse.zones import MAX_WEIGHT, ZoneDecision, ZoneServer, zone_of
 
 log = logging.getLogger("synapse.zones")
+
+MAX_RECORD_ZONES = 16  # zones from a service's records with a backend (none listed)
+FORGET_AFTER = 600.0  # seconds without servers before a record zone may be dropped
 
 # What a zone backend does not take over from its service: the frontend side.
 _FRONTEND_KEYS = frozenset(
@@ -98,8 +108,15 @@ class ZoneBackends:
     """The zone backends of every service that uses zone signals; unchanged ones are
     handed over as the very same objects (the applier skips them by identity)."""
 
-    def __init__(self, on_refused: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_refused: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.reserved: frozenset[str] = frozenset()  # see reserved_names
+        self.clock = clock
+        self._idle: dict[str, dict[str, float]] = {}  # service -> record zone -> empty since
+        self._shape: dict[str, ServiceHAProxyConfig] = {}  # service -> its last haproxy block
         self._on_refused = on_refused  # (service, reason): the metric
         self._refused: dict[str, dict[str, str]] = {}  # service -> zone -> reason (logged)
         self._owners: dict[str, str] = {}  # record zones' backend names -> their service
@@ -122,8 +139,8 @@ class ZoneBackends:
         for server in service.servers:
             by_zone.setdefault(zone_of(server.labels, routing.label), []).append(server)
         self._routing[service.name] = routing
-        seen = self._seen.setdefault(service.name, set())
-        seen.update(z for z in sorted(by_zone) if z in seen or self._admit(service, routing, z))
+        self._update_seen(service, routing, by_zone)
+        seen = self._seen[service.name]
         zones = known_zones(routing, seen)
         opened = open_zones(decision)
         main = dataclasses.replace(weighted, zones=zones)
@@ -143,12 +160,64 @@ class ZoneBackends:
         self._last[service.name] = after
         return out
 
-    def _admit(self, service: DesiredService, routing: ZoneRouting, zone: str) -> bool:
-        """May ``zone``, first seen in ``service``'s records, have a backend? A refused
-        zone's servers are still served by the service's backend (the normal decision)."""
-        if zone in configured_zones(routing):
+    def _update_seen(
+        self, service: DesiredService, routing: ZoneRouting, by_zone: dict[str, list[Server]]
+    ) -> None:
+        """The zones of ``service``'s records that have a backend: new ones admitted,
+        idle ones dropped when the backends change anyway (module docstring)."""
+        name, configured = service.name, configured_zones(routing)
+        seen = self._seen.setdefault(name, set())
+        if routing.zones:  # only the listed zones (the list changed: that reloads anyway)
+            for zone in seen - configured:
+                self._drop(name, zone, zone_backend_name(service.backend_name, zone))
+            seen &= configured
+        stale = self._stale(name, seen - configured, by_zone)
+        kept = seen - stale
+        admitted = []
+        for zone in sorted(set(by_zone) - seen):
+            if self._admit(service, routing, zone, kept):
+                kept.add(zone)
+                admitted.append(zone)
+        shape = self._shape.get(name)
+        self._shape[name] = service.config.haproxy
+        if stale and (admitted or (shape is not None and shape != service.config.haproxy)):
+            idle = self._idle[name]
+            for zone in sorted(stale):
+                event(log, "zone_backend_forgotten", service=name, zone=zone,
+                      idle_s=round(self.clock() - idle.pop(zone)))  # fmt: skip
+                self._drop(name, zone, zone_backend_name(service.backend_name, zone))
+            seen -= stale
+        seen.update(admitted)
+
+    def _stale(self, service: str, recorded: set[str], by_zone: dict[str, Any]) -> set[str]:
+        """The record zones of ``service`` without servers for FORGET_AFTER seconds."""
+        now = self.clock()
+        idle = self._idle.setdefault(service, {})
+        for zone in [z for z in idle if z not in recorded or z in by_zone]:
+            del idle[zone]
+        for zone in recorded - set(by_zone):
+            idle.setdefault(zone, now)
+        return {zone for zone, since in idle.items() if now - since >= FORGET_AFTER}
+
+    def _drop(self, service: str, zone: str, backend: str) -> None:
+        self._configs.pop((service, zone), None)
+        if self._owners.get(backend) == service:
+            del self._owners[backend]
+
+    def _admit(
+        self, service: DesiredService, routing: ZoneRouting, zone: str, kept: set[str]
+    ) -> bool:
+        """May ``zone``, first seen in ``service``'s records, have a backend (``kept``:
+        the zones that keep theirs)? A refused zone's servers are still served by the
+        service's backend (the normal decision)."""
+        configured = configured_zones(routing)
+        if zone in configured:
             return True
         name = zone_backend_name(service.backend_name, zone)
+        if routing.zones:
+            return self._refuse(service.name, zone, name, "not_listed")
+        if len(kept - configured) >= MAX_RECORD_ZONES:
+            return self._refuse(service.name, zone, name, "cap")
         owner = self._owners.get(name, service.name)
         if name in self.reserved or owner != service.name:
             return self._refuse(service.name, zone, name, "name_clash")
@@ -190,6 +259,8 @@ class ZoneBackends:
         self._routing.pop(service, None)
         self._last.pop(service, None)
         self._refused.pop(service, None)
+        self._idle.pop(service, None)
+        self._shape.pop(service, None)
         for name in [n for n, owner in self._owners.items() if owner == service]:
             del self._owners[name]
         for key in [k for k in self._configs if k[0] == service]:

@@ -23,7 +23,7 @@ from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Found, Server
 from synapse.status_page import zone_mode
 from synapse.zone_apply import ZoneRouter
-from synapse.zone_backends import in_zone_weights, open_zones
+from synapse.zone_backends import FORGET_AFTER, MAX_RECORD_ZONES, in_zone_weights, open_zones
 from synapse.zone_config import ZoneRouting
 from synapse.zone_state import Evacuations
 from synapse.zones import ZoneServer, decide
@@ -184,13 +184,21 @@ def test_listed_zones_get_backends_up_front_and_seen_zones_stay(tmp_path: Path) 
     assert not routed["web_zone_az1"].config.haproxy.has_frontend
     assert routed["web_zone_az1"].config.zone_routing is None
     assert routed["web_zone_az1"].backend_name == "web_zone_az1"
-    # a zone never listed appears: one more backend, and it stays when its servers leave
+    # a zone that is not listed gets no backend: its server is in the service's backend
     grown = by_name(router.routed(service(config, az1=2, az2=2, az9=1)))
-    assert grown["web"].zones == ("az1", "az2", "az3", "az9")
-    lost = by_name(router.routed(service(config, az1=2, az2=2)))
-    assert lost["web"].zones == ("az1", "az2", "az3", "az9") and lost["web_zone_az9"].servers == []
+    assert grown["web"].zones == ("az1", "az2", "az3") and "web_zone_az9" not in grown
+    assert len(grown["web"].servers) == 5
     # an unchanged zone backend is the very same object (the applier skips it)
-    assert lost["web_zone_az3"] is grown["web_zone_az3"] is routed["web_zone_az3"]
+    assert grown["web_zone_az3"] is routed["web_zone_az3"]
+
+
+def test_without_a_list_seen_zones_get_backends_and_stay(tmp_path: Path) -> None:
+    config = load(tmp_path, doc(tmp_path, {**SIGNALS, "zones": []}))
+    router = ZoneRouter("az1")
+    grown = by_name(router.routed(service(config, az1=2, az9=1)))
+    assert grown["web"].zones == ("az1", "az2", "az9")
+    lost = by_name(router.routed(service(config, az1=2)))
+    assert lost["web"].zones == ("az1", "az2", "az9") and lost["web_zone_az9"].servers == []
 
 
 def test_an_evacuated_zone_backend_gets_weight_zero(tmp_path: Path) -> None:
@@ -340,3 +348,42 @@ def test_a_record_zone_never_takes_a_configured_name(tmp_path: Path) -> None:
         "synapse_zone_backends_refused_total", {"service": "web", "reason": "name_clash"}
     )
     assert refused == 2, "counted once per zone"
+
+
+def refused(metrics: SynapseMetrics, reason: str) -> float | None:
+    return metrics.registry.get_sample_value(
+        "synapse_zone_backends_refused_total", {"service": "web", "reason": reason}
+    )
+
+
+def test_unlisted_record_zones_are_counted_once(tmp_path: Path) -> None:
+    config = load(tmp_path, doc(tmp_path, SIGNALS))
+    metrics = SynapseMetrics(CollectorRegistry())
+    router = ZoneRouter("az1", metrics=metrics)
+    for count in (1, 2):
+        routed = by_name(router.routed(service(config, az1=count, az8=1, az9=1)))
+        assert set(routed) == {"web", "web_zone_az1", "web_zone_az2", "web_zone_az3"}
+    assert refused(metrics, "not_listed") == 2
+
+
+def test_record_zones_are_capped_and_idle_ones_forgotten_with_the_next_change(
+    tmp_path: Path,
+) -> None:
+    config = load(tmp_path, doc(tmp_path, {"header": "X-Zone", "zones": []}))
+    metrics = SynapseMetrics(CollectorRegistry())
+    router = ZoneRouter("az1", metrics=metrics)
+    now = [1000.0]
+    router.backends.clock = lambda: now[0]
+    many = {f"z{i:02}": 1 for i in range(MAX_RECORD_ZONES + 3)}
+    routed = router.routed(service(config, **many))
+    assert len(routed[0].zones) == MAX_RECORD_ZONES and len(routed) == MAX_RECORD_ZONES + 1
+    assert len(routed[0].servers) == MAX_RECORD_ZONES + 3, "every server stays served"
+    assert refused(metrics, "cap") == 3
+    # the zones empty out; past FORGET_AFTER they stay until something else changes the
+    # service's backends (dropping them alone would cost a reload)
+    kept = router.routed(service(config, z00=1))[0].zones
+    assert len(kept) == MAX_RECORD_ZONES
+    now[0] += FORGET_AFTER + 1
+    assert router.routed(service(config, z00=2))[0].zones == kept
+    # a new zone is a reload anyway: the idle ones go with it
+    assert router.routed(service(config, z00=2, fresh=1))[0].zones == ("fresh", "z00")
