@@ -56,9 +56,21 @@ class ZoneRouter:
         self._made: dict[str, tuple[DesiredService, Any, list[DesiredService]]] = {}
 
     def configure(self, config: SynapseConfig) -> None:
-        """The config (at start and on SIGHUP): the local zone, the names taken."""
+        """The config (at start and on SIGHUP): the local zone, the names taken, the
+        services routed."""
         self.local_zone = config.zone
         self.backends.reserved = reserved_names(config)
+        # A service removed (or no longer routed) by SIGHUP is never routed again: drop
+        # its state, or /zones answers and memory would keep it forever.
+        kept = {
+            name
+            for name, service in config.services.items()
+            if service.zone_routing is not None and not service.haproxy.disabled
+        }
+        for name in {*self.decisions, *self._made, *self.backends.services()} - kept:
+            self.decisions.pop(name, None)
+            self._made.pop(name, None)
+            self.backends.forget(name)
 
     def weighted(self, service: DesiredService) -> DesiredService:
         """``service`` with the zone decision's weights; itself when it is not zone-routed."""

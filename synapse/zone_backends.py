@@ -253,6 +253,10 @@ class ZoneBackends:
         signals = {key: getattr(routing, key) for key in routing.signals}
         return {"signals": signals, "named": sorted(open_zones(decision))}
 
+    def services(self) -> set[str]:
+        """The services this holds state for."""
+        return {*self._seen, *self._last, *self._routing, *self._idle, *self._shape}
+
     def forget(self, service: str) -> None:
         """``service`` no longer uses zone signals (or is gone): its zones start afresh."""
         self._seen.pop(service, None)

@@ -31,7 +31,7 @@ from synapse.zone_state import Evacuations
 FLEET = {"az1": 2, "az2": 2, "az3": 6}
 
 
-def config(tmp_path: Path, **routing: Any) -> SynapseConfig:
+def config(tmp_path: Path, haproxy: dict[str, Any] | None = None, **routing: Any) -> SynapseConfig:
     return SynapseConfig.model_validate(
         {
             "zone": "az1",
@@ -39,6 +39,7 @@ def config(tmp_path: Path, **routing: Any) -> SynapseConfig:
                 "web": {
                     "discovery": {"method": "zookeeper", "hosts": ["h:1"], "path": "/web"},
                     "zone_routing": {"zones": ["az1", "az2", "az3"], **routing},
+                    **({"haproxy": haproxy} if haproxy else {}),
                 },
                 "plain": {"discovery": {"method": "zookeeper", "hosts": ["h:1"], "path": "/p"}},
             },
@@ -272,3 +273,19 @@ def test_status_page_shows_the_zone_split() -> None:
     assert web["zm"] == {"mode": "spill", "local": "az1", "evacuated": ["az1"]}
     assert [(z["z"], z["share"], z["evacuated"]) for z in web["z"]] == [
         ("az1", 0.0, True), ("az2", 0.5, False), ("az3", 0.5, False)]  # fmt: skip
+
+
+async def test_a_service_removed_by_sighup_leaves_no_zone_state(tmp_path: Path) -> None:
+    applier = FakeApplier()
+    full = config(tmp_path, {"port": 3000}, zone_of_address={"127.0.0.2": "az2"})
+    rec = make_reconciler(full, applier)
+    async with running(rec, applier, fleet_report(), fleet_report("plain", az9=1)):
+        apply = evacuation_applier(rec, applier, lambda: rec.state_cache)
+        assert set(await apply(Evacuations().evacuate("az3"))) == {"web"}
+        assert "web_zone_az1" in {d.name for d in applier.applied[-1]}
+        smaller = full.model_copy(update={"services": {"plain": full.services["plain"]}})
+        rec.set_config(smaller)
+        assert await apply(Evacuations()) == {}, "the answer lists no removed service"
+        router = rec.zones
+        assert not router.decisions and not router._made and not router.backends.services()
+        assert not router.backends._configs and not router.backends._owners
