@@ -21,6 +21,7 @@ from synapse.haproxy.render import Renderer
 from synapse.haproxy.zone_map import map_path, runtime_commands, wanted_entries
 from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Found, Server
+from synapse.port_clash import admin_port_clashes
 from synapse.status_page import zone_mode
 from synapse.zone_apply import ZoneRouter
 from synapse.zone_backends import FORGET_AFTER, MAX_RECORD_ZONES, in_zone_weights, open_zones
@@ -387,3 +388,19 @@ def test_record_zones_are_capped_and_idle_ones_forgotten_with_the_next_change(
     assert router.routed(service(config, z00=2))[0].zones == kept
     # a new zone is a reload anyway: the idle ones go with it
     assert router.routed(service(config, z00=2, fresh=1))[0].zones == ("fresh", "z00")
+
+
+def test_the_admin_port_on_a_zone_address_is_a_clash(tmp_path: Path) -> None:
+    document = doc(tmp_path, {"zone_of_address": {"127.0.0.2": "az2", "::2": "az3"}})
+    document["services"]["web"]["haproxy"]["bind_address"] = "127.0.0.1"
+    document["admin"] = {"host": "127.0.0.4", "port": 3000}
+    config = load(tmp_path, document)
+    assert admin_port_clashes(config) == []
+    config.admin.host = "127.0.0.2"
+    [line] = admin_port_clashes(config)
+    assert "services.web.zone_routing.zone_of_address: HAProxy binds 127.0.0.2:3000" in line
+    config.admin.host = "::2"
+    [line] = admin_port_clashes(config)
+    assert "HAProxy binds [::2]:3000" in line
+    document["admin"] = {"host": "127.0.0.2", "port": 3000}
+    assert "clashes with services.web.zone_routing.zone_of_address" in refusal(tmp_path, document)
