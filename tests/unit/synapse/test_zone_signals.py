@@ -17,8 +17,10 @@ from prometheus_client import CollectorRegistry
 from smartstack.configfile import ConfigError
 from smartstack.record import Registration
 from synapse.config import SynapseConfig, load_synapse_config
+from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.render import Renderer
-from synapse.haproxy.zone_map import map_path, runtime_commands, wanted_entries
+from synapse.haproxy.sockets import SocketUnavailable
+from synapse.haproxy.zone_map import ZoneMapSync, map_path, runtime_commands, wanted_entries
 from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Found, Server
 from synapse.port_clash import admin_port_clashes
@@ -404,3 +406,43 @@ def test_the_admin_port_on_a_zone_address_is_a_clash(tmp_path: Path) -> None:
     assert "HAProxy binds [::2]:3000" in line
     document["admin"] = {"host": "127.0.0.2", "port": 3000}
     assert "clashes with services.web.zone_routing.zone_of_address" in refusal(tmp_path, document)
+
+
+class FlakyRuntime:
+    """A runtime client whose ``show map`` fails ``failures`` times, then answers."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.sent: list[str] = []
+
+    async def execute(self, command: str) -> str:
+        if self.failures:
+            self.failures -= 1
+            raise SocketUnavailable("/run/haproxy.sock: no answer")
+        return "0x1 web/a az1\n"
+
+    async def run_ops(self, ops: list[Any]) -> list[str | None]:
+        self.sent += [op.command for op in ops]
+        return [None] * len(ops)
+
+
+async def test_a_zone_map_that_cannot_be_read_is_counted_and_catches_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = CollectorRegistry()
+    runtime = FlakyRuntime(failures=2)
+    sync = ZoneMapSync([runtime], HAProxyMetrics(registry))  # type: ignore[list-item]
+    sync.configure(tmp_path / "haproxy.cfg")
+    sync.wanted = {"web/a": "az1", "web/b": "az2"}
+    for _ in range(2):
+        assert await sync.sync() == ([], [])
+    failed = registry.get_sample_value(
+        "synapse_haproxy_runtime_command_errors_total", {"kind": "map_show"}
+    )
+    assert failed == 2
+    logged = [r for r in caplog.records if r.getMessage() == "haproxy_zone_map_read_failed"]
+    assert len(logged) == 1, "logged once until it answers again"
+    applied, failures = await sync.sync()
+    path = map_path(tmp_path / "haproxy.cfg")
+    assert applied == [f"add map {path} web/b az2"] and failures == []
+    assert path.read_text().splitlines()[1:] == ["web/a az1", "web/b az2"]
