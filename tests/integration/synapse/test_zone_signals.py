@@ -219,6 +219,34 @@ def test_a_zone_never_seen_costs_one_reload_then_none(
         assert reloads(syn) == 1, "a zone seen once stays known: no further reload"
 
 
+def test_a_zone_the_list_lacks_gets_no_backend_and_costs_no_reload(
+    zk: ZooKeeperServer, writer: KazooClient, http_backend_factory
+) -> None:
+    """With ``zones`` listed, a zone only the records name gets no backend: its server is
+    served by the service's backend (the normal decision), a cookie naming it gets the
+    normal decision, and HAProxy is not reloaded."""
+    path = "/zones/not-listed"
+    writer.ensure_path(path)
+    backends = {z: http_backend_factory(f"{z}-0") for z in ("az1", "az9")}
+    writer.create(f"{path}/az1-0", nerve_record(backends["az1"], labels={"zone": "az1"}))
+    port = free_port()
+    service = {
+        "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
+        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
+        "zone_routing": {"zones": ["az1", "az2"], "sticky": COOKIE},
+    }
+    with Synapse({"web": service}, zone="az1") as syn:
+        all_in("az1", port, Cookie=f"{COOKIE}=az1")
+        writer.create(f"{path}/az9-0", nerve_record(backends["az9"], labels={"zone": "az9"}))
+        wait(lambda: syn.metric("synapse_zone_backends_refused_total") == 1, what="refused")
+        all_in("az1", port, Cookie=f"{COOKIE}=az9")  # no az9 backend: the normal decision
+        post(syn, "/zones/az1/evacuate")  # the spill: az9's server, in the service's backend
+        all_in("az9", port)
+        assert "web_zone_az9" not in syn.haproxy_config()
+        refused = syn.metric("synapse_zone_backends_refused_total", reason="not_listed")
+        assert refused == 1 and reloads(syn) == 0
+
+
 @pytest.mark.parametrize("mode", ["http", "tcp"])
 def test_rendered_signals_pass_haproxy_check_without_warnings(tmp_path: Path, mode: str) -> None:
     """The real ``haproxy -c`` accepts the lines, and says nothing about them (rule order)."""
