@@ -59,7 +59,8 @@ class ZoneRouter:
         """The config (at start and on SIGHUP): the local zone, the names taken, the
         services routed."""
         self.local_zone = config.zone
-        self.backends.reserved = reserved_names(config)
+        for name in self.backends.reserve(reserved_names(config)):
+            self._made.pop(name, None)  # a record zone lost its backend to a new service
         # A service removed (or no longer routed) by SIGHUP is never routed again: drop
         # its state, or /zones answers and memory would keep it forever.
         kept = {

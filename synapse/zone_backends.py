@@ -119,7 +119,8 @@ class ZoneBackends:
         self._shape: dict[str, ServiceHAProxyConfig] = {}  # service -> its last haproxy block
         self._on_refused = on_refused  # (service, reason): the metric
         self._refused: dict[str, dict[str, str]] = {}  # service -> zone -> reason (logged)
-        self._owners: dict[str, str] = {}  # record zones' backend names -> their service
+        # record zones' backend names -> (their service, the zone)
+        self._owners: dict[str, tuple[str, str]] = {}
         self._seen: dict[str, set[str]] = {}
         # (service, zone) -> (the service's config object, the zone backend's config)
         self._configs: dict[tuple[str, str], tuple[ServiceConfig, ServiceConfig]] = {}
@@ -201,7 +202,7 @@ class ZoneBackends:
 
     def _drop(self, service: str, zone: str, backend: str) -> None:
         self._configs.pop((service, zone), None)
-        if self._owners.get(backend) == service:
+        if self._owners.get(backend) == (service, zone):
             del self._owners[backend]
 
     def _admit(
@@ -218,10 +219,10 @@ class ZoneBackends:
             return self._refuse(service.name, zone, name, "not_listed")
         if len(kept - configured) >= MAX_RECORD_ZONES:
             return self._refuse(service.name, zone, name, "cap")
-        owner = self._owners.get(name, service.name)
-        if name in self.reserved or owner != service.name:
+        owner = self._owners.get(name, (service.name, zone))
+        if name in self.reserved or owner != (service.name, zone):
             return self._refuse(service.name, zone, name, "name_clash")
-        self._owners[name] = service.name
+        self._owners[name] = (service.name, zone)
         self._refused.get(service.name, {}).pop(zone, None)
         return True
 
@@ -251,7 +252,22 @@ class ZoneBackends:
         if routing is None:
             return {}
         signals = {key: getattr(routing, key) for key in routing.signals}
-        return {"signals": signals, "named": sorted(open_zones(decision))}
+        with_backend = set(self._last.get(service, {}))  # (a refused zone takes none)
+        return {"signals": signals, "named": sorted(open_zones(decision) & with_backend)}
+
+    def reserve(self, names: frozenset[str]) -> set[str]:
+        """Take the names no record zone may use (``reserved_names``; a new config):
+        record zones holding one lose their backend. The services that lost one."""
+        self.reserved = names
+        lost = set()
+        for name, (service, zone) in sorted(self._owners.items()):
+            if name in names:
+                self._seen.get(service, set()).discard(zone)
+                self._idle.get(service, {}).pop(zone, None)
+                self._drop(service, zone, name)
+                self._refuse(service, zone, name, "name_clash")
+                lost.add(service)
+        return lost
 
     def services(self) -> set[str]:
         """The services this holds state for."""
@@ -265,7 +281,7 @@ class ZoneBackends:
         self._refused.pop(service, None)
         self._idle.pop(service, None)
         self._shape.pop(service, None)
-        for name in [n for n, owner in self._owners.items() if owner == service]:
+        for name in [n for n, owner in self._owners.items() if owner[0] == service]:
             del self._owners[name]
         for key in [k for k in self._configs if k[0] == service]:
             del self._configs[key]

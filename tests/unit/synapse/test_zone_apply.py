@@ -289,3 +289,23 @@ async def test_a_service_removed_by_sighup_leaves_no_zone_state(tmp_path: Path) 
         router = rec.zones
         assert not router.decisions and not router._made and not router.backends.services()
         assert not router.backends._configs and not router.backends._owners
+
+
+async def test_a_new_service_takes_its_name_back_from_a_record_zone(tmp_path: Path) -> None:
+    # web's records name zone "evil": web_zone_evil is its zone backend until a SIGHUP
+    # brings a service of that name (two DesiredServices of one name would clash).
+    applier = FakeApplier()
+    routed = config(tmp_path, {"port": 3000}, zones=[], zone_of_address={"127.0.0.2": "az2"})
+    rec = make_reconciler(routed, applier)
+    async with running(rec, applier, fleet_report(az1=1, evil=1), fleet_report("plain", az9=1)):
+        assert "web_zone_evil" in [d.name for d in applier.applied[-1]]
+        grown = routed.model_copy(deep=True)
+        grown.services["web_zone_evil"] = grown.services["plain"]
+        count = len(applier.applied)
+        rec.set_config(grown)
+        await eventually(lambda: len(applier.applied) > count, what="the hand-over")
+        names = [d.name for d in applier.applied[-1]]
+        assert sorted(names) == ["plain", "web", "web_zone_az1", "web_zone_az2", "web_zone_evil"]
+        [taken] = [d for d in applier.applied[-1] if d.name == "web_zone_evil"]
+        assert taken.config.zone_routing is None and taken.backend_name == "web_zone_evil"
+        assert rec.zones.status()["web"]["named"] == ["az1"]
