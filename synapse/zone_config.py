@@ -154,7 +154,7 @@ def check_zone_backend_names(backends: dict[str, str], routed: dict[str, ZoneRou
     owners = {service: f"the name of service {service!r}" for service in backends}
     for service, backend in backends.items():
         owners[backend] = f"the backend of service {service!r}"
-    for service, routing in routed.items():
+    for service, routing in sorted(routed.items()):
         for zone in sorted({*routing.zones, *routing.zone_of_address.values()}):
             name = zone_backend_name(backends[service], zone)
             if name in owners:
@@ -162,3 +162,4 @@ def check_zone_backend_names(backends: dict[str, str], routed: dict[str, ZoneRou
                     f"services.{service}.zone_routing: the backend of zone {zone}, {name!r}, "
                     f"is {owners[name]}: rename one"
                 )
+            owners[name] = f"the backend of zone {zone} of service {service!r}"
