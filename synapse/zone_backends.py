@@ -257,7 +257,7 @@ class ZoneBackends:
 
     def reserve(self, names: frozenset[str]) -> set[str]:
         """Take the names no record zone may use (``reserved_names``; a new config):
-        record zones holding one lose their backend. The services that lost one."""
+        record zones holding one lose their backend. The services to route again."""
         self.reserved = names
         lost = set()
         for name, (service, zone) in sorted(self._owners.items()):
@@ -267,6 +267,8 @@ class ZoneBackends:
                 self._drop(service, zone, name)
                 self._refuse(service, zone, name, "name_clash")
                 lost.add(service)
+        # a name set free (its service removed) may be taken now: route those again
+        lost |= {s for s, zones in self._refused.items() if "name_clash" in zones.values()}
         return lost
 
     def services(self) -> set[str]:

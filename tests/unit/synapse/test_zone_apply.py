@@ -309,3 +309,19 @@ async def test_a_new_service_takes_its_name_back_from_a_record_zone(tmp_path: Pa
         [taken] = [d for d in applier.applied[-1] if d.name == "web_zone_evil"]
         assert taken.config.zone_routing is None and taken.backend_name == "web_zone_evil"
         assert rec.zones.status()["web"]["named"] == ["az1"]
+
+
+async def test_a_name_set_free_by_sighup_goes_to_the_record_zone(tmp_path: Path) -> None:
+    applier = FakeApplier()
+    routed = config(tmp_path, {"port": 3000}, zones=[], zone_of_address={"127.0.0.2": "az2"})
+    full = routed.model_copy(deep=True)
+    full.services["web_zone_evil"] = full.services["plain"]
+    rec = make_reconciler(full, applier)
+    async with running(rec, applier, fleet_report(az1=1, evil=1), fleet_report("plain", az9=1)):
+        [owner] = [d for d in applier.applied[-1] if d.name == "web_zone_evil"]
+        assert owner.servers == [], "the service keeps its name; the zone gets no backend"
+        count = len(applier.applied)
+        rec.set_config(routed)  # the service is gone: its name is free
+        await eventually(lambda: len(applier.applied) > count, what="the hand-over")
+        [zone] = [d for d in applier.applied[-1] if d.name == "web_zone_evil"]
+        assert [s.name for s in zone.servers] == ["evil-0_10.0.1.1:80"]
