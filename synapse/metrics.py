@@ -83,6 +83,13 @@ class SynapseMetrics:
             ["result"],
             registry=registry,
         )
+        self.zone_backends_refused = Counter(
+            "synapse_zone_backends_refused_total",
+            "Zones seen in the records that got no zone backend of their own (their servers "
+            "are served by the service's backend), by reason: name_clash, not_listed, cap",
+            ["service", "reason"],
+            registry=registry,
+        )
         self.file_writes = Counter(
             "synapse_file_output_writes_total",
             "Service files written by file_output",

@@ -4,7 +4,8 @@ Airbnb configs carry ``listen stats :3212``, synapse's admin port before 1026: o
 of the two would fail to bind at start. We look at every bind the user wrote:
 ``extra_sections`` titles (``listen NAME ADDR:PORT``) and ``bind`` lines, managed
 mode's stats page (``haproxy.managed.stats.bind``), the shared frontend, each
-service's frontend/listen lines and its ``port``.
+service's frontend/listen lines, its ``port`` and the addresses of its
+``zone_routing.zone_of_address`` (bound on that port).
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ def binds(config: SynapseConfig) -> Iterator[tuple[str, str]]:
                 yield from _bind_lines(lines, f"{where}.{key}")
         if block.port is not None:
             yield f"{where}.port", f"{block.bind_address or hap.bind_address}:{block.port}"
+            # zone signals: the frontend binds each arrival address on the same port too
+            routing = service.zone_routing
+            for address in sorted(routing.zone_of_address if routing else ()):
+                host = f"[{address}]" if ":" in address else address
+                yield f"services.{name}.zone_routing.zone_of_address", f"{host}:{block.port}"
 
 
 def _same_address(admin_host: str, bind_host: str) -> bool:

@@ -86,7 +86,9 @@ class Reconciler:
         self.state_cache = state_cache
         self.file_output = file_output
         self._config = config
-        self.zones = ZoneRouter(config.zone, state_cache.evacuations if state_cache else None)
+        evacuations = state_cache.evacuations if state_cache else None
+        self.zones = ZoneRouter(config.zone, evacuations, metrics)
+        self.zones.configure(config)
         self._services: dict[str, ServiceState] = {
             name: ServiceState(cfg, cfg) for name, cfg in config.services.items()
         }
@@ -128,7 +130,7 @@ class Reconciler:
         everything = policy_changed(self._config, config)
         carried = carry_over(self._services, config)
         self._config = config
-        self.zones.local_zone = config.zone
+        self.zones.configure(config)
         self._services = carried.services
         for name, generator in carried.regenerate.items():
             self._use_generator(name, self._services[name], generator)

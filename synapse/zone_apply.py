@@ -19,12 +19,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from synapse.model import DesiredService
-from synapse.zone_backends import ZoneBackends
+from synapse.zone_backends import ZoneBackends, reserved_names
 from synapse.zone_state import Evacuations
 from synapse.zones import ZoneDecision, decide_service
 
 if TYPE_CHECKING:  # (zone_api would pull the admin server's aiohttp into the reconciler)
+    from synapse.config import SynapseConfig
     from synapse.contract import Applier
+    from synapse.metrics import SynapseMetrics
     from synapse.reconciler import Reconciler
     from synapse.state_cache import StateCache
     from synapse.zone_api import ApplyEvacuations
@@ -35,14 +37,41 @@ REASON = "zone evacuations changed"
 class ZoneRouter:
     """The local zone, the runtime evacuations and each zone-routed service's last decision."""
 
-    def __init__(self, local_zone: str | None, evacuations: Evacuations | None = None) -> None:
+    def __init__(
+        self,
+        local_zone: str | None,
+        evacuations: Evacuations | None = None,
+        metrics: SynapseMetrics | None = None,
+    ) -> None:
         self.local_zone = local_zone
         self.evacuations = evacuations or Evacuations()
         self.decisions: dict[str, ZoneDecision] = {}
-        self.backends = ZoneBackends()  # per-zone backends (sticky, header, zone_of_address)
+        refused = metrics.zone_backends_refused if metrics is not None else None
+        # per-zone backends (sticky, header, zone_of_address)
+        self.backends = ZoneBackends(
+            None if refused is None else lambda s, reason: refused.labels(s, reason).inc()
+        )
         # service -> (the reconciler's object, what the decision used, the routed objects):
         # an unchanged service is handed over as the very same objects (the applier skips it)
         self._made: dict[str, tuple[DesiredService, Any, list[DesiredService]]] = {}
+
+    def configure(self, config: SynapseConfig) -> None:
+        """The config (at start and on SIGHUP): the local zone, the names taken, the
+        services routed."""
+        self.local_zone = config.zone
+        for name in self.backends.reserve(reserved_names(config)):
+            self._made.pop(name, None)  # a record zone lost its backend to a new service
+        # A service removed (or no longer routed) by SIGHUP is never routed again: drop
+        # its state, or /zones answers and memory would keep it forever.
+        kept = {
+            name
+            for name, service in config.services.items()
+            if service.zone_routing is not None and not service.haproxy.disabled
+        }
+        for name in {*self.decisions, *self._made, *self.backends.services()} - kept:
+            self.decisions.pop(name, None)
+            self._made.pop(name, None)
+            self.backends.forget(name)
 
     def weighted(self, service: DesiredService) -> DesiredService:
         """``service`` with the zone decision's weights; itself when it is not zone-routed."""

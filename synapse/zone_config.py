@@ -146,16 +146,20 @@ def check_signals(
 
 
 def check_zone_backend_names(backends: dict[str, str], routed: dict[str, ZoneRouting]) -> None:
-    """ValueError when a zone backend known up front has another service's backend name.
+    """ValueError when a zone backend known up front has another service's backend name
+    or service name (both key the HAProxy side's per-service state).
 
     ``backends``: service -> backend name; ``routed``: the services with zone signals.
     """
-    owners = {backend: service for service, backend in backends.items()}
-    for service, routing in routed.items():
+    owners = {service: f"the name of service {service!r}" for service in backends}
+    for service, backend in backends.items():
+        owners[backend] = f"the backend of service {service!r}"
+    for service, routing in sorted(routed.items()):
         for zone in sorted({*routing.zones, *routing.zone_of_address.values()}):
             name = zone_backend_name(backends[service], zone)
             if name in owners:
                 raise ValueError(
                     f"services.{service}.zone_routing: the backend of zone {zone}, {name!r}, "
-                    f"is the backend of service {owners[name]!r}: rename one"
+                    f"is {owners[name]}: rename one"
                 )
+            owners[name] = f"the backend of zone {zone} of service {service!r}"

@@ -143,7 +143,8 @@ class Isolation:
         memo = self._stand_ins.get(service.name)
         if memo is not None and memo[0] is service:
             return memo[1]
-        stand_in = DesiredService(service.name, self._good[service.name], service.servers)
+        # replace(), not a new DesiredService: the zones (frontend lines, map) come along
+        stand_in = replace(service, config=self._good[service.name])
         self._stand_ins[service.name] = (service, stand_in)
         return stand_in
 

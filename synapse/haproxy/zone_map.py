@@ -13,6 +13,7 @@ fails ``haproxy -c``). Same flow as the route maps (synapse.haproxy.route_sync).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -72,6 +73,7 @@ class ZoneMapSync:
         self.wanted: dict[str, str] | None = None  # None: no sticky service, no map
         self.served: dict[str, str] | None = None  # what HAProxy holds; None: ask it
         self._inputs: list[DesiredService] = []
+        self._read_failing = False  # `show map` failed: logged once until it answers again
 
     def configure(self, config_path: Path | None) -> None:
         self.path = map_path(config_path) if config_path is not None else None
@@ -107,28 +109,40 @@ class ZoneMapSync:
         """Send HAProxy the difference; (commands applied, failures needing a reload)."""
         if self.path is None or self.wanted is None:
             return [], []
+        # The file writes fsync: off the event loop (the map already works at runtime).
         if not self.runtime:
-            self._write(self.wanted)  # a reload reads the file
+            await asyncio.to_thread(self._write, self.wanted)  # a reload reads the file
             return [], []
         if self.served is None:
-            try:
-                answer = await self.runtime[0].execute(f"show map {self.path}")
-            except HAProxySocketError:
-                return [], []
-            self.served = parse_show_map(answer)
+            self.served = await self._read_served(self.path)
             if self.served is None:
-                return [], []  # the running config does not name the map yet: a reload will
+                return [], []  # no answer, or the running config does not name the map yet
         lines = runtime_commands(self.served, self.wanted, self.path)
         if not lines:
-            self._write(self.served)
+            await asyncio.to_thread(self._write, self.served)
             return [], []
         ops = [MapOp("zones", line.split()[3], line) for line in lines]
         applied, failures = await run_ops(self.runtime, ops, self.metrics)
         if failures:
             self.served = None  # read again; the reload that follows loads the file
-            self._write(self.wanted)
+            await asyncio.to_thread(self._write, self.wanted)
             return applied, failures
         self.served = dict(self.wanted)
-        self._write(self.wanted)
+        await asyncio.to_thread(self._write, self.wanted)
         event(log, "haproxy_zone_map_changed", commands=len(applied), first=applied[0])
         return applied, failures
+
+    async def _read_served(self, path: Path) -> dict[str, str] | None:
+        """What HAProxy's map holds; None when it has no such map or does not answer (a
+        failure is counted and logged: the map catches up with the next apply)."""
+        try:
+            answer = await self.runtime[0].execute(f"show map {path}")
+        except HAProxySocketError as exc:
+            self.metrics.runtime_errors.labels("map_show").inc()
+            if not self._read_failing:
+                event(log, "haproxy_zone_map_read_failed", level=logging.WARNING,
+                      path=str(path), error=str(exc)[:300])  # fmt: skip
+            self._read_failing = True
+            return None
+        self._read_failing = False
+        return parse_show_map(answer)

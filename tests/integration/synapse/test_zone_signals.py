@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import signal
 import subprocess
 import urllib.request
 from collections import Counter
@@ -217,6 +218,61 @@ def test_a_zone_never_seen_costs_one_reload_then_none(
         put("az3", True)
         all_in("az3", port, Cookie=f"{COOKIE}=az3")
         assert reloads(syn) == 1, "a zone seen once stays known: no further reload"
+
+
+def test_a_zone_the_list_lacks_gets_no_backend_and_costs_no_reload(
+    zk: ZooKeeperServer, writer: KazooClient, http_backend_factory
+) -> None:
+    """With ``zones`` listed, a zone only the records name gets no backend: its server is
+    served by the service's backend (the normal decision), a cookie naming it gets the
+    normal decision, and HAProxy is not reloaded."""
+    path = "/zones/not-listed"
+    writer.ensure_path(path)
+    backends = {z: http_backend_factory(f"{z}-0") for z in ("az1", "az9")}
+    writer.create(f"{path}/az1-0", nerve_record(backends["az1"], labels={"zone": "az1"}))
+    port = free_port()
+    service = {
+        "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
+        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
+        "zone_routing": {"zones": ["az1", "az2"], "sticky": COOKIE},
+    }
+    with Synapse({"web": service}, zone="az1") as syn:
+        all_in("az1", port, Cookie=f"{COOKIE}=az1")
+        writer.create(f"{path}/az9-0", nerve_record(backends["az9"], labels={"zone": "az9"}))
+        wait(lambda: syn.metric("synapse_zone_backends_refused_total") == 1, what="refused")
+        all_in("az1", port, Cookie=f"{COOKIE}=az9")  # no az9 backend: the normal decision
+        post(syn, "/zones/az1/evacuate")  # the spill: az9's server, in the service's backend
+        all_in("az9", port)
+        assert "web_zone_az9" not in syn.haproxy_config()
+        refused = syn.metric("synapse_zone_backends_refused_total", reason="not_listed")
+        assert refused == 1 and reloads(syn) == 0
+
+
+def test_an_isolated_service_keeps_its_zone_signals_without_a_reload(
+    zk: ZooKeeperServer, writer: KazooClient, http_backend_factory
+) -> None:
+    """A SIGHUP with a line ``haproxy -c`` refuses isolates the service: it runs its last
+    good block, zone lines included, so nothing changes and nothing reloads."""
+    path = "/zones/isolated"
+    put = zk_putter(writer, path)
+    for zone in ("az1", "az2"):
+        backend = http_backend_factory(f"{zone}-0")
+        put(backend.name, nerve_record(backend, labels={"zone": zone}))
+    port = free_port()
+    service = {
+        "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
+        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
+        "zone_routing": {"zones": ["az1", "az2"], "header": HEADER},
+    }
+    with Synapse({"web": service}, zone="az1") as syn:
+        all_in("az2", port, **{HEADER: "az2"})
+        good = syn.haproxy_config()
+        syn.config["services"]["web"]["haproxy"]["backend"] = ["no-such-directive here"]
+        syn.write_config()
+        syn.signal(signal.SIGHUP)
+        wait(lambda: "web" in syn.status()["haproxy"]["isolated_services"], what="isolation")
+        all_in("az2", port, **{HEADER: "az2"})
+        assert syn.haproxy_config() == good and reloads(syn) == 0
 
 
 @pytest.mark.parametrize("mode", ["http", "tcp"])

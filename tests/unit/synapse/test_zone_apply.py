@@ -31,7 +31,7 @@ from synapse.zone_state import Evacuations
 FLEET = {"az1": 2, "az2": 2, "az3": 6}
 
 
-def config(tmp_path: Path, **routing: Any) -> SynapseConfig:
+def config(tmp_path: Path, haproxy: dict[str, Any] | None = None, **routing: Any) -> SynapseConfig:
     return SynapseConfig.model_validate(
         {
             "zone": "az1",
@@ -39,6 +39,7 @@ def config(tmp_path: Path, **routing: Any) -> SynapseConfig:
                 "web": {
                     "discovery": {"method": "zookeeper", "hosts": ["h:1"], "path": "/web"},
                     "zone_routing": {"zones": ["az1", "az2", "az3"], **routing},
+                    **({"haproxy": haproxy} if haproxy else {}),
                 },
                 "plain": {"discovery": {"method": "zookeeper", "hosts": ["h:1"], "path": "/p"}},
             },
@@ -272,3 +273,55 @@ def test_status_page_shows_the_zone_split() -> None:
     assert web["zm"] == {"mode": "spill", "local": "az1", "evacuated": ["az1"]}
     assert [(z["z"], z["share"], z["evacuated"]) for z in web["z"]] == [
         ("az1", 0.0, True), ("az2", 0.5, False), ("az3", 0.5, False)]  # fmt: skip
+
+
+async def test_a_service_removed_by_sighup_leaves_no_zone_state(tmp_path: Path) -> None:
+    applier = FakeApplier()
+    full = config(tmp_path, {"port": 3000}, zone_of_address={"127.0.0.2": "az2"})
+    rec = make_reconciler(full, applier)
+    async with running(rec, applier, fleet_report(), fleet_report("plain", az9=1)):
+        apply = evacuation_applier(rec, applier, lambda: rec.state_cache)
+        assert set(await apply(Evacuations().evacuate("az3"))) == {"web"}
+        assert "web_zone_az1" in {d.name for d in applier.applied[-1]}
+        smaller = full.model_copy(update={"services": {"plain": full.services["plain"]}})
+        rec.set_config(smaller)
+        assert await apply(Evacuations()) == {}, "the answer lists no removed service"
+        router = rec.zones
+        assert not router.decisions and not router._made and not router.backends.services()
+        assert not router.backends._configs and not router.backends._owners
+
+
+async def test_a_new_service_takes_its_name_back_from_a_record_zone(tmp_path: Path) -> None:
+    # web's records name zone "evil": web_zone_evil is its zone backend until a SIGHUP
+    # brings a service of that name (two DesiredServices of one name would clash).
+    applier = FakeApplier()
+    routed = config(tmp_path, {"port": 3000}, zones=[], zone_of_address={"127.0.0.2": "az2"})
+    rec = make_reconciler(routed, applier)
+    async with running(rec, applier, fleet_report(az1=1, evil=1), fleet_report("plain", az9=1)):
+        assert "web_zone_evil" in [d.name for d in applier.applied[-1]]
+        grown = routed.model_copy(deep=True)
+        grown.services["web_zone_evil"] = grown.services["plain"]
+        count = len(applier.applied)
+        rec.set_config(grown)
+        await eventually(lambda: len(applier.applied) > count, what="the hand-over")
+        names = [d.name for d in applier.applied[-1]]
+        assert sorted(names) == ["plain", "web", "web_zone_az1", "web_zone_az2", "web_zone_evil"]
+        [taken] = [d for d in applier.applied[-1] if d.name == "web_zone_evil"]
+        assert taken.config.zone_routing is None and taken.backend_name == "web_zone_evil"
+        assert rec.zones.status()["web"]["named"] == ["az1"]
+
+
+async def test_a_name_set_free_by_sighup_goes_to_the_record_zone(tmp_path: Path) -> None:
+    applier = FakeApplier()
+    routed = config(tmp_path, {"port": 3000}, zones=[], zone_of_address={"127.0.0.2": "az2"})
+    full = routed.model_copy(deep=True)
+    full.services["web_zone_evil"] = full.services["plain"]
+    rec = make_reconciler(full, applier)
+    async with running(rec, applier, fleet_report(az1=1, evil=1), fleet_report("plain", az9=1)):
+        [owner] = [d for d in applier.applied[-1] if d.name == "web_zone_evil"]
+        assert owner.servers == [], "the service keeps its name; the zone gets no backend"
+        count = len(applier.applied)
+        rec.set_config(routed)  # the service is gone: its name is free
+        await eventually(lambda: len(applier.applied) > count, what="the hand-over")
+        [zone] = [d for d in applier.applied[-1] if d.name == "web_zone_evil"]
+        assert [s.name for s in zone.servers] == ["evil-0_10.0.1.1:80"]

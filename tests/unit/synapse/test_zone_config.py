@@ -9,7 +9,7 @@ import pytest
 
 from smartstack.configfile import ConfigError
 from synapse.config import load_synapse_config
-from synapse.zone_config import ZoneRouting
+from synapse.zone_config import ZoneRouting, check_zone_backend_names
 
 BASE = {"services": {"web": {"discovery": {"method": "base"}}}}
 
@@ -123,3 +123,10 @@ def test_admin_token_file_must_hold_a_token(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as caught:
             load_synapse_config(path)
         assert f"{path}: admin.token_file: {token}: {expected}" in caught.value.lines[0]
+
+
+def test_two_services_zone_backends_must_not_share_a_name() -> None:
+    # a + zone b_zone_c and a_zone_b + zone c both make a_zone_b_zone_c
+    routed = {"a": ZoneRouting(zones=["b_zone_c"]), "a_zone_b": ZoneRouting(zones=["c"])}
+    with pytest.raises(ValueError, match="is the backend of zone b_zone_c of service 'a'"):
+        check_zone_backend_names({"a": "a", "a_zone_b": "a_zone_b"}, routed)

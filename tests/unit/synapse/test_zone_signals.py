@@ -12,16 +12,21 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from smartstack.configfile import ConfigError
 from smartstack.record import Registration
 from synapse.config import SynapseConfig, load_synapse_config
+from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.render import Renderer
-from synapse.haproxy.zone_map import map_path, runtime_commands, wanted_entries
+from synapse.haproxy.sockets import SocketUnavailable
+from synapse.haproxy.zone_map import ZoneMapSync, map_path, runtime_commands, wanted_entries
+from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Found, Server
+from synapse.port_clash import admin_port_clashes
 from synapse.status_page import zone_mode
 from synapse.zone_apply import ZoneRouter
-from synapse.zone_backends import in_zone_weights, open_zones
+from synapse.zone_backends import FORGET_AFTER, MAX_RECORD_ZONES, in_zone_weights, open_zones
 from synapse.zone_config import ZoneRouting
 from synapse.zone_state import Evacuations
 from synapse.zones import ZoneServer, decide
@@ -182,13 +187,21 @@ def test_listed_zones_get_backends_up_front_and_seen_zones_stay(tmp_path: Path) 
     assert not routed["web_zone_az1"].config.haproxy.has_frontend
     assert routed["web_zone_az1"].config.zone_routing is None
     assert routed["web_zone_az1"].backend_name == "web_zone_az1"
-    # a zone never listed appears: one more backend, and it stays when its servers leave
+    # a zone that is not listed gets no backend: its server is in the service's backend
     grown = by_name(router.routed(service(config, az1=2, az2=2, az9=1)))
-    assert grown["web"].zones == ("az1", "az2", "az3", "az9")
-    lost = by_name(router.routed(service(config, az1=2, az2=2)))
-    assert lost["web"].zones == ("az1", "az2", "az3", "az9") and lost["web_zone_az9"].servers == []
+    assert grown["web"].zones == ("az1", "az2", "az3") and "web_zone_az9" not in grown
+    assert len(grown["web"].servers) == 5
     # an unchanged zone backend is the very same object (the applier skips it)
-    assert lost["web_zone_az3"] is grown["web_zone_az3"] is routed["web_zone_az3"]
+    assert grown["web_zone_az3"] is routed["web_zone_az3"]
+
+
+def test_without_a_list_seen_zones_get_backends_and_stay(tmp_path: Path) -> None:
+    config = load(tmp_path, doc(tmp_path, {**SIGNALS, "zones": []}))
+    router = ZoneRouter("az1")
+    grown = by_name(router.routed(service(config, az1=2, az9=1)))
+    assert grown["web"].zones == ("az1", "az2", "az9")
+    lost = by_name(router.routed(service(config, az1=2)))
+    assert lost["web"].zones == ("az1", "az2", "az9") and lost["web_zone_az9"].servers == []
 
 
 def test_an_evacuated_zone_backend_gets_weight_zero(tmp_path: Path) -> None:
@@ -305,3 +318,131 @@ def test_status_page_shows_the_signals_in_one_line() -> None:
         "mode": "local", "local": "az1", "evacuated": [],
         "sig": "cookie SRVZONE · header X-Zone · 1 address"}  # fmt: skip
     assert "sig" not in (zone_mode({"mode": "local"}) or {})
+
+
+def test_a_zone_backend_named_like_another_service_name_is_refused(tmp_path: Path) -> None:
+    document = doc(tmp_path, {"header": "X-Zone"})
+    document["services"]["web_zone_az3"] = {
+        "discovery": {"method": "base"},
+        "haproxy": {"backend_name": "elsewhere"},
+    }
+    text = refusal(tmp_path, document)
+    assert "the backend of zone az3, 'web_zone_az3', is the name of service 'web_zone_az3'" in text
+
+
+def test_a_record_zone_never_takes_a_configured_name(tmp_path: Path) -> None:
+    # Zones seen in the records: a backend named like another service (its name or its
+    # backend) would overwrite that service's state on the HAProxy side.
+    document = doc(tmp_path, {**SIGNALS, "zones": []})
+    base = {"discovery": {"method": "base"}}
+    document["services"]["web_zone_evil"] = {**base, "haproxy": {"backend_name": "elsewhere"}}
+    document["services"]["other"] = {**base, "haproxy": {"backend_name": "web_zone_az9"}}
+    config = load(tmp_path, document)
+    metrics = SynapseMetrics(CollectorRegistry())
+    router = ZoneRouter("az1", metrics=metrics)
+    router.configure(config)
+    routed = by_name(router.routed(service(config, az1=1, az9=1, evil=2)))
+    assert list(routed) == ["web", "web_zone_az1", "web_zone_az2"]
+    assert routed["web"].zones == ("az1", "az2")
+    assert len(routed["web"].servers) == 4, "their servers stay in the service's backend"
+    again = by_name(router.routed(service(config, az1=2, az9=1, evil=2)))
+    assert list(again) == list(routed)
+    refused = metrics.registry.get_sample_value(
+        "synapse_zone_backends_refused_total", {"service": "web", "reason": "name_clash"}
+    )
+    assert refused == 2, "counted once per zone"
+
+
+def refused(metrics: SynapseMetrics, reason: str) -> float | None:
+    return metrics.registry.get_sample_value(
+        "synapse_zone_backends_refused_total", {"service": "web", "reason": reason}
+    )
+
+
+def test_unlisted_record_zones_are_counted_once(tmp_path: Path) -> None:
+    config = load(tmp_path, doc(tmp_path, SIGNALS))
+    metrics = SynapseMetrics(CollectorRegistry())
+    router = ZoneRouter("az1", metrics=metrics)
+    for count in (1, 2):
+        routed = by_name(router.routed(service(config, az1=count, az8=1, az9=1)))
+        assert set(routed) == {"web", "web_zone_az1", "web_zone_az2", "web_zone_az3"}
+    assert refused(metrics, "not_listed") == 2
+
+
+def test_record_zones_are_capped_and_idle_ones_forgotten_with_the_next_change(
+    tmp_path: Path,
+) -> None:
+    config = load(tmp_path, doc(tmp_path, {"header": "X-Zone", "zones": []}))
+    metrics = SynapseMetrics(CollectorRegistry())
+    router = ZoneRouter("az1", metrics=metrics)
+    now = [1000.0]
+    router.backends.clock = lambda: now[0]
+    many = {f"z{i:02}": 1 for i in range(MAX_RECORD_ZONES + 3)}
+    routed = router.routed(service(config, **many))
+    assert len(routed[0].zones) == MAX_RECORD_ZONES and len(routed) == MAX_RECORD_ZONES + 1
+    assert len(routed[0].servers) == MAX_RECORD_ZONES + 3, "every server stays served"
+    assert refused(metrics, "cap") == 3
+    # the zones empty out; past FORGET_AFTER they stay until something else changes the
+    # service's backends (dropping them alone would cost a reload)
+    kept = router.routed(service(config, z00=1))[0].zones
+    assert len(kept) == MAX_RECORD_ZONES
+    now[0] += FORGET_AFTER + 1
+    assert router.routed(service(config, z00=2))[0].zones == kept
+    # a new zone is a reload anyway: the idle ones go with it
+    assert router.routed(service(config, z00=2, fresh=1))[0].zones == ("fresh", "z00")
+
+
+def test_the_admin_port_on_a_zone_address_is_a_clash(tmp_path: Path) -> None:
+    document = doc(tmp_path, {"zone_of_address": {"127.0.0.2": "az2", "::2": "az3"}})
+    document["services"]["web"]["haproxy"]["bind_address"] = "127.0.0.1"
+    document["admin"] = {"host": "127.0.0.4", "port": 3000}
+    config = load(tmp_path, document)
+    assert admin_port_clashes(config) == []
+    config.admin.host = "127.0.0.2"
+    [line] = admin_port_clashes(config)
+    assert "services.web.zone_routing.zone_of_address: HAProxy binds 127.0.0.2:3000" in line
+    config.admin.host = "::2"
+    [line] = admin_port_clashes(config)
+    assert "HAProxy binds [::2]:3000" in line
+    document["admin"] = {"host": "127.0.0.2", "port": 3000}
+    assert "clashes with services.web.zone_routing.zone_of_address" in refusal(tmp_path, document)
+
+
+class FlakyRuntime:
+    """A runtime client whose ``show map`` fails ``failures`` times, then answers."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.sent: list[str] = []
+
+    async def execute(self, command: str) -> str:
+        if self.failures:
+            self.failures -= 1
+            raise SocketUnavailable("/run/haproxy.sock: no answer")
+        return "0x1 web/a az1\n"
+
+    async def run_ops(self, ops: list[Any]) -> list[str | None]:
+        self.sent += [op.command for op in ops]
+        return [None] * len(ops)
+
+
+async def test_a_zone_map_that_cannot_be_read_is_counted_and_catches_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = CollectorRegistry()
+    runtime = FlakyRuntime(failures=2)
+    sync = ZoneMapSync([runtime], HAProxyMetrics(registry))  # type: ignore[list-item]
+    sync.configure(tmp_path / "haproxy.cfg")
+    sync.wanted = {"web/a": "az1", "web/b": "az2"}
+    for _ in range(2):
+        assert await sync.sync() == ([], [])
+    failed = registry.get_sample_value(
+        "synapse_haproxy_runtime_command_errors_total", {"kind": "map_show"}
+    )
+    assert failed == 2
+    logged = [r for r in caplog.records if r.getMessage() == "haproxy_zone_map_read_failed"]
+    assert len(logged) == 1, "logged once until it answers again"
+    applied, failures = await sync.sync()
+    path = map_path(tmp_path / "haproxy.cfg")
+    assert applied == [f"add map {path} web/b az2"] and failures == []
+    assert path.read_text().splitlines()[1:] == ["web/a az1", "web/b az2"]

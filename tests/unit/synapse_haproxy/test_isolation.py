@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from haproxy_helpers import server, service
 from prometheus_client import CollectorRegistry
 
@@ -62,3 +64,21 @@ def test_an_isolated_service_runs_its_last_good_block_until_its_block_changes(tm
     assert isolation.outcome(refused, ApplyResult()).reload is ApplyOutcome.INVALID
     fixed = service("web", [], backend=["retries 2"])
     assert isolation.substitute([fixed]) == [fixed] and not isolation.isolated
+
+
+def test_a_stand_in_keeps_the_zones_of_a_zone_routed_service(tmp_path):
+    # Without its zones the stand-in would lose its frontend zone lines and map entries.
+    good = replace(service("web", [server("10.0.0.1", 80, "a")]), zones=("az1", "az2"))
+    bad = replace(
+        service("web", [server("10.0.0.1", 80, "a")], backend=["no-such-directive here"]),
+        zones=("az1", "az2"),
+    )
+    isolation = Isolation(CollectorRegistry())
+    isolation.settled([good], ApplyResult(reload=ApplyOutcome.DONE))
+    candidate = tmp_path / "haproxy.cfg.candidate"
+    candidate.write_text(CANDIDATE)
+    refused = ApplyResult(reload=ApplyOutcome.INVALID, error=f"parsing [{candidate}:9] : bad")
+    assert isolation.isolate(refused, candidate, [bad])
+    [stand_in] = isolation.substitute([bad])
+    assert stand_in.config == good.config and stand_in.zones == ("az1", "az2")
+    assert stand_in.servers == bad.servers
