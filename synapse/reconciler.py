@@ -106,6 +106,7 @@ class Reconciler:
         self.applies = 0
         self.last_apply: dict[str, Any] | None = None
         self.last_error: str | None = None
+        self._unreported: set[str] = set()
         self._check_all_reported()
 
     # --- inputs ------------------------------------------------------------------
@@ -122,7 +123,9 @@ class Reconciler:
         self._pending.services.add(report.service)
         self._dirty.set()
         if not self._all_reported.is_set():
-            self._check_all_reported()
+            self._unreported.discard(report.service)  # a set: O(1) per report, not O(services)
+            if not self._unreported:
+                self._all_reported.set()
 
     def set_config(self, config: SynapseConfig) -> None:
         """Take a reloaded config (SIGHUP): only changed services are selected and handed
@@ -132,6 +135,8 @@ class Reconciler:
         self._config = config
         self.zones.configure(config)
         self._services = carried.services
+        if not self._all_reported.is_set():
+            self._check_all_reported()
         for name, generator in carried.regenerate.items():
             self._use_generator(name, self._services[name], generator)
         if everything:
@@ -167,7 +172,8 @@ class Reconciler:
             self._force = True  # the selection may not change; HAProxy's config does
 
     def _check_all_reported(self) -> None:
-        if all(s.report is not None for s in self._services.values()):
+        self._unreported = {n for n, s in self._services.items() if s.report is None}
+        if not self._unreported:
             self._all_reported.set()
 
     # --- the loop ------------------------------------------------------------------

@@ -97,6 +97,14 @@ class ConfigFile:
             if self.error is not None and self._on_disk != self._version:
                 raise OSError(f"cannot write {self.path}: {self.error}")
 
+    async def remove(self) -> None:
+        """No file again: it held a config HAProxy refused to start with, and there was none
+        before (the writer has nothing left to write)."""
+        self._parts = self._text = self.parsed = None
+        self._on_disk = self._version
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(self.path.unlink)
+
     async def close(self) -> None:
         """Write what is pending (best effort), then stop the writer."""
         with contextlib.suppress(OSError, TimeoutError):

@@ -55,7 +55,7 @@ from synapse.haproxy.running import Capabilities, RunningState
 from synapse.haproxy.runtime import kept_clients
 from synapse.haproxy.settings import settings_for
 from synapse.haproxy.statedump import state_dumper
-from synapse.haproxy.status import HAProxyStatus
+from synapse.haproxy.status import HAProxyStatus, run_mode
 from synapse.model import DesiredService
 
 log = logging.getLogger("synapse.haproxy")
@@ -187,7 +187,8 @@ class HAProxyController:
 
     def status(self) -> dict[str, Any]:
         """JSON-ready, for /status (``synapse.haproxy.status.HAProxyStatus``)."""
-        status = self.info.snapshot(self._mode(), self.settings, self._reader, self._gate,
+        mode = run_mode(self.config, self._managed)
+        status = self.info.snapshot(mode, self.settings, self._reader, self._gate,
                                     self._installer.file, self._managed)  # fmt: skip
         return {**status, "isolated_services": self._isolation.status()}
 
@@ -195,13 +196,6 @@ class HAProxyController:
 
     def _has_desired(self) -> bool:
         return self._applied and not self._stopping
-
-    def _mode(self) -> str:
-        if self._managed is not None:
-            return "managed"
-        if self.config.do_reloads and self.config.do_writes:
-            return "reload_command"
-        return "no_reloads"
 
     async def _apply_locked(self) -> ApplyResult:
         """Plan against HAProxy and act (``isolation``: a refused candidate isolates the
@@ -327,18 +321,20 @@ class HAProxyController:
         began = self._clock()
         if not self.config.do_reloads and self._managed is None:
             return await self._write_without_reload(reload, candidate)
-        error = await self._installer.validate(candidate)
+        starting = self._managed is not None and not self._managed.alive
+        # Nothing served yet: the start checks the config (`haproxy -c` costs as much again).
+        checked = not (starting and self._installer.start_checks)
+        error = await self._installer.validate(candidate) if checked else None
         if error is not None:
-            result = self._invalid(error, reload.reasons, candidate.text)
-            await self._revive()
-            return result
+            return await self._refused(error, reload, candidate)
         self.info.validation_error = None
         self._gate.validated(began)
         await self._installer.dump_server_state(self._reader.runtime_error is None)
-        starting = self._managed is not None and not self._managed.alive
         try:
-            wrote = await self._installer.install(candidate, self._layout())
+            wrote = await self._installer.install(candidate, self._layout(), checked)
         except InstallFailed as err:
+            if err.invalid:  # (unchecked: the start failed and `haproxy -c` says why)
+                return await self._refused(str(err), reload, candidate)
             return self._reload_failed(str(err), reload, began)
         self._watch_process()
         self._pending.clear()  # whatever waited is in this reload
@@ -387,6 +383,11 @@ class HAProxyController:
         written = self._installer.write(candidate, self._layout())
         await self._installer.flush()  # others reload it: on disk before apply returns
         return ApplyResult((), ApplyOutcome.DISABLED, (), written)
+
+    async def _refused(self, error: str, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
+        result = self._invalid(error, reload.reasons, candidate.text)
+        await self._revive()
+        return result
 
     def _invalid(
         self, error: str, reasons: tuple[tuple[str, str], ...], candidate: str | None

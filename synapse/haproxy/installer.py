@@ -38,7 +38,12 @@ log = logging.getLogger("synapse.haproxy")
 
 
 class InstallFailed(Exception):
-    """HAProxy does not run the new config (the old one still serves)."""
+    """HAProxy does not run the new config (the old one still serves). ``invalid``: the
+    message is the config check's (an unchecked start failed because of the config)."""
+
+    def __init__(self, message: str, invalid: bool = False) -> None:
+        super().__init__(message)
+        self.invalid = invalid
 
 
 class Installer:
@@ -117,6 +122,12 @@ class Installer:
             self.edge.refused()
         return error
 
+    @property
+    def start_checks(self) -> bool:
+        """Whether a managed start checks a config as `haproxy -c` would: it is the same
+        binary (an operator's check_command is always run)."""
+        return self.managed is not None and not self.settings.check_command
+
     async def dump_server_state(self, runtime_ok: bool) -> None:
         """Save runtime states for `load-server-state-from-file` in the new worker."""
         path = self.settings.state_file
@@ -132,19 +143,29 @@ class Installer:
         except (HAProxySocketError, OSError) as err:
             event(log, "haproxy_state_dump_failed", level=logging.WARNING, error=str(err))
 
-    async def install(self, candidate: DesiredConfig, layout: Layout) -> bool:
+    async def install(self, candidate: DesiredConfig, layout: Layout, checked: bool = True) -> bool:
         """Write ``candidate`` and make HAProxy run it; InstallFailed (and the previous file
-        back) when it does not. True when the file's text changed."""
+        back) when it does not. True when the file's text changed.
+
+        ``checked`` False (a first start, ``start_checks``): when the start fails the
+        candidate is checked then, and a refused one leaves the files as a refused check
+        would have (no config file when there was none)."""
         assert self.file is not None  # reloads need a config file
         previous = self.file.text, self.file.parsed, self.layout
         wrote = self.write(candidate, layout)
         try:
             await self._edge_files()
             await self._swap_in()
-        except InstallFailed:
+        except InstallFailed as failed:
+            error = None if checked else await self.validate(candidate)
             self.edge.refused()
             if previous[0] is not None:
                 await self._restore(*previous)  # the old config is still what HAProxy runs
+            elif error is not None:
+                await self.file.remove()
+                self.layout = None
+            if error is not None:
+                raise InstallFailed(error, invalid=True) from failed
             raise
         await self.release_connections()
         await self.edge.started()

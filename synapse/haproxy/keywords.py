@@ -9,6 +9,8 @@ matching. Matching is on whole words: ``log`` does not match ``log-format``.
 
 from __future__ import annotations
 
+import functools
+
 _COMMON = (
     "acl", "compression", "description", "disabled", "enabled", "email-alert", "errorfile",
     "errorfiles", "errorloc", "errorloc302", "errorloc303", "filter", "force-persist",
@@ -66,9 +68,12 @@ def _matches(line: str, keywords: tuple[str, ...]) -> bool:
     return any(text == k or text.startswith(k + " ") for k in keywords)
 
 
+# Cached: a fleet's services repeat the same few lines (1,000 services: 1,000 times each).
+@functools.lru_cache(maxsize=4096)
 def belongs_in_frontend(line: str) -> bool:
     return _matches(line, FRONTEND_KEYWORDS)
 
 
+@functools.lru_cache(maxsize=4096)
 def belongs_in_backend(line: str) -> bool:
     return _matches(line, BACKEND_KEYWORDS)

@@ -18,6 +18,7 @@ import re
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from synapse.config import ServiceHAProxyConfig
 from synapse.haproxy.edge import server_options as edge_server_options
@@ -216,6 +217,29 @@ def _bad_server_field(server: Server) -> str | None:
     return None
 
 
+class _Traits(NamedTuple):
+    """What a server's own options decide, given its backend's ``default-server`` lines."""
+
+    pool: str  # connection-pool defaults `add server` gets (those the options do not set)
+    weight: int
+    check: bool
+    disabled: bool
+    refused: str | None  # an option `add server` refuses
+
+
+def _traits(own: str, default_server: list[str], inherited: str) -> _Traits:
+    given = set(f"{inherited} {own}".split())
+    pool = " ".join(f"{k} {v}" for k, v in DYNAMIC_SERVER_DEFAULTS if k not in given)
+    effective = " ".join([*default_server, own])
+    return _Traits(
+        pool,
+        _effective_weight(effective),
+        _last_flag(effective, "check", "no-check"),
+        _last_flag(effective, "disabled", "enabled"),
+        _find_keyword(own, NOT_DYNAMIC_KEYWORDS),
+    )
+
+
 def is_ip(host: str) -> bool:
     if _IPV4.fullmatch(host):  # the common case, without building an address object
         return True
@@ -299,10 +323,19 @@ class BackendBuilder:
             max_id=self.max_server_id,
         )
         specs = {}
+        options = edge_server_options(hap)
+        traits: dict[str, _Traits] = {}  # servers of a backend mostly share their options
         for server_name in self._order(hap, servers):
             server = servers[server_name]
             specs[server_name] = self._server_spec(
-                name, hap, server, ids[server_name], cookies, default_server, inherited
+                name,
+                hap,
+                server,
+                ids[server_name],
+                cookies,
+                options,
+                (default_server, inherited),
+                traits,
             )
             if persistent and specs[server_name].addable:
                 specs[server_name] = replace(
@@ -333,11 +366,12 @@ class BackendBuilder:
         server: Server,
         server_id: int | None,
         cookies: bool,
-        default_server: list[str],
-        inherited: str,
+        service_options: str,
+        inheritance: tuple[list[str], str],
+        traits: dict[str, _Traits],
     ) -> ServerSpec:
         port = server.port  # server_port_override is applied before naming (selection.py)
-        options = edge_server_options(hap).replace("%{host}", server.host)
+        options = service_options.replace("%{host}", server.host)
         options = options.replace("%{port}", str(port)).replace("%{name}", server.name)
         registry = server.registry_options.strip()
         if server.weight is not None:
@@ -359,13 +393,14 @@ class BackendBuilder:
         if own:
             line.append(own)
         ident = f"id {server_id}" if server_id is not None else ""
-        given = set(f"{inherited} {own}".split())
-        pool = " ".join(f"{k} {v}" for k, v in DYNAMIC_SERVER_DEFAULTS if k not in given)
-        add_options = " ".join(p for p in (inherited, ident, pool, own) if p)
-        effective = " ".join([*default_server, own])
+        inherited = inheritance[1]
+        trait = traits.get(own)
+        if trait is None:
+            trait = traits[own] = _traits(own, *inheritance)
+        add_options = " ".join(p for p in (inherited, ident, trait.pool, own) if p)
 
         why_not = ""
-        refused = _find_keyword(own, NOT_DYNAMIC_KEYWORDS)
+        refused = trait.refused
         if refused:
             why_not = f"option {refused!r} cannot be set on an added server"
         elif not is_ip(server.host):
@@ -378,9 +413,9 @@ class BackendBuilder:
             id=server_id,
             options=" ".join(line),
             add_options=add_options,
-            weight=_effective_weight(effective),
-            check=_last_flag(effective, "check", "no-check"),
-            disabled=_last_flag(effective, "disabled", "enabled"),
+            weight=trait.weight,
+            check=trait.check,
+            disabled=trait.disabled,
             addable=not why_not,
             why_not_addable=why_not,
         )

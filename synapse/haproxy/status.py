@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from synapse.haproxy.running import RunningServer
 
 if TYPE_CHECKING:
+    from synapse.config import HAProxyConfig
     from synapse.haproxy.configfile import ConfigFile
     from synapse.haproxy.managed import ManagedHAProxy
     from synapse.haproxy.reader import RunningReader
@@ -111,3 +112,12 @@ def backend_states(
         }
         for backend, servers in sorted(backends.items())
     }
+
+
+def run_mode(config: HAProxyConfig, managed: ManagedHAProxy | None) -> str:
+    """How HAProxy gets new configs, for /status (``managed``: the ManagedHAProxy, if any)."""
+    if managed is not None:
+        return "managed"
+    if config.do_reloads and config.do_writes:
+        return "reload_command"
+    return "no_reloads"
