@@ -74,7 +74,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=150)
+@settings(max_examples=100)
 @given(
     st.fixed_dictionaries(
         {},

@@ -204,7 +204,7 @@ def build(case):
     return servers, routing, local, evacuated, decide(servers, routing, local, evacuated)
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(cases)
 def test_properties_of_every_decision(case) -> None:
     servers, routing, local, evacuated, decision = build(case)

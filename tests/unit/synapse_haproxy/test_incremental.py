@@ -159,7 +159,7 @@ EDITS = st.lists(
 
 
 @given(edits=EDITS)
-@settings(max_examples=35, deadline=None)
+@settings(max_examples=25, deadline=None)
 def test_patched_renders_and_plans_equal_fresh_ones(edits):
     """Any sequence of changes: the incremental config is byte for byte a fresh render,
     and planning only what its delta names finds what a full comparison finds."""

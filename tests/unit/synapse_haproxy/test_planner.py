@@ -352,7 +352,7 @@ def membership(draw):
     delete=st.booleans(),
     leftovers=st.sets(st.sampled_from(HOSTS)),
 )
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 def test_membership_changes_never_reload_and_converge(before, after, admin, delete, leftovers):
     """Any change of servers/weights/states on 2.6 is runtime-only and reaches a fixed point."""
     config = haproxy_config()
