@@ -94,19 +94,17 @@ def parse_blocks(text: str) -> list[Block]:
             blocks.append(Block(header, tuple(lines), proxy, servers))
 
     for raw in text.splitlines():
-        line = _strip_comment(raw).rstrip()
-        if not line.strip():
+        tokens = _strip_comment(raw).split()  # split once: the tokens make every form below
+        if not tokens:
             continue
-        normalised = " ".join(line.split())
+        normalised = " ".join(tokens)
         if not raw[:1].isspace():
             close()
             header, lines, servers = normalised, [], {}
-            tokens = normalised.split()
             proxy = (tokens[1] if len(tokens) > 1 else "") if tokens[0] in PROXY_KINDS else None
             continue
         if header is None:  # body lines before any section: keep them as their own section
             header, lines, servers, proxy = "", [], {}, None
-        tokens = normalised.split()
         if proxy is not None and tokens[0] == "server" and len(tokens) >= 3:
             servers[tokens[1]] = ServerLine(tokens[1], tokens[2], " ".join(tokens[3:]))
             continue

@@ -28,10 +28,11 @@ from synapse.resilience_config import RetriesConfig
 
 def _sets(lines: Sequence[str], *keywords: str) -> bool:
     """Whether a line starts with one of ``keywords`` (``no option x`` counts for ``option x``)."""
+    prefixes = tuple(k + " " for k in keywords)  # (built once: it runs per line per service)
     for line in lines:
         text = line.strip().lower()
         text = text[3:] if text.startswith("no ") else text
-        if any(text == k or text.startswith(k + " ") for k in keywords):
+        if text in keywords or text.startswith(prefixes):
             return True
     return False
 

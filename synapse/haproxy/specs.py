@@ -225,6 +225,7 @@ class _Traits(NamedTuple):
     check: bool
     disabled: bool
     refused: str | None  # an option `add server` refuses
+    add_after: str  # what follows the id in `add server`'s options: pool defaults, own
 
 
 def _traits(own: str, default_server: list[str], inherited: str) -> _Traits:
@@ -237,6 +238,7 @@ def _traits(own: str, default_server: list[str], inherited: str) -> _Traits:
         _last_flag(effective, "check", "no-check"),
         _last_flag(effective, "disabled", "enabled"),
         _find_keyword(own, NOT_DYNAMIC_KEYWORDS),
+        " ".join(filter(None, (pool, own))),
     )
 
 
@@ -371,33 +373,32 @@ class BackendBuilder:
         traits: dict[str, _Traits],
     ) -> ServerSpec:
         port = server.port  # server_port_override is applied before naming (selection.py)
-        options = service_options.replace("%{host}", server.host)
-        options = options.replace("%{port}", str(port)).replace("%{name}", server.name)
+        options = service_options
+        if "%{" in options:  # (names and hosts hold no '%': the order of replaces is moot)
+            options = options.replace("%{host}", server.host)
+            options = options.replace("%{port}", str(port)).replace("%{name}", server.name)
         registry = server.registry_options.strip()
         if server.weight is not None:
             # The record's weight wins over any weight in the options (Airbnb behaviour).
             options = _drop_keywords(options, {"weight": 1})
             registry = _drop_keywords(registry, {"weight": 1})
-        own = " ".join(p for p in (options, registry) if p)
+        own = f"{options} {registry}" if options and registry else options or registry
         if server.weight is not None:
             own = f"{own} weight {server.weight}".strip()
 
-        line: list[str] = []
-        if server_id is not None:
-            line += ["id", str(server_id)]
+        ident = f"id {server_id}" if server_id is not None else ""
+        line = ident
         if cookies:
             value = server.name
             if hap.cookie_value_method == "hash":
                 value = hashlib.sha1(server.name.encode(), usedforsecurity=False).hexdigest()
-            line += ["cookie", value]
+            line = f"{line} cookie {value}" if line else f"cookie {value}"
         if own:
-            line.append(own)
-        ident = f"id {server_id}" if server_id is not None else ""
-        inherited = inheritance[1]
+            line = f"{line} {own}" if line else own
         trait = traits.get(own)
         if trait is None:
             trait = traits[own] = _traits(own, *inheritance)
-        add_options = " ".join(p for p in (inherited, ident, trait.pool, own) if p)
+        add_options = " ".join(filter(None, (inheritance[1], ident, trait.add_after)))
 
         why_not = ""
         refused = trait.refused
@@ -411,7 +412,7 @@ class BackendBuilder:
             host=server.host,
             port=port,
             id=server_id,
-            options=" ".join(line),
+            options=line,
             add_options=add_options,
             weight=trait.weight,
             check=trait.check,
