@@ -26,8 +26,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass, replace
-from functools import cached_property
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,72 +35,19 @@ import jinja2
 
 from synapse.config import HAProxyConfig, ServiceConfig, ServiceHAProxyConfig
 from synapse.haproxy import edge, zone_lines, zone_map
-from synapse.haproxy.configtext import Block, assemble, parse_blocks, parse_config
+from synapse.haproxy.configtext import assemble, parse_blocks, parse_config
 from synapse.haproxy.desired import Delta, DesiredConfig
 from synapse.haproxy.keywords import belongs_in_backend, belongs_in_frontend
+from synapse.haproxy.pieces import Frame, Rendered, ServicePiece
 from synapse.haproxy.resilience import extra_backend_lines
 from synapse.haproxy.settings import Settings, settings_for
-from synapse.haproxy.specs import BackendBase, BackendBuilder, BackendSpec, ServerSpec
+from synapse.haproxy.specs import BackendBase, BackendBuilder, ServerSpec
 from synapse.haproxy.stats_page import stats_sections
 from synapse.model import DesiredService
 
 DEFAULT_TEMPLATE = "haproxy.cfg.j2"
 # Template blocks that let a service be rendered on its own (see the module docstring).
 PIECE_BLOCKS = ("head", "service", "tail")
-
-
-@dataclass(frozen=True)
-class ServicePiece:
-    """One service, rendered: reused while its DesiredService and its backend's ids stay."""
-
-    service: DesiredService
-    ids: Mapping[str, int]  # server ids HAProxy uses in the backend, as rendered with
-    context: dict[str, Any]  # what the template gets as `service`
-    backend: BackendSpec
-    warnings: tuple[str, ...]
-    shared: tuple[str, ...]  # its shared_frontend lines
-    routed: bool = False  # it has haproxy.routes (the shared frontend then routes)
-    text: str = ""  # its part of the config ("" when the template is rendered whole)
-    blocks: tuple[Block, ...] = ()
-
-    @cached_property
-    def assigned(self) -> dict[str, int]:
-        """The ids it gave its servers."""
-        return {n: s.id for n, s in self.backend.servers.items() if s.id is not None}
-
-    def fits(self, service: DesiredService, ids: Mapping[str, int]) -> bool:
-        """Whether rendering ``service`` against running ``ids`` would give this piece:
-        the same service, and the ids it was rendered with, or HAProxy runs exactly its
-        servers with exactly the ids it gave them (after a start or a reload)."""
-        if not (self.service is service or self.service == service):
-            return False
-        return self.ids is ids or self.ids == ids or self.assigned == ids
-
-    def same_shape(self, other: ServicePiece) -> bool:
-        """Same sections, backend, warnings and shared_frontend lines: only lines differ."""
-        return (
-            [b.header for b in self.blocks] == [b.header for b in other.blocks]
-            and self.backend.name == other.backend.name
-            and self.warnings == other.warnings
-            and self.shared == other.shared
-            and self.routed == other.routed
-        )
-
-
-@dataclass(frozen=True)
-class _Frame:
-    text: str
-    blocks: tuple[Block, ...]
-
-
-@dataclass(frozen=True)
-class _Rendered:
-    """The last render: its input, its pieces (None for a disabled service), its output."""
-
-    services: list[DesiredService]
-    pieces: list[ServicePiece | None]
-    config: DesiredConfig
-    positions: dict[str, int]  # backend name -> index in services
 
 
 def _moved(new: list[DesiredService], old: list[DesiredService]) -> Iterator[int]:
@@ -147,9 +93,9 @@ class Renderer:
         self._builder = BackendBuilder(defaults, config.max_server_id, config.server_order_seed)
         self._pieces: dict[str, ServicePiece] = {}
         self._by_config: dict[str, tuple[ServiceConfig, _ConfigParts]] = {}
-        self._last: _Rendered | None = None
-        self._head: _Frame | None = None
-        self._tails: dict[tuple[str, ...] | None, _Frame] = {}
+        self._last: Rendered | None = None
+        self._head: Frame | None = None
+        self._tails: dict[tuple[str, ...] | None, Frame] = {}
         self.rendered_pieces = 0  # services rendered (not taken from the cache): for tests
         self.composable = self._check_composable()
         path = self.settings.config_path
@@ -216,7 +162,7 @@ class Renderer:
         self._by_config = {n: v for n, v in self._by_config.items() if n in kept}
         config = self._assemble(pieces)
         positions = {p.backend.name: i for i, p in enumerate(pieces) if p is not None}
-        self._last = _Rendered(list(services), pieces, config, positions)
+        self._last = Rendered(list(services), pieces, config, positions)
         return config
 
     def _render_changes(
@@ -224,7 +170,7 @@ class Renderer:
         services: list[DesiredService],
         running_ids: Mapping[str, Mapping[str, int]],
         changed_ids: Collection[str],
-        last: _Rendered,
+        last: Rendered,
     ) -> DesiredConfig | None:
         """The last config with the changed services' pieces replaced; None when the change
         is more than that (a service added, removed, enabled, renamed, a section more...)."""
@@ -248,7 +194,7 @@ class Renderer:
         pieces = list(last.pieces)
         for i, _, new in changes:
             pieces[i] = new
-        self._last = _Rendered(list(services), pieces, config, last.positions)
+        self._last = Rendered(list(services), pieces, config, last.positions)
         return config
 
     @staticmethod
@@ -385,17 +331,17 @@ class Renderer:
             "shared_frontend": None if shared is None else list(shared),
         }
 
-    def _frame_head(self) -> _Frame:
+    def _frame_head(self) -> Frame:
         if self._head is None:
             text = self._block("head", **self._frame_vars(None))
-            self._head = _Frame(text, tuple(parse_blocks(text)))
+            self._head = Frame(text, tuple(parse_blocks(text)))
         return self._head
 
-    def _frame_tail(self, shared: tuple[str, ...] | None) -> _Frame:
+    def _frame_tail(self, shared: tuple[str, ...] | None) -> Frame:
         tail = self._tails.get(shared)
         if tail is None:
             text = self._block("tail", **self._frame_vars(shared))
-            tail = _Frame(text, tuple(parse_blocks(text)))
+            tail = Frame(text, tuple(parse_blocks(text)))
             self._tails = {shared: tail}  # only the latest: the lines rarely change
         return tail
 

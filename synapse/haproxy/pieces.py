@@ -1,0 +1,71 @@
+"""A rendered service (``ServicePiece``) and the renderer's memory of its last render.
+
+Kept apart from render.py so the Renderer's module holds the flow: what a piece is, when
+it can be reused (``fits``) and when a patch keeps the config's shape (``same_shape``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from synapse.haproxy.configtext import Block
+from synapse.haproxy.desired import DesiredConfig
+from synapse.haproxy.specs import BackendSpec
+from synapse.model import DesiredService
+
+
+@dataclass(frozen=True)
+class ServicePiece:
+    """One service, rendered: reused while its DesiredService and its backend's ids stay."""
+
+    service: DesiredService
+    ids: Mapping[str, int]  # server ids HAProxy uses in the backend, as rendered with
+    context: dict[str, Any]  # what the template gets as `service`
+    backend: BackendSpec
+    warnings: tuple[str, ...]
+    shared: tuple[str, ...]  # its shared_frontend lines
+    routed: bool = False  # it has haproxy.routes (the shared frontend then routes)
+    text: str = ""  # its part of the config ("" when the template is rendered whole)
+    blocks: tuple[Block, ...] = ()
+
+    @cached_property
+    def assigned(self) -> dict[str, int]:
+        """The ids it gave its servers."""
+        return {n: s.id for n, s in self.backend.servers.items() if s.id is not None}
+
+    def fits(self, service: DesiredService, ids: Mapping[str, int]) -> bool:
+        """Whether rendering ``service`` against running ``ids`` would give this piece:
+        the same service, and the ids it was rendered with, or HAProxy runs exactly its
+        servers with exactly the ids it gave them (after a start or a reload)."""
+        if not (self.service is service or self.service == service):
+            return False
+        return self.ids is ids or self.ids == ids or self.assigned == ids
+
+    def same_shape(self, other: ServicePiece) -> bool:
+        """Same sections, backend, warnings and shared_frontend lines: only lines differ."""
+        return (
+            [b.header for b in self.blocks] == [b.header for b in other.blocks]
+            and self.backend.name == other.backend.name
+            and self.warnings == other.warnings
+            and self.shared == other.shared
+            and self.routed == other.routed
+        )
+
+
+@dataclass(frozen=True)
+class Frame:
+    text: str
+    blocks: tuple[Block, ...]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The last render: its input, its pieces (None for a disabled service), its output."""
+
+    services: list[DesiredService]
+    pieces: list[ServicePiece | None]
+    config: DesiredConfig
+    positions: dict[str, int]  # backend name -> index in services
