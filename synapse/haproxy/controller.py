@@ -7,18 +7,16 @@ the fleet, and reads as a flow whose steps live in modules of their own:
    runtime state of the backends whose services changed;
 2. render the candidate (``render``): only changed services are rendered again;
 3. plan (``planner``) those differences, only in backends that changed since;
-4. no reload needed: run the runtime operations, one batch per socket (``executor``; a
-   failed one turns into a reload) and set the config file's new text (written in the
-   background, atomically);
-5. reload needed: the reload gate (``reload_gate``) says now, later (coalesced, run by
-   ``pending``) or not for this candidate; the installer (``installer``) validates it,
-   dumps the server state, swaps the file in, reloads and confirms the new worker.
+4. no reload needed: run the runtime operations, one batch per socket (``executor``; a failed
+   one turns into a reload) and write the config file's new text (in the background);
+5. reload needed: the reload gate (``reload_gate``) says now, later (coalesced, ``pending``)
+   or never for this candidate; ``installer`` validates, swaps the file, reloads, confirms.
 
 While a reload waits, fails or is refused, runtime operations are planned against the
 ``bridge`` (the file's structure with today's servers), so the file always says what
-HAProxy runs; a managed HAProxy (``managed``) that dies starts from it. A background
-sweep (``reader``) corrects drift. ``apply`` never raises because of HAProxy: failures
-are logged, counted and shown in ``status()``. docs/architecture.md has the whole picture.
+HAProxy runs; a managed HAProxy (``managed``) that dies starts from it. A sweep (``reader``)
+corrects drift. ``apply`` never raises because of HAProxy: failures are logged, counted and
+shown in ``status()``. docs/architecture.md has the whole picture.
 """
 
 from __future__ import annotations
