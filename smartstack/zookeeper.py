@@ -8,6 +8,7 @@ and never blocks the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 import threading
@@ -16,13 +17,14 @@ from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadArgumentsError, UnimplementedError
-from kazoo.protocol.states import KazooState, KeeperState
+from kazoo.protocol.states import KazooState, KeeperState, WatchedEvent
 from kazoo.retry import KazooRetry
 from kazoo.security import ACL, READ_ACL_UNSAFE, make_acl, make_digest_acl
 
 from smartstack.kazoo_inline import InlineHandler, inline
 from smartstack.logs import KazooLog, event
 from smartstack.zk_multiread import ReadBatcher
+from smartstack.zk_persistent import TreeRouter, start_add_watch, start_remove_watch
 
 log = logging.getLogger("smartstack.zookeeper")
 
@@ -64,6 +66,7 @@ class ZooKeeperConnection:
         self.reconnects = 0
         self.announced = False  # listeners were told "connected" (loop side) and no loss since
         self.multi_read: bool | None = None  # the server answers multi-reads (None: unknown)
+        self.persistent_watches: bool | None = None  # the server takes addWatch (None: unknown)
         # kazoo's own lines name this ensemble; its per-attempt failures are logged once.
         self.kazoo_log = KazooLog(self.hosts)
         self.client = KazooClient(
@@ -78,6 +81,7 @@ class ZooKeeperConnection:
         )
         self.client.add_listener(self._on_state)
         self._reads = ReadBatcher(self.client, loop)  # multi-reads of one loop turn, together
+        self._tree = TreeRouter(self.client)  # persistent recursive watches' events
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -212,6 +216,33 @@ class ZooKeeperConnection:
                 self.multi_read = True
                 return replies
         return await self.call_many("get", [(path,) for path in paths], watch=watch)
+
+    async def watch_tree(self, path: str, callback: Callable[[WatchedEvent], Any]) -> bool:
+        """A persistent recursive watch on ``path`` (ZooKeeper 3.6+, smartstack.zk_persistent):
+        ``callback`` hears every NodeCreated/NodeDeleted/NodeDataChanged at or under it
+        until ``unwatch_tree``. The server forgets it with the connection: call again after
+        every (re)connection. False: the server refuses it (before 3.6), use one-shot watches.
+        """
+        if self.persistent_watches is False:
+            return False
+        self._tree.add(path, callback)  # before the request: no event slips past the route
+        try:
+            await self._awaited(lambda: start_add_watch(self.client, path))
+        except UnimplementedError as exc:
+            self._tree.remove(path, callback)
+            self.persistent_watches = False  # a server before 3.6: one-shot watches from now on
+            event(log, "zk_persistent_watch_unavailable", hosts=self.hosts,
+                  error=f"{type(exc).__name__}: {exc}"[:200])  # fmt: skip
+            return False
+        self.persistent_watches = True
+        return True
+
+    def unwatch_tree(self, path: str, callback: Callable[[WatchedEvent], Any]) -> None:
+        """Stop ``callback`` hearing ``path``'s events; the last one out removes the watch on
+        the server (without waiting: a lost connection removes it anyway)."""
+        if self._tree.remove(path, callback) and self.persistent_watches and self.connected:
+            with contextlib.suppress(Exception):  # closing: the server drops it with the session
+                start_remove_watch(self.client, path)
 
     async def _awaited(self, start: Callable[[], Any]) -> Any:
         """Start a kazoo async call and await its result on the loop."""

@@ -17,6 +17,9 @@ What it fixes from the Ruby original:
   only checked with ``exists`` (no data read unless their data changed); the
   last known list stays in force meanwhile, SUSPENDED changes nothing.
 - The path may not exist yet: an existence watch starts the watch when it appears.
+- On ZooKeeper 3.6+ one persistent recursive watch on the path replaces the children,
+  data and existence watches: its events name the child, so an added child costs one
+  read and no listing (synapse/watchers/zookeeper_tree.py); older servers keep the above.
 
 - Airbnb's generator settings in the data of ``path`` (or ``generator_config_path``) are
   read once, then again only when their data watch fires or after a reconnect
@@ -49,6 +52,7 @@ from smartstack.zookeeper import ZooKeeperConnection
 from synapse.generator_config import parse_generator_config
 from synapse.watchers.base import Entry, Watcher
 from synapse.watchers.record_notes import note_ignored
+from synapse.watchers.zookeeper_tree import TreeWatch
 
 log = logging.getLogger("synapse.watchers.zookeeper")
 
@@ -80,7 +84,7 @@ def child_sequence(child: str) -> int | None:
     return int(seq) if seq.isdigit() else None
 
 
-class ZooKeeperWatcher(Watcher):
+class ZooKeeperWatcher(Watcher, TreeWatch):
     method = "zookeeper"
 
     def __init__(self, *args, **kwargs) -> None:
@@ -107,6 +111,7 @@ class ZooKeeperWatcher(Watcher):
         gen_path = self.discovery.generator_config_path
         self.generator_path = None if gen_path == "disabled" else (gen_path or self.path)
         self._gen_dirty = self.generator_path is not None
+        self._init_tree()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -147,11 +152,14 @@ class ZooKeeperWatcher(Watcher):
         self._path_watch = self.conn.on_loop(self._on_node)
         self._data_watch = self.conn.on_loop(self._on_data)
         self._gen_watch = self.conn.on_loop(self._on_generator)
+        if self.path != "/":  # (a watch on the whole tree would hear every write)
+            self._tree_watch = self.conn.on_loop(self._on_tree)
 
     async def close(self) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.remove_listener(self._on_state)
+            self._close_tree(conn)
             if self.ctx.zk_pool is not None:
                 await self.ctx.zk_pool.release(conn)  # closed when its last user leaves
 
@@ -163,6 +171,7 @@ class ZooKeeperWatcher(Watcher):
         self._wake.set()
 
     def _on_state(self, state: str) -> None:
+        self._tree_state()
         if state in ("connected", "new_session"):
             self.set_connected(True)
             # kazoo forgets every watch callback when the connection drops, even when the
@@ -203,24 +212,32 @@ class ZooKeeperWatcher(Watcher):
         assert conn is not None
         event_time = self._event_time or time.monotonic()
         self._event_time = None
+        if self._tree_watch is not None and not self._armed:
+            await self._arm_tree()  # before listing: no change falls between the two
+        if self._armed and not (self._relist or self._verify):
+            await self._apply_tree(event_time)  # the events named the children
+            return
+        self._relist = False
         verify, self._verify = self._verify, False
         if verify and self.generator_path is not None:
             self._gen_dirty = True  # watches are gone after a reconnect: read (and arm) again
         self._drop_deleted(event_time)
         try:
-            names = await conn.call("get_children", self.path, watch=self._children_watch)
+            watch = None if self._armed else self._children_watch
+            names = await conn.call("get_children", self.path, watch=watch)
         except NoNodeError:
             names = None
         except BaseException as exc:
-            self._verify = self._verify or verify
+            self._verify, self._relist = self._verify or verify, True
             if isinstance(exc, NoAuthError):
                 self._denied()
             raise
         self._was_denied = False
         self._listed = True
         if names is None:
-            # No path (yet, or any more): watch for it to appear; no servers from it now.
-            stat = await conn.call("exists", self.path, watch=self._path_watch)
+            # No path (yet, or any more): watch for it to appear (the tree watch hears it).
+            stat = None if self._armed else await conn.call("exists", self.path,
+                                                            watch=self._path_watch)  # fmt: skip
             if stat is not None:  # created in between: list again
                 self._mark()
                 return
@@ -246,22 +263,9 @@ class ZooKeeperWatcher(Watcher):
             else:
                 await self._refresh(sorted(current), verify)
         except BaseException:
-            self._verify = self._verify or verify
+            self._verify, self._relist = self._verify or verify, True
             raise
         self._report_cache(event_time)
-
-    def _drop_deleted(self, event_time: float) -> None:
-        """A child's data watch named it deleted: report without it at once, before the
-        listing (a ZooKeeper round trip less on the path of a removal). The listing that
-        follows re-arms the children watch; a child re-created under the same name is new
-        to it and read."""
-        gone = [name for name in self._deleted if name in self._children]
-        self._deleted.clear()
-        if gone and self.path_exists:
-            for name in gone:
-                del self._children[name]
-                self._changed.discard(name)
-            self._report_cache(event_time)
 
     async def _refresh(self, names: list[str], verify: bool) -> None:
         """Read what is new or changed; after a new session, re-arm data watches."""
@@ -278,7 +282,7 @@ class ZooKeeperWatcher(Watcher):
         base, changed = self._base(), []
         for part in _chunks(names):
             stats = await self.conn.call_many(
-                "exists", [(f"{base}{n}",) for n in part], watch=self._data_watch
+                "exists", [(f"{base}{n}",) for n in part], watch=self._child_watch
             )
             for name, stat in zip(part, stats, strict=True):
                 if isinstance(stat, Exception):
@@ -308,10 +312,10 @@ class ZooKeeperWatcher(Watcher):
             paths = [f"{base}{n}" for n in part]
             if len(paths) <= SMALL_READ and self.reports:  # a change: plain gets, watched
                 replies = await self.conn.call_many(
-                    "get", [(p,) for p in paths], watch=self._data_watch
+                    "get", [(p,) for p in paths], watch=self._child_watch
                 )
             else:  # a start or a burst: multi-reads, batched with other services' reads
-                replies = await self.conn.get_many(paths, self._data_watch)
+                replies = await self.conn.get_many(paths, self._child_watch)
             for name, reply in zip(part, replies, strict=True):
                 self._take(name, reply, f"zookeeper:{base}{name}")
 
@@ -354,12 +358,12 @@ class ZooKeeperWatcher(Watcher):
         """Read (and watch) the generator settings; a bad or missing node means none."""
         assert self.conn is not None and self.generator_path is not None
         try:  # (with the children's reads: one multi-read for many services at a start)
-            [reply] = await self.conn.get_many([self.generator_path], self._gen_watch)
+            [reply] = await self.conn.get_many([self.generator_path], self._gen_read_watch)
             if isinstance(reply, Exception):
                 raise reply
             data = reply[0]
         except NoNodeError:
-            await self.conn.call("exists", self.generator_path, watch=self._gen_watch)
+            await self.conn.call("exists", self.generator_path, watch=self._gen_read_watch)
             data = b""
         except NoAuthError:
             data = b""

@@ -1,0 +1,178 @@
+"""The ZooKeeper watcher's persistent recursive watch (ZooKeeper 3.6+): events name the child.
+
+With one-shot watches an added server costs two round trips after the event: list the
+children (setting the watch again), then read the new child. One persistent recursive
+watch on the service's path (smartstack.zk_persistent) names the child in its event:
+
+- NodeCreated of a child: read that child (nothing with ``use_path_encoding``);
+- NodeDeleted of a child: drop it, no read;
+- NodeDataChanged of a child: read it again (nerve never does; a hand-written record may);
+- NodeCreated / NodeDeleted of the path itself: list again;
+- NodeDataChanged of the path itself: read the generator settings again when they are
+  kept there (a one-shot watch on the path would turn the persistent one into a
+  one-shot one on ZooKeeper before 3.9: smartstack.zk_persistent);
+- anything deeper (a grandchild): ignored.
+
+The watch is added before the children are listed (after every connection: the server
+forgets it with the connection), so no change falls between the two. Events that arrive
+before the listing's reply are already in it: a created child the listing brought is not
+read again; one deleted and re-created is dropped first and then read. When the server
+refuses the watch (before 3.6) the watcher keeps to its one-shot watches, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kazoo.protocol.states import EventType, WatchedEvent
+
+if TYPE_CHECKING:
+    from smartstack.zookeeper import ZooKeeperConnection
+    from synapse.watchers.base import Entry
+
+
+class TreeAction(enum.Enum):
+    ADDED = "added"
+    REMOVED = "removed"
+    CHANGED = "changed"
+    RELIST = "relist"
+    PATH_DATA = "path_data"
+    IGNORE = "ignore"
+
+
+_CHILD_ACTIONS = {
+    EventType.CREATED: TreeAction.ADDED,
+    EventType.DELETED: TreeAction.REMOVED,
+    EventType.CHANGED: TreeAction.CHANGED,
+}
+
+
+def classify(path: str, event_type: str, event_path: str) -> tuple[TreeAction, str | None]:
+    """What an event of the recursive watch on ``path`` means: the action and the child."""
+    if event_path == path:
+        if event_type in (EventType.CREATED, EventType.DELETED):
+            return TreeAction.RELIST, None
+        if event_type == EventType.CHANGED:
+            return TreeAction.PATH_DATA, None
+        return TreeAction.IGNORE, None
+    base = "/" if path == "/" else f"{path}/"
+    child = event_path[len(base) :] if event_path.startswith(base) else ""
+    if not child or "/" in child:  # not under the path, or a grandchild
+        return TreeAction.IGNORE, None
+    action = _CHILD_ACTIONS.get(event_type)
+    return (action, child) if action is not None else (TreeAction.IGNORE, None)
+
+
+class TreeWatch:
+    """The persistent-watch half of ZooKeeperWatcher (a mixin: it shares its state)."""
+
+    path: str
+    conn: ZooKeeperConnection | None
+    _children: dict[str, Entry]
+    _changed: set[str]
+    _deleted: set[str]
+    _gen_dirty: bool
+    generator_path: str | None
+    _gen_watch: Callable[..., Any] | None
+    path_exists: bool | None
+    _data_watch: Callable[..., Any] | None
+
+    if TYPE_CHECKING:  # ZooKeeperWatcher's
+
+        def count_event(self) -> None: ...
+        def _mark(self) -> None: ...
+        def _report_cache(self, event_time: float) -> None: ...
+        async def _read_many(self, names: list[str]) -> None: ...
+        async def _read_generator_config(self) -> None: ...
+
+    def _init_tree(self) -> None:
+        self._tree_watch: Callable[..., Any] | None = None  # None: one-shot watches only
+        self._armed = False  # our persistent watch is set on the current connection
+        self._relist = True  # the next sync lists the children (else: applies the events)
+        self._created: set[str] = set()  # children the tree watch saw created
+        self._epoch = 0  # bumped by every connection state change
+
+    def _tree_state(self) -> None:
+        """Any connection state change: the server forgot the watch with the connection."""
+        self._epoch += 1
+        self._armed = False
+
+    @property
+    def _child_watch(self) -> Callable[..., Any] | None:
+        """The one-shot data watch for child reads: none needed under the tree watch."""
+        return None if self._armed else self._data_watch
+
+    @property
+    def _gen_read_watch(self) -> Callable[..., Any] | None:
+        """The generator settings' one-shot watch: none on the path the tree watch holds."""
+        return None if self._armed and self.generator_path == self.path else self._gen_watch
+
+    def _on_tree(self, ev: WatchedEvent) -> None:
+        action, child = classify(self.path, ev.type, ev.path)
+        if action is TreeAction.PATH_DATA and self.generator_path != self.path:
+            return
+        if action is TreeAction.IGNORE:
+            return
+        self.count_event()
+        if action is TreeAction.RELIST:
+            self._relist = True
+        elif action is TreeAction.PATH_DATA:
+            self._gen_dirty = True
+        elif action is TreeAction.ADDED:
+            self._created.add(child)
+        elif action is TreeAction.CHANGED:
+            self._changed.add(child)
+        else:
+            self._deleted.add(child)
+        self._mark()
+
+    async def _arm_tree(self) -> None:
+        """Set the persistent watch on this connection; a refusal means one-shot watches."""
+        assert self.conn is not None and self._tree_watch is not None
+        epoch, self._relist = self._epoch, True
+        armed = await self.conn.watch_tree(self.path, self._tree_watch)
+        if not armed:
+            self._tree_watch = None  # the server refused it (route already dropped)
+        elif epoch == self._epoch:  # else the connection changed meanwhile: add it again
+            self._armed = True
+
+    def _close_tree(self, conn: ZooKeeperConnection) -> None:
+        if self._tree_watch is not None:
+            conn.unwatch_tree(self.path, self._tree_watch)
+
+    def _drop_deleted(self, event_time: float) -> None:
+        """A child's data watch (or the tree watch) named it deleted: report without it at
+        once, before any listing (a ZooKeeper round trip less on the path of a removal). A
+        listing that follows re-arms the children watch; a child re-created under the same
+        name is new to it and read."""
+        gone = [name for name in self._deleted if name in self._children]
+        self._deleted.clear()
+        if gone and self.path_exists:
+            for name in gone:
+                del self._children[name]
+                self._changed.discard(name)
+            self._report_cache(event_time)
+
+    async def _apply_tree(self, event_time: float) -> None:
+        """The events since the last sync, without listing: drops, then reads."""
+        self._drop_deleted(event_time)
+        to_read = {name for name in self._created if name not in self._children}
+        to_read |= self._changed
+        self._created.clear()
+        gen = self._gen_dirty
+        try:
+            if gen:
+                await asyncio.gather(
+                    self._read_generator_config(),
+                    self._read_many(sorted(to_read)),
+                )
+            else:
+                await self._read_many(sorted(to_read))
+        except BaseException:
+            self._relist = True  # list and compare: what was not read is still new then
+            raise
+        if to_read or gen:
+            self._report_cache(event_time)
