@@ -19,10 +19,11 @@ ZooKeeper before 3.9 keeps one watch mode per path and connection (ZOOKEEPER-446
 one-shot watch set on the watched path itself turns the persistent watch into a one-shot
 one. Callers must not set one there; the recursive watch hears that path's changes anyway.
 
-A server before 3.6 answers the unknown opcode with UNIMPLEMENTED (``UnimplementedError``):
-callers then keep to one-shot watches. This uses kazoo internals
+A server before 3.6 answers the unknown opcode with UNIMPLEMENTED (``UnimplementedError``)
+and closes the connection (not the session: kazoo reconnects to it): callers then keep to
+one-shot watches, and list again as after any reconnection. This uses kazoo internals
 (``KazooClient._connection._read_watch_event``, ``_call``, ``unchroot``), pinned by
-tests/integration/smartstack/test_zk_persistent.py.
+tests/integration/synapse/test_zk_persistent.py.
 """
 
 from __future__ import annotations

@@ -1,0 +1,236 @@
+"""Persistent recursive watches (smartstack.zk_persistent) and the ZooKeeper watcher's use of
+them, against real ZooKeeper servers (a standalone one and a 3-member ensemble)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from kazoo.client import KazooClient
+from kazoo.protocol.states import EventType, WatchedEvent
+from synapse_testlib import eventually
+
+from smartstack import zk_persistent
+from smartstack.kazoo_inline import inline
+from smartstack.record import Registration, encode, encode_child_prefix
+from smartstack.zookeeper import ZooKeeperConnection, ZooKeeperPool
+from synapse.watchers.zookeeper import ZooKeeperWatcher
+from testbed.zookeeper import ZooKeeperEnsemble, expire_session
+
+# The watcher's own tests' helpers (same directory: importable by module name).
+from test_synapse_zookeeper_watcher import record, register, start_watcher  # isort: skip
+
+
+@pytest.fixture
+async def conn(zk) -> AsyncIterator[ZooKeeperConnection]:
+    connection = ZooKeeperConnection([zk.hosts], asyncio.get_running_loop())
+    connection.start()
+    await connection.wait_connected(30)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[ZooKeeperPool]:
+    pool = ZooKeeperPool(asyncio.get_running_loop())
+    yield pool
+    await pool.close_all()
+
+
+def _recorder(into: list[tuple[str, str]]) -> Any:
+    @inline  # in kazoo's thread, like the watchers' wrappers
+    def record_event(event: WatchedEvent) -> None:
+        into.append((event.type, event.path))
+
+    return record_event
+
+
+async def _round_trip(conn: ZooKeeperConnection) -> None:
+    """A reply on our connection after another client's acknowledged write: any event that
+    write caused for us came before it (ZooKeeper orders a connection's events and replies)."""
+    await conn.call("exists", "/")
+
+
+async def test_one_watch_hears_the_whole_subtree_until_removed(zk, writer, conn) -> None:
+    writer.ensure_path("/pw/a")
+    heard: list[tuple[str, str]] = []
+    one_shot: list[tuple[str, str]] = []
+    assert await conn.watch_tree("/pw/a", _recorder(heard)) is True
+    assert conn.persistent_watches is True
+    writer.create("/pw/a/x", b"1")
+    await conn.call("get", "/pw/a/x", watch=_recorder(one_shot))  # kazoo's own, beside it
+    writer.set("/pw/a/x", b"2")
+    writer.set("/pw/a/x", b"3")  # the persistent watch stays: heard again
+    writer.create("/pw/a/x/deeper", b"")
+    writer.delete("/pw/a/x/deeper")
+    writer.delete("/pw/a/x")
+    writer.create("/pw/other", b"")  # outside: not heard
+    await _round_trip(conn)
+    assert heard == [
+        (EventType.CREATED, "/pw/a/x"),
+        (EventType.CHANGED, "/pw/a/x"),
+        (EventType.CHANGED, "/pw/a/x"),
+        (EventType.CREATED, "/pw/a/x/deeper"),
+        (EventType.DELETED, "/pw/a/x/deeper"),
+        (EventType.DELETED, "/pw/a/x"),
+    ]
+    assert one_shot == [(EventType.CHANGED, "/pw/a/x")]  # one-shot: once
+    conn.unwatch_tree("/pw/a", next(iter(conn._tree._routes["/pw/a"])))
+    writer.create("/pw/a/y", b"")
+    await _round_trip(conn)
+    assert len(heard) == 6 and not conn._tree.routed("/pw/a")
+
+
+async def test_a_refused_add_watch_is_reported_and_remembered(zk, conn, monkeypatch) -> None:
+    """A server before 3.6 answers the unknown opcode with UNIMPLEMENTED: this real server
+    answers an opcode it does not know in the same way."""
+    monkeypatch.setattr(zk_persistent.AddWatch, "type", 9999)
+    heard: list[tuple[str, str]] = []
+    session = conn.session_id
+    assert await conn.watch_tree("/pw/refused", _recorder(heard)) is False
+    assert conn.persistent_watches is False and not conn._tree.routed("/pw/refused")
+    # The server closes the connection after such an answer; the session lives on.
+    await eventually(lambda: conn.connected and conn.announced, what="reconnect")
+    assert conn.session_id == session
+    assert await conn.watch_tree("/pw/refused", _recorder(heard)) is False  # not asked again
+    assert conn.connected
+
+
+class _Listings:
+    """Counts the watcher's children listings (its calls go through conn.call)."""
+
+    def __init__(self, conn: ZooKeeperConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        real = conn.call
+
+        async def call(method: str, *args: Any, **kwargs: Any) -> Any:
+            if method == "get_children":
+                self.count += 1
+            return await real(method, *args, **kwargs)
+
+        monkeypatch.setattr(conn, "call", call)
+
+
+async def test_changes_cost_one_read_and_no_listing(zk, writer, pool, monkeypatch) -> None:
+    path = "/pw/svc"
+    register(writer, path, 8101, "a")
+    watcher, sink = await start_watcher(zk, pool, path)
+    try:
+        await sink.wait_hosts(["127.0.0.1:8101"])
+        assert watcher._armed and watcher.conn is not None
+        listings = _Listings(watcher.conn, monkeypatch)
+        b = register(writer, path, 8102, "b")  # added: its one read
+        await sink.wait_hosts(["127.0.0.1:8101", "127.0.0.1:8102"])
+        assert watcher.reads == 2
+        writer.set(b, record(8103, "b"))  # changed in place: read again
+        await sink.wait_hosts(["127.0.0.1:8101", "127.0.0.1:8103"])
+        assert watcher.reads == 3
+        writer.delete(b)  # removed: no read
+        await sink.wait_hosts(["127.0.0.1:8101"])
+        reg = Registration(host="127.0.0.1", port=8104, name="enc")  # use_path_encoding
+        prefix = encode_child_prefix(reg)
+        assert prefix is not None
+        encoded = writer.create(f"{path}/{prefix}", encode(reg), sequence=True)
+        await sink.wait_hosts(["127.0.0.1:8101", "127.0.0.1:8104"])
+        writer.create(f"{encoded}/deeper", b"not a record")  # a grandchild: ignored
+        writer.set(path, b'{"haproxy": {"server_options": "check"}}')  # the generator settings
+        await sink.wait(lambda r: watcher.generator_config != {})
+        assert watcher.reads == 3 and listings.count == 0
+        assert watcher.generator_config == {"haproxy": {"server_options": "check"}}
+    finally:
+        await watcher.stop()
+
+
+async def test_the_path_deleted_and_created_again(zk, writer, pool) -> None:
+    path = "/pw/later/svc"
+    watcher, sink = await start_watcher(zk, pool, path)
+    try:
+        await sink.wait(lambda r: not r.found)
+        register(writer, path, 8111, "a")  # the path appears with its first child
+        await sink.wait_hosts(["127.0.0.1:8111"])
+        writer.delete(path, recursive=True)
+        await sink.wait(lambda r: not r.found)
+        register(writer, path, 8112, "b")
+        await sink.wait_hosts(["127.0.0.1:8112"])
+        assert watcher._armed
+    finally:
+        await watcher.stop()
+
+
+async def test_a_server_refusing_it_keeps_one_shot_watches(zk, writer, pool, monkeypatch) -> None:
+    monkeypatch.setattr(zk_persistent.AddWatch, "type", 9999)  # refused like ZooKeeper 3.5
+    path = "/pw/fallback"
+    a = register(writer, path, 8121, "a")
+    watcher, sink = await start_watcher(zk, pool, path)
+    try:
+        await sink.wait_hosts(["127.0.0.1:8121"])
+        assert watcher.conn is not None and watcher.conn.persistent_watches is False
+        assert watcher._tree_watch is None and not watcher._armed
+        b = register(writer, path, 8122, "b")
+        await sink.wait_hosts(["127.0.0.1:8121", "127.0.0.1:8122"])
+        writer.set(b, record(8123, "b"))
+        await sink.wait_hosts(["127.0.0.1:8121", "127.0.0.1:8123"])
+        writer.delete(a)
+        await sink.wait_hosts(["127.0.0.1:8123"])
+        assert watcher.reads == 3
+    finally:
+        await watcher.stop()
+
+
+async def test_a_new_session_adds_the_watch_again(zk, writer, pool) -> None:
+    path = "/pw/expiry"
+    for i in range(3):
+        register(writer, path, 8130 + i, f"e{i}")
+    watcher, sink = await start_watcher(zk, pool, path)
+    try:
+        await sink.wait(lambda r: len(r.found) == 3)
+        conn = watcher.conn
+        assert conn is not None
+        session = conn.session_id
+        await asyncio.to_thread(expire_session, conn.client)
+        await eventually(lambda: conn.session_id != session and watcher._armed, what="re-armed")
+        register(writer, path, 8140, "after")
+        await sink.wait(lambda r: len(r.found) == 4)
+        assert watcher.reads == 4  # the cached children were checked, not read
+    finally:
+        await watcher.stop()
+
+
+def _member_of(conn: ZooKeeperConnection, ensemble: ZooKeeperEnsemble) -> int:
+    port = conn.client._connection._socket.getpeername()[1]
+    return next(i for i, m in enumerate(ensemble.members) if m.client_port == port)
+
+
+async def test_losing_the_member_changes_meanwhile_are_caught_up(zk_ensemble, pool) -> None:
+    """The member we are connected to dies; while we reconnect to another one, children
+    come and go. The watch is added again on the new connection and the listing compared."""
+    writer = KazooClient(hosts=zk_ensemble.hosts)
+    await asyncio.to_thread(writer.start, 30)
+    path = "/pw/ensemble"
+    try:
+        gone = register(writer, path, 8151, "gone")
+        register(writer, path, 8152, "stays")
+        watcher, sink = await start_watcher(zk_ensemble, pool, path, session_timeout=30.0)
+        try:
+            await sink.wait(lambda r: len(r.found) == 2)
+            conn = watcher.conn
+            assert conn is not None and watcher._armed
+            session = conn.session_id
+            member = _member_of(conn, zk_ensemble)
+            zk_ensemble.kill_member(member)
+            await eventually(lambda: not watcher._armed, what="the loss")
+            await asyncio.to_thread(writer.delete, gone)  # the writer may need to move too
+            await asyncio.to_thread(register, writer, path, 8153, "new")
+            await sink.wait_hosts(["127.0.0.1:8152", "127.0.0.1:8153"], timeout=45)
+            await eventually(lambda: watcher._armed, what="re-armed")
+            assert conn.session_id == session and _member_of(conn, zk_ensemble) != member
+            register(writer, path, 8154, "later")  # heard by the watch on the new member
+            await sink.wait_hosts(["127.0.0.1:8152", "127.0.0.1:8153", "127.0.0.1:8154"])
+            assert watcher.reads == 4
+        finally:
+            await watcher.stop()
+    finally:
+        writer.stop()
+        writer.close()

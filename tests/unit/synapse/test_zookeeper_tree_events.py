@@ -1,0 +1,150 @@
+"""The ZooKeeper watcher's persistent recursive watch: event -> action, and what a sync of
+those events reads and reports (no ZooKeeper: the reads are recorded, not made)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from kazoo.protocol.states import EventType, KeeperState, WatchedEvent
+from synapse_testlib import Collector, metrics, service_config
+
+from smartstack.record import Registration
+from synapse.watchers.base import Entry, WatcherContext
+from synapse.watchers.zookeeper import ZooKeeperWatcher
+from synapse.watchers.zookeeper_tree import TreeAction, classify
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "expected"),
+    [
+        (EventType.CREATED, "/svc/a_1", (TreeAction.ADDED, "a_1")),
+        (EventType.DELETED, "/svc/a_1", (TreeAction.REMOVED, "a_1")),
+        (EventType.CHANGED, "/svc/a_1", (TreeAction.CHANGED, "a_1")),
+        (EventType.CREATED, "/svc", (TreeAction.RELIST, None)),
+        (EventType.DELETED, "/svc", (TreeAction.RELIST, None)),
+        (EventType.CHANGED, "/svc", (TreeAction.PATH_DATA, None)),
+        (EventType.CREATED, "/svc/a_1/deeper", (TreeAction.IGNORE, None)),  # a grandchild
+        (EventType.DELETED, "/svc/a_1/deeper", (TreeAction.IGNORE, None)),
+        (EventType.CREATED, "/svc2/a_1", (TreeAction.IGNORE, None)),  # a sibling's child
+        (EventType.CREATED, "/sv", (TreeAction.IGNORE, None)),
+        (EventType.CHILD, "/svc", (TreeAction.IGNORE, None)),  # not sent to such a watch
+        (EventType.NONE, "/svc/a_1", (TreeAction.IGNORE, None)),
+    ],
+)
+def test_classify(kind: str, path: str, expected: tuple) -> None:
+    assert classify("/svc", kind, path) == expected
+
+
+def test_classify_under_the_root() -> None:
+    assert classify("/", EventType.CREATED, "/a_1") == (TreeAction.ADDED, "a_1")
+    assert classify("/", EventType.CREATED, "/a/b") == (TreeAction.IGNORE, None)
+
+
+def _watcher(loop: asyncio.AbstractEventLoop) -> tuple[ZooKeeperWatcher, Collector, list]:
+    sink = Collector()
+    cfg = service_config({"method": "zookeeper", "hosts": ["127.0.0.1:1"], "path": "/svc"})
+    watcher = ZooKeeperWatcher("svc", cfg, sink, WatcherContext(loop=loop, metrics=metrics()))
+    for port, name in ((8001, "a_0000000001"), (8002, "b_0000000002")):
+        registration = Registration(host="127.0.0.1", port=port, name=name[0])
+        watcher._children[name] = Entry(registration, None, 7, 1)
+    watcher.path_exists = True
+    watcher._armed, watcher._relist, watcher._gen_dirty = True, False, False
+    reads: list[list[str]] = []
+
+    async def read_many(names: list[str]) -> None:  # what would be read, without reading
+        reads.append(list(names))
+        for name in names:
+            port = 9000 + int(name.rsplit("_", 1)[1])
+            watcher._children[name] = Entry(Registration("127.0.0.1", port, name[0]), None, 8, 1)
+
+    watcher._read_many = read_many  # type: ignore[method-assign]
+    return watcher, sink, reads
+
+
+def _event(kind: str, path: str) -> WatchedEvent:
+    return WatchedEvent(kind, KeeperState.CONNECTED, path)
+
+
+def _ports(sink: Collector) -> list[int]:
+    return sorted(f.registration.port for f in sink.reports[-1].found)
+
+
+def test_a_created_child_is_read_alone_and_a_deleted_one_dropped_without_a_read() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        watcher, sink, reads = _watcher(loop)
+        watcher._on_tree(_event(EventType.CREATED, "/svc/c_0000000003"))
+        watcher._on_tree(_event(EventType.DELETED, "/svc/a_0000000001"))
+        watcher._on_tree(_event(EventType.CREATED, "/svc/c_0000000003/x"))  # ignored
+        loop.run_until_complete(watcher._apply_tree(1.0))
+        assert reads == [["c_0000000003"]]
+        assert _ports(sink) == [8002, 9003]
+        assert sink.reports[-1].event_time == 1.0
+    finally:
+        loop.close()
+
+
+def test_a_creation_the_listing_already_brought_is_not_read_again() -> None:
+    """Events that arrived before the listing's reply are in the listing."""
+    loop = asyncio.new_event_loop()
+    try:
+        watcher, sink, reads = _watcher(loop)
+        watcher._on_tree(_event(EventType.CREATED, "/svc/b_0000000002"))  # known already
+        loop.run_until_complete(watcher._apply_tree(1.0))
+        assert reads == [[]] and sink.reports == []  # nothing new: no report
+    finally:
+        loop.close()
+
+
+def test_deleted_and_created_again_under_the_same_name_is_dropped_then_read() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        watcher, sink, reads = _watcher(loop)
+        watcher._on_tree(_event(EventType.DELETED, "/svc/b_0000000002"))
+        watcher._on_tree(_event(EventType.CREATED, "/svc/b_0000000002"))
+        watcher._on_tree(_event(EventType.CHANGED, "/svc/a_0000000001"))
+        loop.run_until_complete(watcher._apply_tree(1.0))
+        assert reads == [["a_0000000001", "b_0000000002"]]
+        assert _ports(sink) == [9001, 9002]
+    finally:
+        loop.close()
+
+
+def test_the_path_itself_created_or_deleted_means_listing_again() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        watcher, _, _ = _watcher(loop)
+        watcher._on_tree(_event(EventType.DELETED, "/svc"))
+        assert watcher._relist is True
+        assert watcher._wake.is_set()
+    finally:
+        loop.close()
+
+
+def test_the_paths_own_data_is_the_generator_settings_only_when_kept_there() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        watcher, _, _ = _watcher(loop)
+        watcher._on_tree(_event(EventType.CHANGED, "/svc"))
+        assert watcher._gen_dirty is True  # generator_config_path defaults to the path
+        assert watcher._gen_read_watch is None  # no one-shot watch on the watched path
+        watcher._gen_dirty = False
+        watcher._wake.clear()
+        watcher.generator_path = "/elsewhere"
+        watcher._on_tree(_event(EventType.CHANGED, "/svc"))
+        assert watcher._gen_dirty is False and not watcher._wake.is_set()
+    finally:
+        loop.close()
+
+
+def test_any_connection_state_change_means_adding_the_watch_again() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        watcher, _, _ = _watcher(loop)
+        epoch = watcher._epoch
+        watcher._on_state("suspended")
+        assert watcher._armed is False and watcher._epoch == epoch + 1
+        assert watcher._child_watch is watcher._data_watch  # one-shot until armed again
+    finally:
+        loop.close()
