@@ -224,6 +224,7 @@ class ZooKeeperConnection:
         every (re)connection. False: the server refuses it (before 3.6), use one-shot watches.
         """
         if self.persistent_watches is False:
+            self._tree.remove(path, callback)  # (routed on an earlier connection, maybe)
             return False
         self._tree.add(path, callback)  # before the request: no event slips past the route
         try:
