@@ -16,7 +16,6 @@ from smartstack import zk_persistent
 from smartstack.kazoo_inline import inline
 from smartstack.record import Registration, encode, encode_child_prefix
 from smartstack.zookeeper import ZooKeeperConnection, ZooKeeperPool
-from synapse.watchers.zookeeper import ZooKeeperWatcher
 from testbed.zookeeper import ZooKeeperEnsemble, expire_session
 
 # The watcher's own tests' helpers (same directory: importable by module name).
