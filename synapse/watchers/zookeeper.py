@@ -414,7 +414,8 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
     def status(self) -> dict:
         out = super().status()
         out.update(path=self.path, path_exists=self.path_exists, children=len(self._children),
-                   reads=self.reads, denied=self._was_denied)  # fmt: skip
+                   reads=self.reads, denied=self._was_denied,
+                   persistent_watch=self._armed)  # fmt: skip
         return out
 
 

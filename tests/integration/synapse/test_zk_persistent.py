@@ -119,6 +119,7 @@ async def test_changes_cost_one_read_and_no_listing(zk, writer, pool, monkeypatc
     try:
         await sink.wait_hosts(["127.0.0.1:8101"])
         assert watcher._armed and watcher.conn is not None
+        assert watcher.status()["persistent_watch"] is True
         listings = _Listings(watcher.conn, monkeypatch)
         b = register(writer, path, 8102, "b")  # added: its one read
         await sink.wait_hosts(["127.0.0.1:8101", "127.0.0.1:8102"])
@@ -167,6 +168,7 @@ async def test_a_server_refusing_it_keeps_one_shot_watches(zk, writer, pool, mon
         await sink.wait_hosts(["127.0.0.1:8121"])
         assert watcher.conn is not None and watcher.conn.persistent_watches is False
         assert watcher._tree_watch is None and not watcher._armed
+        assert watcher.status()["persistent_watch"] is False
         b = register(writer, path, 8122, "b")
         await sink.wait_hosts(["127.0.0.1:8121", "127.0.0.1:8122"])
         writer.set(b, record(8123, "b"))
