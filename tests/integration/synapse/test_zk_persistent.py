@@ -235,3 +235,19 @@ async def test_losing_the_member_changes_meanwhile_are_caught_up(zk_ensemble, po
     finally:
         writer.stop()
         writer.close()
+
+
+async def test_under_a_chroot_events_name_the_path_as_the_client_sees_it(zk, writer) -> None:
+    writer.ensure_path("/pw-chroot/svc")
+    conn = ZooKeeperConnection([f"{zk.hosts}/pw-chroot"], asyncio.get_running_loop())
+    conn.start()
+    try:
+        await conn.wait_connected(30)
+        heard: list[tuple[str, str]] = []
+        assert await conn.watch_tree("/svc", _recorder(heard)) is True
+        writer.create("/pw-chroot/svc/x", b"")
+        writer.create("/pw-chroot/other", b"")  # outside the watched path
+        await _round_trip(conn)
+        assert heard == [(EventType.CREATED, "/svc/x")]
+    finally:
+        await conn.close()
