@@ -217,26 +217,47 @@ class ZooKeeperConnection:
                 return replies
         return await self.call_many("get", [(path,) for path in paths], watch=watch)
 
-    async def watch_tree(self, path: str, callback: Callable[[WatchedEvent], Any]) -> bool:
-        """A persistent recursive watch on ``path`` (ZooKeeper 3.6+, smartstack.zk_persistent):
-        ``callback`` hears every NodeCreated/NodeDeleted/NodeDataChanged at or under it
-        until ``unwatch_tree``. The server forgets it with the connection: call again after
-        every (re)connection. False: the server refuses it (before 3.6), use one-shot watches.
-        """
+    def send_tree_watch(self, path: str, callback: Callable[[WatchedEvent], Any]) -> Any | None:
+        """Ask for a persistent recursive watch on ``path`` (ZooKeeper 3.6+,
+        smartstack.zk_persistent): ``callback`` hears every NodeCreated/NodeDeleted/
+        NodeDataChanged at or under it until ``unwatch_tree``. The server forgets it with the
+        connection: ask again after every (re)connection. kazoo's async result, answered
+        before any request sent after it (read it then with ``tree_watch_taken``: no wait of
+        its own); None: the server refused one before (before 3.6), use one-shot watches."""
         if self.persistent_watches is False:
             self._tree.remove(path, callback)  # (routed on an earlier connection, maybe)
-            return False
+            return None
         self._tree.add(path, callback)  # before the request: no event slips past the route
-        try:
-            await self._awaited(lambda: start_add_watch(self.client, path))
-        except UnimplementedError as exc:
-            self._tree.remove(path, callback)
+        return start_add_watch(self.client, path)
+
+    def tree_watch_taken(
+        self, sent: Any, path: str, callback: Callable[[WatchedEvent], Any]
+    ) -> bool | None:
+        """True: the watch is set; False: refused (one-shot watches on this connection from
+        now on); None: no answer (the connection was lost: ask again on the next one)."""
+        if not sent.ready():
+            return None
+        exc = sent.exception
+        if exc is None:
+            self.persistent_watches = True
+            return True
+        if not isinstance(exc, UnimplementedError):
+            return None
+        self._tree.remove(path, callback)
+        if self.persistent_watches is not False:
             self.persistent_watches = False  # a server before 3.6: one-shot watches from now on
             event(log, "zk_persistent_watch_unavailable", hosts=self.hosts,
                   error=f"{type(exc).__name__}: {exc}"[:200])  # fmt: skip
+        return False
+
+    async def watch_tree(self, path: str, callback: Callable[[WatchedEvent], Any]) -> bool:
+        """``send_tree_watch`` and wait for its answer: True when set, False when refused."""
+        sent = self.send_tree_watch(path, callback)
+        if sent is None:
             return False
-        self.persistent_watches = True
-        return True
+        with contextlib.suppress(UnimplementedError):
+            await self._awaited(lambda: sent)
+        return bool(self.tree_watch_taken(sent, path, callback))
 
     def unwatch_tree(self, path: str, callback: Callable[[WatchedEvent], Any]) -> None:
         """Stop ``callback`` hearing ``path``'s events; the last one out removes the watch on

@@ -212,9 +212,10 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
         assert conn is not None
         event_time = self._event_time or time.monotonic()
         self._event_time = None
+        sending = None
         if self._tree_watch is not None and not self._armed:
-            await self._arm_tree()  # before listing: no change falls between the two
-        if self._armed and not (self._relist or self._verify):
+            sending = self._send_tree()  # before listing: no change falls between the two
+        if sending is None and self._armed and not (self._relist or self._verify):
             await self._apply_tree(event_time)  # the events named the children
             return
         self._relist = False
@@ -232,6 +233,9 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
             if isinstance(exc, NoAuthError):
                 self._denied()
             raise
+        finally:
+            if sending is not None:
+                self._tree_answer(sending)  # (answered before the listing)
         self._was_denied = False
         self._listed = True
         if names is None:

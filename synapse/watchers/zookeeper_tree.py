@@ -129,15 +129,31 @@ class TreeWatch:
             self._deleted.add(child)
         self._mark()
 
-    async def _arm_tree(self) -> None:
-        """Set the persistent watch on this connection; a refusal means one-shot watches."""
+    def _send_tree(self) -> tuple[Any, int] | None:
+        """Ask for the persistent watch. The listing goes right after it, without waiting:
+        the server answers in order, so the add's answer is in before the listing's
+        (``_tree_answer``). Until then the watcher counts on it: no one-shot watches."""
         assert self.conn is not None and self._tree_watch is not None
-        epoch, self._relist = self._epoch, True
-        armed = await self.conn.watch_tree(self.path, self._tree_watch)
-        if not armed:
-            self._tree_watch = None  # the server refused it (route already dropped)
-        elif epoch == self._epoch:  # else the connection changed meanwhile: add it again
-            self._armed = True
+        self._relist = True
+        sent = self.conn.send_tree_watch(self.path, self._tree_watch)
+        if sent is None:  # refused before: one-shot watches
+            self._tree_watch = None
+            return None
+        self._armed = True
+        return sent, self._epoch
+
+    def _tree_answer(self, sending: tuple[Any, int]) -> None:
+        """After the listing's answer: was the watch set on this connection?"""
+        sent, epoch = sending
+        if self.conn is None or self._tree_watch is None:
+            return
+        taken = self.conn.tree_watch_taken(sent, self.path, self._tree_watch)
+        if taken and epoch == self._epoch:
+            return
+        self._armed, self._relist = False, True  # list again, with the watches we have now
+        if taken is False:  # refused (before 3.6): one-shot watches, set by a new listing
+            self._tree_watch = None
+            self._mark()
 
     def _close_tree(self, conn: ZooKeeperConnection) -> None:
         if self._tree_watch is not None:
