@@ -252,7 +252,9 @@ def registration_from_dict(obj: dict[str, Any], fallback_name: str | None = None
         options = None
     try:
         return Registration(
-            host=obj["host"],
+            # the validated-host cache hands back its own copy: a host's records share one
+            # string (a host serves many services; ~60 bytes per record otherwise)
+            host=validate_host(obj["host"]),
             port=_coerce_port(obj["port"]),
             name=name,
             weight=obj.get("weight"),
