@@ -16,6 +16,7 @@ import ipaddress
 import random
 import re
 import socket
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -412,7 +413,7 @@ class BackendBuilder:
             host=server.host,
             port=port,
             id=server_id,
-            options=line,
+            options=sys.intern(line),  # shared with the parsed config text's server line
             add_options=add_options,
             weight=trait.weight,
             check=trait.check,
