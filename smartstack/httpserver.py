@@ -57,6 +57,7 @@ class Request:
         self.version = version
         raw_path, _, query = target.partition("?")
         self.path = unquote(raw_path)
+        self.segments = [unquote(part) for part in raw_path.split("/")]  # "%2F" stays inside
         self.query = dict(reversed(parse_qsl(query, keep_blank_values=True)))  # first wins
         self.headers = headers
         self.body = body
@@ -149,7 +150,7 @@ class Router:
 
     def resolve(self, request: Request) -> Handler:
         """The handler (``request.match_info`` filled); HTTPNotFound / MethodNotAllowed."""
-        segments = request.path.split("/")
+        segments = request.segments
         allowed = []
         for method, pattern, handler in self._routes:
             found = _match(pattern, segments)

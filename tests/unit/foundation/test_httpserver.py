@@ -62,6 +62,8 @@ def test_routes_match_segments_and_refuse_other_methods() -> None:
     router.add("POST", "/zones/{zone}/evacuate", handler)
     request = web.Request("HEAD", "/health/web", web.Headers())
     assert router.resolve(request) is handler and request.match_info == {"service": "web"}
+    escaped = web.Request("GET", "/health/a%2Fb", web.Headers())
+    assert router.resolve(escaped) is handler and escaped.match_info == {"service": "a/b"}
     for method, path, error in [
         ("GET", "/health/", web.HTTPNotFound),
         ("GET", "/health/web/x", web.HTTPNotFound),
