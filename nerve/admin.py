@@ -17,9 +17,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
-
 from nerve.service import Service
+from smartstack import httpserver as web
 from smartstack.admin import AdminServer, json_response
 
 MAX_REASON = 500

@@ -15,14 +15,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from smartstack import httpserver as web
 from smartstack.logs import event
 
 log = logging.getLogger("smartstack.admin")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -35,23 +35,17 @@ def authorized(request: web.Request, token: str) -> bool:
     )
 
 
-def bearer_auth(token: str | None) -> Any:
-    """Middleware: requests that change something need the token; reads never do."""
-
-    @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        needed = token is not None and request.method not in READ_METHODS
-        if needed and not authorized(request, token or ""):
-            # Never the token (nor what was sent in its place) in the log.
-            event(log, "admin_unauthorized", level=logging.WARNING, method=request.method,
-                  path=request.path[:200], remote=request.remote)  # fmt: skip
-            raise web.HTTPUnauthorized(
-                text="this endpoint needs Authorization: Bearer <admin token>\n",
-                headers={"WWW-Authenticate": 'Bearer realm="admin"'},
-            )
-        return await handler(request)
-
-    return check
+def check_token(request: web.Request, token: str | None) -> None:
+    """Requests that change something need the token; reads never do (HTTPUnauthorized)."""
+    if token is None or request.method in READ_METHODS or authorized(request, token):
+        return
+    # Never the token (nor what was sent in its place) in the log.
+    event(log, "admin_unauthorized", level=logging.WARNING, method=request.method,
+          path=request.path[:200], remote=request.remote)  # fmt: skip
+    raise web.HTTPUnauthorized(
+        text="this endpoint needs Authorization: Bearer <admin token>\n",
+        headers={"WWW-Authenticate": 'Bearer realm="admin"'},
+    )
 
 
 @dataclass(frozen=True)
@@ -80,30 +74,33 @@ class AdminServer:
         self.registry = registry
         self._status = status
         self._healthy = healthy
-        self.app = web.Application(middlewares=[bearer_auth(token)])
-        self.app.router.add_get("/health", self._health)
-        self.app.router.add_get("/status", self._status_json)
-        self.app.router.add_get("/metrics", self._metrics)
-        self._runner: web.AppRunner | None = None
+        self._token = token
+        self.router = web.Router()
+        self.add_route("GET", "/health", self._health)
+        self.add_route("GET", "/status", self._status_json)
+        self.add_route("GET", "/metrics", self._metrics)
+        self._server: web.HTTPServer | None = None
 
     def add_route(self, method: str, path: str, handler: Handler) -> None:
-        self.app.router.add_route(method, path, handler)
+        token = self._token
+
+        async def checked(request: web.Request) -> web.Response:
+            check_token(request, token)
+            return await handler(request)
+
+        self.router.add(method, path, checked)
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        # Port 0 asks the OS for a free port: report the real one.
-        sockets = getattr(site._server, "sockets", None) or []
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        server = web.HTTPServer(self.router, self.host, self.port)
+        await server.start()
+        self._server = server
+        self.port = server.port  # port 0 asks the OS for a free port: report the real one
         event(log, "admin_listening", host=self.host, port=self.port)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
 
     @property
     def url(self) -> str:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from smartstack import config_check
@@ -83,6 +82,8 @@ def _parse(text: str, path: Path) -> Any:
             return json.loads(_COMMENT_LINE.sub("", text) if "#" in text else text)
         except json.JSONDecodeError as exc:
             json_error = exc  # YAML may still read it
+    import yaml  # here: a daemon whose files are JSON never loads it (~1 MB of RSS)
+
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -39,6 +39,9 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")  # HAProxy server-name
 # Control characters, line separators, and lone surrogates (not Unicode: not encodable).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _SEQUENCE_SUFFIX = re.compile(r"_(\d+)$")
+# The labels of every decoded record that has none: one dict, not one each (64 bytes per
+# record). Never mutated: Registration is frozen and its readers copy (to_dict).
+_NO_LABELS: dict[str, str] = {}
 
 
 class InvalidRecord(ValueError):
@@ -252,11 +255,13 @@ def registration_from_dict(obj: dict[str, Any], fallback_name: str | None = None
         options = None
     try:
         return Registration(
-            host=obj["host"],
+            # the validated-host cache hands back its own copy: a host's records share one
+            # string (a host serves many services; ~60 bytes per record otherwise)
+            host=validate_host(obj["host"]),
             port=_coerce_port(obj["port"]),
             name=name,
             weight=obj.get("weight"),
-            labels=_coerce_labels(labels) if labels is not None else {},
+            labels=_coerce_labels(labels) if labels else _label_default(labels),
             haproxy_server_options=options,
             ignored=ignored,
         )
@@ -264,6 +269,12 @@ def registration_from_dict(obj: dict[str, Any], fallback_name: str | None = None
         raise
     except Exception as exc:  # defensive: nothing but InvalidRecord may escape a decoder
         raise InvalidRecord(f"record rejected ({type(exc).__name__})") from None
+
+
+def _label_default(labels: Any) -> Any:
+    """No labels (absent or ``{}``): the shared empty dict; another falsy value is refused
+    by validation as it is."""
+    return _NO_LABELS if labels is None or labels == {} else labels
 
 
 def _json_kind(value: Any) -> str:

@@ -24,9 +24,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from smartstack import httpserver as web
 from smartstack.admin import AdminServer, Health, json_response, start_or_log
 from smartstack.config_sections import SectionCache
 from smartstack.configfile import ConfigError

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from smartstack.record import Registration
 from synapse.config import RegistryServerOptions, ServiceConfig
 from synapse.discovery_config import LabelFilter
 from synapse.model import Found, Server, server_name
@@ -25,18 +26,40 @@ ORIGIN_STATE_FILE = "state_file"  # registry not answered yet: cached servers
 ORIGIN_NONE = "none"
 
 
+# What a server's record is made from: its registration (the port is the server's), or
+# the record itself (default servers, an elected leader with its sequence as "id").
+RecordSource = Registration | dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Selection:
     """A service's servers, each with its record as file_output and the state file write it."""
 
     servers: tuple[Server, ...] = ()
-    records: tuple[dict[str, Any], ...] = ()  # Airbnb backend hashes, aligned with servers
+    sources: tuple[RecordSource, ...] = ()  # aligned with servers: see ``records``
     origin: str = ORIGIN_NONE
     dropped_options: tuple[str, ...] = field(default=(), compare=False)
     leader_failed: bool = field(default=False, compare=False)  # leader_election found no leader
 
     def __len__(self) -> int:
         return len(self.servers)
+
+    @property
+    def records(self) -> tuple[dict[str, Any], ...]:
+        """Airbnb backend hashes, aligned with servers. Built when asked (file_output, the
+        state file), not kept: a dict per server was ~180 bytes of every selection."""
+        return tuple(
+            _as_record(source, server)
+            for source, server in zip(self.sources, self.servers, strict=True)
+        )
+
+
+def _as_record(source: RecordSource, server: Server) -> dict[str, Any]:
+    if isinstance(source, Registration):
+        record = source.to_dict()
+        record["port"] = server.port
+        return record
+    return dict(source)
 
 
 def labels_match(labels: Mapping[str, str], filters: Sequence[LabelFilter]) -> bool:
@@ -55,7 +78,8 @@ def _record(server: Server, extra: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def default_selection(config: ServiceConfig, port_override: int | None = None) -> Selection:
-    servers, records = [], []
+    servers: list[Server] = []
+    records: list[RecordSource] = []
     for entry in config.default_servers:
         port = port_override or entry.port
         assert port is not None  # the config refuses default servers without a port
@@ -87,7 +111,7 @@ def discovered_selection(
     """Label-filtered, port-overridden servers from registrations, deduplicated by name."""
     use_weight = config.haproxy.use_nerve_weights
     servers: list[Server] = []
-    records: list[dict[str, Any]] = []
+    records: list[RecordSource] = []
     dropped: list[str] = []
     seen: set[str] = set()
     leader_failed = False
@@ -115,12 +139,11 @@ def discovered_selection(
             continue
         seen.add(server.name)
         servers.append(server)
-        record = reg.to_dict()
-        record["port"] = server.port
         if config.leader_election and item.sequence is not None:
             # Ruby's backend 'id': the state file keeps it for an election after a restart
-            record["id"] = item.sequence
-        records.append(record)
+            records.append({**reg.to_dict(), "port": server.port, "id": item.sequence})
+        else:
+            records.append(reg)
     return Selection(tuple(servers), tuple(records), origin, tuple(dropped), leader_failed)
 
 
@@ -144,11 +167,11 @@ def select_servers(
     if config.keep_default_servers and config.default_servers:
         defaults = default_selection(config, config.port_override)
         names = {s.name for s in chosen.servers}
-        extra = [(s, r) for s, r in zip(defaults.servers, defaults.records, strict=True)
+        extra = [(s, r) for s, r in zip(defaults.servers, defaults.sources, strict=True)
                  if s.name not in names]  # fmt: skip
         chosen = Selection(
             chosen.servers + tuple(s for s, _ in extra),
-            chosen.records + tuple(r for _, r in extra),
+            chosen.sources + tuple(r for _, r in extra),
             chosen.origin if chosen.servers else ORIGIN_DEFAULT,
             chosen.dropped_options,
             chosen.leader_failed,
@@ -159,5 +182,5 @@ def select_servers(
         return replace(default_selection(config), leader_failed=chosen.leader_failed)
     if config.use_previous_backends and previous is not None and previous.servers:
         origin_kept = previous.origin if previous.origin == ORIGIN_STATE_FILE else ORIGIN_PREVIOUS
-        return Selection(previous.servers, previous.records, origin_kept)
+        return Selection(previous.servers, previous.sources, origin_kept)
     return Selection(origin=ORIGIN_NONE if found is None else origin)

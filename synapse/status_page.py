@@ -19,8 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from typing import Any
 
-from aiohttp import web
-
+from smartstack import httpserver as web
 from synapse.haproxy.traffic import Traffic, TrafficSampler
 
 PAGE_TEMPLATE = "status.html"

@@ -21,8 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from aiohttp import web
-
+from smartstack import httpserver as web
 from smartstack.admin import Handler, json_response
 from smartstack.logs import event
 from synapse.zone_config import ZoneRouting, check_zone_name

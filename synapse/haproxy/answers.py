@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from operator import itemgetter
 
@@ -70,6 +71,8 @@ def parse_servers_state(text: str) -> list[RunningServer]:
     lines = text.splitlines()
     texts, ints = _column_indexes(list(SERVER_STATE_COLUMNS))
     servers = []
+    intern = sys.intern  # one string per backend, name and address; one int per port:
+    ports: dict[int, int] = {}  # all the state held by the reader shares them
     for line in lines[1:]:
         if line.startswith("#"):
             texts, ints = _column_indexes(line.lstrip("#").split())
@@ -82,9 +85,9 @@ def parse_servers_state(text: str) -> list[RunningServer]:
             sid, port, op_state, admin, weight, initial = map(int, ints(fields))
         except (IndexError, ValueError) as err:
             raise UnexpectedAnswer(f"bad servers state line {line[:120]!r}: {err}") from err
-        servers.append(
-            RunningServer(backend, name, sid, addr, port, op_state, admin, weight, initial)
-        )
+        port = ports.setdefault(port, port)
+        servers.append(RunningServer(intern(backend), intern(name), sid, intern(addr), port,
+                                     op_state, admin, weight, initial))  # fmt: skip
     return servers
 
 

@@ -9,6 +9,7 @@ Pure functions.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,7 +21,7 @@ _VALUED_RUNTIME_KEYWORDS = ("id", "weight")
 _FLAG_RUNTIME_KEYWORDS = ("disabled", "enabled")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per server of the config: no __dict__
 class ServerLine:
     name: str
     address: str  # as written: host:port
@@ -106,7 +107,9 @@ def parse_blocks(text: str) -> list[Block]:
         if header is None:  # body lines before any section: keep them as their own section
             header, lines, servers, proxy = "", [], {}, None
         if proxy is not None and tokens[0] == "server" and len(tokens) >= 3:
-            servers[tokens[1]] = ServerLine(tokens[1], tokens[2], " ".join(tokens[3:]))
+            # interned: the same strings as the server's spec and running state hold
+            name, options = sys.intern(tokens[1]), sys.intern(" ".join(tokens[3:]))
+            servers[name] = ServerLine(name, sys.intern(tokens[2]), options)
             continue
         lines.append(normalised)
     close()

@@ -16,6 +16,7 @@ import ipaddress
 import random
 import re
 import socket
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -62,7 +63,9 @@ class ServerSpec:
     port: int
     id: int | None
     options: str  # what follows the address on the config line
-    add_options: str  # the same server for `add server`, default-server options spelled out
+    # `add_options` around the id: shared by the servers of a backend with the same options
+    # (one pair per backend and options, not one string per server)
+    add_parts: tuple[str, str]
     weight: int  # effective weight (HAProxy's default is 1)
     check: bool  # health checks enabled
     disabled: bool  # `disabled`: HAProxy runs it in maintenance, synapse keeps it there
@@ -77,6 +80,12 @@ class ServerSpec:
     @property
     def line(self) -> str:
         return f"server {self.name} {self.address} {self.options}".rstrip()
+
+    @property
+    def add_options(self) -> str:
+        """The same server for `add server`, default-server options spelled out."""
+        ident = f"id {self.id}" if self.id is not None else ""
+        return " ".join(filter(None, (self.add_parts[0], ident, self.add_parts[1])))
 
 
 @dataclass(frozen=True)
@@ -225,10 +234,11 @@ class _Traits(NamedTuple):
     check: bool
     disabled: bool
     refused: str | None  # an option `add server` refuses
-    add_after: str  # what follows the id in `add server`'s options: pool defaults, own
+    add_parts: tuple[str, str]  # `add server`'s options before and after the id
 
 
 def _traits(own: str, default_server: list[str], inherited: str) -> _Traits:
+    """``inherited``: the default-server options `add server` must spell out (they lead)."""
     given = set(f"{inherited} {own}".split())
     pool = " ".join(f"{k} {v}" for k, v in DYNAMIC_SERVER_DEFAULTS if k not in given)
     effective = " ".join([*default_server, own])
@@ -238,7 +248,7 @@ def _traits(own: str, default_server: list[str], inherited: str) -> _Traits:
         _last_flag(effective, "check", "no-check"),
         _last_flag(effective, "disabled", "enabled"),
         _find_keyword(own, NOT_DYNAMIC_KEYWORDS),
-        " ".join(filter(None, (pool, own))),
+        (inherited, " ".join(filter(None, (pool, own)))),
     )
 
 
@@ -398,7 +408,6 @@ class BackendBuilder:
         trait = traits.get(own)
         if trait is None:
             trait = traits[own] = _traits(own, *inheritance)
-        add_options = " ".join(filter(None, (inheritance[1], ident, trait.add_after)))
 
         why_not = ""
         refused = trait.refused
@@ -412,8 +421,8 @@ class BackendBuilder:
             host=server.host,
             port=port,
             id=server_id,
-            options=line,
-            add_options=add_options,
+            options=sys.intern(line),  # shared with the parsed config text's server line
+            add_parts=trait.add_parts,
             weight=trait.weight,
             check=trait.check,
             disabled=trait.disabled,

@@ -3,11 +3,13 @@ no cycles, and the HAProxy side's layers stay apart (issue 9)."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
 
 from scripts.import_graph import build_graph, cycles, module_files, reachable
+from smartstack import configfile
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +49,17 @@ def test_cycles_are_found_and_annotation_only_imports_are_not_edges(tmp_path: Pa
     found = build_graph(module_files(tmp_path, ["synapse"]))
     assert cycles(found) == [["synapse.a", "synapse.b", "synapse.c"]]  # a lazy import counts
     assert found["synapse.d"] == {"typing"}
+
+
+def test_synapse_runs_without_aiohttp(graph: dict[str, set[str]]) -> None:
+    """aiohttp costs ~11.6 MB of RSS per synapse: its admin server is smartstack.httpserver."""
+    assert "aiohttp" not in reachable(graph, "synapse.cli")
+    assert "aiohttp" not in reachable(graph, "smartstack.admin")
+
+
+def test_yaml_is_imported_only_to_parse_yaml() -> None:
+    """A daemon whose files are JSON never loads PyYAML (~1 MB of RSS): not at module level."""
+    tree = ast.parse(Path(configfile.__file__).read_text())
+    top = {alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+    top |= {node.module or "" for node in tree.body if isinstance(node, ast.ImportFrom)}
+    assert "pydantic" in top and "yaml" not in top

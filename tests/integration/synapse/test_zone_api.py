@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from smartstack.admin import AdminServer
@@ -61,10 +61,14 @@ def make(token: str | None = TOKEN) -> tuple[AdminServer, ZoneAPI, FakeApply]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[tuple[TestClient, ZoneAPI, FakeApply]]:
+async def client() -> AsyncIterator[tuple[aiohttp.ClientSession, ZoneAPI, FakeApply]]:
     admin, api, apply = make()
-    async with TestClient(TestServer(admin.app)) as test_client:
-        yield test_client, api, apply
+    await admin.start()  # the real admin server, on a free port
+    try:
+        async with aiohttp.ClientSession(base_url=admin.url) as session:
+            yield session, api, apply
+    finally:
+        await admin.stop()
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -224,3 +224,18 @@ def test_plain_child_names_are_not_path_encoded() -> None:
     assert decode_child_name("i-abc_0000000001") is None
     assert sequence_of("i-abc_0000000001") == 1
     assert sequence_of("noseq") is None
+
+
+def test_records_of_one_host_share_its_host_string() -> None:
+    """Memory: a host's many records hold one host string, not one copy each."""
+    first = decode_nerve(b'{"host": "10.9.8.7", "port": 1, "name": "a"}')
+    second = decode_nerve(b'{"host": "10.9.8.7", "port": 2, "name": "b"}')
+    assert first.host is second.host
+
+
+def test_records_without_labels_share_one_empty_mapping() -> None:
+    first = decode_nerve(b'{"host": "10.9.8.7", "port": 1, "name": "a"}')
+    second = decode_nerve(b'{"host": "10.9.8.6", "port": 2, "name": "b", "labels": {}}')
+    assert first.labels == {} and first.labels is second.labels
+    with pytest.raises(InvalidRecord):
+        decode_nerve(b'{"host": "10.9.8.7", "port": 1, "name": "a", "labels": ""}')

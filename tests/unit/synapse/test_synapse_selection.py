@@ -129,3 +129,14 @@ def test_registry_server_options_only_when_allowed_and_whitelisted() -> None:
     sel = select_servers(service(), records, None, allowed)
     assert sel.servers[0].registry_options == "backup"
     assert sel.dropped_options and "track" in sel.dropped_options[0]
+
+
+def test_discovered_records_are_built_from_the_registrations_not_kept() -> None:
+    """Memory: a selection holds each server's registration, not a dict per server."""
+    item = found("10.0.0.1", 80, "a", weight=3, labels={"az": "1"})
+    sel = select_servers(service(backend_port_override=7000), [item], None)
+    assert sel.sources == (item.registration,)
+    assert sel.records == (
+        {"host": "10.0.0.1", "port": 7000, "name": "a", "weight": 3, "labels": {"az": "1"}},
+    )
+    assert sel.records[0] is not sel.records[0]  # a fresh dict each time: callers may change it

@@ -305,3 +305,12 @@ def test_parse_config_splits_skeleton_and_servers():
     assert section_changes(parsed, parse_config(text.replace("roundrobin", "leastconn"))) == [
         "'backend web' changed"
     ]
+
+
+def test_servers_with_the_same_options_share_what_add_server_needs():
+    """Memory: one (before id, after id) pair per backend and options, not a string each."""
+    svc = service("web", [A, B], server_options="check")
+    servers = render([svc]).backends["web"].servers
+    a, b = servers[A.name], servers[B.name]
+    assert a.add_parts is b.add_parts and a.id != b.id
+    assert a.add_options.split(f"id {a.id}") == b.add_options.split(f"id {b.id}")

@@ -12,6 +12,7 @@ from synapse.haproxy.answers import (
 )
 from synapse.haproxy.ops import AddServer, DelServer, SetAddr, SetState, SetWeight
 from synapse.haproxy.sockets import UnexpectedAnswer, split_answers
+from synapse.model import server_name
 
 STATE = """1
 # be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port
@@ -89,3 +90,16 @@ def test_a_state_dump_is_checked_by_its_header_and_an_error_is_refused():
     for refused in ("Unknown command. Please enter one of the following commands only:\n", ""):
         with pytest.raises(UnexpectedAnswer):
             check_servers_state(refused)
+
+
+def test_parsed_state_shares_repeated_strings_and_ports() -> None:
+    """Memory: 20,000 rows name ~1,000 backends and few ports; one object each, not a copy
+    per row (and a server's name is the same string as in its spec: interned)."""
+    rows = "1\n" + "".join(
+        f"3 web {sid} s{sid}_10.0.0.1:8080 10.0.0.1 2 0 1 1 5 1 0 2 0 0 0 0 - 8080 -\n"
+        for sid in (1, 2)
+    )
+    first, second = parse_servers_state(rows)
+    assert first.backend is second.backend and first.addr is second.addr
+    assert first.port is second.port == 8080
+    assert first.name is server_name("10.0.0.1", 8080, "s1")
