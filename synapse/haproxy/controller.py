@@ -216,7 +216,7 @@ class HAProxyController:
         assert self._renderer is not None
         if self._supervisor is not None and self._supervisor.first_crash:
             await self._revive(reason="restarted after it exited")  # before any render
-        running = await self._reader.read(self._renderer.changed_backends(self._desired))
+        running = await self._reader.read(self._reader.stale())  # the rest is trusted
         try:
             candidate = self._render(running)
         except (jinja2.TemplateError, OSError) as err:
@@ -229,7 +229,7 @@ class HAProxyController:
         applied, failures = applied + routed, failures + failed
         reasons = list(result.reload.reasons) if result.reload else []
         reasons += [("runtime_failed", failure) for failure in failures]
-        await self._reader.refresh({op.backend for op in ops})
+        self._reader.settle_later({op.backend for op in ops})  # after the apply
         if not reasons:
             self._pending.clear()
             self._gate.no_reload_needed()
