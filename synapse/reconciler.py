@@ -354,8 +354,14 @@ class Reconciler:
         (their state file entries age); the names whose selection changed."""
         policy = self._config.haproxy.registry_server_options if self._config.haproxy else None
         changed = []
-        for name, service in self._services.items():
-            if reported is not None and name not in reported and service.report is not None:
+        # Per change: the reported services and those without a report (a superset of
+        # them: no loop over every service).
+        names = self._services if reported is None else sorted(reported | self._unreported)
+        for name in names:
+            service = self._services.get(name)
+            if service is None or (
+                reported is not None and name not in reported and service.report is not None
+            ):
                 continue
             if service.report is not None:
                 found, origin = service.report.found, ORIGIN_DISCOVERY
