@@ -3,8 +3,8 @@
 It implements ``synapse.contract.Applier``. One apply costs what changed, not the size of
 the fleet, and reads as a flow whose steps live in modules of their own:
 
-1. read the running state (``reader``): the config file as synapse wrote it, and the
-   runtime state of the backends whose services changed;
+1. the running state (``reader``): the config file as synapse wrote it, and the runtime
+   state it keeps (read only where commands changed it and nothing read it since);
 2. render the candidate (``render``): only changed services are rendered again;
 3. plan (``planner``) those differences, only in backends that changed since;
 4. no reload needed: run the runtime operations, one batch per socket (``executor``; a failed
