@@ -216,6 +216,7 @@ class HAProxyController:
         assert self._renderer is not None
         if self._supervisor is not None and self._supervisor.first_crash:
             await self._revive(reason="restarted after it exited")  # before any render
+        trusted = self._reader.trusted  # (else this apply reads it whole)
         running = await self._reader.read(self._reader.stale())  # the rest is trusted
         try:
             candidate = self._render(running)
@@ -225,6 +226,8 @@ class HAProxyController:
         bridge = self._bridge(running) if result.reload is not None else None
         ops = bridge.ops if bridge else result.ops
         applied, failures = await self._run_ops(ops)
+        if failures and trusted:  # planned on what synapse believed: read all, plan again
+            return await self._apply_held()  # (a failure invalidated the view: once)
         routed, failed = await self._installer.edge.sync(self._desired, running)  # edge_sync
         applied, failures = applied + routed, failures + failed
         reasons = list(result.reload.reasons) if result.reload else []
@@ -270,11 +273,8 @@ class HAProxyController:
         return result
 
     def _capabilities(self) -> Capabilities:
-        return Capabilities(
-            version=self._reader.version,
-            runtime_api=bool(self._runtime),
-            remove_servers=self.config.remove_servers,
-        )
+        version, remove = self._reader.version, self.config.remove_servers
+        return Capabilities(version, runtime_api=bool(self._runtime), remove_servers=remove)
 
     def _layout(self) -> Layout:
         assert self._renderer is not None

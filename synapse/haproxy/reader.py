@@ -115,6 +115,11 @@ class RunningReader:
         finally:
             self.note_view_changes()
 
+    @property
+    def trusted(self) -> bool:
+        """Whether the next apply plans on the kept view (not a whole read)."""
+        return self.view is not None and self.view.valid
+
     def stale(self) -> set[str]:
         """What an apply must read before planning: the backends runtime commands changed
         and nothing read since (the view is trusted for the rest)."""

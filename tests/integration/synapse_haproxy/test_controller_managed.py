@@ -113,6 +113,28 @@ async def test_drift_is_corrected_by_the_background_sweep(
     assert controller.info.reloads == 0
 
 
+async def test_a_command_failing_on_the_trusted_view_reads_all_and_plans_again(
+    managed_factory, http_backend_factory
+):
+    """A change is planned on what synapse believes, without reading HAProxy first: when an
+    operator deleted a server behind its back, the command for it fails; the apply then
+    reads everything and plans again instead of reloading."""
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    port = free_port()
+    controller = managed_factory()
+    await controller.apply([web(port, [b1, b2])], "t")
+    runtime = RuntimeClient(controller.settings.runtime_sockets[0])
+    gone = f"web/b2_127.0.0.1:{b2.port}"
+    await runtime.execute(f"set server {gone} state maint")
+    assert "Server deleted" in await runtime.execute(f"del server {gone}")
+    reads = controller._reader.view.full_reads
+    result = await controller.apply([web(port, [b1])], "t")  # would put b2 into maint
+    assert result.reload is ApplyOutcome.NONE, result
+    assert controller._reader.view.full_reads == reads + 1 and controller.info.reloads == 0
+    assert set((await runtime.running_backends())["web"]) == {f"b1_127.0.0.1:{b1.port}"}
+    await serves(port, {"b1"})
+
+
 async def test_an_apply_uses_one_connection_and_reads_only_what_changed(
     managed_factory, http_backend_factory
 ):
