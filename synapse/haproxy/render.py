@@ -101,18 +101,6 @@ class Renderer:
             self.config.model_fields_set
         )
 
-    def changed_backends(self, services: list[DesiredService]) -> set[str]:
-        """Backends of the services that are not as in the last render (cheap: identity)."""
-        last = self._last
-        if last is not None and len(services) == len(last.services):
-            return {services[i].backend_name for i in moved(services, last.services)}
-        changed = set()
-        for service in services:
-            piece = self._pieces.get(service.name)
-            if piece is None or not (piece.service is service or piece.service == service):
-                changed.add(service.backend_name)
-        return changed
-
     def render(
         self,
         services: list[DesiredService],
