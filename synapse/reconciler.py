@@ -92,6 +92,8 @@ class Reconciler:
         self._services: dict[str, ServiceState] = {
             name: ServiceState(cfg, cfg) for name, cfg in config.services.items()
         }
+        # service -> (its DesiredService, what the zone router made of it) when not zone-routed
+        self._routed: dict[str, tuple[DesiredService, list[DesiredService]]] = {}
         self._dirty = asyncio.Event()
         self._all_reported = asyncio.Event()
         self._pending = Pending()
@@ -352,8 +354,14 @@ class Reconciler:
         (their state file entries age); the names whose selection changed."""
         policy = self._config.haproxy.registry_server_options if self._config.haproxy else None
         changed = []
-        for name, service in self._services.items():
-            if reported is not None and name not in reported and service.report is not None:
+        # Per change: the reported services and those without a report (a superset of
+        # them: no loop over every service).
+        names = self._services if reported is None else sorted(reported | self._unreported)
+        for name in names:
+            service = self._services.get(name)
+            if service is None or (
+                reported is not None and name not in reported and service.report is not None
+            ):
                 continue
             if service.report is not None:
                 found, origin = service.report.found, ORIGIN_DISCOVERY
@@ -390,14 +398,25 @@ class Reconciler:
 
         A service whose selection did not change is the same object as last time.
         """
-        desired = []
+        desired: list[DesiredService] = []
+        routed = self._routed
+        if len(routed) > 2 * len(self._services) + 16:  # services that went away
+            routed = self._routed = {n: r for n, r in routed.items() if n in self._services}
         for name, service in self._services.items():
-            if service.selection is None or service.config.haproxy.disabled:
-                continue
-            if service.desired is None:
+            made = service.desired  # (None whenever its selection or config changed)
+            if made is None:
+                if service.selection is None or service.config.haproxy.disabled:
+                    continue
                 servers = list(service.selection.servers)
-                service.desired = DesiredService(name, service.config, servers)
-            desired += self.zones.routed(service.desired)  # zone weights and backends
+                made = service.desired = DesiredService(name, service.config, servers)
+            kept = routed.get(name)
+            if kept is not None and kept[0] is made:  # per change this loop runs for every
+                desired += kept[1]  # service: the zone router only for what changed
+                continue
+            result = self.zones.routed(made)  # zone weights and backends
+            if made.config.zone_routing is None:  # (a zone decision may change by itself)
+                routed[name] = (made, result)
+            desired += result
         return desired
 
     # --- status ----------------------------------------------------------------------

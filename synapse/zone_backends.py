@@ -277,6 +277,13 @@ class ZoneBackends:
 
     def forget(self, service: str) -> None:
         """``service`` no longer uses zone signals (or is gone): its zones start afresh."""
+        if service not in self._seen and service not in self._routing:
+            # Nothing to scan: ``expand`` records the service in both before it keeps any
+            # owner, config or zone state for it. (Called per apply for every service
+            # without zone routing: 1,000 scans of the owners were ~10 % of a change.)
+            for kept in (self._last, self._refused, self._idle, self._shape):
+                kept.pop(service, None)
+            return
         self._seen.pop(service, None)
         self._routing.pop(service, None)
         self._last.pop(service, None)

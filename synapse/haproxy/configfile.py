@@ -7,6 +7,9 @@ the background: an atomic replace with fsync costs ~3-5 ms for a config of 20,00
 servers, and the next change need not wait for it. Writes are serialised and the latest
 text wins. Whatever makes HAProxy read the file (a reload, a start) calls ``flush()``
 first, which waits until the disk has ``text`` and raises the OSError of a failed write.
+A steady stream of changes is written at most every WRITE_GAP (the first change after a
+quiet moment at once; ``flush()`` never waits for the gap): at 20,000 servers each write
+joins and encodes ~2 MB holding the GIL (~2 ms of CPU) that the next change needs.
 
 The text comes in parts (one per service, see ``synapse.haproxy.render``): comparing
 the parts of two configs costs next to nothing when most of them are the same objects,
@@ -29,6 +32,7 @@ from synapse.haproxy.configtext import ParsedConfig, parse_config
 log = logging.getLogger("synapse.haproxy")
 
 RETRY_DELAYS = (0.1, 0.5, 2.0, 5.0)  # seconds between attempts after a failed write
+WRITE_GAP = 0.2  # seconds from the end of a write to the start of the next, unless flushed
 
 
 def _write_parts(path: Path, parts: tuple[str, ...]) -> None:
@@ -46,6 +50,8 @@ class ConfigFile:
         self._version = self._on_disk = 0  # of _parts, and of what the disk has
         self._task: asyncio.Task[None] | None = None
         self._attempt = asyncio.Event()  # set after the writer's next attempt
+        self._urgent = asyncio.Event()  # flush() waits: write without the gap
+        self._written_at = -WRITE_GAP  # loop time of the last write's end
 
     @property
     def text(self) -> str | None:
@@ -92,6 +98,7 @@ class ConfigFile:
         (it keeps trying in the background)."""
         while self._on_disk != self._version:
             attempt = self._attempt
+            self._urgent.set()
             self._start_writer()
             await attempt.wait()
             if self.error is not None and self._on_disk != self._version:
@@ -116,8 +123,20 @@ class ConfigFile:
             self._task = asyncio.get_running_loop().create_task(self._write_latest())
 
     async def _write_latest(self) -> None:
+        try:
+            await self._write_pending()
+        finally:
+            self._urgent.clear()
+
+    async def _write_pending(self) -> None:
         failures = 0
+        loop = asyncio.get_running_loop()
         while self._on_disk != self._version and self._parts is not None:
+            gap = self._written_at + WRITE_GAP - loop.time()
+            if gap > 0 and not self._urgent.is_set():
+                with contextlib.suppress(TimeoutError):  # latest wins: later sets coalesce
+                    await asyncio.wait_for(self._urgent.wait(), gap)
+                continue
             version, parts = self._version, self._parts
             try:
                 await asyncio.to_thread(_write_parts, self.path, parts)
@@ -127,6 +146,7 @@ class ConfigFile:
             else:
                 self._on_disk, self.error, failures = version, None, 0
                 self.writes += 1
+                self._written_at = loop.time()
             attempt, self._attempt = self._attempt, asyncio.Event()
             attempt.set()
             if self.error is not None:

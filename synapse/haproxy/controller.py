@@ -3,8 +3,8 @@
 It implements ``synapse.contract.Applier``. One apply costs what changed, not the size of
 the fleet, and reads as a flow whose steps live in modules of their own:
 
-1. read the running state (``reader``): the config file as synapse wrote it, and the
-   runtime state of the backends whose services changed;
+1. the running state (``reader``): the config file as synapse wrote it, and the runtime
+   state it keeps (read only where commands changed it and nothing read it since);
 2. render the candidate (``render``): only changed services are rendered again;
 3. plan (``planner``) those differences, only in backends that changed since;
 4. no reload needed: run the runtime operations, one batch per socket (``executor``; a failed
@@ -216,7 +216,8 @@ class HAProxyController:
         assert self._renderer is not None
         if self._supervisor is not None and self._supervisor.first_crash:
             await self._revive(reason="restarted after it exited")  # before any render
-        running = await self._reader.read(self._renderer.changed_backends(self._desired))
+        trusted = self._reader.trusted  # (else this apply reads it whole)
+        running = await self._reader.read(self._reader.stale())  # the rest is trusted
         try:
             candidate = self._render(running)
         except (jinja2.TemplateError, OSError) as err:
@@ -225,11 +226,13 @@ class HAProxyController:
         bridge = self._bridge(running) if result.reload is not None else None
         ops = bridge.ops if bridge else result.ops
         applied, failures = await self._run_ops(ops)
+        if failures and trusted:  # planned on what synapse believed: read all, plan again
+            return await self._apply_held()  # (a failure invalidated the view: once)
         routed, failed = await self._installer.edge.sync(self._desired, running)  # edge_sync
         applied, failures = applied + routed, failures + failed
         reasons = list(result.reload.reasons) if result.reload else []
         reasons += [("runtime_failed", failure) for failure in failures]
-        await self._reader.refresh({op.backend for op in ops})
+        self._reader.settle_later({op.backend for op in ops})  # after the apply
         if not reasons:
             self._pending.clear()
             self._gate.no_reload_needed()
@@ -270,11 +273,8 @@ class HAProxyController:
         return result
 
     def _capabilities(self) -> Capabilities:
-        return Capabilities(
-            version=self._reader.version,
-            runtime_api=bool(self._runtime),
-            remove_servers=self.config.remove_servers,
-        )
+        version, remove = self._reader.version, self.config.remove_servers
+        return Capabilities(version, runtime_api=bool(self._runtime), remove_servers=remove)
 
     def _layout(self) -> Layout:
         assert self._renderer is not None

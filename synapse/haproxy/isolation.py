@@ -32,6 +32,7 @@ from synapse.atomic import read_text
 from synapse.config import ServiceConfig
 from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.settings import Settings
+from synapse.identity import moved
 from synapse.model import DesiredService
 
 log = logging.getLogger("synapse.haproxy")
@@ -98,6 +99,7 @@ class Isolation:
         self.isolated: dict[str, Isolated] = {}
         self._good: dict[str, ServiceConfig] = {}  # last block HAProxy accepted, per service
         self._stand_ins: dict[str, tuple[DesiredService, DesiredService]] = {}
+        self._settled: list[DesiredService] = []  # the input of the last ``settled``
 
     def substitute(
         self, desired: list[DesiredService], complete: bool = True
@@ -105,6 +107,8 @@ class Isolation:
         """``desired`` with isolated services on their last good block (left out when they
         have none); an isolated service whose block changed is tried again. ``complete``:
         ``desired`` is the whole input (an isolated service missing from it is gone)."""
+        if not self.isolated:
+            return desired  # the usual case: no loop over every service per apply
         if complete:
             names = {service.name for service in desired}
             for name in [n for n in self.isolated if n not in names]:
@@ -163,6 +167,7 @@ class Isolation:
         for name in sorted(names):
             detail = [line for line in result.error.splitlines() if line.strip()][:3]
             self.isolated[name] = Isolated(by_name[name].config, "\n".join(detail), time.time())
+            self._settled = []
             self.gauge.labels(name).set(1)
             kept = "its last good config" if name in self._good else "left out (never valid)"
             event(log, "haproxy_service_isolated", level=logging.ERROR, service=name,
@@ -172,6 +177,9 @@ class Isolation:
     def settled(self, desired: list[DesiredService], result: ApplyResult) -> None:
         """After an apply: what HAProxy accepted becomes each service's last good block."""
         if result.reload in (ApplyOutcome.NONE, ApplyOutcome.DONE, ApplyOutcome.DISABLED):
+            last, self._settled = self._settled, list(desired)
+            if len(last) == len(desired):  # only the services that are new objects since
+                desired = [desired[i] for i in moved(desired, last)]
             for service in desired:
                 if service.name not in self.isolated:
                     self._good[service.name] = service.config
@@ -196,6 +204,7 @@ class Isolation:
     def _clear(self, name: str, why: str) -> None:
         self.isolated.pop(name, None)
         self._stand_ins.pop(name, None)
+        self._settled = []
         self.gauge.labels(name).set(0)
         event(log, "haproxy_service_isolation_ended", service=name, detail=why)
 

@@ -13,7 +13,8 @@ Scoping keeps an apply's cost to what changed, using object identity:
   same spec and servers a plan found nothing for.
 
 In the background it sweeps: every FULL_READ_INTERVAL it reads the whole runtime state,
-a part at a time, and has the controller apply where HAProxy drifted.
+a part at a time, and has the controller apply where HAProxy drifted. After an apply's
+runtime commands it reads what they changed (``settle_later``), off the path to HAProxy.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class RunningReader:
         self._plan_base: ParsedConfig | None = None
         self._plan_caps: Capabilities | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._settler: asyncio.Task[None] | None = None
+        # The controller's lock, "has a desired state" and apply (``start_sweeping``).
+        self._lock: asyncio.Lock | None = None
+        self._ready: Callable[[], bool] = lambda: False
+        self._apply: Callable[[], Awaitable[object]] | None = None
 
     def warn_without_runtime(self) -> None:
         if not self.runtime:
@@ -72,7 +78,7 @@ class RunningReader:
         """The config file as synapse wrote it, and HAProxy's runtime state.
 
         The runtime view is read whole when it is not trusted, else only the ``changed``
-        backends (None: whole).
+        backends (None: whole; empty: nothing, no round trip to HAProxy).
         """
         config: ParsedConfig | None = None
         missing = False
@@ -86,7 +92,7 @@ class RunningReader:
                 self.version = await self.runtime[0].version()
             if changed is None:
                 await self.view.read_all()
-            else:
+            elif changed or not self.view.valid:
                 await self.view.read(changed)
         except HAProxySocketError as err:
             self.view.invalidate()
@@ -109,6 +115,47 @@ class RunningReader:
         finally:
             self.note_view_changes()
 
+    @property
+    def trusted(self) -> bool:
+        """Whether the next apply plans on the kept view (not a whole read)."""
+        return self.view is not None and self.view.valid
+
+    def stale(self) -> set[str]:
+        """What an apply must read before planning: the backends runtime commands changed
+        and nothing read since (the view is trusted for the rest)."""
+        return self.view.stale if self.view is not None else set()
+
+    def settle_later(self, touched: Collection[str]) -> None:
+        """After runtime commands: read what they changed once the apply is over (under
+        the controller's lock; the next apply reads it first if it comes sooner)."""
+        if self.view is None or not touched:
+            return
+        self.view.mark_stale(touched)
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.create_task(self._settle())
+
+    async def _settle(self) -> None:
+        """Read the stale backends, with `show info`: when another HAProxy process answers
+        (an outside reload or restart, the commands may have reached the old one), the
+        view is read whole and ``apply`` plans against it."""
+        view, lock = self.view, self._lock
+        if view is None or lock is None:
+            return
+        async with lock:
+            if not view.stale or not view.valid:
+                return
+            pid = view.pid
+            async with view.client.held():
+                try:
+                    await view.read(view.stale)
+                except HAProxySocketError as err:
+                    view.invalidate()
+                    event(log, "haproxy_state_read_failed", level=logging.WARNING, error=str(err))
+                finally:
+                    self.note_view_changes()
+            if (view.pid != pid or not view.valid) and self._ready() and self._apply is not None:
+                await self._apply()
+
     def invalidate(self) -> None:
         """HAProxy may differ from the view (a reload, a start, a failed command)."""
         if self.view is not None:
@@ -128,12 +175,15 @@ class RunningReader:
         apply: Callable[[], Awaitable[object]],
     ) -> None:
         """Sweep in the background (see ``_sweep``), when there is a runtime view."""
+        self._lock, self._ready, self._apply = lock, ready, apply
         if self.view is not None and self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep(lock, ready, apply))
 
     async def stop_sweeping(self) -> None:
         task, self._sweeper = self._sweeper, None
         await cancel_and_wait(task)
+        settler, self._settler = self._settler, None
+        await cancel_and_wait(settler)
 
     async def _sweep(
         self,

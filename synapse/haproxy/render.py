@@ -24,8 +24,7 @@ is built.
 from __future__ import annotations
 
 import itertools
-import operator
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -43,17 +42,12 @@ from synapse.haproxy.resilience import extra_backend_lines
 from synapse.haproxy.settings import Settings, settings_for
 from synapse.haproxy.specs import BackendBase, BackendBuilder, ServerSpec
 from synapse.haproxy.stats_page import stats_sections
+from synapse.identity import moved
 from synapse.model import DesiredService
 
 DEFAULT_TEMPLATE = "haproxy.cfg.j2"
 # Template blocks that let a service be rendered on its own (see the module docstring).
 PIECE_BLOCKS = ("head", "service", "tail")
-
-
-def _moved(new: list[DesiredService], old: list[DesiredService]) -> Iterator[int]:
-    """Positions where the two lists hold different objects (a loop in C: it runs per apply
-    over every service)."""
-    return itertools.compress(itertools.count(), map(operator.is_not, new, old))
 
 
 def load_template(config: HAProxyConfig) -> str:
@@ -106,18 +100,6 @@ class Renderer:
         return bool(self.config.shared_frontend) or "shared_frontend" in (
             self.config.model_fields_set
         )
-
-    def changed_backends(self, services: list[DesiredService]) -> set[str]:
-        """Backends of the services that are not as in the last render (cheap: identity)."""
-        last = self._last
-        if last is not None and len(services) == len(last.services):
-            return {services[i].backend_name for i in _moved(services, last.services)}
-        changed = set()
-        for service in services:
-            piece = self._pieces.get(service.name)
-            if piece is None or not (piece.service is service or piece.service == service):
-                changed.add(service.backend_name)
-        return changed
 
     def render(
         self,
@@ -174,7 +156,7 @@ class Renderer:
     ) -> DesiredConfig | None:
         """The last config with the changed services' pieces replaced; None when the change
         is more than that (a service added, removed, enabled, renamed, a section more...)."""
-        positions = set(_moved(services, last.services))
+        positions = set(moved(services, last.services))
         positions.update(last.positions[b] for b in changed_ids if b in last.positions)
         changes: list[tuple[int, ServicePiece, ServicePiece]] = []
         for i in sorted(positions):

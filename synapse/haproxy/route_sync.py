@@ -31,6 +31,7 @@ from synapse.haproxy.ops import Op
 from synapse.haproxy.routes import RouteCollision, RouteMaps, RouteSpec
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.sockets import HAProxySocketError
+from synapse.identity import moved, same_objects
 from synapse.model import DesiredService
 
 log = logging.getLogger("synapse.haproxy")
@@ -100,9 +101,10 @@ class RouteSync:
 
     def want(self, desired: list[DesiredService]) -> None:
         """The maps of ``desired`` (compiled again only when a service object changed)."""
-        if len(desired) == len(self._inputs) and all(
-            a is b for a, b in zip(desired, self._inputs, strict=True)
-        ):
+        if same_objects(desired, self._inputs):
+            return
+        if self._same_routes(desired):
+            self._inputs = list(desired)
             return
         specs: dict[str, tuple[DesiredService, RouteSpec | None]] = {}
         for service in desired:  # a service object seen last time: its spec as it was
@@ -117,6 +119,21 @@ class RouteSync:
             event(log, "haproxy_routes_refused", level=logging.ERROR, error=str(err),
                   detail="the previous routes stay")  # fmt: skip
         self._inputs, self._specs = list(desired), specs
+
+    def _same_routes(self, desired: list[DesiredService]) -> bool:
+        """Whether only services whose routes stay as they were changed (the usual change:
+        servers): then the maps stay, without a loop over every service per apply."""
+        if len(desired) != len(self._inputs):
+            return False
+        for i in moved(desired, self._inputs):
+            service, kept = desired[i], self._specs.get(desired[i].name)
+            if kept is None or self._inputs[i].name != service.name:
+                return False
+            spec = routes.route_spec(service)
+            if spec != kept[1]:
+                return False
+            self._specs[service.name] = (service, spec)
+        return True
 
     def invalidate(self) -> None:
         """HAProxy (re)started: it read the map files; ask it what it holds next time."""

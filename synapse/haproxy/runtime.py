@@ -137,9 +137,12 @@ class RuntimeClient:
         ones are not sent (a server whose `add server` failed must not be made ready).
         So the batch goes in waves: every server's first op, then every second op...
         """
+        if not ops:
+            return []
         lost = f"{self.path}: no answer (connection lost or timed out)"
         results: list[str | None] = [lost] * len(ops)
         failed: set[str] = set()
+        kept, self._unverified = self._unverified, False
         async with self.session() as session:
             for wave in _waves(ops):
                 batch = []
@@ -148,7 +151,12 @@ class RuntimeClient:
                         results[i] = SKIPPED
                     else:
                         batch.append(i)
-                answers = await session.ask([ops[i].command for i in batch])
+                commands = [ops[i].command for i in batch]
+                if kept:  # the apply read nothing first: this batch checks the connection
+                    kept = False
+                    session, answers = await self._checked_ask(session, commands)
+                else:
+                    answers = await session.ask(commands)
                 for i, answer in zip(batch, answers, strict=False):
                     if ops[i].succeeded(answer):
                         results[i] = None
@@ -158,6 +166,20 @@ class RuntimeClient:
                 if len(answers) < len(batch):
                     break  # the rest keep `lost`
         return results
+
+    async def _checked_ask(
+        self, session: Session, commands: Sequence[str]
+    ) -> tuple[Session, list[str]]:
+        """The first batch on a connection kept idle, with `show info` ahead: a dead
+        connection (no answer), or one held by an old, stopping worker (an outside reload:
+        its commands reach nobody who stays), has the batch sent again on a fresh one.
+        (The read after the apply then finds the new process and reads it whole.)"""
+        answers = await session.ask(["show info", *commands])
+        if answers and not is_stopping(answers[0]):
+            return session, answers[1:]
+        await self.release()
+        async with self.session() as fresh:
+            return fresh, await fresh.ask(commands)
 
     async def info(self) -> dict[str, str]:
         info = parse_show_info(await self.execute("show info"))

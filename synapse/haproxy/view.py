@@ -6,9 +6,11 @@ against all of it more again. So synapse keeps this view (``synapse.haproxy.read
 
 - read whole (``read_all``) at the start, after a reload, after a failed command or a
   lost socket, and when another process answers (`show info`: its pid);
-- otherwise only the backends a change touches are read (`show servers state
-  <backend>`, one connection for all of them), before planning them and again after
-  the runtime commands changed them;
+- otherwise the view is trusted: what synapse last read or did is what HAProxy runs
+  (the background sweep corrects drift). The backends runtime commands changed are
+  ``stale`` until read again (`show servers state <backend>`, with `show info`: still
+  the same process?), after the apply, off the path to HAProxy; an apply that finds
+  some still stale reads them first;
 - and every ``full_every`` seconds the reader sweeps through every backend in the
   background, a few dozen at a time on a connection of its own (``read_part``), merging
   each part in (``merge``) under its lock: no apply waits more than a part's parsing
@@ -97,6 +99,7 @@ class RunningView:
         self._replaced: set[str] = set()  # backends whose map changed since take_replaced()
         self._counter = 0  # counts updates of the view
         self._updated: dict[str, int] = {}  # backend -> counter when an apply last read it
+        self._stale: dict[str, int] = {}  # backend -> counter when commands changed it
         self._invalidated = 0
 
     def invalidate(self) -> None:
@@ -104,6 +107,7 @@ class RunningView:
         self.valid = False
         self._counter += 1
         self._invalidated = self._counter  # whole reads begun before this are refused
+        self._stale.clear()  # the next read is a whole one
 
     @property
     def due(self) -> float:
@@ -113,6 +117,18 @@ class RunningView:
     @property
     def counter(self) -> int:
         return self._counter
+
+    @property
+    def stale(self) -> set[str]:
+        """Backends runtime commands changed that were not read since."""
+        return set(self._stale)
+
+    def mark_stale(self, backends: Collection[str]) -> None:
+        """Runtime commands changed ``backends``: read them before trusting them again. A
+        read begun before (a sweep's part) must not bring back what they were."""
+        self._counter += 1
+        for name in backends:
+            self._stale[name] = self._updated[name] = self._counter
 
     async def read_all(self) -> None:
         """`show backend` + `show servers state`; HAProxySocketError propagates."""
@@ -179,6 +195,7 @@ class RunningView:
             if self._updated.get(name, -1) > read.since:
                 continue
             self._updated[name] = self._counter
+            self._stale.pop(name, None)
             if servers is None:  # HAProxy has no such backend
                 if self.backends.pop(name, None) is not None:
                     self._replaced.add(name)

@@ -25,6 +25,7 @@ from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.route_sync import MapOp, parse_show_map
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.sockets import HAProxySocketError
+from synapse.identity import moved, same_objects
 from synapse.model import DesiredService
 from synapse.zones import zone_of
 
@@ -48,6 +49,11 @@ def wanted_entries(desired: Sequence[DesiredService]) -> dict[str, str] | None:
         for server in service.servers:
             entries[f"{service.backend_name}/{server.name}"] = zone_of(server.labels, routing.label)
     return entries
+
+
+def _sticky(service: DesiredService) -> bool:
+    routing = service.config.zone_routing
+    return routing is not None and routing.sticky
 
 
 def map_text(entries: Mapping[str, str]) -> str:
@@ -79,11 +85,12 @@ class ZoneMapSync:
         self.path = map_path(config_path) if config_path is not None else None
 
     def want(self, desired: list[DesiredService]) -> None:
-        if len(desired) == len(self._inputs) and all(
-            a is b for a, b in zip(desired, self._inputs, strict=True)
-        ):
+        if same_objects(desired, self._inputs):
             return
-        self.wanted = wanted_entries(desired)
+        if len(desired) != len(self._inputs) or any(
+            _sticky(desired[i]) or _sticky(self._inputs[i]) for i in moved(desired, self._inputs)
+        ):  # else no service that changed has an entry, before or now: the map stays
+            self.wanted = wanted_entries(desired)
         self._inputs = list(desired)
 
     def invalidate(self) -> None:

@@ -113,6 +113,28 @@ async def test_drift_is_corrected_by_the_background_sweep(
     assert controller.info.reloads == 0
 
 
+async def test_a_command_failing_on_the_trusted_view_reads_all_and_plans_again(
+    managed_factory, http_backend_factory
+):
+    """A change is planned on what synapse believes, without reading HAProxy first: when an
+    operator deleted a server behind its back, the command for it fails; the apply then
+    reads everything and plans again instead of reloading."""
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    port = free_port()
+    controller = managed_factory()
+    await controller.apply([web(port, [b1, b2])], "t")
+    runtime = RuntimeClient(controller.settings.runtime_sockets[0])
+    gone = f"web/b2_127.0.0.1:{b2.port}"
+    await runtime.execute(f"set server {gone} state maint")
+    assert "Server deleted" in await runtime.execute(f"del server {gone}")
+    reads = controller._reader.view.full_reads
+    result = await controller.apply([web(port, [b1])], "t")  # would put b2 into maint
+    assert result.reload is ApplyOutcome.NONE, result
+    assert controller._reader.view.full_reads == reads + 1 and controller.info.reloads == 0
+    assert set((await runtime.running_backends())["web"]) == {f"b1_127.0.0.1:{b1.port}"}
+    await serves(port, {"b1"})
+
+
 async def test_an_apply_uses_one_connection_and_reads_only_what_changed(
     managed_factory, http_backend_factory
 ):
@@ -126,9 +148,18 @@ async def test_an_apply_uses_one_connection_and_reads_only_what_changed(
     connections, reads = client.connections, controller._reader.view.partial_reads
     result = await controller.apply([web(port, [b1, b2]), *others], "t")
     assert result.reload is ApplyOutcome.NONE and len(result.ops) == 2  # add server, state ready
-    # Read (web only), commands, read again: on the connection the last apply kept open.
+    # No read before the commands (the view is trusted), on the connection the last apply
+    # kept open; what they changed (web only) is read once the apply is over.
     assert client.connections == connections
-    assert controller._reader.view.partial_reads == reads + 2
+    assert controller._reader.view.partial_reads == reads
+    view = controller._reader.view
+
+    async def read_after() -> bool:
+        return view.partial_reads == reads + 1 and not view.stale
+
+    await eventually(read_after, "the read after the apply")
+    assert client.connections == connections
+    assert f"b2_127.0.0.1:{b2.port}" in view.backends["web"]
     await serves(port, {"b1", "b2"})
 
 
@@ -155,9 +186,19 @@ async def test_a_kept_connection_to_an_old_worker_is_replaced(
     connections = client.connections
     result = await controller.apply([web(port, [b1, b2])], "t")
     assert result.reload is ApplyOutcome.NONE and result.ops
+    # The commands went on the kept connection, to the old worker; the read after the
+    # apply (`show info`) finds it stopping, reads the new one whole and applies again.
+    worker = str((await show_proc(controller)).workers[0])
+    runtime = RuntimeClient(controller.settings.runtime_sockets[0])
+
+    async def in_new_worker() -> bool:
+        state = await runtime.running_backends()
+        return controller._reader.view.pid == worker and f"b2_127.0.0.1:{b2.port}" in state["web"]
+
+    await eventually(in_new_worker, "the change to reach the new worker")
     assert client.connections == connections + 1  # the kept one reached the old worker
     await serves(port, {"b1", "b2"})
-    assert controller._reader.view.pid == str((await show_proc(controller)).workers[0])
+    assert controller.info.reloads == 0
 
 
 async def test_structural_change_reloads_once_and_keeps_states(

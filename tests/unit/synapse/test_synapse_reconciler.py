@@ -107,3 +107,58 @@ async def test_config_reload_keeps_reports_and_drops_removed_services(tmp_path: 
         rec.report(report("db", "10.0.0.3"))  # late report of a removed service: ignored
         await asyncio.sleep(0.1)
         assert len(applier.applied) == 2
+
+
+def test_the_desired_list_asks_the_zone_router_only_for_services_that_changed(
+    tmp_path: Path,
+) -> None:
+    doc = config(tmp_path).model_dump(mode="json", by_alias=True, exclude_unset=True)
+    doc["services"]["api"] = {"discovery": {"method": "zookeeper", "hosts": ["h:1"], "path": "/a"}}
+    rec = make_reconciler(SynapseConfig.model_validate(doc), FakeApplier())
+    for first in (report("web", "10.0.0.1"), report("api", "10.0.0.2"), report("db")):
+        rec.report(first)
+    rec._select_all()
+    asked: list[str] = []
+    routed = rec.zones.routed
+    rec.zones.routed = lambda service: asked.append(service.name) or routed(service)  # type: ignore[method-assign]
+    before = rec.desired()
+    assert [d.name for d in before] == ["web", "api"] and sorted(asked) == ["api", "web"]
+    asked.clear()
+    again = rec.desired()
+    assert asked == [] and all(a is b for a, b in zip(again, before, strict=True))
+    rec.report(report("web", "10.0.0.1", "10.0.0.3"))
+    rec._select_all()
+    after = rec.desired()
+    assert asked == ["web"] and after[1] is before[1] and after[0] is not before[0]
+    assert len(after[0].servers) == 2
+
+
+def test_a_round_selects_only_reported_services_and_those_without_a_report(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import synapse.reconciler as reconciler_module
+
+    doc = config(tmp_path).model_dump(mode="json", by_alias=True, exclude_unset=True)
+    for name in ("api", "mail"):
+        doc["services"][name] = {
+            "discovery": {"method": "zookeeper", "hosts": ["h:1"], "path": f"/{name}"}
+        }
+    rec = make_reconciler(SynapseConfig.model_validate(doc), FakeApplier())
+    for first in (report("web", "10.0.0.1"), report("api", "10.0.0.2"), report("db")):
+        rec.report(first)
+    rec._select_all()
+    selected: list[str] = []
+    real = reconciler_module.select_servers
+    monkeypatch.setattr(
+        reconciler_module,
+        "select_servers",
+        lambda config, *rest: (
+            selected.append(config.haproxy.backend_name or "?") or real(config, *rest)
+        ),
+    )
+    rec.report(report("web", "10.0.0.1", "10.0.0.3"))
+    assert rec._select_all({"web"}) == ["web"]
+    assert len(selected) == 2  # web, and mail (no report yet: its state file entry ages)
+    selected.clear()
+    rec._select_all()  # everything (a forced round)
+    assert len(selected) == 4

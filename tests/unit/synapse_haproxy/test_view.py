@@ -104,3 +104,40 @@ def test_running_ids_are_reused_while_the_servers_are_the_same_object():
     again = ids.use({"a": dict(servers)})["a"]  # another object (a new read)
     assert again == first and again is not first
     assert ids.get("missing") is None
+
+
+async def test_backends_changed_by_commands_stay_stale_until_a_later_read():
+    """The view is trusted between applies; what runtime commands changed is read again
+    first (by a read begun after the commands: an older sweep part does not count)."""
+    client = ScriptedClient()
+    client.state = {"a": {"x": srv("a", "x", 1)}, "b": {}}
+    view = view_of(client)
+    await view.read_all()
+    assert view.stale == set()
+    older = await view.read_part(client, ["a"])  # a sweep part, begun before the commands
+    view.mark_stale({"a"})
+    client.state["a"] = {"x": srv("a", "x", 1), "n": srv("a", "n", 2)}  # what they did
+    assert view.merge(older) and view.stale == {"a"}
+    assert set(view.backends["a"]) == {"x"}, "the older part does not count as a read"
+    await view.read(view.stale)
+    assert view.stale == set() and set(view.backends["a"]) == {"x", "n"}
+    view.mark_stale({"b"})
+    view.invalidate()  # the next read is a whole one: nothing stale on its own
+    assert view.stale == set()
+
+
+async def test_the_reader_reads_nothing_before_planning_a_trusted_view():
+    from synapse.haproxy.reader import RunningReader
+
+    client = ScriptedClient()
+    client.state = {"a": {"x": srv("a", "x", 1)}}
+    reader = RunningReader([client], None, lambda: 0.0)  # type: ignore[list-item]
+    reader.version = (2, 6, 0)
+    reader.view = view_of(client)
+    await reader.read(reader.stale())  # not trusted yet: whole
+    assert client.calls == [None]
+    running = await reader.read(reader.stale())  # trusted: no round trip at all
+    assert client.calls == [None] and running.backends == {"a": {"x": srv("a", "x", 1)}}
+    reader.view.mark_stale({"a"})
+    await reader.read(reader.stale())  # commands changed "a" and nothing read it since
+    assert client.calls == [None, ["a"]] and reader.stale() == set()
