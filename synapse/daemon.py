@@ -1,8 +1,9 @@
 """The synapse daemon: watchers -> reconciler -> HAProxy controller, on one asyncio loop.
 
 ``run(config, args)`` is called by ``synapse.cli``. It starts the HAProxy
-controller, one watcher per service, the reconciler and the admin server
-(/health, /status, /metrics and an HTML status page at /), then waits for a
+controller, one watcher per service, the reconciler and, once the first hand-over
+has run (at most ADMIN_START_CAP later), the admin server (/health, /status,
+/metrics and an HTML status page at /: ``synapse.admin_routes``), then waits for a
 signal:
 - SIGTERM / SIGINT: stop watchers, the controller (a managed HAProxy is stopped
   with it) and the admin server; exit 0.
@@ -24,37 +25,33 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from smartstack.admin import AdminServer, Health, json_response, start_or_log
 from smartstack.config_sections import SectionCache
 from smartstack.configfile import ConfigError
 from smartstack.logs import event
 from smartstack.statsd import make_stats
-from smartstack.tasks import cancel_and_wait
+from smartstack.tasks import cancel_and_wait, wait_event
 from smartstack.zookeeper import ZooKeeperPool
 from synapse.config import ServiceConfig, SynapseConfig, load_synapse_config, service_cache
 from synapse.contract import Applier, RecordSink
 from synapse.discovery_config import DiscoveryConfig
 from synapse.docker_services import DockerServiceSource
 from synapse.file_output import FileOutput
-from synapse.haproxy.settings import settings_for
-from synapse.haproxy.traffic import TrafficSampler
 from synapse.metrics import SynapseMetrics
 from synapse.reconciler import Reconciler
 from synapse.reload_diff import same_model
 from synapse.selection import Selection
-from synapse.server_info import ServerInfoCollector, server_rows
+from synapse.server_info import ServerInfoCollector
 from synapse.server_options import unknown_keywords
 from synapse.state_cache import StateCache
 from synapse.status import merge_service_status
-from synapse.status_page import DATA_PATH, StatusPage, stats_url
 from synapse.watchers import Watcher, WatcherContext, create_watcher
-from synapse.zone_api import ZoneAPI
-from synapse.zone_apply import evacuation_applier
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
+    from smartstack.admin import AdminServer, Health
     from smartstack.etcd import EtcdConnection
 
 log = logging.getLogger("synapse.daemon")
@@ -62,6 +59,7 @@ log = logging.getLogger("synapse.daemon")
 EXIT_OK = 0
 EXIT_STARTUP_FAILED = 1
 STOP_STEP_TIMEOUT = 10.0  # per part (a managed HAProxy gets SIGKILL after 5 s anyway)
+ADMIN_START_CAP = 5.0  # the admin server waits for the first hand-over at most this long
 
 
 def run(config: SynapseConfig, args: argparse.Namespace, cache: SectionCache | None = None) -> int:
@@ -124,6 +122,7 @@ class SynapseDaemon:
         self._etcd: dict[tuple[Any, ...], EtcdConnection] = {}
         self._ctx: WatcherContext | None = None
         self._reconciler_task: asyncio.Task[None] | None = None
+        self._admin_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[bool]] = set()
@@ -185,7 +184,7 @@ class SynapseDaemon:
         if docker is not None and docker.enabled:  # services from container labels
             self.docker_services = DockerServiceSource(docker, loop, self._apply_docker)
             self.docker_services.start()
-        await self._start_admin()
+        self._admin_task = loop.create_task(self._start_admin_later(), name="admin")
         event(log, "started", services=len(self.config.services),
               haproxy=self.controller is not None)  # fmt: skip
 
@@ -213,8 +212,7 @@ class SynapseDaemon:
         if self.controller is not None:
             steps.append(("HAProxy controller", self.controller.stop))
         steps += [(f"watcher {name}", watcher.stop) for name, watcher in self.watchers.items()]
-        if self.admin is not None:
-            steps.append(("admin server", self.admin.stop))
+        steps.append(("admin server", self._stop_admin))
         if self.zk_pool is not None:
             steps.append(("ZooKeeper connections", self.zk_pool.close_all))
         steps += [(f"etcd {conn.endpoints}", conn.close) for conn in self._etcd.values()]
@@ -227,6 +225,12 @@ class SynapseDaemon:
         self.admin = None
         self.metrics.statsd.close()
         self._etcd.clear()
+
+    async def _stop_admin(self) -> None:
+        task, self._admin_task = self._admin_task, None
+        await cancel_and_wait(task)
+        if self.admin is not None:
+            await self.admin.stop()
 
     async def _stop_reconciler(self) -> None:
         task, self._reconciler_task = self._reconciler_task, None
@@ -333,30 +337,19 @@ class SynapseDaemon:
 
     # --- admin ---------------------------------------------------------------------------
 
+    async def _start_admin_later(self) -> None:
+        """After the first hand-over (or ADMIN_START_CAP): aiohttp's imports and SSL context
+        (~0.25 s of CPU) then cost nothing before HAProxy serves at a cold start."""
+        assert self.reconciler is not None
+        await wait_event(self.reconciler.first_round, ADMIN_START_CAP)
+        await self._start_admin()
+
     async def _start_admin(self) -> None:
-        admin = self.config.admin
-        if admin.port is None:
-            return
-        server = AdminServer(
-            admin.host, admin.port, self.registry, self.status, self.healthy, admin.token()
-        )
-        page = self._status_page()
-        server.add_route("GET", "/", page.html)
-        server.add_route("GET", DATA_PATH, page.data)
-        server.add_route("GET", "/health/{service}", self._service_health)
-        self._zone_api().add_routes(server)
-        self.admin = server if await start_or_log(server) else None
+        from smartstack.admin import start_or_log
+        from synapse.admin_routes import admin_server
 
-    def _zone_api(self) -> ZoneAPI:
-        """POST /zones/<zone>/evacuate|restore: weights at runtime, kept in the state file."""
-        reconciler = self.reconciler
-        assert reconciler is not None
-        apply = evacuation_applier(reconciler, self.controller, lambda: reconciler.state_cache)
-
-        def services() -> dict[str, Any]:
-            return {name: s.zone_routing for name, s in self.config.services.items()}
-
-        return ZoneAPI(reconciler.zones.evacuations, services, apply)
+        server = admin_server(self)
+        self.admin = server if server is not None and await start_or_log(server) else None
 
     def _current_servers(self) -> tuple[dict[str, Selection], dict[str, ServiceConfig]]:
         selections = self.reconciler.selections() if self.reconciler else {}
@@ -365,6 +358,8 @@ class SynapseDaemon:
     def healthy(self) -> Health:
         """/health: 503 while synapse stops or HAProxy does not run the desired state
         (not running, a config that cannot be applied, a failed reload or start)."""
+        from smartstack.admin import Health
+
         task = self._reconciler_task
         problems = []
         if task is None or task.done() or self._stop.is_set():
@@ -376,6 +371,7 @@ class SynapseDaemon:
     async def _service_health(self, request: web.Request) -> web.Response:
         """/health/<service>[?min=N]: 503 with fewer than N servers UP in HAProxy (N:
         ``?min=``, else the service's ``haproxy.min_up``, default 1)."""
+        from smartstack.admin import json_response
         from synapse.haproxy.health import service_verdict
 
         name = request.match_info["service"]
@@ -424,15 +420,3 @@ class SynapseDaemon:
                 for c in self._etcd.values()
             ],
         }
-
-    def _status_page(self) -> StatusPage:
-        """The page reads traffic from the first admin socket HAProxy's runtime API has."""
-        hap = self.config.haproxy
-        sockets = settings_for(hap).runtime_sockets if hap else ()
-        stats = hap.managed.stats if hap and hap.managed and hap.managed.stats.enabled else None
-        return StatusPage(
-            self.status,
-            lambda: server_rows(*self._current_servers()),
-            TrafficSampler(sockets[0]) if sockets else None,
-            stats_url(stats.bind, stats.uri) if stats else None,
-        )

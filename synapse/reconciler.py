@@ -103,6 +103,7 @@ class Reconciler:
         self._state_written_at = -STATE_FILE_INTERVAL
         self._stopping = asyncio.Event()
         self.started = False
+        self.first_round = asyncio.Event()  # set once the first round has run (or failed)
         self.applies = 0
         self.last_apply: dict[str, Any] | None = None
         self.last_error: str | None = None
@@ -237,6 +238,7 @@ class Reconciler:
             return await self._hand_over(pending, changed, forced or pending.hand_over)
         finally:
             # A reloaded config may remove a service or disable its file: all files, as ever.
+            self.first_round.set()
             await self._write_files(changed, everything or pending.hand_over)
 
     async def _hand_over(self, pending: Pending, changed: list[str], forced: bool) -> bool:
