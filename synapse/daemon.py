@@ -176,17 +176,17 @@ class SynapseDaemon:
             etcd_connection=self._etcd_connection,
         )
         self._warn_about(self.config)
-        # The registry first: the HAProxy side's modules (~0.2 s) are imported in a thread
-        # while the watchers connect and read, so the loop handles the registry's answers
-        # in between instead of after. Nothing is handed over before the controller is set.
-        imports = asyncio.ensure_future(asyncio.to_thread(import_haproxy_side, self.config))
         state_cache = make_state_cache(self.config)
         self.reconciler = Reconciler(
             self.config, None, self.metrics, state_cache, make_file_output(self.config)
         )
         for name, service in self.config.services.items():
             await self._start_watcher(name, service)
-        await imports
+        # The registry first: the HAProxy side's modules (~0.2 s) are imported in a thread
+        # while the watchers connect and read (after the watchers' own imports: etcd's gRPC),
+        # so the loop handles the registry's answers in between instead of after. Nothing
+        # is handed over before the controller is set.
+        await asyncio.to_thread(import_haproxy_side, self.config)
         self.controller = self.reconciler.applier = make_controller(self.config, self.registry)
         if self.controller is not None:
             await self.controller.start()
