@@ -2,7 +2,7 @@
 
 ``run(config, args)`` is called by ``synapse.cli``. It starts the HAProxy
 controller, one watcher per service, the reconciler and, once the first hand-over
-has run (at most ADMIN_START_CAP later), the admin server (/health, /status,
+has run (at most startup_wait + ADMIN_START_CAP later), the admin server (/health, /status,
 /metrics and an HTML status page at /: ``synapse.admin_routes``), then waits for a
 signal:
 - SIGTERM / SIGINT: stop watchers, the controller (a managed HAProxy is stopped
@@ -59,7 +59,9 @@ log = logging.getLogger("synapse.daemon")
 EXIT_OK = 0
 EXIT_STARTUP_FAILED = 1
 STOP_STEP_TIMEOUT = 10.0  # per part (a managed HAProxy gets SIGKILL after 5 s anyway)
-ADMIN_START_CAP = 5.0  # the admin server waits for the first hand-over at most this long
+# The admin server waits for the first hand-over at most startup_wait + this: a busy
+# cold start (1,000 services) takes seconds, and the cap must not land inside it.
+ADMIN_START_CAP = 30.0
 
 
 def run(config: SynapseConfig, args: argparse.Namespace, cache: SectionCache | None = None) -> int:
@@ -349,10 +351,10 @@ class SynapseDaemon:
     # --- admin ---------------------------------------------------------------------------
 
     async def _start_admin_later(self) -> None:
-        """After the first hand-over (or ADMIN_START_CAP): aiohttp's imports and SSL context
+        """After the first hand-over (or the cap): aiohttp's imports and SSL context
         (~0.25 s of CPU) then cost nothing before HAProxy serves at a cold start."""
         assert self.reconciler is not None
-        await wait_event(self.reconciler.first_round, ADMIN_START_CAP)
+        await wait_event(self.reconciler.first_round, self.config.startup_wait + ADMIN_START_CAP)
         await self._start_admin()
 
     async def _start_admin(self) -> None:

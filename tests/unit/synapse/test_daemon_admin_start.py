@@ -1,5 +1,6 @@
 """The daemon starts its admin server after the first hand-over (bounded by
-ADMIN_START_CAP): aiohttp's imports then cost a cold start nothing before HAProxy serves."""
+startup_wait + ADMIN_START_CAP): aiohttp's imports then cost a cold start nothing
+before HAProxy serves."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from synapse.daemon import SynapseDaemon
 def daemon_recording_admin_starts() -> tuple[SynapseDaemon, list[bool]]:
     """A daemon without services or HAProxy; each admin start records whether the
     reconciler's first round had run by then."""
-    config = SynapseConfig.model_validate({"services": {}, "admin": {"port": None}})
+    config = SynapseConfig.model_validate(
+        {"services": {}, "admin": {"port": None}, "startup_wait": 0}
+    )
     daemon = SynapseDaemon(config)
     starts: list[bool] = []
 
