@@ -33,6 +33,7 @@ from smartstack.logs import event
 from smartstack.statsd import make_stats
 from smartstack.tasks import cancel_and_wait, wait_event
 from smartstack.zookeeper import ZooKeeperPool
+from synapse.background_import import import_in_thread
 from synapse.config import ServiceConfig, SynapseConfig, load_synapse_config, service_cache
 from synapse.contract import Applier, RecordSink
 from synapse.discovery_config import DiscoveryConfig
@@ -81,12 +82,6 @@ def make_controller(config: SynapseConfig, registry: CollectorRegistry) -> Appli
     from synapse.haproxy.controller import HAProxyController
 
     return HAProxyController(config.haproxy, registry)
-
-
-def import_haproxy_side(config: SynapseConfig) -> None:
-    """Import the HAProxy controller's modules (for a thread: see SynapseDaemon.start)."""
-    if config.haproxy is not None:
-        import synapse.haproxy.controller  # noqa: F401
 
 
 def _state_file_key(config: SynapseConfig) -> tuple[str | None, float | None]:
@@ -188,7 +183,8 @@ class SynapseDaemon:
         # while the watchers connect and read (after the watchers' own imports: etcd's gRPC),
         # so the loop handles the registry's answers in between instead of after. Nothing
         # is handed over before the controller is set.
-        await asyncio.to_thread(import_haproxy_side, self.config)
+        if self.config.haproxy is not None:
+            await import_in_thread("synapse.haproxy.controller")
         self.controller = self.reconciler.applier = make_controller(self.config, self.registry)
         if self.controller is not None:
             await self.controller.start()
