@@ -354,6 +354,10 @@ class SynapseDaemon:
         await self._start_admin()
 
     async def _start_admin(self) -> None:
+        if self.config.admin.port is None:
+            return
+        # aiohttp in a thread: the first changes after a start are not held up by it
+        await import_in_thread("synapse.admin_routes")
         from smartstack.admin import start_or_log
         from synapse.admin_routes import admin_server
 
