@@ -1,9 +1,9 @@
 """The synapse daemon: watchers -> reconciler -> HAProxy controller, on one asyncio loop.
 
 ``run(config, args)`` is called by ``synapse.cli``. It starts the HAProxy
-controller, one watcher per service, the reconciler and the admin server
-(/health, /status, /metrics and an HTML status page at /), then waits for a
-signal:
+controller, one watcher per service, the reconciler and the admin server (/health,
+/status, /metrics and an HTML status page at /: ``synapse.admin_routes``), then waits
+for a signal:
 - SIGTERM / SIGINT: stop watchers, the controller (a managed HAProxy is stopped
   with it) and the admin server; exit 0.
 - SIGHUP: re-read the config file. An invalid file is logged and the running
@@ -27,35 +27,31 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
-from smartstack import httpserver as web
-from smartstack.admin import AdminServer, Health, json_response, start_or_log
 from smartstack.config_sections import SectionCache
 from smartstack.configfile import ConfigError
 from smartstack.logs import event
 from smartstack.statsd import make_stats
 from smartstack.tasks import cancel_and_wait
 from smartstack.zookeeper import ZooKeeperPool
+from synapse.background_import import import_in_thread
 from synapse.config import ServiceConfig, SynapseConfig, load_synapse_config, service_cache
 from synapse.contract import Applier, RecordSink
 from synapse.discovery_config import DiscoveryConfig
 from synapse.docker_services import DockerServiceSource
 from synapse.file_output import FileOutput
-from synapse.haproxy.settings import settings_for
-from synapse.haproxy.traffic import TrafficSampler
 from synapse.metrics import SynapseMetrics
 from synapse.reconciler import Reconciler
 from synapse.reload_diff import same_model
 from synapse.selection import Selection
-from synapse.server_info import ServerInfoCollector, server_rows
+from synapse.server_info import ServerInfoCollector
 from synapse.server_options import unknown_keywords
 from synapse.state_cache import StateCache
 from synapse.status import merge_service_status
-from synapse.status_page import DATA_PATH, StatusPage, stats_url
 from synapse.watchers import Watcher, WatcherContext, create_watcher
-from synapse.zone_api import ZoneAPI
-from synapse.zone_apply import evacuation_applier
 
 if TYPE_CHECKING:
+    from smartstack import httpserver as web
+    from smartstack.admin import AdminServer, Health
     from smartstack.etcd import EtcdConnection
 
 log = logging.getLogger("synapse.daemon")
@@ -131,6 +127,7 @@ class SynapseDaemon:
         self._etcd: dict[tuple[Any, ...], EtcdConnection] = {}
         self._ctx: WatcherContext | None = None
         self._reconciler_task: asyncio.Task[None] | None = None
+        self._admin_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[bool]] = set()
@@ -178,21 +175,29 @@ class SynapseDaemon:
             etcd_connection=self._etcd_connection,
         )
         self._warn_about(self.config)
-        self.controller = make_controller(self.config, self.registry)
         state_cache = make_state_cache(self.config)
         self.reconciler = Reconciler(
-            self.config, self.controller, self.metrics, state_cache, make_file_output(self.config)
+            self.config, None, self.metrics, state_cache, make_file_output(self.config)
         )
-        if self.controller is not None:
-            await self.controller.start()
         for name, service in self.config.services.items():
             await self._start_watcher(name, service)
+        # The registry first: the HAProxy side's modules (~0.2 s) are imported in a thread
+        # while the watchers connect and read (after the watchers' own imports: etcd's gRPC),
+        # so the loop handles the registry's answers in between instead of after. Nothing
+        # is handed over before the controller is set.
+        if self.config.haproxy is not None:
+            await import_in_thread("synapse.haproxy.controller")
+        self.controller = self.reconciler.applier = make_controller(self.config, self.registry)
+        if self.controller is not None:
+            await self.controller.start()
         self._reconciler_task = loop.create_task(self._run_reconciler(), name="reconciler")
         docker = self.config.docker_services
         if docker is not None and docker.enabled:  # services from container labels
             self.docker_services = DockerServiceSource(docker, loop, self._apply_docker)
             self.docker_services.start()
-        await self._start_admin()
+        # At once, answering 503 while synapse starts: /status shows what a slow start
+        # waits for. Its modules are imported in a thread while the first round runs.
+        self._admin_task = loop.create_task(self._start_admin(), name="admin")
         event(log, "started", services=len(self.config.services),
               haproxy=self.controller is not None)  # fmt: skip
 
@@ -220,8 +225,7 @@ class SynapseDaemon:
         if self.controller is not None:
             steps.append(("HAProxy controller", self.controller.stop))
         steps += [(f"watcher {name}", watcher.stop) for name, watcher in self.watchers.items()]
-        if self.admin is not None:
-            steps.append(("admin server", self.admin.stop))
+        steps.append(("admin server", self._stop_admin))
         if self.zk_pool is not None:
             steps.append(("ZooKeeper connections", self.zk_pool.close_all))
         steps += [(f"etcd {conn.endpoints}", conn.close) for conn in self._etcd.values()]
@@ -234,6 +238,12 @@ class SynapseDaemon:
         self.admin = None
         self.metrics.statsd.close()
         self._etcd.clear()
+
+    async def _stop_admin(self) -> None:
+        task, self._admin_task = self._admin_task, None
+        await cancel_and_wait(task)
+        if self.admin is not None:
+            await self.admin.stop()
 
     async def _stop_reconciler(self) -> None:
         task, self._reconciler_task = self._reconciler_task, None
@@ -341,29 +351,15 @@ class SynapseDaemon:
     # --- admin ---------------------------------------------------------------------------
 
     async def _start_admin(self) -> None:
-        admin = self.config.admin
-        if admin.port is None:
+        if self.config.admin.port is None:
             return
-        server = AdminServer(
-            admin.host, admin.port, self.registry, self.status, self.healthy, admin.token()
-        )
-        page = self._status_page()
-        server.add_route("GET", "/", page.html)
-        server.add_route("GET", DATA_PATH, page.data)
-        server.add_route("GET", "/health/{service}", self._service_health)
-        self._zone_api().add_routes(server)
-        self.admin = server if await start_or_log(server) else None
+        # in a thread: the first round after a start is not held up by the imports
+        await import_in_thread("synapse.admin_routes")
+        from smartstack.admin import start_or_log
+        from synapse.admin_routes import admin_server
 
-    def _zone_api(self) -> ZoneAPI:
-        """POST /zones/<zone>/evacuate|restore: weights at runtime, kept in the state file."""
-        reconciler = self.reconciler
-        assert reconciler is not None
-        apply = evacuation_applier(reconciler, self.controller, lambda: reconciler.state_cache)
-
-        def services() -> dict[str, Any]:
-            return {name: s.zone_routing for name, s in self.config.services.items()}
-
-        return ZoneAPI(reconciler.zones.evacuations, services, apply)
+        server = admin_server(self)
+        self.admin = server if server is not None and await start_or_log(server) else None
 
     def _current_servers(self) -> tuple[dict[str, Selection], dict[str, ServiceConfig]]:
         selections = self.reconciler.selections() if self.reconciler else {}
@@ -372,6 +368,8 @@ class SynapseDaemon:
     def healthy(self) -> Health:
         """/health: 503 while synapse stops or HAProxy does not run the desired state
         (not running, a config that cannot be applied, a failed reload or start)."""
+        from smartstack.admin import Health
+
         task = self._reconciler_task
         problems = []
         if task is None or task.done() or self._stop.is_set():
@@ -383,6 +381,7 @@ class SynapseDaemon:
     async def _service_health(self, request: web.Request) -> web.Response:
         """/health/<service>[?min=N]: 503 with fewer than N servers UP in HAProxy (N:
         ``?min=``, else the service's ``haproxy.min_up``, default 1)."""
+        from smartstack.admin import json_response
         from synapse.haproxy.health import service_verdict
 
         name = request.match_info["service"]
@@ -431,15 +430,3 @@ class SynapseDaemon:
                 for c in self._etcd.values()
             ],
         }
-
-    def _status_page(self) -> StatusPage:
-        """The page reads traffic from the first admin socket HAProxy's runtime API has."""
-        hap = self.config.haproxy
-        sockets = settings_for(hap).runtime_sockets if hap else ()
-        stats = hap.managed.stats if hap and hap.managed and hap.managed.stats.enabled else None
-        return StatusPage(
-            self.status,
-            lambda: server_rows(*self._current_servers()),
-            TrafficSampler(sockets[0]) if sockets else None,
-            stats_url(stats.bind, stats.uri) if stats else None,
-        )

@@ -19,22 +19,27 @@ Airbnb mode (``managed`` not set) gets only what the service's explicit ``retrie
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from synapse.config import HAProxyConfig, ServiceConfig
 from synapse.haproxy.specs import _last_value
 from synapse.resilience_config import RetriesConfig
 
 
-def _sets(lines: Sequence[str], *keywords: str) -> bool:
-    """Whether a line starts with one of ``keywords`` (``no option x`` counts for ``option x``)."""
-    prefixes = tuple(k + " " for k in keywords)  # (built once: it runs per line per service)
+def _normalised(lines: Iterable[str]) -> list[str]:
+    """Lines as ``_sets`` compares them (once per service, not once per question):
+    stripped, lower case, a leading ``no `` dropped (``no option x`` sets ``option x``)."""
+    out = []
     for line in lines:
         text = line.strip().lower()
-        text = text[3:] if text.startswith("no ") else text
-        if text in keywords or text.startswith(prefixes):
-            return True
-    return False
+        out.append(text[3:] if text.startswith("no ") else text)
+    return out
+
+
+def _sets(normalised: Sequence[str], *keywords: str) -> bool:
+    """Whether a line (of ``_normalised``) starts with one of ``keywords``."""
+    prefixes = tuple(k + " " for k in keywords)  # (built once: it runs per line per service)
+    return any(text in keywords or text.startswith(prefixes) for text in normalised)
 
 
 def is_http(backend_lines: Sequence[str], defaults: Sequence[str]) -> bool:
@@ -69,7 +74,7 @@ def extra_backend_lines(
     """Lines to append to the service's backend (see the module docstring)."""
     hap = service.haproxy
     managed = config.managed is not None
-    given = [*config.defaults, *backend_lines]
+    given = _normalised([*config.defaults, *backend_lines])
     http = is_http(backend_lines, config.defaults)
     lines: list[str] = []
 
