@@ -26,6 +26,8 @@ log = logging.getLogger("smartstack.httpserver")
 MAX_HEAD = 64 * 1024
 MAX_BODY = 1024 * 1024
 TIMEOUT = 60.0  # to receive a whole request (kept-alive idle time included); then dropped
+WRITE_TIMEOUT = 30.0  # to hand an answer over to a client that does not read: then dropped
+MAX_CONNECTIONS = 64  # more at once are answered 503 and closed (each holds buffers)
 
 
 class Headers(dict[str, str]):
@@ -252,6 +254,13 @@ class HTTPServer:
         peer = writer.get_extra_info("peername")
         remote = peer[0] if isinstance(peer, tuple) else None
         try:
+            if len(self._connections) > MAX_CONNECTIONS:
+                async with asyncio.timeout(1.0):  # its request first: closing on unread
+                    await read_request(reader, remote)  # data would reset the connection
+                    busy = HTTPServiceUnavailable(text="too many admin connections\n")
+                    writer.write(busy.encode(keep_alive=False))
+                    await writer.drain()
+                return
             while True:
                 async with asyncio.timeout(TIMEOUT):
                     try:
@@ -264,11 +273,14 @@ class HTTPServer:
                 persist = keep_alive(request)
                 response = await self._answer(request)
                 writer.write(response.encode(request.method == "HEAD", persist))
-                await writer.drain()
+                async with asyncio.timeout(WRITE_TIMEOUT):  # a client that does not read
+                    await writer.drain()
                 if not persist:
                     break
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            pass  # a client that went away or stalled: nothing to answer
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, HTTPException):
+            pass  # a client that went away, stalled or sent garbage while we were busy
+        except asyncio.CancelledError:
+            pass  # the server stops: the connection closes below
         finally:
             self._connections.discard(task)
             writer.close()

@@ -18,13 +18,21 @@ async def import_in_thread(module: str) -> None:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
 
+    def finish(exc: BaseException | None) -> None:  # on the loop
+        if done.done():  # the awaiting task was cancelled (a stop during the start)
+            return
+        if exc is None:
+            done.set_result(None)
+        else:
+            done.set_exception(exc)
+
     def work() -> None:
         try:
             importlib.import_module(module)
         except BaseException as exc:  # handed to the awaiting coroutine
-            loop.call_soon_threadsafe(done.set_exception, exc)
+            loop.call_soon_threadsafe(finish, exc)
         else:
-            loop.call_soon_threadsafe(done.set_result, None)
+            loop.call_soon_threadsafe(finish, None)
 
     threading.Thread(target=work, name=f"import-{module}", daemon=True).start()
     await done

@@ -124,10 +124,9 @@ class Reconciler:
         self._pending.reasons.add(f"{report.method}:{report.service}")
         self._pending.services.add(report.service)
         self._dirty.set()
-        if not self._all_reported.is_set():
-            self._unreported.discard(report.service)  # a set: O(1) per report, not O(services)
-            if not self._unreported:
-                self._all_reported.set()
+        self._unreported.discard(report.service)  # a set: O(1) per report, not O(services)
+        if not self._unreported:
+            self._all_reported.set()
 
     def set_config(self, config: SynapseConfig) -> None:
         """Take a reloaded config (SIGHUP): only changed services are selected and handed
@@ -137,8 +136,7 @@ class Reconciler:
         self._config = config
         self.zones.configure(config)
         self._services = carried.services
-        if not self._all_reported.is_set():
-            self._check_all_reported()
+        self._check_all_reported()  # a service the SIGHUP added has no report yet
         for name, generator in carried.regenerate.items():
             self._use_generator(name, self._services[name], generator)
         if everything:

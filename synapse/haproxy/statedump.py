@@ -23,7 +23,7 @@ from synapse.haproxy.answers import check_servers_state
 from synapse.haproxy.managed import ManagedHAProxy
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.settings import Settings
-from synapse.haproxy.sockets import HAProxySocketError
+from synapse.haproxy.sockets import HAProxySocketError, UnexpectedAnswer
 
 log = logging.getLogger("synapse.haproxy")
 DUMP_INTERVAL = 1.0
@@ -64,8 +64,21 @@ def _checked_key(text: str) -> tuple[tuple[tuple[str, ...], ...], float]:
     # a parse of every row: ~0.3 s of CPU at 20,000 servers, holding the GIL that the
     # event loop needs for every change meanwhile.)
     check_servers_state(text)
+    _check_last_row(text)
     key = comparable(text)
     return key, time.thread_time() - started
+
+
+def _check_last_row(text: str) -> None:
+    """UnexpectedAnswer when the last row has fewer columns than the header names: a dump
+    torn off mid-row (the process died while answering) must not become the state file."""
+    lines = text.rstrip("\n").rsplit("\n", 1)
+    last = lines[-1]
+    header = next((line for line in text.split("\n", 3)[:3] if line.startswith("#")), None)
+    if len(lines) < 2 or header is None or last.startswith("#"):
+        return  # no rows (or no header to count by): nothing torn
+    if len(last.split()) < len(header.lstrip("#").split()):
+        raise UnexpectedAnswer(f"a servers state dump cut short: last row {last[:120]!r}")
 
 
 class StateDumper:

@@ -107,7 +107,8 @@ class AnsweringRuntime:
 async def test_an_error_answer_never_becomes_the_state_file(tmp_path: Path) -> None:
     # Checked by the dump's header, not by parsing every row (that held the GIL for
     # ~0.3 s per dump at 20,000 servers while changes waited for it).
-    for answer in ("Unknown command. Please enter one of the following commands only:\n", ""):
+    torn = FULL_DUMP + "3 web 2 b 127.0.0.1 2 0 1 1 5 6\n"  # the process died mid-row
+    for answer in ("Unknown command. Please enter one of the following commands only:\n", "", torn):
         dumper = StateDumper(AnsweringRuntime(answer), tmp_path / "state", lambda: True)  # type: ignore[arg-type]
         await dumper.dump()
         assert dumper.writes == 0 and not (tmp_path / "state").exists()
