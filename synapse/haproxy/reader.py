@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from smartstack.logs import event
@@ -198,15 +199,31 @@ class RunningReader:
         even when nothing else changes. ``ready``: the controller has a desired state."""
         view = self.view
         assert view is not None
+        forced_at = -math.inf
         while True:
             await asyncio.sleep(max(view.due, 1.0))
-            if not ready() or not view.valid or view.due:
-                continue  # not read yet, or an apply read it all meanwhile
+            if not ready():
+                continue
+            if not view.valid:
+                # Nothing trusted (another process answered, a socket error) and maybe no
+                # change coming to read it: an apply reads it whole and corrects, at once,
+                # then at most once per sweep period while HAProxy cannot be read.
+                if view.clock() - forced_at >= view.full_every:
+                    forced_at = view.clock()
+                    async with lock:
+                        if ready() and not view.valid:
+                            await apply()
+                continue
+            if view.due:
+                continue  # an apply read it all meanwhile
+            forced_at = -math.inf
             try:
                 if not await view.sweep(lock):
                     continue
-            except HAProxySocketError:
-                continue  # the next apply will find out
+            except HAProxySocketError as err:
+                view.invalidate()  # the next apply (or the next turn here) reads it whole
+                self.runtime_error = str(err)  # /health says so meanwhile
+                continue
             async with lock:
                 view.swept()
                 self.note_view_changes()

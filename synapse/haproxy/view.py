@@ -89,7 +89,7 @@ class RunningView:
     ) -> None:
         self.client = client
         self.full_every = full_every
-        self._clock = clock
+        self._clock = self.clock = clock  # (the reader paces its forced reads by it)
         self.backends: dict[str, Servers] = {}
         self.valid = False  # False: the next read must be a whole one
         self.pid: str | None = None  # the process the view was read from (`show info`)

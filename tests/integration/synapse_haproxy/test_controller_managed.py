@@ -201,6 +201,38 @@ async def test_a_kept_connection_to_an_old_worker_is_replaced(
     assert controller.info.reloads == 0
 
 
+async def test_drift_after_an_outside_reload_is_corrected_without_a_change(
+    managed_factory, http_backend_factory, monkeypatch
+):
+    """After a reload synapse did not make, the sweep finds another process: with no
+    registry change coming, it still reads the new one whole and corrects its drift."""
+    monkeypatch.setattr(reader_module, "FULL_READ_INTERVAL", 0.5)
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    port = free_port()
+    controller = managed_factory()
+    await controller.apply([web(port, [b1, b2])], "t")
+    before = await show_proc(controller)
+    await MasterClient(str(controller.settings.master_socket)).reload()
+
+    async def reloaded() -> bool:
+        try:
+            return (await show_proc(controller)).workers != before.workers
+        except SocketUnavailable:
+            return False
+
+    await eventually(reloaded, "the outside reload to start a new worker")
+    runtime = RuntimeClient(controller.settings.runtime_sockets[0])
+    await runtime.execute(f"set server web/b2_127.0.0.1:{b2.port} state maint")
+
+    async def corrected() -> bool:
+        state = await runtime.running_backends()
+        return not state["web"][f"b2_127.0.0.1:{b2.port}"].in_maint
+
+    await eventually(corrected, "the sweep to read the new worker and put b2 back")
+    await serves(port, {"b1", "b2"})
+    assert controller.info.reloads == 0
+
+
 async def test_structural_change_reloads_once_and_keeps_states(
     managed_factory, http_backend_factory
 ):
