@@ -16,6 +16,11 @@ packet; ``set_watches`` sends the request from the caller's thread. A server wit
 multi-read (before 3.6) answers with an error: callers fall back to one `get` (with its
 watch) each.
 
+A multi-read takes `getChildren` ops too (their watch flag is dropped as well): the
+watchers' first listings at a start, which need no children watch under a persistent
+recursive watch (smartstack.zk_persistent), leave as a few requests instead of one per
+service.
+
 This uses kazoo internals (``KazooClient._call``, ``_data_watchers``, ``last_zxid``),
 stable since kazoo 2.0; tests/integration/synapse/test_zk_multiread.py pins them.
 """
@@ -31,12 +36,14 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import EXCEPTIONS
 from kazoo.protocol.paths import _prefix_root
 from kazoo.protocol.serialization import (
+    GetChildren,
     GetData,
     MultiHeader,
     int_struct,
     long_struct,
     multiheader_struct,
     read_buffer,
+    read_string,
     stat_struct,
     write_string,
 )
@@ -48,16 +55,22 @@ MULTI_READ = 22  # ZooKeeper's OpCode.multiRead
 SET_WATCHES = 101  # ZooKeeper's OpCode.setWatches
 
 
-class MultiRead(namedtuple("MultiRead", "paths watch")):
-    """A multi-read of `getData` ops; the reply is, per path, (data, stat) or the error."""
+GET_DATA, GET_CHILDREN = GetData.type, GetChildren.type
+_OPS = {GET_DATA: GetData, GET_CHILDREN: GetChildren}
+
+
+class MultiRead(namedtuple("MultiRead", "paths watch kinds", defaults=(None,))):
+    """A multi-read of `getData` ops (or, per path in ``kinds``, `getData` / `getChildren`);
+    the reply is, per path, (data, stat) or the children's names, or the error."""
 
     type = MULTI_READ
 
     def serialize(self) -> bytearray:
         out = bytearray()
-        for path in self.paths:
-            out += MultiHeader(GetData.type, False, -1).serialize()
-            out += GetData(path, self.watch).serialize()
+        kinds = self.kinds or [GET_DATA] * len(self.paths)
+        for path, kind in zip(self.paths, kinds, strict=True):
+            out += MultiHeader(kind, False, -1).serialize()
+            out += _OPS[kind](path, self.watch).serialize()
         return out + multiheader_struct.pack(-1, True, -1)
 
     @classmethod
@@ -70,6 +83,14 @@ class MultiRead(namedtuple("MultiRead", "paths watch")):
                 stat = ZnodeStat._make(stat_struct.unpack_from(data, offset))
                 offset += stat_struct.size
                 results.append((value, stat))
+            elif header.type == GET_CHILDREN:
+                count = int_struct.unpack_from(data, offset)[0]
+                offset += int_struct.size
+                names = []
+                for _ in range(max(count, 0)):
+                    name, offset = read_string(data, offset)
+                    names.append(name)
+                results.append(names)
             elif header.type == -1:  # this op's error (e.g. NoNode): the others still count
                 err = int_struct.unpack_from(data, offset)[0]
                 offset += int_struct.size
@@ -99,11 +120,15 @@ class SetWatches(namedtuple("SetWatches", "relative_zxid data_watches")):
         return True  # the reply is its header only
 
 
-def start_multi_read(client: KazooClient, paths: Sequence[str]) -> Any:
-    """Queue a multi-read of ``paths`` on ``client``; its kazoo async result."""
+def start_multi_read(
+    client: KazooClient, paths: Sequence[str], kinds: Sequence[int] | None = None
+) -> Any:
+    """Queue a multi-read of ``paths`` on ``client`` (`getData` each, or per ``kinds``);
+    its kazoo async result."""
     result = client.handler.async_result()
     full = [_prefix_root(client.chroot, path) for path in paths]
-    client._call(MultiRead(full, False), result)  # (a multi's reads set no watch anyway)
+    # (a multi's reads set no watch anyway)
+    client._call(MultiRead(full, False, list(kinds) if kinds else None), result)
     return result
 
 
@@ -140,6 +165,15 @@ class _Part(NamedTuple):
     paths: list[str]
     watch: Callable[..., Any] | None
     future: asyncio.Future[list[Any]]
+    kind: int = GET_DATA
+
+    @property
+    def weight(self) -> int:
+        """Its share of a request's MAX_PATHS: a listing's reply is tens of names."""
+        return len(self.paths) * (LIST_WEIGHT if self.kind == GET_CHILDREN else 1)
+
+
+LIST_WEIGHT = 16  # a listing counts as this many reads in a request (a reply ~1 MB at most)
 
 
 class ReadBatcher:
@@ -157,11 +191,12 @@ class ReadBatcher:
         self._queued: list[_Part] = []
 
     def read(
-        self, paths: Sequence[str], watch: Callable[..., Any] | None
+        self, paths: Sequence[str], watch: Callable[..., Any] | None, kind: int = GET_DATA
     ) -> asyncio.Future[list[Any]]:
-        """The (data, stat) or the error of every path, with ``watch`` set on those read."""
+        """The (data, stat) or the error of every path, with ``watch`` set on those read;
+        with ``kind`` GET_CHILDREN, the children's names (never watched) or the error."""
         future: asyncio.Future[list[Any]] = self.loop.create_future()
-        self._queued.append(_Part(list(paths), watch, future))
+        self._queued.append(_Part(list(paths), watch, future, kind))
         if len(self._queued) == 1:
             self.loop.call_soon(self._flush)
         return future
@@ -169,17 +204,22 @@ class ReadBatcher:
     def _flush(self) -> None:
         parts, self._queued = self._queued, []
         chunk: list[_Part] = []
+        weight = 0
         for part in parts:
-            if chunk and sum(len(p.paths) for p in chunk) + len(part.paths) > self.MAX_PATHS:
+            if chunk and weight + part.weight > self.MAX_PATHS:
                 self._send(chunk)
-                chunk = []
+                chunk, weight = [], 0
             chunk.append(part)
+            weight += part.weight
         if chunk:
             self._send(chunk)
 
     def _send(self, parts: list[_Part]) -> None:
         client, loop = self.client, self.loop
         paths = [path for part in parts for path in part.paths]
+        kinds = None  # getData only, else the op of every path
+        if any(part.kind != GET_DATA for part in parts):
+            kinds = [part.kind for part in parts for _ in part.paths]
         filed: list[ReadWatches] = []
 
         @inline  # in kazoo's connection thread: file the watches before the next packet
@@ -212,6 +252,6 @@ class ReadBatcher:
                 start += len(part.paths)
 
         try:
-            start_multi_read(client, paths).rawlink(_done)
+            start_multi_read(client, paths, kinds).rawlink(_done)
         except Exception as exc:  # e.g. SessionExpiredError raised at once
             _settle(None, exc)
