@@ -238,6 +238,8 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
         finally:
             if sending is not None:
                 self._tree_answer(sending)  # (answered before the listing)
+        if sending is not None and not self._armed:
+            return  # refused or lost: the listing has no watch; the next sync lists again
         self._was_denied = False
         self._listed = True
         if names is None:
