@@ -21,6 +21,7 @@ from kazoo.protocol.states import KazooState, KeeperState, WatchedEvent
 from kazoo.retry import KazooRetry
 from kazoo.security import ACL, READ_ACL_UNSAFE, make_acl, make_digest_acl
 
+from smartstack.kazoo_bulk import WakeBatcher
 from smartstack.kazoo_inline import InlineHandler, inline
 from smartstack.logs import KazooLog, event
 from smartstack.zk_multiread import GET_CHILDREN, GET_DATA, ReadBatcher
@@ -82,6 +83,7 @@ class ZooKeeperConnection:
         self.client.add_listener(self._on_state)
         self._reads = ReadBatcher(self.client, loop)  # multi-reads of one loop turn, together
         self._tree = TreeRouter(self.client)  # persistent recursive watches' events
+        self._bulk = WakeBatcher(self.client, loop)  # a start's addWatch requests: one wake-up
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -248,7 +250,7 @@ class ZooKeeperConnection:
             self._tree.remove(path, callback)  # (routed on an earlier connection, maybe)
             return None
         self._tree.add(path, callback)  # before the request: no event slips past the route
-        return start_add_watch(self.client, path)
+        return start_add_watch(self.client, path, self._bulk.call)
 
     def tree_watch_taken(
         self, sent: Any, path: str, callback: Callable[[WatchedEvent], Any]
