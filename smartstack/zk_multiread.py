@@ -42,8 +42,6 @@ from kazoo.protocol.serialization import (
     int_struct,
     long_struct,
     multiheader_struct,
-    read_buffer,
-    read_string,
     stat_struct,
     write_string,
 )
@@ -75,29 +73,43 @@ class MultiRead(namedtuple("MultiRead", "paths watch kinds", defaults=(None,))):
 
     @classmethod
     def deserialize(cls, data: bytes, offset: int) -> list[Any]:
+        # Struct by struct, without kazoo's per-field helpers and header tuples: a start
+        # parses 20,000 records and 1,000 listings in kazoo's thread.
         results: list[Any] = []
-        header, offset = MultiHeader.deserialize(data, offset)
-        while not header.done:
-            if header.type == GetData.type:
-                value, offset = read_buffer(data, offset)
-                stat = ZnodeStat._make(stat_struct.unpack_from(data, offset))
-                offset += stat_struct.size
-                results.append((value, stat))
-            elif header.type == GET_CHILDREN:
-                count = int_struct.unpack_from(data, offset)[0]
-                offset += int_struct.size
+        append = results.append
+        header, header_size = multiheader_struct.unpack_from, multiheader_struct.size
+        length, length_size = int_struct.unpack_from, int_struct.size
+        stat, stat_size, make_stat = stat_struct.unpack_from, stat_struct.size, ZnodeStat._make
+        kind, done, _ = header(data, offset)
+        offset += header_size
+        while done != 1:
+            if kind == GET_DATA:
+                (size,) = length(data, offset)
+                offset += length_size
+                value = None
+                if size >= 0:
+                    value, offset = data[offset : offset + size], offset + size
+                append((value, make_stat(stat(data, offset))))
+                offset += stat_size
+            elif kind == GET_CHILDREN:
+                (count,) = length(data, offset)
+                offset += length_size
                 names = []
-                for _ in range(max(count, 0)):
-                    name, offset = read_string(data, offset)
-                    names.append(name)
-                results.append(names)
-            elif header.type == -1:  # this op's error (e.g. NoNode): the others still count
-                err = int_struct.unpack_from(data, offset)[0]
-                offset += int_struct.size
-                results.append(EXCEPTIONS[err]())
+                for _ in range(count):  # (none for -1)
+                    (size,) = length(data, offset)
+                    offset += length_size
+                    if size >= 0:  # (-1: a null string, never a child's name)
+                        names.append(data[offset : offset + size].decode("utf-8"))
+                        offset += size
+                append(names)
+            elif kind == -1:  # this op's error (e.g. NoNode): the others still count
+                (err,) = length(data, offset)
+                offset += length_size
+                append(EXCEPTIONS[err]())
             else:
-                raise ValueError(f"unexpected op type {header.type} in a multi-read reply")
-            header, offset = MultiHeader.deserialize(data, offset)
+                raise ValueError(f"unexpected op type {kind} in a multi-read reply")
+            kind, done, _ = header(data, offset)
+            offset += header_size
         return results
 
 

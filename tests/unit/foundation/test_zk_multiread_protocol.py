@@ -63,9 +63,12 @@ def test_a_reply_of_listings_data_and_errors_is_parsed_in_order() -> None:
         + int_struct.pack(-101)  # NoNode: that op's error only
         + multiheader_struct.pack(8, False, 0)
         + int_struct.pack(0)
+        + multiheader_struct.pack(4, False, 0)
+        + write_buffer(None)  # a znode without data: length -1
+        + stat_struct.pack(*stat)
         + multiheader_struct.pack(-1, True, -1)
     )
-    names, (data, znode_stat), missing, empty = MultiRead.deserialize(bytes(reply), 0)
-    assert names == ["c1", "c2"] and empty == []
+    names, (data, znode_stat), missing, empty, (null, _) = MultiRead.deserialize(bytes(reply), 0)
+    assert names == ["c1", "c2"] and empty == [] and null is None
     assert data == b"data" and znode_stat.mzxid == 2
     assert isinstance(missing, NoNodeError)
