@@ -64,11 +64,18 @@ class MultiRead(namedtuple("MultiRead", "paths watch kinds", defaults=(None,))):
     type = MULTI_READ
 
     def serialize(self) -> bytearray:
+        # kazoo's MultiHeader(kind, False, -1) + GetData/GetChildren(path, watch), written
+        # directly (a start serialises 20,000 of them in kazoo's thread).
         out = bytearray()
         kinds = self.kinds or [GET_DATA] * len(self.paths)
+        headers = {kind: bytes(MultiHeader(kind, False, -1).serialize()) for kind in _OPS}
+        watch, pack = b"\1" if self.watch else b"\0", int_struct.pack
         for path, kind in zip(self.paths, kinds, strict=True):
-            out += MultiHeader(kind, False, -1).serialize()
-            out += _OPS[kind](path, self.watch).serialize()
+            encoded = path.encode("utf-8")
+            out += headers[kind]
+            out += pack(len(encoded))
+            out += encoded
+            out += watch
         return out + multiheader_struct.pack(-1, True, -1)
 
     @classmethod

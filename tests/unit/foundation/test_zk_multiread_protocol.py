@@ -42,6 +42,11 @@ def test_a_multi_read_with_listings_serialises_each_op_by_its_kind() -> None:
         + GetData("/s/c", False).serialize()
         + multiheader_struct.pack(-1, True, -1)
     )
+    assert MultiRead(["/s/é"], True).serialize() == (  # (the watch flag, a UTF-8 name)
+        MultiHeader(4, False, -1).serialize()
+        + GetData("/s/é", True).serialize()
+        + multiheader_struct.pack(-1, True, -1)
+    )
     assert MultiRead(["/s/c"], False).serialize() == (
         MultiHeader(4, False, -1).serialize()
         + GetData("/s/c", False).serialize()
