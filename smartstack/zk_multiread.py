@@ -16,6 +16,11 @@ packet; ``set_watches`` sends the request from the caller's thread. A server wit
 multi-read (before 3.6) answers with an error: callers fall back to one `get` (with its
 watch) each.
 
+A multi-read takes `getChildren` ops too (their watch flag is dropped as well): the
+watchers' first listings at a start, which need no children watch under a persistent
+recursive watch (smartstack.zk_persistent), leave as a few requests instead of one per
+service.
+
 This uses kazoo internals (``KazooClient._call``, ``_data_watchers``, ``last_zxid``),
 stable since kazoo 2.0; tests/integration/synapse/test_zk_multiread.py pins them.
 """
@@ -31,12 +36,12 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import EXCEPTIONS
 from kazoo.protocol.paths import _prefix_root
 from kazoo.protocol.serialization import (
+    GetChildren,
     GetData,
     MultiHeader,
     int_struct,
     long_struct,
     multiheader_struct,
-    read_buffer,
     stat_struct,
     write_string,
 )
@@ -48,35 +53,70 @@ MULTI_READ = 22  # ZooKeeper's OpCode.multiRead
 SET_WATCHES = 101  # ZooKeeper's OpCode.setWatches
 
 
-class MultiRead(namedtuple("MultiRead", "paths watch")):
-    """A multi-read of `getData` ops; the reply is, per path, (data, stat) or the error."""
+GET_DATA, GET_CHILDREN = GetData.type, GetChildren.type
+_OPS = {GET_DATA: GetData, GET_CHILDREN: GetChildren}
+
+
+class MultiRead(namedtuple("MultiRead", "paths watch kinds", defaults=(None,))):
+    """A multi-read of `getData` ops (or, per path in ``kinds``, `getData` / `getChildren`);
+    the reply is, per path, (data, stat) or the children's names, or the error."""
 
     type = MULTI_READ
 
     def serialize(self) -> bytearray:
+        # kazoo's MultiHeader(kind, False, -1) + GetData/GetChildren(path, watch), written
+        # directly (a start serialises 20,000 of them in kazoo's thread).
         out = bytearray()
-        for path in self.paths:
-            out += MultiHeader(GetData.type, False, -1).serialize()
-            out += GetData(path, self.watch).serialize()
+        kinds = self.kinds or [GET_DATA] * len(self.paths)
+        headers = {kind: bytes(MultiHeader(kind, False, -1).serialize()) for kind in _OPS}
+        watch, pack = b"\1" if self.watch else b"\0", int_struct.pack
+        for path, kind in zip(self.paths, kinds, strict=True):
+            encoded = path.encode("utf-8")
+            out += headers[kind]
+            out += pack(len(encoded))
+            out += encoded
+            out += watch
         return out + multiheader_struct.pack(-1, True, -1)
 
     @classmethod
     def deserialize(cls, data: bytes, offset: int) -> list[Any]:
+        # Struct by struct, without kazoo's per-field helpers and header tuples: a start
+        # parses 20,000 records and 1,000 listings in kazoo's thread.
         results: list[Any] = []
-        header, offset = MultiHeader.deserialize(data, offset)
-        while not header.done:
-            if header.type == GetData.type:
-                value, offset = read_buffer(data, offset)
-                stat = ZnodeStat._make(stat_struct.unpack_from(data, offset))
-                offset += stat_struct.size
-                results.append((value, stat))
-            elif header.type == -1:  # this op's error (e.g. NoNode): the others still count
-                err = int_struct.unpack_from(data, offset)[0]
-                offset += int_struct.size
-                results.append(EXCEPTIONS[err]())
+        append = results.append
+        header, header_size = multiheader_struct.unpack_from, multiheader_struct.size
+        length, length_size = int_struct.unpack_from, int_struct.size
+        stat, stat_size, make_stat = stat_struct.unpack_from, stat_struct.size, ZnodeStat._make
+        kind, done, _ = header(data, offset)
+        offset += header_size
+        while done != 1:
+            if kind == GET_DATA:
+                (size,) = length(data, offset)
+                offset += length_size
+                value = None
+                if size >= 0:
+                    value, offset = data[offset : offset + size], offset + size
+                append((value, make_stat(stat(data, offset))))
+                offset += stat_size
+            elif kind == GET_CHILDREN:
+                (count,) = length(data, offset)
+                offset += length_size
+                names = []
+                for _ in range(count):  # (none for -1)
+                    (size,) = length(data, offset)
+                    offset += length_size
+                    if size >= 0:  # (-1: a null string, never a child's name)
+                        names.append(data[offset : offset + size].decode("utf-8"))
+                        offset += size
+                append(names)
+            elif kind == -1:  # this op's error (e.g. NoNode): the others still count
+                (err,) = length(data, offset)
+                offset += length_size
+                append(EXCEPTIONS[err]())
             else:
-                raise ValueError(f"unexpected op type {header.type} in a multi-read reply")
-            header, offset = MultiHeader.deserialize(data, offset)
+                raise ValueError(f"unexpected op type {kind} in a multi-read reply")
+            kind, done, _ = header(data, offset)
+            offset += header_size
         return results
 
 
@@ -99,11 +139,25 @@ class SetWatches(namedtuple("SetWatches", "relative_zxid data_watches")):
         return True  # the reply is its header only
 
 
-def start_multi_read(client: KazooClient, paths: Sequence[str]) -> Any:
-    """Queue a multi-read of ``paths`` on ``client``; its kazoo async result."""
+def full_path(chroot: str, path: str) -> str:
+    """kazoo's ``_prefix_root``, at once for the usual case: no chroot and a path already
+    normal (a start reads 20,000 children: kazoo's split-and-join of each adds up)."""
+    # ("/.": a "." or ".." component, or a name starting with a dot: kazoo's way then)
+    if not chroot and path[:1] == "/" and path[-1:] != "/" and "//" not in path:
+        return path if "/." not in path else _prefix_root(chroot, path)
+    return _prefix_root(chroot, path)
+
+
+def start_multi_read(
+    client: KazooClient, paths: Sequence[str], kinds: Sequence[int] | None = None
+) -> Any:
+    """Queue a multi-read of ``paths`` on ``client`` (`getData` each, or per ``kinds``);
+    its kazoo async result."""
     result = client.handler.async_result()
-    full = [_prefix_root(client.chroot, path) for path in paths]
-    client._call(MultiRead(full, False), result)  # (a multi's reads set no watch anyway)
+    chroot = client.chroot
+    full = [full_path(chroot, path) for path in paths]
+    # (a multi's reads set no watch anyway)
+    client._call(MultiRead(full, False, list(kinds) if kinds else None), result)
     return result
 
 
@@ -124,7 +178,7 @@ def file_watches(
     read = []
     for path, reply in zip(paths, replies, strict=True):
         if not isinstance(reply, Exception):
-            full = _prefix_root(client.chroot, path)
+            full = full_path(client.chroot, path)
             client._data_watchers[full].add(watch)
             read.append(full)
     return ReadWatches(client.last_zxid, read)
@@ -140,6 +194,15 @@ class _Part(NamedTuple):
     paths: list[str]
     watch: Callable[..., Any] | None
     future: asyncio.Future[list[Any]]
+    kind: int = GET_DATA
+
+    @property
+    def weight(self) -> int:
+        """Its share of a request's MAX_PATHS: a listing's reply is tens of names."""
+        return len(self.paths) * (LIST_WEIGHT if self.kind == GET_CHILDREN else 1)
+
+
+LIST_WEIGHT = 16  # a listing counts as this many reads in a request (a reply ~1 MB at most)
 
 
 class ReadBatcher:
@@ -157,11 +220,12 @@ class ReadBatcher:
         self._queued: list[_Part] = []
 
     def read(
-        self, paths: Sequence[str], watch: Callable[..., Any] | None
+        self, paths: Sequence[str], watch: Callable[..., Any] | None, kind: int = GET_DATA
     ) -> asyncio.Future[list[Any]]:
-        """The (data, stat) or the error of every path, with ``watch`` set on those read."""
+        """The (data, stat) or the error of every path, with ``watch`` set on those read;
+        with ``kind`` GET_CHILDREN, the children's names (never watched) or the error."""
         future: asyncio.Future[list[Any]] = self.loop.create_future()
-        self._queued.append(_Part(list(paths), watch, future))
+        self._queued.append(_Part(list(paths), watch, future, kind))
         if len(self._queued) == 1:
             self.loop.call_soon(self._flush)
         return future
@@ -169,17 +233,22 @@ class ReadBatcher:
     def _flush(self) -> None:
         parts, self._queued = self._queued, []
         chunk: list[_Part] = []
+        weight = 0
         for part in parts:
-            if chunk and sum(len(p.paths) for p in chunk) + len(part.paths) > self.MAX_PATHS:
+            if chunk and weight + part.weight > self.MAX_PATHS:
                 self._send(chunk)
-                chunk = []
+                chunk, weight = [], 0
             chunk.append(part)
+            weight += part.weight
         if chunk:
             self._send(chunk)
 
     def _send(self, parts: list[_Part]) -> None:
         client, loop = self.client, self.loop
         paths = [path for part in parts for path in part.paths]
+        kinds = None  # getData only, else the op of every path
+        if any(part.kind != GET_DATA for part in parts):
+            kinds = [part.kind for part in parts for _ in part.paths]
         filed: list[ReadWatches] = []
 
         @inline  # in kazoo's connection thread: file the watches before the next packet
@@ -212,6 +281,6 @@ class ReadBatcher:
                 start += len(part.paths)
 
         try:
-            start_multi_read(client, paths).rawlink(_done)
+            start_multi_read(client, paths, kinds).rawlink(_done)
         except Exception as exc:  # e.g. SessionExpiredError raised at once
             _settle(None, exc)

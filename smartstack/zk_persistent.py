@@ -133,10 +133,14 @@ class TreeRouter:
         return self._kazoo_reader(buffer, offset)  # kazoo's one-shot watches on the path
 
 
-def start_add_watch(client: KazooClient, path: str) -> Any:
-    """Queue an ``addWatch`` (persistent, recursive) of ``path``; its kazoo async result."""
+def start_add_watch(
+    client: KazooClient, path: str, call: Callable[[Any, Any], Any] | None = None
+) -> Any:
+    """Queue an ``addWatch`` (persistent, recursive) of ``path``; its kazoo async result.
+    ``call``: how to queue it (``client._call``, or a smartstack.kazoo_bulk.WakeBatcher's)."""
     result = client.handler.async_result()
-    client._call(AddWatch(_prefix_root(client.chroot, path), PERSISTENT_RECURSIVE), result)
+    request = AddWatch(_prefix_root(client.chroot, path), PERSISTENT_RECURSIVE)
+    (call or client._call)(request, result)
     return result
 
 

@@ -21,9 +21,10 @@ from kazoo.protocol.states import KazooState, KeeperState, WatchedEvent
 from kazoo.retry import KazooRetry
 from kazoo.security import ACL, READ_ACL_UNSAFE, make_acl, make_digest_acl
 
+from smartstack.kazoo_bulk import WakeBatcher
 from smartstack.kazoo_inline import InlineHandler, inline
 from smartstack.logs import KazooLog, event
-from smartstack.zk_multiread import ReadBatcher
+from smartstack.zk_multiread import GET_CHILDREN, GET_DATA, ReadBatcher
 from smartstack.zk_persistent import TreeRouter, start_add_watch, start_remove_watch
 
 log = logging.getLogger("smartstack.zookeeper")
@@ -82,6 +83,7 @@ class ZooKeeperConnection:
         self.client.add_listener(self._on_state)
         self._reads = ReadBatcher(self.client, loop)  # multi-reads of one loop turn, together
         self._tree = TreeRouter(self.client)  # persistent recursive watches' events
+        self._bulk = WakeBatcher(self.client, loop)  # a start's addWatch requests: one wake-up
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -205,17 +207,37 @@ class ZooKeeperConnection:
         each. ``watch``: a data watch on every path read."""
         if not paths:
             return []
-        if self.multi_read is not False:
-            try:
-                replies = await self._reads.read(paths, watch)
-            except (UnimplementedError, BadArgumentsError, ValueError, struct.error) as exc:
-                self.multi_read = False  # a server before 3.6: one get each from now on
-                event(log, "zk_multi_read_unavailable", hosts=self.hosts,
-                      error=f"{type(exc).__name__}: {exc}"[:200])  # fmt: skip
-            else:
-                self.multi_read = True
-                return replies
+        replies = await self._multi_read(paths, watch, GET_DATA)
+        if replies is not None:
+            return replies
         return await self.call_many("get", [(path,) for path in paths], watch=watch)
+
+    async def list_unwatched(self, path: str) -> list[str]:
+        """``path``'s children, without a children watch (a persistent recursive watch hears
+        them): in a multi-read with the other listings and reads of this loop turn when the
+        server has it (a start lists every service at once), else one `get_children`."""
+        replies = await self._multi_read([path], None, GET_CHILDREN)
+        if replies is None:
+            return await self.call("get_children", path)
+        if isinstance(replies[0], Exception):
+            raise replies[0]  # e.g. NoNodeError, NoAuthError: as get_children raises them
+        return replies[0]
+
+    async def _multi_read(
+        self, paths: Sequence[str], watch: Callable[..., None] | None, kind: int
+    ) -> list[Any] | None:
+        """The batched multi-read's replies; None when the server has none (before 3.6)."""
+        if self.multi_read is False:
+            return None
+        try:
+            replies = await self._reads.read(paths, watch, kind)
+        except (UnimplementedError, BadArgumentsError, ValueError, struct.error) as exc:
+            self.multi_read = False  # a server before 3.6: one request each from now on
+            event(log, "zk_multi_read_unavailable", hosts=self.hosts,
+                  error=f"{type(exc).__name__}: {exc}"[:200])  # fmt: skip
+            return None
+        self.multi_read = True
+        return replies
 
     def send_tree_watch(self, path: str, callback: Callable[[WatchedEvent], Any]) -> Any | None:
         """Ask for a persistent recursive watch on ``path`` (ZooKeeper 3.6+,
@@ -228,7 +250,7 @@ class ZooKeeperConnection:
             self._tree.remove(path, callback)  # (routed on an earlier connection, maybe)
             return None
         self._tree.add(path, callback)  # before the request: no event slips past the route
-        return start_add_watch(self.client, path)
+        return start_add_watch(self.client, path, self._bulk.call)
 
     def tree_watch_taken(
         self, sent: Any, path: str, callback: Callable[[WatchedEvent], Any]

@@ -224,8 +224,10 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
             self._gen_dirty = True  # watches are gone after a reconnect: read (and arm) again
         self._drop_deleted(event_time)
         try:
-            watch = None if self._armed else self._children_watch
-            names = await conn.call("get_children", self.path, watch=watch)
+            if self._armed:  # the tree watch hears the children: a batched listing
+                names = await conn.list_unwatched(self.path)
+            else:
+                names = await conn.call("get_children", self.path, watch=self._children_watch)
         except NoNodeError:
             names = None
         except BaseException as exc:
@@ -236,6 +238,8 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
         finally:
             if sending is not None:
                 self._tree_answer(sending)  # (answered before the listing)
+        if sending is not None and not self._armed:
+            return  # refused or lost: the listing has no watch; the next sync lists again
         self._was_denied = False
         self._listed = True
         if names is None:

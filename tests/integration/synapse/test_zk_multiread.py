@@ -109,9 +109,9 @@ async def test_reads_of_one_loop_turn_leave_as_one_request(zk, writer, conn, mon
     sent: list[list[str]] = []
     real = zk_multiread.start_multi_read
 
-    def counted(client, paths):
+    def counted(client, paths, kinds=None):
         sent.append(list(paths))
-        return real(client, paths)
+        return real(client, paths, kinds)
 
     monkeypatch.setattr(zk_multiread, "start_multi_read", counted)
     for name in ("p", "q", "r"):
@@ -134,3 +134,40 @@ async def test_reads_of_one_loop_turn_leave_as_one_request(zk, writer, conn, mon
     assert "/mr/d/q" not in conn.client._data_watchers  # asked without a watch
     writer.set("/mr/d/r", b"r2")
     await asyncio.wait_for(heard.wait(), 10)
+
+
+async def test_listings_go_in_the_multi_read_with_the_reads(zk, writer, conn, monkeypatch) -> None:
+    """The watchers' first listings at a start (unwatched: a persistent watch hears the
+    children) and other reads of the same loop turn leave as one request."""
+    from smartstack import zk_multiread
+
+    sent: list[tuple[list[str], list[int] | None]] = []
+    real = zk_multiread.start_multi_read
+
+    def counted(client, paths, kinds=None):
+        sent.append((list(paths), None if kinds is None else list(kinds)))
+        return real(client, paths, kinds)
+
+    monkeypatch.setattr(zk_multiread, "start_multi_read", counted)
+    for name in ("a", "b"):
+        writer.create(f"/mr/e/s1/{name}", name.encode(), makepath=True)
+    writer.create("/mr/e/s2", b"", makepath=True)
+    first, empty, data, missing = await asyncio.gather(
+        conn.list_unwatched("/mr/e/s1"),
+        conn.list_unwatched("/mr/e/s2"),
+        conn.get_many(["/mr/e/s1/a"]),
+        conn.list_unwatched("/mr/e/none"),
+        return_exceptions=True,
+    )
+    assert sorted(first) == ["a", "b"] and empty == [] and data[0][0] == b"a"
+    assert isinstance(missing, NoNodeError)  # as get_children raises it
+    assert sent == [(["/mr/e/s1", "/mr/e/s2", "/mr/e/s1/a", "/mr/e/none"], [8, 8, 4, 8])]
+    assert "/mr/e/s1" not in conn.client._child_watchers  # no children watch was set
+
+
+async def test_listings_fall_back_to_get_children_without_multi_read(zk, writer, conn) -> None:
+    writer.create("/mr/f/x", b"x", makepath=True)
+    conn.multi_read = False  # as after a server before 3.6 refused one
+    assert await conn.list_unwatched("/mr/f") == ["x"]
+    with pytest.raises(NoNodeError):
+        await conn.list_unwatched("/mr/f/none")

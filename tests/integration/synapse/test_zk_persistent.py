@@ -251,3 +251,36 @@ async def test_under_a_chroot_events_name_the_path_as_the_client_sees_it(zk, wri
         assert heard == [(EventType.CREATED, "/svc/x")]
     finally:
         await conn.close()
+
+
+async def test_watches_asked_in_one_loop_turn_wake_kazoo_once(zk, writer, conn) -> None:
+    """smartstack.kazoo_bulk: a start's addWatch requests share one wake-up write; every
+    one is answered, and a plain call queued after them is answered after them."""
+    writes: list[int] = []
+    sock = conn.client._connection._write_sock
+
+    class Counting:  # the socket pair's writing end, counting the bytes of each write
+        def sendall(self, data: bytes) -> None:
+            writes.append(len(data))
+            sock.sendall(data)
+
+        def send(self, data: bytes) -> int:  # kazoo's own _call
+            writes.append(len(data))
+            return sock.send(data)
+
+    paths = [f"/pw/bulk/s{i}" for i in range(50)]
+    for path in paths:
+        writer.ensure_path(path)
+    heard: list[tuple[str, str]] = []
+    conn.client._connection._write_sock = Counting()
+    try:
+        sent = [conn.send_tree_watch(path, _recorder(heard)) for path in paths]
+        after = conn.call("exists", "/pw/bulk")  # kazoo's _call: queued behind them
+        assert await after is not None
+        assert all(s is not None and s.ready() and s.exception is None for s in sent)
+    finally:
+        conn.client._connection._write_sock = sock
+    assert writes == [1, 50] or writes == [50, 1]  # (the plain call wrote its own byte)
+    writer.create("/pw/bulk/s7/x", b"")
+    await _round_trip(conn)
+    assert heard == [(EventType.CREATED, "/pw/bulk/s7/x")]

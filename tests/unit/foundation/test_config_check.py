@@ -181,3 +181,23 @@ def test_nerve_refuses_unspecified_host(tmp_path: Path, host: str) -> None:
     [line] = errors_of(load_nerve_config, path)
     assert line.startswith(f"{path}: services.w.host: host {host!r} is the unspecified address")
     assert "routable IP address or DNS name" in line
+
+
+def test_the_walk_skips_only_fields_that_cannot_hold_a_model_a_dict_or_a_list() -> None:
+    import enum
+    import typing
+
+    from pydantic import BaseModel
+
+    from smartstack.config_check import _may_nest
+
+    class Color(enum.Enum):
+        RED = "red"
+
+    old_union = typing.Union[bool, None]  # noqa: UP007 (pydantic may keep typing.Union)
+    leaves = [str, int, float | None, old_union, typing.Literal["a", "b"], Color,
+              typing.Annotated[str, "meta"], str | int | None]  # fmt: skip
+    assert not any(_may_nest(t) for t in leaves)
+    nesting = [dict[str, int], list[str], str | list[str], typing.Any, BaseModel | None,
+               BaseModel, tuple[int, ...], "Forward", typing.Annotated[dict, "x"]]  # fmt: skip
+    assert all(_may_nest(t) for t in nesting)
