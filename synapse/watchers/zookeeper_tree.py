@@ -153,7 +153,7 @@ class TreeWatch:
         self._armed, self._relist = False, True  # list again, with the watches we have now
         if taken is False:  # refused (before 3.6): one-shot watches, set by a new listing
             self._tree_watch = None
-            self._mark()
+        self._mark()  # the listing just sent set no watch: nothing else would wake us
 
     def _close_tree(self, conn: ZooKeeperConnection) -> None:
         if self._tree_watch is not None:
@@ -166,6 +166,15 @@ class TreeWatch:
         name is new to it and read."""
         gone = [name for name in self._deleted if name in self._children]
         self._deleted.clear()
+        again = [name for name in gone if name in self._created]
+        if again:
+            # Deleted and created again (or deleted once more): no report without it
+            # meanwhile; read it again, and a listing says whether it is still there.
+            self._created.difference_update(again)
+            self._changed.update(again)
+            self._relist = True
+            self._mark()
+            gone = [name for name in gone if name not in again]
         if gone and self.path_exists:
             for name in gone:
                 del self._children[name]

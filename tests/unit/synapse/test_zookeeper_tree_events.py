@@ -4,6 +4,7 @@ those events reads and reports (no ZooKeeper: the reads are recorded, not made).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from kazoo.protocol.states import EventType, KeeperState, WatchedEvent
@@ -66,8 +67,12 @@ def _event(kind: str, path: str) -> WatchedEvent:
     return WatchedEvent(kind, KeeperState.CONNECTED, path)
 
 
+def _ports_of(report: Any) -> list[int]:
+    return sorted(f.registration.port for f in report.found)
+
+
 def _ports(sink: Collector) -> list[int]:
-    return sorted(f.registration.port for f in sink.reports[-1].found)
+    return _ports_of(sink.reports[-1])
 
 
 def test_a_created_child_is_read_alone_and_a_deleted_one_dropped_without_a_read() -> None:
@@ -97,7 +102,7 @@ def test_a_creation_the_listing_already_brought_is_not_read_again() -> None:
         loop.close()
 
 
-def test_deleted_and_created_again_under_the_same_name_is_dropped_then_read() -> None:
+def test_deleted_and_created_again_under_the_same_name_is_read_again_never_dropped() -> None:
     loop = asyncio.new_event_loop()
     try:
         watcher, sink, reads = _watcher(loop)
@@ -106,7 +111,8 @@ def test_deleted_and_created_again_under_the_same_name_is_dropped_then_read() ->
         watcher._on_tree(_event(EventType.CHANGED, "/svc/a_0000000001"))
         loop.run_until_complete(watcher._apply_tree(1.0))
         assert reads == [["a_0000000001", "b_0000000002"]]
-        assert _ports(sink) == [9001, 9002]
+        assert [_ports_of(r) for r in sink.reports] == [[9001, 9002]]  # never without b
+        assert watcher._relist is True  # a listing says whether it is still there
     finally:
         loop.close()
 
