@@ -127,7 +127,6 @@ class SynapseDaemon:
         self._etcd: dict[tuple[Any, ...], EtcdConnection] = {}
         self._ctx: WatcherContext | None = None
         self._reconciler_task: asyncio.Task[None] | None = None
-        self._admin_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[bool]] = set()
@@ -190,14 +189,14 @@ class SynapseDaemon:
         self.controller = self.reconciler.applier = make_controller(self.config, self.registry)
         if self.controller is not None:
             await self.controller.start()
+        # Listening before the first hand-over (503 until HAProxy runs the desired state):
+        # whoever sees HAProxy answer can ask synapse. (~20 ms; the reads go on meanwhile.)
+        await self._start_admin()
         self._reconciler_task = loop.create_task(self._run_reconciler(), name="reconciler")
         docker = self.config.docker_services
         if docker is not None and docker.enabled:  # services from container labels
             self.docker_services = DockerServiceSource(docker, loop, self._apply_docker)
             self.docker_services.start()
-        # At once, answering 503 while synapse starts: /status shows what a slow start
-        # waits for. Its modules are imported in a thread while the first round runs.
-        self._admin_task = loop.create_task(self._start_admin(), name="admin")
         event(log, "started", services=len(self.config.services),
               haproxy=self.controller is not None)  # fmt: skip
 
@@ -240,8 +239,6 @@ class SynapseDaemon:
         self._etcd.clear()
 
     async def _stop_admin(self) -> None:
-        task, self._admin_task = self._admin_task, None
-        await cancel_and_wait(task)
         if self.admin is not None:
             await self.admin.stop()
 
@@ -353,7 +350,7 @@ class SynapseDaemon:
     async def _start_admin(self) -> None:
         if self.config.admin.port is None:
             return
-        # in a thread: the first round after a start is not held up by the imports
+        # in a thread: the loop keeps taking the registry's answers meanwhile
         await import_in_thread("synapse.admin_routes")
         from smartstack.admin import start_or_log
         from synapse.admin_routes import admin_server

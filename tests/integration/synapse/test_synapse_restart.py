@@ -101,5 +101,7 @@ def test_haproxy_kill9_is_restarted_at_once_with_its_servers(zk, writer, http_ba
         # Restarted once, by whichever saw the death first: the supervisor's pidfd (from
         # the file: "restarted after it exited") or an apply whose read was refused (from
         # the desired state). Either way one start, no crash loop, no backoff.
-        assert syn.log(10**7).count("event=haproxy_started kind=start ") == 2
+        # (HAProxy answers, and shows its master, before synapse has logged the start)
+        starts = wait(lambda: syn.log(10**7).count("event=haproxy_started kind=start ") >= 2)
+        assert starts and syn.log(10**7).count("event=haproxy_started kind=start ") == 2
         assert syn.status()["haproxy"]["starts"] == 2
