@@ -57,7 +57,7 @@ def test_top_level_nerve_weights_do_not_leak_into_other_services() -> None:
                 "reload_command": "true",
                 "config_file_path": "/nonexistent/haproxy.cfg",
             },
-        }  # fmt: skip
+        }
     )
     assert config.services["a"].haproxy.use_nerve_weights is True
     assert config.services["b"].haproxy.use_nerve_weights is False
