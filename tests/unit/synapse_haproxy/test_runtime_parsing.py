@@ -103,12 +103,3 @@ def test_parsed_state_shares_repeated_strings_and_ports() -> None:
     assert first.backend is second.backend and first.addr is second.addr
     assert first.port is second.port == 8080
     assert first.name is server_name("10.0.0.1", 8080, "s1")
-
-
-def test_a_bad_servers_state_row_is_named_without_its_line_end() -> None:
-    # Rows are read one at a time (not a list of every line): same rows, same errors.
-    rows = STATE.replace("\n3 web 7 1", "\n3 web x 1")
-    with pytest.raises(UnexpectedAnswer, match=r"bad servers state line '3 web x 1 [^\\]*'"):
-        parse_servers_state(rows)
-    assert parse_servers_state("1\n") == [] == parse_servers_state("1")
-    assert [s.name for s in parse_servers_state(STATE + "\n\n")] == ["a", "1"]
