@@ -7,6 +7,7 @@ import sys
 
 from smartstack.cli import add_common_arguments, check_or_run
 from smartstack.config_sections import SectionCache
+from smartstack.malloc_tune import tune_malloc
 from synapse.config import CONFIG_ENV, SynapseConfig, load_synapse_config, service_cache
 from synapse.preflight import preflight
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(config: SynapseConfig, args: argparse.Namespace, cache: SectionCache) -> int:
     from synapse.daemon import run  # imported late: `-k` needs none of the daemon's modules
 
+    tune_malloc(len(config.services))  # before the registry's records come in
     return run(config, args, cache)
 
 

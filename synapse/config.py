@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from smartstack.admin_token import AdminAuthConfig
 from smartstack.config_check import services_problem
 from smartstack.config_sections import SectionCache
+from smartstack.config_share import share_defaults
 from smartstack.configfile import ConfigError, ConfigModel, load
 from smartstack.statsd import StatsdConfig
 from synapse.config_legacy import prepare_document
@@ -135,6 +136,13 @@ class ServiceConfig(ConfigModel):
     def _zone_weights_at_runtime(self) -> ServiceConfig:
         if self.zone_routing is not None:
             check_dynamic_balance([*self.haproxy.backend, *self.haproxy.listen])
+        return self
+
+    @model_validator(mode="after")
+    def _share_defaults(self) -> ServiceConfig:
+        # One instance of each section left at its defaults, not one per service (issue
+        # 15); `haproxy` stays the service's own: SynapseConfig writes use_nerve_weights.
+        share_defaults(self, keep=("haproxy",))
         return self
 
     @field_validator("default_servers")
