@@ -7,10 +7,8 @@ What it fixes from the Ruby original:
   by that one read still catches an in-place ``set`` (then the child is read
   again). ``use_path_encoding`` children (``base64_...``) are decoded from the
   name, without any read.
-- A child that vanishes between the children list and its read (NoNode) is just
-  gone, not a crash (#205).
-- A child we may not read (its ACL) is skipped like a bad record; the others sync. A
-  path we may not list is logged and counted once and retried with backoff.
+- A child that vanishes before its read (NoNode) is just gone, not a crash (#205). One
+  we may not read (ACL) is skipped like a bad record; an unlistable path is logged, retried.
 - After a reconnect (kazoo drops every watch callback when the connection
   drops, even if the session survives) and after a session expiry the watches
   are set again (#287): the children are listed again and cached children are
@@ -20,7 +18,6 @@ What it fixes from the Ruby original:
 - On ZooKeeper 3.6+ one persistent recursive watch on the path replaces the children,
   data and existence watches: its events name the child, so an added child costs one
   read and no listing (synapse/watchers/zookeeper_tree.py); older servers keep the above.
-
 - Airbnb's generator settings in the data of ``path`` (or ``generator_config_path``) are
   read once, then again only when their data watch fires or after a reconnect
   (synapse/generator_config.py); they travel with the report.
