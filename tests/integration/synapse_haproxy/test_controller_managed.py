@@ -89,6 +89,30 @@ async def test_remove_servers_delete(managed_factory, http_backend_factory):
     assert controller.info.reloads == 0
 
 
+async def outside_reload(controller) -> None:
+    """A reload synapse did not make (on the master CLI), until a new worker runs."""
+    before = await show_proc(controller)
+    await MasterClient(str(controller.settings.master_socket)).reload()
+
+    async def reloaded() -> bool:
+        try:  # the master re-executes itself: its socket refuses meanwhile
+            return (await show_proc(controller)).workers != before.workers
+        except SocketUnavailable:
+            return False
+
+    await eventually(reloaded, "the outside reload to start a new worker")
+
+
+async def back_in_service(runtime: RuntimeClient, server: str, what: str) -> None:
+    """Until HAProxy has ``backend/server`` out of maintenance."""
+    backend, name = server.split("/", 1)
+
+    async def ready() -> bool:
+        return not (await runtime.running_backends())[backend][name].in_maint
+
+    await eventually(ready, what)
+
+
 async def test_drift_is_corrected_by_the_background_sweep(
     managed_factory, http_backend_factory, monkeypatch
 ):
@@ -104,11 +128,7 @@ async def test_drift_is_corrected_by_the_background_sweep(
     await runtime.execute(f"set server web/b2_127.0.0.1:{b2.port} state maint")
     await serves(port, {"b1"})
 
-    async def corrected() -> bool:
-        state = await runtime.running_backends()
-        return not state["web"][f"b2_127.0.0.1:{b2.port}"].in_maint
-
-    await eventually(corrected, "the sweep to put b2 back into service")
+    await back_in_service(runtime, f"web/b2_127.0.0.1:{b2.port}", "the sweep to put b2 back")
     await serves(port, {"b1", "b2"})
     assert controller.info.reloads == 0
 
@@ -173,16 +193,7 @@ async def test_a_kept_connection_to_an_old_worker_is_replaced(
     controller = managed_factory()
     await controller.apply([web(port, [b1])], "t")
     client = controller._runtime[0]
-    before = await show_proc(controller)
-    await MasterClient(str(controller.settings.master_socket)).reload()
-
-    async def reloaded() -> bool:
-        try:  # the master re-executes itself: its socket refuses meanwhile
-            return (await show_proc(controller)).workers != before.workers
-        except SocketUnavailable:
-            return False
-
-    await eventually(reloaded, "the outside reload to start a new worker")
+    await outside_reload(controller)
     connections = client.connections
     result = await controller.apply([web(port, [b1, b2])], "t")
     assert result.reload is ApplyOutcome.NONE and result.ops
@@ -211,24 +222,13 @@ async def test_drift_after_an_outside_reload_is_corrected_without_a_change(
     port = free_port()
     controller = managed_factory()
     await controller.apply([web(port, [b1, b2])], "t")
-    before = await show_proc(controller)
-    await MasterClient(str(controller.settings.master_socket)).reload()
-
-    async def reloaded() -> bool:
-        try:
-            return (await show_proc(controller)).workers != before.workers
-        except SocketUnavailable:
-            return False
-
-    await eventually(reloaded, "the outside reload to start a new worker")
+    await outside_reload(controller)
     runtime = RuntimeClient(controller.settings.runtime_sockets[0])
     await runtime.execute(f"set server web/b2_127.0.0.1:{b2.port} state maint")
 
-    async def corrected() -> bool:
-        state = await runtime.running_backends()
-        return not state["web"][f"b2_127.0.0.1:{b2.port}"].in_maint
-
-    await eventually(corrected, "the sweep to read the new worker and put b2 back")
+    await back_in_service(
+        runtime, f"web/b2_127.0.0.1:{b2.port}", "the sweep to read the new worker"
+    )
     await serves(port, {"b1", "b2"})
     assert controller.info.reloads == 0
 
