@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from kazoo.client import KazooClient
 from synapse_e2e import CREATED, processes_using
 
+from smartstack.zookeeper import ZooKeeperConnection
 from testbed.zookeeper import ZooKeeperServer
 
 
@@ -34,3 +36,13 @@ def _no_synapse_left_running() -> Iterator[None]:
         CREATED.pop().cleanup()
     leftovers = {d: pids for d, pids in leftovers.items() if pids}
     assert not leftovers, f"processes left running by the test (now killed): {leftovers}"
+
+
+@pytest.fixture
+async def conn(zk) -> AsyncIterator[ZooKeeperConnection]:
+    """A connected ZooKeeperConnection to the module's server (closed after the test)."""
+    connection = ZooKeeperConnection([zk.hosts], asyncio.get_running_loop())
+    connection.start()
+    await connection.wait_connected(30)
+    yield connection
+    await connection.close()

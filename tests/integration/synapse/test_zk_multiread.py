@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 
 from smartstack.kazoo_inline import inline
-from smartstack.zookeeper import ZooKeeperConnection
-
-
-@pytest.fixture
-async def conn(zk) -> AsyncIterator[ZooKeeperConnection]:
-    connection = ZooKeeperConnection([zk.hosts], asyncio.get_running_loop())
-    connection.start()
-    await connection.wait_connected(30)
-    yield connection
-    await connection.close()
 
 
 async def test_many_znodes_are_read_in_one_request_with_their_watches(zk, writer, conn) -> None:

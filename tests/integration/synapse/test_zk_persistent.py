@@ -23,15 +23,6 @@ from test_synapse_zookeeper_watcher import record, register, start_watcher  # is
 
 
 @pytest.fixture
-async def conn(zk) -> AsyncIterator[ZooKeeperConnection]:
-    connection = ZooKeeperConnection([zk.hosts], asyncio.get_running_loop())
-    connection.start()
-    await connection.wait_connected(30)
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture
 async def pool() -> AsyncIterator[ZooKeeperPool]:
     pool = ZooKeeperPool(asyncio.get_running_loop())
     yield pool

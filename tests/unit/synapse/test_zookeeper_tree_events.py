@@ -8,12 +8,15 @@ from typing import Any
 
 import pytest
 from kazoo.protocol.states import EventType, KeeperState, WatchedEvent
-from synapse_testlib import Collector, metrics, service_config
+from synapse_testlib import Collector
 
 from smartstack.record import Registration
-from synapse.watchers.base import Entry, WatcherContext
+from synapse.watchers.base import Entry
 from synapse.watchers.zookeeper import ZooKeeperWatcher
 from synapse.watchers.zookeeper_tree import TreeAction, classify
+
+# The plain watcher's tests' builder (same directory: importable by module name).
+from test_zookeeper_watcher_events import _watcher as plain_watcher  # isort: skip
 
 
 @pytest.mark.parametrize(
@@ -43,13 +46,7 @@ def test_classify_under_the_root() -> None:
 
 
 def _watcher(loop: asyncio.AbstractEventLoop) -> tuple[ZooKeeperWatcher, Collector, list]:
-    sink = Collector()
-    cfg = service_config({"method": "zookeeper", "hosts": ["127.0.0.1:1"], "path": "/svc"})
-    watcher = ZooKeeperWatcher("svc", cfg, sink, WatcherContext(loop=loop, metrics=metrics()))
-    for port, name in ((8001, "a_0000000001"), (8002, "b_0000000002")):
-        registration = Registration(host="127.0.0.1", port=port, name=name[0])
-        watcher._children[name] = Entry(registration, None, 7, 1)
-    watcher.path_exists = True
+    watcher, sink = plain_watcher(loop)  # two known children, a and b
     watcher._armed, watcher._relist, watcher._gen_dirty = True, False, False
     reads: list[list[str]] = []
 
