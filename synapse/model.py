@@ -9,13 +9,13 @@ makes HAProxy match them, at runtime when it can.
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from smartstack.record import Registration
+from smartstack.strings import share
 from synapse.config import ServiceConfig
 
 _UNSAFE_SERVER_NAME = re.compile(r"[^A-Za-z0-9_.:-]")
@@ -55,8 +55,8 @@ def server_name(host: str, port: int, name: str | None) -> str:
     server-state files stay valid when a fleet migrates.
     """
     base = f"{host}:{port}" if not name else f"{name}_{host}:{port}"
-    # interned: the config text's and HAProxy's running state's copies are this string too
-    return sys.intern(_UNSAFE_SERVER_NAME.sub("_", base))
+    # shared: the config text's and HAProxy's running state's copies are this string too
+    return share(_UNSAFE_SERVER_NAME.sub("_", base))
 
 
 @dataclass(frozen=True, slots=True)

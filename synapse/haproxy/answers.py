@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from operator import itemgetter
 
+from smartstack.strings import share
 from synapse.haproxy.running import RunningServer
 from synapse.haproxy.sockets import UnexpectedAnswer
 
@@ -71,7 +71,7 @@ def parse_servers_state(text: str) -> list[RunningServer]:
     lines = text.splitlines()
     texts, ints = _column_indexes(list(SERVER_STATE_COLUMNS))
     servers = []
-    intern = sys.intern  # one string per backend, name and address; one int per port:
+    intern = share  # one string per backend, name and address; one int per port:
     ports: dict[int, int] = {}  # all the state held by the reader shares them
     for line in lines[1:]:
         if line.startswith("#"):

@@ -9,10 +9,11 @@ Pure functions.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+
+from smartstack.strings import share
 
 # Sections whose `server` lines are backend servers (peers/resolvers/... have other meanings).
 PROXY_KINDS = ("backend", "listen")
@@ -107,9 +108,9 @@ def parse_blocks(text: str) -> list[Block]:
         if header is None:  # body lines before any section: keep them as their own section
             header, lines, servers, proxy = "", [], {}, None
         if proxy is not None and tokens[0] == "server" and len(tokens) >= 3:
-            # interned: the same strings as the server's spec and running state hold
-            name, options = sys.intern(tokens[1]), sys.intern(" ".join(tokens[3:]))
-            servers[name] = ServerLine(name, sys.intern(tokens[2]), options)
+            # shared: the same strings as the server's spec and running state hold
+            name, options = share(tokens[1]), share(" ".join(tokens[3:]))
+            servers[name] = ServerLine(name, share(tokens[2]), options)
             continue
         lines.append(normalised)
     close()

@@ -16,11 +16,11 @@ import ipaddress
 import random
 import re
 import socket
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
+from smartstack.strings import share
 from synapse.config import ServiceHAProxyConfig
 from synapse.haproxy.edge import server_options as edge_server_options
 from synapse.model import DesiredService, Server
@@ -421,7 +421,7 @@ class BackendBuilder:
             host=server.host,
             port=port,
             id=server_id,
-            options=sys.intern(line),  # shared with the parsed config text's server line
+            options=share(line),  # shared with the parsed config text's server line
             add_parts=trait.add_parts,
             weight=trait.weight,
             check=trait.check,

@@ -94,7 +94,7 @@ def test_a_state_dump_is_checked_by_its_header_and_an_error_is_refused():
 
 def test_parsed_state_shares_repeated_strings_and_ports() -> None:
     """Memory: 20,000 rows name ~1,000 backends and few ports; one object each, not a copy
-    per row (and a server's name is the same string as in its spec: interned)."""
+    per row (and a server's name is the same string as in its spec: smartstack.strings)."""
     rows = "1\n" + "".join(
         f"3 web {sid} s{sid}_10.0.0.1:8080 10.0.0.1 2 0 1 1 5 1 0 2 0 0 0 0 - 8080 -\n"
         for sid in (1, 2)
