@@ -48,3 +48,8 @@ def sweep() -> int:
 def size() -> int:
     """Entries in the table now (tests, and an operator's curiosity)."""
     return len(_table)
+
+
+def footprint() -> int:
+    """Bytes of the table and of the strings in it."""
+    return sys.getsizeof(_table) + sum(map(sys.getsizeof, _table))
