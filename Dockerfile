@@ -38,7 +38,7 @@ COPY templates /src/templates
 # Bytecode ships in the image, hash-checked (valid whatever the mtimes after COPY --from;
 # a patched source is still read): the non-root daemon cannot write it, so each start
 # compiled ~500 modules from source, and the compiler's leftovers cost a synapse sidecar
-# ~5 MB of RSS (50 -> 45 MB) for ~20 MB more image.
+# ~5 MB of RSS (50 -> 45 MB), for <= 15 MB more image.
 RUN set -eux; \
     /opt/smartstack/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps /src; \
     /opt/smartstack/bin/pip uninstall -y -q pip setuptools; \
