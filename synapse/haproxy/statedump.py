@@ -30,6 +30,7 @@ DUMP_INTERVAL = 1.0
 MAX_PAUSE = 30.0  # a slow dump must not leave the state file stale for minutes
 CPU_SHARE = 20  # pause = CPU_SHARE x the dump's own CPU time: at most ~5 % of a core
 _SINCE_CHANGE = 9  # srv_time_since_last_change, in `show servers state` (format 1)
+IDLE_POLL = 0.05  # while an apply runs, look again this often
 
 
 def comparable(dump: str) -> bytes:
@@ -88,9 +89,13 @@ class StateDumper:
         self.runtime, self.path, self._alive = runtime, path, alive
         self._last: bytes | None = None
         self._task: asyncio.Task[None] | None = None
+        self._busy: Callable[[], bool] = lambda: False
         self.writes = 0
 
-    def start(self) -> None:
+    def start(self, busy: Callable[[], bool] | None = None) -> None:
+        """``busy``: an apply runs (the controller's lock is held); a dump waits for its end."""
+        if busy is not None:
+            self._busy = busy
         if self._task is None:
             self._task = asyncio.create_task(self._run())
 
@@ -128,6 +133,11 @@ class StateDumper:
         pause = DUMP_INTERVAL
         while True:
             await asyncio.sleep(pause)
+            # Not beside an apply: the dump's check (in a thread) and the apply would share
+            # the GIL. Above all the first one, whose read of every server runs after
+            # HAProxy serves: a change arriving then waits for that apply.
+            while self._busy():
+                await asyncio.sleep(IDLE_POLL)
             # A large fleet's dump costs CPU that changes need: at most ~5 % of the time.
             pause = next_pause(await self.dump())
 
