@@ -142,3 +142,29 @@ async def test_a_dump_waits_while_an_apply_runs(
         assert dumper.writes == 1 and (tmp_path / "state").read_text() == FULL_DUMP
     finally:
         await dumper.stop()
+
+
+async def test_the_dump_check_pauses_for_an_apply_that_starts_meanwhile(tmp_path: Path) -> None:
+    # The comparison of a large dump runs on the event loop a chunk at a time (in a
+    # thread it shared the GIL with the changes); an apply starting meanwhile goes first.
+    row = FULL_DUMP.splitlines()[-1]
+    big = FULL_DUMP + "".join(
+        row.replace(" a ", f" s{i} ") + "\n" for i in range(3 * statedump.CHUNK)
+    )
+    applying = False
+
+    class ApplyAfterAnswer(AnsweringRuntime):
+        async def execute(self, command: str) -> str:
+            nonlocal applying
+            applying = True  # a change's apply takes the lock right after the answer
+            return self.answer
+
+    dumper = StateDumper(ApplyAfterAnswer(big), tmp_path / "state", lambda: True)  # type: ignore[arg-type]
+    dumper._busy = lambda: applying
+    dump = asyncio.create_task(dumper.dump())
+    await asyncio.sleep(0.2)
+    assert not dump.done() and dumper.writes == 0  # waiting for the apply, mid-check
+    applying = False
+    await asyncio.wait_for(dump, 5)
+    assert dumper.writes == 1 and (tmp_path / "state").read_text() == big
+    assert dumper._last == comparable(big)  # chunk by chunk, the same digest
