@@ -32,7 +32,8 @@ MAX_PAUSE = 30.0  # a slow dump must not leave the state file stale for minutes
 CPU_SHARE = 20  # pause = CPU_SHARE x the dump's own CPU time: at most ~5 % of a core
 _SINCE_CHANGE = 9  # srv_time_since_last_change, in `show servers state` (format 1)
 IDLE_POLL = 0.05  # while an apply runs, look again this often
-CHUNK = 500  # rows compared per turn of the event loop (~1 ms)
+CHUNK = 250  # rows compared per step on the event loop (~0.5 ms)
+CHUNK_GAP = 0.002  # seconds the loop is left alone after each step
 
 
 def comparable(dump: str) -> bytes:
@@ -130,7 +131,7 @@ class StateDumper:
 
     async def _checked_key(self, text: str) -> tuple[bytes, float]:
         """(comparable form, CPU seconds spent on it). With 20,000 servers the comparison
-        is ~40 ms of Python: on the event loop, CHUNK rows per turn and none while an
+        is ~40 ms of Python: on the event loop, CHUNK rows per step and none while an
         apply runs, so a change waits for one chunk at most. (In a thread it shared the
         GIL with the changes: the slowest 4 % of a loaded bench's changes, 28-57 ms, ran
         beside it, the fastest half never.) An error message must not become a state
@@ -146,10 +147,11 @@ class StateDumper:
         return digest.digest(), cpu + time.thread_time() - began
 
     async def _idle(self) -> None:
-        """A turn for whatever is ready (a registry event), then wait while an apply runs:
-        a dump beside the first apply (which reads every server after HAProxy serves)
-        held up the change waiting for that apply."""
-        await asyncio.sleep(0)
+        """A gap for whatever comes (a registry event takes a few turns of the loop to
+        reach the controller), then wait while an apply runs: a dump beside the first
+        apply (which reads every server after HAProxy serves) held up the change waiting
+        for that apply."""
+        await asyncio.sleep(CHUNK_GAP)
         while self._busy():
             await asyncio.sleep(IDLE_POLL)
 
