@@ -40,10 +40,3 @@ def first_apply() -> Iterator[None]:
         gc.freeze()  # the first apply's objects
         if enabled:
             gc.enable()
-
-
-def reset_for_tests() -> None:
-    """Undo the once-per-process mark and the freeze (tests only)."""
-    global _done
-    _done = False
-    gc.unfreeze()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
+import pytest
 from applier_fakes import FakeApplier, eventually, make_reconciler, report, running
 
 from synapse import gc_start
@@ -36,14 +37,16 @@ class GcRecordingApplier(FakeApplier):
         return await super().apply(desired, reason)
 
 
-async def test_the_start_is_frozen_around_the_first_apply_only(tmp_path: Path) -> None:
+async def test_the_start_is_frozen_around_the_first_apply_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = SynapseConfig.model_validate({
         "services": {"web": {"discovery": {"method": "zookeeper", "hosts": ["h:1"],
                                            "path": "/web"}}},
         "haproxy": {"config_file_path": str(tmp_path / "haproxy.cfg"), "reload_command": "true",
                     "state_file_path": str(tmp_path / "state.json")},
     })  # fmt: skip
-    gc_start.reset_for_tests()
+    monkeypatch.setattr(gc_start, "_done", False)  # (an earlier test's reconciler did it)
     assert gc.isenabled()
     sentinel: list[str] = ["built by the start"]
     applier = GcRecordingApplier(sentinel)
@@ -61,5 +64,5 @@ async def test_the_start_is_frozen_around_the_first_apply_only(tmp_path: Path) -
         assert second == (True, False, False)  # on; the first apply's objects frozen too
         assert third == (True, False, True)  # nothing frozen after the first apply
     finally:
-        gc_start.reset_for_tests()
+        gc.unfreeze()
     assert gc.isenabled() and tracked(sentinel)
