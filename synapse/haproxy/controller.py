@@ -111,7 +111,7 @@ class HAProxyController:
         if self._managed is not None and await self._managed.adopt():
             self._watch_process()
         if self._dumper is not None:
-            self._dumper.start()
+            self._dumper.start(busy=self._lock.locked)
         self._reader.start_sweeping(self._lock, self._has_desired, self._apply_locked)
 
     async def apply(self, desired: list[DesiredService], reason: str) -> ApplyResult:

@@ -168,9 +168,10 @@ async def unix_request(
                 if shut_write:
                     writer.write_eof()
                 await writer.drain()
-                data = await reader.read(MAX_ANSWER_BYTES)
+                parts = [await reader.read(MAX_ANSWER_BYTES)]
                 while chunk := await reader.read(MAX_ANSWER_BYTES):
-                    data += chunk
+                    parts.append(chunk)  # (joined once: `+=` copied 1.9 MB answers ~30 times)
+                data = b"".join(parts)
             finally:
                 writer.close()
                 with contextlib.suppress(OSError):

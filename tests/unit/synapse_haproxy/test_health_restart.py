@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
+from synapse.haproxy import statedump
 from synapse.haproxy.health import problems, service_verdict
 from synapse.haproxy.managed import restart_delay
 from synapse.haproxy.statedump import DUMP_INTERVAL, MAX_PAUSE, StateDumper, comparable, next_pause
@@ -116,3 +119,52 @@ async def test_an_error_answer_never_becomes_the_state_file(tmp_path: Path) -> N
     await dumper.dump()
     await dumper.dump()  # unchanged: not written again
     assert dumper.writes == 1 and (tmp_path / "state").read_text() == FULL_DUMP
+
+
+async def test_a_dump_waits_while_an_apply_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first apply reads every server after HAProxy serves; a dump beside it (its
+    # check in a thread) slowed it and the change waiting for it (bench: first change).
+    monkeypatch.setattr(statedump, "DUMP_INTERVAL", 0.01)
+    monkeypatch.setattr(statedump, "IDLE_POLL", 0.01)
+    applying = True
+    dumper = StateDumper(AnsweringRuntime(FULL_DUMP), tmp_path / "state", lambda: True)  # type: ignore[arg-type]
+    dumper.start(busy=lambda: applying)
+    try:
+        await asyncio.sleep(0.1)
+        assert dumper.writes == 0  # ten intervals passed, all during the apply
+        applying = False
+        for _ in range(100):
+            if dumper.writes:
+                break
+            await asyncio.sleep(0.01)
+        assert dumper.writes == 1 and (tmp_path / "state").read_text() == FULL_DUMP
+    finally:
+        await dumper.stop()
+
+
+async def test_the_dump_check_pauses_for_an_apply_that_starts_meanwhile(tmp_path: Path) -> None:
+    # The comparison of a large dump runs on the event loop a chunk at a time (in a
+    # thread it shared the GIL with the changes); an apply starting meanwhile goes first.
+    row = FULL_DUMP.splitlines()[-1]
+    big = FULL_DUMP + "".join(
+        row.replace(" a ", f" s{i} ") + "\n" for i in range(3 * statedump.CHUNK)
+    )
+    applying = False
+
+    class ApplyAfterAnswer(AnsweringRuntime):
+        async def execute(self, command: str) -> str:
+            nonlocal applying
+            applying = True  # a change's apply takes the lock right after the answer
+            return self.answer
+
+    dumper = StateDumper(ApplyAfterAnswer(big), tmp_path / "state", lambda: True)  # type: ignore[arg-type]
+    dumper._busy = lambda: applying
+    dump = asyncio.create_task(dumper.dump())
+    await asyncio.sleep(0.2)
+    assert not dump.done() and dumper.writes == 0  # waiting for the apply, mid-check
+    applying = False
+    await asyncio.wait_for(dump, 5)
+    assert dumper.writes == 1 and (tmp_path / "state").read_text() == big
+    assert dumper._last == comparable(big)  # chunk by chunk, the same digest
