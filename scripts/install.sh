@@ -68,7 +68,17 @@ ensure_python_deps() {
   touch "$stamp"
 }
 
+# The editable install reads our modules from the tree: compile them as a wheel install
+# would (a shell with PYTHONDONTWRITEBYTECODE never writes them), so daemons started from
+# the tree (demo, bench, tests) do not compile ~200 modules at every start (~2.4 MB of a
+# sidecar's RSS, and its start time). Up-to-date files are skipped.
+compile_bytecode() {
+  "$VENV/bin/python" -m compileall -q -j 0 smartstack synapse nerve >/dev/null ||
+    die "compiling the project's modules failed (python -m compileall smartstack synapse nerve)"
+}
+
 install_packages
 stop_services
 ensure_venv
 ensure_python_deps
+compile_bytecode
