@@ -155,6 +155,11 @@ def _context(**fields: object) -> dict[str, object]:
         ({"backend_name": "b c"}, False),
         ({"name": "a\u2028b"}, False),  # a line separator splitlines() breaks on
         ({"servers": [_spec("id 7  check")]}, False),
+        ({"backend": [" acl leading"]}, False),
+        ({"frontend": ["mode http "]}, False),
+        ({"backend": ["acl a\nlisten x"]}, False),  # a newline inside: another header
+        ({"backend": ["acl a\n    server x 1.1.1.1:1"]}, False),  # ... or a server line
+        ({"backend": ["acl \x1f unit separator"]}, False),
         ({"servers": [_spec("id 7 check ")]}, True),  # (the line is stripped: canonical)
     ],
 )
