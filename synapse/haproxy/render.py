@@ -5,7 +5,8 @@ Airbnb synapse's layout (``templates/haproxy.cfg.j2``, written without jinja2 by
 ``defaults``, ``extra_sections``, then per service a frontend (when the service has a
 ``port`` key) and a backend, then the ``shared_frontend``. ``listen`` lines are sorted
 into the frontend and/or the backend by keyword (``synapse.haproxy.keywords``). Each
-backend and server also gets a spec (``synapse.haproxy.specs``): what the runtime API may do to it.
+backend and server also gets a spec (``synapse.haproxy.specs``): what the runtime API
+may do to it.
 
 Rendering is incremental. The default template wraps each service in a ``service``
 block (and the rest in ``head`` and ``tail``), so each service is rendered and parsed on
