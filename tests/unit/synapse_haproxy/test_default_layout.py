@@ -169,3 +169,15 @@ def test_blocks_are_built_only_from_canonical_text_and_equal_the_parse(
     text, blocks = default_layout.service(_context(**fields))
     assert (blocks is not None) == built
     assert default_layout.service_blocks(_context(**fields)) == (text, tuple(parse_blocks(text)))
+
+
+def test_a_broken_operator_template_raises_what_the_controller_catches(tmp_path: Path) -> None:
+    """The controller and the bridge catch ``Renderer.errors``: jinja2's errors only with a
+    template (so that without one jinja2 is never imported)."""
+    template = tmp_path / "t.j2"
+    template.write_text("global\n    maxconn {{ nope }}\n")
+    renderer = Renderer(haproxy_config(template=str(template)))
+    with pytest.raises(renderer.errors) as caught:
+        renderer.render([service("web", [A])])
+    assert type(caught.value).__module__.startswith("jinja2") and "nope" in str(caught.value)
+    assert Renderer(haproxy_config()).errors == (OSError,)
