@@ -263,12 +263,12 @@ class Renderer:
             "servers": list(spec.servers.values()),
         }
         routed = bool(hap.routes) and self.shared_frontend_enabled
-        piece = ServicePiece(service, ids, context, spec, tuple(warnings), shared, routed)
+        fields = (service, ids, context, spec, tuple(warnings), shared, routed)
+        if self._jinja is None:  # the default layout: its blocks come with the text
+            return ServicePiece(*fields, *default_layout.service_blocks(context))
+        piece = ServicePiece(*fields)
         if not self.composable:
             return piece
-        if self._jinja is None:  # the default layout: its blocks come with the text
-            text, blocks = default_layout.service_blocks(context)
-            return replace(piece, text=text, blocks=blocks)
         text = self._jinja.block("service", service=context)
         blocks = tuple(parse_blocks(text))
         if blocks and blocks[0].header == "":
