@@ -66,13 +66,13 @@ def best_ms(runs: int, make: Callable[[], Callable[[], Any]]) -> float:
     return min(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("services", type=int, nargs="?", default=1000)
     parser.add_argument("servers", type=int, nargs="?", default=20)
     parser.add_argument("--template", help="render through this jinja2 template")
     parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     config = haproxy_config(args.template)
     services = fleet(args.services, args.servers)
 
