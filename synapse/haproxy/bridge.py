@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import jinja2
-
 from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.ops import Op
 from synapse.haproxy.planner import plan
@@ -63,7 +61,7 @@ def build_bridge(
         services.append(old)
     try:
         config = layout.renderer.render(services, ids)
-    except (jinja2.TemplateError, OSError):
+    except layout.renderer.errors:
         return None
     result = plan(config, running, capabilities)
     if result.reload is not None:

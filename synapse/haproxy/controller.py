@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jinja2
 from prometheus_client import CollectorRegistry
 
 from smartstack.logs import event
@@ -220,7 +219,7 @@ class HAProxyController:
         running = await self._reader.read(self._reader.stale())  # the rest is trusted
         try:
             candidate = self._render(running)
-        except (jinja2.TemplateError, OSError) as err:
+        except self._renderer.errors as err:  # (jinja2's, with an operator template)
             return self._invalid(f"cannot render the config template: {err}", (), None)
         result = self._plan(candidate, running)
         bridge = self._bridge(running) if result.reload is not None else None

@@ -1,11 +1,12 @@
 """Rendering: (HAProxyConfig, desired services) -> the HAProxy config, and what the planner needs.
 
-Airbnb synapse's layout, from ``templates/haproxy.cfg.j2`` (or the operator's
-``haproxy.template``): ``global``, ``defaults``, ``extra_sections``, then per
-service a frontend (when the service has a ``port`` key) and a backend, then the
-``shared_frontend``. ``listen`` lines are sorted into the frontend and/or the
-backend by keyword (``synapse.haproxy.keywords``). Each backend and server also
-gets a spec (``synapse.haproxy.specs``): what the runtime API may do to it.
+Airbnb synapse's layout (``templates/haproxy.cfg.j2``, written without jinja2 by
+``default_layout``; or the operator's ``haproxy.template``, with jinja2): ``global``,
+``defaults``, ``extra_sections``, then per service a frontend (when the service has a
+``port`` key) and a backend, then the ``shared_frontend``. ``listen`` lines are sorted
+into the frontend and/or the backend by keyword (``synapse.haproxy.keywords``). Each
+backend and server also gets a spec (``synapse.haproxy.specs``): what the runtime API
+may do to it.
 
 Rendering is incremental. The default template wraps each service in a ``service``
 block (and the rest in ``head`` and ``tail``), so each service is rendered and parsed on
@@ -18,7 +19,7 @@ without those blocks (or whose blocks do not add up to the whole) is rendered wh
 every time: correct, only slower.
 
 Apart from that cache rendering is pure: the template is read once, when the Renderer
-is built.
+is built. jinja2 is imported only for an operator's template (``jinja_layout``).
 """
 
 from __future__ import annotations
@@ -28,26 +29,25 @@ from collections.abc import Collection, Mapping
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, NamedTuple
-
-import jinja2
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from synapse.config import HAProxyConfig, ServiceConfig, ServiceHAProxyConfig
-from synapse.haproxy import edge, zone_lines, zone_map
+from synapse.haproxy import default_layout, edge, zone_lines, zone_map
 from synapse.haproxy.configtext import assemble, parse_blocks, parse_config
 from synapse.haproxy.desired import Delta, DesiredConfig
 from synapse.haproxy.keywords import belongs_in_backend, belongs_in_frontend
 from synapse.haproxy.pieces import Frame, Rendered, ServicePiece
 from synapse.haproxy.resilience import extra_backend_lines
 from synapse.haproxy.settings import Settings, settings_for
-from synapse.haproxy.specs import BackendBase, BackendBuilder, ServerSpec
+from synapse.haproxy.specs import BackendBase, BackendBuilder
 from synapse.haproxy.stats_page import stats_sections
 from synapse.identity import moved
 from synapse.model import DesiredService
 
+if TYPE_CHECKING:
+    from synapse.haproxy.jinja_layout import JinjaLayout
+
 DEFAULT_TEMPLATE = "haproxy.cfg.j2"
-# Template blocks that let a service be rendered on its own (see the module docstring).
-PIECE_BLOCKS = ("head", "service", "tail")
 
 
 def load_template(config: HAProxyConfig) -> str:
@@ -75,17 +75,6 @@ class Renderer:
     ) -> None:
         self.config = config
         self.settings = settings or settings_for(config)
-        env = jinja2.Environment(
-            autoescape=False,  # HAProxy config, not HTML
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-            undefined=jinja2.StrictUndefined,
-        )
-        self._template = env.from_string(template_text or load_template(config))
-        # The template's globals are a ChainMap: copied once here, not for every service
-        # (jinja's new_context does `dict(globals, **vars)`: ~10 % of a first render).
-        self._globals = dict(self._template.globals)
         defaults = list(config.defaults) + list(self.settings.extra_defaults)
         self._builder = BackendBuilder(defaults, config.max_server_id, config.server_order_seed)
         self._pieces: dict[str, ServicePiece] = {}
@@ -94,7 +83,16 @@ class Renderer:
         self._head: Frame | None = None
         self._tails: dict[tuple[str, ...] | None, Frame] = {}
         self.rendered_pieces = 0  # services rendered (not taken from the cache): for tests
-        self.composable = self._check_composable()
+        # What render() raises on a broken template or an unreadable file.
+        self.errors: tuple[type[Exception], ...] = (OSError,)
+        self._jinja: JinjaLayout | None = None  # None: the default layout, without jinja2
+        if template_text is not None or config.template:
+            from synapse.haproxy import jinja_layout  # (jinja2: ~2 MB, only when used)
+
+            text = template_text or load_template(config)
+            self._jinja = jinja_layout.JinjaLayout(text, self._frame_vars(("bind 127.0.0.1:2",)))
+            self.errors = jinja_layout.ERRORS
+        self.composable = self._jinja is None or self._jinja.composable
         path = self.settings.config_path
         self._zone_map = zone_map.map_path(path) if path is not None else None
 
@@ -265,10 +263,13 @@ class Renderer:
             "servers": list(spec.servers.values()),
         }
         routed = bool(hap.routes) and self.shared_frontend_enabled
-        piece = ServicePiece(service, ids, context, spec, tuple(warnings), shared, routed)
+        fields = (service, ids, context, spec, tuple(warnings), shared, routed)
+        if self._jinja is None:  # the default layout: its blocks come with the text
+            return ServicePiece(*fields, *default_layout.service_blocks(context))
+        piece = ServicePiece(*fields)
         if not self.composable:
             return piece
-        text = self._block("service", service=context)
+        text = self._jinja.block("service", service=context)
         blocks = tuple(parse_blocks(text))
         if blocks and blocks[0].header == "":
             # Lines before the piece's first header would belong to the previous piece's
@@ -297,7 +298,8 @@ class Renderer:
             parts = (head.text, *(p.text if p else "" for p in aligned), tail.text)
             blocks = itertools.chain(head.blocks, *(p.blocks for p in pieces), tail.blocks)
             return DesiredConfig(assemble(blocks), backends, warnings, parts)
-        text = self._template.render(
+        assert self._jinja is not None  # (the default layout is composable)
+        text = self._jinja.whole(
             **self._frame_vars(shared), services=[piece.context for piece in pieces]
         )
         return DesiredConfig(parse_config(text), backends, warnings, (text,))
@@ -318,48 +320,29 @@ class Renderer:
 
     def _frame_head(self) -> Frame:
         if self._head is None:
-            text = self._block("head", **self._frame_vars(None))
+            frame = self._frame_vars(None)
+            text = self._jinja.block("head", **frame) if self._jinja else self._head_text(frame)
             self._head = Frame(text, tuple(parse_blocks(text)))
         return self._head
 
     def _frame_tail(self, shared: tuple[str, ...] | None) -> Frame:
         tail = self._tails.get(shared)
         if tail is None:
-            text = self._block("tail", **self._frame_vars(shared))
+            frame = self._frame_vars(shared)
+            text = self._jinja.block("tail", **frame) if self._jinja else self._tail_text(frame)
             tail = Frame(text, tuple(parse_blocks(text)))
             self._tails = {shared: tail}  # only the latest: the lines rarely change
         return tail
 
-    def _block(self, name: str, **variables: Any) -> str:
-        context = self._template.new_context({**self._globals, **variables}, shared=True)
-        return "".join(self._template.blocks[name](context))
+    @staticmethod
+    def _head_text(frame: dict[str, Any]) -> str:
+        return default_layout.head(
+            frame["global_lines"], frame["defaults_lines"], frame["extra_sections"]
+        )
 
-    def _check_composable(self) -> bool:
-        """Whether the template's head, service and tail blocks add up to the whole text.
-
-        Checked once on sample services; a template that does not is rendered whole.
-        """
-        if not all(name in self._template.blocks for name in PIECE_BLOCKS):
-            return False
-        server = ServerSpec("b1", "s1", "10.0.0.1", 80, 1, "id 1", ("", ""), 1, False, False, True)
-        samples = [
-            {"name": "s1", "frontend": ["mode http"], "bind": "127.0.0.1:1",
-             "backend_name": "b1", "backend": ["balance roundrobin"], "servers": [server]},
-            {"name": "s2", "frontend": None, "bind": "127.0.0.1", "backend_name": "b2",
-             "backend": [], "servers": []},
-        ]  # fmt: skip
-        frame = self._frame_vars(("bind 127.0.0.1:2",))
-        try:
-            whole = self._template.render(**frame, services=samples)
-            parts = [self._block("head", **frame)]
-            parts += [self._block("service", service=sample) for sample in samples]
-            parts.append(self._block("tail", **frame))
-            blocks = [parse_blocks(part) for part in parts]
-        except (jinja2.TemplateError, TypeError, ValueError, KeyError, AttributeError):
-            return False
-        orphans = any(found and found[0].header == "" for found in blocks[1:])
-        joined = assemble(itertools.chain.from_iterable(blocks))
-        return not orphans and "".join(parts) == whole and joined == parse_config(whole)
+    @staticmethod
+    def _tail_text(frame: dict[str, Any]) -> str:
+        return default_layout.tail(frame["shared_frontend"])
 
     def _sort_lines(
         self, name: str, hap: ServiceHAProxyConfig, warnings: list[str]

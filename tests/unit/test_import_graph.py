@@ -20,7 +20,7 @@ def graph() -> dict[str, set[str]]:
 def test_the_graph_holds_every_module_and_its_imports(graph: dict[str, set[str]]) -> None:
     assert {"nerve.daemon", "synapse.haproxy.planner", "smartstack.record"} <= graph.keys()
     assert {"synapse.haproxy.ops", "synapse.haproxy.desired"} <= graph["synapse.haproxy.planner"]
-    assert "jinja2" in graph["synapse.haproxy.render"]  # others' packages by top-level name
+    assert "jinja2" in graph["synapse.haproxy.jinja_layout"]  # others' by top-level name
 
 
 def test_no_import_cycles(graph: dict[str, set[str]]) -> None:
@@ -49,6 +49,20 @@ def test_cycles_are_found_and_annotation_only_imports_are_not_edges(tmp_path: Pa
     found = build_graph(module_files(tmp_path, ["synapse"]))
     assert cycles(found) == [["synapse.a", "synapse.b", "synapse.c"]]  # a lazy import counts
     assert found["synapse.d"] == {"typing"}
+
+
+def test_only_an_operator_template_loads_jinja2(graph: dict[str, set[str]]) -> None:
+    """jinja2 costs ~2 MB of RSS per synapse: the default layout is written without it, and
+    the renderer imports the template's module only when ``haproxy.template`` is set (the
+    runtime check, in a fresh process: tests/integration/synapse_haproxy/test_no_jinja.py)."""
+    assert {module for module, edges in graph.items() if "jinja2" in edges} == {
+        "synapse.haproxy.jinja_layout"
+    }
+    render = ast.parse(Path(module_files()["synapse.haproxy.render"]).read_text())
+    top = {node.module for node in render.body if isinstance(node, ast.ImportFrom)}
+    top |= {alias.name for node in render.body if isinstance(node, ast.ImportFrom)
+            for alias in node.names}  # fmt: skip
+    assert "jinja_layout" not in top and "synapse.haproxy.jinja_layout" not in top
 
 
 def test_synapse_runs_without_aiohttp(graph: dict[str, set[str]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 from pathlib import Path
 
 import pytest
@@ -148,12 +149,19 @@ def test_backend_order_asc_desc_and_seeded_shuffle():
     def order(**kw):
         return list(render([service("web", servers, **kw)]).backends["web"].servers)
 
+    others = [server(f"10.0.1.{i}", 81) for i in range(1, 12)]
+    both = render([service("web", servers), service("api", others, port=3001)])
+
     assert order(backend_order="asc") == names
     assert order(backend_order="desc") == names[::-1]
     assert order(backend_order="no_shuffle") == [s.name for s in servers]
     shuffled = order()
     assert sorted(shuffled) == names and shuffled != names
     assert order() == shuffled  # the same set always renders the same way
+    for names_of in (names, sorted(s.name for s in others)):  # one order per size, reused
+        expected = list(names_of)
+        random.Random(7).shuffle(expected)  # the sorted names, shuffled with the seed
+        assert list(both.backends["web" if names_of is names else "api"].servers) == expected
     other_seed = render([service("web", servers)], haproxy_config(server_order_seed=8))
     assert list(other_seed.backends["web"].servers) != shuffled
 
