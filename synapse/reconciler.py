@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import Mapping
@@ -41,6 +40,7 @@ from pydantic import ValidationError
 from smartstack.backoff import Backoff
 from smartstack.logs import event
 from smartstack.tasks import wait_event
+from synapse import start_gc
 from synapse.config import SynapseConfig
 from synapse.contract import Applier, ApplyOutcome, RecordSink
 from synapse.generator_config import with_generator_config
@@ -56,20 +56,6 @@ log = logging.getLogger("synapse.reconciler")
 REFRESH_INTERVAL = 60.0  # how often the state file is considered for its periodic refresh
 STATE_FILE_INTERVAL = 1.0  # seconds between state file updates (each one writes every server)
 RETRY_BASE, RETRY_CAP = 0.5, 30.0  # a failed hand-over is retried with this backoff
-
-
-_frozen = False
-
-
-def _freeze_startup_objects() -> None:
-    """After the first hand-over, move what exists (config, registrations, the rendered
-    config) out of reach of the cycle collector, once per process: a full collection
-    walks every object (~100 ms with 20,000 servers) and would stall a change every few
-    hundred changes. These objects are freed by reference counting when they go."""
-    global _frozen
-    if not _frozen:
-        _frozen = True
-        gc.freeze()
 
 
 class Reconciler:
@@ -261,7 +247,7 @@ class Reconciler:
             return False
         now = time.monotonic()
         self.applies += 1
-        _freeze_startup_objects()
+        start_gc.settle()  # the start is over: thresholds back, its objects frozen
         self.last_error = None
         outcome = result.reload
         self.metrics.applies.labels(outcome.value).inc()
