@@ -26,6 +26,7 @@ and events, and the behaviour across a dropped connection, against a real ZooKee
 
 from __future__ import annotations
 
+import itertools
 import logging
 import ssl
 from typing import Any
@@ -65,8 +66,9 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
         batch: list[tuple[Any, Any, int]] = []
         size, xid = 0, self._xid
         debug = self.logger.isEnabledFor(logging.DEBUG)
-        # Safe to iterate: other threads only append, and only this thread pops.
-        for request, async_object in list(queue)[:MAX_BATCH]:
+        # Copied in one C call (no other thread runs meanwhile); they only append anyway,
+        # and only this thread pops.
+        for request, async_object in list(itertools.islice(queue, MAX_BATCH)):
             if _alone(request) or (batch and size >= MAX_BATCH_BYTES):
                 break
             xid = (xid % 2147483647) + 1
