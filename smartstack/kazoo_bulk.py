@@ -8,9 +8,11 @@ calls cost ~0.8 s of the loop's time. ``WakeBatcher.call`` queues the request th
 way and owes the byte: all bytes owed in a turn go in one ``send`` at the end of it.
 
 The order of requests is the queue's, whoever writes the bytes: kazoo's thread sends
-the queue's head for every byte it reads (and reads a byte left over when the queue is
-empty, as after a connection loss fails the queued requests). This uses kazoo internals
-(``_queue``, ``_state``, ``_connection._write_sock``), like smartstack.zk_persistent.
+from the queue's head when it reads a byte (smartstack.kazoo_conn: up to a batch of
+requests, reading at most one byte each), and reads a byte left over when the queue is
+empty (a request sent before its byte came, or failed by a connection loss). This uses
+kazoo internals (``_queue``, ``_state``, ``_connection._write_sock``), like
+smartstack.zk_persistent.
 """
 
 from __future__ import annotations

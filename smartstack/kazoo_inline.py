@@ -12,14 +12,22 @@ never block. Any other callback (kazoo's recipes, user code) still goes through 
 from __future__ import annotations
 
 import logging
+import selectors
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from kazoo.handlers.threading import AsyncResult, SequentialThreadingHandler
+from kazoo.handlers.utils import selector_select
 
 log = logging.getLogger("smartstack.zookeeper")
 
 _MARK = "_smartstack_inline"
+_POLL = SimpleNamespace(
+    DefaultSelector=selectors.PollSelector,
+    EVENT_READ=selectors.EVENT_READ,
+    EVENT_WRITE=selectors.EVENT_WRITE,
+)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -55,6 +63,11 @@ class _InlineResult(AsyncResult):
 
 class InlineHandler(SequentialThreadingHandler):
     """SequentialThreadingHandler that runs ``inline()`` callbacks without its queues."""
+
+    def select(self, *args: Any, **kwargs: Any) -> Any:
+        # kazoo's select, on poll(): its default makes (and closes) an epoll file descriptor
+        # per call, several calls per request; poll() needs no descriptor of its own.
+        return selector_select(*args, selectors_module=_POLL, **kwargs)
 
     def async_result(self) -> AsyncResult:
         return _InlineResult(self)

@@ -21,6 +21,7 @@ from kazoo.protocol.states import KazooState, KeeperState, WatchedEvent
 from kazoo.retry import KazooRetry
 from kazoo.security import ACL, READ_ACL_UNSAFE, make_acl, make_digest_acl
 
+from smartstack import kazoo_conn
 from smartstack.kazoo_bulk import WakeBatcher
 from smartstack.kazoo_inline import InlineHandler, inline
 from smartstack.logs import KazooLog, event
@@ -70,6 +71,7 @@ class ZooKeeperConnection:
         self.persistent_watches: bool | None = None  # the server takes addWatch (None: unknown)
         # kazoo's own lines name this ensemble; its per-attempt failures are logged once.
         self.kazoo_log = KazooLog(self.hosts)
+        options = _auth_options(auth)
         self.client = KazooClient(
             logger=self.kazoo_log,
             hosts=self.hosts,
@@ -78,8 +80,10 @@ class ZooKeeperConnection:
             # Retry the connection forever with capped backoff: nerve and synapse never give up.
             connection_retry=KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_delay=2.0),
             command_retry=KazooRetry(max_tries=0),
-            **_auth_options(auth),
+            **options,
         )
+        # Many queued requests per write and many buffered replies per read (a start's).
+        kazoo_conn.install(self.client, options.get("sasl_options"))
         self.client.add_listener(self._on_state)
         self._reads = ReadBatcher(self.client, loop)  # multi-reads of one loop turn, together
         self._tree = TreeRouter(self.client)  # persistent recursive watches' events

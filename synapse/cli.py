@@ -8,6 +8,7 @@ import sys
 from smartstack.cli import add_common_arguments, check_or_run
 from smartstack.config_sections import SectionCache
 from smartstack.malloc_tune import tune_malloc
+from synapse import gc_start
 from synapse.config import CONFIG_ENV, SynapseConfig, load_synapse_config, service_cache
 from synapse.preflight import preflight
 
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.config:
         parser.error(f"the config file is needed: -c FILE, or ${CONFIG_ENV}")
+    gc_start.relax()  # a start builds objects that live on: few collections until it is over
     cache = service_cache()  # the daemon's SIGHUP re-reads only the services that changed
     return check_or_run(
         args,
@@ -43,6 +45,7 @@ def _run(config: SynapseConfig, args: argparse.Namespace, cache: SectionCache) -
     from synapse.daemon import run  # imported late: `-k` needs none of the daemon's modules
 
     tune_malloc(len(config.services))  # before the registry's records come in
+    gc_start.freeze_loaded()
     return run(config, args, cache)
 
 

@@ -33,6 +33,7 @@ from smartstack.logs import event
 from smartstack.statsd import make_stats
 from smartstack.tasks import cancel_and_wait
 from smartstack.zookeeper import ZooKeeperPool
+from synapse import gc_start
 from synapse.background_import import import_in_thread
 from synapse.config import ServiceConfig, SynapseConfig, load_synapse_config, service_cache
 from synapse.contract import Applier, RecordSink
@@ -193,6 +194,7 @@ class SynapseDaemon:
         # whoever sees HAProxy answer can ask synapse. (~20 ms; the reads go on meanwhile.)
         await self._start_admin()
         self._reconciler_task = loop.create_task(self._run_reconciler(), name="reconciler")
+        loop.call_later(gc_start.START_LIMIT_S, gc_start.settle)  # should no hand-over come
         docker = self.config.docker_services
         if docker is not None and docker.enabled:  # services from container labels
             self.docker_services = DockerServiceSource(docker, loop, self._apply_docker)

@@ -1,10 +1,12 @@
-"""The cycle collector around the first hand-over (``synapse.gc_start``): what the start
+"""The cycle collector during the start (``synapse.gc_start``): few collections until the first
+hand-over, then the process's thresholds; around the first hand-over what the start
 built is frozen before the first apply, the collector is off during it, what the apply
 built is frozen after it, and later applies run with the collector on and freeze nothing."""
 
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,8 @@ async def test_the_start_is_frozen_around_the_first_apply_only(
                     "state_file_path": str(tmp_path / "state.json")},
     })  # fmt: skip
     monkeypatch.setattr(gc_start, "_done", False)  # (an earlier test's reconciler did it)
+    monkeypatch.setattr(gc_start, "_settled", False)
+    monkeypatch.setattr(gc_start, "_saved", None)
     assert gc.isenabled()
     sentinel: list[str] = ["built by the start"]
     applier = GcRecordingApplier(sentinel)
@@ -66,3 +70,26 @@ async def test_the_start_is_frozen_around_the_first_apply_only(
     finally:
         gc.unfreeze()
     assert gc.isenabled() and tracked(sentinel)
+
+
+@pytest.fixture
+def fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    before = gc.get_threshold()
+    monkeypatch.setattr(gc_start, "_saved", None)
+    monkeypatch.setattr(gc_start, "_settled", False)
+    monkeypatch.setattr(gc, "freeze", lambda: None)  # the test process's heap stays as is
+    gc.set_threshold(700, 10, 10)
+    yield
+    gc.set_threshold(*before)
+
+
+def test_relaxed_until_settled_then_the_thresholds_come_back(fresh: None) -> None:
+    gc_start.relax()
+    assert gc.get_threshold()[0] == gc_start.START_GEN0
+    gc_start.relax()  # a second call does not save the relaxed thresholds as the process's
+    gc_start.settle()
+    assert gc.get_threshold() == (700, 10, 10)
+    gc.set_threshold(500, 5, 5)  # settled once: later calls change nothing
+    gc_start.settle()
+    gc_start.relax()
+    assert gc.get_threshold() == (500, 5, 5)

@@ -1,0 +1,147 @@
+"""kazoo's connection, writing and reading many packets per turn of its loop.
+
+kazoo's ``ConnectionHandler`` sends one queued request per turn of its select loop and
+handles one reply per turn, each with a few selects and small socket calls. Every call
+hands the GIL over, and at a cold start the event loop holds it, busy decoding records:
+the 1,000 ``addWatch`` requests of a start and their replies took ~0.8 s, mostly waiting.
+``BulkConnection`` changes two steps of that loop and nothing else:
+
+- sending: the requests at the queue's head (up to ``MAX_BATCH`` requests or
+  ``MAX_BATCH_BYTES``) go in one write. Their xids are given in queue order and they move
+  to ``_pending`` in that order once the write is done, as kazoo does for one request: a
+  failed write leaves them all queued for the next connection. Auth packets and kazoo's
+  test sentinels go alone, through kazoo's own step. One wake-up byte is read per request
+  sent, at most as many as the socket pair holds (a byte written later finds the queue
+  empty, which kazoo's own step already handles).
+- reading: a reply read takes what the socket holds (up to ``READ_CHUNK``) into a buffer
+  and every whole reply in it is handled before the loop selects again (the loop selects
+  on the socket, which no longer shows what the buffer holds). The buffer is used only
+  inside a reply read and emptied at each new connection, so the handshake and SASL read
+  exactly as kazoo does.
+
+This overrides kazoo internals (``_send_request``, ``_read_socket``, ``_read``,
+``_connect``), like smartstack.zk_persistent; tests/integration pin the order of replies
+and events, and the behaviour across a dropped connection, against a real ZooKeeper.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import ssl
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import ConnectionDropped
+from kazoo.protocol.connection import (
+    _CONNECTION_DROP,
+    _SESSION_EXPIRED,
+    CLOSE_RESPONSE,
+    ConnectionHandler,
+)
+from kazoo.protocol.serialization import Auth, int_struct
+
+MAX_BATCH = 256
+MAX_BATCH_BYTES = 256 * 1024
+READ_CHUNK = 64 * 1024
+
+
+class BulkConnection(ConnectionHandler):  # type: ignore[misc]
+    """kazoo's ConnectionHandler sending queued requests and handling buffered replies
+    in bulk (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = bytearray()
+        self._buffering = False
+
+    # --- sending ------------------------------------------------------------------
+
+    def _send_request(self, read_timeout: float, connect_timeout: float) -> None:
+        queue = self.client._queue
+        if not queue or _alone(queue[0][0]):
+            super()._send_request(read_timeout, connect_timeout)
+            return
+        packets: list[bytes] = []
+        batch: list[tuple[Any, Any, int]] = []
+        size, xid = 0, self._xid
+        debug = self.logger.isEnabledFor(logging.DEBUG)
+        # Copied in one C call (no other thread runs meanwhile); they only append anyway,
+        # and only this thread pops.
+        for request, async_object in list(itertools.islice(queue, MAX_BATCH)):
+            if _alone(request) or (batch and size >= MAX_BATCH_BYTES):
+                break
+            xid = (xid % 2147483647) + 1
+            body = int_struct.pack(xid) + int_struct.pack(request.type) + request.serialize()
+            packets.append(int_struct.pack(len(body)) + body)
+            size += len(packets[-1])
+            batch.append((request, async_object, xid))
+            if debug:
+                self.logger.debug("Sending request(xid=%s): %s", xid, request)
+        self._write(b"".join(packets), connect_timeout)  # raises: nothing was dequeued
+        self._xid = xid
+        pending = self.client._pending
+        for entry in batch:
+            queue.popleft()
+            pending.append(entry)
+        self._read_sock.recv(len(batch))  # ≥ 1 byte is there: the loop saw it readable
+
+    # --- reading ------------------------------------------------------------------
+
+    def _connect(self, *args: Any) -> Any:
+        self._rbuf = bytearray()  # never a byte of the last connection's stream
+        return super()._connect(*args)
+
+    def _read_socket(self, read_timeout: float) -> Any:
+        self._buffering = True
+        try:
+            while True:
+                response = super()._read_socket(read_timeout)
+                if response == CLOSE_RESPONSE or not self._whole_reply_buffered():
+                    return response
+        finally:
+            self._buffering = False
+
+    def _whole_reply_buffered(self) -> bool:
+        buf = self._rbuf
+        return len(buf) >= 4 and len(buf) >= 4 + int_struct.unpack_from(buf)[0]
+
+    def _read(self, length: int, timeout: float) -> bytes:
+        buf = self._rbuf
+        if not self._buffering and not buf:
+            return super()._read(length, timeout)  # type: ignore[no-any-return]
+        while len(buf) < length:
+            self._fill(timeout)
+        out = bytes(buf[:length])
+        del buf[:length]
+        return out
+
+    def _fill(self, timeout: float) -> None:
+        """One receive into the buffer (kazoo's ``_read``, taking all there is)."""
+        sock = self._socket
+        with self._socket_error_handling():
+            # An SSL socket may hold decrypted bytes its file descriptor no longer shows.
+            ssl_ready = hasattr(sock, "pending") and sock.pending() > 0
+            if not ssl_ready and not self.handler.select([sock], [], [], timeout)[0]:
+                raise self.handler.timeout_exception("socket time-out during read")
+            try:
+                chunk = sock.recv(READ_CHUNK)
+            except ssl.SSLError as exc:
+                if exc.errno in (ssl.SSL_ERROR_WANT_READ, ssl.SSL_ERROR_WANT_WRITE):
+                    return
+                raise
+            if not chunk:
+                raise ConnectionDropped("socket connection broken")
+            self._rbuf += chunk
+
+
+def _alone(request: Any) -> bool:
+    """Requests kazoo's own step must send: its test sentinels and auth packets."""
+    return request is _SESSION_EXPIRED or request is _CONNECTION_DROP or request.type == Auth.type
+
+
+def install(client: KazooClient, sasl_options: dict[str, Any] | None) -> None:
+    """Give a new (not started) client a BulkConnection made as kazoo makes its own."""
+    client._connection = BulkConnection(
+        client, client._conn_retry.copy(), logger=client.logger, sasl_options=sasl_options
+    )
