@@ -97,10 +97,18 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
         try:
             while True:
                 response = super()._read_socket(read_timeout)
-                if response == CLOSE_RESPONSE or not self._whole_reply_buffered():
+                if response == CLOSE_RESPONSE:
+                    return response
+                if not (self._whole_reply_buffered() or self._tls_pending()):
                     return response
         finally:
             self._buffering = False
+
+    def _tls_pending(self) -> bool:
+        """An SSL socket may hold decrypted bytes its file descriptor no longer shows:
+        select would not wake for them (a reply would wait for the next ping)."""
+        sock = self._socket
+        return hasattr(sock, "pending") and sock.pending() > 0
 
     def _whole_reply_buffered(self) -> bool:
         buf = self._rbuf
@@ -120,9 +128,7 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
         """One receive into the buffer (kazoo's ``_read``, taking all there is)."""
         sock = self._socket
         with self._socket_error_handling():
-            # An SSL socket may hold decrypted bytes its file descriptor no longer shows.
-            ssl_ready = hasattr(sock, "pending") and sock.pending() > 0
-            if not ssl_ready and not self.handler.select([sock], [], [], timeout)[0]:
+            if not self._tls_pending() and not self.handler.select([sock], [], [], timeout)[0]:
                 raise self.handler.timeout_exception("socket time-out during read")
             try:
                 chunk = sock.recv(READ_CHUNK)
@@ -136,7 +142,10 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
 
 
 def _alone(request: Any) -> bool:
-    """Requests kazoo's own step must send: its test sentinels and auth packets."""
+    """Requests kazoo's own step must send: its test sentinels and auth packets. (An
+    ``add_auth`` mid-stream is answered ahead of earlier replies and breaks kazoo's xid
+    matching, with or without batching: smartstack sends digest credentials in the
+    connect handshake and never calls it.)"""
     return request is _SESSION_EXPIRED or request is _CONNECTION_DROP or request.type == Auth.type
 
 

@@ -16,12 +16,27 @@ from __future__ import annotations
 import sys
 
 FLOOR = 4096  # entries before the first sweep: a sidecar never sweeps
-# References a string held by the table alone has during the sweep: the table's key and
-# value, the list the sweep walks, the loop variable and getrefcount's argument.
-_TABLE_ONLY = 5
 
 _table: dict[str, str] = {}
 _limit = FLOOR
+
+
+def _references_when_unused() -> int:
+    """The count ``sweep`` sees for a string only the table holds (its key and value, the
+    list walked, the loop variable, getrefcount's argument: 5 on CPython 3.11-3.13),
+    measured by the same loop on a probe, so an interpreter that counts differently
+    (borrowed references, free threading) does not make the sweep drop live strings."""
+    probe = "".join(("smartstack.strings", ".probe"))  # a new object, held by no constant
+    _table[probe] = probe
+    del probe
+    count = 0
+    for text in list(_table):
+        count = sys.getrefcount(text)
+    _table.clear()
+    return count
+
+
+_TABLE_ONLY = _references_when_unused()
 
 
 def share(text: str) -> str:

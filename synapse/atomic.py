@@ -10,6 +10,18 @@ from pathlib import Path
 
 def write_atomic(path: Path, data: str, mode: int = 0o644) -> None:
     """Write ``data`` to a temp file beside ``path``, fsync it, and rename it into place."""
+    tmp = stage(path, data, mode)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        discard(tmp)
+        raise
+
+
+def stage(path: Path, data: str, mode: int = 0o644) -> str:
+    """The first half of ``write_atomic``: ``data`` in a temp file beside ``path``, fsynced;
+    returns its name. The caller renames it into place (``os.replace``) or ``discard``s it:
+    the slow half can run before whatever decides whether the file is still wanted."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -18,11 +30,16 @@ def write_atomic(path: Path, data: str, mode: int = 0o644) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        discard(tmp)
         raise
+    return tmp
+
+
+def discard(tmp: str) -> None:
+    """Remove a staged temp file that is not wanted (or whose rename failed)."""
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
 
 
 def read_text(path: Path) -> str | None:

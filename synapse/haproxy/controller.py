@@ -51,7 +51,7 @@ from synapse.haproxy.render import Renderer
 from synapse.haproxy.running import Capabilities, RunningState
 from synapse.haproxy.runtime import kept_clients
 from synapse.haproxy.settings import settings_for
-from synapse.haproxy.statedump import state_dumper
+from synapse.haproxy.statedump import ApplyLock, state_dumper
 from synapse.haproxy.status import HAProxyStatus, run_mode
 from synapse.model import DesiredService
 
@@ -91,7 +91,7 @@ class HAProxyController:
         self._reader = RunningReader(self._runtime, self._installer.file, clock)
         self._dumper = state_dumper(self.settings, self._runtime, self._managed)
         self._gate = ReloadGate(config.restart_interval, config.restart_jitter, clock, rng)
-        self._lock = asyncio.Lock()
+        self._lock = ApplyLock()
         self._desired: list[DesiredService] = []
         self._applied = False  # apply() was called: _desired is real
         self._pending = PendingReload(self._gate, self._lock, self._apply_locked, self.metrics)
@@ -110,7 +110,7 @@ class HAProxyController:
         if self._managed is not None and await self._managed.adopt():
             self._watch_process()
         if self._dumper is not None:
-            self._dumper.start(busy=self._lock.locked)
+            self._dumper.start(self._lock)
         self._reader.start_sweeping(self._lock, self._has_desired, self._apply_locked)
 
     async def apply(self, desired: list[DesiredService], reason: str) -> ApplyResult:

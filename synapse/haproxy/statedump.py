@@ -5,6 +5,13 @@ The installer dumps `show servers state` before each reload; between reloads sta
 that file. Every DUMP_INTERVAL the dump is read again and written (atomically) only when a
 state changed: the column that counts seconds since the last change is left out of the
 comparison, so a quiet fleet costs one socket command per interval and no disk write.
+
+The dump never holds up an apply (the controller's ``ApplyLock``): it is compared a chunk
+at a time while no apply runs, and written to a temp file outside the lock. Only the
+rename takes the lock, and only when no apply ran since the dump was read: an apply's
+installer writes a newer dump before a reload, and its commands change states, so an
+older text must not replace the file. Such a dump is read again. Should applies keep
+coming for MAX_PAUSE, the dump is read and written between two of them, under the lock.
 """
 
 from __future__ import annotations
@@ -13,13 +20,14 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from smartstack.logs import event
-from synapse.atomic import write_atomic
+from synapse.atomic import discard, stage
 from synapse.haproxy.answers import check_servers_state
 from synapse.haproxy.managed import ManagedHAProxy
 from synapse.haproxy.runtime import RuntimeClient
@@ -84,6 +92,19 @@ def _check_last_row(text: str) -> None:
         raise UnexpectedAnswer(f"a servers state dump cut short: last row {last[:120]!r}")
 
 
+class ApplyLock(asyncio.Lock):
+    """The controller's lock, counting its releases: the dumper tells by the count whether
+    an apply (or a reload, a sweep) ran since it read the dump."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.releases = 0
+
+    def release(self) -> None:
+        self.releases += 1
+        super().release()
+
+
 class StateDumper:
     """Background task: ``show servers state`` into ``path`` whenever a state changed."""
 
@@ -91,13 +112,14 @@ class StateDumper:
         self.runtime, self.path, self._alive = runtime, path, alive
         self._last: bytes | None = None
         self._task: asyncio.Task[None] | None = None
-        self._busy: Callable[[], bool] = lambda: False
+        self._lock = ApplyLock()  # the controller's, once started (a lone dumper: its own)
+        self._deadline = 0.0  # past it, a dump stops waiting for applies to end
         self.writes = 0
 
-    def start(self, busy: Callable[[], bool] | None = None) -> None:
-        """``busy``: an apply runs (the controller's lock is held); a dump waits for its end."""
-        if busy is not None:
-            self._busy = busy
+    def start(self, lock: ApplyLock | None = None) -> None:
+        """``lock``: the controller's; a dump waits while an apply holds it."""
+        if lock is not None:
+            self._lock = lock
         if self._task is None:
             self._task = asyncio.create_task(self._run())
 
@@ -113,21 +135,55 @@ class StateDumper:
         and the installer deal with it). Returns the CPU seconds the dump's parse took."""
         if not self._alive():
             return 0.0
+        self._deadline = time.monotonic() + MAX_PAUSE
+        await self._idle()
+        cpu = 0.0
         try:
-            text = await self.runtime.execute("show servers state")
-            key, cpu = await self._checked_key(text)
+            while True:
+                seen = self._lock.releases
+                text = await self.runtime.execute("show servers state")
+                key, spent = await self._checked_key(text)
+                cpu += spent
+                if key == self._last:
+                    return cpu
+                if await self._install(text, seen):
+                    break
+                if time.monotonic() > self._deadline:  # applies kept coming
+                    async with self._lock:
+                        key = None  # not compared: the next round compares it
+                        await self._install(await self._read_checked(), self._lock.releases, True)
+                    break
         except HAProxySocketError:
-            return 0.0
-        if key == self._last:
             return cpu
-        try:
-            await asyncio.to_thread(write_atomic, self.path, text)
         except OSError as err:
             event(log, "haproxy_state_dump_failed", level=logging.WARNING, error=str(err))
             return cpu
         self._last = key
         self.writes += 1
         return cpu
+
+    async def _read_checked(self) -> str:
+        """The dump, checked by its header and last row (not a comparison: that is chunked)."""
+        text = await self.runtime.execute("show servers state")
+        check_servers_state(text)
+        _check_last_row(text)
+        return text
+
+    async def _install(self, text: str, seen: int, held: bool = False) -> bool:
+        """Replace the state file with ``text`` unless an apply ran since it was read
+        (``seen``: the lock's releases then). Staged (written, fsynced) outside the lock
+        unless ``held`` (the caller holds it)."""
+        staged = await asyncio.to_thread(stage, self.path, text)
+        try:
+            async with contextlib.nullcontext() if held else self._lock:
+                if self._lock.releases != seen:
+                    return False
+                os.replace(staged, self.path)
+                staged = ""
+            return True
+        finally:
+            if staged:
+                discard(staged)
 
     async def _checked_key(self, text: str) -> tuple[bytes, float]:
         """(comparable form, CPU seconds spent on it). With 20,000 servers the comparison
@@ -152,14 +208,13 @@ class StateDumper:
         apply (which reads every server after HAProxy serves) held up the change waiting
         for that apply."""
         await asyncio.sleep(CHUNK_GAP)
-        while self._busy():
+        while self._lock.locked() and time.monotonic() < self._deadline:
             await asyncio.sleep(IDLE_POLL)
 
     async def _run(self) -> None:
         pause = DUMP_INTERVAL
         while True:
             await asyncio.sleep(pause)
-            await self._idle()
             # A large fleet's dump costs CPU that changes need: at most ~5 % of the time.
             pause = next_pause(await self.dump())
 

@@ -7,11 +7,19 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from applier_fakes import eventually
 
 from synapse.haproxy import statedump
 from synapse.haproxy.health import problems, service_verdict
 from synapse.haproxy.managed import restart_delay
-from synapse.haproxy.statedump import DUMP_INTERVAL, MAX_PAUSE, StateDumper, comparable, next_pause
+from synapse.haproxy.statedump import (
+    DUMP_INTERVAL,
+    MAX_PAUSE,
+    ApplyLock,
+    StateDumper,
+    comparable,
+    next_pause,
+)
 from synapse.haproxy.status import HAProxyStatus
 
 
@@ -128,43 +136,93 @@ async def test_a_dump_waits_while_an_apply_runs(
     # check in a thread) slowed it and the change waiting for it (bench: first change).
     monkeypatch.setattr(statedump, "DUMP_INTERVAL", 0.01)
     monkeypatch.setattr(statedump, "IDLE_POLL", 0.01)
-    applying = True
+    lock = ApplyLock()
     dumper = StateDumper(AnsweringRuntime(FULL_DUMP), tmp_path / "state", lambda: True)  # type: ignore[arg-type]
-    dumper.start(busy=lambda: applying)
+    await lock.acquire()  # an apply runs
+    dumper.start(lock)
     try:
         await asyncio.sleep(0.1)
         assert dumper.writes == 0  # ten intervals passed, all during the apply
-        applying = False
-        for _ in range(100):
-            if dumper.writes:
-                break
-            await asyncio.sleep(0.01)
-        assert dumper.writes == 1 and (tmp_path / "state").read_text() == FULL_DUMP
+        lock.release()
+        await eventually(lambda: dumper.writes == 1)
+        assert (tmp_path / "state").read_text() == FULL_DUMP
     finally:
         await dumper.stop()
 
 
-async def test_the_dump_check_pauses_for_an_apply_that_starts_meanwhile(tmp_path: Path) -> None:
-    # The comparison of a large dump runs on the event loop a chunk at a time (in a
-    # thread it shared the GIL with the changes); an apply starting meanwhile goes first.
+def big_dump(rows: int, state: str = "2") -> str:
     row = FULL_DUMP.splitlines()[-1]
-    big = FULL_DUMP + "".join(
-        row.replace(" a ", f" s{i} ") + "\n" for i in range(3 * statedump.CHUNK)
+    return FULL_DUMP + "".join(
+        row.replace(" a 127.0.0.1 2 ", f" s{i} 127.0.0.1 {state} ") + "\n" for i in range(rows)
     )
-    applying = False
 
-    class ApplyAfterAnswer(AnsweringRuntime):
-        async def execute(self, command: str) -> str:
-            nonlocal applying
-            applying = True  # a change's apply takes the lock right after the answer
-            return self.answer
 
-    dumper = StateDumper(ApplyAfterAnswer(big), tmp_path / "state", lambda: True)  # type: ignore[arg-type]
-    dumper._busy = lambda: applying
+class ApplyAfterAnswer(AnsweringRuntime):
+    """Answers, then an apply takes the lock at once (``hold`` seconds): it writes the
+    state file itself (as the installer does before a reload) and changes the answer."""
+
+    def __init__(self, answers: list[str], lock: ApplyLock, path: Path, hold: float) -> None:
+        super().__init__(answers[0])
+        self.answers, self.lock, self.path, self.hold = answers, lock, path, hold
+        self.asked = 0
+
+    async def execute(self, command: str) -> str:
+        answer = self.answers[min(self.asked, len(self.answers) - 1)]
+        self.asked += 1
+        if self.asked == 1:
+            asyncio.get_running_loop().create_task(self._apply())
+        return answer
+
+    async def _apply(self) -> None:
+        async with self.lock:
+            self.path.write_text("the installer's dump")
+            await asyncio.sleep(self.hold)
+
+
+async def test_a_dump_read_before_an_apply_is_read_again_not_written_after_it(
+    tmp_path: Path,
+) -> None:
+    # The comparison of a large dump runs on the event loop a chunk at a time and waits
+    # for an apply that starts meanwhile; what it read is older than what the apply did
+    # (its installer wrote the file): it must not replace the file, the dump is read again.
+    lock, path = ApplyLock(), tmp_path / "state"
+    old, new = big_dump(3 * statedump.CHUNK), big_dump(3 * statedump.CHUNK, state="0")
+    runtime = ApplyAfterAnswer([old, new], lock, path, hold=0.2)
+    dumper = StateDumper(runtime, path, lambda: True)  # type: ignore[arg-type]
+    dumper.start(lock)
+    await dumper.stop()  # (only the lock is wanted from start())
     dump = asyncio.create_task(dumper.dump())
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.1)
     assert not dump.done() and dumper.writes == 0  # waiting for the apply, mid-check
-    applying = False
     await asyncio.wait_for(dump, 5)
-    assert dumper.writes == 1 and (tmp_path / "state").read_text() == big
-    assert dumper._last == comparable(big)  # chunk by chunk, the same digest
+    assert runtime.asked == 2 and dumper.writes == 1 and path.read_text() == new
+    assert dumper._last == comparable(new)  # chunk by chunk, the same digest
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # none left
+
+
+async def test_applies_that_keep_coming_do_not_starve_the_dump(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Applies with 1 ms gaps: the dump stops waiting after MAX_PAUSE and is read and
+    # written between two of them, under the lock (the state file at most that stale).
+    monkeypatch.setattr(statedump, "MAX_PAUSE", 0.3)
+    monkeypatch.setattr(statedump, "IDLE_POLL", 0.01)
+    lock, path = ApplyLock(), tmp_path / "state"
+    dumper = StateDumper(AnsweringRuntime(big_dump(2 * statedump.CHUNK)), path, lambda: True)  # type: ignore[arg-type]
+    dumper.start(lock)
+    await dumper.stop()
+    stop = False
+
+    async def applies() -> None:
+        while not stop:
+            async with lock:
+                await asyncio.sleep(0.03)
+            await asyncio.sleep(0.001)
+
+    busy = asyncio.create_task(applies())
+    try:
+        await asyncio.wait_for(dumper.dump(), 3)
+    finally:
+        stop = True
+        await busy
+    assert dumper.writes == 1 and path.read_text() == big_dump(2 * statedump.CHUNK)
