@@ -128,16 +128,19 @@ def assign_ids(
     names = sorted(set(names))
     ids: dict[str, int | None] = {}
     used: set[int] = set()
-    for name in names:
+    for name in names if keep else ():  # (a cold start keeps none)
         wanted = keep.get(name)
         if wanted is not None and 1 <= wanted <= max_id and wanted not in used:
             ids[name] = wanted
             used.add(wanted)
     used.update(reserved)
+    sha1, from_bytes = hashlib.sha1, int.from_bytes
     for name in names:
         if name in ids:
             continue
-        candidate = stable_server_id(name, max_id)
+        # stable_server_id, inline (one call per server of a cold start)
+        digest = sha1(name.encode(), usedforsecurity=False).digest()
+        candidate = from_bytes(digest[:8], "big") % max_id + 1
         for _ in range(max_id):
             if candidate not in used:
                 break
