@@ -36,8 +36,11 @@ MAX_SERVER_OPTIONS_LENGTH = 1024
 
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")  # HAProxy server-name characters
+_SAFE_NAME_ONLY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*", re.ASCII)  # fullmatch: no \n
 # Control characters, line separators, and lone surrogates (not Unicode: not encodable).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # no leading zero, as ipaddress
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)
 _SEQUENCE_SUFFIX = re.compile(r"_(\d+)$")
 # The labels of every decoded record that has none: one dict, not one each (64 bytes per
 # record). Never mutated: Registration is frozen and its readers copy (to_dict).
@@ -73,7 +76,8 @@ class Registration:
         validate_name(self.name)
         if self.weight is not None:
             validate_weight(self.weight)
-        validate_labels(self.labels)
+        if self.labels is not _NO_LABELS:  # (the shared empty dict of a record without labels)
+            validate_labels(self.labels)
         if self.haproxy_server_options is not None:
             validate_server_options(self.haproxy_server_options)
 
@@ -112,6 +116,8 @@ def validate_host(host: Any) -> str:
 # raises, which lru_cache does not keep).
 @functools.lru_cache(maxsize=4096)
 def _validated_host(host: str) -> str:
+    if _IPV4.fullmatch(host):  # the common case, without building an address object
+        return host
     _reject_control("host", host)
     try:
         address = ipaddress.ip_address(host)
@@ -138,6 +144,8 @@ def validate_port(port: Any) -> int:
 
 
 def validate_name(name: Any) -> str:
+    if type(name) is str and len(name) <= MAX_NAME_LENGTH and _SAFE_NAME_ONLY.fullmatch(name):
+        return name  # the common case in one match (no control character can be in it)
     if not isinstance(name, str) or not name:
         raise InvalidRecord("name must be a non-empty string")
     _reject_control("name", name)

@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from smartstack.record import Registration
 from smartstack.strings import share
@@ -21,9 +21,12 @@ from synapse.config import ServiceConfig
 _UNSAFE_SERVER_NAME = re.compile(r"[^A-Za-z0-9_.:-]")
 
 
-@dataclass(frozen=True, slots=True)
-class Found:
-    """One registration and where it was read (``zookeeper:/path/child``, ``etcd:key``, ...)."""
+class Found(NamedTuple):
+    """One registration and where it was read (``zookeeper:/path/child``, ``etcd:key``, ...).
+
+    A NamedTuple (immutable, one per record at every report): built ~3x faster than a
+    frozen dataclass, and a report's tuple of them compares in C.
+    """
 
     registration: Registration
     origin: str
@@ -81,14 +84,14 @@ class Server:
         registry_options: str = "",
     ) -> Server:
         port = port_override or reg.port
-        return cls(
-            name=server_name(reg.host, port, reg.name),
-            host=reg.host,
-            port=port,
-            weight=reg.weight if use_weight else None,
-            registry_options=registry_options,
-            origin=origin,
-            labels=tuple(sorted(reg.labels.items())),
+        return cls(  # positional (one per record at a start): name, host, port, weight, ...
+            server_name(reg.host, port, reg.name),
+            reg.host,
+            port,
+            reg.weight if use_weight else None,
+            registry_options,
+            origin,
+            tuple(sorted(reg.labels.items())) if reg.labels else (),
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 from smartstack.strings import share
 
@@ -22,8 +23,7 @@ _VALUED_RUNTIME_KEYWORDS = ("id", "weight")
 _FLAG_RUNTIME_KEYWORDS = ("disabled", "enabled")
 
 
-@dataclass(frozen=True, slots=True)  # one per server of the config: no __dict__
-class ServerLine:
+class ServerLine(NamedTuple):  # one per server of the config: immutable, quick to build
     name: str
     address: str  # as written: host:port
     options: str  # everything after the address

@@ -65,7 +65,14 @@ def service(service: Mapping[str, Any]) -> tuple[str, tuple[Block, ...] | None]:
         ]
         parts += [f"\nfrontend {name}\n", _body(frontend)]
     parts += [f"\nbackend {backend_name}\n", _body(backend_lines)]
-    parts.append("".join(f"{INDENT}{server.line}\n" for server in servers))
+    # Each address once (ServerSpec.line would build it again): the text and the blocks
+    addresses = [server.address for server in servers]
+    parts.append(
+        "".join(
+            f"{INDENT}{f'server {s.name} {a} {s.options}'.rstrip()}\n"
+            for s, a in zip(servers, addresses, strict=True)
+        )
+    )
     text = "".join(parts)
     body = len(frontend or ()) + len(backend_lines) + len(servers)
     sections = 1 if frontend is None else 2  # each: a blank line and its header
@@ -82,7 +89,10 @@ def service(service: Mapping[str, Any]) -> tuple[str, tuple[Block, ...] | None]:
     # Server names and hosts have no whitespace (specs drops servers that have some): in
     # canonical text the parser's tokens are the spec's name, address and options (but
     # the line is stripped, so options ending in a space are the parser's without it).
-    lines = {s.name: ServerLine(s.name, share(s.address), _stripped(s.options)) for s in servers}
+    lines = {
+        s.name: ServerLine(s.name, share(a), _stripped(s.options))
+        for s, a in zip(servers, addresses, strict=True)
+    }
     blocks.append(Block(f"backend {backend_name}", tuple(backend_lines), backend_name, lines))
     return text, tuple(blocks)
 

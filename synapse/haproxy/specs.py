@@ -17,7 +17,7 @@ import random
 import re
 import socket
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from smartstack.strings import share
@@ -48,14 +48,20 @@ DYNAMIC_SERVER_DEFAULTS = (("pool-max-conn", "-1"), ("pool-purge-delay", "5s"))
 # fullmatch, never `$`: `$` also matches before a trailing newline.
 _SERVER_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,255}", re.ASCII)
 _HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}", re.ASCII)
+# Both at once (neither has a space): the name is at most 255 characters, the host 253.
+_NAME_AND_HOST = re.compile(r"[A-Za-z0-9_.:-]{1,255} [A-Za-z0-9_.:-]{1,253}", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)  # as ipaddress accepts it
 
 
-@dataclass(frozen=True, slots=True)
-class ServerSpec:
-    """One server as synapse configures it."""
+class ServerSpec(NamedTuple):
+    """One server as synapse configures it.
+
+    A NamedTuple, not a frozen dataclass: as immutable, but built in ~0.5 us instead of
+    ~4 us (a frozen dataclass sets each field through ``object.__setattr__``), and a cold
+    start builds one per server (20,000 at 1,000 x 20). Compare specs only with specs.
+    """
 
     backend: str
     name: str
@@ -122,16 +128,19 @@ def assign_ids(
     names = sorted(set(names))
     ids: dict[str, int | None] = {}
     used: set[int] = set()
-    for name in names:
+    for name in names if keep else ():  # (a cold start keeps none)
         wanted = keep.get(name)
         if wanted is not None and 1 <= wanted <= max_id and wanted not in used:
             ids[name] = wanted
             used.add(wanted)
     used.update(reserved)
+    sha1, from_bytes = hashlib.sha1, int.from_bytes
     for name in names:
         if name in ids:
             continue
-        candidate = stable_server_id(name, max_id)
+        # stable_server_id, inline (one call per server of a cold start)
+        digest = sha1(name.encode(), usedforsecurity=False).digest()
+        candidate = from_bytes(digest[:8], "big") % max_id + 1
         for _ in range(max_id):
             if candidate not in used:
                 break
@@ -215,6 +224,14 @@ def _balance(backend_lines: list[str], defaults: list[str]) -> tuple[str, bool]:
 
 def _bad_server_field(server: Server) -> str | None:
     """Defence in depth: records are validated upstream, but nothing unsafe reaches a line."""
+    port, options = server.port, server.registry_options
+    if (  # the common case in one match (a server is checked at every render of it)
+        _NAME_AND_HOST.fullmatch(f"{server.name} {server.host}")
+        and type(port) is int
+        and 1 <= port <= 65535
+        and not (options and (_CONTROL.search(options) or "#" in options))
+    ):
+        return None
     if not _SERVER_NAME.fullmatch(server.name):
         return f"server name {server.name[:64]!r} has characters HAProxy does not allow"
     if not _HOST.fullmatch(server.host):
@@ -353,8 +370,7 @@ class BackendBuilder:
                 traits,
             )
             if persistent and specs[server_name].addable:
-                specs[server_name] = replace(
-                    specs[server_name],
+                specs[server_name] = specs[server_name]._replace(
                     addable=False,
                     why_not_addable="the backend persists on cookies, added servers have none",
                 )
@@ -421,17 +437,17 @@ class BackendBuilder:
             why_not = f"option {refused!r} cannot be set on an added server"
         elif not is_ip(server.host):
             why_not = f"host {server.host} is a DNS name (added servers are not resolved)"
-        return ServerSpec(
-            backend=backend,
-            name=server.name,
-            host=server.host,
-            port=port,
-            id=server_id,
-            options=share(line),  # shared with the parsed config text's server line
-            add_parts=trait.add_parts,
-            weight=trait.weight,
-            check=trait.check,
-            disabled=trait.disabled,
-            addable=not why_not,
-            why_not_addable=why_not,
+        return ServerSpec(  # positional: (backend, name, host, port, id, options, ...)
+            backend,
+            server.name,
+            server.host,
+            port,
+            server_id,
+            share(line),  # shared with the parsed config text's server line
+            trait.add_parts,
+            trait.weight,
+            trait.check,
+            trait.disabled,
+            not why_not,
+            why_not,
         )

@@ -132,6 +132,9 @@ HOSTILE = [
     ({"host": "10.0.0.1", "port": True, "name": "a"}, "integer"),
     ({"host": "10.0.0.1", "port": 80, "name": "a b"}, "characters"),
     ({"host": "10.0.0.1", "port": 80, "name": "a\rcheck"}, "control"),
+    # (a name's fast check is one fullmatch: `$` would also match before a final newline)
+    ({"host": "10.0.0.1", "port": 80, "name": "a\n"}, "control"),
+    ({"host": "10.0.0.1", "port": 80, "name": "a" * 129}, "characters"),
     ({"host": "10.0.0.1", "port": 80, "name": "a", "weight": 1000}, "outside"),
     ({"host": "10.0.0.1", "port": 80, "name": "a", "labels": {"k\tv": "x"}}, "control"),
     ({"host": "10.0.0.1", "port": 80, "name": "a", "labels": {"k" * 129: "x"}}, "longer"),
