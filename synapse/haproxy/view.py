@@ -167,9 +167,9 @@ class RunningView:
     async def read_all(self) -> None:
         """`show backend` + `show servers state`; HAProxySocketError propagates."""
         self.valid = False
-        self.full_reads += 1
         since = self._counter
         pid, found = await self.client.read_state(None)
+        self.full_reads += 1
         old = self.backends
         # Comparing 20,000 servers with the old view takes a while: in a thread (the
         # caller holds the lock: nothing else changes the view meanwhile).
