@@ -219,18 +219,16 @@ class HAProxyController:
         if self._supervisor is not None and self._supervisor.first_crash:
             await self._revive(reason="restarted after it exited")  # before any render
         trusted = self._reader.trusted  # (else this apply reads it whole)
-        # The rest is trusted, except backends unread since a reload that this apply plans.
-        wanted = self._renderer.changed_backends(self._desired)
+        wanted = self._renderer.changed_backends(self._desired)  # (if unread since a reload)
         running = await self._reader.read(self._reader.stale(), wanted)
         try:
             candidate = self._render(running)
         except (jinja2.TemplateError, OSError) as err:
             return self._invalid(f"cannot render the config template: {err}", (), None)
         result = self._plan(candidate, running)
-        if self._reader.unread and (result is None or result.reload is not None):
+        if result is None or (self._reader.unread and result.reload is not None):
             await self._reader.read()  # it plans every backend (or a bridge does): read all
             return await self._apply_held()
-        assert result is not None
         bridge = self._bridge(running) if result.reload is not None else None
         ops = bridge.ops if bridge else result.ops
         applied, failures = await self._run_ops(ops)
@@ -282,7 +280,7 @@ class HAProxyController:
         only = self._reader.backends_to_plan(candidate, running, caps)
         if names_only:
             only = ()
-        elif only is None and self._reader.unread:
+        elif self._reader.unread and (only is None or not self._reader.unread.isdisjoint(only)):
             return None
         result = plan(candidate, running, caps, only)
         self._reader.planned(candidate, running, result)
@@ -366,8 +364,7 @@ class HAProxyController:
 
     async def _after_reload(self, candidate: DesiredConfig, wrote: bool) -> ApplyResult:
         """The new process's structure (pid, backends) against the candidate; its servers
-        are read and planned in the background, a part at a time (``confirm``): runtime
-        ops the reload did not carry (states restored from the state file...) follow."""
+        are read and planned in the background, a part at a time (``confirm``)."""
         running = await self._reader.read(reloaded=True)
         fresh = self._render(running)
         after = self._plan(fresh, running, names_only=True)
