@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -41,6 +42,7 @@ from synapse.haproxy.runtime import RuntimeClient
 
 Servers = Mapping[str, RunningServer]
 SWEEP_PART = 25  # backends read per step of a background sweep (~2 ms of parsing)
+SWEEP_PACE = 2.0  # after a part, the sweep pauses this many times the CPU time it took
 
 
 class RunningIds(Mapping[str, Mapping[str, int]]):
@@ -207,12 +209,15 @@ class RunningView:
             _, names = await client.backend_names()
             everything = sorted(set(names) | set(self.backends))
             for start in range(0, len(everything), SWEEP_PART):
+                began = time.thread_time()
                 part = await self.read_part(client, everything[start : start + SWEEP_PART])
                 async with lock:
                     if not self.merge(part):
                         return False
                     if after_part is not None:
                         await after_part()
+                # The loop mostly idle meanwhile: a change's steps do not queue behind parts.
+                await asyncio.sleep(SWEEP_PACE * (time.thread_time() - began))
         return True
 
     async def read_part(self, client: RuntimeClient, backends: Collection[str]) -> Read:
