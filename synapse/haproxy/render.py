@@ -130,9 +130,9 @@ class Renderer:
 
     def changed_backends(self, services: list[DesiredService]) -> set[str] | None:
         """The backends of the services that differ from the last render's (None: the
-        list changed shape, every service may render again)."""
+        list changed shape, or the template renders whole: every service may change)."""
         last = self._last
-        if last is None or len(services) != len(last.services):
+        if last is None or not self.composable or len(services) != len(last.services):
             return None
         changed = set()
         for i in moved(services, last.services):
