@@ -1,12 +1,12 @@
 """The cycle collector during synapse's start and around its first hand-over.
 
 A cold start of 1,000 services x 20 servers builds about a million objects that all live
-on (config models, registrations, selections; then the first apply's rendered services
-and its read of HAProxy's state: 20,000 running servers), and makes almost no cyclic
-garbage. With CPython's default thresholds (700, 10, 10) the collector ran ~500 times
+on (config models, registrations, selections; then the first apply's rendered services;
+HAProxy's 20,000 running servers are read after it, in the background), and makes almost
+no cyclic garbage. With CPython's default thresholds (700, 10, 10) the collector ran ~500 times
 during that start and walked the whole heap 4 times: ~0.6-0.85 s of a 4 s start. One
-full collection (223 ms) also fell inside the first apply's read of HAProxy, right when
-HAProxy already served: a change arriving then waited for it.
+full collection (223 ms) also fell inside the first apply's then whole read of HAProxy,
+right when HAProxy already served: a change arriving then waited for it.
 
 So, once per process:
 

@@ -35,6 +35,7 @@ from smartstack.logs import event
 from synapse.config import HAProxyConfig
 from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.bridge import Bridge, Layout, build_bridge
+from synapse.haproxy.confirm import ReloadCheck
 from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.executor import run_ops
 from synapse.haproxy.health import backend_servers, problems
@@ -91,6 +92,7 @@ class HAProxyController:
         self._reader = RunningReader(self._runtime, self._installer.file, clock)
         self._dumper = state_dumper(self.settings, self._runtime, self._managed)
         self._gate = ReloadGate(config.restart_interval, config.restart_jitter, clock, rng)
+        self._check = ReloadCheck(self._gate)
         self._lock = ApplyLock()
         self._desired: list[DesiredService] = []
         self._applied = False  # apply() was called: _desired is real
@@ -216,12 +218,16 @@ class HAProxyController:
         if self._supervisor is not None and self._supervisor.first_crash:
             await self._revive(reason="restarted after it exited")  # before any render
         trusted = self._reader.trusted  # (else this apply reads it whole)
-        running = await self._reader.read(self._reader.stale())  # the rest is trusted
+        wanted = self._renderer.changed_backends(self._desired)  # (if unread since a reload)
+        running = await self._reader.read(self._reader.stale(), wanted)
         try:
             candidate = self._render(running)
         except self._renderer.errors as err:  # (jinja2's, with an operator template)
             return self._invalid(f"cannot render the config template: {err}", (), None)
         result = self._plan(candidate, running)
+        if result is None or (self._reader.unread and result.reload is not None):
+            await self._reader.read()  # it plans every backend (or a bridge does): read all
+            return await self._apply_held()
         bridge = self._bridge(running) if result.reload is not None else None
         ops = bridge.ops if bridge else result.ops
         applied, failures = await self._run_ops(ops)
@@ -231,6 +237,7 @@ class HAProxyController:
         applied, failures = applied + routed, failures + failed
         reasons = list(result.reload.reasons) if result.reload else []
         reasons += [("runtime_failed", failure) for failure in failures]
+        self._check.planned(candidate.parts, reasons, all_read=not self._reader.unread)
         self._reader.settle_later({op.backend for op in ops})  # after the apply
         if not reasons:
             self._pending.clear()
@@ -263,11 +270,18 @@ class HAProxyController:
         self.info.render_warnings = candidate.warnings
         return candidate
 
-    def _plan(self, candidate: DesiredConfig, running: RunningState) -> Plan:
+    def _plan(
+        self, candidate: DesiredConfig, running: RunningState, names_only: bool = False
+    ) -> Plan | None:
+        """None: it would plan backends not read since a reload. ``names_only``: right
+        after a reload, the structure only (servers are planned as they are read)."""
         caps = self._capabilities()
-        result = plan(
-            candidate, running, caps, self._reader.backends_to_plan(candidate, running, caps)
-        )
+        only = self._reader.backends_to_plan(candidate, running, caps)
+        if names_only:
+            only = ()
+        elif self._reader.unread and (only is None or not self._reader.unread.isdisjoint(only)):
+            return None
+        result = plan(candidate, running, caps, only)
         self._reader.planned(candidate, running, result)
         return result
 
@@ -348,27 +362,25 @@ class HAProxyController:
         return await self._after_reload(candidate, wrote)
 
     async def _after_reload(self, candidate: DesiredConfig, wrote: bool) -> ApplyResult:
-        """Runtime ops the reload did not carry (states restored from the state file...)."""
-        running = await self._reader.read()
+        """The new process's structure (pid, backends) against the candidate; its servers
+        are read and planned in the background, a part at a time (``confirm``)."""
+        running = await self._reader.read(reloaded=True)
         fresh = self._render(running)
-        after = self._plan(fresh, running)
-        applied, failures = await self._run_ops(after.ops)
+        after = self._plan(fresh, running, names_only=True)
+        assert after is not None
         written = self._installer.write(fresh, self._layout()) or wrote
-        await self._reader.refresh({op.backend for op in after.ops})
         done = ApplyOutcome.DONE
         if after.reload is not None and after.reload.kind == "runtime_unavailable":
             # Reloaded, but nothing answers on the runtime socket: try again, backing off.
             failed = self._reload_failed(after.reload.summary, after.reload, self._clock())
-            return ApplyResult(tuple(applied), done, (), written, failed.error)
-        if after.reload is not None or failures:
+            return ApplyResult((), done, (), written, failed.error)
+        if after.reload is not None:
             # Reloaded with exactly this config and HAProxy still differs: retrying the
             # same candidate would loop, so it waits for the next change.
-            self._gate.settle(candidate.text)
-            detail = after.reload.summary if after.reload else "; ".join(failures)
-            event(log, "haproxy_differs_after_reload", level=logging.ERROR, detail=detail)
-            return ApplyResult(tuple(applied), done, (), written, f"still differs: {detail}")
-        self._gate.settle(None)
-        return ApplyResult(tuple(applied), done, (), written)
+            self._check.differs(candidate.parts, after.reload.summary)
+            return ApplyResult((), done, (), written, f"still differs: {after.reload.summary}")
+        self._check.begin(candidate.parts)
+        return ApplyResult((), done, (), written)
 
     async def _write_without_reload(self, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
         """do_reloads: false (Airbnb): install the valid config, leave reloading to others."""

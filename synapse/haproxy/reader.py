@@ -12,14 +12,17 @@ Scoping keeps an apply's cost to what changed, using object identity:
   or that had something to do, since the last plan; a backend outside them has the
   same spec and servers a plan found nothing for.
 
-In the background it sweeps: every FULL_READ_INTERVAL it reads the whole runtime state,
-a part at a time, and has the controller apply where HAProxy drifted. After an apply's
+In the background it sweeps: every FULL_READ_INTERVAL, and at once after synapse reloaded
+or started HAProxy (the apply then read only the backends' names), it reads the whole
+runtime state, a part at a time, and has the controller apply where a part differs from
+what the last plan saw (after a reload: every backend, planned a part at a time). After an apply's
 runtime commands it reads what they changed (``settle_later``), off the path to HAProxy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -61,6 +64,7 @@ class RunningReader:
         self._plan_base: ParsedConfig | None = None
         self._plan_caps: Capabilities | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._kick = asyncio.Event()  # a reload: sweep now, not at the next period
         self._settler: asyncio.Task[None] | None = None
         # The controller's lock, "has a desired state" and apply (``start_sweeping``).
         self._lock: asyncio.Lock | None = None
@@ -75,11 +79,20 @@ class RunningReader:
 
     # --- reading ------------------------------------------------------------------------
 
-    async def read(self, changed: Collection[str] | None = None) -> RunningState:
+    async def read(
+        self,
+        changed: Collection[str] | None = None,
+        wanted: Collection[str] | None = None,
+        *,
+        reloaded: bool = False,
+    ) -> RunningState:
         """The config file as synapse wrote it, and HAProxy's runtime state.
 
         The runtime view is read whole when it is not trusted, else only the ``changed``
-        backends (None: whole; empty: nothing, no round trip to HAProxy).
+        backends (None: whole; empty: nothing, no round trip to HAProxy) and, of the
+        backends not read since a reload, those in ``wanted`` (the ones the apply may
+        plan; None: any, so all of them). ``reloaded``: synapse just reloaded or started
+        HAProxy: only its pid and backend names; the sweep reads their servers at once.
         """
         config: ParsedConfig | None = None
         missing = False
@@ -91,10 +104,15 @@ class RunningReader:
         try:
             if self.version is None:
                 self.version = await self.runtime[0].version()
-            if changed is None:
+            if reloaded:
+                await self.view.read_names()
+                self._kick.set()
+            elif changed is None or (self.view.unread and wanted is None):
                 await self.view.read_all()
-            elif changed or not self.view.valid:
-                await self.view.read(changed)
+            else:
+                backends = set(changed) | (self.view.unread & set(wanted or ()))
+                if backends or not self.view.valid:
+                    await self.view.read(backends)
         except HAProxySocketError as err:
             self.view.invalidate()
             self.runtime_error = str(err)
@@ -120,6 +138,11 @@ class RunningReader:
     def trusted(self) -> bool:
         """Whether the next apply plans on the kept view (not a whole read)."""
         return self.view is not None and self.view.valid
+
+    @property
+    def unread(self) -> set[str]:
+        """Backends not read since synapse reloaded or started HAProxy (never planned on)."""
+        return self.view.unread if self.view is not None else set()
 
     def stale(self) -> set[str]:
         """What an apply must read before planning: the backends runtime commands changed
@@ -162,12 +185,14 @@ class RunningReader:
         if self.view is not None:
             self.view.invalidate()
 
-    def note_view_changes(self) -> None:
+    def note_view_changes(self) -> set[str]:
+        """Take the backends whose servers changed into what to render and plan."""
         assert self.view is not None
         replaced = self.view.take_replaced()
         self._ids_changed |= replaced
         if self._to_plan is not None:
             self._to_plan |= replaced
+        return replaced
 
     def start_sweeping(
         self,
@@ -200,8 +225,17 @@ class RunningReader:
         view = self.view
         assert view is not None
         forced_at = -math.inf
+
+        async def after_part() -> None:
+            # What a part changed is planned at once (after a start: every backend, a
+            # part at a time), so no apply waits for more than a part's plan.
+            if self.note_view_changes() and ready():
+                await apply()
+
         while True:
-            await asyncio.sleep(max(view.due, 1.0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), max(view.due, 1.0))
+            self._kick.clear()
             if not ready():
                 continue
             if not view.valid:
@@ -218,7 +252,7 @@ class RunningReader:
                 continue  # an apply read it all meanwhile
             forced_at = -math.inf
             try:
-                if not await view.sweep(lock):
+                if not await view.sweep(lock, after_part):
                     continue
             except HAProxySocketError as err:
                 view.invalidate()  # the next apply (or the next turn here) reads it whole

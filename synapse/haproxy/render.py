@@ -126,6 +126,18 @@ class Renderer:
                 return patched
         return self._render_all(services, running_ids)
 
+    def changed_backends(self, services: list[DesiredService]) -> set[str] | None:
+        """The backends of the services that differ from the last render's (None: the
+        list changed shape, or the template renders whole: every service may change)."""
+        last = self._last
+        if last is None or not self.composable or len(services) != len(last.services):
+            return None
+        changed = set()
+        for i in moved(services, last.services):
+            changed.add(services[i].backend_name)
+            changed.add(last.services[i].backend_name)
+        return changed
+
     def _render_all(
         self, services: list[DesiredService], running_ids: Mapping[str, Mapping[str, int]]
     ) -> DesiredConfig:

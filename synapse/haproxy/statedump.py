@@ -205,8 +205,8 @@ class StateDumper:
     async def _idle(self) -> None:
         """A gap for whatever comes (a registry event takes a few turns of the loop to
         reach the controller), then wait while an apply runs: a dump beside the first
-        apply (which reads every server after HAProxy serves) held up the change waiting
-        for that apply."""
+        apply (which then read every server after HAProxy served) held up the change
+        waiting for that apply."""
         await asyncio.sleep(CHUNK_GAP)
         while self._lock.locked() and time.monotonic() < self._deadline:
             await asyncio.sleep(IDLE_POLL)

@@ -4,8 +4,13 @@ Reading all of `show servers state` costs little in HAProxy (~30 ms for 20,000 s
 but turning it into objects and comparing them costs ~100 ms of Python, and planning
 against all of it more again. So synapse keeps this view (``synapse.haproxy.reader``):
 
-- read whole (``read_all``) at the start, after a reload, after a failed command or a
-  lost socket, and when another process answers (`show info`: its pid);
+- read whole (``read_all``) at the start, after a failed command or a lost socket, and
+  when another process answers (`show info`: its pid);
+- after synapse reloaded or started HAProxy, only by name (``read_names``: `show info`,
+  `show backend`): every backend is ``unread`` until read from the new process, by an
+  apply that plans it (`show servers state <backend>`) or by the background sweep,
+  which starts at once (a whole read there was ~30 ms of waiting for HAProxy and
+  ~200 ms of parsing at 20,000 servers, on the path of the first change);
 - otherwise the view is trusted: what synapse last read or did is what HAProxy runs
   (the background sweep corrects drift). The backends runtime commands changed are
   ``stale`` until read again (`show servers state <backend>`, with `show info`: still
@@ -28,7 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Collection, Iterator, Mapping
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 from synapse.haproxy.running import RunningServer
@@ -36,6 +42,7 @@ from synapse.haproxy.runtime import RuntimeClient
 
 Servers = Mapping[str, RunningServer]
 SWEEP_PART = 25  # backends read per step of a background sweep (~2 ms of parsing)
+SWEEP_PACE = 2.0  # after a part, the sweep pauses this many times the CPU time it took
 
 
 class RunningIds(Mapping[str, Mapping[str, int]]):
@@ -94,12 +101,14 @@ class RunningView:
         self.valid = False  # False: the next read must be a whole one
         self.pid: str | None = None  # the process the view was read from (`show info`)
         self._read_at = -math.inf
-        self.full_reads = 0  # for tests and /status
+        self.full_reads = 0  # whole reads in one go (``read_all``): for tests
         self.partial_reads = 0
+        self.sweeps = 0  # every backend read again (whole, or part by part)
         self._replaced: set[str] = set()  # backends whose map changed since take_replaced()
         self._counter = 0  # counts updates of the view
         self._updated: dict[str, int] = {}  # backend -> counter when an apply last read it
         self._stale: dict[str, int] = {}  # backend -> counter when commands changed it
+        self._unread: set[str] = set()  # known by name since a reload, servers not read yet
         self._invalidated = 0
 
     def invalidate(self) -> None:
@@ -108,6 +117,7 @@ class RunningView:
         self._counter += 1
         self._invalidated = self._counter  # whole reads begun before this are refused
         self._stale.clear()  # the next read is a whole one
+        self._unread.clear()
 
     @property
     def due(self) -> float:
@@ -123,6 +133,12 @@ class RunningView:
         """Backends runtime commands changed that were not read since."""
         return set(self._stale)
 
+    @property
+    def unread(self) -> set[str]:
+        """Backends HAProxy has (since the last reload or start) whose servers were not
+        read from it yet: the view holds what they were before the reload (or nothing)."""
+        return self._unread
+
     def mark_stale(self, backends: Collection[str]) -> None:
         """Runtime commands changed ``backends``: read them before trusting them again. A
         read begun before (a sweep's part) must not bring back what they were."""
@@ -130,11 +146,32 @@ class RunningView:
         for name in backends:
             self._stale[name] = self._updated[name] = self._counter
 
+    async def read_names(self) -> None:
+        """After synapse reloaded or started HAProxy: the new process's pid and backends
+        (`show info`, `show backend`), every backend ``unread``; HAProxySocketError
+        propagates. Reads begun before are refused (another process answered them)."""
+        pid, names = await self.client.backend_names()
+        self._counter += 1
+        self._invalidated = self._counter
+        self._stale.clear()
+        found = set(names)
+        for name in [n for n in self.backends if n not in found]:
+            del self.backends[name]
+            self._replaced.add(name)
+        for name in names:
+            if name not in self.backends:
+                self.backends[name] = {}
+                self._replaced.add(name)
+        self._unread = found
+        self.pid, self.valid = pid, True
+        self._read_at = -math.inf  # the background sweep reads them now
+
     async def read_all(self) -> None:
         """`show backend` + `show servers state`; HAProxySocketError propagates."""
         self.valid = False
         since = self._counter
         pid, found = await self.client.read_state(None)
+        self.full_reads += 1
         old = self.backends
         # Comparing 20,000 servers with the old view takes a while: in a thread (the
         # caller holds the lock: nothing else changes the view meanwhile).
@@ -160,19 +197,27 @@ class RunningView:
         self.merge(Read(self.pid, since, found))
         self.partial_reads += 1
 
-    async def sweep(self, lock: asyncio.Lock) -> bool:
+    async def sweep(
+        self, lock: asyncio.Lock, after_part: Callable[[], Awaitable[object]] | None = None
+    ) -> bool:
         """Read every backend again in the background, SWEEP_PART at a time on a
-        connection of its own, merging each part under ``lock`` (the controller's); False
-        when a part was refused (an invalidation or another process meanwhile)."""
+        connection of its own, merging each part under ``lock`` (the controller's), then
+        ``after_part`` under it too (the reader plans what the part changed); False when
+        a part was refused (an invalidation or another process meanwhile)."""
         client = RuntimeClient(self.client.path, self.client.timeout)
         async with client.held():
             _, names = await client.backend_names()
             everything = sorted(set(names) | set(self.backends))
             for start in range(0, len(everything), SWEEP_PART):
+                began = time.thread_time()
                 part = await self.read_part(client, everything[start : start + SWEEP_PART])
                 async with lock:
                     if not self.merge(part):
                         return False
+                    if after_part is not None:
+                        await after_part()
+                # The loop mostly idle meanwhile: a change's steps do not queue behind parts.
+                await asyncio.sleep(SWEEP_PACE * (time.thread_time() - began))
         return True
 
     async def read_part(self, client: RuntimeClient, backends: Collection[str]) -> Read:
@@ -196,6 +241,9 @@ class RunningView:
                 continue
             self._updated[name] = self._counter
             self._stale.pop(name, None)
+            if name in self._unread:  # first read since the reload: plan it (replaced)
+                self._unread.discard(name)
+                self._replaced.add(name)
             if servers is None:  # HAProxy has no such backend
                 if self.backends.pop(name, None) is not None:
                     self._replaced.add(name)
@@ -209,6 +257,7 @@ class RunningView:
                 if self._updated.get(name, -1) <= read.since:
                     del self.backends[name]
                     self._replaced.add(name)
+            self._unread.clear()
             self.pid = read.pid
             self.valid = True
             self.swept()
@@ -217,7 +266,7 @@ class RunningView:
     def swept(self) -> None:
         """Every backend was read again (whole, or part by part since the last sweep)."""
         self._read_at = self._clock()
-        self.full_reads += 1
+        self.sweeps += 1
 
     async def refresh(self, touched: Collection[str]) -> None:
         """After runtime commands (on the connection the apply read from): read again the

@@ -103,6 +103,16 @@ async def outside_reload(controller) -> None:
     await eventually(reloaded, "the outside reload to start a new worker")
 
 
+async def read_back(controller) -> None:
+    """Until synapse read (and planned) every backend of the HAProxy it just started."""
+    view = controller._reader.view
+
+    async def done() -> bool:
+        return view.sweeps > 0 and not view.unread
+
+    await eventually(done, "the servers read after the start")
+
+
 async def back_in_service(runtime: RuntimeClient, server: str, what: str) -> None:
     """Until HAProxy has ``backend/server`` out of maintenance."""
     backend, name = server.split("/", 1)
@@ -124,6 +134,7 @@ async def test_drift_is_corrected_by_the_background_sweep(
     controller = managed_factory()
     other = service("api", [server("127.0.0.1", b2.port, b2.name)], port=other_port)
     await controller.apply([web(port, [b1, b2]), other], "t")
+    await read_back(controller)  # (drift right after the start is corrected at once)
     runtime = RuntimeClient(controller.settings.runtime_sockets[0])
     await runtime.execute(f"set server web/b2_127.0.0.1:{b2.port} state maint")
     await serves(port, {"b1"})
@@ -143,6 +154,7 @@ async def test_a_command_failing_on_the_trusted_view_reads_all_and_plans_again(
     port = free_port()
     controller = managed_factory()
     await controller.apply([web(port, [b1, b2])], "t")
+    await read_back(controller)
     runtime = RuntimeClient(controller.settings.runtime_sockets[0])
     gone = f"web/b2_127.0.0.1:{b2.port}"
     await runtime.execute(f"set server {gone} state maint")
@@ -164,6 +176,7 @@ async def test_an_apply_uses_one_connection_and_reads_only_what_changed(
     others = [service(f"s{i}", [server("127.0.0.1", b2.port, f"o{i}")], port=free_port())
               for i in range(3)]  # fmt: skip
     await controller.apply([web(port, [b1]), *others], "t")
+    await read_back(controller)  # (the servers after the start: in the background)
     client = controller._runtime[0]
     connections, reads = client.connections, controller._reader.view.partial_reads
     result = await controller.apply([web(port, [b1, b2]), *others], "t")
@@ -499,3 +512,29 @@ async def test_crashed_haproxy_restarts_while_the_new_config_is_invalid(
 
     await eventually(restarted, "the managed HAProxy to be started on the last good config")
     await serves(port, {"b1", "b2"})
+
+
+async def test_a_change_right_after_the_start_reads_its_backend_not_everything(
+    managed_factory, http_backend_factory
+):
+    """After starting HAProxy synapse reads only its backends' names: a change right after
+    reads what it plans, and the servers of every backend are read and planned in the
+    background, a part at a time (no whole read of HAProxy's state on a change's path)."""
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    port = free_port()
+    controller = managed_factory()
+    others = [
+        service(f"s{i}", [server("127.0.0.1", b2.port, f"o{i}")], backend_only=True)
+        for i in range(60)
+    ]  # fmt: skip (more than two parts of a sweep)
+    first = await controller.apply([web(port, [b1]), *others], "t")
+    view = controller._reader.view
+    assert first.reload is ApplyOutcome.DONE and view.full_reads == 0
+    result = await controller.apply([web(port, [b1, b2]), *others], "t")
+    assert result.reload is ApplyOutcome.NONE and len(result.ops) == 2  # add server, ready
+    await serves(port, {"b1", "b2"})
+    await read_back(controller)
+    assert view.full_reads == 0 and controller.info.reloads == 0
+    states = controller.status()["backends"]
+    assert {s["state"] for s in states["web"].values()} == {"UP"} and len(states["web"]) == 2
+    assert all(len(states[f"s{i}"]) == 1 for i in range(60))

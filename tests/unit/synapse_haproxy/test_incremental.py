@@ -208,3 +208,15 @@ def test_a_change_of_servers_renders_only_the_servers_again():
     assert renderer._config_parts(changed) is not renderer._config_parts(after)
     same_config(renderer.render([changed], {}, {"web"}), fresh([changed]))
     assert "mode tcp" in renderer.render([changed], {}, {"web"}).text
+
+
+def test_changed_backends_names_what_the_next_render_may_change():
+    """What an apply reads before rendering when backends are unread since a reload."""
+    renderer = Renderer(CONFIG)
+    services = fleet(3)
+    assert renderer.changed_backends(services) is None  # nothing rendered yet
+    renderer.render(services)
+    assert renderer.changed_backends(services) == set()
+    changed = [services[0], service("s1", [server("10.9.9.9", 8080)], port=None), services[2]]
+    assert renderer.changed_backends(changed) == {"s1"}
+    assert renderer.changed_backends(services[:2]) is None  # a service less: any may change

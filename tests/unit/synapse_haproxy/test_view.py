@@ -27,6 +27,10 @@ class ScriptedClient:
         found = {b: (dict(self.state[b]) if b in self.state else None) for b in names}
         return (self.pid if with_pid else None), found
 
+    async def backend_names(self):
+        self.calls.append("names")  # type: ignore[arg-type]
+        return self.pid, sorted(self.state)
+
 
 def view_of(client: ScriptedClient) -> RunningView:
     return RunningView(client, 30.0, lambda: 0.0)  # type: ignore[arg-type]
@@ -141,3 +145,50 @@ async def test_the_reader_reads_nothing_before_planning_a_trusted_view():
     reader.view.mark_stale({"a"})
     await reader.read(reader.stale())  # commands changed "a" and nothing read it since
     assert client.calls == [None, ["a"]] and reader.stale() == set()
+
+
+async def test_after_a_reload_backends_are_known_by_name_and_read_when_planned():
+    """After a reload only names are read; a backend is read (and counts as changed, so
+    it is planned) when an apply wants it, the rest stay unread until the sweep."""
+    from synapse.haproxy.reader import RunningReader
+
+    client = ScriptedClient()
+    client.state = {"a": {"x": srv("a", "x", 1)}, "b": {"y": srv("b", "y", 2)}}
+    reader = RunningReader([client], None, lambda: 0.0)  # type: ignore[list-item]
+    reader.version = (2, 6, 0)
+    reader.view = view = view_of(client)
+    await view.read_all()
+    old_a = view.backends["a"]
+    view.take_replaced()
+    client.pid, client.state["c"] = "200", {"z": srv("c", "z", 3)}  # reloaded: a new backend
+    sweep = await view.read_part(client, ["b"])  # begun before the names: refused
+    running = await reader.read(reloaded=True)
+    assert client.calls[-1] == "names" and view.pid == "200" and view.unread == {"a", "b", "c"}
+    assert running.backends == {"a": old_a, "b": view.backends["b"], "c": {}}
+    assert reader.ids_changed(running) == {"c"} and not view.merge(sweep)
+    reader.rendered()
+    running = await reader.read(reader.stale(), {"a", "other"})  # an apply plans `a` only
+    assert client.calls[-1] == ["a"] and view.unread == {"b", "c"}
+    assert reader.ids_changed(running) == {"a"}, "read since the reload: planned, unchanged"
+    assert view.backends["a"] is old_a
+    await reader.read(reader.stale(), None)  # an apply that may plan anything: whole
+    assert client.calls[-1] is None and not view.unread and view.full_reads == 2
+
+
+def test_a_plan_needing_a_reload_of_the_reloaded_config_settles_it(caplog):
+    from synapse.haproxy.confirm import ReloadCheck
+    from synapse.haproxy.reload_gate import ReloadGate
+
+    gate = ReloadGate(1.0, 0.0, lambda: 0.0, lambda: 0.0)
+    check = ReloadCheck(gate)
+    check.begin(("head", "svc"))
+    check.planned(("head", "other"), [("config", "x")], all_read=False)  # another config
+    check.planned(("head", "svc"), [("runtime_unavailable", "down")], all_read=False)
+    assert gate.settled is None
+    check.planned(("head", "svc"), [("new_server", "cannot add b/s")], all_read=False)
+    assert gate.settled == "headsvc" and "haproxy_differs_after_reload" in caplog.text
+    check.begin(("head", "svc"))
+    assert gate.settled is None
+    check.planned(("head", "svc"), [], all_read=True)  # every backend planned: over
+    check.planned(("head", "svc"), [("new_server", "later")], all_read=True)
+    assert gate.settled is None
