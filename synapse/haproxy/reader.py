@@ -259,6 +259,9 @@ class RunningReader:
                 self.runtime_error = str(err)  # /health says so meanwhile
                 continue
             async with lock:
+                if view.unread:  # reloaded since the last part: not swept, sweep again
+                    self._kick.set()
+                    continue
                 view.swept()
                 self.note_view_changes()
                 if self._to_plan is None or self._to_plan:

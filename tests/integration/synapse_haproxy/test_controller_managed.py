@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from synapse.contract import ApplyOutcome
 from synapse.haproxy import reader as reader_module
+from synapse.haproxy import view as view_module
 from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.runtime import MasterClient, RuntimeClient
 from synapse.haproxy.sockets import SocketUnavailable
@@ -579,3 +580,46 @@ async def test_the_starting_apply_plans_the_states_the_state_file_restored_in_wh
     states = await controller.backend_servers("web")
     assert states is not None and set(states.values()) == {"UP"}, states
     await serves(port, {"b1", "b2"})
+
+
+async def test_a_reload_during_a_background_sweep_does_not_read_everything(
+    managed_factory, http_backend_factory, monkeypatch
+):
+    """A sweep's connection opened before a reload reaches the old worker: its answers
+    (another pid) must not make synapse distrust the new process's view (a whole read under
+    the lock), and every backend is still read and planned after the reload."""
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    port = free_port()
+    controller = managed_factory(restart_interval=0.0)
+    others = [
+        service(f"s{i}", [server("127.0.0.1", b2.port, f"o{i}")], backend_only=True)
+        for i in range(30)
+    ]  # fmt: skip
+    await controller.apply([web(port, [b1]), *others], "t")
+    await read_back(controller)
+    view = controller._reader.view
+    monkeypatch.setattr(view_module, "SWEEP_PART", 1)  # a slow sweep: one backend a part...
+    monkeypatch.setattr(view_module, "SWEEP_PACE", 1000.0)  # ...and long pauses after each
+    sweeps, view.full_every = view.sweeps, 0.0
+    parts = []
+    read_part = view.read_part
+
+    async def counted(client, backends):
+        parts.append(await read_part(client, backends))
+        return parts[-1]
+
+    monkeypatch.setattr(view, "read_part", counted)
+    controller._reader._kick.set()  # (the sweep waits for its period: sweep now)
+
+    async def sweeping() -> bool:
+        return len(parts) >= 3  # a few parts in
+
+    await eventually(sweeping, "a background sweep under way")
+    added = service("api", [server("127.0.0.1", b2.port, "a")], port=free_port())
+    result = await controller.apply([web(port, [b1]), *others, added], "t")
+    assert result.reload is ApplyOutcome.DONE
+    monkeypatch.setattr(view_module, "SWEEP_PART", 25)
+    monkeypatch.setattr(view_module, "SWEEP_PACE", 2.0)
+    await read_back(controller)
+    assert view.sweeps > sweeps and view.full_reads == 0
+    await serves(port, {"b1"})
