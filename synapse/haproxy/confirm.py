@@ -82,11 +82,15 @@ def read_at_once(
 
 
 def changed_proxies(before: ParsedConfig, after: ParsedConfig) -> set[str]:
-    """The backend/listen sections whose lines or servers differ (a few ms at 20,000
-    servers: the lines are tuples compared in C, shared pieces by identity)."""
-    changed = {p for p, lines in after.servers.items() if before.servers.get(p) != lines}
+    """The backend/listen sections of ``before`` whose lines or servers differ in
+    ``after`` (a new one has no state in the state file: it runs as rendered). A few ms
+    at 20,000 servers: the lines are tuples compared in C, shared pieces by identity."""
+    old = before.proxies
+    changed = {
+        p for p, lines in after.servers.items() if p in old and before.servers.get(p) != lines
+    }
     for header, lines in after.sections.items():
-        tokens = header.split()
-        if tokens[0] in PROXY_KINDS and len(tokens) > 1 and before.sections.get(header) != lines:
-            changed.add(tokens[1])
+        was, tokens = before.sections.get(header), header.split()
+        if was is not None and was != lines and tokens[0] in PROXY_KINDS:
+            changed.update(tokens[1:2])  # (same header: a proxy ``before`` has)
     return changed

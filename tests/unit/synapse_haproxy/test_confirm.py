@@ -19,8 +19,10 @@ def config(weights: dict[str, int], extra: str = "") -> str:
 def test_the_backends_a_reload_changed_are_read_at_once_the_rest_by_the_sweep():
     names = [f"b{i}" for i in range(SWEEP_PART + 5)]
     before = parse_config(config(dict.fromkeys(names, 1)))
-    after = parse_config(config({**dict.fromkeys(names, 1), "b3": 2}, extra="\n  retries 2"))
-    assert changed_proxies(before, after) == {"b0", "b3"}  # its lines, its servers
+    after = parse_config(
+        config({**dict.fromkeys(names, 1), "b3": 2, "new": 1}, extra="\n  retries 2")
+    )
+    assert changed_proxies(before, after) == {"b0", "b3"}  # its lines, its servers (not new)
     assert read_at_once(before, after, set(names)) == {"b0", "b3"}
     assert read_at_once(before, after, {"b3", *names[5:]}) == {"b3"}  # read since: not again
     assert read_at_once(None, after, set(names)) == set()  # first start: the sweep reads
