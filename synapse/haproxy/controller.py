@@ -316,8 +316,7 @@ class HAProxyController:
 
     async def _need_reload(self, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
         if not self.config.do_writes:
-            self._failures.skipped("no_writes", "HAProxy needs a reload but do_writes is false",
-                            reload.summary)  # fmt: skip
+            self._failures.skipped("do_writes", reload.summary)
             return ApplyResult(reload=ApplyOutcome.DISABLED)
         down = self._managed is not None and not self._managed.alive
         decision = self._gate.decide(candidate.text, down)
@@ -403,8 +402,7 @@ class HAProxyController:
         error = await self._installer.validate(candidate)
         if error is not None:
             return self._failures.invalid(error, reload.reasons, candidate.text)
-        self._failures.skipped("no_reloads", "HAProxy needs a reload but do_reloads is false",
-                        reload.summary)  # fmt: skip
+        self._failures.skipped("do_reloads", reload.summary)
         written = self._installer.write(candidate, self._layout())
         await self._installer.flush()  # others reload it: on disk before apply returns
         return ApplyResult((), ApplyOutcome.DISABLED, (), written)

@@ -59,8 +59,9 @@ class Failures:
         self._pending.wait_for_turn(reload)
         return ApplyResult(reload=ApplyOutcome.FAILED, error=error)
 
-    def skipped(self, key: str, message: str, detail: str) -> None:
-        """A reload needed but disabled by configuration: said once per ``key``."""
-        if key not in self._warned:
-            self._warned.add(key)
-            event(log, "haproxy_reload_skipped", level=logging.WARNING, why=message, detail=detail)
+    def skipped(self, setting: str, detail: str) -> None:
+        """A reload needed but ``setting`` (do_writes, do_reloads) is false: said once."""
+        if setting not in self._warned:
+            self._warned.add(setting)
+            why = f"HAProxy needs a reload but {setting} is false"
+            event(log, "haproxy_reload_skipped", level=logging.WARNING, why=why, detail=detail)
