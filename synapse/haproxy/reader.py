@@ -258,6 +258,10 @@ class RunningReader:
                 view.invalidate()  # the next apply (or the next turn here) reads it whole
                 self.runtime_error = str(err)  # /health says so meanwhile
                 continue
+            except Exception:  # a bug must not end the sweep: after a reload only it reads
+                log.exception("HAProxy background sweep failed")  # the untouched backends
+                view.invalidate()  # (what the sweep took in is unknown: read all again)
+                continue
             async with lock:
                 if view.unread:  # reloaded since the last part: not swept, sweep again
                     self._kick.set()
