@@ -7,16 +7,22 @@ background sweep (or an apply) reads and plans them, a part at a time. Until eve
 backend was planned once, a plan that still needs a reload (or whose commands failed)
 for the very config just reloaded means HAProxy differs after reloading it: the gate
 *settles* that candidate (reloading it again would loop) and it is logged, as when the
-whole check ran right after the reload.
+whole check ran right after the reload. The backends the reload itself changed (a
+few, typically) are read and planned at once by the reloading apply (``read_at_once``):
+states the server-state file restored there may differ from the ones just rendered
+(a weight, a server back from maintenance), and waiting for the sweep's part would
+serve them wrong for a second or two.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from smartstack.logs import event
+from synapse.haproxy.configtext import PROXY_KINDS, ParsedConfig
 from synapse.haproxy.reload_gate import ReloadGate
+from synapse.haproxy.view import SWEEP_PART
 
 log = logging.getLogger("synapse.haproxy")
 
@@ -60,3 +66,31 @@ class ReloadCheck:
 def _same(parts: tuple[str, ...], other: tuple[str, ...]) -> bool:
     """Equal texts; cheap when the pieces are shared (the renderer reuses them)."""
     return parts == other or "".join(parts) == "".join(other)
+
+
+def read_at_once(
+    before: ParsedConfig | None, after: ParsedConfig, unread: Collection[str]
+) -> set[str] | None:
+    """The backends a reload from ``before`` to ``after`` must read and plan at once, of
+    the ``unread`` ones (None: all of them, a small config: no more than a sweep's part).
+    Without ``before`` (a first start) the background sweep reads them all."""
+    if len(unread) <= SWEEP_PART:
+        return None
+    if before is None:
+        return set()
+    return changed_proxies(before, after) & set(unread)
+
+
+def changed_proxies(before: ParsedConfig, after: ParsedConfig) -> set[str]:
+    """The backend/listen sections of ``before`` whose lines or servers differ in
+    ``after`` (a new one has no state in the state file: it runs as rendered). A few ms
+    at 20,000 servers: the lines are tuples compared in C, shared pieces by identity."""
+    old = before.proxies
+    changed = {
+        p for p, lines in after.servers.items() if p in old and before.servers.get(p) != lines
+    }
+    for header, lines in after.sections.items():
+        was, tokens = before.sections.get(header), header.split()
+        if was is not None and was != lines and tokens[0] in PROXY_KINDS:
+            changed.update(tokens[1:2])  # (same header: a proxy ``before`` has)
+    return changed

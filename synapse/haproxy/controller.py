@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -35,9 +36,11 @@ from smartstack.logs import event
 from synapse.config import HAProxyConfig
 from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.bridge import Bridge, Layout, build_bridge
-from synapse.haproxy.confirm import ReloadCheck
+from synapse.haproxy.configtext import ParsedConfig
+from synapse.haproxy.confirm import ReloadCheck, read_at_once
 from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.executor import run_ops
+from synapse.haproxy.failures import Failures
 from synapse.haproxy.health import backend_servers, problems
 from synapse.haproxy.installer import Installer, InstallFailed
 from synapse.haproxy.isolation import Isolation
@@ -98,8 +101,9 @@ class HAProxyController:
         self._applied = False  # apply() was called: _desired is real
         self._pending = PendingReload(self._gate, self._lock, self._apply_locked, self.metrics)
         self._stopping = False
-        self._warned: set[str] = set()
         self.info = HAProxyStatus()
+        self._failures = Failures(self.info, self.metrics, self._gate, self._pending,
+                                  lambda: self.settings.candidate_path)  # fmt: skip
 
     # --- synapse.contract.Applier -------------------------------------------------------
 
@@ -223,7 +227,7 @@ class HAProxyController:
         try:
             candidate = self._render(running)
         except self._renderer.errors as err:  # (jinja2's, with an operator template)
-            return self._invalid(f"cannot render the config template: {err}", (), None)
+            return self._failures.invalid(f"cannot render the config template: {err}", (), None)
         result = self._plan(candidate, running)
         if result is None or (self._reader.unread and result.reload is not None):
             await self._reader.read()  # it plans every backend (or a bridge does): read all
@@ -271,14 +275,15 @@ class HAProxyController:
         return candidate
 
     def _plan(
-        self, candidate: DesiredConfig, running: RunningState, names_only: bool = False
+        self, candidate: DesiredConfig, running: RunningState, reread: set[str] | None = None
     ) -> Plan | None:
-        """None: it would plan backends not read since a reload. ``names_only``: right
-        after a reload, the structure only (servers are planned as they are read)."""
+        """None: it would plan backends not read since a reload. ``reread``: right after a
+        reload, the structure and only these backends (the others are planned as the
+        background sweep reads them)."""
         caps = self._capabilities()
         only = self._reader.backends_to_plan(candidate, running, caps)
-        if names_only:
-            only = ()
+        if reread is not None and self._reader.unread:
+            only = reread
         elif self._reader.unread and (only is None or not self._reader.unread.isdisjoint(only)):
             return None
         result = plan(candidate, running, caps, only)
@@ -311,8 +316,7 @@ class HAProxyController:
 
     async def _need_reload(self, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
         if not self.config.do_writes:
-            self._warn_once("no_writes", "HAProxy needs a reload but do_writes is false",
-                            reload.summary)  # fmt: skip
+            self._failures.skipped("do_writes", reload.summary)
             return ApplyResult(reload=ApplyOutcome.DISABLED)
         down = self._managed is not None and not self._managed.alive
         decision = self._gate.decide(candidate.text, down)
@@ -341,12 +345,13 @@ class HAProxyController:
         self.info.validation_error = None
         self._gate.validated(began)
         await self._installer.dump_server_state(self._reader.runtime_error is None)
+        before = self._installer.file.parsed if self._installer.file else None
         try:
             wrote = await self._installer.install(candidate, self._layout(), checked)
         except InstallFailed as err:
             if err.invalid:  # (unchecked: the start failed and `haproxy -c` says why)
                 return await self._refused(str(err), reload, candidate)
-            return self._reload_failed(str(err), reload, began)
+            return self._failures.reload_failed(str(err), reload, began)
         self._watch_process()
         self._pending.clear()  # whatever waited is in this reload
         self._gate.reloaded()
@@ -359,64 +364,53 @@ class HAProxyController:
         self.metrics.last_reload.set(time.time())
         event(log, "haproxy_started" if starting else "haproxy_reloaded", kind=kind,
               reason=reload.summary, ms=round(elapsed * 1000, 1))  # fmt: skip
-        return await self._after_reload(candidate, wrote)
+        return await self._after_reload(candidate, before, wrote)
 
-    async def _after_reload(self, candidate: DesiredConfig, wrote: bool) -> ApplyResult:
-        """The new process's structure (pid, backends) against the candidate; its servers
-        are read and planned in the background, a part at a time (``confirm``)."""
+    async def _after_reload(
+        self, candidate: DesiredConfig, before: ParsedConfig | None, wrote: bool
+    ) -> ApplyResult:
+        """The new process's structure (pid, backends) against the candidate, and the
+        servers of the backends this reload changed (``confirm.read_at_once``: states the
+        state file restored may differ); the others are read and planned in the background,
+        a part at a time (``confirm``)."""
         running = await self._reader.read(reloaded=True)
+        now = read_at_once(before, candidate.parsed, self._reader.unread)
+        if running.backends is not None and (now is None or now):
+            running = await self._reader.read(set(), now)  # (None: all of them)
         fresh = self._render(running)
-        after = self._plan(fresh, running, names_only=True)
+        after = self._plan(fresh, running, reread=now or set())
         assert after is not None
+        applied, failures = await self._run_ops(after.ops)
+        self._reader.settle_later({op.backend for op in after.ops})
         written = self._installer.write(fresh, self._layout()) or wrote
-        done = ApplyOutcome.DONE
+        result = ApplyResult(tuple(applied), ApplyOutcome.DONE, (), written)
         if after.reload is not None and after.reload.kind == "runtime_unavailable":
             # Reloaded, but nothing answers on the runtime socket: try again, backing off.
-            failed = self._reload_failed(after.reload.summary, after.reload, self._clock())
-            return ApplyResult((), done, (), written, failed.error)
-        if after.reload is not None:
+            failed = self._failures.reload_failed(after.reload.summary, after.reload, self._clock())
+            return dataclasses.replace(result, error=failed.error)
+        if after.reload is not None or failures:
             # Reloaded with exactly this config and HAProxy still differs: retrying the
             # same candidate would loop, so it waits for the next change.
-            self._check.differs(candidate.parts, after.reload.summary)
-            return ApplyResult((), done, (), written, f"still differs: {after.reload.summary}")
+            detail = after.reload.summary if after.reload else "; ".join(failures)
+            self._check.differs(candidate.parts, detail)
+            return dataclasses.replace(result, error=f"still differs: {detail}")
         self._check.begin(candidate.parts)
-        return ApplyResult((), done, (), written)
+        return result
 
     async def _write_without_reload(self, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
         """do_reloads: false (Airbnb): install the valid config, leave reloading to others."""
         error = await self._installer.validate(candidate)
         if error is not None:
-            return self._invalid(error, reload.reasons, candidate.text)
-        self._warn_once("no_reloads", "HAProxy needs a reload but do_reloads is false",
-                        reload.summary)  # fmt: skip
+            return self._failures.invalid(error, reload.reasons, candidate.text)
+        self._failures.skipped("do_reloads", reload.summary)
         written = self._installer.write(candidate, self._layout())
         await self._installer.flush()  # others reload it: on disk before apply returns
         return ApplyResult((), ApplyOutcome.DISABLED, (), written)
 
     async def _refused(self, error: str, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
-        result = self._invalid(error, reload.reasons, candidate.text)
+        result = self._failures.invalid(error, reload.reasons, candidate.text)
         await self._revive()
         return result
-
-    def _invalid(
-        self, error: str, reasons: tuple[tuple[str, str], ...], candidate: str | None
-    ) -> ApplyResult:
-        self.metrics.validation_failures.inc()
-        path = str(self.settings.candidate_path) if self.settings.candidate_path else None
-        self.info.refused(error, path, [detail for _, detail in reasons])
-        event(log, "haproxy_config_invalid", level=logging.ERROR, candidate=path, error=error,
-              detail="the running config stays in place")  # fmt: skip
-        self._gate.refuse(candidate)  # not retried until the desired state changes
-        return ApplyResult(reload=ApplyOutcome.INVALID, error=error)
-
-    def _reload_failed(self, error: str, reload: Reload, began: float) -> ApplyResult:
-        self.metrics.reload_failures.inc()
-        backoff = self._gate.failed(began)
-        self.info.reload_failed(error, reload.summary, backoff)
-        event(log, "haproxy_reload_failed", level=logging.ERROR, error=error,
-              reason=reload.summary, retry_in_s=round(backoff, 1))  # fmt: skip
-        self._pending.wait_for_turn(reload)
-        return ApplyResult(reload=ApplyOutcome.FAILED, error=error)
 
     # --- the managed process --------------------------------------------------------------
 
@@ -454,8 +448,3 @@ class HAProxyController:
             self._installer.write(bridge.config, bridge.layout)
             await self._reader.refresh({op.backend for op in bridge.ops})
         return True
-
-    def _warn_once(self, key: str, message: str, detail: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            event(log, "haproxy_reload_skipped", level=logging.WARNING, why=message, detail=detail)

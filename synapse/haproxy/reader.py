@@ -258,7 +258,14 @@ class RunningReader:
                 view.invalidate()  # the next apply (or the next turn here) reads it whole
                 self.runtime_error = str(err)  # /health says so meanwhile
                 continue
+            except Exception:  # a bug must not end the sweep: after a reload only it reads
+                log.exception("HAProxy background sweep failed")  # the untouched backends
+                view.invalidate()  # (what the sweep took in is unknown: read all again)
+                continue
             async with lock:
+                if view.unread:  # reloaded since the last part: not swept, sweep again
+                    self._kick.set()
+                    continue
                 view.swept()
                 self.note_view_changes()
                 if self._to_plan is None or self._to_plan:

@@ -203,8 +203,9 @@ class RunningView:
         """Read every backend again in the background, SWEEP_PART at a time on a
         connection of its own, merging each part under ``lock`` (the controller's), then
         ``after_part`` under it too (the reader plans what the part changed); False when
-        a part was refused (an invalidation or another process meanwhile)."""
+        a part was refused or a reload came meanwhile (an invalidation, another process)."""
         client = RuntimeClient(self.client.path, self.client.timeout)
+        since = self._counter
         async with client.held():
             _, names = await client.backend_names()
             everything = sorted(set(names) | set(self.backends))
@@ -212,7 +213,10 @@ class RunningView:
                 began = time.thread_time()
                 part = await self.read_part(client, everything[start : start + SWEEP_PART])
                 async with lock:
-                    if not self.merge(part):
+                    # Reloaded meanwhile: this connection reaches the old worker (its pid
+                    # would invalidate the new process's view) and the backends swept so
+                    # far are unread again. Start over, on a new connection.
+                    if self._invalidated > since or not self.merge(part):
                         return False
                     if after_part is not None:
                         await after_part()

@@ -234,3 +234,20 @@ def haproxy_check(text: str, tmp_path: Path) -> None:
 def section(text: str, header: str) -> list[str]:
     """The lines of one section of a rendered config."""
     return list(parse_config(text).sections[header])
+
+
+def web(port: int, backends: Any, **haproxy: Any) -> DesiredService:
+    """The service "web" on ``port``, one server per test backend (its name answers)."""
+    return service(
+        "web", [server("127.0.0.1", b.port, b.name) for b in backends], port=port, **haproxy
+    )
+
+
+async def read_back(controller: Any) -> None:
+    """Until synapse read (and planned) every backend of the HAProxy it just started."""
+    view = controller._reader.view
+
+    async def done() -> bool:
+        return view.sweeps > 0 and not view.unread
+
+    await eventually(done, "the servers read after the start")

@@ -11,7 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from haproxy_helpers import eventually, server, serves, service
+from haproxy_helpers import eventually, read_back, server, serves, service, web
 from prometheus_client import CollectorRegistry
 
 from synapse.contract import ApplyOutcome
@@ -20,12 +20,6 @@ from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.runtime import MasterClient, RuntimeClient
 from synapse.haproxy.sockets import SocketUnavailable
 from testbed.process import free_port
-
-
-def web(port: int, backends, **haproxy):
-    return service(
-        "web", [server("127.0.0.1", b.port, b.name) for b in backends], port=port, **haproxy
-    )
 
 
 async def show_proc(controller) -> ProcInfo:
@@ -101,16 +95,6 @@ async def outside_reload(controller) -> None:
             return False
 
     await eventually(reloaded, "the outside reload to start a new worker")
-
-
-async def read_back(controller) -> None:
-    """Until synapse read (and planned) every backend of the HAProxy it just started."""
-    view = controller._reader.view
-
-    async def done() -> bool:
-        return view.sweeps > 0 and not view.unread
-
-    await eventually(done, "the servers read after the start")
 
 
 async def back_in_service(runtime: RuntimeClient, server: str, what: str) -> None:

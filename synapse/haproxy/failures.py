@@ -1,0 +1,67 @@
+"""How the controller records what went wrong with a reload: a refused candidate, a
+failed reload, a reload skipped by configuration. Each is shown on /status (``info``),
+counted (``metrics``), logged, and tells the reload gate when to try again."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from smartstack.logs import event
+from synapse.contract import ApplyOutcome, ApplyResult
+from synapse.haproxy.metrics import HAProxyMetrics
+from synapse.haproxy.ops import Reload
+from synapse.haproxy.pending import PendingReload
+from synapse.haproxy.reload_gate import ReloadGate
+from synapse.haproxy.status import HAProxyStatus
+
+log = logging.getLogger("synapse.haproxy")
+
+
+class Failures:
+    """Records refusals and failures (``candidate_path``: where a refused candidate is kept,
+    asked each time: a SIGHUP may change it)."""
+
+    def __init__(
+        self,
+        info: HAProxyStatus,
+        metrics: HAProxyMetrics,
+        gate: ReloadGate,
+        pending: PendingReload,
+        candidate_path: Callable[[], Path | None],
+    ) -> None:
+        self._info, self._metrics, self._gate, self._pending = info, metrics, gate, pending
+        self._candidate_path = candidate_path
+        self._warned: set[str] = set()
+
+    def invalid(
+        self, error: str, reasons: tuple[tuple[str, str], ...], candidate: str | None
+    ) -> ApplyResult:
+        """``candidate`` failed validation (or rendering): not retried until the desired
+        state changes; the running config stays."""
+        self._metrics.validation_failures.inc()
+        kept = self._candidate_path()
+        path = str(kept) if kept else None
+        self._info.refused(error, path, [detail for _, detail in reasons])
+        event(log, "haproxy_config_invalid", level=logging.ERROR, candidate=path, error=error,
+              detail="the running config stays in place")  # fmt: skip
+        self._gate.refuse(candidate)
+        return ApplyResult(reload=ApplyOutcome.INVALID, error=error)
+
+    def reload_failed(self, error: str, reload: Reload, began: float) -> ApplyResult:
+        """The reload did not take: retried after the gate's backoff."""
+        self._metrics.reload_failures.inc()
+        backoff = self._gate.failed(began)
+        self._info.reload_failed(error, reload.summary, backoff)
+        event(log, "haproxy_reload_failed", level=logging.ERROR, error=error,
+              reason=reload.summary, retry_in_s=round(backoff, 1))  # fmt: skip
+        self._pending.wait_for_turn(reload)
+        return ApplyResult(reload=ApplyOutcome.FAILED, error=error)
+
+    def skipped(self, setting: str, detail: str) -> None:
+        """A reload needed but ``setting`` (do_writes, do_reloads) is false: said once."""
+        if setting not in self._warned:
+            self._warned.add(setting)
+            why = f"HAProxy needs a reload but {setting} is false"
+            event(log, "haproxy_reload_skipped", level=logging.WARNING, why=why, detail=detail)

@@ -1,0 +1,133 @@
+"""After synapse reloads or starts HAProxy (real HAProxy, managed): what the reloading
+apply reads and plans at once, and the background sweep that reads the rest."""
+
+from __future__ import annotations
+
+from haproxy_helpers import eventually, read_back, server, serves, service, web
+
+from synapse.contract import ApplyOutcome
+from synapse.haproxy import view as view_module
+from testbed.process import free_port
+
+
+async def test_the_starting_apply_plans_the_states_the_state_file_restored_in_what_changed(
+    managed_factory, http_backend_factory
+):
+    """b2 left (kept in maintenance, so in the state file) and synapse stopped with its
+    HAProxy. b2 came back meanwhile: the next synapse starts HAProxy, which restores MAINT
+    for b2 from the state file. The starting apply itself reads and plans the backends
+    that changed since the file (b2 serves at once); the untouched others are left to the
+    background sweep (stopped here: the apply alone must do it)."""
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    port = free_port()
+    others = [
+        service(f"s{i}", [server("127.0.0.1", b2.port, f"o{i}")], backend_only=True)
+        for i in range(40)
+    ]  # fmt: skip (more than a sweep's part: the others are not read at once)
+    first = managed_factory()
+    await first.apply([web(port, [b1, b2]), *others], "t")
+    await first.apply([web(port, [b1]), *others], "t")  # b2 kept, in maintenance
+    await serves(port, {"b1"})
+    state_file = first.settings.state_file
+    assert state_file is not None
+    gone = f"b2_127.0.0.1:{b2.port}"
+
+    async def dumped() -> bool:  # (the state dumper's, every second)
+        return any(
+            line.split()[3:7:3] == [gone, "1"] for line in state_file.read_text().splitlines()[2:]
+        )
+
+    await eventually(dumped, "b2 in maintenance in the server-state file")
+    await first.stop()  # (stop_on_exit: HAProxy stops too)
+
+    controller = managed_factory()
+    await controller.start()
+    await controller._reader.stop_sweeping()
+    result = await controller.apply([web(port, [b1, b2]), *others], "t")
+    assert result.reload is ApplyOutcome.DONE and result.error is None
+    assert controller._reader.view.full_reads == 0  # the others wait for the sweep
+    states = await controller.backend_servers("web")
+    assert states is not None and set(states.values()) == {"UP"}, states
+    await serves(port, {"b1", "b2"})
+
+
+async def test_a_reload_during_a_background_sweep_does_not_read_everything(
+    managed_factory, http_backend_factory, monkeypatch
+):
+    """A sweep's connection opened before a reload reaches the old worker: its answers
+    (another pid) must not make synapse distrust the new process's view (a whole read under
+    the lock), and every backend is still read and planned after the reload."""
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    port = free_port()
+    controller = managed_factory(restart_interval=0.0)
+    others = [
+        service(f"s{i}", [server("127.0.0.1", b2.port, f"o{i}")], backend_only=True)
+        for i in range(30)
+    ]  # fmt: skip
+    await controller.apply([web(port, [b1]), *others], "t")
+    await read_back(controller)
+    view = controller._reader.view
+    monkeypatch.setattr(view_module, "SWEEP_PART", 1)  # a slow sweep: one backend a part...
+    monkeypatch.setattr(view_module, "SWEEP_PACE", 1000.0)  # ...and long pauses after each
+    sweeps, view.full_every = view.sweeps, 0.0
+    parts = []
+    read_part = view.read_part
+
+    async def counted(client, backends):
+        parts.append(await read_part(client, backends))
+        return parts[-1]
+
+    monkeypatch.setattr(view, "read_part", counted)
+    controller._reader._kick.set()  # (the sweep waits for its period: sweep now)
+
+    async def sweeping() -> bool:
+        return len(parts) >= 3  # a few parts in
+
+    await eventually(sweeping, "a background sweep under way")
+    added = service("api", [server("127.0.0.1", b2.port, "a")], port=free_port())
+    result = await controller.apply([web(port, [b1]), *others, added], "t")
+    assert result.reload is ApplyOutcome.DONE
+    monkeypatch.setattr(view_module, "SWEEP_PART", 25)
+    monkeypatch.setattr(view_module, "SWEEP_PACE", 2.0)
+
+    async def swept_again() -> bool:  # (the last part is merged before the sweep counts)
+        return view.sweeps > sweeps and not view.unread
+
+    await eventually(swept_again, "a whole sweep after the reload")
+    assert view.full_reads == 0
+    await serves(port, {"b1"})
+
+
+async def test_a_bug_in_a_background_sweep_does_not_end_the_sweeping(
+    managed_factory, http_backend_factory, monkeypatch
+):
+    """After a start only the sweep reads most backends: an unexpected error in one sweep
+    is logged, everything is read again, and sweeping goes on (it is not lost for good)."""
+    b1 = http_backend_factory("b1")
+    port = free_port()
+    controller = managed_factory()
+    others = [
+        service(f"s{i}", [server("127.0.0.1", b1.port, f"o{i}")], backend_only=True)
+        for i in range(30)
+    ]  # fmt: skip
+    view = controller._reader.view
+    read_part, failed = view.read_part, []
+
+    async def once_broken(client, backends):
+        if not failed:
+            failed.append(backends)
+            raise RuntimeError("a bug")
+        return await read_part(client, backends)
+
+    monkeypatch.setattr(view, "read_part", once_broken)
+    await controller.apply([web(port, [b1]), *others], "t")
+    await read_back(controller)
+    assert failed and not view.unread
+    view.full_every = 0.0
+    sweeps = view.sweeps
+    controller._reader._kick.set()
+
+    async def swept_again() -> bool:
+        return view.sweeps > sweeps
+
+    await eventually(swept_again, "the next background sweep")
