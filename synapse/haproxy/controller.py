@@ -55,7 +55,7 @@ from synapse.haproxy.render import Renderer
 from synapse.haproxy.running import Capabilities, RunningState
 from synapse.haproxy.runtime import kept_clients
 from synapse.haproxy.settings import settings_for
-from synapse.haproxy.statedump import ApplyLock, state_dumper
+from synapse.haproxy.statedump import state_dumper
 from synapse.haproxy.status import HAProxyStatus, run_mode
 from synapse.model import DesiredService
 
@@ -96,7 +96,7 @@ class HAProxyController:
         self._dumper = state_dumper(self.settings, self._runtime, self._managed)
         self._gate = ReloadGate(config.restart_interval, config.restart_jitter, clock, rng)
         self._check = ReloadCheck(self._gate)
-        self._lock = ApplyLock()
+        self._lock = asyncio.Lock()
         self._desired: list[DesiredService] = []
         self._applied = False  # apply() was called: _desired is real
         self._pending = PendingReload(self._gate, self._lock, self._apply_locked, self.metrics)

@@ -6,12 +6,13 @@ that file. Every DUMP_INTERVAL the dump is read again and written (atomically) o
 state changed: the column that counts seconds since the last change is left out of the
 comparison, so a quiet fleet costs one socket command per interval and no disk write.
 
-The dump never holds up an apply (the controller's ``ApplyLock``): it is compared a chunk
-at a time while no apply runs, and written to a temp file outside the lock. Only the
-rename takes the lock, and only when no apply ran since the dump was read: an apply's
-installer writes a newer dump before a reload, and its commands change states, so an
-older text must not replace the file. Such a dump is read again. Should applies keep
-coming for MAX_PAUSE, the dump is read and written between two of them, under the lock.
+The dump never holds up an apply (the controller's lock): it is compared a chunk at a
+time while no apply runs (waiting at most MAX_PAUSE in all), and written to a temp file
+outside the lock. Only the rename takes the lock, and only if nobody else wrote the file
+since the dump was read: the installer writes a newer dump right before a reload, and an
+older text must not replace it (that round is skipped; the next one reads again). A dump
+may still miss an apply's runtime commands that ran after it was read: the next round,
+a second later, has them.
 """
 
 from __future__ import annotations
@@ -92,19 +93,6 @@ def _check_last_row(text: str) -> None:
         raise UnexpectedAnswer(f"a servers state dump cut short: last row {last[:120]!r}")
 
 
-class ApplyLock(asyncio.Lock):
-    """The controller's lock, counting its releases: the dumper tells by the count whether
-    an apply (or a reload, a sweep) ran since it read the dump."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.releases = 0
-
-    def release(self) -> None:
-        self.releases += 1
-        super().release()
-
-
 class StateDumper:
     """Background task: ``show servers state`` into ``path`` whenever a state changed."""
 
@@ -112,11 +100,11 @@ class StateDumper:
         self.runtime, self.path, self._alive = runtime, path, alive
         self._last: bytes | None = None
         self._task: asyncio.Task[None] | None = None
-        self._lock = ApplyLock()  # the controller's, once started (a lone dumper: its own)
+        self._lock = asyncio.Lock()  # the controller's, once started (a lone dumper: its own)
         self._deadline = 0.0  # past it, a dump stops waiting for applies to end
         self.writes = 0
 
-    def start(self, lock: ApplyLock | None = None) -> None:
+    def start(self, lock: asyncio.Lock | None = None) -> None:
         """``lock``: the controller's; a dump waits while an apply holds it."""
         if lock is not None:
             self._lock = lock
@@ -137,24 +125,17 @@ class StateDumper:
             return 0.0
         self._deadline = time.monotonic() + MAX_PAUSE
         await self._idle()
-        cpu = 0.0
+        seen = self._file_id()
         try:
-            while True:
-                seen = self._lock.releases
-                text = await self.runtime.execute("show servers state")
-                key, spent = await self._checked_key(text)
-                cpu += spent
-                if key == self._last:
-                    return cpu
-                if await self._install(text, seen):
-                    break
-                if time.monotonic() > self._deadline:  # applies kept coming
-                    async with self._lock:
-                        key = None  # not compared: the next round compares it
-                        await self._install(await self._read_checked(), self._lock.releases, True)
-                    break
+            text = await self.runtime.execute("show servers state")
+            key, cpu = await self._checked_key(text)
         except HAProxySocketError:
+            return 0.0
+        if key == self._last:
             return cpu
+        try:
+            if not await self._install(text, seen):
+                return cpu  # the installer wrote a newer one meanwhile: the next round
         except OSError as err:
             event(log, "haproxy_state_dump_failed", level=logging.WARNING, error=str(err))
             return cpu
@@ -162,21 +143,21 @@ class StateDumper:
         self.writes += 1
         return cpu
 
-    async def _read_checked(self) -> str:
-        """The dump, checked by its header and last row (not a comparison: that is chunked)."""
-        text = await self.runtime.execute("show servers state")
-        check_servers_state(text)
-        _check_last_row(text)
-        return text
+    def _file_id(self) -> tuple[int, int] | None:
+        """Which write of the state file is there (inode, mtime): a rename changes it."""
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            return None
+        return found.st_ino, found.st_mtime_ns
 
-    async def _install(self, text: str, seen: int, held: bool = False) -> bool:
-        """Replace the state file with ``text`` unless an apply ran since it was read
-        (``seen``: the lock's releases then). Staged (written, fsynced) outside the lock
-        unless ``held`` (the caller holds it)."""
+    async def _install(self, text: str, seen: tuple[int, int] | None) -> bool:
+        """Replace the state file with ``text`` unless it was written since ``text`` was
+        read (``seen``: its identity then). Staged (written, fsynced) outside the lock."""
         staged = await asyncio.to_thread(stage, self.path, text)
         try:
-            async with contextlib.nullcontext() if held else self._lock:
-                if self._lock.releases != seen:
+            async with self._lock:
+                if self._file_id() != seen:
                     return False
                 os.replace(staged, self.path)
                 staged = ""

@@ -15,7 +15,6 @@ from synapse.haproxy.managed import restart_delay
 from synapse.haproxy.statedump import (
     DUMP_INTERVAL,
     MAX_PAUSE,
-    ApplyLock,
     StateDumper,
     comparable,
     next_pause,
@@ -136,7 +135,7 @@ async def test_a_dump_waits_while_an_apply_runs(
     # check in a thread) slowed it and the change waiting for it (bench: first change).
     monkeypatch.setattr(statedump, "DUMP_INTERVAL", 0.01)
     monkeypatch.setattr(statedump, "IDLE_POLL", 0.01)
-    lock = ApplyLock()
+    lock = asyncio.Lock()
     dumper = StateDumper(AnsweringRuntime(FULL_DUMP), tmp_path / "state", lambda: True)  # type: ignore[arg-type]
     await lock.acquire()  # an apply runs
     dumper.start(lock)
@@ -161,7 +160,7 @@ class ApplyAfterAnswer(AnsweringRuntime):
     """Answers, then an apply takes the lock at once (``hold`` seconds): it writes the
     state file itself (as the installer does before a reload) and changes the answer."""
 
-    def __init__(self, answers: list[str], lock: ApplyLock, path: Path, hold: float) -> None:
+    def __init__(self, answers: list[str], lock: asyncio.Lock, path: Path, hold: float) -> None:
         super().__init__(answers[0])
         self.answers, self.lock, self.path, self.hold = answers, lock, path, hold
         self.asked = 0
@@ -179,13 +178,14 @@ class ApplyAfterAnswer(AnsweringRuntime):
             await asyncio.sleep(self.hold)
 
 
-async def test_a_dump_read_before_an_apply_is_read_again_not_written_after_it(
+async def test_a_dump_read_before_an_installer_wrote_the_file_does_not_replace_it(
     tmp_path: Path,
 ) -> None:
     # The comparison of a large dump runs on the event loop a chunk at a time and waits
-    # for an apply that starts meanwhile; what it read is older than what the apply did
-    # (its installer wrote the file): it must not replace the file, the dump is read again.
-    lock, path = ApplyLock(), tmp_path / "state"
+    # for an apply that starts meanwhile; when that apply's installer writes the file
+    # (before a reload) what the dump read is older: it must not replace the file, and
+    # the next round writes what HAProxy answers then.
+    lock, path = asyncio.Lock(), tmp_path / "state"
     old, new = big_dump(3 * statedump.CHUNK), big_dump(3 * statedump.CHUNK, state="0")
     runtime = ApplyAfterAnswer([old, new], lock, path, hold=0.2)
     dumper = StateDumper(runtime, path, lambda: True)  # type: ignore[arg-type]
@@ -195,6 +195,8 @@ async def test_a_dump_read_before_an_apply_is_read_again_not_written_after_it(
     await asyncio.sleep(0.1)
     assert not dump.done() and dumper.writes == 0  # waiting for the apply, mid-check
     await asyncio.wait_for(dump, 5)
+    assert dumper.writes == 0 and path.read_text() == "the installer's dump"
+    await dumper.dump()
     assert runtime.asked == 2 and dumper.writes == 1 and path.read_text() == new
     assert dumper._last == comparable(new)  # chunk by chunk, the same digest
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # none left
@@ -203,11 +205,11 @@ async def test_a_dump_read_before_an_apply_is_read_again_not_written_after_it(
 async def test_applies_that_keep_coming_do_not_starve_the_dump(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Applies with 1 ms gaps: the dump stops waiting after MAX_PAUSE and is read and
-    # written between two of them, under the lock (the state file at most that stale).
+    # Applies with 1 ms gaps: the dump stops waiting after MAX_PAUSE, finishes its
+    # comparison and is renamed into place between two of them.
     monkeypatch.setattr(statedump, "MAX_PAUSE", 0.3)
     monkeypatch.setattr(statedump, "IDLE_POLL", 0.01)
-    lock, path = ApplyLock(), tmp_path / "state"
+    lock, path = asyncio.Lock(), tmp_path / "state"
     dumper = StateDumper(AnsweringRuntime(big_dump(2 * statedump.CHUNK)), path, lambda: True)  # type: ignore[arg-type]
     dumper.start(lock)
     await dumper.stop()
