@@ -40,7 +40,6 @@ DUMP_INTERVAL = 1.0
 MAX_PAUSE = 30.0  # a slow dump must not leave the state file stale for minutes
 CPU_SHARE = 20  # pause = CPU_SHARE x the dump's own CPU time: at most ~5 % of a core
 _SINCE_CHANGE = 9  # srv_time_since_last_change, in `show servers state` (format 1)
-IDLE_POLL = 0.05  # while an apply runs, look again this often
 CHUNK = 250  # rows compared per step on the event loop (~0.5 ms)
 CHUNK_GAP = 0.002  # seconds the loop is left alone after each step
 
@@ -189,8 +188,11 @@ class StateDumper:
         apply (which then read every server after HAProxy served) held up the change
         waiting for that apply."""
         await asyncio.sleep(CHUNK_GAP)
-        while self._lock.locked() and time.monotonic() < self._deadline:
-            await asyncio.sleep(IDLE_POLL)
+        left = self._deadline - time.monotonic()
+        if self._lock.locked() and left > 0:  # our turn in the lock's queue, given back at once
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left), self._lock:
+                    pass
 
     async def _run(self) -> None:
         pause = DUMP_INTERVAL
