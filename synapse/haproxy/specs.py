@@ -1,12 +1,10 @@
-"""What synapse makes of each backend and server: the options of its config line, and
-what the runtime API may do to it.
+"""What synapse makes of each backend and server: its config line's options, and what
+the runtime API may do to it. Pure functions.
 
-A ``ServerSpec`` holds the options of a server's config line and the options
-``add server`` needs to create the same server at runtime (HAProxy does not apply
-``default-server`` lines to added servers, so they are spelled out). Server ids come
-from a stable hash of the server name, so they do not depend on arrival order; ids
-HAProxy already uses are kept. A ``BackendSpec`` adds what the balance algorithm
-allows (adding servers and setting weights at runtime). Pure functions.
+A ``ServerSpec`` holds a server line's options and those ``add server`` needs to create
+the same server at runtime (HAProxy does not apply ``default-server`` lines to added
+servers). Server ids come from a stable hash of the name (ids HAProxy uses are kept). A
+``BackendSpec`` adds what the balance algorithm allows (runtime adds and weights).
 """
 
 from __future__ import annotations
