@@ -26,7 +26,6 @@ and events, and the behaviour across a dropped connection, against a real ZooKee
 
 from __future__ import annotations
 
-import itertools
 import logging
 import ssl
 from typing import Any
@@ -66,9 +65,11 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
         batch: list[tuple[Any, Any, int]] = []
         size, xid = 0, self._xid
         debug = self.logger.isEnabledFor(logging.DEBUG)
-        # Copied in one C call (no other thread runs meanwhile); they only append anyway,
-        # and only this thread pops.
-        for request, async_object in list(itertools.islice(queue, MAX_BATCH)):
+        # By index, never by iterator: other threads append meanwhile (a deque iterator
+        # then raises "deque mutated during iteration", which killed the connection in a
+        # loaded fleet run); only this thread pops, so the first items stay put.
+        for i in range(min(len(queue), MAX_BATCH)):
+            request, async_object = queue[i]
             if _alone(request) or (batch and size >= MAX_BATCH_BYTES):
                 break
             xid = (xid % 2147483647) + 1

@@ -5,6 +5,8 @@ flight without corrupting the next connection's stream."""
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections import deque
 from typing import Any
 
 from kazoo.client import KazooClient
@@ -120,3 +122,41 @@ async def test_a_dropped_connection_fails_what_was_in_flight_then_reads_cleanly(
     replies = await asyncio.to_thread(lambda: [r.get(timeout=30) for r in results])
     assert [data for data, _stat in replies] == [_data(i) for i in range(600)]
     assert order == list(range(600))
+
+
+class _NoIteration(deque):  # type: ignore[type-arg]
+    """kazoo's request queue that refuses to be iterated: another thread may append at
+    any time, and a deque iterator then raises (only indexing from the left is safe)."""
+
+    def __iter__(self) -> Any:
+        raise AssertionError("kazoo's request queue iterated while other threads append")
+
+
+async def test_requests_queued_by_other_threads_while_a_batch_is_sent(zk, writer, conn) -> None:
+    """Other threads append to kazoo's queue while its thread builds a batch (the loop's
+    watchers, kazoo's own callbacks). A batch taken by iterating the queue died with
+    "deque mutated during iteration" (the connection thread's error, in a loaded fleet
+    run). The race is rare, so the queue here refuses iteration outright; the threads
+    and a GIL switching every microsecond check the rest under contention."""
+    paths = _nodes(writer, 600)
+    client = conn.client
+    client._queue = _NoIteration(client._queue)  # the race made certain: never iterated
+    threads, per_thread = 4, 1500
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+
+    def submit(k: int) -> list[Any]:
+        return [client.get_async(paths[(k * per_thread + i) % 600]) for i in range(per_thread)]
+
+    try:
+        batches = await asyncio.gather(*(asyncio.to_thread(submit, k) for k in range(threads)))
+        replies = await asyncio.to_thread(
+            lambda: [r.get(timeout=60) for batch in batches for r in batch]
+        )
+    finally:
+        sys.setswitchinterval(previous)
+    expected = [
+        _data((k * per_thread + i) % 600) for k in range(threads) for i in range(per_thread)
+    ]
+    assert [data for data, _stat in replies] == expected
+    assert client.connected and not client._queue and not client._pending
