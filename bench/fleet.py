@@ -312,7 +312,8 @@ def scenario(kind: str, opts: Options, result: Result) -> None:
                     down["requests_total"])  # fmt: skip
         section.add("outage end: burst above the steady rate (re-lists, re-reads)",
                     b["excess"], note=f"{down['burst_per_synapse']:.0f} per synapse")  # fmt: skip
-        section.add("outage end: busiest 100 ms", b["peak"])
+        section.add("outage end: highest rate over one sample step", b["peak_per_s"], "/s",
+                    note=f"longest step {b['longest_step_s']:.1f} s")  # fmt: skip
         reads = down["synapse_reads"]
         section.add("outage end: reads by synapses' own count (total, max of one)",
                     f"{sum(reads):.0f}, {max(reads):.0f}")  # fmt: skip

@@ -10,12 +10,15 @@ every member, and each member's CPU time from /proc/<pid>/stat.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import itertools
 import json
 import logging
 import time
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kazoo.client import KazooClient
@@ -32,6 +35,33 @@ ETCD_COUNTERS = ("etcd_debugging_mvcc_range_total", "etcd_debugging_mvcc_events_
 ETCD_GAUGES = ("etcd_debugging_mvcc_watcher_total", "etcd_debugging_mvcc_watch_stream_total")
 
 
+class MemberCounters:
+    """Counters summed over the members, asked all at once (a member not serving yet must
+    not delay the others' sample by its timeout). A member that does not answer counts with
+    its last answer, so the sum never dips and jumps back as a false burst."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="bench-counters")
+        self._last: dict[object, dict[str, float]] = {}
+
+    def sum(self, members: dict[object, Callable[[], dict[str, float]]]) -> dict[str, float]:
+        futures = {key: self._pool.submit(fetch) for key, fetch in members.items()}
+        total: dict[str, float] = {}
+        for key, future in futures.items():
+            with contextlib.suppress(OSError):  # not serving (yet): its last answer stands
+                self._last[key] = future.result()
+            for name, value in self._last.get(key, {}).items():
+                total[name] = total.get(name, 0.0) + value
+        return total
+
+    def forget(self) -> None:
+        """The members restarted: their counters start again from zero."""
+        self._last.clear()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _b64(text: str | bytes) -> str:
     return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
 
@@ -41,6 +71,7 @@ class ZkFleet:
 
     def __init__(self, ws: Workspace) -> None:
         self.ensemble = ZooKeeperEnsemble(3, workdir=ws.dir("zk"), tick_time=500)
+        self._counters = MemberCounters()
         ws.callback(self.ensemble.stop)
         self.ensemble.start()
         # The writer's own reconnect chatter during the outage is not the benchmark's output.
@@ -67,21 +98,22 @@ class ZkFleet:
             result.get(timeout=60)
 
     def counters(self) -> dict[str, float]:
-        """mntr counters and gauges summed over the members that answer."""
-        total: dict[str, float] = {}
-        for member in self.ensemble.members:
-            try:
-                text = four_letter_word(member.client_port, "mntr", timeout=2)
-            except OSError:
-                continue
-            for line in text.splitlines():
-                key, _, value = line.partition("\t")
-                if key in ZK_COUNTERS + ZK_GAUGES:
-                    try:
-                        total[key] = total.get(key, 0.0) + float(value)
-                    except ValueError:
-                        continue
-        return total
+        """mntr counters and gauges summed over the members."""
+        return self._counters.sum(
+            {m.client_port: (lambda m=m: self._mntr(m.client_port)) for m in self.ensemble.members}
+        )
+
+    @staticmethod
+    def _mntr(port: int) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for line in four_letter_word(port, "mntr", timeout=1).splitlines():
+            key, _, value = line.partition("\t")
+            if key in ZK_COUNTERS + ZK_GAUGES:
+                try:
+                    out[key] = float(value)
+                except ValueError:
+                    continue
+        return out
 
     def connections(self) -> float:
         return self.counters().get("zk_num_alive_connections", 0.0)
@@ -91,11 +123,13 @@ class ZkFleet:
 
     def stop_all(self) -> None:
         self.ensemble.stop()
+        self._counters.forget()
 
     def start_all(self) -> None:
         self.ensemble.start(timeout=90)
 
     def close(self) -> None:
+        self._counters.close()
         self.client.stop()
         self.client.close()
 
@@ -107,6 +141,8 @@ class EtcdFleet:
         self.cluster = EtcdCluster(3, workdir=ws.dir("etcd"), extra_args=["--max-txn-ops=1024"])
         ws.callback(self.cluster.stop)
         self.cluster.start(timeout=60)
+        self._counters = MemberCounters()
+        ws.callback(self._counters.close)
         self.conn = http.client.HTTPConnection("127.0.0.1", self.cluster.port, timeout=30)
         ws.callback(self.conn.close)
         # One lease for the writer, long enough to outlive the run (nerve keeps its alive).
@@ -151,7 +187,7 @@ class EtcdFleet:
             self._call("kv/deleterange", {"key": _b64(key)})
 
     def _metrics(self, url: str) -> dict[str, float]:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=2) as resp:
             metrics = parse_prometheus(resp.read().decode())
         out = {name: sum(v for _, v in metrics.get(name, [])) for name in ETCD_COUNTERS}
         out.update({name: sum(v for _, v in metrics.get(name, [])) for name in ETCD_GAUGES})
@@ -164,16 +200,10 @@ class EtcdFleet:
         return out
 
     def counters(self) -> dict[str, float]:
-        total: dict[str, float] = {}
-        for member in self.cluster.members:
-            if not member.alive:
-                continue
-            try:
-                for key, value in self._metrics(member.metrics_url).items():
-                    total[key] = total.get(key, 0.0) + value
-            except OSError:
-                continue
-        return total
+        members = self.cluster.members
+        return self._counters.sum(
+            {m.metrics_url: (lambda m=m: self._metrics(m.metrics_url)) for m in members}
+        )
 
     def connections(self) -> float:
         return self.counters().get("etcd_debugging_mvcc_watch_stream_total", 0.0)
@@ -183,6 +213,7 @@ class EtcdFleet:
 
     def stop_all(self) -> None:
         self.cluster.stop()
+        self._counters.forget()
 
     def start_all(self) -> None:
         for member in self.cluster.members:
@@ -222,18 +253,27 @@ def sample_until(
 def burst(points: list[tuple[float, float]], tail: int = 30) -> dict[str, float | None]:
     """A cumulative counter sampled over time, minus its steady rate (sessions' pings).
 
-    The steady rate is the median step of the last `tail` samples; what is above it is the
-    burst. Returns its total and when 10 %, 50 % and 90 % of it had arrived.
+    Rates, not steps: a sample can come late (a member not serving yet makes ``mntr`` wait
+    out its timeout; a starved machine delays the sampler), and a late sample's step holds
+    seconds of requests. The steady rate is the median rate of the last `tail` steps; what
+    is above it is the burst. Returns its total, when 10 %, 50 % and 90 % of it had
+    arrived, the highest rate over one step and the longest step (the resolution there).
     """
-    steps = [(b[0], b[1] - a[1]) for a, b in itertools.pairwise(points)]
+    steps = [(b[0], b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(points)]
+    steps = [(t, dt, v) for t, dt, v in steps if dt > 0]
     if not steps:
-        return {"excess": 0.0, "t10_s": None, "t50_s": None, "t90_s": None, "peak": 0.0}
-    recent = sorted(v for _, v in steps[-tail:])
+        return {"excess": 0.0, "t10_s": None, "t50_s": None, "t90_s": None,
+                "peak_per_s": 0.0, "longest_step_s": 0.0}  # fmt: skip
+    recent = sorted(v / dt for _, dt, v in steps[-tail:])
     steady = recent[len(recent) // 2]
-    excess = [(t, max(0.0, v - steady)) for t, v in steps]
+    excess = [(t, max(0.0, v - steady * dt)) for t, dt, v in steps]
     total = sum(v for _, v in excess)
-    out: dict[str, float | None] = {"excess": total, "steady_per_step": steady,
-                                    "peak": max(v for _, v in steps)}  # fmt: skip
+    out: dict[str, float | None] = {
+        "excess": total,
+        "steady_per_s": steady,
+        "peak_per_s": max(v / dt for _, dt, v in steps),
+        "longest_step_s": max(dt for _, dt, _ in steps),
+    }
     for share in (10, 50, 90):
         acc, when = 0.0, None
         for t, v in excess:
