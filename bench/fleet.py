@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from bench import Options
@@ -30,7 +31,15 @@ from bench.fleet_registry import (
 )
 from bench.haproxy import Address, serves
 from bench.report import Result, Target, summary_ms
-from bench.stack import Synapse, Workspace, metric_sum, rss_kib, service_block, wait_for
+from bench.stack import (
+    Synapse,
+    Workspace,
+    cpu_seconds,
+    metric_sum,
+    rss_kib,
+    service_block,
+    wait_for,
+)
 from smartstack.record import Registration
 from testbed.haproxy import parse_servers_state, parse_show_proc
 
@@ -125,13 +134,27 @@ def start_synapses(
     return out
 
 
+def haproxy_pids(syn: Synapse) -> list[int]:
+    pids = parse_show_proc(syn.haproxy.master("show proc"))
+    return pids["master"] + pids["workers"]
+
+
+def fleet_cpu(synapses: list[Synapse]) -> dict[str, float]:
+    """CPU seconds used so far by the synapses, their HAProxies and the whole machine: on 2
+    shared cores the wall figures of 50 hosts are their CPU cost, which this turns back
+    into a per-host cost."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    busy_ticks = sum(int(v) for v in fields) - int(fields[3]) - int(fields[4])  # - idle, iowait
+    return {
+        "synapses": sum(cpu_seconds(s.pid) for s in synapses),
+        "haproxies": sum(cpu_seconds(p) for s in synapses for p in haproxy_pids(s)),
+        "machine": busy_ticks / os.sysconf("SC_CLK_TCK"),
+    }
+
+
 def memory(synapses: list[Synapse]) -> dict[str, Any]:
     syn_kib = [rss_kib(s.pid)["VmRSS"] for s in synapses]
-    haproxy_kib = []
-    for s in synapses:
-        pids = parse_show_proc(s.haproxy.master("show proc"))
-        pids = pids["master"] + pids["workers"]
-        haproxy_kib.append(sum(rss_kib(p)["VmRSS"] for p in pids))
+    haproxy_kib = [sum(rss_kib(p)["VmRSS"] for p in haproxy_pids(s)) for s in synapses]
     return {
         "synapse_rss_mb": [k / 1024 for k in syn_kib],
         "haproxy_rss_mb": [k / 1024 for k in haproxy_kib],
@@ -254,9 +277,10 @@ def scenario(kind: str, opts: Options, result: Result) -> None:
         mem = memory(synapses)
         idle = registry.counters()
         load_deploy = os.getloadavg()[0]
-        cpu1 = registry.cpu_seconds()
+        cpu1, fleet1 = registry.cpu_seconds(), fleet_cpu(synapses)
         deploy = rolling_deploy(registry, synapses, handles, expected, size)
         deploy_cpu = registry.cpu_seconds() - cpu1
+        fleet_used = delta(fleet_cpu(synapses), fleet1)
         time.sleep(1.0)
         grown = delta(registry.counters(), idle)
         watchers = size["synapses"]
@@ -299,6 +323,14 @@ def scenario(kind: str, opts: Options, result: Result) -> None:
             )
             section.add("watch streams (sum over members)",
                         idle.get("etcd_debugging_mvcc_watch_stream_total"))  # fmt: skip
+        per_host_write = max(1, deploy["writes"]) * watchers
+        section.add("synapse CPU per write, per synapse",
+                    1000 * fleet_used["synapses"] / per_host_write, "ms")  # fmt: skip
+        section.add("its HAProxy's CPU per write",
+                    1000 * fleet_used["haproxies"] / per_host_write, "ms")  # fmt: skip
+        section.add("machine busy during the deploy",
+                    100 * fleet_used["machine"] / (os.cpu_count() or 1)
+                    / max(deploy["deploy_s"], 1e-9), "% of all cores")  # fmt: skip
         section.add("registry CPU during the deploy (3 members)",
                     100 * deploy_cpu / max(deploy["deploy_s"], 1e-9), "% of a core")  # fmt: skip
         section.add("synapse RSS mean / max",
@@ -331,6 +363,7 @@ def scenario(kind: str, opts: Options, result: Result) -> None:
             "start_registry_cpu_s": start_cpu,
             "deploy": deploy,
             "deploy_registry_cpu_s": deploy_cpu,
+            "deploy_fleet_cpu_s": fleet_used,
             "counters_idle": idle,
             "counters_deploy_delta": grown,
             "memory": mem,
