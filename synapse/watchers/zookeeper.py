@@ -92,7 +92,7 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
         self._children: dict[str, Entry] = {}  # version: mzxid (None: path-encoded)
         self._changed: set[str] = set()  # children whose data watch fired
         self._deleted: set[str] = set()  # children whose data watch said: deleted
-        self._verify = False  # after a reconnect: re-arm cached children's watches with exists()
+        self._verify = False  # after a reconnect: check cached children (one multi-read)
         self._wake = asyncio.Event()
         self._event_time: float | None = None  # first unsynced event
         self.path_exists: bool | None = None
@@ -172,8 +172,8 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
         if state in ("connected", "new_session"):
             self.set_connected(True)
             # kazoo forgets every watch callback when the connection drops, even when the
-            # session survives (#287): list again and re-arm the data watches with exists()
-            # (before a first listing there is nothing to re-arm).
+            # session survives (#287): list again and check the cached children in one
+            # multi-read (before a first listing there is nothing to check).
             self._verify = self._listed
             self._mark()
         else:  # suspended / lost: keep serving the last list
@@ -282,21 +282,20 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
         await self._read_many(to_read)
 
     async def _check_many(self, names: list[str]) -> None:
-        """exists() with a data watch: a read only when the data changed meanwhile."""
+        """After a reconnect, did a cached child change meanwhile? Its data and stat come in
+        the batched multi-read (ZooKeeper 3.6+: one request for many children, where an
+        exists() each cost a request per child), watched; only changed ones are decoded."""
         assert self.conn is not None
-        base, changed = self._base(), []
+        base = self._base()
         for part in _chunks(names):
-            stats = await self.conn.call_many(
-                "exists", [(f"{base}{n}",) for n in part], watch=self._child_watch
-            )
-            for name, stat in zip(part, stats, strict=True):
-                if isinstance(stat, Exception):
-                    raise stat
-                if stat is None:
-                    self._children.pop(name, None)  # gone: the children watch reports it
-                elif stat.mzxid != self._children[name].version:
-                    changed.append(name)
-        await self._read_many(changed)
+            self.reads += len(part)
+            self.metrics.registry_reads.labels(self.service, self.method).inc(len(part))
+            replies = await self.conn.get_many([f"{base}{n}" for n in part], self._child_watch)
+            for name, reply in zip(part, replies, strict=True):
+                if isinstance(reply, NoNodeError):
+                    self._children.pop(name, None)  # gone: the listing reports it
+                elif isinstance(reply, Exception) or reply[1].mzxid != self._children[name].version:
+                    self._take(name, reply, f"zookeeper:{base}{name}")
 
     async def _read(self, name: str) -> None:
         await self._read_many([name])

@@ -251,7 +251,7 @@ async def test_zookeeper_poll_lists_without_watches(zk, writer, pool) -> None:
         await watcher.stop()
 
 
-async def test_connection_loss_rearms_watches_without_reads(tmp_path, pool) -> None:
+async def test_connection_loss_rearms_watches_with_one_batched_read(tmp_path, pool) -> None:
     # A long session, so that it surely outlives the restart: this is about the connection.
     server = ZooKeeperServer(workdir=tmp_path / "zk", extra_config=["maxSessionTimeout=60000"])
     server.start()
@@ -276,14 +276,16 @@ async def test_connection_loss_rearms_watches_without_reads(tmp_path, pool) -> N
         # long, the session (60 s) longer, so this still proves the session survived.
         await eventually(lambda: watcher.connected, timeout=45.0, what="reconnect")
         assert conn.session_id == session
-        # Data watches of cached children work again, and nothing was re-read.
+        # The cached children were checked with one multi-read (their data and stat, 3
+        # reads in 1 request), and their watches work again.
+        await eventually(lambda: watcher.reads == 6, what="the check of the cached children")
         own = KazooClient(hosts=server.hosts)
         await asyncio.to_thread(own.start, 30)
         try:
             child = next(c for c in own.get_children(path) if c.startswith("r1_"))
             own.set(f"{path}/{child}", record(8099, "r1"))
             await sink.wait(lambda r: "127.0.0.1:8099" in (sink.hosts() or []))
-            assert watcher.reads == 4
+            assert watcher.reads == 7
         finally:
             own.stop()
             own.close()

@@ -56,9 +56,8 @@ def test_a_changed_child_is_not_dropped_but_read_again():
 
 
 def test_a_connection_before_the_first_listing_re_arms_nothing():
-    """Re-arming cached children with exists() is for reconnects: at a start (the
-    connection announced while the first listing is under way) it would cost one request
-    per child for nothing."""
+    """Checking cached children is for reconnects: at a start (the connection announced
+    while the first listing is under way) it would read every child for nothing."""
     loop = asyncio.new_event_loop()
     try:
         watcher, _ = _watcher(loop)
@@ -67,5 +66,51 @@ def test_a_connection_before_the_first_listing_re_arms_nothing():
         watcher._listed = True  # a first listing was done: a reconnect now re-arms
         watcher._on_state("connected")
         assert watcher._verify is True
+    finally:
+        loop.close()
+
+
+class _Stat:
+    def __init__(self, mzxid: int) -> None:
+        self.mzxid = mzxid
+
+
+class _MultiReadConn:
+    """get_many only: the batched multi-read's (data, stat) or exception per path."""
+
+    def __init__(self, replies: dict[str, object]) -> None:
+        self.replies, self.asked = replies, []
+
+    async def get_many(self, paths, watch=None):
+        self.asked.append(list(paths))
+        return [self.replies[p] for p in paths]
+
+
+def test_after_a_reconnect_cached_children_are_checked_in_one_batched_read():
+    """One get_many for all cached children (one multi-read request, not an exists() each);
+    only a child whose mzxid moved meanwhile is decoded again, a gone one is dropped."""
+    from kazoo.exceptions import NoNodeError
+
+    from smartstack.record import encode
+
+    loop = asyncio.new_event_loop()
+    try:
+        watcher, _ = _watcher(loop)
+        watcher._children["c_0000000003"] = Entry(
+            Registration(host="127.0.0.1", port=8003, name="c"), None, 7, 3
+        )
+        moved = encode(Registration(host="127.0.0.1", port=8012, name="b"))
+        conn = _MultiReadConn({
+            "/svc/a_0000000001": (b"not even json", _Stat(7)),  # unchanged: not decoded
+            "/svc/b_0000000002": (moved, _Stat(9)),
+            "/svc/c_0000000003": NoNodeError(),
+        })  # fmt: skip
+        watcher.conn = conn
+        loop.run_until_complete(watcher._check_many(sorted(watcher._children)))
+        assert len(conn.asked) == 1
+        assert watcher._children["a_0000000001"].registration.port == 8001
+        assert watcher._children["b_0000000002"].registration.port == 8012
+        assert watcher._children["b_0000000002"].version == 9
+        assert "c_0000000003" not in watcher._children
     finally:
         loop.close()
