@@ -211,13 +211,14 @@ class EtcdRegistry:
         return keys
 
     def range_reads(self) -> float | None:
-        """Range RPCs etcd has served (its /metrics), to count the reads synapse makes."""
+        """Range reads etcd has served (its /metrics), to count the reads synapse makes: its
+        mvcc count, which includes ranges batched inside a Txn (a Range-call count misses them)."""
         self.conn.request("GET", "/metrics")
         resp = self.conn.getresponse()
         text = resp.read().decode()
         total = 0.0
         for line in text.splitlines():
-            if line.startswith("grpc_server_handled_total") and 'grpc_method="Range"' in line:
+            if line.startswith("etcd_debugging_mvcc_range_total"):
                 total += float(line.rsplit(" ", 1)[1])
         return total
 

@@ -187,7 +187,7 @@ def scenario(opts: Options, kind: str, services: int, servers: int, result: Resu
                         per_change if per_change is not None else "not exposed",
                         note=f"{reads['changes']:.0f} single changes")  # fmt: skip
             if "etcd_range_calls" in reads:
-                section.add("etcd Range calls per change (server side)", reads["etcd_range_calls"])
+                section.add("etcd range reads per change (server side)", reads["etcd_range_calls"])
         syn.stop()
         with result.attempt(f"{title}: baseline RSS"):
             base = baseline_rss_mb(ws, fleet)
