@@ -33,13 +33,17 @@ RECENT_S = 10.0  # runtime commands this recent may be missing from the server-s
 
 
 def read_at_revive(
-    layout: Layout, desired: Collection[DesiredService], unread: Collection[str], recent: set[str]
+    layout: Layout | None,
+    desired: Collection[DesiredService],
+    unread: Collection[str],
+    recent: set[str],
 ) -> set[str] | None:
-    """The ``unread`` backends to read and plan at once (None: all, a small config)."""
+    """The ``unread`` backends to read and plan at once (None: all, a small config).
+    Without a layout (no bridge) only the ``recent`` ones: an apply plans them."""
     if len(unread) <= SWEEP_PART:
         return None
-    rendered = {service.name: service for service in layout.services}
-    changed = {s.backend_name for s in desired if rendered.get(s.name) is not s}
+    rendered = {service.name: service for service in layout.services} if layout else {}
+    changed = {s.backend_name for s in desired if layout and rendered.get(s.name) is not s}
     return (changed | recent) & set(unread)
 
 
@@ -53,11 +57,13 @@ async def revived(
     servers) planned on what was read, or None (nothing to bridge, or only a reload gets
     there: an apply plans it)."""
     running = await reader.read(reloaded=True)
-    if layout is None or running.backends is None:
-        return None  # (the sweep reads it all; an apply plans it)
+    if running.backends is None:
+        return None  # not answering: the next apply reads it whole
     now = read_at_revive(layout, desired, reader.unread, reader.touched_within(RECENT_S))
     if now is None or now:
         running = await reader.read(set(), now)
+    if layout is None or running.backends is None:
+        return None  # no bridge: an apply plans what was read, the sweep the rest
     only = now if reader.unread else None  # (the others: planned as the sweep reads them)
     bridge = build_bridge(layout, desired, running, reader.id_hints(running), capabilities, only)
     if bridge is not None:  # the next apply plans from here, scoped (``reader.planned``)

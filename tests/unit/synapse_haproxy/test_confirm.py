@@ -47,3 +47,4 @@ def test_a_revive_reads_at_once_what_the_bridge_changes_and_what_commands_change
     assert read_at_revive(layout, desired, unread, {"s7", "gone"}) == {"s3", "s7"}
     assert read_at_revive(layout, services, unread - {"s7"}, {"s7"}) == set()
     assert read_at_revive(layout, desired, set(list(unread)[:SWEEP_PART]), set()) is None
+    assert read_at_revive(None, desired, unread, {"s7"}) == {"s7"}  # no layout, no bridge
