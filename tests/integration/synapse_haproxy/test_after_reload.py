@@ -188,3 +188,37 @@ async def test_a_crashed_haproxy_restarts_like_a_start_not_read_whole_under_the_
     states = controller.status()["backends"]
     assert all(len(states[f"s{i}"]) == 1 for i in range(60))
     assert {s["state"] for s in states["web"].values()} == {"UP"} and len(states["web"]) == 2
+
+
+async def test_status_after_a_reload_lists_the_backends_not_read_yet(
+    managed_factory, http_backend_factory
+):
+    """/status right after a reload: the backends the background sweep has not read from
+    the new process yet (stopped here) are listed as unread, without servers (what synapse
+    held for them is the old process's); once read, they have the new process's servers."""
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    port = free_port()
+    others = [
+        service(f"s{i}", [server("127.0.0.1", b2.port, f"o{i}")], backend_only=True)
+        for i in range(40)
+    ]  # fmt: skip (more than a sweep's part: not all read at once)
+    controller = managed_factory(restart_interval=0.0)
+    await controller.apply([web(port, [b1]), *others], "t")
+    await read_back(controller)
+    assert controller.status()["unread_backends"] == []
+    await controller._reader.stop_sweeping()
+    added = service("api", [server("127.0.0.1", b2.port, "a")], port=free_port())
+    result = await controller.apply([web(port, [b1]), *others, added], "t")  # a reload
+    assert result.reload is ApplyOutcome.DONE and controller.info.reloads == 1
+    status = controller.status()
+    unread = set(status["unread_backends"])
+    assert {f"s{i}" for i in range(40)} <= unread and "web" in unread
+    assert unread.isdisjoint(status["backends"])  # no servers shown for them
+    controller._reader.start_sweeping(
+        controller._lock, controller._has_desired, controller._apply_locked
+    )
+    await read_back(controller)
+    status = controller.status()
+    assert status["unread_backends"] == []
+    assert all(len(status["backends"][f"s{i}"]) == 1 for i in range(40))
+    assert set(status["backends"]["api"]) == {f"a_127.0.0.1:{b2.port}"}
