@@ -42,8 +42,10 @@ def read_at_revive(
     Without a layout (no bridge) only the ``recent`` ones: an apply plans them."""
     if len(unread) <= SWEEP_PART:
         return None
-    rendered = {service.name: service for service in layout.services} if layout else {}
-    changed = {s.backend_name for s in desired if layout and rendered.get(s.name) is not s}
+    changed: set[str] = set()
+    if layout is not None:
+        rendered = {service.name: service for service in layout.services}
+        changed = {s.backend_name for s in desired if rendered.get(s.name) is not s}
     return (changed | recent) & set(unread)
 
 
