@@ -17,18 +17,26 @@ def merge_service_status(
     """Per service: the reconciler's view, its watcher's status and HAProxy's state of it.
 
     The controller reports running servers per backend (``backends.<backend>.<server>``:
-    ``{state, weight, address}``); each service gets its own backend's part.
+    ``{state, weight, address}``); each service gets its own backend's part. A backend in
+    ``unread_backends`` runs, but its servers are not read from the new process yet (just
+    reloaded or started): ``servers`` is null and ``unread`` true until they are.
     """
     backends = (haproxy or {}).get("backends") or {}
+    unread = set((haproxy or {}).get("unread_backends") or ())
     isolated = (haproxy or {}).get("isolated_services") or {}
     out: dict[str, dict[str, Any]] = {}
     for name, view in services.items():
         backend = view.get("backend", name)
         running = backends.get(backend) if isinstance(backends, dict) else None
+        state = None
+        if backend in unread:
+            state = {"backend": backend, "servers": None, "unread": True}
+        elif running is not None:
+            state = {"backend": backend, "servers": running, "unread": False}
         out[name] = {
             **view,
             "watcher": watchers.get(name),
-            "haproxy": None if running is None else {"backend": backend, "servers": running},
+            "haproxy": state,
             # haproxy -c refused its block: its last good one runs (synapse.haproxy.isolation)
             "config_isolated": isolated.get(name) if isinstance(isolated, dict) else None,
         }

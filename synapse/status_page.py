@@ -170,6 +170,8 @@ def service_data(
         "o": view.get("origin"),
         "hd": bool(view.get("haproxy_disabled")),
         "hr": view.get("haproxy") is not None,  # HAProxy runs its backend
+        # just reloaded or started: its servers not read yet (states only from `show stat`)
+        "ur": bool(haproxy.get("unread")),
         "w": {
             "m": watcher.get("method"),
             "c": watcher.get("connected"),

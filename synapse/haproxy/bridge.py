@@ -7,7 +7,7 @@ config file, so the file always says what HAProxy runs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from synapse.haproxy.desired import DesiredConfig
@@ -40,13 +40,15 @@ def build_bridge(
     running: RunningState,
     ids: Mapping[str, Mapping[str, int]],
     capabilities: Capabilities,
+    only: Collection[str] | None = None,
 ) -> Bridge | None:
     """The file's structure with today's servers, when the runtime API alone gets there.
 
     Services keep the config blocks the running file was rendered from; a service that
     is gone from the desired state keeps its old servers, a new one waits for the
     reload. None when there is no such config (no runtime API, no known layout, or a
-    change only a reload can make, such as a server HAProxy cannot add).
+    change only a reload can make, such as a server HAProxy cannot add). ``only``: the
+    backends whose servers are planned (None: all; ``synapse.haproxy.revive``).
     """
     if layout is None or running.backends is None:
         return None
@@ -63,7 +65,7 @@ def build_bridge(
         config = layout.renderer.render(services, ids)
     except layout.renderer.errors:
         return None
-    result = plan(config, running, capabilities)
+    result = plan(config, running, capabilities, only)
     if result.reload is not None:
         return None
     return Bridge(config, result.ops, Layout(tuple(services), layout.renderer))

@@ -52,6 +52,7 @@ from synapse.haproxy.planner import plan
 from synapse.haproxy.reader import RunningReader
 from synapse.haproxy.reload_gate import GateDecision, ReloadGate
 from synapse.haproxy.render import Renderer
+from synapse.haproxy.revive import revived
 from synapse.haproxy.running import Capabilities, RunningState
 from synapse.haproxy.runtime import kept_clients
 from synapse.haproxy.settings import settings_for
@@ -439,12 +440,11 @@ class HAProxyController:
         self.info.starts += 1
         self.metrics.reloads.labels("start").inc()
         event(log, "haproxy_started", kind="start", level=logging.WARNING, reason=reason)
-        # Like after a reload: states the state file brought back may be out of date.
-        self._reader.invalidate()
-        running = await self._reader.read()
-        bridge = self._bridge(running)
+        # Like after a start: the structure and what may differ at once, the rest later.
+        layout = self._installer.layout if self.config.do_writes else None
+        bridge = await revived(self._reader, layout, self._desired, self._capabilities())
         if bridge is not None:
             await self._run_ops(bridge.ops)
             self._installer.write(bridge.config, bridge.layout)
-            await self._reader.refresh({op.backend for op in bridge.ops})
+            self._reader.settle_later({op.backend for op in bridge.ops})
         return True

@@ -66,6 +66,8 @@ class RunningReader:
         self._sweeper: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()  # a reload: sweep now, not at the next period
         self._settler: asyncio.Task[None] | None = None
+        self._clock = clock
+        self._touched_at: dict[str, float] = {}  # backend -> when commands last changed it
         # The controller's lock, "has a desired state" and apply (``start_sweeping``).
         self._lock: asyncio.Lock | None = None
         self._ready: Callable[[], bool] = lambda: False
@@ -122,18 +124,6 @@ class RunningReader:
         self.runtime_error = None
         return RunningState(self.view.snapshot(), config, missing)
 
-    async def refresh(self, touched: Collection[str]) -> None:
-        """After runtime commands: read again the backends they changed."""
-        if self.view is None or not touched:
-            return
-        try:
-            await self.view.refresh(touched)
-        except HAProxySocketError as err:
-            self.view.invalidate()
-            event(log, "haproxy_state_read_failed", level=logging.WARNING, error=str(err))
-        finally:
-            self.note_view_changes()
-
     @property
     def trusted(self) -> bool:
         """Whether the next apply plans on the kept view (not a whole read)."""
@@ -155,6 +145,13 @@ class RunningReader:
         if self.view is None or not touched:
             return
         self.view.mark_stale(touched)
+        now = self._clock()
+        for name in touched:
+            self._touched_at[name] = now
+        if len(self._touched_at) > 2 * len(self.view.backends) + 64:  # backends that went
+            self._touched_at = {
+                b: t for b, t in self._touched_at.items() if b in self.view.backends
+            }
         if self._settler is None or self._settler.done():
             self._settler = asyncio.create_task(self._settle())
 
@@ -179,6 +176,13 @@ class RunningReader:
                     self.note_view_changes()
             if (view.pid != pid or not view.valid) and self._ready() and self._apply is not None:
                 await self._apply()
+
+    def touched_within(self, seconds: float) -> set[str]:
+        """The backends runtime commands changed in the last ``seconds`` (the older ones
+        are forgotten)."""
+        since = self._clock() - seconds
+        self._touched_at = {name: t for name, t in self._touched_at.items() if t >= since}
+        return set(self._touched_at)
 
     def invalidate(self) -> None:
         """HAProxy may differ from the view (a reload, a start, a failed command)."""

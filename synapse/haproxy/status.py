@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,9 @@ RECENT_OPS = 50  # runtime commands kept for /status
 @dataclass
 class HAProxyStatus:
     """Everything /status shows under "haproxy"; ``backends`` is
-    {backend: {server: {state, weight, address}}}, ``haproxy_pids`` only in managed mode."""
+    {backend: {server: {state, weight, address}}} of the backends read from the running
+    HAProxy, ``unread_backends`` the others it runs (``running_backends``),
+    ``haproxy_pids`` only in managed mode."""
 
     mode: str = "no_reloads"  # managed | reload_command | no_reloads
     config_file: str | None = None
@@ -42,6 +44,7 @@ class HAProxyStatus:
     config_write_error: str | None = None
     render_warnings: tuple[str, ...] = ()
     backends: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    unread_backends: list[str] = field(default_factory=list)
     haproxy_pids: dict[str, int | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -71,7 +74,7 @@ class HAProxyStatus:
                                    "due_in_s": round(gate.due_in(), 3)}  # fmt: skip
         self.runtime_error = reader.runtime_error
         self.config_write_error = file.error if file is not None else None
-        self.backends = backend_states(reader.view.backends if reader.view else {})
+        self.backends, self.unread_backends = running_backends(reader)
         if managed is not None:
             self.haproxy_pids = {"master": managed.master_pid, "worker": managed.worker_pid}
         return self.to_json()
@@ -101,16 +104,32 @@ class HAProxyStatus:
                                   "retry_in_s": round(retry_in, 1)}  # fmt: skip
 
 
+def running_backends(reader: RunningReader) -> tuple[dict[str, Any], list[str]]:
+    """({backend: {server: {state, weight, address}}}, [unread backend]), sorted.
+
+    Right after synapse reloaded or started HAProxy the view knows the new process's
+    backends by name only, until the background sweep (or an apply) reads them (1-2 s
+    at 1,000 services): what it holds for them is the previous process's servers, or
+    nothing. Those are left out of the servers and listed as unread instead, so /status
+    never shows them as what HAProxy runs. (No read here: /status stays cheap.)
+    """
+    if reader.view is None:
+        return {}, []
+    unread = reader.unread
+    return backend_states(reader.view.backends, unread), sorted(unread)
+
+
 def backend_states(
-    backends: Mapping[str, Mapping[str, RunningServer]],
+    backends: Mapping[str, Mapping[str, RunningServer]], unread: Collection[str] = ()
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """{backend: {server: {state, weight, address}}}, sorted."""
+    """{backend: {server: {state, weight, address}}}, sorted, without the ``unread``."""
     return {
         backend: {
             name: {"state": s.label, "weight": s.weight, "address": f"{s.addr}:{s.port}"}
             for name, s in sorted(servers.items())
         }
         for backend, servers in sorted(backends.items())
+        if backend not in unread
     }
 
 

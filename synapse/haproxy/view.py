@@ -272,11 +272,6 @@ class RunningView:
         self._read_at = self._clock()
         self.sweeps += 1
 
-    async def refresh(self, touched: Collection[str]) -> None:
-        """After runtime commands (on the connection the apply read from): read again the
-        backends they touched."""
-        await self.read(touched, check_pid=False)
-
     def take_replaced(self) -> set[str]:
         """The backends whose servers changed (or appeared, or went) since the last call."""
         replaced, self._replaced = self._replaced, set()

@@ -4,12 +4,16 @@ them, against real ZooKeeper servers (a standalone one and a 3-member ensemble).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.exceptions import ConnectionLoss, NodeExistsError, NoNodeError, SessionExpiredError
+from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import EventType, WatchedEvent
+from kazoo.retry import KazooRetry
 from synapse_testlib import eventually
 
 from smartstack import zk_persistent
@@ -195,10 +199,37 @@ def _member_of(conn: ZooKeeperConnection, ensemble: ZooKeeperEnsemble) -> int:
     return next(i for i, m in enumerate(ensemble.members) if m.client_port == port)
 
 
+def _write_through_the_loss(write: Callable[[], Any], done: type[Exception]) -> None:
+    """A write while the ensemble loses a member. kazoo fails a request that was in flight
+    when its member dropped the connection (the killed member, or a follower that leaves
+    to elect a new leader and drops its clients) with ConnectionLoss, done or not; and a
+    request queued while the session expires is dropped without an answer. So the write
+    waits a bounded time and is sent again; ``done`` on a retry (NoNodeError for a delete,
+    NodeExistsError for a create) means an earlier attempt went through."""
+    deadline = time.monotonic() + 45.0
+    retried = False
+    while True:
+        try:
+            write()
+            return
+        except done:
+            if not retried:
+                raise
+            return
+        except (ConnectionLoss, SessionExpiredError, KazooTimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            retried = True
+            time.sleep(0.1)
+
+
 async def test_losing_the_member_changes_meanwhile_are_caught_up(zk_ensemble, pool) -> None:
     """The member we are connected to dies; while we reconnect to another one, children
     come and go. The watch is added again on the new connection and the listing compared."""
-    writer = KazooClient(hosts=zk_ensemble.hosts)
+    # Reconnecting without a long backoff: a leader election refuses clients for a while,
+    # and kazoo's default backoff (doubling up to an hour) could outlast the session.
+    retry = KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_delay=1.0)
+    writer = KazooClient(hosts=zk_ensemble.hosts, connection_retry=retry)
     await asyncio.to_thread(writer.start, 30)
     path = "/pw/ensemble"
     try:
@@ -211,10 +242,21 @@ async def test_losing_the_member_changes_meanwhile_are_caught_up(zk_ensemble, po
             assert conn is not None and watcher._armed
             session = conn.session_id
             member = _member_of(conn, zk_ensemble)
+            # The loss as the connection announces it: the watcher's own flag may be back
+            # (reconnected to a live member, re-armed) before a poll would see it go.
+            states: list[str] = []
+            conn.add_listener(states.append)
             zk_ensemble.kill_member(member)
-            await eventually(lambda: not watcher._armed, what="the loss")
-            await asyncio.to_thread(writer.delete, gone)  # the writer may need to move too
-            await asyncio.to_thread(register, writer, path, 8153, "new")
+            await eventually(lambda: "suspended" in states, what="the loss")
+
+            def delete() -> None:
+                writer.delete_async(gone).get(timeout=10)
+
+            def create() -> None:  # (named: a retry must not make a second child)
+                writer.create_async(f"{path}/new_0000000100", record(8153, "new")).get(timeout=10)
+
+            await asyncio.to_thread(_write_through_the_loss, delete, NoNodeError)
+            await asyncio.to_thread(_write_through_the_loss, create, NodeExistsError)
             await sink.wait_hosts(["127.0.0.1:8152", "127.0.0.1:8153"], timeout=45)
             await eventually(lambda: watcher._armed, what="re-armed")
             assert conn.session_id == session and _member_of(conn, zk_ensemble) != member

@@ -3,6 +3,9 @@ apply reads and plans at once, and the background sweep that reads the rest."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 from haproxy_helpers import eventually, read_back, server, serves, service, web
 
 from synapse.contract import ApplyOutcome
@@ -131,3 +134,91 @@ async def test_a_bug_in_a_background_sweep_does_not_end_the_sweeping(
         return view.sweeps > sweeps
 
     await eventually(swept_again, "the next background sweep")
+
+
+async def test_a_crashed_haproxy_restarts_like_a_start_not_read_whole_under_the_lock(
+    managed_factory, http_backend_factory
+):
+    """A crashed HAProxy is started again from its files (``revive``) like a start: only
+    the backends' names are read, and at once the backends runtime commands changed lately
+    (the state file may predate them: here it still has b2 in maintenance, b2 came back
+    after its last dump). The others are left to the background sweep (stopped here
+    until the end): no whole `show servers state` read under the lock."""
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    port = free_port()
+    others = [
+        service(f"s{i}", [server("127.0.0.1", b2.port, f"o{i}")], backend_only=True)
+        for i in range(60)
+    ]  # fmt: skip (more than two parts of a sweep)
+    controller = managed_factory(restart_interval=0.1)
+    await controller.apply([web(port, [b1, b2]), *others], "t")
+    await read_back(controller)
+    await controller.apply([web(port, [b1]), *others], "t")  # b2 kept, in maintenance
+    state_file = controller.settings.state_file
+    assert state_file is not None
+    gone = f"b2_127.0.0.1:{b2.port}"
+
+    async def dumped() -> bool:  # (the state dumper's, every second)
+        lines = state_file.read_text().splitlines()[2:]
+        return any(line.split()[3:7:3] == [gone, "1"] for line in lines)
+
+    await eventually(dumped, "b2 in maintenance in the server-state file")
+    assert controller._dumper is not None
+    await controller._dumper.stop()  # the state file keeps b2 in maintenance
+    await controller._reader.stop_sweeping()
+    await controller.apply([web(port, [b1, b2]), *others], "t")  # b2 back, at runtime
+    await serves(port, {"b1", "b2"})
+    view = controller._reader.view
+    assert view.full_reads == 0
+    pid = controller.status()["haproxy_pids"]["master"]
+    os.killpg(pid, signal.SIGKILL)
+
+    async def restarted() -> bool:
+        master = controller.status()["haproxy_pids"]["master"]
+        return master not in (None, pid) and controller.info.starts == 2 and view.valid
+
+    await eventually(restarted, "the managed HAProxy to be started again")
+    await serves(port, {"b1", "b2"})  # b2 read and set ready at once, not left in MAINT
+    assert view.full_reads == 0 and len(view.unread) >= 50  # the others: the sweep's
+    controller._reader.start_sweeping(
+        controller._lock, controller._has_desired, controller._apply_locked
+    )
+    await read_back(controller)
+    assert view.full_reads == 0
+    states = controller.status()["backends"]
+    assert all(len(states[f"s{i}"]) == 1 for i in range(60))
+    assert {s["state"] for s in states["web"].values()} == {"UP"} and len(states["web"]) == 2
+
+
+async def test_status_after_a_reload_lists_the_backends_not_read_yet(
+    managed_factory, http_backend_factory
+):
+    """/status right after a reload: the backends the background sweep has not read from
+    the new process yet (stopped here) are listed as unread, without servers (what synapse
+    held for them is the old process's); once read, they have the new process's servers."""
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    port = free_port()
+    others = [
+        service(f"s{i}", [server("127.0.0.1", b2.port, f"o{i}")], backend_only=True)
+        for i in range(40)
+    ]  # fmt: skip (more than a sweep's part: not all read at once)
+    controller = managed_factory(restart_interval=0.0)
+    await controller.apply([web(port, [b1]), *others], "t")
+    await read_back(controller)
+    assert controller.status()["unread_backends"] == []
+    await controller._reader.stop_sweeping()
+    added = service("api", [server("127.0.0.1", b2.port, "a")], port=free_port())
+    result = await controller.apply([web(port, [b1]), *others, added], "t")  # a reload
+    assert result.reload is ApplyOutcome.DONE and controller.info.reloads == 1
+    status = controller.status()
+    unread = set(status["unread_backends"])
+    assert {f"s{i}" for i in range(40)} <= unread and "web" in unread
+    assert unread.isdisjoint(status["backends"])  # no servers shown for them
+    controller._reader.start_sweeping(
+        controller._lock, controller._has_desired, controller._apply_locked
+    )
+    await read_back(controller)
+    status = controller.status()
+    assert status["unread_backends"] == []
+    assert all(len(status["backends"][f"s{i}"]) == 1 for i in range(40))
+    assert set(status["backends"]["api"]) == {f"a_127.0.0.1:{b2.port}"}

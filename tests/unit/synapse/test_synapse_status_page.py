@@ -168,3 +168,18 @@ def test_the_live_state_from_show_stat_wins_over_the_last_runtime_read() -> None
     data = page_data(status({A["name"]: "UP", B["name"]: "UP"}), traffic, {}, ChangeTracker(), 5.0)
     web = data["services"][1]
     assert [row[2] for row in web["s"]] == ["UP", "DOWN"] and web["up"] == 1
+
+
+def test_a_backend_not_read_since_a_reload_shows_live_states_only() -> None:
+    """Right after a reload the page has no servers of the backend from synapse's view (it
+    would be the previous process's): states come from `show stat` alone, and it is marked."""
+    services = {"web": {"origin": "discovery", "servers": [A, B], "haproxy_disabled": False}}
+    haproxy = {"mode": "managed", "backends": {}, "unread_backends": ["web"]}
+    merged = merge_service_status(services, {}, haproxy)
+    status = {"services": merged, "haproxy": haproxy}
+    traffic = {("web", A["name"]): Traffic(None, None, 0, 0, 1, "UP")}
+    web = page_data(status, traffic, {}, ChangeTracker(), 5.0)["services"][0]
+    assert (web["hr"], web["ur"], web["up"]) == (True, True, 1)
+    assert [row[2] for row in web["s"]] == ["UP", None]  # B: unknown, not the old state
+    read = merge_service_status(services, {}, {"backends": {"web": {}}})
+    assert page_data({"services": read}, {}, {}, ChangeTracker(), 5.0)["services"][0]["ur"] is False

@@ -3,6 +3,8 @@ and which reads win when an apply and the background sweep overlap."""
 
 from __future__ import annotations
 
+from unittest.mock import ANY
+
 from synapse.haproxy.running import RunningServer
 from synapse.haproxy.view import Read, RunningIds, RunningView
 
@@ -192,3 +194,36 @@ def test_a_plan_needing_a_reload_of_the_reloaded_config_settles_it(caplog):
     check.planned(("head", "svc"), [], all_read=True)  # every backend planned: over
     check.planned(("head", "svc"), [("new_server", "later")], all_read=True)
     assert gate.settled is None
+
+
+async def test_status_shows_unread_backends_as_unread_not_as_the_old_processs_servers():
+    """/status right after a reload or start: a backend the sweep has not read yet is
+    listed as unread (its service: servers null), never with the servers the previous
+    process had; once read, its servers are the new process's."""
+    from synapse.haproxy.reader import RunningReader
+    from synapse.haproxy.status import running_backends
+    from synapse.status import merge_service_status
+
+    client = ScriptedClient()
+    client.state = {"a": {"x": srv("a", "x", 1)}, "b": {"y": srv("b", "y", 2)}}
+    reader = RunningReader([client], None, lambda: 0.0)  # type: ignore[list-item]
+    reader.version = (2, 6, 0)
+    reader.view = view = view_of(client)
+    await view.read_all()
+    assert running_backends(reader) == ({"a": {"x": ANY}, "b": {"y": ANY}}, [])
+    # Reloaded: `x` came back from the state file in maintenance, `c` is new.
+    client.pid = "200"
+    client.state = {**client.state, "a": {"x": srv("a", "x", 1, admin=1)}, "c": {}}
+    await reader.read(reloaded=True)
+    backends, unread = running_backends(reader)
+    assert backends == {} and unread == ["a", "b", "c"]
+    services = {"a": {"backend": "a"}, "gone": {"backend": "gone"}}
+    merged = merge_service_status(services, {}, {"backends": backends, "unread_backends": unread})
+    assert merged["a"]["haproxy"] == {"backend": "a", "servers": None, "unread": True}
+    assert merged["gone"]["haproxy"] is None  # HAProxy does not run it
+    await reader.read(set(), {"a"})  # an apply (or the sweep) read `a`
+    backends, unread = running_backends(reader)
+    assert backends == {"a": {"x": {"state": "MAINT", "weight": ANY, "address": "10.0.0.1:80"}}}
+    assert unread == ["b", "c"]
+    merged = merge_service_status(services, {}, {"backends": backends, "unread_backends": unread})
+    assert merged["a"]["haproxy"] == {"backend": "a", "servers": backends["a"], "unread": False}
