@@ -262,7 +262,10 @@ async def test_losing_the_member_changes_meanwhile_are_caught_up(zk_ensemble, po
             assert conn.session_id == session and _member_of(conn, zk_ensemble) != member
             register(writer, path, 8154, "later")  # heard by the watch on the new member
             await sink.wait_hosts(["127.0.0.1:8152", "127.0.0.1:8153", "127.0.0.1:8154"])
-            assert watcher.reads == 5  # 2 at the start, 1 check of "stays", 8153, 8154
+            # 2 at the start; the check of the cached children after the reconnect ("stays",
+            # and "gone" too when the watcher listed before the delete went through); 8153;
+            # 8154.
+            assert watcher.reads in (5, 6)
         finally:
             await watcher.stop()
     finally:
