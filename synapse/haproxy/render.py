@@ -275,7 +275,10 @@ class Renderer:
             "servers": list(spec.servers.values()),
         }
         routed = bool(hap.routes) and self.shared_frontend_enabled
-        fields = (service, ids, context, spec, tuple(warnings), shared, routed)
+        # The ids copied: a view of the running servers (``view.ServerIds``) would keep
+        # HAProxy's server map of that moment alive as long as the piece.
+        kept_ids = ids if not ids or type(ids) is dict else dict(ids)
+        fields = (service, kept_ids, context, spec, tuple(warnings), shared, routed)
         if self._jinja is None:  # the default layout: its blocks come with the text
             return ServicePiece(*fields, *default_layout.service_blocks(context))
         piece = ServicePiece(*fields)
