@@ -216,6 +216,8 @@ class EtcdWatcher(Watcher):
             self.bad_record(origin, exc.reason)
             return Entry(None, exc.reason, mod_revision, created)
         note_ignored(self, origin, reg)
+        if created == mod_revision:  # never modified since created: one int, not two
+            created = mod_revision
         return Entry(reg, None, mod_revision, created)
 
     def _report(self, event_time: float) -> None:

@@ -101,3 +101,22 @@ async def test_a_burst_beyond_the_bound_lists_again() -> None:
         assert watcher.revision == conn.revision  # watching on from the listing
     finally:
         await watcher.stop()
+
+
+async def test_records_share_their_origin_key_revision_and_port_objects() -> None:
+    # Memory per record (issue 15): the known key is the report's origin string, a key
+    # never modified keeps one revision int for both revisions, records share port ints.
+    conn = FakeConnection(max_pending=1000)
+    conn.keys = {0: kv(0, 70007), 1: kv(1, 70008)}  # (above the cached small ints)
+    conn.keys[1].create_revision = 70006  # modified since created: two ints
+    watcher, sink = await start(conn)
+    try:
+        found = {f.origin: f for f in (await sink.wait(lambda r: len(r.found) == 2)).found}
+        assert set(found) == {"etcd:/svc/web/i0", "etcd:/svc/web/i1"}
+        for origin in watcher._keys:
+            assert next(k for k in found if k == origin) is origin
+        first, second = watcher._keys["etcd:/svc/web/i0"], watcher._keys["etcd:/svc/web/i1"]
+        assert first.sequence is first.version and first.version == 70007
+        assert (second.sequence, second.version) == (70006, 70008)
+    finally:
+        await watcher.stop()
