@@ -67,6 +67,8 @@ class EtcdWatcher(Watcher):
         self._watch = None
         self._client = None
         self._streaming = False  # iterating a live watch (vs. listing / creating it)
+        self._checking: asyncio.Future[None] | None = None  # a consistency check under way
+        self._stale = False  # the check found the live watch silent
         self.revision: int | None = None
         self.relists = 0
         self.stale_watches = 0  # watches the consistency check found silent
@@ -130,7 +132,8 @@ class EtcdWatcher(Watcher):
         self._outage.success(service=self.service)
         backoff.reset()
         self._streaming = True
-        checker = asyncio.create_task(self._check_periodically(watch, prefix))
+        self._stale = False
+        self.conn.after_next_check(RESYNC_INTERVAL, self._on_tick)  # with the others'
         try:
             # Every event waiting at once, and one report for them: a burst on a big prefix
             # is not a full list sorted and sent to the reconciler per event.
@@ -139,39 +142,53 @@ class EtcdWatcher(Watcher):
                 del events  # not kept until the next batch (see _load)
         finally:
             self._watch = None  # _streaming stays set: run() asks whether the stream broke
-            await cancel_and_wait(checker)
+            checking, self._checking = self._checking, None
+            await cancel_and_wait(checking)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(watch.cancel(), 2)
-        if checker.done() and not checker.cancelled() and checker.result():
+        if self._stale:
             raise _WatchStale()
 
-    async def _check_periodically(self, watch, prefix: bytes) -> bool:
-        """Now and then compare etcd's (count, newest revision) of the prefix with what the
-        watch delivered; True (and the watch cancelled) when it missed something.
+    def _on_tick(self, _tick: object) -> None:
+        """The connection's check tick: check the live watch (a tick armed for an earlier
+        watch, or while a check runs, is dropped: one check per watch at a time)."""
+        if self._watch is not None and self._checking is None:
+            self._checking = asyncio.ensure_future(self._check(self._watch))
+
+    async def _check(self, watch) -> None:
+        """Compare etcd's (count, newest revision) of the prefix with what the watch
+        delivered; when it missed something, cancel it (the watcher lists anew), else
+        check again at the next tick.
 
         The check is one small range read, not a listing: a synapse watching a thousand
         services must not list them all every few minutes. It is batched with the other
-        watchers' checks of the connection (a shared tick, one transaction per 128).
+        watchers' checks of the connection (a shared tick, one transaction per 128), and
+        between checks a watcher holds no task, only its callback on the tick.
         """
         assert self.conn is not None
-        while True:
-            await self.conn.next_check(RESYNC_INTERVAL)  # with the connection's other watchers
-            try:
-                count, newest = await self.conn.fingerprint(prefix)
-            except Exception as exc:  # the watch itself reports a broken connection
-                event(log, "etcd_check_failed", level=logging.INFO, service=self.service,
-                      error=f"{type(exc).__name__}: {str(exc)[:200]}")  # fmt: skip
-                continue
+        stale = False
+        try:
+            count, newest = await self.conn.fingerprint(self.prefix.encode())
+        except Exception as exc:  # the watch itself reports a broken connection
+            event(log, "etcd_check_failed", level=logging.INFO, service=self.service,
+                  error=f"{type(exc).__name__}: {str(exc)[:200]}")  # fmt: skip
+        else:
             known = max((entry.version for entry in self._keys.values()), default=0)
-            if (count, newest) == (len(self._keys), known):
-                continue
-            # Either the watch is dead, or an event was still on its way: both are cured
-            # by listing and watching again.
-            event(log, "etcd_watch_stale", level=logging.WARNING, service=self.service,
-                  listed=count, known=len(self._keys))  # fmt: skip
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(watch.cancel(), 2)
-            return True
+            stale = (count, newest) != (len(self._keys), known)
+        finally:
+            self._checking = None
+        if watch is not self._watch:
+            return  # it ended meanwhile
+        if not stale:
+            self.conn.after_next_check(RESYNC_INTERVAL, self._on_tick)
+            return
+        # Either the watch is dead, or an event was still on its way: both are cured by
+        # listing and watching again.
+        event(log, "etcd_watch_stale", level=logging.WARNING, service=self.service,
+              listed=count, known=len(self._keys))  # fmt: skip
+        self._stale = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(watch.cancel(), 2)
 
     def _load(self, listing: Listing) -> None:
         """The listing's records as the known keys. A function of its own, so that nothing
