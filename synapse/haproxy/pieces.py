@@ -22,7 +22,7 @@ class ServicePiece:
 
     service: DesiredService
     ids: Mapping[str, int]  # server ids HAProxy uses in the backend, as rendered with
-    context: dict[str, Any]  # what the template gets as `service`
+    context: dict[str, Any]  # what the template gets as `service` ({}: default layout)
     backend: BackendSpec
     warnings: tuple[str, ...]
     shared: tuple[str, ...]  # its shared_frontend lines

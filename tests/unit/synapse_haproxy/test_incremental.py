@@ -100,6 +100,8 @@ def test_changed_running_ids_render_a_piece_again_unless_they_are_its_own():
     renderer.render(services, view_ids, {"s1"})
     kept = renderer._pieces["s1"].ids
     assert type(kept) is dict and kept == {**ids["s1"], "gone": 7}
+    # The default layout never renders whole: its pieces keep no template context.
+    assert all(piece.context == {} for piece in renderer._pieces.values())
 
 
 def test_a_changed_list_of_services_renders_the_whole_list():
