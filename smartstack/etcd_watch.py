@@ -76,8 +76,10 @@ class PrefixWatch:
         self.watch_id: int | None = None
         self.created: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.max_pending = max_pending
-        self._pending: collections.deque[aetcd.rtypes.Event] = collections.deque()
-        self._ready = asyncio.Event()
+        # Both made when needed: a deque and an Event are ~1.3 kB per watch, and a
+        # thousand watches are mostly idle (issue 15).
+        self._pending: collections.deque[aetcd.rtypes.Event] | None = None
+        self._ready: asyncio.Future[None] | None = None  # the taker waits on it
         self._ended = False  # no event comes after the pending ones
         self._error: BaseException | None = None  # raised once the pending ones are taken
         self.cancelled = False
@@ -101,26 +103,38 @@ class PrefixWatch:
                 if self._error is not None:
                     raise self._error
                 return []
-            self._ready.clear()
-            await self._ready.wait()
-        count = len(self._pending) if limit is None else min(limit, len(self._pending))
-        return [self._pending.popleft() for _ in range(count)]
+            self._ready = asyncio.get_running_loop().create_future()
+            try:
+                await self._ready
+            finally:
+                self._ready = None
+        pending = self._pending
+        if limit is None or limit >= len(pending):
+            self._pending = None  # all taken: the deque goes too
+            return list(pending)
+        return [pending.popleft() for _ in range(limit)]
+
+    def _wake(self) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
 
     def deliver(self, event: aetcd.rtypes.Event) -> None:
         if self._ended:
             return
-        if len(self._pending) >= self.max_pending:
-            self._pending.clear()  # the watcher lists anew: these are of no use any more
+        if self._pending is None:
+            self._pending = collections.deque()
+        elif len(self._pending) >= self.max_pending:
+            self._pending = None  # the watcher lists anew: these are of no use any more
             self._end(WatchOverflow(f"more than {self.max_pending} etcd events waiting"))
             self.stream.forget(self)
             return
         self._pending.append(event)
-        self._ready.set()
+        self._wake()
 
     def _end(self, error: BaseException | None) -> None:
         if not self._ended:
             self._ended, self._error = True, error
-            self._ready.set()
+            self._wake()
 
     def fail(self, exc: BaseException) -> None:
         if not self.created.done():

@@ -195,10 +195,17 @@ def validate_server_options(options: Any) -> str:
 # --- decoding ---------------------------------------------------------------
 
 
+# One int object per port number (a port above 256 is a new int per decoded record; a
+# fleet uses few distinct ports): 32 bytes a record less. At most 65,535 entries.
+_PORTS: dict[int, int] = {}
+
+
 def _coerce_port(value: Any) -> Any:
     # Old configs sometimes carried the port as a string ("8080"); nerve copied it as is.
     if isinstance(value, str) and value.isdigit() and len(value) <= 5:
-        return int(value)
+        value = int(value)
+    if type(value) is int and 0 < value < 65536:
+        return _PORTS.setdefault(value, value)
     return value
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 from synapse.haproxy.configtext import Block
@@ -23,7 +22,7 @@ class ServicePiece:
 
     service: DesiredService
     ids: Mapping[str, int]  # server ids HAProxy uses in the backend, as rendered with
-    context: dict[str, Any]  # what the template gets as `service`
+    context: dict[str, Any]  # what the template gets as `service` ({}: default layout)
     backend: BackendSpec
     warnings: tuple[str, ...]
     shared: tuple[str, ...]  # its shared_frontend lines
@@ -31,10 +30,17 @@ class ServicePiece:
     text: str = ""  # its part of the config ("" when the template is rendered whole)
     blocks: tuple[Block, ...] = ()
 
-    @cached_property
-    def assigned(self) -> dict[str, int]:
-        """The ids it gave its servers."""
-        return {n: s.id for n, s in self.backend.servers.items() if s.id is not None}
+    def runs_as_assigned(self, ids: Mapping[str, int]) -> bool:
+        """Whether ``ids`` are exactly the ids it gave its servers. Compared in place, not
+        through a cached dict of them: one per piece was ~60 bytes a server, kept for good
+        once HAProxy's ids were first compared (after every start)."""
+        assigned = 0
+        for name, spec in self.backend.servers.items():
+            if spec.id is not None:
+                if ids.get(name) != spec.id:
+                    return False
+                assigned += 1
+        return assigned == len(ids)
 
     def fits(self, service: DesiredService, ids: Mapping[str, int]) -> bool:
         """Whether rendering ``service`` against running ``ids`` would give this piece:
@@ -42,7 +48,7 @@ class ServicePiece:
         servers with exactly the ids it gave them (after a start or a reload)."""
         if not (self.service is service or self.service == service):
             return False
-        return self.ids is ids or self.ids == ids or self.assigned == ids
+        return self.ids is ids or self.ids == ids or self.runs_as_assigned(ids)
 
     def same_shape(self, other: ServicePiece) -> bool:
         """Same sections, backend, warnings and shared_frontend lines: only lines differ."""

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from synapse.haproxy.jinja_layout import JinjaLayout
 
 DEFAULT_TEMPLATE = "haproxy.cfg.j2"
+NO_CONTEXT: dict[str, Any] = {}  # a default layout's piece: see Renderer._piece
 
 
 def load_template(config: HAProxyConfig) -> str:
@@ -275,9 +276,15 @@ class Renderer:
             "servers": list(spec.servers.values()),
         }
         routed = bool(hap.routes) and self.shared_frontend_enabled
-        fields = (service, ids, context, spec, tuple(warnings), shared, routed)
+        # The ids copied: a view of the running servers (``view.ServerIds``) would keep
+        # HAProxy's server map of that moment alive as long as the piece.
+        kept_ids = ids if not ids or type(ids) is dict else dict(ids)
+        fields = (service, kept_ids, context, spec, tuple(warnings), shared, routed)
         if self._jinja is None:  # the default layout: its blocks come with the text
-            return ServicePiece(*fields, *default_layout.service_blocks(context))
+            text, blocks = default_layout.service_blocks(context)
+            # Always composable: the context is never asked for again, and is not kept
+            # (its list of the servers' specs and the frontend lines: ~0.5 MB at 1,000).
+            return ServicePiece(service, kept_ids, NO_CONTEXT, *fields[3:], text, blocks)
         piece = ServicePiece(*fields)
         if not self.composable:
             return piece

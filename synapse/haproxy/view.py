@@ -45,13 +45,44 @@ SWEEP_PART = 25  # backends read per step of a background sweep (~2 ms of parsin
 SWEEP_PACE = 2.0  # after a part, the sweep pauses this many times the CPU time it took
 
 
+class ServerIds(Mapping[str, int]):
+    """server -> id of one backend's server map, read through to it: a dict of them per
+    backend was ~60 bytes a server, kept as long as the map (issue 15)."""
+
+    __slots__ = ("servers",)
+
+    def __init__(self, servers: Servers) -> None:
+        self.servers = servers
+
+    def __getitem__(self, name: str) -> int:
+        return self.servers[name].id
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.servers)
+
+    def __len__(self) -> int:
+        return len(self.servers)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ServerIds) and other.servers is self.servers:
+            return True
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        if len(other) != len(self.servers):
+            return False
+        missing = object()  # (ids are ints: no stored value is this)
+        return all(other.get(n, missing) == s.id for n, s in self.servers.items())
+
+    __hash__ = None  # type: ignore[assignment]  # (a Mapping: unhashable, as a dict)
+
+
 class RunningIds(Mapping[str, Mapping[str, int]]):
-    """backend -> server -> id of a view, computed per backend when asked and reused while
-    that backend's server map is the same object (so the renderer sees the same ids)."""
+    """backend -> server -> id of a view, reused while that backend's server map is the
+    same object (so the renderer sees the same ids)."""
 
     def __init__(self) -> None:
         self._backends: Mapping[str, Servers] = {}
-        self._memo: dict[str, tuple[Servers, dict[str, int]]] = {}
+        self._memo: dict[str, ServerIds] = {}
 
     def use(self, backends: Mapping[str, Servers]) -> RunningIds:
         self._backends = backends
@@ -62,10 +93,9 @@ class RunningIds(Mapping[str, Mapping[str, int]]):
     def __getitem__(self, backend: str) -> Mapping[str, int]:
         servers = self._backends[backend]
         memo = self._memo.get(backend)
-        if memo is None or memo[0] is not servers:
-            memo = (servers, {name: server.id for name, server in servers.items()})
-            self._memo[backend] = memo
-        return memo[1]
+        if memo is None or memo.servers is not servers:
+            memo = self._memo[backend] = ServerIds(servers)
+        return memo
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._backends)

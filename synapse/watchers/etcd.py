@@ -43,6 +43,13 @@ RESYNC_INTERVAL = 120.0  # seconds between consistency checks of a live watch
 LIST_TIMEOUT = 30.0
 
 
+ORIGIN = "etcd:"  # a record's origin: this and its key
+
+
+def _same(origin: str) -> str:
+    return origin
+
+
 class _WatchStale(Exception):
     """The consistency check found changes the watch never delivered."""
 
@@ -54,10 +61,14 @@ class EtcdWatcher(Watcher):
         super().__init__(*args, **kwargs)
         self.prefix = etcd_prefix(self.discovery.path)
         self.conn: EtcdConnection | None = None
+        # Keyed by origin ("etcd:" + key): the reports' Found.origin is the key string
+        # itself, not a second copy per record (~90 bytes a server at 1,000 x 20).
         self._keys: dict[str, Entry] = {}
         self._watch = None
         self._client = None
         self._streaming = False  # iterating a live watch (vs. listing / creating it)
+        self._checking: asyncio.Future[None] | None = None  # a consistency check under way
+        self._stale = False  # the check found the live watch silent
         self.revision: int | None = None
         self.relists = 0
         self.stale_watches = 0  # watches the consistency check found silent
@@ -121,7 +132,8 @@ class EtcdWatcher(Watcher):
         self._outage.success(service=self.service)
         backoff.reset()
         self._streaming = True
-        checker = asyncio.create_task(self._check_periodically(watch, prefix))
+        self._stale = False
+        self.conn.after_next_check(RESYNC_INTERVAL, self._on_tick)  # with the others'
         try:
             # Every event waiting at once, and one report for them: a burst on a big prefix
             # is not a full list sorted and sent to the reconciler per event.
@@ -130,39 +142,53 @@ class EtcdWatcher(Watcher):
                 del events  # not kept until the next batch (see _load)
         finally:
             self._watch = None  # _streaming stays set: run() asks whether the stream broke
-            await cancel_and_wait(checker)
+            checking, self._checking = self._checking, None
+            await cancel_and_wait(checking)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(watch.cancel(), 2)
-        if checker.done() and not checker.cancelled() and checker.result():
+        if self._stale:
             raise _WatchStale()
 
-    async def _check_periodically(self, watch, prefix: bytes) -> bool:
-        """Now and then compare etcd's (count, newest revision) of the prefix with what the
-        watch delivered; True (and the watch cancelled) when it missed something.
+    def _on_tick(self, _tick: object) -> None:
+        """The connection's check tick: check the live watch (a tick armed for an earlier
+        watch, or while a check runs, is dropped: one check per watch at a time)."""
+        if self._watch is not None and self._checking is None:
+            self._checking = asyncio.ensure_future(self._check(self._watch))
+
+    async def _check(self, watch) -> None:
+        """Compare etcd's (count, newest revision) of the prefix with what the watch
+        delivered; when it missed something, cancel it (the watcher lists anew), else
+        check again at the next tick.
 
         The check is one small range read, not a listing: a synapse watching a thousand
         services must not list them all every few minutes. It is batched with the other
-        watchers' checks of the connection (a shared tick, one transaction per 128).
+        watchers' checks of the connection (a shared tick, one transaction per 128), and
+        between checks a watcher holds no task, only its callback on the tick.
         """
         assert self.conn is not None
-        while True:
-            await self.conn.next_check(RESYNC_INTERVAL)  # with the connection's other watchers
-            try:
-                count, newest = await self.conn.fingerprint(prefix)
-            except Exception as exc:  # the watch itself reports a broken connection
-                event(log, "etcd_check_failed", level=logging.INFO, service=self.service,
-                      error=f"{type(exc).__name__}: {str(exc)[:200]}")  # fmt: skip
-                continue
+        stale = False
+        try:
+            count, newest = await self.conn.fingerprint(self.prefix.encode())
+        except Exception as exc:  # the watch itself reports a broken connection
+            event(log, "etcd_check_failed", level=logging.INFO, service=self.service,
+                  error=f"{type(exc).__name__}: {str(exc)[:200]}")  # fmt: skip
+        else:
             known = max((entry.version for entry in self._keys.values()), default=0)
-            if (count, newest) == (len(self._keys), known):
-                continue
-            # Either the watch is dead, or an event was still on its way: both are cured
-            # by listing and watching again.
-            event(log, "etcd_watch_stale", level=logging.WARNING, service=self.service,
-                  listed=count, known=len(self._keys))  # fmt: skip
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(watch.cancel(), 2)
-            return True
+            stale = (count, newest) != (len(self._keys), known)
+        finally:
+            self._checking = None
+        if watch is not self._watch:
+            return  # it ended meanwhile
+        if not stale:
+            self.conn.after_next_check(RESYNC_INTERVAL, self._on_tick)
+            return
+        # Either the watch is dead, or an event was still on its way: both are cured by
+        # listing and watching again.
+        event(log, "etcd_watch_stale", level=logging.WARNING, service=self.service,
+              listed=count, known=len(self._keys))  # fmt: skip
+        self._stale = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(watch.cancel(), 2)
 
     def _load(self, listing: Listing) -> None:
         """The listing's records as the known keys. A function of its own, so that nothing
@@ -171,8 +197,8 @@ class EtcdWatcher(Watcher):
         and the caller's frame lives as long as the watch (etcd 1,000 x 20: ~5 MB)."""
         keys: dict[str, Entry] = {}
         for kv in listing.kvs:
-            key = kv.key.decode("utf-8", "replace")
-            keys[key] = self._decode(key, kv.value, kv.mod_revision, kv.create_revision)
+            origin = ORIGIN + kv.key.decode("utf-8", "replace")
+            keys[origin] = self._decode(origin, kv.value, kv.mod_revision, kv.create_revision)
         self._keys = keys
         self.revision = listing.revision
 
@@ -181,22 +207,22 @@ class EtcdWatcher(Watcher):
         seen = time.monotonic()
         for ev in events:
             self.count_event()
-            key = ev.kv.key.decode("utf-8", "replace")
+            origin = ORIGIN + ev.kv.key.decode("utf-8", "replace")
             self.revision = max(self.revision or 0, ev.kv.mod_revision)
             if ev.kind == "DELETE":
-                self._keys.pop(key, None)
+                self._keys.pop(origin, None)
             else:
-                self._keys[key] = self._decode(
-                    key, ev.kv.value, ev.kv.mod_revision, ev.kv.create_revision
+                self._keys[origin] = self._decode(
+                    origin, ev.kv.value, ev.kv.mod_revision, ev.kv.create_revision
                 )
         self._report(seen)
 
-    def _decode(self, key: str, value: bytes, mod_revision: int, created: int) -> Entry:
+    def _decode(self, origin: str, value: bytes, mod_revision: int, created: int) -> Entry:
         """``created`` (the key's create revision) orders registrations for leader_election."""
-        old = self._keys.get(key)
+        old = self._keys.get(origin)
         if old is not None and old.version == mod_revision:
             return old  # unchanged (a re-list): no second log line or metric
-        fallback = key.rsplit("/", 1)[-1] or None
+        fallback = origin[len(ORIGIN) :].rsplit("/", 1)[-1] or None
         try:
             decode = self.discovery.decode
             if decode.method == "serverset":
@@ -204,13 +230,15 @@ class EtcdWatcher(Watcher):
             else:
                 reg = decode_nerve(value, fallback_name=fallback)
         except InvalidRecord as exc:
-            self.bad_record(f"etcd:{key}", exc.reason)
+            self.bad_record(origin, exc.reason)
             return Entry(None, exc.reason, mod_revision, created)
-        note_ignored(self, f"etcd:{key}", reg)
+        note_ignored(self, origin, reg)
+        if created == mod_revision:  # never modified since created: one int, not two
+            created = mod_revision
         return Entry(reg, None, mod_revision, created)
 
     def _report(self, event_time: float) -> None:
-        self.report_entries(self._keys, lambda key: f"etcd:{key}", event_time)
+        self.report_entries(self._keys, _same, event_time)
 
     async def close(self) -> None:
         watch, self._watch = self._watch, None

@@ -45,6 +45,7 @@ from smartstack.record import (
     decode_nerve,
     decode_serverset,
 )
+from smartstack.tasks import Wake
 from smartstack.zookeeper import ZooKeeperConnection
 from synapse.generator_config import parse_generator_config
 from synapse.watchers.base import Entry, Watcher
@@ -93,7 +94,7 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
         self._changed: set[str] = set()  # children whose data watch fired
         self._deleted: set[str] = set()  # children whose data watch said: deleted
         self._verify = False  # after a reconnect: check cached children (one multi-read)
-        self._wake = asyncio.Event()
+        self._wake = Wake()  # (one waiter: run())
         self._event_time: float | None = None  # first unsynced event
         self.path_exists: bool | None = None
         self._was_denied = False  # the last listing was refused by the path's ACL

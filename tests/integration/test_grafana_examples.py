@@ -21,7 +21,10 @@ PROMETHEUS_OWN = {"up"}  # Prometheus' per-target series
 # Exposed sample names per prometheus_client type (counters gain _total).
 SUFFIXES = {"Counter": ("_total",), "Gauge": ("",), "Histogram": ("_bucket", "_sum", "_count"),
             "Summary": ("_sum", "_count"), "Info": ("_info",), "Enum": ("",)}  # fmt: skip
-DECLARED = re.compile(r"\b(Counter|Gauge|Histogram|Summary|Info|Enum)\(\s*\"([a-zA-Z_:][\w:]*)\"")
+# (smartstack.labelled_metrics' LabelledCounter / LabelledGauge expose the same samples)
+DECLARED = re.compile(
+    r"\b(?:Labelled)?(Counter|Gauge|Histogram|Summary|Info|Enum)\(\s*\"([a-zA-Z_:][\w:]*)\""
+)
 
 
 def our_metrics() -> set[str]:

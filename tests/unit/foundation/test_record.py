@@ -242,3 +242,10 @@ def test_records_without_labels_share_one_empty_mapping() -> None:
     assert first.labels == {} and first.labels is second.labels
     with pytest.raises(InvalidRecord):
         decode_nerve(b'{"host": "10.9.8.7", "port": 1, "name": "a", "labels": ""}')
+
+
+def test_records_of_one_port_share_its_int() -> None:
+    # (a port above 256 would be a new int per record: 32 bytes each at 20,000 records)
+    first = decode_nerve(b'{"host": "10.0.0.1", "port": 31001, "name": "a"}')
+    again = decode_nerve(b'{"host": "10.0.0.2", "port": "31001", "name": "b"}')
+    assert first.port == again.port == 31001 and first.port is again.port

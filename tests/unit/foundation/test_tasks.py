@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from smartstack.tasks import cancel_and_wait, wait_event
+from smartstack.tasks import Wake, cancel_and_wait, wait_event
 
 
 def test_wait_event_reports_set_and_timeout() -> None:
@@ -60,3 +60,31 @@ def test_cancel_and_wait_returns_after_cleanup() -> None:
         return seen
 
     assert asyncio.run(main()) == ["cleaned up"]
+
+
+def test_wake_is_an_event_for_one_waiter() -> None:
+    async def main() -> list[object]:
+        wake, seen = Wake(), []
+        wake.set()
+        await wake.wait()  # already set: at once
+        wake.clear()
+        waiter = asyncio.ensure_future(wake.wait())
+        await asyncio.sleep(0)
+        seen.append(waiter.done())
+        with pytest.raises(RuntimeError):
+            await wake.wait()  # a second waiter at once is refused
+        wake.set()
+        await waiter
+        seen.append(wake.is_set())
+        wake.clear()
+        cancelled = asyncio.ensure_future(wake.wait())
+        await asyncio.sleep(0)
+        await cancel_and_wait(cancelled)
+        later = asyncio.ensure_future(wake.wait())  # a cancelled wait leaves no waiter
+        await asyncio.sleep(0)
+        wake.set()
+        await asyncio.wait_for(later, 5)
+        seen.append(later.done())
+        return seen
+
+    assert asyncio.run(main()) == [False, True, True]

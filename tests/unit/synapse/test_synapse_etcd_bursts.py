@@ -56,8 +56,8 @@ class FakeConnection:
         self.watches.append(watch)
         return watch
 
-    async def next_check(self, interval: float) -> None:
-        await asyncio.Event().wait()  # no consistency check in these tests
+    def after_next_check(self, interval: float, callback: Any) -> None:
+        pass  # no consistency check in these tests
 
     async def rotate(self, reason: str, failed: Any = None) -> None:
         raise AssertionError("no connection error here")
@@ -99,5 +99,64 @@ async def test_a_burst_beyond_the_bound_lists_again() -> None:
         await sink.wait(lambda r: len(r.found) == 120)  # from the listing, not the events
         assert conn.listings == 2 and watcher.overflows == 1 and len(conn.watches) == 2
         assert watcher.revision == conn.revision  # watching on from the listing
+    finally:
+        await watcher.stop()
+
+
+async def test_records_share_their_origin_key_revision_and_port_objects() -> None:
+    # Memory per record (issue 15): the known key is the report's origin string, a key
+    # never modified keeps one revision int for both revisions, records share port ints.
+    conn = FakeConnection(max_pending=1000)
+    conn.keys = {0: kv(0, 70007), 1: kv(1, 70008)}  # (above the cached small ints)
+    conn.keys[1].create_revision = 70006  # modified since created: two ints
+    watcher, sink = await start(conn)
+    try:
+        found = {f.origin: f for f in (await sink.wait(lambda r: len(r.found) == 2)).found}
+        assert set(found) == {"etcd:/svc/web/i0", "etcd:/svc/web/i1"}
+        for origin in watcher._keys:
+            assert next(k for k in found if k == origin) is origin
+        first, second = watcher._keys["etcd:/svc/web/i0"], watcher._keys["etcd:/svc/web/i1"]
+        assert first.sequence is first.version and first.version == 70007
+        assert (second.sequence, second.version) == (70006, 70008)
+    finally:
+        await watcher.stop()
+
+
+class CheckedConnection(FakeConnection):
+    """Ticks when the test says, and answers the consistency check with ``answer``."""
+
+    def __init__(self) -> None:
+        super().__init__(max_pending=1000)
+        self.callbacks: list[Any] = []
+        self.answer = (0, 0)
+
+    def after_next_check(self, interval: float, callback: Any) -> None:
+        self.callbacks.append(callback)
+
+    async def fingerprint(self, prefix: bytes) -> tuple[int, int]:
+        return self.answer
+
+    def tick(self) -> None:
+        callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            callback(None)
+
+
+async def test_the_consistency_check_waits_as_a_callback_and_a_silent_watch_lists_anew() -> None:
+    conn = CheckedConnection()
+    conn.keys, conn.revision = {0: kv(0, 70007)}, 70007
+    watcher, _ = await start(conn)
+    try:
+        await eventually(lambda: len(conn.callbacks) == 1, what="the check armed")
+        assert watcher._checking is None  # between checks: no task, a callback
+        conn.answer = (1, 70007)  # what the watch delivered: armed again
+        conn.tick()
+        await eventually(lambda: len(conn.callbacks) == 1, what="armed again")
+        assert conn.listings == 1 and watcher.stale_watches == 0
+        conn.answer = (2, 70009)  # a key the watch never delivered
+        conn.keys[1] = kv(1, 70009)
+        conn.tick()
+        await eventually(lambda: conn.listings == 2 and len(conn.watches) == 2, what="relist")
+        assert watcher.stale_watches == 1 and len(watcher._keys) == 2
     finally:
         await watcher.stop()

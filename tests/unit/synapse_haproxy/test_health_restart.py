@@ -4,6 +4,7 @@ dump comparison, /health's problems and /health/<service>'s verdict."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,21 @@ def test_the_state_dump_compares_without_the_seconds_since_the_last_change() -> 
     assert comparable(DUMP.format(since=5)) == comparable(DUMP.format(since=6))
     down = DUMP.format(since=5).replace(" 2 0 1 1 ", " 0 0 1 1 ")
     assert comparable(down) != comparable(DUMP.format(since=5))
+
+
+@pytest.mark.parametrize("rows", [0, 1, statedump.CHUNK - 1, statedump.CHUNK + 1, 1000])
+@pytest.mark.parametrize("ending", ["\n", ""])
+def test_the_dump_is_digested_row_by_row_whatever_the_chunks(rows: int, ending: str) -> None:
+    # Split a chunk at a time (not all rows at once): the digest is still of every row,
+    # without its seconds column, each ended by a newline.
+    head = DUMP.split("\n")[:2]
+    body = [
+        f"3 web {i} s{i} 127.0.0.1 2 0 1 1 {i % 7} 6 3 4 6 0 0 0 - 80 - 0 0 - - 0"
+        for i in range(rows)
+    ]
+    wanted = [*head, *(r.replace(f" 1 1 {i % 7} 6 ", " 1 1 6 ") for i, r in enumerate(body))]
+    digest = hashlib.blake2b(("\n".join(wanted) + "\n").encode(), digest_size=16).digest()
+    assert comparable("\n".join([*head, *body]) + ending) == digest
 
 
 def test_health_problems_name_what_keeps_haproxy_from_the_desired_state() -> None:

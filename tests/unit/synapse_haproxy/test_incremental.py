@@ -14,11 +14,16 @@ from synapse.haproxy.configtext import assemble, parse_blocks, parse_config, sec
 from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.planner import plan
 from synapse.haproxy.render import Renderer
-from synapse.haproxy.running import Capabilities
+from synapse.haproxy.running import Capabilities, RunningServer
+from synapse.haproxy.view import RunningIds
 from synapse.model import DesiredService
 
 V26 = Capabilities(version=(2, 6, 12))
 CONFIG = haproxy_config(shared_frontend=["bind 127.0.0.1:80"])
+
+
+def srv(backend: str, name: str, sid: int) -> RunningServer:
+    return RunningServer(backend, name, sid, "10.0.0.1", 8080)
 
 
 def fleet(count: int, servers: int = 3) -> list[DesiredService]:
@@ -82,6 +87,21 @@ def test_changed_running_ids_render_a_piece_again_unless_they_are_its_own():
     again = renderer.render(services, moved, {"s1"})
     assert renderer.rendered_pieces == 4
     same_config(again, fresh(services, moved))
+    # Another id for one of its servers, or one of them missing: rendered again too.
+    first_name = next(iter(own))
+    other = {"s1": {**ids["s1"], first_name: own[first_name].id % 1000 + 1}}
+    missing = {"s1": {n: i for n, i in ids["s1"].items() if n != first_name}}
+    for count, running in enumerate((other, missing), start=5):
+        renderer.render(services, running, {"s1"})
+        assert renderer.rendered_pieces == count
+    # Rendered against HAProxy's running servers: the piece keeps their ids, not the map.
+    running = {name: srv("s1", name, spec.id) for name, spec in own.items()}
+    view_ids = RunningIds().use({"s1": {**running, "gone": srv("s1", "gone", 7)}})
+    renderer.render(services, view_ids, {"s1"})
+    kept = renderer._pieces["s1"].ids
+    assert type(kept) is dict and kept == {**ids["s1"], "gone": 7}
+    # The default layout never renders whole: its pieces keep no template context.
+    assert all(piece.context == {} for piece in renderer._pieces.values())
 
 
 def test_a_changed_list_of_services_renders_the_whole_list():

@@ -6,7 +6,7 @@ from __future__ import annotations
 from unittest.mock import ANY
 
 from synapse.haproxy.running import RunningServer
-from synapse.haproxy.view import Read, RunningIds, RunningView
+from synapse.haproxy.view import Read, RunningIds, RunningView, ServerIds
 
 
 def srv(backend: str, name: str, sid: int, admin: int = 0) -> RunningServer:
@@ -110,6 +110,17 @@ def test_running_ids_are_reused_while_the_servers_are_the_same_object():
     again = ids.use({"a": dict(servers)})["a"]  # another object (a new read)
     assert again == first and again is not first
     assert ids.get("missing") is None
+
+
+def test_running_ids_read_through_to_the_servers_and_compare_as_a_dict():
+    servers = {"x": srv("a", "x", 4), "y": srv("a", "y", 9)}
+    ids = RunningIds().use({"a": servers})["a"]
+    assert isinstance(ids, ServerIds) and dict(ids) == {"x": 4, "y": 9}
+    assert ids == {"x": 4, "y": 9}
+    assert {"y": 9, "x": 4} == ids  # noqa: SIM300 - the dict's side (reflected) on purpose
+    for other in ({"x": 4}, {"x": 4, "y": 8}, {"x": 4, "z": 9}, {}, {"x": 4, "y": 9, "z": 1}):
+        assert ids != other and other != ids
+    assert ids == ServerIds(dict(servers)) and ids != ServerIds({"x": servers["x"]})
 
 
 async def test_backends_changed_by_commands_stay_stale_until_a_later_read():
