@@ -82,7 +82,7 @@ def split_dump(pid: str, text: str, names: list[str], out: list[Blocks]) -> Iter
     """Cut a full dump into ``Blocks`` (appended to ``out``), CHUNK rows per step (the
     caller gives the event loop a turn between them). ``names``: `show backend`, whose
     order places a backend without servers when it gets some. UnexpectedAnswer for a dump
-    that is not one block per backend in that order."""
+    that is not one, Unsplittable for one that is not one block of rows per backend."""
     check_servers_state(text)
     check_last_row(text)
     lines = text.split("\n")
