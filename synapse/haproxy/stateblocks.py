@@ -25,8 +25,9 @@ _SINCE_CHANGE = 9  # srv_time_since_last_change, in `show servers state` (format
 CHUNK = 250  # rows handled per step on the event loop (~0.5 ms)
 
 
-class Unsplittable(UnexpectedAnswer):
-    """A whole dump that is a dump, but not one block of rows per backend."""
+# What ends a whole `show servers state`: the blank line that ends every CLI answer (in
+# the prompt mode of a batch, "\n> " takes it, so the answers of a batch lack it).
+TAIL = "\n"
 
 
 def comparable_rows(lines: list[str]) -> bytes:
@@ -71,49 +72,37 @@ class Blocks:
     sizes: dict[str, int] = field(default_factory=dict)  # characters of its rows
     digests: dict[str, bytes] = field(default_factory=dict)
     file_id: tuple[int, int, int] | None = None  # (inode, mtime, size) once written
-    exact: bool = True  # ``order`` is HAProxy's: a backend's first rows can be placed
 
     @property
     def length(self) -> int:
         return len(self.head) + sum(self.sizes.values()) + len(self.tail)
 
 
-def split_dump(pid: str, text: str, names: list[str], out: list[Blocks]) -> Iterator[None]:
-    """Cut a full dump into ``Blocks`` (appended to ``out``), CHUNK rows per step (the
-    caller gives the event loop a turn between them). ``names``: `show backend`, whose
-    order places a backend without servers when it gets some. UnexpectedAnswer for a dump
-    that is not one, Unsplittable for one that is not one block of rows per backend."""
-    check_servers_state(text)
-    check_last_row(text)
-    lines = text.split("\n")
-    first = next((i for i, line in enumerate(lines) if i and not line.startswith("#")), len(lines))
-    end = first
-    while end < len(lines) and lines[end]:
-        end += 1
-    if any(lines[end:-1]):
-        raise Unsplittable(f"servers state rows after an empty line: {lines[end][:120]!r}")
-    head = "".join(f"{line}\n" for line in lines[:first])
-    blocks = Blocks(pid, head, "\n" * (len(lines) - end - 1), names)
-    backend, start = "", first
-    for row in range(first, end + 1):
-        if row > first and (row - first) % CHUNK == 0:
-            yield
-        name = _backend_of(lines[row]) if row < end else ""
-        if name == backend:
-            continue
-        if backend:  # the rows of ``backend`` are lines[start:row]
-            if backend in blocks.sizes:
-                raise Unsplittable(f"servers state rows of {backend!r} not together")
-            blocks.sizes[backend] = sum(len(line) + 1 for line in lines[start:row])
-            blocks.digests[backend] = rows_digest(lines[start:row])
-        backend, start = name, row
-    # HAProxy lists both in the order of its proxies; when it does not (another version),
-    # a backend that gets its first servers is placed by a full dump instead.
-    in_file = [name for name in names if name in blocks.sizes]
-    if in_file != list(blocks.sizes):
-        blocks.exact = False
-        blocks.order = list(blocks.sizes) + [n for n in names if n not in blocks.sizes]
-    out.append(blocks)
+def blocks_of(pid: str, head: str, names: list[str], rows_of: Mapping[str, list[str]]) -> Blocks:
+    """The blocks of the file made of every backend's rows (``rows_of``, by name) in
+    HAProxy's order of backends (``names``: `show backend`)."""
+    blocks = Blocks(pid, head, TAIL, names)
+    for name in names:
+        rows = rows_of.get(name)
+        if rows:
+            blocks.sizes[name] = sum(len(row) + 1 for row in rows)
+            blocks.digests[name] = rows_digest(rows)
+    return blocks
+
+
+def file_text(blocks: Blocks, rows_of: Mapping[str, list[str]]) -> str:
+    """The file ``blocks`` describe, from every backend's rows."""
+    rows = "".join(f"{row}\n" for name in blocks.order for row in rows_of.get(name, ()))
+    return blocks.head + rows + blocks.tail
+
+
+def head_of(answer: str) -> str:
+    """The version line and column header of a `show servers state` answer."""
+    check_servers_state(answer)
+    lines = answer.split("\n", 2)
+    if len(lines) < 3 or not lines[1].startswith("#"):
+        raise UnexpectedAnswer(f"a servers state answer without a header: {answer[:120]!r}")
+    return f"{lines[0]}\n{lines[1]}\n"
 
 
 def _backend_of(row: str) -> str:
@@ -162,8 +151,6 @@ def splice(blocks: Blocks, text: str, changed: Mapping[str, list[str]]) -> tuple
     the file ``blocks`` describe, or a backend's first rows have no known place."""
     if len(text) != blocks.length or not text.startswith(blocks.head):
         raise ValueError("the state file is not the one last written")
-    if not blocks.exact and any(backend not in blocks.sizes for backend in changed):
-        raise ValueError("no known place for a backend's first servers")
     sizes, digests = dict(blocks.sizes), dict(blocks.digests)
     pieces, at = [], len(blocks.head)
     copied = 0  # text[copied:at] is still to copy
@@ -181,5 +168,4 @@ def splice(blocks: Blocks, text: str, changed: Mapping[str, list[str]]) -> tuple
         at += size
     pieces.append(text[copied:])
     new = Blocks(blocks.pid, blocks.head, blocks.tail, blocks.order, sizes, digests)
-    new.exact = blocks.exact
     return "".join(pieces), new

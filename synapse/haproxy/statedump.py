@@ -10,9 +10,11 @@ commands per interval and no disk write.
 A round reads only some backends (``synapse.haproxy.stateblocks``): those synapse's
 runtime commands changed since the last round (``touched``) and the next 1/ROTATION of
 all of them in turn, so what HAProxy's checks or an operator changed is in the file
-within ROTATION rounds. The whole dump (1.9 MB at 1,000 backends of 20 servers: HAProxy
-busy answering it, then ~40 ms of Python, every second beside the changes) is read only
-at the start, after a reload and when the file is not the one this dumper wrote.
+within ROTATION rounds. Every backend is read only at the start, after a reload and when
+the file is not the one this dumper wrote, and then WHOLE_BATCH backends at a time
+(`show servers state <backend>`): the whole dump in one answer (1.9 MB at 1,000 backends
+of 20 servers) kept HAProxy busy for ~60 ms and synapse's loop for as long again, every
+second, beside the changes.
 
 The dump never holds up an apply (the controller's lock): it is compared a chunk at a
 time while no apply runs (waiting at most MAX_PAUSE in all), and written to a temp file
@@ -42,15 +44,16 @@ from synapse.haproxy.managed import ManagedHAProxy
 from synapse.haproxy.reader import RunningReader
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.settings import Settings
-from synapse.haproxy.sockets import HAProxySocketError, SocketUnavailable
+from synapse.haproxy.sockets import HAProxySocketError, SocketUnavailable, UnexpectedAnswer
 from synapse.haproxy.stateblocks import (
     Blocks,
-    Unsplittable,
     backend_rows,
+    blocks_of,
     changed_blocks,
     comparable_rows,
+    file_text,
+    head_of,
     splice,
-    split_dump,
 )
 
 log = logging.getLogger("synapse.haproxy")
@@ -58,6 +61,7 @@ DUMP_INTERVAL = 1.0
 MAX_PAUSE = 30.0  # a slow dump must not leave the state file stale for minutes
 CPU_SHARE = 20  # pause = CPU_SHARE x the dump's own CPU time: at most ~5 % of a core
 ROTATION = 30  # rounds in which every backend is read again (HAProxy's own changes)
+WHOLE_BATCH = 12  # backends per step of a whole dump (~250 rows at 20 servers each)
 CHUNK_GAP = 0.002  # seconds the loop is left alone after each step
 FileId = tuple[int, int, int]  # inode, mtime, size
 
@@ -135,21 +139,46 @@ class StateDumper:
         return self._cpu
 
     async def _dump_whole(self, seen: FileId | None) -> None:
+        """Every backend, WHOLE_BATCH at a time (`show servers state <backend>`): not the
+        whole dump in one answer, which kept HAProxy busy for ~60 ms and took as long
+        again to decode and check, at a start, while the changes began."""
         self._touched.clear()  # (in what is read now)
-        commands = ["show info", "show backend", "show servers state"]
+        pid, names = await self._names()
+        self.whole_dumps += 1
+        head, rows_of = "", {}
+        for start in range(0, len(names), WHOLE_BATCH):
+            batch = names[start : start + WHOLE_BATCH]
+            answers = await self._ask([f"show servers state {name}" for name in batch])
+            began = time.thread_time()
+            for name, answer in zip(batch, answers, strict=True):
+                head = head or head_of(answer)
+                rows = backend_rows(name, answer, head)
+                if rows is None:  # reloaded meanwhile: the next round starts again
+                    raise UnexpectedAnswer(f"HAProxy has no backend {name!r} any more")
+                rows_of[name] = rows
+            self._cpu += time.thread_time() - began
+            await self._idle()
+        if not names:  # (no backend: the header alone)
+            head = head_of((await self._ask(["show servers state"]))[0])
+        if (await self._names())[0] != pid:
+            raise UnexpectedAnswer("HAProxy was reloaded during the dump")
+        blocks = blocks_of(pid, head, names, rows_of)
+        text = file_text(blocks, rows_of)
+        del rows_of
+        blocks.file_id = await self._install(lambda: stage(self.path, text), seen)
+        if blocks.file_id is not None:
+            self._blocks = blocks
+
+    async def _names(self) -> tuple[str, list[str]]:
+        """HAProxy's pid and its backends, in its order."""
+        answers = await self._ask(["show info", "show backend"])
+        return parse_pid(self.runtime.path, answers[0]), parse_show_backend(answers[1])
+
+    async def _ask(self, commands: list[str]) -> list[str]:
         answers = await self.runtime.ask(commands)
         if len(answers) < len(commands):
             raise SocketUnavailable(f"{self.runtime.path}: no answer to {commands[len(answers)]!r}")
-        pid, names = parse_pid(self.runtime.path, answers[0]), parse_show_backend(answers[1])
-        text, found = answers[2], []
-        self.whole_dumps += 1
-        with contextlib.suppress(Unsplittable):  # stored as it is, read whole next time
-            await self._steps(split_dump(pid, text, names, found))
-        written = await self._install(lambda: stage(self.path, text), seen)
-        if written is not None:
-            self._blocks = found[0] if found else None
-            if self._blocks is not None:
-                self._blocks.file_id = written
+        return answers
 
     async def _dump_part(self, blocks: Blocks, seen: FileId | None) -> None:
         """The touched backends and this round's share of them all; spliced into the file
@@ -162,10 +191,7 @@ class StateDumper:
         if not wanted <= set(blocks.order):
             return await self._dump_whole(seen)  # (a backend new since: another process)
         names = sorted(wanted)
-        commands = ["show info", *(f"show servers state {name}" for name in names)]
-        answers = await self.runtime.ask(commands)
-        if len(answers) < len(commands):
-            raise SocketUnavailable(f"{self.runtime.path}: no answer to {commands[len(answers)]!r}")
+        answers = await self._ask(["show info", *(f"show servers state {name}" for name in names)])
         if parse_pid(self.runtime.path, answers[0]) != blocks.pid:
             return await self._dump_whole(seen)  # reloaded or restarted since
         fetched: dict[str, list[str]] = {}

@@ -19,7 +19,10 @@ def answer_from(dump: str, command: str, extra: tuple[str, ...] = ()) -> str:
     if command == "show info":
         return "Name: HAProxy\nPid: 1\n"
     if command == "show backend":
-        return "# name\n" + "".join(f"{name}\n" for name in [*backends_of(dump), *extra])
+        names = backends_of(dump)
+        return "# name\n" + "".join(
+            f"{n}\n" for n in [*names, *(e for e in extra if e not in names)]
+        )
     if command == "show servers state" or not dump.startswith("1\n"):
         return dump
     backend = command.removeprefix("show servers state ")

@@ -13,7 +13,7 @@ from state_fakes import answer_from
 from synapse.haproxy import stateblocks, statedump
 from synapse.haproxy.health import problems, service_verdict
 from synapse.haproxy.managed import restart_delay
-from synapse.haproxy.stateblocks import rows_digest
+from synapse.haproxy.stateblocks import TAIL, rows_digest
 from synapse.haproxy.statedump import (
     DUMP_INTERVAL,
     MAX_PAUSE,
@@ -116,7 +116,7 @@ async def test_a_slow_socket_answer_does_not_stretch_the_next_pause(tmp_path: Pa
     cost = await dumper.dump()
     assert cost < 0.05  # the wait for the answer is not the dump's cost
     assert next_pause(cost) == DUMP_INTERVAL
-    assert dumper.writes == 1 and (tmp_path / "state").read_text() == FULL_DUMP
+    assert dumper.writes == 1 and (tmp_path / "state").read_text() == FULL_DUMP + TAIL
 
 
 async def test_an_error_answer_never_becomes_the_state_file(tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ async def test_an_error_answer_never_becomes_the_state_file(tmp_path: Path) -> N
     dumper = StateDumper(AnsweringRuntime(FULL_DUMP), tmp_path / "state", lambda: True)  # type: ignore[arg-type]
     await dumper.dump()
     await dumper.dump()  # unchanged: not written again
-    assert dumper.writes == 1 and (tmp_path / "state").read_text() == FULL_DUMP
+    assert dumper.writes == 1 and (tmp_path / "state").read_text() == FULL_DUMP + TAIL
 
 
 async def test_a_dump_waits_while_an_apply_runs(
@@ -148,7 +148,7 @@ async def test_a_dump_waits_while_an_apply_runs(
         assert dumper.writes == 0  # ten intervals passed, all during the apply
         lock.release()
         await eventually(lambda: dumper.writes == 1)
-        assert (tmp_path / "state").read_text() == FULL_DUMP
+        assert (tmp_path / "state").read_text() == FULL_DUMP + TAIL
     finally:
         await dumper.stop()
 
@@ -170,7 +170,6 @@ class ApplyAfterAnswer(AnsweringRuntime):
         self.asked = 0
 
     async def ask(self, commands: list[str]) -> list[str]:
-        self.answer = self.answers[min(self.asked, len(self.answers) - 1)]
         self.asked += 1
         if self.asked == 1:
             asyncio.get_running_loop().create_task(self._apply())
@@ -179,6 +178,7 @@ class ApplyAfterAnswer(AnsweringRuntime):
     async def _apply(self) -> None:
         async with self.lock:
             self.path.write_text("the installer's dump")
+            self.answer = self.answers[-1]  # (HAProxy's states changed too)
             await asyncio.sleep(self.hold)
 
 
@@ -201,7 +201,7 @@ async def test_a_dump_read_before_an_installer_wrote_the_file_does_not_replace_i
     await asyncio.wait_for(dump, 5)
     assert dumper.writes == 0 and path.read_text() == "the installer's dump"
     await dumper.dump()
-    assert runtime.asked == 2 and dumper.writes == 1 and path.read_text() == new
+    assert dumper.writes == 1 and path.read_text() == new + TAIL
     blocks = dumper._blocks
     assert blocks is not None and blocks.digests == {"web": rows_digest(new.splitlines()[2:])}
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # none left
@@ -229,4 +229,4 @@ async def test_applies_that_keep_coming_do_not_starve_the_dump(tmp_path: Path) -
     finally:
         stop = True
         await busy
-    assert dumper.writes == 1 and path.read_text() == big_dump(2 * stateblocks.CHUNK)
+    assert dumper.writes == 1 and path.read_text() == big_dump(2 * stateblocks.CHUNK) + TAIL
