@@ -73,21 +73,15 @@ class Blocks:
     digests: dict[str, bytes] = field(default_factory=dict)
     file_id: tuple[int, int, int] | None = None  # (inode, mtime, size) once written
 
+    def add(self, backend: str, rows: list[str]) -> None:
+        """``backend``'s rows, after those of the backends before it in ``order``."""
+        if rows:
+            self.sizes[backend] = sum(len(row) + 1 for row in rows)
+            self.digests[backend] = rows_digest(rows)
+
     @property
     def length(self) -> int:
         return len(self.head) + sum(self.sizes.values()) + len(self.tail)
-
-
-def blocks_of(pid: str, head: str, names: list[str], rows_of: Mapping[str, list[str]]) -> Blocks:
-    """The blocks of the file made of every backend's rows (``rows_of``, by name) in
-    HAProxy's order of backends (``names``: `show backend`)."""
-    blocks = Blocks(pid, head, TAIL, names)
-    for name in names:
-        rows = rows_of.get(name)
-        if rows:
-            blocks.sizes[name] = sum(len(row) + 1 for row in rows)
-            blocks.digests[name] = rows_digest(rows)
-    return blocks
 
 
 def file_text(blocks: Blocks, rows_of: Mapping[str, list[str]]) -> str:

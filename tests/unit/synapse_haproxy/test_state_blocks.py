@@ -9,7 +9,7 @@ import pytest
 from state_fakes import answer_from
 
 from synapse.haproxy import statedump
-from synapse.haproxy.stateblocks import TAIL, Blocks, blocks_of, file_text, splice
+from synapse.haproxy.stateblocks import TAIL, Blocks, file_text, splice
 from synapse.haproxy.statedump import StateDumper
 
 HEAD = (
@@ -47,7 +47,9 @@ def blocks_from(text: str, names: list[str]) -> Blocks:
     rows_of: dict[str, list[str]] = {}
     for line in text.splitlines()[2:]:
         rows_of.setdefault(line.split()[1], []).append(line)
-    blocks = blocks_of("1", HEAD, names, rows_of)
+    blocks = Blocks("1", HEAD, TAIL, names)
+    for name in names:
+        blocks.add(name, rows_of.get(name, []))
     assert file_text(blocks, rows_of) == text + TAIL
     return blocks
 
