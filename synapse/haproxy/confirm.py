@@ -22,10 +22,9 @@ from collections.abc import Collection, Sequence
 from smartstack.logs import event
 from synapse.haproxy.configtext import PROXY_KINDS, ParsedConfig
 from synapse.haproxy.reload_gate import ReloadGate
+from synapse.haproxy.view import SWEEP_PART
 
 log = logging.getLogger("synapse.haproxy")
-# Backends: a config no larger (a sidecar) is read and planned whole after a reload.
-READ_WHOLE = 25
 
 
 class ReloadCheck:
@@ -73,9 +72,9 @@ def read_at_once(
     before: ParsedConfig | None, after: ParsedConfig, unread: Collection[str]
 ) -> set[str] | None:
     """The backends a reload from ``before`` to ``after`` must read and plan at once, of
-    the ``unread`` ones (None: all of them, a small config: no more than READ_WHOLE).
+    the ``unread`` ones (None: all of them, a small config: no more than a sweep's part).
     Without ``before`` (a first start) the background sweep reads them all."""
-    if len(unread) <= READ_WHOLE:
+    if len(unread) <= SWEEP_PART:
         return None
     if before is None:
         return set()

@@ -41,11 +41,8 @@ from synapse.haproxy.running import RunningServer
 from synapse.haproxy.runtime import RuntimeClient
 
 Servers = Mapping[str, RunningServer]
-# Backends read per step of a background sweep: ~1 ms of parsing, and of planning after a
-# start. (25 per step held the loop for 15-20 ms on a loaded 2-core host, at every step
-# of the sweep that follows a start: the slowest changes of the loaded bench.)
-SWEEP_PART = 8
-SWEEP_PACE = 4.0  # after a part, the sweep pauses this many times the CPU time it took
+SWEEP_PART = 25  # backends read per step of a background sweep (~2 ms of parsing)
+SWEEP_PACE = 2.0  # after a part, the sweep pauses this many times the CPU time it took
 
 
 class RunningIds(Mapping[str, Mapping[str, int]]):

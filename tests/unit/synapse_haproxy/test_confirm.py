@@ -4,7 +4,8 @@ everything for a small config, or nothing specific on a first start."""
 from __future__ import annotations
 
 from synapse.haproxy.configtext import parse_config
-from synapse.haproxy.confirm import READ_WHOLE, changed_proxies, read_at_once
+from synapse.haproxy.confirm import changed_proxies, read_at_once
+from synapse.haproxy.view import SWEEP_PART
 
 
 def config(weights: dict[str, int], extra: str = "") -> str:
@@ -16,7 +17,7 @@ def config(weights: dict[str, int], extra: str = "") -> str:
 
 
 def test_the_backends_a_reload_changed_are_read_at_once_the_rest_by_the_sweep():
-    names = [f"b{i}" for i in range(READ_WHOLE + 5)]
+    names = [f"b{i}" for i in range(SWEEP_PART + 5)]
     before = parse_config(config(dict.fromkeys(names, 1)))
     after = parse_config(
         config({**dict.fromkeys(names, 1), "b3": 2, "new": 1}, extra="\n  retries 2")
@@ -25,4 +26,4 @@ def test_the_backends_a_reload_changed_are_read_at_once_the_rest_by_the_sweep():
     assert read_at_once(before, after, set(names)) == {"b0", "b3"}
     assert read_at_once(before, after, {"b3", *names[5:]}) == {"b3"}  # read since: not again
     assert read_at_once(None, after, set(names)) == set()  # first start: the sweep reads
-    assert read_at_once(before, after, set(names[:READ_WHOLE])) is None  # small: everything
+    assert read_at_once(before, after, set(names[:SWEEP_PART])) is None  # small: everything
