@@ -9,7 +9,9 @@ text wins. Whatever makes HAProxy read the file (a reload, a start) calls ``flus
 first, which waits until the disk has ``text`` and raises the OSError of a failed write.
 A steady stream of changes is written at most every WRITE_GAP (the first change after a
 quiet moment at once; ``flush()`` never waits for the gap): at 20,000 servers each write
-joins and encodes ~2 MB holding the GIL (~2 ms of CPU) that the next change needs.
+joins and encodes ~2 MB holding the GIL (~2 ms of CPU) that the next change needs, and
+its fsync competes with the registry's own (a loaded bench's changes whose registry write
+took 7-12 ms instead of ~2 ms came during these fsyncs of 5-40 ms).
 
 The text comes in parts (one per service, see ``synapse.haproxy.render``): comparing
 the parts of two configs costs next to nothing when most of them are the same objects,
@@ -32,7 +34,7 @@ from synapse.haproxy.configtext import ParsedConfig, parse_config
 log = logging.getLogger("synapse.haproxy")
 
 RETRY_DELAYS = (0.1, 0.5, 2.0, 5.0)  # seconds between attempts after a failed write
-WRITE_GAP = 0.2  # seconds from the end of a write to the start of the next, unless flushed
+WRITE_GAP = 1.0  # seconds from the end of a write to the start of the next, unless flushed
 
 
 def _write_parts(path: Path, parts: tuple[str, ...]) -> None:

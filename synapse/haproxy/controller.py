@@ -94,7 +94,7 @@ class HAProxyController:
             config, self.settings, self._runtime, self._managed, self.metrics, clock
         )
         self._reader = RunningReader(self._runtime, self._installer.file, clock)
-        self._dumper = state_dumper(self.settings, self._runtime, self._managed)
+        self._dumper = state_dumper(self.settings, self._runtime, self._managed, self._reader)
         self._gate = ReloadGate(config.restart_interval, config.restart_jitter, clock, rng)
         self._check = ReloadCheck(self._gate)
         self._lock = asyncio.Lock()

@@ -72,6 +72,8 @@ class RunningReader:
         self._lock: asyncio.Lock | None = None
         self._ready: Callable[[], bool] = lambda: False
         self._apply: Callable[[], Awaitable[object]] | None = None
+        # Told the backends runtime commands changed (the server-state dumper reads them).
+        self.on_touched: Callable[[Collection[str]], None] | None = None
 
     def warn_without_runtime(self) -> None:
         if not self.runtime:
@@ -144,6 +146,8 @@ class RunningReader:
         the controller's lock; the next apply reads it first if it comes sooner)."""
         if self.view is None or not touched:
             return
+        if self.on_touched is not None:
+            self.on_touched(touched)
         self.view.mark_stale(touched)
         now = self._clock()
         for name in touched:

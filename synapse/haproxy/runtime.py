@@ -123,6 +123,12 @@ class RuntimeClient:
             await self.release()
             raise
 
+    async def ask(self, commands: Sequence[str]) -> list[str]:
+        """A batch on one connection (the held one, if any): answers in order, fewer when
+        the batch was cut short."""
+        async with self.session() as session:
+            return await session.ask(commands)
+
     async def run(self, op: Op) -> str:
         """Run one planned operation; CommandFailed unless HAProxy reports success."""
         answer = await self.execute(op.command)

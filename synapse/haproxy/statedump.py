@@ -2,16 +2,26 @@
 
 The installer dumps `show servers state` before each reload; between reloads states change
 (HAProxy's checks, runtime operations), and a HAProxy that dies is started again from
-that file. Every DUMP_INTERVAL the dump is read again and written (atomically) only when a
-state changed: the column that counts seconds since the last change is left out of the
-comparison, so a quiet fleet costs one socket command per interval and no disk write.
+that file. Every DUMP_INTERVAL a round reads part of it again and writes the file
+(atomically) only when a state changed: the column that counts seconds since the last
+change is left out of the comparison, so a quiet fleet costs one batch of socket
+commands per interval and no disk write.
+
+A round reads only some backends (``synapse.haproxy.stateblocks``): those synapse's
+runtime commands changed since the last round (``touched``) and the next 1/ROTATION of
+all of them in turn, so what HAProxy's checks or an operator changed is in the file
+within ROTATION rounds. Every backend is read only at the start, after a reload and when
+the file is not the one this dumper wrote, and then WHOLE_BATCH backends at a time
+(`show servers state <backend>`): the whole dump in one answer (1.9 MB at 1,000 backends
+of 20 servers) kept HAProxy busy for ~60 ms and synapse's loop for as long again, every
+second, beside the changes.
 
 The dump never holds up an apply (the controller's lock): it is compared a chunk at a
 time while no apply runs (waiting at most MAX_PAUSE in all), and written to a temp file
 outside the lock. Only the rename takes the lock, and only if nobody else wrote the file
-since the dump was read: the installer writes a newer dump right before a reload, and an
-older text must not replace it (that round is skipped; the next one reads again). A dump
-may still miss an apply's runtime commands that ran after it was read: the next round,
+since the round began: the installer writes a newer dump right before a reload, and an
+older text must not replace it (that round is skipped; the next one reads it all). A
+round may still miss an apply's runtime commands that ran after it read: the next round,
 a second later, has them.
 """
 
@@ -21,63 +31,45 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import Any
 
 from smartstack.logs import event
 from synapse.atomic import discard, stage
-from synapse.haproxy.answers import check_servers_state
+from synapse.haproxy.answers import parse_pid, parse_show_backend
 from synapse.haproxy.managed import ManagedHAProxy
+from synapse.haproxy.reader import RunningReader
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.settings import Settings
-from synapse.haproxy.sockets import HAProxySocketError, UnexpectedAnswer
+from synapse.haproxy.sockets import HAProxySocketError, SocketUnavailable, UnexpectedAnswer
+from synapse.haproxy.stateblocks import (
+    TAIL,
+    Blocks,
+    backend_rows,
+    changed_blocks,
+    comparable_rows,
+    file_text,
+    head_of,
+    splice,
+)
 
 log = logging.getLogger("synapse.haproxy")
 DUMP_INTERVAL = 1.0
 MAX_PAUSE = 30.0  # a slow dump must not leave the state file stale for minutes
 CPU_SHARE = 20  # pause = CPU_SHARE x the dump's own CPU time: at most ~5 % of a core
-_SINCE_CHANGE = 9  # srv_time_since_last_change, in `show servers state` (format 1)
-CHUNK = 250  # rows compared per step on the event loop (~0.5 ms)
+ROTATION = 30  # rounds in which every backend is read again (HAProxy's own changes)
+WHOLE_BATCH = 12  # backends per step of a whole dump (~250 rows at 20 servers each)
 CHUNK_GAP = 0.002  # seconds the loop is left alone after each step
+FileId = tuple[int, int, int]  # inode, mtime, size
 
 
 def comparable(dump: str) -> bytes:
-    """A digest of the dump without what changes every second (so an unchanged fleet
-    compares equal). A digest, not the rows: 20,000 servers' rows kept between dumps
-    were ~12 MB (tracemalloc)."""
-    digest = hashlib.blake2b(digest_size=16)
-    for _ in _digest_steps(dump, digest):
-        pass
-    return digest.digest()
-
-
-def _digest_steps(dump: str, digest: Any) -> Iterator[None]:
-    """Feed ``digest`` CHUNK rows at a time, yielding after each: the dumper gives the
-    event loop a turn between them (``StateDumper._checked_key``). The rows are split a
-    chunk at a time: all 20,000 at once were ~2 MB of small strings every second, which
-    the allocator keeps for the process once long-lived objects land between them."""
-    start, size = 0, len(dump)
-    while start < size:
-        end = start
-        for _ in range(CHUNK):  # the end of the chunk's last row
-            end = dump.find("\n", end) + 1
-            if not end:
-                end = size
-                break
-        rows = []
-        for line in dump[start:end].splitlines():
-            if not line.startswith("#"):  # (HAProxy separates the columns by one space)
-                fields = line.split(" ", _SINCE_CHANGE + 1)  # the rest stays one string
-                if len(fields) > _SINCE_CHANGE:
-                    del fields[_SINCE_CHANGE]
-                    line = " ".join(fields)
-            rows.append(line)
-        digest.update(("\n".join(rows) + "\n").encode())
-        start = end
-        yield
+    """A digest of a dump without what changes every second (an unchanged fleet compares
+    equal)."""
+    return hashlib.blake2b(comparable_rows(dump.splitlines()), digest_size=16).digest()
 
 
 def next_pause(cpu_seconds: float) -> float:
@@ -89,28 +81,22 @@ def next_pause(cpu_seconds: float) -> float:
     return min(MAX_PAUSE, max(DUMP_INTERVAL, CPU_SHARE * cpu_seconds))
 
 
-def _check_last_row(text: str) -> None:
-    """UnexpectedAnswer when the last row has fewer columns than the header names: a dump
-    torn off mid-row (the process died while answering) must not become the state file."""
-    lines = text.rstrip("\n").rsplit("\n", 1)
-    last = lines[-1]
-    header = next((line for line in text.split("\n", 3)[:3] if line.startswith("#")), None)
-    if len(lines) < 2 or header is None or last.startswith("#"):
-        return  # no rows (or no header to count by): nothing torn
-    if len(last.split()) < len(header.lstrip("#").split()):
-        raise UnexpectedAnswer(f"a servers state dump cut short: last row {last[:120]!r}")
-
-
 class StateDumper:
-    """Background task: ``show servers state`` into ``path`` whenever a state changed."""
+    """Background task: ``show servers state`` into ``path`` whenever a state changed.
+
+    ``runtime``: a client of its own (a batch goes on a connection of its own)."""
 
     def __init__(self, runtime: RuntimeClient, path: Path, alive: Callable[[], bool]) -> None:
         self.runtime, self.path, self._alive = runtime, path, alive
-        self._last: bytes | None = None
+        self._blocks: Blocks | None = None  # the file as last written; None: dump it whole
+        self._touched: set[str] = set()  # backends runtime commands changed since the read
+        self._next = 0  # where in the backends the next round's share starts
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # the controller's, once started (a lone dumper: its own)
         self._deadline = 0.0  # past it, a dump stops waiting for applies to end
+        self._cpu = 0.0  # thread CPU time of this round's steps so far
         self.writes = 0
+        self.whole_dumps = 0
 
     def start(self, lock: asyncio.Lock | None = None) -> None:
         """``lock``: the controller's; a dump waits while an apply holds it."""
@@ -126,70 +112,156 @@ class StateDumper:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def touched(self, backends: Collection[str]) -> None:
+        """Runtime commands changed these backends: the next round reads them."""
+        self._touched.update(backends)
+
     async def dump(self) -> float:
         """One round; HAProxy not answering is skipped (down or reloading: the supervisor
-        and the installer deal with it). Returns the CPU seconds the dump's parse took."""
+        and the installer deal with it). Returns the CPU seconds the round's steps took."""
         if not self._alive():
             return 0.0
         self._deadline = time.monotonic() + MAX_PAUSE
+        self._cpu = 0.0
         await self._idle()
         seen = self._file_id()
+        blocks = self._blocks
         try:
-            text = await self.runtime.execute("show servers state")
-            key, cpu = await self._checked_key(text)
+            if blocks is None or blocks.file_id != seen:
+                await self._dump_whole(seen)
+            else:
+                await self._dump_part(blocks, seen)
         except HAProxySocketError:
-            return 0.0
-        if key == self._last:
-            return cpu
-        try:
-            if not await self._install(text, seen):
-                return cpu  # the installer wrote a newer one meanwhile: the next round
+            self._blocks = None  # (an error message, a torn answer): read it whole next time
         except OSError as err:
+            self._blocks = None
             event(log, "haproxy_state_dump_failed", level=logging.WARNING, error=str(err))
-            return cpu
-        self._last = key
-        self.writes += 1
-        return cpu
+        return self._cpu
 
-    def _file_id(self) -> tuple[int, int] | None:
-        """Which write of the state file is there (inode, mtime): a rename changes it."""
+    async def _dump_whole(self, seen: FileId | None) -> None:
+        """Every backend, WHOLE_BATCH at a time (`show servers state <backend>`): not the
+        whole dump in one answer, which kept HAProxy busy for ~60 ms and took as long
+        again to decode and check, at a start, while the changes began."""
+        self._touched.clear()  # (in what is read now)
+        pid, names = await self._names()
+        self.whole_dumps += 1
+        head, rows_of = "", {}
+        blocks = Blocks(pid, "", TAIL, names)
+        for start in range(0, len(names), WHOLE_BATCH):
+            batch = names[start : start + WHOLE_BATCH]
+            answers = await self._ask([f"show servers state {name}" for name in batch])
+            began = time.thread_time()
+            for name, answer in zip(batch, answers, strict=True):
+                head = head or head_of(answer)
+                rows = backend_rows(name, answer, head)
+                if rows is None:  # reloaded meanwhile: the next round starts again
+                    raise UnexpectedAnswer(f"HAProxy has no backend {name!r} any more")
+                rows_of[name] = rows
+                blocks.add(name, rows)
+            cpu = time.thread_time() - began
+            self._cpu += cpu
+            await self._idle()
+            await asyncio.sleep(CPU_SHARE * cpu)  # (~5 % of a core: the start's changes)
+        if not names:  # (no backend: the header alone)
+            head = head_of((await self._ask(["show servers state"]))[0])
+        if (await self._names())[0] != pid:
+            raise UnexpectedAnswer("HAProxy was reloaded during the dump")
+        blocks.head = head
+        # (1.9 MB of text at 20,000 servers: joined in the thread that writes it)
+        blocks.file_id = await self._install(
+            lambda: stage(self.path, file_text(blocks, rows_of)), seen
+        )
+        if blocks.file_id is not None:
+            self._blocks = blocks
+
+    async def _names(self) -> tuple[str, list[str]]:
+        """HAProxy's pid and its backends, in its order."""
+        answers = await self._ask(["show info", "show backend"])
+        return parse_pid(self.runtime.path, answers[0]), parse_show_backend(answers[1])
+
+    async def _ask(self, commands: list[str]) -> list[str]:
+        answers = await self.runtime.ask(commands)
+        if len(answers) < len(commands):
+            raise SocketUnavailable(f"{self.runtime.path}: no answer to {commands[len(answers)]!r}")
+        return answers
+
+    async def _dump_part(self, blocks: Blocks, seen: FileId | None) -> None:
+        """The touched backends and this round's share of them all; spliced into the file
+        when their rows changed."""
+        share = math.ceil(len(blocks.order) / ROTATION)
+        start = self._next % len(blocks.order) if blocks.order else 0
+        self._next = start + share
+        wanted = set(blocks.order[start : start + share]) | self._touched
+        self._touched = set()
+        if not wanted <= set(blocks.order):
+            return await self._dump_whole(seen)  # (a backend new since: another process)
+        names = sorted(wanted)
+        answers = await self._ask(["show info", *(f"show servers state {name}" for name in names)])
+        if parse_pid(self.runtime.path, answers[0]) != blocks.pid:
+            return await self._dump_whole(seen)  # reloaded or restarted since
+        fetched: dict[str, list[str]] = {}
+        for name, answer in zip(names, answers[1:], strict=True):
+            rows = backend_rows(name, answer, blocks.head)
+            if rows is None:
+                return await self._dump_whole(seen)  # (another process after all)
+            fetched[name] = rows
+        changed: dict[str, list[str]] = {}  # (of at most 1/ROTATION of the rows)
+        await self._steps(changed_blocks(blocks, fetched, changed))
+        if not changed:
+            return None
+        spliced: list[Blocks] = []
+
+        def write() -> str:
+            with open(self.path, encoding="utf-8") as handle:
+                text, new = splice(blocks, handle.read(), changed)
+            spliced.append(new)
+            return stage(self.path, text)
+
+        try:
+            written = await self._install(write, seen)
+        except ValueError:  # not the file this dumper wrote after all
+            self._blocks = None
+            return None
+        if written is not None:
+            self._blocks = spliced[0]
+            self._blocks.file_id = written
+        return None
+
+    async def _steps(self, steps: Iterator[None]) -> None:
+        """Run ``steps`` on the event loop, giving it a turn (``_idle``) between them."""
+        began = time.thread_time()
+        for _ in steps:
+            self._cpu += time.thread_time() - began
+            await self._idle()
+            began = time.thread_time()
+        self._cpu += time.thread_time() - began
+
+    def _file_id(self) -> FileId | None:
+        """Which write of the state file is there (inode, mtime, size): a rename changes it."""
         try:
             found = os.stat(self.path)
         except OSError:
             return None
-        return found.st_ino, found.st_mtime_ns
+        return found.st_ino, found.st_mtime_ns, found.st_size
 
-    async def _install(self, text: str, seen: tuple[int, int] | None) -> bool:
-        """Replace the state file with ``text`` unless it was written since ``text`` was
-        read (``seen``: its identity then). Staged (written, fsynced) outside the lock."""
-        staged = await asyncio.to_thread(stage, self.path, text)
+    async def _install(self, staging: Callable[[], str], seen: FileId | None) -> FileId | None:
+        """Replace the state file with what ``staging`` writes (in a thread: it returns the
+        temp file's name) unless the file was written since the round began (``seen``:
+        its identity then); the new file's identity, or None when not replaced. Only the
+        rename is under the lock."""
+        staged = await asyncio.to_thread(staging)
         try:
             async with self._lock:
                 if self._file_id() != seen:
-                    return False
+                    return None
                 os.replace(staged, self.path)
                 staged = ""
-            return True
+                written = self._file_id()
+            self.writes += 1
+            return written
         finally:
             if staged:
                 discard(staged)
-
-    async def _checked_key(self, text: str) -> tuple[bytes, float]:
-        """(comparable form, CPU seconds spent on it). With 20,000 servers the comparison
-        is ~40 ms of Python: on the event loop, CHUNK rows per step and none while an
-        apply runs, so a change waits for one chunk at most. (In a thread it shared the
-        GIL with the changes: the slowest 4 % of a loaded bench's changes, 28-57 ms, ran
-        beside it, the fastest half never.) An error message must not become a state
-        file: checked by its header and its last row, not by parsing every row."""
-        began = time.thread_time()
-        check_servers_state(text)
-        _check_last_row(text)
-        digest, cpu = hashlib.blake2b(digest_size=16), 0.0
-        for _ in _digest_steps(text, digest):
-            cpu += time.thread_time() - began
-            await self._idle()
-            began = time.thread_time()
-        return digest.digest(), cpu + time.thread_time() - began
 
     async def _idle(self) -> None:
         """A gap for whatever comes (a registry event takes a few turns of the loop to
@@ -212,9 +284,15 @@ class StateDumper:
 
 
 def state_dumper(
-    settings: Settings, runtime: list[RuntimeClient], managed: ManagedHAProxy | None
+    settings: Settings,
+    runtime: list[RuntimeClient],
+    managed: ManagedHAProxy | None,
+    reader: RunningReader,
 ) -> StateDumper | None:
     """Managed mode with a runtime socket and a state file: HAProxy's restarts use it."""
     if managed is None or not runtime or settings.state_file is None:
         return None
-    return StateDumper(runtime[0], settings.state_file, lambda: managed.alive)
+    own = RuntimeClient(runtime[0].path, runtime[0].timeout)
+    dumper = StateDumper(own, settings.state_file, lambda: managed.alive)
+    reader.on_touched = dumper.touched
+    return dumper

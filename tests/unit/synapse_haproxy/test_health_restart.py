@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 from applier_fakes import eventually
+from state_fakes import answer_from
 
-from synapse.haproxy import statedump
+from synapse.haproxy import stateblocks, statedump
 from synapse.haproxy.health import problems, service_verdict
 from synapse.haproxy.managed import restart_delay
+from synapse.haproxy.stateblocks import TAIL, rows_digest
 from synapse.haproxy.statedump import (
     DUMP_INTERVAL,
     MAX_PAUSE,
@@ -101,15 +103,28 @@ FULL_DUMP = (
 )
 
 
-class SlowRuntime:
+class AnsweringRuntime:
+    """A runtime socket that answers from the dump ``answer`` at once."""
+
+    path = "admin.sock"
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+
+    async def ask(self, commands: list[str]) -> list[str]:
+        return [answer_from(self.answer, command) for command in commands]
+
+
+class SlowRuntime(AnsweringRuntime):
     """A runtime socket whose answer takes ``delay`` seconds of waiting (no CPU)."""
 
     def __init__(self, delay: float) -> None:
+        super().__init__(FULL_DUMP)
         self.delay = delay
 
-    async def execute(self, command: str) -> str:
+    async def ask(self, commands: list[str]) -> list[str]:
         await asyncio.sleep(self.delay)
-        return FULL_DUMP
+        return await super().ask(commands)
 
 
 async def test_a_slow_socket_answer_does_not_stretch_the_next_pause(tmp_path: Path) -> None:
@@ -117,17 +132,7 @@ async def test_a_slow_socket_answer_does_not_stretch_the_next_pause(tmp_path: Pa
     cost = await dumper.dump()
     assert cost < 0.05  # the wait for the answer is not the dump's cost
     assert next_pause(cost) == DUMP_INTERVAL
-    assert dumper.writes == 1 and (tmp_path / "state").read_text() == FULL_DUMP
-
-
-class AnsweringRuntime:
-    """A runtime socket that answers ``answer`` at once."""
-
-    def __init__(self, answer: str) -> None:
-        self.answer = answer
-
-    async def execute(self, command: str) -> str:
-        return self.answer
+    assert dumper.writes == 1 and (tmp_path / "state").read_text() == FULL_DUMP + TAIL
 
 
 async def test_an_error_answer_never_becomes_the_state_file(tmp_path: Path) -> None:
@@ -141,7 +146,7 @@ async def test_an_error_answer_never_becomes_the_state_file(tmp_path: Path) -> N
     dumper = StateDumper(AnsweringRuntime(FULL_DUMP), tmp_path / "state", lambda: True)  # type: ignore[arg-type]
     await dumper.dump()
     await dumper.dump()  # unchanged: not written again
-    assert dumper.writes == 1 and (tmp_path / "state").read_text() == FULL_DUMP
+    assert dumper.writes == 1 and (tmp_path / "state").read_text() == FULL_DUMP + TAIL
 
 
 async def test_a_dump_waits_while_an_apply_runs(
@@ -159,7 +164,7 @@ async def test_a_dump_waits_while_an_apply_runs(
         assert dumper.writes == 0  # ten intervals passed, all during the apply
         lock.release()
         await eventually(lambda: dumper.writes == 1)
-        assert (tmp_path / "state").read_text() == FULL_DUMP
+        assert (tmp_path / "state").read_text() == FULL_DUMP + TAIL
     finally:
         await dumper.stop()
 
@@ -180,16 +185,16 @@ class ApplyAfterAnswer(AnsweringRuntime):
         self.answers, self.lock, self.path, self.hold = answers, lock, path, hold
         self.asked = 0
 
-    async def execute(self, command: str) -> str:
-        answer = self.answers[min(self.asked, len(self.answers) - 1)]
+    async def ask(self, commands: list[str]) -> list[str]:
         self.asked += 1
         if self.asked == 1:
             asyncio.get_running_loop().create_task(self._apply())
-        return answer
+        return await super().ask(commands)
 
     async def _apply(self) -> None:
         async with self.lock:
             self.path.write_text("the installer's dump")
+            self.answer = self.answers[-1]  # (HAProxy's states changed too)
             await asyncio.sleep(self.hold)
 
 
@@ -201,7 +206,7 @@ async def test_a_dump_read_before_an_installer_wrote_the_file_does_not_replace_i
     # (before a reload) what the dump read is older: it must not replace the file, and
     # the next round writes what HAProxy answers then.
     lock, path = asyncio.Lock(), tmp_path / "state"
-    old, new = big_dump(3 * statedump.CHUNK), big_dump(3 * statedump.CHUNK, state="0")
+    old, new = big_dump(3 * stateblocks.CHUNK), big_dump(3 * stateblocks.CHUNK, state="0")
     runtime = ApplyAfterAnswer([old, new], lock, path, hold=0.2)
     dumper = StateDumper(runtime, path, lambda: True)  # type: ignore[arg-type]
     dumper.start(lock)
@@ -212,8 +217,9 @@ async def test_a_dump_read_before_an_installer_wrote_the_file_does_not_replace_i
     await asyncio.wait_for(dump, 5)
     assert dumper.writes == 0 and path.read_text() == "the installer's dump"
     await dumper.dump()
-    assert runtime.asked == 2 and dumper.writes == 1 and path.read_text() == new
-    assert dumper._last == comparable(new)  # chunk by chunk, the same digest
+    assert dumper.writes == 1 and path.read_text() == new + TAIL
+    blocks = dumper._blocks
+    assert blocks is not None and blocks.digests == {"web": rows_digest(new.splitlines()[2:])}
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # none left
 
 
@@ -222,7 +228,7 @@ async def test_applies_that_keep_coming_do_not_starve_the_dump(tmp_path: Path) -
     # between two of them for each chunk, instead of looking now and then and finding
     # the lock held nearly every time (the state file stayed stale for seconds).
     lock, path = asyncio.Lock(), tmp_path / "state"
-    dumper = StateDumper(AnsweringRuntime(big_dump(2 * statedump.CHUNK)), path, lambda: True)  # type: ignore[arg-type]
+    dumper = StateDumper(AnsweringRuntime(big_dump(2 * stateblocks.CHUNK)), path, lambda: True)  # type: ignore[arg-type]
     dumper.start(lock)
     await dumper.stop()
     stop = False
@@ -239,4 +245,4 @@ async def test_applies_that_keep_coming_do_not_starve_the_dump(tmp_path: Path) -
     finally:
         stop = True
         await busy
-    assert dumper.writes == 1 and path.read_text() == big_dump(2 * statedump.CHUNK)
+    assert dumper.writes == 1 and path.read_text() == big_dump(2 * stateblocks.CHUNK) + TAIL

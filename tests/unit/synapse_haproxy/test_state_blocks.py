@@ -1,0 +1,127 @@
+"""The server-state file kept by partial dumps (synapse.haproxy.stateblocks, statedump):
+what it writes is what a whole dump would have written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from state_fakes import answer_from
+
+from synapse.haproxy import statedump
+from synapse.haproxy.stateblocks import TAIL, Blocks, file_text, splice
+from synapse.haproxy.statedump import StateDumper
+
+HEAD = (
+    "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
+    "srv_iweight srv_time_since_last_change srv_check_status srv_port\n"
+)
+
+
+def row(backend: str, server: str, state: int = 2, since: int = 5) -> str:
+    return f"3 {backend} 1 {server} 127.0.0.1 {state} 0 1 1 {since} 6 8080\n"
+
+
+def dump(rows: dict[str, list[str]]) -> str:
+    return HEAD + "".join(
+        row(b, s) if isinstance(s, str) else row(b, *s) for b, ss in rows.items() for s in ss
+    )
+
+
+class Runtime:
+    """Answers from ``self.dump``; ``extra`` backends have no servers; counts commands."""
+
+    path = "admin.sock"
+
+    def __init__(self, text: str, extra: tuple[str, ...] = ()) -> None:
+        self.dump, self.extra, self.pid = text, extra, "1"
+        self.asked: list[str] = []
+
+    async def ask(self, commands: list[str]) -> list[str]:
+        self.asked += commands
+        answers = [answer_from(self.dump, c, self.extra) for c in commands]
+        return [a.replace("Pid: 1", f"Pid: {self.pid}") for a in answers]
+
+
+def blocks_from(text: str, names: list[str]) -> Blocks:
+    rows_of: dict[str, list[str]] = {}
+    for line in text.splitlines()[2:]:
+        rows_of.setdefault(line.split()[1], []).append(line)
+    blocks = Blocks("1", HEAD, TAIL, names)
+    for name in names:
+        blocks.add(name, rows_of.get(name, []))
+    assert file_text(blocks, rows_of) == text + TAIL
+    return blocks
+
+
+def test_a_spliced_file_is_the_whole_dump_of_the_new_states() -> None:
+    before = dump({"a": ["s1", "s2"], "b": ["s1"], "d": ["s1"]})
+    blocks = blocks_from(before, ["a", "b", "c", "d"])  # c: no servers yet
+    before += TAIL
+    after = dump({"a": ["s1", "s2"], "b": [("s1", 0)], "c": ["s1", "s2"], "d": ["s1"]})
+    changed = {
+        "b": [row("b", "s1", 0).rstrip("\n")],
+        "c": [row("c", "s1").rstrip("\n"), row("c", "s2").rstrip("\n")],
+    }
+    text, new = splice(blocks, before, changed)
+    assert text == after + TAIL
+    assert new.length == len(text) and blocks.length == len(before)  # (the old untouched)
+    emptied = dump({"b": [("s1", 0)], "c": ["s1", "s2"], "d": ["s1"]})
+    assert splice(new, text, {"a": []})[0] == emptied + TAIL
+    with pytest.raises(ValueError):
+        splice(blocks, after, changed)  # not the file the blocks describe
+
+
+async def test_rounds_read_the_touched_backends_and_a_share_of_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(statedump, "ROTATION", 3)
+    monkeypatch.setattr(statedump, "CHUNK_GAP", 0.0)
+    path = tmp_path / "state"
+    names = [f"be{i}" for i in range(6)]
+    states = {name: ["s1", "s2"] for name in names}
+    runtime = Runtime(dump(states))
+    dumper = StateDumper(runtime, path, lambda: True)  # type: ignore[arg-type]
+    await dumper.dump()  # every backend, a batch at a time: not the 1.9 MB answer
+    assert path.read_text() == runtime.dump + TAIL and dumper.whole_dumps == 1
+    assert "show servers state" not in runtime.asked
+    runtime.asked.clear()
+    await dumper.dump()  # nothing changed: two backends read, nothing written
+    assert runtime.asked == ["show info", "show servers state be0", "show servers state be1"]
+    assert dumper.writes == 1
+    # synapse's commands changed be5; HAProxy's checks changed be4 (the next round's share)
+    states["be5"], states["be4"] = [("s1", 0), "s2"], ["s1", ("s2", 0)]
+    runtime.dump = dump(states)
+    dumper.touched({"be5"})
+    await dumper.dump()
+    assert path.read_text() == dump({**states, "be4": ["s1", "s2"]}) + TAIL
+    assert dumper.writes == 2
+    await dumper.dump()
+    assert path.read_text() == runtime.dump + TAIL and dumper.writes == 3
+    assert dumper.whole_dumps == 1
+    # only the seconds since the last change differ: not written
+    runtime.dump = runtime.dump.replace(" 1 5 6 ", " 1 7 6 ")
+    for _ in range(3):
+        await dumper.dump()
+    assert dumper.writes == 3
+
+
+async def test_another_writer_or_another_process_makes_the_next_round_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(statedump, "CHUNK_GAP", 0.0)
+    path = tmp_path / "state"
+    runtime = Runtime(dump({"a": ["s1"], "b": ["s1"]}), extra=("c",))
+    dumper = StateDumper(runtime, path, lambda: True)  # type: ignore[arg-type]
+    await dumper.dump()
+    path.write_text("the installer's dump before a reload\n")
+    await dumper.dump()
+    assert dumper.whole_dumps == 2 and path.read_text() == runtime.dump + TAIL
+    runtime.pid = "2"  # restarted: its backends may differ
+    runtime.dump = dump({"a": ["s1"], "b": ["s1"], "c": ["s1"]})
+    await dumper.dump()
+    assert dumper.whole_dumps == 3 and path.read_text() == runtime.dump + TAIL
+    runtime.dump = "Unknown command.\n"  # an error answer never becomes the file
+    dumper.touched({"a"})
+    await dumper.dump()
+    assert path.read_text() == dump({"a": ["s1"], "b": ["s1"], "c": ["s1"]}) + TAIL
