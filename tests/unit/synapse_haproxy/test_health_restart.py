@@ -45,7 +45,7 @@ def test_the_state_dump_compares_without_the_seconds_since_the_last_change() -> 
     assert comparable(down) != comparable(DUMP.format(since=5))
 
 
-@pytest.mark.parametrize("rows", [0, 1, statedump.CHUNK - 1, statedump.CHUNK + 1, 1000])
+@pytest.mark.parametrize("rows", [0, 1, stateblocks.CHUNK - 1, stateblocks.CHUNK + 1, 1000])
 @pytest.mark.parametrize("ending", ["\n", ""])
 def test_the_dump_is_digested_row_by_row_whatever_the_chunks(rows: int, ending: str) -> None:
     # Split a chunk at a time (not all rows at once): the digest is still of every row,
