@@ -21,7 +21,9 @@ round, the runtime commands), up to the polling interval.
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
 
 from bench import Options
 from bench.haproxy import BackendPoller, count_serving
@@ -38,6 +40,7 @@ TARGET_OWN_P99 = Target("<=", 2, "ms")
 # Fine enough to see synapse's own millisecond: one poll (a round trip on a kept admin
 # connection, bench.haproxy.BackendPoller) costs ~0.13 ms.
 POLL_S = 0.00025
+SETTLE_S = 3.0  # after the after-start reads: the first whole state dump is written
 PROBE = "probe"
 BUDGET_S = 75.0  # per scenario: keeps `make bench` bounded when a change takes seconds
 POOL = 10  # distinct probe addresses: the first POOL adds are brand-new servers
@@ -66,9 +69,15 @@ def _wait_state(
 
 
 def measure(
-    reg: Registry, syn: Synapse, observer: Observer, changes: int, budget_s: float
+    reg: Registry,
+    syn: Synapse,
+    observer: Observer,
+    changes: int,
+    budget_s: float,
+    first_port: int = 31000,
 ) -> dict[str, list[float]]:
-    """`changes` writes (adds and removals in turn), fewer if `budget_s` runs out first."""
+    """`changes` writes (adds and removals in turn), fewer if `budget_s` runs out first.
+    Probe servers from `first_port` on: a later run on the same synapse gets new ones."""
     path = "/bench/probe"
     samples: dict[str, list[float]] = {
         "new": [], "known": [], "remove": [], "ack": [], "registry": [], "synapse": []
@@ -88,7 +97,8 @@ def measure(
         for i in range(changes // 2):
             if time.perf_counter() > stop_at:
                 break
-            port, name = 31000 + i % POOL, f"probe-{i % POOL}"
+            port = first_port + i % POOL
+            name = f"probe-{port}"
             probe = Registration(host="127.0.0.1", port=port, name=name)
             address = (probe.host, probe.port)
             start = time.perf_counter()
@@ -137,18 +147,41 @@ def scenario(
                 f"HAProxy to serve the {fleet.size} loaded servers",
                 interval=0.2,
             )
-        reloads_before = syn.haproxy.procs().master_reloads
-        observer = reg.observer("/bench/probe")
-        try:
-            samples = measure(reg, syn, observer, changes, BUDGET_S)
-        finally:
-            observer.close()
-        reloads = syn.haproxy.procs().master_reloads - reloads_before
+        title = f"{kind}, " + (f"{services} services x {servers} servers loaded" if services
+                                else "1 service")  # fmt: skip
+        if coalesce_ms is not None:
+            title += f", synapse coalesce_ms: {coalesce_ms:g} (default 0)"
+        measure_and_report(reg, syn, changes, result, title, fleet)
+        if fleet is not None:
+            # The same once synapse's after-start work is done: every backend of the new
+            # HAProxy read (/status lists none unread) and the first state dump written.
+            syn.wait(lambda: not unread_backends(syn), wait_s, "the after-start reads", 0.2)
+            time.sleep(SETTLE_S)
+            steady = f"{title}, steady state"
+            measure_and_report(reg, syn, changes, result, steady, fleet, 31000 + POOL)
 
-    load = f"{services} services x {servers} servers loaded" if services else "1 service"
-    title = f"{kind}, {load}"
-    if coalesce_ms is not None:
-        title += f", synapse coalesce_ms: {coalesce_ms:g} (default 0)"
+
+def unread_backends(syn: Synapse) -> list[str]:
+    status = json.loads(syn.get("/status"))
+    return list((status.get("haproxy") or {}).get("unread_backends") or [])
+
+
+def measure_and_report(
+    reg: Registry,
+    syn: Synapse,
+    changes: int,
+    result: Result,
+    title: str,
+    fleet: Any,
+    first_port: int = 31000,
+) -> None:
+    reloads_before = syn.haproxy.procs().master_reloads
+    observer = reg.observer("/bench/probe")
+    try:
+        samples = measure(reg, syn, observer, changes, BUDGET_S, first_port)
+    finally:
+        observer.close()
+    reloads = syn.haproxy.procs().master_reloads - reloads_before
     every = samples["new"] + samples["known"] + samples["remove"]
     stats = summary_ms(every)
     section = result.section(title)
