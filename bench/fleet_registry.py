@@ -48,7 +48,8 @@ class MemberCounters:
         futures = {key: self._pool.submit(fetch) for key, fetch in members.items()}
         total: dict[str, float] = {}
         for key, future in futures.items():
-            with contextlib.suppress(OSError):  # not serving (yet): its last answer stands
+            # Not serving (yet), or stopped mid-answer: its last answer stands.
+            with contextlib.suppress(OSError, http.client.HTTPException, ValueError):
                 self._last[key] = future.result()
             for name, value in self._last.get(key, {}).items():
                 total[name] = total.get(name, 0.0) + value

@@ -112,7 +112,7 @@ class LabelledCounter(_Family):
     def _add(self, family: Metric, values: list[str], child: _Child) -> None:
         assert isinstance(family, CounterMetricFamily) and isinstance(child, _CounterChild)
         # (PROMETHEUS_DISABLE_CREATED_SERIES turns `_created` off there: here too)
-        created = child.created if prometheus_metrics._use_created else None
+        created = child.created if getattr(prometheus_metrics, "_use_created", True) else None
         family.add_metric(values, child.value, created=created)
 
 

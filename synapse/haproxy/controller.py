@@ -236,6 +236,7 @@ class HAProxyController:
         bridge = self._bridge(running) if result.reload is not None else None
         ops = bridge.ops if bridge else result.ops
         applied, failures = await self._run_ops(ops)
+        self._reader.settle_later({op.backend for op in ops})  # (sent: touched, even if failed)
         if failures and trusted:  # planned on what synapse believed: read all, plan again
             return await self._apply_held()  # (a failure invalidated the view: once)
         routed, failed = await self._installer.edge.sync(self._desired, running)  # edge_sync
@@ -243,7 +244,6 @@ class HAProxyController:
         reasons = list(result.reload.reasons) if result.reload else []
         reasons += [("runtime_failed", failure) for failure in failures]
         self._check.planned(candidate.parts, reasons, all_read=not self._reader.unread)
-        self._reader.settle_later({op.backend for op in ops})  # after the apply
         if not reasons:
             self._pending.clear()
             self._gate.no_reload_needed()

@@ -74,6 +74,8 @@ class RunningReader:
         self._apply: Callable[[], Awaitable[object]] | None = None
         # Told the backends runtime commands changed (the server-state dumper reads them).
         self.on_touched: Callable[[Collection[str]], None] | None = None
+        # The touched backends the server-state file may not hold yet (the dumper's).
+        self.unsaved: Callable[[], set[str]] = set
 
     def warn_without_runtime(self) -> None:
         if not self.runtime:

@@ -11,8 +11,9 @@ what synapse wants:
 
 - those whose service differs from the one the file was rendered from (the bridge
   changes them: a change that came while HAProxy was down, or a refused candidate);
-- those runtime commands changed in the last RECENT_S seconds: the state file is
-  dumped about once a second, so it may hold what they were before.
+- those runtime commands changed that the server-state file may not hold yet: the
+  dumper's unsaved ones (touched, not yet written or found unchanged by a round), and
+  any changed in the last RECENT_S seconds (a margin for a round in flight).
 
 The background sweep reads and plans the others, a part at a time; a config of
 SWEEP_PART backends or fewer is read whole.
@@ -61,7 +62,8 @@ async def revived(
     running = await reader.read(reloaded=True)
     if running.backends is None:
         return None  # not answering: the next apply reads it whole
-    now = read_at_revive(layout, desired, reader.unread, reader.touched_within(RECENT_S))
+    recent = reader.touched_within(RECENT_S) | reader.unsaved()
+    now = read_at_revive(layout, desired, reader.unread, recent)
     if now is None or now:
         running = await reader.read(set(), now)
     if layout is None or running.backends is None:

@@ -60,7 +60,8 @@ log = logging.getLogger("synapse.haproxy")
 DUMP_INTERVAL = 1.0
 MAX_PAUSE = 30.0  # a slow dump must not leave the state file stale for minutes
 CPU_SHARE = 20  # pause = CPU_SHARE x the dump's own CPU time: at most ~5 % of a core
-ROTATION = 30  # rounds in which every backend is read again (HAProxy's own changes)
+ROTATION = 10  # rounds in which every backend is read again (HAProxy's own changes: a
+# server's check health restored from an older file is wrong until rise/fall checks pass)
 WHOLE_BATCH = 12  # backends per step of a whole dump (~250 rows at 20 servers each)
 CHUNK_GAP = 0.002  # seconds the loop is left alone after each step
 FileId = tuple[int, int, int]  # inode, mtime, size
@@ -90,6 +91,9 @@ class StateDumper:
         self.runtime, self.path, self._alive = runtime, path, alive
         self._blocks: Blocks | None = None  # the file as last written; None: dump it whole
         self._touched: set[str] = set()  # backends runtime commands changed since the read
+        # Touched and not yet in the file (a revive reads these at once): a round clears
+        # what it covered only when it wrote them or found them unchanged.
+        self.unsaved: set[str] = set()
         self._next = 0  # where in the backends the next round's share starts
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # the controller's, once started (a lone dumper: its own)
@@ -115,6 +119,7 @@ class StateDumper:
     def touched(self, backends: Collection[str]) -> None:
         """Runtime commands changed these backends: the next round reads them."""
         self._touched.update(backends)
+        self.unsaved.update(backends)
 
     async def dump(self) -> float:
         """One round; HAProxy not answering is skipped (down or reloading: the supervisor
@@ -143,6 +148,7 @@ class StateDumper:
         whole dump in one answer, which kept HAProxy busy for ~60 ms and took as long
         again to decode and check, at a start, while the changes began."""
         self._touched.clear()  # (in what is read now)
+        covering = set(self.unsaved)
         pid, names = await self._names()
         self.whole_dumps += 1
         head, rows_of = "", {}
@@ -173,6 +179,8 @@ class StateDumper:
         )
         if blocks.file_id is not None:
             self._blocks = blocks
+            self.unsaved -= covering
+            self._cpu = 0.0  # (paced already, batch by batch: no pause after it)
 
     async def _names(self) -> tuple[str, list[str]]:
         """HAProxy's pid and its backends, in its order."""
@@ -192,7 +200,7 @@ class StateDumper:
         start = self._next % len(blocks.order) if blocks.order else 0
         self._next = start + share
         wanted = set(blocks.order[start : start + share]) | self._touched
-        self._touched = set()
+        covering, self._touched = self._touched, set()
         if not wanted <= set(blocks.order):
             return await self._dump_whole(seen)  # (a backend new since: another process)
         names = sorted(wanted)
@@ -208,6 +216,7 @@ class StateDumper:
         changed: dict[str, list[str]] = {}  # (of at most 1/ROTATION of the rows)
         await self._steps(changed_blocks(blocks, fetched, changed))
         if not changed:
+            self.unsaved -= covering
             return None
         spliced: list[Blocks] = []
 
@@ -225,6 +234,7 @@ class StateDumper:
         if written is not None:
             self._blocks = spliced[0]
             self._blocks.file_id = written
+            self.unsaved -= covering
         return None
 
     async def _steps(self, steps: Iterator[None]) -> None:
@@ -295,4 +305,5 @@ def state_dumper(
     own = RuntimeClient(runtime[0].path, runtime[0].timeout)
     dumper = StateDumper(own, settings.state_file, lambda: managed.alive)
     reader.on_touched = dumper.touched
+    reader.unsaved = lambda: set(dumper.unsaved)
     return dumper

@@ -148,6 +148,8 @@ async def test_a_command_failing_on_the_trusted_view_reads_all_and_plans_again(
     assert result.reload is ApplyOutcome.NONE, result
     assert controller._reader.view.full_reads == reads + 1 and controller.info.reloads == 0
     assert set((await runtime.running_backends())["web"]) == {f"b1_127.0.0.1:{b1.port}"}
+    # The failed batch's backends count as touched (the state dump and a revive read them).
+    assert "web" in controller._reader.touched_within(10)
     await serves(port, {"b1"})
 
 

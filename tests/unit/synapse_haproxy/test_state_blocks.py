@@ -125,3 +125,37 @@ async def test_another_writer_or_another_process_makes_the_next_round_whole(
     dumper.touched({"a"})
     await dumper.dump()
     assert path.read_text() == dump({"a": ["s1"], "b": ["s1"], "c": ["s1"]}) + TAIL
+
+
+async def test_touched_backends_stay_unsaved_until_a_round_wrote_or_checked_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A revive reads the dumper's unsaved backends at once: a touch stays unsaved while
+    the rounds fail (here: the state file cannot be replaced), not only for ten seconds."""
+    monkeypatch.setattr(statedump, "CHUNK_GAP", 0.0)
+    path = tmp_path / "state"
+    states = {"a": ["s1"], "b": ["s1"]}
+    runtime = Runtime(dump(states))
+    dumper = StateDumper(runtime, path, lambda: True)  # type: ignore[arg-type]
+    dumper.touched({"a"})
+    assert dumper.unsaved == {"a"}
+    await dumper.dump()  # whole: written
+    assert dumper.unsaved == set()
+    dumper.touched({"b"})
+    await dumper.dump()  # unchanged rows: the file holds them already
+    assert dumper.unsaved == set()
+    states["a"] = [("s1", 0)]
+    runtime.dump = dump(states)
+    dumper.touched({"a"})
+
+    def refused(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(statedump.os, "replace", refused)
+    for _ in range(3):
+        await dumper.dump()
+        assert dumper.unsaved == {"a"}
+    monkeypatch.undo()
+    monkeypatch.setattr(statedump, "CHUNK_GAP", 0.0)
+    await dumper.dump()
+    assert dumper.unsaved == set() and path.read_text() == runtime.dump + TAIL
