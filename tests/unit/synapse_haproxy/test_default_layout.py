@@ -14,7 +14,7 @@ from synapse.config import HAProxyConfig, ServiceConfig
 from synapse.haproxy import default_layout
 from synapse.haproxy.configtext import parse_blocks, parse_config
 from synapse.haproxy.render import Renderer, load_template
-from synapse.haproxy.specs import ServerSpec
+from synapse.haproxy.specs import ServerSpec, ServerTraits
 from synapse.model import DesiredService
 
 A = server("10.0.0.1", 8080, "a")
@@ -132,7 +132,9 @@ def test_the_default_layout_is_the_packaged_template(case: str, tmp_path: Path) 
 
 
 def _spec(options: str) -> ServerSpec:
-    return ServerSpec("b", "s1", "10.0.0.1", 80, 7, options, ("", ""), 1, True, False, True)
+    return ServerSpec(
+        "b", "s1", "10.0.0.1", 80, 7, options, ServerTraits("", 1, True, False, None, ("", ""))
+    )
 
 
 def _context(**fields: object) -> dict[str, object]:
