@@ -13,7 +13,6 @@ import hashlib
 import ipaddress
 import random
 import re
-import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -21,6 +20,7 @@ from typing import NamedTuple
 from smartstack.strings import share
 from synapse.config import ServiceHAProxyConfig
 from synapse.haproxy.edge import server_options as edge_server_options
+from synapse.haproxy.server_ids import assign_ids, default_order_seed
 from synapse.model import DesiredService, Server
 
 # Algorithms that accept `add server` and `set weight` (HAProxy 2.6: "dynamic" LB algorithms).
@@ -130,53 +130,6 @@ class BackendSpec:
     balance: str  # effective algorithm, e.g. "roundrobin", "static-rr", "source (map-based)"
     dynamic: bool  # servers can be added and weights set at runtime
     static_servers: frozenset[str] = frozenset()  # `server` lines from the service's own config
-
-
-def default_order_seed() -> int:
-    """Deterministic per host: re-renders and restarts keep the same server order."""
-    digest = hashlib.sha256(socket.gethostname().encode()).digest()
-    return int.from_bytes(digest[:4], "big")
-
-
-def stable_server_id(name: str, max_id: int) -> int:
-    digest = hashlib.sha1(name.encode(), usedforsecurity=False).digest()
-    return int.from_bytes(digest[:8], "big") % max_id + 1
-
-
-def assign_ids(
-    names: Iterable[str], keep: Mapping[str, int], reserved: Iterable[int], max_id: int
-) -> dict[str, int | None]:
-    """Server ids: ``keep`` ids stay (HAProxy already uses them), the others hash and probe.
-
-    ``reserved`` are ids taken by other servers HAProxy still has. None when the id space
-    is exhausted (HAProxy then picks one itself).
-    """
-    names = sorted(set(names))
-    ids: dict[str, int | None] = {}
-    used: set[int] = set()
-    for name in names if keep else ():  # (a cold start keeps none)
-        wanted = keep.get(name)
-        if wanted is not None and 1 <= wanted <= max_id and wanted not in used:
-            ids[name] = wanted
-            used.add(wanted)
-    used.update(reserved)
-    sha1, from_bytes = hashlib.sha1, int.from_bytes
-    for name in names:
-        if name in ids:
-            continue
-        # stable_server_id, inline (one call per server of a cold start)
-        digest = sha1(name.encode(), usedforsecurity=False).digest()
-        candidate = from_bytes(digest[:8], "big") % max_id + 1
-        for _ in range(max_id):
-            if candidate not in used:
-                break
-            candidate = candidate % max_id + 1
-        else:
-            ids[name] = None
-            continue
-        ids[name] = candidate
-        used.add(candidate)
-    return ids
 
 
 def _last_value(lines: Iterable[str], keyword: str) -> str | None:

@@ -11,8 +11,8 @@ from haproxy_helpers import DEFAULTS, haproxy_config, render, section, server, s
 
 from synapse.haproxy.configtext import parse_config, section_changes, structural_options
 from synapse.haproxy.render import Renderer
+from synapse.haproxy.server_ids import assign_ids, stable_server_id
 from synapse.haproxy.settings import settings_for
-from synapse.haproxy.specs import assign_ids, stable_server_id
 
 A = server("10.0.0.1", 8080, "a")
 B = server("10.0.0.2", 8080, "b")
