@@ -24,9 +24,36 @@ _FLAG_RUNTIME_KEYWORDS = ("disabled", "enabled")
 
 
 class ServerLine(NamedTuple):  # one per server of the config: immutable, quick to build
+    """A server line, its leading ``id N`` apart: what follows it (``tail``) is mostly the
+    same for every server of a backend, so it is one shared string, not one per server
+    (1,000 x 20: ~1.7 MB). ``options`` is built when asked for."""
+
     name: str
     address: str  # as written: host:port
-    options: str  # everything after the address
+    id: int | None  # the leading `id N` (N in canonical form), or None
+    tail: str  # the options after it
+
+    @property
+    def options(self) -> str:
+        """Everything after the address."""
+        return with_id(self.id, self.tail)
+
+
+def with_id(server_id: int | None, tail: str) -> str:
+    """A server's options: ``id N`` (when it has one) and the rest."""
+    if server_id is None:
+        return tail
+    return f"id {server_id} {tail}" if tail else f"id {server_id}"
+
+
+def split_id(tokens: list[str]) -> tuple[int | None, str]:
+    """(id, tail) of a server line's option tokens: the id only when it leads and is
+    written as ``with_id`` writes it (so the options read back the same)."""
+    if len(tokens) > 1 and tokens[0] == "id":
+        value = tokens[1]
+        if value.isascii() and value.isdigit() and value == str(int(value)):
+            return int(value), share(" ".join(tokens[2:]))
+    return None, share(" ".join(tokens))
 
 
 @dataclass(frozen=True)
@@ -109,8 +136,8 @@ def parse_blocks(text: str) -> list[Block]:
             header, lines, servers, proxy = "", [], {}, None
         if proxy is not None and tokens[0] == "server" and len(tokens) >= 3:
             # shared: the same strings as the server's spec and running state hold
-            name, options = share(tokens[1]), share(" ".join(tokens[3:]))
-            servers[name] = ServerLine(name, share(tokens[2]), options)
+            name = share(tokens[1])
+            servers[name] = ServerLine(name, share(tokens[2]), *split_id(tokens[3:]))
             continue
         lines.append(normalised)
     close()

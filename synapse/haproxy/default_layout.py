@@ -80,6 +80,7 @@ def service(service: Mapping[str, Any]) -> tuple[str, tuple[Block, ...] | None]:
         " " in name
         or " " in backend_name  # a header of more tokens: its proxy is the first one
         or any(line == "server" or line.startswith("server ") for line in backend_lines)
+        or any(s.id is None and s.tail.startswith("id ") for s in servers)  # (parsed: an id)
         or not _canonical(text, body + 2 * sections, body)
     ):
         return text, None
@@ -87,10 +88,10 @@ def service(service: Mapping[str, Any]) -> tuple[str, tuple[Block, ...] | None]:
     if frontend is not None:
         blocks.append(Block(f"frontend {name}", tuple(frontend), None, {}))
     # Server names and hosts have no whitespace (specs drops servers that have some): in
-    # canonical text the parser's tokens are the spec's name, address and options (but
-    # the line is stripped, so options ending in a space are the parser's without it).
+    # canonical text the parser's tokens are the spec's name, address, id and tail (but
+    # the line is stripped, so a tail ending in a space is the parser's without it).
     lines = {
-        s.name: ServerLine(s.name, share(a), _stripped(s.options))
+        s.name: ServerLine(s.name, share(a), s.id, _stripped(s.tail))
         for s, a in zip(servers, addresses, strict=True)
     }
     blocks.append(Block(f"backend {backend_name}", tuple(backend_lines), backend_name, lines))

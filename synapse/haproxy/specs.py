@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from smartstack.strings import share
 from synapse.config import ServiceHAProxyConfig
+from synapse.haproxy.configtext import with_id
 from synapse.haproxy.edge import server_options as edge_server_options
 from synapse.haproxy.server_ids import assign_ids, default_order_seed
 from synapse.model import DesiredService, Server
@@ -78,7 +79,7 @@ class ServerSpec(NamedTuple):
     host: str
     port: int
     id: int | None
-    options: str  # what follows the address on the config line
+    tail: str  # the config line's options after `id N` (shared: see ServerLine)
     traits: ServerTraits
     why_not_addable: str = ""  # "": `add server` can create it as configured
 
@@ -103,6 +104,11 @@ class ServerSpec(NamedTuple):
     @property
     def addable(self) -> bool:
         return not self.why_not_addable
+
+    @property
+    def options(self) -> str:
+        """What follows the address on the config line."""
+        return with_id(self.id, self.tail)
 
     @property
     def address(self) -> str:
@@ -385,15 +391,12 @@ class BackendBuilder:
         if server.weight is not None:
             own = f"{own} weight {server.weight}".strip()
 
-        ident = f"id {server_id}" if server_id is not None else ""
-        line = ident
+        tail = own
         if cookies:
             value = server.name
             if hap.cookie_value_method == "hash":
                 value = hashlib.sha1(server.name.encode(), usedforsecurity=False).hexdigest()
-            line = f"{line} cookie {value}" if line else f"cookie {value}"
-        if own:
-            line = f"{line} {own}" if line else own
+            tail = f"cookie {value} {own}" if own else f"cookie {value}"
         trait = traits.get(own)
         if trait is None:
             trait = traits[own] = _traits(own, *inheritance)
@@ -410,7 +413,7 @@ class BackendBuilder:
             server.host,
             port,
             server_id,
-            share(line),  # shared with the parsed config text's server line
+            share(tail),  # shared with the other servers' and the parsed config's lines
             trait,
             why_not,
         )

@@ -322,6 +322,30 @@ def test_parse_config_splits_skeleton_and_servers():
     ]
 
 
+@pytest.mark.parametrize(
+    ("options", "server_id", "tail"),
+    [
+        ("id 3 weight 2", 3, "weight 2"),
+        ("id 3", 3, ""),
+        ("id 03 check", None, "id 03 check"),  # not as synapse writes it: kept whole
+        ("id x", None, "id x"),
+        ("weight 2 id 3", None, "weight 2 id 3"),
+        ("", None, ""),
+    ],
+)
+def test_server_lines_keep_the_id_apart_and_read_back_the_same(
+    options: str, server_id: int | None, tail: str
+) -> None:
+    line = parse_config(f"backend b\n  server s 1.2.3.4:80 {options}\n").servers["b"]["s"]
+    assert (line.id, line.tail, line.options) == (server_id, tail, options)
+
+
+def test_backend_servers_share_one_tail_string():
+    web = service("web", [A, B], server_options="check", listen=["mode tcp"])
+    a, b = render([web]).backends["web"].servers.values()
+    assert a.tail is b.tail and a.options == f"id {a.id} check" and a.id != b.id
+
+
 def test_servers_with_the_same_options_share_what_add_server_needs():
     """Memory: one (before id, after id) pair per backend and options, not a string each."""
     svc = service("web", [A, B], server_options="check")
