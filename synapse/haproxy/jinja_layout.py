@@ -53,7 +53,7 @@ class JinjaLayout:
         if not all(name in self._template.blocks for name in PIECE_BLOCKS):
             return False
         traits = ServerTraits("", 1, False, False, None, ("", ""))
-        server = ServerSpec("b1", "s1", "10.0.0.1", 80, 1, "", traits)
+        server = ServerSpec("b1", "s1", "10.0.0.1", 80, 1, None, "", traits)
         samples = [
             {"name": "s1", "frontend": ["mode http"], "bind": "127.0.0.1:1",
              "backend_name": "b1", "backend": ["balance roundrobin"], "servers": [server]},

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from smartstack.strings import share
 from synapse.config import ServiceHAProxyConfig
-from synapse.haproxy.configtext import with_id
+from synapse.haproxy.configtext import join_options
 from synapse.haproxy.edge import server_options as edge_server_options
 from synapse.haproxy.server_ids import assign_ids, default_order_seed
 from synapse.model import DesiredService, Server
@@ -79,7 +79,8 @@ class ServerSpec(NamedTuple):
     host: str
     port: int
     id: int | None
-    tail: str  # the config line's options after `id N` (shared: see ServerLine)
+    cookie: str | None  # the line's `cookie V` (see ServerLine)
+    tail: str  # the config line's options after `id N` and `cookie V` (shared)
     traits: ServerTraits
     why_not_addable: str = ""  # "": `add server` can create it as configured
 
@@ -108,7 +109,7 @@ class ServerSpec(NamedTuple):
     @property
     def options(self) -> str:
         """What follows the address on the config line."""
-        return with_id(self.id, self.tail)
+        return join_options(self.id, self.cookie, self.tail)
 
     @property
     def address(self) -> str:
@@ -391,12 +392,11 @@ class BackendBuilder:
         if server.weight is not None:
             own = f"{own} weight {server.weight}".strip()
 
-        tail = own
+        cookie = None
         if cookies:
-            value = server.name
+            cookie = server.name
             if hap.cookie_value_method == "hash":
-                value = hashlib.sha1(server.name.encode(), usedforsecurity=False).hexdigest()
-            tail = f"cookie {value} {own}" if own else f"cookie {value}"
+                cookie = hashlib.sha1(server.name.encode(), usedforsecurity=False).hexdigest()
         trait = traits.get(own)
         if trait is None:
             trait = traits[own] = _traits(own, *inheritance)
@@ -413,7 +413,8 @@ class BackendBuilder:
             server.host,
             port,
             server_id,
-            share(tail),  # shared with the other servers' and the parsed config's lines
+            cookie,
+            share(own),  # shared with the other servers' and the parsed config's lines
             trait,
             why_not,
         )

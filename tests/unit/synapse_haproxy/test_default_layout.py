@@ -133,7 +133,7 @@ def test_the_default_layout_is_the_packaged_template(case: str, tmp_path: Path) 
 
 def _spec(tail: str) -> ServerSpec:
     return ServerSpec(
-        "b", "s1", "10.0.0.1", 80, 7, tail, ServerTraits("", 1, True, False, None, ("", ""))
+        "b", "s1", "10.0.0.1", 80, 7, None, tail, ServerTraits("", 1, True, False, None, ("", ""))
     )
 
 
@@ -163,6 +163,8 @@ def _context(**fields: object) -> dict[str, object]:
         ({"backend": ["acl a\n    server x 1.1.1.1:1"]}, False),  # ... or a server line
         ({"backend": ["acl \x1f unit separator"]}, False),
         ({"servers": [_spec("check ")]}, True),  # (the line is stripped: canonical)
+        ({"servers": [_spec("cookie c check")]}, False),  # (the parser reads a cookie)
+        ({"servers": [_spec("id 9 check")]}, True),  # (after `id 7`: options, not the id)
     ],
 )
 def test_blocks_are_built_only_from_canonical_text_and_equal_the_parse(

@@ -323,27 +323,36 @@ def test_parse_config_splits_skeleton_and_servers():
 
 
 @pytest.mark.parametrize(
-    ("options", "server_id", "tail"),
+    ("options", "server_id", "cookie", "tail"),
     [
-        ("id 3 weight 2", 3, "weight 2"),
-        ("id 3", 3, ""),
-        ("id 03 check", None, "id 03 check"),  # not as synapse writes it: kept whole
-        ("id x", None, "id x"),
-        ("weight 2 id 3", None, "weight 2 id 3"),
-        ("", None, ""),
+        ("id 3 weight 2", 3, None, "weight 2"),
+        ("id 3", 3, None, ""),
+        ("id 3 cookie c check", 3, "c", "check"),
+        ("cookie c", None, "c", ""),
+        ("id 03 check", None, None, "id 03 check"),  # not as synapse writes it: kept whole
+        ("id x cookie c", None, None, "id x cookie c"),
+        ("weight 2 id 3 cookie c", None, None, "weight 2 id 3 cookie c"),
+        ("id 3 cookie", 3, None, "cookie"),
+        ("", None, None, ""),
     ],
 )
-def test_server_lines_keep_the_id_apart_and_read_back_the_same(
-    options: str, server_id: int | None, tail: str
+def test_server_lines_keep_id_and_cookie_apart_and_read_back_the_same(
+    options: str, server_id: int | None, cookie: str | None, tail: str
 ) -> None:
     line = parse_config(f"backend b\n  server s 1.2.3.4:80 {options}\n").servers["b"]["s"]
-    assert (line.id, line.tail, line.options) == (server_id, tail, options)
+    assert (line.id, line.cookie, line.tail, line.options) == (server_id, cookie, tail, options)
 
 
-def test_backend_servers_share_one_tail_string():
-    web = service("web", [A, B], server_options="check", listen=["mode tcp"])
-    a, b = render([web]).backends["web"].servers.values()
-    assert a.tail is b.tail and a.options == f"id {a.id} check" and a.id != b.id
+@pytest.mark.parametrize("mode", ["http", "tcp"])
+def test_backend_servers_share_one_tail_string(mode: str) -> None:
+    web = service("web", [A, B], server_options="check", listen=[f"mode {mode}"])
+    desired = render([web])
+    a, b = desired.backends["web"].servers.values()
+    assert a.tail is b.tail == "check" and a.id != b.id
+    assert a.cookie == (a.name if mode == "http" else None)
+    cookie = f" cookie {a.name}" if mode == "http" else ""
+    assert a.options == f"id {a.id}{cookie} check"
+    assert desired.parsed.servers["web"][a.name].options == a.options
 
 
 def test_servers_with_the_same_options_share_what_add_server_needs():
