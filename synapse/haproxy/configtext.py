@@ -24,9 +24,43 @@ _FLAG_RUNTIME_KEYWORDS = ("disabled", "enabled")
 
 
 class ServerLine(NamedTuple):  # one per server of the config: immutable, quick to build
+    """A server line, its leading ``id N`` and ``cookie V`` apart: what follows them
+    (``tail``) is mostly the same for every server of a backend, so it is one shared
+    string, not one per server (1,000 x 20: ~1.5 MB). ``options`` is built when asked."""
+
     name: str
     address: str  # as written: host:port
-    options: str  # everything after the address
+    id: int | None  # the leading `id N` (N in canonical form), or None
+    cookie: str | None  # the `cookie V` after it (V: mostly the name, the same string)
+    tail: str  # the options after those
+
+    @property
+    def options(self) -> str:
+        """Everything after the address."""
+        return join_options(self.id, self.cookie, self.tail)
+
+
+def join_options(server_id: int | None, cookie: str | None, tail: str) -> str:
+    """A server's options: ``id N`` and ``cookie V`` (those it has), then the rest."""
+    head = f"id {server_id}" if server_id is not None else ""
+    if cookie is not None:
+        head = f"{head} cookie {cookie}" if head else f"cookie {cookie}"
+    return f"{head} {tail}" if head and tail else head or tail
+
+
+def split_options(tokens: list[str]) -> tuple[int | None, str | None, str]:
+    """(id, cookie, tail) of a server line's option tokens, as ``join_options`` writes
+    them: the id only when it leads, in canonical form, then the cookie (so the options
+    read back the same)."""
+    server_id = cookie = None
+    start = 0
+    if len(tokens) > 1 and tokens[0] == "id":
+        value = tokens[1]
+        if value.isascii() and value.isdigit() and value == str(int(value)):
+            server_id, start = int(value), 2
+    if len(tokens) > start + 1 and tokens[start] == "cookie":
+        cookie, start = share(tokens[start + 1]), start + 2
+    return server_id, cookie, share(" ".join(tokens[start:]))
 
 
 @dataclass(frozen=True)
@@ -109,8 +143,8 @@ def parse_blocks(text: str) -> list[Block]:
             header, lines, servers, proxy = "", [], {}, None
         if proxy is not None and tokens[0] == "server" and len(tokens) >= 3:
             # shared: the same strings as the server's spec and running state hold
-            name, options = share(tokens[1]), share(" ".join(tokens[3:]))
-            servers[name] = ServerLine(name, share(tokens[2]), options)
+            name = share(tokens[1])
+            servers[name] = ServerLine(name, share(tokens[2]), *split_options(tokens[3:]))
             continue
         lines.append(normalised)
     close()

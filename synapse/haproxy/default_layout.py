@@ -80,6 +80,7 @@ def service(service: Mapping[str, Any]) -> tuple[str, tuple[Block, ...] | None]:
         " " in name
         or " " in backend_name  # a header of more tokens: its proxy is the first one
         or any(line == "server" or line.startswith("server ") for line in backend_lines)
+        or any(_misread(s.id, s.cookie, s.tail) for s in servers)
         or not _canonical(text, body + 2 * sections, body)
     ):
         return text, None
@@ -87,14 +88,21 @@ def service(service: Mapping[str, Any]) -> tuple[str, tuple[Block, ...] | None]:
     if frontend is not None:
         blocks.append(Block(f"frontend {name}", tuple(frontend), None, {}))
     # Server names and hosts have no whitespace (specs drops servers that have some): in
-    # canonical text the parser's tokens are the spec's name, address and options (but
-    # the line is stripped, so options ending in a space are the parser's without it).
+    # canonical text the parser's tokens are the spec's name, address, id, cookie and tail
+    # (but the line is stripped, so a tail ending in a space is the parser's without it).
     lines = {
-        s.name: ServerLine(s.name, share(a), _stripped(s.options))
+        s.name: ServerLine(s.name, share(a), s.id, s.cookie, _stripped(s.tail))
         for s, a in zip(servers, addresses, strict=True)
     }
     blocks.append(Block(f"backend {backend_name}", tuple(backend_lines), backend_name, lines))
     return text, tuple(blocks)
+
+
+def _misread(server_id: int | None, cookie: str | None, tail: str) -> bool:
+    """Whether the parser would read the tail's first tokens as the id or the cookie."""
+    if cookie is None and tail.startswith("cookie "):
+        return True
+    return server_id is None and cookie is None and tail.startswith("id ")
 
 
 def _stripped(options: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import jinja2
 
 from synapse.haproxy.configtext import assemble, parse_blocks, parse_config
-from synapse.haproxy.specs import ServerSpec
+from synapse.haproxy.specs import ServerSpec, ServerTraits
 
 # Template blocks that let a service be rendered on its own (see render.py's docstring).
 PIECE_BLOCKS = ("head", "service", "tail")
@@ -52,7 +52,8 @@ class JinjaLayout:
         """
         if not all(name in self._template.blocks for name in PIECE_BLOCKS):
             return False
-        server = ServerSpec("b1", "s1", "10.0.0.1", 80, 1, "id 1", ("", ""), 1, False, False, True)
+        traits = ServerTraits("", 1, False, False, None, ("", ""))
+        server = ServerSpec("b1", "s1", "10.0.0.1", 80, 1, None, "", traits)
         samples = [
             {"name": "s1", "frontend": ["mode http"], "bind": "127.0.0.1:1",
              "backend_name": "b1", "backend": ["balance roundrobin"], "servers": [server]},

@@ -14,7 +14,7 @@ from synapse.config import HAProxyConfig, ServiceConfig
 from synapse.haproxy import default_layout
 from synapse.haproxy.configtext import parse_blocks, parse_config
 from synapse.haproxy.render import Renderer, load_template
-from synapse.haproxy.specs import ServerSpec
+from synapse.haproxy.specs import ServerSpec, ServerTraits
 from synapse.model import DesiredService
 
 A = server("10.0.0.1", 8080, "a")
@@ -131,12 +131,14 @@ def test_the_default_layout_is_the_packaged_template(case: str, tmp_path: Path) 
     assert ours.text.startswith(default_layout.HEADER)
 
 
-def _spec(options: str) -> ServerSpec:
-    return ServerSpec("b", "s1", "10.0.0.1", 80, 7, options, ("", ""), 1, True, False, True)
+def _spec(tail: str) -> ServerSpec:
+    return ServerSpec(
+        "b", "s1", "10.0.0.1", 80, 7, None, tail, ServerTraits("", 1, True, False, None, ("", ""))
+    )
 
 
 def _context(**fields: object) -> dict[str, object]:
-    spec = _spec("id 7 check")
+    spec = _spec("check")
     base = {"name": "web", "frontend": ["mode http"], "bind": "127.0.0.1:1",
             "backend_name": "b", "backend": ["balance roundrobin"], "servers": [spec]}  # fmt: skip
     return base | fields
@@ -154,13 +156,15 @@ def _context(**fields: object) -> dict[str, object]:
         ({"backend": ["server x 1.1.1.1:1"]}, False),  # a static server line
         ({"backend_name": "b c"}, False),
         ({"name": "a\u2028b"}, False),  # a line separator splitlines() breaks on
-        ({"servers": [_spec("id 7  check")]}, False),
+        ({"servers": [_spec(" check")]}, False),
         ({"backend": [" acl leading"]}, False),
         ({"frontend": ["mode http "]}, False),
         ({"backend": ["acl a\nlisten x"]}, False),  # a newline inside: another header
         ({"backend": ["acl a\n    server x 1.1.1.1:1"]}, False),  # ... or a server line
         ({"backend": ["acl \x1f unit separator"]}, False),
-        ({"servers": [_spec("id 7 check ")]}, True),  # (the line is stripped: canonical)
+        ({"servers": [_spec("check ")]}, True),  # (the line is stripped: canonical)
+        ({"servers": [_spec("cookie c check")]}, False),  # (the parser reads a cookie)
+        ({"servers": [_spec("id 9 check")]}, True),  # (after `id 7`: options, not the id)
     ],
 )
 def test_blocks_are_built_only_from_canonical_text_and_equal_the_parse(

@@ -11,8 +11,8 @@ from haproxy_helpers import DEFAULTS, haproxy_config, render, section, server, s
 
 from synapse.haproxy.configtext import parse_config, section_changes, structural_options
 from synapse.haproxy.render import Renderer
+from synapse.haproxy.server_ids import assign_ids, stable_server_id
 from synapse.haproxy.settings import settings_for
-from synapse.haproxy.specs import assign_ids, stable_server_id
 
 A = server("10.0.0.1", 8080, "a")
 B = server("10.0.0.2", 8080, "b")
@@ -320,6 +320,39 @@ def test_parse_config_splits_skeleton_and_servers():
     assert section_changes(parsed, parse_config(text.replace("roundrobin", "leastconn"))) == [
         "'backend web' changed"
     ]
+
+
+@pytest.mark.parametrize(
+    ("options", "server_id", "cookie", "tail"),
+    [
+        ("id 3 weight 2", 3, None, "weight 2"),
+        ("id 3", 3, None, ""),
+        ("id 3 cookie c check", 3, "c", "check"),
+        ("cookie c", None, "c", ""),
+        ("id 03 check", None, None, "id 03 check"),  # not as synapse writes it: kept whole
+        ("id x cookie c", None, None, "id x cookie c"),
+        ("weight 2 id 3 cookie c", None, None, "weight 2 id 3 cookie c"),
+        ("id 3 cookie", 3, None, "cookie"),
+        ("", None, None, ""),
+    ],
+)
+def test_server_lines_keep_id_and_cookie_apart_and_read_back_the_same(
+    options: str, server_id: int | None, cookie: str | None, tail: str
+) -> None:
+    line = parse_config(f"backend b\n  server s 1.2.3.4:80 {options}\n").servers["b"]["s"]
+    assert (line.id, line.cookie, line.tail, line.options) == (server_id, cookie, tail, options)
+
+
+@pytest.mark.parametrize("mode", ["http", "tcp"])
+def test_backend_servers_share_one_tail_string(mode: str) -> None:
+    web = service("web", [A, B], server_options="check", listen=[f"mode {mode}"])
+    desired = render([web])
+    a, b = desired.backends["web"].servers.values()
+    assert a.tail is b.tail == "check" and a.id != b.id
+    assert a.cookie == (a.name if mode == "http" else None)
+    cookie = f" cookie {a.name}" if mode == "http" else ""
+    assert a.options == f"id {a.id}{cookie} check"
+    assert desired.parsed.servers["web"][a.name].options == a.options
 
 
 def test_servers_with_the_same_options_share_what_add_server_needs():
