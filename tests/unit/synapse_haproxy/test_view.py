@@ -3,6 +3,7 @@ and which reads win when an apply and the background sweep overlap."""
 
 from __future__ import annotations
 
+from typing import Any
 from unittest.mock import ANY
 
 from synapse.haproxy.running import RunningServer
@@ -160,9 +161,8 @@ async def test_the_reader_reads_nothing_before_planning_a_trusted_view():
     assert client.calls == [None, ["a"]] and reader.stale() == set()
 
 
-async def test_after_a_reload_backends_are_known_by_name_and_read_when_planned():
-    """After a reload only names are read; a backend is read (and counts as changed, so
-    it is planned) when an apply wants it, the rest stay unread until the sweep."""
+async def _read_ab() -> tuple[Any, Any, Any]:
+    """A reader whose view has read backends a (server x) and b (server y)."""
     from synapse.haproxy.reader import RunningReader
 
     client = ScriptedClient()
@@ -171,6 +171,13 @@ async def test_after_a_reload_backends_are_known_by_name_and_read_when_planned()
     reader.version = (2, 6, 0)
     reader.view = view = view_of(client)
     await view.read_all()
+    return client, reader, view
+
+
+async def test_after_a_reload_backends_are_known_by_name_and_read_when_planned():
+    """After a reload only names are read; a backend is read (and counts as changed, so
+    it is planned) when an apply wants it, the rest stay unread until the sweep."""
+    client, reader, view = await _read_ab()
     old_a = view.backends["a"]
     view.take_replaced()
     client.pid, client.state["c"] = "200", {"z": srv("c", "z", 3)}  # reloaded: a new backend
@@ -211,16 +218,10 @@ async def test_status_shows_unread_backends_as_unread_not_as_the_old_processs_se
     """/status right after a reload or start: a backend the sweep has not read yet is
     listed as unread (its service: servers null), never with the servers the previous
     process had; once read, its servers are the new process's."""
-    from synapse.haproxy.reader import RunningReader
     from synapse.haproxy.status import running_backends
     from synapse.status import merge_service_status
 
-    client = ScriptedClient()
-    client.state = {"a": {"x": srv("a", "x", 1)}, "b": {"y": srv("b", "y", 2)}}
-    reader = RunningReader([client], None, lambda: 0.0)  # type: ignore[list-item]
-    reader.version = (2, 6, 0)
-    reader.view = view = view_of(client)
-    await view.read_all()
+    client, reader, _ = await _read_ab()
     assert running_backends(reader) == ({"a": {"x": ANY}, "b": {"y": ANY}}, [])
     # Reloaded: `x` came back from the state file in maintenance, `c` is new.
     client.pid = "200"
