@@ -9,8 +9,9 @@ a child is a one- or two-slot object; the family is a collector of the registry,
 names, labels, ``_total`` and ``_created`` samples.
 
 The API is the subset synapse uses: ``family.labels(*values).inc(amount)`` for a counter,
-``.set(value)`` for a gauge. Children are never removed (as with prometheus_client, unless
-asked). Increments are taken under a lock: a child may be counted from any thread.
+``.set(value)`` for a gauge, and ``forget(value)`` drops every child labelled with it (a
+service that left the config must not keep reporting its last gauge values). Increments are
+taken under a lock: a child may be counted from any thread.
 """
 
 from __future__ import annotations
@@ -83,6 +84,17 @@ class _Family:
             with _LOCK:
                 child = self._children.setdefault(key, self.child())
         return child
+
+    def forget(self, value: str, label: str = "service") -> int:
+        """Drop the children whose ``label`` is ``value``; how many. No such label: none."""
+        if label not in self.labelnames:
+            return 0
+        at = self.labelnames.index(label)
+        with _LOCK:
+            gone = [values for values in self._children if values[at] == value]
+            for values in gone:
+                del self._children[values]
+        return len(gone)
 
     def _family(self) -> Metric:
         raise NotImplementedError

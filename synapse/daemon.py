@@ -331,6 +331,8 @@ class SynapseDaemon:
                 await watcher.stop()
                 del self.watchers[name]
         self.reconciler.set_config(new)
+        for name in old.services.keys() - new.services.keys():
+            self.metrics.forget_service(name)
         if new.file_output != old.file_output:
             self.reconciler.file_output = make_file_output(new)
         if _state_file_key(new) != _state_file_key(old):

@@ -101,6 +101,13 @@ class SynapseMetrics:
             registry=registry,
         )
 
+    def forget_service(self, service: str) -> None:
+        """A service left the config: its label sets go (a stale ``synapse_watcher_connected``
+        or ``synapse_servers`` would report a service nothing watches any more)."""
+        for family in vars(self).values():
+            if isinstance(family, LabelledCounter | LabelledGauge):
+                family.forget(service)
+
     def send_apply_stats(self, result: ApplyResult, seconds: float) -> None:
         """statsd: one reconciliation, its duration, the reload and runtime updates it did."""
         self.statsd.incr("synapse", "reconcile")

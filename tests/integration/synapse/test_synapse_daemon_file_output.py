@@ -72,11 +72,16 @@ async def test_file_output_follows_zookeeper_and_config_reloads(zk: ZooKeeperSer
         assert daemon.last_config_reload and not daemon.last_config_reload["ok"]
         # A valid one: 'static' removed (its file goes), 'web' keeps its watcher.
         web_watcher = daemon.watchers["web"]
+        servers = daemon.metrics.registry.get_sample_value
+        assert servers("synapse_servers", {"service": "static"}) == 1
         del doc["services"]["static"]
         write_config(cfg_path, doc)
         assert await daemon.reload_config()
         await eventually(lambda: not (out / "static.json").exists(), what="static.json removed")
         assert daemon.watchers["web"] is web_watcher
+        # Its label sets go with it: no stale gauge for a service nothing watches.
+        assert servers("synapse_servers", {"service": "static"}) is None
+        assert servers("synapse_servers", {"service": "web"}) == 2
         assert len(read_json(out / "web.json")) == 2
     finally:
         await daemon.stop()

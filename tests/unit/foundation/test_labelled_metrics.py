@@ -82,3 +82,35 @@ def test_created_series_are_off_when_prometheus_client_has_them_off():
     finally:
         prometheus_client.enable_created_metrics()
     assert 'w_total{service="a"} 1.0' in text and "_created" not in text
+
+
+def test_forget_drops_every_label_set_of_the_value():
+    registry = CollectorRegistry()
+    counter = LabelledCounter("x_events_total", "Events.", ["service", "method"], registry=registry)
+    gauge = LabelledGauge("x_up", "Up.", ["service"], registry=registry)
+    fill(counter, gauge)
+    assert counter.forget("web") == 1 and gauge.forget("web") == 1
+    assert gauge.forget("web") == 0 and gauge.forget("web", label="nosuch") == 0
+    assert registry.get_sample_value("x_up", {"service": "web"}) is None
+    assert registry.get_sample_value("x_events_total", {"service": "web", "method": "etcd"}) is None
+    assert registry.get_sample_value("x_up", {"service": "api"}) == 0
+    counter.labels("web", "etcd").inc()  # counted again: starts from zero
+    assert registry.get_sample_value("x_events_total", {"service": "web", "method": "etcd"}) == 1
+
+
+def test_a_service_that_left_the_config_reports_nothing():
+    from synapse.metrics import SynapseMetrics
+
+    registry = CollectorRegistry()
+    metrics = SynapseMetrics(registry)
+    for service in ("web", "api"):
+        metrics.watcher_connected.labels(service).set(1)
+        metrics.watch_events.labels(service, "zookeeper").inc()
+        metrics.zone_backends_refused.labels(service, "cap").inc()
+    metrics.forget_service("web")
+    sample = registry.get_sample_value
+    assert sample("synapse_watcher_connected", {"service": "web"}) is None
+    assert sample("synapse_watch_events_total", {"service": "web", "method": "zookeeper"}) is None
+    refused = {"service": "web", "reason": "cap"}
+    assert sample("synapse_zone_backends_refused_total", refused) is None
+    assert sample("synapse_watcher_connected", {"service": "api"}) == 1
