@@ -16,7 +16,6 @@ import logging
 import re
 from collections.abc import Callable
 
-import statsd
 from pydantic import Field
 
 from smartstack.configfile import ConfigModel
@@ -72,6 +71,8 @@ class StatsdStats(Stats):
         self.config = config
         self._rates = config.sample_rate
         prefix = config.prefix.strip(".") if config.prefix else None
+        import statsd  # here: a daemon without a statsd block never loads the client
+
         self._client = statsd.StatsClient(config.host, config.port, prefix=prefix or None)
         # The client's socket blocks by default; a UDP send only blocks on a full buffer,
         # and then dropping the datagram is right (the client swallows the error).

@@ -38,8 +38,6 @@ from synapse.background_import import import_in_thread
 from synapse.config import ServiceConfig, SynapseConfig, load_synapse_config, service_cache
 from synapse.contract import Applier, RecordSink
 from synapse.discovery_config import DiscoveryConfig
-from synapse.docker_services import DockerServiceSource
-from synapse.file_output import FileOutput
 from synapse.metrics import SynapseMetrics
 from synapse.reconciler import Reconciler
 from synapse.reload_diff import same_model
@@ -54,6 +52,7 @@ if TYPE_CHECKING:
     from smartstack import httpserver as web
     from smartstack.admin import AdminServer, Health
     from smartstack.etcd import EtcdConnection
+    from synapse.docker_services import DockerServiceSource
 
 log = logging.getLogger("synapse.daemon")
 
@@ -96,6 +95,8 @@ def make_file_output(config: SynapseConfig) -> RecordSink | None:
     """Airbnb's file_output, when the top-level ``file_output`` block is set."""
     if config.file_output is None:
         return None
+    from synapse.file_output import FileOutput  # here: a synapse without it never loads it
+
     return FileOutput(config.file_output.output_directory)
 
 
@@ -197,6 +198,8 @@ class SynapseDaemon:
         loop.call_later(gc_start.START_LIMIT_S, gc_start.settle)  # should no hand-over come
         docker = self.config.docker_services
         if docker is not None and docker.enabled:  # services from container labels
+            from synapse.docker_services import DockerServiceSource  # only a config with it
+
             self.docker_services = DockerServiceSource(docker, loop, self._apply_docker)
             self.docker_services.start()
         event(log, "started", services=len(self.config.services),

@@ -32,6 +32,7 @@ from smartstack.etcd_watch import WatchOverflow
 from smartstack.logs import FailureStreak, event
 from smartstack.record import InvalidRecord, decode_nerve, decode_serverset, etcd_prefix
 from smartstack.tasks import cancel_and_wait
+from synapse.model import Found
 from synapse.watchers.base import Entry, Watcher
 from synapse.watchers.record_notes import note_ignored
 
@@ -46,8 +47,9 @@ LIST_TIMEOUT = 30.0
 ORIGIN = "etcd:"  # a record's origin: this and its key
 
 
-def _same(origin: str) -> str:
-    return origin
+def _version(record: Found | Entry) -> int | None:
+    """A known record's mod revision: a Found's is its create revision (never modified)."""
+    return record.sequence if type(record) is Found else record.version
 
 
 class _WatchStale(Exception):
@@ -62,8 +64,11 @@ class EtcdWatcher(Watcher):
         self.prefix = etcd_prefix(self.discovery.path)
         self.conn: EtcdConnection | None = None
         # Keyed by origin ("etcd:" + key): the reports' Found.origin is the key string
-        # itself, not a second copy per record (~90 bytes a server at 1,000 x 20).
-        self._keys: dict[str, Entry] = {}
+        # itself, not a second copy per record (~90 bytes a server at 1,000 x 20). A record
+        # never modified since it was created is kept as the Found its reports carry (its
+        # version is its create revision, the Found's sequence): one object per server, not
+        # an Entry and a Found (~1.3 MB at 1,000 x 20). A modified or refused one is an Entry.
+        self._keys: dict[str, Found | Entry] = {}
         self._watch = None
         self._client = None
         self._streaming = False  # iterating a live watch (vs. listing / creating it)
@@ -173,7 +178,7 @@ class EtcdWatcher(Watcher):
             event(log, "etcd_check_failed", level=logging.INFO, service=self.service,
                   error=f"{type(exc).__name__}: {str(exc)[:200]}")  # fmt: skip
         else:
-            known = max((entry.version for entry in self._keys.values()), default=0)
+            known = max(map(_version, self._keys.values()), default=0)
             stale = (count, newest) != (len(self._keys), known)
         finally:
             self._checking = None
@@ -195,7 +200,7 @@ class EtcdWatcher(Watcher):
         of the listing outlives it: its protobuf messages hold the whole reply of the batch
         (up to 128 services' records, C memory) for as long as one of them is referenced,
         and the caller's frame lives as long as the watch (etcd 1,000 x 20: ~5 MB)."""
-        keys: dict[str, Entry] = {}
+        keys: dict[str, Found | Entry] = {}
         for kv in listing.kvs:
             origin = ORIGIN + kv.key.decode("utf-8", "replace")
             keys[origin] = self._decode(origin, kv.value, kv.mod_revision, kv.create_revision)
@@ -217,10 +222,10 @@ class EtcdWatcher(Watcher):
                 )
         self._report(seen)
 
-    def _decode(self, origin: str, value: bytes, mod_revision: int, created: int) -> Entry:
+    def _decode(self, origin: str, value: bytes, mod_revision: int, created: int) -> Found | Entry:
         """``created`` (the key's create revision) orders registrations for leader_election."""
         old = self._keys.get(origin)
-        if old is not None and old.version == mod_revision:
+        if old is not None and _version(old) == mod_revision:
             return old  # unchanged (a re-list): no second log line or metric
         fallback = origin[len(ORIGIN) :].rsplit("/", 1)[-1] or None
         try:
@@ -233,12 +238,23 @@ class EtcdWatcher(Watcher):
             self.bad_record(origin, exc.reason)
             return Entry(None, exc.reason, mod_revision, created)
         note_ignored(self, origin, reg)
-        if created == mod_revision:  # never modified since created: one int, not two
-            created = mod_revision
+        if created == mod_revision:  # never modified since created: its Found is its entry
+            return Found(reg, origin, mod_revision)
         return Entry(reg, None, mod_revision, created)
 
     def _report(self, event_time: float) -> None:
-        self.report_entries(self._keys, _same, event_time)
+        """The valid records (sorted by key; the stored Founds themselves, so an unchanged
+        record compares with the last report by identity) and the count of refused ones."""
+        found: list[Found] = []
+        skipped = 0
+        for origin, record in sorted(self._keys.items()):
+            if type(record) is Found:
+                found.append(record)
+            elif record.registration is None:
+                skipped += 1
+            else:
+                found.append(Found(record.registration, origin, record.sequence))
+        self.report(found, skipped, event_time)
 
     async def close(self) -> None:
         watch, self._watch = self._watch, None

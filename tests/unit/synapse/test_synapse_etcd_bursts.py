@@ -13,7 +13,7 @@ from synapse_testlib import Collector, eventually, metrics, service_config
 
 from smartstack.etcd_batch import Listing
 from smartstack.etcd_watch import PrefixWatch
-from synapse.watchers.base import WatcherContext
+from synapse.watchers.base import Entry, WatcherContext
 from synapse.watchers.etcd import EtcdWatcher
 
 PUT = aetcd.rpc.Event.EventType.PUT
@@ -105,7 +105,8 @@ async def test_a_burst_beyond_the_bound_lists_again() -> None:
 
 async def test_records_share_their_origin_key_revision_and_port_objects() -> None:
     # Memory per record (issue 15): the known key is the report's origin string, a key
-    # never modified keeps one revision int for both revisions, records share port ints.
+    # never modified is kept as the Found the reports carry (its create revision is its
+    # version), a modified one as an Entry with both revisions.
     conn = FakeConnection(max_pending=1000)
     conn.keys = {0: kv(0, 70007), 1: kv(1, 70008)}  # (above the cached small ints)
     conn.keys[1].create_revision = 70006  # modified since created: two ints
@@ -116,8 +117,30 @@ async def test_records_share_their_origin_key_revision_and_port_objects() -> Non
         for origin in watcher._keys:
             assert next(k for k in found if k == origin) is origin
         first, second = watcher._keys["etcd:/svc/web/i0"], watcher._keys["etcd:/svc/web/i1"]
-        assert first.sequence is first.version and first.version == 70007
-        assert (second.sequence, second.version) == (70006, 70008)
+        assert first is found["etcd:/svc/web/i0"] and first.sequence == 70007
+        assert isinstance(second, Entry) and (second.sequence, second.version) == (70006, 70008)
+        assert found["etcd:/svc/web/i1"].sequence == 70006
+    finally:
+        await watcher.stop()
+
+
+async def test_a_record_rewritten_unchanged_is_not_reported_again() -> None:
+    # A never-modified record is stored as its Found; the same value put again (a new mod
+    # revision) makes it an Entry, and its report equals the last one: none is sent.
+    conn = FakeConnection(max_pending=1000)
+    conn.keys = {0: kv(0, 7)}
+    watcher, sink = await start(conn)
+    try:
+        await sink.wait(lambda r: len(r.found) == 1)
+        reports = len(sink.reports)
+        again = kv(0, 9)
+        again.create_revision = 7
+        watcher._apply([aetcd.rtypes.Event(PUT, again)])
+        stored = watcher._keys["etcd:/svc/web/i0"]
+        assert isinstance(stored, Entry) and (stored.sequence, stored.version) == (7, 9)
+        assert len(sink.reports) == reports and watcher.reports == reports
+        watcher._apply([aetcd.rtypes.Event(PUT, again)])  # same version: the same entry
+        assert watcher._keys["etcd:/svc/web/i0"] is stored
     finally:
         await watcher.stop()
 

@@ -1,0 +1,83 @@
+"""`python -m bench.rss_layers [zookeeper|etcd]`: a sidecar synapse's RSS, layer by layer.
+
+Where the 1-service synapse's memory goes (issue 15's ≤ 35 MB goal): one fresh
+interpreter imports, in order, what a started synapse holds, and VmRSS is read after each
+layer. Later layers only pay for what the earlier ones did not load (the stdlib modules
+prometheus_client and pydantic share, e.g. ``email``, count where they first come), so the
+order is the one a running daemon's dependencies would be taken away in: the registry
+client and the HTTP/metrics stack stay, pydantic is what is left to judge. The scale
+benchmark's baseline row (a started synapse serving one server) is above the last line by
+~0.2 MB with ZooKeeper (its first records, buffers) and ~4 MB with etcd (the first gRPC
+channel and its threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+COMMON = [
+    ("the interpreter", ""),
+    (
+        "asyncio, ssl, socket, subprocess, logging",
+        "import asyncio, ssl, socket, subprocess, logging",
+    ),
+    ("prometheus_client, yaml, statsd", "import prometheus_client, yaml, statsd"),
+]
+CLIENT = {
+    "zookeeper": ("kazoo", "import kazoo.client"),
+    "etcd": ("grpc + aetcd (protobufs)", "import grpc, aetcd"),
+}
+PYDANTIC = [
+    ("pydantic: BaseModel, fields (pydantic_core's .so)", "import pydantic.main, pydantic.fields"),
+    (
+        "pydantic: the first model built (plugin loader, schema machinery)",
+        "from pydantic import BaseModel\nclass M(BaseModel):\n    a: int = 1",
+    ),
+    ("synapse.config: its modules and models", "import synapse.config"),
+]
+WATCHER = {"zookeeper": "synapse.watchers.zookeeper", "etcd": "synapse.watchers.etcd"}
+
+
+def layers(kind: str) -> list[tuple[str, str]]:
+    """(label, code) in import order for a ``kind`` sidecar."""
+    rest = "import synapse.daemon, synapse.haproxy.controller, synapse.admin_routes, "
+    return [
+        *COMMON,
+        CLIENT[kind],
+        *PYDANTIC,
+        ("the daemon, the HAProxy side, the admin API, the watcher", rest + WATCHER[kind]),
+    ]
+
+
+_PROBE = """
+def _rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+print(_rss(), flush=True)
+"""
+
+
+def measure(kind: str) -> list[tuple[str, float]]:
+    """MB of VmRSS after each layer, in one fresh interpreter."""
+    steps = layers(kind)
+    code = "\n".join(step + "\n" + _PROBE for _, step in steps)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    kib = [int(line) for line in out.stdout.split()]
+    return [(label, value / 1024) for (label, _), value in zip(steps, kib, strict=True)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("kind", nargs="?", default="zookeeper", choices=sorted(CLIENT))
+    args = parser.parse_args(argv)
+    previous = 0.0
+    for label, mb in measure(args.kind):
+        print(f"{label:66s} +{mb - previous:5.1f} = {mb:5.1f} MB")
+        previous = mb
+
+
+if __name__ == "__main__":
+    main()
