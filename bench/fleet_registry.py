@@ -70,8 +70,8 @@ def _b64(text: str | bytes) -> str:
 class ZkFleet:
     kind = "zookeeper"
 
-    def __init__(self, ws: Workspace) -> None:
-        self.ensemble = ZooKeeperEnsemble(3, workdir=ws.dir("zk"), tick_time=500)
+    def __init__(self, ws: Workspace, members: int = 3) -> None:
+        self.ensemble = ZooKeeperEnsemble(members, workdir=ws.dir("zk"), tick_time=500)
         self._counters = MemberCounters()
         ws.callback(self.ensemble.stop)
         self.ensemble.start()
@@ -138,8 +138,10 @@ class ZkFleet:
 class EtcdFleet:
     kind = "etcd"
 
-    def __init__(self, ws: Workspace) -> None:
-        self.cluster = EtcdCluster(3, workdir=ws.dir("etcd"), extra_args=["--max-txn-ops=1024"])
+    def __init__(self, ws: Workspace, members: int = 3) -> None:
+        self.cluster = EtcdCluster(
+            members, workdir=ws.dir("etcd"), extra_args=["--max-txn-ops=1024"]
+        )
         ws.callback(self.cluster.stop)
         self.cluster.start(timeout=60)
         self._counters = MemberCounters()
@@ -226,11 +228,11 @@ class EtcdFleet:
 FleetRegistry = ZkFleet | EtcdFleet
 
 
-def open_fleet_registry(ws: Workspace, kind: str) -> FleetRegistry:
+def open_fleet_registry(ws: Workspace, kind: str, members: int = 3) -> FleetRegistry:
     if kind == "zookeeper":
-        return ZkFleet(ws)
+        return ZkFleet(ws, members)
     if kind == "etcd":
-        return EtcdFleet(ws)
+        return EtcdFleet(ws, members)
     raise ValueError(f"unknown registry {kind!r} (zookeeper or etcd)")
 
 
