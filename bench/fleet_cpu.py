@@ -126,16 +126,27 @@ def deploy(
     handles: dict[tuple[int, int], str],
     expected: dict[str, set[Address]],
     order: list[tuple[int, int]],
-    parallel: int,
+    args: argparse.Namespace,
 ) -> int:
-    """Replace the instances in `order`, `parallel` at a time: the writes made."""
-    writes = 0
+    """Replace the instances in `order`, `parallel` at a time: the writes made.
+
+    The fleet's ZooKeeper writer pipelines a batch's writes; its etcd writer makes one
+    HTTP call after the other. `--one-by-one` makes ZooKeeper's writes one at a time too
+    (as independent nerves write): how spread-out writes change a synapse's rounds."""
+    writes, parallel = 0, args.parallel
+    one_by_one = args.one_by_one and args.registry == "zookeeper"
     for start in range(0, len(order), parallel):
         batch = order[start : start + parallel]
         t0 = time.monotonic()
-        registry.remove_many([handles[k] for k in batch])
         new = [(f"{PREFIX}/svc{i}", reg(i, j, 1)) for i, j in batch]
-        for (i, j), handle in zip(batch, registry.add_many(new), strict=True):
+        if one_by_one:
+            for k in batch:
+                registry.remove_many([handles[k]])
+            created = [registry.add_many([item])[0] for item in new]
+        else:
+            registry.remove_many([handles[k] for k in batch])
+            created = registry.add_many(new)
+        for (i, j), handle in zip(batch, created, strict=True):
             handles[(i, j)] = handle
             old, fresh = reg(i, j, 0), reg(i, j, 1)
             expected[f"svc{i}"] ^= {(old.host, old.port), (fresh.host, fresh.port)}
@@ -178,7 +189,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         threads0 = [thread_cpu(s.pid) for s in synapses]
         counts0 = [counts(s) for s in synapses]
         c2, t2 = per_host_cpu(synapses), time.monotonic()
-        writes = deploy(registry, synapses, handles, expected, order, args.parallel)
+        writes = deploy(registry, synapses, handles, expected, order, args)
         seconds = time.monotonic() - t2
         c3 = per_host_cpu(synapses)
         threads = [
@@ -220,6 +231,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--per-service", type=int, default=5)
     p.add_argument("--changes", type=int, default=200, help="instances replaced (2 writes each)")
     p.add_argument("--parallel", type=int, default=10)
+    p.add_argument("--one-by-one", action="store_true", help="ZooKeeper: no pipelined writes")
     p.add_argument("--idle-s", type=float, default=10.0)
     p.add_argument("--settle-s", type=float, default=5.0, help="after the first full sync")
     p.add_argument("--coalesce-ms", type=float, default=0.0, help="synapse's haproxy.coalesce_ms")
