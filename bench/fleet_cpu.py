@@ -130,11 +130,11 @@ def deploy(
 ) -> int:
     """Replace the instances in `order`, `parallel` at a time: the writes made.
 
-    The fleet's ZooKeeper writer pipelines a batch's writes; its etcd writer makes one
-    HTTP call after the other. `--one-by-one` makes ZooKeeper's writes one at a time too
-    (as independent nerves write): how spread-out writes change a synapse's rounds."""
+    The fleet's writers send a batch's writes at once (ZooKeeper pipelined, etcd from 10
+    threads). `--one-by-one` writes one after the other (what the fleet's etcd writer did
+    before a0c5ded): how spread-out writes change a synapse's rounds and CPU per write."""
     writes, parallel = 0, args.parallel
-    one_by_one = args.one_by_one and args.registry == "zookeeper"
+    one_by_one = args.one_by_one
     for start in range(0, len(order), parallel):
         batch = order[start : start + parallel]
         t0 = time.monotonic()
@@ -231,7 +231,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--per-service", type=int, default=5)
     p.add_argument("--changes", type=int, default=200, help="instances replaced (2 writes each)")
     p.add_argument("--parallel", type=int, default=10)
-    p.add_argument("--one-by-one", action="store_true", help="ZooKeeper: no pipelined writes")
+    p.add_argument("--one-by-one", action="store_true", help="writes one after the other")
     p.add_argument("--idle-s", type=float, default=10.0)
     p.add_argument("--settle-s", type=float, default=5.0, help="after the first full sync")
     p.add_argument("--coalesce-ms", type=float, default=0.0, help="synapse's haproxy.coalesce_ms")
