@@ -2,9 +2,13 @@
 
 Records are written the way nerve writes them: ZooKeeper ephemeral sequential znodes
 ``<path>/<name>_<seq>`` holding nerve's JSON; etcd keys ``<path>/<name>_<host>_<port>``
-attached to a lease (nerve keeps one lease per host alive). The server side is read as an
-operator would: ZooKeeper's ``mntr`` four-letter word on every member, etcd's /metrics on
-every member, and each member's CPU time from /proc/<pid>/stat.
+attached to a lease (nerve keeps one lease per host alive). Both send a batch's writes at
+once (ZooKeeper pipelined on one session, etcd from WRITERS threads), so both registries
+see the same load: a synapse's CPU per write depends on how many writes land together
+(one apply round each when they come one after the other; `python -m bench.fleet_cpu`).
+The server side is read as an operator would: ZooKeeper's ``mntr`` four-letter word on
+every member, etcd's /metrics on every member, and each member's CPU time from
+/proc/<pid>/stat.
 """
 
 from __future__ import annotations
