@@ -124,15 +124,21 @@ def follow(
 
 
 def start_synapses(
-    ws: Workspace, registry: FleetRegistry, n: int, services: list[str], opts: Options
+    ws: Workspace,
+    registry: FleetRegistry,
+    n: int,
+    services: list[str],
+    opts: Options,
+    extra: dict[str, Any] | None = None,
 ) -> list[Synapse]:
-    """N synapses one after the other (each waits for its HAProxy), same services each."""
+    """N synapses one after the other (each waits for its HAProxy), same services each;
+    `extra`: more of synapse's config (e.g. {"haproxy": {"coalesce_ms": 5}})."""
     out = []
     for k in range(n):
         config = {
             svc: service_block(registry.discovery(f"{PREFIX}/{svc}"), None) for svc in services
         }
-        out.append(Synapse(ws, config, log_level="warning", name=f"synapse-{k}"))
+        out.append(Synapse(ws, config, log_level="warning", name=f"synapse-{k}", extra=extra))
     # A few at a time: one by one leaves the second core idle, all at once starves them.
     with ThreadPoolExecutor(START_AT_ONCE) as pool:
         list(pool.map(lambda syn: syn.start(timeout=300), out))

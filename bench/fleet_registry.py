@@ -2,9 +2,13 @@
 
 Records are written the way nerve writes them: ZooKeeper ephemeral sequential znodes
 ``<path>/<name>_<seq>`` holding nerve's JSON; etcd keys ``<path>/<name>_<host>_<port>``
-attached to a lease (nerve keeps one lease per host alive). The server side is read as an
-operator would: ZooKeeper's ``mntr`` four-letter word on every member, etcd's /metrics on
-every member, and each member's CPU time from /proc/<pid>/stat.
+attached to a lease (nerve keeps one lease per host alive). Both send a batch's writes at
+once (ZooKeeper pipelined on one session, etcd from WRITERS threads), so both registries
+see the same load: a synapse's CPU per write depends on how many writes land together
+(one apply round each when they come one after the other; `python -m bench.fleet_cpu`).
+The server side is read as an operator would: ZooKeeper's ``mntr`` four-letter word on
+every member, etcd's /metrics on every member, and each member's CPU time from
+/proc/<pid>/stat.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import http.client
 import itertools
 import json
 import logging
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -32,6 +37,7 @@ from testbed.zookeeper import ZooKeeperEnsemble, four_letter_word
 ZK_COUNTERS = ("zk_packets_received", "zk_packets_sent")
 ZK_GAUGES = ("zk_num_alive_connections", "zk_watch_count", "zk_znode_count")
 ETCD_COUNTERS = ("etcd_debugging_mvcc_range_total", "etcd_debugging_mvcc_events_total")
+WRITERS = 10  # etcd writes in flight at once (the fleet's batches are 10 instances)
 ETCD_GAUGES = ("etcd_debugging_mvcc_watcher_total", "etcd_debugging_mvcc_watch_stream_total")
 
 
@@ -70,8 +76,8 @@ def _b64(text: str | bytes) -> str:
 class ZkFleet:
     kind = "zookeeper"
 
-    def __init__(self, ws: Workspace) -> None:
-        self.ensemble = ZooKeeperEnsemble(3, workdir=ws.dir("zk"), tick_time=500)
+    def __init__(self, ws: Workspace, members: int = 3) -> None:
+        self.ensemble = ZooKeeperEnsemble(members, workdir=ws.dir("zk"), tick_time=500)
         self._counters = MemberCounters()
         ws.callback(self.ensemble.stop)
         self.ensemble.start()
@@ -138,19 +144,40 @@ class ZkFleet:
 class EtcdFleet:
     kind = "etcd"
 
-    def __init__(self, ws: Workspace) -> None:
-        self.cluster = EtcdCluster(3, workdir=ws.dir("etcd"), extra_args=["--max-txn-ops=1024"])
+    def __init__(self, ws: Workspace, members: int = 3) -> None:
+        self.cluster = EtcdCluster(
+            members, workdir=ws.dir("etcd"), extra_args=["--max-txn-ops=1024"]
+        )
         ws.callback(self.cluster.stop)
         self.cluster.start(timeout=60)
         self._counters = MemberCounters()
         ws.callback(self._counters.close)
-        self.conn = http.client.HTTPConnection("127.0.0.1", self.cluster.port, timeout=30)
-        ws.callback(self.conn.close)
+        # One keep-alive connection per writer thread: a batch's writes go out at once, as
+        # the ZooKeeper writer pipelines them (one call after the other spread a batch's
+        # events over tens of ms, and every synapse then ran a round per write).
+        self._local = threading.local()
+        self._conns: list[http.client.HTTPConnection] = []
+        self._writers = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="bench-etcd")
+        ws.callback(self._close_writers)
         # One lease for the writer, long enough to outlive the run (nerve keeps its alive).
         self.lease = self._call("lease/grant", {"TTL": 900})["ID"]
 
     def discovery(self, path: str) -> dict[str, Any]:
         return {"method": "etcd", "endpoints": self.cluster.endpoints, "path": path}
+
+    @property
+    def conn(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.cluster.port, timeout=30)
+            self._local.conn = conn
+            self._conns.append(conn)
+        return conn
+
+    def _close_writers(self) -> None:
+        self._writers.shutdown(wait=True)
+        for conn in self._conns:
+            conn.close()
 
     def _call(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         data = json.dumps(body).encode()
@@ -173,19 +200,17 @@ class EtcdFleet:
         return f"{path.rstrip('/')}/{reg.name}_{reg.host}_{reg.port}"
 
     def add_many(self, items: list[tuple[str, Registration]]) -> list[str]:
-        """One put per record (each nerve writes its own key), all with the lease."""
-        keys = []
-        for path, reg in items:
-            key = self.key(path, reg)
-            self._call(
-                "kv/put", {"key": _b64(key), "value": _b64(encode(reg)), "lease": self.lease}
-            )
-            keys.append(key)
+        """One put per record (each nerve writes its own key), all with the lease; up to
+        WRITERS at once."""
+        keys = [self.key(path, reg) for path, reg in items]
+        bodies = [{"key": _b64(key), "value": _b64(encode(reg)), "lease": self.lease}
+                  for key, (_, reg) in zip(keys, items, strict=True)]  # fmt: skip
+        list(self._writers.map(lambda body: self._call("kv/put", body), bodies))
         return keys
 
     def remove_many(self, handles: list[str]) -> None:
-        for key in handles:
-            self._call("kv/deleterange", {"key": _b64(key)})
+        bodies = [{"key": _b64(key)} for key in handles]
+        list(self._writers.map(lambda body: self._call("kv/deleterange", body), bodies))
 
     def _metrics(self, url: str) -> dict[str, float]:
         with urllib.request.urlopen(f"{url}/metrics", timeout=2) as resp:
@@ -220,17 +245,18 @@ class EtcdFleet:
         for member in self.cluster.members:
             member.start(self.cluster)
         self.cluster.wait_healthy(timeout=90)
-        self.conn.close()
+        for conn in self._conns:  # (each reconnects on its next request)
+            conn.close()
 
 
 FleetRegistry = ZkFleet | EtcdFleet
 
 
-def open_fleet_registry(ws: Workspace, kind: str) -> FleetRegistry:
+def open_fleet_registry(ws: Workspace, kind: str, members: int = 3) -> FleetRegistry:
     if kind == "zookeeper":
-        return ZkFleet(ws)
+        return ZkFleet(ws, members)
     if kind == "etcd":
-        return EtcdFleet(ws)
+        return EtcdFleet(ws, members)
     raise ValueError(f"unknown registry {kind!r} (zookeeper or etcd)")
 
 

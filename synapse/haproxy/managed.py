@@ -267,12 +267,22 @@ class ManagedHAProxy:
             if not text:
                 continue
             self._output.append(text)
-            level = logging.INFO
-            if not self._stopping and "[ALERT]" in text:
-                level = logging.ERROR
-            elif not self._stopping and "[WARNING]" in text:
-                level = logging.WARNING
-            event(log, "haproxy_output", level=level, line=text)
+            event(log, "haproxy_output", level=output_level(text, self._stopping), line=text)
+
+
+def output_level(text: str, stopping: bool) -> int:
+    """The log level of a line HAProxy printed: its alerts and warnings as such, except
+    the server state changes made through the runtime API ("CLI : Server ..."), which
+    are synapse's own commands: one such line per server change, INFO, not a warning (a
+    fleet's rolling deploy would log thousands of them; at level warning they are not
+    even formatted)."""
+    if stopping:
+        return logging.INFO
+    if "[ALERT]" in text:
+        return logging.ERROR
+    if "[WARNING]" in text and " : CLI : Server " not in text:
+        return logging.WARNING
+    return logging.INFO
 
 
 class Supervisor:
