@@ -41,7 +41,7 @@ from synapse.haproxy.running import RunningServer
 from synapse.haproxy.runtime import RuntimeClient
 
 Servers = Mapping[str, RunningServer]
-SWEEP_PART = 10  # backends merged and planned per step of a background sweep: the apply
+SWEEP_PART = 25  # backends merged and planned per step of a background sweep (the apply
 # after a part holds the controller's lock ~1.5 ms plus ~0.1 ms a backend (25 held it ~4 ms,
 # on the path of a change that came meanwhile)
 READ_STEP = 5  # backends asked and parsed per loop turn of a part's read: ~1 ms of parsing
