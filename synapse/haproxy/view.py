@@ -17,9 +17,9 @@ against all of it more again. So synapse keeps this view (``synapse.haproxy.read
   the same process?), after the apply, off the path to HAProxy; an apply that finds
   some still stale reads them first;
 - and every ``full_every`` seconds the reader sweeps through every backend in the
-  background, ten at a time on a connection of its own (``read_part``, parsed a few
+  background, a few dozen at a time on a connection of its own (``read_part``, parsed a few
   backends a loop turn), merging each part in (``merge``) under its lock: no apply waits
-  more than a part's merge and plan (~2 ms), and a backend an apply read meanwhile keeps
+  more than a part's merge and plan (~3 ms), and a backend an apply read meanwhile keeps
   that newer read. (A whole read in one go is ~100 ms of Python at 20,000 servers; in a
   thread it would still slow the event loop down through the GIL.)
 
@@ -42,8 +42,7 @@ from synapse.haproxy.runtime import RuntimeClient
 
 Servers = Mapping[str, RunningServer]
 SWEEP_PART = 25  # backends merged and planned per step of a background sweep (the apply
-# after a part holds the controller's lock ~1.5 ms plus ~0.1 ms a backend (25 held it ~4 ms,
-# on the path of a change that came meanwhile)
+# after a part costs ~2.8 ms of CPU at 10 backends as at 25: mostly an apply's fixed cost)
 READ_STEP = 5  # backends asked and parsed per loop turn of a part's read: ~1 ms of parsing
 # at 20 servers each (a whole part's answers parsed at once blocked the loop 6-13 ms)
 SWEEP_PACE = 2.0  # after a part, the sweep pauses this many times the CPU time it took
