@@ -41,7 +41,6 @@ from synapse.haproxy.view import RunningIds, RunningView
 log = logging.getLogger("synapse.haproxy")
 
 FULL_READ_INTERVAL = 30.0  # seconds between background sweeps of the whole runtime state
-SETTLE_ROUNDS = 3  # reads after an apply's commands while further commands change them
 
 
 def queued(lock: asyncio.Lock) -> bool:
@@ -59,10 +58,6 @@ class RunningReader:
         self.runtime = runtime
         self.file = file
         self.view = RunningView(runtime[0], FULL_READ_INTERVAL, clock) if runtime else None
-        # The settle reads' own connection: one per settle, so never an old worker's.
-        self._settle_client = (
-            RuntimeClient(runtime[0].path, runtime[0].timeout) if runtime else None
-        )
         self.version: tuple[int, int, int] | None = None  # None: read it again
         self.runtime_error: str | None = None  # why the last read failed
         self._ids = RunningIds()
@@ -175,32 +170,23 @@ class RunningReader:
         """Read the stale backends, with `show info`: when another HAProxy process answers
         (an outside reload or restart, the commands may have reached the old one), the
         view is read whole and ``apply`` plans against it."""
-        view, lock, client = self.view, self._lock, self._settle_client
-        if view is None or lock is None or client is None:
+        view, lock = self.view, self._lock
+        if view is None or lock is None:
             return
-        # Read on a connection of its own without the lock (a change's apply need not wait
-        # for HAProxy's answer), merged under it; commands that changed a backend again
-        # meanwhile make it stale again (``merge`` keeps it so): read again, a few times.
-        for _ in range(SETTLE_ROUNDS):
+        async with lock:
             if not view.stale or not view.valid:
                 return
             pid = view.pid
-            try:
-                async with client.held():
-                    part = await view.read_part(client, view.stale)
-            except HAProxySocketError as err:
-                async with lock:
+            async with view.client.held():
+                try:
+                    await view.read(view.stale)
+                except HAProxySocketError as err:
                     view.invalidate()
                     event(log, "haproxy_state_read_failed", level=logging.WARNING, error=str(err))
+                finally:
                     self.note_view_changes()
-                return
-            async with lock:
-                if view.merge(part):  # (another process answered: the view is invalidated)
-                    view.partial_reads += 1  # (counted like ``RunningView.read``)
-                self.note_view_changes()
-                if (view.pid != pid or not view.valid) and self._ready() and self._apply:
-                    await self._apply()
-                    return
+            if (view.pid != pid or not view.valid) and self._ready() and self._apply is not None:
+                await self._apply()
 
     def touched_within(self, seconds: float) -> set[str]:
         """The backends runtime commands changed in the last ``seconds`` (the older ones
