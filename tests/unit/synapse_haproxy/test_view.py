@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 from unittest.mock import ANY
 
-from synapse.haproxy.reader import queued
+from synapse.haproxy.reader import RunningReader, queued
 from synapse.haproxy.running import RunningServer
 from synapse.haproxy.view import READ_STEP, Read, RunningIds, RunningView, ServerIds
 
@@ -264,3 +264,25 @@ async def test_queued_says_whether_a_task_waits_for_the_lock():
     await waiter
     lock.release()
     assert not queued(lock)
+
+
+async def test_an_apply_takes_the_settle_read_in_flight_instead_of_asking_again():
+    client = ScriptedClient()
+    client.state = {"a": {"x": srv("a", "x", 1)}, "b": {"y": srv("b", "y", 2)}}
+    reader = RunningReader([client], None, lambda: 0.0)  # type: ignore[list-item]
+    view = reader.view
+    assert view is not None
+    await view.read_all()
+    view.mark_stale({"a", "b"})  # an apply's commands changed both...
+    client.state["a"] = {"x": srv("a", "x", 1, admin=1)}
+    reading = asyncio.create_task(view.read_part(client, ["a"]))  # ...the settle reads `a`
+    reader._settling = ({"a"}, reading)
+    calls = len(client.calls)
+    assert await reader._settled_meanwhile({"a", "b"}) == {"b"}  # `b`: the apply's to read
+    assert len(client.calls) == calls + 1  # (the settle's read only)
+    assert view.stale == {"b"} and view.backends["a"]["x"].forced_maint
+    # Commands again after the settle read began: the apply reads it again.
+    reader._settling = ({"a"}, asyncio.create_task(view.read_part(client, ["a"])))
+    await asyncio.sleep(0)  # (the read is done)
+    view.mark_stale({"a"})
+    assert await reader._settled_meanwhile({"a"}) == {"a"}
