@@ -385,7 +385,7 @@ def decode_child_name(child: str) -> Registration | None:
         return None
     rest = child[len(PATH_ENCODING_PREFIX) :]
     length_text, sep, payload = rest.partition("_")
-    if not sep or not length_text.isdigit():
+    if not sep or not (length_text.isascii() and length_text.isdigit()):  # (not "¹")
         raise InvalidRecord("path-encoded child name has no length")
     length = int(length_text)
     if length > PATH_ENCODING_MAX_LENGTH or length > len(payload):

@@ -36,11 +36,17 @@ from synapse.haproxy.ops import Plan
 from synapse.haproxy.running import Capabilities, RunningState
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.sockets import HAProxySocketError
-from synapse.haproxy.view import RunningIds, RunningView
+from synapse.haproxy.view import Read, RunningIds, RunningView
 
 log = logging.getLogger("synapse.haproxy")
 
 FULL_READ_INTERVAL = 30.0  # seconds between background sweeps of the whole runtime state
+SETTLE_ROUNDS = 3  # settle reads in a row while commands keep changing what was read
+
+
+def queued(lock: asyncio.Lock) -> bool:
+    """Whether a task waits for ``lock`` (asyncio.Lock keeps its waiters in ``_waiters``)."""
+    return bool(getattr(lock, "_waiters", None))
 
 
 class RunningReader:
@@ -66,6 +72,8 @@ class RunningReader:
         self._sweeper: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()  # a reload: sweep now, not at the next period
         self._settler: asyncio.Task[None] | None = None
+        # The settle read in flight: the backends it reads, and the read.
+        self._settling: tuple[set[str], asyncio.Task[Read]] | None = None
         self._clock = clock
         self._touched_at: dict[str, float] = {}  # backend -> when commands last changed it
         # The controller's lock, "has a desired state" and apply (``start_sweeping``).
@@ -116,7 +124,8 @@ class RunningReader:
             elif changed is None or (self.view.unread and wanted is None):
                 await self.view.read_all()
             else:
-                backends = set(changed) | (self.view.unread & set(wanted or ()))
+                changed = await self._settled_meanwhile(changed)
+                backends = changed | (self.view.unread & set(wanted or ()))
                 if backends or not self.view.valid:
                     await self.view.read(backends)
         except HAProxySocketError as err:
@@ -164,24 +173,60 @@ class RunningReader:
     async def _settle(self) -> None:
         """Read the stale backends, with `show info`: when another HAProxy process answers
         (an outside reload or restart, the commands may have reached the old one), the
-        view is read whole and ``apply`` plans against it."""
+        view is read whole and ``apply`` plans against it.
+
+        The read runs on a connection of its own without the lock (the next change's apply
+        need not wait for HAProxy's answer behind it), and is merged under it; an apply
+        that needs those backends meanwhile takes this read (``_settled_meanwhile``)
+        rather than asking again. Backends commands changed again since are read again."""
         view, lock = self.view, self._lock
         if view is None or lock is None:
             return
-        async with lock:
+        for _ in range(SETTLE_ROUNDS):
             if not view.stale or not view.valid:
                 return
-            pid = view.pid
-            async with view.client.held():
-                try:
-                    await view.read(view.stale)
-                except HAProxySocketError as err:
+            pid, covered = view.pid, set(view.stale)
+            reading = asyncio.create_task(self._read_apart(covered))
+            self._settling = (covered, reading)
+            try:
+                part = await asyncio.shield(reading)
+            except HAProxySocketError as err:
+                async with lock:
+                    self._settling = None
                     view.invalidate()
                     event(log, "haproxy_state_read_failed", level=logging.WARNING, error=str(err))
-                finally:
                     self.note_view_changes()
-            if (view.pid != pid or not view.valid) and self._ready() and self._apply is not None:
-                await self._apply()
+                return
+            async with lock:
+                self._settling = None
+                if view.merge(part):  # (another process answered: the view is invalidated)
+                    view.partial_reads += 1  # (counted like ``RunningView.read``)
+                self.note_view_changes()
+                if (view.pid != pid or not view.valid) and self._ready() and self._apply:
+                    await self._apply()
+                    return
+
+    async def _read_apart(self, backends: Collection[str]) -> Read:
+        """``backends`` on a connection of its own (a new one: never an old worker's)."""
+        assert self.view is not None
+        client = RuntimeClient(self.view.client.path, self.view.client.timeout)
+        async with client.held():
+            return await self.view.read_part(client, backends)
+
+    async def _settled_meanwhile(self, changed: Collection[str]) -> set[str]:
+        """Of the ``changed`` backends an apply must read, those a settle read in flight
+        does not bring: that read is waited for and merged here (HAProxySocketError: the
+        apply reads them itself)."""
+        settling, view = self._settling, self.view
+        if settling is None or view is None or not changed:
+            return set(changed)
+        covered, reading = settling
+        if covered.isdisjoint(changed):
+            return set(changed)
+        with contextlib.suppress(HAProxySocketError):
+            view.merge(await asyncio.shield(reading))
+        stale = view.stale  # (commands since the read began: still stale, read again)
+        return {name for name in changed if name not in covered or name in stale}
 
     def touched_within(self, seconds: float) -> set[str]:
         """The backends runtime commands changed in the last ``seconds`` (the older ones
@@ -220,6 +265,9 @@ class RunningReader:
         await cancel_and_wait(task)
         settler, self._settler = self._settler, None
         await cancel_and_wait(settler)
+        if self._settling is not None:  # (shielded from the settler's cancellation)
+            await cancel_and_wait(self._settling[1])
+            self._settling = None
 
     async def _sweep(
         self,
@@ -236,10 +284,16 @@ class RunningReader:
         assert view is not None
         forced_at = -math.inf
 
+        owed = False  # a part's changes not planned yet (a change went first)
+
         async def after_part() -> None:
             # What a part changed is planned at once (after a start: every backend, a
-            # part at a time), so no apply waits for more than a part's plan.
-            if self.note_view_changes() and ready():
+            # part at a time), so no apply waits for more than a part's plan; unless a
+            # change waits for the lock: it goes first and plans the part with its own.
+            nonlocal owed
+            owed = bool(self.note_view_changes()) or owed
+            if owed and ready() and not queued(lock):
+                owed = False
                 await apply()
 
         while True:

@@ -159,3 +159,19 @@ async def test_touched_backends_stay_unsaved_until_a_round_wrote_or_checked_them
     monkeypatch.setattr(statedump, "CHUNK_GAP", 0.0)
     await dumper.dump()
     assert dumper.unsaved == set() and path.read_text() == runtime.dump + TAIL
+
+
+def test_a_rounds_answers_are_decoded_a_few_backends_a_step():
+    names = [f"b{i:02}" for i in range(2 * statedump.WHOLE_BATCH + 1)]
+    answers = [HEAD + row(name, "s1") for name in names]
+    into: dict[str, list[str]] = {}
+    gone: list[str] = []
+    steps = statedump._decoded(names, answers, HEAD, into, gone)
+    next(steps)  # one step: the first WHOLE_BATCH backends only
+    assert sorted(into) == names[: statedump.WHOLE_BATCH]
+    assert sum(1 for _ in steps) == 2 and sorted(into) == names and not gone
+    assert into["b00"] == [row("b00", "s1").rstrip("\n")]
+    into.clear()
+    answers[1] = "Can't find backend.\n"  # (HAProxy's answer: another process after all)
+    assert list(statedump._decoded(names, answers, HEAD, into, gone)) == []
+    assert gone == ["b01"]

@@ -3,11 +3,13 @@ and which reads win when an apply and the background sweep overlap."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from unittest.mock import ANY
 
+from synapse.haproxy.reader import RunningReader, queued
 from synapse.haproxy.running import RunningServer
-from synapse.haproxy.view import Read, RunningIds, RunningView, ServerIds
+from synapse.haproxy.view import READ_STEP, Read, RunningIds, RunningView, ServerIds
 
 
 def srv(backend: str, name: str, sid: int, admin: int = 0) -> RunningServer:
@@ -239,3 +241,48 @@ async def test_status_shows_unread_backends_as_unread_not_as_the_old_processs_se
     assert unread == ["b", "c"]
     merged = merge_service_status(services, {}, {"backends": backends, "unread_backends": unread})
     assert merged["a"]["haproxy"] == {"backend": "a", "servers": backends["a"], "unread": False}
+
+
+async def test_a_sweep_part_is_asked_a_few_backends_at_a_time_with_the_pid_first():
+    client = ScriptedClient()
+    names = [f"b{i:02}" for i in range(2 * READ_STEP + 1)]
+    client.state = {name: {"x": srv(name, "x", 1)} for name in names}
+    view = view_of(client)
+    part = await view.read_part(client, reversed(names))
+    # (one turn of the event loop parses at most READ_STEP backends' answers)
+    assert client.calls == [names[:READ_STEP], names[READ_STEP:-1], names[-1:]]
+    assert part.pid == "100" and sorted(part.backends) == names
+
+
+async def test_queued_says_whether_a_task_waits_for_the_lock():
+    lock = asyncio.Lock()
+    assert not queued(lock)
+    async with lock:
+        waiter = asyncio.create_task(lock.acquire())
+        await asyncio.sleep(0)
+        assert queued(lock)
+    await waiter
+    lock.release()
+    assert not queued(lock)
+
+
+async def test_an_apply_takes_the_settle_read_in_flight_instead_of_asking_again():
+    client = ScriptedClient()
+    client.state = {"a": {"x": srv("a", "x", 1)}, "b": {"y": srv("b", "y", 2)}}
+    reader = RunningReader([client], None, lambda: 0.0)  # type: ignore[list-item]
+    view = reader.view
+    assert view is not None
+    await view.read_all()
+    view.mark_stale({"a", "b"})  # an apply's commands changed both...
+    client.state["a"] = {"x": srv("a", "x", 1, admin=1)}
+    reading = asyncio.create_task(view.read_part(client, ["a"]))  # ...the settle reads `a`
+    reader._settling = ({"a"}, reading)
+    calls = len(client.calls)
+    assert await reader._settled_meanwhile({"a", "b"}) == {"b"}  # `b`: the apply's to read
+    assert len(client.calls) == calls + 1  # (the settle's read only)
+    assert view.stale == {"b"} and view.backends["a"]["x"].forced_maint
+    # Commands again after the settle read began: the apply reads it again.
+    reader._settling = ({"a"}, asyncio.create_task(view.read_part(client, ["a"])))
+    await asyncio.sleep(0)  # (the read is done)
+    view.mark_stale({"a"})
+    assert await reader._settled_meanwhile({"a"}) == {"a"}
