@@ -4,10 +4,17 @@ Binds 127.0.0.1 by default. Daemons add their own routes (maintenance, the
 synapse status page) with ``add_route`` before ``start``. With a token
 (``admin.token_file``), every request that is not a read (GET/HEAD/OPTIONS) needs
 ``Authorization: Bearer <token>``: those are the ones that change traffic.
+
+/status and /metrics are encoded in a worker thread: at 1,000 services x 20 servers they
+are ~5 MB of indented JSON (~0.3-1.6 s of pure-Python encoding) and ~20,000 series
+(~0.5 s), which on the event loop would hold back every registry change meanwhile (a
+Prometheus scrape every 15 s stalled changes by half a second). In a thread the loop gets
+the GIL back at every switch interval (5 ms).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -113,10 +120,16 @@ class AdminServer:
         return web.Response(status=200 if ok else 503, text="ok\n" if ok else "unhealthy\n")
 
     async def _status_json(self, _: web.Request) -> web.Response:
-        return json_response(self._status())
+        data = self._status()  # built on the loop: the daemon's state is the loop's
+        try:
+            text = await asyncio.to_thread(json_text, data)
+        except RuntimeError:  # a container of it changed while the thread read it: here
+            text = json_text(data)
+        return web.Response(text=text, content_type="application/json")
 
     async def _metrics(self, _: web.Request) -> web.Response:
-        body = generate_latest(self.registry)
+        # Collectors read under their locks or copy in one C call (server_info's sorted items)
+        body = await asyncio.to_thread(generate_latest, self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -133,9 +146,9 @@ async def start_or_log(admin: AdminServer) -> bool:
     return True
 
 
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, default=str) + "\n"
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status,
-        text=json.dumps(data, indent=2, default=str) + "\n",
-        content_type="application/json",
-    )
+    return web.Response(status=status, text=json_text(data), content_type="application/json")
