@@ -119,13 +119,14 @@ def measure(
             timed("remove", start, address, False)
     finally:
         poller.close()
-    samples["traced"] = traced_spans(windows, recent_changes(syn))
+    status = json.loads(syn.get("/status"))
+    samples["traced"] = traced_spans(windows, recent_changes(status))
+    samples["express"] = [float((status.get("haproxy") or {}).get("express") or 0)]
     return samples
 
 
-def recent_changes(syn: Synapse) -> list[tuple[float, float]]:
+def recent_changes(status: dict[str, Any]) -> list[tuple[float, float]]:
     """synapse's (watch event, HAProxy acknowledged) pairs, from /status (the last 256)."""
-    status = json.loads(syn.get("/status"))
     pairs = (status.get("reconciler") or {}).get("recent_changes") or []
     return [(float(event), float(acked)) for event, acked in pairs]
 
@@ -257,6 +258,11 @@ def measure_and_report(
                 TARGET_OWN_P50, note=note)  # fmt: skip
     section.add("synapse's own, traced: event -> HAProxy acked p99", traced["p99_ms"], "ms",
                 TARGET_OWN_P99, note=note)  # fmt: skip
+    section.add(
+        "applies whose commands went before their render",
+        int(samples.pop("express")[0]),
+        note="synapse's express path (since its start): a change of servers only",
+    )
     section.add("HAProxy reloads during the changes", reloads, target=Target("==", 0))
     result.figures[title] = {
         "summary": stats,

@@ -176,7 +176,8 @@ class Renderer:
             _, backend_lines, line_warnings, base = self._config_parts(service)
             ids = running_ids.get(service.backend_name) or {}
             warnings = list(line_warnings)
-            spec = self._builder.backend(service, backend_lines, ids, warnings, base)
+            previous = (old.service, old.backend)
+            spec = self._builder.backend(service, backend_lines, ids, warnings, base, previous)
             if tuple(warnings) != old.warnings or not _same_options(old.backend, spec):
                 return None
             self._early[service.name] = (service, ids, spec, warnings)
@@ -307,7 +308,9 @@ class Renderer:
             spec, warnings = early[2], list(early[3])  # (membership_specs built it)
         else:
             warnings = list(line_warnings)
-            spec = self._builder.backend(service, backend_lines, ids, warnings, base)
+            old = self._pieces.get(service.name)
+            previous = (old.service, old.backend) if old is not None else None
+            spec = self._builder.backend(service, backend_lines, ids, warnings, base, previous)
         shared = tuple(hap.shared_frontend)
         if shared and not self.shared_frontend_enabled:
             warnings.append(

@@ -85,3 +85,18 @@ def test_anything_but_membership_goes_the_whole_way():
 def test_nothing_changed_plans_nothing():
     renderer, services, running = rendered()
     assert early(renderer, list(services), running) is None  # (no changed service)
+
+
+def test_a_render_keeps_the_specs_of_unchanged_servers_and_builds_the_others():
+    renderer, services, _ = rendered()
+    s0 = services[0]
+    before = renderer.render(services, {}, set()).backends["s0"].servers
+    a, b, c = s0.servers
+    changed = with_servers(s0, [a, dataclasses.replace(b, weight=7), c, server("10.0.0.9", 80)])
+    ids = {"s0": {a.name: before[a.name].id, b.name: before[b.name].id, c.name: 4242}}
+    after = renderer.render([changed, *services[1:]], ids, {"s0"}).backends["s0"].servers
+    assert after[a.name] is before[a.name]  # equal server, same id: kept
+    assert after[b.name] is not before[b.name] and after[b.name].weight == 7
+    assert after[c.name].id == 4242  # HAProxy runs it with another id: built again
+    fresh = Renderer(haproxy_config()).render([changed, *services[1:]], ids).backends["s0"]
+    assert after == fresh.servers
