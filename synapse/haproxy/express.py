@@ -80,10 +80,12 @@ class Express:
 
     def unplanned(self, only: set[str] | None, backends: Collection[str]) -> set[str] | None:
         """The whole plan's scope (``only``, None: all ``backends``) without the backends
-        sent here: their view is stale until read again (which puts them back in scope)."""
-        if not self.backends:
+        sent here: their view is stale until read again (which puts them back in scope).
+        Once: only the plan right after them leaves them out (not one after a reload)."""
+        sent, self.backends = self.backends, frozenset()
+        if not sent:
             return only
-        return (set(backends) if only is None else only) - self.backends
+        return (set(backends) if only is None else only) - sent
 
 
 def plan_early(

@@ -7,7 +7,7 @@ import dataclasses
 
 from haproxy_helpers import haproxy_config, running_from, server, service
 
-from synapse.haproxy.express import plan_early
+from synapse.haproxy.express import Express, plan_early
 from synapse.haproxy.planner import plan
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.running import Capabilities
@@ -100,3 +100,10 @@ def test_a_render_keeps_the_specs_of_unchanged_servers_and_builds_the_others():
     assert after[c.name].id == 4242  # HAProxy runs it with another id: built again
     fresh = Renderer(haproxy_config()).render([changed, *services[1:]], ids).backends["s0"]
     assert after == fresh.servers
+
+
+def test_the_backends_sent_first_are_left_out_of_the_next_plan_only():
+    express = Express(None, lambda: V26, None)  # type: ignore[arg-type]  # (not used here)
+    express.backends = frozenset({"a"})
+    assert express.unplanned(None, ["a", "b"]) == {"b"}  # (None: every backend)
+    assert express.unplanned({"a", "c"}, ["a", "b", "c"]) == {"a", "c"}  # (a later plan)
