@@ -65,7 +65,7 @@ class Express:
         reader = self._reader
         ready, self.ready = self.ready, False  # (set again by an apply that ends clean)
         self.backends = frozenset()
-        if not ready:
+        if not ready or running.backends is None:  # (else id_hints parses the file's ids)
             return NOTHING
         ids = reader.id_hints(running)
         planned = plan_early(renderer, desired, running, ids, self._caps(), reader.unread)
