@@ -51,6 +51,9 @@ class ApplyResult:
     reasons: tuple[str, ...] = ()  # why a reload was needed
     config_written: bool = False
     error: str | None = None
+    # When HAProxy answered this apply's first runtime commands (time.monotonic; None:
+    # none were sent): the end of synapse's own part of a change (the reconciler's trace).
+    acked_at: float | None = None
 
     @property
     def reloaded(self) -> bool:

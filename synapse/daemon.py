@@ -424,6 +424,10 @@ class SynapseDaemon:
                 "applies": reconciler.applies if reconciler else 0,
                 "last_apply": reconciler.last_apply if reconciler else None,
                 "last_error": reconciler.last_error if reconciler else None,
+                # [watch event, HAProxy acknowledged its runtime commands] (time.monotonic)
+                "recent_changes": [[round(e, 6), round(a, 6)] for e, a in reconciler.changes]
+                if reconciler
+                else [],
             },
             "zookeeper": [
                 {"hosts": c.hosts, "connected": c.connected, "reconnects": c.reconnects}

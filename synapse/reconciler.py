@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,6 +54,7 @@ from synapse.zone_apply import ZoneRouter
 
 log = logging.getLogger("synapse.reconciler")
 
+CHANGES_KEPT = 256  # recent (watch event, HAProxy acknowledged) pairs on /status
 REFRESH_INTERVAL = 60.0  # how often the state file is considered for its periodic refresh
 STATE_FILE_INTERVAL = 1.0  # seconds between state file updates (each one writes every server)
 RETRY_BASE, RETRY_CAP = 0.5, 30.0  # a failed hand-over is retried with this backoff
@@ -94,6 +96,9 @@ class Reconciler:
         self.applies = 0
         self.last_apply: dict[str, Any] | None = None
         self.last_error: str | None = None
+        # (watch event, HAProxy answered the runtime commands) per change applied at
+        # runtime, time.monotonic: synapse's own part of a change, for /status.
+        self.changes: deque[tuple[float, float]] = deque(maxlen=CHANGES_KEPT)
         self._unreported: set[str] = set()
         self._check_all_reported()
 
@@ -253,6 +258,8 @@ class Reconciler:
         self.metrics.applies.labels(outcome.value).inc()
         self.metrics.send_apply_stats(result, now - started)
         self._observe_latency(pending.event_times, outcome)
+        if result.acked_at is not None and outcome is ApplyOutcome.NONE:
+            self.changes.extend((moment, result.acked_at) for moment in pending.event_times)
         self.last_apply = {
             "reason": reason,
             "at": time.time(),

@@ -5,7 +5,8 @@ the fleet, and reads as a flow whose steps live in modules of their own:
 
 1. the running state (``reader``): the config file as synapse wrote it, and the runtime
    state it keeps (read only where commands changed it and nothing read it since);
-2. render the candidate (``render``): only changed services are rendered again;
+2. render the candidate (``render``): only changed services are rendered again; a change of
+   servers only sends its commands first (``express``: planned from the specs, no text);
 3. plan (``planner``) those differences, only in backends that changed since;
 4. no reload needed: run the runtime operations, one batch per socket (``executor``; a failed
    one turns into a reload) and write the config file's new text (in the background);
@@ -40,6 +41,7 @@ from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.confirm import ReloadCheck, read_at_once
 from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.executor import run_ops
+from synapse.haproxy.express import Express
 from synapse.haproxy.failures import Failures
 from synapse.haproxy.health import backend_servers, problems
 from synapse.haproxy.installer import Installer, InstallFailed
@@ -98,6 +100,8 @@ class HAProxyController:
         self._gate = ReloadGate(config.restart_interval, config.restart_jitter, clock, rng)
         self._check = ReloadCheck(self._gate)
         self._lock = asyncio.Lock()
+        self._express = Express(self._reader, self._capabilities, self._run_ops)
+        self._acked: float | None = None  # HAProxy answered this apply's first commands
         self._desired: list[DesiredService] = []
         self._applied = False  # apply() was called: _desired is real
         self._pending = PendingReload(self._gate, self._lock, self._apply_locked, self.metrics)
@@ -124,8 +128,9 @@ class HAProxyController:
         began = self._clock()
         async with self._lock:
             self._desired = self._isolation.substitute(list(desired))
-            self._applied = True
+            self._applied, self._acked = True, None
             result = await self._apply_locked()
+        result = dataclasses.replace(result, acked_at=self._acked)  # (the reconciler's trace)
         elapsed = self._clock() - began
         self.metrics.apply_duration.observe(elapsed)
         self.info.applied(reason, len(result.ops), result.reload.value, elapsed)
@@ -194,7 +199,8 @@ class HAProxyController:
         mode = run_mode(self.config, self._managed)
         status = self.info.snapshot(mode, self.settings, self._reader, self._gate,
                                     self._installer.file, self._managed)  # fmt: skip
-        return {**status, "isolated_services": self._isolation.status()}
+        express = self._express.sent  # applies whose commands went before their render
+        return {**status, "isolated_services": self._isolation.status(), "express": express}
 
     # --- one apply: read -> render -> plan -> run ops, or hand over to the gate -----------
 
@@ -225,17 +231,19 @@ class HAProxyController:
         trusted = self._reader.trusted  # (else this apply reads it whole)
         wanted = self._renderer.changed_backends(self._desired)  # (if unread since a reload)
         running = await self._reader.read(self._reader.stale(), wanted)
+        early = await self._express.send(self._renderer, self._desired, running)  # (express)
         try:
             candidate = self._render(running)
         except self._renderer.errors as err:  # (jinja2's, with an operator template)
             return self._failures.invalid(f"cannot render the config template: {err}", (), None)
         result = self._plan(candidate, running)
-        if result is None or (self._reader.unread and result.reload is not None):
+        if result is None or (result.reload and (self._reader.unread or early.backends)):
             await self._reader.read()  # it plans every backend (or a bridge does): read all
             return await self._apply_held()
         bridge = self._bridge(running) if result.reload is not None else None
         ops = bridge.ops if bridge else result.ops
         applied, failures = await self._run_ops(ops)
+        applied, failures = early.applied + applied, early.failures + failures
         self._reader.settle_later({op.backend for op in ops})  # (sent: touched, even if failed)
         if failures and trusted:  # planned on what synapse believed: read all, plan again
             return await self._apply_held()  # (a failure invalidated the view: once)
@@ -245,6 +253,7 @@ class HAProxyController:
         reasons += [("runtime_failed", failure) for failure in failures]
         self._check.planned(candidate.parts, reasons, all_read=not self._reader.unread)
         if not reasons:
+            self._express.ready = True  # HAProxy runs the candidate: the next may go express
             self._pending.clear()
             self._gate.no_reload_needed()
             self.info.validation_error = None
@@ -283,6 +292,7 @@ class HAProxyController:
         background sweep reads them)."""
         caps = self._capabilities()
         only = self._reader.backends_to_plan(candidate, running, caps)
+        only = self._express.unplanned(only, candidate.backends)  # (not those it sent)
         if reread is not None and self._reader.unread:
             only = reread
         elif self._reader.unread and (only is None or not self._reader.unread.isdisjoint(only)):
@@ -308,6 +318,8 @@ class HAProxyController:
 
     async def _run_ops(self, ops: Sequence[Op]) -> tuple[list[str], list[str]]:
         applied, failures = await run_ops(self._runtime, ops, self.metrics)
+        if ops and self._acked is None:
+            self._acked = time.monotonic()  # (not the injected clock: event times are real)
         self.info.last_ops.extend(applied)
         if failures:
             self._reader.invalidate()  # a command failed: what we believed may be wrong

@@ -97,7 +97,7 @@ def plan(
         servers = running.backends.get(name)
         if servers is not None:
             found = len(ops), len(reasons)
-            _backend_ops(backend, servers, capabilities, ops, reasons)
+            backend_ops(backend, servers, capabilities, ops, reasons)
             if (len(ops), len(reasons)) != found:
                 active.add(name)
     return Plan(tuple(ops), Reload(tuple(reasons)) if reasons else None, frozenset(active))
@@ -149,13 +149,15 @@ def _same_address(server: ServerSpec, running: RunningServer) -> bool | None:
     return wanted == current and running.port == server.port
 
 
-def _backend_ops(
+def backend_ops(
     backend: BackendSpec,
     current: Mapping[str, RunningServer],
     capabilities: Capabilities,
     ops: list[Op],
     reasons: list[tuple[str, str]],
 ) -> None:
+    """One backend's servers: the runtime ops into ``ops``, what needs a reload into
+    ``reasons`` (also the express path's plan: ``synapse.haproxy.express``)."""
     name = backend.name
     # 1. servers that left stop taking traffic first
     for server_name, server in sorted(current.items()):

@@ -33,13 +33,19 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from synapse.config import HAProxyConfig, ServiceConfig, ServiceHAProxyConfig
 from synapse.haproxy import default_layout, edge, zone_lines, zone_map
-from synapse.haproxy.configtext import assemble, parse_blocks, parse_config
+from synapse.haproxy.configtext import (
+    ParsedConfig,
+    assemble,
+    parse_blocks,
+    parse_config,
+    structural_options,
+)
 from synapse.haproxy.desired import Delta, DesiredConfig
 from synapse.haproxy.keywords import belongs_in_backend, belongs_in_frontend
 from synapse.haproxy.pieces import Frame, Rendered, ServicePiece
 from synapse.haproxy.resilience import extra_backend_lines
 from synapse.haproxy.settings import Settings, settings_for
-from synapse.haproxy.specs import BackendBase, BackendBuilder
+from synapse.haproxy.specs import BackendBase, BackendBuilder, BackendSpec
 from synapse.haproxy.stats_page import stats_sections
 from synapse.identity import moved
 from synapse.model import DesiredService
@@ -81,6 +87,10 @@ class Renderer:
         self._pieces: dict[str, ServicePiece] = {}
         self._by_config: dict[str, tuple[ServiceConfig, _ConfigParts]] = {}
         self._last: Rendered | None = None
+        # service -> (its DesiredService, ids, spec, warnings) from membership_specs(): the
+        # render that follows takes them instead of building them again.
+        self._early: dict[str, tuple[DesiredService, Mapping[str, int], BackendSpec, list[str]]]
+        self._early = {}
         self._head: Frame | None = None
         self._tails: dict[tuple[str, ...] | None, Frame] = {}
         self.rendered_pieces = 0  # services rendered (not taken from the cache): for tests
@@ -138,6 +148,41 @@ class Renderer:
             changed.add(services[i].backend_name)
             changed.add(last.services[i].backend_name)
         return changed
+
+    @property
+    def last_parsed(self) -> ParsedConfig | None:
+        """The last rendered config's parse (the file holds that render when it is it)."""
+        return self._last.config.parsed if self._last is not None else None
+
+    def membership_specs(
+        self, services: list[DesiredService], running_ids: Mapping[str, Mapping[str, int]]
+    ) -> list[BackendSpec] | None:
+        """The new backend specs of the services that changed since the last render, when
+        each changed only in its servers (same config object, the default layout, server
+        lines that differ in no option the runtime API cannot set); None when anything
+        else may have changed (render and plan it all). Built once: the next render's
+        pieces take them (``_piece``). The express path plans commands from them."""
+        last, self._early = self._last, {}
+        if last is None or self._jinja is not None or len(services) != len(last.services):
+            return None
+        specs = []
+        for i in moved(services, last.services):
+            service, old = services[i], last.pieces[i]
+            hap, routing = service.config.haproxy, service.config.zone_routing
+            if old is None or hap.disabled or old.service.config is not service.config:
+                return None
+            if service.name != old.service.name or (routing is not None and routing.signals):
+                return None  # (zone signals: the frontend's lines follow the servers)
+            _, backend_lines, line_warnings, base = self._config_parts(service)
+            ids = running_ids.get(service.backend_name) or {}
+            warnings = list(line_warnings)
+            previous = (old.service, old.backend)
+            spec = self._builder.backend(service, backend_lines, ids, warnings, base, previous)
+            if tuple(warnings) != old.warnings or not _same_options(old.backend, spec):
+                return None
+            self._early[service.name] = (service, ids, spec, warnings)
+            specs.append(spec)
+        return specs
 
     def _render_all(
         self, services: list[DesiredService], running_ids: Mapping[str, Mapping[str, int]]
@@ -258,8 +303,14 @@ class Renderer:
         frontend = frontend + zone_lines.frontend_lines(
             service, self._zone_map, self._address(hap), lambda a: self._bind(hap, a)
         )
-        warnings = list(line_warnings)
-        spec = self._builder.backend(service, backend_lines, ids, warnings, base)
+        early = self._early.pop(service.name, None)
+        if early is not None and early[0] is service and early[1] is ids:
+            spec, warnings = early[2], list(early[3])  # (membership_specs built it)
+        else:
+            warnings = list(line_warnings)
+            old = self._pieces.get(service.name)
+            previous = (old.service, old.backend) if old is not None else None
+            spec = self._builder.backend(service, backend_lines, ids, warnings, base, previous)
         shared = tuple(hap.shared_frontend)
         if shared and not self.shared_frontend_enabled:
             warnings.append(
@@ -386,3 +437,15 @@ class Renderer:
         bind = address if hap.port is None else f"{address}:{hap.port}"
         bind = f"{bind} {hap.bind_options}" if hap.bind_options else bind
         return edge.bind(bind, hap.accept_proxy)
+
+
+def _same_options(old: BackendSpec, new: BackendSpec) -> bool:
+    """Whether the servers both specs have differ at most in what the runtime API sets
+    (id, weight, disabled: the planner's ``structural_options``)."""
+    for name, spec in new.servers.items():
+        before = old.servers.get(name)
+        if before is None or (before.cookie == spec.cookie and before.tail is spec.tail):
+            continue
+        if structural_options(before.options) != structural_options(spec.options):
+            return False
+    return True

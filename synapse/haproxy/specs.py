@@ -307,7 +307,11 @@ class BackendBuilder:
         known: Mapping[str, int],
         warnings: list[str],
         base: BackendBase | None = None,
+        previous: tuple[DesiredService, BackendSpec] | None = None,
     ) -> BackendSpec:
+        """``previous``: the same service's last render (same config object) and its spec:
+        a server equal to one it had, with the same id, keeps its ServerSpec (a change of
+        servers builds only the new servers' specs: ~12 us each)."""
         hap = service.config.haproxy
         name = service.backend_name
         b = base or self.base(backend_lines)
@@ -332,8 +336,16 @@ class BackendBuilder:
         specs = {}
         options = edge_server_options(hap)
         traits: dict[str, ServerTraits] = {}  # servers of a backend mostly share their options
+        before: dict[str, Server] = {}
+        kept: Mapping[str, ServerSpec] = {}
+        if previous is not None and previous[0].config is service.config:
+            before, kept = {s.name: s for s in previous[0].servers}, previous[1].servers
         for server_name in self._order(hap, servers):
             server = servers[server_name]
+            old, spec = before.get(server_name), kept.get(server_name)
+            if spec is not None and spec.id == ids[server_name] and (old == server):
+                specs[server_name] = spec  # (built from an equal server, same config)
+                continue
             specs[server_name] = self._server_spec(
                 name,
                 hap,

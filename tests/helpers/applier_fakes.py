@@ -35,6 +35,7 @@ class FakeApplier:
         self.entered = asyncio.Event()
         self.started = self.stopped = False
         self.configs: list[HAProxyConfig] = []  # update_config() calls
+        self.result = ApplyResult()  # what every apply returns
 
     async def start(self) -> None:
         self.started = True
@@ -47,7 +48,7 @@ class FakeApplier:
             raise RuntimeError("haproxy said no")
         self.applied.append(desired)
         self.reasons.append(reason)
-        return ApplyResult()
+        return self.result
 
     async def update_config(self, config: HAProxyConfig) -> None:
         self.configs.append(config)

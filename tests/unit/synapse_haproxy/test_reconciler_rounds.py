@@ -13,6 +13,7 @@ from typing import Any
 from applier_fakes import FakeApplier, eventually, make_reconciler, report, running
 
 from synapse.config import SynapseConfig
+from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.reconciler import Reconciler
 
 
@@ -96,3 +97,20 @@ async def test_the_state_file_follows_at_most_once_a_second_and_on_the_way_out(t
     # (servers that left stay in the file, marked, for state_file_ttl: issue 11)
     entries = json.loads(state.read_text())["web"].values()
     assert {entry["host"] for entry in entries if not entry.get("left")} == {"10.0.1.29"}
+
+
+async def test_each_change_applied_at_runtime_is_traced_from_its_event_to_haproxys_answer(
+    tmp_path: Path,
+):
+    applier = FakeApplier()
+    rec = make(tmp_path, applier)
+    async with running(rec, applier, *FIRST):
+        applier.result = ApplyResult(("set server web/x state ready",), acked_at=1000.5)
+        rec.report(report("web", "10.0.0.2", at=1000.25))
+        await eventually(lambda: len(applier.applied) == 2, what="the hand-over")
+        assert list(rec.changes) == [(1000.25, 1000.5)]
+        # Not applied at runtime (a reload waits): no span of synapse's own part.
+        applier.result = ApplyResult(reload=ApplyOutcome.PENDING, acked_at=1001.5)
+        rec.report(report("web", "10.0.0.3", at=1001.0))
+        await eventually(lambda: len(applier.applied) == 3, what="the hand-over")
+        assert list(rec.changes) == [(1000.25, 1000.5)]

@@ -1,0 +1,113 @@
+"""The express path (pure part): a membership-only change's commands, planned from the new
+specs before any render, are the whole plan's; anything else is left to the whole plan."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from haproxy_helpers import haproxy_config, running_from, server, service
+
+from synapse.haproxy.express import Express, plan_early
+from synapse.haproxy.planner import plan
+from synapse.haproxy.render import Renderer, load_template
+from synapse.haproxy.running import Capabilities
+from synapse.haproxy.view import RunningIds
+from synapse.model import DesiredService
+
+V26 = Capabilities(version=(2, 6, 12))
+
+
+def three() -> list[DesiredService]:
+    return [
+        service(f"s{i}", [server(f"10.0.{i}.{j}", 8080) for j in (1, 2, 3)], port=None)
+        for i in range(3)
+    ]
+
+
+def with_servers(old: DesiredService, servers: list) -> DesiredService:
+    return dataclasses.replace(old, servers=servers)
+
+
+def rendered() -> tuple[Renderer, list[DesiredService], object]:
+    renderer = Renderer(haproxy_config())
+    services = three()
+    first = renderer.render(services, {}, set())
+    return renderer, services, running_from(first)
+
+
+def early(renderer: Renderer, services: list[DesiredService], running, unread=()):
+    ids = RunningIds().use(running.backends)
+    return plan_early(renderer, services, running, ids, V26, set(unread))
+
+
+def test_a_membership_change_sends_what_the_whole_plan_would_before_any_render():
+    renderer, services, running = rendered()
+    s0, s1, s2 = services
+    changed = [
+        with_servers(s0, [*s0.servers, server("10.0.0.9", 8080)]),  # added
+        with_servers(s1, s1.servers[:2]),  # removed
+        with_servers(s2, [s2.servers[0], server("10.0.2.2", 8080, weight=5), s2.servers[2]]),
+    ]
+    pieces = renderer.rendered_pieces
+    planned = early(renderer, changed, running)
+    assert planned is not None
+    ops, backends = planned
+    assert backends == {"s0", "s1", "s2"}
+    assert renderer.rendered_pieces == pieces  # no text rendered for it
+    whole = plan(Renderer(haproxy_config()).render(changed), running, V26)
+    assert whole.reload is None and sorted(map(str, ops)) == sorted(map(str, whole.ops))
+    # The render that follows takes the specs it built, and says the same as a fresh one.
+    ids = RunningIds().use(running.backends)
+    after = renderer.render(changed, ids, set())
+    assert after.text == Renderer(haproxy_config()).render(changed).text
+    assert plan(after, running, V26, backends).ops == whole.ops
+
+
+def test_anything_but_membership_goes_the_whole_way():
+    renderer, services, running = rendered()
+    s0 = services[0]
+    options = with_servers(s0, [server("10.0.0.1", 8080, registry_options="maxconn 5")])
+    moved_config = service("s0", s0.servers, port=4000)  # a new config object: structural
+    assert early(renderer, [options, *services[1:]], running) is None
+    assert early(renderer, [moved_config, *services[1:]], running) is None
+    assert early(renderer, services[:2], running) is None  # a service gone
+    assert early(renderer, services, running, unread={"s2"}) is None  # not read since a reload
+    other_file = dataclasses.replace(running, config=None)  # the file is not the last render
+    assert early(renderer, services, other_file) is None
+    # A new server in a backend whose balance takes none at runtime: the reload decides.
+    static = Renderer(haproxy_config())
+    svc = service("st", [server("10.1.0.1", 8080)], port=None, backend=["balance static-rr"])
+    static_running = running_from(static.render([svc], {}, set()))
+    grown = with_servers(svc, [*svc.servers, server("10.1.0.2", 8080)])
+    assert early(static, [grown], static_running) is None
+    # An operator's template may write server lines its own way: the whole plan judges.
+    jinja = Renderer(haproxy_config(), template_text=load_template(haproxy_config()))
+    jinja_running = running_from(jinja.render(services, {}, set()))
+    assert early(jinja, [with_servers(s0, s0.servers[:1]), *services[1:]], jinja_running) is None
+
+
+def test_nothing_changed_plans_nothing():
+    renderer, services, running = rendered()
+    assert early(renderer, list(services), running) is None  # (no changed service)
+
+
+def test_a_render_keeps_the_specs_of_unchanged_servers_and_builds_the_others():
+    renderer, services, _ = rendered()
+    s0 = services[0]
+    before = renderer.render(services, {}, set()).backends["s0"].servers
+    a, b, c = s0.servers
+    changed = with_servers(s0, [a, dataclasses.replace(b, weight=7), c, server("10.0.0.9", 80)])
+    ids = {"s0": {a.name: before[a.name].id, b.name: before[b.name].id, c.name: 4242}}
+    after = renderer.render([changed, *services[1:]], ids, {"s0"}).backends["s0"].servers
+    assert after[a.name] is before[a.name]  # equal server, same id: kept
+    assert after[b.name] is not before[b.name] and after[b.name].weight == 7
+    assert after[c.name].id == 4242  # HAProxy runs it with another id: built again
+    fresh = Renderer(haproxy_config()).render([changed, *services[1:]], ids).backends["s0"]
+    assert after == fresh.servers
+
+
+def test_the_backends_sent_first_are_left_out_of_the_next_plan_only():
+    express = Express(None, lambda: V26, None)  # type: ignore[arg-type]  # (not used here)
+    express.backends = frozenset({"a"})
+    assert express.unplanned(None, ["a", "b"]) == {"b"}  # (None: every backend)
+    assert express.unplanned({"a", "c"}, ["a", "b", "c"]) == {"a", "c"}  # (a later plan)
