@@ -278,10 +278,7 @@ class HAProxyController:
         hints, changed = reader.id_hints(running), reader.ids_changed(running)
         candidate = self._renderer.render(self._desired, hints, changed)
         reader.rendered()
-        if candidate.warnings != self.info.render_warnings:
-            for warning in candidate.warnings:
-                event(log, "haproxy_render_warning", level=logging.WARNING, detail=warning)
-        self.info.render_warnings = candidate.warnings
+        self.info.rendered(candidate.warnings)
         return candidate
 
     def _plan(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from smartstack.logs import event
 from synapse.haproxy.running import RunningServer
 
 if TYPE_CHECKING:
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
     from synapse.haproxy.reader import RunningReader
     from synapse.haproxy.reload_gate import ReloadGate
     from synapse.haproxy.settings import Settings
+
+log = logging.getLogger("synapse.haproxy")
 
 RECENT_OPS = 50  # runtime commands kept for /status
 
@@ -84,6 +88,13 @@ class HAProxyStatus:
     def applied(self, reason: str, ops: int, reload: str, seconds: float) -> None:
         self.last_apply = {"at": time.time(), "reason": reason, "ops": ops, "reload": reload,
                            "duration_ms": round(seconds * 1000, 2)}  # fmt: skip
+
+    def rendered(self, warnings: tuple[str, ...]) -> None:
+        """A render's warnings: logged when they change, not at every render."""
+        if warnings != self.render_warnings:
+            for warning in warnings:
+                event(log, "haproxy_render_warning", level=logging.WARNING, detail=warning)
+        self.render_warnings = warnings
 
     def reloaded(self, kind: str, reason: str, seconds: float, started: bool) -> None:
         if started:
