@@ -188,16 +188,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         load = os.getloadavg()[0]
         threads0 = [thread_cpu(s.pid) for s in synapses]
         counts0 = [counts(s) for s in synapses]
-        c2, t2 = per_host_cpu(synapses), time.monotonic()
-        writes = deploy(registry, synapses, handles, expected, order, args)
-        seconds = time.monotonic() - t2
-        c3 = per_host_cpu(synapses)
-        threads = [
-            {t: round(1000 * (v - before.get(t, 0.0)) / max(1, writes), 3)
-             for t, v in thread_cpu(s.pid).items() if v - before.get(t, 0.0) > 0}
-            for s, before in zip(synapses, threads0, strict=True)
-        ]  # fmt: skip
-        stop_profilers(profilers)
+        try:  # (py-spy outlives a failed deploy otherwise)
+            c2, t2 = per_host_cpu(synapses), time.monotonic()
+            writes = deploy(registry, synapses, handles, expected, order, args)
+            seconds = time.monotonic() - t2
+            c3 = per_host_cpu(synapses)
+            threads = [
+                {t: round(1000 * (v - before.get(t, 0.0)) / max(1, writes), 3)
+                 for t, v in thread_cpu(s.pid).items() if v - before.get(t, 0.0) > 0}
+                for s, before in zip(synapses, threads0, strict=True)
+            ]  # fmt: skip
+        finally:
+            stop_profilers(profilers)
         per_write_counts = [
             {k: round((v - c.get(k, 0.0)) / max(1, writes), 3) for k, v in counts(s).items()}
             for s, c in zip(synapses, counts0, strict=True)

@@ -8,8 +8,11 @@ synapse status page) with ``add_route`` before ``start``. With a token
 /status and /metrics are encoded in a worker thread: at 1,000 services x 20 servers they
 are ~5 MB of indented JSON (~0.3-1.6 s of pure-Python encoding) and ~20,000 series
 (~0.5 s), which on the event loop would hold back every registry change meanwhile (a
-Prometheus scrape every 15 s stalled changes by half a second). In a thread the loop gets
-the GIL back at every switch interval (5 ms).
+Prometheus scrape every 15 s stalled changes by half a second). In a thread the encoding
+gives the GIL up at every switch interval (5 ms): each of the loop's wake-ups meanwhile
+may wait up to that long, instead of the whole encoding. The thread reads containers the
+loop may change (a collector reading the daemon's state): should one change size under
+it (RuntimeError), that response is made on the loop as before.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -30,6 +33,8 @@ from smartstack.logs import event
 log = logging.getLogger("smartstack.admin")
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+_T = TypeVar("_T")
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -121,15 +126,11 @@ class AdminServer:
 
     async def _status_json(self, _: web.Request) -> web.Response:
         data = self._status()  # built on the loop: the daemon's state is the loop's
-        try:
-            text = await asyncio.to_thread(json_text, data)
-        except RuntimeError:  # a container of it changed while the thread read it: here
-            text = json_text(data)
+        text = await off_the_loop(json_text, data)
         return web.Response(text=text, content_type="application/json")
 
     async def _metrics(self, _: web.Request) -> web.Response:
-        # Collectors read under their locks or copy in one C call (server_info's sorted items)
-        body = await asyncio.to_thread(generate_latest, self.registry)
+        body = await off_the_loop(generate_latest, self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -144,6 +145,14 @@ async def start_or_log(admin: AdminServer) -> bool:
         await admin.stop()
         return False
     return True
+
+
+async def off_the_loop(encode: Callable[[Any], _T], data: Any) -> _T:
+    """``encode(data)`` in a worker thread; on the loop if something changed under it."""
+    try:
+        return await asyncio.to_thread(encode, data)
+    except RuntimeError:  # "dictionary changed size during iteration": here, undisturbed
+        return encode(data)
 
 
 def json_text(data: Any) -> str:

@@ -17,6 +17,7 @@ Isolated services show on ``/status`` (``isolated_services``), on the status pag
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -112,7 +113,7 @@ class Isolation:
         if complete:
             names = {service.name for service in desired}
             for name in [n for n in self.isolated if n not in names]:
-                self._clear(name, "the service is gone")
+                self._clear(name, "the service is gone", gone=True)
         out = []
         for service in desired:
             iso, memo = self.isolated.get(service.name), self._stand_ins.get(service.name)
@@ -201,11 +202,15 @@ class Isolation:
         error = result.error or next(iter(self.isolated.values())).error
         return replace(result, reload=ApplyOutcome.INVALID, error=error)
 
-    def _clear(self, name: str, why: str) -> None:
+    def _clear(self, name: str, why: str, gone: bool = False) -> None:
         self.isolated.pop(name, None)
         self._stand_ins.pop(name, None)
         self._settled = []
-        self.gauge.labels(name).set(0)
+        if gone:  # no series left for a service that left the config
+            with contextlib.suppress(KeyError):
+                self.gauge.remove(name)
+        else:
+            self.gauge.labels(name).set(0)
         event(log, "haproxy_service_isolation_ended", service=name, detail=why)
 
     def status(self) -> dict[str, dict[str, Any]]:

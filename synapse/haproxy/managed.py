@@ -272,10 +272,11 @@ class ManagedHAProxy:
 
 def output_level(text: str, stopping: bool) -> int:
     """The log level of a line HAProxy printed: its alerts and warnings as such, except
-    the server state changes made through the runtime API ("CLI : Server ..."), which
-    are synapse's own commands: one such line per server change, INFO, not a warning (a
+    the server state changes made through the runtime API ("CLI : Server ..."): INFO, not
+    a warning. Nearly all are synapse's own commands, one line per server change (a
     fleet's rolling deploy would log thousands of them; at level warning they are not
-    even formatted)."""
+    even formatted); an operator's command on the same socket prints the same line, at
+    INFO too (HAProxy's line does not say who sent it)."""
     if stopping:
         return logging.INFO
     if "[ALERT]" in text:

@@ -58,3 +58,19 @@ async def test_metrics_are_generated_in_a_worker_thread(monkeypatch):
     response = await server(dict)._metrics(None)
     assert threads and threads[0] != threading.get_ident()
     assert b"x_total 1.0" in response.body
+
+
+async def test_metrics_changed_under_the_thread_are_generated_on_the_loop(monkeypatch):
+    calls = []
+    real = admin.generate_latest
+
+    def changed_once(registry):
+        calls.append(threading.get_ident())
+        if len(calls) == 1:
+            raise RuntimeError("dictionary changed size during iteration")
+        return real(registry)
+
+    monkeypatch.setattr(admin, "generate_latest", changed_once)
+    response = await server(dict)._metrics(None)
+    assert calls[1] == threading.get_ident() != calls[0]
+    assert b"x_total 1.0" in response.body

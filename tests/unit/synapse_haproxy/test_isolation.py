@@ -82,3 +82,19 @@ def test_a_stand_in_keeps_the_zones_of_a_zone_routed_service(tmp_path):
     [stand_in] = isolation.substitute([bad])
     assert stand_in.config == good.config and stand_in.zones == ("az1", "az2")
     assert stand_in.servers == bad.servers
+
+
+def test_an_isolated_service_that_left_the_config_leaves_no_series(tmp_path):
+    good = service("web", [server("10.0.0.1", 80, "a")])
+    bad = service("web", [server("10.0.0.1", 80, "a")], backend=["no-such-directive here"])
+    registry = CollectorRegistry()
+    isolation = Isolation(registry)
+    isolation.settled([good], ApplyResult(reload=ApplyOutcome.DONE))
+    candidate = tmp_path / "haproxy.cfg.candidate"
+    candidate.write_text(CANDIDATE)
+    refused = ApplyResult(reload=ApplyOutcome.INVALID, error=f"parsing [{candidate}:9] : bad")
+    assert isolation.isolate(refused, candidate, [bad])
+    isolated = {"service": "web"}
+    assert registry.get_sample_value("synapse_service_config_isolated", isolated) == 1
+    assert isolation.substitute([]) == [] and not isolation.isolated  # web left the config
+    assert registry.get_sample_value("synapse_service_config_isolated", isolated) is None
