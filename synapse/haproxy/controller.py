@@ -126,7 +126,7 @@ class HAProxyController:
 
     async def apply(self, desired: list[DesiredService], reason: str) -> ApplyResult:
         began = self._clock()
-        async with self._lock:
+        async with self._reader.change_turn(self._lock):  # (counted: the sweep lets it first)
             self._desired = self._isolation.substitute(list(desired))
             self._applied, self._acked = True, None
             result = await self._apply_locked()

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
@@ -42,11 +42,7 @@ log = logging.getLogger("synapse.haproxy")
 
 FULL_READ_INTERVAL = 30.0  # seconds between background sweeps of the whole runtime state
 SETTLE_ROUNDS = 3  # settle reads in a row while commands keep changing what was read
-
-
-def queued(lock: asyncio.Lock) -> bool:
-    """Whether a task waits for ``lock`` (asyncio.Lock keeps its waiters in ``_waiters``)."""
-    return bool(getattr(lock, "_waiters", None))
+SETTLE_PAUSE = 0.1  # seconds before the next SETTLE_ROUNDS, when commands kept coming
 
 
 class RunningReader:
@@ -74,6 +70,7 @@ class RunningReader:
         self._settler: asyncio.Task[None] | None = None
         # The settle read in flight: the backends it reads, and the read.
         self._settling: tuple[set[str], asyncio.Task[Read]] | None = None
+        self.changes_waiting = 0  # applies of a change waiting for the lock (``change_turn``)
         self._clock = clock
         self._touched_at: dict[str, float] = {}  # backend -> when commands last changed it
         # The controller's lock, "has a desired state" and apply (``start_sweeping``).
@@ -152,9 +149,24 @@ class RunningReader:
         and nothing read since (the view is trusted for the rest)."""
         return self.view.stale if self.view is not None else set()
 
+    @contextlib.asynccontextmanager
+    async def change_turn(self, lock: asyncio.Lock) -> AsyncIterator[None]:
+        """``lock`` (the controller's) for a change's apply, counted while it waits: the
+        sweep leaves a part's plan to it (other tasks waiting for the lock do not count)."""
+        self.changes_waiting += 1
+        try:
+            await lock.acquire()
+        finally:
+            self.changes_waiting -= 1
+        try:
+            yield
+        finally:
+            lock.release()
+
     def settle_later(self, touched: Collection[str]) -> None:
-        """After runtime commands: read what they changed once the apply is over (under
-        the controller's lock; the next apply reads it first if it comes sooner)."""
+        """After runtime commands: read what they changed once the apply is over, on a
+        connection of its own and without the controller's lock (merged under it; the
+        next apply takes that read, or reads them first if it comes sooner)."""
         if self.view is None or not touched:
             return
         if self.on_touched is not None:
@@ -178,33 +190,48 @@ class RunningReader:
         The read runs on a connection of its own without the lock (the next change's apply
         need not wait for HAProxy's answer behind it), and is merged under it; an apply
         that needs those backends meanwhile takes this read (``_settled_meanwhile``)
-        rather than asking again. Backends commands changed again since are read again."""
+        rather than asking again. Backends commands changed again since are read again:
+        SETTLE_ROUNDS reads in a row, then again after SETTLE_PAUSE while any are left
+        (``settle_later`` starts no settler while this one runs)."""
         view, lock = self.view, self._lock
         if view is None or lock is None:
             return
+        try:
+            while await self._settle_rounds(view, lock):
+                await asyncio.sleep(SETTLE_PAUSE)
+        finally:
+            self._settling = None  # (an unexpected error: no later apply waits for it)
+
+    async def _settle_rounds(self, view: RunningView, lock: asyncio.Lock) -> bool:
+        """Up to SETTLE_ROUNDS settle reads; True when backends are still stale (commands
+        changed them during the last read)."""
         for _ in range(SETTLE_ROUNDS):
             if not view.stale or not view.valid:
-                return
-            pid, covered = view.pid, set(view.stale)
+                return False
+            since, covered = view.counter, set(view.stale)
             reading = asyncio.create_task(self._read_apart(covered))
             self._settling = (covered, reading)
             try:
                 part = await asyncio.shield(reading)
             except HAProxySocketError as err:
-                async with lock:
-                    self._settling = None
-                    view.invalidate()
+                # The covered backends stay stale: the next apply reads them (on its own
+                # connection: a lost HAProxy shows there). The view is not invalidated: a
+                # reload, a start or that apply may have read it since.
+                self._settling = None
+                if not view.refreshed_since(since):
                     event(log, "haproxy_state_read_failed", level=logging.WARNING, error=str(err))
-                    self.note_view_changes()
-                return
+                return False
             async with lock:
                 self._settling = None
-                if view.merge(part):  # (another process answered: the view is invalidated)
+                if view.refreshed_since(since):
+                    continue  # read anew since (a reload, a start, a whole read): no newer
+                if view.merge(part):
                     view.partial_reads += 1  # (counted like ``RunningView.read``)
                 self.note_view_changes()
-                if (view.pid != pid or not view.valid) and self._ready() and self._apply:
-                    await self._apply()
-                    return
+                if not view.valid and self._ready() and self._apply:  # another process
+                    await self._apply()  # answered: the merge invalidated the view
+                    return False
+        return bool(view.stale) and view.valid
 
     async def _read_apart(self, backends: Collection[str]) -> Read:
         """``backends`` on a connection of its own (a new one: never an old worker's)."""
@@ -215,16 +242,24 @@ class RunningReader:
 
     async def _settled_meanwhile(self, changed: Collection[str]) -> set[str]:
         """Of the ``changed`` backends an apply must read, those a settle read in flight
-        does not bring: that read is waited for and merged here (HAProxySocketError: the
-        apply reads them itself)."""
+        does not bring: that read is waited for and merged here (HAProxySocketError, or
+        the read cancelled by ``stop_sweeping``: the apply reads them itself)."""
         settling, view = self._settling, self.view
         if settling is None or view is None or not changed:
             return set(changed)
         covered, reading = settling
         if covered.isdisjoint(changed):
             return set(changed)
-        with contextlib.suppress(HAProxySocketError):
-            view.merge(await asyncio.shield(reading))
+        try:
+            part = await asyncio.shield(reading)
+            if not view.refreshed_since(part.since):
+                view.merge(part)
+        except HAProxySocketError:
+            pass
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not reading.cancelled() or (task is not None and task.cancelling()):
+                raise  # (this apply is cancelled, not only the read it waited for)
         stale = view.stale  # (commands since the read began: still stale, read again)
         return {name for name in changed if name not in covered or name in stale}
 
@@ -264,10 +299,11 @@ class RunningReader:
         task, self._sweeper = self._sweeper, None
         await cancel_and_wait(task)
         settler, self._settler = self._settler, None
+        settling = self._settling  # (shielded from the settler's cancellation)
         await cancel_and_wait(settler)
-        if self._settling is not None:  # (shielded from the settler's cancellation)
-            await cancel_and_wait(self._settling[1])
-            self._settling = None
+        if settling is not None:
+            await cancel_and_wait(settling[1])
+        self._settling = None
 
     async def _sweep(
         self,
@@ -292,7 +328,7 @@ class RunningReader:
             # change waits for the lock: it goes first and plans the part with its own.
             nonlocal owed
             owed = bool(self.note_view_changes()) or owed
-            if owed and ready() and not queued(lock):
+            if owed and ready() and not self.changes_waiting:
                 owed = False
                 await apply()
 

@@ -224,13 +224,14 @@ class RuntimeClient:
         return parse_pid(self.path, answers[0]), parse_show_backend(answers[1])
 
     async def read_state(
-        self, backends: Sequence[str] | None, with_pid: bool = True
+        self, backends: Sequence[str] | None, with_pid: bool = True, step: int = 0
     ) -> tuple[str | None, dict[str, dict[str, RunningServer] | None]]:
         """On one connection: HAProxy's pid (`show info`; None without ``with_pid``), and
         the servers of ``backends`` (None: of every backend; one HAProxy lacks: None).
 
         The whole state of a large HAProxy takes tens of milliseconds to parse: that is
-        done in a thread, so the event loop keeps serving meanwhile.
+        done in a thread, so the event loop keeps serving meanwhile. ``step``: the answers
+        of ``backends`` are parsed that many per turn of the loop (one round trip still).
         """
         commands = ["show info"] if with_pid else []
         if backends is None:
@@ -244,7 +245,9 @@ class RuntimeClient:
         if backends is None:
             return pid, await asyncio.to_thread(parse_all_backends, answers[0], answers[1])
         result: dict[str, dict[str, RunningServer] | None] = {}
-        for backend, answer in zip(backends, answers, strict=True):
+        for i, (backend, answer) in enumerate(zip(backends, answers, strict=True)):
+            if step and i and not i % step:
+                await asyncio.sleep(0)  # (a change's steps run between the parsing)
             if answer.startswith(CANNOT_FIND_BACKEND):
                 result[backend] = None
                 continue

@@ -17,11 +17,11 @@ against all of it more again. So synapse keeps this view (``synapse.haproxy.read
   the same process?), after the apply, off the path to HAProxy; an apply that finds
   some still stale reads them first;
 - and every ``full_every`` seconds the reader sweeps through every backend in the
-  background, a few dozen at a time on a connection of its own (``read_part``, parsed a few
-  backends a loop turn), merging each part in (``merge``) under its lock: no apply waits
-  more than a part's merge and plan (~3 ms), and a backend an apply read meanwhile keeps
-  that newer read. (A whole read in one go is ~100 ms of Python at 20,000 servers; in a
-  thread it would still slow the event loop down through the GIL.)
+  background, a few dozen at a time on a connection of its own (``read_part``: one round
+  trip, parsed a few backends a loop turn), merging each part in (``merge``) under its
+  lock: no apply waits more than a part's merge and plan (~3 ms), and a backend an apply
+  read meanwhile keeps that newer read. (A whole read in one go is ~100 ms of Python at
+  20,000 servers; in a thread it would still slow the event loop down through the GIL.)
 
 A backend's server map is replaced only when its content changed, so an unchanged
 backend keeps the very same object across reads: the controller and the renderer use
@@ -43,7 +43,7 @@ from synapse.haproxy.runtime import RuntimeClient
 Servers = Mapping[str, RunningServer]
 SWEEP_PART = 25  # backends merged and planned per step of a background sweep (the apply
 # after a part costs ~2.8 ms of CPU at 10 backends as at 25: mostly an apply's fixed cost)
-READ_STEP = 5  # backends asked and parsed per loop turn of a part's read: ~1 ms of parsing
+READ_STEP = 5  # backends parsed per loop turn of a part's read: ~1 ms of parsing
 # at 20 servers each (a whole part's answers parsed at once blocked the loop 6-13 ms)
 SWEEP_PACE = 2.0  # after a part, the sweep pauses this many times the CPU time it took
 
@@ -143,12 +143,13 @@ class RunningView:
         self._stale: dict[str, int] = {}  # backend -> counter when commands changed it
         self._unread: set[str] = set()  # known by name since a reload, servers not read yet
         self._invalidated = 0
+        self._refreshed = 0  # counter when last invalidated or read anew (whole, by name)
 
     def invalidate(self) -> None:
         """Something may have changed behind our back (reload, failed command, error)."""
         self.valid = False
         self._counter += 1
-        self._invalidated = self._counter  # whole reads begun before this are refused
+        self._invalidated = self._refreshed = self._counter  # reads begun before: refused
         self._stale.clear()  # the next read is a whole one
         self._unread.clear()
 
@@ -160,6 +161,11 @@ class RunningView:
     @property
     def counter(self) -> int:
         return self._counter
+
+    def refreshed_since(self, since: int) -> bool:
+        """Whether the view was invalidated or read anew (whole, or by name after a reload)
+        after ``counter`` was ``since``: a read begun before has nothing newer for it."""
+        return self._refreshed > since
 
     @property
     def stale(self) -> set[str]:
@@ -185,7 +191,7 @@ class RunningView:
         propagates. Reads begun before are refused (another process answered them)."""
         pid, names = await self.client.backend_names()
         self._counter += 1
-        self._invalidated = self._counter
+        self._invalidated = self._refreshed = self._counter
         self._stale.clear()
         found = set(names)
         for name in [n for n in self.backends if n not in found]:
@@ -258,15 +264,12 @@ class RunningView:
         return True
 
     async def read_part(self, client: RuntimeClient, backends: Collection[str]) -> Read:
-        """Some backends, for a background sweep: needs no lock; ``merge`` it under it.
-        Asked READ_STEP at a time on ``client`` (one process: the pid is asked first), so
-        the loop serves a change between the steps' parsing."""
+        """Some backends, for a background sweep or a settle read: needs no lock; ``merge``
+        it under it. Asked in one round trip on ``client`` (an apply may wait for a settle
+        read), the answers parsed READ_STEP backends per turn of the loop, so the loop
+        serves a change between them."""
         since = self._counter
-        names = sorted(backends)
-        pid, found = await client.read_state(names[:READ_STEP])
-        for start in range(READ_STEP, len(names), READ_STEP):
-            _, more = await client.read_state(names[start : start + READ_STEP], with_pid=False)
-            found.update(more)
+        pid, found = await client.read_state(sorted(backends), step=READ_STEP)
         return Read(pid, since, found)
 
     def merge(self, read: Read) -> bool:
@@ -303,6 +306,7 @@ class RunningView:
             self._unread.clear()
             self.pid = read.pid
             self.valid = True
+            self._refreshed = self._counter
             self.swept()
         return True
 

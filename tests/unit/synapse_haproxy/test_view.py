@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 from unittest.mock import ANY
 
-from synapse.haproxy.reader import RunningReader, queued
+from synapse.haproxy.reader import RunningReader
 from synapse.haproxy.running import RunningServer
 from synapse.haproxy.view import READ_STEP, Read, RunningIds, RunningView, ServerIds
 
@@ -25,9 +25,11 @@ class ScriptedClient:
         self.pid = "100"
         self.state: dict[str, dict[str, RunningServer]] = {}
         self.calls: list[list[str] | None] = []
+        self.steps: list[int] = []  # read_state's ``step`` per call
 
-    async def read_state(self, backends, with_pid=True):
+    async def read_state(self, backends, with_pid=True, step=0):
         self.calls.append(None if backends is None else list(backends))
+        self.steps.append(step)
         names = self.state if backends is None else backends
         found = {b: (dict(self.state[b]) if b in self.state else None) for b in names}
         return (self.pid if with_pid else None), found
@@ -243,27 +245,52 @@ async def test_status_shows_unread_backends_as_unread_not_as_the_old_processs_se
     assert merged["a"]["haproxy"] == {"backend": "a", "servers": backends["a"], "unread": False}
 
 
-async def test_a_sweep_part_is_asked_a_few_backends_at_a_time_with_the_pid_first():
+async def test_a_part_is_asked_in_one_round_trip_and_parsed_a_few_backends_a_turn():
+    """A settle read an apply may wait for is one round trip, not one per READ_STEP."""
     client = ScriptedClient()
     names = [f"b{i:02}" for i in range(2 * READ_STEP + 1)]
     client.state = {name: {"x": srv(name, "x", 1)} for name in names}
     view = view_of(client)
     part = await view.read_part(client, reversed(names))
-    # (one turn of the event loop parses at most READ_STEP backends' answers)
-    assert client.calls == [names[:READ_STEP], names[READ_STEP:-1], names[-1:]]
+    assert client.calls == [names] and client.steps == [READ_STEP]
     assert part.pid == "100" and sorted(part.backends) == names
 
 
-async def test_queued_says_whether_a_task_waits_for_the_lock():
-    lock = asyncio.Lock()
-    assert not queued(lock)
-    async with lock:
-        waiter = asyncio.create_task(lock.acquire())
-        await asyncio.sleep(0)
-        assert queued(lock)
-    await waiter
-    lock.release()
-    assert not queued(lock)
+async def test_read_state_parses_its_answers_step_backends_per_loop_turn(monkeypatch):
+    from synapse.haproxy import runtime
+
+    names = [f"b{i:02}" for i in range(2 * READ_STEP + 1)]
+    head = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state\n"
+    answers = ["Pid: 100\n", *(f"{head}3 {n} 1 x 10.0.0.1 2 0\n" for n in names)]
+    client = runtime.RuntimeClient("/nonexistent")
+    asked: list[list[str]] = []
+
+    async def ask_reads(commands):  # (no socket: the unit tier)
+        asked.append(list(commands))
+        return list(answers)
+
+    turns, parsed_at = 0, []
+
+    def parse(answer):
+        parsed_at.append(turns)
+        return [srv(answer.split()[-6], "x", 1)]
+
+    async def ticker():
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(client, "_ask_reads", ask_reads)
+    monkeypatch.setattr(runtime, "parse_servers_state", parse)
+    ticking = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    pid, found = await client.read_state(names, step=READ_STEP)
+    ticking.cancel()
+    assert len(asked) == 1 and len(asked[0]) == len(names) + 1  # one round trip
+    assert pid == "100" and sorted(found) == names
+    groups = [parsed_at.count(t) for t in sorted(set(parsed_at))]
+    assert groups == [READ_STEP, READ_STEP, 1]  # other tasks ran between the steps
 
 
 async def test_an_apply_takes_the_settle_read_in_flight_instead_of_asking_again():
