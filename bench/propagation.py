@@ -247,17 +247,22 @@ def measure_and_report(
         note=f"n={heard['count']}: the registry's own part",
     )
     note = "independent watcher's event -> the bench's poller sees it (holds the poller's part)"
-    section.add("synapse's own: watch event -> HAProxy p50", own["p50_ms"], "ms", note=note)
-    section.add("synapse's own: watch event -> HAProxy p99", own["p99_ms"], "ms", note=note)
+    section.add("synapse's own: watch event -> HAProxy p50", own["p50_ms"], "ms",
+                TARGET_OWN_P50, note=note)  # fmt: skip
+    section.add("synapse's own: watch event -> HAProxy p99", own["p99_ms"], "ms",
+                TARGET_OWN_P99, note=note)  # fmt: skip
     traced = summary_ms(samples["traced"])
+    # Judged only when every change was traced: a partial trace could drop the slow ones.
+    judged = traced["count"] == stats["count"]
     note = (
         f"n={traced['count']} of {stats['count']}: synapse's trace (/status), its watch event "
         "on its loop -> HAProxy answered its runtime commands"
+        + ("" if judged else "; not judged: not every change was traced")
     )
     section.add("synapse's own, traced: event -> HAProxy acked p50", traced["p50_ms"], "ms",
-                TARGET_OWN_P50, note=note)  # fmt: skip
+                TARGET_OWN_P50 if judged else None, note=note)  # fmt: skip
     section.add("synapse's own, traced: event -> HAProxy acked p99", traced["p99_ms"], "ms",
-                TARGET_OWN_P99, note=note)  # fmt: skip
+                TARGET_OWN_P99 if judged else None, note=note)  # fmt: skip
     section.add(
         "applies whose commands went before their render",
         int(samples.pop("express")[0]),

@@ -295,7 +295,7 @@ class HAProxyController:
         elif self._reader.unread and (only is None or not self._reader.unread.isdisjoint(only)):
             return None
         result = plan(candidate, running, caps, only)
-        self._reader.planned(candidate, running, result)
+        self._reader.planned(candidate, running, result, also=self._express.owed())
         return result
 
     def _capabilities(self) -> Capabilities:
@@ -315,7 +315,7 @@ class HAProxyController:
 
     async def _run_ops(self, ops: Sequence[Op]) -> tuple[list[str], list[str]]:
         applied, failures = await run_ops(self._runtime, ops, self.metrics)
-        if ops and self._acked is None:
+        if applied and not failures and self._acked is None:  # (a failed batch is re-planned)
             self._acked = time.monotonic()  # (not the injected clock: event times are real)
         self.info.last_ops.extend(applied)
         if failures:
@@ -456,4 +456,5 @@ class HAProxyController:
             await self._run_ops(bridge.ops)
             self._installer.write(bridge.config, bridge.layout)
             self._reader.settle_later({op.backend for op in bridge.ops})
+            self._acked = None  # (the bridge's answer is not the change's)
         return True

@@ -56,6 +56,7 @@ class Express:
         self.ready = False
         self.sent = 0  # applies whose commands went out before their render (for tests)
         self.backends: frozenset[str] = frozenset()  # what this apply's express path planned
+        self._owed: frozenset[str] = frozenset()  # of those, the ones it had commands for
 
     async def send(
         self, renderer: Renderer, desired: list[DesiredService], running: RunningState
@@ -76,7 +77,14 @@ class Express:
         reader.settle_later(backends)
         self.sent += 1
         self.backends = backends
+        self._owed = frozenset(op.backend for op in ops)
         return Early(applied, failures, backends)
+
+    def owed(self) -> frozenset[str]:
+        """The backends it sent commands to, once: the plan that left them out keeps them
+        among the backends to plan (``RunningReader.planned``), as if it had planned them."""
+        owed, self._owed = self._owed, frozenset()
+        return owed
 
     def unplanned(self, only: set[str] | None, backends: Collection[str]) -> set[str] | None:
         """The whole plan's scope (``only``, None: all ``backends``) without the backends

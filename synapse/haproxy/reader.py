@@ -406,10 +406,18 @@ class RunningReader:
             return None
         return self._to_plan | delta.backends
 
-    def planned(self, desired: DesiredConfig, running: RunningState, result: Plan) -> None:
-        """After a plan: only the backends it found something to do for stay to plan."""
+    def planned(
+        self,
+        desired: DesiredConfig,
+        running: RunningState,
+        result: Plan,
+        also: Collection[str] = (),
+    ) -> None:
+        """After a plan: only the backends it found something to do for stay to plan, and
+        ``also`` (those the express path sent commands to, left out of this plan: a refused
+        ``del server`` there must be tried again)."""
         if running.backends is None:
             self._to_plan, self._plan_base = None, None
             return
-        self._to_plan = set(result.active)
+        self._to_plan = set(result.active).union(also)
         self._plan_base = desired.parsed

@@ -339,7 +339,9 @@ class BackendBuilder:
         before: dict[str, Server] = {}
         kept: Mapping[str, ServerSpec] = {}
         if previous is not None and previous[0].config is service.config:
-            before, kept = {s.name: s for s in previous[0].servers}, previous[1].servers
+            # (reversed: of servers sharing a name the first made the spec, the rest were not)
+            before = {s.name: s for s in reversed(previous[0].servers)}
+            kept = previous[1].servers
         for server_name in self._order(hap, servers):
             server = servers[server_name]
             old, spec = before.get(server_name), kept.get(server_name)

@@ -111,3 +111,44 @@ def test_the_backends_sent_first_are_left_out_of_the_next_plan_only():
     express.backends = frozenset({"a"})
     assert express.unplanned(None, ["a", "b"]) == {"b"}  # (None: every backend)
     assert express.unplanned({"a", "c"}, ["a", "b", "c"]) == {"a", "c"}  # (a later plan)
+
+
+class _Reader:
+    """What ``Express.send`` asks of the RunningReader."""
+
+    unread: set[str] = set()
+
+    def id_hints(self, running):
+        return RunningIds().use(running.backends)
+
+    def settle_later(self, backends) -> None:
+        pass
+
+
+async def test_the_backends_it_sent_commands_to_stay_to_be_planned_once():
+    """A refused `del server` there changes nothing HAProxy reports: unless they stay among
+    the backends to plan, the delete would never be tried again."""
+    renderer, services, running = rendered()
+    sent = []
+
+    async def run(ops):
+        sent.extend(ops)
+        return [str(op) for op in ops], []
+
+    express = Express(_Reader(), lambda: V26, run)  # type: ignore[arg-type]
+    express.ready = True
+    s0, s1, s2 = services
+    early_sent = await express.send(renderer, [with_servers(s0, s0.servers[:2]), s1, s2], running)
+    assert early_sent.backends == {"s0"} and sent
+    assert express.owed() == {"s0"} and express.owed() == frozenset()  # (once)
+
+
+def test_a_render_after_servers_sharing_a_name_keeps_the_spec_of_the_first():
+    renderer = Renderer(haproxy_config())
+    a1, a5 = server("10.0.0.1", 80, "a", weight=1), server("10.0.0.1", 80, "a", weight=5)
+    web = service("web", [a1, a5], port=None)  # (the second is refused: name used twice)
+    renderer.render([web], {}, set())
+    again = with_servers(web, [a5])
+    after = renderer.render([again], {}, {"web"}).backends["web"].servers
+    assert after == Renderer(haproxy_config()).render([again], {}).backends["web"].servers
+    assert after[a5.name].weight == 5
