@@ -65,9 +65,9 @@ def _chunks(names: list[str]) -> list[list[str]]:
 
 
 # After a reconnect every watcher of every synapse would list again at the same instant
-# (the registry just came back): each waits a random part of this window first. The last
+# (the registry just came back): each waits a random part of the discovery block's
+# relist_jitter window first (2 s by default; minutes at thousands of hosts). The last
 # list stays in force meanwhile. The first connection is spread by start_jitter instead.
-RELIST_JITTER_S = 2.0
 
 
 def child_fallback_name(child: str) -> str:
@@ -130,7 +130,7 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
             if not self.conn.connected:
                 continue  # the state listener wakes us when the session is back
             if self._verify and self._listed:
-                await asyncio.sleep(spread(RELIST_JITTER_S))
+                await asyncio.sleep(spread(self.discovery.relist_jitter))
                 if not self.conn.connected:
                     continue
             try:

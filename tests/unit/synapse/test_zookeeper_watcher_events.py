@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from kazoo.protocol.states import EventType, KeeperState, WatchedEvent
 from synapse_testlib import Collector, metrics, service_config
@@ -114,3 +115,59 @@ def test_after_a_reconnect_cached_children_are_checked_in_one_batched_read():
         assert "c_0000000003" not in watcher._children
     finally:
         loop.close()
+
+
+class _Conn:
+    """What the watcher's run loop asks of its pooled connection."""
+
+    connected, announced = True, False
+
+    def on_loop(self, callback):
+        return callback
+
+    def add_listener(self, listener) -> None:
+        pass
+
+
+class _Pool:
+    def acquire(self, *args):
+        return _Conn()
+
+
+async def test_after_a_reconnect_the_list_waits_a_spread_of_relist_jitter(monkeypatch):
+    """A fleet's watchers must not all list again the instant the registry is back: the
+    window is the discovery block's ``relist_jitter`` (minutes at thousands of hosts)."""
+    from synapse.watchers import zookeeper as zookeeper_watcher
+
+    cfg = service_config({"method": "zookeeper", "hosts": ["127.0.0.1:1"], "path": "/svc",
+                          "relist_jitter": 45})  # fmt: skip
+    ctx = WatcherContext(loop=asyncio.get_running_loop(), metrics=metrics(), zk_pool=_Pool())
+    watcher = ZooKeeperWatcher("svc", cfg, Collector(), ctx)
+    windows, synced = [], asyncio.Event()
+    monkeypatch.setattr(zookeeper_watcher, "spread", lambda window: windows.append(window) or 0)
+
+    async def sync() -> None:
+        synced.set()
+
+    watcher._sync = sync  # type: ignore[method-assign]
+    task = asyncio.create_task(watcher.run())
+    try:
+        await asyncio.sleep(0)
+        watcher._listed = True
+        watcher._on_state("connected")  # the connection came back: check and list again
+        await asyncio.wait_for(synced.wait(), 5)
+        assert windows == [45]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def test_relist_jitter_is_checked_like_any_key():
+    import pytest
+
+    from synapse.discovery_config import DiscoveryConfig
+
+    assert DiscoveryConfig(method="zookeeper", hosts=["h:1"], path="/s").relist_jitter == 2.0
+    with pytest.raises(ValueError, match="relist_jitter"):
+        DiscoveryConfig(method="zookeeper", hosts=["h:1"], path="/s", relist_jitter=-1)
