@@ -249,6 +249,13 @@ class EtcdConnection:
                 failures += 1
                 self._log_tls_failure(exc)
                 await self.rotate(f"{type(exc).__name__}: {str(exc)[:120]}", client)
+            except asyncio.CancelledError:
+                # gRPC cancels the calls in flight on a channel it closes: another caller's
+                # failover closed this client under us. Not our cancellation: the next client.
+                if not _closed_under_us(client, self._client):
+                    raise
+                last = ConnectionError(f"etcd client closed by a failover ({self.failovers})")
+                failures += 1
         assert last is not None
         raise last
 
@@ -328,6 +335,13 @@ class EtcdConnection:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _closed_under_us(used: aetcd.Client | None, current: aetcd.Client | None) -> bool:
+    """A CancelledError from a call on ``used`` came from its channel being closed by a
+    failover (``used`` is no longer the current client), not from our task's cancellation."""
+    task = asyncio.current_task()
+    return used is not None and used is not current and not (task and task.cancelling())
 
 
 async def _close_quietly(client: aetcd.Client | None) -> None:

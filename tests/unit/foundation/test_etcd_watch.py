@@ -265,3 +265,68 @@ async def test_a_burst_beyond_the_bound_is_dropped_and_fails_the_watch() -> None
     server.put(other.watch_id, b"/s/b/x")  # the stream and its other watches go on
     assert (await next_event(other)).kv.key == b"/s/b/x"
     await stream.close()
+
+
+class ClosingClient(FakeClient):
+    """Closing it cancels its calls in flight, as gRPC does when a channel closes."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.calls = name, []
+
+    async def get(self) -> str:
+        call = asyncio.get_running_loop().create_future()
+        self.calls.append(call)
+        await call
+        return self.name
+
+    async def close(self) -> None:
+        for call in self.calls:
+            call.cancel()
+
+
+async def until(predicate, what: str) -> None:
+    for _ in range(1000):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"never: {what}")
+
+
+def connection_over(old: ClosingClient, new: ClosingClient, monkeypatch) -> EtcdConnection:
+    conn = EtcdConnection(["127.0.0.1:1", "127.0.0.1:2"], timeout=5)
+    conn._client = old  # type: ignore[assignment]  # connected: no socket in a unit test
+
+    async def client() -> Any:
+        if conn._client is None:
+            conn._client = new  # type: ignore[assignment]
+        return conn._client
+
+    monkeypatch.setattr(conn, "client", client)
+    return conn
+
+
+async def test_a_call_cancelled_by_another_callers_failover_is_tried_on_the_next_client(
+    monkeypatch,
+) -> None:
+    """Many watchers share one client: the first to fail rotates and closes it, and gRPC
+    cancels the others' calls in flight. That CancelledError is not theirs to die of."""
+    old, new = ClosingClient("old"), ClosingClient("new")
+    conn = connection_over(old, new, monkeypatch)
+    waiting = asyncio.ensure_future(conn.with_client(lambda c: c.get()))
+    await until(lambda: old.calls, "the call on the old client")
+    await conn.rotate("another caller failed", old)  # closes old: its call is cancelled
+    await until(lambda: new.calls or waiting.done(), "the call tried again, or an end")
+    new.calls[0].set_result(None)
+    assert await asyncio.wait_for(waiting, 2) == "new"
+    assert conn.failovers == 1  # one failover, by the other caller
+
+
+async def test_a_caller_cancelled_itself_is_still_cancelled(monkeypatch) -> None:
+    old, new = ClosingClient("old"), ClosingClient("new")
+    conn = connection_over(old, new, monkeypatch)
+    waiting = asyncio.ensure_future(conn.with_client(lambda c: c.get()))
+    await until(lambda: old.calls, "the call on the old client")
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert not new.calls
