@@ -57,7 +57,7 @@ from synapse.haproxy.render import Renderer
 from synapse.haproxy.revive import revived
 from synapse.haproxy.running import Capabilities, RunningState
 from synapse.haproxy.runtime import kept_clients
-from synapse.haproxy.settings import settings_for
+from synapse.haproxy.settings import restart_needed, settings_for
 from synapse.haproxy.statedump import state_dumper
 from synapse.haproxy.status import HAProxyStatus, run_mode
 from synapse.model import DesiredService
@@ -146,9 +146,7 @@ class HAProxyController:
         ValueError, and the running config stays. A broken template also raises.
         """
         settings = settings_for(config)
-        fixed = ("config_path", "runtime_sockets", "managed", "master_socket", "binary", "pid_file")
-        changed = [key for key in fixed if getattr(settings, key) != getattr(self.settings, key)]
-        if changed:
+        if changed := restart_needed(self.settings, settings):
             raise ValueError(f"changing {', '.join(changed)} needs a synapse restart")
         renderer = Renderer(config, settings)
         async with self._lock:
@@ -169,19 +167,14 @@ class HAProxyController:
         """Cancel a pending reload and the sweep; managed mode: leave HAProxy serving for
         the next synapse, or stop it (``managed.stop_on_exit``)."""
         self._stopping = True
-        if self._supervisor is not None:
-            await self._supervisor.stop()
-        if self._dumper is not None:
-            await self._dumper.stop()
+        for part in (self._supervisor, self._dumper):  # (no restart, no dump from here on)
+            if part is not None:
+                await part.stop()
         await self._pending.cancel()
         await self._reader.stop_sweeping()
         await self._installer.edge.stop()
         async with self._lock:
-            await self._installer.release_connections()
-            if self._installer.file is not None:
-                await self._installer.file.close()  # what HAProxy ran last is on disk
-            if self._managed is not None:
-                await self._managed.release_or_stop(self.config.managed)
+            await self._installer.shut_down(self.config.managed)
 
     def health(self) -> list[str]:
         """Why HAProxy does not run the desired state (``health.problems``); empty: it does."""
@@ -199,8 +192,9 @@ class HAProxyController:
         mode = run_mode(self.config, self._managed)
         status = self.info.snapshot(mode, self.settings, self._reader, self._gate,
                                     self._installer.file, self._managed)  # fmt: skip
-        express = self._express.sent  # applies whose commands went before their render
-        return {**status, "isolated_services": self._isolation.status(), "express": express}
+        status["isolated_services"] = self._isolation.status()
+        status["express"] = self._express.sent  # applies whose commands went before their render
+        return status
 
     # --- one apply: read -> render -> plan -> run ops, or hand over to the gate -----------
 

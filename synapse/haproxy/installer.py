@@ -22,6 +22,7 @@ from collections.abc import Callable
 from smartstack.logs import event
 from synapse.atomic import write_atomic
 from synapse.config import HAProxyConfig
+from synapse.config import ManagedHAProxy as ManagedConfig
 from synapse.haproxy.bridge import Layout
 from synapse.haproxy.commands import run_command, validate_config
 from synapse.haproxy.configfile import ConfigFile
@@ -170,6 +171,15 @@ class Installer:
         await self.release_connections()
         await self.edge.started()
         return wrote
+
+    async def shut_down(self, managed_config: ManagedConfig | None) -> None:
+        """The end of a stop, under the controller's lock: connections released, the file on
+        disk (what HAProxy ran last), a managed HAProxy left serving or stopped."""
+        await self.release_connections()
+        if self.file is not None:
+            await self.file.close()
+        if self.managed is not None:
+            await self.managed.release_or_stop(managed_config)
 
     async def release_connections(self) -> None:
         """Close kept admin connections: after a reload or start they reach the old process."""

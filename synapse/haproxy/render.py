@@ -38,14 +38,13 @@ from synapse.haproxy.configtext import (
     assemble,
     parse_blocks,
     parse_config,
-    structural_options,
 )
 from synapse.haproxy.desired import Delta, DesiredConfig
 from synapse.haproxy.keywords import belongs_in_backend, belongs_in_frontend
 from synapse.haproxy.pieces import Frame, Rendered, ServicePiece
 from synapse.haproxy.resilience import extra_backend_lines
 from synapse.haproxy.settings import Settings, settings_for
-from synapse.haproxy.specs import BackendBase, BackendBuilder, BackendSpec
+from synapse.haproxy.specs import BackendBase, BackendBuilder, BackendSpec, same_runtime_options
 from synapse.haproxy.stats_page import stats_sections
 from synapse.identity import moved
 from synapse.model import DesiredService
@@ -178,7 +177,7 @@ class Renderer:
             warnings = list(line_warnings)
             previous = (old.service, old.backend)
             spec = self._builder.backend(service, backend_lines, ids, warnings, base, previous)
-            if tuple(warnings) != old.warnings or not _same_options(old.backend, spec):
+            if tuple(warnings) != old.warnings or not same_runtime_options(old.backend, spec):
                 return None
             self._early[service.name] = (service, ids, spec, warnings)
             specs.append(spec)
@@ -437,15 +436,3 @@ class Renderer:
         bind = address if hap.port is None else f"{address}:{hap.port}"
         bind = f"{bind} {hap.bind_options}" if hap.bind_options else bind
         return edge.bind(bind, hap.accept_proxy)
-
-
-def _same_options(old: BackendSpec, new: BackendSpec) -> bool:
-    """Whether the servers both specs have differ at most in what the runtime API sets
-    (id, weight, disabled: the planner's ``structural_options``)."""
-    for name, spec in new.servers.items():
-        before = old.servers.get(name)
-        if before is None or (before.cookie == spec.cookie and before.tail is spec.tail):
-            continue
-        if structural_options(before.options) != structural_options(spec.options):
-            return False
-    return True

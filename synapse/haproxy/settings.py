@@ -117,3 +117,12 @@ def settings_for(config: HAProxyConfig) -> Settings:
         extra_global=tuple(extra_global),
         extra_defaults=tuple(extra_defaults),
     )
+
+
+# Where HAProxy lives: these cannot change while synapse runs (a SIGHUP refuses them).
+FIXED = ("config_path", "runtime_sockets", "managed", "master_socket", "binary", "pid_file")
+
+
+def restart_needed(old: Settings, new: Settings) -> list[str]:
+    """The settings ``new`` changes that only a synapse restart can take."""
+    return [key for key in FIXED if getattr(new, key) != getattr(old, key)]

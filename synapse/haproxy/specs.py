@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from smartstack.strings import share
 from synapse.config import ServiceHAProxyConfig
-from synapse.haproxy.configtext import join_options
+from synapse.haproxy.configtext import join_options, structural_options
 from synapse.haproxy.edge import server_options as edge_server_options
 from synapse.haproxy.server_ids import assign_ids, default_order_seed
 from synapse.model import DesiredService, Server
@@ -432,3 +432,15 @@ class BackendBuilder:
             trait,
             why_not,
         )
+
+
+def same_runtime_options(old: BackendSpec, new: BackendSpec) -> bool:
+    """Whether the servers both specs have differ at most in what the runtime API sets
+    (id, weight, disabled: the planner's ``structural_options``)."""
+    for name, spec in new.servers.items():
+        before = old.servers.get(name)
+        if before is None or (before.cookie == spec.cookie and before.tail is spec.tail):
+            continue
+        if structural_options(before.options) != structural_options(spec.options):
+            return False
+    return True
