@@ -339,7 +339,8 @@ class HAProxyController:
     async def _reload(self, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
         began = self._clock()
         if not self.config.do_reloads and self._managed is None:
-            return await self._write_without_reload(reload, candidate)
+            layout, failures = self._layout(), self._failures  # (do_reloads: false)
+            return await self._installer.install_unreloaded(candidate, layout, reload, failures)
         starting = self._managed is not None and not self._managed.alive
         # Nothing served yet: the start checks the config (`haproxy -c` costs as much again).
         checked = not (starting and self._installer.start_checks)
@@ -400,16 +401,6 @@ class HAProxyController:
             return dataclasses.replace(result, error=f"still differs: {detail}")
         self._check.begin(candidate.parts)
         return result
-
-    async def _write_without_reload(self, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
-        """do_reloads: false (Airbnb): install the valid config, leave reloading to others."""
-        error = await self._installer.validate(candidate)
-        if error is not None:
-            return self._failures.invalid(error, reload.reasons, candidate.text)
-        self._failures.skipped("do_reloads", reload.summary)
-        written = self._installer.write(candidate, self._layout())
-        await self._installer.flush()  # others reload it: on disk before apply returns
-        return ApplyResult((), ApplyOutcome.DISABLED, (), written)
 
     async def _refused(self, error: str, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
         result = self._failures.invalid(error, reload.reasons, candidate.text)

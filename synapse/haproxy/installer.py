@@ -23,14 +23,17 @@ from smartstack.logs import event
 from synapse.atomic import write_atomic
 from synapse.config import HAProxyConfig
 from synapse.config import ManagedHAProxy as ManagedConfig
+from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.bridge import Layout
 from synapse.haproxy.commands import run_command, validate_config
 from synapse.haproxy.configfile import ConfigFile
 from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.edge_sync import EdgeSync
+from synapse.haproxy.failures import Failures
 from synapse.haproxy.managed import HAProxyProcessError, ManagedHAProxy
 from synapse.haproxy.metrics import HAProxyMetrics
+from synapse.haproxy.ops import Reload
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.settings import Settings
 from synapse.haproxy.sockets import HAProxySocketError
@@ -171,6 +174,18 @@ class Installer:
         await self.release_connections()
         await self.edge.started()
         return wrote
+
+    async def install_unreloaded(
+        self, candidate: DesiredConfig, layout: Layout, reload: Reload, failures: Failures
+    ) -> ApplyResult:
+        """do_reloads: false (Airbnb): install the valid config, leave reloading to others."""
+        error = await self.validate(candidate)
+        if error is not None:
+            return failures.invalid(error, reload.reasons, candidate.text)
+        failures.skipped("do_reloads", reload.summary)
+        written = self.write(candidate, layout)
+        await self.flush()  # others reload it: on disk before apply returns
+        return ApplyResult((), ApplyOutcome.DISABLED, (), written)
 
     async def shut_down(self, managed_config: ManagedConfig | None) -> None:
         """The end of a stop, under the controller's lock: connections released, the file on
