@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import field_validator
-
-from smartstack.configfile import ConfigModel
+from smartstack.modelbase import ConfigModel, field_validator
 
 MAX_TOKEN_BYTES = 4096
 

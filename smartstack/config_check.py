@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any
 
 from smartstack.config_errors import ConfigError, format_loc
+
+if TYPE_CHECKING:  # pydantic is imported where a config is validated, not by a daemon
+    from pydantic import BaseModel
 
 MAX_DISTANCE = 2
 SHORT_KEY = 4  # keys this short get distance 1 only: at 2 almost any short word would match
@@ -133,17 +134,19 @@ def find_unknown(
 ) -> list[UnknownKey]:
     """Every key no model field describes, with its suggestions; ``ignored`` keys (Airbnb
     keys we accept but do not use) are neither unknown nor suggested against."""
+    from pydantic import BaseModel
+
     found: list[UnknownKey] = []
-    _walk(model, ignored, prefix, found)
+    _walk(model, ignored, prefix, found, (BaseModel, dict, list))
     return found
 
 
-_NESTED = (BaseModel, dict, list)  # (a tuple: isinstance of a union is slower)
-
-
-def _walk(value: Any, ignored: frozenset[str], prefix: tuple[Any, ...], found: list) -> None:
+def _walk(
+    value: Any, ignored: frozenset[str], prefix: tuple[Any, ...], found: list, nested: tuple
+) -> None:
     # A plain recursive walk (no generator chain): SIGHUP re-reads big edge configs whole.
-    if isinstance(value, BaseModel):
+    # ``nested``: (BaseModel, dict, list), a tuple: isinstance of a union is slower.
+    if isinstance(value, nested[0]):
         extra = value.model_extra
         if extra:
             known = known_keys(type(value)) - ignored
@@ -153,16 +156,16 @@ def _walk(value: Any, ignored: frozenset[str], prefix: tuple[Any, ...], found: l
                     found.append(UnknownKey((*prefix, key), hints))
         for name in _field_names(type(value)):
             item = getattr(value, name)
-            if isinstance(item, _NESTED):
-                _walk(item, ignored, (*prefix, name), found)
+            if isinstance(item, nested):
+                _walk(item, ignored, (*prefix, name), found, nested)
     elif isinstance(value, dict):
         for key, item in value.items():
-            if isinstance(item, _NESTED):
-                _walk(item, ignored, (*prefix, key), found)
+            if isinstance(item, nested):
+                _walk(item, ignored, (*prefix, key), found, nested)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            if isinstance(item, _NESTED):
-                _walk(item, ignored, (*prefix, index), found)
+            if isinstance(item, nested):
+                _walk(item, ignored, (*prefix, index), found, nested)
 
 
 def classify_unknown(

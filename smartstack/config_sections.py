@@ -27,13 +27,14 @@ import marshal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from smartstack import config_check
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:  # a daemon on plain models never validates: no pydantic there
+    from pydantic import BaseModel
+
+M = TypeVar("M", bound="BaseModel")
 
 
 def canonical(raw: Any) -> bytes | str:
@@ -147,6 +148,8 @@ class SectionCache:
             entry = self._entries.get(name)
             form = canonical(raw)
             if entry is None or entry.key != key or entry.raw != form:
+                from pydantic import ValidationError
+
                 try:
                     built = self.entry_model.model_validate(raw)
                 except ValidationError:

@@ -16,14 +16,18 @@ into ``haproxy``: the caller keeps that one its own (``keep``).
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ValidationError
+if TYPE_CHECKING:  # only a validating process shares (a model validator calls it)
+    from pydantic import BaseModel
 
 _SHARED: dict[type[BaseModel], BaseModel | None] = {}
 
 
 def _default(cls: type[BaseModel]) -> BaseModel | None:
     """The shared default instance of ``cls`` (None: it cannot be built without input)."""
+    from pydantic import ValidationError
+
     if cls not in _SHARED:
         try:
             _SHARED[cls] = cls()
@@ -46,6 +50,8 @@ def share_defaults(model: BaseModel, keep: Collection[str] = ()) -> None:
     instance of their class. Written into ``__dict__``: the fields set stays as it was.
     ``keep``: fields of ``model`` that stay its own (something writes into them later);
     their own sub-models are shared."""
+    from pydantic import BaseModel
+
     for name, value in model.__dict__.items():
         if not isinstance(value, BaseModel):
             continue

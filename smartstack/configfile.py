@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from smartstack import config_check
 from smartstack.config_errors import ConfigError, format_loc
 from smartstack.config_sections import SectionCache
@@ -26,13 +24,17 @@ from smartstack.erb import render as erb_render
 SERVICE_FILE_SUFFIXES = (".json", ".yaml", ".yml")  # Ruby: not .yml (docs/configuration.md)
 _COMMENT_LINE = re.compile(r"^[ \t]*#.*$", re.MULTILINE)
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M")
 
 
-class ConfigModel(BaseModel):
-    """Base of every config model: unknown keys are kept (and warned about), not refused."""
+def __getattr__(name: str) -> Any:
+    # ``ConfigModel`` lives in smartstack.modelbase; taken from there only when asked for,
+    # so importing this module (ConfigError) does not fix which base config models get.
+    if name == "ConfigModel":
+        from smartstack import modelbase
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+        return modelbase.ConfigModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_document(
@@ -171,9 +173,11 @@ def validate(
     model: type[M], doc: dict[str, Any], path: Path, sources: dict[str, Path] | None = None
 ) -> M:
     """Validate a parsed document; ConfigError with one line per problem."""
+    from pydantic import ValidationError  # (only where a config is validated)
+
     sources = sources or {}
     try:
-        return model.model_validate(doc)
+        return model.model_validate(doc)  # type: ignore[attr-defined]
     except ValidationError as exc:
         lines = []
         for error in exc.errors(include_url=False):

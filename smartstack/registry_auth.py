@@ -13,9 +13,7 @@ import importlib.util
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ConfigDict, model_validator
-
-from smartstack.configfile import ConfigModel
+from smartstack.modelbase import ConfigDict, ConfigModel, model_validator
 
 
 class ZooKeeperAuth(ConfigModel):

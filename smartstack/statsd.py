@@ -16,10 +16,8 @@ import logging
 import re
 from collections.abc import Callable
 
-from pydantic import Field
-
-from smartstack.configfile import ConfigModel
 from smartstack.logs import event
+from smartstack.modelbase import ConfigModel, Field
 
 log = logging.getLogger("smartstack.statsd")
 

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from smartstack.cli import add_common_arguments, check_or_run
-from smartstack.config_sections import SectionCache
 from smartstack.malloc_tune import tune_malloc
 from synapse import gc_start
-from synapse.config import CONFIG_ENV, SynapseConfig, load_synapse_config, service_cache
-from synapse.preflight import preflight
+
+if TYPE_CHECKING:
+    from synapse.config import SynapseConfig
+    from synapse.config_load import ConfigSource
+
+# Ruby's bin/synapse: the config path when -c is absent. (Not imported from synapse.config:
+# which base its models get is decided after the arguments are read: synapse.config_load.)
+CONFIG_ENV = "SYNAPSE_CONFIG"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,21 +39,32 @@ def main(argv: list[str] | None = None) -> int:
     if not args.config:
         parser.error(f"the config file is needed: -c FILE, or ${CONFIG_ENV}")
     gc_start.relax()  # a start builds objects that live on: few collections until it is over
-    cache = service_cache()  # the daemon's SIGHUP re-reads only the services that changed
+    if args.check_config:  # -k: validated here, on pydantic
+        from synapse.config import load_synapse_config
+
+        loader = lambda: load_synapse_config(args.config, args.zone, args.strict)  # noqa: E731
+        return check_or_run(args, loader, lambda config, args: 0, _preflight)
+    # The daemon: validated by a child; plain config objects here (synapse.config_load).
+    from synapse.config_load import ConfigSource
+
+    source = ConfigSource(args.config, args.zone, args.strict)
     return check_or_run(
-        args,
-        lambda: load_synapse_config(args.config, args.zone, args.strict, cache),
-        lambda config, args: _run(config, args, cache),
-        preflight,
+        args, source.first, lambda config, args: _run(config, args, source), _preflight
     )
 
 
-def _run(config: SynapseConfig, args: argparse.Namespace, cache: SectionCache) -> int:
+def _preflight(config: Any, path: Path, full: bool) -> tuple[list[str], list[str]]:
+    from synapse.preflight import preflight  # after the model base is chosen
+
+    return preflight(config, path, full)
+
+
+def _run(config: SynapseConfig, args: argparse.Namespace, source: ConfigSource) -> int:
     from synapse.daemon import run  # imported late: `-k` needs none of the daemon's modules
 
     tune_malloc(len(config.services))  # before the registry's records come in
     gc_start.freeze_loaded()
-    return run(config, args, cache)
+    return run(config, args, source)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,12 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
-
 from smartstack.admin_token import AdminAuthConfig
 from smartstack.config_check import services_problem
 from smartstack.config_sections import SectionCache
 from smartstack.config_share import share_defaults
-from smartstack.configfile import ConfigError, ConfigModel, load
+from smartstack.configfile import ConfigError, load
+from smartstack.modelbase import ConfigModel, Field, field_validator, model_validator
 from smartstack.statsd import StatsdConfig
 from synapse.config_legacy import prepare_document
 from synapse.discovery_config import DiscoveryConfig, ServerEntry
@@ -40,7 +39,6 @@ from synapse.zone_config import (
 )
 
 DEFAULT_ADMIN_PORT = 1026
-CONFIG_ENV = "SYNAPSE_CONFIG"  # Ruby's bin/synapse: the config path when -c is absent
 
 # Airbnb keys we accept without a warning although we do not act on them.
 KNOWN_UNUSED_KEYS = ("discovery_jitter",)

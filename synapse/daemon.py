@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
-from smartstack.config_sections import SectionCache
+from smartstack import modelbase
 from smartstack.configfile import ConfigError
 from smartstack.logs import event
 from smartstack.statsd import make_stats
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from smartstack import httpserver as web
     from smartstack.admin import AdminServer, Health
     from smartstack.etcd import EtcdConnection
+    from synapse.config_load import ConfigSource
     from synapse.docker_services import DockerServiceSource
 
 log = logging.getLogger("synapse.daemon")
@@ -66,11 +67,11 @@ EXIT_STARTUP_FAILED = 1
 STOP_STEP_TIMEOUT = 10.0  # per part (a managed HAProxy gets SIGKILL after 5 s anyway)
 
 
-def run(config: SynapseConfig, args: argparse.Namespace, cache: SectionCache | None = None) -> int:
-    """Run synapse until SIGTERM/SIGINT; the exit code. ``cache``: what loaded ``config``
-    (its services are not validated again on SIGHUP unless they changed)."""
+def run(config: SynapseConfig, args: argparse.Namespace, source: ConfigSource | None = None) -> int:
+    """Run synapse until SIGTERM/SIGINT; the exit code. ``source``: what loaded ``config``
+    and loads it again on SIGHUP (synapse.config_load: in a child, on plain models)."""
     daemon = SynapseDaemon(config, getattr(args, "config", None))
-    daemon.config_cache = cache or service_cache()
+    daemon.config_source = source
     daemon.strict = getattr(args, "strict", False)  # holds for SIGHUP reloads too
     daemon.zone_flag = getattr(args, "zone", None)  # --zone beats the file on SIGHUP too
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
@@ -116,6 +117,7 @@ class SynapseDaemon:
         self.config_path = config_path
         self.strict = False  # --strict: unknown keys refuse a reloaded file too
         self.config_cache = service_cache()  # per-service results of the last load
+        self.config_source: ConfigSource | None = None  # None: loaded here, on pydantic
         self.zone_flag: str | None = None
         self.registry = CollectorRegistry()
         self.metrics = SynapseMetrics(self.registry)
@@ -280,9 +282,7 @@ class SynapseDaemon:
             if self.config_path is None:
                 return False
             try:
-                new, warnings = load_synapse_config(
-                    self.config_path, self.zone_flag, self.strict, self.config_cache
-                )
+                new, warnings = await self._load_config()
             except ConfigError as exc:
                 self._config_reload_failed("; ".join(exc.lines))
                 return False
@@ -298,6 +298,12 @@ class SynapseDaemon:
             self.last_config_reload = {"at": time.time(), "ok": True, "error": None}
             event(log, "config_reloaded", path=self.config_path, services=len(new.services))
             return True
+
+    async def _load_config(self) -> tuple[SynapseConfig, list[str]]:
+        if self.config_source is not None:  # validated by a child (synapse.config_load)
+            return await self.config_source.reload()
+        assert self.config_path is not None
+        return load_synapse_config(self.config_path, self.zone_flag, self.strict, self.config_cache)
 
     def _config_reload_failed(self, error: str) -> None:
         self.metrics.config_reloads.labels("failed").inc()
@@ -417,6 +423,7 @@ class SynapseDaemon:
             "host": socket.gethostname(),
             "started_at": self.started_at,
             "config": {"path": self.config_path, "last_reload": self.last_config_reload},
+            "config_models": "plain" if modelbase.is_plain() else "pydantic",  # config_load
             "services": merge_service_status(services, watchers, haproxy),
             "haproxy": haproxy,
             "reconciler": {

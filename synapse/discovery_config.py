@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
-
-from smartstack.configfile import ConfigModel
+from smartstack.modelbase import ConfigModel, Field, field_validator, model_validator
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
 
 # Discovery methods of Airbnb synapse; the ones we implement are in synapse/watchers.

@@ -6,12 +6,13 @@ Kept apart from synapse.config, which uses them, so that module stays Airbnb's s
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
-
-from smartstack.configfile import ConfigModel
+from smartstack.modelbase import ConfigModel, Field, field_validator
 from synapse.haproxy.routes import check_host, check_path
+
+if TYPE_CHECKING:
+    from pydantic import ValidationInfo
 
 HAPROXY_TIME = re.compile(r"\d+(us|ms|s|m|h|d)?")
 SYSLOG_FACILITIES = (

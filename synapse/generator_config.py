@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from smartstack import modelbase
 from synapse.config import ServiceConfig
 
 GENERATORS = ("haproxy", "file_output")
@@ -46,7 +47,9 @@ def parse_generator_config(data: bytes | None) -> tuple[GeneratorConfig, list[st
 def with_generator_config(file_config: ServiceConfig, found: Mapping[str, Any]) -> ServiceConfig:
     """``file_config`` with the registry's generator blocks under it (the file wins).
 
-    Raises pydantic's ValidationError when the merged block is invalid.
+    Raises ``smartstack.modelbase.ValidationError`` when the merged block is invalid. A
+    daemon on plain models has it validated by a child process (~0.3 s, the loop waits:
+    a registry's generator settings change rarely; docs/synapse.md).
     """
     if not any(found.get(name) for name in GENERATORS):
         return file_config
@@ -55,4 +58,8 @@ def with_generator_config(file_config: ServiceConfig, found: Mapping[str, Any]) 
         block = found.get(name)
         if block:
             doc[name] = {**block, **doc.get(name, {})}
-    return ServiceConfig.model_validate(doc)
+    if modelbase.is_plain():
+        from synapse.config_child import service_from_child
+
+        return service_from_child(doc)
+    return ServiceConfig.model_validate(doc)  # type: ignore[attr-defined]

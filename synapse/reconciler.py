@@ -36,10 +36,9 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
 from smartstack.backoff import Backoff
 from smartstack.logs import event
+from smartstack.modelbase import ValidationError
 from smartstack.tasks import wait_event
 from synapse.config import SynapseConfig
 from synapse.contract import Applier, ApplyOutcome, RecordSink

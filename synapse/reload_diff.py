@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
-
 from synapse.config import ServiceConfig, SynapseConfig
 from synapse.model import DesiredService, Report
 from synapse.selection import Selection
@@ -49,7 +47,7 @@ class Pending:
         self.hand_over |= later.hand_over
 
 
-def same_model(old: BaseModel, new: BaseModel) -> bool:
+def same_model(old: Any, new: Any) -> bool:
     """Whether a reloaded part of the config changes nothing. Identity first: pydantic's
     ``==`` compares field by field even an object with itself (500 services per SIGHUP)."""
     return old is new or old == new

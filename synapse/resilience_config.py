@@ -6,9 +6,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
-
-from smartstack.configfile import ConfigModel
+from smartstack.modelbase import ConfigModel, Field, field_validator
 
 # HAProxy `retry-on` conditions synapse accepts (HAProxy 2.6). Status codes are left out on
 # purpose: a 503 from a draining server would be sent on to the next one.

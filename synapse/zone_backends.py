@@ -79,9 +79,12 @@ def known_zones(routing: ZoneRouting, seen: Iterable[str]) -> tuple[str, ...]:
 
 def zone_service_config(config: ServiceConfig, backend: str) -> ServiceConfig:
     """The config of a zone backend: the service's backend side, no frontend, no zones."""
-    data = config.haproxy.model_dump(exclude=set(_FRONTEND_KEYS))
+    # Built from the validated fields as they are (no validation: a daemon on plain models
+    # has no pydantic); every field kept counts as set, as a dump and validate made it.
+    hap = config.haproxy
+    data = {k: v for k, v in hap.__dict__.items() if k not in _FRONTEND_KEYS}
     data["backend_name"] = backend
-    haproxy = ServiceHAProxyConfig.model_validate(data)
+    haproxy = ServiceHAProxyConfig.model_construct(_fields_set=data, **data)
     return config.model_copy(update={"haproxy": haproxy, "zone_routing": None})
 
 

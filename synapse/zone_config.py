@@ -7,9 +7,7 @@ import ipaddress
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
-
-from smartstack.configfile import ConfigModel
+from smartstack.modelbase import ConfigModel, Field, field_validator, model_validator
 
 # Zone names can reach HAProxy map files, ACLs and cookies: a safe charset, bounded length.
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")

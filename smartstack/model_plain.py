@@ -1,0 +1,220 @@
+"""Pydantic-free stand-ins for the config models of a process that never validates.
+
+``smartstack.modelbase`` hands these out to a synapse daemon that selected them: its
+config was validated by pydantic in a child process and comes back as a tagged tree
+(``smartstack.model_tree``), rebuilt into instances of the very same classes on this base.
+What the daemon uses of pydantic's API is here, with pydantic's meaning: fields collected
+from the annotations over the MRO (not ClassVar), ``Field(...)`` defaults, ``frozen``,
+``model_fields``, ``model_fields_set``, ``model_extra``, ``model_copy``, ``model_dump``,
+``model_construct``, ``==``, ``hash``, ``repr``. Validators are dropped: nothing here
+checks a value (``ValidationError`` exists only so that ``except`` clauses still read).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+ConfigDict = dict
+_MISSING: Any = object()
+_DROPPED = object()  # what a validator decorator leaves; removed from the class
+_FIELD_SETS: dict[frozenset[str], frozenset[str]] = {}  # one object per distinct fields set
+
+
+class ValidationError(ValueError):
+    """Never raised here: the plain base validates nothing."""
+
+
+class FieldInfo:
+    __slots__ = ("alias", "default", "default_factory")
+
+    def __init__(self, default: Any, default_factory: Callable[[], Any] | None, alias: str | None):
+        self.default = default
+        self.default_factory = default_factory
+        self.alias = alias
+
+    def is_required(self) -> bool:
+        return self.default is _MISSING and self.default_factory is None
+
+    def get_default(self) -> Any:
+        if self.default_factory is not None:
+            return self.default_factory()
+        return self.default
+
+
+def Field(
+    default: Any = _MISSING,
+    *,
+    default_factory: Callable[[], Any] | None = None,
+    alias: str | None = None,
+    **_constraints: Any,
+) -> Any:
+    """The default (or its factory) and the alias; constraints were checked by pydantic."""
+    return FieldInfo(default, default_factory, alias)
+
+
+def field_validator(*_fields: str, **_options: Any) -> Callable[[Any], Any]:
+    return lambda _function: _DROPPED
+
+
+def model_validator(**_options: Any) -> Callable[[Any], Any]:
+    return lambda _function: _DROPPED
+
+
+def _interned(names: Iterable[str]) -> frozenset[str]:
+    key = frozenset(names)
+    return _FIELD_SETS.setdefault(key, key)
+
+
+def _is_classvar(annotation: Any) -> bool:
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return text.startswith(("ClassVar", "typing.ClassVar"))
+
+
+class ConfigModel:
+    """A config object without validation; see the module docstring."""
+
+    __slots__ = ("__dict__", "_extra", "_fields_set")
+    model_config: ClassVar[dict[str, Any]] = {"extra": "allow", "populate_by_name": True}
+    model_fields: ClassVar[dict[str, FieldInfo]] = {}
+    _aliases: ClassVar[dict[str, str]] = {}  # alias -> field name
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, value in list(vars(cls).items()):
+            if value is _DROPPED:
+                delattr(cls, name)
+        fields: dict[str, FieldInfo] = {}
+        for base in reversed(cls.__bases__):  # each base's own fields are its MRO's already
+            fields.update(getattr(base, "model_fields", {}))
+        for name, annotation in vars(cls).get("__annotations__", {}).items():
+            if _is_classvar(annotation) or name.startswith("_"):
+                continue
+            default = vars(cls).get(name, _MISSING)
+            if not isinstance(default, FieldInfo):
+                default = FieldInfo(default, None, None)
+            fields[name] = default
+        for name in vars(cls).get("__annotations__", {}):
+            if name in fields and name in vars(cls):
+                delattr(cls, name)  # as pydantic: a field is read from the instance
+        cls.model_fields = fields
+        cls._aliases = {f.alias: name for name, f in fields.items() if f.alias}
+        if cls.model_config.get("frozen"):
+            cls.__hash__ = ConfigModel._frozen_hash  # type: ignore[method-assign]
+        else:
+            cls.__hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, **data: Any) -> None:
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            name = self._aliases.get(key, key)
+            if name in self.model_fields:
+                values[name] = value
+            else:
+                extra[key] = value
+        given = _interned(values)
+        for name, info in self.model_fields.items():
+            if name not in values:
+                if info.is_required():
+                    raise TypeError(f"{type(self).__name__}: {name!r} is required")
+                values[name] = info.get_default()
+        self._set_state(values, given, extra or None)
+
+    def _set_state(self, values: dict[str, Any], given: frozenset[str], extra: Any) -> None:
+        object.__setattr__(self, "__dict__", values)
+        object.__setattr__(self, "_fields_set", given)
+        object.__setattr__(self, "_extra", extra)
+
+    @classmethod
+    def model_construct(cls, _fields_set: Iterable[str] | None = None, **values: Any) -> Any:
+        """An instance from values as they are (pydantic's meaning: nothing is checked)."""
+        self = cls.__new__(cls)
+        given = _interned(values if _fields_set is None else _fields_set)
+        fields = {
+            n: values[n] if n in values else f.get_default() for n, f in cls.model_fields.items()
+        }
+        extra = {k: v for k, v in values.items() if k not in cls.model_fields}
+        self._set_state(fields, given, extra or None)
+        return self
+
+    @property
+    def model_fields_set(self) -> set[str]:
+        return set(self._fields_set)
+
+    @property
+    def model_extra(self) -> dict[str, Any] | None:
+        return self._extra if self._extra is not None else {}
+
+    def __getattr__(self, name: str) -> Any:
+        extra = object.__getattribute__(self, "_extra")
+        if extra is not None and name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.model_config.get("frozen"):
+            raise TypeError(f"{type(self).__name__} is frozen")
+        if name not in self.model_fields:
+            raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+        self.__dict__[name] = value
+        object.__setattr__(self, "_fields_set", _interned(self._fields_set | {name}))
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, ConfigModel)
+        return self.__dict__ == other.__dict__ and (self._extra or {}) == (other._extra or {})
+
+    def _frozen_hash(self) -> int:
+        return hash((type(self), *self.__dict__.values()))
+
+    def __repr__(self) -> str:
+        items = [*self.__dict__.items(), *(self._extra or {}).items()]
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in items)})"
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
+        if deep:
+            raise NotImplementedError("a deep copy of a plain config model")
+        copy = type(self).__new__(type(self))
+        values, extra = dict(self.__dict__), dict(self._extra or {})
+        for key, value in (update or {}).items():
+            (values if key in self.model_fields else extra)[key] = value
+        given = _interned(self._fields_set | set(update or ()))
+        copy._set_state(values, given, extra or None)
+        return copy
+
+    def model_dump(
+        self,
+        *,
+        by_alias: bool = False,
+        exclude_unset: bool = False,
+        exclude: Iterable[str] | None = None,
+    ) -> dict[str, Any]:
+        """Fields (and unknown keys) as plain data, nested models as dicts."""
+        skip = set(exclude or ())
+        out: dict[str, Any] = {}
+        for name, value in self.__dict__.items():
+            if name in skip or (exclude_unset and name not in self._fields_set):
+                continue
+            key = (self.model_fields[name].alias or name) if by_alias else name
+            out[key] = _dumped(value, by_alias, exclude_unset)
+        for key, value in (self._extra or {}).items():
+            if key not in skip:
+                out[key] = _dumped(value, by_alias, exclude_unset)
+        return out
+
+
+def _dumped(value: Any, by_alias: bool, exclude_unset: bool) -> Any:
+    if isinstance(value, ConfigModel):
+        return value.model_dump(by_alias=by_alias, exclude_unset=exclude_unset)
+    if isinstance(value, dict):
+        return {k: _dumped(v, by_alias, exclude_unset) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_dumped(v, by_alias, exclude_unset) for v in value)
+    return value
+
+
+BaseModel = ConfigModel  # for isinstance checks that name pydantic's base
