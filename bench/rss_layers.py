@@ -1,14 +1,16 @@
-"""`python -m bench.rss_layers [zookeeper|etcd]`: a sidecar synapse's RSS, layer by layer.
+"""`python -m bench.rss_layers [zookeeper|etcd] [--pydantic]`: a sidecar synapse's RSS by layer.
 
 Where the 1-service synapse's memory goes (issue 15's ≤ 35 MB goal): one fresh
 interpreter imports, in order, what a started synapse holds, and VmRSS is read after each
 layer. Later layers only pay for what the earlier ones did not load (the stdlib modules
-prometheus_client and pydantic share, e.g. ``email``, count where they first come), so the
-order is the one a running daemon's dependencies would be taken away in: the registry
-client and the HTTP/metrics stack stay, pydantic is what is left to judge. The scale
-benchmark's baseline row (a started synapse serving one server) is above the last line by
-~0.2 MB with ZooKeeper (its first records, buffers) and ~4 MB with etcd (the first gRPC
-channel and its threads).
+prometheus_client and pydantic share, e.g. ``email``, count where they first come).
+The daemon holds its config as plain objects (smartstack.modelbase: a child process
+validates it with pydantic), so its layers are the config modules on the plain base, then
+the daemon. ``--pydantic`` measures the layers of a process that validates in-process
+(``synapse -k``, or the daemon before the plain base): pydantic, its first model, the
+config modules on it. The scale benchmark's baseline row (a started synapse serving one
+server) is above the last line by ~0.2 MB with ZooKeeper (its first records, buffers) and
+~4 MB with etcd (the first gRPC channel and its threads).
 """
 
 from __future__ import annotations
@@ -37,16 +39,23 @@ PYDANTIC = [
     ),
     ("synapse.config: its modules and models", "import synapse.config"),
 ]
+PLAIN = [
+    (
+        "synapse.config on the plain base (no pydantic)",
+        "from smartstack import modelbase\nmodelbase.select_plain()\nimport synapse.config",
+    ),
+]
 WATCHER = {"zookeeper": "synapse.watchers.zookeeper", "etcd": "synapse.watchers.etcd"}
 
 
-def layers(kind: str) -> list[tuple[str, str]]:
-    """(label, code) in import order for a ``kind`` sidecar."""
+def layers(kind: str, pydantic: bool = False) -> list[tuple[str, str]]:
+    """(label, code) in import order for a ``kind`` sidecar (``pydantic``: validating
+    in-process, as before the plain base)."""
     rest = "import synapse.daemon, synapse.haproxy.controller, synapse.admin_routes, "
     return [
         *COMMON,
         CLIENT[kind],
-        *PYDANTIC,
+        *(PYDANTIC if pydantic else PLAIN),
         ("the daemon, the HAProxy side, the admin API, the watcher", rest + WATCHER[kind]),
     ]
 
@@ -60,9 +69,9 @@ print(_rss(), flush=True)
 """
 
 
-def measure(kind: str) -> list[tuple[str, float]]:
+def measure(kind: str, pydantic: bool = False) -> list[tuple[str, float]]:
     """MB of VmRSS after each layer, in one fresh interpreter."""
-    steps = layers(kind)
+    steps = layers(kind, pydantic)
     code = "\n".join(step + "\n" + _PROBE for _, step in steps)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     kib = [int(line) for line in out.stdout.split()]
@@ -72,9 +81,10 @@ def measure(kind: str) -> list[tuple[str, float]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("kind", nargs="?", default="zookeeper", choices=sorted(CLIENT))
+    parser.add_argument("--pydantic", action="store_true", help="config validated in-process")
     args = parser.parse_args(argv)
     previous = 0.0
-    for label, mb in measure(args.kind):
+    for label, mb in measure(args.kind, args.pydantic):
         print(f"{label:66s} +{mb - previous:5.1f} = {mb:5.1f} MB")
         previous = mb
 

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 ConfigDict = dict
 _MISSING: Any = object()
 _DROPPED = object()  # what a validator decorator leaves; removed from the class
+_FACTORY = object()  # in a class's template: the field's default comes from its factory
 _FIELD_SETS: dict[frozenset[str], frozenset[str]] = {}  # one object per distinct fields set
 
 
@@ -78,6 +79,8 @@ class ConfigModel:
     model_config: ClassVar[dict[str, Any]] = {"extra": "allow", "populate_by_name": True}
     model_fields: ClassVar[dict[str, FieldInfo]] = {}
     _aliases: ClassVar[dict[str, str]] = {}  # alias -> field name
+    _template: ClassVar[dict[str, Any]] = {}
+    _factories: ClassVar[list[tuple[str, Callable[[], Any]]]] = []
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -99,6 +102,9 @@ class ConfigModel:
                 delattr(cls, name)  # as pydantic: a field is read from the instance
         cls.model_fields = fields
         cls._aliases = {f.alias: name for name, f in fields.items() if f.alias}
+        # model_construct's start: defaults as they are, factories called per instance
+        cls._template = {n: _FACTORY if f.default_factory else f.default for n, f in fields.items()}
+        cls._factories = [(n, f.default_factory) for n, f in fields.items() if f.default_factory]
         if cls.model_config.get("frozen"):
             cls.__hash__ = ConfigModel._frozen_hash  # type: ignore[method-assign]
         else:
@@ -131,11 +137,16 @@ class ConfigModel:
         """An instance from values as they are (pydantic's meaning: nothing is checked)."""
         self = cls.__new__(cls)
         given = _interned(values if _fields_set is None else _fields_set)
-        fields = {
-            n: values[n] if n in values else f.get_default() for n, f in cls.model_fields.items()
-        }
-        extra = {k: v for k, v in values.items() if k not in cls.model_fields}
-        self._set_state(fields, given, extra or None)
+        template = cls._template  # every field, in order: update() keeps the order
+        fields = template.copy()
+        fields.update(values)
+        extra = None
+        if len(fields) > len(template):
+            extra = {k: fields.pop(k) for k in [k for k in values if k not in template]}
+        for name, factory in cls._factories:
+            if fields[name] is _FACTORY:
+                fields[name] = factory()
+        self._set_state(fields, given, extra)
         return self
 
     @property

@@ -20,31 +20,59 @@ from typing import Any
 _MODEL = "__model__"
 _TAGS = ("__tuple__", "__set__", "__frozenset__", "__dict__", "__enum__", "__date__")
 _SCALARS = (str, int, float, bool, type(None))
+_SCALAR_TYPES = frozenset(_SCALARS)
+_NO_DEFAULT = object()
 
 
 def _qualname(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+def _defaults(cls: Any) -> dict[str, Any]:
+    """Field -> its default value, for the fields whose value can be left out of a tree."""
+    out = {}
+    for name, field in cls.model_fields.items():
+        if not field.is_required():
+            out[name] = field.get_default(call_default_factory=True)
+    return out
+
+
 def emit(value: Any, shared: dict[type, Any] | None = None) -> Any:
     """``value`` (validated pydantic models, containers, scalars) as a tagged tree.
-    ``shared``: class -> the instance ``config_share`` shares (emitted by reference)."""
+    ``shared``: class -> the instance ``config_share`` shares (emitted by reference).
+    A field whose value is its default (same type, equal) is left out: a service's
+    config is mostly defaults, and the rebuild fills them in again."""
     from pydantic import BaseModel
 
     shared = shared if shared is not None else {}
+    defaults: dict[type, dict[str, Any]] = {}
 
     def walk(value: Any) -> Any:
-        if isinstance(value, _SCALARS):
+        if type(value) in _SCALAR_TYPES:
             return value
         if isinstance(value, BaseModel):
             cls = type(value)
             if shared.get(cls) is value:
                 return {_MODEL: _qualname(cls), "shared": 1}
-            node: dict[str, Any] = {_MODEL: _qualname(cls)}
-            node["f"] = {name: walk(v) for name, v in value.__dict__.items()}
-            node["s"] = sorted(value.model_fields_set)
-            if value.model_extra:
-                node["x"] = walk(dict(value.model_extra))
+            known = defaults.get(cls)
+            if known is None:
+                known = defaults[cls] = _defaults(cls)
+            fields = {}
+            for name, item in value.__dict__.items():
+                default = known.get(name, _NO_DEFAULT)
+                if type(item) in _SCALAR_TYPES:
+                    if type(item) is not type(default) or item != default:
+                        fields[name] = item
+                elif (  # a model is kept: it may be a shared instance
+                    isinstance(item, BaseModel)
+                    or type(item) is not type(default)
+                    or item != default
+                ):
+                    fields[name] = walk(item)
+            node: dict[str, Any] = {_MODEL: _qualname(cls), "f": fields}
+            node["s"] = sorted(value.__pydantic_fields_set__)
+            if value.__pydantic_extra__:
+                node["x"] = walk(dict(value.__pydantic_extra__))
             return node
         if isinstance(value, list):
             return [walk(v) for v in value]
@@ -61,6 +89,8 @@ def emit(value: Any, shared: dict[type, Any] | None = None) -> Any:
             return {tag: [walk(v) for v in value]}
         if isinstance(value, datetime.date):
             return {"__date__": value.isoformat(), "t": type(value).__name__}
+        if isinstance(value, _SCALARS):  # a subclass of str, int, ...
+            return value
         raise TypeError(f"a config value of type {type(value).__name__} cannot be handed over")
 
     return walk(value)
@@ -86,15 +116,15 @@ class Rebuilder:
         return found
 
     def build(self, tree: Any) -> Any:
-        if isinstance(tree, _SCALARS):
+        if type(tree) in _SCALAR_TYPES:
             return tree
-        if isinstance(tree, list):
-            return [self.build(v) for v in tree]
+        if type(tree) is list:
+            return [v if type(v) in _SCALAR_TYPES else self.build(v) for v in tree]
         if _MODEL in tree:
             return self._model(tree)
         if len(tree) <= 2 and any(tag in tree for tag in _TAGS):
             return self._tagged(tree)
-        return {k: self.build(v) for k, v in tree.items()}
+        return {k: v if type(v) in _SCALAR_TYPES else self.build(v) for k, v in tree.items()}
 
     def _model(self, node: dict[str, Any]) -> Any:
         cls = self.cls(node[_MODEL])
@@ -102,7 +132,9 @@ class Rebuilder:
             if cls not in self._shared:
                 self._shared[cls] = cls()
             return self._shared[cls]
-        fields = {name: self.build(v) for name, v in node["f"].items()}
+        given = node["f"]
+        scalars = _SCALAR_TYPES
+        fields = {n: v if type(v) in scalars else self.build(v) for n, v in given.items()}
         extra = self.build(node["x"]) if "x" in node else {}
         return cls.model_construct(_fields_set=node["s"], **fields, **extra)  # type: ignore[attr-defined]
 

@@ -68,29 +68,38 @@ def _guarded(answer: Any) -> dict[str, Any]:
         return {"ok": False, "crash": traceback.format_exc()[-2000:]}
 
 
-def fork_validate(path: str, zone: str | None, strict: bool) -> dict[str, Any]:
-    """Validate in a forked child (call it before any thread exists): this process never
-    imports pydantic; the child does, answers through a pipe and exits."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
-        code = 0
-        try:
-            os.close(read_end)
-            data = json.dumps(_guarded(lambda: validate_file(path, zone, strict))).encode()
-            with os.fdopen(write_end, "wb") as out:
-                out.write(data)
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    if not data:
-        return {"ok": False, "crash": f"the validating child ended without an answer ({status})"}
-    return json.loads(data)
+class ForkedValidation:
+    """Validation in a forked child (start it before any thread exists): this process never
+    imports pydantic; the child does, answers through a pipe and exits. This process may
+    do other work meanwhile (import what it needs next) and then take the ``answer()``."""
+
+    def __init__(self, path: str, zone: str | None, strict: bool) -> None:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 0
+            try:
+                os.close(read_end)
+                data = json.dumps(_guarded(lambda: validate_file(path, zone, strict))).encode()
+                with os.fdopen(write_end, "wb") as out:
+                    out.write(data)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
+        os.close(write_end)
+        self.pid, self.read_end = pid, read_end
+
+    def answer(self) -> dict[str, Any]:
+        with os.fdopen(self.read_end, "rb") as pipe:
+            data = pipe.read()
+        _, status = os.waitpid(self.pid, 0)
+        if not data:
+            return {
+                "ok": False,
+                "crash": f"the validating child ended without an answer ({status})",
+            }
+        return json.loads(data)
 
 
 def child_command(path: str, zone: str | None, strict: bool) -> list[str]:

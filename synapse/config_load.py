@@ -10,20 +10,28 @@ object (the reconciler skips it by identity, as with ``SectionCache``). Errors a
 child's ConfigError lines, word for word what ``synapse -k`` prints.
 
 A config with ``docker_services`` enabled turns container labels into services at
-runtime, which needs pydantic in the daemon: it is loaded again here, on pydantic, and
-SIGHUP validates in-process as before.
+runtime, which needs pydantic in the daemon: the process starts itself again (exec, with
+``SYNAPSE_CONFIG_IN_PROCESS=1``), validates in-process and SIGHUP does too, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import importlib
 import json
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 from smartstack import modelbase
 from smartstack.config_errors import ConfigError
-from synapse.config_child import CHILD_TIMEOUT, child_command, fork_validate
+from synapse.config_child import CHILD_TIMEOUT, ForkedValidation, child_command
+
+# Set (to "1") when the config needs pydantic in the daemon: the process is started again
+# with it and validates in-process, as ``synapse -k`` does.
+IN_PROCESS_ENV = "SYNAPSE_CONFIG_IN_PROCESS"
+# What the daemon imports next anyway, imported while the child validates.
+WARM_IMPORTS = ("synapse.config", "synapse.preflight", "synapse.daemon")
 
 if TYPE_CHECKING:
     from smartstack.config_sections import SectionCache
@@ -47,17 +55,25 @@ class ConfigSource:
         self.plain = False  # the config is plain objects validated by a child
         self.cache: SectionCache | None = None  # pydantic in-process: per-service results
         self._rebuilder: Rebuilder | None = None
-        self._services: dict[str, tuple[bytes, Any]] = {}  # name -> (digest of its tree, object)
+        self._services: dict[str, Any] = {}  # the services of the last load
 
     def first(self) -> tuple[SynapseConfig, list[str]]:
-        """Validate in a forked child; ConfigError with its lines when the file is bad."""
-        answer = fork_validate(self.path, self.zone, self.strict)
-        if not answer.get("ok"):
-            raise ConfigError(_lines(answer))
-        if not answer["plain"]:
+        """Validate in a forked child; ConfigError with its lines when the file is bad.
+        Meanwhile this process imports the daemon's modules on the plain base (2 cores: the
+        two run side by side, so the start is no slower than validating here)."""
+        if os.environ.get(IN_PROCESS_ENV) == "1":
             return self._in_process()
+        child = ForkedValidation(self.path, self.zone, self.strict)
         modelbase.select_plain()
         self.plain = True
+        for module in WARM_IMPORTS:
+            importlib.import_module(module)
+        answer = child.answer()
+        if not answer.get("ok"):
+            raise ConfigError(_lines(answer))
+        if not answer["plain"]:  # docker_services: this process needs pydantic after all
+            os.environ[IN_PROCESS_ENV] = "1"
+            os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
         return self._rebuild(answer["tree"]), list(answer["warnings"])
 
     def _in_process(self) -> tuple[SynapseConfig, list[str]]:
@@ -91,19 +107,16 @@ class ConfigSource:
         return self._rebuild(answer["tree"]), list(answer["warnings"])
 
     def _rebuild(self, tree: dict[str, Any]) -> SynapseConfig:
+        """The config from a child's tree; a service equal to the one the last load gave is
+        that same object (the reconciler and the HAProxy side skip it by identity)."""
         from smartstack.model_tree import Rebuilder
 
         rebuilder = self._rebuilder = self._rebuilder or Rebuilder()
-        services = tree["f"].get("services")
-        if not isinstance(services, dict) or "__dict__" in services:
-            return rebuilder.build(tree)  # (names JSON cannot key: nothing kept)
-        kept: dict[str, tuple[bytes, Any]] = {}
-        for name, part in services.items():
-            digest = hashlib.blake2b(json.dumps(part).encode(), digest_size=16).digest()
-            old = self._services.get(name)
-            kept[name] = old if old and old[0] == digest else (digest, rebuilder.build(part))
-        self._services = kept
-        tree["f"]["services"] = {}
         config = rebuilder.build(tree)
-        config.__dict__["services"] = {name: entry[1] for name, entry in kept.items()}
+        old, new = self._services, config.services
+        for name, service in new.items():
+            kept = old.get(name)
+            if kept is not None and kept == service:
+                new[name] = kept
+        self._services = new
         return config
