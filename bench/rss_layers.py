@@ -25,8 +25,13 @@ COMMON = [
         "asyncio, ssl, socket, subprocess, logging",
         "import asyncio, ssl, socket, subprocess, logging",
     ),
-    ("prometheus_client, yaml, statsd", "import prometheus_client, yaml, statsd"),
 ]
+# A process that parses the config loads yaml; the daemon on plain models does not (its
+# child parses), nor the statsd client unless the config has a statsd block.
+METRICS = {
+    True: ("prometheus_client, yaml, statsd", "import prometheus_client, yaml, statsd"),
+    False: ("prometheus_client", "import prometheus_client"),
+}
 CLIENT = {
     "zookeeper": ("kazoo", "import kazoo.client"),
     "etcd": ("grpc + aetcd (protobufs)", "import grpc, aetcd"),
@@ -54,6 +59,7 @@ def layers(kind: str, pydantic: bool = False) -> list[tuple[str, str]]:
     rest = "import synapse.daemon, synapse.haproxy.controller, synapse.admin_routes, "
     return [
         *COMMON,
+        METRICS[pydantic],
         CLIENT[kind],
         *(PYDANTIC if pydantic else PLAIN),
         ("the daemon, the HAProxy side, the admin API, the watcher", rest + WATCHER[kind]),

@@ -10,8 +10,9 @@ steer a service from the registry without a host's file being overridden.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from smartstack import modelbase
@@ -44,12 +45,17 @@ def parse_generator_config(data: bytes | None) -> tuple[GeneratorConfig, list[st
     return out, notes
 
 
-def with_generator_config(file_config: ServiceConfig, found: Mapping[str, Any]) -> ServiceConfig:
+def with_generator_config(
+    file_config: ServiceConfig,
+    found: Mapping[str, Any],
+    revisit: Callable[[], None] | None = None,
+) -> ServiceConfig:
     """``file_config`` with the registry's generator blocks under it (the file wins).
 
     Raises ``smartstack.modelbase.ValidationError`` when the merged block is invalid. A
-    daemon on plain models has it validated by a child process (~0.3 s, the loop waits:
-    a registry's generator settings change rarely; docs/synapse.md).
+    daemon on plain models has it validated by a child process in a worker thread (~0.3-1 s;
+    docs/synapse.md): until that answers ``file_config`` is returned as it is and
+    ``revisit`` is called on the loop once the answer is kept (the next call returns it).
     """
     if not any(found.get(name) for name in GENERATORS):
         return file_config
@@ -58,8 +64,46 @@ def with_generator_config(file_config: ServiceConfig, found: Mapping[str, Any]) 
         block = found.get(name)
         if block:
             doc[name] = {**block, **doc.get(name, {})}
-    if modelbase.is_plain():
-        from synapse.config_child import service_from_child
+    if not modelbase.is_plain():
+        return ServiceConfig.model_validate(doc)  # type: ignore[attr-defined]
+    key = json.dumps(doc, sort_keys=True, default=str)
+    known = _ANSWERS.get(key)
+    if known is None:
+        _validate_in_child(key, doc, revisit)
+        return file_config
+    if isinstance(known, str):
+        raise modelbase.ValidationError(known)
+    return known
 
-        return service_from_child(doc)
-    return ServiceConfig.model_validate(doc)  # type: ignore[attr-defined]
+
+# A daemon on plain models: merged documents (canonical JSON) -> the child's answer (the
+# ServiceConfig, or pydantic's message); the last few, the registry's settings change rarely.
+_ANSWERS: dict[str, Any] = {}
+_ASKED: set[str] = set()
+ANSWERS_KEPT = 64
+
+
+def _validate_in_child(key: str, doc: dict[str, Any], revisit: Callable[[], None] | None) -> None:
+    from synapse.config_child import service_from_child
+
+    def ask() -> None:
+        try:
+            answer: Any = service_from_child(doc)
+        except Exception as exc:  # invalid (ValidationError) or the child failed
+            answer = str(exc) or type(exc).__name__
+        _ANSWERS[key] = answer
+        _ASKED.discard(key)
+        while len(_ANSWERS) > ANSWERS_KEPT:
+            del _ANSWERS[next(iter(_ANSWERS))]
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no loop (a tool, a test): wait for the child here
+        ask()
+        return
+    if key in _ASKED:
+        return
+    _ASKED.add(key)
+    future = loop.run_in_executor(None, ask)  # a thread: the loop keeps running meanwhile
+    if revisit is not None:
+        future.add_done_callback(lambda _: revisit())

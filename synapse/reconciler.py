@@ -149,8 +149,8 @@ class Reconciler:
         if found == service.generator:
             return
         service.generator = found
-        try:
-            config = with_generator_config(service.file_config, found)
+        try:  # (a daemon on plain models: the file's config until a child answers)
+            config = with_generator_config(service.file_config, found, lambda: self._revisit(name))
         except ValidationError as exc:
             event(log, "generator_config_invalid", level=logging.WARNING, service=name,
                   error=str(exc).replace("\n", " ")[:300])  # fmt: skip
@@ -160,6 +160,14 @@ class Reconciler:
             service.config = config
             service.desired = None
             self._force = True  # the selection may not change; HAProxy's config does
+
+    def _revisit(self, name: str) -> None:
+        """A child validated a service's generator settings: use its answer now."""
+        service = self._services.get(name)
+        if service is not None:
+            found, service.generator = service.generator, {}
+            self._use_generator(name, service, found)
+            self._dirty.set()
 
     def _check_all_reported(self) -> None:
         self._unreported = {n for n, s in self._services.items() if s.report is None}
