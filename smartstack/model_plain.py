@@ -149,6 +149,20 @@ class ConfigModel:
         self._set_state(fields, given, extra)
         return self
 
+    # pickle: the state in pydantic's shape, so that a config pickled by the validating
+    # child (pydantic) loads as instances of the same classes here (synapse.config_child)
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "__dict__": self.__dict__,
+            "__pydantic_extra__": self._extra,
+            "__pydantic_fields_set__": set(self._fields_set),
+            "__pydantic_private__": None,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        given = _interned(state["__pydantic_fields_set__"])
+        self._set_state(state["__dict__"], given, state.get("__pydantic_extra__") or None)
+
     @property
     def model_fields_set(self) -> set[str]:
         return set(self._fields_set)

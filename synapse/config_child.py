@@ -4,16 +4,23 @@ pydantic (~9 MB of RSS with its schemas) is needed to validate a config, not to 
 So the daemon (``synapse.config_load``) has a child validate: at start a fork taken before
 any thread exists, on SIGHUP ``python -m synapse.config_child`` (a fork of a running
 daemon with threads is not safe). The child loads the file exactly as ``synapse -k``
-does (same errors: file, key, expectation, "did you mean") and answers one JSON object:
+does (same errors: file, key, expectation, "did you mean") and answers one pickled dict:
 
-- ``{"ok": true, "tree": <smartstack.model_tree tree>, "warnings": [...], "plain": bool}``;
+- ``{"ok": True, "config": SynapseConfig, "warnings": [...], "plain": bool}``;
   ``plain`` is false when the daemon must validate at runtime itself (``docker_services``:
   container labels become services), so it stays on pydantic;
-- ``{"ok": false, "lines": [...]}``: the ConfigError's lines;
-- ``{"ok": false, "crash": "..."}``: the child failed otherwise (a bug), with its traceback.
+- ``{"ok": False, "lines": [...]}``: the ConfigError's lines;
+- ``{"ok": False, "crash": "..."}``: the child failed otherwise (a bug), with its traceback.
 
-``--service``: validate one service block read from stdin (a registry's generator settings
-merged under a service, ``synapse.generator_config``); the error is pydantic's message.
+Pickled: a pydantic model's pickle names its class by module and name and carries its
+state (``__dict__``, fields set, extras); the daemon has the same classes on the plain base
+(``smartstack.model_plain``, whose ``__setstate__`` takes that state), so unpickling builds
+plain instances, at C speed, with shared sub-models still shared. The bytes come only from
+this module, run by the daemon itself (a pipe of its own child), never from elsewhere.
+
+``--service``: validate service blocks (a JSON list on stdin: a registry's generator
+settings merged under services, ``synapse.generator_config``): ``{"ok": True, "answers":
+[ServiceConfig, or pydantic's message, ...]}``.
 """
 
 from __future__ import annotations
@@ -21,19 +28,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from typing import Any
 
+PROTOCOL = 5
 CHILD_TIMEOUT = 120.0  # a 1,000-service config validates in well under a second
 
 
 def validate_file(path: str, zone: str | None, strict: bool) -> dict[str, Any]:
     """The answer for the config file at ``path`` (see the module docstring)."""
-    from smartstack.config_share import _SHARED
     from smartstack.configfile import ConfigError
-    from smartstack.model_tree import emit
     from synapse.config import load_synapse_config
 
     try:
@@ -42,30 +50,28 @@ def validate_file(path: str, zone: str | None, strict: bool) -> dict[str, Any]:
         return {"ok": False, "lines": exc.lines}
     docker = config.docker_services
     plain = not (docker is not None and docker.enabled)
-    shared = {cls: model for cls, model in _SHARED.items() if model is not None}
-    return {"ok": True, "tree": emit(config, shared), "warnings": warnings, "plain": plain}
+    return {"ok": True, "config": config, "warnings": warnings, "plain": plain}
 
 
-def validate_service(doc: Any) -> dict[str, Any]:
+def validate_services(docs: list[Any]) -> dict[str, Any]:
     from pydantic import ValidationError
 
-    from smartstack.config_share import _SHARED
-    from smartstack.model_tree import emit
     from synapse.config import ServiceConfig
 
-    try:
-        service = ServiceConfig.model_validate(doc)
-    except ValidationError as exc:
-        return {"ok": False, "error": str(exc)}
-    shared = {cls: model for cls, model in _SHARED.items() if model is not None}
-    return {"ok": True, "tree": emit(service, shared)}
+    answers: list[Any] = []
+    for doc in docs:
+        try:
+            answers.append(ServiceConfig.model_validate(doc))
+        except ValidationError as exc:
+            answers.append(str(exc))
+    return {"ok": True, "answers": answers}
 
 
-def _guarded(answer: Any) -> dict[str, Any]:
+def _pickled(answer: Callable[[], dict[str, Any]]) -> bytes:
     try:
-        return answer()
+        return pickle.dumps(answer(), PROTOCOL)
     except BaseException:  # reported to the daemon, which logs it and keeps running
-        return {"ok": False, "crash": traceback.format_exc()[-2000:]}
+        return pickle.dumps({"ok": False, "crash": traceback.format_exc()[-2000:]}, PROTOCOL)
 
 
 class ForkedValidation:
@@ -80,7 +86,7 @@ class ForkedValidation:
             code = 0
             try:
                 os.close(read_end)
-                data = json.dumps(_guarded(lambda: validate_file(path, zone, strict))).encode()
+                data = _pickled(lambda: validate_file(path, zone, strict))
                 with os.fdopen(write_end, "wb") as out:
                     out.write(data)
             except BaseException:
@@ -99,7 +105,7 @@ class ForkedValidation:
                 "ok": False,
                 "crash": f"the validating child ended without an answer ({status})",
             }
-        return json.loads(data)
+        return pickle.loads(data)
 
 
 def child_command(path: str, zone: str | None, strict: bool) -> list[str]:
@@ -108,23 +114,28 @@ def child_command(path: str, zone: str | None, strict: bool) -> list[str]:
     return command + (["--zone", zone] if zone else []) + (["--strict"] if strict else [])
 
 
-def service_from_child(doc: dict[str, Any]) -> Any:
-    """A service block validated by a child, as a plain ServiceConfig; invalid: raises
-    ``smartstack.modelbase.ValidationError`` with pydantic's message."""
-    from smartstack.model_tree import Rebuilder
-    from smartstack.modelbase import ValidationError
-
+def services_from_child(docs: list[dict[str, Any]]) -> list[Any]:
+    """Service blocks validated by one child: per block a plain ServiceConfig, or pydantic's
+    message (str) when it is invalid or the child failed."""
     command = [sys.executable, "-m", "synapse.config_child", "--service"]
-    done = subprocess.run(
-        command, input=json.dumps(doc).encode(), capture_output=True, timeout=CHILD_TIMEOUT
-    )
     try:
-        answer = json.loads(done.stdout)
-    except ValueError:
-        answer = {"ok": False, "error": done.stderr.decode(errors="replace")[-500:]}
+        done = subprocess.run(
+            command, input=json.dumps(docs).encode(), capture_output=True, timeout=CHILD_TIMEOUT
+        )
+        answer = unpickled(done.stdout, done.stderr)
+    except (OSError, subprocess.SubprocessError) as exc:
+        answer = {"ok": False, "crash": f"{type(exc).__name__}: {exc}"}
     if not answer.get("ok"):
-        raise ValidationError(answer.get("error") or answer.get("crash") or "failed")
-    return Rebuilder().build(answer["tree"])
+        return [str(answer.get("crash") or "failed")[-500:]] * len(docs)
+    return answer["answers"]
+
+
+def unpickled(out: bytes, err: bytes) -> dict[str, Any]:
+    """A child's answer from its stdout (its stderr tells why when there is none)."""
+    try:
+        return pickle.loads(out)
+    except Exception:
+        return {"ok": False, "crash": err.decode(errors="replace")[-2000:] or "no answer"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,14 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("path", nargs="?")
     parser.add_argument("--zone")
     parser.add_argument("--strict", action="store_true")
-    parser.add_argument("--service", action="store_true", help="one service block on stdin")
+    parser.add_argument("--service", action="store_true", help="service blocks on stdin")
     args = parser.parse_args(argv)
     if args.service:
         doc = json.loads(sys.stdin.buffer.read())
-        answer = _guarded(lambda: validate_service(doc))
+        answer = _pickled(lambda: validate_services(doc))
     else:
-        answer = _guarded(lambda: validate_file(args.path, args.zone, args.strict))
-    sys.stdout.write(json.dumps(answer))
+        answer = _pickled(lambda: validate_file(args.path, args.zone, args.strict))
+    sys.stdout.buffer.write(answer)
     sys.stdout.flush()
     return 0
 

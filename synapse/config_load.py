@@ -1,13 +1,14 @@
 """How the synapse daemon gets its config: validated by a child, held as plain objects.
 
 At start (``synapse -c FILE``, not ``-k``) a forked child validates the file with pydantic
-before any thread exists (``synapse.config_child.fork_validate``); this process selects
-the plain model base (``smartstack.modelbase``) and rebuilds the config from the child's
-tagged tree, so it never imports pydantic (~9 MB of a sidecar's RSS, issue 15). A SIGHUP
-runs ``python -m synapse.config_child`` (the daemon has threads by then: no fork) and
-rebuilds again; a service whose part of the tree is unchanged comes back as the same
-object (the reconciler skips it by identity, as with ``SectionCache``). Errors are the
-child's ConfigError lines, word for word what ``synapse -k`` prints.
+before any thread exists (``synapse.config_child.ForkedValidation``) while this process
+selects the plain model base (``smartstack.modelbase``) and imports its own modules; the
+child's config is unpickled into plain instances of the same classes, so this process
+never imports pydantic (~9 MB of a sidecar's RSS, issue 15). A SIGHUP runs
+``python -m synapse.config_child`` (the daemon has threads by then: no fork); a service
+equal to the running one is kept as the same object (the reconciler skips it by
+identity, as with ``SectionCache``). Errors are the child's ConfigError lines, word for
+word what ``synapse -k`` prints.
 
 A config with ``docker_services`` enabled turns container labels into services at
 runtime, which needs pydantic in the daemon: the process starts itself again (exec, with
@@ -18,14 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 from smartstack import modelbase
 from smartstack.config_errors import ConfigError
-from synapse.config_child import CHILD_TIMEOUT, ForkedValidation, child_command
+from synapse.config_child import CHILD_TIMEOUT, ForkedValidation, child_command, unpickled
 
 # Set (to "1") when the config needs pydantic in the daemon: the process is started again
 # with it and validates in-process, as ``synapse -k`` does.
@@ -35,7 +35,6 @@ WARM_IMPORTS = ("synapse.config", "synapse.preflight", "synapse.daemon")
 
 if TYPE_CHECKING:
     from smartstack.config_sections import SectionCache
-    from smartstack.model_tree import Rebuilder
     from synapse.config import SynapseConfig
 
 
@@ -54,7 +53,6 @@ class ConfigSource:
         self.path, self.zone, self.strict = path, zone, strict
         self.plain = False  # the config is plain objects validated by a child
         self.cache: SectionCache | None = None  # pydantic in-process: per-service results
-        self._rebuilder: Rebuilder | None = None
         self._services: dict[str, Any] = {}  # the services of the last load
 
     def first(self) -> tuple[SynapseConfig, list[str]]:
@@ -74,7 +72,7 @@ class ConfigSource:
         if not answer["plain"]:  # docker_services: this process needs pydantic after all
             os.environ[IN_PROCESS_ENV] = "1"
             os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
-        return self._rebuild(answer["tree"]), list(answer["warnings"])
+        return self._kept(answer["config"]), list(answer["warnings"])
 
     def _in_process(self) -> tuple[SynapseConfig, list[str]]:
         from synapse.config import load_synapse_config, service_cache
@@ -96,23 +94,16 @@ class ConfigSource:
             proc.kill()
             await proc.wait()
             raise ConfigError([f"validating the config took over {CHILD_TIMEOUT:.0f} s"]) from None
-        try:
-            answer = json.loads(out)
-        except ValueError:
-            answer = {"ok": False, "crash": err.decode(errors="replace")[-2000:] or "no answer"}
+        answer = unpickled(out, err)
         if not answer.get("ok"):
             raise ConfigError(_lines(answer))
         if not answer["plain"]:
             raise ConfigError(["enabling docker_services needs a restart"])
-        return self._rebuild(answer["tree"]), list(answer["warnings"])
+        return self._kept(answer["config"]), list(answer["warnings"])
 
-    def _rebuild(self, tree: dict[str, Any]) -> SynapseConfig:
-        """The config from a child's tree; a service equal to the one the last load gave is
-        that same object (the reconciler and the HAProxy side skip it by identity)."""
-        from smartstack.model_tree import Rebuilder
-
-        rebuilder = self._rebuilder = self._rebuilder or Rebuilder()
-        config = rebuilder.build(tree)
+    def _kept(self, config: SynapseConfig) -> SynapseConfig:
+        """``config`` with each service equal to the one the last load gave replaced by that
+        object (the reconciler and the HAProxy side skip it by identity)."""
         old, new = self._services, config.services
         for name, service in new.items():
             kept = old.get(name)

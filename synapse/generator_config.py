@@ -11,6 +11,7 @@ steer a service from the registry without a host's file being overridden.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -79,31 +80,47 @@ def with_generator_config(
 # A daemon on plain models: merged documents (canonical JSON) -> the child's answer (the
 # ServiceConfig, or pydantic's message); the last few, the registry's settings change rarely.
 _ANSWERS: dict[str, Any] = {}
-_ASKED: set[str] = set()
-ANSWERS_KEPT = 64
+_QUEUE: dict[str, tuple[dict[str, Any], Callable[[], None] | None]] = {}
+_worker: asyncio.Future[None] | None = None
+ANSWERS_KEPT = 2048  # > services of a big edge: a start asks for every service at once
 
 
 def _validate_in_child(key: str, doc: dict[str, Any], revisit: Callable[[], None] | None) -> None:
-    from synapse.config_child import service_from_child
-
-    def ask() -> None:
-        try:
-            answer: Any = service_from_child(doc)
-        except Exception as exc:  # invalid (ValidationError) or the child failed
-            answer = str(exc) or type(exc).__name__
-        _ANSWERS[key] = answer
-        _ASKED.discard(key)
-        while len(_ANSWERS) > ANSWERS_KEPT:
-            del _ANSWERS[next(iter(_ANSWERS))]
-
+    """Queue ``doc``; one worker thread has a child validate what is queued, as one batch
+    (a start with settings for 1,000 services: one child, not 1,000)."""
+    global _worker
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # no loop (a tool, a test): wait for the child here
-        ask()
+        _QUEUE[key] = (doc, None)
+        _drain()
         return
-    if key in _ASKED:
-        return
-    _ASKED.add(key)
-    future = loop.run_in_executor(None, ask)  # a thread: the loop keeps running meanwhile
-    if revisit is not None:
-        future.add_done_callback(lambda _: revisit())
+    if key in _QUEUE and _QUEUE[key][1] is not None:
+        return  # asked already; its revisit comes
+    _QUEUE[key] = (doc, revisit)
+    if _worker is None or _worker.done():
+        _worker = loop.run_in_executor(None, _drain, loop)
+
+
+def _drain(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    from synapse.config_child import services_from_child
+
+    while _QUEUE:
+        batch = dict(_QUEUE)
+        answers = services_from_child([doc for doc, _ in batch.values()])
+        for key, answer in zip(batch, answers, strict=True):
+            _ANSWERS[key] = answer
+            revisit = _QUEUE.pop(key, (None, None))[1]
+            if revisit is not None and loop is not None:
+                loop.call_soon_threadsafe(revisit)
+        while len(_ANSWERS) > ANSWERS_KEPT:
+            del _ANSWERS[next(iter(_ANSWERS))]
+
+
+async def settled(timeout: float) -> None:
+    """Wait (up to ``timeout``) until no generator settings wait for a child's answer: the
+    first hand-over to HAProxy carries them, as when they were validated in-process."""
+    worker = _worker
+    if worker is not None and not worker.done():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(worker), timeout)

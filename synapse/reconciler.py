@@ -43,6 +43,7 @@ from smartstack.tasks import wait_event
 from synapse.config import SynapseConfig
 from synapse.contract import Applier, ApplyOutcome, RecordSink
 from synapse.gc_start import first_apply
+from synapse.generator_config import settled as generator_settled
 from synapse.generator_config import with_generator_config
 from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Report
@@ -53,6 +54,7 @@ from synapse.zone_apply import ZoneRouter
 
 log = logging.getLogger("synapse.reconciler")
 
+GENERATOR_WAIT = 5.0  # the first hand-over waits this long for generator settings' child
 CHANGES_KEPT = 256  # recent (watch event, HAProxy acknowledged) pairs on /status
 REFRESH_INTERVAL = 60.0  # how often the state file is considered for its periodic refresh
 STATE_FILE_INTERVAL = 1.0  # seconds between state file updates (each one writes every server)
@@ -179,6 +181,10 @@ class Reconciler:
     async def run(self) -> None:
         startup_wait = self._config.startup_wait
         await wait_event(self._all_reported, startup_wait)
+        for name, service in self._services.items():  # the state file's, validated in time
+            if service.report is None and self.state_cache is not None:
+                self._use_generator(name, service, self.state_cache.generator(name))
+        await generator_settled(GENERATOR_WAIT)  # a child validates them (plain models)
         silent = sorted(n for n, s in self._services.items() if s.report is None)
         if silent:
             event(log, "startup_without_registry", level=logging.WARNING, services=silent,

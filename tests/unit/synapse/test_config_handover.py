@@ -1,20 +1,19 @@
-"""A validated synapse config through the tagged tree (smartstack.model_tree) into the plain
-models a daemon holds (smartstack.model_plain), compared with pydantic's own objects."""
+"""A validated synapse config handed over as the validating child does (pickled pydantic
+models, synapse.config_child) into the plain models a daemon holds (smartstack.model_plain),
+compared with pydantic's own objects."""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import pickle
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
-
-from smartstack.config_share import _SHARED
-from smartstack.model_tree import Rebuilder, emit
 from synapse.config import load_synapse_config
+from synapse.config_child import PROTOCOL
 
 CONFIG = """
 haproxy:
@@ -42,8 +41,8 @@ statsd: {{host: 127.0.0.1}}
 """
 
 
-@pytest.fixture
-def plain() -> Iterator[ModuleType]:
+@contextlib.contextmanager
+def plain_modules() -> Iterator[ModuleType]:
     """synapse.config imported afresh on the plain base; the pydantic modules put back after."""
     ours = ("smartstack", "synapse")
     saved = {k: v for k, v in sys.modules.items() if k.split(".")[0] in ours}
@@ -76,48 +75,28 @@ def _pairs(validated: Any, rebuilt: Any, path: str = "") -> Iterator[tuple[str, 
             yield from _pairs(item, rebuilt[index], f"{path}[{index}]")
 
 
-def test_a_config_round_trips_into_plain_objects_of_the_same_classes(
-    tmp_path: Path, plain: ModuleType
-) -> None:
+def test_a_config_round_trips_into_plain_objects_of_the_same_classes(tmp_path: Path) -> None:
     path = tmp_path / "synapse.yaml"
     path.write_text(CONFIG.format(tmp=tmp_path))
     validated, _ = load_synapse_config(path)
-    shared = {cls: model for cls, model in _SHARED.items() if model is not None}
-    tree = json.loads(json.dumps(emit(validated, shared)))
-    rebuilt = Rebuilder().build(tree)
-    assert type(rebuilt) is plain.SynapseConfig and "pydantic" not in repr(type(rebuilt).__mro__)
-    assert rebuilt.model_dump() == validated.model_dump()
-    for where, old, new in _pairs(validated, rebuilt):
-        assert type(new).__qualname__ == type(old).__qualname__, where
-        assert new.model_fields_set == old.model_fields_set, where
-        assert new.model_extra == (old.model_extra or {}), where
-    web, backend_only = rebuilt.services["web"], rebuilt.services["backend_only"]
-    assert web.haproxy.has_frontend and not backend_only.haproxy.has_frontend
-    assert backend_only.port_override == 8080 and web.haproxy.use_nerve_weights is True
-    assert rebuilt.haproxy.socket_paths == [f"{tmp_path}/a.sock", f"{tmp_path}/b.sock"]
-    assert web.discovery.hosts == ["zk1:2181", "zk2:2181"] and web.model_extra["not_ours"]
-    # a section left at its defaults is one instance per class, as config_share makes it
-    assert web.file_output is backend_only.file_output
-    assert rebuilt.services == Rebuilder().build(tree).services  # equal, not identical
-
-
-def test_tags_carry_what_json_cannot(plain: ModuleType) -> None:
-    import datetime
-    import enum
-
-    value = {
-        "t": (1, "a"),
-        "s": {1, 2},
-        "f": frozenset({"x"}),
-        "__odd": 1,
-        3: "int key",
-        "d": datetime.date(2024, 1, 2),
-        "dt": datetime.datetime(2024, 1, 2, 3, 4, 5),
-        "e": [None, True, 1.5],
-    }
-    tree = json.loads(json.dumps(emit(value)))
-    assert Rebuilder().build(tree) == value
-    flag = Rebuilder().build(json.loads(json.dumps(emit({"e": enum.FlagBoundary.STRICT}))))
-    assert flag == {"e": enum.FlagBoundary.STRICT}
-    with pytest.raises(TypeError, match="cannot be handed over"):
-        emit({"x": object()})
+    data = pickle.dumps(validated, PROTOCOL)
+    with plain_modules() as plain:
+        rebuilt = pickle.loads(data)  # resolved to the plain classes: what the daemon imported
+        assert type(rebuilt) is plain.SynapseConfig and "pydantic" not in repr(
+            type(rebuilt).__mro__
+        )
+        assert rebuilt.model_dump() == validated.model_dump()
+        for where, old, new in _pairs(validated, rebuilt):
+            assert type(new).__qualname__ == type(old).__qualname__, where
+            assert new.model_fields_set == old.model_fields_set, where
+            assert new.model_extra == (old.model_extra or {}), where
+        web, backend_only = rebuilt.services["web"], rebuilt.services["backend_only"]
+        assert web.haproxy.has_frontend and not backend_only.haproxy.has_frontend
+        assert backend_only.port_override == 8080 and web.haproxy.use_nerve_weights is True
+        assert rebuilt.haproxy.socket_paths == [f"{tmp_path}/a.sock", f"{tmp_path}/b.sock"]
+        assert web.discovery.hosts == ["zk1:2181", "zk2:2181"] and web.model_extra["not_ours"]
+        # a section left at its defaults is one instance per class, as config_share makes it
+        assert web.file_output is backend_only.file_output
+        again = pickle.loads(data).services
+        assert rebuilt.services == again and rebuilt.services["web"] is not again["web"]
+        assert pickle.loads(pickle.dumps(rebuilt)) == rebuilt  # plain models pickle too
