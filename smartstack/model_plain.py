@@ -1,8 +1,8 @@
 """Pydantic-free stand-ins for the config models of a process that never validates.
 
 ``smartstack.modelbase`` hands these out to a synapse daemon that selected them: its
-config was validated by pydantic in a child process and comes back as a tagged tree
-(``smartstack.model_tree``), rebuilt into instances of the very same classes on this base.
+config was validated by pydantic in a child process and comes back pickled
+(``synapse.config_child``): unpickled into instances of the very same classes on this base.
 What the daemon uses of pydantic's API is here, with pydantic's meaning: fields collected
 from the annotations over the MRO (not ClassVar), ``Field(...)`` defaults, ``frozen``,
 ``model_fields``, ``model_fields_set``, ``model_extra``, ``model_copy``, ``model_dump``,
