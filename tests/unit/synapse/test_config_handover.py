@@ -100,3 +100,41 @@ def test_a_config_round_trips_into_plain_objects_of_the_same_classes(tmp_path: P
         again = pickle.loads(data).services
         assert rebuilt.services == again and rebuilt.services["web"] is not again["web"]
         assert pickle.loads(pickle.dumps(rebuilt)) == rebuilt  # plain models pickle too
+
+
+def test_the_child_answer_says_whether_the_daemon_can_run_without_pydantic(tmp_path: Path) -> None:
+    from synapse.config_child import validate_file
+
+    path = tmp_path / "synapse.yaml"
+    path.write_text(CONFIG.format(tmp=tmp_path))
+    answer = validate_file(str(path), None, False)
+    assert (
+        answer["ok"]
+        and answer["plain"]
+        and answer["config"].services.keys()
+        == {
+            "web",
+            "backend_only",
+        }
+    )
+    path.write_text(CONFIG.format(tmp=tmp_path) + "docker_services: {enabled: true}\n")
+    assert validate_file(str(path), None, False)["plain"] is False  # labels validated live
+    path.write_text(CONFIG.format(tmp=tmp_path).replace("port: 3000", "prot: 3000"))
+    bad = validate_file(str(path), None, False)
+    assert bad == {"ok": False, "lines": [f"{path}: services.web.haproxy.prot: unknown key, "
+                                          "did you mean 'port'?"]}  # fmt: skip
+
+
+def test_a_reload_keeps_the_objects_of_unchanged_services(tmp_path: Path) -> None:
+    from synapse.config_load import ConfigSource, _lines
+
+    path = tmp_path / "synapse.yaml"
+    path.write_text(CONFIG.format(tmp=tmp_path))
+    source = ConfigSource(str(path))
+    first = source._kept(load_synapse_config(path)[0])
+    path.write_text(CONFIG.format(tmp=tmp_path).replace("port: 3000", "port: 3001"))
+    second = source._kept(load_synapse_config(path)[0])
+    assert second.services["backend_only"] is first.services["backend_only"]
+    assert second.services["web"] is not first.services["web"]
+    crash = {"ok": False, "crash": "Traceback ...\nKeyError: 'x'\n"}
+    assert _lines(crash) == ["validating the config failed: KeyError: 'x'"]
