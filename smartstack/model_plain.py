@@ -164,8 +164,8 @@ class ConfigModel:
         self._set_state(state["__dict__"], given, state.get("__pydantic_extra__") or None)
 
     @property
-    def model_fields_set(self) -> set[str]:
-        return set(self._fields_set)
+    def model_fields_set(self) -> frozenset[str]:
+        return self._fields_set  # read per service per render: no copy (nobody writes it)
 
     @property
     def model_extra(self) -> dict[str, Any] | None:
