@@ -30,6 +30,12 @@ from synapse.config_child import CHILD_TIMEOUT, ForkedValidation, child_command,
 # Set (to "1") when the config needs pydantic in the daemon: the process is started again
 # with it and validates in-process, as ``synapse -k`` does.
 IN_PROCESS_ENV = "SYNAPSE_CONFIG_IN_PROCESS"
+# What both need and does not depend on the model base: imported before the fork, so the
+# child (on the start's critical path) has them already.
+SHARED_IMPORTS = (
+    "smartstack.configfile", "smartstack.config_sections", "smartstack.config_share",
+    "synapse.config_legacy", "synapse.port_clash", "synapse.haproxy.routes",
+)  # fmt: skip
 # What the daemon imports next anyway, imported while the child validates.
 WARM_IMPORTS = ("synapse.config", "synapse.preflight", "synapse.daemon")
 
@@ -61,6 +67,8 @@ class ConfigSource:
         two run side by side, so the start is no slower than validating here)."""
         if os.environ.get(IN_PROCESS_ENV) == "1":
             return self._in_process()
+        for module in SHARED_IMPORTS:
+            importlib.import_module(module)
         child = ForkedValidation(self.path, self.zone, self.strict)
         modelbase.select_plain()
         self.plain = True

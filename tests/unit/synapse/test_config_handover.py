@@ -42,23 +42,30 @@ statsd: {{host: 127.0.0.1}}
 
 
 @contextlib.contextmanager
-def plain_modules() -> Iterator[ModuleType]:
-    """synapse.config imported afresh on the plain base; the pydantic modules put back after."""
+def fresh_modules() -> Iterator[None]:
+    """smartstack and synapse imported afresh inside; the modules as they were put back after."""
     ours = ("smartstack", "synapse")
     saved = {k: v for k, v in sys.modules.items() if k.split(".")[0] in ours}
     for name in saved:
         del sys.modules[name]
     try:
+        yield
+    finally:
+        for name in [k for k in sys.modules if k.split(".")[0] in ours]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+@contextlib.contextmanager
+def plain_modules() -> Iterator[ModuleType]:
+    """synapse.config imported afresh on the plain base."""
+    with fresh_modules():
         from smartstack import modelbase
 
         modelbase.select_plain()
         import synapse.config
 
         yield synapse.config
-    finally:
-        for name in [k for k in sys.modules if k.split(".")[0] in ours]:
-            del sys.modules[name]
-        sys.modules.update(saved)
 
 
 def _pairs(validated: Any, rebuilt: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
@@ -138,3 +145,17 @@ def test_a_reload_keeps_the_objects_of_unchanged_services(tmp_path: Path) -> Non
     assert second.services["web"] is not first.services["web"]
     crash = {"ok": False, "crash": "Traceback ...\nKeyError: 'x'\n"}
     assert _lines(crash) == ["validating the config failed: KeyError: 'x'"]
+
+
+def test_what_is_imported_before_the_fork_leaves_the_model_base_open() -> None:
+    """synapse.config_load imports these before it forks the validating child: none may take
+    a name from smartstack.modelbase (that would fix the base before the daemon chose)."""
+    import importlib
+
+    with fresh_modules():
+        from smartstack import modelbase
+        from synapse.config_load import SHARED_IMPORTS
+
+        for module in SHARED_IMPORTS:
+            importlib.import_module(module)
+        assert modelbase._plain is None
