@@ -99,7 +99,14 @@ def _validate_in_child(key: str, doc: dict[str, Any], revisit: Callable[[], None
         return  # asked already; its revisit comes
     _QUEUE[key] = (doc, revisit)
     if _worker is None or _worker.done():
-        _worker = loop.run_in_executor(None, _drain, loop)
+        # started after this loop step: what the step queues after this goes in one batch
+        _worker = loop.create_future()
+        loop.call_soon(_start, loop, _worker)
+
+
+def _start(loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]) -> None:
+    drained = loop.run_in_executor(None, _drain, loop)
+    drained.add_done_callback(lambda _: done.done() or done.set_result(None))
 
 
 def _drain(loop: asyncio.AbstractEventLoop | None = None) -> None:
