@@ -22,6 +22,7 @@ model validator writes into every service).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import marshal
 from collections.abc import Callable, Iterable
@@ -76,6 +77,15 @@ class SectionCache:
         self._documents: dict[Path, tuple[str, str | None, Any]] = {}
         self.validated = 0  # entries validated (not taken from the cache): for tests
         self.parsed = 0  # service_conf_dir files parsed (not taken from the cache)
+
+    def digests(self) -> dict[str, str]:
+        """Entry name -> a digest of what its validated model was made from (the entry as
+        parsed, its source, context and strict): equal digests, equal models. Entries of the
+        last load that went the per-entry way (none when the whole document was validated)."""
+        return {
+            name: hashlib.blake2b(repr((e.raw, e.key)).encode(), digest_size=16).hexdigest()
+            for name, e in self._entries.items()
+        }
 
     # --- service_conf_dir files: parsed once per text ----------------------------------
 

@@ -42,18 +42,30 @@ NO_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
 CHILD_TIMEOUT = 120.0  # a 1,000-service config validates in well under a second
 
 
-def validate_file(path: str, zone: str | None, strict: bool) -> dict[str, Any]:
-    """The answer for the config file at ``path`` (see the module docstring)."""
+def validate_file(
+    path: str, zone: str | None, strict: bool, known: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The answer for the config file at ``path`` (see the module docstring), with each
+    service's digest (``SectionCache.digests``). ``known``: the digests of the daemon's
+    services; a service whose digest is the same is sent as None (the daemon keeps its
+    object: a SIGHUP unpickles what changed, not 1,000 services)."""
     from smartstack.configfile import ConfigError
-    from synapse.config import load_synapse_config
+    from synapse.config import load_synapse_config, service_cache
 
+    cache = service_cache()
     try:
-        config, warnings = load_synapse_config(path, zone, strict)
+        config, warnings = load_synapse_config(path, zone, strict, cache)
     except ConfigError as exc:
         return {"ok": False, "lines": exc.lines}
     docker = config.docker_services
     plain = not (docker is not None and docker.enabled)
-    return {"ok": True, "config": config, "warnings": warnings, "plain": plain}
+    digests = cache.digests()
+    if known:
+        same = {name for name, digest in digests.items() if known.get(name) == digest}
+        services = {n: None if n in same else s for n, s in config.services.items()}
+        config = config.model_copy(update={"services": services})
+    answer = {"ok": True, "config": config, "warnings": warnings, "plain": plain}
+    return answer | {"digests": digests}
 
 
 def validate_services(docs: list[Any]) -> dict[str, Any]:
@@ -153,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.service:
         doc = json.loads(sys.stdin.buffer.read())
         answer = _pickled(lambda: validate_services(doc))
-    else:
-        answer = _pickled(lambda: validate_file(args.path, args.zone, args.strict))
+    else:  # stdin: the daemon's digests of its services (may be empty)
+        known = json.loads(sys.stdin.buffer.read() or b"{}")
+        answer = _pickled(lambda: validate_file(args.path, args.zone, args.strict, known))
     sys.stdout.buffer.write(answer)
     sys.stdout.flush()
     return 0

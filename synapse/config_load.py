@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,7 @@ class ConfigSource:
         self.plain = False  # the config is plain objects validated by a child
         self.cache: SectionCache | None = None  # pydantic in-process: per-service results
         self._services: dict[str, Any] = {}  # the services of the last load
+        self._digests: dict[str, str] = {}  # and their digests (SectionCache.digests)
 
     def first(self) -> tuple[SynapseConfig, list[str]]:
         """Validate in a forked child; ConfigError with its lines when the file is bad.
@@ -80,7 +82,7 @@ class ConfigSource:
         if not answer["plain"]:  # docker_services: this process needs pydantic after all
             os.environ[IN_PROCESS_ENV] = "1"
             os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
-        return self._kept(answer["config"]), list(answer["warnings"])
+        return self._kept(answer), list(answer["warnings"])
 
     def _in_process(self) -> tuple[SynapseConfig, list[str]]:
         from synapse.config import load_synapse_config, service_cache
@@ -94,10 +96,14 @@ class ConfigSource:
             return self._in_process()
         command = child_command(self.path, self.zone, self.strict)
         proc = await asyncio.create_subprocess_exec(
-            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            *command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
+        known = json.dumps(self._digests).encode()
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), CHILD_TIMEOUT)
+            out, err = await asyncio.wait_for(proc.communicate(known), CHILD_TIMEOUT)
         except TimeoutError:
             proc.kill()
             await proc.wait()
@@ -107,15 +113,19 @@ class ConfigSource:
             raise ConfigError(_lines(answer))
         if not answer["plain"]:
             raise ConfigError(["enabling docker_services needs a restart"])
-        return self._kept(answer["config"]), list(answer["warnings"])
+        return self._kept(answer), list(answer["warnings"])
 
-    def _kept(self, config: SynapseConfig) -> SynapseConfig:
-        """``config`` with each service equal to the one the last load gave replaced by that
-        object (the reconciler and the HAProxy side skip it by identity)."""
+    def _kept(self, answer: dict[str, Any]) -> SynapseConfig:
+        """The child's config with each service it left out (None: same digest) or that is
+        equal to the one the last load gave replaced by that object (the reconciler and the
+        HAProxy side skip it by identity)."""
+        config = answer["config"]
         old, new = self._services, config.services
         for name, service in new.items():
             kept = old.get(name)
-            if kept is not None and kept == service:
+            if service is None and kept is None:  # (cannot be: only names we sent)
+                raise ConfigError([f"validating the config failed: {name} came back empty"])
+            if kept is not None and (service is None or kept == service):
                 new[name] = kept
-        self._services = new
+        self._services, self._digests = new, dict(answer.get("digests") or {})
         return config

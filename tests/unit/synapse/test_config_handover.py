@@ -133,16 +133,24 @@ def test_the_child_answer_says_whether_the_daemon_can_run_without_pydantic(tmp_p
 
 
 def test_a_reload_keeps_the_objects_of_unchanged_services(tmp_path: Path) -> None:
+    """The daemon sends the child its services' digests; the child leaves the unchanged
+    ones out (None) and the daemon keeps their objects: a SIGHUP unpickles what changed."""
+    from synapse.config_child import validate_file
     from synapse.config_load import ConfigSource, _lines
 
     path = tmp_path / "synapse.yaml"
     path.write_text(CONFIG.format(tmp=tmp_path))
     source = ConfigSource(str(path))
-    first = source._kept(load_synapse_config(path)[0])
+    first = source._kept(validate_file(str(path), None, False))
     path.write_text(CONFIG.format(tmp=tmp_path).replace("port: 3000", "port: 3001"))
-    second = source._kept(load_synapse_config(path)[0])
+    answer = validate_file(str(path), None, False, source._digests)
+    assert answer["config"].services["backend_only"] is None  # left out: same digest
+    second = source._kept(answer)
     assert second.services["backend_only"] is first.services["backend_only"]
-    assert second.services["web"] is not first.services["web"]
+    assert second.services["web"].haproxy.port == 3001
+    assert list(second.services) == ["web", "backend_only"]
+    unchanged = source._kept(validate_file(str(path), None, False))  # no digests sent: ==
+    assert unchanged.services["web"] is second.services["web"]
     crash = {"ok": False, "crash": "Traceback ...\nKeyError: 'x'\n"}
     assert _lines(crash) == ["validating the config failed: KeyError: 'x'"]
 
