@@ -141,7 +141,7 @@ def test_a_reload_keeps_the_objects_of_unchanged_services(tmp_path: Path) -> Non
     path = tmp_path / "synapse.yaml"
     path.write_text(CONFIG.format(tmp=tmp_path))
     source = ConfigSource(str(path))
-    first = source._kept(validate_file(str(path), None, False))
+    first = source._kept(validate_file(str(path), None, False, {}))  # a first SIGHUP's
     path.write_text(CONFIG.format(tmp=tmp_path).replace("port: 3000", "port: 3001"))
     answer = validate_file(str(path), None, False, source._digests)
     assert answer["config"].services["backend_only"] is None  # left out: same digest
@@ -149,7 +149,7 @@ def test_a_reload_keeps_the_objects_of_unchanged_services(tmp_path: Path) -> Non
     assert second.services["backend_only"] is first.services["backend_only"]
     assert second.services["web"].haproxy.port == 3001
     assert list(second.services) == ["web", "backend_only"]
-    unchanged = source._kept(validate_file(str(path), None, False))  # no digests sent: ==
+    unchanged = source._kept(validate_file(str(path), None, False))  # the start's: by ==
     assert unchanged.services["web"] is second.services["web"]
     crash = {"ok": False, "crash": "Traceback ...\nKeyError: 'x'\n"}
     assert _lines(crash) == ["validating the config failed: KeyError: 'x'"]
