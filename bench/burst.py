@@ -148,6 +148,8 @@ def run(opts: Options) -> Result:
     )
     for kind in opts.registries:
         for runtime in (True, False):
+            if not opts.wants(f"{kind}, {mode_name(runtime)}"):
+                continue
             with result.attempt(f"{kind}, {mode_name(runtime)}"):
                 scenario(opts, kind, runtime, services, servers, changes, result)
     result.notes.append(

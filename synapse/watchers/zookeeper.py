@@ -55,8 +55,12 @@ from synapse.watchers.zookeeper_tree import TreeWatch
 log = logging.getLogger("synapse.watchers.zookeeper")
 
 READ_BATCH = 512  # reads in flight at once for one service (each batch: one hop to the loop)
-# A change's one or two new children: one `get` each carries its own watch, without the
-# multi-read's setWatches request and batching turn beside the change's path.
+# With one-shot watches, a change's one or two new children: one `get` each carries its
+# own watch, without the multi-read's setWatches request beside the change's path. Under
+# the tree watch no read sets a watch: every read goes through the batched multi-read, so
+# the reads of all the services an event batch touched leave as one request and come back
+# in one reply (plain gets, one per service, came back spread over a round trip, and each
+# service's report started or missed the reconciler's round on its own).
 SMALL_READ = 2
 
 
@@ -315,7 +319,7 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
             self.reads += len(part)
             self.metrics.registry_reads.labels(self.service, self.method).inc(len(part))
             paths = [f"{base}{n}" for n in part]
-            if len(paths) <= SMALL_READ and self.reports:  # a change: plain gets, watched
+            if len(paths) <= SMALL_READ and self.reports and not self._armed:  # plain, watched
                 replies = await self.conn.call_many(
                     "get", [(p,) for p in paths], watch=self._child_watch
                 )

@@ -159,11 +159,12 @@ class TreeWatch:
         if self._tree_watch is not None:
             conn.unwatch_tree(self.path, self._tree_watch)
 
-    def _drop_deleted(self, event_time: float) -> None:
+    def _drop_deleted(self, event_time: float, report: bool = True) -> bool:
         """A child's data watch (or the tree watch) named it deleted: report without it at
         once, before any listing (a ZooKeeper round trip less on the path of a removal). A
         listing that follows re-arms the children watch; a child re-created under the same
-        name is new to it and read."""
+        name is new to it and read. True when children were dropped (``report``: False,
+        the caller reports them)."""
         gone = [name for name in self._deleted if name in self._children]
         self._deleted.clear()
         again = [name for name in gone if name in self._created]
@@ -175,15 +176,22 @@ class TreeWatch:
             self._relist = True
             self._mark()
             gone = [name for name in gone if name not in again]
-        if gone and self.path_exists:
-            for name in gone:
-                del self._children[name]
-                self._changed.discard(name)
+        if not (gone and self.path_exists):
+            return False
+        for name in gone:
+            del self._children[name]
+            self._changed.discard(name)
+        if report:
             self._report_cache(event_time)
+        return True
 
     async def _apply_tree(self, event_time: float) -> None:
-        """The events since the last sync, without listing: drops, then reads."""
-        self._drop_deleted(event_time)
+        """The events since the last sync, without listing: drops, then reads, in ONE
+        report. In a burst a sync has both; reported a read apart, the drops would start
+        the reconciler's round at once and the reads land after it began: every change of
+        the burst's tail would wait for a second round (tens of ms each at 1,000 servers).
+        A sync of drops alone (a lone removal) reads nothing and reports at once."""
+        dropped = self._drop_deleted(event_time, report=False)
         to_read = {name for name in self._created if name not in self._children}
         to_read |= self._changed
         self._created.clear()
@@ -198,6 +206,8 @@ class TreeWatch:
                 await self._read_many(sorted(to_read))
         except BaseException:
             self._relist = True  # list and compare: what was not read is still new then
+            if dropped:
+                self._report_cache(event_time)  # a removal must not wait for a reconnect
             raise
-        if to_read or gen:
+        if to_read or gen or dropped:
             self._report_cache(event_time)
