@@ -56,11 +56,9 @@ log = logging.getLogger("synapse.watchers.zookeeper")
 
 READ_BATCH = 512  # reads in flight at once for one service (each batch: one hop to the loop)
 # With one-shot watches, a change's one or two new children: one `get` each carries its
-# own watch, without the multi-read's setWatches request beside the change's path. Under
-# the tree watch no read sets a watch: every read goes through the batched multi-read, so
-# the reads of all the services an event batch touched leave as one request and come back
-# in one reply (plain gets, one per service, came back spread over a round trip, and each
-# service's report started or missed the reconciler's round on its own).
+# own watch, without the multi-read's setWatches request. Under the tree watch no read
+# sets a watch: all go in the batched multi-read, one request and one reply for all the
+# services an event batch touched (their reports then land in the same round).
 SMALL_READ = 2
 
 
@@ -155,7 +153,7 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
         self._data_watch = self.conn.on_loop(self._on_data)
         self._gen_watch = self.conn.on_loop(self._on_generator)
         if self.path != "/":  # (a watch on the whole tree would hear every write)
-            self._tree_watch = self.conn.on_loop(self._on_tree)
+            self._tree_watch = self._tree_callback()
 
     async def close(self) -> None:
         conn, self.conn = self.conn, None
@@ -221,6 +219,7 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
             await self._apply_tree(event_time)  # the events named the children
             return
         self._relist = False
+        self._drop_prefetched()  # a listing reads what it finds new (rare: starts, reconnects)
         verify, self._verify = self._verify, False
         if verify and self.generator_path is not None:
             self._gen_dirty = True  # watches are gone after a reconnect: read (and arm) again
@@ -293,8 +292,7 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
         assert self.conn is not None
         base = self._base()
         for part in _chunks(names):
-            self.reads += len(part)
-            self.metrics.registry_reads.labels(self.service, self.method).inc(len(part))
+            self._count_reads(len(part))
             replies = await self.conn.get_many([f"{base}{n}" for n in part], self._child_watch)
             for name, reply in zip(part, replies, strict=True):
                 if isinstance(reply, NoNodeError):
@@ -304,6 +302,10 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
 
     async def _read(self, name: str) -> None:
         await self._read_many([name])
+
+    def _count_reads(self, count: int) -> None:
+        self.reads += count
+        self.metrics.registry_reads.labels(self.service, self.method).inc(count)
 
     async def _read_many(self, names: list[str]) -> None:
         """Learn children: from the name when path-encoded, else with exactly one GET each,
@@ -315,9 +317,10 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
             self._changed.discard(name)
             if not self._from_name(name, f"zookeeper:{base}{name}"):
                 to_get.append(name)
+        if self._prefetched:
+            to_get = await self._take_prefetched(to_get)
         for part in _chunks(to_get):
-            self.reads += len(part)
-            self.metrics.registry_reads.labels(self.service, self.method).inc(len(part))
+            self._count_reads(len(part))
             paths = [f"{base}{n}" for n in part]
             if len(paths) <= SMALL_READ and self.reports and not self._armed:  # plain, watched
                 replies = await self.conn.call_many(
