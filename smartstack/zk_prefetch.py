@@ -37,7 +37,7 @@ class Prefetch:
         self.client = client
         self._waiting = 0
         self._lock = threading.Lock()  # kazoo's thread starts, the loop releases
-        self.started = 0  # (for tests and /status: how many reads went out this way)
+        self.started = 0  # how many reads went out this way
 
     def start(self, path: str) -> Any | None:
         """In kazoo's thread: queue a `get` of ``path`` (no watch); its kazoo async result,
