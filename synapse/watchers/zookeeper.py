@@ -55,10 +55,8 @@ from synapse.watchers.zookeeper_tree import TreeWatch
 log = logging.getLogger("synapse.watchers.zookeeper")
 
 READ_BATCH = 512  # reads in flight at once for one service (each batch: one hop to the loop)
-# With one-shot watches, a change's one or two new children: one `get` each carries its
-# own watch, without the multi-read's setWatches request. Under the tree watch no read
-# sets a watch: all go in the batched multi-read, one request and one reply for all the
-# services an event batch touched (their reports then land in the same round).
+# One-shot watches: a change's 1-2 new children get a watched `get` each (no setWatches).
+# Under the tree watch all reads batch in multi-reads (the reports then share a round).
 SMALL_READ = 2
 
 
