@@ -3,8 +3,8 @@
 50 services x 20 servers are loaded and served first. Then half the changes remove
 existing servers and half add brand-new ones, spread over every service, all written at
 once, as many nerves send them (bench.burst_writers): WRITERS sessions or connections,
-each change its own request (ZooKeeper: pipelined on each session; etcd: one put or
-delete each). The clock runs from the first write until `show servers state` matches
+each change its own request, all in flight at once (ZooKeeper: kazoo sessions; etcd:
+gRPC clients). The clock runs from the first write until `show servers state` matches
 the new membership exactly, and HAProxy's master counts the reloads meanwhile; synapse's
 applies and the CPU time of the writers, the registry and synapse are counted beside it.
 Run in synapse's runtime mode and, for comparison, with `do_socket: false` (a reload per
@@ -154,7 +154,7 @@ def run(opts: Options) -> Result:
                 scenario(opts, kind, runtime, services, servers, changes, result)
     result.notes.append(
         f"Written by {WRITERS} writers at once, every change its own request (ZooKeeper: "
-        f"pipelined on each session; etcd: one after the other on each connection). "
+        f"pipelined on each session; etcd: all in flight on each gRPC client). "
         f"HAProxy polled every {POLL_S * 1000:.0f} ms."
     )
     return result

@@ -8,13 +8,12 @@ request here, ~810 ms of the sixth round's 1,055 ms burst), and one etcd transac
 of 1,000 operations is a single revision no fleet of nerves would produce.
 
 So the changes are dealt round robin to ``WRITERS`` writers, and every writer sends its
-share at once from its own thread, pipelined on its own connection:
+share at once, pipelined on its own connection:
 - ZooKeeper: each writer is a session made as nerve makes its own
   (smartstack.zookeeper: kazoo with the inline handler and the bulk connection); its
   deletes and creates are async requests, all in flight together;
-- etcd: each writer is a keep-alive HTTP connection to the JSON gateway, one request per
-  change (put or delete-range), one after the other (HTTP/1.1 has no pipelining), as the
-  fleet benchmark's etcd writer does (bench.fleet_registry).
+- etcd: each writer is a gRPC client (aetcd, as nerve and synapse use), one put or delete
+  per change, all in flight at once.
 
 Everything is connected before the clock starts; ``write`` returns when every change
 is acknowledged.
@@ -22,13 +21,14 @@ is acknowledged.
 
 from __future__ import annotations
 
-import base64
-import http.client
-import json
-from collections.abc import Callable, Sequence
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
+import aetcd
 from kazoo.client import KazooClient
 
 from smartstack import kazoo_conn
@@ -117,30 +117,31 @@ class ZkBurstWriter:
             client.close()
 
 
-def _b64(text: str | bytes) -> str:
-    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
-
-
 class EtcdBurstWriter:
-    """``WRITERS`` keep-alive connections to etcd's JSON gateway, one request per change."""
+    """``WRITERS`` gRPC clients (aetcd, what synapse and nerve use), each sending its share
+    of a burst at once, every change its own put or delete, all in flight together (HTTP/2
+    multiplexes them): the etcd side of the ZooKeeper writer's pipelined sessions. They run
+    on an event loop in a thread of their own, started and connected before the clock."""
 
     def __init__(self, port: int, key: Callable[[str, Registration], str]) -> None:
         self._key = key
-        self.conns = [
-            http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(WRITERS)
-        ]
-        for conn in self.conns:
-            conn.connect()  # before the clock
-        self._fan = _Fan(WRITERS, "bench-etcd-writer")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="bench-etcd-writer", daemon=True
+        )
+        self._thread.start()
+        self.clients: list[aetcd.Client] = self._run(self._connect(port))
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=120)
 
     @staticmethod
-    def _call(conn: http.client.HTTPConnection, endpoint: str, body: dict[str, Any]) -> None:
-        conn.request("POST", f"/v3/{endpoint}", json.dumps(body).encode(),
-                     {"Content-Type": "application/json"})  # fmt: skip
-        resp = conn.getresponse()
-        payload = resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"etcd {endpoint} answered {resp.status}: {payload[:300]!r}")
+    async def _connect(port: int) -> list[aetcd.Client]:
+        clients = [aetcd.Client(host="127.0.0.1", port=port) for _ in range(WRITERS)]
+        for client in clients:
+            await client.connect()
+            await client.get(b"/bench-burst-warm-up")  # the channel up before the clock
+        return clients
 
     def write(self, adds: list[Add], removes: list[Handle]) -> list[Handle]:
         """Every change its own request; returns the written keys, in order."""
@@ -148,17 +149,27 @@ class EtcdBurstWriter:
         puts = [(k, r) for k, (_, r) in zip(keys, adds, strict=True)]
         put_shares, remove_shares = deal(puts, WRITERS), deal(removes, WRITERS)
 
-        def one(i: int) -> None:
-            conn = self.conns[i]
-            for handle in remove_shares[i]:
-                self._call(conn, "kv/deleterange", {"key": _b64(handle)})
-            for key, reg in put_shares[i]:
-                self._call(conn, "kv/put", {"key": _b64(key), "value": _b64(encode(reg))})
+        async def one(i: int) -> None:
+            client = self.clients[i]
+            await asyncio.gather(
+                *(client.delete(h.encode()) for h in remove_shares[i]),
+                *(client.put(k.encode(), encode(r)) for k, r in put_shares[i]),
+            )
 
-        self._fan.run(one)
+        async def everyone() -> None:
+            await asyncio.gather(*(one(i) for i in range(WRITERS)))
+
+        self._run(everyone())
         return keys
 
     def close(self) -> None:
-        self._fan.close()
-        for conn in self.conns:
-            conn.close()
+        async def close_all() -> None:
+            for client in self.clients:
+                with contextlib.suppress(Exception):
+                    await client.close()
+
+        with contextlib.suppress(Exception):
+            self._run(close_all())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
