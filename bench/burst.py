@@ -2,12 +2,13 @@
 
 50 services x 20 servers are loaded and served first. Then half the changes remove
 existing servers and half add brand-new ones, spread over every service, all written at
-once: ZooKeeper gets every delete and create as its own pipelined request (a thousand
-nerves acting together); etcd gets them in one transaction (one revision). The clock runs
-from the first write until `show servers state` matches the new membership exactly, and
-HAProxy's master counts the reloads meanwhile. Run in synapse's runtime mode and, for
-comparison, with `do_socket: false` (a reload per change, rate limited by
-`restart_interval`, the peers' way).
+once, as many nerves send them (bench.burst_writers): WRITERS sessions or connections,
+each change its own request, all in flight at once (ZooKeeper: kazoo sessions; etcd:
+gRPC clients). The clock runs from the first write until `show servers state` matches
+the new membership exactly, and HAProxy's master counts the reloads meanwhile; synapse's
+applies and the CPU time of the writers, the registry and synapse are counted beside it.
+Run in synapse's runtime mode and, for comparison, with `do_socket: false` (a reload per
+change, rate limited by `restart_interval`, the peers' way).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from __future__ import annotations
 import time
 
 from bench import Options
+from bench.burst_writers import WRITERS
 from bench.haproxy import missing
 from bench.registry import Handle, load_fleet, open_registry, server
 from bench.report import Result, Target
-from bench.stack import DaemonError, Synapse, Workspace, mode_name
+from bench.stack import DaemonError, Synapse, Workspace, cpu_seconds, metric_sum, mode_name
 from smartstack.record import Registration
 
 NAME = "burst"
@@ -80,12 +82,16 @@ def scenario(
         )
         adds, removes, after = plan(fleet.handles, fleet.expected, services, servers, changes)
         adds = [(fleet.path(name), r) for name, r in adds]
+        writer = reg.burst_writer()  # connected before the clock
         time.sleep(SETTLE_S)  # let start-up reloads finish before counting
         reloads_before = view.procs().master_reloads
 
-        started = time.perf_counter()
-        reg.burst(adds, removes)
-        written = time.perf_counter() - started
+        applies_before = metric_sum(syn.metrics(), "synapse_applies_total") or 0.0
+        pids = {"registry": reg.pids(), "synapse": [syn.pid]}
+        cpu_before = {who: sum(map(cpu_seconds, p)) for who, p in pids.items()}
+        started, writer_cpu = time.perf_counter(), time.process_time()
+        writer.write(adds, removes)
+        written, writer_cpu = time.perf_counter() - started, time.process_time() - writer_cpu
         deadline = started + 60
         while (left := missing(view, after)) != 0:
             if time.perf_counter() > deadline:
@@ -94,6 +100,8 @@ def scenario(
                 )
             time.sleep(POLL_S)
         applied = time.perf_counter() - started
+        cpu = {who: sum(map(cpu_seconds, p)) - cpu_before[who] for who, p in pids.items()}
+        rounds = int((metric_sum(syn.metrics(), "synapse_applies_total") or 0.0) - applies_before)
         time.sleep(SETTLE_S)
         reloads = view.procs().master_reloads - reloads_before
 
@@ -110,12 +118,20 @@ def scenario(
     )
     section.add("last write acknowledged -> HAProxy shows all", (applied - written) * 1000, "ms")
     section.add("HAProxy reloads", reloads, target=TARGET_RELOADS if runtime else None)
+    section.add("synapse's applies, until HAProxy shows all", rounds)
+    section.add("CPU of the writers, until all acknowledged", writer_cpu * 1000, "ms")
+    section.add("CPU of the registry, until HAProxy shows all", cpu["registry"] * 1000, "ms")
+    section.add("CPU of synapse, until HAProxy shows all", cpu["synapse"] * 1000, "ms")
     result.figures[title] = {
         "changes": len(adds) + len(removes),
         "written_ms": written * 1000,
         "applied_ms": applied * 1000,
         "reloads": reloads,
         "fleet_write_s": fleet.write_s,
+        "writer_cpu_ms": writer_cpu * 1000,
+        "registry_cpu_ms": cpu["registry"] * 1000,
+        "synapse_cpu_ms": cpu["synapse"] * 1000,
+        "applies": rounds,
     }
 
 
@@ -132,10 +148,13 @@ def run(opts: Options) -> Result:
     )
     for kind in opts.registries:
         for runtime in (True, False):
+            if not opts.wants(f"{kind}, {mode_name(runtime)}"):
+                continue
             with result.attempt(f"{kind}, {mode_name(runtime)}"):
                 scenario(opts, kind, runtime, services, servers, changes, result)
     result.notes.append(
-        "ZooKeeper: every change its own pipelined request; etcd: one "
-        f"transaction. HAProxy polled every {POLL_S * 1000:.0f} ms."
+        f"Written by {WRITERS} writers at once, every change its own request (ZooKeeper: "
+        f"pipelined on each session; etcd: all in flight on each gRPC client). "
+        f"HAProxy polled every {POLL_S * 1000:.0f} ms."
     )
     return result

@@ -2,11 +2,12 @@
 
 Records are encoded with ``smartstack.record.encode``, exactly as nerve writes them.
 ZooKeeper: ephemeral sequential znodes ``<path>/<name>_<seq>`` (nerve's naming) through
-kazoo; bulk loads use multi-op transactions, bursts pipeline single creates (what a
-thousand nerves would send). etcd: keys ``<path>/<name>_<host>_<port>`` (nerve's etcd key)
-through etcd's v3 JSON gateway on a keep-alive HTTP connection; bulk loads and bursts are
-transactions. Both sides are plain synchronous calls, so a benchmark times a write with
-nothing between its clock and the wire.
+kazoo; bulk loads use multi-op transactions. etcd: keys ``<path>/<name>_<host>_<port>``
+(nerve's etcd key) through etcd's v3 JSON gateway on a keep-alive HTTP connection; bulk
+loads are transactions. Bursts come from many sessions or connections, each change its
+own request (bench.burst_writers: what many nerves would send). Both sides are plain
+synchronous calls, so a benchmark times a write with nothing between its clock and the
+wire.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 from kazoo.client import KazooClient
 from kazoo.exceptions import NodeExistsError
 
+from bench.burst_writers import BurstWriter, EtcdBurstWriter, ZkBurstWriter
 from bench.observer import EtcdObserver, Observer, ZkObserver
 from bench.stack import Workspace, etcd_discovery, listen_port, service_block, zk_discovery
 from smartstack.record import Registration, encode, encode_child_prefix
@@ -38,9 +40,8 @@ class Registry(Protocol):
     def remove(self, handle: Handle) -> None: ...
     def observer(self, path: str) -> Observer: ...
     def load(self, items: list[tuple[str, Registration]]) -> list[Handle]: ...
-    def burst(
-        self, adds: list[tuple[str, Registration]], removes: list[Handle]
-    ) -> list[Handle]: ...
+    def burst_writer(self) -> BurstWriter: ...
+    def pids(self) -> list[int]: ...
     def close(self) -> None: ...
 
 
@@ -62,6 +63,7 @@ class ZkRegistry:
         self.client = KazooClient(hosts=self.server.hosts, timeout=30)
         self.client.start(timeout=30)
         ws.callback(self.close)
+        self._ws = ws
         self._parents: set[str] = set()
 
     def discovery(self, path: str) -> dict[str, Any]:
@@ -122,17 +124,15 @@ class ZkRegistry:
             drain_one()
         return handles
 
-    def burst(self, adds: list[tuple[str, Registration]], removes: list[Handle]) -> list[Handle]:
-        """Every change as its own request, all pipelined: a thousand nerves at once."""
-        self._ensure({path for path, _ in adds})
-        pending = [self.client.delete_async(h) for h in removes]
-        creates = [
-            self.client.create_async(self._name(p, r), encode(r), ephemeral=True, sequence=True)
-            for p, r in adds
-        ]
-        for result in pending:
-            result.get(timeout=60)
-        return [result.get(timeout=60) for result in creates]
+    def pids(self) -> list[int]:
+        return [pid for pid in [self.server.pid] if pid]
+
+    def burst_writer(self) -> ZkBurstWriter:
+        """Sessions that write a burst as many nerves would (bench.burst_writers), connected
+        now; closed with the workspace. The burst's paths must exist (``load`` made them)."""
+        writer = ZkBurstWriter(self.server.hosts, self._name)
+        self._ws.callback(writer.close)
+        return writer
 
     def close(self) -> None:
         self.client.stop()
@@ -152,6 +152,7 @@ class EtcdRegistry:
         self.cluster = ws.etcd()
         self.conn = http.client.HTTPConnection("127.0.0.1", self.cluster.port, timeout=30)
         ws.callback(self.close)
+        self._ws = ws
 
     def discovery(self, path: str) -> dict[str, Any]:
         return etcd_discovery(self.cluster, path)
@@ -190,25 +191,25 @@ class EtcdRegistry:
         for start in range(0, len(ops), self.MAX_OPS):
             self._call("kv/txn", {"success": ops[start : start + self.MAX_OPS]})
 
-    def _ops(self, adds: list[tuple[str, Registration]], removes: list[Handle]) -> tuple:
-        keys = [self.key(p, r) for p, r in adds]
-        ops = [{"requestDeleteRange": {"key": _b64(h)}} for h in removes]
-        ops += [
-            {"requestPut": {"key": _b64(k), "value": _b64(encode(r))}}
-            for k, (_, r) in zip(keys, adds, strict=True)
-        ]
-        return keys, ops
-
     def load(self, items: list[tuple[str, Registration]]) -> list[Handle]:
-        keys, ops = self._ops(items, [])
+        """Many records, fast: transactions of up to MAX_OPS puts."""
+        keys = [self.key(p, r) for p, r in items]
+        ops = [
+            {"requestPut": {"key": _b64(k), "value": _b64(encode(r))}}
+            for k, (_, r) in zip(keys, items, strict=True)
+        ]
         self._txn(ops)
         return keys
 
-    def burst(self, adds: list[tuple[str, Registration]], removes: list[Handle]) -> list[Handle]:
-        """All changes in one transaction (up to MAX_OPS): one revision, one watch response."""
-        keys, ops = self._ops(adds, removes)
-        self._txn(ops)
-        return keys
+    def pids(self) -> list[int]:
+        return [pid for pid in self.cluster.pids if pid]
+
+    def burst_writer(self) -> EtcdBurstWriter:
+        """Connections that write a burst as many nerves would, one request per change
+        (bench.burst_writers); closed with the workspace."""
+        writer = EtcdBurstWriter(self.cluster.port, self.key)
+        self._ws.callback(writer.close)
+        return writer
 
     def range_reads(self) -> float | None:
         """Range reads etcd has served (its /metrics), to count the reads synapse makes: its

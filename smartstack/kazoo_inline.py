@@ -12,13 +12,16 @@ never block. Any other callback (kazoo's recipes, user code) still goes through 
 from __future__ import annotations
 
 import logging
+import math
+import select
 import selectors
+import threading
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from kazoo.handlers.threading import AsyncResult, SequentialThreadingHandler
-from kazoo.handlers.utils import selector_select
+from kazoo.handlers.utils import fileobj_to_fd, selector_select
 
 log = logging.getLogger("smartstack.zookeeper")
 
@@ -61,13 +64,55 @@ class _InlineResult(AsyncResult):
         super()._do_callbacks()
 
 
+POLLS_KEPT = 8  # poll objects kept per thread (kazoo's loop asks with 2-3 fd sets)
+
+
 class InlineHandler(SequentialThreadingHandler):
     """SequentialThreadingHandler that runs ``inline()`` callbacks without its queues."""
 
-    def select(self, *args: Any, **kwargs: Any) -> Any:
-        # kazoo's select, on poll(): its default makes (and closes) an epoll file descriptor
-        # per call, several calls per request; poll() needs no descriptor of its own.
-        return selector_select(*args, selectors_module=_POLL, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._polls = threading.local()
+
+    def select(
+        self, rlist: list[Any], wlist: list[Any], xlist: list[Any], timeout: float | None = None
+    ) -> tuple[list[Any], list[Any], list[Any]]:
+        """kazoo's select (what selector_select on poll() answers), with one ``select.poll``
+        kept per set of descriptors: kazoo's loop selects on the same socket and wake-up
+        pipe every turn, and building, filling and closing a selector each time was a fifth
+        of its thread's time per registry event. poll() registers descriptor numbers and
+        hands the kernel the whole list on every call, so a kept one stays right when a
+        descriptor is closed and its number reused (a closed socket: kazoo's own way)."""
+        try:
+            rfds = tuple(fileobj_to_fd(f) for f in rlist)
+            wfds = tuple(fileobj_to_fd(f) for f in wlist)
+        except TypeError:  # a closed socket: kazoo's own select raises it, as before
+            rfds = wfds = None  # type: ignore[assignment]
+        if rfds is None or xlist or (timeout is not None and timeout < 0):
+            return selector_select(rlist, wlist, xlist, timeout, selectors_module=_POLL)
+        polls: dict[tuple[tuple[int, ...], tuple[int, ...]], Any] = self._polls.__dict__
+        poller = polls.get((rfds, wfds))
+        if poller is None:
+            if len(polls) >= POLLS_KEPT:
+                polls.clear()
+            poller = polls[(rfds, wfds)] = select.poll()
+            masks: dict[int, int] = {}
+            for fd in rfds:
+                masks[fd] = masks.get(fd, 0) | select.POLLIN
+            for fd in wfds:
+                masks[fd] = masks.get(fd, 0) | select.POLLOUT
+            for fd, mask in masks.items():
+                poller.register(fd, mask)
+        ready = poller.poll(None if timeout is None else math.ceil(timeout * 1e3))
+        readable: list[Any] = []
+        writable: list[Any] = []
+        for fd, events in ready:
+            mine = [f for f, n in zip(rlist, rfds, strict=True) if n == fd]
+            mine += [f for f, n in zip(wlist, wfds, strict=True) if n == fd]
+            # As selector_select on poll(): anything but "writable" (data, hang-up, error)
+            # reports every object of the descriptor readable; else writable.
+            (readable if events & ~select.POLLOUT else writable).extend(mine)
+        return readable, writable, []
 
     def async_result(self) -> AsyncResult:
         return _InlineResult(self)

@@ -10,8 +10,9 @@ record), a removed one none at all.
 kazoo knows nothing of these watches: its event reader hands an event only to the
 one-shot watches filed for that exact path (and drops them). ``TreeRouter`` wraps that
 reader on one client: an event at or under a routed path goes to the path's callbacks
-too, then to kazoo's own reader as before (one event per change reaches a connection,
-whichever watches it matched on the server, so both must see it). kazoo does not set
+too, then to kazoo's own reader as before when kazoo has a one-shot watch there (one
+event per change reaches a connection, whichever watches it matched on the server, so both
+must see it; without one, kazoo's reader would only parse it again). kazoo does not set
 watches again after a reconnect and forgets its own: the server forgets ours with the
 connection, so callers add them again after every (re)connection and list again.
 
@@ -43,6 +44,7 @@ PERSISTENT_RECURSIVE = 1  # AddWatchMode.PERSISTENT_RECURSIVE
 WATCHER_TYPE_PERSISTENT_RECURSIVE = 5  # Watcher.WatcherType.PersistentRecursive
 WATCHER_TYPE_ANY = 3  # Watcher.WatcherType.Any: every watch of the path
 NODE_EVENTS = (1, 2, 3)  # NodeCreated, NodeDeleted, NodeDataChanged: what such a watch sends
+DELETED_EVENT = 2
 
 
 class AddWatch(namedtuple("AddWatch", "path mode")):
@@ -130,7 +132,16 @@ class TreeRouter:
                                       client.unchroot(watch.path))  # fmt: skip
                     for callback in callbacks:
                         client.handler.dispatch_callback(Callback("watch", callback, (ev,)))
+                    if not self._one_shot(watch.type, watch.path):
+                        return None  # kazoo's reader would parse it again to find nothing
         return self._kazoo_reader(buffer, offset)  # kazoo's one-shot watches on the path
+
+    def _one_shot(self, kind: int, path: str) -> bool:
+        """Whether kazoo's own reader has a one-shot watch to fire for this node event."""
+        client = self.client
+        if path in client._data_watchers:
+            return True
+        return kind == DELETED_EVENT and path in client._child_watchers
 
 
 def start_add_watch(

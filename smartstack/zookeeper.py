@@ -27,6 +27,7 @@ from smartstack.kazoo_inline import InlineHandler, inline
 from smartstack.logs import KazooLog, event
 from smartstack.zk_multiread import GET_CHILDREN, GET_DATA, ReadBatcher
 from smartstack.zk_persistent import TreeRouter, start_add_watch, start_remove_watch
+from smartstack.zk_prefetch import Prefetch
 
 log = logging.getLogger("smartstack.zookeeper")
 
@@ -88,6 +89,7 @@ class ZooKeeperConnection:
         self._reads = ReadBatcher(self.client, loop)  # multi-reads of one loop turn, together
         self._tree = TreeRouter(self.client)  # persistent recursive watches' events
         self._bulk = WakeBatcher(self.client, loop)  # a start's addWatch requests: one wake-up
+        self.prefetch = Prefetch(self.client)  # a created child's read, from kazoo's thread
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -333,9 +335,23 @@ class ZooKeeperConnection:
         """
         if not calls:
             return []
+        start = getattr(self.client, f"{method}_async")
+        results: list[Any] = []
+        for args in calls:
+            try:
+                results.append(start(*args, **kwargs))
+            except Exception as exc:  # e.g. SessionExpiredError raised synchronously
+                results.append(exc)
+        return await self.wait_all(results)
+
+    async def wait_all(self, results: Sequence[Any]) -> list[Any]:
+        """The value or the exception of every kazoo async result (or exception) of
+        ``results``, in order, handed to the loop once when the last one is in."""
+        if not results:
+            return []
         future: asyncio.Future[None] = self.loop.create_future()
-        outcomes: list[Any] = [None] * len(calls)
-        left = [len(calls)]
+        outcomes: list[Any] = [None] * len(results)
+        left = [len(results)]
         lock = threading.Lock()  # replies come on kazoo's thread, early failures on ours
 
         def _settle() -> None:
@@ -357,17 +373,16 @@ class ZooKeeperConnection:
 
             return _done
 
-        start = getattr(self.client, f"{method}_async")
-        for index, args in enumerate(calls):
-            try:
-                start(*args, **kwargs).rawlink(_one(index))
-            except Exception as exc:  # e.g. SessionExpiredError raised synchronously
-                outcomes[index] = exc
+        for index, result in enumerate(results):
+            if isinstance(result, BaseException):
+                outcomes[index] = result
                 with lock:
                     left[0] -= 1
                     last = left[0] == 0
                 if last:
                     _settle()
+            else:
+                result.rawlink(_one(index))
         await future
         return outcomes
 

@@ -55,8 +55,8 @@ from synapse.watchers.zookeeper_tree import TreeWatch
 log = logging.getLogger("synapse.watchers.zookeeper")
 
 READ_BATCH = 512  # reads in flight at once for one service (each batch: one hop to the loop)
-# A change's one or two new children: one `get` each carries its own watch, without the
-# multi-read's setWatches request and batching turn beside the change's path.
+# One-shot watches: a change's 1-2 new children get a watched `get` each (no setWatches).
+# Under the tree watch all reads batch in multi-reads (the reports then share a round).
 SMALL_READ = 2
 
 
@@ -151,7 +151,7 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
         self._data_watch = self.conn.on_loop(self._on_data)
         self._gen_watch = self.conn.on_loop(self._on_generator)
         if self.path != "/":  # (a watch on the whole tree would hear every write)
-            self._tree_watch = self.conn.on_loop(self._on_tree)
+            self._tree_watch = self._tree_callback()
 
     async def close(self) -> None:
         conn, self.conn = self.conn, None
@@ -217,6 +217,7 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
             await self._apply_tree(event_time)  # the events named the children
             return
         self._relist = False
+        self._drop_prefetched()  # a listing reads what it finds new (rare: starts, reconnects)
         verify, self._verify = self._verify, False
         if verify and self.generator_path is not None:
             self._gen_dirty = True  # watches are gone after a reconnect: read (and arm) again
@@ -289,8 +290,7 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
         assert self.conn is not None
         base = self._base()
         for part in _chunks(names):
-            self.reads += len(part)
-            self.metrics.registry_reads.labels(self.service, self.method).inc(len(part))
+            self._count_reads(len(part))
             replies = await self.conn.get_many([f"{base}{n}" for n in part], self._child_watch)
             for name, reply in zip(part, replies, strict=True):
                 if isinstance(reply, NoNodeError):
@@ -300,6 +300,10 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
 
     async def _read(self, name: str) -> None:
         await self._read_many([name])
+
+    def _count_reads(self, count: int) -> None:
+        self.reads += count
+        self.metrics.registry_reads.labels(self.service, self.method).inc(count)
 
     async def _read_many(self, names: list[str]) -> None:
         """Learn children: from the name when path-encoded, else with exactly one GET each,
@@ -311,11 +315,12 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
             self._changed.discard(name)
             if not self._from_name(name, f"zookeeper:{base}{name}"):
                 to_get.append(name)
+        if self._prefetched:
+            to_get = await self._take_prefetched(to_get)
         for part in _chunks(to_get):
-            self.reads += len(part)
-            self.metrics.registry_reads.labels(self.service, self.method).inc(len(part))
+            self._count_reads(len(part))
             paths = [f"{base}{n}" for n in part]
-            if len(paths) <= SMALL_READ and self.reports:  # a change: plain gets, watched
+            if len(paths) <= SMALL_READ and self.reports and not self._armed:  # plain, watched
                 replies = await self.conn.call_many(
                     "get", [(p,) for p in paths], watch=self._child_watch
                 )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+import threading
+import traceback
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,7 +19,7 @@ from smartstack.zookeeper import ZooKeeperPool
 from synapse.watchers import create_watcher
 from synapse.watchers.base import WatcherContext
 from synapse.watchers.zookeeper import ZooKeeperPollWatcher, ZooKeeperWatcher
-from testbed.zookeeper import ZooKeeperServer, expire_session
+from testbed.zookeeper import ZooKeeperServer, expire_session, four_letter_word
 
 
 @pytest.fixture
@@ -38,6 +41,25 @@ def register(writer: KazooClient, path: str, port: int, name: str = "i", **extra
 def bad_records(watcher: ZooKeeperWatcher) -> float:
     return sample(watcher.metrics.registry, "synapse_bad_records_total",
                   service=watcher.service, method="zookeeper")  # fmt: skip
+
+
+def kazoo_state(client: KazooClient, port: int) -> str:
+    """kazoo's state, the zxids (a server behind the client's zxid refuses it), and where
+    kazoo's connection thread is: for a reconnect that never came."""
+    try:
+        srvr = four_letter_word(port, "srvr", timeout=2)
+        server_zxid = next(x for x in srvr.splitlines() if x.startswith("Zxid"))
+    except (OSError, StopIteration) as exc:
+        server_zxid = f"srvr failed: {exc!r}"
+    frames = sys._current_frames()
+    where = [
+        "".join(traceback.format_stack(frames[t.ident])[-6:])
+        for t in threading.enumerate()
+        if "zk_loop" in t.name and t.ident in frames
+    ]
+    return (f"kazoo state {client.state} / {client.client_state}, last_zxid "
+            f"{client.last_zxid:#x}, server {server_zxid}; connection thread:\n"
+            f"{''.join(where) or 'none'}")  # fmt: skip
 
 
 async def start_watcher(
@@ -274,7 +296,10 @@ async def test_connection_loss_rearms_watches_with_one_batched_read(tmp_path, po
         await asyncio.to_thread(server.start)
         # A restarted JVM on a busy CI machine can take many seconds to answer: the wait is
         # long, the session (60 s) longer, so this still proves the session survived.
-        await eventually(lambda: watcher.connected, timeout=45.0, what="reconnect")
+        try:
+            await eventually(lambda: watcher.connected, timeout=45.0, what="reconnect")
+        except AssertionError as exc:  # (rare, at load 5+: say where kazoo's thread was)
+            raise AssertionError(f"{exc}; {kazoo_state(conn.client, server.port)}") from None
         assert conn.session_id == session
         # The cached children were checked with one multi-read (their data and stat, 3
         # reads in 1 request), and their watches work again.

@@ -82,3 +82,22 @@ def test_routes_are_removed_per_callback() -> None:
     client._connection._read_watch_event(_event_bytes(1, "/svc/x"), 0)
     assert (len(first), len(second)) == (0, 1)
     assert router.remove("/svc", s) is True and not router.routed("/svc")
+
+
+def test_kazoos_reader_reads_a_routed_event_only_for_its_one_shot_watches() -> None:
+    client = _client()
+    router = TreeRouter(client)
+    kazoo_read: list[str] = []
+    kazoo_reader = router._kazoo_reader
+    router._kazoo_reader = lambda buf, off: kazoo_read.append("read") or kazoo_reader(buf, off)
+    heard: list[WatchedEvent] = []
+    router.add("/svc", _recorder(heard))
+    read = client._connection._read_watch_event
+    read(_event_bytes(1, "/svc/a"), 0)  # no one-shot watch there: kazoo has nothing to do
+    assert kazoo_read == [] and len(heard) == 1
+    client._child_watchers["/svc/b"].add(_recorder([]))
+    read(_event_bytes(3, "/svc/b"), 0)  # a child watch does not fire on NodeDataChanged
+    assert kazoo_read == []
+    read(_event_bytes(2, "/svc/b"), 0)  # ... but on NodeDeleted
+    read(_event_bytes(3, "/other"), 0)  # not routed: kazoo's as ever
+    assert kazoo_read == ["read", "read"] and len(heard) == 3

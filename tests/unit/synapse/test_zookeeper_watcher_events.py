@@ -121,6 +121,7 @@ class _Conn:
     """What the watcher's run loop asks of its pooled connection."""
 
     connected, announced = True, False
+    loop = prefetch = None  # (the tree watch's callback holds them; never called here)
 
     def on_loop(self, callback):
         return callback
