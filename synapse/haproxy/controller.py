@@ -49,6 +49,7 @@ from synapse.haproxy.isolation import Isolation
 from synapse.haproxy.managed import ManagedHAProxy, Supervisor
 from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.ops import Op, Plan, Reload
+from synapse.haproxy.owed import OwedRender
 from synapse.haproxy.pending import PendingReload
 from synapse.haproxy.planner import plan
 from synapse.haproxy.reader import RunningReader
@@ -105,6 +106,7 @@ class HAProxyController:
         self._desired: list[DesiredService] = []
         self._applied = False  # apply() was called: _desired is real
         self._pending = PendingReload(self._gate, self._lock, self._apply_locked, self.metrics)
+        self._owed = OwedRender(self._lock, self._apply_locked)  # an express change's render
         self._stopping = False
         self.info = HAProxyStatus()
         self._failures = Failures(self.info, self.metrics, self._gate, self._pending,
@@ -129,7 +131,8 @@ class HAProxyController:
         async with self._reader.change_turn(self._lock):  # (counted: the sweep lets it first)
             self._desired = self._isolation.substitute(list(desired))
             self._applied, self._acked = True, None
-            result = await self._apply_locked()
+            with self._owed.change():  # (it may leave its render owed)
+                result = await self._apply_locked()
         result = dataclasses.replace(result, acked_at=self._acked)  # (the reconciler's trace)
         elapsed = self._clock() - began
         self.metrics.apply_duration.observe(elapsed)
@@ -159,6 +162,8 @@ class HAProxyController:
         """Wait until no reload is pending (rate limited or being retried) and the config
         file is on disk."""
         async with asyncio.timeout(timeout):
+            async with self._lock:
+                await self._owed.pay()  # (an express change's render: now)
             await self._pending.done()
             with contextlib.suppress(OSError):
                 await self._installer.flush()
@@ -166,6 +171,9 @@ class HAProxyController:
     async def stop(self) -> None:
         """Cancel a pending reload and the sweep; managed mode: leave HAProxy serving for
         the next synapse, or stop it (``managed.stop_on_exit``)."""
+        async with self._lock:  # the file says what HAProxy runs (the next synapse's start)
+            await self._owed.pay()
+            await self._owed.stop()
         self._stopping = True
         for part in (self._supervisor, self._dumper):  # (no restart, no dump from here on)
             if part is not None:
@@ -194,6 +202,7 @@ class HAProxyController:
                                     self._installer.file, self._managed)  # fmt: skip
         status["isolated_services"] = self._isolation.status()
         status["express"] = self._express.sent  # applies whose commands went before their render
+        status["render_owed"] = self._owed.owed  # the file lags HAProxy by up to owed.WINDOW
         return status
 
     # --- one apply: read -> render -> plan -> run ops, or hand over to the gate -----------
@@ -226,6 +235,8 @@ class HAProxyController:
         wanted = self._renderer.changed_backends(self._desired)  # (if unread since a reload)
         running = await self._reader.read(self._reader.stale(), wanted)
         early = await self._express.send(self._renderer, self._desired, running)  # (express)
+        if early.backends and not early.failures and self._owed.allowed:
+            return self._owed.defer(self._reader, self._express, early.applied)  # (owed.py)
         try:
             candidate = self._render(running)
         except self._renderer.errors as err:  # (jinja2's, with an operator template)
@@ -272,6 +283,7 @@ class HAProxyController:
         hints, changed = reader.id_hints(running), reader.ids_changed(running)
         candidate = self._renderer.render(self._desired, hints, changed)
         reader.rendered()
+        self._owed.paid()  # (it took in every change since the last render)
         self.info.rendered(candidate.warnings)
         return candidate
 

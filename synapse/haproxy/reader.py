@@ -406,6 +406,11 @@ class RunningReader:
             return None
         return self._to_plan | delta.backends
 
+    def plan_later(self, backends: Collection[str]) -> None:
+        """No plan now (an express change's render is owed): the next one plans these."""
+        if self._to_plan is not None:
+            self._to_plan.update(backends)
+
     def planned(
         self,
         desired: DesiredConfig,

@@ -154,26 +154,41 @@ class Renderer:
         return self._last.config.parsed if self._last is not None else None
 
     def membership_specs(
-        self, services: list[DesiredService], running_ids: Mapping[str, Mapping[str, int]]
+        self,
+        services: list[DesiredService],
+        running_ids: Mapping[str, Mapping[str, int]],
+        since: list[DesiredService] | None = None,
     ) -> list[BackendSpec] | None:
         """The new backend specs of the services that changed since the last render, when
         each changed only in its servers (same config object, the default layout, server
         lines that differ in no option the runtime API cannot set); None when anything
         else may have changed (render and plan it all). Built once: the next render's
-        pieces take them (``_piece``). The express path plans commands from them."""
-        last, self._early = self._last, {}
+        pieces take them (``_piece``). The express path plans commands from them.
+
+        ``since``: the services of an earlier apply whose commands were all sent and whose
+        render is owed (``synapse.haproxy.owed``): a service the same object there keeps
+        its spec and is not returned (nothing new to send for it)."""
+        last, built, self._early = self._last, self._early, {}
         if last is None or self._jinja is not None or len(services) != len(last.services):
             return None
+        if since is not None and len(since) != len(services):
+            since = None
         specs = []
         for i in moved(services, last.services):
             service, old = services[i], last.pieces[i]
+            ids = running_ids.get(service.backend_name) or {}
+            early = built.get(service.name)  # (built by an apply since the last render)
+            if early is not None and early[0] is service and (early[1] is ids or early[1] == ids):
+                self._early[service.name] = early
+                if since is None or since[i] is not service:
+                    specs.append(early[2])
+                continue
             hap, routing = service.config.haproxy, service.config.zone_routing
             if old is None or hap.disabled or old.service.config is not service.config:
                 return None
             if service.name != old.service.name or (routing is not None and routing.signals):
                 return None  # (zone signals: the frontend's lines follow the servers)
             _, backend_lines, line_warnings, base = self._config_parts(service)
-            ids = running_ids.get(service.backend_name) or {}
             warnings = list(line_warnings)
             previous = (old.service, old.backend)
             spec = self._builder.backend(service, backend_lines, ids, warnings, base, previous)
@@ -303,7 +318,7 @@ class Renderer:
             service, self._zone_map, self._address(hap), lambda a: self._bind(hap, a)
         )
         early = self._early.pop(service.name, None)
-        if early is not None and early[0] is service and early[1] is ids:
+        if early is not None and early[0] is service and (early[1] is ids or early[1] == ids):
             spec, warnings = early[2], list(early[3])  # (membership_specs built it)
         else:
             warnings = list(line_warnings)

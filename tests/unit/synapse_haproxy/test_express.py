@@ -152,3 +152,49 @@ def test_a_render_after_servers_sharing_a_name_keeps_the_spec_of_the_first():
     after = renderer.render([again], {}, {"web"}).backends["web"].servers
     assert after == Renderer(haproxy_config()).render([again], {}).backends["web"].servers
     assert after[a5.name].weight == 5
+
+
+def test_changes_since_an_owed_apply_plan_only_what_is_new_and_keep_the_earlier_specs():
+    """An apply whose render is owed (``synapse.haproxy.owed``) leaves the last render
+    behind: the next plans only the services changed since that apply, not all of them
+    since the render, and the render that pays takes every spec built meanwhile."""
+    renderer, services, running = rendered()
+    s0, s1, s2 = services
+    first = [with_servers(s0, s0.servers[:2]), s1, s2]
+    ids = RunningIds().use(running.backends)
+    built = renderer.membership_specs(first, ids)
+    assert built is not None and [spec.name for spec in built] == ["s0"]
+    second = [first[0], with_servers(s1, s1.servers[1:]), s2]
+    again = renderer.membership_specs(second, ids, since=first)
+    assert again is not None and [spec.name for spec in again] == ["s1"]  # s0: sent already
+    assert [spec.name for spec in renderer.membership_specs(second, ids) or ()] == ["s0", "s1"]
+    kept = renderer.membership_specs(second, ids, since=first)
+    assert kept is not None and kept[0] is again[0]  # (built once, kept while the same)
+    other = renderer.membership_specs(second, ids, since=first[:2])  # (not that apply's)
+    assert [spec.name for spec in other or ()] == ["s0", "s1"]
+    pieces = renderer.rendered_pieces
+    after = renderer.render(second, ids, set())
+    assert renderer.rendered_pieces == pieces + 2
+    assert after.backends["s0"] is built[0] and after.backends["s1"] is again[0]
+    assert after.text == Renderer(haproxy_config()).render(second).text
+
+
+async def test_a_deferred_apply_hands_its_backends_to_the_next_plan_and_is_the_next_base():
+    renderer, services, running = rendered()
+    sent = []
+
+    async def run(ops):
+        sent.extend(ops)
+        return [str(op) for op in ops], []
+
+    express = Express(_Reader(), lambda: V26, run)  # type: ignore[arg-type]
+    express.ready = True
+    s0, s1, s2 = services
+    first = [with_servers(s0, s0.servers[:2]), s1, s2]
+    assert (await express.send(renderer, first, running)).backends == {"s0"}
+    assert express.deferred() == {"s0"} and express.unplanned(None, ["s0"]) is None
+    express.ready = True  # (the controller's, after a deferred apply)
+    sent.clear()
+    second = [first[0], with_servers(s1, s1.servers[:1]), s2]
+    assert (await express.send(renderer, second, running)).backends == {"s1"}
+    assert {op.backend for op in sent} == {"s1"}  # s0's commands are not sent again
