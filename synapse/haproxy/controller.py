@@ -249,7 +249,6 @@ class HAProxyController:
         ops = bridge.ops if bridge else result.ops
         applied, failures = await self._run_ops(ops)
         applied, failures = early.applied + applied, early.failures + failures
-        self._reader.settle_later({op.backend for op in ops})  # (sent: touched, even if failed)
         if failures and trusted:  # planned on what synapse believed: read all, plan again
             return await self._apply_held()  # (a failure invalidated the view: once)
         routed, failed = await self._installer.edge.sync(self._desired, running)  # edge_sync
@@ -320,12 +319,14 @@ class HAProxyController:
         return build_bridge(layout, self._desired, running, ids, self._capabilities())
 
     async def _run_ops(self, ops: Sequence[Op]) -> tuple[list[str], list[str]]:
-        applied, failures = await run_ops(self._runtime, ops, self.metrics)
+        done: list[Op] = []
+        applied, failures = await run_ops(self._runtime, ops, self.metrics, done)
         if applied and not failures and self._acked is None:  # (a failed batch is re-planned)
             self._acked = time.monotonic()  # (not the injected clock: event times are real)
         self.info.last_ops.extend(applied)
         if failures:
             self._reader.invalidate()  # a command failed: what we believed may be wrong
+        self._reader.ran(ops, done)  # the view follows them, or reads them back (touched)
         return applied, failures
 
     # --- reloads --------------------------------------------------------------------------
@@ -398,7 +399,6 @@ class HAProxyController:
         after = self._plan(fresh, running, reread=now or set())
         assert after is not None
         applied, failures = await self._run_ops(after.ops)
-        self._reader.settle_later({op.backend for op in after.ops})
         written = self._installer.write(fresh, self._layout()) or wrote
         result = ApplyResult(tuple(applied), ApplyOutcome.DONE, (), written)
         if after.reload is not None and after.reload.kind == "runtime_unavailable":
@@ -452,6 +452,5 @@ class HAProxyController:
         if bridge is not None:
             await self._run_ops(bridge.ops)
             self._installer.write(bridge.config, bridge.layout)
-            self._reader.settle_later({op.backend for op in bridge.ops})
             self._acked = None  # (the bridge's answer is not the change's)
         return True

@@ -78,8 +78,7 @@ class Express:
             return NOTHING
         ops, backends = planned
         applied, failures = await self._run(ops)
-        self._owed = frozenset(op.backend for op in ops)
-        reader.settle_later(self._owed)  # (a backend with nothing to send is not stale)
+        self._owed = frozenset(op.backend for op in ops)  # (read back or followed: ``run``)
         self.sent += 1
         self.backends = backends
         return Early(applied, failures, backends)
