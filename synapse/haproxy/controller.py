@@ -162,8 +162,7 @@ class HAProxyController:
         """Wait until no reload is pending (rate limited or being retried) and the config
         file is on disk."""
         async with asyncio.timeout(timeout):
-            async with self._lock:
-                await self._owed.pay()  # (an express change's render: now)
+            await self._owed.pay()  # (an express change's render: now)
             await self._pending.done()
             with contextlib.suppress(OSError):
                 await self._installer.flush()
@@ -171,9 +170,7 @@ class HAProxyController:
     async def stop(self) -> None:
         """Cancel a pending reload and the sweep; managed mode: leave HAProxy serving for
         the next synapse, or stop it (``managed.stop_on_exit``)."""
-        async with self._lock:  # the file says what HAProxy runs (the next synapse's start)
-            await self._owed.pay()
-            await self._owed.stop()
+        await self._owed.close()  # the file says what HAProxy runs (the next synapse's start)
         self._stopping = True
         for part in (self._supervisor, self._dumper):  # (no restart, no dump from here on)
             if part is not None:
@@ -201,8 +198,8 @@ class HAProxyController:
         status = self.info.snapshot(mode, self.settings, self._reader, self._gate,
                                     self._installer.file, self._managed)  # fmt: skip
         status["isolated_services"] = self._isolation.status()
-        status["express"] = self._express.sent  # applies whose commands went before their render
-        status["render_owed"] = self._owed.owed  # the file lags HAProxy by up to owed.WINDOW
+        # applies whose commands went before their render; the file lags (owed.WINDOW)
+        status.update(express=self._express.sent, render_owed=self._owed.owed)
         return status
 
     # --- one apply: read -> render -> plan -> run ops, or hand over to the gate -----------

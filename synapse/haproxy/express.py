@@ -65,7 +65,7 @@ class Express:
         self, renderer: Renderer, desired: list[DesiredService], running: RunningState
     ) -> Early:
         """Plan (``plan``) and run the commands; NOTHING when there are none. The backends
-        are read again after the apply (``settle_later``), as after any command."""
+        are followed or read again (``RunningReader.ran``), as after any command."""
         reader = self._reader
         ready, self.ready = self.ready, False  # (set again by an apply that ends clean)
         self.backends = frozenset()

@@ -79,9 +79,18 @@ class OwedRender:
         self.owed = False
 
     async def pay(self) -> None:
-        """Render and write now, if owed (the caller holds the controller's lock)."""
-        if self.owed:
-            await self._apply()
+        """Render and write now, if owed (``flush()``)."""
+        async with self._lock:
+            if self.owed:
+                await self._apply()
+
+    async def close(self) -> None:
+        """Pay what is owed and stop (a stop: the next synapse trusts the file)."""
+        async with self._lock:
+            if self.owed:
+                await self._apply()
+            task, self._task = self._task, None
+            await cancel_and_wait(task)  # (sleeping, or waiting for the lock held here)
 
     async def _later(self) -> None:
         await asyncio.sleep(WINDOW)
@@ -92,7 +101,3 @@ class OwedRender:
                     await self._apply()
                 except Exception:  # (apply logs HAProxy's failures itself: a bug)
                     log.exception("HAProxy: the owed render failed")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        await cancel_and_wait(task)

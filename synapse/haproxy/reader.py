@@ -16,7 +16,8 @@ In the background it sweeps: every FULL_READ_INTERVAL, and at once after synapse
 or started HAProxy (the apply then read only the backends' names), it reads the whole
 runtime state, a part at a time, and has the controller apply where a part differs from
 what the last plan saw (after a reload: every backend, planned a part at a time). After an apply's
-runtime commands it reads what they changed (``settle_later``), off the path to HAProxy.
+runtime commands the view follows them (``ran``, ``view_ops``) or reads what they changed
+(``settle_later``), off the path to HAProxy.
 """
 
 from __future__ import annotations
@@ -37,14 +38,13 @@ from synapse.haproxy.running import Capabilities, RunningState
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.sockets import HAProxySocketError
 from synapse.haproxy.view import Read, RunningIds, RunningView, file_ids
-from synapse.haproxy.view_ops import follow
+from synapse.haproxy.view_ops import Recheck, follow
 
 log = logging.getLogger("synapse.haproxy")
 
 FULL_READ_INTERVAL = 30.0  # seconds between background sweeps of the whole runtime state
 SETTLE_ROUNDS = 3  # settle reads in a row while commands keep changing what was read
 SETTLE_PAUSE = 0.1  # seconds before the next SETTLE_ROUNDS, when commands kept coming
-CHECK_AFTER = 1.0  # seconds before backends the view followed commands in are read again
 
 
 class RunningReader:
@@ -72,8 +72,7 @@ class RunningReader:
         self._settler: asyncio.Task[None] | None = None
         # The settle read in flight: the backends it reads, and the read.
         self._settling: tuple[set[str], asyncio.Task[Read]] | None = None
-        self._followed: set[str] = set()  # the view followed commands there: read later
-        self._checker: asyncio.Task[None] | None = None
+        self._recheck = Recheck(self._read_followed)  # (the view followed commands there)
         self.changes_waiting = 0  # applies of a change waiting for the lock (``change_turn``)
         self._clock = clock
         self._touched_at: dict[str, float] = {}  # backend -> when commands last changed it
@@ -170,7 +169,7 @@ class RunningReader:
     def ran(self, ops: Sequence[Op], done: Collection[Op]) -> None:
         """After runtime commands (``done``: those that succeeded): the view follows them
         where it can (``view_ops.follow``), the other backends are read back
-        (``settle_later``); the followed ones are read again CHECK_AFTER later, together:
+        (``settle_later``); the followed ones are read again a second later (``Recheck``):
         what HAProxy changed by itself meanwhile (a health check), another process."""
         if self.view is None or not ops:
             return
@@ -178,13 +177,9 @@ class RunningReader:
         self.settle_later(touched - followed)
         if followed:
             self._touched(followed)
-            self._followed |= followed
-            if self._checker is None or self._checker.done():
-                self._checker = asyncio.create_task(self._check_followed())
+            self._recheck.add(followed)
 
-    async def _check_followed(self) -> None:
-        await asyncio.sleep(CHECK_AFTER)
-        followed, self._followed = self._followed, set()
+    def _read_followed(self, followed: set[str]) -> None:
         if self.view is not None and self.view.valid:
             self.view.mark_stale(followed & self.view.backends.keys())
             self._start_settler()
@@ -332,8 +327,7 @@ class RunningReader:
     async def stop_sweeping(self) -> None:
         task, self._sweeper = self._sweeper, None
         await cancel_and_wait(task)
-        checker, self._checker = self._checker, None
-        await cancel_and_wait(checker)
+        await self._recheck.stop()
         settler, self._settler = self._settler, None
         settling = self._settling  # (shielded from the settler's cancellation)
         await cancel_and_wait(settler)

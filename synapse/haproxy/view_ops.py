@@ -24,11 +24,13 @@ read by the reader's later check (``RunningReader.ran``) and the background swee
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from smartstack.tasks import cancel_and_wait
 from synapse.haproxy.ops import AddServer, DelServer, EnableHealth, Op, SetAddr, SetState, SetWeight
 from synapse.haproxy.running import (
     ADMIN_FORCED_DRAIN,
@@ -44,6 +46,31 @@ if TYPE_CHECKING:
     from synapse.haproxy.view import RunningView
 
 _STILL_DOWN = ADMIN_INHERITED_MAINT | ADMIN_RESOLUTION_MAINT  # (bits `state ready` keeps)
+CHECK_AFTER = 1.0  # seconds before backends the view followed commands in are read again
+
+
+class Recheck:
+    """Backends the view followed (``follow``), handed to ``due`` CHECK_AFTER seconds
+    after the first of them, together (the reader reads them again)."""
+
+    def __init__(self, due: Callable[[set[str]], None]) -> None:
+        self._due = due
+        self._names: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, names: Collection[str]) -> None:
+        self._names.update(names)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._later())
+
+    async def _later(self) -> None:
+        await asyncio.sleep(CHECK_AFTER)
+        names, self._names = self._names, set()
+        self._due(names)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
 
 def follow(view: RunningView, ops: Sequence[Op], done: Collection[Op]) -> tuple[set[str], set[str]]:

@@ -10,13 +10,13 @@ import pytest
 from haproxy_helpers import read_back, server, service
 from prometheus_client import CollectorRegistry
 
-from synapse.haproxy import reader as reader_mod
+from synapse.haproxy import view_ops
 from synapse.haproxy.runtime import RuntimeClient
 
 
 @pytest.mark.parametrize("removal", ["maint", "delete"])
 async def test_the_followed_view_is_what_haproxy_reports(managed_factory, monkeypatch, removal):
-    monkeypatch.setattr(reader_mod, "CHECK_AFTER", 60.0)  # (no read but ours here)
+    monkeypatch.setattr(view_ops, "CHECK_AFTER", 60.0)  # (no read but ours here)
     controller = managed_factory(
         CollectorRegistry(), remove_servers=removal, use_nerve_weights=True
     )

@@ -9,7 +9,7 @@ import dataclasses
 
 from haproxy_helpers import haproxy_config, render, running_from, server, service
 
-from synapse.haproxy import reader as reader_mod
+from synapse.haproxy import view_ops
 from synapse.haproxy.ops import AddServer, DelServer, EnableHealth, SetAddr, SetState, SetWeight
 from synapse.haproxy.planner import backend_ops
 from synapse.haproxy.reader import RunningReader
@@ -86,7 +86,7 @@ def test_a_plan_on_the_followed_view_sends_nothing_more():
 
 
 async def test_the_reader_follows_commands_and_reads_them_again_later(monkeypatch):
-    monkeypatch.setattr(reader_mod, "CHECK_AFTER", 0.0)
+    monkeypatch.setattr(view_ops, "CHECK_AFTER", 0.0)
     client = ScriptedClient()
     client.state = {n: {"x": srv(n, "x", 1)} for n in "ab"}
     reader = RunningReader([client], None, lambda: 0.0)  # type: ignore[list-item]
