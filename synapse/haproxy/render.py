@@ -41,7 +41,7 @@ from synapse.haproxy.configtext import (
 )
 from synapse.haproxy.desired import Delta, DesiredConfig
 from synapse.haproxy.keywords import belongs_in_backend, belongs_in_frontend
-from synapse.haproxy.pieces import Frame, Rendered, ServicePiece
+from synapse.haproxy.pieces import EarlySpec, Frame, Rendered, ServicePiece, early_fits
 from synapse.haproxy.resilience import extra_backend_lines
 from synapse.haproxy.settings import Settings, settings_for
 from synapse.haproxy.specs import BackendBase, BackendBuilder, BackendSpec, same_runtime_options
@@ -88,8 +88,7 @@ class Renderer:
         self._last: Rendered | None = None
         # service -> (its DesiredService, ids, spec, warnings) from membership_specs(): the
         # render that follows takes them instead of building them again.
-        self._early: dict[str, tuple[DesiredService, Mapping[str, int], BackendSpec, list[str]]]
-        self._early = {}
+        self._early: dict[str, EarlySpec] = {}
         self._head: Frame | None = None
         self._tails: dict[tuple[str, ...] | None, Frame] = {}
         self.rendered_pieces = 0  # services rendered (not taken from the cache): for tests
@@ -165,9 +164,8 @@ class Renderer:
         else may have changed (render and plan it all). Built once: the next render's
         pieces take them (``_piece``). The express path plans commands from them.
 
-        ``since``: the services of an earlier apply whose commands were all sent and whose
-        render is owed (``synapse.haproxy.owed``): a service the same object there keeps
-        its spec and is not returned (nothing new to send for it)."""
+        ``since``: the services of the last apply, whose render is owed (``owed``): one
+        the same object there keeps its spec and is not returned (nothing new to send)."""
         last, built, self._early = self._last, self._early, {}
         if last is None or self._jinja is not None or len(services) != len(last.services):
             return None
@@ -178,8 +176,8 @@ class Renderer:
             service, old = services[i], last.pieces[i]
             ids = running_ids.get(service.backend_name) or {}
             early = built.get(service.name)  # (built by an apply since the last render)
-            if early is not None and early[0] is service and (early[1] is ids or early[1] == ids):
-                self._early[service.name] = early
+            if early is not None and early_fits(early, service, ids):
+                self._early[service.name] = (service, ids, early[2], early[3])  # (next: `is`)
                 if since is None or since[i] is not service:
                     specs.append(early[2])
                 continue
@@ -318,7 +316,7 @@ class Renderer:
             service, self._zone_map, self._address(hap), lambda a: self._bind(hap, a)
         )
         early = self._early.pop(service.name, None)
-        if early is not None and early[0] is service and (early[1] is ids or early[1] == ids):
+        if early is not None and early_fits(early, service, ids):
             spec, warnings = early[2], list(early[3])  # (membership_specs built it)
         else:
             warnings = list(line_warnings)

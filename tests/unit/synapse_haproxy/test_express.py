@@ -10,7 +10,7 @@ from haproxy_helpers import haproxy_config, running_from, server, service
 from synapse.haproxy.express import Express, plan_early
 from synapse.haproxy.planner import plan
 from synapse.haproxy.render import Renderer, load_template
-from synapse.haproxy.running import Capabilities
+from synapse.haproxy.running import Capabilities, RunningServer
 from synapse.haproxy.view import RunningIds
 from synapse.model import DesiredService
 
@@ -198,3 +198,30 @@ async def test_a_deferred_apply_hands_its_backends_to_the_next_plan_and_is_the_n
     second = [first[0], with_servers(s1, s1.servers[:1]), s2]
     assert (await express.send(renderer, second, running)).backends == {"s1"}
     assert {op.backend for op in sent} == {"s1"}  # s0's commands are not sent again
+
+
+def test_a_spec_whose_servers_run_with_its_ids_is_kept_after_the_view_followed_them():
+    """After its commands the view has the added server with the spec's id: the spec still
+    holds (built again it would be the same), so it is neither built nor planned again;
+    with another id there (HAProxy's own), it is built again on that id."""
+    renderer, services, running = rendered()
+    s0, s1, s2 = services
+    first = [with_servers(s0, [*s0.servers, server("10.0.0.9", 8080)]), s1, s2]
+    built = renderer.membership_specs(first, RunningIds().use(running.backends))
+    assert built is not None
+    added = built[0].servers[first[0].servers[-1].name]
+    backends = dict(running.backends or {})
+    ran = RunningServer("s0", added.name, added.id or 0, "10.0.0.9", 8080)
+    backends["s0"] = {**backends["s0"], added.name: ran}
+    followed = RunningIds().use(backends)
+    second = [first[0], with_servers(s1, s1.servers[:2]), s2]
+    kept = renderer.membership_specs(second, followed, since=first)
+    assert [spec.name for spec in kept or ()] == ["s1"]
+    assert renderer._early["s0"][2] is built[0]  # (not built again)
+    other = dict(backends)
+    other["s0"] = {**backends["s0"], added.name: dataclasses.replace(ran, id=(added.id or 0) + 1)}
+    again = renderer.membership_specs(second, RunningIds().use(other), since=first)
+    assert again is not None and [spec.name for spec in again] == ["s0", "s1"]
+    assert again[0].servers[added.name].id == (added.id or 0) + 1
+    renderer.membership_specs(second, followed, since=first)  # (followed again: rebuilt)
+    assert renderer.render(second, followed, set()).backends["s0"] == built[0]
