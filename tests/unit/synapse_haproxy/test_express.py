@@ -125,11 +125,9 @@ class _Reader:
         pass
 
 
-async def test_the_backends_it_sent_commands_to_stay_to_be_planned_once():
-    """A refused `del server` there changes nothing HAProxy reports: unless they stay among
-    the backends to plan, the delete would never be tried again."""
-    renderer, services, running = rendered()
-    sent = []
+def recording() -> tuple[Express, list]:
+    """An Express whose last apply ended clean, and the ops it sends (all succeed)."""
+    sent: list = []
 
     async def run(ops):
         sent.extend(ops)
@@ -137,6 +135,14 @@ async def test_the_backends_it_sent_commands_to_stay_to_be_planned_once():
 
     express = Express(_Reader(), lambda: V26, run)  # type: ignore[arg-type]
     express.ready = True
+    return express, sent
+
+
+async def test_the_backends_it_sent_commands_to_stay_to_be_planned_once():
+    """A refused `del server` there changes nothing HAProxy reports: unless they stay among
+    the backends to plan, the delete would never be tried again."""
+    renderer, services, running = rendered()
+    express, sent = recording()
     s0, s1, s2 = services
     early_sent = await express.send(renderer, [with_servers(s0, s0.servers[:2]), s1, s2], running)
     assert early_sent.backends == {"s0"} and sent
@@ -181,14 +187,7 @@ def test_changes_since_an_owed_apply_plan_only_what_is_new_and_keep_the_earlier_
 
 async def test_a_deferred_apply_hands_its_backends_to_the_next_plan_and_is_the_next_base():
     renderer, services, running = rendered()
-    sent = []
-
-    async def run(ops):
-        sent.extend(ops)
-        return [str(op) for op in ops], []
-
-    express = Express(_Reader(), lambda: V26, run)  # type: ignore[arg-type]
-    express.ready = True
+    express, sent = recording()
     s0, s1, s2 = services
     first = [with_servers(s0, s0.servers[:2]), s1, s2]
     assert (await express.send(renderer, first, running)).backends == {"s0"}
