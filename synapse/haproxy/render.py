@@ -164,22 +164,22 @@ class Renderer:
         else may have changed (render and plan it all). Built once: the next render's
         pieces take them (``_piece``). The express path plans commands from them.
 
-        ``since``: the services of the last apply, whose render is owed (``owed``): one
-        the same object there keeps its spec and is not returned (nothing new to send)."""
+        ``since``: the services of the last apply, whose render is owed (``owed``): only
+        those changed since are looked at; the others keep what was built for them."""
         last, built, self._early = self._last, self._early, {}
         if last is None or self._jinja is not None or len(services) != len(last.services):
             return None
-        if since is not None and len(since) != len(services):
-            since = None
+        positions = moved(services, last.services)
+        if since is not None and len(since) == len(services):
+            self._early, positions = built, moved(services, since)  # (a window's worth)
         specs = []
-        for i in moved(services, last.services):
+        for i in positions:
             service, old = services[i], last.pieces[i]
             ids = running_ids.get(service.backend_name) or {}
-            early = built.get(service.name)  # (built by an apply since the last render)
+            early = built.get(service.name)  # (built earlier, its render still owed)
             if early is not None and early_fits(early, service, ids):
                 self._early[service.name] = (service, ids, early[2], early[3])  # (next: `is`)
-                if since is None or since[i] is not service:
-                    specs.append(early[2])
+                specs.append(early[2])
                 continue
             hap, routing = service.config.haproxy, service.config.zone_routing
             if old is None or hap.disabled or old.service.config is not service.config:

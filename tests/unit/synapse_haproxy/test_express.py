@@ -219,8 +219,10 @@ def test_a_spec_whose_servers_run_with_its_ids_is_kept_after_the_view_followed_t
     assert renderer._early["s0"][2] is built[0]  # (not built again)
     other = dict(backends)
     other["s0"] = {**backends["s0"], added.name: dataclasses.replace(ran, id=(added.id or 0) + 1)}
-    again = renderer.membership_specs(second, RunningIds().use(other), since=first)
+    unseen = renderer.membership_specs(second, RunningIds().use(other), since=first)
+    assert [spec.name for spec in unseen or ()] == ["s1"]  # (s0: looked at when rendered)
+    again = renderer.membership_specs(second, RunningIds().use(other))
     assert again is not None and [spec.name for spec in again] == ["s0", "s1"]
     assert again[0].servers[added.name].id == (added.id or 0) + 1
-    renderer.membership_specs(second, followed, since=first)  # (followed again: rebuilt)
-    assert renderer.render(second, followed, set()).backends["s0"] == built[0]
+    renderer.membership_specs(second, followed, since=first)
+    assert renderer.render(second, followed, set()).backends["s0"] == built[0]  # (rebuilt)
