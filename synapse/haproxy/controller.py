@@ -229,7 +229,8 @@ class HAProxyController:
         if self._supervisor is not None and self._supervisor.first_crash:
             await self._revive(reason="restarted after it exited")  # before any render
         trusted = self._reader.trusted  # (else this apply reads it whole)
-        wanted = self._renderer.changed_backends(self._desired)  # (if unread since a reload)
+        unread = self._reader.unread  # (wanted: of those, the ones the apply may plan)
+        wanted = self._renderer.changed_backends(self._desired) if unread else ()
         running = await self._reader.read(self._reader.stale(), wanted)
         early = await self._express.send(self._renderer, self._desired, running)  # (express)
         if early.backends and not early.failures and self._owed.allowed:
