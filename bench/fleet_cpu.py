@@ -64,7 +64,12 @@ def _task_cpu(task: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-COUNTED = ("synapse_applies_total", "synapse_watch_events_total", "synapse_registry_reads_total")
+COUNTED = (
+    "synapse_applies_total",
+    "synapse_watch_events_total",
+    "synapse_registry_reads_total",
+    "synapse_haproxy_plan_operations_total",  # runtime commands sent
+)
 
 
 def counts(syn: Synapse) -> dict[str, float]:

@@ -49,6 +49,7 @@ from synapse.haproxy.isolation import Isolation
 from synapse.haproxy.managed import ManagedHAProxy, Supervisor
 from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.ops import Op, Plan, Reload
+from synapse.haproxy.owed import OwedRender
 from synapse.haproxy.pending import PendingReload
 from synapse.haproxy.planner import plan
 from synapse.haproxy.reader import RunningReader
@@ -105,6 +106,7 @@ class HAProxyController:
         self._desired: list[DesiredService] = []
         self._applied = False  # apply() was called: _desired is real
         self._pending = PendingReload(self._gate, self._lock, self._apply_locked, self.metrics)
+        self._owed = OwedRender(self._lock, self._apply_locked)  # an express change's render
         self._stopping = False
         self.info = HAProxyStatus()
         self._failures = Failures(self.info, self.metrics, self._gate, self._pending,
@@ -129,7 +131,8 @@ class HAProxyController:
         async with self._reader.change_turn(self._lock):  # (counted: the sweep lets it first)
             self._desired = self._isolation.substitute(list(desired))
             self._applied, self._acked = True, None
-            result = await self._apply_locked()
+            with self._owed.change():  # (it may leave its render owed)
+                result = await self._apply_locked()
         result = dataclasses.replace(result, acked_at=self._acked)  # (the reconciler's trace)
         elapsed = self._clock() - began
         self.metrics.apply_duration.observe(elapsed)
@@ -159,6 +162,7 @@ class HAProxyController:
         """Wait until no reload is pending (rate limited or being retried) and the config
         file is on disk."""
         async with asyncio.timeout(timeout):
+            await self._owed.pay()  # (an express change's render: now)
             await self._pending.done()
             with contextlib.suppress(OSError):
                 await self._installer.flush()
@@ -166,6 +170,7 @@ class HAProxyController:
     async def stop(self) -> None:
         """Cancel a pending reload and the sweep; managed mode: leave HAProxy serving for
         the next synapse, or stop it (``managed.stop_on_exit``)."""
+        await self._owed.close()  # the file says what HAProxy runs (the next synapse's start)
         self._stopping = True
         for part in (self._supervisor, self._dumper):  # (no restart, no dump from here on)
             if part is not None:
@@ -193,7 +198,8 @@ class HAProxyController:
         status = self.info.snapshot(mode, self.settings, self._reader, self._gate,
                                     self._installer.file, self._managed)  # fmt: skip
         status["isolated_services"] = self._isolation.status()
-        status["express"] = self._express.sent  # applies whose commands went before their render
+        # applies whose commands went before their render; the file lags (owed.WINDOW)
+        status.update(express=self._express.sent, render_owed=self._owed.owed)
         return status
 
     # --- one apply: read -> render -> plan -> run ops, or hand over to the gate -----------
@@ -223,9 +229,12 @@ class HAProxyController:
         if self._supervisor is not None and self._supervisor.first_crash:
             await self._revive(reason="restarted after it exited")  # before any render
         trusted = self._reader.trusted  # (else this apply reads it whole)
-        wanted = self._renderer.changed_backends(self._desired)  # (if unread since a reload)
+        unread = self._reader.unread  # (wanted: of those, the ones the apply may plan)
+        wanted = self._renderer.changed_backends(self._desired) if unread else ()
         running = await self._reader.read(self._reader.stale(), wanted)
         early = await self._express.send(self._renderer, self._desired, running)  # (express)
+        if early.backends and not early.failures and self._owed.allowed:
+            return self._owed.defer(self._reader, self._express, early.applied)  # (owed.py)
         try:
             candidate = self._render(running)
         except self._renderer.errors as err:  # (jinja2's, with an operator template)
@@ -238,7 +247,6 @@ class HAProxyController:
         ops = bridge.ops if bridge else result.ops
         applied, failures = await self._run_ops(ops)
         applied, failures = early.applied + applied, early.failures + failures
-        self._reader.settle_later({op.backend for op in ops})  # (sent: touched, even if failed)
         if failures and trusted:  # planned on what synapse believed: read all, plan again
             return await self._apply_held()  # (a failure invalidated the view: once)
         routed, failed = await self._installer.edge.sync(self._desired, running)  # edge_sync
@@ -272,6 +280,7 @@ class HAProxyController:
         hints, changed = reader.id_hints(running), reader.ids_changed(running)
         candidate = self._renderer.render(self._desired, hints, changed)
         reader.rendered()
+        self._owed.paid()  # (it took in every change since the last render)
         self.info.rendered(candidate.warnings)
         return candidate
 
@@ -308,12 +317,14 @@ class HAProxyController:
         return build_bridge(layout, self._desired, running, ids, self._capabilities())
 
     async def _run_ops(self, ops: Sequence[Op]) -> tuple[list[str], list[str]]:
-        applied, failures = await run_ops(self._runtime, ops, self.metrics)
+        done: list[Op] = []
+        applied, failures = await run_ops(self._runtime, ops, self.metrics, done)
         if applied and not failures and self._acked is None:  # (a failed batch is re-planned)
             self._acked = time.monotonic()  # (not the injected clock: event times are real)
         self.info.last_ops.extend(applied)
         if failures:
             self._reader.invalidate()  # a command failed: what we believed may be wrong
+        self._reader.ran(ops, done)  # the view follows them, or reads them back (touched)
         return applied, failures
 
     # --- reloads --------------------------------------------------------------------------
@@ -386,7 +397,6 @@ class HAProxyController:
         after = self._plan(fresh, running, reread=now or set())
         assert after is not None
         applied, failures = await self._run_ops(after.ops)
-        self._reader.settle_later({op.backend for op in after.ops})
         written = self._installer.write(fresh, self._layout()) or wrote
         result = ApplyResult(tuple(applied), ApplyOutcome.DONE, (), written)
         if after.reload is not None and after.reload.kind == "runtime_unavailable":
@@ -440,6 +450,5 @@ class HAProxyController:
         if bridge is not None:
             await self._run_ops(bridge.ops)
             self._installer.write(bridge.config, bridge.layout)
-            self._reader.settle_later({op.backend for op in bridge.ops})
             self._acked = None  # (the bridge's answer is not the change's)
         return True

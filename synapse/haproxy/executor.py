@@ -21,10 +21,14 @@ MAX_LOGGED_FAILURES = 20  # failed runtime commands logged one by one per apply
 
 
 async def run_ops(
-    clients: Sequence[RuntimeClient], ops: Sequence[Op], metrics: HAProxyMetrics
+    clients: Sequence[RuntimeClient],
+    ops: Sequence[Op],
+    metrics: HAProxyMetrics,
+    done: list[Op] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Apply ops on every runtime socket, in one batch each; (commands applied,
-    failures needing a reload). A server whose op failed gets none of its later ops."""
+    failures needing a reload). A server whose op failed gets none of its later ops.
+    ``done``: gets the ops that succeeded on every socket."""
     errors: list[str | None] = [None] * len(ops)
     for client in clients:
         todo = [i for i, error in enumerate(errors) if error is None]
@@ -42,6 +46,8 @@ async def run_ops(
     for op, error in zip(ops, errors, strict=True):
         if error is None:
             applied.append(op.command)
+            if done is not None:
+                done.append(op)
             metrics.plan_operations.labels(op.label).inc()
             continue
         if error == SKIPPED:

@@ -57,28 +57,37 @@ class Express:
         self.sent = 0  # applies whose commands went out before their render (for tests)
         self.backends: frozenset[str] = frozenset()  # what this apply's express path planned
         self._owed: frozenset[str] = frozenset()  # of those, the ones it had commands for
+        self._sending: list[DesiredService] | None = None  # this apply's services
+        # The services of the last apply when its render is owed: sent, nothing new there.
+        self._since: list[DesiredService] | None = None
 
     async def send(
         self, renderer: Renderer, desired: list[DesiredService], running: RunningState
     ) -> Early:
         """Plan (``plan``) and run the commands; NOTHING when there are none. The backends
-        are read again after the apply (``settle_later``), as after any command."""
+        are followed or read again (``RunningReader.ran``), as after any command."""
         reader = self._reader
         ready, self.ready = self.ready, False  # (set again by an apply that ends clean)
         self.backends = frozenset()
+        since, self._since, self._sending = self._since, None, desired
         if not ready or running.backends is None:  # (else id_hints parses the file's ids)
             return NOTHING
         ids = reader.id_hints(running)
-        planned = plan_early(renderer, desired, running, ids, self._caps(), reader.unread)
+        planned = plan_early(renderer, desired, running, ids, self._caps(), reader.unread, since)
         if planned is None or not planned[0]:
             return NOTHING
         ops, backends = planned
         applied, failures = await self._run(ops)
-        reader.settle_later(backends)
+        self._owed = frozenset(op.backend for op in ops)  # (read back or followed: ``run``)
         self.sent += 1
         self.backends = backends
-        self._owed = frozenset(op.backend for op in ops)
         return Early(applied, failures, backends)
+
+    def deferred(self) -> frozenset[str]:
+        """This apply's render is owed (``synapse.haproxy.owed``): no plan follows now, so
+        the backends it sent commands to are for the plan that pays it."""
+        self.backends, self._since = frozenset(), self._sending
+        return self.owed()
 
     def owed(self) -> frozenset[str]:
         """The backends it sent commands to, once: the plan that left them out keeps them
@@ -103,16 +112,17 @@ def plan_early(
     ids: Mapping[str, Mapping[str, int]],
     caps: Capabilities,
     unread: Collection[str],
+    since: list[DesiredService] | None = None,
 ) -> tuple[list[Op], frozenset[str]] | None:
     """The commands of a membership-only change and the backends they cover (None: not
     such a change, plan it the usual way). Pure: the caller knows the last apply ended
-    with nothing left for a reload."""
+    with nothing left for a reload. ``since``: see ``Renderer.membership_specs``."""
     backends = running.backends
     if backends is None or unread or not caps.runtime_api:
         return None
     if running.config is None or running.config is not renderer.last_parsed:
         return None
-    specs = renderer.membership_specs(desired, ids)
+    specs = renderer.membership_specs(desired, ids, since)
     if not specs:
         return None
     ops: list[Op] = []

@@ -75,3 +75,18 @@ class Rendered:
     pieces: list[ServicePiece | None]
     config: DesiredConfig
     positions: dict[str, int]  # backend name -> index in services
+
+
+# What ``Renderer.membership_specs`` built for a service: (it, the ids, spec, warnings).
+EarlySpec = tuple[DesiredService, Mapping[str, int], BackendSpec, list[str]]
+
+
+def early_fits(early: EarlySpec | None, service: DesiredService, ids: Mapping[str, int]) -> bool:
+    """Whether a spec ``membership_specs`` built holds for ``service`` with ``ids``: the
+    same service, and the same ids or every server of the spec running with its id (its
+    commands added them since: built again on these ids it keeps them all, as
+    ``server_ids.assign_ids`` keeps the ids HAProxy uses)."""
+    if early is None or early[0] is not service:
+        return False
+    built, servers = early[1], early[2].servers
+    return built is ids or all(ids.get(n) == s.id for n, s in servers.items()) or built == ids

@@ -16,7 +16,8 @@ In the background it sweeps: every FULL_READ_INTERVAL, and at once after synapse
 or started HAProxy (the apply then read only the backends' names), it reads the whole
 runtime state, a part at a time, and has the controller apply where a part differs from
 what the last plan saw (after a reload: every backend, planned a part at a time). After an apply's
-runtime commands it reads what they changed (``settle_later``), off the path to HAProxy.
+runtime commands the view follows them (``ran``, ``view_ops``) or reads what they changed
+(``settle_later``), off the path to HAProxy.
 """
 
 from __future__ import annotations
@@ -25,18 +26,19 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
 from synapse.haproxy.configfile import ConfigFile
 from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.desired import DesiredConfig
-from synapse.haproxy.ops import Plan
+from synapse.haproxy.ops import Op, Plan
 from synapse.haproxy.running import Capabilities, RunningState
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.sockets import HAProxySocketError
-from synapse.haproxy.view import Read, RunningIds, RunningView
+from synapse.haproxy.view import Read, RunningIds, RunningView, file_ids
+from synapse.haproxy.view_ops import Recheck, follow
 
 log = logging.getLogger("synapse.haproxy")
 
@@ -70,6 +72,7 @@ class RunningReader:
         self._settler: asyncio.Task[None] | None = None
         # The settle read in flight: the backends it reads, and the read.
         self._settling: tuple[set[str], asyncio.Task[Read]] | None = None
+        self._recheck = Recheck(self._read_followed)  # (the view followed commands there)
         self.changes_waiting = 0  # applies of a change waiting for the lock (``change_turn``)
         self._clock = clock
         self._touched_at: dict[str, float] = {}  # backend -> when commands last changed it
@@ -163,15 +166,39 @@ class RunningReader:
         finally:
             lock.release()
 
+    def ran(self, ops: Sequence[Op], done: Collection[Op]) -> None:
+        """After runtime commands (``done``: those that succeeded): the view follows them
+        where it can (``view_ops.follow``), the other backends are read back
+        (``settle_later``); the followed ones are read again a second later (``Recheck``):
+        what HAProxy changed by itself meanwhile (a health check), another process."""
+        if self.view is None or not ops:
+            return
+        touched, followed = follow(self.view, ops, done)
+        self.settle_later(touched - followed)
+        if followed:
+            self._touched(followed)
+            self._recheck.add(followed)
+
+    def _read_followed(self, followed: set[str]) -> None:
+        if self.view is not None and self.view.valid:
+            self.view.mark_stale(followed & self.view.backends.keys())
+            self._start_settler()
+
     def settle_later(self, touched: Collection[str]) -> None:
         """After runtime commands: read what they changed once the apply is over, on a
         connection of its own and without the controller's lock (merged under it; the
         next apply takes that read, or reads them first if it comes sooner)."""
         if self.view is None or not touched:
             return
+        self.view.mark_stale(touched)
+        self._touched(touched)
+        self._start_settler()
+
+    def _touched(self, touched: Collection[str]) -> None:
+        """Runtime commands changed ``touched``: the state dumper and a revive are told."""
+        assert self.view is not None
         if self.on_touched is not None:
             self.on_touched(touched)
-        self.view.mark_stale(touched)
         now = self._clock()
         for name in touched:
             self._touched_at[name] = now
@@ -179,6 +206,8 @@ class RunningReader:
             self._touched_at = {
                 b: t for b, t in self._touched_at.items() if b in self.view.backends
             }
+
+    def _start_settler(self) -> None:
         if self._settler is None or self._settler.done():
             self._settler = asyncio.create_task(self._settle())
 
@@ -298,6 +327,7 @@ class RunningReader:
     async def stop_sweeping(self) -> None:
         task, self._sweeper = self._sweeper, None
         await cancel_and_wait(task)
+        await self._recheck.stop()
         settler, self._settler = self._settler, None
         settling = self._settling  # (shielded from the settler's cancellation)
         await cancel_and_wait(settler)
@@ -384,14 +414,7 @@ class RunningReader:
         """Server ids HAProxy uses (runtime API), else the ones in the config file."""
         if running.backends is not None:
             return self._ids.use(running.backends)
-        hints: dict[str, dict[str, int]] = {}
-        if running.config is not None:
-            for proxy, lines in running.config.servers.items():
-                for name, line in lines.items():
-                    tokens = line.options.split()
-                    if "id" in tokens[:-1] and tokens[tokens.index("id") + 1].isdigit():
-                        hints.setdefault(proxy, {})[name] = int(tokens[tokens.index("id") + 1])
-        return hints
+        return file_ids(running.config)
 
     def backends_to_plan(
         self, desired: DesiredConfig, running: RunningState, caps: Capabilities
@@ -405,6 +428,11 @@ class RunningReader:
         if delta.base is not self._plan_base:
             return None
         return self._to_plan | delta.backends
+
+    def plan_later(self, backends: Collection[str]) -> None:
+        """No plan now (an express change's render is owed): the next one plans these."""
+        if self._to_plan is not None:
+            self._to_plan.update(backends)
 
     def planned(
         self,

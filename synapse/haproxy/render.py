@@ -41,7 +41,7 @@ from synapse.haproxy.configtext import (
 )
 from synapse.haproxy.desired import Delta, DesiredConfig
 from synapse.haproxy.keywords import belongs_in_backend, belongs_in_frontend
-from synapse.haproxy.pieces import Frame, Rendered, ServicePiece
+from synapse.haproxy.pieces import EarlySpec, Frame, Rendered, ServicePiece, early_fits
 from synapse.haproxy.resilience import extra_backend_lines
 from synapse.haproxy.settings import Settings, settings_for
 from synapse.haproxy.specs import BackendBase, BackendBuilder, BackendSpec, same_runtime_options
@@ -88,8 +88,7 @@ class Renderer:
         self._last: Rendered | None = None
         # service -> (its DesiredService, ids, spec, warnings) from membership_specs(): the
         # render that follows takes them instead of building them again.
-        self._early: dict[str, tuple[DesiredService, Mapping[str, int], BackendSpec, list[str]]]
-        self._early = {}
+        self._early: dict[str, EarlySpec] = {}
         self._head: Frame | None = None
         self._tails: dict[tuple[str, ...] | None, Frame] = {}
         self.rendered_pieces = 0  # services rendered (not taken from the cache): for tests
@@ -154,26 +153,40 @@ class Renderer:
         return self._last.config.parsed if self._last is not None else None
 
     def membership_specs(
-        self, services: list[DesiredService], running_ids: Mapping[str, Mapping[str, int]]
+        self,
+        services: list[DesiredService],
+        running_ids: Mapping[str, Mapping[str, int]],
+        since: list[DesiredService] | None = None,
     ) -> list[BackendSpec] | None:
         """The new backend specs of the services that changed since the last render, when
         each changed only in its servers (same config object, the default layout, server
         lines that differ in no option the runtime API cannot set); None when anything
         else may have changed (render and plan it all). Built once: the next render's
-        pieces take them (``_piece``). The express path plans commands from them."""
-        last, self._early = self._last, {}
+        pieces take them (``_piece``). The express path plans commands from them.
+
+        ``since``: the services of the last apply, whose render is owed (``owed``): only
+        those changed since are looked at; the others keep what was built for them."""
+        last, built, self._early = self._last, self._early, {}
         if last is None or self._jinja is not None or len(services) != len(last.services):
             return None
+        positions = moved(services, last.services)
+        if since is not None and len(since) == len(services):
+            self._early, positions = built, moved(services, since)  # (a window's worth)
         specs = []
-        for i in moved(services, last.services):
+        for i in positions:
             service, old = services[i], last.pieces[i]
+            ids = running_ids.get(service.backend_name) or {}
+            early = built.get(service.name)  # (built earlier, its render still owed)
+            if early is not None and early_fits(early, service, ids):
+                self._early[service.name] = (service, ids, early[2], early[3])  # (next: `is`)
+                specs.append(early[2])
+                continue
             hap, routing = service.config.haproxy, service.config.zone_routing
             if old is None or hap.disabled or old.service.config is not service.config:
                 return None
             if service.name != old.service.name or (routing is not None and routing.signals):
                 return None  # (zone signals: the frontend's lines follow the servers)
             _, backend_lines, line_warnings, base = self._config_parts(service)
-            ids = running_ids.get(service.backend_name) or {}
             warnings = list(line_warnings)
             previous = (old.service, old.backend)
             spec = self._builder.backend(service, backend_lines, ids, warnings, base, previous)
@@ -303,7 +316,7 @@ class Renderer:
             service, self._zone_map, self._address(hap), lambda a: self._bind(hap, a)
         )
         early = self._early.pop(service.name, None)
-        if early is not None and early[0] is service and early[1] is ids:
+        if early is not None and early_fits(early, service, ids):
             spec, warnings = early[2], list(early[3])  # (membership_specs built it)
         else:
             warnings = list(line_warnings)

@@ -37,6 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 
+from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.running import RunningServer
 from synapse.haproxy.runtime import RuntimeClient
 
@@ -185,6 +186,16 @@ class RunningView:
         for name in backends:
             self._stale[name] = self._updated[name] = self._counter
 
+    def follow(self, name: str, servers: Servers) -> None:
+        """``servers`` are what ``name`` runs now (``view_ops``: after commands that
+        succeeded), as if just read: a read begun before does not bring older ones back."""
+        self._counter += 1
+        self._updated[name] = self._counter
+        kept = _kept(self.backends, name, servers)
+        if kept is not self.backends.get(name):
+            self._replaced.add(name)
+        self.backends[name] = kept
+
     async def read_names(self) -> None:
         """After synapse reloaded or started HAProxy: the new process's pid and backends
         (`show info`, `show backend`), every backend ``unread``; HAProxySocketError
@@ -329,3 +340,15 @@ def _kept(old: Mapping[str, Servers], name: str, servers: Servers) -> Servers:
     """The old map when nothing in it changed: identity means "unchanged" downstream."""
     before = old.get(name)
     return before if before is not None and before == servers else servers
+
+
+def file_ids(config: ParsedConfig | None) -> dict[str, dict[str, int]]:
+    """backend -> server -> the id its config file line gives (``id N``)."""
+    hints: dict[str, dict[str, int]] = {}
+    if config is not None:
+        for proxy, lines in config.servers.items():
+            for name, line in lines.items():
+                tokens = line.options.split()
+                if "id" in tokens[:-1] and tokens[tokens.index("id") + 1].isdigit():
+                    hints.setdefault(proxy, {})[name] = int(tokens[tokens.index("id") + 1])
+    return hints

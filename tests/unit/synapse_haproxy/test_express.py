@@ -10,7 +10,7 @@ from haproxy_helpers import haproxy_config, running_from, server, service
 from synapse.haproxy.express import Express, plan_early
 from synapse.haproxy.planner import plan
 from synapse.haproxy.render import Renderer, load_template
-from synapse.haproxy.running import Capabilities
+from synapse.haproxy.running import Capabilities, RunningServer
 from synapse.haproxy.view import RunningIds
 from synapse.model import DesiredService
 
@@ -125,11 +125,9 @@ class _Reader:
         pass
 
 
-async def test_the_backends_it_sent_commands_to_stay_to_be_planned_once():
-    """A refused `del server` there changes nothing HAProxy reports: unless they stay among
-    the backends to plan, the delete would never be tried again."""
-    renderer, services, running = rendered()
-    sent = []
+def recording() -> tuple[Express, list]:
+    """An Express whose last apply ended clean, and the ops it sends (all succeed)."""
+    sent: list = []
 
     async def run(ops):
         sent.extend(ops)
@@ -137,6 +135,14 @@ async def test_the_backends_it_sent_commands_to_stay_to_be_planned_once():
 
     express = Express(_Reader(), lambda: V26, run)  # type: ignore[arg-type]
     express.ready = True
+    return express, sent
+
+
+async def test_the_backends_it_sent_commands_to_stay_to_be_planned_once():
+    """A refused `del server` there changes nothing HAProxy reports: unless they stay among
+    the backends to plan, the delete would never be tried again."""
+    renderer, services, running = rendered()
+    express, sent = recording()
     s0, s1, s2 = services
     early_sent = await express.send(renderer, [with_servers(s0, s0.servers[:2]), s1, s2], running)
     assert early_sent.backends == {"s0"} and sent
@@ -152,3 +158,71 @@ def test_a_render_after_servers_sharing_a_name_keeps_the_spec_of_the_first():
     after = renderer.render([again], {}, {"web"}).backends["web"].servers
     assert after == Renderer(haproxy_config()).render([again], {}).backends["web"].servers
     assert after[a5.name].weight == 5
+
+
+def test_changes_since_an_owed_apply_plan_only_what_is_new_and_keep_the_earlier_specs():
+    """An apply whose render is owed (``synapse.haproxy.owed``) leaves the last render
+    behind: the next plans only the services changed since that apply, not all of them
+    since the render, and the render that pays takes every spec built meanwhile."""
+    renderer, services, running = rendered()
+    s0, s1, s2 = services
+    first = [with_servers(s0, s0.servers[:2]), s1, s2]
+    ids = RunningIds().use(running.backends)
+    built = renderer.membership_specs(first, ids)
+    assert built is not None and [spec.name for spec in built] == ["s0"]
+    second = [first[0], with_servers(s1, s1.servers[1:]), s2]
+    again = renderer.membership_specs(second, ids, since=first)
+    assert again is not None and [spec.name for spec in again] == ["s1"]  # s0: sent already
+    assert [spec.name for spec in renderer.membership_specs(second, ids) or ()] == ["s0", "s1"]
+    kept = renderer.membership_specs(second, ids, since=first)
+    assert kept is not None and kept[0] is again[0]  # (built once, kept while the same)
+    other = renderer.membership_specs(second, ids, since=first[:2])  # (not that apply's)
+    assert [spec.name for spec in other or ()] == ["s0", "s1"]
+    pieces = renderer.rendered_pieces
+    after = renderer.render(second, ids, set())
+    assert renderer.rendered_pieces == pieces + 2
+    assert after.backends["s0"] is built[0] and after.backends["s1"] is again[0]
+    assert after.text == Renderer(haproxy_config()).render(second).text
+
+
+async def test_a_deferred_apply_hands_its_backends_to_the_next_plan_and_is_the_next_base():
+    renderer, services, running = rendered()
+    express, sent = recording()
+    s0, s1, s2 = services
+    first = [with_servers(s0, s0.servers[:2]), s1, s2]
+    assert (await express.send(renderer, first, running)).backends == {"s0"}
+    assert express.deferred() == {"s0"} and express.unplanned(None, ["s0"]) is None
+    express.ready = True  # (the controller's, after a deferred apply)
+    sent.clear()
+    second = [first[0], with_servers(s1, s1.servers[:1]), s2]
+    assert (await express.send(renderer, second, running)).backends == {"s1"}
+    assert {op.backend for op in sent} == {"s1"}  # s0's commands are not sent again
+
+
+def test_a_spec_whose_servers_run_with_its_ids_is_kept_after_the_view_followed_them():
+    """After its commands the view has the added server with the spec's id: the spec still
+    holds (built again it would be the same), so it is neither built nor planned again;
+    with another id there (HAProxy's own), it is built again on that id."""
+    renderer, services, running = rendered()
+    s0, s1, s2 = services
+    first = [with_servers(s0, [*s0.servers, server("10.0.0.9", 8080)]), s1, s2]
+    built = renderer.membership_specs(first, RunningIds().use(running.backends))
+    assert built is not None
+    added = built[0].servers[first[0].servers[-1].name]
+    backends = dict(running.backends or {})
+    ran = RunningServer("s0", added.name, added.id or 0, "10.0.0.9", 8080)
+    backends["s0"] = {**backends["s0"], added.name: ran}
+    followed = RunningIds().use(backends)
+    second = [first[0], with_servers(s1, s1.servers[:2]), s2]
+    kept = renderer.membership_specs(second, followed, since=first)
+    assert [spec.name for spec in kept or ()] == ["s1"]
+    assert renderer._early["s0"][2] is built[0]  # (not built again)
+    other = dict(backends)
+    other["s0"] = {**backends["s0"], added.name: dataclasses.replace(ran, id=(added.id or 0) + 1)}
+    unseen = renderer.membership_specs(second, RunningIds().use(other), since=first)
+    assert [spec.name for spec in unseen or ()] == ["s1"]  # (s0: looked at when rendered)
+    again = renderer.membership_specs(second, RunningIds().use(other))
+    assert again is not None and [spec.name for spec in again] == ["s0", "s1"]
+    assert again[0].servers[added.name].id == (added.id or 0) + 1
+    renderer.membership_specs(second, followed, since=first)
+    assert renderer.render(second, followed, set()).backends["s0"] == built[0]  # (rebuilt)
