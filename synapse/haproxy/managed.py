@@ -2,7 +2,8 @@
 
 ``haproxy -W -db -S <master.sock>,mode,600 -f <config>``: the master stays in
 the foreground as synapse's child (in its own session, so a terminal's Ctrl-C
-does not reach it) and forks the worker. HAProxy's output is relayed to our log.
+does not reach it) and forks the worker. HAProxy's output is relayed to our log
+(``synapse.haproxy.output``: its notices about server state changes summarized).
 
 Reload: ``reload`` on the master CLI (the master re-executes itself, so its
 socket briefly disappears), then the new worker must show up in ``show proc``
@@ -36,6 +37,7 @@ from smartstack.tasks import cancel_and_wait
 from synapse.config import ManagedHAProxy as ManagedConfig
 from synapse.haproxy import ports
 from synapse.haproxy.answers import ProcInfo
+from synapse.haproxy.output import OutputRelay
 from synapse.haproxy.runtime import MasterClient, RuntimeClient
 from synapse.haproxy.settings import Settings
 from synapse.haproxy.sockets import HAProxySocketError
@@ -258,32 +260,12 @@ class ManagedHAProxy:
     async def _relay_output(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        self._pipe, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), proc.stdout
-        )
-        while line := await reader.readline():
-            text = line.decode(errors="replace").rstrip()
-            if not text:
-                continue
-            self._output.append(text)
-            event(log, "haproxy_output", level=output_level(text, self._stopping), line=text)
-
-
-def output_level(text: str, stopping: bool) -> int:
-    """The log level of a line HAProxy printed: its alerts and warnings as such, except
-    the server state changes made through the runtime API ("CLI : Server ..."): INFO, not
-    a warning. Nearly all are synapse's own commands, one line per server change (a
-    fleet's rolling deploy would log thousands of them; at level warning they are not
-    even formatted); an operator's command on the same socket prints the same line, at
-    INFO too (HAProxy's line does not say who sent it)."""
-    if stopping:
-        return logging.INFO
-    if "[ALERT]" in text:
-        return logging.ERROR
-    if "[WARNING]" in text and " : CLI : Server " not in text:
-        return logging.WARNING
-    return logging.INFO
+        relay = OutputRelay(self._output, lambda: self._stopping)
+        self._pipe, _ = await loop.connect_read_pipe(lambda: relay, proc.stdout)
+        try:
+            await relay.done
+        finally:
+            relay.flush()  # (cancelled: the notices counted so far are not lost)
 
 
 class Supervisor:

@@ -1,10 +1,16 @@
-"""The log level of HAProxy's own output lines relayed by a managed HAProxy."""
+"""HAProxy's own output lines relayed by a managed HAProxy: levels, server-state notices
+counted into summaries, everything else relayed at once."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import deque
 
-from synapse.haproxy.managed import output_level
+import pytest
+
+from synapse.haproxy import output
+from synapse.haproxy.output import NoticeSummary, OutputRelay, notice_kind, output_level
 
 CLI_UP = (
     "[WARNING]  (14144) : CLI : Server svc97/svc97-0-g1_127.0.0.1:21000 is UP/READY "
@@ -13,6 +19,11 @@ CLI_UP = (
 CLI_MAINT = (
     "[WARNING]  (14144) : CLI : Server svc1/a_127.0.0.1:21000 is going DOWN for maintenance."
 )
+MAINT = (
+    "[WARNING]  (2272) : Server svc1/b is going DOWN for maintenance. 19 active and 0 backup "
+    "servers left. 0 sessions active, 0 requeued, 0 remaining in queue."
+)
+ADDED = "[NOTICE]   (2272) : CLI : 'server svc3/c_127.0.0.1:21003' : New server registered."
 CHECK_DOWN = (
     "[WARNING]  (14144) : Server svc1/a is DOWN, reason: Layer4 connection problem, "
     "check duration: 0ms. 2 active and 0 backup servers left."
@@ -33,3 +44,72 @@ def test_state_changes_made_through_the_runtime_api_are_info_other_warnings_stay
 def test_while_stopping_every_line_is_info() -> None:
     assert output_level(NO_SERVER, stopping=True) == logging.INFO
     assert output_level(CHECK_DOWN, stopping=True) == logging.INFO
+
+
+def test_server_state_notices_are_recognised_by_kind_and_nothing_else() -> None:
+    assert notice_kind(CLI_UP) == "ready"
+    assert notice_kind(CLI_MAINT) == "maint"
+    assert notice_kind(MAINT) == "maint"
+    assert notice_kind(ADDED) == "added"
+    assert notice_kind("[WARNING]  (7) : Server be/s enters drain state.") == "drain"
+    # a health check's verdict, an alert, HAProxy's own notices: not summarized
+    for line in (CHECK_DOWN, NO_SERVER, "[NOTICE]   (1) : New worker (2) forked", "garbage"):
+        assert notice_kind(line) is None, line
+    # an alert quoting a notice's words is still an alert
+    assert notice_kind("[ALERT]    (7) : Server be/s is going DOWN for maintenance.") is None
+
+
+def test_a_summary_counts_per_kind_with_a_few_samples_then_starts_anew() -> None:
+    summary = NoticeSummary(samples=2)
+    assert summary.take() is None
+    assert summary.add("maint", "m1") is True
+    assert summary.add("ready", "r1") is False
+    assert summary.add("maint", "m2") is False
+    assert summary.take() == {
+        "notices": 3,
+        "kinds": {"maint": 2, "ready": 1},
+        "samples": ["m1", "r1"],
+    }
+    assert summary.take() is None
+    assert summary.add("added", "a1") is True  # the next interval's first
+
+
+def _events(caplog: pytest.LogCaptureFixture) -> list[tuple[str, int, dict]]:
+    return [
+        (r.getMessage(), r.levelno, r.smartstack_fields)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "synapse.haproxy.managed"
+    ]
+
+
+async def test_the_relay_summarizes_notices_and_relays_other_lines_at_once_in_order(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(output, "SUMMARY_INTERVAL", 0.05)
+    caplog.set_level(logging.INFO, "synapse.haproxy.managed")
+    tail: deque[str] = deque(maxlen=40)
+    relay = OutputRelay(tail, lambda: False)
+    # chunks end anywhere, even inside a multi-byte character
+    data = "\n".join([CLI_MAINT, ADDED, CLI_UP, NO_SERVER, MAINT, "[NOTICE] é"]).encode()
+    cut = data.index("é".encode()) + 1
+    relay.data_received(data[:100])
+    relay.data_received(data[100:cut])
+    assert [name for name, _, _ in _events(caplog)] == ["haproxy_output_summary", "haproxy_output"]
+    first, alert = _events(caplog)
+    assert first[2]["kinds"] == {"added": 1, "maint": 1, "ready": 1}
+    assert alert[1:] == (logging.ERROR, {"line": NO_SERVER})
+    await asyncio.sleep(0.2)  # the timer summarizes what was counted since
+    assert _events(caplog)[-1][2] == {
+        "interval_s": 0.05,
+        "notices": 1,
+        "kinds": {"maint": 1},
+        "samples": [MAINT],
+    }
+    relay.data_received(data[cut:] + b"\n" + CLI_UP.encode())  # the last line not ended
+    relay.connection_lost(None)  # its end: the rest is relayed, the count summarized
+    assert relay.done.done()
+    assert [e[2].get("line") or e[2]["kinds"] for e in _events(caplog)[3:]] == [
+        "[NOTICE] é",
+        {"ready": 1},
+    ]
+    assert list(tail) == [CLI_MAINT, ADDED, CLI_UP, NO_SERVER, MAINT, "[NOTICE] é", CLI_UP]

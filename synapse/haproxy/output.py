@@ -1,0 +1,140 @@
+"""Relaying a managed HAProxy's output (stdout and stderr) to synapse's log, cheaply.
+
+Most of what HAProxy prints in a burst of membership changes are its notices about the
+server state changes synapse's own runtime commands made: a server added, put in
+maintenance, made ready, drained (one line each; ~1,500 lines for 1,000 changes). Logged
+one record each they cost synapse a fifth of its CPU in a burst, so they are counted
+instead: one ``haproxy_output_summary`` per SUMMARY_INTERVAL, how many of each kind and the
+first SAMPLES lines. Every other line (alerts, warnings such as a failed health check,
+anything unknown) is relayed at once as ``haproxy_output``, after the summary of the
+notices before it (the log keeps HAProxy's order). The pipe is read a chunk at a time
+(``asyncio.Protocol``), not a line per callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
+
+from smartstack.logs import event
+
+log = logging.getLogger("synapse.haproxy.managed")
+SUMMARY_INTERVAL = 1.0  # seconds: at most one summary of the server-state notices per
+SAMPLES = 3  # lines quoted in a summary
+
+# HAProxy's notices about a server state change made by a command: "[WARNING]  (14144) :
+# CLI : Server be/s is going DOWN for maintenance. ...", "... : Server be/s is UP/READY
+# (leaving forced maintenance).", "[NOTICE]   (14144) : CLI : 'server be/s' : New server
+# registered.". A health check's "Server be/s is DOWN, reason: ..." is no such notice.
+# One match per line; the group that matched names the kind.
+_NOTICE = re.compile(
+    r"\[(?:WARNING|NOTICE)\] +\(\d+\) : (?:CLI : )?(?:Server \S+ (?:"
+    r"(is going DOWN for maintenance)|(is UP/READY)|(enters drain state)|"
+    r"(changed its IP from))|'server \S+' : (New server registered))"
+)
+_KINDS = (None, "maint", "ready", "drain", "addr", "added")
+
+
+def notice_kind(text: str) -> str | None:
+    """The kind of a server-state notice HAProxy printed (None: any other line)."""
+    found = _NOTICE.match(text)
+    return None if found is None else _KINDS[found.lastindex or 0]
+
+
+def output_level(text: str, stopping: bool) -> int:
+    """The log level of a line relayed as such: HAProxy's alerts and warnings as such.
+    (A "CLI : Server ..." line the notices do not cover, an operator's command on the
+    same socket, say, is INFO: HAProxy's line does not say who sent it.)"""
+    if stopping:
+        return logging.INFO
+    if "[ALERT]" in text:
+        return logging.ERROR
+    if "[WARNING]" in text and " : CLI : Server " not in text:
+        return logging.WARNING
+    return logging.INFO
+
+
+class NoticeSummary:
+    """The server-state notices counted since the last summary (pure: no clock, no I/O)."""
+
+    def __init__(self, samples: int = SAMPLES) -> None:
+        self.kinds: Counter[str] = Counter()
+        self.samples: list[str] = []
+        self._keep = samples
+
+    def add(self, kind: str, text: str) -> bool:
+        """Count one notice; True when it is the first since the last summary."""
+        first = not self.kinds
+        self.kinds[kind] += 1
+        if len(self.samples) < self._keep:
+            self.samples.append(text)
+        return first
+
+    def take(self) -> dict[str, Any] | None:
+        """The summary's fields (None: nothing counted), and start counting anew."""
+        if not self.kinds:
+            return None
+        fields = {
+            "notices": sum(self.kinds.values()),
+            "kinds": dict(sorted(self.kinds.items())),
+            "samples": self.samples,
+        }
+        self.kinds, self.samples = Counter(), []
+        return fields
+
+
+class OutputRelay(asyncio.Protocol):
+    """Reads HAProxy's output pipe: keeps the last lines in ``tail``, summarizes the
+    server-state notices and relays every other line at once. ``stopping``: HAProxy is
+    being stopped (its alerts about its workers exiting are expected: INFO)."""
+
+    def __init__(self, tail: deque[str], stopping: Callable[[], bool]) -> None:
+        self.tail = tail
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._stopping = stopping
+        self._summary = NoticeSummary()
+        self._timer: asyncio.TimerHandle | None = None
+        self._rest = b""  # a line not ended yet
+
+    def data_received(self, data: bytes) -> None:
+        *lines, self._rest = (self._rest + data).split(b"\n")
+        if lines:  # (one decode per chunk; a chunk ends with a whole line)
+            self._relay(b"\n".join(lines).decode(errors="replace").split("\n"))
+
+    def eof_received(self) -> bool:
+        return False  # (the pipe closes: connection_lost follows)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        rest, self._rest = self._rest, b""
+        self._relay([rest.decode(errors="replace")])
+        self.flush()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def _relay(self, lines: list[str]) -> None:
+        for line in lines:
+            text = line.rstrip()
+            if not text:
+                continue
+            self.tail.append(text)
+            kind = notice_kind(text)
+            if kind is not None:
+                if self._summary.add(kind, text):
+                    loop = asyncio.get_running_loop()
+                    self._timer = loop.call_later(SUMMARY_INTERVAL, self.flush)
+                continue
+            self.flush()  # (the notices before it are logged before it)
+            event(log, "haproxy_output", level=output_level(text, self._stopping()), line=text)
+
+    def flush(self) -> None:
+        """Log the summary of the notices counted so far (if any)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        fields = self._summary.take()
+        if fields is not None:
+            event(log, "haproxy_output_summary", interval_s=SUMMARY_INTERVAL, **fields)
