@@ -1,0 +1,87 @@
+"""A managed HAProxy's output relayed to synapse's log, against a real HAProxy 2.6: its
+notices about server state changes made by runtime commands are summarized, every other
+line (an alert) is relayed at once."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from haproxy_helpers import eventually, server, service
+
+from synapse.haproxy import output
+from synapse.haproxy.runtime import RuntimeClient
+from testbed.process import free_port
+
+SERVERS = 20
+
+
+def _records(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == name]
+
+
+def _fields(record: logging.LogRecord) -> dict:
+    return record.smartstack_fields  # type: ignore[attr-defined,no-any-return]
+
+
+def _counted(caplog: pytest.LogCaptureFixture, kind: str) -> int:
+    summaries = _records(caplog, "haproxy_output_summary")
+    return sum(_fields(r)["kinds"].get(kind, 0) for r in summaries)
+
+
+async def _started(managed_factory, services) -> RuntimeClient:
+    controller = managed_factory()
+    await controller.start()
+    await controller.apply(services, "t")
+    return RuntimeClient(controller.settings.runtime_sockets[0])
+
+
+async def test_a_burst_of_maint_and_ready_commands_is_summarized(
+    managed_factory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(output, "SUMMARY_INTERVAL", 0.2)
+    caplog.set_level(logging.INFO, "synapse.haproxy.managed")
+    servers = [server("127.0.0.1", free_port(), f"s{i}") for i in range(SERVERS)]
+    runtime = await _started(managed_factory, [service("web", servers, port=free_port())])
+    names = [s.name for s in servers]
+    await runtime.ask([f"set server web/{name} state maint" for name in names])
+    await runtime.ask([f"set server web/{name} state ready" for name in names])
+
+    async def all_counted() -> bool:
+        return _counted(caplog, "maint") >= SERVERS and _counted(caplog, "ready") >= SERVERS
+
+    await eventually(all_counted, "summaries counting every maint and ready notice")
+    summaries = _records(caplog, "haproxy_output_summary")
+    assert len(summaries) < 2 * SERVERS / 4, "one summary per interval, not one per line"
+    assert all(len(_fields(r)["samples"]) <= output.SAMPLES for r in summaries)
+    assert any(
+        f"web/{names[0]} is going DOWN for maintenance" in s
+        for s in _fields(summaries[0])["samples"]
+    )
+    relayed = [_fields(r)["line"] for r in _records(caplog, "haproxy_output")]
+    assert not [line for line in relayed if output.notice_kind(line)], relayed
+
+
+async def test_an_alert_is_relayed_at_once_after_the_notices_before_it(
+    managed_factory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(output, "SUMMARY_INTERVAL", 600.0)  # no summary but the alert's
+    caplog.set_level(logging.INFO, "synapse.haproxy.managed")
+    only = server("127.0.0.1", free_port(), "only")
+    runtime = await _started(managed_factory, [service("solo", [only], port=free_port())])
+    await runtime.ask([f"set server solo/{only.name} state maint"])  # its last server
+
+    async def alerted() -> list[logging.LogRecord]:
+        return [
+            r
+            for r in _records(caplog, "haproxy_output")
+            if "has no server available" in _fields(r)["line"]
+        ]
+
+    (alert,) = await eventually(alerted, "HAProxy's alert relayed")
+    assert alert.levelno == logging.ERROR
+    # the maint notice before it was summarized just before it, not 600 s later
+    events = [r for r in caplog.records if r.name == "synapse.haproxy.managed"]
+    before = events[events.index(alert) - 1]
+    assert before.getMessage() == "haproxy_output_summary"
+    assert _fields(before)["kinds"] == {"maint": 1}
