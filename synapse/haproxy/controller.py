@@ -373,13 +373,7 @@ class HAProxyController:
         self._gate.reloaded()
         self._reader.invalidate()  # a new process: read all of it
         self._reader.version = None  # re-read: the binary may have been upgraded
-        kind = "start" if starting else reload.kind
-        elapsed = self._clock() - began
-        self.info.reloaded(kind, reload.summary, elapsed, started=starting)
-        self.metrics.reloads.labels(kind).inc()
-        self.metrics.last_reload.set(time.time())
-        event(log, "haproxy_started" if starting else "haproxy_reloaded", kind=kind,
-              reason=reload.summary, ms=round(elapsed * 1000, 1))  # fmt: skip
+        self._failures.reloaded(reload, self._clock() - began, starting)
         return await self._after_reload(candidate, before, wrote)
 
     async def _after_reload(

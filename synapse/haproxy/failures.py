@@ -1,10 +1,12 @@
-"""How the controller records what went wrong with a reload: a refused candidate, a
-failed reload, a reload skipped by configuration. Each is shown on /status (``info``),
-counted (``metrics``), logged, and tells the reload gate when to try again."""
+"""How the controller records a reload's outcome: done (a reload or a start), and what
+went wrong: a refused candidate, a failed reload, a reload skipped by configuration.
+Each is shown on /status (``info``), counted (``metrics``) and logged; a failure tells
+the reload gate when to try again."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +36,15 @@ class Failures:
         self._info, self._metrics, self._gate, self._pending = info, metrics, gate, pending
         self._candidate_path = candidate_path
         self._warned: set[str] = set()
+
+    def reloaded(self, reload: Reload, elapsed: float, started: bool) -> None:
+        """HAProxy reloaded (``started``: was started) with the candidate, in ``elapsed`` s."""
+        kind = "start" if started else reload.kind
+        self._info.reloaded(kind, reload.summary, elapsed, started=started)
+        self._metrics.reloads.labels(kind).inc()
+        self._metrics.last_reload.set(time.time())
+        event(log, "haproxy_started" if started else "haproxy_reloaded", kind=kind,
+              reason=reload.summary, ms=round(elapsed * 1000, 1))  # fmt: skip
 
     def invalid(
         self, error: str, reasons: tuple[tuple[str, str], ...], candidate: str | None

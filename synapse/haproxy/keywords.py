@@ -10,6 +10,10 @@ matching. Matching is on whole words: ``log`` does not match ``log-format``.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from synapse.config import ServiceHAProxyConfig
 
 _COMMON = (
     "acl", "compression", "description", "disabled", "enabled", "email-alert", "errorfile",
@@ -77,3 +81,21 @@ def belongs_in_frontend(line: str) -> bool:
 @functools.lru_cache(maxsize=4096)
 def belongs_in_backend(line: str) -> bool:
     return _matches(line, BACKEND_KEYWORDS)
+
+
+def sort_lines(
+    name: str, hap: ServiceHAProxyConfig, warnings: list[str]
+) -> tuple[list[str], list[str]]:
+    """Service ``name``'s frontend and backend lines: its own, and its ``listen`` lines
+    sorted by keyword (a line that fits neither: dropped, with a warning)."""
+    frontend = list(hap.frontend)
+    backend = list(hap.backend)
+    for line in hap.listen:
+        to_frontend, to_backend = belongs_in_frontend(line), belongs_in_backend(line)
+        if to_frontend:
+            frontend.append(line)
+        if to_backend:
+            backend.append(line)
+        if not (to_frontend or to_backend):
+            warnings.append(f"service {name}: listen line {line!r} fits no section: dropped")
+    return frontend, backend

@@ -186,8 +186,9 @@ class RunningReader:
 
     def settle_later(self, touched: Collection[str]) -> None:
         """After runtime commands: read what they changed once the apply is over, on a
-        connection of its own and without the controller's lock (merged under it; the
-        next apply takes that read, or reads them first if it comes sooner)."""
+        connection of its own and without the controller's lock (the next change's apply
+        need not wait for HAProxy's answer behind it; merged under the lock; the next
+        apply takes that read, or reads them first if it comes sooner)."""
         if self.view is None or not touched:
             return
         self.view.mark_stale(touched)
@@ -212,16 +213,12 @@ class RunningReader:
             self._settler = asyncio.create_task(self._settle())
 
     async def _settle(self) -> None:
-        """Read the stale backends, with `show info`: when another HAProxy process answers
-        (an outside reload or restart, the commands may have reached the old one), the
-        view is read whole and ``apply`` plans against it.
-
-        The read runs on a connection of its own without the lock (the next change's apply
-        need not wait for HAProxy's answer behind it), and is merged under it; an apply
-        that needs those backends meanwhile takes this read (``_settled_meanwhile``)
-        rather than asking again. Backends commands changed again since are read again:
-        SETTLE_ROUNDS reads in a row, then again after SETTLE_PAUSE while any are left
-        (``settle_later`` starts no settler while this one runs)."""
+        """Read the stale backends as ``settle_later`` says (an apply needing them takes
+        the read: ``_settled_meanwhile``), with `show info`: when another HAProxy process
+        answers (an outside reload or restart, the commands may have reached the old one),
+        the view is read whole and ``apply`` plans against it. Backends commands changed
+        again since are read again: SETTLE_ROUNDS reads in a row, then again after
+        SETTLE_PAUSE while any are left (``settle_later`` starts no settler meanwhile)."""
         view, lock = self.view, self._lock
         if view is None or lock is None:
             return

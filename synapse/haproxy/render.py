@@ -40,7 +40,7 @@ from synapse.haproxy.configtext import (
     parse_config,
 )
 from synapse.haproxy.desired import Delta, DesiredConfig
-from synapse.haproxy.keywords import belongs_in_backend, belongs_in_frontend
+from synapse.haproxy.keywords import sort_lines
 from synapse.haproxy.pieces import EarlySpec, Frame, Rendered, ServicePiece, early_fits
 from synapse.haproxy.resilience import extra_backend_lines
 from synapse.haproxy.settings import Settings, settings_for
@@ -298,7 +298,7 @@ class Renderer:
             return cached[1]
         hap = service.config.haproxy
         warnings: list[str] = []
-        frontend, backend_lines = self._sort_lines(service.name, hap, warnings)
+        frontend, backend_lines = sort_lines(service.name, hap, warnings)
         frontend = edge.service_frontend_lines(self.config, frontend)
         backend_lines = edge.backend_lines(hap, backend_lines)
         backend_lines += extra_backend_lines(self.config, service.config, backend_lines)
@@ -425,21 +425,6 @@ class Renderer:
     @staticmethod
     def _tail_text(frame: dict[str, Any]) -> str:
         return default_layout.tail(frame["shared_frontend"])
-
-    def _sort_lines(
-        self, name: str, hap: ServiceHAProxyConfig, warnings: list[str]
-    ) -> tuple[list[str], list[str]]:
-        frontend = list(hap.frontend)
-        backend = list(hap.backend)
-        for line in hap.listen:
-            to_frontend, to_backend = belongs_in_frontend(line), belongs_in_backend(line)
-            if to_frontend:
-                frontend.append(line)
-            if to_backend:
-                backend.append(line)
-            if not (to_frontend or to_backend):
-                warnings.append(f"service {name}: listen line {line!r} fits no section: dropped")
-        return frontend, backend
 
     def _address(self, hap: ServiceHAProxyConfig) -> str:
         return hap.bind_address or self.config.bind_address

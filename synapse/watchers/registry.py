@@ -18,7 +18,7 @@ from synapse.watchers.static import UnsupportedWatcher
 WATCHERS: dict[str, str] = {
     "base": "synapse.watchers.static:BaseWatcher",
     "zookeeper": "synapse.watchers.zookeeper:ZooKeeperWatcher",
-    "zookeeper_poll": "synapse.watchers.zookeeper:ZooKeeperPollWatcher",
+    "zookeeper_poll": "synapse.watchers.zookeeper_poll:ZooKeeperPollWatcher",
     "zookeeper_dns": "synapse.watchers.zookeeper_dns:ZooKeeperDnsWatcher",
     "etcd": "synapse.watchers.etcd:EtcdWatcher",
     "dns": "synapse.watchers.dns:DnsWatcher",

@@ -18,7 +18,8 @@ from smartstack.record import Registration, encode, encode_child_prefix
 from smartstack.zookeeper import ZooKeeperPool
 from synapse.watchers import create_watcher
 from synapse.watchers.base import WatcherContext
-from synapse.watchers.zookeeper import ZooKeeperPollWatcher, ZooKeeperWatcher
+from synapse.watchers.zookeeper import ZooKeeperWatcher
+from synapse.watchers.zookeeper_poll import ZooKeeperPollWatcher
 from testbed.zookeeper import ZooKeeperServer, expire_session, four_letter_word
 
 
