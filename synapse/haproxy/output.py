@@ -26,17 +26,20 @@ log = logging.getLogger("synapse.haproxy.managed")
 SUMMARY_INTERVAL = 1.0  # seconds: at most one summary of the server-state notices per
 SAMPLES = 3  # lines quoted in a summary
 
-# HAProxy's notices about a server state change made by a command: "[WARNING]  (14144) :
-# CLI : Server be/s is going DOWN for maintenance. ...", "... : Server be/s is UP/READY
-# (leaving forced maintenance).", "[NOTICE]   (14144) : CLI : 'server be/s' : New server
-# registered.". A health check's "Server be/s is DOWN, reason: ..." is no such notice.
-# One match per line; the group that matched names the kind.
+# HAProxy's (2.6) notices about a server state change made by a command: "[WARNING]
+# (14144) : CLI : Server be/s is going DOWN for maintenance. ...", "... : Server be/s is
+# UP/READY (leaving forced maintenance).", "... : Server be/s enters drain state. ...",
+# "... : Server be/s is UP (leaving forced drain).", "[NOTICE]   (14144) : CLI : 'server
+# be/s' : New server registered.", "[NOTICE]   (14144) : Server deleted.". A health
+# check's "Server be/s is DOWN, reason: ...", a DNS failure's "... going DOWN for
+# maintenance (DNS timeout status)" are no such notice. One match per line; the group
+# that matched names the kind.
 _NOTICE = re.compile(
     r"\[(?:WARNING|NOTICE)\] +\(\d+\) : (?:CLI : )?(?:Server \S+ (?:"
-    r"(is going DOWN for maintenance)|(is UP/READY)|(enters drain state)|"
-    r"(changed its IP from))|'server \S+' : (New server registered))"
+    r"(is going DOWN for maintenance\.)|(is UP/READY \(leaving forced maint|is UP \(leaving "
+    r"forced drain)|(enters drain state))|'server \S+' : (New server registered)|(Server deleted))"
 )
-_KINDS = (None, "maint", "ready", "drain", "addr", "added")
+_KINDS = (None, "maint", "ready", "drain", "added", "deleted")
 
 
 def notice_kind(text: str) -> str | None:

@@ -51,9 +51,19 @@ def test_server_state_notices_are_recognised_by_kind_and_nothing_else() -> None:
     assert notice_kind(CLI_MAINT) == "maint"
     assert notice_kind(MAINT) == "maint"
     assert notice_kind(ADDED) == "added"
-    assert notice_kind("[WARNING]  (7) : Server be/s enters drain state.") == "drain"
-    # a health check's verdict, an alert, HAProxy's own notices: not summarized
-    for line in (CHECK_DOWN, NO_SERVER, "[NOTICE]   (1) : New worker (2) forked", "garbage"):
+    assert notice_kind("[WARNING]  (7) : Server be/s enters drain state. 1 active") == "drain"
+    assert notice_kind("[WARNING]  (7) : Server be/s is UP (leaving forced drain).") == "ready"
+    assert notice_kind("[NOTICE]   (7) : Server deleted.") == "deleted"
+    # a health check's verdict, a DNS failure, a server still DOWN, an alert, HAProxy's
+    # own notices: not summarized
+    for line in (
+        CHECK_DOWN,
+        "[WARNING]  (7) : Server be/s is going DOWN for maintenance (DNS timeout status).",
+        "[WARNING]  (7) : Server be/s is DOWN (leaving forced maintenance).",
+        NO_SERVER,
+        "[NOTICE]   (1) : New worker (2) forked",
+        "garbage",
+    ):
         assert notice_kind(line) is None, line
     # an alert quoting a notice's words is still an alert
     assert notice_kind("[ALERT]    (7) : Server be/s is going DOWN for maintenance.") is None
