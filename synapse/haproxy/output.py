@@ -25,6 +25,7 @@ from smartstack.logs import event
 log = logging.getLogger("synapse.haproxy.managed")
 SUMMARY_INTERVAL = 1.0  # seconds: at most one summary of the server-state notices per
 SAMPLES = 3  # lines quoted in a summary
+MAX_LINE = 65536  # bytes kept of a line not ended yet
 
 # HAProxy's (2.6) notices about a server state change made by a command: "[WARNING]
 # (14144) : CLI : Server be/s is going DOWN for maintenance. ...", "... : Server be/s is
@@ -105,6 +106,9 @@ class OutputRelay(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         *lines, self._rest = (self._rest + data).split(b"\n")
+        if len(self._rest) > MAX_LINE:  # (no end of line that long: relayed as it is)
+            lines.append(self._rest)
+            self._rest = b""
         if lines:  # (one decode per chunk; a chunk ends with a whole line)
             self._relay(b"\n".join(lines).decode(errors="replace").split("\n"))
 

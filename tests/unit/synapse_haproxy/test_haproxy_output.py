@@ -123,3 +123,15 @@ async def test_the_relay_summarizes_notices_and_relays_other_lines_at_once_in_or
         {"ready": 1},
     ]
     assert list(tail) == [CLI_MAINT, ADDED, CLI_UP, NO_SERVER, MAINT, "[NOTICE] é", CLI_UP]
+
+
+async def test_a_line_that_never_ends_is_relayed_once_it_is_too_long(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "synapse.haproxy.managed")
+    relay = OutputRelay(deque(maxlen=40), lambda: False)
+    relay.data_received(b"x" * output.MAX_LINE)
+    assert not _events(caplog)  # not ended, not too long yet
+    relay.data_received(b"yz")
+    [(name, _, fields)] = _events(caplog)
+    assert name == "haproxy_output" and fields["line"] == "x" * output.MAX_LINE + "yz"
