@@ -109,7 +109,7 @@ class OutputRelay(asyncio.Protocol):
         if len(self._rest) > MAX_LINE:  # (no end of line that long: relayed as it is)
             lines.append(self._rest)
             self._rest = b""
-        if lines:  # (one decode per chunk; a chunk ends with a whole line)
+        if lines:  # (one decode for the chunk's whole lines)
             self._relay(b"\n".join(lines).decode(errors="replace").split("\n"))
 
     def eof_received(self) -> bool:
