@@ -4,7 +4,9 @@ pydantic (~9 MB of RSS with its schemas) is needed to validate a config, not to 
 So the daemon (``synapse.config_load``) has a child validate: at start a fork taken before
 any thread exists, on SIGHUP ``python -m synapse.config_child`` (a fork of a running
 daemon with threads is not safe). The child loads the file exactly as ``synapse -k``
-does (same errors: file, key, expectation, "did you mean") and answers one pickled dict:
+does (same errors: file, key, expectation, "did you mean") and answers one pickled dict
+on a pipe of its own (``--answer-fd``; stdout is not read, so a stray print cannot corrupt
+it; ``-P``: this checkout's code, not a synapse/ in the daemon's current directory):
 
 - ``{"ok": True, "config": SynapseConfig, "warnings": [...], "plain": bool}``;
   ``plain`` is false when the daemon must validate at runtime itself (``docker_services``:

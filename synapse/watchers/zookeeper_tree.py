@@ -173,10 +173,10 @@ class TreeWatch:
     def _on_tree(self, ev: WatchedEvent, read: Any | None = None, prefetch: Any = None) -> None:
         """One event of the tree watch, on the loop; ``read``: the child's read started
         with it in kazoo's thread (``_tree_callback``) by ``prefetch``, if any."""
-        if self.conn is None or (prefetch is not None and prefetch is not self.conn.prefetch):
+        if prefetch is not None and (self.conn is None or prefetch is not self.conn.prefetch):
             # queued by kazoo's thread before close() (or for an earlier connection): the
             # read's place goes back, else the shared connection's prefetch ends up off
-            if read is not None and prefetch is not None:
+            if read is not None:
                 prefetch.release(1)
             return
         action, child = classify(self.path, ev.type, ev.path)
