@@ -195,6 +195,9 @@ def unpickled(out: bytes, err: bytes, code: int | None = 0) -> dict[str, Any]:
         return pickle.loads(out)
     except StaleModel as exc:
         return {"ok": False, "lines": [str(exc)]}
+    except (AttributeError, ImportError) as exc:  # a class the child's code has, ours not
+        why = f"the validated config names code this process lacks ({exc})"
+        return {"ok": False, "lines": [f"{why}: restart synapse to load this config"]}
     except Exception as exc:
         why = err.decode(errors="replace")[-2000:] or f"no answer ({type(exc).__name__})"
         return {"ok": False, "crash": f"(the validating child exited with {code})\n{why}"}

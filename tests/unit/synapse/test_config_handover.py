@@ -213,3 +213,5 @@ def test_a_broken_answer_or_a_failed_fork_is_an_error_answer(monkeypatch) -> Non
     assert _lines(config_child.unpickled(stale, b"", 0))[0].endswith(
         "restart synapse to load this config"
     )
+    renamed = stale.replace(b"Versioned", b"Versioneq")  # a class the daemon has not
+    assert "restart synapse" in _lines(config_child.unpickled(renamed, b"", 0))[0]
