@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -193,10 +194,14 @@ class SynapseDaemon:
 
         The managed HAProxy goes first (after the reconciler, so nothing restarts it): it
         runs in its own session, so if its stop were skipped it would outlive synapse.
-        A SIGHUP's reload is cancelled first (its child killed): no watcher starts meanwhile.
+        A SIGHUP's reload is cancelled first (its child killed) and a docker_services apply
+        under way ends (bounded) before the lock is taken: no watcher starts meanwhile.
         """
         for task in list(self._background):
             await cancel_and_wait(task)
+        held = False
+        with contextlib.suppress(TimeoutError):
+            held = await asyncio.wait_for(self._reload_lock.acquire(), STOP_STEP_TIMEOUT)
         steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
             ("reconciler", self._stop_reconciler)
         ]
@@ -218,6 +223,8 @@ class SynapseDaemon:
         self.admin = None
         self.metrics.statsd.close()
         self._etcd.clear()
+        if held:
+            self._reload_lock.release()
 
     async def _stop_admin(self) -> None:
         if self.admin is not None:

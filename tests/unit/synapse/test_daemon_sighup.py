@@ -55,3 +55,20 @@ async def test_stop_cancels_a_reload_under_way_before_stopping_the_rest() -> Non
     await asyncio.sleep(0)
     await daemon.stop()
     assert seen == ["load", "cancelled"] and not daemon._background
+
+
+async def test_stop_waits_for_an_apply_holding_the_reload_lock() -> None:
+    daemon, seen, _ = daemon_with_slow_loads()
+    applied = asyncio.Event()
+
+    async def docker_apply() -> None:  # as _apply_docker: under the lock
+        async with daemon._reload_lock:
+            await asyncio.sleep(0.01)
+            seen.append("applied")
+            applied.set()
+
+    task = asyncio.create_task(docker_apply())
+    await asyncio.sleep(0)
+    await daemon.stop()
+    assert applied.is_set() and not daemon._reload_lock.locked()
+    await task
