@@ -68,7 +68,10 @@ class _Fan:
         self.writers = writers
         self._pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix=name)
         # Start the threads now (the pool makes them on demand): none is made in the burst.
-        list(self._pool.map(lambda _: None, range(writers)))
+        # Each warm-up job waits for all the others, so every thread exists (jobs that
+        # return at once would be run by the first few threads).
+        everyone = threading.Barrier(writers)
+        list(self._pool.map(lambda _: everyone.wait(timeout=30), range(writers)))
 
     def run(self, job: Callable[[int], T]) -> list[T]:
         return list(self._pool.map(job, range(self.writers)))
@@ -82,8 +85,14 @@ class ZkBurstWriter:
 
     def __init__(self, hosts: str, name: Callable[[str, Registration], str]) -> None:
         self._name = name
-        self.clients = [self._client(hosts) for _ in range(WRITERS)]
-        self._fan = _Fan(WRITERS, "bench-zk-writer")
+        self.clients: list[KazooClient] = []
+        try:
+            for _ in range(WRITERS):
+                self.clients.append(self._client(hosts))
+            self._fan = _Fan(WRITERS, "bench-zk-writer")
+        except BaseException:  # no session of a failed start outlives it
+            self._close_clients()
+            raise
 
     @staticmethod
     def _client(hosts: str) -> KazooClient:
@@ -112,9 +121,13 @@ class ZkBurstWriter:
 
     def close(self) -> None:
         self._fan.close()
+        self._close_clients()
+
+    def _close_clients(self) -> None:
         for client in self.clients:
-            client.stop()
-            client.close()
+            with contextlib.suppress(Exception):
+                client.stop()
+                client.close()
 
 
 class EtcdBurstWriter:

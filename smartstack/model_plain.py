@@ -12,6 +12,7 @@ checks a value (``ValidationError`` exists only so that ``except`` clauses still
 
 from __future__ import annotations
 
+import copy as _copy
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -24,6 +25,12 @@ _FIELD_SETS: dict[frozenset[str], frozenset[str]] = {}  # one object per distinc
 
 class ValidationError(ValueError):
     """Never raised here: the plain base validates nothing."""
+
+
+class StaleModel(ValueError):
+    """A pickled config names fields this process's class does not have (or lacks some it
+    has): the validating child ran newer (or older) code than this daemon, as after a
+    package upgrade. Using it would fail later (KeyError, AttributeError): refuse it."""
 
 
 class FieldInfo:
@@ -40,7 +47,12 @@ class FieldInfo:
     def get_default(self) -> Any:
         if self.default_factory is not None:
             return self.default_factory()
-        return self.default
+        return _own(self.default)
+
+
+def _own(default: Any) -> Any:
+    """A mutable default copied per instance, as pydantic does (never shared)."""
+    return _copy.copy(default) if isinstance(default, list | dict | set) else default
 
 
 def Field(
@@ -81,6 +93,7 @@ class ConfigModel:
     _aliases: ClassVar[dict[str, str]] = {}  # alias -> field name
     _template: ClassVar[dict[str, Any]] = {}
     _factories: ClassVar[list[tuple[str, Callable[[], Any]]]] = []
+    _mutable: ClassVar[list[str]] = []  # fields whose default is copied per instance
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -105,27 +118,30 @@ class ConfigModel:
         # model_construct's start: defaults as they are, factories called per instance
         cls._template = {n: _FACTORY if f.default_factory else f.default for n, f in fields.items()}
         cls._factories = [(n, f.default_factory) for n, f in fields.items() if f.default_factory]
+        cls._mutable = [n for n, v in cls._template.items() if _own(v) is not v]
         if cls.model_config.get("frozen"):
             cls.__hash__ = ConfigModel._frozen_hash  # type: ignore[method-assign]
         else:
             cls.__hash__ = None  # type: ignore[assignment]
 
     def __init__(self, **data: Any) -> None:
-        values: dict[str, Any] = {}
+        given: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         for key, value in data.items():
             name = self._aliases.get(key, key)
             if name in self.model_fields:
-                values[name] = value
+                given[name] = value
             else:
                 extra[key] = value
-        given = _interned(values)
+        values: dict[str, Any] = {}  # in field order: equal objects hash alike
         for name, info in self.model_fields.items():
-            if name not in values:
-                if info.is_required():
-                    raise TypeError(f"{type(self).__name__}: {name!r} is required")
+            if name in given:
+                values[name] = given[name]
+            elif info.is_required():
+                raise TypeError(f"{type(self).__name__}: {name!r} is required")
+            else:
                 values[name] = info.get_default()
-        self._set_state(values, given, extra or None)
+        self._set_state(values, _interned(given), extra or None)
 
     def _set_state(self, values: dict[str, Any], given: frozenset[str], extra: Any) -> None:
         object.__setattr__(self, "__dict__", values)
@@ -146,6 +162,9 @@ class ConfigModel:
         for name, factory in cls._factories:
             if fields[name] is _FACTORY:
                 fields[name] = factory()
+        for name in cls._mutable:
+            if name not in values:
+                fields[name] = _own(fields[name])
         self._set_state(fields, given, extra)
         return self
 
@@ -160,8 +179,14 @@ class ConfigModel:
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        values = state["__dict__"]
+        if values.keys() != self.model_fields.keys():  # a set comparison, in C
+            raise StaleModel(_stale(type(self), values))
         given = _interned(state["__pydantic_fields_set__"])
-        self._set_state(state["__dict__"], given, state.get("__pydantic_extra__") or None)
+        self._set_state(values, given, state.get("__pydantic_extra__") or None)
+
+    def __copy__(self) -> Any:  # copy.copy: its own __dict__, as pydantic's copy
+        return self.model_copy()
 
     @property
     def model_fields_set(self) -> frozenset[str]:
@@ -230,6 +255,16 @@ class ConfigModel:
             if key not in skip:
                 out[key] = _dumped(value, by_alias, exclude_unset)
         return out
+
+
+def _stale(cls: type, values: dict[str, Any]) -> str:
+    added = sorted(values.keys() - cls.model_fields.keys())  # type: ignore[attr-defined]
+    gone = sorted(cls.model_fields.keys() - values.keys())  # type: ignore[attr-defined]
+    return (
+        f"the validated config does not fit this process's {cls.__name__} (fields new:"
+        f" {', '.join(added) or '-'}; gone: {', '.join(gone) or '-'}): synapse's code changed"
+        " since it started (an upgrade?); restart synapse to load this config"
+    )
 
 
 def _dumped(value: Any, by_alias: bool, exclude_unset: bool) -> Any:

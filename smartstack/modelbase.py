@@ -33,6 +33,27 @@ def is_plain() -> bool:
     return bool(_plain)
 
 
+def same_model(old: Any, new: Any) -> bool:
+    """Whether two config values are the same config: equal, and with the same fields
+    given, recursively. ``==`` ignores which fields were given, yet some settings read it
+    (``has_frontend`` is ``"port" in model_fields_set``): ``port: null`` and no port are
+    equal but not the same. Identity first: most of a reloaded config is kept objects."""
+    if old is new:
+        return True
+    if type(old) is not type(new):
+        return False
+    given = getattr(old, "model_fields_set", None)
+    if given is not None:  # a model, on either base
+        if given != new.model_fields_set or not same_model(old.model_extra, new.model_extra):
+            return False
+        return all(same_model(getattr(old, n), getattr(new, n)) for n in type(old).model_fields)
+    if isinstance(old, dict):
+        return old.keys() == new.keys() and all(same_model(v, new[k]) for k, v in old.items())
+    if isinstance(old, list | tuple):
+        return len(old) == len(new) and all(map(same_model, old, new))
+    return bool(old == new)
+
+
 def __getattr__(name: str) -> Any:
     global _plain
     if name not in _NAMES:

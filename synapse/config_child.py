@@ -4,7 +4,9 @@ pydantic (~9 MB of RSS with its schemas) is needed to validate a config, not to 
 So the daemon (``synapse.config_load``) has a child validate: at start a fork taken before
 any thread exists, on SIGHUP ``python -m synapse.config_child`` (a fork of a running
 daemon with threads is not safe). The child loads the file exactly as ``synapse -k``
-does (same errors: file, key, expectation, "did you mean") and answers one pickled dict:
+does (same errors: file, key, expectation, "did you mean") and answers one pickled dict
+on a pipe of its own (``--answer-fd``; stdout is not read, so a stray print cannot corrupt
+it; ``-P``: this checkout's code, not a synapse/ in the daemon's current directory):
 
 - ``{"ok": True, "config": SynapseConfig, "warnings": [...], "plain": bool}``;
   ``plain`` is false when the daemon must validate at runtime itself (``docker_services``:
@@ -31,8 +33,10 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Callable
+from subprocess import DEVNULL, PIPE
 from typing import Any
 
 PROTOCOL = 5
@@ -97,8 +101,15 @@ class ForkedValidation:
     do other work meanwhile (import what it needs next) and then take the ``answer()``."""
 
     def __init__(self, path: str, zone: str | None, strict: bool) -> None:
+        self.pid, self.read_end, self.failed = 0, -1, ""
         read_end, write_end = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # (no memory, process limit): the answer says so
+            os.close(read_end)
+            os.close(write_end)
+            self.failed = f"forking the validating child failed: {exc}"
+            return
         if pid == 0:  # the child
             code = 0
             try:
@@ -115,45 +126,81 @@ class ForkedValidation:
         self.pid, self.read_end = pid, read_end
 
     def answer(self) -> dict[str, Any]:
+        if self.failed:
+            return {"ok": False, "crash": self.failed}
         with os.fdopen(self.read_end, "rb") as pipe:
             data = pipe.read()
         _, status = os.waitpid(self.pid, 0)
-        if not data:
-            return {
-                "ok": False,
-                "crash": f"the validating child ended without an answer ({status})",
-            }
-        return pickle.loads(data)
+        return unpickled(data, b"", os.waitstatus_to_exitcode(status))
 
 
-def child_command(path: str, zone: str | None, strict: bool) -> list[str]:
-    """The command of a validating child for ``path`` (SIGHUP)."""
-    command = [sys.executable, "-m", "synapse.config_child", path]
+def child_command(path: str, zone: str | None, strict: bool, answer_fd: int) -> list[str]:
+    """The command of a validating child for ``path`` (SIGHUP), answering on ``answer_fd``."""
+    command = [*CHILD_PYTHON, path, "--answer-fd", str(answer_fd)]
     return command + (["--zone", zone] if zone else []) + (["--strict"] if strict else [])
+
+
+# -P: not the current directory first on sys.path (a synapse/ checkout there would run
+# instead of this one; Python >= 3.11, as pyproject requires). The answer comes on a pipe
+# of its own (--answer-fd), so that nothing printed on stdout can corrupt it.
+CHILD_PYTHON = (sys.executable, "-P", "-m", "synapse.config_child")
 
 
 def services_from_child(docs: list[dict[str, Any]]) -> list[Any]:
     """Service blocks validated by one child: per block a plain ServiceConfig, or pydantic's
     message (str) when it is invalid or the child failed."""
-    command = [sys.executable, "-m", "synapse.config_child", "--service"]
+    read_end, write_end = os.pipe()
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=_read_all, args=(read_end, chunks), daemon=True)
+    command = [*CHILD_PYTHON, "--service", "--answer-fd", str(write_end)]
     try:
-        done = subprocess.run(
-            command, input=json.dumps(docs).encode(), capture_output=True, timeout=CHILD_TIMEOUT
-        )
-        answer = unpickled(done.stdout, done.stderr)
+        try:
+            child = subprocess.Popen(
+                command, stdin=PIPE, stdout=DEVNULL, stderr=PIPE, pass_fds=(write_end,)
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)  # the child's copy stays open: EOF when it ends
+        reader.start()
+        try:
+            _, err = child.communicate(json.dumps(docs).encode(), timeout=CHILD_TIMEOUT)
+        finally:
+            if child.returncode is None:
+                child.kill()
+                child.communicate()
+            reader.join()
+        answer = unpickled(b"".join(chunks), err, child.returncode)
     except (OSError, subprocess.SubprocessError) as exc:
         answer = {"ok": False, "crash": f"{type(exc).__name__}: {exc}"}
     if not answer.get("ok"):
-        return [str(answer.get("crash") or "failed")[-500:]] * len(docs)
+        why = answer.get("crash") or "; ".join(answer.get("lines", ())) or "failed"
+        return [str(why)[-500:]] * len(docs)
     return answer["answers"]
 
 
-def unpickled(out: bytes, err: bytes) -> dict[str, Any]:
-    """A child's answer from its stdout (its stderr tells why when there is none)."""
+def _read_all(fd: int, chunks: list[bytes]) -> None:
+    with os.fdopen(fd, "rb") as pipe:
+        chunks.append(pipe.read())
+
+
+def unpickled(out: bytes, err: bytes, code: int | None = 0) -> dict[str, Any]:
+    """A child's answer from its answer pipe (its stderr and exit status tell why when
+    there is none). Classes that changed since this process started (an upgrade) are an
+    error line: the running config stays, a restart loads the new one."""
+    from smartstack.model_plain import StaleModel
+
     try:
         return pickle.loads(out)
-    except Exception:
-        return {"ok": False, "crash": err.decode(errors="replace")[-2000:] or "no answer"}
+    except StaleModel as exc:
+        return {"ok": False, "lines": [str(exc)]}
+    except (AttributeError, ImportError) as exc:  # a class the child's code has, ours not
+        why = f"the validated config names code this process lacks ({exc})"
+        return {"ok": False, "lines": [f"{why}: restart synapse to load this config"]}
+    except Exception as exc:
+        why = err.decode(errors="replace")[-2000:] or f"no answer ({type(exc).__name__})"
+        return {"ok": False, "crash": f"(the validating child exited with {code})\n{why}"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zone")
     parser.add_argument("--strict", action="store_true")
     parser.add_argument("--service", action="store_true", help="service blocks on stdin")
+    parser.add_argument("--answer-fd", type=int, help="the pipe to answer on (else stdout)")
     args = parser.parse_args(argv)
     os.environ[NO_PLUGINS] = "1"
     if args.service:
@@ -170,8 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     else:  # stdin: the daemon's digests of its services (may be empty)
         known = json.loads(sys.stdin.buffer.read() or b"{}")
         answer = _pickled(lambda: validate_file(args.path, args.zone, args.strict, known))
-    sys.stdout.buffer.write(answer)
-    sys.stdout.flush()
+    if args.answer_fd is None:
+        sys.stdout.buffer.write(answer)
+        sys.stdout.flush()
+    else:
+        with os.fdopen(args.answer_fd, "wb") as out:
+            out.write(answer)
     return 0
 
 

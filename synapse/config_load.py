@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from smartstack import modelbase
 from smartstack.config_errors import ConfigError
+from smartstack.modelbase import same_model
 from synapse.config_child import CHILD_TIMEOUT, ForkedValidation, child_command, unpickled
 
 # Set (to "1") when the config needs pydantic in the daemon: the process is started again
@@ -51,6 +52,19 @@ def _lines(answer: dict[str, Any]) -> list[str]:
         return list(answer["lines"])
     crash = str(answer.get("crash") or "no answer").strip().splitlines()
     return [f"validating the config failed: {crash[-1] if crash else 'no answer'}"]
+
+
+async def _answer(proc: asyncio.subprocess.Process, fd: int, known: bytes) -> tuple[bytes, bytes]:
+    """The child's answer (from its pipe ``fd``) and its stderr, once it ended."""
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    try:
+        (_, err), out = await asyncio.gather(proc.communicate(known), reader.read())
+    finally:
+        transport.close()  # closes the pipe
+    return out, err
 
 
 class ConfigSource:
@@ -94,21 +108,31 @@ class ConfigSource:
         """The file again (SIGHUP); ConfigError with the child's lines when it is bad."""
         if not self.plain:
             return self._in_process()
-        command = child_command(self.path, self.zone, self.strict)
-        proc = await asyncio.create_subprocess_exec(
-            *command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        known = json.dumps(self._digests).encode()
+        read_end, write_end = os.pipe()
         try:
-            out, err = await asyncio.wait_for(proc.communicate(known), CHILD_TIMEOUT)
+            proc = await asyncio.create_subprocess_exec(
+                *child_command(self.path, self.zone, self.strict, write_end),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(write_end,),
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)  # the child's copy stays open: EOF when it ends
+        try:
+            out, err = await asyncio.wait_for(
+                _answer(proc, read_end, json.dumps(self._digests).encode()), CHILD_TIMEOUT
+            )
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
             raise ConfigError([f"validating the config took over {CHILD_TIMEOUT:.0f} s"]) from None
-        answer = unpickled(out, err)
+        finally:  # also when the reload is cancelled (synapse stops): no child outlives it
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        answer = unpickled(out, err, proc.returncode)
         if not answer.get("ok"):
             raise ConfigError(_lines(answer))
         if not answer["plain"]:
@@ -125,7 +149,7 @@ class ConfigSource:
             kept = old.get(name)
             if service is None and kept is None:  # (cannot be: only names we sent)
                 raise ConfigError([f"validating the config failed: {name} came back empty"])
-            if kept is not None and (service is None or kept == service):
+            if kept is not None and (service is None or same_model(kept, service)):
                 new[name] = kept
         self._services, self._digests = new, dict(answer.get("digests") or {})
         return config

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -36,7 +37,8 @@ from smartstack.zookeeper import ZooKeeperPool
 from synapse import gc_start
 from synapse.background_import import import_in_thread
 from synapse.config import ServiceConfig, SynapseConfig, load_synapse_config, service_cache
-from synapse.contract import Applier, RecordSink
+from synapse.contract import Applier
+from synapse.daemon_parts import make_controller, make_file_output, make_state_cache, state_key
 from synapse.discovery_config import DiscoveryConfig
 from synapse.metrics import SynapseMetrics
 from synapse.reconciler import Reconciler
@@ -44,7 +46,6 @@ from synapse.reload_diff import same_model
 from synapse.selection import Selection
 from synapse.server_info import ServerInfoCollector
 from synapse.server_options import unknown_keywords
-from synapse.state_cache import StateCache
 from synapse.status import merge_service_status
 from synapse.watchers import Watcher, WatcherContext, create_watcher
 
@@ -78,45 +79,12 @@ def run(config: SynapseConfig, args: argparse.Namespace, source: ConfigSource | 
     return asyncio.run(daemon.main())
 
 
-def make_controller(config: SynapseConfig, registry: CollectorRegistry) -> Applier | None:
-    """The HAProxy controller, or None when the config has no ``haproxy`` block."""
-    if config.haproxy is None:
-        return None
-    from synapse.haproxy.controller import HAProxyController
-
-    return HAProxyController(config.haproxy, registry)
-
-
-def _state_file_key(config: SynapseConfig) -> tuple[str | None, float | None]:
-    haproxy = config.haproxy
-    return (haproxy.state_file_path, haproxy.state_file_ttl) if haproxy else (None, None)
-
-
-def make_file_output(config: SynapseConfig) -> RecordSink | None:
-    """Airbnb's file_output, when the top-level ``file_output`` block is set."""
-    if config.file_output is None:
-        return None
-    from synapse.file_output import FileOutput  # here: a synapse without it never loads it
-
-    return FileOutput(config.file_output.output_directory)
-
-
-def make_state_cache(config: SynapseConfig) -> StateCache | None:
-    """Airbnb's state file, loaded, when ``haproxy.state_file_path`` is set."""
-    path, ttl = _state_file_key(config)
-    if path is None or ttl is None:
-        return None
-    cache = StateCache(path, ttl)
-    cache.load()
-    return cache
-
-
 class SynapseDaemon:
     def __init__(self, config: SynapseConfig, config_path: str | None = None) -> None:
         self.config = config
         self.config_path = config_path
         self.strict = False  # --strict: unknown keys refuse a reloaded file too
-        self.config_cache = service_cache()  # per-service results of the last load
+        self.config_cache: Any = None  # per-service results of the last in-process load
         self.config_source: ConfigSource | None = None  # None: loaded here, on pydantic
         self.zone_flag: str | None = None
         self.registry = CollectorRegistry()
@@ -134,6 +102,7 @@ class SynapseDaemon:
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[bool]] = set()
+        self._reload_waiting = False  # a SIGHUP's reload waits for the lock: later ones join it
         self.started_at = time.time()
         self.last_config_reload: dict[str, Any] | None = None
         self.file_config = config  # without the services of docker_services
@@ -162,8 +131,11 @@ class SynapseDaemon:
         return EXIT_OK
 
     def _on_sighup(self) -> None:
-        if self.reconciler is None:  # still starting: the file is being read anyway
+        # still starting (the file is being read anyway), or a reload that will read the file
+        # is waiting for the lock: 50 SIGHUPs are one or two children, not 50
+        if self.reconciler is None or self._reload_waiting:
             return
+        self._reload_waiting = True
         task = asyncio.get_running_loop().create_task(self.reload_config())
         self._background.add(task)  # keep a reference until it is done
         task.add_done_callback(self._background.discard)
@@ -222,7 +194,14 @@ class SynapseDaemon:
 
         The managed HAProxy goes first (after the reconciler, so nothing restarts it): it
         runs in its own session, so if its stop were skipped it would outlive synapse.
+        A SIGHUP's reload is cancelled first (its child killed) and a docker_services apply
+        under way ends (bounded) before the lock is taken: no watcher starts meanwhile.
         """
+        for task in list(self._background):
+            await cancel_and_wait(task)
+        held = False
+        with contextlib.suppress(TimeoutError):
+            held = await asyncio.wait_for(self._reload_lock.acquire(), STOP_STEP_TIMEOUT)
         steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
             ("reconciler", self._stop_reconciler)
         ]
@@ -244,6 +223,8 @@ class SynapseDaemon:
         self.admin = None
         self.metrics.statsd.close()
         self._etcd.clear()
+        if held:
+            self._reload_lock.release()
 
     async def _stop_admin(self) -> None:
         if self.admin is not None:
@@ -279,6 +260,7 @@ class SynapseDaemon:
     async def reload_config(self) -> bool:
         """Re-read the config file; keep running the old config when the new one is invalid."""
         async with self._reload_lock:
+            self._reload_waiting = False  # the file is read from here on: a SIGHUP is news
             if self.config_path is None:
                 return False
             try:
@@ -303,6 +285,7 @@ class SynapseDaemon:
         if self.config_source is not None:  # validated by a child (synapse.config_load)
             return await self.config_source.reload()
         assert self.config_path is not None
+        self.config_cache = self.config_cache or service_cache()  # (not made in plain mode)
         return load_synapse_config(self.config_path, self.zone_flag, self.strict, self.config_cache)
 
     def _config_reload_failed(self, error: str) -> None:
@@ -344,7 +327,7 @@ class SynapseDaemon:
             self.metrics.forget_service(name)
         if new.file_output != old.file_output:
             self.reconciler.file_output = make_file_output(new)
-        if _state_file_key(new) != _state_file_key(old):
+        if state_key(new) != state_key(old):
             self.reconciler.state_cache = make_state_cache(new)
         for name, service in new.services.items():
             if name not in self.watchers:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from smartstack.modelbase import same_model  # also which fields were given, not only ==
 from synapse.config import ServiceConfig, SynapseConfig
 from synapse.model import DesiredService, Report
 from synapse.selection import Selection
@@ -45,12 +46,6 @@ class Pending:
         self.reasons |= later.reasons
         self.services |= later.services
         self.hand_over |= later.hand_over
-
-
-def same_model(old: Any, new: Any) -> bool:
-    """Whether a reloaded part of the config changes nothing. Identity first: pydantic's
-    ``==`` compares field by field even an object with itself (500 services per SIGHUP)."""
-    return old is new or old == new
 
 
 def policy_changed(old: SynapseConfig, new: SynapseConfig) -> bool:

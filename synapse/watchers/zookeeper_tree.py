@@ -124,7 +124,7 @@ class TreeWatch:
                 child = classify(path, ev.type, ev.path)[1]
                 if child is not None and not child.startswith(PATH_ENCODING_PREFIX):
                     read = prefetch.start(ev.path)
-            loop.call_soon_threadsafe(on_tree, ev, read)
+            loop.call_soon_threadsafe(on_tree, ev, read, prefetch)
 
         return _in_kazoo_thread
 
@@ -170,9 +170,15 @@ class TreeWatch:
         """The generator settings' one-shot watch: none on the path the tree watch holds."""
         return None if self._armed and self.generator_path == self.path else self._gen_watch
 
-    def _on_tree(self, ev: WatchedEvent, read: Any | None = None) -> None:
+    def _on_tree(self, ev: WatchedEvent, read: Any | None = None, prefetch: Any = None) -> None:
         """One event of the tree watch, on the loop; ``read``: the child's read started
-        with it in kazoo's thread (``_tree_callback``), if any."""
+        with it in kazoo's thread (``_tree_callback``) by ``prefetch``, if any."""
+        if prefetch is not None and (self.conn is None or prefetch is not self.conn.prefetch):
+            # queued by kazoo's thread before close() (or for an earlier connection): the
+            # read's place goes back, else the shared connection's prefetch ends up off
+            if read is not None:
+                prefetch.release(1)
+            return
         action, child = classify(self.path, ev.type, ev.path)
         if child is not None:
             self._keep_prefetched(child, read)  # (a removal: drops the child's older read)

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from typing import ClassVar
 
 import pytest
 
-from smartstack.model_plain import ConfigDict, ConfigModel, Field, field_validator, model_validator
+from smartstack.model_plain import (
+    ConfigDict,
+    ConfigModel,
+    Field,
+    StaleModel,
+    field_validator,
+    model_validator,
+)
+from smartstack.modelbase import same_model
 
 
 class Inner(ConfigModel):
@@ -85,3 +95,48 @@ def test_model_copy_and_model_dump() -> None:
     assert dumped == {"name": "a", "extra_key": {"k": 1}}
     full = child.model_dump(exclude={"items"})
     assert full["inner"] == {"a": 1} and "items" not in full and full["global_"] == []
+
+
+class Two(ConfigModel):
+    model_config = ConfigDict(**ConfigModel.model_config, frozen=True)
+    a: str = ""
+    b: str = ""
+
+
+class Tagged(ConfigModel):
+    tags: list[str] = []  # a plain mutable default: pydantic copies it per instance
+
+
+def test_equal_frozen_objects_hash_alike_whatever_the_keyword_order() -> None:
+    one, two = Two(a="x", b="y"), Two(b="y", a="x")
+    assert list(two.__dict__) == ["a", "b"]
+    assert one == two and hash(one) == hash(two) and len({one, two}) == 1
+
+
+def test_mutable_defaults_and_copies_are_not_shared() -> None:
+    one, two = Tagged(), Tagged.model_construct()
+    assert one.tags == [] and one.tags is not two.tags and one.tags is not Tagged().tags
+    child = Child(name="a")
+    copied = copy.copy(child)
+    copied.port = 3
+    assert child.port is None and "port" not in child.model_fields_set
+
+
+def test_a_pickle_of_other_fields_is_refused_with_a_clear_error() -> None:
+    state = Inner(a=2).__getstate__()
+    assert pickle.loads(pickle.dumps(Inner(a=2))) == Inner(a=2)
+    for values in ({"a": 1, "new": 2}, {}):
+        with pytest.raises(StaleModel, match=r"new: new; gone: -|new: -; gone: a") as info:
+            Inner.__new__(Inner).__setstate__(state | {"__dict__": values})
+        assert "restart synapse" in str(info.value)
+
+
+def test_same_model_compares_the_fields_given_too() -> None:
+    assert Child(name="a") == Child(name="a", port=None)
+    assert not same_model(Child(name="a"), Child(name="a", port=None))
+    assert same_model(Child(name="a", port=None), Child(name="a", port=None))
+    nested_given = Child(name="a", inner=Inner(a=1))
+    assert nested_given == Child(name="a", inner=Inner())
+    assert not same_model({"s": [nested_given]}, {"s": [Child(name="a", inner=Inner())]})
+    assert same_model({"s": [nested_given]}, {"s": [Child(name="a", inner=Inner(a=1))]})
+    assert not same_model(Child(name="a"), Child(name="b"))

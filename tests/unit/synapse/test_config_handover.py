@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from smartstack.model_plain import ConfigModel
 from synapse.config import load_synapse_config
 from synapse.config_child import PROTOCOL
 
@@ -39,6 +40,10 @@ services:
     zone_routing: {{zones: [z1, z2]}}
 statsd: {{host: 127.0.0.1}}
 """
+
+
+class Versioned(ConfigModel):
+    a: int = 1
 
 
 @contextlib.contextmanager
@@ -167,3 +172,46 @@ def test_what_is_imported_before_the_fork_leaves_the_model_base_open() -> None:
         for module in SHARED_IMPORTS:
             importlib.import_module(module)
         assert modelbase._plain is None
+
+
+def test_a_reload_replaces_a_service_equal_but_with_other_fields_given(tmp_path: Path) -> None:
+    """``port: null`` and no port are == but not the same config (has_frontend reads which
+    fields were given): the reloaded object is taken, not the old one."""
+    from synapse.config_child import validate_file
+    from synapse.config_load import ConfigSource
+
+    path = tmp_path / "synapse.yaml"
+    path.write_text(CONFIG.format(tmp=tmp_path).replace("port: 3000", "port: null"))
+    source = ConfigSource(str(path))
+    assert source._kept(validate_file(str(path), None, False)).services["web"].haproxy.has_frontend
+    path.write_text(CONFIG.format(tmp=tmp_path).replace("port: 3000, ", ""))
+    again = source._kept(validate_file(str(path), None, False)).services["web"]
+    assert not again.haproxy.has_frontend
+
+
+def test_a_broken_answer_or_a_failed_fork_is_an_error_answer(monkeypatch) -> None:
+    """Not a traceback out of the start (load_or_exit reports ConfigError lines only)."""
+    from synapse import config_child
+    from synapse.config_load import _lines
+
+    truncated = pickle.dumps({"ok": True, "config": "x" * 100}, PROTOCOL)[:-7]
+    answer = config_child.unpickled(truncated, b"", -9)
+    assert answer["ok"] is False and "exited with -9" in answer["crash"]
+
+    def no_fork() -> int:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(config_child.os, "fork", no_fork)
+    failed = config_child.ForkedValidation("synapse.yaml", None, False).answer()
+    assert _lines(failed) == [
+        "validating the config failed: forking the validating child failed:"
+        " [Errno 11] Resource temporarily unavailable"
+    ]
+
+    stale = pickle.dumps(Versioned(a=2), PROTOCOL)  # the child's code has field a
+    monkeypatch.setattr(Versioned, "model_fields", {})  # the daemon's (older) class has not
+    assert _lines(config_child.unpickled(stale, b"", 0))[0].endswith(
+        "restart synapse to load this config"
+    )
+    renamed = stale.replace(b"Versioned", b"Versioneq")  # a class the daemon has not
+    assert "restart synapse" in _lines(config_child.unpickled(renamed, b"", 0))[0]

@@ -139,3 +139,21 @@ def test_at_most_max_waiting_reads_are_started_and_none_on_a_closed_session() ->
     assert prefetch.start("/svc/x_0000000001") is not None
     closed = Prefetch(_Client(queued=False))
     assert closed.start("/svc/c_0000000001") is None and closed._waiting == 0
+
+
+def test_an_event_queued_before_close_gives_its_read_back() -> None:
+    """kazoo's thread may queue an event (with its started read) just before close(): the
+    read's place on the shared connection is given back, not kept by a closed watcher."""
+    loop = asyncio.new_event_loop()
+    try:
+        watcher, _, conn = _watcher(loop)
+        conn.loop = loop  # type: ignore[attr-defined]
+        callback = watcher._tree_callback()
+        for i in range(MAX_WAITING):
+            callback(_event(EventType.CREATED, f"c_{i:010d}"))  # queued for the loop
+        assert conn.prefetch._waiting == MAX_WAITING
+        watcher.conn = None  # close() ran before the loop got to them
+        loop.run_until_complete(asyncio.sleep(0))
+        assert conn.prefetch._waiting == 0 and watcher._prefetched == {}
+    finally:
+        loop.close()

@@ -1,0 +1,80 @@
+"""The validating children of a daemon on plain models (synapse.config_child): the code
+they run and the answer they give cannot come from elsewhere (real processes)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from smartstack.config_errors import ConfigError
+from synapse.config_child import services_from_child
+from synapse.config_load import ConfigSource
+
+CONFIG = """
+services:
+  web:
+    discovery: {method: zookeeper, hosts: "127.0.0.1:2181", path: /web}
+    haproxy: {port: 3000}
+"""
+
+
+@pytest.fixture
+def hostile_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A current directory with another synapse/ checkout, and a site hook that prints on
+    stdout in every Python started (as a stray print during validation would)."""
+    fake = tmp_path / "cwd" / "synapse"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "config_child.py").write_text("raise SystemExit('the wrong checkout ran')\n")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("print('stray output on stdout')\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    monkeypatch.chdir(tmp_path / "cwd")
+    return tmp_path
+
+
+def test_a_reload_child_runs_this_code_and_answers_on_its_own_pipe(hostile_cwd: Path) -> None:
+    path = hostile_cwd / "synapse.yaml"
+    path.write_text(CONFIG)
+    source = ConfigSource(str(path))
+    source.plain = True  # validated by a child, as the daemon's reloads are
+    config, _ = asyncio.run(source.reload())
+    assert config.services["web"].haproxy.port == 3000
+    path.write_text(CONFIG.replace("port:", "prot:"))
+    with pytest.raises(ConfigError, match="did you mean 'port'"):
+        asyncio.run(source.reload())
+    services = services_from_child([{"discovery": {"method": "dns", "servers": ["a:1"]}}, {}])
+    assert services[0].discovery.method == "dns" and isinstance(services[1], str)
+
+
+def test_a_cancelled_reload_leaves_no_child(tmp_path: Path) -> None:
+    path = tmp_path / "synapse.yaml"
+    path.write_text(CONFIG)
+    source = ConfigSource(str(path))
+    source.plain = True
+    seen: list[int] = []
+
+    async def cancelled() -> None:
+        original = asyncio.create_subprocess_exec
+
+        async def spy(*args, **kwargs):
+            proc = await original(*args, **kwargs)
+            seen.append(proc.pid)
+            return proc
+
+        asyncio.create_subprocess_exec = spy  # type: ignore[assignment]
+        try:
+            task = asyncio.create_task(source.reload())
+            while not seen:
+                await asyncio.sleep(0.005)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            asyncio.create_subprocess_exec = original  # type: ignore[assignment]
+
+    asyncio.run(cancelled())
+    assert not Path(f"/proc/{seen[0]}").exists()  # killed and reaped
