@@ -18,20 +18,24 @@ state (``__dict__``, fields set, extras); the daemon has the same classes on the
 plain instances, at C speed, with shared sub-models still shared. The bytes come only from
 this module, run by the daemon itself (a pipe of its own child), never from elsewhere.
 
-``--service``: validate service blocks (a JSON list on stdin: a registry's generator
-settings merged under services, ``synapse.generator_config``): ``{"ok": True, "answers":
-[ServiceConfig, or pydantic's message, ...]}``.
+``--service``: validate service blocks (a pickled list on stdin: a registry's generator
+settings merged under services, ``synapse.generator_checks``): ``{"ok": True, "answers":
+[ServiceConfig, or pydantic's message, ...]}``. Pickled both ways: the blocks may hold what
+YAML makes and JSON cannot carry (dates, sets, binary values).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import pickle
 import subprocess
 import sys
 import traceback
+from asyncio.subprocess import PIPE
 from collections.abc import Callable
 from typing import Any
 
@@ -132,20 +136,56 @@ def child_command(path: str, zone: str | None, strict: bool) -> list[str]:
     return command + (["--zone", zone] if zone else []) + (["--strict"] if strict else [])
 
 
-def services_from_child(docs: list[dict[str, Any]]) -> list[Any]:
-    """Service blocks validated by one child: per block a plain ServiceConfig, or pydantic's
-    message (str) when it is invalid or the child failed."""
-    command = [sys.executable, "-m", "synapse.config_child", "--service"]
-    try:
-        done = subprocess.run(
-            command, input=json.dumps(docs).encode(), capture_output=True, timeout=CHILD_TIMEOUT
-        )
-        answer = unpickled(done.stdout, done.stderr)
-    except (OSError, subprocess.SubprocessError) as exc:
-        answer = {"ok": False, "crash": f"{type(exc).__name__}: {exc}"}
+class CheckFailed(Exception):
+    """A service check's child gave no answer (crash, timeout, no process): try again later;
+    this says nothing about the service blocks."""
+
+
+def service_command() -> list[str]:
+    return [sys.executable, "-m", "synapse.config_child", "--service"]
+
+
+def service_answers(out: bytes, err: bytes, count: int) -> list[Any]:
+    """The per-block answers in a ``--service`` child's output: a plain ServiceConfig, or
+    pydantic's message (str) for an invalid block. CheckFailed when the child failed."""
+    answer = unpickled(out, err)
     if not answer.get("ok"):
-        return [str(answer.get("crash") or "failed")[-500:]] * len(docs)
+        raise CheckFailed(str(answer.get("crash") or "failed")[-500:])
+    if len(answer["answers"]) != count:
+        raise CheckFailed(f"{len(answer['answers'])} answers for {count} blocks")
     return answer["answers"]
+
+
+def services_from_child(docs: list[dict[str, Any]]) -> list[Any]:
+    """Service blocks validated by one child, waited for here (no event loop: a tool)."""
+    try:  # pickled: a YAML date, set or binary value reaches the child as it is
+        done = subprocess.run(
+            service_command(), input=pickle.dumps(docs, PROTOCOL), capture_output=True,
+            timeout=CHILD_TIMEOUT,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise CheckFailed(f"{type(exc).__name__}: {exc}") from exc
+    return service_answers(done.stdout, done.stderr, len(docs))
+
+
+async def services_in_child(docs: list[dict[str, Any]]) -> list[Any]:
+    """Service blocks validated by one child while the event loop runs on."""
+    try:
+        child = await asyncio.create_subprocess_exec(
+            *service_command(), stdin=PIPE, stdout=PIPE, stderr=PIPE
+        )
+    except OSError as exc:  # EAGAIN, ENOMEM: the next try may work
+        raise CheckFailed(f"{type(exc).__name__}: {exc}") from exc
+    try:
+        talk = child.communicate(pickle.dumps(docs, PROTOCOL))
+        out, err = await asyncio.wait_for(talk, CHILD_TIMEOUT)
+    except TimeoutError as exc:
+        raise CheckFailed(f"no answer within {CHILD_TIMEOUT:.0f} s") from exc
+    finally:
+        if child.returncode is None:  # timed out or cancelled (the daemon stops)
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+    return service_answers(out, err, len(docs))
 
 
 def unpickled(out: bytes, err: bytes) -> dict[str, Any]:
@@ -165,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ[NO_PLUGINS] = "1"
     if args.service:
-        doc = json.loads(sys.stdin.buffer.read())
+        doc = pickle.loads(sys.stdin.buffer.read())  # from the daemon, our parent
         answer = _pickled(lambda: validate_services(doc))
     else:  # stdin: the daemon's digests of its services (may be empty)
         known = json.loads(sys.stdin.buffer.read() or b"{}")
