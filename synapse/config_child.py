@@ -185,6 +185,7 @@ async def services_in_child(docs: list[dict[str, Any]]) -> list[Any]:
         if child.returncode is None:  # timed out or cancelled (the daemon stops)
             with contextlib.suppress(ProcessLookupError):
                 child.kill()
+            await child.wait()  # reaped, its pipes closed while the loop runs
     return service_answers(out, err, len(docs))
 
 
