@@ -38,7 +38,7 @@ from synapse.generator_config import merged_doc
 
 log = logging.getLogger("synapse.generator_checks")
 
-RETRY_BASE, RETRY_CAP = 1.0, 60.0  # a child that gave no answer is tried again so
+RETRY_BASE, RETRY_CAP = 1.0, 60.0  # a child gave no answer: tried again after this backoff
 _PENDING: Any = object()
 
 Check = Callable[[list[dict[str, Any]]], Awaitable[list[Any]]]
@@ -159,8 +159,11 @@ class GeneratorChecks:
         while self._pending:
             batch = {n: self._entries[n] for n in sorted(self._pending) if n in self._entries}
             self._pending.clear()
+            if not batch:  # all forgotten meanwhile (settings removed, services removed)
+                break
             try:
                 answers = await self._check([entry.doc for entry in batch.values()])
+                answered = list(zip(batch.items(), answers, strict=True))
             except Exception as exc:  # CheckFailed, or a bug: nothing is kept, try again
                 delay = self._backoff.next()
                 self._failed(list(batch), exc, delay)
@@ -169,7 +172,7 @@ class GeneratorChecks:
                 await asyncio.sleep(delay)
                 continue
             self._backoff.reset()
-            for (name, entry), answer in zip(batch.items(), answers, strict=True):
+            for (name, entry), answer in answered:
                 entry.answer = answer
                 if self._entries.get(name) is entry:  # still the settings asked for
                     loop.call_soon(self._revisit, name)  # one failing: not the others
