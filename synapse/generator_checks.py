@@ -52,6 +52,7 @@ class _Entry:
     doc: dict[str, Any]
     key: str
     answer: Any = _PENDING
+    asked: bool = False  # with a child now: not asked again meanwhile
 
     def same(self, doc: dict[str, Any], key: str) -> bool:
         # the key makes NaN equal to itself, the dicts compare sets by content: an answer
@@ -111,7 +112,8 @@ class GeneratorChecks:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 return self._answer_now(name, entry, current)
-            self._pending.add(name)
+            if not entry.asked:
+                self._pending.add(name)
             if self._task is None or self._task.done():
                 # its first step runs after this loop step: what the step asks joins the batch
                 self._task = loop.create_task(self._run(), name="generator-checks")
@@ -159,6 +161,8 @@ class GeneratorChecks:
         while self._pending:
             batch = {n: self._entries[n] for n in sorted(self._pending) if n in self._entries}
             self._pending.clear()
+            for entry in batch.values():
+                entry.asked = True
             if not batch:  # all forgotten meanwhile (settings removed, services removed)
                 break
             try:
@@ -166,6 +170,8 @@ class GeneratorChecks:
                 answered = list(zip(batch.items(), answers, strict=True))
             except Exception as exc:  # CheckFailed, or a bug: nothing is kept, try again
                 delay = self._backoff.next()
+                for entry in batch.values():
+                    entry.asked = False
                 self._failed(list(batch), exc, delay)
                 # those asked anew meanwhile are pending already; the rest is again
                 self._pending.update(n for n, e in batch.items() if self._entries.get(n) is e)
