@@ -20,14 +20,17 @@ state (``__dict__``, fields set, extras); the daemon has the same classes on the
 plain instances, at C speed, with shared sub-models still shared. The bytes come only from
 this module, run by the daemon itself (a pipe of its own child), never from elsewhere.
 
-``--service``: validate service blocks (a JSON list on stdin: a registry's generator
-settings merged under services, ``synapse.generator_config``): ``{"ok": True, "answers":
-[ServiceConfig, or pydantic's message, ...]}``.
+``--service``: validate service blocks (a pickled list on stdin: a registry's generator
+settings merged under services, ``synapse.generator_checks``): ``{"ok": True, "answers":
+[ServiceConfig, or pydantic's message, ...]}``. Pickled both ways: the blocks may hold what
+YAML makes and JSON cannot carry (dates, sets, binary values).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import pickle
@@ -146,43 +149,88 @@ def child_command(path: str, zone: str | None, strict: bool, answer_fd: int) -> 
 CHILD_PYTHON = (sys.executable, "-P", "-m", "synapse.config_child")
 
 
+class CheckFailed(Exception):
+    """A service check's child gave no answer (crash, timeout, no process): try again later;
+    this says nothing about the service blocks."""
+
+
+def service_command(answer_fd: int) -> list[str]:
+    return [*CHILD_PYTHON, "--service", "--answer-fd", str(answer_fd)]
+
+
+def service_answers(out: bytes, err: bytes, count: int, code: int | None = 0) -> list[Any]:
+    """The per-block answers in a ``--service`` child's answer: a plain ServiceConfig, or
+    pydantic's message (str) for an invalid block. CheckFailed when the child failed."""
+    answer = unpickled(out, err, code)
+    if not answer.get("ok"):
+        why = answer.get("crash") or "; ".join(answer.get("lines", ())) or "failed"
+        raise CheckFailed(str(why)[-500:])
+    if len(answer["answers"]) != count:
+        raise CheckFailed(f"{len(answer['answers'])} answers for {count} blocks")
+    return answer["answers"]
+
+
 def services_from_child(docs: list[dict[str, Any]]) -> list[Any]:
-    """Service blocks validated by one child: per block a plain ServiceConfig, or pydantic's
-    message (str) when it is invalid or the child failed."""
+    """Service blocks validated by one child, waited for here (no event loop: a tool)."""
     read_end, write_end = os.pipe()
     chunks: list[bytes] = []
-    reader = threading.Thread(target=_read_all, args=(read_end, chunks), daemon=True)
-    command = [*CHILD_PYTHON, "--service", "--answer-fd", str(write_end)]
+    reader = threading.Thread(target=lambda: chunks.append(_read_all(read_end)), daemon=True)
     try:
         try:
             child = subprocess.Popen(
-                command, stdin=PIPE, stdout=DEVNULL, stderr=PIPE, pass_fds=(write_end,)
-            )
+                service_command(write_end), stdin=PIPE, stdout=DEVNULL, stderr=PIPE,
+                pass_fds=(write_end,),
+            )  # fmt: skip
         except BaseException:
             os.close(read_end)
             raise
         finally:
             os.close(write_end)  # the child's copy stays open: EOF when it ends
         reader.start()
-        try:
-            _, err = child.communicate(json.dumps(docs).encode(), timeout=CHILD_TIMEOUT)
+        try:  # pickled: a YAML date, set or binary value reaches the child as it is
+            _, err = child.communicate(pickle.dumps(docs, PROTOCOL), timeout=CHILD_TIMEOUT)
         finally:
             if child.returncode is None:
                 child.kill()
                 child.communicate()
             reader.join()
-        answer = unpickled(b"".join(chunks), err, child.returncode)
     except (OSError, subprocess.SubprocessError) as exc:
-        answer = {"ok": False, "crash": f"{type(exc).__name__}: {exc}"}
-    if not answer.get("ok"):
-        why = answer.get("crash") or "; ".join(answer.get("lines", ())) or "failed"
-        return [str(why)[-500:]] * len(docs)
-    return answer["answers"]
+        raise CheckFailed(f"{type(exc).__name__}: {exc}") from exc
+    return service_answers(b"".join(chunks), err, len(docs), child.returncode)
 
 
-def _read_all(fd: int, chunks: list[bytes]) -> None:
+async def services_in_child(docs: list[dict[str, Any]]) -> list[Any]:
+    """Service blocks validated by one child while the event loop runs on."""
+    read_end, write_end = os.pipe()
+    try:
+        try:
+            child = await asyncio.create_subprocess_exec(
+                *service_command(write_end), stdin=PIPE, stdout=DEVNULL, stderr=PIPE,
+                pass_fds=(write_end,),
+            )  # fmt: skip
+        finally:
+            os.close(write_end)
+    except OSError as exc:  # EAGAIN, ENOMEM: the next try may work
+        os.close(read_end)
+        raise CheckFailed(f"{type(exc).__name__}: {exc}") from exc
+    reading = asyncio.get_running_loop().run_in_executor(None, _read_all, read_end)
+    try:
+        talk = child.communicate(pickle.dumps(docs, PROTOCOL))
+        _, err = await asyncio.wait_for(talk, CHILD_TIMEOUT)
+    except TimeoutError as exc:
+        raise CheckFailed(f"no answer within {CHILD_TIMEOUT:.0f} s") from exc
+    finally:
+        if child.returncode is None:  # timed out or cancelled (the daemon stops)
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            await child.wait()  # reaped, its pipes closed while the loop runs
+    out = await reading  # EOF: the child has ended
+    return service_answers(out, err, len(docs), child.returncode)
+
+
+def _read_all(fd: int) -> bytes:
     with os.fdopen(fd, "rb") as pipe:
-        chunks.append(pipe.read())
+        return pipe.read()
 
 
 def unpickled(out: bytes, err: bytes, code: int | None = 0) -> dict[str, Any]:
@@ -213,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ[NO_PLUGINS] = "1"
     if args.service:
-        doc = json.loads(sys.stdin.buffer.read())
+        doc = pickle.loads(sys.stdin.buffer.read())  # from the daemon, our parent
         answer = _pickled(lambda: validate_services(doc))
     else:  # stdin: the daemon's digests of its services (may be empty)
         known = json.loads(sys.stdin.buffer.read() or b"{}")

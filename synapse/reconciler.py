@@ -43,8 +43,7 @@ from smartstack.tasks import wait_event
 from synapse.config import SynapseConfig
 from synapse.contract import Applier, ApplyOutcome, RecordSink
 from synapse.gc_start import first_apply
-from synapse.generator_config import settled as generator_settled
-from synapse.generator_config import with_generator_config
+from synapse.generator_checks import GeneratorChecks
 from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Report
 from synapse.reload_diff import Pending, ServiceState, carry_over, policy_changed
@@ -83,6 +82,7 @@ class Reconciler:
         }
         # service -> (its DesiredService, what the zone router made of it) when not zone-routed
         self._routed: dict[str, tuple[DesiredService, list[DesiredService]]] = {}
+        self._gen_checks = GeneratorChecks(self._revisit)  # (a child's, plain models)
         self._dirty = asyncio.Event()
         self._all_reported = asyncio.Event()
         self._pending = Pending()
@@ -129,6 +129,7 @@ class Reconciler:
         self.zones.configure(config)
         self._services = carried.services
         self._check_all_reported()  # a service the SIGHUP added has no report yet
+        self._gen_checks.retain(self._services)
         for name, generator in carried.regenerate.items():
             self._use_generator(name, self._services[name], generator)
         if everything:
@@ -151,8 +152,8 @@ class Reconciler:
         if found == service.generator:
             return
         service.generator = found
-        try:  # (a daemon on plain models: the file's config until a child answers)
-            config = with_generator_config(service.file_config, found, lambda: self._revisit(name))
+        try:  # (plain models: the current config until a child answers, then _revisit)
+            config = self._gen_checks.config(name, service.file_config, found, service.config)
         except ValidationError as exc:
             event(log, "generator_config_invalid", level=logging.WARNING, service=name,
                   error=str(exc).replace("\n", " ")[:300])  # fmt: skip
@@ -184,7 +185,7 @@ class Reconciler:
         for name, service in self._services.items():  # the state file's, validated in time
             if service.report is None and self.state_cache is not None:
                 self._use_generator(name, service, self.state_cache.generator(name))
-        await generator_settled(GENERATOR_WAIT)  # a child validates them (plain models)
+        await self._gen_checks.settled(GENERATOR_WAIT)  # a child checks them (plain models)
         silent = sorted(n for n, s in self._services.items() if s.report is None)
         if silent:
             event(log, "startup_without_registry", level=logging.WARNING, services=silent,

@@ -73,8 +73,11 @@ def carry_over(old: Mapping[str, ServiceState], config: SynapseConfig) -> Carrie
             result.services[name] = kept
             continue
         same_discovery = kept is not None and same_model(kept.config.discovery, cfg.discovery)
+        # with the registry's settings: the kept config until they are merged anew (on plain
+        # models a child checks them: synapse.generator_checks), not the file's alone
+        regenerated = kept is not None and same_discovery and bool(kept.generator)
         result.services[name] = ServiceState(
-            cfg,
+            kept.config if kept is not None and regenerated else cfg,
             cfg,
             report=kept.report if kept and same_discovery else None,
             selection=kept.selection if kept else None,

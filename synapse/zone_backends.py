@@ -84,7 +84,7 @@ def zone_service_config(config: ServiceConfig, backend: str) -> ServiceConfig:
     hap = config.haproxy
     data = {k: v for k, v in hap.__dict__.items() if k not in _FRONTEND_KEYS}
     data["backend_name"] = backend
-    haproxy = ServiceHAProxyConfig.model_construct(_fields_set=data, **data)
+    haproxy = ServiceHAProxyConfig.model_construct(_fields_set=set(data), **data)
     return config.model_copy(update={"haproxy": haproxy, "zone_routing": None})
 
 

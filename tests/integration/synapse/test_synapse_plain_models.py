@@ -75,6 +75,21 @@ def test_the_daemon_runs_reloads_and_refuses_without_pydantic(
         # generator settings in the registry: merged and validated by a child
         writer.set("/plain/web", json.dumps({"haproxy": {"server_options": "maxconn 7"}}).encode())
         wait(lambda: "maxconn 7" in syn.haproxy_config(), what="the znode's server_options")
+
+        # SIGHUP changing web: the settings are checked again by a child; meanwhile web keeps
+        # its config, so the first haproxy.cfg with the file's change has the settings too
+        del syn.config["services"]["api"]["haproxy"]["prot"]
+        syn.config["services"]["web"]["haproxy"]["backend"] = ["balance leastconn"]
+        syn.write_config()
+        syn.signal(signal.SIGHUP)
+        seen: list[str] = []
+
+        def reloaded() -> bool:
+            seen.append(syn.haproxy_config())
+            return "balance leastconn" in seen[-1]
+
+        wait(reloaded, what="the reloaded file's backend option")
+        assert "maxconn 7" in seen[-1]
         writer.set("/plain/web", json.dumps({"haproxy": {"backend_order": "sideways"}}).encode())
         wait(lambda: "event=generator_config_invalid" in syn.log(80), what="refused settings")
         wait_serving(web, {"plain-a"})

@@ -55,39 +55,21 @@ def test_state_file_keeps_and_drops_the_generator_settings(tmp_path: Path) -> No
     assert json.loads(path.read_text()) == {"web": {}}
 
 
-def test_a_daemon_on_plain_models_asks_one_child_for_all_and_revisits(monkeypatch) -> None:
-    """Plain models: the merges wait in a queue, one child validates them all (faked here:
-    a unit test starts no process), the loop runs on, and each service is revisited."""
-    import asyncio
-
+def test_a_tool_on_plain_models_waits_for_the_child(monkeypatch) -> None:
+    """Plain models, no loop: one child validates the merge, waited for (faked here: a unit
+    test starts no process); its answer, or its message raised. The daemon's way, which
+    does not wait: tests/unit/synapse/test_generator_checks.py."""
     from smartstack import model_plain, modelbase
-    from synapse import config_child, generator_config
-
-    batches: list[int] = []
+    from synapse import config_child
 
     def child(docs: list[dict]) -> list[object]:
-        batches.append(len(docs))
         return [("bad" if d["haproxy"].get("backend_order") else d) for d in docs]
 
     monkeypatch.setattr(modelbase, "is_plain", lambda: True)
     monkeypatch.setattr(modelbase, "ValidationError", model_plain.ValidationError)
     monkeypatch.setattr(config_child, "services_from_child", child)
-    monkeypatch.setattr(generator_config, "_ANSWERS", {})
     file_cfg = service_config(ZK, haproxy={"port": 3000})
-    found = [{"haproxy": {"server_options": f"maxconn {n}"}} for n in (1, 2)]
-    found.append({"haproxy": {"backend_order": "sideways"}})
-    revisited: list[int] = []
-
-    async def scenario() -> None:
-        for index, settings in enumerate(found):
-            revisit = lambda i=index: revisited.append(i)  # noqa: E731
-            assert with_generator_config(file_cfg, settings, revisit) is file_cfg  # not yet
-        await generator_config.settled(5.0)
-        await asyncio.sleep(0)  # the revisits are called on the loop
-
-    asyncio.run(scenario())
-    assert batches == [3] and sorted(revisited) == [0, 1, 2]
-    answer = with_generator_config(file_cfg, found[0])
-    assert answer["haproxy"]["server_options"] == "maxconn 1"  # the child's answer, kept
+    answer = with_generator_config(file_cfg, {"haproxy": {"server_options": "maxconn 1"}})
+    assert answer["haproxy"] == {"port": 3000, "server_options": "maxconn 1"}
     with pytest.raises(modelbase.ValidationError, match="bad"):
-        with_generator_config(file_cfg, found[2])
+        with_generator_config(file_cfg, {"haproxy": {"backend_order": "sideways"}})

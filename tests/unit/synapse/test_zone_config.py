@@ -130,3 +130,19 @@ def test_two_services_zone_backends_must_not_share_a_name() -> None:
     routed = {"a": ZoneRouting(zones=["b_zone_c"]), "a_zone_b": ZoneRouting(zones=["c"])}
     with pytest.raises(ValueError, match="is the backend of zone b_zone_c of service 'a'"):
         check_zone_backend_names({"a": "a", "a_zone_b": "a_zone_b"}, routed)
+
+
+def test_a_zone_backend_config_dumps_like_a_validated_one() -> None:
+    """zone_service_config marks every kept field as set: a dump of the fields set works
+    on pydantic models too (it passed a dict as the set once: pydantic's dump failed)."""
+    from synapse.config import ServiceConfig
+    from synapse.zone_backends import zone_service_config
+
+    config = ServiceConfig.model_validate({
+        "discovery": {"method": "zookeeper", "hosts": ["h:1"], "path": "/web"},
+        "haproxy": {"port": 3300, "server_options": "check"},
+    })  # fmt: skip
+    haproxy = zone_service_config(config, "web_az1").haproxy
+    dumped = haproxy.model_dump(exclude_unset=True)
+    assert dumped["backend_name"] == "web_az1" and dumped["server_options"] == "check"
+    assert "port" not in dumped  # a frontend key: the zone backend has none
