@@ -4,9 +4,11 @@ Each round has a fixed cost (selection, ``desired()``, HAProxy's socket round tr
 a stream of reports handed over a few at a time costs many rounds for what a handful
 could do. The rule, per round:
 
-- a change that finds synapse quiet (no report arrived while the last round ran) is
-  handed over at once: a lone change waits for nothing;
-- in a stream (reports arrived while the last round ran), the next round first waits
+- a change that finds synapse quiet (fewer than ``STREAM_MIN`` reports arrived while
+  the last round ran) is handed over at once: a lone change waits for nothing, nor does
+  one that arrives during the tail of the previous change's round (its render after
+  HAProxy has the commands: at 1,000 services a few ms);
+- in a stream (reports kept arriving while the last round ran), the next round first waits
   about as long as the last round took, capped at ``haproxy.pace_ms``, so each round
   takes a bigger batch; the wait ends early when no report arrived for ``GAP_S`` (the
   stream stopped: its last round does not wait needlessly);
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from synapse.config import HAProxyConfig
 
 GAP_S = 0.001  # in a paced wait, a step without a new report ends the wait
+STREAM_MIN = 2  # reports arriving during a round that make a stream
 
 
 class Pacer:
@@ -42,7 +45,7 @@ class Pacer:
         self.arrivals, self.clock = arrivals, clock
         self.configure(haproxy)
         self.last_round_s = 0.0
-        self.streaming = False  # a report arrived while the last round ran
+        self.streaming = False  # reports kept arriving while the last round ran
         self.paced = 0  # rounds that waited for a stream
         self._started, self._seen = 0.0, 0
 
@@ -53,7 +56,7 @@ class Pacer:
 
     def round_ended(self) -> None:
         self.last_round_s = self.clock() - self._started
-        self.streaming = self.arrivals() != self._seen
+        self.streaming = self.arrivals() - self._seen >= STREAM_MIN
 
     def failed(self) -> None:
         """A failed round is retried after its backoff: no wait on top of that."""

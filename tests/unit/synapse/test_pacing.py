@@ -63,6 +63,14 @@ def test_a_lone_change_waits_for_nothing(clock: Clock) -> None:
     assert clock.sleeps == [] and p.paced == 0
 
 
+def test_one_report_during_a_round_is_no_stream(clock: Clock) -> None:
+    p = pacer(clock)
+    run_round(p, clock, 0.003, reports=1)  # e.g. the next change, during this one's render
+    assert p.window() == (0.0, False)
+    run_round(p, clock, 0.003, reports=2)
+    assert p.window() == (pytest.approx(0.003), True)
+
+
 def test_in_a_stream_the_next_round_waits_about_the_last_rounds_duration(clock: Clock) -> None:
     p = pacer(clock)
     run_round(p, clock, 0.003, reports=5)
