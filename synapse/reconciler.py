@@ -94,8 +94,7 @@ class Reconciler:
         self._state_dirty = False
         self._state_written_at = -STATE_FILE_INTERVAL
         self._stopping = asyncio.Event()
-        self.reports_in = 0  # reports received: the pacer's view of a stream
-        self.pacer = Pacer(lambda: self.reports_in, config.haproxy)
+        self.pacer = Pacer(config.haproxy)  # waits a little before a round in a stream
         self.started = False
         self.applies = 0
         self.last_apply: dict[str, Any] | None = None
@@ -114,7 +113,7 @@ class Reconciler:
         if service is None:  # a late report from a watcher of a removed service
             return
         service.report = report
-        self.reports_in += 1
+        self.pacer.arrived()
         self._use_generator(report.service, service, report.generator_config)
         self._pending.event_times.append(report.event_time)
         self._pending.reasons.add(f"{report.method}:{report.service}")

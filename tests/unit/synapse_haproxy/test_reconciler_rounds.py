@@ -126,8 +126,8 @@ async def test_a_stream_of_reports_is_paced_and_a_lone_change_is_not(tmp_path: P
         rec.report(report("web", "10.0.0.2"))
         await applier.entered.wait()  # a lone change: handed over at once
         assert rec.pacer.paced == 0
-        rec.report(report("api", "10.0.9.8"))  # one report while that round runs is no
-        rec.report(report("api", "10.0.9.9"))  # stream; these two are
+        rec.report(report("api", "10.0.9.8"))  # two reports close together while that
+        rec.report(report("api", "10.0.9.9"))  # round runs: a stream
         applier.gate.set()
         await eventually(lambda: len(applier.applied) == 3, what="the paced round")
         assert rec.pacer.paced == 1 and applier.hosts("api") == ["10.0.9.9"]
