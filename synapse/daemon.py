@@ -412,6 +412,7 @@ class SynapseDaemon:
             "reconciler": {
                 "started": reconciler.started if reconciler else False,
                 "applies": reconciler.applies if reconciler else 0,
+                "paced_rounds": reconciler.pacer.paced if reconciler else 0,  # synapse.pacing
                 "last_apply": reconciler.last_apply if reconciler else None,
                 "last_error": reconciler.last_error if reconciler else None,
                 # [watch event, HAProxy acknowledged its runtime commands] (time.monotonic)

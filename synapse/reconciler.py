@@ -7,8 +7,8 @@ Watchers call ``report()`` (cheap: it stores the report and wakes the loop).
 Coalescing is leading-edge: an idle loop hands the first change over at once, and
 whatever arrives while that hand-over runs is handed over together right after it, so a
 deploy that touches fifty servers costs a few hand-overs, and a lone change waits for
-nothing. ``haproxy.coalesce_ms`` (default 0) adds a window after the first change of a
-burst, for those who prefer fewer, larger hand-overs.
+nothing. While reports keep arriving during rounds, the next round waits a few ms for
+more (``synapse.pacing``); ``haproxy.coalesce_ms`` (default 0) is a fixed window.
 
 Each round computes the servers (``synapse.selection``) of the services that reported
 since the last round (all of them after a start or a failure; after a config reload,
@@ -46,6 +46,7 @@ from synapse.gc_start import first_apply
 from synapse.generator_checks import GeneratorChecks
 from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Report
+from synapse.pacing import Pacer
 from synapse.reload_diff import Pending, ServiceState, carry_over, policy_changed
 from synapse.selection import ORIGIN_DISCOVERY, ORIGIN_STATE_FILE, Selection, select_servers
 from synapse.state_cache import StateCache
@@ -93,6 +94,7 @@ class Reconciler:
         self._state_dirty = False
         self._state_written_at = -STATE_FILE_INTERVAL
         self._stopping = asyncio.Event()
+        self.pacer = Pacer(config.haproxy)  # waits a little before a round in a stream
         self.started = False
         self.applies = 0
         self.last_apply: dict[str, Any] | None = None
@@ -111,6 +113,7 @@ class Reconciler:
         if service is None:  # a late report from a watcher of a removed service
             return
         service.report = report
+        self.pacer.arrived()
         self._use_generator(report.service, service, report.generator_config)
         self._pending.event_times.append(report.event_time)
         self._pending.reasons.add(f"{report.method}:{report.service}")
@@ -126,6 +129,7 @@ class Reconciler:
         everything = policy_changed(self._config, config)
         carried = carry_over(self._services, config)
         self._config = config
+        self.pacer.configure(config.haproxy)
         self.zones.configure(config)
         self._services = carried.services
         self._check_all_reported()  # a service the SIGHUP added has no report yet
@@ -198,14 +202,14 @@ class Reconciler:
                 if not await self._wait_dirty():
                     await self._periodic()
                     continue
-                coalesce = self._coalesce_seconds()
-                if coalesce:
-                    await asyncio.sleep(coalesce)  # optional: let more of a burst arrive
-                # What arrives from here on waits for the next round, right after this one.
+                await self.pacer.wait()  # in a stream: a few ms for a bigger batch (and the
+                # round starts): what arrives from here on waits for the next round.
                 self._dirty.clear()
                 if await self.run_round():
                     backoff.reset()
+                    self.pacer.round_ended()
                 else:
+                    self.pacer.failed()
                     await asyncio.sleep(backoff.next())
                     self._dirty.set()
         finally:
@@ -215,10 +219,6 @@ class Reconciler:
         if self._force:
             return True
         return await wait_event(self._dirty, REFRESH_INTERVAL)
-
-    def _coalesce_seconds(self) -> float:
-        haproxy = self._config.haproxy
-        return (haproxy.coalesce_ms if haproxy else 0.0) / 1000.0
 
     async def _periodic(self) -> None:
         if self.state_cache is not None:

@@ -114,3 +114,24 @@ async def test_each_change_applied_at_runtime_is_traced_from_its_event_to_haprox
         rec.report(report("web", "10.0.0.3", at=1001.0))
         await eventually(lambda: len(applier.applied) == 3, what="the hand-over")
         assert list(rec.changes) == [(1000.25, 1000.5)]
+
+
+async def test_a_stream_of_reports_is_paced_and_a_lone_change_is_not(tmp_path: Path):
+    applier = FakeApplier()
+    rec = make(tmp_path, applier)
+    async with running(rec, applier, *FIRST):
+        await asyncio.sleep(0.02)
+        applier.gate.clear()
+        applier.entered.clear()
+        rec.report(report("web", "10.0.0.2"))
+        await applier.entered.wait()  # a lone change: handed over at once
+        assert rec.pacer.paced == 0
+        rec.report(report("api", "10.0.9.8"))  # two reports close together while that
+        rec.report(report("api", "10.0.9.9"))  # round runs: a stream
+        applier.gate.set()
+        await eventually(lambda: len(applier.applied) == 3, what="the paced round")
+        assert rec.pacer.paced == 1 and applier.hosts("api") == ["10.0.9.9"]
+        await asyncio.sleep(0.02)  # quiet again: the next lone change waits for nothing
+        rec.report(report("db", "10.0.0.5"))
+        await eventually(lambda: len(applier.applied) == 4, what="the lone change")
+        assert rec.pacer.paced == 1
