@@ -76,22 +76,28 @@ class Pacer:
         return self.coalesce_s, False
 
     @staticmethod
-    def next_sleep(now: float, deadline: float, gap_ends: bool, quiet: bool) -> float:
+    def next_sleep(
+        now: float, deadline: float, gap_ends: bool, quiet: bool, floor: float = 0.0
+    ) -> float:
         """How long to sleep next in a wait until ``deadline``; 0 when it is over.
-        ``quiet``: no report arrived during the previous step."""
+        ``quiet``: no report arrived during the previous step (or for GAP_S before the
+        wait); ``floor``: no quiet gap ends the wait before it (``coalesce_ms``)."""
         left = deadline - now
-        if left <= 0 or (gap_ends and quiet):
-            return 0.0
-        return min(left, GAP_S) if gap_ends else left
+        if left <= 0 or not gap_ends:
+            return max(left, 0.0)
+        if now < floor:
+            return min(left, floor - now)
+        return 0.0 if quiet else min(left, GAP_S)
 
     async def wait(self) -> None:
         """Wait before a round as the rules above say; the round starts when it returns."""
         window, gap_ends = self.window()
         if window > 0:
             self.paced += gap_ends
-            deadline = self.clock() + window
-            seen, quiet = self.reports, False
-            while (step := self.next_sleep(self.clock(), deadline, gap_ends, quiet)) > 0:
+            start = self.clock()
+            deadline, floor = start + window, start + self.coalesce_s
+            seen, quiet = self.reports, start - self._last_report >= GAP_S  # (stopped already)
+            while (step := self.next_sleep(self.clock(), deadline, gap_ends, quiet, floor)) > 0:
                 await asyncio.sleep(step)
                 quiet, seen = self.reports == seen, self.reports
         self._started, self._in_round, self._close = self.clock(), True, False

@@ -170,8 +170,8 @@ class HAProxyController:
     async def stop(self) -> None:
         """Cancel a pending reload and the sweep; managed mode: leave HAProxy serving for
         the next synapse, or stop it (``managed.stop_on_exit``)."""
+        self._stopping = True  # (first: no revive or restart while the owed render is paid)
         await self._owed.close()  # the file says what HAProxy runs (the next synapse's start)
-        self._stopping = True
         for part in (self._supervisor, self._dumper):  # (no restart, no dump from here on)
             if part is not None:
                 await part.stop()

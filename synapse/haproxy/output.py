@@ -33,13 +33,14 @@ MAX_LINE = 65536  # bytes kept of a line not ended yet
 # "... : Server be/s is UP (leaving forced drain).", "[NOTICE]   (14144) : CLI : 'server
 # be/s' : New server registered.", "[NOTICE]   (14144) : Server deleted.". A health
 # check's "Server be/s is DOWN, reason: ...", a DNS failure's "... going DOWN for
-# maintenance (DNS timeout status)" are no such notice. One match per line; the group
-# that matched names the kind.
+# maintenance (DNS timeout status)" are no such notice. A backup server's notices say
+# "Backup Server". One match per line; the group that matched names the kind.
 _NOTICE = re.compile(
-    r"\[(?:WARNING|NOTICE)\] +\(\d+\) : (?:CLI : )?(?:Server \S+ (?:"
+    r"\[(?:WARNING|NOTICE)\] +\(\d+\) : (?:CLI : )?(?:(?:Backup )?Server \S+ (?:"
     r"(is going DOWN for maintenance\.)|(is UP/READY \(leaving forced maint|is UP \(leaving "
     r"forced drain)|(enters drain state))|'server \S+' : (New server registered)|(Server deleted))"
 )
+_CLI_SERVER = re.compile(r" : CLI : (?:Backup )?Server ")
 _KINDS = (None, "maint", "ready", "drain", "added", "deleted")
 
 
@@ -57,7 +58,7 @@ def output_level(text: str, stopping: bool) -> int:
         return logging.INFO
     if "[ALERT]" in text:
         return logging.ERROR
-    if "[WARNING]" in text and " : CLI : Server " not in text:
+    if "[WARNING]" in text and not _CLI_SERVER.search(text):
         return logging.WARNING
     return logging.INFO
 

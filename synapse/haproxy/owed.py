@@ -85,10 +85,14 @@ class OwedRender:
                 await self._apply()
 
     async def close(self) -> None:
-        """Pay what is owed and stop (a stop: the next synapse trusts the file)."""
+        """Pay what is owed and stop (a stop: the next synapse trusts the file). A failure
+        is logged: the rest of the stop (the supervisor, HAProxy itself) must still run."""
         async with self._lock:
             if self.owed:
-                await self._apply()
+                try:
+                    await self._apply()
+                except Exception:  # (apply logs HAProxy's failures itself: a bug)
+                    log.exception("HAProxy: the owed render at stop failed")
             task, self._task = self._task, None
             await cancel_and_wait(task)  # (sleeping, or waiting for the lock held here)
 

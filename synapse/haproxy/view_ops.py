@@ -19,7 +19,10 @@ follow from the commands alone, as measured on HAProxy 2.6:
 Anything else (a drain, an add without ``id``, a ``disabled`` add, an address in a form
 HAProxy may print otherwise, a command to a server the view lacks) gives None: the
 backend is read back as before. What HAProxy changes by itself later (health checks) is
-read by the reader's later check (``RunningReader.ran``) and the background sweep.
+read by the reader's later check (``RunningReader.ran``) and the background sweep. So is
+an operational state other than running after ``state ready`` (``slowstart``'s STARTING,
+a ``track``ed server's, an agent's verdict): until that check, /status may show running;
+the planner does not decide on the operational state, so no command follows from it.
 """
 
 from __future__ import annotations

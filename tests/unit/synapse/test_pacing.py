@@ -103,7 +103,7 @@ def test_in_a_stream_the_wait_is_capped_at_pace_ms(clock: Clock) -> None:
 
 def test_the_paced_wait_ends_when_the_stream_stops(clock: Clock) -> None:
     p = pacer(clock)
-    run_round(p, clock, 0.010, arrivals=STREAM)
+    run_round(p, clock, 0.010, arrivals=(0.009, 0.0095, 0.0099))  # still coming at its end
     clock.arrive_per_sleep, clock.streaming_sleeps = 2, 1  # one more step of reports, then none
     asyncio.run(p.wait())
     assert clock.sleeps == [GAP_S, GAP_S]  # the quiet step ended it: 2 ms, not 4
@@ -147,3 +147,19 @@ def test_a_failed_round_is_not_paced_on_top_of_its_backoff(clock: Clock) -> None
     p.arrived()
     p.failed()
     assert p.window() == (0.0, False)
+
+
+def test_a_stream_that_stopped_before_the_wait_costs_no_sleep(clock: Clock) -> None:
+    p = pacer(clock)
+    run_round(p, clock, 0.003, arrivals=(0.0005, 0.001))  # a stream; its last report 2 ms ago
+    assert p.window()[1]
+    asyncio.run(p.wait())
+    assert clock.sleeps == []  # quiet for longer than GAP_S already: the round starts at once
+
+
+def test_a_quiet_gap_does_not_cut_coalesce_ms_short(clock: Clock) -> None:
+    p = pacer(clock, coalesce_ms=2)
+    run_round(p, clock, 0.0035, arrivals=(0.003, 0.0034))  # a stream, paced wait 3.5 ms > 2
+    start = clock.now
+    asyncio.run(p.wait())  # nothing more arrives: the wait still lasts coalesce_ms
+    assert clock.now - start == pytest.approx(0.002)

@@ -54,6 +54,10 @@ def test_server_state_notices_are_recognised_by_kind_and_nothing_else() -> None:
     assert notice_kind("[WARNING]  (7) : Server be/s enters drain state. 1 active") == "drain"
     assert notice_kind("[WARNING]  (7) : Server be/s is UP (leaving forced drain).") == "ready"
     assert notice_kind("[NOTICE]   (7) : Server deleted.") == "deleted"
+    # a backup server's notices say "Backup Server" (HAProxy's SRV_F_BACKUP prefix)
+    backup = "[WARNING]  (7) : CLI : Backup Server be/s is going DOWN for maintenance."
+    assert notice_kind(backup) == "maint"
+    assert output_level(backup, stopping=False) == logging.INFO
     # a health check's verdict, a DNS failure, a server still DOWN, an alert, HAProxy's
     # own notices: not summarized
     for line in (
