@@ -22,6 +22,13 @@ at p50 on 2 cores), so a second one comes from synapse itself: /status lists, pe
 applied at runtime, when the watch event reached synapse's loop and when HAProxy answered
 its runtime commands (``recent_changes``, time.monotonic, the clock of perf_counter here);
 each is matched to the bench's change by its event falling within that change's window.
+
+Before synapse starts, the registry gets WARM_UP writes (a create and a delete each) on a
+path nobody watches: a production registry has served many writes before this one, and a
+fresh ZooKeeper JVM runs its request path interpreted for its first few hundred (measured:
+write ack p50 4.3-4.8 ms over the first 80 writes, 2.2-2.5 ms after ~1,000). ZooKeeper's
+own view of each sampling window comes from the server itself (bench.zk_stats: its
+update and read latencies, fsync times and JVM GC pauses in that window).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from bench.observer import Observer
 from bench.registry import Registry, load_fleet, open_registry
 from bench.report import Result, Target, summary_ms
 from bench.stack import DaemonError, Synapse, Workspace, service_block
+from bench.zk_stats import ServerWindow
 from smartstack.record import Registration
 
 NAME = "propagation"
@@ -49,6 +57,20 @@ SETTLE_S = 3.0  # after the after-start reads: the first whole state dump is wri
 PROBE = "probe"
 BUDGET_S = 75.0  # per scenario: keeps `make bench` bounded when a change takes seconds
 POOL = 10  # distinct probe addresses: the first POOL adds are brand-new servers
+WARM_UP = 1000  # registry writes before synapse starts (a create and a delete each)
+WARM_UP_S = 15.0  # at most this long
+
+
+def warm_up(reg: Registry, writes: int, budget_s: float = WARM_UP_S) -> int:
+    """``writes`` writes (a create, then its delete) on a path no synapse watches, as a
+    running registry has served before; fewer when ``budget_s`` runs out. How many."""
+    deadline = time.perf_counter() + budget_s
+    record = Registration(host="127.0.0.1", port=29999, name="warm-up")
+    done = 0
+    while done < writes and time.perf_counter() < deadline:
+        reg.remove(reg.add("/bench/warmup", record))
+        done += 2
+    return done
 
 
 def _wait_state(
@@ -156,6 +178,7 @@ def scenario(
 ) -> None:
     with Workspace(opts.keep) as ws:
         reg = open_registry(ws, kind)
+        warmed = warm_up(reg, opts.size(WARM_UP, 20))
         fleet = load_fleet(reg, services, servers) if services else None
         anchor = Registration(host="127.0.0.1", port=30999, name="anchor")
         reg.add("/bench/probe", anchor)
@@ -182,7 +205,7 @@ def scenario(
                                 else "1 service")  # fmt: skip
         if coalesce_ms is not None:
             title += f", synapse coalesce_ms: {coalesce_ms:g} (default 0)"
-        measure_and_report(reg, syn, changes, result, title, fleet)
+        measure_and_report(reg, syn, changes, result, title, fleet, warmed=warmed)
         if fleet is not None:
             # The same once synapse's after-start work is done: every backend of the new
             # HAProxy read (/status lists none unread) and the first state dump written.
@@ -205,11 +228,17 @@ def measure_and_report(
     title: str,
     fleet: Any,
     first_port: int = 31000,
+    warmed: int | None = None,
 ) -> None:
     reloads_before = syn.haproxy.procs().master_reloads
     observer = reg.observer("/bench/probe")
+    server = getattr(reg, "server", None)  # a standalone ZooKeeper: its own stats
+    window = ServerWindow(server.port, server.gc_log) if server is not None else None
     try:
+        if window is not None:
+            window.start()
         samples = measure(reg, syn, observer, changes, BUDGET_S, first_port)
+        server_stats = window.stop() if window is not None else None
     finally:
         observer.close()
     reloads = syn.haproxy.procs().master_reloads - reloads_before
@@ -238,6 +267,8 @@ def measure_and_report(
                 "ms",
                 note=f"n={part['count']}",
             )
+    if warmed is not None:
+        section.add("registry writes before synapse started (warm-up)", warmed)
     section.add("registry write ack p50", summary_ms(samples["ack"])["p50_ms"], "ms")
     heard, own = summary_ms(samples["registry"]), summary_ms(samples["synapse"])
     section.add(
@@ -246,6 +277,12 @@ def measure_and_report(
         "ms",
         note=f"n={heard['count']}: the registry's own part",
     )
+    if server_stats is not None:
+        section.add(
+            "ZooKeeper's own, server side (mntr, whole ms)",
+            ServerWindow.summary(server_stats),
+            note="its update/read latency and fsync in the sampling window; its JVM's GC",
+        )
     note = "independent watcher's event -> the bench's poller sees it (holds the poller's part)"
     section.add("synapse's own: watch event -> HAProxy p50", own["p50_ms"], "ms",
                 TARGET_OWN_P50, note=note)  # fmt: skip
@@ -275,6 +312,8 @@ def measure_and_report(
         "samples_ms": {k: [round(s * 1000, 3) for s in v] for k, v in samples.items()},
         "reloads": reloads,
         "fleet_write_s": fleet.write_s if fleet else None,
+        "warm_up_writes": warmed,
+        "zookeeper_server": server_stats,
     }
 
 
@@ -296,6 +335,8 @@ def run(opts: Options) -> Result:
             with result.attempt(title):
                 scenario(opts, kind, services, servers, changes, result)
     result.notes.append(
+        f"before synapse starts the registry serves up to {WARM_UP} writes on another path "
+        "(warm, as a running one is); "
         "clock starts before the registry write is sent; HAProxy is polled "
         f"every {POLL_S * 1000:g} ms on its admin socket (resolution); synapse's own part "
         "starts when an independent watcher (its own session or stream) hears the change; "
