@@ -5,15 +5,8 @@ and the watcher must then read it: the event goes from kazoo's connection thread
 event loop, the watcher's task wakes, and only then does its read go back to kazoo's
 thread and out. That is two thread hops (and everything else the loop is busy with)
 before the one round trip the change needs. ``Prefetch.start``, called in kazoo's thread
-where the event is read, puts the read on the wire at once; the event still goes to the
-loop as before, and the watcher takes the read's answer instead of asking again.
-
-"At once" means written to the socket right there, between two packets, as kazoo's own
-loop would send a queued request (the next xid, then its pending list): queued with
-``KazooClient._call`` instead, the read would wait for kazoo's next select turn, and the
-loop thread, woken by the event in the meantime, holds the GIL for its part of the
-change first (measured: event -> read answered p50 2.0 ms, against 0.28 ms for the
-server's own round trip).
+where the event is read, queues the read at once; the event still goes to the loop as
+before, and the watcher takes the read's answer instead of asking again.
 
 A read started after the event answers with the child as of that event or later, which
 is all the watcher needs; a later change of the child brings its own event and read. At
@@ -31,27 +24,10 @@ from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.protocol.serialization import GetData
-from kazoo.protocol.states import KeeperState
 
 from smartstack.zk_multiread import full_path
 
 MAX_WAITING = 8  # reads started in kazoo's thread, not yet taken (or dropped) by the loop
-SEND_TIMEOUT_S = 1.0  # a few dozen bytes on a connected socket: never waits in practice
-
-
-def send_now(client: KazooClient, request: Any, result: Any) -> bool:
-    """Write ``request`` to kazoo's socket from kazoo's own connection thread, as its loop
-    sends a queued one; False (nothing sent) from any other thread or when not connected.
-    Its answer comes back the usual way: kazoo matches replies to ``_pending`` in order."""
-    if client._state != KeeperState.CONNECTED:
-        return False
-    connection = client._connection
-    if threading.current_thread() is not connection._connection_routine:
-        return False
-    xid = connection._xid = (connection._xid % 2147483647) + 1
-    connection._submit(request, SEND_TIMEOUT_S, xid)
-    client._pending.append((request, result, xid))
-    return True
 
 
 class Prefetch:
@@ -62,25 +38,20 @@ class Prefetch:
         self._waiting = 0
         self._lock = threading.Lock()  # kazoo's thread starts, the loop releases
         self.started = 0  # how many reads went out this way
-        self.sent_at_once = 0  # of them, written to the socket by kazoo's thread right there
 
     def start(self, path: str) -> Any | None:
-        """In kazoo's thread: send a `get` of ``path`` (no watch) at once (``send_now``; else
-        queued for kazoo's loop); its kazoo async result, or None when MAX_WAITING reads
-        already wait or the session is not usable."""
+        """In kazoo's thread: queue a `get` of ``path`` (no watch); its kazoo async result,
+        or None when MAX_WAITING reads already wait or the session is not usable."""
         with self._lock:
             if self._waiting >= MAX_WAITING:
                 return None
             self._waiting += 1
         client = self.client
         result = client.handler.async_result()
-        request = GetData(full_path(client.chroot, path), False)
         try:
-            sent = send_now(client, request, result)
-            queued = True if sent else client._call(request, result)
-        except Exception:  # the socket broke mid-write: kazoo's loop sees it next
-            sent = queued = False
-        self.sent_at_once += sent
+            queued = client._call(GetData(full_path(client.chroot, path), False), result)
+        except Exception:
+            queued = False
         if queued is False:  # closed or expired: the loop reads (and fails) the usual way
             self.release(1)
             return None

@@ -4,14 +4,13 @@ how the watcher takes, replaces and drops such reads (no ZooKeeper: fakes answer
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections import namedtuple
 from typing import Any
 
 from kazoo.protocol.states import EventType, KeeperState, WatchedEvent
 
 from smartstack.record import Registration, encode
-from smartstack.zk_prefetch import MAX_WAITING, Prefetch, send_now
+from smartstack.zk_prefetch import MAX_WAITING, Prefetch
 from synapse.watchers.zookeeper import ZooKeeperWatcher
 
 from test_zookeeper_watcher_events import _watcher as plain_watcher  # isort: skip
@@ -26,31 +25,15 @@ class _Answer:
         self.value = value
 
 
-class _Connection:
-    """What send_now asks of kazoo's ConnectionHandler: its thread, xid and writer."""
-
-    def __init__(self, thread: threading.Thread | None) -> None:
-        self._connection_routine = thread
-        self._xid = 0
-        self.written: list[tuple[Any, int]] = []
-
-    def _submit(self, request: Any, timeout: float, xid: int) -> None:
-        self.written.append((request, xid))
-
-
 class _Client:
-    """What Prefetch asks of a KazooClient (called from a thread that is not kazoo's
-    connection thread unless ``in_kazoo_thread``)."""
+    """What Prefetch asks of a KazooClient."""
 
     chroot = ""
 
-    def __init__(self, queued: bool = True, in_kazoo_thread: bool = False) -> None:
+    def __init__(self, queued: bool = True) -> None:
         self.calls: list[Any] = []
         self.queued = queued
         self.handler = self
-        self._state = KeeperState.CONNECTED
-        self._connection = _Connection(threading.current_thread() if in_kazoo_thread else None)
-        self._pending: list[tuple[Any, Any, int]] = []
 
     def async_result(self) -> _Answer:
         return _Answer(None)
@@ -174,28 +157,3 @@ def test_an_event_queued_before_close_gives_its_read_back() -> None:
         assert conn.prefetch._waiting == 0 and watcher._prefetched == {}
     finally:
         loop.close()
-
-
-def test_in_kazoos_thread_the_read_is_written_at_once_as_kazoo_would() -> None:
-    client = _Client(in_kazoo_thread=True)
-    client._connection._xid = 41
-    prefetch = Prefetch(client)
-    first, second = prefetch.start("/svc/a_1"), prefetch.start("/svc/b_2")
-    assert client.calls == []  # not queued for kazoo's next turn
-    written = client._connection.written
-    assert [(r.path, x) for r, x in written] == [("/svc/a_1", 42), ("/svc/b_2", 43)]
-    assert [x for _, _, x in client._pending] == [42, 43]  # answers matched in this order
-    assert [r for _, r, _ in client._pending] == [first, second]
-    assert prefetch.sent_at_once == 2 and prefetch.started == 2
-
-
-def test_from_another_thread_or_not_connected_nothing_is_written() -> None:
-    client = _Client()  # not kazoo's connection thread
-    assert send_now(client, "req", "res") is False
-    client = _Client(in_kazoo_thread=True)
-    client._state = KeeperState.CONNECTING
-    assert send_now(client, "req", "res") is False
-    assert client._connection.written == [] and client._pending == []
-    prefetch = Prefetch(client)
-    assert prefetch.start("/svc/a_1") is not None  # queued for kazoo's loop instead
-    assert len(client.calls) == 1 and prefetch.sent_at_once == 0
