@@ -10,7 +10,10 @@ the registry's own commit. The first adds of each address are brand-new servers
 An anchor server stays registered: `use_previous_backends` keeps the last list of a
 service that suddenly has no server, so the probe never empties. The single-service case
 runs a second time with synapse's `coalesce_ms: 20` (an optional burst window; the default
-is 0: an idle synapse applies a change at once), to show what such a window costs. A
+is 0: an idle synapse applies a change at once), to show what such a window costs, and on
+ZooKeeper once more with nerve's `use_path_encoding` names: a ZooKeeper event names the
+child but carries no data, so a plain record costs synapse one read after its event; an
+encoded one is known from its name. A
 scenario stops early (and says so) after BUDGET_S.
 
 The write's time is split in two by an independent watcher on the probe's path (its own
@@ -57,6 +60,7 @@ SETTLE_S = 3.0  # after the after-start reads: the first whole state dump is wri
 PROBE = "probe"
 BUDGET_S = 75.0  # per scenario: keeps `make bench` bounded when a change takes seconds
 POOL = 10  # distinct probe addresses: the first POOL adds are brand-new servers
+PATH_ENCODED = "zookeeper+path_encoding"  # nerve's use_path_encoding: the record in the name
 WARM_UP = 1000  # registry writes before synapse starts (a create and a delete each)
 WARM_UP_S = 15.0  # at most this long
 
@@ -328,6 +332,9 @@ def run(opts: Options) -> Result:
         if opts.wants(title := f"{kind}, 1 service"):
             with result.attempt(title):
                 scenario(opts, kind, 0, 0, changes, result)
+        if kind == "zookeeper" and opts.wants(title := f"{PATH_ENCODED}, 1 service"):
+            with result.attempt(title):  # no read after the event: the record is in its name
+                scenario(opts, PATH_ENCODED, 0, 0, changes, result)
         if opts.wants(title := f"{kind}, 1 service, coalesce_ms: 20"):
             with result.attempt(title):
                 scenario(opts, kind, 0, 0, changes, result, coalesce_ms=20)
