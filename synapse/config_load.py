@@ -28,6 +28,7 @@ from smartstack import modelbase
 from smartstack.config_errors import ConfigError
 from smartstack.modelbase import same_model
 from synapse.config_child import CHILD_TIMEOUT, ForkedValidation, child_command, unpickled
+from synapse.warm_imports import warm
 
 # Set (to "1") when the config needs pydantic in the daemon: the process is started again
 # with it and validates in-process, as ``synapse -k`` does.
@@ -38,7 +39,8 @@ SHARED_IMPORTS = (
     "smartstack.configfile", "smartstack.config_sections", "smartstack.config_share",
     "synapse.config_legacy", "synapse.port_clash", "synapse.haproxy.routes",
 )  # fmt: skip
-# What the daemon imports next anyway, imported while the child validates.
+# What the daemon imports next anyway, imported while the child validates (and
+# ``synapse.warm_imports``: what this config's daemon imports after it, guessed).
 WARM_IMPORTS = ("synapse.config", "synapse.preflight", "synapse.daemon")
 
 if TYPE_CHECKING:
@@ -90,6 +92,7 @@ class ConfigSource:
         self.plain = True
         for module in WARM_IMPORTS:
             importlib.import_module(module)
+        warm(self.path)  # what it imports after the config, guessed (the child still works)
         answer = child.answer()
         if not answer.get("ok"):
             raise ConfigError(_lines(answer))

@@ -1,0 +1,40 @@
+"""synapse.warm_imports: what a start imports while the validating child works, guessed
+from the config file's words (a wrong guess costs time or memory, never a behaviour)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from synapse.warm_imports import ALWAYS, guess, warm
+
+ZK = """
+haproxy: {config_file_path: /tmp/x.cfg, reload_command: "true"}
+services:
+  web: {discovery: {method: zookeeper, hosts: ["zk:2181"], path: /web}, haproxy: {port: 3000}}
+"""
+
+
+def test_the_words_of_the_config_name_what_its_daemon_imports(tmp_path: Path) -> None:
+    path = tmp_path / "synapse.yaml"
+    path.write_text(ZK)
+    assert guess(path) == ["synapse.haproxy.controller", "synapse.watchers.zookeeper", *ALWAYS]
+    path.write_text(ZK.replace("zookeeper", "ETCD").replace("haproxy", "file_output"))
+    assert guess(path) == ["synapse.watchers.etcd", "smartstack.etcd", *ALWAYS]  # (any case)
+    path.write_text('{"services": {}}')
+    assert guess(path) == list(ALWAYS)
+
+
+def test_an_unreadable_file_is_no_guess_and_warm_never_raises(tmp_path: Path, monkeypatch) -> None:
+    assert guess(tmp_path / "missing.yaml") == []  # the child reports it
+    assert guess(tmp_path) == []  # a directory
+    path = tmp_path / "synapse.yaml"
+    path.write_text(ZK)
+    imported: list[str] = []
+
+    def fake_import(name: str) -> None:
+        imported.append(name)
+        raise ImportError(f"no {name}")  # the daemon's own import would say why
+
+    monkeypatch.setattr("synapse.warm_imports.importlib.import_module", fake_import)
+    warm(path)
+    assert imported == guess(path)
