@@ -29,7 +29,6 @@ YAML makes and JSON cannot carry (dates, sets, binary values).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -201,6 +200,8 @@ def services_from_child(docs: list[dict[str, Any]]) -> list[Any]:
 
 async def services_in_child(docs: list[dict[str, Any]]) -> list[Any]:
     """Service blocks validated by one child while the event loop runs on."""
+    import asyncio  # (here: the start forks its child before asyncio is imported)
+
     read_end, write_end = os.pipe()
     try:
         try:

@@ -17,7 +17,6 @@ runtime, which needs pydantic in the daemon: the process starts itself again (ex
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import json
 import os
@@ -44,6 +43,8 @@ SHARED_IMPORTS = (
 WARM_IMPORTS = ("synapse.config", "synapse.preflight", "synapse.daemon")
 
 if TYPE_CHECKING:
+    import asyncio
+
     from smartstack.config_sections import SectionCache
     from synapse.config import SynapseConfig
 
@@ -58,6 +59,8 @@ def _lines(answer: dict[str, Any]) -> list[str]:
 
 async def _answer(proc: asyncio.subprocess.Process, fd: int, known: bytes) -> tuple[bytes, bytes]:
     """The child's answer (from its pipe ``fd``) and its stderr, once it ended."""
+    import asyncio
+
     reader = asyncio.StreamReader()
     loop = asyncio.get_running_loop()
     pipe = os.fdopen(fd, "rb", buffering=0)
@@ -111,6 +114,8 @@ class ConfigSource:
         """The file again (SIGHUP); ConfigError with the child's lines when it is bad."""
         if not self.plain:
             return self._in_process()
+        import asyncio  # (not at the top: the start forks its child before asyncio is loaded)
+
         read_end, write_end = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(

@@ -19,9 +19,8 @@ def web(port: int, backends, **haproxy):
     )
 
 
-async def test_a_first_start_runs_no_separate_check(
-    managed_factory, http_backend_factory, monkeypatch
-):
+def counted_checks(monkeypatch) -> list[str]:
+    """The `haproxy -c` (and other) commands the HAProxy side runs from now on."""
     checks: list[str] = []
     real = commands.run_command
 
@@ -30,6 +29,13 @@ async def test_a_first_start_runs_no_separate_check(
         return await real(args, timeout)
 
     monkeypatch.setattr("synapse.haproxy.commands.run_command", counting)
+    return checks
+
+
+async def test_a_first_start_runs_no_separate_check(
+    managed_factory, http_backend_factory, monkeypatch
+):
+    checks = counted_checks(monkeypatch)
     b1 = http_backend_factory("b1")
     port = free_port()
     controller = managed_factory(restart_interval=0)
@@ -89,3 +95,31 @@ async def test_a_service_refused_at_the_first_start_is_isolated(
     await serves(api_port, {"b2"})
     await controller.flush()
     assert "no-such-keyword" not in Path(controller.settings.config_path).read_text()
+
+
+async def test_an_adopted_haproxy_is_checked_before_a_reload(
+    managed_factory, http_backend_factory, monkeypatch
+):
+    """A restarted synapse adopts the HAProxy that serves: something runs, so a candidate is
+    checked with `haproxy -c` first, and a refused one leaves the adopted HAProxy serving."""
+    checks = counted_checks(monkeypatch)
+    b1 = http_backend_factory("b1")
+    port = free_port()
+    leaving = {"stats": {"enabled": False}, "stop_on_exit": False}
+    first = managed_factory(restart_interval=0, managed=leaving)
+    assert (await first.apply([web(port, [b1])], "t")).reload is ApplyOutcome.DONE
+    await first.stop()  # (stop_on_exit false: HAProxy keeps serving for the next synapse)
+    await serves(port, {"b1"})
+    assert not [c for c in checks if " -c " in c], checks
+
+    bad_global = ["maxconn 256", "hard-stop-after 5s", "no-such-keyword 1"]
+    second = managed_factory(restart_interval=0, **{"global": bad_global})
+    await second.start()
+    master = second.status()["haproxy_pids"]["master"]
+    assert master is not None  # adopted
+    bad = await second.apply([web(port, [b1])], "bad")
+    assert bad.reload is ApplyOutcome.INVALID, bad
+    assert [c for c in checks if " -c " in c], checks
+    assert "no-such-keyword" in (bad.error or "")
+    assert second.info.starts == 0 and second.status()["haproxy_pids"]["master"] == master
+    await serves(port, {"b1"})

@@ -38,3 +38,18 @@ def test_an_unreadable_file_is_no_guess_and_warm_never_raises(tmp_path: Path, mo
     monkeypatch.setattr("synapse.warm_imports.importlib.import_module", fake_import)
     warm(path)
     assert imported == guess(path)
+
+
+def test_the_modules_of_the_start_before_its_fork_do_not_load_asyncio() -> None:
+    """The validating child is forked once synapse.cli, synapse.config_load and its
+    SHARED_IMPORTS are loaded; asyncio (~20-45 ms) is for the daemon only, imported while
+    the child works. (pytest has asyncio loaded already: checked by what these modules
+    hold, a module-level import would be one of their names.)"""
+    import importlib
+
+    from synapse import cli, config_child, config_load
+
+    for module in (cli, config_load, config_child):
+        assert "asyncio" not in vars(module), module.__name__
+    for name in config_load.SHARED_IMPORTS:
+        assert "asyncio" not in vars(importlib.import_module(name)), name
