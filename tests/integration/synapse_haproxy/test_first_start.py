@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from synapse.contract import ApplyOutcome
 from synapse.haproxy import commands
+from synapse.haproxy.runtime import MasterClient
 from testbed.process import free_port
 
 
@@ -105,9 +106,11 @@ async def test_an_adopted_haproxy_is_checked_before_a_reload(
     checks = counted_checks(monkeypatch)
     b1 = http_backend_factory("b1")
     port = free_port()
-    leaving = {"stats": {"enabled": False}, "stop_on_exit": False}
-    first = managed_factory(restart_interval=0, managed=leaving)
+    first = managed_factory(restart_interval=0)
     assert (await first.apply([web(port, [b1])], "t")).reload is ApplyOutcome.DONE
+    assert first.config.managed is not None
+    leaving = first.config.managed.model_copy(update={"stop_on_exit": False})
+    first.config = first.config.model_copy(update={"managed": leaving})
     await first.stop()  # (stop_on_exit false: HAProxy keeps serving for the next synapse)
     await serves(port, {"b1"})
     assert not [c for c in checks if " -c " in c], checks
@@ -117,9 +120,13 @@ async def test_an_adopted_haproxy_is_checked_before_a_reload(
     await second.start()
     master = second.status()["haproxy_pids"]["master"]
     assert master is not None  # adopted
+    proc = MasterClient(str(second.settings.master_socket))
+    before = await proc.show_proc()
     bad = await second.apply([web(port, [b1])], "bad")
     assert bad.reload is ApplyOutcome.INVALID, bad
     assert [c for c in checks if " -c " in c], checks
+    after = await proc.show_proc()  # refused by the check: no reload was even tried
+    assert (after.reloads, after.failed_reloads) == (before.reloads, before.failed_reloads)
     assert "no-such-keyword" in (bad.error or "")
     assert second.info.starts == 0 and second.status()["haproxy_pids"]["master"] == master
     await serves(port, {"b1"})
