@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import pickle
+import select
 import subprocess
 import sys
 import threading
@@ -126,6 +127,12 @@ class ForkedValidation:
                 os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
         os.close(write_end)
         self.pid, self.read_end = pid, read_end
+
+    def ready(self) -> bool:
+        """Whether ``answer()`` would not wait: the child has written (or ended)."""
+        if self.failed:
+            return True
+        return bool(select.select([self.read_end], [], [], 0)[0])
 
     def answer(self) -> dict[str, Any]:
         if self.failed:

@@ -95,7 +95,7 @@ class ConfigSource:
         self.plain = True
         for module in WARM_IMPORTS:
             importlib.import_module(module)
-        warm(self.path)  # what it imports after the config, guessed (the child still works)
+        warm(self.path, child.ready)  # what it imports after the config, while the child works
         answer = child.answer()
         if not answer.get("ok"):
             raise ConfigError(_lines(answer))

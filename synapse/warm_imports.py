@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 
 # word in the file -> what a daemon whose config has it imports next
@@ -43,9 +44,12 @@ def guess(path: str | Path) -> list[str]:
     return [*modules, *ALWAYS]
 
 
-def warm(path: str | Path) -> None:
-    """Import what ``guess`` names; an import that fails is left to the daemon (it says why
-    when, and only if, it needs the module)."""
+def warm(path: str | Path, done: Callable[[], bool] = lambda: False) -> None:
+    """Import what ``guess`` names until ``done()`` (the child has answered: what is left is
+    imported when needed, as before, not before the config is used). An import that fails
+    is left to the daemon (it says why when, and only if, it needs the module)."""
     for module in guess(path):
+        if done():
+            return
         with contextlib.suppress(Exception):  # (a guess: the daemon's own import says why)
             importlib.import_module(module)

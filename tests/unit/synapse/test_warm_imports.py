@@ -53,3 +53,16 @@ def test_the_modules_of_the_start_before_its_fork_do_not_load_asyncio() -> None:
         assert "asyncio" not in vars(module), module.__name__
     for name in config_load.SHARED_IMPORTS:
         assert "asyncio" not in vars(importlib.import_module(name)), name
+
+
+def test_warming_stops_once_the_child_has_answered(tmp_path: Path, monkeypatch) -> None:
+    """The imports use the wait only: once the answer is there the rest comes when needed."""
+    path = tmp_path / "synapse.yaml"
+    path.write_text(ZK)
+    imported: list[str] = []
+    monkeypatch.setattr("synapse.warm_imports.importlib.import_module", imported.append)
+    warm(path, lambda: len(imported) == 2)
+    assert imported == guess(path)[:2]
+    imported.clear()
+    warm(path, lambda: True)
+    assert imported == []
