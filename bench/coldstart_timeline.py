@@ -100,10 +100,12 @@ def run(kind: str, runs: int, services: int, servers: int) -> None:
                 syn.check_alive()
                 time.sleep(0.005)
             served = time.monotonic() - syn.started_at
+            cpu = stack.cpu_seconds(syn.pid)
             marks = first_marks(trace.read_text().splitlines(), spawn, syn.pid)
             marks["served"] = served
             load = os.getloadavg()[0]
-            print(f"{kind}, run {i + 1}: served after {served:.3f} s (1-minute load {load:.2f})")
+            print(f"{kind}, run {i + 1}: served after {served:.3f} s, synapse CPU {cpu:.2f} s "
+                  f"(1-minute load {load:.2f})")  # fmt: skip
             print(format_phases(phases(marks)), flush=True)
             syn.stop()
             syn._stop_haproxy()  # (each run has its own HAProxy: not one per run left)
