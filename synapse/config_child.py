@@ -29,11 +29,11 @@ YAML makes and JSON cannot carry (dates, sets, binary values).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
 import pickle
+import select
 import subprocess
 import sys
 import threading
@@ -128,6 +128,12 @@ class ForkedValidation:
         os.close(write_end)
         self.pid, self.read_end = pid, read_end
 
+    def ready(self) -> bool:
+        """Whether ``answer()`` would not wait: the child has written (or ended)."""
+        if self.failed:
+            return True
+        return bool(select.select([self.read_end], [], [], 0)[0])
+
     def answer(self) -> dict[str, Any]:
         if self.failed:
             return {"ok": False, "crash": self.failed}
@@ -201,6 +207,8 @@ def services_from_child(docs: list[dict[str, Any]]) -> list[Any]:
 
 async def services_in_child(docs: list[dict[str, Any]]) -> list[Any]:
     """Service blocks validated by one child while the event loop runs on."""
+    import asyncio  # (here: the start forks its child before asyncio is imported)
+
     read_end, write_end = os.pipe()
     try:
         try:

@@ -17,7 +17,6 @@ runtime, which needs pydantic in the daemon: the process starts itself again (ex
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import json
 import os
@@ -28,6 +27,7 @@ from smartstack import modelbase
 from smartstack.config_errors import ConfigError
 from smartstack.modelbase import same_model
 from synapse.config_child import CHILD_TIMEOUT, ForkedValidation, child_command, unpickled
+from synapse.warm_imports import warm
 
 # Set (to "1") when the config needs pydantic in the daemon: the process is started again
 # with it and validates in-process, as ``synapse -k`` does.
@@ -38,10 +38,13 @@ SHARED_IMPORTS = (
     "smartstack.configfile", "smartstack.config_sections", "smartstack.config_share",
     "synapse.config_legacy", "synapse.port_clash", "synapse.haproxy.routes",
 )  # fmt: skip
-# What the daemon imports next anyway, imported while the child validates.
+# What the daemon imports next anyway, imported while the child validates (and
+# ``synapse.warm_imports``: what this config's daemon imports after it, guessed).
 WARM_IMPORTS = ("synapse.config", "synapse.preflight", "synapse.daemon")
 
 if TYPE_CHECKING:
+    import asyncio
+
     from smartstack.config_sections import SectionCache
     from synapse.config import SynapseConfig
 
@@ -56,6 +59,8 @@ def _lines(answer: dict[str, Any]) -> list[str]:
 
 async def _answer(proc: asyncio.subprocess.Process, fd: int, known: bytes) -> tuple[bytes, bytes]:
     """The child's answer (from its pipe ``fd``) and its stderr, once it ended."""
+    import asyncio
+
     reader = asyncio.StreamReader()
     loop = asyncio.get_running_loop()
     pipe = os.fdopen(fd, "rb", buffering=0)
@@ -90,6 +95,7 @@ class ConfigSource:
         self.plain = True
         for module in WARM_IMPORTS:
             importlib.import_module(module)
+        warm(self.path, child.ready)  # what it imports after the config, while the child works
         answer = child.answer()
         if not answer.get("ok"):
             raise ConfigError(_lines(answer))
@@ -108,6 +114,8 @@ class ConfigSource:
         """The file again (SIGHUP); ConfigError with the child's lines when it is bad."""
         if not self.plain:
             return self._in_process()
+        import asyncio  # (not at the top: the start forks its child before asyncio is loaded)
+
         read_end, write_end = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(

@@ -78,3 +78,21 @@ def test_a_cancelled_reload_leaves_no_child(tmp_path: Path) -> None:
 
     asyncio.run(cancelled())
     assert not Path(f"/proc/{seen[0]}").exists()  # killed and reaped
+
+
+def test_a_forked_child_says_when_its_answer_is_there(tmp_path: Path) -> None:
+    """ready() (the parent's warm imports stop then) turns true once the child has answered,
+    and the answer is then taken without waiting."""
+    import time
+
+    from synapse.config_child import ForkedValidation
+
+    path = tmp_path / "synapse.yaml"
+    path.write_text(CONFIG)
+    child = ForkedValidation(str(path), None, False)
+    deadline = time.monotonic() + 60
+    while not child.ready():
+        assert time.monotonic() < deadline, "the child never answered"
+        time.sleep(0.01)
+    answer = child.answer()
+    assert answer["ok"] and list(answer["config"].services) == ["web"]

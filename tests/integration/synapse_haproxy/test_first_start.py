@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from synapse.contract import ApplyOutcome
 from synapse.haproxy import commands
+from synapse.haproxy.runtime import MasterClient
 from testbed.process import free_port
 
 
@@ -19,9 +20,8 @@ def web(port: int, backends, **haproxy):
     )
 
 
-async def test_a_first_start_runs_no_separate_check(
-    managed_factory, http_backend_factory, monkeypatch
-):
+def counted_checks(monkeypatch) -> list[str]:
+    """The `haproxy -c` (and other) commands the HAProxy side runs from now on."""
     checks: list[str] = []
     real = commands.run_command
 
@@ -30,6 +30,13 @@ async def test_a_first_start_runs_no_separate_check(
         return await real(args, timeout)
 
     monkeypatch.setattr("synapse.haproxy.commands.run_command", counting)
+    return checks
+
+
+async def test_a_first_start_runs_no_separate_check(
+    managed_factory, http_backend_factory, monkeypatch
+):
+    checks = counted_checks(monkeypatch)
     b1 = http_backend_factory("b1")
     port = free_port()
     controller = managed_factory(restart_interval=0)
@@ -89,3 +96,37 @@ async def test_a_service_refused_at_the_first_start_is_isolated(
     await serves(api_port, {"b2"})
     await controller.flush()
     assert "no-such-keyword" not in Path(controller.settings.config_path).read_text()
+
+
+async def test_an_adopted_haproxy_is_checked_before_a_reload(
+    managed_factory, http_backend_factory, monkeypatch
+):
+    """A restarted synapse adopts the HAProxy that serves: something runs, so a candidate is
+    checked with `haproxy -c` first, and a refused one leaves the adopted HAProxy serving."""
+    checks = counted_checks(monkeypatch)
+    b1 = http_backend_factory("b1")
+    port = free_port()
+    first = managed_factory(restart_interval=0)
+    assert (await first.apply([web(port, [b1])], "t")).reload is ApplyOutcome.DONE
+    assert first.config.managed is not None
+    leaving = first.config.managed.model_copy(update={"stop_on_exit": False})
+    first.config = first.config.model_copy(update={"managed": leaving})
+    await first.stop()  # (stop_on_exit false: HAProxy keeps serving for the next synapse)
+    await serves(port, {"b1"})
+    assert not [c for c in checks if " -c " in c], checks
+
+    bad_global = ["maxconn 256", "hard-stop-after 5s", "no-such-keyword 1"]
+    second = managed_factory(restart_interval=0, **{"global": bad_global})
+    await second.start()
+    master = second.status()["haproxy_pids"]["master"]
+    assert master is not None  # adopted
+    proc = MasterClient(str(second.settings.master_socket))
+    before = await proc.show_proc()
+    bad = await second.apply([web(port, [b1])], "bad")
+    assert bad.reload is ApplyOutcome.INVALID, bad
+    assert [c for c in checks if " -c " in c], checks
+    after = await proc.show_proc()  # refused by the check: no reload was even tried
+    assert (after.reloads, after.failed_reloads) == (before.reloads, before.failed_reloads)
+    assert "no-such-keyword" in (bad.error or "")
+    assert second.info.starts == 0 and second.status()["haproxy_pids"]["master"] == master
+    await serves(port, {"b1"})
