@@ -240,7 +240,9 @@ class RunningView:
         if not backends and not check_pid:
             return
         since = self._counter
-        pid, found = await self.client.read_state(sorted(backends), with_pid=check_pid)
+        pid, found = await self.client.read_state(
+            sorted(backends), with_pid=check_pid, known=self.backends
+        )
         if check_pid and pid != self.pid:  # restarted or reloaded behind our back
             await self.read_all()
             return
@@ -280,7 +282,7 @@ class RunningView:
         read), the answers parsed READ_STEP backends per turn of the loop, so the loop
         serves a change between them."""
         since = self._counter
-        pid, found = await client.read_state(sorted(backends), step=READ_STEP)
+        pid, found = await client.read_state(sorted(backends), step=READ_STEP, known=self.backends)
         return Read(pid, since, found)
 
     def merge(self, read: Read) -> bool:
