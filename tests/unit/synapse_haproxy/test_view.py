@@ -126,6 +126,11 @@ def test_running_ids_read_through_to_the_servers_and_compare_as_a_dict():
     for other in ({"x": 4}, {"x": 4, "y": 8}, {"x": 4, "z": 9}, {}, {"x": 4, "y": 9, "z": 1}):
         assert ids != other and other != ids
     assert ids == ServerIds(dict(servers)) and ids != ServerIds({"x": servers["x"]})
+    # (its own get, items and `in`: the Mapping mixins' went through __getitem__ per key)
+    assert ids.get("y") == 9 and ids.get("z") is None and ids.get("z", 0) == 0
+    assert sorted(ids.items()) == [("x", 4), ("y", 9)] and ids.items() == dict(ids).items()
+    assert "x" in ids and "z" not in ids and 4 not in ids
+    assert RunningIds().use({"a": servers}).get("a") == {"x": 4, "y": 9}
 
 
 async def test_backends_changed_by_commands_stay_stale_until_a_later_read():
