@@ -129,6 +129,16 @@ class RuntimeClient:
         async with self.session() as session:
             return await session.ask(commands)
 
+    async def ask_kept(self, commands: Sequence[str]) -> list[str]:
+        """A batch that starts with `show info`, on the connection kept from the last one
+        (``keep_idle``), or on a fresh one when that one is dead or held by a stopping
+        process (``_ask_reads``): a caller asking every second (the state dumper, idle)
+        connects once, not every time."""
+        if not commands or commands[0] != "show info":
+            raise ValueError("a batch on a kept connection starts with 'show info'")
+        async with self.held():
+            return await self._ask_reads(commands)
+
     async def run(self, op: Op) -> str:
         """Run one planned operation; CommandFailed unless HAProxy reports success."""
         answer = await self.execute(op.command)
