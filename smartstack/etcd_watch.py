@@ -23,15 +23,27 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import aetcd
 import aetcd.exceptions
 import aetcd.rpc
-import aetcd.rtypes
 import aetcd.utils
 
 OpenCall = Callable[[AsyncIterator[Any]], AsyncIterator[Any]]
+
+
+class WatchEvent(NamedTuple):
+    """A watch event as aetcd's ``Event`` reads: ``kind`` ("PUT", "DELETE") and ``kv``,
+    here etcd's KeyValue message as it came (``key``, ``value``, ``mod_revision``,
+    ``create_revision``...). aetcd's copied every field into an object of its own and
+    looked the kind up in the protobuf descriptor: per event, on every watching host."""
+
+    kind: str
+    kv: Any
+
+
+_KINDS = ("PUT", "DELETE")  # by etcd's Event.EventType number
 # A creation waits at most this many ``timeout``s in all, even while others' are answered.
 CREATE_PATIENCE = 10
 # Events a watch holds for its consumer (~1 kB each with the record): beyond, it is dropped.
@@ -65,7 +77,7 @@ def client_error(exc: BaseException) -> BaseException:
 
 
 class PrefixWatch:
-    """One watch: iterate it for aetcd ``Event``s, or ``batches()`` for every event waiting
+    """One watch: iterate it for ``WatchEvent``s, or ``batches()`` for every event waiting
     at once; either raises when the watch fails. At most ``max_pending`` events wait: a
     burst beyond that (a consumer far behind on a big prefix) fails the watch with
     ``WatchOverflow`` rather than holding them all in memory."""
@@ -78,26 +90,26 @@ class PrefixWatch:
         self.max_pending = max_pending
         # Both made when needed: a deque and an Event are ~1.3 kB per watch, and a
         # thousand watches are mostly idle (issue 15).
-        self._pending: collections.deque[aetcd.rtypes.Event] | None = None
+        self._pending: collections.deque[WatchEvent] | None = None
         self._ready: asyncio.Future[None] | None = None  # the taker waits on it
         self._ended = False  # no event comes after the pending ones
         self._error: BaseException | None = None  # raised once the pending ones are taken
         self.cancelled = False
 
-    def __aiter__(self) -> AsyncIterator[aetcd.rtypes.Event]:
+    def __aiter__(self) -> AsyncIterator[WatchEvent]:
         return self._iterate()
 
-    async def _iterate(self) -> AsyncIterator[aetcd.rtypes.Event]:
+    async def _iterate(self) -> AsyncIterator[WatchEvent]:
         while events := await self._take(1):
             yield events[0]
 
-    async def batches(self) -> AsyncIterator[list[aetcd.rtypes.Event]]:
+    async def batches(self) -> AsyncIterator[list[WatchEvent]]:
         """Every event waiting, in order, as one list: a burst is one list, not one wake-up
         (and, for the watcher, one report) per event."""
         while events := await self._take(None):
             yield events
 
-    async def _take(self, limit: int | None) -> list[aetcd.rtypes.Event]:
+    async def _take(self, limit: int | None) -> list[WatchEvent]:
         while not self._pending:
             if self._ended:
                 if self._error is not None:
@@ -118,7 +130,7 @@ class PrefixWatch:
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
 
-    def deliver(self, event: aetcd.rtypes.Event) -> None:
+    def deliver(self, event: WatchEvent) -> None:
         if self._ended:
             return
         if self._pending is None:
@@ -282,7 +294,7 @@ class WatchStream:
             watch.fail(self._refusal(response))
             return
         for ev in response.events:
-            watch.deliver(aetcd.rtypes.Event(ev.type, ev.kv))
+            watch.deliver(WatchEvent(_KINDS[ev.type], ev.kv))
 
     @staticmethod
     def _refusal(response: Any) -> BaseException:

@@ -131,6 +131,9 @@ def _server_line_changes(
             elif (
                 old is not None
                 and new is not None
+                # (same cookie and tail: they differ at most in the id; most lines of a
+                # changed backend, each planned on the path of a change: not parsed)
+                and (old.cookie != new.cookie or old.tail != new.tail)
                 and structural_options(old.options) != structural_options(new.options)
             ):
                 reasons.append(("server_options", f"options of {proxy}/{name} changed"))

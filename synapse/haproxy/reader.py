@@ -35,7 +35,7 @@ from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.ops import Op, Plan
 from synapse.haproxy.running import Capabilities, RunningState
-from synapse.haproxy.runtime import RuntimeClient
+from synapse.haproxy.runtime import KEEP_IDLE_S, RuntimeClient
 from synapse.haproxy.sockets import HAProxySocketError
 from synapse.haproxy.view import Read, RunningIds, RunningView, file_ids
 from synapse.haproxy.view_ops import Recheck, follow
@@ -73,6 +73,8 @@ class RunningReader:
         # The settle read in flight: the backends it reads, and the read.
         self._settling: tuple[set[str], asyncio.Task[Read]] | None = None
         self._recheck = Recheck(self._read_followed)  # (the view followed commands there)
+        first = runtime[0] if runtime else None  # the settle reads' client (kept connection)
+        self._apart = first and RuntimeClient(first.path, first.timeout, keep_idle=KEEP_IDLE_S)
         self.changes_waiting = 0  # applies of a change waiting for the lock (``change_turn``)
         self._clock = clock
         self._touched_at: dict[str, float] = {}  # backend -> when commands last changed it
@@ -260,11 +262,11 @@ class RunningReader:
         return bool(view.stale) and view.valid
 
     async def _read_apart(self, backends: Collection[str]) -> Read:
-        """``backends`` on a connection of its own (a new one: never an old worker's)."""
-        assert self.view is not None
-        client = RuntimeClient(self.view.client.path, self.view.client.timeout)
-        async with client.held():
-            return await self.view.read_part(client, backends)
+        """``backends`` on a connection of its own, kept from the last such read; a dead
+        one, or an old worker's (`show info`: stopping), is replaced (``_ask_reads``)."""
+        assert self.view is not None and self._apart is not None
+        async with self._apart.held():
+            return await self.view.read_part(self._apart, backends)
 
     async def _settled_meanwhile(self, changed: Collection[str]) -> set[str]:
         """Of the ``changed`` backends an apply must read, those a settle read in flight
@@ -331,6 +333,8 @@ class RunningReader:
         if settling is not None:
             await cancel_and_wait(settling[1])
         self._settling = None
+        if self._apart is not None:
+            await self._apart.release()
 
     async def _sweep(
         self,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from synapse.haproxy.answers import (
     CANNOT_FIND_BACKEND,
@@ -129,6 +129,16 @@ class RuntimeClient:
         async with self.session() as session:
             return await session.ask(commands)
 
+    async def ask_kept(self, commands: Sequence[str]) -> list[str]:
+        """A batch that starts with `show info`, on the connection kept from the last one
+        (``keep_idle``), or on a fresh one when that one is dead or held by a stopping
+        process (``_ask_reads``): a caller asking every second (the state dumper, idle)
+        connects once, not every time."""
+        if not commands or commands[0] != "show info":
+            raise ValueError("a batch on a kept connection starts with 'show info'")
+        async with self.held():
+            return await self._ask_reads(commands)
+
     async def run(self, op: Op) -> str:
         """Run one planned operation; CommandFailed unless HAProxy reports success."""
         answer = await self.execute(op.command)
@@ -224,10 +234,16 @@ class RuntimeClient:
         return parse_pid(self.path, answers[0]), parse_show_backend(answers[1])
 
     async def read_state(
-        self, backends: Sequence[str] | None, with_pid: bool = True, step: int = 0
+        self,
+        backends: Sequence[str] | None,
+        with_pid: bool = True,
+        step: int = 0,
+        known: Mapping[str, Mapping[str, RunningServer]] | None = None,
     ) -> tuple[str | None, dict[str, dict[str, RunningServer] | None]]:
         """On one connection: HAProxy's pid (`show info`; None without ``with_pid``), and
         the servers of ``backends`` (None: of every backend; one HAProxy lacks: None).
+        ``known``: backend -> servers believed (the view's): rows equal to them give the
+        same objects (``parse_servers_state``).
 
         The whole state of a large HAProxy takes tens of milliseconds to parse: that is
         done in a thread, so the event loop keeps serving meanwhile. ``step``: the answers
@@ -251,7 +267,8 @@ class RuntimeClient:
             if answer.startswith(CANNOT_FIND_BACKEND):
                 result[backend] = None
                 continue
-            found = {s.name: s for s in parse_servers_state(answer)}
+            had = known.get(backend) if known is not None else None
+            found = {s.name: s for s in parse_servers_state(answer, had)}
             if any(s.backend != backend for s in found.values()):
                 raise UnexpectedAnswer(f"'show servers state {backend}' named another backend")
             result[backend] = found

@@ -279,6 +279,9 @@ class BackendBuilder:
         # A seeded shuffle's permutation depends only on the length: one per backend size,
         # not a seeded Random per backend (~25 us each: 1,000 backends at a cold start).
         self._orders: dict[int, list[int]] = {}
+        # Options -> traits, per inheritance: kept from one change to the next (built per
+        # new server otherwise, on the express path); bounded (%{host} makes them many).
+        self._traits: dict[tuple[str, ...], dict[str, ServerTraits]] = {}
 
     def base(self, backend_lines: list[str]) -> BackendBase:
         """The servers' shared settings (callers cache it per service config)."""
@@ -335,7 +338,10 @@ class BackendBuilder:
         )
         specs = {}
         options = edge_server_options(hap)
-        traits: dict[str, ServerTraits] = {}  # servers of a backend mostly share their options
+        traits = self._traits.setdefault((inherited, *default_server), {})
+        if len(traits) > 512 or len(self._traits) > 512:
+            self._traits.clear()
+            traits = self._traits[(inherited, *default_server)] = {}
         before: dict[str, Server] = {}
         kept: Mapping[str, ServerSpec] = {}
         if previous is not None and previous[0].config is service.config:

@@ -42,7 +42,7 @@ from synapse.atomic import discard, stage
 from synapse.haproxy.answers import parse_pid, parse_show_backend
 from synapse.haproxy.managed import ManagedHAProxy
 from synapse.haproxy.reader import RunningReader
-from synapse.haproxy.runtime import RuntimeClient
+from synapse.haproxy.runtime import KEEP_IDLE_S, RuntimeClient
 from synapse.haproxy.settings import Settings
 from synapse.haproxy.sockets import HAProxySocketError, SocketUnavailable, UnexpectedAnswer
 from synapse.haproxy.stateblocks import (
@@ -86,7 +86,7 @@ def next_pause(cpu_seconds: float) -> float:
 class StateDumper:
     """Background task: ``show servers state`` into ``path`` whenever a state changed.
 
-    ``runtime``: a client of its own (a batch goes on a connection of its own)."""
+    ``runtime``: a client of its own (its connection kept from one round to the next)."""
 
     def __init__(self, runtime: RuntimeClient, path: Path, alive: Callable[[], bool]) -> None:
         self.runtime, self.path, self._alive = runtime, path, alive
@@ -116,6 +116,7 @@ class StateDumper:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.runtime.release()  # (the connection kept between rounds)
 
     def touched(self, backends: Collection[str]) -> None:
         """Runtime commands changed these backends: the next round reads them."""
@@ -188,8 +189,11 @@ class StateDumper:
         answers = await self._ask(["show info", "show backend"])
         return parse_pid(self.runtime.path, answers[0]), parse_show_backend(answers[1])
 
-    async def _ask(self, commands: list[str]) -> list[str]:
-        answers = await self.runtime.ask(commands)
+    async def _ask(self, commands: list[str], kept: bool = False) -> list[str]:
+        """``kept``: on the connection kept from the last round (a round that reads all
+        uses fresh ones: its last pid check must reach the process serving now)."""
+        ask = self.runtime.ask_kept if kept else self.runtime.ask
+        answers = await ask(commands)
         if len(answers) < len(commands):
             raise SocketUnavailable(f"{self.runtime.path}: no answer to {commands[len(answers)]!r}")
         return answers
@@ -205,7 +209,8 @@ class StateDumper:
         if not wanted <= set(blocks.order):
             return await self._dump_whole(seen)  # (a backend new since: another process)
         names = sorted(wanted)
-        answers = await self._ask(["show info", *(f"show servers state {name}" for name in names)])
+        commands = ["show info", *(f"show servers state {name}" for name in names)]
+        answers = await self._ask(commands, kept=True)  # (each second: no connect each time)
         if parse_pid(self.runtime.path, answers[0]) != blocks.pid:
             return await self._dump_whole(seen)  # reloaded or restarted since
         fetched: dict[str, list[str]] = {}
@@ -319,7 +324,7 @@ def state_dumper(
     """Managed mode with a runtime socket and a state file: HAProxy's restarts use it."""
     if managed is None or not runtime or settings.state_file is None:
         return None
-    own = RuntimeClient(runtime[0].path, runtime[0].timeout)
+    own = RuntimeClient(runtime[0].path, runtime[0].timeout, keep_idle=KEEP_IDLE_S)
     dumper = StateDumper(own, settings.state_file, lambda: managed.alive)
     reader.on_touched = dumper.touched
     reader.unsaved = lambda: set(dumper.unsaved)

@@ -34,8 +34,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, ItemsView, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.running import RunningServer
@@ -66,6 +67,18 @@ class ServerIds(Mapping[str, int]):
 
     def __len__(self) -> int:
         return len(self.servers)
+
+    # The Mapping mixins go through __getitem__ per key, in Python: spec building asks
+    # every changed backend's ids (``get``, ``items``) on the path of each change.
+    def get(self, name: str, default: int | None = None) -> int | None:  # type: ignore[override]
+        server = self.servers.get(name)
+        return default if server is None else server.id
+
+    def items(self) -> ItemsView[str, int]:
+        return {n: s.id for n, s in self.servers.items()}.items()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.servers
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, ServerIds) and other.servers is self.servers:
@@ -100,6 +113,9 @@ class RunningIds(Mapping[str, Mapping[str, int]]):
         if memo is None or memo.servers is not servers:
             memo = self._memo[backend] = ServerIds(servers)
         return memo
+
+    def get(self, backend: str, default: Any = None) -> Any:  # (the mixin's: a try/except)
+        return self[backend] if backend in self._backends else default
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._backends)
@@ -240,7 +256,9 @@ class RunningView:
         if not backends and not check_pid:
             return
         since = self._counter
-        pid, found = await self.client.read_state(sorted(backends), with_pid=check_pid)
+        pid, found = await self.client.read_state(
+            sorted(backends), with_pid=check_pid, known=self.backends
+        )
         if check_pid and pid != self.pid:  # restarted or reloaded behind our back
             await self.read_all()
             return
@@ -280,7 +298,7 @@ class RunningView:
         read), the answers parsed READ_STEP backends per turn of the loop, so the loop
         serves a change between them."""
         since = self._counter
-        pid, found = await client.read_state(sorted(backends), step=READ_STEP)
+        pid, found = await client.read_state(sorted(backends), step=READ_STEP, known=self.backends)
         return Read(pid, since, found)
 
     def merge(self, read: Read) -> bool:

@@ -31,3 +31,19 @@ def answer_from(dump: str, command: str, extra: tuple[str, ...] = ()) -> str:
     lines = dump.splitlines()
     rows = [line for line in lines[2:] if line and line.split()[1] == backend]
     return "".join(f"{line}\n" for line in [*lines[:2], *rows])
+
+
+class KeptConnection:
+    """What the state dumper asks of a runtime client besides ``ask``: a round's batch on
+    the connection kept between rounds (``ask_kept``), and ``release`` at its stop."""
+
+    released = False
+
+    async def ask(self, commands: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    async def ask_kept(self, commands: list[str]) -> list[str]:
+        return await self.ask(commands)
+
+    async def release(self) -> None:
+        self.released = True

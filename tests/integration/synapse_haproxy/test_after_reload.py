@@ -3,6 +3,7 @@ apply reads and plans at once, and the background sweep that reads the rest."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
@@ -10,6 +11,7 @@ from haproxy_helpers import eventually, read_back, server, serves, service, web
 
 from synapse.contract import ApplyOutcome
 from synapse.haproxy import view as view_module
+from synapse.haproxy.runtime import MasterClient, RuntimeClient
 from testbed.process import free_port
 
 
@@ -222,3 +224,35 @@ async def test_status_after_a_reload_lists_the_backends_not_read_yet(
     assert status["unread_backends"] == []
     assert all(len(status["backends"][f"s{i}"]) == 1 for i in range(40))
     assert set(status["backends"]["api"]) == {f"a_127.0.0.1:{b2.port}"}
+
+
+async def test_the_state_dumper_keeps_its_connection_and_follows_an_outside_reload(
+    managed_factory, http_backend_factory
+):
+    """A round a second reads on the connection kept from the last round (no connection a
+    second, idle); after a reload synapse did not make, that connection is the old,
+    stopping worker's: the next round reads the new worker (a whole dump of it)."""
+    b1 = http_backend_factory("b1")
+    controller = managed_factory()
+    await controller.apply([web(free_port(), [b1])], "t")
+    dumper = controller._dumper
+    assert dumper is not None
+
+    async def dumped() -> bool:
+        return dumper._blocks is not None
+
+    await eventually(dumped, "the first state dump")
+    await asyncio.sleep(2.5)  # (rounds on the kept connection since)
+    connections, whole = dumper.runtime.connections, dumper.whole_dumps
+    await asyncio.sleep(2.5)  # two rounds or more
+    assert dumper.runtime.connections == connections and dumper.whole_dumps == whole
+    old = dumper._blocks.pid
+    await MasterClient(str(controller.settings.master_socket)).reload()
+
+    async def new_worker_dumped() -> bool:
+        blocks = dumper._blocks
+        return blocks is not None and blocks.pid != old and dumper.whole_dumps > whole
+
+    await eventually(new_worker_dumped, "a dump of the new worker")
+    state = await RuntimeClient(str(controller.settings.runtime_sockets[0])).info()
+    assert dumper._blocks.pid == state["Pid"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from haproxy_helpers import read_back, server, service
+from haproxy_helpers import eventually, read_back, server, service
 from prometheus_client import CollectorRegistry
 
 from synapse.haproxy import view_ops
@@ -47,4 +47,27 @@ async def test_the_followed_view_is_what_haproxy_reports(managed_factory, monkey
         _, real = await fresh.read_state(["a", "b"])
         assert {name: dict(view.backends[name]) for name in "ab"} == real, step
     assert view.partial_reads == reads  # (not one read of a backend after its commands)
+    await controller.flush()
+
+
+async def test_the_reads_a_second_later_share_one_kept_connection(managed_factory, monkeypatch):
+    """The followed backends are read again a second later (``view_ops.Recheck``), each
+    time on the connection the last such read used (not a connect per read)."""
+    monkeypatch.setattr(view_ops, "CHECK_AFTER", 0.05)
+    controller = managed_factory(CollectorRegistry())
+    a = service("a", [server("127.0.0.1", 23201, "x")], backend_only=True)
+    await controller.apply([a], "start")
+    await read_back(controller)
+    await controller.apply([a], "quiet")
+    view, reader = controller._reader.view, controller._reader
+    for step in range(3):
+        reads = view.partial_reads
+        extra = [server("127.0.0.1", 23202 + step, f"n{step}")]
+        await controller.apply([dataclasses.replace(a, servers=[*a.servers, *extra])], "t")
+
+        async def reread(reads: int = reads) -> bool:
+            return view.partial_reads > reads and not view.stale
+
+        await eventually(reread, "the read a moment after the commands")
+    assert reader._apart is not None and reader._apart.connections == 1
     await controller.flush()

@@ -11,7 +11,13 @@ import aetcd.rpc
 import pytest
 
 from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection
-from smartstack.etcd_watch import WatchCreateTimeout, WatchOverflow, WatchStream, WatchStreamStalled
+from smartstack.etcd_watch import (
+    WatchCreateTimeout,
+    WatchEvent,
+    WatchOverflow,
+    WatchStream,
+    WatchStreamStalled,
+)
 
 
 class FakeWatchServer:
@@ -99,6 +105,8 @@ async def test_creations_are_all_sent_at_once_and_events_go_to_their_watch() -> 
     seven, three = await next_event(watches[7]), await next_event(watches[3])
     assert (seven.kind, seven.kv.key) == ("PUT", b"/s/svc7/a")
     assert (three.kind, three.kv.key, three.kv.mod_revision) == ("DELETE", b"/s/svc3/b", 7)
+    # (etcd's KeyValue message as it came: no copy of its fields per event)
+    assert type(seven) is WatchEvent and isinstance(seven.kv, aetcd.rpc.KeyValue)
     assert all(not w._pending for w in watches)  # nobody else was woken
     await stream.close()
 

@@ -226,3 +226,18 @@ def test_a_spec_whose_servers_run_with_its_ids_is_kept_after_the_view_followed_t
     assert again[0].servers[added.name].id == (added.id or 0) + 1
     renderer.membership_specs(second, followed, since=first)
     assert renderer.render(second, followed, set()).backends["s0"] == built[0]  # (rebuilt)
+
+
+def test_new_servers_of_the_same_options_share_their_traits_from_one_change_to_the_next():
+    """What a server's options mean (``_traits``) is worked out once per options and
+    inheritance, not again for each new server of each change; other options, other ones."""
+    renderer, services, _ = rendered()
+    s0, s1 = services[0], services[1]
+    first = renderer.render(services, {}, set()).backends
+    one = with_servers(s0, [*s0.servers, server("10.0.0.9", 80)])
+    two = with_servers(s1, [*s1.servers, server("10.0.1.9", 80, weight=3)])
+    after = renderer.render([one, two, *services[2:]], {}, {"s0", "s1"}).backends
+    added = after["s0"].servers[server("10.0.0.9", 80).name]
+    assert added.traits is first["s2"].servers[services[2].servers[0].name].traits
+    reweighed = after["s1"].servers[server("10.0.1.9", 80, weight=3).name]
+    assert reweighed.traits is not added.traits and reweighed.weight == 3

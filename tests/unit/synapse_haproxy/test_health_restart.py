@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from applier_fakes import eventually
-from state_fakes import answer_from
+from state_fakes import KeptConnection, answer_from
 
 from synapse.haproxy import stateblocks, statedump
 from synapse.haproxy.health import problems, service_verdict
@@ -103,7 +103,7 @@ FULL_DUMP = (
 )
 
 
-class AnsweringRuntime:
+class AnsweringRuntime(KeptConnection):
     """A runtime socket that answers from the dump ``answer`` at once."""
 
     path = "admin.sock"

@@ -386,3 +386,26 @@ def test_membership_changes_never_reload_and_converge(before, after, admin, dele
 def _ids(running: RunningState) -> dict[str, int]:
     assert running.backends is not None
     return {n: s.id for n, s in running.backends["web"].items()}
+
+
+def test_server_lines_differing_only_in_their_id_need_no_reload():
+    """Lines of the same cookie and tail are not parsed again (the id is the runtime's);
+    another cookie or another option still is a reason."""
+    from types import SimpleNamespace
+
+    from synapse.haproxy.configtext import ServerLine
+    from synapse.haproxy.planner import _server_line_changes
+
+    line = ServerLine("a", "10.0.0.1:80", 3, None, "weight 1 check")
+    spec = SimpleNamespace(static_servers=frozenset())
+
+    def changes(new: ServerLine) -> list[tuple[str, str]]:
+        running = SimpleNamespace(servers={"web": {"a": line}})
+        parsed = SimpleNamespace(servers={"web": {"a": new}})
+        desired = SimpleNamespace(parsed=parsed, backends={"web": spec})
+        return _server_line_changes(running, desired)  # type: ignore[arg-type]
+
+    assert changes(line._replace(id=9)) == [] and changes(line._replace(id=None)) == []
+    assert changes(line._replace(tail="weight 4 check")) == []  # (weight: the runtime's)
+    assert [r for r, _ in changes(line._replace(cookie="a"))] == ["server_options"]
+    assert [r for r, _ in changes(line._replace(tail="weight 1 backup"))] == ["server_options"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from synapse.haproxy.answers import (
@@ -103,3 +105,31 @@ def test_parsed_state_shares_repeated_strings_and_ports() -> None:
     assert first.backend is second.backend and first.addr is second.addr
     assert first.port is second.port == 8080
     assert first.name is server_name("10.0.0.1", 8080, "s1")
+
+
+def test_rows_equal_to_known_servers_give_those_objects() -> None:
+    """A re-read of an unchanged backend builds no server: the view's own objects come back
+    (its comparison then finds them identical); a row that differs in any field is new."""
+    a, b = parse_servers_state(STATE)
+    again = parse_servers_state(STATE, {"a": a, "1": b})
+    assert again[0] is a and again[1] is b
+    changed = STATE.replace("127.0.0.1 0 5 3 3", "127.0.0.1 0 5 4 3")  # b's weight
+    moved = STATE.replace(" 19001 ", " 19009 ")  # a's port
+    other = {"a": dataclasses.replace(a, backend="api"), "1": b}  # same name, other backend
+    assert parse_servers_state(changed, {"a": a, "1": b})[1] is not b
+    assert parse_servers_state(changed, {"a": a, "1": b})[1].weight == 4
+    assert parse_servers_state(moved, {"a": a})[0] == dataclasses.replace(a, port=19009)
+    assert parse_servers_state(STATE, other)[0] is not other["a"]
+
+
+def test_a_header_in_another_column_order_is_followed() -> None:
+    """The header names the columns (kept per header line, not parsed per answer)."""
+    header = "# be_name be_id srv_name srv_id srv_addr srv_op_state srv_admin_state " \
+        "srv_uweight srv_iweight srv_port"  # fmt: skip
+    for _ in range(2):
+        (server,) = parse_servers_state(f"1\n{header}\nweb 3 a 5 10.0.0.9 2 0 7 1 8080\n")
+        assert (server.backend, server.name, server.id, server.port, server.weight) == (
+            "web", "a", 5, 8080, 7,
+        )  # fmt: skip
+    with pytest.raises(UnexpectedAnswer):
+        parse_servers_state("1\n# be_name srv_name\nweb a\n")

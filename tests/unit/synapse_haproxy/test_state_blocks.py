@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from state_fakes import answer_from
+from state_fakes import KeptConnection, answer_from
 
 from synapse.haproxy import statedump
-from synapse.haproxy.stateblocks import TAIL, Blocks, file_text, splice
+from synapse.haproxy.sockets import UnexpectedAnswer
+from synapse.haproxy.stateblocks import TAIL, Blocks, backend_rows, file_text, splice
 from synapse.haproxy.statedump import StateDumper
 
 HEAD = (
@@ -28,7 +29,7 @@ def dump(rows: dict[str, list[str]]) -> str:
     )
 
 
-class Runtime:
+class Runtime(KeptConnection):
     """Answers from ``self.dump``; ``extra`` backends have no servers; counts commands."""
 
     path = "admin.sock"
@@ -175,3 +176,21 @@ def test_a_rounds_answers_are_decoded_a_few_backends_a_step():
     answers[1] = "Can't find backend.\n"  # (HAProxy's answer: another process after all)
     assert list(statedump._decoded(names, answers, HEAD, into, gone)) == []
     assert gone == ["b01"]
+
+
+def test_a_backends_answer_is_checked_against_the_files_header() -> None:
+    """Its rows, None for a backend HAProxy lacks; refused: an error message, another
+    header, a row of another backend, a torn last row (the process died answering)."""
+    answer = dump({"web": ["a", "b"]})
+    assert backend_rows("web", answer, HEAD) == [row("web", "a")[:-1], row("web", "b")[:-1]]
+    assert backend_rows("web", HEAD, HEAD) == []
+    assert backend_rows("web", "Can't find backend.\n", HEAD) is None
+    other_head = HEAD.replace(" srv_port", " srv_port srvrecord")
+    for bad in (
+        "Unknown command.\n",
+        other_head + row("web", "a"),
+        dump({"web": ["a"], "api": ["b"]}),
+        answer + "3 web 2 c 127.0.0.1 2 0 1",
+    ):
+        with pytest.raises(UnexpectedAnswer):
+            backend_rows("web", bad, HEAD)

@@ -27,7 +27,7 @@ class ScriptedClient:
         self.calls: list[list[str] | None] = []
         self.steps: list[int] = []  # read_state's ``step`` per call
 
-    async def read_state(self, backends, with_pid=True, step=0):
+    async def read_state(self, backends, with_pid=True, step=0, known=None):
         self.calls.append(None if backends is None else list(backends))
         self.steps.append(step)
         names = self.state if backends is None else backends
@@ -126,6 +126,11 @@ def test_running_ids_read_through_to_the_servers_and_compare_as_a_dict():
     for other in ({"x": 4}, {"x": 4, "y": 8}, {"x": 4, "z": 9}, {}, {"x": 4, "y": 9, "z": 1}):
         assert ids != other and other != ids
     assert ids == ServerIds(dict(servers)) and ids != ServerIds({"x": servers["x"]})
+    # (its own get, items and `in`: the Mapping mixins' went through __getitem__ per key)
+    assert ids.get("y") == 9 and ids.get("z") is None and ids.get("z", 0) == 0
+    assert sorted(ids.items()) == [("x", 4), ("y", 9)] and ids.items() == dict(ids).items()
+    assert "x" in ids and "z" not in ids and 4 not in ids
+    assert RunningIds().use({"a": servers}).get("a") == {"x": 4, "y": 9}
 
 
 async def test_backends_changed_by_commands_stay_stale_until_a_later_read():
@@ -271,7 +276,7 @@ async def test_read_state_parses_its_answers_step_backends_per_loop_turn(monkeyp
 
     turns, parsed_at = 0, []
 
-    def parse(answer):
+    def parse(answer, known=None):
         parsed_at.append(turns)
         return [srv(answer.split()[-6], "x", 1)]
 
@@ -313,3 +318,28 @@ async def test_an_apply_takes_the_settle_read_in_flight_instead_of_asking_again(
     await asyncio.sleep(0)  # (the read is done)
     view.mark_stale({"a"})
     assert await reader._settled_meanwhile({"a"}) == {"a"}
+
+
+async def test_a_reread_of_an_unchanged_backend_gives_back_the_views_own_servers(monkeypatch):
+    """A read (an apply's, a settle's, a sweep's part) parses against what the view holds:
+    unchanged rows are its very objects, so nothing is built and the map is kept."""
+    from synapse.haproxy import runtime
+
+    head = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state " \
+        "srv_uweight srv_iweight srv_port\n"  # fmt: skip
+    rows = {"a": "3 a 1 x 10.0.0.1 2 0 1 1 80\n", "b": "4 b 1 y 10.0.0.2 2 0 1 1 80\n"}
+    client = runtime.RuntimeClient("/nonexistent")
+
+    async def ask_reads(commands):  # (no socket: the unit tier)
+        return ["Pid: 100\n", *(head + rows[c.split()[-1]] for c in commands[1:])]
+
+    monkeypatch.setattr(client, "_ask_reads", ask_reads)
+    view = RunningView(client, 30.0, lambda: 0.0)
+    view.backends = {"a": {}, "b": {}}
+    view.valid, view.pid = True, "100"
+    await view.read(["a", "b"])
+    x, y = view.backends["a"]["x"], view.backends["b"]["y"]
+    rows["b"] = "4 b 1 y 10.0.0.2 0 1 1 1 80\n"  # `y` went into maintenance
+    part = await view.read_part(client, ["a", "b"])
+    assert part.backends["a"]["x"] is x and part.backends["b"]["y"] is not y
+    assert part.backends["b"]["y"].forced_maint
