@@ -163,6 +163,7 @@ class SynapseDaemon:
         if self.config.haproxy is not None:
             await import_in_thread("synapse.haproxy.controller")
         self.controller = self.reconciler.applier = make_controller(self.config, self.registry)
+        self.reconciler.gate = getattr(self.controller, "gate", self.reconciler.gate)
         if self.controller is not None:
             await self.controller.start()
         # Listening before the first hand-over (503 until HAProxy runs the desired state):

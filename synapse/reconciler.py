@@ -40,6 +40,7 @@ from smartstack.backoff import Backoff
 from smartstack.logs import event
 from smartstack.modelbase import ValidationError
 from smartstack.tasks import wait_event
+from synapse.change_gate import ChangeGate
 from synapse.config import SynapseConfig
 from synapse.contract import Applier, ApplyOutcome, RecordSink
 from synapse.desired_list import DesiredList
@@ -95,6 +96,7 @@ class Reconciler:
         self._state_written_at = -STATE_FILE_INTERVAL
         self._stopping = asyncio.Event()
         self.pacer = Pacer(config.haproxy)  # waits a little before a round in a stream
+        self.gate = ChangeGate()  # (the daemon shares the HAProxy controller's)
         self.started = False
         self.applies = 0
         self.last_apply: dict[str, Any] | None = None
@@ -114,6 +116,7 @@ class Reconciler:
             return
         service.report = report
         self.pacer.arrived()
+        self.gate.change()  # background steps wait until the round that takes it in ended
         self._use_generator(report.service, service, report.generator_config)
         self._pending.event_times.append(report.event_time)
         self._pending.reasons.add(f"{report.method}:{report.service}")
@@ -205,7 +208,10 @@ class Reconciler:
                 await self.pacer.wait()  # in a stream: a few ms for a bigger batch (and the
                 # round starts): what arrives from here on waits for the next round.
                 self._dirty.clear()
-                if await self.run_round():
+                handed_over = await self.run_round()
+                if not self._dirty.is_set():
+                    self.gate.done()  # (a failed round retries later: not a change waiting)
+                if handed_over:
                     backoff.reset()
                     self.pacer.round_ended()
                 else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from synapse.haproxy.answers import (
     CANNOT_FIND_BACKEND,
@@ -224,14 +224,19 @@ class RuntimeClient:
         return parse_pid(self.path, answers[0]), parse_show_backend(answers[1])
 
     async def read_state(
-        self, backends: Sequence[str] | None, with_pid: bool = True, step: int = 0
+        self,
+        backends: Sequence[str] | None,
+        with_pid: bool = True,
+        step: int = 0,
+        pause: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[str | None, dict[str, dict[str, RunningServer] | None]]:
         """On one connection: HAProxy's pid (`show info`; None without ``with_pid``), and
         the servers of ``backends`` (None: of every backend; one HAProxy lacks: None).
 
         The whole state of a large HAProxy takes tens of milliseconds to parse: that is
         done in a thread, so the event loop keeps serving meanwhile. ``step``: the answers
-        of ``backends`` are parsed that many per turn of the loop (one round trip still).
+        of ``backends`` are parsed that many per turn of the loop (one round trip still),
+        and ``pause`` is awaited between those turns (a background read: a change first).
         """
         commands = ["show info"] if with_pid else []
         if backends is None:
@@ -248,6 +253,8 @@ class RuntimeClient:
         for i, (backend, answer) in enumerate(zip(backends, answers, strict=True)):
             if step and i and not i % step:
                 await asyncio.sleep(0)  # (a change's steps run between the parsing)
+                if pause is not None:
+                    await pause()
             if answer.startswith(CANNOT_FIND_BACKEND):
                 result[backend] = None
                 continue

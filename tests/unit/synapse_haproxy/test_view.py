@@ -27,9 +27,11 @@ class ScriptedClient:
         self.calls: list[list[str] | None] = []
         self.steps: list[int] = []  # read_state's ``step`` per call
 
-    async def read_state(self, backends, with_pid=True, step=0):
+    async def read_state(self, backends, with_pid=True, step=0, pause=None):
         self.calls.append(None if backends is None else list(backends))
         self.steps.append(step)
+        if pause is not None:
+            await pause()
         names = self.state if backends is None else backends
         found = {b: (dict(self.state[b]) if b in self.state else None) for b in names}
         return (self.pid if with_pid else None), found
