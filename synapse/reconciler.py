@@ -96,7 +96,7 @@ class Reconciler:
         self._state_written_at = -STATE_FILE_INTERVAL
         self._stopping = asyncio.Event()
         self.pacer = Pacer(config.haproxy)  # waits a little before a round in a stream
-        self.gate = ChangeGate()  # (the daemon shares the HAProxy controller's)
+        self.change_gate = ChangeGate()  # (the daemon shares the HAProxy controller's)
         self.started = False
         self.applies = 0
         self.last_apply: dict[str, Any] | None = None
@@ -116,7 +116,7 @@ class Reconciler:
             return
         service.report = report
         self.pacer.arrived()
-        self.gate.change()  # background steps wait until the round that takes it in ended
+        self.change_gate.change()  # background steps wait until its round has ended
         self._use_generator(report.service, service, report.generator_config)
         self._pending.event_times.append(report.event_time)
         self._pending.reasons.add(f"{report.method}:{report.service}")
@@ -210,7 +210,7 @@ class Reconciler:
                 self._dirty.clear()
                 handed_over = await self.run_round()
                 if not self._dirty.is_set():
-                    self.gate.done()  # (a failed round retries later: not a change waiting)
+                    self.change_gate.done()  # (a failed round retries later, not now)
                 if handed_over:
                     backoff.reset()
                     self.pacer.round_ended()

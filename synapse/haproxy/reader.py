@@ -76,7 +76,7 @@ class RunningReader:
         self._recheck = Recheck(self._read_followed)  # (the view followed commands there)
         self.changes_waiting = 0  # applies of a change waiting for the lock (``change_turn``)
         self._clock = clock
-        self.gate = ChangeGate()  # the sweep's steps wait while a change comes (change_gate)
+        self.change_gate = ChangeGate()  # the sweep's steps wait while a change comes (change_gate)
         self._touched_at: dict[str, float] = {}  # backend -> when commands last changed it
         # The controller's lock, "has a desired state" and apply (``start_sweeping``).
         self._lock: asyncio.Lock | None = None
@@ -381,7 +381,7 @@ class RunningReader:
                 continue  # an apply read it all meanwhile
             forced_at = -math.inf
             try:
-                if not await view.sweep(lock, after_part, self.gate.turn):
+                if not await view.sweep(lock, after_part, self.change_gate.turn):
                     continue
             except HAProxySocketError as err:
                 view.invalidate()  # the next apply (or the next turn here) reads it whole

@@ -315,3 +315,24 @@ async def test_an_apply_takes_the_settle_read_in_flight_instead_of_asking_again(
     await asyncio.sleep(0)  # (the read is done)
     view.mark_stale({"a"})
     assert await reader._settled_meanwhile({"a"}) == {"a"}
+
+
+async def test_read_state_awaits_its_pause_between_parse_steps(monkeypatch):
+    from synapse.haproxy import runtime
+
+    names = [f"b{i:02}" for i in range(2 * READ_STEP + 1)]
+    answers = ["Pid: 100\n", *(f"1\n3 {n} 1 x 10.0.0.1 2 0\n" for n in names)]
+    client = runtime.RuntimeClient("/nonexistent")
+
+    async def ask_reads(commands):  # (no socket: the unit tier)
+        return list(answers)
+
+    paused: list[int] = []
+
+    async def pause() -> None:
+        paused.append(len(paused))
+
+    monkeypatch.setattr(client, "_ask_reads", ask_reads)
+    monkeypatch.setattr(runtime, "parse_servers_state", lambda a: [srv(a.split()[-6], "x", 1)])
+    _, found = await client.read_state(names, step=READ_STEP, pause=pause)
+    assert sorted(found) == names and len(paused) == 2  # between the 3 steps
