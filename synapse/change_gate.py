@@ -12,12 +12,20 @@ moment a report arrives (``busy``) until the round that takes it in has ended
 A stream of changes must not starve the background (the sweep reads what a start left
 unread; the dump keeps the state file fresh): a step waits at most MAX_WAIT, so the
 background still makes a step per MAX_WAIT when changes never stop.
+
+The cycle collector is held off a round the same way (``collector_held``): at 1,000 x 20
+a young collection costs ~1 ms of CPU and a middle one ~3 ms (gc.callbacks, the loaded
+propagation scenario), and one fell inside a change every few dozen changes. During a
+round the collector is off (reference counting still frees everything that is not a
+cycle); the collection that was due runs at the first allocation after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+from collections.abc import Iterator
 
 MAX_WAIT = 0.05  # seconds a background step waits for a change at most
 
@@ -49,3 +57,17 @@ class ChangeGate:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(MAX_WAIT):
                 await self._idle.wait()
+
+
+@contextlib.contextmanager
+def collector_held() -> Iterator[None]:
+    """Around a round: no cycle collection inside it. A collector someone else turned off
+    (``gc_start`` around the first hand-over) is left as it is."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

@@ -40,7 +40,7 @@ from smartstack.backoff import Backoff
 from smartstack.logs import event
 from smartstack.modelbase import ValidationError
 from smartstack.tasks import wait_event
-from synapse.change_gate import ChangeGate
+from synapse.change_gate import ChangeGate, collector_held
 from synapse.config import SynapseConfig
 from synapse.contract import Applier, ApplyOutcome, RecordSink
 from synapse.desired_list import DesiredList
@@ -208,7 +208,8 @@ class Reconciler:
                 await self.pacer.wait()  # in a stream: a few ms for a bigger batch (and the
                 # round starts): what arrives from here on waits for the next round.
                 self._dirty.clear()
-                handed_over = await self.run_round()
+                with collector_held():  # (the collection that was due: after it)
+                    handed_over = await self.run_round()
                 if not self._dirty.is_set():
                     self.change_gate.done()  # (a failed round retries later, not now)
                 if handed_over:

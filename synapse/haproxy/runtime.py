@@ -253,8 +253,8 @@ class RuntimeClient:
         for i, (backend, answer) in enumerate(zip(backends, answers, strict=True)):
             if step and i and not i % step:
                 await asyncio.sleep(0)  # (a change's steps run between the parsing)
-                if pause is not None:
-                    await pause()
+            if pause is not None and not (step and i % step):
+                await pause()  # (also before the first step: the answers came meanwhile)
             if answer.startswith(CANNOT_FIND_BACKEND):
                 result[backend] = None
                 continue

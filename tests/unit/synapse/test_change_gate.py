@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from pathlib import Path
 
@@ -66,6 +67,21 @@ async def test_the_reconciler_holds_the_gate_from_a_report_to_the_end_of_its_rou
         assert rec.change_gate.busy, "from the report on"
         await asyncio.wait_for(applier.entered.wait(), 5)
         assert rec.change_gate.busy, "while the round hands it over"
+        assert not gc.isenabled(), "no cycle collection inside a round"
         applier.gate.set()
         await eventually(lambda: not rec.change_gate.busy, what="idle after the round")
-        assert applier.calls == 2
+        assert applier.calls == 2 and gc.isenabled()
+
+
+def test_the_collector_is_held_off_a_round_unless_someone_else_holds_it() -> None:
+    assert gc.isenabled()
+    with change_gate.collector_held():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()  # (gc_start around the first hand-over)
+    try:
+        with change_gate.collector_held():
+            assert not gc.isenabled()
+        assert not gc.isenabled(), "theirs to turn on"
+    finally:
+        gc.enable()

@@ -335,4 +335,4 @@ async def test_read_state_awaits_its_pause_between_parse_steps(monkeypatch):
     monkeypatch.setattr(client, "_ask_reads", ask_reads)
     monkeypatch.setattr(runtime, "parse_servers_state", lambda a: [srv(a.split()[-6], "x", 1)])
     _, found = await client.read_state(names, step=READ_STEP, pause=pause)
-    assert sorted(found) == names and len(paused) == 2  # between the 3 steps
+    assert sorted(found) == names and len(paused) == 3  # before each of the 3 steps
