@@ -258,7 +258,10 @@ class RunningView:
         connection of its own, merging each part under ``lock`` (the controller's), then
         ``after_part`` under it too (the reader plans what the part changed); False when
         a part was refused or a reload came meanwhile (an invalidation, another process).
-        ``pause`` before each step (``ChangeGate.turn``: a change on its way goes first)."""
+        ``pause`` before each step (``ChangeGate.turn``: a change on its way goes first),
+        except in the sweep after a start or reload."""
+        if self._unread:  # after a start or reload: no waiting for changes, which take
+            pause = None  # the express path only once every backend has been read
         client = RuntimeClient(self.client.path, self.client.timeout)
         since = self._counter
         async with client.held():

@@ -280,3 +280,24 @@ async def test_a_sweep_takes_no_step_while_a_change_is_on_its_way(monkeypatch):
     gate.done()
     assert await asyncio.wait_for(sweep, 5)
     assert client.calls[1:] == [["b0", "b1", "b2"]] and gate.waits >= 1
+
+
+async def test_the_sweep_after_a_reload_does_not_wait_for_changes(monkeypatch):
+    """Until it has read every backend, changes cannot go express: it goes on."""
+    from synapse.change_gate import ChangeGate
+
+    client = HeldClient()
+    client.state = {f"b{i}": {"x": srv(f"b{i}", "x", 1)} for i in range(3)}
+    monkeypatch.setattr("synapse.haproxy.view.RuntimeClient", lambda *a, **k: client)
+    monkeypatch.setattr("synapse.haproxy.view.SWEEP_PACE", 0.0)
+    reader = RunningReader([client], None, lambda: 0.0)  # type: ignore[list-item]
+    reader.version = (2, 8, 0)
+    view = reader.view
+    assert view is not None
+    await view.read_all()
+    await reader.read(reloaded=True)  # every backend unread
+    assert view.unread
+    gate = ChangeGate()
+    gate.change()
+    assert await asyncio.wait_for(view.sweep(asyncio.Lock(), None, gate.turn), 5)
+    assert gate.waits == 0 and not view.unread
