@@ -3,15 +3,17 @@
 A change's path from its watch event to HAProxy's answer takes several turns of the
 event loop (the report, the round, the read of its backend, the runtime commands), and
 at each one a background step that is ready runs first: at 1,000 services x 20 servers
-the sweep after a start (a part's parsing, its merge and plan), the server-state dump's
-steps and an owed render are 1-5 ms of CPU each, so a change right after a start waited
-behind several of them. With the gate a background step waits (``turn``) from the
-moment a report arrives (``busy``) until the round that takes it in has ended
-(``idle``): a change waits for at most the one step already running.
+a sweep's part (its parsing, its merge and plan), the server-state dump's steps and an
+owed render are 1-5 ms of CPU each, so a change waited behind several of them. With the
+gate a background step waits (``turn``) from the moment a report arrives (``change``)
+until the round that takes it in has ended (``done``): a change waits for at most the
+one step already running. The sweep right after a start or reload does not wait: until
+it has read every backend no change can take the express path, so delaying it made
+more changes slow (``RunningView.sweep``).
 
-A stream of changes must not starve the background (the sweep reads what a start left
-unread; the dump keeps the state file fresh): a step waits at most MAX_WAIT, so the
-background still makes a step per MAX_WAIT when changes never stop.
+A stream of changes must not starve the background (the dump keeps the state file
+fresh, the sweep corrects drift): a step waits at most MAX_WAIT, so the background still
+makes a step per MAX_WAIT when changes never stop.
 
 The cycle collector is held off a round the same way (``collector_held``): at 1,000 x 20
 a young collection costs ~1 ms of CPU and a middle one ~3 ms (gc.callbacks, the loaded
