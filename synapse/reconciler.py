@@ -40,8 +40,10 @@ from smartstack.backoff import Backoff
 from smartstack.logs import event
 from smartstack.modelbase import ValidationError
 from smartstack.tasks import wait_event
+from synapse.change_gate import ChangeGate, collector_held
 from synapse.config import SynapseConfig
 from synapse.contract import Applier, ApplyOutcome, RecordSink
+from synapse.desired_list import DesiredList
 from synapse.gc_start import first_apply
 from synapse.generator_checks import GeneratorChecks
 from synapse.metrics import SynapseMetrics
@@ -81,8 +83,7 @@ class Reconciler:
         self._services: dict[str, ServiceState] = {
             name: ServiceState(cfg, cfg) for name, cfg in config.services.items()
         }
-        # service -> (its DesiredService, what the zone router made of it) when not zone-routed
-        self._routed: dict[str, tuple[DesiredService, list[DesiredService]]] = {}
+        self._desired = DesiredList(lambda made: self.zones.routed(made))  # kept between rounds
         self._gen_checks = GeneratorChecks(self._revisit)  # (a child's, plain models)
         self._dirty = asyncio.Event()
         self._all_reported = asyncio.Event()
@@ -95,6 +96,7 @@ class Reconciler:
         self._state_written_at = -STATE_FILE_INTERVAL
         self._stopping = asyncio.Event()
         self.pacer = Pacer(config.haproxy)  # waits a little before a round in a stream
+        self.change_gate = ChangeGate()  # (the daemon shares the HAProxy controller's)
         self.started = False
         self.applies = 0
         self.last_apply: dict[str, Any] | None = None
@@ -114,6 +116,7 @@ class Reconciler:
             return
         service.report = report
         self.pacer.arrived()
+        self.change_gate.change()  # background steps wait until its round has ended
         self._use_generator(report.service, service, report.generator_config)
         self._pending.event_times.append(report.event_time)
         self._pending.reasons.add(f"{report.method}:{report.service}")
@@ -205,7 +208,11 @@ class Reconciler:
                 await self.pacer.wait()  # in a stream: a few ms for a bigger batch (and the
                 # round starts): what arrives from here on waits for the next round.
                 self._dirty.clear()
-                if await self.run_round():
+                with collector_held():  # (the collection that was due: after it)
+                    handed_over = await self.run_round()
+                if not self._dirty.is_set():
+                    self.change_gate.done()  # (a failed round retries later, not now)
+                if handed_over:
                     backoff.reset()
                     self.pacer.round_ended()
                 else:
@@ -399,30 +406,10 @@ class Reconciler:
         return {n: s.selection for n, s in self._services.items() if s.selection is not None}
 
     def desired(self) -> list[DesiredService]:
-        """What HAProxy should run: every HAProxy-enabled service and its servers.
-
-        A service whose selection did not change is the same object as last time.
-        """
-        desired: list[DesiredService] = []
-        routed = self._routed
-        if len(routed) > 2 * len(self._services) + 16:  # services that went away
-            routed = self._routed = {n: r for n, r in routed.items() if n in self._services}
-        for name, service in self._services.items():
-            made = service.desired  # (None whenever its selection or config changed)
-            if made is None:
-                if service.selection is None or service.config.haproxy.disabled:
-                    continue
-                servers = list(service.selection.servers)
-                made = service.desired = DesiredService(name, service.config, servers)
-            kept = routed.get(name)
-            if kept is not None and kept[0] is made:  # per change this loop runs for every
-                desired += kept[1]  # service: the zone router only for what changed
-                continue
-            result = self.zones.routed(made)  # zone weights and backends
-            if made.config.zone_routing is None:  # (a zone decision may change by itself)
-                routed[name] = (made, result)
-            desired += result
-        return desired
+        """What HAProxy should run: every HAProxy-enabled service and its servers; a
+        service whose selection did not change is the same object as last time
+        (``synapse.desired_list``: a round looks again only at what changed)."""
+        return self._desired.build(self._services)
 
     # --- status ----------------------------------------------------------------------
 

@@ -106,7 +106,8 @@ class HAProxyController:
         self._desired: list[DesiredService] = []
         self._applied = False  # apply() was called: _desired is real
         self._pending = PendingReload(self._gate, self._lock, self._apply_locked, self.metrics)
-        self._owed = OwedRender(self._lock, self._apply_locked)  # an express change's render
+        self.change_gate = self._reader.change_gate  # (the reconciler's: changes go first)
+        self._owed = OwedRender(self._lock, self._apply_locked, self.change_gate)  # (owed.py)
         self._stopping = False
         self.info = HAProxyStatus()
         self._failures = Failures(self.info, self.metrics, self._gate, self._pending,

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from smartstack.tasks import cancel_and_wait
+from synapse.change_gate import ChangeGate
 from synapse.contract import ApplyOutcome, ApplyResult
 
 if TYPE_CHECKING:
@@ -45,8 +46,14 @@ WINDOW = 0.25  # seconds an owed render waits for more changes to take in
 class OwedRender:
     """Whether an express apply left the render and the file write owed, and paying it."""
 
-    def __init__(self, lock: asyncio.Lock, apply: Callable[[], Awaitable[object]]) -> None:
+    def __init__(
+        self,
+        lock: asyncio.Lock,
+        apply: Callable[[], Awaitable[object]],
+        gate: ChangeGate | None = None,
+    ) -> None:
         self._lock, self._apply = lock, apply  # the controller's lock and apply (locked)
+        self._gate = gate or ChangeGate()  # a change on its way goes before the render
         self.owed = False
         self.allowed = False  # set by the controller for a change's apply only
         self.deferred = 0  # applies that left their render owed (for /status and tests)
@@ -98,6 +105,7 @@ class OwedRender:
 
     async def _later(self) -> None:
         await asyncio.sleep(WINDOW)
+        await self._gate.turn()  # (the next change pays it, or it waits for that one)
         async with self._lock:
             if self.owed:
                 self.paid_later += 1

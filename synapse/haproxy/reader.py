@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
+from synapse.change_gate import ChangeGate
 from synapse.haproxy.configfile import ConfigFile
 from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.desired import DesiredConfig
@@ -77,6 +78,7 @@ class RunningReader:
         self._apart = first and RuntimeClient(first.path, first.timeout, keep_idle=KEEP_IDLE_S)
         self.changes_waiting = 0  # applies of a change waiting for the lock (``change_turn``)
         self._clock = clock
+        self.change_gate = ChangeGate()  # the sweep's steps wait while a change comes (change_gate)
         self._touched_at: dict[str, float] = {}  # backend -> when commands last changed it
         # The controller's lock, "has a desired state" and apply (``start_sweeping``).
         self._lock: asyncio.Lock | None = None
@@ -383,7 +385,7 @@ class RunningReader:
                 continue  # an apply read it all meanwhile
             forced_at = -math.inf
             try:
-                if not await view.sweep(lock, after_part):
+                if not await view.sweep(lock, after_part, self.change_gate.turn):
                     continue
             except HAProxySocketError as err:
                 view.invalidate()  # the next apply (or the next turn here) reads it whole

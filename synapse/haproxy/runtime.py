@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 from synapse.haproxy.answers import (
     CANNOT_FIND_BACKEND,
@@ -239,6 +239,7 @@ class RuntimeClient:
         with_pid: bool = True,
         step: int = 0,
         known: Mapping[str, Mapping[str, RunningServer]] | None = None,
+        pause: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[str | None, dict[str, dict[str, RunningServer] | None]]:
         """On one connection: HAProxy's pid (`show info`; None without ``with_pid``), and
         the servers of ``backends`` (None: of every backend; one HAProxy lacks: None).
@@ -247,7 +248,8 @@ class RuntimeClient:
 
         The whole state of a large HAProxy takes tens of milliseconds to parse: that is
         done in a thread, so the event loop keeps serving meanwhile. ``step``: the answers
-        of ``backends`` are parsed that many per turn of the loop (one round trip still).
+        of ``backends`` are parsed that many per turn of the loop (one round trip still),
+        and ``pause`` is awaited between those turns (a background read: a change first).
         """
         commands = ["show info"] if with_pid else []
         if backends is None:
@@ -264,6 +266,8 @@ class RuntimeClient:
         for i, (backend, answer) in enumerate(zip(backends, answers, strict=True)):
             if step and i and not i % step:
                 await asyncio.sleep(0)  # (a change's steps run between the parsing)
+            if pause is not None and not (step and i % step):
+                await pause()  # (also before the first step: the answers came meanwhile)
             if answer.startswith(CANNOT_FIND_BACKEND):
                 result[backend] = None
                 continue

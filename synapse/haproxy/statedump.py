@@ -39,6 +39,7 @@ from pathlib import Path
 
 from smartstack.logs import event
 from synapse.atomic import discard, stage
+from synapse.change_gate import ChangeGate
 from synapse.haproxy.answers import parse_pid, parse_show_backend
 from synapse.haproxy.managed import ManagedHAProxy
 from synapse.haproxy.reader import RunningReader
@@ -102,6 +103,7 @@ class StateDumper:
         self._cpu = 0.0  # thread CPU time of this round's steps so far
         self.writes = 0
         self.whole_dumps = 0
+        self.change_gate = ChangeGate()  # the reader's (``state_dumper``): changes go first
 
     def start(self, lock: asyncio.Lock | None = None) -> None:
         """``lock``: the controller's; a dump waits while an apply holds it."""
@@ -284,6 +286,7 @@ class StateDumper:
         apply (which then read every server after HAProxy served) held up the change
         waiting for that apply."""
         await asyncio.sleep(CHUNK_GAP)
+        await self.change_gate.turn()  # a change on its way first (``synapse.change_gate``)
         left = self._deadline - time.monotonic()
         if self._lock.locked() and left > 0:  # our turn in the lock's queue, given back at once
             with contextlib.suppress(TimeoutError):
@@ -326,6 +329,7 @@ def state_dumper(
         return None
     own = RuntimeClient(runtime[0].path, runtime[0].timeout, keep_idle=KEEP_IDLE_S)
     dumper = StateDumper(own, settings.state_file, lambda: managed.alive)
+    dumper.change_gate = reader.change_gate
     reader.on_touched = dumper.touched
     reader.unsaved = lambda: set(dumper.unsaved)
     return dumper

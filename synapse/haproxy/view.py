@@ -43,6 +43,7 @@ from synapse.haproxy.running import RunningServer
 from synapse.haproxy.runtime import RuntimeClient
 
 Servers = Mapping[str, RunningServer]
+Pause = Callable[[], Awaitable[None]]  # before a background step (``ChangeGate.turn``)
 SWEEP_PART = 25  # backends merged and planned per step of a background sweep (the apply
 # after a part costs ~2.8 ms of CPU at 10 backends as at 25: mostly an apply's fixed cost)
 READ_STEP = 5  # backends parsed per loop turn of a part's read: ~1 ms of parsing
@@ -266,20 +267,31 @@ class RunningView:
         self.partial_reads += 1
 
     async def sweep(
-        self, lock: asyncio.Lock, after_part: Callable[[], Awaitable[object]] | None = None
+        self,
+        lock: asyncio.Lock,
+        after_part: Callable[[], Awaitable[object]] | None = None,
+        pause: Pause | None = None,
     ) -> bool:
         """Read every backend again in the background, SWEEP_PART at a time on a
         connection of its own, merging each part under ``lock`` (the controller's), then
         ``after_part`` under it too (the reader plans what the part changed); False when
-        a part was refused or a reload came meanwhile (an invalidation, another process)."""
+        a part was refused or a reload came meanwhile (an invalidation, another process).
+        ``pause`` before each step (``ChangeGate.turn``: a change on its way goes first),
+        except in the sweep after a start or reload."""
+        if self._unread:  # after a start or reload: no waiting for changes, which take
+            pause = None  # the express path only once every backend has been read
         client = RuntimeClient(self.client.path, self.client.timeout)
         since = self._counter
         async with client.held():
             _, names = await client.backend_names()
             everything = sorted(set(names) | set(self.backends))
             for start in range(0, len(everything), SWEEP_PART):
+                if pause is not None:
+                    await pause()
                 began = time.thread_time()
-                part = await self.read_part(client, everything[start : start + SWEEP_PART])
+                part = await self.read_part(client, everything[start : start + SWEEP_PART], pause)
+                if pause is not None:
+                    await pause()
                 async with lock:
                     # Reloaded meanwhile: this connection reaches the old worker (its pid
                     # would invalidate the new process's view) and the backends swept so
@@ -292,13 +304,17 @@ class RunningView:
                 await asyncio.sleep(SWEEP_PACE * (time.thread_time() - began))
         return True
 
-    async def read_part(self, client: RuntimeClient, backends: Collection[str]) -> Read:
+    async def read_part(
+        self, client: RuntimeClient, backends: Collection[str], pause: Pause | None = None
+    ) -> Read:
         """Some backends, for a background sweep or a settle read: needs no lock; ``merge``
         it under it. Asked in one round trip on ``client`` (an apply may wait for a settle
         read), the answers parsed READ_STEP backends per turn of the loop, so the loop
         serves a change between them."""
         since = self._counter
-        pid, found = await client.read_state(sorted(backends), step=READ_STEP, known=self.backends)
+        pid, found = await client.read_state(
+            sorted(backends), step=READ_STEP, known=self.backends, pause=pause
+        )
         return Read(pid, since, found)
 
     def merge(self, read: Read) -> bool:

@@ -78,8 +78,8 @@ async def test_a_reload_during_a_background_sweep_does_not_read_everything(
     parts = []
     read_part = view.read_part
 
-    async def counted(client, backends):
-        parts.append(await read_part(client, backends))
+    async def counted(client, backends, pause=None):
+        parts.append(await read_part(client, backends, pause))
         return parts[-1]
 
     monkeypatch.setattr(view, "read_part", counted)
@@ -118,11 +118,11 @@ async def test_a_bug_in_a_background_sweep_does_not_end_the_sweeping(
     view = controller._reader.view
     read_part, failed = view.read_part, []
 
-    async def once_broken(client, backends):
+    async def once_broken(client, backends, pause=None):
         if not failed:
             failed.append(backends)
             raise RuntimeError("a bug")
-        return await read_part(client, backends)
+        return await read_part(client, backends, pause)
 
     monkeypatch.setattr(view, "read_part", once_broken)
     await controller.apply([web(port, [b1]), *others], "t")

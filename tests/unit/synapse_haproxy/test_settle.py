@@ -14,7 +14,7 @@ from synapse.haproxy.reader import SETTLE_ROUNDS, RunningReader
 from synapse.haproxy.sockets import SocketUnavailable
 from synapse.haproxy.view import SWEEP_PART, Read
 
-from test_view import ScriptedClient, srv  # isort: skip
+from test_view import ScriptedClient, srv, view_of  # isort: skip
 
 
 class HeldClient(ScriptedClient):
@@ -264,3 +264,40 @@ async def test_a_task_waiting_for_the_lock_that_is_no_change_does_not_defer_a_pa
 async def test_a_change_waiting_for_the_lock_plans_the_part_with_its_own(monkeypatch):
     applied_at = await _after_start_sweep(monkeypatch, "change")
     assert applied_at[0] == set(), "the sweep's first apply came after its second part"
+
+
+async def test_a_sweep_takes_no_step_while_a_change_is_on_its_way(monkeypatch):
+    from synapse.change_gate import ChangeGate
+
+    client = HeldClient()
+    monkeypatch.setattr("synapse.haproxy.view.RuntimeClient", lambda *a, **k: client)
+    client.state = {f"b{i}": {"x": srv(f"b{i}", "x", 1)} for i in range(3)}
+    view, gate, lock = view_of(client), ChangeGate(), asyncio.Lock()
+    gate.change()
+    sweep = asyncio.create_task(view.sweep(lock, None, gate.turn))
+    await asyncio.sleep(0.01)
+    assert client.calls == ["names"], "only the names: no part read while the change comes"
+    gate.done()
+    assert await asyncio.wait_for(sweep, 5)
+    assert client.calls[1:] == [["b0", "b1", "b2"]] and gate.waits >= 1
+
+
+async def test_the_sweep_after_a_reload_does_not_wait_for_changes(monkeypatch):
+    """Until it has read every backend, changes cannot go express: it goes on."""
+    from synapse.change_gate import ChangeGate
+
+    client = HeldClient()
+    client.state = {f"b{i}": {"x": srv(f"b{i}", "x", 1)} for i in range(3)}
+    monkeypatch.setattr("synapse.haproxy.view.RuntimeClient", lambda *a, **k: client)
+    monkeypatch.setattr("synapse.haproxy.view.SWEEP_PACE", 0.0)
+    reader = RunningReader([client], None, lambda: 0.0)  # type: ignore[list-item]
+    reader.version = (2, 8, 0)
+    view = reader.view
+    assert view is not None
+    await view.read_all()
+    await reader.read(reloaded=True)  # every backend unread
+    assert view.unread
+    gate = ChangeGate()
+    gate.change()
+    assert await asyncio.wait_for(view.sweep(asyncio.Lock(), None, gate.turn), 5)
+    assert gate.waits == 0 and not view.unread

@@ -27,9 +27,11 @@ class ScriptedClient:
         self.calls: list[list[str] | None] = []
         self.steps: list[int] = []  # read_state's ``step`` per call
 
-    async def read_state(self, backends, with_pid=True, step=0, known=None):
+    async def read_state(self, backends, with_pid=True, step=0, known=None, pause=None):
         self.calls.append(None if backends is None else list(backends))
         self.steps.append(step)
+        if pause is not None:
+            await pause()
         names = self.state if backends is None else backends
         found = {b: (dict(self.state[b]) if b in self.state else None) for b in names}
         return (self.pid if with_pid else None), found
@@ -343,3 +345,26 @@ async def test_a_reread_of_an_unchanged_backend_gives_back_the_views_own_servers
     part = await view.read_part(client, ["a", "b"])
     assert part.backends["a"]["x"] is x and part.backends["b"]["y"] is not y
     assert part.backends["b"]["y"].forced_maint
+
+
+async def test_read_state_awaits_its_pause_between_parse_steps(monkeypatch):
+    from synapse.haproxy import runtime
+
+    names = [f"b{i:02}" for i in range(2 * READ_STEP + 1)]
+    answers = ["Pid: 100\n", *(f"1\n3 {n} 1 x 10.0.0.1 2 0\n" for n in names)]
+    client = runtime.RuntimeClient("/nonexistent")
+
+    async def ask_reads(commands):  # (no socket: the unit tier)
+        return list(answers)
+
+    paused: list[int] = []
+
+    async def pause() -> None:
+        paused.append(len(paused))
+
+    monkeypatch.setattr(client, "_ask_reads", ask_reads)
+    monkeypatch.setattr(
+        runtime, "parse_servers_state", lambda a, known=None: [srv(a.split()[-6], "x", 1)]
+    )
+    _, found = await client.read_state(names, step=READ_STEP, pause=pause)
+    assert sorted(found) == names and len(paused) == 3  # before each of the 3 steps

@@ -1,0 +1,98 @@
+"""The desired list a round hands over, kept between rounds: a round pays for what changed.
+
+At 1,000 services a change touches one, but building the list anew walked every service
+in Python each round (its selection, its DesiredService, the zone router's cache): about
+a third of a loaded change's reconciler CPU (issue 15, profile of a loaded round). So the
+list is kept with each service's slot in it, and a round finds the services to look at
+again by identity, in C (``identity.moved``): a service whose ``desired`` is not the
+object its slot was made from (the reconciler sets it to None when the selection or the
+config changed), and the zone-routed ones (a zone decision may change by itself: the
+router caches by its inputs). Anything that changes a slot's length (a service gets or
+loses its first servers, a zone backend appears) or the services themselves (SIGHUP:
+a new mapping) builds the whole list again, as before.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+
+from synapse.identity import moved
+from synapse.model import DesiredService
+from synapse.reload_diff import ServiceState
+
+Route = Callable[[DesiredService], list[DesiredService]]
+_desired_of = operator.attrgetter("desired")
+
+
+class _Empty:
+    """The slot of a service with nothing for HAProxy (no selection yet, HAProxy
+    disabled): never anyone's ``desired``, so the service is looked at every round."""
+
+
+_EMPTY = _Empty()
+
+
+class DesiredList:
+    def __init__(self, route: Route) -> None:
+        self._route = route  # the zone router's: weights and zone backends
+        self._services: Mapping[str, ServiceState] | None = None  # what it was built from
+        self._states: list[ServiceState] = []
+        self._names: list[str] = []
+        self._made: list[DesiredService | _Empty] = []  # per service: what its slot holds
+        self._slots: list[tuple[int, int]] = []  # per service: (start, length) in _list
+        self._live: set[int] = set()  # the zone-routed services' positions
+        self._list: list[DesiredService] = []
+        self.rebuilt = 0  # whole builds (for tests)
+
+    def build(self, services: Mapping[str, ServiceState]) -> list[DesiredService]:
+        """What HAProxy should run: every HAProxy-enabled service and its servers (zone
+        routed). A service whose selection did not change is the same object as before."""
+        if services is not self._services or len(services) != len(self._states):
+            return self._build_all(services)
+        now = list(map(_desired_of, self._states))
+        redo = set(moved(now, self._made))
+        redo.update(self._live)
+        for i in sorted(redo):
+            made = self._made_for(self._names[i], self._states[i])
+            live = i in self._live
+            if made is self._made[i] and not live:
+                continue
+            if _zone_routed(made) != live:  # (its generator settings changed that)
+                return self._build_all(services)
+            result = self._route(made) if isinstance(made, DesiredService) else []
+            start, length = self._slots[i]
+            if len(result) != length:
+                return self._build_all(services)
+            self._list[start : start + length] = result
+            self._made[i] = made
+        return list(self._list)
+
+    def _build_all(self, services: Mapping[str, ServiceState]) -> list[DesiredService]:
+        self.rebuilt += 1
+        self._services, self._states = services, list(services.values())
+        self._names = list(services)
+        self._made, self._slots, self._live, self._list = [], [], set(), []
+        for i, (name, state) in enumerate(services.items()):
+            made = self._made_for(name, state)
+            result = self._route(made) if isinstance(made, DesiredService) else []
+            if _zone_routed(made):
+                self._live.add(i)
+            self._made.append(made)
+            self._slots.append((len(self._list), len(result)))
+            self._list += result
+        return list(self._list)
+
+    @staticmethod
+    def _made_for(name: str, state: ServiceState) -> DesiredService | _Empty:
+        """The service's DesiredService, built when its selection or config changed."""
+        if state.desired is not None:
+            return state.desired
+        if state.selection is None or state.config.haproxy.disabled:
+            return _EMPTY
+        made = state.desired = DesiredService(name, state.config, list(state.selection.servers))
+        return made
+
+
+def _zone_routed(made: DesiredService | _Empty) -> bool:
+    return isinstance(made, DesiredService) and made.config.zone_routing is not None
