@@ -281,11 +281,12 @@ def measure_and_report(
         "ms",
         note=f"n={heard['count']}: the registry's own part",
     )
-    if server_stats is not None:
+    if window is not None:
         section.add(
             "ZooKeeper's own, server side (mntr, whole ms)",
-            ServerWindow.summary(server_stats),
-            note="its update/read latency and fsync in the sampling window; its JVM's GC",
+            "not read" if server_stats is None else ServerWindow.summary(server_stats),
+            note="its update/read latency and fsync in the sampling window; its JVM's GC"
+            + ("" if server_stats is not None else " (srst or mntr got no answer)"),
         )
     note = "independent watcher's event -> the bench's poller sees it (holds the poller's part)"
     section.add("synapse's own: watch event -> HAProxy p50", own["p50_ms"], "ms",

@@ -14,6 +14,7 @@ from kazoo.client import KazooClient
 
 from bench.observer import ZkObserver
 from bench.zk_stats import ServerWindow
+from testbed.process import free_port
 
 
 def test_every_write_under_the_path_is_heard_once_and_after_it(zk) -> None:
@@ -96,3 +97,9 @@ def test_a_failed_setup_closes_the_socket_and_restores_the_switch_interval() -> 
         assert closed.is_set() and sys.getswitchinterval() == before
     finally:
         server.close()
+
+
+def test_a_server_that_does_not_answer_costs_its_stats_not_the_scenario() -> None:
+    window = ServerWindow(free_port(), None)  # (nothing listens there: refused)
+    window.start()
+    assert window.stop() is None
