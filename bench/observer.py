@@ -37,6 +37,7 @@ class Observer:
     def __init__(self) -> None:
         self._times: list[float] = []
         self._cond = threading.Condition()
+        self.lost: BaseException | None = None  # why the reader thread ended
         self._old_switch = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
 
@@ -46,14 +47,22 @@ class Observer:
             self._times.append(now)
             self._cond.notify_all()
 
+    def _lost(self, err: BaseException) -> None:
+        with self._cond:
+            self.lost = err
+            self._cond.notify_all()
+
     def after(self, moment: float, timeout: float = 10.0) -> float | None:
-        """The first event that arrived after `moment` (None if none within `timeout`)."""
+        """The first event that arrived after `moment` (None if none within `timeout`;
+        RuntimeError at once when the reader thread has ended: no event can come)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 later = [t for t in self._times if t > moment]
                 if later:
                     return later[0]
+                if self.lost is not None:
+                    raise RuntimeError(f"the registry observer stopped reading: {self.lost!r}")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
@@ -77,17 +86,32 @@ class ZkObserver(Observer):
     node event under it is stamped by the reader thread when its bytes arrive (no kazoo:
     its hand-off to a callback thread is not the registry's)."""
 
-    def __init__(self, hosts: str, path: str) -> None:
+    def __init__(self, hosts: str, path: str, session_ms: int = _ZK_SESSION_MS) -> None:
         super().__init__()
         self.path = path
         host, _, port = hosts.split(",")[0].rpartition(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=30)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buffer = b""
+        self._sent_at = time.monotonic()
+        try:
+            self.sock = socket.create_connection((host, int(port)), timeout=30)
+        except OSError:
+            super().close()  # (the switch interval)
+            raise
+        try:
+            self._ping_every = self._connect(path, session_ms)
+        except BaseException:
+            self.close()
+            raise
+        self._thread = threading.Thread(target=self._read, name="zk-observer", daemon=True)
+        self._thread.start()
+
+    def _connect(self, path: str, session_ms: int) -> float:
+        """The session and the watch; how often to ping (a third of the negotiated session)."""
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # ConnectRequest: protocolVersion, lastZxidSeen, timeOut, sessionId, passwd, readOnly
-        self._send(struct.pack(">iqiqi16s?", 0, 0, _ZK_SESSION_MS, 0, 16, b"", False))
+        self._send(struct.pack(">iqiqi16s?", 0, 0, session_ms, 0, 16, b"", False))
         answer = self._frame()
-        session_ms = struct.unpack_from(">i", answer, 4)[0]  # the negotiated timeout
+        negotiated_ms = struct.unpack_from(">i", answer, 4)[0]
         encoded = path.encode()
         self._send(
             struct.pack(">iii", 1, _ZK_ADD_WATCH, len(encoded)) + encoded
@@ -96,12 +120,11 @@ class ZkObserver(Observer):
         err = _ZK_REPLY_HEADER.unpack_from(self._frame())[2]
         if err:
             raise RuntimeError(f"ZooKeeper refused addWatch on {path} (error {err}; needs 3.6+)")
-        self.sock.settimeout(max(session_ms / 3000, 0.5))  # a ping per third of the session
-        self._thread = threading.Thread(target=self._read, name="zk-observer", daemon=True)
-        self._thread.start()
+        return max(negotiated_ms / 3000, 0.2)
 
     def _send(self, payload: bytes) -> None:
         self.sock.sendall(_ZK_FRAME.pack(len(payload)) + payload)
+        self._sent_at = time.monotonic()
 
     def _frame(self) -> bytes:
         """The next whole frame (blocking; a socket timeout propagates)."""
@@ -117,16 +140,22 @@ class ZkObserver(Observer):
             self._buffer += chunk
 
     def _read(self) -> None:
-        with contextlib.suppress(OSError, ConnectionError):
+        try:
             while True:
+                # ZooKeeper counts only what the client sends: a ping per third of the
+                # session since the last send, however many events arrive meanwhile.
+                due = self._sent_at + self._ping_every - time.monotonic()
+                if due <= 0:
+                    self._send(struct.pack(">ii", _ZK_PING_XID, _ZK_PING))
+                    continue
+                self.sock.settimeout(due)
                 try:
                     chunk = self.sock.recv(65536)
                 except TimeoutError:
-                    self._send(struct.pack(">ii", _ZK_PING_XID, _ZK_PING))
                     continue
                 now = time.perf_counter()  # the event's bytes are here
                 if not chunk:
-                    return
+                    raise ConnectionError("ZooKeeper closed the observer's connection")
                 self._buffer += chunk
                 while len(self._buffer) >= 4:
                     size = _ZK_FRAME.unpack_from(self._buffer)[0]
@@ -136,6 +165,8 @@ class ZkObserver(Observer):
                     self._buffer = self._buffer[4 + size :]
                     if xid == _ZK_NOTIFICATION_XID:
                         self._seen(now)
+        except Exception as err:  # (close() ends it too: an OSError)
+            self._lost(err)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -158,10 +189,13 @@ class EtcdObserver(Observer):
         self._thread.start()
 
     def _read(self) -> None:
-        with contextlib.suppress(Exception):
+        try:
             while line := self.resp.readline():
                 if json.loads(line).get("result", {}).get("events"):
                     self._seen()
+            raise ConnectionError("etcd ended the observer's watch stream")
+        except Exception as err:  # (close() ends it too)
+            self._lost(err)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -26,7 +26,7 @@ applied at runtime, when the watch event reached synapse's loop and when HAProxy
 its runtime commands (``recent_changes``, time.monotonic, the clock of perf_counter here);
 each is matched to the bench's change by its event falling within that change's window.
 
-Before synapse starts, the registry gets WARM_UP writes (a create and a delete each) on a
+Before synapse starts, the registry gets WARM_UP writes (creates, each then deleted) on a
 path nobody watches: a production registry has served many writes before this one, and a
 fresh ZooKeeper JVM runs its request path interpreted for its first few hundred (measured:
 write ack p50 4.3-4.8 ms over the first 80 writes, 2.2-2.5 ms after ~1,000). ZooKeeper's
@@ -61,13 +61,14 @@ PROBE = "probe"
 BUDGET_S = 75.0  # per scenario: keeps `make bench` bounded when a change takes seconds
 POOL = 10  # distinct probe addresses: the first POOL adds are brand-new servers
 PATH_ENCODED = "zookeeper+path_encoding"  # nerve's use_path_encoding: the record in the name
-WARM_UP = 1000  # registry writes before synapse starts (a create and a delete each)
+WARM_UP = 1000  # registry writes before synapse starts (creates and their deletes: 2 each)
 WARM_UP_S = 15.0  # at most this long
 
 
 def warm_up(reg: Registry, writes: int, budget_s: float = WARM_UP_S) -> int:
-    """``writes`` writes (a create, then its delete) on a path no synapse watches, as a
-    running registry has served before; fewer when ``budget_s`` runs out. How many."""
+    """``writes`` writes (``writes``/2 creates, each then deleted) on a path no synapse
+    watches, as a running registry has served before; fewer when ``budget_s`` runs out.
+    How many."""
     deadline = time.perf_counter() + budget_s
     record = Registration(host="127.0.0.1", port=29999, name="warm-up")
     done = 0
@@ -281,11 +282,12 @@ def measure_and_report(
         "ms",
         note=f"n={heard['count']}: the registry's own part",
     )
-    if server_stats is not None:
+    if window is not None:
         section.add(
             "ZooKeeper's own, server side (mntr, whole ms)",
-            ServerWindow.summary(server_stats),
-            note="its update/read latency and fsync in the sampling window; its JVM's GC",
+            "not read" if server_stats is None else ServerWindow.summary(server_stats),
+            note="its update/read latency and fsync in the sampling window; its JVM's GC"
+            + ("" if server_stats is not None else " (srst or mntr got no answer)"),
         )
     note = "independent watcher's event -> the bench's poller sees it (holds the poller's part)"
     section.add("synapse's own: watch event -> HAProxy p50", own["p50_ms"], "ms",

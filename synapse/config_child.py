@@ -132,7 +132,9 @@ class ForkedValidation:
         """Whether ``answer()`` would not wait: the child has written (or ended)."""
         if self.failed:
             return True
-        return bool(select.select([self.read_end], [], [], 0)[0])
+        poller = select.poll()  # (select() refuses an fd from 1024 on)
+        poller.register(self.read_end, select.POLLIN)
+        return bool(poller.poll(0))  # POLLIN, or POLLHUP: the child ended
 
     def answer(self) -> dict[str, Any]:
         if self.failed:

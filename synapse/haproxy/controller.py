@@ -98,6 +98,8 @@ class HAProxyController:
         )
         self._reader = RunningReader(self._runtime, self._installer.file, clock)
         self._dumper = state_dumper(self.settings, self._runtime, self._managed, self._reader)
+        kept = [self._reader.release, *(d.runtime.release for d in [self._dumper] if d)]
+        self._installer.releases += kept  # (released with its own after a reload)
         self._gate = ReloadGate(config.restart_interval, config.restart_jitter, clock, rng)
         self._check = ReloadCheck(self._gate)
         self._lock = asyncio.Lock()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from smartstack.logs import event
 from synapse.atomic import write_atomic
@@ -62,6 +62,8 @@ class Installer:
     ) -> None:
         self.config, self.settings = config, settings
         self.runtime = runtime
+        # Other kept connections' releases (the settle reads', the state dumper's).
+        self.releases: list[Callable[[], Awaitable[None]]] = []
         self.managed = managed
         self.metrics = metrics
         self._clock = clock
@@ -197,9 +199,12 @@ class Installer:
             await self.managed.release_or_stop(managed_config)
 
     async def release_connections(self) -> None:
-        """Close kept admin connections: after a reload or start they reach the old process."""
+        """Close kept admin connections: after a reload or start they reach the old process,
+        and HAProxy keeps that process alive while one is open (until `stats timeout`)."""
         for client in self.runtime:
             await client.release()
+        for release in self.releases:
+            await release()
 
     async def _edge_files(self) -> None:
         try:

@@ -39,7 +39,7 @@ from synapse.haproxy.running import Capabilities, RunningState
 from synapse.haproxy.runtime import KEEP_IDLE_S, RuntimeClient
 from synapse.haproxy.sockets import HAProxySocketError
 from synapse.haproxy.view import Read, RunningIds, RunningView, file_ids
-from synapse.haproxy.view_ops import Recheck, follow
+from synapse.haproxy.view_ops import Recheck, TouchedAt, follow
 
 log = logging.getLogger("synapse.haproxy")
 
@@ -77,9 +77,8 @@ class RunningReader:
         first = runtime[0] if runtime else None  # the settle reads' client (kept connection)
         self._apart = first and RuntimeClient(first.path, first.timeout, keep_idle=KEEP_IDLE_S)
         self.changes_waiting = 0  # applies of a change waiting for the lock (``change_turn``)
-        self._clock = clock
         self.change_gate = ChangeGate()  # the sweep's steps wait while a change comes (change_gate)
-        self._touched_at: dict[str, float] = {}  # backend -> when commands last changed it
+        self._touched_at = TouchedAt(clock)  # (a revive: ``touched_within``)
         # The controller's lock, "has a desired state" and apply (``start_sweeping``).
         self._lock: asyncio.Lock | None = None
         self._ready: Callable[[], bool] = lambda: False
@@ -204,13 +203,7 @@ class RunningReader:
         assert self.view is not None
         if self.on_touched is not None:
             self.on_touched(touched)
-        now = self._clock()
-        for name in touched:
-            self._touched_at[name] = now
-        if len(self._touched_at) > 2 * len(self.view.backends) + 64:  # backends that went
-            self._touched_at = {
-                b: t for b, t in self._touched_at.items() if b in self.view.backends
-            }
+        self._touched_at.note(touched, self.view.backends)
 
     def _start_settler(self) -> None:
         if self._settler is None or self._settler.done():
@@ -294,11 +287,8 @@ class RunningReader:
         return {name for name in changed if name not in covered or name in stale}
 
     def touched_within(self, seconds: float) -> set[str]:
-        """The backends runtime commands changed in the last ``seconds`` (the older ones
-        are forgotten)."""
-        since = self._clock() - seconds
-        self._touched_at = {name: t for name, t in self._touched_at.items() if t >= since}
-        return set(self._touched_at)
+        """The backends runtime commands changed in the last ``seconds``."""
+        return self._touched_at.within(seconds)
 
     def invalidate(self) -> None:
         """HAProxy may differ from the view (a reload, a start, a failed command)."""
@@ -335,6 +325,11 @@ class RunningReader:
         if settling is not None:
             await cancel_and_wait(settling[1])
         self._settling = None
+        await self.release()
+
+    async def release(self) -> None:
+        """Close the settle reads' kept connection (at a stop, and after synapse reloaded:
+        HAProxy keeps an old worker alive while a CLI connection to it is open)."""
         if self._apart is not None:
             await self._apart.release()
 

@@ -38,8 +38,9 @@ from synapse.haproxy.sockets import (
 )
 
 SKIPPED = "not sent: an earlier command for this server failed"
-# The controller keeps its connection this long between applies: under HAProxy's default
-# `stats timeout` (10 s), after which HAProxy closes it.
+# A kept connection (the controller's between applies, the settle reads', the state
+# dumper's between rounds) stays open this long: under HAProxy's default `stats timeout`
+# (10 s), after which HAProxy closes it. After synapse's own reload all are released.
 KEEP_IDLE_S = 5.0
 
 

@@ -169,3 +169,24 @@ def _canonical(host: str) -> bool:
         return str(ipaddress.ip_address(host)) == host
     except ValueError:
         return False
+
+
+class TouchedAt:
+    """When runtime commands last changed each backend (the reader's ``touched_within``)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._at: dict[str, float] = {}
+
+    def note(self, touched: Collection[str], backends: Collection[str]) -> None:
+        now = self._clock()
+        for name in touched:
+            self._at[name] = now
+        if len(self._at) > 2 * len(backends) + 64:  # backends that went
+            self._at = {name: t for name, t in self._at.items() if name in backends}
+
+    def within(self, seconds: float) -> set[str]:
+        """Those changed in the last ``seconds`` (the older ones are forgotten)."""
+        since = self._clock() - seconds
+        self._at = {name: t for name, t in self._at.items() if t >= since}
+        return set(self._at)

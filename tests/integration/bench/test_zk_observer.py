@@ -3,12 +3,18 @@ own account of a window (bench.zk_stats), against a real ZooKeeper."""
 
 from __future__ import annotations
 
+import socket
+import struct
+import sys
+import threading
 import time
 
+import pytest
 from kazoo.client import KazooClient
 
 from bench.observer import ZkObserver
 from bench.zk_stats import ServerWindow
+from testbed.process import free_port
 
 
 def test_every_write_under_the_path_is_heard_once_and_after_it(zk) -> None:
@@ -38,3 +44,62 @@ def test_every_write_under_the_path_is_heard_once_and_after_it(zk) -> None:
         observer.close()
         writer.stop()
         writer.close()
+
+
+def test_the_session_outlives_steady_events(zk) -> None:
+    """ZooKeeper counts only what the client sends: with events arriving more often than a
+    third of the session, the observer must still ping, or the session expires."""
+    writer = KazooClient(hosts=zk.hosts, timeout=30)
+    writer.start(timeout=30)
+    writer.ensure_path("/obs/steady")
+    observer = ZkObserver(zk.hosts, "/obs/steady", session_ms=2000)  # (the shortest: 2 ticks x2)
+    try:
+        end = time.monotonic() + 5.0  # over twice the session
+        heard = 0
+        while time.monotonic() < end:
+            sent = time.perf_counter()
+            writer.set("/obs/steady", b"x")
+            assert observer.after(sent, timeout=2) is not None, observer.lost
+            heard += 1
+            time.sleep(0.1)  # (never a third of the session's silence)
+        assert heard > 20 and observer.lost is None
+    finally:
+        observer.close()
+        writer.stop()
+        writer.close()
+    with pytest.raises(RuntimeError, match="stopped reading"):  # closed: no wait for nothing
+        observer.after(time.perf_counter(), timeout=30)
+
+
+def test_a_failed_setup_closes_the_socket_and_restores_the_switch_interval() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    closed = threading.Event()
+
+    def refuse_the_watch() -> None:  # a session, then an error answer to addWatch
+        conn, _ = server.accept()
+        conn.recv(4096)
+        conn.sendall(struct.pack(">i", 36) + struct.pack(">iiqi16s", 0, 2000, 1, 16, b""))
+        conn.recv(4096)
+        conn.sendall(struct.pack(">iiqi", 16, 1, 0, -101))
+        conn.settimeout(5)
+        if conn.recv(4096) == b"":
+            closed.set()
+        conn.close()
+
+    thread = threading.Thread(target=refuse_the_watch, daemon=True)
+    thread.start()
+    before = sys.getswitchinterval()
+    try:
+        with pytest.raises(RuntimeError, match="refused addWatch"):
+            ZkObserver(f"127.0.0.1:{port}", "/obs")
+        thread.join(5)
+        assert closed.is_set() and sys.getswitchinterval() == before
+    finally:
+        server.close()
+
+
+def test_a_server_that_does_not_answer_costs_its_stats_not_the_scenario() -> None:
+    window = ServerWindow(free_port(), None)  # (nothing listens there: refused)
+    window.start()
+    assert window.stop() is None

@@ -96,3 +96,24 @@ def test_a_forked_child_says_when_its_answer_is_there(tmp_path: Path) -> None:
         time.sleep(0.01)
     answer = child.answer()
     assert answer["ok"] and list(answer["config"].services) == ["web"]
+
+
+def test_ready_works_on_a_pipe_numbered_past_select_s_limit(tmp_path: Path) -> None:
+    """A daemon with many sockets open gets pipes numbered 1024 and up: ready() must not
+    use select() (ValueError there)."""
+    import os
+    import time
+
+    from synapse.config_child import ForkedValidation
+
+    path = tmp_path / "synapse.yaml"
+    path.write_text(CONFIG)
+    child = ForkedValidation(str(path), None, False)
+    high = os.dup2(child.read_end, 1500)
+    os.close(child.read_end)
+    child.read_end = high
+    deadline = time.monotonic() + 60
+    while not child.ready():
+        assert time.monotonic() < deadline, "the child never answered"
+        time.sleep(0.01)
+    assert child.answer()["ok"]

@@ -243,9 +243,17 @@ async def test_the_state_dumper_keeps_its_connection_and_follows_an_outside_relo
 
     await eventually(dumped, "the first state dump")
     await asyncio.sleep(2.5)  # (rounds on the kept connection since)
+    asked, ask_kept = [], dumper.runtime.ask_kept
+
+    async def counted(commands: list[str]) -> list[str]:
+        asked.append(commands[0])
+        return await ask_kept(commands)
+
+    dumper.runtime.ask_kept = counted  # type: ignore[method-assign]
     connections, whole = dumper.runtime.connections, dumper.whole_dumps
     await asyncio.sleep(2.5)  # two rounds or more
     assert dumper.runtime.connections == connections and dumper.whole_dumps == whole
+    assert len(asked) >= 2, asked  # rounds did run, on the kept connection
     old = dumper._blocks.pid
     await MasterClient(str(controller.settings.master_socket)).reload()
 
