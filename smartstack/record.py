@@ -45,9 +45,11 @@ _SEQUENCE_SUFFIX = re.compile(r"_(\d+)$")
 # The labels of every decoded record that has none: one dict, not one each (64 bytes per
 # record). Never mutated: Registration is frozen and its readers copy (to_dict).
 _NO_LABELS: dict[str, str] = {}
-# json.loads's C scanner, called directly for a record that is one object and nothing else
-# (loads and its decoder add two Python frames and two whitespace matches to each record).
+# json.loads's C scanner, for a record that is one object (loads adds 2 frames, 2 regexes)
 _scan_json = json.JSONDecoder().scan_once
+# nerve's record of a plain service (20,000 at a fleet's cold start), its keys in any order
+_COMMON_KEYS = (frozenset({"host", "port", "name"}), frozenset({"host", "port", "name", "weight"}))
+_new_registration, _set_field = object.__new__, object.__setattr__  # (Registration: frozen)
 
 
 class InvalidRecord(ValueError):
@@ -299,15 +301,9 @@ def registration_from_dict(obj: dict[str, Any], fallback_name: str | None = None
         raise InvalidRecord(f"record rejected ({type(exc).__name__})") from None
 
 
-# nerve's own record, {"host", "port", "name"} and maybe a weight (the keys it writes
-# for a plain service): 20,000 of them at a fleet's cold start. Their keys, in any order.
-_COMMON_KEYS = (frozenset({"host", "port", "name"}), frozenset({"host", "port", "name", "weight"}))
-
-
 def _common_registration(obj: dict[str, Any]) -> Registration | None:
-    """The Registration of a record of nerve's common shape, each field validated once
-    and by the same checks as ``Registration.__post_init__``, without the dataclass's
-    ``__init__`` (~40 % of decoding such a record); None for any other record."""
+    """A record of nerve's common shape, each field validated once by ``__post_init__``'s
+    checks, without the dataclass's ``__init__`` (~40 % of decoding it); None: any other."""
     if len(obj) > 4 or obj.keys() not in _COMMON_KEYS:  # (a dict's keys compare as a set)
         return None
     host, port, name, weight = obj["host"], obj["port"], obj["name"], obj.get("weight")
@@ -335,10 +331,6 @@ def _common_registration(obj: dict[str, Any]) -> Registration | None:
     _set_field(registration, "haproxy_server_options", None)
     _set_field(registration, "ignored", ())
     return registration
-
-
-_new_registration = object.__new__
-_set_field = object.__setattr__  # (Registration is frozen: its own __setattr__ refuses)
 
 
 def _label_default(labels: Any) -> Any:
