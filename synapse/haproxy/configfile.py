@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from smartstack.logs import event
@@ -44,7 +44,7 @@ def _write_parts(path: Path, parts: tuple[str, ...]) -> None:
 class ConfigFile:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.parsed: ParsedConfig | None = None  # parse of ``text``
+        self._parsed: ParsedConfig | Callable[[], ParsedConfig] | None = None  # (parsed)
         self.error: str | None = None  # the last write failed (retried in the background)
         self.writes = 0
         self._parts: tuple[str, ...] | None = None  # None: no file
@@ -63,6 +63,19 @@ class ConfigFile:
         return self._text
 
     @property
+    def parsed(self) -> ParsedConfig | None:
+        """The parse of ``text`` (a candidate's, built when first asked for: a cold start
+        does not wait for it before HAProxy reads the file)."""
+        parsed = self._parsed
+        if callable(parsed):
+            parsed = self._parsed = parsed()
+        return parsed
+
+    @parsed.setter
+    def parsed(self, parsed: ParsedConfig | Callable[[], ParsedConfig] | None) -> None:
+        self._parsed = parsed
+
+    @property
     def exists(self) -> bool:
         return self._parts is not None
 
@@ -73,9 +86,11 @@ class ConfigFile:
         self.parsed = None if text is None else parse_config(text)
         self._on_disk = self._version
 
-    def set(self, parts: Sequence[str], parsed: ParsedConfig | None = None) -> bool:
+    def set(
+        self, parts: Sequence[str], parsed: ParsedConfig | Callable[[], ParsedConfig] | None = None
+    ) -> bool:
         """Make the joined ``parts`` the file's content (written in the background); False
-        when it already is. ``parsed``: their parse, when the caller has it."""
+        when it already is. ``parsed``: their parse (or how to get it), when the caller has it."""
         parts = tuple(parts)
         old = self._parts
         if old is not None and len(old) == len(parts):

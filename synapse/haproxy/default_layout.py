@@ -15,7 +15,7 @@ the parser would read differently); otherwise the text is parsed as any template
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from smartstack.strings import share
@@ -52,6 +52,15 @@ def tail(shared_frontend: list[str] | None) -> str:
 def service(service: Mapping[str, Any]) -> tuple[str, tuple[Block, ...] | None]:
     """The template's ``service`` block for one service's context (render.py's ``_piece``),
     with its blocks when they can be built without parsing (None: parse the text)."""
+    text, blocks = service_deferred(service)
+    return text, blocks()
+
+
+def service_deferred(
+    service: Mapping[str, Any],
+) -> tuple[str, Callable[[], tuple[Block, ...] | None]]:
+    """``service``'s text at once, its blocks when the returned function is called: a
+    cold start gives HAProxy the text first and builds the blocks while HAProxy parses."""
     name, backend_name = service["name"], service["backend_name"]
     backend_lines: list[str] = service["backend"]
     servers = service["servers"]
@@ -74,6 +83,22 @@ def service(service: Mapping[str, Any]) -> tuple[str, tuple[Block, ...] | None]:
         )
     )
     text = "".join(parts)
+
+    def blocks() -> tuple[Block, ...] | None:
+        return _blocks(text, name, backend_name, frontend, backend_lines, servers, addresses)
+
+    return text, blocks
+
+
+def _blocks(
+    text: str,
+    name: str,
+    backend_name: str,
+    frontend: list[str] | None,
+    backend_lines: list[str],
+    servers: list[Any],
+    addresses: list[str],
+) -> tuple[Block, ...] | None:
     body = len(frontend or ()) + len(backend_lines) + len(servers)
     sections = 1 if frontend is None else 2  # each: a blank line and its header
     if (
@@ -83,7 +108,7 @@ def service(service: Mapping[str, Any]) -> tuple[str, tuple[Block, ...] | None]:
         or any(_misread(s.id, s.cookie, s.tail) for s in servers)
         or not _canonical(text, body + 2 * sections, body)
     ):
-        return text, None
+        return None
     blocks = []
     if frontend is not None:
         blocks.append(Block(f"frontend {name}", tuple(frontend), None, {}))
@@ -95,7 +120,7 @@ def service(service: Mapping[str, Any]) -> tuple[str, tuple[Block, ...] | None]:
         for s, a in zip(servers, addresses, strict=True)
     }
     blocks.append(Block(f"backend {backend_name}", tuple(backend_lines), backend_name, lines))
-    return text, tuple(blocks)
+    return tuple(blocks)
 
 
 def _misread(server_id: int | None, cookie: str | None, tail: str) -> bool:
@@ -130,5 +155,19 @@ def _canonical(text: str, lines: int, body: int) -> bool:
 
 def service_blocks(service_context: Mapping[str, Any]) -> tuple[str, tuple[Block, ...]]:
     """``service``'s text and blocks, parsing the text when they could not be built."""
-    text, blocks = service(service_context)
-    return text, blocks if blocks is not None else tuple(parse_blocks(text))
+    text, blocks = service_lazily(service_context)
+    return text, blocks()
+
+
+def service_lazily(
+    service_context: Mapping[str, Any],
+) -> tuple[str, Callable[[], tuple[Block, ...]]]:
+    """``service``'s text, and a function that gives its blocks (parsing the text when
+    they cannot be built): called when the config's parse is first needed."""
+    text, built = service_deferred(service_context)
+
+    def blocks() -> tuple[Block, ...]:
+        made = built()
+        return made if made is not None else tuple(parse_blocks(text))
+
+    return text, blocks

@@ -96,7 +96,7 @@ class Installer:
         if self.file is None:
             return False
         self.layout = layout
-        if not self.file.set(config.parts, config.parsed):
+        if not self.file.set(config.parts, lambda: config.parsed):  # (lazy: DesiredConfig)
             return False
         self.metrics.config_writes.inc()
         return True

@@ -6,7 +6,7 @@ it can be reused (``fits``) and when a patch keeps the config's shape (``same_sh
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,17 @@ class ServicePiece:
     shared: tuple[str, ...]  # its shared_frontend lines
     routed: bool = False  # it has haproxy.routes (the shared frontend then routes)
     text: str = ""  # its part of the config ("" when the template is rendered whole)
-    blocks: tuple[Block, ...] = ()
+    made: tuple[Block, ...] | Callable[[], tuple[Block, ...]] = ()  # its blocks, or a thunk
+
+    @property
+    def blocks(self) -> tuple[Block, ...]:
+        """Its parsed blocks; the default layout's are built on first use (the config's
+        parse is: ``DesiredConfig.parsed``), not before HAProxy can be given the text."""
+        made = self.made
+        if callable(made):
+            made = made()
+            object.__setattr__(self, "made", made)  # (frozen: set once, the thunk let go)
+        return made
 
     def runs_as_assigned(self, ids: Mapping[str, int]) -> bool:
         """Whether ``ids`` are exactly the ids it gave its servers. Compared in place, not

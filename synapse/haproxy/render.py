@@ -343,8 +343,8 @@ class Renderer:
         # HAProxy's server map of that moment alive as long as the piece.
         kept_ids = ids if not ids or type(ids) is dict else dict(ids)
         fields = (service, kept_ids, context, spec, tuple(warnings), shared, routed)
-        if self._jinja is None:  # the default layout: its blocks come with the text
-            text, blocks = default_layout.service_blocks(context)
+        if self._jinja is None:  # the default layout: its blocks when first asked for
+            text, blocks = default_layout.service_lazily(context)
             # Always composable: the context is never asked for again, and is not kept
             # (its list of the servers' specs and the frontend lines: ~0.5 MB at 1,000).
             return ServicePiece(service, kept_ids, NO_CONTEXT, *fields[3:], text, blocks)
@@ -358,7 +358,7 @@ class Renderer:
             # last section in the whole text: this template cannot be rendered in pieces.
             self.composable = False
             return piece
-        return replace(piece, text=text, blocks=blocks)
+        return replace(piece, text=text, made=blocks)
 
     def _assemble(self, aligned: list[ServicePiece | None]) -> DesiredConfig:
         """The whole config from the services' pieces (None: disabled). Its parts are the
@@ -378,8 +378,13 @@ class Renderer:
         if self.composable:
             head, tail = self._frame_head(), self._frame_tail(shared)
             parts = (head.text, *(p.text if p else "" for p in aligned), tail.text)
-            blocks = itertools.chain(head.blocks, *(p.blocks for p in pieces), tail.blocks)
-            return DesiredConfig(assemble(blocks), backends, warnings, parts)
+
+            def parse() -> ParsedConfig:  # (on first use: DesiredConfig.parsed)
+                return assemble(
+                    itertools.chain(head.blocks, *(p.blocks for p in pieces), tail.blocks)
+                )
+
+            return DesiredConfig(parse, backends, warnings, parts)
         assert self._jinja is not None  # (the default layout is composable)
         text = self._jinja.whole(
             **self._frame_vars(shared), services=[piece.context for piece in pieces]

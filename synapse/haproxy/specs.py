@@ -9,6 +9,7 @@ servers). Server ids come from a stable hash of the name (ids HAProxy uses are k
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import random
@@ -229,7 +230,8 @@ def _bad_server_field(server: Server) -> str | None:
     return None
 
 
-def _traits(own: str, default_server: list[str], inherited: str) -> ServerTraits:
+@functools.lru_cache(maxsize=256)  # (backends mostly share them: 1,000 alike at a cold start)
+def _traits(own: str, default_server: tuple[str, ...], inherited: str) -> ServerTraits:
     """``inherited``: the default-server options `add server` must spell out (they lead)."""
     given = set(f"{inherited} {own}".split())
     pool = " ".join(f"{k} {v}" for k, v in DYNAMIC_SERVER_DEFAULTS if k not in given)
@@ -419,7 +421,7 @@ class BackendBuilder:
                 cookie = hashlib.sha1(server.name.encode(), usedforsecurity=False).hexdigest()
         trait = traits.get(own)
         if trait is None:
-            trait = traits[own] = _traits(own, *inheritance)
+            trait = traits[own] = _traits(own, tuple(inheritance[0]), inheritance[1])
 
         why_not = ""
         refused = trait.refused

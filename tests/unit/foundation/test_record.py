@@ -154,6 +154,36 @@ def test_hostile_records_are_refused_with_a_reason(record: dict, reason: str) ->
         decode_nerve(json.dumps(record).encode())
 
 
+@settings(max_examples=200)
+@given(
+    st.fixed_dictionaries(
+        {
+            "host": st.one_of(ipv4, dns_name, json_values),
+            "port": st.one_of(st.integers(-1, 70000), json_values),
+            "name": st.one_of(safe_name, json_values),
+        },
+        optional={"weight": st.one_of(st.integers(-1, 300), json_values)},
+    )
+)
+def test_nerves_common_record_decodes_as_the_general_path_validates(obj: dict) -> None:
+    # (nerve's common shape takes a quicker path: same result, same refusals)
+    try:
+        expected: Registration | str = Registration(
+            obj["host"], obj["port"], obj["name"], obj.get("weight")
+        )
+    except (InvalidRecord, TypeError) as exc:
+        expected = type(exc).__name__
+    try:
+        got: Registration | str = decode_nerve(json.dumps(obj).encode())
+    except InvalidRecord:
+        got = "InvalidRecord"
+    if expected == "TypeError" or isinstance(obj["name"], int) or isinstance(obj["port"], str):
+        return  # (the general path's coercions, e.g. a numeric name: other tests' matter)
+    assert got == expected
+    if isinstance(got, Registration):
+        assert decode_nerve(b" " + json.dumps(obj).encode() + b"\n") == got
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
@@ -169,6 +199,9 @@ def test_hostile_records_are_refused_with_a_reason(record: dict, reason: str) ->
             "over",
         ),
         (b"[" * 5000 + b"]" * 5000, "not valid JSON"),
+        # (an object and nothing around it is scanned directly: not these)
+        (b'{"host": "10.0.0.1", "port": 80, "name": "a"} {}', "not valid JSON"),
+        (b'{"host": "10.0.0.1", "port": 80, "name": "a", }', "not valid JSON"),
     ],
 )
 def test_malformed_bytes_are_refused_with_a_reason(raw: bytes, reason: str) -> None:

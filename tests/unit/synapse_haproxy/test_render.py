@@ -51,6 +51,17 @@ def test_a_candidate_joins_its_text_when_asked_and_does_not_keep_it():
     assert "text" not in vars(candidate)
 
 
+def test_a_candidates_parse_is_built_when_first_asked_for_and_equals_its_texts():
+    # A cold start gives HAProxy the text first: the parse waits until HAProxy runs it.
+    odd = service("odd", [server("10.0.0.9", 80, "x", registry_options="check  inter 2s")])
+    candidate = render([service("web", [A, B], port=3100), odd])
+    assert callable(candidate.made)  # (not built yet)
+    parsed = candidate.parsed
+    assert candidate.made is parsed is candidate.parsed  # built once, the thunk let go
+    assert parsed == parse_config(candidate.text)
+    assert parsed.servers["web"][B.name].address == "10.0.0.2:8080"
+
+
 def test_global_defaults_and_extra_sections_come_first_in_order():
     config = haproxy_config(
         extra_sections={"listen stats": ["bind 127.0.0.1:9000", "stats enable"]}
