@@ -98,6 +98,7 @@ class Reconciler:
         self.pacer = Pacer(config.haproxy)  # waits a little before a round in a stream
         self.change_gate = ChangeGate()  # (the daemon shares the HAProxy controller's)
         self.started = False
+        self._backing_off = False  # after a failed round: no change can be applied now
         self.applies = 0
         self.last_apply: dict[str, Any] | None = None
         self.last_error: str | None = None
@@ -116,7 +117,8 @@ class Reconciler:
             return
         service.report = report
         self.pacer.arrived()
-        self.change_gate.change()  # background steps wait until its round has ended
+        if self.started and not self._backing_off:  # (before: the first round hands all over)
+            self.change_gate.change()  # background steps wait until its round has ended
         self._use_generator(report.service, service, report.generator_config)
         self._pending.event_times.append(report.event_time)
         self._pending.reasons.add(f"{report.method}:{report.service}")
@@ -211,13 +213,19 @@ class Reconciler:
                 with collector_held():  # (the collection that was due: after it)
                     handed_over = await self.run_round()
                 if not self._dirty.is_set():
-                    self.change_gate.done()  # (a failed round retries later, not now)
+                    self.change_gate.done()
                 if handed_over:
                     backoff.reset()
                     self.pacer.round_ended()
                 else:
                     self.pacer.failed()
-                    await asyncio.sleep(backoff.next())
+                    self.change_gate.done()  # (nothing applies in the sleep: no one waits)
+                    self._backing_off = True
+                    try:
+                        await asyncio.sleep(backoff.next())
+                    finally:
+                        self._backing_off = False
+                    self.change_gate.change()  # the retry hands the changes over
                     self._dirty.set()
         finally:
             await self._final_state_file()
