@@ -146,3 +146,24 @@ async def test_reports_before_the_start_leave_the_gate_idle(tmp_path: Path) -> N
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_one_job_waits_max_wait_in_all_under_a_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(change_gate, "MAX_WAIT", 0.05)
+    gate = ChangeGate()
+    gate.change()  # a stream: busy all along
+    turns = gate.job()
+    began = time.monotonic()
+    await turns()
+    first = time.monotonic() - began
+    for _ in range(20):  # the job's other steps: at once
+        await turns()
+    assert first >= 0.04 and time.monotonic() - began < 0.3
+    assert gate.waits == 1 and turns.left <= 0
+    gate.done()
+    gate.change()
+    began = time.monotonic()
+    await gate.job()()  # the next job waits again
+    assert time.monotonic() - began >= 0.04
