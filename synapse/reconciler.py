@@ -72,6 +72,7 @@ class Reconciler:
         state_cache: StateCache | None = None,
         file_output: RecordSink | None = None,
     ) -> None:
+        self.change_gate = ChangeGate()  # the applier's when there is one (``applier``)
         self.applier = applier
         self.metrics = metrics
         self.state_cache = state_cache
@@ -96,7 +97,6 @@ class Reconciler:
         self._state_written_at = -STATE_FILE_INTERVAL
         self._stopping = asyncio.Event()
         self.pacer = Pacer(config.haproxy)  # waits a little before a round in a stream
-        self.change_gate = ChangeGate()  # (the daemon shares the HAProxy controller's)
         self.started = False
         self._backing_off = False  # after a failed round: no change can be applied now
         self.applies = 0
@@ -107,6 +107,15 @@ class Reconciler:
         self.changes: deque[tuple[float, float]] = deque(maxlen=CHANGES_KEPT)
         self._unreported: set[str] = set()
         self._check_all_reported()
+
+    @property
+    def applier(self) -> Applier | None:
+        return self._applier
+
+    @applier.setter
+    def applier(self, applier: Applier | None) -> None:
+        self._applier = applier  # (its background work waits for the changes reported here)
+        self.change_gate = applier.change_gate if applier is not None else self.change_gate
 
     # --- inputs ------------------------------------------------------------------
 
@@ -220,11 +229,9 @@ class Reconciler:
                 else:
                     self.pacer.failed()
                     self.change_gate.done()  # (nothing applies in the sleep: no one waits)
-                    self._backing_off = True
-                    try:
-                        await asyncio.sleep(backoff.next())
-                    finally:
-                        self._backing_off = False
+                    self._backing_off = True  # (a stop during the sleep ends the loop)
+                    await asyncio.sleep(backoff.next())
+                    self._backing_off = False
                     self.change_gate.change()  # the retry hands the changes over
                     self._dirty.set()
         finally:
