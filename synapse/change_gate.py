@@ -21,7 +21,8 @@ The cycle collector is held off a round the same way (``collector_held``): at 1,
 a young collection costs ~1 ms of CPU and a middle one ~3 ms (gc.callbacks, the loaded
 propagation scenario), and one fell inside a change every few dozen changes. During a
 round the collector is off (reference counting still frees everything that is not a
-cycle); the collection that was due runs at the first allocation after it.
+cycle); the collection that was due runs at the first allocation after it. The whole
+round: a reload it runs (validation, swap, HAProxy's answer) too.
 """
 
 from __future__ import annotations
