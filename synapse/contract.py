@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from synapse.change_gate import ChangeGate
 from synapse.config import HAProxyConfig
 from synapse.model import DesiredService
 from synapse.selection import Selection
@@ -62,6 +63,8 @@ class ApplyResult:
 
 class Applier(Protocol):
     """What the daemon and the reconciler call on the HAProxy side."""
+
+    change_gate: ChangeGate  # the reconciler's reports hold its background work back
 
     async def start(self) -> None:
         """Get ready (read what is on disk, adopt a running HAProxy); before any apply."""

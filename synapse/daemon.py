@@ -36,7 +36,6 @@ from smartstack.tasks import cancel_and_wait
 from smartstack.zookeeper import ZooKeeperPool
 from synapse import gc_start
 from synapse.background_import import import_in_thread
-from synapse.change_gate import ChangeGate
 from synapse.config import ServiceConfig, SynapseConfig, load_synapse_config, service_cache
 from synapse.contract import Applier
 from synapse.daemon_parts import make_controller, make_file_output, make_state_cache, state_key
@@ -163,9 +162,8 @@ class SynapseDaemon:
         # is handed over before the controller is set.
         if self.config.haproxy is not None:
             await import_in_thread("synapse.haproxy.controller")
+        # (the reconciler takes its change gate: background work waits for changes)
         self.controller = self.reconciler.applier = make_controller(self.config, self.registry)
-        if isinstance(gate := getattr(self.controller, "change_gate", None), ChangeGate):
-            self.reconciler.change_gate = gate  # background work waits for changes
         if self.controller is not None:
             await self.controller.start()
         # Listening before the first hand-over (503 until HAProxy runs the desired state):

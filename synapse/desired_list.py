@@ -70,18 +70,23 @@ class DesiredList:
 
     def _build_all(self, services: Mapping[str, ServiceState]) -> list[DesiredService]:
         self.rebuilt += 1
-        self._services, self._states = services, list(services.values())
-        self._names = list(services)
-        self._made, self._slots, self._live, self._list = [], [], set(), []
+        self._services = None  # (a router that raises below leaves no half-built list)
+        made_all: list[DesiredService | _Empty] = []
+        slots: list[tuple[int, int]] = []
+        live: set[int] = set()
+        built: list[DesiredService] = []
         for i, (name, state) in enumerate(services.items()):
             made = self._made_for(name, state)
             result = self._route(made) if isinstance(made, DesiredService) else []
             if _zone_routed(made):
-                self._live.add(i)
-            self._made.append(made)
-            self._slots.append((len(self._list), len(result)))
-            self._list += result
-        return list(self._list)
+                live.add(i)
+            made_all.append(made)
+            slots.append((len(built), len(result)))
+            built += result
+        self._states, self._names = list(services.values()), list(services)
+        self._made, self._slots, self._live, self._list = made_all, slots, live, built
+        self._services = services
+        return list(built)
 
     @staticmethod
     def _made_for(name: str, state: ServiceState) -> DesiredService | _Empty:

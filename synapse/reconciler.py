@@ -72,6 +72,7 @@ class Reconciler:
         state_cache: StateCache | None = None,
         file_output: RecordSink | None = None,
     ) -> None:
+        self.change_gate = ChangeGate()  # the applier's when there is one (``applier``)
         self.applier = applier
         self.metrics = metrics
         self.state_cache = state_cache
@@ -96,8 +97,8 @@ class Reconciler:
         self._state_written_at = -STATE_FILE_INTERVAL
         self._stopping = asyncio.Event()
         self.pacer = Pacer(config.haproxy)  # waits a little before a round in a stream
-        self.change_gate = ChangeGate()  # (the daemon shares the HAProxy controller's)
         self.started = False
+        self._backing_off = False  # after a failed round: no change can be applied now
         self.applies = 0
         self.last_apply: dict[str, Any] | None = None
         self.last_error: str | None = None
@@ -106,6 +107,15 @@ class Reconciler:
         self.changes: deque[tuple[float, float]] = deque(maxlen=CHANGES_KEPT)
         self._unreported: set[str] = set()
         self._check_all_reported()
+
+    @property
+    def applier(self) -> Applier | None:
+        return self._applier
+
+    @applier.setter
+    def applier(self, applier: Applier | None) -> None:
+        self._applier = applier  # (its background work waits for the changes reported here)
+        self.change_gate = applier.change_gate if applier is not None else self.change_gate
 
     # --- inputs ------------------------------------------------------------------
 
@@ -116,7 +126,8 @@ class Reconciler:
             return
         service.report = report
         self.pacer.arrived()
-        self.change_gate.change()  # background steps wait until its round has ended
+        if self.started and not self._backing_off:  # (before: the first round hands all over)
+            self.change_gate.change()  # background steps wait until its round has ended
         self._use_generator(report.service, service, report.generator_config)
         self._pending.event_times.append(report.event_time)
         self._pending.reasons.add(f"{report.method}:{report.service}")
@@ -211,13 +222,17 @@ class Reconciler:
                 with collector_held():  # (the collection that was due: after it)
                     handed_over = await self.run_round()
                 if not self._dirty.is_set():
-                    self.change_gate.done()  # (a failed round retries later, not now)
+                    self.change_gate.done()
                 if handed_over:
                     backoff.reset()
                     self.pacer.round_ended()
                 else:
                     self.pacer.failed()
+                    self.change_gate.done()  # (nothing applies in the sleep: no one waits)
+                    self._backing_off = True  # (a stop during the sleep ends the loop)
                     await asyncio.sleep(backoff.next())
+                    self._backing_off = False
+                    self.change_gate.change()  # the retry hands the changes over
                     self._dirty.set()
         finally:
             await self._final_state_file()

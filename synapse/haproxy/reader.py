@@ -380,7 +380,7 @@ class RunningReader:
                 continue  # an apply read it all meanwhile
             forced_at = -math.inf
             try:
-                if not await view.sweep(lock, after_part, self.change_gate.turn):
+                if not await view.sweep(lock, after_part, self.change_gate.job()):
                     continue
             except HAProxySocketError as err:
                 view.invalidate()  # the next apply (or the next turn here) reads it whole

@@ -104,6 +104,7 @@ class StateDumper:
         self.writes = 0
         self.whole_dumps = 0
         self.change_gate = ChangeGate()  # the reader's (``state_dumper``): changes go first
+        self._turn = self.change_gate.job()  # (a dump round's own: ``dump``)
 
     def start(self, lock: asyncio.Lock | None = None) -> None:
         """``lock``: the controller's; a dump waits while an apply holds it."""
@@ -132,6 +133,7 @@ class StateDumper:
             return 0.0
         self._deadline = time.monotonic() + MAX_PAUSE
         self._cpu = 0.0
+        self._turn = self.change_gate.job()  # (the round's steps: MAX_WAIT in all)
         await self._idle()
         seen = self._file_id()
         blocks = self._blocks
@@ -286,7 +288,7 @@ class StateDumper:
         apply (which then read every server after HAProxy served) held up the change
         waiting for that apply."""
         await asyncio.sleep(CHUNK_GAP)
-        await self.change_gate.turn()  # a change on its way first (``synapse.change_gate``)
+        await self._turn()  # a change on its way first (``synapse.change_gate``)
         left = self._deadline - time.monotonic()
         if self._lock.locked() and left > 0:  # our turn in the lock's queue, given back at once
             with contextlib.suppress(TimeoutError):

@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from smartstack.record import Registration
+from synapse.change_gate import ChangeGate
 from synapse.config import HAProxyConfig, SynapseConfig
 from synapse.contract import Applier, ApplyResult
 from synapse.metrics import SynapseMetrics
@@ -36,6 +37,7 @@ class FakeApplier:
         self.started = self.stopped = False
         self.configs: list[HAProxyConfig] = []  # update_config() calls
         self.result = ApplyResult()  # what every apply returns
+        self.change_gate = ChangeGate()  # (the reconciler takes it: ``Reconciler.applier``)
 
     async def start(self) -> None:
         self.started = True

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+
 from synapse.config import ServiceConfig
 from synapse.desired_list import DesiredList
 from synapse.model import DesiredService, Server
@@ -104,3 +106,24 @@ def test_the_kept_list_equals_a_fresh_build_after_random_changes() -> None:
         want_router.split = set(router.split)
         assert got == [(d.name, tuple(d.servers)) for d in want.build(services)]
     assert kept.rebuilt < 100, "most rounds patch the kept list"
+
+
+def test_a_router_that_raises_midway_leaves_no_truncated_list_behind() -> None:
+    # (zone_apply's evacuation asks for the list and undoes on any error: synapse goes on)
+    failing = {"on": False}
+
+    def route(made: DesiredService) -> list[DesiredService]:
+        if failing["on"] and made.name == "s5":
+            raise RuntimeError("router bug")
+        return [made]
+
+    config = service()
+    services = {f"s{i}": state(config, f"10.0.0.{i}") for i in range(10)}
+    kept = DesiredList(route)
+    kept.build(services)
+    services = dict(services)  # (a SIGHUP: a new mapping, a whole build)
+    failing["on"] = True
+    with pytest.raises(RuntimeError, match="router bug"):
+        kept.build(services)
+    failing["on"] = False
+    assert [d.name for d in kept.build(services)] == [f"s{i}" for i in range(10)]

@@ -11,6 +11,8 @@ import pytest
 from applier_fakes import eventually
 from state_fakes import KeptConnection, answer_from
 
+import synapse.change_gate as change_gate
+from synapse.change_gate import ChangeGate
 from synapse.haproxy import stateblocks, statedump
 from synapse.haproxy.health import problems, service_verdict
 from synapse.haproxy.managed import restart_delay
@@ -246,3 +248,18 @@ async def test_applies_that_keep_coming_do_not_starve_the_dump(tmp_path: Path) -
         stop = True
         await busy
     assert dumper.writes == 1 and path.read_text() == big_dump(2 * stateblocks.CHUNK) + TAIL
+
+
+async def test_a_dump_waits_while_a_change_is_on_its_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(change_gate, "MAX_WAIT", 5.0)
+    dumper = StateDumper(AnsweringRuntime(FULL_DUMP), tmp_path / "state", lambda: True)  # type: ignore[arg-type]
+    dumper.change_gate = gate = ChangeGate()  # (the reader's: ``state_dumper``)
+    gate.change()
+    dump = asyncio.create_task(dumper.dump())
+    await asyncio.sleep(0.1)
+    assert not dump.done() and dumper.writes == 0, "the change goes first"
+    gate.done()
+    await asyncio.wait_for(dump, 5)
+    assert dumper.writes == 1 and gate.waits >= 1

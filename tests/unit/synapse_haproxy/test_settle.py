@@ -301,3 +301,33 @@ async def test_the_sweep_after_a_reload_does_not_wait_for_changes(monkeypatch):
     gate.change()
     assert await asyncio.wait_for(view.sweep(asyncio.Lock(), None, gate.turn), 5)
     assert gate.waits == 0 and not view.unread
+
+
+async def test_the_readers_periodic_sweep_waits_while_a_change_is_on_its_way(monkeypatch):
+    import synapse.change_gate as change_gate
+
+    monkeypatch.setattr(change_gate, "MAX_WAIT", 5.0)
+    client = HeldClient()
+    client.state = {f"b{i}": {"x": srv(f"b{i}", "x", 1)} for i in range(3)}
+    monkeypatch.setattr("synapse.haproxy.view.RuntimeClient", lambda *a, **k: client)
+    now = [0.0]
+    reader = RunningReader([client], None, lambda: now[0])  # type: ignore[list-item]
+    reader.version = (2, 8, 0)
+    assert reader.view is not None
+    await reader.view.read_all()
+    now[0] = 1e6  # a sweep is due
+    read_before = len(client.calls)
+    reader.change_gate.change()
+    reader.start_sweeping(asyncio.Lock(), lambda: True, asyncio.sleep)
+    try:
+        reader._kick.set()
+        await asyncio.sleep(0.1)
+        assert client.calls[read_before:] == ["names"], "no part read while the change comes"
+        reader.change_gate.done()
+        for _ in range(100):
+            if len(client.calls) > read_before + 1:
+                break
+            await asyncio.sleep(0.01)
+        assert client.calls[read_before + 1 :] == [["b0", "b1", "b2"]]
+    finally:
+        await reader.stop_sweeping()
