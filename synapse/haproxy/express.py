@@ -9,7 +9,12 @@ gives exactly what the whole plan would:
 
 - the last apply ended with nothing left for a reload (``ready``), and the config file
   holds the renderer's last render (the same parse object): it is what HAProxy runs;
-- the runtime view is trusted, every backend read since the last reload or start;
+- the runtime view is trusted, and each backend of the change read since the last reload
+  or start and since the last commands to it (neither ``unread`` nor ``stale``: the apply
+  reads those it changes first). The other backends may still wait for the after-start
+  sweep: the commands, the ids and the whole plan that follows (``_plan``: only the
+  backends to plan, read ones) look at the change's backends alone, and the sweep keeps
+  the view's newer state of a backend an apply read or followed after its read began;
 - every changed service changed only in its servers (``Renderer.membership_specs``:
   same config object, default layout, no option only a reload can change);
 - each of their backends runs, and planning it needs no reload.
@@ -73,7 +78,8 @@ class Express:
         if not ready or running.backends is None:  # (else id_hints parses the file's ids)
             return NOTHING
         ids = reader.id_hints(running)
-        planned = plan_early(renderer, desired, running, ids, self._caps(), reader.unread, since)
+        unread, stale = reader.unread, reader.stale()  # (the apply just read its own)
+        planned = plan_early(renderer, desired, running, ids, self._caps(), unread, stale, since)
         if planned is None or not planned[0]:
             return NOTHING
         ops, backends = planned
@@ -112,13 +118,17 @@ def plan_early(
     ids: Mapping[str, Mapping[str, int]],
     caps: Capabilities,
     unread: Collection[str],
+    stale: Collection[str] = (),
     since: list[DesiredService] | None = None,
 ) -> tuple[list[Op], frozenset[str]] | None:
     """The commands of a membership-only change and the backends they cover (None: not
     such a change, plan it the usual way). Pure: the caller knows the last apply ended
-    with nothing left for a reload. ``since``: see ``Renderer.membership_specs``."""
+    with nothing left for a reload. ``unread``, ``stale``: backends whose view is not
+    HAProxy's (after a start an unread one is empty, after a reload the old process's):
+    a change touching one is planned the usual way. ``since``: see
+    ``Renderer.membership_specs``."""
     backends = running.backends
-    if backends is None or unread or not caps.runtime_api:
+    if backends is None or not caps.runtime_api:
         return None
     if running.config is None or running.config is not renderer.last_parsed:
         return None
@@ -129,7 +139,7 @@ def plan_early(
     reasons: list[tuple[str, str]] = []
     for spec in specs:
         servers = backends.get(spec.name)
-        if servers is None:
+        if servers is None or spec.name in unread or spec.name in stale:
             return None
         backend_ops(spec, servers, caps, ops, reasons)
         if reasons:

@@ -35,9 +35,9 @@ def rendered() -> tuple[Renderer, list[DesiredService], object]:
     return renderer, services, running_from(first)
 
 
-def early(renderer: Renderer, services: list[DesiredService], running, unread=()):
+def early(renderer: Renderer, services: list[DesiredService], running, unread=(), stale=()):
     ids = RunningIds().use(running.backends)
-    return plan_early(renderer, services, running, ids, V26, set(unread))
+    return plan_early(renderer, services, running, ids, V26, set(unread), set(stale))
 
 
 def test_a_membership_change_sends_what_the_whole_plan_would_before_any_render():
@@ -71,7 +71,6 @@ def test_anything_but_membership_goes_the_whole_way():
     assert early(renderer, [options, *services[1:]], running) is None
     assert early(renderer, [moved_config, *services[1:]], running) is None
     assert early(renderer, services[:2], running) is None  # a service gone
-    assert early(renderer, services, running, unread={"s2"}) is None  # not read since a reload
     other_file = dataclasses.replace(running, config=None)  # the file is not the last render
     assert early(renderer, services, other_file) is None
     # A new server in a backend whose balance takes none at runtime: the reload decides.
@@ -84,6 +83,28 @@ def test_anything_but_membership_goes_the_whole_way():
     jinja = Renderer(haproxy_config(), template_text=load_template(haproxy_config()))
     jinja_running = running_from(jinja.render(services, {}, set()))
     assert early(jinja, [with_servers(s0, s0.servers[:1]), *services[1:]], jinja_running) is None
+
+
+def test_a_change_of_read_backends_goes_express_while_others_wait_for_the_sweep():
+    """Right after a start or reload the sweep reads every backend in 1-3 s at 1,000: a
+    change whose backends the apply has read goes express meanwhile; its commands are
+    the whole plan's. One touching a backend not read since (or changed by commands and
+    not read since) is planned the usual way: the view's servers there are not HAProxy's."""
+    renderer, services, running = rendered()
+    s0, s1, s2 = services
+    changed = [with_servers(s0, [*s0.servers, server("10.0.0.9", 8080)]), s1, s2]
+    planned = early(renderer, changed, running, unread={"s1", "s2"}, stale={"s2"})
+    assert planned is not None and planned[1] == {"s0"}
+    whole = plan(Renderer(haproxy_config()).render(changed), running, V26, {"s0"})
+    assert sorted(map(str, planned[0])) == sorted(map(str, whole.ops)) and whole.ops
+    # After a start an unread backend is empty in the view: planned on it, every
+    # server would be added again.
+    started = dataclasses.replace(running, backends={**(running.backends or {}), "s0": {}})
+    assert early(renderer, changed, started, unread={"s0"}) is None
+    assert early(renderer, changed, running, stale={"s0"}) is None
+    both = [changed[0], with_servers(s1, s1.servers[:1]), s2]  # s0 read, s1 not yet
+    assert early(renderer, both, running, unread={"s1"}) is None
+    assert early(renderer, both, running, unread={"s2"}) is not None
 
 
 def test_nothing_changed_plans_nothing():
@@ -117,6 +138,9 @@ class _Reader:
     """What ``Express.send`` asks of the RunningReader."""
 
     unread: set[str] = set()
+
+    def stale(self) -> set[str]:
+        return set()
 
     def id_hints(self, running):
         return RunningIds().use(running.backends)
