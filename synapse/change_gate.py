@@ -8,8 +8,10 @@ owed render are 1-5 ms of CPU each, so a change waited behind several of them. W
 gate a background step waits (``turn``) from the moment a report arrives (``change``)
 until the round that takes it in has ended (``done``): a change waits for at most the
 one step already running. The sweep right after a start or reload does not wait: until
-it has read every backend no change can take the express path, so delaying it made
-more changes slow (``RunningView.sweep``).
+it has read every backend a change reads the unread backends it touches first, and
+(when only fully read ones took the express path) delaying it made more changes slow;
+with the express path open to read backends meanwhile, an A/B with it waiting showed no
+clear gain (``RunningView.sweep``).
 
 A stream of changes must not starve the background (the dump keeps the state file
 fresh, the sweep corrects drift), nor stretch it: a stream keeps the gate busy between

@@ -278,8 +278,8 @@ class RunningView:
         a part was refused or a reload came meanwhile (an invalidation, another process).
         ``pause`` before each step (``ChangeGate.turn``: a change on its way goes first),
         except in the sweep after a start or reload."""
-        if self._unread:  # after a start or reload: no waiting for changes, which take
-            pause = None  # the express path only once every backend has been read
+        if self._unread:  # after a start or reload: no waiting for changes, which read
+            pause = None  # the unread backends they touch first (``change_gate``)
         client = RuntimeClient(self.client.path, self.client.timeout)
         since = self._counter
         async with client.held():

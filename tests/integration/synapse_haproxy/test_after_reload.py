@@ -8,6 +8,8 @@ import os
 import signal
 
 from haproxy_helpers import eventually, read_back, server, serves, service, web
+from prometheus_client import CollectorRegistry
+from test_controller_owed import file_text, grown, others, started
 
 from synapse.contract import ApplyOutcome
 from synapse.haproxy import view as view_module
@@ -264,3 +266,39 @@ async def test_the_state_dumper_keeps_its_connection_and_follows_an_outside_relo
     await eventually(new_worker_dumped, "a dump of the new worker")
     state = await RuntimeClient(str(controller.settings.runtime_sockets[0])).info()
     assert dumper._blocks.pid == state["Pid"]
+
+
+async def test_while_the_sweep_reads_a_reload_s_backends_a_change_of_servers_goes_express(
+    managed_factory,
+):
+    """The sweep after a reload or start reads every backend (2-3 s at 1,000): meanwhile a
+    change of servers goes express once the apply has read its backends (those not read
+    since the reload first: the view held the old process's servers there), its commands
+    are the whole plan's (no server HAProxy has added again), and the owed render is paid
+    without reading everything, the other backends still waiting for the sweep (stopped)."""
+    controller = managed_factory(CollectorRegistry(), restart_interval=0.0)
+    services = others(40)  # (more than a sweep's part)
+    await started(controller, services)
+    view, express = controller._reader.view, controller._express
+    await controller._reader.stop_sweeping()  # the reload's backends stay unread
+    services = [*services, service("api", [server("127.0.0.1", 23000, "a")], port=free_port())]
+    assert (await controller.apply(services, "reload")).reload is ApplyOutcome.DONE
+    full_reads, sent = view.full_reads, express.sent
+    assert "s0" in view.unread and "s1" in view.unread
+    services = grown(services, 0, 23001, "n1")  # s0 read first; ends clean: ready
+    first = await controller.apply(services, "after the reload")
+    assert first.reload is ApplyOutcome.NONE and len(first.ops) == 2 and express.sent == sent
+    for i, name in ((0, "n2"), (1, "n3")):  # s0 read already; s1 read by the apply first
+        services = grown(services, i, 23002 + i, name)
+        result = await controller.apply(services, name)
+        assert result.reload is ApplyOutcome.NONE and result.error is None, result
+        assert len(result.ops) == 2, result.ops  # add, ready: o1 is not added again
+    assert express.sent == sent + 2 and "s2" in view.unread
+    await controller.flush()  # the owed render: planned on what was read
+    assert view.full_reads == full_reads and len(view.unread) > 30
+    assert not controller._owed.owed and controller.health() == []
+    for backend, names in (("s0", ("o0", "n1", "n2")), ("s1", ("o1", "n3"))):
+        servers = await controller.backend_servers(backend)
+        assert servers is not None and len(servers) == len(names), servers
+        assert all(any(s.startswith(f"{n}_") for s in servers) for n in names), servers
+        assert sum(f"server {n}_" in file_text(controller) for n in names) == len(names)
