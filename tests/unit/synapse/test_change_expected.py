@@ -63,3 +63,18 @@ async def test_a_zookeeper_event_says_a_change_is_coming() -> None:
     watcher = ZooKeeperWatcher("svc", cfg, Collector(), ctx)
     watcher._on_tree(WatchedEvent(EventType.CREATED, KeeperState.CONNECTED, "/svc/a_1"))
     assert heard == ["coming"] and "a_1" in watcher._created
+
+
+async def test_the_daemon_expects_a_change_only_once_the_reconciler_runs() -> None:
+    from types import SimpleNamespace
+
+    from synapse.daemon import SynapseDaemon
+
+    gate = ChangeGate()
+    reconciler = SimpleNamespace(started=False, change_gate=gate)
+    daemon = SimpleNamespace(reconciler=reconciler)
+    SynapseDaemon._change_coming(daemon)  # type: ignore[arg-type]
+    assert not gate.busy, "before the first hand-over the after-start sweep goes first"
+    reconciler.started = True
+    SynapseDaemon._change_coming(daemon)  # type: ignore[arg-type]
+    assert gate.busy
