@@ -25,6 +25,13 @@ propagation scenario), and one fell inside a change every few dozen changes. Dur
 round the collector is off (reference counting still frees everything that is not a
 cycle); the collection that was due runs at the first allocation after it. The whole
 round: a reload it runs (validation, swap, HAProxy's answer) too.
+
+A ZooKeeper event names a child but carries no data: the report comes only after the
+child's read (a round trip, 1-2 ms), and background steps that began meanwhile (a
+sweep's part, a dump step: 1-5 ms each at 1,000 x 20) made the report wait on the loop.
+So the watcher says a change is coming at its event (``expect``): background steps wait
+from then, until the report's round has ended, or EXPECT_S passed without a report (an
+event whose read found nothing new reports nothing).
 """
 
 from __future__ import annotations
@@ -36,25 +43,47 @@ import time
 from collections.abc import Iterator
 
 MAX_WAIT = 0.05  # seconds a background step waits for a change at most
+EXPECT_S = 0.025  # an expected change's report comes within this, or no longer counts
 
 
 class ChangeGate:
     def __init__(self) -> None:
         self._idle = asyncio.Event()
         self._idle.set()
+        self._round = False  # a reported change waits for (or is in) a round
+        self._expecting: asyncio.TimerHandle | None = None  # ``expect``'s expiry
         self.waits = 0  # background steps that waited for a change (for tests, /status)
 
     @property
     def busy(self) -> bool:
         return not self._idle.is_set()
 
+    def expect(self) -> None:
+        """A watch event named a change whose report is still to come (its data is being
+        read): background steps wait from now on, EXPECT_S at most without a report."""
+        if self._expecting is not None:
+            self._expecting.cancel()
+        self._expecting = asyncio.get_running_loop().call_later(EXPECT_S, self._expired)
+        self._idle.clear()
+
+    def _expired(self) -> None:
+        self._expecting = None
+        if not self._round:
+            self._idle.set()
+
     def change(self) -> None:
         """A change arrived (a report): background steps wait from now on."""
+        if self._expecting is not None:  # (it came)
+            self._expecting.cancel()
+            self._expecting = None
+        self._round = True
         self._idle.clear()
 
     def done(self) -> None:
-        """No change waits for a round any more."""
-        self._idle.set()
+        """No reported change waits for a round any more (one expected still holds)."""
+        self._round = False
+        if self._expecting is None:
+            self._idle.set()
 
     async def turn(self, limit: float = MAX_WAIT) -> None:
         """Before a background step: at once when no change is on its way (no turn of the

@@ -154,6 +154,7 @@ class SynapseDaemon:
         self.reconciler = Reconciler(
             self.config, None, self.metrics, state_cache, make_file_output(self.config)
         )
+        self._ctx.change_coming = self._change_coming
         for name, service in self.config.services.items():
             await self._start_watcher(name, service)
         # The registry first: the HAProxy side's modules (~0.2 s) are imported in a thread
@@ -179,6 +180,13 @@ class SynapseDaemon:
             self.docker_services.start()
         event(log, "started", services=len(self.config.services),
               haproxy=self.controller is not None)  # fmt: skip
+
+    def _change_coming(self) -> None:
+        """A ZooKeeper event named a change whose data is being read: the HAProxy side's
+        background steps wait for its report from now on (synapse.change_gate)."""
+        reconciler = self.reconciler
+        if reconciler is not None and reconciler.started:  # (before: the sweep goes first)
+            reconciler.change_gate.expect()
 
     async def _run_reconciler(self) -> None:
         assert self.reconciler is not None

@@ -61,6 +61,8 @@ class WatcherContext:
     # The (shared) connection for a discovery block: endpoints, user, password, TLS.
     etcd_connection: Callable[[DiscoveryConfig], EtcdConnection] | None = None
     zk_session_timeout: float = 10.0
+    # A watch event named a change still to be read: background work waits (ChangeGate.expect)
+    change_coming: Callable[[], None] | None = None
 
 
 class Watcher(ABC):
@@ -156,6 +158,11 @@ class Watcher(ABC):
         ]
         skipped = sum(1 for entry in entries.values() if entry.registration is None)
         self.report(found, skipped, event_time)
+
+    def change_coming(self) -> None:
+        """An event names a change whose report needs a read first (``ChangeGate.expect``)."""
+        if self.ctx.change_coming is not None:
+            self.ctx.change_coming()
 
     def count_event(self) -> None:
         self.metrics.watch_events.labels(self.service, self.method).inc()

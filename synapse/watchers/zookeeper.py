@@ -166,6 +166,7 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
     def _mark(self) -> None:
         if self._event_time is None:
             self._event_time = time.monotonic()
+        self.change_coming()  # (its report waits for a read: background work waits for it)
         self._wake.set()
 
     def _on_state(self, state: str) -> None:
