@@ -52,6 +52,7 @@ class ChangeGate:
         self._idle.set()
         self._round = False  # a reported change waits for (or is in) a round
         self._expecting: asyncio.TimerHandle | None = None  # ``expect``'s expiry
+        self._expected = 0  # events whose report is still to come (until the expiry)
         self.waits = 0  # background steps that waited for a change (for tests, /status)
 
     @property
@@ -60,22 +61,27 @@ class ChangeGate:
 
     def expect(self) -> None:
         """A watch event named a change whose report is still to come (its data is being
-        read): background steps wait from now on, EXPECT_S at most without a report."""
+        read): background steps wait from now on, until every expected report came, or
+        EXPECT_S after the last event (a read that found nothing new reports nothing)."""
         if self._expecting is not None:
             self._expecting.cancel()
         self._expecting = asyncio.get_running_loop().call_later(EXPECT_S, self._expired)
+        self._expected += 1
         self._idle.clear()
 
     def _expired(self) -> None:
-        self._expecting = None
+        self._expecting, self._expected = None, 0
         if not self._round:
             self._idle.set()
 
     def change(self) -> None:
-        """A change arrived (a report): background steps wait from now on."""
-        if self._expecting is not None:  # (it came)
-            self._expecting.cancel()
-            self._expecting = None
+        """A change arrived (a report): background steps wait from now on. It settles
+        one expected report (another service's, still being read, keeps its hold)."""
+        if self._expected:
+            self._expected -= 1
+            if not self._expected and self._expecting is not None:  # (all came)
+                self._expecting.cancel()
+                self._expecting = None
         self._round = True
         self._idle.clear()
 

@@ -185,7 +185,7 @@ class SynapseDaemon:
         """A ZooKeeper event named a change whose data is being read: the HAProxy side's
         background steps wait for its report from now on (synapse.change_gate)."""
         reconciler = self.reconciler
-        if reconciler is not None and reconciler.started:  # (before: the sweep goes first)
+        if reconciler is not None and reconciler.takes_changes:  # (before: the sweep first)
             reconciler.change_gate.expect()
 
     async def _run_reconciler(self) -> None:

@@ -117,6 +117,10 @@ class Reconciler:
         self._applier = applier  # (its background work waits for the changes reported here)
         self.change_gate = applier.change_gate if applier is not None else self.change_gate
 
+    @property
+    def takes_changes(self) -> bool:  # (not before the start, nor during a backoff)
+        return self.started and not self._backing_off
+
     # --- inputs ------------------------------------------------------------------
 
     def report(self, report: Report) -> None:
@@ -126,7 +130,7 @@ class Reconciler:
             return
         service.report = report
         self.pacer.arrived()
-        if self.started and not self._backing_off:  # (before: the first round hands all over)
+        if self.takes_changes:  # (before the start: the first round hands all over)
             self.change_gate.change()  # background steps wait until its round has ended
         self._use_generator(report.service, service, report.generator_config)
         self._pending.event_times.append(report.event_time)

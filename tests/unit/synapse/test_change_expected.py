@@ -71,10 +71,33 @@ async def test_the_daemon_expects_a_change_only_once_the_reconciler_runs() -> No
     from synapse.daemon import SynapseDaemon
 
     gate = ChangeGate()
-    reconciler = SimpleNamespace(started=False, change_gate=gate)
+    reconciler = SimpleNamespace(takes_changes=False, change_gate=gate)
     daemon = SimpleNamespace(reconciler=reconciler)
     SynapseDaemon._change_coming(daemon)  # type: ignore[arg-type]
     assert not gate.busy, "before the first hand-over the after-start sweep goes first"
-    reconciler.started = True
+    reconciler.takes_changes = True
     SynapseDaemon._change_coming(daemon)  # type: ignore[arg-type]
     assert gate.busy
+
+
+async def test_one_report_does_not_settle_another_services_expected_change() -> None:
+    gate = ChangeGate()
+    gate.expect()  # service a's event: its data is being read
+    gate.expect()  # service b's event, read in flight too
+    gate.change()  # a's report
+    gate.done()  # a's round ended
+    assert gate.busy, "b's report is still on its way"
+    gate.change()  # b's report
+    gate.done()
+    assert not gate.busy
+
+
+def test_the_reconciler_takes_changes_once_started_and_not_while_backing_off() -> None:
+    from types import SimpleNamespace
+
+    from synapse.reconciler import Reconciler
+
+    takes = Reconciler.takes_changes.fget
+    assert not takes(SimpleNamespace(started=False, _backing_off=False))  # type: ignore[misc]
+    assert not takes(SimpleNamespace(started=True, _backing_off=True))  # type: ignore[misc]
+    assert takes(SimpleNamespace(started=True, _backing_off=False))  # type: ignore[misc]
