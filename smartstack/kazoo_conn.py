@@ -20,8 +20,9 @@ the 1,000 ``addWatch`` requests of a start and their replies took ~0.8 s, mostly
   exactly as kazoo does.
 
 This overrides kazoo internals (``_send_request``, ``_read_socket``, ``_read``,
-``_connect``), like smartstack.zk_persistent; tests/integration pin the order of replies
-and events, and the behaviour across a dropped connection, against a real ZooKeeper.
+``_connect``, ``_invoke``: a handshake waits at most HANDSHAKE_TIMEOUT_CAP_S), like
+smartstack.zk_persistent; tests/integration pin the order of replies and events, and the
+behaviour across a dropped connection, against a real ZooKeeper.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ from kazoo.protocol.connection import (
 from kazoo.protocol.serialization import Auth, int_struct
 
 MAX_BATCH = 256
+# kazoo waits for the answer to its session handshake for the session timeout divided by
+# the hosts (60 s with one host and a 60 s session). A server that accepted the connection
+# but never answers (seen after a restart, while it answered `srvr`) would hold the
+# reconnection that long; giving up sooner tries again while the session still lives.
+HANDSHAKE_TIMEOUT_CAP_S = 10.0
 MAX_BATCH_BYTES = 256 * 1024
 READ_CHUNK = 64 * 1024
 
@@ -92,6 +98,10 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
     def _connect(self, *args: Any) -> Any:
         self._rbuf = bytearray()  # never a byte of the last connection's stream
         return super()._connect(*args)
+
+    def _invoke(self, timeout: float, *args: Any, **kwargs: Any) -> Any:
+        """The handshake's (and auth's) exchange, waiting at most HANDSHAKE_TIMEOUT_CAP_S."""
+        return super()._invoke(min(timeout, HANDSHAKE_TIMEOUT_CAP_S), *args, **kwargs)
 
     def _read_socket(self, read_timeout: float) -> Any:
         self._buffering = True
