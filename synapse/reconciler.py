@@ -3,27 +3,24 @@
 (One meaning per name: the reconciler *hands over* the desired state in *rounds*; the
 HAProxy side *applies* it; its background *sweep* checks HAProxy for drift.)
 
-Watchers call ``report()`` (cheap: it stores the report and wakes the loop).
-Coalescing is leading-edge: an idle loop hands the first change over at once, and
-whatever arrives while that hand-over runs is handed over together right after it, so a
-deploy that touches fifty servers costs a few hand-overs, and a lone change waits for
-nothing. While reports keep arriving during rounds, the next round waits a few ms for
-more (``synapse.pacing``); ``haproxy.coalesce_ms`` (default 0) is a fixed window.
+Watchers call ``report()`` (cheap: it stores the report and wakes the loop). Coalescing
+is leading-edge: an idle loop hands the first change over at once, and whatever arrives
+while that hand-over runs is handed over together right after it (a deploy touching fifty
+servers costs a few hand-overs; a lone change waits for nothing). While reports keep
+arriving during rounds, the next round waits a few ms for more (``synapse.pacing``);
+``haproxy.coalesce_ms`` (default 0) is a fixed window.
 
 Each round computes the servers (``synapse.selection``) of the services that reported
-since the last round (all of them after a start or a failure; after a config reload,
-those whose config changed: ``synapse.reload_diff``), hands the complete
-``list[DesiredService]`` to the applier (``synapse.contract.Applier``: the HAProxy
-controller), which applies it at runtime or by a reload, then updates
-file_output (the changed services) and the state file (at most once per
-STATE_FILE_INTERVAL: it holds every server). An unchanged service is handed over as the
-very same DesiredService object, which lets the applier skip it cheaply. The time from
-each watch event to the applier returning (for a reload that waits for its turn: to
-that reload) is recorded in ``synapse_watch_to_applied_seconds``.
-
-At startup it waits up to ``startup_wait`` for every watcher's first report;
-services whose registry has not answered by then start from the state file
-(servers younger than ``state_file_ttl``) or their ``default_servers``.
+since the last round (all after a start or a failure; after a config reload, those whose
+config changed: ``synapse.reload_diff``), hands the complete ``list[DesiredService]`` to
+the applier (``synapse.contract.Applier``: the HAProxy controller), which applies it at
+runtime or by a reload, then updates file_output (the changed services) and the state
+file (at most once per STATE_FILE_INTERVAL). An unchanged service is handed over as the
+very same DesiredService object, so the applier skips it cheaply. Watch event → applier
+returned (for a reload that waits for its turn: to that reload) is recorded in
+``synapse_watch_to_applied_seconds``. At startup it waits up to ``startup_wait`` for every
+watcher's first report; services whose registry has not answered by then start from the
+state file (servers younger than ``state_file_ttl``) or their ``default_servers``.
 """
 
 from __future__ import annotations
@@ -121,8 +118,6 @@ class Reconciler:
     def takes_changes(self) -> bool:  # (not before the start, nor during a backoff)
         return self.started and not self._backing_off
 
-    # --- inputs ------------------------------------------------------------------
-
     def report(self, report: Report) -> None:
         """The watchers' sink: store the latest full list and wake the loop. Never blocks."""
         service = self._services.get(report.service)
@@ -198,8 +193,6 @@ class Reconciler:
         self._unreported = {n for n, s in self._services.items() if s.report is None}
         if not self._unreported:
             self._all_reported.set()
-
-    # --- the loop ------------------------------------------------------------------
 
     async def run(self) -> None:
         startup_wait = self._config.startup_wait
@@ -378,8 +371,6 @@ class Reconciler:
                 self.state_cache.update, self.selections(), list(self._services), self.generators()
             )
 
-    # --- computing the desired state -------------------------------------------------
-
     def _select_all(self, reported: set[str] | None = None) -> list[str]:
         """Select again the services in ``reported`` (None: all) and those without a report
         (their state file entries age); the names whose selection changed."""
@@ -429,8 +420,6 @@ class Reconciler:
         service whose selection did not change is the same object as last time
         (``synapse.desired_list``: a round looks again only at what changed)."""
         return self._desired.build(self._services)
-
-    # --- status ----------------------------------------------------------------------
 
     def service_status(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

@@ -15,9 +15,8 @@ the fleet, and reads as a flow whose steps live in modules of their own:
 
 While a reload waits, fails or is refused, runtime operations are planned against the
 ``bridge`` (the file's structure with today's servers), so the file always says what
-HAProxy runs; a managed HAProxy (``managed``) that dies starts from it. A sweep (``reader``)
-corrects drift. ``apply`` never raises because of HAProxy: failures are logged, counted and
-shown in ``status()``. docs/architecture.md has the whole picture.
+HAProxy runs; a managed HAProxy (``managed``) that dies starts from it; a sweep (``reader``)
+corrects drift; ``apply`` never raises because of HAProxy (logged, counted, ``status()``).
 """
 
 from __future__ import annotations

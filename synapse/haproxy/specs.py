@@ -1,11 +1,8 @@
-"""What synapse makes of each backend and server: its config line's options, and what
-the runtime API may do to it. Pure functions.
-
-A ``ServerSpec`` holds a server line's options and those ``add server`` needs to create
-the same server at runtime (HAProxy does not apply ``default-server`` lines to added
-servers). Server ids come from a stable hash of the name (ids HAProxy uses are kept). A
-``BackendSpec`` adds what the balance algorithm allows (runtime adds and weights).
-"""
+"""What synapse makes of each backend and server: its config line's options, and what the
+runtime API may do to it. A ``ServerSpec`` holds a server line's options and those ``add
+server`` needs to create the same server at runtime (HAProxy does not apply
+``default-server`` to added servers); ids come from a stable hash of the name (ids HAProxy
+uses are kept). A ``BackendSpec`` adds what the balance algorithm allows."""
 
 from __future__ import annotations
 
@@ -25,8 +22,7 @@ from synapse.haproxy.edge import server_options as edge_server_options
 from synapse.haproxy.server_ids import assign_ids, default_order_seed
 from synapse.model import DesiredService, Server
 
-# Algorithms that accept `add server` and `set weight` (HAProxy 2.6: "dynamic" LB algorithms).
-# Hash-based algorithms are dynamic only with `hash-type consistent`.
+# Algorithms taking `add server`/`set weight` (HAProxy 2.6; hash: with `hash-type consistent`).
 _DYNAMIC_ALGORITHMS = frozenset({"roundrobin", "leastconn", "first", "random"})
 _STATIC_ALGORITHMS = frozenset({"static-rr"})
 # Server keywords `add server` refuses on 2.6, with how many arguments each takes. In

@@ -212,12 +212,9 @@ async def test_change_turn_counts_the_changes_waiting_for_the_lock():
     assert reader.changes_waiting == 0 and cancelled.cancelled() and not lock.locked()
 
 
-async def _after_start_sweep(monkeypatch, waiter: str) -> list[set[str]]:
-    """Right after a start, the sweep's first part is read while an apply holds the lock
-    and ``waiter`` (a change, or another task) queues behind the sweep's merge: what was
-    unread at each of the sweep's applies."""
+async def _swept_reader(monkeypatch, names: list[str]):
+    """A reader over a HeldClient serving ``names`` (one server each), and its view, read."""
     client = HeldClient()
-    names = [f"b{i:02}" for i in range(SWEEP_PART + 5)]
     client.state = {name: {"x": srv(name, "x", 1)} for name in names}
     monkeypatch.setattr("synapse.haproxy.view.RuntimeClient", lambda *a, **k: client)
     monkeypatch.setattr("synapse.haproxy.view.SWEEP_PACE", 0.0)
@@ -226,6 +223,15 @@ async def _after_start_sweep(monkeypatch, waiter: str) -> list[set[str]]:
     view = reader.view
     assert view is not None
     await view.read_all()
+    return reader, view
+
+
+async def _after_start_sweep(monkeypatch, waiter: str) -> list[set[str]]:
+    """Right after a start, the sweep's first part is read while an apply holds the lock
+    and ``waiter`` (a change, or another task) queues behind the sweep's merge: what was
+    unread at each of the sweep's applies."""
+    names = [f"b{i:02}" for i in range(SWEEP_PART + 5)]
+    reader, view = await _swept_reader(monkeypatch, names)
     reader.note_view_changes()
     lock, applied_at = asyncio.Lock(), []
 
@@ -283,18 +289,10 @@ async def test_a_sweep_takes_no_step_while_a_change_is_on_its_way(monkeypatch):
 
 
 async def test_the_sweep_after_a_reload_does_not_wait_for_changes(monkeypatch):
-    """Until it has read every backend, changes cannot go express: it goes on."""
+    """A change to a backend it has not read yet is planned the slow way: it goes on."""
     from synapse.change_gate import ChangeGate
 
-    client = HeldClient()
-    client.state = {f"b{i}": {"x": srv(f"b{i}", "x", 1)} for i in range(3)}
-    monkeypatch.setattr("synapse.haproxy.view.RuntimeClient", lambda *a, **k: client)
-    monkeypatch.setattr("synapse.haproxy.view.SWEEP_PACE", 0.0)
-    reader = RunningReader([client], None, lambda: 0.0)  # type: ignore[list-item]
-    reader.version = (2, 8, 0)
-    view = reader.view
-    assert view is not None
-    await view.read_all()
+    reader, view = await _swept_reader(monkeypatch, [f"b{i}" for i in range(3)])
     await reader.read(reloaded=True)  # every backend unread
     assert view.unread
     gate = ChangeGate()
