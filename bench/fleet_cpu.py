@@ -157,6 +157,7 @@ def deploy(
             expected[f"svc{i}"] ^= {(old.host, old.port), (fresh.host, fresh.port)}
         writes += 2 * len(batch)
         follow(synapses, {f"svc{i}": expected[f"svc{i}"] for i, _ in batch}, t0, BATCH_TIMEOUT_S)
+        time.sleep(max(0.0, t0 + args.gap_s - time.monotonic()))  # (the fleet's rhythm)
     return writes
 
 
@@ -216,6 +217,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "synapses": args.synapses,
             "services": args.services,
             "per_service": args.per_service,
+            "gap_s": args.gap_s,
             "writes": writes,
             "deploy_s": seconds,
             "load_1min_at_deploy": load,
@@ -239,6 +241,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--changes", type=int, default=200, help="instances replaced (2 writes each)")
     p.add_argument("--parallel", type=int, default=10)
     p.add_argument("--one-by-one", action="store_true", help="writes one after the other")
+    p.add_argument(
+        "--gap-s", type=float, default=0.0,
+        help="a batch starts at least this long after the previous one (the 50-synapse "
+        "fleet's rhythm is ~1.2 s: each batch then pays its own background work)",
+    )  # fmt: skip
     p.add_argument("--idle-s", type=float, default=10.0)
     p.add_argument("--settle-s", type=float, default=5.0, help="after the first full sync")
     p.add_argument("--coalesce-ms", type=float, default=0.0, help="synapse's haproxy.coalesce_ms")
