@@ -1,5 +1,6 @@
 """The owed render (``synapse.haproxy.owed``) against a real HAProxy 2.6: an express
-change's render and file write come once per window, and everything that reads the file
+change's render and file write come once per window (QUIET after the last owed change,
+WINDOW after the first at the latest), and everything that reads the file
 (flush, stop, a crash and its revive, a reload) finds it saying what HAProxy runs."""
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ async def test_express_changes_leave_one_render_owed_and_the_window_pays_it(mana
         assert not result.config_written  # owed: no render, no file text yet
         assert controller.status()["render_owed"]
     assert debt.deferred == 6 and controller._renderer.rendered_pieces == pieces
-    assert "127.0.0.1:22005" not in file_text(controller)  # the file lags by the window
+    assert "127.0.0.1:22005" not in file_text(controller)  # the file lags (QUIET, WINDOW)
 
     async def paid() -> bool:
         return not debt.owed
@@ -74,6 +75,7 @@ async def test_express_changes_leave_one_render_owed_and_the_window_pays_it(mana
 
 async def test_flush_and_stop_pay_the_owed_render_at_once(managed_factory, monkeypatch):
     monkeypatch.setattr(owed, "WINDOW", 60.0)  # (only flush or stop pays it here)
+    monkeypatch.setattr(owed, "QUIET", 60.0)
     controller = managed_factory(CollectorRegistry())
     services = others(3)
     await started(controller, services)
@@ -95,6 +97,7 @@ async def test_a_crash_while_the_render_is_owed_restarts_with_todays_servers(
     managed_factory, http_backend_factory, monkeypatch
 ):
     monkeypatch.setattr(owed, "WINDOW", 60.0)  # still owed when HAProxy dies
+    monkeypatch.setattr(owed, "QUIET", 60.0)
     b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
     port = free_port()
     controller = managed_factory(CollectorRegistry(), restart_interval=0.1)
@@ -118,6 +121,7 @@ async def test_a_crash_while_the_render_is_owed_restarts_with_todays_servers(
 
 async def test_a_reload_after_owed_changes_runs_them(managed_factory, monkeypatch):
     monkeypatch.setattr(owed, "WINDOW", 60.0)
+    monkeypatch.setattr(owed, "QUIET", 60.0)
     controller = managed_factory(CollectorRegistry(), restart_interval=0.1)
     services = others(3)
     await started(controller, services)

@@ -1,0 +1,70 @@
+"""When the owed render (``synapse.haproxy.owed``) is paid: QUIET after the last owed
+change, WINDOW after the first at the latest (a stream of changes folds into one render)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from synapse.haproxy import owed
+from synapse.haproxy.owed import OwedRender
+
+
+class _Reader:
+    def plan_later(self, backends: object) -> None:
+        pass
+
+
+class _Express:
+    ready = False
+
+    def deferred(self) -> frozenset[str]:
+        return frozenset()
+
+
+def _owed_render(paid: list[float]) -> OwedRender:
+    loop = asyncio.get_running_loop()
+
+    async def apply() -> None:  # (the controller's render calls ``paid()``)
+        paid.append(loop.time())
+        render.paid()
+
+    render = OwedRender(asyncio.Lock(), apply)
+    return render
+
+
+async def _stream(render: OwedRender, count: int, gap: float) -> float:
+    """``count`` owed changes ``gap`` apart; the loop time of the last."""
+    for i in range(count):
+        if i:
+            await asyncio.sleep(gap)
+        render.defer(_Reader(), _Express(), ["cmd"])  # type: ignore[arg-type]
+    return asyncio.get_running_loop().time()
+
+
+async def test_changes_closer_than_quiet_fold_into_one_render_after_the_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(owed, "QUIET", 0.1)
+    monkeypatch.setattr(owed, "WINDOW", 30.0)
+    paid: list[float] = []
+    render = _owed_render(paid)
+    last = await _stream(render, 6, 0.03)  # 0.15 s in all: longer than QUIET
+    await asyncio.wait_for(render._task, 5)  # type: ignore[arg-type]
+    assert len(paid) == 1 and render.paid_later == 1 and not render.owed
+    assert paid[0] >= last + 0.1 - 0.005  # (the loop's clock resolution)
+
+
+async def test_a_stream_that_never_pauses_is_paid_each_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(owed, "QUIET", 10.0)
+    monkeypatch.setattr(owed, "WINDOW", 0.1)
+    paid: list[float] = []
+    render = _owed_render(paid)
+    start = asyncio.get_running_loop().time()
+    await _stream(render, 20, 0.02)  # 0.38 s: nearly four windows
+    assert paid and paid[0] <= start + 0.1 + 0.3  # (the cap, not QUIET: 10 s)
+    await render.close()  # pays the rest at once
+    assert not render.owed
