@@ -48,7 +48,7 @@ async def run_ops(
             applied.append(op.command)
             if done is not None:
                 done.append(op)
-            metrics.plan_operations.labels(op.label).inc()
+            metrics.applied(op.label)
             continue
         if error == SKIPPED:
             continue

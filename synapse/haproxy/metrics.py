@@ -9,6 +9,7 @@ APPLY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 
 class HAProxyMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._applied: dict[str, Counter] = {}  # kind -> its child (``labels`` costs ~3 us)
         self.plan_operations = Counter(
             "synapse_haproxy_plan_operations_total",
             "Runtime API operations applied, by kind (add_server, set_maint, set_weight, ...)",
@@ -58,3 +59,11 @@ class HAProxyMetrics:
             "Unix time of the last successful reload or start",
             registry=registry,
         )
+
+    def applied(self, kind: str) -> None:
+        """One runtime operation of ``kind`` applied (on every change's path: the labelled
+        child is looked up once per kind)."""
+        child = self._applied.get(kind)
+        if child is None:
+            child = self._applied[kind] = self.plan_operations.labels(kind)
+        child.inc()

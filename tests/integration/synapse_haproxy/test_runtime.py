@@ -15,6 +15,7 @@ from synapse.haproxy.ops import AddServer, DelServer, SetAddr, SetState, SetWeig
 from synapse.haproxy.runtime import SKIPPED, MasterClient, RuntimeClient
 from synapse.haproxy.sockets import (
     CommandFailed,
+    Session,
     SocketUnavailable,
     unix_request,
 )
@@ -144,3 +145,35 @@ async def test_a_kept_connection_closed_by_haproxy_is_opened_again(haproxy_facto
         await client.read_state([])
     assert client.connections == 2
     await client.release()
+
+
+async def test_a_batch_without_an_answer_ends_at_the_timeout_and_the_session_closes(
+    tmp_path: Path,
+):
+    """A socket that takes the batch and never answers (a hung HAProxy): the batch ends
+    once the timeout passed (the first one, without even the answer to `prompt`:
+    SocketUnavailable), and the session is not used again (a late answer would be taken
+    for the next batch's); the connection is closed."""
+    got: list[bytes] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got.append(await reader.readline())  # takes the batch, answers nothing
+        got.append(await reader.read())  # until the client closes the connection
+
+    path = str(tmp_path / "silent.sock")
+    server = await asyncio.start_unix_server(silent, path)
+    try:
+        loop = asyncio.get_running_loop()
+        async with Session(path, timeout=0.3) as session:
+            began = loop.time()
+            with pytest.raises(SocketUnavailable, match="no answer to 'prompt'"):
+                await session.ask(["show info"])
+            assert 0.25 <= loop.time() - began < 5.0 and session.closed
+
+        async def closed() -> bool:
+            return len(got) == 2
+
+        await eventually(closed, "the connection closed")
+        assert got == [b"prompt\n", b"show info\n"]
+    finally:
+        server.close()
