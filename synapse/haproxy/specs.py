@@ -48,7 +48,7 @@ _HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}", re.ASCII)
 _NAME_AND_HOST = re.compile(r"[A-Za-z0-9_.:-]{1,255} [A-Za-z0-9_.:-]{1,253}", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)  # as ipaddress accepts it
+IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)  # as ipaddress accepts and prints it
 
 
 class ServerTraits(NamedTuple):
@@ -243,7 +243,7 @@ def _traits(own: str, default_server: tuple[str, ...], inherited: str) -> Server
 
 
 def is_ip(host: str) -> bool:
-    if _IPV4.fullmatch(host):  # the common case, without building an address object
+    if IPV4.fullmatch(host):  # the common case, without building an address object
         return True
     if ":" not in host:
         return False

@@ -113,3 +113,23 @@ async def test_the_reader_follows_commands_and_reads_them_again_later(monkeypatc
         await asyncio.sleep(0)
     assert reads == [["b"], ["a"]] and not view.stale  # then a, once, later
     assert not view.take_replaced() - {"b"}  # (a read as followed: the same map kept)
+
+
+def test_the_fast_path_for_ipv4_agrees_with_ipaddress():
+    """``_canonical`` takes a dotted quad by a regex first: the same verdict as printing
+    ``ipaddress``'s address back, for every shape of octet."""
+    import ipaddress
+    import itertools
+
+    def printed_back(host: str) -> bool:
+        try:
+            return str(ipaddress.ip_address(host)) == host
+        except ValueError:
+            return False
+
+    octets = ["0", "00", "01", "99", "100", "255", "256"]
+    for parts in itertools.product(octets, repeat=4):
+        host = ".".join(parts)
+        assert view_ops._canonical(host) is printed_back(host), host
+    for host in ["::1", "0:0::1", "1.2.3", "1.2.3.4.5", " 1.2.3.4", "1.2.3.4\n", "a.b.c.d"]:
+        assert view_ops._canonical(host) is printed_back(host), host
