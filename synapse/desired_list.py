@@ -15,7 +15,7 @@ a new mapping) builds the whole list again, as before.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from synapse.identity import moved
 from synapse.model import DesiredService
@@ -42,16 +42,30 @@ class DesiredList:
         self._made: list[DesiredService | _Empty] = []  # per service: what its slot holds
         self._slots: list[tuple[int, int]] = []  # per service: (start, length) in _list
         self._live: set[int] = set()  # the zone-routed services' positions
+        self._empty: set[int] = set()  # the positions of _EMPTY slots (looked at each build)
+        self._index: dict[str, int] = {}  # name -> position
         self._list: list[DesiredService] = []
         self.rebuilt = 0  # whole builds (for tests)
 
-    def build(self, services: Mapping[str, ServiceState]) -> list[DesiredService]:
+    def build(
+        self, services: Mapping[str, ServiceState], touched: Collection[str] | None = None
+    ) -> list[DesiredService]:
         """What HAProxy should run: every HAProxy-enabled service and its servers (zone
-        routed). A service whose selection did not change is the same object as before."""
+        routed). A service whose selection did not change is the same object as before.
+
+        ``touched``: the names whose ``desired`` was reset since the last build, as the
+        caller knows them (the reconciler): only they are looked at, with the zone-routed
+        and the empty slots, not every service (a scan of 200 services' states was ~3 %
+        of the fleet's CPU per write, cache-cold). None: found by identity, every service."""
         if services is not self._services or len(services) != len(self._states):
             return self._build_all(services)
-        now = list(map(_desired_of, self._states))
-        redo = set(moved(now, self._made))
+        if touched is None:
+            now = list(map(_desired_of, self._states))
+            redo = set(moved(now, self._made))
+        else:
+            index = self._index
+            redo = {index[name] for name in touched if name in index}
+            redo.update(self._empty)
         redo.update(self._live)
         for i in sorted(redo):
             made = self._made_for(self._names[i], self._states[i])
@@ -66,6 +80,10 @@ class DesiredList:
                 return self._build_all(services)
             self._list[start : start + length] = result
             self._made[i] = made
+            if made is _EMPTY:
+                self._empty.add(i)
+            else:
+                self._empty.discard(i)
         return list(self._list)
 
     def _build_all(self, services: Mapping[str, ServiceState]) -> list[DesiredService]:
@@ -85,6 +103,8 @@ class DesiredList:
             built += result
         self._states, self._names = list(services.values()), list(services)
         self._made, self._slots, self._live, self._list = made_all, slots, live, built
+        self._index = {name: i for i, name in enumerate(self._names)}
+        self._empty = {i for i, made in enumerate(made_all) if made is _EMPTY}
         self._services = services
         return list(built)
 

@@ -82,6 +82,7 @@ class Reconciler:
             name: ServiceState(cfg, cfg) for name, cfg in config.services.items()
         }
         self._desired = DesiredList(lambda made: self.zones.routed(made))  # kept between rounds
+        self._touched: set[str] = set()  # services whose desired was reset since it was built
         self._gen_checks = GeneratorChecks(self._revisit)  # (a child's, plain models)
         self._dirty = asyncio.Event()
         self._all_reported = asyncio.Event()
@@ -179,6 +180,7 @@ class Reconciler:
             event(log, "generator_config_applied", service=name, keys=sorted(found))
             service.config = config
             service.desired = None
+            self._touched.add(name)
             self._force = True  # the selection may not change; HAProxy's config does
 
     def _revisit(self, name: str) -> None:
@@ -405,6 +407,7 @@ class Reconciler:
             if selection != service.selection:
                 changed.append(name)
                 service.desired = None
+                self._touched.add(name)
             service.selection = selection
             self.metrics.servers.labels(name).set(len(selection))
         return changed
@@ -416,10 +419,11 @@ class Reconciler:
         return {n: s.selection for n, s in self._services.items() if s.selection is not None}
 
     def desired(self) -> list[DesiredService]:
-        """What HAProxy should run: every HAProxy-enabled service and its servers; a
-        service whose selection did not change is the same object as last time
-        (``synapse.desired_list``: a round looks again only at what changed)."""
-        return self._desired.build(self._services)
+        """What HAProxy should run: a service whose selection did not change is the same
+        object as last time (``synapse.desired_list``: only what changed is looked at)."""
+        built = self._desired.build(self._services, self._touched)
+        self._touched.clear()  # (kept when the build raised: the next one looks again)
+        return built
 
     def service_status(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

@@ -8,6 +8,7 @@ Implements the per-service keys every Airbnb watcher honours: ``label_filters``,
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -40,6 +41,9 @@ class Selection:
     origin: str = ORIGIN_NONE
     dropped_options: tuple[str, ...] = field(default=(), compare=False)
     leader_failed: bool = field(default=False, compare=False)  # leader_election found no leader
+    # What its discovered servers were made with (``_basis``): the next selection reuses a
+    # server whose registration is the very same object (``_reusable``).
+    basis: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.servers)
@@ -102,14 +106,36 @@ def elect_leader(found: Sequence[Found]) -> list[Found]:
     return [min(found, key=lambda item: (item.sequence, item.origin))]
 
 
+def _basis(config: ServiceConfig, options_policy: RegistryServerOptions | None) -> tuple[Any, ...]:
+    """What a discovered server is made from besides its registration and origin."""
+    return (config, options_policy)
+
+
+def _reusable(previous: Selection | None, basis: tuple[Any, ...]) -> dict[int, tuple[Any, Server]]:
+    """The previous selection's servers by their registration's id, when made from the very
+    same config and policy (by identity: an equal copy just builds them again). A change
+    touches one record of a service: the others keep their Server (no name, no labels
+    sorted, no frozen dataclass built per record and report)."""
+    if previous is None or previous.basis is None or len(previous.basis) != len(basis):
+        return {}
+    if not all(map(operator.is_, previous.basis, basis)):
+        return {}
+    return {id(source): (source, server)
+            for source, server in zip(previous.sources, previous.servers, strict=True)}  # fmt: skip
+
+
 def discovered_selection(
     config: ServiceConfig,
     found: Sequence[Found],
     options_policy: RegistryServerOptions | None,
     origin: str = ORIGIN_DISCOVERY,
+    previous: Selection | None = None,
 ) -> Selection:
-    """Label-filtered, port-overridden servers from registrations, deduplicated by name."""
+    """Label-filtered, port-overridden servers from registrations, deduplicated by name;
+    a server of ``previous`` is reused for the very same registration (``_reusable``)."""
     use_weight = config.haproxy.use_nerve_weights
+    basis = _basis(config, options_policy)
+    reuse = _reusable(previous, basis)
     servers: list[Server] = []
     records: list[RecordSource] = []
     dropped: list[str] = []
@@ -128,13 +154,17 @@ def discovered_selection(
             filtered = filter_server_options(reg.haproxy_server_options, options_policy.keywords)
             options = filtered.text
             dropped.extend(f"{item.origin}: {reason}" for reason in filtered.dropped)
-        server = Server.from_registration(
-            reg,
-            origin=item.origin,
-            port_override=config.port_override,
-            use_weight=use_weight,
-            registry_options=options,
-        )
+        kept = reuse.get(id(reg))
+        if kept is not None and kept[0] is reg and kept[1].origin == item.origin:
+            server = kept[1]  # (its options were made from this registration and policy)
+        else:
+            server = Server.from_registration(
+                reg,
+                origin=item.origin,
+                port_override=config.port_override,
+                use_weight=use_weight,
+                registry_options=options,
+            )
         if server.name in seen:
             continue
         seen.add(server.name)
@@ -144,7 +174,7 @@ def discovered_selection(
             records.append({**reg.to_dict(), "port": server.port, "id": item.sequence})
         else:
             records.append(reg)
-    return Selection(tuple(servers), tuple(records), origin, tuple(dropped), leader_failed)
+    return Selection(tuple(servers), tuple(records), origin, tuple(dropped), leader_failed, basis)
 
 
 def select_servers(
@@ -163,7 +193,7 @@ def select_servers(
     list. Unlike Airbnb, label filters apply to discovered servers only, so defaults never
     vanish because they carry no labels.
     """
-    chosen = discovered_selection(config, found or (), options_policy, origin)
+    chosen = discovered_selection(config, found or (), options_policy, origin, previous)
     if config.keep_default_servers and config.default_servers:
         defaults = default_selection(config, config.port_override)
         names = {s.name for s in chosen.servers}
@@ -175,6 +205,7 @@ def select_servers(
             chosen.origin if chosen.servers else ORIGIN_DEFAULT,
             chosen.dropped_options,
             chosen.leader_failed,
+            chosen.basis,
         )
     if chosen.servers:
         return chosen
@@ -182,5 +213,5 @@ def select_servers(
         return replace(default_selection(config), leader_failed=chosen.leader_failed)
     if config.use_previous_backends and previous is not None and previous.servers:
         origin_kept = previous.origin if previous.origin == ORIGIN_STATE_FILE else ORIGIN_PREVIOUS
-        return Selection(previous.servers, previous.sources, origin_kept)
+        return Selection(previous.servers, previous.sources, origin_kept, basis=previous.basis)
     return Selection(origin=ORIGIN_NONE if found is None else origin)

@@ -60,6 +60,9 @@ def test_a_change_routes_only_its_service_and_keeps_the_others_objects() -> None
     assert all(a is b for i, (a, b) in enumerate(zip(after, before, strict=True)) if i != 7)
     router.asked.clear()
     assert kept.build(services) == after and router.asked == [], "nothing changed: no routing"
+    select(services["s9"], "10.0.0.9", "10.0.1.9")
+    assert kept.build(services, {"s9", "gone"})[9].servers[1].host == "10.0.1.9"
+    assert router.asked == ["s9"], "told what changed: only that one looked at"
 
 
 def test_zone_routed_services_are_asked_every_round_and_a_new_slot_rebuilds() -> None:
@@ -83,7 +86,9 @@ def test_zone_routed_services_are_asked_every_round_and_a_new_slot_rebuilds() ->
     assert kept.rebuilt == 3
 
 
-def test_the_kept_list_equals_a_fresh_build_after_random_changes() -> None:
+@pytest.mark.parametrize("hinted", [False, True], ids=["by identity", "told what changed"])
+def test_the_kept_list_equals_a_fresh_build_after_random_changes(hinted: bool) -> None:
+    # told: the reconciler names the services whose desired it reset (no scan of them all)
     rng = random.Random(15)
     plain, disabled = service(), service(disabled=True)
     services = {f"s{i}": state(plain if i % 9 else disabled, f"10.0.0.{i}") for i in range(40)}
@@ -99,7 +104,7 @@ def test_the_kept_list_equals_a_fresh_build_after_random_changes() -> None:
             services[name].desired = None  # (as a changed config does)
         if rng.random() < 0.05:
             services = dict(services)  # a SIGHUP: a new mapping
-        got = [(d.name, tuple(d.servers)) for d in kept.build(services)]
+        got = [(d.name, tuple(d.servers)) for d in kept.build(services, {name} if hinted else None)]
         want = DesiredList(Router())
         want_router = want._route
         assert isinstance(want_router, Router)

@@ -140,3 +140,20 @@ def test_discovered_records_are_built_from_the_registrations_not_kept() -> None:
         {"host": "10.0.0.1", "port": 7000, "name": "a", "weight": 3, "labels": {"az": "1"}},
     )
     assert sel.records[0] is not sel.records[0]  # a fresh dict each time: callers may change it
+
+
+def test_a_registration_kept_keeps_its_server_object() -> None:
+    # A change touches one record of a service: the others' servers are not built again,
+    # unless what they are made from (the config, the options policy, the origin) changed.
+    cfg, a, b = service(), found("10.0.0.1", 80, "a"), found("10.0.0.2", 80, "b")
+    first = select_servers(cfg, [a, b], None)
+    second = select_servers(cfg, [a, found("10.0.0.2", 81, "b")], first)
+    assert second.servers[0] is first.servers[0] and second.servers[1] != first.servers[1]
+    assert select_servers(service(), [a, b], first).servers[0] is not first.servers[0]
+    policy = RegistryServerOptions(allow=True, keywords=["maxconn"])
+    assert select_servers(cfg, [a, b], first, policy).servers[0] is not first.servers[0]
+    moved = Found(a.registration, "zk:/s/elsewhere")
+    assert select_servers(cfg, [moved], first).servers[0].origin == "zk:/s/elsewhere"
+    # kept by use_previous_backends, then discovered again: still the same objects
+    kept = select_servers(service(use_previous_backends=True), [], first)
+    assert select_servers(cfg, [a, b], kept).servers[0] is first.servers[0]
