@@ -67,6 +67,7 @@ WHOLE_BATCH = 6  # backends per step of a whole dump or a round (~120 rows at 20
 # each: 12 a step were ~3.5 ms of one loop turn)
 CHUNK_GAP = 0.002  # seconds the loop is left alone after each step
 MAX_DEFER = 10.0  # seconds a round waits at most for the after-start sweep (``deferred``)
+DEFER_POLL = 0.05  # seconds between looks at whether that sweep has ended
 FileId = tuple[int, int, int]  # inode, mtime, size
 
 
@@ -109,7 +110,8 @@ class StateDumper:
         # The reader's after-start sweep still runs (``state_dumper``). A whole dump then
         # (the first round after a start or reload) was ~5 % of the loop beside the sweep's
         # steps, which changes already wait behind; the file before a reload is fresh
-        # (the installer dumps it), so rounds wait until the sweep ends, MAX_DEFER at most.
+        # (the installer dumps it), so rounds and their steps wait until the sweep ends,
+        # MAX_DEFER at most.
         self.deferred: Callable[[], bool] = lambda: False
         self._deferred_since: float | None = None
 
@@ -305,6 +307,8 @@ class StateDumper:
         apply (which then read every server after HAProxy served) held up the change
         waiting for that apply."""
         await asyncio.sleep(CHUNK_GAP)
+        while self._defer():  # (a round begun before the start's sweep: it waits there)
+            await asyncio.sleep(DEFER_POLL)
         await self._turn()  # a change on its way first (``synapse.change_gate``)
         left = self._deadline - time.monotonic()
         if self._lock.locked() and left > 0:  # our turn in the lock's queue, given back at once
