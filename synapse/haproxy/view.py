@@ -277,10 +277,11 @@ class RunningView:
         after_part: Callable[[], Awaitable[object]] | None = None,
         pause: Pause | None = None,
     ) -> bool:
-        """Read every backend again in the background, SWEEP_PART at a time on a
-        connection of its own, merging each part under ``lock`` (the controller's), then
-        ``after_part`` under it too (the reader plans what the part changed); False when
-        a part was refused or a reload came meanwhile (an invalidation, another process).
+        """Read every backend again in the background, SWEEP_PART at a time (START_PART
+        after a start or reload) on a connection of its own, merging each part under
+        ``lock`` (the controller's), then ``after_part`` under it too (the reader plans
+        what the part changed); False when a part was refused or a reload came meanwhile
+        (an invalidation, another process).
         ``pause`` before each step (``ChangeGate.turn``: a change on its way goes first),
         except in the sweep after a start or reload."""
         after_start = bool(self._unread)
@@ -296,8 +297,8 @@ class RunningView:
                 if pause is not None:
                     await pause()
                 began = time.thread_time()
-                names = everything[start : start + size]
-                part = await self.read_part(client, names, pause, step)
+                backends = everything[start : start + size]
+                part = await self.read_part(client, backends, pause, step)
                 if pause is not None:
                     await pause()
                 async with lock:
