@@ -54,6 +54,7 @@ SWEEP_PACE = 2.0  # after a part, the sweep pauses this many times the CPU time 
 # change arriving then waited for): smaller parts, and fewer backends parsed a turn.
 START_PART = 8
 START_STEP = 2
+START_WAIT = 0.5  # seconds the after-start sweep waits for changes in all (others 0.05)
 
 
 class ServerIds(Mapping[str, int]):
@@ -182,6 +183,12 @@ class RunningView:
         return max(0.0, self._read_at + self.full_every - self._clock())
 
     @property
+    def sweep_wait(self) -> float | None:
+        """Seconds the next sweep's steps may wait for changes in all (``ChangeGate.job``;
+        None: a background job's MAX_WAIT)."""
+        return START_WAIT if self._unread else None
+
+    @property
     def counter(self) -> int:
         return self._counter
 
@@ -282,11 +289,9 @@ class RunningView:
         ``lock`` (the controller's), then ``after_part`` under it too (the reader plans
         what the part changed); False when a part was refused or a reload came meanwhile
         (an invalidation, another process).
-        ``pause`` before each step (``ChangeGate.turn``: a change on its way goes first),
-        except in the sweep after a start or reload."""
+        ``pause`` before each step (``ChangeGate.job``: a change on its way goes first;
+        after a start, START_WAIT in all: ``sweep_wait``)."""
         after_start = bool(self._unread)
-        if after_start:  # no waiting for changes, which read the unread backends they
-            pause = None  # touch first (``change_gate``)
         size, step = (START_PART, START_STEP) if after_start else (SWEEP_PART, READ_STEP)
         client = RuntimeClient(self.client.path, self.client.timeout)
         since = self._counter

@@ -12,7 +12,14 @@ import pytest
 from synapse.haproxy import reader as reader_mod
 from synapse.haproxy.reader import SETTLE_ROUNDS, RunningReader
 from synapse.haproxy.sockets import SocketUnavailable
-from synapse.haproxy.view import READ_STEP, START_PART, START_STEP, SWEEP_PART, Read
+from synapse.haproxy.view import (
+    READ_STEP,
+    START_PART,
+    START_STEP,
+    START_WAIT,
+    SWEEP_PART,
+    Read,
+)
 
 from test_view import ScriptedClient, srv, view_of  # isort: skip
 
@@ -288,17 +295,20 @@ async def test_a_sweep_takes_no_step_while_a_change_is_on_its_way(monkeypatch):
     assert client.calls[1:] == [["b0", "b1", "b2"]] and gate.waits >= 1
 
 
-async def test_the_sweep_after_a_reload_does_not_wait_for_changes(monkeypatch):
-    """A change to a backend it has not read yet is planned the slow way: it goes on."""
+async def test_the_sweep_after_a_reload_waits_for_changes_start_wait_in_all(monkeypatch):
+    """Its steps wait while a change is on its way, as a periodic sweep's, but longer in
+    all (START_WAIT): a change to a backend it has not read yet reads that one first."""
     from synapse.change_gate import ChangeGate
 
     reader, view = await _swept_reader(monkeypatch, [f"b{i}" for i in range(3)])
+    assert view.sweep_wait is None  # (a periodic sweep: any background job's MAX_WAIT)
     await reader.read(reloaded=True)  # every backend unread
-    assert view.unread
+    assert view.unread and view.sweep_wait == START_WAIT
     gate = ChangeGate()
-    gate.change()
-    assert await asyncio.wait_for(view.sweep(asyncio.Lock(), None, gate.turn), 5)
-    assert gate.waits == 0 and not view.unread
+    gate.change()  # (a stream of changes: the gate stays busy)
+    turns = gate.job(0.05)
+    assert await asyncio.wait_for(view.sweep(asyncio.Lock(), None, turns), 5)
+    assert gate.waits >= 1 and turns.left <= 0 and not view.unread
 
 
 async def test_the_sweep_after_a_reload_reads_smaller_parts_than_a_periodic_one(monkeypatch):
