@@ -7,11 +7,11 @@ a sweep's part (its parsing, its merge and plan), the server-state dump's steps 
 owed render are 1-5 ms of CPU each, so a change waited behind several of them. With the
 gate a background step waits (``turn``) from the moment a report arrives (``change``)
 until the round that takes it in has ended (``done``): a change waits for at most the
-one step already running. The sweep right after a start or reload does not wait: until
-it has read every backend a change reads the unread backends it touches first, and
-(when only fully read ones took the express path) delaying it made more changes slow;
-with the express path open to read backends meanwhile, an A/B with it waiting showed no
-clear gain (``RunningView.sweep``).
+one step already running. The sweep right after a start or reload waits too, in smaller
+parts, and longer in all (``RunningView.sweep_wait``): until it has read every backend a
+change reads the unread backends it touches first, so it must not wait long, but with
+25-backend parts that did not wait, a stream of changes after a start kept meeting its
+4-5 ms steps (with 50 ms in all, one job's wait was spent within the first few changes).
 
 A stream of changes must not starve the background (the dump keeps the state file
 fresh, the sweep corrects drift), nor stretch it: a stream keeps the gate busy between
@@ -101,18 +101,19 @@ class ChangeGate:
             async with asyncio.timeout(limit):
                 await self._idle.wait()
 
-    def job(self) -> JobTurns:
-        """The turns of one background job: MAX_WAIT for all of its steps together."""
-        return JobTurns(self)
+    def job(self, limit: float | None = None) -> JobTurns:
+        """The turns of one background job: ``limit`` (None: MAX_WAIT) for all of its
+        steps together."""
+        return JobTurns(self, MAX_WAIT if limit is None else limit)
 
 
 class JobTurns:
     """``await turns()`` before each step of one job; once the job has waited MAX_WAIT
     in all, its steps go on at once (a stream of changes keeps the gate busy)."""
 
-    def __init__(self, gate: ChangeGate) -> None:
+    def __init__(self, gate: ChangeGate, limit: float | None = None) -> None:
         self._gate = gate
-        self.left = MAX_WAIT
+        self.left = MAX_WAIT if limit is None else limit
 
     async def __call__(self) -> None:
         if not self._gate.busy or self.left <= 0:

@@ -380,7 +380,7 @@ class RunningReader:
                 continue  # an apply read it all meanwhile
             forced_at = -math.inf
             try:
-                if not await view.sweep(lock, after_part, self.change_gate.job()):
+                if not await view.sweep(lock, after_part, self.change_gate.job(view.sweep_wait)):
                     continue
             except HAProxySocketError as err:
                 view.invalidate()  # the next apply (or the next turn here) reads it whole

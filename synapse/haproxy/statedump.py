@@ -66,6 +66,8 @@ ROTATION = 10  # rounds in which every backend is read again (HAProxy's own chan
 WHOLE_BATCH = 6  # backends per step of a whole dump or a round (~120 rows at 20 servers
 # each: 12 a step were ~3.5 ms of one loop turn)
 CHUNK_GAP = 0.002  # seconds the loop is left alone after each step
+MAX_DEFER = 10.0  # seconds a round waits at most for the after-start sweep (``deferred``)
+DEFER_POLL = 0.05  # seconds between looks at whether that sweep has ended
 FileId = tuple[int, int, int]  # inode, mtime, size
 
 
@@ -105,6 +107,13 @@ class StateDumper:
         self.whole_dumps = 0
         self.change_gate = ChangeGate()  # the reader's (``state_dumper``): changes go first
         self._turn = self.change_gate.job()  # (a dump round's own: ``dump``)
+        # The reader's after-start sweep still runs (``state_dumper``). A whole dump then
+        # (the first round after a start or reload) was ~5 % of the loop beside the sweep's
+        # steps, which changes already wait behind; the file before a reload is fresh
+        # (the installer dumps it), so rounds and their steps wait until the sweep ends,
+        # MAX_DEFER at most.
+        self.deferred: Callable[[], bool] = lambda: False
+        self._deferred_since: float | None = None
 
     def start(self, lock: asyncio.Lock | None = None) -> None:
         """``lock``: the controller's; a dump waits while an apply holds it."""
@@ -129,7 +138,7 @@ class StateDumper:
     async def dump(self) -> float:
         """One round; HAProxy not answering is skipped (down or reloading: the supervisor
         and the installer deal with it). Returns the CPU seconds the round's steps took."""
-        if not self._alive():
+        if not self._alive() or self._defer():
             return 0.0
         self._deadline = time.monotonic() + MAX_PAUSE
         self._cpu = 0.0
@@ -148,6 +157,16 @@ class StateDumper:
             self._blocks = None
             event(log, "haproxy_state_dump_failed", level=logging.WARNING, error=str(err))
         return self._cpu
+
+    def _defer(self) -> bool:
+        """Whether this round waits for the after-start sweep (``deferred``)."""
+        if not self.deferred():
+            self._deferred_since = None
+            return False
+        now = time.monotonic()
+        if self._deferred_since is None:
+            self._deferred_since = now
+        return now - self._deferred_since < MAX_DEFER
 
     async def _dump_whole(self, seen: FileId | None) -> None:
         """Every backend, WHOLE_BATCH at a time (`show servers state <backend>`): not the
@@ -288,6 +307,8 @@ class StateDumper:
         apply (which then read every server after HAProxy served) held up the change
         waiting for that apply."""
         await asyncio.sleep(CHUNK_GAP)
+        while self._defer():  # (a round begun before the start's sweep: it waits there)
+            await asyncio.sleep(DEFER_POLL)
         await self._turn()  # a change on its way first (``synapse.change_gate``)
         left = self._deadline - time.monotonic()
         if self._lock.locked() and left > 0:  # our turn in the lock's queue, given back at once
@@ -332,6 +353,7 @@ def state_dumper(
     own = RuntimeClient(runtime[0].path, runtime[0].timeout, keep_idle=KEEP_IDLE_S)
     dumper = StateDumper(own, settings.state_file, lambda: managed.alive)
     dumper.change_gate = reader.change_gate
+    dumper.deferred = lambda: bool(reader.unread)
     reader.on_touched = dumper.touched
     reader.unsaved = lambda: set(dumper.unsaved)
     return dumper

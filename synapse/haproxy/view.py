@@ -49,6 +49,12 @@ SWEEP_PART = 25  # backends merged and planned per step of a background sweep (t
 READ_STEP = 5  # backends parsed per loop turn of a part's read: ~1 ms of parsing
 # at 20 servers each (a whole part's answers parsed at once blocked the loop 6-13 ms)
 SWEEP_PACE = 2.0  # after a part, the sweep pauses this many times the CPU time it took
+# After a start or reload every backend read is new to the view, so a part's apply renders
+# and plans all of it (~0.3 ms of CPU a backend: 25 were one 5-8 ms loop turn, which a
+# change arriving then waited for): smaller parts, and fewer backends parsed a turn.
+START_PART = 8
+START_STEP = 2
+START_WAIT = 0.5  # seconds the after-start sweep waits for changes in all (others 0.05)
 
 
 class ServerIds(Mapping[str, int]):
@@ -177,6 +183,12 @@ class RunningView:
         return max(0.0, self._read_at + self.full_every - self._clock())
 
     @property
+    def sweep_wait(self) -> float | None:
+        """Seconds the next sweep's steps may wait for changes in all (``ChangeGate.job``;
+        None: a background job's MAX_WAIT)."""
+        return START_WAIT if self._unread else None
+
+    @property
     def counter(self) -> int:
         return self._counter
 
@@ -272,24 +284,26 @@ class RunningView:
         after_part: Callable[[], Awaitable[object]] | None = None,
         pause: Pause | None = None,
     ) -> bool:
-        """Read every backend again in the background, SWEEP_PART at a time on a
-        connection of its own, merging each part under ``lock`` (the controller's), then
-        ``after_part`` under it too (the reader plans what the part changed); False when
-        a part was refused or a reload came meanwhile (an invalidation, another process).
-        ``pause`` before each step (``ChangeGate.turn``: a change on its way goes first),
-        except in the sweep after a start or reload."""
-        if self._unread:  # after a start or reload: no waiting for changes, which read
-            pause = None  # the unread backends they touch first (``change_gate``)
+        """Read every backend again in the background, SWEEP_PART at a time (START_PART
+        after a start or reload) on a connection of its own, merging each part under
+        ``lock`` (the controller's), then ``after_part`` under it too (the reader plans
+        what the part changed); False when a part was refused or a reload came meanwhile
+        (an invalidation, another process).
+        ``pause`` before each step (``ChangeGate.job``: a change on its way goes first;
+        after a start, START_WAIT in all: ``sweep_wait``)."""
+        after_start = bool(self._unread)
+        size, step = (START_PART, START_STEP) if after_start else (SWEEP_PART, READ_STEP)
         client = RuntimeClient(self.client.path, self.client.timeout)
         since = self._counter
         async with client.held():
             _, names = await client.backend_names()
             everything = sorted(set(names) | set(self.backends))
-            for start in range(0, len(everything), SWEEP_PART):
+            for start in range(0, len(everything), size):
                 if pause is not None:
                     await pause()
                 began = time.thread_time()
-                part = await self.read_part(client, everything[start : start + SWEEP_PART], pause)
+                backends = everything[start : start + size]
+                part = await self.read_part(client, backends, pause, step)
                 if pause is not None:
                     await pause()
                 async with lock:
@@ -305,7 +319,11 @@ class RunningView:
         return True
 
     async def read_part(
-        self, client: RuntimeClient, backends: Collection[str], pause: Pause | None = None
+        self,
+        client: RuntimeClient,
+        backends: Collection[str],
+        pause: Pause | None = None,
+        step: int = READ_STEP,
     ) -> Read:
         """Some backends, for a background sweep or a settle read: needs no lock; ``merge``
         it under it. Asked in one round trip on ``client`` (an apply may wait for a settle
@@ -313,7 +331,7 @@ class RunningView:
         serves a change between them."""
         since = self._counter
         pid, found = await client.read_state(
-            sorted(backends), step=READ_STEP, known=self.backends, pause=pause
+            sorted(backends), step=step, known=self.backends, pause=pause
         )
         return Read(pid, since, found)
 

@@ -80,8 +80,8 @@ async def test_a_reload_during_a_background_sweep_does_not_read_everything(
     parts = []
     read_part = view.read_part
 
-    async def counted(client, backends, pause=None):
-        parts.append(await read_part(client, backends, pause))
+    async def counted(client, backends, *rest):
+        parts.append(await read_part(client, backends, *rest))
         return parts[-1]
 
     monkeypatch.setattr(view, "read_part", counted)
@@ -120,11 +120,11 @@ async def test_a_bug_in_a_background_sweep_does_not_end_the_sweeping(
     view = controller._reader.view
     read_part, failed = view.read_part, []
 
-    async def once_broken(client, backends, pause=None):
+    async def once_broken(client, backends, *rest):
         if not failed:
             failed.append(backends)
             raise RuntimeError("a bug")
-        return await read_part(client, backends, pause)
+        return await read_part(client, backends, *rest)
 
     monkeypatch.setattr(view, "read_part", once_broken)
     await controller.apply([web(port, [b1]), *others], "t")

@@ -4,7 +4,7 @@ a HAProxy started from it takes the states back."""
 
 from __future__ import annotations
 
-from haproxy_helpers import server, serves, service, web
+from haproxy_helpers import eventually, server, serves, service, web
 
 from synapse.contract import ApplyOutcome
 from synapse.haproxy import statedump
@@ -39,6 +39,11 @@ async def test_partial_dumps_write_what_a_whole_dump_would(
     assert dumper is not None
     await dumper.stop()  # its rounds run here, one by one
     admin = RuntimeClient(dumper.runtime.path)
+
+    async def swept() -> bool:  # (a round waits for the sweep after the start: ``deferred``)
+        return not controller._reader.unread
+
+    await eventually(swept, "the sweep after the start")
     await dumper.dump()
     assert dumper.whole_dumps == 1
     state_file = dumper.path

@@ -12,7 +12,14 @@ import pytest
 from synapse.haproxy import reader as reader_mod
 from synapse.haproxy.reader import SETTLE_ROUNDS, RunningReader
 from synapse.haproxy.sockets import SocketUnavailable
-from synapse.haproxy.view import SWEEP_PART, Read
+from synapse.haproxy.view import (
+    READ_STEP,
+    START_PART,
+    START_STEP,
+    START_WAIT,
+    SWEEP_PART,
+    Read,
+)
 
 from test_view import ScriptedClient, srv, view_of  # isort: skip
 
@@ -230,7 +237,7 @@ async def _after_start_sweep(monkeypatch, waiter: str) -> list[set[str]]:
     """Right after a start, the sweep's first part is read while an apply holds the lock
     and ``waiter`` (a change, or another task) queues behind the sweep's merge: what was
     unread at each of the sweep's applies."""
-    names = [f"b{i:02}" for i in range(SWEEP_PART + 5)]
+    names = [f"b{i:02}" for i in range(START_PART + 5)]
     reader, view = await _swept_reader(monkeypatch, names)
     reader.note_view_changes()
     lock, applied_at = asyncio.Lock(), []
@@ -264,7 +271,7 @@ async def test_a_task_waiting_for_the_lock_that_is_no_change_does_not_defer_a_pa
     """No apply waits for more than one part's merge and plan (the state dumper, a
     pending reload's done() also wait for the controller's lock)."""
     applied_at = await _after_start_sweep(monkeypatch, "dumper")
-    assert len(applied_at[0]) == 5, "the first part (25 backends) planned at once"
+    assert len(applied_at[0]) == 5, "the first part (START_PART backends) planned at once"
 
 
 async def test_a_change_waiting_for_the_lock_plans_the_part_with_its_own(monkeypatch):
@@ -288,17 +295,38 @@ async def test_a_sweep_takes_no_step_while_a_change_is_on_its_way(monkeypatch):
     assert client.calls[1:] == [["b0", "b1", "b2"]] and gate.waits >= 1
 
 
-async def test_the_sweep_after_a_reload_does_not_wait_for_changes(monkeypatch):
-    """A change to a backend it has not read yet is planned the slow way: it goes on."""
+async def test_the_sweep_after_a_reload_waits_for_changes_start_wait_in_all(monkeypatch):
+    """Its steps wait while a change is on its way, as a periodic sweep's, but longer in
+    all (START_WAIT): a change to a backend it has not read yet reads that one first."""
     from synapse.change_gate import ChangeGate
 
     reader, view = await _swept_reader(monkeypatch, [f"b{i}" for i in range(3)])
+    assert view.sweep_wait is None  # (a periodic sweep: any background job's MAX_WAIT)
     await reader.read(reloaded=True)  # every backend unread
-    assert view.unread
+    assert view.unread and view.sweep_wait == START_WAIT
     gate = ChangeGate()
-    gate.change()
-    assert await asyncio.wait_for(view.sweep(asyncio.Lock(), None, gate.turn), 5)
-    assert gate.waits == 0 and not view.unread
+    gate.change()  # (a stream of changes: the gate stays busy)
+    turns = gate.job(0.05)
+    assert await asyncio.wait_for(view.sweep(asyncio.Lock(), None, turns), 5)
+    assert gate.waits >= 1 and turns.left <= 0 and not view.unread
+
+
+async def test_the_sweep_after_a_reload_reads_smaller_parts_than_a_periodic_one(monkeypatch):
+    """After a start or reload a part's apply renders and plans every backend in it: its
+    parts are START_PART backends (a loop turn each), a periodic sweep's SWEEP_PART."""
+    names = [f"b{i:02}" for i in range(SWEEP_PART + 1)]
+    reader, view = await _swept_reader(monkeypatch, names)
+    client = view.client
+    await reader.read(reloaded=True)
+    del client.calls[:]
+    assert await view.sweep(asyncio.Lock())
+    parts = [len(c) for c in client.calls if c != "names"]
+    assert parts == [START_PART] * (len(names) // START_PART) + [len(names) % START_PART]
+    assert set(client.steps[-len(parts) :]) == {START_STEP}
+    del client.calls[:]
+    assert await view.sweep(asyncio.Lock())  # (nothing unread: a periodic sweep)
+    assert [len(c) for c in client.calls if c != "names"] == [SWEEP_PART, 1]
+    assert set(client.steps[-2:]) == {READ_STEP}
 
 
 async def test_the_readers_periodic_sweep_waits_while_a_change_is_on_its_way(monkeypatch):

@@ -3,7 +3,9 @@ what it writes is what a whole dump would have written."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from state_fakes import KeptConnection, answer_from
@@ -105,6 +107,34 @@ async def test_rounds_read_the_touched_backends_and_a_share_of_the_rest(
     for _ in range(3):
         await dumper.dump()
     assert dumper.writes == 3
+
+
+async def test_rounds_wait_for_the_after_start_sweep_at_most_max_defer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the reader's after-start sweep runs (``deferred``), a round reads nothing:
+    its steps would queue beside the sweep's; after MAX_DEFER it dumps all the same."""
+    monkeypatch.setattr(statedump, "CHUNK_GAP", 0.0)
+    now = [100.0]
+    clock = SimpleNamespace(monotonic=lambda: now[0], thread_time=time.thread_time)
+    monkeypatch.setattr(statedump, "time", clock)  # (statedump's own: not the loop's)
+    runtime = Runtime(dump({"a": ["s1"]}))
+    dumper = StateDumper(runtime, tmp_path / "state", lambda: True)  # type: ignore[arg-type]
+    sweeping = [True]
+    dumper.deferred = lambda: sweeping[0]
+    assert await dumper.dump() == 0.0
+    now[0] += statedump.MAX_DEFER - 1
+    await dumper.dump()
+    assert runtime.asked == [] and dumper.whole_dumps == 0
+    now[0] += 1
+    await dumper.dump()  # deferred MAX_DEFER: dumps all the same
+    assert dumper.whole_dumps == 1
+    sweeping[0] = False  # (the sweep ended, a later one defers from its own start)
+    await dumper.dump()
+    sweeping[0] = True
+    runtime.asked.clear()
+    await dumper.dump()
+    assert runtime.asked == []
 
 
 async def test_another_writer_or_another_process_makes_the_next_round_whole(
