@@ -24,8 +24,9 @@ the 1,000 ``addWatch`` requests of a start and their replies took ~0.8 s, mostly
   GIL, which the event loop had just taken to handle the same event: 0.17 ms p50, 1.9 ms
   p90 and 3.6 ms p99 between queueing and writing, on the path of every added server.
 
-This overrides kazoo internals (``_send_request``, ``_read_socket``, ``_read``,
-``_connect``, ``_invoke``: a handshake waits at most HANDSHAKE_TIMEOUT_CAP_S), like
+This overrides kazoo internals (``_send_request``, ``_read_socket``, ``_read``, ``_write``
+(and ``_fill``: the socket is tried before select), ``_connect``, ``_invoke``: a
+handshake waits at most HANDSHAKE_TIMEOUT_CAP_S), like
 smartstack.zk_persistent; tests/integration pin the order of replies and events, and the
 behaviour across a dropped connection, against a real ZooKeeper.
 """
