@@ -155,8 +155,9 @@ class Session:
             pass  # the caller sees the missing answers
         finally:
             timer.cancel()
-        if len(answers) < len(commands):
-            # Late answers would be taken for the next batch's: never use it again.
+        if len(answers) < len(commands) or writer.transport.is_closing():
+            # Late answers would be taken for the next batch's, and a connection the timer
+            # aborted as the last answer came in is dead: never use either again.
             await self.close()
         return answers
 

@@ -177,3 +177,36 @@ async def test_a_batch_without_an_answer_ends_at_the_timeout_and_the_session_clo
         assert got == [b"prompt\n", b"show info\n"]
     finally:
         server.close()
+
+
+async def test_a_connection_the_timer_aborted_as_the_last_answer_came_is_not_kept(
+    tmp_path: Path,
+):
+    """The timeout's abort falling due in the loop turn that brought the last answer: the
+    batch's answers are complete, but the connection is dead, so the session closes
+    rather than being kept (the next batch on it would get no answers: every op a
+    spurious 'connection lost')."""
+
+    async def answering(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            writer.write(b"\n> " if line.strip() == b"prompt" else b"ok\n\n> ")
+            await writer.drain()
+
+    path = str(tmp_path / "answering.sock")
+    server = await asyncio.start_unix_server(answering, path)
+    try:
+        async with Session(path, timeout=5.0) as session:
+            assert await session.ask(["show info"]) == ["ok\n"]
+            assert session._reader is not None and session._writer is not None
+            real_read, transport = session._reader.read, session._writer.transport
+
+            async def read_then_the_timer_fires(n: int = -1) -> bytes:
+                data = await real_read(n)
+                transport.abort()  # what the due timer does before this task resumes
+                return data
+
+            session._reader.read = read_then_the_timer_fires  # type: ignore[method-assign]
+            assert await session.ask(["show info"]) == ["ok\n"]
+            assert session.closed
+    finally:
+        server.close()
