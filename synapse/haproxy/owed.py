@@ -23,8 +23,10 @@ A managed HAProxy that crashes meanwhile starts from the file as it is and the r
 bridge adds today's servers at once (as for a change that came while it was down); the
 same apply then renders and writes the file. The file (in memory, then on disk, which
 ``configfile`` already writes at most every WRITE_GAP) lags HAProxy's runtime state by at
-most WINDOW more. An outside reload meanwhile loads the file without the owed servers;
-the re-read a second after the commands finds the new process and adds them.
+most WINDOW more. An outside reload meanwhile loads the file without the owed servers:
+the re-read a second after the commands finds the new process if it came by then, and
+paying the render hands the owed backends to that re-read once more (``paid``), so a
+reload between the two is found a second after the render too, not at the next sweep.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class OwedRender:
         self.paid_later = 0  # renders paid by ``_later`` (for tests)
         self._first = self._last = 0.0  # loop times of the first and last owed change
         self._task: asyncio.Task[None] | None = None
+        self._reader: RunningReader | None = None
+        self._backends: set[str] = set()  # the owed changes' backends (read again when paid)
 
     @contextlib.contextmanager
     def change(self) -> Iterator[None]:
@@ -81,7 +85,10 @@ class OwedRender:
         """This apply went wholly express: its render is owed, paid QUIET after the last
         owed change or WINDOW after the first, and the backends it sent commands to are
         planned then."""
-        reader.plan_later(express.deferred())
+        backends = express.deferred()
+        reader.plan_later(backends)
+        self._reader = reader
+        self._backends.update(backends)
         express.ready = True  # (nothing left for a reload: the next may go express)
         now = asyncio.get_running_loop().time()
         if not self.owed:
@@ -93,8 +100,13 @@ class OwedRender:
         return ApplyResult(tuple(applied), ApplyOutcome.NONE, (), False)
 
     def paid(self) -> None:
-        """An apply rendered: it took in every change since the last render."""
+        """An apply rendered: it took in every change since the last render. The owed
+        backends are read again a second later: an outside reload before the file had
+        them loaded a file without them (the module's docstring)."""
         self.owed = False
+        if self._backends and self._reader is not None:
+            self._reader.recheck.add(self._backends)
+        self._backends = set()
 
     async def pay(self) -> None:
         """Render and write now, if owed (``flush()``)."""

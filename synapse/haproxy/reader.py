@@ -73,7 +73,7 @@ class RunningReader:
         self._settler: asyncio.Task[None] | None = None
         # The settle read in flight: the backends it reads, and the read.
         self._settling: tuple[set[str], asyncio.Task[Read]] | None = None
-        self._recheck = Recheck(self._read_followed)  # (the view followed commands there)
+        self.recheck = Recheck(self._read_followed)  # (the view followed commands there)
         first = runtime[0] if runtime else None  # the settle reads' client (kept connection)
         self._apart = first and RuntimeClient(first.path, first.timeout, keep_idle=KEEP_IDLE_S)
         self.changes_waiting = 0  # applies of a change waiting for the lock (``change_turn``)
@@ -180,7 +180,7 @@ class RunningReader:
         self.settle_later(touched - followed)
         if followed:
             self._touched(followed)
-            self._recheck.add(followed)
+            self.recheck.add(followed)
 
     def _read_followed(self, followed: set[str]) -> None:
         if self.view is not None and self.view.valid:
@@ -318,7 +318,7 @@ class RunningReader:
     async def stop_sweeping(self) -> None:
         task, self._sweeper = self._sweeper, None
         await cancel_and_wait(task)
-        await self._recheck.stop()
+        await self.recheck.stop()
         settler, self._settler = self._settler, None
         settling = self._settling  # (shielded from the settler's cancellation)
         await cancel_and_wait(settler)

@@ -68,3 +68,40 @@ async def test_a_stream_that_never_pauses_is_paid_each_window(
     assert paid and paid[0] <= start + 0.1 + 0.3  # (the cap, not QUIET: 10 s)
     await render.close()  # pays the rest at once
     assert not render.owed
+
+
+class _Recheck:
+    def __init__(self) -> None:
+        self.added: list[set[str]] = []
+
+    def add(self, names: set[str]) -> None:
+        self.added.append(set(names))
+
+
+class _RecheckedReader(_Reader):
+    def __init__(self) -> None:
+        self.recheck = _Recheck()
+
+
+class _ExpressTo(_Express):
+    def __init__(self, backends: frozenset[str]) -> None:
+        self.backends = backends
+
+    def deferred(self) -> frozenset[str]:
+        return self.backends
+
+
+async def test_paying_hands_the_owed_backends_to_the_re_read_once() -> None:
+    """An outside reload after the re-read a second after the commands but before the file
+    had the owed servers loads a file without them: paying the render has those backends
+    read again (a second later), so the new process is found then, not at the next sweep."""
+    reader = _RecheckedReader()
+    render = _owed_render([])
+    render.defer(reader, _ExpressTo(frozenset({"a"})), ["cmd"])  # type: ignore[arg-type]
+    render.defer(reader, _ExpressTo(frozenset({"b"})), ["cmd"])  # type: ignore[arg-type]
+    assert reader.recheck.added == []  # (the commands' own re-read is the reader's)
+    await render.pay()
+    assert reader.recheck.added == [{"a", "b"}] and not render.owed
+    render.paid()  # a later render with nothing owed since: nothing to read again
+    assert reader.recheck.added == [{"a", "b"}]
+    await render.close()
