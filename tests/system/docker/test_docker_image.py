@@ -15,12 +15,22 @@ from dockertestlib import http_get, published_port
 from testbed.images import REPO, project_image
 from testbed.process import wait_until
 
-pytestmark = pytest.mark.slow
+# The first test's setup builds the image (debootstrap, the build, saving it to the cache):
+# about a minute on a quiet machine, but a CI run of 15 minutes saw it pass 180 s on a loaded
+# one. Each test's own part is short; a hang is still caught at 600 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+_build_failed: list[BaseException] = []  # (a failed build is not tried again by every test)
 
 
 @pytest.fixture(scope="module")
 def image(dockerd, docker_client) -> str:
-    return project_image(docker_client, dockerd.env())
+    if _build_failed:
+        pytest.fail(f"the project image's build failed in an earlier test: {_build_failed[0]!r}")
+    try:
+        return project_image(docker_client, dockerd.env())
+    except BaseException as exc:  # (pytest-timeout's failure too)
+        _build_failed.append(exc)
+        raise
 
 
 def test_image_is_non_root_and_checks_configs(docker_client, image) -> None:
