@@ -4,15 +4,16 @@ Each round has a fixed cost (selection, ``desired()``, HAProxy's socket round tr
 a stream of reports handed over a few at a time costs many rounds for what a handful
 could do. The rule, per round:
 
-- a *stream* is a report that arrived while the last round ran, within ``pace_ms`` of
-  the report before it (reports keep coming, faster than a round or two);
+- a *stream* is a report that arrived within ``pace_ms`` of the report before it: while
+  the last round ran, or between rounds (a wave of registry events: etcd delivers a
+  fleet's parallel writes a few ms apart, each woke a round of its own);
 - a change that finds synapse out of a stream is handed over at once: a lone change
   waits for nothing, nor does a change that arrives during the tail of the previous
   change's round (its render after HAProxy has the commands), milliseconds after it;
-- in a stream, the next round first waits about as long as the last round took, capped
-  at ``haproxy.pace_ms``, so each round takes a bigger batch; the wait ends early when
-  no report arrived for ``GAP_S`` (the stream stopped: its last round does not wait
-  needlessly);
+- in a stream, the next round first waits up to ``haproxy.pace_ms``, so each round
+  takes a bigger batch (a round's fixed CPU is most of a fleet synapse's CPU per write);
+  the wait ends early when no report arrived for ``GAP_S`` (the stream stopped: its last
+  round does not wait needlessly);
 - ``haproxy.coalesce_ms`` keeps its meaning: a fixed window before every round. When it
   is at least the paced wait it is used as before (no early end).
 
@@ -30,7 +31,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from synapse.config import HAProxyConfig
 
-GAP_S = 0.001  # in a paced wait, a step without a new report ends the wait
+GAP_S = 0.003  # in a paced wait, a step without a new report ends the wait
+# (etcd's wave of a fleet's writes comes in bunches 2-5 ms apart: 1 ms split it)
 
 
 class Pacer:
@@ -55,8 +57,11 @@ class Pacer:
     def arrived(self) -> None:
         """A report arrived (the reconciler's sink: O(1))."""
         now = self.clock()
-        if self._in_round and now - self._last_report <= self.pace_s:
+        close = now - self._last_report <= self.pace_s
+        if self._in_round and close:
             self._close = True
+        elif close and not self._in_round:
+            self.streaming = True  # (between rounds: the next round's wait)
         self._last_report = now
         self.reports += 1
 
@@ -70,7 +75,7 @@ class Pacer:
 
     def window(self) -> tuple[float, bool]:
         """(seconds to wait at most before the next round, whether a quiet gap ends it)."""
-        paced = min(self.last_round_s, self.pace_s) if self.streaming else 0.0
+        paced = self.pace_s if self.streaming else 0.0
         if paced > self.coalesce_s:
             return paced, True
         return self.coalesce_s, False
