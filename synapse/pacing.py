@@ -48,6 +48,7 @@ class Pacer:
         self._last_report = -1e9  # (clock) when the last report arrived
         self._in_round = False
         self._close = False  # a report during this round came close after the one before
+        self._failed = False  # the last round failed: its retry waits for its backoff only
 
     def configure(self, haproxy: HAProxyConfig | None) -> None:
         """Without HAProxy (file_output only) nothing waits."""
@@ -60,8 +61,8 @@ class Pacer:
         close = now - self._last_report <= self.pace_s
         if self._in_round and close:
             self._close = True
-        elif close and not self._in_round:
-            self.streaming = True  # (between rounds: the next round's wait)
+        elif not self._in_round:  # between rounds: the next round's wait (a lone change
+            self.streaming = close and not self._failed  # after a stream waits for nothing)
         self._last_report = now
         self.reports += 1
 
@@ -72,6 +73,7 @@ class Pacer:
     def failed(self) -> None:
         """A failed round is retried after its backoff: no wait on top of that."""
         self.streaming, self._close, self._in_round = False, False, False
+        self._failed = True
 
     def window(self) -> tuple[float, bool]:
         """(seconds to wait at most before the next round, whether a quiet gap ends it)."""
@@ -106,3 +108,4 @@ class Pacer:
                 await asyncio.sleep(step)
                 quiet, seen = self.reports == seen, self.reports
         self._started, self._in_round, self._close = self.clock(), True, False
+        self._failed = False
