@@ -4,17 +4,20 @@ Each round has a fixed cost (selection, ``desired()``, HAProxy's socket round tr
 a stream of reports handed over a few at a time costs many rounds for what a handful
 could do. The rule, per round:
 
-- a *stream* is a report that arrived within ``pace_ms`` of the report before it: while
-  the last round ran, or between rounds (a wave of registry events: etcd delivers a
-  fleet's parallel writes a few ms apart, each woke a round of its own);
-- a change that finds synapse out of a stream (more than ``pace_ms`` after the report
-  before it) is handed over at once: a lone change waits for nothing; one that follows
-  another within ``pace_ms`` waits GAP_S at most, if nothing else comes;
+- a *stream* is a report that arrived while the last round ran, within ``pace_ms`` of
+  the report before it (reports keep coming, faster than a round or two). Not one that
+  arrived between rounds, however close: the next change of a client that waits for
+  HAProxy to have the last one comes a few ms after it (the propagation bench: every
+  ~5-10 ms), as close as a wave's bunches (2-10 ms apart), but never while the round
+  that sends the last one runs;
+- a change that finds synapse out of a stream is handed over at once: a lone change
+  waits for nothing, nor does one that comes more than ``pace_ms`` after the report
+  before it (a stream that stopped);
 - in a stream, the next round first waits up to ``haproxy.pace_ms``, so each round
   takes a bigger batch (a round's fixed CPU is most of a fleet synapse's CPU per write:
-  with 12 ms rather than about the last round's duration capped at 4 ms, and GAP_S 3
-  ms rather than 1, a 3-synapse ``bench.fleet_cpu`` on etcd made 0.18 rounds per write
-  instead of 0.40, 17 % less CPU per write); the wait ends early when no report arrived
+  a wave of etcd events reaches a fleet's synapse in bunches 2-10 ms apart, and a wait
+  of about the last round's duration capped at 4 ms, ended by 1 ms without a report,
+  split it into ~8 rounds per 20 writes); the wait ends early when no report arrived
   for ``GAP_S`` (the stream stopped: its last round does not wait needlessly);
 - ``haproxy.coalesce_ms`` keeps its meaning: a fixed window before every round. When it
   is at least the paced wait it is used as before (no early end).
@@ -50,7 +53,6 @@ class Pacer:
         self._last_report = -1e9  # (clock) when the last report arrived
         self._in_round = False
         self._close = False  # a report during this round came close after the one before
-        self._failed = False  # the last round failed: its retry waits for its backoff only
 
     def configure(self, haproxy: HAProxyConfig | None) -> None:
         """Without HAProxy (file_output only) nothing waits."""
@@ -63,8 +65,8 @@ class Pacer:
         close = now - self._last_report <= self.pace_s
         if self._in_round and close:
             self._close = True
-        elif not self._in_round:  # between rounds: the next round's wait (a lone change
-            self.streaming = close and not self._failed  # after a stream waits for nothing)
+        elif not self._in_round and not close:  # between rounds, long after the last
+            self.streaming = False  # report: a lone change after a stream waits for nothing
         self._last_report = now
         self.reports += 1
 
@@ -75,7 +77,6 @@ class Pacer:
     def failed(self) -> None:
         """A failed round is retried after its backoff: no wait on top of that."""
         self.streaming, self._close, self._in_round = False, False, False
-        self._failed = True
 
     def window(self) -> tuple[float, bool]:
         """(seconds to wait at most before the next round, whether a quiet gap ends it)."""
@@ -110,4 +111,3 @@ class Pacer:
                 await asyncio.sleep(step)
                 quiet, seen = self.reports == seen, self.reports
         self._started, self._in_round, self._close = self.clock(), True, False
-        self._failed = False

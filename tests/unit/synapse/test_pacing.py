@@ -152,18 +152,18 @@ def test_a_failed_round_is_not_paced_on_top_of_its_backoff(clock: Clock) -> None
     assert p.window() == (0.0, False)
 
 
-def test_a_wave_between_rounds_is_a_stream_and_a_lone_change_is_not(clock: Clock) -> None:
+def test_a_change_between_rounds_is_no_stream_and_ends_one(clock: Clock) -> None:
     p = pacer(clock)
     clock.now += 1.0
     p.arrived()  # a change: its round, nothing arrives during it
     run_round(p, clock, 0.001)
-    assert clock.sleeps == [] and p.window() == (0.0, False)
     clock.now += 0.002
-    p.arrived()  # the next of a wave, 3 ms after the one before: the round waits for more
-    assert p.window() == (pytest.approx(0.004), True)
-    run_round(p, clock, 0.001)
+    p.arrived()  # the client's next change, 3 ms after the last (it saw HAProxy change)
+    assert p.window() == (0.0, False)
+    run_round(p, clock, 0.003, arrivals=STREAM)  # a stream ...
+    assert p.window()[1]
     clock.now += 0.005
-    p.arrived()  # 10 ms after the last report: a lone change again
+    p.arrived()  # ... that stopped: a change 6 ms after its last report waits for nothing
     assert p.window() == (0.0, False)
 
 
