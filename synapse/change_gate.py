@@ -59,12 +59,6 @@ class ChangeGate:
     def busy(self) -> bool:
         return not self._idle.is_set()
 
-    @property
-    def expected(self) -> int:
-        """Watch events whose report is still to come (``expect``): the pacer waits for
-        them before a round (synapse.pacing)."""
-        return self._expected
-
     def expect(self) -> None:
         """A watch event named a change whose report is still to come (its data is being
         read): background steps wait from now on, until every expected report came, or

@@ -19,10 +19,6 @@ could do. The rule, per round:
   of about the last round's duration capped at 4 ms, ended by 1 ms without a report,
   split it into ~8 rounds per 20 writes); the wait ends early when no report arrived
   for ``GAP_S`` (the stream stopped: its last round does not wait needlessly);
-- a round that would start while other watch events' reports are still to come (a
-  ZooKeeper event names a child whose data is being read: ``ChangeGate.expected``)
-  waits for them as in a stream: a wave of ZooKeeper events then takes fewer rounds. A
-  lone change has no other event in flight and waits for nothing;
 - ``haproxy.coalesce_ms`` keeps its meaning: a fixed window before every round. When it
   is at least the paced wait it is used as before (no early end).
 
@@ -35,18 +31,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from synapse.config import HAProxyConfig
-
-
-class Coming(Protocol):
-    """Watch events whose reports are on their way (``synapse.change_gate.ChangeGate``)."""
-
-    @property
-    def expected(self) -> int: ...
-
 
 GAP_S = 0.003  # in a paced wait, a step without a new report ends the wait
 # (etcd's wave of a fleet's writes comes in bunches 2-5 ms apart: 1 ms split it)
@@ -111,19 +99,14 @@ class Pacer:
             return min(left, floor - now)
         return 0.0 if quiet else min(left, GAP_S)
 
-    async def wait(self, coming: Coming | None = None) -> None:
-        """Wait before a round as the rules above say; the round starts when it returns.
-        ``coming``: its ``expected`` reports are on their way (paced as a stream)."""
+    async def wait(self) -> None:
+        """Wait before a round as the rules above say; the round starts when it returns."""
         window, gap_ends = self.window()
-        expected = coming is not None and coming.expected > 0 and self.pace_s > window
-        if expected:
-            window, gap_ends = self.pace_s, True
         if window > 0:
             self.paced += gap_ends
             start = self.clock()
             deadline, floor = start + window, start + self.coalesce_s
             seen, quiet = self.reports, start - self._last_report >= GAP_S  # (stopped already)
-            quiet = quiet and not expected  # (they come: one step at least)
             while (step := self.next_sleep(self.clock(), deadline, gap_ends, quiet, floor)) > 0:
                 await asyncio.sleep(step)
                 quiet, seen = self.reports == seen, self.reports

@@ -215,7 +215,7 @@ class Reconciler:
                 if not await self._wait_dirty():
                     await self._periodic()
                     continue
-                await self.pacer.wait(self.change_gate)  # a stream: a bigger batch (and the
+                await self.pacer.wait()  # in a stream: a few ms for a bigger batch (and the
                 # round starts): what arrives from here on waits for the next round.
                 self._dirty.clear()
                 with collector_held():  # (the collection that was due: after it)

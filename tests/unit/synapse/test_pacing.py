@@ -181,17 +181,3 @@ def test_a_quiet_gap_does_not_cut_coalesce_ms_short(clock: Clock) -> None:
     start = clock.now
     asyncio.run(p.wait())  # nothing more arrives: the wait still lasts coalesce_ms
     assert clock.now - start == pytest.approx(0.002)
-
-
-def test_a_round_waits_for_reports_still_being_read_and_a_lone_one_does_not(clock: Clock) -> None:
-    p = pacer(clock, pace_ms=12)
-    clock.now += 1.0
-    p.arrived()
-    asyncio.run(p.wait(types.SimpleNamespace(expected=0)))  # nothing else on its way
-    assert clock.sleeps == [] and p.paced == 0
-    p.round_ended()
-    clock.now += 1.0
-    p.arrived()  # another ZooKeeper event's data is being read: it comes within a step
-    clock.arrive_per_sleep, clock.streaming_sleeps = 1, 1
-    asyncio.run(p.wait(types.SimpleNamespace(expected=1)))
-    assert clock.sleeps == [GAP_S, GAP_S] and p.paced == 1  # ended by the quiet step
