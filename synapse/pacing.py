@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from synapse.config import HAProxyConfig
 
 GAP_S = 0.003  # in a paced wait, a step without a new report ends the wait
-# (etcd's wave of a fleet's writes comes in bunches 2-5 ms apart: 1 ms split it)
+# (etcd's wave of a fleet's writes comes in bunches 2-10 ms apart: 1 ms split it)
 
 
 class Pacer:
@@ -47,7 +47,6 @@ class Pacer:
         self.clock = clock
         self.configure(haproxy)
         self.reports = 0  # reports received
-        self.last_round_s = 0.0
         self.streaming = False  # see the module's docstring
         self.paced = 0  # rounds that waited for a stream (/status)
         self._last_report = -1e9  # (clock) when the last report arrived
@@ -71,7 +70,6 @@ class Pacer:
         self.reports += 1
 
     def round_ended(self) -> None:
-        self.last_round_s = self.clock() - self._started
         self.streaming, self._close, self._in_round = self._close, False, False
 
     def failed(self) -> None:
@@ -110,4 +108,4 @@ class Pacer:
             while (step := self.next_sleep(self.clock(), deadline, gap_ends, quiet, floor)) > 0:
                 await asyncio.sleep(step)
                 quiet, seen = self.reports == seen, self.reports
-        self._started, self._in_round, self._close = self.clock(), True, False
+        self._in_round, self._close = True, False
