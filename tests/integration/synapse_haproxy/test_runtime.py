@@ -227,28 +227,3 @@ async def test_a_del_sent_with_its_maint_deletes_and_one_whose_maint_failed_fail
     assert results[:2] == [None, None]
     assert "No such server" in (results[2] or "") and "No such server" in (results[3] or "")
     assert (await client.running_backends())["web"] == {}
-
-
-@pytest.mark.parametrize("wait_s", [0.0, 0.002, 1.0])
-async def test_answers_waited_for_on_the_loop_thread_or_through_the_loop_are_the_same(
-    haproxy_factory, monkeypatch, wait_s
-):
-    """``ask(..., wait=True)``: answers read straight from the socket within the wait,
-    the rest through the loop (wait 0: all of them), in order, the connection still fit
-    for the next batch; a batch cut by HAProxy closing the connection is short."""
-    import synapse.haproxy.sockets as sockets
-    from testbed.process import free_port
-
-    monkeypatch.setattr(sockets, "ANSWER_WAIT_S", wait_s)
-    proc = haproxy_factory(BACKEND.format(port=free_port()))
-    async with Session(str(proc.admin_socket)) as session:
-        for _ in range(3):
-            answers = await session.ask(
-                ["set weight web/a 3", "show servers state web", "del server web/nope"] * 50,
-                wait=True,
-            )
-            assert len(answers) == 150 and not session.closed
-            assert answers[0] == "" and answers[1].startswith("1\n# be_id")
-            assert answers[2].strip() == "No such server."
-        cut = await session.ask(["show info", "quit", "show info"], wait=True)
-        assert len(cut) == 1 and "Pid:" in cut[0] and session.closed
