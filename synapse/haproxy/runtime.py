@@ -190,7 +190,7 @@ class RuntimeClient:
                     kept = False
                     session, answers = await self._checked_ask(session, commands)
                 else:
-                    answers = await session.ask(commands, wait=True)
+                    answers = await session.ask(commands)
                 for i, answer in zip(batch, answers, strict=False):
                     if ops[i].succeeded(answer):
                         results[i] = None
@@ -208,12 +208,12 @@ class RuntimeClient:
         connection (no answer), or one held by an old, stopping worker (an outside reload:
         its commands reach nobody who stays), has the batch sent again on a fresh one.
         (The read after the apply then finds the new process and reads it whole.)"""
-        answers = await session.ask(["show info", *commands], wait=True)
+        answers = await session.ask(["show info", *commands])
         if answers and not is_stopping(answers[0]):
             return session, answers[1:]
         await self.release()
         async with self.session() as fresh:
-            return fresh, await fresh.ask(commands, wait=True)
+            return fresh, await fresh.ask(commands)
 
     async def info(self) -> dict[str, str]:
         info = parse_show_info(await self.execute("show info"))

@@ -15,19 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import select
-import time
 from collections.abc import Sequence
 
 DEFAULT_TIMEOUT = 5.0
 MAX_ANSWER_BYTES = 64 * 1024 * 1024  # `show servers state` of a very large edge is a few MB
-# How long a batch of runtime commands (``ask(..., wait=True)``) waits for its answers on
-# the loop's own thread before it hands the read to the loop (issue 15: synapse's own
-# latency). HAProxy answers such a batch in ~0.15-0.3 ms; going through the event loop
-# (selector, transport, StreamReader, the task's wake-up) added ~0.07-0.1 ms to every
-# exchange (measured p50, HAProxy 2.6, load 2.5-5). Bounded: the loop is held at most this.
-ANSWER_WAIT_S = 0.002
 
 
 class HAProxySocketError(Exception):
@@ -112,10 +103,8 @@ class Session:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def ask(self, commands: Sequence[str], wait: bool = False) -> list[str]:
+    async def ask(self, commands: Sequence[str]) -> list[str]:
         """Send ``commands`` at once; their answers in order (fewer if the batch was cut).
-        ``wait``: short answers expected (runtime commands): wait for them up to
-        ``ANSWER_WAIT_S`` on this thread first (``_answers_now``).
 
         The first batch of a connection starts with `prompt` (interactive mode), written
         together with the commands: HAProxy reads its input line by line, so they follow
@@ -130,9 +119,9 @@ class Session:
             if "\n" in command or "\r" in command:
                 raise ValueError(f"a command must be one line: {command!r}")
         if self._prompted:
-            return await self._exchange(commands, wait)
+            return await self._exchange(commands)
         self._prompted = True
-        answers = await self._exchange(["prompt", *commands], wait)
+        answers = await self._exchange(["prompt", *commands])
         if not answers or answers[0] != "":
             await self.close()
             if not answers:
@@ -140,67 +129,17 @@ class Session:
             raise UnexpectedAnswer(f"{self.path}: 'prompt' answered {answers[0][:120]!r}")
         return answers[1:]
 
-    async def _exchange(self, commands: Sequence[str], wait: bool = False) -> list[str]:
+    async def _exchange(self, commands: Sequence[str]) -> list[str]:
+        answers: list[str] = []
+        scan = 0
         reader, writer = self._reader, self._writer
         assert reader is not None and writer is not None
-        data = "".join(f"{c}\n" for c in commands).encode()
-        if not wait or self._buffer:
-            return await self._exchange_rest(reader, writer, commands, data)
-        answers = self._answers_now(writer, data, len(commands))
-        if len(answers) == len(commands):
-            return answers
-        rest = commands[len(answers) :]  # (their answers: through the loop, as usual)
-        return answers + await self._exchange_rest(reader, writer, rest, b"")
-
-    def _answers_now(self, writer: asyncio.StreamWriter, data: bytes, count: int) -> list[str]:
-        """Write ``data`` and read answers straight from the socket until ``count`` came or
-        ``ANSWER_WAIT_S`` passed; what came but is not whole stays in the buffer for the
-        loop's read (the transport reads nothing meanwhile: this runs in one callback)."""
-        transport = writer.transport
-        writer.write(data)
-        answers: list[str] = []
-        if transport.get_write_buffer_size() or transport.is_closing():
-            return answers  # (not all sent at once: the loop sends the rest)
-        fd = transport.get_extra_info("socket").fileno()
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        deadline = time.monotonic() + ANSWER_WAIT_S
-        scan = 0
-        while len(answers) < count:
-            left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(left * 1000):
-                break
-            try:
-                chunk = os.read(fd, MAX_ANSWER_BYTES)
-            except BlockingIOError:
-                continue
-            except OSError:
-                break  # (the loop's read sees the error again)
-            if not chunk:
-                break  # (end of stream: the loop's read sees it again)
-            self._buffer += chunk
-            found, used = split_answers(self._buffer, count - len(answers), scan)
-            del self._buffer[:used]
-            answers += found
-            scan = max(0, len(self._buffer) - len(PROMPT) + 1)
-        return answers
-
-    async def _exchange_rest(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        commands: Sequence[str],
-        data: bytes,
-    ) -> list[str]:
-        answers: list[str] = []
-        scan = 0
         # The timeout aborts the connection (the read then ends at once) rather than
         # cancelling this task: one timer, a third of `asyncio.timeout`'s cost, on every
         # change's path (issue 15, fleet CPU per write).
         timer = asyncio.get_running_loop().call_later(self.timeout, writer.transport.abort)
         try:
-            if data:
-                writer.write(data)
+            writer.write("".join(f"{c}\n" for c in commands).encode())
             while True:
                 found, used = split_answers(self._buffer, len(commands) - len(answers), scan)
                 del self._buffer[:used]
