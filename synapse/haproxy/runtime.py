@@ -26,7 +26,7 @@ from synapse.haproxy.answers import (
     parse_show_proc,
     parse_version,
 )
-from synapse.haproxy.ops import DelServer, Op, SetState
+from synapse.haproxy.ops import Op
 from synapse.haproxy.running import RunningServer
 from synapse.haproxy.sockets import (
     DEFAULT_TIMEOUT,
@@ -46,28 +46,20 @@ KEEP_IDLE_S = 5.0
 
 def _waves(ops: Sequence[Op]) -> list[list[int]]:
     """Indexes of ``ops`` by rank within their server: all first ops, all second ops...
-    A `del server` right after the same server's `state maint` goes in the maint's wave:
-    HAProxy refuses to delete a server not in maintenance, so it need not wait for the
-    maint's answer (a removal is one exchange with HAProxy, not two)."""
+
+    Two exchanges a server could seem to save, measured on HAProxy 2.6 and not taken: a
+    `del server` sent with its `state maint` is refused while the server's idle backend
+    connections remain (HAProxy purges them just after the maint; a wave later it deletes);
+    `add server ... enabled` in place of the add and its `state ready` shows the server
+    running in `show servers state`, but HAProxy never sends it traffic."""
     rank: dict[str, int] = {}
     waves: list[list[int]] = []
-    previous: Op | None = None
     for index, op in enumerate(ops):
         wave = rank.get(op.target, 0)
-        if (
-            wave
-            and isinstance(op, DelServer)
-            and isinstance(previous, SetState)
-            and previous.state == "maint"
-            and previous.target == op.target
-        ):
-            wave -= 1  # (the maint's wave)
-        else:
-            rank[op.target] = wave + 1
+        rank[op.target] = wave + 1
         if wave == len(waves):
             waves.append([])
         waves[wave].append(index)
-        previous = op
     return waves
 
 
@@ -167,9 +159,6 @@ class RuntimeClient:
         The ops of one server run in their order, and after one of them fails the later
         ones are not sent (a server whose `add server` failed must not be made ready).
         So the batch goes in waves: every server's first op, then every second op...
-        (``_waves``: a `del server` goes with its `state maint`: a removal is one exchange.)
-        An add and its ready stay two: HAProxy 2.6's `add server ... enabled` shows the
-        server running in `show servers state` but never gives it traffic (measured).
         """
         if not ops:
             return []

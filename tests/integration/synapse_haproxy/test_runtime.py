@@ -210,20 +210,3 @@ async def test_a_connection_the_timer_aborted_as_the_last_answer_came_is_not_kep
             assert session.closed
     finally:
         server.close()
-
-
-async def test_a_del_sent_with_its_maint_deletes_and_one_whose_maint_failed_fails(
-    haproxy_factory,
-):
-    """A removal is one exchange: `del server` goes in its maint's wave."""
-    from testbed.process import free_port
-
-    proc = haproxy_factory(BACKEND.format(port=free_port()))
-    client = RuntimeClient(str(proc.admin_socket))
-    results = await client.run_ops(
-        [SetState("web", "a", "maint"), DelServer("web", "a"),
-         SetState("web", "nope", "maint"), DelServer("web", "nope")]
-    )  # fmt: skip
-    assert results[:2] == [None, None]
-    assert "No such server" in (results[2] or "") and "No such server" in (results[3] or "")
-    assert (await client.running_backends())["web"] == {}
