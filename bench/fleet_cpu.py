@@ -178,9 +178,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for (i, _), _, r in items:
             expected[f"svc{i}"].add((r.host, r.port))
         opts = Options(log_level="warning")
-        hap = {"coalesce_ms": args.coalesce_ms} if args.coalesce_ms else {}
-        hap.update({"pace_ms": args.pace_ms} if args.pace_ms is not None else {})
-        extra = {"haproxy": hap} if hap else None
+        extra = {"haproxy": {"coalesce_ms": args.coalesce_ms}} if args.coalesce_ms else None
         synapses = start_synapses(ws, registry, args.synapses, names, opts, extra)
         for syn in synapses:
             syn.wait(lambda s=syn: not lagging(s, expected), 120, "the first full sync")
@@ -251,7 +249,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idle-s", type=float, default=10.0)
     p.add_argument("--settle-s", type=float, default=5.0, help="after the first full sync")
     p.add_argument("--coalesce-ms", type=float, default=0.0, help="synapse's haproxy.coalesce_ms")
-    p.add_argument("--pace-ms", type=float, help="synapse's haproxy.pace_ms (default: its own)")
     p.add_argument("--profile", type=Path, help="py-spy raw profile per synapse into DIR")
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--synapse-path", help="a tree whose synapse the synapses run")

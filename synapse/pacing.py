@@ -5,20 +5,14 @@ a stream of reports handed over a few at a time costs many rounds for what a han
 could do. The rule, per round:
 
 - a *stream* is a report that arrived while the last round ran, within ``pace_ms`` of
-  the report before it (reports keep coming, faster than a round or two). Not one that
-  arrived between rounds, however close: the next change of a client that waits for
-  HAProxy to have the last one comes a few ms after it (the propagation bench: every
-  ~5-10 ms), as close as a wave's bunches (2-10 ms apart), but never while the round
-  that sends the last one runs;
+  the report before it (reports keep coming, faster than a round or two);
 - a change that finds synapse out of a stream is handed over at once: a lone change
-  waits for nothing, nor does one that comes more than ``pace_ms`` after the report
-  before it (a stream that stopped);
-- in a stream, the next round first waits up to ``haproxy.pace_ms``, so each round
-  takes a bigger batch (a round's fixed CPU is most of a fleet synapse's CPU per write:
-  a wave of etcd events reaches a fleet's synapse in bunches 2-10 ms apart, and a wait
-  of about the last round's duration capped at 4 ms, ended by 1 ms without a report,
-  split it into ~8 rounds per 20 writes); the wait ends early when no report arrived
-  for ``GAP_S`` (the stream stopped: its last round does not wait needlessly);
+  waits for nothing, nor does a change that arrives during the tail of the previous
+  change's round (its render after HAProxy has the commands), milliseconds after it;
+- in a stream, the next round first waits about as long as the last round took, capped
+  at ``haproxy.pace_ms``, so each round takes a bigger batch; the wait ends early when
+  no report arrived for ``GAP_S`` (the stream stopped: its last round does not wait
+  needlessly);
 - ``haproxy.coalesce_ms`` keeps its meaning: a fixed window before every round. When it
   is at least the paced wait it is used as before (no early end).
 
@@ -36,8 +30,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from synapse.config import HAProxyConfig
 
-GAP_S = 0.003  # in a paced wait, a step without a new report ends the wait
-# (etcd's wave of a fleet's writes comes in bunches 2-10 ms apart: 1 ms split it)
+GAP_S = 0.001  # in a paced wait, a step without a new report ends the wait
 
 
 class Pacer:
@@ -47,6 +40,7 @@ class Pacer:
         self.clock = clock
         self.configure(haproxy)
         self.reports = 0  # reports received
+        self.last_round_s = 0.0
         self.streaming = False  # see the module's docstring
         self.paced = 0  # rounds that waited for a stream (/status)
         self._last_report = -1e9  # (clock) when the last report arrived
@@ -61,15 +55,13 @@ class Pacer:
     def arrived(self) -> None:
         """A report arrived (the reconciler's sink: O(1))."""
         now = self.clock()
-        close = now - self._last_report <= self.pace_s
-        if self._in_round and close:
+        if self._in_round and now - self._last_report <= self.pace_s:
             self._close = True
-        elif not self._in_round and not close:  # between rounds, long after the last
-            self.streaming = False  # report: a lone change after a stream waits for nothing
         self._last_report = now
         self.reports += 1
 
     def round_ended(self) -> None:
+        self.last_round_s = self.clock() - self._started
         self.streaming, self._close, self._in_round = self._close, False, False
 
     def failed(self) -> None:
@@ -78,7 +70,7 @@ class Pacer:
 
     def window(self) -> tuple[float, bool]:
         """(seconds to wait at most before the next round, whether a quiet gap ends it)."""
-        paced = self.pace_s if self.streaming else 0.0
+        paced = min(self.last_round_s, self.pace_s) if self.streaming else 0.0
         if paced > self.coalesce_s:
             return paced, True
         return self.coalesce_s, False
@@ -108,4 +100,4 @@ class Pacer:
             while (step := self.next_sleep(self.clock(), deadline, gap_ends, quiet, floor)) > 0:
                 await asyncio.sleep(step)
                 quiet, seen = self.reports == seen, self.reports
-        self._in_round, self._close = True, False
+        self._started, self._in_round, self._close = self.clock(), True, False
