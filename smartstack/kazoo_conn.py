@@ -18,17 +18,9 @@ the 1,000 ``addWatch`` requests of a start and their replies took ~0.8 s, mostly
   on the socket, which no longer shows what the buffer holds). The buffer is used only
   inside a reply read and emptied at each new connection, so the handshake and SASL read
   exactly as kazoo does.
-- a request may be written at once by a callback that runs inside a reply read, in this
-  thread (``send_now``: a watch event's read of the child it names), instead of being
-  queued for the loop's next turn. Queued, it waited for that turn, and the turn for the
-  GIL, which the event loop had just taken to handle the same event: from the event to
-  the read written, p50 0.25 ms and p90 1.2-1.6 ms before, 0.09-0.10 and 0.2-0.6 ms now.
-  (On a quiet machine the answer comes no sooner: the server is still busy with the
-  write; the gain is under load, where that wait grew to several ms.)
 
-This overrides kazoo internals (``_send_request``, ``_read_socket``, ``_read``, ``_write``
-(and ``_fill``: the socket is tried before select), ``_connect``, ``_invoke``: a
-handshake waits at most HANDSHAKE_TIMEOUT_CAP_S), like
+This overrides kazoo internals (``_send_request``, ``_read_socket``, ``_read``,
+``_connect``, ``_invoke``: a handshake waits at most HANDSHAKE_TIMEOUT_CAP_S), like
 smartstack.zk_persistent; tests/integration pin the order of replies and events, and the
 behaviour across a dropped connection, against a real ZooKeeper.
 """
@@ -37,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-import threading
 from typing import Any
 
 from kazoo.client import KazooClient
@@ -68,8 +59,6 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._rbuf = bytearray()
         self._buffering = False
-        self._reader = 0  # the thread inside a reply read (``_buffering``)
-        self._write_timeout = 10.0  # this connection's connect timeout, seconds
 
     # --- sending ------------------------------------------------------------------
 
@@ -104,49 +93,17 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
             pending.append(entry)
         self._read_sock.recv(len(batch))  # ≥ 1 byte is there: the loop saw it readable
 
-    def send_now(self, request: Any, async_object: Any) -> bool:
-        """Write ``request`` at once, as ``_send_request`` would: only from a callback run
-        inside this connection's reply read (in its own thread, on a live socket: a watch
-        event's). The server answers in the order it receives, and kazoo matches replies
-        to ``_pending`` in that order, which this keeps. False anywhere else, or when the
-        write failed (the connection then drops): the caller queues it the usual way."""
-        if not self._buffering or self._reader != threading.get_ident():
-            return False
-        xid = (self._xid % 2147483647) + 1
-        body = int_struct.pack(xid) + int_struct.pack(request.type) + request.serialize()
-        try:
-            self._write(int_struct.pack(len(body)) + body, self._write_timeout)
-        except Exception:
-            return False  # (kazoo's read of the same socket fails next and reconnects)
-        self._xid = xid
-        self.client._pending.append((request, async_object, xid))
-        return True
-
-    def _write(self, msg: bytes, timeout: float) -> None:
-        """kazoo's write, trying the socket before asking select whether it may (an idle
-        connection's may: one select and one hand-over of the GIL less per request)."""
-        with self._socket_error_handling():
-            try:
-                sent = self._socket.send(msg)  # (non-blocking: kazoo's connected socket)
-            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                sent = 0
-        if sent < len(msg):
-            super()._write(msg[sent:], timeout)
-
     # --- reading ------------------------------------------------------------------
 
     def _connect(self, *args: Any) -> Any:
         self._rbuf = bytearray()  # never a byte of the last connection's stream
-        read_timeout, connect_timeout = super()._connect(*args)
-        self._write_timeout = connect_timeout / 1000.0
-        return read_timeout, connect_timeout
+        return super()._connect(*args)
 
     def _invoke(self, timeout: float, *args: Any, **kwargs: Any) -> Any:
         """The handshake's (and auth's) exchange, waiting at most HANDSHAKE_TIMEOUT_CAP_S."""
         return super()._invoke(min(timeout, HANDSHAKE_TIMEOUT_CAP_S), *args, **kwargs)
 
     def _read_socket(self, read_timeout: float) -> Any:
-        self._reader = threading.get_ident()
         self._buffering = True
         try:
             while True:
@@ -179,23 +136,17 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
         return out
 
     def _fill(self, timeout: float) -> None:
-        """One receive into the buffer (kazoo's ``_read``, taking all there is). The socket
-        is tried before select is asked: a reply read starts when the loop's select saw
-        it readable, and each select hands the GIL over once more (to the event loop,
-        busy with the last event, for up to the switch interval)."""
+        """One receive into the buffer (kazoo's ``_read``, taking all there is)."""
         sock = self._socket
         with self._socket_error_handling():
+            if not self._tls_pending() and not self.handler.select([sock], [], [], timeout)[0]:
+                raise self.handler.timeout_exception("socket time-out during read")
             try:
-                chunk = sock.recv(READ_CHUNK)  # (non-blocking: kazoo's connected socket)
-            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                if not self._tls_pending() and not self.handler.select([sock], [], [], timeout)[0]:
-                    raise self.handler.timeout_exception("socket time-out during read") from None
-                try:
-                    chunk = sock.recv(READ_CHUNK)
-                except ssl.SSLError as exc:
-                    if exc.errno in (ssl.SSL_ERROR_WANT_READ, ssl.SSL_ERROR_WANT_WRITE):
-                        return
-                    raise
+                chunk = sock.recv(READ_CHUNK)
+            except ssl.SSLError as exc:
+                if exc.errno in (ssl.SSL_ERROR_WANT_READ, ssl.SSL_ERROR_WANT_WRITE):
+                    return
+                raise
             if not chunk:
                 raise ConnectionDropped("socket connection broken")
             self._rbuf += chunk

@@ -6,10 +6,7 @@ event loop, the watcher's task wakes, and only then does its read go back to kaz
 thread and out. That is two thread hops (and everything else the loop is busy with)
 before the one round trip the change needs. ``Prefetch.start``, called in kazoo's thread
 where the event is read, queues the read at once; the event still goes to the loop as
-before, and the watcher takes the read's answer instead of asking again. The read is
-written to the socket right there (``BulkConnection.send_now``), before the event goes to
-the loop: queued, it waited for kazoo's next turn, and that turn for the GIL the loop had
-just taken to handle the event.
+before, and the watcher takes the read's answer instead of asking again.
 
 A read started after the event answers with the child as of that event or later, which
 is all the watcher needs; a later change of the child brings its own event and read. At
@@ -27,7 +24,6 @@ from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.protocol.serialization import GetData
-from kazoo.protocol.states import KeeperState
 
 from smartstack.zk_multiread import full_path
 
@@ -52,13 +48,8 @@ class Prefetch:
             self._waiting += 1
         client = self.client
         result = client.handler.async_result()
-        request = GetData(full_path(client.chroot, path), False)
-        send_now = getattr(client._connection, "send_now", None)
         try:
-            if client._state == KeeperState.CONNECTED and send_now and send_now(request, result):
-                queued = None  # written (``_call`` answers None when it queued)
-            else:
-                queued = client._call(request, result)
+            queued = client._call(GetData(full_path(client.chroot, path), False), result)
         except Exception:
             queued = False
         if queued is False:  # closed or expired: the loop reads (and fails) the usual way

@@ -25,30 +25,15 @@ class _Answer:
         self.value = value
 
 
-class _Written:
-    """A connection's ``send_now``: writes (True) or declines (False) each request."""
-
-    def __init__(self, writes: bool) -> None:
-        self.writes = writes
-        self.sent: list[Any] = []
-
-    def send_now(self, request: Any, result: Any) -> bool:
-        if self.writes:
-            self.sent.append(request)
-        return self.writes
-
-
 class _Client:
     """What Prefetch asks of a KazooClient."""
 
     chroot = ""
-    _state = KeeperState.CONNECTED
 
-    def __init__(self, queued: bool = True, writes: bool = False) -> None:
+    def __init__(self, queued: bool = True) -> None:
         self.calls: list[Any] = []
         self.queued = queued
         self.handler = self
-        self._connection = _Written(writes)
 
     def async_result(self) -> _Answer:
         return _Answer(None)
@@ -154,22 +139,6 @@ def test_at_most_max_waiting_reads_are_started_and_none_on_a_closed_session() ->
     assert prefetch.start("/svc/x_0000000001") is not None
     closed = Prefetch(_Client(queued=False))
     assert closed.start("/svc/c_0000000001") is None and closed._waiting == 0
-
-
-def test_a_read_is_written_at_once_when_the_connection_can_else_queued() -> None:
-    """From inside kazoo's reply read the connection writes the read at once (no wait for
-    kazoo's next turn); anywhere else it declines and the read is queued as before."""
-    now = Prefetch(_Client(writes=True))
-    assert now.start("/svc/c_0000000001") is not None and now._waiting == 1
-    assert [r.path for r in now.client._connection.sent] == ["/svc/c_0000000001"]
-    assert now.client.calls == [] and now.started == 1
-    queued = Prefetch(_Client(writes=False))
-    assert queued.start("/svc/c_0000000001") is not None
-    assert [r.path for r in queued.client.calls] == ["/svc/c_0000000001"]
-    suspended = _Client(writes=True)
-    suspended._state = KeeperState.CONNECTING  # (kazoo queues it for the next connection)
-    assert Prefetch(suspended).start("/svc/c_0000000001") is not None
-    assert suspended._connection.sent == [] and len(suspended.calls) == 1
 
 
 def test_an_event_queued_before_close_gives_its_read_back() -> None:
