@@ -34,6 +34,16 @@ def _owed_render(paid: list[float]) -> OwedRender:
     return render
 
 
+def _owed_with(
+    monkeypatch: pytest.MonkeyPatch, quiet: float, window: float
+) -> tuple[OwedRender, list[float]]:
+    """An owed render paid ``quiet`` after the last change, ``window`` after the first."""
+    monkeypatch.setattr(owed, "QUIET", quiet)
+    monkeypatch.setattr(owed, "WINDOW", window)
+    paid: list[float] = []
+    return _owed_render(paid), paid
+
+
 async def _stream(render: OwedRender, count: int, gap: float) -> float:
     """``count`` owed changes ``gap`` apart; the loop time of the last."""
     for i in range(count):
@@ -46,10 +56,7 @@ async def _stream(render: OwedRender, count: int, gap: float) -> float:
 async def test_changes_closer_than_quiet_fold_into_one_render_after_the_last(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(owed, "QUIET", 0.1)
-    monkeypatch.setattr(owed, "WINDOW", 30.0)
-    paid: list[float] = []
-    render = _owed_render(paid)
+    render, paid = _owed_with(monkeypatch, 0.1, 30.0)
     last = await _stream(render, 6, 0.03)  # 0.15 s in all: longer than QUIET
     await asyncio.wait_for(render._task, 5)  # type: ignore[arg-type]
     assert len(paid) == 1 and render.paid_later == 1 and not render.owed
@@ -59,10 +66,7 @@ async def test_changes_closer_than_quiet_fold_into_one_render_after_the_last(
 async def test_a_stream_that_never_pauses_is_paid_each_window(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(owed, "QUIET", 10.0)
-    monkeypatch.setattr(owed, "WINDOW", 0.1)
-    paid: list[float] = []
-    render = _owed_render(paid)
+    render, paid = _owed_with(monkeypatch, 10.0, 0.1)
     start = asyncio.get_running_loop().time()
     await _stream(render, 20, 0.02)  # 0.38 s: nearly four windows
     assert paid and paid[0] <= start + 0.1 + 0.3  # (the cap, not QUIET: 10 s)
