@@ -33,7 +33,8 @@ def render(payloads: list[dict[str, Any]]) -> str:
         f"- Run: {dates[0]} .. {dates[-1]} (UTC), git {v.get('smartstack_git')}"
         + (" — QUICK sizes, figures meaningless" if any(p["quick"] for p in payloads) else ""),
         f"- Machine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, "
-        f"kernel {m['kernel']}, {m.get('os')}",
+        f"kernel {m['kernel']}, {m.get('os')}"
+        + (f", yardstick {m['python_yardstick_ms']} ms" if m.get("python_yardstick_ms") else ""),
         f"- Versions: HAProxy {v['haproxy']}, ZooKeeper {v['zookeeper']}, etcd {v['etcd']}, "
         f"Python {v['python']}, wrk {v.get('wrk')}",
         "",

@@ -56,3 +56,18 @@ def test_a_server_serves_only_when_running_without_maint_or_drain() -> None:
     assert not serves({"srv_op_state": 2, "srv_admin_state": 1})  # forced maint
     assert not serves({"srv_op_state": 2, "srv_admin_state": 8})  # forced drain
     assert not serves({"srv_op_state": 0, "srv_admin_state": 0})  # down
+
+
+def test_the_markdown_names_the_machines_yardstick_when_the_json_has_one() -> None:
+    """Results from machines of the same name but other speeds tell themselves apart; JSON
+    written before the yardstick existed still renders."""
+    from bench.markdown import render
+
+    machine = {"nproc": 2, "cpu_model": "AMD EPYC", "memory_gib": 23.5, "kernel": "k", "os": "D"}
+    versions = {"smartstack_git": "abc", "haproxy": "2.6", "zookeeper": "3.8", "etcd": "3.4",
+                "python": "3.11"}  # fmt: skip
+    payload = {"name": "fleet", "date": "2026-11-30T17:00:00+00:00", "quick": False,
+               "machine": machine, "versions": versions, "sections": []}  # fmt: skip
+    assert "yardstick" not in render([payload])
+    payload["machine"] = dict(machine, python_yardstick_ms=7.25)
+    assert "yardstick 7.25 ms" in render([payload]).splitlines()[1]
