@@ -32,6 +32,7 @@ from bench.fleet_registry import (
 from bench.haproxy import Address, serves
 from bench.report import Result, Target, summary_ms
 from bench.stack import (
+    DaemonError,
     Synapse,
     Workspace,
     cpu_seconds,
@@ -243,11 +244,14 @@ def outage(
     spread = burst(requests)
     final_conns = conns[-1][1] if conns else 0.0
     # Serving again: every synapse's HAProxy still in step (nothing was lost meanwhile).
-    wait_for(
-        lambda: all(not lagging(s, expected) for s in synapses),
-        60,
-        "every HAProxy in step after the outage",
-    )
+    try:
+        wait_for(
+            lambda: all(not lagging(s, expected) for s in synapses),
+            60,
+            "every HAProxy in step after the outage",
+        )
+    except DaemonError as exc:
+        raise DaemonError(f"{why_lagging(registry, synapses, expected)}\n{exc}") from exc
     reads = [client_reads(s) - r for s, r in zip(synapses, reads_before, strict=True)]
     return {
         "counter": key,
@@ -261,6 +265,22 @@ def outage(
         "series_requests": requests,
         "series_connections": conns,
     }
+
+
+def why_lagging(
+    registry: FleetRegistry, synapses: list[Synapse], expected: dict[str, set[Address]]
+) -> str:
+    """Whose fault a lag is: the registry's records (the writer's session lost them, as
+    nerve's would be lost if it came back too late) or the synapses' view of them."""
+    late = {i: lagging(s, expected) for i, s in enumerate(synapses)}
+    late = {i: services for i, services in late.items() if services}
+    services = sorted({svc for lag in late.values() for svc in lag})[:5]
+    held = {svc: f"{registry.held(f'{PREFIX}/{svc}')} of {len(expected[svc])}" for svc in services}
+    return (
+        f"{len(late)} of {len(synapses)} synapses lag on {sum(map(len, late.values()))} "
+        f"services; the writer's sessions lost: {registry.sessions_lost}; records the "
+        f"registry holds for the first lagging services: {held}"
+    )
 
 
 def scenario(kind: str, opts: Options, result: Result) -> None:

@@ -26,7 +26,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from kazoo.client import KazooClient
+from kazoo.client import KazooClient, KazooState
+from kazoo.retry import KazooRetry
 
 from bench.stack import Workspace, cpu_seconds, parse_prometheus
 from smartstack.record import Registration, encode
@@ -83,9 +84,27 @@ class ZkFleet:
         self.ensemble.start()
         # The writer's own reconnect chatter during the outage is not the benchmark's output.
         logging.getLogger("kazoo.client").setLevel(logging.ERROR)
-        self.client = KazooClient(hosts=self.ensemble.hosts, timeout=30)
+        # The writer stands for the fleet's nerves: it reconnects as they do (backoff capped
+        # at 1 s; smartstack.zookeeper caps at 2 s). kazoo's default doubles its wait up to
+        # an hour: after the outage it could come back later than its session's timeout (10 s
+        # here, 20 ticks), and its expired session would take every record of the fleet along.
+        self.client = KazooClient(
+            hosts=self.ensemble.hosts,
+            timeout=30,
+            connection_retry=KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_delay=1.0),
+        )
+        self.sessions_lost = 0  # the writer's: its ephemeral records went with each
+        self.client.add_listener(self._on_state)
         self.client.start(timeout=30)
         ws.callback(self.close)
+
+    def _on_state(self, state: KazooState) -> None:
+        if state == KazooState.LOST:
+            self.sessions_lost += 1
+
+    def held(self, path: str) -> int:
+        """How many records the registry holds under ``path`` now."""
+        return len(self.client.get_children(path)) if self.client.exists(path) else 0
 
     def discovery(self, path: str) -> dict[str, Any]:
         return {"method": "zookeeper", "hosts": [self.ensemble.hosts], "path": path}
@@ -211,6 +230,16 @@ class EtcdFleet:
     def remove_many(self, handles: list[str]) -> None:
         bodies = [{"key": _b64(key)} for key in handles]
         list(self._writers.map(lambda body: self._call("kv/deleterange", body), bodies))
+
+    sessions_lost = 0  # (the writer's lease outlives the run)
+
+    def held(self, path: str) -> int:
+        """How many records the registry holds under ``path`` now."""
+        prefix = f"{path.rstrip('/')}/".encode()
+        end = prefix[:-1] + bytes([prefix[-1] + 1])
+        found = self._call("kv/range", {"key": _b64(prefix), "range_end": _b64(end),
+                                        "count_only": True})  # fmt: skip
+        return int(found.get("count", 0))
 
     def _metrics(self, url: str) -> dict[str, float]:
         with urllib.request.urlopen(f"{url}/metrics", timeout=2) as resp:
