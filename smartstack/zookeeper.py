@@ -25,6 +25,7 @@ from smartstack import kazoo_conn
 from smartstack.kazoo_bulk import WakeBatcher
 from smartstack.kazoo_inline import InlineHandler, inline
 from smartstack.logs import KazooLog, event
+from smartstack.zk_handoff import answered
 from smartstack.zk_multiread import GET_CHILDREN, GET_DATA, ReadBatcher
 from smartstack.zk_persistent import TreeRouter, start_add_watch, start_remove_watch
 from smartstack.zk_prefetch import Prefetch
@@ -347,8 +348,9 @@ class ZooKeeperConnection:
     async def wait_all(self, results: Sequence[Any]) -> list[Any]:
         """The value or the exception of every kazoo async result (or exception) of
         ``results``, in order, handed to the loop once when the last one is in."""
-        if not results:
-            return []
+        done = answered(results)  # (a tree event's read came answered: no turn of the loop)
+        if done is not None:
+            return done
         future: asyncio.Future[None] = self.loop.create_future()
         outcomes: list[Any] = [None] * len(results)
         left = [len(results)]
