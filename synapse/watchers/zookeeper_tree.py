@@ -36,7 +36,7 @@ from smartstack.zk_handoff import Handoff
 
 if TYPE_CHECKING:
     from smartstack.zookeeper import ZooKeeperConnection
-    from synapse.watchers.base import Entry
+    from synapse.watchers.base import Entry, WatcherContext
 
 
 class TreeAction(enum.Enum):
@@ -76,6 +76,7 @@ class TreeWatch:
 
     path: str
     conn: ZooKeeperConnection | None
+    ctx: WatcherContext
     _children: dict[str, Entry]
     _changed: set[str]
     _deleted: set[str]
@@ -89,7 +90,7 @@ class TreeWatch:
 
         def count_event(self) -> None: ...
         def _count_reads(self, count: int) -> None: ...
-        def _mark(self, at: float | None = None) -> None: ...
+        def _mark(self, at: float | None = None, coming: bool = True) -> None: ...
         def _report_cache(self, event_time: float) -> None: ...
         def _base(self) -> str: ...
         def _take(self, name: str, reply: Any, origin: str) -> None: ...
@@ -118,9 +119,11 @@ class TreeWatch:
         loop's other work less before the change's one round trip); the event waits there
         for the read's answer and then both go to the loop in one crossing, in order with
         the watch's other events (smartstack.zk_handoff). Path-encoded children need no
-        read. The event's time is taken here: the trace's span begins at the event."""
+        read. The event's time is taken here: the trace's span begins at the event; and
+        background work is told here that a change is coming (``change_coming_soon``):
+        the loop, idle during the read, would start a step just before the change."""
         assert self.conn is not None
-        prefetch, path = self.conn.prefetch, self.path
+        prefetch, path, soon = self.conn.prefetch, self.path, self.ctx.change_coming_soon
         self._handoff = handoff = Handoff(self.conn.loop, self._on_tree_batch)
 
         @inline
@@ -131,14 +134,18 @@ class TreeWatch:
                 child = classify(path, ev.type, ev.path)[1]
                 if child is not None and not child.startswith(PATH_ENCODING_PREFIX):
                     read = prefetch.start(ev.path)
+            if read is not None and soon is not None:
+                soon()
             handoff.push((ev, read, prefetch, seen), read)
 
         return _in_kazoo_thread
 
     def _on_tree_batch(self, events: list[tuple[WatchedEvent, Any, Any, float]]) -> None:
-        """Events of the tree watch handed over together (in kazoo's order), on the loop."""
+        """Events of the tree watch handed over together (in kazoo's order), on the loop;
+        one that came with a read said already that its change is coming."""
+        said = self.ctx.change_coming_soon is not None
         for ev, read, prefetch, seen in events:
-            self._on_tree(ev, read, prefetch, seen)
+            self._on_tree(ev, read, prefetch, seen, said and read is not None)
 
     def _keep_prefetched(self, child: str, read: Any | None) -> None:
         """A child's latest event came with ``read`` (or without one): an older read of it
@@ -183,11 +190,17 @@ class TreeWatch:
         return None if self._armed and self.generator_path == self.path else self._gen_watch
 
     def _on_tree(
-        self, ev: WatchedEvent, read: Any = None, prefetch: Any = None, seen: float | None = None
+        self,
+        ev: WatchedEvent,
+        read: Any = None,
+        prefetch: Any = None,
+        seen: float | None = None,
+        said: bool = False,
     ) -> None:
         """One event of the tree watch, on the loop; ``read``: the child's read started
         with it in kazoo's thread (``_tree_callback``) by ``prefetch``, if any (answered by
-        now, unless kazoo lost it: smartstack.zk_handoff); ``seen``: when kazoo read it."""
+        now, unless kazoo lost it: smartstack.zk_handoff); ``seen``: when kazoo read it;
+        ``said``: kazoo's thread told background work already (``change_coming_soon``)."""
         if prefetch is not None and (self.conn is None or prefetch is not self.conn.prefetch):
             # queued by kazoo's thread before close() (or for an earlier connection): the
             # read's place goes back, else the shared connection's prefetch ends up off
@@ -212,7 +225,7 @@ class TreeWatch:
             self._changed.add(child)
         else:
             self._deleted.add(child)
-        self._mark(seen)
+        self._mark(seen, coming=not said)
 
     def _send_tree(self) -> tuple[Any, int] | None:
         """Ask for the persistent watch. The listing goes right after it, without waiting:

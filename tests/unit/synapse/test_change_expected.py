@@ -101,3 +101,46 @@ def test_the_reconciler_takes_changes_once_started_and_not_while_backing_off() -
     assert not takes(SimpleNamespace(started=False, _backing_off=False))  # type: ignore[misc]
     assert not takes(SimpleNamespace(started=True, _backing_off=True))  # type: ignore[misc]
     assert takes(SimpleNamespace(started=True, _backing_off=False))  # type: ignore[misc]
+
+
+async def test_a_change_said_from_kazoos_thread_holds_background_work() -> None:
+    """An event held in kazoo's thread for its read (smartstack.zk_handoff) says so from
+    there: the loop, idle meanwhile, must not start a background step before the report."""
+    import threading
+
+    gate = ChangeGate()
+    said = threading.Thread(target=gate.expect_soon)
+    said.start()
+    said.join()
+    step = asyncio.create_task(gate.turn())
+    await asyncio.sleep(0.005)
+    assert not step.done() and gate.waits == 1, "the step waits for the change"
+    gate.change()  # the report
+    gate.done()
+    await asyncio.wait_for(step, 1)
+    assert not gate.busy
+
+
+async def test_a_change_said_from_kazoos_thread_is_settled_by_its_report() -> None:
+    """No background step looked in between: the report takes the saying in and settles it
+    (no EXPECT_S hold after its round)."""
+    gate = ChangeGate()
+    gate.expect_soon()
+    gate.change()
+    gate.done()
+    assert not gate.busy
+
+
+async def test_the_daemon_says_it_from_kazoos_thread_only_once_the_reconciler_runs() -> None:
+    from types import SimpleNamespace
+
+    from synapse.daemon import SynapseDaemon
+
+    gate = ChangeGate()
+    reconciler = SimpleNamespace(takes_changes=False, change_gate=gate)
+    daemon = SimpleNamespace(reconciler=reconciler)
+    SynapseDaemon._change_coming_soon(daemon)  # type: ignore[arg-type]
+    assert not gate.busy
+    reconciler.takes_changes = True
+    SynapseDaemon._change_coming_soon(daemon)  # type: ignore[arg-type]
+    assert gate.busy

@@ -232,3 +232,23 @@ def test_path_encoded_and_path_events_cross_at_once() -> None:
         assert watcher._gen_dirty
     finally:
         loop.close()
+
+
+def test_a_held_event_says_its_change_is_coming_from_kazoos_thread_once() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        watcher, _, conn, _ = _setup(loop)
+        heard: list[str] = []
+        watcher.ctx.change_coming = lambda: heard.append("loop")
+        watcher.ctx.change_coming_soon = lambda: heard.append("kazoo")
+        callback = watcher._tree_callback()
+        callback(_event(EventType.CREATED, "c_0000000003"))
+        assert heard == ["kazoo"]  # before its read is answered: background work waits
+        conn.client.answer("c_0000000003")
+        _turn(loop)
+        assert heard == ["kazoo"] and watcher._created == {"c_0000000003"}  # not twice
+        callback(_event(EventType.DELETED, "a_0000000001"))  # no read: the loop says it
+        _turn(loop)
+        assert heard == ["kazoo", "loop"]
+    finally:
+        loop.close()
