@@ -25,7 +25,6 @@ from smartstack import kazoo_conn
 from smartstack.kazoo_bulk import WakeBatcher
 from smartstack.kazoo_inline import InlineHandler, inline
 from smartstack.logs import KazooLog, event
-from smartstack.zk_handoff import answered
 from smartstack.zk_multiread import GET_CHILDREN, GET_DATA, ReadBatcher
 from smartstack.zk_persistent import TreeRouter, start_add_watch, start_remove_watch
 from smartstack.zk_prefetch import Prefetch
@@ -348,9 +347,8 @@ class ZooKeeperConnection:
     async def wait_all(self, results: Sequence[Any]) -> list[Any]:
         """The value or the exception of every kazoo async result (or exception) of
         ``results``, in order, handed to the loop once when the last one is in."""
-        done = answered(results)  # (a tree event's read came answered: no turn of the loop)
-        if done is not None:
-            return done
+        if not results:
+            return []
         future: asyncio.Future[None] = self.loop.create_future()
         outcomes: list[Any] = [None] * len(results)
         left = [len(results)]

@@ -31,10 +31,7 @@ child's read (a round trip, 1-2 ms), and background steps that began meanwhile (
 sweep's part, a dump step: 1-5 ms each at 1,000 x 20) made the report wait on the loop.
 So the watcher says a change is coming at its event (``expect``): background steps wait
 from then, until the report's round has ended, or EXPECT_S passed without a report (an
-event whose read found nothing new reports nothing). An event held in kazoo's thread until
-its read is answered (smartstack.zk_handoff) says so from there (``expect_soon``: counted
-without waking the loop, taken in at the loop's next look at the gate), else the loop,
-idle during the read, would start a background step just before the change arrives.
+event whose read found nothing new reports nothing).
 """
 
 from __future__ import annotations
@@ -42,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import threading
 import time
 from collections.abc import Iterator
 
@@ -58,27 +54,10 @@ class ChangeGate:
         self._expecting: asyncio.TimerHandle | None = None  # ``expect``'s expiry
         self._expected = 0  # events whose report is still to come (until the expiry)
         self.waits = 0  # background steps that waited for a change (for tests, /status)
-        self._soon = 0  # ``expect_soon`` calls not taken in yet (from another thread)
-        self._soon_lock = threading.Lock()
 
     @property
     def busy(self) -> bool:
-        self._take_soon()
         return not self._idle.is_set()
-
-    def expect_soon(self) -> None:
-        """``expect`` from another thread (kazoo's), without waking the loop: taken in at
-        the loop's next look at the gate (a background step's turn, a report)."""
-        with self._soon_lock:
-            self._soon += 1
-
-    def _take_soon(self) -> None:
-        if not self._soon:  # (a racy read: one missed now is taken at the next look)
-            return
-        with self._soon_lock:
-            count, self._soon = self._soon, 0
-        for _ in range(count):
-            self.expect()
 
     def expect(self) -> None:
         """A watch event named a change whose report is still to come (its data is being
@@ -98,7 +77,6 @@ class ChangeGate:
     def change(self) -> None:
         """A change arrived (a report): background steps wait from now on. It settles
         one expected report (another service's, still being read, keeps its hold)."""
-        self._take_soon()  # (its own event's, said from kazoo's thread: settled right here)
         if self._expected:
             self._expected -= 1
             if not self._expected and self._expecting is not None:  # (all came)
@@ -116,7 +94,7 @@ class ChangeGate:
     async def turn(self, limit: float = MAX_WAIT) -> None:
         """Before a background step: at once when no change is on its way (no turn of the
         loop spent), else when it has been handed over, or after ``limit`` seconds."""
-        if not self.busy:
+        if self._idle.is_set():
             return
         self.waits += 1
         with contextlib.suppress(TimeoutError):

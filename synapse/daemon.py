@@ -155,7 +155,6 @@ class SynapseDaemon:
             self.config, None, self.metrics, state_cache, make_file_output(self.config)
         )
         self._ctx.change_coming = self._change_coming
-        self._ctx.change_coming_soon = self._change_coming_soon
         for name, service in self.config.services.items():
             await self._start_watcher(name, service)
         # The registry first: the HAProxy side's modules (~0.2 s) are imported in a thread
@@ -188,12 +187,6 @@ class SynapseDaemon:
         reconciler = self.reconciler
         if reconciler is not None and reconciler.takes_changes:  # (before: the sweep first)
             reconciler.change_gate.expect()
-
-    def _change_coming_soon(self) -> None:
-        """``_change_coming`` from kazoo's thread (synapse.change_gate.expect_soon)."""
-        reconciler = self.reconciler
-        if reconciler is not None and reconciler.takes_changes:
-            reconciler.change_gate.expect_soon()
 
     async def _run_reconciler(self) -> None:
         assert self.reconciler is not None

@@ -63,9 +63,6 @@ class WatcherContext:
     zk_session_timeout: float = 10.0
     # A watch event named a change still to be read: background work waits (ChangeGate.expect)
     change_coming: Callable[[], None] | None = None
-    # The same from kazoo's thread, for an event held there until its read is answered
-    # (smartstack.zk_handoff; ChangeGate.expect_soon): must not block nor touch the loop.
-    change_coming_soon: Callable[[], None] | None = None
 
 
 class Watcher(ABC):

@@ -163,14 +163,10 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
 
     # --- events (all on the loop) --------------------------------------------------------
 
-    def _mark(self, at: float | None = None, coming: bool = True) -> None:
-        """An event to sync; ``at``: when kazoo's thread read it (else: now); ``coming``:
-        background work is still to be told (else kazoo's thread told it)."""
-        at = time.monotonic() if at is None else at
-        if self._event_time is None or at < self._event_time:
-            self._event_time = at
-        if coming:
-            self.change_coming()  # (its report waits for a read: background work waits for it)
+    def _mark(self) -> None:
+        if self._event_time is None:
+            self._event_time = time.monotonic()
+        self.change_coming()  # (its report waits for a read: background work waits for it)
         self._wake.set()
 
     def _on_state(self, state: str) -> None:

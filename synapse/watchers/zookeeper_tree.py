@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +31,10 @@ from kazoo.protocol.states import EventType, WatchedEvent
 
 from smartstack.kazoo_inline import inline
 from smartstack.record import PATH_ENCODING_PREFIX
-from smartstack.zk_handoff import Handoff
 
 if TYPE_CHECKING:
     from smartstack.zookeeper import ZooKeeperConnection
-    from synapse.watchers.base import Entry, WatcherContext
+    from synapse.watchers.base import Entry
 
 
 class TreeAction(enum.Enum):
@@ -76,7 +74,6 @@ class TreeWatch:
 
     path: str
     conn: ZooKeeperConnection | None
-    ctx: WatcherContext
     _children: dict[str, Entry]
     _changed: set[str]
     _deleted: set[str]
@@ -90,7 +87,7 @@ class TreeWatch:
 
         def count_event(self) -> None: ...
         def _count_reads(self, count: int) -> None: ...
-        def _mark(self, at: float | None = None, coming: bool = True) -> None: ...
+        def _mark(self) -> None: ...
         def _report_cache(self, event_time: float) -> None: ...
         def _base(self) -> str: ...
         def _take(self, name: str, reply: Any, origin: str) -> None: ...
@@ -105,7 +102,6 @@ class TreeWatch:
         self._epoch = 0  # bumped by every connection state change
         # child -> its read, started in kazoo's thread with its event (smartstack.zk_prefetch)
         self._prefetched: dict[str, Any] = {}
-        self._handoff: Handoff[Any] | None = None  # events waiting in kazoo's thread for reads
 
     def _tree_state(self) -> None:
         """Any connection state change: the server forgot the watch with the connection."""
@@ -116,36 +112,21 @@ class TreeWatch:
     def _tree_callback(self) -> Callable[[WatchedEvent], None]:
         """The tree watch's callback, in kazoo's thread: a created or changed child's read
         starts right there, before the event reaches the loop (two thread hops and the
-        loop's other work less before the change's one round trip); the event waits there
-        for the read's answer and then both go to the loop in one crossing, in order with
-        the watch's other events (smartstack.zk_handoff). Path-encoded children need no
-        read. The event's time is taken here: the trace's span begins at the event; and
-        background work is told here that a change is coming (``change_coming_soon``):
-        the loop, idle during the read, would start a step just before the change."""
+        loop's other work less before the change's one round trip); then the event and
+        that read go to the loop together. Path-encoded children need no read."""
         assert self.conn is not None
-        prefetch, path, soon = self.conn.prefetch, self.path, self.ctx.change_coming_soon
-        self._handoff = handoff = Handoff(self.conn.loop, self._on_tree_batch)
+        loop, prefetch, path, on_tree = self.conn.loop, self.conn.prefetch, self.path, self._on_tree
 
         @inline
         def _in_kazoo_thread(ev: WatchedEvent) -> None:
-            seen = time.monotonic()
             read = None
             if ev.type in (EventType.CREATED, EventType.CHANGED):
                 child = classify(path, ev.type, ev.path)[1]
                 if child is not None and not child.startswith(PATH_ENCODING_PREFIX):
                     read = prefetch.start(ev.path)
-            if read is not None and soon is not None:
-                soon()
-            handoff.push((ev, read, prefetch, seen), read)
+            loop.call_soon_threadsafe(on_tree, ev, read, prefetch)
 
         return _in_kazoo_thread
-
-    def _on_tree_batch(self, events: list[tuple[WatchedEvent, Any, Any, float]]) -> None:
-        """Events of the tree watch handed over together (in kazoo's order), on the loop;
-        one that came with a read said already that its change is coming."""
-        said = self.ctx.change_coming_soon is not None
-        for ev, read, prefetch, seen in events:
-            self._on_tree(ev, read, prefetch, seen, said and read is not None)
 
     def _keep_prefetched(self, child: str, read: Any | None) -> None:
         """A child's latest event came with ``read`` (or without one): an older read of it
@@ -189,18 +170,9 @@ class TreeWatch:
         """The generator settings' one-shot watch: none on the path the tree watch holds."""
         return None if self._armed and self.generator_path == self.path else self._gen_watch
 
-    def _on_tree(
-        self,
-        ev: WatchedEvent,
-        read: Any = None,
-        prefetch: Any = None,
-        seen: float | None = None,
-        said: bool = False,
-    ) -> None:
+    def _on_tree(self, ev: WatchedEvent, read: Any | None = None, prefetch: Any = None) -> None:
         """One event of the tree watch, on the loop; ``read``: the child's read started
-        with it in kazoo's thread (``_tree_callback``) by ``prefetch``, if any (answered by
-        now, unless kazoo lost it: smartstack.zk_handoff); ``seen``: when kazoo read it;
-        ``said``: kazoo's thread told background work already (``change_coming_soon``)."""
+        with it in kazoo's thread (``_tree_callback``) by ``prefetch``, if any."""
         if prefetch is not None and (self.conn is None or prefetch is not self.conn.prefetch):
             # queued by kazoo's thread before close() (or for an earlier connection): the
             # read's place goes back, else the shared connection's prefetch ends up off
@@ -225,7 +197,7 @@ class TreeWatch:
             self._changed.add(child)
         else:
             self._deleted.add(child)
-        self._mark(seen, coming=not said)
+        self._mark()
 
     def _send_tree(self) -> tuple[Any, int] | None:
         """Ask for the persistent watch. The listing goes right after it, without waiting:

@@ -1,6 +1,6 @@
-"""A tree event held in kazoo's thread until its read is answered (smartstack.zk_handoff),
-against a real ZooKeeper: one crossing per change, and the order of a quick create and
-delete kept (the watcher must end without a child that is gone)."""
+"""A created child's read started in kazoo's thread with its event (smartstack.zk_prefetch),
+against a real ZooKeeper: one read per added child, and quick creates and deletes (the
+watcher must end without a child that is gone, and with every one that stays)."""
 
 from __future__ import annotations
 
@@ -23,26 +23,25 @@ async def pool() -> AsyncIterator[ZooKeeperPool]:
     await pool.close_all()
 
 
-async def test_an_added_child_reaches_the_loop_once_with_its_answer(zk, writer, pool) -> None:
+async def test_an_added_child_is_read_once_from_kazoos_thread(zk, writer, pool) -> None:
     path = "/hand/one"
     register(writer, path, 8201, "a")
     watcher, sink = await start_watcher(zk, pool, path)
     try:
         await sink.wait_hosts(["127.0.0.1:8201"])
-        assert watcher._armed and watcher._handoff is not None and watcher.conn is not None
-        crossings, started = watcher._handoff.crossings, watcher.conn.prefetch.started
+        assert watcher._armed and watcher.conn is not None
+        started = watcher.conn.prefetch.started
         register(writer, path, 8202, "b")
         await sink.wait_hosts(["127.0.0.1:8201", "127.0.0.1:8202"])
-        assert watcher.conn.prefetch.started == started + 1
-        assert watcher._handoff.crossings == crossings + 1  # event and answer together
+        assert watcher.conn.prefetch.started == started + 1  # (with its event)
         assert watcher.reads == 2 and watcher.conn.prefetch._waiting == 0
     finally:
         await watcher.stop()
 
 
 async def test_children_created_and_deleted_at_once_end_gone(zk, writer, pool) -> None:
-    """Each child's creation waits in kazoo's thread for its read (answered with its data),
-    its deletion arrives meanwhile: the deletion must not overtake the creation."""
+    """Creations, deletions and creations of other children, pipelined: the events and
+    the reads started with them cross to the loop in kazoo's order."""
     path = "/hand/flicker"
     register(writer, path, 8210, "anchor")
     watcher, sink = await start_watcher(zk, pool, path)
@@ -59,7 +58,6 @@ async def test_children_created_and_deleted_at_once_end_gone(zk, writer, pool) -
         await sink.wait_hosts(want)
         await asyncio.sleep(0.3)  # nothing late may bring a deleted one back
         assert sink.hosts() == sorted(want)
-        assert watcher._handoff is not None and watcher._handoff.held == 0
         assert watcher.conn is not None and watcher.conn.prefetch._waiting == 0
     finally:
         await watcher.stop()
@@ -71,15 +69,14 @@ async def test_many_children_created_at_once_all_arrive(zk, writer, pool) -> Non
     watcher, sink = await start_watcher(zk, pool, path)
     try:
         await sink.wait_hosts(["127.0.0.1:8500"])
-        count = MAX_WAITING * 6  # most past MAX_WAITING: read the usual way, behind the held
+        count = MAX_WAITING * 6  # most past MAX_WAITING: read the usual way
         writes = [
             writer.create_async(f"{path}/c{i}", record(8501 + i, f"c{i}")) for i in range(count)
         ]
         await asyncio.to_thread(lambda: [w.get(timeout=10) for w in writes])
         await sink.wait(lambda r: len(r.found) == count + 1)
-        assert watcher._handoff is not None
-        await eventually(lambda: watcher._handoff.held == 0, what="nothing held")
-        assert watcher.conn is not None and watcher.conn.prefetch._waiting == 0
+        assert watcher.conn is not None
+        await eventually(lambda: watcher.conn.prefetch._waiting == 0, what="reads given back")
         assert watcher.reads == count + 1  # one read each, never two
     finally:
         await watcher.stop()
