@@ -22,9 +22,10 @@ registry's own part, "watch event -> HAProxy" is synapse's (its reads after the 
 round, the runtime commands), up to the polling interval. That figure also holds the
 poller's own part (its sleep, its round trip, its scheduling on a busy machine: ~0.9 ms
 at p50 on 2 cores), so a second one comes from synapse itself: /status lists, per change
-applied at runtime, when the watch event reached synapse's loop and when HAProxy answered
-its runtime commands (``recent_changes``, time.monotonic, the clock of perf_counter here);
-each is matched to the bench's change by its event falling within that change's window.
+applied at runtime, when synapse read the watch event (ZooKeeper: in kazoo's thread, before
+its crossing to the loop; etcd: on the loop) and when HAProxy answered its runtime
+commands (``recent_changes``, time.monotonic, the clock of perf_counter here); each is
+matched to the bench's change by its event falling within that change's window.
 
 Before synapse starts, the registry gets WARM_UP writes (creates, each then deleted) on a
 path nobody watches: a production registry has served many writes before this one, and a
@@ -299,8 +300,8 @@ def measure_and_report(
     judged = traced["count"] == stats["count"]
     note = (
         f"n={traced['count']} of {stats['count']}: synapse's trace (/status), its watch event "
-        "on its loop -> HAProxy answered its runtime commands"
-        + ("" if judged else "; not judged: not every change was traced")
+        "read (ZooKeeper: in kazoo's thread; etcd: on its loop) -> HAProxy answered its "
+        "runtime commands" + ("" if judged else "; not judged: not every change was traced")
     )
     section.add("synapse's own, traced: event -> HAProxy acked p50", traced["p50_ms"], "ms",
                 TARGET_OWN_P50 if judged else None, note=note)  # fmt: skip
@@ -350,7 +351,8 @@ def run(opts: Options) -> Result:
         f"every {POLL_S * 1000:g} ms on its admin socket (resolution); synapse's own part "
         "starts when an independent watcher (its own session or stream) hears the change; "
         "the traced figure is synapse's own timestamps of each change (/status "
-        "recent_changes): its watch event reached synapse's loop -> HAProxy answered the "
-        "runtime commands (HAProxy runs it then; the poller sees it at its next read)"
+        "recent_changes): synapse read its watch event (ZooKeeper: kazoo's thread) -> "
+        "HAProxy answered the runtime commands (HAProxy runs it then; the poller sees it "
+        "at its next read)"
     )
     return result

@@ -163,9 +163,11 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
 
     # --- events (all on the loop) --------------------------------------------------------
 
-    def _mark(self) -> None:
-        if self._event_time is None:
-            self._event_time = time.monotonic()
+    def _mark(self, at: float | None = None) -> None:
+        """An event to sync; ``at``: when kazoo's thread read it (else now, on the loop)."""
+        at = time.monotonic() if at is None else at
+        if self._event_time is None or at < self._event_time:
+            self._event_time = at
         self.change_coming()  # (its report waits for a read: background work waits for it)
         self._wake.set()
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +88,7 @@ class TreeWatch:
 
         def count_event(self) -> None: ...
         def _count_reads(self, count: int) -> None: ...
-        def _mark(self) -> None: ...
+        def _mark(self, at: float | None = None) -> None: ...
         def _report_cache(self, event_time: float) -> None: ...
         def _base(self) -> str: ...
         def _take(self, name: str, reply: Any, origin: str) -> None: ...
@@ -119,12 +120,15 @@ class TreeWatch:
 
         @inline
         def _in_kazoo_thread(ev: WatchedEvent) -> None:
+            # The change's clock starts here, where its event is read, not on the loop: the
+            # crossing to the loop is synapse's own time too (its trace, /status).
+            seen = time.monotonic()
             read = None
             if ev.type in (EventType.CREATED, EventType.CHANGED):
                 child = classify(path, ev.type, ev.path)[1]
                 if child is not None and not child.startswith(PATH_ENCODING_PREFIX):
                     read = prefetch.start(ev.path)
-            loop.call_soon_threadsafe(on_tree, ev, read, prefetch)
+            loop.call_soon_threadsafe(on_tree, ev, read, prefetch, seen)
 
         return _in_kazoo_thread
 
@@ -170,9 +174,12 @@ class TreeWatch:
         """The generator settings' one-shot watch: none on the path the tree watch holds."""
         return None if self._armed and self.generator_path == self.path else self._gen_watch
 
-    def _on_tree(self, ev: WatchedEvent, read: Any | None = None, prefetch: Any = None) -> None:
+    def _on_tree(
+        self, ev: WatchedEvent, read: Any = None, prefetch: Any = None, seen: float | None = None
+    ) -> None:
         """One event of the tree watch, on the loop; ``read``: the child's read started
-        with it in kazoo's thread (``_tree_callback``) by ``prefetch``, if any."""
+        with it in kazoo's thread (``_tree_callback``) by ``prefetch``, if any; ``seen``:
+        when kazoo's thread read the event."""
         if prefetch is not None and (self.conn is None or prefetch is not self.conn.prefetch):
             # queued by kazoo's thread before close() (or for an earlier connection): the
             # read's place goes back, else the shared connection's prefetch ends up off
@@ -197,7 +204,7 @@ class TreeWatch:
             self._changed.add(child)
         else:
             self._deleted.add(child)
-        self._mark()
+        self._mark(seen)
 
     def _send_tree(self) -> tuple[Any, int] | None:
         """Ask for the persistent watch. The listing goes right after it, without waiting:

@@ -151,3 +151,18 @@ def test_any_connection_state_change_means_adding_the_watch_again() -> None:
         assert watcher._child_watch is watcher._data_watch  # one-shot until armed again
     finally:
         loop.close()
+
+
+def test_a_change_is_timed_from_when_kazoos_thread_read_its_event() -> None:
+    """synapse's own time includes the crossing from kazoo's thread to the loop: a sync's
+    start is its earliest event, stamped where kazoo read it (else on the loop)."""
+    loop = asyncio.new_event_loop()
+    try:
+        watcher, _, _ = _watcher(loop)
+        watcher._event_time = None
+        watcher._on_tree(_event(EventType.CREATED, "/svc/c_0000000003"), None, None, 5.0)
+        watcher._on_tree(_event(EventType.DELETED, "/svc/a_0000000001"), None, None, 4.0)
+        watcher._mark()  # (a one-shot watch's event, stamped on the loop: later)
+        assert watcher._event_time == 4.0
+    finally:
+        loop.close()
