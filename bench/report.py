@@ -225,10 +225,12 @@ def machine() -> dict[str, Any]:
 
 
 def python_yardstick_ms(runs: int = 5) -> float:
-    """The best of ``runs`` timings of one fixed pure-Python loop, in ms. Machines here all
-    call themselves "AMD EPYC", yet the same commit measured 1.36 ms of synapse CPU per
-    fleet write on one and 0.69 ms on another: this number says which kind of machine a
-    result came from (the best of several, so a busy moment does not move it much)."""
+    """The best of ``runs`` timings of one fixed pure-Python loop, in ms, taken right after
+    a benchmark. Machines here all call themselves "AMD EPYC", yet the same commit measured
+    1.36 ms of synapse CPU per fleet write on one and 0.69 ms on another, and one machine's
+    figure moved between 7.6 and 12.9 ms within an hour at a 1-minute load below 1 (its
+    host's cores are shared; the guest sees no steal time): this says how fast the machine
+    ran plain Python around the time of a result."""
 
     def loop() -> int:
         total = 0
