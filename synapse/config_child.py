@@ -8,9 +8,11 @@ does (same errors: file, key, expectation, "did you mean") and answers one pickl
 on a pipe of its own (``--answer-fd``; stdout is not read, so a stray print cannot corrupt
 it; ``-P``: this checkout's code, not a synapse/ in the daemon's current directory):
 
-- ``{"ok": True, "config": SynapseConfig, "warnings": [...], "plain": bool}``;
-  ``plain`` is false when the daemon must validate at runtime itself (``docker_services``:
-  container labels become services), so it stays on pydantic;
+- ``{"ok": True, "config": SynapseConfig, "warnings": [...], "plain": bool, "routed":
+  bool}``; ``plain`` is false when the daemon must validate at runtime itself
+  (``docker_services``: container labels become services), so it stays on pydantic;
+  ``routed``: some service has ``haproxy.routes`` (an edge, whose SIGHUP is its route
+  change: the daemon validates in-process then, docs/edge.md);
 - ``{"ok": False, "lines": [...]}``: the ConfigError's lines;
 - ``{"ok": False, "crash": "..."}``: the child failed otherwise (a bug), with its traceback.
 
@@ -68,12 +70,17 @@ def validate_file(
         return {"ok": False, "lines": exc.lines}
     docker = config.docker_services
     plain = not (docker is not None and docker.enabled)
+    routed = any(
+        service.haproxy.routes.hosts or service.haproxy.routes.paths
+        for service in config.services.values()
+    )
     digests = cache.digests() if cache is not None else {}
     if known:
         same = {name for name, digest in digests.items() if known.get(name) == digest}
         services = {n: None if n in same else s for n, s in config.services.items()}
         config = config.model_copy(update={"services": services})
-    answer = {"ok": True, "config": config, "warnings": warnings, "plain": plain}
+    answer = {"ok": True, "config": config, "warnings": warnings, "plain": plain,
+              "routed": routed}  # fmt: skip
     return answer | {"digests": digests}
 
 

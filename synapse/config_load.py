@@ -12,7 +12,12 @@ word what ``synapse -k`` prints.
 
 A config with ``docker_services`` enabled turns container labels into services at
 runtime, which needs pydantic in the daemon: the process starts itself again (exec, with
-``SYNAPSE_CONFIG_IN_PROCESS=1``), validates in-process and SIGHUP does too, as before.
+``SYNAPSE_CONFIG_IN_PROCESS=1``), validates in-process and SIGHUP does too, as before. So
+does an edge (a service with ``haproxy.routes``): its SIGHUP is its route change, and a
+new child (a Python start, pydantic's import, the whole file) took ~230 ms where the
+in-process re-read of what changed takes ~10 ms (docs/edge.md, the edge benchmark); the
+~9 MB that pydantic costs matter on a sidecar on every host, not on an edge. A daemon that
+gains routes by a SIGHUP keeps its children until its next start.
 """
 
 from __future__ import annotations
@@ -99,7 +104,7 @@ class ConfigSource:
         answer = child.answer()
         if not answer.get("ok"):
             raise ConfigError(_lines(answer))
-        if not answer["plain"]:  # docker_services: this process needs pydantic after all
+        if not answer["plain"] or answer.get("routed"):  # docker_services; an edge
             os.environ[IN_PROCESS_ENV] = "1"
             os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
         return self._kept(answer), list(answer["warnings"])

@@ -55,6 +55,8 @@ def test_hosts_change_at_runtime_and_a_new_service_costs_one_reload(
     with Synapse(services, haproxy=haproxy) as syn:
         wait_serving(port, {"shop"}, host="shop.test")
         assert status_of(port, "other.test") == (404, "")
+        # An edge validates in-process (its SIGHUP is its route change: no child to start).
+        assert syn.status()["config_models"] == "pydantic"
         workers = syn.workers()
         reloads = syn.status()["haproxy"]["reloads"]
 

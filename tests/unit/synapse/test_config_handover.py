@@ -129,8 +129,12 @@ def test_the_child_answer_says_whether_the_daemon_can_run_without_pydantic(tmp_p
             "backend_only",
         }
     )
+    assert answer["routed"]  # web has routes: an edge, validated in-process from its start
     path.write_text(CONFIG.format(tmp=tmp_path) + "docker_services: {enabled: true}\n")
     assert validate_file(str(path), None, False)["plain"] is False  # labels validated live
+    path.write_text(CONFIG.format(tmp=tmp_path).replace("routes: {hosts: [web.example]}",
+                                                        "routes: {}"))  # fmt: skip
+    assert validate_file(str(path), None, False)["routed"] is False  # a sidecar: children
     path.write_text(CONFIG.format(tmp=tmp_path).replace("port: 3000", "prot: 3000"))
     bad = validate_file(str(path), None, False)
     assert bad == {"ok": False, "lines": [f"{path}: services.web.haproxy.prot: unknown key, "
