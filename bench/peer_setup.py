@@ -13,6 +13,7 @@ import contextlib
 import csv
 import io
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -132,7 +133,16 @@ class Contender:
         return stats_by_ip(self.admin_socket)
 
     def wait_serving(self, ips: set[str], timeout: float) -> None:
-        wait_for(lambda: self.stats()[1] == ips, timeout, f"{self.title} to serve {sorted(ips)}")
+        """Until HAProxy's stats show exactly ``ips`` and its frontend port takes connections
+        (stats alone can come from an HAProxy not yet listening on this contender's port)."""
+        wait_for(lambda: self.stats()[1] == ips and _accepts(self.port), timeout,
+                 f"{self.title} to serve {sorted(ips)} on :{self.port}")  # fmt: skip
+
+
+def _accepts(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+        return True
+    return False
 
 
 @contextlib.contextmanager
@@ -144,7 +154,8 @@ def _synapse(ws: Workspace, key: str, title: str, discovery: dict[str, Any]) -> 
         yield Contender(key, title, port, syn.haproxy.admin_socket,
                         lambda: syn.haproxy.procs().master_reloads)  # fmt: skip
     finally:
-        syn.stop()
+        # (the next contender of this name starts its own HAProxy: synapse leaves its running)
+        syn.stop_with_haproxy()
 
 
 def synapse_docker_contender(ws: Workspace, sock: Path) -> contextlib.AbstractContextManager:

@@ -316,6 +316,12 @@ class Synapse:
         if self.proc is not None:
             self.proc.stop(10)
 
+    def stop_with_haproxy(self) -> None:
+        """synapse, then the HAProxy it leaves running: the next synapse of the same name
+        starts a fresh one instead of adopting this one (a benchmark's fresh contender)."""
+        self.stop()
+        self._stop_haproxy()
+
     @property
     def pid(self) -> int:
         assert self.proc is not None
