@@ -272,10 +272,13 @@ def why_lagging(
 ) -> str:
     """Whose fault a lag is: the registry's records (the writer's session lost them, as
     nerve's would be lost if it came back too late) or the synapses' view of them."""
-    late = {i: lagging(s, expected) for i, s in enumerate(synapses)}
-    late = {i: services for i, services in late.items() if services}
-    services = sorted({svc for lag in late.values() for svc in lag})[:5]
-    held = {svc: f"{registry.held(f'{PREFIX}/{svc}')} of {len(expected[svc])}" for svc in services}
+    try:  # (never instead of the error it explains: a dead HAProxy, a registry down)
+        late = {i: lagging(s, expected) for i, s in enumerate(synapses)}
+        late = {i: services for i, services in late.items() if services}
+        services = sorted({svc for lag in late.values() for svc in lag})[:5]
+        held = {s: f"{registry.held(f'{PREFIX}/{s}')} of {len(expected[s])}" for s in services}
+    except Exception as exc:
+        return f"(why_lagging failed: {exc!r}); writer sessions lost: {registry.sessions_lost}"
     return (
         f"{len(late)} of {len(synapses)} synapses lag on {sum(map(len, late.values()))} "
         f"services; the writer's sessions lost: {registry.sessions_lost}; records the "

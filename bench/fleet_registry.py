@@ -104,7 +104,9 @@ class ZkFleet:
 
     def held(self, path: str) -> int:
         """How many records the registry holds under ``path`` now."""
-        return len(self.client.get_children(path)) if self.client.exists(path) else 0
+        if self.client.exists_async(path).get(timeout=5) is None:  # (no wait for a reconnect)
+            return 0
+        return len(self.client.get_children_async(path).get(timeout=5))
 
     def discovery(self, path: str) -> dict[str, Any]:
         return {"method": "zookeeper", "hosts": [self.ensemble.hosts], "path": path}

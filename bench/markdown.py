@@ -57,6 +57,8 @@ def render(payloads: list[dict[str, Any]]) -> str:
             load = p.get("load_average") or {}
             extra = (f", 1-min load average {load['before']:.1f} before, {load['after']:.1f} after"
                      if load else "")  # fmt: skip
+            stick = p.get("machine", {}).get("python_yardstick_ms")
+            extra += f", yardstick {stick} ms" if stick else ""  # (each run's own machine speed)
             out.append(f"- ran in {p['duration_s']:.0f} s{extra}")
         out.append("")
     return "\n".join(out).rstrip() + "\n"

@@ -295,13 +295,17 @@ class Synapse:
     def _stop_haproxy(self) -> None:
         """The HAProxy synapse left running: its master, then what is left of its group."""
         pid_file = Path(self.config["haproxy"]["managed"]["pid_file"])
-        with contextlib.suppress(OSError, ValueError):
+        try:
             pid = int(pid_file.read_text().split()[0])
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):  # (an OSError: it must not skip the SIGKILL)
             wait_processes_gone([pid], 10)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        pid_file.unlink(missing_ok=True)  # (no later stop signals a reused pid)
 
     def wait(
         self, predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.01

@@ -54,6 +54,11 @@ if TYPE_CHECKING:
     from synapse.config import SynapseConfig
 
 
+def _docker_on(config: SynapseConfig) -> bool:
+    docker = config.docker_services
+    return docker is not None and docker.enabled
+
+
 def _lines(answer: dict[str, Any]) -> list[str]:
     """The error lines of a child's answer that is not ok."""
     if "lines" in answer:
@@ -86,13 +91,16 @@ class ConfigSource:
         self.cache: SectionCache | None = None  # pydantic in-process: per-service results
         self._services: dict[str, Any] = {}  # the services of the last load
         self._digests: dict[str, str] = {}  # and their digests (SectionCache.digests)
+        self.docker_at_start = False  # docker_services on in the first config: its source runs
 
     def first(self) -> tuple[SynapseConfig, list[str]]:
         """Validate in a forked child; ConfigError with its lines when the file is bad.
         Meanwhile this process imports the daemon's modules on the plain base (2 cores: the
         two run side by side, so the start is no slower than validating here)."""
         if os.environ.get(IN_PROCESS_ENV) == "1":
-            return self._in_process()
+            config, warnings = self._in_process()
+            self.docker_at_start = _docker_on(config)
+            return config, warnings
         for module in SHARED_IMPORTS:
             importlib.import_module(module)
         child = ForkedValidation(self.path, self.zone, self.strict)
@@ -118,7 +126,7 @@ class ConfigSource:
     async def reload(self) -> tuple[SynapseConfig, list[str]]:
         """The file again (SIGHUP); ConfigError with the child's lines when it is bad."""
         if not self.plain:
-            return self._in_process()
+            return self._reload_in_process()
         import asyncio  # (not at the top: the start forks its child before asyncio is loaded)
 
         read_end, write_end = os.pipe()
@@ -151,6 +159,14 @@ class ConfigSource:
         if not answer["plain"]:
             raise ConfigError(["enabling docker_services needs a restart"])
         return self._kept(answer), list(answer["warnings"])
+
+    def _reload_in_process(self) -> tuple[SynapseConfig, list[str]]:
+        """A SIGHUP validated here (an edge, docker_services): the Docker source starts only
+        with the daemon, so turning docker_services on is refused as on the child path."""
+        config, warnings = self._in_process()
+        if _docker_on(config) and not self.docker_at_start:
+            raise ConfigError(["enabling docker_services needs a restart"])
+        return config, warnings
 
     def _kept(self, answer: dict[str, Any]) -> SynapseConfig:
         """The child's config with each service it left out (None: same digest) or that is

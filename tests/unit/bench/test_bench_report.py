@@ -71,3 +71,7 @@ def test_the_markdown_names_the_machines_yardstick_when_the_json_has_one() -> No
     assert "yardstick" not in render([payload])
     payload["machine"] = dict(machine, python_yardstick_ms=7.25)
     assert "yardstick 7.25 ms" in render([payload]).splitlines()[1]
+    later = dict(payload, name="edge", duration_s=11.0,
+                 machine=dict(machine, python_yardstick_ms=12.5))  # fmt: skip
+    ran = [line for line in render([payload, later]).splitlines() if line.startswith("- ran")]
+    assert ran == ["- ran in 11 s, yardstick 12.5 ms"]  # each run says its own

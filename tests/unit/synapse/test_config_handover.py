@@ -219,3 +219,30 @@ def test_a_broken_answer_or_a_failed_fork_is_an_error_answer(monkeypatch) -> Non
     )
     renamed = stale.replace(b"Versioned", b"Versioneq")  # a class the daemon has not
     assert "restart synapse" in _lines(config_child.unpickled(renamed, b"", 0))[0]
+
+
+def test_an_in_process_reload_refuses_to_turn_docker_services_on(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """An edge validates its SIGHUPs in-process; the Docker source starts only with the
+    daemon, so turning docker_services on is refused there as on the child path (else the
+    reload would be taken and no container ever watched)."""
+    import asyncio
+
+    import pytest
+
+    from smartstack.config_errors import ConfigError
+    from synapse.config_load import IN_PROCESS_ENV, ConfigSource
+
+    monkeypatch.setenv(IN_PROCESS_ENV, "1")
+    path = tmp_path / "synapse.yaml"
+    path.write_text(CONFIG.format(tmp=tmp_path))
+    edge = ConfigSource(str(path))
+    edge.first()
+    path.write_text(CONFIG.format(tmp=tmp_path) + "docker_services: {enabled: true}\n")
+    with pytest.raises(ConfigError, match="enabling docker_services needs a restart"):
+        asyncio.run(edge.reload())
+    docker = ConfigSource(str(path))  # on from the start: its reloads go through
+    docker.first()
+    config, _ = asyncio.run(docker.reload())
+    assert config.docker_services is not None and config.docker_services.enabled
