@@ -241,7 +241,7 @@ class HAProxyConfig(ConfigModel):
     remove_servers: Literal["maint", "delete"] = "maint"  # what happens to a server that left
     # extra window (ms) after the first change of a burst; 0: leading-edge coalescing only
     coalesce_ms: float = Field(default=0, ge=0)
-    pace_ms: float = Field(default=4, ge=0)  # ours: the wait between rounds in a stream
+    pace_ms: float = Field(default=4, ge=0)  # ours: the cap of the wait between rounds in a stream
     # ours: how long a reload (new worker answering) or a config check may take
     reload_timeout: float = Field(default=10.0, gt=0)
     # Airbnb's code reads it here (its README: per service); a service's own value wins

@@ -9,13 +9,10 @@ could do. The rule, per round:
 - a change that finds synapse out of a stream is handed over at once: a lone change
   waits for nothing, nor does a change that arrives during the tail of the previous
   change's round (its render after HAProxy has the commands), milliseconds after it;
-- in a stream, the next round first waits up to ``haproxy.pace_ms``, so each round takes
-  a bigger batch; the wait ends early when no report arrived for ``GAP_S`` (the stream
-  stopped: its last round does not wait needlessly). The wait was once capped by the
-  last round's duration too, and the gap was 1 ms: on a machine whose rounds take about
-  a millisecond that left the wait shorter than the spread of a deploy's parallel etcd
-  writes (10 of them reach synapse over 5-6 ms, with gaps above 1 ms), so a batch cost
-  several rounds of a report or two;
+- in a stream, the next round first waits about as long as the last round took, capped
+  at ``haproxy.pace_ms``, so each round takes a bigger batch; the wait ends early when
+  no report arrived for ``GAP_S`` (the stream stopped: its last round does not wait
+  needlessly);
 - ``haproxy.coalesce_ms`` keeps its meaning: a fixed window before every round. When it
   is at least the paced wait it is used as before (no early end).
 
@@ -33,7 +30,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from synapse.config import HAProxyConfig
 
-GAP_S = 0.002  # in a paced wait, a step without a new report ends the wait
+GAP_S = 0.001  # in a paced wait, a step without a new report ends the wait
 
 
 class Pacer:
@@ -43,6 +40,7 @@ class Pacer:
         self.clock = clock
         self.configure(haproxy)
         self.reports = 0  # reports received
+        self.last_round_s = 0.0
         self.streaming = False  # see the module's docstring
         self.paced = 0  # rounds that waited for a stream (/status)
         self._last_report = -1e9  # (clock) when the last report arrived
@@ -51,7 +49,7 @@ class Pacer:
 
     def configure(self, haproxy: HAProxyConfig | None) -> None:
         """Without HAProxy (file_output only) nothing waits."""
-        self.pace_s = haproxy.pace_ms / 1000 if haproxy else 0.0  # the paced wait's cap
+        self.pace_s = haproxy.pace_ms / 1000 if haproxy else 0.0  # the adaptive wait's cap
         self.coalesce_s = haproxy.coalesce_ms / 1000 if haproxy else 0.0  # a fixed window
 
     def arrived(self) -> None:
@@ -63,6 +61,7 @@ class Pacer:
         self.reports += 1
 
     def round_ended(self) -> None:
+        self.last_round_s = self.clock() - self._started
         self.streaming, self._close, self._in_round = self._close, False, False
 
     def failed(self) -> None:
@@ -71,7 +70,7 @@ class Pacer:
 
     def window(self) -> tuple[float, bool]:
         """(seconds to wait at most before the next round, whether a quiet gap ends it)."""
-        paced = self.pace_s if self.streaming else 0.0
+        paced = min(self.last_round_s, self.pace_s) if self.streaming else 0.0
         if paced > self.coalesce_s:
             return paced, True
         return self.coalesce_s, False
@@ -101,4 +100,4 @@ class Pacer:
             while (step := self.next_sleep(self.clock(), deadline, gap_ends, quiet, floor)) > 0:
                 await asyncio.sleep(step)
                 quiet, seen = self.reports == seen, self.reports
-        self._in_round, self._close = True, False
+        self._started, self._in_round, self._close = self.clock(), True, False
