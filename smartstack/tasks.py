@@ -6,16 +6,26 @@ import asyncio
 import contextlib
 from typing import Any
 
+RECANCEL_S = 5.0  # a task not done this long after its cancel is cancelled again
+
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     """Cancel ``task`` and wait until its cleanup has run (None is fine).
 
     Waiting matters: a task that is only cancelled may still be closing a socket or
-    writing a file when its owner goes on (or the loop closes under it).
+    writing a file when its owner goes on (or the loop closes under it). A cancellation can
+    be lost (before Python 3.12, ``asyncio.wait_for`` swallows one that comes as its inner
+    awaitable finishes, gh-86296), and the task then runs on: one still running
+    RECANCEL_S after its cancel is cancelled again, so a stop never waits forever (its
+    cleanup had those seconds).
     """
     if task is None:
         return
     task.cancel()
+    while not task.done():
+        await asyncio.wait({task}, timeout=RECANCEL_S)
+        if not task.done():
+            task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
 

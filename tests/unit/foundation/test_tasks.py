@@ -62,6 +62,33 @@ def test_cancel_and_wait_returns_after_cleanup() -> None:
     assert asyncio.run(main()) == ["cleaned up"]
 
 
+def test_a_task_that_swallows_its_cancel_is_cancelled_again(monkeypatch) -> None:
+    """A lost cancellation (asyncio.wait_for before 3.12) must not make a stop hang."""
+    from smartstack import tasks
+
+    monkeypatch.setattr(tasks, "RECANCEL_S", 0.05)
+
+    async def main() -> int:
+        cancels = [0]
+
+        async def worker() -> None:
+            while True:
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    cancels[0] += 1
+                    if cancels[0] == 1:
+                        continue  # the first one lost, as in wait_for's race
+                    raise
+
+        task = asyncio.create_task(worker())
+        await asyncio.sleep(0)
+        await asyncio.wait_for(cancel_and_wait(task), 2)  # (the bound keeps a regression finite)
+        return cancels[0]
+
+    assert asyncio.run(main()) == 2
+
+
 def test_wake_is_an_event_for_one_waiter() -> None:
     async def main() -> list[object]:
         wake, seen = Wake(), []
