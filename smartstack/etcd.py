@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -23,9 +22,10 @@ import aetcd.utils
 import aetcd.watcher
 import grpc
 
-from smartstack.etcd_batch import BatchLister, Listing, fingerprint, fingerprint_request
+from smartstack.etcd_batch import BatchLister, fingerprint, fingerprint_request
+from smartstack.etcd_events import Endpoints, Listing, split_endpoint
 from smartstack.etcd_watch import CREATE_PATIENCE, PrefixWatch, WatchStream
-from smartstack.logs import FailureStreak, event
+from smartstack.logs import event
 from smartstack.registry_auth import EtcdTLS
 
 log = logging.getLogger("smartstack.etcd")
@@ -107,47 +107,20 @@ async def prefix_fingerprint(client: aetcd.Client, prefix: bytes) -> tuple[int, 
     return fingerprint(response)
 
 
-def split_endpoint(endpoint: str) -> tuple[str, int]:
-    """'host:port' or 'http://host:port' -> (host, port)."""
-    text = endpoint.split("://", 1)[-1].rstrip("/")
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        return text, 2379
-    return host.strip("[]"), int(port)
-
-
-class EtcdConnection:
+class EtcdConnection(Endpoints):
     """A connected aetcd client on one endpoint of a list, moving on when it fails."""
 
-    def __init__(
-        self,
-        endpoints: list[str],
-        username: str | None = None,
-        password: str | None = None,
-        timeout: float = 3.0,
-        tls: EtcdTLS | None = None,
-    ) -> None:
-        if not endpoints:
-            raise ValueError("etcd needs at least one endpoint")
-        self.endpoints = list(endpoints)
-        self.username = username
-        self.password = password
-        self.timeout = timeout
-        self.tls = tls  # None: clear text; never a fallback from TLS
-        self._index = 0
+    transport = "grpc"
+    connection_errors = CONNECTION_ERRORS
+    compacted_errors = (aetcd.exceptions.RevisionCompactedError,)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._client: aetcd.Client | None = None
         self._lock = asyncio.Lock()
         self._probes: dict[int, tuple[aetcd.Client, asyncio.Future[bool]]] = {}
-        self.failovers = 0
         self._stream: WatchStream | None = None  # every watch, on the current client
         self._lister: BatchLister | None = None
-        self._tick: asyncio.Future[None] | None = None  # see next_check
-        # Every failed call rotates: an outage is logged when it starts and when it ends.
-        self._outage = FailureStreak(log, "etcd_failover", "etcd_recovered")
-
-    @property
-    def current_endpoint(self) -> str:
-        return self.endpoints[self._index]
 
     async def client(self) -> aetcd.Client:
         async with self._lock:
@@ -186,9 +159,7 @@ class EtcdConnection:
             if failed is not None and failed is not self._client:
                 return
             old, self._client = self._client, None
-            self._index = (self._index + 1) % len(self.endpoints)
-            self.failovers += 1
-        self._outage.failure(reason, next=self.current_endpoint)
+            self._next_endpoint(reason)
         await self._close_stream(old)
         await _close_quietly(old)
 
@@ -274,24 +245,6 @@ class EtcdConnection:
         the connection's timeout."""
         return await self._batch().fingerprint(prefix, self.timeout)
 
-    async def next_check(self, interval: float) -> None:
-        """Wait for the connection's next consistency-check tick, every ``interval`` seconds
-        (jittered). Shared by its watchers: their checks go out together, in few calls."""
-        await asyncio.shield(self._next_tick(interval))
-
-    def after_next_check(self, interval: float, callback: Callable[[Any], object]) -> None:
-        """``callback(tick)`` on the loop at the next tick (see ``next_check``): a watcher
-        between checks holds a callback there, not a task waiting (~1.3 kB a service)."""
-        self._next_tick(interval).add_done_callback(callback)
-
-    def _next_tick(self, interval: float) -> asyncio.Future[None]:
-        tick = self._tick
-        if tick is None or tick.done():
-            loop = asyncio.get_running_loop()
-            tick = self._tick = loop.create_future()
-            loop.call_later(interval * random.uniform(0.75, 1.25), _resolve, tick)
-        return tick
-
     async def watch_prefix(self, prefix: bytes, start_revision: int) -> PrefixWatch:
         """A watch on ``prefix`` from ``start_revision``, on the one watch stream of the
         current client (``smartstack.etcd_watch``). A stream silent for the connection's
@@ -330,11 +283,6 @@ class EtcdConnection:
             old, self._client = self._client, None
         await self._close_stream(old)
         await _close_quietly(old)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def _closed_under_us(used: aetcd.Client | None, current: aetcd.Client | None) -> bool:

@@ -30,6 +30,7 @@ import aetcd.rpc
 import aetcd.utils
 import grpc
 
+from smartstack.etcd_events import Listing
 from smartstack.logs import event
 
 log = logging.getLogger("smartstack.etcd")
@@ -40,14 +41,6 @@ GROW_AFTER = 16  # batches read in a row before a lowered max_ops doubles again
 # What etcd / gRPC answer for a transaction that is too large (too many operations, or a
 # reply above the receive limit): smaller batches will do.
 TOO_LARGE = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
-
-
-@dataclass(slots=True)
-class Listing:
-    """The key-values under one prefix (protobuf ``KeyValue``s) at ``revision``."""
-
-    kvs: Sequence[Any]
-    revision: int
 
 
 @dataclass(slots=True)

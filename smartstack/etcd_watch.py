@@ -23,31 +23,26 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import aetcd
 import aetcd.exceptions
 import aetcd.rpc
 import aetcd.utils
 
+from smartstack.etcd_events import (  # noqa: F401 - WatchOverflow, WatchEvent: re-exported
+    KINDS,
+    MAX_PENDING,
+    EventQueue,
+    WatchEvent,
+    WatchOverflow,
+)
+
 OpenCall = Callable[[AsyncIterator[Any]], AsyncIterator[Any]]
 
 
-class WatchEvent(NamedTuple):
-    """A watch event as aetcd's ``Event`` reads: ``kind`` ("PUT", "DELETE") and ``kv``,
-    here etcd's KeyValue message as it came (``key``, ``value``, ``mod_revision``,
-    ``create_revision``...). aetcd's copied every field into an object of its own and
-    looked the kind up in the protobuf descriptor: per event, on every watching host."""
-
-    kind: str
-    kv: Any
-
-
-_KINDS = ("PUT", "DELETE")  # by etcd's Event.EventType number
 # A creation waits at most this many ``timeout``s in all, even while others' are answered.
 CREATE_PATIENCE = 10
-# Events a watch holds for its consumer (~1 kB each with the record): beyond, it is dropped.
-MAX_PENDING = 20_000
 
 
 class WatchCreateTimeout(TimeoutError):
@@ -58,11 +53,6 @@ class WatchCreateTimeout(TimeoutError):
 class WatchStreamStalled(aetcd.exceptions.ClientError):
     """What the other watches of an abandoned stream fail with: not a connection error, so
     their watchers list and watch again (on a new stream) without dropping the client."""
-
-
-class WatchOverflow(aetcd.exceptions.ClientError):
-    """More events waited than ``MAX_PENDING``: they were dropped and the watch cancelled.
-    The watcher lists again (from scratch) and watches from that listing's revision."""
 
 
 def client_error(exc: BaseException) -> BaseException:
@@ -76,77 +66,18 @@ def client_error(exc: BaseException) -> BaseException:
     return exc  # pragma: no cover - _handle_exception always raises
 
 
-class PrefixWatch:
-    """One watch: iterate it for ``WatchEvent``s, or ``batches()`` for every event waiting
-    at once; either raises when the watch fails. At most ``max_pending`` events wait: a
-    burst beyond that (a consumer far behind on a big prefix) fails the watch with
-    ``WatchOverflow`` rather than holding them all in memory."""
+class PrefixWatch(EventQueue):
+    """One watch on a ``WatchStream`` (see ``EventQueue`` for how its events are taken)."""
 
     def __init__(self, stream: WatchStream, max_pending: int = MAX_PENDING) -> None:
+        super().__init__(max_pending)
         self.stream = stream
         self.client = stream.client  # the client whose stream carries it (for fail-over)
         self.watch_id: int | None = None
         self.created: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.max_pending = max_pending
-        # Both made when needed: a deque and an Event are ~1.3 kB per watch, and a
-        # thousand watches are mostly idle (issue 15).
-        self._pending: collections.deque[WatchEvent] | None = None
-        self._ready: asyncio.Future[None] | None = None  # the taker waits on it
-        self._ended = False  # no event comes after the pending ones
-        self._error: BaseException | None = None  # raised once the pending ones are taken
-        self.cancelled = False
 
-    def __aiter__(self) -> AsyncIterator[WatchEvent]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[WatchEvent]:
-        while events := await self._take(1):
-            yield events[0]
-
-    async def batches(self) -> AsyncIterator[list[WatchEvent]]:
-        """Every event waiting, in order, as one list: a burst is one list, not one wake-up
-        (and, for the watcher, one report) per event."""
-        while events := await self._take(None):
-            yield events
-
-    async def _take(self, limit: int | None) -> list[WatchEvent]:
-        while not self._pending:
-            if self._ended:
-                if self._error is not None:
-                    raise self._error
-                return []
-            self._ready = asyncio.get_running_loop().create_future()
-            try:
-                await self._ready
-            finally:
-                self._ready = None
-        pending = self._pending
-        if limit is None or limit >= len(pending):
-            self._pending = None  # all taken: the deque goes too
-            return list(pending)
-        return [pending.popleft() for _ in range(limit)]
-
-    def _wake(self) -> None:
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_result(None)
-
-    def deliver(self, event: WatchEvent) -> None:
-        if self._ended:
-            return
-        if self._pending is None:
-            self._pending = collections.deque()
-        elif len(self._pending) >= self.max_pending:
-            self._pending = None  # the watcher lists anew: these are of no use any more
-            self._end(WatchOverflow(f"more than {self.max_pending} etcd events waiting"))
-            self.stream.forget(self)
-            return
-        self._pending.append(event)
-        self._wake()
-
-    def _end(self, error: BaseException | None) -> None:
-        if not self._ended:
-            self._ended, self._error = True, error
-            self._wake()
+    def _detach(self) -> None:
+        self.stream.forget(self)
 
     def fail(self, exc: BaseException) -> None:
         if not self.created.done():
@@ -154,12 +85,6 @@ class PrefixWatch:
             self.created.exception()  # retrieved: the creator may have given up already
         else:
             self._end(exc)
-
-    async def cancel(self) -> None:
-        if not self.cancelled:
-            self.cancelled = True
-            self._end(None)
-            self.stream.forget(self)
 
 
 class WatchStream:
@@ -294,7 +219,7 @@ class WatchStream:
             watch.fail(self._refusal(response))
             return
         for ev in response.events:
-            watch.deliver(WatchEvent(_KINDS[ev.type], ev.kv))
+            watch.deliver(WatchEvent(KINDS[ev.type], ev.kv))
 
     @staticmethod
     def _refusal(response: Any) -> BaseException:

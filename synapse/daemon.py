@@ -39,7 +39,7 @@ from synapse.background_import import import_in_thread
 from synapse.config import ServiceConfig, SynapseConfig, load_synapse_config, service_cache
 from synapse.contract import Applier
 from synapse.daemon_parts import make_controller, make_file_output, make_state_cache, state_key
-from synapse.discovery_config import DiscoveryConfig
+from synapse.discovery_config import DiscoveryConfig, etcd_key, etcd_transport
 from synapse.metrics import SynapseMetrics
 from synapse.reconciler import Reconciler
 from synapse.reload_diff import same_model
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from smartstack import httpserver as web
     from smartstack.admin import AdminServer, Health
     from smartstack.etcd import EtcdConnection
+    from smartstack.etcd_json import EtcdJsonConnection
     from synapse.config_load import ConfigSource
     from synapse.docker_services import DockerServiceSource
 
@@ -96,7 +97,7 @@ class SynapseDaemon:
         self.watchers: dict[str, Watcher] = {}
         self.admin: AdminServer | None = None
         self.zk_pool: ZooKeeperPool | None = None
-        self._etcd: dict[tuple[Any, ...], EtcdConnection] = {}
+        self._etcd: dict[tuple[Any, ...], EtcdConnection | EtcdJsonConnection] = {}
         self._ctx: WatcherContext | None = None
         self._reconciler_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -245,17 +246,22 @@ class SynapseDaemon:
 
     # --- watchers ------------------------------------------------------------------------
 
-    def _etcd_connection(self, discovery: DiscoveryConfig) -> EtcdConnection:
-        """One etcd connection per endpoint list and identity, shared by the services
-        that name them."""
-        endpoints = discovery.etcd_endpoint_list()
-        user, password, tls = discovery.etcd_user, discovery.etcd_password, discovery.etcd_tls
-        key = (*sorted(endpoints), user, password, tls)
+    def _etcd_connection(self, discovery: DiscoveryConfig) -> EtcdConnection | EtcdJsonConnection:
+        """One etcd connection per endpoint list, identity and transport, shared by the
+        services that name them (see ``etcd_transport``)."""
+        key = etcd_key(discovery)
+        services = self.config.services.values()
+        transport = etcd_transport(discovery, [s.discovery for s in services])
+        key += (transport,)
         if key not in self._etcd:
-            # Imported here: gRPC and aetcd cost ~20 MB of RSS, only etcd users pay it.
-            from smartstack.etcd import EtcdConnection
-
-            self._etcd[key] = EtcdConnection(endpoints, user, password, tls=tls)
+            user, password, tls = discovery.etcd_user, discovery.etcd_password, discovery.etcd_tls
+            endpoints = discovery.etcd_endpoint_list()
+            # Imported here: gRPC and aetcd cost ~17 MB of RSS, only their users pay it.
+            if transport == "json":
+                from smartstack.etcd_json import EtcdJsonConnection as Connection
+            else:
+                from smartstack.etcd import EtcdConnection as Connection
+            self._etcd[key] = Connection(endpoints, user, password, tls=tls)
         return self._etcd[key]
 
     async def _start_watcher(self, name: str, service: Any) -> None:

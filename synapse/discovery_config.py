@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 from smartstack.modelbase import ConfigModel, Field, field_validator, model_validator
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
@@ -79,6 +80,42 @@ class ResolverConfig(ConfigModel):
         return value
 
 
+# etcd_transport auto: the JSON gateway for a connection serving at most this many services
+# (a watch is a connection of its own there), gRPC's one stream beyond.
+ETCD_JSON_MAX_SERVICES = 8
+
+
+def etcd_key(discovery: DiscoveryConfig) -> tuple[Any, ...]:
+    """What an etcd connection is shared by: endpoints and identity."""
+    endpoints = sorted(discovery.etcd_endpoint_list())
+    return (*endpoints, discovery.etcd_user, discovery.etcd_password, discovery.etcd_tls)
+
+
+def etcd_discoveries(discoveries: Iterable[DiscoveryConfig]) -> list[DiscoveryConfig]:
+    """The etcd blocks among ``discoveries`` (a multi's children too)."""
+    found: list[DiscoveryConfig] = []
+    pending = list(discoveries)
+    while pending:
+        discovery = pending.pop()
+        if discovery.method == "etcd":
+            found.append(discovery)
+        pending.extend((discovery.watchers or {}).values())
+    return found
+
+
+def etcd_transport(discovery: DiscoveryConfig, config: Iterable[DiscoveryConfig]) -> str:
+    """``discovery``'s ``etcd_transport``, "auto" decided by the services of ``config``
+    (every service's discovery block) sharing its connection: the JSON gateway for a few."""
+    if discovery.etcd_transport != "auto":
+        return discovery.etcd_transport
+    key = etcd_key(discovery)
+    served = sum(etcd_key(d) == key for d in etcd_discoveries(config))
+    # etcd's gateway calls etcd back with etcd's own server certificate: with client
+    # certificates required, that works only if it also allows clientAuth.
+    client_cert = discovery.etcd_tls is not None and discovery.etcd_tls.cert_cert
+    return "json" if served <= ETCD_JSON_MAX_SERVICES and not client_cert else "grpc"
+
+
 class DiscoveryConfig(ConfigModel):
     method: DiscoveryMethod
     label_filters: list[LabelFilter] = Field(default_factory=list)
@@ -97,6 +134,10 @@ class DiscoveryConfig(ConfigModel):
     etcd_user: str | None = None
     etcd_password: str | None = None
     etcd_tls: EtcdTLS | None = None
+    # ours: how synapse talks to etcd. json: its HTTP gateway, no gRPC loaded (a connection
+    # per watch); grpc: one stream for every watch; auto: json when the connection (same
+    # endpoints and identity) serves at most ETCD_JSON_MAX_SERVICES services at start
+    etcd_transport: Literal["auto", "grpc", "json"] = "auto"
     # dns / docker
     servers: list[ServerEntry] | None = None
     nameserver: str | None = None

@@ -46,7 +46,10 @@ def _signed(directory: Path, name: str, subject: str, extensions: str) -> None:
              cwd=directory)  # fmt: skip
 
 
-def make_test_pki(directory: Path) -> LocalPKI:
+def make_test_pki(directory: Path, server_usage: str = "serverAuth") -> LocalPKI:
+    """A CA, a server certificate for 127.0.0.1 (``server_usage``: its extendedKeyUsage;
+    etcd's JSON gateway under --client-cert-auth needs "serverAuth,clientAuth") and a
+    client certificate, in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
              "-nodes", "-subj", "/CN=smartstack test CA", "-days", "2",
@@ -54,7 +57,7 @@ def make_test_pki(directory: Path) -> LocalPKI:
              "-addext", "keyUsage=critical,keyCertSign,cRLSign",
              "-keyout", "ca.key", "-out", "ca.pem", cwd=directory)  # fmt: skip
     _signed(directory, "server", "/CN=127.0.0.1",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")  # fmt: skip
+            f"subjectAltName=IP:127.0.0.1\nextendedKeyUsage={server_usage}\n")  # fmt: skip
     _signed(directory, "client", "/CN=smartstack-client", "extendedKeyUsage=clientAuth\n")
     return LocalPKI(
         ca_cert=directory / "ca.pem",

@@ -33,6 +33,7 @@ from synapse.model import Found, Report, Sink
 
 if TYPE_CHECKING:
     from smartstack.etcd import EtcdConnection
+    from smartstack.etcd_json import EtcdJsonConnection
     from smartstack.zookeeper import ZooKeeperPool
     from synapse.metrics import SynapseMetrics
 
@@ -59,7 +60,7 @@ class WatcherContext:
     metrics: SynapseMetrics
     zk_pool: ZooKeeperPool | None = None
     # The (shared) connection for a discovery block: endpoints, user, password, TLS.
-    etcd_connection: Callable[[DiscoveryConfig], EtcdConnection] | None = None
+    etcd_connection: Callable[[DiscoveryConfig], EtcdConnection | EtcdJsonConnection] | None = None
     zk_session_timeout: float = 10.0
     # A watch event named a change still to be read: background work waits (ChangeGate.expect)
     change_coming: Callable[[], None] | None = None

@@ -2,8 +2,10 @@
 
 One prefix read gives the full list and its revision; a prefix watch from the
 next revision then delivers every change with its value, so no further reads
-are needed. The watchers of one connection list together (one transaction for many
-prefixes, ``smartstack.etcd_batch``) and share one watch stream (``smartstack.etcd_watch``).
+are needed. Over gRPC (``smartstack.etcd``), the watchers of one connection list together
+(one transaction for many prefixes, ``smartstack.etcd_batch``) and share one watch stream
+(``smartstack.etcd_watch``); over etcd's JSON gateway (``smartstack.etcd_json``, a sidecar's
+few services: no gRPC loaded) each lists in one call and watches on a connection of its own.
 When the watch dies (etcd restarted, endpoint lost, stream ended, revision
 compacted) the watcher lists again and resumes, with jittered backoff between
 failed attempts; the last known list stays in force meanwhile.
@@ -22,19 +24,20 @@ import asyncio
 import contextlib
 import logging
 import time
-
-import aetcd.exceptions
+from typing import TYPE_CHECKING
 
 from smartstack.backoff import Backoff
-from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection
-from smartstack.etcd_batch import Listing
-from smartstack.etcd_watch import WatchOverflow
+from smartstack.etcd_events import Listing, WatchOverflow
 from smartstack.logs import FailureStreak, event
 from smartstack.record import InvalidRecord, decode_nerve, decode_serverset, etcd_prefix
 from smartstack.tasks import cancel_and_wait
 from synapse.model import Found
 from synapse.watchers.base import Entry, Watcher
 from synapse.watchers.record_notes import note_ignored
+
+if TYPE_CHECKING:  # gRPC is loaded only by a connection that uses it (etcd_transport)
+    from smartstack.etcd import EtcdConnection
+    from smartstack.etcd_json import EtcdJsonConnection
 
 log = logging.getLogger("synapse.watchers.etcd")
 
@@ -62,7 +65,7 @@ class EtcdWatcher(Watcher):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.prefix = etcd_prefix(self.discovery.path)
-        self.conn: EtcdConnection | None = None
+        self.conn: EtcdConnection | EtcdJsonConnection | None = None
         # Keyed by origin ("etcd:" + key): the reports' Found.origin is the key string
         # itself, not a second copy per record (~90 bytes a server at 1,000 x 20). A record
         # never modified since it was created is kept as the Found its reports carry (its
@@ -89,7 +92,7 @@ class EtcdWatcher(Watcher):
         while True:
             try:
                 await self._list_and_watch(backoff)
-            except aetcd.exceptions.RevisionCompactedError as exc:
+            except self.conn.compacted_errors as exc:
                 # We fell behind compaction: nothing to wait for, list again at once.
                 event(log, "etcd_watch_compacted", level=logging.WARNING, service=self.service,
                       compacted=exc.compacted_revision)  # fmt: skip
@@ -109,7 +112,7 @@ class EtcdWatcher(Watcher):
             except Exception as exc:
                 self.set_connected(False, f"{type(exc).__name__}: {str(exc)[:200]}")
                 self._outage.failure(self.last_error or "watch failed", service=self.service)
-                if self._streaming and isinstance(exc, CONNECTION_ERRORS):
+                if self._streaming and isinstance(exc, self.conn.connection_errors):
                     # The stream broke (with_client already rotates for failed calls; a
                     # stream that stops answering is abandoned by the next creation). All
                     # watches of a client fail together: it is replaced once, not per watcher.
@@ -264,7 +267,8 @@ class EtcdWatcher(Watcher):
 
     def status(self) -> dict:
         out = super().status()
+        transport = self.conn.transport if self.conn is not None else None
         out.update(prefix=self.prefix, keys=len(self._keys), revision=self.revision,
-                   relists=self.relists, stale_watches=self.stale_watches,
-                   overflows=self.overflows)  # fmt: skip
+                   transport=transport, relists=self.relists,
+                   stale_watches=self.stale_watches, overflows=self.overflows)  # fmt: skip
         return out

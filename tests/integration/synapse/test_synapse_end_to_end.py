@@ -235,7 +235,11 @@ def test_etcd_records_outage_and_recovery(tmp_path: Path, http_backend_factory):
         with Synapse({"api": service}) as syn:
             wait_serving(port, {"a", "b"})
             workers = syn.workers()
-            assert syn.status()["services"]["api"]["watcher"]["skipped_records"] == 1
+            watcher = syn.status()["services"]["api"]["watcher"]
+            assert watcher["skipped_records"] == 1
+            # One service: etcd's JSON gateway (etcd_transport auto), gRPC never loaded.
+            assert watcher["transport"] == "json"
+            assert "cygrpc" not in Path(f"/proc/{syn.process.pid}/maps").read_text()
             cluster.stop_member(0)
             wait(lambda: not syn.status()["services"]["api"]["watcher"]["connected"])
             assert set(spread(port)) == {"a", "b"}

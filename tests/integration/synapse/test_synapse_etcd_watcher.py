@@ -1,4 +1,5 @@
-"""The etcd watcher against a real etcd 3.4, with records written by hand."""
+"""The etcd watcher against a real etcd 3.4, with records written by hand; the tests that
+take ``transport`` run over gRPC and over etcd's JSON gateway (smartstack.etcd_json)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,19 @@ import pytest
 from synapse_testlib import Collector, eventually, metrics, service_config
 
 from smartstack.etcd import EtcdConnection
+from smartstack.etcd_json import EtcdJsonConnection
 from smartstack.etcd_watch import WatchStream
 from synapse.discovery_config import DiscoveryConfig
 from synapse.watchers.base import WatcherContext
 from synapse.watchers.etcd import EtcdWatcher
 from testbed.etcd import EtcdCluster
+
+CONNECTIONS = {"grpc": EtcdConnection, "json": EtcdJsonConnection}
+
+
+@pytest.fixture(params=sorted(CONNECTIONS))
+def transport(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 @pytest.fixture
@@ -31,12 +40,14 @@ def record(port: int, name: str = "i", **extra) -> bytes:
     return json.dumps({"host": "127.0.0.1", "port": port, "name": name, **extra}).encode()
 
 
-async def start_watcher(endpoints: list[str], path: str) -> tuple[EtcdWatcher, Collector]:
+async def start_watcher(
+    endpoints: list[str], path: str, transport: str = "grpc"
+) -> tuple[EtcdWatcher, Collector]:
     sink = Collector()
-    conns: list[EtcdConnection] = []
+    conns: list[EtcdConnection | EtcdJsonConnection] = []
 
-    def connection(discovery: DiscoveryConfig) -> EtcdConnection:
-        conns.append(EtcdConnection(discovery.etcd_endpoint_list(), timeout=2.0))
+    def connection(discovery: DiscoveryConfig) -> EtcdConnection | EtcdJsonConnection:
+        conns.append(CONNECTIONS[transport](discovery.etcd_endpoint_list(), timeout=2.0))
         return conns[-1]
 
     cfg = service_config({"method": "etcd", "endpoints": endpoints, "path": path,
@@ -55,9 +66,10 @@ async def stop_watcher(watcher: EtcdWatcher) -> None:
         await conn.close()
 
 
-async def test_keys_become_servers_change_and_leave(etcd, client) -> None:
+async def test_keys_become_servers_change_and_leave(etcd, client, transport) -> None:
+    await client.delete_prefix(b"/syn/web")  # the other transport's run wrote there too
     await client.put(b"/syn/web/a", record(8001, "a"))
-    watcher, sink = await start_watcher(etcd.endpoints, "/syn/web")
+    watcher, sink = await start_watcher(etcd.endpoints, "/syn/web", transport)
     try:
         await sink.wait_hosts(["127.0.0.1:8001"])
         await client.put(b"/syn/web/b", record(8002, "b"))
@@ -73,6 +85,7 @@ async def test_keys_become_servers_change_and_leave(etcd, client) -> None:
         assert sink.hosts() == ["127.0.0.1:8003"]
         # One prefix read, then everything came from the watch.
         assert watcher.relists == 1
+        assert watcher.status()["transport"] == transport
     finally:
         await stop_watcher(watcher)
 
@@ -117,13 +130,14 @@ async def test_watchers_on_one_connection_list_together_and_watch_their_own(etcd
         await conn.close()
 
 
-async def test_hostile_values_are_skipped_and_counted(etcd, client) -> None:
+async def test_hostile_values_are_skipped_and_counted(etcd, client, transport) -> None:
+    await client.delete_prefix(b"/syn/hostile")
     await client.put(b"/syn/hostile/good", record(8010, "good"))
     await client.put(b"/syn/hostile/json", b"{nope")
     await client.put(b"/syn/hostile/nl", record(8011, "nl", host="127.0.0.1\nserver x 1.1.1.1:1"))
     await client.put(b"/syn/hostile/port", record(0, "port"))
     await client.put(b"/syn/hostile/huge", b'{"pad": "' + b"x" * 50_000 + b'"}')
-    watcher, sink = await start_watcher(etcd.endpoints, "/syn/hostile")
+    watcher, sink = await start_watcher(etcd.endpoints, "/syn/hostile", transport)
     try:
         report = await sink.wait(lambda r: r.skipped == 4)
         assert sink.hosts() == ["127.0.0.1:8010"]
@@ -135,12 +149,12 @@ async def test_hostile_values_are_skipped_and_counted(etcd, client) -> None:
         await stop_watcher(watcher)
 
 
-async def test_etcd_restart_keeps_the_list_then_resumes(tmp_path: Path) -> None:
+async def test_etcd_restart_keeps_the_list_then_resumes(tmp_path: Path, transport) -> None:
     cluster = EtcdCluster(size=1, workdir=tmp_path / "etcd").start()
     c = aetcd.Client(host=cluster.host, port=cluster.port)
     try:
         await c.put(b"/syn/restart/a", record(8020, "a"))
-        watcher, sink = await start_watcher(cluster.endpoints, "/syn/restart")
+        watcher, sink = await start_watcher(cluster.endpoints, "/syn/restart", transport)
         try:
             await sink.wait_hosts(["127.0.0.1:8020"])
             seen = len(sink.reports)
@@ -162,13 +176,16 @@ async def test_etcd_restart_keeps_the_list_then_resumes(tmp_path: Path) -> None:
         cluster.stop()
 
 
-async def test_a_watch_from_a_compacted_revision_lists_again(etcd, client, monkeypatch) -> None:
+async def test_a_watch_from_a_compacted_revision_lists_again(
+    etcd, client, monkeypatch, transport
+) -> None:
     """The first listing claims a revision etcd has compacted since: the watch from it is
     refused (RevisionCompactedError), the watcher lists again and watches from there."""
+    await client.delete_prefix(b"/syn/compact")
     for i in range(3):
         put = await client.put(b"/syn/compact/a", record(8050 + i, "a"))
     await client.compact(put.header.revision)
-    real = EtcdConnection.list_prefix
+    real = CONNECTIONS[transport].list_prefix
     listings = []
 
     async def first_listing_stale(self, prefix, timeout):
@@ -178,8 +195,8 @@ async def test_a_watch_from_a_compacted_revision_lists_again(etcd, client, monke
             listing.revision = 1  # long compacted
         return listing
 
-    monkeypatch.setattr(EtcdConnection, "list_prefix", first_listing_stale)
-    watcher, sink = await start_watcher(etcd.endpoints, "/syn/compact")
+    monkeypatch.setattr(CONNECTIONS[transport], "list_prefix", first_listing_stale)
+    watcher, sink = await start_watcher(etcd.endpoints, "/syn/compact", transport)
     try:
         await eventually(lambda: watcher.connected and watcher.relists == 2, what="a relist")
         await client.put(b"/syn/compact/b", record(8060, "b"))

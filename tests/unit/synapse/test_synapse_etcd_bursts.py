@@ -7,6 +7,7 @@ import asyncio
 import json
 from typing import Any
 
+import aetcd.exceptions
 import aetcd.rpc
 import aetcd.rtypes
 from synapse_testlib import Collector, eventually, metrics, service_config
@@ -38,6 +39,9 @@ class FakeStream:
 class FakeConnection:
     """What the watcher asks of an ``EtcdConnection``: listings from ``keys``, watches the
     test feeds through ``watches[-1]``."""
+
+    connection_errors = (ConnectionError,)
+    compacted_errors = (aetcd.exceptions.RevisionCompactedError,)
 
     def __init__(self, max_pending: int) -> None:
         self.keys: dict[int, aetcd.rpc.KeyValue] = {}

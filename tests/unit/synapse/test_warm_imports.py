@@ -19,7 +19,20 @@ def test_the_words_of_the_config_name_what_its_daemon_imports(tmp_path: Path) ->
     path.write_text(ZK)
     assert guess(path) == ["synapse.haproxy.controller", "synapse.watchers.zookeeper", *ALWAYS]
     path.write_text(ZK.replace("zookeeper", "ETCD").replace("haproxy", "file_output"))
-    assert guess(path) == ["synapse.watchers.etcd", "smartstack.etcd", *ALWAYS]  # (any case)
+    etcd = ["synapse.watchers.etcd", "smartstack.etcd_json", *ALWAYS]  # (any case)
+    assert guess(path) == etcd
+
+    # More etcd services than the JSON gateway serves, or gRPC asked for: gRPC's client.
+    def services(count: int) -> str:
+        block = '  s{}: {{discovery: {{"method": "etcd", path: /s{}}}}}\n'
+        return "services:\n" + "".join(block.format(i, i) for i in range(count))
+
+    path.write_text(services(8))
+    assert guess(path) == etcd
+    path.write_text(services(9))
+    assert guess(path) == ["synapse.watchers.etcd", "smartstack.etcd", *ALWAYS]
+    path.write_text(services(1) + "# etcd_transport: grpc\n")
+    assert "smartstack.etcd" in guess(path)
     path.write_text('{"services": {}}')
     assert guess(path) == list(ALWAYS)
 

@@ -1,0 +1,189 @@
+"""JSON over HTTP/1.1 to etcd's gateway (``/v3/...``), on asyncio streams.
+
+h11 (a small, well-kept HTTP/1.1 state machine; ~0.5 MB) parses the responses, chunked
+or not; aiohttp would cost ~10 MB of RSS in a sidecar that makes a call a minute. A unary
+call is one short connection: calls are rare (a listing per watcher, a check every two
+minutes), so nothing keeps an idle socket open and nothing is reused after a failure. A
+watch is one long response on a connection of its own, one JSON message per line, with TCP
+keepalive so that a peer gone silent (a host lost, not a process) is noticed in ~25 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import h11
+
+if TYPE_CHECKING:
+    from smartstack.registry_auth import EtcdTLS
+
+READ_SIZE = 65536
+# Keepalive probes on a watch's socket: idle seconds, seconds between probes, probes.
+KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
+
+
+class HttpStatusError(Exception):
+    """The gateway answered with an error: ``status`` (HTTP), ``code`` (gRPC's, from the
+    body when it has one) and etcd's message."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):  # a streamed error: {"error": {"grpc_code": ..}}
+            body, error = error, error.get("message")
+        detail = body if isinstance(body, dict) else {}
+        self.status = status
+        self.code = detail.get("code", detail.get("grpc_code"))
+        self.message = str(detail.get("message") or error or body)[:300]
+        super().__init__(f"etcd answered HTTP {status}: {self.message}")
+
+
+class TLSContexts:
+    """An SSL context for ``EtcdTLS``, made again when one of its files changed: a renewed
+    certificate is used from the next connection on, as with gRPC."""
+
+    def __init__(self, tls: EtcdTLS) -> None:
+        self.tls = tls
+        self._made: tuple[tuple[float, ...], ssl.SSLContext] | None = None
+
+    def context(self) -> ssl.SSLContext:
+        files = [p for p in (self.tls.ca_cert, self.tls.cert_cert, self.tls.cert_key) if p]
+        stamp = tuple(Path(p).stat().st_mtime for p in files)
+        if self._made is None or self._made[0] != stamp:
+            context = ssl.create_default_context(cafile=self.tls.ca_cert)
+            if self.tls.cert_cert and self.tls.cert_key:
+                context.load_cert_chain(self.tls.cert_cert, self.tls.cert_key)
+            self._made = (stamp, context)
+        return self._made[1]
+
+
+class Exchange:
+    """One POST and its response on one connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.http = h11.Connection(h11.CLIENT)
+
+    @classmethod
+    async def open(cls, host: str, port: int, context: ssl.SSLContext | None) -> Exchange:
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=context, server_hostname=host if context else None
+        )
+        return cls(reader, writer)
+
+    def keepalive(self) -> None:
+        sock = self.writer.get_extra_info("socket")
+        if sock is None:
+            return
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in KEEPALIVE.items():
+            if hasattr(socket, option):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+    async def post(self, host: str, path: str, payload: dict, headers: dict[str, str]) -> int:
+        """Send the request; the response's status once its head came."""
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        head = [("Host", host), ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))), *headers.items()]  # fmt: skip
+        data = self.http.send(h11.Request(method="POST", target=path, headers=head))
+        data += self.http.send(h11.Data(data=body)) + self.http.send(h11.EndOfMessage())
+        self.writer.write(data)
+        await self.writer.drain()
+        while True:
+            got = await self._next()
+            if isinstance(got, h11.Response):
+                return got.status_code
+            if not isinstance(got, h11.InformationalResponse):
+                raise ConnectionError(f"etcd sent {type(got).__name__} before a response")
+
+    async def _next(self) -> Any:
+        while True:
+            try:
+                got = self.http.next_event()
+                if got is h11.NEED_DATA:
+                    self.http.receive_data(await self.reader.read(READ_SIZE))
+                    continue
+            except h11.RemoteProtocolError as exc:
+                raise ConnectionError(f"etcd's HTTP response broke off: {exc}") from exc
+            if isinstance(got, h11.ConnectionClosed):
+                raise ConnectionError("etcd closed the connection")
+            return got
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The response body as it comes, until its end."""
+        while not isinstance(got := await self._next(), h11.EndOfMessage):
+            if isinstance(got, h11.Data):
+                yield bytes(got.data)
+
+    async def body(self) -> Any:
+        data = b"".join([chunk async for chunk in self.chunks()])
+        try:
+            return json.loads(data) if data else {}
+        except ValueError as exc:
+            raise ConnectionError(f"etcd sent a body that is not JSON: {data[:120]!r}") from exc
+
+    async def messages(self) -> AsyncIterator[dict]:
+        """A streamed body's JSON messages, one per line."""
+        buffered = b""
+        async for chunk in self.chunks():
+            *lines, buffered = (buffered + chunk).split(b"\n")
+            for line in lines:
+                if line.strip():
+                    yield json.loads(line)
+        if buffered.strip():
+            yield json.loads(buffered)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.wait_closed(), 1)
+
+
+class Target(NamedTuple):
+    """Where a call goes: an endpoint, its TLS (None: clear text) and headers (auth)."""
+
+    host: str
+    port: int
+    context: ssl.SSLContext | None
+    headers: dict[str, str]
+
+
+async def _posted(target: Target, path: str, payload: dict, stream: bool) -> tuple[Exchange, int]:
+    """An exchange whose request went out, and the response's status (closed on failure)."""
+    exchange = await Exchange.open(target.host, target.port, target.context)
+    try:
+        if stream:
+            exchange.keepalive()
+        return exchange, await exchange.post(target.host, path, payload, target.headers)
+    except BaseException:
+        await exchange.close()
+        raise
+
+
+async def call(target: Target, path: str, payload: dict) -> dict:
+    """One unary call: the reply's JSON, or HttpStatusError."""
+    exchange, status = await _posted(target, path, payload, stream=False)
+    try:
+        body = await exchange.body()
+    finally:
+        await exchange.close()
+    if status != 200:
+        raise HttpStatusError(status, body)
+    return body
+
+
+async def open_stream(target: Target, path: str, payload: dict) -> Exchange:
+    """A streamed call: its exchange, to read ``messages()`` from; the caller closes it."""
+    exchange, status = await _posted(target, path, payload, stream=True)
+    if status != 200:
+        try:
+            raise HttpStatusError(status, await exchange.body())
+        finally:
+            await exchange.close()
+    return exchange

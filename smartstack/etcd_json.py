@@ -1,0 +1,273 @@
+"""etcd v3 through its JSON gateway (``/v3/kv/range``, ``/v3/watch``), without gRPC.
+
+A sidecar synapse watching a few services pays ~17 MB of RSS for gRPC, aetcd's protobufs
+and a channel's threads (issue 15: ≤ 35 MB). This connection gives its watchers what
+``smartstack.etcd.EtcdConnection`` gives them (listings, check fingerprints, prefix
+watches, the shared check tick) over HTTP/1.1 (``smartstack.etcd_http``). The price is
+one connection per watch (the gateway's HTTP/1.1 carries one watch per request): the
+daemon uses it for a connection serving a few services only (``etcd_transport: auto``).
+
+Fail-over: a call that fails to connect, times out or finds the member unavailable moves
+to the next endpoint and retries, once per endpoint. A watch is its own connection: when
+it breaks, its watcher lists again and watches anew (``rotate`` with the watch's
+``client``, the endpoint turn it was made on, moves on only once for watches that fail
+together). With user auth, the token is asked for on the first call of an endpoint turn and
+asked for again, once, when etcd no longer knows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import ssl
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NamedTuple, TypeVar
+
+from smartstack.etcd_events import (
+    Endpoints,
+    EventQueue,
+    Listing,
+    WatchCompacted,
+    WatchEvent,
+    split_endpoint,
+)
+from smartstack.etcd_http import Exchange, HttpStatusError, Target, TLSContexts, call, open_stream
+from smartstack.logs import event
+
+log = logging.getLogger("smartstack.etcd")
+
+T = TypeVar("T")
+UNAVAILABLE, UNAUTHENTICATED = 14, 16  # gRPC status codes, as the gateway reports them
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError, TimeoutError)
+
+
+class JsonKV(NamedTuple):
+    """An etcd KeyValue from the gateway's JSON (bytes base64-encoded, int64 as strings)."""
+
+    key: bytes
+    value: bytes
+    mod_revision: int
+    create_revision: int
+
+
+def key_value(data: dict) -> JsonKV:
+    return JsonKV(
+        base64.b64decode(data.get("key", "")),
+        base64.b64decode(data.get("value", "")),
+        int(data.get("mod_revision", 0)),
+        int(data.get("create_revision", 0)),
+    )
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def prefix_range_end(prefix: bytes) -> bytes:
+    """The first key after every key starting with ``prefix`` (etcd's prefix range)."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\0"  # all keys
+
+
+def prefix_range(prefix: bytes) -> dict[str, str]:
+    return {"key": b64(prefix), "range_end": b64(prefix_range_end(prefix))}
+
+
+class JsonWatch(EventQueue):
+    """One watch: one streamed ``/v3/watch`` response, read by a task of its own."""
+
+    def __init__(self, exchange: Exchange, messages: AsyncIterator[dict], client: object) -> None:
+        super().__init__()
+        self.client = client  # the endpoint turn it was made on (for fail-over)
+        self._exchange = exchange
+        self._task = asyncio.ensure_future(self._read(messages))
+
+    async def _read(self, messages: AsyncIterator[dict]) -> None:
+        error: BaseException | None = ConnectionError("etcd ended the watch stream")
+        try:
+            async for message in messages:
+                self._dispatch(message)
+        except asyncio.CancelledError:
+            error = ConnectionError("watch closed")
+        except Exception as exc:
+            error = exc
+        finally:
+            await self._exchange.close()
+            self._end(error)
+
+    def _dispatch(self, message: dict) -> None:
+        if "error" in message:
+            raise streamed_error(message)
+        result = message.get("result") or {}
+        if result.get("canceled") or result.get("compact_revision"):
+            raise refusal(result)
+        for ev in result.get("events", ()):
+            kind = "DELETE" if ev.get("type") == "DELETE" else "PUT"
+            self.deliver(WatchEvent(kind, key_value(ev.get("kv") or {})))
+
+    def _detach(self) -> None:
+        self._task.cancel()
+
+    def fail(self, exc: BaseException) -> None:
+        self._end(exc)
+        self._task.cancel()
+
+
+def streamed_error(message: dict) -> Exception:
+    """An error the gateway wrote into a stream: a member going away (``transport is
+    closing``) is a connection error, as on any other endpoint failure."""
+    error = HttpStatusError(200, message)
+    if error.code == UNAVAILABLE:
+        return ConnectionError(f"etcd watch stream: {error.message}")
+    return error
+
+
+def refusal(result: dict) -> Exception:
+    """Why etcd cancelled (or never started) a watch. An unknown token is said in words
+    only: as an Unauthenticated error, so that the connection authenticates again."""
+    if result.get("compact_revision"):
+        return WatchCompacted(int(result["compact_revision"]))
+    reason = str(result.get("cancel_reason") or "no reason")
+    if "code = Unauthenticated" in reason:
+        return HttpStatusError(200, {"code": UNAUTHENTICATED, "message": reason})
+    return RuntimeError(f"etcd cancelled the watch: {reason}")
+
+
+class EtcdJsonConnection(Endpoints):
+    """etcd's JSON gateway on one endpoint of a list, moving on when it fails."""
+
+    transport = "json"
+    connection_errors = CONNECTION_ERRORS
+    compacted_errors = (WatchCompacted,)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._contexts = TLSContexts(self.tls) if self.tls is not None else None
+        self._turn = object()  # this endpoint's turn: a fail-over starts a new one
+        self._token: str | None = None
+        self._watches: weakref.WeakSet[JsonWatch] = weakref.WeakSet()
+
+    async def rotate(self, reason: str, failed: object | None = None) -> None:
+        """Use the next endpoint from the next call on (``failed``: the turn the caller saw
+        fail; when it has already moved on there is nothing left to do)."""
+        if failed is not None and failed is not self._turn:
+            return
+        self._turn, self._token = object(), None
+        self._next_endpoint(reason)
+
+    async def _target(self) -> Target:
+        host, port = split_endpoint(self.current_endpoint)
+        context = self._contexts.context() if self._contexts is not None else None
+        if self.username is None:
+            return Target(host, port, context, {})
+        if self._token is None:
+            auth = {"name": self.username, "password": self.password or ""}
+            reply = await call(Target(host, port, context, {}), "/v3/auth/authenticate", auth)
+            self._token = str(reply["token"])
+        return Target(host, port, context, {"Authorization": self._token})
+
+    async def with_endpoint(
+        self, fn: Callable[[Target, object], Awaitable[T]], timeout: float | None = None
+    ) -> T:
+        """``fn(target, turn)`` within ``timeout``; on a connection error, a timeout or an
+        unavailable member, the next endpoint, once per endpoint; authenticate again (once)
+        when etcd no longer knows our token."""
+        last: BaseException | None = None
+        failures = 0
+        reauthenticated = False
+        while failures < len(self.endpoints):
+            turn = self._turn
+            try:
+                result = await asyncio.wait_for(self._on(fn, turn), timeout or self.timeout)
+            except HttpStatusError as exc:
+                if exc.code == UNAUTHENTICATED and self.username and not reauthenticated:
+                    reauthenticated, self._token = True, None
+                    event(log, "etcd_reauthenticate", level=logging.WARNING, error=exc.message)
+                    continue
+                if exc.code != UNAVAILABLE and exc.status != 503:
+                    raise
+                last, failures = exc, failures + 1
+                await self.rotate(f"unavailable: {exc.message[:120]}{self._hint()}", turn)
+            except CONNECTION_ERRORS as exc:
+                last, failures = exc, failures + 1
+                if isinstance(exc, ssl.SSLError):
+                    event(log, "etcd_tls_failed", level=logging.ERROR, error=str(exc)[:300],
+                          endpoint=self.current_endpoint,
+                          hint="check etcd_tls: ca_cert, cert_cert, cert_key")  # fmt: skip
+                await self.rotate(f"{type(exc).__name__}: {str(exc)[:120]}", turn)
+            else:
+                if self._outage.since is not None:
+                    self._outage.success(endpoint=self.current_endpoint)
+                return result
+        assert last is not None
+        raise last
+
+    def _hint(self) -> str:
+        if self.tls is None or not self.tls.cert_cert:
+            return ""
+        return (
+            " (with --client-cert-auth, etcd's JSON gateway needs a server certificate that"
+            " also allows clientAuth; else set etcd_transport: grpc)"
+        )
+
+    async def _on(self, fn: Callable[[Target, object], Awaitable[T]], turn: object) -> T:
+        return await fn(await self._target(), turn)
+
+    async def _range(self, request: dict, timeout: float | None = None) -> dict:
+        async def ask(target: Target, _turn: object) -> dict:
+            return await call(target, "/v3/kv/range", request)
+
+        return await self.with_endpoint(ask, timeout)
+
+    async def list_prefix(self, prefix: bytes, timeout: float) -> Listing:
+        """The keys under ``prefix`` and the revision read at."""
+        reply = await self._range(prefix_range(prefix), timeout)
+        kvs = [key_value(kv) for kv in reply.get("kvs", ())]
+        return Listing(kvs, int(reply["header"]["revision"]))
+
+    async def fingerprint(self, prefix: bytes) -> tuple[int, int]:
+        """(key count, newest mod revision) under ``prefix`` (see ``etcd_batch.fingerprint``)."""
+        request = {**prefix_range(prefix), "limit": 1, "keys_only": True,
+                   "sort_order": "DESCEND", "sort_target": "MOD"}  # fmt: skip
+        reply = await self._range(request)
+        kvs = reply.get("kvs") or [{}]
+        return int(reply.get("count", 0)), int(kvs[0].get("mod_revision", 0))
+
+    async def watch_prefix(self, prefix: bytes, start_revision: int) -> JsonWatch:
+        """A created watch on ``prefix`` from ``start_revision``; etcd must say it created it
+        within the connection's timeout, else the next endpoint is tried."""
+
+        async def create(target: Target, turn: object) -> JsonWatch:
+            request = {"create_request": {**prefix_range(prefix), "start_revision": start_revision}}
+            exchange = await open_stream(target, "/v3/watch", request)
+            messages = exchange.messages()
+            try:
+                first = await anext(messages)
+                if "error" in first:
+                    raise streamed_error(first)
+                result = first.get("result") or {}
+                if not result.get("created") or result.get("canceled"):
+                    raise refusal(result)
+            except BaseException:
+                await exchange.close()
+                raise
+            watch = JsonWatch(exchange, messages, turn)
+            self._watches.add(watch)
+            return watch
+
+        return await self.with_endpoint(create)
+
+    async def close(self) -> None:
+        """End every watch of this connection (its watchers are stopping)."""
+        for watch in list(self._watches):
+            watch.fail(ConnectionError("watch closed"))
+        with contextlib.suppress(Exception):
+            await asyncio.sleep(0)  # their tasks close their connections
