@@ -1,4 +1,5 @@
-"""`python -m bench.rss_layers [zookeeper|etcd] [--pydantic]`: a sidecar synapse's RSS by layer.
+"""`python -m bench.rss_layers [zookeeper|etcd|etcd-grpc] [--pydantic]`: a sidecar synapse's RSS
+by layer (``etcd``: the JSON gateway a few services use; ``etcd-grpc``: gRPC, beyond 8).
 
 Where the 1-service synapse's memory goes (issue 15's ≤ 35 MB goal): one fresh
 interpreter imports, in order, what a started synapse holds, and VmRSS is read after each
@@ -10,7 +11,7 @@ the daemon. ``--pydantic`` measures the layers of a process that validates in-pr
 (``synapse -k``, or the daemon before the plain base): pydantic, its first model, the
 config modules on it. The scale benchmark's baseline row (a started synapse serving one
 server) is above the last line by ~0.2 MB with ZooKeeper (its first records, buffers) and
-~4 MB with etcd (the first gRPC channel and its threads).
+~4 MB with etcd over gRPC (the first channel and its threads).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ METRICS = {
 }
 CLIENT = {
     "zookeeper": ("kazoo", "import kazoo.client"),
-    "etcd": ("grpc + aetcd (protobufs)", "import grpc, aetcd"),
+    # A sidecar's few etcd services: etcd's JSON gateway (etcd_transport auto), no gRPC.
+    "etcd": ("h11 + the JSON gateway client", "import smartstack.etcd_json"),
+    "etcd-grpc": ("grpc + aetcd (protobufs)", "import grpc, aetcd"),
 }
 PYDANTIC = [
     ("pydantic: BaseModel, fields (pydantic_core's .so)", "import pydantic.main, pydantic.fields"),
@@ -50,7 +53,11 @@ PLAIN = [
         "from smartstack import modelbase\nmodelbase.select_plain()\nimport synapse.config",
     ),
 ]
-WATCHER = {"zookeeper": "synapse.watchers.zookeeper", "etcd": "synapse.watchers.etcd"}
+WATCHER = {
+    "zookeeper": "synapse.watchers.zookeeper",
+    "etcd": "synapse.watchers.etcd",
+    "etcd-grpc": "synapse.watchers.etcd",
+}
 
 
 def layers(kind: str, pydantic: bool = False) -> list[tuple[str, str]]:
