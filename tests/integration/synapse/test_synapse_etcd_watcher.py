@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aetcd
+import aetcd.exceptions
 import pytest
 from synapse_testlib import Collector, eventually, metrics, service_config
 
@@ -276,3 +277,41 @@ async def test_a_watch_stream_that_stops_answering_is_abandoned(etcd, client, mo
         await sink.wait_hosts(["127.0.0.1:8040", "127.0.0.1:8041"])
     finally:
         await stop_watcher(watcher)
+
+
+async def test_the_member_watched_is_killed_and_another_takes_over(
+    etcd_cluster: EtcdCluster, transport
+) -> None:
+    """A 3-member cluster: the member the watch is on dies (kill -9); the watcher moves to
+    another endpoint, keeps its list meanwhile and hears what is written after."""
+    endpoints = etcd_cluster.endpoints
+    host, port = endpoints[0].rsplit(":", 1)
+    c = aetcd.Client(host=host, port=int(port), options={"grpc.use_local_subchannel_pool": 1})
+    try:
+        await c.put(b"/syn/kill/a", record(8070, "a"))
+        watcher, sink = await start_watcher(endpoints, "/syn/kill", transport)
+        try:
+            await sink.wait_hosts(["127.0.0.1:8070"])
+            await eventually(lambda: watcher.connected, what="the watch")
+            assert watcher.conn is not None
+            victim = endpoints.index(watcher.conn.current_endpoint)
+            seen = len(sink.reports)
+            await asyncio.to_thread(etcd_cluster.kill_member, victim)
+            await c.close()
+            survivor = endpoints[(victim + 1) % len(endpoints)]
+            host, port = survivor.rsplit(":", 1)
+            c = aetcd.Client(host=host, port=int(port),
+                             options={"grpc.use_local_subchannel_pool": 1})  # fmt: skip
+            for _ in range(20):  # the killed member may have been the leader: an election
+                try:
+                    await c.put(b"/syn/kill/b", record(8071, "b"))
+                    break
+                except aetcd.exceptions.ClientError:
+                    await asyncio.sleep(0.5)
+            await sink.wait_hosts(["127.0.0.1:8070", "127.0.0.1:8071"], timeout=20)
+            assert all(r.found for r in sink.reports[seen:]), "the list was never emptied"
+            assert watcher.conn.current_endpoint != endpoints[victim]
+        finally:
+            await stop_watcher(watcher)
+    finally:
+        await c.close()
