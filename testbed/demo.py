@@ -47,6 +47,13 @@ MAX_CLIENT_SECONDS = 600  # the client stops by itself even if the demo is kille
 BIN = Path(sys.executable).parent
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
@@ -276,6 +283,12 @@ class Demo:
             interval=0.1,
         )
         detail(f"HAProxy listens on 127.0.0.1:{self.front_port} and routes to all three")
+        watcher = self.status()["services"][SERVICE]["watcher"]
+        detail(
+            f"synapse reads etcd over {watcher['transport']} (etcd_transport auto: etcd's "
+            f"JSON gateway for a few services, gRPC never loaded); synapse's RSS: "
+            f"{rss_mb(self.synapse.pid):.1f} MB"
+        )
 
     def _answers_all(self) -> bool:
         for proc in (*self.nerves.values(), self.synapse):
@@ -284,11 +297,15 @@ class Demo:
         seen = {Client(self.front_port).request().backend for _ in range(6)}
         return seen >= set(APPS)
 
-    def haproxy_reloads(self) -> int:
-        """HAProxy reloads so far, as synapse reports them on its admin /status."""
+    def status(self) -> dict:
+        """synapse's admin /status."""
         url = f"http://127.0.0.1:{self.synapse_admin_port}/status"
         with urllib.request.urlopen(url, timeout=5) as response:
-            return int(json.load(response)["haproxy"]["reloads"])
+            return json.load(response)
+
+    def haproxy_reloads(self) -> int:
+        """HAProxy reloads so far, as synapse reports them on its admin /status."""
+        return int(self.status()["haproxy"]["reloads"])
 
     def traffic(self) -> None:
         say("A client sends 25 requests per second through HAProxy; who answered:")
