@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from smartstack.registry_auth import EtcdTLS
 
 READ_SIZE = 65536
+# A watch message longer than this is refused (etcd's own limit on a request is 1.5 MB by
+# default; a reply of many events stays well below this).
+MAX_LINE = 64 * 1024 * 1024
 # Keepalive probes on a watch's socket: idle seconds, seconds between probes, probes.
 KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
 
@@ -129,20 +132,34 @@ class Exchange:
             raise ConnectionError(f"etcd sent a body that is not JSON: {data[:120]!r}") from exc
 
     async def messages(self) -> AsyncIterator[dict]:
-        """A streamed body's JSON messages, one per line."""
-        buffered = b""
+        """A streamed body's JSON messages, one per line (a line is searched for its end
+        once: a message of many chunks is not copied and scanned again per chunk)."""
+        buffered = bytearray()
         async for chunk in self.chunks():
-            *lines, buffered = (buffered + chunk).split(b"\n")
-            for line in lines:
+            start = len(buffered)
+            buffered += chunk
+            end = buffered.find(b"\n", start)
+            while end >= 0:
+                line, buffered = bytes(buffered[:end]), buffered[end + 1 :]
                 if line.strip():
-                    yield json.loads(line)
+                    yield _message(line)
+                end = buffered.find(b"\n")
+            if len(buffered) > MAX_LINE:
+                raise ConnectionError(f"etcd sent a message line over {MAX_LINE} bytes")
         if buffered.strip():
-            yield json.loads(buffered)
+            yield _message(bytes(buffered))
 
     async def close(self) -> None:
         self.writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.writer.wait_closed(), 1)
+
+
+def _message(line: bytes) -> dict:
+    try:
+        return json.loads(line)
+    except ValueError as exc:
+        raise ConnectionError(f"etcd sent a line that is not JSON: {line[:120]!r}") from exc
 
 
 class Target(NamedTuple):

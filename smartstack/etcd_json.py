@@ -41,6 +41,8 @@ log = logging.getLogger("smartstack.etcd")
 
 T = TypeVar("T")
 UNAVAILABLE, UNAUTHENTICATED = 14, 16  # gRPC status codes, as the gateway reports them
+# A JWT token (--auth-token=jwt) issued before an auth change: refused as InvalidArgument.
+STALE_TOKEN = "revision of auth store is old"
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError, TimeoutError)
 
 
@@ -136,7 +138,7 @@ def refusal(result: dict) -> Exception:
     if result.get("compact_revision"):
         return WatchCompacted(int(result["compact_revision"]))
     reason = str(result.get("cancel_reason") or "no reason")
-    if "code = Unauthenticated" in reason:
+    if "code = Unauthenticated" in reason or STALE_TOKEN in reason:
         return HttpStatusError(200, {"code": UNAUTHENTICATED, "message": reason})
     return RuntimeError(f"etcd cancelled the watch: {reason}")
 
@@ -188,7 +190,8 @@ class EtcdJsonConnection(Endpoints):
             try:
                 result = await asyncio.wait_for(self._on(fn, turn), timeout or self.timeout)
             except HttpStatusError as exc:
-                if exc.code == UNAUTHENTICATED and self.username and not reauthenticated:
+                stale = exc.code == UNAUTHENTICATED or STALE_TOKEN in exc.message
+                if stale and self.username and not reauthenticated:
                     reauthenticated, self._token = True, None
                     event(log, "etcd_reauthenticate", level=logging.WARNING, error=exc.message)
                     continue
@@ -250,7 +253,9 @@ class EtcdJsonConnection(Endpoints):
             exchange = await open_stream(target, "/v3/watch", request)
             messages = exchange.messages()
             try:
-                first = await anext(messages)
+                first = await anext(messages, None)
+                if first is None:
+                    raise ConnectionError("etcd ended the watch stream before creating it")
                 if "error" in first:
                     raise streamed_error(first)
                 result = first.get("result") or {}

@@ -250,6 +250,11 @@ class SynapseDaemon:
         """One etcd connection per endpoint list, identity and transport, shared by the
         services that name them (see ``etcd_transport``)."""
         key = etcd_key(discovery)
+        if discovery.etcd_transport == "auto":
+            # Decided once per connection: a reload or a restarted watcher joins it.
+            opened = [k for k in self._etcd if k[:-1] == key]
+            if opened:
+                return self._etcd[opened[0]]
         services = self.config.services.values()
         transport = etcd_transport(discovery, [s.discovery for s in services])
         key += (transport,)

@@ -31,6 +31,7 @@ BY_WORD: tuple[tuple[bytes, tuple[str, ...]], ...] = (
 # (synapse.discovery_config.etcd_transport), or names gRPC; the gateway's client else.
 ETCD_METHOD = re.compile(rb"""method['"]?\s*[:=]\s*['"]?etcd\b""")
 ETCD_GRPC = re.compile(rb"""etcd_transport['"]?\s*[:=]\s*['"]?grpc\b""")
+ETCD_JSON = re.compile(rb"""etcd_transport['"]?\s*[:=]\s*['"]?json\b""")
 ETCD_JSON_MAX_SERVICES = 8  # synapse.discovery_config's (not imported: it loads the models)
 ALWAYS = ("synapse.admin_routes", "smartstack.admin")  # the admin port is on by default
 MAX_READ = 32 * 1024 * 1024  # a larger file is not read twice: no guess
@@ -48,7 +49,8 @@ def guess(path: str | Path) -> list[str]:
     raw = raw.lower()
     modules = [m for word, names in BY_WORD if word in raw for m in names]
     if b"etcd" in raw:
-        many = len(ETCD_METHOD.findall(raw)) > ETCD_JSON_MAX_SERVICES or ETCD_GRPC.search(raw)
+        many = len(ETCD_METHOD.findall(raw)) > ETCD_JSON_MAX_SERVICES and not ETCD_JSON.search(raw)
+        many = many or ETCD_GRPC.search(raw)
         modules.append("smartstack.etcd" if many else "smartstack.etcd_json")
     return [*modules, *ALWAYS]
 

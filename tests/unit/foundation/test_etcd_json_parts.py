@@ -132,3 +132,19 @@ def test_a_client_certificate_keeps_grpc(tmp_path) -> None:
     server_only = etcd("/t", endpoints=["https://127.0.0.1:2379"],
                        etcd_tls={"ca_cert": str(tmp_path / "ca")})  # fmt: skip
     assert etcd_transport(server_only, [server_only]) == "json"
+
+
+async def test_a_long_message_in_many_chunks_and_a_line_that_is_not_json() -> None:
+    big = {"result": {"events": [{"kv": {"key": b64(b"k" * 100), "value": "x" * 300_000}}]}}
+    body = json.dumps(big).encode() + b"\n" + b"not json\n"
+    parts = [body[i : i + 1000] for i in range(0, len(body), 1000)]
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+    reader = asyncio.StreamReader()
+    reader.feed_data(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked)
+    reader.feed_eof()
+    exchange = Exchange(reader, _Writer())  # type: ignore[arg-type]
+    assert await exchange.post("etcd", "/v3/watch", {}, {}) == 200
+    messages = exchange.messages()
+    assert await anext(messages) == big
+    with pytest.raises(ConnectionError, match="not JSON"):
+        await anext(messages)

@@ -33,6 +33,8 @@ def test_the_words_of_the_config_name_what_its_daemon_imports(tmp_path: Path) ->
     assert guess(path) == ["synapse.watchers.etcd", "smartstack.etcd", *ALWAYS]
     path.write_text(services(1) + "# etcd_transport: grpc\n")
     assert "smartstack.etcd" in guess(path)
+    path.write_text(services(9).replace("path:", "etcd_transport: json, path:"))
+    assert guess(path) == etcd
     path.write_text('{"services": {}}')
     assert guess(path) == list(ALWAYS)
 
