@@ -248,10 +248,9 @@ class SynapseDaemon:
 
     def _etcd_connection(self, discovery: DiscoveryConfig) -> EtcdConnection | EtcdJsonConnection:
         """One etcd connection per endpoint list, identity and transport, shared by the
-        services that name them (see ``etcd_transport``)."""
+        services that name them; ``auto`` is decided once (a reload's services join it)."""
         key = etcd_key(discovery)
         if discovery.etcd_transport == "auto":
-            # Decided once per connection: a reload or a restarted watcher joins it.
             opened = [k for k in self._etcd if k[:-1] == key]
             if opened:
                 return self._etcd[opened[0]]
@@ -259,14 +258,14 @@ class SynapseDaemon:
         transport = etcd_transport(discovery, [s.discovery for s in services])
         key += (transport,)
         if key not in self._etcd:
-            user, password, tls = discovery.etcd_user, discovery.etcd_password, discovery.etcd_tls
-            endpoints = discovery.etcd_endpoint_list()
             # Imported here: gRPC and aetcd cost ~17 MB of RSS, only their users pay it.
             if transport == "json":
                 from smartstack.etcd_json import EtcdJsonConnection as Connection
             else:
                 from smartstack.etcd import EtcdConnection as Connection
-            self._etcd[key] = Connection(endpoints, user, password, tls=tls)
+            d = discovery
+            self._etcd[key] = Connection(d.etcd_endpoint_list(), d.etcd_user, d.etcd_password,
+                                         tls=d.etcd_tls)  # fmt: skip
         return self._etcd[key]
 
     async def _start_watcher(self, name: str, service: Any) -> None:
