@@ -25,21 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import machine
+from bench.stack import cpu_seconds, rss_kib
 from testbed.etcd import EtcdCluster
 
 PREFIX = b"/bench/transport/"
 
 
 def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks
+    return rss_kib(pid)["VmRSS"] / 1024
 
 
 async def _drain(watch: Any, received: list[int]) -> None:
@@ -73,14 +66,14 @@ async def measure(transport: str, watches: int, writes: int) -> dict[str, float]
         await asyncio.sleep(2)
         received[0] = 0  # the seed, replayed from revision 1
         held = _rss_mb(pid)
-        etcd_cpu, own_cpu = _cpu_s(pid), time.process_time()
+        etcd_cpu, own_cpu = cpu_seconds(pid), time.process_time()
         for i in range(writes):
             await writer.put(PREFIX + b"k%d" % (i % 10), b"x" * 200)
         deadline = time.monotonic() + 60
         while received[0] < watches * writes and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         events = max(received[0], 1)
-        etcd_cpu, own_cpu = _cpu_s(pid) - etcd_cpu, time.process_time() - own_cpu
+        etcd_cpu, own_cpu = cpu_seconds(pid) - etcd_cpu, time.process_time() - own_cpu
         for watch in opened:
             await watch.cancel()
         for task in tasks:
