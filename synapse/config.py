@@ -210,6 +210,9 @@ class ManagedHAProxy(ConfigModel):
     # false (default): HAProxy keeps serving when synapse stops, the next synapse adopts it;
     # true: synapse stops it on exit (tests, demos: nothing is left behind)
     stop_on_exit: bool = False
+    # true (default): synapse keeps a copy of HAProxy's listening sockets, so a crashed
+    # HAProxy's clients wait for the restarted one instead of being refused
+    hold_listeners: bool = True
 
 
 class HAProxyConfig(ConfigModel):

@@ -1,11 +1,12 @@
 """``make demo``: the whole system on this machine, narrated, in about a minute.
 
-An embedded etcd, three small HTTP services each with its own nerve, synapse with
-a managed HAProxy, and a client printing which backend answered. Then one
-service crashes, traffic moves away, the service comes back and traffic returns.
-Then the zone act (testbed/demo_zones.py): a service in three availability zones, the
-local zone is lost, traffic spreads evenly over the other two, and comes back; clients
-carrying the zone cookie stay in their zone.
+An embedded etcd, three small HTTP services each with its own nerve, synapse with a managed
+HAProxy, and a client printing which backend answered. Then one service crashes, traffic
+moves away, the service comes back and traffic returns; HAProxy itself is killed and its
+clients wait for the new one instead of failing (testbed/demo_crash.py). Then the zone act
+(testbed/demo_zones.py): a service in three availability zones, the local zone is lost,
+traffic spreads evenly over the other two, and comes back; clients carrying the zone
+cookie stay in their zone.
 Everything runs on 127.0.0.1 and is stopped at the end (``--keep`` keeps it up).
 """
 
@@ -25,17 +26,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testbed.demo_crash import haproxy_crash
 from testbed.demo_zones import ZoneAct
 from testbed.etcd import EtcdCluster
 from testbed.haproxy import parse_servers_state, runtime_command
 from testbed.httpbackend import HttpBackend
-from testbed.process import (
-    ManagedProcess,
-    free_port,
-    make_temp_dir,
-    remove_temp_dir,
-    wait_until,
-)
+from testbed.process import ManagedProcess, free_port, make_temp_dir, remove_temp_dir, wait_until
 
 SERVICE = "hello"
 APPS = ("app-1", "app-2", "app-3")
@@ -429,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         demo.traffic()
         moved = demo.failover()
         returned = demo.recovery()
+        haproxy_crash(demo.status, demo.client, say, detail)
         demo.summary(moved, returned)
         demo.zone_act()
         if args.keep:

@@ -17,7 +17,9 @@ the running master (found through the master socket) instead of starting a secon
 
 A master's death is seen at once: a pidfd (``os.pidfd_open``) becomes readable when it
 exits, whether it is our child or an adopted one. ``Supervisor`` restarts it: the first
-crash at once, repeated ones backing off; the restart itself is the controller's.
+crash at once, repeated ones backing off; the restart itself is the controller's. Meanwhile
+synapse holds HAProxy's listening sockets (``synapse.haproxy.listeners``): connections wait
+in their backlogs for the new HAProxy, which takes the same sockets, instead of being refused.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from smartstack.tasks import cancel_and_wait
 from synapse.config import ManagedHAProxy as ManagedConfig
 from synapse.haproxy import ports
 from synapse.haproxy.answers import ProcInfo
+from synapse.haproxy.listeners import Handover, ListenerKeeper
 from synapse.haproxy.output import OutputRelay
 from synapse.haproxy.runtime import MasterClient, RuntimeClient
 from synapse.haproxy.settings import Settings
@@ -58,6 +61,14 @@ class ManagedHAProxy:
         if settings.master_socket is None or settings.config_path is None:
             raise ValueError("managed mode needs a config file path and a master socket")
         self.settings = settings
+        master = settings.master_socket
+        self.listeners = (  # (None: managed.hold_listeners is false, or no admin socket)
+            ListenerKeeper(
+                master.with_name(master.name + ".listeners"), settings.runtime_sockets[0]
+            )
+            if settings.hold_listeners and settings.runtime_sockets
+            else None
+        )
         self.master = MasterClient(str(settings.master_socket))
         self.runtime = (
             RuntimeClient(settings.runtime_sockets[0]) if settings.runtime_sockets else None
@@ -90,6 +101,7 @@ class ManagedHAProxy:
             return False
         self.master_pid, self.worker_pid = proc.master_pid, proc.workers[0]
         event(log, "haproxy_adopted", master_pid=self.master_pid, worker_pid=self.worker_pid)
+        await self.hold_listeners()
         return True
 
     async def start(self) -> None:
@@ -101,6 +113,9 @@ class ManagedHAProxy:
         ]  # fmt: skip
         if self.settings.pid_file is not None:
             args += ["-p", str(self.settings.pid_file)]
+        handover = self.listeners.handover() if self.listeners is not None else None
+        if handover is not None:  # the last HAProxy died: the new one takes its sockets
+            args += ["-x", str(handover.path)]
         self._output.clear()
         try:
             # Popen, not asyncio's subprocess: its transport kills a running child when it
@@ -113,22 +128,30 @@ class ManagedHAProxy:
                 start_new_session=True,
             )
         except OSError as err:
+            await _close(handover)
+            self.drop_listeners()
             raise HAProxyProcessError(f"cannot run {args[0]}: {err}") from err
         self.master_pid = self._proc.pid
         self._relay = asyncio.create_task(self._relay_output(self._proc))
         try:
             await self._wait_for_worker(set(), self.start_timeout, baseline=None)
         except HAProxyProcessError:
+            await _close(handover)
             await self.stop()
             raise
-        event(log, "haproxy_started", master_pid=self.master_pid, worker_pid=self.worker_pid)
+        await _close(handover)
+        event(log, "haproxy_started", master_pid=self.master_pid, worker_pid=self.worker_pid,
+              listeners_handed_over=handover is not None)  # fmt: skip
+        await self.hold_listeners()
 
     async def reload(self) -> int:
         """Reload through the master CLI; the new worker's pid once it serves."""
         await self._refuse_taken_ports()
         before = await self.master.show_proc()
         await self.master.reload()  # 2.6 answers nothing
-        return await self._wait_for_worker(set(before.workers), self.reload_timeout, before)
+        worker = await self._wait_for_worker(set(before.workers), self.reload_timeout, before)
+        await self.hold_listeners()  # a port the new config dropped is let go
+        return worker
 
     async def wait_exit(self) -> int | None:
         """Return as soon as the master exits (its exit status when it is our child)."""
@@ -136,6 +159,14 @@ class ManagedHAProxy:
         if pid is not None:
             await wait_pid_exit(pid)
         return self._proc.wait() if self._proc is not None else None
+
+    async def hold_listeners(self) -> None:
+        if self.listeners is not None:
+            await self.listeners.hold()
+
+    def drop_listeners(self) -> None:
+        if self.listeners is not None:
+            self.listeners.drop()
 
     async def release_or_stop(self, config: ManagedConfig | None) -> None:
         """synapse exits: stop HAProxy with it only when ``managed.stop_on_exit`` says so."""
@@ -150,6 +181,7 @@ class ManagedHAProxy:
         if pid is None:
             return
         await self._close_relay(drain=False)
+        self.drop_listeners()  # (HAProxy keeps its own; the next synapse takes copies)
         self._proc = None  # no longer ours to wait for
         self.master_pid = self.worker_pid = None
         event(log, "haproxy_left_running", master_pid=pid,
@@ -178,6 +210,7 @@ class ManagedHAProxy:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         await self._close_relay()
+        self.drop_listeners()
         self.master_pid = self.worker_pid = None
         self._stopping = False
         event(log, "haproxy_stopped", master_pid=pid)
@@ -191,8 +224,9 @@ class ManagedHAProxy:
             return  # HAProxy itself reports a config file it cannot read
         master = self.master_pid if self.alive else None
         path = str(self.settings.config_path)
+        held = self.listeners.inodes() if self.listeners is not None else set()
         clashes = await asyncio.to_thread(
-            lambda: ports.foreign_listeners(text, ports.family(master), path)
+            lambda: ports.foreign_listeners(text, ports.family(master), path, held)
         )
         if clashes:
             raise HAProxyProcessError(
@@ -311,6 +345,8 @@ class Supervisor:
             failures = 1 if self._clock() - began > STABLE_RUN else failures + 1
             delay = restart_delay(failures, self._interval())
             self.first_crash = not delay
+            if delay:  # not back at once: clients are refused rather than kept waiting
+                self.haproxy.drop_listeners()
             event(_controller_log, "haproxy_exited", level=logging.ERROR, status=status,
                   restart_in_s=round(delay, 1), output=self.haproxy.output_tail(5))  # fmt: skip
             if delay:
@@ -319,6 +355,11 @@ class Supervisor:
                 await self._restart()
             finally:
                 self.first_crash = False
+
+
+async def _close(handover: Handover | None) -> None:
+    if handover is not None:
+        await handover.close()
 
 
 def restart_delay(failures: int, interval: float) -> float:

@@ -14,7 +14,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,11 +234,15 @@ def runs_config(pid: int, config_path: str) -> bool:
 
 
 def foreign_listeners(
-    config_text: str, own_pids: Iterable[int] = (), config_path: str | None = None
+    config_text: str,
+    own_pids: Iterable[int] = (),
+    config_path: str | None = None,
+    own_inodes: Collection[str] = (),
 ) -> list[Clash]:
     """The ``bind`` addresses of ``config_text`` another process listens on already.
 
-    Ours (never a clash): ``own_pids`` and processes running ``config_path``.
+    Ours (never a clash): ``own_pids``, processes running ``config_path``, and the sockets
+    ``own_inodes`` (HAProxy's own, held by synapse for it: synapse.haproxy.listeners).
     """
     wanted = bind_addresses(config_text)
     if not wanted:
@@ -247,7 +251,8 @@ def foreign_listeners(
     for bip, bport, inode in listeners():
         by_port.setdefault(bport, []).append((bip, inode))
     hits = [(w, ip, port, inode) for (w, ip, port) in wanted
-            for (bip, inode) in by_port.get(port, ()) if _overlaps(ip, bip)]  # fmt: skip
+            for (bip, inode) in by_port.get(port, ())
+            if _overlaps(ip, bip) and inode not in own_inodes]  # fmt: skip
     if not hits:
         return []
     own = set(own_pids)

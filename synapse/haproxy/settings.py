@@ -58,6 +58,7 @@ class Settings:
     check_command: str | None  # Airbnb check_command (shell), else `haproxy -c`
     extra_global: tuple[str, ...] = field(default=())  # lines synapse adds to `global`
     extra_defaults: tuple[str, ...] = field(default=())  # lines synapse adds to `defaults`
+    hold_listeners: bool = True  # managed: synapse keeps copies (synapse.haproxy.listeners)
 
     @property
     def can_validate(self) -> bool:
@@ -116,11 +117,13 @@ def settings_for(config: HAProxyConfig) -> Settings:
         check_command=check_command,
         extra_global=tuple(extra_global),
         extra_defaults=tuple(extra_defaults),
+        hold_listeners=config.managed is None or config.managed.hold_listeners,
     )
 
 
 # Where HAProxy lives: these cannot change while synapse runs (a SIGHUP refuses them).
-FIXED = ("config_path", "runtime_sockets", "managed", "master_socket", "binary", "pid_file")
+FIXED = ("config_path", "runtime_sockets", "managed", "master_socket", "binary", "pid_file",
+         "hold_listeners")  # fmt: skip
 
 
 def restart_needed(old: Settings, new: Settings) -> list[str]:

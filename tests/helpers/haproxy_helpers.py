@@ -66,9 +66,12 @@ def managed_config(directory: Path, **overrides: Any) -> HAProxyConfig:
         config_file_path=str(directory / "haproxy.cfg"),
         # no stats page: its fixed default port would be shared by tests running at once;
         # nothing outlives a test
-        managed={"stats": {"enabled": False}, "stop_on_exit": True},
         reload_command=None,
-        **{"global": ["maxconn 256", "hard-stop-after 5s"], **overrides},
+        **{
+            "global": ["maxconn 256", "hard-stop-after 5s"],
+            "managed": {"stats": {"enabled": False}, "stop_on_exit": True},
+            **overrides,
+        },  # fmt: skip
     )
 
 

@@ -1,0 +1,135 @@
+"""synapse holds its HAProxy's listening sockets (synapse.haproxy.listeners), real HAProxy 2.6:
+a connection made while HAProxy is dead waits for the restarted one instead of being refused."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+
+import pytest
+from haproxy_helpers import eventually, serves, web
+
+from smartstack.logs import _FIELDS
+from testbed.process import free_port
+
+
+def _wait_gone(pid: int, timeout: float = 5.0) -> None:
+    """Block (the test's loop too: synapse cannot restart HAProxy meanwhile) until ``pid``
+    has exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split(") ", 1)[1].startswith("Z"):
+                    return  # a zombie holds no sockets
+        except FileNotFoundError:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"HAProxy {pid} did not exit")
+
+
+def _get(sock: socket.socket) -> bytes:
+    sock.settimeout(10)
+    sock.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+    answer = b""
+    while chunk := sock.recv(4096):
+        answer += chunk
+    sock.close()
+    return answer
+
+
+async def test_a_connection_made_while_haproxy_is_dead_is_served_by_the_next(
+    managed_factory, http_backend_factory
+):
+    b1 = http_backend_factory("b1")
+    port = free_port()
+    controller = managed_factory(restart_interval=0.1)
+    await controller.apply([web(port, [b1])], "t")
+    await serves(port, {"b1"})
+    assert controller._managed.listeners.addresses == [("127.0.0.1", port)]
+    pids = controller.status()["haproxy_pids"]
+    os.killpg(pids["master"], signal.SIGKILL)
+    _wait_gone(pids["master"])
+    _wait_gone(pids["worker"])
+    # HAProxy is gone and synapse has not run since: the kernel completes the connection
+    # into the socket synapse holds.
+    sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+    answer = await asyncio.to_thread(_get, sock)
+    assert answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n")[0]
+    assert b"b1" in answer
+
+    async def restarted() -> bool:
+        return controller.info.starts == 2
+
+    await eventually(restarted, "the restart to be complete")
+    assert controller._managed.listeners.addresses == [("127.0.0.1", port)]
+
+
+async def test_without_hold_listeners_the_same_connection_is_refused(
+    managed_factory, http_backend_factory
+):
+    """The control for the test above: the difference is synapse's copy."""
+    b1 = http_backend_factory("b1")
+    port = free_port()
+    controller = managed_factory(
+        restart_interval=0.1,
+        managed={"stats": {"enabled": False}, "stop_on_exit": True, "hold_listeners": False},
+    )
+    await controller.apply([web(port, [b1])], "t")
+    await serves(port, {"b1"})
+    assert controller._managed.listeners is None
+    pids = controller.status()["haproxy_pids"]
+    os.killpg(pids["master"], signal.SIGKILL)
+    _wait_gone(pids["master"])
+    _wait_gone(pids["worker"])
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+    await serves(port, {"b1"})  # (restarted)
+
+
+async def test_a_port_the_new_config_drops_is_refused_not_held(
+    managed_factory, http_backend_factory
+):
+    b1 = http_backend_factory("b1")
+    kept, dropped = free_port(), free_port()
+    controller = managed_factory()
+    other = web(dropped, [b1])
+    other = type(other)("other", other.config, other.servers)
+    await controller.apply([web(kept, [b1]), other], "t")
+    await serves(dropped, {"b1"})
+    held = controller._managed.listeners
+    assert held.addresses == sorted([("127.0.0.1", kept), ("127.0.0.1", dropped)])
+    await controller.apply([web(kept, [b1])], "t")  # a reload: "other" is gone
+
+    async def refused() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", dropped), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    await eventually(refused, f"port {dropped} to refuse connections")
+    assert held.addresses == [("127.0.0.1", kept)]
+    await serves(kept, {"b1"})
+
+
+async def test_an_admin_socket_without_expose_fd_holds_nothing_and_says_so(
+    managed_factory, http_backend_factory, sockdir, caplog
+):
+    b1 = http_backend_factory("b1")
+    port = free_port()
+    admin = sockdir / "plain-admin.sock"
+    controller = managed_factory(
+        **{"global": ["maxconn 256", f"stats socket {admin} mode 600 level admin"]}
+    )
+    await controller.apply([web(port, [b1])], "t")
+    await serves(port, {"b1"})
+    assert controller._managed.listeners.held == []
+    warned = [r for r in caplog.records if r.getMessage() == "haproxy_listeners_not_held"]
+    assert [r.levelno for r in warned] == [logging.WARNING]
+    fields = getattr(warned[0], _FIELDS)
+    assert "expose-fd listeners" in fields["hint"] and "_getsocks" in fields["error"]
