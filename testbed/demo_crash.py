@@ -33,8 +33,8 @@ def haproxy_crash(
 
     wait_until(restarted, timeout=20, what="synapse to start HAProxy again", interval=0.01)
     back = time.monotonic() - crashed
-    wait_until(
-        lambda: any(s.backend for s in client.since(crashed + back)),
+    wait_until(  # (a dozen requests: ~0.5 s of the client's traffic)
+        lambda: sum(1 for s in client.since(crashed + back) if s.backend) >= 12,
         timeout=20,
         what="traffic through the new HAProxy",
         interval=0.02,
