@@ -64,14 +64,14 @@ def managed_config(directory: Path, **overrides: Any) -> HAProxyConfig:
     overrides.setdefault("restart_interval", 0.5)
     return haproxy_config(
         config_file_path=str(directory / "haproxy.cfg"),
-        # no stats page: its fixed default port would be shared by tests running at once;
-        # nothing outlives a test
         reload_command=None,
         **{
             "global": ["maxconn 256", "hard-stop-after 5s"],
+            # no stats page: its fixed default port would be shared by tests running at once;
+            # nothing outlives a test
             "managed": {"stats": {"enabled": False}, "stop_on_exit": True},
             **overrides,
-        },  # fmt: skip
+        },
     )
 
 
