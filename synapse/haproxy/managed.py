@@ -39,7 +39,7 @@ from smartstack.tasks import cancel_and_wait
 from synapse.config import ManagedHAProxy as ManagedConfig
 from synapse.haproxy import ports
 from synapse.haproxy.answers import ProcInfo
-from synapse.haproxy.listeners import Handover, ListenerKeeper
+from synapse.haproxy.listeners import ListenerKeeper
 from synapse.haproxy.output import OutputRelay
 from synapse.haproxy.runtime import MasterClient, RuntimeClient
 from synapse.haproxy.settings import Settings
@@ -116,6 +116,16 @@ class ManagedHAProxy:
         handover = self.listeners.handover() if self.listeners is not None else None
         if handover is not None:  # the last HAProxy died: the new one takes its sockets
             args += ["-x", str(handover.path)]
+        try:
+            await self._run(args)
+        finally:
+            if handover is not None:
+                await handover.close()
+        event(log, "haproxy_started", master_pid=self.master_pid, worker_pid=self.worker_pid,
+              listeners_handed_over=handover is not None)  # fmt: skip
+        await self.hold_listeners()
+
+    async def _run(self, args: list[str]) -> None:
         self._output.clear()
         try:
             # Popen, not asyncio's subprocess: its transport kills a running child when it
@@ -128,7 +138,6 @@ class ManagedHAProxy:
                 start_new_session=True,
             )
         except OSError as err:
-            await _close(handover)
             self.drop_listeners()
             raise HAProxyProcessError(f"cannot run {args[0]}: {err}") from err
         self.master_pid = self._proc.pid
@@ -136,22 +145,21 @@ class ManagedHAProxy:
         try:
             await self._wait_for_worker(set(), self.start_timeout, baseline=None)
         except HAProxyProcessError:
-            await _close(handover)
             await self.stop()
             raise
-        await _close(handover)
-        event(log, "haproxy_started", master_pid=self.master_pid, worker_pid=self.worker_pid,
-              listeners_handed_over=handover is not None)  # fmt: skip
-        await self.hold_listeners()
 
     async def reload(self) -> int:
         """Reload through the master CLI; the new worker's pid once it serves."""
         await self._refuse_taken_ports()
         before = await self.master.show_proc()
-        await self.master.reload()  # 2.6 answers nothing
-        worker = await self._wait_for_worker(set(before.workers), self.reload_timeout, before)
-        await self.hold_listeners()  # a port the new config dropped is let go
-        return worker
+        try:
+            await self.master.reload()  # 2.6 answers nothing
+            return await self._wait_for_worker(set(before.workers), self.reload_timeout, before)
+        finally:
+            # Even when the reload is not confirmed, HAProxy may run the new config: a port
+            # it dropped must be let go (a failed fetch drops every copy).
+            if self.alive:
+                await self.hold_listeners()
 
     async def wait_exit(self) -> int | None:
         """Return as soon as the master exits (its exit status when it is our child)."""
@@ -353,13 +361,11 @@ class Supervisor:
                 await asyncio.sleep(delay)
             try:
                 await self._restart()
+            except BaseException:
+                self.haproxy.drop_listeners()  # nobody is coming to accept what waits
+                raise
             finally:
                 self.first_crash = False
-
-
-async def _close(handover: Handover | None) -> None:
-    if handover is not None:
-        await handover.close()
 
 
 def restart_delay(failures: int, interval: float) -> float:

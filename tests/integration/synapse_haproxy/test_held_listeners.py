@@ -123,9 +123,8 @@ async def test_an_admin_socket_without_expose_fd_holds_nothing_and_says_so(
     b1 = http_backend_factory("b1")
     port = free_port()
     admin = sockdir / "plain-admin.sock"
-    controller = managed_factory(
-        **{"global": ["maxconn 256", f"stats socket {admin} mode 600 level admin"]}
-    )
+    admin_line = f"stats socket {admin} mode 600 level admin"
+    controller = managed_factory(**{"global": ["maxconn 256", "hard-stop-after 5s", admin_line]})
     await controller.apply([web(port, [b1])], "t")
     await serves(port, {"b1"})
     assert controller._managed.listeners.held == []
@@ -133,3 +132,21 @@ async def test_an_admin_socket_without_expose_fd_holds_nothing_and_says_so(
     assert [r.levelno for r in warned] == [logging.WARNING]
     fields = getattr(warned[0], _FIELDS)
     assert "expose-fd listeners" in fields["hint"] and "_getsocks" in fields["error"]
+
+
+async def test_a_restarted_synapse_takes_copies_from_the_haproxy_it_adopts(
+    managed_factory, http_backend_factory
+):
+    b1 = http_backend_factory("b1")
+    port = free_port()
+    first = managed_factory(managed={"stats": {"enabled": False}, "stop_on_exit": False})
+    await first.apply([web(port, [b1])], "t")
+    await serves(port, {"b1"})
+    master = first.status()["haproxy_pids"]["master"]
+    await first.stop()  # left running: its copies are closed, HAProxy keeps its own
+    assert first._managed.listeners.held == []
+    second = managed_factory()  # (stop_on_exit: this one stops it at the end)
+    await second.apply([web(port, [b1])], "t")
+    assert second.status()["haproxy_pids"]["master"] == master  # adopted, not restarted
+    assert second._managed.listeners.addresses == [("127.0.0.1", port)]
+    await serves(port, {"b1"})

@@ -1,4 +1,4 @@
-"""The ``_getsocks`` transfer of synapse.haproxy.listeners, both sides, over a socketpair."""
+"""The ``_getsocks`` transfer of synapse.haproxy.getsocks, both sides, over a socketpair."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from synapse.haproxy.listeners import (
+from synapse.haproxy.getsocks import (
     COUNT,
     MAX_SEND_FD,
     Held,
