@@ -214,7 +214,7 @@ class Demo:
                     "bind_address": "127.0.0.1",
                     "restart_interval": 1,
                     "global": [
-                        f"stats socket {run}/admin.sock mode 600 level admin",
+                        f"stats socket {run}/admin.sock mode 600 level admin expose-fd listeners",
                         "maxconn 256",
                     ],
                     "defaults": [

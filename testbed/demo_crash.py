@@ -22,6 +22,7 @@ def haproxy_crash(
 ) -> int:
     """Kill the managed HAProxy, wait for the new one to serve; the requests that failed."""
     say("HAProxy crashes (kill -9 of its master and its worker)")
+    held = status()["haproxy"].get("held_listeners") or []
     pids = status()["haproxy"]["haproxy_pids"]
     crashed = time.monotonic()
     for pid in (pids["master"], pids["worker"]):
@@ -41,9 +42,13 @@ def haproxy_crash(
     )
     failed = sum(1 for s in client.since(crashed) if s.backend is None)
     served = sum(1 for s in client.since(crashed) if s.backend is not None)
-    detail(
-        f"synapse started HAProxy again {back * 1000:.0f} ms after the crash; the new one took "
-        "over the listening sockets synapse held meanwhile (managed.hold_listeners)"
-    )
+    detail(f"synapse started HAProxy again {back * 1000:.0f} ms after the crash")
+    if held:
+        detail(
+            f"meanwhile synapse held HAProxy's listening sockets ({', '.join(held)}): "
+            "connections waited in them, and the new HAProxy took them over"
+        )
+    else:
+        detail("synapse held no listening sockets (see haproxy_listeners_not_held in its log)")
     detail(f"requests since the crash: {served} served, {failed} failed")
     return failed

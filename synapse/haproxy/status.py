@@ -50,13 +50,15 @@ class HAProxyStatus:
     backends: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     unread_backends: list[str] = field(default_factory=list)
     haproxy_pids: dict[str, int | None] | None = None
+    held_listeners: list[str] | None = None  # managed, hold_listeners: what synapse holds
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["last_ops"] = list(self.last_ops)
         out["render_warnings"] = list(self.render_warnings)
-        if self.haproxy_pids is None:
-            del out["haproxy_pids"]
+        for key in ("haproxy_pids", "held_listeners"):
+            if out[key] is None:
+                del out[key]
         return out
 
     def snapshot(
@@ -81,6 +83,8 @@ class HAProxyStatus:
         self.backends, self.unread_backends = running_backends(reader)
         if managed is not None:
             self.haproxy_pids = {"master": managed.master_pid, "worker": managed.worker_pid}
+            if managed.listeners is not None:
+                self.held_listeners = [f"{h}:{p}" for h, p in managed.listeners.addresses]
         return self.to_json()
 
     # --- what the controller records ------------------------------------------------------

@@ -77,4 +77,5 @@ def test_demo_runs_to_completion_and_cleans_up() -> None:
     # The HAProxy crash act: the new HAProxy took the sockets synapse held over (a request in
     # flight in the killed worker could still fail: the count is printed, not asserted).
     assert re.search(r"synapse started HAProxy again \d+ ms after the crash", out), out
+    assert re.search(r"meanwhile synapse held HAProxy's listening sockets \(127\.0\.0\.1:\d+", out)
     assert re.search(r"requests since the crash: [1-9]\d* served", out), out

@@ -149,4 +149,5 @@ async def test_a_restarted_synapse_takes_copies_from_the_haproxy_it_adopts(
     await second.apply([web(port, [b1])], "t")
     assert second.status()["haproxy_pids"]["master"] == master  # adopted, not restarted
     assert second._managed.listeners.addresses == [("127.0.0.1", port)]
+    assert second.status()["held_listeners"] == [f"127.0.0.1:{port}"]  # (/status)
     await serves(port, {"b1"})
