@@ -151,3 +151,31 @@ async def test_a_restarted_synapse_takes_copies_from_the_haproxy_it_adopts(
     assert second._managed.listeners.addresses == [("127.0.0.1", port)]
     assert second.status()["held_listeners"] == [f"127.0.0.1:{port}"]  # (/status)
     await serves(port, {"b1"})
+
+
+async def test_more_listeners_than_one_batch_are_handed_to_the_restarted_haproxy(
+    managed_factory, http_backend_factory
+):
+    """300 frontends: two batches of _getsocks both ways; the new HAProxy runs on the very
+    sockets synapse held (same inodes), not on new ones."""
+    b1 = http_backend_factory("b1")
+    ports = [free_port() for _ in range(300)]
+    services = []
+    for i, port in enumerate(ports):
+        one = web(port, [b1])
+        services.append(type(one)(f"svc{i}", one.config, one.servers))
+    controller = managed_factory(restart_interval=0.1)
+    await controller.apply(services, "t")
+    held = controller._managed.listeners
+    assert len(held.held) == 300
+    before = held.inodes()
+    pids = controller.status()["haproxy_pids"]
+    os.killpg(pids["master"], signal.SIGKILL)
+
+    async def restarted() -> bool:
+        return controller.info.starts == 2 and len(held.held) == 300
+
+    await eventually(restarted, "the restart to be complete")
+    assert held.inodes() == before
+    for port in (ports[0], ports[252], ports[253], ports[-1]):
+        await serves(port, {"b1"})
