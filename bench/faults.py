@@ -12,7 +12,7 @@ nothing else in the backend) and the HAProxy reloads it caused.
 
 The figures go to bench/results/faults/faults.json (a subdirectory, so BENCHMARKS.md's
 generator does not pick them up) and to RELIABILITY.md, written with bench.markdown.
-``--quick`` shortens every scenario (all ZooKeeper members down 10 s instead of 60 s,
+``--quick`` shortens every scenario (all ZooKeeper or etcd members down 10 s instead of 60 s,
 1,000 hostile records instead of 10,000); the file says which mode wrote it.
 """
 

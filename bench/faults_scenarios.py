@@ -27,7 +27,7 @@ from bench.faults import (
     send,
     timed,
 )
-from bench.stack import Workspace, wait_for
+from bench.stack import Workspace, command, wait_for
 from testbed.process import wait_processes_gone
 from testbed.zookeeper import ZK_MAIN_QUORUM
 
@@ -161,6 +161,29 @@ def etcd_leader_kill(stack: FaultStack, quick: bool) -> Figures:
     return figures
 
 
+def etcd_all_down(stack: FaultStack, quick: bool) -> Figures:
+    down_s = 10 if quick else 60
+    figures = Figures(
+        f"all etcd members down {down_s} s", recover_what="registrations back after restart"
+    )
+    etcd = stack.etcd
+    with stack.window(figures):
+        for i in range(etcd.size):
+            etcd.kill_member(i)
+        time.sleep(down_s)
+        began = time.perf_counter()
+        for member in etcd.members:  # together: one member alone has no quorum to wait for
+            member.start(etcd)
+        etcd.wait_healthy(timeout=60)
+        wait_for(lambda: stack.registered() == 2, 60, "nerve's registrations back", interval=0.01)
+        figures.recover_s = time.perf_counter() - began
+    figures.notes.append(
+        f"nerve etcd_lease_ttl {ETCD_LEASE_S} s, far shorter than the outage; recovery counts "
+        "from the restart of the members"
+    )
+    return figures
+
+
 def etcd_lease_expiry(stack: FaultStack, quick: bool) -> Figures:
     figures = Figures("etcd lease expiry (nerve SIGSTOP)", recover_what="re-registered")
     nerve = stack.nerves[0]
@@ -230,6 +253,40 @@ def synapse_restart(sig: signal.Signals) -> Scenario:
     return scenario
 
 
+def synapse_broken_config_restart(stack: FaultStack, quick: bool) -> Figures:
+    """A deploy pushes a config with a typo and restarts synapse: the new synapse refuses it
+    and exits; HAProxy, left running, goes on serving until the good config is back."""
+    figures = Figures(
+        "synapse restarted onto a config with a typo",
+        recover_what="good config back to synapse serving",
+    )
+    syn = stack.synapse
+    config = json.loads(syn.config_path.read_text())
+    web = config["services"][SERVICE]
+    typo = _with(config, web | {"discovery": web["discovery"] | {"method": "zookeper"}})
+    with stack.window(figures):
+        assert syn.proc is not None
+        send(syn.pid, signal.SIGTERM)
+        syn.proc.wait(30)
+        syn.config_path.write_text(json.dumps(typo, indent=1))
+        args = [*command("synapse"), "-c", str(syn.config_path), "--log-level", stack.log_level]
+        refused = stack.ws.process(args, f"{syn.name}-typo", workdir=syn.dir)
+        code = refused.wait(30)
+        said = refused.log_tail(5)
+        refused.stop()
+        time.sleep(2.0)  # HAProxy alone, its last state, nobody watching the registry
+        began = time.perf_counter()
+        syn.start()  # writes the good config again
+        wait_for(lambda: stack.serving() == stack.want, 60, "synapse serving both")
+        wait_for(syn.metrics, 30, "the new synapse's admin endpoint")
+        figures.recover_s = time.perf_counter() - began
+    if code == 0 or "zookeper" not in said:
+        raise RuntimeError(f"synapse did not refuse the typo (exit {code}):\n{said}")
+    first = next((line for line in said.splitlines() if "zookeper" in line), "")
+    figures.notes.append(f"the typo refused, exit {code}: {first.strip()[:240]}")
+    return figures
+
+
 def malformed_configs(stack: FaultStack, quick: bool) -> Figures:
     figures = Figures("malformed configs on SIGHUP")
     syn = stack.synapse
@@ -285,9 +342,11 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "haproxy-kill": ("zookeeper", haproxy_kill),
     "synapse-kill9-restart": ("zookeeper", synapse_restart(signal.SIGKILL)),
     "synapse-sigterm-restart": ("zookeeper", synapse_restart(signal.SIGTERM)),
+    "synapse-broken-config-restart": ("zookeeper", synapse_broken_config_restart),
     "zk-all-down": ("zookeeper", zk_all_down),
     "etcd-leader-kill": ("etcd", etcd_leader_kill),
     "etcd-lease-expiry": ("etcd", etcd_lease_expiry),
+    "etcd-all-down": ("etcd", etcd_all_down),
 }
 
 

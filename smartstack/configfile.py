@@ -166,7 +166,18 @@ def _expectation(error: dict[str, Any]) -> str:
         message = message[len("Value error, ") :]
     if kind == "value_error" or isinstance(given, dict | list):
         return message  # our validators name the expectation; the input is a whole block
-    return f"{message} (got {given!r})"
+    return f"{message} (got {given!r}){_likely_meant(error, given)}"
+
+
+def _likely_meant(error: dict[str, Any], given: Any) -> str:
+    """ ", did you mean 'zookeeper'?" for a mistyped choice ('zookeper'), else ""."""
+    expected = (error.get("ctx") or {}).get("expected")
+    if error["type"] not in ("literal_error", "enum") or not isinstance(given, str):
+        return ""
+    if not isinstance(expected, str):
+        return ""
+    meant = config_check.suggest(given, re.findall(r"'([^']*)'", expected))
+    return f", did you mean {' or '.join(repr(m) for m in meant)}?" if meant else ""
 
 
 def validate(

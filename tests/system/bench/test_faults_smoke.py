@@ -37,6 +37,8 @@ PERFECT = (
     "etcd leader kill -9",
     "1,000 hostile registry records",
     "malformed configs on SIGHUP",
+    "synapse restarted onto a config with a typo",
+    "all etcd members down 10 s",
 )
 
 
@@ -74,7 +76,8 @@ def test_fault_suite_runs_quick_and_writes_its_report(tmp_path: Path) -> None:
         assert figures["registrations"] == "2/2", figures  # nothing extra in HAProxy
     for name in PERFECT:
         assert scenarios[name]["failed"] == 0, scenarios[name]
-    for name in ("synapse SIGTERM + restart", "synapse kill -9 + restart"):
+    restarts = ("synapse SIGTERM + restart", "synapse kill -9 + restart")
+    for name in (*restarts, "synapse restarted onto a config with a typo"):
         assert scenarios[name]["reloads"] == 0, scenarios[name]  # adopted as it ran
     crash = scenarios["HAProxy kill -9"]
     bound = HAPROXY_RECOVER_S + 2 * haproxy_check_seconds(tmp_path)

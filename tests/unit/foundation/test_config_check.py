@@ -201,3 +201,15 @@ def test_the_walk_skips_only_fields_that_cannot_hold_a_model_a_dict_or_a_list() 
     nesting = [dict[str, int], list[str], str | list[str], typing.Any, BaseModel | None,
                BaseModel, tuple[int, ...], "Forward", typing.Annotated[dict, "x"]]  # fmt: skip
     assert all(_may_nest(t) for t in nesting)
+
+
+@pytest.mark.parametrize(
+    ("method", "meant"),
+    [("zookeper", ", did you mean 'zookeeper'?"), ("ETCD", ", did you mean 'etcd'?"), ("s3", "")],
+)
+def test_a_mistyped_choice_names_the_likely_one(tmp_path: Path, method: str, meant: str) -> None:
+    services = {"web": {"discovery": {"method": method}}}
+    path = write(tmp_path, "s.json", {"haproxy": SYNAPSE_HAPROXY, "services": services})
+    [line] = errors_of(load_synapse_config, path)
+    assert line.startswith(f"{path}: services.web.discovery.method: Input should be 'base', ")
+    assert line.endswith(f"(got '{method}'){meant}")
