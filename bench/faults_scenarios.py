@@ -37,6 +37,29 @@ Scenario = Callable[[FaultStack, bool], Figures]
 # --------------------------------------------------------------------------- ZooKeeper
 
 
+def all_members_down(stack: FaultStack) -> None:
+    """kill -9 every member of the stack's registry (ZooKeeper or etcd)."""
+    registry = stack.zk if stack.kind == "zookeeper" else stack.etcd
+    for i in range(registry.size):
+        registry.kill_member(i)
+
+
+def all_members_back(stack: FaultStack) -> float:
+    """Start every member again, together (one alone has no quorum to wait for); seconds
+    until the registry has a quorum and both of nerve's registrations are in it."""
+    began = time.perf_counter()
+    if stack.kind == "zookeeper":
+        for member in stack.zk.members:
+            member.start(ZK_MAIN_QUORUM)
+        stack.zk.wait_for_quorum(60)
+    else:
+        for member in stack.etcd.members:
+            member.start(stack.etcd)
+        stack.etcd.wait_healthy(timeout=60)
+    wait_for(lambda: stack.registered() == 2, 60, "nerve's registrations back", interval=0.01)
+    return time.perf_counter() - began
+
+
 def zk_leader_kill(stack: FaultStack, quick: bool) -> Figures:
     figures = Figures("ZooKeeper leader kill -9", recover_what="new leader elected")
     zk = stack.zk
@@ -57,18 +80,37 @@ def zk_all_down(stack: FaultStack, quick: bool) -> Figures:
     figures = Figures(
         f"all ZooKeeper members down {down_s} s", recover_what="registrations back after restart"
     )
-    zk = stack.zk
     with stack.window(figures):
-        for i in range(zk.size):
-            zk.kill_member(i)
+        all_members_down(stack)
         time.sleep(down_s)
-        began = time.perf_counter()
-        for i in range(zk.size):  # together: one member alone has no quorum to wait for
-            zk.members[i].start(ZK_MAIN_QUORUM)
-        zk.wait_for_quorum(60)
-        wait_for(lambda: stack.registered() == 2, 60, "nerve's registrations back", interval=0.01)
-        figures.recover_s = time.perf_counter() - began
+        figures.recover_s = all_members_back(stack)
     figures.notes.append("recovery counts from the restart of the members (JVM start included)")
+    return figures
+
+
+def synapse_restart_in_zk_outage(stack: FaultStack, quick: bool) -> Figures:
+    """synapse restarts while no ZooKeeper member answers: the new one adopts HAProxy and,
+    its registry silent past startup_wait, keeps the servers of its state file."""
+    silent_s = 5 if quick else 15
+    figures = Figures(
+        "synapse restarted while every ZooKeeper member is down",
+        recover_what="ZooKeeper restart to registrations back",
+    )
+    syn = stack.synapse
+    with stack.window(figures):
+        all_members_down(stack)
+        assert syn.proc is not None
+        send(syn.pid, signal.SIGTERM)
+        syn.proc.wait(30)
+        syn.start()
+        wait_for(syn.metrics, 30, "the new synapse's admin endpoint")
+        time.sleep(silent_s)  # past startup_wait: the new synapse has applied its view
+        origin = json.loads(syn.get("/status"))["services"][SERVICE]["origin"]
+        figures.recover_s = all_members_back(stack)
+    figures.notes.append(
+        f"the new synapse ran {silent_s} s with no registry, its servers from: {origin} "
+        "(managed mode keeps a state file by default)"
+    )
     return figures
 
 
@@ -166,17 +208,10 @@ def etcd_all_down(stack: FaultStack, quick: bool) -> Figures:
     figures = Figures(
         f"all etcd members down {down_s} s", recover_what="registrations back after restart"
     )
-    etcd = stack.etcd
     with stack.window(figures):
-        for i in range(etcd.size):
-            etcd.kill_member(i)
+        all_members_down(stack)
         time.sleep(down_s)
-        began = time.perf_counter()
-        for member in etcd.members:  # together: one member alone has no quorum to wait for
-            member.start(etcd)
-        etcd.wait_healthy(timeout=60)
-        wait_for(lambda: stack.registered() == 2, 60, "nerve's registrations back", interval=0.01)
-        figures.recover_s = time.perf_counter() - began
+        figures.recover_s = all_members_back(stack)
     figures.notes.append(
         f"nerve etcd_lease_ttl {ETCD_LEASE_S} s, far shorter than the outage; recovery counts "
         "from the restart of the members"
@@ -344,6 +379,7 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "synapse-sigterm-restart": ("zookeeper", synapse_restart(signal.SIGTERM)),
     "synapse-broken-config-restart": ("zookeeper", synapse_broken_config_restart),
     "zk-all-down": ("zookeeper", zk_all_down),
+    "synapse-restart-in-zk-outage": ("zookeeper", synapse_restart_in_zk_outage),
     "etcd-leader-kill": ("etcd", etcd_leader_kill),
     "etcd-lease-expiry": ("etcd", etcd_lease_expiry),
     "etcd-all-down": ("etcd", etcd_all_down),

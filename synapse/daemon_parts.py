@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from synapse.config import SynapseConfig
@@ -23,8 +24,18 @@ def make_controller(config: SynapseConfig, registry: CollectorRegistry) -> Appli
 
 
 def state_key(config: SynapseConfig) -> tuple[str | None, float | None]:
+    """The state file and its TTL. In managed mode synapse keeps one even when none is
+    configured (beside HAProxy's config, like its server-state file): a synapse restarted
+    while its registry is silent, or answers nothing, then keeps the servers HAProxy runs
+    instead of emptying them."""
     haproxy = config.haproxy
-    return (haproxy.state_file_path, haproxy.state_file_ttl) if haproxy else (None, None)
+    if haproxy is None:
+        return None, None
+    path = haproxy.state_file_path
+    if path is None and haproxy.managed is not None and haproxy.config_file_path:
+        config_path = Path(haproxy.config_file_path)
+        path = str(config_path.with_name(f"{config_path.stem}.synapse-state.json"))
+    return path, haproxy.state_file_ttl
 
 
 def make_file_output(config: SynapseConfig) -> RecordSink | None:
@@ -37,7 +48,7 @@ def make_file_output(config: SynapseConfig) -> RecordSink | None:
 
 
 def make_state_cache(config: SynapseConfig) -> StateCache | None:
-    """Airbnb's state file, loaded, when ``haproxy.state_file_path`` is set."""
+    """Airbnb's state file, loaded, when ``haproxy.state_file_path`` is set (or managed)."""
     path, ttl = state_key(config)
     if path is None or ttl is None:
         return None

@@ -38,7 +38,7 @@ from smartstack.logs import event
 from smartstack.modelbase import ValidationError
 from smartstack.tasks import wait_event
 from synapse.change_gate import ChangeGate, collector_held
-from synapse.config import SynapseConfig
+from synapse.config import RegistryServerOptions, SynapseConfig
 from synapse.contract import Applier, ApplyOutcome, RecordSink
 from synapse.desired_list import DesiredList
 from synapse.gc_start import first_apply
@@ -49,6 +49,7 @@ from synapse.pacing import Pacer
 from synapse.reload_diff import Pending, ServiceState, carry_over, policy_changed
 from synapse.selection import ORIGIN_DISCOVERY, ORIGIN_STATE_FILE, Selection, select_servers
 from synapse.state_cache import StateCache
+from synapse.status import service_status
 from synapse.zone_apply import ZoneRouter
 
 log = logging.getLogger("synapse.reconciler")
@@ -394,7 +395,8 @@ class Reconciler:
                 origin = ORIGIN_STATE_FILE
                 if self.state_cache is not None:
                     self._use_generator(name, service, self.state_cache.generator(name))
-            selection = select_servers(service.config, found, service.selection, policy, origin)
+            previous = service.selection or self._state_file_selection(name, service, policy)
+            selection = select_servers(service.config, found, previous, policy, origin)
             if selection.dropped_options and selection.dropped_options != service.reported_options:
                 event(log, "registry_server_options_dropped", level=logging.WARNING,
                       service=name, dropped="; ".join(selection.dropped_options)[:500])  # fmt: skip
@@ -412,6 +414,17 @@ class Reconciler:
             self.metrics.servers.labels(name).set(len(selection))
         return changed
 
+    def _state_file_selection(
+        self, name: str, service: ServiceState, policy: RegistryServerOptions | None
+    ) -> Selection | None:
+        """A restarted synapse's "previous list" of a service, for ``use_previous_backends``:
+        the state file's (the servers HAProxy ran), not nothing. Its first report may be
+        empty (a registry glitch, a path not there yet): that must not empty the backend."""
+        if self.state_cache is None or service.report is None:
+            return None  # (without a report the state file is ``found`` already)
+        cached = self.state_cache.cached(name)
+        return select_servers(service.config, cached, None, policy, ORIGIN_STATE_FILE)
+
     def generators(self) -> dict[str, Mapping[str, Any]]:
         return {n: s.generator for n, s in self._services.items() if s.generator}
 
@@ -426,24 +439,4 @@ class Reconciler:
         return built
 
     def service_status(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for name, service in self._services.items():
-            selection = service.selection or Selection()
-            out[name] = {
-                "backend": service.config.haproxy.backend_name or name,
-                "origin": selection.origin,
-                "servers": [
-                    {
-                        "name": s.name,
-                        "host": s.host,
-                        "port": s.port,
-                        "weight": s.weight,
-                        "origin": s.origin,
-                        **({"options": s.registry_options} if s.registry_options else {}),
-                    }
-                    for s in selection.servers
-                ],
-                "reported": service.report is not None,
-                "haproxy_disabled": service.config.haproxy.disabled,
-            }
-        return out
+        return service_status(self._services)

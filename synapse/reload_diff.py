@@ -65,17 +65,23 @@ class CarriedOver:
 def carry_over(old: Mapping[str, ServiceState], config: SynapseConfig) -> CarriedOver:
     """The reconciler's services for a reloaded ``config``: an unchanged service keeps its
     state object; a changed one starts from its new config with what its watcher reported
-    (when its discovery is the same) and its last selection; a removed one is dropped."""
+    (when its discovery is the same) and its last selection; a removed one is dropped. A
+    new service with the discovery of a removed one is that one renamed: it starts from the
+    removed one's report and selection, not empty (its own watcher reports soon after)."""
     result = CarriedOver({}, [], {})
+    gone = [state for name, state in old.items() if name not in config.services]
     for name, cfg in config.services.items():
         kept = old.get(name)
         if kept is not None and same_model(kept.file_config, cfg):
             result.services[name] = kept
             continue
+        renamed = kept is None
+        if renamed:  # what the old name's watcher knew, until the new name's own reports
+            kept = next((s for s in gone if same_model(s.config.discovery, cfg.discovery)), None)
         same_discovery = kept is not None and same_model(kept.config.discovery, cfg.discovery)
         # with the registry's settings: the kept config until they are merged anew (on plain
         # models a child checks them: synapse.generator_checks), not the file's alone
-        regenerated = kept is not None and same_discovery and bool(kept.generator)
+        regenerated = kept is not None and same_discovery and bool(kept.generator) and not renamed
         result.services[name] = ServiceState(
             kept.config if kept is not None and regenerated else cfg,
             cfg,

@@ -190,8 +190,9 @@ def select_servers(
     Follows Airbnb's set_backends/update_backends: defaults join the discovered servers
     with ``keep_default_servers`` (and get ``backend_port_override`` too); an empty result
     falls back to ``default_servers``, else with ``use_previous_backends`` to the previous
-    list. Unlike Airbnb, label filters apply to discovered servers only, so defaults never
-    vanish because they carry no labels.
+    list (whatever that setting when ``found`` is None: nothing is known yet). Unlike
+    Airbnb, label filters apply to discovered servers only, so defaults never vanish
+    because they carry no labels.
     """
     chosen = discovered_selection(config, found or (), options_policy, origin, previous)
     if config.keep_default_servers and config.default_servers:
@@ -211,7 +212,9 @@ def select_servers(
         return chosen
     if config.default_servers:
         return replace(default_selection(config), leader_failed=chosen.leader_failed)
-    if config.use_previous_backends and previous is not None and previous.servers:
+    # Not heard from yet (a new watcher after a SIGHUP) is not "returns nothing": kept.
+    keep_previous = config.use_previous_backends or found is None
+    if keep_previous and previous is not None and previous.servers:
         origin_kept = previous.origin if previous.origin == ORIGIN_STATE_FILE else ORIGIN_PREVIOUS
         return Selection(previous.servers, previous.sources, origin_kept, basis=previous.basis)
     return Selection(origin=ORIGIN_NONE if found is None else origin)

@@ -6,7 +6,12 @@ The HTML status page at ``/`` reads a compact form of it (``synapse.status_page`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from synapse.selection import Selection
+
+if TYPE_CHECKING:
+    from synapse.reload_diff import ServiceState
 
 
 def merge_service_status(
@@ -39,5 +44,30 @@ def merge_service_status(
             "haproxy": state,
             # haproxy -c refused its block: its last good one runs (synapse.haproxy.isolation)
             "config_isolated": isolated.get(name) if isinstance(isolated, dict) else None,
+        }
+    return out
+
+
+def service_status(services: Mapping[str, ServiceState]) -> dict[str, dict[str, Any]]:
+    """Per service, the reconciler's view: its backend, its servers and where they came from."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, service in services.items():
+        selection = service.selection or Selection()
+        out[name] = {
+            "backend": service.config.haproxy.backend_name or name,
+            "origin": selection.origin,
+            "servers": [
+                {
+                    "name": s.name,
+                    "host": s.host,
+                    "port": s.port,
+                    "weight": s.weight,
+                    "origin": s.origin,
+                    **({"options": s.registry_options} if s.registry_options else {}),
+                }
+                for s in selection.servers
+            ],
+            "reported": service.report is not None,
+            "haproxy_disabled": service.config.haproxy.disabled,
         }
     return out

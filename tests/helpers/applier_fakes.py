@@ -16,10 +16,10 @@ from smartstack.record import Registration
 from synapse.change_gate import ChangeGate
 from synapse.config import HAProxyConfig, SynapseConfig
 from synapse.contract import Applier, ApplyResult
+from synapse.daemon_parts import make_state_cache
 from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Found, Report
 from synapse.reconciler import Reconciler
-from synapse.state_cache import StateCache
 
 
 class FakeApplier:
@@ -97,12 +97,10 @@ async def eventually(predicate: Callable[[], Any], timeout: float = 15.0, what: 
 
 
 def make_reconciler(config: SynapseConfig, applier: FakeApplier) -> Reconciler:
-    """A reconciler with ``applier`` and the config's state file (loaded)."""
-    haproxy = config.haproxy
-    assert haproxy is not None and haproxy.state_file_path
-    cache = StateCache(haproxy.state_file_path, haproxy.state_file_ttl)
-    cache.load()
-    return Reconciler(config, applier, SynapseMetrics(CollectorRegistry()), cache)
+    """A reconciler with ``applier`` and the config's state file (loaded), if it has one."""
+    return Reconciler(
+        config, applier, SynapseMetrics(CollectorRegistry()), make_state_cache(config)
+    )
 
 
 @contextlib.asynccontextmanager

@@ -39,6 +39,7 @@ PERFECT = (
     "malformed configs on SIGHUP",
     "synapse restarted onto a config with a typo",
     "all etcd members down 10 s",
+    "synapse restarted while every ZooKeeper member is down",
 )
 
 
