@@ -21,6 +21,11 @@ A pure function, no I/O, and no renderer: its vocabulary is ``synapse.haproxy.de
     A reload instead when HAProxy < 2.4, the algorithm is not dynamic
     (static-rr, map-based hashing), the host is a DNS name, or an option cannot be
     set on an added server.
+- Capacity comes before it goes: within a backend, the ops that add capacity (servers
+  back, weights raised, new servers made ready) come before those that take it away
+  (weights lowered or set to 0, servers put in maint or deleted), and the runtime client
+  keeps that order (``backend_ops``): a round that replaces every server of a backend (a
+  redeploy, a blue/green cutover, a changed port) never leaves it without one.
 - Without the runtime API (``do_socket: false`` or no answer) every difference in
   the server lines needs a reload, as in Airbnb synapse.
 
@@ -160,17 +165,20 @@ def backend_ops(
     reasons: list[tuple[str, str]],
 ) -> None:
     """One backend's servers: the runtime ops into ``ops``, what needs a reload into
-    ``reasons`` (also the express path's plan: ``synapse.haproxy.express``)."""
+    ``reasons`` (also the express path's plan: ``synapse.haproxy.express``).
+
+    The ops come in the order they are to take effect: capacity comes before it goes.
+    First the servers HAProxy has (address, raised weights, servers back: a server's own
+    weight before its ``ready``), then the new servers (add, health, ready), then lowered
+    weights, and last what takes servers out of the balancing: weights set to 0,
+    ``disabled`` servers and the servers that left (maint, then ``del server``). The
+    runtime client sends those last ones only after every op listed before them for their
+    backend (``synapse.haproxy.runtime._waves``): when one round replaces every server,
+    the new ones are ready before the old ones go (else HAProxy answers 503 meanwhile)."""
     name = backend.name
-    # 1. servers that left stop taking traffic first
-    for server_name, server in sorted(current.items()):
-        if server_name in backend.servers or server_name in backend.static_servers:
-            continue
-        if not server.forced_maint:
-            ops.append(SetState(name, server_name, "maint"))
-        if capabilities.remove_servers == "delete":
-            ops.append(DelServer(name, server_name))
-    # 2. servers HAProxy has: address, weight, state
+    lowered: list[Op] = []  # weights lowered (raises go first)
+    leaving: list[Op] = []  # out of the balancing: after everything else
+    # 1. servers HAProxy has: address, weight, state
     for server_name, spec in backend.servers.items():
         server = current.get(server_name)
         if server is None:
@@ -180,19 +188,24 @@ def backend_ops(
                 ops.append(SetAddr(name, server_name, spec.host, spec.port))
             else:
                 reasons.append(("server_options", f"address of {name}/{server_name} changed"))
+        back = not spec.disabled and (server.forced_maint or server.forced_drain)
         if server.weight != spec.weight:
-            if backend.dynamic:
-                ops.append(SetWeight(name, server_name, spec.weight))
-            else:
+            if not backend.dynamic:
                 reasons.append(
                     ("weight", f"weight of {name}/{server_name} with balance {backend.balance}")
                 )
+            elif back or spec.weight > server.weight:  # (one back: before its ready)
+                ops.append(SetWeight(name, server_name, spec.weight))
+            else:
+                (leaving if spec.weight == 0 else lowered).append(
+                    SetWeight(name, server_name, spec.weight)
+                )
         if spec.disabled:  # `disabled` in its options: kept in maintenance
             if not server.forced_maint:
-                ops.append(SetState(name, server_name, "maint"))
-        elif server.forced_maint or server.forced_drain:
+                leaving.append(SetState(name, server_name, "maint"))
+        elif back:
             ops.append(SetState(name, server_name, "ready"))
-    # 3. servers HAProxy does not have
+    # 2. servers HAProxy does not have
     for server_name, spec in backend.servers.items():
         if server_name in current:
             continue
@@ -205,6 +218,16 @@ def backend_ops(
             ops.append(EnableHealth(name, server_name))
         if not spec.disabled:  # an added server starts in maintenance
             ops.append(SetState(name, server_name, "ready"))
+    ops += lowered
+    ops += leaving
+    # 3. servers that left stop taking traffic, once the others took it over
+    for server_name, server in sorted(current.items()):
+        if server_name in backend.servers or server_name in backend.static_servers:
+            continue
+        if not server.forced_maint:
+            ops.append(SetState(name, server_name, "maint"))
+        if capabilities.remove_servers == "delete":
+            ops.append(DelServer(name, server_name))
 
 
 def _why_not_addable(backend: BackendSpec, spec: ServerSpec, capabilities: Capabilities) -> str:

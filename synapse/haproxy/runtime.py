@@ -26,7 +26,7 @@ from synapse.haproxy.answers import (
     parse_show_proc,
     parse_version,
 )
-from synapse.haproxy.ops import Op
+from synapse.haproxy.ops import DelServer, Op, SetState, SetWeight
 from synapse.haproxy.running import RunningServer
 from synapse.haproxy.sockets import (
     DEFAULT_TIMEOUT,
@@ -45,7 +45,13 @@ KEEP_IDLE_S = 5.0
 
 
 def _waves(ops: Sequence[Op]) -> list[list[int]]:
-    """Indexes of ``ops`` by rank within their server: all first ops, all second ops...
+    """Indexes of ``ops`` by rank within their server: all first ops, all second ops...,
+    each wave in the order listed; and an op that takes its server out of the balancing
+    (``_takes_away``) goes no earlier than the other ops listed before it for its backend:
+    in the same wave after them, or later. The planner lists those last (capacity comes
+    before it goes): the old servers of a swap go into maint after the new ones' `state
+    ready`, in the same batch, and a lone removal still goes in the first wave. (HAProxy
+    runs a batch's commands in order, each done before the next is read.)
 
     Two exchanges a server could seem to save, measured on HAProxy 2.6 and not taken: a
     `del server` sent with its `state maint` is refused while the server's idle backend
@@ -53,14 +59,26 @@ def _waves(ops: Sequence[Op]) -> list[list[int]]:
     `add server ... enabled` in place of the add and its `state ready` shows the server
     running in `show servers state`, but HAProxy never sends it traffic."""
     rank: dict[str, int] = {}
+    last: dict[str, int] = {}  # backend -> the latest wave of its other ops so far
     waves: list[list[int]] = []
     for index, op in enumerate(ops):
         wave = rank.get(op.target, 0)
+        if _takes_away(op):
+            wave = max(wave, last.get(op.backend, 0))
+        else:
+            last[op.backend] = max(last.get(op.backend, 0), wave)
         rank[op.target] = wave + 1
-        if wave == len(waves):
+        while wave >= len(waves):
             waves.append([])
         waves[wave].append(index)
     return waves
+
+
+def _takes_away(op: Op) -> bool:
+    """Whether ``op`` takes its server out of the balancing: maint, drain, del, weight 0."""
+    if isinstance(op, SetState):
+        return op.state != "ready"
+    return isinstance(op, DelServer) or (isinstance(op, SetWeight) and op.weight == 0)
 
 
 class RuntimeClient:
@@ -158,7 +176,9 @@ class RuntimeClient:
 
         The ops of one server run in their order, and after one of them fails the later
         ones are not sent (a server whose `add server` failed must not be made ready).
-        So the batch goes in waves: every server's first op, then every second op...
+        So the batch goes in waves: every server's first op, then every second op...;
+        an op taking a server out of the balancing after the ops listed before it for
+        its backend (``_waves``).
         """
         if not ops:
             return []

@@ -169,13 +169,14 @@ def test_added_server_without_check_gets_no_enable_health():
     assert kinds(plan(desired, running_from(before), V26)) == ["add_server", "set_ready"]
 
 
-def test_departures_are_handled_before_arrivals():
+def test_arrivals_are_ready_before_departures():
+    """Capacity comes before it goes (the whole order: test_plan_order.py)."""
     before = render([service("web", [A, B])])
     desired = render([service("web", [A, C])])
     assert kinds(plan(desired, running_from(before), V26)) == [
-        "set_maint",
         "add_server",
         "set_ready",
+        "set_maint",
     ]
 
 
