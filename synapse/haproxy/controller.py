@@ -81,7 +81,7 @@ class HAProxyController:
         self.config = config
         self.settings = settings_for(config)
         self.metrics = HAProxyMetrics(registry)
-        self._isolation = Isolation(registry)
+        self._isolation = Isolation(registry, lambda: (self.config, self._installer.file))
         self._clock = clock
         self._renderer: Renderer | None = None
         self._runtime = kept_clients(self.settings.runtime_sockets)

@@ -7,9 +7,12 @@ services whose sections hold them: a line of ``frontend <service>`` or ``backend
 ``shared_frontend`` lines brought. Those services are isolated: until their config block
 changes, they are rendered with their last good block (the one in the last config HAProxy
 accepted; a service that never had one is left out) and their servers still follow
-discovery at runtime. Everyone else's change is applied: the controller renders again
-and validates once more. An error that names no service (``global``, ``defaults``, the
-operator's shared frontend lines) refuses the whole candidate as before.
+discovery at runtime. A new synapse process has none in memory: a service HAProxy runs
+gets its block read back from the config file it runs (``seeding``), so a restart with a
+refused block does not take it out of HAProxy. Everyone else's change is applied: the
+controller renders again and validates once more. An error that names no service
+(``global``, ``defaults``, the operator's shared frontend lines) refuses the whole
+candidate as before.
 
 Isolated services show on ``/status`` (``isolated_services``), on the status page and as
 ``synapse_service_config_isolated{service}`` (1 while isolated).
@@ -24,14 +27,16 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Gauge
 
 from smartstack.logs import event
 from synapse.atomic import read_text
-from synapse.config import ServiceConfig
+from synapse.config import HAProxyConfig, ServiceConfig
 from synapse.contract import ApplyOutcome, ApplyResult
+from synapse.haproxy.configtext import ParsedConfig
+from synapse.haproxy.seeding import SHARED_FRONTEND, seed_block
 from synapse.haproxy.settings import Settings
 from synapse.identity import moved
 from synapse.model import DesiredService
@@ -41,7 +46,18 @@ log = logging.getLogger("synapse.haproxy")
 _WHERE = re.compile(r"\[([^\]\s:]+):(\d+)\]")
 _PROXY = re.compile(r"\b(?:backend|frontend|proxy|listen) '([^']+)'")
 _PROXY_KINDS = ("frontend", "backend", "listen")
-SHARED_FRONTEND = "shared-frontend"  # the default template's name for it
+FROM_FILE = "last good config (from the running config file)"
+
+
+class RunningFile(Protocol):  # synapse.haproxy.configfile.ConfigFile
+    path: Path
+
+    @property
+    def parsed(self) -> ParsedConfig | None: ...
+
+
+# The ``haproxy`` block and the config file HAProxy runs (None: synapse does not write it).
+RunningSource = Callable[[], tuple[HAProxyConfig, RunningFile | None]]
 
 
 def sections_by_line(text: str) -> list[tuple[str, str]]:
@@ -89,7 +105,7 @@ class Isolated:
 
 
 class Isolation:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, running: RunningSource | None = None) -> None:
         self.gauge = Gauge(
             "synapse_service_config_isolated",
             "1 while a service's config block is refused by haproxy -c and its last good "
@@ -99,6 +115,9 @@ class Isolation:
         )
         self.isolated: dict[str, Isolated] = {}
         self._good: dict[str, ServiceConfig] = {}  # last block HAProxy accepted, per service
+        self._running = running  # where a block HAProxy runs is read back from (``seeding``)
+        self._seeded: dict[str, str] = {}  # their _good was read back from this file
+        self._lost: dict[str, str] = {}  # HAProxy ran them, their block could not be kept: why
         self._stand_ins: dict[str, tuple[DesiredService, DesiredService]] = {}
         self._settled: list[DesiredService] = []  # the input of the last ``settled``
 
@@ -116,10 +135,14 @@ class Isolation:
                 self._clear(name, "the service is gone", gone=True)
         out = []
         for service in desired:
-            iso, memo = self.isolated.get(service.name), self._stand_ins.get(service.name)
-            if iso is None or (memo is not None and service is memo[1]):
+            iso = self.isolated.get(service.name)
+            if iso is None:
                 out.append(service)
-            elif service.config is not iso.bad and service.config != iso.bad:
+                continue
+            memo = self._stand_ins.get(service.name)
+            if memo is not None and service is memo[1]:
+                service = memo[0]  # (its stand-in: the service as given, itself isolated)
+            if service.config is not iso.bad and service.config != iso.bad:
                 self._clear(service.name, "its config changed: tried again")
                 out.append(service)
             elif service.name in self._good:
@@ -163,16 +186,57 @@ class Isolation:
         text = read_text(candidate)
         if text is None:
             return False
-        names = culprits(result.error, str(candidate), text, desired) - set(self.isolated)
+        found = culprits(result.error, str(candidate), text, desired)
+        # A block read back from the running file and refused too: left out, as before.
+        dropped = self._unseed(found & set(self.isolated) & self._seeded.keys())
+        names = found - set(self.isolated)
         by_name = {service.name: service for service in desired}
         for name in sorted(names):
             detail = [line for line in result.error.splitlines() if line.strip()][:3]
             self.isolated[name] = Isolated(by_name[name].config, "\n".join(detail), time.time())
             self._settled = []
             self.gauge.labels(name).set(1)
-            kept = "its last good config" if name in self._good else "left out (never valid)"
+            if name not in self._good:
+                self._seed(by_name[name])
             event(log, "haproxy_service_isolated", level=logging.ERROR, service=name,
-                  error=detail[0][:300] if detail else "", detail=kept)  # fmt: skip
+                  error=detail[0][:300] if detail else "", detail=self._kept(name))  # fmt: skip
+        return bool(names) or dropped
+
+    def _kept(self, name: str) -> str:
+        if name in self._seeded:
+            return "its last good config, from the running config file"
+        if name in self._good:
+            return "its last good config"
+        if name in self._lost:
+            return "left out (its running block cannot be kept)"
+        return "left out (never valid)"
+
+    def _seed(self, service: DesiredService) -> None:
+        """An isolated service without a last good block: the block HAProxy runs, read
+        back from the config file (``seeding``), when it has one."""
+        config, file = self._running() if self._running is not None else (None, None)
+        running = file.parsed if file is not None else None
+        if config is None or file is None or running is None:
+            return  # (no file: synapse does not write it, or it has none yet)
+        seed = seed_block(service, config, running)
+        if seed.config is not None:
+            self._good[service.name], self._seeded[service.name] = seed.config, str(file.path)
+            event(log, "haproxy_isolation_seeded", service=service.name, path=str(file.path))
+        elif seed.why_not:
+            self._lost[service.name] = seed.why_not
+            event(log, "haproxy_isolation_not_seeded", level=logging.WARNING,
+                  service=service.name, path=str(file.path), reason=seed.why_not)  # fmt: skip
+
+    def _unseed(self, names: set[str]) -> bool:
+        """Services whose block read back from the running file is refused too: left out
+        (their stand-in, in the list being applied, is taken back by ``substitute``)."""
+        for name in sorted(names):
+            del self._good[name]
+            path = self._seeded.pop(name)
+            self._lost[name] = "haproxy -c refused it too"
+            self._settled = []
+            event(log, "haproxy_isolation_not_seeded", level=logging.WARNING, service=name,
+                  path=path, reason=self._lost[name])  # fmt: skip
         return bool(names)
 
     def settled(self, desired: list[DesiredService], result: ApplyResult) -> None:
@@ -184,6 +248,8 @@ class Isolation:
             for service in desired:
                 if service.name not in self.isolated:
                     self._good[service.name] = service.config
+                    if self._seeded:  # (accepted since: no longer the file's)
+                        self._seeded.pop(service.name, None)
 
     def outcome(self, first: ApplyResult, result: ApplyResult) -> ApplyResult:
         """One apply's result with isolated services: the others' outcome, or INVALID when
@@ -205,6 +271,7 @@ class Isolation:
     def _clear(self, name: str, why: str, gone: bool = False) -> None:
         self.isolated.pop(name, None)
         self._stand_ins.pop(name, None)
+        self._lost.pop(name, None)
         self._settled = []
         if gone:  # no series left for a service that left the config
             with contextlib.suppress(KeyError):
@@ -215,7 +282,16 @@ class Isolation:
 
     def status(self) -> dict[str, dict[str, Any]]:
         return {
-            name: {"error": iso.error, "since": iso.since, "running": "last good config"
-                   if name in self._good else "not in HAProxy (never valid)"}
+            name: {"error": iso.error, "since": iso.since, "running": self._runs(name)}
             for name, iso in sorted(self.isolated.items())
-        }  # fmt: skip
+        }
+
+    def _runs(self, name: str) -> str:
+        """What HAProxy runs of an isolated service."""
+        if name in self._seeded:
+            return FROM_FILE
+        if name in self._good:
+            return "last good config"
+        if name in self._lost:
+            return f"not in HAProxy (its running block cannot be kept: {self._lost[name]})"
+        return "not in HAProxy (never valid)"
