@@ -73,6 +73,9 @@ class Server:
     registry_options: str = ""  # whitelisted haproxy_server_options from the record
     origin: str = ""  # where it came from: "zookeeper:/path/child", "default", ...
     labels: tuple[tuple[str, str], ...] = ()
+    # zone routing: a server of another zone than synapse's, used by HAProxy only when no
+    # server of the local zone is (synapse.zone_apply: HAProxy fails over by itself)
+    backup: bool = False
 
     @classmethod
     def from_registration(

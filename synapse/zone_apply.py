@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
-from synapse.model import DesiredService
+from synapse.model import DesiredService, Server
 from synapse.zone_backends import ZoneBackends, reserved_names
 from synapse.zone_state import Evacuations
-from synapse.zones import ZoneDecision, decide_service
+from synapse.zones import ZoneDecision, decide_service, zone_of
 
 if TYPE_CHECKING:  # (zone_api would pull the admin server's aiohttp into the reconciler)
     from synapse.config import SynapseConfig
@@ -91,8 +91,7 @@ class ZoneRouter:
         decision = decide_service(service, *inputs)
         assert decision is not None  # zone-routed
         self.decisions[service.name] = decision
-        weights = decision.weight_of
-        servers = [dataclasses.replace(s, weight=weights[s.name]) for s in service.servers]
+        servers = placed(service, decision, *inputs)
         weighted = DesiredService(service.name, service.config, servers)
         result = self.backends.expand(service, weighted, decision)
         self._made[service.name] = (service, inputs, result)
@@ -105,6 +104,31 @@ class ZoneRouter:
             for name, decision in sorted(self.decisions.items())
             if services is None or name in services
         }
+
+
+def placed(
+    service: DesiredService, decision: ZoneDecision, local: str | None, evacuated: Collection[str]
+) -> list[Server]:
+    """The servers with their HAProxy weights. With a local zone, the other zones' servers
+    are HAProxy backups (``option allbackups``), weighted as the decision would weigh them
+    if every local server were down: when HAProxy finds the local zone dead (its checks,
+    ``observe``) it fails over by itself, at once, before the registry or synapse knows
+    (docs/zone-routing.md, "A lost zone"). While the decision routes to other zones, the
+    local servers have weight 0 and the backups serve with the same weights."""
+    weights = decision.weight_of
+    routing = service.config.zone_routing
+    if local is None or routing is None:
+        return [dataclasses.replace(s, weight=weights[s.name]) for s in service.servers]
+    zones = {s.name: zone_of(s.labels, routing.label) for s in service.servers}
+    down = [name for name, zone in zones.items() if zone == local]
+    lost = decide_service(service, local, evacuated, down) if down else decision
+    assert lost is not None  # zone-routed
+    return [
+        dataclasses.replace(s, weight=weights[s.name])
+        if zones[s.name] == local
+        else dataclasses.replace(s, weight=lost.weight_of[s.name], backup=True)
+        for s in service.servers
+    ]
 
 
 def evacuation_applier(

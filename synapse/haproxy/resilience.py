@@ -12,6 +12,9 @@ lines already set the keyword:
 - Servers of the docker watcher (no nerve checks them): ``default-server check inter
   2000 rise 2 fall 2``, with ``option httpchk GET <path>`` when the service is HTTP and
   ``health_check.path`` is set, so a hung app in a running container is taken out.
+- Zone-routed services: the same checks plus ``observe layer4 error-limit 1 on-error
+  mark-down``, so HAProxy fails over to the other zones' servers (backups, with ``option
+  allbackups`` in any mode) at the first refused connection of a lost zone.
 
 Airbnb mode (``managed`` not set) gets only what the service's explicit ``retries``,
 ``observe`` and ``health_check`` keys ask for. Pure functions.
@@ -23,7 +26,11 @@ from collections.abc import Iterable, Sequence
 
 from synapse.config import HAProxyConfig, ServiceConfig
 from synapse.haproxy.specs import _last_value
-from synapse.resilience_config import RetriesConfig
+from synapse.resilience_config import ObserveConfig, RetriesConfig
+
+# Zone routing in managed mode: HAProxy fails over to the other zones (backups) when no
+# local server is up; a connection refused marks a server down at once, checks bring it back.
+ZONE_OBSERVE = ObserveConfig(layer="layer4", error_limit=1, on_error="mark-down")
 
 
 def _normalised(lines: Iterable[str]) -> list[str]:
@@ -82,16 +89,21 @@ def extra_backend_lines(
         policy = hap.retries if isinstance(hap.retries, RetriesConfig) else RetriesConfig()
         lines += _retries(policy, http, given, explicit=hap.retries not in (None, False))
 
+    zoned = service.zone_routing is not None
+    if zoned and not _sets(given, "option allbackups"):
+        lines.append("option allbackups")  # other zones' servers are backups: all of them
     check = hap.health_check
     checked = check.enabled
     if checked is None:
-        checked = managed and service.discovery.method == "docker"
-    if checked or hap.observe is not None:  # observe needs health checks to bring it back
+        checked = managed and (service.discovery.method == "docker" or zoned)
+    observe = hap.observe
+    if observe is None and zoned and managed and checked:
+        observe = ZONE_OBSERVE  # a dead local server is out at its first failed connection
+    if checked or observe is not None:  # observe needs health checks to bring it back
         if http and check.path and not _sets(given, "option httpchk"):
             lines.append(f"option httpchk GET {check.path}")
         options = f"check inter {check.inter_ms} rise {check.rise} fall {check.fall}"
-        if hap.observe is not None:
-            observe = hap.observe
+        if observe is not None:
             layer = observe.layer if http else "layer4"  # layer7 needs an HTTP backend
             options += (
                 f" observe {layer} error-limit {observe.error_limit} on-error {observe.on_error}"

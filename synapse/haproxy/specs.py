@@ -370,10 +370,8 @@ class BackendBuilder:
 
     def _order(self, hap: ServiceHAProxyConfig, servers: Mapping[str, Server]) -> list[str]:
         names = list(servers)
-        if hap.backend_order == "asc":
-            return sorted(names)
-        if hap.backend_order == "desc":
-            return sorted(names, reverse=True)
+        if hap.backend_order in ("asc", "desc"):
+            return sorted(names, reverse=hap.backend_order == "desc")
         if hap.backend_order == "no_shuffle":
             return names
         # Shuffle the sorted names with the per-host seed: each host spreads its first
@@ -409,6 +407,8 @@ class BackendBuilder:
         own = f"{options} {registry}" if options and registry else options or registry
         if server.weight is not None:
             own = f"{own} weight {server.weight}".strip()
+        if server.backup:  # zone routing: another zone's server (synapse.zone_apply)
+            own = f"{own} backup".strip()
 
         cookie = None
         if cookies:

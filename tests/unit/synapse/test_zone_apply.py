@@ -65,7 +65,17 @@ def fleet_report(service: str = "web", **counts: int) -> Report:
 
 
 def weights(desired: list[DesiredService], service: str = "web") -> dict[str, int | None]:
-    return {s.name.split("_")[0]: s.weight for d in desired if d.name == service for s in d.servers}
+    """Each server's weight as HAProxy uses it: a backup's (another zone's server) counts
+    only while no active server has a weight (HAProxy's failover, `option allbackups`)."""
+    servers = [s for d in desired if d.name == service for s in d.servers]
+    active = any(s.weight for s in servers if not s.backup)
+    return {s.name.split("_")[0]: 0 if s.backup and active else s.weight for s in servers}
+
+
+def failover(desired: list[DesiredService], service: str = "web") -> dict[str, int | None]:
+    """The backups' own weights: what HAProxy uses once no local server is up."""
+    servers = [s for d in desired if d.name == service for s in d.servers]
+    return {s.name.split("_")[0]: s.weight for s in servers if s.backup}
 
 
 def zone_total(desired: list[DesiredService], zone: str) -> int:
@@ -81,6 +91,11 @@ async def test_local_zone_serves_then_spills_evenly_then_serves_again(tmp_path: 
             "az1-0": 256, "az1-1": 256, **{n: 0 for n in weights(first) if n[:3] != "az1"}
         }  # fmt: skip
         assert weights(first, "plain") == {"az9-0": None}, "a service without zone_routing"
+        # The other zones are HAProxy's backups, weighted as the spill would weigh them.
+        backups = failover(first)
+        assert len(backups) == 8 and all(w and w >= 85 for w in backups.values())
+        assert sum(w or 0 for n, w in backups.items() if n[:3] == "az2") == 512
+        assert sum(w or 0 for n, w in backups.items() if n[:3] == "az3") == 512
         rec.report(fleet_report(az2=2, az3=6))  # az1's records are gone
         await eventually(lambda: "az1-0" not in weights(applier.applied[-1]), what="the spill")
         spill = applier.applied[-1]
@@ -207,8 +222,12 @@ def test_zone_weights_render_explicitly_even_when_zero(tmp_path: Path) -> None:
     assert spec.dynamic and spec.balance == "roundrobin"
     assert len(spec.servers) == 10
     lines = {name.split("_")[0]: s.options for name, s in spec.servers.items()}
-    assert lines["az1-0"].endswith("weight 256") and lines["az3-5"].endswith("weight 0")
-    assert {s.weight for s in spec.servers.values()} == {0, 256}
+    assert lines["az1-0"].endswith("weight 256") and lines["az3-5"].endswith("weight 85 backup")
+    rec.zones.evacuations = Evacuations().evacuate("az3")
+    web = next(d for d in rec.desired() if d.name == "web")
+    spec = BackendBuilder([], 1000, 1).backend(web, [], {}, [])
+    lines = {name.split("_")[0]: s.options for name, s in spec.servers.items()}
+    assert lines["az3-5"].endswith("weight 0 backup") and lines["az2-0"].endswith("256 backup")
 
 
 @pytest.mark.parametrize(
