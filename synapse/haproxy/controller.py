@@ -420,20 +420,20 @@ class HAProxyController:
             self._supervisor.watch()
 
     async def _restart_after_exit(self) -> None:
-        """The Supervisor's restart: the managed HAProxy died. The config file and the
-        server-state file say what it ran: start from them at once (no render, no check),
-        then an apply brings in what changed since (not alive: the apply starts it)."""
+        """The Supervisor's restart: start from the config and server-state files at once
+        (what it ran), then an apply brings what changed since (the apply starts it)."""
         async with self._lock:
-            if not self._has_desired() or self._managed is None or self._managed.alive:
+            if self._stopping or self._managed is None or self._managed.alive:
+                return
+            if not self._applied:  # adopted, no apply yet (startup_wait): what it ran
+                await self._revive(reason="restarted after it exited")
                 return
             self._reader.invalidate()
             await self._apply_locked()  # starts it from the file, then what changed since
 
     async def _revive(self, reason: str = "the last good config: the new one is invalid") -> bool:
         """The managed HAProxy is down (crashed, or the candidate cannot be installed): run
-        the file. It is the last config HAProxy ran (plus what runtime operations changed
-        since), so it is the best thing to serve until a valid candidate comes.
-        """
+        the file, the last config HAProxy ran: the best thing to serve until a valid one."""
         if self._stopping or not await self._installer.start_from_file():
             return False
         self._watch_process()
@@ -441,7 +441,7 @@ class HAProxyController:
         self.metrics.reloads.labels("start").inc()
         event(log, "haproxy_started", kind="start", level=logging.WARNING, reason=reason)
         # Like after a start: the structure and what may differ at once, the rest later.
-        layout = self._installer.layout if self.config.do_writes else None
+        layout = self._installer.layout if self.config.do_writes and self._applied else None
         bridge = await revived(self._reader, layout, self._desired, self._capabilities())
         if bridge is not None:
             await self._run_ops(bridge.ops)

@@ -33,6 +33,7 @@ import subprocess
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
@@ -399,4 +400,8 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a zombie (dead, its parent has not reaped it yet) is not alive
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # (no /proc: kill's answer stands)
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] != "Z"

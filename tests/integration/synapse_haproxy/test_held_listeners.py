@@ -179,3 +179,31 @@ async def test_more_listeners_than_one_batch_are_handed_to_the_restarted_haproxy
     assert held.inodes() == before
     for port in (ports[0], ports[252], ports[253], ports[-1]):
         await serves(port, {"b1"})
+
+
+async def test_a_crash_before_the_first_apply_after_adoption_restarts_from_the_file(
+    managed_factory, http_backend_factory
+):
+    """A restarted synapse adopts HAProxy and waits for its registry (startup_wait): no
+    apply yet. HAProxy dies meanwhile: it starts again at once from the file it ran, on
+    the sockets synapse took at adoption (was: refused until the first apply)."""
+    b1 = http_backend_factory("b1")
+    port = free_port()
+    first = managed_factory(managed={"stats": {"enabled": False}, "stop_on_exit": False})
+    await first.apply([web(port, [b1])], "t")
+    await serves(port, {"b1"})
+    await first.stop()  # left running
+    second = managed_factory()
+    await second.start()  # adopted; nothing applied yet
+    master = second.status()["haproxy_pids"]["master"]
+    assert second.status()["held_listeners"] == [f"127.0.0.1:{port}"]
+    os.killpg(master, signal.SIGKILL)
+
+    async def restarted() -> bool:
+        pids = second.status()["haproxy_pids"]
+        return second.info.starts == 1 and pids["master"] not in (None, master)
+
+    await eventually(restarted, "HAProxy started again from its file")
+    await serves(port, {"b1"})
+    await second.apply([web(port, [b1])], "t")  # the first apply finds it running
+    await serves(port, {"b1"})
