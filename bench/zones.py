@@ -1,15 +1,18 @@
-"""Zone routing under load: local zone lost, local zone back, evacuate, restore.
+"""Zone routing under load: local zone dead or lost, local zone back, evacuate, restore.
 
 Three zones of 2/2/6 HTTP backends (testbed's HttpBackend: each counts the requests it
 answers), registered with ``labels: {zone: ...}`` in ZooKeeper or etcd; synapse in zone
-az1 with ``zone_routing`` on the service (even spill); a paced client sends a steady,
-bounded load through HAProxy (every attempt counts: answered 2xx/3xx or failed). Four
-steps, in order:
+az1 with ``zone_routing`` on the service (even spill; HAProxy's checks every 250 ms); a
+paced client sends a steady, bounded load through HAProxy (every attempt counts:
+answered 2xx/3xx or failed). Six steps, in order:
 
-1. local zone lost: az1's records are deleted       -> az2 50 %, az3 50 %
-2. local zone back: az1's records are written again -> az1 100 %
-3. evacuate: ``POST /zones/az1/evacuate``           -> az2 50 %, az3 50 %
-4. restore: ``POST /zones/az1/restore``             -> az1 100 %
+1. local zone dies: az1's servers stop, their records stay -> az2 50 %, az3 50 %
+   (HAProxy fails over by itself: the other zones are backups, docs/zone-routing.md)
+2. local zone back: az1's servers start again (HAProxy's checks) -> az1 100 %
+3. local zone lost: az1's records are deleted       -> az2 50 %, az3 50 %
+4. local zone back: az1's records are written again -> az1 100 %
+5. evacuate: ``POST /zones/az1/evacuate``           -> az2 50 %, az3 50 %
+6. restore: ``POST /zones/az1/restore``             -> az1 100 %
 
 Per step: failed requests (goal 0); the time from the registry write (or the command
 being sent) until the new split holds (goal <= 1 s): the backends' counters are read
@@ -44,6 +47,9 @@ POLL_S = 0.005
 SHARE_TOLERANCE = 0.05
 SPILL = {"az1": 0.0, "az2": 0.5, "az3": 0.5}
 HOME = {"az1": 1.0, "az2": 0.0, "az3": 0.0}
+# HAProxy's checks of a zone-routed service (on by default in managed mode, every 2 s):
+# faster here, so that a zone coming back (rise 2) is in traffic within the step's 1 s.
+CHECK_INTER_MS = 250
 
 Zones = dict[str, list[HttpBackend]]
 
@@ -111,7 +117,7 @@ def _registration(backend: HttpBackend, zone: str) -> Registration:
 
 
 def _measure(opts: Options, kind: str) -> tuple[list[dict[str, Any]], Any]:
-    """The four steps on one registry: one row dict per step, and the client's result."""
+    """The steps on one registry: one row dict per step, and the client's result."""
     measure_s = 1.0 if opts.quick else 3.0
     with Workspace(opts.keep) as ws:
         reg: Registry = open_registry(ws, kind)
@@ -130,11 +136,16 @@ def _measure(opts: Options, kind: str) -> tuple[list[dict[str, Any]], Any]:
             for backend in zones[zone]:
                 reg.remove(handles.pop(backend.name))
 
+        def each(zone: str, action: Callable[[HttpBackend], object]) -> None:
+            for backend in zones[zone]:
+                action(backend)
+
         for zone in LAYOUT:
             register(zone)
         port = listen_port()
         service = service_block(reg.discovery(PATH), port)
         service["zone_routing"] = {"zones": list(LAYOUT)}
+        service["haproxy"]["health_check"] = {"inter_ms": CHECK_INTER_MS}
         state = ws.dir("state") / "synapse-state.json"
         syn = Synapse(
             ws,
@@ -146,6 +157,10 @@ def _measure(opts: Options, kind: str) -> tuple[list[dict[str, Any]], Any]:
         try:
             _settle(zones, HOME, time.perf_counter(), 60)
             steps: list[tuple[str, Callable[[], None], dict[str, float]]] = [
+                ("local zone dies (servers stopped, records stay)",
+                 lambda: each(LOCAL, HttpBackend.stop), SPILL),
+                ("local zone back (servers started again)",
+                 lambda: each(LOCAL, HttpBackend.start), HOME),
                 ("local zone lost (records deleted)", lambda: unregister(LOCAL), SPILL),
                 ("local zone back (records written)", lambda: register(LOCAL), HOME),
                 ("evacuate az1 (POST /zones/az1/evacuate)",

@@ -12,7 +12,8 @@ lines already set the keyword:
 - Servers of the docker watcher (no nerve checks them): ``default-server check inter
   2000 rise 2 fall 2``, with ``option httpchk GET <path>`` when the service is HTTP and
   ``health_check.path`` is set, so a hung app in a running container is taken out.
-- Zone-routed services: the same checks plus ``observe layer4 error-limit 1 on-error
+- Zone-routed services: checks (every 10 s while up, every second while down, unless
+  ``health_check.inter_ms`` is set) plus ``observe layer4 error-limit 1 on-error
   mark-down``, so HAProxy fails over to the other zones' servers (backups, with ``option
   allbackups`` in any mode) at the first refused connection of a lost zone.
 
@@ -31,6 +32,9 @@ from synapse.resilience_config import ObserveConfig, RetriesConfig
 # Zone routing in managed mode: HAProxy fails over to the other zones (backups) when no
 # local server is up; a connection refused marks a server down at once, checks bring it back.
 ZONE_OBSERVE = ObserveConfig(layer="layer4", error_limit=1, on_error="mark-down")
+# Its checks: seldom while a server is up (every synapse of a fleet checks every server:
+# 1,000 hosts at 10 s are 100 checks/s per server), every second while it is down.
+ZONE_INTER = "inter 10000 downinter 1000"
 
 
 def _normalised(lines: Iterable[str]) -> list[str]:
@@ -102,7 +106,10 @@ def extra_backend_lines(
     if checked or observe is not None:  # observe needs health checks to bring it back
         if http and check.path and not _sets(given, "option httpchk"):
             lines.append(f"option httpchk GET {check.path}")
-        options = f"check inter {check.inter_ms} rise {check.rise} fall {check.fall}"
+        inter = f"inter {check.inter_ms}"
+        if observe is ZONE_OBSERVE and "inter_ms" not in check.model_fields_set:
+            inter = ZONE_INTER  # traffic tells a dead server at once; checks bring it back
+        options = f"check {inter} rise {check.rise} fall {check.fall}"
         if observe is not None:
             layer = observe.layer if http else "layer4"  # layer7 needs an HTTP backend
             options += (

@@ -90,8 +90,8 @@ def test_zone_routed_backends_fail_over_and_are_checked(tmp_path: Path) -> None:
     lines = section(text, "backend web")
     assert "option allbackups" in lines
     assert (
-        "default-server check inter 2000 rise 2 fall 2 observe layer4 error-limit 1 "
-        "on-error mark-down"
+        "default-server check inter 10000 downinter 1000 rise 2 fall 2 observe layer4 "
+        "error-limit 1 on-error mark-down"
     ) in lines
     [backup] = [line for line in text.splitlines() if line.strip().startswith("server az2-a")]
     assert backup.endswith("weight 256 backup")
