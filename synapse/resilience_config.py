@@ -46,6 +46,14 @@ class ObserveConfig(ConfigModel):
     on_error: Literal["fastinter", "fail-check", "sudden-death", "mark-down"] = "mark-down"
 
 
+# Zone routing in managed mode: HAProxy fails over to the other zones (backups) when no
+# local server is up; a connection refused marks a server down at once, checks bring it back.
+ZONE_OBSERVE = ObserveConfig(layer="layer4", error_limit=1, on_error="mark-down")
+# Its checks: seldom while a server is up (every synapse of a fleet checks every server:
+# 1,000 hosts at 10 s are 100 checks/s per server), every second while it is down.
+ZONE_INTER = "inter 10000 downinter 1000"
+
+
 class HealthCheckConfig(ConfigModel):
     """ours: HAProxy's own health checks on the servers (``check inter ... rise ... fall``).
     Default: on for the docker watcher's servers in managed mode (no nerve checks them)."""

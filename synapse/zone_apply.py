@@ -59,6 +59,10 @@ class ZoneRouter:
         """The config (at start and on SIGHUP): the local zone, the names taken, the
         services routed."""
         self.local_zone = config.zone
+        managed = config.haproxy is not None and config.haproxy.managed is not None
+        if managed != self.backends.managed:
+            self.backends.managed = managed
+            self._made.clear()  # (their zone backends change: with backups or without)
         for name in self.backends.reserve(reserved_names(config)):
             self._made.pop(name, None)  # a record zone lost its backend to a new service
         # A service removed (or no longer routed) by SIGHUP is never routed again: drop
@@ -93,7 +97,7 @@ class ZoneRouter:
         self.decisions[service.name] = decision
         servers = placed(service, decision, *inputs)
         weighted = DesiredService(service.name, service.config, servers)
-        result = self.backends.expand(service, weighted, decision)
+        result = self.backends.expand(service, weighted, decision, without(service, *inputs))
         self._made[service.name] = (service, inputs, result)
         return result
 
@@ -104,6 +108,24 @@ class ZoneRouter:
             for name, decision in sorted(self.decisions.items())
             if services is None or name in services
         }
+
+
+def without(
+    service: DesiredService, local: str | None, evacuated: Collection[str]
+) -> Callable[[str], Mapping[str, int]]:
+    """zone -> every server's weight were that zone's servers down (a zone backend's
+    backups: where a request naming a dead zone goes; synapse.zone_backends)."""
+    routing = service.config.zone_routing
+    assert routing is not None
+    zones = {s.name: zone_of(s.labels, routing.label) for s in service.servers}
+
+    def weights(zone: str) -> Mapping[str, int]:
+        down = [name for name, its in zones.items() if its == zone]
+        decision = decide_service(service, local, evacuated, down)
+        assert decision is not None  # zone-routed
+        return decision.weight_of
+
+    return weights
 
 
 def placed(
@@ -119,14 +141,11 @@ def placed(
     routing = service.config.zone_routing
     if local is None or routing is None:
         return [dataclasses.replace(s, weight=weights[s.name]) for s in service.servers]
-    zones = {s.name: zone_of(s.labels, routing.label) for s in service.servers}
-    down = [name for name, zone in zones.items() if zone == local]
-    lost = decide_service(service, local, evacuated, down) if down else decision
-    assert lost is not None  # zone-routed
+    lost = without(service, local, evacuated)(local)
     return [
         dataclasses.replace(s, weight=weights[s.name])
-        if zones[s.name] == local
-        else dataclasses.replace(s, weight=lost.weight_of[s.name], backup=True)
+        if zone_of(s.labels, routing.label) == local
+        else dataclasses.replace(s, weight=lost[s.name], backup=True)
         for s in service.servers
     ]
 

@@ -26,12 +26,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from smartstack.logs import event
 from synapse.config import ServiceConfig, ServiceHAProxyConfig, SynapseConfig
 from synapse.model import DesiredService, Server
+from synapse.resilience_config import ZONE_OBSERVE
 from synapse.zone_config import ZoneRouting, zone_backend_name
 from synapse.zones import MAX_WEIGHT, ZoneDecision, ZoneServer, zone_of
 
@@ -77,13 +78,22 @@ def known_zones(routing: ZoneRouting, seen: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted({*routing.zones, *routing.zone_of_address.values(), *seen}))
 
 
-def zone_service_config(config: ServiceConfig, backend: str) -> ServiceConfig:
-    """The config of a zone backend: the service's backend side, no frontend, no zones."""
+def zone_service_config(
+    config: ServiceConfig, backend: str, failover: bool = False
+) -> ServiceConfig:
+    """The config of a zone backend: the service's backend side, no frontend, no zones.
+    ``failover``: it holds the other zones' servers as backups, and HAProxy's checks and
+    ``observe`` find a dead zone, as in the service's own backend (synapse.zone_apply)."""
     # Built from the validated fields as they are (no validation: a daemon on plain models
     # has no pydantic); every field kept counts as set, as a dump and validate made it.
     hap = config.haproxy
     data = {k: v for k, v in hap.__dict__.items() if k not in _FRONTEND_KEYS}
     data["backend_name"] = backend
+    if failover:
+        given = {" ".join(line.lower().split()) for line in (*hap.backend, *hap.listen)}
+        if "option allbackups" not in given:
+            data["backend"] = [*hap.backend, "option allbackups"]
+        data["observe"] = hap.observe or ZONE_OBSERVE
     haproxy = ServiceHAProxyConfig.model_construct(_fields_set=set(data), **data)
     return config.model_copy(update={"haproxy": haproxy, "zone_routing": None})
 
@@ -117,6 +127,7 @@ class ZoneBackends:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.reserved: frozenset[str] = frozenset()  # see reserved_names
+        self.managed = False  # synapse runs HAProxy (``fails_over``); set by the ZoneRouter
         self.clock = clock
         self._idle: dict[str, dict[str, float]] = {}  # service -> record zone -> empty since
         self._shape: dict[str, ServiceHAProxyConfig] = {}  # service -> its last haproxy block
@@ -131,10 +142,16 @@ class ZoneBackends:
         self._routing: dict[str, ZoneRouting] = {}  # services with signals
 
     def expand(
-        self, service: DesiredService, weighted: DesiredService, decision: ZoneDecision
+        self,
+        service: DesiredService,
+        weighted: DesiredService,
+        decision: ZoneDecision,
+        without: Callable[[str], Mapping[str, int]],
     ) -> list[DesiredService]:
         """``weighted`` (the service with the decision's weights) naming its zone
-        backends, then those backends. ``service``: the same with nominal weights."""
+        backends, then those backends. ``service``: the same with nominal weights;
+        ``without(zone)``: every server's weight were that zone's servers down (the zone
+        backend's backups, when it fails over)."""
         routing = service.config.zone_routing
         if routing is None or not routing.signals:
             self.forget(service.name)
@@ -157,7 +174,12 @@ class ZoneBackends:
             )
             servers = [dataclasses.replace(s, weight=weights[s.name]) for s in members]
             backend = zone_backend_name(service.backend_name, zone)
-            made = DesiredService(backend, self._config(service, zone, backend), servers)
+            config = self._config(service, zone, backend)
+            if self.fails_over(service):  # the other zones' servers are its backups
+                kept, spill = {s.name for s in members}, without(zone)
+                servers += [dataclasses.replace(s, weight=spill[s.name], backup=True)
+                            for s in service.servers if s.name not in kept]  # fmt: skip
+            made = DesiredService(backend, config, servers)
             last = before.get(zone)
             after[zone] = made = last if last is not None and last == made else made
             out.append(made)
@@ -240,11 +262,16 @@ class ZoneBackends:
                 self._on_refused(service, reason)
         return False
 
+    def fails_over(self, service: DesiredService) -> bool:
+        """Whether a zone backend of ``service`` holds the other zones' servers as backups
+        (managed mode, HAProxy's checks not turned off: they find the dead zone)."""
+        return self.managed and service.config.haproxy.health_check.enabled is not False
+
     def _config(self, service: DesiredService, zone: str, backend: str) -> ServiceConfig:
         cached = self._configs.get((service.name, zone))
         if cached is not None and cached[0] is service.config:
             return cached[1]
-        config = zone_service_config(service.config, backend)
+        config = zone_service_config(service.config, backend, self.fails_over(service))
         self._configs[(service.name, zone)] = (service.config, config)
         return config
 

@@ -27,14 +27,7 @@ from collections.abc import Iterable, Sequence
 
 from synapse.config import HAProxyConfig, ServiceConfig
 from synapse.haproxy.specs import _last_value
-from synapse.resilience_config import ObserveConfig, RetriesConfig
-
-# Zone routing in managed mode: HAProxy fails over to the other zones (backups) when no
-# local server is up; a connection refused marks a server down at once, checks bring it back.
-ZONE_OBSERVE = ObserveConfig(layer="layer4", error_limit=1, on_error="mark-down")
-# Its checks: seldom while a server is up (every synapse of a fleet checks every server:
-# 1,000 hosts at 10 s are 100 checks/s per server), every second while it is down.
-ZONE_INTER = "inter 10000 downinter 1000"
+from synapse.resilience_config import ZONE_INTER, ZONE_OBSERVE, RetriesConfig
 
 
 def _normalised(lines: Iterable[str]) -> list[str]:

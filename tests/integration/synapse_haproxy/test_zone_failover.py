@@ -27,30 +27,34 @@ from testbed.process import free_port
 REQUESTS, CLIENTS, DEADLINE_S = 150, 3, 30.0
 
 
-def zoned(port: int, backends: dict[str, Any], **haproxy: Any) -> DesiredService:
+def zoned(
+    port: int, backends: dict[str, Any], routing: dict[str, Any] | None = None, **haproxy: Any
+) -> list[DesiredService]:
     """`web` with zone routing from az1 over ``backends`` (name -> HttpBackend, zone = the
-    name's first three letters), as the reconciler hands it over."""
+    name's first three letters), as the reconciler hands it over in managed mode."""
     config = ServiceConfig.model_validate({
         "discovery": {"method": "base"},
         "haproxy": {"port": port, **haproxy},
-        "zone_routing": {"zones": ["az1", "az2"]},
+        "zone_routing": {"zones": ["az1", "az2"], **(routing or {})},
     })  # fmt: skip
     servers = [
         server("127.0.0.1", b.port, name, labels=(("zone", name[:3]),))
         for name, b in backends.items()
     ]
-    [weighted] = ZoneRouter("az1").routed(DesiredService("web", config, servers))
-    return weighted
+    router = ZoneRouter("az1")
+    router.backends.managed = True
+    return router.routed(DesiredService("web", config, servers))
 
 
-def load(port: int, results: list[str], stop: threading.Event) -> None:
+def load(port: int, results: list[str], stop: threading.Event, headers: dict[str, str]) -> None:
     """One client: GETs until ``stop`` or its share of REQUESTS, each answer's body or error."""
     deadline = time.monotonic() + DEADLINE_S
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers=headers)
     for _ in range(REQUESTS // CLIENTS):
         if stop.is_set() or time.monotonic() > deadline:
             return
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as answer:
+            with urllib.request.urlopen(request, timeout=5) as answer:
                 results.append(answer.read().decode())
         except urllib.error.HTTPError as err:
             results.append(str(err.code))
@@ -59,17 +63,24 @@ def load(port: int, results: list[str], stop: threading.Event) -> None:
         time.sleep(0.01)
 
 
-async def lose_the_local_zone(managed_factory, http_backend_factory, **haproxy: Any) -> list[str]:
+async def lose_the_local_zone(
+    managed_factory,
+    http_backend_factory,
+    headers: dict[str, str] | None = None,
+    routing: dict[str, Any] | None = None,
+    **haproxy: Any,
+) -> list[str]:
     """Serve from az1 under load, stop both az1 servers mid-load; every answer."""
     backends = {n: http_backend_factory(n) for n in ("az1-a", "az1-b", "az2-a", "az2-b")}
     port = free_port()
     controller = managed_factory()
-    await controller.apply([zoned(port, backends, **haproxy)], "t")
+    await controller.apply(zoned(port, backends, routing, **haproxy), "t")
     await eventually(lambda: answered_by(port, 1), "HAProxy answering")
     assert await answered_by(port, 12) == {"az1-a", "az1-b"}  # the local zone serves
     results: list[str] = []
     stop = threading.Event()
-    clients = [threading.Thread(target=load, args=(port, results, stop)) for _ in range(CLIENTS)]
+    args = (port, results, stop, headers or {})
+    clients = [threading.Thread(target=load, args=args) for _ in range(CLIENTS)]
     for client in clients:
         client.start()
     try:
@@ -86,7 +97,7 @@ async def lose_the_local_zone(managed_factory, http_backend_factory, **haproxy: 
 def test_zone_routed_backends_fail_over_and_are_checked(tmp_path: Path) -> None:
     backends = {n: type("B", (), {"port": free_port()})() for n in ("az1-a", "az2-a")}
     config = haproxy_config(config_file_path=str(tmp_path / "h.cfg"), managed={})
-    text = render([zoned(3000, backends, retries=False)], config).text
+    text = render(zoned(3000, backends, retries=False), config).text
     lines = section(text, "backend web")
     assert "option allbackups" in lines
     assert (
@@ -96,7 +107,7 @@ def test_zone_routed_backends_fail_over_and_are_checked(tmp_path: Path) -> None:
     [backup] = [line for line in text.splitlines() if line.strip().startswith("server az2-a")]
     assert backup.endswith("weight 256 backup")
     off = zoned(3000, backends, retries=False, health_check={"enabled": False})
-    assert section(render([off], config).text, "backend web")[0] == "option allbackups"
+    assert section(render(off, config).text, "backend web")[0] == "option allbackups"
 
 
 async def test_a_lost_local_zone_fails_no_request(managed_factory, http_backend_factory) -> None:
@@ -104,6 +115,22 @@ async def test_a_lost_local_zone_fails_no_request(managed_factory, http_backend_
     failed = [r for r in results if not r.startswith("az")]
     assert len(results) >= REQUESTS // 2 and not failed, (len(results), failed[:5])
     assert results[-1].startswith("az2"), results[-5:]  # the other zone serves now
+
+
+async def test_requests_naming_a_lost_zone_fail_over_too(
+    managed_factory, http_backend_factory
+) -> None:
+    """`X-Zone: az1` picks az1's own backend; its backups are the other zone's servers."""
+    results = await lose_the_local_zone(
+        managed_factory,
+        http_backend_factory,
+        headers={"X-Zone": "az1"},
+        routing={"header": "X-Zone"},
+        listen=["mode http"],
+    )
+    failed = [r for r in results if not r.startswith("az")]
+    assert len(results) >= REQUESTS // 2 and not failed, (len(results), failed[:5])
+    assert results[-1].startswith("az2"), results[-5:]
 
 
 async def test_without_health_information_haproxy_cannot_fail_over(

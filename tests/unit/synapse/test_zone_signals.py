@@ -24,6 +24,7 @@ from synapse.haproxy.zone_map import ZoneMapSync, map_path, runtime_commands, wa
 from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Found, Server
 from synapse.port_clash import admin_port_clashes
+from synapse.resilience_config import ZONE_OBSERVE
 from synapse.status_page import zone_mode
 from synapse.zone_apply import ZoneRouter
 from synapse.zone_backends import FORGET_AFTER, MAX_RECORD_ZONES, in_zone_weights, open_zones
@@ -446,3 +447,37 @@ async def test_a_zone_map_that_cannot_be_read_is_counted_and_catches_up(
     path = map_path(tmp_path / "haproxy.cfg")
     assert applied == [f"add map {path} web/b az2"] and failures == []
     assert path.read_text().splitlines()[1:] == ["web/a az1", "web/b az2"]
+
+
+def test_in_managed_mode_a_zone_backend_fails_over_to_the_other_zones(tmp_path: Path) -> None:
+    """A request naming a zone that just died is retried on that zone backend's backups:
+    the other zones' servers, weighted as the decision would be without that zone."""
+    document = doc(tmp_path, SIGNALS)
+    document["haproxy"] = {"config_file_path": str(tmp_path / "haproxy.cfg"), "managed": {}}
+    config = load(tmp_path, document)
+    router = ZoneRouter("az1")
+    router.configure(config)
+    routed = by_name(router.routed(service(config, az1=2, az2=2, az3=6)))
+
+    def weights(backend: str, backup: bool) -> dict[str, int]:
+        servers = routed[backend].servers
+        return {s.name.split("_")[0]: s.weight or 0 for s in servers if s.backup == backup}
+
+    def zone_total(found: dict[str, int], zone: str) -> int:
+        return sum(w for name, w in found.items() if name.startswith(zone))
+
+    az1 = routed["web_zone_az1"]
+    assert sorted(weights("web_zone_az1", False)) == ["az1-0", "az1-1"]
+    spill = weights("web_zone_az1", True)  # az1 gone: the even spill over az2 and az3
+    assert len(spill) == 8 and zone_total(spill, "az2") == zone_total(spill, "az3") == 512
+    home = weights("web_zone_az2", True)  # az2 gone: the local zone serves
+    assert zone_total(home, "az1") == 512 and zone_total(home, "az3") == 0
+    assert "option allbackups" in az1.config.haproxy.backend
+    assert az1.config.haproxy.observe == ZONE_OBSERVE  # HAProxy finds the dead zone
+    # HAProxy's checks turned off: nothing would find a dead zone, so no backups either
+    document["services"]["web"]["haproxy"]["health_check"] = {"enabled": False}
+    off = load(tmp_path, document)
+    router.configure(off)
+    plain = by_name(router.routed(service(off, az1=2, az2=2, az3=6)))
+    assert not any(s.backup for s in plain["web_zone_az1"].servers)
+    assert "option allbackups" not in plain["web_zone_az1"].config.haproxy.backend
