@@ -2,9 +2,10 @@
 
 A second service, ``shop``, runs in three zones (2/2/4 servers, one nerve registering
 them all with ``labels: {zone: ...}``); synapse is in az1 and routes ``shop`` with
-``zone_routing``. The act: az1 serves everything; az1 is lost (its servers fail their
-health checks, nerve withdraws them) and traffic spreads evenly over az2 and az3, per
-zone, not per server; az1 comes back and takes everything again. Beside it, zone
+``zone_routing``. The act: az1 serves everything; az1 is lost (its servers die) and
+traffic spreads evenly over az2 and az3, per zone, not per server: HAProxy moves it by
+itself at the first refused connection (the other zones are its backups), before nerve
+withdraws the dead servers; az1 comes back and takes everything again. Beside it, zone
 stickiness (``sticky: SRVZONE``, ``header: X-Zone``): two more clients keep the cookie
 their answers set, one starting with ``SRVZONE=az3`` (served only in az3), one without
 (pinned to az1 by its first answer, re-pinned when az1 is lost, and staying there).
@@ -108,22 +109,24 @@ class ZoneAct:
         self._cookies_set("new client", sticky["new client"], began)
         self._measure(client, sticky, f"{LOCAL} healthy (local zone)", rows)
 
-        detail(f"{LOCAL} is lost: its servers fail their health checks; nerve withdraws them")
+        detail(f"{LOCAL} is lost: its servers die (nerve withdraws them when its checks fail)")
         lost = time.monotonic()
         for backend in self.backends[LOCAL]:
-            backend.set_healthy(False)
+            backend.stop()
         others = set(LAYOUT) - {LOCAL}
         took = self._until(client, others, lost)
-        detail(f"traffic left {LOCAL} {took:.2f} s after its checks started failing")
+        detail(f"traffic left {LOCAL} {took:.3f} s after its servers died: HAProxy moved it "
+               "at the first refused connection (the other zones are its backups)")  # fmt: skip
         self._cookies_set("new client", sticky["new client"], lost)
         self._measure(client, sticky, f"{LOCAL} lost: even spill", rows)
 
         detail(f"{LOCAL} comes back")
         back = time.monotonic()
         for backend in self.backends[LOCAL]:
-            backend.set_healthy(True)
+            backend.start()
         took = self._until(client, {LOCAL}, back)
-        detail(f"traffic returned to {LOCAL} {took:.2f} s after its checks passed again")
+        detail(f"traffic returned to {LOCAL} {took:.2f} s after its servers started again "
+               "(nerve's and HAProxy's checks)")  # fmt: skip
         self._cookies_set("new client", sticky["new client"], back)
         self._measure(client, sticky, f"{LOCAL} back", rows)
         for each in everyone:
