@@ -390,12 +390,15 @@ class Reconciler:
                 continue
             if service.report is not None:
                 found, origin = service.report.found, ORIGIN_DISCOVERY
-            else:
-                found = self.state_cache.cached(name) if self.state_cache else None
-                origin = ORIGIN_STATE_FILE
-                if self.state_cache is not None:
+            else:  # the state file's, while it is all there is (a SIGHUP's new discovery:
+                # nothing known, the previous list stays)
+                found, origin, kept = None, ORIGIN_STATE_FILE, service.selection
+                if self.state_cache is not None and (kept is None or kept.origin == origin):
+                    found = self.state_cache.cached(name)
                     self._use_generator(name, service, self.state_cache.generator(name))
-            previous = service.selection or self._state_file_selection(name, service, policy)
+            previous = service.selection
+            if previous is None and not found:
+                previous = self._state_file_selection(name, service, policy)
             selection = select_servers(service.config, found, previous, policy, origin)
             if selection.dropped_options and selection.dropped_options != service.reported_options:
                 event(log, "registry_server_options_dropped", level=logging.WARNING,

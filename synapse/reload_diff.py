@@ -77,7 +77,8 @@ def carry_over(old: Mapping[str, ServiceState], config: SynapseConfig) -> Carrie
             continue
         renamed = kept is None
         if renamed:  # what the old name's watcher knew, until the new name's own reports
-            kept = next((s for s in gone if same_model(s.config.discovery, cfg.discovery)), None)
+            alike = [s for s in gone if same_model(s.config.discovery, cfg.discovery)]
+            kept = alike[0] if len(alike) == 1 else None  # (two alike: which one is unknown)
         same_discovery = kept is not None and same_model(kept.config.discovery, cfg.discovery)
         # with the registry's settings: the kept config until they are merged anew (on plain
         # models a child checks them: synapse.generator_checks), not the file's alone

@@ -107,3 +107,35 @@ def test_managed_mode_keeps_a_state_file_beside_the_config_by_default(tmp_path: 
     assert state_key(chosen) == ("/x.json", 86400)
     airbnb = config(tmp_path, services)  # not managed: only when asked for, as in Ruby
     assert state_key(airbnb) == (None, 86400)
+
+
+async def test_a_new_label_filter_not_heard_from_yet_keeps_the_servers(tmp_path: Path) -> None:
+    """The state file is the start's: a SIGHUP's new discovery (a label filter) is not
+    applied to the state file's servers, which would empty the backend before its watcher
+    even answered."""
+    state = tmp_path / "state.json"
+    write_state(state, "10.0.0.1")
+
+    def filtered(*filters: dict[str, str]) -> SynapseConfig:
+        discovery = WEB_DISCOVERY | {"label_filters": list(filters)}
+        web = {"discovery": discovery, "use_previous_backends": False}
+        return config(tmp_path, {"web": web}, state_file_path=str(state))
+
+    applier = FakeApplier()
+    rec = make_reconciler(filtered(), applier)
+    async with running(rec, applier, report("web", "10.0.0.1")):
+        rec.set_config(filtered({"label": "zone", "value": "az9"}))
+        await eventually(lambda: len(applier.applied) == 2, what="the reload's hand-over")
+        assert applier.hosts("web") == ["10.0.0.1"]
+
+
+async def test_a_rename_among_two_alike_removed_services_carries_nothing(tmp_path: Path) -> None:
+    def services(*names: str) -> SynapseConfig:
+        return config(tmp_path, {n: {"discovery": WEB_DISCOVERY} for n in names})
+
+    applier = FakeApplier()
+    rec = make_reconciler(services("a", "b"), applier)
+    async with running(rec, applier, report("a", "10.0.0.1"), report("b", "10.0.0.1")):
+        rec.set_config(services("c"))  # which of a and b became c? unknown: not guessed
+        await eventually(lambda: len(applier.applied) == 2, what="the reload's hand-over")
+        assert rec.service_status()["c"]["servers"] == []
