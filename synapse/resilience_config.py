@@ -50,8 +50,9 @@ class ObserveConfig(ConfigModel):
 # local server is up; a connection refused marks a server down at once, checks bring it back.
 ZONE_OBSERVE = ObserveConfig(layer="layer4", error_limit=1, on_error="mark-down")
 # Its checks: seldom while a server is up (every synapse of a fleet checks every server:
-# 1,000 hosts at 10 s are 100 checks/s per server), every second while it is down.
-ZONE_INTER = "inter 10000 downinter 1000"
+# 1,000 hosts at 10 s are 100 checks/s per server), every second while it is down or
+# coming back (HAProxy uses fastinter from the first good check until `rise`).
+ZONE_INTER = "inter 10000 fastinter 1000 downinter 1000"
 
 
 class HealthCheckConfig(ConfigModel):

@@ -19,12 +19,13 @@ from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from synapse.model import DesiredService, Server
+from synapse.resilience_config import ZONE_OBSERVE
 from synapse.zone_backends import ZoneBackends, reserved_names
 from synapse.zone_state import Evacuations
 from synapse.zones import ZoneDecision, decide_service, zone_of
 
 if TYPE_CHECKING:  # (zone_api would pull the admin server's aiohttp into the reconciler)
-    from synapse.config import SynapseConfig
+    from synapse.config import ServiceConfig, SynapseConfig
     from synapse.contract import Applier
     from synapse.metrics import SynapseMetrics
     from synapse.reconciler import Reconciler
@@ -54,6 +55,7 @@ class ZoneRouter:
         # service -> (the reconciler's object, what the decision used, the routed objects):
         # an unchanged service is handed over as the very same objects (the applier skips it)
         self._made: dict[str, tuple[DesiredService, Any, list[DesiredService]]] = {}
+        self._with_observe: dict[str, tuple[ServiceConfig, ServiceConfig]] = {}  # _observed
 
     def configure(self, config: SynapseConfig) -> None:
         """The config (at start and on SIGHUP): the local zone, the names taken, the
@@ -75,6 +77,7 @@ class ZoneRouter:
         for name in {*self.decisions, *self._made, *self.backends.services()} - kept:
             self.decisions.pop(name, None)
             self._made.pop(name, None)
+            self._with_observe.pop(name, None)
             self.backends.forget(name)
 
     def weighted(self, service: DesiredService) -> DesiredService:
@@ -96,10 +99,26 @@ class ZoneRouter:
         assert decision is not None  # zone-routed
         self.decisions[service.name] = decision
         servers = placed(service, decision, *inputs)
-        weighted = DesiredService(service.name, service.config, servers)
+        weighted = DesiredService(service.name, self._observed(service, servers), servers)
         result = self.backends.expand(service, weighted, decision, without(service, *inputs))
         self._made[service.name] = (service, inputs, result)
         return result
+
+    def _observed(self, service: DesiredService, servers: list[Server]) -> ServiceConfig:
+        """The service's config, with ``observe`` (ZONE_OBSERVE) where HAProxy can fail
+        over: managed mode, checks not turned off, no ``observe`` of its own, and a backup
+        that can take traffic. Where none can, marking the last servers down at their first
+        refused connection would turn a blip that retries ride out into 503s."""
+        hap = service.config.haproxy
+        wanted = self.backends.fails_over(service) and hap.observe is None
+        if not (wanted and any(s.backup and s.weight for s in servers)):
+            return service.config
+        kept = self._with_observe.get(service.name)
+        if kept is None or kept[0] is not service.config:  # (the same object while it lasts)
+            observed = hap.model_copy(update={"observe": ZONE_OBSERVE})
+            kept = (service.config, service.config.model_copy(update={"haproxy": observed}))
+            self._with_observe[service.name] = kept
+        return kept[1]
 
     def status(self, services: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
         """service -> its ``zones`` object for /status (those in ``services``, None: all)."""

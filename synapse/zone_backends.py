@@ -79,11 +79,12 @@ def known_zones(routing: ZoneRouting, seen: Iterable[str]) -> tuple[str, ...]:
 
 
 def zone_service_config(
-    config: ServiceConfig, backend: str, failover: bool = False
+    config: ServiceConfig, backend: str, failover: bool = False, observe: bool = False
 ) -> ServiceConfig:
     """The config of a zone backend: the service's backend side, no frontend, no zones.
-    ``failover``: it holds the other zones' servers as backups, and HAProxy's checks and
-    ``observe`` find a dead zone, as in the service's own backend (synapse.zone_apply)."""
+    ``failover``: it holds the other zones' servers as backups; ``observe``: some of them
+    can take traffic, so HAProxy's checks and ``observe`` send it there from a dead zone
+    at once, as in the service's own backend (synapse.zone_apply.observed)."""
     # Built from the validated fields as they are (no validation: a daemon on plain models
     # has no pydantic); every field kept counts as set, as a dump and validate made it.
     hap = config.haproxy
@@ -93,7 +94,7 @@ def zone_service_config(
         given = {" ".join(line.lower().split()) for line in (*hap.backend, *hap.listen)}
         if "option allbackups" not in given:
             data["backend"] = [*hap.backend, "option allbackups"]
-        data["observe"] = hap.observe or ZONE_OBSERVE
+        data["observe"] = hap.observe or (ZONE_OBSERVE if observe else None)
     haproxy = ServiceHAProxyConfig.model_construct(_fields_set=set(data), **data)
     return config.model_copy(update={"haproxy": haproxy, "zone_routing": None})
 
@@ -136,8 +137,8 @@ class ZoneBackends:
         # record zones' backend names -> (their service, the zone)
         self._owners: dict[str, tuple[str, str]] = {}
         self._seen: dict[str, set[str]] = {}
-        # (service, zone) -> (the service's config object, the zone backend's config)
-        self._configs: dict[tuple[str, str], tuple[ServiceConfig, ServiceConfig]] = {}
+        # (service, zone) -> (the service's config object, observe, the zone backend's config)
+        self._configs: dict[tuple[str, str], tuple[ServiceConfig, bool, ServiceConfig]] = {}
         self._last: dict[str, dict[str, DesiredService]] = {}  # service -> zone -> backend
         self._routing: dict[str, ZoneRouting] = {}  # services with signals
 
@@ -174,12 +175,14 @@ class ZoneBackends:
             )
             servers = [dataclasses.replace(s, weight=weights[s.name]) for s in members]
             backend = zone_backend_name(service.backend_name, zone)
-            config = self._config(service, zone, backend)
+            backups: list[Server] = []
             if self.fails_over(service):  # the other zones' servers are its backups
                 kept, spill = {s.name for s in members}, without(zone)
-                servers += [dataclasses.replace(s, weight=spill[s.name], backup=True)
-                            for s in service.servers if s.name not in kept]  # fmt: skip
-            made = DesiredService(backend, config, servers)
+                backups = [dataclasses.replace(s, weight=spill[s.name], backup=True)
+                           for s in service.servers if s.name not in kept]  # fmt: skip
+            observe = any(s.weight for s in backups)
+            config = self._config(service, zone, backend, observe)
+            made = DesiredService(backend, config, servers + backups)
             last = before.get(zone)
             after[zone] = made = last if last is not None and last == made else made
             out.append(made)
@@ -267,12 +270,15 @@ class ZoneBackends:
         (managed mode, HAProxy's checks not turned off: they find the dead zone)."""
         return self.managed and service.config.haproxy.health_check.enabled is not False
 
-    def _config(self, service: DesiredService, zone: str, backend: str) -> ServiceConfig:
+    def _config(
+        self, service: DesiredService, zone: str, backend: str, observe: bool
+    ) -> ServiceConfig:
         cached = self._configs.get((service.name, zone))
-        if cached is not None and cached[0] is service.config:
-            return cached[1]
-        config = zone_service_config(service.config, backend, self.fails_over(service))
-        self._configs[(service.name, zone)] = (service.config, config)
+        if cached is not None and cached[0] is service.config and cached[1] == observe:
+            return cached[2]
+        failover = self.fails_over(service)
+        config = zone_service_config(service.config, backend, failover, observe)
+        self._configs[(service.name, zone)] = (service.config, observe, config)
         return config
 
     def status(self, service: str, decision: ZoneDecision) -> dict[str, Any]:

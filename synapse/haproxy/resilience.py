@@ -12,10 +12,11 @@ lines already set the keyword:
 - Servers of the docker watcher (no nerve checks them): ``default-server check inter
   2000 rise 2 fall 2``, with ``option httpchk GET <path>`` when the service is HTTP and
   ``health_check.path`` is set, so a hung app in a running container is taken out.
-- Zone-routed services: checks (every 10 s while up, every second while down, unless
-  ``health_check.inter_ms`` is set) plus ``observe layer4 error-limit 1 on-error
-  mark-down``, so HAProxy fails over to the other zones' servers (backups, with ``option
-  allbackups`` in any mode) at the first refused connection of a lost zone.
+- Zone-routed services: checks (every 10 s while up, every second while down or coming
+  back, unless ``health_check.inter_ms`` is set); where a backup can take the traffic,
+  synapse.zone_apply also sets ``observe`` (layer4, mark-down at the first error), so
+  HAProxy fails over to the other zones' servers (backups, with ``option allbackups`` in
+  any mode) at the first refused connection of a lost zone.
 
 Airbnb mode (``managed`` not set) gets only what the service's explicit ``retries``,
 ``observe`` and ``health_check`` keys ask for. Pure functions.
@@ -93,14 +94,12 @@ def extra_backend_lines(
     checked = check.enabled
     if checked is None:
         checked = managed and (service.discovery.method == "docker" or zoned)
-    observe = hap.observe
-    if observe is None and zoned and managed and checked:
-        observe = ZONE_OBSERVE  # a dead local server is out at its first failed connection
+    observe = hap.observe  # (zone routing: synapse.zone_apply sets it where it can fail over)
     if checked or observe is not None:  # observe needs health checks to bring it back
         if http and check.path and not _sets(given, "option httpchk"):
             lines.append(f"option httpchk GET {check.path}")
         inter = f"inter {check.inter_ms}"
-        if observe is ZONE_OBSERVE and "inter_ms" not in check.model_fields_set:
+        if (zoned or observe is ZONE_OBSERVE) and "inter_ms" not in check.model_fields_set:
             inter = ZONE_INTER  # traffic tells a dead server at once; checks bring it back
         options = f"check {inter} rise {check.rise} fall {check.fall}"
         if observe is not None:

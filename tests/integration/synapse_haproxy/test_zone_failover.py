@@ -101,8 +101,8 @@ def test_zone_routed_backends_fail_over_and_are_checked(tmp_path: Path) -> None:
     lines = section(text, "backend web")
     assert "option allbackups" in lines
     assert (
-        "default-server check inter 10000 downinter 1000 rise 2 fall 2 observe layer4 "
-        "error-limit 1 on-error mark-down"
+        "default-server check inter 10000 fastinter 1000 downinter 1000 rise 2 fall 2 "
+        "observe layer4 error-limit 1 on-error mark-down"
     ) in lines
     [backup] = [line for line in text.splitlines() if line.strip().startswith("server az2-a")]
     assert backup.endswith("weight 256 backup")
@@ -131,6 +131,39 @@ async def test_requests_naming_a_lost_zone_fail_over_too(
     failed = [r for r in results if not r.startswith("az")]
     assert len(results) >= REQUESTS // 2 and not failed, (len(results), failed[:5])
     assert results[-1].startswith("az2"), results[-5:]
+
+
+async def test_a_zone_with_nowhere_to_fail_over_rides_out_a_blip(
+    managed_factory, http_backend_factory
+) -> None:
+    """Only local servers: no backup could take over, so no `observe` (it would mark the
+    last server down at its first refused connection: 503s until the checks bring it
+    back). A 0.4 s restart of the only server is ridden out by retries."""
+    only = http_backend_factory("az1-a")
+    port = free_port()
+    controller = managed_factory()
+    services = zoned(port, {"az1-a": only})
+    lines = section(render(services, controller.config).text, "backend web")
+    assert not any("observe" in line for line in lines)
+    assert any(line.startswith("default-server check") for line in lines)
+    await controller.apply(services, "t")
+    await eventually(lambda: answered_by(port, 1), "HAProxy answering")
+    results: list[str] = []
+    stop = threading.Event()
+    clients = [threading.Thread(target=load, args=(port, results, stop, {})) for _ in range(2)]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(0.3)
+        only.stop()
+        time.sleep(0.4)
+        only.start()
+        for client in clients:
+            client.join(DEADLINE_S + 5)
+    finally:
+        stop.set()
+    failed = [r for r in results if not r.startswith("az")]
+    assert results and not failed, (len(results), failed[:5])
 
 
 async def test_without_health_information_haproxy_cannot_fail_over(
