@@ -178,20 +178,27 @@ class RuntimeClient:
         ones are not sent (a server whose `add server` failed must not be made ready).
         So the batch goes in waves: every server's first op, then every second op...;
         an op taking a server out of the balancing after the ops listed before it for
-        its backend (``_waves``).
+        its backend (``_waves``). When an op adding capacity to a backend failed or was
+        not sent (a new server's `add server` refused), the ops that would take capacity
+        away from it are not sent either: the old servers serve until what follows a
+        failure (a read, a new plan, a reload) settles the backend.
         """
         if not ops:
             return []
         lost = f"{self.path}: no answer (connection lost or timed out)"
         results: list[str | None] = [lost] * len(ops)
         failed: set[str] = set()
+        short: set[str] = set()  # backends whose new capacity did not come: none taken away
         kept, self._unverified = self._unverified, False
         async with self.session() as session:
             for wave in _waves(ops):
                 batch = []
                 for i in wave:
-                    if ops[i].target in failed:
-                        results[i] = SKIPPED
+                    op = ops[i]
+                    if op.target in failed or (op.backend in short and _takes_away(op)):
+                        results[i] = SKIPPED  # (the re-plan or reload that follows settles it)
+                        if not _takes_away(op):
+                            short.add(op.backend)
                     else:
                         batch.append(i)
                 commands = [ops[i].command for i in batch]
@@ -206,6 +213,8 @@ class RuntimeClient:
                     else:
                         results[i] = str(CommandFailed(ops[i].command, answer))
                         failed.add(ops[i].target)
+                        if not _takes_away(ops[i]):
+                            short.add(ops[i].backend)
                 if len(answers) < len(batch):
                     break  # the rest keep `lost`
         return results

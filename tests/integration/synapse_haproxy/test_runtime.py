@@ -124,6 +124,17 @@ async def test_a_batch_attributes_every_answer_to_its_command(haproxy_factory):
     pid, found = await client.read_state(["web", "nope"])
     assert pid is not None and set(found["web"] or {}) == {"a", "b"} and found["nope"] is None
 
+    # A swap whose new server cannot be added: the old one is not taken away either.
+    swap = [
+        AddServer("web", "b", "127.0.0.1:3"),  # exists already: fails
+        SetState("web", "b", "ready"),  # not sent
+        SetState("web", "a", "maint"),  # would leave web with nothing: not sent
+    ]
+    results = await client.run_ops(swap)
+    assert "Already exists" in (results[0] or "") and results[1:] == [SKIPPED, SKIPPED]
+    state = await client.running_backends()
+    assert not state["web"]["b"].in_maint
+
 
 async def test_a_kept_connection_closed_by_haproxy_is_opened_again(haproxy_factory):
     """HAProxy closes an idle CLI connection (`stats timeout`): the next read on the kept
