@@ -48,7 +48,7 @@ from synapse.model import DesiredService, Report
 from synapse.pacing import Pacer
 from synapse.reload_diff import Pending, ServiceState, carry_over, policy_changed
 from synapse.selection import ORIGIN_DISCOVERY, ORIGIN_STATE_FILE, Selection, select_servers
-from synapse.state_cache import StateCache
+from synapse.state_cache import REBUILD_BUDGET, StateCache
 from synapse.status import service_status
 from synapse.zone_apply import ZoneRouter
 
@@ -362,17 +362,18 @@ class Reconciler:
         with contextlib.suppress(Exception):
             if task is not None and not task.done():
                 await task
-            await self._flush_state_file()
+            await self._flush_state_file(final=True)
 
-    async def _flush_state_file(self) -> None:
+    async def _flush_state_file(self, final: bool = False) -> None:
         if self.state_cache is None or not self._state_dirty:
             return
         self._state_dirty = False
         self._state_written_at = time.monotonic()
+        budget = None if final else REBUILD_BUDGET  # (on the way out: all of it at once)
         with contextlib.suppress(Exception):  # StateCache reports its own failures
-            await asyncio.to_thread(
-                self.state_cache.update, self.selections(), list(self._services), self.generators()
-            )
+            await asyncio.to_thread(self.state_cache.update, self.selections(),
+                                    list(self._services), self.generators(), budget)  # fmt: skip
+        self._state_dirty = self._state_dirty or self.state_cache.pending  # (the next slice)
 
     def _select_all(self, reported: set[str] | None = None) -> list[str]:
         """Select again the services in ``reported`` (None: all) and those without a report
