@@ -75,17 +75,22 @@ def zk_leader_kill(stack: FaultStack, quick: bool) -> Figures:
     return figures
 
 
-def zk_all_down(stack: FaultStack, quick: bool) -> Figures:
-    down_s = 10 if quick else 60
-    figures = Figures(
-        f"all ZooKeeper members down {down_s} s", recover_what="registrations back after restart"
-    )
-    with stack.window(figures):
-        all_members_down(stack)
-        time.sleep(down_s)
-        figures.recover_s = all_members_back(stack)
-    figures.notes.append("recovery counts from the restart of the members (JVM start included)")
-    return figures
+def registry_outage(label: str, note: str) -> Scenario:
+    """Every member of the stack's registry killed, down 60 s (quick: 10 s), restarted."""
+
+    def scenario(stack: FaultStack, quick: bool) -> Figures:
+        down_s = 10 if quick else 60
+        figures = Figures(
+            f"all {label} members down {down_s} s", recover_what="registrations back after restart"
+        )
+        with stack.window(figures):
+            all_members_down(stack)
+            time.sleep(down_s)
+            figures.recover_s = all_members_back(stack)
+        figures.notes.append(note)
+        return figures
+
+    return scenario
 
 
 def synapse_restart_in_zk_outage(stack: FaultStack, quick: bool) -> Figures:
@@ -200,22 +205,6 @@ def etcd_leader_kill(stack: FaultStack, quick: bool) -> Figures:
             lambda: etcd.leader_index() not in (None, leader), 60, "a new etcd leader"
         )
         etcd.start_member(leader)
-    return figures
-
-
-def etcd_all_down(stack: FaultStack, quick: bool) -> Figures:
-    down_s = 10 if quick else 60
-    figures = Figures(
-        f"all etcd members down {down_s} s", recover_what="registrations back after restart"
-    )
-    with stack.window(figures):
-        all_members_down(stack)
-        time.sleep(down_s)
-        figures.recover_s = all_members_back(stack)
-    figures.notes.append(
-        f"nerve etcd_lease_ttl {ETCD_LEASE_S} s, far shorter than the outage; recovery counts "
-        "from the restart of the members"
-    )
     return figures
 
 
@@ -378,11 +367,23 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "synapse-kill9-restart": ("zookeeper", synapse_restart(signal.SIGKILL)),
     "synapse-sigterm-restart": ("zookeeper", synapse_restart(signal.SIGTERM)),
     "synapse-broken-config-restart": ("zookeeper", synapse_broken_config_restart),
-    "zk-all-down": ("zookeeper", zk_all_down),
+    "zk-all-down": (
+        "zookeeper",
+        registry_outage(
+            "ZooKeeper", "recovery counts from the restart of the members (JVM start included)"
+        ),
+    ),
     "synapse-restart-in-zk-outage": ("zookeeper", synapse_restart_in_zk_outage),
     "etcd-leader-kill": ("etcd", etcd_leader_kill),
     "etcd-lease-expiry": ("etcd", etcd_lease_expiry),
-    "etcd-all-down": ("etcd", etcd_all_down),
+    "etcd-all-down": (
+        "etcd",
+        registry_outage(
+            "etcd",
+            f"nerve etcd_lease_ttl {ETCD_LEASE_S} s, far shorter than the outage; recovery counts "
+            "from the restart of the members",
+        ),
+    ),
 }
 
 
