@@ -106,18 +106,23 @@ class ZoneRouter:
 
     def _observed(self, service: DesiredService, servers: list[Server]) -> ServiceConfig:
         """The service's config, with ``observe`` (ZONE_OBSERVE) where HAProxy can fail
-        over: managed mode, checks not turned off, no ``observe`` of its own, and a backup
-        that can take traffic. Where none can, marking the last servers down at their first
-        refused connection would turn a blip that retries ride out into 503s."""
+        over: managed mode, checks not turned off, no ``observe`` of its own, and another
+        zone to go to: named in ``zones``, or a backup that can take traffic now. Where
+        none could, marking the last servers down at their first refused connection would
+        turn a blip that retries ride out into 503s. Once on, it stays on for this config
+        (it is a line of the backend: turning it off and on would cost reloads)."""
         hap = service.config.haproxy
-        wanted = self.backends.fails_over(service) and hap.observe is None
-        if not (wanted and any(s.backup and s.weight for s in servers)):
-            return service.config
         kept = self._with_observe.get(service.name)
-        if kept is None or kept[0] is not service.config:  # (the same object while it lasts)
-            observed = hap.model_copy(update={"observe": ZONE_OBSERVE})
-            kept = (service.config, service.config.model_copy(update={"haproxy": observed}))
-            self._with_observe[service.name] = kept
+        if kept is not None and kept[0] is service.config:
+            return kept[1]
+        routing = service.config.zone_routing
+        named = routing is not None and any(z != self.local_zone for z in routing.zones)
+        able = named or any(s.backup and s.weight for s in servers)
+        if not (able and self.backends.fails_over(service) and hap.observe is None):
+            return service.config
+        observed = hap.model_copy(update={"observe": ZONE_OBSERVE})  # (made once per config)
+        kept = (service.config, service.config.model_copy(update={"haproxy": observed}))
+        self._with_observe[service.name] = kept
         return kept[1]
 
     def status(self, services: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:

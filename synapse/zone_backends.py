@@ -180,7 +180,7 @@ class ZoneBackends:
                 kept, spill = {s.name for s in members}, without(zone)
                 backups = [dataclasses.replace(s, weight=spill[s.name], backup=True)
                            for s in service.servers if s.name not in kept]  # fmt: skip
-            observe = any(s.weight for s in backups)
+            observe = weighted.config.haproxy.observe is not None  # (as the service's own)
             config = self._config(service, zone, backend, observe)
             made = DesiredService(backend, config, servers + backups)
             last = before.get(zone)

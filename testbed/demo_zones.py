@@ -115,8 +115,9 @@ class ZoneAct:
             backend.stop()
         others = set(LAYOUT) - {LOCAL}
         took = self._until(client, others, lost)
-        detail(f"traffic left {LOCAL} {took:.3f} s after its servers died: HAProxy moved it "
-               "at the first refused connection (the other zones are its backups)")  # fmt: skip
+        when = "at once" if took <= 0.001 else f"{took:.3f} s after its servers died"
+        detail(f"traffic left {LOCAL} {when}: HAProxy moved it at the first refused "
+               "connection (the other zones are its backups)")  # fmt: skip
         self._cookies_set("new client", sticky["new client"], lost)
         self._measure(client, sticky, f"{LOCAL} lost: even spill", rows)
 

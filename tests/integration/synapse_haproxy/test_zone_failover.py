@@ -136,13 +136,13 @@ async def test_requests_naming_a_lost_zone_fail_over_too(
 async def test_a_zone_with_nowhere_to_fail_over_rides_out_a_blip(
     managed_factory, http_backend_factory
 ) -> None:
-    """Only local servers: no backup could take over, so no `observe` (it would mark the
-    last server down at its first refused connection: 503s until the checks bring it
-    back). A 0.4 s restart of the only server is ridden out by retries."""
+    """Only the local zone, named or seen: no backup could take over, so no `observe` (it
+    would mark the last server down at its first refused connection: 503s until the checks
+    bring it back). A 0.4 s restart of the only server is ridden out by retries."""
     only = http_backend_factory("az1-a")
     port = free_port()
     controller = managed_factory()
-    services = zoned(port, {"az1-a": only})
+    services = zoned(port, {"az1-a": only}, {"zones": ["az1"]})
     lines = section(render(services, controller.config).text, "backend web")
     assert not any("observe" in line for line in lines)
     assert any(line.startswith("default-server check") for line in lines)
