@@ -106,10 +106,13 @@ async def test_a_dropped_connection_fails_what_was_in_flight_then_reads_cleanly(
 
     done = await asyncio.to_thread(lambda: [outcome(r) for r in first + after])
     answered = [i for i, r in enumerate(done) if not isinstance(r, ConnectionLoss)]
-    # Sent before the drop: answered or lost, never mixed up; queued after it: lost.
+    # Sent before the drop: answered or lost, never mixed up. Queued after it: lost, unless
+    # the connection was back before they were queued (a loaded machine: seen in CI, the
+    # last 32 of 300 answered), so a lost prefix then an answered suffix, never mixed.
     assert all(done[i][0] == _data(i) for i in answered)
-    assert max(answered, default=-1) < 300
-    assert all(isinstance(r, ConnectionLoss) for r in done[300:])
+    assert any(isinstance(r, ConnectionLoss) for r in done)  # the drop did happen
+    later = [isinstance(r, ConnectionLoss) for r in done[300:]]
+    assert later == sorted(later, reverse=True), later  # (True = lost, before any answer)
     assert before == sorted(before)
     for _ in range(300):  # the same session comes back
         if conn.client.connected:
