@@ -18,9 +18,10 @@ import time
 from bench import Options
 from bench.burst_writers import WRITERS
 from bench.haproxy import missing
+from bench.prometheus_text import metric_sum
 from bench.registry import Handle, load_fleet, open_registry, server
 from bench.report import Result, Target
-from bench.stack import DaemonError, Synapse, Workspace, cpu_seconds, metric_sum, mode_name
+from bench.stack import DaemonError, Synapse, Workspace, cpu_seconds, mode_name
 from smartstack.record import Registration
 
 NAME = "burst"

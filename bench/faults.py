@@ -35,6 +35,7 @@ from typing import Any
 from bench.failure import FAILURE_DEFAULTS
 from bench.markdown import render
 from bench.paced import PacedClient, PacedResult
+from bench.prometheus_text import metric_sum
 from bench.report import REPO, RESULTS_DIR, Result, Target, fmt_number, write_json
 from bench.stack import (
     Backend,
@@ -43,7 +44,6 @@ from bench.stack import (
     Workspace,
     etcd_discovery,
     listen_port,
-    metric_sum,
     nerve_http_service,
     service_block,
     wait_for,

@@ -30,13 +30,13 @@ from bench.fleet_registry import (
     sample_until,
 )
 from bench.haproxy import Address, serves
+from bench.prometheus_text import metric_sum
 from bench.report import Result, Target, summary_ms
 from bench.stack import (
     DaemonError,
     Synapse,
     Workspace,
     cpu_seconds,
-    metric_sum,
     rss_kib,
     service_block,
     wait_for,

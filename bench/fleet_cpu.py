@@ -34,7 +34,8 @@ from bench import Options
 from bench.fleet import PREFIX, follow, haproxy_pids, lagging, reg, start_synapses
 from bench.fleet_registry import FleetRegistry, open_fleet_registry
 from bench.haproxy import Address
-from bench.stack import BIN, Synapse, Workspace, cpu_seconds, metric_sum
+from bench.prometheus_text import metric_sum
+from bench.stack import BIN, Synapse, Workspace, cpu_seconds
 
 BATCH_TIMEOUT_S = 60.0
 

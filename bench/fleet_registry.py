@@ -29,7 +29,8 @@ from typing import Any
 from kazoo.client import KazooClient, KazooState
 from kazoo.retry import KazooRetry
 
-from bench.stack import Workspace, cpu_seconds, parse_prometheus
+from bench.prometheus_text import parse_prometheus
+from bench.stack import Workspace, cpu_seconds
 from smartstack.record import Registration, encode
 from testbed.etcd import EtcdCluster
 from testbed.zookeeper import ZooKeeperEnsemble, four_letter_word

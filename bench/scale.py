@@ -19,9 +19,10 @@ import time
 
 from bench import Options
 from bench.haproxy import count_serving, missing
+from bench.prometheus_text import metric_sum
 from bench.registry import EtcdRegistry, Fleet, load_fleet, open_registry, server
 from bench.report import Result, Target
-from bench.stack import Synapse, Workspace, cpu_seconds, metric_sum, rss_kib, service_block
+from bench.stack import Synapse, Workspace, cpu_seconds, rss_kib, service_block
 
 NAME = "scale"
 TARGET_START_S = Target("<=", 3, "s")

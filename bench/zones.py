@@ -32,9 +32,10 @@ from typing import Any
 
 from bench import Options
 from bench.paced import PacedClient
+from bench.prometheus_text import metric_sum
 from bench.registry import Handle, Registry, open_registry
 from bench.report import Result, Target
-from bench.stack import DaemonError, Synapse, Workspace, listen_port, metric_sum, service_block
+from bench.stack import DaemonError, Synapse, Workspace, listen_port, service_block
 from smartstack.record import Registration
 from testbed.httpbackend import HttpBackend
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from bench.haproxy import serves
 from bench.load import parse
+from bench.prometheus_text import metric_sum, parse_prometheus
 from bench.report import Result, Target, format_table, percentile
-from bench.stack import metric_sum, parse_prometheus
 
 
 def test_percentile_interpolates_and_handles_edges() -> None:
