@@ -3,8 +3,8 @@
 It implements ``synapse.contract.Applier``. One apply costs what changed, not the size of
 the fleet, and reads as a flow whose steps live in modules of their own:
 
-1. the running state (``reader``): the config file as synapse wrote it, and the runtime
-   state it keeps (read only where commands changed it and nothing read it since);
+1. the running state (``reader``): the config file as written, and the runtime state
+   (read only where commands changed it and nothing read it since);
 2. render the candidate (``render``): only changed services are rendered again; a change of
    servers only sends its commands first (``express``: planned from the specs, no text);
 3. plan (``planner``) those differences, only in backends that changed since;
@@ -13,10 +13,9 @@ the fleet, and reads as a flow whose steps live in modules of their own:
 5. reload needed: the reload gate (``reload_gate``) says now, later (coalesced, ``pending``)
    or never for this candidate; ``installer`` validates, swaps the file, reloads, confirms.
 
-While a reload waits, fails or is refused, runtime operations are planned against the
-``bridge`` (the file's structure with today's servers), so the file always says what
-HAProxy runs; a managed HAProxy (``managed``) that dies starts from it; a sweep (``reader``)
-corrects drift; ``apply`` never raises because of HAProxy (logged, counted, ``status()``).
+While a reload waits, fails or is refused, runtime ops are planned against the ``bridge``
+(the file's structure, today's servers): the file says what HAProxy runs; a managed HAProxy
+that dies starts from it; a sweep corrects drift; ``apply`` never raises (``status()``).
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ from synapse.haproxy.render import Renderer
 from synapse.haproxy.revive import revived
 from synapse.haproxy.running import Capabilities, RunningState
 from synapse.haproxy.runtime import kept_clients
-from synapse.haproxy.settings import restart_needed, settings_for
+from synapse.haproxy.settings import binary_version, restart_needed, settings_for
 from synapse.haproxy.statedump import state_dumper
 from synapse.haproxy.status import HAProxyStatus, run_mode
 from synapse.model import DesiredService
@@ -119,6 +118,8 @@ class HAProxyController:
     async def start(self) -> None:
         """Read the config file on disk; managed mode: adopt our HAProxy if it still runs."""
         await self._installer.load()
+        version = await asyncio.to_thread(binary_version, self.config)  # (managed: haproxy -v)
+        self.settings = settings_for(self.config, version)  # (what it supports: for the renderer)
         self._renderer = Renderer(self.config, self.settings)  # reads the template once
         self._installer.warn_without_validation()
         self._reader.warn_without_runtime()
@@ -150,7 +151,7 @@ class HAProxyController:
         Where HAProxy lives (config file, sockets, managed or not) cannot change live:
         ValueError, and the running config stays. A broken template also raises.
         """
-        settings = settings_for(config)
+        settings = settings_for(config, self.settings.version)
         if changed := restart_needed(self.settings, settings):
             raise ValueError(f"changing {', '.join(changed)} needs a synapse restart")
         renderer = Renderer(config, settings)

@@ -43,7 +43,7 @@ from synapse.haproxy.desired import Delta, DesiredConfig
 from synapse.haproxy.keywords import sort_lines
 from synapse.haproxy.pieces import EarlySpec, Frame, Rendered, ServicePiece, early_fits
 from synapse.haproxy.resilience import extra_backend_lines
-from synapse.haproxy.settings import Settings, settings_for
+from synapse.haproxy.settings import Settings, http_frontend_extras, settings_for
 from synapse.haproxy.specs import BackendBase, BackendBuilder, BackendSpec, same_runtime_options
 from synapse.haproxy.stats_page import stats_sections
 from synapse.identity import moved
@@ -81,7 +81,7 @@ class Renderer:
     ) -> None:
         self.config = config
         self.settings = settings or settings_for(config)
-        defaults = list(config.defaults) + list(self.settings.extra_defaults)
+        self._defaults = defaults = list(config.defaults) + list(self.settings.extra_defaults)
         self._builder = BackendBuilder(defaults, config.max_server_id, config.server_order_seed)
         self._pieces: dict[str, ServicePiece] = {}
         self._by_config: dict[str, tuple[ServiceConfig, _ConfigParts]] = {}
@@ -300,6 +300,7 @@ class Renderer:
         warnings: list[str] = []
         frontend, backend_lines = sort_lines(service.name, hap, warnings)
         frontend = edge.service_frontend_lines(self.config, frontend)
+        frontend += http_frontend_extras(self.settings, frontend, self._defaults)
         backend_lines = edge.backend_lines(hap, backend_lines)
         backend_lines += extra_backend_lines(self.config, service.config, backend_lines)
         base = self._builder.base(backend_lines)
@@ -368,13 +369,10 @@ class Renderer:
         backends = {piece.backend.name: piece.backend for piece in pieces}
         shared: tuple[str, ...] | None = None
         if self.shared_frontend_enabled:
-            shared = tuple(
-                edge.shared_frontend_lines(
-                    self.config,
-                    [*self.config.shared_frontend, *(ln for p in pieces for ln in p.shared)],
-                    routed=any(piece.routed for piece in pieces),
-                )
-            )
+            lines = [*self.config.shared_frontend, *(ln for p in pieces for ln in p.shared)]
+            routed = any(piece.routed for piece in pieces)
+            shared = (*edge.shared_frontend_lines(self.config, lines, routed),
+                      *http_frontend_extras(self.settings, lines, self._defaults))  # fmt: skip
         if self.composable:
             head, tail = self._frame_head(), self._frame_tail(shared)
             parts = (head.text, *(p.text if p else "" for p in aligned), tail.text)

@@ -10,11 +10,23 @@ controller agree on them.
 
 from __future__ import annotations
 
+import functools
 import shutil
+import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from synapse.config import HAProxyConfig
+from synapse.haproxy.answers import parse_version
+from synapse.haproxy.routes import frontend_mode
+from synapse.haproxy.sockets import UnexpectedAnswer
+
+# HAProxy 2.4+ closes idle frontend connections at once when a reload soft-stops the old
+# worker: a client sending its next request on one just then gets no answer (a 502 behind
+# an ALB). With this option (2.6+) the old worker answers it, then closes the connection.
+IDLE_CLOSE = "idle-close-on-response"
+IDLE_CLOSE_SINCE = (2, 6, 0)
 
 
 def _keyword_lines(lines: list[str], keyword: str) -> list[list[str]]:
@@ -59,13 +71,46 @@ class Settings:
     extra_global: tuple[str, ...] = field(default=())  # lines synapse adds to `global`
     extra_defaults: tuple[str, ...] = field(default=())  # lines synapse adds to `defaults`
     hold_listeners: bool = True  # managed: synapse keeps copies (synapse.haproxy.listeners)
+    http_frontend_lines: tuple[str, ...] = field(default=())  # added to HTTP frontends
+    version: tuple[int, int, int] | None = None  # the managed binary's, when known
 
     @property
     def can_validate(self) -> bool:
         return self.check_command is not None or shutil.which(self.binary) is not None
 
 
-def settings_for(config: HAProxyConfig) -> Settings:
+def binary_version(config: HAProxyConfig) -> tuple[int, int, int] | None:
+    """The managed binary's version (``haproxy -v``, once per binary; (0, 0, 0) when it
+    cannot be read: a missing binary, the start says why); None when not managed."""
+    if config.managed is None:
+        return None
+    return _version(shutil.which(config.managed.binary) or config.managed.binary)
+
+
+@functools.cache
+def _version(binary: str) -> tuple[int, int, int]:
+    try:
+        out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10).stdout
+        return parse_version(out.split("version", 1)[1].strip())
+    except (OSError, subprocess.SubprocessError, IndexError, UnexpectedAnswer):
+        return (0, 0, 0)
+
+
+def http_frontend_extras(
+    settings: Settings, lines: list[str], defaults: Iterable[str]
+) -> list[str]:
+    """What synapse adds to a frontend of ``lines``: ``settings.http_frontend_lines`` when
+    it is an HTTP frontend and does not say otherwise itself (``no option ...``)."""
+    if not settings.http_frontend_lines or frontend_mode(lines, defaults) != "http":
+        return []
+    if any(IDLE_CLOSE in line for line in lines):
+        return []
+    return list(settings.http_frontend_lines)
+
+
+def settings_for(config: HAProxyConfig, version: tuple[int, int, int] | None = None) -> Settings:
+    """The settings of ``config``; ``version``: the managed binary's (``binary_version``),
+    when known: what it supports is then used."""
     config_path = Path(config.config_file_path) if config.config_file_path else None
     managed = config.managed is not None
     base = config_path.parent if config_path else Path(".")
@@ -118,7 +163,21 @@ def settings_for(config: HAProxyConfig) -> Settings:
         extra_global=tuple(extra_global),
         extra_defaults=tuple(extra_defaults),
         hold_listeners=config.managed is None or config.managed.hold_listeners,
+        http_frontend_lines=_http_frontend_lines(config, version),
+        version=version,
     )
+
+
+def _http_frontend_lines(
+    config: HAProxyConfig, version: tuple[int, int, int] | None
+) -> tuple[str, ...]:
+    """Managed mode: idle kept-alive connections survive a reload (``IDLE_CLOSE``), unless
+    the operator's ``defaults`` decide it themselves."""
+    if config.managed is None or version is None or version < IDLE_CLOSE_SINCE:
+        return ()
+    if any(IDLE_CLOSE in line for line in config.defaults):
+        return ()
+    return (f"option {IDLE_CLOSE}",)
 
 
 # Where HAProxy lives: these cannot change while synapse runs (a SIGHUP refuses them).
