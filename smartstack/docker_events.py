@@ -18,9 +18,10 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from smartstack.docker_signals import is_stopping_kill, parse_signal
 from smartstack.logs import event
 
 log = logging.getLogger("smartstack.docker")
@@ -29,8 +30,6 @@ log = logging.getLogger("smartstack.docker")
 # run, are left out on purpose). "health_status" matches "health_status: healthy" etc.
 EVENTS = ("start", "restart", "die", "stop", "kill", "pause", "unpause", "destroy",
           "health_status", "rename", "update", "oom")  # fmt: skip
-# Signals sent by `docker kill -s` that do not end a container (reload, log rotation...).
-NON_FATAL_SIGNALS = {"1", "10", "12", "28", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGWINCH"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,8 @@ class ContainerInfo:
     networks: dict[str, str] = field(hash=False)  # network name -> IPv4 address
     ports: dict[str, tuple[PortBinding, ...]] = field(hash=False)  # "80/tcp" -> bindings
     stopping: bool = False  # a stop signal was sent: withdraw before it dies
+    stop_signal: int | None = None  # its Config.StopSignal (None: Docker's default, TERM)
+    health_held: bool = False  # "healthy" kept across a dockerd restart (restored_health)
 
     @classmethod
     def from_inspect(cls, attrs: dict[str, Any], stopping: bool = False) -> ContainerInfo:
@@ -82,6 +83,7 @@ class ContainerInfo:
             networks=networks,
             ports=ports,
             stopping=stopping,
+            stop_signal=parse_signal(config.get("StopSignal")),
         )
 
     @property
@@ -114,9 +116,25 @@ def label_filters(selector: dict[str, str] | None, required: Iterable[str] = ())
     return out
 
 
-def _is_stopping_kill(message: dict[str, Any]) -> bool:
-    signal = str(((message.get("Actor") or {}).get("Attributes") or {}).get("signal", ""))
-    return message.get("Action") == "kill" and signal not in NON_FATAL_SIGNALS
+def restored_health(previous: ContainerInfo | None, fresh: ContainerInfo) -> ContainerInfo:
+    """`fresh`, with the health verdict of `previous` kept when dockerd only restarted.
+
+    A dockerd restarted with live-restore resets the health of the containers it restores to
+    "starting" (moby's initHealthMonitor) although they never stopped: withdrawing them until
+    the next probe (30 s by default) would retire healthy services everywhere. The same
+    container (same id and StartedAt) that was healthy stays so until Docker reports a result
+    (healthy, or unhealthy after its usual retries); a container that really restarted has
+    another StartedAt and starts as not serving, as always."""
+    if (
+        previous is not None
+        and previous.health == "healthy"
+        and fresh.health == "starting"
+        and previous.id == fresh.id
+        and bool(fresh.started_at)
+        and previous.started_at == fresh.started_at
+    ):
+        return replace(fresh, health="healthy", health_held=True)
+    return fresh
 
 
 class ContainerWatch:
@@ -173,7 +191,8 @@ class ContainerWatch:
             self.loop.call_soon_threadsafe(fn, *args)
 
     def _apply_reset(self, containers: dict[str, ContainerInfo]) -> None:
-        self.containers = dict(containers)
+        # (the map from before a disconnection is still here: restored_health compares)
+        self.containers = {cid: self._with_previous(info) for cid, info in containers.items()}
         self.resyncs += 1
         self._set_connected(True, None)
         self.on_change(dict(self.containers))
@@ -182,11 +201,19 @@ class ContainerWatch:
         if info is None:
             if self.containers.pop(container_id, None) is None:
                 return
-        elif self.containers.get(container_id) == info:
-            return
         else:
+            info = self._with_previous(info)
+            if self.containers.get(container_id) == info:
+                return
             self.containers[container_id] = info
         self.on_change(dict(self.containers))
+
+    def _with_previous(self, info: ContainerInfo) -> ContainerInfo:
+        previous = self.containers.get(info.id)
+        info = restored_health(previous, info)
+        if info.health_held and not (previous is not None and previous.health_held):
+            event(log, "docker_health_kept", engine=self.base_url, container=info.name)
+        return info
 
     def _set_connected(self, connected: bool, error: str | None) -> None:
         changed = connected != self.connected
@@ -257,11 +284,14 @@ class ContainerWatch:
             self._stopping_ids.discard(container_id)
             self._post(self._apply_update, container_id, None)
             return
-        if _is_stopping_kill(message):
-            self._stopping_ids.add(container_id)
-        elif action in ("start", "restart", "unpause"):
+        if action in ("start", "restart", "unpause"):
             self._stopping_ids.discard(container_id)
-        self._post(self._apply_update, container_id, self._inspect(client, container_id))
+        info = self._inspect(client, container_id)
+        # Inspected first: whether the signal stops it depends on the container's stop signal.
+        if info is not None and is_stopping_kill(message, info.stop_signal):
+            self._stopping_ids.add(container_id)
+            info = replace(info, stopping=True)
+        self._post(self._apply_update, container_id, info)
 
     def _inspect(self, client: Any, container_id: str) -> ContainerInfo | None:
         import docker.errors

@@ -14,6 +14,12 @@ Address of a container: its published binding of ``container_port`` (the binding
 engine's host when bound to all addresses; 127.0.0.1 for a local socket); when the port is not
 published, the container's own IP on its (first, by name) network, for a synapse that shares
 that network. ``check_interval`` is accepted and not needed.
+
+At start nothing is reported before every engine has answered once, or STARTUP_HOLD passed:
+the first report replaces the reconciler's fallback (the state file) for the whole service, so
+reporting after the first engine alone would drop the containers of the others until they
+answer. The hold stays under the reconciler's default ``startup_wait`` (3 s), which waits for
+the first report anyway; an engine still silent after it is left out until it answers.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ log = logging.getLogger("synapse.watchers.docker")
 
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._:-]")
 _ANY_ADDRESS = ("0.0.0.0", "::", "")
+STARTUP_HOLD = 2.5  # seconds: at most this long for every engine's first answer
 
 
 def engine_url(entry: ServerEntry) -> str:
@@ -70,8 +77,10 @@ class DockerWatcher(Watcher):
         self._engines = list(self.discovery.servers or [])
         self._watches: list[ContainerWatch] = []
         self._reported_bad: set[str] = set()
+        self._holding = True  # at start, until every engine answered or STARTUP_HOLD passed
 
     async def run(self) -> None:
+        self._holding = True
         labels = label_filters(self.discovery.label_selector)
         for entry in self._engines:
             watch = ContainerWatch(
@@ -83,6 +92,11 @@ class DockerWatcher(Watcher):
             )
             self._watches.append(watch)
             watch.start()
+        await asyncio.sleep(STARTUP_HOLD)
+        if self._holding:
+            self._holding = False
+            if any(w.resyncs for w in self._watches):  # (none: nothing known, nothing to say)
+                self._report()
         await asyncio.Event().wait()  # the threads do the work; stop() cancels this
 
     async def close(self) -> None:
@@ -97,6 +111,12 @@ class DockerWatcher(Watcher):
 
     def _changed(self) -> None:
         self.count_event()
+        if self._holding and all(w.resyncs for w in self._watches):
+            self._holding = False
+        if not self._holding:
+            self._report()
+
+    def _report(self) -> None:
         found: list[Found] = []
         skipped = 0
         for entry, watch in zip(self._engines, self._watches, strict=False):

@@ -1,0 +1,92 @@
+"""synapse's docker watcher at start: no report before every engine answered once (or the
+startup hold passed), so a slower engine's containers are not dropped from the state file's
+list by a report that only knows the first engine."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from synapse_testlib import Collector, metrics, service_config
+
+import synapse.watchers.docker as docker_watcher
+from smartstack.docker_events import ContainerInfo, PortBinding
+from synapse.watchers import create_watcher
+from synapse.watchers.base import WatcherContext
+
+
+class FakeWatch:
+    """A ContainerWatch without its thread: the test says when an engine answers."""
+
+    made: list[FakeWatch] = []
+
+    def __init__(self, base_url: str, loop: Any, on_change: Any, **_: Any) -> None:
+        self.base_url, self.on_change = base_url, on_change
+        self.containers: dict[str, ContainerInfo] = {}
+        self.connected, self.last_error, self.resyncs = False, None, 0
+        FakeWatch.made.append(self)
+
+    def start(self) -> None:
+        pass
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        pass
+
+    def resync(self, name: str, port: int) -> None:
+        info = ContainerInfo(
+            id=name * 8, name=name, image="shop/web:1", labels={}, running=True, health=None,
+            started_at="t0", networks={}, ports={"80/tcp": (PortBinding("0.0.0.0", port),)},
+        )  # fmt: skip
+        self.containers, self.connected = {info.id: info}, True
+        self.resyncs += 1
+        self.on_change(dict(self.containers))
+
+
+@pytest.fixture
+def watches(monkeypatch: pytest.MonkeyPatch) -> list[FakeWatch]:
+    FakeWatch.made = []
+    monkeypatch.setattr(docker_watcher, "ContainerWatch", FakeWatch)
+    return FakeWatch.made
+
+
+async def started(sink: Collector, watches: list[FakeWatch]) -> Any:
+    engines = ["unix:///a.sock", {"name": "b", "host": "10.0.0.2", "port": 2375}]
+    discovery = {"method": "docker", "container_port": 80, "servers": engines}
+    ctx = WatcherContext(loop=asyncio.get_running_loop(), metrics=metrics())
+    watcher = create_watcher("web", service_config(discovery), sink, ctx)
+    await watcher.start()
+    while len(watches) < 2:
+        await asyncio.sleep(0)
+    return watcher
+
+
+async def test_no_report_before_every_engine_answered(
+    watches: list[FakeWatch], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(docker_watcher, "STARTUP_HOLD", 60.0, raising=False)
+    sink = Collector()
+    watcher = await started(sink, watches)
+    try:
+        watches[0].resync("a", 32001)
+        await asyncio.sleep(0.05)
+        assert sink.reports == []  # engine b has not answered: its containers would drop
+        watches[1].resync("b", 32002)
+        assert sink.hosts() == ["10.0.0.2:32002", "127.0.0.1:32001"]
+    finally:
+        await watcher.stop()
+
+
+async def test_an_engine_silent_past_the_hold_is_left_out_until_it_answers(
+    watches: list[FakeWatch], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(docker_watcher, "STARTUP_HOLD", 0.05, raising=False)
+    sink = Collector()
+    watcher = await started(sink, watches)
+    try:
+        watches[0].resync("a", 32001)
+        await sink.wait_hosts(["127.0.0.1:32001"], timeout=5)
+        watches[1].resync("b", 32002)
+        await sink.wait_hosts(["10.0.0.2:32002", "127.0.0.1:32001"], timeout=5)
+    finally:
+        await watcher.stop()
