@@ -14,6 +14,11 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 MAX_DETAIL = 512  # /status and log lines stay readable
+# A check's timer that fires this much late means the process did not run (a container's
+# CPU quota throttled it, a GC pause, SIGSTOP): what the service answered meanwhile waits
+# unread. The probe then gets LATE_GRACE to read it before the timeout counts; once.
+LATE_SLACK = 0.02  # seconds
+LATE_GRACE = 0.05  # seconds
 
 
 @dataclass(frozen=True)
@@ -77,8 +82,12 @@ class BaseCheck:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            async with asyncio.timeout(self.timeout):
-                passed = await self.probe()
+            async with asyncio.timeout(None) as cut:
+                deadline = _Deadline(loop, cut, started + self.timeout)
+                try:
+                    passed = await self.probe()
+                finally:
+                    deadline.cancel()
         except TimeoutError:
             return self._result(False, f"timed out after {self.timeout:g}s", started)
         except CheckFailed as exc:
@@ -97,3 +106,23 @@ class BaseCheck:
 
     async def close(self) -> None:
         """Release what the check holds (nothing by default)."""
+
+
+class _Deadline:
+    """Expires ``cut`` at ``when``, unless the process itself was not running then: a
+    stalled loop must not fail every check in flight (with fall 1, withdraw healthy
+    services) for an answer that arrived in time and sat unread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, cut: asyncio.Timeout, when: float):
+        self._loop, self._cut = loop, cut
+        self._handle = loop.call_at(when, self._fire, when, True)
+
+    def _fire(self, when: float, may_wait: bool) -> None:
+        now = self._loop.time()
+        if may_wait and now - when > LATE_SLACK:  # the loop was late, not (only) the service
+            self._handle = self._loop.call_at(now + LATE_GRACE, self._fire, now, False)
+            return
+        self._cut.reschedule(now)  # expires: the probe is cancelled, TimeoutError
+
+    def cancel(self) -> None:
+        self._handle.cancel()
