@@ -24,7 +24,13 @@ import grpc
 
 from smartstack.etcd_batch import BatchLister, fingerprint, fingerprint_request
 from smartstack.etcd_events import Endpoints, Listing, split_endpoint
-from smartstack.etcd_watch import CREATE_PATIENCE, PrefixWatch, WatchStream
+from smartstack.etcd_watch import (
+    CREATE_PATIENCE,
+    PrefixWatch,
+    WatchStream,
+    client_error,
+    require_leader,
+)
 from smartstack.logs import event
 from smartstack.registry_auth import EtcdTLS
 
@@ -107,6 +113,33 @@ async def prefix_fingerprint(client: aetcd.Client, prefix: bytes) -> tuple[int, 
     return fingerprint(response)
 
 
+async def member_leader(client: aetcd.Client) -> int:
+    """The leader's member id as the client's member sees it; 0: it has none (cut off from
+    its peers, or an election under way). One call: aetcd's ``status()`` lists members too."""
+    await client.connect()
+    reply = await client.maintenancestub.Status(
+        aetcd.rpc.StatusRequest(), timeout=client._timeout, metadata=client.metadata
+    )
+    return reply.leader
+
+
+async def refresh_lease(client: aetcd.Client, lease_id: int) -> Any:
+    """aetcd's ``refresh_lease`` on a stream that requires a leader: a member without one
+    refuses it at once (a connection error: the next endpoint) instead of letting it time out
+    while the lease runs down."""
+    await client.connect()
+    try:
+        async for reply in client.leasestub.LeaseKeepAlive(
+            [aetcd.rpc.LeaseKeepAliveRequest(ID=lease_id)],
+            timeout=client._timeout,
+            metadata=require_leader(client.metadata),
+        ):
+            return reply
+    except aetcd.rpc.AioRpcError as exc:
+        raise client_error(exc) from exc
+    return None
+
+
 class EtcdConnection(Endpoints):
     """A connected aetcd client on one endpoint of a list, moving on when it fails."""
 
@@ -118,7 +151,7 @@ class EtcdConnection(Endpoints):
         super().__init__(*args, **kwargs)
         self._client: aetcd.Client | None = None
         self._lock = asyncio.Lock()
-        self._probes: dict[int, tuple[aetcd.Client, asyncio.Future[bool]]] = {}
+        self._probes: dict[int, tuple[aetcd.Client, asyncio.Future[str | None]]] = {}
         self._stream: WatchStream | None = None  # every watch, on the current client
         self._lister: BatchLister | None = None
 
@@ -163,8 +196,11 @@ class EtcdConnection(Endpoints):
         await self._close_stream(old)
         await _close_quietly(old)
 
-    async def _endpoint_alive(self, client: aetcd.Client) -> bool:
-        """One status probe per client, shared by every caller that timed out at once."""
+    async def _endpoint_trouble(self, client: aetcd.Client | None) -> str | None:
+        """Why the endpoint is of no use (None: it is fine), from one status probe per
+        client, shared by every caller that timed out at once."""
+        if client is None:
+            return "the endpoint does not answer"  # not even connected
         probe = self._probes.get(id(client))
         if probe is None or probe[0] is not client:
             task = asyncio.ensure_future(self._probe(client))
@@ -172,12 +208,14 @@ class EtcdConnection(Endpoints):
             probe = (client, task)
         return await asyncio.shield(probe[1])
 
-    async def _probe(self, client: aetcd.Client) -> bool:
+    async def _probe(self, client: aetcd.Client) -> str | None:
         try:
-            await asyncio.wait_for(client.status(), self.timeout)
+            leader = await asyncio.wait_for(member_leader(client), self.timeout)
         except Exception:
-            return False
-        return True
+            return "the endpoint does not answer"
+        # A member cut off from its peers answers this, but serves no read, write or
+        # keep-alive: staying on it would lose the lease and hold watches silent.
+        return "the endpoint has no leader" if leader == 0 else None
 
     async def with_client(
         self, fn: Callable[[aetcd.Client], Awaitable[T]], timeout: float | None = None
@@ -186,8 +224,9 @@ class EtcdConnection(Endpoints):
         etcd no longer knows our auth token, authenticate again (once) and retry.
 
         A call that only times out does not prove the endpoint is gone (a busy etcd, a large
-        range): the endpoint is probed first and abandoned only if the probe fails too.
-        Otherwise one slow moment would tear down the client every watcher shares.
+        range): the endpoint is probed first and abandoned only if the probe fails too, or
+        says its member has no leader. Otherwise one slow moment would tear down the client
+        every watcher shares.
         """
         last: BaseException | None = None
         failures = 0
@@ -210,11 +249,12 @@ class EtcdConnection(Endpoints):
                 event(log, "etcd_reauthenticate", level=logging.WARNING, error=str(exc)[:120])
                 await self.close()
             except TimeoutError as exc:
-                if client is not None and await self._endpoint_alive(client):
+                trouble = await self._endpoint_trouble(client)
+                if trouble is None:
                     raise  # the endpoint answers: the caller retries with its own backoff
                 last = exc
                 failures += 1
-                await self.rotate("timeout, and the endpoint does not answer", client)
+                await self.rotate(f"timeout, and {trouble}", client)
             except CONNECTION_ERRORS as exc:
                 last = exc
                 failures += 1

@@ -26,6 +26,10 @@ log = logging.getLogger("smartstack.etcd")
 # Events a watch holds for its consumer (~1 kB each with the record): beyond, it is dropped.
 MAX_PENDING = 20_000
 KINDS = ("PUT", "DELETE")  # by etcd's Event.EventType number
+# gRPC metadata (clientv3's WithRequireLeader) on our streams: a member that lost its leader
+# refuses them, and ends those open once it has had none for 3 election timeouts. A member
+# cut off from its peers still answers: without this its watches stay silent for ever.
+REQUIRE_LEADER = ("hasleader", "true")
 
 
 class WatchEvent(NamedTuple):
@@ -172,7 +176,10 @@ class CheckTicks:
 
 
 class Endpoints(CheckTicks):
-    """A connection's endpoints (failed over in turn), identity, timeout and TLS."""
+    """A connection's endpoints (failed over in turn), identity, timeout and TLS.
+
+    ``start``: the endpoint used first; None (a daemon's) picks one at random, so that the
+    daemons of a fleet spread over the members instead of all loading the first."""
 
     def __init__(
         self,
@@ -181,6 +188,7 @@ class Endpoints(CheckTicks):
         password: str | None = None,
         timeout: float = 3.0,
         tls: EtcdTLS | None = None,
+        start: int | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("etcd needs at least one endpoint")
@@ -189,7 +197,7 @@ class Endpoints(CheckTicks):
         self.password = password
         self.timeout = timeout
         self.tls = tls  # None: clear text; never a fallback from TLS
-        self._index = 0
+        self._index = random.randrange(len(self.endpoints)) if start is None else start
         self.failovers = 0
         # Every failed call rotates: an outage is logged when it starts and when it ends.
         self._outage = FailureStreak(log, "etcd_failover", "etcd_recovered")

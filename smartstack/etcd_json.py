@@ -9,10 +9,11 @@ daemon uses it for a connection serving a few services only (``etcd_transport: a
 
 Fail-over: a call that fails to connect, times out or finds the member unavailable moves
 to the next endpoint and retries, once per endpoint. A watch is its own connection: when
-it breaks, its watcher lists again and watches anew (``rotate`` with the watch's
-``client``, the endpoint turn it was made on, moves on only once for watches that fail
-together). With user auth, the token is asked for on the first call of an endpoint turn and
-asked for again, once, when etcd no longer knows it.
+it breaks (etcd ends it when its member loses its leader: ``LEADER_HEADER``), its watcher
+lists again and watches anew (``rotate`` with the watch's ``client``, the endpoint turn it
+was made on, moves on only once for watches that fail together). With user auth, the token
+is asked for on the first call of an endpoint turn and asked for again, once, when etcd no
+longer knows it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple, TypeVar
 
 from smartstack.etcd_events import (
+    REQUIRE_LEADER,
     Endpoints,
     EventQueue,
     Listing,
@@ -44,6 +46,9 @@ UNAVAILABLE, UNAUTHENTICATED = 14, 16  # gRPC status codes, as the gateway repor
 # A JWT token (--auth-token=jwt) issued before an auth change: refused as InvalidArgument.
 STALE_TOKEN = "revision of auth store is old"
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError, TimeoutError)
+# The gateway passes a "Grpc-Metadata-" header on as gRPC metadata: a watch that requires a
+# leader, ended (UNAVAILABLE: the next endpoint) when its member has none.
+LEADER_HEADER = {f"Grpc-Metadata-{REQUIRE_LEADER[0]}": REQUIRE_LEADER[1]}
 
 
 class JsonKV(NamedTuple):
@@ -250,6 +255,7 @@ class EtcdJsonConnection(Endpoints):
 
         async def create(target: Target, turn: object) -> JsonWatch:
             request = {"create_request": {**prefix_range(prefix), "start_revision": start_revision}}
+            target = target._replace(headers={**target.headers, **LEADER_HEADER})
             exchange = await open_stream(target, "/v3/watch", request)
             messages = exchange.messages()
             try:

@@ -9,7 +9,9 @@ request after the other), and every later response is routed to its watch by id.
 
 A stream that fails, or that etcd ends, fails every watch on it with an aetcd exception
 (``ConnectionFailedError`` when it just ended): their watchers list again and watch anew,
-on a new stream. aetcd's own watcher never noticed a stream that closed cleanly.
+on a new stream. aetcd's own watcher never noticed a stream that closed cleanly. The
+stream requires a leader (``require_leader``): etcd ends it with UNAVAILABLE, a
+``ConnectionFailedError``, on a member that lost its leader, and the watchers move on.
 
 A stream that stops answering is abandoned too: a creation that hears nothing on the stream
 for ``timeout`` seconds (etcd answers a create in milliseconds; creates queued behind
@@ -33,6 +35,7 @@ import aetcd.utils
 from smartstack.etcd_events import (  # noqa: F401 - WatchOverflow, WatchEvent: re-exported
     KINDS,
     MAX_PENDING,
+    REQUIRE_LEADER,
     EventQueue,
     WatchEvent,
     WatchOverflow,
@@ -53,6 +56,13 @@ class WatchCreateTimeout(TimeoutError):
 class WatchStreamStalled(aetcd.exceptions.ClientError):
     """What the other watches of an abandoned stream fail with: not a connection error, so
     their watchers list and watch again (on a new stream) without dropping the client."""
+
+
+def require_leader(metadata: tuple[tuple[str, str], ...] | None) -> tuple[tuple[str, str], ...]:
+    """A call's metadata (the auth token, if any) asking etcd to end the stream when its
+    member has no leader: it then fails with UNAVAILABLE, a connection error, and the
+    connection moves to another endpoint."""
+    return (*(metadata or ()), REQUIRE_LEADER)
 
 
 def client_error(exc: BaseException) -> BaseException:
@@ -178,7 +188,7 @@ class WatchStream:
         if self._open_call is not None:
             return self._open_call(self._request_stream())
         stub = aetcd.rpc.WatchStub(self.client.channel)
-        return stub.Watch(self._request_stream(), metadata=self.client.metadata)
+        return stub.Watch(self._request_stream(), metadata=require_leader(self.client.metadata))
 
     async def _run(self) -> None:
         try:

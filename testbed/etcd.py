@@ -202,6 +202,18 @@ class EtcdCluster(ServerGroup):
         if process is not None:
             process.stop(timeout)
 
+    def pause_member(self, i: int) -> None:
+        """SIGSTOP member i: silent to its peers and clients, sockets still open (a hung
+        host). ``resume_member`` or ``stop`` (which sends SIGCONT first) undoes it."""
+        process = self.members[i].process
+        if process is not None:
+            process.pause()
+
+    def resume_member(self, i: int) -> None:
+        process = self.members[i].process
+        if process is not None:
+            process.resume()
+
     def start_member(self, i: int, timeout: float = 30.0) -> None:
         """Restart member i on its old ports and data dir: it rejoins the cluster."""
         member = self.members[i]

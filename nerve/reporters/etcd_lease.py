@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 
 from nerve.metrics import NerveMetrics
-from smartstack.etcd import EtcdConnection
+from smartstack.etcd import EtcdConnection, refresh_lease
 from smartstack.logs import FailureStreak, event
 from smartstack.tasks import cancel_and_wait
 
@@ -92,7 +92,8 @@ class LeaseKeeper:
                 self._emit("reconnected")
 
     async def _refresh(self, lease_id: int) -> object:
-        return await self.conn.with_client(lambda c: c.refresh_lease(lease_id))
+        # Refused by a member without a leader: the keep-alive goes to another one in time.
+        return await self.conn.with_client(lambda c: refresh_lease(c, lease_id))
 
     def _count(self, what: str) -> None:
         if self.metrics is not None:

@@ -12,10 +12,11 @@ failed attempts; the last known list stays in force meanwhile.
 
 Should etcd drop a watch without a word, it would just never deliver again. So while
 a watch runs, the prefix's (count, newest revision) is checked every ``RESYNC_INTERVAL``
-(jittered); if it differs from what the watch delivered, the watch is dropped and
-the watcher lists and watches anew. One small range read (one key, no values) per
-service and interval, whatever the size of the service; the watchers of a connection
-check on a shared tick, so their reads go out together in a few transactions.
+(jittered); if it differs from what the watch delivered, or the connection has failed over
+from the endpoint the watch was made on, the watch is dropped and the watcher lists and
+watches anew. One small range read (one key, no values) per service and interval, whatever
+the size of the service; the watchers of a connection check on a shared tick, so their
+reads go out together in a few transactions.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class EtcdWatcher(Watcher):
         self._streaming = False  # iterating a live watch (vs. listing / creating it)
         self._checking: asyncio.Future[None] | None = None  # a consistency check under way
         self._stale = False  # the check found the live watch silent
+        self._made_at = 0  # the connection's failovers when the live watch was made
         self.revision: int | None = None
         self.relists = 0
         self.stale_watches = 0  # watches the consistency check found silent
@@ -136,6 +138,7 @@ class EtcdWatcher(Watcher):
         watch = await self.conn.watch_prefix(prefix, self.revision + 1)
         self._watch = watch
         self._client = getattr(watch, "client", None)  # the client whose stream carries it
+        self._made_at = self.conn.failovers
         self.set_connected(True)
         self._outage.success(service=self.service)
         backoff.reset()
@@ -165,8 +168,9 @@ class EtcdWatcher(Watcher):
 
     async def _check(self, watch) -> None:
         """Compare etcd's (count, newest revision) of the prefix with what the watch
-        delivered; when it missed something, cancel it (the watcher lists anew), else
-        check again at the next tick.
+        delivered; when it missed something, or the connection failed over from the
+        endpoint the watch was made on (a failed check counts so once it moved on), cancel
+        it (the watcher lists anew), else check again at the next tick.
 
         The check is one small range read, not a listing: a synapse watching a thousand
         services must not list them all every few minutes. It is batched with the other
@@ -177,7 +181,7 @@ class EtcdWatcher(Watcher):
         stale = False
         try:
             count, newest = await self.conn.fingerprint(self.prefix.encode())
-        except Exception as exc:  # the watch itself reports a broken connection
+        except Exception as exc:  # a broken watch reports itself; a moved one: below
             event(log, "etcd_check_failed", level=logging.INFO, service=self.service,
                   error=f"{type(exc).__name__}: {str(exc)[:200]}")  # fmt: skip
         else:
@@ -187,13 +191,20 @@ class EtcdWatcher(Watcher):
             self._checking = None
         if watch is not self._watch:
             return  # it ended meanwhile
-        if not stale:
+        if self.conn.failovers != self._made_at:
+            # The connection left the endpoint the watch was made on (the check, or another
+            # call, failed there): a JSON watch stays on it, silent if its member is stopped
+            # or cut off. (A gRPC watch ended with its client.) Watch on the current one.
+            event(log, "etcd_watch_left", service=self.service,
+                  endpoint=self.conn.current_endpoint)  # fmt: skip
+        elif not stale:
             self.conn.after_next_check(RESYNC_INTERVAL, self._on_tick)
             return
-        # Either the watch is dead, or an event was still on its way: both are cured by
-        # listing and watching again.
-        event(log, "etcd_watch_stale", level=logging.WARNING, service=self.service,
-              listed=count, known=len(self._keys))  # fmt: skip
+        else:
+            # Either the watch is dead, or an event was still on its way: both are cured by
+            # listing and watching again.
+            event(log, "etcd_watch_stale", level=logging.WARNING, service=self.service,
+                  listed=count, known=len(self._keys))  # fmt: skip
         self._stale = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(watch.cancel(), 2)

@@ -38,7 +38,7 @@ async def test_a_failed_authenticating_connect_closes_its_channel(
 
 async def test_a_slow_call_on_a_live_endpoint_keeps_the_shared_client(etcd) -> None:
     """A timeout alone must not tear down the client that every watcher shares."""
-    conn = EtcdConnection([etcd.endpoints[0], f"127.0.0.1:{free_port()}"], timeout=0.5)
+    conn = EtcdConnection([etcd.endpoints[0], f"127.0.0.1:{free_port()}"], timeout=0.5, start=0)
     try:
         shared = await conn.client()
 
@@ -58,7 +58,9 @@ async def test_a_slow_call_on_a_live_endpoint_keeps_the_shared_client(etcd) -> N
 
 async def test_many_callers_failing_together_rotate_once(etcd) -> None:
     dead = f"127.0.0.1:{free_port()}"
-    conn = EtcdConnection([dead, etcd.endpoints[0]], timeout=5)  # (1 s: a loaded CI timed out)
+    conn = EtcdConnection(
+        [dead, etcd.endpoints[0]], timeout=5, start=0
+    )  # (1 s: a loaded CI timed out)
     try:
         results = await asyncio.gather(
             *(conn.with_client(lambda c: c.get(b"/x")) for _ in range(30)),

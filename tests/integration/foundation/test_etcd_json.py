@@ -33,7 +33,7 @@ def events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecor
 async def test_lists_watches_and_passes_over_a_dead_endpoint(etcd: EtcdCluster) -> None:
     live = etcd.endpoints[0]
     await asyncio.to_thread(etcdctl, live, "put", "/json/a/1", "one")
-    conn = EtcdJsonConnection([f"127.0.0.1:{free_port()}", live], timeout=2)
+    conn = EtcdJsonConnection([f"127.0.0.1:{free_port()}", live], timeout=2, start=0)
     try:
         listing = await conn.list_prefix(b"/json/a/", 5)
         assert [(kv.key, kv.value) for kv in listing.kvs] == [(b"/json/a/1", b"one")]

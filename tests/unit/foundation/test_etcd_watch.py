@@ -74,11 +74,24 @@ class FakeWatchServer:
         return [r.cancel_request.watch_id for r in self.requests if r.HasField("cancel_request")]
 
 
-class FakeClient:
-    async def connect(self) -> None:
-        return None
+class FakeMaintenance:
+    """The endpoint answers EtcdConnection's status probe, with ``leader`` (0: none)."""
 
-    async def status(self) -> None:  # the endpoint answers (EtcdConnection's probe)
+    def __init__(self, leader: int = 1) -> None:
+        self.leader = leader
+
+    async def Status(self, request: Any, timeout: float, metadata: Any) -> Any:
+        return aetcd.rpc.StatusResponse(leader=self.leader)
+
+
+class FakeClient:
+    _timeout = 1.0
+    metadata = None
+
+    def __init__(self, leader: int = 1) -> None:
+        self.maintenancestub = FakeMaintenance(leader)
+
+    async def connect(self) -> None:
         return None
 
     async def close(self) -> None:

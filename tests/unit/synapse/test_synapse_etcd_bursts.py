@@ -42,6 +42,8 @@ class FakeConnection:
 
     connection_errors = (ConnectionError,)
     compacted_errors = (aetcd.exceptions.RevisionCompactedError,)
+    failovers = 0
+    current_endpoint = "127.0.0.1:1"
 
     def __init__(self, max_pending: int) -> None:
         self.keys: dict[int, aetcd.rpc.KeyValue] = {}
@@ -161,6 +163,8 @@ class CheckedConnection(FakeConnection):
         self.callbacks.append(callback)
 
     async def fingerprint(self, prefix: bytes) -> tuple[int, int]:
+        if isinstance(self.answer, BaseException):
+            raise self.answer
         return self.answer
 
     def tick(self) -> None:
@@ -185,5 +189,27 @@ async def test_the_consistency_check_waits_as_a_callback_and_a_silent_watch_list
         conn.tick()
         await eventually(lambda: conn.listings == 2 and len(conn.watches) == 2, what="relist")
         assert watcher.stale_watches == 1 and len(watcher._keys) == 2
+    finally:
+        await watcher.stop()
+
+
+async def test_a_check_after_the_connection_left_the_watchs_endpoint_lists_anew() -> None:
+    # A JSON-gateway watch stays on its endpoint when the connection fails over (a check
+    # timed out on a stopped or cut-off member): silent there, it is replaced at once.
+    conn = CheckedConnection()
+    conn.keys, conn.revision = {0: kv(0, 70007)}, 70007
+    watcher, _ = await start(conn)
+    try:
+        await eventually(lambda: len(conn.callbacks) == 1, what="the check armed")
+        conn.answer = TimeoutError("the check's endpoint does not answer")
+        conn.failovers += 1  # with_endpoint moved on before the check gave up
+        conn.tick()
+        await eventually(lambda: conn.listings == 2 and len(conn.watches) == 2, what="relist")
+        assert watcher.stale_watches == 1
+        conn.answer = (1, 70007)
+        await eventually(lambda: len(conn.callbacks) == 1, what="the new watch's check")
+        conn.tick()  # no failover since the new watch was made: kept
+        await eventually(lambda: len(conn.callbacks) == 1, what="armed again")
+        assert conn.listings == 2 and watcher.stale_watches == 1
     finally:
         await watcher.stop()
