@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +114,14 @@ def _pids_where(file: str, needles: list[str]) -> list[int]:
 class DockerDaemon:
     """One private dockerd below `workdir` (socket `workdir/docker.sock`)."""
 
-    def __init__(self, workdir: str | os.PathLike[str], log_level: str = "warn") -> None:
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        log_level: str = "warn",
+        extra_args: Sequence[str] = (),  # more dockerd flags, e.g. ("--live-restore",)
+    ) -> None:
         self.workdir = Path(workdir).resolve()
+        self.extra_args = list(extra_args)
         self.socket_path = self.workdir / "docker.sock"
         self.data_root = self.workdir / "root"
         self.exec_root = self.workdir / "exec"
@@ -175,6 +182,7 @@ class DockerDaemon:
             # "moby" namespace a system dockerd would share with us.
             f"--containerd-namespace={self._namespace}",
             f"--containerd-plugins-namespace={self._namespace}-plugins",
+            *self.extra_args,
         ]
 
     def start(self, timeout: float = 60.0) -> DockerDaemon:
@@ -272,6 +280,17 @@ class DockerDaemon:
         for path in (self.data_root, self.exec_root):
             shutil.rmtree(path, ignore_errors=True)
         self.pidfile.unlink(missing_ok=True)
+
+    def stop_daemon_only(self, timeout: float = 15.0) -> None:
+        """SIGTERM dockerd alone (not its process group) and wait for it to exit; containers,
+        shims and mounts are left as they are. With --live-restore the containers keep running
+        and the next start() restores them (a `systemctl restart docker`)."""
+        if self._proc is None:
+            return
+        if self._proc.alive:
+            os.kill(self._proc.pid, signal.SIGTERM)
+            self._proc.wait(timeout)
+        self._proc.stop()  # reaps it (and whatever of its group is left: its containerd)
 
     def leftovers(self) -> list[str]:
         """What this daemon left on the machine after stop() (empty when clean)."""
