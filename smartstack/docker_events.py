@@ -21,7 +21,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from smartstack.docker_signals import is_stopping_kill, parse_signal
+from smartstack.docker_signals import (
+    FREEZING_SIGNALS,
+    RESUMING_SIGNAL,
+    is_stopping_kill,
+    kill_signal,
+    parse_signal,
+)
 from smartstack.logs import event
 
 log = logging.getLogger("smartstack.docker")
@@ -168,6 +174,7 @@ class ContainerWatch:
         self._stream: Any = None
         self._client: Any = None
         self._stopping_ids: set[str] = set()  # thread-side: a stop signal was seen
+        self._frozen_ids: set[str] = set()  # ... and it was STOP/TSTP: CONT brings it back
 
     # ------------------------------------------------------------------ loop side
 
@@ -261,6 +268,7 @@ class ContainerWatch:
         if self._stop.is_set():
             return
         self._stopping_ids.clear()
+        self._frozen_ids.clear()
         # Running (and paused) ones only: a stopped container never counts.
         label_filter = {"label": self.labels} if self.labels else None
         listed = client.api.containers(filters=label_filter)
@@ -284,12 +292,17 @@ class ContainerWatch:
             self._stopping_ids.discard(container_id)
             self._post(self._apply_update, container_id, None)
             return
-        if action in ("start", "restart", "unpause"):
+        sent = kill_signal(message)
+        thawed = sent == RESUMING_SIGNAL and container_id in self._frozen_ids
+        if action in ("start", "restart", "unpause") or thawed:
             self._stopping_ids.discard(container_id)
+            self._frozen_ids.discard(container_id)
         info = self._inspect(client, container_id)
         # Inspected first: whether the signal stops it depends on the container's stop signal.
         if info is not None and is_stopping_kill(message, info.stop_signal):
             self._stopping_ids.add(container_id)
+            if sent in FREEZING_SIGNALS:
+                self._frozen_ids.add(container_id)
             info = replace(info, stopping=True)
         self._post(self._apply_update, container_id, info)
 

@@ -22,6 +22,10 @@ _LINUX_SIGNALS = {
 }  # fmt: skip
 # Signals that end a process whatever it is (TERM: Docker's default stop signal).
 ENDING_SIGNALS = frozenset({2, 3, 9, 15})
+# STOP, TSTP: the process is frozen (its port still accepts connections, nothing answers)
+# until CONT, which brings it back.
+FREEZING_SIGNALS = frozenset({19, 20})
+RESUMING_SIGNAL = 18
 
 
 def parse_signal(raw: str | int | None) -> int | None:
@@ -49,6 +53,12 @@ def is_stopping_kill(message: dict[str, Any], stop_signal: int | None) -> bool:
     as stopping: taking a container out early is safer than sending it traffic as it stops."""
     if str(message.get("Action") or message.get("status") or "") != "kill":
         return False
-    attributes = (message.get("Actor") or {}).get("Attributes") or {}
-    sent = parse_signal(attributes.get("signal"))
-    return sent is None or sent in ENDING_SIGNALS or sent == stop_signal
+    sent = kill_signal(message)
+    return sent is None or sent in ENDING_SIGNALS | FREEZING_SIGNALS or sent == stop_signal
+
+
+def kill_signal(message: dict[str, Any]) -> int | None:
+    """The signal a `kill` event names (None: another event, or one it does not name)."""
+    if str(message.get("Action") or message.get("status") or "") != "kill":
+        return None
+    return parse_signal(((message.get("Actor") or {}).get("Attributes") or {}).get("signal"))

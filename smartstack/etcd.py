@@ -197,12 +197,13 @@ class EtcdConnection(Endpoints):
         await _close_quietly(old)
 
     async def _endpoint_trouble(self, client: aetcd.Client | None) -> str | None:
-        """Why the endpoint is of no use (None: it is fine), from one status probe per
-        client, shared by every caller that timed out at once."""
+        """Why the endpoint is of no use (None: it is fine), from one status probe shared
+        by every caller that timed out at once (a finished one is not reused: the member
+        may have lost its leader since)."""
         if client is None:
             return "the endpoint does not answer"  # not even connected
         probe = self._probes.get(id(client))
-        if probe is None or probe[0] is not client:
+        if probe is None or probe[0] is not client or probe[1].done():
             task = asyncio.ensure_future(self._probe(client))
             self._probes = {id(client): (client, task)}  # only the current client matters
             probe = (client, task)

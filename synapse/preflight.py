@@ -72,12 +72,12 @@ async def check_haproxy(config: SynapseConfig, config_path: Path) -> tuple[str |
     """(error, note): render the config synapse would start with and run ``haproxy -c``."""
     from synapse.haproxy.commands import validate_config
     from synapse.haproxy.render import Renderer
-    from synapse.haproxy.settings import settings_for
+    from synapse.haproxy.settings import binary_version, settings_for
     from synapse.selection import default_selection
 
     hap = config.haproxy
     assert hap is not None
-    settings = settings_for(hap)
+    settings = settings_for(hap, binary_version(hap))  # (rendered as the daemon would)
     where = f"{config_path}: haproxy"
     if shutil.which(settings.binary) is None:
         if settings.managed:

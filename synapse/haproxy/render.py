@@ -299,8 +299,10 @@ class Renderer:
         hap = service.config.haproxy
         warnings: list[str] = []
         frontend, backend_lines = sort_lines(service.name, hap, warnings)
-        frontend = edge.service_frontend_lines(self.config, frontend)
+        # (the extras before the log lines: seeding finds the log lines last, as it renders
+        # them, and reads the extras back as the operator's own)
         frontend += http_frontend_extras(self.settings, frontend, self._defaults)
+        frontend = edge.service_frontend_lines(self.config, frontend)
         backend_lines = edge.backend_lines(hap, backend_lines)
         backend_lines += extra_backend_lines(self.config, service.config, backend_lines)
         base = self._builder.base(backend_lines)

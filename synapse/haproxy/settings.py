@@ -10,7 +10,6 @@ controller agree on them.
 
 from __future__ import annotations
 
-import functools
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -87,13 +86,17 @@ def binary_version(config: HAProxyConfig) -> tuple[int, int, int] | None:
     return _version(shutil.which(config.managed.binary) or config.managed.binary)
 
 
-@functools.cache
+_VERSIONS: dict[str, tuple[int, int, int]] = {}  # binary -> its version, once read
+
+
 def _version(binary: str) -> tuple[int, int, int]:
-    try:
-        out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10).stdout
-        return parse_version(out.split("version", 1)[1].strip())
-    except (OSError, subprocess.SubprocessError, IndexError, UnexpectedAnswer):
-        return (0, 0, 0)
+    if binary not in _VERSIONS:  # (a failure is not kept: the next start asks again)
+        try:
+            out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10)
+            _VERSIONS[binary] = parse_version(out.stdout.split("version", 1)[1].strip())
+        except (OSError, subprocess.SubprocessError, IndexError, UnexpectedAnswer):
+            return (0, 0, 0)
+    return _VERSIONS[binary]
 
 
 def http_frontend_extras(

@@ -135,10 +135,11 @@ class EtcdWatcher(Watcher):
         self._report(started)
         # On the connection's one watch stream, created without waiting for the others'
         # (smartstack.etcd_watch), which is abandoned if it stops answering.
+        made_at = self.conn.failovers  # (before: a failover while it is made counts)
         watch = await self.conn.watch_prefix(prefix, self.revision + 1)
         self._watch = watch
         self._client = getattr(watch, "client", None)  # the client whose stream carries it
-        self._made_at = self.conn.failovers
+        self._made_at = made_at
         self.set_connected(True)
         self._outage.success(service=self.service)
         backoff.reset()

@@ -104,6 +104,22 @@ def test_a_start_after_the_stop_signal_serves_again() -> None:
     assert w.containers[CID].serving
 
 
+def test_a_frozen_container_is_withdrawn_until_cont() -> None:
+    """STOP/TSTP freeze it (its port accepts, nothing answers); CONT thaws it. A CONT after
+    a stop signal does not bring back a container that is being stopped."""
+    w, _ = watch()
+    client = FakeClient()
+    client.api.attrs = attrs()
+    for frozen in ("19", "20"):
+        w._handle(client, kill(frozen))
+        assert w.containers[CID].stopping and not w.containers[CID].serving
+        w._handle(client, kill("18"))
+        assert w.containers[CID].serving
+    w._handle(client, kill("15"))
+    w._handle(client, kill("18"))
+    assert not w.containers[CID].serving
+
+
 def test_parse_signal() -> None:
     assert [parse_signal(s) for s in ("SIGTERM", "term", "15", "SIGRTMIN+3", "RTMAX-1")] == [
         15, 15, 15, 37, 63]  # fmt: skip

@@ -114,6 +114,19 @@ async def test_a_call_timing_out_on_a_member_with_a_leader_stays(monkeypatch) ->
     assert conn.failovers == 0 and conn._client is slow
 
 
+async def test_a_member_that_loses_its_leader_later_is_left_at_the_next_timeout(monkeypatch):
+    """A probe that found a leader once is not the answer for ever."""
+    member = Member("slow, then cut off", leader=7)
+    member_get = member.get
+    member.get = lambda: asyncio.sleep(5)  # type: ignore[method-assign]  # busy first
+    conn = connection({ENDPOINTS[0]: member, ENDPOINTS[1]: Member("ok", leader=7)}, monkeypatch)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(conn.with_client(lambda c: c.get()), 3)
+    member.leader, member.get = 0, member_get  # type: ignore[method-assign]
+    assert await asyncio.wait_for(conn.with_client(lambda c: c.get()), 3) == "ok"
+    assert conn.failovers == 1
+
+
 async def test_watch_streams_require_a_leader_and_its_loss_is_a_connection_error() -> None:
     member = Member("m", leader=7)
     stream = WatchStream(member)  # type: ignore[arg-type]

@@ -15,8 +15,9 @@ from synapse.config import HAProxyConfig, ServiceConfig
 from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.configtext import ParsedConfig, parse_config
 from synapse.haproxy.isolation import FROM_FILE, Isolation
-from synapse.haproxy.render import load_template
+from synapse.haproxy.render import Renderer, load_template
 from synapse.haproxy.seeding import seed_block
+from synapse.haproxy.settings import settings_for
 from synapse.model import DesiredService
 
 BAD = "no-such-keyword 1"
@@ -102,6 +103,23 @@ def test_a_running_block_is_read_back_into_a_block_that_renders_it(case):
     assert _owned(again, *names) == _owned(running, *names)
     assert again.servers[api.backend_name] == running.servers[api.backend_name]
     assert BAD not in str(seed.config.haproxy)  # (the refused line is not in it)
+
+
+def test_a_block_with_the_lines_a_newer_haproxy_gets_is_read_back_without_a_change():
+    """Managed HTTP frontends of HAProxy 2.6+ carry ``option idle-close-on-response``, which
+    the seeding renderer (no version known) does not add: it is read back as the block's
+    own line, and the controller's renderer then adds no second one (no reload)."""
+    config = managed_config(Path("/tmp/x"), logging={"address": "/dev/log", "format": "httplog"})
+    newer = Renderer(config, settings_for(config, (2, 6, 12)))
+    api = service("api", SERVERS, port=3300)
+    running = newer.render([api]).parsed
+    assert "option idle-close-on-response" in running.sections["frontend api"]
+    refused = _refused(api)
+    seed = seed_block(refused, config, running)
+    assert seed.config is not None, seed.why_not
+    again = Renderer(config, settings_for(config, (2, 6, 12)))
+    parsed = again.render([replace(refused, config=seed.config)]).parsed
+    assert _owned(parsed, "api") == _owned(running, "api")
 
 
 def test_an_operator_template_is_read_back_through_its_own_render(tmp_path):
