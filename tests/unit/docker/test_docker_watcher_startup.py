@@ -50,7 +50,8 @@ def watches(monkeypatch: pytest.MonkeyPatch) -> list[FakeWatch]:
     return FakeWatch.made
 
 
-async def started(sink: Collector, watches: list[FakeWatch]) -> Any:
+async def started(sink: Collector, watches: list[FakeWatch], hold: float, monkeypatch) -> Any:
+    monkeypatch.setattr(docker_watcher, "STARTUP_HOLD", hold, raising=False)
     engines = ["unix:///a.sock", {"name": "b", "host": "10.0.0.2", "port": 2375}]
     discovery = {"method": "docker", "container_port": 80, "servers": engines}
     ctx = WatcherContext(loop=asyncio.get_running_loop(), metrics=metrics())
@@ -64,9 +65,8 @@ async def started(sink: Collector, watches: list[FakeWatch]) -> Any:
 async def test_no_report_before_every_engine_answered(
     watches: list[FakeWatch], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(docker_watcher, "STARTUP_HOLD", 60.0, raising=False)
     sink = Collector()
-    watcher = await started(sink, watches)
+    watcher = await started(sink, watches, 60.0, monkeypatch)
     try:
         watches[0].resync("a", 32001)
         await asyncio.sleep(0.05)
@@ -80,9 +80,8 @@ async def test_no_report_before_every_engine_answered(
 async def test_an_engine_silent_past_the_hold_is_left_out_until_it_answers(
     watches: list[FakeWatch], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(docker_watcher, "STARTUP_HOLD", 0.05, raising=False)
     sink = Collector()
-    watcher = await started(sink, watches)
+    watcher = await started(sink, watches, 0.05, monkeypatch)
     try:
         watches[0].resync("a", 32001)
         await sink.wait_hosts(["127.0.0.1:32001"], timeout=5)
