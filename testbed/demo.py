@@ -6,7 +6,7 @@ moves away, the service comes back and traffic returns; HAProxy itself is killed
 clients wait for the new one instead of failing (testbed/demo_crash.py). Then the zone act
 (testbed/demo_zones.py): a service in three availability zones, the local zone is lost,
 traffic spreads evenly over the other two, and comes back; clients carrying the zone
-cookie stay in their zone.
+cookie stay in their zone. Last, a reload under kept-alive clients (testbed/demo_reload.py).
 Everything runs on 127.0.0.1 and is stopped at the end (``--keep`` keeps it up).
 """
 
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed.demo_crash import haproxy_crash
+from testbed.demo_reload import reload_act
 from testbed.demo_zones import ZoneAct
 from testbed.etcd import EtcdCluster
 from testbed.haproxy import parse_servers_state, runtime_command
@@ -428,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
         haproxy_crash(demo.status, demo.client, say, detail)
         demo.summary(moved, returned)
         demo.zone_act()
+        assert demo.synapse is not None
+        reload_act(demo.workdir / "synapse.json", demo.synapse.pid, demo.front_port, SERVICE,
+                   demo.haproxy_reloads, say, detail)  # fmt: skip
         if args.keep:
             demo.keep_running()
         ok = True

@@ -78,4 +78,7 @@ def test_demo_runs_to_completion_and_cleans_up() -> None:
     # flight in the killed worker could still fail: the count is printed, not asserted).
     assert re.search(r"synapse started HAProxy again \d+ ms after the crash", out), out
     assert re.search(r"meanwhile synapse held HAProxy's listening sockets \(127\.0\.0\.1:\d+", out)
+    # The reload act: every kept-alive connection's next request answered across the reload.
+    assert re.search(r"synapse added 'hello-canary' \(HAProxy reloads: [1-9]", out), out
+    assert "the next request on each kept-alive connection: 8 answered, 0 failed" in out
     assert re.search(r"requests since the crash: [1-9]\d* served", out), out

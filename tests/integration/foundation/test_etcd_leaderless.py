@@ -12,7 +12,7 @@ import aetcd
 import aetcd.exceptions
 import pytest
 
-from smartstack.etcd import EtcdConnection, member_leader, refresh_lease
+from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection, member_leader, refresh_lease
 from smartstack.etcd_json import EtcdJsonConnection
 from testbed.etcd import EtcdCluster
 
@@ -61,8 +61,11 @@ async def test_a_member_without_a_leader_is_left(
         assert isinstance(await ended_with(grpc_watch, 10), grpc_conn.connection_errors)
         assert isinstance(await ended_with(json_watch, 10), json_conn.connection_errors)
         # A keep-alive is refused at once, not left to time out while the lease runs down.
-        with pytest.raises(aetcd.exceptions.ConnectionFailedError, match="no leader"):
+        # (UNAVAILABLE "no leader"; or INTERNAL when our send lost the race with that refusal,
+        # as seen in CI: a connection error all the same, the next endpoint is tried)
+        with pytest.raises(CONNECTION_ERRORS) as refused:
             await asyncio.wait_for(refresh_lease(alone, lease.id), 2)
+        assert not isinstance(refused.value, TimeoutError), "not at once"
 
         # A read times out there; the member answers status, with no leader: left. (The
         # stopped members then time out too: no quorum anywhere, the call fails.)
