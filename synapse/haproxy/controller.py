@@ -149,8 +149,7 @@ class HAProxyController:
         """Take a changed ``haproxy`` block (SIGHUP); the next apply renders with it.
 
         Where HAProxy lives (config file, sockets, managed or not) cannot change live:
-        ValueError, and the running config stays. A broken template also raises.
-        """
+        ValueError, and the running config stays. A broken template also raises."""
         settings = settings_for(config, self.settings.version)
         if changed := restart_needed(self.settings, settings):
             raise ValueError(f"changing {', '.join(changed)} needs a synapse restart")
