@@ -25,6 +25,7 @@ ORIGIN_DEFAULT = "default_servers"
 ORIGIN_PREVIOUS = "previous"  # use_previous_backends kept the last list
 ORIGIN_STATE_FILE = "state_file"  # registry not answered yet: cached servers
 ORIGIN_NONE = "none"
+DEFAULT_SERVER_ORIGIN = "default"  # a default server's Server.origin
 
 
 # What a server's record is made from: its registration (the port is the server's), or
@@ -88,7 +89,7 @@ def default_selection(config: ServiceConfig, port_override: int | None = None) -
         port = port_override or entry.port
         assert port is not None  # the config refuses default servers without a port
         server = Server(name=server_name(entry.host, port, entry.name), host=entry.host,
-                        port=port, origin="default")  # fmt: skip
+                        port=port, origin=DEFAULT_SERVER_ORIGIN)  # fmt: skip
         servers.append(server)
         records.append(_record(server, {"name": entry.name or f"{entry.host}:{port}"}))
     return Selection(tuple(servers), tuple(records), ORIGIN_DEFAULT)
@@ -177,6 +178,23 @@ def discovered_selection(
     return Selection(tuple(servers), tuple(records), origin, tuple(dropped), leader_failed, basis)
 
 
+def _kept_discovered(config: ServiceConfig, previous: Selection) -> Selection | None:
+    """``previous``'s discovered servers, with the current defaults beside them when
+    ``keep_default_servers``; None when it had none (its defaults are the config's to say).
+    A state file's selection is not kept here: it ages (``StateCache.cached``)."""
+    pairs = [(s, r) for s, r in zip(previous.servers, previous.sources, strict=True)
+             if s.origin != DEFAULT_SERVER_ORIGIN]  # fmt: skip
+    if not pairs:
+        return None
+    if config.keep_default_servers:
+        defaults = default_selection(config, config.port_override)
+        names = {s.name for s, _ in pairs}
+        pairs += [(s, r) for s, r in zip(defaults.servers, defaults.sources, strict=True)
+                  if s.name not in names]  # fmt: skip
+    return Selection(tuple(s for s, _ in pairs), tuple(r for _, r in pairs), ORIGIN_PREVIOUS,
+                     basis=previous.basis)  # fmt: skip
+
+
 def select_servers(
     config: ServiceConfig,
     found: Sequence[Found] | None,
@@ -190,10 +208,15 @@ def select_servers(
     Follows Airbnb's set_backends/update_backends: defaults join the discovered servers
     with ``keep_default_servers`` (and get ``backend_port_override`` too); an empty result
     falls back to ``default_servers``, else with ``use_previous_backends`` to the previous
-    list (whatever that setting when ``found`` is None: nothing is known yet). Unlike
-    Airbnb, label filters apply to discovered servers only, so defaults never vanish
-    because they carry no labels.
+    list (whatever that setting when ``found`` is None: nothing is known yet, so the
+    previous list's discovered servers stay, with the current defaults beside them only
+    with ``keep_default_servers``). Unlike Airbnb, label filters apply to discovered
+    servers only, so defaults never vanish because they carry no labels.
     """
+    if found is None and previous is not None and previous.origin != ORIGIN_STATE_FILE:
+        kept = _kept_discovered(config, previous)
+        if kept is not None:  # not heard from yet (a SIGHUP's new watcher): no defaults alone
+            return kept
     chosen = discovered_selection(config, found or (), options_policy, origin, previous)
     if config.keep_default_servers and config.default_servers:
         defaults = default_selection(config, config.port_override)

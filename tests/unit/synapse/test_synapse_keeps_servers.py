@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from applier_fakes import FakeApplier, eventually, make_reconciler, report, running
 
 from synapse.config import SynapseConfig
@@ -92,6 +93,32 @@ async def test_changed_discovery_keeps_the_servers_until_the_new_watcher_reports
         assert rec.service_status()["web"]["origin"] == "previous"
         rec.report(report("web"))  # the new path answers: nothing there, and no keeping
         await eventually(lambda: applier.hosts("web") == [], what="the empty hand-over")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [({}, ["10.0.0.1", "10.0.0.2"]),
+     ({"keep_default_servers": True}, ["10.0.0.1", "10.0.0.2", "192.0.2.8"])],
+)  # fmt: skip
+async def test_changed_discovery_with_default_servers_keeps_the_discovered_servers(
+    tmp_path: Path, extra: dict[str, Any], expected: list[str]
+) -> None:
+    """Not the defaults alone until the new watcher reports (its registry may be down);
+    keep_default_servers: the SIGHUP's defaults beside the discovered servers."""
+
+    def watching(hosts: list[str], default: str) -> SynapseConfig:
+        defaults = [{"host": default, "port": 80, "name": "fallback"}]
+        web = {"discovery": WEB_DISCOVERY | {"hosts": hosts}, "default_servers": defaults}
+        return config(tmp_path, {"web": web | extra})
+
+    applier = FakeApplier()
+    rec = make_reconciler(watching(["h:1"], "192.0.2.9"), applier)
+    async with running(rec, applier, report("web", "10.0.0.1", "10.0.0.2")):
+        rec.set_config(watching(["h:1", "h:2"], "192.0.2.8"))  # one more ensemble member
+        await eventually(lambda: len(applier.applied) == 2, what="the reload's hand-over")
+        assert applier.hosts("web") == expected
+        rec.report(report("web"))  # the new watcher answers: nothing there
+        await eventually(lambda: applier.hosts("web") == ["192.0.2.8"], what="the defaults")
 
 
 def test_managed_mode_keeps_a_state_file_beside_the_config_by_default(tmp_path: Path) -> None:

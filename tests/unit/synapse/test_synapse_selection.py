@@ -157,3 +157,26 @@ def test_a_registration_kept_keeps_its_server_object() -> None:
     # kept by use_previous_backends, then discovered again: still the same objects
     kept = select_servers(service(use_previous_backends=True), [], first)
     assert select_servers(cfg, [a, b], kept).servers[0] is first.servers[0]
+
+
+def test_not_heard_from_yet_keeps_the_discovered_servers_not_the_defaults() -> None:
+    """A SIGHUP's new watcher has not reported (found None): the previous list stays, not
+    default_servers alone; keep_default_servers re-joins the defaults the config has now."""
+    cfg = service(default_servers=DEFAULTS)
+    other = [{"name": "other", "host": "127.0.0.8", "port": 9000}]
+    first = select_servers(cfg, [found("10.0.0.1", 80, "a")], None)
+    kept = select_servers(cfg, None, first)
+    assert names(kept) == ["a_10.0.0.1:80"] and kept.origin == ORIGIN_PREVIOUS
+    joined = select_servers(service(default_servers=DEFAULTS, keep_default_servers=True), None,
+                            select_servers(cfg, [found("10.0.0.1", 80, "a")], None))  # fmt: skip
+    assert names(joined) == ["a_10.0.0.1:80", "fallback_127.0.0.9:9000"]
+    now = service(default_servers=other, keep_default_servers=True)
+    assert names(select_servers(now, None, joined)) == ["a_10.0.0.1:80", "other_127.0.0.8:9000"]
+    # never heard from, or nothing discovered before: the defaults, as before
+    assert select_servers(cfg, None, None).origin == ORIGIN_DEFAULT
+    only_defaults = select_servers(cfg, [], None)
+    again = select_servers(service(default_servers=other), None, only_defaults)
+    assert names(again) == ["other_127.0.0.8:9000"] and again.origin == ORIGIN_DEFAULT
+    # a state file's servers that aged out are not kept in place of the defaults
+    cached = select_servers(cfg, [found("10.0.0.1", 80, "a")], None, origin=ORIGIN_STATE_FILE)
+    assert names(select_servers(cfg, None, cached)) == ["fallback_127.0.0.9:9000"]
