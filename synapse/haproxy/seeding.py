@@ -16,7 +16,8 @@ keys replaced) whose render gives those sections again, line for line:
   ``bind_address``, ``port`` and ``bind_options``;
 - ``shared_frontend``: the refused block's lines that the running shared frontend has;
 - server options: the refused block's, or else the running servers' own (when they all
-  have the same) if those render the servers HAProxy runs.
+  have the same, but for the ``init-addr`` of DNS-named servers) if those render the
+  servers HAProxy runs.
 
 The servers stay today's (discovery), as with any last good block. It is kept only when a
 render of it gives the running sections exactly and the servers both have the same
@@ -32,6 +33,7 @@ from smartstack.modelbase import ValidationError
 from synapse.config import HAProxyConfig, ServiceConfig
 from synapse.haproxy.configtext import ParsedConfig, structural_options
 from synapse.haproxy.edge import bind
+from synapse.haproxy.hosts import without_init_addr
 from synapse.haproxy.render import Renderer
 from synapse.model import DesiredService
 from synapse.resilience_config import HealthCheckConfig
@@ -85,6 +87,8 @@ def seed_block(service: DesiredService, config: HAProxyConfig, running: ParsedCo
             fields["frontend"] = lines[: len(lines) - len(added)]
         blocks = [_made(service, fields)]
         tails = {line.tail for line in running.servers.get(backend, {}).values()}
+        if len(tails) > 1:  # DNS-named servers' lines add an init-addr of synapse's own
+            tails = {without_init_addr(tail) for tail in tails}
         if len(tails) == 1:  # the running servers' own options, if the block's are not
             own = {"server_options": tails.pop() or None, "send_proxy_v2": False,
                    "maxconn": None, "maxqueue": None}  # fmt: skip

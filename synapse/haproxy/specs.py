@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import ipaddress
 import random
 import re
 from collections.abc import Iterable, Mapping
@@ -19,6 +18,7 @@ from smartstack.strings import share
 from synapse.config import ServiceHAProxyConfig
 from synapse.haproxy.configtext import join_options, structural_options
 from synapse.haproxy.edge import server_options as edge_server_options
+from synapse.haproxy.hosts import is_ip, with_init_addr
 from synapse.haproxy.server_ids import assign_ids, default_order_seed
 from synapse.model import DesiredService, Server
 
@@ -47,8 +47,6 @@ _HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}", re.ASCII)
 # Both at once (neither has a space): the name is at most 255 characters, the host 253.
 _NAME_AND_HOST = re.compile(r"[A-Za-z0-9_.:-]{1,255} [A-Za-z0-9_.:-]{1,253}", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)  # as ipaddress accepts and prints it
 
 
 class ServerTraits(NamedTuple):
@@ -242,18 +240,6 @@ def _traits(own: str, default_server: tuple[str, ...], inherited: str) -> Server
     )
 
 
-def is_ip(host: str) -> bool:
-    if IPV4.fullmatch(host):  # the common case, without building an address object
-        return True
-    if ":" not in host:
-        return False
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 @dataclass(frozen=True, slots=True)
 class BackendBase:
     """What a backend's lines (and the defaults) decide for every server of it."""
@@ -420,11 +406,11 @@ class BackendBuilder:
             trait = traits[own] = _traits(own, tuple(inheritance[0]), inheritance[1])
 
         why_not = ""
-        refused = trait.refused
-        if refused:
-            why_not = f"option {refused!r} cannot be set on an added server"
-        elif not is_ip(server.host):
+        if not is_ip(server.host):  # (its traits are the options' without init-addr)
+            own = with_init_addr(own, inheritance[0])  # (else one bad name fails every check)
             why_not = f"host {server.host} is a DNS name (added servers are not resolved)"
+        if trait.refused:
+            why_not = f"option {trait.refused!r} cannot be set on an added server"
         return ServerSpec(  # positional: (backend, name, host, port, id, options, ...)
             backend,
             server.name,

@@ -34,6 +34,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from smartstack.tasks import cancel_and_wait
+from synapse.haproxy.hosts import IPV4
 from synapse.haproxy.ops import AddServer, DelServer, EnableHealth, Op, SetAddr, SetState, SetWeight
 from synapse.haproxy.running import (
     ADMIN_FORCED_DRAIN,
@@ -44,7 +45,6 @@ from synapse.haproxy.running import (
     OP_STOPPED,
     RunningServer,
 )
-from synapse.haproxy.specs import IPV4
 
 if TYPE_CHECKING:
     from synapse.haproxy.view import RunningView

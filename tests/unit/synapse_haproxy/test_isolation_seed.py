@@ -156,6 +156,19 @@ def test_refused_server_options_give_way_to_the_running_servers_options():
     assert seed.config is not None and seed.config.haproxy.server_options == "check inter 2s"
 
 
+def test_the_running_options_of_dns_and_ip_servers_are_one_block_without_init_addr():
+    # A DNS-named server's line adds `init-addr last,libc,none` of synapse's own: the
+    # running servers' options are still the same once it is left out.
+    config = haproxy_config()
+    servers = [SERVERS[0], server("gone.invalid", 80, "g")]
+    api = service("api", servers, port=3300, server_options="check inter 2s")
+    running = render([api], config).parsed
+    refused = service("api", servers, port=3300, server_options="check inter 2s fal 2")
+    seed = seed_block(refused, config, running)
+    assert seed.config is not None, seed.why_not
+    assert seed.config.haproxy.server_options == "check inter 2s"
+
+
 def test_only_shared_frontend_lines_the_running_frontend_has_are_kept():
     config = haproxy_config(shared_frontend=["bind 127.0.0.1:8080", "mode http"])
     api = service("api", SERVERS, port=3300, shared_frontend=["use_backend api if { path /a }"])

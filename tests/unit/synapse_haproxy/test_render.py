@@ -240,6 +240,33 @@ def test_add_options_spell_out_default_server_and_leave_out_what_add_refuses():
     assert spec.check and spec.addable and spec.weight == 1
 
 
+def test_a_dns_named_server_starts_in_maintenance_when_its_name_does_not_resolve():
+    # HAProxy's default init-addr (last,libc) fails the whole parse on a name that does not
+    # resolve: one such registration would make every candidate fail `haproxy -c`.
+    svc = service("web", [A, server("gone.invalid", 80, "g")], server_options="check")
+    text = render([svc]).text
+    lines = {line.split()[1]: line for line in server_lines(text, "web")}
+    assert lines["g_gone.invalid:80"].endswith(":80 check init-addr last,libc,none")
+    assert lines[A.name].endswith(" check")  # (an IP address: nothing to resolve)
+    # read back, the running config equals the candidate: no reload for it
+    assert parse_config(text).servers == render([svc]).parsed.servers
+    bare = render([service("web", [server("gone.invalid", 80, "g")])]).backends["web"]
+    assert bare.servers["g_gone.invalid:80"].tail == "init-addr last,libc,none"
+
+
+@pytest.mark.parametrize(
+    ("where", "options"),
+    [("own", "check init-addr libc"), ("backend", "check"), ("defaults", "check")],
+)
+def test_an_init_addr_the_operator_set_wins_over_synapses(where, options):
+    defaults = [*DEFAULTS, "default-server init-addr libc,none"] if where == "defaults" else []
+    config = haproxy_config(defaults=defaults or DEFAULTS)
+    backend = ["default-server init-addr none"] if where == "backend" else []
+    svc = service("web", [server("gone.invalid", 80, "g")], server_options=options, backend=backend)
+    (line,) = [line for line in server_lines(render([svc], config).text, "web") if "gone" in line]
+    assert line.endswith(f" {options}") and line.count("init-addr") == (where == "own")
+
+
 def test_added_servers_get_the_connection_pool_unless_their_options_set_it():
     # HAProxy 2.6 gives added servers no idle-connection pool (configured ones get
     # pool-max-conn -1, pool-purge-delay 5s); what the operator wrote is kept as written.
