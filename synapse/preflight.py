@@ -70,7 +70,7 @@ def preflight(config: SynapseConfig, config_path: Path, full: bool) -> tuple[lis
 
 async def check_haproxy(config: SynapseConfig, config_path: Path) -> tuple[str | None, str | None]:
     """(error, note): render the config synapse would start with and run ``haproxy -c``."""
-    from synapse.haproxy.commands import validate_config
+    from synapse.haproxy.commands import CheckUnanswered, validate_config
     from synapse.haproxy.render import Renderer
     from synapse.haproxy.settings import binary_version, settings_for
     from synapse.selection import default_selection
@@ -103,7 +103,10 @@ async def check_haproxy(config: SynapseConfig, config_path: Path) -> tuple[str |
         scratch = dataclasses.replace(
             settings, candidate_path=Path(tmp) / "haproxy.cfg", check_command=None
         )
-        message = await validate_config(scratch, text, CHECK_TIMEOUT)
+        try:
+            message = await validate_config(scratch, text, CHECK_TIMEOUT)
+        except CheckUnanswered as err:
+            return f"{where}: {err}", None
     if message:
         first = " | ".join(message.splitlines()[:5])
         return f"{where}: HAProxy rejects the rendered config: {first}", None

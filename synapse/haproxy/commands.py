@@ -27,6 +27,18 @@ class CommandResult:
     def ok(self) -> bool:
         return self.returncode == 0
 
+    @property
+    def answered(self) -> bool:
+        """Whether the command ran to its own exit: not timed out or killed by a signal
+        (< 0, or 128+N as a shell reports a child's), not unable to run (126, 127)."""
+        code = self.returncode
+        return code >= 0 and code not in (126, 127) and not 128 < code < 128 + signal.NSIG
+
+
+class CheckUnanswered(Exception):
+    """The config check gave no verdict (timed out, killed, not run): the candidate may be
+    valid, so it is retried like a failed reload, never refused as invalid."""
+
 
 async def run_command(args: str | list[str], timeout: float) -> CommandResult:
     """Run a shell command (str) or an argv (list); a timeout counts as a failure."""
@@ -57,7 +69,9 @@ async def run_command(args: str | list[str], timeout: float) -> CommandResult:
 
 
 async def validate_config(settings: Settings, text: str, timeout: float) -> str | None:
-    """Write the candidate and check it; None when valid, else HAProxy's message.
+    """Write the candidate and check it; None when valid, else HAProxy's message;
+    CheckUnanswered when the check gave no verdict (a loaded machine, slow DNS: a
+    refusal would stand until the desired state changes).
 
     The Airbnb ``check_command`` (with ``do_checks``) wins; otherwise ``haproxy -c``.
     The candidate stays on disk, so an operator can inspect a config that failed.
@@ -73,6 +87,9 @@ async def validate_config(settings: Settings, text: str, timeout: float) -> str 
         )
     if result.ok:
         return None
+    if not result.answered:
+        detail = result.output[-500:] or f"it exited with {result.returncode}"
+        raise CheckUnanswered(f"the config check gave no verdict: {detail}")
     return _errors_first(result.output) or f"check exited with {result.returncode}"
 
 

@@ -357,19 +357,19 @@ class HAProxyController:
         starting = self._managed is not None and not self._managed.alive
         # Nothing served yet: the start checks the config (`haproxy -c` costs as much again).
         checked = not (starting and self._installer.start_checks)
-        error = await self._installer.validate(candidate) if checked else None
-        if error is not None:
-            return await self._refused(error, reload, candidate)
-        self.info.validation_error = None
-        self._gate.validated(began)
-        await self._installer.dump_server_state(self._reader.runtime_error is None)
-        before = self._installer.file.parsed if self._installer.file else None
-        try:
+        try:  # (InstallFailed: also a check that gave no verdict, retried like a reload)
+            error = await self._installer.validate(candidate) if checked else None
+            if error is not None:
+                return await self._refused(error, reload, candidate)
+            self.info.validation_error = None
+            self._gate.validated(began)
+            await self._installer.dump_server_state(self._reader.runtime_error is None)
+            before = self._installer.file.parsed if self._installer.file else None
             wrote = await self._installer.install(candidate, self._layout(), checked)
         except InstallFailed as err:
             if err.invalid:  # (unchecked: the start failed and `haproxy -c` says why)
                 return await self._refused(str(err), reload, candidate)
-            return self._failures.reload_failed(str(err), reload, began)
+            return self._failures.reload_failed(str(err), reload, began, err.unanswered)
         self._watch_process()
         self._pending.clear()  # whatever waited is in this reload
         self._gate.reloaded()

@@ -60,13 +60,17 @@ class Failures:
         self._gate.refuse(candidate)
         return ApplyResult(reload=ApplyOutcome.INVALID, error=error)
 
-    def reload_failed(self, error: str, reload: Reload, began: float) -> ApplyResult:
-        """The reload did not take: retried after the gate's backoff."""
+    def reload_failed(
+        self, error: str, reload: Reload, began: float | None, unanswered: bool = False
+    ) -> ApplyResult:
+        """The reload begun at ``began`` (None: now) did not take (``unanswered``: its config
+        check gave no verdict): retried after the gate's backoff."""
         self._metrics.reload_failures.inc()
-        backoff = self._gate.failed(began)
+        backoff = self._gate.failed(self._gate.clock() if began is None else began)
         self._info.reload_failed(error, reload.summary, backoff)
-        event(log, "haproxy_reload_failed", level=logging.ERROR, error=error,
-              reason=reload.summary, retry_in_s=round(backoff, 1))  # fmt: skip
+        name = "haproxy_check_unanswered" if unanswered else "haproxy_reload_failed"
+        event(log, name, level=logging.ERROR, error=error, reason=reload.summary,
+              retry_in_s=round(backoff, 1))  # fmt: skip
         self._pending.wait_for_turn(reload)
         return ApplyResult(reload=ApplyOutcome.FAILED, error=error)
 

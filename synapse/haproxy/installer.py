@@ -25,7 +25,7 @@ from synapse.config import HAProxyConfig
 from synapse.config import ManagedHAProxy as ManagedConfig
 from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.bridge import Layout
-from synapse.haproxy.commands import run_command, validate_config
+from synapse.haproxy.commands import CheckUnanswered, run_command, validate_config
 from synapse.haproxy.configfile import ConfigFile
 from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.desired import DesiredConfig
@@ -43,11 +43,12 @@ log = logging.getLogger("synapse.haproxy")
 
 class InstallFailed(Exception):
     """HAProxy does not run the new config (the old one still serves). ``invalid``: the
-    message is the config check's (an unchecked start failed because of the config)."""
+    message is the config check's (an unchecked start failed because of the config);
+    ``unanswered``: the config check gave no verdict (nothing was installed)."""
 
-    def __init__(self, message: str, invalid: bool = False) -> None:
+    def __init__(self, message: str, invalid: bool = False, unanswered: bool = False) -> None:
         super().__init__(message)
-        self.invalid = invalid
+        self.invalid, self.unanswered = invalid, unanswered
 
 
 class Installer:
@@ -116,14 +117,19 @@ class Installer:
     # --- validating and installing -----------------------------------------------------------
 
     async def validate(self, candidate: DesiredConfig) -> str | None:
-        """None when valid (or nothing can validate), else the checker's message."""
+        """None when valid (or nothing can validate), else the checker's message;
+        InstallFailed (retried, not refused) when the check gave no verdict."""
         try:
             await self.edge.before_read()  # also when nothing validates: others reload
         except (OSError, RuntimeError) as err:
             return f"cannot write the route maps or the crt-list: {err}"
         if not self.settings.can_validate:
             return None
-        error = await validate_config(self.settings, candidate.text, self.config.reload_timeout)
+        try:
+            error = await validate_config(self.settings, candidate.text, self.config.reload_timeout)
+        except CheckUnanswered as err:
+            self.edge.refused()
+            raise InstallFailed(str(err), unanswered=True) from err
         if error is not None:
             self.edge.refused()
         return error
@@ -163,7 +169,10 @@ class Installer:
             await self._edge_files()
             await self._swap_in()
         except InstallFailed as failed:
-            error = None if checked else await self.validate(candidate)
+            error = None
+            if not checked:  # (a check without a verdict: the start's failure stands)
+                with contextlib.suppress(InstallFailed):
+                    error = await self.validate(candidate)
             self.edge.refused()
             if previous[0] is not None:
                 await self._restore(*previous)  # the old config is still what HAProxy runs
@@ -181,7 +190,10 @@ class Installer:
         self, candidate: DesiredConfig, layout: Layout, reload: Reload, failures: Failures
     ) -> ApplyResult:
         """do_reloads: false (Airbnb): install the valid config, leave reloading to others."""
-        error = await self.validate(candidate)
+        try:
+            error = await self.validate(candidate)
+        except InstallFailed as err:  # (no verdict: checked again after a backoff)
+            return failures.reload_failed(str(err), reload, None, err.unanswered)
         if error is not None:
             return failures.invalid(error, reload.reasons, candidate.text)
         failures.skipped("do_reloads", reload.summary)

@@ -1,0 +1,57 @@
+"""A config check's verdict: "invalid" (refused until the desired state changes) only when the
+checker answered no; a check that gave no verdict (timed out, killed, not run) is retried."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from synapse.haproxy import commands
+from synapse.haproxy.commands import CheckUnanswered, CommandResult, validate_config
+from synapse.haproxy.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("code", "answered"),
+    [(1, True), (2, True), (3, True), (125, True), (128, True), (255, True),
+     (-1, False), (-9, False), (126, False), (127, False), (137, False), (143, False)],
+)  # fmt: skip
+def test_exit_codes_that_are_a_verdict(code, answered):
+    assert CommandResult(code, "").answered is answered
+
+
+def _settings(tmp_path: Path, check: str) -> Settings:
+    candidate = tmp_path / "haproxy.cfg.candidate"
+    return Settings(None, (), False, "haproxy", None, None, None, candidate, check)
+
+
+def _checked_by(monkeypatch: pytest.MonkeyPatch, result: CommandResult) -> None:
+    async def run(args: object, timeout: float) -> CommandResult:
+        return result
+
+    monkeypatch.setattr(commands, "run_command", run)
+
+
+async def test_a_check_that_answers_no_gives_its_message(tmp_path, monkeypatch):
+    settings = _settings(tmp_path, "check")
+    _checked_by(monkeypatch, CommandResult(1, "[NOTICE] x\n[ALERT] bad line"))
+    assert await validate_config(settings, "global\n", 5.0) == "[ALERT] bad line"
+    _checked_by(monkeypatch, CommandResult(2, ""))
+    assert await validate_config(settings, "global\n", 5.0) == "check exited with 2"
+
+
+@pytest.mark.parametrize(
+    ("result", "why"),
+    [
+        (CommandResult(-1, "'check' timed out after 0.5s"), "timed out after 0.5s"),
+        (CommandResult(-9, ""), "exited with -9"),  # killed (the OOM killer, an operator)
+        (CommandResult(137, ""), "exited with 137"),  # the same, as a shell reports it
+        (CommandResult(127, "cannot run 'check': No such file"), "cannot run"),
+        (CommandResult(126, "sh: 1: ./check: Permission denied"), "Permission denied"),
+    ],
+)
+async def test_a_check_without_a_verdict_is_not_a_refusal(tmp_path, monkeypatch, result, why):
+    _checked_by(monkeypatch, result)
+    with pytest.raises(CheckUnanswered, match=why):
+        await validate_config(_settings(tmp_path, "check"), "global\n", 0.5)
