@@ -46,6 +46,9 @@ class Report:
     event_time: float = field(default_factory=time.monotonic)  # when the change was seen
     # generator settings read from the registry (synapse/generator_config.py); {}: none
     generator_config: Mapping[str, Any] = field(default_factory=dict)
+    # Some of the watcher's sources have not answered yet (a ``multi`` union's child): the
+    # servers listed are there, the others the service had may be too (reload_diff.reported_found)
+    partial: bool = False
 
 
 Sink = Callable[[Report], None]

@@ -46,7 +46,7 @@ from synapse.generator_checks import GeneratorChecks
 from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Report
 from synapse.pacing import Pacer
-from synapse.reload_diff import Pending, ServiceState, carry_over, policy_changed
+from synapse.reload_diff import Pending, ServiceState, carry_over, policy_changed, reported_found
 from synapse.selection import ORIGIN_DISCOVERY, ORIGIN_STATE_FILE, Selection, select_servers
 from synapse.state_cache import REBUILD_BUDGET, StateCache
 from synapse.status import service_status
@@ -383,14 +383,15 @@ class Reconciler:
         # Per change: the reported services and those without a report (a superset of
         # them: no loop over every service).
         names = self._services if reported is None else sorted(reported | self._unreported)
+        cached = self.state_cache.cached if self.state_cache else lambda _name: None
         for name in names:
             service = self._services.get(name)
             if service is None or (
                 reported is not None and name not in reported and service.report is not None
             ):
                 continue
-            if service.report is not None:
-                found, origin = service.report.found, ORIGIN_DISCOVERY
+            if service.report is not None:  # (a partial one with what the service had)
+                found, origin = reported_found(service, cached), ORIGIN_DISCOVERY
             else:  # the state file's, while it is all there is (a SIGHUP's new discovery:
                 # nothing known, the previous list stays)
                 found, origin, kept = None, ORIGIN_STATE_FILE, service.selection

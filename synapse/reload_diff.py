@@ -11,14 +11,14 @@ equal but distinct object (a config not loaded through the cache) counts as unch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from smartstack.modelbase import same_model  # also which fields were given, not only ==
 from synapse.config import ServiceConfig, SynapseConfig
-from synapse.model import DesiredService, Report
-from synapse.selection import Selection
+from synapse.model import DesiredService, Found, Report
+from synapse.selection import Selection, selection_found
 
 
 @dataclass
@@ -30,6 +30,7 @@ class ServiceState:
     selection: Selection | None = None
     reported_options: tuple[str, ...] = ()
     desired: DesiredService | None = None  # built from selection; None when it changed
+    held: tuple[Found, ...] | None = None  # what partial reports keep (``reported_found``)
 
 
 @dataclass
@@ -46,6 +47,25 @@ class Pending:
         self.reasons |= later.reasons
         self.services |= later.services
         self.hand_over |= later.hand_over
+
+
+def reported_found(
+    service: ServiceState, cached: Callable[[str], Sequence[Found] | None]
+) -> Sequence[Found]:
+    """What a service's report found; a partial one (a source not answered yet) with the
+    servers the service had at the first partial report (its selection, else ``cached``:
+    the state file's) after its own: they may be the silent source's, so they stay until
+    a complete report; servers added since come and go with the reports."""
+    report = service.report
+    assert report is not None
+    if not report.partial:
+        service.held = None
+        return report.found
+    if service.held is None:
+        selection = service.selection
+        held = selection_found(selection) if selection is not None else cached(report.service)
+        service.held = tuple(held or ())
+    return (*report.found, *service.held)  # (the report's first: a duplicate keeps its)
 
 
 def policy_changed(old: SynapseConfig, new: SynapseConfig) -> bool:

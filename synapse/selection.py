@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from smartstack.record import Registration
+from smartstack.record import Registration, registration_from_dict
 from synapse.config import RegistryServerOptions, ServiceConfig
 from synapse.discovery_config import LabelFilter
 from synapse.model import Found, Server, server_name
@@ -193,6 +193,22 @@ def _kept_discovered(config: ServiceConfig, previous: Selection) -> Selection | 
                   if s.name not in names]  # fmt: skip
     return Selection(tuple(s for s, _ in pairs), tuple(r for _, r in pairs), ORIGIN_PREVIOUS,
                      basis=previous.basis)  # fmt: skip
+
+
+def selection_found(selection: Selection) -> tuple[Found, ...]:
+    """A selection's discovered servers as found registrations (its defaults left out):
+    what a partial report keeps (``synapse.reload_diff.reported_found``)."""
+    found = []
+    for server, source in zip(selection.servers, selection.sources, strict=True):
+        if server.origin == DEFAULT_SERVER_ORIGIN:
+            continue
+        if isinstance(source, Registration):
+            found.append(Found(source, server.origin))
+        else:  # a leader's record: its sequence is its "id"
+            sequence = source.get("id")
+            found.append(Found(registration_from_dict(source), server.origin,
+                               sequence if isinstance(sequence, int) else None))  # fmt: skip
+    return tuple(found)
 
 
 def select_servers(

@@ -80,7 +80,7 @@ class Watcher(ABC):
         self.metrics = ctx.metrics
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
-        self._last: tuple[tuple[Found, ...], int, Any] | None = None
+        self._last: tuple[tuple[Found, ...], int, Any, bool] | None = None
         self.generator_config: dict[str, Any] = {}  # set by watchers that read it
         self.connected = False
         self.last_error: str | None = None
@@ -132,21 +132,25 @@ class Watcher(ABC):
     # --- reporting ---------------------------------------------------------------------
 
     def report(
-        self, found: list[Found] | tuple[Found, ...], skipped: int, event_time: float
+        self,
+        found: list[Found] | tuple[Found, ...],
+        skipped: int,
+        event_time: float,
+        partial: bool = False,  # see Report.partial
     ) -> None:
         """Hand the full current list to the reconciler, unless it is what we sent last."""
         if self._stopped:
             return
-        state = (tuple(found), skipped, self.generator_config)
+        state = (tuple(found), skipped, self.generator_config, partial)
         self.metrics.skipped_records.labels(self.service).set(skipped)
         if state == self._last:
             return
         self._last = state
         self.reports += 1
         self.last_change = time.time()
-        self.sink(
-            Report(self.service, self.method, state[0], skipped, event_time, self.generator_config)
-        )
+        report = Report(self.service, self.method, state[0], skipped, event_time,
+                        self.generator_config, partial)  # fmt: skip
+        self.sink(report)
 
     def report_entries(
         self, entries: Mapping[str, Entry], origin: Callable[[str], str], event_time: float

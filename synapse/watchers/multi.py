@@ -13,8 +13,12 @@ choice: the chosen child's (sequential), the first child's that has some (union)
 
 Nothing is reported before every child has answered once, unless a child already has
 servers that the resolver would use, so a slow second registry does not flap the service
-at startup. Connection changes do not come as reports: the choice is also re-made every
-RESOLVE_INTERVAL seconds (Ruby re-picks on its periodic ping).
+at startup. A union reported before every child answered is ``partial`` (Report.partial):
+its servers are added at once, but the servers the service had (its previous list, the
+state file's after a restart) stay until every child answered, since they may be a silent
+child's (synapse.reload_diff.reported_found). Connection changes do not come as reports:
+the choice is also re-made every RESOLVE_INTERVAL seconds (Ruby re-picks on its periodic
+ping).
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ class MultiWatcher(Watcher):
             # Ruby: the first child's generator settings that are not empty
             settings = next((r.generator_config for r in reports if r.generator_config), {})
             self.generator_config = dict(settings)
-            self.report(found, sum(r.skipped for r in reports), event_time)
+            self.report(found, sum(r.skipped for r in reports), event_time, not everyone)
             return
         chosen = next((n for n in self.order if self._usable(n)), None)
         if chosen is None:

@@ -42,7 +42,11 @@ class ZooKeeperDnsWatcher(ZooKeeperWatcher):
         self._zk_changed = asyncio.Event()
 
     def report(
-        self, found: list[Found] | tuple[Found, ...], skipped: int, event_time: float
+        self,
+        found: list[Found] | tuple[Found, ...],
+        skipped: int,
+        event_time: float,
+        partial: bool = False,  # (never: one registry)
     ) -> None:
         # The ZooKeeper part's view: kept, resolved by _resolve_loop before it is reported.
         self._zk_view = (tuple(found), skipped, event_time)
