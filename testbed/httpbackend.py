@@ -16,6 +16,9 @@ from .process import free_port
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a hanging client must not block stop()
+    # socketserver's default backlog is 5: 8 clients on one backend overflowed it and a
+    # dropped SYN cost a request 1 s (3 s for two): the test's timeout, not synapse's
+    request_queue_size = 128
     backend: HttpBackend
 
     def handle_error(self, request: object, client_address: object) -> None:

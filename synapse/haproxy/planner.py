@@ -25,7 +25,9 @@ A pure function, no I/O, and no renderer: its vocabulary is ``synapse.haproxy.de
   back, weights raised, new servers made ready) come before those that take it away
   (weights lowered or set to 0, servers put in maint or deleted), and the runtime client
   keeps that order (``backend_ops``): a round that replaces every server of a backend (a
-  redeploy, a blue/green cutover, a changed port) never leaves it without one.
+  redeploy, a blue/green cutover, a changed port) never leaves it without one. A new
+  server that only a reload can bring is no capacity: when nothing else would serve,
+  the servers that leave go with that reload.
 - Without the runtime API (``do_socket: false`` or no answer) every difference in
   the server lines needs a reload, as in Airbnb synapse.
 
@@ -174,8 +176,16 @@ def backend_ops(
     ``disabled`` servers and the servers that left (maint, then ``del server``). The
     runtime client sends those last ones only after every op listed before them for their
     backend (``synapse.haproxy.runtime._waves``): when one round replaces every server,
-    the new ones are ready before the old ones go (else HAProxy answers 503 meanwhile)."""
+    the new ones are ready before the old ones go (else HAProxy answers 503 meanwhile).
+
+    A new server that only a reload can bring (a DNS name, a static algorithm, an option
+    `add server` refuses) is no capacity yet: when nothing else would serve, nothing is
+    taken away either, and the servers that leave go with the reload (which may wait for
+    ``restart_interval``, a backoff or a refused candidate: HAProxy's retries and
+    redispatch cover a dead one meanwhile, an empty backend answers 503 to all)."""
     name = backend.name
+    first_op = len(ops)
+    waiting = False  # a new server that only a reload can bring
     lowered: list[Op] = []  # weights lowered (raises go first)
     leaving: list[Op] = []  # out of the balancing: after everything else
     # 1. servers HAProxy has: address, weight, state
@@ -194,6 +204,7 @@ def backend_ops(
                 reasons.append(
                     ("weight", f"weight of {name}/{server_name} with balance {backend.balance}")
                 )
+                waiting = waiting or spec.weight > server.weight
             elif back or spec.weight > server.weight:  # (one back: before its ready)
                 ops.append(SetWeight(name, server_name, spec.weight))
             else:
@@ -212,6 +223,7 @@ def backend_ops(
         why_not = _why_not_addable(backend, spec, capabilities)
         if why_not:
             reasons.append(("new_server", f"new server {name}/{server_name}: {why_not}"))
+            waiting = waiting or not spec.disabled
             continue
         ops.append(AddServer(name, server_name, spec.address, spec.add_options))
         if spec.check:
@@ -219,6 +231,8 @@ def backend_ops(
         if not spec.disabled:  # an added server starts in maintenance
             ops.append(SetState(name, server_name, "ready"))
     ops += lowered
+    if waiting and not _serving_after(backend, current, ops[first_op:]):
+        return  # nothing would serve until the reload: what goes, goes with it
     ops += leaving
     # 3. servers that left stop taking traffic, once the others took it over
     for server_name, server in sorted(current.items()):
@@ -228,6 +242,28 @@ def backend_ops(
             ops.append(SetState(name, server_name, "maint"))
         if capabilities.remove_servers == "delete":
             ops.append(DelServer(name, server_name))
+
+
+def _serving_after(
+    backend: BackendSpec, current: Mapping[str, RunningServer], ops: list[Op]
+) -> bool:
+    """Whether a server of ``backend`` takes traffic once ``ops`` (what comes, before
+    anything goes) ran: one HAProxy has that stays (wanted, not disabled, its weight then
+    above 0, not left in maint or drain) or one added and made ready."""
+    if any(name in current for name in backend.static_servers):
+        return True  # (the service's own `server` lines)
+    readied = {op.server for op in ops if isinstance(op, SetState) and op.state == "ready"}
+    weights = {op.server: op.weight for op in ops if isinstance(op, SetWeight)}
+    for server_name, spec in backend.servers.items():
+        server = current.get(server_name)
+        if server is None:
+            if server_name in readied:
+                return True
+            continue
+        held = (server.forced_maint or server.forced_drain) and server_name not in readied
+        if not spec.disabled and weights.get(server_name, server.weight) > 0 and not held:
+            return True
+    return False
 
 
 def _why_not_addable(backend: BackendSpec, spec: ServerSpec, capabilities: Capabilities) -> str:
