@@ -15,7 +15,7 @@ from nerve.config import ServiceConfig
 from nerve.metrics import NerveMetrics
 from nerve.reporters.base import Reporter
 from nerve.reporters.etcd import EtcdReporter
-from nerve.reporters.etcd_lease import LeaseKeeper
+from nerve.reporters.etcd_lease import LeaseKeeper, call_timeout
 from nerve.reporters.zookeeper import ZooKeeperReporter
 from smartstack.etcd import EtcdConnection
 from smartstack.record import Registration
@@ -110,8 +110,7 @@ class Registries:
                 list(key[0]),
                 cfg.etcd_user,
                 cfg.etcd_password,
-                # A keep-alive must fail over before the lease runs out.
-                timeout=min(3.0, cfg.etcd_lease_ttl / 3),
+                timeout=call_timeout(cfg.etcd_lease_ttl),  # hung member left in time
                 tls=cfg.etcd_tls,
             )
             keeper = LeaseKeeper(conn, cfg.etcd_lease_ttl, self.metrics)

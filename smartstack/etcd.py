@@ -219,7 +219,10 @@ class EtcdConnection(Endpoints):
         return "the endpoint has no leader" if leader == 0 else None
 
     async def with_client(
-        self, fn: Callable[[aetcd.Client], Awaitable[T]], timeout: float | None = None
+        self,
+        fn: Callable[[aetcd.Client], Awaitable[T]],
+        timeout: float | None = None,
+        probe: bool = True,
     ) -> T:
         """Run ``fn(client)``; on a connection error rotate once per endpoint and retry; when
         etcd no longer knows our auth token, authenticate again (once) and retry.
@@ -227,7 +230,9 @@ class EtcdConnection(Endpoints):
         A call that only times out does not prove the endpoint is gone (a busy etcd, a large
         range): the endpoint is probed first and abandoned only if the probe fails too, or
         says its member has no leader. Otherwise one slow moment would tear down the client
-        every watcher shares.
+        every watcher shares. ``probe=False``: a timeout moves on at once, for an idempotent
+        call that cannot wait for a probe (a lease keep-alive: a hung member would cost a
+        second timeout, and with it the lease).
         """
         last: BaseException | None = None
         failures = 0
@@ -250,7 +255,7 @@ class EtcdConnection(Endpoints):
                 event(log, "etcd_reauthenticate", level=logging.WARNING, error=str(exc)[:120])
                 await self.close()
             except TimeoutError as exc:
-                trouble = await self._endpoint_trouble(client)
+                trouble = await self._endpoint_trouble(client) if probe else "not probed"
                 if trouble is None:
                     raise  # the endpoint answers: the caller retries with its own backoff
                 last = exc

@@ -1,6 +1,9 @@
 """One etcd lease per cluster, shared by every service that registers there.
 
 aetcd does not refresh leases by itself: this keeper sends a keep-alive every ttl/3.
+A keep-alive to a member that hangs (a stalled host, a network blackhole) times out after
+``keepalive_timeout`` and goes to the next member at once, unprobed: the lease is renewed
+by 2/3 of the TTL (plus a connection) in the worst case, a third of the TTL to spare.
 Listeners hear:
 - "lost": the lease expired (etcd unreachable for longer than the TTL, or an etcd
   restart without it): its keys are gone; reporters re-register under a new lease.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from nerve.metrics import NerveMetrics
@@ -25,6 +29,35 @@ LeaseListener = Callable[[str], None]
 RETRY_INTERVAL_MAX = 1.0  # keep-alive retry cadence while etcd does not answer
 
 
+def call_timeout(ttl: float) -> float:
+    """The etcd connection's per-call timeout for a lease of ``ttl`` seconds: a keep-alive
+    sent ttl/3 after the last one that times out on a hung member leaves a third of the TTL
+    for the next member (``worst_renewal``)."""
+    return min(3.0, ttl / 3)
+
+
+def keepalive_timeout(per_call: float, ttl: float, remaining: float) -> float:
+    """How long one keep-alive may wait on a member: the connection's ``per_call`` timeout, not
+    past a third of the TTL before the lease expires (``remaining``: seconds left), so the
+    next member has that third to answer. A regular keep-alive (ttl/3 after the last, 2/3 of
+    the TTL left) waits min(per_call, ttl/3). A late one (after every member failed) still
+    waits a third of ``per_call``: an etcd that is back but slow must be able to answer."""
+    return max(per_call / 3, min(per_call, remaining - ttl / 3))
+
+
+def retry_pause(interval: float) -> float:
+    """The pause after a keep-alive that every member failed: well inside an interval, so
+    the lease gets several more tries before it runs out."""
+    return min(interval / 2, RETRY_INTERVAL_MAX)
+
+
+def worst_renewal(ttl: float, per_call: float) -> float:
+    """Seconds from a renewal to the next one when the member in use hangs right after it:
+    an interval, a keep-alive that times out, then the next member (plus its connection)."""
+    interval = ttl / 3
+    return interval + keepalive_timeout(per_call, ttl, ttl - interval)
+
+
 class LeaseKeeper:
     def __init__(self, conn: EtcdConnection, ttl: int, metrics: NerveMetrics | None = None) -> None:
         self.conn = conn
@@ -32,6 +65,7 @@ class LeaseKeeper:
         self.interval = ttl / 3
         self.metrics = metrics
         self.lease_id: int | None = None
+        self.expires_at = 0.0  # monotonic, our estimate: from the last renewal's sending
         self.reachable = True
         self._listeners: list[LeaseListener] = []
         self._grant_lock = asyncio.Lock()
@@ -55,8 +89,9 @@ class LeaseKeeper:
         """The current lease id, granting a new lease when there is none."""
         async with self._grant_lock:
             if self.lease_id is None:
+                asked = time.monotonic()
                 granted = await self.conn.with_client(lambda c: c.lease(self.ttl))
-                self.lease_id = granted.id
+                self.lease_id, self.expires_at = granted.id, asked + granted.ttl
                 event(log, "etcd_lease_granted", lease=f"{granted.id:x}", ttl=granted.ttl)
             return self.lease_id
 
@@ -71,29 +106,38 @@ class LeaseKeeper:
 
     async def _keepalive_forever(self) -> None:
         while True:
-            pause = self.interval if self.reachable else min(self.interval, RETRY_INTERVAL_MAX)
-            await asyncio.sleep(pause)
+            await asyncio.sleep(self.interval if self.reachable else retry_pause(self.interval))
             lease_id = self.lease_id
             if lease_id is None:
                 continue  # nobody registered yet; a reporter grants one when it needs it
+            sent = time.monotonic()
             try:
-                reply = await self._refresh(lease_id)
+                reply = await self._refresh(lease_id, self.expires_at - sent)
             except Exception as exc:  # unreachable: keep trying, the lease may survive
                 self._outage.failure(f"{type(exc).__name__}: {str(exc)[:160]}")
                 self.reachable = False
                 continue
             was_reachable, self.reachable = self.reachable, True
-            if reply is None or getattr(reply, "TTL", 0) <= 0:
+            ttl_left = getattr(reply, "TTL", 0) if reply is not None else 0
+            if ttl_left <= 0:
                 self._outage.end()  # etcd is back; the lease is not: etcd_lease_lost says so
                 self.invalidate(lease_id, "keep-alive says the lease has expired")
-            elif not was_reachable:
+                continue
+            if lease_id == self.lease_id:
+                self.expires_at = sent + ttl_left
+            if not was_reachable:
                 self._outage.success(lease=f"{lease_id:x}")
                 self._count("reconnected")
                 self._emit("reconnected")
 
-    async def _refresh(self, lease_id: int) -> object:
-        # Refused by a member without a leader: the keep-alive goes to another one in time.
-        return await self.conn.with_client(lambda c: refresh_lease(c, lease_id))
+    async def _refresh(self, lease_id: int, remaining: float) -> object:
+        # Refused by a member without a leader, or timed out on a hung one: the keep-alive
+        # goes to the next member at once (it is idempotent; a probe would cost the lease).
+        return await self.conn.with_client(
+            lambda c: refresh_lease(c, lease_id),
+            keepalive_timeout(self.conn.timeout, self.ttl, remaining),
+            probe=False,
+        )
 
     def _count(self, what: str) -> None:
         if self.metrics is not None:
