@@ -27,6 +27,7 @@ from bench.faults import (
     send,
     timed,
 )
+from bench.faults_registrations import nerve_kill9_restart, nerve_sighup_record
 from bench.stack import Workspace, command, wait_for
 from testbed.process import wait_processes_gone
 from testbed.zookeeper import ZK_MAIN_QUORUM
@@ -374,8 +375,12 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
         ),
     ),
     "synapse-restart-in-zk-outage": ("zookeeper", synapse_restart_in_zk_outage),
+    "zk-nerve-kill9-restart": ("zookeeper", nerve_kill9_restart),
+    "zk-nerve-sighup-record": ("zookeeper", nerve_sighup_record),
     "etcd-leader-kill": ("etcd", etcd_leader_kill),
     "etcd-lease-expiry": ("etcd", etcd_lease_expiry),
+    "etcd-nerve-kill9-restart": ("etcd", nerve_kill9_restart),
+    "etcd-nerve-sighup-record": ("etcd", nerve_sighup_record),
     "etcd-all-down": (
         "etcd",
         registry_outage(
