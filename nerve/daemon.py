@@ -7,7 +7,8 @@ One asyncio loop. Each service runs on its own task; registry sessions are share
   registry is unreachable (its session or lease then expires on its own).
 - SIGHUP: re-read the config file. Unchanged services are not touched (same znode);
   services whose checks changed keep their registration; services whose record or
-  registry changed re-register; removed services withdraw. An invalid file is rejected
+  registry changed re-register, the new registration written before the old one goes
+  (nerve/handover.py); removed services withdraw. An invalid file is rejected
   with a log line and the running config stays.
 """
 
@@ -31,9 +32,10 @@ from nerve.checks import same_probes
 from nerve.checks.http import new_session
 from nerve.config import NerveConfig, ServiceConfig, load_nerve_config
 from nerve.docker_source import DockerSource, docker_mode_config
+from nerve.handover import hand_over, registry_unchanged, settled
 from nerve.maintenance import MaintenanceStore
 from nerve.metrics import NerveMetrics
-from nerve.registries import Registries, reporter_identity
+from nerve.registries import Registries, registration_for, reporter_identity
 from nerve.reporters.base import Reporter
 from nerve.service import Service
 from smartstack.admin import AdminServer, start_or_log
@@ -300,11 +302,27 @@ class NerveDaemon:
             else:
                 service.start()
             return "checks_changed"
-        # A new record or registry: withdraw the old registration first (an etcd key may be
-        # the same), then register the new one. Checks that probe exactly what they probed
-        # before keep their verdict; a moved address (a check without `port` follows the
-        # service's port) has to prove itself with `rise` passes like any new server.
+        # A new record or registry. Checks that probe exactly what they probed before keep
+        # their verdict, and the new registration is written before the old one goes
+        # (nerve/handover.py). A moved address (a check without `port` follows the
+        # service's port) has to prove itself with `rise` passes like any new server: the
+        # old registration is withdrawn first, as is one whose state is unknown.
         initially_up = old.state.healthy and same_probes(old_cfg, cfg)
+        if initially_up and await settled(old) and old.state.healthy:
+            if registry_unchanged(old_cfg, cfg):  # the same reporter writes the new record
+                await old.halt()
+                old.reporter.change_record(registration_for(self.config.instance_id, cfg))
+                service = self._build(name, cfg, old.reporter, initially_up=True)
+                if service is None:
+                    self._retire(name)
+                else:
+                    service.start()
+                return "re_registered"
+            service = self._build(name, cfg, initially_up=True)
+            if service is not None:
+                self._retiring.add(old.reporter)
+                self._spawn(self._hand_over(old, service), f"replace-{name}")
+                return "re_registered"
         retired = self._retire(name)
         service = self._build(name, cfg, initially_up=initially_up)
         if service is not None:
@@ -324,6 +342,10 @@ class NerveDaemon:
             await self.registries.release(reporter)
 
         return self._spawn(retire(), f"retire-{name}")
+
+    async def _hand_over(self, old: Service, new: Service) -> None:
+        await hand_over(old, new, self.registries, start_new=not self._stopping)
+        self._retiring.discard(old.reporter)
 
     async def _start_after(self, retired: asyncio.Task[None], service: Service) -> None:
         with contextlib.suppress(Exception):

@@ -68,6 +68,7 @@ class Service:
         # A reused reporter (reload) keeps its registration: start from what it holds.
         self.state.registered = reporter.desired
         self.last_results: dict[str, CheckResult] = {}
+        self._failures: dict[str, int] = {}  # consecutive failures per check, from the start
         self.rounds = 0
         self.round_started = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -129,10 +130,25 @@ class Service:
             self.last_results[check.name] = result
             observations.append(Observation(check.name, result.ok, result.detail))
             self._record_check(check, result)
+            self._failures[check.name] = 0 if result.ok else self._failures.get(check.name, 0) + 1
         self.rounds += 1
         now = time.monotonic()
         self._expire_maintenance(now)
         self._apply(self.state.observe(observations, now))
+        self._end_hold()
+
+    def _end_hold(self) -> None:
+        """While the reporter holds (no decision yet since the start, see Reporter.holding),
+        a previous run's registration of this record stays. It is withdrawn once the checks
+        have decided against it: a check failed ``fall`` times in a row, or ``rise`` rounds
+        (the largest) passed without the service registering. Registering ends the hold
+        through the transition; maintenance ends it at once (``_apply``)."""
+        if not self.reporter.holding or self.state.registered:
+            return
+        trackers = self.state.trackers
+        failed = any(self._failures.get(n, 0) >= t.fall for n, t in trackers.items())
+        if failed or self.rounds >= max((t.rise for t in trackers.values()), default=1):
+            self.reporter.set_registered(False)
 
     def _record_check(self, check: Check, result: CheckResult) -> None:
         if self.metrics is None:
@@ -197,6 +213,8 @@ class Service:
                     "nerve", "service", self.name, "up" if transition.registered else "down"
                 )
             self.reporter.set_registered(transition.registered)
+        elif self.state.maintenance and self.reporter.holding:
+            self.reporter.set_registered(False)  # maintenance withdraws at once
         self._publish_gauges()
 
     def _publish_gauges(self) -> None:

@@ -47,6 +47,14 @@ class Reporter(ABC):
         self.registration = registration
         self.metrics = metrics
         self.desired = False
+        # Until the service's first decision the registry is left as it is: a registration
+        # of a previous run (kill -9, crash) stays until the checks say register (the new
+        # one is written before the leftover goes) or withdraw (the leftover goes then).
+        self.holding = True
+        self._decided = asyncio.Event()
+        # A reload replaced this reporter by one that has written its registration: only
+        # what is still this reporter's own may be removed (see retire).
+        self.successor: Reporter | None = None
         self.registered = False  # what we believe the registry holds
         # Unknown registry state (start, a write whose answer was lost): look before writing.
         self.uncertain = True
@@ -74,6 +82,8 @@ class Reporter(ABC):
 
     def set_registered(self, wanted: bool) -> None:
         self.desired = wanted
+        self.holding = False
+        self._decided.set()
         self.wake()
 
     def wake(self) -> None:
@@ -89,6 +99,11 @@ class Reporter(ABC):
         self._update_gauge()
         self.wake()
 
+    def change_record(self, registration: Registration) -> None:
+        """A reload changed the record: write it over the old one, never withdrawing it
+        on the way (each registry's reporter knows how)."""
+        raise NotImplementedError
+
     @property
     def in_sync(self) -> bool:
         return not self._dirty.is_set() and self._idle.is_set()
@@ -97,19 +112,31 @@ class Reporter(ABC):
         """Until the registry holds what the service wants (admin answers, reload, tests)."""
         await self._idle.wait()
 
+    async def wait_written(self) -> None:
+        """Until the service has decided and the registry holds that decision."""
+        await self._decided.wait()
+        await self._idle.wait()
+
     async def stop(self, withdraw: bool = True) -> None:
         """Stop reconciling; with ``withdraw``, remove the registration (one attempt)."""
         await self.cancel()
         self._detach()
-        # Unknown state only matters if we ever tried to register: leftovers of a previous
-        # run are cleaned up by the next run, not on our way out.
-        if withdraw and (self.registered or (self.uncertain and self.tried_register)):
-            self.desired = False
+        # Unknown state only matters if we ever tried to register, or kept a previous run's
+        # registration while undecided (held: ours to withdraw), and only if the registry
+        # answers now; other leftovers expire with their session or lease, or the next run
+        # cleans them up.
+        tried = self.tried_register or self.holding
+        unknown = self.uncertain and tried and self._reachable()
+        if withdraw and (self.registered or unknown):
+            self.desired, self.holding = False, False
             await self._reconcile()
 
-    async def retire(self) -> None:
+    async def retire(self, successor: Reporter | None = None) -> None:
         """Withdraw through the retrying task (survives outages), then stop. Used when a
-        reload removes or replaces a service; shutdown uses the bounded ``stop``."""
+        reload removes or replaces a service; shutdown uses the bounded ``stop``. With
+        ``successor`` (a reporter that has already written the service's new registration),
+        what the successor took over or overwrote is left to it."""
+        self.successor = successor
         self.set_registered(False)
         self.start()
         await self.wait_in_sync()
@@ -149,7 +176,13 @@ class Reporter(ABC):
         """Make the registration not exist; clears ``registered``. Returns whether the
         registry was written."""
 
+    def _reachable(self) -> bool:
+        """Whether the registry can be written right now, as far as we know without asking."""
+        return True
+
     def _needs_write(self) -> bool:
+        if self.holding:
+            return False  # undecided: whatever the registry holds stays for now
         return self.uncertain or self.desired != self.registered
 
     # --- the reconcile task ---------------------------------------------------------------

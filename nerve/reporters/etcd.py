@@ -3,7 +3,8 @@
 The key is deterministic, ``<etcd_path>/<name>_<host>_<port>`` (name = instance_id), so a
 restarted nerve overwrites its old key instead of adding a second one; the value is the
 same JSON record nerve writes to ZooKeeper. The key lives as long as the lease: a nerve
-killed with -9 disappears from etcd after ``etcd_lease_ttl`` seconds.
+killed with -9 disappears from etcd after ``etcd_lease_ttl`` seconds. A changed record
+(a reload) is put on the same key, in place; a moved key is put before the old one goes.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ class EtcdReporter(Reporter):
     ) -> None:
         super().__init__(service, registration, metrics)
         self.keeper = keeper
+        self.etcd_path = etcd_path
         self.key = etcd_key(etcd_path, registration)
         self.data = encode(registration)
+        self.revision: int | None = None  # of our last put: tells our write from a successor's
+        self._superseded: list[str] = []  # our keys of a previous record: deleted after ours
         self.lease_id: int | None = None
         self.stale = False  # registered, but etcd was unreachable: write the truth again
 
@@ -56,13 +60,25 @@ class EtcdReporter(Reporter):
             self.stale = self.desired
             self.wake()
 
+    def change_record(self, registration: Registration) -> None:
+        """A reload changed the record: put it (the same key is overwritten in place; a new
+        key is put before the old one is deleted)."""
+        key = etcd_key(self.etcd_path, registration)
+        if key != self.key and (self.registered or self.uncertain):
+            self._superseded.append(self.key)
+        self.registration, self.key, self.data = registration, key, encode(registration)
+        self.stale = self.desired
+        self.wake()
+
     def _needs_write(self) -> bool:
-        return self.stale or super()._needs_write()
+        if self.holding:
+            return False
+        return self.stale or bool(self._superseded) or super()._needs_write()
 
     async def _register(self) -> bool:
         lease_id = await self.keeper.lease()
         try:
-            await self.keeper.conn.with_client(
+            put = await self.keeper.conn.with_client(
                 lambda c: c.put(self.key.encode(), self.data, lease=lease_id)
             )
         except Exception as exc:
@@ -71,17 +87,48 @@ class EtcdReporter(Reporter):
             raise
         if self.lease_id != lease_id:
             event(log, "etcd_key_put", service=self.service, key=self.key, lease=f"{lease_id:x}")
-        self.lease_id = lease_id
+        self.lease_id, self.revision = lease_id, put.header.revision
         self.registered, self.uncertain, self.stale = True, False, False
+        await self._delete_superseded()  # only now that the new key is there
         return True
 
     async def _withdraw(self) -> bool:
-        await self.keeper.conn.with_client(lambda c: c.delete(self.key.encode()))
-        if self.registered:
+        if self.successor is None:
+            await self.keeper.conn.with_client(lambda c: c.delete(self.key.encode()))
+            if self.registered:
+                event(log, "etcd_key_deleted", service=self.service, key=self.key)
+        elif await self._delete_if_unchanged():
             event(log, "etcd_key_deleted", service=self.service, key=self.key)
-        self.lease_id = None
+        await self._delete_superseded()
+        self.lease_id, self.revision = None, None
         self.registered, self.uncertain, self.stale = False, False, False
         return True
+
+    async def _delete_if_unchanged(self) -> bool:
+        """Replaced by a reload whose new reporter has put its key: delete ours only if it
+        is still what we wrote last (the successor may have put the very same key)."""
+        successor = self.successor
+        if self.revision is None:
+            # Not known what we wrote: a key the successor also writes is left to it (an
+            # old lease, revoked when unused, takes it along where it is still attached).
+            if isinstance(successor, EtcdReporter) and successor.key == self.key:
+                return False
+            await self.keeper.conn.with_client(lambda c: c.delete(self.key.encode()))
+            return self.registered
+        key, revision = self.key.encode(), self.revision
+
+        async def delete(c: Any) -> bool:
+            tx = c.transactions
+            done, _ = await c.transaction([tx.mod(key) == revision], [tx.delete(key)], [])
+            return bool(done)
+
+        return await self.keeper.conn.with_client(delete)
+
+    async def _delete_superseded(self) -> None:
+        for key in list(self._superseded):
+            await self.keeper.conn.with_client(lambda c, k=key: c.delete(k.encode()))
+            event(log, "etcd_key_deleted", service=self.service, key=key)
+            self._superseded.remove(key)
 
     def where(self) -> dict[str, Any]:
         return {

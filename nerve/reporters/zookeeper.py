@@ -9,7 +9,10 @@ Whenever the outcome of a write is unknown (start, a lost answer, a new session)
 path is scanned before writing: a node of ours with our record is adopted if it belongs
 to the current session, and deleted if it is a leftover (a previous nerve run with the
 same instance id, or a create that landed after its answer was lost). So a restart or a
-retry never leaves two znodes for one registration.
+retry never leaves two znodes for one registration. A leftover goes only after our own
+node exists (or when the service is withdrawn): the registration never disappears on the
+way. A changed record (a reload) is written the same way: the data set in place, or,
+when the node's name encodes the record, the new node created before the old one goes.
 """
 
 from __future__ import annotations
@@ -68,18 +71,47 @@ class ZooKeeperReporter(Reporter):
         self.zk_path = zk_path.rstrip("/") or "/"
         self.ephemeral = node_type.startswith("ephemeral")
         self.sequential = node_type.endswith("sequential")
-        self.data = encode(registration)
-        prefix = encode_child_prefix(registration) if use_path_encoding else None
-        # Records too long for a child name fall back to the plain name, as nerve does.
-        self.name_prefix = prefix or child_prefix(instance_id)
+        self.instance_id = instance_id
+        self.use_path_encoding = use_path_encoding
+        self._set_record(registration)
         self.acl = node_acl(conn, acl)
         self.op_timeout = op_timeout
         self.node: str | None = None
+        self.czxid: int | None = None  # the node's creation id: tells it from a replacement
+        self._rewrite = False  # the record changed: set the node's data
+        self._superseded: list[str] = []  # our nodes of a previous record: deleted after ours
         self._connected = asyncio.Event()  # set by session events, on the loop
         # Airbnb's ttl_seconds: persistent nodes only (an ephemeral one lives with the session)
         self.ttl_seconds = None if self.ephemeral else ttl_seconds
         self._renewer: asyncio.Task[None] | None = None
         self.renewals = 0
+
+    def _set_record(self, registration: Registration) -> None:
+        self.registration = registration
+        self.data = encode(registration)
+        prefix = encode_child_prefix(registration) if self.use_path_encoding else None
+        # Records too long for a child name fall back to the plain name, as nerve does.
+        self.name_prefix = prefix or child_prefix(self.instance_id)
+
+    def change_record(self, registration: Registration) -> None:
+        """A reload changed the record: write it without a moment of no registration (the
+        data set in place; a node whose name encodes the record is created anew first)."""
+        prefix = self.name_prefix
+        self._set_record(registration)
+        if self.node is not None and self.name_prefix != prefix:
+            self._superseded.append(self.node)
+            self.node, self.czxid, self.registered = None, None, False
+        elif self.node is not None:
+            self._rewrite = True
+        self.wake()
+
+    def _reachable(self) -> bool:
+        return self.conn.connected
+
+    def _needs_write(self) -> bool:
+        if self.holding:
+            return False
+        return super()._needs_write() or self._rewrite or bool(self._superseded)
 
     # --- events -------------------------------------------------------------------------
 
@@ -134,7 +166,16 @@ class ZooKeeperReporter(Reporter):
             raise
 
     async def _register(self) -> bool:
-        wrote = await self._scan(keep=True) if self.uncertain else False
+        stale = await self._scan(keep=True) if self.uncertain else []
+        wrote = False
+        if self.node is not None and self._rewrite:
+            try:
+                await self._call("set", self.node, self.data)
+                event(log, "znode_data_overwritten", service=self.service, node=self.node)
+                wrote = True
+            except NoNodeError:  # deleted behind our back: created again below
+                self.node = None
+        self._rewrite = False
         if self.node is None:
             try:
                 self.node = await self._create()
@@ -145,10 +186,13 @@ class ZooKeeperReporter(Reporter):
             event(log, "znode_created", service=self.service, node=self.node)
             wrote = True
         self.registered = True
+        # Only now that ours is in place do the leftovers and our previous record's node go.
+        wrote = await self._delete_all(stale) or wrote
+        self.uncertain = False
         return wrote
 
     async def _create(self) -> str:
-        return await self._call(
+        path, stat = await self._call(
             "create",
             self._path(self.name_prefix),
             self.data,
@@ -156,7 +200,10 @@ class ZooKeeperReporter(Reporter):
             ephemeral=self.ephemeral,
             sequence=self.sequential,
             makepath=True,
+            include_data=True,
         )
+        self.czxid = stat.czxid
+        return str(path)
 
     async def _take_over(self, path: str) -> str:
         """Ruby sets the data of the existing node. An ephemeral node of another session
@@ -168,6 +215,7 @@ class ZooKeeperReporter(Reporter):
             event(log, "znode_replaced", service=self.service, node=path)
             return await self._create()  # NodeExists again: a live competitor; retried
         await self._call("set", path, self.data)
+        self.czxid = stat.czxid
         event(log, "znode_data_overwritten", service=self.service, node=path)
         return path
 
@@ -192,14 +240,40 @@ class ZooKeeperReporter(Reporter):
             await asyncio.sleep(interval)
 
     async def _withdraw(self) -> bool:
-        wrote = await self._scan(keep=False) if self.uncertain else False
+        stale = await self._scan(keep=False) if self.uncertain else []
+        wrote = await self._delete_all(stale)
         if self.node is not None:
-            await self._delete(self.node)
-            event(log, "znode_deleted", service=self.service, node=self.node)
-            self.node = None
-            wrote = True
-        self.registered = False
+            if not await self._handed_over(self.node):
+                await self._delete(self.node)
+                event(log, "znode_deleted", service=self.service, node=self.node)
+                wrote = True
+            self.node, self.czxid = None, None
+        self.registered, self._rewrite, self.uncertain = False, False, False
         return wrote
+
+    async def _delete_all(self, stale: list[str]) -> bool:
+        """Delete the leftovers found by a scan and our nodes of a previous record."""
+        wrote = bool(stale) or bool(self._superseded)
+        for path in stale:
+            await self._delete(path)
+            event(log, "znode_leftover_deleted", service=self.service, node=path)
+        for path in list(self._superseded):
+            await self._delete(path)
+            event(log, "znode_deleted", service=self.service, node=path)
+            self._superseded.remove(path)
+        return wrote
+
+    async def _handed_over(self, path: str) -> bool:
+        """Replaced by a reload: is ``path`` now the successor's node (adopted, or taken
+        over under the same fixed name)? Then it is not ours to delete."""
+        successor = self.successor
+        if not isinstance(successor, ZooKeeperReporter) or successor.node != path:
+            return False
+        try:
+            _, stat = await self._call("get", path)
+        except NoNodeError:
+            return True  # gone already
+        return bool(stat.czxid == successor.czxid)
 
     async def _delete(self, path: str) -> None:
         with contextlib.suppress(NoNodeError):  # already gone: that is what we wanted
@@ -215,20 +289,23 @@ class ZooKeeperReporter(Reporter):
             and suffix.isdigit()
         )
 
-    async def _scan(self, keep: bool) -> bool:
-        """Adopt our node of this session (if ``keep``) and delete every other copy;
-        True when something was deleted."""
+    async def _scan(self, keep: bool) -> list[str]:
+        """Adopt our node of this session (if ``keep``); the other copies of our record are
+        returned, for the caller to delete once that is safe."""
         try:
             children = await self._call("get_children", self.zk_path)
         except NoNodeError:
             children = []
         session = self.conn.client.client_id[0] if self.conn.client.client_id else None
+        successor = self.successor if isinstance(self.successor, ZooKeeperReporter) else None
         adopted: str | None = None
-        deleted = False
+        stale: list[str] = []
         for child in sorted(children):
             if not self._is_ours(child):
                 continue
             path = self._path(child)
+            if successor is not None and path == successor.node:
+                continue  # the reload's new registration: not ours to touch
             try:
                 data, stat = await self._call("get", path)
             except NoNodeError:
@@ -237,15 +314,12 @@ class ZooKeeperReporter(Reporter):
                 continue  # same instance, another record: another service's node
             mine = stat.ephemeralOwner == session if self.ephemeral else True
             if keep and mine and adopted is None:
-                adopted = path
+                adopted, self.czxid = path, stat.czxid
                 continue
-            await self._delete(path)
-            deleted = True
-            event(log, "znode_leftover_deleted", service=self.service, node=path)
+            stale.append(path)
         self.node = adopted
         self.registered = adopted is not None
-        self.uncertain = False
-        return deleted
+        return stale
 
     def where(self) -> dict[str, Any]:
         return {

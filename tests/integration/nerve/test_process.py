@@ -181,11 +181,12 @@ async def test_sighup_keeps_unchanged_and_applies_changes(
 
     await until(lambda: node_of(kz, f"{base}/added"), what="the added service")
     await until(lambda: not children(kz, f"{base}/removed"), what="the removed one withdrawn")
-    changed = await until(
-        lambda: (n := node_of(kz, f"{base}/changed")) and n != before["changed"] and n
+    # A changed record is written in place: the same znode, never withdrawn on the way.
+    await until(
+        lambda: json.loads(kz.get(f"{base}/changed/{before['changed'][0]}")[0])["weight"] == 2,
+        what="the new weight",
     )
-    data = json.loads(kz.get(f"{base}/changed/{changed[0]}")[0])
-    assert data["weight"] == 2
+    assert node_of(kz, f"{base}/changed") == before["changed"]
     assert node_of(kz, f"{base}/same") == before["same"]  # untouched: same znode
     assert node_of(kz, f"{base}/checks") == before["checks"]  # only checks changed
 

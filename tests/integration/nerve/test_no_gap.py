@@ -1,0 +1,222 @@
+"""A healthy registration never disappears on its way through a nerve restart (a previous
+run's leftover, kill -9) or a SIGHUP that changes its record or registry: synapse would
+take the server out of HAProxy meanwhile. In process, against real ZooKeeper and etcd."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import aetcd
+import pytest
+from kazoo.client import KazooClient
+from nerve_testlib import (
+    etcd_service,
+    nerve_config,
+    running_nerve,
+    unique_path,
+    until,
+    zk_service,
+)
+
+from nerve.config import NerveConfig
+from nerve.daemon import NerveDaemon
+from smartstack.record import Registration, encode, etcd_key
+from testbed.etcd import EtcdCluster
+from testbed.process import free_port
+from testbed.zookeeper import ZooKeeperServer
+
+RISE, FALL, INTERVAL = 3, 3, 0.3
+
+
+@contextmanager
+def children_seen(kz: KazooClient, path: str) -> Iterator[list[list[str]]]:
+    """Every children list a ChildrenWatch on ``path`` delivers (what synapse sees)."""
+    kz.ensure_path(path)
+    seen: list[list[str]] = []
+    lock = threading.Lock()
+    stopped = False
+
+    def watch(nodes: list[str]) -> bool:
+        if stopped:
+            return False  # ends the watch
+        with lock:
+            seen.append(sorted(nodes))
+        return True
+
+    kz.ChildrenWatch(path, watch)
+    try:
+        yield seen
+    finally:
+        stopped = True
+
+
+def ours(kz: KazooClient, path: str) -> list[str]:
+    return sorted(c for c in kz.get_children(path) if c.startswith("i-test_"))
+
+
+def http_check(**extra: object) -> list[dict]:
+    return [{"type": "http", "uri": "/health", "timeout": 1, "rise": RISE, "fall": FALL, **extra}]
+
+
+async def test_zk_restart_keeps_the_leftover_until_the_new_node_exists(
+    zk: ZooKeeperServer, kz: KazooClient, http_backend_factory
+) -> None:
+    backend = http_backend_factory()
+    path = unique_path()
+    record = encode(Registration("127.0.0.1", backend.port, "i-test"))
+    # The previous run's node (kill -9: its session lives on until it times out).
+    leftover = kz.create(f"{path}/i-test_", record, ephemeral=True, sequence=True, makepath=True)
+    service = zk_service(zk.hosts, path, backend.port, check_interval=INTERVAL, checks=http_check())
+    async with running_nerve(nerve_config({"web": service})):
+        with children_seen(kz, path) as seen:
+            [mine] = await until(
+                lambda: (n := ours(kz, path)) and f"{path}/{n[0]}" != leftover and n,
+                what="the new node alone",
+            )
+    assert seen and all(any(c.startswith("i-test_") for c in nodes) for nodes in seen), seen
+    assert [leftover.rsplit("/", 1)[1], mine] in seen  # both, for a moment: create, then delete
+
+
+async def test_zk_restart_withdraws_the_leftover_once_the_checks_fail(
+    zk: ZooKeeperServer, kz: KazooClient
+) -> None:
+    port = free_port()  # nothing listens: the check fails
+    path = unique_path()
+    record = encode(Registration("127.0.0.1", port, "i-test"))
+    leftover = kz.create(f"{path}/i-test_", record, ephemeral=True, sequence=True, makepath=True)
+    service = zk_service(zk.hosts, path, port, check_interval=INTERVAL, checks=http_check())
+    started = time.monotonic()
+    async with running_nerve(nerve_config({"web": service})) as daemon:
+        web = daemon.services["web"]
+        await until(lambda: web.rounds >= 1, what="a first failed round")
+        assert kz.exists(leftover), "withdrawn before the checks decided"
+        await until(lambda: not kz.exists(leftover), what="the leftover withdrawn")
+        # `fall` failures: rounds at 0, 0.3, 0.6 s, plus slack for a loaded machine.
+        assert time.monotonic() - started < (FALL - 1) * INTERVAL + 2.0
+        assert ours(kz, path) == []
+
+
+async def etcd_key_of(client: aetcd.Client, key: bytes) -> aetcd.rtypes.Get:
+    kv = await client.get(key)
+    assert kv is not None
+    return kv
+
+
+async def test_etcd_restart_overwrites_the_leftover_key_without_deleting_it(
+    etcd: EtcdCluster, http_backend_factory
+) -> None:
+    backend = http_backend_factory()
+    path = unique_path()
+    registration = Registration("127.0.0.1", backend.port, "i-test")
+    key = etcd_key(path, registration).encode()
+    service = etcd_service(etcd.endpoints, path, backend.port, check_interval=INTERVAL,
+                           checks=http_check())  # fmt: skip
+    async with aetcd.Client(host=etcd.host, port=etcd.port, timeout=2) as client:
+        old_lease = await client.lease(30)  # the previous run's lease, not expired yet
+        await client.put(key, encode(registration), lease=old_lease)
+        created = (await etcd_key_of(client, key)).create_revision
+        async with running_nerve(nerve_config({"web": service})):
+            kv = await until(
+                lambda: _on_other_lease(client, key, old_lease.id), what="the key on our lease"
+            )
+            # Never deleted in between: a delete and a new put would give a new create_revision.
+            assert kv.create_revision == created
+
+
+async def _on_other_lease(client: aetcd.Client, key: bytes, old: int) -> aetcd.rtypes.Get | None:
+    kv = await client.get(key)
+    return kv if kv is not None and kv.lease not in (0, old) else None
+
+
+async def test_etcd_restart_deletes_the_leftover_key_once_the_checks_fail(
+    etcd: EtcdCluster,
+) -> None:
+    port = free_port()
+    path = unique_path()
+    registration = Registration("127.0.0.1", port, "i-test")
+    key = etcd_key(path, registration).encode()
+    service = etcd_service(etcd.endpoints, path, port, check_interval=INTERVAL,
+                           checks=http_check())  # fmt: skip
+    async with aetcd.Client(host=etcd.host, port=etcd.port, timeout=2) as client:
+        await client.put(key, encode(registration), lease=await client.lease(30))
+        started = time.monotonic()
+        async with running_nerve(nerve_config({"web": service})) as daemon:
+            web = daemon.services["web"]
+            await until(lambda: web.rounds >= 1, what="a first failed round")
+            assert await client.get(key) is not None, "deleted before the checks decided"
+            await until(lambda: _gone(client, key), what="the leftover key deleted")
+            assert time.monotonic() - started < (FALL - 1) * INTERVAL + 2.0
+
+
+async def _gone(client: aetcd.Client, key: bytes) -> bool:
+    return await client.get(key) is None
+
+
+def _reloaded(config: dict, **changes: object) -> NerveConfig:
+    new = json.loads(json.dumps(config))
+    new["services"]["web"].update(changes)
+    return NerveConfig.model_validate(new)
+
+
+async def _reload(daemon: NerveDaemon, config: NerveConfig) -> None:
+    summary = await daemon.reload(config)
+    assert summary["re_registered"] == ["web"]
+
+
+@pytest.mark.parametrize(
+    "encoded, change",
+    [
+        (False, {"weight": 20}),  # the data set in place: the very same node
+        (True, {"weight": 20}),  # the name encodes the record: new node first, then the old goes
+        (False, {"zk_session_timeout": 3.0}),  # registry settings: a new reporter takes over
+    ],
+)
+async def test_zk_sighup_changing_the_record_or_registry_never_drops_the_server(
+    zk: ZooKeeperServer, kz: KazooClient, encoded: bool, change: dict
+) -> None:
+    path = unique_path()
+    service = zk_service(zk.hosts, path, free_port(), checks=[], weight=10,
+                         use_path_encoding=encoded)  # fmt: skip
+    config = nerve_config({"web": service})
+    async with running_nerve(config) as daemon:
+        [before] = await until(lambda: kz.get_children(path), what="registration")
+        with children_seen(kz, path) as seen:
+            await _reload(daemon, _reloaded(config, **change))
+            weight = change.get("weight", 10)
+            await until(lambda: daemon._retiring == set(), what="the old reporter retired")
+            await until(lambda: daemon.services["web"].reporter.in_sync, what="written")
+            [after] = kz.get_children(path)
+            assert json.loads(kz.get(f"{path}/{after}")[0])["weight"] == weight
+        assert all(seen), seen  # never a list without the server
+        if not encoded:
+            assert after == before  # the same node: nothing for synapse to remove
+
+
+@pytest.mark.parametrize("change", [{"weight": 20}, {"etcd_lease_ttl": 3}])
+async def test_etcd_sighup_changing_the_record_or_registry_never_deletes_the_key(
+    etcd: EtcdCluster, change: dict
+) -> None:
+    path = unique_path()
+    port = free_port()
+    config = nerve_config({"web": etcd_service(etcd.endpoints, path, port, checks=[], weight=10)})
+    key = etcd_key(path, Registration("127.0.0.1", port, "i-test")).encode()
+    client = aetcd.Client(host=etcd.host, port=etcd.port, timeout=2)
+    async with client, running_nerve(config) as daemon:
+        first = await until(lambda: client.get(key), what="registration")
+        await _reload(daemon, _reloaded(config, **change))
+        weight = change.get("weight", 10)
+
+        async def rewritten() -> aetcd.rtypes.Get | None:
+            kv = await client.get(key)
+            return kv if kv and kv.mod_revision != first.mod_revision else None
+
+        kv = await until(rewritten, what="the key written again")
+        await until(lambda: daemon._retiring == set(), what="the old reporter retired")
+        kv = await etcd_key_of(client, key)
+        assert json.loads(kv.value)["weight"] == weight
+        assert kv.create_revision == first.create_revision  # never deleted in between
+        assert (await client.get_lease_info(kv.lease)).TTL > 0

@@ -1,0 +1,85 @@
+"""A restarted nerve keeps a previous run's registration until its checks decide (no I/O:
+a scripted check and a reporter that only records what it is told)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nerve.checks.base import CheckResult
+from nerve.maintenance import MaintenanceFlag, MaintenanceStore
+from nerve.reporters.base import Reporter
+from nerve.service import Service
+from smartstack.record import Registration
+
+
+class ScriptedCheck:
+    type = "scripted"
+    timeout = 0.1
+
+    def __init__(self, results: list[bool]) -> None:
+        self.name = "scripted"
+        self.results = results
+
+    async def run(self) -> CheckResult:
+        return CheckResult(self.results.pop(0), "scripted", 0.0)
+
+    async def close(self) -> None:
+        pass
+
+
+class Recorder(Reporter):
+    """Records the service's decisions; never started, never writes."""
+
+    kind = "recorder"
+
+    def __init__(self) -> None:
+        super().__init__("web", Registration("10.0.0.5", 8080, "web-1"))
+        self.decisions: list[bool] = []
+
+    def set_registered(self, wanted: bool) -> None:
+        self.decisions.append(wanted)
+        super().set_registered(wanted)
+
+    def _attach(self) -> None:
+        pass
+
+    def _detach(self) -> None:
+        pass
+
+    async def _register(self) -> bool:
+        return True
+
+    async def _withdraw(self) -> bool:
+        return True
+
+
+async def rounds_until_decided(results: list[bool], rise: int, fall: int) -> tuple[int, bool]:
+    reporter = Recorder()
+    service = Service("web", [ScriptedCheck(results)], [(rise, fall)], reporter)
+    assert reporter.holding and not reporter._needs_write()  # the leftover stays for now
+    while reporter.holding:
+        await service.run_round()
+    return service.rounds, reporter.decisions[-1]
+
+
+@pytest.mark.parametrize(
+    "results, rise, fall, expected",
+    [
+        ([True] * 5, 3, 2, (3, True)),  # rise passes: register (new node first, then leftover)
+        ([False] * 5, 3, 2, (2, False)),  # `fall` failures: withdraw the leftover
+        ([False] * 5, 3, 1, (1, False)),  # Airbnb's default fall 1: at the first failure
+        ([True, False, True, True, True], 3, 2, (3, False)),  # undecided: `rise` rounds at most
+    ],
+)
+async def test_the_hold_ends_with_the_checks_decision(
+    results: list[bool], rise: int, fall: int, expected: tuple[int, bool]
+) -> None:
+    assert await rounds_until_decided(results, rise, fall) == expected
+
+
+async def test_maintenance_at_start_withdraws_the_leftover_at_once() -> None:
+    store = MaintenanceStore(None)
+    store.save("web", MaintenanceFlag("disk swap", 0.0, None))
+    reporter = Recorder()
+    Service("web", [ScriptedCheck([True])], [(3, 2)], reporter, maintenance=store)
+    assert reporter.decisions == [False] and not reporter.holding
