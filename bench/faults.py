@@ -60,6 +60,7 @@ FAULT_RESULTS = RESULTS_DIR / "faults"
 CHECK_INTERVAL, RISE, FALL = 0.5, 2, 2
 ZK_SESSION_S = 3.0  # nerve's zk_session_timeout here: expiry scenarios wait past it
 ETCD_LEASE_S = 2  # nerve's etcd_lease_ttl (its minimum)
+OUT_OF_HAPROXY_MAX_S = 0.02  # a healthy instance's absence: at most a few polls of 5 ms
 
 
 @dataclass
@@ -76,6 +77,7 @@ class Figures:
     registrations: str = ""
     reloads: int | None = None
     expect_zero: bool = True  # 0 failed requests is already the expected figure
+    out_of_haproxy_s: float | None = None  # the longest a healthy instance was not served
     notes: list[str] = field(default_factory=list)
 
 
@@ -254,6 +256,9 @@ def to_result(figures: list[Figures], quick: bool, failures: list[str]) -> Resul
         if f.failed:
             section.add("requests failing for", round(f.failing_s, 3), "s", note="first to last")
         section.add("registrations kept", f.registrations)
+        if f.out_of_haproxy_s is not None:
+            section.add("a healthy instance out of HAProxy", round(f.out_of_haproxy_s, 3), "s",
+                        target=Target("<=", OUT_OF_HAPROXY_MAX_S))  # fmt: skip
         section.add("HAProxy reloads", f.reloads)
     for f in figures:
         result.notes += [f"{f.scenario}: {n}" for n in f.notes]
@@ -271,9 +276,12 @@ def summary(figures: list[Figures]) -> str:
     for f in figures:
         recover = "-" if f.recover_s is None else f"{fmt_number(f.recover_s)} s ({f.recover_what})"
         failed = f"{f.failed:,} / {f.total:,}" + ("" if f.expect_zero else " (not yet 0)")
+        kept = f.registrations
+        if f.out_of_haproxy_s is not None:
+            kept += f" (a healthy one out of HAProxy {f.out_of_haproxy_s:.3f} s)"
         out.append(
             f"| {f.scenario} | {failed} | {fmt_number(f.failing_s)} s | {recover} | "
-            f"{f.registrations} | {fmt_number(f.reloads)} |"
+            f"{kept} | {fmt_number(f.reloads)} |"
         )
     return "\n".join(out) + "\n"
 

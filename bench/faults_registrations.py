@@ -68,7 +68,7 @@ class OutOfHAProxy:
 
 
 def _report(figures: Figures, out: OutOfHAProxy, what: str) -> None:
-    figures.registrations += f"; out of HAProxy {out.worst_s:.3f} s"
+    figures.out_of_haproxy_s = out.worst_s
     figures.notes.append(
         f"{what}; the longest a healthy instance was out of HAProxy: {out.worst_s:.3f} s "
         f"(polled every {POLL_S * 1000:.0f} ms; the other instance served meanwhile)"

@@ -40,6 +40,10 @@ PERFECT = (
     "synapse restarted onto a config with a typo",
     "all etcd members down 10 s",
     "synapse restarted while every ZooKeeper member is down",
+    "nerve kill -9 + restart (zookeeper)",
+    "nerve SIGHUP changing the weight (zookeeper)",
+    "nerve kill -9 + restart (etcd)",
+    "nerve SIGHUP changing the weight (etcd)",
 )
 
 
