@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 
 from smartstack.strings import share
-from synapse.haproxy.running import RunningServer
+from synapse.haproxy.running import CHECK_CONFIGURED, CHECK_ENABLED, RunningServer
 from synapse.haproxy.sockets import UnexpectedAnswer
 
 # `show servers state` format 1; used when the header line is missing.
@@ -44,7 +44,12 @@ def parse_show_backend(text: str) -> list[str]:
 
 
 # The columns RunningServer takes, as text and as integers.
-_TEXT_COLUMNS = ("be_name", "srv_name", "srv_addr")
+_TEXT_COLUMNS = ("be_name", "srv_name", "srv_addr", "srv_check_state")
+# srv_check_state as printed when checks are configured but disabled: a set lookup of the
+# text, not one more int() per row (the reads of every write parse all rows).
+_CHECK_DISABLED = frozenset(
+    str(bits) for bits in range(32) if bits & (CHECK_CONFIGURED | CHECK_ENABLED) == CHECK_CONFIGURED
+)
 _INT_COLUMNS = ("srv_id", "srv_port", "srv_op_state", "srv_admin_state", "srv_uweight",
                 "srv_iweight")  # fmt: skip
 CANNOT_FIND_BACKEND = "Can't find backend"
@@ -99,23 +104,24 @@ def parse_servers_state(
         if not fields:
             continue
         try:
-            backend, name, addr = texts(fields)  # (20k rows at a cold start: no genexpr)
+            backend, name, addr, check = texts(fields)  # (20k rows at a cold start: no genexpr)
             sid, port, op_state, admin, weight, initial = map(int, ints(fields))
         except (IndexError, ValueError) as err:
             raise UnexpectedAnswer(f"bad servers state line {line[:120]!r}: {err}") from err
+        check_disabled = check in _CHECK_DISABLED
         if get is not None:
             old = get(name)
             if old is not None and (
                 old.id == sid and old.port == port and old.op_state == op_state
                 and old.admin_state == admin and old.weight == weight
                 and old.initial_weight == initial and old.addr == addr
-                and old.backend == backend
+                and old.backend == backend and old.check_disabled == check_disabled
             ):  # fmt: skip
                 servers.append(old)
                 continue
         port = ports.setdefault(port, port)
         servers.append(RunningServer(intern(backend), intern(name), sid, intern(addr), port,
-                                     op_state, admin, weight, initial))  # fmt: skip
+                                     op_state, admin, weight, initial, check_disabled))  # fmt: skip
     return servers
 
 

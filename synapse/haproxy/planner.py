@@ -13,6 +13,9 @@ A pure function, no I/O, and no renderer: its vocabulary is ``synapse.haproxy.de
     retried on the next apply);
   - a server back (in maint or drain): ``state ready``, unless its options say
     ``disabled`` (then it is kept in, or put into, ``state maint``);
+  - a checked server whose checks HAProxy has disabled (an ``add server`` whose
+    ``enable health`` never came: synapse stopped between the two, or it failed):
+    ``enable health``, before its ``state ready``;
   - a changed weight: ``set weight`` (dynamic algorithms only, else a reload);
   - a changed address of a same-named server: ``set server B/S addr``;
   - a server HAProxy does not have: ``add server`` with its full options, then
@@ -170,13 +173,14 @@ def backend_ops(
     ``reasons`` (also the express path's plan: ``synapse.haproxy.express``).
 
     The ops come in the order they are to take effect: capacity comes before it goes.
-    First the servers HAProxy has (address, raised weights, servers back: a server's own
-    weight before its ``ready``), then the new servers (add, health, ready), then lowered
-    weights, and last what takes servers out of the balancing: weights set to 0,
-    ``disabled`` servers and the servers that left (maint, then ``del server``). The
-    runtime client sends those last ones only after every op listed before them for their
-    backend (``synapse.haproxy.runtime._waves``): when one round replaces every server,
-    the new ones are ready before the old ones go (else HAProxy answers 503 meanwhile).
+    First the servers HAProxy has (address, checks enabled, raised weights, servers back:
+    a server's ``enable health`` and weight before its ``ready``), then the new servers
+    (add, health, ready), then lowered weights, and last what takes servers out of the
+    balancing: weights set to 0, ``disabled`` servers and the servers that left (maint,
+    then ``del server``). The runtime client sends those last ones only after every op
+    listed before them for their backend (``synapse.haproxy.runtime._waves``): when one
+    round replaces every server, the new ones are ready before the old ones go (else
+    HAProxy answers 503 meanwhile).
 
     A new server that only a reload can bring (a DNS name, a static algorithm, an option
     `add server` refuses) is no capacity yet: when nothing else would serve, nothing is
@@ -198,6 +202,8 @@ def backend_ops(
                 ops.append(SetAddr(name, server_name, spec.host, spec.port))
             else:
                 reasons.append(("server_options", f"address of {name}/{server_name} changed"))
+        if spec.check and server.check_disabled:  # (an add cut before its `enable health`)
+            ops.append(EnableHealth(name, server_name))  # before a weight or ready serves it
         back = not spec.disabled and (server.forced_maint or server.forced_drain)
         if server.weight != spec.weight:
             if not backend.dynamic:

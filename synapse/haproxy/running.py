@@ -22,6 +22,11 @@ ADMIN_INHERITED_DRAIN = 0x10
 ADMIN_RESOLUTION_MAINT = 0x20
 # srv_op_state values.
 OP_STOPPED, OP_STARTING, OP_RUNNING, OP_STOPPING = 0, 1, 2, 3
+# srv_check_state bits (HAProxy's CHK_ST_*): `check` on the line sets CONFIGURED, `enable
+# health` ENABLED. An added server starts with CONFIGURED alone (measured on 2.6: 2, then 6
+# after `enable health`; PAUSED (8) joins in maint, INPROGRESS (1) during a check).
+CHECK_CONFIGURED = 0x02
+CHECK_ENABLED = 0x04
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,9 @@ class RunningServer:
     admin_state: int = 0
     weight: int = 1  # srv_uweight: the weight the runtime API sets
     initial_weight: int = 1  # srv_iweight: from the config
+    # `check` configured but its health checks disabled (srv_check_state): an `add server`
+    # whose `enable health` never came (synapse stopped between the two, or it failed).
+    check_disabled: bool = False
 
     @property
     def forced_maint(self) -> bool:

@@ -121,12 +121,14 @@ def after_ops(
         if isinstance(op, SetState) and op.state == "maint":
             admin = c.admin_state | ADMIN_FORCED_MAINT
             new[op.server] = RunningServer(c.backend, c.name, c.id, c.addr, c.port, OP_STOPPED,
-                                           admin, c.weight, c.initial_weight)  # fmt: skip
+                                           admin, c.weight, c.initial_weight,
+                                           c.check_disabled)  # fmt: skip
         elif isinstance(op, SetState) and op.state == "ready":
             admin = c.admin_state & ~(ADMIN_FORCED_MAINT | ADMIN_FORCED_DRAIN)
             state = c.op_state if admin & _STILL_DOWN else OP_RUNNING
             new[op.server] = RunningServer(c.backend, c.name, c.id, c.addr, c.port, state,
-                                           admin, c.weight, c.initial_weight)  # fmt: skip
+                                           admin, c.weight, c.initial_weight,
+                                           c.check_disabled)  # fmt: skip
         elif isinstance(op, SetWeight):
             new[op.server] = dataclasses.replace(c, weight=op.weight)
         elif isinstance(op, SetAddr):
@@ -135,7 +137,10 @@ def after_ops(
             new[op.server] = dataclasses.replace(c, addr=op.addr, port=op.port)
         elif isinstance(op, DelServer):
             del new[op.server]
-        elif not isinstance(op, EnableHealth):
+        elif isinstance(op, EnableHealth):
+            if c.check_disabled:
+                new[op.server] = dataclasses.replace(c, check_disabled=False)
+        else:
             return None  # (a drain, or a kind added later: read it)
     return new
 
@@ -151,8 +156,17 @@ def _added(backend: str, op: AddServer) -> RunningServer | None:
         return None  # (HAProxy picks one: only a read tells which)
     weight = _value(tokens, "weight")
     weight = 1 if weight is None else weight
+    checked = _last_of(tokens, "check", "no-check")  # (added with checks disabled)
     return RunningServer(backend, op.server, ident, host, int(port), OP_STOPPED,
-                         ADMIN_FORCED_MAINT, weight, weight)  # fmt: skip
+                         ADMIN_FORCED_MAINT, weight, weight, checked)  # fmt: skip
+
+
+def _last_of(tokens: list[str], flag: str, negation: str) -> bool:
+    """Whether ``flag`` comes in ``tokens`` after any ``negation`` (HAProxy takes the last)."""
+    for token in reversed(tokens):
+        if token in (flag, negation):
+            return token == flag
+    return False
 
 
 def _value(tokens: list[str], key: str) -> int | None:

@@ -140,9 +140,11 @@ def simulate(running: RunningState, desired: DesiredConfig, ops: tuple[Op, ...])
                 else 1
             )
             sid = int(tokens[tokens.index("id") + 1]) if "id" in tokens else 999
+            checked = [t for t in tokens if t in ("check", "no-check")][-1:] == ["check"]
             servers[op.server] = RunningServer(
                 op.backend, op.server, sid, host.strip("[]"), int(port),
                 admin_state=ADMIN_FORCED_MAINT, weight=weight, initial_weight=weight,
+                check_disabled=checked,  # (HAProxy adds it with its checks disabled)
             )  # fmt: skip
             continue
         assert current is not None, f"{op} on a missing server"
@@ -160,7 +162,7 @@ def simulate(running: RunningState, desired: DesiredConfig, ops: tuple[Op, ...])
             assert current.forced_maint, "HAProxy deletes only servers in maintenance"
             del servers[op.server]
         elif isinstance(op, EnableHealth):
-            pass
+            servers[op.server] = dataclasses.replace(current, check_disabled=False)
         else:  # pragma: no cover - a new op type needs a model here
             raise AssertionError(f"unknown op {op!r}")
     return RunningState(backends=backends, config=parse_config(desired.text))

@@ -191,19 +191,29 @@ def usable(running: RunningState) -> set[str]:
     delete=st.booleans(),
     leftover=st.booleans(),
     static=st.booleans(),
+    cut=st.lists(st.booleans(), min_size=6, max_size=6),
 )
 @settings(max_examples=120, deadline=None)
 def test_a_backend_usable_before_and_after_a_plan_stays_usable_at_every_command(
-    before, after, states, check, delete, leftover, static
+    before, after, states, check, delete, leftover, static, cut
 ):
     """``static``: an algorithm that takes new servers only with a reload (which the
-    ops must not anticipate: the backend stays usable until it comes)."""
+    ops must not anticipate: the backend stays usable until it comes). ``cut``: servers
+    whose checks HAProxy has disabled (an add whose `enable health` never came), which
+    get their checks back no later than their ready."""
     options: dict = {"server_options": "check"} if check else {}
     if static:
         options["backend"] = ["balance source"]
     caps = DELETE if delete else V26
     old = render([service("web", before, **options)])
     running = running_from(old, **{s.name: states[i] for i, s in enumerate(before)})
+    assert running.backends is not None
+    unchecked = [
+        dataclasses.replace(running.backends["web"][s.name], check_disabled=True)
+        for i, s in enumerate(before)
+        if check and cut[i]
+    ]
+    running = with_servers(running, "web", *unchecked)
     if leftover:  # a server that left earlier, still in maintenance
         gone = RunningServer("web", "gone", 60000, "10.0.3.1", 80, admin_state=ADMIN_FORCED_MAINT)
         running = with_servers(running, "web", gone)
@@ -213,7 +223,13 @@ def test_a_backend_usable_before_and_after_a_plan_stays_usable_at_every_command(
     keep = bool(usable(running)) and bool(wanted)  # (else going through none is no gap)
     state = running
     for i in (i for wave in _waves(ops) for i in wave):  # as the runtime client sends them
+        had = usable(state)
         state = simulate(state, desired, (ops[i],))
         assert usable(state) or not keep, f"none usable after {ops[i]}; sent: {sent(ops)}"
+        assert state.backends is not None
+        unchecked = {n for n, s in state.backends["web"].items() if s.check_disabled}
+        assert not (usable(state) - had) & unchecked, f"readied unchecked: {sent(ops)}"
+    assert state.backends is not None
+    assert not any(s.check_disabled for n, s in state.backends["web"].items() if n in wanted)
     if not static:
         assert usable(state) == wanted

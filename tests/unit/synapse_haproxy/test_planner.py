@@ -163,6 +163,28 @@ def test_brand_new_server_is_added_with_full_options_then_enabled():
     settle(desired, running_from(before))
 
 
+def test_a_server_added_but_never_health_enabled_gets_its_checks_before_its_ready():
+    """An `add server` whose `enable health` never came (synapse stopped between the two
+    round trips, or the command failed) leaves the server in maint, its checks configured
+    but disabled: made ready as it was, it took traffic unchecked for good."""
+    desired = render([service("web", [A, B], server_options="check")])
+    assert desired.backends["web"].servers[B.name].check
+    found = running_from(desired)
+    assert found.backends is not None
+    cut = dataclasses.replace(
+        found.backends["web"][B.name], admin_state=ADMIN_FORCED_MAINT, check_disabled=True
+    )
+    running = with_servers(found, "web", cut)
+    assert plan(desired, running, V26).ops == (
+        EnableHealth("web", B.name),
+        SetState("web", B.name, "ready"),
+    )
+    assert not settle(desired, running).backends["web"][B.name].check_disabled  # type: ignore[index]
+    # Serving with its checks disabled (`disable health` by hand): enabled again, alone.
+    running = with_servers(found, "web", dataclasses.replace(cut, admin_state=0))
+    assert plan(desired, running, V26).ops == (EnableHealth("web", B.name),)
+
+
 def test_added_server_without_check_gets_no_enable_health():
     before = render([service("web", [A])])
     desired = render([service("web", [A, B])])

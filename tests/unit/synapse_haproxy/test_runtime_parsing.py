@@ -125,11 +125,42 @@ def test_rows_equal_to_known_servers_give_those_objects() -> None:
 def test_a_header_in_another_column_order_is_followed() -> None:
     """The header names the columns (kept per header line, not parsed per answer)."""
     header = "# be_name be_id srv_name srv_id srv_addr srv_op_state srv_admin_state " \
-        "srv_uweight srv_iweight srv_port"  # fmt: skip
+        "srv_uweight srv_iweight srv_port srv_check_state"  # fmt: skip
     for _ in range(2):
-        (server,) = parse_servers_state(f"1\n{header}\nweb 3 a 5 10.0.0.9 2 0 7 1 8080\n")
+        (server,) = parse_servers_state(f"1\n{header}\nweb 3 a 5 10.0.0.9 2 0 7 1 8080 2\n")
         assert (server.backend, server.name, server.id, server.port, server.weight) == (
             "web", "a", 5, 8080, 7,
         )  # fmt: skip
+        assert server.check_disabled
     with pytest.raises(UnexpectedAnswer):
         parse_servers_state("1\n# be_name srv_name\nweb a\n")
+
+
+# Rows of HAProxy 2.6.12 (srv_check_state, column 14): a `check` line (6: configured and
+# enabled), no check (0), a checked line `disabled` (14: paused in maint), an added server
+# before its `enable health` (2); a check in progress (+1) on an enabled (7) and on a
+# disabled one (3).
+CHECKS = """1
+# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port
+2 web 1 a 127.0.0.1 0 0 1 1 0 8 2 0 6 0 0 0 - 1 - 0 0 - - 0
+2 web 2 b 127.0.0.1 2 0 1 1 0 1 0 2 0 0 0 0 - 2 - 0 0 - - 0
+2 web 3 c 127.0.0.1 0 5 1 1 0 1 0 0 14 0 0 0 - 3 - 0 0 - - 0
+2 web 4 d 127.0.0.1 0 1 1 1 0 1 0 0 2 0 0 0 - 4 - 0 0 - - 0
+2 web 5 e 127.0.0.1 2 0 1 1 0 1 0 0 7 0 0 0 - 5 - 0 0 - - 0
+2 web 6 f 127.0.0.1 2 0 1 1 0 1 0 0 3 0 0 0 - 6 - 0 0 - - 0
+"""  # noqa: E501
+
+
+def test_checks_configured_but_disabled_are_read_from_the_check_state() -> None:
+    """An `add server ... check` whose `enable health` never came: HAProxy shows CONFIGURED
+    without ENABLED, and the planner enables them before the server serves."""
+    servers = parse_servers_state(CHECKS)
+    assert {s.name: s.check_disabled for s in servers} == {
+        "a": False, "b": False, "c": False, "d": True, "e": False, "f": True,
+    }  # fmt: skip
+    # A known server whose checks changed is a new object, not the known one.
+    d = servers[3]
+    enabled = CHECKS.replace(" 0 0 2 0 0 0 - 4 ", " 0 0 6 0 0 0 - 4 ")
+    after = parse_servers_state(enabled, {"d": d})[3]
+    assert after is not d and not after.check_disabled
+    assert parse_servers_state(CHECKS, {"d": d})[3] is d

@@ -328,8 +328,8 @@ async def test_a_reread_of_an_unchanged_backend_gives_back_the_views_own_servers
     from synapse.haproxy import runtime
 
     head = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state " \
-        "srv_uweight srv_iweight srv_port\n"  # fmt: skip
-    rows = {"a": "3 a 1 x 10.0.0.1 2 0 1 1 80\n", "b": "4 b 1 y 10.0.0.2 2 0 1 1 80\n"}
+        "srv_uweight srv_iweight srv_port srv_check_state\n"  # fmt: skip
+    rows = {"a": "3 a 1 x 10.0.0.1 2 0 1 1 80 6\n", "b": "4 b 1 y 10.0.0.2 2 0 1 1 80 6\n"}
     client = runtime.RuntimeClient("/nonexistent")
 
     async def ask_reads(commands):  # (no socket: the unit tier)
@@ -341,7 +341,7 @@ async def test_a_reread_of_an_unchanged_backend_gives_back_the_views_own_servers
     view.valid, view.pid = True, "100"
     await view.read(["a", "b"])
     x, y = view.backends["a"]["x"], view.backends["b"]["y"]
-    rows["b"] = "4 b 1 y 10.0.0.2 0 1 1 1 80\n"  # `y` went into maintenance
+    rows["b"] = "4 b 1 y 10.0.0.2 0 1 1 1 80 6\n"  # `y` went into maintenance
     part = await view.read_part(client, ["a", "b"])
     assert part.backends["a"]["x"] is x and part.backends["b"]["y"] is not y
     assert part.backends["b"]["y"].forced_maint

@@ -25,9 +25,11 @@ def test_each_command_as_haproxy_reports_it():
     add = AddServer("b", "n", "10.0.0.2:8080", "check id 7 weight 5 pool-max-conn -1")
     new = after_ops("b", {"x": X}, [add])
     assert new is not None and new["x"] is X
-    assert new["n"] == RunningServer("b", "n", 7, "10.0.0.2", 8080, 0, 1, 5, 5)  # maint, stopped
+    # maint, stopped, checks configured but disabled
+    assert new["n"] == RunningServer("b", "n", 7, "10.0.0.2", 8080, 0, 1, 5, 5, True)
     ready = after_ops("b", new, [EnableHealth("b", "n"), SetState("b", "n", "ready")])
     assert ready is not None and ready["n"].admin_state == 0 and ready["n"].op_state == 2
+    assert not ready["n"].check_disabled
     gone = after_ops("b", ready, [SetState("b", "x", "maint"), DelServer("b", "x")])
     assert gone is not None and set(gone) == {"n"}
     maint = after_ops("b", {"x": X}, [SetState("b", "x", "maint")])
