@@ -20,7 +20,8 @@ very same DesiredService object, so the applier skips it cheaply. Watch event â†
 returned (for a reload that waits for its turn: to that reload) is recorded in
 ``synapse_watch_to_applied_seconds``. At startup it waits up to ``startup_wait`` for every
 watcher's first report; services whose registry has not answered by then start from the
-state file (servers younger than ``state_file_ttl``) or their ``default_servers``.
+state file (servers younger than ``state_file_ttl``) or their ``default_servers``. A
+service a SIGHUP adds with nothing to start from waits likewise (``reload_diff.Arrivals``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from smartstack.backoff import Backoff
 from smartstack.logs import event
 from smartstack.modelbase import ValidationError
 from smartstack.tasks import wait_event
+from synapse.apply_latency import ApplyLatency
 from synapse.change_gate import ChangeGate, collector_held
 from synapse.config import RegistryServerOptions, SynapseConfig
 from synapse.contract import Applier, ApplyOutcome, RecordSink
@@ -46,7 +48,14 @@ from synapse.generator_checks import GeneratorChecks
 from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Report
 from synapse.pacing import Pacer
-from synapse.reload_diff import Pending, ServiceState, carry_over, policy_changed, reported_found
+from synapse.reload_diff import (
+    Arrivals,
+    Pending,
+    ServiceState,
+    carry_over,
+    policy_changed,
+    reported_found,
+)
 from synapse.selection import ORIGIN_DISCOVERY, ORIGIN_STATE_FILE, Selection, select_servers
 from synapse.state_cache import REBUILD_BUDGET, StateCache
 from synapse.status import service_status
@@ -88,9 +97,9 @@ class Reconciler:
         self._dirty = asyncio.Event()
         self._all_reported = asyncio.Event()
         self._pending = Pending()
+        self._arrivals = Arrivals(self._arrived)  # a SIGHUP's new services, until reported
         self._force = True  # the first hand-over always happens
-        self._awaiting_reload: list[float] = []  # event times waiting for a pending reload
-        self._flush_task: asyncio.Task[None] | None = None
+        self._latency = ApplyLatency(metrics)  # watch event -> applied
         self._state_task: asyncio.Task[None] | None = None
         self._state_dirty = False
         self._state_written_at = -STATE_FILE_INTERVAL
@@ -148,6 +157,7 @@ class Reconciler:
         self.zones.configure(config)
         self._services = carried.services
         self._check_all_reported()  # a service the SIGHUP added has no report yet
+        self._arrivals.add(carried.changed, self._services, config.startup_wait)
         self._gen_checks.retain(self._services)
         for name, generator in carried.regenerate.items():
             self._use_generator(name, self._services[name], generator)
@@ -191,6 +201,11 @@ class Reconciler:
             found, service.generator = service.generator, {}
             self._use_generator(name, service, found)
             self._dirty.set()
+
+    def _arrived(self, name: str) -> None:
+        """A SIGHUP's new service waited ``startup_wait`` for its report: as at a start."""
+        self._pending.services.add(name)
+        self._dirty.set()
 
     def _check_all_reported(self) -> None:
         self._unreported = {n for n, s in self._services.items() if s.report is None}
@@ -293,7 +308,7 @@ class Reconciler:
         outcome = result.reload
         self.metrics.applies.labels(outcome.value).inc()
         self.metrics.send_apply_stats(result, now - started)
-        self._observe_latency(pending.event_times, outcome)
+        self._latency.observe(self.applier, pending.event_times, outcome)
         if result.acked_at is not None and outcome is ApplyOutcome.NONE:
             self.changes.extend((moment, result.acked_at) for moment in pending.event_times)
         self.last_apply = {
@@ -307,28 +322,6 @@ class Reconciler:
         event(log, "applied", level=logging.DEBUG, reason=reason,
               changed=",".join(changed)[:200], ms=round((now - started) * 1000, 2))  # fmt: skip
         return True
-
-    def _observe_latency(self, event_times: list[float], outcome: ApplyOutcome) -> None:
-        """Watch event -> applied. A rate-limited reload is timed when it has happened."""
-        if not outcome.applied:
-            return  # never applied: HAProxy kept the old state
-        if outcome is not ApplyOutcome.PENDING:
-            now = time.monotonic()
-            for moment in event_times:
-                self.metrics.apply_latency.observe(max(0.0, now - moment))
-            return
-        self._awaiting_reload.extend(event_times)
-        if self._flush_task is None or self._flush_task.done():
-            self._flush_task = asyncio.get_running_loop().create_task(self._after_reload())
-
-    async def _after_reload(self) -> None:
-        assert self.applier is not None
-        with contextlib.suppress(Exception):
-            await self.applier.flush()
-        times, self._awaiting_reload = self._awaiting_reload, []
-        now = time.monotonic()
-        for moment in times:
-            self.metrics.apply_latency.observe(max(0.0, now - moment))
 
     async def _write_files(self, changed: list[str], everything: bool) -> None:
         """file_output (changed services) and the state file, in threads: fsync must not
@@ -398,6 +391,8 @@ class Reconciler:
                 if self.state_cache is not None and (kept is None or kept.origin == origin):
                     found = self.state_cache.cached(name)
                     self._use_generator(name, service, self.state_cache.generator(name))
+                if self._arrivals.holds(name, found):
+                    continue  # (a SIGHUP's new service: no frontend before its report)
             previous = service.selection
             if previous is None and not found:
                 previous = self._state_file_selection(name, service, policy)

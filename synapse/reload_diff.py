@@ -11,7 +11,8 @@ equal but distinct object (a config not loaded through the cache) counts as unch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import asyncio
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,3 +114,47 @@ def carry_over(old: Mapping[str, ServiceState], config: SynapseConfig) -> Carrie
         if kept is not None and same_discovery:
             result.regenerate[name] = kept.generator
     return result
+
+
+class Arrivals:
+    """Services a SIGHUP added with nothing to start from (no report, no selection carried
+    over, no default_servers): left out of the desired state until their first report or
+    until ``startup_wait`` passed, as at a start (``holds``). Handed over at once, empty,
+    their frontend was bound by the reload and answered 503 until the registry answered
+    (restart_interval later for servers only a reload can add)."""
+
+    def __init__(self, due: Callable[[str], None]) -> None:
+        self._due = due  # called once a service's wait has passed (a round selects it)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def add(
+        self, names: Collection[str], services: Mapping[str, ServiceState], wait: float
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        for name in names:
+            state = services[name]
+            if (
+                state.report is None
+                and state.selection is None
+                and not state.config.default_servers
+            ):
+                self._drop(name)  # (removed and added again: the latest SIGHUP's wait)
+                self._timers[name] = loop.call_later(wait, self._passed, name)
+
+    def holds(self, name: str, found: Sequence[Found] | None) -> bool:
+        """Whether a service without a report stays out of this round: it arrived by a
+        SIGHUP, its wait has not passed and the state file (``found``) has nothing."""
+        timer = self._timers.get(name)
+        if timer is None or found or asyncio.get_running_loop().time() >= timer.when():
+            self._drop(name)
+            return False
+        return True
+
+    def _drop(self, name: str) -> None:
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _passed(self, name: str) -> None:
+        if self._timers.pop(name, None) is not None:
+            self._due(name)

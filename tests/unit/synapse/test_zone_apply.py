@@ -322,6 +322,7 @@ async def test_a_new_service_takes_its_name_back_from_a_record_zone(tmp_path: Pa
         grown.services["web_zone_evil"] = grown.services["plain"]
         count = len(applier.applied)
         rec.set_config(grown)
+        rec.report(fleet_report("web_zone_evil", az9=1))  # (a new service waits for it)
         await eventually(lambda: len(applier.applied) > count, what="the hand-over")
         names = [d.name for d in applier.applied[-1]]
         assert sorted(names) == ["plain", "web", "web_zone_az1", "web_zone_az2", "web_zone_evil"]
