@@ -11,11 +11,13 @@ import contextlib
 import json
 import weakref
 
+from nerve.checks.base import LATE_GRACE
 from nerve.config import ServiceConfig
 from nerve.metrics import NerveMetrics
 from nerve.reporters.base import Reporter
 from nerve.reporters.etcd import EtcdReporter
 from nerve.reporters.etcd_lease import LeaseKeeper, call_timeout
+from nerve.reporters.etcd_leftover import LeftoverLeases
 from nerve.reporters.zookeeper import ZooKeeperReporter
 from smartstack.etcd import EtcdConnection
 from smartstack.record import Registration
@@ -23,6 +25,17 @@ from smartstack.registry_auth import EtcdTLS
 from smartstack.zookeeper import ZooKeeperConnection, ZooKeeperPool
 
 EtcdKey = tuple[tuple[str, ...], str | None, str | None, EtcdTLS | None, int]
+HOLD_SLACK = 0.5  # seconds: the service's task starting, a loaded loop
+
+
+def hold_bound(cfg: ServiceConfig) -> float:
+    """Seconds a restarted nerve holds a previous run's registration at most (see
+    Reporter.holding): ``rise`` rounds (the largest), each the interval or, when longer,
+    the slowest check (its timeout and a late timer's grace)."""
+    checks = [] if cfg.check_mocked else cfg.checks
+    rise = max((c.rise for c in checks), default=1)
+    slowest = max((c.timeout for c in checks), default=0.1) + LATE_GRACE
+    return rise * max(cfg.check_interval, slowest) + HOLD_SLACK
 
 
 def registration_for(instance_id: str, cfg: ServiceConfig) -> Registration:
@@ -66,8 +79,9 @@ class Registries:
     ) -> Reporter:
         if cfg.reporter_type == "etcd":
             return EtcdReporter(
-                service, registration, self._keeper(cfg), cfg.etcd_path, self.metrics
-            )
+                service, registration, self._keeper(cfg), cfg.etcd_path, self.metrics,
+                hold_for=hold_bound(cfg),
+            )  # fmt: skip
         assert cfg.zk_hosts and cfg.zk_path  # the config model requires them
         auth = cfg.zk_auth.pair() if cfg.zk_auth else None
         conn = self.zookeeper.acquire(cfg.zk_hosts, cfg.zk_session_timeout, auth)
@@ -114,6 +128,7 @@ class Registries:
                 tls=cfg.etcd_tls,
             )
             keeper = LeaseKeeper(conn, cfg.etcd_lease_ttl, self.metrics)
+            keeper.leftovers = LeftoverLeases(conn, lambda: keeper.lease_id)
             keeper.start()
             self._etcd[key] = keeper
             self._etcd_users[key] = 0

@@ -3,18 +3,23 @@
 The key is deterministic, ``<etcd_path>/<name>_<host>_<port>`` (name = instance_id), so a
 restarted nerve overwrites its old key instead of adding a second one; the value is the
 same JSON record nerve writes to ZooKeeper. The key lives as long as the lease: a nerve
-killed with -9 disappears from etcd after ``etcd_lease_ttl`` seconds. A changed record
-(a reload) is put on the same key, in place; a moved key is put before the old one goes.
+killed with -9 disappears from etcd after ``etcd_lease_ttl`` seconds, unless a restarted
+nerve holds it: while its checks have not decided (``Reporter.holding``) the key found with
+our record keeps its lease renewed (``etcd_leftover``), at most ``hold_for`` seconds. A
+changed record (a reload) is put on the same key, in place; a moved key is put before the
+old one goes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 from nerve.metrics import NerveMetrics
 from nerve.reporters.base import Reporter
-from nerve.reporters.etcd_lease import LeaseKeeper
+from nerve.reporters.etcd_lease import LeaseKeeper, retry_pause
 from smartstack.logs import event
 from smartstack.record import Registration, encode, etcd_key
 
@@ -35,7 +40,10 @@ class EtcdReporter(Reporter):
         keeper: LeaseKeeper,
         etcd_path: str,
         metrics: NerveMetrics | None = None,
+        hold_for: float | None = None,
     ) -> None:
+        """``hold_for``: the longest a previous run's key of ours is held (its lease
+        renewed) while the checks decide; None: never renewed."""
         super().__init__(service, registration, metrics)
         self.keeper = keeper
         self.etcd_path = etcd_path
@@ -45,12 +53,47 @@ class EtcdReporter(Reporter):
         self._superseded: list[str] = []  # our keys of a previous record: deleted after ours
         self.lease_id: int | None = None
         self.stale = False  # registered, but etcd was unreachable: write the truth again
+        self.hold_for = hold_for
+        self._leftover: asyncio.Task[None] | None = None
 
     def _attach(self) -> None:
         self.keeper.add_listener(self._on_lease)
+        if self.holding and self.hold_for and self._leftover is None:
+            self._leftover = asyncio.get_running_loop().create_task(
+                self._hold_leftover(time.monotonic() + self.hold_for),
+                name=f"etcd-leftover-{self.service}",
+            )
 
     def _detach(self) -> None:
         self.keeper.remove_listener(self._on_lease)
+        self._release_leftover()
+
+    async def _hold_leftover(self, deadline: float) -> None:
+        """A previous run's key with our record: keep its lease alive while we hold it (it
+        would expire before rise passes when nobody renews it). A key with another record
+        (another weight, labels, ...) is left to its lease, as the old registration of a
+        record we no longer write; put over or deleted when the checks decide."""
+        leftovers = self.keeper.leftovers
+        # Cancelled by the decision's write (``_release_leftover``): past an await, we hold.
+        while leftovers is not None and time.monotonic() < deadline:
+            try:
+                kv = await self.keeper.conn.with_client(lambda c: c.get(self.key.encode()))
+            except Exception:  # etcd away: our decision's write will wait for it too
+                await asyncio.sleep(retry_pause(self.keeper.interval))
+                continue
+            if kv is not None and kv.value == self.data:
+                left = deadline - time.monotonic()
+                leftovers.hold(int(kv.lease), self, left, service=self.service, key=self.key)
+            return
+
+    def _release_leftover(self) -> None:
+        """Decided (the key put on our lease, or deleted), or stopped: the previous run's
+        lease is not renewed for us any more."""
+        task, self._leftover = self._leftover, None
+        if task is not None and not task.done():
+            task.cancel()
+        if self.keeper.leftovers is not None:
+            self.keeper.leftovers.release(self)
 
     def _on_lease(self, state: str) -> None:
         if state == "lost" and (self.registered or self.desired):
@@ -89,6 +132,7 @@ class EtcdReporter(Reporter):
             event(log, "etcd_key_put", service=self.service, key=self.key, lease=f"{lease_id:x}")
         self.lease_id, self.revision = lease_id, put.header.revision
         self.registered, self.uncertain, self.stale = True, False, False
+        self._release_leftover()  # our key is on our lease now
         await self._delete_superseded()  # only now that the new key is there
         return True
 
@@ -100,6 +144,7 @@ class EtcdReporter(Reporter):
         elif await self._delete_if_unchanged():
             event(log, "etcd_key_deleted", service=self.service, key=self.key)
         await self._delete_superseded()
+        self._release_leftover()
         self.lease_id, self.revision = None, None
         self.registered, self.uncertain, self.stale = False, False, False
         return True

@@ -17,11 +17,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from nerve.metrics import NerveMetrics
 from smartstack.etcd import EtcdConnection, refresh_lease
 from smartstack.logs import FailureStreak, event
 from smartstack.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from nerve.reporters.etcd_leftover import LeftoverLeases
 
 log = logging.getLogger("nerve.etcd")
 
@@ -71,6 +75,8 @@ class LeaseKeeper:
         self._grant_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._outage = FailureStreak(log, "etcd_keepalive_failed", "etcd_reachable_again")
+        # A previous run's leases its reporters still hold keys on (set by the registries).
+        self.leftovers: LeftoverLeases | None = None
 
     def add_listener(self, listener: LeaseListener) -> None:
         self._listeners.append(listener)
@@ -154,6 +160,8 @@ class LeaseKeeper:
         """Stop the keep-alives; ``revoke`` deletes every key attached to the lease at once."""
         task, self._task = self._task, None
         await cancel_and_wait(task)
+        if self.leftovers is not None:
+            await self.leftovers.close()  # never revoked: left to expire
         lease_id, self.lease_id = self.lease_id, None
         try:
             if revoke and lease_id is not None:

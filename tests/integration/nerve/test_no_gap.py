@@ -4,7 +4,9 @@ take the server out of HAProxy meanwhile. In process, against real ZooKeeper and
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from nerve_testlib import (
 
 from nerve.config import NerveConfig
 from nerve.daemon import NerveDaemon
+from nerve.registries import hold_bound
 from smartstack.record import Registration, encode, etcd_key
 from testbed.etcd import EtcdCluster
 from testbed.process import free_port
@@ -154,6 +157,77 @@ async def test_etcd_restart_deletes_the_leftover_key_once_the_checks_fail(
 
 async def _gone(client: aetcd.Client, key: bytes) -> bool:
     return await client.get(key) is None
+
+
+OLD_TTL = 2  # seconds: the previous run's lease (the suite's etcd_lease_ttl)
+
+
+async def _dead_runs_key(client: aetcd.Client, key: bytes, value: bytes) -> tuple[int, int, float]:
+    """A previous run's key on its lease, whose owner died (kill -9): nobody renews it. Returns
+    once the lease has 0.3 s left: (lease id, the key's create_revision, when it expires)."""
+    lease = await client.lease(OLD_TTL)
+    expires = time.monotonic() + OLD_TTL  # granted before this: expires by then at the latest
+    await client.put(key, value, lease=lease)
+    created = (await etcd_key_of(client, key)).create_revision
+    await asyncio.sleep(expires - 0.3 - time.monotonic())  # the restart took that long
+    return lease.id, created, expires
+
+
+async def _lease_expired(client: aetcd.Client, lease_id: int) -> bool:
+    return (await client.get_lease_info(lease_id)).TTL == -1
+
+
+async def test_etcd_restart_keeps_the_leftover_s_lease_alive_until_rise_passes(
+    etcd: EtcdCluster, http_backend_factory
+) -> None:
+    """The dead run's lease would expire 0.3 s after the start, before rise 3 x 0.5 s passes:
+    the restarted nerve renews it meanwhile, then puts the very same key on its own lease."""
+    backend = http_backend_factory()
+    path = unique_path()
+    registration = Registration("127.0.0.1", backend.port, "i-test")
+    key = etcd_key(path, registration).encode()
+    service = etcd_service(etcd.endpoints, path, backend.port, check_interval=0.5,
+                           checks=http_check())  # fmt: skip
+    async with aetcd.Client(host=etcd.host, port=etcd.port, timeout=2) as client:
+        old, created, expires = await _dead_runs_key(client, key, encode(registration))
+        async with running_nerve(nerve_config({"web": service})):
+            kv = await until(lambda: _on_other_lease(client, key, old), what="the key on our lease")
+            assert time.monotonic() > expires  # the old lease would have expired by now
+            # Never deleted in between: a delete and a new put would give a new create_revision.
+            assert kv.create_revision == created
+            # Decided: the old lease is no longer renewed (a TTL after its last renewal).
+            await until(lambda: _lease_expired(client, old), OLD_TTL + 1.5, "old lease expired")
+            assert (await etcd_key_of(client, key)).create_revision == created
+
+
+async def test_etcd_restart_renews_the_leftover_s_lease_only_until_the_checks_fail(
+    etcd: EtcdCluster,
+) -> None:
+    """A check that hangs to its 1 s timeout: rise 3 rounds take 3 s, long past the dead
+    run's lease. The key stays until they fail, then is deleted within the holding bound,
+    and the old lease is left to expire."""
+    hung = socket.create_server(("127.0.0.1", 0), backlog=16)  # connects, never answers
+    port = hung.getsockname()[1]
+    path = unique_path()
+    registration = Registration("127.0.0.1", port, "i-test")
+    key = etcd_key(path, registration).encode()
+    service = etcd_service(etcd.endpoints, path, port, check_interval=0.5, checks=http_check())
+    config = nerve_config({"web": service})
+    bound = hold_bound(NerveConfig.model_validate(config).services["web"])
+    async with aetcd.Client(host=etcd.host, port=etcd.port, timeout=2) as client:
+        old, created, expires = await _dead_runs_key(client, key, encode(registration))
+        started = time.monotonic()
+        with hung:
+            async with running_nerve(config) as daemon:
+                web = daemon.services["web"]
+                await until(lambda: web.rounds >= 2, what="two failed rounds")
+                assert time.monotonic() > expires + 0.5  # past the old lease (and etcd's lag)
+                kv = await client.get(key)
+                assert kv is not None, "the held key went with the old lease"
+                assert (kv.create_revision, kv.lease) == (created, old)
+                await until(lambda: _gone(client, key), what="the leftover key deleted")
+                assert time.monotonic() - started < bound + 1.0
+                await until(lambda: _lease_expired(client, old), OLD_TTL + 1.5, "lease expired")
 
 
 def _reloaded(config: dict, **changes: object) -> NerveConfig:

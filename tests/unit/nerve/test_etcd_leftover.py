@@ -1,0 +1,216 @@
+"""A restarted nerve keeps a previous run's etcd lease alive while its reporters hold a key
+on it, and not beyond (the last holder decided, or the holding bound). Fakes only: an etcd
+that answers keep-alives with a scaled-down TTL, and a reporter's view of one key."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from nerve.checks.base import LATE_GRACE
+from nerve.config import ServiceConfig
+from nerve.registries import HOLD_SLACK, hold_bound
+from nerve.reporters.etcd import EtcdReporter
+from nerve.reporters.etcd_lease import LeaseKeeper
+from nerve.reporters.etcd_leftover import LeftoverLeases, granted_ttl
+from smartstack.record import Registration, encode, etcd_key
+
+OLD, OURS = 0x51, 0x77
+TTL = 0.3  # seconds, scaled down (etcd's are whole seconds): renewals every 0.1 s
+
+
+class FakeEtcd:
+    """One member: keys with their lease, and keep-alives answered with ``ttl`` (0: the
+    lease is unknown, as etcd answers an expired one)."""
+
+    timeout = 0.5
+
+    def __init__(self, ttl: float = TTL, failures: int = 0) -> None:
+        self.ttl, self.failures = ttl, failures
+        self.keys: dict[bytes, SimpleNamespace] = {}
+        self.renewals: list[tuple[float, int]] = []
+        self.revoked: list[int] = []
+        self.revision = 1
+
+    async def with_client(
+        self, fn: Callable[[Any], Awaitable[Any]], timeout: float | None = None, probe: bool = True
+    ) -> Any:
+        return await fn(self)
+
+    async def refresh(self, _client: Any, lease_id: int) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("every member failed")
+        self.renewals.append((time.monotonic(), lease_id))
+        return SimpleNamespace(ID=lease_id, TTL=self.ttl)
+
+    async def get(self, key: bytes) -> Any:
+        return self.keys.get(key)
+
+    async def put(self, key: bytes, value: bytes, lease: int) -> Any:
+        self.revision += 1
+        self.keys[key] = SimpleNamespace(value=value, lease=lease)
+        return SimpleNamespace(header=SimpleNamespace(revision=self.revision))
+
+    async def delete(self, key: bytes) -> bool:
+        return self.keys.pop(key, None) is not None
+
+    async def lease(self, ttl: float) -> Any:
+        return SimpleNamespace(id=OURS, ttl=ttl)
+
+    async def revoke_lease(self, lease_id: int) -> None:
+        self.revoked.append(lease_id)
+
+
+async def until(condition: Callable[[], object], what: str, timeout: float = 2.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def leftovers_on(etcd: FakeEtcd, own: int | None = None) -> LeftoverLeases:
+    return LeftoverLeases(etcd, lambda: own, refresh=etcd.refresh)  # type: ignore[arg-type]
+
+
+def renewed(etcd: FakeEtcd, lease: int = OLD) -> int:
+    return sum(1 for _, lease_id in etcd.renewals if lease_id == lease)
+
+
+async def test_renewed_every_third_of_its_ttl_until_the_last_holder_decides() -> None:
+    etcd = FakeEtcd()
+    leftovers = leftovers_on(etcd)
+    a, b = object(), object()
+    assert leftovers.hold(OLD, a, 10.0, service="a")
+    assert leftovers.hold(OLD, b, 10.0, service="b")
+    try:
+        await until(lambda: renewed(etcd) >= 4, "renewals")
+        leftovers.release(a)
+        assert leftovers.holders(OLD) == 1  # b still holds: still renewed
+        count = renewed(etcd)
+        await until(lambda: renewed(etcd) > count, "a renewal for b alone")
+        leftovers.release(b)
+        assert leftovers.holders(OLD) == 0
+        gaps = [t2 - t1 for (t1, _), (t2, _) in itertools.pairwise(etcd.renewals)]
+        assert etcd.renewals and max(gaps) < TTL, gaps  # renewed before it could expire
+    finally:
+        await leftovers.close()
+    assert etcd.revoked == []  # left to expire: never revoked
+
+
+async def test_never_renewed_beyond_the_holders_bound() -> None:
+    etcd = FakeEtcd()
+    leftovers = leftovers_on(etcd)
+    bound = 0.35
+    start = time.monotonic()
+    assert leftovers.hold(OLD, object(), bound, service="web")
+    task = leftovers._leases[OLD].task
+    assert task is not None
+    await asyncio.wait_for(asyncio.shield(task), 2.0)  # it ends by itself, not released
+    assert renewed(etcd) >= 2
+    assert max(t for t, _ in etcd.renewals) < start + bound
+    assert leftovers.holders(OLD) == 0
+
+
+async def test_an_expired_lease_is_left_at_once() -> None:
+    etcd = FakeEtcd(ttl=0)  # keep-alive says TTL 0: etcd no longer knows it
+    leftovers = leftovers_on(etcd)
+    assert leftovers.hold(OLD, object(), 10.0, service="web")
+    task = leftovers._leases[OLD].task
+    assert task is not None
+    await asyncio.wait_for(asyncio.shield(task), 2.0)
+    assert renewed(etcd) == 1 and leftovers.holders(OLD) == 0
+
+
+async def test_no_lease_or_our_own_lease_is_nothing_to_keep() -> None:
+    etcd = FakeEtcd()
+    leftovers = leftovers_on(etcd, own=OURS)
+    assert not leftovers.hold(0, object(), 10.0, service="web")  # a key without a lease
+    assert not leftovers.hold(OURS, object(), 10.0, service="web")  # ours: the keeper's
+    assert leftovers._leases == {}
+
+
+async def test_a_failed_keepalive_is_retried_well_within_the_lease() -> None:
+    etcd = FakeEtcd(failures=2)
+    leftovers = leftovers_on(etcd)
+    start = time.monotonic()
+    leftovers.hold(OLD, object(), 10.0, service="web")
+    try:
+        await until(lambda: renewed(etcd) >= 1, "a renewal after the failures")
+    finally:
+        await leftovers.close()
+    # Two retries after min(timeout/2, 1 s) each (the TTL not known yet).
+    assert etcd.renewals[0][0] - start < 2 * FakeEtcd.timeout / 2 + 0.4
+
+
+def test_a_keepalive_answer_s_ttl_from_grpc_or_json() -> None:
+    assert granted_ttl(SimpleNamespace(TTL=5)) == 5
+    assert granted_ttl(SimpleNamespace(TTL="5")) == 5  # the gateway's int64 as a string
+    assert granted_ttl(None) == 0 and granted_ttl(SimpleNamespace(TTL=-1)) == -1
+
+
+REGISTRATION = Registration("127.0.0.1", 3000, "i-test")
+KEY = etcd_key("/nerve/web", REGISTRATION).encode()
+
+
+def reporter_on(etcd: FakeEtcd, hold_for: float = 10.0) -> tuple[EtcdReporter, LeftoverLeases]:
+    keeper = LeaseKeeper(etcd, 2)  # type: ignore[arg-type]
+    keeper.leftovers = leftovers_on(etcd)
+    return EtcdReporter("web", REGISTRATION, keeper, "/nerve/web", hold_for=hold_for), (
+        keeper.leftovers
+    )
+
+
+@pytest.mark.parametrize("healthy", [True, False])
+async def test_a_held_key_s_lease_is_kept_until_the_key_is_put_on_ours_or_deleted(
+    healthy: bool,
+) -> None:
+    etcd = FakeEtcd()
+    await etcd.put(KEY, encode(REGISTRATION), lease=OLD)
+    reporter, leftovers = reporter_on(etcd)
+    reporter.start()
+    try:
+        await until(lambda: leftovers.holders(OLD) == 1, "held")
+        await until(lambda: renewed(etcd) >= 2, "the old lease renewed")
+        reporter.set_registered(healthy)
+        await asyncio.wait_for(reporter.wait_in_sync(), 2.0)
+        assert leftovers.holders(OLD) == 0 and leftovers._leases == {}
+        assert (etcd.keys[KEY].lease == OURS) if healthy else (KEY not in etcd.keys)
+    finally:
+        await reporter.stop(withdraw=False)
+        await leftovers.close()
+
+
+@pytest.mark.parametrize("value", [encode(Registration("127.0.0.1", 3000, "i-test", weight=5))])
+async def test_a_key_with_another_record_is_left_to_its_lease(value: bytes) -> None:
+    etcd = FakeEtcd()
+    await etcd.put(KEY, value, lease=OLD)
+    reporter, leftovers = reporter_on(etcd)
+    reporter.start()
+    try:
+        task = reporter._leftover
+        assert task is not None
+        await asyncio.wait_for(asyncio.shield(task), 2.0)  # read, and nothing to hold
+        assert leftovers._leases == {} and etcd.renewals == []
+    finally:
+        await reporter.stop(withdraw=False)
+
+
+def test_the_holding_bound_is_rise_rounds_of_the_interval_or_the_slowest_check() -> None:
+    def service(**extra: Any) -> ServiceConfig:
+        base = {"host": "127.0.0.1", "port": 3000, "reporter_type": "etcd",
+                "etcd_endpoints": ["127.0.0.1:2379"], "etcd_path": "/nerve/web"}  # fmt: skip
+        return ServiceConfig.model_validate({**base, **extra})
+
+    check = {"type": "tcp", "rise": 3, "timeout": 0.2}
+    assert hold_bound(service(check_interval=0.5, checks=[check])) == 3 * 0.5 + HOLD_SLACK
+    slow = {**check, "timeout": 1.0}  # each round waits for its check's timeout
+    assert hold_bound(service(check_interval=0.5, checks=[check, slow])) == pytest.approx(
+        3 * (1.0 + LATE_GRACE) + HOLD_SLACK
+    )
+    assert hold_bound(service(check_interval=2.0, checks=[])) == 2.0 + HOLD_SLACK  # no checks
