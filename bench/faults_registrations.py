@@ -17,11 +17,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from bench.faults import SERVICE, FaultStack, Figures, send
+from bench.faults import ETCD_LEASE_S, SERVICE, FaultStack, Figures, send
 from bench.haproxy import Address, BackendPoller
+from bench.stack import Nerve
 
 POLL_S = 0.005
 RESTART_SETTLE_S = 3.0  # after the restart: past rise x check_interval (2 x 0.5 s)
+DEFAULT_LEASE_S = 5  # nerve's default etcd_lease_ttl
 
 
 class OutOfHAProxy:
@@ -75,19 +77,43 @@ def _report(figures: Figures, out: OutOfHAProxy, what: str) -> None:
     )
 
 
+def _reconfigure(nerve: Nerve, **changes: object) -> None:
+    """Set (None: remove) keys of the nerve's service and SIGHUP it; a later start() of
+    the same nerve runs this config too."""
+    service = nerve.config["services"][SERVICE]
+    for key, value in changes.items():
+        if value is None:
+            service.pop(key, None)
+        else:
+            service[key] = value
+    nerve.config_path.write_text(json.dumps(nerve.config, indent=1))
+    assert nerve.proc is not None
+    send(nerve.proc.pid, signal.SIGHUP)
+
+
 def nerve_kill9_restart(stack: FaultStack, quick: bool) -> Figures:
     """kill -9 one nerve and start it again at once: its registration was still valid
     (the session or lease outlives the process for a while), so it is kept, not deleted
-    and registered again after `rise` checks."""
+    and registered again after `rise` checks. The suite's etcd nerves run the shortest
+    lease (2 s, for the expiry scenario): less than a nerve's start takes on a loaded
+    2-core machine (1.2-2.1 s measured), so this one runs nerve's default lease meanwhile."""
     figures = Figures(f"nerve kill -9 + restart ({stack.kind})")
     nerve = stack.nerves[0]
+    lease = stack.kind == "etcd"
+    if lease:
+        _reconfigure(nerve, etcd_lease_ttl=DEFAULT_LEASE_S)
+        time.sleep(1.5)  # (registered on the new lease before the old one goes)
     out = OutOfHAProxy(stack)
     with stack.window(figures), out.watching():
         assert nerve.proc is not None
         nerve.proc.kill()
         nerve.start()
         time.sleep(RESTART_SETTLE_S)
-    _report(figures, out, "nerve killed and started again at once, its service healthy")
+    if lease:
+        _reconfigure(nerve, etcd_lease_ttl=ETCD_LEASE_S)
+        time.sleep(1.5)
+    what = "nerve killed and started again at once, its service healthy"
+    _report(figures, out, what + (f", etcd_lease_ttl {DEFAULT_LEASE_S} s" if lease else ""))
     return figures
 
 
@@ -96,20 +122,11 @@ def nerve_sighup_record(stack: FaultStack, quick: bool) -> Figures:
     before the old one goes, so the instance never leaves HAProxy."""
     figures = Figures(f"nerve SIGHUP changing the weight ({stack.kind})")
     nerve = stack.nerves[0]
-    config = json.loads(nerve.config_path.read_text())
-    service = config["services"][SERVICE]
-    before = service.get("weight")
+    before = nerve.config["services"][SERVICE].get("weight")
     out = OutOfHAProxy(stack)
     with stack.window(figures), out.watching():
-        assert nerve.proc is not None
         for weight in (7, before):
-            if weight is None:
-                service.pop("weight", None)
-            else:
-                service["weight"] = weight
-            nerve.config_path.write_text(json.dumps(config, indent=1))
-            send(nerve.proc.pid, signal.SIGHUP)
+            _reconfigure(nerve, weight=weight)
             time.sleep(1.5)
-    nerve.config = config
     _report(figures, out, f"weight {before} -> 7 -> {before} by SIGHUP")
     return figures

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.faults import OUT_OF_HAPROXY_MAX_S
 from bench.faults_scenarios import SCENARIOS
 
 REPO = Path(__file__).resolve().parents[3]  # tests/system/bench/ -> the repository
@@ -81,6 +82,9 @@ def test_fault_suite_runs_quick_and_writes_its_report(tmp_path: Path) -> None:
         assert figures["registrations"] == "2/2", figures  # nothing extra in HAProxy
     for name in PERFECT:
         assert scenarios[name]["failed"] == 0, scenarios[name]
+    for figures in scenarios.values():  # nerve restarted or reconfigured: a healthy one stays
+        out = figures["out_of_haproxy_s"]
+        assert out is None or out <= OUT_OF_HAPROXY_MAX_S, figures
     restarts = ("synapse SIGTERM + restart", "synapse kill -9 + restart")
     for name in (*restarts, "synapse restarted onto a config with a typo"):
         assert scenarios[name]["reloads"] == 0, scenarios[name]  # adopted as it ran
