@@ -151,13 +151,13 @@ class Reconciler:
         """Take a reloaded config (SIGHUP): only changed services are selected and handed
         over anew (``reload_diff``); watchers' reports are kept for kept services."""
         everything = policy_changed(self._config, config)
-        carried = carry_over(self._services, config)
+        carried, before = carry_over(self._services, config), self._services
         self._config = config
         self.pacer.configure(config.haproxy)
         self.zones.configure(config)
         self._services = carried.services
         self._check_all_reported()  # a service the SIGHUP added has no report yet
-        self._arrivals.add(carried.changed, self._services, config.startup_wait)
+        self._arrivals.add(carried.changed, self._services, config.startup_wait, before)
         self._gen_checks.retain(self._services)
         for name, generator in carried.regenerate.items():
             self._use_generator(name, self._services[name], generator)

@@ -18,6 +18,7 @@ from typing import Any
 
 from smartstack.modelbase import same_model  # also which fields were given, not only ==
 from synapse.config import ServiceConfig, SynapseConfig
+from synapse.haproxy.routes import route_keys
 from synapse.model import DesiredService, Found, Report
 from synapse.selection import Selection, selection_found
 
@@ -128,9 +129,18 @@ class Arrivals:
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
     def add(
-        self, names: Collection[str], services: Mapping[str, ServiceState], wait: float
+        self,
+        names: Collection[str],
+        services: Mapping[str, ServiceState],
+        wait: float,
+        before: Mapping[str, ServiceState] | None = None,
     ) -> None:
+        """``before``: the services before the SIGHUP. A new service taking a host or path
+        one of them routed is not held: held out, its route would be nobody's (a 404)
+        until its report; handed over empty, the route stays on the service that serves
+        it until the new one has servers (``synapse.haproxy.route_sync.held``)."""
         loop = asyncio.get_running_loop()
+        taken: set[tuple[str, str]] | None = None
         for name in names:
             state = services[name]
             if (
@@ -139,6 +149,10 @@ class Arrivals:
                 and not state.config.default_servers
             ):
                 self._drop(name)  # (removed and added again: the latest SIGHUP's wait)
+                if before:
+                    taken = _routed(before) if taken is None else taken
+                    if not taken.isdisjoint(_route_keys(state.config)):
+                        continue
                 self._timers[name] = loop.call_later(wait, self._passed, name)
 
     def holds(self, name: str, found: Sequence[Found] | None) -> bool:
@@ -158,3 +172,21 @@ class Arrivals:
     def _passed(self, name: str) -> None:
         if self._timers.pop(name, None) is not None:
             self._due(name)
+
+
+def _route_keys(config: ServiceConfig) -> tuple[tuple[str, str], ...]:
+    """The (map kind, key) pairs of a service's ``haproxy.routes`` (edge)."""
+    hap = config.haproxy
+    if not hap.routes or hap.disabled:
+        return ()
+    try:
+        return route_keys(tuple(hap.routes.hosts), tuple(hap.routes.paths))
+    except ValueError:  # (config loading refuses these first)
+        return ()
+
+
+def _routed(services: Mapping[str, ServiceState]) -> set[tuple[str, str]]:
+    """The route keys of the services that were handed over (they have a selection)."""
+    return {
+        key for s in services.values() if s.selection is not None for key in _route_keys(s.config)
+    }

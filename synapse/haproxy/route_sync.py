@@ -12,13 +12,19 @@ An entry is sent only when its backend exists in the running HAProxy: a brand-ne
 service's routes reach HAProxy with the reload that creates its backend (the map files
 are written with every wanted entry just before HAProxy reads the config:
 ``write_wanted``; and put back to what runs when that config is refused: ``restore``).
+
+A key that moves to another service (a host moved, a service renamed or split) keeps the
+backend HAProxy routes it to now while the new one cannot serve (``held``): at runtime
+until the reload creates the new backend (removing the entry would answer 404 until
+then), and in the files until the new service has servers (its watcher may answer after
+the reload: its empty backend would answer 503). A held key follows the next apply after.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -37,6 +43,8 @@ from synapse.model import DesiredService
 log = logging.getLogger("synapse.haproxy")
 
 UNKNOWN_MAP = "unknown map identifier"
+HELD_RUNNING = "the new backend is not running or has no servers yet"
+HELD_FILES = "the new service has no servers yet"
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,28 @@ def restrict(maps: RouteMaps, backends: Collection[str]) -> RouteMaps:
     return RouteMaps(**kept)
 
 
+def held(
+    target: RouteMaps, wanted: RouteMaps, current: RouteMaps, keep: Callable[[str, str], bool]
+) -> tuple[RouteMaps, list[str]]:
+    """``target``, except the keys of ``wanted`` that ``current`` routes to another backend
+    and ``keep(current backend, wanted backend)`` holds: those keep their current backend.
+    (the maps, the keys held). Only kinds whose entries differ are looked at."""
+    out: dict[str, Mapping[str, str]] = {}
+    keys: list[str] = []
+    now, want = current.by_kind(), wanted.by_kind()
+    for kind, entries in target.by_kind().items():
+        before, kept = now[kind], None
+        if entries != before:
+            for key in want[kind].keys() & before.keys():
+                old, new = before[key], want[kind][key]
+                if old != new and entries.get(key) != old and keep(old, new):
+                    kept = kept if kept is not None else dict(entries)
+                    kept[key] = old
+                    keys.append(key)
+        out[kind] = entries if kept is None else kept
+    return (RouteMaps(**out) if keys else target), sorted(keys)
+
+
 class RouteSync:
     """The map files and HAProxy's maps of one controller (see the module docstring)."""
 
@@ -93,6 +123,7 @@ class RouteSync:
         self._written: RouteMaps | None = None  # what the files hold (None: unknown)
         self._read: RouteMaps | None = None  # the files as HAProxy last read them
         self.loaded: RouteMaps | None = None  # ... as the running HAProxy did (None: unknown)
+        self._held: dict[str, list[str]] = {}  # per reason: the keys ``held``, as last logged
 
     def configure(self, config_path: Path | None) -> None:
         paths = routes.map_paths(config_path) if config_path is not None else None
@@ -149,10 +180,41 @@ class RouteSync:
         routes.write_map_files(maps, self.paths, self._written)
         self._written = maps
 
+    def _staffed(self) -> tuple[set[str], set[str]]:
+        """The backends of the enabled services with servers, and of those without."""
+        serving: set[str] = set()
+        empty: set[str] = set()
+        for service in self._inputs:
+            if not service.config.haproxy.disabled:
+                (serving if service.servers else empty).add(service.backend_name)
+        return serving, empty - serving
+
+    def _for_files(self) -> RouteMaps:
+        """What a reload should read: every wanted entry, except a key moving from a
+        backend with servers to one without (its watcher has not answered yet)."""
+        current = self.served if self.served is not None else self.loaded
+        if current is None or current == self.wanted:
+            self._held.pop(HELD_FILES, None)
+            return self.wanted
+        serving, empty = self._staffed()
+        maps, keys = held(
+            self.wanted, self.wanted, current, lambda old, new: old in serving and new in empty
+        )
+        self._log_held(keys, HELD_FILES)
+        return maps
+
+    def _log_held(self, keys: list[str], why: str) -> None:
+        """Logged when the keys held change (not at every apply while they wait)."""
+        if keys and keys != self._held.get(why):
+            event(log, "haproxy_routes_held", count=len(keys), first=keys[0], reason=why)
+        self._held[why] = keys
+
     def write_wanted(self) -> None:
-        """Before HAProxy reads a config (``haproxy -c``, start, reload): every entry."""
-        self._write(self.wanted)
-        self._read = self.wanted
+        """Before HAProxy reads a config (``haproxy -c``, start, reload): every entry
+        (a moving key whose new service has no servers yet: as it is; ``held``)."""
+        maps = self._for_files()
+        self._write(maps)
+        self._read = maps
 
     def restore(self) -> None:
         """The candidate was refused: the files say again what HAProxy holds."""
@@ -176,15 +238,37 @@ class RouteSync:
             return None
         return RouteMaps(**found)
 
+    def _runtime_target(self, backends: Collection[str]) -> RouteMaps:
+        """The wanted entries of running backends; a moving key whose new backend is not
+        running yet or has no servers stays on a running backend that has (``held``)."""
+        assert self.served is not None
+        target = restrict(self.wanted, backends)
+        if target == self.served:
+            self._held.pop(HELD_RUNNING, None)
+            return target
+        empty: set[str] | None = None  # (looked up once, when a key moves)
+
+        def keep(old: str, new: str) -> bool:
+            nonlocal empty
+            if old not in backends:
+                return False  # (a stale entry: its backend is gone)
+            empty = self._staffed()[1] if empty is None else empty
+            return old not in empty and (new not in backends or new in empty)
+
+        maps, keys = held(target, self.wanted, self.served, keep)
+        self._log_held(keys, HELD_RUNNING)
+        return maps
+
     async def sync(self, backends: Collection[str]) -> tuple[list[str], list[str]]:
         """Send HAProxy the wanted entries of ``backends`` (the running ones) and remove the
         rest; write the files to match. (commands applied, failures needing a reload)."""
         if self.paths is None:
             return [], []
         if not self.runtime:  # no runtime API: a reload must read the files
-            if self.wanted == (self.loaded or RouteMaps()):
+            maps = self._for_files()
+            if maps == (self.loaded or RouteMaps()):
                 return [], []
-            self._write(self.wanted)
+            self._write(maps)
             return [], ["routes changed and there is no runtime API: a reload loads the maps"]
         if self.served is None:
             if self._no_maps:
@@ -192,7 +276,7 @@ class RouteSync:
             self.served = await self._read_served()
             if self.served is None:
                 return [], []
-        target = restrict(self.wanted, backends)
+        target = self._runtime_target(backends)
         lines = routes.runtime_commands(self.served, target, self.paths)
         if not lines:
             self._write(self.served)
@@ -200,8 +284,9 @@ class RouteSync:
         ops = [MapOp(line.split()[2], line.split()[3], line) for line in lines]
         applied, failures = await run_ops(self.runtime, ops, self.metrics)
         if failures:
+            maps = self._for_files()
             self.served = None  # read again; the reload that follows loads the files
-            self._write(self.wanted)
+            self._write(maps)
             return applied, failures
         self.served = target
         # Off the event loop (fsync): the route already works, a SIGHUP may be waiting.

@@ -1,11 +1,14 @@
 """The edge through a real synapse process, ZooKeeper and a managed HAProxy 2.6: hosts added
 and removed on SIGHUP reach HAProxy's maps at runtime (no reload), a new service costs one
-reload, and the map files on disk follow."""
+reload, the map files on disk follow, and a host moving to a new service is answered all
+along."""
 
 from __future__ import annotations
 
 import signal
+import threading
 import time
+from collections import Counter
 
 from kazoo.client import KazooClient
 from synapse_e2e import Synapse, http_get, nerve_record, wait, wait_serving
@@ -132,3 +135,62 @@ def test_a_bad_line_isolates_its_service_and_the_others_change_applies(
         assert syn.metric("synapse_service_config_isolated", service="shop") == 0
         assert status_of(port, "shop.test") == (200, "shop")
         assert status_of(port, "news.test") == (200, "news")
+
+
+class HostLoad:
+    """GET / for ``host`` from a thread, one after another, until ``stop()`` (bounded):
+    the (status, body) answers counted."""
+
+    def __init__(self, port: int, host: str, limit: int = 50000, seconds: float = 60.0) -> None:
+        self.port, self.host, self.limit, self.seconds = port, host, limit, seconds
+        self.answers: Counter[tuple[int, str]] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> Counter[tuple[int, str]]:
+        self._stop.set()
+        self._thread.join(10)
+        return self.answers
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            self.answers[status_of(self.port, self.host)] += 1
+            if self.answers.total() >= self.limit:
+                break
+
+
+def test_a_host_moved_to_a_new_service_is_answered_until_the_new_one_serves(
+    zk, writer, http_backend_factory
+):
+    """shop.test moves from shop to a new service shop2 on SIGHUP: its backend needs a
+    reload (made to wait), and its watcher finds no server at first. The old route serves
+    until the reload (no 404), and after it until shop2 has a server (no 503)."""
+    shop, shop2 = http_backend_factory("shop"), http_backend_factory("shop2")
+    register(writer, "/move/shop", shop)
+    writer.ensure_path("/move/shop2")  # no server yet
+    port = free_port()
+    services = {"shop": routed(zk, "/move/shop", ["shop.test"])}
+    haproxy = {"shared_frontend": [f"bind 127.0.0.1:{port}"], "restart_interval": 2.0}
+    with Synapse(services, haproxy=haproxy) as syn:
+        wait_serving(port, {"shop"}, host="shop.test")
+        reloads = syn.status()["haproxy"]["reloads"]
+        load = HostLoad(port, "shop.test")
+        try:
+            syn.config["services"]["shop"]["haproxy"]["routes"]["hosts"] = ["old.shop.test"]
+            syn.config["services"]["shop2"] = routed(zk, "/move/shop2", ["shop.test"])
+            syn.write_config()
+            syn.signal(signal.SIGHUP)
+            until(port, "old.shop.test", (200, "shop"), 5.0)  # the runtime change came
+            wait(lambda: syn.status()["haproxy"]["reloads"] > reloads, 10, "the reload")
+            assert status_of(port, "shop.test") == (200, "shop")  # shop2 has no server
+            register(writer, "/move/shop2", shop2)
+            until(port, "shop.test", (200, "shop2"), 10.0)
+            wait(lambda: load.answers[(200, "shop2")] > 0, 5, "the load to reach shop2")
+        finally:
+            answers = load.stop()
+        assert set(answers) == {(200, "shop"), (200, "shop2")}, answers
+        exact = (syn.dir / "haproxy.routes-exact.map").read_text()
+        assert "shop.test/ shop2" in exact and "old.shop.test/ shop" in exact
+        assert "haproxy_routes_held" in syn.log(400)
