@@ -299,7 +299,7 @@ class HAProxyController:
             only = reread
         elif self._reader.unread and (only is None or not self._reader.unread.isdisjoint(only)):
             return None
-        result = plan(candidate, running, caps, only)
+        result = self._installer.unconfirmed(plan(candidate, running, caps, only))  # loadmark
         self._reader.planned(candidate, running, result, also=self._express.owed())
         return result
 

@@ -8,7 +8,8 @@
   `load-server-state-from-file` in the new worker;
 - ``install``: swap the file in (on disk before HAProxy reads it), make HAProxy load it
   (start or master-CLI reload in managed mode, else ``reload_command``) and confirm the
-  new worker; when that fails the previous text goes back into the file;
+  new worker; when that fails, or is cancelled (synapse stops), the previous text goes
+  back into the file; managed mode marks the window on disk (``loadmark``);
 - ``start_from_file``: start a managed HAProxy that is down from the file as it is.
 """
 
@@ -31,9 +32,10 @@ from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.edge_sync import EdgeSync
 from synapse.haproxy.failures import Failures
+from synapse.haproxy.loadmark import LoadMark
 from synapse.haproxy.managed import HAProxyProcessError, ManagedHAProxy
 from synapse.haproxy.metrics import HAProxyMetrics
-from synapse.haproxy.ops import Reload
+from synapse.haproxy.ops import Plan, Reload
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.settings import Settings
 from synapse.haproxy.sockets import HAProxySocketError
@@ -72,6 +74,8 @@ class Installer:
         self.file = ConfigFile(path) if path is not None and config.do_writes else None
         self.layout: Layout | None = None  # what the file was rendered from; None: unknown
         self._loaded = False
+        # Managed: whether HAProxy runs the file (a restart adopts HAProxy and trusts it).
+        self.mark = LoadMark(path) if self.file is not None and managed is not None else None
         # Route maps and crt-list: written before HAProxy reads the config.
         self.edge = EdgeSync(config, settings, runtime, metrics)
 
@@ -90,7 +94,13 @@ class Installer:
     async def load(self) -> None:
         if self.file is not None and not self._loaded:
             await self.file.load()
+            if self.mark is not None:
+                await self.mark.load(self.file.exists)
             self._loaded = True
+
+    def unconfirmed(self, plan: Plan) -> Plan:
+        """``plan``, with a reload when HAProxy may not run the file (``loadmark``)."""
+        return self.mark.with_reload(plan) if self.mark is not None else plan
 
     def write(self, config: DesiredConfig, layout: Layout | None) -> bool:
         """Make ``config`` the config file's text; ``layout`` made it. True when it changed."""
@@ -164,6 +174,11 @@ class Installer:
         would have (no config file when there was none)."""
         assert self.file is not None  # reloads need a config file
         previous = self.file.text, self.file.parsed, self.layout
+        if self.mark is not None:
+            try:  # (on disk before the candidate: a synapse dying after it reloads once)
+                await self.mark.installing()
+            except OSError as err:
+                raise InstallFailed(f"cannot write {self.mark.path}: {err}") from err
         wrote = self.write(candidate, layout)
         try:
             await self._edge_files()
@@ -182,9 +197,20 @@ class Installer:
             if error is not None:
                 raise InstallFailed(error, invalid=True) from failed
             raise
+        except BaseException:  # cancelled (synapse stops): HAProxy ran the previous text
+            self.edge.refused()
+            if previous[0] is not None:  # (the marker stays: it may have loaded the candidate)
+                await self._restore(*previous)
+            raise
+        await self._confirmed()
+        return wrote
+
+    async def _confirmed(self) -> None:
+        """HAProxy runs the file (started or reloaded)."""
+        if self.mark is not None:
+            await self.mark.loaded()
         await self.release_connections()
         await self.edge.started()
-        return wrote
 
     async def install_unreloaded(
         self, candidate: DesiredConfig, layout: Layout, reload: Reload, failures: Failures
@@ -285,6 +311,5 @@ class Installer:
         except HAProxyProcessError as err:
             event(log, "haproxy_start_failed", level=logging.ERROR, error=str(err)[:2000])
             return False
-        await self.release_connections()
-        await self.edge.started()
+        await self._confirmed()
         return True

@@ -13,7 +13,8 @@ master's ``[failed: N]`` counter: that is a failed reload, reported at once.
 
 Restarts never touch traffic: on SIGTERM synapse leaves its HAProxy running
 (``release``) unless ``managed.stop_on_exit`` is set, and the next synapse ``adopt()``s
-the running master (found through the master socket) instead of starting a second one.
+the running master (found through the master socket, asked again while /proc shows it
+alive: ``adoption``) instead of starting a second one; ``start()`` adopts one too.
 
 A master's death is seen at once: a pidfd (``os.pidfd_open``) becomes readable when it
 exits, whether it is our child or an adopted one. ``Supervisor`` restarts it: the first
@@ -39,6 +40,7 @@ from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
 from synapse.config import ManagedHAProxy as ManagedConfig
 from synapse.haproxy import ports
+from synapse.haproxy.adoption import Found, find_master
 from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.listeners import ListenerKeeper
 from synapse.haproxy.output import OutputRelay
@@ -93,19 +95,35 @@ class ManagedHAProxy:
         return self.master_pid is not None and _pid_alive(self.master_pid)
 
     async def adopt(self) -> bool:
-        """Take over a master already serving our master socket (synapse restarted)."""
-        try:
-            proc = await self.master.show_proc()
-        except HAProxySocketError:
-            return False
-        if not proc.workers:
-            return False
-        self.master_pid, self.worker_pid = proc.master_pid, proc.workers[0]
-        event(log, "haproxy_adopted", master_pid=self.master_pid, worker_pid=self.worker_pid)
-        await self.hold_listeners()
-        return True
+        """Take over a master already serving our master socket (synapse restarted); asked
+        again for a while when one runs but does not answer (``adoption``)."""
+        return (await self._adopt("synapse restarted")).proc is not None
+
+    async def _adopt(self, why: str) -> Found:
+        """Adopted when ``proc`` is set; else the live masters that did not answer (if any)."""
+        config, socket = self.settings.config_path, self.settings.master_socket
+        assert config is not None and socket is not None
+        found = await find_master(self.master, config, socket, self.reload_timeout, why)
+        if found.proc is not None:
+            self._proc = None  # (a dead child of ours, if any: not the master any more)
+            self.master_pid, self.worker_pid = found.proc.master_pid, found.proc.workers[0]
+            event(log, "haproxy_adopted", master_pid=self.master_pid,
+                  worker_pid=self.worker_pid, when=why)  # fmt: skip
+            await self.hold_listeners()
+        return found
 
     async def start(self) -> None:
+        """Start HAProxy from the config file. A master already running it (its adoption
+        failed, or it was started by hand) is adopted and reloaded instead: never two."""
+        found = await self._adopt("before a start")
+        if found.proc is not None:
+            try:
+                await self.reload()  # (the caller wants the file loaded)
+            except HAProxySocketError as err:
+                raise HAProxyProcessError(f"cannot reload the adopted HAProxy: {err}") from err
+            return
+        if found.masters:  # alive, not answering: a second one would share its ports
+            raise HAProxyProcessError(found.error)
         await self._refuse_taken_ports()
         args = [
             self.settings.binary, "-W", "-db",
