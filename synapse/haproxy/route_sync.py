@@ -16,8 +16,11 @@ are written with every wanted entry just before HAProxy reads the config:
 A key that moves to another service (a host moved, a service renamed or split) keeps the
 backend HAProxy routes it to now while the new one cannot serve (``held``): at runtime
 until the reload creates the new backend (removing the entry would answer 404 until
-then), and in the files until the new service has servers (its watcher may answer after
-the reload: its empty backend would answer 503). A held key follows the next apply after.
+then) and until HAProxy has a server there that takes requests (asked with `show servers
+state` after the apply's commands: a server only a reload brings, static-rr or a DNS
+name, is in the desired state a while before HAProxy has it; its empty backend would
+answer 503), and in the files until the new service has servers (a reload brings those;
+its watcher may answer after the reload). A held key follows the next apply after.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from synapse.model import DesiredService
 log = logging.getLogger("synapse.haproxy")
 
 UNKNOWN_MAP = "unknown map identifier"
-HELD_RUNNING = "the new backend is not running or has no servers yet"
+HELD_RUNNING = "the new backend is not running yet or has no server taking requests yet"
 HELD_FILES = "the new service has no servers yet"
 
 
@@ -124,6 +127,9 @@ class RouteSync:
         self._read: RouteMaps | None = None  # the files as HAProxy last read them
         self.loaded: RouteMaps | None = None  # ... as the running HAProxy did (None: unknown)
         self._held: dict[str, list[str]] = {}  # per reason: the keys ``held``, as last logged
+        # backend -> the enabled services that have it (None: build it again), so a held
+        # key costs a look at its two backends' services per apply, not at every service
+        self._by_backend: dict[str, list[str]] | None = None
 
     def configure(self, config_path: Path | None) -> None:
         paths = routes.map_paths(config_path) if config_path is not None else None
@@ -149,7 +155,7 @@ class RouteSync:
         except (RouteCollision, ValueError) as err:  # config loading refuses these first
             event(log, "haproxy_routes_refused", level=logging.ERROR, error=str(err),
                   detail="the previous routes stay")  # fmt: skip
-        self._inputs, self._specs = list(desired), specs
+        self._inputs, self._specs, self._by_backend = list(desired), specs, None
 
     def _same_routes(self, desired: list[DesiredService]) -> bool:
         """Whether only services whose routes stay as they were changed (the usual change:
@@ -163,6 +169,8 @@ class RouteSync:
             spec = routes.route_spec(service)
             if spec != kept[1]:
                 return False
+            if _owner(service) != _owner(kept[0]):  # (a service without routes)
+                self._by_backend = None
             self._specs[service.name] = (service, spec)
         return True
 
@@ -180,14 +188,16 @@ class RouteSync:
         routes.write_map_files(maps, self.paths, self._written)
         self._written = maps
 
-    def _staffed(self) -> tuple[set[str], set[str]]:
-        """The backends of the enabled services with servers, and of those without."""
-        serving: set[str] = set()
-        empty: set[str] = set()
-        for service in self._inputs:
-            if not service.config.haproxy.disabled:
-                (serving if service.servers else empty).add(service.backend_name)
-        return serving, empty - serving
+    def _staffed(self, backend: str) -> bool | None:
+        """Whether the enabled services of ``backend`` have servers in the desired state
+        (None: no enabled service has that backend)."""
+        if self._by_backend is None:
+            self._by_backend = {}
+            for name, (service, _) in self._specs.items():
+                if (backend_name := _owner(service)) is not None:
+                    self._by_backend.setdefault(backend_name, []).append(name)
+        names = self._by_backend.get(backend)
+        return None if names is None else any(self._specs[n][0].servers for n in names)
 
     def _for_files(self) -> RouteMaps:
         """What a reload should read: every wanted entry, except a key moving from a
@@ -196,9 +206,11 @@ class RouteSync:
         if current is None or current == self.wanted:
             self._held.pop(HELD_FILES, None)
             return self.wanted
-        serving, empty = self._staffed()
         maps, keys = held(
-            self.wanted, self.wanted, current, lambda old, new: old in serving and new in empty
+            self.wanted,
+            self.wanted,
+            current,
+            lambda old, new: self._staffed(old) is True and self._staffed(new) is False,
         )
         self._log_held(keys, HELD_FILES)
         return maps
@@ -238,26 +250,45 @@ class RouteSync:
             return None
         return RouteMaps(**found)
 
-    def _runtime_target(self, backends: Collection[str]) -> RouteMaps:
+    async def _runtime_target(self, backends: Collection[str]) -> RouteMaps:
         """The wanted entries of running backends; a moving key whose new backend is not
-        running yet or has no servers stays on a running backend that has (``held``)."""
+        running yet or has no server taking requests in HAProxy stays on a running backend
+        whose service has servers (``held``)."""
         assert self.served is not None
         target = restrict(self.wanted, backends)
         if target == self.served:
             self._held.pop(HELD_RUNNING, None)
             return target
-        empty: set[str] | None = None  # (looked up once, when a key moves)
+        ask: set[str] = set()  # new backends with servers in the desired state: HAProxy's?
+        ready: Collection[str] = ()
 
         def keep(old: str, new: str) -> bool:
-            nonlocal empty
-            if old not in backends:
-                return False  # (a stale entry: its backend is gone)
-            empty = self._staffed()[1] if empty is None else empty
-            return old not in empty and (new not in backends or new in empty)
+            if old not in backends or self._staffed(old) is False:
+                return False  # (a stale entry, or one that serves nothing either)
+            if new not in backends or not self._staffed(new):
+                return True
+            ask.add(new)
+            return new not in ready
 
         maps, keys = held(target, self.wanted, self.served, keep)
+        if ask and (ready := await self._taking_requests(ask)):
+            maps, keys = held(target, self.wanted, self.served, keep)
         self._log_held(keys, HELD_RUNNING)
         return maps
+
+    async def _taking_requests(self, backends: Collection[str]) -> set[str]:
+        """Of ``backends``, those with a server HAProxy sends requests to (not in
+        maintenance, weight above 0), as it runs them after the apply's commands: a server
+        that only a reload can add is desired well before it is there (rate limit)."""
+        try:
+            _, found = await self.runtime[0].read_state(sorted(backends), with_pid=False)
+        except HAProxySocketError:
+            return set()  # (held: the old backend serves, the next apply asks again)
+        return {
+            name
+            for name, servers in found.items()
+            if any(not s.in_maint and s.weight > 0 for s in (servers or {}).values())
+        }
 
     async def sync(self, backends: Collection[str]) -> tuple[list[str], list[str]]:
         """Send HAProxy the wanted entries of ``backends`` (the running ones) and remove the
@@ -276,7 +307,7 @@ class RouteSync:
             self.served = await self._read_served()
             if self.served is None:
                 return [], []
-        target = self._runtime_target(backends)
+        target = await self._runtime_target(backends)
         lines = routes.runtime_commands(self.served, target, self.paths)
         if not lines:
             self._write(self.served)
@@ -293,3 +324,8 @@ class RouteSync:
         await asyncio.to_thread(self._write, target)
         event(log, "haproxy_routes_changed", commands=len(applied), first=applied[0])
         return applied, failures
+
+
+def _owner(service: DesiredService) -> str | None:
+    """The backend ``service`` serves requests in (None: disabled)."""
+    return None if service.config.haproxy.disabled else service.backend_name

@@ -16,8 +16,8 @@ keys replaced) whose render gives those sections again, line for line:
   ``bind_address``, ``port`` and ``bind_options``;
 - ``shared_frontend``: the refused block's lines that the running shared frontend has;
 - server options: the refused block's, or else the running servers' own (when they all
-  have the same, but for the ``init-addr`` of DNS-named servers) if those render the
-  servers HAProxy runs.
+  have the same, but for the ``init-addr`` synapse adds to DNS-named servers, left out
+  whatever the servers) if those render the servers HAProxy runs.
 
 The servers stay today's (discovery), as with any last good block. It is kept only when a
 render of it gives the running sections exactly and the servers both have the same
@@ -31,9 +31,9 @@ from typing import Any, NamedTuple
 
 from smartstack.modelbase import ValidationError
 from synapse.config import HAProxyConfig, ServiceConfig
-from synapse.haproxy.configtext import ParsedConfig, structural_options
+from synapse.haproxy.configtext import ParsedConfig, ServerLine, structural_options
 from synapse.haproxy.edge import bind
-from synapse.haproxy.hosts import without_init_addr
+from synapse.haproxy.hosts import is_ip, without_init_addr
 from synapse.haproxy.render import Renderer
 from synapse.model import DesiredService
 from synapse.resilience_config import HealthCheckConfig
@@ -86,9 +86,7 @@ def seed_block(service: DesiredService, config: HAProxyConfig, running: ParsedCo
                 return Seed(None, "its frontend lacks lines a render of it would have")
             fields["frontend"] = lines[: len(lines) - len(added)]
         blocks = [_made(service, fields)]
-        tails = {line.tail for line in running.servers.get(backend, {}).values()}
-        if len(tails) > 1:  # DNS-named servers' lines add an init-addr of synapse's own
-            tails = {without_init_addr(tail) for tail in tails}
+        tails = {_own_tail(line) for line in running.servers.get(backend, {}).values()}
         if len(tails) == 1:  # the running servers' own options, if the block's are not
             own = {"server_options": tails.pop() or None, "send_proxy_v2": False,
                    "maxconn": None, "maxqueue": None}  # fmt: skip
@@ -102,6 +100,14 @@ def seed_block(service: DesiredService, config: HAProxyConfig, running: ParsedCo
     except (ValidationError, *renderer.errors) as err:
         first = (str(err).splitlines() or [type(err).__name__])[0]
         return Seed(None, f"it does not render: {first[:200]}")
+
+
+def _own_tail(line: ServerLine) -> str:
+    """A running server line's options; a DNS-named server's without the init-addr synapse
+    adds (``hosts.with_init_addr``): in the seeded server_options it would be every
+    server's, and no server of the service could be added at runtime (init-addr)."""
+    host = line.address.rpartition(":")[0].removeprefix("[").removesuffix("]")
+    return line.tail if is_ip(host) else without_init_addr(line.tail)
 
 
 def _bind_keys(frontend: tuple[str, ...], backend: str, fields: dict[str, Any]) -> bool:

@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 
+import pytest
 from kazoo.client import KazooClient
 from synapse_e2e import Synapse, http_get, nerve_record, wait, wait_serving
 
@@ -161,31 +162,40 @@ class HostLoad:
                 break
 
 
+@pytest.mark.parametrize(
+    "backend",
+    [[], ["balance static-rr"]],
+    ids=["runtime_server", "reload_server"],
+)
 def test_a_host_moved_to_a_new_service_is_answered_until_the_new_one_serves(
-    zk, writer, http_backend_factory
+    zk, writer, http_backend_factory, backend
 ):
     """shop.test moves from shop to a new service shop2 on SIGHUP: its backend needs a
     reload (made to wait), and its watcher finds no server at first. The old route serves
-    until the reload (no 404), and after it until shop2 has a server (no 503)."""
+    until the reload (no 404), and after it until HAProxy has a server in shop2 (no 503):
+    added at runtime, or (static-rr) by a second reload, rate limited: shop2's server is
+    desired a while before HAProxy has it."""
     shop, shop2 = http_backend_factory("shop"), http_backend_factory("shop2")
-    register(writer, "/move/shop", shop)
-    writer.ensure_path("/move/shop2")  # no server yet
+    path = f"/move{len(backend)}"
+    register(writer, f"{path}/shop", shop)
+    writer.ensure_path(f"{path}/shop2")  # no server yet
     port = free_port()
-    services = {"shop": routed(zk, "/move/shop", ["shop.test"])}
-    haproxy = {"shared_frontend": [f"bind 127.0.0.1:{port}"], "restart_interval": 2.0}
+    services = {"shop": routed(zk, f"{path}/shop", ["shop.test"])}
+    haproxy = {"shared_frontend": [f"bind 127.0.0.1:{port}"], "restart_interval": 3.0}
     with Synapse(services, haproxy=haproxy) as syn:
         wait_serving(port, {"shop"}, host="shop.test")
         reloads = syn.status()["haproxy"]["reloads"]
         load = HostLoad(port, "shop.test")
         try:
             syn.config["services"]["shop"]["haproxy"]["routes"]["hosts"] = ["old.shop.test"]
-            syn.config["services"]["shop2"] = routed(zk, "/move/shop2", ["shop.test"])
+            syn.config["services"]["shop2"] = routed(zk, f"{path}/shop2", ["shop.test"])
+            syn.config["services"]["shop2"]["haproxy"]["backend"] = backend
             syn.write_config()
             syn.signal(signal.SIGHUP)
             until(port, "old.shop.test", (200, "shop"), 5.0)  # the runtime change came
             wait(lambda: syn.status()["haproxy"]["reloads"] > reloads, 10, "the reload")
             assert status_of(port, "shop.test") == (200, "shop")  # shop2 has no server
-            register(writer, "/move/shop2", shop2)
+            register(writer, f"{path}/shop2", shop2)
             until(port, "shop.test", (200, "shop2"), 10.0)
             wait(lambda: load.answers[(200, "shop2")] > 0, 5, "the load to reach shop2")
         finally:

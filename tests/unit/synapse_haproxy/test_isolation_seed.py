@@ -169,6 +169,22 @@ def test_the_running_options_of_dns_and_ip_servers_are_one_block_without_init_ad
     assert seed.config.haproxy.server_options == "check inter 2s"
 
 
+def test_a_backend_of_dns_named_servers_alone_seeds_no_init_addr():
+    # One tail (every server DNS-named): synapse's init-addr is still its own, not the
+    # service's options; seeded with it, no server (an IP one neither) could be added.
+    config = haproxy_config()
+    servers = [server("a.example.internal", 80, "a"), server("b.example.internal", 80, "b")]
+    api = service("api", servers, port=3300, server_options="check inter 2s")
+    running = render([api], config).parsed
+    refused = service("api", servers, port=3300, server_options="check inter 2s fal 2")
+    seed = seed_block(refused, config, running)
+    assert seed.config is not None, seed.why_not
+    assert seed.config.haproxy.server_options == "check inter 2s"
+    grown = replace(refused, config=seed.config, servers=[*servers, server("10.0.0.9", 80, "c")])
+    specs = render([grown], config).backends["api"].servers
+    assert specs["c_10.0.0.9:80"].why_not_addable == ""
+
+
 def test_only_shared_frontend_lines_the_running_frontend_has_are_kept():
     config = haproxy_config(shared_frontend=["bind 127.0.0.1:8080", "mode http"])
     api = service("api", SERVERS, port=3300, shared_frontend=["use_backend api if { path /a }"])
