@@ -50,11 +50,12 @@ from synapse.model import DesiredService, Report
 from synapse.pacing import Pacer
 from synapse.reload_diff import (
     Arrivals,
+    Holds,
     Pending,
     ServiceState,
     carry_over,
+    hold_bound,
     policy_changed,
-    reported_found,
 )
 from synapse.selection import ORIGIN_DISCOVERY, ORIGIN_STATE_FILE, Selection, select_servers
 from synapse.state_cache import REBUILD_BUDGET, StateCache
@@ -97,7 +98,8 @@ class Reconciler:
         self._dirty = asyncio.Event()
         self._all_reported = asyncio.Event()
         self._pending = Pending()
-        self._arrivals = Arrivals(self._arrived)  # a SIGHUP's new services, until reported
+        self._arrivals = Arrivals(self._due)  # a SIGHUP's new services, until reported
+        self._holds = Holds(self._due, lambda: hold_bound(self._config))  # (partial reports)
         self._force = True  # the first hand-over always happens
         self._latency = ApplyLatency(metrics)  # watch event -> applied
         self._state_task: asyncio.Task[None] | None = None
@@ -135,6 +137,7 @@ class Reconciler:
         if service is None:  # a late report from a watcher of a removed service
             return
         service.report = report
+        self._arrivals.drop(report.service)  # (its report is here: no timer's round later)
         self.pacer.arrived()
         if self.takes_changes:  # (before the start: the first round hands all over)
             self.change_gate.change()  # background steps wait until its round has ended
@@ -202,8 +205,9 @@ class Reconciler:
             self._use_generator(name, service, found)
             self._dirty.set()
 
-    def _arrived(self, name: str) -> None:
-        """A SIGHUP's new service waited ``startup_wait`` for its report: as at a start."""
+    def _due(self, name: str) -> None:
+        """Select ``name`` again: a SIGHUP's new service waited ``startup_wait`` for its
+        report (as at a start), or a partial report's hold ended."""
         self._pending.services.add(name)
         self._dirty.set()
 
@@ -384,7 +388,7 @@ class Reconciler:
             ):
                 continue
             if service.report is not None:  # (a partial one with what the service had)
-                found, origin = reported_found(service, cached), ORIGIN_DISCOVERY
+                found, origin = self._holds.found(service, cached), ORIGIN_DISCOVERY
             else:  # the state file's, while it is all there is (a SIGHUP's new discovery:
                 # nothing known, the previous list stays)
                 found, origin, kept = None, ORIGIN_STATE_FILE, service.selection

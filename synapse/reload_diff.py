@@ -20,7 +20,9 @@ from smartstack.modelbase import same_model  # also which fields were given, not
 from synapse.config import ServiceConfig, SynapseConfig
 from synapse.haproxy.routes import route_keys
 from synapse.model import DesiredService, Found, Report
-from synapse.selection import Selection, selection_found
+from synapse.selection import HELD_ORIGIN, Selection, selection_found
+
+DEFAULT_STATE_FILE_TTL = 86400.0  # HAProxyConfig.state_file_ttl's default (no haproxy block)
 
 
 @dataclass
@@ -32,7 +34,7 @@ class ServiceState:
     selection: Selection | None = None
     reported_options: tuple[str, ...] = ()
     desired: DesiredService | None = None  # built from selection; None when it changed
-    held: tuple[Found, ...] | None = None  # what partial reports keep (``reported_found``)
+    held: Hold | None = None  # what partial reports keep (``Holds``)
 
 
 @dataclass
@@ -51,23 +53,73 @@ class Pending:
         self.hand_over |= later.hand_over
 
 
-def reported_found(
-    service: ServiceState, cached: Callable[[str], Sequence[Found] | None]
-) -> Sequence[Found]:
-    """What a service's report found; a partial one (a source not answered yet) with the
-    servers the service had at the first partial report (its selection, else ``cached``:
-    the state file's) after its own: they may be the silent source's, so they stay until
-    a complete report; servers added since come and go with the reports."""
-    report = service.report
-    assert report is not None
-    if not report.partial:
-        service.held = None
-        return report.found
-    if service.held is None:
-        selection = service.selection
-        held = selection_found(selection) if selection is not None else cached(report.service)
-        service.held = tuple(held or ())
-    return (*report.found, *service.held)  # (the report's first: a duplicate keeps its)
+@dataclass
+class Hold:
+    """What a service's partial reports keep (``Holds``)."""
+
+    found: dict[tuple[str, int, str | None], Found]  # by (host, port, name); HELD_ORIGIN
+    timer: asyncio.TimerHandle | None = None  # ends it: none is kept after it
+
+
+class Holds:
+    """A partial report (a ``multi`` union child has not answered yet) keeps the servers
+    the service had at the first one (its selection, else ``cached``: the state file's)
+    beside its own, as they may be the silent child's: until a complete report, or for
+    ``bound()`` seconds (state_file_ttl) from the first partial report, after which the
+    state file would not start from them either. A kept server that a report lists is an
+    answered child's: it goes as soon as that child no longer lists it. Kept servers have
+    the origin HELD_ORIGIN + theirs, so the state file does not stamp them as seen."""
+
+    def __init__(self, due: Callable[[str], None], bound: Callable[[], float]) -> None:
+        self._due = due  # called when a hold ends on its own (a round selects it again)
+        self._bound = bound
+
+    def found(
+        self, service: ServiceState, cached: Callable[[str], Sequence[Found] | None]
+    ) -> Sequence[Found]:
+        """What a service's report found; a partial one with what its hold keeps after it."""
+        report = service.report
+        assert report is not None
+        if not report.partial:
+            self.end(service)
+            return report.found
+        hold = service.held
+        if hold is None:
+            selection = service.selection
+            had = selection_found(selection) if selection is not None else cached(report.service)
+            hold = service.held = Hold({_key(f): _held(f) for f in had or ()})
+            loop = asyncio.get_running_loop()
+            hold.timer = loop.call_later(self._bound(), self._expire, hold, report.service)
+        if hold.found:
+            for key in {_key(f) for f in report.found}.intersection(hold.found):
+                del hold.found[key]  # an answered child's: its reports say
+        return (*report.found, *hold.found.values())
+
+    @staticmethod
+    def end(service: ServiceState) -> None:
+        hold, service.held = service.held, None
+        if hold is not None and hold.timer is not None:
+            hold.timer.cancel()
+
+    def _expire(self, hold: Hold, name: str) -> None:
+        hold.found.clear()  # (kept as it is: a later partial report holds nothing anew)
+        self._due(name)
+
+
+def _key(found: Found) -> tuple[str, int, str | None]:
+    reg = found.registration
+    return reg.host, reg.port, reg.name
+
+
+def _held(found: Found) -> Found:
+    if found.origin.startswith(HELD_ORIGIN):
+        return found
+    return found._replace(origin=HELD_ORIGIN + found.origin)
+
+
+def hold_bound(config: SynapseConfig) -> float:
+    """How long a partial report keeps a silent child's servers (``Holds``)."""
+    return config.haproxy.state_file_ttl if config.haproxy else DEFAULT_STATE_FILE_TTL
 
 
 def policy_changed(old: SynapseConfig, new: SynapseConfig) -> bool:
@@ -110,6 +162,7 @@ def carry_over(old: Mapping[str, ServiceState], config: SynapseConfig) -> Carrie
             cfg,
             report=kept.report if kept and same_discovery else None,
             selection=kept.selection if kept else None,
+            held=kept.held if kept and same_discovery else None,  # (its bound runs on)
         )
         result.changed.append(name)
         if kept is not None and same_discovery:
@@ -148,7 +201,7 @@ class Arrivals:
                 and state.selection is None
                 and not state.config.default_servers
             ):
-                self._drop(name)  # (removed and added again: the latest SIGHUP's wait)
+                self.drop(name)  # (removed and added again: the latest SIGHUP's wait)
                 if before:
                     taken = _routed(before) if taken is None else taken
                     if not taken.isdisjoint(_route_keys(state.config)):
@@ -160,11 +213,12 @@ class Arrivals:
         SIGHUP, its wait has not passed and the state file (``found``) has nothing."""
         timer = self._timers.get(name)
         if timer is None or found or asyncio.get_running_loop().time() >= timer.when():
-            self._drop(name)
+            self.drop(name)
             return False
         return True
 
-    def _drop(self, name: str) -> None:
+    def drop(self, name: str) -> None:
+        """``name`` reported (or left): it waits no longer."""
         timer = self._timers.pop(name, None)
         if timer is not None:
             timer.cancel()

@@ -26,6 +26,8 @@ ORIGIN_PREVIOUS = "previous"  # use_previous_backends kept the last list
 ORIGIN_STATE_FILE = "state_file"  # registry not answered yet: cached servers
 ORIGIN_NONE = "none"
 DEFAULT_SERVER_ORIGIN = "default"  # a default server's Server.origin
+# A Server.origin's prefix: kept only by a partial report's hold (reload_diff.Holds), not seen
+HELD_ORIGIN = "held:"
 
 
 # What a server's record is made from: its registration (the port is the server's), or
@@ -197,7 +199,7 @@ def _kept_discovered(config: ServiceConfig, previous: Selection) -> Selection | 
 
 def selection_found(selection: Selection) -> tuple[Found, ...]:
     """A selection's discovered servers as found registrations (its defaults left out):
-    what a partial report keeps (``synapse.reload_diff.reported_found``)."""
+    what a partial report keeps (``synapse.reload_diff.Holds``)."""
     found = []
     for server, source in zip(selection.servers, selection.sources, strict=True):
         if server.origin == DEFAULT_SERVER_ORIGIN:

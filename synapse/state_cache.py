@@ -33,7 +33,7 @@ from smartstack.logs import event
 from smartstack.record import InvalidRecord, registration_from_dict
 from synapse.atomic import read_text, write_atomic
 from synapse.model import Found
-from synapse.selection import ORIGIN_DISCOVERY, Selection
+from synapse.selection import HELD_ORIGIN, ORIGIN_DISCOVERY, Selection
 from synapse.zone_state import Evacuations
 
 log = logging.getLogger("synapse.state_cache")
@@ -168,12 +168,8 @@ class StateCache:
                 self.pending = True
                 continue
             _let_the_loop_run(len(built))
-            current = {
-                server.name: {"timestamp": int(now), **record}
-                for server, record in zip(selection.servers, selection.records, strict=True)
-                if server.origin != "default"
-            }
             old = self.entries(service)
+            current = _current(selection, old, int(now))
             fresh = {**self._left(old, current, now), **current}
             changed = changed or _strip_all(fresh) != _strip_all(old, keep_generator=False)
             texts[service], built[service] = _encode(service, fresh, gens.get(service)), selection
@@ -261,6 +257,23 @@ def _let_the_loop_run(index: int) -> None:
     registry change in flight would pay (a first write of 20,000 servers holds it ~50 ms)."""
     if index % YIELD_EVERY == YIELD_EVERY - 1:
         time.sleep(0)
+
+
+def _current(selection: Selection, old: Mapping[str, Any], now: int) -> Entries:
+    """A selection's discovered servers, stamped ``now``; a server only a partial report's
+    hold keeps (HELD_ORIGIN: its registry has not said) keeps the stamp it had, so it ages
+    out of the file in state_file_ttl as any server not seen (none: not cached)."""
+    current: dict[str, dict[str, Any]] = {}
+    for server, record in zip(selection.servers, selection.records, strict=True):
+        if server.origin == "default":
+            continue
+        stamp: Any = now
+        if server.origin.startswith(HELD_ORIGIN):
+            stamp = old.get(server.name, {}).get("timestamp")
+            if not _is_stamp(stamp):
+                continue
+        current[server.name] = {"timestamp": stamp, **record}
+    return current  # type: ignore[return-value]
 
 
 def _is_stamp(value: Any) -> bool:

@@ -14,11 +14,11 @@ choice: the chosen child's (sequential), the first child's that has some (union)
 Nothing is reported before every child has answered once, unless a child already has
 servers that the resolver would use, so a slow second registry does not flap the service
 at startup. A union reported before every child answered is ``partial`` (Report.partial):
-its servers are added at once, but the servers the service had (its previous list, the
-state file's after a restart) stay until every child answered, since they may be a silent
-child's (synapse.reload_diff.reported_found). Connection changes do not come as reports:
-the choice is also re-made every RESOLVE_INTERVAL seconds (Ruby re-picks on its periodic
-ping).
+its servers are added at once, but those the service had (its previous list, the state
+file's after a restart) that no child lists stay until every child answered or for
+state_file_ttl, since they may be a silent child's (synapse.reload_diff.Holds).
+Connection changes do not come as reports: the choice is also re-made every
+RESOLVE_INTERVAL seconds (Ruby re-picks on its periodic ping).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,8 +18,8 @@ from synapse_testlib import Collector, metrics, service_config
 from smartstack.record import Registration
 from synapse.config import SynapseConfig
 from synapse.model import Found, Report
-from synapse.reload_diff import ServiceState, reported_found
-from synapse.selection import select_servers
+from synapse.reload_diff import Holds, ServiceState
+from synapse.selection import HELD_ORIGIN, select_servers
 from synapse.watchers import create_watcher
 from synapse.watchers.base import WatcherContext
 
@@ -39,22 +40,46 @@ def partial(*names: str) -> Report:
     return Report("web", "multi", found(*names), partial=True)
 
 
-def test_a_partial_report_keeps_the_servers_the_service_had_until_a_complete_one() -> None:
+def holds(bound: float = 60.0, due: Callable[[str], None] = lambda _: None) -> Holds:
+    return Holds(due, lambda: bound)
+
+
+async def test_a_partial_report_keeps_the_servers_no_answered_child_listed() -> None:
     cfg = service_config(ZK)
     state = ServiceState(cfg, cfg, selection=select_servers(cfg, found("a1", "b1"), None))
+    kept = holds()
     state.report = partial("a1", "a2")  # a2 added at once, b1 (maybe the silent one's) kept
-    assert hosts(reported_found(state, lambda _: None)) == ["a1", "a1", "a2", "b1"]
-    state.selection = select_servers(cfg, reported_found(state, lambda _: None), None)
+    assert hosts(kept.found(state, lambda _: None)) == ["a1", "a2", "b1"]
+    state.selection = select_servers(cfg, kept.found(state, lambda _: None), None)
     state.report = partial("a1")  # a2 came after: it goes at once; b1 still kept
-    assert hosts(reported_found(state, lambda _: None)) == ["a1", "a1", "b1"]
+    assert hosts(kept.found(state, lambda _: None)) == ["a1", "b1"]
+    state.report = partial()  # a1, kept at first, was listed by a child that answered: goes
+    assert hosts(kept.found(state, lambda _: None)) == ["b1"]
     state.report = report("web", "a1")  # every child answered: what they said, only
-    assert hosts(reported_found(state, lambda _: None)) == ["a1"] and state.held is None
+    assert hosts(kept.found(state, lambda _: None)) == ["a1"] and state.held is None
 
 
-def test_a_first_partial_report_after_a_restart_keeps_the_state_files_servers() -> None:
+async def test_a_first_partial_report_after_a_restart_keeps_the_state_files_servers() -> None:
     cfg = service_config(ZK)
     state = ServiceState(cfg, cfg, report=partial("a1"))  # no selection yet
-    assert hosts(reported_found(state, lambda name: found("a1", "b1"))) == ["a1", "a1", "b1"]
+    kept = holds().found(state, lambda name: found("a1", "b1"))
+    assert [(f.registration.host, f.origin) for f in kept] == [
+        ("a1", "zk:a1"),
+        ("b1", f"{HELD_ORIGIN}zk:b1"),
+    ]
+
+
+async def test_a_hold_ends_after_its_bound_though_the_silent_child_never_answers() -> None:
+    cfg = service_config(ZK)
+    state = ServiceState(cfg, cfg, selection=select_servers(cfg, found("a1", "b1"), None))
+    due: list[str] = []
+    kept = holds(0.05, due.append)
+    state.report = partial("a1")
+    assert hosts(kept.found(state, lambda _: None)) == ["a1", "b1"]
+    await eventually(lambda: due == ["web"], timeout=5, what="the hold's end")
+    assert hosts(kept.found(state, lambda _: None)) == ["a1"]
+    state.selection = select_servers(cfg, found("a1"), None)
+    assert hosts(kept.found(state, lambda _: None)) == ["a1"], "not held anew"
 
 
 class Child(SimpleNamespace):
@@ -94,3 +119,47 @@ async def test_a_union_restart_keeps_the_silent_registrys_servers_of_the_state_f
         assert applier.hosts("web") == ["a1", "a2", "b1"]
         rec.report(Report("web", "multi", found("a1", "a2")))  # B answered: nothing there
         await eventually(lambda: applier.hosts("web") == ["a1", "a2"], what="b1 gone")
+
+
+def union_config(tmp_path: Path, ttl: float, stamps: dict[str, int]) -> SynapseConfig:
+    """A union service whose state file has ``stamps`` (host -> last seen)."""
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"web": {
+        f"n_{h}:80": {"timestamp": t, "host": h, "port": 80, "name": "n"} for h, t in stamps.items()
+    }}))  # fmt: skip
+    return SynapseConfig.model_validate({
+        "services": {"web": {"discovery": UNION, "haproxy": {"port": 3300}}},
+        "haproxy": {"config_file_path": str(tmp_path / "h.cfg"), "reload_command": "true",
+                    "state_file_path": str(state), "state_file_ttl": ttl},
+        "startup_wait": 0.3,
+    })  # fmt: skip
+
+
+async def test_a_silent_child_keeps_no_server_beyond_state_file_ttl(tmp_path: Path) -> None:
+    now = int(time.time())
+    applier = FakeApplier()
+    rec = make_reconciler(union_config(tmp_path, 1.5, dict.fromkeys(("a1", "a2", "b1"), now)),
+                          applier)  # fmt: skip
+    async with running(rec, applier, partial("a1", "a2")):  # B's registry down for good
+        assert applier.hosts("web") == ["a1", "a2", "b1"]
+        rec.report(partial("a1"))  # A deregistered a2: A answers for it, it goes now
+        await eventually(lambda: applier.hosts("web") == ["a1", "b1"], 3, "a2 gone")
+        rec.report(partial("a3"))  # (not empty: use_previous_backends would keep them all)
+        await eventually(lambda: applier.hosts("web") == ["a3", "b1"], 3, "a1 gone")
+        await eventually(lambda: applier.hosts("web") == ["a3"], 5, "b1 gone after the ttl")
+
+
+async def test_a_server_kept_only_by_the_hold_is_not_stamped_as_seen(tmp_path: Path) -> None:
+    now = int(time.time())
+    stamps = {"a1": now - 500, "b1": now - 500}
+    applier = FakeApplier()
+    rec = make_reconciler(union_config(tmp_path, 1000, stamps), applier)
+
+    def written() -> dict[str, int]:
+        data = json.loads((tmp_path / "state.json").read_text())["web"]
+        return {v["host"]: v["timestamp"] for v in data.values()}
+
+    async with running(rec, applier, partial("a1")):
+        assert applier.hosts("web") == ["a1", "b1"]
+        await eventually(lambda: written()["a1"] >= now, 5, "the state file's write")
+        assert written()["b1"] == now - 500  # (B never said it is there)

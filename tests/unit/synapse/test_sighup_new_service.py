@@ -83,3 +83,16 @@ async def test_a_new_service_never_reported_comes_after_startup_wait_as_at_a_sta
         await eventually(lambda: "new" in names(applier), what="the hand-over after the wait")
         assert time.monotonic() - added >= 1.0
         assert applier.hosts("new") == []  # (nothing known: empty, as at a start)
+
+
+async def test_a_new_services_report_ends_its_wait(tmp_path: Path) -> None:
+    """Its timer goes with the report: left, it would select the service once more when
+    startup_wait passed, a round for nothing."""
+    applier = FakeApplier()
+    rec = make_reconciler(config(tmp_path, 30.0), applier)
+    async with running(rec, applier, report("old", "10.0.0.1")):
+        rec.set_config(config(tmp_path, 30.0, new=NEW))
+        assert "new" in rec._arrivals._timers
+        rec.report(report("new", "10.0.0.9"))
+        assert "new" not in rec._arrivals._timers
+        await eventually(lambda: "new" in names(applier), what="the report's hand-over")
