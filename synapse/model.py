@@ -47,7 +47,7 @@ class Report:
     # generator settings read from the registry (synapse/generator_config.py); {}: none
     generator_config: Mapping[str, Any] = field(default_factory=dict)
     # Some of the watcher's sources have not answered yet (a ``multi`` union's child): the
-    # servers listed are there, the others the service had may be too (reload_diff.reported_found)
+    # servers listed are there, the others the service had may be too (reload_diff.Holds)
     partial: bool = False
 
 
