@@ -252,7 +252,10 @@ class ZooKeeperReporter(Reporter):
         return wrote
 
     async def _delete_all(self, stale: list[str]) -> bool:
-        """Delete the leftovers found by a scan and our nodes of a previous record."""
+        """Delete the leftovers found by a scan and our nodes of a previous record, never
+        our own node: a fixed name (``ephemeral``) taken over is the leftover's very path."""
+        stale = [path for path in stale if path != self.node]
+        self._superseded = [path for path in self._superseded if path != self.node]
         wrote = bool(stale) or bool(self._superseded)
         for path in stale:
             await self._delete(path)

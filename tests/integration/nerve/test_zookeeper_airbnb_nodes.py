@@ -17,6 +17,7 @@ from nerve_testlib import (
     zk_service,
 )
 
+from nerve.config import NerveConfig
 from nerve.reporters.zookeeper import ZooKeeperReporter
 from smartstack.record import Registration, encode
 from testbed.process import free_port
@@ -130,3 +131,60 @@ async def test_check_mocked_registers_without_running_the_checks(
         await until(lambda: real.rounds >= 3, what="three check rounds of the real service")
         assert children(kz, f"{base}/r") == []  # same check, not mocked: down
         assert [c.name for c in daemon.services["mocked"].checks] == ["check_mocked"]
+
+
+def owned_by_nerve(kz: KazooClient, daemon, node: str) -> bool:
+    """``node`` exists, with nerve's record, in the session of nerve's current reporter."""
+    found = reporter(daemon, "web")
+    client_id = found.conn.client.client_id
+    stat = kz.exists(node)
+    data = kz.get(node)[0] if stat is not None else None
+    return client_id is not None and stat is not None and stat.ephemeralOwner == client_id[0] \
+        and data == found.data  # fmt: skip
+
+
+async def test_restart_with_a_fixed_name_leftover_of_our_record_keeps_the_node(
+    zk: ZooKeeperServer, kz: KazooClient
+) -> None:
+    """The previous run's node (same record, its session alive) is on the scan's leftover
+    list and under the very name nerve takes over: nerve must not delete it afterwards."""
+    path = unique_path()
+    port = free_port()
+    node = f"{path}/{KEY}"
+    other = KazooClient(hosts=zk.hosts)  # the killed run's session, not expired yet
+    other.start(timeout=TIMEOUT)
+    try:
+        record = encode(Registration("127.0.0.1", port, "i-test"))
+        other.create(node, record, ephemeral=True, makepath=True)
+        service = zk_service(zk.hosts, path, port, checks=[], node_type="ephemeral")
+        async with running_nerve(nerve_config({"web": service})) as daemon:
+            found = reporter(daemon, "web")
+            await until(lambda: found.registered and found.in_sync, what="registered")
+            assert owned_by_nerve(kz, daemon, node), children(kz, path)
+            other.stop()  # the old session ends: nerve's node stays
+            other.close()
+            assert owned_by_nerve(kz, daemon, node) and children(kz, path) == [KEY]
+    finally:
+        other.stop()
+        other.close()
+
+
+async def test_sighup_onto_a_new_session_keeps_a_fixed_name_node(
+    zk: ZooKeeperServer, kz: KazooClient
+) -> None:
+    """zk_auth added: the new reporter has its own session; it takes the fixed name over
+    from the old one and keeps it (the old reporter leaves it to its successor)."""
+    path = unique_path()
+    port = free_port()
+    node = f"{path}/{KEY}"
+    service = zk_service(zk.hosts, path, port, checks=[], node_type="ephemeral")
+    async with running_nerve(nerve_config({"web": service})) as daemon:
+        first = reporter(daemon, "web")
+        await until(lambda: first.registered and first.in_sync, what="registered")
+        auth = {"scheme": "digest", "credential": "nerve:s3cret", "acl": "open"}
+        new = NerveConfig.model_validate(nerve_config({"web": {**service, "zk_auth": auth}}))
+        assert (await daemon.reload(new))["re_registered"] == ["web"]
+        assert reporter(daemon, "web").conn is not first.conn  # a session of its own
+        await until(lambda: daemon._retiring == set(), what="the old reporter retired")
+        await until(lambda: reporter(daemon, "web").in_sync, what="written")
+        assert owned_by_nerve(kz, daemon, node) and reporter(daemon, "web").registered
