@@ -68,7 +68,6 @@ class Service:
         # A reused reporter (reload) keeps its registration: start from what it holds.
         self.state.registered = reporter.desired
         self.last_results: dict[str, CheckResult] = {}
-        self._failures: dict[str, int] = {}  # consecutive failures per check, from the start
         self.rounds = 0
         self.round_started = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -130,24 +129,23 @@ class Service:
             self.last_results[check.name] = result
             observations.append(Observation(check.name, result.ok, result.detail))
             self._record_check(check, result)
-            self._failures[check.name] = 0 if result.ok else self._failures.get(check.name, 0) + 1
         self.rounds += 1
         now = time.monotonic()
         self._expire_maintenance(now)
         self._apply(self.state.observe(observations, now))
-        self._end_hold()
+        self._end_hold(failed=not all(r.ok for r in results))
 
-    def _end_hold(self) -> None:
+    def _end_hold(self, failed: bool) -> None:
         """While the reporter holds (no decision yet since the start, see Reporter.holding),
-        a previous run's registration of this record stays. It is withdrawn once the checks
-        have decided against it: a check failed ``fall`` times in a row, or ``rise`` rounds
-        (the largest) passed without the service registering. Registering ends the hold
-        through the transition; maintenance ends it at once (``_apply``)."""
+        a previous run's registration of this record stays, but only while nothing speaks
+        against it: nobody vouches for a leftover, so a round in which any check failed or
+        timed out withdraws it at once (not after ``fall``), as do ``rise`` rounds (the
+        largest) without the service registering. Registering ends the hold through the
+        transition; maintenance ends it at once (``_apply``)."""
         if not self.reporter.holding or self.state.registered:
             return
-        trackers = self.state.trackers
-        failed = any(self._failures.get(n, 0) >= t.fall for n, t in trackers.items())
-        if failed or self.rounds >= max((t.rise for t in trackers.values()), default=1):
+        rise = max((t.rise for t in self.state.trackers.values()), default=1)
+        if failed or self.rounds >= rise:
             self.reporter.set_registered(False)
 
     def _record_check(self, check: Check, result: CheckResult) -> None:

@@ -86,6 +86,11 @@ class EtcdReporter(Reporter):
                 leftovers.hold(int(kv.lease), self, left, service=self.service, key=self.key)
             return
 
+    def set_registered(self, wanted: bool) -> None:
+        if not wanted:  # withdrawn: the leftover's lease is not renewed while we delete
+            self._release_leftover()
+        super().set_registered(wanted)
+
     def _release_leftover(self) -> None:
         """Decided (the key put on our lease, or deleted), or stopped: the previous run's
         lease is not renewed for us any more."""

@@ -26,7 +26,6 @@ from nerve_testlib import (
 
 from nerve.config import NerveConfig
 from nerve.daemon import NerveDaemon
-from nerve.registries import hold_bound
 from smartstack.record import Registration, encode, etcd_key
 from testbed.etcd import EtcdCluster
 from testbed.process import free_port
@@ -84,23 +83,35 @@ async def test_zk_restart_keeps_the_leftover_until_the_new_node_exists(
     assert [leftover.rsplit("/", 1)[1], mine] in seen  # both, for a moment: create, then delete
 
 
-async def test_zk_restart_withdraws_the_leftover_once_the_checks_fail(
+@contextmanager
+def hung_port() -> Iterator[int]:
+    """A port that accepts connections and never answers: a check waits for its timeout."""
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as hung:
+        yield hung.getsockname()[1]
+
+
+def hung_check(timeout: float = 1.0) -> list[dict]:
+    return http_check(timeout=timeout)  # each round lasts `timeout`: the first told apart
+
+
+async def test_zk_restart_withdraws_the_leftover_after_the_first_failed_round(
     zk: ZooKeeperServer, kz: KazooClient
 ) -> None:
-    port = free_port()  # nothing listens: the check fails
+    """Nothing vouches for a leftover: the first round with a failed (timed-out) check
+    withdraws it, not `fall` failures or `rise` rounds later."""
     path = unique_path()
-    record = encode(Registration("127.0.0.1", port, "i-test"))
-    leftover = kz.create(f"{path}/i-test_", record, ephemeral=True, sequence=True, makepath=True)
-    service = zk_service(zk.hosts, path, port, check_interval=INTERVAL, checks=http_check())
-    started = time.monotonic()
-    async with running_nerve(nerve_config({"web": service})) as daemon:
-        web = daemon.services["web"]
-        await until(lambda: web.rounds >= 1, what="a first failed round")
-        assert kz.exists(leftover), "withdrawn before the checks decided"
-        await until(lambda: not kz.exists(leftover), what="the leftover withdrawn")
-        # `fall` failures: rounds at 0, 0.3, 0.6 s, plus slack for a loaded machine.
-        assert time.monotonic() - started < (FALL - 1) * INTERVAL + 2.0
-        assert ours(kz, path) == []
+    with hung_port() as port:
+        record = encode(Registration("127.0.0.1", port, "i-test"))
+        leftover = kz.create(f"{path}/i-test_", record, ephemeral=True, sequence=True,
+                             makepath=True)  # fmt: skip
+        service = zk_service(zk.hosts, path, port, check_interval=INTERVAL, checks=hung_check())
+        async with running_nerve(nerve_config({"web": service})) as daemon:
+            web = daemon.services["web"]
+            assert web.rounds == 0 and kz.exists(leftover), "withdrawn before the checks"
+            await until(lambda: not web.reporter.holding, what="the hold ended")
+            assert web.rounds == 1  # decided by the first round (a round lasts 1 s)
+            await until(lambda: not kz.exists(leftover), what="the leftover withdrawn")
+            assert ours(kz, path) == []
 
 
 async def etcd_key_of(client: aetcd.Client, key: bytes) -> aetcd.rtypes.Get:
@@ -135,24 +146,23 @@ async def _on_other_lease(client: aetcd.Client, key: bytes, old: int) -> aetcd.r
     return kv if kv is not None and kv.lease not in (0, old) else None
 
 
-async def test_etcd_restart_deletes_the_leftover_key_once_the_checks_fail(
+async def test_etcd_restart_deletes_the_leftover_key_after_the_first_failed_round(
     etcd: EtcdCluster,
 ) -> None:
-    port = free_port()
     path = unique_path()
-    registration = Registration("127.0.0.1", port, "i-test")
-    key = etcd_key(path, registration).encode()
-    service = etcd_service(etcd.endpoints, path, port, check_interval=INTERVAL,
-                           checks=http_check())  # fmt: skip
     async with aetcd.Client(host=etcd.host, port=etcd.port, timeout=2) as client:
-        await client.put(key, encode(registration), lease=await client.lease(30))
-        started = time.monotonic()
-        async with running_nerve(nerve_config({"web": service})) as daemon:
-            web = daemon.services["web"]
-            await until(lambda: web.rounds >= 1, what="a first failed round")
-            assert await client.get(key) is not None, "deleted before the checks decided"
-            await until(lambda: _gone(client, key), what="the leftover key deleted")
-            assert time.monotonic() - started < (FALL - 1) * INTERVAL + 2.0
+        with hung_port() as port:
+            registration = Registration("127.0.0.1", port, "i-test")
+            key = etcd_key(path, registration).encode()
+            service = etcd_service(etcd.endpoints, path, port, check_interval=INTERVAL,
+                                   checks=hung_check())  # fmt: skip
+            await client.put(key, encode(registration), lease=await client.lease(30))
+            async with running_nerve(nerve_config({"web": service})) as daemon:
+                web = daemon.services["web"]
+                assert web.rounds == 0 and await client.get(key) is not None
+                await until(lambda: not web.reporter.holding, what="the hold ended")
+                assert web.rounds == 1  # decided by the first failed round
+                await until(lambda: _gone(client, key), what="the leftover key deleted")
 
 
 async def _gone(client: aetcd.Client, key: bytes) -> bool:
@@ -203,30 +213,31 @@ async def test_etcd_restart_keeps_the_leftover_s_lease_alive_until_rise_passes(
 async def test_etcd_restart_renews_the_leftover_s_lease_only_until_the_checks_fail(
     etcd: EtcdCluster,
 ) -> None:
-    """A check that hangs to its 1 s timeout: rise 3 rounds take 3 s, long past the dead
-    run's lease. The key stays until they fail, then is deleted within the holding bound,
-    and the old lease is left to expire."""
-    hung = socket.create_server(("127.0.0.1", 0), backlog=16)  # connects, never answers
-    port = hung.getsockname()[1]
+    """A check that hangs to its 2 s timeout: the dead run's lease is renewed past its TTL
+    while the first round runs; that round's failure deletes the key and ends the renewal
+    (nothing vouches for the leftover), and the old lease is left to expire."""
     path = unique_path()
-    registration = Registration("127.0.0.1", port, "i-test")
-    key = etcd_key(path, registration).encode()
-    service = etcd_service(etcd.endpoints, path, port, check_interval=0.5, checks=http_check())
-    config = nerve_config({"web": service})
-    bound = hold_bound(NerveConfig.model_validate(config).services["web"])
     async with aetcd.Client(host=etcd.host, port=etcd.port, timeout=2) as client:
-        old, created, expires = await _dead_runs_key(client, key, encode(registration))
-        started = time.monotonic()
-        with hung:
-            async with running_nerve(config) as daemon:
+        with hung_port() as port:
+            registration = Registration("127.0.0.1", port, "i-test")
+            key = etcd_key(path, registration).encode()
+            service = etcd_service(etcd.endpoints, path, port, check_interval=0.5,
+                                   checks=hung_check(2.0))  # fmt: skip
+            old, created, expires = await _dead_runs_key(client, key, encode(registration))
+            async with running_nerve(nerve_config({"web": service})) as daemon:
                 web = daemon.services["web"]
-                await until(lambda: web.rounds >= 2, what="two failed rounds")
-                assert time.monotonic() > expires + 0.5  # past the old lease (and etcd's lag)
+                assert web.rounds == 0  # the first round hangs for 2 s
+                await until(lambda: time.monotonic() > expires + 0.5, what="past the old TTL")
                 kv = await client.get(key)
                 assert kv is not None, "the held key went with the old lease"
                 assert (kv.create_revision, kv.lease) == (created, old)
+                await until(lambda: not web.reporter.holding, what="the hold ended")
+                assert web.rounds == 1  # decided by the first failed round
                 await until(lambda: _gone(client, key), what="the leftover key deleted")
-                assert time.monotonic() - started < bound + 1.0
+                assert daemon.registries._etcd and all(
+                    k.leftovers is not None and k.leftovers.holders(old) == 0
+                    for k in daemon.registries._etcd.values()
+                )
                 await until(lambda: _lease_expired(client, old), OLD_TTL + 1.5, "lease expired")
 
 

@@ -186,6 +186,27 @@ async def test_a_held_key_s_lease_is_kept_until_the_key_is_put_on_ours_or_delete
         await leftovers.close()
 
 
+async def test_a_withdrawal_stops_renewing_the_old_lease_before_the_key_is_deleted() -> None:
+    """Nothing vouches for the leftover once the checks withdraw it: its lease is not
+    renewed while the delete waits for etcd (it expires with the key instead)."""
+    etcd = FakeEtcd()
+    await etcd.put(KEY, encode(REGISTRATION), lease=OLD)
+
+    async def away(_key: bytes) -> bool:
+        raise ConnectionError("etcd unreachable")
+
+    etcd.delete = away  # type: ignore[method-assign]
+    reporter, leftovers = reporter_on(etcd)
+    reporter.start()
+    try:
+        await until(lambda: leftovers.holders(OLD) == 1, "held")
+        reporter.set_registered(False)
+        assert leftovers.holders(OLD) == 0 and leftovers._leases == {}
+    finally:
+        await reporter.stop(withdraw=False)
+        await leftovers.close()
+
+
 @pytest.mark.parametrize("value", [encode(Registration("127.0.0.1", 3000, "i-test", weight=5))])
 async def test_a_key_with_another_record_is_left_to_its_lease(value: bytes) -> None:
     etcd = FakeEtcd()

@@ -66,9 +66,9 @@ async def rounds_until_decided(results: list[bool], rise: int, fall: int) -> tup
     "results, rise, fall, expected",
     [
         ([True] * 5, 3, 2, (3, True)),  # rise passes: register (new node first, then leftover)
-        ([False] * 5, 3, 2, (2, False)),  # `fall` failures: withdraw the leftover
-        ([False] * 5, 3, 1, (1, False)),  # Airbnb's default fall 1: at the first failure
-        ([True, False, True, True, True], 3, 2, (3, False)),  # undecided: `rise` rounds at most
+        ([False] * 5, 3, 2, (1, False)),  # the first failed round withdraws (not `fall`)
+        ([False] * 5, 3, 1, (1, False)),  # Airbnb's default fall 1: the same
+        ([True, False, True, True, True], 3, 2, (2, False)),  # a pass vouches for nothing
     ],
 )
 async def test_the_hold_ends_with_the_checks_decision(
