@@ -59,6 +59,8 @@ class EtcdReporter(Reporter):
     def _attach(self) -> None:
         self.keeper.add_listener(self._on_lease)
         if self.holding and self.hold_for and self._leftover is None:
+            if self.keeper.leftovers is not None:
+                self.keeper.leftovers.expect(self)
             self._leftover = asyncio.get_running_loop().create_task(
                 self._hold_leftover(time.monotonic() + self.hold_for),
                 name=f"etcd-leftover-{self.service}",
@@ -70,21 +72,31 @@ class EtcdReporter(Reporter):
 
     async def _hold_leftover(self, deadline: float) -> None:
         """A previous run's key with our record: keep its lease alive while we hold it (it
-        would expire before rise passes when nobody renews it). A key with another record
-        (another weight, labels, ...) is left to its lease, as the old registration of a
-        record we no longer write; put over or deleted when the checks decide."""
+        would expire before rise passes when nobody renews it), if every key on that lease
+        is held so (``LeftoverLeases``). A key with another record (another weight, labels,
+        ...) is left to its lease, as the old registration of a record we no longer write;
+        put over or deleted when the checks decide."""
         leftovers = self.keeper.leftovers
-        # Cancelled by the decision's write (``_release_leftover``): past an await, we hold.
-        while leftovers is not None and time.monotonic() < deadline:
-            try:
-                kv = await self.keeper.conn.with_client(lambda c: c.get(self.key.encode()))
-            except Exception:  # etcd away: our decision's write will wait for it too
-                await asyncio.sleep(retry_pause(self.keeper.interval))
-                continue
-            if kv is not None and kv.value == self.data:
-                left = deadline - time.monotonic()
-                leftovers.hold(int(kv.lease), self, left, service=self.service, key=self.key)
+        if leftovers is None:
             return
+        try:
+            # Cancelled by the decision's write (``_release_leftover``): past an await, we hold.
+            while time.monotonic() < deadline:
+                try:
+                    kv = await self.keeper.conn.with_client(lambda c: c.get(self.key.encode()))
+                except Exception:  # etcd away: our decision's write will wait for it too
+                    await asyncio.sleep(retry_pause(self.keeper.interval))
+                    continue
+                if kv is not None and kv.value == self.data:
+                    left = deadline - time.monotonic()
+                    if leftovers.hold(int(kv.lease), self, left, self.key.encode(),
+                                      service=self.service, key=self.key):  # fmt: skip
+                        return
+                break
+        except asyncio.CancelledError:
+            leftovers.release(self)
+            raise
+        leftovers.release(self)  # nothing held: no lease waits for our claim
 
     def set_registered(self, wanted: bool) -> None:
         if not wanted:  # withdrawn: the leftover's lease is not renewed while we delete

@@ -7,10 +7,13 @@ have not decided yet: ``Reporter.holding``) the restarted nerve renews that leas
 last holder has decided (its key put on our lease, or deleted) the renewals stop and the
 lease expires on its own: it is never revoked, since it may carry keys of a service this
 run no longer has (removed from the config between runs), which then go with it, as they
-would have without us. A holder is renewed for at most its bound (the ``rise`` rounds its
-checks need), never beyond. Timing as ``etcd_lease``: a keep-alive every TTL/3 (the TTL the
-lease was granted with, as etcd says), each waiting at most ``keepalive_timeout``, to the
-next member at once (unprobed) when one times out.
+would have without us. Renewing a lease keeps *every* key on it alive, so a lease is
+renewed only while each of its keys is held by one of this run's reporters (same record):
+one key of a service that moved or was removed between runs, and the lease is left to
+expire with all its keys, as without us. A holder is renewed for at most its bound (the
+``rise`` rounds its checks need), never beyond. Timing as ``etcd_lease``: a keep-alive
+every TTL/3 (the TTL the lease was granted with, as etcd says), each waiting at most
+``keepalive_timeout``, to the next member at once (unprobed) when one times out.
 """
 
 from __future__ import annotations
@@ -30,6 +33,15 @@ from smartstack.tasks import cancel_and_wait
 log = logging.getLogger("nerve.etcd")
 
 Refresh = Callable[[Any, int], Awaitable[Any]]
+LeaseKeys = Callable[[Any, int], Awaitable[tuple[float, list[bytes]]]]
+PENDING_PAUSE = 0.05  # seconds: a reporter still reading its key may claim one of the lease's
+
+
+async def lease_keys(client: Any, lease_id: int) -> tuple[float, list[bytes]]:
+    """(TTL left in whole seconds, the keys on the lease): etcd's LeaseTimeToLive; TTL -1
+    once expired."""
+    info = await client.get_lease_info(lease_id, keys=True)
+    return float(info.TTL), [bytes(k) for k in info.keys]
 
 
 def granted_ttl(reply: object) -> float:
@@ -62,17 +74,30 @@ class LeftoverLeases:
         conn: EtcdConnection,
         own: Callable[[], int | None],
         refresh: Refresh = refresh_lease,
+        keys: LeaseKeys = lease_keys,
     ) -> None:
         self.conn = conn
         self._own = own  # this run's lease: renewed by the LeaseKeeper, never here
         self._refresh = refresh
+        self._keys = keys
         self._leases: dict[int, _Held] = {}
+        self._claims: dict[object, bytes] = {}  # holder -> the key it holds
+        self._pending: set[object] = set()  # reading their key: may still claim one
 
-    def hold(self, lease_id: int, holder: object, seconds: float, **fields: Any) -> bool:
-        """Renew ``lease_id`` for ``holder``, for at most ``seconds``; False when there is
-        nothing to renew (a key without a lease, or one on this run's own lease)."""
+    def expect(self, holder: object) -> None:
+        """``holder`` is reading its key: a lease with a key nobody claims yet waits for it."""
+        self._pending.add(holder)
+
+    def hold(
+        self, lease_id: int, holder: object, seconds: float, claim: bytes, **fields: Any
+    ) -> bool:
+        """Renew ``lease_id`` for ``holder`` (which found its key ``claim`` on it with its
+        record), for at most ``seconds``; False when there is nothing to renew (a key
+        without a lease, or one on this run's own lease)."""
+        self._pending.discard(holder)
         if lease_id == 0 or lease_id == self._own():
             return False
+        self._claims[holder] = claim
         held = self._leases.get(lease_id)
         if held is None:
             held = self._leases[lease_id] = _Held()
@@ -90,7 +115,10 @@ class LeftoverLeases:
         return True
 
     def release(self, holder: object) -> None:
-        """``holder`` has decided: a lease nobody else holds is no longer renewed."""
+        """``holder`` has decided (or holds nothing): a lease nobody else holds is no longer
+        renewed."""
+        self._pending.discard(holder)
+        self._claims.pop(holder, None)
         for lease_id, held in list(self._leases.items()):
             if held.holders.pop(holder, None) is not None and not held.holders:
                 self._drop(lease_id, held, "decided")
@@ -135,6 +163,13 @@ class LeftoverLeases:
             if held.ttl > 0:
                 wait = keepalive_timeout(self.conn.timeout, held.ttl, held.expires_at - sent)
             try:
+                verdict = await self._vouched(lease_id, held, wait)
+                if verdict == "wait":
+                    await asyncio.sleep(PENDING_PAUSE)
+                    continue
+                if verdict != "renew":
+                    self._drop(lease_id, held, verdict)
+                    return
                 reply = await self.conn.with_client(
                     lambda c: self._refresh(c, lease_id), wait, probe=False
                 )
@@ -153,3 +188,23 @@ class LeftoverLeases:
                 event(log, "etcd_leftover_lease_kept", lease=f"{lease_id:x}", ttl=ttl)
             held.ttl, held.expires_at = ttl, sent + ttl
             await asyncio.sleep(ttl / 3)
+
+    async def _vouched(self, lease_id: int, held: _Held, wait: float) -> str:
+        """``renew`` when every key on the lease is held by one of our holders; ``wait``
+        while a reporter still reading its key may claim the others; else ``foreign_key``
+        (renewing would keep a key nobody vouches for: another record, a moved or removed
+        service) or ``expired``."""
+        ttl, keys = await self.conn.with_client(
+            lambda c: self._keys(c, lease_id), wait, probe=False
+        )
+        if ttl < 0:  # -1: unknown to etcd (0 is less than a second left: renew it)
+            return "expired"
+        claimed = {self._claims.get(holder) for holder in held.holders}
+        foreign = [key for key in keys if key not in claimed]
+        if not foreign:
+            return "renew"
+        if self._pending:
+            return "wait"
+        event(log, "etcd_leftover_lease_not_kept", lease=f"{lease_id:x}",
+              key=foreign[0].decode(errors="replace"), others=len(foreign))  # fmt: skip
+        return "foreign_key"

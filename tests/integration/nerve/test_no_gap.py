@@ -241,6 +241,33 @@ async def test_etcd_restart_renews_the_leftover_s_lease_only_until_the_checks_fa
                 await until(lambda: _lease_expired(client, old), OLD_TTL + 1.5, "lease expired")
 
 
+async def test_etcd_restart_leaves_a_lease_with_a_key_nobody_holds_to_expire(
+    etcd: EtcdCluster, http_backend_factory
+) -> None:
+    """The dead run's lease carries web's key (same record: held) and api's key at its old
+    port (api moved between runs: nobody vouches for it). Renewing the lease would keep
+    that dead address registered: the lease expires on time, with both keys."""
+    backend = http_backend_factory()
+    path = unique_path()
+    web = Registration("127.0.0.1", backend.port, "i-test")
+    old_api = Registration("127.0.0.1", free_port(), "i-test")
+    slow = http_check(rise=5)  # web would hold for 5 x 1 s
+    config = nerve_config({
+        "web": etcd_service(etcd.endpoints, path, backend.port, check_interval=1.0, checks=slow),
+        "api": etcd_service(etcd.endpoints, path, free_port(), check_interval=1.0, checks=slow),
+    })  # fmt: skip
+    async with aetcd.Client(host=etcd.host, port=etcd.port, timeout=2) as client:
+        lease = await client.lease(OLD_TTL)
+        expires = time.monotonic() + OLD_TTL
+        await client.put(etcd_key(path, web).encode(), encode(web), lease=lease)
+        await client.put(etcd_key(path, old_api).encode(), encode(old_api), lease=lease)
+        async with running_nerve(config) as daemon:
+            await until(lambda: _lease_expired(client, lease.id), OLD_TTL + 1.5, "lease expired")
+            assert time.monotonic() < expires + 1.5  # etcd's expiry lags up to ~0.5 s
+            assert daemon.services["web"].rounds < 5  # web still undecided: no renewal for it
+            assert await client.get(etcd_key(path, old_api).encode()) is None
+
+
 def _reloaded(config: dict, **changes: object) -> NerveConfig:
     new = json.loads(json.dumps(config))
     new["services"]["web"].update(changes)

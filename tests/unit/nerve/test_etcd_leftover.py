@@ -36,6 +36,8 @@ class FakeEtcd:
         self.keys: dict[bytes, SimpleNamespace] = {}
         self.renewals: list[tuple[float, int]] = []
         self.revoked: list[int] = []
+        self.listings = 0
+        self.slow: dict[bytes, float] = {}  # key -> seconds a get of it takes
         self.revision = 1
 
     async def with_client(
@@ -50,7 +52,14 @@ class FakeEtcd:
         self.renewals.append((time.monotonic(), lease_id))
         return SimpleNamespace(ID=lease_id, TTL=self.ttl)
 
+    async def lease_keys(self, _client: Any, lease_id: int) -> tuple[float, list[bytes]]:
+        """LeaseTimeToLive with keys: -1 for a lease etcd no longer knows."""
+        self.listings += 1
+        keys = [key for key, kv in self.keys.items() if kv.lease == lease_id]
+        return (self.ttl if self.ttl > 0 else -1), keys
+
     async def get(self, key: bytes) -> Any:
+        await asyncio.sleep(self.slow.get(key, 0.0))
         return self.keys.get(key)
 
     async def put(self, key: bytes, value: bytes, lease: int) -> Any:
@@ -75,7 +84,7 @@ async def until(condition: Callable[[], object], what: str, timeout: float = 2.0
 
 
 def leftovers_on(etcd: FakeEtcd, own: int | None = None) -> LeftoverLeases:
-    return LeftoverLeases(etcd, lambda: own, refresh=etcd.refresh)  # type: ignore[arg-type]
+    return LeftoverLeases(etcd, lambda: own, refresh=etcd.refresh, keys=etcd.lease_keys)  # type: ignore[arg-type]
 
 
 def renewed(etcd: FakeEtcd, lease: int = OLD) -> int:
@@ -86,8 +95,8 @@ async def test_renewed_every_third_of_its_ttl_until_the_last_holder_decides() ->
     etcd = FakeEtcd()
     leftovers = leftovers_on(etcd)
     a, b = object(), object()
-    assert leftovers.hold(OLD, a, 10.0, service="a")
-    assert leftovers.hold(OLD, b, 10.0, service="b")
+    assert leftovers.hold(OLD, a, 10.0, b"", service="a")
+    assert leftovers.hold(OLD, b, 10.0, b"", service="b")
     try:
         await until(lambda: renewed(etcd) >= 4, "renewals")
         leftovers.release(a)
@@ -108,7 +117,7 @@ async def test_never_renewed_beyond_the_holders_bound() -> None:
     leftovers = leftovers_on(etcd)
     bound = 0.35
     start = time.monotonic()
-    assert leftovers.hold(OLD, object(), bound, service="web")
+    assert leftovers.hold(OLD, object(), bound, b"", service="web")
     task = leftovers._leases[OLD].task
     assert task is not None
     await asyncio.wait_for(asyncio.shield(task), 2.0)  # it ends by itself, not released
@@ -120,18 +129,18 @@ async def test_never_renewed_beyond_the_holders_bound() -> None:
 async def test_an_expired_lease_is_left_at_once() -> None:
     etcd = FakeEtcd(ttl=0)  # keep-alive says TTL 0: etcd no longer knows it
     leftovers = leftovers_on(etcd)
-    assert leftovers.hold(OLD, object(), 10.0, service="web")
+    assert leftovers.hold(OLD, object(), 10.0, b"", service="web")
     task = leftovers._leases[OLD].task
     assert task is not None
     await asyncio.wait_for(asyncio.shield(task), 2.0)
-    assert renewed(etcd) == 1 and leftovers.holders(OLD) == 0
+    assert renewed(etcd) == 0 and leftovers.holders(OLD) == 0  # LeaseTimeToLive said so
 
 
 async def test_no_lease_or_our_own_lease_is_nothing_to_keep() -> None:
     etcd = FakeEtcd()
     leftovers = leftovers_on(etcd, own=OURS)
-    assert not leftovers.hold(0, object(), 10.0, service="web")  # a key without a lease
-    assert not leftovers.hold(OURS, object(), 10.0, service="web")  # ours: the keeper's
+    assert not leftovers.hold(0, object(), 10.0, b"", service="web")  # a key without a lease
+    assert not leftovers.hold(OURS, object(), 10.0, b"", service="web")  # ours: the keeper's
     assert leftovers._leases == {}
 
 
@@ -139,7 +148,7 @@ async def test_a_failed_keepalive_is_retried_well_within_the_lease() -> None:
     etcd = FakeEtcd(failures=2)
     leftovers = leftovers_on(etcd)
     start = time.monotonic()
-    leftovers.hold(OLD, object(), 10.0, service="web")
+    leftovers.hold(OLD, object(), 10.0, b"", service="web")
     try:
         await until(lambda: renewed(etcd) >= 1, "a renewal after the failures")
     finally:
@@ -204,6 +213,48 @@ async def test_a_withdrawal_stops_renewing_the_old_lease_before_the_key_is_delet
         assert leftovers.holders(OLD) == 0 and leftovers._leases == {}
     finally:
         await reporter.stop(withdraw=False)
+        await leftovers.close()
+
+
+OTHER = Registration("127.0.0.1", 3001, "i-test")
+OTHER_KEY = etcd_key("/nerve/web", OTHER).encode()
+
+
+@pytest.mark.parametrize(
+    "others_reporter, renewed_expected",
+    [
+        (False, False),  # a key nobody here holds (a moved or removed service): not renewed
+        (True, True),  # held by a second reporter whose read answers later: renewed
+    ],
+)
+async def test_a_lease_is_renewed_only_while_every_key_on_it_is_held(
+    others_reporter: bool, renewed_expected: bool
+) -> None:
+    """Renewing a lease keeps every key on it: a key nobody vouches for (the old address
+    of a moved service, a removed service) must expire with its lease, as without us."""
+    etcd = FakeEtcd()
+    await etcd.put(KEY, encode(REGISTRATION), lease=OLD)
+    await etcd.put(OTHER_KEY, encode(OTHER), lease=OLD)
+    etcd.slow[OTHER_KEY] = 0.2  # the second holder claims its key after the first one
+    reporter, leftovers = reporter_on(etcd)
+    keeper = reporter.keeper
+    reporters = [reporter]
+    if others_reporter:
+        reporters.append(EtcdReporter("api", OTHER, keeper, "/nerve/web", hold_for=10.0))
+    for each in reporters:
+        each.start()
+    try:
+        await until(lambda: etcd.listings >= 1, "the lease's keys listed")
+        await until(lambda: not leftovers._pending, "every reporter read its key", 1.0)
+        if renewed_expected:
+            await until(lambda: renewed(etcd) >= 2, "the old lease renewed")
+            assert leftovers.holders(OLD) == 2
+        else:
+            await until(lambda: OLD not in leftovers._leases, "the lease left to expire")
+            assert renewed(etcd) == 0
+    finally:
+        for each in reporters:
+            await each.stop(withdraw=False)
         await leftovers.close()
 
 
