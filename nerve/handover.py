@@ -2,7 +2,8 @@
 which the registry holds no registration for it (synapse would take the server out).
 
 - Only the record changed (weight, labels, haproxy_server_options, host/port, instance
-  id): the same reporter writes the new record over the old one (``change_record``).
+  id): the same reporter writes the new record over the old one (``change_record``; a
+  node named after the old instance id is replaced by one named after the new, first).
 - The registry settings changed: the new service registers first, then the old reporter
   withdraws what is still its own (``hand_over``); what the new one adopted, took over or
   overwrote (the same node or key) stays.

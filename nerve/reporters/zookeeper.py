@@ -95,8 +95,12 @@ class ZooKeeperReporter(Reporter):
 
     def change_record(self, registration: Registration) -> None:
         """A reload changed the record: write it without a moment of no registration (the
-        data set in place; a node whose name encodes the record is created anew first)."""
+        data set in place; a node whose name encodes the record, or the instance id, is
+        created anew first). The record's name is the instance id (``registration_for``):
+        a node left named after the old one would hold another instance's record, never
+        recognised as ours again (a persistent one would stay forever)."""
         prefix = self.name_prefix
+        self.instance_id = registration.name
         self._set_record(registration)
         if self.node is not None and self.name_prefix != prefix:
             self._superseded.append(self.node)

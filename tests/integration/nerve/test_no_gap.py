@@ -332,3 +332,25 @@ async def test_etcd_sighup_changing_the_record_or_registry_never_deletes_the_key
         assert json.loads(kv.value)["weight"] == weight
         assert kv.create_revision == first.create_revision  # never deleted in between
         assert (await client.get_lease_info(kv.lease)).TTL > 0
+
+
+@pytest.mark.parametrize("node_type", ["ephemeral_sequential", "persistent"])
+async def test_zk_sighup_changing_the_instance_id_renames_the_node(
+    zk: ZooKeeperServer, kz: KazooClient, node_type: str
+) -> None:
+    """The node's name carries the instance id: i-b's record under the name i-a_ would
+    never be recognised as ours again (a restarted nerve as i-b leaves it; a persistent one
+    stays forever). The i-b node is created first, then the i-a one deleted."""
+    path = unique_path()
+    service = zk_service(zk.hosts, path, free_port(), checks=[], node_type=node_type)
+    config = nerve_config({"web": service}, instance_id="i-a")
+    async with running_nerve(config) as daemon:
+        await until(lambda: kz.get_children(path), what="registration")
+        with children_seen(kz, path) as seen:
+            renamed = NerveConfig.model_validate({**config, "instance_id": "i-b"})
+            await _reload(daemon, renamed)
+            await until(lambda: daemon.services["web"].reporter.in_sync, what="written")
+            [after] = kz.get_children(path)
+        assert after.startswith("i-b_"), after
+        assert json.loads(kz.get(f"{path}/{after}")[0])["name"] == "i-b"
+        assert all(seen), seen  # never a list without the server
