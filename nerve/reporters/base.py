@@ -122,11 +122,13 @@ class Reporter(ABC):
         await self.cancel()
         self._detach()
         # Unknown state only matters if we ever tried to register, or kept a previous run's
-        # registration while undecided (held: ours to withdraw), and only if the registry
-        # answers now; other leftovers expire with their session or lease, or the next run
-        # cleans them up.
+        # registration while undecided (held: ours to withdraw). A held leftover that
+        # expires by itself is only worth a try when the registry answers now; what we may
+        # have written (a create whose answer was lost) or what never expires (persistent
+        # nodes) gets the bounded attempt, which waits for the connection.
         tried = self.tried_register or self.holding
-        unknown = self.uncertain and tried and self._reachable()
+        doubtful = self._maybe_written() or not self._expires()
+        unknown = self.uncertain and tried and (doubtful or self._reachable())
         if withdraw and (self.registered or unknown):
             self.desired, self.holding = False, False
             await self._reconcile()
@@ -178,6 +180,14 @@ class Reporter(ABC):
 
     def _reachable(self) -> bool:
         """Whether the registry can be written right now, as far as we know without asking."""
+        return True
+
+    def _maybe_written(self) -> bool:
+        """Whether a write of ours may have reached the registry (sent, answer unknown)."""
+        return self.tried_register
+
+    def _expires(self) -> bool:
+        """Whether a registration left behind goes by itself (a session, a lease)."""
         return True
 
     def _needs_write(self) -> bool:

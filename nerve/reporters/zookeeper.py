@@ -81,6 +81,7 @@ class ZooKeeperReporter(Reporter):
         self._rewrite = False  # the record changed: set the node's data
         self._superseded: list[str] = []  # our nodes of a previous record: deleted after ours
         self._connected = asyncio.Event()  # set by session events, on the loop
+        self._create_sent = False  # a create went out: its node may exist (see stop)
         # Airbnb's ttl_seconds: persistent nodes only (an ephemeral one lives with the session)
         self.ttl_seconds = None if self.ephemeral else ttl_seconds
         self._renewer: asyncio.Task[None] | None = None
@@ -111,6 +112,12 @@ class ZooKeeperReporter(Reporter):
 
     def _reachable(self) -> bool:
         return self.conn.connected
+
+    def _expires(self) -> bool:
+        return self.ephemeral  # persistent nodes outlive the session
+
+    def _maybe_written(self) -> bool:
+        return self._create_sent  # a create that never left (not connected) wrote nothing
 
     def _needs_write(self) -> bool:
         if self.holding:
@@ -160,6 +167,7 @@ class ZooKeeperReporter(Reporter):
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         await self._wait_connected()
+        self._create_sent = self._create_sent or method == "create"
         try:
             return await asyncio.wait_for(self.conn.call(method, *args, **kwargs), self.op_timeout)
         except NoNodeError:

@@ -83,3 +83,40 @@ async def test_maintenance_at_start_withdraws_the_leftover_at_once() -> None:
     reporter = Recorder()
     Service("web", [ScriptedCheck([True])], [(3, 2)], reporter, maintenance=store)
     assert reporter.decisions == [False] and not reporter.holding
+
+
+class Unreachable(Recorder):
+    """The registry is down right now (ZooKeeper disconnected at SIGTERM)."""
+
+    def __init__(self, expires: bool) -> None:
+        super().__init__()
+        self.expires = expires
+        self.withdrawals = 0
+
+    def _reachable(self) -> bool:
+        return False
+
+    def _expires(self) -> bool:
+        return self.expires
+
+    async def _withdraw(self) -> bool:
+        self.withdrawals += 1
+        return True
+
+
+@pytest.mark.parametrize(
+    "tried_register, holding, expires, attempted",
+    [
+        (True, False, True, True),  # a create whose answer was lost: it may exist
+        (False, True, False, True),  # a held persistent node: it never goes by itself
+        (False, True, True, False),  # a held ephemeral leftover: it goes with its session
+    ],
+)
+async def test_stop_tries_to_withdraw_an_unknown_registration_while_unreachable(
+    tried_register: bool, holding: bool, expires: bool, attempted: bool
+) -> None:
+    reporter = Unreachable(expires)
+    reporter.tried_register, reporter.holding = tried_register, holding
+    assert reporter.uncertain and not reporter.registered
+    await reporter.stop(withdraw=True)
+    assert reporter.withdrawals == (1 if attempted else 0)

@@ -8,6 +8,7 @@ import importlib.util
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Literal
 
 import pytest
 from nerve_testlib import until
@@ -153,6 +154,36 @@ async def test_a_create_cut_short_by_shutdown_is_cleaned_up_by_the_withdraw() ->
     await until(lambda: "create" in conn.calls, timeout=5, what="the create")
     await reporter.stop(withdraw=True)
     # The create may land after all: a persistent node would outlive nerve. Look and delete.
+    assert conn.calls[conn.calls.index("create") + 1 :] == ["get_children"]
+
+
+class WatchedEvent(asyncio.Event):
+    """An event that tells when somebody waits for it."""
+
+    waiting = False
+
+    async def wait(self) -> Literal[True]:
+        self.waiting = True
+        return await super().wait()
+
+
+async def test_shutdown_withdraws_a_create_whose_answer_was_lost_once_reconnected() -> None:
+    """The connection drops while a create is in flight, then SIGTERM: the node may exist
+    (an ephemeral one lives on with the session, which the close may not reach), so the
+    withdraw waits for the connection (bounded) instead of skipping it."""
+    conn = SlowZooKeeper()
+    reporter = ZooKeeperReporter("svc", RECORD, conn, "/s", instance_id="web-1", op_timeout=5.0)
+    reporter._connected = WatchedEvent()
+    reporter.set_registered(True)
+    reporter.start()
+    await until(lambda: "create" in conn.calls, timeout=5, what="the create")
+    conn.connected = False  # type: ignore[misc]
+    reporter._on_session("suspended")
+    stopping = asyncio.ensure_future(reporter.stop(withdraw=True))
+    await until(lambda: stopping.done() or reporter._connected.waiting, timeout=5, what="stop")
+    conn.connected = True  # type: ignore[misc]
+    reporter._on_session("connected")
+    await asyncio.wait_for(stopping, 5)
     assert conn.calls[conn.calls.index("create") + 1 :] == ["get_children"]
 
 
