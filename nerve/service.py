@@ -67,6 +67,11 @@ class Service:
         )
         # A reused reporter (reload) keeps its registration: start from what it holds.
         self.state.registered = reporter.desired
+        if reporter.holding and not initially_up:
+            # A checks-only reload during the hold continues it: every round held so far
+            # passed every check (a failure ends the hold), so the new checks start there.
+            for tracker in self.state.trackers.values():
+                tracker.streak = min(reporter.held_rounds, tracker.rise - 1)
         self.last_results: dict[str, CheckResult] = {}
         self.rounds = 0
         self.round_started = asyncio.Event()
@@ -130,6 +135,8 @@ class Service:
             observations.append(Observation(check.name, result.ok, result.detail))
             self._record_check(check, result)
         self.rounds += 1
+        if self.reporter.holding:  # counted on the reporter: a checks-only reload keeps it
+            self.reporter.held_rounds += 1
         now = time.monotonic()
         self._expire_maintenance(now)
         self._apply(self.state.observe(observations, now))
@@ -140,12 +147,13 @@ class Service:
         a previous run's registration of this record stays, but only while nothing speaks
         against it: nobody vouches for a leftover, so a round in which any check failed or
         timed out withdraws it at once (not after ``fall``), as do ``rise`` rounds (the
-        largest) without the service registering. Registering ends the hold through the
-        transition; maintenance ends it at once (``_apply``)."""
+        largest) without the service registering, counted since the start: a reload that
+        only changed the checks continues the hold, never restarts it. Registering ends the
+        hold through the transition; maintenance ends it at once (``_apply``)."""
         if not self.reporter.holding or self.state.registered:
             return
         rise = max((t.rise for t in self.state.trackers.values()), default=1)
-        if failed or self.rounds >= rise:
+        if failed or self.reporter.held_rounds >= rise:
             self.reporter.set_registered(False)
 
     def _record_check(self, check: Check, result: CheckResult) -> None:

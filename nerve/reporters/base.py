@@ -51,6 +51,7 @@ class Reporter(ABC):
         # of a previous run (kill -9, crash) stays until the checks say register (the new
         # one is written before the leftover goes) or withdraw (the leftover goes then).
         self.holding = True
+        self.held_rounds = 0  # check rounds while holding, across checks-only reloads
         self._decided = asyncio.Event()
         # A reload replaced this reporter by one that has written its registration: only
         # what is still this reporter's own may be removed (see retire).

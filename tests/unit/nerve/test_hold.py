@@ -120,3 +120,17 @@ async def test_stop_tries_to_withdraw_an_unknown_registration_while_unreachable(
     assert reporter.uncertain and not reporter.registered
     await reporter.stop(withdraw=True)
     assert reporter.withdrawals == (1 if attempted else 0)
+
+
+async def test_a_checks_only_reload_continues_the_hold_instead_of_restarting_it() -> None:
+    """The reload builds a new Service on the same (holding) reporter: the rounds held so
+    far count (every one passed), or the hold would outlast its bound (etcd: the old
+    lease's renewal ends there, and the key with it)."""
+    reporter = Recorder()
+    first = Service("web", [ScriptedCheck([True, True])], [(3, 2)], reporter)
+    for _ in range(2):
+        await first.run_round()
+    assert reporter.holding and reporter.decisions == []
+    reloaded = Service("web", [ScriptedCheck([True] * 3)], [(3, 2)], reporter)
+    await reloaded.run_round()  # the third pass in a row: rise 3, registered
+    assert reporter.decisions == [True] and not reporter.holding
