@@ -156,32 +156,32 @@ def test_refused_server_options_give_way_to_the_running_servers_options():
     assert seed.config is not None and seed.config.haproxy.server_options == "check inter 2s"
 
 
-def test_the_running_options_of_dns_and_ip_servers_are_one_block_without_init_addr():
-    # A DNS-named server's line adds `init-addr last,libc,none` of synapse's own: the
-    # running servers' options are still the same once it is left out.
+def seeded_with_check_inter(servers):
+    """Seed "api" (running with ``check inter 2s``, refused with a typo in them): the
+    running servers' options are read back as exactly the service's own."""
     config = haproxy_config()
-    servers = [SERVERS[0], server("gone.invalid", 80, "g")]
     api = service("api", servers, port=3300, server_options="check inter 2s")
     running = render([api], config).parsed
     refused = service("api", servers, port=3300, server_options="check inter 2s fal 2")
     seed = seed_block(refused, config, running)
     assert seed.config is not None, seed.why_not
     assert seed.config.haproxy.server_options == "check inter 2s"
+    return refused, seed.config
+
+
+def test_the_running_options_of_dns_and_ip_servers_are_one_block_without_init_addr():
+    # A DNS-named server's line adds `init-addr last,libc,none` of synapse's own: the
+    # running servers' options are still the same once it is left out.
+    seeded_with_check_inter([SERVERS[0], server("gone.invalid", 80, "g")])
 
 
 def test_a_backend_of_dns_named_servers_alone_seeds_no_init_addr():
     # One tail (every server DNS-named): synapse's init-addr is still its own, not the
     # service's options; seeded with it, no server (an IP one neither) could be added.
-    config = haproxy_config()
     servers = [server("a.example.internal", 80, "a"), server("b.example.internal", 80, "b")]
-    api = service("api", servers, port=3300, server_options="check inter 2s")
-    running = render([api], config).parsed
-    refused = service("api", servers, port=3300, server_options="check inter 2s fal 2")
-    seed = seed_block(refused, config, running)
-    assert seed.config is not None, seed.why_not
-    assert seed.config.haproxy.server_options == "check inter 2s"
-    grown = replace(refused, config=seed.config, servers=[*servers, server("10.0.0.9", 80, "c")])
-    specs = render([grown], config).backends["api"].servers
+    refused, seeded = seeded_with_check_inter(servers)
+    grown = replace(refused, config=seeded, servers=[*servers, server("10.0.0.9", 80, "c")])
+    specs = render([grown], haproxy_config()).backends["api"].servers
     assert specs["c_10.0.0.9:80"].why_not_addable == ""
 
 
