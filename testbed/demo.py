@@ -6,7 +6,8 @@ moves away, the service comes back and traffic returns; HAProxy itself is killed
 clients wait for the new one instead of failing (testbed/demo_crash.py). Then the zone act
 (testbed/demo_zones.py): a service in three availability zones, the local zone is lost,
 traffic spreads evenly over the other two, and comes back; clients carrying the zone
-cookie stay in their zone. Last, a reload under kept-alive clients (testbed/demo_reload.py).
+cookie stay in their zone. A reload under kept-alive clients (testbed/demo_reload.py), and
+last a nerve killed and restarted while its instance stays in HAProxy (demo_restart.py).
 Everything runs on 127.0.0.1 and is stopped at the end (``--keep`` keeps it up).
 """
 
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from testbed.demo_crash import haproxy_crash
 from testbed.demo_reload import reload_act
+from testbed.demo_restart import nerve_restart_act
 from testbed.demo_zones import ZoneAct
 from testbed.etcd import EtcdCluster
 from testbed.haproxy import parse_servers_state, runtime_command
@@ -168,7 +170,7 @@ class Demo:
                         "reporter_type": "etcd",
                         "etcd_endpoints": self.etcd.endpoints,
                         "etcd_path": f"/smartstack/{SERVICE}",
-                        "etcd_lease_ttl": 3,
+                        "etcd_lease_ttl": 5,  # nerve restart act: outlives a start
                         "check_interval": CHECK_INTERVAL,
                         "checks": [
                             {
@@ -343,12 +345,8 @@ class Demo:
         say("app-2 comes back")
         back = time.monotonic()
         self.backends["app-2"].start()
-        wait_until(
-            lambda: any(s.backend == "app-2" for s in self.client.since(back)),
-            timeout=20,
-            what="app-2 to get traffic again",
-            interval=0.05,
-        )
+        wait_until(lambda: any(s.backend == "app-2" for s in self.client.since(back)),
+                   timeout=20, what="app-2 to get traffic again", interval=0.05)  # fmt: skip
         returned = min(s.at for s in self.client.since(back) if s.backend == "app-2") - back
         detail(
             f"nerve saw {RISE} passing checks and registered it again; traffic returned "
@@ -365,9 +363,8 @@ class Demo:
         detail(f"{len(samples)} requests, {failed} failed")
         detail(f"HAProxy reloads during the failover and the return: {reloads}")
         detail(
-            f"HAProxy took the crashed service out {moved * 1000:.0f} ms after the crash "
-            f"(nerve: {FALL} checks x {CHECK_INTERVAL}s, then synapse "
-            "through HAProxy's runtime API)"
+            f"HAProxy took the crashed service out {moved * 1000:.0f} ms after the crash (nerve: "
+            f"{FALL} checks x {CHECK_INTERVAL}s, then synapse through HAProxy's runtime API)"
         )
         detail(f"traffic returned {returned:.2f} s after the restart")
 
@@ -432,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
         assert demo.synapse is not None
         reload_act(demo.workdir / "synapse.json", demo.synapse.pid, demo.front_port, SERVICE,
                    demo.haproxy_reloads, say, detail)  # fmt: skip
+        port = demo.backends["app-1"].port
+        nerve_restart_act(demo.nerves["app-1"], "app-1", lambda: demo._in_rotation(port), say,
+                          detail)  # fmt: skip
         if args.keep:
             demo.keep_running()
         ok = True
