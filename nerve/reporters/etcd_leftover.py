@@ -59,6 +59,7 @@ class _Held:
     task: asyncio.Task[None] | None = None
     ttl: float = 0.0  # as the last keep-alive said; 0: not known yet
     expires_at: float = 0.0  # monotonic, from the last renewal's sending
+    refused: bool = False  # a key nobody holds was seen on it (logged once)
     outage: FailureStreak = field(
         default_factory=lambda: FailureStreak(
             log, "etcd_leftover_keepalive_failed", "etcd_leftover_keepalive_recovered"
@@ -164,7 +165,9 @@ class LeftoverLeases:
                 wait = keepalive_timeout(self.conn.timeout, held.ttl, held.expires_at - sent)
             try:
                 verdict = await self._vouched(lease_id, held, wait)
-                if verdict == "wait":
+                if verdict in ("wait", "foreign_key"):  # not renewed now; looked at again:
+                    # a withdrawing holder's key goes once its delete lands (then renewals
+                    # resume for the others); a key nobody holds lets the lease expire
                     await asyncio.sleep(PENDING_PAUSE)
                     continue
                 if verdict != "renew":
@@ -205,6 +208,8 @@ class LeftoverLeases:
             return "renew"
         if self._pending:
             return "wait"
-        event(log, "etcd_leftover_lease_not_kept", lease=f"{lease_id:x}",
-              key=foreign[0].decode(errors="replace"), others=len(foreign))  # fmt: skip
+        if not held.refused:  # (once per lease: it is looked at again every PENDING_PAUSE)
+            event(log, "etcd_leftover_lease_not_kept", lease=f"{lease_id:x}",
+                  key=foreign[0].decode(errors="replace"), others=len(foreign))  # fmt: skip
+        held.refused = True
         return "foreign_key"
