@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import aiohttp
-
 from nerve.checks import NoopCheck, build_checks
 from nerve.config import ServiceConfig
 from nerve.maintenance import MaintenanceStore
@@ -19,7 +17,6 @@ def build_service(
     *,
     instance_id: str,
     registries: Registries,
-    http_session: aiohttp.ClientSession,
     metrics: NerveMetrics,
     store: MaintenanceStore,
     reporter: Reporter | None = None,
@@ -33,7 +30,7 @@ def build_service(
     if cfg.check_mocked:  # Airbnb's check_mocked: the checks are not run, the service is up
         checks, thresholds = [NoopCheck("check_mocked", 0.1)], [(1, 1)]
     else:
-        checks, thresholds = build_checks(cfg, http_session), [(c.rise, c.fall) for c in cfg.checks]
+        checks, thresholds = build_checks(cfg), [(c.rise, c.fall) for c in cfg.checks]
     return Service(
         name,
         checks,

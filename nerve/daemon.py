@@ -24,12 +24,9 @@ from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from nerve.admin import add_maintenance_routes
 from nerve.assemble import build_service
 from nerve.checks import same_probes
-from nerve.checks.http import new_session
 from nerve.config import NerveConfig, ServiceConfig, load_nerve_config
 from nerve.docker_source import DockerSource, docker_mode_config
 from nerve.handover import hand_over, registry_unchanged, settled
@@ -83,7 +80,6 @@ class NerveDaemon:
         self.admin: AdminServer | None = None
         self.started_at = time.time()
         self._registries: Registries | None = None
-        self._http: aiohttp.ClientSession | None = None
         self._retiring: set[Reporter] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
@@ -99,7 +95,6 @@ class NerveDaemon:
 
     async def start(self) -> None:
         self._registries = Registries(asyncio.get_running_loop(), self.metrics)
-        self._http = new_session()
         for name, cfg in self.config.services.items():
             service = self._build(name, cfg)
             if service is not None:
@@ -107,7 +102,7 @@ class NerveDaemon:
         docker_cfg = docker_mode_config(self.config)
         if docker_cfg is not None:  # containers become services from their labels
             self.docker = DockerSource(docker_cfg, instance_id=self.config.instance_id,
-                                       registries=self.registries, http_session=self._http,
+                                       registries=self.registries,
                                        metrics=self.metrics, store=self.store)  # fmt: skip
             self.docker.start()
         await self._start_admin()
@@ -127,7 +122,6 @@ class NerveDaemon:
         reporter: Reporter | None = None,
         initially_up: bool = False,
     ) -> Service | None:
-        assert self._http is not None
         twin = self._same_registration(name, cfg)
         if twin is not None:
             # Both would write one record to one place and adopt each other's node.
@@ -140,7 +134,6 @@ class NerveDaemon:
                 cfg,
                 instance_id=self.config.instance_id,
                 registries=self.registries,
-                http_session=self._http,
                 metrics=self.metrics,
                 store=self.store,
                 reporter=reporter,
@@ -373,8 +366,6 @@ class NerveDaemon:
         )
         if self._registries is not None:
             await self._bounded(self._registries.close(), CLOSE_TIMEOUT, "close_sessions")
-        if self._http is not None:
-            await self._bounded(self._http.close(), CLOSE_TIMEOUT, "close_http")
         if self.admin is not None:
             await self._bounded(self.admin.stop(), CLOSE_TIMEOUT, "close_admin")
         self.metrics.statsd.close()

@@ -23,7 +23,6 @@ import contextlib
 import logging
 from typing import Any
 
-import aiohttp
 from prometheus_client import Counter
 
 from nerve.assemble import build_service
@@ -48,14 +47,12 @@ class DockerSource:
         *,
         instance_id: str,
         registries: Registries,
-        http_session: aiohttp.ClientSession,
         metrics: NerveMetrics,
         store: MaintenanceStore,
     ) -> None:
         self.cfg = cfg
         self.instance_id = instance_id
         self.registries = registries
-        self.http_session = http_session
         self.metrics = metrics
         self.store = store
         self.services: dict[str, Service] = {}
@@ -145,7 +142,6 @@ class DockerSource:
                 entry.config,
                 instance_id=entry.instance_id,
                 registries=self.registries,
-                http_session=self.http_session,
                 metrics=self.metrics,
                 store=self.store,
             )

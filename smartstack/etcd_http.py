@@ -10,26 +10,20 @@ keepalive so that a peer gone silent (a host lost, not a process) is noticed in 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import h11
+from smartstack.http_exchange import Exchange as BaseExchange
 
 if TYPE_CHECKING:
     from smartstack.registry_auth import EtcdTLS
 
-READ_SIZE = 65536
 # A watch message longer than this is refused (etcd's own limit on a request is 1.5 MB by
 # default; a reply of many events stays well below this).
 MAX_LINE = 64 * 1024 * 1024
-# Keepalive probes on a watch's socket: idle seconds, seconds between probes, probes.
-KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
 
 
 class HttpStatusError(Exception):
@@ -66,63 +60,16 @@ class TLSContexts:
         return self._made[1]
 
 
-class Exchange:
+class Exchange(BaseExchange):
     """One POST and its response on one connection."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.http = h11.Connection(h11.CLIENT)
-
-    @classmethod
-    async def open(cls, host: str, port: int, context: ssl.SSLContext | None) -> Exchange:
-        reader, writer = await asyncio.open_connection(
-            host, port, ssl=context, server_hostname=host if context else None
-        )
-        return cls(reader, writer)
-
-    def keepalive(self) -> None:
-        sock = self.writer.get_extra_info("socket")
-        if sock is None:
-            return
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for option, value in KEEPALIVE.items():
-            if hasattr(socket, option):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+    peer = "etcd"
 
     async def post(self, host: str, path: str, payload: dict, headers: dict[str, str]) -> int:
         """Send the request; the response's status once its head came."""
         body = json.dumps(payload, separators=(",", ":")).encode()
-        head = [("Host", host), ("Content-Type", "application/json"),
-                ("Content-Length", str(len(body))), *headers.items()]  # fmt: skip
-        data = self.http.send(h11.Request(method="POST", target=path, headers=head))
-        data += self.http.send(h11.Data(data=body)) + self.http.send(h11.EndOfMessage())
-        self.writer.write(data)
-        await self.writer.drain()
-        while True:
-            got = await self._next()
-            if isinstance(got, h11.Response):
-                return got.status_code
-            if not isinstance(got, h11.InformationalResponse):
-                raise ConnectionError(f"etcd sent {type(got).__name__} before a response")
-
-    async def _next(self) -> Any:
-        while True:
-            try:
-                got = self.http.next_event()
-                if got is h11.NEED_DATA:
-                    self.http.receive_data(await self.reader.read(READ_SIZE))
-                    continue
-            except h11.RemoteProtocolError as exc:
-                raise ConnectionError(f"etcd's HTTP response broke off: {exc}") from exc
-            if isinstance(got, h11.ConnectionClosed):
-                raise ConnectionError("etcd closed the connection")
-            return got
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The response body as it comes, until its end."""
-        while not isinstance(got := await self._next(), h11.EndOfMessage):
-            if isinstance(got, h11.Data):
-                yield bytes(got.data)
+        head = [("Host", host), ("Content-Type", "application/json"), *headers.items()]
+        return (await self.request("POST", path, head, body)).status_code
 
     async def body(self) -> Any:
         data = b"".join([chunk async for chunk in self.chunks()])
@@ -148,11 +95,6 @@ class Exchange:
                 raise ConnectionError(f"etcd sent a message line over {MAX_LINE} bytes")
         if buffered.strip():
             yield _message(bytes(buffered))
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.writer.wait_closed(), 1)
 
 
 def _message(line: bytes) -> dict:

@@ -24,7 +24,7 @@ from synapse.zone_backends import ZoneBackends, reserved_names
 from synapse.zone_state import Evacuations
 from synapse.zones import ZoneDecision, decide_service, zone_of
 
-if TYPE_CHECKING:  # (zone_api would pull the admin server's aiohttp into the reconciler)
+if TYPE_CHECKING:  # (zone_api would pull the admin server into the reconciler)
     from synapse.config import ServiceConfig, SynapseConfig
     from synapse.contract import Applier
     from synapse.metrics import SynapseMetrics

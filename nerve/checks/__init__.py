@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import aiohttp
-
 from nerve.checks.base import BaseCheck, Check, CheckFailed, CheckResult, Passed
 from nerve.checks.exec import ExecCheck
 from nerve.checks.http import HttpCheck
@@ -49,9 +47,7 @@ def same_probes(old: ServiceConfig, new: ServiceConfig) -> bool:
     return [resolved(c, old) for c in old.checks] == [resolved(c, new) for c in new.checks]
 
 
-def build_check(
-    cfg: CheckConfig, service: ServiceConfig, http_session: aiohttp.ClientSession, name: str
-) -> BaseCheck:
+def build_check(cfg: CheckConfig, service: ServiceConfig, name: str) -> BaseCheck:
     """One check; ``host``/``port`` default to the service's own."""
     cfg = resolved(cfg, service)
     host, port = cfg.host, cfg.port
@@ -60,7 +56,6 @@ def build_check(
         assert cfg.uri is not None  # the config model requires it
         return HttpCheck(
             name,
-            http_session,
             host,
             port,
             cfg.uri,
@@ -82,7 +77,7 @@ def build_check(
     return NoopCheck(name, cfg.timeout)
 
 
-def build_checks(service: ServiceConfig, http_session: aiohttp.ClientSession) -> list[BaseCheck]:
+def build_checks(service: ServiceConfig) -> list[BaseCheck]:
     """Every check of a service, with names unique within it (they label metrics)."""
     checks: list[BaseCheck] = []
     seen: set[str] = set()
@@ -92,5 +87,5 @@ def build_checks(service: ServiceConfig, http_session: aiohttp.ClientSession) ->
         while unique in seen:
             unique, n = f"{name}#{n}", n + 1
         seen.add(unique)
-        checks.append(build_check(cfg, service, http_session, unique))
+        checks.append(build_check(cfg, service, unique))
     return checks

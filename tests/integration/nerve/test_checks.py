@@ -14,12 +14,11 @@ import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from nerve.checks.exec import MAX_OUTPUT, ExecCheck
-from nerve.checks.http import HttpCheck, new_session
+from nerve.checks.http import HttpCheck
 from nerve.checks.rabbitmq import RabbitMqCheck
 from nerve.checks.redis import RedisCheck
 from nerve.checks.tcp import TcpCheck
@@ -75,13 +74,6 @@ def http_app() -> web.Application:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    s = new_session()
-    yield s
-    await s.close()
-
-
-@pytest.fixture
 async def http_server() -> AsyncIterator[tuple[int, web.Application]]:
     app = http_app()
     runner = web.AppRunner(app, shutdown_timeout=0.1)
@@ -134,11 +126,11 @@ def closed_port() -> int:
 # --------------------------------------------------------------------------- http
 
 
-async def test_http_2xx_and_3xx_are_up_others_down(session, http_server) -> None:
+async def test_http_2xx_and_3xx_are_up_others_down(http_server) -> None:
     port, _ = http_server
 
     def check(uri: str) -> HttpCheck:
-        return HttpCheck("h", session, "127.0.0.1", port, uri, timeout=2)
+        return HttpCheck("h", "127.0.0.1", port, uri, timeout=2)
 
     assert (await check("/ok").run()).ok
     result = await check("/redirect").run()
@@ -148,38 +140,36 @@ async def test_http_2xx_and_3xx_are_up_others_down(session, http_server) -> None
     assert not (await check("/missing").run()).ok  # 404
 
 
-async def test_http_expect_and_headers(session, http_server) -> None:
+async def test_http_expect_and_headers(http_server) -> None:
     port, app = http_server
-    good = HttpCheck("h", session, "127.0.0.1", port, "/ok", 2, expect="fine")
-    wrong = HttpCheck("h", session, "127.0.0.1", port, "/ok", 2, expect="ready")
+    good = HttpCheck("h", "127.0.0.1", port, "/ok", 2, expect="fine")
+    wrong = HttpCheck("h", "127.0.0.1", port, "/ok", 2, expect="ready")
     assert (await good.run()).ok
     result = await wrong.run()
     assert not result.ok and "'ready'" in result.detail
-    with_header = HttpCheck(
-        "h", session, "127.0.0.1", port, "/headers", 2, headers={"X-Check": "yes"}
-    )
+    with_header = HttpCheck("h", "127.0.0.1", port, "/headers", 2, headers={"X-Check": "yes"})
     assert (await with_header.run()).ok
-    assert not (await HttpCheck("h", session, "127.0.0.1", port, "/headers", 2).run()).ok
+    assert not (await HttpCheck("h", "127.0.0.1", port, "/headers", 2).run()).ok
     assert app[SEEN] == ["yes", ""]
-    streamed = HttpCheck("h", session, "127.0.0.1", port, "/streamed", 2, expect="READY")
+    streamed = HttpCheck("h", "127.0.0.1", port, "/streamed", 2, expect="READY")
     assert (await streamed.run()).ok  # the whole body is searched, not its first chunk
 
 
-async def test_https_check_does_not_verify_the_certificate(session, https_port) -> None:
-    secure = HttpCheck("s", session, "127.0.0.1", https_port, "/ok", 5, ssl=True)
-    plain = HttpCheck("p", session, "127.0.0.1", https_port, "/ok", 5)
+async def test_https_check_does_not_verify_the_certificate(https_port) -> None:
+    secure = HttpCheck("s", "127.0.0.1", https_port, "/ok", 5, ssl=True)
+    plain = HttpCheck("p", "127.0.0.1", https_port, "/ok", 5)
     assert (await secure.run()).ok
     assert not (await plain.run()).ok
 
 
-async def test_http_connection_refused_is_down(session) -> None:
-    result = await HttpCheck("h", session, "127.0.0.1", closed_port(), "/", 2).run()
+async def test_http_connection_refused_is_down() -> None:
+    result = await HttpCheck("h", "127.0.0.1", closed_port(), "/", 2).run()
     assert not result.ok and "Cannot connect" in result.detail
 
 
-async def test_a_check_that_never_answers_is_cut_by_its_timeout(session, http_server) -> None:
+async def test_a_check_that_never_answers_is_cut_by_its_timeout(http_server) -> None:
     port, _ = http_server
-    check = HttpCheck("h", session, "127.0.0.1", port, "/hang", timeout=0.3)
+    check = HttpCheck("h", "127.0.0.1", port, "/hang", timeout=0.3)
     result = await asyncio.wait_for(check.run(), 10)
     assert not result.ok
     assert 0.25 <= result.latency < 5
@@ -198,7 +188,7 @@ class _SlowishHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-async def test_an_answer_that_arrived_while_nerve_was_stalled_passes(session) -> None:
+async def test_an_answer_that_arrived_while_nerve_was_stalled_passes() -> None:
     """The service (its own thread) answers in 20 ms; nerve's loop stalls 200 ms just after
     the request (a CPU quota throttling the container): the answer waits unread past the
     100 ms timeout. It counts: the service was not slow, nerve was."""
@@ -207,7 +197,7 @@ async def test_an_answer_that_arrived_while_nerve_was_stalled_passes(session) ->
     thread.start()
     try:
         port = server.server_address[1]
-        check = HttpCheck("h", session, "127.0.0.1", port, "/", timeout=0.1)
+        check = HttpCheck("h", "127.0.0.1", port, "/", timeout=0.1)
         assert (await check.run()).ok  # (warm: the stall below hits the request, not a connect)
         asyncio.get_running_loop().call_later(0.005, time.sleep, 0.2)
         result = await asyncio.wait_for(check.run(), 10)

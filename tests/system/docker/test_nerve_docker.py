@@ -19,7 +19,6 @@ from dockertestlib import HEALTHY_FILE_CHECK, eventually, published_port, wait_h
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
-from nerve.checks.http import new_session
 from nerve.docker_config import DockerModeConfig
 from nerve.docker_source import DockerSource
 from nerve.maintenance import MaintenanceStore
@@ -80,12 +79,10 @@ class Source:
         }  # fmt: skip
         self.metrics = NerveMetrics()
         self.registries = Registries(asyncio.get_running_loop(), self.metrics)
-        self.http = new_session()
         self.source = DockerSource(
             DockerModeConfig.model_validate(cfg),
             instance_id="host1",
             registries=self.registries,
-            http_session=self.http,
             metrics=self.metrics,
             store=MaintenanceStore(None),
         )
@@ -94,7 +91,6 @@ class Source:
     async def close(self, withdraw: bool = True) -> None:
         await self.source.stop(withdraw=withdraw)
         await self.registries.close()
-        await self.http.close()
 
 
 @pytest.fixture

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import aiohttp
-import pytest
-
 from nerve.checks import build_checks
-from nerve.checks.http import HttpCheck, new_session
+from nerve.checks.http import HttpCheck
 from nerve.checks.noop import NoopCheck
 from nerve.config import ServiceConfig
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    s = new_session()
-    yield s
-    await s.close()
 
 
 async def test_noop_is_always_up() -> None:
     assert (await NoopCheck("n", 0.1).run()).ok
 
 
-async def test_build_checks_defaults_to_the_service_address_and_names_uniquely(session) -> None:
+async def test_build_checks_defaults_to_the_service_address_and_names_uniquely() -> None:
     cfg = ServiceConfig.model_validate(
         {
             "host": "127.0.0.1",
@@ -39,7 +27,7 @@ async def test_build_checks_defaults_to_the_service_address_and_names_uniquely(s
             ],
         }
     )
-    checks = build_checks(cfg, session)
+    checks = build_checks(cfg)
     assert [c.name for c in checks] == [
         "tcp-127.0.0.1:8080",
         "tcp-127.0.0.1:8080#2",

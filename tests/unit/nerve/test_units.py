@@ -206,7 +206,6 @@ async def test_docker_mode_withdraws_without_waiting_for_a_hung_docker_watch() -
         cfg,
         instance_id="h",
         registries=None,  # type: ignore[arg-type]
-        http_session=None,  # type: ignore[arg-type]
         metrics=NerveMetrics(),
         store=MaintenanceStore(None),
     )
