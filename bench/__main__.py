@@ -27,6 +27,7 @@ BENCHMARKS = {
     "zones": "bench.zones",
     "edge": "bench.edge",
     "fleet": "bench.fleet",
+    "nerve": "bench.nerve_start",
     "peer": "bench.peer",
 }
 # Run only when named (`make bench-peer`): it needs root, a private dockerd and EasyHAProxy
