@@ -205,6 +205,13 @@ class ZooKeeperConnection:
         """Run ``client.<method>_async`` and await its result on the loop (no thread per call)."""
         return await self._awaited(lambda: getattr(self.client, f"{method}_async")(*args, **kwargs))
 
+    async def commit(self, build: Callable[[Any], None]) -> list[Any]:
+        """A ``client.transaction()`` filled by ``build``, committed: each operation's
+        result or exception, in order (all applied or none)."""
+        transaction = self.client.transaction()
+        build(transaction)
+        return await self._awaited(transaction.commit_async)
+
     async def get_many(
         self, paths: Sequence[str], watch: Callable[..., None] | None = None
     ) -> list[Any]:

@@ -23,7 +23,7 @@ import logging
 import random
 from typing import Any
 
-from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, RolledBackError
 
 from nerve.metrics import NerveMetrics
 from nerve.reporters.base import RegistryUnavailable, Reporter
@@ -223,12 +223,39 @@ class ZooKeeperReporter(Reporter):
         _, stat = await self._call("get", path)
         session = self.conn.client.client_id[0] if self.conn.client.client_id else None
         if self.ephemeral and stat.ephemeralOwner != session:
-            await self._delete(path)
+            node = await self._replace(path, stat.version)
             event(log, "znode_replaced", service=self.service, node=path)
-            return await self._create()  # NodeExists again: a live competitor; retried
+            return node
         await self._call("set", path, self.data)
         self.czxid = stat.czxid
         event(log, "znode_data_overwritten", service=self.service, node=path)
+        return path
+
+    async def _replace(self, path: str, version: int) -> str:
+        """The other session's node deleted and ours created in one transaction: a reader
+        never finds the name missing (apart, the delete's watchers could read in between
+        and take the server out of HAProxy for a moment)."""
+        await self._wait_connected()
+        self._create_sent = True
+
+        def build(transaction: Any) -> None:
+            transaction.delete(path, version=version)
+            transaction.create(path, self.data, self.acl, ephemeral=True)
+
+        try:
+            results = await asyncio.wait_for(self.conn.commit(build), self.op_timeout)
+        except BaseException:  # (as _call: it may have been applied anyway)
+            self.uncertain = True
+            raise
+        failed = [
+            r for r in results if isinstance(r, Exception) and not isinstance(r, RolledBackError)
+        ]
+        if any(isinstance(r, NoNodeError | BadVersionError) for r in failed):
+            return await self._create()  # gone or rewritten meanwhile: NodeExists is retried
+        if failed:
+            raise failed[0]
+        _, stat = await self._call("get", path)
+        self.czxid = stat.czxid
         return path
 
     async def _renew_forever(self, interval: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from kazoo.client import KazooClient
 from nerve_testlib import (
@@ -188,3 +189,39 @@ async def test_sighup_onto_a_new_session_keeps_a_fixed_name_node(
         await until(lambda: daemon._retiring == set(), what="the old reporter retired")
         await until(lambda: reporter(daemon, "web").in_sync, what="written")
         assert owned_by_nerve(kz, daemon, node) and reporter(daemon, "web").registered
+
+
+async def test_a_fixed_name_taken_over_is_never_missing_for_a_reader(
+    zk: ZooKeeperServer, kz: KazooClient
+) -> None:
+    """The other session's node goes and nerve's comes in one transaction. A watcher of the
+    name (synapse) reads again as soon as it hears of the delete: that read must find the
+    name. (Deleted and created apart, the read raced nerve's create and lost, 3 runs of 3:
+    the server out of HAProxy for a moment.)"""
+    for attempt in range(6):
+        stat, owner = await _take_over_watched(zk, kz)
+        assert stat is not None, f"attempt {attempt}: the name was missing"
+        assert stat.ephemeralOwner == owner
+
+
+async def _take_over_watched(zk: ZooKeeperServer, kz: KazooClient) -> tuple[Any, int]:
+    """nerve takes a fixed name over from a live session; what a read sent on the first
+    watch event found, and nerve's session."""
+    node = f"{unique_path()}/{KEY}"
+    other = KazooClient(hosts=zk.hosts)  # a previous nerve whose session is alive
+    other.start(timeout=TIMEOUT)
+    try:
+        other.create(node, b'{"host":"10.9.9.9","port":1,"name":"i-test"}',
+                     ephemeral=True, makepath=True)  # fmt: skip
+        reads: list[Any] = []
+        kz.exists(node, watch=lambda _event: reads.append(kz.exists_async(node)))
+        service = zk_service(zk.hosts, node.rsplit("/", 1)[0], free_port(), checks=[],
+                             node_type="ephemeral")  # fmt: skip
+        async with running_nerve(nerve_config({"web": service})) as daemon:
+            found = reporter(daemon, "web")
+            await until(lambda: found.registered and reads, what="the takeover")
+            stat = await asyncio.to_thread(reads[0].get, True, TIMEOUT)
+            return stat, found.conn.client.client_id[0]
+    finally:
+        other.stop()
+        other.close()
