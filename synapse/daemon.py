@@ -34,7 +34,7 @@ from smartstack.logs import event
 from smartstack.statsd import make_stats
 from smartstack.tasks import cancel_and_wait
 from smartstack.zookeeper import ZooKeeperPool
-from synapse import gc_start
+from synapse import gc_start, zone_health
 from synapse.background_import import import_in_thread
 from synapse.config import ServiceConfig, SynapseConfig, load_synapse_config, service_cache
 from synapse.contract import Applier
@@ -192,7 +192,9 @@ class SynapseDaemon:
     async def _run_reconciler(self) -> None:
         assert self.reconciler is not None
         try:
-            await self.reconciler.run()
+            async with asyncio.TaskGroup() as group:  # (the zone watch ends with it)
+                group.create_task(zone_health.watch(self.reconciler))  # HAProxy's DOWN
+                await self.reconciler.run()
         except asyncio.CancelledError:
             raise
         except Exception:  # must not happen; without it nothing would update HAProxy
@@ -220,7 +222,8 @@ class SynapseDaemon:
         if self.controller is not None:
             steps.append(("HAProxy controller", self.controller.stop))
         steps += [(f"watcher {name}", watcher.stop) for name, watcher in self.watchers.items()]
-        steps.append(("admin server", self._stop_admin))
+        if self.admin is not None:
+            steps.append(("admin server", self.admin.stop))
         if self.zk_pool is not None:
             steps.append(("ZooKeeper connections", self.zk_pool.close_all))
         steps += [(f"etcd {conn.endpoints}", conn.close) for conn in self._etcd.values()]
@@ -235,10 +238,6 @@ class SynapseDaemon:
         self._etcd.clear()
         if held:
             self._reload_lock.release()
-
-    async def _stop_admin(self) -> None:
-        if self.admin is not None:
-            await self.admin.stop()
 
     async def _stop_reconciler(self) -> None:
         task, self._reconciler_task = self._reconciler_task, None

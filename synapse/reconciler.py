@@ -172,10 +172,13 @@ class Reconciler:
         self._pending.hand_over = True
         self._dirty.set()
 
-    def wake(self, reason: str) -> None:
-        """Hand everything over again without a report (the zone evacuations changed)."""
+    def wake(self, reason: str, select: bool = True) -> None:
+        """Hand everything over again without a report (the zone evacuations changed);
+        ``select`` False: without selecting every service again (zone_health: HAProxy's
+        view changed, the registry's did not)."""
         self._pending.reasons.add(reason)
-        self._force = True
+        self._pending.hand_over = True
+        self._force = self._force or select
         self._dirty.set()
 
     def _use_generator(self, name: str, service: ServiceState, found: Mapping[str, Any]) -> None:

@@ -47,6 +47,8 @@ class ZoneRouter:
         self.local_zone = local_zone
         self.evacuations = evacuations or Evacuations()
         self.decisions: dict[str, ZoneDecision] = {}
+        # service -> its servers HAProxy has DOWN (synapse.zone_health, while it looks)
+        self.down: dict[str, frozenset[str]] = {}
         refused = metrics.zone_backends_refused if metrics is not None else None
         # per-zone backends (sticky, header, zone_of_address)
         self.backends = ZoneBackends(
@@ -76,6 +78,7 @@ class ZoneRouter:
         }
         for name in {*self.decisions, *self._made, *self.backends.services()} - kept:
             self.decisions.pop(name, None)
+            self.down.pop(name, None)
             self._made.pop(name, None)
             self._with_observe.pop(name, None)
             self.backends.forget(name)
@@ -89,20 +92,39 @@ class ZoneRouter:
         uses zone signals); ``[service]`` when it is not zone-routed."""
         if service.config.zone_routing is None:
             self.decisions.pop(service.name, None)
+            self.down.pop(service.name, None)
             self.backends.forget(service.name)
             return [service]
-        inputs = (self.local_zone, self.evacuations.for_service(service.name))
+        down = self.down.get(service.name, frozenset())
+        inputs = (self.local_zone, self.evacuations.for_service(service.name), down)
         made = self._made.get(service.name)
         if made is not None and made[0] is service and made[1] == inputs:
             return made[2]
         decision = decide_service(service, *inputs)
         assert decision is not None  # zone-routed
+        if down and decision.mode == "no_healthy_servers":
+            # HAProxy has every usable server DOWN: keep the registry's weights, so the
+            # first one its checks bring back serves at once (not after the next look).
+            inputs = (*inputs[:2], frozenset())
+            decision = decide_service(service, *inputs)
+            assert decision is not None
         self.decisions[service.name] = decision
         servers = placed(service, decision, *inputs)
         weighted = DesiredService(service.name, self._observed(service, servers), servers)
         result = self.backends.expand(service, weighted, decision, without(service, *inputs))
-        self._made[service.name] = (service, inputs, result)
+        self._made[service.name] = (service, (*inputs[:2], down), result)
         return result
+
+    def watched(self) -> dict[str, str]:
+        """service -> backend whose DOWN servers the decision should know (zone_health):
+        those not served by their local zone alone, and those with a server DOWN at the
+        last look (to see it come back). While the local zone serves, HAProxy fails over
+        to the backups by itself: nothing to look at."""
+        return {
+            name: self._made[name][0].backend_name
+            for name, decision in self.decisions.items()
+            if name in self._made and (decision.mode != "local" or self.down.get(name))
+        }
 
     def _observed(self, service: DesiredService, servers: list[Server]) -> ServiceConfig:
         """The service's config, with ``observe`` (ZONE_OBSERVE) where HAProxy can fail
@@ -128,24 +150,34 @@ class ZoneRouter:
     def status(self, services: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
         """service -> its ``zones`` object for /status (those in ``services``, None: all)."""
         return {
-            name: {**decision.to_status(), **self.backends.status(name, decision)}
+            name: self._status(name, decision)
             for name, decision in sorted(self.decisions.items())
             if services is None or name in services
         }
 
+    def _status(self, name: str, decision: ZoneDecision) -> dict[str, Any]:
+        found = {**decision.to_status(), **self.backends.status(name, decision)}
+        if self.down.get(name):  # counted out, unless HAProxy has every usable server DOWN
+            found["haproxy_down"] = sorted(self.down[name])
+        return found
+
 
 def without(
-    service: DesiredService, local: str | None, evacuated: Collection[str]
+    service: DesiredService,
+    local: str | None,
+    evacuated: Collection[str],
+    down: Collection[str] = (),
 ) -> Callable[[str], Mapping[str, int]]:
-    """zone -> every server's weight were that zone's servers down (a zone backend's
-    backups: where a request naming a dead zone goes; synapse.zone_backends)."""
+    """zone -> every server's weight were that zone's servers down, besides ``down``
+    (HAProxy's DOWN ones): a zone backend's backups, where a request naming a dead zone
+    goes (synapse.zone_backends)."""
     routing = service.config.zone_routing
     assert routing is not None
     zones = {s.name: zone_of(s.labels, routing.label) for s in service.servers}
 
     def weights(zone: str) -> Mapping[str, int]:
-        down = [name for name, its in zones.items() if its == zone]
-        decision = decide_service(service, local, evacuated, down)
+        gone = {name for name, its in zones.items() if its == zone}.union(down)
+        decision = decide_service(service, local, evacuated, gone)
         assert decision is not None  # zone-routed
         return decision.weight_of
 
@@ -153,7 +185,11 @@ def without(
 
 
 def placed(
-    service: DesiredService, decision: ZoneDecision, local: str | None, evacuated: Collection[str]
+    service: DesiredService,
+    decision: ZoneDecision,
+    local: str | None,
+    evacuated: Collection[str],
+    down: Collection[str] = (),
 ) -> list[Server]:
     """The servers with their HAProxy weights. With a local zone, the other zones' servers
     are HAProxy backups (``option allbackups``), weighted as the decision would weigh them
@@ -165,7 +201,7 @@ def placed(
     routing = service.config.zone_routing
     if local is None or routing is None:
         return [dataclasses.replace(s, weight=weights[s.name]) for s in service.servers]
-    lost = without(service, local, evacuated)(local)
+    lost = without(service, local, evacuated, down)(local)
     return [
         dataclasses.replace(s, weight=weights[s.name])
         if zone_of(s.labels, routing.label) == local

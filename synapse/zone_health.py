@@ -1,0 +1,70 @@
+"""HAProxy's DOWN servers fed back into the zone decision (docs/zone-routing.md).
+
+The decision takes its servers from the registry. When the zones it spills to die with
+their records kept (until nerve's sessions expire), HAProxy marks their servers DOWN
+(checks, ``observe``) but fails over only to backups, never to the local zone's servers
+at weight 0 (spill, evacuation): every request would be a 503 while the local zone sits
+idle. So while a zone-routed service is not served by its local zone alone (or had a
+server DOWN at the last look: to see it come back; ``ZoneRouter.watched``), this reads
+its backend from HAProxy (`show servers state <backend>`) every POLL_S and, when the
+DOWN set changed, gives it to the router and has the reconciler hand over again: the
+new decision is runtime ``set weight``, no reload. A service served by its local zone
+is never read: HAProxy fails over to the backups by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from smartstack.logs import event
+
+if TYPE_CHECKING:
+    from synapse.contract import Applier
+    from synapse.reconciler import Reconciler
+    from synapse.zone_apply import ZoneRouter
+
+log = logging.getLogger("synapse.zone_health")
+
+POLL_S = 0.5  # between looks: with `observe`, the detection time after a dead spill target
+PACE = 20.0  # sleeps at least this many times a look's duration (~5 % of the loop at most)
+REASON = "zone: HAProxy's DOWN servers changed"
+
+
+async def watch(reconciler: Reconciler) -> None:
+    """Look until cancelled (the daemon runs it beside the reconciler)."""
+    while True:
+        started = time.monotonic()
+        try:
+            changed = await look(reconciler.zones, reconciler.applier)
+        except Exception:  # must not end the watch: the next look tries again
+            log.exception("reading HAProxy's server states for zone routing failed")
+            changed = []
+        if changed:
+            reconciler.wake(REASON, select=False)
+        await asyncio.sleep(max(POLL_S, PACE * (time.monotonic() - started)))
+
+
+async def look(router: ZoneRouter, applier: Applier | None) -> list[str]:
+    """Read the watched services' backends; update ``router.down``; the services whose
+    DOWN set changed. A backend HAProxy does not answer for keeps its last set."""
+    if applier is None:
+        return []
+    changed = []
+    for name, backend in router.watched().items():
+        states = await applier.backend_servers(backend)
+        if states is None or name not in router.decisions:  # (or a SIGHUP dropped it)
+            continue
+        down = frozenset(server for server, state in states.items() if state == "DOWN")
+        if down == router.down.get(name, frozenset()):
+            continue
+        if down:
+            router.down[name] = down
+        else:
+            router.down.pop(name, None)
+        changed.append(name)
+        event(log, "zone_haproxy_down_changed", service=name, down=sorted(down)[:20],
+              count=len(down))  # fmt: skip
+    return changed

@@ -1,0 +1,102 @@
+"""HAProxy's DOWN servers in the zone decision (synapse/zone_health.py, ZoneRouter.down),
+with the fake applier: which backends are looked at, the decision's fallback to the local
+zone, the way back, and the cache key. Pure: no process, no socket.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from applier_fakes import FakeApplier, eventually, make_reconciler, running
+
+from synapse import zone_health
+from synapse.zone_state import Evacuations
+
+from test_zone_apply import config, fleet_report, weights, zone_total  # isort: skip
+
+
+class StatesApplier(FakeApplier):
+    """``states``: backend -> {server: state} as `show servers state` would label them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.states: dict[str, dict[str, str]] = {}
+        self.asked: list[str] = []
+
+    async def backend_servers(self, backend: str) -> dict[str, str] | None:
+        self.asked.append(backend)
+        return self.states.get(backend)
+
+
+def server_names(applier: FakeApplier, zone: str) -> list[str]:
+    return sorted(s.name for d in applier.applied[-1] if d.name == "web" for s in d.servers
+                  if s.name.startswith(zone))  # fmt: skip
+
+
+async def test_a_dead_spill_zone_gives_the_traffic_back_to_the_local_zone(tmp_path: Path) -> None:
+    applier = StatesApplier()
+    rec = make_reconciler(config(tmp_path), applier)
+    async with running(rec, applier, fleet_report(az1=2, az2=2)):
+        assert await zone_health.look(rec.zones, applier) == []
+        assert applier.asked == [], "the local zone serves: HAProxy fails over by itself"
+        rec.zones.evacuations = Evacuations().evacuate("az1")
+        rec.wake("test")
+        await eventually(lambda: zone_total(applier.applied[-1], "az1") == 0, what="the spill")
+        assert rec.zones.watched() == {"web": "web"}
+        az2 = server_names(applier, "az2")
+        applier.states["web"] = {name: "DOWN" for name in az2}  # its records are kept
+        count = len(applier.applied)
+        assert await zone_health.look(rec.zones, applier) == ["web"]
+        rec.wake(zone_health.REASON, select=False)
+        await eventually(lambda: len(applier.applied) > count, what="the hand-over")
+        assert zone_total(applier.applied[-1], "az1") == 512, weights(applier.applied[-1])
+        assert zone_total(applier.applied[-1], "az2") == 0
+        status = rec.zones.status()["web"]
+        assert status["mode"] == "evacuated_fallback" and status["haproxy_down"] == az2
+        assert await zone_health.look(rec.zones, applier) == [], "nothing new"
+
+        applier.states["web"] = {name: "UP" for name in az2}  # its checks bring it back
+        count = len(applier.applied)
+        assert await zone_health.look(rec.zones, applier) == ["web"]
+        rec.wake(zone_health.REASON, select=False)
+        await eventually(lambda: len(applier.applied) > count, what="the hand-over")
+        assert zone_total(applier.applied[-1], "az1") == 0
+        assert zone_total(applier.applied[-1], "az2") == 512
+        assert "haproxy_down" not in rec.zones.status()["web"]
+
+
+async def test_every_server_down_keeps_the_registry_weights(tmp_path: Path) -> None:
+    """Nothing left to count on: the weights stay, so the first server HAProxy's checks
+    bring back serves at once (not only after the next look)."""
+    applier = StatesApplier()
+    rec = make_reconciler(config(tmp_path, min_local=2), applier)
+    async with running(rec, applier, fleet_report(az1=1, az2=2)):  # az1 below min_local
+        before = weights(applier.applied[-1])
+        assert rec.zones.status()["web"]["mode"] == "spill"
+        everything = [s.name for d in applier.applied[-1] if d.name == "web" for s in d.servers]
+        applier.states["web"] = {name: "DOWN" for name in everything}
+        assert await zone_health.look(rec.zones, applier) == ["web"]
+        assert weights(rec.desired()) == before
+        assert rec.zones.status()["web"]["mode"] == "spill"
+
+
+async def test_the_down_set_is_part_of_the_decision_cache(tmp_path: Path) -> None:
+    applier = StatesApplier()
+    rec = make_reconciler(config(tmp_path, min_local=2), applier)
+    async with running(rec, applier, fleet_report(az1=1, az2=2)):
+        first = rec.desired()
+        assert rec.desired()[0] is first[0], "the same inputs: the same object"
+        rec.zones.down["web"] = frozenset(server_names(applier, "az2"))
+        moved = rec.desired()[0]
+        assert moved is not first[0]
+        assert rec.zones.status()["web"]["mode"] == "local_below_min"
+        assert zone_total([moved], "az1") == 256 and zone_total([moved], "az2") == 0
+
+
+async def test_a_backend_haproxy_does_not_answer_for_keeps_its_set(tmp_path: Path) -> None:
+    applier = StatesApplier()
+    rec = make_reconciler(config(tmp_path, min_local=2), applier)
+    async with running(rec, applier, fleet_report(az1=1, az2=2)):
+        rec.zones.down["web"] = frozenset({"az2-0"})
+        assert await zone_health.look(rec.zones, applier) == []  # (states: None)
+        assert rec.zones.down["web"] == {"az2-0"} and applier.asked == ["web"]
