@@ -5,9 +5,9 @@
     POST /zones/{zone}/restore[?service=S]    let it serve again
 
 The answer is 200 with the new evacuations and each zone-routed service's zone state
-(what ``apply`` returns), 400 for a bad zone name, 404 for an unknown service, 409 for
-a service without ``zone_routing`` or a per-service restore of a global evacuation,
-503 when the new state could not be applied (then nothing changed). With
+(what ``apply`` returns), 400 for a bad zone name or an empty ``service``, 404 for an
+unknown service, 409 for a service without ``zone_routing`` or a per-service restore of
+a global evacuation, 503 when the new state could not be applied (then nothing changed). With
 ``admin.token_file`` the POSTs need the bearer token (smartstack.admin's middleware).
 
 The daemon wires ``apply``: it hands the evacuations to the HAProxy side (weights through
@@ -69,7 +69,7 @@ class ZoneAPI:
             check_zone_name(zone)
         except ValueError as exc:
             raise web.HTTPBadRequest(text=f"{exc}\n") from None
-        service = request.query.get("service") or None
+        service = request.query.get("service")  # (absent: every service)
         if service is not None:
             self._check_service(service)
         async with self._lock:
@@ -104,6 +104,8 @@ class ZoneAPI:
         )
 
     def _check_service(self, service: str) -> None:
+        if not service:  # `?service=` must not become "every service"
+            raise web.HTTPBadRequest(text="empty service name (leave ?service= out for all)\n")
         known = self._services()
         if service not in known:
             names = ", ".join(sorted(known)) or "-"

@@ -27,6 +27,12 @@ def _zone(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _service(text: str) -> str:
+    if not text:  # an empty --service would change every service
+        raise argparse.ArgumentTypeError("empty service name (leave --service out for all)")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="synapse zone", description=__doc__, formatter_class=raw)
@@ -37,14 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(action, help=text)
         p.add_argument("zone", type=_zone)
-        p.add_argument("--service", help="only this service (default: every service)")
+        p.add_argument("--service", type=_service, help="only this service (default: all)")
         add_admin_arguments(p, exclusive=False)  # --admin overrides the config's address
     return parser
 
 
 def zone_url(base: str, action: str, zone: str, service: str | None) -> str:
     url = f"{base}/zones/{urllib.parse.quote(zone, safe='')}/{action}"
-    return f"{url}?{urllib.parse.urlencode({'service': service})}" if service else url
+    if service is None:  # ("" is refused by argparse and the API alike)
+        return url
+    return f"{url}?{urllib.parse.urlencode({'service': service})}"
 
 
 def main(argv: list[str]) -> int:

@@ -104,6 +104,8 @@ async def test_evacuate_and_restore_change_the_split(client) -> None:
         ("/zones/az1/evacuate?service=nosuch", 404, "unknown service 'nosuch'; known: db, plain"),
         ("/zones/az1/evacuate?service=plain", 409, "has no zone_routing"),
         ("/zones/a;b/evacuate", 400, "is not a zone name"),
+        ("/zones/az1/evacuate?service=", 400, "empty service name"),  # not "every service"
+        ("/zones/az1/restore?service=", 400, "empty service name"),
         ("/zones/az1/restore?service=web", 200, ""),
     ],
 )
@@ -197,6 +199,8 @@ def test_cli_errors_are_one_line_and_the_old_invocation_still_works(tmp_path: Pa
     assert "Traceback" not in down.stderr
     bad = synapse("zone", "evacuate", "a;b", "--admin", url)
     assert bad.returncode == 2 and "is not a zone name" in bad.stderr
+    empty = synapse("zone", "evacuate", "az1", "--service", "", "--admin", url)
+    assert empty.returncode == 2 and "empty service name" in empty.stderr
     no_scheme = synapse("zone", "evacuate", "az1", "--admin", "127.0.0.1:1")
     assert no_scheme.returncode == 1 and "not a URL" in no_scheme.stderr
     nowhere = synapse("zone", "evacuate", "az1")
