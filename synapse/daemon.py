@@ -345,8 +345,8 @@ class SynapseDaemon:
             self.metrics.forget_service(name)
         if new.file_output != old.file_output:
             self.reconciler.file_output = make_file_output(new)
-        if state_key(new) != state_key(old):
-            self.reconciler.state_cache = make_state_cache(new)
+        if state_key(new) != state_key(old):  # (the runtime evacuations move with it)
+            self.reconciler.state_cache = make_state_cache(new, self.reconciler.zones.evacuations)
         for name, service in new.services.items():
             if name not in self.watchers:
                 await self._start_watcher(name, service)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from synapse.config import SynapseConfig
 from synapse.contract import Applier, RecordSink
 from synapse.state_cache import StateCache
+from synapse.zone_state import Evacuations
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -47,11 +48,17 @@ def make_file_output(config: SynapseConfig) -> RecordSink | None:
     return FileOutput(config.file_output.output_directory)
 
 
-def make_state_cache(config: SynapseConfig) -> StateCache | None:
-    """Airbnb's state file, loaded, when ``haproxy.state_file_path`` is set (or managed)."""
+def make_state_cache(config: SynapseConfig, keep: Evacuations | None = None) -> StateCache | None:
+    """Airbnb's state file, loaded, when ``haproxy.state_file_path`` is set (or managed).
+    ``keep``: the runtime evacuations synapse runs with (a SIGHUP moved the file): they
+    replace the file's and are written into it now, or a restart would lose them (a
+    failed write is logged; the next update writes them)."""
     path, ttl = state_key(config)
     if path is None or ttl is None:
         return None
     cache = StateCache(path, ttl)
     cache.load()
+    if keep is not None:
+        cache.evacuations = keep
+        cache.save_evacuations(keep)
     return cache

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -69,6 +70,10 @@ class StateCache:
         self.pending = False  # the last update left services for the next one (budget)
         self.last_error: str | None = None
         self.evacuations = Evacuations()
+        # Writes run in threads (the reconciler's update, the zone API's evacuations): one
+        # at a time, each with the evacuations current when it writes, or an update that
+        # read the old ones could land last and put them back.
+        self._write_lock = threading.RLock()
 
     # --- reading -------------------------------------------------------------------
 
@@ -220,9 +225,14 @@ class StateCache:
         return self.update(selections, services, generators)
 
     def save_evacuations(self, evacuations: Evacuations) -> bool:
-        """Keep the runtime zone evacuations across a restart: the file is written now."""
-        self.evacuations = evacuations
-        return self._write(self._texts, self.clock())
+        """Keep the runtime zone evacuations across a restart: the file is written now.
+        False (the old evacuations kept) when it could not be written."""
+        with self._write_lock:
+            old, self.evacuations = self.evacuations, evacuations
+            if self._write(self._texts, self.clock()):
+                return True
+            self.evacuations = old
+            return False
 
     def _keep(self, service: str, servers: Mapping[str, Any]) -> None:
         found = servers.get(GENERATOR_KEY)
@@ -231,6 +241,10 @@ class StateCache:
         self._texts[service] = _encode(service, servers, None)
 
     def _write(self, texts: Mapping[str, str], now: float) -> bool:
+        with self._write_lock:
+            return self._write_now(texts, now)
+
+    def _write_now(self, texts: Mapping[str, str], now: float) -> bool:
         lines = dict(texts)
         if self.evacuations != Evacuations():  # none: the file stays in Airbnb's plain form
             own = {"timestamp": int(now), **self.evacuations.to_json()}

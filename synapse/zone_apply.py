@@ -220,8 +220,9 @@ def evacuation_applier(
     The weights go through the applier at once (runtime ``set weight``, no reload), so
     the answer tells whether HAProxy took them; a refusal restores the old evacuations
     and raises (the API answers 503, nothing changed). Then they are kept in the state
-    file, and the reconciler is told to hand everything over again: a round of its own
-    that computed its desired state before the change cannot leave the old weights.
+    file; a file that cannot be written is a refusal too (a restart would lose them).
+    The reconciler is told to hand everything over again: a round of its own that
+    computed its desired state before the change cannot leave the old weights.
     """
 
     async def apply(new: Evacuations) -> Mapping[str, Any]:
@@ -241,8 +242,11 @@ def evacuation_applier(
                 _undo(reconciler, old)
                 raise RuntimeError(f"HAProxy did not take the new weights ({result.reload.value})")
         cache = state_cache()
-        if cache is not None:
-            await asyncio.to_thread(cache.save_evacuations, new)
+        if cache is not None and not await asyncio.to_thread(cache.save_evacuations, new):
+            # Not kept, it would be lost at a restart: refused, the old weights re-sent.
+            _undo(reconciler, old)
+            raise RuntimeError(f"the state file {cache.path} could not be written "
+                               f"({cache.last_error}); the old weights are sent again")  # fmt: skip
         return router.status()
 
     return apply
