@@ -6,8 +6,11 @@ set to the event loop as a reset; after that each event makes it re-inspect that
 container and hand over the fresh state (inspecting instead of trusting the event makes
 replays and out-of-order events harmless). When the stream breaks (dockerd restarted, socket
 gone) it reports the disconnection, waits with backoff and starts over with a full resync, so
-nothing is missed across a restart. Everything reaches the loop through call_soon_threadsafe;
-the loop-side object keeps the current map and calls `on_change(containers)` with it.
+nothing is missed across a restart: it resubscribes from the last event seen (dockerd replays
+what it buffered meanwhile), and what a stop signal told it (a container in its grace period
+still runs, so the list cannot say) is kept per container and StartedAt. Everything reaches
+the loop through call_soon_threadsafe; the loop-side object keeps the current map and calls
+`on_change(containers)` with it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from smartstack.docker_signals import (
     kill_signal,
     parse_signal,
 )
+from smartstack.docker_stream import event_time_ns, sent_before_start, since_param
 from smartstack.logs import event
 
 log = logging.getLogger("smartstack.docker")
@@ -173,8 +177,13 @@ class ContainerWatch:
         self._lock = threading.Lock()
         self._stream: Any = None
         self._client: Any = None
-        self._stopping_ids: set[str] = set()  # thread-side: a stop signal was seen
-        self._frozen_ids: set[str] = set()  # ... and it was STOP/TSTP: CONT brings it back
+        # Thread-side, container id -> its StartedAt when a stop signal was seen (and, frozen:
+        # it was STOP/TSTP, CONT brings it back). Kept across reconnects: a resync lists a
+        # container in its stop grace period as running; only start/restart/unpause, destroy
+        # or another StartedAt (it ran again meanwhile) ends the flag.
+        self._stopping_ids: dict[str, str] = {}
+        self._frozen_ids: dict[str, str] = {}
+        self._last_event_ns: int | None = None  # resubscribe from there: replays missed kills
 
     # ------------------------------------------------------------------ loop side
 
@@ -261,14 +270,14 @@ class ContainerWatch:
         filters: dict[str, Any] = {"type": "container", "event": list(EVENTS)}
         if self.labels:
             filters["label"] = self.labels
-        # Subscribe before listing: whatever happens in between arrives as an event.
-        stream = client.api.events(decode=True, filters=filters)
+        # Subscribe before listing: whatever happens in between arrives as an event; with
+        # `since`, so do the events dockerd still buffers from while we were disconnected.
+        since = None if self._last_event_ns is None else since_param(self._last_event_ns)
+        stream = client.api.events(decode=True, filters=filters, since=since)
         with self._lock:
             self._stream = stream
         if self._stop.is_set():
             return
-        self._stopping_ids.clear()
-        self._frozen_ids.clear()
         # Running (and paused) ones only: a stopped container never counts.
         label_filter = {"label": self.labels} if self.labels else None
         listed = client.api.containers(filters=label_filter)
@@ -277,6 +286,9 @@ class ContainerWatch:
             info = self._inspect(client, summary["Id"])
             if info is not None:
                 snapshot[info.id] = info
+        for flags in (self._stopping_ids, self._frozen_ids):  # not running: not needed again
+            for gone in [cid for cid in flags if cid not in snapshot]:
+                del flags[gone]
         self._post(self._apply_reset, snapshot)
         for message in stream:
             if self._stop.is_set():
@@ -287,22 +299,27 @@ class ContainerWatch:
         container_id = message.get("id") or (message.get("Actor") or {}).get("ID")
         if not container_id:
             return
+        self._last_event_ns = event_time_ns(message) or self._last_event_ns
         action = str(message.get("Action") or message.get("status") or "")
-        if action == "destroy":
-            self._stopping_ids.discard(container_id)
-            self._post(self._apply_update, container_id, None)
-            return
         sent = kill_signal(message)
         thawed = sent == RESUMING_SIGNAL and container_id in self._frozen_ids
-        if action in ("start", "restart", "unpause") or thawed:
-            self._stopping_ids.discard(container_id)
-            self._frozen_ids.discard(container_id)
+        if action in ("start", "restart", "unpause", "destroy") or thawed:
+            self._stopping_ids.pop(container_id, None)
+            self._frozen_ids.pop(container_id, None)
+        if action == "destroy":
+            self._post(self._apply_update, container_id, None)
+            return
         info = self._inspect(client, container_id)
-        # Inspected first: whether the signal stops it depends on the container's stop signal.
-        if info is not None and is_stopping_kill(message, info.stop_signal):
-            self._stopping_ids.add(container_id)
+        # Inspected first: whether the signal stops it depends on the container's stop signal,
+        # and a kill sent before its current start (a replay) was for an earlier run.
+        if (
+            info is not None
+            and is_stopping_kill(message, info.stop_signal)
+            and not sent_before_start(message, info.started_at)
+        ):
+            self._stopping_ids[container_id] = info.started_at
             if sent in FREEZING_SIGNALS:
-                self._frozen_ids.add(container_id)
+                self._frozen_ids[container_id] = info.started_at
             info = replace(info, stopping=True)
         self._post(self._apply_update, container_id, info)
 
@@ -313,6 +330,10 @@ class ContainerWatch:
             attrs = client.api.inspect_container(container_id)
         except docker.errors.NotFound:
             return None
+        started_at = str((attrs.get("State") or {}).get("StartedAt", ""))
+        for flags in (self._stopping_ids, self._frozen_ids):
+            if flags.get(container_id, started_at) != started_at:  # it ran again since
+                del flags[container_id]
         return ContainerInfo.from_inspect(attrs, container_id in self._stopping_ids)
 
     def _close_stream(self) -> None:

@@ -1,0 +1,111 @@
+"""A ContainerWatch session against a scripted engine: what a reconnect's resync keeps.
+
+`_session` runs inline here (no thread, no socket): the fake engine hands out the events of
+one connection, then the stream ends as if the connection dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, cast
+
+import pytest
+
+import docker
+from smartstack.docker_events import ContainerWatch
+from smartstack.docker_stream import started_ns
+
+CID = "feed" * 16
+STARTED = "2026-01-01T00:00:00.100000000Z"
+RESTARTED = "2026-01-01T00:05:00.100000000Z"
+
+
+class InlineLoop:
+    def call_soon_threadsafe(self, fn: Callable[..., None], *args: Any) -> None:
+        fn(*args)
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.started_at = STARTED
+        self.events_of_next_connection: list[dict[str, Any]] = []
+        self.since: list[str | None] = []
+
+    def events(self, decode: bool, filters: dict[str, Any], since: str | None = None) -> Any:
+        self.since.append(since)
+        events, self.events_of_next_connection = self.events_of_next_connection, []
+        return iter(events)
+
+    def containers(self, filters: Any = None) -> list[dict[str, Any]]:
+        return [{"Id": CID}]
+
+    def inspect_container(self, container_id: str) -> dict[str, Any]:
+        state = {"Running": True, "StartedAt": self.started_at}
+        return {"Id": CID, "Name": "/web1", "State": state, "Config": {"Labels": {}}}
+
+
+class FakeEngine:
+    def __init__(self) -> None:
+        self.api = FakeApi()
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
+    fake = FakeEngine()
+    monkeypatch.setattr(docker, "DockerClient", lambda **_: fake)
+    return fake
+
+
+def watch() -> ContainerWatch:
+    return ContainerWatch("tcp://127.0.0.1:1", cast(asyncio.AbstractEventLoop, InlineLoop()),
+                          lambda _: None)  # fmt: skip
+
+
+def kill(signal: str, after: str = STARTED, seconds: int = 10) -> dict[str, Any]:
+    at = (started_ns(after) or 0) + seconds * 1_000_000_000
+    attributes = {"name": "web1", "signal": signal}
+    return {"Type": "container", "Action": "kill", "id": CID, "timeNano": at,
+            "Actor": {"ID": CID, "Attributes": attributes}}  # fmt: skip
+
+
+@pytest.mark.parametrize("signal", ["15", "19"])  # docker stop (draining), docker kill -s STOP
+def test_a_container_being_stopped_stays_withdrawn_after_a_reconnect(engine, signal) -> None:
+    w = watch()
+    engine.api.events_of_next_connection = [kill(signal)]
+    w._session()
+    assert w.containers[CID].stopping
+    w._session()  # the stream dropped: reconnect, full resync (the container still runs)
+    assert w.containers[CID].stopping and not w.containers[CID].serving
+    # resubscribed from the last event seen: dockerd replays what it buffered meanwhile
+    assert engine.api.since == [None, f"{started_ns(STARTED) // 10**9 + 10}.100000000"]
+
+
+def test_the_flag_ends_when_the_container_ran_again_meanwhile(engine) -> None:
+    w = watch()
+    engine.api.events_of_next_connection = [kill("15")]
+    w._session()
+    engine.api.started_at = RESTARTED  # stopped and started again while disconnected
+    w._session()
+    assert w.containers[CID].serving
+
+
+def test_a_replayed_kill_older_than_the_current_start_does_not_withdraw(engine) -> None:
+    w = watch()
+    engine.api.started_at = RESTARTED
+    engine.api.events_of_next_connection = [kill("15", after=STARTED)]  # sent to the old run
+    w._session()
+    assert w.containers[CID].serving
+    engine.api.events_of_next_connection = [kill("15", after=RESTARTED)]
+    w._session()
+    assert not w.containers[CID].serving
+
+
+def test_started_ns() -> None:
+    assert started_ns("1970-01-01T00:00:01.5Z") == 1_500_000_000
+    assert started_ns("1970-01-01T00:00:01.000000007Z") == 1_000_000_007
+    assert [started_ns(s) for s in ("", "0001-01-01T00:00:00Z", "2026-01-01T00:00:00+01:00",
+                                    "yesterday Z")] == [None] * 4  # fmt: skip
