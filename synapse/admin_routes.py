@@ -44,7 +44,7 @@ def zone_api(daemon: SynapseDaemon) -> ZoneAPI:
     def services() -> dict[str, Any]:
         return {name: s.zone_routing for name, s in daemon.config.services.items()}
 
-    return ZoneAPI(reconciler.zones.evacuations, services, apply)
+    return ZoneAPI(reconciler.zones.evacuations, services, apply, reconciler.zones.known_zones)
 
 
 def status_page(daemon: SynapseDaemon) -> StatusPage:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Protocol
 
 from smartstack import httpserver as web
@@ -31,6 +31,8 @@ log = logging.getLogger("synapse.zone_api")
 
 # Applies a new set of evacuations; returns service -> its zone state (for the answer).
 ApplyEvacuations = Callable[[Evacuations], Awaitable[Mapping[str, Any]]]
+# (service, its zone_routing) -> the zones it knows (ZoneRouter.known_zones)
+KnownZones = Callable[[str, ZoneRouting], Collection[str]]
 
 
 class _Routes(Protocol):
@@ -43,10 +45,12 @@ class ZoneAPI:
         evacuations: Evacuations,
         services: Callable[[], Mapping[str, ZoneRouting | None]],
         apply: ApplyEvacuations,
+        known: KnownZones | None = None,
     ) -> None:
         self.evacuations = evacuations
         self._services = services
         self._apply = apply
+        self._known = known  # None: any zone name may be evacuated
         self._lock = asyncio.Lock()  # one change at a time: none is lost to a race
 
     def add_routes(self, admin: _Routes) -> None:
@@ -72,6 +76,8 @@ class ZoneAPI:
         service = request.query.get("service")  # (absent: every service)
         if service is not None:
             self._check_service(service)
+        if action == "evacuate":  # (a restore of any zone is fine: it cleans up)
+            self._check_zone(zone, service)
         async with self._lock:
             try:
                 if action == "evacuate":
@@ -102,6 +108,22 @@ class ZoneAPI:
                 "services": dict(services),
             }
         )
+
+    def _check_zone(self, zone: str, service: str | None) -> None:
+        """409 for a zone none of the targeted services knows (a typo such as AZ1 would
+        be kept in the state file forever, with no effect)."""
+        if self._known is None:
+            return
+        routed = {n: r for n, r in self._services().items() if r is not None}
+        targets = [service] if service is not None else sorted(routed)
+        known = set().union(*(self._known(name, routed[name]) for name in targets))
+        if zone not in known:
+            names = ", ".join(sorted(known)) or "-"
+            raise web.HTTPConflict(
+                text=f"zone {zone!r} is unknown to {service or 'every service'} (known: "
+                f"{names}); list it in zone_routing.zones to evacuate it before its first "
+                "server registers\n"
+            )
 
     def _check_service(self, service: str) -> None:
         if not service:  # `?service=` must not become "every service"

@@ -31,8 +31,10 @@ if TYPE_CHECKING:  # (zone_api would pull the admin server into the reconciler)
     from synapse.reconciler import Reconciler
     from synapse.state_cache import StateCache
     from synapse.zone_api import ApplyEvacuations
+    from synapse.zone_config import ZoneRouting
 
 REASON = "zone evacuations changed"
+SEEN_CAP = 64  # record zones remembered per service (zone API checks): records are not ours
 
 
 class ZoneRouter:
@@ -49,6 +51,7 @@ class ZoneRouter:
         self.decisions: dict[str, ZoneDecision] = {}
         # service -> its servers HAProxy has DOWN (synapse.zone_health, while it looks)
         self.down: dict[str, frozenset[str]] = {}
+        self.seen: dict[str, set[str]] = {}  # service -> zones its records had since start
         refused = metrics.zone_backends_refused if metrics is not None else None
         # per-zone backends (sticky, header, zone_of_address)
         self.backends = ZoneBackends(
@@ -79,6 +82,7 @@ class ZoneRouter:
         for name in {*self.decisions, *self._made, *self.backends.services()} - kept:
             self.decisions.pop(name, None)
             self.down.pop(name, None)
+            self.seen.pop(name, None)
             self._made.pop(name, None)
             self._with_observe.pop(name, None)
             self.backends.forget(name)
@@ -109,11 +113,20 @@ class ZoneRouter:
             decision = decide_service(service, *inputs)
             assert decision is not None
         self.decisions[service.name] = decision
+        seen = self.seen.setdefault(service.name, set())
+        if len(seen) < SEEN_CAP:
+            seen.update(z.zone for z in decision.zones if z.servers)
         servers = placed(service, decision, *inputs)
         weighted = DesiredService(service.name, self._observed(service, servers), servers)
         result = self.backends.expand(service, weighted, decision, without(service, *inputs))
         self._made[service.name] = (service, (*inputs[:2], down), result)
         return result
+
+    def known_zones(self, service: str, routing: ZoneRouting) -> set[str]:
+        """The zones ``service`` knows: named by its config, or in its records since the
+        start (what the zone API lets an operator evacuate)."""
+        named = {*routing.zones, *routing.evacuate, *routing.zone_of_address.values()}
+        return named | self.seen.get(service, set())
 
     def watched(self) -> dict[str, str]:
         """service -> backend whose DOWN servers the decision should know (zone_health):

@@ -118,6 +118,29 @@ async def test_refusals(client, path: str, status: int, text: str) -> None:
         assert apply.calls == [] and api.evacuations == Evacuations()
 
 
+async def test_a_zone_no_targeted_service_knows_is_refused() -> None:
+    known = {"web": {"az1", "az2"}, "db": {"az3"}}
+    admin = AdminServer("127.0.0.1", 0, CollectorRegistry(), lambda: {}, token=None)
+    apply = FakeApply()
+    api = ZoneAPI(Evacuations(), lambda: ROUTING, apply, lambda name, _: known[name])
+    api.add_routes(admin)
+    await admin.start()
+    try:
+        async with aiohttp.ClientSession(base_url=admin.url) as http:
+            typo = await http.post("/zones/AZ1/evacuate?service=web")
+            assert typo.status == 409
+            assert "'AZ1' is unknown to web (known: az1, az2)" in await typo.text()
+            other = await http.post("/zones/az3/evacuate?service=web")  # db's zone only
+            assert other.status == 409 and api.evacuations == Evacuations()
+            assert (await http.post("/zones/az3/evacuate")).status == 200  # db knows it
+            assert (await http.post("/zones/AZ1/restore")).status == 200  # cleaning up
+            nowhere = await http.post("/zones/az9/evacuate")
+            assert "unknown to every service (known: az1, az2, az3)" in await nowhere.text()
+    finally:
+        await admin.stop()
+    assert api.evacuations == Evacuations().evacuate("az3") and len(apply.calls) == 2
+
+
 async def test_per_service_restore_of_a_global_evacuation_is_a_conflict(client) -> None:
     http, api, _ = client
     await http.post("/zones/az2/evacuate", headers=AUTH)

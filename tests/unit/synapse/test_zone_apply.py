@@ -345,3 +345,18 @@ async def test_a_name_set_free_by_sighup_goes_to_the_record_zone(tmp_path: Path)
         await eventually(lambda: len(applier.applied) > count, what="the hand-over")
         [zone] = [d for d in applier.applied[-1] if d.name == "web_zone_evil"]
         assert [s.name for s in zone.servers] == ["evil-0_10.0.1.1:80"]
+
+
+def test_known_zones_are_the_configs_and_the_records_since_the_start(tmp_path: Path) -> None:
+    cfg = config(tmp_path, zones=[], evacuate=["az7"])
+    rec = Reconciler(cfg, None, _metrics())
+    rec.report(fleet_report(az2=1, az3=1))
+    rec._select_all()
+    rec.desired()
+    routing = cfg.services["web"].zone_routing
+    assert routing is not None
+    assert rec.zones.known_zones("web", routing) == {"az2", "az3", "az7"}
+    rec.report(fleet_report(az3=1))  # az2's records went: still known (evacuate it ahead)
+    rec._select_all()
+    rec.desired()
+    assert rec.zones.known_zones("web", routing) == {"az2", "az3", "az7"}
