@@ -1,7 +1,8 @@
 """nerve's Docker mode at run time: keep one nerve Service per labelled container port.
 
 A ContainerWatch (smartstack.docker_events) follows the engine: event-driven (start, die, stop,
-kill, health_status, ...) with a full resync on every (re)connect. On each change the wanted set
+kill, health_status, ...) with a full resync on every (re)connect and every 60 s (a tcp://
+engine's stream may die silently). On each change the wanted set
 is recomputed from the labels (nerve.docker_config) and applied:
 - a container that starts (and is healthy, if it has a HEALTHCHECK) gets a Service built by
   nerve.assemble from its labels; its checks then decide the registration as usual;

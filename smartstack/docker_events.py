@@ -31,10 +31,18 @@ from smartstack.docker_signals import (
     kill_signal,
     parse_signal,
 )
-from smartstack.docker_stream import event_time_ns, sent_before_start, since_param
+from smartstack.docker_stream import (
+    event_time_ns,
+    keep_alive,
+    sent_before_start,
+    since_param,
+    stream_socket,
+)
 from smartstack.logs import event
 
 log = logging.getLogger("smartstack.docker")
+
+RESYNC_INTERVAL = 60.0  # seconds between full resyncs of a connected engine
 
 # Container events that can change what a consumer sees (exec_* events, one per healthcheck
 # run, are left out on purpose). "health_status" matches "health_status: healthy" etc.
@@ -160,6 +168,7 @@ class ContainerWatch:
         on_connection: Callable[[bool, str | None], None] | None = None,
         backoff: tuple[float, float] = (0.2, 5.0),
         timeout: float = 10.0,
+        resync_interval: float = RESYNC_INTERVAL,
     ) -> None:
         self.base_url = base_url
         self.loop = loop
@@ -168,6 +177,7 @@ class ContainerWatch:
         self.labels = list(labels)
         self.backoff = backoff
         self.timeout = timeout
+        self.resync_interval = resync_interval
         self.containers: dict[str, ContainerInfo] = {}
         self.connected = False
         self.last_error: str | None = None
@@ -177,6 +187,7 @@ class ContainerWatch:
         self._lock = threading.Lock()
         self._stream: Any = None
         self._client: Any = None
+        self._resync_due = threading.Event()  # our timer ended the stream: resync at once
         # Thread-side, container id -> its StartedAt when a stop signal was seen (and, frozen:
         # it was STOP/TSTP, CONT brings it back). Kept across reconnects: a resync lists a
         # container in its stop grace period as running; only start/restart/unpause, destroy
@@ -206,9 +217,16 @@ class ContainerWatch:
         with contextlib.suppress(RuntimeError):  # the loop is closed: we are shutting down
             self.loop.call_soon_threadsafe(fn, *args)
 
-    def _apply_reset(self, containers: dict[str, ContainerInfo]) -> None:
+    def _apply_reset(self, containers: dict[str, ContainerInfo], periodic: bool = False) -> None:
         # (the map from before a disconnection is still here: restored_health compares)
+        previous = self.containers
         self.containers = {cid: self._with_previous(info) for cid, info in containers.items()}
+        if periodic:  # the stream should have told us: a difference means it missed events
+            changed = [info.name for cid, info in {**previous, **self.containers}.items()
+                       if previous.get(cid) != self.containers.get(cid)]  # fmt: skip
+            if changed:
+                event(log, "docker_resync_corrected", level=logging.WARNING,
+                      engine=self.base_url, containers=",".join(sorted(changed)[:20]))  # fmt: skip
         self.resyncs += 1
         self._set_connected(True, None)
         self.on_change(dict(self.containers))
@@ -246,9 +264,10 @@ class ContainerWatch:
 
     def _run(self) -> None:
         delay = self.backoff[0]
+        periodic = False
         while not self._stop.is_set():
             try:
-                self._session()
+                self._session(periodic)
                 error = "event stream ended"  # dockerd went away or restarted
                 delay = self.backoff[0]
             except Exception as exc:  # any failure means: reconnect and resync
@@ -258,10 +277,15 @@ class ContainerWatch:
                 self._close_stream()
             if self._stop.is_set():
                 break
+            periodic = self._resync_due.is_set()
+            if periodic:  # not a disconnection: reconnect and relist at once
+                self._resync_due.clear()
+                delay = self.backoff[0]
+                continue
             self._post(self._set_connected, False, error)
             self._stop.wait(random.uniform(delay / 2, delay))
 
-    def _session(self) -> None:
+    def _session(self, periodic: bool = False) -> None:
         import docker
 
         client = docker.DockerClient(base_url=self.base_url, version="auto", timeout=self.timeout)
@@ -274,6 +298,7 @@ class ContainerWatch:
         # `since`, so do the events dockerd still buffers from while we were disconnected.
         since = None if self._last_event_ns is None else since_param(self._last_event_ns)
         stream = client.api.events(decode=True, filters=filters, since=since)
+        keep_alive(stream_socket(stream))
         with self._lock:
             self._stream = stream
         if self._stop.is_set():
@@ -289,11 +314,23 @@ class ContainerWatch:
         for flags in (self._stopping_ids, self._frozen_ids):  # not running: not needed again
             for gone in [cid for cid in flags if cid not in snapshot]:
                 del flags[gone]
-        self._post(self._apply_reset, snapshot)
-        for message in stream:
-            if self._stop.is_set():
-                return
-            self._handle(client, message)
+        self._post(self._apply_reset, snapshot, periodic)
+        # Every resync_interval the stream is ended and the list read again: a stream that
+        # died silently (tcp://, nothing received, nothing to notice) is mended there.
+        timer = threading.Timer(self.resync_interval, self._end_for_resync)
+        timer.daemon = True
+        timer.start()
+        try:
+            for message in stream:
+                if self._stop.is_set():
+                    return
+                self._handle(client, message)
+        finally:
+            timer.cancel()
+
+    def _end_for_resync(self) -> None:
+        self._resync_due.set()
+        self._close_stream()
 
     def _handle(self, client: Any, message: dict[str, Any]) -> None:
         container_id = message.get("id") or (message.get("Actor") or {}).get("ID")

@@ -8,12 +8,14 @@ left out) and ``container_port`` (the port inside the container). Ours: ``label_
 Unlike the Ruby watcher, which polled every ``check_interval`` (15 s), this one follows the
 engines' event streams (smartstack.docker_events): a container that starts, dies, is stopped or
 changes health reaches HAProxy at once, and every (re)connect to an engine resyncs the full list.
+``check_interval`` sets how often the full list is read again anyway (default 60 s): an event
+stream that died silently (a tcp:// engine behind a NAT) is mended there at the latest.
 A container counts while it runs, is not being stopped and, if it has a HEALTHCHECK, is healthy.
 
 Address of a container: its published binding of ``container_port`` (the binding's IP, or the
 engine's host when bound to all addresses; 127.0.0.1 for a local socket); when the port is not
 published, the container's own IP on its (first, by name) network, for a synapse that shares
-that network. ``check_interval`` is accepted and not needed.
+that network.
 
 At start nothing is reported before every engine has answered once, or STARTUP_HOLD passed:
 the first report replaces the reconciler's fallback (the state file) for the whole service, so
@@ -29,7 +31,13 @@ import logging
 import re
 import time
 
-from smartstack.docker_events import ContainerInfo, ContainerWatch, docker_base_url, label_filters
+from smartstack.docker_events import (
+    RESYNC_INTERVAL,
+    ContainerInfo,
+    ContainerWatch,
+    docker_base_url,
+    label_filters,
+)
 from smartstack.record import InvalidRecord, Registration
 from synapse.discovery_config import ServerEntry
 from synapse.model import Found
@@ -89,6 +97,7 @@ class DockerWatcher(Watcher):
                 lambda _containers: self._changed(),
                 labels=labels,
                 on_connection=lambda _ok, _err: self._connection_changed(),
+                resync_interval=self.discovery.check_interval or RESYNC_INTERVAL,
             )
             self._watches.append(watch)
             watch.start()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 
+from dockerproxy import BlackholeProxy
 from dockertestlib import Collector, docker_service, eventually, published_port, watcher_context
 
 from synapse.watchers.docker import DockerWatcher
@@ -38,3 +40,32 @@ async def test_a_reconnect_keeps_stopping_and_frozen_containers_withdrawn(
         await sink.wait_addresses([both[1]])
     finally:
         await watcher.stop()
+
+
+async def test_a_silently_dead_event_stream_is_mended_by_the_periodic_resync(
+    dockerd, container_factory
+):
+    """A tcp:// engine whose stream's path died (no RST, nothing received): the next full
+    resync (`check_interval`) lists what happened since; the stream socket has keepalive."""
+    from smartstack.docker_stream import stream_socket
+
+    proxy = BlackholeProxy(str(dockerd.socket_path))
+    a = container_factory("fdead-a", labels={"app": "fd"})
+    engine = {"name": "e1", "host": "127.0.0.1", "port": proxy.port}
+    discovery = {"servers": [engine], "container_port": 80, "label_selector": {"app": "fd"},
+                 "check_interval": 1.5}  # fmt: skip
+    sink = Collector()
+    watcher = DockerWatcher("web", docker_service(**discovery), sink, watcher_context())
+    await watcher.start()
+    try:
+        await sink.wait_addresses([f"127.0.0.1:{published_port(a)}"])
+        sock = stream_socket(watcher._watches[0]._stream)
+        assert sock is not None and sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+        proxy.freeze()
+        b = container_factory("fdead-b", labels={"app": "fd"})
+        a.stop(timeout=1)
+        await sink.wait_addresses([f"127.0.0.1:{published_port(b)}"], timeout=10)
+        assert watcher.connected
+    finally:
+        await watcher.stop()
+        proxy.close()

@@ -109,3 +109,17 @@ def test_started_ns() -> None:
     assert started_ns("1970-01-01T00:00:01.000000007Z") == 1_000_000_007
     assert [started_ns(s) for s in ("", "0001-01-01T00:00:00Z", "2026-01-01T00:00:00+01:00",
                                     "yesterday Z")] == [None] * 4  # fmt: skip
+
+
+def test_a_periodic_resync_that_finds_a_difference_says_so(engine, caplog) -> None:
+    """The stream should have told us: a difference means it missed events (a dead stream)."""
+    w = watch()
+    w._session()
+    w._session(periodic=True)  # nothing changed
+    assert "docker_resync_corrected" not in caplog.messages
+    engine.api.started_at = RESTARTED  # restarted, and the stream said nothing
+    w._session(periodic=True)
+    assert caplog.messages.count("docker_resync_corrected") == 1
+    engine.api.started_at = STARTED
+    w._session()  # after a disconnection a difference is expected: not logged
+    assert caplog.messages.count("docker_resync_corrected") == 1
