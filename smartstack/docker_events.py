@@ -1,16 +1,16 @@
 """Follow the containers of one Docker engine, event-driven, for nerve and synapse.
 
 The docker SDK blocks, so one thread per engine does the I/O: it subscribes to the engine's
-container events, then lists (and inspects) every matching container and hands the complete
-set to the event loop as a reset; after that each event makes it re-inspect that one
-container and hand over the fresh state (inspecting instead of trusting the event makes
-replays and out-of-order events harmless). When the stream breaks (dockerd restarted, socket
-gone) it reports the disconnection, waits with backoff and starts over with a full resync, so
-nothing is missed across a restart: it resubscribes from the last event seen (dockerd replays
-what it buffered meanwhile), and what a stop signal told it (a container in its grace period
-still runs, so the list cannot say) is kept per container and StartedAt. Everything reaches
-the loop through call_soon_threadsafe; the loop-side object keeps the current map and calls
-`on_change(containers)` with it.
+container events (and network connect/disconnect: a container's address), then lists (and
+inspects) every matching container and hands the complete set to the event loop as a reset;
+after that each event makes it re-inspect that one container and hand over the fresh state
+(inspecting instead of trusting the event makes replays and out-of-order events harmless). When
+the stream breaks (dockerd restarted, socket gone) it reports the disconnection, waits with
+backoff and starts over with a full resync, so nothing is missed across a restart: it
+resubscribes from the last event seen (dockerd replays what it buffered meanwhile), and what a
+stop signal told it (a container in its grace period still runs, so the list cannot say) is
+kept per container and StartedAt. Everything reaches the loop through call_soon_threadsafe; the
+loop-side object keeps the current map and calls `on_change(containers)` with it.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from smartstack.docker_signals import (
 from smartstack.docker_stream import (
     event_time_ns,
     keep_alive,
+    labels_match,
     sent_before_start,
     since_param,
     stream_socket,
@@ -48,6 +49,8 @@ RESYNC_INTERVAL = 60.0  # seconds between full resyncs of a connected engine
 # run, are left out on purpose). "health_status" matches "health_status: healthy" etc.
 EVENTS = ("start", "restart", "die", "stop", "kill", "pause", "unpause", "destroy",
           "health_status", "rename", "update", "oom")  # fmt: skip
+# Network events naming a container (Actor.Attributes.container): its address may have changed.
+NETWORK_EVENTS = ("connect", "disconnect")
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,7 @@ class ContainerWatch:
         self._stopping_ids: dict[str, str] = {}
         self._frozen_ids: dict[str, str] = {}
         self._last_event_ns: int | None = None  # resubscribe from there: replays missed kills
+        self._tracked: set[str] = set()  # thread-side: the matching containers inspected
 
     # ------------------------------------------------------------------ loop side
 
@@ -291,9 +295,10 @@ class ContainerWatch:
         client = docker.DockerClient(base_url=self.base_url, version="auto", timeout=self.timeout)
         with self._lock:
             self._client = client
-        filters: dict[str, Any] = {"type": "container", "event": list(EVENTS)}
-        if self.labels:
-            filters["label"] = self.labels
+        # No label filter here: dockerd would apply it to a network event's labels (the
+        # network's) and drop every connect/disconnect. Container events are matched on the
+        # labels they carry (_handle), network events on the container they name.
+        filters = {"type": ["container", "network"], "event": [*EVENTS, *NETWORK_EVENTS]}
         # Subscribe before listing: whatever happens in between arrives as an event; with
         # `since`, so do the events dockerd still buffers from while we were disconnected.
         since = None if self._last_event_ns is None else since_param(self._last_event_ns)
@@ -311,6 +316,7 @@ class ContainerWatch:
             info = self._inspect(client, summary["Id"])
             if info is not None:
                 snapshot[info.id] = info
+        self._tracked = set(snapshot)
         for flags in (self._stopping_ids, self._frozen_ids):  # not running: not needed again
             for gone in [cid for cid in flags if cid not in snapshot]:
                 del flags[gone]
@@ -333,17 +339,25 @@ class ContainerWatch:
         self._close_stream()
 
     def _handle(self, client: Any, message: dict[str, Any]) -> None:
-        container_id = message.get("id") or (message.get("Actor") or {}).get("ID")
+        self._last_event_ns = event_time_ns(message) or self._last_event_ns
+        actor = message.get("Actor") or {}
+        attributes = actor.get("Attributes") or {}
+        action = str(message.get("Action") or message.get("status") or "")
+        if message.get("Type") == "network":
+            self._network_event(client, action, attributes.get("container"))
+            return
+        container_id = message.get("id") or actor.get("ID")
         if not container_id:
             return
-        self._last_event_ns = event_time_ns(message) or self._last_event_ns
-        action = str(message.get("Action") or message.get("status") or "")
+        if container_id not in self._tracked and not labels_match(attributes, self.labels):
+            return  # another container of the engine
         sent = kill_signal(message)
         thawed = sent == RESUMING_SIGNAL and container_id in self._frozen_ids
         if action in ("start", "restart", "unpause", "destroy") or thawed:
             self._stopping_ids.pop(container_id, None)
             self._frozen_ids.pop(container_id, None)
         if action == "destroy":
+            self._tracked.discard(container_id)
             self._post(self._apply_update, container_id, None)
             return
         info = self._inspect(client, container_id)
@@ -360,13 +374,28 @@ class ContainerWatch:
             info = replace(info, stopping=True)
         self._post(self._apply_update, container_id, info)
 
+    def _network_event(self, client: Any, action: str, container_id: Any) -> None:
+        """A container joined or left a network: re-inspect it if it is one of ours."""
+        if action not in NETWORK_EVENTS or not isinstance(container_id, str) or not container_id:
+            return
+        known = container_id in self._tracked
+        info = self._inspect(client, container_id)
+        if info is not None or known:
+            self._post(self._apply_update, container_id, info)
+
     def _inspect(self, client: Any, container_id: str) -> ContainerInfo | None:
+        """The container's state; None when it is gone or does not carry our labels."""
         import docker.errors
 
         try:
             attrs = client.api.inspect_container(container_id)
         except docker.errors.NotFound:
+            self._tracked.discard(container_id)
             return None
+        if not labels_match((attrs.get("Config") or {}).get("Labels") or {}, self.labels):
+            self._tracked.discard(container_id)
+            return None
+        self._tracked.add(container_id)
         started_at = str((attrs.get("State") or {}).get("StartedAt", ""))
         for flags in (self._stopping_ids, self._frozen_ids):
             if flags.get(container_id, started_at) != started_at:  # it ran again since

@@ -75,3 +75,13 @@ def keep_alive(sock: socket.socket | None) -> bool:
         if hasattr(socket, option):  # (Linux; other systems keep their defaults)
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
     return True
+
+
+def labels_match(labels: dict[str, str], filters: list[str]) -> bool:
+    """Docker's label filter, client-side: each of `filters` is `name` (present) or
+    `name=value`. (A container event's Actor.Attributes carry its labels.)"""
+    for item in filters:
+        name, has_value, value = item.partition("=")
+        if name not in labels or (has_value and labels[name] != value):
+            return False
+    return True

@@ -123,3 +123,26 @@ async def test_resync_after_dockerd_restart() -> None:
         daemon.stop()
         assert daemon.leftovers() == []
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def test_a_container_moved_to_another_network_gets_its_new_address(
+    dockerd, docker_client, container_factory, network
+):
+    """Unpublished port: the address is the container's IP, which `docker network
+    disconnect`/`connect` change without any container event."""
+    inner = container_factory("wmoved", labels={"app": "moved"}, publish=False)
+    watcher, sink = await start_watcher(servers=[dockerd.base_url], container_port=80,
+                                        label_selector={"app": "moved"})  # fmt: skip
+    other = docker_client.networks.create("smartstack-test-moved", driver="bridge")
+    try:
+        first = next(iter(inner.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
+        await sink.wait_addresses([f"{first}:80"])
+        docker_client.networks.get(network).disconnect(inner)
+        other.connect(inner)
+        inner.reload()
+        moved = inner.attrs["NetworkSettings"]["Networks"]["smartstack-test-moved"]["IPAddress"]
+        await sink.wait_addresses([f"{moved}:80"], timeout=10)  # the resync is 60 s away
+    finally:
+        await watcher.stop()
+        inner.remove(force=True)
+        other.remove()

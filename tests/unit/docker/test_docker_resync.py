@@ -13,7 +13,7 @@ from typing import Any, cast
 import pytest
 
 import docker
-from smartstack.docker_events import ContainerWatch
+from smartstack.docker_events import EVENTS, NETWORK_EVENTS, ContainerWatch
 from smartstack.docker_stream import started_ns
 
 CID = "feed" * 16
@@ -31,18 +31,27 @@ class FakeApi:
         self.started_at = STARTED
         self.events_of_next_connection: list[dict[str, Any]] = []
         self.since: list[str | None] = []
+        self.filters: list[dict[str, Any]] = []
+        self.labels: dict[str, str] = {}
+        self.networks = {"a": {"IPAddress": "10.0.1.2"}}
 
     def events(self, decode: bool, filters: dict[str, Any], since: str | None = None) -> Any:
         self.since.append(since)
+        self.filters.append(filters)
         events, self.events_of_next_connection = self.events_of_next_connection, []
-        return iter(events)
+        # (read after the listing; a callable in it is a change on the engine at that point)
+        return (item for item in events if not (callable(item) and [item()]))
 
     def containers(self, filters: Any = None) -> list[dict[str, Any]]:
         return [{"Id": CID}]
 
     def inspect_container(self, container_id: str) -> dict[str, Any]:
+        if container_id != CID:
+            return {"Id": container_id, "Name": "/other", "State": {"Running": True},
+                    "Config": {"Labels": {}}}  # fmt: skip
         state = {"Running": True, "StartedAt": self.started_at}
-        return {"Id": CID, "Name": "/web1", "State": state, "Config": {"Labels": {}}}
+        return {"Id": CID, "Name": "/web1", "State": state, "Config": {"Labels": self.labels},
+                "NetworkSettings": {"Networks": self.networks}}  # fmt: skip
 
 
 class FakeEngine:
@@ -60,9 +69,14 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
     return fake
 
 
-def watch() -> ContainerWatch:
+def watch(labels: tuple[str, ...] = ()) -> ContainerWatch:
     return ContainerWatch("tcp://127.0.0.1:1", cast(asyncio.AbstractEventLoop, InlineLoop()),
-                          lambda _: None)  # fmt: skip
+                          lambda _: None, labels=labels)  # fmt: skip
+
+
+def network_event(action: str, container_id: str) -> dict[str, Any]:
+    attributes = {"container": container_id, "name": "b", "type": "bridge"}
+    return {"Type": "network", "Action": action, "Actor": {"ID": "net-b", "Attributes": attributes}}
 
 
 def kill(signal: str, after: str = STARTED, seconds: int = 10) -> dict[str, Any]:
@@ -123,3 +137,37 @@ def test_a_periodic_resync_that_finds_a_difference_says_so(engine, caplog) -> No
     engine.api.started_at = STARTED
     w._session()  # after a disconnection a difference is expected: not logged
     assert caplog.messages.count("docker_resync_corrected") == 1
+
+
+def test_a_network_connect_or_disconnect_re_inspects_the_container(engine) -> None:
+    w = watch(("app=web",))
+    engine.api.labels = {"app": "web"}
+    w._session()
+    assert w.containers[CID].networks == {"a": "10.0.1.2"}
+    engine.api.events_of_next_connection = [
+        lambda: engine.api.networks.update({"b": {"IPAddress": "10.0.2.2"}}),  # after the list
+        network_event("connect", CID),
+        lambda: engine.api.networks.pop("a"),
+        network_event("disconnect", CID),
+        network_event("connect", CID),
+        network_event("connect", "other" * 8),  # not ours (its labels do not match)
+    ]
+    w._session()
+    assert w.containers[CID].networks == {"b": "10.0.2.2"}
+    assert list(w.containers) == [CID]
+    # dockerd would match a label filter against the network's labels: none asked for
+    assert engine.api.filters[-1] == {"type": ["container", "network"],
+                                      "event": [*EVENTS, *NETWORK_EVENTS]}  # fmt: skip
+
+
+def test_container_events_are_matched_on_their_labels_client_side(engine) -> None:
+    w = watch(("app=web",))
+    engine.api.labels = {"app": "web"}
+    actor = {"ID": "other" * 8, "Attributes": {"name": "other", "app": "db"}}
+    other = {"Type": "container", "Action": "start", "id": "other" * 8, "Actor": actor}
+    engine.api.events_of_next_connection = [other]
+    w._session()
+    assert list(w.containers) == [CID]
+    engine.api.labels = {"app": "db"}  # (inspected labels decide too)
+    w._session()
+    assert w.containers == {}
