@@ -5,7 +5,9 @@ that carry ``smartstack.service`` (the prefix is ``label_prefix``). Each service
 running container becomes a service of synapse's config, as if written in the file:
 
 - discovery: the ``docker`` watcher on that engine, ``label_selector`` on the service's
-  label, ``container_port`` from ``smartstack.port`` (its first port when nerve's list);
+  label and its ``smartstack.port`` label as written (so a container refused here, its port
+  label differing or malformed, is not served either), ``container_port`` from that label
+  (its first port when nerve's list);
 - ``haproxy.routes``: the union of its running containers' ``smartstack.hosts`` and
   ``smartstack.paths`` (comma separated) on the shared frontend.
 
@@ -56,16 +58,19 @@ def service_blocks(
         if not info.running or not name:
             continue
         where = f"container {info.name}"
-        port = next(iter(_split(labels.get(f"{prefix}port"))), "")  # nerve allows "80,81"
+        port_label = labels.get(f"{prefix}port", "")
+        port = next(iter(_split(port_label)), "")  # nerve allows "80,81"
         if not _NAME.fullmatch(name):
             problems.append(f"{where}: {prefix}service {name!r} is not a service name")
             continue
         if not port.isdigit() or not 0 < int(port) < 65536:
             problems.append(f"{where}: {prefix}port {port!r} must be the container's port")
             continue
-        entry = found.setdefault(name, {"port": int(port), "hosts": set(), "paths": set()})
-        if entry["port"] != int(port):
-            problems.append(f"{where}: {prefix}port {port} differs from {entry['port']}")
+        entry = found.setdefault(
+            name, {"port": int(port), "label": port_label, "hosts": set(), "paths": set()}
+        )
+        if entry["label"] != port_label:  # the watcher selects on the label as written
+            problems.append(f"{where}: {prefix}port {port_label} differs from {entry['label']}")
             continue
         entry["hosts"].update(host.lower() for host in _split(labels.get(f"{prefix}hosts")))
         entry["paths"].update(_split(labels.get(f"{prefix}paths")))
@@ -76,7 +81,7 @@ def service_blocks(
             "discovery": {
                 "method": "docker",
                 "servers": [config.engine],
-                "label_selector": {f"{prefix}service": name},
+                "label_selector": {f"{prefix}service": name, f"{prefix}port": entry["label"]},
                 "container_port": entry["port"],
             },
             "haproxy": {"routes": routes} if routes["hosts"] or routes["paths"] else {},

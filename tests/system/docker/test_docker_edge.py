@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import time
 
+from dockertestlib import Collector, watcher_context
 from synapse_e2e import Synapse, http_get
 
+from smartstack.docker_events import ContainerInfo
+from synapse.config import ServiceConfig
+from synapse.docker_services import service_blocks
+from synapse.edge_config import DockerServicesConfig
+from synapse.watchers.docker import DockerWatcher
 from testbed.process import free_port
 
 
@@ -70,3 +76,24 @@ def test_services_from_container_labels(dockerd, container_factory):
         wait_answer(port, "api.test", (200, "edge-api1"))
         assert settled_reloads(syn) == reloads + 1
         assert answer(port, "web.test")[0] == 200
+
+
+async def test_containers_refused_by_docker_services_are_not_served(dockerd, container_factory):
+    """Another port label than the service's, or a malformed one: refused (logged) and not a
+    server of the service's watcher either."""
+    good = container_factory("edge-good", labels=labels("web", "web.test"))
+    other_port = {**labels("web", ""), "smartstack.port": "8080"}
+    other = container_factory("edge-other-port", labels=other_port, environment={"PORT": "8080"})
+    bad = container_factory("edge-bad", labels={**labels("web", ""), "smartstack.port": "eighty"})
+    infos = [ContainerInfo.from_inspect(c.attrs) for c in (good, other, bad)]
+    config = DockerServicesConfig(enabled=True, engine=dockerd.base_url)
+    blocks, problems = service_blocks(infos, config)
+    assert len(problems) == 2
+    sink = Collector()
+    service = ServiceConfig.model_validate(blocks["web"])
+    watcher = DockerWatcher("web", service, sink, watcher_context())
+    await watcher.start()
+    try:
+        await sink.wait_addresses([f"127.0.0.1:{good.ports['80/tcp'][0]['HostPort']}"])
+    finally:
+        await watcher.stop()

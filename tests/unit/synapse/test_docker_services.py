@@ -40,7 +40,8 @@ def test_containers_of_one_service_share_it_and_their_routes_add_up():
     assert blocks == {
         "web": {
             "discovery": {"method": "docker", "servers": ["unix:///run/d.sock"],
-                          "label_selector": {"smartstack.service": "web"}, "container_port": 80},
+                          "label_selector": {"smartstack.service": "web", "smartstack.port": "80"},
+                          "container_port": 80},
             "haproxy": {"routes": {"hosts": ["api.web.test", "web.test", "www.web.test"],
                                    "paths": ["/api/"]}},
         }
@@ -56,6 +57,9 @@ def test_bad_labels_are_named_and_left_out():
     )
     assert problems == [
         "container w1: smartstack.port 'http' must be the container's port",
-        "container w3: smartstack.port 8 differs from 81",
+        "container w3: smartstack.port 8 differs from 81,82",
     ]
+    # the service's watcher selects on the port label as written: w1 and w3 are not served
+    assert blocks["web"]["discovery"]["label_selector"] == {
+        "smartstack.service": "web", "smartstack.port": "81,82"}  # fmt: skip
     assert blocks["web"]["discovery"]["container_port"] == 81
