@@ -98,7 +98,10 @@ class ContainerInfo:
             name=str(attrs.get("Name", "")).lstrip("/"),
             image=str(config.get("Image", "")),
             labels=dict(config.get("Labels") or {}),
-            running=bool(state.get("Running")) and not state.get("Paused"),
+            # (a restart policy's container between runs says Running and Restarting)
+            running=bool(state.get("Running"))
+            and not state.get("Paused")
+            and not state.get("Restarting"),
             health=(state.get("Health") or {}).get("Status"),
             started_at=str(state.get("StartedAt", "")),
             networks=networks,

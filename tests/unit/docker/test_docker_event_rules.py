@@ -163,3 +163,14 @@ def test_a_container_that_really_restarted_waits_for_healthy() -> None:
     assert not w.containers[CID].serving
     w._apply_update(CID, ContainerInfo.from_inspect(restarted))
     assert not w.containers[CID].serving
+
+
+def test_a_restarting_container_does_not_run() -> None:
+    """A restart policy's container between two runs (a crash loop): dockerd says Running and
+    Restarting; it has no process and no published port, so it neither serves nor is a label
+    error for nerve."""
+    restarting = attrs()
+    restarting["State"]["Restarting"] = True
+    info = ContainerInfo.from_inspect(restarting)
+    assert not info.running and not info.serving
+    assert ContainerInfo.from_inspect(attrs()).serving
