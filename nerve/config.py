@@ -101,6 +101,9 @@ class ServiceConfig(ConfigModel):
     etcd_user: str | None = None  # ours
     etcd_password: str | None = None  # ours
     etcd_tls: EtcdTLS | None = None  # ours
+    # ours: json = etcd's JSON gateway (no gRPC loaded), grpc, auto = json unless the
+    # service has a client certificate (etcd_transport_used)
+    etcd_transport: Literal["auto", "grpc", "json"] = "auto"
     rate_limiting: RateLimiting | None = None
     # ours: also withdraw when this file exists (a load balancer "drain" flag)
     maintenance_file: str | None = None
@@ -162,6 +165,14 @@ class ServiceConfig(ConfigModel):
         if self.etcd_endpoints:
             return list(self.etcd_endpoints)
         return [f"{self.etcd_host}:{self.etcd_port}"]
+
+    def etcd_transport_used(self) -> Literal["grpc", "json"]:
+        """``etcd_transport``, auto decided: etcd's gateway calls etcd back with etcd's own
+        server certificate, so under --client-cert-auth it works only if that certificate
+        also allows clientAuth: with a client certificate, gRPC unless ``json`` is said."""
+        if self.etcd_transport != "auto":
+            return self.etcd_transport
+        return "grpc" if self.etcd_tls is not None and self.etcd_tls.cert_cert else "json"
 
 
 PLACEHOLDER_HOST = "127.0.0.1"  # validates docker.service_defaults before any container exists

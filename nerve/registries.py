@@ -4,7 +4,8 @@ One ZooKeeper session per ensemble and one etcd connection + lease per cluster, 
 by every service that names them; reporters are built here from a service's config.
 Each registry's client is imported when a service first names it: a nerve on every host
 that registers in ZooKeeper alone never loads gRPC and aetcd (~13 MB of RSS, ~0.1 s of
-start), one on etcd alone never loads kazoo.
+start), one on etcd alone never loads kazoo, and one on etcd's JSON gateway
+(``etcd_transport``, the default) loads neither gRPC nor aetcd.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from nerve.reporters.etcd_lease import LeaseKeeper
     from smartstack.zookeeper import ZooKeeperConnection, ZooKeeperPool
 
-EtcdKey = tuple[tuple[str, ...], str | None, str | None, EtcdTLS | None, int]
+EtcdKey = tuple[tuple[str, ...], str | None, str | None, EtcdTLS | None, int, str]
 HOLD_SLACK = 0.5  # seconds: the service's task starting, a loaded loop
 
 
@@ -62,7 +63,8 @@ def reporter_identity(cfg: ServiceConfig) -> tuple[str, tuple[str, ...]]:
         keys += ("zk_hosts", "zk_path", "node_type", "use_path_encoding", "zk_auth",
                  "zk_session_timeout", "ttl_seconds")  # fmt: skip
     else:
-        keys += ("etcd_path", "etcd_user", "etcd_password", "etcd_tls", "etcd_lease_ttl")
+        keys += ("etcd_path", "etcd_user", "etcd_password", "etcd_tls", "etcd_lease_ttl",
+                 "etcd_transport")  # fmt: skip
     values = cfg.model_dump(include=set(keys))
     return (json.dumps(values, sort_keys=True, default=str), tuple(cfg.etcd_endpoint_list()))
 
@@ -133,13 +135,18 @@ class Registries:
             cfg.etcd_password,
             cfg.etcd_tls,
             cfg.etcd_lease_ttl,
+            cfg.etcd_transport_used(),
         )
         if key not in self._etcd:
             from nerve.reporters.etcd_lease import LeaseKeeper, call_timeout
             from nerve.reporters.etcd_leftover import LeftoverLeases
-            from smartstack.etcd import EtcdConnection
 
-            conn = EtcdConnection(
+            # Imported here: only a connection on gRPC loads gRPC and aetcd (~13 MB).
+            if key[-1] == "json":
+                from smartstack.etcd_json_client import EtcdJsonKVConnection as Connection
+            else:
+                from smartstack.etcd import EtcdConnection as Connection
+            conn = Connection(
                 list(key[0]),
                 cfg.etcd_user,
                 cfg.etcd_password,

@@ -276,6 +276,16 @@ class EtcdConnection(Endpoints):
         assert last is not None
         raise last
 
+    async def keepalive(self, client: aetcd.Client, lease_id: int) -> Any:
+        """One keep-alive of ``lease_id`` that requires a leader (``refresh_lease``)."""
+        return await refresh_lease(client, lease_id)
+
+    async def delete_if_revision(self, client: aetcd.Client, key: bytes, revision: int) -> bool:
+        """Delete ``key`` only if it was last written at ``revision`` (one transaction)."""
+        tx = client.transactions
+        done, _ = await client.transaction([tx.mod(key) == revision], [tx.delete(key)], [])
+        return bool(done)
+
     def _batch(self) -> BatchLister:
         if self._lister is None:
             self._lister = BatchLister(self.with_client)

@@ -146,3 +146,17 @@ async def open_stream(target: Target, path: str, payload: dict) -> Exchange:
         finally:
             await exchange.close()
     return exchange
+
+
+async def first_message(target: Target, path: str, payload: dict) -> dict:
+    """A streamed call asked once (a lease keep-alive): its first message, then closed."""
+    exchange = await open_stream(target, path, payload)
+    messages = exchange.messages()
+    try:
+        first = await anext(messages, None)
+    finally:
+        await messages.aclose()
+        await exchange.close()
+    if first is None:
+        raise ConnectionError(f"etcd ended the {path} stream without a word")
+    return first

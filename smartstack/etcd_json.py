@@ -58,6 +58,7 @@ class JsonKV(NamedTuple):
     value: bytes
     mod_revision: int
     create_revision: int
+    lease: int = 0
 
 
 def key_value(data: dict) -> JsonKV:
@@ -66,6 +67,7 @@ def key_value(data: dict) -> JsonKV:
         base64.b64decode(data.get("value", "")),
         int(data.get("mod_revision", 0)),
         int(data.get("create_revision", 0)),
+        int(data.get("lease", 0)),
     )
 
 

@@ -177,14 +177,8 @@ class EtcdReporter(Reporter):
                 return False
             await self.keeper.conn.with_client(lambda c: c.delete(self.key.encode()))
             return self.registered
-        key, revision = self.key.encode(), self.revision
-
-        async def delete(c: Any) -> bool:
-            tx = c.transactions
-            done, _ = await c.transaction([tx.mod(key) == revision], [tx.delete(key)], [])
-            return bool(done)
-
-        return await self.keeper.conn.with_client(delete)
+        conn, key, revision = self.keeper.conn, self.key.encode(), self.revision
+        return await conn.with_client(lambda c: conn.delete_if_revision(c, key, revision))
 
     async def _delete_superseded(self) -> None:
         for key in list(self._superseded):

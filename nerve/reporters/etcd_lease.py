@@ -17,15 +17,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nerve.metrics import NerveMetrics
-from smartstack.etcd import EtcdConnection, refresh_lease
 from smartstack.logs import FailureStreak, event
 from smartstack.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from nerve.reporters.etcd_leftover import LeftoverLeases
+    from smartstack.etcd import EtcdConnection
+    from smartstack.etcd_json_client import EtcdJsonKVConnection
+
+    Connection = EtcdConnection | EtcdJsonKVConnection
 
 log = logging.getLogger("nerve.etcd")
 
@@ -63,7 +66,7 @@ def worst_renewal(ttl: float, per_call: float) -> float:
 
 
 class LeaseKeeper:
-    def __init__(self, conn: EtcdConnection, ttl: int, metrics: NerveMetrics | None = None) -> None:
+    def __init__(self, conn: Connection, ttl: int, metrics: NerveMetrics | None = None) -> None:
         self.conn = conn
         self.ttl = ttl
         self.interval = ttl / 3
@@ -139,8 +142,9 @@ class LeaseKeeper:
     async def _refresh(self, lease_id: int, remaining: float) -> object:
         # Refused by a member without a leader, or timed out on a hung one: the keep-alive
         # goes to the next member at once (it is idempotent; a probe would cost the lease).
-        return await self.conn.with_client(
-            lambda c: refresh_lease(c, lease_id),
+        conn: Any = self.conn  # its client is its transport's: gRPC's or the gateway's
+        return await conn.with_client(
+            lambda c: conn.keepalive(c, lease_id),
             keepalive_timeout(self.conn.timeout, self.ttl, remaining),
             probe=False,
         )

@@ -23,12 +23,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nerve.reporters.etcd_lease import keepalive_timeout, retry_pause
-from smartstack.etcd import EtcdConnection, refresh_lease
 from smartstack.logs import FailureStreak, event
 from smartstack.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from nerve.reporters.etcd_lease import Connection
 
 log = logging.getLogger("nerve.etcd")
 
@@ -72,14 +74,16 @@ class LeftoverLeases:
 
     def __init__(
         self,
-        conn: EtcdConnection,
+        conn: Connection,
         own: Callable[[], int | None],
-        refresh: Refresh = refresh_lease,
+        refresh: Refresh | None = None,
         keys: LeaseKeys = lease_keys,
     ) -> None:
+        """``refresh``: one keep-alive on a client (default: the connection's, which
+        requires a leader)."""
         self.conn = conn
         self._own = own  # this run's lease: renewed by the LeaseKeeper, never here
-        self._refresh = refresh
+        self._refresh: Refresh = refresh or conn.keepalive  # type: ignore[assignment]
         self._keys = keys
         self._leases: dict[int, _Held] = {}
         self._claims: dict[object, bytes] = {}  # holder -> the key it holds

@@ -1,5 +1,6 @@
 """A member that lost its leader but still answers (its two peers SIGSTOPped: the member is
-alone, it answers status with leader 0): both transports notice and move off it. With two
+alone, it answers status with leader 0): both transports notice and move off it (watches,
+and nerve's lease keep-alives). With two
 of three members stopped there is no quorum anywhere, so the test asserts detection (watches
 ended, keep-alives refused, the endpoint left for "no leader"), not a write elsewhere."""
 
@@ -13,7 +14,9 @@ import aetcd.exceptions
 import pytest
 
 from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection, member_leader, refresh_lease
+from smartstack.etcd_http import HttpStatusError
 from smartstack.etcd_json import EtcdJsonConnection
+from smartstack.etcd_json_client import EtcdJsonKVConnection
 from testbed.etcd import EtcdCluster
 
 PREFIX = b"/leaderless/"
@@ -42,6 +45,7 @@ async def test_a_member_without_a_leader_is_left(
     endpoints = etcd_cluster.endpoints
     grpc_conn = EtcdConnection(endpoints, timeout=1, start=0)  # on the member to be cut off
     json_conn = EtcdJsonConnection(endpoints, timeout=1, start=0)
+    json_alone = EtcdJsonKVConnection(endpoints[:1], timeout=2)  # a timeout fails the test
     host, port = endpoints[0].rsplit(":", 1)
     alone = aetcd.Client(host=host, port=int(port), timeout=1,
                          options={"grpc.use_local_subchannel_pool": 1})  # fmt: skip
@@ -75,6 +79,11 @@ async def test_a_member_without_a_leader_is_left(
         error = failover.smartstack_fields["error"]  # type: ignore[attr-defined]
         assert error == "timeout, and the endpoint has no leader", error
         assert grpc_conn.failovers == 3 and grpc_conn.current_endpoint == endpoints[0]
+        # Refused at once on etcd's gateway too (nerve asks with "Grpc-Metadata-hasleader"):
+        # the gateway's 503, within the connection's 2 s (without the header: a timeout).
+        with pytest.raises(HttpStatusError) as refused_json:
+            await json_alone.with_client(lambda c: json_alone.keepalive(c, lease.id))
+        assert refused_json.value.code == 14 and "no leader" in refused_json.value.message
     finally:
         etcd_cluster.resume_member(1)
         etcd_cluster.resume_member(2)

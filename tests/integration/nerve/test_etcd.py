@@ -25,9 +25,14 @@ from nerve.config import NerveConfig
 from nerve.daemon import NerveDaemon
 from nerve.reporters.etcd import EtcdReporter
 from smartstack.etcd import EtcdConnection
+from smartstack.etcd_json_client import EtcdJsonKVConnection
 from smartstack.record import Registration, encode
+from smartstack.registry_auth import EtcdTLS
 from testbed.etcd import EtcdCluster
 from testbed.process import free_port
+from testbed.tls import make_test_pki
+
+CONNECTIONS = {"json": EtcdJsonKVConnection, "grpc": EtcdConnection}
 
 
 def client_for(endpoint: str) -> aetcd.Client:
@@ -190,7 +195,10 @@ def etcdctl(endpoint: str, *args: str) -> None:
     )
 
 
-async def test_user_auth_is_passed_and_an_expired_token_is_renewed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["json", "grpc"])
+async def test_user_auth_is_passed_and_an_expired_token_is_renewed(
+    tmp_path: Path, transport: str
+) -> None:
     # etcd forgets an auth token after --auth-token-ttl idle seconds (and on a restart).
     cluster = EtcdCluster(size=1, workdir=tmp_path / "etcd", extra_args=["--auth-token-ttl=1"])
     cluster.start()
@@ -199,7 +207,7 @@ async def test_user_auth_is_passed_and_an_expired_token_is_renewed(tmp_path: Pat
         await asyncio.to_thread(etcdctl, endpoint, "user", "add", "root:s3cret")
         await asyncio.to_thread(etcdctl, endpoint, "auth", "enable")
 
-        conn = EtcdConnection([endpoint], "root", "s3cret", timeout=5)
+        conn = CONNECTIONS[transport]([endpoint], "root", "s3cret", timeout=5)
         try:
             await conn.with_client(lambda c: c.put(b"/auth-test", b"v"))
             await asyncio.sleep(3)  # idle: the token expires (TTL 1 s, swept every second)
@@ -209,10 +217,40 @@ async def test_user_auth_is_passed_and_an_expired_token_is_renewed(tmp_path: Pat
             await conn.close()
 
         path, port = unique_path(), free_port()
-        service = etcd_service(
-            [endpoint], path, port, checks=[], etcd_user="root", etcd_password="s3cret"
-        )
+        service = etcd_service([endpoint], path, port, checks=[], etcd_user="root",
+                               etcd_password="s3cret", etcd_transport=transport)  # fmt: skip
         async with running_nerve(nerve_config({"web": service})) as daemon:
-            await until(lambda: etcd_reporter(daemon).registered, what="registration with auth")
+            reporter = etcd_reporter(daemon)
+            await until(lambda: reporter.registered, what="registration with auth")
+            assert reporter.keeper.conn.transport == transport
+            await asyncio.sleep(3)  # the token expires; the lease is renewed all the same
+            assert reporter.keeper.reachable and reporter.lease_id is not None
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.parametrize("transport", ["json", "grpc"])
+async def test_mutual_tls_registers_on_either_transport(tmp_path: Path, transport: str) -> None:
+    # A server certificate that allows clientAuth too: etcd's gateway calls etcd back with it
+    # under --client-cert-auth (else json cannot work with a client certificate).
+    pki = make_test_pki(tmp_path / "pki", "serverAuth,clientAuth")
+    cluster = EtcdCluster(size=1, workdir=tmp_path / "etcd", tls=pki).start()
+    try:
+        https = [f"https://{e}" for e in cluster.endpoints]
+        tls = {"ca_cert": str(pki.ca_cert), "cert_cert": str(pki.client_cert),
+               "cert_key": str(pki.client_key)}  # fmt: skip
+        path, port = unique_path(), free_port()
+        key = f"{path}/i-test_127.0.0.1_{port}".encode()
+        service = etcd_service(https, path, port, checks=[], etcd_tls=tls,
+                               etcd_transport=transport)  # fmt: skip
+        async with running_nerve(nerve_config({"web": service})) as daemon:
+            reporter = etcd_reporter(daemon)
+            await until(lambda: reporter.registered, what="registration through TLS")
+            assert reporter.keeper.conn.transport == transport
+            observer = EtcdJsonKVConnection(https, tls=EtcdTLS(**tls), timeout=3)
+            kv = await observer.with_client(lambda c: c.get(key))
+            assert kv is not None and kv.lease == reporter.lease_id
+            info = await observer.with_client(lambda c: c.get_lease_info(kv.lease, keys=True))
+            assert info.TTL > 0 and info.keys == [key]
     finally:
         cluster.stop()

@@ -1,6 +1,6 @@
 """A member that hangs (SIGSTOP: a stalled host, a network blackhole; its sockets stay open,
 nothing answers) right after it carried nerve's keep-alive: nerve renews the lease through
-another member before it expires, so no key of the host is deleted."""
+another member before it expires, so no key of the host is deleted. On both transports."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import aetcd
 import pytest
 from nerve_testlib import etcd_service, nerve_config, running_nerve, unique_path, until
 
-from nerve.reporters import etcd_lease
 from nerve.reporters.etcd import EtcdReporter
 from testbed.etcd import EtcdCluster
 from testbed.process import free_port
@@ -21,31 +20,35 @@ from testbed.process import free_port
 TTL = 3  # seconds: keep-alives every 1 s; the old schedule renewed after exactly 3 s
 
 
-def endpoint_of(client: aetcd.Client) -> str:
-    return f"{client._host}:{client._port}"
+def endpoint_of(client: Any) -> str:
+    """Where a client's call went: the gateway's client says it, aetcd's has its address."""
+    return getattr(client, "endpoint", None) or f"{client._host}:{client._port}"
 
 
+@pytest.mark.parametrize("transport", ["json", "grpc"])
 async def test_a_member_hanging_right_after_a_keepalive_does_not_cost_the_lease(
-    etcd_cluster: EtcdCluster, caplog: pytest.LogCaptureFixture, monkeypatch
+    etcd_cluster: EtcdCluster, caplog: pytest.LogCaptureFixture, monkeypatch, transport: str
 ) -> None:
     caplog.set_level(logging.INFO, logger="nerve.etcd")
     landed: list[tuple[float, str]] = []  # keep-alives etcd answered: when, through whom
-    refresh = etcd_lease.refresh_lease
-
-    async def refresh_and_note(client: aetcd.Client, lease_id: int) -> Any:
-        reply = await refresh(client, lease_id)
-        landed.append((time.monotonic(), endpoint_of(client)))
-        return reply
-
-    monkeypatch.setattr(etcd_lease, "refresh_lease", refresh_and_note)
     endpoints = etcd_cluster.endpoints
     path, port = unique_path(), free_port()
     key = f"{path}/i-test_127.0.0.1_{port}".encode()
-    service = etcd_service(endpoints, path, port, checks=[], etcd_lease_ttl=TTL)
+    service = etcd_service(endpoints, path, port, checks=[], etcd_lease_ttl=TTL,
+                           etcd_transport=transport)  # fmt: skip
     async with running_nerve(nerve_config({"web": service})) as daemon:
         reporter = daemon.services["web"].reporter
         assert isinstance(reporter, EtcdReporter)
         conn = reporter.keeper.conn
+        assert conn.transport == transport
+        keepalive = conn.keepalive
+
+        async def keepalive_and_note(client: Any, lease_id: int) -> Any:
+            reply = await keepalive(client, lease_id)
+            landed.append((time.monotonic(), endpoint_of(client)))
+            return reply
+
+        monkeypatch.setattr(conn, "keepalive", keepalive_and_note)
         await until(lambda: reporter.registered, what="registration")
         # A follower: a new leader extends every lease, which would hide the case.
         leader = etcd_cluster.leader_index()

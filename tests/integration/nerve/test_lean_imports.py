@@ -3,8 +3,8 @@
 nerve runs on every host: gRPC + aetcd cost ~13 MB of RSS and aiohttp's client ~10 MB (and
 ~0.4 s of start between them). A real nerve process (`-X importtime` through the
 environment, which logs every import as it happens, lazy ones included) registers a
-service with an HTTP check in ZooKeeper, then another in etcd; what it imported is read
-from its log once the registration is seen.
+service with an HTTP check in ZooKeeper, then another in etcd (on etcd's JSON gateway, the
+default, and on gRPC); what it imported is read from its log once the registration is seen.
 """
 
 from __future__ import annotations
@@ -57,12 +57,21 @@ def test_a_zookeeper_nerve_loads_kazoo_alone(
     assert loaded & HEAVY == {"kazoo"}
 
 
+@pytest.mark.parametrize(
+    "transport, heavy",
+    [
+        (None, set()),  # auto: etcd's JSON gateway, over h11 like the HTTP checks
+        ("grpc", {"grpc", "aetcd"}),
+    ],
+)
 async def test_an_etcd_nerve_loads_no_kazoo_and_no_http_library(
-    traced: None, etcd: EtcdCluster, http_backend_factory, nerve_process, tmp_path: Path
-) -> None:
+    traced: None, etcd: EtcdCluster, http_backend_factory, nerve_process, tmp_path: Path,
+    transport: str | None, heavy: set[str],
+) -> None:  # fmt: skip
     backend = http_backend_factory()
     path = unique_path()
-    config = nerve_config({"web": etcd_service(etcd.endpoints, path, backend.port)})
+    chosen = {"etcd_transport": transport} if transport else {}
+    config = nerve_config({"web": etcd_service(etcd.endpoints, path, backend.port, **chosen)})
     nerve = nerve_process(write_config(tmp_path / "nerve.json", config))
     prefix = path.encode()
     request = {"key": _b64(prefix), "range_end": _b64(prefix + b"\xff"), "count_only": True}
@@ -74,7 +83,7 @@ async def test_an_etcd_nerve_loads_no_kazoo_and_no_http_library(
     await until(registered, what=f"the registration under {path} in etcd")
     loaded = top_level_imports(nerve.log())
     assert "nerve" in loaded
-    assert loaded & HEAVY == {"grpc", "aetcd"}
+    assert loaded & HEAVY == heavy
 
 
 def _b64(data: bytes) -> str:

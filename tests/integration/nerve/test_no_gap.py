@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import aetcd
 import pytest
@@ -33,6 +34,8 @@ from testbed.process import free_port
 from testbed.zookeeper import ZooKeeperServer
 
 RISE, FALL, INTERVAL = 3, 3, 0.3
+# The etcd restart cases on both of nerve's etcd transports (json: the gateway, the default).
+TRANSPORTS = pytest.mark.parametrize("transport", ["json", "grpc"])
 
 
 @contextmanager
@@ -126,15 +129,16 @@ async def etcd_key_of(client: aetcd.Client, key: bytes) -> aetcd.rtypes.Get:
     return kv
 
 
+@TRANSPORTS
 async def test_etcd_restart_overwrites_the_leftover_key_without_deleting_it(
-    etcd: EtcdCluster, http_backend_factory
+    etcd: EtcdCluster, http_backend_factory, transport: str
 ) -> None:
     backend = http_backend_factory()
     path = unique_path()
     registration = Registration("127.0.0.1", backend.port, "i-test")
     key = etcd_key(path, registration).encode()
     service = etcd_service(etcd.endpoints, path, backend.port, check_interval=INTERVAL,
-                           checks=http_check())  # fmt: skip
+                           checks=http_check(), etcd_transport=transport)  # fmt: skip
     async with aetcd.Client(host=etcd.host, port=etcd.port, timeout=2) as client:
         old_lease = await client.lease(30)  # the previous run's lease, not expired yet
         await client.put(key, encode(registration), lease=old_lease)
@@ -152,8 +156,9 @@ async def _on_other_lease(client: aetcd.Client, key: bytes, old: int) -> aetcd.r
     return kv if kv is not None and kv.lease not in (0, old) else None
 
 
+@TRANSPORTS
 async def test_etcd_restart_deletes_the_leftover_key_after_the_first_failed_round(
-    etcd: EtcdCluster,
+    etcd: EtcdCluster, transport: str
 ) -> None:
     path = unique_path()
     async with aetcd.Client(host=etcd.host, port=etcd.port, timeout=2) as client:
@@ -161,7 +166,7 @@ async def test_etcd_restart_deletes_the_leftover_key_after_the_first_failed_roun
             registration = Registration("127.0.0.1", port, "i-test")
             key = etcd_key(path, registration).encode()
             service = etcd_service(etcd.endpoints, path, port, check_interval=INTERVAL,
-                                   checks=hung_check())  # fmt: skip
+                                   checks=hung_check(), etcd_transport=transport)  # fmt: skip
             await client.put(key, encode(registration), lease=await client.lease(30))
             async with running_nerve(nerve_config({"web": service})) as daemon:
                 web = daemon.services["web"]
@@ -193,8 +198,9 @@ async def _lease_expired(client: aetcd.Client, lease_id: int) -> bool:
     return (await client.get_lease_info(lease_id)).TTL == -1
 
 
+@TRANSPORTS
 async def test_etcd_restart_keeps_the_leftover_s_lease_alive_until_rise_passes(
-    etcd: EtcdCluster, http_backend_factory
+    etcd: EtcdCluster, http_backend_factory, transport: str
 ) -> None:
     """The dead run's lease would expire 0.3 s after the start, before rise 3 x 0.5 s passes:
     the restarted nerve renews it meanwhile, then puts the very same key on its own lease."""
@@ -203,7 +209,7 @@ async def test_etcd_restart_keeps_the_leftover_s_lease_alive_until_rise_passes(
     registration = Registration("127.0.0.1", backend.port, "i-test")
     key = etcd_key(path, registration).encode()
     service = etcd_service(etcd.endpoints, path, backend.port, check_interval=0.5,
-                           checks=http_check())  # fmt: skip
+                           checks=http_check(), etcd_transport=transport)  # fmt: skip
     async with aetcd.Client(host=etcd.host, port=etcd.port, timeout=2) as client:
         old, created, expires = await _dead_runs_key(client, key, encode(registration))
         async with running_nerve(nerve_config({"web": service})):
@@ -216,8 +222,9 @@ async def test_etcd_restart_keeps_the_leftover_s_lease_alive_until_rise_passes(
             assert (await etcd_key_of(client, key)).create_revision == created
 
 
+@TRANSPORTS
 async def test_etcd_restart_renews_the_leftover_s_lease_only_until_the_checks_fail(
-    etcd: EtcdCluster,
+    etcd: EtcdCluster, transport: str
 ) -> None:
     """A check that hangs to its 2 s timeout: the dead run's lease is renewed past its TTL
     while the first round runs; that round's failure deletes the key and ends the renewal
@@ -228,7 +235,7 @@ async def test_etcd_restart_renews_the_leftover_s_lease_only_until_the_checks_fa
             registration = Registration("127.0.0.1", port, "i-test")
             key = etcd_key(path, registration).encode()
             service = etcd_service(etcd.endpoints, path, port, check_interval=0.5,
-                                   checks=hung_check(2.0))  # fmt: skip
+                                   checks=hung_check(2.0), etcd_transport=transport)  # fmt: skip
             old, created, expires = await _dead_runs_key(client, key, encode(registration))
             async with running_nerve(nerve_config({"web": service})) as daemon:
                 web = daemon.services["web"]
@@ -247,8 +254,9 @@ async def test_etcd_restart_renews_the_leftover_s_lease_only_until_the_checks_fa
                 await until(lambda: _lease_expired(client, old), OLD_TTL + 1.5, "lease expired")
 
 
+@TRANSPORTS
 async def test_etcd_restart_leaves_a_lease_with_a_key_nobody_holds_to_expire(
-    etcd: EtcdCluster, http_backend_factory
+    etcd: EtcdCluster, http_backend_factory, transport: str
 ) -> None:
     """The dead run's lease carries web's key (same record: held) and api's key at its old
     port (api moved between runs: nobody vouches for it). Renewing the lease would keep
@@ -257,10 +265,10 @@ async def test_etcd_restart_leaves_a_lease_with_a_key_nobody_holds_to_expire(
     path = unique_path()
     web = Registration("127.0.0.1", backend.port, "i-test")
     old_api = Registration("127.0.0.1", free_port(), "i-test")
-    slow = http_check(rise=5)  # web would hold for 5 x 1 s
-    config = nerve_config({
-        "web": etcd_service(etcd.endpoints, path, backend.port, check_interval=1.0, checks=slow),
-        "api": etcd_service(etcd.endpoints, path, free_port(), check_interval=1.0, checks=slow),
+    slow = {"check_interval": 1.0, "checks": http_check(rise=5), "etcd_transport": transport}
+    config = nerve_config({  # web would hold for 5 x 1 s
+        "web": etcd_service(etcd.endpoints, path, backend.port, **slow),
+        "api": etcd_service(etcd.endpoints, path, free_port(), **slow),
     })  # fmt: skip
     async with aetcd.Client(host=etcd.host, port=etcd.port, timeout=2) as client:
         lease = await client.lease(OLD_TTL)
@@ -314,13 +322,26 @@ async def test_zk_sighup_changing_the_record_or_registry_never_drops_the_server(
             assert after == before  # the same node: nothing for synapse to remove
 
 
-@pytest.mark.parametrize("change", [{"weight": 20}, {"etcd_lease_ttl": 3}])
+# On either transport (the old reporter deletes its key only if unchanged: a transaction); a
+# changed transport is changed registry settings: the other transport takes over.
+@pytest.mark.parametrize(
+    "transport, change",
+    [
+        ("json", {"weight": 20}),
+        ("json", {"etcd_lease_ttl": 3}),
+        ("grpc", {"etcd_lease_ttl": 3}),
+        ("json", {"etcd_transport": "grpc"}),
+        ("grpc", {"etcd_transport": "json"}),
+    ],
+)
 async def test_etcd_sighup_changing_the_record_or_registry_never_deletes_the_key(
-    etcd: EtcdCluster, change: dict
+    etcd: EtcdCluster, transport: str, change: dict
 ) -> None:
     path = unique_path()
     port = free_port()
-    config = nerve_config({"web": etcd_service(etcd.endpoints, path, port, checks=[], weight=10)})
+    service = etcd_service(etcd.endpoints, path, port, checks=[], weight=10,
+                           etcd_transport=transport)  # fmt: skip
+    config = nerve_config({"web": service})
     key = etcd_key(path, Registration("127.0.0.1", port, "i-test")).encode()
     client = aetcd.Client(host=etcd.host, port=etcd.port, timeout=2)
     async with client, running_nerve(config) as daemon:
@@ -334,6 +355,8 @@ async def test_etcd_sighup_changing_the_record_or_registry_never_deletes_the_key
 
         kv = await until(rewritten, what="the key written again")
         await until(lambda: daemon._retiring == set(), what="the old reporter retired")
+        reporter: Any = daemon.services["web"].reporter
+        assert reporter.keeper.conn.transport == change.get("etcd_transport", transport)
         kv = await etcd_key_of(client, key)
         assert json.loads(kv.value)["weight"] == weight
         assert kv.create_revision == first.create_revision  # never deleted in between

@@ -1,5 +1,6 @@
 """nerve's etcd lease keeping when the member in use hangs (a stalled host, a blackhole):
-the keep-alive schedule leaves the next member time to renew the lease. Fakes only."""
+the keep-alive schedule leaves the next member time to renew the lease, on gRPC and on
+etcd's JSON gateway. Fakes only."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from nerve.reporters.etcd_lease import (
     retry_pause,
     worst_renewal,
 )
+from smartstack import etcd_json_client
 from smartstack.etcd import EtcdConnection
+from smartstack.etcd_http import Target
+from smartstack.etcd_json_client import EtcdJsonKVConnection
 
 ENDPOINTS = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
 
@@ -90,6 +94,28 @@ class Member:
             yield aetcd.rpc.LeaseKeepAliveResponse(ID=request.ID, TTL=2)
 
 
+async def _hang_and_fail_over(conn: Any, ttl: float, renewals: list[tuple[float, str]]) -> None:
+    """Keep a lease on ``conn`` (whose first member hangs after the grant and one keep-alive)
+    until the next member renewed it twice; every renewal came in time."""
+    keeper = LeaseKeeper(conn, ttl)  # type: ignore[arg-type]
+    heard: list[str] = []
+    keeper.add_listener(heard.append)
+    keeper.start()
+    try:
+        assert await asyncio.wait_for(keeper.lease(), 1) == 42
+        async with asyncio.timeout(4 * ttl):  # two renewals on the next member
+            while [name for _, name in renewals].count("b") < 2:
+                await asyncio.sleep(0.02)
+    finally:
+        await keeper.close(revoke=False)
+    assert [name for _, name in renewals][:3] == ["a", "a", "b"]
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(renewals)]
+    # The renewal after the hang: an interval and one keep-alive timeout (0.8 s), not an
+    # interval, a timeout and a status probe of the hung member (1.2 s: the lease gone).
+    assert max(gaps) < ttl, gaps
+    assert heard == [] and conn.current_endpoint == ENDPOINTS[1]
+
+
 async def test_a_member_hanging_right_after_a_renewal_is_left_before_the_lease_expires(
     monkeypatch,
 ) -> None:
@@ -108,20 +134,35 @@ async def test_a_member_hanging_right_after_a_renewal_is_left_before_the_lease_e
         return conn._client
 
     monkeypatch.setattr(conn, "client", client)
-    keeper = LeaseKeeper(conn, ttl)  # type: ignore[arg-type]
-    heard: list[str] = []
-    keeper.add_listener(heard.append)
-    keeper.start()
-    try:
-        assert await asyncio.wait_for(keeper.lease(), 1) == 42
-        async with asyncio.timeout(4 * ttl):  # two renewals on the next member
-            while [name for _, name in renewals].count("b") < 2:
-                await asyncio.sleep(0.02)
-    finally:
-        await keeper.close(revoke=False)
-    assert [name for _, name in renewals][:3] == ["a", "a", "b"]
-    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(renewals)]
-    # The renewal after the hang: an interval and one keep-alive timeout (0.8 s), not an
-    # interval, a timeout and a status probe of the hung member (1.2 s: the lease gone).
-    assert max(gaps) < ttl, gaps
-    assert heard == [] and conn.current_endpoint == ENDPOINTS[1]
+    await _hang_and_fail_over(conn, ttl, renewals)
+
+
+async def test_on_the_json_gateway_too(monkeypatch) -> None:
+    """The same hang on etcd's gateway: each call is a connection of its own, the grant
+    and keep-alives are HTTP calls (faked here by endpoint), and a keep-alive that times
+    out moves on at once too."""
+    ttl = 1.2
+    renewals: list[tuple[float, str]] = []
+    members = {
+        ENDPOINTS[0]: Member("a", renewals, hang_after=2),
+        ENDPOINTS[1]: Member("b", renewals),
+        ENDPOINTS[2]: Member("c", renewals),
+    }
+
+    def member(target: Target) -> Member:
+        return members[f"{target.host}:{target.port}"]
+
+    async def call(target: Target, path: str, payload: dict) -> dict:
+        assert path == "/v3/lease/grant", path
+        await member(target)._answer()
+        return {"ID": "42", "TTL": ttl}
+
+    async def first_message(target: Target, path: str, payload: dict) -> dict:
+        assert path == "/v3/lease/keepalive" and target.headers["Grpc-Metadata-hasleader"]
+        await member(target)._answer()
+        return {"result": {"ID": payload["ID"], "TTL": "2"}}
+
+    monkeypatch.setattr(etcd_json_client, "call", call)
+    monkeypatch.setattr(etcd_json_client, "first_message", first_message)
+    conn = EtcdJsonKVConnection(ENDPOINTS, timeout=call_timeout(ttl), start=0)
+    await _hang_and_fail_over(conn, ttl, renewals)
