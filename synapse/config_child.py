@@ -1,26 +1,14 @@
 """Validating synapse's config in a short-lived process, for a daemon on plain models.
 
-pydantic (~9 MB of RSS with its schemas) is needed to validate a config, not to run one.
-So the daemon (``synapse.config_load``) has a child validate: at start a fork taken before
-any thread exists, on SIGHUP ``python -m synapse.config_child`` (a fork of a running
-daemon with threads is not safe). The child loads the file exactly as ``synapse -k``
-does (same errors: file, key, expectation, "did you mean") and answers one pickled dict
-on a pipe of its own (``--answer-fd``; stdout is not read, so a stray print cannot corrupt
-it; ``-P``: this checkout's code, not a synapse/ in the daemon's current directory):
-
-- ``{"ok": True, "config": SynapseConfig, "warnings": [...], "plain": bool, "routed":
-  bool}``; ``plain`` is false when the daemon must validate at runtime itself
-  (``docker_services``: container labels become services), so it stays on pydantic;
-  ``routed``: some service has ``haproxy.routes`` (an edge, whose SIGHUP is its route
-  change: the daemon validates in-process then, docs/edge.md);
-- ``{"ok": False, "lines": [...]}``: the ConfigError's lines;
-- ``{"ok": False, "crash": "..."}``: the child failed otherwise (a bug), with its traceback.
-
-Pickled: a pydantic model's pickle names its class by module and name and carries its
-state (``__dict__``, fields set, extras); the daemon has the same classes on the plain base
-(``smartstack.model_plain``, whose ``__setstate__`` takes that state), so unpickling builds
-plain instances, at C speed, with shared sub-models still shared. The bytes come only from
-this module, run by the daemon itself (a pipe of its own child), never from elsewhere.
+The daemon (``synapse.config_load``) has a child validate (``smartstack.config_child``: why,
+and how the answer travels). The child loads the file exactly as ``synapse -k`` does (same
+errors: file, key, expectation, "did you mean"); ``-P``: this checkout's code, not a
+synapse/ in the daemon's current directory. Its answer when the file is valid:
+``{"ok": True, "config": SynapseConfig, "warnings": [...], "plain": bool, "routed": bool}``;
+``plain`` is false when the daemon must validate at runtime itself (``docker_services``:
+container labels become services), so it stays on pydantic; ``routed``: some service has
+``haproxy.routes`` (an edge, whose SIGHUP is its route change: the daemon validates
+in-process then, docs/edge.md).
 
 ``--service``: validate service blocks (a pickled list on stdin: a registry's generator
 settings merged under services, ``synapse.generator_checks``): ``{"ok": True, "answers":
@@ -35,20 +23,22 @@ import contextlib
 import json
 import os
 import pickle
-import select
 import subprocess
 import sys
 import threading
-import traceback
-from collections.abc import Callable
 from subprocess import DEVNULL, PIPE
 from typing import Any
 
-PROTOCOL = 5
-# pydantic scans every installed package's entry points for plugins when it builds its first
-# model (~30 ms); a validating child has no use for plugins.
-NO_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
-CHILD_TIMEOUT = 120.0  # a 1,000-service config validates in well under a second
+from smartstack import config_child
+from smartstack.config_child import (
+    CHILD_TIMEOUT,
+    NO_PLUGINS,
+    PROTOCOL,
+    pickled,
+    write_answer,
+)
+
+__all__ = ["CHILD_TIMEOUT", "ForkedValidation", "child_command", "unpickled"]
 
 
 def validate_file(
@@ -98,58 +88,17 @@ def validate_services(docs: list[Any]) -> dict[str, Any]:
     return {"ok": True, "answers": answers}
 
 
-def _pickled(answer: Callable[[], dict[str, Any]]) -> bytes:
-    try:
-        return pickle.dumps(answer(), PROTOCOL)
-    except BaseException:  # reported to the daemon, which logs it and keeps running
-        return pickle.dumps({"ok": False, "crash": traceback.format_exc()[-2000:]}, PROTOCOL)
+def unpickled(out: bytes, err: bytes, code: int | None = 0) -> dict[str, Any]:
+    return config_child.unpickled(out, err, code, "synapse")
 
 
-class ForkedValidation:
-    """Validation in a forked child (start it before any thread exists): this process never
-    imports pydantic; the child does, answers through a pipe and exits. This process may
-    do other work meanwhile (import what it needs next) and then take the ``answer()``."""
+class ForkedValidation(config_child.ForkedValidation):
+    """The config file at ``path`` validated in a forked child (before any thread exists)."""
+
+    daemon = "synapse"
 
     def __init__(self, path: str, zone: str | None, strict: bool) -> None:
-        self.pid, self.read_end, self.failed = 0, -1, ""
-        read_end, write_end = os.pipe()
-        try:
-            pid = os.fork()
-        except OSError as exc:  # (no memory, process limit): the answer says so
-            os.close(read_end)
-            os.close(write_end)
-            self.failed = f"forking the validating child failed: {exc}"
-            return
-        if pid == 0:  # the child
-            code = 0
-            try:
-                os.close(read_end)
-                os.environ[NO_PLUGINS] = "1"
-                data = _pickled(lambda: validate_file(path, zone, strict))
-                with os.fdopen(write_end, "wb") as out:
-                    out.write(data)
-            except BaseException:
-                code = 1
-            finally:
-                os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
-        os.close(write_end)
-        self.pid, self.read_end = pid, read_end
-
-    def ready(self) -> bool:
-        """Whether ``answer()`` would not wait: the child has written (or ended)."""
-        if self.failed:
-            return True
-        poller = select.poll()  # (select() refuses an fd from 1024 on)
-        poller.register(self.read_end, select.POLLIN)
-        return bool(poller.poll(0))  # POLLIN, or POLLHUP: the child ended
-
-    def answer(self) -> dict[str, Any]:
-        if self.failed:
-            return {"ok": False, "crash": self.failed}
-        with os.fdopen(self.read_end, "rb") as pipe:
-            data = pipe.read()
-        _, status = os.waitpid(self.pid, 0)
-        return unpickled(data, b"", os.waitstatus_to_exitcode(status))
+        super().__init__(lambda: validate_file(path, zone, strict))
 
 
 def child_command(path: str, zone: str | None, strict: bool, answer_fd: int) -> list[str]:
@@ -250,24 +199,6 @@ def _read_all(fd: int) -> bytes:
         return pipe.read()
 
 
-def unpickled(out: bytes, err: bytes, code: int | None = 0) -> dict[str, Any]:
-    """A child's answer from its answer pipe (its stderr and exit status tell why when
-    there is none). Classes that changed since this process started (an upgrade) are an
-    error line: the running config stays, a restart loads the new one."""
-    from smartstack.model_plain import StaleModel
-
-    try:
-        return pickle.loads(out)
-    except StaleModel as exc:
-        return {"ok": False, "lines": [str(exc)]}
-    except (AttributeError, ImportError) as exc:  # a class the child's code has, ours not
-        why = f"the validated config names code this process lacks ({exc})"
-        return {"ok": False, "lines": [f"{why}: restart synapse to load this config"]}
-    except Exception as exc:
-        why = err.decode(errors="replace")[-2000:] or f"no answer ({type(exc).__name__})"
-        return {"ok": False, "crash": f"(the validating child exited with {code})\n{why}"}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m synapse.config_child")
     parser.add_argument("path", nargs="?")
@@ -279,16 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[NO_PLUGINS] = "1"
     if args.service:
         doc = pickle.loads(sys.stdin.buffer.read())  # from the daemon, our parent
-        answer = _pickled(lambda: validate_services(doc))
+        answer = pickled(lambda: validate_services(doc))
     else:  # stdin: the daemon's digests of its services (may be empty)
         known = json.loads(sys.stdin.buffer.read() or b"{}")
-        answer = _pickled(lambda: validate_file(args.path, args.zone, args.strict, known))
-    if args.answer_fd is None:
-        sys.stdout.buffer.write(answer)
-        sys.stdout.flush()
-    else:
-        with os.fdopen(args.answer_fd, "wb") as out:
-            out.write(answer)
+        answer = pickled(lambda: validate_file(args.path, args.zone, args.strict, known))
+    write_answer(answer, args.answer_fd)
     return 0
 
 

@@ -29,9 +29,10 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from smartstack import modelbase
+from smartstack.config_child import answer_lines, child_answer
 from smartstack.config_errors import ConfigError
 from smartstack.modelbase import same_model
-from synapse.config_child import CHILD_TIMEOUT, ForkedValidation, child_command, unpickled
+from synapse.config_child import ForkedValidation, child_command
 from synapse.warm_imports import warm
 
 # Set (to "1") when the config needs pydantic in the daemon: the process is started again
@@ -48,8 +49,6 @@ SHARED_IMPORTS = (
 WARM_IMPORTS = ("synapse.config", "synapse.preflight", "synapse.daemon")
 
 if TYPE_CHECKING:
-    import asyncio
-
     from smartstack.config_sections import SectionCache
     from synapse.config import SynapseConfig
 
@@ -57,29 +56,6 @@ if TYPE_CHECKING:
 def _docker_on(config: SynapseConfig) -> bool:
     docker = config.docker_services
     return docker is not None and docker.enabled
-
-
-def _lines(answer: dict[str, Any]) -> list[str]:
-    """The error lines of a child's answer that is not ok."""
-    if "lines" in answer:
-        return list(answer["lines"])
-    crash = str(answer.get("crash") or "no answer").strip().splitlines()
-    return [f"validating the config failed: {crash[-1] if crash else 'no answer'}"]
-
-
-async def _answer(proc: asyncio.subprocess.Process, fd: int, known: bytes) -> tuple[bytes, bytes]:
-    """The child's answer (from its pipe ``fd``) and its stderr, once it ended."""
-    import asyncio
-
-    reader = asyncio.StreamReader()
-    loop = asyncio.get_running_loop()
-    pipe = os.fdopen(fd, "rb", buffering=0)
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-    try:
-        (_, err), out = await asyncio.gather(proc.communicate(known), reader.read())
-    finally:
-        transport.close()  # closes the pipe
-    return out, err
 
 
 class ConfigSource:
@@ -111,7 +87,7 @@ class ConfigSource:
         warm(self.path, child.ready)  # what it imports after the config, while the child works
         answer = child.answer()
         if not answer.get("ok"):
-            raise ConfigError(_lines(answer))
+            raise ConfigError(answer_lines(answer))
         if not answer["plain"] or answer.get("routed"):  # docker_services; an edge
             os.environ[IN_PROCESS_ENV] = "1"
             os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
@@ -127,35 +103,12 @@ class ConfigSource:
         """The file again (SIGHUP); ConfigError with the child's lines when it is bad."""
         if not self.plain:
             return self._reload_in_process()
-        import asyncio  # (not at the top: the start forks its child before asyncio is loaded)
-
-        read_end, write_end = os.pipe()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *child_command(self.path, self.zone, self.strict, write_end),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                pass_fds=(write_end,),
-            )
-        except BaseException:
-            os.close(read_end)
-            raise
-        finally:
-            os.close(write_end)  # the child's copy stays open: EOF when it ends
-        try:
-            out, err = await asyncio.wait_for(
-                _answer(proc, read_end, json.dumps(self._digests).encode()), CHILD_TIMEOUT
-            )
-        except TimeoutError:
-            raise ConfigError([f"validating the config took over {CHILD_TIMEOUT:.0f} s"]) from None
-        finally:  # also when the reload is cancelled (synapse stops): no child outlives it
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        answer = unpickled(out, err, proc.returncode)
+        known = json.dumps(self._digests).encode()
+        answer = await child_answer(
+            lambda fd: child_command(self.path, self.zone, self.strict, fd), known, "synapse"
+        )
         if not answer.get("ok"):
-            raise ConfigError(_lines(answer))
+            raise ConfigError(answer_lines(answer))
         if not answer["plain"]:
             raise ConfigError(["enabling docker_services needs a restart"])
         return self._kept(answer), list(answer["warnings"])

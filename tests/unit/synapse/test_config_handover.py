@@ -12,9 +12,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from smartstack.config_child import PROTOCOL
 from smartstack.model_plain import ConfigModel
 from synapse.config import load_synapse_config
-from synapse.config_child import PROTOCOL
 
 CONFIG = """
 haproxy:
@@ -144,8 +144,9 @@ def test_the_child_answer_says_whether_the_daemon_can_run_without_pydantic(tmp_p
 def test_a_reload_keeps_the_objects_of_unchanged_services(tmp_path: Path) -> None:
     """The daemon sends the child its services' digests; the child leaves the unchanged
     ones out (None) and the daemon keeps their objects: a SIGHUP unpickles what changed."""
+    from smartstack.config_child import answer_lines as _lines
     from synapse.config_child import validate_file
-    from synapse.config_load import ConfigSource, _lines
+    from synapse.config_load import ConfigSource
 
     path = tmp_path / "synapse.yaml"
     path.write_text(CONFIG.format(tmp=tmp_path))
@@ -195,8 +196,8 @@ def test_a_reload_replaces_a_service_equal_but_with_other_fields_given(tmp_path:
 
 def test_a_broken_answer_or_a_failed_fork_is_an_error_answer(monkeypatch) -> None:
     """Not a traceback out of the start (load_or_exit reports ConfigError lines only)."""
+    from smartstack.config_child import answer_lines as _lines
     from synapse import config_child
-    from synapse.config_load import _lines
 
     truncated = pickle.dumps({"ok": True, "config": "x" * 100}, PROTOCOL)[:-7]
     answer = config_child.unpickled(truncated, b"", -9)
