@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from nerve.config import NerveConfig, load_nerve_config
-from nerve.preflight import preflight
 from smartstack.cli import add_common_arguments, check_or_run
+
+if TYPE_CHECKING:
+    from nerve.config import NerveConfig
+    from nerve.config_load import ConfigSource
+
+# (Nothing here imports nerve.config: which base its models get is decided after the
+# arguments are read, nerve.config_load.)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,18 +41,30 @@ def main(argv: list[str] | None = None) -> int:
 
         return control_main(argv)
     args = build_parser().parse_args(argv)
+    if args.check_config:  # -k: validated here, on pydantic
+        from nerve.config import load_nerve_config
+
+        loader = lambda: load_nerve_config(args.config, args.instance_id, args.strict)  # noqa: E731
+        return check_or_run(args, loader, lambda config, args: 0, _preflight)
+    # The daemon: validated by a child; plain config objects here (nerve.config_load).
+    from nerve.config_load import ConfigSource
+
+    source = ConfigSource(args.config, args.instance_id, args.strict)
     return check_or_run(
-        args,
-        lambda: load_nerve_config(args.config, args.instance_id, args.strict),
-        _run,
-        preflight,
+        args, source.first, lambda config, args: _run(config, args, source), _preflight
     )
 
 
-def _run(config: NerveConfig, args: argparse.Namespace) -> int:
-    from nerve.daemon import run  # imported late: `-k` needs none of the daemon's modules
+def _preflight(config: Any, path: Path, full: bool) -> tuple[list[str], list[str]]:
+    from nerve.preflight import preflight  # after the model base is chosen
 
-    return run(config, args)
+    return preflight(config, path, full)
+
+
+def _run(config: NerveConfig, args: argparse.Namespace, source: ConfigSource) -> int:
+    from nerve.main import run  # imported late: `-k` needs none of the daemon's modules
+
+    return run(config, args, source)
 
 
 if __name__ == "__main__":

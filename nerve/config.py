@@ -10,11 +10,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
-
 from smartstack.admin_token import AdminAuthConfig
 from smartstack.config_check import refuse_unspecified, services_problem
 from smartstack.configfile import ConfigError, ConfigModel, load
+from smartstack.modelbase import Field, field_validator, model_validator
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
 from smartstack.statsd import StatsdConfig
 

@@ -18,11 +18,9 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import time
-from argparse import Namespace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nerve.admin import add_maintenance_routes
 from nerve.assemble import build_service
@@ -40,6 +38,9 @@ from smartstack.admin_token import TokenFileError
 from smartstack.configfile import ConfigError
 from smartstack.logs import event
 from smartstack.statsd import make_stats
+
+if TYPE_CHECKING:
+    from nerve.config_load import ConfigSource
 
 log = logging.getLogger("nerve")
 
@@ -72,6 +73,10 @@ class NerveDaemon:
         self.config_path = Path(config_path) if config_path is not None else None
         self.instance_id_override = instance_id_override
         self.strict = False  # --strict: unknown keys refuse a reloaded file too
+        # nerve -c: the file validated by a child, plain objects here (nerve.config_load);
+        # None: validated in-process (tests, an embedding program).
+        self.source: ConfigSource | None = None
+        self._load_lock = asyncio.Lock()  # SIGHUPs apply their files in the order they came
         self.metrics = metrics or NerveMetrics()
         self.metrics.statsd = make_stats(config.statsd)
         self.store = MaintenanceStore(resolve_state_dir(config, self.config_path))
@@ -215,10 +220,15 @@ class NerveDaemon:
         is invalid."""
         if self.config_path is None:
             return False
+        async with self._load_lock:  # (a child's answer takes a while: the next one waits)
+            return await self._reload_from_file(self.config_path)
+
+    async def _reload_from_file(self, path: Path) -> bool:
         try:
-            new, warnings = load_nerve_config(
-                self.config_path, self.instance_id_override, self.strict
-            )
+            if self.source is not None:
+                new, warnings = await self.source.reload()
+            else:
+                new, warnings = load_nerve_config(path, self.instance_id_override, self.strict)
         except ConfigError as exc:
             self.metrics.reloads.labels("rejected").inc()
             event(
@@ -247,8 +257,10 @@ class NerveDaemon:
             if new.statsd != self.config.statsd:
                 self.metrics.statsd.close()
                 self.metrics.statsd = make_stats(new.statsd)
-            if new.admin != self.config.admin or new.state_dir != self.config.state_dir:
-                event(log, "config_needs_restart", level=logging.WARNING, keys="admin, state_dir")
+            restart = [k for k in ("admin", "state_dir", "docker")
+                       if getattr(new, k) != getattr(self.config, k)]  # fmt: skip
+            if restart:
+                event(log, "config_needs_restart", level=logging.WARNING, keys=", ".join(restart))
             # A removed service's registration may be the very one a new service (a renamed
             # one) writes: the new one starts once the old one is withdrawn.
             retiring: dict[Placement, asyncio.Task[None]] = {}
@@ -396,45 +408,3 @@ class NerveDaemon:
                 error=f"{type(exc).__name__}: {str(exc)[:160]}",
             )
             return False
-
-
-async def serve(
-    config: NerveConfig, config_path: Path, instance_id: str | None, strict: bool = False
-) -> int:
-    loop = asyncio.get_running_loop()
-    daemon = NerveDaemon(config, config_path, instance_id)
-    daemon.strict = strict  # --strict holds for SIGHUP reloads too
-    stop = asyncio.Event()
-    reloads: set[asyncio.Task[bool]] = set()
-
-    def on_stop(signum: int) -> None:
-        event(log, "signal", signal=signal.Signals(signum).name, action="shutdown")
-        stop.set()
-
-    def on_reload() -> None:
-        event(log, "signal", signal="SIGHUP", action="reload")
-        task = loop.create_task(daemon.reload_from_file())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_stop, signum)
-    loop.add_signal_handler(signal.SIGHUP, on_reload)
-    await daemon.start()
-    await stop.wait()
-    for task in reloads:
-        task.cancel()
-    await daemon.stop()
-    return 0
-
-
-def run(config: NerveConfig, args: Namespace) -> int:
-    """Entry point from ``nerve -c FILE``: run until SIGTERM/SIGINT, then exit 0."""
-    return asyncio.run(
-        serve(
-            config,
-            Path(args.config),
-            getattr(args, "instance_id", None),
-            getattr(args, "strict", False),
-        )
-    )

@@ -8,9 +8,12 @@ registrations), so at start a problem is a note on stderr; with ``-k`` it is an 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from nerve.config import NerveConfig
 from smartstack.paths_check import writable_problems
+
+if TYPE_CHECKING:
+    from nerve.config import NerveConfig
 
 
 def preflight(config: NerveConfig, config_path: Path, full: bool) -> tuple[list[str], list[str]]:

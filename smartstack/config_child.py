@@ -59,7 +59,7 @@ def unpickled(out: bytes, err: bytes, code: int | None = 0, daemon: str = "the d
     try:
         return pickle.loads(out)
     except StaleModel as exc:
-        return {"ok": False, "lines": [str(exc)]}
+        return {"ok": False, "lines": [f"{exc}; restart {daemon} to load this config"]}
     except (AttributeError, ImportError) as exc:  # a class the child's code has, ours not
         why = f"the validated config names code this process lacks ({exc})"
         return {"ok": False, "lines": [f"{why}: restart {daemon} to load this config"]}

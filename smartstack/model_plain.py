@@ -242,17 +242,22 @@ class ConfigModel:
         by_alias: bool = False,
         exclude_unset: bool = False,
         exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
     ) -> dict[str, Any]:
-        """Fields (and unknown keys) as plain data, nested models as dicts."""
+        """Fields (and unknown keys) as plain data, nested models as dicts; ``include``:
+        only these fields (and no unknown keys), as pydantic's."""
         skip = set(exclude or ())
+        only = set(include) if include is not None else None
         out: dict[str, Any] = {}
         for name, value in self.__dict__.items():
             if name in skip or (exclude_unset and name not in self._fields_set):
                 continue
+            if only is not None and name not in only:
+                continue
             key = (self.model_fields[name].alias or name) if by_alias else name
             out[key] = _dumped(value, by_alias, exclude_unset)
         for key, value in (self._extra or {}).items():
-            if key not in skip:
+            if key not in skip and only is None:
                 out[key] = _dumped(value, by_alias, exclude_unset)
         return out
 
@@ -262,8 +267,8 @@ def _stale(cls: type, values: dict[str, Any]) -> str:
     gone = sorted(cls.model_fields.keys() - values.keys())  # type: ignore[attr-defined]
     return (
         f"the validated config does not fit this process's {cls.__name__} (fields new:"
-        f" {', '.join(added) or '-'}; gone: {', '.join(gone) or '-'}): synapse's code changed"
-        " since it started (an upgrade?); restart synapse to load this config"
+        f" {', '.join(added) or '-'}; gone: {', '.join(gone) or '-'}): the code changed"
+        " since it started (an upgrade?)"
     )
 
 

@@ -1,0 +1,68 @@
+"""Running the nerve daemon as a process: until SIGTERM/SIGINT, re-reading its config on
+SIGHUP (``nerve -c FILE``; the daemon itself is ``nerve.daemon.NerveDaemon``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from argparse import Namespace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nerve.daemon import NerveDaemon
+from smartstack.logs import event
+
+if TYPE_CHECKING:
+    from nerve.config import NerveConfig
+    from nerve.config_load import ConfigSource
+
+log = logging.getLogger("nerve")
+
+
+async def serve(
+    config: NerveConfig,
+    config_path: Path,
+    instance_id: str | None,
+    strict: bool = False,
+    source: ConfigSource | None = None,
+) -> int:
+    loop = asyncio.get_running_loop()
+    daemon = NerveDaemon(config, config_path, instance_id)
+    daemon.strict = strict  # --strict holds for SIGHUP reloads too
+    daemon.source = source
+    stop = asyncio.Event()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_stop(signum: int) -> None:
+        event(log, "signal", signal=signal.Signals(signum).name, action="shutdown")
+        stop.set()
+
+    def on_reload() -> None:
+        event(log, "signal", signal="SIGHUP", action="reload")
+        task = loop.create_task(daemon.reload_from_file())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_stop, signum)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    await daemon.start()
+    await stop.wait()
+    for task in reloads:
+        task.cancel()
+    await daemon.stop()
+    return 0
+
+
+def run(config: NerveConfig, args: Namespace, source: ConfigSource | None = None) -> int:
+    """Entry point from ``nerve -c FILE``: run until SIGTERM/SIGINT, then exit 0."""
+    return asyncio.run(
+        serve(
+            config,
+            Path(args.config),
+            getattr(args, "instance_id", None),
+            getattr(args, "strict", False),
+            source,
+        )
+    )
