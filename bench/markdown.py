@@ -15,7 +15,8 @@ from typing import Any
 
 from bench.report import RESULTS_DIR, fmt_number
 
-ORDER = ("propagation", "burst", "churn", "scale", "failure", "zones", "edge", "fleet", "peer")
+ORDER = ("propagation", "burst", "churn", "scale", "failure", "zones", "edge", "fleet", "nerve",
+         "peer")  # fmt: skip
 
 
 def _value(row: dict[str, Any]) -> str:
@@ -59,7 +60,9 @@ def render(payloads: list[dict[str, Any]]) -> str:
                      if load else "")  # fmt: skip
             stick = p.get("machine", {}).get("python_yardstick_ms")
             extra += f", yardstick {stick} ms" if stick else ""  # (each run's own machine speed)
-            out.append(f"- ran in {p['duration_s']:.0f} s{extra}")
+            commit = (p.get("versions") or {}).get("smartstack_git") or "?"
+            when = f"{p['date'][:10]} (git {commit[:7]})"  # (tables of several rounds meet here)
+            out.append(f"- ran {when} in {p['duration_s']:.0f} s{extra}")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 

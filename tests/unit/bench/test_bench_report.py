@@ -74,4 +74,4 @@ def test_the_markdown_names_the_machines_yardstick_when_the_json_has_one() -> No
     later = dict(payload, name="edge", duration_s=11.0,
                  machine=dict(machine, python_yardstick_ms=12.5))  # fmt: skip
     ran = [line for line in render([payload, later]).splitlines() if line.startswith("- ran")]
-    assert ran == ["- ran in 11 s, yardstick 12.5 ms"]  # each run says its own
+    assert ran == ["- ran 2026-11-30 (git abc) in 11 s, yardstick 12.5 ms"]  # each its own
