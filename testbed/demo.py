@@ -275,19 +275,15 @@ class Demo:
             self.workdir,
             "synapse",
         ).start()
-        wait_until(
-            lambda: self._answers_all(),
-            timeout=30,
-            what="HAProxy to route to all three services",
-            interval=0.1,
-        )
+        wait_until(lambda: self._answers_all(), timeout=30,
+                   what="HAProxy to route to all three services", interval=0.1)  # fmt: skip
         detail(f"HAProxy listens on 127.0.0.1:{self.front_port} and routes to all three")
         watcher = self.status()["services"][SERVICE]["watcher"]
-        detail(
-            f"synapse reads etcd over {watcher['transport']} (etcd_transport auto: etcd's "
-            f"JSON gateway for a few services, gRPC never loaded); synapse's RSS: "
-            f"{rss_mb(self.synapse.pid):.1f} MB"
-        )
+        nerves = sorted(rss_mb(proc.pid) for name, proc in self.nerves.items() if name != "zones")
+        detail(f"synapse reads etcd over {watcher['transport']} (etcd_transport auto: etcd's "
+               f"JSON gateway for a few services, gRPC never loaded); RSS: synapse "
+               f"{rss_mb(self.synapse.pid):.1f} MB, each app's nerve {nerves[0]:.1f}-"
+               f"{nerves[-1]:.1f} MB (no gRPC, aiohttp or pydantic loaded)")  # fmt: skip
 
     def _answers_all(self) -> bool:
         for proc in (*self.nerves.values(), self.synapse):

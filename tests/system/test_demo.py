@@ -33,6 +33,7 @@ def test_demo_runs_to_completion_and_cleans_up() -> None:
     assert all(n == "0" for n in re.findall(r"app-2: +(\d+)", during.split("\n", 2)[2]))
     assert re.search(r"app-2: +[1-9]", after)
     assert "HAProxy reloads during the failover and the return: 0" in out
+    assert re.search(r"each app's nerve \d+\.\d-\d+\.\d MB", out), out  # (RSS, shown)
     pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", out)]
     assert len(pids) == 3
     zone_nerve = re.search(r"one nerve, pid (\d+)", out)
