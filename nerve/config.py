@@ -203,6 +203,9 @@ class DockerModeConfig(ConfigModel):
     host: str | None = None  # published mode: the address consumers use for this host
     network: str | None = None  # container mode: whose IP (default: first network by name)
     label_prefix: str = "smartstack"
+    # seconds between full re-reads of the container list (a stream that died silently,
+    # e.g. an idle tcp:// connection dropped by a NAT, is mended by it)
+    resync_interval: float = Field(default=60.0, gt=0)
     # e.g. a sidecar's own app; "{instance_id}" in a value is replaced by nerve's instance_id
     label_selector: dict[str, str] = Field(default_factory=dict)
     # A nerve service block without host/port/checks: registry keys, check_interval, ...

@@ -79,6 +79,7 @@ class DockerSource:
             labels=label_filters(
                 self.cfg.selector(self.instance_id), [f"{self.cfg.label_prefix}.service"]
             ),
+            resync_interval=self.cfg.resync_interval,
         )
         self.watch.start()
         event(log, "docker_mode_started", engine=self.cfg.url, address=self.cfg.address)

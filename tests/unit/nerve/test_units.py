@@ -309,3 +309,26 @@ def test_etcd_security_settings_that_would_not_hold_are_refused(tmp_path: Path) 
         service(**{**etcd, "etcd_endpoints": ["http://e:2379"]}, etcd_tls={})
     accepted = service(**etcd, etcd_tls={"ca_cert": str(ca)})
     assert accepted.etcd_tls is not None and accepted.etcd_tls.ca_cert == str(ca)
+
+
+async def test_docker_mode_re_reads_the_container_list_every_resync_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`docker.resync_interval` reaches the engine watch (a silently dead event stream is
+    mended by the next full re-read); 60 s when not given."""
+    made: list[dict] = []
+
+    class Watch:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            made.append(kwargs)
+
+        def start(self) -> None:
+            pass
+
+    monkeypatch.setattr("nerve.docker_source.ContainerWatch", Watch)
+    defaults = {"service_defaults": {"zk_hosts": ["z:1"], "zk_path": "/s"}}
+    for given, want in (({}, 60.0), ({"resync_interval": 5}, 5.0)):
+        cfg = DockerModeConfig.model_validate({**defaults, **given})
+        DockerSource(cfg, instance_id="h", registries=None, metrics=NerveMetrics(),  # type: ignore[arg-type]
+                     store=MaintenanceStore(None)).start()  # fmt: skip
+        assert made[-1]["resync_interval"] == want
