@@ -15,6 +15,7 @@ import ssl
 import zlib
 
 from nerve.checks.base import BaseCheck, CheckFailed, Passed
+from nerve.checks.resolve import open_stream
 from smartstack.http_exchange import Exchange
 
 MAX_BODY = 64 * 1024  # enough to find an `expect` marker; a health page is small
@@ -122,7 +123,9 @@ class HttpCheck(BaseCheck):
     async def _connect(self) -> Exchange:
         context = unverified_context() if self.tls else None
         sni = None if is_ip(self.host) else self.host  # no SNI for an address
-        opening = ServiceExchange.open(self.host, self.port, context, server_hostname=sni)
+        # Through the checks' resolver (never the loop's default pool); TLS still names
+        # the host (SNI), and the Host header is the name too.
+        opening = self._open(context, sni)
         where = f"{format_host(self.host)}:{self.port}"
         try:
             if self.open_timeout is None:
@@ -132,6 +135,10 @@ class HttpCheck(BaseCheck):
             raise CheckFailed(f"connect to {where} timed out after {self.open_timeout:g}s") from exc
         except OSError as exc:  # refused, unreachable, a TLS handshake refused
             raise CheckFailed(f"Cannot connect to {where}: {exc}") from exc
+
+    async def _open(self, context: ssl.SSLContext | None, sni: str | None) -> Exchange:
+        reader, writer = await open_stream(self.host, self.port, context, sni)
+        return ServiceExchange(reader, writer)
 
     async def probe(self) -> Passed:
         exchange = await self._connect()

@@ -11,6 +11,7 @@ import asyncio
 import struct
 
 from nerve.checks.base import BaseCheck, CheckFailed, Passed
+from nerve.checks.resolve import open_stream
 from nerve.checks.tcp import close_writer
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
@@ -42,7 +43,7 @@ class RabbitMqCheck(BaseCheck):
         self.port = port
 
     async def probe(self) -> Passed:
-        reader, writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = await open_stream(self.host, self.port)
         try:
             writer.write(PROTOCOL_HEADER)
             await writer.drain()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from nerve.checks.base import BaseCheck, CheckFailed, Passed
+from nerve.checks.resolve import open_stream
 from nerve.checks.tcp import close_writer
 
 
@@ -39,7 +40,7 @@ class RedisCheck(BaseCheck):
         self.password = password
 
     async def probe(self) -> Passed:
-        reader, writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = await open_stream(self.host, self.port)
         try:
             if self.password:
                 writer.write(command("AUTH", self.password))

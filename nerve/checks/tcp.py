@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 
 from nerve.checks.base import BaseCheck, Passed
+from nerve.checks.resolve import open_stream
 
 
 async def close_writer(writer: asyncio.StreamWriter) -> None:
@@ -23,6 +24,6 @@ class TcpCheck(BaseCheck):
         self.port = port
 
     async def probe(self) -> Passed:
-        _, writer = await asyncio.open_connection(self.host, self.port)
+        _, writer = await open_stream(self.host, self.port)
         await close_writer(writer)
         return Passed(f"connected to {self.host}:{self.port}")

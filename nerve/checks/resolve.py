@@ -1,0 +1,162 @@
+"""Name lookups and connects for the network checks (tcp, redis, rabbitmq, http).
+
+asyncio resolves in the loop's default thread pool, and a timeout cancels the wait but
+not the lookup: a check host whose DNS hangs filled that pool round after round, until
+another service's lookup of ``localhost`` could not get a thread within its timeout (a
+healthy service withdrawn), and ``asyncio.run`` waited for the stuck threads at exit.
+
+Here a name is looked up at most once at a time per (host, port): a round that times out
+leaves the lookup running, and later rounds await the same one. Each lookup runs on a
+daemon thread of its own (their number is bounded by the checks' distinct names in
+flight; a ThreadPoolExecutor's workers are joined at interpreter exit even after
+``shutdown(wait=False)``). An answer is kept ``CACHE_SECONDS``; an IP literal is never
+looked up. The check connects to the addresses found, in order, as
+``loop.create_connection`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import socket
+import ssl
+import threading
+import time
+
+AddrInfo = tuple[int, int, int, tuple]  # family, type, proto, sockaddr
+CACHE_SECONDS = 5.0  # a changed DNS record is followed within this
+
+
+class Resolver:
+    """Process-wide (loop-agnostic: the in-flight lookup is a concurrent future)."""
+
+    def __init__(self, cache_seconds: float = CACHE_SECONDS) -> None:
+        self.cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._inflight: dict[tuple[str, int], concurrent.futures.Future[list[AddrInfo]]] = {}
+        self._cache: dict[tuple[str, int], tuple[float, list[AddrInfo]]] = {}
+
+    async def resolve(self, host: str, port: int) -> list[AddrInfo]:
+        numeric = _numeric(host, port)
+        if numeric is not None:
+            return numeric
+        key = (host, port)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None and cached[0] > time.monotonic():
+                return cached[1]
+            lookup = self._inflight.get(key)
+            if lookup is None:
+                lookup = self._start(key)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[list[AddrInfo]] = loop.create_future()
+        lookup.add_done_callback(lambda done: _hand_over(loop, done, waiter))
+        # Shielded: this round's timeout must not cancel the lookup the next round awaits.
+        return await asyncio.shield(waiter)
+
+    def _start(self, key: tuple[str, int]) -> concurrent.futures.Future[list[AddrInfo]]:
+        lookup: concurrent.futures.Future[list[AddrInfo]] = concurrent.futures.Future()
+        lookup.set_running_or_notify_cancel()  # cannot be cancelled from now on
+        self._inflight[key] = lookup
+        thread = threading.Thread(
+            target=self._lookup, args=(key, lookup), name=f"resolve-{key[0]}", daemon=True
+        )
+        thread.start()
+        return lookup
+
+    def _lookup(self, key: tuple[str, int], lookup: concurrent.futures.Future[list[AddrInfo]]):
+        try:
+            found = socket.getaddrinfo(key[0], key[1], type=socket.SOCK_STREAM)
+        except BaseException as exc:
+            with self._lock:
+                self._inflight.pop(key, None)
+            lookup.set_exception(exc)
+            return
+        answer = [(family, kind, proto, addr) for family, kind, proto, _, addr in found]
+        with self._lock:
+            self._inflight.pop(key, None)
+            if self.cache_seconds > 0:
+                self._cache[key] = (time.monotonic() + self.cache_seconds, answer)
+        lookup.set_result(answer)
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._inflight)
+
+
+def _hand_over(
+    loop: asyncio.AbstractEventLoop,
+    done: concurrent.futures.Future[list[AddrInfo]],
+    waiter: asyncio.Future[list[AddrInfo]],
+) -> None:
+    """The lookup's outcome to one awaiting loop (from the lookup's thread)."""
+
+    def copy() -> None:
+        if waiter.done():
+            return
+        exc = done.exception()
+        if exc is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(done.result())
+
+    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(copy)
+
+
+def _numeric(host: str, port: int) -> list[AddrInfo] | None:
+    """An IP literal's address, without a lookup (AI_NUMERICHOST never asks DNS)."""
+    try:
+        found = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+        )
+    except (socket.gaierror, UnicodeError):
+        return None
+    return [(family, kind, proto, addr) for family, kind, proto, _, addr in found]
+
+
+RESOLVER = Resolver()
+
+
+async def connect(host: str, port: int) -> socket.socket:
+    """A connected non-blocking socket to the first address of ``host`` that accepts."""
+    loop = asyncio.get_running_loop()
+    errors: list[OSError] = []
+    for family, kind, proto, addr in await RESOLVER.resolve(host, port):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, addr)
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    if not errors:
+        raise OSError(f"{host} has no address")
+    if len({str(exc) for exc in errors}) == 1:
+        raise errors[0]
+    raise OSError("Multiple exceptions: " + ", ".join(str(exc) for exc in errors))
+
+
+async def open_stream(
+    host: str, port: int, context: ssl.SSLContext | None = None, server_hostname: str | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """``asyncio.open_connection`` through the checks' resolver; with ``context``, TLS
+    with ``server_hostname`` as SNI (the name, though the connect went to its address)."""
+    sock = await connect(host, port)
+    try:
+        if context is None:
+            return await asyncio.open_connection(sock=sock)
+        # "" = no SNI (an address): asyncio wants a name when it has no host of its own.
+        return await asyncio.open_connection(
+            sock=sock, ssl=context, server_hostname=server_hostname or ""
+        )
+    except BaseException:
+        with contextlib.suppress(OSError):
+            sock.close()
+        raise
