@@ -5,7 +5,12 @@ Call sites are one line and never care whether statsd is configured:
 ``statsd`` block the daemon holds ``NULL_STATS``, which does nothing.
 
 Sending is fire-and-forget UDP on a non-blocking socket (a full buffer drops the
-datagram); no error of the client ever reaches the daemon. Name parts are sanitised
+datagram); no error of the client ever reaches the daemon. The statsd host is looked up
+on a thread of its own, never on the event loop: a blocking lookup there froze the daemon
+(no check, no etcd keep-alive) for a slow DNS server's whole timeout, at start and at
+every SIGHUP that changed the block. Figures sent before the address is known are
+dropped; a name that does not resolve is logged once and looked up again every
+``RETRY_SECONDS``. Name parts are sanitised
 (statsd treats ``.`` as hierarchy and ``:``, ``|``, ``@`` as syntax).
 """
 
@@ -14,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
 from collections.abc import Callable
+from typing import Any
 
 from smartstack.logs import event
 from smartstack.modelbase import ConfigModel, Field
@@ -22,6 +29,7 @@ from smartstack.modelbase import ConfigModel, Field
 log = logging.getLogger("smartstack.statsd")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+RETRY_SECONDS = 30.0  # a statsd name that did not resolve is looked up again this often
 
 
 class StatsdConfig(ConfigModel):
@@ -61,34 +69,89 @@ NULL_STATS = Stats()
 
 
 class StatsdStats(Stats):
-    """A real ``statsd.StatsClient`` behind the same three calls."""
+    """A real ``statsd.StatsClient`` behind the same three calls, once its host resolved."""
 
     enabled = True
 
     def __init__(self, config: StatsdConfig) -> None:
         self.config = config
         self._rates = config.sample_rate
-        prefix = config.prefix.strip(".") if config.prefix else None
+        self._prefix = config.prefix.strip(".") if config.prefix else None
         import statsd  # here: a daemon without a statsd block never loads the client
 
-        self._client = statsd.StatsClient(config.host, config.port, prefix=prefix or None)
-        # The client's socket blocks by default; a UDP send only blocks on a full buffer,
-        # and then dropping the datagram is right (the client swallows the error).
-        self._client._sock.setblocking(False)
+        self._make_client = statsd.StatsClient
+        self._client: Any = None  # until the lookup thread set it: figures are dropped
+        self._closed = threading.Event()
+        self._resolving = threading.Thread(
+            target=self._connect,
+            name="statsd-resolve",
+            daemon=True,  # never holds the exit
+        )
+        self._resolving.start()
+
+    def _connect(self) -> None:
+        """On the lookup thread: build the client (its constructor resolves the host),
+        retrying every RETRY_SECONDS; one log line when it fails, one when it recovers."""
+        failures = 0
+        while not self._closed.is_set():
+            try:
+                client = self._make_client(self.config.host, self.config.port, prefix=self._prefix)
+            except OSError as exc:
+                failures += 1
+                if failures == 1:
+                    event(
+                        log,
+                        "statsd_unavailable",
+                        level=logging.ERROR,
+                        host=self.config.host,
+                        port=self.config.port,
+                        error=str(exc)[:160],
+                        retry_s=RETRY_SECONDS,
+                    )
+                self._closed.wait(RETRY_SECONDS)
+                continue
+            # The client's socket blocks by default; a UDP send only blocks on a full
+            # buffer, and then dropping the datagram is right (the client swallows it).
+            client._sock.setblocking(False)
+            if self._closed.is_set():  # closed while we built it: never used
+                self._send(client.close)
+                return
+            self._client = client
+            if self._closed.is_set():  # closed meanwhile, after close() looked
+                self._send(client.close)
+            elif failures:
+                event(
+                    log,
+                    "statsd_recovered",
+                    host=self.config.host,
+                    port=self.config.port,
+                    failures=failures,
+                )
+            return
+
+    @property
+    def ready(self) -> bool:
+        """The host resolved: figures are sent from now on."""
+        return self._client is not None
 
     def incr(self, *parts: str, count: int = 1) -> None:
         name = metric_name(parts)
-        self._send(self._client.incr, name, count, self._rates.get(name, 1))
+        if self._client is not None:
+            self._send(self._client.incr, name, count, self._rates.get(name, 1))
 
     def timing(self, *parts: str, seconds: float) -> None:
         name = metric_name(parts)
-        self._send(self._client.timing, name, seconds * 1000.0, self._rates.get(name, 1))
+        if self._client is not None:
+            self._send(self._client.timing, name, seconds * 1000.0, self._rates.get(name, 1))
 
     def gauge(self, *parts: str, value: float) -> None:
-        self._send(self._client.gauge, metric_name(parts), value)
+        if self._client is not None:
+            self._send(self._client.gauge, metric_name(parts), value)
 
     def close(self) -> None:
-        self._send(self._client.close)
+        self._closed.set()  # a lookup still running builds no client
+        if self._client is not None:
+            self._send(self._client.close)
 
     @staticmethod
     def _send(call: Callable[..., object], *args: object) -> None:
@@ -98,15 +161,10 @@ class StatsdStats(Stats):
 
 
 def make_stats(config: StatsdConfig | None) -> Stats:
-    """A client for the config's ``statsd`` block, or the no-op. An unresolvable host is
-    logged and gives the no-op: the daemon runs on without statistics."""
+    """A client for the config's ``statsd`` block, or the no-op. Returns at once: the host
+    is resolved on a thread (see the module's docstring); a host that does not resolve is
+    logged (``statsd_unavailable``) and tried again, the daemon runs on meanwhile."""
     if config is None:
         return NULL_STATS
-    try:
-        stats = StatsdStats(config)
-    except OSError as exc:
-        event(log, "statsd_unavailable", level=logging.ERROR, host=config.host,
-              port=config.port, error=str(exc)[:160])  # fmt: skip
-        return NULL_STATS
     event(log, "statsd_configured", host=config.host, port=config.port, prefix=config.prefix)
-    return stats
+    return StatsdStats(config)
