@@ -3,6 +3,11 @@
 The command runs in its own process group so that a timeout kills it *and* whatever it
 started (a shell pipeline, curl, ...). Its combined stdout/stderr is kept for /status.
 A string command goes through ``/bin/sh -c``; a list is executed directly.
+
+The verdict is the command's exit status, as soon as it exited: a background process it
+left (``daemon &``) may hold the output pipe open for ever, so once the command exited
+the pipe gets ``PIPE_GRACE`` to deliver what is still in it, then it is closed (no fd
+kept per round). Such a leftover is neither waited for nor killed.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import signal
 from nerve.checks.base import BaseCheck, CheckFailed, Passed, clip
 
 MAX_OUTPUT = 4096
+PIPE_GRACE = 0.05  # seconds: after the exit, for output still on its way (within the timeout)
 
 
 def argv_for(command: str | list[str]) -> list[str]:
@@ -29,44 +35,68 @@ class ExecCheck(BaseCheck):
         self.argv = argv_for(command)
 
     async def probe(self) -> Passed:
-        process = await asyncio.create_subprocess_exec(
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _Protocol(loop),
             *self.argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # own process group: a timeout kills all of it
         )
+        tail = bytearray()
+        assert protocol.stdout is not None
+        reading = loop.create_task(read_tail(protocol.stdout, MAX_OUTPUT, tail))
         try:
-            assert process.stdout is not None
-            raw = await read_tail(process.stdout, MAX_OUTPUT)
-            await process.wait()
+            # Process.wait() would also wait for the pipe, held by any leftover child.
+            await protocol.exited
+            grace = min(PIPE_GRACE, deadline - loop.time() - PIPE_GRACE / 5)
+            await asyncio.wait({reading}, timeout=max(0.0, grace))
         except BaseException:
             # Cancelled by the timeout (or by shutdown): nothing may outlive the check.
-            await _kill_group(process)
+            await _kill_group(transport, protocol)
             raise
-        output = raw.decode(errors="replace")
-        if process.returncode != 0:
-            detail = f"exit status {process.returncode}"
+        finally:
+            reading.cancel()
+            transport.close()  # our end of the pipe, whoever still holds the other end
+        returncode = transport.get_returncode()
+        output = bytes(tail).decode(errors="replace")
+        if returncode != 0:
+            detail = f"exit status {returncode}"
             if output.strip():
                 detail += f": {clip(output, 200)}"
             raise CheckFailed(detail, output)
         return Passed("exit status 0", output)
 
 
-async def read_tail(stream: asyncio.StreamReader, limit: int) -> bytes:
-    """Read to EOF, keeping only the last ``limit`` bytes (a chatty command must not make
-    nerve hold all it printed)."""
-    tail = bytearray()
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's stream protocol, telling when the process exited (not when its pipes
+    closed, which is all Process.wait() tells on Python 3.11)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+async def read_tail(stream: asyncio.StreamReader, limit: int, tail: bytearray) -> None:
+    """Read to EOF into ``tail``, keeping only the last ``limit`` bytes (a chatty command
+    must not make nerve hold all it printed); what was read stays there if cut short."""
     while chunk := await stream.read(64 * 1024):
         tail += chunk
         del tail[:-limit]
-    return bytes(tail)
 
 
-async def _kill_group(process: asyncio.subprocess.Process) -> None:
+async def _kill_group(transport: asyncio.SubprocessTransport, protocol: _Protocol) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(transport.get_pid(), signal.SIGKILL)
+    transport.close()  # a child of its own session may hold the pipe: never wait for it
     with contextlib.suppress(Exception):
         # SIGKILL cannot be ignored: the reap is immediate. Shielded so a second
         # cancellation cannot leave a zombie behind.
-        await asyncio.shield(process.wait())
+        await asyncio.shield(protocol.exited)
