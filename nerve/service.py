@@ -2,8 +2,9 @@
 
 A ``Service`` is built from parts (so other sources than the config file, e.g. Docker
 labels, can build one): every ``check_interval`` it runs all its checks concurrently,
-each cut by its own timeout, feeds the results to the state machine and hands each
-transition to the reporter. Nothing here waits for the registry: a slow or absent
+each cut by its own timeout, feeds each failure to the state machine as it comes (a
+dead service is withdrawn without waiting for a slower sibling check) and the passes once
+the round is complete, and hands each transition to the reporter. Nothing here waits for the registry: a slow or absent
 registry delays the write, never the checks.
 """
 
@@ -127,20 +128,44 @@ class Service:
     # --- one round ------------------------------------------------------------------------
 
     async def run_round(self) -> None:
+        """All checks at once. A failure is acted on as it comes (a dead service is not
+        left registered while a slower check runs on); passes are taken at the round's
+        end, with all its results in (a registration needs the whole round)."""
         self.round_started.set()
-        results = await asyncio.gather(*(c.run() for c in self.checks))
-        observations = []
-        for check, result in zip(self.checks, results, strict=True):
-            self.last_results[check.name] = result
-            observations.append(Observation(check.name, result.ok, result.detail))
-            self._record_check(check, result)
+        loop = asyncio.get_running_loop()
+        order = {check.name: n for n, check in enumerate(self.checks)}
+        pending = {loop.create_task(check.run()): check for check in self.checks}
+        passes: list[Observation] = []
+        failed = throttled = False
+        try:
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=lambda t: order[pending[t].name]):
+                    check, result = pending.pop(task), task.result()
+                    self.last_results[check.name] = result
+                    self._record_check(check, result)
+                    observation = Observation(check.name, result.ok, result.detail)
+                    if result.ok:
+                        passes.append(observation)
+                        continue
+                    failed = True
+                    decision = self.state.observe_failure(observation, time.monotonic())
+                    if decision is not None:
+                        throttled |= decision.throttled and decision.transition is None
+                        self._apply(decision)
+                    self._end_hold(failed=True)
+        finally:
+            for task in pending:  # cancelled (halt, reload): the checks clean up first
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
         self.rounds += 1
         if self.reporter.holding:  # counted on the reporter: a checks-only reload keeps it
             self.reporter.held_rounds += 1
         now = time.monotonic()
         self._expire_maintenance(now)
-        self._apply(self.state.observe(observations, now))
-        self._end_hold(failed=not all(r.ok for r in results))
+        self._apply(self.state.observe(passes, now), quiet_throttle=throttled)
+        self._end_hold(failed=failed)
 
     def _end_hold(self, failed: bool) -> None:
         """While the reporter holds (no decision yet since the start, see Reporter.holding),
@@ -195,8 +220,9 @@ class Service:
 
     # --- decisions ----------------------------------------------------------------------------
 
-    def _apply(self, decision: Decision) -> None:
-        if decision.throttled:
+    def _apply(self, decision: Decision, quiet_throttle: bool = False) -> None:
+        """``quiet_throttle``: the same held-back change was logged earlier this round."""
+        if decision.throttled and not (quiet_throttle and decision.transition is None):
             event(
                 log,
                 "status_change_throttled",

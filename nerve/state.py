@@ -101,6 +101,16 @@ class ServiceState:
                 tracker.observe(result.ok, result.detail)
         return self._settle(now, limited=True)
 
+    def observe_failure(self, result: Observation, now: float) -> Decision | None:
+        """A failed result as soon as it came, before the rest of its round: counted, and
+        settled (it can only withdraw) when it took its check down; None otherwise. A pass
+        waits for ``observe`` at the round's end, so a round never registers a service
+        that a slower check of the same round takes down again."""
+        tracker = self.trackers.get(result.name)
+        if result.ok or tracker is None or not tracker.observe(False, result.detail):
+            return None
+        return self._settle(now, limited=True)
+
     def set_maintenance(self, source: str, reason: str | None, now: float) -> Decision:
         """Enter (reason given) or leave (None) maintenance from one source."""
         if reason is None:

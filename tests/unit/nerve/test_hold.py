@@ -3,6 +3,8 @@ a scripted check and a reporter that only records what it is told)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from nerve.checks.base import CheckResult
@@ -35,9 +37,11 @@ class Recorder(Reporter):
     def __init__(self) -> None:
         super().__init__("web", Registration("10.0.0.5", 8080, "web-1"))
         self.decisions: list[bool] = []
+        self.decided_at: list[float] = []  # loop time of each decision
 
     def set_registered(self, wanted: bool) -> None:
         self.decisions.append(wanted)
+        self.decided_at.append(asyncio.get_running_loop().time())
         super().set_registered(wanted)
 
     def _attach(self) -> None:
@@ -134,3 +138,55 @@ async def test_a_checks_only_reload_continues_the_hold_instead_of_restarting_it(
     reloaded = Service("web", [ScriptedCheck([True] * 3)], [(3, 2)], reporter)
     await reloaded.run_round()  # the third pass in a row: rise 3, registered
     assert reporter.decisions == [True] and not reporter.holding
+
+
+# --- a round acts on a failure as it comes, on passes once every check answered -------
+
+
+class DelayedCheck:
+    type = "scripted"
+    timeout = 5.0
+
+    def __init__(self, name: str, ok: bool, delay: float) -> None:
+        self.name, self.ok, self.delay = name, ok, delay
+
+    async def run(self) -> CheckResult:
+        await asyncio.sleep(self.delay)
+        return CheckResult(self.ok, "scripted", self.delay)
+
+    async def close(self) -> None:
+        pass
+
+
+def fast_and_slow(fast_ok: bool, slow_ok: bool, reporter: Recorder, up: bool) -> Service:
+    checks = [DelayedCheck("fast", fast_ok, 0.0), DelayedCheck("slow", slow_ok, 0.3)]
+    return Service("web", checks, [(1, 1), (1, 1)], reporter, initially_up=up)
+
+
+async def test_a_fast_failure_withdraws_before_the_slow_check_answers() -> None:
+    reporter = Recorder()
+    reporter.holding = False
+    web = fast_and_slow(False, True, reporter, up=True)
+    web.state.registered = True
+    started = asyncio.get_running_loop().time()
+    await web.run_round()
+    assert reporter.decisions == [False]
+    assert reporter.decided_at[0] - started < 0.15  # the old round waited for "slow"
+    assert web.rounds == 1 and web.last_results["slow"].ok
+
+
+async def test_a_fast_failure_ends_the_hold_of_a_leftover_at_once() -> None:
+    reporter = Recorder()
+    web = fast_and_slow(False, True, reporter, up=False)
+    started = asyncio.get_running_loop().time()
+    await web.run_round()
+    assert reporter.decisions == [False] and not reporter.holding
+    assert reporter.decided_at[0] - started < 0.15
+
+
+async def test_a_pass_never_registers_before_a_slower_failure_of_its_round() -> None:
+    reporter = Recorder()
+    reporter.holding = False
+    web = fast_and_slow(True, False, reporter, up=False)
+    await web.run_round()
+    assert reporter.decisions == [] and not web.state.registered  # no flap in a round
