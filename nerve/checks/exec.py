@@ -14,13 +14,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 
 from nerve.checks.base import BaseCheck, CheckFailed, Passed, clip
+from smartstack.logs import event
+
+log = logging.getLogger("nerve.checks")
 
 MAX_OUTPUT = 4096
 PIPE_GRACE = 0.05  # seconds: after the exit, for output still on its way (within the timeout)
+
+
+_pid1_warned = False
+
+
+def warn_if_pid1() -> None:
+    """Once per process, when nerve is PID 1 (a container started with ``--entrypoint nerve``
+    or k8s ``command: [nerve]``, without an init): what a command leaves behind, or what a
+    timeout's kill orphans, is re-parented to PID 1, and nerve only reaps its own children
+    (asyncio's child watcher waits for those pids; a reaper of every pid could take one of
+    them from it first), so such orphans stay zombies for the container's life."""
+    global _pid1_warned
+    if _pid1_warned or os.getpid() != 1:
+        return
+    _pid1_warned = True
+    hint = "run nerve under an init: docker run --init, tini or dumb-init as the entrypoint"
+    event(log, "nerve_is_pid1", level=logging.WARNING, hint=hint)
 
 
 def argv_for(command: str | list[str]) -> list[str]:
@@ -33,6 +54,7 @@ class ExecCheck(BaseCheck):
     def __init__(self, name: str, command: str | list[str], timeout: float) -> None:
         super().__init__(name, timeout)
         self.argv = argv_for(command)
+        warn_if_pid1()  # at start (the checks are built from the config), once
 
     async def probe(self) -> Passed:
         loop = asyncio.get_running_loop()
