@@ -9,8 +9,10 @@ the stream breaks (dockerd restarted, socket gone) it reports the disconnection,
 backoff and starts over with a full resync, so nothing is missed across a restart: it
 resubscribes from the last event seen (dockerd replays what it buffered meanwhile), and what a
 stop signal told it (a container in its grace period still runs, so the list cannot say) is
-kept per container and StartedAt. Everything reaches the loop through call_soon_threadsafe; the
-loop-side object keeps the current map and calls `on_change(containers)` with it.
+kept per container and StartedAt, until the container outlives the time a real stop would
+have taken (then it survived the signal: ``stop_deadline``). Everything reaches the loop
+through call_soon_threadsafe; the loop-side object keeps the current map and calls
+`on_change(containers)` with it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import contextlib
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,6 +33,7 @@ from smartstack.docker_signals import (
     is_stopping_kill,
     kill_signal,
     parse_signal,
+    stop_deadline,
 )
 from smartstack.docker_stream import (
     event_time_ns,
@@ -74,6 +78,7 @@ class ContainerInfo:
     ports: dict[str, tuple[PortBinding, ...]] = field(hash=False)  # "80/tcp" -> bindings
     stopping: bool = False  # a stop signal was sent: withdraw before it dies
     stop_signal: int | None = None  # its Config.StopSignal (None: Docker's default, TERM)
+    stop_timeout: int | None = None  # its Config.StopTimeout (None: Docker's default, 10 s)
     health_held: bool = False  # "healthy" kept across a dockerd restart (restored_health)
 
     @classmethod
@@ -108,6 +113,7 @@ class ContainerInfo:
             ports=ports,
             stopping=stopping,
             stop_signal=parse_signal(config.get("StopSignal")),
+            stop_timeout=timeout if isinstance(timeout := config.get("StopTimeout"), int) else None,
         )
 
     @property
@@ -196,10 +202,13 @@ class ContainerWatch:
         self._resync_due = threading.Event()  # our timer ended the stream: resync at once
         # Thread-side, container id -> its StartedAt when a stop signal was seen (and, frozen:
         # it was STOP/TSTP, CONT brings it back). Kept across reconnects: a resync lists a
-        # container in its stop grace period as running; only start/restart/unpause, destroy
-        # or another StartedAt (it ran again meanwhile) ends the flag.
+        # container in its stop grace period as running; only start/restart/unpause, destroy,
+        # another StartedAt (it ran again meanwhile) or, not frozen, still running past its
+        # stop deadline (it survived the signal: a handler, a PID 1 without one) ends the flag.
         self._stopping_ids: dict[str, str] = {}
         self._frozen_ids: dict[str, str] = {}
+        self._deadlines: dict[str, float] = {}  # stopping id -> its stop_deadline (epoch s)
+        self.clock: Callable[[], float] = time.time  # (compared with dockerd's event times)
         self._last_event_ns: int | None = None  # resubscribe from there: replays missed kills
         self._tracked: set[str] = set()  # thread-side: the matching containers inspected
 
@@ -320,9 +329,8 @@ class ContainerWatch:
             if info is not None:
                 snapshot[info.id] = info
         self._tracked = set(snapshot)
-        for flags in (self._stopping_ids, self._frozen_ids):  # not running: not needed again
-            for gone in [cid for cid in flags if cid not in snapshot]:
-                del flags[gone]
+        for gone in [cid for cid in self._stopping_ids if cid not in snapshot]:
+            self._unflag(gone)  # not running: not needed again
         self._post(self._apply_reset, snapshot, periodic)
         # Every resync_interval the stream is ended and the list read again: a stream that
         # died silently (tcp://, nothing received, nothing to notice) is mended there.
@@ -357,8 +365,7 @@ class ContainerWatch:
         sent = kill_signal(message)
         thawed = sent == RESUMING_SIGNAL and container_id in self._frozen_ids
         if action in ("start", "restart", "unpause", "destroy") or thawed:
-            self._stopping_ids.pop(container_id, None)
-            self._frozen_ids.pop(container_id, None)
+            self._unflag(container_id)
         if action == "destroy":
             self._tracked.discard(container_id)
             self._post(self._apply_update, container_id, None)
@@ -366,16 +373,26 @@ class ContainerWatch:
         info = self._inspect(client, container_id)
         # Inspected first: whether the signal stops it depends on the container's stop signal,
         # and a kill sent before its current start (a replay) was for an earlier run.
+        # (A replayed kill of this run that the container has outlived withdraws nothing.)
+        sent_ns = event_time_ns(message)
+        timeout = info.stop_timeout if info is not None else None
+        deadline = stop_deadline(sent_ns / 1e9 if sent_ns else self.clock(), timeout)
         if (
             info is not None
             and is_stopping_kill(message, info.stop_signal)
             and not sent_before_start(message, info.started_at)
+            and (sent in FREEZING_SIGNALS or self.clock() < deadline)
         ):
             self._stopping_ids[container_id] = info.started_at
+            self._deadlines[container_id] = deadline
             if sent in FREEZING_SIGNALS:
                 self._frozen_ids[container_id] = info.started_at
             info = replace(info, stopping=True)
         self._post(self._apply_update, container_id, info)
+
+    def _unflag(self, container_id: str) -> None:
+        for flags in (self._stopping_ids, self._frozen_ids, self._deadlines):
+            flags.pop(container_id, None)
 
     def _network_event(self, client: Any, action: str, container_id: Any) -> None:
         """A container joined or left a network: re-inspect it if it is one of ours."""
@@ -400,10 +417,20 @@ class ContainerWatch:
             return None
         self._tracked.add(container_id)
         started_at = str((attrs.get("State") or {}).get("StartedAt", ""))
-        for flags in (self._stopping_ids, self._frozen_ids):
-            if flags.get(container_id, started_at) != started_at:  # it ran again since
-                del flags[container_id]
-        return ContainerInfo.from_inspect(attrs, container_id in self._stopping_ids)
+        if self._stopping_ids.get(container_id, started_at) != started_at:  # it ran again since
+            self._unflag(container_id)
+        info = ContainerInfo.from_inspect(attrs, container_id in self._stopping_ids)
+        if (
+            info.stopping
+            and info.running
+            and container_id not in self._frozen_ids
+            and self.clock() > self._deadlines.get(container_id, float("inf"))
+        ):  # a real stop would have killed it by now: it survived the signal
+            self._unflag(container_id)
+            event(log, "docker_stop_outlived", level=logging.WARNING, engine=self.base_url,
+                  container=info.name)  # fmt: skip
+            info = replace(info, stopping=False)
+        return info
 
     def _close_stream(self) -> None:
         with self._lock:

@@ -4,6 +4,10 @@ dockerd sends a `kill` event for every signal: `docker stop` (the container's st
 `docker kill -s X`, and also the signals that only ask a process to do something (gunicorn's
 TTIN/TTOU, a reload's HUP, CONT...). Only the signals that end a process, plus the one the
 container itself names as its stop signal (Apache: WINCH for a graceful stop), withdraw it.
+QUIT is not among them: a JVM answers it with a thread dump and runs on (as does a PID 1 with
+no handler); it withdraws only the containers whose stop signal it is (nginx's image). A
+container still running well past the time a real stop would have killed it (``stop_deadline``)
+evidently survived the signal: smartstack.docker_events serves it again.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ _LINUX_SIGNALS = {
     "TTOU": 22, "URG": 23, "XCPU": 24, "XFSZ": 25, "VTALRM": 26, "PROF": 27, "WINCH": 28,
     "IO": 29, "POLL": 29, "PWR": 30, "SYS": 31, "RTMIN": _RTMIN, "RTMAX": _RTMAX,
 }  # fmt: skip
-# Signals that end a process whatever it is (TERM: Docker's default stop signal).
-ENDING_SIGNALS = frozenset({2, 3, 9, 15})
+# Signals that end a process unless it handles them (TERM: Docker's default stop signal).
+ENDING_SIGNALS = frozenset({2, 9, 15})
 # STOP, TSTP: the process is frozen (its port still accepts connections, nothing answers)
 # until CONT, which brings it back.
 FREEZING_SIGNALS = frozenset({19, 20})
 RESUMING_SIGNAL = 18
+STOP_TIMEOUT_S = 10  # Docker's default grace period before `docker stop` sends KILL
+STOP_MARGIN_S = 10.0  # beyond it: the KILL takes a moment, clocks of a tcp:// engine differ
 
 
 def parse_signal(raw: str | int | None) -> int | None:
@@ -62,3 +68,13 @@ def kill_signal(message: dict[str, Any]) -> int | None:
     if str(message.get("Action") or message.get("status") or "") != "kill":
         return None
     return parse_signal(((message.get("Actor") or {}).get("Attributes") or {}).get("signal"))
+
+
+def stop_deadline(sent_at: float, stop_timeout: int | None) -> float:
+    """When a stop signalled at ``sent_at`` (epoch seconds) would have killed the container
+    (its Config.StopTimeout, None: Docker's default), plus a margin; a container still
+    running then survived the signal. Infinite for a StopTimeout of -1 (no limit)."""
+    if stop_timeout is not None and stop_timeout < 0:
+        return float("inf")
+    timeout = STOP_TIMEOUT_S if stop_timeout is None else stop_timeout
+    return sent_at + timeout + STOP_MARGIN_S

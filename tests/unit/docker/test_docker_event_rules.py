@@ -76,9 +76,15 @@ def test_signals_that_do_not_stop_the_container_leave_it_serving(signal: str) ->
     assert info.serving and not info.stopping
 
 
-@pytest.mark.parametrize("signal", ["15", "2", "3", "9"])
+@pytest.mark.parametrize("signal", ["15", "2", "9"])
 def test_ending_signals_withdraw_it(signal: str) -> None:
     assert after_kill(signal).stopping and not after_kill(signal).serving
+
+
+def test_quit_withdraws_only_the_containers_whose_stop_signal_it_is() -> None:
+    """A JVM answers QUIT with a thread dump and runs on; nginx's image stops with it."""
+    assert after_kill("3").serving
+    assert after_kill("3", "SIGQUIT").stopping
 
 
 @pytest.mark.parametrize("stop_signal", ["SIGWINCH", "WINCH", "sigwinch", "28", " 28 "])

@@ -14,6 +14,7 @@ import pytest
 
 import docker
 from smartstack.docker_events import EVENTS, NETWORK_EVENTS, ContainerWatch
+from smartstack.docker_signals import STOP_MARGIN_S, STOP_TIMEOUT_S
 from smartstack.docker_stream import started_ns
 
 CID = "feed" * 16
@@ -34,6 +35,7 @@ class FakeApi:
         self.filters: list[dict[str, Any]] = []
         self.labels: dict[str, str] = {}
         self.networks = {"a": {"IPAddress": "10.0.1.2"}}
+        self.config: dict[str, Any] = {}  # more of its Config (StopTimeout)
 
     def events(self, decode: bool, filters: dict[str, Any], since: str | None = None) -> Any:
         self.since.append(since)
@@ -50,7 +52,8 @@ class FakeApi:
             return {"Id": container_id, "Name": "/other", "State": {"Running": True},
                     "Config": {"Labels": {}}}  # fmt: skip
         state = {"Running": True, "StartedAt": self.started_at}
-        return {"Id": CID, "Name": "/web1", "State": state, "Config": {"Labels": self.labels},
+        config = {"Labels": self.labels, **self.config}
+        return {"Id": CID, "Name": "/web1", "State": state, "Config": config,
                 "NetworkSettings": {"Networks": self.networks}}  # fmt: skip
 
 
@@ -69,9 +72,16 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
     return fake
 
 
+def at(seconds: float, after: str = STARTED) -> float:
+    """Epoch seconds, ``seconds`` after ``after`` (dockerd's clock = ours here)."""
+    return (started_ns(after) or 0) / 1e9 + seconds
+
+
 def watch(labels: tuple[str, ...] = ()) -> ContainerWatch:
-    return ContainerWatch("tcp://127.0.0.1:1", cast(asyncio.AbstractEventLoop, InlineLoop()),
-                          lambda _: None, labels=labels)  # fmt: skip
+    w = ContainerWatch("tcp://127.0.0.1:1", cast(asyncio.AbstractEventLoop, InlineLoop()),
+                       lambda _: None, labels=labels)  # fmt: skip
+    w.clock = lambda: at(12)  # (the kills below are sent at +10 s)
+    return w
 
 
 def network_event(action: str, container_id: str) -> dict[str, Any]:
@@ -171,3 +181,45 @@ def test_container_events_are_matched_on_their_labels_client_side(engine) -> Non
     engine.api.labels = {"app": "db"}  # (inspected labels decide too)
     w._session()
     assert w.containers == {}
+
+
+@pytest.mark.parametrize("stop_timeout", [None, 30])
+def test_a_container_outliving_its_stop_deadline_serves_again(engine, caplog, stop_timeout):
+    """`docker kill -s TERM` to a PID 1 without a handler, or an app that traps it and runs
+    on: past its StopTimeout (default 10 s) plus a margin a real stop would have killed it,
+    so the next resync (or event) serves it again. A frozen one stays out until CONT."""
+    if stop_timeout is not None:
+        engine.api.config = {"StopTimeout": stop_timeout}
+    deadline = 10 + (stop_timeout or STOP_TIMEOUT_S) + STOP_MARGIN_S  # (the kill: at +10 s)
+    w = watch()
+    engine.api.events_of_next_connection = [kill("15")]
+    w._session()
+    w.clock = lambda: at(deadline - 1)
+    w._session(periodic=True)
+    assert w.containers[CID].stopping
+    w.clock = lambda: at(deadline + 1)
+    w._session(periodic=True)
+    assert w.containers[CID].serving
+    assert caplog.messages.count("docker_stop_outlived") == 1
+    w._session()  # the flag is gone, not hidden: a reconnect's replay does not bring it back
+    assert w.containers[CID].serving
+    engine.api.events_of_next_connection = [kill("15")]  # replayed, long outlived
+    w._session()
+    assert w.containers[CID].serving
+
+
+def test_a_frozen_container_or_one_without_stop_timeout_stays_out(engine) -> None:
+    w = watch()
+    engine.api.events_of_next_connection = [kill("19")]
+    w._session()
+    w.clock = lambda: at(3600)
+    w._session(periodic=True)
+    assert w.containers[CID].stopping  # until CONT
+    engine.api.config = {"StopTimeout": -1}  # `--stop-timeout -1`: a stop waits forever
+    engine.api.started_at = RESTARTED
+    w.clock = lambda: at(12, RESTARTED)
+    engine.api.events_of_next_connection = [kill("15", after=RESTARTED)]
+    w._session()
+    w.clock = lambda: at(86400, RESTARTED)
+    w._session(periodic=True)
+    assert w.containers[CID].stopping
