@@ -24,6 +24,7 @@ from nerve.config_child import ForkedValidation, child_command
 from smartstack import modelbase
 from smartstack.config_child import answer_lines, child_answer
 from smartstack.config_errors import ConfigError
+from smartstack.early_signals import ignore_sighup_across_exec
 
 if TYPE_CHECKING:
     from nerve.config import NerveConfig
@@ -55,6 +56,7 @@ class ConfigSource:
             raise ConfigError(answer_lines(answer))
         if not answer["plain"]:  # Docker mode: pydantic in the daemon, from a fresh start
             os.environ[IN_PROCESS_ENV] = "1"
+            ignore_sighup_across_exec()
             os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
         return answer["config"], list(answer["warnings"])
 

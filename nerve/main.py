@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nerve.daemon import NerveDaemon
+from smartstack.early_signals import take_over_sighup
 from smartstack.logs import event
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ async def serve(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_stop, signum)
-    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    take_over_sighup(loop, on_reload)  # (and one that came while it started)
     await daemon.start()
     await stop.wait()
     for task in reloads:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from smartstack import modelbase
 from smartstack.config_child import answer_lines, child_answer
 from smartstack.config_errors import ConfigError
+from smartstack.early_signals import ignore_sighup_across_exec
 from smartstack.modelbase import same_model
 from synapse.config_child import ForkedValidation, child_command
 from synapse.warm_imports import warm
@@ -90,6 +91,7 @@ class ConfigSource:
             raise ConfigError(answer_lines(answer))
         if not answer["plain"] or answer.get("routed"):  # docker_services; an edge
             os.environ[IN_PROCESS_ENV] = "1"
+            ignore_sighup_across_exec()
             os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
         return self._kept(answer), list(answer["warnings"])
 

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 
 from smartstack import modelbase
 from smartstack.configfile import ConfigError
+from smartstack.early_signals import take_over_sighup
 from smartstack.logs import event
 from smartstack.statsd import make_stats
 from smartstack.tasks import cancel_and_wait
@@ -115,7 +116,7 @@ class SynapseDaemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        take_over_sighup(loop, self._on_sighup)  # (and one that came while it started)
         try:
             await self.start()
         except Exception as exc:

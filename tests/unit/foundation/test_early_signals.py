@@ -1,0 +1,32 @@
+"""smartstack.early_signals: a SIGHUP noted while starting is handed to the loop's handler
+once, and only once."""
+
+from __future__ import annotations
+
+import signal
+
+from smartstack import early_signals
+
+
+class Loop:
+    def __init__(self) -> None:
+        self.handlers: dict[int, object] = {}
+
+    def add_signal_handler(self, signum: int, callback: object) -> None:
+        self.handlers[signum] = callback
+
+
+def test_a_noted_sighup_reaches_the_loop_s_handler_once() -> None:
+    before = signal.getsignal(signal.SIGHUP)
+    try:
+        early_signals.hold_sighup()
+        assert signal.getsignal(signal.SIGHUP) is early_signals._note
+        early_signals._note(signal.SIGHUP, None)
+        calls: list[int] = []
+        loop = Loop()
+        early_signals.take_over_sighup(loop, lambda: calls.append(1))  # type: ignore[arg-type]
+        assert calls == [1] and signal.SIGHUP in loop.handlers
+        early_signals.take_over_sighup(loop, lambda: calls.append(2))  # type: ignore[arg-type]
+        assert calls == [1]  # (none pending any more)
+    finally:
+        signal.signal(signal.SIGHUP, before)
