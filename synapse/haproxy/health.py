@@ -55,8 +55,12 @@ async def backend_servers(
     without one, the last view read); None when HAProxy has no such backend."""
     servers: Mapping[str, RunningServer] | None
     if runtime:
+        # A client of its own, a connection per read (as the reader's settle reads): during
+        # an apply the controller's client hands out the apply's held connection, which two
+        # tasks must not read at once (zone_health's looks run beside the applies).
+        apart = RuntimeClient(runtime[0].path, runtime[0].timeout)
         try:
-            _, found = await runtime[0].read_state([backend], with_pid=False)
+            _, found = await apart.read_state([backend], with_pid=False)
             servers = found.get(backend)
         except HAProxySocketError:
             return None  # not answering: /health says why
