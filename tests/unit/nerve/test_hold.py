@@ -4,6 +4,7 @@ a scripted check and a reporter that only records what it is told)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -190,3 +191,20 @@ async def test_a_pass_never_registers_before_a_slower_failure_of_its_round() -> 
     web = fast_and_slow(True, False, reporter, up=False)
     await web.run_round()
     assert reporter.decisions == [] and not web.state.registered  # no flap in a round
+
+
+async def test_a_withdrawal_held_back_by_the_rate_limit_is_logged_once_per_round(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reporter = Recorder()
+    reporter.holding = False
+    checks = [DelayedCheck("fast", False, 0.0), DelayedCheck("slow", True, 0.05)]
+    # One token, refilled once in 1000 s: the registration took it.
+    limit = (0.001, 1, False)
+    web = Service("web", checks, [(1, 1)] * 2, reporter, rate_limit=limit, initially_up=True)
+    web.state.registered = True
+    assert web.state.bucket is not None and web.state.bucket.consume(0.0)
+    caplog.set_level(logging.WARNING, logger="nerve.service")
+    await web.run_round()  # the failure mid-round, then the round's end: both held back
+    throttled = [r for r in caplog.records if r.getMessage() == "status_change_throttled"]
+    assert len(throttled) == 1 and reporter.decisions == [] and web.state.registered
