@@ -4,8 +4,8 @@ A ``Service`` is built from parts (so other sources than the config file, e.g. D
 labels, can build one): every ``check_interval`` it runs all its checks concurrently,
 each cut by its own timeout, feeds each failure to the state machine as it comes (a
 dead service is withdrawn without waiting for a slower sibling check) and the passes once
-the round is complete, and hands each transition to the reporter. Nothing here waits for the registry: a slow or absent
-registry delays the write, never the checks.
+the round is complete, and hands each transition to the reporter. Nothing here waits
+for the registry: a slow or absent registry delays the write, never the checks.
 """
 
 from __future__ import annotations
