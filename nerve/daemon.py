@@ -254,9 +254,9 @@ class NerveDaemon:
                 k: [] for k in ("unchanged", "checks_changed", "re_registered", "added", "removed")
             }
             same_instance = new.instance_id == self.config.instance_id
-            if new.statsd != self.config.statsd:
-                self.metrics.statsd.close()
-                self.metrics.statsd = make_stats(new.statsd)
+            if new.statsd != self.config.statsd:  # (the new one first: no gap in the figures)
+                old, self.metrics.statsd = self.metrics.statsd, make_stats(new.statsd)
+                old.close()
             restart = [k for k in ("admin", "state_dir", "docker")
                        if getattr(new, k) != getattr(self.config, k)]  # fmt: skip
             if restart:
