@@ -16,7 +16,7 @@ which services it should cover, and has no lifecycle of its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -90,6 +90,10 @@ class Applier(Protocol):
     async def backend_servers(self, backend: str) -> dict[str, str] | None:
         """{server: state (UP, DOWN, MAINT...)} of ``backend`` in HAProxy now; None: no
         such backend. For /health/<service>."""
+
+    async def servers_of(self, backends: Sequence[str]) -> dict[str, dict[str, str] | None]:
+        """``backend_servers`` of each of ``backends``, read at once (one batch): for
+        zone_health's look. All None when HAProxy does not answer."""
 
 
 class RecordSink(Protocol):

@@ -6,7 +6,9 @@ their records kept (until nerve's sessions expire), HAProxy marks their servers 
 at weight 0 (spill, evacuation): every request would be a 503 while the local zone sits
 idle. So while a zone-routed service is not served by its local zone alone (or had a
 server DOWN at the last look: to see it come back; ``ZoneRouter.watched``), this reads
-its backend from HAProxy (`show servers state <backend>`) every POLL_S and, when the
+its backend from HAProxy (`show servers state <backend>`: all of them in one batch on one
+connection, one round trip, so a look's cost barely grows with their number) every POLL_S
+and, when the
 DOWN set changed, gives it to the router and has the reconciler hand over again: the
 new decision is runtime ``set weight``, no reload. A service served by its local zone
 is never read: HAProxy fails over to the backups by itself.
@@ -50,11 +52,13 @@ async def watch(reconciler: Reconciler) -> None:
 async def look(router: ZoneRouter, applier: Applier | None) -> list[str]:
     """Read the watched services' backends; update ``router.down``; the services whose
     DOWN set changed. A backend HAProxy does not answer for keeps its last set."""
-    if applier is None:
+    watched = router.watched()
+    if applier is None or not watched:
         return []
+    found = await applier.servers_of(sorted(set(watched.values())))
     changed = []
-    for name, backend in router.watched().items():
-        states = await applier.backend_servers(backend)
+    for name, backend in watched.items():
+        states = found.get(backend)
         if states is None or name not in router.decisions:  # (or a SIGHUP dropped it)
             continue
         down = frozenset(server for server, state in states.items() if state == "DOWN")

@@ -41,7 +41,7 @@ from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.executor import run_ops
 from synapse.haproxy.express import Express
 from synapse.haproxy.failures import Failures
-from synapse.haproxy.health import backend_servers, problems
+from synapse.haproxy.health import problems, servers_of
 from synapse.haproxy.installer import Installer, InstallFailed
 from synapse.haproxy.isolation import Isolation
 from synapse.haproxy.managed import ManagedHAProxy, Supervisor
@@ -146,10 +146,9 @@ class HAProxyController:
         return result
 
     async def update_config(self, config: HAProxyConfig) -> None:
-        """Take a changed ``haproxy`` block (SIGHUP); the next apply renders with it.
-
-        Where HAProxy lives (config file, sockets, managed or not) cannot change live:
-        ValueError, and the running config stays. A broken template also raises."""
+        """Take a changed ``haproxy`` block (SIGHUP); the next apply renders with it. Where
+        HAProxy lives (config file, sockets, managed or not) cannot change live: ValueError,
+        and the running config stays. A broken template also raises."""
         settings = settings_for(config, self.settings.version)
         if changed := restart_needed(self.settings, settings):
             raise ValueError(f"changing {', '.join(changed)} needs a synapse restart")
@@ -161,8 +160,7 @@ class HAProxyController:
         event(log, "haproxy_config_updated")
 
     async def flush(self, timeout: float = 60.0) -> None:
-        """Wait until no reload is pending (rate limited or being retried) and the config
-        file is on disk."""
+        """Wait until no reload is pending (rate limited, retried) and the file is on disk."""
         async with asyncio.timeout(timeout):
             await self._owed.pay()  # (an express change's render: now)
             await self._pending.done()
@@ -191,8 +189,11 @@ class HAProxyController:
 
     async def backend_servers(self, backend: str) -> dict[str, str] | None:
         """{server: state} of ``backend`` in HAProxy now (None: no such backend)."""
-        view = self._reader.view
-        return await backend_servers(self._runtime, view.backends if view else None, backend)
+        return (await self.servers_of([backend]))[backend]
+
+    async def servers_of(self, backends: Sequence[str]) -> dict[str, dict[str, str] | None]:
+        """``backend_servers`` of many backends, read in one batch (zone_health's look)."""
+        return await servers_of(self._runtime, self._reader.view, backends)
 
     def status(self) -> dict[str, Any]:
         """JSON-ready, for /status (``synapse.haproxy.status.HAProxyStatus``)."""
@@ -381,10 +382,9 @@ class HAProxyController:
     async def _after_reload(
         self, candidate: DesiredConfig, before: ParsedConfig | None, wrote: bool
     ) -> ApplyResult:
-        """The new process's structure (pid, backends) against the candidate, and the
-        servers of the backends this reload changed (``confirm.read_at_once``: states the
-        state file restored may differ); the others are read and planned in the background,
-        a part at a time (``confirm``)."""
+        """The new process's structure (pid, backends) against the candidate, and the servers
+        of the backends this reload changed (``confirm.read_at_once``: states the state file
+        restored may differ); the others are read and planned in the background (``confirm``)."""
         running = await self._reader.read(reloaded=True)
         now = read_at_once(before, candidate.parsed, self._reader.unread)
         if running.backends is not None and (now is None or now):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from synapse.haproxy.running import RunningServer
+from synapse.haproxy.running import RunningServer, RunningState
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.sockets import HAProxySocketError
 from synapse.haproxy.status import HAProxyStatus
@@ -47,25 +47,36 @@ def problems(
 
 
 async def backend_servers(
-    runtime: Sequence[RuntimeClient],
-    cached: Mapping[str, Mapping[str, RunningServer]] | None,
-    backend: str,
+    runtime: Sequence[RuntimeClient], view: RunningState | None, backend: str
 ) -> dict[str, str] | None:
     """{server: state label} of ``backend`` as HAProxy has it now (the runtime socket;
     without one, the last view read); None when HAProxy has no such backend."""
-    servers: Mapping[str, RunningServer] | None
+    return (await servers_of(runtime, view, [backend]))[backend]
+
+
+async def servers_of(
+    runtime: Sequence[RuntimeClient], view: RunningState | None, backends: Sequence[str]
+) -> dict[str, dict[str, str] | None]:
+    """``backend_servers`` of each of ``backends``, read in one batch on one connection
+    (one `show servers state <b>` each, one round trip); all None when HAProxy does not
+    answer (/health says why)."""
+    found: Mapping[str, Mapping[str, RunningServer] | None]
     if runtime:
         # A client of its own, a connection per read (as the reader's settle reads): during
         # an apply the controller's client hands out the apply's held connection, which two
         # tasks must not read at once (zone_health's looks run beside the applies).
         apart = RuntimeClient(runtime[0].path, runtime[0].timeout)
         try:
-            _, found = await apart.read_state([backend], with_pid=False)
-            servers = found.get(backend)
+            _, found = await apart.read_state(list(backends), with_pid=False)
         except HAProxySocketError:
-            return None  # not answering: /health says why
+            return dict.fromkeys(backends)
     else:
-        servers = (cached or {}).get(backend)
+        known = view.backends if view is not None and view.backends is not None else {}
+        found = {backend: known.get(backend) for backend in backends}
+    return {backend: _labels(found.get(backend)) for backend in backends}
+
+
+def _labels(servers: Mapping[str, RunningServer] | None) -> dict[str, str] | None:
     if servers is None:
         return None
     return {name: server.label for name, server in sorted(servers.items())}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -68,7 +68,10 @@ class FakeApplier:
         return []
 
     async def backend_servers(self, backend: str) -> dict[str, str] | None:
-        return None
+        return (await self.servers_of([backend]))[backend]
+
+    async def servers_of(self, backends: Sequence[str]) -> dict[str, dict[str, str] | None]:
+        return dict.fromkeys(backends)
 
     def hosts(self, service: str, index: int = -1) -> list[str]:
         """The hosts ``service`` had in hand-over ``index`` (the last by default)."""

@@ -5,11 +5,15 @@ zone, the way back, and the cache key. Pure: no process, no socket.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 from applier_fakes import FakeApplier, eventually, make_reconciler, running
 
 from synapse import zone_health
+from synapse.zone_apply import ZoneRouter
 from synapse.zone_state import Evacuations
 
 from test_zone_apply import config, fleet_report, weights, zone_total  # isort: skip
@@ -22,10 +26,12 @@ class StatesApplier(FakeApplier):
         super().__init__()
         self.states: dict[str, dict[str, str]] = {}
         self.asked: list[str] = []
+        self.batches = 0
 
-    async def backend_servers(self, backend: str) -> dict[str, str] | None:
-        self.asked.append(backend)
-        return self.states.get(backend)
+    async def servers_of(self, backends: Sequence[str]) -> dict[str, dict[str, str] | None]:
+        self.batches += 1
+        self.asked += backends
+        return {backend: self.states.get(backend) for backend in backends}
 
 
 def server_names(applier: FakeApplier, zone: str) -> list[str]:
@@ -100,3 +106,18 @@ async def test_a_backend_haproxy_does_not_answer_for_keeps_its_set(tmp_path: Pat
         rec.zones.down["web"] = frozenset({"az2-0"})
         assert await zone_health.look(rec.zones, applier) == []  # (states: None)
         assert rec.zones.down["web"] == {"az2-0"} and applier.asked == ["web"]
+
+
+async def test_one_look_reads_every_watched_backend_in_one_batch() -> None:
+    """A global evacuation of the local zone puts every zone-routed service into spill: a
+    look is one read of all their backends (one round trip), not one read after another."""
+    names = [f"s{i:03d}" for i in range(200)]
+    router = SimpleNamespace(watched=lambda: {name: f"b_{name}" for name in names},
+                             decisions=dict.fromkeys(names), down={})  # fmt: skip
+    applier = StatesApplier()
+    applier.states = {f"b_{name}": {"a": "UP", "b": "DOWN"} for name in names}
+    assert await zone_health.look(cast(ZoneRouter, router), applier) == names
+    assert applier.batches == 1 and sorted(applier.asked) == [f"b_{name}" for name in names]
+    assert router.down == dict.fromkeys(names, frozenset({"b"}))
+    assert await zone_health.look(cast(ZoneRouter, router), applier) == []
+    assert applier.batches == 2

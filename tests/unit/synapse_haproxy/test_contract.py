@@ -21,6 +21,7 @@ APPLIER_METHODS = (
     "status",
     "health",
     "backend_servers",
+    "servers_of",
 )
 SINK_METHODS = ("update",)
 
