@@ -52,6 +52,7 @@ async def serve(
     await stop.wait()
     for task in reloads:
         task.cancel()
+    await asyncio.gather(*reloads, return_exceptions=True)  # (their cleanup ends first)
     await daemon.stop()
     return 0
 
