@@ -373,7 +373,8 @@ class Reconciler:
         with contextlib.suppress(Exception):  # StateCache reports its own failures
             await asyncio.to_thread(self.state_cache.update, self.selections(),
                                     list(self._services), self.generators(), budget)  # fmt: skip
-        self._state_dirty = self._state_dirty or self.state_cache.pending  # (the next slice)
+        cache = self.state_cache  # (the next slice; evacuations a full disk has not kept)
+        self._state_dirty = self._state_dirty or cache.pending or cache.evacuations_unsaved
 
     def _select_all(self, reported: set[str] | None = None) -> list[str]:
         """Select again the services in ``reported`` (None: all) and those without a report

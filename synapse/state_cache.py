@@ -70,6 +70,9 @@ class StateCache:
         self.pending = False  # the last update left services for the next one (budget)
         self.last_error: str | None = None
         self.evacuations = Evacuations()
+        # The evacuations changed and no write has kept them yet (a full or read-only disk):
+        # every later update writes the file, so they are kept once the disk is back.
+        self.evacuations_unsaved = False
         # Writes run in threads (the reconciler's update, the zone API's evacuations): one
         # at a time, each with the evacuations current when it writes, or an update that
         # read the old ones could land last and put them back.
@@ -193,7 +196,7 @@ class StateCache:
                 gens.pop(service, None)
             if servers or found or service in texts:
                 texts[service], changed = _encode(service, servers, found or None), True
-        if not changed and not stale:
+        if not changed and not stale and not self.evacuations_unsaved:
             self._built.update(built)  # (equal entries: nothing to write)
             return False
         if not self._write(texts, now):
@@ -226,13 +229,12 @@ class StateCache:
 
     def save_evacuations(self, evacuations: Evacuations) -> bool:
         """Keep the runtime zone evacuations across a restart: the file is written now.
-        False (the old evacuations kept) when it could not be written."""
+        False when it could not be: they stay the cache's, ``evacuations_unsaved``, and
+        the next update writes them."""
         with self._write_lock:
-            old, self.evacuations = self.evacuations, evacuations
-            if self._write(self._texts, self.clock()):
-                return True
-            self.evacuations = old
-            return False
+            self.evacuations = evacuations
+            self.evacuations_unsaved = not self._write(self._texts, self.clock())
+            return not self.evacuations_unsaved
 
     def _keep(self, service: str, servers: Mapping[str, Any]) -> None:
         found = servers.get(GENERATOR_KEY)
@@ -258,6 +260,7 @@ class StateCache:
         self._texts = dict(texts)
         self._written_at = now
         self.last_error = None
+        self.evacuations_unsaved = False  # (written with the current ones)
         return True
 
     def _fail(self, name: str, reason: str) -> None:

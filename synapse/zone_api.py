@@ -4,11 +4,13 @@
     POST /zones/{zone}/evacuate[?service=S]   keep traffic away from the zone
     POST /zones/{zone}/restore[?service=S]    let it serve again
 
-The answer is 200 with the new evacuations and each zone-routed service's zone state
-(what ``apply`` returns), 400 for a bad zone name or an empty ``service``, 404 for an
-unknown service, 409 for a service without ``zone_routing`` or a per-service restore of
-a global evacuation, 503 when the new state could not be applied (then nothing changed). With
-``admin.token_file`` the POSTs need the bearer token (smartstack.admin's middleware).
+The answer is 200 with the new evacuations, each zone-routed service's zone state and
+whether the state file kept them (``persisted``: what ``apply`` returns), 400 for a bad
+zone name or an empty ``service``, 404 for an unknown service, 409 for a service without
+``zone_routing``, a per-service restore of a global evacuation, or an evacuation of a zone
+no targeted service knows, 503 when the new state could not be
+applied (then nothing changed). With ``admin.token_file`` the POSTs need the bearer token
+(smartstack.admin's middleware).
 
 The daemon wires ``apply``: it hands the evacuations to the HAProxy side (weights through
 the runtime API) and keeps them in the state file. Until then it is any callable.
@@ -29,8 +31,9 @@ from synapse.zone_state import Evacuations, RestoreConflict
 
 log = logging.getLogger("synapse.zone_api")
 
-# Applies a new set of evacuations; returns service -> its zone state (for the answer).
-ApplyEvacuations = Callable[[Evacuations], Awaitable[Mapping[str, Any]]]
+# Applies a new set of evacuations; returns service -> its zone state (for the answer), and
+# whether the state file kept them (False: applied in memory only, written later).
+ApplyEvacuations = Callable[[Evacuations], Awaitable[tuple[Mapping[str, Any], bool]]]
 # (service, its zone_routing) -> the zones it knows (ZoneRouter.known_zones)
 KnownZones = Callable[[str, ZoneRouting], Collection[str]]
 
@@ -87,7 +90,7 @@ class ZoneAPI:
             except RestoreConflict as exc:
                 raise web.HTTPConflict(text=f"{exc}\n") from None
             try:
-                services = await self._apply(new)
+                services, persisted = await self._apply(new)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"[:300]
                 event(log, "zone_change_failed", level=logging.ERROR, zone=zone,
@@ -97,13 +100,15 @@ class ZoneAPI:
                 ) from None
             changed = new != self.evacuations
             self.evacuations = new
-        event(log, f"zone_{action}", zone=zone, service=service or "*", changed=changed)
+        event(log, f"zone_{action}", zone=zone, service=service or "*", changed=changed,
+              persisted=persisted)  # fmt: skip
         return json_response(
             {
                 "zone": zone,
                 "action": action,
                 "service": service,
                 "changed": changed,
+                "persisted": persisted,
                 "evacuations": new.to_json(),
                 "services": dict(services),
             }

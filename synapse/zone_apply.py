@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
+from smartstack.logs import event
 from synapse.model import DesiredService, Server
 from synapse.resilience_config import ZONE_OBSERVE
 from synapse.zone_backends import ZoneBackends, reserved_names
@@ -32,6 +34,8 @@ if TYPE_CHECKING:  # (zone_api would pull the admin server into the reconciler)
     from synapse.state_cache import StateCache
     from synapse.zone_api import ApplyEvacuations
     from synapse.zone_config import ZoneRouting
+
+log = logging.getLogger("synapse.zone_apply")
 
 REASON = "zone evacuations changed"
 SEEN_CAP = 64  # record zones remembered per service (zone API checks): records are not ours
@@ -233,12 +237,15 @@ def evacuation_applier(
     The weights go through the applier at once (runtime ``set weight``, no reload), so
     the answer tells whether HAProxy took them; a refusal restores the old evacuations
     and raises (the API answers 503, nothing changed). Then they are kept in the state
-    file; a file that cannot be written is a refusal too (a restart would lose them).
-    The reconciler is told to hand everything over again: a round of its own that
-    computed its desired state before the change cannot leave the old weights.
+    file. One that cannot be written (a full or read-only disk, in the very incident the
+    operator evacuates for) does not block the change: it runs, the answer says
+    ``persisted`` false, and the reconciler's next state-file writes (retried while they
+    fail) keep it. The reconciler is told to hand everything over again: a round of its
+    own that computed its desired state before the change cannot leave the old weights.
+    Returns (every zone-routed service's zone state, whether the state file kept it).
     """
 
-    async def apply(new: Evacuations) -> Mapping[str, Any]:
+    async def apply(new: Evacuations) -> tuple[Mapping[str, Any], bool]:
         router = reconciler.zones
         old = router.evacuations
         router.evacuations = new
@@ -255,12 +262,11 @@ def evacuation_applier(
                 _undo(reconciler, old)
                 raise RuntimeError(f"HAProxy did not take the new weights ({result.reload.value})")
         cache = state_cache()
-        if cache is not None and not await asyncio.to_thread(cache.save_evacuations, new):
-            # Not kept, it would be lost at a restart: refused, the old weights re-sent.
-            _undo(reconciler, old)
-            raise RuntimeError(f"the state file {cache.path} could not be written "
-                               f"({cache.last_error}); the old weights are sent again")  # fmt: skip
-        return router.status()
+        persisted = cache is not None and await asyncio.to_thread(cache.save_evacuations, new)
+        if cache is not None and not persisted:
+            event(log, "zone_change_not_persisted", level=logging.WARNING, path=str(cache.path),
+                  reason=(cache.last_error or "")[:200])  # fmt: skip
+        return router.status(), persisted
 
     return apply
 

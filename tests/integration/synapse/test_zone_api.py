@@ -39,8 +39,9 @@ class FakeApply:
     def __init__(self) -> None:
         self.calls: list[Evacuations] = []
         self.fail = False
+        self.persisted = True
 
-    async def __call__(self, evac: Evacuations) -> Mapping[str, Any]:
+    async def __call__(self, evac: Evacuations) -> tuple[Mapping[str, Any], bool]:
         if self.fail:
             raise RuntimeError("HAProxy socket gone")
         self.calls.append(evac)
@@ -49,7 +50,7 @@ class FakeApply:
             decision = decide(FLEET, routing, "az1", evac.for_service(name))
             if decision is not None:
                 states[name] = decision.to_status()
-        return states
+        return states, self.persisted
 
 
 def make(token: str | None = TOKEN) -> tuple[AdminServer, ZoneAPI, FakeApply]:
@@ -232,3 +233,13 @@ def test_cli_errors_are_one_line_and_the_old_invocation_still_works(tmp_path: Pa
     config.write_text(json.dumps({"services": {"web": {"discovery": {"method": "base"}}}}))
     old = synapse("-c", str(config), "-k")
     assert old.returncode == 0 and "ok (1 services)" in old.stdout
+
+
+async def test_the_answer_says_whether_the_state_file_kept_the_change(client) -> None:
+    http, api, apply = client
+    answer = await http.post("/zones/az2/evacuate", headers=AUTH)
+    assert (await answer.json())["persisted"] is True
+    apply.persisted = False  # a full or read-only disk: applied in memory all the same
+    answer = await http.post("/zones/az1/evacuate", headers=AUTH)
+    assert answer.status == 200 and (await answer.json())["persisted"] is False
+    assert api.evacuations == Evacuations().evacuate("az2").evacuate("az1")

@@ -122,7 +122,8 @@ async def test_evacuation_reaches_the_applier_and_the_state_file(tmp_path: Path)
     rec = make_reconciler(config(tmp_path), applier)
     async with running(rec, applier, fleet_report(), fleet_report("plain", az9=1)):
         apply = evacuation_applier(rec, applier, lambda: rec.state_cache)
-        answer = await apply(Evacuations().evacuate("az1"))
+        answer, persisted = await apply(Evacuations().evacuate("az1"))
+        assert persisted
         assert answer["web"]["mode"] == "spill" and answer["web"]["evacuated"] == ["az1"]
         assert set(answer) == {"web"}, "only zone-routed services have a zones object"
         assert applier.reasons[-1] == "zone evacuations changed"
@@ -148,7 +149,7 @@ async def test_evacuation_before_the_first_hand_over_waits_for_it(tmp_path: Path
     applier = FakeApplier()
     rec = make_reconciler(config(tmp_path), applier)
     apply = evacuation_applier(rec, applier, lambda: rec.state_cache)
-    answer = await apply(Evacuations().evacuate("az1"))
+    answer, _ = await apply(Evacuations().evacuate("az1"))
     assert applier.applied == [] and answer == {}, "no partial desired state is sent"
     async with running(rec, applier, fleet_report(), fleet_report("plain", az9=1)):
         assert zone_total(applier.applied[0], "az1") == 0, "the first round is evacuated"
@@ -300,11 +301,11 @@ async def test_a_service_removed_by_sighup_leaves_no_zone_state(tmp_path: Path) 
     rec = make_reconciler(full, applier)
     async with running(rec, applier, fleet_report(), fleet_report("plain", az9=1)):
         apply = evacuation_applier(rec, applier, lambda: rec.state_cache)
-        assert set(await apply(Evacuations().evacuate("az3"))) == {"web"}
+        assert set((await apply(Evacuations().evacuate("az3")))[0]) == {"web"}
         assert "web_zone_az1" in {d.name for d in applier.applied[-1]}
         smaller = full.model_copy(update={"services": {"plain": full.services["plain"]}})
         rec.set_config(smaller)
-        assert await apply(Evacuations()) == {}, "the answer lists no removed service"
+        assert (await apply(Evacuations()))[0] == {}, "the answer lists no removed service"
         router = rec.zones
         assert not router.decisions and not router._made and not router.backends.services()
         assert not router.backends._configs and not router.backends._owners

@@ -1,6 +1,7 @@
 """Runtime evacuations survive a restart (docs/zone-routing.md): an evacuation the state
-file cannot keep is refused, a SIGHUP that moves the state file carries them over, and a
-state-file update racing the API's write cannot put the old ones back. Pure: no process.
+file cannot keep runs and is written once it can be, a SIGHUP that moves the state file
+carries them over, and a state-file update racing the API's write cannot put the old ones
+back. Pure: no process.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from applier_fakes import FakeApplier, eventually, make_reconciler, running
 
+from synapse import reconciler as reconciler_module
 from synapse import state_cache as state_cache_module
 from synapse.config import SynapseConfig
 from synapse.daemon import SynapseDaemon
@@ -31,20 +33,26 @@ def saved(path: Path) -> Evacuations:
     return cache.evacuations
 
 
-async def test_an_evacuation_the_state_file_cannot_keep_is_refused(tmp_path: Path) -> None:
+async def test_an_evacuation_the_state_file_cannot_keep_runs_and_is_written_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full or read-only disk (the incident the operator evacuates for) must not block
+    the evacuation: it runs, ``persisted`` is False with a warning, and the reconciler's
+    state-file writes, retried while they fail, keep it once the disk is back."""
+    monkeypatch.setattr(reconciler_module, "STATE_FILE_INTERVAL", 0.05)
     applier = FakeApplier()
+    path = tmp_path / "state.json"
+    path.mkdir()  # the state file's path is a directory: no write
     rec = make_reconciler(config(tmp_path), applier)
-    (tmp_path / "taken").mkdir()  # the state file's path is a directory: no write
-    unwritable = StateCache(tmp_path / "taken", 60)
     async with running(rec, applier, fleet_report(), fleet_report("plain", az9=1)):
-        apply = evacuation_applier(rec, applier, lambda: unwritable)
-        with pytest.raises(RuntimeError, match=r"state file .* could not be written"):
-            await apply(AZ1)
-        assert rec.zones.evacuations == Evacuations()
-        assert unwritable.evacuations == Evacuations(), "a later update must not write it"
-        await eventually(
-            lambda: zone_total(applier.applied[-1], "az1") == 512, what="the old weights again"
-        )
+        apply = evacuation_applier(rec, applier, lambda: rec.state_cache)
+        _, persisted = await apply(AZ1)
+        assert not persisted and "zone_change_not_persisted" in caplog.messages
+        assert rec.zones.evacuations == AZ1
+        await eventually(lambda: zone_total(applier.applied[-1], "az1") == 0, what="applied")
+        path.rmdir()  # the disk is back
+        await eventually(lambda: path.is_file() and saved(path) == AZ1, what="written later")
+        assert rec.state_cache is not None and not rec.state_cache.evacuations_unsaved
 
 
 async def test_a_sighup_moving_the_state_file_carries_the_evacuations(tmp_path: Path) -> None:
