@@ -1,14 +1,14 @@
 """synapse's zone endpoints on the admin API (``synapse zone evacuate|restore`` calls them).
 
     GET  /zones                               the runtime evacuations
-    POST /zones/{zone}/evacuate[?service=S]   keep traffic away from the zone
+    POST /zones/{zone}/evacuate[?service=S][&force=1]   keep traffic away from the zone
     POST /zones/{zone}/restore[?service=S]    let it serve again
 
 The answer is 200 with the new evacuations, each zone-routed service's zone state and
 whether the state file kept them (``persisted``: what ``apply`` returns), 400 for a bad
 zone name or an empty ``service``, 404 for an unknown service, 409 for a service without
 ``zone_routing``, a per-service restore of a global evacuation, or an evacuation of a zone
-no targeted service knows, 503 when the new state could not be
+no targeted service knows (unless ``?force=1``), 503 when the new state could not be
 applied (then nothing changed). With ``admin.token_file`` the POSTs need the bearer token
 (smartstack.admin's middleware).
 
@@ -79,7 +79,9 @@ class ZoneAPI:
         service = request.query.get("service")  # (absent: every service)
         if service is not None:
             self._check_service(service)
-        if action == "evacuate":  # (a restore of any zone is fine: it cleans up)
+        # (a restore of any zone is fine: it cleans up; `force`: the operator knows the zone
+        # is real, e.g. synapse restarted while it has no records and no `zones` entry)
+        if action == "evacuate" and request.query.get("force") not in ("1", "true", "yes"):
             self._check_zone(zone, service)
         async with self._lock:
             try:
@@ -127,7 +129,7 @@ class ZoneAPI:
             raise web.HTTPConflict(
                 text=f"zone {zone!r} is unknown to {service or 'every service'} (known: "
                 f"{names}); list it in zone_routing.zones to evacuate it before its first "
-                "server registers\n"
+                "server registers, or force it (?force=1, `synapse zone evacuate --force`)\n"
             )
 
     def _check_service(self, service: str) -> None:

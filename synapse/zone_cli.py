@@ -1,6 +1,6 @@
 """``synapse zone``: evacuate or restore a zone on a running synapse, through its admin API.
 
-    synapse zone evacuate ZONE [--service S] (-c CONFIG | --admin URL) [--token-file F]
+    synapse zone evacuate ZONE [--service S] [--force] (-c CONFIG | --admin URL) [--token-file F]
     synapse zone restore ZONE [--service S] (-c CONFIG | --admin URL) [--token-file F]
 
 The admin address comes from the config's ``admin`` block; ``--admin`` overrides it. The
@@ -44,22 +44,28 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(action, help=text)
         p.add_argument("zone", type=_zone)
         p.add_argument("--service", type=_service, help="only this service (default: all)")
+        if action == "evacuate":
+            p.add_argument("--force", action="store_true",
+                           help="also a zone no targeted service knows yet (no records, "
+                           "not in zone_routing.zones); without it such a zone is refused "
+                           "as a likely typo")  # fmt: skip
         add_admin_arguments(p, exclusive=False)  # --admin overrides the config's address
     return parser
 
 
-def zone_url(base: str, action: str, zone: str, service: str | None) -> str:
+def zone_url(base: str, action: str, zone: str, service: str | None, force: bool = False) -> str:
     url = f"{base}/zones/{urllib.parse.quote(zone, safe='')}/{action}"
-    if service is None:  # ("" is refused by argparse and the API alike)
-        return url
-    return f"{url}?{urllib.parse.urlencode({'service': service})}"
+    query = {} if service is None else {"service": service}  # ("" is refused by argparse)
+    if force:
+        query["force"] = "1"
+    return f"{url}?{urllib.parse.urlencode(query)}" if query else url
 
 
 def main(argv: list[str]) -> int:
     """``argv`` starts with ``zone`` (as ``synapse zone ...`` was typed)."""
     args = build_parser().parse_args(argv[1:])
     base, token = target(args, load_synapse_config)
-    url = zone_url(base, args.action, args.zone, args.service)
+    url = zone_url(base, args.action, args.zone, args.service, getattr(args, "force", False))
     try:
         answer = call("POST", url, token=token, daemon="the synapse")
     except AdminCallError as exc:
