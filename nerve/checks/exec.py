@@ -7,7 +7,9 @@ A string command goes through ``/bin/sh -c``; a list is executed directly.
 The verdict is the command's exit status, as soon as it exited: a background process it
 left (``daemon &``) may hold the output pipe open for ever, so once the command exited
 the pipe gets ``PIPE_GRACE`` to deliver what is still in it, then it is closed (no fd
-kept per round). Such a leftover is neither waited for nor killed.
+kept per round). Such a leftover is not waited for; what is left of the command's process
+group gets SIGTERM once the verdict is in (a leftover per round would pile up to the
+container's pids limit; one that detached with ``setsid`` is its own business).
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ class ExecCheck(BaseCheck):
         finally:
             reading.cancel()
             transport.close()  # our end of the pipe, whoever still holds the other end
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # (none left: ESRCH)
+            os.killpg(transport.get_pid(), signal.SIGTERM)  # its group, never nerve's
         returncode = transport.get_returncode()
         output = bytes(tail).decode(errors="replace")
         if returncode != 0:

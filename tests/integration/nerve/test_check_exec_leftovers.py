@@ -3,6 +3,7 @@ commands): the verdict is the exit status, and no fd or wait outlives the round.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -51,3 +52,21 @@ async def test_a_timeout_is_not_held_by_a_detached_child_holding_the_pipe(tag: s
     result = await ExecCheck("e", f"setsid {tag} & sleep 60", 0.3).run()
     assert result.detail == "timed out after 0.3s"
     assert result.latency < 1.5  # the old code waited for the pipe: the child's 7 s
+
+
+async def test_what_the_command_leaves_in_its_group_does_not_pile_up(tag: str) -> None:
+    """One leftover per round would reach a container's pids limit (then nerve cannot fork
+    and every exec check fails): the command's process group gets SIGTERM after the verdict
+    (review: 20 rounds left 20 processes)."""
+    for _ in range(10):
+        assert (await ExecCheck("e", f"sh -c 'exec {tag}' & exit 0", 0.5).run()).ok
+
+    def alive() -> int:
+        found = subprocess.run(["pgrep", "-fc", f"^{tag}$"], capture_output=True, text=True)
+        return int(found.stdout.strip() or 0)
+
+    for _ in range(40):  # (a TERM'd process is gone within a few ms)
+        if alive() == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert alive() == 0
