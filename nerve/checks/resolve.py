@@ -12,6 +12,11 @@ flight; a ThreadPoolExecutor's workers are joined at interpreter exit even after
 ``shutdown(wait=False)``). An answer is kept ``CACHE_SECONDS``; an IP literal is never
 looked up. The check connects to the addresses found, in order, as
 ``loop.create_connection`` does.
+
+When the answer has expired, a lookup that has not answered within ``STALE_WAIT`` (one
+lost UDP packet costs glibc its whole ``timeout``, 5 s) or answers "try again" gives the
+last good answer instead, up to ``STALE_MAX`` old: a name that resolves must not withdraw
+a healthy service because one query was lost (a definite "no such name" is not masked).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import time
 
 AddrInfo = tuple[int, int, int, tuple]  # family, type, proto, sockaddr
 CACHE_SECONDS = 5.0  # a changed DNS record is followed within this
+STALE_WAIT = 0.2  # seconds a refresh may take before the last good answer is used
+STALE_MAX = 60.0  # the oldest last good answer used while DNS does not answer
 
 
 class Resolver:
@@ -42,18 +49,33 @@ class Resolver:
         if numeric is not None:
             return numeric
         key = (host, port)
+        now = time.monotonic()
         with self._lock:
             cached = self._cache.get(key)
-            if cached is not None and cached[0] > time.monotonic():
+            if cached is not None and cached[0] > now:
                 return cached[1]
             lookup = self._inflight.get(key)
             if lookup is None:
                 lookup = self._start(key)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[list[AddrInfo]] = loop.create_future()
+        # A round cut by its timeout leaves its waiter unawaited: its failure is marked as
+        # seen (else "Future exception was never retrieved", once per such round, at GC).
+        waiter.add_done_callback(lambda w: w.cancelled() or w.exception())
         lookup.add_done_callback(lambda done: _hand_over(loop, done, waiter))
         # Shielded: this round's timeout must not cancel the lookup the next round awaits.
-        return await asyncio.shield(waiter)
+        stale = cached is not None and now - cached[0] < STALE_MAX - self.cache_seconds
+        if not stale:
+            return await asyncio.shield(waiter)
+        assert cached is not None
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), STALE_WAIT)
+        except TimeoutError:
+            return cached[1]  # (the refresh goes on, for a later round)
+        except socket.gaierror as exc:
+            if exc.errno != socket.EAI_AGAIN:
+                raise
+            return cached[1]
 
     def _start(self, key: tuple[str, int]) -> concurrent.futures.Future[list[AddrInfo]]:
         lookup: concurrent.futures.Future[list[AddrInfo]] = concurrent.futures.Future()
