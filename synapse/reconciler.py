@@ -349,9 +349,9 @@ class Reconciler:
     async def _state_writer(self) -> None:
         """Update the state file at most once per STATE_FILE_INTERVAL: it holds every
         server, so writing it per change would cost the whole fleet per change."""
-        while self._state_dirty:
+        while self._state_dirty and not self._stopping.is_set():  # (stop: the final flush)
             delay = self._state_written_at + STATE_FILE_INTERVAL - time.monotonic()
-            if delay > 0 and not self._stopping.is_set():
+            if delay > 0:
                 await wait_event(self._stopping, delay)
             await self._flush_state_file()
 
@@ -365,16 +365,16 @@ class Reconciler:
             await self._flush_state_file(final=True)
 
     async def _flush_state_file(self, final: bool = False) -> None:
-        if self.state_cache is None or not self._state_dirty:
+        cache = self.state_cache  # (a SIGHUP may replace or remove it meanwhile)
+        if cache is None or not self._state_dirty:  # no file (any more): nothing is due
+            self._state_dirty = False
             return
-        self._state_dirty = False
-        self._state_written_at = time.monotonic()
+        self._state_dirty, self._state_written_at = False, time.monotonic()
         budget = None if final else REBUILD_BUDGET  # (on the way out: all of it at once)
         with contextlib.suppress(Exception):  # StateCache reports its own failures
-            await asyncio.to_thread(self.state_cache.update, self.selections(),
-                                    list(self._services), self.generators(), budget)  # fmt: skip
-        cache = self.state_cache  # (the next slice; evacuations a full disk has not kept)
-        self._state_dirty = self._state_dirty or cache.pending or cache.evacuations_unsaved
+            await asyncio.to_thread(cache.update, self.selections(), list(self._services),
+                                    self.generators(), budget)  # fmt: skip
+        self._state_dirty |= cache.pending or cache.evacuations_unsaved  # (next slice; disk full)
 
     def _select_all(self, reported: set[str] | None = None) -> list[str]:
         """Select again the services in ``reported`` (None: all) and those without a report

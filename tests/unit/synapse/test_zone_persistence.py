@@ -101,3 +101,27 @@ def test_an_update_racing_the_apis_write_cannot_put_the_old_evacuations_back(
     update.join(5)
     save.join(5)
     assert saved(path) == AZ1
+
+
+async def test_the_state_writer_ends_when_a_sighup_removes_the_state_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An evacuation the disk cannot keep keeps the writer retrying; a SIGHUP that removes
+    state_file_path (no state file at all in the Airbnb modes) must end it, not leave it
+    looping without ever yielding (review: synapse spun at 100 %, deaf to /status and to
+    SIGTERM)."""
+    import asyncio
+
+    monkeypatch.setattr(reconciler_module, "STATE_FILE_INTERVAL", 0.05)
+    applier = FakeApplier()
+    path = tmp_path / "state.json"
+    path.mkdir()  # no write
+    rec = make_reconciler(config(tmp_path), applier)
+    async with running(rec, applier, fleet_report(), fleet_report("plain", az9=1)):
+        apply = evacuation_applier(rec, applier, lambda: rec.state_cache)
+        assert (await apply(AZ1))[1] is False
+        await eventually(lambda: rec._state_task is not None, what="the writer retrying")
+        rec.state_cache = None  # what the SIGHUP does (daemon.apply_config)
+        task = rec._state_task
+        assert task is not None
+        await asyncio.wait_for(asyncio.shield(task), 2)  # ended (the old code: never)
