@@ -32,6 +32,11 @@ FREEZING_SIGNALS = frozenset({19, 20})
 RESUMING_SIGNAL = 18
 STOP_TIMEOUT_S = 10  # Docker's default grace period before `docker stop` sends KILL
 STOP_MARGIN_S = 10.0  # beyond it: the KILL takes a moment, clocks of a tcp:// engine differ
+# A stop's own `-t N` (docker stop -t, compose down -t, systemd ExecStop) is not in the
+# events: a container draining past its StopTimeout is not served again before this much
+# (review: `docker stop -t 45` re-served a draining container for 18.5 s). A process that
+# really survived the signal waits this long to come back: capacity, not failed requests.
+STOP_GRACE_MIN_S = 300.0
 
 
 def parse_signal(raw: str | int | None) -> int | None:
@@ -72,9 +77,10 @@ def kill_signal(message: dict[str, Any]) -> int | None:
 
 def stop_deadline(sent_at: float, stop_timeout: int | None) -> float:
     """When a stop signalled at ``sent_at`` (epoch seconds) would have killed the container
-    (its Config.StopTimeout, None: Docker's default), plus a margin; a container still
-    running then survived the signal. Infinite for a StopTimeout of -1 (no limit)."""
+    (its Config.StopTimeout, None: Docker's default), plus a margin, and at least
+    STOP_GRACE_MIN_S; a container still running then survived the signal. Infinite for a
+    StopTimeout of -1 (no limit)."""
     if stop_timeout is not None and stop_timeout < 0:
         return float("inf")
     timeout = STOP_TIMEOUT_S if stop_timeout is None else stop_timeout
-    return sent_at + timeout + STOP_MARGIN_S
+    return sent_at + max(timeout + STOP_MARGIN_S, STOP_GRACE_MIN_S)

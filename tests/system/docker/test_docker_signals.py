@@ -19,10 +19,12 @@ async def test_quit_and_a_survived_term_do_not_withdraw_for_good(
     dockerd, docker_client, container_factory, monkeypatch: pytest.MonkeyPatch
 ):
     """QUIT (a JVM's thread dump) withdraws nothing; TERM to a container that runs on
-    withdraws it until its stop timeout plus the margin has passed (here 1 + 1 s instead
-    of 10 + 10 s), then the next resync (`check_interval` 1.5 s) serves it again."""
+    withdraws it until its stop timeout plus the margin (and the floor) has passed (here
+    1 + 1 s instead of max(10 + 10 s, 300 s)), then the next resync (`check_interval`
+    1.5 s) serves it again."""
     monkeypatch.setattr(docker_signals, "STOP_TIMEOUT_S", 1)
     monkeypatch.setattr(docker_signals, "STOP_MARGIN_S", 1.0)
+    monkeypatch.setattr(docker_signals, "STOP_GRACE_MIN_S", 0.0)
     a = container_factory("sq-a", labels={"app": "sq"})
     b = container_factory("sq-b", labels={"app": "sq"}, command=IGNORES_TERM)
     sink = Collector()

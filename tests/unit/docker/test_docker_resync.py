@@ -14,7 +14,7 @@ import pytest
 
 import docker
 from smartstack.docker_events import EVENTS, NETWORK_EVENTS, ContainerWatch
-from smartstack.docker_signals import STOP_MARGIN_S, STOP_TIMEOUT_S
+from smartstack.docker_signals import STOP_GRACE_MIN_S, STOP_MARGIN_S, STOP_TIMEOUT_S
 from smartstack.docker_stream import started_ns
 
 CID = "feed" * 16
@@ -183,14 +183,15 @@ def test_container_events_are_matched_on_their_labels_client_side(engine) -> Non
     assert w.containers == {}
 
 
-@pytest.mark.parametrize("stop_timeout", [None, 30])
+@pytest.mark.parametrize("stop_timeout", [None, 30, 600])
 def test_a_container_outliving_its_stop_deadline_serves_again(engine, caplog, stop_timeout):
     """`docker kill -s TERM` to a PID 1 without a handler, or an app that traps it and runs
     on: past its StopTimeout (default 10 s) plus a margin a real stop would have killed it,
     so the next resync (or event) serves it again. A frozen one stays out until CONT."""
     if stop_timeout is not None:
         engine.api.config = {"StopTimeout": stop_timeout}
-    deadline = 10 + (stop_timeout or STOP_TIMEOUT_S) + STOP_MARGIN_S  # (the kill: at +10 s)
+    # (the kill: at +10 s; a stop's own -t is not in the events: at least STOP_GRACE_MIN_S)
+    deadline = 10 + max((stop_timeout or STOP_TIMEOUT_S) + STOP_MARGIN_S, STOP_GRACE_MIN_S)
     w = watch()
     engine.api.events_of_next_connection = [kill("15")]
     w._session()
