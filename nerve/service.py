@@ -2,10 +2,12 @@
 
 A ``Service`` is built from parts (so other sources than the config file, e.g. Docker
 labels, can build one): every ``check_interval`` it runs all its checks concurrently,
-each cut by its own timeout, feeds each failure to the state machine as it comes (a
-dead service is withdrawn without waiting for a slower sibling check) and the passes once
-the round is complete, and hands each transition to the reporter. Nothing here waits
-for the registry: a slow or absent registry delays the write, never the checks.
+each cut by its own timeout, feeds each result to the state machine as it comes (a
+dead service is withdrawn without waiting for a slower sibling check, and a check that
+answered runs again on its own cadence while a slower one is still out), decides a
+registration once the round is complete, and hands each transition to the reporter.
+Nothing here waits for the registry: a slow or absent registry delays the write, never
+the checks.
 """
 
 from __future__ import annotations
@@ -128,32 +130,49 @@ class Service:
     # --- one round ------------------------------------------------------------------------
 
     async def run_round(self) -> None:
-        """All checks at once. A failure is acted on as it comes (a dead service is not
-        left registered while a slower check runs on); passes are taken at the round's
-        end, with all its results in (a registration needs the whole round)."""
+        """Every check at least once. A failure is acted on as it comes (a dead service is
+        not left registered while a slower check runs on). A check that has answered while
+        a slower sibling still runs starts again on its own cadence (``check_interval``
+        after its last start), so a slow check delays no other check's verdict. Each result
+        is counted as it comes; a registration is decided at the round's end, once every
+        check has answered (a registration needs the whole round)."""
         self.round_started.set()
         loop = asyncio.get_running_loop()
         order = {check.name: n for n, check in enumerate(self.checks)}
-        pending = {loop.create_task(check.run()): check for check in self.checks}
-        passes: list[Observation] = []
+        waiting = set(order)  # checks yet to answer in this round
+        asleep: set[str] = set()  # re-runs waiting for their turn (dropped at the round's end)
+        pending: dict[asyncio.Task[CheckResult], tuple[Check, float]] = {}
+
+        async def run_at(check: Check, when: float) -> CheckResult:
+            try:
+                await asyncio.sleep(when - loop.time())
+            finally:
+                asleep.discard(check.name)
+            return await check.run()
+
+        def launch(check: Check, when: float) -> None:
+            if when > loop.time():
+                asleep.add(check.name)
+            pending[loop.create_task(run_at(check, when))] = (check, when)
+
+        for check in self.checks:
+            launch(check, loop.time())
         failed = throttled = False
         try:
             while pending:
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in sorted(done, key=lambda t: order[pending[t].name]):
-                    check, result = pending.pop(task), task.result()
-                    self.last_results[check.name] = result
-                    self._record_check(check, result)
-                    observation = Observation(check.name, result.ok, result.detail)
-                    if result.ok:
-                        passes.append(observation)
-                        continue
-                    failed = True
-                    decision = self.state.observe_failure(observation, time.monotonic())
-                    if decision is not None:
-                        throttled |= decision.throttled and decision.transition is None
-                        self._apply(decision)
-                    self._end_hold(failed=True)
+                for task in sorted(done, key=lambda t: order[pending[t][0].name]):
+                    check, started = pending.pop(task)
+                    waiting.discard(check.name)
+                    failure = self._take_result(check, task.result())
+                    if failure is not None:
+                        failed, throttled = True, throttled or failure
+                    if waiting:
+                        launch(check, started + self.check_interval)
+                if not waiting:  # the round is complete: what has not started yet waits
+                    for task in [t for t, (c, _) in pending.items() if c.name in asleep]:
+                        task.cancel()
+                        del pending[task]
         finally:
             for task in pending:  # cancelled (halt, reload): the checks clean up first
                 task.cancel()
@@ -164,8 +183,25 @@ class Service:
             self.reporter.held_rounds += 1
         now = time.monotonic()
         self._expire_maintenance(now)
-        self._apply(self.state.observe(passes, now), quiet_throttle=throttled)
+        self._apply(self.state.settle(now), quiet_throttle=throttled)
         self._end_hold(failed=failed)
+
+    def _take_result(self, check: Check, result: CheckResult) -> bool | None:
+        """Count one result. None for a pass; for a failure, whether a withdrawal it asked
+        for was held back by the rate limit (already logged)."""
+        self.last_results[check.name] = result
+        self._record_check(check, result)
+        observation = Observation(check.name, result.ok, result.detail)
+        if result.ok:
+            self.state.count(observation)
+            return None
+        throttled = False
+        decision = self.state.observe_failure(observation, time.monotonic())
+        if decision is not None:
+            throttled = decision.throttled and decision.transition is None
+            self._apply(decision)
+        self._end_hold(failed=True)
+        return throttled
 
     def _end_hold(self, failed: bool) -> None:
         """While the reporter holds (no decision yet since the start, see Reporter.holding),

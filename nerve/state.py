@@ -96,16 +96,24 @@ class ServiceState:
     def observe(self, results: Sequence[Observation], now: float) -> Decision:
         """Feed one round of check results; ``now`` is a monotonic time for the bucket."""
         for result in results:
-            tracker = self.trackers.get(result.name)
-            if tracker is not None:
-                tracker.observe(result.ok, result.detail)
+            self.count(result)
+        return self.settle(now)
+
+    def count(self, result: Observation) -> None:
+        """Count one result as it comes, deciding nothing (``settle`` decides)."""
+        tracker = self.trackers.get(result.name)
+        if tracker is not None:
+            tracker.observe(result.ok, result.detail)
+
+    def settle(self, now: float) -> Decision:
+        """Decide on what has been counted: the end of a round."""
         return self._settle(now, limited=True)
 
     def observe_failure(self, result: Observation, now: float) -> Decision | None:
         """A failed result as soon as it came, before the rest of its round: counted, and
         settled (it can only withdraw) when it took its check down; None otherwise. A pass
-        waits for ``observe`` at the round's end, so a round never registers a service
-        that a slower check of the same round takes down again."""
+        is only counted (``count``) until the round's end (``settle``), so a round never
+        registers a service that a slower check of the same round takes down again."""
         tracker = self.trackers.get(result.name)
         if result.ok or tracker is None or not tracker.observe(False, result.detail):
             return None

@@ -7,12 +7,11 @@ import asyncio
 import logging
 
 import pytest
+from nerve_fakes import Recorder
 
 from nerve.checks.base import CheckResult
 from nerve.maintenance import MaintenanceFlag, MaintenanceStore
-from nerve.reporters.base import Reporter
 from nerve.service import Service
-from smartstack.record import Registration
 
 
 class ScriptedCheck:
@@ -28,34 +27,6 @@ class ScriptedCheck:
 
     async def close(self) -> None:
         pass
-
-
-class Recorder(Reporter):
-    """Records the service's decisions; never started, never writes."""
-
-    kind = "recorder"
-
-    def __init__(self) -> None:
-        super().__init__("web", Registration("10.0.0.5", 8080, "web-1"))
-        self.decisions: list[bool] = []
-        self.decided_at: list[float] = []  # loop time of each decision
-
-    def set_registered(self, wanted: bool) -> None:
-        self.decisions.append(wanted)
-        self.decided_at.append(asyncio.get_running_loop().time())
-        super().set_registered(wanted)
-
-    def _attach(self) -> None:
-        pass
-
-    def _detach(self) -> None:
-        pass
-
-    async def _register(self) -> bool:
-        return True
-
-    async def _withdraw(self) -> bool:
-        return True
 
 
 async def rounds_until_decided(results: list[bool], rise: int, fall: int) -> tuple[int, bool]:
