@@ -56,7 +56,7 @@ from synapse.haproxy.render import Renderer
 from synapse.haproxy.revive import revived
 from synapse.haproxy.running import Capabilities, RunningState
 from synapse.haproxy.runtime import kept_clients
-from synapse.haproxy.settings import binary_version, restart_needed, settings_for
+from synapse.haproxy.settings import binary_version, restart_needed, running_settings, settings_for
 from synapse.haproxy.statedump import state_dumper
 from synapse.haproxy.status import HAProxyStatus, run_mode
 from synapse.model import DesiredService
@@ -235,6 +235,8 @@ class HAProxyController:
         unread = self._reader.unread  # (wanted: of those, the ones the apply may plan)
         wanted = self._renderer.changed_backends(self._desired) if unread else ()
         running = await self._reader.read(self._reader.stale(), wanted)
+        if new := running_settings(self.settings, self.config, self._reader.version):  # Airbnb
+            self.settings, self._renderer = new, Renderer(self.config, new)  # (what it supports)
         early = await self._express.send(self._renderer, self._desired, running)  # (express)
         if early.backends and not early.failures and self._owed.allowed:
             return self._owed.defer(self._reader, self._express, early.applied)  # (owed.py)
@@ -265,8 +267,7 @@ class HAProxyController:
             written = self._installer.write(candidate, self._layout())
             return ApplyResult(tuple(applied), ApplyOutcome.NONE, (), written)
         if bridge is not None and not failures:
-            # The reload may wait (rate limit), fail or be refused: meanwhile the file says
-            # what HAProxy runs now, so a restart or an outside reload loses nothing.
+            # While the reload waits or fails, the file says what runs: a restart loses nothing.
             self._installer.write(bridge.config, bridge.layout)
         outcome = await self._need_reload(Reload(tuple(reasons)), candidate)
         return ApplyResult(
@@ -400,8 +401,7 @@ class HAProxyController:
             failed = self._failures.reload_failed(after.reload.summary, after.reload, self._clock())
             return dataclasses.replace(result, error=failed.error)
         if after.reload is not None or failures:
-            # Reloaded with exactly this config and HAProxy still differs: retrying the
-            # same candidate would loop, so it waits for the next change.
+            # Reloaded with this very config and it still differs: wait for the next change.
             detail = after.reload.summary if after.reload else "; ".join(failures)
             self._check.differs(candidate.parts, detail)
             return dataclasses.replace(result, error=f"still differs: {detail}")

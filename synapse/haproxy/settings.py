@@ -71,7 +71,8 @@ class Settings:
     extra_defaults: tuple[str, ...] = field(default=())  # lines synapse adds to `defaults`
     hold_listeners: bool = True  # managed: synapse keeps copies (synapse.haproxy.listeners)
     http_frontend_lines: tuple[str, ...] = field(default=())  # added to HTTP frontends
-    version: tuple[int, int, int] | None = None  # the managed binary's, when known
+    # What it supports: managed, the binary's (`haproxy -v`); Airbnb, the running one's.
+    version: tuple[int, int, int] | None = None
 
     @property
     def can_validate(self) -> bool:
@@ -99,6 +100,17 @@ def _version(binary: str) -> tuple[int, int, int]:
     return _VERSIONS[binary]
 
 
+def running_settings(
+    settings: Settings, config: HAProxyConfig, version: tuple[int, int, int] | None
+) -> Settings | None:
+    """Airbnb mode: the settings for the HAProxy that runs, whose ``version`` its runtime
+    API gave (the process ``reload_command`` reloads: an ``haproxy`` on PATH may be another
+    binary, or none), when ``settings`` were made for another; None: keep ``settings``."""
+    if settings.managed or version is None or version == settings.version:
+        return None
+    return settings_for(config, version)
+
+
 def http_frontend_extras(
     settings: Settings, lines: list[str], defaults: Iterable[str]
 ) -> list[str]:
@@ -112,8 +124,9 @@ def http_frontend_extras(
 
 
 def settings_for(config: HAProxyConfig, version: tuple[int, int, int] | None = None) -> Settings:
-    """The settings of ``config``; ``version``: the managed binary's (``binary_version``),
-    when known: what it supports is then used."""
+    """The settings of ``config``; ``version``: the HAProxy's, when known (managed: the
+    binary's, ``binary_version``; Airbnb: the running one's, ``running_settings``): what it
+    supports is then used."""
     config_path = Path(config.config_file_path) if config.config_file_path else None
     managed = config.managed is not None
     base = config_path.parent if config_path else Path(".")
@@ -174,9 +187,9 @@ def settings_for(config: HAProxyConfig, version: tuple[int, int, int] | None = N
 def _http_frontend_lines(
     config: HAProxyConfig, version: tuple[int, int, int] | None
 ) -> tuple[str, ...]:
-    """Managed mode: idle kept-alive connections survive a reload (``IDLE_CLOSE``), unless
-    the operator's ``defaults`` decide it themselves."""
-    if config.managed is None or version is None or version < IDLE_CLOSE_SINCE:
+    """Idle kept-alive connections survive a reload (``IDLE_CLOSE``), unless the operator's
+    ``defaults`` decide it themselves. Both modes: the Airbnb way reloads too."""
+    if version is None or version < IDLE_CLOSE_SINCE:
         return ()
     if any(IDLE_CLOSE in line for line in config.defaults):
         return ()

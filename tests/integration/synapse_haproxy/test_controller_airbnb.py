@@ -6,13 +6,22 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from haproxy_helpers import DEFAULTS, eventually, haproxy_config, server, serves, service
+from haproxy_helpers import (
+    DEFAULTS,
+    eventually,
+    haproxy_config,
+    managed_config,
+    server,
+    serves,
+    service,
+)
 from prometheus_client import CollectorRegistry
 
 from synapse.contract import ApplyOutcome
 from synapse.haproxy.controller import HAProxyController
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.runtime import RuntimeClient
+from synapse.haproxy.settings import binary_version, settings_for
 from testbed.process import free_port
 
 
@@ -47,8 +56,11 @@ async def test_airbnb_mode_runtime_changes_reload_and_restart(
     b1, b2, b3 = (http_backend_factory(f"b{i}") for i in (1, 2, 3))
     port = free_port()
     config = airbnb_config(sockdir)
-    # A previous synapse wrote this config and HAProxy runs it.
-    Path(config.config_file_path).write_text(Renderer(config).render([web(port, [b1, b2])]).text)
+    # A previous synapse wrote this config and HAProxy runs it (with what this HAProxy
+    # supports: synapse reads its version on the runtime socket).
+    version = binary_version(managed_config(sockdir))  # (the haproxy the harness runs)
+    previous = Renderer(config, settings_for(config, version))
+    Path(config.config_file_path).write_text(previous.render([web(port, [b1, b2])]).text)
     proc = haproxy_factory(config_path=Path(config.config_file_path), workdir=sockdir)
     worker = proc.worker_pids()
 

@@ -1,6 +1,6 @@
-"""``option idle-close-on-response`` on managed HTTP frontends (a reload does not drop idle
-kept-alive connections; the real-HAProxy proof is tests/integration/synapse_haproxy/
-test_reload_keepalive.py)."""
+"""``option idle-close-on-response`` on HTTP frontends (a reload does not drop idle kept-alive
+connections; the real-HAProxy proof is tests/integration/synapse_haproxy/
+test_reload_keepalive.py), in managed mode and the Airbnb way."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from haproxy_helpers import haproxy_config, section, server, service
 
 from synapse.haproxy.render import Renderer
-from synapse.haproxy.settings import settings_for
+from synapse.haproxy.settings import running_settings, settings_for
 
 A = server("10.0.0.1", 8080, "a")
 LINE = "option idle-close-on-response"
@@ -33,13 +33,30 @@ def test_managed_http_frontends_keep_idle_connections_through_a_reload(tmp_path:
     assert LINE not in section(text, "defaults")
 
 
-def test_not_for_tcp_frontends_older_haproxy_or_unmanaged(tmp_path: Path):
+def test_not_for_tcp_frontends_or_older_or_unknown_haproxy(tmp_path: Path):
     tcp = service("db", [A], port=3001, frontend=["mode tcp"])
     assert LINE not in _text(_managed(tmp_path), V26, tcp)
     assert LINE not in _text(_managed(tmp_path), V24, service("web", [A], port=3000))
     assert LINE not in _text(_managed(tmp_path), None, service("web", [A], port=3000))
-    unmanaged = haproxy_config(config_file_path=str(tmp_path / "h.cfg"))
-    assert LINE not in _text(unmanaged, V26, service("web", [A], port=3000))
+
+
+def test_the_airbnb_way_too_once_the_running_haproxy_says_its_version(tmp_path: Path):
+    """HAProxy its own unit (docs/deploy.md): reloads drop idle connections there too.
+    Its version comes from its runtime API (the controller's read): until then, none."""
+    airbnb = haproxy_config(config_file_path=str(tmp_path / "h.cfg"))
+    web = service("web", [A], port=3000)
+    assert LINE in section(_text(airbnb, V26, web), "frontend web")
+    assert LINE not in _text(airbnb, V24, web)
+    start = settings_for(airbnb)  # (controller.start: no `haproxy -v` for another's HAProxy)
+    assert start.version is None and LINE not in _text(airbnb, None, web)
+    followed = running_settings(start, airbnb, V26)
+    assert followed is not None and followed.http_frontend_lines == (LINE,)
+    assert running_settings(followed, airbnb, V26) is None  # (the same: kept)
+    assert running_settings(followed, airbnb, None) is None  # (it did not answer: kept)
+    upgraded = running_settings(settings_for(airbnb, V24), airbnb, V26)
+    assert upgraded is not None and upgraded.version == V26
+    managed = _managed(tmp_path)  # (its binary's `haproxy -v` decides, not the runtime API)
+    assert running_settings(settings_for(managed, V24), managed, V26) is None
 
 
 def test_the_operator_decides_in_defaults_or_in_a_frontend(tmp_path: Path):
