@@ -6,6 +6,8 @@
 - With ``full`` (``-k``): the HAProxy config is rendered (default servers stand in for
   the registry's) and ``haproxy -c`` must accept it, in managed mode always, in Airbnb
   mode when synapse writes the file and an ``haproxy`` binary is on PATH.
+- A note when ``hard-stop-after`` would cut ``mode tcp`` services' connections after every
+  reload (``synapse.haproxy.hard_stop``).
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ def preflight(config: SynapseConfig, config_path: Path, full: bool) -> tuple[lis
     ]  # fmt: skip
     errors = writable_problems(config_path, paths, opened_by_haproxy)
     notes: list[str] = []
+    if config.haproxy is not None:
+        from synapse.haproxy.hard_stop import hard_stop_note
+
+        notes += [note] if (note := hard_stop_note(config.haproxy, config.services)) else []
     if full and config.haproxy is not None:
         error, note = asyncio.run(check_haproxy(config, config_path))
         errors += [error] if error else []

@@ -31,13 +31,18 @@ def _integer(low: int, high: int) -> Check:
     return check
 
 
+def haproxy_ms(text: str) -> float | None:
+    """An HAProxy time (``500``, ``2s``, ``1m``: a bare number is ms) in ms; None: not one."""
+    match = _TIME.fullmatch(text)
+    if match is None:
+        return None
+    return int(match.group(1)) * _TIME_UNITS_MS[match.group(2) or ""]
+
+
 def _timer(low_ms: float) -> Check:
     def check(text: str) -> bool:
-        match = _TIME.fullmatch(text)
-        if match is None:
-            return False
-        milliseconds = int(match.group(1)) * _TIME_UNITS_MS[match.group(2) or ""]
-        return low_ms <= milliseconds <= MAX_TIMER_MS
+        milliseconds = haproxy_ms(text)
+        return milliseconds is not None and low_ms <= milliseconds <= MAX_TIMER_MS
 
     return check
 
