@@ -1,10 +1,18 @@
 """``nerve maint`` / ``nerve up``: talk to the admin API of a running nerve.
 
-    nerve maint SERVICE --reason TEXT [--for DURATION] (-c FILE | --admin URL) [--token-file F]
+    nerve maint SERVICE --reason TEXT [--for DURATION] [--drain SECONDS]
+                (-c FILE | --admin URL) [--token-file F]
     nerve up SERVICE (-c FILE | --admin URL) [--token-file F]
 
 The admin address comes from ``--admin`` or from the ``admin`` block of the config file;
 the bearer token from ``--token-file`` or the config's ``admin.token_file``.
+
+``--drain``: nerve answers once the registry has the withdrawal; consumers act on it a
+moment later (their synapse's watch, then HAProxy). A deploy that stops the app right
+after ``nerve maint`` fails the requests still on their way, so the command waits
+SECONDS more. The wait is here, after the answer, not in nerve: the answer already comes
+when the registry agrees (the drain counts from there within a local round trip), and an
+admin request held open that long would outlast the client's timeout.
 """
 
 from __future__ import annotations
@@ -12,7 +20,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from nerve.config import load_nerve_config
@@ -22,6 +32,7 @@ COMMANDS = ("maint", "up")
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DRAIN = 300.0  # seconds: longer is a mistake (a deploy waiting minutes per host)
 
 
 def parse_duration(text: str) -> float:
@@ -33,6 +44,16 @@ def parse_duration(text: str) -> float:
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
     if seconds <= 0:
         raise argparse.ArgumentTypeError("the duration must be positive")
+    return seconds
+
+
+def parse_drain(text: str) -> float:
+    """--drain: a duration as --for takes it (at most MAX_DRAIN), or 0."""
+    if text.strip().lower() in ("0", "0s"):
+        return 0.0
+    seconds = parse_duration(text)
+    if seconds > MAX_DRAIN:
+        raise argparse.ArgumentTypeError(f"at most {MAX_DRAIN:g} seconds")
     return seconds
 
 
@@ -48,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     maint.add_argument(
         "--for", dest="duration", type=parse_duration, help="end by itself after DURATION"
     )
+    maint.add_argument(
+        "--drain", type=parse_drain, default=0.0, metavar="SECONDS",
+        help="once the registry has the withdrawal, wait this long before returning, so "
+        "consumers' HAProxies stop sending first (e.g. 2; default 0)",
+    )  # fmt: skip
     return parser
 
 
@@ -81,5 +107,21 @@ def main(argv: list[str]) -> int:
     except AdminCallError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    print(describe(status))
+    print(describe(status), flush=True)
+    if args.command == "maint" and args.drain:
+        return drain(status, args.drain)
+    return 0
+
+
+def drain(
+    status: dict[str, Any], seconds: float, sleep: Callable[[float], None] = time.sleep
+) -> int:
+    """--drain: wait ``seconds`` when the registry has the withdrawal; when it does not yet
+    (the write is pending), fail at once: consumers may still send traffic for a while."""
+    if status.get("registered") or status.get("wanted"):
+        print("error: the withdrawal is not in the registry yet: not draining; stopping "
+              "the service now would fail requests", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    sleep(seconds)
+    print(f"{status.get('service', '?')}: drained {seconds:g}s after the withdrawal")
     return 0
