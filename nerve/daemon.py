@@ -5,11 +5,12 @@ One asyncio loop. Each service runs on its own task; registry sessions are share
 - SIGTERM / SIGINT: stop the checks, withdraw every registration in parallel, close the
   sessions, exit 0; every step has a deadline, so this takes < 5 s even when the
   registry is unreachable (its session or lease then expires on its own).
-- SIGHUP: re-read the config file. Unchanged services are not touched (same znode);
-  services whose checks changed keep their registration; services whose record or
-  registry changed re-register, the new registration written before the old one goes
-  (nerve/handover.py); removed services withdraw. An invalid file is rejected
-  with a log line and the running config stays.
+- SIGHUP: re-read the config file (what changed: nerve/reload_plan.py). Unchanged
+  services are not touched (same znode); services whose checks changed, or that were
+  renamed, keep their registration; services whose record or registry changed
+  re-register, the new registration written before the old one goes (nerve/handover.py)
+  unless their checks moved with the address; removed services withdraw. An invalid file
+  is rejected with a log line and the running config stays.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from nerve.admin import add_maintenance_routes
 from nerve.assemble import build_service
-from nerve.checks import same_probes
 from nerve.config import NerveConfig, ServiceConfig, load_nerve_config
 from nerve.docker_source import DockerSource, docker_mode_config
-from nerve.handover import hand_over, registry_unchanged, settled
+from nerve.handover import hand_over, settled
 from nerve.maintenance import MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.registries import Registries, registration_for, reporter_identity
+from nerve.reload_plan import Placement, Step, placement, plan_reload
 from nerve.reporters.base import Reporter
 from nerve.service import Service
 from smartstack.admin import AdminServer, start_or_log
@@ -44,7 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nerve")
 
-Placement = tuple[str, Any]  # (instance_id, reporter_identity): one registration's what + where
+# Registrations being withdrawn by a reload: a new service at the same place starts after.
+Retiring = dict[Placement, asyncio.Task[None]]
 
 WITHDRAW_TIMEOUT = 2.5  # seconds for the parallel withdraw at shutdown
 CLOSE_TIMEOUT = 1.0  # then closing sessions (revoking leases)
@@ -246,14 +248,14 @@ class NerveDaemon:
         return True
 
     async def reload(self, new: NerveConfig) -> dict[str, list[str]]:
-        """Apply a new config; returns which services were kept, changed, added, removed."""
+        """Apply a new config; returns which services were kept, changed, renamed (as
+        ``old->new``), added, removed."""
         async with self._reload_lock:
             if self._stopping:
                 return {}
-            summary: dict[str, list[str]] = {
-                k: [] for k in ("unchanged", "checks_changed", "re_registered", "added", "removed")
-            }
-            same_instance = new.instance_id == self.config.instance_id
+            summary: dict[str, list[str]] = {k: [] for k in (
+                "unchanged", "checks_changed", "re_registered", "renamed", "added", "removed",
+            )}  # fmt: skip
             if new.statsd != self.config.statsd:  # (the new one first: no gap in the figures)
                 old, self.metrics.statsd = self.metrics.statsd, make_stats(new.statsd)
                 old.close()
@@ -261,82 +263,100 @@ class NerveDaemon:
                        if getattr(new, k) != getattr(self.config, k)]  # fmt: skip
             if restart:
                 event(log, "config_needs_restart", level=logging.WARNING, keys=", ".join(restart))
-            # A removed service's registration may be the very one a new service (a renamed
-            # one) writes: the new one starts once the old one is withdrawn.
-            retiring: dict[Placement, asyncio.Task[None]] = {}
-            for name in [n for n in self.services if n not in new.services]:
-                placement = (self.config.instance_id, reporter_identity(self.service_configs[name]))
-                retiring[placement] = self._retire(name)
+            plan = plan_reload(self.config.instance_id, self.service_configs,
+                               new.instance_id, new.services)  # fmt: skip
+            # A registration being withdrawn may be the very one a new service writes: that
+            # one starts once the old one is gone.
+            retiring: Retiring = {}
+            for name in plan.removed:
+                where = placement(self.config.instance_id, self.service_configs[name])
+                service = self.services[name]
+                self._take(name)
+                retiring[where] = self._retire(service)
                 self.metrics.forget_service(name)
                 summary["removed"].append(name)
             self.config = new
-            for name, cfg in new.services.items():
-                outcome = await self._reload_service(name, cfg, same_instance, retiring)
-                summary[outcome].append(name)
+            for step in plan.steps:
+                await self._apply(step, retiring)
+                shown = f"{step.previous}->{step.name}" if step.change == "renamed" else step.name
+                summary[step.outcome].append(shown)
             self.metrics.reloads.labels("ok").inc()
             event(log, "config_reloaded", **{k: ",".join(v) for k, v in summary.items() if v})
             return summary
 
-    async def _reload_service(
-        self,
-        name: str,
-        cfg: ServiceConfig,
-        same_instance: bool,
-        retiring: dict[Placement, asyncio.Task[None]],
-    ) -> str:
-        old = self.services.get(name)
-        old_cfg = self.service_configs.get(name)
-        if old is None or old_cfg is None:
-            service = self._build(name, cfg)
-            if service is not None:
-                previous = retiring.get((self.config.instance_id, reporter_identity(cfg)))
-                if previous is None:
-                    service.start()
-                else:
-                    self._spawn(self._start_after(previous, service), f"replace-{name}")
-            return "added"
-        if same_instance and old_cfg == cfg:
-            return "unchanged"
-        if same_instance and reporter_identity(old_cfg) == reporter_identity(cfg):
-            # Same record, same registry: keep the registration, swap the checks. The new
-            # checks start from the old verdict and need `fall` failures to withdraw.
+    async def _apply(self, step: Step, retiring: Retiring) -> None:
+        name, cfg = step.name, step.cfg
+        if step.change == "unchanged":
+            return
+        if step.previous is None:
+            self._start_new(name, cfg, retiring)
+            return
+        old = self.services[step.previous]
+        if step.change in ("checks", "renamed"):
+            # The same registration: keep the reporter, swap the checks (and the name). The
+            # new checks start from the old verdict and need `fall` failures to withdraw.
             await old.halt()
-            service = self._build(name, cfg, old.reporter, initially_up=old.state.healthy)
-            if service is None:
-                self._retire(name)  # no checks to vouch for it: withdraw the registration
-            else:
-                service.start()
-            return "checks_changed"
-        # A new record or registry. Checks that probe exactly what they probed before keep
-        # their verdict, and the new registration is written before the old one goes
-        # (nerve/handover.py). A moved address (a check without `port` follows the
-        # service's port) has to prove itself with `rise` passes like any new server: the
-        # old registration is withdrawn first, as is one whose state is unknown.
-        initially_up = old.state.healthy and same_probes(old_cfg, cfg)
-        if initially_up and await settled(old) and old.state.healthy:
-            if registry_unchanged(old_cfg, cfg):  # the same reporter writes the new record
+            if step.change == "renamed":
+                self._take(step.previous)
+                self.metrics.forget_service(step.previous)
+                old.reporter.rename(name)
+            self._continue(name, old, cfg, old.state.healthy, retiring)
+            return
+        # A new record or registry. Unless the checks moved with the address
+        # (nerve/reload_plan.py), the old verdict holds and the new registration is written
+        # before the old one goes (nerve/handover.py). A moved address has to prove itself
+        # with `rise` passes like any new server, as has a registration whose state is
+        # unknown: the old one is withdrawn first.
+        carried = step.keeps_verdict and old.state.healthy
+        if carried and await settled(old) and old.state.healthy:
+            if step.change == "record":  # the same reporter writes the new record
                 await old.halt()
                 old.reporter.change_record(registration_for(self.config.instance_id, cfg))
-                service = self._build(name, cfg, old.reporter, initially_up=True)
-                if service is None:
-                    self._retire(name)
-                else:
-                    service.start()
-                return "re_registered"
+                self._continue(name, old, cfg, True, retiring)
+                return
             service = self._build(name, cfg, initially_up=True)
             if service is not None:
                 self._retiring.add(old.reporter)
                 self._spawn(self._hand_over(old, service), f"replace-{name}")
-                return "re_registered"
-        retired = self._retire(name)
-        service = self._build(name, cfg, initially_up=initially_up)
+                return
+        self._take(name)
+        retired = self._retire(old)
+        service = self._build(name, cfg, initially_up=carried)
         if service is not None:
             self._spawn(self._start_after(retired, service), f"replace-{name}")
-        return "re_registered"
 
-    def _retire(self, name: str) -> asyncio.Task[None]:
-        service = self.services.pop(name)
+    def _start_new(self, name: str, cfg: ServiceConfig, retiring: Retiring) -> None:
+        service = self._build(name, cfg)
+        if service is not None:
+            previous = retiring.get(placement(self.config.instance_id, cfg))
+            if previous is None:
+                service.start()
+            else:
+                self._spawn(self._start_after(previous, service), f"replace-{name}")
+
+    def _continue(
+        self,
+        name: str,
+        old: Service,
+        cfg: ServiceConfig,
+        initially_up: bool,
+        retiring: Retiring,
+    ) -> None:
+        """A halted service's registration goes on under new checks (and name); if they
+        cannot be built, nothing vouches for it: it is withdrawn."""
+        service = self._build(name, cfg, old.reporter, initially_up=initially_up)
+        if service is not None:
+            service.start()
+            return
+        self._take(name)
+        retiring[placement(self.config.instance_id, cfg)] = self._retire(old)
+
+    def _take(self, name: str) -> None:
+        """The name runs nothing any more (its service retires or goes on under another)."""
+        self.services.pop(name, None)
         self.service_configs.pop(name, None)
+
+    def _retire(self, service: Service) -> asyncio.Task[None]:
         reporter = service.reporter
         self._retiring.add(reporter)
 
@@ -346,7 +366,7 @@ class NerveDaemon:
             self._retiring.discard(reporter)
             await self.registries.release(reporter)
 
-        return self._spawn(retire(), f"retire-{name}")
+        return self._spawn(retire(), f"retire-{service.name}")
 
     async def _hand_over(self, old: Service, new: Service) -> None:
         await hand_over(old, new, self.registries, start_new=not self._stopping)

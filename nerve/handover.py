@@ -7,6 +7,9 @@ which the registry holds no registration for it (synapse would take the server o
 - The registry settings changed: the new service registers first, then the old reporter
   withdraws what is still its own (``hand_over``); what the new one adopted, took over or
   overwrote (the same node or key) stays.
+
+Which of the two a reload is, and whether the checks' verdict carries over, is decided in
+nerve/reload_plan.py.
 """
 
 from __future__ import annotations
@@ -14,11 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from nerve.config import ServiceConfig
-from nerve.registries import Registries, reporter_identity
+from nerve.registries import Registries
 from nerve.service import Service
 
-RECORD_KEYS = ("host", "port", "weight", "labels", "haproxy_server_options")
 # The old registration (no longer checked) waits at most this long for the new one.
 HANDOVER_TIMEOUT = 5.0
 SETTLE_TIMEOUT = 1.0  # for a write in flight to answer before a reload decides
@@ -30,12 +31,6 @@ async def settled(service: Service) -> bool:
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(service.reporter.wait_in_sync(), SETTLE_TIMEOUT)
     return service.reporter.in_sync and not service.reporter.uncertain
-
-
-def registry_unchanged(old: ServiceConfig, new: ServiceConfig) -> bool:
-    """True when the two configs differ at most in the record: same registry, same place."""
-    record = {key: getattr(new, key) for key in RECORD_KEYS}
-    return reporter_identity(old.model_copy(update=record)) == reporter_identity(new)
 
 
 async def hand_over(

@@ -22,7 +22,6 @@ __all__ = [
     "build_checks",
     "default_name",
     "resolved",
-    "same_probes",
 ]
 
 
@@ -36,15 +35,6 @@ def resolved(cfg: CheckConfig, service: ServiceConfig) -> CheckConfig:
     return cfg.model_copy(
         update={"host": cfg.host or service.host, "port": cfg.port or service.port}
     )
-
-
-def same_probes(old: ServiceConfig, new: ServiceConfig) -> bool:
-    """Whether both services' checks probe the very same things: an old verdict only holds
-    for the same checks *and* the same addresses (a check without ``port`` follows the
-    service's port)."""
-    if old.check_mocked != new.check_mocked:
-        return False
-    return [resolved(c, old) for c in old.checks] == [resolved(c, new) for c in new.checks]
 
 
 def build_check(cfg: CheckConfig, service: ServiceConfig, name: str) -> BaseCheck:

@@ -100,6 +100,12 @@ class Reporter(ABC):
         self._update_gauge()
         self.wake()
 
+    def rename(self, service: str) -> None:
+        """A reload renamed the service (the same registration): log and count under the
+        new name from now on."""
+        self.service = service
+        self._update_gauge()
+
     def change_record(self, registration: Registration) -> None:
         """A reload changed the record: write it over the old one, never withdrawing it
         on the way (each registry's reporter knows how)."""

@@ -15,12 +15,13 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -141,6 +142,28 @@ def children(client: KazooClient, path: str) -> list[str]:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+@contextmanager
+def children_seen(kz: KazooClient, path: str) -> Iterator[list[list[str]]]:
+    """Every children list a ChildrenWatch on ``path`` delivers (what synapse sees)."""
+    kz.ensure_path(path)
+    seen: list[list[str]] = []
+    lock = threading.Lock()
+    stopped = False
+
+    def watch(nodes: list[str]) -> bool:
+        if stopped:
+            return False  # ends the watch
+        with lock:
+            seen.append(sorted(nodes))
+        return True
+
+    kz.ChildrenWatch(path, watch)
+    try:
+        yield seen
+    finally:
+        stopped = True
 
 
 # --------------------------------------------------------------------------- subprocesses

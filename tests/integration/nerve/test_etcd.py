@@ -21,7 +21,6 @@ from nerve_testlib import (
     until,
 )
 
-from nerve.config import NerveConfig
 from nerve.daemon import NerveDaemon
 from nerve.reporters.etcd import EtcdReporter
 from smartstack.etcd import EtcdConnection
@@ -116,24 +115,6 @@ async def test_lost_lease_means_a_new_lease_and_the_key_again(
 async def _with_other_lease(client: aetcd.Client, key: bytes, old: int) -> object:
     kv = await client.get(key)
     return kv if kv is not None and kv.lease not in (0, old) else None
-
-
-async def test_a_renamed_service_keeps_its_key(
-    etcd: EtcdCluster, etcd_client: aetcd.Client
-) -> None:
-    path, port = unique_path(), free_port()
-    key = f"{path}/i-test_127.0.0.1_{port}".encode()
-    config = nerve_config({"web": etcd_service(etcd.endpoints, path, port, checks=[])})
-    async with running_nerve(config) as daemon:
-        await until(lambda: etcd_client.get(key), what="the key")
-        renamed = {**config, "services": {"web2": config["services"]["web"]}}
-        summary = await daemon.reload(NerveConfig.model_validate(renamed))
-        assert (summary["removed"], summary["added"]) == (["web"], ["web2"])
-        # The same key: "web"'s withdrawal must not delete what "web2" writes.
-        web2 = daemon.services["web2"]
-        assert not web2.running  # it starts once "web" is withdrawn
-        await until(lambda: web2.reporter.registered and web2.reporter.in_sync, what="web2")
-        assert await etcd_client.get(key) is not None
 
 
 async def test_etcd_down_longer_than_the_lease_then_back(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import json
 import logging
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ import aetcd
 import pytest
 from kazoo.client import KazooClient
 from nerve_testlib import (
+    children_seen,
     etcd_service,
     nerve_config,
     running_nerve,
@@ -36,28 +36,6 @@ from testbed.zookeeper import ZooKeeperServer
 RISE, FALL, INTERVAL = 3, 3, 0.3
 # The etcd restart cases on both of nerve's etcd transports (json: the gateway, the default).
 TRANSPORTS = pytest.mark.parametrize("transport", ["json", "grpc"])
-
-
-@contextmanager
-def children_seen(kz: KazooClient, path: str) -> Iterator[list[list[str]]]:
-    """Every children list a ChildrenWatch on ``path`` delivers (what synapse sees)."""
-    kz.ensure_path(path)
-    seen: list[list[str]] = []
-    lock = threading.Lock()
-    stopped = False
-
-    def watch(nodes: list[str]) -> bool:
-        if stopped:
-            return False  # ends the watch
-        with lock:
-            seen.append(sorted(nodes))
-        return True
-
-    kz.ChildrenWatch(path, watch)
-    try:
-        yield seen
-    finally:
-        stopped = True
 
 
 def ours(kz: KazooClient, path: str) -> list[str]:
