@@ -10,10 +10,11 @@ cd "$ROOT"
 # (a private dockerd in tests/system/docker and `make compose-demo`, busybox test images, a debootstrap
 # base image), openssl for the throw-away CA of the TLS tests, systemd for `systemd-analyze
 # verify` of examples/systemd (nothing is started with it), chromium and its WebDriver for
-# the status page's headless-browser test (tests/system/test_status_page.py).
+# the status page's headless-browser test (tests/system/test_status_page.py), tini (our
+# image's PID 1) for the container stop of tests/integration/synapse/test_synapse_stop_inflight.py.
 PACKAGES=(haproxy zookeeper etcd-server etcd-client socat wrk
           docker.io docker-compose busybox-static debootstrap openssl systemd
-          chromium chromium-driver)
+          chromium chromium-driver tini)
 # Units the packages would start and enable on a normal host: none may stay on default ports.
 SERVICES=(haproxy.service etcd.service zookeeper.service
           docker.service docker.socket containerd.service)

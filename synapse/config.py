@@ -207,12 +207,11 @@ class ManagedHAProxy(ConfigModel):
     master_socket_path: str | None = None  # default: beside config_file_path
     pid_file: str | None = None
     stats: HAProxyStats = Field(default_factory=HAProxyStats)
-    # false (default): HAProxy keeps serving when synapse stops, the next synapse adopts it;
-    # true: synapse stops it on exit (tests, demos: nothing is left behind)
-    stop_on_exit: bool = False
-    # true (default): synapse keeps a copy of HAProxy's listening sockets, so a crashed
-    # HAProxy's clients wait for the restarted one instead of being refused
-    hold_listeners: bool = True
+    # false: HAProxy serves on when synapse stops (the next one adopts it); true: soft-stopped
+    # with synapse; auto: true where it cannot outlive synapse (a container: exit_policy)
+    stop_on_exit: bool | Literal["auto"] = "auto"
+    stop_grace: float = Field(default=8.0, ge=0, le=120)  # s for in-flight work at a stop
+    hold_listeners: bool = True  # copies of its listeners: a crash's clients wait, not refused
 
 
 class HAProxyConfig(ConfigModel):

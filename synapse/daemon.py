@@ -60,14 +60,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("synapse.daemon")
 
-# How long a thread may hold the GIL while another waits for it (CPython's default is 5 ms).
-# A change's path on the event loop takes the GIL back after each socket wait; while a
-# background thread computes (the state dump's digest, the config file write, kazoo's
-# connection thread) each of those waits cost up to 5 ms: the loaded p99.
+# How long a thread may hold the GIL while another waits for it (CPython's: 5 ms). A change's
+# path on the loop takes it back after each socket wait; each cost up to 5 ms while a thread
+# computed (the state dump's digest, the config file write, kazoo's): the loaded p99.
 GIL_SWITCH_INTERVAL = 0.0005
-EXIT_OK = 0
-EXIT_STARTUP_FAILED = 1
-STOP_STEP_TIMEOUT = 10.0  # per part (a managed HAProxy gets SIGKILL after 5 s anyway)
+EXIT_OK, EXIT_STARTUP_FAILED = 0, 1
+STOP_STEP_TIMEOUT = 10.0  # per part; the controller's: + managed.stop_grace (HAProxy's soft stop)
 
 
 def run(config: SynapseConfig, args: argparse.Namespace, source: ConfigSource | None = None) -> int:
@@ -218,6 +216,8 @@ class SynapseDaemon:
         steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
             ("reconciler", self._stop_reconciler)
         ]
+        managed = self.config.haproxy.managed if self.config.haproxy is not None else None
+        bounds = {"HAProxy controller": STOP_STEP_TIMEOUT + (managed.stop_grace if managed else 0)}
         if self.docker_services is not None:
             steps.insert(0, ("docker_services", self.docker_services.stop))
         if self.controller is not None:
@@ -230,7 +230,7 @@ class SynapseDaemon:
         steps += [(f"etcd {conn.endpoints}", conn.close) for conn in self._etcd.values()]
         for what, step in steps:
             try:
-                await asyncio.wait_for(step(), STOP_STEP_TIMEOUT)
+                await asyncio.wait_for(step(), bounds.get(what, STOP_STEP_TIMEOUT))
             except Exception:
                 log.exception("stopping the %s failed", what)
         self.watchers.clear()

@@ -12,9 +12,11 @@ load (a port already bound, say) leaves the old worker running and raises the
 master's ``[failed: N]`` counter: that is a failed reload, reported at once.
 
 Restarts never touch traffic: on SIGTERM synapse leaves its HAProxy running
-(``release``) unless ``managed.stop_on_exit`` is set, and the next synapse ``adopt()``s
-the running master (found through the master socket, asked again while /proc shows it
-alive: ``adoption``) instead of starting a second one; ``start()`` adopts one too.
+(``release``) unless ``managed.stop_on_exit`` says to stop it (or, ``auto``, HAProxy cannot
+outlive synapse: ``exit_policy``), and the next synapse ``adopt()``s the running master
+(found through the master socket, asked again while /proc shows it alive: ``adoption``)
+instead of starting a second one; ``start()`` adopts one too. A stop is soft first: what
+is in flight may end within ``managed.stop_grace`` before HAProxy's hard stop cuts the rest.
 
 A master's death is seen at once: a pidfd (``os.pidfd_open``) becomes readable when it
 exits, whether it is our child or an adopted one. ``Supervisor`` restarts it: the first
@@ -42,6 +44,7 @@ from synapse.config import ManagedHAProxy as ManagedConfig
 from synapse.haproxy import ports
 from synapse.haproxy.adoption import Found, find_master
 from synapse.haproxy.answers import ProcInfo
+from synapse.haproxy.exit_policy import stop_reason
 from synapse.haproxy.listeners import ListenerKeeper
 from synapse.haproxy.output import OutputRelay
 from synapse.haproxy.runtime import MasterClient, RuntimeClient
@@ -53,6 +56,7 @@ _controller_log = logging.getLogger("synapse.haproxy")  # (where its events alwa
 POLL = 0.02
 STABLE_RUN = 30.0  # seconds a restarted HAProxy must live before its crashes are forgiven
 MAX_RESTART_DELAY = 60.0
+TERM_WAIT = 5.0  # seconds after SIGTERM (a hard stop takes milliseconds) before SIGKILL
 
 
 class HAProxyProcessError(Exception):
@@ -196,11 +200,13 @@ class ManagedHAProxy:
             self.listeners.drop()
 
     async def release_or_stop(self, config: ManagedConfig | None) -> None:
-        """synapse exits: stop HAProxy with it only when ``managed.stop_on_exit`` says so."""
-        if config is not None and config.stop_on_exit:
-            await self.stop()
-        else:
+        """synapse exits: stop HAProxy with it (softly) only when ``managed.stop_on_exit``
+        says so, or (``auto``) when HAProxy would not outlive synapse anyway."""
+        reason = stop_reason(config)
+        if config is None or reason is None:
             await self.release()
+        else:
+            await self.stop(config.stop_grace, reason)
 
     async def release(self) -> None:
         """Leave HAProxy running without us (synapse exits): the next synapse adopts it."""
@@ -212,22 +218,25 @@ class ManagedHAProxy:
         self._proc = None  # no longer ours to wait for
         self.master_pid = self.worker_pid = None
         event(log, "haproxy_left_running", master_pid=pid,
-              detail="managed.stop_on_exit is false: the next synapse adopts it")  # fmt: skip
+              detail="managed.stop_on_exit (false, or auto outside a container): the next "
+              "synapse adopts it")  # fmt: skip
 
-    async def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM the master (it stops the workers), SIGKILL the group after ``timeout``."""
+    async def stop(self, grace: float = 0.0, reason: str = "its start failed") -> None:
+        """Soft-stop the master (SIGUSR1: the workers close their listeners and end once
+        what is in flight has), SIGTERM (HAProxy's hard stop: the rest is cut) if it still
+        runs after ``grace``, SIGKILL to the group after TERM_WAIT more."""
         pid = self.master_pid
         if pid is None:
             return
         self._stopping = True
-        ours = self._proc is not None
-        send = os.killpg if ours else os.kill  # our child leads its own process group
-        with contextlib.suppress(ProcessLookupError):
-            send(pid, signal.SIGTERM)
-        try:
-            async with asyncio.timeout(timeout):
-                await wait_pid_exit(pid)
-        except TimeoutError:
+        began = time.monotonic()
+        # Closed first: a new client is refused at once, not queued where nobody accepts.
+        self.drop_listeners()
+        send = os.killpg if self._proc is not None else os.kill  # (our child leads a group)
+        how = "soft"
+        if grace <= 0 or not await _ended(os.kill, pid, signal.SIGUSR1, grace):
+            how = "hard" if await _ended(send, pid, signal.SIGTERM, TERM_WAIT) else "killed"
+        if how == "killed":
             with contextlib.suppress(ProcessLookupError):
                 send(pid, signal.SIGKILL)
             await wait_pid_exit(pid)
@@ -237,10 +246,12 @@ class ManagedHAProxy:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         await self._close_relay()
-        self.drop_listeners()
         self.master_pid = self.worker_pid = None
         self._stopping = False
-        event(log, "haproxy_stopped", master_pid=pid)
+        cut = grace > 0 and how != "soft"  # (the grace ran out: connections were cut)
+        event(log, "haproxy_stopped", level=logging.WARNING if cut else logging.INFO,
+              master_pid=pid, how=how, took_s=round(time.monotonic() - began, 2),
+              reason=reason)  # fmt: skip
 
     async def _refuse_taken_ports(self) -> None:
         """SO_REUSEPORT would let HAProxy share a port another process listens on."""
@@ -393,6 +404,18 @@ def restart_delay(failures: int, interval: float) -> float:
     if failures <= 1:
         return 0.0
     return min(MAX_RESTART_DELAY, max(interval, 0.5) * 2 ** (failures - 2))
+
+
+async def _ended(send: Callable[[int, int], None], pid: int, sig: int, wait: float) -> bool:
+    """Send ``sig`` to ``pid``; whether it exited within ``wait`` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        send(pid, sig)
+    try:
+        async with asyncio.timeout(wait):
+            await wait_pid_exit(pid)
+    except TimeoutError:
+        return False
+    return True
 
 
 async def wait_pid_exit(pid: int) -> None:
