@@ -18,8 +18,9 @@ those. A thousand services cost one service's work when one changed. A template
 without those blocks (or whose blocks do not add up to the whole) is rendered whole
 every time: correct, only slower.
 
-Apart from that cache rendering is pure: the template is read once, when the Renderer
-is built. jinja2 is imported only for an operator's template (``jinja_layout``).
+Apart from that cache rendering is pure (but for ``kept_binds``: a bind widened to a
+wildcard looks at the config file and the listening sockets): the template is read once,
+when the Renderer is built. jinja2 is imported only for an operator's template.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from synapse.haproxy.configtext import (
     parse_config,
 )
 from synapse.haproxy.desired import Delta, DesiredConfig
+from synapse.haproxy.kept_binds import KeptBinds
 from synapse.haproxy.keywords import sort_lines
 from synapse.haproxy.pieces import EarlySpec, Frame, Rendered, ServicePiece, early_fits
 from synapse.haproxy.resilience import extra_backend_lines
@@ -104,6 +106,7 @@ class Renderer:
         self.composable = self._jinja is None or self._jinja.composable
         path = self.settings.config_path
         self._zone_map = zone_map.map_path(path) if path is not None else None
+        self.kept_binds = KeptBinds(path)  # (an address a wider one replaces, while it listens)
 
     @property
     def shared_frontend_enabled(self) -> bool:
@@ -303,6 +306,9 @@ class Renderer:
         # them, and reads the extras back as the operator's own)
         frontend += http_frontend_extras(self.settings, frontend, self._defaults)
         frontend = edge.service_frontend_lines(self.config, frontend)
+        if hap.has_frontend:  # (cached with the config: read once per change of it)
+            new = [*frontend, f"bind {self._bind(hap)}"]
+            frontend += self.kept_binds.lines(f"frontend {service.name}", new)
         backend_lines = edge.backend_lines(hap, backend_lines)
         backend_lines += extra_backend_lines(self.config, service.config, backend_lines)
         base = self._builder.base(backend_lines)
@@ -375,6 +381,7 @@ class Renderer:
             routed = any(piece.routed for piece in pieces)
             shared = (*edge.shared_frontend_lines(self.config, lines, routed),
                       *http_frontend_extras(self.settings, lines, self._defaults))  # fmt: skip
+            shared += tuple(self.kept_binds.lines("frontend shared-frontend", shared))
         if self.composable:
             head, tail = self._frame_head(), self._frame_tail(shared)
             parts = (head.text, *(p.text if p else "" for p in aligned), tail.text)
