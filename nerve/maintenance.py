@@ -2,11 +2,14 @@
 
 Like hacheck's spool directory: ``nerve maint web`` writes ``<state_dir>/web.json``,
 ``nerve up web`` removes it, and a nerve that starts finds the flag and keeps the
-service withdrawn. A flag may carry an expiry (``--for 10m``).
+service withdrawn. A flag may carry an expiry (``--for 10m``). A flag that nerve cannot
+read for want of its own file descriptors or memory is ``UNKNOWN`` for now, never taken
+as an order (a flag file that is there but unreadable otherwise is one).
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import os
@@ -14,10 +17,19 @@ import time
 import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
+from nerve.own_limits import at_own_limit
 from smartstack.logs import event
 
 log = logging.getLogger("nerve.maintenance")
+
+
+class Unknown(enum.Enum):
+    UNKNOWN = "unknown"
+
+
+UNKNOWN = Unknown.UNKNOWN  # load(): try again later, keep what you had
 
 
 @dataclass(frozen=True)
@@ -36,13 +48,15 @@ class MaintenanceStore:
     def __init__(self, directory: str | os.PathLike[str] | None) -> None:
         self.directory = Path(directory) if directory else None
         self._memory: dict[str, MaintenanceFlag] = {}
+        self._unknown: set[str] = set()  # services whose last read was UNKNOWN (logged once)
 
     def _file(self, service: str) -> Path:
         assert self.directory is not None
         # Service names come from config keys: quote them into a safe file name.
         return self.directory / f"{urllib.parse.quote(service, safe='')}.json"
 
-    def load(self, service: str) -> MaintenanceFlag | None:
+    def load(self, service: str) -> MaintenanceFlag | Literal[Unknown.UNKNOWN] | None:
+        """The service's flag, None without one, UNKNOWN while nerve cannot open files."""
         if service in self._memory:
             return self._memory[service]
         if self.directory is None:
@@ -56,8 +70,12 @@ class MaintenanceStore:
                 until=None if raw.get("until") is None else float(raw["until"]),
             )
         except FileNotFoundError:
+            self._unknown.discard(service)
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
+            if at_own_limit(exc):
+                self._note_unknown(service, path, exc)
+                return UNKNOWN  # not cached: the next read may well succeed
             # An unreadable flag still means someone wanted the service out: stay out.
             event(
                 log,
@@ -67,8 +85,17 @@ class MaintenanceStore:
                 error=str(exc)[:160],
             )
             flag = MaintenanceFlag(reason=f"unreadable flag file {path}", since=time.time())
+        self._unknown.discard(service)
         self._memory[service] = flag
         return flag
+
+    def _note_unknown(self, service: str, path: Path, exc: OSError) -> None:
+        if service in self._unknown:
+            return  # once per streak: at the open-file limit every round may hit this
+        self._unknown.add(service)
+        detail = "nerve is out of resources: read again next round"
+        event(log, "maintenance_flag_unknown", logging.WARNING, service=service,
+              file=str(path), error=str(exc)[:160], detail=detail)  # fmt: skip
 
     def save(self, service: str, flag: MaintenanceFlag) -> None:
         self._memory[service] = flag

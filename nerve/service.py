@@ -6,6 +6,8 @@ each cut by its own timeout, feeds each result to the state machine as it comes 
 dead service is withdrawn without waiting for a slower sibling check, and a check that
 answered runs again on its own cadence while a slower one is still out), decides a
 registration once the round is complete, and hands each transition to the reporter.
+A check nerve could not run for want of its own resources (out of file descriptors) gives
+no verdict: not counted, the state machine keeps its state, logged once per streak.
 Nothing here waits for the registry: a slow or absent registry delays the write, never
 the checks.
 """
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nerve.checks.base import Check, CheckResult
-from nerve.maintenance import MaintenanceFlag, MaintenanceStore
+from nerve.maintenance import UNKNOWN, MaintenanceFlag, MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.ratelimit import TokenBucket
 from nerve.reporters.base import Reporter
@@ -75,13 +77,13 @@ class Service:
             # passed every check (a failure ends the hold), so the new checks start there.
             for tracker in self.state.trackers.values():
                 tracker.streak = min(reporter.held_rounds, tracker.rise - 1)
-        self.last_results: dict[str, CheckResult] = {}
+        self.last_results: dict[str, CheckResult] = {}  # the last verdict of each check
+        self.no_verdict: dict[str, tuple[int, CheckResult]] = {}  # check: (in a row, last)
         self.rounds = 0
         self.round_started = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        flag = self.store.load(name)
-        if flag is not None:  # maintenance survives restarts and reloads
-            self._apply(self.state.set_maintenance(ADMIN, flag.reason, loop_now))
+        self._flag_unknown = True  # until the maintenance flag could be read
+        self._load_flag(loop_now)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -140,6 +142,7 @@ class Service:
         loop = asyncio.get_running_loop()
         order = {check.name: n for n, check in enumerate(self.checks)}
         waiting = set(order)  # checks yet to answer in this round
+        heard: set[str] = set()  # checks that gave a verdict in this round
         asleep: set[str] = set()  # re-runs waiting for their turn (dropped at the round's end)
         pending: dict[asyncio.Task[CheckResult], tuple[Check, float]] = {}
 
@@ -164,7 +167,10 @@ class Service:
                 for task in sorted(done, key=lambda t: order[pending[t][0].name]):
                     check, started = pending.pop(task)
                     waiting.discard(check.name)
-                    failure = self._take_result(check, task.result())
+                    result = task.result()
+                    if result.verdict:
+                        heard.add(check.name)
+                    failure = self._take_result(check, result)
                     if failure is not None:
                         failed, throttled = True, throttled or failure
                     if waiting:
@@ -179,16 +185,26 @@ class Service:
             if pending:
                 await asyncio.wait(pending)
         self.rounds += 1
-        if self.reporter.holding:  # counted on the reporter: a checks-only reload keeps it
-            self.reporter.held_rounds += 1
         now = time.monotonic()
         self._expire_maintenance(now)
-        self._apply(self.state.settle(now), quiet_throttle=throttled)
+        # A round nerve could not see all through (a check without a verdict, the flag
+        # unknown) proves nothing about a leftover: it does not count towards `rise`.
+        blind = len(heard) < len(order) or self._flag_unknown
+        if self.reporter.holding and not blind:  # on the reporter: a reload keeps it
+            self.reporter.held_rounds += 1
+        if self.state.registered or not self._flag_unknown:  # that flag may say "stay out"
+            self._apply(self.state.settle(now), quiet_throttle=throttled)
         self._end_hold(failed=failed)
 
     def _take_result(self, check: Check, result: CheckResult) -> bool | None:
-        """Count one result. None for a pass; for a failure, whether a withdrawal it asked
-        for was held back by the rate limit (already logged)."""
+        """Count one result. None for a pass or no verdict; for a failure, whether a
+        withdrawal it asked for was held back by the rate limit (already logged)."""
+        if not result.verdict:
+            self._skip_result(check, result)
+            return None
+        missed, _ = self.no_verdict.pop(check.name, (0, result))
+        if missed:
+            event(log, "check_verdict_back", service=self.name, check=check.name, missed=missed)
         self.last_results[check.name] = result
         self._record_check(check, result)
         observation = Observation(check.name, result.ok, result.detail)
@@ -202,6 +218,18 @@ class Service:
             self._apply(decision)
         self._end_hold(failed=True)
         return throttled
+
+    def _skip_result(self, check: Check, result: CheckResult) -> None:
+        """nerve could not probe (its own limits): nothing counted, nothing decided."""
+        missed = self.no_verdict.get(check.name, (0, result))[0] + 1
+        self.no_verdict[check.name] = (missed, result)
+        if missed == 1:  # once per streak: at the open-file limit it may come every round
+            detail = "not counted: the registration stays as it is"
+            event(log, "check_no_verdict", logging.WARNING, service=self.name, check=check.name,
+                  error=result.detail, detail=detail)  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.check_results.labels(self.name, check.name, "no_verdict").inc()
+            self.metrics.statsd.incr("nerve", "check", self.name, check.name, "no_verdict")
 
     def _end_hold(self, failed: bool) -> None:
         """While the reporter holds (no decision yet since the start, see Reporter.holding),
@@ -228,8 +256,19 @@ class Service:
         stats.incr("nerve", "check", self.name, check.name, "success" if result.ok else "failure")
         stats.timing("nerve", "check", self.name, check.name, "duration", seconds=result.latency)
 
-    def _expire_maintenance(self, now: float) -> None:
+    def _load_flag(self, now: float) -> MaintenanceFlag | None:
+        """The service's maintenance flag (None while nerve cannot read it). The first one
+        read puts the service in maintenance: maintenance survives restarts and reloads."""
         flag = self.store.load(self.name)
+        if flag is UNKNOWN:
+            return None  # read again next round; until then the service is not registered
+        if self._flag_unknown and flag is not None:
+            self._apply(self.state.set_maintenance(ADMIN, flag.reason, now))
+        self._flag_unknown = False
+        return flag
+
+    def _expire_maintenance(self, now: float) -> None:
+        flag = self._load_flag(now)
         if flag is not None and flag.expired(time.time()):
             self.store.clear(self.name)
             event(log, "maintenance_expired", service=self.name, reason=flag.reason)
@@ -246,11 +285,13 @@ class Service:
         now = time.time()
         flag = MaintenanceFlag(reason, now, now + duration if duration else None)
         self.store.save(self.name, flag)
+        self._flag_unknown = False  # the operator's word replaces the flag file's
         event(log, "maintenance_on", service=self.name, reason=reason, until=flag.until)
         self._apply(self.state.set_maintenance(ADMIN, reason, time.monotonic()))
 
     def leave_maintenance(self) -> None:
         self.store.clear(self.name)
+        self._flag_unknown = False
         event(log, "maintenance_off", service=self.name)
         self._apply(self.state.set_maintenance(ADMIN, None, time.monotonic()))
 
@@ -294,11 +335,16 @@ class Service:
 
     def status(self) -> dict[str, Any]:
         flag = self.store.load(self.name)
+        if flag is UNKNOWN:
+            flag = None  # (not read now: nothing changes for it)
+        reason = self.state.reason()
+        if self._flag_unknown and not self.state.registered:
+            reason = f"not registered before its maintenance flag can be read; {reason}"
         return {
             "healthy": self.state.healthy,
             "wanted": self.state.wanted,
             "registered": self.reporter.registered,
-            "reason": self.state.reason(),
+            "reason": reason,
             "maintenance": (
                 {"reason": flag.reason, "since": flag.since, "until": flag.until} if flag else None
             ),
@@ -331,4 +377,7 @@ class Service:
             }
             if result.output is not None:
                 out["output"] = result.output
+        if check.name in self.no_verdict:
+            missed, skipped = self.no_verdict[check.name]
+            out["no_verdict"] = {"in_a_row": missed, "detail": skipped.detail, "at": skipped.at}
         return out

@@ -235,8 +235,15 @@ class HTTPServer:
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD)
-        self.port = self._server.sockets[0].getsockname()[1]
+        server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD)
+        if not server.sockets:
+            # asyncio skips an address whose socket() fails (out of file descriptors too):
+            # a server on no socket is a failed start, not an IndexError.
+            server.close()
+            where = f"{self.host}:{self.port}"
+            raise OSError(f"no socket could be created for {where} (out of file descriptors?)")
+        self._server = server
+        self.port = server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -1,9 +1,10 @@
 """What every health check shares: the result type, the protocol and the timeout cut.
 
 A check only has to implement ``probe()``: return ``Passed(detail)`` on success or raise
-``CheckFailed`` (any other exception also counts as a failure). ``BaseCheck.run`` measures
-the latency, cuts the probe at the check's own ``timeout`` and never raises, so a hanging
-check can never hold up anything but its own result.
+``CheckFailed`` (any other exception also counts as a failure, except nerve's own lack of
+file descriptors, memory or processes: that gives no verdict, see ``no_verdict``).
+``BaseCheck.run`` measures the latency, cuts the probe at the check's own ``timeout`` and
+never raises, so a hanging check can never hold up anything but its own result.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import asyncio
 import time
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
+
+from nerve.own_limits import at_own_limit
 
 MAX_DETAIL = 512  # /status and log lines stay readable
 # A check's timer that fires this much late means the process did not run (a container's
@@ -28,6 +31,8 @@ class CheckResult:
     latency: float  # seconds
     output: str | None = None  # exec checks: what the command printed
     at: float = 0.0  # wall clock (time.time()) when the check finished
+    # False: nerve could not probe (see no_verdict); ``ok`` then says nothing.
+    verdict: bool = True
 
 
 class Check(Protocol):
@@ -52,6 +57,24 @@ class CheckFailed(Exception):
         super().__init__(detail)
         self.detail = detail
         self.output = output
+
+
+class NoVerdict(Exception):
+    """nerve itself could not probe (e.g. an exec check that could not fork)."""
+
+
+def no_verdict(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) is nerve's own lack of resources: it
+    says nothing about the service, and counted as a failure it withdrew healthy services
+    whenever nerve hit its open-file limit."""
+    cause: BaseException | None = exc
+    for _ in range(3):  # an exception, and the one or two it was raised from
+        if cause is None:
+            return False
+        if isinstance(cause, NoVerdict) or at_own_limit(cause):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def clip(text: str, limit: int = MAX_DETAIL) -> str:
@@ -90,19 +113,25 @@ class BaseCheck:
                     deadline.cancel()
         except TimeoutError:
             return self._result(False, f"timed out after {self.timeout:g}s", started)
-        except CheckFailed as exc:
-            return self._result(False, exc.detail, started, exc.output)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a check must never take its service loop down
-            return self._result(False, describe_error(exc), started)
+            if no_verdict(exc):
+                return self._result(False, describe_error(exc), started, verdict=False)
+            output = exc.output if isinstance(exc, CheckFailed) else None
+            return self._result(False, describe_error(exc), started, output)
         return self._result(True, passed.detail, started, passed.output)
 
     def _result(
-        self, ok: bool, detail: str, started: float, output: str | None = None
+        self,
+        ok: bool,
+        detail: str,
+        started: float,
+        output: str | None = None,
+        verdict: bool = True,
     ) -> CheckResult:
         latency = asyncio.get_running_loop().time() - started
-        return CheckResult(ok, clip(detail), latency, output, time.time())
+        return CheckResult(ok, clip(detail), latency, output, time.time(), verdict)
 
     async def close(self) -> None:
         """Release what the check holds (nothing by default)."""

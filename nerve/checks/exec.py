@@ -1,5 +1,8 @@
 """exec check: run a command from the config file; exit status 0 means up.
 
+A command nerve cannot start for want of its own resources (fork at the pids limit, a pipe
+at the open-file limit) gives no verdict (``nerve.checks.base.no_verdict``), not a failure.
+
 The command runs in its own process group so that a timeout kills it *and* whatever it
 started (a shell pipeline, curl, ...). Its combined stdout/stderr is kept for /status.
 A string command goes through ``/bin/sh -c``; a list is executed directly.
@@ -20,7 +23,7 @@ import logging
 import os
 import signal
 
-from nerve.checks.base import BaseCheck, CheckFailed, Passed, clip
+from nerve.checks.base import BaseCheck, CheckFailed, NoVerdict, Passed, clip
 from smartstack.logs import event
 
 log = logging.getLogger("nerve.checks")
@@ -61,14 +64,17 @@ class ExecCheck(BaseCheck):
     async def probe(self) -> Passed:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        transport, protocol = await loop.subprocess_exec(
-            lambda: _Protocol(loop),
-            *self.argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # own process group: a timeout kills all of it
-        )
+        try:
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _Protocol(loop),
+                *self.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # own process group: a timeout kills all of it
+            )
+        except BlockingIOError as exc:  # EAGAIN: nerve is at its process (pids) limit
+            raise NoVerdict(f"cannot start the command: {exc}") from exc
         tail = bytearray()
         assert protocol.stdout is not None
         reading = loop.create_task(read_tail(protocol.stdout, MAX_OUTPUT, tail))
