@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 # A watch message longer than this is refused (etcd's own limit on a request is 1.5 MB by
 # default; a reply of many events stays well below this).
 MAX_LINE = 64 * 1024 * 1024
+# gRPC codes that say the member failed the call, not that etcd refused it: Unknown,
+# DeadlineExceeded, ResourceExhausted, Internal, Unavailable (the gateway answers them with
+# HTTP 500, 504, 429, 500, 503). The gRPC transport moves on for most of them too.
+MEMBER_FAILURE_CODES = frozenset({2, 4, 8, 13, 14})
 
 
 class HttpStatusError(Exception):
@@ -39,6 +43,12 @@ class HttpStatusError(Exception):
         self.code = detail.get("code", detail.get("grpc_code"))
         self.message = str(detail.get("message") or error or body)[:300]
         super().__init__(f"etcd answered HTTP {status}: {self.message}")
+
+    @property
+    def member_failed(self) -> bool:
+        """The member (or a proxy before it) failed the call: another member may serve it.
+        A 4xx other than 429 is etcd's answer (lease not found, permission denied, ...)."""
+        return self.status >= 500 or self.status == 429 or self.code in MEMBER_FAILURE_CODES
 
 
 class TLSContexts:

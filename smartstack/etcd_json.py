@@ -7,13 +7,15 @@ watches, the shared check tick) over HTTP/1.1 (``smartstack.etcd_http``). The pr
 one connection per watch (the gateway's HTTP/1.1 carries one watch per request): the
 daemon uses it for a connection serving a few services only (``etcd_transport: auto``).
 
-Fail-over: a call that fails to connect, times out or finds the member unavailable moves
-to the next endpoint and retries, once per endpoint. A watch is its own connection: when
-it breaks (etcd ends it when its member loses its leader: ``LEADER_HEADER``), its watcher
-lists again and watches anew (``rotate`` with the watch's ``client``, the endpoint turn it
-was made on, moves on only once for watches that fail together). With user auth, the token
-is asked for on the first call of an endpoint turn and asked for again, once, when etcd no
-longer knows it.
+Fail-over: a call that fails to connect, times out or meets a member failure (HTTP 5xx or
+429, or gRPC's Unknown, DeadlineExceeded, ResourceExhausted, Internal, Unavailable: a
+member without quorum, overloaded, or a proxy before it) moves to the next endpoint and
+retries, once per endpoint; etcd's other answers (lease not found, permission denied) are
+raised. A watch is its own connection: when it breaks (etcd ends it when its member loses
+its leader: ``LEADER_HEADER``), its watcher lists again and watches anew (``rotate`` with
+the watch's ``client``, the endpoint turn it was made on, moves on only once for watches
+that fail together). With user auth, the token is asked for on the first call of an
+endpoint turn and asked for again, once, when etcd no longer knows it.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from smartstack.logs import event
 log = logging.getLogger("smartstack.etcd")
 
 T = TypeVar("T")
-UNAVAILABLE, UNAUTHENTICATED = 14, 16  # gRPC status codes, as the gateway reports them
+UNAUTHENTICATED = 16  # gRPC status code, as the gateway reports it
 # A JWT token (--auth-token=jwt) issued before an auth change: refused as InvalidArgument.
 STALE_TOKEN = "revision of auth store is old"
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError, TimeoutError)
@@ -131,11 +133,12 @@ class JsonWatch(EventQueue):
 
 
 def streamed_error(message: dict) -> Exception:
-    """An error the gateway wrote into a stream: a member going away (``transport is
-    closing``) is a connection error, as on any other endpoint failure."""
+    """An error the gateway wrote into a stream: a member failure (``transport is closing``,
+    a deadline exceeded) is a connection error, as on any other endpoint failure: the
+    watcher (or a keep-alive) moves to the next endpoint."""
     error = HttpStatusError(200, message)
-    if error.code == UNAVAILABLE:
-        return ConnectionError(f"etcd watch stream: {error.message}")
+    if error.member_failed:
+        return ConnectionError(f"etcd stream: {error.message}")
     return error
 
 
@@ -186,9 +189,9 @@ class EtcdJsonConnection(Endpoints):
     async def with_endpoint(
         self, fn: Callable[[Target, object], Awaitable[T]], timeout: float | None = None
     ) -> T:
-        """``fn(target, turn)`` within ``timeout``; on a connection error, a timeout or an
-        unavailable member, the next endpoint, once per endpoint; authenticate again (once)
-        when etcd no longer knows our token."""
+        """``fn(target, turn)`` within ``timeout``; on a connection error, a timeout or a
+        member failure (``HttpStatusError.member_failed``), the next endpoint, once per
+        endpoint; authenticate again (once) when etcd no longer knows our token."""
         last: BaseException | None = None
         failures = 0
         reauthenticated = False
@@ -202,10 +205,11 @@ class EtcdJsonConnection(Endpoints):
                     reauthenticated, self._token = True, None
                     event(log, "etcd_reauthenticate", level=logging.WARNING, error=exc.message)
                     continue
-                if exc.code != UNAVAILABLE and exc.status != 503:
-                    raise
+                if not exc.member_failed:
+                    raise  # etcd's answer (lease not found, permission denied, ...)
                 last, failures = exc, failures + 1
-                await self.rotate(f"unavailable: {exc.message[:120]}{self._hint()}", turn)
+                reason = f"HTTP {exc.status}: {exc.message[:120]}{self._hint()}"
+                await self.rotate(reason, turn)
             except CONNECTION_ERRORS as exc:
                 last, failures = exc, failures + 1
                 if isinstance(exc, ssl.SSLError):

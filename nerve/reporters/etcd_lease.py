@@ -6,7 +6,9 @@ A keep-alive to a member that hangs (a stalled host, a network blackhole) times 
 by 2/3 of the TTL (plus a connection) in the worst case, a third of the TTL to spare.
 Listeners hear:
 - "lost": the lease expired (etcd unreachable for longer than the TTL, or an etcd
-  restart without it): its keys are gone; reporters re-register under a new lease.
+  restart without it): its keys are gone; reporters re-register under a new lease. Also
+  when keep-alives kept failing past our own estimate of its expiry (``expires_at``): etcd
+  has dropped it by now, and saying "registered" meanwhile would be a lie.
 - "reconnected": etcd answers again after failed keep-alives and the lease survived;
   reporters re-put their keys so the registry holds the current truth.
 """
@@ -125,6 +127,8 @@ class LeaseKeeper:
             except Exception as exc:  # unreachable: keep trying, the lease may survive
                 self._outage.failure(f"{type(exc).__name__}: {str(exc)[:160]}")
                 self.reachable = False
+                if lease_id == self.lease_id and time.monotonic() > self.expires_at:
+                    self._expired(lease_id)
                 continue
             was_reachable, self.reachable = self.reachable, True
             ttl_left = getattr(reply, "TTL", 0) if reply is not None else 0
@@ -138,6 +142,14 @@ class LeaseKeeper:
                 self._outage.success(lease=f"{lease_id:x}")
                 self._count("reconnected")
                 self._emit("reconnected")
+
+    def _expired(self, lease_id: int) -> None:
+        """Keep-alives failed until the lease ran out: its keys are gone. The reporters put
+        them again on a new lease (granted where the failed calls moved the connection);
+        the new lease starts a streak of its own, not a "reconnected" one."""
+        self._outage.end()
+        self.reachable = True
+        self.invalidate(lease_id, "keep-alives failed until it expired")
 
     async def _refresh(self, lease_id: int, remaining: float) -> object:
         # Refused by a member without a leader, or timed out on a hung one: the keep-alive

@@ -51,6 +51,20 @@ def test_errors_in_a_body_and_in_a_stream() -> None:
     assert HttpStatusError(502, "not json").message == "not json"
 
 
+@pytest.mark.parametrize(
+    "status, code, failed",
+    [(504, 4, True), (500, 2, True), (500, 13, True), (502, None, True), (429, 8, True),
+     (503, 14, True), (404, 5, False), (400, 3, False), (401, 16, False), (403, 7, False)],
+)  # fmt: skip
+def test_which_answers_are_a_member_s_failure(status: int, code: int | None, failed: bool) -> None:
+    """A member failure moves the call to the next endpoint; etcd's refusals are raised."""
+    unary = HttpStatusError(status, {"error": "e", "code": code, "message": "e"})
+    assert unary.member_failed is failed
+    # The same code written into a stream (a keep-alive, a watch): a connection error.
+    streamed = streamed_error({"error": {"grpc_code": code, "message": "e"}})
+    assert isinstance(streamed, ConnectionError) is (failed and code is not None)
+
+
 def test_why_a_watch_was_refused() -> None:
     compacted = refusal({"canceled": True, "compact_revision": "42"})
     assert isinstance(compacted, WatchCompacted) and compacted.compacted_revision == 42

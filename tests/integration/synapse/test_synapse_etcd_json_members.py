@@ -1,0 +1,56 @@
+"""The etcd watcher on etcd's JSON gateway when a member fails it: one that answers every
+call with an HTTP error (504: a synapse starting there lists from another member instead of
+retrying it for ever)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aetcd
+from etcd_errproxy import ErrorProxy
+from synapse_testlib import Collector, metrics, service_config
+
+from smartstack.etcd_json import EtcdJsonConnection
+from synapse.watchers.base import WatcherContext
+from synapse.watchers.etcd import EtcdWatcher
+from testbed.etcd import EtcdCluster
+
+
+def record(port: int) -> bytes:
+    return json.dumps({"host": "127.0.0.1", "port": port, "name": f"i{port}"}).encode()
+
+
+async def watching(conn: EtcdJsonConnection, path: str) -> tuple[EtcdWatcher, Collector]:
+    """A started watcher of ``path`` on ``conn`` (closed with it by ``stop``)."""
+    sink = Collector()
+    cfg = service_config({"method": "etcd", "endpoints": conn.endpoints, "path": path,
+                          "retry_policy": {"base_interval": 0.1, "max_interval": 1}})  # fmt: skip
+    ctx = WatcherContext(loop=asyncio.get_running_loop(), metrics=metrics(),
+                         etcd_connection=lambda _discovery: conn)  # fmt: skip
+    watcher = EtcdWatcher(path.strip("/").replace("/", "_"), cfg, sink, ctx)
+    await watcher.start()
+    return watcher, sink
+
+
+async def stop(watcher: EtcdWatcher, conn: EtcdJsonConnection) -> None:
+    await watcher.stop()
+    await conn.close()
+
+
+async def test_a_synapse_starting_on_a_member_that_answers_504_lists_elsewhere(
+    etcd: EtcdCluster,
+) -> None:
+    proxy = await ErrorProxy(etcd.endpoints[0]).start()
+    proxy.mode = "504"
+    async with aetcd.Client(host=etcd.host, port=etcd.port) as client:
+        await client.put(b"/syn504/web/a", record(8081))
+    conn = EtcdJsonConnection([proxy.endpoint, etcd.endpoints[0]], timeout=2, start=0)
+    watcher, sink = await watching(conn, "/syn504/web")
+    try:
+        await sink.wait_hosts(["127.0.0.1:8081"], timeout=5)
+        assert conn.current_endpoint == etcd.endpoints[0]
+        assert proxy.counts["504 /v3/kv/range"] == 1  # asked once, not retried for ever
+    finally:
+        await stop(watcher, conn)
+        await proxy.close()
