@@ -14,8 +14,10 @@ retries, once per endpoint; etcd's other answers (lease not found, permission de
 raised. A watch is its own connection: when it breaks (etcd ends it when its member loses
 its leader: ``LEADER_HEADER``), its watcher lists again and watches anew (``rotate`` with
 the watch's ``client``, the endpoint turn it was made on, moves on only once for watches
-that fail together). With user auth, the token is asked for on the first call of an
-endpoint turn and asked for again, once, when etcd no longer knows it.
+that fail together). Moving on fails every watch made on the endpoint left, as a gRPC
+client's stream ends with it; a member that goes silent under the watches is found by a
+status probe (``smartstack.etcd_json_probe``). With user auth, the token is asked for on
+the first call of an endpoint turn and asked for again, once, when etcd no longer knows it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from smartstack.etcd_events import (
     split_endpoint,
 )
 from smartstack.etcd_http import Exchange, HttpStatusError, Target, TLSContexts, call, open_stream
+from smartstack.etcd_json_probe import WatchProbe
 from smartstack.logs import event
 
 log = logging.getLogger("smartstack.etcd")
@@ -127,6 +130,10 @@ class JsonWatch(EventQueue):
     def _detach(self) -> None:
         self._task.cancel()
 
+    @property
+    def live(self) -> bool:
+        return not self._ended
+
     def fail(self, exc: BaseException) -> None:
         self._end(exc)
         self._task.cancel()
@@ -166,25 +173,43 @@ class EtcdJsonConnection(Endpoints):
         self._turn = object()  # this endpoint's turn: a fail-over starts a new one
         self._token: str | None = None
         self._watches: weakref.WeakSet[JsonWatch] = weakref.WeakSet()
+        self._probe = WatchProbe(self._probed, self.rotate, self._watching)
 
     async def rotate(self, reason: str, failed: object | None = None) -> None:
         """Use the next endpoint from the next call on (``failed``: the turn the caller saw
-        fail; when it has already moved on there is nothing left to do)."""
+        fail; when it has already moved on there is nothing left to do). The watches made
+        on the endpoint left fail: their watchers list and watch anew on the next one."""
         if failed is not None and failed is not self._turn:
             return
+        left, endpoint = self._turn, self.current_endpoint
         self._turn, self._token = object(), None
         self._next_endpoint(reason)
+        for watch in list(self._watches):
+            if watch.client is left and watch.live:
+                watch.fail(ConnectionError(f"etcd connection left {endpoint}: {reason}"))
 
-    async def _target(self) -> Target:
+    def _address(self) -> Target:
         host, port = split_endpoint(self.current_endpoint)
         context = self._contexts.context() if self._contexts is not None else None
+        return Target(host, port, context, {})
+
+    async def _target(self) -> Target:
+        target = self._address()
         if self.username is None:
-            return Target(host, port, context, {})
+            return target
         if self._token is None:
             auth = {"name": self.username, "password": self.password or ""}
-            reply = await call(Target(host, port, context, {}), "/v3/auth/authenticate", auth)
+            reply = await call(target, "/v3/auth/authenticate", auth)
             self._token = str(reply["token"])
-        return Target(host, port, context, {"Authorization": self._token})
+        return target._replace(headers={"Authorization": self._token})
+
+    def _probed(self) -> tuple[Target, object]:
+        """Where the watch probe goes: the current endpoint, which carries every live watch
+        (a rotation fails those of the endpoint it leaves)."""
+        return self._address(), self._turn
+
+    def _watching(self) -> bool:
+        return any(watch.live for watch in self._watches)
 
     async def with_endpoint(
         self, fn: Callable[[Target, object], Awaitable[T]], timeout: float | None = None
@@ -273,17 +298,21 @@ class EtcdJsonConnection(Endpoints):
                 result = first.get("result") or {}
                 if not result.get("created") or result.get("canceled"):
                     raise refusal(result)
+                if turn is not self._turn:  # it moved on meanwhile: not on the member left
+                    raise ConnectionError("etcd connection failed over while a watch was made")
             except BaseException:
                 await exchange.close()
                 raise
             watch = JsonWatch(exchange, messages, turn)
             self._watches.add(watch)
+            self._probe.start()
             return watch
 
         return await self.with_endpoint(create)
 
     async def close(self) -> None:
         """End every watch of this connection (its watchers are stopping)."""
+        await self._probe.close()
         for watch in list(self._watches):
             watch.fail(ConnectionError("watch closed"))
         with contextlib.suppress(Exception):

@@ -116,8 +116,9 @@ class EtcdWatcher(Watcher):
                 self._outage.failure(self.last_error or "watch failed", service=self.service)
                 if self._streaming and isinstance(exc, self.conn.connection_errors):
                     # The stream broke (with_client already rotates for failed calls; a
-                    # stream that stops answering is abandoned by the next creation). All
-                    # watches of a client fail together: it is replaced once, not per watcher.
+                    # stream that stops answering is abandoned by the next creation on gRPC,
+                    # by the connection's status probe on the JSON gateway). All watches of
+                    # a client fail together: it is replaced once, not per watcher.
                     await self.conn.rotate(self.last_error or "watch failed", self._client)
             else:
                 self.set_connected(False, "etcd watch ended")

@@ -1,16 +1,21 @@
 """etcd's JSON gateway connection and a member that fails its calls with an HTTP error and
 the gateway's JSON body (504 DeadlineExceeded, 500 Unknown, 429 ResourceExhausted: a member
 without quorum, overloaded, or a proxy before it): listings, keep-alives and watch creations
-move to the next endpoint, as on 503; etcd's own refusals (a 4xx) do not move."""
+move to the next endpoint, as on 503; etcd's own refusals (a 4xx) do not move. And a watch's
+member probed: one status request per connection, on one kept-alive connection."""
 
 from __future__ import annotations
 
+import asyncio
+import urllib.request
 from collections.abc import AsyncIterator
 
 import pytest
 from etcd_errproxy import ErrorProxy
 
-from smartstack.etcd_http import HttpStatusError
+from smartstack import etcd_json, etcd_json_probe
+from smartstack.etcd_http import Exchange, HttpStatusError, Target
+from smartstack.etcd_json import EtcdJsonConnection
 from smartstack.etcd_json_client import EtcdJsonKVConnection
 from testbed.etcd import EtcdCluster
 
@@ -61,5 +66,70 @@ async def test_etcd_s_own_refusal_is_raised_where_it_was_made(
             await conn.with_client(lambda c: c.revoke_lease(0x5EED))  # no such lease
         assert refused.value.status == 404  # NotFound: the member answered; no failover
         assert conn.failovers == 0
+    finally:
+        await conn.close()
+
+
+async def test_moving_on_ends_the_watches_made_on_the_endpoint_left(
+    etcd: EtcdCluster, proxy: ErrorProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a gRPC client's stream ends with it: their watchers list and watch anew on the
+    next endpoint, instead of staying silent on a member that failed a call."""
+    conn = EtcdJsonConnection([proxy.endpoint, etcd.endpoints[0]], timeout=2, start=0)
+    try:
+        left = await conn.watch_prefix(b"/left/", 1)
+        await conn.rotate("test: a call failed there")
+        with pytest.raises(ConnectionError, match=f"left {proxy.endpoint}"):
+            async with asyncio.timeout(2):
+                async for _ in left:
+                    pass
+        # A watch whose creation the connection moved on from is made again where it is.
+        real = etcd_json.open_stream
+
+        async def moved_meanwhile(target: Target, path: str, payload: dict) -> Exchange:
+            exchange = await real(target, path, payload)
+            if conn.failovers == 1:
+                await conn.rotate("test: another call failed meanwhile")
+            return exchange
+
+        monkeypatch.setattr(etcd_json, "open_stream", moved_meanwhile)
+        again = await conn.watch_prefix(b"/left/", 1)
+        assert conn.current_endpoint == proxy.endpoint
+        assert proxy.counts["pass /v3/watch"] == 2  # the first, and this one made again
+        await conn.rotate("test: and moving on from it")
+        assert not again.live
+    finally:
+        await conn.close()
+
+
+def handled_status_calls(etcd: EtcdCluster) -> int:
+    """Status calls etcd answered (its gRPC server counts the gateway's too)."""
+    with urllib.request.urlopen(f"{etcd.members[0].metrics_url}/metrics", timeout=2) as r:
+        text = r.read().decode()
+    mark = 'grpc_server_handled_total{grpc_code="OK",grpc_method="Status"'
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith(mark))  # fmt: skip
+
+
+async def test_one_probe_per_connection_whatever_its_watches(
+    etcd: EtcdCluster, proxy: ErrorProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(etcd_json_probe, "PROBE_INTERVAL", 0.5)
+    conn = EtcdJsonConnection([proxy.endpoint], timeout=2)
+    try:
+        watches = [await conn.watch_prefix(f"/probe/{i}/".encode(), 1) for i in range(4)]
+        before = handled_status_calls(etcd)
+        await asyncio.sleep(2.2)  # four intervals
+        probes = handled_status_calls(etcd) - before
+        assert 3 <= probes <= 5, probes  # one a interval, not one a watch (16)
+        # All on one connection kept alive: no TCP (or TLS) handshake per probe.
+        assert proxy.counts["pass /v3/maintenance/status"] == 1
+        assert conn.failovers == 0 and all(w.live for w in watches)
+        for watch in watches:
+            await watch.cancel()
+        await asyncio.sleep(1.2)
+        settled = handled_status_calls(etcd)
+        await asyncio.sleep(1.2)
+        assert handled_status_calls(etcd) == settled  # no watch: no probe
     finally:
         await conn.close()
