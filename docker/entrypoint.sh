@@ -7,6 +7,10 @@
 set -e
 
 with_config() {
+  # SIGHUP is a reload to the daemons, but until one has taken it over (its interpreter's
+  # start, ~0.1 s) it ends the container: tini passes a `docker kill -s HUP` on at once.
+  # Ignored here, it stays ignored across exec until then (the config is read after that).
+  trap '' HUP
   daemon="$1"
   default="$2"
   shift 2

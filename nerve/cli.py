@@ -7,6 +7,10 @@ nerve up SERVICE (-c FILE | --admin URL)
 
 from __future__ import annotations
 
+from smartstack.early_signals import hold_sighup, release_sighup
+
+hold_sighup()  # first: a SIGHUP during the imports below (0.2-0.5 s) ended nerve
+
 import argparse
 import sys
 from pathlib import Path
@@ -37,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # The control commands come first on the command line; `nerve -c FILE` stays as it was.
     if argv and argv[0] in ("maint", "up"):
+        release_sighup()  # a command, not the daemon
         from nerve.control import main as control_main
 
         return control_main(argv)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nerve.daemon import NerveDaemon
+from smartstack import sd_notify
 from smartstack.early_signals import take_over_sighup
 from smartstack.logs import event
 
@@ -49,6 +50,7 @@ async def serve(
         loop.add_signal_handler(signum, on_stop, signum)
     take_over_sighup(loop, on_reload)  # (and one that came while it started)
     await daemon.start()
+    sd_notify.ready()  # systemd (Type=notify): started, and a SIGHUP is a reload now
     await stop.wait()
     for task in reloads:
         task.cancel()

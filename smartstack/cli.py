@@ -11,7 +11,7 @@ from typing import Any, NoReturn, Protocol
 
 from smartstack import logs
 from smartstack.configfile import ConfigError
-from smartstack.early_signals import hold_sighup
+from smartstack.early_signals import hold_sighup, release_sighup
 
 EXIT_CONFIG_ERROR = 2
 
@@ -97,8 +97,8 @@ def check_or_run(
     ``preflight`` checks this host: at start the paths the daemon writes, with -k also
     slower checks (``haproxy -c``); ``--config-only`` skips it for -k (CI machines).
     """
-    if not args.check_config:
-        hold_sighup()  # (the loop takes it over: smartstack.early_signals)
+    # (held since the first line of nerve.cli / synapse.cli: smartstack.early_signals)
+    release_sighup() if args.check_config else hold_sighup()
     config = load_or_exit(loader)
     if preflight is not None and not (args.check_config and args.config_only):
         errors, notes = preflight(config, Path(args.config), args.check_config)

@@ -4,19 +4,30 @@ Until the loop installs its own handler, SIGHUP's default action ends the proces
 that restarts a daemon and then asks it to reload (``systemctl restart x && systemctl
 reload x``) killed nerve or synapse in their first second (the config's child, the imports;
 Docker mode and an edge start the process again), and systemd counts a SIGHUP death as a
-clean exit, so nothing restarted it. ``hold_sighup`` (at the start of the daemon path)
-notes one instead; ``take_over_sighup`` (once the loop runs) installs the loop's handler
-and calls it at once for a noted one, so a file changed meanwhile is still applied.
+clean exit, so nothing restarted it. ``hold_sighup`` (the first statement of ``nerve.cli``
+and ``synapse.cli``) notes one instead; ``take_over_sighup`` (once the loop runs) installs
+the loop's handler and calls it at once for a noted one, so a file changed meanwhile is
+still applied. ``release_sighup``: not a daemon after all (``-k``, a control command).
+
+This module is imported before anything else of a daemon, so it imports only ``signal``
+(asyncio alone takes 80-250 ms to import on a busy 2-core host). What is left is the
+interpreter's own start: systemd's Type=notify (``smartstack.sd_notify``) and the image's
+entrypoint (it ignores SIGHUP until this takes over) cover it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import signal
-from collections.abc import Callable
-from types import FrameType
+
+TYPE_CHECKING = False  # (typing itself is one of the imports this module avoids)
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Callable
+    from types import FrameType
 
 _pending = False
+# SIGHUP's disposition before hold_sighup (None: one that C code set)
+_before: Callable[[int, FrameType | None], object] | int | None = signal.SIG_DFL
 
 
 def _note(signum: int, frame: FrameType | None) -> None:
@@ -25,7 +36,20 @@ def _note(signum: int, frame: FrameType | None) -> None:
 
 
 def hold_sighup() -> None:
-    signal.signal(signal.SIGHUP, _note)
+    global _before
+    previous = signal.signal(signal.SIGHUP, _note)
+    if previous is not _note:  # (held twice: the first one knows what was there)
+        _before = previous
+
+
+def release_sighup() -> None:
+    """SIGHUP's disposition from before ``hold_sighup`` again; one noted meanwhile acts now,
+    as it would have (a hung-up terminal still ends ``nerve maint``)."""
+    global _pending
+    signal.signal(signal.SIGHUP, signal.SIG_DFL if _before is None else _before)
+    if _pending:
+        _pending = False
+        signal.raise_signal(signal.SIGHUP)
 
 
 def ignore_sighup_across_exec() -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from smartstack.early_signals import hold_sighup, release_sighup
+
+hold_sighup()  # first: a SIGHUP during the imports below (0.2-0.5 s) ended synapse
+
 import argparse
 import sys
 from pathlib import Path
@@ -31,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # `synapse zone ...` talks to a running synapse; `synapse -c FILE` stays as it was.
     if argv and argv[0] == "zone":
+        release_sighup()  # a command, not the daemon
         from synapse.zone_cli import main as zone_main
 
         return zone_main(argv)

@@ -1,9 +1,8 @@
 """The synapse daemon: watchers -> reconciler -> HAProxy controller, on one asyncio loop.
 
-``run(config, args)`` is called by ``synapse.cli``. It starts the HAProxy
-controller, one watcher per service, the reconciler and the admin server (/health,
-/status, /metrics and an HTML status page at /: ``synapse.admin_routes``), then waits
-for a signal:
+``run(config, args)`` is called by ``synapse.cli``. It starts the HAProxy controller, one
+watcher per service, the reconciler and the admin server (/health, /status, /metrics and an
+HTML status page at /: ``synapse.admin_routes``), then waits for a signal:
 - SIGTERM / SIGINT: stop watchers, the controller (a managed HAProxy is stopped
   with it) and the admin server; exit 0.
 - SIGHUP: re-read the config file. An invalid file is logged and the running
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
-from smartstack import modelbase
+from smartstack import modelbase, sd_notify
 from smartstack.configfile import ConfigError
 from smartstack.early_signals import take_over_sighup
 from smartstack.logs import event
@@ -122,6 +121,7 @@ class SynapseDaemon:
             event(log, "startup_failed", level=logging.ERROR, error=f"{type(exc).__name__}: {exc}")
             await self.stop()
             return EXIT_STARTUP_FAILED
+        sd_notify.ready()  # systemd (Type=notify): started, and a SIGHUP is a reload now
         await self._stop.wait()
         event(log, "stopping")
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -79,6 +79,9 @@ def test_daemon_units_reload_with_sighup_and_are_hardened() -> None:
     for name in ("nerve.service", "synapse.service"):
         service = unit(name)["Service"]
         assert service["ExecReload"] == "/bin/kill -HUP $MAINPID", name
+        # started = READY=1: the daemon handles SIGHUP (smartstack.sd_notify); its children
+        # may not speak for it
+        assert (service["Type"], service["NotifyAccess"]) == ("notify", "main"), name
         assert service["User"] == "smartstack", name
         for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict",
                            "PrivateTmp": "yes", "ProtectHome": "yes",

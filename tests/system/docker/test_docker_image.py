@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 from dockertestlib import http_get, published_port
 
+import docker
 from testbed.images import REPO, project_image
 from testbed.process import wait_until
 
@@ -120,6 +122,37 @@ SYNAPSE_CONFIG = {
                              "timeout server 5s", "retries 3", "option redispatch 1"]},
     "admin": {"port": 3212},  # 127.0.0.1 inside the container: the HEALTHCHECK asks there
 }  # fmt: skip
+
+
+def test_sighups_from_the_container_s_start_on_do_not_end_it(
+    docker_client, image, tmp_path: Path
+) -> None:
+    """tini passes a `docker kill -s HUP` on at once; the entrypoint ignores SIGHUP until
+    nerve holds it (docker/entrypoint.sh). SIGHUPs every 10 ms from the moment `docker run`
+    returns until nerve runs: it runs (before, the first one ended the container)."""
+    # (no registry there: nerve runs and retries it)
+    service = {"host": "127.0.0.1", "port": 80, "checks": [], "zk_hosts": ["127.0.0.1:9"],
+               "zk_path": "/image/web"}  # fmt: skip
+    config = {"instance_id": "i-1", "admin": {"port": None}, "services": {"web": service}}
+    (tmp_path / "nerve.yaml").write_text(yaml.safe_dump(config))
+    os.chmod(tmp_path, 0o755)
+    nerve = docker_client.containers.run(
+        image, ["nerve"], detach=True,
+        volumes={str(tmp_path): {"bind": "/etc/smartstack", "mode": "ro"}},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while b"nerve_started" not in nerve.logs() and time.monotonic() < deadline:
+            try:
+                docker_client.api.kill(nerve.id, signal="SIGHUP")
+            except docker.errors.APIError as exc:  # 409: the container is not running
+                raise AssertionError(f"{exc}\n{nerve.logs().decode(errors='replace')}") from None
+            time.sleep(0.01)
+        time.sleep(0.5)
+        nerve.reload()
+        assert nerve.status == "running", nerve.logs().decode(errors="replace")
+    finally:
+        nerve.remove(force=True)
 
 
 def test_compose_demo(dockerd, image) -> None:

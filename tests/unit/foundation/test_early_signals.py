@@ -30,3 +30,23 @@ def test_a_noted_sighup_reaches_the_loop_s_handler_once() -> None:
         assert calls == [1]  # (none pending any more)
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+def test_a_command_after_all_gets_sighup_back_with_the_one_noted_meanwhile() -> None:
+    """release_sighup (-k, nerve maint/up, synapse zone): SIGHUP's disposition from before
+    the cli module's hold is back, and a SIGHUP noted meanwhile reaches it once."""
+    before = signal.getsignal(signal.SIGHUP)
+    got: list[int] = []
+    try:
+        signal.signal(signal.SIGHUP, lambda signum, frame: got.append(signum))
+        recorder = signal.getsignal(signal.SIGHUP)
+        early_signals.hold_sighup()
+        early_signals.hold_sighup()  # (check_or_run holds again: the first one's memory stays)
+        early_signals._note(signal.SIGHUP, None)
+        early_signals.release_sighup()
+        assert signal.getsignal(signal.SIGHUP) is recorder
+        assert got == [signal.SIGHUP]
+        early_signals.release_sighup()
+        assert got == [signal.SIGHUP]
+    finally:
+        signal.signal(signal.SIGHUP, before)
