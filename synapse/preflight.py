@@ -3,6 +3,8 @@
 - Every file synapse writes (HAProxy config, candidate, state files, sockets, pid file,
   file_output) can be created: its directory exists and is writable. Also checked at
   start, so a read-only filesystem is one clear line instead of a traceback per retry.
+- The managed HAProxy's unix socket paths are short enough for it to bind
+  (``synapse.haproxy.socket_limits``; `haproxy -c` binds nothing). Also at start.
 - With ``full`` (``-k``): the HAProxy config is rendered (default servers stand in for
   the registry's) and ``haproxy -c`` must accept it, in managed mode always, in Airbnb
   mode when synapse writes the file and an ``haproxy`` binary is on PATH.
@@ -62,6 +64,11 @@ def preflight(config: SynapseConfig, config_path: Path, full: bool) -> tuple[lis
         and path.parent != config_dir
     ]  # fmt: skip
     errors = writable_problems(config_path, paths, opened_by_haproxy)
+    if config.haproxy is not None and config.haproxy.managed is not None:
+        from synapse.haproxy.settings import settings_for
+        from synapse.haproxy.socket_limits import socket_path_problems
+
+        errors += socket_path_problems(config_path, config.haproxy, settings_for(config.haproxy))
     notes: list[str] = []
     if config.haproxy is not None:
         from synapse.haproxy.hard_stop import hard_stop_note

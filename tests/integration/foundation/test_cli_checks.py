@@ -188,3 +188,30 @@ def test_check_writes_route_maps_and_crt_list_in_its_scratch_dir_only(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     # haproxy -c read maps and a crt-list; the running synapse's own files are untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["certs", "s.json"]
+
+
+def test_synapse_refuses_socket_paths_the_managed_haproxy_cannot_bind(tmp_path: Path) -> None:
+    """HAProxy binds '<path>.<pid>.tmp' first (108-byte sun_path, its NUL included); `haproxy
+    -c` binds nothing, so `-k` said ok and the HAProxy synapse started never came up."""
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    limit = 108 - 1 - len(f".{pid_max - 1}.tmp")  # 97 with 5-digit pids
+    name = "/haproxy-master.sock"  # (the default master socket: beside the config file)
+    fits = tmp_path / ("d" * (limit - len(name) - len(str(tmp_path)) - 1))
+    over = Path(f"{fits}x")
+    for directory in (fits, over):
+        directory.mkdir()
+    good = write(tmp_path / "good.json", managed(fits))
+    result = cli("synapse", "-c", str(good), "-k")
+    assert result.returncode == 0 and len(str(fits) + name) == limit, result.stderr
+    bad = write(tmp_path / "bad.json", managed(over))
+    for args in (["-k"], []):  # at start too: before, HAProxy never came up, synapse ran on
+        result = cli("synapse", "-c", str(bad), *args)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines() == [
+            f"error: {bad}: haproxy.managed.master_socket_path: the unix socket {over}{name} "
+            f"is {limit + 1} bytes; HAProxy binds at most {limit} on this host "
+            "('<path>.<pid>.tmp' must fit in the 108-byte sun_path): set "
+            "haproxy.managed.master_socket_path (beside haproxy.config_file_path by default) "
+            "or move the config file"
+        ]
+    assert not (over / "haproxy.cfg").exists()
