@@ -6,7 +6,8 @@ nothing. After runtime commands changed HAProxy, the new text is set here at onc
 the background: an atomic replace with fsync costs ~3-5 ms for a config of 20,000
 servers, and the next change need not wait for it. Writes are serialised and the latest
 text wins. Whatever makes HAProxy read the file (a reload, a start) calls ``flush()``
-first, which waits until the disk has ``text`` and raises the OSError of a failed write.
+first, which waits until the disk has ``text`` and raises the OSError of a failed write;
+after failed writes it cuts the writer's retry wait short (one attempt at once).
 A steady stream of changes is written at most every WRITE_GAP (the first change after a
 quiet moment at once; ``flush()`` never waits for the gap): at 20,000 servers each write
 joins and encodes ~2 MB holding the GIL (~2 ms of CPU) that the next change needs, and
@@ -112,7 +113,7 @@ class ConfigFile:
 
     async def flush(self) -> None:
         """Wait until the disk has ``text``; OSError when the writer's next attempt fails
-        (it keeps trying in the background)."""
+        (made at once, not after its retry wait; it keeps trying in the background)."""
         while self._on_disk != self._version:
             attempt = self._attempt
             self._urgent.set()
@@ -165,9 +166,13 @@ class ConfigFile:
                 self.writes += 1
                 self._written_at = loop.time()
             attempt, self._attempt = self._attempt, asyncio.Event()
+            self._urgent.clear()  # (this attempt answers every flush waiting so far)
             attempt.set()
             if self.error is not None:
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1]
                 event(log, "haproxy_config_write_failed", level=logging.ERROR,
                       path=str(self.path), error=self.error, retry_in_s=delay)  # fmt: skip
-                await asyncio.sleep(delay)
+                # A flush tries again at once: a crashed HAProxy's restart waited up to
+                # 5 s here for an attempt whose failure it ignores.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), delay)

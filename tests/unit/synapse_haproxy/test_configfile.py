@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 from pathlib import Path
 
 import pytest
 
+from synapse.haproxy import configfile
 from synapse.haproxy.configfile import ConfigFile
 
 
@@ -39,3 +42,35 @@ async def test_a_failed_write_raises_on_flush_and_is_retried(tmp_path: Path):
     blocker.mkdir()
     await file.close()  # the writer keeps trying and gets it written
     assert (blocker / "haproxy.cfg").read_text() == "global\n" and file.error is None
+
+
+async def test_a_flush_after_failed_writes_tries_again_at_once(tmp_path, monkeypatch):
+    """A full disk: the writer waits its retry delay between attempts, but a flush (a
+    crashed HAProxy's restart) must not wait for it to learn the disk is still full."""
+    attempts: list[Path] = []
+    full = True
+
+    def write(path: Path, parts: tuple[str, ...]) -> None:
+        attempts.append(path)
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        path.write_text("".join(parts))
+
+    monkeypatch.setattr(configfile, "_write_parts", write)
+    monkeypatch.setattr(configfile, "RETRY_DELAYS", (30.0,))
+    file = ConfigFile(tmp_path / "haproxy.cfg")
+    file.set(("global\n",))
+    with pytest.raises(OSError, match="No space left"):
+        await file.flush()
+    assert len(attempts) == 1  # the writer now waits 30 s before its next attempt
+    async with asyncio.timeout(2.0):  # (the old writer answered after its 30 s)
+        with pytest.raises(OSError, match="No space left"):
+            await file.flush()
+    assert len(attempts) == 2
+    await asyncio.sleep(0.2)
+    assert len(attempts) == 2, "after the flush's attempt the writer waits again"
+    full = False
+    async with asyncio.timeout(2.0):
+        await file.flush()
+    assert (tmp_path / "haproxy.cfg").read_text() == "global\n" and file.error is None
+    await file.close()
