@@ -40,6 +40,10 @@ class CheckUnanswered(Exception):
     valid, so it is retried like a failed reload, never refused as invalid."""
 
 
+class CandidateUnwritten(CheckUnanswered):
+    """The candidate could not be written (a full or read-only disk): the check did not run."""
+
+
 async def run_command(args: str | list[str], timeout: float) -> CommandResult:
     """Run a shell command (str) or an argv (list); a timeout counts as a failure."""
     spawn = asyncio.create_subprocess_shell if isinstance(args, str) else None
@@ -74,22 +78,35 @@ async def validate_config(settings: Settings, text: str, timeout: float) -> str 
     refusal would stand until the desired state changes).
 
     The Airbnb ``check_command`` (with ``do_checks``) wins; otherwise ``haproxy -c``.
-    The candidate stays on disk, so an operator can inspect a config that failed.
+    The candidate stays on disk, so an operator can inspect a config that failed. A
+    candidate that cannot be written (a full or read-only disk) was not checked either.
     """
-    if settings.candidate_path is None:
+    path = settings.candidate_path
+    if path is None:
         return None
-    await asyncio.to_thread(write_atomic, settings.candidate_path, text)
+    try:
+        await asyncio.to_thread(write_atomic, path, text)
+    except OSError as err:  # (strerror: the temp file's random name would vary per try)
+        why = f"cannot write {path}: {err.strerror or err}"
+        raise CandidateUnwritten(f"the config check did not run: {why}") from err
     if settings.check_command:
         result = await run_command(settings.check_command, timeout)
     else:
-        result = await run_command(
-            [settings.binary, "-c", "-f", str(settings.candidate_path)], timeout
-        )
+        result = await run_command([settings.binary, "-c", "-f", str(path)], timeout)
     if result.ok:
         return None
     if not result.answered:
         detail = result.output[-500:] or f"it exited with {result.returncode}"
         raise CheckUnanswered(f"the config check gave no verdict: {detail}")
+    if not settings.check_command and "[ALERT]" not in result.output:
+        # HAProxy says what is wrong with a config in ALERT lines; without one the binary
+        # itself failed (a missing library, a broken wrapper): refusing the candidate
+        # would stand until the desired state changes, long after the binary is fixed.
+        detail = result.output[-500:] or "no output"
+        raise CheckUnanswered(
+            f"the config check gave no verdict: {settings.binary} exited with "
+            f"{result.returncode} without an [ALERT] about the config: {detail}"
+        )
     return _errors_first(result.output) or f"check exited with {result.returncode}"
 
 

@@ -69,12 +69,17 @@ def _same(parts: tuple[str, ...], other: tuple[str, ...]) -> bool:
 
 
 def read_at_once(
-    before: ParsedConfig | None, after: ParsedConfig, unread: Collection[str]
+    before: ParsedConfig | None,
+    after: ParsedConfig,
+    unread: Collection[str],
+    old_states: bool = False,
 ) -> set[str] | None:
     """The backends a reload from ``before`` to ``after`` must read and plan at once, of
     the ``unread`` ones (None: all of them, a small config: no more than a sweep's part).
-    Without ``before`` (a first start) the background sweep reads them all."""
-    if len(unread) <= SWEEP_PART:
+    Without ``before`` (a first start) the background sweep reads them all. ``old_states``:
+    the new process took an older server-state file (the dump could not replace it), so
+    any backend may run states from then."""
+    if len(unread) <= SWEEP_PART or old_states:
         return None
     if before is None:
         return set()

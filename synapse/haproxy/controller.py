@@ -371,7 +371,7 @@ class HAProxyController:
         except InstallFailed as err:
             if err.invalid:  # (unchecked: the start failed and `haproxy -c` says why)
                 return await self._refused(str(err), reload, candidate)
-            return self._failures.reload_failed(str(err), reload, began, err.unanswered)
+            return self._failures.reload_failed(str(err), reload, began, err.unanswered, err.cap)
         self._watch_process()
         self._pending.clear()  # whatever waited is in this reload
         self._gate.reloaded()
@@ -387,7 +387,7 @@ class HAProxyController:
         of the backends this reload changed (``confirm.read_at_once``: states the state file
         restored may differ); the others are read and planned in the background (``confirm``)."""
         running = await self._reader.read(reloaded=True)
-        now = read_at_once(before, candidate.parsed, self._reader.unread)
+        now = read_at_once(before, candidate.parsed, self._reader.unread, self._installer.read_all)
         if running.backends is not None and (now is None or now):
             running = await self._reader.read(set(), now)  # (None: all of them)
         fresh = self._render(running)

@@ -36,10 +36,12 @@ class Failures:
         self._info, self._metrics, self._gate, self._pending = info, metrics, gate, pending
         self._candidate_path = candidate_path
         self._warned: set[str] = set()
+        self._said: str | None = None  # the error a failed reload logged since the last success
 
     def reloaded(self, reload: Reload, elapsed: float, started: bool) -> None:
         """HAProxy reloaded (``started``: was started) with the candidate, in ``elapsed`` s."""
         kind = "start" if started else reload.kind
+        self._said = None  # (the streak of failures is over)
         self._info.reloaded(kind, reload.summary, elapsed, started=started)
         self._metrics.reloads.labels(kind).inc()
         self._metrics.last_reload.set(time.time())
@@ -61,15 +63,24 @@ class Failures:
         return ApplyResult(reload=ApplyOutcome.INVALID, error=error)
 
     def reload_failed(
-        self, error: str, reload: Reload, began: float | None, unanswered: bool = False
+        self,
+        error: str,
+        reload: Reload,
+        began: float | None,
+        unanswered: bool = False,
+        cap: float | None = None,
     ) -> ApplyResult:
         """The reload begun at ``began`` (None: now) did not take (``unanswered``: its config
-        check gave no verdict): retried after the gate's backoff."""
+        check gave no verdict): retried after the gate's backoff (at most ``cap`` seconds)."""
         self._metrics.reload_failures.inc()
-        backoff = self._gate.failed(self._gate.clock() if began is None else began)
+        backoff = self._gate.failed(self._gate.clock() if began is None else began, cap)
         self._info.reload_failed(error, reload.summary, backoff)
         name = "haproxy_check_unanswered" if unanswered else "haproxy_reload_failed"
-        event(log, name, level=logging.ERROR, error=error, reason=reload.summary,
+        # One line per streak of the same error (a full disk fails every retry for as long
+        # as it lasts); /status and the failure counter still show every attempt.
+        level = logging.DEBUG if error == self._said else logging.ERROR
+        self._said = error
+        event(log, name, level=level, error=error, reason=reload.summary,
               retry_in_s=round(backoff, 1))  # fmt: skip
         self._pending.wait_for_turn(reload)
         return ApplyResult(reload=ApplyOutcome.FAILED, error=error)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from smartstack.logs import event
 from synapse.atomic import write_atomic
@@ -26,7 +28,12 @@ from synapse.config import HAProxyConfig
 from synapse.config import ManagedHAProxy as ManagedConfig
 from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.bridge import Layout
-from synapse.haproxy.commands import CheckUnanswered, run_command, validate_config
+from synapse.haproxy.commands import (
+    CandidateUnwritten,
+    CheckUnanswered,
+    run_command,
+    validate_config,
+)
 from synapse.haproxy.configfile import ConfigFile
 from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.desired import DesiredConfig
@@ -41,16 +48,30 @@ from synapse.haproxy.settings import Settings
 from synapse.haproxy.sockets import HAProxySocketError
 
 log = logging.getLogger("synapse.haproxy")
+DISK_RETRY_S = 5.0  # at most between tries of a reload that failed writing a file
+EDGE_UNWRITTEN = "cannot write the route maps or the crt-list"
+
+
+def remove_state_file(path: Path) -> None:
+    """No server-state file (there is none: fine)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 class InstallFailed(Exception):
     """HAProxy does not run the new config (the old one still serves). ``invalid``: the
     message is the config check's (an unchecked start failed because of the config);
-    ``unanswered``: the config check gave no verdict (nothing was installed)."""
+    ``unanswered``: the config check gave no verdict (nothing was installed); ``cap``: the
+    longest wait before the next try (None: the reload gate's own)."""
 
-    def __init__(self, message: str, invalid: bool = False, unanswered: bool = False) -> None:
+    def __init__(
+        self, message: str, invalid: bool = False, unanswered: bool = False, disk: bool = False
+    ) -> None:
         super().__init__(message)
         self.invalid, self.unanswered = invalid, unanswered
+        # A file that could not be written (a full disk): a try costs next to nothing, and
+        # waiting the gate's full backoff (60 s) delayed the reload long after space came back.
+        self.cap = DISK_RETRY_S if disk else None
 
 
 class Installer:
@@ -74,6 +95,7 @@ class Installer:
         self.file = ConfigFile(path) if path is not None and config.do_writes else None
         self.layout: Layout | None = None  # what the file was rendered from; None: unknown
         self._loaded = False
+        self.read_all = False  # after the reload: the dump failed, an older state file stays
         # Managed: whether HAProxy runs the file (a restart adopts HAProxy and trusts it).
         self.mark = LoadMark(path) if self.file is not None and managed is not None else None
         # Route maps and crt-list: written before HAProxy reads the config.
@@ -128,18 +150,22 @@ class Installer:
 
     async def validate(self, candidate: DesiredConfig) -> str | None:
         """None when valid (or nothing can validate), else the checker's message;
-        InstallFailed (retried, not refused) when the check gave no verdict."""
+        InstallFailed (retried, not refused) when the check gave no verdict or a file it
+        reads could not be written (a full disk says nothing about the config)."""
         try:
             await self.edge.before_read()  # also when nothing validates: others reload
-        except (OSError, RuntimeError) as err:
-            return f"cannot write the route maps or the crt-list: {err}"
+        except OSError as err:  # (a full disk: no verdict about the config)
+            raise InstallFailed(f"{EDGE_UNWRITTEN}: {err}", disk=True) from err
+        except RuntimeError as err:
+            return f"{EDGE_UNWRITTEN}: {err}"
         if not self.settings.can_validate:
             return None
         try:
             error = await validate_config(self.settings, candidate.text, self.config.reload_timeout)
         except CheckUnanswered as err:
             self.edge.refused()
-            raise InstallFailed(str(err), unanswered=True) from err
+            unwritten = isinstance(err, CandidateUnwritten)
+            raise InstallFailed(str(err), unanswered=True, disk=unwritten) from err
         if error is not None:
             self.edge.refused()
         return error
@@ -151,7 +177,15 @@ class Installer:
         return self.managed is not None and not self.settings.check_command
 
     async def dump_server_state(self, runtime_ok: bool) -> None:
-        """Save runtime states for `load-server-state-from-file` in the new worker."""
+        """Save runtime states for `load-server-state-from-file` in the new worker.
+
+        A dump that cannot be written (a full or read-only disk) leaves an older file, whose
+        states the new worker would take: a server back since then restored into MAINT
+        (503s until synapse planned its backend). So that file goes (an unlink works on a
+        full disk) and the new worker starts from the config's states; when it cannot go
+        either, ``read_all`` has every backend read and planned right after the reload.
+        """
+        self.read_all = False
         path = self.settings.state_file
         if path is None:
             return
@@ -162,8 +196,18 @@ class Installer:
             elif not await asyncio.to_thread(path.exists):
                 # An empty dump: HAProxy warns about a missing state file at every start.
                 await asyncio.to_thread(write_atomic, path, "1\n")
-        except (HAProxySocketError, OSError) as err:
+        except HAProxySocketError as err:  # (no answer: the file the dumper keeps stays)
             event(log, "haproxy_state_dump_failed", level=logging.WARNING, error=str(err))
+        except OSError as err:
+            detail = "no older state file is left: the new HAProxy takes the config's states"
+            try:
+                await asyncio.to_thread(remove_state_file, path)
+            except OSError as gone:
+                self.read_all = True
+                detail = f"cannot remove the old state file ({gone.strerror or gone}): " \
+                         "every backend is read and planned right after the reload"  # fmt: skip
+            event(log, "haproxy_state_dump_failed", level=logging.WARNING,
+                  error=err.strerror or str(err), detail=detail)  # fmt: skip
 
     async def install(self, candidate: DesiredConfig, layout: Layout, checked: bool = True) -> bool:
         """Write ``candidate`` and make HAProxy run it; InstallFailed (and the previous file
@@ -178,7 +222,7 @@ class Installer:
             try:  # (on disk before the candidate: a synapse dying after it reloads once)
                 await self.mark.installing()
             except OSError as err:
-                raise InstallFailed(f"cannot write {self.mark.path}: {err}") from err
+                raise InstallFailed(f"cannot write {self.mark.path}: {err}", disk=True) from err
         wrote = self.write(candidate, layout)
         try:
             await self._edge_files()
@@ -219,7 +263,7 @@ class Installer:
         try:
             error = await self.validate(candidate)
         except InstallFailed as err:  # (no verdict: checked again after a backoff)
-            return failures.reload_failed(str(err), reload, None, err.unanswered)
+            return failures.reload_failed(str(err), reload, None, err.unanswered, err.cap)
         if error is not None:
             return failures.invalid(error, reload.reasons, candidate.text)
         failures.skipped("do_reloads", reload.summary)
@@ -248,14 +292,15 @@ class Installer:
         try:
             await self.edge.before_read()
         except (OSError, RuntimeError) as err:
-            raise InstallFailed(f"cannot write the route maps or the crt-list: {err}") from err
+            disk = isinstance(err, OSError)
+            raise InstallFailed(f"{EDGE_UNWRITTEN}: {err}", disk=disk) from err
 
     async def _swap_in(self) -> None:
         """Make HAProxy load the config file: start, master reload, or reload_command."""
         try:
             await self.flush()  # HAProxy reads the file: it must be on disk
         except OSError as err:
-            raise InstallFailed(str(err)) from err
+            raise InstallFailed(str(err), disk=True) from err
         if self.managed is not None:
             try:
                 if self.managed.alive:

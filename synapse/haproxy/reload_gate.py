@@ -4,7 +4,8 @@
   it) apart; one asked for meanwhile waits (the controller runs it when it is due, and
   the ones asked for until then coalesce into it: ``pending`` holds the latest).
 - After a failed reload the next attempt waits a backoff: ``restart_interval`` (at
-  least 1 s) doubling per failure, up to MAX_BACKOFF.
+  least 1 s) doubling per failure, up to MAX_BACKOFF (or less: a file that could not be
+  written is tried again every few seconds, so the reload follows soon after the space).
 - A candidate found invalid is *refused*: not tried again until the desired state
   changes (a config reload of synapse forgets it).
 - A candidate HAProxy still differed from right after reloading it is *settled*:
@@ -77,10 +78,12 @@ class ReloadGate:
         self.failures = 0
         self.pending = None  # whatever waited is in this reload
 
-    def failed(self, began: float) -> float:
-        """A reload begun at ``began`` failed: the seconds until the next attempt."""
+    def failed(self, began: float, cap: float | None = None) -> float:
+        """A reload begun at ``began`` failed: the seconds until the next attempt (at most
+        ``cap``: a failure that costs nothing to try again, a file that could not be written)."""
         self.failures += 1
-        backoff = min(MAX_BACKOFF, max(self.restart_interval, 1.0) * 2 ** (self.failures - 1))
+        longest = MAX_BACKOFF if cap is None else min(cap, MAX_BACKOFF)
+        backoff = min(longest, max(self.restart_interval, 1.0) * 2 ** (self.failures - 1))
         self.next_at = began + backoff
         return backoff
 

@@ -105,6 +105,7 @@ class StateDumper:
         self._cpu = 0.0  # thread CPU time of this round's steps so far
         self.writes = 0
         self.whole_dumps = 0
+        self._failing: int | None = None  # rounds failed since the last write (None: none)
         self.change_gate = ChangeGate()  # the reader's (``state_dumper``): changes go first
         self._turn = self.change_gate.job()  # (a dump round's own: ``dump``)
         # The reader's after-start sweep still runs (``state_dumper``). A whole dump then
@@ -146,6 +147,7 @@ class StateDumper:
         await self._idle()
         seen = self._file_id()
         blocks = self._blocks
+        writes = self.writes
         try:
             if blocks is None or blocks.file_id != seen:
                 await self._dump_whole(seen)
@@ -155,8 +157,19 @@ class StateDumper:
             self._blocks = None  # (an error message, a torn answer): read it whole next time
         except OSError as err:
             self._blocks = None
-            event(log, "haproxy_state_dump_failed", level=logging.WARNING, error=str(err))
+            self._failed(err)
+        else:
+            if self._failing is not None and self.writes > writes:
+                event(log, "haproxy_state_dump_recovered", failed_rounds=self._failing)
+                self._failing = None
         return self._cpu
+
+    def _failed(self, err: OSError) -> None:
+        """Logged once per streak (a full disk failed every round: a line a second); the
+        round that writes the file again says so."""
+        if self._failing is None:
+            event(log, "haproxy_state_dump_failed", level=logging.WARNING, error=str(err))
+        self._failing = (self._failing or 0) + 1
 
     def _defer(self) -> bool:
         """Whether this round waits for the after-start sweep (``deferred``)."""

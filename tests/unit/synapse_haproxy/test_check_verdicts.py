@@ -55,3 +55,30 @@ async def test_a_check_without_a_verdict_is_not_a_refusal(tmp_path, monkeypatch,
     _checked_by(monkeypatch, result)
     with pytest.raises(CheckUnanswered, match=why):
         await validate_config(_settings(tmp_path, "check"), "global\n", 0.5)
+
+
+async def test_a_candidate_that_cannot_be_written_is_no_verdict(tmp_path):
+    """A full or read-only disk: the check never ran (it escaped as an OSError: logged with
+    a traceback at every retry, and not counted or shown as a failed reload)."""
+    blocker = tmp_path / "conf"
+    blocker.write_text("a file where the directory should be")
+    settings = _settings(blocker, "check")  # (the candidate: under a file)
+    with pytest.raises(CheckUnanswered, match=r"did not run: cannot write .*candidate"):
+        await validate_config(settings, "global\n", 5.0)
+
+
+async def test_haproxy_failing_without_an_alert_is_no_verdict(tmp_path, monkeypatch):
+    """`haproxy -c` names what is wrong with a config in ALERT lines; an exit 1 without one
+    is the binary failing (a wrapper whose exec fails, a missing library): not a refusal
+    that would stand until the desired state changes."""
+    settings = _settings(tmp_path, "")  # (no check_command: `haproxy -c`)
+    _checked_by(monkeypatch, CommandResult(1, "haproxy: cannot open shared object file"))
+    with pytest.raises(CheckUnanswered, match=r"without an \[ALERT\].*shared object"):
+        await validate_config(settings, "global\n", 5.0)
+    alert = "[NOTICE] (1) : haproxy version\n[ALERT] (1) : config : parsing [x:2] : unknown"
+    _checked_by(monkeypatch, CommandResult(1, alert))
+    assert await validate_config(settings, "global\n", 5.0) == alert.splitlines()[1]
+    _checked_by(monkeypatch, CommandResult(1, ""))  # an operator's check: its exit decides
+    assert await validate_config(_settings(tmp_path, "check"), "global\n", 5.0) == (
+        "check exited with 1"
+    )

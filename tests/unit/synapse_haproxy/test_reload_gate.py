@@ -62,6 +62,15 @@ def test_failures_back_off_doubling_up_to_the_cap_and_a_success_resets() -> None
     assert g.failed(clock.now) == 1.0
 
 
+def test_a_failure_that_costs_nothing_to_retry_backs_off_to_its_own_cap() -> None:
+    """A file that could not be written (a full disk): the reload follows the space within
+    seconds, not the full backoff (60 s after a long outage)."""
+    g, clock = gate(interval=0.0)
+    delays = [g.failed(clock.now, cap=5.0) for _ in range(6)]
+    assert delays == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    assert g.failed(clock.now) == MAX_BACKOFF  # (the 7th without a cap: 64 s, capped as ever)
+
+
 def test_a_managed_haproxy_that_is_down_starts_at_once_unless_starts_keep_failing() -> None:
     g, clock = gate(interval=5.0)
     g.validated(clock.now)  # a reload just happened: the next one would wait

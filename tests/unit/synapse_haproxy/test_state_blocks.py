@@ -3,6 +3,7 @@ what it writes is what a whole dump would have written."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -224,3 +225,35 @@ def test_a_backends_answer_is_checked_against_the_files_header() -> None:
     ):
         with pytest.raises(UnexpectedAnswer):
             backend_rows("web", bad, HEAD)
+
+
+async def test_a_streak_of_failed_rounds_is_logged_once_and_its_end_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk fails every round (one a second): one warning for the streak, not one a
+    second, and a line when a round writes the file again."""
+    monkeypatch.setattr(statedump, "CHUNK_GAP", 0.0)
+    path = tmp_path / "state"
+    runtime = Runtime(dump({"a": ["s1"]}))
+    dumper = StateDumper(runtime, path, lambda: True)  # type: ignore[arg-type]
+
+    def refused(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    def said(name: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage() == name]
+
+    caplog.set_level(logging.INFO, "synapse.haproxy")
+    with monkeypatch.context() as full:
+        full.setattr(statedump.os, "replace", refused)
+        for _ in range(5):
+            await dumper.dump()
+    assert not path.exists()
+    assert [r.levelno for r in said("haproxy_state_dump_failed")] == [logging.WARNING]
+    assert said("haproxy_state_dump_recovered") == []
+    await dumper.dump()
+    assert path.read_text() == runtime.dump + TAIL
+    recovered = said("haproxy_state_dump_recovered")
+    assert [r.smartstack_fields["failed_rounds"] for r in recovered] == [5]  # type: ignore[attr-defined]
+    await dumper.dump()  # (nothing changed: nothing written, nothing said)
+    assert len(said("haproxy_state_dump_failed")) == len(said("haproxy_state_dump_recovered")) == 1
