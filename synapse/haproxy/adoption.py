@@ -9,6 +9,11 @@ connections with a config nobody updates, and outlive synapse. So while such a m
 lives (seen in /proc), ``show proc`` is asked again, for up to ``timeout`` seconds; one
 that never answers is reported (``haproxy_adopt_failed``) and a start refused.
 
+Except one whose master socket file is gone (removed while it ran: synapse.haproxy.replacement):
+nothing will ever answer there. A lone master that has run for ``timeout`` seconds already
+(not one still starting, before it binds its socket), its socket missing at two looks, is
+adopted by its pid (``haproxy_master_socketless``), and the first reload replaces it.
+
 A master is told from its workers (same command line) by its children: a worker of ours
 has none, and an orphaned worker of a master that just died exits on its own.
 """
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smartstack.logs import event
+from synapse.haproxy import pids
 from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.runtime import MasterClient
 from synapse.haproxy.sockets import HAProxySocketError
@@ -36,6 +42,7 @@ class Found:
     proc: ProcInfo | None  # the master answered with a worker: adopt it
     masters: tuple[int, ...] = ()  # (proc None) live masters running our config
     error: str = ""  # (masters) why they cannot be adopted, and that none is started
+    socketless: bool = False  # (masters: one) its socket file is gone: adopt it by pid
 
 
 def _runs_ours(args: list[bytes], config: bytes, socket: bytes) -> bool:
@@ -69,7 +76,7 @@ async def find_master(
     """The master's `show proc` when it answers with a worker; else the live masters that
     run our config (asked again while there are some, for up to ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout
-    attempts = 0
+    attempts = gone = 0
     while True:
         attempts += 1
         try:
@@ -82,10 +89,24 @@ async def find_master(
         masters = await asyncio.to_thread(running_masters, config, socket)
         if not masters:
             return Found(None)  # nothing of ours runs: start one
-        if time.monotonic() >= deadline:
+        gone = gone + 1 if _socketless(masters, socket, timeout) else 0
+        if gone >= 2:
+            event(log, "haproxy_master_socketless", level=logging.WARNING, master_pid=masters[0],
+                  socket=str(socket), when=why, detail="its socket files were removed while it "
+                  "ran: adopted by its pid, the next reload replaces it")  # fmt: skip
+            return Found(None, masters, socketless=True)
+        if time.monotonic() >= deadline and not gone:  # (gone once: one more look)
             event(log, "haproxy_adopt_failed", level=logging.ERROR, masters=list(masters),
                   attempts=attempts, error=error[:500], when=why)  # fmt: skip
-            pids = ", ".join(map(str, masters))
-            why_not = f"HAProxy master {pids} runs {config} but gives no worker on {socket}"
+            listed = ", ".join(map(str, masters))
+            why_not = f"HAProxy master {listed} runs {config} but gives no worker on {socket}"
             return Found(None, masters, f"{why_not} ({error[:500]}): not starting a second one")
         await asyncio.sleep(POLL)
+
+
+def _socketless(masters: tuple[int, ...], socket: Path, started_within: float) -> bool:
+    """One master, older than a start may take to bind its socket, and no socket file."""
+    if len(masters) != 1 or socket.exists():
+        return False
+    started = pids.age(masters[0])
+    return started is not None and started >= started_within

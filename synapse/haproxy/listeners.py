@@ -54,6 +54,15 @@ def _answer(conn: socket.socket, held: list[Held]) -> None:
         send(conn, held)
 
 
+def _dup(sock: socket.socket) -> socket.socket:
+    """A copy of ``sock`` that leaves its flags alone. ``socket.dup()`` makes the socket
+    blocking, and O_NONBLOCK belongs to what every holder shares: a worker of the HAProxy
+    still running (a replaced master's) then waited in accept() for a connection the new
+    one took, and its soft stop hung until HAProxy's watchdog killed it (3 s, its
+    connections reset)."""
+    return socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+
+
 class Handover:
     """A unix socket where the HAProxy about to start takes the held sockets (``-x``).
     It answers with duplicates of them, its own until ``close()``: the keeper may drop
@@ -62,7 +71,7 @@ class Handover:
     def __init__(self, path: Path, server: socket.socket, held: list[Held]) -> None:
         self.path = path
         self._server = server
-        self._held = [Held(h.sock.dup(), h.info) for h in held]
+        self._held = [Held(_dup(h.sock), h.info) for h in held]
         self._conn: socket.socket | None = None
         self._task = asyncio.create_task(self._serve())
 
@@ -135,6 +144,10 @@ class ListenerKeeper:
                   hint="the admin socket needs 'expose-fd listeners' (else an HAProxy crash "
                   "refuses connections until it is back)")  # fmt: skip
             return
+        self._replace(held)
+
+    def keep(self, held: list[Held]) -> None:
+        """Copies taken another way (``synapse.haproxy.taken``), to hand over next."""
         self._replace(held)
 
     def drop(self) -> None:

@@ -19,44 +19,44 @@ instead of starting a second one; ``start()`` adopts one too. A stop is soft fir
 is in flight may end within ``managed.stop_grace`` before HAProxy's hard stop cuts the rest.
 
 A master's death is seen at once: a pidfd (``os.pidfd_open``) becomes readable when it
-exits, whether it is our child or an adopted one. ``Supervisor`` restarts it: the first
+exits, whether it is our child or an adopted one. ``supervisor`` restarts it: the first
 crash at once, repeated ones backing off; the restart itself is the controller's. Meanwhile
 synapse holds HAProxy's listening sockets (``synapse.haproxy.listeners``): connections wait
 in their backlogs for the new HAProxy, which takes the same sockets, instead of being refused.
+
+A master that lives on after its socket files were removed is replaced the same way, by a new
+master that takes its listeners, then soft-stopped (``synapse.haproxy.replacement``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
 import subprocess
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from smartstack.logs import event
-from smartstack.tasks import cancel_and_wait
 from synapse.config import ManagedHAProxy as ManagedConfig
 from synapse.haproxy import ports
 from synapse.haproxy.adoption import Found, find_master
 from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.exit_policy import stop_reason
 from synapse.haproxy.listeners import ListenerKeeper
-from synapse.haproxy.output import OutputRelay
+from synapse.haproxy.output import OutputRelay, close_relay
+from synapse.haproxy.pids import end_master, pid_alive, reap, wait_pid_exit
+from synapse.haproxy.replacement import Old, Retiring, make_dirs, missing_sockets, socket_paths
 from synapse.haproxy.runtime import MasterClient, RuntimeClient
 from synapse.haproxy.settings import Settings
 from synapse.haproxy.sockets import HAProxySocketError
+from synapse.haproxy.supervisor import Supervisor
+from synapse.haproxy.taken import take_listeners
+
+__all__ = ["HAProxyProcessError", "ManagedHAProxy", "Supervisor"]  # (the controller's import)
 
 log = logging.getLogger("synapse.haproxy.managed")
-_controller_log = logging.getLogger("synapse.haproxy")  # (where its events always were)
 POLL = 0.02
-STABLE_RUN = 30.0  # seconds a restarted HAProxy must live before its crashes are forgiven
-MAX_RESTART_DELAY = 60.0
-TERM_WAIT = 5.0  # seconds after SIGTERM (a hard stop takes milliseconds) before SIGKILL
 
 
 class HAProxyProcessError(Exception):
@@ -89,6 +89,7 @@ class ManagedHAProxy:
         self._pipe: asyncio.ReadTransport | None = None
         self._output: deque[str] = deque(maxlen=40)
         self._stopping = False  # HAProxy's alerts about its workers exiting are expected
+        self.retiring = Retiring()  # masters replaced (their sockets were gone), until they end
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -96,23 +97,28 @@ class ManagedHAProxy:
     def alive(self) -> bool:
         if self._proc is not None:
             return self._proc.poll() is None
-        return self.master_pid is not None and _pid_alive(self.master_pid)
+        return self.master_pid is not None and pid_alive(self.master_pid)
 
     async def adopt(self) -> bool:
         """Take over a master already serving our master socket (synapse restarted); asked
-        again for a while when one runs but does not answer (``adoption``)."""
-        return (await self._adopt("synapse restarted")).proc is not None
+        again for a while when one runs but does not answer, taken by its pid when its socket
+        file is gone (``adoption``)."""
+        return _adopted(await self._adopt("synapse restarted"))
 
     async def _adopt(self, why: str) -> Found:
-        """Adopted when ``proc`` is set; else the live masters that did not answer (if any)."""
+        """Adopted when it answered, or when its socket files are gone (the next reload
+        replaces it: ``replacement``); else the live masters that did not answer (if any)."""
         config, socket = self.settings.config_path, self.settings.master_socket
         assert config is not None and socket is not None
         found = await find_master(self.master, config, socket, self.reload_timeout, why)
+        if not _adopted(found):
+            return found
+        self._proc = None  # (a dead child of ours, if any: not the master any more)
+        self.master_pid = found.proc.master_pid if found.proc else found.masters[0]
+        self.worker_pid = found.proc.workers[0] if found.proc else None
+        event(log, "haproxy_adopted", master_pid=self.master_pid, worker_pid=self.worker_pid,
+              when=why, sockets="answer" if found.proc else "missing")  # fmt: skip
         if found.proc is not None:
-            self._proc = None  # (a dead child of ours, if any: not the master any more)
-            self.master_pid, self.worker_pid = found.proc.master_pid, found.proc.workers[0]
-            event(log, "haproxy_adopted", master_pid=self.master_pid,
-                  worker_pid=self.worker_pid, when=why)  # fmt: skip
             await self.hold_listeners()
         return found
 
@@ -120,7 +126,7 @@ class ManagedHAProxy:
         """Start HAProxy from the config file. A master already running it (its adoption
         failed, or it was started by hand) is adopted and reloaded instead: never two."""
         found = await self._adopt("before a start")
-        if found.proc is not None:
+        if _adopted(found):
             try:
                 await self.reload()  # (the caller wants the file loaded)
             except HAProxySocketError as err:
@@ -128,6 +134,12 @@ class ManagedHAProxy:
             return
         if found.masters:  # alive, not answering: a second one would share its ports
             raise HAProxyProcessError(found.error)
+        await self._launch()
+
+    async def _launch(self, replaces: int | None = None) -> None:
+        """A new master from the config file, handed the listeners synapse holds; it
+        ``replaces`` a master whose sockets are gone, or none."""
+        make_dirs([*socket_paths(self.settings), *self._other_paths()])
         await self._refuse_taken_ports()
         args = [
             self.settings.binary, "-W", "-db",
@@ -140,15 +152,20 @@ class ManagedHAProxy:
         if handover is not None:  # the last HAProxy died: the new one takes its sockets
             args += ["-x", str(handover.path)]
         try:
-            await self._run(args)
+            await self._run(args, keep_listeners=replaces is not None)
         finally:
             if handover is not None:
                 await handover.close()
         event(log, "haproxy_started", master_pid=self.master_pid, worker_pid=self.worker_pid,
-              listeners_handed_over=handover is not None)  # fmt: skip
+              listeners_handed_over=handover is not None, replaces=replaces)  # fmt: skip
         await self.hold_listeners()
 
-    async def _run(self, args: list[str]) -> None:
+    def _other_paths(self) -> list[Path]:
+        """Beside the sockets, what HAProxy creates: the pid file, the handover socket."""
+        listeners = [self.listeners.path] if self.listeners is not None else []
+        return listeners + ([self.settings.pid_file] if self.settings.pid_file else [])
+
+    async def _run(self, args: list[str], keep_listeners: bool) -> None:
         self._output.clear()
         try:
             # Popen, not asyncio's subprocess: its transport kills a running child when it
@@ -161,18 +178,22 @@ class ManagedHAProxy:
                 start_new_session=True,
             )
         except OSError as err:
-            self.drop_listeners()
+            if not keep_listeners:
+                self.drop_listeners()
             raise HAProxyProcessError(f"cannot run {args[0]}: {err}") from err
         self.master_pid = self._proc.pid
         self._relay = asyncio.create_task(self._relay_output(self._proc))
         try:
             await self._wait_for_worker(set(), self.start_timeout, baseline=None)
         except HAProxyProcessError:
-            await self.stop()
+            await self.stop(keep_listeners=keep_listeners)
             raise
 
     async def reload(self) -> int:
-        """Reload through the master CLI; the new worker's pid once it serves."""
+        """Reload through the master CLI; the new worker's pid once it serves. A master
+        whose socket files are gone is replaced instead (``replacement``)."""
+        if missing := missing_sockets(self.settings):
+            return await self._replace(missing)
         await self._refuse_taken_ports()
         before = await self.master.show_proc()
         try:
@@ -184,11 +205,50 @@ class ManagedHAProxy:
             if self.alive:
                 await self.hold_listeners()
 
+    async def _replace(self, missing: list[str]) -> int:
+        """Start a new master in place of this one, whose ``missing`` sockets nothing can
+        reach any more, then soft-stop it; the new worker's pid. When the new one does not
+        start, this one (it still serves) is kept: the next reload tries again."""
+        assert self.master_pid is not None  # (never 0: os.kill(0, ...) signals our group)
+        old = Old(self.master_pid, self._proc, self._relay, self._pipe)
+        worker = self.worker_pid
+        event(log, "haproxy_sockets_missing", level=logging.WARNING, master_pid=old.pid,
+              missing=missing, listeners=await self._copies(old.pid),
+              detail="a new HAProxy replaces it")  # fmt: skip
+        self._proc, self._relay, self._pipe = None, None, None
+        self.master_pid = self.worker_pid = None
+        try:
+            await self._launch(replaces=old.pid)
+        except HAProxyProcessError:
+            self.master_pid, self.worker_pid, self._proc, self._relay, self._pipe = (
+                old.pid, worker, old.proc, old.relay, old.pipe)  # fmt: skip
+            raise
+        self.retiring.retire(old, "replaced: its sockets were gone")
+        assert self.worker_pid is not None
+        return self.worker_pid
+
+    async def _copies(self, master: int) -> str:
+        """How the replacing master gets the listeners: synapse's copies, else copies taken
+        out of the old workers now (``taken``), else it binds the ports beside them."""
+        if self.listeners is None:
+            return "bound beside its own (managed.hold_listeners: false)"
+        if self.listeners.held:
+            return "handed over"
+        try:
+            self.listeners.keep(await asyncio.to_thread(take_listeners, master))
+        except OSError as err:
+            return f"bound beside its own ({err})"
+        return "taken from its workers, handed over"
+
     async def wait_exit(self) -> int | None:
-        """Return as soon as the master exits (its exit status when it is our child)."""
+        """Return as soon as the master exits (its exit status when it is our child); one
+        replaced meanwhile is no exit: then the new one is waited for."""
         pid = self.master_pid
-        if pid is not None:
+        while pid is not None:
             await wait_pid_exit(pid)
+            if self.master_pid in (pid, None):
+                break
+            pid = self.master_pid
         return self._proc.wait() if self._proc is not None else None
 
     async def hold_listeners(self) -> None:
@@ -205,11 +265,14 @@ class ManagedHAProxy:
         reason = stop_reason(config)
         if config is None or reason is None:
             await self.release()
-        else:
+        else:  # (with the masters it replaced that still run)
+            retired = asyncio.create_task(self.retiring.stop(config.stop_grace, reason))
             await self.stop(config.stop_grace, reason)
+            await retired
 
     async def release(self) -> None:
         """Leave HAProxy running without us (synapse exits): the next synapse adopts it."""
+        await self.retiring.release()
         pid = self.master_pid
         if pid is None:
             return
@@ -221,30 +284,21 @@ class ManagedHAProxy:
               detail="managed.stop_on_exit (false, or auto outside a container): the next "
               "synapse adopts it")  # fmt: skip
 
-    async def stop(self, grace: float = 0.0, reason: str = "its start failed") -> None:
-        """Soft-stop the master (SIGUSR1: the workers close their listeners and end once
-        what is in flight has), SIGTERM (HAProxy's hard stop: the rest is cut) if it still
-        runs after ``grace``, SIGKILL to the group after TERM_WAIT more."""
+    async def stop(
+        self, grace: float = 0.0, reason: str = "its start failed", keep_listeners: bool = False
+    ) -> None:
+        """Stop the master (``pids.end_master``: soft, hard once ``grace`` is over).
+        ``keep_listeners``: it was to replace one that still serves on them."""
         pid = self.master_pid
         if pid is None:
             return
         self._stopping = True
         began = time.monotonic()
-        # Closed first: a new client is refused at once, not queued where nobody accepts.
-        self.drop_listeners()
-        send = os.killpg if self._proc is not None else os.kill  # (our child leads a group)
-        how = "soft"
-        if grace <= 0 or not await _ended(os.kill, pid, signal.SIGUSR1, grace):
-            how = "hard" if await _ended(send, pid, signal.SIGTERM, TERM_WAIT) else "killed"
-        if how == "killed":
-            with contextlib.suppress(ProcessLookupError):
-                send(pid, signal.SIGKILL)
-            await wait_pid_exit(pid)
+        if not keep_listeners:  # first: a new client is refused, not queued for nobody
+            self.drop_listeners()
+        how = await end_master(pid, self._proc is not None, grace)
         if self._proc is not None:
-            self._proc.wait()
-            # Workers of an old generation share the group: none may outlive the master.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+            reap(self._proc)
         await self._close_relay()
         self.master_pid = self.worker_pid = None
         self._stopping = False
@@ -321,18 +375,13 @@ class ManagedHAProxy:
         """Stop relaying HAProxy's output; ``drain``: it exited, relay its last lines first."""
         relay, self._relay = self._relay, None
         pipe, self._pipe = self._pipe, None
-        if pipe is not None and not drain:
-            pipe.close()  # the relay reads EOF and ends
-        if relay is not None:
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(relay, 1.0)
-        if pipe is not None:
-            pipe.close()
+        await close_relay(relay, pipe, drain)
 
     async def _relay_output(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
         loop = asyncio.get_running_loop()
-        relay = OutputRelay(self._output, lambda: self._stopping)
+        # (a master replaced and soft-stopped: what it says about its workers is expected)
+        relay = OutputRelay(self._output, lambda: self._stopping or self.master_pid != proc.pid)
         self._pipe, _ = await loop.connect_read_pipe(lambda: relay, proc.stdout)
         try:
             await relay.done
@@ -340,109 +389,5 @@ class ManagedHAProxy:
             relay.flush()  # (cancelled: the notices counted so far are not lost)
 
 
-class Supervisor:
-    """Restarts the managed HAProxy when it dies, backing off when it keeps dying.
-
-    ``restart`` is called after the delay (the controller: under its lock, it applies the
-    desired state, which starts HAProxy); ``interval`` is the current restart_interval.
-    """
-
-    def __init__(
-        self,
-        haproxy: ManagedHAProxy,
-        restart: Callable[[], Awaitable[None]],
-        interval: Callable[[], float],
-        clock: Callable[[], float],
-    ) -> None:
-        self.haproxy = haproxy
-        self._restart = restart
-        self._interval = interval
-        self._clock = clock
-        self._task: asyncio.Task[None] | None = None
-        self.stopping = False
-        self.first_crash = False  # HAProxy died after a stable run, not restarted yet
-
-    def watch(self) -> None:
-        """Watch the running master (a no-op while watching already)."""
-        if not self.stopping and (self._task is None or self._task.done()):
-            self._task = asyncio.create_task(self._watch())
-
-    async def stop(self) -> None:
-        self.stopping = True
-        task, self._task = self._task, None
-        await cancel_and_wait(task)
-
-    async def _watch(self) -> None:
-        failures = 0
-        while not self.stopping:
-            began = self._clock()
-            status = await self.haproxy.wait_exit()
-            if self.stopping:
-                return
-            # A long healthy run forgives earlier crashes; a crash loop backs off.
-            failures = 1 if self._clock() - began > STABLE_RUN else failures + 1
-            delay = restart_delay(failures, self._interval())
-            self.first_crash = not delay
-            if delay:  # not back at once: clients are refused rather than kept waiting
-                self.haproxy.drop_listeners()
-            event(_controller_log, "haproxy_exited", level=logging.ERROR, status=status,
-                  restart_in_s=round(delay, 1), output=self.haproxy.output_tail(5))  # fmt: skip
-            if delay:
-                await asyncio.sleep(delay)
-            try:
-                await self._restart()
-            except BaseException:
-                self.haproxy.drop_listeners()  # nobody is coming to accept what waits
-                raise
-            finally:
-                self.first_crash = False
-
-
-def restart_delay(failures: int, interval: float) -> float:
-    """Seconds before restarting after the ``failures``-th crash in a row: the first one
-    is restarted at once (an outage costs more than a retry), a crash loop backs off."""
-    if failures <= 1:
-        return 0.0
-    return min(MAX_RESTART_DELAY, max(interval, 0.5) * 2 ** (failures - 2))
-
-
-async def _ended(send: Callable[[int, int], None], pid: int, sig: int, wait: float) -> bool:
-    """Send ``sig`` to ``pid``; whether it exited within ``wait`` seconds."""
-    with contextlib.suppress(ProcessLookupError):
-        send(pid, sig)
-    try:
-        async with asyncio.timeout(wait):
-            await wait_pid_exit(pid)
-    except TimeoutError:
-        return False
-    return True
-
-
-async def wait_pid_exit(pid: int) -> None:
-    """Return when process ``pid`` has exited (a pidfd turns readable: no polling)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
-    try:
-        await done
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (dead, its parent has not reaped it yet) is not alive
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # (no /proc: kill's answer stands)
-    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] != "Z"
+def _adopted(found: Found) -> bool:
+    return found.proc is not None or found.socketless

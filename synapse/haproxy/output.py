@@ -14,6 +14,7 @@ notices before it (the log keeps HAProxy's order). The pipe is read a chunk at a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections import Counter, deque
@@ -146,3 +147,16 @@ class OutputRelay(asyncio.Protocol):
         fields = self._summary.take()
         if fields is not None:
             event(log, "haproxy_output_summary", interval_s=SUMMARY_INTERVAL, **fields)
+
+
+async def close_relay(
+    relay: asyncio.Task[None] | None, pipe: asyncio.ReadTransport | None, drain: bool = True
+) -> None:
+    """Stop relaying a master's output; ``drain``: it exited, relay its last lines first."""
+    if pipe is not None and not drain:
+        pipe.close()  # the relay reads EOF and ends
+    if relay is not None:
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(relay, 1.0)
+    if pipe is not None:
+        pipe.close()

@@ -12,64 +12,18 @@ ones stay until it (they answered 503 to all for ~1.9 s while it waited its turn
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import dataclasses
-import http.client
-import threading
-import time
-from collections.abc import Iterator
 
 import pytest
 from haproxy_helpers import read_back, serves, web
+from haproxy_load import CLIENTS, under_load
 from prometheus_client import CollectorRegistry
 
 from synapse.contract import ApplyOutcome
 from testbed.process import free_port
 
 SWAPS = 30
-CLIENTS = 8
 PAUSE_S = 0.05  # between swaps
-DEADLINE_S = 60.0  # the whole test's load and swaps; each round ends well before
-
-
-def load(port: int, stop: threading.Event, deadline: float, counts: collections.Counter) -> None:
-    """GET / through HAProxy until told to stop (or the deadline): one count per answer
-    status, or per kind of error."""
-    while not stop.is_set() and time.monotonic() < deadline:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        try:
-            conn.request("GET", "/")
-            answer = conn.getresponse()
-            answer.read()
-            counts[answer.status] += 1
-        except (OSError, http.client.HTTPException) as err:
-            counts[type(err).__name__] += 1
-        finally:
-            conn.close()
-
-
-@contextlib.contextmanager
-def under_load(port: int) -> Iterator[collections.Counter]:
-    """CLIENTS threads sending requests to ``port`` meanwhile; the counts when it ends."""
-    tallies: list[collections.Counter] = [collections.Counter() for _ in range(CLIENTS)]
-    counts: collections.Counter = collections.Counter()
-    stop = threading.Event()
-    deadline = time.monotonic() + DEADLINE_S
-    clients = [
-        threading.Thread(target=load, args=(port, stop, deadline, tally), daemon=True)
-        for tally in tallies  # (one each: no increment lost between threads)
-    ]
-    for client in clients:
-        client.start()
-    try:
-        yield counts
-    finally:
-        stop.set()
-        for client in clients:
-            client.join(timeout=5)
-    assert not any(client.is_alive() for client in clients)
-    counts.update(sum(tallies, collections.Counter()))
 
 
 @pytest.mark.parametrize(

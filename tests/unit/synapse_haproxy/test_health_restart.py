@@ -15,7 +15,6 @@ import synapse.change_gate as change_gate
 from synapse.change_gate import ChangeGate
 from synapse.haproxy import stateblocks, statedump
 from synapse.haproxy.health import problems, service_verdict
-from synapse.haproxy.managed import restart_delay
 from synapse.haproxy.stateblocks import TAIL, rows_digest
 from synapse.haproxy.statedump import (
     DUMP_INTERVAL,
@@ -25,6 +24,7 @@ from synapse.haproxy.statedump import (
     next_pause,
 )
 from synapse.haproxy.status import HAProxyStatus
+from synapse.haproxy.supervisor import restart_delay
 
 
 def test_the_first_crash_restarts_at_once_and_a_crash_loop_backs_off() -> None:

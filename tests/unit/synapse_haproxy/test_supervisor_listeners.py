@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from synapse.haproxy.managed import Supervisor
+from synapse.haproxy.supervisor import Supervisor
 
 
 class DyingHAProxy:
