@@ -20,6 +20,18 @@ def metric(registry: CollectorRegistry, name: str) -> float:
     return registry.get_sample_value(name) or 0.0
 
 
+async def install_again(controller, desired: list) -> list[ApplyOutcome]:
+    """Apply the same desired state until it is installed; the outcomes on the way."""
+    outcomes: list[ApplyOutcome] = []
+
+    async def installed() -> bool:
+        outcomes.append((await controller.apply(desired, "same state")).reload)
+        return outcomes[-1] in (ApplyOutcome.DONE, ApplyOutcome.NONE)
+
+    await eventually(installed, "the same desired state installed")
+    return outcomes
+
+
 async def test_a_check_that_timed_out_is_retried_not_refused(
     managed_factory, http_backend_factory, sockdir: Path
 ):
@@ -42,13 +54,7 @@ async def test_a_check_that_timed_out_is_retried_not_refused(
     slow.unlink()
 
     # the same desired state again: retried after the backoff, and installed
-    outcomes = []
-
-    async def installed() -> bool:
-        outcomes.append((await controller.apply(desired, "same state")).reload)
-        return outcomes[-1] in (ApplyOutcome.DONE, ApplyOutcome.NONE)
-
-    await eventually(installed, "the same desired state installed")
+    outcomes = await install_again(controller, desired)
     assert ApplyOutcome.INVALID not in outcomes, outcomes
     await serves(p_new, {"b1"})
     assert metric(registry, "synapse_haproxy_validation_failures_total") == 0
@@ -96,12 +102,7 @@ async def test_a_candidate_that_cannot_be_written_is_a_failed_reload(
 
     blocker.unlink()  # space again
 
-    async def installed() -> bool:
-        return (await controller.apply(desired, "same state")).reload in (
-            ApplyOutcome.DONE, ApplyOutcome.NONE
-        )  # fmt: skip
-
-    await eventually(installed, "the same desired state installed")
+    await install_again(controller, desired)
     await serves(p_new, {"b1"})
     assert metric(registry, "synapse_haproxy_validation_failures_total") == 0
     assert controller.status()["last_reload_error"] is None
@@ -139,12 +140,7 @@ async def test_a_binary_that_fails_without_an_alert_refuses_no_config(
     assert controller.status()["validation_error"] is None
     broken.unlink()  # the binary works again: the same desired state goes in
 
-    async def installed() -> bool:
-        return (await controller.apply(desired, "same state")).reload in (
-            ApplyOutcome.DONE, ApplyOutcome.NONE
-        )  # fmt: skip
-
-    await eventually(installed, "the same desired state installed")
+    await install_again(controller, desired)
     await serves(p_new, {"b1"})
     assert metric(registry, "synapse_haproxy_validation_failures_total") == 0
 
@@ -172,10 +168,5 @@ async def test_route_maps_that_cannot_be_written_refuse_no_config(
     assert controller.status()["validation_error"] is None
     monkeypatch.setattr(edge, "before_read", written)  # space again
 
-    async def installed() -> bool:
-        return (await controller.apply(desired, "same state")).reload in (
-            ApplyOutcome.DONE, ApplyOutcome.NONE
-        )  # fmt: skip
-
-    await eventually(installed, "the same desired state installed")
+    await install_again(controller, desired)
     await serves(p_new, {"b1"})
