@@ -256,3 +256,16 @@ async def read_back(controller: Any) -> None:
         return view.sweeps > 0 and not view.unread
 
     await eventually(done, "the servers read after the start")
+
+
+def stand_in_managed(directory: Path) -> Any:
+    """A ManagedHAProxy on minimal settings, for tests that drive stand-in processes."""
+    from synapse.haproxy.managed import ManagedHAProxy
+    from synapse.haproxy.settings import Settings
+
+    settings = Settings(
+        config_path=directory / "h.cfg", runtime_sockets=(), managed=True, binary="haproxy",
+        master_socket=directory / "m.sock", pid_file=None, state_file=None,
+        candidate_path=None, check_command=None, hold_listeners=False,
+    )  # fmt: skip
+    return ManagedHAProxy(settings, 1.0, 1.0)

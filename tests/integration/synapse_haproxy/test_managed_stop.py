@@ -17,8 +17,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from synapse.haproxy.managed import ManagedHAProxy
-from synapse.haproxy.settings import Settings
+from haproxy_helpers import stand_in_managed
 
 MASTER = textwrap.dedent("""
     import signal, sys, time
@@ -38,12 +37,7 @@ MASTER = textwrap.dedent("""
 async def _stop(tmp_path: Path, exits_on: str, grace: float, caplog) -> tuple[list[str], float]:
     """Signals the stand-in got, and how long the stop took."""
     out = tmp_path / "signals"
-    settings = Settings(
-        config_path=tmp_path / "h.cfg", runtime_sockets=(), managed=True, binary="haproxy",
-        master_socket=tmp_path / "m.sock", pid_file=None, state_file=None,
-        candidate_path=None, check_command=None, hold_listeners=False,
-    )  # fmt: skip
-    haproxy = ManagedHAProxy(settings, 1.0, 1.0)
+    haproxy = stand_in_managed(tmp_path)
     proc = subprocess.Popen([sys.executable, "-c", MASTER, str(out), exits_on],
                             start_new_session=True)  # fmt: skip
     haproxy._proc, haproxy.master_pid = proc, proc.pid

@@ -15,12 +15,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from haproxy_helpers import eventually
+from haproxy_helpers import eventually, stand_in_managed
 
 from synapse.haproxy.getsocks import Held
 from synapse.haproxy.listeners import ListenerKeeper
-from synapse.haproxy.managed import ManagedHAProxy
-from synapse.haproxy.settings import Settings
 from synapse.haproxy.taken import take_listeners
 
 # A stand-in master: its worker (a child) listens on a port and says which.
@@ -90,12 +88,7 @@ async def test_a_masters_listening_sockets_are_copied_out_of_its_worker() -> Non
 async def test_wait_exit_follows_a_master_replaced_by_another(tmp_path: Path) -> None:
     """Before, the replaced master's exit ended ``wait_exit``: the Supervisor logged
     `haproxy_exited` and restarted an HAProxy that ran."""
-    settings = Settings(
-        config_path=tmp_path / "h.cfg", runtime_sockets=(), managed=True, binary="haproxy",
-        master_socket=tmp_path / "m.sock", pid_file=None, state_file=None,
-        candidate_path=None, check_command=None, hold_listeners=False,
-    )  # fmt: skip
-    haproxy = ManagedHAProxy(settings, 1.0, 1.0)
+    haproxy = stand_in_managed(tmp_path)
     old, new = (subprocess.Popen(["sleep", "60"], start_new_session=True) for _ in range(2))
     try:
         haproxy.master_pid = old.pid
