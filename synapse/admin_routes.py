@@ -5,9 +5,11 @@ Its modules are imported in a thread while the first round runs (``synapse.daemo
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from smartstack.admin import AdminServer
+from synapse.daemon_status import service_health
 from synapse.haproxy.settings import settings_for
 from synapse.haproxy.traffic import TrafficSampler
 from synapse.server_info import server_rows
@@ -30,7 +32,7 @@ def admin_server(daemon: SynapseDaemon) -> AdminServer | None:
     page = status_page(daemon)
     server.add_route("GET", "/", page.html)
     server.add_route("GET", DATA_PATH, page.data)
-    server.add_route("GET", "/health/{service}", daemon._service_health)
+    server.add_route("GET", "/health/{service}", partial(service_health, daemon))
     zone_api(daemon).add_routes(server)
     return server
 

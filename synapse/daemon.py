@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
-from smartstack import modelbase, sd_notify
+from smartstack import sd_notify
 from smartstack.configfile import ConfigError
 from smartstack.early_signals import take_over_sighup
 from smartstack.logs import event
@@ -46,11 +45,9 @@ from synapse.reload_diff import same_model
 from synapse.selection import Selection
 from synapse.server_info import ServerInfoCollector
 from synapse.server_options import unknown_keywords
-from synapse.status import merge_service_status
 from synapse.watchers import Watcher, WatcherContext, create_watcher
 
 if TYPE_CHECKING:
-    from smartstack import httpserver as web
     from smartstack.admin import AdminServer, Health
     from smartstack.etcd import EtcdConnection
     from smartstack.etcd_json import EtcdJsonConnection
@@ -390,61 +387,7 @@ class SynapseDaemon:
             problems += self.controller.health()
         return Health(not problems, {"problems": problems})
 
-    async def _service_health(self, request: web.Request) -> web.Response:
-        """/health/<service>[?min=N]: 503 with fewer than N servers UP in HAProxy (N:
-        ``?min=``, else the service's ``haproxy.min_up``, default 1)."""
-        from smartstack.admin import json_response
-        from synapse.haproxy.health import service_verdict
-
-        name = request.match_info["service"]
-        service = self.config.services.get(name)
-        if service is None:
-            return json_response({"service": name, "ok": False, "error": "no such service"}, 404)
-        try:
-            min_up = int(request.query.get("min", service.haproxy.min_up))
-        except ValueError:
-            return json_response({"service": name, "error": "min must be an integer"}, 400)
-        backend = service.haproxy.backend_name or name
-        servers = await self.controller.backend_servers(backend) if self.controller else None
-        ok, body = service_verdict(name, backend, servers, min_up)
-        return json_response(body, 200 if ok else 503)
-
     def status(self) -> dict[str, Any]:
-        haproxy = None
-        if self.controller is not None:
-            try:
-                haproxy = self.controller.status()
-            except Exception as exc:
-                haproxy = {"error": f"{type(exc).__name__}: {exc}"}
-        reconciler = self.reconciler
-        services = reconciler.service_status() if reconciler else {}
-        for name, zones in (reconciler.zones.status(services) if reconciler else {}).items():
-            services[name]["zones"] = zones  # smart routing: local zone, evacuations, shares
-        watchers = {name: w.status() for name, w in self.watchers.items()}
-        return {
-            "host": socket.gethostname(),
-            "started_at": self.started_at,
-            "config": {"path": self.config_path, "last_reload": self.last_config_reload},
-            "config_models": "plain" if modelbase.is_plain() else "pydantic",  # config_load
-            "services": merge_service_status(services, watchers, haproxy),
-            "haproxy": haproxy,
-            "reconciler": {
-                "started": reconciler.started if reconciler else False,
-                "applies": reconciler.applies if reconciler else 0,
-                "paced_rounds": reconciler.pacer.paced if reconciler else 0,  # synapse.pacing
-                "last_apply": reconciler.last_apply if reconciler else None,
-                "last_error": reconciler.last_error if reconciler else None,
-                # [watch event, HAProxy acknowledged its runtime commands] (time.monotonic)
-                "recent_changes": [[round(e, 6), round(a, 6)] for e, a in reconciler.changes]
-                if reconciler
-                else [],
-            },
-            "zookeeper": [
-                {"hosts": c.hosts, "connected": c.connected, "reconnects": c.reconnects}
-                for c in (self.zk_pool.connections() if self.zk_pool else [])
-            ],
-            "etcd": [
-                {"endpoints": c.endpoints, "current": c.current_endpoint, "failovers": c.failovers}
-                for c in self._etcd.values()
-            ],
-        }
+        from synapse.daemon_status import daemon_status
+
+        return daemon_status(self)

@@ -1,0 +1,75 @@
+"""What synapse's admin server reports: /status and /health/<service> (``synapse.admin_routes``)."""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING, Any
+
+from smartstack import modelbase
+from synapse.status import merge_service_status
+
+if TYPE_CHECKING:
+    from smartstack import httpserver as web
+    from synapse.daemon import SynapseDaemon
+
+
+async def service_health(daemon: SynapseDaemon, request: web.Request) -> web.Response:
+    """/health/<service>[?min=N]: 503 with fewer than N servers UP in HAProxy (N:
+    ``?min=``, else the service's ``haproxy.min_up``, default 1)."""
+    from smartstack.admin import json_response
+    from synapse.haproxy.health import service_verdict
+
+    name = request.match_info["service"]
+    service = daemon.config.services.get(name)
+    if service is None:
+        return json_response({"service": name, "ok": False, "error": "no such service"}, 404)
+    try:
+        min_up = int(request.query.get("min", service.haproxy.min_up))
+    except ValueError:
+        return json_response({"service": name, "error": "min must be an integer"}, 400)
+    backend = service.haproxy.backend_name or name
+    servers = await daemon.controller.backend_servers(backend) if daemon.controller else None
+    ok, body = service_verdict(name, backend, servers, min_up)
+    return json_response(body, 200 if ok else 503)
+
+
+def daemon_status(daemon: SynapseDaemon) -> dict[str, Any]:
+    """/status: the daemon, its HAProxy, reconciler, watchers and registry connections."""
+    haproxy = None
+    if daemon.controller is not None:
+        try:
+            haproxy = daemon.controller.status()
+        except Exception as exc:
+            haproxy = {"error": f"{type(exc).__name__}: {exc}"}
+    reconciler = daemon.reconciler
+    services = reconciler.service_status() if reconciler else {}
+    for name, zones in (reconciler.zones.status(services) if reconciler else {}).items():
+        services[name]["zones"] = zones  # smart routing: local zone, evacuations, shares
+    watchers = {name: w.status() for name, w in daemon.watchers.items()}
+    return {
+        "host": socket.gethostname(),
+        "started_at": daemon.started_at,
+        "config": {"path": daemon.config_path, "last_reload": daemon.last_config_reload},
+        "config_models": "plain" if modelbase.is_plain() else "pydantic",  # config_load
+        "services": merge_service_status(services, watchers, haproxy),
+        "haproxy": haproxy,
+        "reconciler": {
+            "started": reconciler.started if reconciler else False,
+            "applies": reconciler.applies if reconciler else 0,
+            "paced_rounds": reconciler.pacer.paced if reconciler else 0,  # synapse.pacing
+            "last_apply": reconciler.last_apply if reconciler else None,
+            "last_error": reconciler.last_error if reconciler else None,
+            # [watch event, HAProxy acknowledged its runtime commands] (time.monotonic)
+            "recent_changes": [[round(e, 6), round(a, 6)] for e, a in reconciler.changes]
+            if reconciler
+            else [],
+        },
+        "zookeeper": [
+            {"hosts": c.hosts, "connected": c.connected, "reconnects": c.reconnects}
+            for c in (daemon.zk_pool.connections() if daemon.zk_pool else [])
+        ],
+        "etcd": [
+            {"endpoints": c.endpoints, "current": c.current_endpoint, "failovers": c.failovers}
+            for c in daemon._etcd.values()
+        ],
+    }
