@@ -65,9 +65,9 @@ RUN set -eux; \
 ENV PATH=/opt/smartstack/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER smartstack
 WORKDIR /var/lib/smartstack
-# Admin HTTP servers (/health, /status, /metrics): synapse 3212, nerve 1025. They bind
+# Admin HTTP servers (/health, /status, /metrics): synapse 1026, nerve 1025. They bind
 # 127.0.0.1 by default; set admin.host: 0.0.0.0 in the config to publish them.
-EXPOSE 3212 1025
+EXPOSE 1026 1025
 # /health of whichever daemon runs (SMARTSTACK_ADMIN_PORT if the config moves its port).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
     CMD ["/opt/smartstack/bin/python", "/usr/local/bin/smartstack-healthcheck"]

@@ -1,8 +1,10 @@
 """The image's HEALTHCHECK: GET /health on the daemon's admin port inside the container.
 
-The image runs nerve (admin port 1025 by default) or synapse (3212); the first port that
-accepts a connection decides: 200 is healthy, anything else is not. SMARTSTACK_ADMIN_PORT
-names the port when the config moves it. Exit 0 healthy, 1 not (Docker's convention).
+The image runs synapse (admin port 1026 by default) or nerve (1025); 3212 is tried last,
+for configs written when that was synapse's port (Airbnb configs give 3212 to HAProxy's
+stats page, so it must not come first). The first port that accepts a connection
+decides: 200 is healthy, anything else is not. SMARTSTACK_ADMIN_PORT names the port when
+the config moves it. Exit 0 healthy, 1 not (Docker's convention).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 import urllib.error
 import urllib.request
 
-DEFAULT_PORTS = ("3212", "1025")  # synapse, nerve
+DEFAULT_PORTS = ("1026", "1025", "3212")  # synapse, nerve, synapse's old default
 
 
 def check(ports: list[str], timeout: float = 3.0) -> tuple[bool, str]:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from nerve.config import AdminConfig as NerveAdminConfig
 from nerve.config import load_nerve_config
-from synapse.config import load_synapse_config
+from synapse.config import DEFAULT_ADMIN_PORT, load_synapse_config
 from testbed.process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,9 +111,18 @@ def test_the_example_configs_load_and_haproxy_accepts_the_bootstrap_config(tmp_p
 def test_the_dockerfile_has_healthcheck_expose_and_oci_labels() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^HEALTHCHECK .*\\\n\s+CMD .*smartstack-healthcheck", text, re.M)
-    assert re.search(r"^EXPOSE 3212 1025$", text, re.M)
+    assert re.search(r"^EXPOSE 1026 1025$", text, re.M)
     for label in ("title", "description", "version", "licenses"):
         assert f"org.opencontainers.image.{label}=" in text, label
+
+
+def test_the_healthcheck_asks_the_daemons_default_admin_ports_first() -> None:
+    # synapse's default moved from 3212 (Airbnb's HAProxy stats port) to 1026: a check that
+    # did not follow it called a healthy synapse unhealthy, and orchestrators restarted it.
+    synapse_port, nerve_port = str(DEFAULT_ADMIN_PORT), str(NerveAdminConfig().port)
+    assert healthcheck.DEFAULT_PORTS[:2] == (synapse_port, nerve_port)
+    exposed = re.search(r"^EXPOSE (.*)$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert exposed is not None and exposed.group(1).split() == [synapse_port, nerve_port]
 
 
 def test_the_healthcheck_tells_healthy_from_unhealthy(http_backend_factory) -> None:
