@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from smartstack.logs import event
@@ -28,7 +28,7 @@ from synapse.zones import ZoneDecision, decide_service, zone_of
 
 if TYPE_CHECKING:  # (zone_api would pull the admin server into the reconciler)
     from synapse.config import ServiceConfig, SynapseConfig
-    from synapse.contract import Applier
+    from synapse.contract import Applier, ApplyResult
     from synapse.metrics import SynapseMetrics
     from synapse.reconciler import Reconciler
     from synapse.state_cache import StateCache
@@ -125,6 +125,14 @@ class ZoneRouter:
         result = self.backends.expand(service, weighted, decision, without(service, *inputs))
         self._made[service.name] = (service, (*inputs[:2], down), result)
         return result
+
+    def handed_over(self, services: Iterable[str]) -> set[str]:
+        """The names HAProxy's side knows ``services`` by: each, and its zone backends."""
+        names: set[str] = set()
+        for name in services:
+            made = self._made.get(name)
+            names.update([name] if made is None else (routed.name for routed in made[2]))
+        return names
 
     def known_zones(self, service: str, routing: ZoneRouting) -> set[str]:
         """The zones ``service`` knows: named by its config, or in its records since the
@@ -236,7 +244,8 @@ def evacuation_applier(
 
     The weights go through the applier at once (runtime ``set weight``, no reload), so
     the answer tells whether HAProxy took them; a refusal restores the old evacuations
-    and raises (the API answers 503, nothing changed). Then they are kept in the state
+    and raises (the API answers 503, nothing changed). Another service's isolation is
+    no refusal (``refusal``): only that of a service whose weights the change moves. Then they are kept in the state
     file. One that cannot be written (a full or read-only disk, in the very incident the
     operator evacuates for) does not block the change: it runs, the answer says
     ``persisted`` false, and the reconciler's next state-file writes (retried while they
@@ -258,9 +267,11 @@ def evacuation_applier(
             except BaseException:
                 _undo(reconciler, old)
                 raise
-            if not result.reload.applied:
+            changed = [n for n in router.decisions if old.for_service(n) != new.for_service(n)]
+            moved = router.handed_over(changed)
+            if (why := refusal(result, moved)) is not None:
                 _undo(reconciler, old)
-                raise RuntimeError(f"HAProxy did not take the new weights ({result.reload.value})")
+                raise RuntimeError(why)
         cache = state_cache()
         persisted = cache is not None and await asyncio.to_thread(cache.save_evacuations, new)
         if cache is not None and not persisted:
@@ -269,6 +280,21 @@ def evacuation_applier(
         return router.status(), persisted
 
     return apply
+
+
+def refusal(result: ApplyResult, moved: Collection[str]) -> str | None:
+    """Why HAProxy did not take an evacuation's weights (None: it did). ``moved``: the
+    services whose weights it changes. An apply refused only because other services stay
+    isolated (``isolation.outcome``) ran its runtime commands: the weights are in."""
+    if result.reload.applied:
+        return None
+    stuck = sorted(set(result.isolated) & set(moved))
+    if stuck:
+        names = ", ".join(stuck)
+        return f"HAProxy did not take the new weights: {names} isolated (haproxy -c refuses it)"
+    if result.isolated:
+        return None
+    return f"HAProxy did not take the new weights ({result.reload.value})"
 
 
 def _undo(reconciler: Reconciler, old: Evacuations) -> None:

@@ -254,7 +254,7 @@ class Isolation:
     def outcome(self, first: ApplyResult, result: ApplyResult) -> ApplyResult:
         """One apply's result with isolated services: the others' outcome, or INVALID when
         nothing else needed a reload (the isolated change is not applied); its refusal
-        as the error."""
+        as the error, and the isolated services named (the rest went through)."""
         if result is not first:
             result = ApplyResult(
                 first.ops + result.ops,
@@ -266,7 +266,8 @@ class Isolation:
         if not self.isolated or result.reload is not ApplyOutcome.NONE:
             return result
         error = result.error or next(iter(self.isolated.values())).error
-        return replace(result, reload=ApplyOutcome.INVALID, error=error)
+        isolated = tuple(sorted(self.isolated))
+        return replace(result, reload=ApplyOutcome.INVALID, error=error, isolated=isolated)
 
     def _clear(self, name: str, why: str, gone: bool = False) -> None:
         self.isolated.pop(name, None)

@@ -61,7 +61,11 @@ def test_an_isolated_service_runs_its_last_good_block_until_its_block_changes(tm
     assert isolation.substitute([bad]) == [stand_in] and isolation.substitute([stand_in]) == [
         stand_in
     ]
-    assert isolation.outcome(refused, ApplyResult()).reload is ApplyOutcome.INVALID
+    # A runtime-only apply meanwhile: INVALID (the refused change is not applied), naming
+    # the isolated services: the rest of it went through (an evacuation reads that).
+    meanwhile = isolation.outcome(refused, ApplyResult())
+    assert meanwhile.reload is ApplyOutcome.INVALID and meanwhile.isolated == ("web",)
+    assert isolation.outcome(refused, ApplyResult(reload=ApplyOutcome.DONE)).isolated == ()
     fixed = service("web", [], backend=["retries 2"])
     assert isolation.substitute([fixed]) == [fixed] and not isolation.isolated
 
