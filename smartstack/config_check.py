@@ -37,7 +37,8 @@ _AIRBNB_KEY_TEXT = """
     open_timeout username password weight haproxy_server_options labels reporter_type
     zk_hosts zk_path node_type use_path_encoding etcd_host etcd_port etcd_path rate_limiting
     average_rate max_burst shadow_mode load_test_concurrency
-    haproxy file_output output_directory discovery method label_filters label value condition
+    haproxy file_output output_directory discovery method label_filters label_filter label value
+    condition
     default_servers keep_default_servers use_previous_backends backend_port_override disabled
     hosts path decode endpoint_name generator_config_path retry_policy max_attempts max_delay
     base_interval max_interval polling_interval_sec servers nameserver image_name

@@ -6,6 +6,8 @@ places: the top-level ``haproxy`` block's ``global``, ``defaults``, ``shared_fro
 ``extra_sections`` (titles and lines), and each service's ``haproxy`` ``frontend``,
 ``backend``, ``listen`` and ``shared_frontend`` (and the early list format's top-level
 ``listen``/``frontend``/``backend``). Errors are raised together as one ConfigError.
+Airbnb shapes the models accept as Ruby does get their warnings here too (a hash of
+``server_options``, the deprecated ``label_filter``), with the same file and key path.
 """
 
 from __future__ import annotations
@@ -132,8 +134,31 @@ def ignore_non_string_server_options(
     return warnings
 
 
+def singular_filter_warnings(
+    doc: dict[str, Any], path: Path, sources: dict[str, Path]
+) -> list[str]:
+    """A warning per ``discovery.label_filter``, Airbnb's deprecated key (Ruby warns too),
+    which the model merges into ``label_filters`` (synapse.discovery_config)."""
+    warnings = []
+    for where, service, _ in _service_blocks(doc, path, sources):
+        pending = [(f"{where}.{key}", service.get(key)) for key in ("discovery", "discovery_multi")]
+        while pending:  # (bounded: a multi's children are a finite tree of dicts)
+            place, block = pending.pop()
+            if not isinstance(block, dict):
+                continue
+            if "label_filter" in block:
+                warnings.append(f"{place}.label_filter: deprecated (as in Ruby synapse): "
+                                "merged into label_filters; write it there")  # fmt: skip
+            children = block.get("watchers")
+            if isinstance(children, dict):
+                pending += [(f"{place}.watchers.{n}", c) for n, c in children.items()]
+    return warnings
+
+
 def prepare_document(doc: dict[str, Any], path: Path, sources: dict[str, Path]) -> list[str]:
     # HAProxy 1.x-era titles and directives are rewritten or refused (haproxy/legacy.py).
-    return ignore_non_string_server_options(doc, path, sources) + modernize_document(
-        doc, path, sources
+    return (
+        ignore_non_string_server_options(doc, path, sources)
+        + singular_filter_warnings(doc, path, sources)
+        + modernize_document(doc, path, sources)
     )

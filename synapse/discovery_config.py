@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from smartstack.modelbase import ConfigModel, Field, field_validator, model_validator
+from smartstack.record import _coerce_labels
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
 
 # Discovery methods of Airbnb synapse; the ones we implement are in synapse/watchers.
@@ -27,6 +28,13 @@ class LabelFilter(ConfigModel):
     label: str
     value: str
     condition: Literal["equals", "not-equals"] = "equals"
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _scalar_as_text(cls, value: object) -> object:
+        # Ruby compares the YAML value with the record's as they are (`value: true` matches
+        # nerve's `canary: true`); records' labels are strings here, made by the same rule.
+        return _coerce_labels({"value": value})["value"]
 
 
 class DecodeConfig(ConfigModel):
@@ -156,6 +164,22 @@ class DiscoveryConfig(ConfigModel):
     # ours (zookeeper): random delay before listing again after the connection came back,
     # to spread a fleet's re-lists when the registry returns; grows with the fleet
     relist_jitter: float = Field(default=2.0, ge=0, le=3600)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _singular_label_filter(cls, value: object) -> object:
+        # Airbnb's deprecated ``label_filter`` (one filter or a list) joins ``label_filters``
+        # as in Ruby; the loader warns (synapse.config_legacy.singular_filter_warnings).
+        if not isinstance(value, dict) or "label_filter" not in value:
+            return value
+        value = dict(value)
+        singular = value.pop("label_filter")
+        extra = singular if isinstance(singular, list) else [singular]
+        filters = value.get("label_filters")
+        # (null adds nothing, Ruby's compact; label_filters of another shape: its own error)
+        if singular is not None and (filters is None or isinstance(filters, list)):
+            value["label_filters"] = [*(filters or []), *extra]
+        return value
 
     @field_validator("hosts", mode="before")
     @classmethod
