@@ -47,6 +47,7 @@ from synapse.gc_start import first_apply
 from synapse.generator_checks import GeneratorChecks
 from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Report
+from synapse.options_report import report_options
 from synapse.pacing import Pacer
 from synapse.reload_diff import (
     Arrivals,
@@ -405,10 +406,7 @@ class Reconciler:
             if previous is None and not found:
                 previous = self._state_file_selection(name, service, policy)
             selection = select_servers(service.config, found, previous, policy, origin)
-            if selection.dropped_options and selection.dropped_options != service.reported_options:
-                event(log, "registry_server_options_dropped", level=logging.WARNING,
-                      service=name, dropped="; ".join(selection.dropped_options)[:500])  # fmt: skip
-            service.reported_options = selection.dropped_options
+            report_options(name, selection, service)
             if selection.leader_failed and not (
                 service.selection and service.selection.leader_failed
             ):

@@ -32,7 +32,8 @@ class ServiceState:
     generator: Mapping[str, Any] = field(default_factory=dict)  # the registry's settings
     report: Report | None = None
     selection: Selection | None = None
-    reported_options: tuple[str, ...] = ()
+    reported_options: tuple[str, ...] = ()  # the last logged (synapse.options_report)
+    reported_ignored: tuple[str, ...] = ()
     desired: DesiredService | None = None  # built from selection; None when it changed
     held: Hold | None = None  # what partial reports keep (``Holds``)
 

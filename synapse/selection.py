@@ -47,6 +47,9 @@ class Selection:
     # What its discovered servers were made with (``_basis``): the next selection reuses a
     # server whose registration is the very same object (``_reusable``).
     basis: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
+    # Records' server options left off because registry_server_options.allow is false
+    # (distinct, sorted): Ruby would append them, so synapse.options_report says so.
+    ignored_options: tuple[str, ...] = field(default=(), compare=False)
 
     def __len__(self) -> int:
         return len(self.servers)
@@ -142,6 +145,9 @@ def discovered_selection(
     servers: list[Server] = []
     records: list[RecordSource] = []
     dropped: list[str] = []
+    ignored: set[str] = set()
+    # (no policy: no HAProxy config, nothing the options would go into)
+    ignoring = options_policy is not None and not options_policy.allow
     seen: set[str] = set()
     leader_failed = False
     filters = config.discovery.label_filters
@@ -172,12 +178,15 @@ def discovered_selection(
             continue
         seen.add(server.name)
         servers.append(server)
+        if ignoring and reg.haproxy_server_options:
+            ignored.add(reg.haproxy_server_options)
         if config.leader_election and item.sequence is not None:
             # Ruby's backend 'id': the state file keeps it for an election after a restart
             records.append({**reg.to_dict(), "port": server.port, "id": item.sequence})
         else:
             records.append(reg)
-    return Selection(tuple(servers), tuple(records), origin, tuple(dropped), leader_failed, basis)
+    return Selection(tuple(servers), tuple(records), origin, tuple(dropped), leader_failed, basis,
+                     tuple(sorted(ignored)))  # fmt: skip
 
 
 def _kept_discovered(config: ServiceConfig, previous: Selection) -> Selection | None:
@@ -194,7 +203,7 @@ def _kept_discovered(config: ServiceConfig, previous: Selection) -> Selection | 
         pairs += [(s, r) for s, r in zip(defaults.servers, defaults.sources, strict=True)
                   if s.name not in names]  # fmt: skip
     return Selection(tuple(s for s, _ in pairs), tuple(r for _, r in pairs), ORIGIN_PREVIOUS,
-                     basis=previous.basis)  # fmt: skip
+                     basis=previous.basis, ignored_options=previous.ignored_options)  # fmt: skip
 
 
 def selection_found(selection: Selection) -> tuple[Found, ...]:
@@ -248,6 +257,7 @@ def select_servers(
             chosen.dropped_options,
             chosen.leader_failed,
             chosen.basis,
+            chosen.ignored_options,
         )
     if chosen.servers:
         return chosen
@@ -257,5 +267,6 @@ def select_servers(
     keep_previous = config.use_previous_backends or found is None
     if keep_previous and previous is not None and previous.servers:
         origin_kept = previous.origin if previous.origin == ORIGIN_STATE_FILE else ORIGIN_PREVIOUS
-        return Selection(previous.servers, previous.sources, origin_kept, basis=previous.basis)
+        return Selection(previous.servers, previous.sources, origin_kept, basis=previous.basis,
+                         ignored_options=previous.ignored_options)  # fmt: skip
     return Selection(origin=ORIGIN_NONE if found is None else origin)
