@@ -21,17 +21,26 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from smartstack.record_fields import (
+    MAX_LABEL_VALUE_LENGTH,
+    MAX_WEIGHT,
+    coerce_label_values,
+    coerce_port,
+    loose_labels,
+    loose_options,
+    loose_weight,
+    share_port,
+)
+
 MAX_RECORD_BYTES = 16 * 1024
 # nerve's limit for a base64 child name (ZooKeeper lists children in one 4 MB reply).
 PATH_ENCODING_MAX_LENGTH = 65536
 PATH_ENCODING_PREFIX = "base64_"
-MAX_WEIGHT = 256  # HAProxy's own range for server weights
 MAX_NAME_LENGTH = 128
 MAX_LABELS = 64
 # Labels never reach haproxy.cfg (only label_filters read them): any printable key is
 # fine (Yelp-style "region:my_region"); the limits only bound memory and log lines.
 MAX_LABEL_KEY_LENGTH = 128
-MAX_LABEL_VALUE_LENGTH = 256
 MAX_SERVER_OPTIONS_LENGTH = 1024
 
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
@@ -199,34 +208,8 @@ def validate_server_options(options: Any) -> str:
 
 # --- decoding ---------------------------------------------------------------
 
-
-# One int object per port number (a port above 256 is a new int per decoded record; a
-# fleet uses few distinct ports): 32 bytes a record less. At most 65,535 entries.
-_PORTS: dict[int, int] = {}
-
-
-def _coerce_port(value: Any) -> Any:
-    # Old configs sometimes carried the port as a string ("8080"); nerve copied it as is.
-    if isinstance(value, str) and value.isdigit() and len(value) <= 5:
-        value = int(value)
-    if type(value) is int and 0 < value < 65536:
-        return _PORTS.setdefault(value, value)
-    return value
-
-
-def _coerce_labels(value: Any) -> Any:
-    # JSON numbers and booleans in label values are stringified the way Ruby would print them.
-    if not isinstance(value, dict):
-        return value
-    out: dict[Any, Any] = {}
-    for key, item in value.items():
-        if isinstance(item, bool):
-            out[key] = "true" if item else "false"
-        elif isinstance(item, int | float):
-            out[key] = str(item)
-        else:
-            out[key] = item
-    return out
+# (its old name: label_filters' values are coerced through it as the records' are)
+_coerce_labels = coerce_label_values
 
 
 def _load_json_object(data: bytes | str) -> dict[str, Any]:
@@ -276,24 +259,23 @@ def registration_from_dict(obj: dict[str, Any], fallback_name: str | None = None
         raise InvalidRecord("record has no 'name'")
     if not isinstance(name, str):
         name = str(name) if isinstance(name, int) and not isinstance(name, bool) else name
+    # Fields Ruby synapse tolerates (a weight above 256, a null label, options that are
+    # not a string) keep the server: what was changed is noted in ``ignored``.
     labels = obj.get("labels")
-    options = obj.get("haproxy_server_options")
-    ignored: tuple[str, ...] = ()
-    if options is not None and not isinstance(options, str):
-        # Ruby synapse keeps such a server and ignores the options: so do we.
-        ignored = (f"haproxy_server_options is {_json_kind(options)}, not a string",)
-        options = None
+    labels, label_notes = loose_labels(labels) if labels else (_label_default(labels), ())
+    weight, weight_notes = loose_weight(obj.get("weight"))
+    options, option_notes = loose_options(obj.get("haproxy_server_options"))
     try:
         return Registration(
             # the validated-host cache hands back its own copy: a host's records share one
             # string (a host serves many services; ~60 bytes per record otherwise)
             host=validate_host(obj["host"]),
-            port=_coerce_port(obj["port"]),
+            port=coerce_port(obj["port"]),
             name=name,
-            weight=obj.get("weight"),
-            labels=_coerce_labels(labels) if labels else _label_default(labels),
+            weight=weight,
+            labels=labels,
             haproxy_server_options=options,
-            ignored=ignored,
+            ignored=option_notes + weight_notes + label_notes,
         )
     except InvalidRecord:
         raise
@@ -324,7 +306,7 @@ def _common_registration(obj: dict[str, Any]) -> Registration | None:
         return None
     registration = _new_registration(Registration)
     _set_field(registration, "host", host)
-    _set_field(registration, "port", _PORTS.setdefault(port, port))
+    _set_field(registration, "port", share_port(port))
     _set_field(registration, "name", name)
     _set_field(registration, "weight", weight)
     _set_field(registration, "labels", _NO_LABELS)
@@ -337,14 +319,6 @@ def _label_default(labels: Any) -> Any:
     """No labels (absent or ``{}``): the shared empty dict; another falsy value is refused
     by validation as it is."""
     return _NO_LABELS if labels is None or labels == {} else labels
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "a list"
-    return f"a {type(value).__name__}"
 
 
 def decode_nerve(data: bytes | str, fallback_name: str | None = None) -> Registration:
