@@ -123,7 +123,7 @@ class StateCache:
             if not _is_stamp(stamp) or stamp < cutoff or data.get("left"):
                 continue  # too old, or a server that had left when the file was written
             try:
-                registration = registration_from_dict(data, fallback_name=None)
+                registration = registration_from_dict(data, fallback_name=_entry_name(key))
             except InvalidRecord as exc:
                 event(log, "state_file_bad_entry", level=logging.WARNING, service=service,
                       server=key[:100], reason=exc.reason)  # fmt: skip
@@ -291,6 +291,14 @@ def _current(selection: Selection, old: Mapping[str, Any], now: int) -> Entries:
                 continue
         current[server.name] = {"timestamp": stamp, **record}
     return current  # type: ignore[return-value]
+
+
+def _entry_name(key: str) -> str:
+    """The name of an entry without one: Ruby writes ``"name": null`` for a nameless
+    record, under its HAProxy server name (``host:port``). As a nameless ZooKeeper record
+    is named after its node, it is named after its key (leading ``:`` of an IPv6 host
+    left off: a name begins with a letter or digit)."""
+    return key.lstrip("._:-") or key
 
 
 def _is_stamp(value: Any) -> bool:
