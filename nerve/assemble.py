@@ -38,7 +38,7 @@ def build_service(
         reporter,
         check_interval=cfg.check_interval,
         metrics=metrics,
-        rate_limit=(rate.average_rate, rate.max_burst, rate.shadow_mode) if rate else None,
+        rate_limit=rate.limits() if rate else None,
         maintenance=store,
         maintenance_file=cfg.maintenance_file,
         initially_up=initially_up,

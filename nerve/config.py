@@ -6,6 +6,7 @@ add are marked "ours" below.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +15,7 @@ from smartstack.admin_token import AdminAuthConfig
 from smartstack.config_check import refuse_unspecified, services_problem
 from smartstack.configfile import ConfigError, ConfigModel, load
 from smartstack.modelbase import Field, field_validator, model_validator
+from smartstack.record_fields import MAX_WEIGHT, coerce_label_values
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
 from smartstack.statsd import StatsdConfig
 
@@ -45,6 +47,12 @@ class CheckConfig(ConfigModel):
     # exec (ours): a command from the config file; exit 0 = up
     command: str | list[str] | None = None
 
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _header_text(cls, value: object) -> object:
+        # YAML gives `X-Retries: 3` as a number: sent as the text it was written as.
+        return coerce_label_values(value)
+
     @model_validator(mode="after")
     def _required_per_type(self) -> CheckConfig:
         if self.type in ("http", "https") and not self.uri:
@@ -58,10 +66,26 @@ class CheckConfig(ConfigModel):
         return self.name or f"{self.type}"
 
 
+# "No max_burst" (Ruby: infinity): a cap never reached. Infinity itself cannot go into
+# nerve.ratelimit's TokenBucket (math.floor of it raises).
+UNLIMITED_BURST = 1e9
+
+
 class RateLimiting(ConfigModel):
-    average_rate: float = Field(gt=0)
-    max_burst: float = Field(ge=1)
+    # Airbnb: each key optional; no average_rate or no max_burst means no limit on it
+    average_rate: float | None = Field(default=None, gt=0)
+    max_burst: float | None = Field(default=None, ge=1)
     shadow_mode: bool = True  # Airbnb default: only log what would be limited
+
+    def limits(self) -> tuple[float, float, bool] | None:
+        """(average_rate, max_burst, shadow_mode) for the token bucket; None: no bucket
+        (no finite average_rate: every change goes through, as in Ruby)."""
+        rate, burst = self.average_rate, self.max_burst
+        if rate is None or not math.isfinite(rate):
+            return None
+        if burst is None or not math.isfinite(burst):
+            burst = UNLIMITED_BURST
+        return rate, burst, self.shadow_mode
 
 
 class NerveZooKeeperAuth(ZooKeeperAuth):
@@ -77,7 +101,8 @@ class ServiceConfig(ConfigModel):
     checks: list[CheckConfig] = Field(default_factory=list)
     # Airbnb: skip the checks, always report up (load tests)
     check_mocked: bool = False
-    weight: int | None = Field(default=None, ge=0, le=256)
+    # Airbnb: any non-negative integer; the record says at most 256 (record_weight)
+    weight: int | None = Field(default=None, ge=0)
     haproxy_server_options: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     reporter_type: Literal["zookeeper", "etcd"] = "zookeeper"
@@ -111,6 +136,16 @@ class ServiceConfig(ConfigModel):
     @classmethod
     def _reachable_host(cls, value: str) -> str:
         return refuse_unspecified(value)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_text(cls, value: object) -> object:
+        # Numbers and booleans as text, as synapse reads them from a record (Ruby nerve
+        # writes them as they are); a null (YAML `owner:`) left out, as synapse drops it.
+        value = coerce_label_values(value)
+        if isinstance(value, dict):
+            return {key: item for key, item in value.items() if item is not None}
+        return value
 
     @field_validator("zk_hosts", mode="before")
     @classmethod
@@ -152,13 +187,20 @@ class ServiceConfig(ConfigModel):
                 host=self.host,
                 port=self.port,
                 name="nerve",
-                weight=self.weight,
+                weight=self.record_weight,
                 labels=self.labels,
                 haproxy_server_options=self.haproxy_server_options,
             )
         except InvalidRecord as exc:
             raise ValueError(f"the record nerve would register is invalid: {exc.reason}") from None
         return self
+
+    @property
+    def record_weight(self) -> int | None:
+        """The weight the record says: ``weight``, at most 256. HAProxy takes no more
+        (Ruby synapse with use_nerve_weights would write a config HAProxy refuses), and
+        older synapses of ours refuse a record above 256: at 256 every synapse keeps it."""
+        return None if self.weight is None else min(self.weight, MAX_WEIGHT)
 
     def etcd_endpoint_list(self) -> list[str]:
         if self.etcd_endpoints:
@@ -268,4 +310,17 @@ def load_nerve_config(
         if error:
             raise ConfigError([error])
         warnings += [warning] if warning else []
-    return config, warnings
+    return config, warnings + _weight_warnings(Path(path), config)
+
+
+def _weight_warnings(path: Path, config: NerveConfig) -> list[str]:
+    """A weight above 256 is accepted (Ruby nerve takes any), but the record says 256."""
+    weights = {f"services.{name}.weight": s.weight for name, s in config.services.items()}
+    if config.docker is not None:
+        weights["docker.service_defaults.weight"] = config.docker.service_defaults.get("weight")
+    return [
+        f"{path}: {where}: {weight} is above {MAX_WEIGHT}, HAProxy's largest server weight: "
+        f"the record says {MAX_WEIGHT}"
+        for where, weight in weights.items()
+        if isinstance(weight, int) and weight > MAX_WEIGHT
+    ]

@@ -29,6 +29,7 @@ from typing import Any
 
 from nerve.config import DockerModeConfig, ServiceConfig, service_config
 from smartstack.docker_events import ContainerInfo
+from smartstack.record_fields import MAX_WEIGHT
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 _ANY_ADDRESS = ("0.0.0.0", "::", "")
@@ -116,6 +117,8 @@ def wanted_for(cfg: DockerModeConfig, instance_id: str, info: ContainerInfo) -> 
         extra["check_interval"] = _number(labels, f"{p}.check_interval", float)
     if f"{p}.weight" in labels:
         extra["weight"] = _number(labels, f"{p}.weight", int)
+        if extra["weight"] > MAX_WEIGHT:  # (the config file takes more, for Ruby's files)
+            raise LabelError(f"{p}.weight={extra['weight']}: at most {MAX_WEIGHT}")
     if f"{p}.haproxy_server_options" in labels:
         extra["haproxy_server_options"] = labels[f"{p}.haproxy_server_options"]
     record_labels = {k[len(f"{p}.label.") :]: v for k, v in labels.items()

@@ -47,7 +47,7 @@ def registration_for(instance_id: str, cfg: ServiceConfig) -> Registration:
         host=cfg.host,
         port=cfg.port,
         name=instance_id,
-        weight=cfg.weight,
+        weight=cfg.record_weight,
         labels=dict(cfg.labels),
         haproxy_server_options=cfg.haproxy_server_options,
     )

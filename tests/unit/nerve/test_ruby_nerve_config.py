@@ -1,0 +1,137 @@
+"""Ruby nerve's service keys nerve used to refuse: a weight above 256, labels and check
+headers written as YAML numbers or booleans, rate_limiting without all of its keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from nerve.assemble import build_service
+from nerve.checks import build_checks
+from nerve.config import UNLIMITED_BURST, ServiceConfig, load_nerve_config
+from nerve.maintenance import MaintenanceStore
+from nerve.metrics import NerveMetrics
+from nerve.ratelimit import TokenBucket
+from nerve.registries import registration_for
+from smartstack.record import decode_nerve, encode
+
+ZK = {"host": "10.0.0.5", "port": 8080, "zk_hosts": ["z:2181"], "zk_path": "/s"}
+
+
+def service(**extra: object) -> ServiceConfig:
+    return ServiceConfig.model_validate({**ZK, **extra})
+
+
+@pytest.mark.parametrize(("weight", "written"), [(500, 256), (257, 256), (256, 256), (0, 0)])
+def test_any_non_negative_weight_is_accepted_and_the_record_says_at_most_256(
+    weight: int, written: int
+) -> None:
+    cfg = service(weight=weight)
+    assert cfg.weight == weight
+    record = registration_for("i-1", cfg)
+    assert record.weight == written
+    assert decode_nerve(encode(record)).ignored == ()  # what every synapse keeps as it is
+
+
+def test_a_negative_weight_is_still_refused() -> None:
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        service(weight=-1)
+
+
+def test_a_weight_above_256_is_warned_about_at_load(tmp_path: Path) -> None:
+    doc = {"instance_id": "i-1", "services": {"web": {**ZK, "weight": 500}, "db": ZK}}
+    path = tmp_path / "nerve.json"
+    path.write_text(json.dumps(doc))
+    config, warnings = load_nerve_config(path)
+    assert config.services["web"].weight == 500
+    assert warnings == [
+        f"{path}: services.web.weight: 500 is above 256, HAProxy's largest server weight: "
+        "the record says 256"
+    ]
+
+
+def test_docker_service_defaults_weight_above_256_is_warned_about(tmp_path: Path) -> None:
+    defaults = {"zk_hosts": ["z:2181"], "zk_path": "/s/{service}", "weight": 300}
+    path = tmp_path / "nerve.json"
+    path.write_text(json.dumps({"instance_id": "i-1", "docker": {"service_defaults": defaults}}))
+    _, warnings = load_nerve_config(path)
+    assert warnings == [
+        f"{path}: docker.service_defaults.weight: 300 is above 256, HAProxy's largest server "
+        "weight: the record says 256"
+    ]
+
+
+def test_labels_written_as_numbers_and_booleans_are_registered_as_text() -> None:
+    cfg = service(labels={"tier": 1, "canary": True, "ratio": 0.5, "az": "us-east-1a"})
+    assert cfg.labels == {"tier": "1", "canary": "true", "ratio": "0.5", "az": "us-east-1a"}
+    # the same text synapse makes of a Ruby nerve's record with those values
+    ruby = b'{"host":"10.0.0.5","port":8080,"name":"i-1","labels":{"tier":1,"canary":true}}'
+    assert decode_nerve(ruby).labels == {"tier": "1", "canary": "true"}
+    assert registration_for("i-1", service(labels={"tier": 1, "canary": True})).labels == {
+        "tier": "1",
+        "canary": "true",
+    }
+
+
+def test_a_label_without_a_value_is_left_out_of_the_record() -> None:
+    cfg = service(labels={"az": "a", "owner": None})
+    assert registration_for("i-1", cfg).labels == {"az": "a"}
+    with pytest.raises(ValueError, match="valid string"):
+        service(labels={"roles": ["api"]})  # (a list is refused: write it as text)
+
+
+def test_http_check_headers_written_as_numbers_are_sent_as_text() -> None:
+    check = {"type": "http", "uri": "/health", "headers": {"X-Retries": 3, "X-Canary": True}}
+    cfg = service(checks=[check])
+    assert cfg.checks[0].headers == {"X-Retries": "3", "X-Canary": "true"}
+    [built] = build_checks(cfg)
+    assert ("X-Retries", "3") in built.head and ("X-Canary", "true") in built.head
+
+
+def built(rate_limiting: dict[str, object]) -> TokenBucket | None:
+    """The token bucket nerve builds for a service with this ``rate_limiting``."""
+    reporter = SimpleNamespace(desired=False, holding=False)
+    svc = build_service(
+        "web",
+        service(rate_limiting=rate_limiting),
+        instance_id="i-1",
+        registries=None,  # type: ignore[arg-type]
+        metrics=NerveMetrics(),
+        store=MaintenanceStore(None),
+        reporter=reporter,  # type: ignore[arg-type]
+    )
+    return svc.state.bucket
+
+
+@pytest.mark.parametrize(
+    "rate_limiting",
+    [{}, {"shadow_mode": False}, {"max_burst": 5}, {"average_rate": float("inf")}],
+)
+def test_rate_limiting_without_average_rate_limits_nothing(
+    rate_limiting: dict[str, object],
+) -> None:
+    # Ruby: average_rate defaults to infinity, and an infinite rate lets every change by
+    assert built(rate_limiting) is None
+
+
+@pytest.mark.parametrize("max_burst", [None, float("inf")])
+def test_rate_limiting_without_max_burst_has_a_cap_never_reached(max_burst: float | None) -> None:
+    limits: dict[str, object] = {"average_rate": 2, "shadow_mode": False}
+    if max_burst is not None:
+        limits["max_burst"] = max_burst
+    bucket = built(limits)
+    assert bucket is not None and bucket.max_burst == UNLIMITED_BURST
+    assert bucket.average_rate == 2
+    # a day idle refills 172,800 tokens (Ruby: unbounded), all of them usable at once, and
+    # the 2 it started with (average_rate)
+    start = bucket._last_refill
+    assert all(bucket.consume(start + 86_400) for _ in range(172_802))
+    assert not bucket.consume(start + 86_400)
+
+
+def test_rate_limiting_with_every_key_is_as_before() -> None:
+    bucket = built({"average_rate": 0.5, "max_burst": 3})
+    assert bucket is not None and (bucket.average_rate, bucket.max_burst) == (0.5, 3)
