@@ -4,8 +4,9 @@
                 (-c FILE | --admin URL) [--token-file F]
     nerve up SERVICE (-c FILE | --admin URL) [--token-file F]
 
-The admin address comes from ``--admin`` or from the ``admin`` block of the config file;
-the bearer token from ``--token-file`` or the config's ``admin.token_file``.
+The admin address comes from ``--admin`` or from the ``admin`` block of the config file
+(only that block is read: the rest may be mid-edit, ``instance_id`` given by ``-i``); the
+bearer token from ``--token-file`` or the config's ``admin.token_file``.
 
 ``--drain``: nerve answers once the registry has the withdrawal; consumers act on it a
 moment later (their synapse's watch, then HAProxy). A deploy that stops the app right
@@ -25,8 +26,15 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from nerve.config import load_nerve_config
-from smartstack.admin_client import EXIT_FAILED, AdminCallError, add_admin_arguments, call, target
+from nerve.config import AdminConfig
+from smartstack.admin_client import (
+    EXIT_FAILED,
+    AdminCallError,
+    add_admin_arguments,
+    admin_only,
+    call,
+    target,
+)
 
 COMMANDS = ("maint", "up")
 
@@ -96,7 +104,7 @@ def describe(status: dict[str, Any]) -> str:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    base, token = target(args, load_nerve_config)
+    base, token = target(args, admin_only(AdminConfig))
     path = f"{base}/maintenance/{urllib.parse.quote(args.service, safe='')}"
     try:
         if args.command == "maint":

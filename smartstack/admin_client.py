@@ -3,6 +3,10 @@
 Where to talk: ``--admin URL``, else the ``admin`` block of the daemon's config file
 (``-c``). The bearer token: ``--token-file``, else the config's ``admin.token_file``.
 Failures become one ``error:`` line and exit status 1.
+
+Of the config file only the ``admin`` block is read (``admin_only``): the running daemon
+may have been started with overrides the file lacks (``nerve -i``), and the file may be
+mid-edit: neither must keep ``nerve up`` from ending a maintenance.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 from smartstack.admin_token import TokenFileError, read_token
 from smartstack.cli import load_or_exit
+from smartstack.config_errors import ConfigError
+from smartstack.configfile import load_document, validate
 
 REQUEST_TIMEOUT = 10.0
 EXIT_FAILED = 1
@@ -47,6 +54,26 @@ def add_admin_arguments(parser: argparse.ArgumentParser, exclusive: bool = True)
     where.add_argument("-c", "--config", help="the running daemon's config file")
     where.add_argument("--admin", help="admin API URL, e.g. http://127.0.0.1:3212")
     parser.add_argument("--token-file", help="bearer token file (default: admin.token_file)")
+
+
+def admin_only(model: type[Any], erb: bool = False) -> Callable[[str], tuple[_Config, list[str]]]:
+    """A config loader for ``target`` that reads only the file's ``admin`` block, validated
+    by ``model`` (the daemon's own admin model: its defaults); ``erb``: render
+    ``<%= ENV[...] %>`` tags first, as the daemon does. A file that cannot be read or
+    parsed is still a ConfigError."""
+    from pydantic import Field, create_model  # (the daemon's models are pydantic's here)
+
+    # The block under its key: errors name ``admin.port``, as the daemon's own do.
+    document = create_model("AdminBlock", admin=(model, Field(default_factory=model)))
+
+    def load(path: str) -> tuple[_Config, list[str]]:
+        doc = load_document(Path(path), erb)
+        block = doc.get("admin")
+        if block is not None and not isinstance(block, dict):
+            raise ConfigError([f"{path}: admin: expected a mapping"])
+        return validate(document, {"admin": block or {}}, Path(path)), []
+
+    return load
 
 
 def fail(message: str) -> NoReturn:

@@ -15,8 +15,15 @@ import json
 import sys
 import urllib.parse
 
-from smartstack.admin_client import EXIT_FAILED, AdminCallError, add_admin_arguments, call, target
-from synapse.config import load_synapse_config
+from smartstack.admin_client import (
+    EXIT_FAILED,
+    AdminCallError,
+    add_admin_arguments,
+    admin_only,
+    call,
+    target,
+)
+from synapse.config import AdminConfig
 from synapse.zone_config import check_zone_name
 
 
@@ -64,7 +71,7 @@ def zone_url(base: str, action: str, zone: str, service: str | None, force: bool
 def main(argv: list[str]) -> int:
     """``argv`` starts with ``zone`` (as ``synapse zone ...`` was typed)."""
     args = build_parser().parse_args(argv[1:])
-    base, token = target(args, load_synapse_config)
+    base, token = target(args, admin_only(AdminConfig, erb=True))  # (the file's admin block)
     url = zone_url(base, args.action, args.zone, args.service, getattr(args, "force", False))
     try:
         answer = call("POST", url, token=token, daemon="the synapse")
