@@ -173,7 +173,7 @@ class NerveDaemon:
             return
         admin = AdminServer(admin_cfg.host, admin_cfg.port, self.metrics.registry,
                             self.status, self.healthy, token)  # fmt: skip
-        add_maintenance_routes(admin, lambda: self.services)
+        add_maintenance_routes(admin, self.all_services)
         if not await start_or_log(admin):
             return
         self.admin = admin
@@ -200,6 +200,11 @@ class NerveDaemon:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
     # --- status ------------------------------------------------------------------------
+
+    def all_services(self) -> dict[str, Service]:
+        """The config file's services and the Docker containers' (``web@app1:80``): what
+        `nerve maint` and /health/{service} can name."""
+        return {**(self.docker.services if self.docker else {}), **self.services}
 
     def healthy(self) -> bool:
         return not self._stopping and not any(s.crashed for s in self.services.values())
@@ -389,13 +394,14 @@ class NerveDaemon:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        docker_stop = self.docker.stop() if self.docker is not None else asyncio.sleep(0)
+        docker_stop = self.docker.stop() if self.docker is not None else _no_containers()
         services = list(self.services.values())
         await asyncio.gather(*(s.halt() for s in services), return_exceptions=True)
         reporters = [s.reporter for s in services] + list(self._retiring)
-        withdrawn, _ = await asyncio.gather(
+        own, containers = await asyncio.gather(
             asyncio.gather(*(self._withdraw(r) for r in reporters)), docker_stop
         )
+        withdrawn = [*own, *containers]
         if self._registries is not None:
             await self._bounded(self._registries.close(), CLOSE_TIMEOUT, "close_sessions")
         if self.admin is not None:
@@ -428,3 +434,7 @@ class NerveDaemon:
                 error=f"{type(exc).__name__}: {str(exc)[:160]}",
             )
             return False
+
+
+async def _no_containers() -> list[bool]:
+    return []

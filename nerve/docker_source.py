@@ -84,8 +84,9 @@ class DockerSource:
         self.watch.start()
         event(log, "docker_mode_started", engine=self.cfg.url, address=self.cfg.address)
 
-    async def stop(self, withdraw: bool = True) -> None:
-        """Stop watching and withdraw every container registration (bounded in time).
+    async def stop(self, withdraw: bool = True) -> list[bool]:
+        """Stop watching and withdraw every container registration (bounded in time); per
+        registration, whether that finished in time (nerve_stopped's withdrawn/failed).
 
         Both at once: a hung dockerd may hold the watch thread for seconds, and SIGTERM must
         not wait for it before withdrawing (nerve exits within 5 s)."""
@@ -93,15 +94,20 @@ class DockerSource:
         services = list(self.services.values())
         self.services.clear()
         await asyncio.gather(*(s.halt() for s in services), return_exceptions=True)
-        steps = [self.watch.stop(timeout=WITHDRAW_TIMEOUT)] if self.watch is not None else []
+        watch = self.watch.stop(timeout=WITHDRAW_TIMEOUT) if self.watch else asyncio.sleep(0)
+        steps = []
         if withdraw:
             steps += [self._bounded(s.reporter.stop(withdraw=True)) for s in services]
             steps += [self._bounded(t) for t in self._retiring.values()]
-        await asyncio.gather(*steps)
+        done, _ = await asyncio.gather(asyncio.gather(*steps), watch)
+        return list(done)
 
-    async def _bounded(self, aw: Any) -> None:
-        with contextlib.suppress(Exception):
+    async def _bounded(self, aw: Any) -> bool:
+        try:
             await asyncio.wait_for(aw, WITHDRAW_TIMEOUT)
+        except Exception:  # sessions and leases expire by themselves
+            return False
+        return True
 
     # --- container changes ---------------------------------------------------------------
 

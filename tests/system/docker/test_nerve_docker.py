@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +27,7 @@ from nerve.docker_source import DockerSource
 from nerve.maintenance import MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.registries import Registries
-from testbed.process import ManagedProcess
+from testbed.process import ManagedProcess, free_port
 
 
 @pytest.fixture
@@ -222,3 +225,54 @@ async def test_nerve_process_sigkill_and_restart(container_factory, zk, kazoo, b
             second.kill()
     finally:
         first.kill()
+
+
+async def test_nerve_maint_and_health_name_a_container_s_service(
+    container_factory, zk, kazoo, base_path, dockerd, tmp_path
+) -> None:
+    """Docker mode: `nerve maint` / `nerve up` and GET /health/{service} reach a container's
+    service (``web@app:80``), and the shutdown counts its withdrawal."""
+    app = container_factory("mapp", labels=labels("mweb", check="none"))
+    admin = free_port()
+    config = {
+        "instance_id": "host1",
+        "admin": {"port": admin},
+        "docker": {"url": dockerd.base_url, "service_defaults": {
+            "zk_hosts": [zk.hosts], "zk_path": f"{base_path}/{{service}}",
+            "zk_session_timeout": 2.0, "check_interval": 0.2}},
+    }  # fmt: skip
+    path = tmp_path / "nerve.json"
+    path.write_text(json.dumps(config))
+    bin_dir = Path(sys.executable).parent
+    wanted = [f"mweb 127.0.0.1:{published_port(app)}"]
+    url = f"http://127.0.0.1:{admin}"
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(bin_dir / "nerve"), *argv, "--admin", url],
+                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+
+    nerve = ManagedProcess([str(bin_dir / "nerve"), "-c", str(path)], tmp_path, "nerve").start()
+    try:
+        await wait_addresses(kazoo, base_path, wanted)
+        maint = await asyncio.to_thread(cli, "maint", "mweb@mapp:80", "--reason", "drain",
+                                        "--drain", "0.2")  # fmt: skip
+        assert maint.returncode == 0, maint.stderr
+        assert addresses(kazoo, base_path) == []
+        health = await asyncio.to_thread(http_status, f"{url}/health/mweb@mapp:80")
+        assert health[0] == 503 and json.loads(health[1])["state"] == "maintenance"
+        up = await asyncio.to_thread(cli, "up", "mweb@mapp:80")
+        assert up.returncode == 0, up.stderr
+        await wait_addresses(kazoo, base_path, wanted)
+        nerve.stop(timeout=10)  # SIGTERM: withdraws before exiting
+        assert nerve.returncode == 0 and records(kazoo, base_path) == []
+        assert "event=nerve_stopped withdrawn=1 failed=0" in nerve.log_tail(), nerve.log_tail()
+    finally:
+        nerve.kill()
+
+
+def http_status(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
