@@ -6,8 +6,9 @@
 - The managed HAProxy's unix socket paths are short enough for it to bind
   (``synapse.haproxy.socket_limits``; `haproxy -c` binds nothing). Also at start.
 - With ``full`` (``-k``): the HAProxy config is rendered (default servers stand in for
-  the registry's) and ``haproxy -c`` must accept it, in managed mode always, in Airbnb
-  mode when synapse writes the file and an ``haproxy`` binary is on PATH.
+  the registry's, or one placeholder server: ``synapse.check_render``) and ``haproxy -c``
+  must accept it, in managed mode always, in Airbnb mode when synapse writes the file
+  and an ``haproxy`` binary is on PATH.
 - A note when ``hard-stop-after`` would cut ``mode tcp`` services' connections after every
   reload (``synapse.haproxy.hard_stop``).
 """
@@ -83,10 +84,10 @@ def preflight(config: SynapseConfig, config_path: Path, full: bool) -> tuple[lis
 
 async def check_haproxy(config: SynapseConfig, config_path: Path) -> tuple[str | None, str | None]:
     """(error, note): render the config synapse would start with and run ``haproxy -c``."""
+    from synapse.check_render import check_services
     from synapse.haproxy.commands import CheckUnanswered, validate_config
     from synapse.haproxy.render import Renderer
     from synapse.haproxy.settings import binary_version, settings_for
-    from synapse.selection import default_selection
 
     hap = config.haproxy
     assert hap is not None
@@ -98,24 +99,21 @@ async def check_haproxy(config: SynapseConfig, config_path: Path) -> tuple[str |
         return None, f"{where}: no {settings.binary!r} on PATH, the HAProxy config is not checked"
     if not (hap.do_writes or settings.managed):
         return None, None
-    services = []
-    for name, service in config.services.items():
-        override = service.backend_port_override or service.haproxy.server_port_override
-        servers = list(default_selection(service, override).servers)
-        services.append(DesiredService(name, service, servers))
+    services = check_services(config)  # (every service with servers: their lines checked)
     with tempfile.TemporaryDirectory(prefix="synapse-check-") as tmp:
-        # A scratch candidate, with its route maps and crt-list beside it: -k must not
-        # touch the files a running synapse uses.
-        scratch_hap = hap.model_copy(update={"config_file_path": str(Path(tmp) / "haproxy.cfg")})
+        # A scratch candidate, with its maps and crt-list beside it: -k must not touch
+        # the files a running synapse uses.
+        path = Path(tmp) / "haproxy.cfg"
+        scratch_hap = hap.model_copy(update={"config_file_path": str(path)})
+        scratch = dataclasses.replace(
+            settings, config_path=path, candidate_path=path, check_command=None
+        )
         try:
-            text = Renderer(scratch_hap, settings).render(services).text
-            write_edge_files(scratch_hap, services, Path(tmp) / "haproxy.cfg")
+            text = Renderer(scratch_hap, scratch).render(services).text
+            write_edge_files(scratch_hap, services, path)
         except Exception as exc:  # a user template can fail in many ways: report, never crash
             error = f"{type(exc).__name__}: {exc}"
             return f"{where}: the HAProxy config cannot be rendered: {error}", None
-        scratch = dataclasses.replace(
-            settings, candidate_path=Path(tmp) / "haproxy.cfg", check_command=None
-        )
         try:
             message = await validate_config(scratch, text, CHECK_TIMEOUT)
         except CheckUnanswered as err:
@@ -127,9 +125,12 @@ async def check_haproxy(config: SynapseConfig, config_path: Path) -> tuple[str |
 
 
 def write_edge_files(hap: HAProxyConfig, services: list[DesiredService], path: Path) -> None:
-    """The route maps and the crt-list (with the placeholder) the config at ``path`` reads."""
-    from synapse.haproxy import routes, tls
+    """The route maps, the sticky zone map and the crt-list (with the placeholder) the
+    config at ``path`` reads."""
+    from synapse.haproxy import routes, tls, zone_map
 
     routes.write_map_files(routes.routes_of(services), routes.map_paths(path))
+    if (entries := zone_map.wanted_entries(services)) is not None:  # (sticky services)
+        zone_map.map_path(path).write_text(zone_map.map_text(entries), encoding="utf-8")
     if hap.tls is not None:
         tls.write_tls_files(hap.tls, tls.tls_paths(path))

@@ -215,3 +215,54 @@ def test_synapse_refuses_socket_paths_the_managed_haproxy_cannot_bind(tmp_path: 
             "or move the config file"
         ]
     assert not (over / "haproxy.cfg").exists()
+
+
+ZK = {"method": "zookeeper", "hosts": ["127.0.0.1:1"], "path": "/web"}  # (-k connects to none)
+
+
+def discovered(tmp_path: Path, zone: str | None = None, **service: object) -> dict:
+    """``managed`` with a service of the usual kind: no default servers, a registry."""
+    doc = managed(tmp_path)
+    hap = {"port": 3213, "listen": ["mode http"], **service.pop("haproxy", {})}
+    web = {"discovery": ZK, **service, "haproxy": hap}
+    return {**doc, "services": {"web": web}, **({"zone": zone} if zone else {})}
+
+
+def test_synapse_check_renders_server_options_of_a_service_without_default_servers(tmp_path):
+    """Before, only default servers were rendered: a typo in server_options passed -k and
+    HAProxy refused the service once the registry listed a server (left out of HAProxy)."""
+    typo = discovered(tmp_path, haproxy={"server_options": "check inter 2s fall2"})
+    result = cli("synapse", "-c", str(write(tmp_path / "typo.json", typo)), "-k")
+    assert result.returncode == 2, result.stdout
+    assert "'server web/synapse-check_127.0.0.1:1' : unknown keyword 'fall2'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("zone", "service"),
+    [
+        (None, {"haproxy": {"server_options": "check port %{port}", "server_port_override": 8443}}),
+        (None, {"backend_port_override": 8443, "haproxy": {"server_options": "check"}}),
+        # with nerve weights the record's weight replaces the options' (-k renders one)
+        (None, {"haproxy": {"server_options": "check weight 999", "use_nerve_weights": True}}),
+        (None, {"leader_election": True, "haproxy": {"server_options": "check"}}),
+        (None, {"discovery": {**ZK, "label_filters": [{"label": "az", "value": "a"}]}}),
+        ("az1", {"zone_routing": {"zones": ["az1", "az2"], "sticky": "Z", "header": "X-Z"}}),
+        (
+            "az1",
+            {"zone_routing": {"zones": ["az1", "az2"]}, "haproxy": {"server_options": "check"}},
+        ),
+        (None, {"zone_routing": {}, "haproxy": {"server_options": "check weight 999"}}),
+        (None, {"haproxy": {"backend": ["server-template spare 3 127.0.0.1:9 disabled"]}}),
+        (None, {"haproxy": {"backend": ["server synapse-check_127.0.0.1:1 127.0.0.1:7"]}}),
+        (None, {"haproxy": {"backend": ["cookie SRV insert indirect nocache"]}}),
+        (None, {"haproxy": {"send_proxy_v2": True, "maxconn": 5, "maxqueue": 2}}),
+        # never rendered with a server: base lists none, a disabled service is not written
+        (None, {"discovery": {"method": "base"}, "haproxy": {"server_options": "fall2"}}),
+        (None, {"haproxy": {"disabled": True, "server_options": "fall2"}}),
+    ],
+)
+def test_synapse_check_placeholder_refuses_nothing_the_daemon_runs(tmp_path, zone, service):
+    doc = discovered(tmp_path, zone, **service)
+    result = cli("synapse", "-c", str(write(tmp_path / "s.json", doc)), "-k")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]  # (the zone map too)
