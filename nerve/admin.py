@@ -3,7 +3,9 @@
     GET    /health/{service}        200 "up" / 503 "down" or "maintenance" (JSON)
     GET    /maintenance             every service's maintenance flag
     POST   /maintenance/{service}   {"reason": "...", "for": seconds or null} -> withdraw now
-    DELETE /maintenance/{service}   back up (registered again once its checks pass)
+                                    (joins a maintenance in force: "joined" in the answer)
+    DELETE /maintenance/{service}   back up (registered again once its checks pass); ends
+                                    every joined maintenance ("ended" in the answer)
 
 Writes require a JSON body with ``Content-Type: application/json``: a web page in a
 browser on the same host cannot send that cross-origin without a preflight.
@@ -17,6 +19,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from nerve.maintenance import MaintenanceFlag
 from nerve.service import Service
 from smartstack import httpserver as web
 from smartstack.admin import AdminServer, json_response
@@ -25,11 +28,16 @@ MAX_REASON = 500
 SYNC_WAIT = 2.0  # answer once the registry agrees, or after this long
 
 
-async def settled(service: Service) -> web.Response:
+async def settled(service: Service, **more: Any) -> web.Response:
     """The service's status once its registry write is done (bounded wait)."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(service.reporter.wait_in_sync(), SYNC_WAIT)
-    return json_response({"service": service.name, **service.status()})
+    return json_response({"service": service.name, **service.status(), **more})
+
+
+def flag_dict(flag: MaintenanceFlag | None) -> dict[str, Any] | None:
+    return None if flag is None else {"reason": flag.reason, "since": flag.since,
+                                      "until": flag.until}  # fmt: skip
 
 
 def add_maintenance_routes(admin: AdminServer, services: Callable[[], dict[str, Service]]) -> None:
@@ -54,13 +62,13 @@ def add_maintenance_routes(admin: AdminServer, services: Callable[[], dict[str, 
         except ValueError:
             raise web.HTTPBadRequest(text="the body is not valid JSON\n") from None
         reason, duration = parse_request(body)
-        service.enter_maintenance(reason, duration)
-        return await settled(service)
+        joined = service.enter_maintenance(reason, duration)
+        return await settled(service, joined=flag_dict(joined))
 
     async def leave(request: web.Request) -> web.Response:
         service = lookup(request)
-        service.leave_maintenance()
-        return await settled(service)
+        ended = service.leave_maintenance()
+        return await settled(service, ended=flag_dict(ended))
 
     async def health(request: web.Request) -> web.Response:
         """The service's check state, for keepalived / anycast health checkers."""

@@ -8,6 +8,9 @@ The admin address comes from ``--admin`` or from the ``admin`` block of the conf
 (only that block is read: the rest may be mid-edit, ``instance_id`` given by ``-i``); the
 bearer token from ``--token-file`` or the config's ``admin.token_file``.
 
+A second ``maint`` joins a maintenance already on (both reasons, the later end; the answer
+says whose it joined); ``up`` ends it for everyone, and says whose it ended.
+
 ``--drain``: nerve answers once the registry has the withdrawal; consumers act on it a
 moment later (their synapse's watch, then HAProxy). A deploy that stops the app right
 after ``nerve maint`` fails the requests still on their way, so the command waits
@@ -102,6 +105,19 @@ def describe(status: dict[str, Any]) -> str:
     return f"{name}: {state}; {registered}"
 
 
+def other_maintenance(status: dict[str, Any]) -> str | None:
+    """The line saying whose maintenance this command joined (maint) or ended too (up)."""
+    name = status.get("service", "?")
+    joined, ended = status.get("joined"), status.get("ended")
+    if joined:
+        until = f"until {joined['until']:.0f} (unix time)" if joined.get("until") else "no end"
+        return (f"{name}: joined the maintenance already on ({until}): {joined['reason']}; "
+                "the later end holds, `nerve up` ends both")  # fmt: skip
+    if ended:
+        return f"{name}: ended the maintenance: {ended['reason']}"
+    return None
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     base, token = target(args, admin_only(AdminConfig))
@@ -115,6 +131,9 @@ def main(argv: list[str]) -> int:
     except AdminCallError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    other = other_maintenance(status)
+    if other:
+        print(other)
     print(describe(status), flush=True)
     if args.command == "maint" and args.drain:
         return drain(status, args.drain)

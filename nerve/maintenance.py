@@ -4,7 +4,9 @@ Like hacheck's spool directory: ``nerve maint web`` writes ``<state_dir>/web.jso
 ``nerve up web`` removes it, and a nerve that starts finds the flag and keeps the
 service withdrawn. A flag may carry an expiry (``--for 10m``). A flag that nerve cannot
 read for want of its own file descriptors or memory is ``UNKNOWN`` for now, never taken
-as an order (a flag file that is there but unreadable otherwise is one).
+as an order (a flag file that is there but unreadable otherwise is one). A second
+``nerve maint`` joins the flag in force (``MaintenanceFlag.joined``); ``nerve up`` ends it
+for everyone.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class Unknown(enum.Enum):
 
 
 UNKNOWN = Unknown.UNKNOWN  # load(): try again later, keep what you had
+JOIN = " | "  # between the reasons of maintenances entered on top of each other
+MAX_JOINED = 2000  # characters of joined reasons (one reason is at most 500)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,18 @@ class MaintenanceFlag:
 
     def expired(self, now: float) -> bool:
         return self.until is not None and now >= self.until
+
+    def joined(self, reason: str, until: float | None) -> MaintenanceFlag:
+        """This flag with a second operator's maintenance added: both reasons, the later
+        end (no end stays no end). Two operators' `nerve maint` on one service must not
+        let the second's shorter ``--for`` register an instance the first is repairing."""
+        parts = self.reason.split(JOIN)
+        if reason not in parts:
+            parts.append(reason)
+            if len(JOIN.join(parts)) > MAX_JOINED:  # a script's reasons piling up
+                parts = [parts[0], "...", reason]
+        later = None if self.until is None or until is None else max(self.until, until)
+        return MaintenanceFlag(JOIN.join(parts), self.since, later)
 
 
 class MaintenanceStore:

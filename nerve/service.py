@@ -281,19 +281,35 @@ class Service:
 
     # --- maintenance ------------------------------------------------------------------------
 
-    def enter_maintenance(self, reason: str, duration: float | None = None) -> None:
+    def enter_maintenance(
+        self, reason: str, duration: float | None = None
+    ) -> MaintenanceFlag | None:
+        """Withdraw now. A maintenance already in force (another operator's) is joined, not
+        replaced (``MaintenanceFlag.joined``): returns that flag, else None."""
         now = time.time()
-        flag = MaintenanceFlag(reason, now, now + duration if duration else None)
+        until = now + duration if duration else None
+        current = self.store.load(self.name)
+        joined = current if isinstance(current, MaintenanceFlag) else None
+        if joined is not None and joined.expired(now):
+            joined = None  # ran out; the next round would have ended it
+        flag = joined.joined(reason, until) if joined else MaintenanceFlag(reason, now, until)
         self.store.save(self.name, flag)
         self._flag_unknown = False  # the operator's word replaces the flag file's
-        event(log, "maintenance_on", service=self.name, reason=reason, until=flag.until)
-        self._apply(self.state.set_maintenance(ADMIN, reason, time.monotonic()))
+        more = {"joined": joined.reason} if joined else {}
+        event(log, "maintenance_on", service=self.name, reason=reason, until=flag.until, **more)
+        self._apply(self.state.set_maintenance(ADMIN, flag.reason, time.monotonic()))
+        return joined
 
-    def leave_maintenance(self) -> None:
+    def leave_maintenance(self) -> MaintenanceFlag | None:
+        """End the maintenance, every operator's who joined it; returns the flag ended."""
+        current = self.store.load(self.name)
+        ended = current if isinstance(current, MaintenanceFlag) else None
         self.store.clear(self.name)
         self._flag_unknown = False
-        event(log, "maintenance_off", service=self.name)
+        more = {"ended": ended.reason} if ended else {}
+        event(log, "maintenance_off", service=self.name, **more)
         self._apply(self.state.set_maintenance(ADMIN, None, time.monotonic()))
+        return ended
 
     # --- decisions ----------------------------------------------------------------------------
 

@@ -1,0 +1,93 @@
+"""Two operators' maintenance on one service: the second `nerve maint` joins the first (both
+reasons, the later end) instead of replacing it, and `nerve up` ends both, saying whose it
+ended. (Real nerve, ZooKeeper and the command: tests/integration/nerve/test_maint_operators.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nerve_fakes import Recorder
+
+from nerve import control, maintenance
+from nerve.maintenance import MaintenanceFlag, MaintenanceStore
+from nerve.service import Service
+
+
+def test_a_joined_flag_keeps_both_reasons_and_the_later_end() -> None:
+    repair = MaintenanceFlag("disk swap", 100.0, None)  # until `nerve up`
+    assert repair.joined("deploy", 200.0) == MaintenanceFlag("disk swap | deploy", 100.0, None)
+    canary = MaintenanceFlag("canary", 100.0, 500.0)
+    assert canary.joined("deploy", 300.0).until == 500.0
+    assert canary.joined("deploy", 900.0).until == 900.0
+    assert canary.joined("deploy", None).until is None
+    assert canary.joined("canary", 300.0).reason == "canary"  # the same reason once
+
+
+def test_joined_reasons_stay_bounded() -> None:
+    flag = MaintenanceFlag("repair", 0.0)
+    for n in range(50):  # a deploy script's `maint` every run, nobody running `up`
+        flag = flag.joined(f"deploy {n} " + "x" * 400, None)
+    assert len(flag.reason) <= maintenance.MAX_JOINED
+    assert flag.reason.startswith("repair | ") and flag.reason.endswith("deploy 49 " + "x" * 400)
+
+
+def _service(tmp_path: Path) -> tuple[Service, Recorder, MaintenanceStore]:
+    store, reporter = MaintenanceStore(tmp_path), Recorder()
+    return Service("web", [], [], reporter, maintenance=store), reporter, store
+
+
+async def test_a_second_maint_joins_the_first_and_up_ends_both(tmp_path: Path) -> None:
+    service, reporter, store = _service(tmp_path)
+    assert service.enter_maintenance("disk swap") is None  # nothing to join
+    joined = service.enter_maintenance("deploy", duration=0.05)
+    assert joined is not None and (joined.reason, joined.until) == ("disk swap", None)
+    flag = store.load("web")
+    assert isinstance(flag, MaintenanceFlag)
+    assert (flag.reason, flag.until, flag.since) == ("disk swap | deploy", None, joined.since)
+    assert MaintenanceStore(tmp_path).load("web") == flag  # on disk: a restart keeps both
+    await asyncio.sleep(0.1)
+    await service.run_round()  # the second one's 0.05 s are over: the first still holds
+    assert reporter.decisions == [False]
+    assert service.status()["maintenance"]["reason"] == "disk swap | deploy"
+    assert service.leave_maintenance() == flag  # `up` ends every operator's maintenance
+    assert store.load("web") is None and MaintenanceStore(tmp_path).load("web") is None
+    await service.run_round()
+    assert reporter.decisions == [False, True]
+
+
+async def test_a_maintenance_that_ran_out_is_not_joined(tmp_path: Path) -> None:
+    service, _, store = _service(tmp_path)
+    service.enter_maintenance("canary", duration=0.01)
+    await asyncio.sleep(0.05)
+    assert service.enter_maintenance("deploy", duration=60) is None
+    flag = store.load("web")
+    assert isinstance(flag, MaintenanceFlag) and flag.reason == "deploy"
+    assert flag.until is not None
+
+
+def _command(monkeypatch: pytest.MonkeyPatch, answer: dict[str, Any], *argv: str) -> int:
+    monkeypatch.setattr(control, "call", lambda *args, **kwargs: answer)
+    return control.main([*argv, "--admin", "http://127.0.0.1:1"])
+
+
+def test_the_commands_say_whose_maintenance_they_joined_or_ended(monkeypatch, capsys) -> None:
+    on = {"service": "web", "wanted": False, "registered": False,
+          "maintenance": {"reason": "disk swap | deploy", "until": None},
+          "joined": {"reason": "disk swap", "since": 1.0, "until": None}}  # fmt: skip
+    assert _command(monkeypatch, on, "maint", "web", "--reason", "deploy", "--for", "3s") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "web: joined the maintenance already on (no end): disk swap; the later end holds, "
+        "`nerve up` ends both",
+        "web: in maintenance: disk swap | deploy; not registered",
+    ]
+    off = {"service": "web", "wanted": True, "registered": True, "maintenance": None,
+           "ended": {"reason": "disk swap | deploy", "since": 1.0, "until": None}}  # fmt: skip
+    assert _command(monkeypatch, off, "up", "web") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "web: ended the maintenance: disk swap | deploy",
+        "web: not in maintenance; registered",
+    ]
