@@ -31,7 +31,7 @@ SYNC_WAIT = 2.0  # answer once the registry agrees, or after this long
 async def settled(service: Service, **more: Any) -> web.Response:
     """The service's status once its registry write is done (bounded wait)."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(service.reporter.wait_in_sync(), SYNC_WAIT)
+        await asyncio.wait_for(service.wait_in_sync(), SYNC_WAIT)
     return json_response({"service": service.name, **service.status(), **more})
 
 
@@ -76,7 +76,7 @@ def add_maintenance_routes(admin: AdminServer, services: Callable[[], dict[str, 
         state = service.state
         word = "up" if state.wanted else "maintenance" if state.maintenance else "down"
         body = {"service": service.name, "state": word, "reason": state.reason(),
-                "registered": service.reporter.registered}  # fmt: skip
+                "registered": service.registered}  # fmt: skip
         return json_response(body, 200 if word == "up" else 503)
 
     admin.add_route("GET", "/health/{service}", health)

@@ -8,6 +8,10 @@ which the registry holds no registration for it (synapse would take the server o
   withdraws what is still its own (``hand_over``); what the new one adopted, took over or
   overwrote (the same node or key) stays.
 
+Maintenance entered during a hand-over (``nerve maint``, which reaches the new service)
+ends the wait at once: the old registration is withdrawn then, not up to
+HANDOVER_TIMEOUT later, and the admin API answers once it is gone (``Predecessor``).
+
 Which of the two a reload is, and whether the checks' verdict carries over, is decided in
 nerve/reload_plan.py.
 """
@@ -18,7 +22,9 @@ import asyncio
 import contextlib
 
 from nerve.registries import Registries
+from nerve.reporters.base import Reporter
 from nerve.service import Service
+from smartstack.tasks import Wake, cancel_and_wait
 
 # The old registration (no longer checked) waits at most this long for the new one.
 HANDOVER_TIMEOUT = 5.0
@@ -33,15 +39,43 @@ async def settled(service: Service) -> bool:
     return service.reporter.in_sync and not service.reporter.uncertain
 
 
+class Predecessor:
+    """A hand-over's old registration, as its new service sees it (``Service.predecessor``)."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.cut = Wake()  # the new service entered maintenance: withdraw the old one now
+        self.gone = asyncio.Event()  # withdrawn (or the hand-over ended)
+
+
 async def hand_over(
     old: Service, new: Service, registries: Registries, start_new: bool = True
 ) -> None:
     """Start ``new``; once its registration is written (or after HANDOVER_TIMEOUT: a new
-    registry out of reach must not keep the old, unchecked one long), retire ``old``'s."""
-    await old.halt()
+    registry out of reach must not keep the old, unchecked one long; or at once when
+    ``new`` enters maintenance), retire ``old``'s."""
+    predecessor = Predecessor(old.reporter)
     if start_new:
-        new.start()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(new.reporter.wait_written(), HANDOVER_TIMEOUT)
-    await old.reporter.retire(successor=new.reporter if start_new else None)
+        new.predecessor = predecessor  # (from now on, maintenance sets ``cut``: Service._apply)
+    try:
+        await old.halt()
+        if start_new:
+            new.start()
+            if new.state.maintenance:  # entered before
+                predecessor.cut.set()
+            await _written_or_cut(new, predecessor.cut)
+        await old.reporter.retire(successor=new.reporter if start_new else None)
+    finally:
+        if new.predecessor is predecessor:
+            new.predecessor = None
+        predecessor.gone.set()
     await registries.release(old.reporter)
+
+
+async def _written_or_cut(new: Service, cut: Wake) -> None:
+    waits = [asyncio.ensure_future(new.reporter.wait_written()), asyncio.ensure_future(cut.wait())]
+    try:
+        await asyncio.wait(waits, timeout=HANDOVER_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            await cancel_and_wait(waiting)

@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nerve.checks.base import Check, CheckResult
 from nerve.maintenance import UNKNOWN, MaintenanceFlag, MaintenanceStore
@@ -29,6 +29,9 @@ from nerve.reporters.base import Reporter
 from nerve.state import Decision, Observation, ServiceState
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from nerve.handover import Predecessor
 
 log = logging.getLogger("nerve.service")
 
@@ -83,6 +86,8 @@ class Service:
         self.round_started = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flag_unknown = True  # until the maintenance flag could be read
+        # A SIGHUP hand-over's old registration, until it is withdrawn (nerve/handover.py).
+        self.predecessor: Predecessor | None = None
         self._load_flag(loop_now)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -97,6 +102,20 @@ class Service:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    @property
+    def registered(self) -> bool:
+        """Whether the registry holds this service: its own registration, or a hand-over's
+        old one not withdrawn yet (consumers still send to it)."""
+        old = self.predecessor
+        return self.reporter.registered or (old is not None and old.reporter.registered)
+
+    async def wait_in_sync(self) -> None:
+        """Until the registry holds what the service wants, a hand-over's old registration
+        withdrawn too (the admin API answers then)."""
+        await self.reporter.wait_in_sync()
+        if self.predecessor is not None:
+            await self.predecessor.gone.wait()
 
     @property
     def crashed(self) -> bool:
@@ -340,6 +359,8 @@ class Service:
             self.reporter.set_registered(transition.registered)
         elif self.state.maintenance and self.reporter.holding:
             self.reporter.set_registered(False)  # maintenance withdraws at once
+        if self.state.maintenance and self.predecessor is not None:
+            self.predecessor.cut.set()  # ... a hand-over's old registration too
         self._publish_gauges()
 
     def _publish_gauges(self) -> None:
@@ -359,7 +380,7 @@ class Service:
         return {
             "healthy": self.state.healthy,
             "wanted": self.state.wanted,
-            "registered": self.reporter.registered,
+            "registered": self.registered,
             "reason": reason,
             "maintenance": (
                 {"reason": flag.reason, "since": flag.since, "until": flag.until} if flag else None

@@ -1,20 +1,26 @@
 """`nerve maint` / `nerve up` as operators run them, against a real nerve and ZooKeeper:
-two operators on one service, and `-c FILE` with a file the running nerve did not start
-from as it is."""
+two operators on one service, a maint during a SIGHUP hand-over to another ensemble, and
+`-c FILE` with a file the running nerve did not start from as it is."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import subprocess
+import time
 from pathlib import Path
 
+import pytest
 from kazoo.client import KazooClient
 from nerve_testlib import NERVE_BIN, children, nerve_config, running_nerve, unique_path, until
 from nerve_testlib import zk_service as service
 
+from nerve import handover
+from nerve.config import NerveConfig
 from testbed.process import free_port
 from testbed.zookeeper import ZooKeeperServer
+
+DRAIN = 1.0
 
 
 async def nerve_cli(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -56,3 +62,48 @@ async def test_a_second_maint_joins_the_first_and_up_from_the_file_ends_both(
         assert up.returncode == 0, up.stderr
         assert up.stdout.splitlines()[0] == "web: ended the maintenance: disk swap | deploy"
         await until(lambda: children(kz, path), what="registration after `up`")
+
+
+async def test_maint_drain_during_a_hand_over_withdraws_the_old_registration_first(
+    zk: ZooKeeperServer, kz: KazooClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGHUP moves web to another ensemble, which is paused (a GC pause, still syncing):
+    the old registration stays until the new one is written. `nerve maint --drain` then
+    reaches the new service; it returns DRAIN s after the old registration left."""
+    # However slow this host is, the hand-over still waits when the command comes.
+    monkeypatch.setattr(handover, "HANDOVER_TIMEOUT", 60.0)
+    path, port, app = unique_path(), free_port(), free_port()
+    config = nerve_config({"web": service(zk.hosts, path, app, checks=[])}, admin={"port": port})
+    moved = ZooKeeperServer(workdir=tmp_path / "zk-new").start()
+    gone: list[float] = []  # when an observer (a consumer's synapse) saw the old one go
+
+    def watch(names: list[str]) -> None:
+        if not names and not gone:
+            gone.append(time.monotonic())
+
+    try:
+        async with running_nerve(config) as daemon:
+            await until(lambda: children(kz, path), what="registration")
+            kz.ChildrenWatch(path, watch)
+            assert moved.process is not None
+            moved.process.pause()
+            new = nerve_config({"web": service(moved.hosts, path, app, checks=[])},
+                               admin={"port": port})  # fmt: skip
+            assert (await daemon.reload(NerveConfig.model_validate(new)))["re_registered"]
+            await asyncio.sleep(0.5)
+            assert children(kz, path) and daemon._retiring  # the hand-over waits
+            maint = await nerve_cli("maint", "web", "--reason", "deploy", "--drain", f"{DRAIN}",
+                                    "--admin", f"http://127.0.0.1:{port}")  # fmt: skip
+            returned = time.monotonic()
+            moved.process.resume()
+        assert maint.returncode == 0, (maint.stdout, maint.stderr)
+        assert gone, "the old registration left ZooKeeper"
+        assert returned - gone[0] >= DRAIN - 0.1, (returned - gone[0], maint.stdout)
+        assert maint.stdout.splitlines() == [
+            "web: in maintenance: deploy; not registered",
+            f"web: drained {DRAIN:g}s after the withdrawal",
+        ]
+    finally:
+        if moved.process is not None:
+            moved.process.resume()
+        moved.stop()
