@@ -242,15 +242,15 @@ def evacuation_applier(
 ) -> ApplyEvacuations:
     """The ``apply`` of synapse.zone_api.ZoneAPI: new evacuations reach HAProxy now.
 
-    The weights go through the applier at once (runtime ``set weight``, no reload), so
-    the answer tells whether HAProxy took them; a refusal restores the old evacuations
-    and raises (the API answers 503, nothing changed). Another service's isolation is
-    no refusal (``refusal``): only that of a service whose weights the change moves. Then they are kept in the state
-    file. One that cannot be written (a full or read-only disk, in the very incident the
-    operator evacuates for) does not block the change: it runs, the answer says
+    The weights go through the applier at once (runtime ``set weight``, no reload), so the
+    answer tells whether HAProxy took them; a refusal restores the old evacuations and
+    raises (the API answers 503, nothing changed). Another service's isolation is no refusal
+    (``refusal``): only that of a service whose weights the change moves. Then they are kept
+    in the state file. One that cannot be written (a full or read-only disk, in the very
+    incident the operator evacuates for) does not block the change: it runs, the answer says
     ``persisted`` false, and the reconciler's next state-file writes (retried while they
-    fail) keep it. The reconciler is told to hand everything over again: a round of its
-    own that computed its desired state before the change cannot leave the old weights.
+    fail) keep it. The reconciler is told to hand everything over again: a round of its own
+    that computed its desired state before the change cannot leave the old weights.
     Returns (every zone-routed service's zone state, whether the state file kept it).
     """
 
