@@ -265,7 +265,8 @@ def frontend_lines(paths: Mapping[str, Path], shared_lines: Iterable[str]) -> li
     own = [line.split()[0] for line in shared_lines if line.split()]
     found = f"{{ var({ROUTE_VAR}) -m found }}"
     lines = [
-        "http-request set-var(txn.synapse_host) req.hdr(host),field(1,:),lower",
+        # lowercased, without the port and one trailing dot ("a.example.com." is an FQDN)
+        "http-request set-var(txn.synapse_host) req.hdr(host),field(1,:),lower,regsub([.]$,)",
         "http-request set-var(txn.synapse_path) path",
         f"http-request set-var({ROUTE_VAR}) var(txn.synapse_host),concat(,txn.synapse_path),"
         f"map_beg({paths['exact']})",

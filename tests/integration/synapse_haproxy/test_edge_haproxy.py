@@ -85,6 +85,9 @@ def test_routes_on_a_real_haproxy(haproxy_factory, sockdir, backends):
     expected = [
         ("shop.example.com", "/", 200, "shop"),  # exact host, hosts only: any path
         ("SHOP.example.com:8080", "/cart", 200, "shop"),  # case and port do not matter
+        ("shop.example.com.", "/", 200, "shop"),  # an FQDN's trailing dot neither
+        ("eu.shop.example.com.:443", "/", 200, "tenant"),
+        ("shop.example.com..", "/", 404, ""),  # (one dot only: that is no host name)
         ("shop.example.com", "/api/x", 200, "api"),  # host + path
         ("shop.example.com", "/api/v2/items", 200, "api_v2"),  # longest prefix wins
         ("shop.example.com", "/api/v", 200, "api"),
