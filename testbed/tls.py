@@ -35,12 +35,17 @@ def _openssl(*args: str | Path, cwd: Path) -> None:
         raise RuntimeError(f"openssl {args[0]} failed: {done.stderr.strip()[-500:]}")
 
 
-def _signed(directory: Path, name: str, subject: str, extensions: str) -> None:
-    """A key and a certificate for it, signed by the CA in ``directory``."""
+def _key_and_request(directory: Path, name: str, subject: str, extensions: str) -> None:
+    """``<name>.key``, a signing request for it and the extensions file, in ``directory``."""
     _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
              "-nodes", "-subj", subject, "-keyout", f"{name}.key", "-out", f"{name}.csr",
              cwd=directory)  # fmt: skip
     (directory / f"{name}.ext").write_text(extensions)
+
+
+def _signed(directory: Path, name: str, subject: str, extensions: str) -> None:
+    """A key and a certificate for it, signed by the CA in ``directory``."""
+    _key_and_request(directory, name, subject, extensions)
     _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
              "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem",
              cwd=directory)  # fmt: skip
@@ -68,10 +73,47 @@ def make_test_pki(directory: Path, server_usage: str = "serverAuth") -> LocalPKI
     )
 
 
-def make_server_pem(directory: Path, name: str, dns_names: list[str]) -> str:
+# `openssl ca` (the only 3.0 command that sets both dates) wants a config and a database.
+_CA_CONFIG = """[ca]
+default_ca = dated
+[dated]
+database = dated-index.txt
+new_certs_dir = .
+serial = dated-serial.txt
+default_md = sha256
+policy = any
+unique_subject = no
+[any]
+commonName = supplied
+"""
+
+
+def _signed_dated(
+    directory: Path, name: str, subject: str, extensions: str, dates: tuple[str, str]
+) -> None:
+    """As ``_signed``, valid from ``dates[0]`` to ``dates[1]`` (``YYYYMMDDHHMMSSZ``, UTC)."""
+    _key_and_request(directory, name, subject, extensions)
+    (directory / "dated-ca.cnf").write_text(_CA_CONFIG)
+    (directory / "dated-index.txt").touch()
+    if not (directory / "dated-serial.txt").exists():
+        (directory / "dated-serial.txt").write_text("1000\n")
+    _openssl("ca", "-batch", "-notext", "-config", "dated-ca.cnf", "-cert", "ca.pem",
+             "-keyfile", "ca.key", "-in", f"{name}.csr", "-out", f"{name}.pem",
+             "-extfile", f"{name}.ext", "-startdate", dates[0], "-enddate", dates[1],
+             cwd=directory)  # fmt: skip
+
+
+def make_server_pem(
+    directory: Path, name: str, dns_names: list[str], dates: tuple[str, str] | None = None
+) -> str:
     """Certificate + key (one PEM text, as HAProxy loads it) for ``dns_names``, signed by the
-    CA that make_test_pki made in ``directory``."""
+    CA that make_test_pki made in ``directory``; ``dates``: (notBefore, notAfter) as
+    ``YYYYMMDDHHMMSSZ`` (an expired or not yet valid certificate), default now + 2 days."""
     subject = f"/CN={dns_names[0]}"
     sans = ",".join(f"DNS:{dns}" for dns in dns_names)
-    _signed(directory, name, subject, f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n")
+    extensions = f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n"
+    if dates is None:
+        _signed(directory, name, subject, extensions)
+    else:
+        _signed_dated(directory, name, subject, extensions, dates)
     return (directory / f"{name}.pem").read_text() + (directory / f"{name}.key").read_text()

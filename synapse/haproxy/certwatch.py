@@ -1,12 +1,12 @@
 """Watch ``haproxy.tls.cert_dir`` and keep HAProxy's certificates in step through the
 runtime API: no SIGHUP, no reload (edge, issue 13).
 
-Every ``interval`` seconds the directory is scanned (``synapse.haproxy.tls.scan``); a
-certificate added, replaced or removed is sent as runtime commands, one file at a time,
-and the crt-list on disk follows what HAProxy serves so that a later reload or restart
-starts from the same certificates. A PEM that is broken or half-written is refused with a
-log line naming it (once per content) and the old certificate keeps serving; so does a
-certificate HAProxy itself refuses (its transaction is aborted).
+Every ``interval`` seconds the store (``synapse.haproxy.certstore``) scans the directory
+and says what to serve; a certificate added, replaced or removed is sent as runtime
+commands on its copy's name, one file at a time, and then the copies and the crt-list on
+disk follow what HAProxy serves, so that a later reload or restart starts from the same
+certificates. A PEM the store refuses (broken, half-written, expired) keeps its last good
+copy serving; so does a certificate HAProxy itself refuses (its transaction is aborted).
 
 ``send`` runs one runtime command and returns HAProxy's answer; certificates travel as
 multi-line payloads (``<<``), which ``RuntimeClient`` refuses by design, so
@@ -16,16 +16,14 @@ multi-line payloads (``<<``), which ``RuntimeClient`` refuses by design, so
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
-from synapse.atomic import read_text, write_atomic
-from synapse.edge_config import HAProxyTLS
 from synapse.haproxy import tls
+from synapse.haproxy.certstore import CertStore
 
 log = logging.getLogger("synapse.haproxy.certwatch")
 # Words of HAProxy's answers to a refused ssl command (2.6).
@@ -58,20 +56,13 @@ def refused_answer(answer: str) -> bool:
 
 class CertWatcher:
     def __init__(
-        self,
-        config: HAProxyTLS,
-        paths: tls.TLSPaths,
-        send: Send,
-        served: dict[Path, str],
-        interval: float = 1.0,
+        self, store: CertStore, send: Send, served: dict[Path, str], interval: float = 1.0
     ) -> None:
-        """``served``: what HAProxy loaded at start (``write_tls_files``'s usable PEMs)."""
-        self.config = config
-        self.paths = paths
+        """``served``: what HAProxy holds (copy path -> text; "" when not known)."""
+        self.store = store
         self.send = send
         self.served = dict(served)
         self.interval = interval
-        self._logged: dict[Path, str] = {}  # refused file -> digest already logged
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -94,46 +85,34 @@ class CertWatcher:
             await asyncio.sleep(self.interval)
 
     async def check_once(self) -> list[Path]:
-        """One scan; the files whose change HAProxy now serves."""
-        usable, refused = await asyncio.to_thread(tls.scan, Path(self.config.cert_dir))
-        for path, why in refused.items():
-            self._refuse(path, why)
-        applied = []
-        for path in sorted(set(usable) | set(self.served)):
-            before = {path: self.served[path]} if path in self.served else {}
-            after = {path: usable[path]} if path in usable else {}
-            if path in refused:
-                continue  # a broken replacement: the old certificate keeps serving
-            commands = tls.runtime_commands(before, after, self.paths)
-            if not commands:
-                continue
-            if await self._apply(path, commands):
-                applied.append(path)
-                if after:
-                    self.served[path] = after[path]
-                else:
-                    self.served.pop(path, None)
+        """One scan; the copies whose change HAProxy now serves."""
+        async with self.store.lock:
+            wanted = (await asyncio.to_thread(self.store.next_scan)).wanted
+            applied = []
+            for path in sorted(set(wanted) | set(self.served)):
+                before = {path: self.served[path]} if path in self.served else {}
+                after = {path: wanted[path]} if path in wanted else {}
+                commands = tls.runtime_commands(before, after, self.store.paths)
+                if not commands:
+                    continue
+                if await self._apply(path, commands, after.get(path, "")):
+                    applied.append(path)
+                    if after:
+                        self.served[path] = after[path]
+                    else:
+                        self.served.pop(path, None)
+            await asyncio.to_thread(self.store.follow, self.served)
         if applied:
-            text = tls.crt_list_text(self.served, self.paths.placeholder)
-            if read_text(self.paths.crt_list) != text:
-                await asyncio.to_thread(write_atomic, self.paths.crt_list, text)
             event(log, "certificates_updated", files=[str(p) for p in applied])
         return applied
 
-    async def _apply(self, path: Path, commands: list[str]) -> bool:
+    async def _apply(self, path: Path, commands: list[str], text: str) -> bool:
         for command in commands:
             answer = await self.send(command)
             if refused_answer(answer):
                 if command.startswith("set ssl cert"):
                     await self.send(f"abort ssl cert {path}")
-                self._refuse(path, f"HAProxy refused {command.split(' <<')[0]!r}: "
-                                   f"{answer.strip()[:300]}")  # fmt: skip
+                why = f"HAProxy refused {command.split(' <<')[0]!r}: {answer.strip()[:300]}"
+                self.store.rejected(path, text, why)
                 return False
         return True
-
-    def _refuse(self, path: Path, why: str) -> None:
-        digest = hashlib.sha256((read_text(path) or "").encode()).hexdigest()
-        if self._logged.get(path) == digest:
-            return
-        self._logged[path] = digest
-        event(log, "certificate_refused", level=logging.ERROR, file=str(path), reason=why)

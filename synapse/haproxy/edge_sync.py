@@ -1,14 +1,16 @@
 """The edge's files beside the HAProxy config, and their runtime side (issue 13).
 
 Two kinds of files are read by HAProxy along with the config: the route maps
-(``synapse.haproxy.route_sync``) and the TLS crt-list with its placeholder certificate
-(``synapse.haproxy.tls``). ``EdgeSync`` is the one place that keeps them:
+(``synapse.haproxy.route_sync``) and the TLS crt-list with its placeholder certificate and
+synapse's copies of the certificates (``synapse.haproxy.certstore``). ``EdgeSync`` is the
+one place that keeps them:
 
 - ``before_read``: the installer calls it before ``haproxy -c``, a start or a reload
   (a missing map file or crt-list fails the check); ``refused``: the candidate was not
   installed, the map files say again what HAProxy holds;
 - ``started``: HAProxy (re)started: its maps are read again, and the certificate watcher
-  (``synapse.haproxy.certwatch``) restarts from the certificates that process loaded;
+  (``synapse.haproxy.certwatch``) restarts from the certificates that process loaded (the
+  store, and so the last good certificate of each name, stays);
 - ``sync``: once per apply, the route changes at runtime (no reload), and the certificate
   watcher started when synapse adopted an HAProxy that was already running;
 - ``stop``: the watcher stops with the controller.
@@ -17,14 +19,12 @@ Two kinds of files are read by HAProxy along with the config: the route maps
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from smartstack.logs import event
-from synapse.atomic import read_text
 from synapse.config import HAProxyConfig
 from synapse.haproxy import tls
+from synapse.haproxy.certstore import CertStore
 from synapse.haproxy.certwatch import CertWatcher, payload_sender
 from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.route_sync import RouteSync
@@ -33,8 +33,6 @@ from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.settings import Settings
 from synapse.haproxy.zone_map import ZoneMapSync
 from synapse.model import DesiredService
-
-log = logging.getLogger("synapse.haproxy")
 
 CERT_POLL_INTERVAL = 1.0  # seconds between scans of haproxy.tls.cert_dir
 
@@ -52,7 +50,7 @@ class EdgeSync:
         self.zones = ZoneMapSync(runtime, metrics)  # zone_routing.sticky's server zones
         self.cert_interval = CERT_POLL_INTERVAL
         self._watcher: CertWatcher | None = None
-        self._loaded: dict[Path, str] | None = None  # certificates the last crt-list named
+        self.certs: CertStore | None = None
         self.configure(config, settings)
 
     def configure(self, config: HAProxyConfig, settings: Settings) -> None:
@@ -61,21 +59,23 @@ class EdgeSync:
         self.zones.configure(settings.config_path)
         path = settings.config_path
         self.tls_paths = tls.tls_paths(path) if path is not None and config.tls else None
+        if self.tls_paths is None or config.tls is None:
+            self.certs = None
+        elif self.certs is not None and self.certs.paths == self.tls_paths:
+            self.certs.config = config.tls  # (what it remembers stays)
+        else:
+            self.certs = CertStore(config.tls, self.tls_paths)
 
     # --- files: before HAProxy reads them ---------------------------------------------
 
     async def before_read(self) -> None:
-        """Map files with every wanted route; the crt-list of cert_dir's valid PEMs."""
+        """Map files with every wanted route; the crt-list and the certificates' copies."""
         self.routes.write_wanted()
         self.zones.write_wanted()
-        await asyncio.to_thread(self._write_tls_files)
-
-    def _write_tls_files(self) -> None:  # openssl checks each PEM: off the event loop
-        if self.tls_paths is not None and self.config.tls is not None:
-            usable, refused = tls.write_tls_files(self.config.tls, self.tls_paths)
-            for path, why in refused.items():
-                event(log, "certificate_refused", level=logging.ERROR, file=str(path), reason=why)
-            self._loaded = usable
+        certs = self.certs
+        if certs is not None:
+            async with certs.lock:  # (openssl checks each new PEM: off the event loop)
+                await asyncio.to_thread(certs.refresh)
 
     def refused(self) -> None:
         self.routes.restore()
@@ -86,8 +86,9 @@ class EdgeSync:
         self.routes.invalidate()
         self.zones.invalidate()
         await self._stop_watcher()
-        if self._loaded is not None:
-            self._start_watcher(self._loaded)
+        certs = self.certs
+        if certs is not None:  # (the copies HAProxy just read: kept reads them once)
+            self._start_watcher(dict(await asyncio.to_thread(lambda: certs.kept)))
 
     # --- runtime -----------------------------------------------------------------------
 
@@ -122,17 +123,14 @@ class EdgeSync:
     def _adopted_certificates(self) -> dict[Path, str]:
         """An HAProxy synapse did not start: the crt-list names what it loaded. Their text
         is unknown (empty), so the watcher sends each again once: idempotent."""
-        assert self.tls_paths is not None
-        listed = (read_text(self.tls_paths.crt_list) or "").split()
-        return {Path(p): "" for p in listed[1:]}  # the first is the placeholder
+        assert self.certs is not None
+        return {path: "" for path in self.certs.listed_names()}
 
     def _start_watcher(self, served: dict[Path, str]) -> None:
-        if self.config.tls is None or self.tls_paths is None or not self.runtime:
+        if self.certs is None or not self.runtime:
             return
         send = payload_sender(self.runtime[0].path)
-        self._watcher = CertWatcher(
-            self.config.tls, self.tls_paths, send, served, interval=self.cert_interval
-        )
+        self._watcher = CertWatcher(self.certs, send, served, interval=self.cert_interval)
         self._watcher.start()
 
     async def _stop_watcher(self) -> None:

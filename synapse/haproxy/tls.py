@@ -9,34 +9,39 @@ still start), and the first certificate of a bind is its default one, which the 
 API can never remove. So the placeholder answers a client without SNI or with a name no
 certificate covers, and every real certificate can come and go at runtime.
 
-A certificate added, replaced or removed later is a runtime change (``new ssl cert`` /
-``set ssl cert`` / ``commit ssl cert`` / ``add ssl crt-list`` / ``del ...``), never a
-reload: ``runtime_commands`` computes them from two scans; a PEM that does not hold a
-certificate and its matching key (half-written, broken) is refused and the old one
-keeps serving.
+The crt-list never names the operator's files: synapse writes each PEM it accepted into
+its own directory beside the config (``<name>.certs/``, normalised, mode 0600) and lists
+those copies. A reload or a restart then reads what HAProxy served, even when the file in
+``cert_dir`` is half-written or broken at that moment (a broken file listed would make
+HAProxy refuse the whole config); ``synapse.haproxy.certstore`` decides which copies stay.
 
-Certificates are checked with the ``openssl`` CLI (Debian package ``openssl``), so synapse
-needs no crypto library.
+A certificate added, replaced or removed later is a runtime change (``new ssl cert`` /
+``set ssl cert`` / ``commit ssl cert`` / ``add ssl crt-list`` / ``del ...``) on the copy's
+name, never a reload: ``runtime_commands`` computes them. PEMs are checked with the
+``openssl`` CLI (``synapse.haproxy.pemcheck``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import shutil
-import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from synapse.atomic import read_text, write_atomic
 from synapse.edge_config import HAProxyTLS
+from synapse.haproxy.pemcheck import checked_problem, openssl
 
 
 @dataclass(frozen=True)
 class TLSPaths:
     crt_list: Path
     placeholder: Path
+    copies: Path  # synapse's copies of the accepted PEMs: what the crt-list names
+
+    def copy_of(self, source: Path) -> Path:
+        """The copy of ``cert_dir``'s file ``source`` (cert_dir is flat: names are unique)."""
+        return self.copies / source.name
 
 
 def tls_paths(config_path: Path) -> TLSPaths:
@@ -44,6 +49,7 @@ def tls_paths(config_path: Path) -> TLSPaths:
     return TLSPaths(
         crt_list=config_path.with_name(f"{config_path.stem}.crt-list"),
         placeholder=config_path.with_name(f"{config_path.stem}.placeholder.pem"),
+        copies=config_path.with_name(f"{config_path.stem}.certs"),
     )
 
 
@@ -70,49 +76,24 @@ def frontend_lines(
     return lines
 
 
-def _openssl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("openssl")
-    if binary is None:
-        raise FileNotFoundError("openssl not found on PATH (Debian package openssl)")
-    return subprocess.run(
-        [binary, *args], input=stdin, capture_output=True, text=True, timeout=30, check=False
-    )
+def normalised(text: str) -> str:
+    """The PEM without empty lines (a runtime ``<<`` payload ends at the first one: ``cat
+    cert.pem; echo; cat key.pem`` could never be sent) nor trailing spaces or CRs."""
+    lines = (line.rstrip() for line in text.splitlines())
+    return "".join(f"{line}\n" for line in lines if line)
 
 
-def pem_problem(text: str) -> str | None:
-    """Why ``text`` is not a usable PEM (certificate plus its private key), or None."""
-    if "-----BEGIN CERTIFICATE-----" not in text or "PRIVATE KEY-----" not in text:
-        return "needs a certificate and its private key in one PEM file"
-    cert = _openssl("x509", "-noout", "-pubkey", stdin=text)
-    if cert.returncode != 0:
-        return f"certificate unreadable: {cert.stderr.strip()[-200:]}"
-    key = _openssl("pkey", "-pubout", stdin=text)
-    if key.returncode != 0:
-        return f"private key unreadable: {key.stderr.strip()[-200:]}"
-    if cert.stdout.strip() != key.stdout.strip():
-        return "the private key does not belong to the certificate"
-    return None
-
-
-_CHECKED: dict[str, str | None] = {}  # PEM sha256 -> pem_problem: the watcher scans every second
-_CHECKED_MAX = 4096
-
-
-def checked_problem(text: str) -> str | None:
-    """``pem_problem``, asked of openssl once per content."""
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    if digest not in _CHECKED:
-        if len(_CHECKED) >= _CHECKED_MAX:
-            _CHECKED.clear()
-        _CHECKED[digest] = pem_problem(text)
-    return _CHECKED[digest]
+def candidates(cert_dir: Path) -> list[Path]:
+    """The files of ``cert_dir`` the scan takes: ``*.pem`` regular files (or links to one),
+    not hidden (``.ansible_tmp…pem``, an editor's or synapse's own temp files)."""
+    return [p for p in sorted(cert_dir.glob("*.pem")) if not p.name.startswith(".") and p.is_file()]
 
 
 def scan(cert_dir: Path) -> tuple[dict[Path, str], dict[Path, str]]:
     """The usable PEMs of ``cert_dir`` (path -> text) and the refused ones (path -> why)."""
     usable: dict[Path, str] = {}
     refused: dict[Path, str] = {}
-    for path in sorted(cert_dir.glob("*.pem")):
+    for path in candidates(cert_dir):
         text = read_text(path)
         problem = "unreadable" if text is None else checked_problem(text)
         if problem is None and text is not None:
@@ -126,7 +107,7 @@ def make_placeholder(path: Path) -> None:
     """A self-signed certificate (and key) for an empty ``cert_dir``."""
     with tempfile.TemporaryDirectory() as tmp:
         key, cert = Path(tmp) / "key.pem", Path(tmp) / "cert.pem"
-        done = _openssl(
+        done = openssl(
             "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
             "-nodes", "-subj", "/CN=synapse-placeholder", "-days", "3650",
             "-keyout", str(key), "-out", str(cert),
@@ -136,35 +117,53 @@ def make_placeholder(path: Path) -> None:
         write_atomic(path, cert.read_text() + key.read_text(), mode=0o600)
 
 
-def crt_list_text(certs: Mapping[Path, str], placeholder: Path) -> str:
-    """The crt-list: the placeholder (the default certificate), then every usable one."""
+def crt_list_text(certs: Iterable[Path], placeholder: Path) -> str:
+    """The crt-list: the placeholder (the default certificate), then every listed copy."""
     return "".join(f"{path}\n" for path in [placeholder, *sorted(certs)])
 
 
-def write_tls_files(tls: HAProxyTLS, paths: TLSPaths) -> tuple[dict[Path, str], dict[Path, str]]:
-    """Scan ``cert_dir`` and write the crt-list (and the placeholder when it is needed);
-    call it before HAProxy reads the config. Returns the usable and refused PEMs."""
-    usable, refused = scan(Path(tls.cert_dir))
-    if pem_problem(read_text(paths.placeholder) or "") is not None:
+def write_listed(paths: TLSPaths, certs: Mapping[Path, str]) -> None:
+    """Make the copies (copy path -> normalised PEM) and the crt-list naming them what
+    HAProxy reads next; then remove the copies no longer listed. Copies first and removals
+    last: the crt-list on disk never names a missing file (a restart from the files)."""
+    if checked_problem(read_text(paths.placeholder) or "") is not None:
         make_placeholder(paths.placeholder)
-    text = crt_list_text(usable, paths.placeholder)
+    paths.copies.mkdir(mode=0o700, exist_ok=True)
+    for path, text in certs.items():
+        if read_text(path) != text:
+            write_atomic(path, text, mode=0o600)
+    text = crt_list_text(certs, paths.placeholder)
     if read_text(paths.crt_list) != text:
         write_atomic(paths.crt_list, text)
-    return usable, refused
+    for stale in candidates(paths.copies):
+        if stale not in certs:
+            stale.unlink(missing_ok=True)
+
+
+def write_tls_files(tls: HAProxyTLS, paths: TLSPaths) -> tuple[dict[Path, str], dict[Path, str]]:
+    """Scan ``cert_dir`` and write copies of its usable PEMs and the crt-list (and the
+    placeholder when it is needed), with no memory of earlier scans (``synapse -k``'s
+    check; synapse itself keeps the last good ones: ``certstore``). Returns the listed
+    copies (copy -> text) and the refused PEMs (file -> why)."""
+    usable, refused = scan(Path(tls.cert_dir))
+    listed = {paths.copy_of(path): normalised(text) for path, text in usable.items()}
+    write_listed(paths, listed)
+    return listed, refused
 
 
 def runtime_commands(
     old: Mapping[Path, str], new: Mapping[Path, str], paths: TLSPaths
 ) -> list[str]:
-    """Runtime API commands that turn the served certificates ``old`` into ``new``.
+    """Runtime API commands that turn the served certificates ``old`` into ``new`` (both
+    keyed by the name HAProxy knows them by: the copy's path).
 
-    Payloads use the runtime API's ``<<`` form (the PEM, then an empty line). The
-    placeholder stays first in the crt-list: it is never touched.
+    Payloads use the runtime API's ``<<`` form (the PEM without empty lines, then an empty
+    line). The placeholder stays first in the crt-list: it is never touched.
     """
     crt_list = paths.crt_list
     commands: list[str] = []
     for path in sorted(new):
-        text = new[path].strip()
+        text = normalised(new[path]).rstrip("\n")
         if path not in old:
             commands += [
                 f"new ssl cert {path}",
@@ -172,7 +171,7 @@ def runtime_commands(
                 f"commit ssl cert {path}",
                 f"add ssl crt-list {crt_list} {path}",
             ]
-        elif old[path].strip() != text:
+        elif normalised(old[path]).rstrip("\n") != text:
             commands += [f"set ssl cert {path} <<\n{text}\n", f"commit ssl cert {path}"]
     for path in sorted(set(old) - set(new)):
         commands += [f"del ssl crt-list {crt_list} {path}", f"del ssl cert {path}"]

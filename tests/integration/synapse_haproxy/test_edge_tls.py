@@ -1,6 +1,6 @@
-"""TLS termination on a real HAProxy: SNI from a crt-list, a placeholder for an empty
-directory, certificates added and replaced through the runtime API without a reload, a
-broken PEM refused."""
+"""TLS termination on a real HAProxy: SNI from a crt-list of synapse's copies, a placeholder
+for an empty directory, certificates added and replaced through the runtime API without a
+reload, a broken PEM refused."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from haproxy_helpers import haproxy_config, server, service
 from tls_peer import served_cert, subject_cn
 
 from synapse.haproxy import tls
+from synapse.haproxy.certstore import CertStore
 from synapse.haproxy.certwatch import CertWatcher, payload_sender
+from synapse.haproxy.pemcheck import pem_problem
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.routes import map_paths, routes_of, write_map_files
 from testbed.haproxy import check_config
@@ -73,11 +75,15 @@ def test_certificates_by_sni_rotated_at_runtime(
     # empty directory: the placeholder answers
     assert subject_cn(served_cert(tls_port, "a.example.test", tmp_path)) == "synapse-placeholder"
 
+    def copies() -> dict[Path, str]:  # what synapse lists: copies of the usable PEMs
+        return {paths.copy_of(p): tls.normalised(t) for p, t in tls.scan(certs)[0].items()}
+
     # a certificate appears: new ssl cert / set / commit / add ssl crt-list, no reload
     (certs / "a.pem").write_text(make_server_pem(pki, "a1", ["a.example.test"]))
     (certs / "b.pem").write_text("-----BEGIN CERTIFICATE-----\nhalf-writ")  # broken
-    new, refused = tls.scan(certs)
-    assert list(new) == [certs / "a.pem"] and list(refused) == [certs / "b.pem"]
+    usable, refused = tls.scan(certs)
+    assert list(usable) == [certs / "a.pem"] and list(refused) == [certs / "b.pem"]
+    new = copies()
     for command in tls.runtime_commands(served, new, paths):
         answer = proc.runtime(command)
         assert "rror" not in answer and "Can't" not in answer, (command, answer)
@@ -89,8 +95,8 @@ def test_certificates_by_sni_rotated_at_runtime(
     before = served_cert(tls_port, "a.example.test", tmp_path)["serialNumber"]
     (certs / "a.pem").write_text(make_server_pem(pki, "a2", ["a.example.test"]))
     (certs / "b.pem").write_text(make_server_pem(pki, "b", ["b.example.test"]))
-    new, refused = tls.scan(certs)
-    assert refused == {}
+    assert tls.scan(certs)[1] == {}
+    new = copies()
     for command in tls.runtime_commands(served, new, paths):
         answer = proc.runtime(command)
         assert "rror" not in answer and "Can't" not in answer, (command, answer)
@@ -101,7 +107,7 @@ def test_certificates_by_sni_rotated_at_runtime(
 
     # removed: del ssl crt-list / del ssl cert; the placeholder answers that name again
     (certs / "b.pem").unlink()
-    new, _ = tls.scan(certs)
+    new = copies()
     commands = tls.runtime_commands(served, new, paths)
     assert [c.split()[0:3] for c in commands] == [
         ["del", "ssl", "crt-list"],
@@ -112,9 +118,12 @@ def test_certificates_by_sni_rotated_at_runtime(
         assert "rror" not in answer and "Can't" not in answer, (command, answer)
     assert subject_cn(served_cert(tls_port, "b.example.test", tmp_path)) == "synapse-placeholder"
     assert proc.worker_pids() == worker
-    # ... and the crt-list on disk follows, for the next reload
+    # ... and the crt-list on disk follows, for the next reload: copies, mode 0600
     tls.write_tls_files(config.tls, paths)
-    assert paths.crt_list.read_text().splitlines() == [str(paths.placeholder), str(certs / "a.pem")]
+    copy = paths.copies / "a.pem"
+    assert paths.crt_list.read_text().splitlines() == [str(paths.placeholder), str(copy)]
+    assert sorted(paths.copies.iterdir()) == [copy] and copy.stat().st_mode & 0o777 == 0o600
+    assert copy.read_text() == tls.normalised((certs / "a.pem").read_text())
 
     # plain HTTP is redirected, HTTPS answers carry HSTS
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -147,7 +156,7 @@ async def test_watched_directory_serves_new_certificates_within_5s(
     proc = haproxy_factory(config_path=path, workdir=sockdir)
     worker = proc.worker_pids()
     send = payload_sender(str(sockdir / "admin.sock"))
-    watcher = CertWatcher(config.tls, paths, send, served, interval=0.2)
+    watcher = CertWatcher(CertStore(config.tls, paths), send, served, interval=0.2)
     watcher.start()
 
     async def serves(sni: str, cn: str) -> None:
@@ -172,12 +181,19 @@ async def test_watched_directory_serves_new_certificates_within_5s(
         refusals = [r for r in caplog.records if r.getMessage() == "certificate_refused"]
         fields = refusals[0].smartstack_fields  # type: ignore[attr-defined]
         assert fields["file"] == str(certs / "a.pem") and "private key" in fields["reason"]
+        assert fields["serving"] == "the last good copy"
         await serves("a.example.test", "a.example.test")
-        assert watcher.served[certs / "a.pem"] == pem
-        # removed: the placeholder answers that name again; the crt-list file follows
+        assert watcher.served[paths.copies / "a.pem"] == tls.normalised(pem)
+        # removed (another PEM stays: an emptied cert_dir removes nothing): the placeholder
+        # answers that name again; the crt-list file and the copies follow
+        other = await asyncio.to_thread(make_server_pem, pki, "b", ["b.example.test"])
+        (certs / "b.pem").write_text(other)
         (certs / "a.pem").unlink()
         await serves("a.example.test", "synapse-placeholder")
-        assert paths.crt_list.read_text().splitlines() == [str(paths.placeholder)]
+        await serves("b.example.test", "b.example.test")
+        copy = paths.copies / "b.pem"
+        assert paths.crt_list.read_text().splitlines() == [str(paths.placeholder), str(copy)]
+        assert sorted(paths.copies.iterdir()) == [copy]
         assert proc.worker_pids() == worker
     finally:
         await watcher.stop()
@@ -188,9 +204,17 @@ def test_pem_problems_are_named(tmp_path):
     make_test_pki(tmp_path)
     good = make_server_pem(tmp_path, "a", ["a.example.test"])
     other = make_server_pem(tmp_path, "b", ["b.example.test"])
-    assert tls.pem_problem(good) is None
+    assert pem_problem(good) is None
     cert_a = good[: good.index("-----BEGIN PRIVATE KEY")]
     key_b = other[other.index("-----BEGIN PRIVATE KEY") :]
-    assert tls.pem_problem(cert_a + key_b) == "the private key does not belong to the certificate"
-    assert "needs a certificate and its private key" in (tls.pem_problem(cert_a) or "")
-    assert "unreadable" in (tls.pem_problem(good[:200] + "\n" + key_b) or "")
+    assert pem_problem(cert_a + key_b) == "the private key does not belong to the certificate"
+    assert "needs a certificate and its private key" in (pem_problem(cert_a) or "")
+    assert "unreadable" in (pem_problem(good[:200] + "\n" + key_b) or "")
+    expired = make_server_pem(
+        tmp_path, "old", ["a.example.test"], ("20200101000000Z", "20200201000000Z")
+    )
+    assert pem_problem(expired) == "the certificate expired on 2020-02-01 00:00:00 UTC"
+    early = make_server_pem(
+        tmp_path, "new", ["a.example.test"], ("20990101000000Z", "20990201000000Z")
+    )
+    assert pem_problem(early) == "the certificate is not valid before 2099-01-01 00:00:00 UTC"

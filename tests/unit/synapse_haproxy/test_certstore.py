@@ -1,0 +1,198 @@
+"""The edge's certificates (pure parts): runtime payloads, which copies stay listed, the
+certificate dates, which files a scan takes; the store and the watcher with openssl and
+HAProxy stood in for."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from synapse.edge_config import HAProxyTLS
+from synapse.haproxy import tls
+from synapse.haproxy.certstore import CertStore, plan
+from synapse.haproxy.certwatch import CertWatcher
+from synapse.haproxy.pemcheck import parse_dates, validity_problem
+
+PATHS = tls.tls_paths(Path("/run/edge/haproxy.cfg"))
+A, B, C = (PATHS.copies / f"{n}.pem" for n in "abc")
+
+
+def test_runtime_payloads_carry_no_empty_line():
+    # `cat cert.pem; echo; cat key.pem`, CRLF, a line of spaces: HAProxy ends a `<<`
+    # payload at the first empty line, so none may be inside it.
+    pem = "CERT\r\n\r\nKEY\r\n   \n"
+    commands = tls.runtime_commands({}, {A: pem}, PATHS)
+    assert commands[1] == f"set ssl cert {A} <<\nCERT\nKEY\n"
+    assert [c for c in commands if "\n\n" in c] == []
+    # the same PEM with other blank lines is no change
+    assert tls.runtime_commands({A: "CERT\nKEY\n"}, {A: pem}, PATHS) == []
+
+
+def test_normalised_pems_have_no_empty_lines():
+    assert tls.normalised("A\n\nB  \r\n\n") == "A\nB\n"
+    assert tls.normalised("") == ""
+
+
+def test_a_refused_file_keeps_its_last_good_copy():
+    got = plan({A: "A2"}, refused={B}, kept={A: "A1", B: "B1"}, absent_since={}, now=10.0)
+    assert got.wanted == {A: "A2", B: "B1"} and got.absent == {} and not got.empty
+    # refused and never listed: not listed now either
+    assert plan({A: "A2"}, {C}, {A: "A1"}, {}, 10.0).wanted == {A: "A2"}
+
+
+def test_a_missing_file_is_removed_only_once_missing_for_the_grace():
+    kept = {A: "A1", B: "B1"}
+    first = plan({A: "A1"}, set(), kept, {}, now=10.0, grace=0.9)
+    assert first.wanted == kept and first.absent == {B: 10.0}
+    # the reload's second scan (install after the check) right after: still kept
+    again = plan({A: "A1"}, set(), kept, first.absent, now=10.05, grace=0.9)
+    assert again.wanted == kept and again.absent == {B: 10.0}
+    gone = plan({A: "A1"}, set(), kept, again.absent, now=11.0, grace=0.9)
+    assert gone.wanted == {A: "A1"} and gone.absent == {}
+    # back before the grace: the count starts again
+    back = plan({A: "A1", B: "B1"}, set(), kept, first.absent, now=10.5, grace=0.9)
+    assert back.wanted == kept and back.absent == {}
+
+
+def test_an_empty_or_missing_directory_removes_nothing():
+    kept = {A: "A1", B: "B1"}
+    empty = plan({}, set(), kept, {B: 10.0}, now=99.0)
+    assert empty.wanted == kept and empty.empty and empty.absent == {B: 10.0}
+    # nothing served: an empty directory is just empty (the placeholder answers)
+    assert not plan({}, set(), {}, {}, 99.0).empty
+    # a directory holding only refused files is not empty: the rule per file applies
+    assert plan({}, {A}, kept, {}, 99.0).wanted == kept
+
+
+def test_certificate_dates():
+    before, after = parse_dates(
+        "-----BEGIN PUBLIC KEY-----\nxx\n-----END PUBLIC KEY-----\n"
+        "notBefore=Dec  1 20:56:30 2026 GMT\nnotAfter=Jan 31 00:00:00 2027 GMT\n"
+    )
+    assert before == datetime(2026, 12, 1, 20, 56, 30, tzinfo=UTC)
+    assert after == datetime(2027, 1, 31, tzinfo=UTC)
+    assert validity_problem(before, after, datetime(2027, 1, 1, tzinfo=UTC)) is None
+    expired = validity_problem(before, after, datetime(2027, 2, 1, tzinfo=UTC))
+    assert expired == "the certificate expired on 2027-01-31 00:00:00 UTC"
+    early = validity_problem(before, after, datetime(2026, 12, 1, tzinfo=UTC))
+    assert early == "the certificate is not valid before 2026-12-01 20:56:30 UTC"
+    with pytest.raises(ValueError):
+        parse_dates("notBefore=Dec  1 20:56:30 2026 GMT\n")
+
+
+def test_the_scan_takes_visible_pem_files_only(tmp_path):
+    for name in ("a.pem", ".ansible_tmp12ab.pem", ".a.pem.swp", "a.pem~", "b.crt", "c.pem"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "d.pem").mkdir()
+    (tmp_path / "e.pem").symlink_to(tmp_path / "c.pem")  # a link to a file is a file
+    (tmp_path / "f.pem").symlink_to(tmp_path / "missing")
+    assert [p.name for p in tls.candidates(tmp_path)] == ["a.pem", "c.pem", "e.pem"]
+    assert tls.candidates(tmp_path / "gone") == []
+
+
+# --- the store and the watcher, openssl and HAProxy stood in for -------------------------
+
+
+def pem(tag: str) -> str:
+    return f"-----BEGIN CERTIFICATE-----\nGOOD {tag}\n-----END CERTIFICATE-----\n"
+
+
+@pytest.fixture
+def edge(tmp_path, monkeypatch):
+    """(cert_dir, store) on tmp_path: a PEM is good when it says GOOD."""
+    monkeypatch.setattr(
+        tls, "checked_problem", lambda text, now=None: None if "GOOD" in text else "broken"
+    )
+    monkeypatch.setattr(tls, "make_placeholder", lambda path: path.write_text(pem("placeholder")))
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    paths = tls.tls_paths(tmp_path / "run" / "haproxy.cfg")
+    (tmp_path / "run").mkdir()
+    return certs, CertStore(HAProxyTLS(cert_dir=str(certs)), paths)
+
+
+class FakeHAProxy:
+    def __init__(self, refuse: str = "\x00") -> None:
+        self.refuse = refuse  # a payload holding this is refused
+        self.commands: list[str] = []
+
+    async def send(self, command: str) -> str:
+        self.commands.append(command)
+        return "error: unsupported" if self.refuse in command else "ok"
+
+
+def listed(store: CertStore) -> list[str]:
+    return [Path(p).name for p in store.paths.crt_list.read_text().split()]
+
+
+def test_the_reload_path_keeps_the_last_good_copy(edge):
+    certs, store = edge
+    (certs / "a.pem").write_text(pem("a1"))
+    (certs / "b.pem").write_text(pem("b1"))
+    store.refresh()
+    assert listed(store) == ["haproxy.placeholder.pem", "a.pem", "b.pem"]
+    (certs / "a.pem").write_text("-----BEGIN CERTIFICATE-----\nhalf")  # broken now
+    store.refresh()  # a reload for another reason
+    assert listed(store) == ["haproxy.placeholder.pem", "a.pem", "b.pem"]
+    assert (store.paths.copies / "a.pem").read_text() == pem("a1")
+    # a restarted synapse: a new store starts from the copies the crt-list names
+    again = CertStore(store.config, store.paths)
+    again.refresh()
+    assert (store.paths.copies / "a.pem").read_text() == pem("a1")
+    # gone from cert_dir: its copy goes after the grace
+    (certs / "a.pem").unlink()
+    again.clock = lambda: 100.0
+    again.refresh()
+    assert (store.paths.copies / "a.pem").exists()
+    again.clock = lambda: 101.0
+    again.refresh()
+    assert listed(again) == ["haproxy.placeholder.pem", "b.pem"]
+    assert sorted(p.name for p in store.paths.copies.iterdir()) == ["b.pem"]
+
+
+async def test_a_certificate_haproxy_refuses_is_never_listed(edge, caplog):
+    certs, store = edge
+    (certs / "a.pem").write_text(pem("a1"))
+    store.refresh()
+    haproxy = FakeHAProxy(refuse="GOOD a2")
+    watcher = CertWatcher(store, haproxy.send, dict(store.kept))
+    (certs / "a.pem").write_text(pem("a2"))
+    with caplog.at_level(logging.ERROR):
+        assert await watcher.check_once() == []
+    assert haproxy.commands[-1] == f"abort ssl cert {store.paths.copies / 'a.pem'}"
+    refusal = [r for r in caplog.records if r.getMessage() == "certificate_refused"][-1]
+    assert refusal.smartstack_fields["serving"] == "the last good copy"  # type: ignore[attr-defined]
+    assert watcher.served == {store.paths.copies / "a.pem": pem("a1")}
+    # the next reload does not list it either (HAProxy would refuse the whole config)
+    store.refresh()
+    assert (store.paths.copies / "a.pem").read_text() == pem("a1")
+    # a new renewal is tried again
+    (certs / "a.pem").write_text(pem("a3"))
+    assert await watcher.check_once() == [store.paths.copies / "a.pem"]
+    assert (store.paths.copies / "a.pem").read_text() == pem("a3")
+
+
+async def test_an_emptied_directory_is_logged_once_per_streak(edge, caplog, tmp_path):
+    certs, store = edge
+    (certs / "a.pem").write_text(pem("a1"))
+    store.refresh()
+    haproxy = FakeHAProxy()
+    watcher = CertWatcher(store, haproxy.send, dict(store.kept))
+    (certs / "a.pem").unlink()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            assert await watcher.check_once() == []
+        certs.rename(tmp_path / "old")  # missing altogether: the same
+        assert await watcher.check_once() == []
+        certs.mkdir()
+        (certs / "a.pem").write_text(pem("a2"))
+        assert await watcher.check_once() == [store.paths.copies / "a.pem"]
+        (certs / "a.pem").unlink()
+        await watcher.check_once()
+    empties = [r for r in caplog.records if r.getMessage() == "cert_dir_empty"]
+    assert len(empties) == 2 and empties[0].smartstack_fields["kept"] == 1  # type: ignore[attr-defined]
+    assert [c for c in haproxy.commands if c.startswith("del")] == []
+    assert listed(store) == ["haproxy.placeholder.pem", "a.pem"]
