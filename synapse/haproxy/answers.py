@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -52,24 +53,30 @@ _CHECK_DISABLED = frozenset(
 )
 _INT_COLUMNS = ("srv_id", "srv_port", "srv_op_state", "srv_admin_state", "srv_uweight",
                 "srv_iweight")  # fmt: skip
+_SINCE = "srv_time_since_last_change"  # (optional: a row without it changed at the read)
 CANNOT_FIND_BACKEND = "Can't find backend"
 _PID = re.compile(r"^Pid: (\d+)$", re.MULTILINE)
 
 
-def _column_indexes(columns: list[str]) -> tuple[itemgetter, itemgetter]:
-    """Getters of a row's text and integer columns (tuples: each takes several columns)."""
+Getters = tuple[itemgetter, itemgetter, int | None]
+
+
+def _column_indexes(columns: list[str]) -> Getters:
+    """Getters of a row's text and integer columns (tuples: each takes several columns),
+    and the index of srv_time_since_last_change (None: not in the header)."""
     try:
         texts = itemgetter(*(columns.index(c) for c in _TEXT_COLUMNS))
-        return texts, itemgetter(*(columns.index(c) for c in _INT_COLUMNS))
+        ints = itemgetter(*(columns.index(c) for c in _INT_COLUMNS))
     except ValueError as err:
         raise UnexpectedAnswer(f"servers state columns without {err}") from err
+    return texts, ints, columns.index(_SINCE) if _SINCE in columns else None
 
 
 _DEFAULT_GETTERS = _column_indexes(list(SERVER_STATE_COLUMNS))
 
 
 @functools.lru_cache(maxsize=8)  # (the same header line in every answer: not parsed each time)
-def _header_getters(header: str) -> tuple[itemgetter, itemgetter]:
+def _header_getters(header: str) -> Getters:
     return _column_indexes(header.lstrip("#").split())
 
 
@@ -88,17 +95,19 @@ def parse_servers_state(
     ``known``: servers by name (the view's of this backend): a row equal to one of them
     gives that very object. A re-read of unchanged backends (the sweep, the check a
     second after commands) then builds no server and interns no string (~60 % of its
-    parse, issue 15), and the view's comparison finds the same objects."""
+    parse, issue 15), and the view's comparison finds the same objects (a known server
+    keeps its ``changed_at``: HAProxy's seconds since the change grow, the change does not)."""
     check_servers_state(text)
     lines = text.splitlines()
-    texts, ints = _DEFAULT_GETTERS
+    texts, ints, since = _DEFAULT_GETTERS
     servers = []
-    intern = share  # one string per backend, name and address; one int per port:
-    ports: dict[int, int] = {}  # all the state held by the reader shares them
+    intern = share  # one string per backend, name and address; one int per port and per
+    shared: dict[int, int] = {}  # change time: all the state held by the reader shares them
+    now = int(time.monotonic())
     get = known.get if known else None
     for line in lines[1:]:
         if line.startswith("#"):
-            texts, ints = _header_getters(line)
+            texts, ints, since = _header_getters(line)
             continue
         fields = line.split()
         if not fields:
@@ -119,10 +128,24 @@ def parse_servers_state(
             ):  # fmt: skip
                 servers.append(old)
                 continue
-        port = ports.setdefault(port, port)
+        port = shared.setdefault(port, port)
+        changed = now - _seconds(fields, since)
+        changed = shared.setdefault(changed, changed)
         servers.append(RunningServer(intern(backend), intern(name), sid, intern(addr), port,
-                                     op_state, admin, weight, initial, check_disabled))  # fmt: skip
+                                     op_state, admin, weight, initial, check_disabled,
+                                     changed))  # fmt: skip
     return servers
+
+
+def _seconds(fields: list[str], index: int | None) -> int:
+    """srv_time_since_last_change of a row (0 without the column; parsed only for a row
+    that is no known server: what the planner orders leftovers by)."""
+    if index is None:
+        return 0
+    try:
+        return int(fields[index])
+    except (IndexError, ValueError) as err:
+        raise UnexpectedAnswer(f"bad {_SINCE} in {' '.join(fields)[:120]!r}: {err}") from err
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,14 @@ class DelServer(Op):
 
 
 @dataclass(frozen=True)
+class DelLeftover(DelServer):
+    """`del server` of a server that left long ago, beyond the leftovers' cap of its
+    backend (``synapse.haproxy.leftovers``): counted apart from ``remove_servers: delete``'s."""
+
+    kind: ClassVar[str] = "del_leftover"
+
+
+@dataclass(frozen=True)
 class Reload:
     """Why a reload is needed: (kind, detail) pairs; ``kind`` labels the metric."""
 

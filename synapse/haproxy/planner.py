@@ -10,7 +10,8 @@ A pure function, no I/O, and no renderer: its vocabulary is ``synapse.haproxy.de
 - Membership and state go through the runtime API:
   - a server that left: ``set server B/S state maint`` (``remove_servers: delete``:
     then ``del server``, which HAProxy refuses while connections remain; it is
-    retried on the next apply);
+    retried on the next apply). With ``maint``, a backend's leftovers beyond their
+    cap are deleted, the ones longest in maintenance first (``leftovers``);
   - a server back (in maint or drain): ``state ready``, unless its options say
     ``disabled`` (then it is kept in, or put into, ``state maint``);
   - a checked server whose checks HAProxy has disabled (an ``add server`` whose
@@ -46,8 +47,10 @@ from collections.abc import Collection, Mapping
 
 from synapse.haproxy.configtext import ParsedConfig, section_changes, structural_options
 from synapse.haproxy.desired import DesiredConfig
+from synapse.haproxy.leftovers import old_leftovers
 from synapse.haproxy.ops import (
     AddServer,
+    DelLeftover,
     DelServer,
     EnableHealth,
     Op,
@@ -241,13 +244,16 @@ def backend_ops(
         return  # nothing would serve until the reload: what goes, goes with it
     ops += leaving
     # 3. servers that left stop taking traffic, once the others took it over
+    left = []
     for server_name, server in sorted(current.items()):
         if server_name in backend.servers or server_name in backend.static_servers:
             continue
+        left.append(server)
         if not server.forced_maint:
             ops.append(SetState(name, server_name, "maint"))
         if capabilities.remove_servers == "delete":
             ops.append(DelServer(name, server_name))
+    ops += [DelLeftover(name, old) for old in old_leftovers(backend, left, capabilities)]
 
 
 def _serving_after(

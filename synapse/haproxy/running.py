@@ -8,7 +8,7 @@ says what synapse may do to that HAProxy.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from synapse.haproxy.configtext import ParsedConfig
@@ -43,6 +43,10 @@ class RunningServer:
     # `check` configured but its health checks disabled (srv_check_state): an `add server`
     # whose `enable health` never came (synapse stopped between the two, or it failed).
     check_disabled: bool = False
+    # When HAProxy last changed its state (`time.monotonic()` seconds, whole: read time less
+    # srv_time_since_last_change; a maint resets it): the leftovers longest in maintenance
+    # go first (``leftovers``). Not compared: it alone changes no state synapse acts on.
+    changed_at: int = field(default=0, compare=False)
 
     @property
     def forced_maint(self) -> bool:

@@ -14,7 +14,9 @@ follow from the commands alone, as measured on HAProxy 2.6:
 - ``set weight B/S W``: weight W (the initial weight stays);
 - ``set server B/S addr A port P``: address A, port P;
 - ``enable health B/S``: nothing `show servers state` shows at once;
-- ``del server B/S``: gone.
+- ``del server B/S``: gone;
+- and the time of the change (``changed_at``: HAProxy's last change) is the command's for
+  an added server, a maint and a ready.
 
 Anything else (a drain, an add without ``id``, a ``disabled`` add, an address in a form
 HAProxy may print otherwise, a command to a server the view lacks) gives None: the
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -100,17 +103,22 @@ def follow(view: RunningView, ops: Sequence[Op], done: Collection[Op]) -> tuple[
 
 
 def after_ops(
-    backend: str, servers: Mapping[str, RunningServer], ops: Sequence[Op]
+    backend: str,
+    servers: Mapping[str, RunningServer],
+    ops: Sequence[Op],
+    now: int | None = None,
 ) -> dict[str, RunningServer] | None:
     """``servers`` of ``backend`` after ``ops`` (all of them succeeded, in order); None when
-    one of them has an effect not modelled here (read the backend instead)."""
+    one of them has an effect not modelled here (read the backend instead). ``now``: the
+    commands' time, as ``changed_at`` (None: the clock's, as the parse of a read)."""
+    now = int(time.monotonic()) if now is None else now
     new = dict(servers)
     for op in ops:
         if op.backend != backend:
             return None
         current = new.get(op.server)
         if isinstance(op, AddServer):
-            added = _added(backend, op)
+            added = _added(backend, op, now)
             if current is not None or added is None:
                 return None
             new[op.server] = added
@@ -122,13 +130,13 @@ def after_ops(
             admin = c.admin_state | ADMIN_FORCED_MAINT
             new[op.server] = RunningServer(c.backend, c.name, c.id, c.addr, c.port, OP_STOPPED,
                                            admin, c.weight, c.initial_weight,
-                                           c.check_disabled)  # fmt: skip
+                                           c.check_disabled, now)  # fmt: skip
         elif isinstance(op, SetState) and op.state == "ready":
             admin = c.admin_state & ~(ADMIN_FORCED_MAINT | ADMIN_FORCED_DRAIN)
             state = c.op_state if admin & _STILL_DOWN else OP_RUNNING
             new[op.server] = RunningServer(c.backend, c.name, c.id, c.addr, c.port, state,
                                            admin, c.weight, c.initial_weight,
-                                           c.check_disabled)  # fmt: skip
+                                           c.check_disabled, now)  # fmt: skip
         elif isinstance(op, SetWeight):
             new[op.server] = dataclasses.replace(c, weight=op.weight)
         elif isinstance(op, SetAddr):
@@ -145,7 +153,7 @@ def after_ops(
     return new
 
 
-def _added(backend: str, op: AddServer) -> RunningServer | None:
+def _added(backend: str, op: AddServer, now: int) -> RunningServer | None:
     host, sep, port = op.address.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     tokens = op.options.split()
@@ -158,7 +166,7 @@ def _added(backend: str, op: AddServer) -> RunningServer | None:
     weight = 1 if weight is None else weight
     checked = _last_of(tokens, "check", "no-check")  # (added with checks disabled)
     return RunningServer(backend, op.server, ident, host, int(port), OP_STOPPED,
-                         ADMIN_FORCED_MAINT, weight, weight, checked)  # fmt: skip
+                         ADMIN_FORCED_MAINT, weight, weight, checked, now)  # fmt: skip
 
 
 def _last_of(tokens: list[str], flag: str, negation: str) -> bool:
