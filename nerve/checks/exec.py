@@ -1,7 +1,8 @@
 """exec check: run a command from the config file; exit status 0 means up.
 
-A command nerve cannot start for want of its own resources (fork at the pids limit, a pipe
-at the open-file limit) gives no verdict (``nerve.checks.base.no_verdict``), not a failure.
+A command nerve cannot start for want of its own resources (fork, or the thread asyncio
+starts to wait for it, at the pids limit; a pipe at the open-file limit) gives no verdict
+(``nerve.checks.base.no_verdict``), not a failure.
 
 The command runs in its own process group so that a timeout kills it *and* whatever it
 started (a shell pipeline, curl, ...). Its combined stdout/stderr is kept for /status.

@@ -54,11 +54,13 @@ def wrapped(cause: OSError) -> CheckFailed:
         (OSError(errno.ENFILE, "Too many open files in system"), False),
         (OSError(errno.ENOBUFS, "No buffer space available"), False),
         (OSError(errno.ENOMEM, "Cannot allocate memory"), False),
+        (RuntimeError("can't start new thread"), False),  # nerve at its pids limit
         (wrapped(EMFILE), False),  # the HTTP check's connect
         (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), True),
         (wrapped(ConnectionRefusedError(errno.ECONNREFUSED, "refused")), True),
         (CheckFailed("HTTP 503"), True),
         (OSError("Multiple exceptions: ..."), True),
+        (RuntimeError("Event loop is closed"), True),
     ],
 )
 async def test_only_nerves_own_lack_of_resources_gives_no_verdict(
@@ -77,6 +79,26 @@ async def test_an_exec_check_that_cannot_fork_gives_no_verdict(
     monkeypatch.setattr(asyncio.get_running_loop(), "subprocess_exec", no_fork)
     result = await ExecCheck("exec", "true", 1.0).run()
     assert not result.verdict and "cannot start the command" in result.detail
+
+
+async def test_an_exec_check_whose_child_watcher_cannot_start_gives_no_verdict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At the pids limit the fork may pass and the thread asyncio starts to wait for the
+    command fail (review: a healthy service withdrawn with `check exec-... down
+    (RuntimeError: can't start new thread)`)."""
+
+    async def no_thread(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "subprocess_exec", no_thread)
+    reporter = Recorder()
+    reporter.holding = False
+    web = Service("web", [ExecCheck("exec", "true", 1.0)], [(1, 1)], reporter, initially_up=True)
+    web.state.registered = True
+    await web.run_round()  # fall 1: a failure would withdraw it
+    assert reporter.decisions == [] and web.state.registered
+    assert web.no_verdict["exec"][1].detail == "RuntimeError: can't start new thread"
 
 
 class Scripted:
