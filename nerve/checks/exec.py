@@ -12,8 +12,9 @@ The verdict is the command's exit status, as soon as it exited: a background pro
 left (``daemon &``) may hold the output pipe open for ever, so once the command exited
 the pipe gets ``PIPE_GRACE`` to deliver what is still in it, then it is closed (no fd
 kept per round). Such a leftover is not waited for; what is left of the command's process
-group gets SIGTERM once the verdict is in (a leftover per round would pile up to the
-container's pids limit; one that detached with ``setsid`` is its own business).
+group gets SIGTERM once the verdict is in, and SIGKILL if it ignores that (a leftover per
+round would pile up to the container's pids limit: nerve/checks/leftovers.py; one that
+detached with ``setsid`` is its own business).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import signal
 
 from nerve.checks.base import BaseCheck, CheckFailed, NoVerdict, Passed, clip
+from nerve.checks.leftovers import Leftovers
 from smartstack.logs import event
 
 log = logging.getLogger("nerve.checks")
@@ -60,11 +62,14 @@ class ExecCheck(BaseCheck):
     def __init__(self, name: str, command: str | list[str], timeout: float) -> None:
         super().__init__(name, timeout)
         self.argv = argv_for(command)
+        text = command if isinstance(command, str) else " ".join(command)
+        self.leftovers = Leftovers(name, clip(text, 120))
         warn_if_pid1()  # at start (the checks are built from the config), once
 
     async def probe(self) -> Passed:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
+        self.leftovers.sweep()  # the previous round's, before this one may add to them
         try:
             transport, protocol = await loop.subprocess_exec(
                 lambda: _Protocol(loop),
@@ -91,8 +96,7 @@ class ExecCheck(BaseCheck):
         finally:
             reading.cancel()
             transport.close()  # our end of the pipe, whoever still holds the other end
-        with contextlib.suppress(ProcessLookupError, PermissionError):  # (none left: ESRCH)
-            os.killpg(transport.get_pid(), signal.SIGTERM)  # its group, never nerve's
+        self.leftovers.terminate(transport.get_pid())  # its group, never nerve's
         returncode = transport.get_returncode()
         output = bytes(tail).decode(errors="replace")
         if returncode != 0:
@@ -101,6 +105,9 @@ class ExecCheck(BaseCheck):
                 detail += f": {clip(output, 200)}"
             raise CheckFailed(detail, output)
         return Passed("exit status 0", output)
+
+    async def close(self) -> None:
+        self.leftovers.sweep()  # a removed check's leftovers do not wait for a next round
 
 
 class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
