@@ -352,6 +352,7 @@ class NerveDaemon:
         service = self._build(name, cfg, old.reporter, initially_up=initially_up)
         if service is not None:
             service.start()
+            self.metrics.forget_stale(name, service)  # (old is halted: no write after this)
             return
         self._take(name)
         retiring[placement(self.config.instance_id, cfg)] = self._retire(old)
@@ -370,12 +371,14 @@ class NerveDaemon:
             await reporter.retire()  # retries through outages
             self._retiring.discard(reporter)
             await self.registries.release(reporter)
+            self.metrics.forget_stale(service.name, self.services.get(service.name))
 
         return self._spawn(retire(), f"retire-{service.name}")
 
     async def _hand_over(self, old: Service, new: Service) -> None:
         await hand_over(old, new, self.registries, start_new=not self._stopping)
         self._retiring.discard(old.reporter)
+        self.metrics.forget_stale(new.name, self.services.get(new.name))
 
     async def _start_after(self, retired: asyncio.Task[None], service: Service) -> None:
         with contextlib.suppress(Exception):
