@@ -8,8 +8,9 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: str, mode: int = 0o644) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync it, and rename it into place."""
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
+    """Write ``data`` (text is written as UTF-8) to a temp file beside ``path``, fsync it,
+    and rename it into place."""
     tmp = stage(path, data, mode)
     try:
         os.replace(tmp, path)
@@ -18,15 +19,15 @@ def write_atomic(path: Path, data: str, mode: int = 0o644) -> None:
         raise
 
 
-def stage(path: Path, data: str, mode: int = 0o644) -> str:
+def stage(path: Path, data: str | bytes, mode: int = 0o644) -> str:
     """The first half of ``write_atomic``: ``data`` in a temp file beside ``path``, fsynced;
     returns its name. The caller renames it into place (``os.replace``) or ``discard``s it:
     the slow half can run before whatever decides whether the file is still wanted."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(data)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
@@ -47,4 +48,12 @@ def read_text(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
+        return None
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """The file's bytes, or None when it does not exist or cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError:
         return None

@@ -24,7 +24,7 @@ class LocalPKI:
     client_key: Path
 
 
-def _openssl(*args: str | Path, cwd: Path) -> None:
+def _openssl(*args: str | Path, cwd: Path) -> str:
     binary = shutil.which(OPENSSL)
     if binary is None:
         raise FileNotFoundError("openssl not found on PATH (Debian package openssl)")
@@ -33,6 +33,7 @@ def _openssl(*args: str | Path, cwd: Path) -> None:
     )
     if done.returncode != 0:
         raise RuntimeError(f"openssl {args[0]} failed: {done.stderr.strip()[-500:]}")
+    return done.stdout
 
 
 def _key_and_request(directory: Path, name: str, subject: str, extensions: str) -> None:
@@ -117,3 +118,17 @@ def make_server_pem(
     else:
         _signed_dated(directory, name, subject, extensions, dates)
     return (directory / f"{name}.pem").read_text() + (directory / f"{name}.key").read_text()
+
+
+def make_ocsp_response(directory: Path, name: str, out: Path, minutes: int = 1440) -> bytes:
+    """A DER OCSP response saying "good" for ``<name>.pem`` (made by make_server_pem in
+    ``directory``), signed by the CA itself and valid ``minutes`` (a different value makes
+    a different response); written to ``out`` and returned."""
+    serial = _openssl("x509", "-in", f"{name}.pem", "-noout", "-serial", cwd=directory)
+    # `openssl ocsp -index` looks the serial up in a CA database (status V: valid)
+    index = f"V\t991231235959Z\t\t{serial.strip().split('=', 1)[1]}\tunknown\t/CN={name}\n"
+    (directory / "ocsp-index.txt").write_text(index)
+    _openssl("ocsp", "-index", "ocsp-index.txt", "-rsigner", "ca.pem", "-rkey", "ca.key",
+             "-CA", "ca.pem", "-issuer", "ca.pem", "-cert", f"{name}.pem", "-respout", out,
+             "-nmin", str(minutes), cwd=directory)  # fmt: skip
+    return out.read_bytes()

@@ -4,9 +4,13 @@
 and the certificate watcher both go through it, under one lock, so what it remembers
 outlives every reload and watcher restart:
 
-- ``kept``: the copies the crt-list names now (copy path -> normalised PEM), the last
-  good text of each name. A file of ``cert_dir`` that is refused now (half-written, the key
-  of another certificate, expired) keeps its copy listed; so does one HAProxy refused.
+- ``kept``: the copies the crt-list names now (copy path -> certificate: the normalised
+  PEM with its extra files), the last good one of each name. A file of ``cert_dir`` that
+  is refused now (half-written, the key of another certificate, expired) keeps its copy
+  listed; so does one HAProxy refused. An extra file that is refused (an ``.ocsp`` caught
+  half-written, or for another certificate) never takes its certificate with it: the same
+  PEM keeps its last good extra files, a new PEM goes without them; a certificate whose
+  extra files HAProxy refuses is tried again without them.
 - removals: a file counts as removed only when it is still absent on a scan at least
   ``ABSENT_GRACE`` after the first scan that missed it (two watcher scans; the two scans
   of one reload, check then install, do not count twice), and never while ``cert_dir`` is
@@ -27,31 +31,34 @@ import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from smartstack.logs import event
-from synapse.atomic import read_text
+from synapse.atomic import read_bytes, read_text
 from synapse.edge_config import HAProxyTLS
-from synapse.haproxy import tls
+from synapse.haproxy import certfiles, extracheck, tls
+from synapse.haproxy.certfiles import Cert
 
 log = logging.getLogger("synapse.haproxy.certwatch")
 ABSENT_GRACE = 0.9  # seconds a file must stay missing before it counts as removed
+T = TypeVar("T")  # what is served under a name (a Cert; the rule does not look inside)
 
 
 @dataclass
-class Plan:
-    wanted: dict[Path, str]  # copy path -> normalised PEM: what HAProxy should serve
+class Plan(Generic[T]):
+    wanted: dict[Path, T]  # copy path -> certificate: what HAProxy should serve
     absent: dict[Path, float] = field(default_factory=dict)  # kept, missing since (clock)
     empty: bool = False  # cert_dir missing or without a PEM: every kept one stays
 
 
 def plan(
-    usable: Mapping[Path, str],
+    usable: Mapping[Path, T],
     refused: Collection[Path],
-    kept: Mapping[Path, str],
+    kept: Mapping[Path, T],
     absent_since: Mapping[Path, float],
     now: float,
     grace: float = ABSENT_GRACE,
-) -> Plan:
+) -> Plan[T]:
     """What to list after one scan at ``now`` (everything keyed by copy path): the usable
     PEMs, the last good copy of a refused one, and a missing one until it has been missing
     for ``grace`` seconds (``absent_since``: when earlier scans first missed it)."""
@@ -71,8 +78,8 @@ def plan(
     return Plan(wanted, absent)
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class CertStore:
@@ -80,17 +87,17 @@ class CertStore:
         self.config = config
         self.paths = paths
         self.lock = asyncio.Lock()  # one scan-and-write at a time: reload path or watcher
-        self._kept: dict[Path, str] | None = None  # None: not read from disk yet
+        self._kept: dict[Path, Cert] | None = None  # None: not read from disk yet
         self._absent: dict[Path, float] = {}
         self.clock = time.monotonic
         self._empty_logged = False
-        self._rejected: dict[Path, str] = {}  # copy -> digest of a text HAProxy refused
+        self._rejected: dict[Path, set[Cert]] = {}  # copy -> what HAProxy refused (one PEM)
         self._logged: dict[Path, str] = {}  # refused file -> digest (and reason) logged
 
     # --- what is listed ----------------------------------------------------------------
 
     @property
-    def kept(self) -> dict[Path, str]:
+    def kept(self) -> dict[Path, Cert]:
         """The copies the crt-list names (read from disk the first time)."""
         if self._kept is None:
             self._kept = self._read_listed()
@@ -101,36 +108,56 @@ class CertStore:
         HAProxy that read it holds (older synapses listed cert_dir's files themselves)."""
         return [Path(p) for p in (read_text(self.paths.crt_list) or "").split()[1:]]
 
-    def _read_listed(self) -> dict[Path, str]:
-        kept: dict[Path, str] = {}
+    def _read_listed(self) -> dict[Path, Cert]:
+        kept: dict[Path, Cert] = {}
         for path in self.listed_names():
-            text = read_text(path) if path.parent == self.paths.copies else None
-            if text and "-----BEGIN CERTIFICATE-----" in text:
-                kept[path] = text
+            cert = certfiles.read_copy(path) if path.parent == self.paths.copies else None
+            if cert is not None and "-----BEGIN CERTIFICATE-----" in cert.pem:
+                kept[path] = cert
         return kept
 
     # --- one scan ----------------------------------------------------------------------
 
-    def next_scan(self) -> Plan:
+    def next_scan(self) -> Plan[Cert]:
         """Scan cert_dir (openssl: off the event loop) and decide what to list; logs the
         refused files and an emptied directory. What is listed changes with ``write``."""
         usable, refused = tls.scan(Path(self.config.cert_dir))
         kept = self.kept
-        copies: dict[Path, str] = {}
+        copies: dict[Path, Cert] = {}
         refused_copies: set[Path] = set()
         for path, text in usable.items():
-            copy, text = self.paths.copy_of(path), tls.normalised(text)
-            if self._rejected.get(copy) == _digest(text):  # HAProxy said no (logged then)
-                refused_copies.add(copy)
+            cert = self._cert_of(path, tls.normalised(text))
+            if cert is None:  # HAProxy said no, even without the extra files (logged then)
+                refused_copies.add(self.paths.copy_of(path))
             else:
-                copies[copy] = text
+                copies[self.paths.copy_of(path)] = cert
         for path, why in refused.items():
             refused_copies.add(self.paths.copy_of(path))
-            self._refuse(path, why, self.paths.copy_of(path) in kept)
+            self._refuse(path, why, self._serving(self.paths.copy_of(path) in kept))
         result = plan(copies, refused_copies, kept, self._absent, self.clock())
         self._absent = result.absent
         self._log_empty(result)
         return result
+
+    def _cert_of(self, source: Path, pem: str) -> Cert | None:
+        """What to serve for the usable PEM ``source``: with its extra files when they are
+        fit and HAProxy took them; else the same PEM's last good ones; else none. None
+        when HAProxy refused even that."""
+        copy = self.paths.copy_of(source)
+        found = extracheck.checked(source, pem)
+        kept = self.kept.get(copy)
+        fallback = kept if kept is not None and kept.pem == pem else found.cert.bare()
+        rejected = self._rejected.get(copy, set())
+        options = [fallback] if found.refused else [found.cert, fallback]
+        cert = next((option for option in options if option not in rejected), None)
+        for suffix, why in found.refused.items():
+            extra = certfiles.extra_path(source, suffix)
+            kept_it = cert is not None and suffix in cert.extras()  # (the same PEM's)
+            serving = "the last good copy" if kept_it else "the certificate without it"
+            self._refuse(extra, why, serving)
+        for suffix, why in found.ignored.items():
+            self._ignore(certfiles.extra_path(source, suffix), why)
+        return cert
 
     def _log_empty(self, result: Plan) -> None:
         if result.empty and not self._empty_logged:
@@ -140,23 +167,24 @@ class CertStore:
                   "serving until it holds PEMs again")  # fmt: skip
         self._empty_logged = result.empty
 
-    def write(self, certs: Mapping[Path, str]) -> None:
-        """List exactly ``certs`` (copy -> text): copies, crt-list, stale copies gone."""
+    def write(self, certs: Mapping[Path, Cert]) -> None:
+        """List exactly ``certs`` (copy -> certificate): copies with their extra files,
+        crt-list, stale files gone."""
         tls.write_listed(self.paths, certs)
         self._kept = dict(certs)
 
-    def follow(self, served: Mapping[Path, str]) -> None:
-        """The files follow what HAProxy serves (a text not known: the copy it read)."""
+    def follow(self, served: Mapping[Path, Cert]) -> None:
+        """The files follow what HAProxy serves (a PEM not known: the copy it read)."""
         kept = self.kept
-        certs: dict[Path, str] = {}
-        for path, text in served.items():
-            text = text or kept.get(path, "")
-            if text and path.parent == self.paths.copies:
-                certs[path] = text
+        certs: dict[Path, Cert] = {}
+        for path, cert in served.items():
+            known = cert if cert.pem else kept.get(path)
+            if known is not None and known.pem and path.parent == self.paths.copies:
+                certs[path] = known
         if certs != kept:
             self.write(certs)
 
-    def refresh(self) -> Plan:
+    def refresh(self) -> Plan[Cert]:
         """Before HAProxy reads the config: scan, and list what the plan wants."""
         result = self.next_scan()
         self.write(result.wanted)
@@ -164,20 +192,36 @@ class CertStore:
 
     # --- refusals ----------------------------------------------------------------------
 
-    def rejected(self, copy: Path, text: str, why: str) -> None:
-        """HAProxy refused ``text`` for ``copy`` at runtime: never list that text (a reload
-        would fail on it); the last good copy stays."""
-        self._rejected[copy] = _digest(text)
-        self._refuse(self.source_of(copy), why, copy in self.kept)
+    def rejected(self, copy: Path, cert: Cert, why: str) -> None:
+        """HAProxy refused ``cert`` for ``copy`` at runtime: never list it (a reload would
+        fail on it); the last good copy stays, and with extra files the same PEM is tried
+        without them. Only the refusals of one PEM are remembered."""
+        same_pem = {c for c in self._rejected.get(copy, set()) if c.pem == cert.pem}
+        self._rejected[copy] = same_pem | {cert}
+        self._refuse(self.source_of(copy), why, self._serving(copy in self.kept))
 
     def source_of(self, copy: Path) -> Path:
         """The file of cert_dir whose copy is ``copy``."""
         return Path(self.config.cert_dir) / copy.name
 
-    def _refuse(self, path: Path, why: str, kept: bool) -> None:
-        digest = _digest(f"{read_text(path) or ''}\0{why}")
+    @staticmethod
+    def _serving(kept: bool) -> str:
+        return "the last good copy" if kept else "nothing"
+
+    def _first_time(self, path: Path, why: str) -> bool:
+        """Whether ``path`` with this content is told ``why`` for the first time."""
+        digest = _digest((read_bytes(path) or b"") + b"\0" + why.encode())
         if self._logged.get(path) == digest:
-            return
+            return False
         self._logged[path] = digest
-        event(log, "certificate_refused", level=logging.ERROR, file=str(path), reason=why,
-              serving="the last good copy" if kept else "nothing")  # fmt: skip
+        return True
+
+    def _refuse(self, path: Path, why: str, serving: str) -> None:
+        if self._first_time(path, why):
+            event(log, "certificate_refused", level=logging.ERROR, file=str(path), reason=why,
+                  serving=serving)  # fmt: skip
+
+    def _ignore(self, path: Path, why: str) -> None:
+        if self._first_time(path, why):
+            event(log, "certificate_file_ignored", level=logging.WARNING, file=str(path),
+                  reason=why)  # fmt: skip

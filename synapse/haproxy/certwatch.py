@@ -3,10 +3,11 @@ runtime API: no SIGHUP, no reload (edge, issue 13).
 
 Every ``interval`` seconds the store (``synapse.haproxy.certstore``) scans the directory
 and says what to serve; a certificate added, replaced or removed is sent as runtime
-commands on its copy's name, one file at a time, and then the copies and the crt-list on
-disk follow what HAProxy serves, so that a later reload or restart starts from the same
-certificates. A PEM the store refuses (broken, half-written, expired) keeps its last good
-copy serving; so does a certificate HAProxy itself refuses (its transaction is aborted).
+commands on its copy's name, one certificate (PEM and extra files) at a time, and then the
+copies and the crt-list on disk follow what HAProxy serves, so that a later reload or
+restart starts from the same certificates. A PEM the store refuses (broken, half-written,
+expired) keeps its last good copy serving; so does a certificate HAProxy itself refuses
+(its transaction is aborted; one with extra files is tried without them at the next scan).
 
 ``send`` runs one runtime command and returns HAProxy's answer; certificates travel as
 multi-line payloads (``<<``), which ``RuntimeClient`` refuses by design, so
@@ -23,6 +24,7 @@ from pathlib import Path
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
 from synapse.haproxy import tls
+from synapse.haproxy.certfiles import Cert
 from synapse.haproxy.certstore import CertStore
 
 log = logging.getLogger("synapse.haproxy.certwatch")
@@ -56,9 +58,10 @@ def refused_answer(answer: str) -> bool:
 
 class CertWatcher:
     def __init__(
-        self, store: CertStore, send: Send, served: dict[Path, str], interval: float = 1.0
+        self, store: CertStore, send: Send, served: dict[Path, Cert], interval: float = 1.0
     ) -> None:
-        """``served``: what HAProxy holds (copy path -> text; "" when not known)."""
+        """``served``: what HAProxy holds (copy path -> certificate; its PEM "" when not
+        known)."""
         self.store = store
         self.send = send
         self.served = dict(served)
@@ -95,7 +98,7 @@ class CertWatcher:
                 commands = tls.runtime_commands(before, after, self.store.paths)
                 if not commands:
                     continue
-                if await self._apply(path, commands, after.get(path, "")):
+                if await self._apply(path, commands, after.get(path, Cert(""))):
                     applied.append(path)
                     if after:
                         self.served[path] = after[path]
@@ -106,13 +109,13 @@ class CertWatcher:
             event(log, "certificates_updated", files=[str(p) for p in applied])
         return applied
 
-    async def _apply(self, path: Path, commands: list[str], text: str) -> bool:
+    async def _apply(self, path: Path, commands: list[str], cert: Cert) -> bool:
         for command in commands:
             answer = await self.send(command)
             if refused_answer(answer):
                 if command.startswith("set ssl cert"):
                     await self.send(f"abort ssl cert {path}")
                 why = f"HAProxy refused {command.split(' <<')[0]!r}: {answer.strip()[:300]}"
-                self.store.rejected(path, text, why)
+                self.store.rejected(path, cert, why)
                 return False
         return True

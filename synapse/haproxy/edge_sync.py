@@ -120,13 +120,13 @@ class EdgeSync:
         needle = f"crt-list {self.tls_paths.crt_list}"
         return any(needle in line for lines in running.config.sections.values() for line in lines)
 
-    def _adopted_certificates(self) -> dict[Path, str]:
+    def _adopted_certificates(self) -> dict[Path, tls.Cert]:
         """An HAProxy synapse did not start: the crt-list names what it loaded. Their text
         is unknown (empty), so the watcher sends each again once: idempotent."""
         assert self.certs is not None
-        return {path: "" for path in self.certs.listed_names()}
+        return {path: tls.Cert("") for path in self.certs.listed_names()}
 
-    def _start_watcher(self, served: dict[Path, str]) -> None:
+    def _start_watcher(self, served: dict[Path, tls.Cert]) -> None:
         if self.certs is None or not self.runtime:
             return
         send = payload_sender(self.runtime[0].path)

@@ -14,11 +14,14 @@ its own directory beside the config (``<name>.certs/``, normalised, mode 0600) a
 those copies. A reload or a restart then reads what HAProxy served, even when the file in
 ``cert_dir`` is half-written or broken at that moment (a broken file listed would make
 HAProxy refuse the whole config); ``synapse.haproxy.certstore`` decides which copies stay.
+A copy carries the files HAProxy loads beside a certificate (``.ocsp``, ``.issuer``:
+``synapse.haproxy.certfiles``) when cert_dir has them beside the PEM and they are fit
+(``synapse.haproxy.extracheck``).
 
-A certificate added, replaced or removed later is a runtime change (``new ssl cert`` /
-``set ssl cert`` / ``commit ssl cert`` / ``add ssl crt-list`` / ``del ...``) on the copy's
-name, never a reload: ``runtime_commands`` computes them. PEMs are checked with the
-``openssl`` CLI (``synapse.haproxy.pemcheck``).
+A certificate added, replaced or removed later (its PEM or an extra file) is a runtime
+change (``new ssl cert`` / ``set ssl cert`` / ``commit ssl cert`` / ``add ssl crt-list`` /
+``del ...``) on the copy's name, never a reload: ``runtime_commands`` computes them. PEMs
+are checked with the ``openssl`` CLI (``synapse.haproxy.pemcheck``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from pathlib import Path
 
 from synapse.atomic import read_text, write_atomic
 from synapse.edge_config import HAProxyTLS
+from synapse.haproxy import certfiles, extracheck
+from synapse.haproxy.certfiles import Cert, normalised
 from synapse.haproxy.pemcheck import checked_problem, openssl
 
 
@@ -76,13 +81,6 @@ def frontend_lines(
     return lines
 
 
-def normalised(text: str) -> str:
-    """The PEM without empty lines (a runtime ``<<`` payload ends at the first one: ``cat
-    cert.pem; echo; cat key.pem`` could never be sent) nor trailing spaces or CRs."""
-    lines = (line.rstrip() for line in text.splitlines())
-    return "".join(f"{line}\n" for line in lines if line)
-
-
 def candidates(cert_dir: Path) -> list[Path]:
     """The files of ``cert_dir`` the scan takes: ``*.pem`` regular files (or links to one),
     not hidden (``.ansible_tmp…pem``, an editor's or synapse's own temp files)."""
@@ -122,57 +120,59 @@ def crt_list_text(certs: Iterable[Path], placeholder: Path) -> str:
     return "".join(f"{path}\n" for path in [placeholder, *sorted(certs)])
 
 
-def write_listed(paths: TLSPaths, certs: Mapping[Path, str]) -> None:
-    """Make the copies (copy path -> normalised PEM) and the crt-list naming them what
-    HAProxy reads next; then remove the copies no longer listed. Copies first and removals
+def write_listed(paths: TLSPaths, certs: Mapping[Path, Cert]) -> None:
+    """Make the copies (copy path -> certificate, with its extra files) and the crt-list
+    naming them what HAProxy reads next; then remove every other file of the copies'
+    directory (copies no longer listed and their extra files). Copies first and removals
     last: the crt-list on disk never names a missing file (a restart from the files)."""
     if checked_problem(read_text(paths.placeholder) or "") is not None:
         make_placeholder(paths.placeholder)
     paths.copies.mkdir(mode=0o700, exist_ok=True)
-    for path, text in certs.items():
-        if read_text(path) != text:
-            write_atomic(path, text, mode=0o600)
+    for path, cert in certs.items():
+        certfiles.write_copy(path, cert)
     text = crt_list_text(certs, paths.placeholder)
     if read_text(paths.crt_list) != text:
         write_atomic(paths.crt_list, text)
-    for stale in candidates(paths.copies):
-        if stale not in certs:
+    wanted = {file for path, cert in certs.items() for file in certfiles.files_of(path, cert)}
+    for stale in paths.copies.iterdir():  # (hidden: a temp file being written)
+        if stale not in wanted and not stale.name.startswith(".") and stale.is_file():
             stale.unlink(missing_ok=True)
 
 
-def write_tls_files(tls: HAProxyTLS, paths: TLSPaths) -> tuple[dict[Path, str], dict[Path, str]]:
-    """Scan ``cert_dir`` and write copies of its usable PEMs and the crt-list (and the
-    placeholder when it is needed), with no memory of earlier scans (``synapse -k``'s
-    check; synapse itself keeps the last good ones: ``certstore``). Returns the listed
-    copies (copy -> text) and the refused PEMs (file -> why)."""
+def write_tls_files(tls: HAProxyTLS, paths: TLSPaths) -> tuple[dict[Path, Cert], dict[Path, str]]:
+    """Scan ``cert_dir`` and write copies of its usable PEMs (with their fit extra files)
+    and the crt-list (and the placeholder when it is needed), with no memory of earlier
+    scans (``synapse -k``'s check; synapse itself keeps the last good ones: ``certstore``).
+    Returns the listed copies (copy -> certificate) and the refused PEMs (file -> why)."""
     usable, refused = scan(Path(tls.cert_dir))
-    listed = {paths.copy_of(path): normalised(text) for path, text in usable.items()}
+    listed = {
+        paths.copy_of(path): extracheck.checked(path, normalised(text)).cert
+        for path, text in usable.items()
+    }
     write_listed(paths, listed)
     return listed, refused
 
 
 def runtime_commands(
-    old: Mapping[Path, str], new: Mapping[Path, str], paths: TLSPaths
+    old: Mapping[Path, Cert], new: Mapping[Path, Cert], paths: TLSPaths
 ) -> list[str]:
     """Runtime API commands that turn the served certificates ``old`` into ``new`` (both
     keyed by the name HAProxy knows them by: the copy's path).
 
-    Payloads use the runtime API's ``<<`` form (the PEM without empty lines, then an empty
-    line). The placeholder stays first in the crt-list: it is never touched.
+    Payloads use the runtime API's ``<<`` form (no empty line inside, then an empty line);
+    a changed PEM or extra file sends the whole certificate in one transaction
+    (``certfiles.set_commands``). The placeholder stays first in the crt-list: it is never
+    touched.
     """
     crt_list = paths.crt_list
     commands: list[str] = []
     for path in sorted(new):
-        text = normalised(new[path]).rstrip("\n")
+        sets = certfiles.set_commands(path, new[path])
         if path not in old:
-            commands += [
-                f"new ssl cert {path}",
-                f"set ssl cert {path} <<\n{text}\n",
-                f"commit ssl cert {path}",
-                f"add ssl crt-list {crt_list} {path}",
-            ]
-        elif normalised(old[path]).rstrip("\n") != text:
-            commands += [f"set ssl cert {path} <<\n{text}\n", f"commit ssl cert {path}"]
+            commands += [f"new ssl cert {path}", *sets, f"commit ssl cert {path}",
+                         f"add ssl crt-list {crt_list} {path}"]  # fmt: skip
+        elif old[path] != new[path]:
+            commands += [*sets, f"commit ssl cert {path}"]
     for path in sorted(set(old) - set(new)):
         commands += [f"del ssl crt-list {crt_list} {path}", f"del ssl cert {path}"]
     return commands

@@ -1,9 +1,11 @@
-"""What certificate a TLS server presents for a name (SNI), for the edge's TLS tests."""
+"""What certificate (and OCSP response) a TLS server presents for a name (SNI), for the edge's
+TLS tests."""
 
 from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
 from pathlib import Path
 
 
@@ -24,3 +26,19 @@ def served_cert(port: int, sni: str, scratch: Path) -> dict:
 
 def subject_cn(cert: dict) -> str:
     return dict(pair[0] for pair in cert["subject"])["commonName"]
+
+
+def stapled(port: int, sni: str) -> str | None:
+    """The OCSP response HAProxy staples for ``sni`` ("good, next update <date>"), or None
+    when it sends none (``openssl s_client -status``)."""
+    done = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", sni, "-status"],
+        input="", capture_output=True, text=True, timeout=10, check=False,
+    )  # fmt: skip
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    if "OCSP Response Status: successful (0x0)" not in lines:
+        assert "OCSP response: no response sent" in lines, done.stdout[-2000:] + done.stderr
+        return None
+    status = next(line for line in lines if line.startswith("Cert Status:"))
+    update = next(line for line in lines if line.startswith("Next Update:"))
+    return f"{status.split(':', 1)[1].strip()}, next update {update.split(':', 1)[1].strip()}"

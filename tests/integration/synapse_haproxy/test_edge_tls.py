@@ -75,8 +75,8 @@ def test_certificates_by_sni_rotated_at_runtime(
     # empty directory: the placeholder answers
     assert subject_cn(served_cert(tls_port, "a.example.test", tmp_path)) == "synapse-placeholder"
 
-    def copies() -> dict[Path, str]:  # what synapse lists: copies of the usable PEMs
-        return {paths.copy_of(p): tls.normalised(t) for p, t in tls.scan(certs)[0].items()}
+    def copies() -> dict[Path, tls.Cert]:  # what synapse lists: copies of the usable PEMs
+        return {paths.copy_of(p): tls.Cert(t) for p, t in tls.scan(certs)[0].items()}
 
     # a certificate appears: new ssl cert / set / commit / add ssl crt-list, no reload
     (certs / "a.pem").write_text(make_server_pem(pki, "a1", ["a.example.test"]))
@@ -183,7 +183,7 @@ async def test_watched_directory_serves_new_certificates_within_5s(
         assert fields["file"] == str(certs / "a.pem") and "private key" in fields["reason"]
         assert fields["serving"] == "the last good copy"
         await serves("a.example.test", "a.example.test")
-        assert watcher.served[paths.copies / "a.pem"] == tls.normalised(pem)
+        assert watcher.served[paths.copies / "a.pem"] == tls.Cert(pem)
         # removed (another PEM stays: an emptied cert_dir removes nothing): the placeholder
         # answers that name again; the crt-list file and the copies follow
         other = await asyncio.to_thread(make_server_pem, pki, "b", ["b.example.test"])

@@ -24,11 +24,11 @@ def test_runtime_payloads_carry_no_empty_line():
     # `cat cert.pem; echo; cat key.pem`, CRLF, a line of spaces: HAProxy ends a `<<`
     # payload at the first empty line, so none may be inside it.
     pem = "CERT\r\n\r\nKEY\r\n   \n"
-    commands = tls.runtime_commands({}, {A: pem}, PATHS)
+    commands = tls.runtime_commands({}, {A: tls.Cert(pem)}, PATHS)
     assert commands[1] == f"set ssl cert {A} <<\nCERT\nKEY\n"
     assert [c for c in commands if "\n\n" in c] == []
     # the same PEM with other blank lines is no change
-    assert tls.runtime_commands({A: "CERT\nKEY\n"}, {A: pem}, PATHS) == []
+    assert tls.runtime_commands({A: tls.Cert("CERT\nKEY\n")}, {A: tls.Cert(pem)}, PATHS) == []
 
 
 def test_normalised_pems_have_no_empty_lines():
@@ -165,7 +165,7 @@ async def test_a_certificate_haproxy_refuses_is_never_listed(edge, caplog):
     assert haproxy.commands[-1] == f"abort ssl cert {store.paths.copies / 'a.pem'}"
     refusal = [r for r in caplog.records if r.getMessage() == "certificate_refused"][-1]
     assert refusal.smartstack_fields["serving"] == "the last good copy"  # type: ignore[attr-defined]
-    assert watcher.served == {store.paths.copies / "a.pem": pem("a1")}
+    assert watcher.served == {store.paths.copies / "a.pem": tls.Cert(pem("a1"))}
     # the next reload does not list it either (HAProxy would refuse the whole config)
     store.refresh()
     assert (store.paths.copies / "a.pem").read_text() == pem("a1")

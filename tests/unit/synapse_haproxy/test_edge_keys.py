@@ -89,7 +89,8 @@ def test_tls_frontend_lines():
 def test_tls_runtime_commands():
     a, b = Path("/c/a.pem"), Path("/c/b.pem")
     crt = PATHS.crt_list
-    assert tls.runtime_commands({a: "A"}, {a: "A2", b: "B"}, PATHS) == [
+    A, A2, B = tls.Cert("A"), tls.Cert("A2"), tls.Cert("B")
+    assert tls.runtime_commands({a: A}, {a: A2, b: B}, PATHS) == [
         f"set ssl cert {a} <<\nA2\n",
         f"commit ssl cert {a}",
         f"new ssl cert {b}",
@@ -97,8 +98,8 @@ def test_tls_runtime_commands():
         f"commit ssl cert {b}",
         f"add ssl crt-list {crt} {b}",
     ]
-    assert tls.runtime_commands({a: "A", b: "B"}, {b: "B"}, PATHS) == [
+    assert tls.runtime_commands({a: A, b: B}, {b: B}, PATHS) == [
         f"del ssl crt-list {crt} {a}",
         f"del ssl cert {a}",
     ]
-    assert tls.runtime_commands({a: "A"}, {a: "A\n"}, PATHS) == []
+    assert tls.runtime_commands({a: A}, {a: tls.Cert("A\n")}, PATHS) == []
