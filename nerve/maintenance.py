@@ -17,9 +17,9 @@ import logging
 import os
 import time
 import urllib.parse
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from nerve.own_limits import at_own_limit
 from smartstack.logs import event
@@ -41,6 +41,7 @@ class MaintenanceFlag:
     reason: str
     since: float  # unix time
     until: float | None = None  # unix time; None = until `nerve up`
+    unreadable: bool = False  # the stand-in for a flag file nerve could not read (no end)
 
     def expired(self, now: float) -> bool:
         return self.until is not None and now >= self.until
@@ -56,6 +57,9 @@ class MaintenanceFlag:
                 parts = [parts[0], "...", reason]
         later = None if self.until is None or until is None else max(self.until, until)
         return MaintenanceFlag(JOIN.join(parts), self.since, later)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reason": self.reason, "since": self.since, "until": self.until}
 
 
 class MaintenanceStore:
@@ -100,7 +104,8 @@ class MaintenanceStore:
                 file=str(path),
                 error=str(exc)[:160],
             )
-            flag = MaintenanceFlag(reason=f"unreadable flag file {path}", since=time.time())
+            reason = f"unreadable flag file {path}"
+            flag = MaintenanceFlag(reason=reason, since=time.time(), unreadable=True)
         self._unknown.discard(service)
         self._memory[service] = flag
         return flag
@@ -121,7 +126,7 @@ class MaintenanceStore:
             self.directory.mkdir(parents=True, exist_ok=True)
             path = self._file(service)
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(asdict(flag)) + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps(flag.to_json()) + "\n", encoding="utf-8")
             tmp.replace(path)  # atomic: a crash never leaves half a flag
         except OSError as exc:
             _warn("maintenance_flag_not_saved", service, exc, "the flag holds until nerve restarts")

@@ -304,17 +304,23 @@ class Service:
         self, reason: str, duration: float | None = None
     ) -> MaintenanceFlag | None:
         """Withdraw now. A maintenance already in force (another operator's) is joined, not
-        replaced (``MaintenanceFlag.joined``): returns that flag, else None."""
+        replaced (``MaintenanceFlag.joined``): returns that flag, else None. The stand-in for
+        an unreadable flag file is replaced: it has no end, and joined, `--for` would not."""
         now = time.time()
         until = now + duration if duration else None
         current = self.store.load(self.name)
         joined = current if isinstance(current, MaintenanceFlag) else None
-        if joined is not None and joined.expired(now):
+        more: dict[str, str] = {}
+        if joined is not None and joined.unreadable:
+            more["replaced"] = joined.reason
+            joined = None
+        elif joined is not None and joined.expired(now):
             joined = None  # ran out; the next round would have ended it
         flag = joined.joined(reason, until) if joined else MaintenanceFlag(reason, now, until)
         self.store.save(self.name, flag)
         self._flag_unknown = False  # the operator's word replaces the flag file's
-        more = {"joined": joined.reason} if joined else {}
+        if joined:
+            more["joined"] = joined.reason
         event(log, "maintenance_on", service=self.name, reason=reason, until=flag.until, **more)
         self._apply(self.state.set_maintenance(ADMIN, flag.reason, time.monotonic()))
         return joined

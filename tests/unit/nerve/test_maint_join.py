@@ -6,6 +6,7 @@ ended. (Real nerve, ZooKeeper and the command: tests/integration/nerve/test_main
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from nerve_fakes import Recorder
 from nerve import control, maintenance
 from nerve.maintenance import MaintenanceFlag, MaintenanceStore
 from nerve.service import Service
+from smartstack.logs import _FIELDS as FIELDS
 
 
 def test_a_joined_flag_keeps_both_reasons_and_the_later_end() -> None:
@@ -91,3 +93,24 @@ def test_the_commands_say_whose_maintenance_they_joined_or_ended(monkeypatch, ca
         "web: ended the maintenance: disk swap | deploy",
         "web: not in maintenance; registered",
     ]
+
+
+async def test_a_maint_on_an_unreadable_flag_replaces_it_so_its_for_ends_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stand-in for an unreadable flag has no end: joined, `nerve maint web --for 600`
+    would have saved no end either, and the service stayed out until `nerve up`."""
+    (tmp_path / "web.json").write_text("{not json")  # e.g. half-written on a full disk
+    caplog.set_level(logging.INFO, logger="nerve.service")
+    service, reporter, store = _service(tmp_path)
+    assert service.enter_maintenance("deploy", duration=0.05) is None  # nothing joined
+    flag = MaintenanceStore(tmp_path).load("web")  # on disk: the file is readable again
+    assert isinstance(flag, MaintenanceFlag) and flag.reason == "deploy"
+    assert flag.until is not None and store.load("web") == flag
+    [on] = [vars(r)[FIELDS] for r in caplog.records if r.getMessage() == "maintenance_on"]
+    assert on["replaced"] == f"unreadable flag file {tmp_path / 'web.json'}"
+    assert "joined" not in on
+    await asyncio.sleep(0.1)
+    await service.run_round()  # its 0.05 s are over: registered again
+    assert reporter.decisions == [False, True]
+    assert store.load("web") is None and not (tmp_path / "web.json").exists()
