@@ -10,6 +10,8 @@ is recomputed from the labels (nerve.docker_config) and applied:
   at once: the registration is withdrawn without waiting for a failing check;
 - a changed address (restart with another published port) retires the old and, once the old
   registration is gone, starts the new.
+A container's maintenance flag (`nerve maint web@app1:80`) belongs to that container: the same
+container started again keeps it, a removed one loses it (nerve.docker_flags).
 Crashes leave nothing stale: registrations are ephemeral znodes / leased etcd keys, and a
 restarted nerve's reporters delete a previous run's copies (same instance id and record) when
 they register; containers that died while nerve was down are simply not re-registered.
@@ -29,6 +31,7 @@ from prometheus_client import Counter
 from nerve.assemble import build_service
 from nerve.config import NerveConfig
 from nerve.docker_config import DockerModeConfig, LabelError, Wanted, selected, wanted_for
+from nerve.docker_flags import ContainerFlags
 from nerve.maintenance import MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.registries import Registries
@@ -56,6 +59,8 @@ class DockerSource:
         self.registries = registries
         self.metrics = metrics
         self.store = store
+        self.flags = ContainerFlags(store, docker_base_url(cfg.url))
+        self._resyncs = 0  # the watch's full listings seen (each one checks the flags)
         self.services: dict[str, Service] = {}
         self.wanted: dict[str, Wanted] = {}
         self._retiring: dict[str, asyncio.Task[None]] = {}
@@ -80,6 +85,7 @@ class DockerSource:
                 self.cfg.selector(self.instance_id), [f"{self.cfg.label_prefix}.service"]
             ),
             resync_interval=self.cfg.resync_interval,
+            on_gone=self.flags.gone,
         )
         self.watch.start()
         event(log, "docker_mode_started", engine=self.cfg.url, address=self.cfg.address)
@@ -91,6 +97,7 @@ class DockerSource:
         Both at once: a hung dockerd may hold the watch thread for seconds, and SIGTERM must
         not wait for it before withdrawing (nerve exits within 5 s)."""
         self._stopping = True  # container events arriving from now on are ignored
+        await self.flags.stop()
         services = list(self.services.values())
         self.services.clear()
         await asyncio.gather(*(s.halt() for s in services), return_exceptions=True)
@@ -134,6 +141,9 @@ class DockerSource:
             if key not in self.services:
                 self._add(entry)
         self.wanted = wanted
+        if self.watch is not None and self.watch.resyncs != self._resyncs:  # a full listing
+            self._resyncs = self.watch.resyncs
+            self.flags.resynced(containers)
 
     def _label_error(self, info: ContainerInfo, reason: str) -> None:
         if self._bad.get(info.id) == reason:
@@ -144,6 +154,7 @@ class DockerSource:
               reason=reason)  # fmt: skip
 
     def _add(self, entry: Wanted) -> None:
+        self.store.bind(entry.key, entry.container_id)  # (before its Service reads the flag)
         try:
             service = build_service(
                 entry.key,
@@ -174,6 +185,7 @@ class DockerSource:
 
     def _retire(self, key: str, reason: str) -> None:
         service = self.services.pop(key)
+        self.store.unbind(key)
         event(log, "docker_service_removed", service=key, reason=reason)
         previous = self._retiring.get(key)
 

@@ -7,6 +7,11 @@ read for want of its own file descriptors or memory is ``UNKNOWN`` for now, neve
 as an order (a flag file that is there but unreadable otherwise is one). A second
 ``nerve maint`` joins the flag in force (``MaintenanceFlag.joined``); ``nerve up`` ends it
 for everyone.
+
+In Docker mode a container's service (``web@app1:80``) is bound to the container (``bind``):
+its flag records the container's id, and a flag left by another container of the same name
+(an earlier one, since removed and recreated) is dropped instead of withdrawing the new one;
+so are the flags of a container that is destroyed (``drop_container``, nerve/docker_flags.py).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import logging
 import os
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +46,7 @@ class MaintenanceFlag:
     reason: str
     since: float  # unix time
     until: float | None = None  # unix time; None = until `nerve up`
+    container: str | None = None  # Docker mode: the id of the container it belongs to
     unreadable: bool = False  # the stand-in for a flag file nerve could not read (no end)
 
     def expired(self, now: float) -> bool:
@@ -56,10 +62,24 @@ class MaintenanceFlag:
             if len(JOIN.join(parts)) > MAX_JOINED:  # a script's reasons piling up
                 parts = [parts[0], "...", reason]
         later = None if self.until is None or until is None else max(self.until, until)
-        return MaintenanceFlag(JOIN.join(parts), self.since, later)
+        return MaintenanceFlag(JOIN.join(parts), self.since, later, self.container)
 
     def to_json(self) -> dict[str, Any]:
-        return {"reason": self.reason, "since": self.since, "until": self.until}
+        out: dict[str, Any] = {"reason": self.reason, "since": self.since, "until": self.until}
+        if self.container is not None:
+            out["container"] = self.container
+        return out
+
+
+def _parse(text: str) -> MaintenanceFlag:
+    raw = json.loads(text)
+    container = raw.get("container")
+    return MaintenanceFlag(
+        reason=str(raw["reason"]),
+        since=float(raw.get("since", 0.0)),
+        until=None if raw.get("until") is None else float(raw["until"]),
+        container=None if container is None else str(container),
+    )
 
 
 class MaintenanceStore:
@@ -69,6 +89,7 @@ class MaintenanceStore:
         self.directory = Path(directory) if directory else None
         self._memory: dict[str, MaintenanceFlag] = {}
         self._unknown: set[str] = set()  # services whose last read was UNKNOWN (logged once)
+        self._owners: dict[str, str] = {}  # Docker mode: service name -> its container's id
 
     def _file(self, service: str) -> Path:
         assert self.directory is not None
@@ -77,18 +98,17 @@ class MaintenanceStore:
 
     def load(self, service: str) -> MaintenanceFlag | Literal[Unknown.UNKNOWN] | None:
         """The service's flag, None without one, UNKNOWN while nerve cannot open files."""
-        if service in self._memory:
-            return self._memory[service]
+        flag = self._memory.get(service) or self._read(service)
+        if isinstance(flag, MaintenanceFlag) and service in self._owners:
+            return self._owned(service, flag, self._owners[service])
+        return flag
+
+    def _read(self, service: str) -> MaintenanceFlag | Literal[Unknown.UNKNOWN] | None:
         if self.directory is None:
             return None
         path = self._file(service)
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            flag = MaintenanceFlag(
-                reason=str(raw["reason"]),
-                since=float(raw.get("since", 0.0)),
-                until=None if raw.get("until") is None else float(raw["until"]),
-            )
+            flag = _parse(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             self._unknown.discard(service)
             return None
@@ -119,6 +139,8 @@ class MaintenanceStore:
               file=str(path), error=str(exc)[:160], detail=detail)  # fmt: skip
 
     def save(self, service: str, flag: MaintenanceFlag) -> None:
+        if flag.container is None and service in self._owners:  # a container's service
+            flag = replace(flag, container=self._owners[service])
         self._memory[service] = flag
         if self.directory is None:
             return
@@ -139,6 +161,58 @@ class MaintenanceStore:
             self._file(service).unlink(missing_ok=True)
         except OSError as exc:
             _warn("maintenance_flag_not_removed", service, exc, "remove the file by hand")
+
+    # --- Docker mode: flags that belong to a container ---------------------------------------
+
+    def bind(self, service: str, container: str) -> None:
+        """``service`` is container ``container``'s now (Docker mode): a flag another container
+        of that name left is dropped at once, and flags saved from now on carry the id."""
+        self._owners[service] = container
+        self.load(service)
+
+    def unbind(self, service: str) -> None:
+        """The container's service is gone (stopped, removed); its flag stays as it is."""
+        self._owners.pop(service, None)
+
+    def _owned(self, service: str, flag: MaintenanceFlag, owner: str) -> MaintenanceFlag | None:
+        if flag.unreadable:
+            return flag  # whose it was cannot be told: it holds, as for any service
+        if flag.container is None:  # saved by a nerve that did not record containers
+            self.save(service, flag)  # ... taken as the container's there now
+            return self._memory[service]
+        if flag.container != owner:
+            self._drop(service, flag, "container replaced")
+            return None
+        return flag
+
+    def containers(self) -> dict[str, str]:
+        """Every flag that belongs to a container: service name -> the container's id. Read
+        from the files (not cached: a stopped container's flag stays on disk only)."""
+        owned = {name: f.container for name, f in self._memory.items() if f.container}
+        for path in self.directory.glob("*.json") if self.directory else ():
+            name = urllib.parse.unquote(path.name[: -len(".json")])
+            try:
+                container = _parse(path.read_text(encoding="utf-8")).container
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # (read, and logged, when its service is)
+            if container and name not in self._memory:
+                owned[name] = container
+        return owned
+
+    def drop_container(self, container: str, reason: str) -> list[str]:
+        """Remove the flags of a container that no longer exists; the services whose flag it
+        was. A new container under the same name must not inherit an old one's maintenance."""
+        dropped = [name for name, owner in self.containers().items() if owner == container]
+        for name in dropped:
+            flag = self._memory.get(name) or self._read(name)
+            if isinstance(flag, MaintenanceFlag):
+                self._drop(name, flag, reason)
+        return dropped
+
+    def _drop(self, service: str, flag: MaintenanceFlag, reason: str) -> None:
+        self.clear(service)
+        event(log, "maintenance_dropped", service=service, container=(flag.container or "")[:12],
+              reason=reason, ended=flag.reason)  # fmt: skip
 
 
 def _warn(what: str, service: str, exc: OSError, detail: str) -> None:

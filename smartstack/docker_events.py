@@ -178,6 +178,7 @@ class ContainerWatch:
         *,
         labels: Iterable[str] = (),
         on_connection: Callable[[bool, str | None], None] | None = None,
+        on_gone: Callable[[str], None] | None = None,
         backoff: tuple[float, float] = (0.2, 5.0),
         timeout: float = 10.0,
         resync_interval: float = RESYNC_INTERVAL,
@@ -186,6 +187,7 @@ class ContainerWatch:
         self.loop = loop
         self.on_change = on_change
         self.on_connection = on_connection
+        self.on_gone = on_gone  # a container of ours was destroyed (its id), stopped or not
         self.labels = list(labels)
         self.backoff = backoff
         self.timeout = timeout
@@ -249,6 +251,8 @@ class ContainerWatch:
 
     def _apply_update(self, container_id: str, info: ContainerInfo | None) -> None:
         if info is None:
+            if self.on_gone is not None:  # (a stopped one left the map at a resync)
+                self.on_gone(container_id)
             if self.containers.pop(container_id, None) is None:
                 return
         else:

@@ -197,24 +197,14 @@ async def test_nerve_process_sigkill_and_restart(container_factory, zk, kazoo, b
     one of them dies meanwhile), then restarted: no stale and no duplicate registration."""
     stays = container_factory("pstays", labels=labels("proc"))
     dies = container_factory("pdies", labels=labels("proc"))
-    config = {
-        "instance_id": "host1",
-        "services": {},
-        "admin": {"port": None},
-        "docker": {"url": dockerd.base_url, "service_defaults": {
-            "zk_hosts": [zk.hosts], "zk_path": f"{base_path}/{{service}}",
-            "zk_session_timeout": 2.0, "check_interval": 0.2}},
-    }  # fmt: skip
-    path = tmp_path / "nerve.json"
-    path.write_text(json.dumps(config))
-    nerve_bin = str(Path(sys.executable).parent / "nerve")
+    path = nerve_config(dockerd, zk, base_path, tmp_path, services={}, admin={"port": None})
     both = [f"proc 127.0.0.1:{published_port(c)}" for c in (stays, dies)]
-    first = ManagedProcess([nerve_bin, "-c", str(path)], tmp_path, "nerve1").start()
+    first = ManagedProcess([NERVE, "-c", str(path)], tmp_path, "nerve1").start()
     try:
         await wait_addresses(kazoo, base_path, both)
         first.kill()  # SIGKILL: no withdrawal, the session lives on for up to 2 s
         dies.kill()  # ...and a container dies while no nerve watches
-        second = ManagedProcess([nerve_bin, "-c", str(path)], tmp_path, "nerve2").start()
+        second = ManagedProcess([NERVE, "-c", str(path)], tmp_path, "nerve2").start()
         try:
             await wait_addresses(kazoo, base_path, [f"proc 127.0.0.1:{published_port(stays)}"])
             assert len(records(kazoo, base_path)) == 1
@@ -234,33 +224,19 @@ async def test_nerve_maint_and_health_name_a_container_s_service(
     service (``web@app:80``), and the shutdown counts its withdrawal."""
     app = container_factory("mapp", labels=labels("mweb", check="none"))
     admin = free_port()
-    config = {
-        "instance_id": "host1",
-        "admin": {"port": admin},
-        "docker": {"url": dockerd.base_url, "service_defaults": {
-            "zk_hosts": [zk.hosts], "zk_path": f"{base_path}/{{service}}",
-            "zk_session_timeout": 2.0, "check_interval": 0.2}},
-    }  # fmt: skip
-    path = tmp_path / "nerve.json"
-    path.write_text(json.dumps(config))
-    bin_dir = Path(sys.executable).parent
+    path = nerve_config(dockerd, zk, base_path, tmp_path, admin={"port": admin})
     wanted = [f"mweb 127.0.0.1:{published_port(app)}"]
     url = f"http://127.0.0.1:{admin}"
-
-    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(bin_dir / "nerve"), *argv, "--admin", url],
-                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-
-    nerve = ManagedProcess([str(bin_dir / "nerve"), "-c", str(path)], tmp_path, "nerve").start()
+    nerve = ManagedProcess([NERVE, "-c", str(path)], tmp_path, "nerve").start()
     try:
         await wait_addresses(kazoo, base_path, wanted)
-        maint = await asyncio.to_thread(cli, "maint", "mweb@mapp:80", "--reason", "drain",
+        maint = await asyncio.to_thread(cli, url, "maint", "mweb@mapp:80", "--reason", "drain",
                                         "--drain", "0.2")  # fmt: skip
         assert maint.returncode == 0, maint.stderr
         assert addresses(kazoo, base_path) == []
         health = await asyncio.to_thread(http_status, f"{url}/health/mweb@mapp:80")
         assert health[0] == 503 and json.loads(health[1])["state"] == "maintenance"
-        up = await asyncio.to_thread(cli, "up", "mweb@mapp:80")
+        up = await asyncio.to_thread(cli, url, "up", "mweb@mapp:80")
         assert up.returncode == 0, up.stderr
         await wait_addresses(kazoo, base_path, wanted)
         nerve.stop(timeout=10)  # SIGTERM: withdraws before exiting
@@ -268,6 +244,70 @@ async def test_nerve_maint_and_health_name_a_container_s_service(
         assert "event=nerve_stopped withdrawn=1 failed=0" in nerve.log_tail(), nerve.log_tail()
     finally:
         nerve.kill()
+
+
+async def test_a_drained_container_recreated_under_its_name_is_registered_again(
+    container_factory, zk, kazoo, base_path, dockerd, tmp_path
+) -> None:
+    """A rolling redeploy: `nerve maint --drain`, then the container is removed and a new one
+    started under the same name. The maintenance was the old container's: the new one is
+    registered. `docker restart` (the same container) keeps the operator's maintenance."""
+    old = container_factory("rapp", labels=labels("rweb", check="none"))
+    admin = free_port()
+    state = tmp_path / "state"
+    path = nerve_config(dockerd, zk, base_path, tmp_path, admin={"port": admin},
+                        state_dir=str(state))  # fmt: skip
+    url = f"http://127.0.0.1:{admin}"
+    nerve = ManagedProcess([NERVE, "-c", str(path)], tmp_path, "nerve").start()
+    try:
+        await wait_addresses(kazoo, base_path, [f"rweb 127.0.0.1:{published_port(old)}"])
+        maint = await asyncio.to_thread(cli, url, "maint", "rweb@rapp:80", "--reason",
+                                        "redeploy", "--drain", "0.2")  # fmt: skip
+        assert maint.returncode == 0, maint.stderr
+        assert addresses(kazoo, base_path) == [] and list(state.iterdir()) != []
+        old.stop(timeout=1)
+        old.remove()
+        await eventually(lambda: list(state.iterdir()) == [], 10, "the flag removed")
+        new = container_factory("rapp", labels=labels("rweb", check="none"))
+        wanted = [f"rweb 127.0.0.1:{published_port(new)}"]
+        await wait_addresses(kazoo, base_path, wanted)
+        assert "event=maintenance_dropped service=rweb@rapp:80 container=" in nerve.log_tail(200)
+        maint = await asyncio.to_thread(cli, url, "maint", "rweb@rapp:80", "--reason", "disk")
+        assert maint.returncode == 0, maint.stderr
+        await wait_addresses(kazoo, base_path, [])
+        new.restart(timeout=1)  # the same container: still the operator's maintenance
+        added = "event=docker_service_added service=rweb@rapp:80 "
+        await eventually(lambda: nerve.log_tail(500).count(added) == 3, 10,
+                         "the restarted container's service added again")  # fmt: skip
+        await asyncio.sleep(1.0)  # (5 check rounds)
+        assert addresses(kazoo, base_path) == []
+        flag = json.loads(next(state.iterdir()).read_text())
+        assert (flag["reason"], flag["container"]) == ("disk", new.id)
+    finally:
+        nerve.kill()
+
+
+NERVE = str(Path(sys.executable).parent / "nerve")
+
+
+def nerve_config(dockerd: Any, zk: Any, base_path: str, tmp_path: Path, **more: Any) -> Path:
+    """A Docker-mode nerve config file (ZooKeeper under base_path); ``more``: top-level keys."""
+    config = {
+        "instance_id": "host1",
+        **more,
+        "docker": {"url": dockerd.base_url, "service_defaults": {
+            "zk_hosts": [zk.hosts], "zk_path": f"{base_path}/{{service}}",
+            "zk_session_timeout": 2.0, "check_interval": 0.2}},
+    }  # fmt: skip
+    path = tmp_path / "nerve.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def cli(url: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The `nerve` command against the admin API at ``url``."""
+    return subprocess.run([NERVE, *argv, "--admin", url],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
 
 
 def http_status(url: str) -> tuple[int, str]:
