@@ -87,6 +87,7 @@ class Watcher(ABC):
         self.last_change: float | None = None  # wall clock of the last reported change
         self.reports = 0
         self.restarts = 0  # times run() crashed and was started again
+        self.noted_kinds: set[str] = set()  # record notes already logged as a warning
 
     # --- lifecycle -------------------------------------------------------------------
 

@@ -76,7 +76,7 @@ def test_non_string_server_options_keep_the_server(options: object, kind: str) -
 
 def test_ignored_fields_are_logged_and_counted(caplog: pytest.LogCaptureFixture) -> None:
     metrics = SynapseMetrics(CollectorRegistry())
-    watcher = SimpleNamespace(metrics=metrics, service="web", method="zookeeper")
+    watcher = SimpleNamespace(metrics=metrics, service="web", method="zookeeper", noted_kinds=set())
     reg = decode_nerve(record(haproxy_server_options={"weight": 5}))
     note_ignored(watcher, "zookeeper:/s/a_0000000001", reg)  # type: ignore[arg-type]
     note_ignored(watcher, "zookeeper:/s/b", decode_nerve(record()))  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -114,7 +115,7 @@ def test_every_note_of_a_record_is_kept_in_order() -> None:
 
 def test_a_clamped_weight_is_logged_and_counted(caplog: pytest.LogCaptureFixture) -> None:
     metrics = SynapseMetrics(CollectorRegistry())
-    watcher = SimpleNamespace(metrics=metrics, service="web", method="zookeeper")
+    watcher = SimpleNamespace(metrics=metrics, service="web", method="zookeeper", noted_kinds=set())
     reg = decode_nerve(record(weight=500))
     note_ignored(watcher, "zookeeper:/s/a_0000000001", reg)  # type: ignore[arg-type]
     labels = {"service": "web", "method": "zookeeper"}
@@ -123,3 +124,26 @@ def test_a_clamped_weight_is_logged_and_counted(caplog: pytest.LogCaptureFixture
     fields = getattr(logged, logs._FIELDS)
     assert fields["reason"] == "weight 500 is above 256, HAProxy's largest: 256 used"
     assert fields["effect"] == "server kept"
+
+
+def test_a_fleet_of_heavy_records_logs_one_warning_per_kind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A Ruby fleet whose records all say weight: 500 is normal: every record is counted,
+    # one warning per kind of note (per watcher) says so, the rest are at debug level.
+    metrics = SynapseMetrics(CollectorRegistry())
+    watcher = SimpleNamespace(metrics=metrics, service="web", method="zookeeper", noted_kinds=set())
+    caplog.set_level(logging.DEBUG, logger="synapse.watchers")
+    for index in range(100):
+        reg = decode_nerve(record(weight=300 + index))
+        note_ignored(watcher, f"zookeeper:/s/i{index}_0000000001", reg)  # type: ignore[arg-type]
+    note_ignored(watcher, "zookeeper:/s/x", decode_nerve(record(labels={"owner": None})))  # type: ignore[arg-type]
+    labels = {"service": "web", "method": "zookeeper"}
+    assert metrics.registry.get_sample_value("synapse_ignored_record_fields_total", labels) == 101
+    notes = [r for r in caplog.records if r.getMessage() == "record_field_ignored"]
+    warned = [getattr(r, logs._FIELDS)["reason"] for r in notes if r.levelno == logging.WARNING]
+    assert warned == [
+        "weight 300 is above 256, HAProxy's largest: 256 used",
+        "label 'owner' is null: dropped",
+    ]
+    assert len(notes) == 101  # (the other 99 at debug level)
