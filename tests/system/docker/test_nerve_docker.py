@@ -181,10 +181,15 @@ async def test_restarted_nerve_leaves_one_record(container_factory, source_facto
     # A crash: nerve's session stays open (as after SIGKILL, until it times out)...
     await first.source.stop(withdraw=False)
     assert addresses(kazoo, base_path) == wanted
-    # ...and the restarted nerve (same instance id) replaces the leftover: one record.
+    # ...and the restarted nerve (same instance id) replaces the leftover: one record. Its new
+    # znode is written before the leftover goes (make before break), so wait for the old to go.
     source_factory()
-    await eventually(lambda: [r["znode"] for r in records(kazoo, base_path)] not in ([old], []),
-                     what="the new znode")  # fmt: skip
+
+    def replaced() -> bool:
+        znodes = [r["znode"] for r in records(kazoo, base_path)]
+        return bool(znodes) and old not in znodes
+
+    await eventually(replaced, what="the leftover replaced by the new znode")
     assert addresses(kazoo, base_path) == wanted
     await first.registries.close()  # the old session ends: the new record stays
     await wait_addresses(kazoo, base_path, wanted)
