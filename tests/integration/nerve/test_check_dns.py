@@ -145,6 +145,7 @@ def hang(host, *args, **kwargs):
     return real(host, *args, **kwargs)
 socket.getaddrinfo = hang
 from nerve.checks.tcp import TcpCheck
+print("imported", time.monotonic(), flush=True)
 async def main():
     for _ in range(3):
         print((await TcpCheck("t", "hung.test", 5432, 0.05).run()).detail, flush=True)
@@ -156,9 +157,11 @@ print("done", time.monotonic(), flush=True)
 def test_a_hung_lookup_does_not_hold_the_exit(tmp_path: Path) -> None:
     script = tmp_path / "exit.py"
     script.write_text(EXIT.format(root=str(ROOT)))
-    started = time.monotonic()
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=20)
-    took = time.monotonic() - started
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    ended = time.monotonic()  # (CLOCK_MONOTONIC: the same clock in both processes)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[:3] == ["timed out after 0.05s"] * 3
+    lines = done.stdout.splitlines()
+    assert lines[1:4] == ["timed out after 0.05s"] * 3
+    # From the imports' end: the interpreter's start and imports took up to 9 s at load 9.
+    took = ended - float(lines[0].split()[1])
     assert took < 5, f"exit took {took:.1f}s"  # the old code waited for the 30 s lookup
