@@ -92,7 +92,10 @@ class CertWatcher:
         async with self.store.lock:
             wanted = (await asyncio.to_thread(self.store.next_scan)).wanted
             applied = []
-            for path in sorted(set(wanted) | set(self.served)):
+            # Additions and changes before removals: after adopting an older synapse's
+            # HAProxy, the copies replace cert_dir's own paths, and removing those first
+            # would leave every domain on the placeholder until its copy is added.
+            for path in [*sorted(wanted), *sorted(set(self.served) - set(wanted))]:
                 before = {path: self.served[path]} if path in self.served else {}
                 after = {path: wanted[path]} if path in wanted else {}
                 commands = tls.runtime_commands(before, after, self.store.paths)

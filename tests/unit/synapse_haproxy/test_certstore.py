@@ -196,3 +196,21 @@ async def test_an_emptied_directory_is_logged_once_per_streak(edge, caplog, tmp_
     assert len(empties) == 2 and empties[0].smartstack_fields["kept"] == 1  # type: ignore[attr-defined]
     assert [c for c in haproxy.commands if c.startswith("del")] == []
     assert listed(store) == ["haproxy.placeholder.pem", "a.pem"]
+
+
+async def test_adopted_certificates_are_replaced_new_first(edge, tmp_path):
+    # An edge adopted from an older synapse serves cert_dir's own paths; the copies that
+    # replace them are added before any old path is removed, wherever the paths sort
+    # (removals first left every domain on the placeholder for ~10 ms per certificate).
+    certs, store = edge
+    for name in "ab":
+        (certs / f"{name}.pem").write_text(pem(name))
+    old = {tmp_path / "a-old" / f"{n}.pem": tls.Cert(pem(n)) for n in "ab"}  # sorts first
+    haproxy = FakeHAProxy()
+    watcher = CertWatcher(store, haproxy.send, old)
+    assert sorted(await watcher.check_once()) == sorted([*old, *store.kept])
+    verbs = [" ".join(c.split()[:2]) for c in haproxy.commands]
+    assert "del ssl" in verbs and verbs.index("del ssl") > max(
+        i for i, verb in enumerate(verbs) if verb in ("add ssl", "commit ssl")
+    )
+    assert watcher.served == store.kept
