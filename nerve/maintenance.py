@@ -71,6 +71,27 @@ class MaintenanceFlag:
         return out
 
 
+class MaintenanceEnd:
+    """When the flag in force ends, on the monotonic clock. The flag keeps wall-clock times
+    (they survive a restart), but a running nerve must not end a 30-minute maintenance at
+    once because NTP stepped the clock an hour ahead, nor keep it an hour late: the time
+    left is taken from the wall clock once per flag (never more than its whole length),
+    then counted down on the monotonic clock."""
+
+    def __init__(self) -> None:
+        self._flag: tuple[float, float] | None = None  # (since, until) of the flag timed
+        self._ends_at = 0.0  # monotonic
+
+    def over(self, flag: MaintenanceFlag, monotonic_now: float, wall_now: float) -> bool:
+        if flag.until is None:
+            return False
+        if self._flag != (flag.since, flag.until):  # a new flag, or its end moved
+            self._flag = (flag.since, flag.until)
+            left = min(flag.until - wall_now, flag.until - flag.since)
+            self._ends_at = monotonic_now + max(0.0, left)
+        return monotonic_now >= self._ends_at
+
+
 def _parse(text: str) -> MaintenanceFlag:
     raw = json.loads(text)
     container = raw.get("container")

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from nerve.checks.base import Check, CheckResult
-from nerve.maintenance import UNKNOWN, MaintenanceFlag, MaintenanceStore
+from nerve.maintenance import UNKNOWN, MaintenanceEnd, MaintenanceFlag, MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.ratelimit import TokenBucket
 from nerve.reporters.base import Reporter
@@ -86,6 +86,7 @@ class Service:
         self.round_started = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flag_unknown = True  # until the maintenance flag could be read
+        self._maintenance_end = MaintenanceEnd()
         # A SIGHUP hand-over's old registration, until it is withdrawn (nerve/handover.py).
         self.predecessor: Predecessor | None = None
         self._load_flag(loop_now)
@@ -288,7 +289,7 @@ class Service:
 
     def _expire_maintenance(self, now: float) -> None:
         flag = self._load_flag(now)
-        if flag is not None and flag.expired(time.time()):
+        if flag is not None and self._maintenance_end.over(flag, now, time.time()):
             self.store.clear(self.name)
             event(log, "maintenance_expired", service=self.name, reason=flag.reason)
             self._apply(self.state.set_maintenance(ADMIN, None, now))

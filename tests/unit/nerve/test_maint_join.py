@@ -114,3 +114,34 @@ async def test_a_maint_on_an_unreadable_flag_replaces_it_so_its_for_ends_it(
     await service.run_round()  # its 0.05 s are over: registered again
     assert reporter.decisions == [False, True]
     assert store.load("web") is None and not (tmp_path / "web.json").exists()
+
+
+def test_a_clock_step_neither_ends_nor_stretches_a_timed_maintenance() -> None:
+    # NTP steps the wall clock: the end is counted on the monotonic clock from the time
+    # left when the flag was first seen, and never more than the flag's whole length.
+    flag = MaintenanceFlag("kernel upgrade", since=1000.0, until=2800.0)  # 30 minutes
+    end = maintenance.MaintenanceEnd()
+    assert not end.over(flag, monotonic_now=50.0, wall_now=1001.0)
+    assert not end.over(flag, monotonic_now=51.0, wall_now=1002.0 + 3600)  # +1 h step
+    assert not end.over(flag, monotonic_now=50.0 + 1798.0, wall_now=0.0)  # -1 h and more
+    assert end.over(flag, monotonic_now=50.0 + 1799.0, wall_now=0.0)
+    # a flag found after a backward step (wall_now before since) lasts its length at most
+    late = maintenance.MaintenanceEnd()
+    assert not late.over(flag, monotonic_now=0.0, wall_now=1000.0 - 3600)
+    assert late.over(flag, monotonic_now=1800.0, wall_now=1000.0 - 1800)
+    # a joined flag whose end moved later is timed again; no end is never over
+    longer = flag.joined("deploy", 4600.0)
+    assert not end.over(longer, monotonic_now=50.0 + 1799.0, wall_now=2799.0)
+    assert end.over(longer, monotonic_now=50.0 + 1799.0 + 1801.0, wall_now=0.0)
+    assert not end.over(MaintenanceFlag("repair", 1000.0), monotonic_now=1e9, wall_now=1e9)
+
+
+async def test_a_forward_clock_step_does_not_end_the_maintenance(tmp_path: Path, monkeypatch):
+    service, reporter, store = _service(tmp_path)
+    service.enter_maintenance("kernel upgrade", duration=1800)
+    await service.run_round()
+    wall = maintenance.time.time() + 3600  # NTP corrects the clock an hour ahead
+    monkeypatch.setattr("nerve.service.time.time", lambda: wall)
+    await service.run_round()
+    assert isinstance(store.load("web"), MaintenanceFlag)
+    assert reporter.decisions == [False] and service.status()["maintenance"] is not None
