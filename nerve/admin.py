@@ -79,7 +79,7 @@ def add_maintenance_routes(admin: AdminServer, services: Callable[[], dict[str, 
                 "registered": service.registered}  # fmt: skip
         return json_response(body, 200 if word == "up" else 503)
 
-    admin.add_route("GET", "/health/{service}", health)
+    admin.add_route("GET", "/health/{service}", health, probe=True)
     admin.add_route("GET", "/maintenance", list_flags)
     admin.add_route("POST", "/maintenance/{service}", enter)
     admin.add_route("DELETE", "/maintenance/{service}", leave)

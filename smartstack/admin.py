@@ -88,19 +88,21 @@ class AdminServer:
         self._healthy = healthy
         self._token = token
         self.router = web.Router()
-        self.add_route("GET", "/health", self._health)
+        self.add_route("GET", "/health", self._health, probe=True)
         self.add_route("GET", "/status", self._status_json)
         self.add_route("GET", "/metrics", self._metrics)
         self._server: web.HTTPServer | None = None
 
-    def add_route(self, method: str, path: str, handler: Handler) -> None:
+    def add_route(self, method: str, path: str, handler: Handler, probe: bool = False) -> None:
+        """``probe``: a cheap health check, still answered while other clients hold every
+        connection (see smartstack.http_slots); keep /status-like pages off it."""
         token = self._token
 
         async def checked(request: web.Request) -> web.Response:
             check_token(request, token)
             return await handler(request)
 
-        self.router.add(method, path, checked)
+        self.router.add(method, path, checked, probe)
 
     async def start(self) -> None:
         server = web.HTTPServer(self.router, self.host, self.port)

@@ -5,7 +5,9 @@ Why not aiohttp's server: importing aiohttp costs every synapse ~11.6 MB of RSS 
 answer a handful of local routes (/health, /status, /metrics, a few POSTs). This
 module has what those routes use and nothing else: exact and ``{name}`` path
 segments, a query string, a bounded request (headers ≤ 64 KiB, a Content-Length body
-≤ 1 MiB, no chunked uploads), keep-alive, HEAD for every GET route. The names follow
+≤ 1 MiB, no chunked uploads), keep-alive, HEAD for every GET route, and health probes
+answered while other clients hold every connection (``smartstack.http_slots``). The
+names follow
 aiohttp's (``Request.match_info``, ``Response(text=..., content_type=...)``,
 ``HTTPNotFound``) so handlers read the same. nerve still uses aiohttp's client for
 its HTTP checks.
@@ -21,13 +23,22 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from smartstack.http_slots import Slots
+from smartstack.logs import event
+
 log = logging.getLogger("smartstack.httpserver")
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 1024 * 1024
-TIMEOUT = 60.0  # to receive a whole request (kept-alive idle time included); then dropped
+IDLE_TIMEOUT = 60.0  # a connection may wait this long for its (next) request; then closed
+# From a request's first byte to its last (head and body): a client dripping its request
+# (slowloris) holds a slot no longer than this; a real one sends it in one go.
+REQUEST_TIMEOUT = 10.0
+PROBE_TIMEOUT = 1.0  # over the limit, to send the request: a probe's is one packet
 WRITE_TIMEOUT = 30.0  # to hand an answer over to a client that does not read: then dropped
-MAX_CONNECTIONS = 64  # more at once are answered 503 and closed (each holds buffers)
+MAX_CONNECTIONS = 64  # served at once (each holds buffers); beyond, see smartstack.http_slots
+# Open at once, hard: fds and read buffers (≤ 2 x MAX_HEAD each: 32 MiB at worst) bounded.
+MAX_OPEN = 256
 
 
 class Headers(dict[str, str]):
@@ -145,22 +156,33 @@ class Router:
     """Routes by method and path; a segment ``{name}`` matches one non-empty segment."""
 
     def __init__(self) -> None:
-        self._routes: list[tuple[str, tuple[str, ...], Handler]] = []
+        self._routes: list[tuple[str, tuple[str, ...], Handler, bool]] = []
 
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
-        self._routes.append((method.upper(), tuple(pattern.split("/")), handler))
+    def add(self, method: str, pattern: str, handler: Handler, probe: bool = False) -> None:
+        """``probe``: a cheap health check, answered even when every connection is taken."""
+        self._routes.append((method.upper(), tuple(pattern.split("/")), handler, probe))
 
     def resolve(self, request: Request) -> Handler:
         """The handler (``request.match_info`` filled); HTTPNotFound / MethodNotAllowed."""
+        return self._route(request)[0]
+
+    def is_probe(self, request: Request) -> bool:
+        """Whether ``request`` goes to a probe route."""
+        try:
+            return self._route(request)[1]
+        except HTTPException:
+            return False
+
+    def _route(self, request: Request) -> tuple[Handler, bool]:
         segments = request.segments
         allowed = []
-        for method, pattern, handler in self._routes:
+        for method, pattern, handler, probe in self._routes:
             found = _match(pattern, segments)
             if found is None:
                 continue
             if method == request.method or (method == "GET" and request.method == "HEAD"):
                 request.match_info = found
-                return handler
+                return handler, probe
             allowed.append(method)
         if allowed:
             allow = {"Allow": ", ".join(sorted(set(allowed)))}
@@ -182,15 +204,18 @@ def _match(pattern: tuple[str, ...], segments: list[str]) -> dict[str, str] | No
     return found
 
 
-async def read_request(reader: asyncio.StreamReader, remote: str | None) -> Request | None:
-    """The next request on the connection; None when the client closed it between requests.
+async def read_request(
+    reader: asyncio.StreamReader, remote: str | None, first: bytes = b""
+) -> Request | None:
+    """The next request on the connection (``first``: its first byte, read already); None
+    when the client closed it between requests.
 
     HTTPException for a request that cannot be served (too large, chunked, malformed).
     """
     try:
-        head = await reader.readuntil(b"\r\n\r\n")
+        head = first + await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as exc:
-        if exc.partial.strip():
+        if (first + exc.partial).strip():
             raise HTTPBadRequest(text="incomplete request\n") from None
         return None
     except asyncio.LimitOverrunError:
@@ -233,6 +258,7 @@ class HTTPServer:
         self.port = port
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._slots: Slots[asyncio.Task[None]] = Slots(MAX_CONNECTIONS, MAX_OPEN)
 
     async def start(self) -> None:
         server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD)
@@ -260,37 +286,74 @@ class HTTPServer:
         self._connections.add(task)
         peer = writer.get_extra_info("peername")
         remote = peer[0] if isinstance(peer, tuple) else None
+        verdict, evicted = self._slots.admit(task)
+        if evicted is not None:
+            evicted.cancel()  # idle: closing it loses no request (clients retry on a new one)
+        self._report()
         try:
-            if len(self._connections) > MAX_CONNECTIONS:
-                async with asyncio.timeout(1.0):  # its request first: closing on unread
-                    await read_request(reader, remote)  # data would reset the connection
-                    busy = HTTPServiceUnavailable(text="too many admin connections\n")
-                    writer.write(busy.encode(keep_alive=False))
-                    await writer.drain()
-                return
-            while True:
-                async with asyncio.timeout(TIMEOUT):
-                    try:
-                        request = await read_request(reader, remote)
-                    except HTTPException as refused:
-                        writer.write(refused.encode(keep_alive=False))
-                        break
-                if request is None:
-                    break
-                persist = keep_alive(request)
-                response = await self._answer(request)
-                writer.write(response.encode(request.method == "HEAD", persist))
-                async with asyncio.timeout(WRITE_TIMEOUT):  # a client that does not read
-                    await writer.drain()
-                if not persist:
-                    break
+            if verdict == "serve":
+                await self._keep_serving(reader, writer, remote)
+            elif verdict == "probe_only":
+                await self._probe_only(reader, writer, remote)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, HTTPException):
             pass  # a client that went away, stalled or sent garbage while we were busy
         except asyncio.CancelledError:
-            pass  # the server stops: the connection closes below
+            pass  # the server stops, or closes this idle one for a new connection
         finally:
+            self._slots.release(task)
             self._connections.discard(task)
             writer.close()
+
+    async def _keep_serving(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remote: str | None
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        while True:
+            self._slots.idle(task)
+            async with asyncio.timeout(IDLE_TIMEOUT):
+                first = await reader.read(1)
+            self._slots.active(task)
+            if not first:
+                return
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                try:
+                    request = await read_request(reader, remote, first)
+                except HTTPException as refused:
+                    writer.write(refused.encode(keep_alive=False))
+                    return
+            if request is None or not await self._respond(writer, request, keep_alive(request)):
+                return
+
+    async def _probe_only(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remote: str | None
+    ) -> None:
+        """Over the limit: a health probe is answered, anything else gets 503 (cheaply)."""
+        async with asyncio.timeout(PROBE_TIMEOUT):  # its request first: closing on unread
+            request = await read_request(reader, remote)  # data would reset the connection
+        if request is None:
+            return
+        if self.router.is_probe(request):
+            await self._respond(writer, request, persist=False)
+            return
+        busy = HTTPServiceUnavailable(text="too many admin connections\n")
+        writer.write(busy.encode(keep_alive=False))
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            await writer.drain()
+
+    async def _respond(self, writer: asyncio.StreamWriter, request: Request, persist: bool) -> bool:
+        """Answers ``request``; whether the connection stays open for the next one."""
+        response = await self._answer(request)
+        writer.write(response.encode(request.method == "HEAD", persist))
+        async with asyncio.timeout(WRITE_TIMEOUT):  # a client that does not read
+            await writer.drain()
+        return persist
+
+    def _report(self) -> None:
+        counts = self._slots.due_report()
+        if counts is not None:
+            event(log, "admin_connections_full", level=logging.WARNING, limit=MAX_CONNECTIONS,
+                  ceiling=MAX_OPEN, open=self._slots.open(), **counts)  # fmt: skip
 
     async def _answer(self, request: Request) -> Response:
         try:

@@ -32,7 +32,7 @@ def admin_server(daemon: SynapseDaemon) -> AdminServer | None:
     page = status_page(daemon)
     server.add_route("GET", "/", page.html)
     server.add_route("GET", DATA_PATH, page.data)
-    server.add_route("GET", "/health/{service}", partial(service_health, daemon))
+    server.add_route("GET", "/health/{service}", partial(service_health, daemon), probe=True)
     zone_api(daemon).add_routes(server)
     return server
 

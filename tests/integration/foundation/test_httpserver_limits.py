@@ -1,13 +1,19 @@
 """smartstack/httpserver.py on a real loopback socket: the limits a hand-written server
-needs against clients that hold connections (too many at once, or never reading)."""
+needs against clients that hold connections (too many at once, dripping their request,
+or never reading), and health probes answered meanwhile (docs/health.md)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from smartstack import httpserver as web
+from smartstack.admin import AdminServer
+
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 async def _server(body: bytes = b"ok\n") -> web.HTTPServer:
@@ -17,35 +23,97 @@ async def _server(body: bytes = b"ok\n") -> web.HTTPServer:
         return web.Response(body=body, content_type="text/plain")
 
     router.add("GET", "/x", answer)
+    router.add("GET", "/health", answer, probe=True)
     server = web.HTTPServer(router, "127.0.0.1", 0)
     await server.start()
     return server
 
 
-async def _get(port: int) -> bytes:
+async def _get(port: int, path: str = "/x") -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n")
+    writer.write(f"GET {path} HTTP/1.1\r\nConnection: close\r\n\r\n".encode())
     answer = await asyncio.wait_for(reader.read(), 5)
     writer.close()
     return answer
 
 
-async def test_connections_beyond_the_cap_get_503_and_the_others_keep_working(
+async def _open(port: int, count: int, send: bytes = b"") -> list[Conn]:
+    held = []
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(send)
+        held.append((reader, writer))
+    await asyncio.sleep(0.2)  # the server has taken them
+    return held
+
+
+async def test_at_the_cap_idle_ones_make_room_and_busy_ones_leave_probes_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(web, "MAX_CONNECTIONS", 3)
     server = await _server()
-    held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
+    idle = await _open(server.port, 3)
+    dripping: list[Conn] = []
     try:
-        await asyncio.sleep(0.1)  # the server has taken the three
+        assert (await _get(server.port)).startswith(b"HTTP/1.1 200 ")  # an idle one closed
+        assert await asyncio.wait_for(idle[0][0].read(), 2) == b""  # the oldest one
+        dripping = await _open(server.port, 3, b"G")  # the other two idle ones go
         assert (await _get(server.port)).startswith(b"HTTP/1.1 503 ")
-        held[0][1].close()
+        assert (await _get(server.port, "/health")).startswith(b"HTTP/1.1 200 ")
+        dripping[0][1].close()
         await asyncio.sleep(0.1)
         assert (await _get(server.port)).startswith(b"HTTP/1.1 200 ")
     finally:
-        for _, writer in held:
+        for _, writer in idle + dripping:
             writer.close()
         await server.stop()
+
+
+async def test_a_request_dripped_byte_by_byte_is_dropped_after_the_request_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(web, "REQUEST_TIMEOUT", 0.5)
+    server = await _server()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        started = time.monotonic()
+        for byte in b"GET /x HTTP/1.1\r\n":
+            writer.write(bytes([byte]))
+            if reader.at_eof() or time.monotonic() - started > 3:
+                break
+            await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(reader.read(), 3) == b""
+        assert time.monotonic() - started < 2.5
+    finally:
+        writer.close()
+        await server.stop()
+
+
+async def test_health_answers_within_a_second_while_idle_and_slowloris_clients_hold_the_port() -> (
+    None
+):
+    """The review's case: 64+ idle connections and 100 dripping ones on the admin port."""
+    admin = AdminServer("127.0.0.1", 0, CollectorRegistry(), dict)
+    await admin.start()
+    held: list[Conn] = []
+    try:
+        held += await _open(admin.port, 70)
+        held += await _open(admin.port, 100, b"G")
+        answers = []
+        for _ in range(6):
+            for _, writer in held:
+                if not writer.is_closing():
+                    writer.write(b"E")
+            started = time.monotonic()
+            answer = await _get(admin.port, "/health")
+            answers.append((answer.split(b"\r\n")[0], time.monotonic() - started < 1.0))
+            await asyncio.sleep(0.3)
+        assert answers == [(b"HTTP/1.1 200 OK", True)] * 6
+        assert (await _get(admin.port, "/status")).startswith(b"HTTP/1.1 503 ")
+    finally:
+        for _, writer in held:
+            writer.close()
+        await admin.stop()
 
 
 async def test_a_client_that_never_reads_is_dropped_after_the_write_timeout(

@@ -75,6 +75,31 @@ def test_routes_match_segments_and_refuse_other_methods() -> None:
             assert refused.value.headers["Allow"] == "POST"
 
 
+def test_probe_routes_are_told_apart_from_the_others() -> None:
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response()
+
+    router = web.Router()
+    router.add("GET", "/health", handler, probe=True)
+    router.add("GET", "/health/{service}", handler, probe=True)
+    router.add("GET", "/status", handler)
+    router.add("POST", "/health/{service}", handler)
+
+    def probe(method: str, path: str) -> bool:
+        return router.is_probe(web.Request(method, path, web.Headers()))
+
+    assert probe("GET", "/health") and probe("HEAD", "/health/web")
+    assert not probe("GET", "/status") and not probe("POST", "/health/web")
+    assert not probe("GET", "/nothing") and not probe("DELETE", "/health")
+
+
+async def test_a_request_whose_first_byte_was_read_already_is_parsed_whole() -> None:
+    request = await web.read_request(_reader(b"ET /health HTTP/1.1\r\n\r\n"), None, b"G")
+    assert request is not None and (request.method, request.path) == ("GET", "/health")
+    with pytest.raises(web.HTTPBadRequest):
+        await web.read_request(_reader(b""), None, b"G")  # closed after one byte
+
+
 def test_answers_carry_length_type_and_connection() -> None:
     answer = web.Response(status=503, text="down\n", headers={"X-A": "1"})
     assert answer.encode(keep_alive=False) == (
