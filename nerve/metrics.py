@@ -79,6 +79,13 @@ class NerveMetrics:
             ["service", "registry"],
             registry=r,
         )
+        self.registration_vanished = Counter(
+            "nerve_registration_vanished",
+            "Registrations deleted by someone else while nerve's session or lease lived on"
+            " (each written again)",
+            ["service", "registry"],
+            registry=r,
+        )
         self.reconnects = Counter(
             "nerve_registry_reconnects",
             "New ZooKeeper sessions / new etcd leases after a loss, and reconnections",

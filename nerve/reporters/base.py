@@ -20,7 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_exponential_jitter
 
 from nerve.metrics import NerveMetrics
-from smartstack.logs import FailureStreak
+from smartstack.logs import FailureStreak, event
 from smartstack.record import Registration
 from smartstack.tasks import cancel_and_wait, wait_event
 
@@ -99,6 +99,20 @@ class Reporter(ABC):
         self.uncertain = True
         self._update_gauge()
         self.wake()
+
+    def registration_vanished(self, **where: Any) -> None:
+        """Another client deleted our registration while the session or lease lives on
+        (Ruby nerve's ``ping?``): write it again, as after a lost session. Only while it is
+        meant to stand: the deletion that nerve's own withdraw (unhealthy, maintenance,
+        shutdown, reload) makes is seen here too, and must not put it back."""
+        if self._task is None or self.holding or not self.desired or not self.registered:
+            return
+        event(log, "registration_vanished", level=logging.WARNING, service=self.service,
+              registry=self.kind, **where)  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.registration_vanished.labels(self.service, self.kind).inc()
+            self.metrics.statsd.incr("nerve", "registry", self.service, "vanished")
+        self.mark_lost()
 
     def rename(self, service: str) -> None:
         """A reload renamed the service (the same registration): log and count under the

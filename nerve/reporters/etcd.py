@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from typing import Any
 
@@ -24,6 +25,9 @@ from smartstack.logs import event
 from smartstack.record import Registration, encode, etcd_key
 
 log = logging.getLogger("nerve.reporter.etcd")
+
+
+AUDIT_INTERVAL = 3.0  # seconds between two reads of our own key (see _audit_forever)
 
 
 def _lease_not_found(exc: Exception) -> bool:
@@ -55,9 +59,14 @@ class EtcdReporter(Reporter):
         self.stale = False  # registered, but etcd was unreachable: write the truth again
         self.hold_for = hold_for
         self._leftover: asyncio.Task[None] | None = None
+        self._audit: asyncio.Task[None] | None = None
 
     def _attach(self) -> None:
         self.keeper.add_listener(self._on_lease)
+        if self._audit is None:
+            self._audit = asyncio.get_running_loop().create_task(
+                self._audit_forever(), name=f"etcd-audit-{self.service}"
+            )
         if self.holding and self.hold_for and self._leftover is None:
             if self.keeper.leftovers is not None:
                 self.keeper.leftovers.expect(self)
@@ -69,6 +78,31 @@ class EtcdReporter(Reporter):
     def _detach(self) -> None:
         self.keeper.remove_listener(self._on_lease)
         self._release_leftover()
+        audit, self._audit = self._audit, None
+        if audit is not None:
+            audit.cancel()
+
+    async def _audit_forever(self) -> None:
+        """Our key deleted by another client while the lease lives on is put again (Ruby
+        nerve's ``ping?``): a get of it every ``AUDIT_INTERVAL`` while registered. A read,
+        not a watch: the JSON gateway transport has none, and a watch per key needs its
+        own recovery (compaction, a new member); one get per key per 3 s is less than the
+        keep-alives nerve already sends (one per TTL/3, 1.7 s by default)."""
+        await asyncio.sleep(random.uniform(0, AUDIT_INTERVAL))  # a fleet not in lockstep
+        while True:
+            if self.registered and self.in_sync:
+                await self._look_at_key()
+            await asyncio.sleep(AUDIT_INTERVAL)
+
+    async def _look_at_key(self) -> None:
+        key, revision = self.key, self.revision
+        try:
+            kv = await self.keeper.conn.with_client(lambda c: c.get(key.encode()))
+        except Exception:  # etcd away: the keep-alives notice, "reconnected" puts it again
+            return
+        # Unless written or withdrawn meanwhile (our own delete is not a disappearance).
+        if kv is None and (key, revision) == (self.key, self.revision) and self.in_sync:
+            self.registration_vanished(key=key)
 
     async def _hold_leftover(self, deadline: float) -> None:
         """A previous run's key with our record: keep its lease alive while we hold it (it

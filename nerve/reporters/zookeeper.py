@@ -24,6 +24,7 @@ import random
 from typing import Any
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, RolledBackError
+from kazoo.protocol.states import EventType, WatchedEvent
 
 from nerve.metrics import NerveMetrics
 from nerve.reporters.base import RegistryUnavailable, Reporter
@@ -85,6 +86,7 @@ class ZooKeeperReporter(Reporter):
         # Airbnb's ttl_seconds: persistent nodes only (an ephemeral one lives with the session)
         self.ttl_seconds = None if self.ephemeral else ttl_seconds
         self._renewer: asyncio.Task[None] | None = None
+        self._looks: set[asyncio.Task[None]] = set()  # our node's watch fired: look at it
         self.renewals = 0
 
     def _set_record(self, registration: Registration) -> None:
@@ -138,6 +140,8 @@ class ZooKeeperReporter(Reporter):
         renewer, self._renewer = self._renewer, None
         if renewer is not None:
             renewer.cancel()
+        for task in list(self._looks):
+            task.cancel()
 
     def _on_session(self, state: str) -> None:
         if state in ("connected", "new_session"):
@@ -201,6 +205,7 @@ class ZooKeeperReporter(Reporter):
         # Only now that ours is in place do the leftovers and our previous record's node go.
         wrote = await self._delete_all(stale) or wrote
         self.uncertain = False
+        await self._watch_node()
         return wrote
 
     async def _create(self) -> str:
@@ -257,6 +262,38 @@ class ZooKeeperReporter(Reporter):
         _, stat = await self._call("get", path)
         self.czxid = stat.czxid
         return path
+
+    async def _watch_node(self) -> None:
+        """An exists-watch on our node (Ruby nerve's ``ping?`` read it every cycle): no
+        request until it fires, when the node is deleted or its data set. Says whether the
+        node is still the one we wrote (``czxid``); deleted by another client while our
+        session lives on, it is written again (``registration_vanished``)."""
+        node, czxid = self.node, self.czxid
+        if node is None:
+            return
+        stat = await self._call("exists", node, watch=self._on_node_event)
+        if node == self.node and (stat is None or czxid not in (None, stat.czxid)):
+            self.registration_vanished(node=node)  # the reconcile's scan finds it gone
+
+    def _on_node_event(self, watched: WatchedEvent) -> None:
+        # kazoo's thread: hop to the loop. NONE: the session ended (_on_session handles it).
+        if watched.type != EventType.NONE:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nerve is gone
+                self.conn.loop.call_soon_threadsafe(self._node_changed, watched.path)
+
+    def _node_changed(self, path: str) -> None:
+        if path == self.node and self.registered:  # (our own withdraw's delete: node None)
+            task = asyncio.get_running_loop().create_task(self._look_again(path))
+            self._looks.add(task)
+            task.add_done_callback(self._looks.discard)
+
+    async def _look_again(self, path: str) -> None:
+        try:
+            await self._watch_node()  # re-armed: a watch fires once
+        except Exception:  # no answer: the reconcile task scans, then watches again
+            if path == self.node:
+                self.uncertain = True
+                self.wake()
 
     async def _renew_forever(self, interval: float) -> None:
         """ttl_seconds: re-write our persistent node's data (its mtime) every ``interval``."""
