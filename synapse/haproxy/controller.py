@@ -41,7 +41,7 @@ from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.executor import run_ops
 from synapse.haproxy.express import Express
 from synapse.haproxy.failures import Failures
-from synapse.haproxy.health import problems, servers_of
+from synapse.haproxy.health import problems
 from synapse.haproxy.installer import Installer, InstallFailed
 from synapse.haproxy.isolation import Isolation
 from synapse.haproxy.managed import ManagedHAProxy, Supervisor
@@ -193,7 +193,7 @@ class HAProxyController:
 
     async def servers_of(self, backends: Sequence[str]) -> dict[str, dict[str, str] | None]:
         """``backend_servers`` of many backends, read in one batch (zone_health's look)."""
-        return await servers_of(self._runtime, self._reader.view, backends)
+        return await self._reader.looks.servers_of(backends)  # (shared: ``looks``)
 
     def status(self) -> dict[str, Any]:
         """JSON-ready, for /status (``synapse.haproxy.status.HAProxyStatus``)."""

@@ -1,23 +1,17 @@
-"""Reading what HAProxy runs, and scoping what to plan: the first step of every apply.
+"""Reading what HAProxy runs: the first step of every apply (what to plan: ``scoping``).
 
 The running state is the config file as synapse wrote it (synapse keeps it equal to
 what HAProxy runs) plus HAProxy's runtime state, kept in a ``RunningView``
 (``synapse.haproxy.view``): read whole when it is not trusted, else only the backends
 a change touches.
 
-Scoping keeps an apply's cost to what changed, using object identity:
-- the server ids HAProxy uses (``RunningIds``), so the renderer keeps them, and the
-  backends whose running servers changed since the renderer last rendered;
-- the backends worth planning server by server: those whose running servers changed,
-  or that had something to do, since the last plan; a backend outside them has the
-  same spec and servers a plan found nothing for.
-
 In the background it sweeps: every FULL_READ_INTERVAL, and at once after synapse reloaded
 or started HAProxy (the apply then read only the backends' names), it reads the whole
 runtime state, a part at a time, and has the controller apply where a part differs from
 what the last plan saw (after a reload: every backend, planned a part at a time). After an apply's
 runtime commands the view follows them (``ran``, ``view_ops``) or reads what they changed
-(``settle_later``), off the path to HAProxy.
+(``settle_later``), off the path to HAProxy. Looks from outside the applies (/health/<service>)
+share reads (``looks``); one finding the socket dead has the sweep read whole at once.
 """
 
 from __future__ import annotations
@@ -26,19 +20,20 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
 from synapse.change_gate import ChangeGate
 from synapse.haproxy.configfile import ConfigFile
 from synapse.haproxy.configtext import ParsedConfig
-from synapse.haproxy.desired import DesiredConfig
-from synapse.haproxy.ops import Op, Plan
-from synapse.haproxy.running import Capabilities, RunningState
+from synapse.haproxy.looks import Looks
+from synapse.haproxy.ops import Op
+from synapse.haproxy.running import RunningState
 from synapse.haproxy.runtime import KEEP_IDLE_S, RuntimeClient
+from synapse.haproxy.scoping import PlanScope
 from synapse.haproxy.sockets import HAProxySocketError
-from synapse.haproxy.view import Read, RunningIds, RunningView, file_ids
+from synapse.haproxy.view import Read, RunningView
 from synapse.haproxy.view_ops import Recheck, TouchedAt, follow
 
 log = logging.getLogger("synapse.haproxy")
@@ -48,28 +43,23 @@ SETTLE_ROUNDS = 3  # settle reads in a row while commands keep changing what was
 SETTLE_PAUSE = 0.1  # seconds before the next SETTLE_ROUNDS, when commands kept coming
 
 
-class RunningReader:
+class RunningReader(PlanScope):
     def __init__(
         self,
         runtime: list[RuntimeClient],
         file: ConfigFile | None,
         clock: Callable[[], float],
     ) -> None:
+        super().__init__()
         self.runtime = runtime
         self.file = file
         self.view = RunningView(runtime[0], FULL_READ_INTERVAL, clock) if runtime else None
         self.version: tuple[int, int, int] | None = None  # None: read it again
         self.runtime_error: str | None = None  # why the last read failed
-        self._ids = RunningIds()
-        # Backends whose running servers changed since the main renderer last rendered.
-        self._ids_changed: set[str] = set()
-        # Backends to plan server by server (None: all of them), and what they are
-        # relative to: the config and capabilities of the last plan.
-        self._to_plan: set[str] | None = None
-        self._plan_base: ParsedConfig | None = None
-        self._plan_caps: Capabilities | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()  # a reload: sweep now, not at the next period
+        self._suspect = False  # a look found the socket dead: read whole now (``look_failed``)
+        self.looks = Looks(runtime, self.view, self.look_failed)  # (/health/<service>)
         self._settler: asyncio.Task[None] | None = None
         # The settle read in flight: the backends it reads, and the read.
         self._settling: tuple[set[str], asyncio.Task[Read]] | None = None
@@ -286,6 +276,13 @@ class RunningReader:
         stale = view.stale  # (commands since the read began: still stale, read again)
         return {name for name in changed if name not in covered or name in stale}
 
+    def look_failed(self, error: str) -> None:
+        """A look (``looks``: /health/<service>) found the admin socket dead: /health says
+        so now, and the sweep reads whole at once (a lost socket: the apply reloads, which
+        recreates it), not at its next period."""
+        self.runtime_error, self._suspect = error, True
+        self._kick.set()
+
     def touched_within(self, seconds: float) -> set[str]:
         """The backends runtime commands changed in the last ``seconds``."""
         return self._touched_at.within(seconds)
@@ -299,9 +296,7 @@ class RunningReader:
         """Take the backends whose servers changed into what to render and plan."""
         assert self.view is not None
         replaced = self.view.take_replaced()
-        self._ids_changed |= replaced
-        if self._to_plan is not None:
-            self._to_plan |= replaced
+        self.scope_changed(replaced)
         return replaced
 
     def start_sweeping(
@@ -318,6 +313,7 @@ class RunningReader:
     async def stop_sweeping(self) -> None:
         task, self._sweeper = self._sweeper, None
         await cancel_and_wait(task)
+        await self.looks.stop()
         await self.recheck.stop()
         settler, self._settler = self._settler, None
         settling = self._settling  # (shielded from the settler's cancellation)
@@ -362,17 +358,25 @@ class RunningReader:
 
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), max(view.due, 1.0))
+                await asyncio.wait_for(
+                    self._kick.wait(), 1.0 if self._suspect else max(view.due, 1.0)
+                )
             self._kick.clear()
             if not ready():
                 continue
-            if not view.valid:
+            if not view.valid or self._suspect:
                 # Nothing trusted (another process answered, a socket error) and maybe no
                 # change coming to read it: an apply reads it whole and corrects, at once,
-                # then at most once per sweep period while HAProxy cannot be read.
-                if view.clock() - forced_at >= view.full_every:
+                # then at most once per sweep period while HAProxy cannot be read (once a
+                # second when a look found the socket dead: a reload recreates a lost one).
+                if view.clock() - forced_at >= (1.0 if self._suspect else view.full_every):
                     forced_at = view.clock()
                     async with lock:
+                        if self._suspect:  # (kept connections outlive a socket file)
+                            self._suspect = False
+                            view.invalidate()
+                            for client in filter(None, [*self.runtime, self._apart]):
+                                await client.release()
                         if ready() and not view.valid:
                             await apply()
                 continue
@@ -396,54 +400,5 @@ class RunningReader:
                     continue
                 view.swept()
                 self.note_view_changes()
-                if self._to_plan is None or self._to_plan:
+                if self.plans_owed:
                     await apply()
-
-    # --- scoping ------------------------------------------------------------------------
-
-    def ids_changed(self, running: RunningState) -> set[str] | None:
-        """The backends whose running ids may differ since the last render (None: any)."""
-        return self._ids_changed if running.backends is not None else None
-
-    def rendered(self) -> None:
-        self._ids_changed = set()
-
-    def id_hints(self, running: RunningState) -> Mapping[str, Mapping[str, int]]:
-        """Server ids HAProxy uses (runtime API), else the ones in the config file."""
-        if running.backends is not None:
-            return self._ids.use(running.backends)
-        return file_ids(running.config)
-
-    def backends_to_plan(
-        self, desired: DesiredConfig, running: RunningState, caps: Capabilities
-    ) -> set[str] | None:
-        """The backends worth planning server by server (None: all of them)."""
-        if caps != self._plan_caps:
-            self._plan_caps, self._to_plan = caps, None
-        delta = desired.delta
-        if running.backends is None or self._to_plan is None or delta is None:
-            return None
-        if delta.base is not self._plan_base:
-            return None
-        return self._to_plan | delta.backends
-
-    def plan_later(self, backends: Collection[str]) -> None:
-        """No plan now (an express change's render is owed): the next one plans these."""
-        if self._to_plan is not None:
-            self._to_plan.update(backends)
-
-    def planned(
-        self,
-        desired: DesiredConfig,
-        running: RunningState,
-        result: Plan,
-        also: Collection[str] = (),
-    ) -> None:
-        """After a plan: only the backends it found something to do for stay to plan, and
-        ``also`` (those the express path sent commands to, left out of this plan: a refused
-        ``del server`` there must be tried again)."""
-        if running.backends is None:
-            self._to_plan, self._plan_base = None, None
-            return
-        self._to_plan = set(result.active).union(also)
-        self._plan_base = desired.parsed

@@ -1,0 +1,159 @@
+"""Looks at HAProxy's servers from outside the applies (``/health/<service>``, zone_health):
+shared, and answered from the reader's view, marked stale, when the admin socket fails.
+
+Each look used to open a CLI connection of its own. HAProxy serves only so many at once
+(past ~20 it dropped the others): 60 health checkers polling together got half their
+answers as false 503s, and synapse's own reads failed beside them. So looks that arrive
+together share one read: the one in flight when it covers them, else the next one, which
+takes every backend asked meanwhile (one connection, one round trip); a read less than
+FRESH_FOR old answers without asking again. A socket error is tried once more, then the
+look answers from what the reader last read (``Labels.stale`` says so), for at most
+STALE_LIMIT after the socket stopped answering, and the reader is told (``on_failure``):
+/health says so at once, and it reads whole (a reload recreates a lost socket) now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+
+from smartstack.tasks import cancel_and_wait
+from synapse.haproxy.running import RunningServer
+from synapse.haproxy.runtime import RuntimeClient
+from synapse.haproxy.sockets import HAProxySocketError
+from synapse.haproxy.view import RunningView
+
+# A health checker polling every second still sees HAProxy's own check take a server down
+# within 0.2 s, and a burst of any size costs HAProxy one connection per 0.2 s. (Runtime
+# commands synapse sends do not wait for it: they change the view's counter, see ``_fresh``.)
+FRESH_FOR = 0.2
+RETRY_PAUSE = 0.05  # seconds before the second try: HAProxy freeing a connection slot
+# Seconds the reader's view answers for a socket that does not: a lost socket is back
+# after the reload the reader does at once (~1 s); longer, HAProxy itself is likely gone.
+STALE_LIMIT = 10.0
+
+
+class Labels(dict[str, str]):
+    """{server: state label} of one backend; ``stale``: why this is what synapse last read
+    rather than HAProxy's answer now (None: HAProxy's answer)."""
+
+    def __init__(self, servers: Mapping[str, str], stale: str | None = None) -> None:
+        super().__init__(servers)
+        self.stale = stale
+
+
+Answer = Labels | None  # None: HAProxy has no such backend (or its state is unknown)
+
+
+class Looks:
+    def __init__(
+        self,
+        runtime: Sequence[RuntimeClient],
+        view: RunningView | None,
+        on_failure: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        first = runtime[0] if runtime else None
+        # A client of its own, a connection per read: the applies hold theirs (two tasks
+        # must not read one connection at once).
+        self.client = first and RuntimeClient(first.path, first.timeout)
+        self._view, self._on_failure, self._clock = view, on_failure, clock
+        self._answers: dict[str, tuple[float, int, Answer]] = {}  # (read at, counter, answer)
+        self._flight: tuple[set[str], int, asyncio.Task[None]] | None = None
+        self._queued: tuple[set[str], asyncio.Task[None]] | None = None
+        self._failing_since: float | None = None  # the socket has not answered since
+        self.reads = 0  # reads sent to HAProxy: for tests
+
+    async def servers_of(self, backends: Sequence[str]) -> dict[str, Answer]:
+        """{backend: its servers' labels} (see the module docstring)."""
+        if self.client is None or self._view is None:  # no runtime socket: nothing to ask
+            return dict.fromkeys(backends)
+        missing = {b for b in backends if not self._fresh(b)}
+        if missing:
+            await asyncio.shield(self._round(missing))  # (a caller gone: the others wait)
+        return {b: self._answers[b][2] if b in self._answers else None for b in backends}
+
+    async def stop(self) -> None:
+        """Cancel the reads in flight or queued (synapse stops: their callers too)."""
+        for part in (self._flight, self._queued):
+            await cancel_and_wait(part[-1] if part is not None else None)
+        self._flight = self._queued = None
+
+    def _fresh(self, backend: str) -> bool:
+        """Read under FRESH_FOR ago, and no runtime command, reload or read changed the
+        view since (a look right after an apply sees what it did)."""
+        assert self._view is not None
+        at, counter, _ = self._answers.get(backend, (-FRESH_FOR, -1, None))
+        return self._clock() - at < FRESH_FOR and counter == self._view.counter
+
+    def _round(self, missing: set[str]) -> asyncio.Task[None]:
+        """The read that brings ``missing``: the one in flight, or the next one."""
+        assert self._view is not None
+        flight = self._flight
+        if flight is not None and not flight[2].done():
+            backends, counter, task = flight
+            if missing <= backends and counter == self._view.counter:
+                return task
+        if self._queued is None or self._queued[1].done():  # (done: cancelled at a stop)
+            before = flight[2] if flight is not None else None
+            queued: set[str] = set()
+            self._queued = (queued, asyncio.create_task(self._read_after(before, queued)))
+        self._queued[0].update(missing)
+        return self._queued[1]
+
+    async def _read_after(self, before: asyncio.Task[None] | None, backends: set[str]) -> None:
+        if before is not None:
+            await asyncio.wait([before])  # (its outcome is its callers')
+        assert self._view is not None and self._queued is not None
+        counter, (_, task) = self._view.counter, self._queued
+        self._flight, self._queued = (backends, counter, task), None
+        found = await self._read(sorted(backends))
+        at = self._clock()
+        for backend, answer in found.items():
+            self._answers[backend] = (at, counter, answer)
+        if len(self._answers) > 4 * len(backends) + 64:  # (backends gone: forget them)
+            self._answers = {b: a for b, a in self._answers.items() if self._fresh(b)}
+
+    async def _read(self, backends: list[str]) -> dict[str, Answer]:
+        """HAProxy's answer, tried twice; else the view's, marked stale (``_last_read``)."""
+        assert self.client is not None
+        error = ""
+        for attempt in range(2):
+            try:
+                self.reads += 1
+                _, found = await self.client.read_state(backends, with_pid=False)
+            except HAProxySocketError as err:
+                error = str(err)
+                if not attempt:
+                    await asyncio.sleep(RETRY_PAUSE)
+                continue
+            self._failing_since = None
+            return {b: _labels(found.get(b)) for b in backends}
+        self._on_failure(error)
+        return self._last_read(backends, error)
+
+    def _last_read(self, backends: Collection[str], error: str) -> dict[str, Answer]:
+        """What the reader last read of ``backends`` (None: not known, not read since a
+        reload, or the socket has not answered for over STALE_LIMIT)."""
+        assert self._view is not None
+        now = self._clock()
+        if self._failing_since is None:
+            self._failing_since = now
+        failing = now - self._failing_since
+        if failing > STALE_LIMIT:
+            return dict.fromkeys(backends)
+        why = (f"HAProxy's admin socket does not answer ({error[:200]}): the states synapse "
+               f"last read (the socket failing for {failing:.1f} s)")  # fmt: skip
+        found: dict[str, Answer] = {}
+        for backend in backends:
+            servers = self._view.backends.get(backend)
+            known = servers is not None and backend not in self._view.unread
+            found[backend] = Labels(_labels(servers) or {}, why) if known else None
+        return found
+
+
+def _labels(servers: Mapping[str, RunningServer] | None) -> Labels | None:
+    if servers is None:
+        return None
+    return Labels({name: server.label for name, server in sorted(servers.items())})

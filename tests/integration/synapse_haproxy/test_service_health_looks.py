@@ -1,0 +1,70 @@
+"""/health/<service>'s reads (``synapse.haproxy.looks``) against a real HAProxy 2.6: many at
+once, and with the admin socket gone.
+
+Before, each look opened a CLI connection of its own: past ~20 at once HAProxy dropped the
+others and those looks said "HAProxy does not run this backend" (a false 503); and with the
+socket file unlinked every look said so for up to 30 s (the next sweep) while /health had no
+problem to list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from haproxy_helpers import eventually, read_back, serves, web
+
+from synapse.haproxy.reader import FULL_READ_INTERVAL
+from testbed.process import free_port
+
+LOOKS = 100  # at once: the reviewer's 60 pollers got half their answers as false 503s
+
+
+async def _started(managed_factory, http_backend_factory) -> tuple[Any, int, str]:
+    """A managed HAProxy serving web (one server, read back): (controller, port, server)."""
+    b1 = http_backend_factory("b1")
+    port = free_port()
+    controller = managed_factory()
+    await controller.apply([web(port, [b1])], "start")
+    await read_back(controller)
+    return controller, port, f"b1_127.0.0.1:{b1.port}"
+
+
+async def test_a_hundred_looks_at_once_all_get_haproxys_answer(
+    managed_factory, http_backend_factory
+):
+    controller, _, name = await _started(managed_factory, http_backend_factory)
+    for burst in range(3):
+        found = await asyncio.gather(*[controller.backend_servers("web") for _ in range(LOOKS)])
+        missing = sum(1 for servers in found if servers is None or name not in servers)
+        assert missing == 0, f"burst {burst}: {missing} of {LOOKS} looks got no answer"
+        assert all(getattr(servers, "stale", None) is None for servers in found)
+        await asyncio.sleep(0.3)  # (past FRESH_FOR: the next burst reads again)
+    # One read per burst (shared), not one connection per look.
+    assert controller._reader.looks.reads <= 3 * 2, controller._reader.looks.reads
+
+
+async def test_a_lost_admin_socket_answers_stale_shows_in_health_and_comes_back_at_once(
+    managed_factory, http_backend_factory
+):
+    controller, port, name = await _started(managed_factory, http_backend_factory)
+    path = controller.settings.runtime_sockets[0]
+
+    os.unlink(path)
+    lost = time.monotonic()
+    servers = await controller.backend_servers("web")
+    assert servers is not None and name in servers, servers  # the last read, not a 503
+    assert "does not answer" in getattr(servers, "stale", ""), servers
+    assert any("admin socket does not answer" in p for p in controller.health())
+
+    async def back() -> bool:
+        answer = await controller.backend_servers("web")
+        fresh = answer is not None and getattr(answer, "stale", None) is None
+        return os.path.exists(path) and fresh and not controller.health()
+
+    await eventually(back, "the socket recreated (a reload) and /health clean again")
+    took = time.monotonic() - lost
+    assert took < FULL_READ_INTERVAL / 3, f"{took:.1f} s: not at once (the next sweep)"
+    await serves(port, {"b1"})

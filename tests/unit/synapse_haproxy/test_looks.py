@@ -1,0 +1,77 @@
+"""``synapse.haproxy.looks`` with a scripted socket and view (no HAProxy): reads shared and
+kept FRESH_FOR, a socket error tried again, then the view's states marked stale, for at most
+STALE_LIMIT; the reader told."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from synapse.haproxy import looks as looks_mod
+from synapse.haproxy.looks import FRESH_FOR, STALE_LIMIT, Looks
+from synapse.haproxy.sockets import SocketUnavailable
+
+from test_view import srv  # isort: skip
+
+
+class Socket:
+    """read_state: ``fail`` errors first, then the servers of ``state``, counted."""
+
+    def __init__(self) -> None:
+        self.state = {"web": {"a": srv("web", "a", 1)}}
+        self.fail = 0
+        self.asked: list[list[str]] = []
+
+    async def read_state(self, backends: list[str], with_pid: bool) -> tuple[None, Any]:
+        await asyncio.sleep(0.01)
+        self.asked.append(backends)
+        if self.fail:
+            self.fail -= 1
+            raise SocketUnavailable("gone")
+        return None, {b: self.state.get(b) for b in backends}
+
+
+def _looks(now: list[float]) -> tuple[Looks, Socket, Any, list[str]]:
+    view = SimpleNamespace(counter=0, unread=set(), backends={"web": {"a": srv("web", "a", 1)}})
+    failures: list[str] = []
+    looks = Looks([], view, failures.append, lambda: now[0])  # type: ignore[arg-type]
+    looks.client = socket = Socket()  # type: ignore[assignment]
+    return looks, socket, view, failures
+
+
+async def test_looks_at_once_share_one_read_and_it_answers_for_fresh_for() -> None:
+    now = [0.0]
+    looks, socket, view, _ = _looks(now)
+    found = await asyncio.gather(*[looks.servers_of(["web"]) for _ in range(50)],
+                                 looks.servers_of(["api"]))  # fmt: skip
+    assert socket.asked == [["api", "web"]]  # one read, both backends
+    assert found[0] == {"web": {"a": "UP"}} and found[-1] == {"api": None}
+    now[0] = FRESH_FOR / 2
+    await looks.servers_of(["web"])
+    assert len(socket.asked) == 1
+    view.counter += 1  # a runtime command since: ask again
+    await looks.servers_of(["web"])
+    now[0] = FRESH_FOR * 2
+    await looks.servers_of(["web"])
+    assert len(socket.asked) == 3
+
+
+async def test_a_socket_error_is_tried_again_then_answered_stale_then_unknown(
+    monkeypatch,
+) -> None:
+    monkeypatch.setattr(looks_mod, "RETRY_PAUSE", 0.0)
+    now = [0.0]
+    looks, socket, _, failures = _looks(now)
+    socket.fail = 1
+    answer = (await looks.servers_of(["web"]))["web"]
+    assert answer == {"a": "UP"} and answer.stale is None and not failures  # the second try
+    socket.fail, now[0] = 99, 1.0
+    answer = (await looks.servers_of(["web", "api"]))["web"]
+    assert answer == {"a": "UP"} and "does not answer (gone)" in (answer.stale or "")
+    assert failures == ["gone"]  # the reader told
+    now[0] = 1.0 + STALE_LIMIT + 1
+    assert await looks.servers_of(["web"]) == {"web": None}  # too old to tell
+    socket.fail, now[0] = 0, now[0] + 1
+    answer = (await looks.servers_of(["web"]))["web"]
+    assert answer == {"a": "UP"} and answer.stale is None
