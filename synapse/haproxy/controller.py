@@ -79,7 +79,7 @@ class HAProxyController:
     ) -> None:
         self.config = config
         self.settings = settings_for(config)
-        self.metrics = HAProxyMetrics(registry)
+        self.metrics = HAProxyMetrics(registry, self.health, lambda: self.info)  # (gauges)
         self._isolation = Isolation(registry, lambda: (self.config, self._installer.file))
         self._clock = clock
         self._renderer: Renderer | None = None

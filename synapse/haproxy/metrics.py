@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from synapse.haproxy.status import HAProxyStatus
 
 APPLY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class HAProxyMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        problems: Callable[[], list[str]] | None = None,
+        info: Callable[[], HAProxyStatus] | None = None,
+    ) -> None:
+        """``problems``, ``info``: the controller's ``health`` and status, read at scrape
+        time for the state gauges (``_states``)."""
         self._applied: dict[str, Counter] = {}  # kind -> its child (``labels`` costs ~3 us)
         self.plan_operations = Counter(
             "synapse_haproxy_plan_operations_total",
@@ -59,6 +72,31 @@ class HAProxyMetrics:
             "Unix time of the last successful reload or start",
             registry=registry,
         )
+
+        if problems is not None and info is not None:
+            self._states(registry, problems, info)
+
+    def _states(
+        self,
+        registry: CollectorRegistry,
+        problems: Callable[[], list[str]],
+        info: Callable[[], HAProxyStatus],
+    ) -> None:
+        """Gauges that hold while a problem lasts, read at scrape time: the counters above
+        go flat while a refused config stays refused (an alert on their increase cleared
+        after its window with the problem still there)."""
+        healthy = Gauge(
+            "synapse_haproxy_healthy",
+            "1 while HAProxy runs the desired state, 0 while /health lists a problem of it",
+            registry=registry,
+        )
+        healthy.set_function(lambda: 0.0 if problems() else 1.0)
+        invalid = Gauge(
+            "synapse_haproxy_config_invalid",
+            "1 while the desired config cannot be applied (`haproxy -c` / check_command refuse it)",
+            registry=registry,
+        )
+        invalid.set_function(lambda: float(info().validation_error is not None))
 
     def applied(self, kind: str) -> None:
         """One runtime operation of ``kind`` applied (on every change's path: the labelled

@@ -101,7 +101,7 @@ def test_alert_rules_are_well_formed_and_cover_the_four_failures() -> None:
     assert "haproxy_backend_active_servers" in used  # a service with no UP server
     assert "synapse_watcher_connected" in used  # registry disconnected
     assert "synapse_haproxy_reload_failures_total" in used  # reloads failing
-    assert "synapse_haproxy_validation_failures_total" in used  # config invalid
+    assert "synapse_haproxy_config_invalid" in used  # config invalid (a gauge: it holds)
 
 
 def test_every_metric_in_the_rules_and_the_dashboard_exists(haproxy_metrics) -> None:
