@@ -20,8 +20,9 @@ very same DesiredService object, so the applier skips it cheaply. Watch event â†
 returned (for a reload that waits for its turn: to that reload) is recorded in
 ``synapse_watch_to_applied_seconds``. At startup it waits up to ``startup_wait`` for every
 watcher's first report; services whose registry has not answered by then start from the
-state file (servers younger than ``state_file_ttl``) or their ``default_servers``. A
-service a SIGHUP adds with nothing to start from waits likewise (``reload_diff.Arrivals``).
+state file (servers younger than ``state_file_ttl``), else from what the running HAProxy
+serves them (``adopted_servers``), else their ``default_servers``. A service a SIGHUP
+adds with nothing to start from waits likewise (``reload_diff.Arrivals``).
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ from smartstack.backoff import Backoff
 from smartstack.logs import event
 from smartstack.modelbase import ValidationError
 from smartstack.tasks import wait_event
+from synapse.adopted_servers import ORIGIN_HAPROXY, AdoptedServers
 from synapse.apply_latency import ApplyLatency
 from synapse.change_gate import ChangeGate, collector_held
-from synapse.config import RegistryServerOptions, SynapseConfig
+from synapse.config import SynapseConfig
 from synapse.contract import Applier, ApplyOutcome, RecordSink
 from synapse.desired_list import DesiredList
 from synapse.gc_start import first_apply
@@ -101,6 +103,7 @@ class Reconciler:
         self._pending = Pending()
         self._arrivals = Arrivals(self._due)  # a SIGHUP's new services, until reported
         self._holds = Holds(self._due, lambda: hold_bound(self._config))  # (partial reports)
+        self._adopted = AdoptedServers()  # what HAProxy runs, for those with nothing else
         self._force = True  # the first hand-over always happens
         self._latency = ApplyLatency(metrics)  # watch event -> applied
         self._state_task: asyncio.Task[None] | None = None
@@ -231,6 +234,7 @@ class Reconciler:
         if silent:
             event(log, "startup_without_registry", level=logging.WARNING, services=silent,
                   waited=startup_wait)  # fmt: skip
+            await self._adopted.read(self.applier, self._config, silent, self.state_cache)
         self._pending.reasons.add("startup")
         self.started = True
         backoff = Backoff(RETRY_BASE, RETRY_CAP)
@@ -400,11 +404,13 @@ class Reconciler:
                 if self.state_cache is not None and (kept is None or kept.origin == origin):
                     found = self.state_cache.cached(name)
                     self._use_generator(name, service, self.state_cache.generator(name))
+                if not found and (running := self._adopted.take(name, kept)) is not None:
+                    found, origin = running, ORIGIN_HAPROXY  # (what HAProxy runs: not emptied)
                 if self._arrivals.holds(name, found):
                     continue  # (a SIGHUP's new service: no frontend before its report)
-            previous = service.selection
-            if previous is None and not found:
-                previous = self._state_file_selection(name, service, policy)
+            previous = service.selection  # (a restarted synapse's first report may be empty)
+            if previous is None and not found and service.report and self.state_cache:
+                previous = self.state_cache.selection(name, service.config, policy)
             selection = select_servers(service.config, found, previous, policy, origin)
             report_options(name, selection, service)
             if selection.leader_failed and not (
@@ -419,17 +425,6 @@ class Reconciler:
             service.selection = selection
             self.metrics.servers.labels(name).set(len(selection))
         return changed
-
-    def _state_file_selection(
-        self, name: str, service: ServiceState, policy: RegistryServerOptions | None
-    ) -> Selection | None:
-        """A restarted synapse's "previous list" of a service, for ``use_previous_backends``:
-        the state file's (the servers HAProxy ran), not nothing. Its first report may be
-        empty (a registry glitch, a path not there yet): that must not empty the backend."""
-        if self.state_cache is None or service.report is None:
-            return None  # (without a report the state file is ``found`` already)
-        cached = self.state_cache.cached(name)
-        return select_servers(service.config, cached, None, policy, ORIGIN_STATE_FILE)
 
     def generators(self) -> dict[str, Mapping[str, Any]]:
         return {n: s.generator for n, s in self._services.items() if s.generator}

@@ -24,6 +24,7 @@ ORIGIN_DISCOVERY = "discovery"
 ORIGIN_DEFAULT = "default_servers"
 ORIGIN_PREVIOUS = "previous"  # use_previous_backends kept the last list
 ORIGIN_STATE_FILE = "state_file"  # registry not answered yet: cached servers
+ORIGIN_HAPROXY = "haproxy"  # neither answered nor cached: those HAProxy runs (adopted_servers)
 ORIGIN_NONE = "none"
 DEFAULT_SERVER_ORIGIN = "default"  # a default server's Server.origin
 # A Server.origin's prefix: kept only by a partial report's hold (reload_diff.Holds), not seen

@@ -33,8 +33,15 @@ from typing import Any
 from smartstack.logs import event
 from smartstack.record import InvalidRecord, registration_from_dict
 from synapse.atomic import read_text, write_atomic
+from synapse.config import RegistryServerOptions, ServiceConfig
 from synapse.model import Found
-from synapse.selection import HELD_ORIGIN, ORIGIN_DISCOVERY, Selection
+from synapse.selection import (
+    HELD_ORIGIN,
+    ORIGIN_DISCOVERY,
+    ORIGIN_STATE_FILE,
+    Selection,
+    select_servers,
+)
 from synapse.zone_state import Evacuations
 
 log = logging.getLogger("synapse.state_cache")
@@ -133,6 +140,14 @@ class StateCache:
                 sequence = None
             found.append(Found(registration, f"state_file:{key}", sequence))
         return found or None
+
+    def selection(
+        self, service: str, config: ServiceConfig, policy: RegistryServerOptions | None
+    ) -> Selection:
+        """``service``'s servers here as a restarted synapse's "previous list", for
+        ``use_previous_backends``: the servers HAProxy ran, not nothing. Its first report
+        may be empty (a registry glitch, a path not there yet): that must not empty it."""
+        return select_servers(config, self.cached(service), None, policy, ORIGIN_STATE_FILE)
 
     def generator(self, service: str) -> dict[str, Any]:
         """The generator settings the registry last gave ``service`` ({}: none)."""

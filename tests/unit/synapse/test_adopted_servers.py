@@ -1,0 +1,106 @@
+"""A synapse started while its registry is silent, with no state file entry for a service,
+keeps the servers the running HAProxy serves for it (``synapse.adopted_servers``) instead
+of emptying the backend; the registry's first answer replaces them. Nothing is invented
+for a backend HAProxy does not run, or when its runtime API does not answer."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from applier_fakes import FakeApplier, eventually, make_reconciler, report, running
+
+from synapse.adopted_servers import _found
+from synapse.config import SynapseConfig
+from synapse.haproxy.configtext import ServerLine
+
+WEB_DISCOVERY = {"method": "zookeeper", "hosts": ["h:1"], "path": "/web"}
+RUNNING_FILE = """\
+backend web
+    balance roundrobin
+    server n_10.0.0.5:80 10.0.0.5:80 id 1 check
+    server n_10.0.0.6:80 10.0.0.6:80 id 2 check
+    server n_10.0.0.7:80 10.0.0.7:80 id 3 check
+    server n_10.0.0.8:80 10.0.0.8:80 id 4 check
+"""
+
+
+class RunningHAProxy(FakeApplier):
+    """An adopted HAProxy: ``servers_of`` answers ``states`` (None: no answer)."""
+
+    def __init__(self, states: dict[str, dict[str, str]] | None) -> None:
+        super().__init__()
+        self.states = states
+        self.asked: list[list[str]] = []
+
+    async def servers_of(self, backends: Sequence[str]) -> dict[str, dict[str, str] | None]:
+        self.asked.append(list(backends))
+        return {b: (self.states or {}).get(b) for b in backends}
+
+
+def config(tmp_path: Path, **haproxy: Any) -> SynapseConfig:
+    (tmp_path / "haproxy.cfg").write_text(RUNNING_FILE)
+    other = {"discovery": {**WEB_DISCOVERY, "path": "/other"}, "haproxy": {"port": 3214}}
+    return SynapseConfig.model_validate({
+        "services": {"web": {"discovery": WEB_DISCOVERY}, "other": other},
+        "haproxy": {"config_file_path": str(tmp_path / "haproxy.cfg"),
+                    "reload_command": "true", **haproxy},
+        "startup_wait": 0.3,
+    })  # fmt: skip
+
+
+# 10.0.0.7 is in maintenance (synapse took it out), 10.0.0.8 is in the file only.
+STATES = {"web": {"n_10.0.0.5:80": "UP", "n_10.0.0.6:80": "DOWN", "n_10.0.0.7:80": "MAINT"}}
+
+
+async def test_a_silent_registry_without_state_keeps_what_haproxy_serves(tmp_path: Path) -> None:
+    applier = RunningHAProxy(STATES)
+    rec = make_reconciler(config(tmp_path), applier)
+    async with running(rec, applier):
+        assert applier.hosts("web") == ["10.0.0.5", "10.0.0.6"]
+        status = rec.service_status()["web"]
+        assert status["origin"] == "haproxy"
+        assert [s["name"] for s in status["servers"]] == ["n_10.0.0.5:80", "n_10.0.0.6:80"]
+        assert applier.hosts("other") == []  # HAProxy runs no backend `other`: nothing made up
+        rec.report(report("other", "10.1.1.1"))  # another service's round: web's stay
+        await eventually(lambda: applier.hosts("other") == ["10.1.1.1"], what="other's round")
+        assert applier.hosts("web") == ["10.0.0.5", "10.0.0.6"]
+        assert rec.service_status()["web"]["origin"] == "haproxy"
+        rec.report(report("web", "10.0.0.9"))  # the registry answers: its answer wins
+        await eventually(lambda: applier.hosts("web") == ["10.0.0.9"], what="the registry's")
+        assert rec.service_status()["web"]["origin"] == "discovery"
+
+
+async def test_no_answer_from_haproxy_keeps_nothing(tmp_path: Path) -> None:
+    applier = RunningHAProxy(None)  # no HAProxy adopted: the socket does not answer
+    rec = make_reconciler(config(tmp_path), applier)
+    async with running(rec, applier):
+        assert applier.hosts("web") == []
+        assert applier.asked == [["web"]]  # (the file has no servers of `other`: not asked)
+
+
+async def test_the_state_file_comes_first(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    entry = {"timestamp": int(time.time()), "host": "10.9.9.9", "port": 80, "name": "n"}
+    state.write_text(json.dumps({"web": {"n_10.9.9.9:80": entry}}))
+    applier = RunningHAProxy(STATES)
+    rec = make_reconciler(config(tmp_path, state_file_path=str(state)), applier)
+    async with running(rec, applier):
+        assert applier.hosts("web") == ["10.9.9.9"]
+        assert rec.service_status()["web"]["origin"] == "state_file"
+        assert applier.asked == []  # (web is in the state file; `other` not in HAProxy's)
+
+
+def test_a_server_line_gives_back_its_registration() -> None:
+    line = ServerLine("web-1_10.0.0.5:80", "10.0.0.5:80", 1, None, "weight 7 check")
+    found = _found(line, "web")
+    assert found is not None
+    reg = found.registration
+    assert (reg.host, reg.port, reg.name, reg.weight) == ("10.0.0.5", 80, "web-1", 7)
+    assert found.origin == "haproxy:web/web-1_10.0.0.5:80"
+    ipv6 = _found(ServerLine("n_::1:81", "[::1]:81", None, None, ""), "web")
+    assert ipv6 is not None and (ipv6.registration.host, ipv6.registration.name) == ("::1", "n")
+    assert _found(ServerLine("x", "/run/web.sock", None, None, ""), "web") is None
