@@ -76,7 +76,7 @@ class AdoptedServers:
         for name, backend in backends.items():
             states = answers.get(backend) or {}
             lines = parsed.servers.get(backend, {})
-            found = [_found(line, backend) for line in lines.values()
+            found = [_found(line, backend, place) for place, line in enumerate(lines.values())
                      if states.get(line.name, "MAINT") != "MAINT"]  # fmt: skip
             if kept := tuple(f for f in found if f is not None):
                 self._found[name] = kept
@@ -100,9 +100,11 @@ def _parsed(path: Path) -> ParsedConfig:
     return parse_config(text) if text else ParsedConfig()
 
 
-def _found(line: ServerLine, backend: str) -> Found | None:
+def _found(line: ServerLine, backend: str, place: int = 0) -> Found | None:
     """A server line as the registration it was made from (``model.server_name``'s
-    ``name_host:port``; a line of another shape keeps its whole name as the name)."""
+    ``name_host:port``; a line of another shape keeps its whole name as the name). Its
+    ``place`` in the file is its sequence: a ``leader_election`` service (HAProxy runs
+    its leader alone) elects that server, not none (no sequence fails an election)."""
     host, _, port = line.address.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not port.isascii() or not port.isdigit():
@@ -115,6 +117,7 @@ def _found(line: ServerLine, backend: str) -> Found | None:
     if weight is not None and weight.isascii() and weight.isdigit():
         record["weight"] = int(weight)
     try:
-        return Found(registration_from_dict(record), f"{ORIGIN_HAPROXY}:{backend}/{line.name}")
+        origin = f"{ORIGIN_HAPROXY}:{backend}/{line.name}"
+        return Found(registration_from_dict(record), origin, place)
     except InvalidRecord:
         return None

@@ -94,6 +94,19 @@ async def test_the_state_file_comes_first(tmp_path: Path) -> None:
         assert applier.asked == []  # (web is in the state file; `other` not in HAProxy's)
 
 
+async def test_a_leader_election_service_keeps_the_leader_haproxy_runs(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    web = cfg.services["web"].model_copy(update={"leader_election": True})
+    cfg = cfg.model_copy(update={"services": {**cfg.services, "web": web}})
+    applier = RunningHAProxy({"web": {"n_10.0.0.6:80": "UP"}})  # the leader, alone
+    rec = make_reconciler(cfg, applier)
+    async with running(rec, applier):
+        assert applier.hosts("web") == ["10.0.0.6"]  # (no sequence: the election failed)
+        rec.report(report("other", "10.1.1.1"))  # a second round elects it again
+        await eventually(lambda: applier.hosts("other") == ["10.1.1.1"], what="other's round")
+        assert applier.hosts("web") == ["10.0.0.6"]
+
+
 def test_a_server_line_gives_back_its_registration() -> None:
     line = ServerLine("web-1_10.0.0.5:80", "10.0.0.5:80", 1, None, "weight 7 check")
     found = _found(line, "web")
