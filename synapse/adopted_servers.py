@@ -21,6 +21,7 @@ import asyncio
 import logging
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from smartstack.logs import event
 from smartstack.record import InvalidRecord, registration_from_dict
@@ -31,6 +32,7 @@ from synapse.haproxy.configtext import ParsedConfig, ServerLine, parse_config
 from synapse.model import Found, server_name
 from synapse.selection import ORIGIN_HAPROXY, Selection, selection_found
 from synapse.state_cache import StateCache
+from synapse.zone_config import ZoneRouting, zone_backend_name
 
 log = logging.getLogger("synapse.reconciler")
 
@@ -76,7 +78,9 @@ class AdoptedServers:
         for name, backend in backends.items():
             states = answers.get(backend) or {}
             lines = parsed.servers.get(backend, {})
-            found = [_found(line, backend, place) for place, line in enumerate(lines.values())
+            zones = _zones(parsed, backend, config.zone, config.services[name].zone_routing)
+            found = [_found(line, backend, place, zones)
+                     for place, line in enumerate(lines.values())
                      if states.get(line.name, "MAINT") != "MAINT"]  # fmt: skip
             if kept := tuple(f for f in found if f is not None):
                 self._found[name] = kept
@@ -100,7 +104,31 @@ def _parsed(path: Path) -> ParsedConfig:
     return parse_config(text) if text else ParsedConfig()
 
 
-def _found(line: ServerLine, backend: str, place: int = 0) -> Found | None:
+def _zones(
+    parsed: ParsedConfig, backend: str, local: str | None, routing: ZoneRouting | None
+) -> tuple[str, dict[str, str]]:
+    """A zone-routed service's zone label and its servers' zones (the label is not in
+    the file): those ``<backend>_zone_<zone>`` holds, and the backend's servers HAProxy
+    does not run as backups (the local zone's). Without, they would all turn backups."""
+    if routing is None:
+        return "", {}
+    zoned: dict[str, str] = {}
+    if local is not None:
+        own = parsed.servers.get(backend, {})
+        zoned.update((n, local) for n, line in own.items() if "backup" not in line.tail.split())
+    prefix = zone_backend_name(backend, "")
+    for proxy, lines in parsed.servers.items():
+        if proxy.startswith(prefix):
+            zoned.update(dict.fromkeys(lines, proxy.removeprefix(prefix)))
+    return routing.label, zoned
+
+
+def _found(
+    line: ServerLine,
+    backend: str,
+    place: int = 0,
+    zones: tuple[str, dict[str, str]] = ("", {}),
+) -> Found | None:
     """A server line as the registration it was made from (``model.server_name``'s
     ``name_host:port``; a line of another shape keeps its whole name as the name). Its
     ``place`` in the file is its sequence: a ``leader_election`` service (HAProxy runs
@@ -113,7 +141,10 @@ def _found(line: ServerLine, backend: str, place: int = 0) -> Found | None:
     name = line.name.removesuffix(f"_{base}") if line.name != base else base
     tokens = line.tail.split()
     weight = tokens[tokens.index("weight") + 1] if "weight" in tokens[:-1] else None
-    record = {"host": host, "port": int(port), "name": name or line.name}
+    record: dict[str, Any] = {"host": host, "port": int(port), "name": name or line.name}
+    label, zoned = zones
+    if line.name in zoned:
+        record["labels"] = {label: zoned[line.name]}
     if weight is not None and weight.isascii() and weight.isdigit():
         record["weight"] = int(weight)
     try:

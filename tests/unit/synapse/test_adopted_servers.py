@@ -107,6 +107,30 @@ async def test_a_leader_election_service_keeps_the_leader_haproxy_runs(tmp_path:
         assert applier.hosts("web") == ["10.0.0.6"]
 
 
+ZONED_FILE = """\
+backend web
+    server n_10.0.0.5:80 10.0.0.5:80 id 1 weight 128 check
+    server n_10.0.0.6:80 10.0.0.6:80 id 2 weight 128 check backup
+backend web_zone_az2
+    server n_10.0.0.6:80 10.0.0.6:80 id 1 check
+"""
+
+
+async def test_a_zone_routed_service_keeps_its_servers_zones(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    (tmp_path / "haproxy.cfg").write_text(ZONED_FILE)
+    routing = {"zone_routing": {"zones": ["az1", "az2"]}}
+    web = cfg.services["web"].model_validate({**cfg.services["web"].model_dump(), **routing})
+    cfg = cfg.model_copy(update={"zone": "az1", "services": {**cfg.services, "web": web}})
+    applier = RunningHAProxy({"web": {"n_10.0.0.5:80": "UP", "n_10.0.0.6:80": "UP"}})
+    rec = make_reconciler(cfg, applier)
+    async with running(rec, applier):
+        servers = {s.host: s for d in applier.applied[-1] if d.name == "web" for s in d.servers}
+        assert {h: dict(s.labels).get("zone") for h, s in servers.items()} == {
+            "10.0.0.5": "az1", "10.0.0.6": "az2"}  # fmt: skip
+        assert not servers["10.0.0.5"].backup and servers["10.0.0.6"].backup  # local first
+
+
 def test_a_server_line_gives_back_its_registration() -> None:
     line = ServerLine("web-1_10.0.0.5:80", "10.0.0.5:80", 1, None, "weight 7 check")
     found = _found(line, "web")
