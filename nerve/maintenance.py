@@ -82,14 +82,18 @@ class MaintenanceEnd:
         self._flag: tuple[float, float] | None = None  # (since, until) of the flag timed
         self._ends_at = 0.0  # monotonic
 
-    def over(self, flag: MaintenanceFlag, monotonic_now: float, wall_now: float) -> bool:
+    def left(self, flag: MaintenanceFlag, monotonic_now: float, wall_now: float) -> float | None:
+        """Seconds until ``flag`` ends (0: over), None when it has no end."""
         if flag.until is None:
-            return False
+            return None
         if self._flag != (flag.since, flag.until):  # a new flag, or its end moved
             self._flag = (flag.since, flag.until)
             left = min(flag.until - wall_now, flag.until - flag.since)
             self._ends_at = monotonic_now + max(0.0, left)
-        return monotonic_now >= self._ends_at
+        return max(0.0, self._ends_at - monotonic_now)
+
+    def over(self, flag: MaintenanceFlag, monotonic_now: float, wall_now: float) -> bool:
+        return self.left(flag, monotonic_now, wall_now) == 0.0
 
 
 def _parse(text: str) -> MaintenanceFlag:

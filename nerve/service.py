@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from nerve.checks.base import Check, CheckResult
@@ -315,8 +316,14 @@ class Service:
         if joined is not None and joined.unreadable:
             more["replaced"] = joined.reason
             joined = None
-        elif joined is not None and joined.expired(now):
-            joined = None  # ran out; the next round would have ended it
+        elif joined is not None:
+            # Timed as the rounds time it (a clock step since neither ends nor stretches it),
+            # its end restated on today's wall clock so that the later end wins fairly.
+            left = self._maintenance_end.left(joined, time.monotonic(), now)
+            if left == 0.0:
+                joined = None  # ran out; the next round would have ended it
+            elif left is not None:
+                joined = replace(joined, since=min(joined.since, now), until=now + left)
         flag = joined.joined(reason, until) if joined else MaintenanceFlag(reason, now, until)
         self.store.save(self.name, flag)
         self._flag_unknown = False  # the operator's word replaces the flag file's

@@ -145,3 +145,24 @@ async def test_a_forward_clock_step_does_not_end_the_maintenance(tmp_path: Path,
     await service.run_round()
     assert isinstance(store.load("web"), MaintenanceFlag)
     assert reporter.decisions == [False] and service.status()["maintenance"] is not None
+
+
+@pytest.mark.parametrize("step", [3600.0, -3600.0])
+async def test_a_maintenance_joined_after_a_clock_step_keeps_the_first_end(
+    tmp_path: Path, monkeypatch, step: float
+) -> None:
+    # The first operator's 30 minutes are timed on the monotonic clock; a second `maint
+    # --for 10m` after NTP stepped the wall clock neither replaces them (as if ran out) nor
+    # ends at once (a start now in the future).
+    service, reporter, store = _service(tmp_path)
+    service.enter_maintenance("kernel upgrade", duration=1800)
+    await service.run_round()
+    wall = maintenance.time.time() + step
+    monkeypatch.setattr("nerve.service.time.time", lambda: wall)
+    joined = service.enter_maintenance("deploy", duration=600)
+    assert joined is not None and joined.reason == "kernel upgrade"
+    flag = store.load("web")
+    assert isinstance(flag, MaintenanceFlag) and flag.reason == "kernel upgrade | deploy"
+    assert flag.until is not None and 1790 < flag.until - wall <= 1800
+    await service.run_round()
+    assert reporter.decisions == [False] and isinstance(store.load("web"), MaintenanceFlag)
