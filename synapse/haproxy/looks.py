@@ -44,6 +44,7 @@ class Labels(dict[str, str]):
 
 
 Answer = Labels | None  # None: HAProxy has no such backend (or its state is unknown)
+_Read = asyncio.Task[dict[str, Answer]]  # one read: {backend asked: its answer}
 
 
 class Looks:
@@ -60,8 +61,8 @@ class Looks:
         self.client = first and RuntimeClient(first.path, first.timeout)
         self._view, self._on_failure, self._clock = view, on_failure, clock
         self._answers: dict[str, tuple[float, int, Answer]] = {}  # (read at, counter, answer)
-        self._flight: tuple[set[str], int, asyncio.Task[None]] | None = None
-        self._queued: tuple[set[str], asyncio.Task[None]] | None = None
+        self._flight: tuple[set[str], int, _Read] | None = None
+        self._queued: tuple[set[str], _Read] | None = None
         self._failing_since: float | None = None  # the socket has not answered since
         self.reads = 0  # reads sent to HAProxy: for tests
 
@@ -69,10 +70,14 @@ class Looks:
         """{backend: its servers' labels} (see the module docstring)."""
         if self.client is None or self._view is None:  # no runtime socket: nothing to ask
             return dict.fromkeys(backends)
-        missing = {b for b in backends if not self._fresh(b)}
+        found = {b: self._answers[b][2] for b in backends if self._fresh(b)}
+        missing = set(backends) - found.keys()
         if missing:
-            await asyncio.shield(self._round(missing))  # (a caller gone: the others wait)
-        return {b: self._answers[b][2] if b in self._answers else None for b in backends}
+            # From the read's own result, not the cache: a runtime command during the read
+            # makes its answers not fresh, and pruning could drop them (every look a 503).
+            read = await asyncio.shield(self._round(missing))  # (a caller gone: others wait)
+            found |= {b: read.get(b) for b in missing}
+        return {b: found[b] for b in backends}
 
     async def stop(self) -> None:
         """Cancel the reads in flight or queued (synapse stops: their callers too)."""
@@ -87,7 +92,7 @@ class Looks:
         at, counter, _ = self._answers.get(backend, (-FRESH_FOR, -1, None))
         return self._clock() - at < FRESH_FOR and counter == self._view.counter
 
-    def _round(self, missing: set[str]) -> asyncio.Task[None]:
+    def _round(self, missing: set[str]) -> _Read:
         """The read that brings ``missing``: the one in flight, or the next one."""
         assert self._view is not None
         flight = self._flight
@@ -102,7 +107,7 @@ class Looks:
         self._queued[0].update(missing)
         return self._queued[1]
 
-    async def _read_after(self, before: asyncio.Task[None] | None, backends: set[str]) -> None:
+    async def _read_after(self, before: _Read | None, backends: set[str]) -> dict[str, Answer]:
         if before is not None:
             await asyncio.wait([before])  # (its outcome is its callers')
         assert self._view is not None and self._queued is not None
@@ -113,7 +118,9 @@ class Looks:
         for backend, answer in found.items():
             self._answers[backend] = (at, counter, answer)
         if len(self._answers) > 4 * len(backends) + 64:  # (backends gone: forget them)
-            self._answers = {b: a for b, a in self._answers.items() if self._fresh(b)}
+            kept = self._answers.items()
+            self._answers = {b: a for b, a in kept if b in found or self._fresh(b)}
+        return found
 
     async def _read(self, backends: list[str]) -> dict[str, Answer]:
         """HAProxy's answer, tried twice; else the view's, marked stale (``_last_read``)."""

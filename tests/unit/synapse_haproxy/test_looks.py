@@ -75,3 +75,22 @@ async def test_a_socket_error_is_tried_again_then_answered_stale_then_unknown(
     socket.fail, now[0] = 0, now[0] + 1
     answer = (await looks.servers_of(["web"]))["web"]
     assert answer == {"a": "UP"} and answer.stale is None
+
+
+async def test_a_look_answers_what_its_read_found_when_the_view_changed_meanwhile() -> None:
+    # A runtime command during each read (the view's counter moves) leaves no answer fresh:
+    # past 64 backends cached, pruning dropped the answers just read and the look said None.
+    now = [0.0]
+    looks, socket, view, _ = _looks(now)
+    read_state = socket.read_state
+
+    async def read_during_a_command(backends: list[str], with_pid: bool) -> tuple[None, Any]:
+        view.counter += 1
+        return await read_state(backends, with_pid)
+
+    socket.read_state = read_during_a_command  # type: ignore[method-assign]
+    for i in range(80):
+        now[0] += 1
+        socket.state[f"svc{i}"] = {"a": srv(f"svc{i}", "a", 1)}
+        assert await looks.servers_of([f"svc{i}"]) == {f"svc{i}": {"a": "UP"}}, i
+    assert len(socket.asked) == 80
