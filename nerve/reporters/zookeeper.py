@@ -205,7 +205,13 @@ class ZooKeeperReporter(Reporter):
         # Only now that ours is in place do the leftovers and our previous record's node go.
         wrote = await self._delete_all(stale) or wrote
         self.uncertain = False
-        await self._watch_node()
+        try:
+            await self._watch_node()
+        except BaseException:
+            # No watch armed (the exists got no answer): left as it is, the node would never
+            # be looked at again. Doubtful instead, so the retry scans and arms it anew.
+            self.uncertain = True
+            raise
         return wrote
 
     async def _create(self) -> str:
