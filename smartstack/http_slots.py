@@ -2,9 +2,11 @@
 
 A health probe must be answered while other clients hold connections: Docker's
 HEALTHCHECK, keepalived or anycast-healthchecker take a host out on a few failed probes.
-So at the limit a connection that waits between requests (idle keep-alive, or one that has
-sent nothing yet) is closed, the oldest first, to make room; when none is idle, a new
-connection is read for a health probe only (``PROBE_ONLY``: the server answers probes
+So at the limit a connection that has waited ``grace`` seconds or more between requests
+(idle keep-alive, or one that has sent nothing yet) is closed, the longest waiting first,
+to make room. A younger one is kept: in a burst of new connections their requests are on
+the way, and closing them reset clients with no answer. When none has waited long enough,
+a new connection is read for a health probe only (``PROBE_ONLY``: the server answers probes
 and refuses the rest with 503). Past the hard ceiling a connection is closed unread, so
 file descriptors and read buffers stay bounded.
 """
@@ -28,13 +30,15 @@ class Slots(Generic[K]):
         self,
         limit: int,
         ceiling: int,
+        grace: float = 0.0,  # (0: an idle one is closed at once)
         report_every: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limit = limit
         self.ceiling = ceiling
+        self.grace = grace
         self._served: set[K] = set()
-        self._idle: dict[K, None] = {}  # served ones between requests, oldest first
+        self._idle: dict[K, float] = {}  # served ones between requests: since, oldest first
         self._probe_only: set[K] = set()
         self._report_every = report_every
         self._clock = clock
@@ -46,8 +50,8 @@ class Slots(Generic[K]):
         if len(self._served) < self.limit:
             self._served.add(conn)
             return "serve", None
-        if self._idle:
-            oldest = next(iter(self._idle))
+        oldest = next(iter(self._idle), None)
+        if oldest is not None and self._clock() - self._idle[oldest] >= self.grace:
             self.release(oldest)  # its slot is the new one's now, before it has closed
             self._served.add(conn)
             self._counts["idle_closed"] += 1
@@ -60,9 +64,11 @@ class Slots(Generic[K]):
         return "drop", None
 
     def idle(self, conn: K) -> None:
-        """``conn`` waits for its next request: it may be closed for a new connection."""
+        """``conn`` waits for its next request: after ``grace``, it may be closed for a new
+        connection."""
         if conn in self._served:
-            self._idle[conn] = None  # (re)inserted last: the newest idle one
+            self._idle.pop(conn, None)  # (re)inserted last: the newest idle one
+            self._idle[conn] = self._clock()
 
     def active(self, conn: K) -> None:
         """``conn`` has started a request: it keeps its slot until it has its answer."""

@@ -258,7 +258,11 @@ class HTTPServer:
         self.port = port
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self._slots: Slots[asyncio.Task[None]] = Slots(MAX_CONNECTIONS, MAX_OPEN)
+        # An idle connection is closed for a new one only after as long as a new one gets to
+        # send its request: a burst's own connections are not closed before theirs is read.
+        self._slots: Slots[asyncio.Task[None]] = Slots(
+            MAX_CONNECTIONS, MAX_OPEN, grace=PROBE_TIMEOUT
+        )
 
     async def start(self) -> None:
         server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD)

@@ -53,6 +53,7 @@ async def test_at_the_cap_idle_ones_make_room_and_busy_ones_leave_probes_only(
     monkeypatch.setattr(web, "MAX_CONNECTIONS", 3)
     server = await _server()
     idle = await _open(server.port, 3)
+    await asyncio.sleep(web.PROBE_TIMEOUT)  # idle long enough to be closed for a new one
     dripping: list[Conn] = []
     try:
         assert (await _get(server.port)).startswith(b"HTTP/1.1 200 ")  # an idle one closed
@@ -66,6 +67,28 @@ async def test_at_the_cap_idle_ones_make_room_and_busy_ones_leave_probes_only(
     finally:
         for _, writer in idle + dripping:
             writer.close()
+        await server.stop()
+
+
+async def test_a_burst_past_the_limit_is_answered_whole_none_reset_before_its_request_is_read() -> (
+    None
+):
+    """100 clients connect and send at once: each new connection used to close one of the
+    first 64 as idle before its request was read (ConnectionResetError, no answer)."""
+    server = await _server()
+
+    async def status(path: str) -> bytes:
+        try:
+            return (await _get(server.port, path)).split(b" ", 2)[1]
+        except ConnectionError as err:
+            return type(err).__name__.encode()
+
+    try:
+        probes = await asyncio.gather(*[status("/health") for _ in range(100)])
+        assert probes == [b"200"] * 100
+        others = await asyncio.gather(*[status("/x") for _ in range(100)])
+        assert set(others) <= {b"200", b"503"} and others.count(b"200") >= 64, others
+    finally:
         await server.stop()
 
 

@@ -36,6 +36,25 @@ def test_with_none_idle_new_ones_are_read_for_a_probe_up_to_the_ceiling() -> Non
     assert slots.admit("h") == ("drop", None)
 
 
+def test_only_one_idle_for_the_grace_makes_room_a_younger_one_may_have_its_request_on_the_way() -> (
+    None
+):
+    now = [0.0]
+    slots: Slots[str] = Slots(limit=2, ceiling=4, grace=1.0, clock=lambda: now[0])
+    slots.admit("a"), slots.admit("b")
+    slots.idle("a"), slots.idle("b")  # new connections: nothing read yet
+    now[0] = 0.5
+    assert slots.admit("c") == ("probe_only", None)  # a burst: a and b are kept
+    now[0] = 0.6
+    slots.active("a"), slots.idle("a")  # a request: a waits again from now
+    now[0] = 1.0
+    assert slots.admit("d") == ("serve", "b")
+    now[0] = 1.5
+    assert slots.admit("e") == ("probe_only", None)  # a has waited 0.9 s only
+    now[0] = 1.6
+    assert slots.admit("f") == ("serve", "a")
+
+
 def test_what_happened_at_the_limit_is_reported_at_most_once_per_interval() -> None:
     now = [100.0]
     slots: Slots[str] = Slots(limit=1, ceiling=2, report_every=60.0, clock=lambda: now[0])
