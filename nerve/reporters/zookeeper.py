@@ -270,14 +270,20 @@ class ZooKeeperReporter(Reporter):
         return path
 
     async def _watch_node(self) -> None:
-        """An exists-watch on our node (Ruby nerve's ``ping?`` read it every cycle): no
+        """A data watch on our node (Ruby nerve's ``ping?`` read it every cycle): no
         request until it fires, when the node is deleted or its data set. Says whether the
         node is still the one we wrote (``czxid``); deleted by another client while our
         session lives on, it is written again (``registration_vanished``)."""
         node, czxid = self.node, self.czxid
         if node is None:
             return
-        stat = await self._call("exists", node, watch=self._on_node_event)
+        # A get, not an exists: on a missing node an exists leaves a watch (server and
+        # kazoo) for the name to be created, and a sequential name never is: one watch
+        # leaked per withdrawal or outside delete. A get that fails leaves none.
+        try:
+            _, stat = await self._call("get", node, watch=self._on_node_event)
+        except NoNodeError:
+            stat = None
         if node == self.node and (stat is None or czxid not in (None, stat.czxid)):
             self.registration_vanished(node=node)  # the reconcile's scan finds it gone
 

@@ -26,12 +26,14 @@ from nerve_testlib import (
 
 from nerve.daemon import NerveDaemon
 from nerve.reporters.etcd import AUDIT_INTERVAL
+from nerve.reporters.zookeeper import ZooKeeperReporter
 from nerve.service import Service
 from testbed.etcd import EtcdCluster
 from testbed.httpbackend import HttpBackend
-from testbed.zookeeper import ZooKeeperServer
+from testbed.zookeeper import ZooKeeperServer, four_letter_word
 
 SETTLE = 1.5  # seconds watched for a registration that should not come back, or a second one
+FLAPS = 20  # withdraw-register rounds; the old code leaked a watch in most of them
 
 
 def vanished(daemon: NerveDaemon, registry: str) -> float:
@@ -96,18 +98,27 @@ async def test_a_znode_deleted_by_another_client_is_created_again_once(
         assert vanished(daemon, "zookeeper") == 2
 
 
+@asynccontextmanager
+async def registered_on_zk(
+    zk: ZooKeeperServer, kz: KazooClient, backend: HttpBackend
+) -> AsyncIterator[tuple[NerveDaemon, str]]:
+    """nerve running, its ephemeral_sequential node written, the reporter idle: (daemon, path)."""
+    path = unique_path()
+    service = zk_service(zk.hosts, path, backend.port)
+    async with running_nerve(nerve_config({"web": service})) as daemon:
+        await until(lambda: children(kz, path), what="the registration")
+        await until(lambda: daemon.services["web"].reporter.in_sync)
+        yield daemon, path
+
+
 @pytest.mark.parametrize("trigger", ["maintenance", "unhealthy"])
 async def test_a_znode_deletion_racing_the_withdrawal_registers_nothing(
     zk: ZooKeeperServer, kz: KazooClient, http_backend_factory, trigger: str
 ) -> None:
     backend = http_backend_factory()
-    path = unique_path()
-    async with running_nerve(
-        nerve_config({"web": zk_service(zk.hosts, path, backend.port)})
-    ) as daemon:
+    async with registered_on_zk(zk, kz, backend) as (daemon, path):
         service = daemon.services["web"]
-        (node,) = await until(lambda: children(kz, path), what="the registration")
-        await until(lambda: service.reporter.in_sync)
+        (node,) = children(kz, path)
 
         await withdrawn_by(trigger, service, backend)
         kz.delete_async(f"{path}/{node}")  # racing nerve's own delete, in the same moment
@@ -116,6 +127,37 @@ async def test_a_znode_deletion_racing_the_withdrawal_registers_nothing(
         assert seen and all(kids == [] for kids in seen), seen
         assert not service.reporter.registered
         assert vanished(daemon, "zookeeper") == 0  # our own withdrawal is no disappearance
+
+
+def watched_under(zk: ZooKeeperServer, path: str) -> list[str]:
+    """The paths below ``path`` the server holds watches on (``wchp``: path, then sessions)."""
+    listing = four_letter_word(zk.port, "wchp").splitlines()
+    return sorted(line for line in listing if line.startswith(f"{path}/"))
+
+
+async def test_withdrawals_and_outside_deletes_leave_one_watch_on_the_current_node(
+    zk: ZooKeeperServer, kz: KazooClient, http_backend_factory
+) -> None:
+    """Each deletion of the node (nerve's own withdrawal, another client's delete) fires its
+    watch, and the look that follows finds the name gone: it must not leave a watch on
+    it, on the server or in kazoo (a sequential name never comes back)."""
+    async with registered_on_zk(zk, kz, http_backend_factory()) as (daemon, path):
+        service = daemon.services["web"]
+        reporter = service.reporter
+        assert isinstance(reporter, ZooKeeperReporter)
+        for _ in range(FLAPS):
+            service.enter_maintenance("test")
+            await until(lambda: reporter.in_sync and not children(kz, path), what="withdrawn")
+            service.leave_maintenance()
+            await until(lambda: reporter.in_sync and children(kz, path), what="registered")
+        for _ in range(3):
+            node = reporter.node
+            await asyncio.to_thread(kz.delete, node)
+            await until(lambda gone=node: reporter.in_sync and reporter.node not in (None, gone))
+        await until(lambda: not reporter._looks, what="the last looks")
+        assert watched_under(zk, path) == [reporter.node]
+        kazoo_watched = [p for p in reporter.conn.client._data_watchers if p.startswith(path)]
+        assert kazoo_watched == [reporter.node]
 
 
 # --------------------------------------------------------------------------- etcd

@@ -18,16 +18,16 @@ RECORD = Registration("10.0.0.5", 8080, "web-1")
 
 
 class FlakyZooKeeper:
-    """A ZooKeeperConnection stand-in keeping nodes in a dict; the first ``lose_exists``
-    exists requests get no answer (a connection blip, the session lives on)."""
+    """A ZooKeeperConnection stand-in keeping nodes in a dict; the first ``lose_watches``
+    watching reads get no answer (a connection blip, the session lives on)."""
 
     hosts, auth, connected = "zk:2181", None, True
 
-    def __init__(self, lose_exists: int = 0) -> None:
+    def __init__(self, lose_watches: int = 0) -> None:
         self.calls: list[str] = []
         self.nodes: dict[str, tuple[bytes, SimpleNamespace]] = {}
         self.watches: dict[str, Any] = {}  # path -> watcher, as the server keeps them
-        self.lose_exists = lose_exists
+        self.lose_watches = lose_watches
         self.client = SimpleNamespace(client_id=(1, b""))
         self.loop = asyncio.get_running_loop()
         self.created = 0
@@ -50,15 +50,15 @@ class FlakyZooKeeper:
             self.nodes[node] = (args[1], stat)
             return node, stat
         if method == "get":
-            if path not in self.nodes:
-                raise NoNodeError
-            return self.nodes[path]
-        if method == "exists":
-            if self.lose_exists:
-                self.lose_exists -= 1
+            watch = kwargs.get("watch")
+            if watch is not None and self.lose_watches:
+                self.lose_watches -= 1
                 raise ConnectionLoss
-            self.watches[path] = kwargs["watch"]
-            return self.nodes[path][1] if path in self.nodes else None
+            if path not in self.nodes:
+                raise NoNodeError  # and no watch left, as on a real server
+            if watch is not None:
+                self.watches[path] = watch
+            return self.nodes[path]
         raise AssertionError(method)
 
     def delete_from_outside(self, path: str) -> None:
@@ -68,10 +68,10 @@ class FlakyZooKeeper:
         watcher(WatchedEvent(EventType.DELETED, KeeperState.CONNECTED, path))
 
 
-async def test_a_watch_whose_exists_got_no_answer_is_armed_again() -> None:
-    """The create lands, the exists that arms the watch does not answer: the reporter must
+async def test_a_watch_whose_arming_got_no_answer_is_armed_again() -> None:
+    """The create lands, the read that arms the watch does not answer: the reporter must
     not rest as registered with no watch (an outside delete would never be repaired)."""
-    conn = FlakyZooKeeper(lose_exists=1)
+    conn = FlakyZooKeeper(lose_watches=1)
     reporter = ZooKeeperReporter("svc", RECORD, conn, "/s", instance_id="web-1", op_timeout=1.0)
     reporter.set_registered(True)
     reporter.start()
