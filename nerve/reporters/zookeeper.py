@@ -285,7 +285,26 @@ class ZooKeeperReporter(Reporter):
         except NoNodeError:
             stat = None
         if node == self.node and (stat is None or czxid not in (None, stat.czxid)):
+            if stat is None and await self._held_elsewhere(node):
+                return
             self.registration_vanished(node=node)  # the reconcile's scan finds it gone
+
+    async def _held_elsewhere(self, node: str) -> bool:
+        """Our node gone, is our record still registered under another node? A second nerve
+        with our instance id (started while this one still runs) deletes our node as its
+        leftover; writing ours again would delete its node in turn, and the two would take
+        turns for ever. The registration stands, so this one stands aside (its node
+        forgotten, not withdrawn later) until its own session or decision changes."""
+        try:
+            copies = await self._copies()
+        except Exception:  # no answer: taken for gone, written again (the scan is safe)
+            return False
+        if not copies:
+            return False
+        event(log, "registration_taken_over", level=logging.WARNING, service=self.service,
+              node=node, by=copies[0][0])  # fmt: skip
+        self.node, self.czxid = None, None
+        return True
 
     def _on_node_event(self, watched: WatchedEvent) -> None:
         # kazoo's thread: hop to the loop. NONE: the session ended (_on_session handles it).
@@ -380,29 +399,36 @@ class ZooKeeperReporter(Reporter):
             and suffix.isdigit()
         )
 
-    async def _scan(self, keep: bool) -> list[str]:
-        """Adopt our node of this session (if ``keep``); the other copies of our record are
-        returned, for the caller to delete once that is safe."""
+    async def _copies(self, skip: str | None = None) -> list[tuple[str, Any]]:
+        """The nodes with our name and our record, (path, stat) in name order; ``skip``
+        is not read. Same instance, another record: another service's node, not one."""
         try:
             children = await self._call("get_children", self.zk_path)
         except NoNodeError:
             children = []
-        session = self.conn.client.client_id[0] if self.conn.client.client_id else None
-        successor = self.successor if isinstance(self.successor, ZooKeeperReporter) else None
-        adopted: str | None = None
-        stale: list[str] = []
+        copies = []
         for child in sorted(children):
-            if not self._is_ours(child):
-                continue
             path = self._path(child)
-            if successor is not None and path == successor.node:
-                continue  # the reload's new registration: not ours to touch
+            if not self._is_ours(child) or path == skip:
+                continue
             try:
                 data, stat = await self._call("get", path)
             except NoNodeError:
                 continue
-            if data != self.data:
-                continue  # same instance, another record: another service's node
+            if data == self.data:
+                copies.append((path, stat))
+        return copies
+
+    async def _scan(self, keep: bool) -> list[str]:
+        """Adopt our node of this session (if ``keep``); the other copies of our record are
+        returned, for the caller to delete once that is safe."""
+        successor = self.successor if isinstance(self.successor, ZooKeeperReporter) else None
+        # (the reload's new registration: not ours to touch)
+        copies = await self._copies(skip=successor.node if successor is not None else None)
+        session = self.conn.client.client_id[0] if self.conn.client.client_id else None
+        adopted: str | None = None
+        stale: list[str] = []
+        for path, stat in copies:
             mine = stat.ephemeralOwner == session if self.ephemeral else True
             if keep and mine and adopted is None:
                 adopted, self.czxid = path, stat.czxid

@@ -226,3 +226,22 @@ async def test_an_etcd_key_deletion_racing_the_withdrawal_puts_nothing(
         assert seen and all(kv is None for kv in seen), seen
         assert not service.reporter.registered
         assert vanished(daemon, "etcd") == 0  # our own withdrawal is no disappearance
+
+
+async def test_a_second_nerve_with_our_instance_id_takes_over_without_a_tug_of_war(
+    zk: ZooKeeperServer, kz: KazooClient, http_backend_factory
+) -> None:
+    """A second nerve with the same instance id and record starts while the first still runs
+    (as after a crash whose session lives on): it deletes the first's node as its leftover.
+    The first must not write it again (each would delete the other's node in turn)."""
+    backend = http_backend_factory()
+    async with registered_on_zk(zk, kz, backend) as (first, path):
+        (old,) = children(kz, path)
+        config = nerve_config({"web": zk_service(zk.hosts, path, backend.port)})
+        async with running_nerve(config) as second:
+            await until(lambda: (kids := children(kz, path)) and old not in kids, what="taken")
+            seen = await steady(lambda: children(kz, path), SETTLE)
+            assert len(set(map(tuple, seen))) == 1 and len(seen[-1]) == 1, seen
+            assert second.services["web"].reporter.node == f"{path}/{seen[-1][0]}"
+            assert vanished(first, "zookeeper") == 0
+            assert first.services["web"].reporter.node is None  # stood aside
