@@ -24,10 +24,12 @@ if TYPE_CHECKING:
 # A watch message longer than this is refused (etcd's own limit on a request is 1.5 MB by
 # default; a reply of many events stays well below this).
 MAX_LINE = 64 * 1024 * 1024
-# gRPC codes that say the member failed the call, not that etcd refused it: Unknown,
-# DeadlineExceeded, ResourceExhausted, Internal, Unavailable (the gateway answers them with
-# HTTP 500, 504, 429, 500, 503). The gRPC transport moves on for most of them too.
-MEMBER_FAILURE_CODES = frozenset({2, 4, 8, 13, 14})
+# gRPC codes that say the member failed the call, not that etcd refused it: Cancelled (the
+# gateway's own connection to its member closing as etcd stops: "grpc: the client connection
+# is closing", streamed into an open watch), Unknown, DeadlineExceeded, ResourceExhausted,
+# Internal, Unavailable (the gateway answers them with HTTP 499, 500, 504, 429, 500, 503).
+# The gRPC transport moves on for most of them too.
+MEMBER_FAILURE_CODES = frozenset({1, 2, 4, 8, 13, 14})
 
 
 class HttpStatusError(Exception):

@@ -54,7 +54,8 @@ def test_errors_in_a_body_and_in_a_stream() -> None:
 @pytest.mark.parametrize(
     "status, code, failed",
     [(504, 4, True), (500, 2, True), (500, 13, True), (502, None, True), (429, 8, True),
-     (503, 14, True), (404, 5, False), (400, 3, False), (401, 16, False), (403, 7, False)],
+     (503, 14, True), (499, 1, True), (404, 5, False), (400, 3, False), (401, 16, False),
+     (403, 7, False)],
 )  # fmt: skip
 def test_which_answers_are_a_member_s_failure(status: int, code: int | None, failed: bool) -> None:
     """A member failure moves the call to the next endpoint; etcd's refusals are raised."""
