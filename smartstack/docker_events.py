@@ -209,8 +209,11 @@ class ContainerWatch:
         # stop deadline (it survived the signal: a handler, a PID 1 without one) ends the flag.
         self._stopping_ids: dict[str, str] = {}
         self._frozen_ids: dict[str, str] = {}
-        self._deadlines: dict[str, float] = {}  # stopping id -> its stop_deadline (epoch s)
+        # stopping id -> its stop deadline on the monotonic clock: a wall-clock step (NTP)
+        # during the grace neither ends the flag at once nor stretches it.
+        self._deadlines: dict[str, float] = {}
         self.clock: Callable[[], float] = time.time  # (compared with dockerd's event times)
+        self.monotonic: Callable[[], float] = time.monotonic
         self._last_event_ns: int | None = None  # resubscribe from there: replays missed kills
         self._tracked: set[str] = set()  # thread-side: the matching containers inspected
 
@@ -380,15 +383,16 @@ class ContainerWatch:
         # (A replayed kill of this run that the container has outlived withdraws nothing.)
         sent_ns = event_time_ns(message)
         timeout = info.stop_timeout if info is not None else None
-        deadline = stop_deadline(sent_ns / 1e9 if sent_ns else self.clock(), timeout)
+        now = self.clock()
+        deadline = stop_deadline(sent_ns / 1e9 if sent_ns else now, timeout)
         if (
             info is not None
             and is_stopping_kill(message, info.stop_signal)
             and not sent_before_start(message, info.started_at)
-            and (sent in FREEZING_SIGNALS or self.clock() < deadline)
+            and (sent in FREEZING_SIGNALS or now < deadline)
         ):
             self._stopping_ids[container_id] = info.started_at
-            self._deadlines[container_id] = deadline
+            self._deadlines[container_id] = self.monotonic() + (deadline - now)
             if sent in FREEZING_SIGNALS:
                 self._frozen_ids[container_id] = info.started_at
             info = replace(info, stopping=True)
@@ -428,7 +432,7 @@ class ContainerWatch:
             info.stopping
             and info.running
             and container_id not in self._frozen_ids
-            and self.clock() > self._deadlines.get(container_id, float("inf"))
+            and self.monotonic() > self._deadlines.get(container_id, float("inf"))
         ):  # a real stop would have killed it by now: it survived the signal
             self._unflag(container_id)
             event(log, "docker_stop_outlived", level=logging.WARNING, engine=self.base_url,

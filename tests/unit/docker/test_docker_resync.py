@@ -77,10 +77,17 @@ def at(seconds: float, after: str = STARTED) -> float:
     return (started_ns(after) or 0) / 1e9 + seconds
 
 
+def set_time(w: ContainerWatch, seconds: float, after: str = STARTED, step: float = 0.0) -> None:
+    """The watch's clocks at ``at(seconds, after)``; ``step``: the wall clock stepped (NTP)
+    by that much, the monotonic clock not."""
+    w.clock = lambda: at(seconds, after) + step
+    w.monotonic = lambda: at(seconds, after) - 1e9  # (any origin: only its differences count)
+
+
 def watch(labels: tuple[str, ...] = ()) -> ContainerWatch:
     w = ContainerWatch("tcp://127.0.0.1:1", cast(asyncio.AbstractEventLoop, InlineLoop()),
                        lambda _: None, labels=labels)  # fmt: skip
-    w.clock = lambda: at(12)  # (the kills below are sent at +10 s)
+    set_time(w, 12)  # (the kills below are sent at +10 s)
     return w
 
 
@@ -195,10 +202,10 @@ def test_a_container_outliving_its_stop_deadline_serves_again(engine, caplog, st
     w = watch()
     engine.api.events_of_next_connection = [kill("15")]
     w._session()
-    w.clock = lambda: at(deadline - 1)
+    set_time(w, deadline - 1)
     w._session(periodic=True)
     assert w.containers[CID].stopping
-    w.clock = lambda: at(deadline + 1)
+    set_time(w, deadline + 1)
     w._session(periodic=True)
     assert w.containers[CID].serving
     assert caplog.messages.count("docker_stop_outlived") == 1
@@ -209,18 +216,36 @@ def test_a_container_outliving_its_stop_deadline_serves_again(engine, caplog, st
     assert w.containers[CID].serving
 
 
+@pytest.mark.parametrize("step", [3600.0, -3600.0])
+def test_a_wall_clock_step_during_the_stop_grace_moves_no_deadline(engine, caplog, step):
+    """NTP stepping the clock an hour forward while a container drains must not put it back
+    in service as it stops (nor a step back keep a survivor out): the deadline, taken from
+    dockerd's event time when the kill arrives, is then counted on the monotonic clock."""
+    deadline = 10 + max(STOP_TIMEOUT_S + STOP_MARGIN_S, STOP_GRACE_MIN_S)
+    w = watch()
+    engine.api.events_of_next_connection = [kill("15")]
+    w._session()
+    set_time(w, 13, step=step)
+    w._session(periodic=True)
+    assert w.containers[CID].stopping
+    assert "docker_stop_outlived" not in caplog.messages
+    set_time(w, deadline + 1, step=step)
+    w._session(periodic=True)
+    assert w.containers[CID].serving
+
+
 def test_a_frozen_container_or_one_without_stop_timeout_stays_out(engine) -> None:
     w = watch()
     engine.api.events_of_next_connection = [kill("19")]
     w._session()
-    w.clock = lambda: at(3600)
+    set_time(w, 3600)
     w._session(periodic=True)
     assert w.containers[CID].stopping  # until CONT
     engine.api.config = {"StopTimeout": -1}  # `--stop-timeout -1`: a stop waits forever
     engine.api.started_at = RESTARTED
-    w.clock = lambda: at(12, RESTARTED)
+    set_time(w, 12, RESTARTED)
     engine.api.events_of_next_connection = [kill("15", after=RESTARTED)]
     w._session()
-    w.clock = lambda: at(86400, RESTARTED)
+    set_time(w, 86400, RESTARTED)
     w._session(periodic=True)
     assert w.containers[CID].stopping
