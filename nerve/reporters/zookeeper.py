@@ -24,10 +24,10 @@ import random
 from typing import Any
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, RolledBackError
-from kazoo.protocol.states import EventType, WatchedEvent
 
 from nerve.metrics import NerveMetrics
 from nerve.reporters.base import RegistryUnavailable, Reporter
+from nerve.reporters.zk_node_watch import NodeWatch
 from smartstack.logs import event
 from smartstack.record import Registration, child_prefix, encode, encode_child_prefix
 from smartstack.tasks import wait_event
@@ -49,7 +49,7 @@ def node_acl(conn: ZooKeeperConnection, acl: str) -> list[Any] | None:
     return conn.default_acl()
 
 
-class ZooKeeperReporter(Reporter):
+class ZooKeeperReporter(NodeWatch, Reporter):
     kind = "zookeeper"
 
     def __init__(
@@ -268,63 +268,6 @@ class ZooKeeperReporter(Reporter):
         _, stat = await self._call("get", path)
         self.czxid = stat.czxid
         return path
-
-    async def _watch_node(self) -> None:
-        """A data watch on our node (Ruby nerve's ``ping?`` read it every cycle): no
-        request until it fires, when the node is deleted or its data set. Says whether the
-        node is still the one we wrote (``czxid``); deleted by another client while our
-        session lives on, it is written again (``registration_vanished``)."""
-        node, czxid = self.node, self.czxid
-        if node is None:
-            return
-        # A get, not an exists: on a missing node an exists leaves a watch (server and
-        # kazoo) for the name to be created, and a sequential name never is: one watch
-        # leaked per withdrawal or outside delete. A get that fails leaves none.
-        try:
-            _, stat = await self._call("get", node, watch=self._on_node_event)
-        except NoNodeError:
-            stat = None
-        if node == self.node and (stat is None or czxid not in (None, stat.czxid)):
-            if stat is None and await self._held_elsewhere(node):
-                return
-            self.registration_vanished(node=node)  # the reconcile's scan finds it gone
-
-    async def _held_elsewhere(self, node: str) -> bool:
-        """Our node gone, is our record still registered under another node? A second nerve
-        with our instance id (started while this one still runs) deletes our node as its
-        leftover; writing ours again would delete its node in turn, and the two would take
-        turns for ever. The registration stands, so this one stands aside (its node
-        forgotten, not withdrawn later) until its own session or decision changes."""
-        try:
-            copies = await self._copies()
-        except Exception:  # no answer: taken for gone, written again (the scan is safe)
-            return False
-        if not copies:
-            return False
-        event(log, "registration_taken_over", level=logging.WARNING, service=self.service,
-              node=node, by=copies[0][0])  # fmt: skip
-        self.node, self.czxid = None, None
-        return True
-
-    def _on_node_event(self, watched: WatchedEvent) -> None:
-        # kazoo's thread: hop to the loop. NONE: the session ended (_on_session handles it).
-        if watched.type != EventType.NONE:
-            with contextlib.suppress(RuntimeError):  # the loop has closed: nerve is gone
-                self.conn.loop.call_soon_threadsafe(self._node_changed, watched.path)
-
-    def _node_changed(self, path: str) -> None:
-        if path == self.node and self.registered:  # (our own withdraw's delete: node None)
-            task = asyncio.get_running_loop().create_task(self._look_again(path))
-            self._looks.add(task)
-            task.add_done_callback(self._looks.discard)
-
-    async def _look_again(self, path: str) -> None:
-        try:
-            await self._watch_node()  # re-armed: a watch fires once
-        except Exception:  # no answer: the reconcile task scans, then watches again
-            if path == self.node:
-                self.uncertain = True
-                self.wake()
 
     async def _renew_forever(self, interval: float) -> None:
         """ttl_seconds: re-write our persistent node's data (its mtime) every ``interval``."""

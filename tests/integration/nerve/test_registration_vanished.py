@@ -233,7 +233,8 @@ async def test_a_second_nerve_with_our_instance_id_takes_over_without_a_tug_of_w
 ) -> None:
     """A second nerve with the same instance id and record starts while the first still runs
     (as after a crash whose session lives on): it deletes the first's node as its leftover.
-    The first must not write it again (each would delete the other's node in turn)."""
+    The first must not write it again (each would delete the other's node in turn), but
+    when the second withdraws it, the first's healthy instance must not stay out."""
     backend = http_backend_factory()
     async with registered_on_zk(zk, kz, backend) as (first, path):
         (old,) = children(kz, path)
@@ -245,3 +246,8 @@ async def test_a_second_nerve_with_our_instance_id_takes_over_without_a_tug_of_w
             assert second.services["web"].reporter.node == f"{path}/{seen[-1][0]}"
             assert vanished(first, "zookeeper") == 0
             assert first.services["web"].reporter.node is None  # stood aside
+        # The second withdraws (it stops): the first, its service healthy, registers again.
+        await until(lambda: first.services["web"].reporter.node is not None, what="resumed")
+        seen = await steady(lambda: children(kz, path), SETTLE)
+        assert len(set(map(tuple, seen))) == 1 and len(seen[-1]) == 1, seen
+        assert first.services["web"].reporter.node == f"{path}/{seen[-1][0]}"
