@@ -4,12 +4,13 @@
 (``{"host", "port", "name", ...}``, as Airbnb synapse writes them) for tools that
 do not speak HAProxy. Files are replaced atomically and only when their content
 changes; files of services that are no longer configured (or have
-``file_output.disabled``) are removed.
+``file_output.disabled``) are removed. A file that cannot be written or removed (a full
+or read-only disk) is reported (``file_output_failed``) and tried again later; it never
+stops synapse.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -34,7 +35,8 @@ class FileOutput:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self._written: dict[str, str] = {}  # service -> content known to be on disk
-        self._cleaned_for: set[str] | None = None  # service set of the last stale-file sweep
+        self._cleaned_for: set[str] | None = None  # service set of the last whole sweep
+        self._unremoved: set[str] = set()  # stale files whose removal failed (logged once)
         self.last_error: str | None = None
 
     def path_for(self, service: str) -> Path:
@@ -61,24 +63,35 @@ class FileOutput:
                 written.append(service)
             self._written[service] = content
         if wanted != self._cleaned_for:  # first run or the configured services changed
-            self.remove_stale(wanted)
-            self._cleaned_for = wanted
+            # (a removal that failed: not marked clean, the next update sweeps again)
+            self._cleaned_for = wanted if self.remove_stale(wanted) else None
         return written
 
-    def remove_stale(self, wanted: set[str]) -> None:
-        """Delete ``<name>.json`` files in the directory that belong to no enabled service."""
+    def remove_stale(self, wanted: set[str]) -> bool:
+        """Delete ``<name>.json`` files in the directory that belong to no enabled service;
+        False when one could not be deleted (or the directory not listed)."""
         try:
             files = list(self.directory.glob(f"*{SUFFIX}"))
         except OSError:
-            return
+            return False
+        failing: set[str] = set()
         for path in files:
             service = path.name[: -len(SUFFIX)]
             if service in wanted:
                 continue
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                event(log, "file_output_removed", path=str(path))
             self._written.pop(service, None)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:  # (read-only disk: retried at each sweep, said once)
+                failing.add(service)
+                if service not in self._unremoved:
+                    self._fail(service, f"cannot remove {path}: {exc.strerror or exc}")
+                continue
+            event(log, "file_output_removed", path=str(path))
+        self._unremoved = failing
+        return not failing
 
     def _fail(self, service: str, reason: str) -> None:
         self.last_error = f"{service}: {reason}"

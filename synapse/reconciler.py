@@ -291,7 +291,11 @@ class Reconciler:
             return await self._hand_over(pending, changed, forced or pending.hand_over)
         finally:
             # A reloaded config may remove a service or disable its file: all files, as ever.
-            await self._write_files(changed, everything or pending.hand_over)
+            try:  # (file_output reports its own disk errors; anything else: said, never fatal)
+                await self._write_files(changed, everything or pending.hand_over)
+            except Exception as exc:
+                event(log, "outputs_write_failed", level=logging.ERROR,
+                      error=f"{type(exc).__name__}: {exc}"[:500])  # fmt: skip
 
     async def _hand_over(self, pending: Pending, changed: list[str], forced: bool) -> bool:
         if self.applier is None or not (changed or forced):

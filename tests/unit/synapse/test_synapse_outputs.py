@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 from pathlib import Path
+
+import pytest
 
 from smartstack.record import Registration
 from synapse.config import ServiceConfig
@@ -107,3 +111,33 @@ def test_file_output_writes_on_change_and_removes_stale_files(tmp_path: Path) ->
     writer.update({"web": selection("10.0.0.3")}, [])
     assert not (out / "web.json").exists()
     assert not list(out.glob(".*tmp")), "no temp files left behind"
+
+
+def test_a_stale_file_that_cannot_be_removed_is_reported_and_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The directory went read-only and a service went away: its file stays, said once (not
+    an exception: that stopped synapse, and HAProxy with it in a container), and goes at a
+    later update once it can."""
+    out = tmp_path / "out"
+    writer = FileOutput(out)
+    both = {"web": selection("10.0.0.1"), "api": selection("10.0.0.2")}
+    assert writer.update(both, ["web", "api"]) == ["api", "web"]
+    unlink = Path.unlink
+
+    def read_only(path: Path, missing_ok: bool = False) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with caplog.at_level(logging.INFO, logger="synapse.file_output"):
+        assert writer.update({"web": selection("10.0.0.3")}, ["web"]) == ["web"]
+        assert writer.update({"web": selection("10.0.0.3")}, ["web"]) == []
+        monkeypatch.setattr(Path, "unlink", unlink)
+        writer.update({"web": selection("10.0.0.3")}, ["web"])
+    failed = [r for r in caplog.records if r.getMessage() == "file_output_failed"]
+    assert len(failed) == 1, [r.getMessage() for r in caplog.records]
+    assert failed[0].levelno == logging.WARNING
+    assert writer.last_error is not None and writer.last_error.startswith("api: cannot remove")
+    assert "Read-only file system" in writer.last_error
+    assert not (out / "api.json").exists(), "removed once the disk is writable again"
+    assert [r.getMessage() for r in caplog.records].count("file_output_removed") == 1

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
 from applier_fakes import FakeApplier, eventually, make_reconciler, report, running
 
 from synapse.config import SynapseConfig
@@ -115,3 +117,30 @@ async def test_a_service_removed_on_reload_leaves_the_file_output(tmp_path: Path
         del new.services["api"]
         rec.set_config(new)
         await eventually(lambda: sink.enabled[-1] == ["web"], what="file_output without api")
+
+
+class BrokenSink(Sink):
+    """file_output whose update() raises (a bug, or an error it does not handle)."""
+
+    def update(self, selections: Any, enabled: Any) -> list[str]:
+        super().update(selections, enabled)
+        raise RuntimeError("file_output is broken")
+
+
+async def test_a_failing_file_output_never_ends_the_reconciler(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception from file_output once ended run() and so synapse (HAProxy too, in a
+    container): the round's hand-over stands, later rounds go on."""
+    applier = FakeApplier()
+    rec = make_reconciler(config(tmp_path, ["a.example.com"]), applier)
+    sink = BrokenSink()
+    rec.file_output = sink
+    async with running(rec, applier, report("web", "10.0.0.1"), report("api")) as task:
+        await eventually(lambda: sink.enabled, what="the first file update")
+        rec.report(report("web", "10.0.0.2"))
+        await eventually(lambda: applier.hosts("web") == ["10.0.0.2"], what="the next round")
+        await eventually(lambda: len(sink.enabled) >= 2, what="the next file update")
+        assert not task.done()
+    said = [r for r in caplog.records if r.getMessage() == "outputs_write_failed"]
+    assert said and said[0].levelno == logging.ERROR
