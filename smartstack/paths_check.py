@@ -18,15 +18,16 @@ def directory_problem(path: Path, create: bool = True) -> str | None:
     existing ancestor is what must be writable.
     """
     directory = path.parent if path.parent != Path("") else Path(".")
-    if not directory.exists():
-        if not create:
-            return f"directory {directory} does not exist"
-        while not directory.exists():
-            directory = directory.parent
+    try:  # (an ancestor nobody may search: stat raises EACCES, it is a problem, not a crash)
+        if not directory.exists():
+            if not create:
+                return f"directory {directory} does not exist"
+            while not directory.exists():
+                directory = directory.parent
         if not directory.is_dir():
             return f"{directory} is not a directory"
-    if not directory.is_dir():
-        return f"{directory} is not a directory"
+    except OSError as exc:
+        return f"cannot inspect {directory}: {exc.strerror or exc}"
     try:
         read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
     except OSError:
