@@ -3,10 +3,11 @@
 Like hacheck's spool directory: ``nerve maint web`` writes ``<state_dir>/web.json``,
 ``nerve up web`` removes it, and a nerve that starts finds the flag and keeps the
 service withdrawn. A flag may carry an expiry (``--for 10m``). A flag that nerve cannot
-read for want of its own file descriptors or memory is ``UNKNOWN`` for now, never taken
-as an order (a flag file that is there but unreadable otherwise is one). A second
-``nerve maint`` joins the flag in force (``MaintenanceFlag.joined``); ``nerve up`` ends it
-for everyone.
+read for want of its own file descriptors or memory, or whose file nerve cannot tell is
+there (``state_dir`` it may not search: EACCES), is ``UNKNOWN`` for now, never taken as an
+order; a flag file that is there but unreadable is one (a stand-in flag, read again every
+round until the file speaks). A second ``nerve maint`` joins the flag in force
+(``MaintenanceFlag.joined``); ``nerve up`` ends it for everyone.
 
 In Docker mode a container's service (``web@app1:80``) is bound to the container (``bind``):
 its flag records the container's id, and a flag left by another container of the same name
@@ -114,6 +115,7 @@ class MaintenanceStore:
         self.directory = Path(directory) if directory else None
         self._memory: dict[str, MaintenanceFlag] = {}
         self._unknown: set[str] = set()  # services whose last read was UNKNOWN (logged once)
+        self._unreadable: dict[str, MaintenanceFlag] = {}  # stand-ins, until the file reads
         self._owners: dict[str, str] = {}  # Docker mode: service name -> its container's id
 
     def _file(self, service: str) -> Path:
@@ -122,7 +124,7 @@ class MaintenanceStore:
         return self.directory / f"{urllib.parse.quote(service, safe='')}.json"
 
     def load(self, service: str) -> MaintenanceFlag | Literal[Unknown.UNKNOWN] | None:
-        """The service's flag, None without one, UNKNOWN while nerve cannot open files."""
+        """The service's flag, None without one, UNKNOWN while nerve cannot tell."""
         flag = self._memory.get(service) or self._read(service)
         if isinstance(flag, MaintenanceFlag) and service in self._owners:
             return self._owned(service, flag, self._owners[service])
@@ -135,38 +137,62 @@ class MaintenanceStore:
         try:
             flag = _parse(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            self._unknown.discard(service)
+            self._read_again(service, path, None)
             return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            if at_own_limit(exc):
+        except OSError as exc:
+            there = None if at_own_limit(exc) else _exists(path)
+            if there is False:  # (state_dir is a file, say)
+                self._read_again(service, path, None)
+                return None
+            if there is None:
+                # Not cached: the next read may well succeed (UNKNOWN keeps what the service
+                # had: a registration is not withdrawn because a directory cannot be searched).
                 self._note_unknown(service, path, exc)
-                return UNKNOWN  # not cached: the next read may well succeed
-            # An unreadable flag still means someone wanted the service out: stay out.
-            event(
-                log,
-                "maintenance_flag_unreadable",
-                level=logging.WARNING,
-                file=str(path),
-                error=str(exc)[:160],
-            )
-            reason = f"unreadable flag file {path}"
-            flag = MaintenanceFlag(reason=reason, since=time.time(), unreadable=True)
-        self._unknown.discard(service)
+                return UNKNOWN
+            return self._stand_in(service, path, exc)
+        except (ValueError, KeyError, TypeError) as exc:
+            return self._stand_in(service, path, exc)
+        self._read_again(service, path, flag)
         self._memory[service] = flag
         return flag
 
+    def _stand_in(self, service: str, path: Path, exc: Exception) -> MaintenanceFlag:
+        """A flag file that is there but cannot be read still means someone wanted the
+        service out: stay out. Not cached: read again every round until the file speaks."""
+        flag = self._unreadable.get(service)
+        if flag is None:  # (logged once per streak)
+            event(log, "maintenance_flag_unreadable", logging.WARNING, file=str(path),
+                  error=str(exc)[:160])  # fmt: skip
+            reason = f"unreadable flag file {path}"
+            flag = MaintenanceFlag(reason=reason, since=time.time(), unreadable=True)
+            self._unreadable[service] = flag
+        self._unknown.discard(service)
+        return flag
+
     def _note_unknown(self, service: str, path: Path, exc: OSError) -> None:
+        self._unreadable.pop(service, None)
         if service in self._unknown:
             return  # once per streak: at the open-file limit every round may hit this
         self._unknown.add(service)
-        detail = "nerve is out of resources: read again next round"
+        if at_own_limit(exc):
+            detail = "nerve is out of resources: read again next round"
+        else:
+            detail = "nerve cannot tell whether the file is there: read again every round"
         event(log, "maintenance_flag_unknown", logging.WARNING, service=service,
               file=str(path), error=str(exc)[:160], detail=detail)  # fmt: skip
+
+    def _read_again(self, service: str, path: Path, flag: MaintenanceFlag | None) -> None:
+        """The file read (or found absent) after a streak of UNKNOWN or unreadable."""
+        if service in self._unknown or self._unreadable.pop(service, None) is not None:
+            self._unknown.discard(service)
+            event(log, "maintenance_flag_readable", service=service, file=str(path),
+                  flag=flag.reason if flag else "none")  # fmt: skip
 
     def save(self, service: str, flag: MaintenanceFlag) -> None:
         if flag.container is None and service in self._owners:  # a container's service
             flag = replace(flag, container=self._owners[service])
         self._memory[service] = flag
+        self._unreadable.pop(service, None)  # the operator's word replaces the file's
         if self.directory is None:
             return
         try:
@@ -180,6 +206,7 @@ class MaintenanceStore:
 
     def clear(self, service: str) -> None:
         self._memory.pop(service, None)
+        self._unreadable.pop(service, None)
         if self.directory is None:
             return
         try:
@@ -238,6 +265,18 @@ class MaintenanceStore:
         self.clear(service)
         event(log, "maintenance_dropped", service=service, container=(flag.container or "")[:12],
               reason=reason, ended=flag.reason)  # fmt: skip
+
+
+def _exists(path: Path) -> bool | None:
+    """Whether ``path`` exists; None when nerve cannot tell (its directory cannot be
+    searched, EACCES; the disk fails, EIO)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return None
+    return True
 
 
 def _warn(what: str, service: str, exc: OSError, detail: str) -> None:

@@ -87,6 +87,7 @@ class Service:
         self.round_started = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flag_unknown = True  # until the maintenance flag could be read
+        self._stand_in = False  # the flag in force stands in for an unreadable file
         self._maintenance_end = MaintenanceEnd()
         # A SIGHUP hand-over's old registration, until it is withdrawn (nerve/handover.py).
         self.predecessor: Predecessor | None = None
@@ -279,13 +280,15 @@ class Service:
 
     def _load_flag(self, now: float) -> MaintenanceFlag | None:
         """The service's maintenance flag (None while nerve cannot read it). The first one
-        read puts the service in maintenance: maintenance survives restarts and reloads."""
+        read puts the service in maintenance: maintenance survives restarts and reloads. A
+        stand-in for an unreadable file follows the file once it reads (its flag, or none)."""
         flag = self.store.load(self.name)
         if flag is UNKNOWN:
-            return None  # read again next round; until then the service is not registered
-        if self._flag_unknown and flag is not None:
-            self._apply(self.state.set_maintenance(ADMIN, flag.reason, now))
-        self._flag_unknown = False
+            return None  # read again next round; until then nothing changes
+        reason = flag.reason if flag is not None else None
+        if (self._flag_unknown or self._stand_in) and reason != self.state.maintenance.get(ADMIN):
+            self._apply(self.state.set_maintenance(ADMIN, reason, now))
+        self._flag_unknown, self._stand_in = False, flag is not None and flag.unreadable
         return flag
 
     def _expire_maintenance(self, now: float) -> None:
