@@ -14,6 +14,12 @@ nothing will ever answer there. A lone master that has run for ``timeout`` secon
 (not one still starting, before it binds its socket), its socket missing at two looks, is
 adopted by its pid (``haproxy_master_socketless``), and the first reload replaces it.
 
+And except one running our config file under another master socket: synapse was restarted
+with ``managed.master_socket_path`` moved. Nothing would ever answer for it on ours, and a
+second master would bind its ports beside it (SO_REUSEPORT), the first serving on with a
+config nobody updates. It is adopted by its pid (``haproxy_master_moved``), and the first
+reload replaces it too (synapse.haproxy.moved finds one left under a moved config file).
+
 A master is told from its workers (same command line) by its children: a worker of ours
 has none, and an orphaned worker of a master that just died exits on its own.
 """
@@ -21,6 +27,7 @@ has none, and an orphaned worker of a master that just died exits on its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -42,20 +49,32 @@ class Found:
     proc: ProcInfo | None  # the master answered with a worker: adopt it
     masters: tuple[int, ...] = ()  # (proc None) live masters running our config
     error: str = ""  # (masters) why they cannot be adopted, and that none is started
-    socketless: bool = False  # (masters: one) its socket file is gone: adopt it by pid
+    socketless: bool = False  # (masters) its socket is gone, or moved: adopt them by pid
+    moved: str = ""  # (socketless) how they differ from the settings: replaced at a reload
 
 
-def _runs_ours(args: list[bytes], config: bytes, socket: bytes) -> bool:
+def master_socket(args: list[bytes]) -> bytes | None:
+    """The ``-S`` path of an HAProxy command line (its options cut)."""
+    for flag, value in itertools.pairwise(args):
+        if flag == b"-S":
+            return value.split(b",")[0]
+    return None
+
+
+def _runs_ours(args: list[bytes], config: bytes, socket: bytes | None) -> bool:
+    """Started with ``-f config -S socket`` (socket None: under any master socket)."""
+    found = master_socket(args)
     pairs = list(itertools.pairwise(args))
-    return (b"-f", config) in pairs and any(
-        flag == b"-S" and value.split(b",")[0] == socket for flag, value in pairs
-    )
+    return (b"-f", config) in pairs and found is not None and socket in (None, found)
 
 
-def running_masters(config: Path, socket: Path, proc: Path = Path("/proc")) -> tuple[int, ...]:
-    """Pids of the live HAProxy masters started with ``-f config -S socket``."""
+def running_masters(
+    config: Path, socket: Path | None, proc: Path = Path("/proc")
+) -> tuple[int, ...]:
+    """Pids of the live HAProxy masters started with ``-f config -S socket`` (None: with
+    any master socket)."""
     ours: dict[int, int] = {}  # pid -> parent pid
-    wanted, sock = str(config).encode(), str(socket).encode()
+    wanted, sock = str(config).encode(), None if socket is None else str(socket).encode()
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -87,8 +106,8 @@ async def find_master(
         except HAProxySocketError as err:
             error = str(err) or type(err).__name__
         masters = await asyncio.to_thread(running_masters, config, socket)
-        if not masters:
-            return Found(None)  # nothing of ours runs: start one
+        if not masters:  # nothing of ours runs: start one, unless one runs under another -S
+            return await asyncio.to_thread(_moved, config, why)
         gone = gone + 1 if _socketless(masters, socket, timeout) else 0
         if gone >= 2:
             event(log, "haproxy_master_socketless", level=logging.WARNING, master_pid=masters[0],
@@ -102,6 +121,23 @@ async def find_master(
             why_not = f"HAProxy master {listed} runs {config} but gives no worker on {socket}"
             return Found(None, masters, f"{why_not} ({error[:500]}): not starting a second one")
         await asyncio.sleep(POLL)
+
+
+def _moved(config: Path, why: str) -> Found:
+    """Masters running our config under another master socket (``managed.master_socket_path``
+    moved): adopted by their pids, the first reload replaces them; else none runs."""
+    masters = running_masters(config, None)
+    if not masters:
+        return Found(None)
+    old = ""
+    with contextlib.suppress(OSError):
+        args = Path(f"/proc/{masters[0]}/cmdline").read_bytes().split(b"\0")
+        old = (master_socket(args) or b"").decode(errors="replace")
+    event(log, "haproxy_master_moved", level=logging.WARNING, master_pid=masters[0],
+          masters=list(masters), socket=old, config=str(config), when=why,
+          detail="it runs our config under another master socket: adopted by its pid, "
+          "the next reload replaces it")  # fmt: skip
+    return Found(None, masters, socketless=True, moved=f"its master socket moved (was {old})")
 
 
 def _socketless(masters: tuple[int, ...], socket: Path, started_within: float) -> bool:

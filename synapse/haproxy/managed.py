@@ -25,7 +25,9 @@ synapse holds HAProxy's listening sockets (``synapse.haproxy.listeners``): conne
 in their backlogs for the new HAProxy, which takes the same sockets, instead of being refused.
 
 A master that lives on after its socket files were removed is replaced the same way, by a new
-master that takes its listeners, then soft-stopped (``synapse.haproxy.replacement``).
+master that takes its listeners, then soft-stopped (``synapse.haproxy.replacement``); so is
+one adopted that is not what the settings say any more (its master socket or config file
+moved: ``adoption``, ``moved``), at the first reload.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pathlib import Path
 
 from smartstack.logs import event
 from synapse.config import ManagedHAProxy as ManagedConfig
-from synapse.haproxy import ports
+from synapse.haproxy import moved, ports
 from synapse.haproxy.adoption import Found, find_master
 from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.exit_policy import stop_reason
@@ -90,6 +92,8 @@ class ManagedHAProxy:
         self._output: deque[str] = deque(maxlen=40)
         self._stopping = False  # HAProxy's alerts about its workers exiting are expected
         self.retiring = Retiring()  # masters replaced (their sockets were gone), until they end
+        self._stale = ""  # why the adopted master is replaced at the next reload (if at all)
+        self._strays: tuple[int, ...] = ()  # more masters adopted with it, replaced with it
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -111,13 +115,19 @@ class ManagedHAProxy:
         config, socket = self.settings.config_path, self.settings.master_socket
         assert config is not None and socket is not None
         found = await find_master(self.master, config, socket, self.reload_timeout, why)
+        if not _adopted(found) and not found.masters:  # (config_file_path moved?)
+            held = self.listeners.inodes() if self.listeners is not None else set()
+            found = await asyncio.to_thread(moved.left_on_our_ports, config, held, why)
         if not _adopted(found):
             return found
         self._proc = None  # (a dead child of ours, if any: not the master any more)
         self.master_pid = found.proc.master_pid if found.proc else found.masters[0]
         self.worker_pid = found.proc.workers[0] if found.proc else None
+        self._strays = found.masters[1:] if found.moved else ()
+        self._stale = found.moved
         event(log, "haproxy_adopted", master_pid=self.master_pid, worker_pid=self.worker_pid,
               when=why, sockets="answer" if found.proc else "missing")  # fmt: skip
+        moved.record_owner(socket, self.master_pid)
         if found.proc is not None:
             await self.hold_listeners()
         return found
@@ -140,7 +150,7 @@ class ManagedHAProxy:
         """A new master from the config file, handed the listeners synapse holds; it
         ``replaces`` a master whose sockets are gone, or none."""
         make_dirs([*socket_paths(self.settings), *self._other_paths()])
-        await self._refuse_taken_ports()
+        await self._refuse_taken_ports(replaces)
         args = [
             self.settings.binary, "-W", "-db",
             "-S", f"{self.settings.master_socket},mode,600",
@@ -158,6 +168,9 @@ class ManagedHAProxy:
                 await handover.close()
         event(log, "haproxy_started", master_pid=self.master_pid, worker_pid=self.worker_pid,
               listeners_handed_over=handover is not None, replaces=replaces)  # fmt: skip
+        self._stale, self._strays = "", ()
+        assert self.settings.master_socket is not None and self.master_pid is not None
+        moved.record_owner(self.settings.master_socket, self.master_pid)
         await self.hold_listeners()
 
     def _other_paths(self) -> list[Path]:
@@ -191,9 +204,12 @@ class ManagedHAProxy:
 
     async def reload(self) -> int:
         """Reload through the master CLI; the new worker's pid once it serves. A master
-        whose socket files are gone is replaced instead (``replacement``)."""
+        whose socket files are gone, or that is not what the settings say, is replaced
+        instead (``replacement``)."""
+        if self._stale:
+            return await self._replace(self._stale, "haproxy_replacing")
         if missing := missing_sockets(self.settings):
-            return await self._replace(missing)
+            return await self._replace("its sockets were gone", "haproxy_sockets_missing", missing)
         await self._refuse_taken_ports()
         before = await self.master.show_proc()
         try:
@@ -205,15 +221,17 @@ class ManagedHAProxy:
             if self.alive:
                 await self.hold_listeners()
 
-    async def _replace(self, missing: list[str]) -> int:
-        """Start a new master in place of this one, whose ``missing`` sockets nothing can
-        reach any more, then soft-stop it; the new worker's pid. When the new one does not
-        start, this one (it still serves) is kept: the next reload tries again."""
+    async def _replace(self, why: str, name: str, missing: list[str] | None = None) -> int:
+        """Start a new master in place of this one (``why``: its ``missing`` sockets nothing
+        can reach any more, or it is not what the settings say), then soft-stop it (and the
+        strays adopted with it); the new worker's pid. When the new one does not start, this
+        one (it still serves) is kept: the next reload tries again."""
         assert self.master_pid is not None  # (never 0: os.kill(0, ...) signals our group)
         old = Old(self.master_pid, self._proc, self._relay, self._pipe)
-        worker = self.worker_pid
-        event(log, "haproxy_sockets_missing", level=logging.WARNING, master_pid=old.pid,
-              missing=missing, listeners=await self._copies(old.pid),
+        worker, strays = self.worker_pid, self._strays
+        fields = {"missing": missing} if missing is not None else {"reason": why}
+        event(log, name, level=logging.WARNING, master_pid=old.pid, **fields,
+              listeners=await self._copies(old.pid),
               detail="a new HAProxy replaces it")  # fmt: skip
         self._proc, self._relay, self._pipe = None, None, None
         self.master_pid = self.worker_pid = None
@@ -223,7 +241,8 @@ class ManagedHAProxy:
             self.master_pid, self.worker_pid, self._proc, self._relay, self._pipe = (
                 old.pid, worker, old.proc, old.relay, old.pipe)  # fmt: skip
             raise
-        self.retiring.retire(old, "replaced: its sockets were gone")
+        for each in (old, *(Old(pid) for pid in strays)):
+            self.retiring.retire(each, f"replaced: {why}")
         assert self.worker_pid is not None
         return self.worker_pid
 
@@ -307,24 +326,34 @@ class ManagedHAProxy:
               master_pid=pid, how=how, took_s=round(time.monotonic() - began, 2),
               reason=reason)  # fmt: skip
 
-    async def _refuse_taken_ports(self) -> None:
+    async def _refuse_taken_ports(self, replaces: int | None = None) -> None:
         """SO_REUSEPORT would let HAProxy share a port another process listens on."""
         assert self.settings.config_path is not None
         try:
             text = await asyncio.to_thread(self.settings.config_path.read_text)
         except OSError:
             return  # HAProxy itself reports a config file it cannot read
-        master = self.master_pid if self.alive else None
-        path = str(self.settings.config_path)
         held = self.listeners.inodes() if self.listeners is not None else set()
         clashes = await asyncio.to_thread(
-            lambda: ports.foreign_listeners(text, ports.family(master), path, held)
+            lambda: ports.foreign_listeners(text, self._own_pids(replaces), held)
         )
         if clashes:
             raise HAProxyProcessError(
                 "frontend port already in use, HAProxy would share it (SO_REUSEPORT): "
                 + "; ".join(str(clash) for clash in clashes)
             )
+
+    def _own_pids(self, replaces: int | None) -> set[int]:
+        """The HAProxy processes synapse started or adopted: the master (and the one it
+        ``replaces``, and its strays) with their workers, and the last worker of a master
+        that just died (it exits on its own: a restart does not wait for it)."""
+        own = ports.family(self.master_pid if self.alive else None)
+        for master in (replaces, *self._strays):
+            own |= ports.family(master)
+        worker, path = self.worker_pid, str(self.settings.config_path)
+        if worker is not None and ports.runs_config(worker, path):
+            own.add(worker)
+        return own
 
     def output_tail(self, lines: int = 10) -> str:
         return "\n".join(list(self._output)[-lines:])

@@ -5,7 +5,10 @@ whose config binds the same port starts "successfully" and the kernel splits the
 connections between the two. Before a managed HAProxy starts or reloads, the ``bind``
 addresses of its config are compared with the live TCP listeners of this network
 namespace (sock_diag, else ``/proc/net/tcp*``); a listener owned by a process outside
-our own HAProxy is a clash, reported with the port and the owner.
+our own HAProxy (the masters synapse started or adopted, their workers) is a clash,
+reported with the port and the owner. Another master running the same config file is not
+ours: one left under a master socket that moved would go on serving beside ours, never
+updated (synapse.haproxy.moved adopts it first, and replaces it).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class Clash:
     address: str  # as the config's bind line says it
     port: int
     owners: tuple[str, ...]  # "pid 123 (haproxy)"; empty when not visible to this user
+    pids: tuple[int, ...] = ()  # the owners' pids
 
     def __str__(self) -> str:
         who = ", ".join(self.owners) or "a process of another user"
@@ -224,8 +228,7 @@ def family(master_pid: int | None) -> set[int]:
 
 
 def runs_config(pid: int, config_path: str) -> bool:
-    """``pid`` is an HAProxy started with ``-f config_path``: ours, even an orphaned worker
-    of a master that just died (it exits on its own; the restart must not wait for it)."""
+    """``pid`` is an HAProxy started with ``-f config_path`` (not a pid reused since)."""
     try:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -234,15 +237,13 @@ def runs_config(pid: int, config_path: str) -> bool:
 
 
 def foreign_listeners(
-    config_text: str,
-    own_pids: Iterable[int] = (),
-    config_path: str | None = None,
-    own_inodes: Collection[str] = (),
+    config_text: str, own_pids: Iterable[int] = (), own_inodes: Collection[str] = ()
 ) -> list[Clash]:
     """The ``bind`` addresses of ``config_text`` another process listens on already.
 
-    Ours (never a clash): ``own_pids``, processes running ``config_path``, and the sockets
-    ``own_inodes`` (HAProxy's own, held by synapse for it: synapse.haproxy.listeners).
+    Ours (never a clash): ``own_pids`` (the HAProxy processes synapse started or adopted),
+    and the sockets ``own_inodes`` (HAProxy's own, held by synapse for it:
+    synapse.haproxy.listeners).
     """
     wanted = bind_addresses(config_text)
     if not wanted:
@@ -263,10 +264,10 @@ def foreign_listeners(
     clashes: dict[tuple[str, int], set[int]] = {}
     for written, _, port, inode in hits:
         pids = owners.get(inode, set())
-        if pids and all(p in own or (config_path and runs_config(p, config_path)) for p in pids):
+        if pids and pids <= own:
             continue  # our own HAProxy
         clashes.setdefault((written, port), set()).update(pids)
     return [
-        Clash(written, port, tuple(_describe(pid) for pid in sorted(pids)))
+        Clash(written, port, tuple(_describe(pid) for pid in sorted(pids)), tuple(sorted(pids)))
         for (written, port), pids in sorted(clashes.items(), key=lambda kv: kv[0][1])
     ]

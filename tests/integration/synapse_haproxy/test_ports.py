@@ -78,8 +78,11 @@ time.sleep(60)
 """
 
 
-def test_a_process_running_our_config_file_is_ours(tmp_path: Path) -> None:
-    """An orphaned worker of our crashed master still listens: restarting must not wait."""
+def test_a_process_running_our_config_file_is_ours_only_when_synapse_started_or_adopted_it(
+    tmp_path: Path,
+) -> None:
+    """A master left under another master socket runs our config file too: treated as ours,
+    a second master was started beside it, and it served on, never updated."""
     config = str(tmp_path / "haproxy.cfg")
     proc = subprocess.Popen(
         [sys.executable, "-c", LISTEN_SCRIPT, "-f", config], stdout=subprocess.PIPE, text=True
@@ -88,9 +91,9 @@ def test_a_process_running_our_config_file_is_ours(tmp_path: Path) -> None:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
         text = f"    bind 127.0.0.1:{port}\n"
-        assert foreign_listeners(text, (), config) == []
-        [clash] = foreign_listeners(text, (), str(tmp_path / "other.cfg"))
-        assert clash.owners[0].startswith(f"pid {proc.pid} (")
+        [clash] = foreign_listeners(text)
+        assert clash.owners[0].startswith(f"pid {proc.pid} (") and clash.pids == (proc.pid,)
+        assert foreign_listeners(text, {proc.pid}) == []
     finally:
         proc.kill()
         proc.wait()

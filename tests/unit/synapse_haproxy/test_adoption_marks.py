@@ -34,6 +34,19 @@ def test_a_master_is_a_process_running_our_config_with_a_worker(tmp_path: Path) 
     assert running_masters(CONFIG, SOCKET, tmp_path) == (10,)
 
 
+def test_a_master_running_our_config_under_another_socket_is_found(tmp_path: Path) -> None:
+    """``managed.master_socket_path`` moved: the old master is ours too (adopted, replaced)."""
+    moved_args = ["haproxy", "-W", "-db", "-S", "/old/m.sock,mode,600", "-f", str(CONFIG)]
+    _process(tmp_path, 30, 1, moved_args)
+    _process(tmp_path, 31, 30, moved_args)
+    _process(tmp_path, 40, 1, ["haproxy", "-W", "-S", str(SOCKET), "-f", "/other.cfg"])
+    _process(tmp_path, 41, 40, ["haproxy", "-W", "-S", str(SOCKET), "-f", "/other.cfg"])
+    _process(tmp_path, 50, 1, ["haproxy", "-f", str(CONFIG)])  # (no master CLI: not ours)
+    _process(tmp_path, 51, 50, ["haproxy", "-f", str(CONFIG)])
+    assert running_masters(CONFIG, SOCKET, tmp_path) == ()
+    assert running_masters(CONFIG, None, tmp_path) == (30,)
+
+
 def test_the_marker_says_whether_haproxy_runs_the_file(tmp_path: Path) -> None:
     async def scenario() -> None:
         config = tmp_path / "haproxy.cfg"

@@ -1,0 +1,203 @@
+"""A synapse restarted with its HAProxy's master socket or config file moved, against
+a real HAProxy 2.6 under load (synapse.haproxy.adoption, moved):
+
+- ``managed.master_socket_path`` moved: before, the restarted synapse found nothing on the new
+  socket and started a second master beside the first (SO_REUSEPORT), which served on with
+  a config nobody updated (a withdrawn server kept getting requests, 51 % of them failed
+  after a redeploy). Now it adopts the old master by its pid and the first reload replaces it;
+- ``config_file_path`` moved (the master socket with it): before, the start was refused (the
+  ports were held), for good, and the old master served every request, never updated (100 %
+  failed after a redeploy). Now the master a gone synapse left on our ports is adopted and
+  replaced the same way; one a live synapse manages is still refused;
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from haproxy_helpers import eventually, managed_config, serves, service, web
+from haproxy_load import under_load
+from prometheus_client import CollectorRegistry
+
+from synapse.contract import ApplyOutcome
+from synapse.haproxy import moved
+from synapse.haproxy.adoption import running_masters
+from synapse.haproxy.controller import HAProxyController
+from testbed.process import free_port
+
+CLIENTS = 4
+LEFT = {"stats": {"enabled": False}, "stop_on_exit": False}  # (a restart leaves it serving)
+
+
+@pytest.fixture
+def otherdir() -> Iterator[Path]:
+    """The directory ``config_file_path`` moves to (short: unix socket paths)."""
+    path = Path(tempfile.mkdtemp(prefix="shm-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _masters(*configs: Path) -> list[int]:
+    return [pid for config in configs for pid in running_masters(config, None)]
+
+
+def _kill_all(*configs: Path) -> None:
+    """No HAProxy of this test outlives it (only masters running its configs are hit)."""
+    for pid in _masters(*configs):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def _left_running(managed_factory, port: int, b1) -> int:
+    """A synapse ran HAProxy and stopped, leaving it serving (a restart); the master's pid."""
+    first = managed_factory(managed=LEFT)
+    await first.apply([web(port, [b1])], "first")
+    await serves(port, {"b1"})
+    old = first._managed.master_pid
+    assert old is not None
+    await first.stop()
+    return old
+
+
+async def _replaced_alone(controller, old: int, *configs: Path) -> int:
+    """A reload (a new service) replaced ``old``: the new master is the only one left."""
+    api_port = free_port()
+    b = next(s for s in controller._desired if s.name == "web").servers
+    api = service("api", b, port=api_port)
+    result = await controller.apply([*controller._desired, api], "a new service")
+    assert result.reload is ApplyOutcome.DONE, result
+    new = controller._managed.master_pid
+    assert new not in (None, old)
+
+    async def alone() -> bool:
+        return _masters(*configs) == [new]
+
+    await eventually(alone, f"master {old} replaced by {new}, alone")
+    return new
+
+
+def _gone_synapse(socket: Path) -> None:
+    """The record beside ``socket`` names a synapse that exited (this test is the one that
+    started the master: in production, the restarted synapse is another process)."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    record = json.loads(moved.owner_path(socket).read_text())
+    moved.owner_path(socket).write_text(json.dumps({**record, "synapse_pid": gone.pid}))
+
+
+def _no_failure(counts) -> None:
+    failed = {k: n for k, n in counts.items() if k != 200}
+    assert not failed, f"failed requests: {failed} ({counts[200]} answered)"
+    assert counts[200] >= CLIENTS, counts
+
+
+async def _restarted_with(managed_factory, b1, config: Path, **managed) -> tuple[int, int]:
+    """A synapse left HAProxy running; one restarted with ``managed`` changed adopts its
+    master and replaces it at its first reload, under load: (old, new) masters."""
+    port = free_port()
+    old = await _left_running(managed_factory, port, b1)
+    second = managed_factory(managed={**LEFT, **managed})
+    with under_load(port, CLIENTS) as counts:
+        await asyncio.sleep(0.3)
+        await second.start()
+        assert second._managed.master_pid == old  # adopted (before, sock: a second master)
+        await second.apply([web(port, [b1])], "restarted")
+        new = await _replaced_alone(second, old, config)
+    _no_failure(counts)
+    assert second.health() == []
+    return old, new
+
+
+async def test_a_moved_master_socket_adopts_the_old_master_and_replaces_it(
+    managed_factory, http_backend_factory, sockdir
+):
+    config = sockdir / "haproxy.cfg"
+    (sockdir / "run").mkdir()
+    try:
+        moved_to = str(sockdir / "run" / "m.sock")
+        await _restarted_with(
+            managed_factory, http_backend_factory("b1"), config, master_socket_path=moved_to
+        )
+    finally:
+        _kill_all(config)
+
+
+async def test_a_moved_config_file_adopts_the_master_left_on_our_ports_and_replaces_it(
+    managed_factory, http_backend_factory, sockdir, otherdir, caplog
+):
+    b1 = http_backend_factory("b1")
+    port = free_port()
+    configs = sockdir / "haproxy.cfg", otherdir / "haproxy.cfg"
+    second = HAProxyController(managed_config(otherdir, managed=LEFT), CollectorRegistry())
+    try:
+        old = await _left_running(managed_factory, port, b1)
+        _gone_synapse(sockdir / "haproxy-master.sock")
+        with under_load(port, CLIENTS) as counts, caplog.at_level(logging.WARNING):
+            await asyncio.sleep(0.3)
+            await second.start()
+            result = await second.apply([web(port, [b1])], "restarted")
+            assert result.reload is ApplyOutcome.DONE, result  # (before: the ports were held)
+            await _replaced_alone(second, old, *configs)
+        _no_failure(counts)
+        moves = [r for r in caplog.records if r.message == "haproxy_master_moved"]
+        assert [r.smartstack_fields["master_pid"] for r in moves] == [old]
+        assert second.health() == []
+    finally:
+        await second.stop()
+        _kill_all(*configs)
+
+
+async def test_a_master_a_live_synapse_manages_is_not_taken(
+    managed_factory, http_backend_factory, sockdir, otherdir
+):
+    """Two synapses on the same ports: the second is refused, the first keeps its master."""
+    b1 = http_backend_factory("b1")
+    port = free_port()
+    configs = sockdir / "haproxy.cfg", otherdir / "haproxy.cfg"
+    first = managed_factory()
+    second = HAProxyController(managed_config(otherdir), CollectorRegistry())
+    try:
+        await first.apply([web(port, [b1])], "first")
+        master = first._managed.master_pid
+        await second.start()
+        result = await second.apply([web(port, [b1])], "second")
+        assert result.reload is not ApplyOutcome.DONE and "already bound" in str(result.error)
+        assert first._managed.master_pid == master and _masters(*configs) == [master]
+        assert moved.owner_path(sockdir / "haproxy-master.sock").exists()
+    finally:
+        await second.stop()
+        _kill_all(*configs)
+
+
+def test_a_master_is_taken_only_when_its_record_names_a_synapse_that_is_gone(
+    tmp_path: Path,
+) -> None:
+    socket = tmp_path / "m.sock"
+    code = "import time; time.sleep(30)"
+    master = subprocess.Popen([sys.executable, "-c", code, "-W", "-S", f"{socket},mode,600"])
+    try:
+        assert not moved.orphaned(master.pid)  # no record: started by hand, or another's
+        moved.record_owner(socket, master.pid)  # this (live) synapse manages it
+        assert not moved.orphaned(master.pid)
+        _gone_synapse(socket)
+        assert moved.orphaned(master.pid)
+        record = json.loads(moved.owner_path(socket).read_text())
+        moved.owner_path(socket).write_text(json.dumps({**record, "master_pid": master.pid + 1}))
+        assert not moved.orphaned(master.pid)  # (a record of another master)
+    finally:
+        master.kill()
+        master.wait()
