@@ -6,7 +6,9 @@ which the registry holds no registration for it (synapse would take the server o
   node named after the old instance id is replaced by one named after the new, first).
 - The registry settings changed: the new service registers first, then the old reporter
   withdraws what is still its own (``hand_over``); what the new one adopted, took over or
-  overwrote (the same node or key) stays.
+  overwrote (the same node or key) stays. From the start of the hand-over the old reporter
+  writes nothing back (its ``successor`` is set): with a fixed name the new node replaces
+  the old one, which taking it back would start a tug of war.
 
 Maintenance entered during a hand-over (``nerve maint``, which reaches the new service)
 ends the wait at once: the old registration is withdrawn then, not up to
@@ -60,6 +62,9 @@ async def hand_over(
     try:
         await old.halt()
         if start_new:
+            # Replaced from now on: the new reporter may take over the very node or key the
+            # old one holds (a fixed name), which the old one must not take back or delete.
+            old.reporter.successor = new.reporter
             new.start()
             if new.state.maintenance:  # entered before
                 predecessor.cut.set()

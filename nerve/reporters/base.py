@@ -53,8 +53,9 @@ class Reporter(ABC):
         self.holding = True
         self.held_rounds = 0  # check rounds while holding, across checks-only reloads
         self._decided = asyncio.Event()
-        # A reload replaced this reporter by one that has written its registration: only
-        # what is still this reporter's own may be removed (see retire).
+        # A reload is replacing this reporter (set as the hand-over starts): it writes no
+        # registration back (registration_vanished), and on retiring removes only what is
+        # still its own, not what the successor has written since (see retire).
         self.successor: Reporter | None = None
         self.registered = False  # what we believe the registry holds
         # Unknown registry state (start, a write whose answer was lost): look before writing.
@@ -104,8 +105,13 @@ class Reporter(ABC):
         """Another client deleted our registration while the session or lease lives on
         (Ruby nerve's ``ping?``): write it again, as after a lost session. Only while it is
         meant to stand: the deletion that nerve's own withdraw (unhealthy, maintenance,
-        shutdown, reload) makes is seen here too, and must not put it back."""
+        shutdown, reload) makes is seen here too, and must not put it back. Nor while a
+        reload replaces this reporter (``successor``): the successor's write of the same
+        node (a fixed name, another session) looks like a deletion, and writing ours again
+        would take it back from the successor, then each in turn (synapse drops the server)."""
         if self._task is None or self.holding or not self.desired or not self.registered:
+            return
+        if self.successor is not None:
             return
         event(log, "registration_vanished", level=logging.WARNING, service=self.service,
               registry=self.kind, **where)  # fmt: skip

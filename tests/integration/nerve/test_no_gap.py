@@ -362,3 +362,29 @@ async def test_zk_sighup_changing_the_instance_id_renames_the_node(
         assert after.startswith("i-b_"), after
         assert json.loads(kz.get(f"{path}/{after}")[0])["name"] == "i-b"
         assert all(seen), seen  # never a list without the server
+
+
+async def test_zk_sighup_respelling_zk_hosts_never_drops_a_fixed_name_node(
+    zk: ZooKeeperServer, kz: KazooClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """node_type ephemeral, a new session (zk_hosts respelled): the new reporter's node
+    replaces the old session's under the same name; the old reporter, being replaced, must
+    neither take it back (registration_vanished) nor delete it on retiring. Three reloads:
+    on the old code one reload lost that race about 2 times in 3."""
+    caplog.set_level(logging.INFO, logger="nerve")
+    path = unique_path()
+    service = zk_service(zk.hosts, path, free_port(), checks=[], node_type="ephemeral")
+    config = nerve_config({"web": service})
+    respelled = zk.hosts.replace("127.0.0.1", "localhost").split(",")
+    async with running_nerve(config) as daemon:
+        await until(lambda: kz.get_children(path), what="registration")
+        with children_seen(kz, path) as seen:
+            for hosts in (respelled, zk.hosts.split(","), respelled):
+                await _reload(daemon, _reloaded(config, zk_hosts=hosts))
+                await until(lambda: daemon._retiring == set(), what="the old reporter retired")
+                reporter: Any = daemon.services["web"].reporter
+                await until(lambda r=reporter: r.in_sync, what="written")
+                stat = kz.exists(f"{path}/i-test_")
+                assert stat is not None and stat.czxid == reporter.czxid  # the new one's node
+        assert all(seen), seen  # never a list without the server
+    assert "registration_vanished" not in [r.message for r in caplog.records]
