@@ -51,6 +51,13 @@ class HAProxyMetrics:
             ["kind"],
             registry=registry,
         )
+        self.map_file_errors = Counter(
+            "synapse_haproxy_map_file_write_errors_total",
+            "Map files (zones, routes) not rewritten after a runtime map change (full or "
+            "read-only disk); HAProxy serves the change, the next apply writes again",
+            ["map"],
+            registry=registry,
+        )
         self.config_writes = Counter(
             "synapse_haproxy_config_writes_total",
             "Times the HAProxy config file was rewritten (only when its content changed)",

@@ -21,12 +21,19 @@ state` after the apply's commands: a server only a reload brings, static-rr or a
 name, is in the desired state a while before HAProxy has it; its empty backend would
 answer 503), and in the files until the new service has servers (a reload brings those;
 its watcher may answer after the reload). A held key follows the next apply after.
+
+After a runtime change the files are rewritten to match; a write that fails there (a
+full or read-only disk) fails neither the apply nor anyone else's change (HAProxy
+already serves it): ``MapFiles`` says it once per streak, counts it and the next apply
+writes again. Before HAProxy reads them (``write_wanted``) a failure raises: the reload
+waits, retried (``installer.InstallFailed``, ``disk``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +55,7 @@ log = logging.getLogger("synapse.haproxy")
 UNKNOWN_MAP = "unknown map identifier"
 HELD_RUNNING = "the new backend is not running yet or has no server taking requests yet"
 HELD_FILES = "the new service has no servers yet"
+OWED = "HAProxy serves the change; the next apply writes the file again (a reload waits for it)"
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,35 @@ class MapOp(Op):
     @property
     def command(self) -> str:
         return self.line
+
+
+class MapFiles:
+    """The files of one kind of map (``zones``, ``routes``) after HAProxy's map changed at
+    runtime: a write that fails is said once per streak (``haproxy_map_file_write_failed``,
+    then ``haproxy_map_file_written``), counted, and owed until a later one succeeds."""
+
+    def __init__(self, kind: str, metrics: HAProxyMetrics) -> None:
+        self.kind, self.metrics = kind, metrics
+        self.failures = 0  # failed writes in a row: while above 0 the files are owed
+        self._since = 0.0
+
+    def write(self, write: Callable[[], None]) -> bool:
+        """``write()`` with its OSError reported, not raised; False: the files are owed."""
+        try:
+            write()
+        except OSError as err:
+            self.metrics.map_file_errors.labels(self.kind).inc()
+            if not self.failures:
+                self._since = time.monotonic()
+                event(log, "haproxy_map_file_write_failed", level=logging.WARNING,
+                      map=self.kind, error=str(err)[:300], detail=OWED)  # fmt: skip
+            self.failures += 1
+            return False
+        if self.failures:
+            event(log, "haproxy_map_file_written", map=self.kind, failures=self.failures,
+                  seconds=round(time.monotonic() - self._since, 1))  # fmt: skip
+        self.failures = 0
+        return True
 
 
 def parse_show_map(answer: str) -> dict[str, str] | None:
@@ -124,6 +161,7 @@ class RouteSync:
         self._inputs: list[DesiredService] = []
         self._specs: dict[str, tuple[DesiredService, RouteSpec | None]] = {}
         self._written: RouteMaps | None = None  # what the files hold (None: unknown)
+        self._files = MapFiles("routes", metrics)  # (a failed write: owed, not raised)
         self._read: RouteMaps | None = None  # the files as HAProxy last read them
         self.loaded: RouteMaps | None = None  # ... as the running HAProxy did (None: unknown)
         self._held: dict[str, list[str]] = {}  # per reason: the keys ``held``, as last logged
@@ -185,8 +223,13 @@ class RouteSync:
     def _write(self, maps: RouteMaps) -> None:
         if self.paths is None or maps == self._written:
             return
-        routes.write_map_files(maps, self.paths, self._written)
+        known, self._written = self._written, None  # (unknown until done: a failure midway)
+        routes.write_map_files(maps, self.paths, known)
         self._written = maps
+
+    def _save(self, maps: RouteMaps) -> None:
+        """The files to match HAProxy's maps; a failure is said, never raised (owed)."""
+        self._files.write(lambda: self._write(maps))
 
     def _staffed(self, backend: str) -> bool | None:
         """Whether the enabled services of ``backend`` have servers in the desired state
@@ -231,7 +274,7 @@ class RouteSync:
     def restore(self) -> None:
         """The candidate was refused: the files say again what HAProxy holds."""
         if self.served is not None:
-            self._write(self.served)
+            self._save(self.served)
 
     # --- runtime ----------------------------------------------------------------------
 
@@ -299,7 +342,7 @@ class RouteSync:
             maps = self._for_files()
             if maps == (self.loaded or RouteMaps()):
                 return [], []
-            self._write(maps)
+            self._save(maps)  # (else the reload writes them, or waits for the disk)
             return [], ["routes changed and there is no runtime API: a reload loads the maps"]
         if self.served is None:
             if self._no_maps:
@@ -310,18 +353,18 @@ class RouteSync:
         target = await self._runtime_target(backends)
         lines = routes.runtime_commands(self.served, target, self.paths)
         if not lines:
-            self._write(self.served)
+            self._save(self.served)  # (files owed by an earlier apply: written now)
             return [], []
         ops = [MapOp(line.split()[2], line.split()[3], line) for line in lines]
         applied, failures = await run_ops(self.runtime, ops, self.metrics)
         if failures:
             maps = self._for_files()
             self.served = None  # read again; the reload that follows loads the files
-            self._write(maps)
+            self._save(maps)
             return applied, failures
         self.served = target
         # Off the event loop (fsync): the route already works, a SIGHUP may be waiting.
-        await asyncio.to_thread(self._write, target)
+        await asyncio.to_thread(self._save, target)
         event(log, "haproxy_routes_changed", commands=len(applied), first=applied[0])
         return applied, failures
 

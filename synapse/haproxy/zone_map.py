@@ -6,9 +6,10 @@ HAProxy config: ``<backend>/<server> <zone>`` (synapse.haproxy.zone_lines). Serv
 and go at runtime, so the map does too: ``ZoneMapSync`` sends HAProxy the difference
 between what it holds (``show map``, read again after every start or reload) and what is
 wanted (``add map`` / ``set map`` / ``del map``, one batch per admin socket), then
-rewrites the file, so that a reload or restart starts from the same entries. The file
-is written with every wanted entry before HAProxy reads a config (a missing map file
-fails ``haproxy -c``). Same flow as the route maps (synapse.haproxy.route_sync).
+rewrites the file, so that a reload or restart starts from the same entries (a write
+that fails there is said and owed, never raised: ``route_sync.MapFiles``). The file is
+written with every wanted entry before HAProxy reads a config (a missing map file fails
+``haproxy -c``). Same flow as the route maps (synapse.haproxy.route_sync).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from smartstack.logs import event
 from synapse.atomic import read_text, write_atomic
 from synapse.haproxy.executor import run_ops
 from synapse.haproxy.metrics import HAProxyMetrics
-from synapse.haproxy.route_sync import MapOp, parse_show_map
+from synapse.haproxy.route_sync import MapFiles, MapOp, parse_show_map
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.sockets import HAProxySocketError
 from synapse.identity import moved, same_objects
@@ -80,6 +81,7 @@ class ZoneMapSync:
         self.served: dict[str, str] | None = None  # what HAProxy holds; None: ask it
         self._inputs: list[DesiredService] = []
         self._read_failing = False  # `show map` failed: logged once until it answers again
+        self._file = MapFiles("zones", metrics)  # (a failed write: owed, not raised)
 
     def configure(self, config_path: Path | None) -> None:
         self.path = map_path(config_path) if config_path is not None else None
@@ -104,13 +106,17 @@ class ZoneMapSync:
         if read_text(self.path) != text:
             write_atomic(self.path, text)
 
+    def _save(self, entries: Mapping[str, str] | None) -> None:
+        """The file to match HAProxy's map; a failure is said, never raised (owed)."""
+        self._file.write(lambda: self._write(entries))
+
     def write_wanted(self) -> None:
-        """Before HAProxy reads a config: every wanted entry."""
+        """Before HAProxy reads a config: every wanted entry (a failure raises)."""
         self._write(self.wanted)
 
     def restore(self) -> None:
         """The candidate was refused: the file says again what HAProxy holds."""
-        self._write(self.served)
+        self._save(self.served)
 
     async def sync(self) -> tuple[list[str], list[str]]:
         """Send HAProxy the difference; (commands applied, failures needing a reload)."""
@@ -118,24 +124,24 @@ class ZoneMapSync:
             return [], []
         # The file writes fsync: off the event loop (the map already works at runtime).
         if not self.runtime:
-            await asyncio.to_thread(self._write, self.wanted)  # a reload reads the file
+            await asyncio.to_thread(self._save, self.wanted)  # a reload reads the file
             return [], []
         if self.served is None:
             self.served = await self._read_served(self.path)
             if self.served is None:
                 return [], []  # no answer, or the running config does not name the map yet
         lines = runtime_commands(self.served, self.wanted, self.path)
-        if not lines:
-            await asyncio.to_thread(self._write, self.served)
+        if not lines:  # (a file owed by an earlier apply: written now)
+            await asyncio.to_thread(self._save, self.served)
             return [], []
         ops = [MapOp("zones", line.split()[3], line) for line in lines]
         applied, failures = await run_ops(self.runtime, ops, self.metrics)
         if failures:
             self.served = None  # read again; the reload that follows loads the file
-            await asyncio.to_thread(self._write, self.wanted)
+            await asyncio.to_thread(self._save, self.wanted)
             return applied, failures
         self.served = dict(self.wanted)
-        await asyncio.to_thread(self._write, self.wanted)
+        await asyncio.to_thread(self._save, self.wanted)
         event(log, "haproxy_zone_map_changed", commands=len(applied), first=applied[0])
         return applied, failures
 

@@ -6,6 +6,7 @@ frontend lines (synapse/haproxy/zone_lines.py) and the server-zone map
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -447,6 +448,42 @@ async def test_a_zone_map_that_cannot_be_read_is_counted_and_catches_up(
     path = map_path(tmp_path / "haproxy.cfg")
     assert applied == [f"add map {path} web/b az2"] and failures == []
     assert path.read_text().splitlines()[1:] == ["web/a az1", "web/b az2"]
+
+
+async def test_a_zone_map_file_that_cannot_be_written_fails_no_apply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk while a server joins: HAProxy's map takes the change, the file write's
+    OSError is said once and counted, not raised (it failed every later apply, everyone's
+    changes backing off up to 30 s); the next apply writes the file once it can."""
+    import errno
+
+    from synapse.haproxy import zone_map
+
+    caplog.set_level(logging.INFO, logger="synapse.haproxy")
+    registry = CollectorRegistry()
+    runtime = FlakyRuntime(failures=0)
+    sync = ZoneMapSync([runtime], HAProxyMetrics(registry))  # type: ignore[list-item]
+    sync.configure(tmp_path / "haproxy.cfg")
+    sync.wanted = {"web/a": "az1", "web/b": "az2"}
+    write_atomic = zone_map.write_atomic
+
+    def full(path: Path, data: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zone_map, "write_atomic", full)
+    path = map_path(tmp_path / "haproxy.cfg")
+    assert await sync.sync() == ([f"add map {path} web/b az2"], [])
+    assert await sync.sync() == ([], [])  # the next apply: nothing to send, the file owed
+    errors = {"map": "zones"}
+    assert registry.get_sample_value("synapse_haproxy_map_file_write_errors_total", errors) == 2
+    assert not path.exists()
+    monkeypatch.setattr(zone_map, "write_atomic", write_atomic)
+    assert await sync.sync() == ([], [])
+    assert path.read_text().splitlines()[1:] == ["web/a az1", "web/b az2"]
+    said = [r.getMessage() for r in caplog.records]
+    assert said.count("haproxy_map_file_write_failed") == 1, said
+    assert said.count("haproxy_map_file_written") == 1, said
 
 
 def test_in_managed_mode_a_zone_backend_fails_over_to_the_other_zones(tmp_path: Path) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from synapse.haproxy.route_sync import MapOp, parse_show_map, restrict
 from synapse.haproxy.routes import RouteMaps
 
@@ -81,3 +84,51 @@ def test_an_haproxy_without_maps_is_asked_once_per_start_not_per_apply(tmp_path)
     sync.invalidate()  # HAProxy started or reloaded: its maps may exist now
     assert _done(sync.sync(["shop"])) == ([], [])
     assert len(runtime.asked) == 2 * asked
+
+
+class _EmptyMaps:
+    """A runtime client whose HAProxy has the route maps, empty, and takes every command."""
+
+    async def execute(self, command: str) -> str:
+        return ""
+
+    async def run_ops(self, ops: list) -> list:
+        return [None] * len(ops)
+
+
+def test_a_route_map_file_that_cannot_be_written_fails_no_apply(tmp_path, monkeypatch, caplog):
+    """A read-only disk while a route is added at runtime: HAProxy's map has it, the files'
+    OSError is said once and counted, not raised (every later apply failed, backing off);
+    the next apply writes the files once it can."""
+    import errno
+
+    from haproxy_helpers import service
+    from prometheus_client import CollectorRegistry
+
+    from synapse.haproxy import routes
+    from synapse.haproxy.metrics import HAProxyMetrics
+    from synapse.haproxy.route_sync import RouteSync
+
+    caplog.set_level(logging.INFO, logger="synapse.haproxy")
+    registry = CollectorRegistry()
+    sync = RouteSync([_EmptyMaps()], HAProxyMetrics(registry))  # type: ignore[list-item]
+    sync.configure(tmp_path / "haproxy.cfg")
+    sync.want([service("shop", [], backend_only=True, routes={"hosts": ["shop.test"]})])
+    write_atomic = routes.write_atomic
+
+    def read_only(path, data):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(routes, "write_atomic", read_only)
+    applied, failures = asyncio.run(sync.sync(["shop"]))
+    assert applied == [f"add map {tmp_path / 'haproxy.routes-exact.map'} shop.test/ shop"]
+    assert failures == []
+    assert asyncio.run(sync.sync(["shop"])) == ([], [])  # the files owed: tried again
+    errors = {"map": "routes"}
+    assert registry.get_sample_value("synapse_haproxy_map_file_write_errors_total", errors) == 2
+    monkeypatch.setattr(routes, "write_atomic", write_atomic)
+    assert asyncio.run(sync.sync(["shop"])) == ([], [])
+    assert "shop.test/ shop" in (tmp_path / "haproxy.routes-exact.map").read_text()
+    said = [r.getMessage() for r in caplog.records]
+    assert said.count("haproxy_map_file_write_failed") == 1, said
+    assert said.count("haproxy_map_file_written") == 1, said
