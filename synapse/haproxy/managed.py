@@ -27,7 +27,7 @@ in their backlogs for the new HAProxy, which takes the same sockets, instead of 
 A master that lives on after its socket files were removed is replaced the same way, by a new
 master that takes its listeners, then soft-stopped (``synapse.haproxy.replacement``); so is
 one adopted that is not what the settings say any more (its master socket or config file
-moved: ``adoption``, ``moved``), at the first reload.
+moved: ``adoption``, ``moved``; another binary: ``binary_check``), at the first reload.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from synapse.config import ManagedHAProxy as ManagedConfig
 from synapse.haproxy import moved, ports
 from synapse.haproxy.adoption import Found, find_master
 from synapse.haproxy.answers import ProcInfo
+from synapse.haproxy.binary_check import other_binary
 from synapse.haproxy.exit_policy import stop_reason
 from synapse.haproxy.listeners import ListenerKeeper
 from synapse.haproxy.output import OutputRelay, close_relay
@@ -127,6 +128,11 @@ class ManagedHAProxy:
         self._stale = found.moved
         event(log, "haproxy_adopted", master_pid=self.master_pid, worker_pid=self.worker_pid,
               when=why, sockets="answer" if found.proc else "missing")  # fmt: skip
+        if binary := await asyncio.to_thread(other_binary, self.master_pid, self.settings.binary):
+            event(log, "haproxy_binary_changed", level=logging.WARNING,
+                  master_pid=self.master_pid, running=binary, binary=self.settings.binary,
+                  detail="managed.binary changed: the next reload replaces it")  # fmt: skip
+            self._stale = self._stale or f"it runs {binary}, not managed.binary"
         moved.record_owner(socket, self.master_pid)
         if found.proc is not None:
             await self.hold_listeners()
@@ -378,6 +384,11 @@ class ManagedHAProxy:
                         f"HAProxy could not load the new config; the old worker keeps "
                         f"serving:\n{self.output_tail()}"
                     )
+                if proc.master_pid and self.master_pid not in (None, proc.master_pid):
+                    # (the master this one replaces, on the same path until it binds there)
+                    last_error = f"master {proc.master_pid} answers, not {self.master_pid}"
+                    await asyncio.sleep(POLL)
+                    continue
                 new = [pid for pid in proc.workers if pid not in old_workers]
                 if new and await self._serves(new[0]):
                     self.master_pid = proc.master_pid or self.master_pid

@@ -1,5 +1,5 @@
-"""A synapse restarted with its HAProxy's master socket or config file moved, against
-a real HAProxy 2.6 under load (synapse.haproxy.adoption, moved):
+"""A synapse restarted with its HAProxy's master socket, config file or binary changed, against
+a real HAProxy 2.6 under load (synapse.haproxy.adoption, moved, binary_check):
 
 - ``managed.master_socket_path`` moved: before, the restarted synapse found nothing on the new
   socket and started a second master beside the first (SO_REUSEPORT), which served on with
@@ -9,6 +9,8 @@ a real HAProxy 2.6 under load (synapse.haproxy.adoption, moved):
   ports were held), for good, and the old master served every request, never updated (100 %
   failed after a redeploy). Now the master a gone synapse left on our ports is adopted and
   replaced the same way; one a live synapse manages is still refused;
+- ``managed.binary`` changed: before, the adopted master ran the old binary for good (its
+  reloads re-execute it). Now the first reload replaces it with the configured one.
 """
 
 from __future__ import annotations
@@ -181,6 +183,24 @@ async def test_a_master_a_live_synapse_manages_is_not_taken(
     finally:
         await second.stop()
         _kill_all(*configs)
+
+
+async def test_a_changed_binary_replaces_the_adopted_master_at_the_first_reload(
+    managed_factory, http_backend_factory, sockdir, caplog
+):
+    b1 = http_backend_factory("b1")
+    config = sockdir / "haproxy.cfg"
+    copy = sockdir / "haproxy-new"
+    shutil.copy2(shutil.which("haproxy") or "/usr/sbin/haproxy", copy)
+    try:
+        with caplog.at_level(logging.WARNING):
+            _old, new = await _restarted_with(managed_factory, b1, config, binary=str(copy))
+        assert os.readlink(f"/proc/{new}/exe") == str(copy)  # (before: the old binary, for good)
+        changed = [r for r in caplog.records if r.message == "haproxy_binary_changed"]
+        running = os.path.realpath(shutil.which("haproxy") or "haproxy")
+        assert [r.smartstack_fields["running"] for r in changed] == [running]
+    finally:
+        _kill_all(config)
 
 
 def test_a_master_is_taken_only_when_its_record_names_a_synapse_that_is_gone(

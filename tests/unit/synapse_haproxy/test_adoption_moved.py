@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 from pathlib import Path
 
 from synapse.haproxy import adoption
 from synapse.haproxy.adoption import find_master
+from synapse.haproxy.binary_check import other_binary
 from synapse.haproxy.sockets import SocketUnavailable
 
 CONFIG, SOCKET = Path("/run/s/haproxy.cfg"), Path("/run/s/haproxy-master.sock")
@@ -28,3 +31,9 @@ def test_it_is_adopted_by_its_pid_to_be_replaced(monkeypatch, caplog) -> None:
     assert found.socketless and found.proc is None and found.masters == (30,)
     assert found.moved.startswith("its master socket moved")
     assert [r.message for r in caplog.records] == ["haproxy_master_moved"]
+
+
+def test_a_master_running_another_binary_is_told() -> None:
+    me = os.getpid()  # (runs sys.executable, resolved)
+    assert other_binary(me, sys.executable) is None
+    assert other_binary(me, "/bin/true") == os.path.realpath(sys.executable)
