@@ -161,15 +161,17 @@ async def _gone(client: aetcd.Client, key: bytes) -> bool:
 OLD_TTL = 2  # seconds: the previous run's lease (the suite's etcd_lease_ttl)
 
 
-async def _dead_runs_key(client: aetcd.Client, key: bytes, value: bytes) -> tuple[int, int, float]:
+async def _dead_runs_key(
+    client: aetcd.Client, key: bytes, value: bytes, left: float = 0.6
+) -> tuple[int, int, float]:
     """A previous run's key on its lease, whose owner died (kill -9): nobody renews it. Returns
-    once the lease has 0.6 s left (the in-process restart's time to find and hold it on a
-    loaded 2-core machine): (lease id, the key's create_revision, when it expires)."""
+    once the lease has ``left`` seconds left (the in-process restart's time to find and hold
+    it on a loaded 2-core machine): (lease id, the key's create_revision, when it expires)."""
     lease = await client.lease(OLD_TTL)
     expires = time.monotonic() + OLD_TTL  # granted before this: expires by then at the latest
     await client.put(key, value, lease=lease)
     created = (await etcd_key_of(client, key)).create_revision
-    await asyncio.sleep(expires - 0.6 - time.monotonic())  # the restart took that long
+    await asyncio.sleep(expires - left - time.monotonic())  # the restart took that long
     return lease.id, created, expires
 
 
@@ -205,7 +207,7 @@ async def test_etcd_restart_keeps_the_leftover_s_lease_alive_until_rise_passes(
 async def test_etcd_restart_renews_the_leftover_s_lease_only_until_the_checks_fail(
     etcd: EtcdCluster, transport: str
 ) -> None:
-    """A check that hangs to its 2 s timeout: the dead run's lease is renewed past its TTL
+    """A check that hangs to its 3 s timeout: the dead run's lease is renewed past its TTL
     while the first round runs; that round's failure deletes the key and ends the renewal
     (nothing vouches for the leftover), and the old lease is left to expire."""
     path = unique_path()
@@ -214,11 +216,15 @@ async def test_etcd_restart_renews_the_leftover_s_lease_only_until_the_checks_fa
             registration = Registration("127.0.0.1", port, "i-test")
             key = etcd_key(path, registration).encode()
             service = etcd_service(etcd.endpoints, path, port, check_interval=0.5,
-                                   checks=hung_check(2.0), etcd_transport=transport)  # fmt: skip
-            old, created, expires = await _dead_runs_key(client, key, encode(registration))
+                                   checks=hung_check(3.0), etcd_transport=transport)  # fmt: skip
+            # 1.4 s left (0.6 s was short at load 20: the first renewal came too late), and
+            # looked at 0.5 s past it, before the first round can end (3 s after the start).
+            old, created, expires = await _dead_runs_key(
+                client, key, encode(registration), left=1.4
+            )
             async with running_nerve(nerve_config({"web": service})) as daemon:
                 web = daemon.services["web"]
-                assert web.rounds == 0  # the first round hangs for 2 s
+                assert web.rounds == 0  # the first round hangs for 3 s
                 await until(lambda: time.monotonic() > expires + 0.5, what="past the old TTL")
                 kv = await client.get(key)
                 assert kv is not None, "the held key went with the old lease"
