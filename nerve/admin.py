@@ -7,6 +7,10 @@
     DELETE /maintenance/{service}   back up (registered again once its checks pass); ends
                                     every joined maintenance ("ended" in the answer)
 
+The POST and DELETE answers say whether the flag file in ``state_dir`` agrees
+(``"persisted"``; when false, ``"persist_error"``): on a full or read-only disk the change
+is in force, only not on disk yet (nerve retries every round), as synapse's zone API does.
+
 Writes require a JSON body with ``Content-Type: application/json``: a web page in a
 browser on the same host cannot send that cross-origin without a preflight.
 """
@@ -40,6 +44,12 @@ def flag_dict(flag: MaintenanceFlag | None) -> dict[str, Any] | None:
                                       "until": flag.until}  # fmt: skip
 
 
+def persisted(service: Service) -> dict[str, Any]:
+    """Whether a restart now would find the flag in force (``persist_error``: why not)."""
+    error = service.store.persist_error(service.name)
+    return {"persisted": True} if error is None else {"persisted": False, "persist_error": error}
+
+
 def add_maintenance_routes(admin: AdminServer, services: Callable[[], dict[str, Service]]) -> None:
     def lookup(request: web.Request) -> Service:
         name = request.match_info["service"]
@@ -63,12 +73,12 @@ def add_maintenance_routes(admin: AdminServer, services: Callable[[], dict[str, 
             raise web.HTTPBadRequest(text="the body is not valid JSON\n") from None
         reason, duration = parse_request(body)
         joined = service.enter_maintenance(reason, duration)
-        return await settled(service, joined=flag_dict(joined))
+        return await settled(service, joined=flag_dict(joined), **persisted(service))
 
     async def leave(request: web.Request) -> web.Response:
         service = lookup(request)
         ended = service.leave_maintenance()
-        return await settled(service, ended=flag_dict(ended))
+        return await settled(service, ended=flag_dict(ended), **persisted(service))
 
     async def health(request: web.Request) -> web.Response:
         """The service's check state, for keepalived / anycast health checkers."""

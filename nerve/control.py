@@ -8,6 +8,12 @@ The admin address comes from ``--admin`` or from the ``admin`` block of the conf
 (only that block is read: the rest may be mid-edit, ``instance_id`` given by ``-i``); the
 bearer token from ``--token-file`` or the config's ``admin.token_file``.
 
+The change is in force once nerve answers; when nerve could not write (or, for ``up``,
+remove) the flag file in ``state_dir`` (a full or read-only disk), a ``warning:`` line on
+stderr says so: nerve retries every round, and a restart before it succeeds would lose the
+maintenance (or bring the ended one back). The exit status stays 0, as for synapse's zone
+commands: the maintenance is in force now.
+
 A second ``maint`` joins a maintenance already on (both reasons, the later end; the answer
 says whose it joined); ``up`` ends it for everyone, and says whose it ended.
 
@@ -118,6 +124,20 @@ def other_maintenance(status: dict[str, Any]) -> str | None:
     return None
 
 
+def not_persisted(status: dict[str, Any], command: str) -> str | None:
+    """The warning when the flag file does not agree with the maintenance in force."""
+    if status.get("persisted", True):
+        return None
+    name, error = status.get("service", "?"), status.get("persist_error", "?")
+    if command == "maint":
+        what = "written", "lose the maintenance"
+    else:
+        what = "removed", "put the service back in maintenance"
+    return (f"warning: {name}: the maintenance flag file could not be {what[0]} ({error}); "
+            f"nerve retries every round, a nerve restart before it succeeds would "
+            f"{what[1]}")  # fmt: skip
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     base, token = target(args, admin_only(AdminConfig))
@@ -135,6 +155,9 @@ def main(argv: list[str]) -> int:
     if other:
         print(other)
     print(describe(status), flush=True)
+    warning = not_persisted(status, args.command)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     if args.command == "maint" and args.drain:
         return drain(status, args.drain)
     return 0

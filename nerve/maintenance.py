@@ -9,6 +9,10 @@ order; a flag file that is there but unreadable is one (a stand-in flag, read ag
 round until the file speaks). A second ``nerve maint`` joins the flag in force
 (``MaintenanceFlag.joined``); ``nerve up`` ends it for everyone.
 
+A flag is in force as soon as it is set or ended; its file may lag (a full or read-only
+disk): written or removed again every round (``retry``) until it works, and an ended
+flag's stale file is never read back meanwhile (``persist_error``: why the disk lags).
+
 In Docker mode a container's service (``web@app1:80``) is bound to the container (``bind``):
 its flag records the container's id, and a flag left by another container of the same name
 (an earlier one, since removed and recreated) is dropped instead of withdrawing the new one;
@@ -17,6 +21,7 @@ so are the flags of a container that is destroyed (``drop_container``, nerve/doc
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
@@ -116,6 +121,8 @@ class MaintenanceStore:
         self._memory: dict[str, MaintenanceFlag] = {}
         self._unknown: set[str] = set()  # services whose last read was UNKNOWN (logged once)
         self._unreadable: dict[str, MaintenanceFlag] = {}  # stand-ins, until the file reads
+        self._pending: dict[str, str] = {}  # service -> "save" / "remove": the file lags
+        self._errors: dict[str, str] = {}  # service -> why its file did not follow (logged)
         self._owners: dict[str, str] = {}  # Docker mode: service name -> its container's id
 
     def _file(self, service: str) -> Path:
@@ -125,6 +132,8 @@ class MaintenanceStore:
 
     def load(self, service: str) -> MaintenanceFlag | Literal[Unknown.UNKNOWN] | None:
         """The service's flag, None without one, UNKNOWN while nerve cannot tell."""
+        if self._pending.get(service) == "remove":
+            return None  # ended: the file left behind is stale, never read back
         flag = self._memory.get(service) or self._read(service)
         if isinstance(flag, MaintenanceFlag) and service in self._owners:
             return self._owned(service, flag, self._owners[service])
@@ -188,31 +197,75 @@ class MaintenanceStore:
             event(log, "maintenance_flag_readable", service=service, file=str(path),
                   flag=flag.reason if flag else "none")  # fmt: skip
 
-    def save(self, service: str, flag: MaintenanceFlag) -> None:
+    def save(self, service: str, flag: MaintenanceFlag) -> bool:
+        """Put ``flag`` in force; whether its file holds it (else written again every round)."""
         if flag.container is None and service in self._owners:  # a container's service
             flag = replace(flag, container=self._owners[service])
         self._memory[service] = flag
-        self._unreadable.pop(service, None)  # the operator's word replaces the file's
-        if self.directory is None:
-            return
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            path = self._file(service)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(flag.to_json()) + "\n", encoding="utf-8")
-            tmp.replace(path)  # atomic: a crash never leaves half a flag
-        except OSError as exc:
-            _warn("maintenance_flag_not_saved", service, exc, "the flag holds until nerve restarts")
+        return self._follow(service, "save")
 
-    def clear(self, service: str) -> None:
+    def clear(self, service: str) -> bool:
+        """End the flag; whether its file is gone (else removed again every round)."""
         self._memory.pop(service, None)
-        self._unreadable.pop(service, None)
+        return self._follow(service, "remove")
+
+    def _follow(self, service: str, what: str) -> bool:
+        self._unreadable.pop(service, None)  # the operator's word replaces the file's
+        self._unknown.discard(service)
         if self.directory is None:
-            return
+            return False  # flags in memory only
+        self._pending[service] = what
+        self._errors.pop(service, None)  # (an operator's new order: its failure is logged)
+        return self.retry(service)
+
+    def retry(self, service: str) -> bool:
+        """Write the flag, or remove the file of the ended one, if the file lags (every
+        round); whether the file now agrees with the flag in force."""
+        what = self._pending.get(service)
+        if what is None:
+            return self.directory is not None
         try:
-            self._file(service).unlink(missing_ok=True)
+            self._write(service) if what == "save" else self._remove(service)
         except OSError as exc:
-            _warn("maintenance_flag_not_removed", service, exc, "remove the file by hand")
+            if service not in self._errors:  # once per streak: a full disk fails every round
+                if what == "save":
+                    _warn("maintenance_flag_not_saved", service, exc, NOT_SAVED)
+                else:
+                    _warn("maintenance_flag_not_removed", service, exc, NOT_REMOVED)
+            self._errors[service] = str(exc)[:160]
+            return False
+        del self._pending[service]
+        if self._errors.pop(service, None) is not None:
+            event(log, "maintenance_flag_saved" if what == "save" else "maintenance_flag_removed",
+                  service=service)  # fmt: skip
+        return True
+
+    def persist_error(self, service: str) -> str | None:
+        """Why the service's flag file does not agree with the flag in force (None: it does)."""
+        if self.directory is None:
+            return "no state_dir: flags are kept in memory only"
+        return self._errors.get(service, "not written yet") if service in self._pending else None
+
+    def _write(self, service: str) -> None:
+        assert self.directory is not None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._file(service)
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(self._memory[service].to_json()) + "\n", encoding="utf-8")
+            tmp.replace(path)  # atomic: a crash never leaves half a flag
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)  # (a full disk leaves a truncated one)
+            raise
+
+    def _remove(self, service: str) -> None:
+        path = self._file(service)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            if _exists(path) is not False:  # (a read-only disk refuses one not there, too)
+                raise
 
     # --- Docker mode: flags that belong to a container ---------------------------------------
 
@@ -243,6 +296,8 @@ class MaintenanceStore:
         owned = {name: f.container for name, f in self._memory.items() if f.container}
         for path in self.directory.glob("*.json") if self.directory else ():
             name = urllib.parse.unquote(path.name[: -len(".json")])
+            if self._pending.get(name) == "remove":
+                continue  # ended: a stale file
             try:
                 container = _parse(path.read_text(encoding="utf-8")).container
             except (OSError, ValueError, KeyError, TypeError):
@@ -265,6 +320,10 @@ class MaintenanceStore:
         self.clear(service)
         event(log, "maintenance_dropped", service=service, container=(flag.container or "")[:12],
               reason=reason, ended=flag.reason)  # fmt: skip
+
+
+NOT_SAVED = "in force now; written again every round (a restart before that loses it)"
+NOT_REMOVED = "ended now; removed again every round (a restart before that brings it back)"
 
 
 def _exists(path: Path) -> bool | None:

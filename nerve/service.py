@@ -292,6 +292,7 @@ class Service:
         return flag
 
     def _expire_maintenance(self, now: float) -> None:
+        self.store.retry(self.name)  # a flag file a full or read-only disk refused
         flag = self._load_flag(now)
         if flag is not None and self._maintenance_end.over(flag, now, time.time()):
             self.store.clear(self.name)

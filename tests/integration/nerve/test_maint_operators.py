@@ -1,6 +1,7 @@
 """`nerve maint` / `nerve up` as operators run them, against a real nerve and ZooKeeper:
-two operators on one service, a maint during a SIGHUP hand-over to another ensemble, and
-`-c FILE` with a file the running nerve did not start from as it is."""
+two operators on one service, a maint during a SIGHUP hand-over to another ensemble,
+`-c FILE` with a file the running nerve did not start from as it is, and a maint whose
+flag file the disk refuses."""
 
 from __future__ import annotations
 
@@ -107,3 +108,41 @@ async def test_maint_drain_during_a_hand_over_withdraws_the_old_registration_fir
         if moved.process is not None:
             moved.process.resume()
         moved.stop()
+
+
+async def test_a_maint_the_disk_refuses_holds_is_retried_and_survives_the_next_restart(
+    zk: ZooKeeperServer, kz: KazooClient, tmp_path: Path
+) -> None:
+    """The flag file cannot be written (here ``state_dir`` is in its own way, a regular
+    file, which refuses the write for any user; the full and read-only disks, and `nerve
+    up`: tests/unit/nerve/test_maint_flag_fs.py): in force at once, the command warns (exit
+    0), nerve writes it every round until it can, and a restart after that keeps the
+    instance out. Before: exit 0 with no word of it, never written later, and the restart
+    after the repair registered the instance again (the maintenance lost)."""
+    path, port = unique_path(), free_port()
+    state = tmp_path / "state"
+    state.write_text("")  # in the way: the flag file cannot be written under it
+    config = nerve_config({"web": service(zk.hosts, path, free_port(), checks=[])},
+                          admin={"port": port}, state_dir=str(state))  # fmt: skip
+    config_path = tmp_path / "nerve.json"
+    config_path.write_text(json.dumps(config))
+    async with running_nerve(config, config_path) as daemon:
+        await until(lambda: children(kz, path), what="registration")
+        maint = await nerve_cli("maint", "web", "--reason", "bad canary", "-c", str(config_path))
+        assert maint.returncode == 0, maint.stderr
+        assert maint.stdout == "web: in maintenance: bad canary; not registered\n"
+        assert maint.stderr.startswith(
+            "warning: web: the maintenance flag file could not be written ("
+        ), maint.stderr
+        assert children(kz, path) == []  # in force all the same
+        state.unlink()
+        state.mkdir()  # repaired: the next round writes the flag
+        await until(lambda: (state / "web.json").exists(), what="the flag written")
+        rounds = daemon.services["web"].rounds
+        await until(lambda: daemon.services["web"].rounds >= rounds + 2, what="rounds")
+        assert json.loads((state / "web.json").read_text())["reason"] == "bad canary"
+    async with running_nerve(config, config_path) as daemon:  # restarted
+        rounds = daemon.services["web"].rounds
+        await until(lambda: daemon.services["web"].rounds >= rounds + 5, what="rounds")
+        assert children(kz, path) == []
+        assert daemon.services["web"].state.maintenance == {"admin": "bad canary"}
