@@ -31,6 +31,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple, TypeVar
 
+from smartstack import tcp_connect
 from smartstack.etcd_events import (
     REQUIRE_LEADER,
     Endpoints,
@@ -139,6 +140,11 @@ class JsonWatch(EventQueue):
         self._task.cancel()
 
 
+def known(endpoint: str) -> str:
+    """The addresses an endpoint's name last resolved to, for messages ("" for an IP)."""
+    return tcp_connect.known(*split_endpoint(endpoint))
+
+
 def streamed_error(message: dict) -> Exception:
     """An error the gateway wrote into a stream: a member failure (``transport is closing``,
     a deadline exceeded) is a connection error, as on any other endpoint failure: the
@@ -221,9 +227,9 @@ class EtcdJsonConnection(Endpoints):
         failures = 0
         reauthenticated = False
         while failures < len(self.endpoints):
-            turn = self._turn
+            turn, endpoint, limit = self._turn, self.current_endpoint, timeout or self.timeout
             try:
-                result = await asyncio.wait_for(self._on(fn, turn), timeout or self.timeout)
+                result = await asyncio.wait_for(self._on(fn, turn), limit)
             except HttpStatusError as exc:
                 stale = exc.code == UNAUTHENTICATED or STALE_TOKEN in exc.message
                 if stale and self.username and not reauthenticated:
@@ -236,6 +242,8 @@ class EtcdJsonConnection(Endpoints):
                 reason = f"HTTP {exc.status}: {exc.message[:120]}{self._hint()}"
                 await self.rotate(reason, turn)
             except CONNECTION_ERRORS as exc:
+                if isinstance(exc, TimeoutError) and not str(exc):  # wait_for's: say where
+                    exc = TimeoutError(f"no answer from {endpoint}{known(endpoint)} in {limit:g} s")
                 last, failures = exc, failures + 1
                 if isinstance(exc, ssl.SSLError):
                     event(log, "etcd_tls_failed", level=logging.ERROR, error=str(exc)[:300],

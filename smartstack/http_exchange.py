@@ -17,6 +17,8 @@ from typing import Any
 
 import h11
 
+from smartstack import tcp_connect
+
 READ_SIZE = 65536
 # Keepalive probes on a long-lived stream's socket: idle seconds, seconds between probes,
 # probes.
@@ -37,12 +39,11 @@ class Exchange:
     async def open(
         cls, host: str, port: int, context: ssl.SSLContext | None, server_hostname: str | None = ""
     ) -> Exchange:
-        """Connect; with ``context``, TLS with ``server_hostname`` (default: ``host``; None:
-        no SNI and no name to check)."""
+        """Connect (``host``'s addresses raced, its last ones kept: ``smartstack.tcp_connect``);
+        with ``context``, TLS with ``server_hostname`` (default: ``host``; None: no SNI and
+        no name to check)."""
         name = host if server_hostname == "" else server_hostname
-        reader, writer = await asyncio.open_connection(
-            host, port, ssl=context, server_hostname=name if context else None
-        )
+        reader, writer = await tcp_connect.open_connection(host, port, context, name)
         return cls(reader, writer)
 
     def keepalive(self) -> None:
