@@ -20,7 +20,8 @@ the 1,000 ``addWatch`` requests of a start and their replies took ~0.8 s, mostly
   exactly as kazoo does.
 
 This overrides kazoo internals (``_send_request``, ``_read_socket``, ``_read``,
-``_connect``, ``_invoke``: a handshake waits at most HANDSHAKE_TIMEOUT_CAP_S), like
+``_connect``, ``_invoke``, ``_expand_client_hosts``: a handshake waits at most
+HANDSHAKE_TIMEOUT_CAP_S, and a third of the session or less), like
 smartstack.zk_persistent; tests/integration pin the order of replies and events, and the
 behaviour across a dropped connection, against a real ZooKeeper.
 """
@@ -47,6 +48,12 @@ MAX_BATCH = 256
 # but never answers (seen after a restart, while it answered `srvr`) would hold the
 # reconnection that long; giving up sooner tries again while the session still lives.
 HANDSHAKE_TIMEOUT_CAP_S = 10.0
+# And at most this share of the session per address: kazoo divides the session by the hosts
+# as configured, so one name resolving to a silent address and a live one waited the whole
+# session on the silent one (measured: a 10 s session, the live connection cut 8 times,
+# the instance out 3 times, 45 s in all). With a third, a retry that lands on the silent
+# address still has time for the live one.
+HANDSHAKE_SESSION_SHARE = 3
 MAX_BATCH_BYTES = 256 * 1024
 READ_CHUNK = 64 * 1024
 
@@ -59,6 +66,7 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._rbuf = bytearray()
         self._buffering = False
+        self._addresses = 0  # resolved addresses of the current connect cycle
 
     # --- sending ------------------------------------------------------------------
 
@@ -99,9 +107,18 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
         self._rbuf = bytearray()  # never a byte of the last connection's stream
         return super()._connect(*args)
 
+    def _expand_client_hosts(self) -> list[tuple[str, str, int]]:
+        """kazoo's (host, address, port) list of a connect cycle, its addresses counted."""
+        host_ports: list[tuple[str, str, int]] = super()._expand_client_hosts()
+        self._addresses = len(host_ports)
+        return host_ports
+
     def _invoke(self, timeout: float, *args: Any, **kwargs: Any) -> Any:
-        """The handshake's (and auth's) exchange, waiting at most HANDSHAKE_TIMEOUT_CAP_S."""
-        return super()._invoke(min(timeout, HANDSHAKE_TIMEOUT_CAP_S), *args, **kwargs)
+        """The handshake's (and auth's) exchange, waiting at most HANDSHAKE_TIMEOUT_CAP_S and
+        the session's share of each resolved address (a third at least)."""
+        session = self.client._session_timeout / 1000.0
+        share = session / max(HANDSHAKE_SESSION_SHARE, self._addresses)
+        return super()._invoke(min(timeout, HANDSHAKE_TIMEOUT_CAP_S, share), *args, **kwargs)
 
     def _read_socket(self, read_timeout: float) -> Any:
         self._buffering = True
