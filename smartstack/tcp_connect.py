@@ -15,7 +15,10 @@ connection each): the lease expired while etcd was up. Here:
 - the addresses are raced as RFC 8305 ("happy eyeballs") does: the next one is tried when
   the previous one failed or has not connected within HAPPY_EYEBALLS_DELAY_S;
 - the address that connected last goes first: with a dead first address, a connection per
-  call would otherwise pay the delay on every call.
+  call would otherwise pay the delay on every call;
+- no address connected within CONNECT_TIMEOUT_S is a connection error (TimeoutError, an
+  OSError): the caller moves on to its next endpoint at once, instead of spending the
+  call's whole timeout (a listing's: 30 s) on an endpoint whose host drops SYNs.
 
 An IP literal is never looked up.
 """
@@ -33,6 +36,8 @@ log = logging.getLogger("smartstack.connect")
 
 AddrInfo = tuple[int, int, int, tuple]  # family, type, proto, sockaddr
 HAPPY_EYEBALLS_DELAY_S = 0.25  # RFC 8305's recommended connection attempt delay
+# Covers the kernel's SYN retransmits at 1 s and 3 s: a live but busy host still connects.
+CONNECT_TIMEOUT_S = 4.0
 Key = tuple[str, int]
 
 _resolved: dict[Key, list[AddrInfo]] = {}  # (name, port) -> its last addresses, preferred first
@@ -45,7 +50,11 @@ async def open_connection(
     """``asyncio.open_connection`` to ``host``'s addresses (see the module docstring); with
     ``context``, TLS with ``server_hostname`` (None: no SNI and no name to check)."""
     infos = await addresses(host, port)
-    sock = await _race(host, port, infos)
+    try:
+        sock = await asyncio.wait_for(_race(host, port, infos), CONNECT_TIMEOUT_S)
+    except TimeoutError:
+        where = f"{host}:{port}" + ("" if _numeric(host) else f" ({_text(infos)})")
+        raise TimeoutError(f"no connection to {where} in {CONNECT_TIMEOUT_S:g} s") from None
     # "" = no SNI: asyncio wants a name when it has no host of its own.
     tls = {"ssl": context, "server_hostname": server_hostname or ""} if context else {}
     try:
