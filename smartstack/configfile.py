@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from smartstack import config_check
 from smartstack.config_errors import ConfigError, format_loc
+from smartstack.config_read import read_settled
 from smartstack.config_sections import SectionCache
 from smartstack.erb import ErbError
 from smartstack.erb import render as erb_render
@@ -46,7 +47,7 @@ def load_document(
     ``cache``: a file whose text (ERB rendered) is as last time is not parsed again.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_settled(path)  # not a half-written file (smartstack.config_read)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError:

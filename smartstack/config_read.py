@@ -1,0 +1,98 @@
+"""Reading a config file that another process may be writing at that very moment.
+
+A deploy tool that rewrites a file in place (truncate, then write) leaves a prefix of the
+new text there for a while, and a prefix of a YAML file cut at a line end is often valid
+YAML: a SIGHUP read then applied it (services dropped, ``port: 13``). Its content cannot
+tell, so the read does. A file still open for writing by another process (Linux says so
+through a read lease) or changed while being read is read again, every POLL_S; one changed
+a moment ago is read again once it has been still for that moment: SETTLE_S, or
+SETTLE_CLOSED_S when the kernel said no writer has it open (a script's next ``>>`` comes
+within milliseconds). At most WAIT_MAX_S: then it is refused (docs/configuration.md,
+"Changing a config file"). A file last changed earlier, the usual case, is read once.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from smartstack.config_errors import ConfigError
+
+# A file changed less than this long ago may be between two writes of one writer...
+SETTLE_S = 0.25
+# ... or, when no process has it open for writing, between two writers (`>`, then `>>`).
+SETTLE_CLOSED_S = 0.05
+# How long a read waits for a writer to finish before the file is refused.
+WAIT_MAX_S = 10.0
+# How often a file open for writing is looked at again.
+POLL_S = 0.1
+
+
+def _open_for_writing(fd: int) -> bool | None:
+    """Whether some process has the file of ``fd`` open for writing; None when the kernel
+    will not say (not Linux, leases off, the file another user's and no CAP_LEASE)."""
+    setlease = getattr(fcntl, "F_SETLEASE", None)
+    if setlease is None:
+        return None
+    try:
+        # A writer opening the file while the lease is held signals this process: SIGIO
+        # by default, which terminates it; SIGURG's default is to ignore it.
+        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+        fcntl.fcntl(fd, setlease, fcntl.F_RDLCK)  # refused (EAGAIN) while a writer has it
+    except OSError as exc:
+        return True if exc.errno == errno.EAGAIN else None
+    fcntl.fcntl(fd, setlease, fcntl.F_UNLCK)
+    return False
+
+
+class _Read(NamedTuple):
+    text: str
+    stamp: tuple[int, int, int] | None  # (inode, size, mtime); None: not a regular file
+    busy: str | None  # why it is surely incomplete
+    settle: float  # how long it must have been still
+
+
+def _read_once(path: Path) -> _Read:
+    with path.open(encoding="utf-8") as file:
+        before = os.fstat(file.fileno())
+        if not stat.S_ISREG(before.st_mode):  # a pipe (-c /dev/stdin): it reads only once
+            return _Read(file.read(), None, None, 0.0)
+        writing = _open_for_writing(file.fileno())
+        text = file.read()
+        after = os.fstat(file.fileno())
+    stamp = (after.st_ino, after.st_size, after.st_mtime_ns)
+    busy = "another process has it open for writing" if writing else None
+    if (before.st_ino, before.st_size, before.st_mtime_ns) != stamp:
+        busy = "it changed while being read"
+    return _Read(text, stamp, busy, SETTLE_S if writing is None else SETTLE_CLOSED_S)
+
+
+def read_settled(path: Path) -> str:
+    """The file's text once no writer is at work on it (module doc). OSError and
+    UnicodeDecodeError as ``Path.read_text``; ConfigError when it is still being written
+    after WAIT_MAX_S."""
+    deadline = time.monotonic() + WAIT_MAX_S
+    seen: tuple[int, int, int] | None = None
+    while True:
+        read = _read_once(path)
+        if read.stamp is None:
+            return read.text
+        age = time.time_ns() / 1e9 - read.stamp[2] / 1e9
+        if read.busy is None and (age >= read.settle or read.stamp == seen):
+            return read.text  # still long enough (also across a wait: a future mtime)
+        seen = None if read.busy else read.stamp
+        left = deadline - time.monotonic()
+        if left <= 0:
+            why = read.busy or f"it changed {age:.2f} s ago"
+            raise ConfigError([
+                f"{path}: file still being written after {WAIT_MAX_S:g} s ({why}): "
+                "write a new file and rename it over the old one"
+            ])  # fmt: skip
+        pause = POLL_S if read.busy else min(max(read.settle - age, 0.01), read.settle)
+        time.sleep(min(pause, left))
