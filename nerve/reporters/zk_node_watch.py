@@ -3,11 +3,13 @@ cycle; a data watch costs no request until it fires).
 
 - Our node deleted or replaced by another client while our session lives on: written
   again (``registration_vanished``).
-- Our node deleted as a leftover by a second nerve with our instance id, which now holds
-  our record under its own node: this one stands aside (``registration_taken_over``),
-  watching that node instead. When the other nerve withdraws it (it stops, or finds the
-  service down) while this one still finds the service healthy, ours is written again
-  (``registration_resumed``): the instance is not left out of every HAProxy.
+- Our record held by a second nerve with our instance id (started while this one still
+  runs), which deleted our node as its leftover or, under a fixed name, replaced it: this
+  one stands aside (``registration_taken_over``) until its own next decision or session.
+  Writing ours again would delete or replace the other's node in turn, for ever. It does
+  not come back when the other withdraws: that may be an operator's ``nerve maint`` on
+  the other nerve, which must win (a healthy instance left out is capacity; one served
+  in maintenance fails requests).
 """
 
 from __future__ import annotations
@@ -33,24 +35,21 @@ class NodeWatch:
     service: str
     conn: Any
     registered: bool
-    desired: bool
-    holding: bool
+    successor: Any
     uncertain: bool
     _looks: set[asyncio.Task[None]]
-    _holder: str | None = None  # standing aside: the other nerve's node holding our record
 
     if TYPE_CHECKING:  # (the reporter's own: stubs here would shadow Reporter's in the MRO)
 
         async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any: ...
         async def _copies(self, skip: str | None = None) -> list[tuple[str, Any]]: ...
         def registration_vanished(self, **where: Any) -> None: ...
-        def mark_lost(self) -> None: ...
         def wake(self) -> None: ...
 
     async def _watch_node(self) -> None:
         """Arm the data watch on our node and say whether it is still the one we wrote
-        (``czxid``); deleted by another client while our session lives on, it is written
-        again."""
+        (``czxid``); deleted or replaced by another client while our session lives on, it
+        is written again, unless another nerve holds our record."""
         node, czxid = self.node, self.czxid
         if node is None:
             return
@@ -58,48 +57,40 @@ class NodeWatch:
         # kazoo) for the name to be created, and a sequential name never is: one watch
         # leaked per withdrawal or outside delete. A get that fails leaves none.
         try:
-            _, stat = await self._call("get", node, watch=self._on_node_event)
+            data, stat = await self._call("get", node, watch=self._on_node_event)
         except NoNodeError:
-            stat = None
+            data, stat = None, None
         if node == self.node and (stat is None or czxid not in (None, stat.czxid)):
-            if stat is None and await self._held_elsewhere(node):
+            if await self._held_elsewhere(node, replaced_by=stat if data == self.data else None):
                 return
             self.registration_vanished(node=node)  # the reconcile's scan finds it gone
 
-    async def _held_elsewhere(self, node: str) -> bool:
-        """Our node gone, is our record still registered under another node? A second nerve
-        with our instance id (started while this one still runs) deletes our node as its
-        leftover; writing ours again would delete its node in turn, and the two would take
-        turns for ever. The registration stands, so this one stands aside (its node
-        forgotten, not withdrawn later), watching the other's node."""
-        try:
-            holder = await self._holding_node()
-        except Exception:  # no answer: taken for gone, written again (the scan is safe)
-            return False
-        if holder is None:
-            return False
+    async def _held_elsewhere(self, node: str, replaced_by: Any = None) -> bool:
+        """Our node gone (or, ``replaced_by``: replaced, under a fixed name, by another
+        session's node with our record), is our record still registered by another nerve
+        with our instance id? Then this one stands aside (its node forgotten, not withdrawn
+        later)."""
+        if replaced_by is not None:
+            # (a hand-over's successor on a new session: it is taking over, and the retire
+            # leaves its node alone; a persistent node has no owner to tell apart)
+            if self.successor is not None or replaced_by.ephemeralOwner in (0, self._session()):
+                return False
+            holder = node
+        else:
+            try:
+                copies = await self._copies()
+            except Exception:  # no answer: taken for gone, written again (the scan is safe)
+                return False
+            if not copies:
+                return False
+            holder = copies[0][0]
         event(log, "registration_taken_over", level=logging.WARNING, service=self.service,
               node=node, by=holder)  # fmt: skip
         self.node, self.czxid = None, None
         return True
 
-    async def _holding_node(self) -> str | None:
-        """The other nerve's node holding our record, its watch armed (None: there is none)."""
-        for _ in range(3):  # (a holder deleted between the listing and its watch: look again)
-            copies = await self._copies()
-            if not copies:
-                return None
-            self._holder = copies[0][0]
-            try:
-                await self._call("get", self._holder, watch=self._on_node_event)
-            except NoNodeError:
-                continue
-            return self._holder
-        return None
-
-    def _aside(self) -> bool:
-        """Standing aside: meant to be registered, our record held by another nerve's node."""
-        return self.node is None and self.registered and self.desired and not self.holding
+    def _session(self) -> int | None:
+        return self.conn.client.client_id[0] if self.conn.client.client_id else None
 
     def _on_node_event(self, watched: WatchedEvent) -> None:
         # kazoo's thread: hop to the loop. NONE: the session ended (_on_session handles it).
@@ -108,30 +99,15 @@ class NodeWatch:
                 self.conn.loop.call_soon_threadsafe(self._node_changed, watched.path)
 
     def _node_changed(self, path: str) -> None:
-        ours = path == self.node and self.registered  # (our own withdraw's delete: node None)
-        if ours or (path == self._holder and self._aside()):
+        if path == self.node and self.registered:  # (our own withdraw's delete: node None)
             task = asyncio.get_running_loop().create_task(self._look_again(path))
             self._looks.add(task)
             task.add_done_callback(self._looks.discard)
 
     async def _look_again(self, path: str) -> None:
-        if path == self._holder and self.node is None:
-            await self._look_at_holder()
-            return
         try:
             await self._watch_node()  # re-armed: a watch fires once
         except Exception:  # no answer: the reconcile task scans, then watches again
             if path == self.node:
                 self.uncertain = True
                 self.wake()
-
-    async def _look_at_holder(self) -> None:
-        """The node we stood aside for changed: our record still held (by it, or another
-        copy: watched in turn), stay aside; withdrawn, write ours again. No answer: stay
-        aside (a lost session brings ours back anyway)."""
-        with contextlib.suppress(Exception):
-            if await self._holding_node() is None and self._aside():
-                event(log, "registration_resumed", level=logging.WARNING,
-                      service=self.service, by=self._holder)  # fmt: skip
-                self._holder = None
-                self.mark_lost()  # (the reconcile's scan finds no copy: ours is created)
