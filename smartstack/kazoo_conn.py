@@ -115,9 +115,15 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
 
     def _invoke(self, timeout: float, *args: Any, **kwargs: Any) -> Any:
         """The handshake's (and auth's) exchange, waiting at most HANDSHAKE_TIMEOUT_CAP_S and
-        the session's share of each resolved address (a third at least)."""
+        the session's share of each resolved address (a third at most) when there are several."""
         session = self.client._session_timeout / 1000.0
-        share = session / max(HANDSHAKE_SESSION_SHARE, self._addresses)
+        # One address: nothing else to try, so no share (a slow handshake, e.g. a loaded
+        # member's fsync, of 4 s never completed under a 3.3 s share: 6 attempts in 25 s).
+        share = (
+            session / max(HANDSHAKE_SESSION_SHARE, self._addresses)
+            if self._addresses > 1
+            else session
+        )
         return super()._invoke(min(timeout, HANDSHAKE_TIMEOUT_CAP_S, share), *args, **kwargs)
 
     def _read_socket(self, read_timeout: float) -> Any:

@@ -38,6 +38,7 @@ AddrInfo = tuple[int, int, int, tuple]  # family, type, proto, sockaddr
 HAPPY_EYEBALLS_DELAY_S = 0.25  # RFC 8305's recommended connection attempt delay
 # Covers the kernel's SYN retransmits at 1 s and 3 s: a live but busy host still connects.
 CONNECT_TIMEOUT_S = 4.0
+LOOKUP_WAIT_S = 1.0  # a lookup of a name with addresses kept (see addresses())
 Key = tuple[str, int]
 
 _resolved: dict[Key, list[AddrInfo]] = {}  # (name, port) -> its last addresses, preferred first
@@ -66,15 +67,19 @@ async def open_connection(
 
 async def addresses(host: str, port: int) -> list[AddrInfo]:
     """``host``'s addresses, the one that connected last first; its last known ones when
-    the lookup fails (and some are known)."""
+    the lookup fails or takes over LOOKUP_WAIT_S (and some are known)."""
     key = (host, port)
+    kept = _resolved.get(key)
+    lookup = asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     try:
-        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        kept = _resolved.get(key)
+        # With addresses kept, a resolver that hangs (glibc: 5 s per try) must not spend the
+        # caller's few seconds (a lease keep-alive's 3 s): they are used after LOOKUP_WAIT_S.
+        found = await (asyncio.wait_for(lookup, LOOKUP_WAIT_S) if kept else lookup)
+    except (socket.gaierror, TimeoutError) as exc:
         if not kept:
             raise
-        _streak(key).failure(f"{type(exc).__name__}: {exc}", host=host, port=port,
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else f"no answer in {LOOKUP_WAIT_S:g} s"
+        _streak(key).failure(why, host=host, port=port,
                              addresses=_text(kept))  # fmt: skip
         return kept
     infos = [(family, kind, proto, addr) for family, kind, proto, _, addr in found]

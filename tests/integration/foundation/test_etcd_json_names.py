@@ -132,3 +132,26 @@ async def test_a_timeout_names_the_endpoint_and_its_addresses(
             await asyncio.wait_for(conn.list_prefix(b"/by-name/", 1), 10)
     # before: "TimeoutError: " and nothing else, in the logs and synapse's status
     assert str(raised.value) == f"no answer from {NAME}:2379 (127.0.0.1) in 1 s"
+
+
+async def test_a_resolver_that_hangs_leaves_the_keepalive_its_time(
+    etcd: EtcdCluster, resolve: Resolve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resolver that does not answer (glibc gives up after 5 s per try) while etcd is up:
+    the addresses kept are used after LOOKUP_WAIT_S, inside a keep-alive's 3 s (before, every
+    keep-alive timed out in the lookup and the lease ran out)."""
+    resolve([(etcd.host, etcd.port)])
+    conn = EtcdJsonKVConnection([f"{NAME}:2379"], timeout=3)
+    try:
+        granted = await conn.with_client(lambda client: client.lease(10))
+
+        def hanging(*_args: object, **_kwargs: object) -> list:
+            time.sleep(5)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+        monkeypatch.setattr(socket, "getaddrinfo", hanging)
+        kept = await conn.with_client(lambda client: conn.keepalive(client, granted.id))
+    finally:
+        await conn.close()
+    assert kept.TTL > 0
+    assert conn.failovers == 0
