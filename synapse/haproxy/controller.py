@@ -50,6 +50,7 @@ from synapse.haproxy.ops import Op, Plan, Reload
 from synapse.haproxy.owed import OwedRender
 from synapse.haproxy.pending import PendingReload
 from synapse.haproxy.planner import plan
+from synapse.haproxy.port_taken import PortWait
 from synapse.haproxy.reader import RunningReader
 from synapse.haproxy.reload_gate import GateDecision, ReloadGate
 from synapse.haproxy.render import Renderer
@@ -91,16 +92,16 @@ class HAProxyController:
             self._supervisor = Supervisor(
                 self._managed, self._restart_after_exit, lambda: self.config.restart_interval, clock
             )
-        self._installer = Installer(
-            config, self.settings, self._runtime, self._managed, self.metrics, clock
-        )
+        self._lock = asyncio.Lock()
+        ports = PortWait.of(self._isolation, self._managed, self._lock, self._apply_locked)
+        self._installer = Installer(config, self.settings, self._runtime, self._managed,
+                                    self.metrics, clock, ports)  # fmt: skip
         self._reader = RunningReader(self._runtime, self._installer.file, clock)
         self._dumper = state_dumper(self.settings, self._runtime, self._managed, self._reader)
         kept = [self._reader.release, *(d.runtime.release for d in [self._dumper] if d)]
         self._installer.releases += kept  # (released with its own after a reload)
         self._gate = ReloadGate(config.restart_interval, config.restart_jitter, clock, rng)
         self._check = ReloadCheck(self._gate)
-        self._lock = asyncio.Lock()
         self._express = Express(self._reader, self._capabilities, self._run_ops)
         self._acked: float | None = None  # HAProxy answered this apply's first commands
         self._desired: list[DesiredService] = []
@@ -172,7 +173,7 @@ class HAProxyController:
         the next synapse, or stop it (``managed.stop_on_exit``)."""
         self._stopping = True  # (first: no revive or restart while the owed render is paid)
         await self._owed.close()  # the file says what HAProxy runs (the next synapse's start)
-        for part in (self._supervisor, self._dumper):  # (no restart, no dump from here on)
+        for part in (self._supervisor, self._dumper, self._installer.ports):  # (none from now)
             if part is not None:
                 await part.stop()
         await self._pending.cancel()
@@ -210,10 +211,11 @@ class HAProxyController:
     def _has_desired(self) -> bool:
         return self._applied and not self._stopping
 
-    async def _apply_locked(self) -> ApplyResult:
-        """Plan against HAProxy and act (``isolation``: a refused candidate isolates the
-        services it names, the rest is applied). The caller holds the lock."""
-        result = await self._isolation.apply(self._apply_with, self._desired, self.settings)
+    async def _apply_locked(self, desired: list[DesiredService] | None = None) -> ApplyResult:
+        """Plan against HAProxy and act on ``desired`` (None: the last); a refused candidate
+        isolates the services it names, the rest is applied (``isolation``). Under the lock."""
+        desired = self._desired if desired is None else desired
+        result = await self._isolation.apply(self._apply_with, desired, self.settings)
         if self._isolation.isolated:  # the refusal stays on /status while it lasts
             self.info.validation_error = self.info.last_validation_error
         return result
@@ -437,9 +439,7 @@ class HAProxyController:
         if self._stopping or not await self._installer.start_from_file():
             return False
         self._watch_process()
-        self.info.starts += 1
-        self.metrics.reloads.labels("start").inc()
-        event(log, "haproxy_started", kind="start", level=logging.WARNING, reason=reason)
+        self._failures.started_from_file(reason)
         # Like after a start: the structure and what may differ at once, the rest later.
         layout = self._installer.layout if self.config.do_writes and self._applied else None
         bridge = await revived(self._reader, layout, self._desired, self._capabilities())

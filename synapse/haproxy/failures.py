@@ -48,6 +48,12 @@ class Failures:
         event(log, "haproxy_started" if started else "haproxy_reloaded", kind=kind,
               reason=reload.summary, ms=round(elapsed * 1000, 1))  # fmt: skip
 
+    def started_from_file(self, reason: str) -> None:
+        """A managed HAProxy that was down runs the config file again (``reason``)."""
+        self._info.starts += 1
+        self._metrics.reloads.labels("start").inc()
+        event(log, "haproxy_started", kind="start", level=logging.WARNING, reason=reason)
+
     def invalid(
         self, error: str, reasons: tuple[tuple[str, str], ...], candidate: str | None
     ) -> ApplyResult:

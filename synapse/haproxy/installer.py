@@ -40,9 +40,11 @@ from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.edge_sync import EdgeSync
 from synapse.haproxy.failures import Failures
 from synapse.haproxy.loadmark import LoadMark
-from synapse.haproxy.managed import HAProxyProcessError, ManagedHAProxy
+from synapse.haproxy.managed import HAProxyProcessError, ManagedHAProxy, PortsTaken
 from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.ops import Plan, Reload
+from synapse.haproxy.port_taken import PortWait
+from synapse.haproxy.ports import Clash
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.settings import Settings
 from synapse.haproxy.sockets import HAProxySocketError
@@ -65,10 +67,16 @@ class InstallFailed(Exception):
     longest wait before the next try (None: the reload gate's own)."""
 
     def __init__(
-        self, message: str, invalid: bool = False, unanswered: bool = False, disk: bool = False
+        self,
+        message: str,
+        invalid: bool = False,
+        unanswered: bool = False,
+        disk: bool = False,
+        taken: list[Clash] | None = None,
     ) -> None:
         super().__init__(message)
         self.invalid, self.unanswered = invalid, unanswered
+        self.taken = taken or []  # the frontend ports other processes listen on
         # A file that could not be written (a full disk): a try costs next to nothing, and
         # waiting the gate's full backoff (60 s) delayed the reload long after space came back.
         self.cap = DISK_RETRY_S if disk else None
@@ -83,8 +91,10 @@ class Installer:
         managed: ManagedHAProxy | None,
         metrics: HAProxyMetrics,
         clock: Callable[[], float],
+        ports: PortWait | None = None,
     ) -> None:
         self.config, self.settings = config, settings
+        self.ports = ports  # managed: services' frontends on ports another process holds
         self.runtime = runtime
         # Other kept connections' releases (the settle reads', the state dumper's).
         self.releases: list[Callable[[], Awaitable[None]]] = []
@@ -232,6 +242,9 @@ class Installer:
             if not checked:  # (a check without a verdict: the start's failure stands)
                 with contextlib.suppress(InstallFailed):
                     error = await self.validate(candidate)
+            if error is None and failed.taken and self.ports is not None:  # (port_taken)
+                path, services = self.settings.candidate_path, layout.services
+                error = await self.ports.refusal(candidate.text, path, services, failed.taken)
             self.edge.refused()
             if previous[0] is not None:
                 await self._restore(*previous)  # the old config is still what HAProxy runs
@@ -308,7 +321,8 @@ class Installer:
                 else:
                     await self.managed.start()
             except (HAProxyProcessError, HAProxySocketError) as err:
-                raise InstallFailed(str(err)) from err
+                taken = err.clashes if isinstance(err, PortsTaken) else None
+                raise InstallFailed(str(err), taken=taken) from err
             return
         before = await self._worker_pid()
         assert self.config.reload_command is not None

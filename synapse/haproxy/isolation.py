@@ -36,6 +36,7 @@ from synapse.atomic import read_text
 from synapse.config import HAProxyConfig, ServiceConfig
 from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.configtext import ParsedConfig
+from synapse.haproxy.ports import TAKEN
 from synapse.haproxy.seeding import SHARED_FRONTEND, seed_block
 from synapse.haproxy.settings import Settings
 from synapse.identity import moved
@@ -103,6 +104,11 @@ class Isolated:
     error: str
     since: float
 
+    @property
+    def taken(self) -> bool:
+        """Left out for a port another process listens on (``port_taken``), not a bad line."""
+        return TAKEN in self.error
+
 
 class Isolation:
     def __init__(self, registry: CollectorRegistry, running: RunningSource | None = None) -> None:
@@ -120,6 +126,7 @@ class Isolation:
         self._lost: dict[str, str] = {}  # HAProxy ran them, their block could not be kept: why
         self._stand_ins: dict[str, tuple[DesiredService, DesiredService]] = {}
         self._settled: list[DesiredService] = []  # the input of the last ``settled``
+        self.given: list[DesiredService] = []  # the last whole input (``port_taken`` retries)
 
     def substitute(
         self, desired: list[DesiredService], complete: bool = True
@@ -127,6 +134,8 @@ class Isolation:
         """``desired`` with isolated services on their last good block (left out when they
         have none); an isolated service whose block changed is tried again. ``complete``:
         ``desired`` is the whole input (an isolated service missing from it is gone)."""
+        if complete:
+            self.given = desired
         if not self.isolated:
             return desired  # the usual case: no loop over every service per apply
         if complete:
@@ -192,7 +201,10 @@ class Isolation:
         names = found - set(self.isolated)
         by_name = {service.name: service for service in desired}
         for name in sorted(names):
-            detail = [line for line in result.error.splitlines() if line.strip()][:3]
+            detail = [line for line in result.error.splitlines() if line.strip()]
+            if TAKEN in result.error:  # (one line per port: this service's)
+                detail = [x for x in detail if name in culprits(x, str(candidate), text, desired)]
+            detail = detail[:3]
             self.isolated[name] = Isolated(by_name[name].config, "\n".join(detail), time.time())
             self._settled = []
             self.gauge.labels(name).set(1)
@@ -209,7 +221,8 @@ class Isolation:
             return "its last good config"
         if name in self._lost:
             return "left out (its running block cannot be kept)"
-        return "left out (never valid)"
+        return "left out (its frontend port is taken)" if self.isolated[name].taken else \
+            "left out (never valid)"  # fmt: skip
 
     def _seed(self, service: DesiredService) -> None:
         """An isolated service without a last good block: the block HAProxy runs, read
@@ -269,6 +282,11 @@ class Isolation:
         isolated = tuple(sorted(self.isolated))
         return replace(result, reload=ApplyOutcome.INVALID, error=error, isolated=isolated)
 
+    def end(self, name: str, why: str) -> None:
+        """End ``name``'s isolation (its port is free: ``port_taken``); the next apply of
+        the whole input tries its block again."""
+        self._clear(name, why)
+
     def _clear(self, name: str, why: str, gone: bool = False) -> None:
         self.isolated.pop(name, None)
         self._stand_ins.pop(name, None)
@@ -295,4 +313,6 @@ class Isolation:
             return "last good config"
         if name in self._lost:
             return f"not in HAProxy (its running block cannot be kept: {self._lost[name]})"
+        if self.isolated[name].taken:
+            return "not in HAProxy (its frontend port is taken by another process)"
         return "not in HAProxy (never valid)"

@@ -56,7 +56,12 @@ from synapse.haproxy.sockets import HAProxySocketError
 from synapse.haproxy.supervisor import Supervisor
 from synapse.haproxy.taken import take_listeners
 
-__all__ = ["HAProxyProcessError", "ManagedHAProxy", "Supervisor"]  # (the controller's import)
+__all__ = [
+    "HAProxyProcessError",
+    "ManagedHAProxy",
+    "PortsTaken",
+    "Supervisor",
+]  # (the controller's import)
 
 log = logging.getLogger("synapse.haproxy.managed")
 POLL = 0.02
@@ -64,6 +69,14 @@ POLL = 0.02
 
 class HAProxyProcessError(Exception):
     """Starting or reloading the managed HAProxy failed; the message has HAProxy's output."""
+
+
+class PortsTaken(HAProxyProcessError):
+    """The config binds ports another process listens on: not started or reloaded."""
+
+    def __init__(self, clashes: list[ports.Clash]) -> None:
+        super().__init__(f"{ports.TAKEN}: " + "; ".join(map(str, clashes)))
+        self.clashes = clashes
 
 
 class ManagedHAProxy:
@@ -339,15 +352,15 @@ class ManagedHAProxy:
             text = await asyncio.to_thread(self.settings.config_path.read_text)
         except OSError:
             return  # HAProxy itself reports a config file it cannot read
+        if clashes := await self.taken(text, replaces):
+            raise PortsTaken(clashes)
+
+    async def taken(self, text: str, replaces: int | None = None) -> list[ports.Clash]:
+        """The ``bind`` addresses of config ``text`` another process listens on (not this
+        HAProxy: its processes, the listeners synapse holds for it)."""
         held = self.listeners.inodes() if self.listeners is not None else set()
-        clashes = await asyncio.to_thread(
-            lambda: ports.foreign_listeners(text, self._own_pids(replaces), held)
-        )
-        if clashes:
-            raise HAProxyProcessError(
-                "frontend port already in use, HAProxy would share it (SO_REUSEPORT): "
-                + "; ".join(str(clash) for clash in clashes)
-            )
+        own = self._own_pids(replaces)
+        return await asyncio.to_thread(ports.foreign_listeners, text, own, held)
 
     def _own_pids(self, replaces: int | None) -> set[int]:
         """The HAProxy processes synapse started or adopted: the master (and the one it

@@ -25,6 +25,7 @@ LISTEN = "0A"
 _SKIPPED_PREFIXES = ("unix@", "abns@", "fd@", "sockpair@", "udp", "quic", "/")
 _FAMILY_PREFIXES = ("ipv4@", "ipv6@", "tcp@", "tcp4@", "tcp6@")
 MAX_RANGE = 256  # ports of one "bind :8000-8010" range checked at most
+TAKEN = "frontend port already in use, HAProxy would share it (SO_REUSEPORT)"
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,18 @@ def runs_config(pid: int, config_path: str) -> bool:
     except OSError:
         return False
     return config_path.encode() in args
+
+
+def clash_lines(config_text: str, clashes: Iterable[Clash]) -> list[tuple[int, Clash]]:
+    """(line number, clash) for each ``bind`` line of ``config_text`` that binds a clash's
+    address and port (numbered as ``str.splitlines``, as isolation reads a candidate)."""
+    found = []
+    for number, line in enumerate(config_text.splitlines(), 1):
+        tokens = line.split()
+        if len(tokens) >= 2 and tokens[0] == "bind":
+            written = tokens[1].split(",")
+            found += [(number, clash) for clash in clashes if clash.address in written]
+    return found
 
 
 def foreign_listeners(

@@ -44,6 +44,7 @@ def test_a_taken_admin_port_is_logged_and_synapse_keeps_serving(http_backend_fac
 
 
 def test_a_second_synapse_on_the_same_frontend_port_fails_loudly(http_backend_factory):
+    """Its service is left out (isolated, port and holder named); nothing is shared."""
     a, b = http_backend_factory("a"), http_backend_factory("b")
     port = free_port()
     with Synapse({"svc": base_service(port, a)}) as first:
@@ -55,8 +56,8 @@ def test_a_second_synapse_on_the_same_frontend_port_fails_loudly(http_backend_fa
             line = next(x for x in second.log(200).splitlines() if "already bound by" in x)
             assert f"port {port} (localhost:{port}) is already bound by pid" in line
             assert "(haproxy)" in line and "SO_REUSEPORT" in line
-            error = wait(lambda: second.status()["haproxy"].get("last_reload_error"))
-            assert f"port {port}" in error["message"]
+            isolated = wait(lambda: second.status()["haproxy"]["isolated_services"].get("svc"))
+            assert f"port {port}" in isolated["error"] and "taken" in isolated["running"]
             # Nothing was shared: every request still reaches the first synapse's backend.
             assert set(spread(port, 30)) == {"a"}
             assert second.process.alive and first.process.alive

@@ -11,7 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from haproxy_helpers import eventually, read_back, server, serves, service, web
+from haproxy_helpers import eventually, managed_config, read_back, server, serves, service, web
 from prometheus_client import CollectorRegistry
 
 from synapse.contract import ApplyOutcome
@@ -445,9 +445,10 @@ async def test_edge_shared_frontend_routes_by_host(managed_factory, http_backend
 
 
 async def test_failed_reload_keeps_the_old_worker_and_retries(
-    managed_factory, http_backend_factory
+    managed_factory, http_backend_factory, sockdir
 ):
-    """`haproxy -c` passes, the new worker cannot bind: the old one serves, the file rolls back."""
+    """`haproxy -c` passes, the new worker cannot bind: the old one serves, the file rolls back.
+    (A bind of the operator's own section: a service's is left out instead, test_port_taken.)"""
     b1 = http_backend_factory("b1")
     port, taken = free_port(), free_port()
     registry = CollectorRegistry()
@@ -455,12 +456,15 @@ async def test_failed_reload_keeps_the_old_worker_and_retries(
     await controller.apply([web(port, [b1])], "t")
     good = Path(controller.settings.config_path).read_text()
     workers = (await show_proc(controller)).workers
-    api = service("api", [server("127.0.0.1", b1.port, "b1")], port=taken)
+    extra = {"listen extra": [f"bind localhost:{taken}", f"server b1 127.0.0.1:{b1.port}"]}
 
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", taken))
         blocker.listen()
-        failed = await controller.apply([web(port, [b1]), api], "port in use")
+        await controller.update_config(
+            managed_config(sockdir, restart_interval=0, extra_sections=extra)
+        )
+        failed = await controller.apply([web(port, [b1])], "port in use")
         # Found before HAProxy tries (synapse.haproxy.ports): the port and its owner.
         assert failed.reload is ApplyOutcome.FAILED
         assert f"port {taken} (localhost:{taken}) is already bound by pid" in (failed.error or "")
