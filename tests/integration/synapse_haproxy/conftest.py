@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
 import shutil
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,10 +21,29 @@ from synapse.haproxy.controller import HAProxyController
 
 @pytest.fixture
 def sockdir() -> Iterator[Path]:
-    """A short directory: unix socket paths must stay under 108 bytes."""
+    """A short directory: unix socket paths must stay under 108 bytes. No HAProxy running a
+    config file in it outlives the test: one a test killed is restarted by the controller's
+    supervisor, then left running by a stop with ``stop_on_exit: false`` (67 masters had
+    piled up on a 2-core host, loading every later test)."""
     path = Path(tempfile.mkdtemp(prefix="shx-"))
     yield path
+    kill_haproxies_under(path)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def kill_haproxies_under(directory: Path) -> None:
+    """SIGKILL every process started with ``-f <a file in directory>`` (masters and workers)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        configs = [Path(os.fsdecode(b)) for a, b in itertools.pairwise(args) if a == b"-f"]
+        if any(config.parent == directory for config in configs):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 ControllerFactory = Callable[..., HAProxyController]
