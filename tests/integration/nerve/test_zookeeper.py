@@ -64,7 +64,10 @@ async def test_register_withdraw_reregister_in_nerves_format(
     async with running_nerve(nerve_config({"web": service})) as daemon:
         first = await until(lambda: children(kz, path), what="registration")
         elapsed = time.monotonic() - started
-        assert elapsed <= rise * interval + 1
+        # (from before the daemon's start: its session and first rounds; 2.5 s of it was
+        # seen at load 12-15 on 2 cores. A wait for a session timeout or a 5 s hand-over
+        # would still fail it.)
+        assert elapsed <= rise * interval + 2.5
         assert elapsed >= (rise - 1) * interval - 0.05  # not before `rise` passing rounds
         assert len(first) == 1 and NAME.match(first[0]), first
         data, stat = kz.get(f"{path}/{first[0]}")
