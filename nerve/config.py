@@ -16,6 +16,12 @@ from smartstack.config_check import refuse_unspecified, services_problem
 from smartstack.configfile import ConfigError, ConfigModel, load
 from smartstack.modelbase import Field, field_validator, model_validator
 from smartstack.record_fields import MAX_WEIGHT, coerce_label_values
+from smartstack.registry_address import (
+    check_etcd_endpoints,
+    check_etcd_host,
+    check_zk_hosts,
+    join_host_port,
+)
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
 from smartstack.statsd import StatsdConfig
 
@@ -169,9 +175,14 @@ class ServiceConfig(ConfigModel):
                 raise ValueError("reporter_type zookeeper needs 'zk_hosts' (list of host:port)")
             if not self.zk_path:
                 raise ValueError("reporter_type zookeeper needs 'zk_path'")
+            check_zk_hosts(self.zk_hosts, "zk_hosts")  # (kazoo's parser fails only once running)
         elif not (self.etcd_host or self.etcd_endpoints):
             raise ValueError("reporter_type etcd needs 'etcd_host' or 'etcd_endpoints'")
         else:
+            if self.etcd_endpoints:
+                check_etcd_endpoints(self.etcd_endpoints, "etcd_endpoints")
+            else:
+                check_etcd_host(self.etcd_host or "", "etcd_host")
             check_etcd_security(
                 self.etcd_endpoint_list(), self.etcd_user, self.etcd_password, self.etcd_tls
             )
@@ -205,7 +216,7 @@ class ServiceConfig(ConfigModel):
     def etcd_endpoint_list(self) -> list[str]:
         if self.etcd_endpoints:
             return list(self.etcd_endpoints)
-        return [f"{self.etcd_host}:{self.etcd_port}"]
+        return [join_host_port(self.etcd_host or "", self.etcd_port)]
 
     def etcd_transport_used(self) -> Literal["grpc", "json"]:
         """``etcd_transport``, auto decided: etcd's gateway calls etcd back with etcd's own

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from smartstack.logs import FailureStreak
+from smartstack.registry_address import etcd_endpoint
 
 if TYPE_CHECKING:
     from smartstack.registry_auth import EtcdTLS
@@ -143,12 +144,9 @@ class EventQueue:
 
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
-    """'host:port' or 'http://host:port' -> (host, port)."""
-    text = endpoint.split("://", 1)[-1].rstrip("/")
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        return text, 2379
-    return host.strip("[]"), int(port)
+    """'host:port' or 'http://host:port' -> (host, port); ValueError for anything else
+    ('a:2379,b:2379' was host 'a:2379,b'): a config's endpoints were checked so at load."""
+    return etcd_endpoint(endpoint)
 
 
 class CheckTicks:

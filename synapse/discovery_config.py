@@ -7,6 +7,12 @@ from typing import Any, Literal
 
 from smartstack.modelbase import ConfigModel, Field, field_validator, model_validator
 from smartstack.record import _coerce_labels
+from smartstack.registry_address import (
+    check_etcd_endpoints,
+    check_etcd_host,
+    check_zk_hosts,
+    join_host_port,
+)
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
 
 # Discovery methods of Airbnb synapse; the ones we implement are in synapse/watchers.
@@ -200,11 +206,17 @@ class DiscoveryConfig(ConfigModel):
         for key in needs.get(self.method, ()):
             if not getattr(self, key):
                 raise ValueError(f"discovery method {self.method} needs {key!r}")
+        if self.method.startswith("zookeeper"):
+            check_zk_hosts(self.hosts or [], "hosts")  # (kazoo's parser fails only once running)
         if self.method == "etcd":
             if not (self.host or self.endpoints):
                 raise ValueError("discovery method etcd needs 'host' or 'endpoints'")
             if not self.path:
                 raise ValueError("discovery method etcd needs 'path'")
+            if self.endpoints:
+                check_etcd_endpoints(self.endpoints, "endpoints")
+            else:
+                check_etcd_host(self.host or "", "host")
             check_etcd_security(
                 self.etcd_endpoint_list(), self.etcd_user, self.etcd_password, self.etcd_tls
             )
@@ -233,4 +245,4 @@ class DiscoveryConfig(ConfigModel):
     def etcd_endpoint_list(self) -> list[str]:
         if self.endpoints:
             return list(self.endpoints)
-        return [f"{self.host}:{self.port}"]
+        return [join_host_port(self.host or "", self.port)]
