@@ -173,7 +173,11 @@ async def test_a_master_a_live_synapse_manages_is_not_taken(
     b1 = http_backend_factory("b1")
     port = free_port()
     configs = sockdir / "haproxy.cfg", otherdir / "haproxy.cfg"
-    first = managed_factory()
+    # (no copies of its listeners in this process: the test's own pid would be a clash owner
+    # and the master's owner record never read)
+    first = managed_factory(
+        managed={"stats": {"enabled": False}, "stop_on_exit": True, "hold_listeners": False}
+    )
     second = HAProxyController(managed_config(otherdir), CollectorRegistry())
     try:
         await first.apply([web(port, [b1])], "first")
