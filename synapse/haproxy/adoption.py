@@ -31,6 +31,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,6 +122,27 @@ async def find_master(
             why_not = f"HAProxy master {listed} runs {config} but gives no worker on {socket}"
             return Found(None, masters, f"{why_not} ({error[:500]}): not starting a second one")
         await asyncio.sleep(POLL)
+
+
+def beside(
+    config: Path, socket: Path, adopted: int, orphaned: Callable[[int], bool],
+    retiring: Collection[int],
+) -> tuple[int, ...]:  # fmt: skip
+    """Other live masters running our config beside the ``adopted`` one: a synapse stopped or
+    killed while its new master replaced the old one. Ours under our master socket; under
+    another only when ``orphaned`` (its owner record names a synapse that is gone: never a live
+    one's). The first reload soft-stops them (blocking: /proc)."""
+    ours = running_masters(config, socket)
+    found = tuple(
+        pid for pid in running_masters(config, None)
+        if pid != adopted and pid not in retiring and (pid in ours or orphaned(pid))
+    )  # fmt: skip
+    if found:
+        event(log, "haproxy_masters_beside", level=logging.WARNING, master_pid=adopted,
+              masters=list(found), config=str(config), detail="they run our config beside "
+              "the adopted master (synapse stopped while it replaced one?): the first reload "
+              "soft-stops them")  # fmt: skip
+    return found
 
 
 def _moved(config: Path, why: str) -> Found:

@@ -41,8 +41,8 @@ from pathlib import Path
 
 from smartstack.logs import event
 from synapse.config import ManagedHAProxy as ManagedConfig
-from synapse.haproxy import moved, ports
-from synapse.haproxy.adoption import Found, find_master
+from synapse.haproxy import moved, ports, replacement
+from synapse.haproxy.adoption import Found, beside, find_master
 from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.binary_check import other_binary
 from synapse.haproxy.exit_policy import stop_reason
@@ -56,12 +56,7 @@ from synapse.haproxy.sockets import HAProxySocketError
 from synapse.haproxy.supervisor import Supervisor
 from synapse.haproxy.taken import take_listeners
 
-__all__ = [
-    "HAProxyProcessError",
-    "ManagedHAProxy",
-    "PortsTaken",
-    "Supervisor",
-]  # (the controller's import)
+__all__ = ["HAProxyProcessError", "ManagedHAProxy", "PortsTaken", "Supervisor"]  # (controller)
 
 log = logging.getLogger("synapse.haproxy.managed")
 POLL = 0.02
@@ -107,7 +102,7 @@ class ManagedHAProxy:
         self._stopping = False  # HAProxy's alerts about its workers exiting are expected
         self.retiring = Retiring()  # masters replaced (their sockets were gone), until they end
         self._stale = ""  # why the adopted master is replaced at the next reload (if at all)
-        self._strays: tuple[int, ...] = ()  # more masters adopted with it, replaced with it
+        self._strays: tuple[int, ...] = ()  # more masters adopted with it or beside it: retired
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -138,6 +133,9 @@ class ManagedHAProxy:
         self.master_pid = found.proc.master_pid if found.proc else found.masters[0]
         self.worker_pid = found.proc.workers[0] if found.proc else None
         self._strays = found.masters[1:] if found.moved else ()
+        if found.proc is not None and self.master_pid:  # (a stop or kill mid-replacement)
+            mine = self.master_pid, moved.orphaned, self.retiring.pids()
+            self._strays = await asyncio.to_thread(beside, config, socket, *mine)
         self._stale = found.moved
         event(log, "haproxy_adopted", master_pid=self.master_pid, worker_pid=self.worker_pid,
               when=why, sockets="answer" if found.proc else "missing")  # fmt: skip
@@ -233,7 +231,10 @@ class ManagedHAProxy:
         before = await self.master.show_proc()
         try:
             await self.master.reload()  # 2.6 answers nothing
-            return await self._wait_for_worker(set(before.workers), self.reload_timeout, before)
+            worker = await self._wait_for_worker(set(before.workers), self.reload_timeout, before)
+            strays, self._strays = self._strays, ()  # (it runs the config now: they may go)
+            self.retiring.retire_all(map(Old, strays), "beside the adopted master")
+            return worker
         finally:
             # Even when the reload is not confirmed, HAProxy may run the new config: a port
             # it dropped must be let go (a failed fetch drops every copy).
@@ -247,21 +248,24 @@ class ManagedHAProxy:
         one (it still serves) is kept: the next reload tries again."""
         assert self.master_pid is not None  # (never 0: os.kill(0, ...) signals our group)
         old = Old(self.master_pid, self._proc, self._relay, self._pipe)
-        worker, strays = self.worker_pid, self._strays
         fields = {"missing": missing} if missing is not None else {"reason": why}
         event(log, name, level=logging.WARNING, master_pid=old.pid, **fields,
               listeners=await self._copies(old.pid),
               detail="a new HAProxy replaces it")  # fmt: skip
-        self._proc, self._relay, self._pipe = None, None, None
-        self.master_pid = self.worker_pid = None
+        # (a stop waits, bounded by start_timeout: cut short, the old one would serve for good)
+        return await replacement.finish(asyncio.create_task(self._take_over(old, why)))
+
+    async def _take_over(self, old: Old, why: str) -> int:
+        """A new master in place of ``old``, then ``old`` and the strays soft-stopped."""
+        worker, strays = self.worker_pid, self._strays  # (the launch forgets them)
+        self._proc = self._relay = self._pipe = self.master_pid = self.worker_pid = None
         try:
             await self._launch(replaces=old.pid)
         except HAProxyProcessError:
             self.master_pid, self.worker_pid, self._proc, self._relay, self._pipe = (
                 old.pid, worker, old.proc, old.relay, old.pipe)  # fmt: skip
             raise
-        for each in (old, *(Old(pid) for pid in strays)):
-            self.retiring.retire(each, f"replaced: {why}")
+        self.retiring.retire_all([old, *map(Old, strays)], f"replaced: {why}")
         assert self.worker_pid is not None
         return self.worker_pid
 

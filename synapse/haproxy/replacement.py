@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
@@ -34,6 +35,7 @@ from synapse.haproxy.pids import end_master, reap, wait_pid_exit
 from synapse.haproxy.settings import Settings
 
 log = logging.getLogger("synapse.haproxy.managed")
+T = TypeVar("T")
 
 
 def socket_paths(settings: Settings) -> list[Path]:
@@ -64,6 +66,23 @@ def make_dirs(paths: Iterable[Path]) -> None:
               detail="missing (removed while synapse ran?): made for HAProxy")  # fmt: skip
 
 
+async def finish(task: asyncio.Task[T]) -> T:
+    """``task``'s result; when the caller is cancelled (synapse stops), ``task`` still runs to
+    its end (its own timeouts bound it: started, the old master retired; or failed, the old
+    one kept) and the cancellation is raised then."""
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True  # (again: still waited for, a replacement cut short is worse)
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # (retrieved: a failed start was logged, the old master kept)
+        raise asyncio.CancelledError
+    return task.result()
+
+
 @dataclass
 class Old:
     """A replaced master: its pid, and what synapse had of it (none of it when adopted)."""
@@ -80,6 +99,13 @@ class Retiring:
 
     def __init__(self) -> None:
         self._waits: dict[int, tuple[Old, asyncio.Task[None]]] = {}
+
+    def pids(self) -> frozenset[int]:
+        return frozenset(self._waits)
+
+    def retire_all(self, olds: Iterable[Old], reason: str) -> None:
+        for old in olds:
+            self.retire(old, reason)
 
     def retire(self, old: Old, reason: str) -> None:
         old.began = time.monotonic()

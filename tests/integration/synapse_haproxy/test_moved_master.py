@@ -10,7 +10,10 @@ a real HAProxy 2.6 under load (synapse.haproxy.adoption, moved, binary_check):
   failed after a redeploy). Now the master a gone synapse left on our ports is adopted and
   replaced the same way; one a live synapse manages is still refused;
 - ``managed.binary`` changed: before, the adopted master ran the old binary for good (its
-  reloads re-execute it). Now the first reload replaces it with the configured one.
+  reloads re-execute it). Now the first reload replaces it with the configured one;
+- synapse stopped during that replacement: before, the old master was never soft-stopped and
+  served beside the new one for good. Now the stop waits for the replacement, and a master
+  left beside the adopted one (a synapse killed then) is soft-stopped at the first reload.
 """
 
 from __future__ import annotations
@@ -211,6 +214,80 @@ async def test_a_changed_binary_replaces_the_adopted_master_at_the_first_reload(
         assert [r.smartstack_fields["running"] for r in changed] == [running]
     finally:
         _kill_all(config)
+
+
+async def _has_worker(config: Path, masters: int) -> bool:
+    """``masters`` masters run ``config``, each with a worker (running_masters needs one)."""
+    return len(running_masters(config, None)) == masters
+
+
+async def test_a_stop_during_the_replacement_leaves_one_master_the_new_one(
+    managed_factory, http_backend_factory, sockdir
+):
+    """SIGTERM (the apply task cancelled, then the controller stopped) once the replacing
+    master has its worker. Before, the old master was never soft-stopped: both served the
+    ports for good, the old one with a config nobody updated."""
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    config = sockdir / "haproxy.cfg"
+    copy = sockdir / "haproxy-new"
+    shutil.copy2(shutil.which("haproxy") or "/usr/sbin/haproxy", copy)
+    port, api_port = free_port(), free_port()
+    try:
+        old = await _left_running(managed_factory, port, b1)
+        second = managed_factory(managed={**LEFT, "binary": str(copy)})
+        await second.start()
+        assert second._managed.master_pid == old and second._managed._stale
+        api = service("api", web(port, [b1]).servers, port=api_port)
+        task = asyncio.create_task(second.apply([web(port, [b1]), api], "a new service"))
+        await eventually(lambda: _has_worker(config, 2), "the replacing master's worker")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await second.stop()  # (stop_on_exit false: left running)
+        left = await eventually(lambda: _has_worker(config, 1), "one master left")
+        assert left and _masters(config) != [old]  # (before: [old, new], for good)
+        third = managed_factory(managed={**LEFT, "binary": str(copy)})
+        await third.start()
+        await third.apply([web(port, [b2]), api], "b1 withdrawn")
+        await serves(port, {"b2"})  # (before: the old master sent b1 3 of 4 requests)
+        assert _masters(config) == [third._managed.master_pid]
+    finally:
+        _kill_all(config)
+
+
+async def test_a_master_beside_the_adopted_one_is_soft_stopped_at_the_first_reload(
+    managed_factory, http_backend_factory, sockdir, caplog
+):
+    """A synapse killed (SIGKILL, OOM) while its replacing master started left two masters
+    on our config and socket; the next one adopted the one that answers and left the other
+    serving for good."""
+    b1 = http_backend_factory("b1")
+    config, socket = sockdir / "haproxy.cfg", sockdir / "haproxy-master.sock"
+    port, api_port = free_port(), free_port()
+    beside: subprocess.Popen[bytes] | None = None
+    try:
+        old = await _left_running(managed_factory, port, b1)
+        args = ["-W", "-db", "-S", f"{socket},mode,600", "-f", str(config)]
+        beside = subprocess.Popen(  # (binds the ports beside it: SO_REUSEPORT)
+            [shutil.which("haproxy") or "haproxy", *args], start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        await eventually(lambda: _has_worker(config, 2), "a second master")
+        second = managed_factory(managed=LEFT)
+        with caplog.at_level(logging.WARNING):
+            await second.start()
+        assert second._managed.master_pid == beside.pid  # (it answers on our socket)
+        strays = [r for r in caplog.records if r.message == "haproxy_masters_beside"]
+        assert [r.smartstack_fields["masters"] for r in strays] == [[old]]
+        api = service("api", web(port, [b1]).servers, port=api_port)
+        result = await second.apply([web(port, [b1]), api], "a new service")
+        assert result.reload is ApplyOutcome.DONE, result
+        await eventually(lambda: _has_worker(config, 1), "one master left")
+        assert _masters(config) == [beside.pid]  # (before: [old, beside], for good)
+    finally:
+        _kill_all(config)
+        if beside is not None:
+            beside.wait(5)
 
 
 def test_a_master_is_taken_only_when_its_record_names_a_synapse_that_is_gone(
