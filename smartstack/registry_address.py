@@ -7,8 +7,9 @@ crash-looped with the service frozen (review s21). Now it is one line naming fil
 value and what was expected, and a SIGHUP with it keeps the running config.
 
 ZooKeeper: ``host``, ``host:port`` (kazoo's and the Ruby zk gem's default port: 2181),
-``[v6]:port``, and a chroot after the last host (``zk3:2181/smartstack``, kazoo's
-connection string ``h1:p1,h2:p2/chroot``). etcd: the same with an optional ``http://`` or
+``[v6]:port``, several in one entry as a connection string (``zk1:2181,zk2:2181``), and a
+chroot after the last host (``zk3:2181/smartstack``, kazoo's connection string
+``h1:p1,h2:p2/chroot``). etcd: the same with an optional ``http://`` or
 ``https://`` and a final ``/``, default port 2379.
 """
 
@@ -88,7 +89,12 @@ def check_zk_hosts(hosts: list[str], key: str) -> None:
         try:
             if not address:
                 raise ValueError("a chroot goes after the last host: 'zk3:2181/chroot'")
-            split_host_port(address, ZK_DEFAULT_PORT)
+            # One entry may be a connection string of several ('zk1:2181,zk2:2181'): kazoo
+            # and Ruby's synapse (hosts joined with ',') both read it.
+            for part in address.split(","):
+                if not part.strip():
+                    raise ValueError("an empty host: a ',' too many")
+                split_host_port(part.lstrip(), ZK_DEFAULT_PORT)  # (as kazoo reads it)
             if slash and not _CHROOT.fullmatch(slash + chroot):
                 raise ValueError(f"chroot {slash + chroot!r}: a chroot is '/name'")
         except ValueError as exc:

@@ -52,7 +52,9 @@ def refusal(load: Any, path: Path) -> list[str]:
 @pytest.mark.parametrize(
     ("entry", "why"),
     [
-        ("127.0.0.1:2181,", "a ',' in it: one host:port per list entry"),
+        ("127.0.0.1:2181,", "an empty host: a ',' too many"),
+        ("zk1:2181,,zk2:2181", "an empty host: a ',' too many"),
+        ("zk1:2181,zk2:2l81", "port '2l81'"),
         ("127.0.0.1: 2181", "port ' 2181'"),
         ("localhost:2l81", "port '2l81'"),
         ("127.0.0.1:2181 ", "port '2181 '"),
@@ -92,6 +94,18 @@ def test_what_kazoo_reads_is_accepted_as_it_reads_it(tmp_path: Path, hosts: obje
     assert given is not None
     addresses, _ = collect_hosts(connection_string(given))  # as the daemons hand it over
     assert len(addresses) == len(given)
+    load_synapse_config(synapse_file(tmp_path, zk(hosts)))
+
+
+def test_an_entry_holding_a_connection_string_is_accepted(tmp_path: Path) -> None:
+    """['zk1:2181,zk2:2181']: kazoo reads it, and Ruby's synapse joins its hosts with ','
+    (configs and tests that hand over an ensemble's connection string as one entry)."""
+    hosts = ["zk1:2181,zk2:2181", "zk3:2181/smartstack"]
+    config, _ = load_nerve_config(nerve_file(tmp_path, zk_hosts=hosts))
+    given = config.services["web"].zk_hosts
+    assert given is not None
+    addresses, chroot = collect_hosts(connection_string(given))
+    assert [port for _, port in addresses] == [2181, 2181, 2181] and chroot == "/smartstack"
     load_synapse_config(synapse_file(tmp_path, zk(hosts)))
 
 
