@@ -32,7 +32,7 @@ from smartstack.etcd_watch import (
     require_leader,
 )
 from smartstack.logs import event
-from smartstack.registry_auth import EtcdTLS
+from smartstack.registry_auth import AUTH_NOT_ENABLED, EtcdTLS, TLSFileError, token_refused
 
 log = logging.getLogger("smartstack.etcd")
 
@@ -74,11 +74,14 @@ GRPC_OPTIONS = {
 }
 
 
-class TLSClient(aetcd.Client):
-    """aetcd.Client over TLS. aetcd 1.0 only opens insecure channels; this is its
-    ``connect()`` with ``secure_channel`` in place of ``insecure_channel``, nothing else."""
+class Client(aetcd.Client):
+    """aetcd.Client whose ``connect()`` opens a TLS channel when given ``tls`` (aetcd 1.0
+    opens insecure ones only) and carries on without a token when etcd's auth is not enabled
+    (as etcd's clientv3 does: credentials may be configured before ``etcdctl auth enable``;
+    ``with_client`` asks again when etcd then refuses the token-less calls). Otherwise
+    aetcd's ``connect()``."""
 
-    def __init__(self, *args, tls: EtcdTLS, **kwargs) -> None:
+    def __init__(self, *args, tls: EtcdTLS | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._tls = tls
 
@@ -91,18 +94,16 @@ class TLSClient(aetcd.Client):
             return
         try:
             self._is_connecting = True
-            # Read on every connect: a renewed certificate is used from the next one on.
-            credentials = grpc.ssl_channel_credentials(*self._tls.read())
-            self.channel = grpc.aio.secure_channel(
-                f"{self._host}:{self._port}", credentials, options=self._options.items()
-            )
+            target, options = f"{self._host}:{self._port}", self._options.items()
+            if self._tls is None:
+                self.channel = grpc.aio.insecure_channel(target, options=options)
+            else:
+                # Read on every connect: a renewed certificate is used from the next one on.
+                # read() checks the files: gRPC aborts the process on an empty cert or key.
+                credentials = grpc.ssl_channel_credentials(*self._tls.read())
+                self.channel = grpc.aio.secure_channel(target, credentials, options=options)
             if self._username is not None and self._password is not None:
-                self.auth_stub = aetcd.rpc.AuthStub(self.channel)
-                request = aetcd.rpc.AuthenticateRequest(
-                    name=self._username, password=self._password
-                )
-                resp = await self.auth_stub.Authenticate(request, timeout=self._timeout)
-                self.metadata = (("token", resp.token),)
+                self.metadata = await self._authenticate()
             self.kvstub = aetcd.rpc.KVStub(self.channel)
             self.clusterstub = aetcd.rpc.ClusterStub(self.channel)
             self.leasestub = aetcd.rpc.LeaseStub(self.channel)
@@ -113,6 +114,20 @@ class TLSClient(aetcd.Client):
             self._connected.set()
         finally:
             self._is_connecting = False
+
+    async def _authenticate(self) -> tuple[tuple[str, str], ...] | None:
+        """The token's metadata; None while etcd's auth is not enabled."""
+        self.auth_stub = aetcd.rpc.AuthStub(self.channel)
+        request = aetcd.rpc.AuthenticateRequest(name=self._username, password=self._password)
+        try:
+            resp = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+        except aetcd.rpc.AioRpcError as exc:
+            if AUTH_NOT_ENABLED not in (exc.details() or ""):
+                raise
+            event(log, "etcd_auth_not_enabled", level=logging.WARNING,
+                  endpoint=f"{self._host}:{self._port}", user=self._username)  # fmt: skip
+            return None
+        return (("token", resp.token),)
 
 
 async def prefix_fingerprint(client: aetcd.Client, prefix: bytes) -> tuple[int, int]:
@@ -179,11 +194,7 @@ class EtcdConnection(Endpoints):
                     timeout=self.timeout,
                     options=GRPC_OPTIONS,
                 )
-                client = (
-                    TLSClient(**settings, tls=self.tls)
-                    if self.tls is not None
-                    else aetcd.Client(**settings)
-                )
+                client = Client(**settings, tls=self.tls)
                 try:
                     await client.connect()
                 except BaseException:
@@ -257,15 +268,6 @@ class EtcdConnection(Endpoints):
                 if self._outage.since is not None:
                     self._outage.success(endpoint=self.current_endpoint)
                 return result
-            except aetcd.exceptions.UnauthenticatedError as exc:
-                # aetcd authenticates only when it connects. etcd forgets a token after
-                # --auth-token-ttl idle seconds and on a restart that gRPC reconnects through
-                # without an error: without a new token every call would fail for ever.
-                if reauthenticated or self.username is None:
-                    raise
-                reauthenticated = True
-                event(log, "etcd_reauthenticate", level=logging.WARNING, error=str(exc)[:120])
-                await self.close()
             except TimeoutError as exc:
                 trouble = await self._endpoint_trouble(client) if probe else "not probed"
                 if trouble is None:
@@ -285,6 +287,16 @@ class EtcdConnection(Endpoints):
                     raise
                 last = ConnectionError(f"etcd client closed by a failover ({self.failovers})")
                 failures += 1
+            except aetcd.exceptions.ClientError as exc:
+                # aetcd authenticates only when it connects. etcd forgets a token after
+                # --auth-token-ttl idle seconds and on a restart that gRPC reconnects through
+                # without an error, and a client that found auth off has none once it is on:
+                # without a new token every call would fail for ever.
+                if reauthenticated or self.username is None or not _token_refused(exc):
+                    raise
+                reauthenticated = True
+                event(log, "etcd_reauthenticate", level=logging.WARNING, error=str(exc)[:120])
+                await self.close()
         assert last is not None
         raise last
 
@@ -340,7 +352,9 @@ class EtcdConnection(Endpoints):
         """Say plainly when the TLS handshake failed: gRPC buries it in a generic
         "failed to connect" message, where it looks like an outage."""
         text = str(exc)
-        if self.tls is None or not any(mark in text for mark in TLS_ERROR_MARKS):
+        if self.tls is None:
+            return
+        if not isinstance(exc, TLSFileError) and not any(m in text for m in TLS_ERROR_MARKS):
             return
         detail = text.split(f":{split_endpoint(self.current_endpoint)[1]}: ", 1)[-1]
         event(log, "etcd_tls_failed", level=logging.ERROR, endpoint=self.current_endpoint,
@@ -351,6 +365,12 @@ class EtcdConnection(Endpoints):
             old, self._client = self._client, None
         await self._close_stream(old)
         await _close_quietly(old)
+
+
+def _token_refused(exc: aetcd.exceptions.ClientError) -> bool:
+    """etcd refused our token, or our lack of one ("user name is empty", as a watch's cancel
+    reason too): authenticating again may cure it."""
+    return isinstance(exc, aetcd.exceptions.UnauthenticatedError) or token_refused(str(exc))
 
 
 def _closed_under_us(used: aetcd.Client | None, current: aetcd.Client | None) -> bool:

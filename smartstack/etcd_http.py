@@ -11,15 +11,13 @@ keepalive so that a peer gone silent (a host lost, not a process) is noticed in 
 from __future__ import annotations
 
 import json
+import os
 import ssl
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from smartstack.http_exchange import Exchange as BaseExchange
-
-if TYPE_CHECKING:
-    from smartstack.registry_auth import EtcdTLS
+from smartstack.registry_auth import EtcdTLS, TLSFileError
 
 # A watch message longer than this is refused (etcd's own limit on a request is 1.5 MB by
 # default; a reply of many events stays well below this).
@@ -55,16 +53,30 @@ class HttpStatusError(Exception):
 
 class TLSContexts:
     """An SSL context for ``EtcdTLS``, made again when one of its files changed: a renewed
-    certificate is used from the next connection on, as with gRPC."""
+    certificate is used from the next connection on, as with gRPC. Changed: another inode
+    (a file renamed over it), size, mtime or ctime: a renewal may keep the mtime (``cp -p``,
+    a file written earlier and renamed), but not the inode and ctime too."""
 
     def __init__(self, tls: EtcdTLS) -> None:
         self.tls = tls
-        self._made: tuple[tuple[float, ...], ssl.SSLContext] | None = None
+        self._made: tuple[tuple[int, ...], ssl.SSLContext] | None = None
+
+    def _stamp(self) -> tuple[int, ...]:
+        stamp: list[int] = []
+        for key in ("ca_cert", "cert_cert", "cert_key"):
+            path = getattr(self.tls, key)
+            try:
+                st = os.stat(path) if path else None
+            except OSError as exc:
+                raise TLSFileError(f"etcd_tls: {key} {path}: {exc.strerror or exc}") from exc
+            if st is not None:
+                stamp += (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return tuple(stamp)
 
     def context(self) -> ssl.SSLContext:
-        files = [p for p in (self.tls.ca_cert, self.tls.cert_cert, self.tls.cert_key) if p]
-        stamp = tuple(Path(p).stat().st_mtime for p in files)
+        stamp = self._stamp()
         if self._made is None or self._made[0] != stamp:
+            self.tls.read()  # an empty or half-written file: TLSFileError, not ssl's "PEM lib"
             context = ssl.create_default_context(cafile=self.tls.ca_cert)
             if self.tls.cert_cert and self.tls.cert_key:
                 context.load_cert_chain(self.tls.cert_cert, self.tls.cert_key)

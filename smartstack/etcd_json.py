@@ -17,7 +17,8 @@ the watch's ``client``, the endpoint turn it was made on, moves on only once for
 that fail together). Moving on fails every watch made on the endpoint left, as a gRPC
 client's stream ends with it; a member that goes silent under the watches is found by a
 status probe (``smartstack.etcd_json_probe``). With user auth, the token is asked for on
-the first call of an endpoint turn and asked for again, once, when etcd no longer knows it.
+the first call of an endpoint turn and asked for again, once, when etcd no longer knows it
+(or, once auth is enabled, wants the token it did not give while auth was off).
 """
 
 from __future__ import annotations
@@ -44,13 +45,12 @@ from smartstack.etcd_events import (
 from smartstack.etcd_http import Exchange, HttpStatusError, Target, TLSContexts, call, open_stream
 from smartstack.etcd_json_probe import WatchProbe
 from smartstack.logs import event
+from smartstack.registry_auth import AUTH_NOT_ENABLED, TLSFileError, token_refused
 
 log = logging.getLogger("smartstack.etcd")
 
 T = TypeVar("T")
 UNAUTHENTICATED = 16  # gRPC status code, as the gateway reports it
-# A JWT token (--auth-token=jwt) issued before an auth change: refused as InvalidArgument.
-STALE_TOKEN = "revision of auth store is old"
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError, TimeoutError)
 # The gateway passes a "Grpc-Metadata-" header on as gRPC metadata: a watch that requires a
 # leader, ended (UNAVAILABLE: the next endpoint) when its member has none.
@@ -156,12 +156,13 @@ def streamed_error(message: dict) -> Exception:
 
 
 def refusal(result: dict) -> Exception:
-    """Why etcd cancelled (or never started) a watch. An unknown token is said in words
-    only: as an Unauthenticated error, so that the connection authenticates again."""
+    """Why etcd cancelled (or never started) a watch. An unknown token (or none, once auth
+    is on) is said in words only: as an Unauthenticated error, so that the connection
+    authenticates again."""
     if result.get("compact_revision"):
         return WatchCompacted(int(result["compact_revision"]))
     reason = str(result.get("cancel_reason") or "no reason")
-    if "code = Unauthenticated" in reason or STALE_TOKEN in reason:
+    if "code = Unauthenticated" in reason or token_refused(reason):
         return HttpStatusError(200, {"code": UNAUTHENTICATED, "message": reason})
     return RuntimeError(f"etcd cancelled the watch: {reason}")
 
@@ -204,10 +205,22 @@ class EtcdJsonConnection(Endpoints):
         if self.username is None:
             return target
         if self._token is None:
-            auth = {"name": self.username, "password": self.password or ""}
+            self._token = await self._authenticate(target)
+        return target._replace(headers={"Authorization": self._token}) if self._token else target
+
+    async def _authenticate(self, target: Target) -> str:
+        """A token; "" while etcd's auth is not enabled (asked again when etcd refuses a call
+        without one: ``token_refused``)."""
+        auth = {"name": self.username, "password": self.password or ""}
+        try:
             reply = await call(target, "/v3/auth/authenticate", auth)
-            self._token = str(reply["token"])
-        return target._replace(headers={"Authorization": self._token})
+        except HttpStatusError as exc:
+            if AUTH_NOT_ENABLED not in exc.message:
+                raise
+            event(log, "etcd_auth_not_enabled", level=logging.WARNING,
+                  endpoint=self.current_endpoint, user=self.username)  # fmt: skip
+            return ""
+        return str(reply["token"])
 
     def _probed(self) -> tuple[Target, object]:
         """Where the watch probe goes: the current endpoint, which carries every live watch
@@ -231,7 +244,7 @@ class EtcdJsonConnection(Endpoints):
             try:
                 result = await asyncio.wait_for(self._on(fn, turn), limit)
             except HttpStatusError as exc:
-                stale = exc.code == UNAUTHENTICATED or STALE_TOKEN in exc.message
+                stale = exc.code == UNAUTHENTICATED or token_refused(exc.message)
                 if stale and self.username and not reauthenticated:
                     reauthenticated, self._token = True, None
                     event(log, "etcd_reauthenticate", level=logging.WARNING, error=exc.message)
@@ -245,7 +258,7 @@ class EtcdJsonConnection(Endpoints):
                 if isinstance(exc, TimeoutError) and not str(exc):  # wait_for's: say where
                     exc = TimeoutError(f"no answer from {endpoint}{known(endpoint)} in {limit:g} s")
                 last, failures = exc, failures + 1
-                if isinstance(exc, ssl.SSLError):
+                if isinstance(exc, ssl.SSLError | TLSFileError):
                     event(log, "etcd_tls_failed", level=logging.ERROR, error=str(exc)[:300],
                           endpoint=self.current_endpoint,
                           hint="check etcd_tls: ca_cert, cert_cert, cert_key")  # fmt: skip

@@ -111,7 +111,13 @@ class WatchProbe:
 
     async def probe(self) -> None:
         """One probe; the connection moves on when the member does not answer."""
-        target, turn = self._where()
+        try:
+            target, turn = self._where()
+        except (ConnectionError, OSError):
+            # The TLS files cannot be loaded now (a renewal under way): the member's health
+            # is unknown, not bad, and the watches' connections are up. The next tick tries
+            # again; the connection's next call logs why (etcd_tls_failed).
+            return
         try:
             async with asyncio.timeout(PROBE_TIMEOUT):
                 await self._line.ask(target)

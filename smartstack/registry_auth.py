@@ -5,11 +5,13 @@
 - ``EtcdTLS``: the CA to verify etcd with and, for mutual TLS, a client certificate + key.
   Files are checked when the config is loaded and read again on every (re)connect, so a
   renewed certificate is used from the next connection on.
+- What etcd answers about credentials, the same words on both transports.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -36,6 +38,40 @@ class ZooKeeperAuth(ConfigModel):
         return self.scheme, self.credential
 
 
+# etcd's answer to Authenticate while its auth is off: etcd's own client (clientv3) carries on
+# without a token, so credentials can be configured before `etcdctl auth enable`.
+AUTH_NOT_ENABLED = "authentication is not enabled"
+# Answers that a new token may cure: etcd forgot ours (--auth-token-ttl, a restart), it was
+# issued before an auth change, or we have none because auth was off when we asked.
+TOKEN_REFUSALS = ("invalid auth token", "revision of auth store is old", "user name is empty")
+# One complete PEM block; a file also holding a BEGIN without its END is half written.
+PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.+?\r?\n-----END \1-----", re.DOTALL)
+
+
+def token_refused(message: str) -> bool:
+    """Whether etcd's error message says to authenticate again."""
+    return any(words in message for words in TOKEN_REFUSALS)
+
+
+class TLSFileError(ConnectionError):
+    """A TLS file missing, empty or half written at a (re)connect: a renewal that truncates
+    then writes, a full disk. gRPC aborts the whole process on an empty certificate or key
+    (a failed check in its C core); raised instead, like a failed connect, so that the next
+    connect reads the file again."""
+
+
+def read_pem(key: str, path: str) -> bytes:
+    """The file's bytes if it holds only complete PEM blocks, at least one; else TLSFileError."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise TLSFileError(f"etcd_tls: {key} {path}: {exc.strerror or exc}") from exc
+    blocks = len(PEM_BLOCK.findall(data))
+    if not blocks or blocks != data.count(b"-----BEGIN "):
+        raise TLSFileError(f"etcd_tls: {key} {path} is empty or incomplete ({len(data)} bytes)")
+    return data
+
+
 class EtcdTLS(ConfigModel):
     """TLS to etcd. No ``ca_cert``: the system's CA roots. ``cert_cert`` + ``cert_key``:
     our client certificate (etcd's ``--client-cert-auth``)."""
@@ -58,12 +94,14 @@ class EtcdTLS(ConfigModel):
         return self
 
     def read(self) -> tuple[bytes | None, bytes | None, bytes | None]:
-        """(root certificates, private key, certificate chain) for grpc.ssl_channel_credentials."""
+        """(root certificates, private key, certificate chain) for grpc.ssl_channel_credentials;
+        TLSFileError when one is not a complete PEM file (a renewal under way)."""
 
-        def load(path: str | None) -> bytes | None:
-            return Path(path).read_bytes() if path else None
+        def load(key: str) -> bytes | None:
+            path = getattr(self, key)
+            return read_pem(key, path) if path else None
 
-        return load(self.ca_cert), load(self.cert_key), load(self.cert_cert)
+        return load("ca_cert"), load("cert_key"), load("cert_cert")
 
 
 def check_etcd_security(

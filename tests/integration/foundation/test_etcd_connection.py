@@ -18,7 +18,7 @@ async def test_a_failed_authenticating_connect_closes_its_channel(
     created: list[aetcd.Client] = []
     closed: list[aetcd.Client] = []
 
-    class Recording(aetcd.Client):
+    class Recording(etcd.Client):
         def __init__(self, *args: object, **kwargs: object) -> None:
             super().__init__(*args, **kwargs)
             created.append(self)
@@ -27,7 +27,7 @@ async def test_a_failed_authenticating_connect_closes_its_channel(
             closed.append(self)
             await super().close()
 
-    monkeypatch.setattr(etcd.aetcd, "Client", Recording)
+    monkeypatch.setattr(etcd, "Client", Recording)
     dead = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     conn = EtcdConnection(dead, "root", "secret", timeout=2)
     for _ in range(3):  # an outage: every attempt authenticates against a closed port
