@@ -16,7 +16,9 @@ Crashes leave nothing stale: registrations are ephemeral znodes / leased etcd ke
 restarted nerve's reporters delete a previous run's copies (same instance id and record) when
 they register; containers that died while nerve was down are simply not re-registered.
 While dockerd is unreachable nothing changes (the last known state stays registered) until the
-resync after reconnecting says otherwise.
+resync after reconnecting says otherwise. That holds across a restart of nerve too: the serving
+containers are saved in state_dir (nerve.docker_saved), and a nerve that starts builds their
+Services from there before dockerd has answered; the first resync reconciles them.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ import contextlib
 import logging
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from nerve.assemble import build_service
 from nerve.config import NerveConfig
 from nerve.docker_config import DockerModeConfig, LabelError, Wanted, selected, wanted_for
 from nerve.docker_flags import ContainerFlags
+from nerve.docker_saved import SavedContainers
 from nerve.maintenance import MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.registries import Registries
@@ -67,9 +70,16 @@ class DockerSource:
         self._bad: dict[str, str] = {}  # container id -> label error already logged
         self._stopping = False
         self.watch: ContainerWatch | None = None
+        self.saved = SavedContainers(store.directory, docker_base_url(cfg.url))
+        self.restored = False  # Services built from the saved state, before dockerd answered
         self.label_errors = Counter(
             "nerve_docker_label_errors",
             "Containers whose smartstack labels could not be used (each distinct error once)",
+            registry=metrics.registry,
+        )
+        self.connected = Gauge(
+            "nerve_docker_connected",
+            "1 while nerve follows the Docker engine's events (0 also before it first answered)",
             registry=metrics.registry,
         )
 
@@ -85,10 +95,16 @@ class DockerSource:
                 self.cfg.selector(self.instance_id), [f"{self.cfg.label_prefix}.service"]
             ),
             resync_interval=self.cfg.resync_interval,
+            on_connection=lambda ok, _error: self.connected.set(1 if ok else 0),
             on_gone=self.flags.gone,
         )
-        self.watch.start()
         event(log, "docker_mode_started", engine=self.cfg.url, address=self.cfg.address)
+        if saved := self.saved.load():  # registered by the previous run: its checks decide
+            self.restored = True
+            self._apply(self._wanted(saved))
+            event(log, "docker_state_restored", engine=self.cfg.url, containers=len(saved),
+                  services=len(self.services))  # fmt: skip
+        self.watch.start()
 
     async def stop(self, withdraw: bool = True) -> list[bool]:
         """Stop watching and withdraw every container registration (bounded in time); per
@@ -121,6 +137,16 @@ class DockerSource:
     def _on_change(self, containers: dict[str, ContainerInfo]) -> None:
         if self._stopping:
             return
+        wanted = self._wanted(containers)
+        self._apply(wanted)
+        self.restored = False  # (the watch only reports after a full listing)
+        used = {w.container_id for w in wanted.values()}
+        self.saved.save(info for info in containers.values() if info.id in used)
+        if self.watch is not None and self.watch.resyncs != self._resyncs:  # a full listing
+            self._resyncs = self.watch.resyncs
+            self.flags.resynced(containers)
+
+    def _wanted(self, containers: dict[str, ContainerInfo]) -> dict[str, Wanted]:
         wanted: dict[str, Wanted] = {}
         for info in containers.values():
             if not (info.serving and selected(self.cfg, info, self.instance_id)):
@@ -132,18 +158,21 @@ class DockerSource:
                 continue
             self._bad.pop(info.id, None)
             wanted.update((w.key, w) for w in entries)
+        return wanted
+
+    def _apply(self, wanted: dict[str, Wanted]) -> None:
         for key in [k for k in self.services if k not in wanted]:
             self._retire(key, "container stopped, unhealthy or gone")
         for key, entry in wanted.items():
             old = self.wanted.get(key)
-            if key in self.services and old is not None and old.config != entry.config:
-                self._retire(key, "address or labels changed")
+            if key in self.services and old is not None:
+                if old.config != entry.config:
+                    self._retire(key, "address or labels changed")
+                elif old.container_id != entry.container_id:  # (restored; recreated meanwhile:
+                    self._retire(key, "another container under the name")  # its checks, flag)
             if key not in self.services:
                 self._add(entry)
         self.wanted = wanted
-        if self.watch is not None and self.watch.resyncs != self._resyncs:  # a full listing
-            self._resyncs = self.watch.resyncs
-            self.flags.resynced(containers)
 
     def _label_error(self, info: ContainerInfo, reason: str) -> None:
         if self._bad.get(info.id) == reason:
@@ -215,6 +244,7 @@ class DockerSource:
             "connected": bool(watch and watch.connected),
             "error": watch.last_error if watch else None,
             "resyncs": watch.resyncs if watch else 0,
+            "restored": self.restored,
             "containers": len(watch.containers) if watch else 0,
             "invalid_labels": dict(self._bad),
             "services": {name: s.status() for name, s in sorted(self.services.items())},

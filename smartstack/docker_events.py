@@ -193,7 +193,7 @@ class ContainerWatch:
         self.timeout = timeout
         self.resync_interval = resync_interval
         self.containers: dict[str, ContainerInfo] = {}
-        self.connected = False
+        self.connected: bool | None = None  # unknown at first: the first failure is logged
         self.last_error: str | None = None
         self.resyncs = 0
         self._stop = threading.Event()

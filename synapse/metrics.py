@@ -64,6 +64,12 @@ class SynapseMetrics:
             ["service"],
             registry=registry,
         )
+        self.docker_engine_connected = LabelledGauge(
+            "synapse_docker_engine_connected",
+            "1 while the service's docker watcher follows that engine's events",
+            ["service", "engine"],
+            registry=registry,
+        )
         self.servers = LabelledGauge(
             "synapse_servers",
             "Servers synapse wants in the service's backend",

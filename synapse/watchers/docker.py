@@ -17,11 +17,16 @@ engine's host when bound to all addresses; 127.0.0.1 for a local socket); when t
 published, the container's own IP on its (first, by name) network, for a synapse that shares
 that network.
 
-At start nothing is reported before every engine has answered once, or STARTUP_HOLD passed:
-the first report replaces the reconciler's fallback (the state file) for the whole service, so
-reporting after the first engine alone would drop the containers of the others until they
-answer. The hold stays under the reconciler's default ``startup_wait`` (3 s), which waits for
-the first report anyway; an engine still silent after it is left out until it answers.
+At start nothing is reported before every engine has answered once, or STARTUP_HOLD passed
+(fewer reports while they connect). The hold stays under the reconciler's default
+``startup_wait`` (3 s), which waits for the first report anyway. Until every engine has answered
+once the reports are partial (as a ``multi`` union's before each child answered): the servers
+the service had (the state file's, at a restart) stay beside the answering engines' own, so a
+synapse restarted while one engine is down keeps that engine's containers (they may well run on,
+live-restore) until it answers, or for ``state_file_ttl`` at most (synapse.reload_diff.Holds).
+
+``synapse_docker_engine_connected{service,engine}`` says which engine is followed;
+``synapse_watcher_connected`` is 1 while any is (the service has a live source).
 """
 
 from __future__ import annotations
@@ -100,6 +105,7 @@ class DockerWatcher(Watcher):
                 resync_interval=self.discovery.check_interval or RESYNC_INTERVAL,
             )
             self._watches.append(watch)
+            self._engine_gauge(watch)  # 0 until it answers
             watch.start()
         await asyncio.sleep(STARTUP_HOLD)
         if self._holding:
@@ -113,7 +119,13 @@ class DockerWatcher(Watcher):
             await watch.stop()
         self._watches.clear()
 
+    def _engine_gauge(self, watch: ContainerWatch) -> None:
+        gauge = self.metrics.docker_engine_connected.labels(self.service, watch.base_url)
+        gauge.set(1 if watch.connected else 0)
+
     def _connection_changed(self) -> None:
+        for watch in self._watches:
+            self._engine_gauge(watch)
         errors = [w.last_error for w in self._watches if not w.connected and w.last_error]
         connected = any(w.connected for w in self._watches)
         self.set_connected(connected, "; ".join(errors) if errors else None)
@@ -139,7 +151,10 @@ class DockerWatcher(Watcher):
                     if info.id not in self._reported_bad:
                         self._reported_bad.add(info.id)
                         self.bad_record(f"docker:{info.name}", exc.reason)
-        self.report(found, skipped, time.monotonic())
+        # An engine that has not answered yet: its containers the service had are kept.
+        self.report(
+            found, skipped, time.monotonic(), partial=not all(w.resyncs for w in self._watches)
+        )
 
     def _found(self, entry: ServerEntry, info: ContainerInfo) -> Found:
         port = self.discovery.container_port or self.config.backend_port_override
@@ -162,7 +177,7 @@ class DockerWatcher(Watcher):
         engines = [
             {
                 "url": w.base_url,
-                "connected": w.connected,
+                "connected": bool(w.connected),
                 "containers": len(w.containers),
                 "resyncs": w.resyncs,
                 "error": w.last_error,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 import uuid
@@ -27,6 +29,8 @@ from nerve.docker_source import DockerSource
 from nerve.maintenance import MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.registries import Registries
+from testbed.dockerd import DockerDaemon
+from testbed.images import busybox_image
 from testbed.process import ManagedProcess, free_port
 
 
@@ -73,7 +77,8 @@ async def wait_addresses(kazoo: KazooClient, path: str, wanted: list[str]) -> No
 class Source:
     """A DockerSource with its own registries, stopped (and withdrawn) by close()."""
 
-    def __init__(self, dockerd, zk, path: str, **overrides: Any) -> None:
+    def __init__(self, dockerd, zk, path: str, state_dir: Path | None = None,
+                 **overrides: Any) -> None:  # fmt: skip
         cfg = {
             "url": dockerd.base_url,
             "service_defaults": {"zk_hosts": [zk.hosts], "zk_path": f"{path}/{{service}}",
@@ -87,7 +92,7 @@ class Source:
             instance_id="host1",
             registries=self.registries,
             metrics=self.metrics,
-            store=MaintenanceStore(None),
+            store=MaintenanceStore(state_dir),
         )
         self.source.start()
 
@@ -290,6 +295,60 @@ async def test_a_drained_container_recreated_under_its_name_is_registered_again(
         assert (flag["reason"], flag["container"]) == ("disk", new.id)
     finally:
         nerve.kill()
+
+
+async def test_a_nerve_restarted_while_dockerd_is_down_keeps_the_registration(
+    zk: Any, kazoo: Any, base_path: str, tmp_path: Path
+) -> None:
+    """dockerd stopped with live-restore (the container runs on), nerve crashes and starts
+    again meanwhile: it builds the container's service from state_dir (nerve.docker_saved), so
+    its znode replaces the leftover instead of the registration ending with the old session
+    until dockerd answers. (Container addresses: docker-proxy dies with dockerd.)"""
+    workdir = Path(tempfile.mkdtemp(prefix="smst-nrst-"))
+    daemon = DockerDaemon(workdir, extra_args=["--live-restore"]).start()
+    client = daemon.client()
+    made: list[Source] = []
+    try:
+        client.networks.create("rstnet")
+        app = client.containers.run(busybox_image(client), detach=True, name="rapp",
+                                    network="rstnet", labels=labels("rst"))  # fmt: skip
+        app.reload()
+        wanted = [f"rst {app.attrs['NetworkSettings']['Networks']['rstnet']['IPAddress']}:80"]
+        made.append(Source(daemon, zk, base_path, tmp_path, address="container"))
+        await wait_addresses(kazoo, base_path, wanted)
+        [old] = [r["znode"] for r in records(kazoo, base_path)]
+
+        client.close()
+        daemon.stop_daemon_only()
+        await made[0].source.stop(withdraw=False)  # a crash: its session lives on (2 s)...
+        made.append(Source(daemon, zk, base_path, tmp_path, address="container"))  # ...restarted
+        second = made[1].source
+        assert second.status()["restored"] is True
+
+        def replaced() -> bool:
+            znodes = [r["znode"] for r in records(kazoo, base_path)]
+            return bool(znodes) and old not in znodes
+
+        await eventually(replaced, 15, "the restarted nerve's znode replacing the leftover")
+        await made[0].registries.close()  # the old session ends: the new znode stays
+        await asyncio.sleep(3)
+        assert addresses(kazoo, base_path) == wanted
+        assert second.watch is not None and second.watch.resyncs == 0  # dockerd still down
+
+        daemon.start()  # back: its first listing keeps what runs
+        client = daemon.client()
+        await eventually(lambda: second.watch and second.watch.resyncs, 20, "the first listing")
+        assert second.status()["restored"] is False
+        assert addresses(kazoo, base_path) == wanted
+        assert made[1].metrics.registry.get_sample_value("nerve_docker_connected") == 1.0
+    finally:
+        for source in reversed(made):
+            await source.close()
+        client.close()
+        daemon.stop()
+        leftovers = daemon.leftovers()
+        shutil.rmtree(workdir, ignore_errors=True)
+        assert leftovers == []
 
 
 NERVE = str(Path(sys.executable).parent / "nerve")

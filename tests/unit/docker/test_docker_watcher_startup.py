@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from synapse_testlib import Collector, metrics, service_config
+from synapse_testlib import Collector, metrics, sample, service_config
 
 import synapse.watchers.docker as docker_watcher
 from smartstack.docker_events import ContainerInfo, PortBinding
@@ -80,12 +80,38 @@ async def test_no_report_before_every_engine_answered(
 async def test_an_engine_silent_past_the_hold_is_left_out_until_it_answers(
     watches: list[FakeWatch], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """...and meanwhile the reports are partial: the reconciler keeps the servers the service
+    had (the state file's, at a restart while engine b is down) beside a's."""
     sink = Collector()
     watcher = await started(sink, watches, 0.05, monkeypatch)
     try:
         watches[0].resync("a", 32001)
         await sink.wait_hosts(["127.0.0.1:32001"], timeout=5)
+        assert [r.partial for r in sink.reports] == [True] * len(sink.reports)
         watches[1].resync("b", 32002)
         await sink.wait_hosts(["10.0.0.2:32002", "127.0.0.1:32001"], timeout=5)
+        assert sink.reports[-1].partial is False  # every engine has spoken: its list is whole
+    finally:
+        await watcher.stop()
+
+
+async def test_each_engine_has_its_connected_gauge(
+    watches: list[FakeWatch], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = Collector()
+    watcher = await started(sink, watches, 60.0, monkeypatch)
+
+    def gauges() -> list[float]:
+        return [sample(watcher.metrics.registry, "synapse_docker_engine_connected",
+                       service="web", engine=w.base_url) for w in watches]  # fmt: skip
+
+    try:
+        watches[0].resync("a", 32001)
+        watcher._connection_changed()  # (the real watch calls on_connection at each resync)
+        assert gauges() == [1.0, 0.0]
+        assert watcher.connected  # the service has a live source: any engine
+        watches[1].resync("b", 32002)
+        watcher._connection_changed()
+        assert gauges() == [1.0, 1.0]
     finally:
         await watcher.stop()
