@@ -25,6 +25,7 @@ from smartstack import kazoo_conn
 from smartstack.kazoo_bulk import WakeBatcher
 from smartstack.kazoo_inline import InlineHandler, inline
 from smartstack.logs import KazooLog, event
+from smartstack.zk_credentials import auth_options, refusal
 from smartstack.zk_multiread import GET_CHILDREN, GET_DATA, ReadBatcher
 from smartstack.zk_persistent import TreeRouter, start_add_watch, start_remove_watch
 from smartstack.zk_prefetch import Prefetch
@@ -37,18 +38,6 @@ StateListener = Callable[[str], None]  # "connected", "new_session", "suspended"
 def connection_string(hosts: list[str]) -> str:
     """Sorted so that the same ensemble written in another order shares a connection."""
     return ",".join(sorted(hosts))
-
-
-def _auth_options(auth: tuple[str, str] | None) -> dict[str, Any]:
-    """KazooClient arguments for ("digest", "user:pw") or ("sasl", "user:pw") (DIGEST-MD5)."""
-    if auth is None:
-        return {}
-    scheme, credential = auth
-    if scheme == "sasl":
-        user, _, password = credential.partition(":")
-        return {"sasl_options": {"mechanism": "DIGEST-MD5", "username": user,
-                                 "password": password}}  # fmt: skip
-    return {"auth_data": [auth]}
 
 
 class ZooKeeperConnection:
@@ -64,6 +53,7 @@ class ZooKeeperConnection:
         self.hosts = connection_string(hosts)
         self.loop = loop
         self.auth = auth
+        self.auth_error: str | None = None  # the credential was refused: for good (kazoo)
         self._listeners: list[StateListener] = []
         self._session_id: int | None = None
         self.reconnects = 0
@@ -72,7 +62,7 @@ class ZooKeeperConnection:
         self.persistent_watches: bool | None = None  # the server takes addWatch (None: unknown)
         # kazoo's own lines name this ensemble; its per-attempt failures are logged once.
         self.kazoo_log = KazooLog(self.hosts)
-        options = _auth_options(auth)
+        options = auth_options(auth)
         self.client = KazooClient(
             logger=self.kazoo_log,
             hosts=self.hosts,
@@ -174,6 +164,7 @@ class ZooKeeperConnection:
         elif state == KazooState.LOST:
             if self.client.client_state == KeeperState.AUTH_FAILED:
                 # kazoo gives up on this client for good: the credential is wrong.
+                self.auth_error = refusal(self.auth)  # (before "lost" reaches the listeners)
                 event(log, "zk_auth_failed", level=logging.ERROR, hosts=self.hosts,
                       scheme=self.auth[0] if self.auth else None,
                       hint="check zk_auth.credential (and the server's JAAS users)")  # fmt: skip

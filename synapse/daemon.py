@@ -6,8 +6,9 @@ HTML status page at /: ``synapse.admin_routes``), then waits for a signal:
 - SIGTERM / SIGINT: stop watchers, the controller (a managed HAProxy is stopped
   with it) and the admin server; exit 0.
 - SIGHUP: re-read the config file. An invalid file is logged and the running
-  config stays; otherwise watchers of removed or re-pointed services are
-  replaced and HAProxy is brought in line with the new file.
+  config stays; otherwise watchers of removed services stop, a re-pointed service's
+  new watcher replaces the running one at its first complete report
+  (``synapse.watcher_swap``), and HAProxy is brought in line with the new file.
 Registry outages and ZooKeeper session expiries never end the daemon: watchers
 keep the last known servers and reconnect on their own.
 """
@@ -40,11 +41,12 @@ from synapse.contract import Applier
 from synapse.daemon_parts import make_controller, make_file_output, make_state_cache, state_key
 from synapse.discovery_config import DiscoveryConfig, etcd_key, etcd_transport
 from synapse.metrics import SynapseMetrics
+from synapse.model import Report, Sink
 from synapse.reconciler import Reconciler
-from synapse.reload_diff import same_model
 from synapse.selection import Selection
 from synapse.server_info import ServerInfoCollector
 from synapse.server_options import unknown_keywords
+from synapse.watcher_swap import ServiceWatchers
 from synapse.watchers import Watcher, WatcherContext, create_watcher
 
 if TYPE_CHECKING:
@@ -89,7 +91,8 @@ class SynapseDaemon:
         self.registry.register(ServerInfoCollector(self._current_servers))
         self.controller: Applier | None = None
         self.reconciler: Reconciler | None = None
-        self.watchers: dict[str, Watcher] = {}
+        self.service_watchers = ServiceWatchers(self._create_watcher, self._report)
+        self.watchers: dict[str, Watcher] = self.service_watchers.active  # one per service
         self.admin: AdminServer | None = None
         self.zk_pool: ZooKeeperPool | None = None
         self._etcd: dict[tuple[Any, ...], EtcdConnection | EtcdJsonConnection] = {}
@@ -153,7 +156,7 @@ class SynapseDaemon:
         )
         self._ctx.change_coming = self._change_coming
         for name, service in self.config.services.items():
-            await self._start_watcher(name, service)
+            await self.service_watchers.start(name, service)
         # The registry first: the HAProxy side's modules (~0.2 s) are imported in a thread
         # while the watchers connect and read (after the watchers' own imports: etcd's gRPC),
         # so the loop handles the registry's answers in between instead of after. Nothing
@@ -219,7 +222,7 @@ class SynapseDaemon:
             steps.insert(0, ("docker_services", self.docker_services.stop))
         if self.controller is not None:
             steps.append(("HAProxy controller", self.controller.stop))
-        steps += [(f"watcher {name}", watcher.stop) for name, watcher in self.watchers.items()]
+        steps += self.service_watchers.stop_steps()  # (a swap's two, the replaced ones)
         if self.admin is not None:
             steps.append(("admin server", self.admin.stop))
         if self.zk_pool is not None:
@@ -265,11 +268,13 @@ class SynapseDaemon:
                                          tls=d.etcd_tls)  # fmt: skip
         return self._etcd[key]
 
-    async def _start_watcher(self, name: str, service: Any) -> None:
-        assert self.reconciler is not None and self._ctx is not None
-        watcher = create_watcher(name, service, self.reconciler.report, self._ctx)
-        self.watchers[name] = watcher
-        await watcher.start()
+    def _create_watcher(self, name: str, service: ServiceConfig, sink: Sink) -> Watcher:
+        assert self._ctx is not None
+        return create_watcher(name, service, sink, self._ctx)
+
+    def _report(self, report: Report) -> None:
+        if self.reconciler is not None:
+            self.reconciler.report(report)
 
     # --- config reload (SIGHUP) ----------------------------------------------------------
 
@@ -316,7 +321,8 @@ class SynapseDaemon:
             await self.apply_config(self.file_config)
 
     async def apply_config(self, new: SynapseConfig) -> None:
-        """Swap to a new config: restart only the watchers whose discovery changed."""
+        """Swap to a new config: new watchers only where the discovery changed, each
+        beside the running one until its first report (``synapse.watcher_swap``)."""
         assert self.reconciler is not None
         self.file_config = new
         if self.docker_services is not None:
@@ -333,21 +339,17 @@ class SynapseDaemon:
             self.metrics.statsd = make_stats(new.statsd)
         self._warn_about(new)
         self.config = new
-        for name, watcher in list(self.watchers.items()):
-            service = new.services.get(name)
-            if service is None or not same_model(service.discovery, old.services[name].discovery):
-                await watcher.stop()
-                del self.watchers[name]
+        dropped = self.service_watchers.drop(new.services)  # (no report of theirs counts now)
         self.reconciler.set_config(new)
+        for watcher in dropped:
+            await watcher.stop()
         for name in old.services.keys() - new.services.keys():
             self.metrics.forget_service(name)
         if new.file_output != old.file_output:
             self.reconciler.file_output = make_file_output(new)
         if state_key(new) != state_key(old):  # (the runtime evacuations move with it)
             self.reconciler.state_cache = make_state_cache(new, self.reconciler.zones.evacuations)
-        for name, service in new.services.items():
-            if name not in self.watchers:
-                await self._start_watcher(name, service)
+        await self.service_watchers.follow(new.services)
 
     def _warn_about(self, config: SynapseConfig) -> None:
         if config.haproxy is not None:

@@ -45,7 +45,7 @@ def daemon_status(daemon: SynapseDaemon) -> dict[str, Any]:
     services = reconciler.service_status() if reconciler else {}
     for name, zones in (reconciler.zones.status(services) if reconciler else {}).items():
         services[name]["zones"] = zones  # smart routing: local zone, evacuations, shares
-    watchers = {name: w.status() for name, w in daemon.watchers.items()}
+    watchers = daemon.service_watchers.status()  # (``replacing``: a SIGHUP's new watcher)
     return {
         "host": socket.gethostname(),
         "started_at": daemon.started_at,

@@ -122,6 +122,8 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
         self.conn.add_listener(self._on_state)
         if self.conn.announced:  # else the listener hears it (once: not a reconnect twice)
             self._on_state("connected")
+        elif self.conn.auth_error:  # a shared connection refused before: it hears nothing more
+            self._on_state("lost")
         policy = self.discovery.retry_policy
         backoff = Backoff(policy.base_interval, policy.max_interval)
         while True:
@@ -137,7 +139,7 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
                 await self._sync()
             except (KazooException, OSError) as exc:
                 # Connection loss mid-sync: keep the last list; the listener wakes us again.
-                self.set_connected(self.conn.connected, f"{type(exc).__name__}: {exc}")
+                self.set_connected(self.conn.connected, self._why(f"{type(exc).__name__}: {exc}"))
                 if self.conn.connected:
                     await asyncio.sleep(backoff.next())
                     self._wake.set()
@@ -181,7 +183,12 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
             self._verify = self._listed
             self._mark()
         else:  # suspended / lost: keep serving the last list
-            self.set_connected(False, f"zookeeper session {state}")
+            self.set_connected(False, self._why(f"zookeeper session {state}"))
+
+    def _why(self, error: str) -> str:
+        """A refused credential says so (not "session lost" or "AuthFailedError: ")."""
+        refused = self.conn.auth_error if self.conn is not None else None
+        return refused or error
 
     def _on_node(self, ev: WatchedEvent) -> None:
         """The children or the existence of ``path`` changed: list again."""

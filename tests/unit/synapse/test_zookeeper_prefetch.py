@@ -46,6 +46,8 @@ class _Client:
 class _Conn:
     """What the watcher's reads ask of its connection."""
 
+    auth_error = None
+
     def __init__(self) -> None:
         self.prefetch = Prefetch(_Client())
         self.asked: list[list[str]] = []

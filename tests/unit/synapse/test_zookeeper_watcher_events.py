@@ -120,7 +120,7 @@ def test_after_a_reconnect_cached_children_are_checked_in_one_batched_read():
 class _Conn:
     """What the watcher's run loop asks of its pooled connection."""
 
-    connected, announced = True, False
+    connected, announced, auth_error = True, False, None
     loop = prefetch = None  # (the tree watch's callback holds them; never called here)
 
     def on_loop(self, callback):

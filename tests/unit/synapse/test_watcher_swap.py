@@ -1,0 +1,163 @@
+"""A SIGHUP's new watcher starts beside the running one and replaces it at its first
+complete report (synapse.watcher_swap): until then the old one's reports count, after it
+only the new one's; a new watcher that never reports is said, and the old one follows on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from smartstack.record import Registration
+from synapse.config import ServiceConfig
+from synapse.model import Found, Report, Sink
+from synapse.watcher_swap import ServiceWatchers
+
+
+class FakeWatcher:
+    """What ServiceWatchers asks of a watcher: start, stop, its discovery and status."""
+
+    method = "zookeeper"
+
+    def __init__(self, service: str, config: ServiceConfig, sink: Sink) -> None:
+        self.service, self.discovery, self.sink = service, config.discovery, sink
+        self.running = False
+        self.stops = 0
+        self.last_error: str | None = None
+
+    async def start(self) -> None:
+        self.running = True
+
+    async def stop(self) -> None:
+        await asyncio.sleep(0)  # (a real stop waits for its task and connection)
+        self.running, self.stops = False, self.stops + 1
+
+    def status(self) -> dict[str, Any]:
+        return {"method": self.method, "error": self.last_error}
+
+    def send(self, *ports: int, partial: bool = False) -> None:
+        found = tuple(Found(Registration("127.0.0.1", p, f"i{p}"), f"zk:{p}") for p in ports)
+        self.sink(Report(self.service, self.method, found, partial=partial))
+
+
+def service(path: str) -> ServiceConfig:
+    return ServiceConfig.model_validate(
+        {"discovery": {"method": "zookeeper", "hosts": ["127.0.0.1:2181"], "path": path}}
+    )
+
+
+class Rig:
+    def __init__(self, patience: float = 60.0) -> None:
+        self.made: list[FakeWatcher] = []
+        self.got: list[tuple[int, ...]] = []
+        self.set = ServiceWatchers(self._create, self._sink, patience)  # type: ignore[arg-type]
+
+    def _create(self, name: str, config: ServiceConfig, sink: Sink) -> FakeWatcher:
+        self.made.append(FakeWatcher(name, config, sink))
+        return self.made[-1]
+
+    def _sink(self, report: Report) -> None:
+        self.got.append(tuple(f.registration.port for f in report.found))
+
+    async def reload(self, services: dict[str, ServiceConfig]) -> None:
+        """What the daemon's apply_config does with them."""
+        for watcher in self.set.drop(services):
+            await watcher.stop()
+        await self.set.follow(services)
+
+
+async def swapping(patience: float = 60.0) -> tuple[Rig, FakeWatcher, FakeWatcher]:
+    """A rig whose service ``web`` moved from path /a to /b: its old and new watcher."""
+    rig = Rig(patience)
+    await rig.set.start("web", service("/a"))
+    await rig.reload({"web": service("/b")})
+    [old, new] = rig.made
+    return rig, old, new
+
+
+async def settle() -> None:
+    for _ in range(5):  # (the replaced watcher's stop task)
+        await asyncio.sleep(0)
+
+
+async def test_the_old_watcher_reports_until_the_new_ones_first_complete_list() -> None:
+    rig, old, new = await swapping()
+    old.send(1, 2)  # (before: the reload does not replace what it reported)
+    assert new.running and old.running and rig.set.active["web"] is old
+    old.send(1)  # a withdrawal while the new watcher reads: applied
+    new.send(3, partial=True)  # a union still waiting for a child: not a complete list
+    assert rig.got == [(1, 2), (1,)] and rig.set.active["web"] is old
+    new.send(3, 4)
+    assert rig.got[-1] == (3, 4) and rig.set.active["web"] is new  # the whole list at once
+    old.send(9)  # late, before its stop ended: nobody hears it
+    await settle()
+    assert old.stops == 1 and not old.running and new.stops == 0
+    assert rig.got == [(1, 2), (1,), (3, 4)] and not rig.set.pending
+    new.send(5)
+    assert rig.got[-1] == (5,)
+
+
+async def test_a_new_watcher_that_never_reports_is_said_and_the_old_one_follows_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    rig, old, new = await swapping(patience=0.05)
+    new.last_error = "ZooKeeper refused the sasl credential (AUTH_FAILED)"
+    await asyncio.sleep(0.1)
+    [said] = [r for r in caplog.records if r.getMessage() == "watcher_swap_stalled"]
+    assert said.levelno == logging.ERROR
+    fields = said.smartstack_fields  # type: ignore[attr-defined]
+    assert fields["service"] == "web" and "AUTH_FAILED" in fields["error"]
+    replacing = rig.set.status()["web"]["replacing"]
+    assert replacing["stalled"] and "AUTH_FAILED" in replacing["error"]
+    old.send(1)
+    assert rig.got == [(1,)] and rig.set.active["web"] is old
+    # The same config again: the stalled one is tried afresh (kazoo never retries it).
+    await rig.reload({"web": service("/b")})
+    assert new.stops == 1 and rig.made[-1] is not new and rig.made[-1].running
+    new.send(7)
+    assert rig.got == [(1,)]
+
+
+async def test_a_second_sighup_keeps_replaces_or_cancels_the_pending_watcher() -> None:
+    rig, old, to_b = await swapping()
+    await rig.reload({"web": service("/b")})  # the same again: it reads on
+    assert len(rig.made) == 2 and to_b.stops == 0
+    await rig.reload({"web": service("/c")})  # another one: replaces it, beside the old
+    [_, _, to_c] = rig.made
+    assert to_b.stops == 1 and rig.set.pending["web"].watcher is to_c
+    to_b.send(2)
+    assert rig.got == [] and rig.set.active["web"] is old
+    await rig.reload({"web": service("/a")})  # back to the running one's: no swap
+    assert to_c.stops == 1 and not rig.set.pending and old.stops == 0
+    to_c.send(3)
+    old.send(1)
+    assert rig.got == [(1,)]
+
+
+async def test_a_service_removed_while_its_swap_waits_stops_both() -> None:
+    rig, old, new = await swapping()
+    await rig.reload({})
+    assert old.stops == new.stops == 1 and not rig.set.active and not rig.set.pending
+    old.send(1)
+    new.send(2)
+    assert rig.got == []
+
+
+async def test_the_daemons_stop_stops_both_and_the_replaced_one_still_stopping() -> None:
+    rig = Rig()
+    for name in ("web", "api"):
+        await rig.set.start(name, service(f"/{name}"))
+    await rig.reload({"web": service("/web2"), "api": service("/api2")})
+    [web, api, web2, api2] = rig.made
+    api2.send(1)  # api's swap is done: its old watcher is being stopped (a task)
+    steps = rig.set.stop_steps()
+    web2.send(2)  # (a report during the stop swaps nothing)
+    for _, step in steps:
+        await asyncio.wait_for(step(), 1)
+    assert [w.stops for w in rig.made] == [1, 1, 1, 1]
+    assert rig.set.active["web"] is web and not rig.set.pending
+    loop_tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("unwatch-")]
+    assert all(t.done() for t in loop_tasks) and api.stops == 1
