@@ -16,7 +16,6 @@ One asyncio loop. Each service runs on its own task; registry sessions are share
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -27,7 +26,7 @@ from nerve.admin import add_maintenance_routes
 from nerve.assemble import build_service
 from nerve.config import NerveConfig, ServiceConfig, load_nerve_config
 from nerve.docker_source import DockerSource, docker_mode_config
-from nerve.handover import hand_over, settled
+from nerve.handover import Retirement, after_retirement, hand_over, pass_on, settled
 from nerve.maintenance import MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.registries import Registries, registration_for, reporter_identity
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("nerve")
 
 # Registrations being withdrawn by a reload: a new service at the same place starts after.
-Retiring = dict[Placement, asyncio.Task[None]]
+Retiring = dict[Placement, Retirement]
 
 WITHDRAW_TIMEOUT = 2.5  # seconds for the parallel withdraw at shutdown
 CLOSE_TIMEOUT = 1.0  # then closing sessions (revoking leases)
@@ -290,13 +289,18 @@ class NerveDaemon:
             return summary
 
     async def _apply(self, step: Step, retiring: Retiring) -> None:
-        name, cfg = step.name, step.cfg
         if step.change == "unchanged":
             return
         if step.previous is None:
-            self._start_new(name, cfg, retiring)
+            self._start_new(step.name, step.cfg, retiring)
             return
         old = self.services[step.previous]
+        await self._replace(step, old, retiring)
+        # A hand-over waiting for old's first write waits for its replacement's instead.
+        pass_on(old, self.services.get(step.name))
+
+    async def _replace(self, step: Step, old: Service, retiring: Retiring) -> None:
+        name, cfg = step.name, step.cfg
         if step.change in ("checks", "renamed"):
             # The same registration: keep the reporter, swap the checks (and the name). The
             # new checks start from the old verdict and need `fall` failures to withdraw.
@@ -362,27 +366,27 @@ class NerveDaemon:
         self.services.pop(name, None)
         self.service_configs.pop(name, None)
 
-    def _retire(self, service: Service) -> asyncio.Task[None]:
+    def _retire(self, service: Service) -> Retirement:
         reporter = service.reporter
         self._retiring.add(reporter)
 
         async def retire() -> None:
             await service.halt()
-            await reporter.retire()  # retries through outages
+            # (retries through outages; a successor set meanwhile is left its own)
+            await reporter.retire(successor=reporter.successor)
             self._retiring.discard(reporter)
             await self.registries.release(reporter)
             self.metrics.forget_stale(service.name, self.services.get(service.name))
 
-        return self._spawn(retire(), f"retire-{service.name}")
+        return Retirement(reporter, self._spawn(retire(), f"retire-{service.name}"))
 
     async def _hand_over(self, old: Service, new: Service) -> None:
         await hand_over(old, new, self.registries, start_new=not self._stopping)
         self._retiring.discard(old.reporter)
         self.metrics.forget_stale(new.name, self.services.get(new.name))
 
-    async def _start_after(self, retired: asyncio.Task[None], service: Service) -> None:
-        with contextlib.suppress(Exception):
-            await retired
+    async def _start_after(self, retired: Retirement, service: Service) -> None:
+        await after_retirement(retired, service)  # (bounded: a withdrawal may never answer)
         if self.services.get(service.name) is service and not self._stopping:
             service.start()
 

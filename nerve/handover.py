@@ -10,9 +10,19 @@ which the registry holds no registration for it (synapse would take the server o
   writes nothing back (its ``successor`` is set): with a fixed name the new node replaces
   the old one, which taking it back would start a tug of war.
 
-Maintenance entered during a hand-over (``nerve maint``, which reaches the new service)
-ends the wait at once: the old registration is withdrawn then, not up to
-HANDOVER_TIMEOUT later, and the admin API answers once it is gone (``Predecessor``).
+The old registration stays until the new one is written, however long that takes (new
+credentials not accepted yet, a typo, a new registry out of reach: ``handover_pending``
+after HANDOVER_TIMEOUT): better an unchanged registration than none. It goes at once when
+the new service no longer wants to be registered (a failing check, maintenance: then the
+admin API answers once it is gone, ``Predecessor``) or is removed, and after
+HANDOVER_TIMEOUT when it is gone already (its lease or session lost: nothing to keep). A
+later reload that replaces the waiting new service passes the wait on to its replacement
+(``pass_on``).
+
+A registration withdrawn first (its state unknown, a moved address: nerve/daemon.py)
+holds back a new service at the same place at most HANDOVER_TIMEOUT
+(``after_retirement``): a withdrawal that cannot be written (the old credentials no
+longer accepted) goes on beside it, deleting only what is still its own.
 
 Which of the two a reload is, and whether the checks' verdict carries over, is decided in
 nerve/reload_plan.py.
@@ -22,15 +32,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from dataclasses import dataclass
 
 from nerve.registries import Registries
 from nerve.reporters.base import Reporter
 from nerve.service import Service
-from smartstack.tasks import Wake, cancel_and_wait
+from smartstack.logs import event
+from smartstack.tasks import Wake
 
-# The old registration (no longer checked) waits at most this long for the new one.
+log = logging.getLogger("nerve.handover")
+
+# After this long without the new registration written, the wait is logged as an error
+# (and a withdrawal done first stops holding back the new service).
 HANDOVER_TIMEOUT = 5.0
 SETTLE_TIMEOUT = 1.0  # for a write in flight to answer before a reload decides
+POLL = 0.05  # seconds between looks at a waiting hand-over (its conditions have no event)
 
 
 async def settled(service: Service) -> bool:
@@ -44,19 +61,27 @@ async def settled(service: Service) -> bool:
 class Predecessor:
     """A hand-over's old registration, as its new service sees it (``Service.predecessor``)."""
 
-    def __init__(self, reporter: Reporter) -> None:
+    def __init__(self, reporter: Reporter, heir: Service | None) -> None:
         self.reporter = reporter
+        self.heir = heir  # whose first write ends the wait (a later reload may replace it)
         self.cut = Wake()  # the new service entered maintenance: withdraw the old one now
         self.gone = asyncio.Event()  # withdrawn (or the hand-over ended)
+
+
+@dataclass
+class Retirement:
+    """A registration being withdrawn first by a reload (nerve/daemon.py ``_retire``)."""
+
+    reporter: Reporter
+    task: asyncio.Task[None]
 
 
 async def hand_over(
     old: Service, new: Service, registries: Registries, start_new: bool = True
 ) -> None:
-    """Start ``new``; once its registration is written (or after HANDOVER_TIMEOUT: a new
-    registry out of reach must not keep the old, unchecked one long; or at once when
-    ``new`` enters maintenance), retire ``old``'s."""
-    predecessor = Predecessor(old.reporter)
+    """Start ``new``; once its registration is written (or ``new`` no longer wants one,
+    or the old one is gone: ``_until_replaced``), retire ``old``'s."""
+    predecessor = Predecessor(old.reporter, new if start_new else None)
     if start_new:
         new.predecessor = predecessor  # (from now on, maintenance sets ``cut``: Service._apply)
     try:
@@ -68,19 +93,91 @@ async def hand_over(
             new.start()
             if new.state.maintenance:  # entered before
                 predecessor.cut.set()
-            await _written_or_cut(new, predecessor.cut)
-        await old.reporter.retire(successor=new.reporter if start_new else None)
+            await _until_replaced(predecessor)
+        heir = predecessor.heir
+        await old.reporter.retire(successor=heir.reporter if heir is not None else None)
     finally:
-        if new.predecessor is predecessor:
-            new.predecessor = None
+        heir = predecessor.heir
+        if heir is not None and heir.predecessor is predecessor:
+            heir.predecessor = None
         predecessor.gone.set()
     await registries.release(old.reporter)
 
 
-async def _written_or_cut(new: Service, cut: Wake) -> None:
-    waits = [asyncio.ensure_future(new.reporter.wait_written()), asyncio.ensure_future(cut.wait())]
-    try:
-        await asyncio.wait(waits, timeout=HANDOVER_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiting in waits:
-            await cancel_and_wait(waiting)
+def pass_on(old: Service, new: Service | None) -> None:
+    """A reload replaces ``old``, the new service of a hand-over whose registration is not
+    written yet, by ``new`` (None: removed, or not built): the hand-over's old registration
+    waits for ``new``'s write instead (a typo fixed by another SIGHUP never takes the
+    working one out). What the old registration holds is not ``old``'s to withdraw."""
+    predecessor = old.predecessor
+    if predecessor is None or predecessor.heir is not old or old.reporter.written:
+        return
+    old.predecessor, predecessor.heir = None, new
+    if new is not None:
+        new.predecessor = predecessor
+        if new.state.maintenance:
+            predecessor.cut.set()
+    if new is None or new.reporter is not old.reporter:
+        old.reporter.successor = predecessor.reporter
+
+
+async def after_retirement(retired: Retirement, new: Service) -> None:
+    """Until the registration withdrawn first at ``new``'s place is gone, at most
+    HANDOVER_TIMEOUT: one whose withdrawal cannot be written (its credentials no longer
+    accepted, its registry out of reach; most often gone already with its lease or
+    session) must not keep ``new`` from ever registering. From then on the old reporter
+    withdraws only what is still its own (``successor``), retrying beside the new one."""
+    done, _ = await asyncio.wait({retired.task}, timeout=HANDOVER_TIMEOUT)
+    if done:
+        return
+    old = retired.reporter
+    if old.successor is None:
+        old.successor = new.reporter
+    event(log, "retire_pending", level=logging.WARNING, service=new.name, registry=old.kind,
+          error=(old.last_error or "no answer yet")[:200], seconds=HANDOVER_TIMEOUT,
+          detail="the new registration starts; the old one's withdrawal goes on")  # fmt: skip
+
+
+async def _until_replaced(predecessor: Predecessor) -> None:
+    """Until the old registration has to go: the heir's is written, or the heir no longer
+    wants one (a failing check, maintenance, removed), or after HANDOVER_TIMEOUT the old
+    one is gone already. A registration that still stands is kept, however long."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    pending = False
+    while True:
+        late = loop.time() - started >= HANDOVER_TIMEOUT
+        outcome = _outcome(predecessor, late)
+        if outcome is not None:
+            break
+        if late and not pending:
+            pending = True
+            _log_pending(predecessor)
+        await asyncio.sleep(POLL)
+    if pending:
+        event(log, "handover_resolved", service=predecessor.heir.name if predecessor.heir
+              else predecessor.reporter.service, outcome=outcome,
+              seconds=round(loop.time() - started, 3))  # fmt: skip
+
+
+def _outcome(predecessor: Predecessor, late: bool) -> str | None:
+    """Why the old registration goes now, or None while it stays."""
+    heir = predecessor.heir
+    if predecessor.cut.is_set():
+        return "maintenance"
+    if heir is None or not heir.reporter.wants:
+        return "withdrawn"
+    if heir.reporter.written:
+        return "written"
+    if late and not predecessor.reporter.registered:
+        return "old_gone"
+    return None
+
+
+def _log_pending(predecessor: Predecessor) -> None:
+    heir = predecessor.heir
+    assert heir is not None  # (_outcome ends the wait without one)
+    new = heir.reporter
+    event(log, "handover_pending", level=logging.ERROR, service=heir.name, registry=new.kind,
+          error=(new.last_error or "not written yet")[:200], seconds=HANDOVER_TIMEOUT,
+          detail="the new registration is not accepted; the old one stays until it is")  # fmt: skip

@@ -139,6 +139,16 @@ class Reporter(ABC):
         """Until the registry holds what the service wants (admin answers, reload, tests)."""
         await self._idle.wait()
 
+    @property
+    def wants(self) -> bool:
+        """Whether the service wants to be registered, or has not decided yet."""
+        return self.holding or self.desired
+
+    @property
+    def written(self) -> bool:
+        """Whether the service has decided and the registry holds that decision."""
+        return self._decided.is_set() and self._idle.is_set()
+
     async def wait_written(self) -> None:
         """Until the service has decided and the registry holds that decision."""
         await self._decided.wait()
