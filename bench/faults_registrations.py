@@ -91,6 +91,21 @@ def _reconfigure(nerve: Nerve, **changes: object) -> None:
     send(nerve.proc.pid, signal.SIGHUP)
 
 
+def _reconfigure_on_new_lease(nerve: Nerve, timeout: float = 30.0, **changes: object) -> None:
+    """_reconfigure, then wait until nerve has put its key on the new lease. A fixed 1.5 s
+    was too short at load 20: the kill came before the hand-over, and the registration
+    went with the old 2 s lease (out of HAProxy 8-9 s)."""
+    assert nerve.proc is not None
+    log = nerve.proc.log_path
+    before = log.read_text(errors="replace").count("etcd_key_put")
+    _reconfigure(nerve, **changes)
+    deadline = time.monotonic() + timeout
+    while log.read_text(errors="replace").count("etcd_key_put") <= before:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no key put on a new lease in {timeout:.0f} s:\n{nerve.logs()}")
+        time.sleep(0.05)
+
+
 def nerve_kill9_restart(stack: FaultStack, quick: bool) -> Figures:
     """kill -9 one nerve and start it again at once: its registration was still valid
     (the session or lease outlives the process for a while), so it is kept, not deleted
@@ -101,8 +116,7 @@ def nerve_kill9_restart(stack: FaultStack, quick: bool) -> Figures:
     nerve = stack.nerves[0]
     lease = stack.kind == "etcd"
     if lease:
-        _reconfigure(nerve, etcd_lease_ttl=DEFAULT_LEASE_S)
-        time.sleep(1.5)  # (registered on the new lease before the old one goes)
+        _reconfigure_on_new_lease(nerve, etcd_lease_ttl=DEFAULT_LEASE_S)
     out = OutOfHAProxy(stack)
     with stack.window(figures), out.watching():
         assert nerve.proc is not None
@@ -110,8 +124,7 @@ def nerve_kill9_restart(stack: FaultStack, quick: bool) -> Figures:
         nerve.start()
         time.sleep(RESTART_SETTLE_S)
     if lease:
-        _reconfigure(nerve, etcd_lease_ttl=ETCD_LEASE_S)
-        time.sleep(1.5)
+        _reconfigure_on_new_lease(nerve, etcd_lease_ttl=ETCD_LEASE_S)
     what = "nerve killed and started again at once, its service healthy"
     _report(figures, out, what + (f", etcd_lease_ttl {DEFAULT_LEASE_S} s" if lease else ""))
     return figures
