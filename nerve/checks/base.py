@@ -4,7 +4,9 @@ A check only has to implement ``probe()``: return ``Passed(detail)`` on success 
 ``CheckFailed`` (any other exception also counts as a failure, except nerve's own lack of
 file descriptors, memory or processes: that gives no verdict, see ``no_verdict``).
 ``BaseCheck.run`` measures the latency, cuts the probe at the check's own ``timeout`` and
-never raises, so a hanging check can never hold up anything but its own result.
+never raises, so a hanging check can never hold up anything but its own result. The cut
+waits while nerve's own loop runs late (``_Deadline``): a loop that could not read the
+service's answer in time gives no verdict, never a failure.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ from nerve.own_limits import at_own_limit
 
 MAX_DETAIL = 512  # /status and log lines stay readable
 # A check's timer that fires this much late means the process did not run (a container's
-# CPU quota throttled it, a GC pause, SIGSTOP): what the service answered meanwhile waits
-# unread. The probe then gets LATE_GRACE to read it before the timeout counts; once.
+# CPU quota throttled it, a GC pause, SIGSTOP, 500 checks due in one tick): what the service
+# answered meanwhile waits unread. The probe then gets LATE_GRACE to read it, again and again
+# while the grace's own timer fires late too: the timeout counts only after a grace the loop
+# kept. After LATE_CAP of that the check gives no verdict (nerve starved, not the service).
 LATE_SLACK = 0.02  # seconds
 LATE_GRACE = 0.05  # seconds
+LATE_CAP = 5.0  # seconds past the timeout
+STARVED = "nerve's event loop ran late all through the check"
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,8 @@ class BaseCheck:
                 finally:
                     deadline.cancel()
         except TimeoutError:
+            if deadline.starved:  # nerve never had the loop to read an answer
+                return self._result(False, STARVED, started, verdict=False)
             return self._result(False, f"timed out after {self.timeout:g}s", started)
         except asyncio.CancelledError:
             raise
@@ -140,17 +148,24 @@ class BaseCheck:
 class _Deadline:
     """Expires ``cut`` at ``when``, unless the process itself was not running then: a
     stalled loop must not fail every check in flight (with fall 1, withdraw healthy
-    services) for an answer that arrived in time and sat unread."""
+    services) for an answer that arrived in time and sat unread. Late, it waits a grace
+    and looks again; it cuts once a grace fired on time (the loop ran: what the service
+    sent was read), or gives up after LATE_CAP (``starved``: no verdict)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, cut: asyncio.Timeout, when: float):
         self._loop, self._cut = loop, cut
-        self._handle = loop.call_at(when, self._fire, when, True)
+        self._cap = when + LATE_CAP
+        self.starved = False
+        self._handle = loop.call_at(when, self._fire, when)
 
-    def _fire(self, when: float, may_wait: bool) -> None:
+    def _fire(self, due: float) -> None:
         now = self._loop.time()
-        if may_wait and now - when > LATE_SLACK:  # the loop was late, not (only) the service
-            self._handle = self._loop.call_at(now + LATE_GRACE, self._fire, now, False)
-            return
+        if now - due > LATE_SLACK:  # the loop was late, not (only) the service
+            if now < self._cap:
+                grace = now + LATE_GRACE
+                self._handle = self._loop.call_at(grace, self._fire, grace)
+                return
+            self.starved = True
         self._cut.reschedule(now)  # expires: the probe is cancelled, TimeoutError
 
     def cancel(self) -> None:

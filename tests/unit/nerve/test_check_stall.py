@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
+from nerve.checks import base
 from nerve.checks.base import BaseCheck, Passed
 
 
@@ -45,3 +48,63 @@ async def test_a_slow_service_during_a_stall_times_out_after_one_short_grace():
 async def test_an_answer_in_time_passes_with_its_latency():
     result = await _Answering(timeout=0.5, answer_s=0.01, stall_s=0.0).run()
     assert result.ok and result.latency < 0.4
+
+
+class _Stepping(BaseCheck):
+    """Its "service" answers at once, but reading the answer takes ``steps`` turns of the
+    loop (a connect's completion, the transport, the read: each a callback of its own)."""
+
+    def __init__(self, timeout: float, steps: int) -> None:
+        super().__init__("t", timeout)
+        self.steps = steps
+
+    async def probe(self) -> Passed:
+        for _ in range(self.steps):
+            await asyncio.sleep(0)
+        return Passed("read")
+
+
+class _Hung(BaseCheck):
+    """Its "service" never answers."""
+
+    async def probe(self) -> Passed:
+        await asyncio.get_running_loop().create_future()
+        raise AssertionError("unreachable")
+
+
+def lag_loop(turn_s: float, for_s: float) -> None:
+    """Keep the loop late: every turn of it blocks ``turn_s`` (500 checks due in one tick,
+    a CPU quota), until ``for_s`` has passed."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + for_s
+
+    def block() -> None:
+        time.sleep(turn_s)
+        if loop.time() < end:
+            loop.call_soon(block)
+
+    loop.call_soon(block)
+
+
+async def test_an_answer_read_while_the_loop_keeps_lagging_passes():
+    """Each turn blocks 0.1 s for 1.2 s: the timeout (0.05 s) and every grace fire late, and
+    the probe's ten turns take ~1 s. Before, the first grace cut it (turn 4)."""
+    lag_loop(0.1, 1.2)
+    result = await _Stepping(timeout=0.05, steps=10).run()
+    assert result.ok, result.detail
+    assert result.latency > 0.8  # it did sit through the lag
+
+
+async def test_a_hung_service_in_a_lagging_loop_still_fails_once_the_loop_keeps_time():
+    lag_loop(0.1, 0.4)
+    result = await _Hung("t", 0.05).run()
+    assert not result.ok and result.verdict and result.detail == "timed out after 0.05s"
+    assert 0.35 < result.latency < 1.5  # cut by a grace that kept time, not at LATE_CAP
+
+
+async def test_a_loop_late_past_the_cap_gives_no_verdict(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(base, "LATE_CAP", 0.3)
+    lag_loop(0.1, 1.5)
+    result = await _Hung("t", 0.05).run()
+    assert not result.ok and not result.verdict and result.detail == base.STARVED
+    assert 0.3 < result.latency < 1.2  # the cap (and the cut's turns), not the whole lag
