@@ -8,10 +8,16 @@ The file maps service -> HAProxy server name -> the backend record plus the unix
 
 Servers that left stay in the file, marked ``"left": true``, until they were last seen
 more than ``state_file_ttl`` ago (Ruby keeps every backend seen within the TTL); they are
-never served from it. It is rewritten atomically whenever a service's discovered servers change (and
-refreshed well within the TTL while nothing changes). A synapse that starts while
-its registry is unreachable configures HAProxy from the entries younger than the
-TTL instead of starting empty. Entries are validated on load like any record.
+never served from it. A service keeps at most MIN_LEFT of them, or as many as it has
+servers if more, the most recently seen (as HAProxy's leftovers, synapse/haproxy/leftovers.py):
+where instances come with new names (autoscaling) the TTL alone kept every departure of a
+day, ~140 B of file and ~2.4 KB of synapse's memory each (4,500 departures: 1.24 MB, +22 MB).
+The servers present at the last write are never dropped this way: they are what a synapse
+restarted while its registry is down serves. The file is rewritten atomically whenever a
+service's discovered servers change (and refreshed well within the TTL while nothing
+changes). A synapse that starts while its registry is unreachable configures HAProxy from
+the entries younger than the TTL instead of starting empty. Entries are validated on load
+like any record.
 
 Runtime zone evacuations are kept in the same file, under a reserved service key
 shaped like any other entry (so the Airbnb format stays intact; they never expire):
@@ -58,19 +64,25 @@ YIELD_EVERY = 16  # services the writer's thread handles between GIL hand-overs
 # whole file in slices, one a write, so the event loop never shares the GIL with ~50 ms
 # of encoding at once (20,000 servers: complete after 10 writes, ~10 s).
 REBUILD_BUDGET = 100
+MIN_LEFT = 16  # servers marked left a service keeps however few servers it has
+# A service's servers marked left: name -> (last seen, its entry as the file has it,
+# '"name": {...}'). Kept apart from the servers (an update parses only those) and as text.
+Left = dict[str, tuple[float, str]]
 
 
 class StateCache:
     """The state file, held as one JSON text per service (what the file holds): 20,000
     servers cost ~2.5 MB this way rather than ~11 MB of dicts, and a service that did not
     change is neither rebuilt nor encoded again. A service's entries are parsed back only
-    when asked for (a start, a service without a report, a rebuild)."""
+    when asked for (a start, a service without a report, a rebuild); its servers marked
+    left are held apart (``Left``) and joined to its line only when the file is written."""
 
     def __init__(self, path: str | Path, ttl: float, clock: Callable[[], float] = time.time):
         self.path = Path(path)
         self.ttl = ttl
         self.clock = clock
-        self._texts: dict[str, str] = {}  # service -> its line of the file: "name": {entries}
+        self._texts: dict[str, str] = {}  # service -> "name": {its servers} (none left)
+        self._left: dict[str, Left] = {}  # service -> its servers marked left
         self._generators: dict[str, dict[str, Any]] = {}  # service -> its GENERATOR_KEY
         self._built: dict[str, Selection] = {}  # service -> the selection its text came from
         self._written_at: float | None = None
@@ -115,7 +127,12 @@ class StateCache:
         event(log, "state_file_loaded", path=str(self.path), services=len(self._texts))
 
     def entries(self, service: str) -> dict[str, dict[str, Any]]:
-        """``service``'s entries as the file has them (parsed from its text)."""
+        """``service``'s entries as the file has them, those marked left too."""
+        line = self._texts.get(service)
+        return _parse(service, _line(line, self._left.get(service))) if line is not None else {}
+
+    def _servers(self, service: str) -> dict[str, dict[str, Any]]:
+        """``service``'s entries but those marked left: what an update compares."""
         line = self._texts.get(service)
         return _parse(service, line) if line is not None else {}
 
@@ -123,7 +140,7 @@ class StateCache:
         """Servers of ``service`` seen within the TTL, or None when the cache has none."""
         cutoff = self.clock() - self.ttl
         found: list[Found] = []
-        for key, data in sorted(self.entries(service).items()):
+        for key, data in sorted(self._servers(service).items()):
             if key == GENERATOR_KEY:
                 continue
             stamp = data.get("timestamp")
@@ -178,6 +195,7 @@ class StateCache:
         self.pending = False
         configured = set(services)
         texts = {s: text for s, text in self._texts.items() if s in configured}
+        lefts = {s: left for s, left in self._left.items() if s in configured}
         gens = {s: g for s, g in self._generators.items() if s in configured}
         changed = len(texts) != len(self._texts)
         built: dict[str, Selection] = {}
@@ -191,16 +209,18 @@ class StateCache:
                 self.pending = True
                 continue
             _let_the_loop_run(len(built))
-            old = self.entries(service)
-            current = _current(selection, old, int(now))
-            fresh = {**self._left(old, current, now), **current}
-            changed = changed or _strip_all(fresh) != _strip_all(old, keep_generator=False)
-            texts[service], built[service] = _encode(service, fresh, gens.get(service)), selection
+            old, was = self._servers(service), self._left.get(service, {})
+            current = _current(selection, old, was, int(now))
+            left = _bounded({**was, **_departed(old, current)}, current, now - self.ttl)
+            changed = changed or left.keys() != was.keys()
+            changed = changed or _strip_all(current) != _strip_all(old, keep_generator=False)
+            texts[service], built[service] = _encode(service, current, gens.get(service)), selection
+            lefts[service] = left
         for service in configured if generators is not None else ():
             found = dict(generators.get(service) or {})  # type: ignore[union-attr]
             if gens.get(service, {}) == found:
                 continue
-            servers = {k: v for k, v in self.entries(service).items() if k != GENERATOR_KEY}
+            servers = {k: v for k, v in self._servers(service).items() if k != GENERATOR_KEY}
             if service in built:  # (rebuilt above: its new servers, not the file's)
                 servers = {
                     k: v for k, v in _parse(service, texts[service]).items() if k != GENERATOR_KEY
@@ -214,24 +234,11 @@ class StateCache:
         if not changed and not stale and not self.evacuations_unsaved:
             self._built.update(built)  # (equal entries: nothing to write)
             return False
-        if not self._write(texts, now):
+        if not self._write(texts, now, lefts):
             return False
         self._generators = gens
         self._built = {s: b for s, b in {**self._built, **built}.items() if s in texts}
         return True
-
-    def _left(self, old: Mapping[str, Any], current: Mapping[str, Any], now: float) -> Entries:
-        """Servers that left, kept (marked ``left``) while seen within the TTL: Ruby's
-        state file keeps every backend seen within ``state_file_ttl``."""
-        kept: dict[str, dict[str, Any]] = {}
-        for key, data in old.items():
-            stamp = data.get("timestamp")
-            if key == GENERATOR_KEY or key in current:
-                continue
-            if not _is_stamp(stamp) or stamp < now - self.ttl:
-                continue
-            kept[key] = {**data, "left": True}
-        return kept  # type: ignore[return-value]
 
     def refresh(
         self,
@@ -252,17 +259,25 @@ class StateCache:
             return not self.evacuations_unsaved
 
     def _keep(self, service: str, servers: Mapping[str, Any]) -> None:
+        """A service as the file had it: its servers marked left apart, bounded already
+        (a file an older synapse wrote may hold a day of departures)."""
         found = servers.get(GENERATOR_KEY)
         if isinstance(found, dict):
             self._generators[service] = found
-        self._texts[service] = _encode(service, servers, None)
+        current = {k: v for k, v in servers.items() if k == GENERATOR_KEY or not v.get("left")}
+        left = _departed(servers, current)  # (those marked left: not among ``current``)
+        self._left[service] = _bounded(left, current, self.clock() - self.ttl)
+        self._texts[service] = _encode(service, current, None)
 
-    def _write(self, texts: Mapping[str, str], now: float) -> bool:
+    def _write(
+        self, texts: Mapping[str, str], now: float, lefts: Mapping[str, Left] | None = None
+    ) -> bool:
+        """``lefts``: the services' servers marked left (None: those the cache holds)."""
         with self._write_lock:
-            return self._write_now(texts, now)
+            return self._write_now(texts, self._left if lefts is None else lefts, now)
 
-    def _write_now(self, texts: Mapping[str, str], now: float) -> bool:
-        lines = dict(texts)
+    def _write_now(self, texts: Mapping[str, str], lefts: Mapping[str, Left], now: float) -> bool:
+        lines = {s: _line(text, lefts.get(s)) for s, text in texts.items()}
         if self.evacuations != Evacuations():  # none: the file stays in Airbnb's plain form
             own = {"timestamp": int(now), **self.evacuations.to_json()}
             lines[RESERVED_SERVICE] = _encode(RESERVED_SERVICE, {EVACUATIONS_KEY: own}, None)
@@ -272,7 +287,7 @@ class StateCache:
         except OSError as exc:
             self._fail("state_file_write_failed", str(exc))
             return False
-        self._texts = dict(texts)
+        self._texts, self._left = dict(texts), {s: lefts[s] for s in texts if lefts.get(s)}
         self._written_at = now
         self.last_error = None
         self.evacuations_unsaved = False  # (written with the current ones)
@@ -291,7 +306,7 @@ def _let_the_loop_run(index: int) -> None:
         time.sleep(0)
 
 
-def _current(selection: Selection, old: Mapping[str, Any], now: int) -> Entries:
+def _current(selection: Selection, old: Mapping[str, Any], left: Left, now: int) -> Entries:
     """A selection's discovered servers, stamped ``now``; a server only a partial report's
     hold keeps (HELD_ORIGIN: its registry has not said) keeps the stamp it had, so it ages
     out of the file in state_file_ttl as any server not seen (none: not cached)."""
@@ -302,10 +317,35 @@ def _current(selection: Selection, old: Mapping[str, Any], now: int) -> Entries:
         stamp: Any = now
         if server.origin.startswith(HELD_ORIGIN):
             stamp = old.get(server.name, {}).get("timestamp")
+            if not _is_stamp(stamp) and server.name in left:
+                stamp = left[server.name][0]
             if not _is_stamp(stamp):
                 continue
         current[server.name] = {"timestamp": stamp, **record}
     return current  # type: ignore[return-value]
+
+
+def _departed(old: Mapping[str, Any], current: Mapping[str, Any]) -> Left:
+    """The servers of ``old`` not among ``current``, marked left (their stamps kept)."""
+    left: Left = {}
+    for key, data in old.items():
+        stamp = data.get("timestamp")
+        if key != GENERATOR_KEY and key not in current and _is_stamp(stamp):
+            entry = json.dumps({**data, "left": True}, sort_keys=True)
+            left[key] = (stamp, f"{json.dumps(key)}: {entry}")
+    return left
+
+
+def _bounded(left: Left, current: Mapping[str, Any], cutoff: float) -> Left:
+    """``left`` without the servers back among ``current`` or last seen before ``cutoff``,
+    and at most the larger of MIN_LEFT and the servers of ``current``, the most recently
+    seen (a redeploy that replaced every server keeps them all)."""
+    kept = {k: v for k, v in left.items() if k not in current and v[0] >= cutoff}
+    cap = max(MIN_LEFT, len(current) - (GENERATOR_KEY in current))
+    if len(kept) <= cap:
+        return kept
+    newest = sorted(kept, key=lambda k: (kept[k][0], k), reverse=True)[:cap]
+    return {k: kept[k] for k in newest}
 
 
 def _entry_name(key: str) -> str:
@@ -333,6 +373,14 @@ def _encode(service: str, servers: Mapping[str, Any], generator: Mapping[str, An
     if generator:
         servers = {**servers, GENERATOR_KEY: dict(generator)}
     return f"{json.dumps(service)}: {json.dumps(servers, sort_keys=True)}"
+
+
+def _line(text: str, left: Left | None) -> str:
+    """A service's line of the file: its servers' text with those marked left joined in."""
+    if not left:
+        return text
+    tail = ", ".join(left[key][1] for key in sorted(left)) + "}"
+    return text[:-1] + tail if text.endswith("{}") else f"{text[:-1]}, {tail}"
 
 
 def _parse(service: str, line: str) -> dict[str, Any]:
