@@ -33,6 +33,7 @@ import hashlib
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
@@ -300,7 +301,7 @@ class StateDumper:
         temp file's name) unless the file was written since the round began (``seen``:
         its identity then); the new file's identity, or None when not replaced. Only the
         rename is under the lock."""
-        staged = await asyncio.to_thread(staging)
+        staged = await _staged(staging)
         try:
             async with self._lock:
                 if self._file_id() != seen:
@@ -335,6 +336,34 @@ class StateDumper:
             await asyncio.sleep(pause)
             # A large fleet's dump costs CPU that changes need: at most ~5 % of the time.
             pause = next_pause(await self.dump())
+
+
+async def _staged(staging: Callable[[], str]) -> str:
+    """``staging`` run in a thread: its temp file's name. A cancel (synapse stopping, a
+    SIGHUP) does not stop the thread, and the file it stages after the cancel had no owner:
+    one ``.tmp`` more in the state directory each time. Whichever side comes second, the
+    thread done or the cancel, removes it."""
+    lock = threading.Lock()
+    staged: list[str] = []  # the thread's file, once written
+    abandoned: list[bool] = []  # the caller is gone (cancelled)
+
+    def run() -> str:
+        name = staging()
+        with lock:
+            if abandoned:
+                discard(name)
+            else:
+                staged.append(name)
+        return name
+
+    try:
+        return await asyncio.to_thread(run)
+    except BaseException:
+        with lock:
+            abandoned.append(True)
+            for name in staged:  # (finished, its answer not delivered before the cancel)
+                discard(name)
+        raise
 
 
 def _decoded(
