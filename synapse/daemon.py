@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from smartstack.etcd_json import EtcdJsonConnection
     from synapse.config_load import ConfigSource
     from synapse.docker_services import DockerServiceSource
+    from synapse.edge_config import DockerServicesConfig
 
 log = logging.getLogger("synapse.daemon")
 
@@ -106,6 +107,7 @@ class SynapseDaemon:
         self.last_config_reload: dict[str, Any] | None = None
         self.file_config = config  # without the services of docker_services
         self.docker_services: DockerServiceSource | None = None
+        self._sighup_in_start = False  # while docker_services' start waited: reload after
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -133,6 +135,9 @@ class SynapseDaemon:
     def _on_sighup(self) -> None:
         # still starting (the file is being read anyway), or a reload that will read the file
         # is waiting for the lock: 50 SIGHUPs are one or two children, not 50
+        if self.reconciler is None and self.docker_services is not None:
+            self._sighup_in_start = True  # after the file was read: reloaded once started
+            return
         if self.reconciler is None or self._reload_waiting:
             return
         self._reload_waiting = True
@@ -149,6 +154,9 @@ class SynapseDaemon:
             zk_pool=self.zk_pool,
             etcd_connection=self._etcd_connection,
         )
+        docker = self.config.docker_services
+        if docker is not None and docker.enabled:  # services from container labels
+            await self._start_docker_services(docker)
         self._warn_about(self.config)
         state_cache = make_state_cache(self.config)
         self.reconciler = Reconciler(
@@ -172,14 +180,25 @@ class SynapseDaemon:
         await self._start_admin()
         self._reconciler_task = loop.create_task(self._run_reconciler(), name="reconciler")
         loop.call_later(gc_start.START_LIMIT_S, gc_start.settle)  # should no hand-over come
-        docker = self.config.docker_services
-        if docker is not None and docker.enabled:  # services from container labels
-            from synapse.docker_services import DockerServiceSource  # only a config with it
-
-            self.docker_services = DockerServiceSource(docker, loop, self._apply_docker)
-            self.docker_services.start()
+        if self.docker_services is not None:  # its changes are applied from now on
+            self.docker_services.go_live()
+            if self._sighup_in_start:
+                self._on_sighup()
         event(log, "started", services=len(self.config.services),
               haproxy=self.controller is not None)  # fmt: skip
+
+    async def _start_docker_services(self, docker: DockerServicesConfig) -> None:
+        """The containers' services are in the config the reconciler starts with (the
+        previous run's, saved; or Docker's first answer): a restart keeps them in the
+        adopted HAProxy instead of removing them until Docker answers."""
+        from synapse.docker_services import DockerServiceSource  # only a config with it
+        from synapse.docker_services_saved import saved_path
+
+        loop = asyncio.get_running_loop()
+        source = DockerServiceSource(docker, loop, self._apply_docker, saved_path(self.config))
+        self.docker_services = source
+        await source.begin(self.config.startup_wait)
+        self.config = source.merge(self.file_config)
 
     def _change_coming(self) -> None:
         """A ZooKeeper event named a change whose data is being read: the HAProxy side's

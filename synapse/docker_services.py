@@ -17,14 +17,21 @@ frontend for every route once ``haproxy.tls`` is set, so it changes nothing by i
 A service named in the file wins over a container's of the same name (logged). Changes go
 through the daemon's ``apply_config`` like a SIGHUP: a new host of an existing service is a
 route change (no reload); a new service starts its watcher and costs one reload.
+
+The services are saved beside the state file (synapse.docker_services_saved): a restarted
+synapse starts with them, so its first apply keeps them in the adopted HAProxy whether or
+not dockerd answers. Without a saved file the start waits for Docker's first answer, up to
+``startup_wait``. Docker's answers replace them, applied once the daemon has started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -32,6 +39,7 @@ from pydantic import ValidationError
 from smartstack.docker_events import ContainerInfo, ContainerWatch, docker_base_url
 from smartstack.logs import event
 from synapse.config import ServiceConfig, SynapseConfig
+from synapse.docker_services_saved import SavedBlocks
 from synapse.edge_config import DockerServicesConfig
 from synapse.haproxy.routes import RouteCollision, RouteSpec, compile_routes
 
@@ -97,6 +105,7 @@ class DockerServiceSource:
         config: DockerServicesConfig,
         loop: asyncio.AbstractEventLoop,
         apply: Callable[[], Awaitable[None]],
+        saved: Path | None = None,
     ) -> None:
         self.config = config
         self.loop = loop
@@ -105,6 +114,27 @@ class DockerServiceSource:
         self._logged: set[str] = set()
         self._watch: ContainerWatch | None = None
         self._task: asyncio.Task[None] | None = None
+        self._saved = SavedBlocks(saved, config)
+        self._writing: asyncio.Task[None] | None = None
+        self._answered = asyncio.Event()
+        self._live = False  # changes are applied (the daemon has started with a merged config)
+        self._merged: dict[str, ServiceConfig] = {}  # the services the last merge saw
+
+    async def begin(self, wait: float) -> None:
+        """Follow the engine, starting from the previous run's services; none saved: from
+        its first answer, waited for up to ``wait`` seconds (dockerd down: none)."""
+        self.services = self._saved.load()
+        self.start()
+        if not self.services:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), wait)
+
+    def go_live(self) -> None:
+        """The daemon runs a merged config: apply changes from now on (one that came
+        since the merge at once)."""
+        self._live = True
+        if self.services != self._merged:
+            self._schedule_apply()
 
     def start(self) -> None:
         self._watch = ContainerWatch(
@@ -118,8 +148,9 @@ class DockerServiceSource:
     async def stop(self) -> None:
         if self._watch is not None:
             await self._watch.stop()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._writing):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
 
     def _changed(self, containers: dict[str, ContainerInfo]) -> None:
         blocks, problems = service_blocks(containers.values(), self.config)
@@ -133,10 +164,22 @@ class DockerServiceSource:
             if problem not in self._logged:
                 event(log, "docker_service_refused", level=logging.WARNING, problem=problem)
         self._logged = set(problems)
+        self._answered.set()
+        text = self._saved.text({name: blocks[name] for name in services})
+        if text is not None:  # (in a thread: it fsyncs; in order)
+            self._writing = self.loop.create_task(self._write_after(self._writing, text))
         if services != self.services:
             self.services = services
-            previous = self._task
-            self._task = self.loop.create_task(self._apply_after(previous))
+            if self._live:
+                self._schedule_apply()
+
+    def _schedule_apply(self) -> None:
+        self._task = self.loop.create_task(self._apply_after(self._task))
+
+    async def _write_after(self, previous: asyncio.Task[None] | None, text: str) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        await asyncio.to_thread(self._saved.write, text)
 
     async def _apply_after(self, previous: asyncio.Task[None] | None) -> None:
         if previous is not None:
@@ -149,6 +192,7 @@ class DockerServiceSource:
     def merge(self, config: SynapseConfig) -> SynapseConfig:
         """``config`` (from the file) plus the containers' services that fit: a name the
         file uses, or a route another service has, leaves a container's service out."""
+        self._merged = dict(self.services)
         services = dict(config.services)
         routed = {
             name: RouteSpec(name, svc.haproxy.routes.hosts, svc.haproxy.routes.paths)
