@@ -44,8 +44,8 @@ AUTH_NOT_ENABLED = "authentication is not enabled"
 # Answers that a new token may cure: etcd forgot ours (--auth-token-ttl, a restart), it was
 # issued before an auth change, or we have none because auth was off when we asked.
 TOKEN_REFUSALS = ("invalid auth token", "revision of auth store is old", "user name is empty")
-# One complete PEM block; a file also holding a BEGIN without its END is half written.
-PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.+?\r?\n-----END \1-----", re.DOTALL)
+# A BEGIN line's label. Nothing about the line's end: OpenSSL accepts trailing blanks, CRLF.
+PEM_BEGIN = re.compile(rb"-----BEGIN ([^\r\n]*?)-----")
 
 
 def token_refused(message: str) -> bool:
@@ -61,15 +61,37 @@ class TLSFileError(ConnectionError):
 
 
 def read_pem(key: str, path: str) -> bytes:
-    """The file's bytes if it holds only complete PEM blocks, at least one; else TLSFileError."""
+    """The file's bytes unless gRPC would abort on it or it is clearly half written: empty,
+    no BEGIN line, or a BEGIN without its END (TLSFileError, saying which). The rest is left
+    to OpenSSL, which accepts comments, trailing blanks, CRLF and chains."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise TLSFileError(f"etcd_tls: {key} {path}: {exc.strerror or exc}") from exc
-    blocks = len(PEM_BLOCK.findall(data))
-    if not blocks or blocks != data.count(b"-----BEGIN "):
-        raise TLSFileError(f"etcd_tls: {key} {path} is empty or incomplete ({len(data)} bytes)")
+    problem = pem_problem(data)
+    if problem:
+        raise TLSFileError(f"etcd_tls: {key} {path} {problem} ({len(data)} bytes)")
     return data
+
+
+def pem_problem(data: bytes) -> str | None:
+    """What makes ``data`` unusable as PEM now (None: nothing we can tell)."""
+    if not data.strip():
+        return "is empty"
+    starts = [found.start() for found in re.finditer(rb"-----BEGIN ", data)]
+    if not starts:
+        return "holds no -----BEGIN line"
+    for i, start in enumerate(starts):
+        begin = PEM_BEGIN.match(data, start)
+        if begin is None:
+            return "is incomplete: its last -----BEGIN line is cut"
+        # Its END before the next BEGIN: a cut block followed by a whole one is still cut.
+        stop = starts[i + 1] if i + 1 < len(starts) else len(data)
+        end = b"-----END " + begin[1] + b"-----"
+        if data.find(end, begin.end(), stop) < 0:
+            label = begin[1].decode("ascii", "replace")
+            return f"is incomplete: -----BEGIN {label}----- without its END line"
+    return None
 
 
 class EtcdTLS(ConfigModel):

@@ -1,5 +1,5 @@
 """etcd TLS files and auth answers, the parts without etcd: which TLS files are refused
-before gRPC sees them, which answers make a connection authenticate again, and a watch
+before gRPC sees them (and why), which answers make a connection authenticate again, and a watch
 probe whose TLS context cannot be made (real etcd: tests/integration/foundation/
 test_etcd_tls_files.py, test_etcd_auth_enable.py)."""
 
@@ -29,16 +29,23 @@ KEY = b"-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-
 
 
 @pytest.mark.parametrize(
-    "data",
-    [b"", b"\n", b"garbage", CERT[:20], CERT[:-5], CERT + CERT[:40], b"-----BEGIN X-----\n"],
-    ids=["empty", "newline", "not pem", "begun", "end cut", "second block cut", "no end"],
+    ("data", "why"),
+    [
+        (b"", "is empty"),
+        (b" \r\n\n\t", "is empty"),
+        (b"garbage\n", "holds no -----BEGIN line"),
+        (CERT[:20], "is incomplete: its last -----BEGIN line is cut"),
+        (CERT[:-5], "is incomplete: -----BEGIN CERTIFICATE----- without its END line"),
+        (CERT + CERT[:40], "is incomplete: -----BEGIN CERTIFICATE----- without its END line"),
+        (CERT[:40] + CERT, "is incomplete: -----BEGIN CERTIFICATE----- without its END line"),
+    ],
+    ids=["empty", "blanks", "no begin", "begin cut", "end cut", "second cut", "first cut"],
 )
-def test_an_empty_or_half_written_file_is_refused(tmp_path: Path, data: bytes) -> None:
+def test_the_refusal_says_why(tmp_path: Path, data: bytes, why: str) -> None:
     path = tmp_path / "host.pem"
     path.write_bytes(data)
-    with pytest.raises(
-        TLSFileError, match=rf"cert_cert {re.escape(str(path))} is empty or incomplete"
-    ):
+    message = f"etcd_tls: cert_cert {path} {why} ({len(data)} bytes)"
+    with pytest.raises(TLSFileError, match=f"^{re.escape(message)}$"):
         read_pem("cert_cert", str(path))
 
 
