@@ -2,15 +2,25 @@
 
 When a service's discovery changes (a credential, endpoints, a path, ZooKeeper -> etcd),
 the new watcher starts beside the running one, which keeps reporting until the new one's
-first complete report (a ``multi`` union's partial ones do not count). That report replaces
-the service's servers as a whole, and the old watcher is stopped. Stopping the old one
-first froze the service whenever the new one could not read: a refused credential (kazoo
-never retries one) kept a withdrawn instance in HAProxy until the next SIGHUP.
+first complete report. That report replaces the service's servers as a whole, and the old
+watcher is stopped. Stopping the old one first froze the service whenever the new one
+could not read: a refused credential (kazoo never retries one) kept a withdrawn instance
+in HAProxy until the next SIGHUP.
 
-A new watcher that has not reported after ``patience`` seconds is said once
+A partial report (a ``multi`` union before every child answered, a Docker watcher before
+every engine did) completes the swap too when every child new or changed in the new union
+has answered: the silent ones are the running union's as well. Otherwise the latest one
+completes it once ``patience`` ran out: a union with a child that never answers sends no
+other, and following the old source would never apply the change. The reconciler's
+partial-report holds (synapse.reload_diff.Holds) keep what no answered child lists.
+
+A new watcher with no report to swap after ``patience`` seconds is said once
 (``watcher_swap_stalled``, with its error) and shown under ``replacing`` in /status; the
-service follows its old source meanwhile. Reports are routed by watcher identity: a
-replaced or dropped watcher's late reports reach nobody.
+service follows its old source meanwhile. Only a SIGHUP (``sighup``) starts a stalled one
+afresh: a docker_services change applies the config too, and would reconnect it on every
+container event. Reports are routed by watcher identity: a replaced or dropped watcher's
+late reports reach nobody. A waiting watcher's values stay out of the service's gauges
+(``Watcher.hide_gauges``) until it takes over.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ class Swap:
     since: float  # time.time() of its start
     timer: asyncio.TimerHandle
     stalled: bool = False  # patience ran out (said once)
+    partial: Report | None = None  # its latest partial report: the swap's, should it stall
 
 
 class ServiceWatchers:
@@ -58,6 +69,7 @@ class ServiceWatchers:
         self._sink = sink  # the reconciler's
         self.patience = patience
         self._retiring: dict[asyncio.Task[None], str] = {}
+        self._sighup = False  # the next drop is a SIGHUP's: stalled replacements start afresh
 
     async def start(self, name: str, service: ServiceConfig) -> None:
         """The watcher of a service that has none (at the start, or a SIGHUP added it)."""
@@ -65,17 +77,22 @@ class ServiceWatchers:
         self.active[name] = watcher
         await watcher.start()
 
+    def sighup(self) -> None:
+        """The config is being re-read: the next ``drop`` starts stalled replacements afresh."""
+        self._sighup = True
+
     def drop(self, services: Mapping[str, ServiceConfig]) -> list[Watcher]:
-        """The watchers no longer wanted by ``services`` (a reloaded config): those of removed
+        """The watchers no longer wanted by ``services`` (an applied config): those of removed
         services and replacements of another discovery. Taken out at once, without a wait, so
         none of their reports counts from here on; the caller stops them."""
+        retry, self._sighup = self._sighup, False
         dropped = []
         for name in [n for n in self.active if n not in services]:
             dropped.append(self.active.pop(name))
         for name, swap in list(self.pending.items()):
             service = services.get(name)
             wanted = service is not None and same_model(swap.watcher.discovery, service.discovery)
-            if not wanted or swap.stalled:  # (stalled: tried afresh, kazoo never retries one)
+            if not wanted or (swap.stalled and retry):  # (kazoo never retries a credential)
                 dropped.append(self._unpend(name).watcher)
         return dropped
 
@@ -88,6 +105,7 @@ class ServiceWatchers:
                 await self.start(name, service)
             elif name not in self.pending and not same_model(current.discovery, service.discovery):
                 watcher = self._new(name, service)
+                watcher.hide_gauges()  # the running one's stay the service's
                 timer = asyncio.get_running_loop().call_later(self.patience, self._stalled, name)
                 self.pending[name] = Swap(watcher, time.time(), timer)
                 await watcher.start()
@@ -103,12 +121,21 @@ class ServiceWatchers:
             self._sink(report)
             return
         swap = self.pending.get(name)
-        if swap is None or swap.watcher is not watcher or report.partial:
-            return  # a replaced or dropped watcher's, or a replacement's before a full list
-        self._unpend(name)
-        old, self.active[name] = self.active[name], watcher
-        event(log, "watcher_swapped", service=name, method=watcher.method,
-              replaced=old.method, after_s=round(time.time() - swap.since, 3))  # fmt: skip
+        if swap is None or swap.watcher is not watcher:
+            return  # a replaced or dropped watcher's
+        if report.partial and not swap.stalled and not _covers_change(self.active[name], watcher):
+            swap.partial = report  # (the swap's, should the silent child stay silent)
+            return
+        self._swap(name, report)
+
+    def _swap(self, name: str, report: Report) -> None:
+        swap = self._unpend(name)
+        old, self.active[name] = self.active[name], swap.watcher
+        old.hide_gauges()  # (until its stop, next)
+        swap.watcher.publish_gauges()
+        event(log, "watcher_swapped", service=name, method=swap.watcher.method,
+              replaced=old.method, after_s=round(time.time() - swap.since, 3),
+              partial=report.partial)  # fmt: skip
         self._sink(report)  # the whole list: the old watcher's servers are replaced at once
         task = asyncio.get_running_loop().create_task(old.stop(), name=f"unwatch-{name}")
         self._retiring[task] = name
@@ -127,6 +154,9 @@ class ServiceWatchers:
     def _stalled(self, name: str) -> None:
         swap = self.pending.get(name)
         if swap is None:
+            return
+        if swap.partial is not None:  # a silent child's: the change applied, its servers held
+            self._swap(name, swap.partial)
             return
         swap.stalled = True
         watcher = swap.watcher
@@ -156,6 +186,18 @@ class ServiceWatchers:
         for task, name in list(self._retiring.items()):  # (a bound's cancel ends it too)
             steps.append((f"watcher {name} (replaced)", functools.partial(_itself, task)))
         return steps
+
+
+def _covers_change(old: Watcher, new: Watcher) -> bool:
+    """Whether every child of the new union that the old one has not (new, or another
+    discovery) has answered: a partial report then lacks only children both share."""
+    children: dict[str, Watcher] = getattr(new, "children", None) or {}
+    before = old.discovery.watchers or {}
+    return bool(children) and all(
+        name in children and children[name].reports > 0
+        for name, child in (new.discovery.watchers or {}).items()
+        if name not in before or not same_model(before[name], child)
+    )
 
 
 def _itself(task: asyncio.Task[None]) -> asyncio.Task[None]:

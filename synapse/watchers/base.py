@@ -20,7 +20,7 @@ import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from smartstack.backoff import Backoff
@@ -64,6 +64,8 @@ class WatcherContext:
     zk_session_timeout: float = 10.0
     # A watch event named a change still to be read: background work waits (ChangeGate.expect)
     change_coming: Callable[[], None] | None = None
+    # The watchers' values are the service's gauges (not while a SIGHUP's replacement waits)
+    gauges: bool = True
 
 
 class Watcher(ABC):
@@ -143,7 +145,8 @@ class Watcher(ABC):
         if self._stopped:
             return
         state = (tuple(found), skipped, self.generator_config, partial)
-        self.metrics.skipped_records.labels(self.service).set(skipped)
+        if self.ctx.gauges:
+            self.metrics.skipped_records.labels(self.service).set(skipped)
         if state == self._last:
             return
         self._last = state
@@ -196,7 +199,19 @@ class Watcher(ABC):
             self.last_error = error
         elif connected:
             self.last_error = None
-        self.metrics.watcher_connected.labels(self.service).set(1 if connected else 0)
+        if self.ctx.gauges and not self._stopped:  # (a replaced one's last words: not)
+            self.metrics.watcher_connected.labels(self.service).set(1 if connected else 0)
+
+    def hide_gauges(self) -> None:
+        """This watcher (a SIGHUP's replacement, before ``start``; a replaced one) and the
+        children it makes, which share its context, leave the service's gauges alone."""
+        self.ctx = replace(self.ctx, gauges=False)
+
+    def publish_gauges(self) -> None:
+        """This watcher took the service over: its values are the service's gauges now."""
+        self.ctx.gauges = True
+        self.metrics.watcher_connected.labels(self.service).set(1 if self.connected else 0)
+        self.metrics.skipped_records.labels(self.service).set(self._last[1] if self._last else 0)
 
     def status(self) -> dict[str, Any]:
         return {

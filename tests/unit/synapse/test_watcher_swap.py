@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -36,6 +37,12 @@ class FakeWatcher:
 
     def status(self) -> dict[str, Any]:
         return {"method": self.method, "error": self.last_error}
+
+    def hide_gauges(self) -> None:  # (tests/unit/synapse/test_watcher_swap_gauges.py)
+        pass
+
+    def publish_gauges(self) -> None:
+        pass
 
     def send(self, *ports: int, partial: bool = False) -> None:
         found = tuple(Found(Registration("127.0.0.1", p, f"i{p}"), f"zk:{p}") for p in ports)
@@ -114,11 +121,68 @@ async def test_a_new_watcher_that_never_reports_is_said_and_the_old_one_follows_
     assert replacing["stalled"] and "AUTH_FAILED" in replacing["error"]
     old.send(1)
     assert rig.got == [(1,)] and rig.set.active["web"] is old
-    # The same config again: the stalled one is tried afresh (kazoo never retries it).
+    # A config applied again without a SIGHUP (a docker_services change): it reads on.
+    await rig.reload({"web": service("/b")})
+    assert new.stops == 0 and rig.made[-1] is new
+    # A SIGHUP with the same config: the stalled one is tried afresh (kazoo never retries it).
+    rig.set.sighup()
     await rig.reload({"web": service("/b")})
     assert new.stops == 1 and rig.made[-1] is not new and rig.made[-1].running
+    await asyncio.sleep(0.1)  # it stalls too; the SIGHUP's retry was used up by its apply
+    await rig.reload({"web": service("/b")})
+    assert len(rig.made) == 3 and rig.made[-1].stops == 0
     new.send(7)
     assert rig.got == [(1,)]
+
+
+async def test_a_stalled_swap_completes_with_the_new_watchers_latest_partial_list(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A union with a child that never answers sends only partial lists: the old source
+    # would be followed for ever. At the stall the latest one is applied (the reconciler
+    # holds what no answered child lists), and so are later ones at once.
+    caplog.set_level(logging.INFO)
+    rig, old, new = await swapping(patience=0.05)
+    new.send(3, partial=True)
+    new.send(3, 4, partial=True)
+    old.send(1)
+    assert rig.got == [(1,)] and rig.set.active["web"] is old
+    await asyncio.sleep(0.1)
+    assert rig.got == [(1,), (3, 4)] and rig.set.active["web"] is new and not rig.set.pending
+    [swapped] = [r for r in caplog.records if r.getMessage() == "watcher_swapped"]
+    assert swapped.smartstack_fields["partial"] is True  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if r.getMessage() == "watcher_swap_stalled"]
+    await settle()
+    assert old.stops == 1
+    rig2, _, new2 = await swapping(patience=0.05)
+    await asyncio.sleep(0.1)  # stalled with no list at all: the old one follows on
+    new2.send(5, partial=True)  # the first partial list after the stall: applied at once
+    assert rig2.got == [(5,)] and rig2.set.active["web"] is new2
+
+
+def union(zk_path: str) -> ServiceConfig:
+    zk = {"method": "zookeeper", "hosts": ["127.0.0.1:2181"], "path": zk_path}
+    etcd = {"method": "etcd", "endpoints": ["127.0.0.1:1"], "path": "/svc/web"}
+    multi = {
+        "method": "multi",
+        "resolver": {"method": "union"},
+        "watchers": {"zk": zk, "etcd": etcd},
+    }
+    return ServiceConfig.model_validate({"discovery": multi})
+
+
+async def test_a_partial_list_whose_answered_children_cover_the_change_swaps_at_once() -> None:
+    # The union's ZooKeeper child moved; its etcd child (unchanged) is silent in both.
+    rig = Rig()
+    await rig.set.start("web", union("/old"))
+    await rig.reload({"web": union("/new")})
+    [old, new] = rig.made
+    new.children = {"zk": SimpleNamespace(reports=0), "etcd": SimpleNamespace(reports=1)}
+    new.send(7, partial=True)  # only the unchanged child answered: the move is not in it
+    assert rig.got == [] and rig.set.active["web"] is old
+    new.children["zk"].reports = 1
+    new.send(3, partial=True)
+    assert rig.got == [(3,)] and rig.set.active["web"] is new and not rig.set.pending
 
 
 async def test_a_second_sighup_keeps_replaces_or_cancels_the_pending_watcher() -> None:
