@@ -311,6 +311,7 @@ class SynapseDaemon:
             for line in warnings:
                 event(log, "config_warning", level=logging.WARNING, warning=line)
             try:
+                self.service_watchers.sighup()  # a stalled replacement is started afresh
                 await self.apply_config(new)
             except Exception as exc:
                 log.exception("applying the reloaded config failed")
