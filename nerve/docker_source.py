@@ -16,9 +16,9 @@ Crashes leave nothing stale: registrations are ephemeral znodes / leased etcd ke
 restarted nerve's reporters delete a previous run's copies (same instance id and record) when
 they register; containers that died while nerve was down are simply not re-registered.
 While dockerd is unreachable nothing changes (the last known state stays registered) until the
-resync after reconnecting says otherwise. That holds across a restart of nerve too: the serving
-containers are saved in state_dir (nerve.docker_saved), and a nerve that starts builds their
-Services from there before dockerd has answered; the first resync reconciles them.
+resync after reconnecting says otherwise. A nerve (re)started while dockerd is down registers
+nothing until dockerd's first listing: a container remembered from before may be gone and its
+address taken by another service's container, which a tcp check cannot tell apart.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from nerve.assemble import build_service
 from nerve.config import NerveConfig
 from nerve.docker_config import DockerModeConfig, LabelError, Wanted, selected, wanted_for
 from nerve.docker_flags import ContainerFlags
-from nerve.docker_saved import SavedContainers
 from nerve.maintenance import MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.registries import Registries
@@ -44,6 +43,8 @@ from smartstack.logs import event
 
 log = logging.getLogger("nerve.docker")
 
+# Containers saved by nerve 2b84de3..: removed at start (a stale copy must not be revived).
+OLD_STATE_FILE = "docker-containers.state"
 WITHDRAW_TIMEOUT = 2.5  # seconds, at shutdown (sessions and leases expire by themselves)
 
 
@@ -70,8 +71,6 @@ class DockerSource:
         self._bad: dict[str, str] = {}  # container id -> label error already logged
         self._stopping = False
         self.watch: ContainerWatch | None = None
-        self.saved = SavedContainers(store.directory, docker_base_url(cfg.url))
-        self.restored = False  # Services built from the saved state, before dockerd answered
         self.label_errors = Counter(
             "nerve_docker_label_errors",
             "Containers whose smartstack labels could not be used (each distinct error once)",
@@ -99,11 +98,9 @@ class DockerSource:
             on_gone=self.flags.gone,
         )
         event(log, "docker_mode_started", engine=self.cfg.url, address=self.cfg.address)
-        if saved := self.saved.load():  # registered by the previous run: its checks decide
-            self.restored = True
-            self._apply(self._wanted(saved))
-            event(log, "docker_state_restored", engine=self.cfg.url, containers=len(saved),
-                  services=len(self.services))  # fmt: skip
+        if self.store.directory is not None:  # written by an older nerve; never trusted
+            with contextlib.suppress(OSError):
+                (self.store.directory / OLD_STATE_FILE).unlink(missing_ok=True)
         self.watch.start()
 
     async def stop(self, withdraw: bool = True) -> list[bool]:
@@ -139,9 +136,6 @@ class DockerSource:
             return
         wanted = self._wanted(containers)
         self._apply(wanted)
-        self.restored = False  # (the watch only reports after a full listing)
-        used = {w.container_id for w in wanted.values()}
-        self.saved.save(info for info in containers.values() if info.id in used)
         if self.watch is not None and self.watch.resyncs != self._resyncs:  # a full listing
             self._resyncs = self.watch.resyncs
             self.flags.resynced(containers)
@@ -168,8 +162,8 @@ class DockerSource:
             if key in self.services and old is not None:
                 if old.config != entry.config:
                     self._retire(key, "address or labels changed")
-                elif old.container_id != entry.container_id:  # (restored; recreated meanwhile:
-                    self._retire(key, "another container under the name")  # its checks, flag)
+                elif old.container_id != entry.container_id:  # recreated between listings:
+                    self._retire(key, "another container under the name")  # its checks, flag
             if key not in self.services:
                 self._add(entry)
         self.wanted = wanted
@@ -244,7 +238,6 @@ class DockerSource:
             "connected": bool(watch and watch.connected),
             "error": watch.last_error if watch else None,
             "resyncs": watch.resyncs if watch else 0,
-            "restored": self.restored,
             "containers": len(watch.containers) if watch else 0,
             "invalid_labels": dict(self._bad),
             "services": {name: s.status() for name, s in sorted(self.services.items())},
