@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -84,6 +85,7 @@ class Client(aetcd.Client):
     def __init__(self, *args, tls: EtcdTLS | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._tls = tls
+        self.auth_off = False  # etcd said its auth is not enabled (EtcdConnection logs it)
 
     @aetcd.client._handle_errors
     async def connect(self) -> None:
@@ -124,8 +126,7 @@ class Client(aetcd.Client):
         except aetcd.rpc.AioRpcError as exc:
             if AUTH_NOT_ENABLED not in (exc.details() or ""):
                 raise
-            event(log, "etcd_auth_not_enabled", level=logging.WARNING,
-                  endpoint=f"{self._host}:{self._port}", user=self._username)  # fmt: skip
+            self.auth_off = True
             return None
         return (("token", resp.token),)
 
@@ -181,6 +182,9 @@ class EtcdConnection(Endpoints):
         self._probes: dict[int, tuple[aetcd.Client, asyncio.Future[str | None]]] = {}
         self._stream: WatchStream | None = None  # every watch, on the current client
         self._lister: BatchLister | None = None
+        # Clients closed to authenticate again: the calls they cancel retry, not fail.
+        self._refused: weakref.WeakSet[aetcd.Client] = weakref.WeakSet()
+        self._auth_off_said = False  # etcd_auth_not_enabled logged since the last token
 
     async def client(self) -> aetcd.Client:
         async with self._lock:
@@ -203,6 +207,10 @@ class EtcdConnection(Endpoints):
                     await _close_quietly(client)
                     raise
                 self._client = client
+                if client.auth_off and not self._auth_off_said:  # once, not at every connect
+                    event(log, "etcd_auth_not_enabled", level=logging.WARNING,
+                          endpoint=self.current_endpoint, user=self.username)  # fmt: skip
+                self._auth_off_said = client.auth_off
             return self._client
 
     async def rotate(self, reason: str, failed: aetcd.Client | None = None) -> None:
@@ -285,6 +293,9 @@ class EtcdConnection(Endpoints):
                 # failover closed this client under us. Not our cancellation: the next client.
                 if not _closed_under_us(client, self._client):
                     raise
+                if client in self._refused and not reauthenticated:
+                    reauthenticated = True  # closed for a new token: not the endpoint's fault
+                    continue
                 last = ConnectionError(f"etcd client closed by a failover ({self.failovers})")
                 failures += 1
             except aetcd.exceptions.ClientError as exc:
@@ -295,10 +306,23 @@ class EtcdConnection(Endpoints):
                 if reauthenticated or self.username is None or not _token_refused(exc):
                     raise
                 reauthenticated = True
-                event(log, "etcd_reauthenticate", level=logging.WARNING, error=str(exc)[:120])
-                await self.close()
+                await self._reauthenticate(client, exc)
         assert last is not None
         raise last
+
+    async def _reauthenticate(self, refused: aetcd.Client | None, exc: BaseException) -> None:
+        """Drop the client etcd refused a token from, once: the next ``client()`` connects
+        and authenticates (once, under the lock) for every caller. When another caller has
+        already replaced it, retry on the new one: closing that would cancel its calls, and
+        each caller's Authenticate costs etcd ~0.5 s of bcrypt."""
+        async with self._lock:
+            if refused is None or refused is not self._client:
+                return
+            self._client = None
+            self._refused.add(refused)
+        event(log, "etcd_reauthenticate", level=logging.WARNING, error=str(exc)[:120])
+        await self._close_stream(refused)
+        await _close_quietly(refused)
 
     async def keepalive(self, client: aetcd.Client, lease_id: int) -> Any:
         """One keep-alive of ``lease_id`` that requires a leader (``refresh_lease``)."""

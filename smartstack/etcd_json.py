@@ -179,6 +179,8 @@ class EtcdJsonConnection(Endpoints):
         self._contexts = TLSContexts(self.tls) if self.tls is not None else None
         self._turn = object()  # this endpoint's turn: a fail-over starts a new one
         self._token: str | None = None
+        self._auth_lock = asyncio.Lock()  # one Authenticate (bcrypt) for all the callers
+        self._auth_off_said = False  # etcd_auth_not_enabled logged since the last token
         self._watches: weakref.WeakSet[JsonWatch] = weakref.WeakSet()
         self._probe = WatchProbe(self._probed, self.rotate, self._watching)
 
@@ -200,13 +202,28 @@ class EtcdJsonConnection(Endpoints):
         context = self._contexts.context() if self._contexts is not None else None
         return Target(host, port, context, {})
 
-    async def _target(self) -> Target:
-        target = self._address()
+    async def _target(self, sent: list[str]) -> Target:
+        """Where to send a call, with the token, which is also put into ``sent``."""
         if self.username is None:
-            return target
-        if self._token is None:
-            self._token = await self._authenticate(target)
-        return target._replace(headers={"Authorization": self._token}) if self._token else target
+            return self._address()
+        token = self._token
+        if token is None:
+            async with self._auth_lock:
+                token = self._token  # a caller before us may have got it meanwhile
+                if token is None:
+                    turn, token = self._turn, await self._authenticate(self._address())
+                    if turn is self._turn:  # not for the endpoint left meanwhile
+                        self._token = token
+        sent.append(token)
+        target = self._address()
+        return target._replace(headers={"Authorization": token}) if token else target
+
+    def _forget_token(self, refused: str | None, message: str) -> None:
+        """Ask for a new token, once for the token etcd refused: callers refused together
+        retry with the one the first of them asks for."""
+        if refused is not None and refused == self._token:
+            self._token = None
+            event(log, "etcd_reauthenticate", level=logging.WARNING, error=message)
 
     async def _authenticate(self, target: Target) -> str:
         """A token; "" while etcd's auth is not enabled (asked again when etcd refuses a call
@@ -217,9 +234,12 @@ class EtcdJsonConnection(Endpoints):
         except HttpStatusError as exc:
             if AUTH_NOT_ENABLED not in exc.message:
                 raise
-            event(log, "etcd_auth_not_enabled", level=logging.WARNING,
-                  endpoint=self.current_endpoint, user=self.username)  # fmt: skip
+            if not self._auth_off_said:  # once, not at every endpoint turn
+                self._auth_off_said = True
+                event(log, "etcd_auth_not_enabled", level=logging.WARNING,
+                      endpoint=self.current_endpoint, user=self.username)  # fmt: skip
             return ""
+        self._auth_off_said = False
         return str(reply["token"])
 
     def _probed(self) -> tuple[Target, object]:
@@ -241,13 +261,14 @@ class EtcdJsonConnection(Endpoints):
         reauthenticated = False
         while failures < len(self.endpoints):
             turn, endpoint, limit = self._turn, self.current_endpoint, timeout or self.timeout
+            sent: list[str] = []  # the token this try sent
             try:
-                result = await asyncio.wait_for(self._on(fn, turn), limit)
+                result = await asyncio.wait_for(self._on(fn, turn, sent), limit)
             except HttpStatusError as exc:
                 stale = exc.code == UNAUTHENTICATED or token_refused(exc.message)
                 if stale and self.username and not reauthenticated:
-                    reauthenticated, self._token = True, None
-                    event(log, "etcd_reauthenticate", level=logging.WARNING, error=exc.message)
+                    reauthenticated = True
+                    self._forget_token(sent[-1] if sent else None, exc.message)
                     continue
                 if not exc.member_failed:
                     raise  # etcd's answer (lease not found, permission denied, ...)
@@ -278,8 +299,10 @@ class EtcdJsonConnection(Endpoints):
             " also allows clientAuth; else set etcd_transport: grpc)"
         )
 
-    async def _on(self, fn: Callable[[Target, object], Awaitable[T]], turn: object) -> T:
-        return await fn(await self._target(), turn)
+    async def _on(
+        self, fn: Callable[[Target, object], Awaitable[T]], turn: object, sent: list[str]
+    ) -> T:
+        return await fn(await self._target(sent), turn)
 
     async def _range(self, request: dict, timeout: float | None = None) -> dict:
         async def ask(target: Target, _turn: object) -> dict:

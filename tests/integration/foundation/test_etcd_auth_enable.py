@@ -9,12 +9,14 @@ import logging
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nerve_testlib import etcd_service, nerve_config, running_nerve, unique_path, until
 
 from nerve.reporters.etcd import EtcdReporter
-from smartstack.etcd import EtcdConnection
+from smartstack.etcd import Client, EtcdConnection
+from smartstack.etcd_json import EtcdJsonConnection
 from smartstack.etcd_json_client import EtcdJsonKVConnection
 from testbed.etcd import EtcdCluster
 from testbed.process import free_port
@@ -114,4 +116,70 @@ async def test_nerve_keeps_its_key_while_auth_is_enabled(tmp_path: Path, transpo
             )
             assert got.split() == [key]
     finally:
+        cluster.stop()
+
+
+def count_authenticate(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Authenticate requests the connections make (each costs etcd ~0.5 s of bcrypt)."""
+    made = [0]
+    for cls in (Client, EtcdJsonConnection):
+        real = cls._authenticate
+
+        async def counted(self: Any, *args: Any, real: Any = real) -> Any:
+            made[0] += 1
+            return await real(self, *args)
+
+        monkeypatch.setattr(cls, "_authenticate", counted)
+    return made
+
+
+@pytest.mark.parametrize("transport", ["json", "grpc"])
+async def test_calls_in_flight_when_auth_is_enabled_all_succeed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+    transport: str,
+) -> None:  # fmt: skip
+    """40 calls at once on one connection (40 services' listings, a nerve's writes), the
+    first after auth enable, all refused without a token: one re-authentication for them
+    all. It closed the client under the others' calls (gRPC: up to 49 of 50 failed, "closed
+    by a failover") and each caller asked for its own token (JSON: 50, all timed out)."""
+    caplog.set_level(logging.INFO)
+    cluster = EtcdCluster(size=1, workdir=tmp_path / "etcd").start()
+    endpoint = cluster.endpoints[0]
+    conn = CONNECTIONS[transport]([endpoint], "nerve", "pw", timeout=10)
+    try:
+        await asyncio.to_thread(users_without_auth, endpoint)
+        await conn.with_client(lambda c: c.put(b"/ae/0", b"v"))
+        await asyncio.to_thread(etcdctl, endpoint, "auth", "enable")
+        made = count_authenticate(monkeypatch)
+        calls = [
+            conn.with_client(lambda c, i=i: c.put(f"/ae/{i}".encode(), b"v")) for i in range(40)
+        ]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        assert made[0] == 1
+        assert len(events(caplog, "etcd_reauthenticate")) == 1
+    finally:
+        await conn.close()
+        cluster.stop()
+
+
+@pytest.mark.parametrize("transport", ["json", "grpc"])
+async def test_auth_not_enabled_is_said_once_across_reconnects(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, transport: str
+) -> None:
+    """Logged at every connect before (each failover, each endpoint turn)."""
+    caplog.set_level(logging.INFO)
+    cluster = EtcdCluster(size=1, workdir=tmp_path / "etcd").start()
+    endpoint = cluster.endpoints[0]
+    conn = CONNECTIONS[transport]([endpoint], "nerve", "pw", timeout=5)
+    try:
+        await asyncio.to_thread(users_without_auth, endpoint)
+        for turn in range(4):
+            await conn.with_client(lambda c, turn=turn: c.put(b"/ae/1", str(turn).encode()))
+            await conn.rotate("a reconnect")
+        await conn.with_client(lambda c: c.get(b"/ae/1"))
+        assert len(events(caplog, "etcd_auth_not_enabled")) == 1
+        assert conn.failovers == 4  # it did connect anew each time
+    finally:
+        await conn.close()
         cluster.stop()
