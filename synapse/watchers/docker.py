@@ -17,13 +17,16 @@ engine's host when bound to all addresses; 127.0.0.1 for a local socket); when t
 published, the container's own IP on its (first, by name) network, for a synapse that shares
 that network.
 
-At start nothing is reported before every engine has answered once, or STARTUP_HOLD passed
-(fewer reports while they connect). The hold stays under the reconciler's default
-``startup_wait`` (3 s), which waits for the first report anyway. Until every engine has answered
-once the reports are partial (as a ``multi`` union's before each child answered): the servers
-the service had (the state file's, at a restart) stay beside the answering engines' own, so a
-synapse restarted while one engine is down keeps that engine's containers (they may well run on,
-live-restore) until it answers, or for ``state_file_ttl`` at most (synapse.reload_diff.Holds).
+At start nothing is reported before every engine has answered once, or STARTUP_HOLD passed:
+the first report replaces the reconciler's fallback (the state file) for the whole service, so
+reporting after the first engine alone would drop the containers of the others until they
+answer. The hold stays under the reconciler's default ``startup_wait`` (3 s), which waits for
+the first report anyway. Every report is complete: an engine still silent after the hold is
+left out until it answers (its containers drop at a restart: capacity lost, never a wrong
+server). Partial reports would make the reconciler hold every server the service had for
+``state_file_ttl``, the answering engines' removed containers too (their IPs may serve another
+service by then), and a SIGHUP's new watcher would never complete with an engine that never
+answers.
 
 ``synapse_docker_engine_connected{service,engine}`` says which engine is followed;
 ``synapse_watcher_connected`` is 1 while any is (the service has a live source).
@@ -151,10 +154,8 @@ class DockerWatcher(Watcher):
                     if info.id not in self._reported_bad:
                         self._reported_bad.add(info.id)
                         self.bad_record(f"docker:{info.name}", exc.reason)
-        # An engine that has not answered yet: its containers the service had are kept.
-        self.report(
-            found, skipped, time.monotonic(), partial=not all(w.resyncs for w in self._watches)
-        )
+        # Complete, even while an engine is silent: a partial one holds all the service had.
+        self.report(found, skipped, time.monotonic())
 
     def _found(self, entry: ServerEntry, info: ContainerInfo) -> Found:
         port = self.discovery.container_port or self.config.backend_port_override

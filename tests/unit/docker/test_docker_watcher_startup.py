@@ -12,6 +12,9 @@ from synapse_testlib import Collector, metrics, sample, service_config
 
 import synapse.watchers.docker as docker_watcher
 from smartstack.docker_events import ContainerInfo, PortBinding
+from smartstack.record import Registration
+from synapse.model import Found
+from synapse.reload_diff import Holds, ServiceState
 from synapse.watchers import create_watcher
 from synapse.watchers.base import WatcherContext
 
@@ -80,19 +83,45 @@ async def test_no_report_before_every_engine_answered(
 async def test_an_engine_silent_past_the_hold_is_left_out_until_it_answers(
     watches: list[FakeWatch], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """...and meanwhile the reports are partial: the reconciler keeps the servers the service
-    had (the state file's, at a restart while engine b is down) beside a's."""
+    """...and every report is complete (not partial): a partial one makes the reconciler
+    hold all the service had for state_file_ttl, and a SIGHUP's new watcher would wait for
+    an engine that may never answer (a decommissioned host still in the config)."""
     sink = Collector()
     watcher = await started(sink, watches, 0.05, monkeypatch)
     try:
         watches[0].resync("a", 32001)
         await sink.wait_hosts(["127.0.0.1:32001"], timeout=5)
-        assert [r.partial for r in sink.reports] == [True] * len(sink.reports)
+        assert [r.partial for r in sink.reports] == [False] * len(sink.reports)
         watches[1].resync("b", 32002)
         await sink.wait_hosts(["10.0.0.2:32002", "127.0.0.1:32001"], timeout=5)
-        assert sink.reports[-1].partial is False  # every engine has spoken: its list is whole
+        assert [r.partial for r in sink.reports] == [False] * len(sink.reports)
     finally:
         await watcher.stop()
+
+
+async def test_an_answering_engines_removed_container_is_not_kept(
+    watches: list[FakeWatch], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Restart with engine b silent: a's container web2, in the state file, was removed
+    meanwhile. The reconciler's Holds (with that state file) must not keep web2: its IP
+    may serve another service's container by now."""
+    sink = Collector()
+    watcher = await started(sink, watches, 0.05, monkeypatch)
+    try:
+        watches[0].resync("a", 32001)
+        report = await sink.wait(lambda r: r.found, timeout=5)
+    finally:
+        await watcher.stop()
+    web2 = Found(Registration(host="127.0.0.1", port=32009, name="127.0.0.1_web2"),
+                 "state_file:127.0.0.1_web2")  # fmt: skip
+    service = ServiceState(watcher.config, watcher.config, report=report)
+    holds = Holds(lambda _name: None, lambda: 86400.0)
+    try:
+        hosts = [f"{f.registration.host}:{f.registration.port}"
+                 for f in holds.found(service, lambda _name: [web2])]  # fmt: skip
+    finally:
+        Holds.end(service)
+    assert hosts == ["127.0.0.1:32001"]
 
 
 async def test_each_engine_has_its_connected_gauge(
