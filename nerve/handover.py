@@ -14,10 +14,10 @@ The old registration stays until the new one is written, however long that takes
 credentials not accepted yet, a typo, a new registry out of reach: ``handover_pending``
 after HANDOVER_TIMEOUT): better an unchanged registration than none. It goes at once when
 the new service no longer wants to be registered (a failing check, maintenance: then the
-admin API answers once it is gone, ``Predecessor``) or is removed, and after
-HANDOVER_TIMEOUT when it is gone already (its lease or session lost: nothing to keep). A
-later reload that replaces the waiting new service passes the wait on to its replacement
-(``pass_on``).
+admin API answers once it is gone, ``Predecessor``) or is removed. An old registration
+lost meanwhile (a registry outage longer than its lease or session) is written again by
+its reporter, as at any other time. A later reload that replaces the waiting new service
+passes the wait on to its replacement (``pass_on``).
 
 A registration withdrawn first (its state unknown, a moved address: nerve/daemon.py)
 holds back a new service at the same place at most HANDOVER_TIMEOUT
@@ -79,8 +79,8 @@ class Retirement:
 async def hand_over(
     old: Service, new: Service, registries: Registries, start_new: bool = True
 ) -> None:
-    """Start ``new``; once its registration is written (or ``new`` no longer wants one,
-    or the old one is gone: ``_until_replaced``), retire ``old``'s."""
+    """Start ``new``; once its registration is written (or ``new`` no longer wants one:
+    ``_until_replaced``), retire ``old``'s."""
     predecessor = Predecessor(old.reporter, new if start_new else None)
     if start_new:
         new.predecessor = predecessor  # (from now on, maintenance sets ``cut``: Service._apply)
@@ -115,6 +115,9 @@ def pass_on(old: Service, new: Service | None) -> None:
     old.predecessor, predecessor.heir = None, new
     if new is not None:
         new.predecessor = predecessor
+        # (what ``new`` writes is not the old registration's, nor ``old``'s through it, to
+        # delete: etcd's withdrawal follows the successors, EtcdReporter._delete_if_unchanged)
+        predecessor.reporter.successor = new.reporter
         if new.state.maintenance:
             predecessor.cut.set()
     if new is None or new.reporter is not old.reporter:
@@ -140,14 +143,14 @@ async def after_retirement(retired: Retirement, new: Service) -> None:
 
 async def _until_replaced(predecessor: Predecessor) -> None:
     """Until the old registration has to go: the heir's is written, or the heir no longer
-    wants one (a failing check, maintenance, removed), or after HANDOVER_TIMEOUT the old
-    one is gone already. A registration that still stands is kept, however long."""
+    wants one (a failing check, maintenance, removed). Until then it is kept, however
+    long (written again if its lease or session is lost meanwhile)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     pending = False
     while True:
         late = loop.time() - started >= HANDOVER_TIMEOUT
-        outcome = _outcome(predecessor, late)
+        outcome = _outcome(predecessor)
         if outcome is not None:
             break
         if late and not pending:
@@ -160,7 +163,7 @@ async def _until_replaced(predecessor: Predecessor) -> None:
               seconds=round(loop.time() - started, 3))  # fmt: skip
 
 
-def _outcome(predecessor: Predecessor, late: bool) -> str | None:
+def _outcome(predecessor: Predecessor) -> str | None:
     """Why the old registration goes now, or None while it stays."""
     heir = predecessor.heir
     if predecessor.cut.is_set():
@@ -169,8 +172,8 @@ def _outcome(predecessor: Predecessor, late: bool) -> str | None:
         return "withdrawn"
     if heir.reporter.written:
         return "written"
-    if late and not predecessor.reporter.registered:
-        return "old_gone"
+    # (an old registration lost with its lease or session is written again by its reporter
+    # meanwhile: a registry outage is no reason to leave the service registered nowhere)
     return None
 
 

@@ -203,16 +203,28 @@ class EtcdReporter(Reporter):
     async def _delete_if_unchanged(self) -> bool:
         """Replaced by a reload whose new reporter has put its key: delete ours only if it
         is still what we wrote last (the successor may have put the very same key)."""
-        successor = self.successor
         if self.revision is None:
-            # Not known what we wrote: a key the successor also writes is left to it (an
-            # old lease, revoked when unused, takes it along where it is still attached).
-            if isinstance(successor, EtcdReporter) and successor.key == self.key:
+            # Not known what we wrote: a key a reporter replacing us also writes is left to
+            # it (an old lease, revoked when unused, takes it along where still attached).
+            if self._replaced_at_same_key():
                 return False
-            await self.keeper.conn.with_client(lambda c: c.delete(self.key.encode()))
-            return self.registered
+            key = self.key.encode()
+            return bool(await self.keeper.conn.with_client(lambda c: c.delete(key)))
         conn, key, revision = self.keeper.conn, self.key.encode(), self.revision
         return await conn.with_client(lambda c: conn.delete_if_revision(c, key, revision))
+
+    def _replaced_at_same_key(self) -> bool:
+        """Whether a reporter replacing us writes our key: the successor, or its own
+        successors (a later reload replaced a waiting hand-over's service: ours is then the
+        old registration's reporter, and the service now registered is the one after it)."""
+        seen: set[int] = {id(self)}
+        successor = self.successor
+        while successor is not None and id(successor) not in seen:
+            if isinstance(successor, EtcdReporter) and successor.key == self.key:
+                return True
+            seen.add(id(successor))
+            successor = successor.successor
+        return False
 
     async def _delete_superseded(self) -> None:
         for key in list(self._superseded):

@@ -1,7 +1,8 @@
 """A SIGHUP hand-over whose new registration is not accepted (new credentials not known to
 the registry yet, a typo): the old, working registration stays until the new one is
-written, however long, but still goes at once when the service turns unhealthy or enters
-maintenance; a registration withdrawn first holds back its replacement only so long.
+written, however long (written again if lost meanwhile), but still goes at once when the
+service turns unhealthy or enters maintenance; a registration withdrawn first holds back
+its replacement only so long.
 (Real etcd and ZooKeeper with auth: tests/integration/nerve/test_reload_credentials.py.)"""
 
 from __future__ import annotations
@@ -101,14 +102,31 @@ async def test_a_waiting_hand_overs_old_registration_goes_at_once_when_the_servi
     await stop(new)
 
 
-async def test_an_old_registration_gone_already_is_not_waited_for() -> None:
-    """Its lease or session lost (and its credentials perhaps dead): nothing to keep."""
+async def test_an_old_registration_lost_meanwhile_is_written_again_and_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A registry outage longer than the old lease or session during the wait: the old
+    reporter writes its registration again once the registry is back, and it stays until
+    the new one is written (was: retired as "old_gone", registered nowhere)."""
+    caplog.set_level(logging.INFO)
     old, new = await registered_old(), waiting_new()
     handing = asyncio.create_task(hand_over(old, new, Registries()))  # type: ignore[arg-type]
     await asyncio.sleep(TIMEOUT * 2)
-    old.reporter.registered = False  # (the lease expired: nothing stands any more)
+    outage: Registry = old.reporter  # type: ignore[assignment]
+    outage.answers.clear()  # the old registry down ...
+    outage.mark_lost()  # ... past the lease or session
+    await asyncio.sleep(TIMEOUT * 2)
+    assert not handing.done() and not old.reporter.registered
+    outage.answers.set()  # back: written again
+    await until(lambda: old.reporter.registered, 2)
+    await asyncio.sleep(TIMEOUT * 2)
+    assert old.reporter.registered and not handing.done()
+    new.reporter.answers.set()  # type: ignore[attr-defined]
+    await until(lambda: not old.reporter.registered, 2)
     await asyncio.wait_for(handing, 1.0)
-    assert new.predecessor is None
+    assert new.reporter.registered and new.predecessor is None
+    resolved = [r for r in caplog.records if r.getMessage() == "handover_resolved"]
+    assert [getattr(r, _FIELDS)["outcome"] for r in resolved] == ["written"]
     await stop(new)
 
 
@@ -122,6 +140,7 @@ async def test_a_reload_replacing_the_waiting_service_passes_the_wait_on() -> No
     pass_on(typo, fixed)
     assert fixed.predecessor is not None and typo.predecessor is None
     assert typo.reporter.successor is old.reporter  # what old holds is not typo's to delete
+    assert old.reporter.successor is fixed.reporter  # (and through it, nor what fixed puts)
     await typo.halt()
     retiring = asyncio.create_task(typo.reporter.retire())  # never answers: it goes on
     fixed.start()
