@@ -6,7 +6,8 @@ file descriptors, memory or processes: that gives no verdict, see ``no_verdict``
 ``BaseCheck.run`` measures the latency, cuts the probe at the check's own ``timeout`` and
 never raises, so a hanging check can never hold up anything but its own result. The cut
 waits while nerve's own loop runs late (``_Deadline``): a loop that could not read the
-service's answer in time gives no verdict, never a failure.
+service's answer in time gives no verdict, but only once: a second such round in a row is
+a failure, so a hung service behind a loop that stays late is still withdrawn.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ MAX_DETAIL = 512  # /status and log lines stay readable
 # CPU quota throttled it, a GC pause, SIGSTOP, 500 checks due in one tick): what the service
 # answered meanwhile waits unread. The probe then gets LATE_GRACE to read it, again and again
 # while the grace's own timer fires late too: the timeout counts only after a grace the loop
-# kept. After LATE_CAP of that the check gives no verdict (nerve starved, not the service).
+# kept. After LATE_CAP of that the check gives no verdict (nerve starved, not the service),
+# unless its previous round gave none either: a hung service cannot be told from a starved
+# loop, and at 5 s with no verdict every round it stayed registered for a minute.
 LATE_SLACK = 0.02  # seconds
 LATE_GRACE = 0.05  # seconds
-LATE_CAP = 5.0  # seconds past the timeout
+LATE_CAP = 1.0  # seconds past the timeout
 STARVED = "nerve's event loop ran late all through the check"
+STARVED_AGAIN = "(nerve's event loop ran late all through this check and the one before)"
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class BaseCheck:
     """Runs ``probe()`` under the check's own timeout and turns the outcome into a result."""
 
     type = "base"
+    _had_verdict = True  # whether the previous run gave a verdict
 
     def __init__(self, name: str, timeout: float) -> None:
         self.name = name
@@ -108,6 +113,11 @@ class BaseCheck:
         raise NotImplementedError
 
     async def run(self) -> CheckResult:
+        result = await self._run()
+        self._had_verdict = result.verdict
+        return result
+
+    async def _run(self) -> CheckResult:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -118,9 +128,12 @@ class BaseCheck:
                 finally:
                     deadline.cancel()
         except TimeoutError:
-            if deadline.starved:  # nerve never had the loop to read an answer
+            timed_out = f"timed out after {self.timeout:g}s"
+            if deadline.starved and self._had_verdict:  # nerve never could read an answer
                 return self._result(False, STARVED, started, verdict=False)
-            return self._result(False, f"timed out after {self.timeout:g}s", started)
+            if deadline.starved:  # twice in a row: a bounded blind spot, then a failure
+                return self._result(False, f"{timed_out} {STARVED_AGAIN}", started)
+            return self._result(False, timed_out, started)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a check must never take its service loop down
@@ -150,7 +163,7 @@ class _Deadline:
     stalled loop must not fail every check in flight (with fall 1, withdraw healthy
     services) for an answer that arrived in time and sat unread. Late, it waits a grace
     and looks again; it cuts once a grace fired on time (the loop ran: what the service
-    sent was read), or gives up after LATE_CAP (``starved``: no verdict)."""
+    sent was read), or gives up after LATE_CAP (``starved``: see ``BaseCheck.run``)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, cut: asyncio.Timeout, when: float):
         self._loop, self._cut = loop, cut

@@ -108,3 +108,32 @@ async def test_a_loop_late_past_the_cap_gives_no_verdict(monkeypatch: pytest.Mon
     result = await _Hung("t", 0.05).run()
     assert not result.ok and not result.verdict and result.detail == base.STARVED
     assert 0.3 < result.latency < 1.2  # the cap (and the cut's turns), not the whole lag
+
+
+async def test_a_hung_service_behind_a_loop_that_stays_late_fails_within_a_bound():
+    """The loop stays late for 4 s (a CPU quota). Before, each round gave no verdict for up
+    to 5 s past the timeout, round after round: a hung service stayed registered ~1 min.
+    Now the first starved round gives no verdict and the second is a failure."""
+    lag_loop(0.1, 4.0)
+    check = _Hung("t", 0.05)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    results = [await check.run()]
+    while results[-1].verdict is False and len(results) < 3:
+        results.append(await check.run())
+    assert [r.verdict for r in results] == [False, True]
+    assert results[0].detail == base.STARVED
+    assert not results[1].ok and base.STARVED_AGAIN in results[1].detail
+    assert loop.time() - started < 3.0  # two capped rounds (~1.1 s each), not the lag
+
+
+async def test_a_starved_round_after_a_verdict_gives_no_verdict_again(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """No verdict, a failure, then no verdict again: only back-to-back starved rounds fail,
+    so a burst now and then never fails a healthy service."""
+    monkeypatch.setattr(base, "LATE_CAP", 0.3)
+    lag_loop(0.1, 2.0)
+    check = _Hung("t", 0.05)
+    verdicts = [(await check.run()).verdict for _ in range(3)]
+    assert verdicts == [False, True, False]
