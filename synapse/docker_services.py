@@ -21,7 +21,8 @@ route change (no reload); a new service starts its watcher and costs one reload.
 The services are saved beside the state file (synapse.docker_services_saved): a restarted
 synapse starts with them, so its first apply keeps them in the adopted HAProxy whether or
 not dockerd answers. Without a saved file the start waits for Docker's first answer, up to
-``startup_wait``. Docker's answers replace them, applied once the daemon has started.
+``startup_wait``, unless the engine cannot be reached (nothing to wait for). Docker's
+answers replace them, applied once the daemon has started.
 """
 
 from __future__ import annotations
@@ -116,13 +117,15 @@ class DockerServiceSource:
         self._task: asyncio.Task[None] | None = None
         self._saved = SavedBlocks(saved, config)
         self._writing: asyncio.Task[None] | None = None
-        self._answered = asyncio.Event()
+        self._answered = asyncio.Event()  # Docker answered, or could not be reached
         self._live = False  # changes are applied (the daemon has started with a merged config)
         self._merged: dict[str, ServiceConfig] = {}  # the services the last merge saw
 
     async def begin(self, wait: float) -> None:
         """Follow the engine, starting from the previous run's services; none saved: from
-        its first answer, waited for up to ``wait`` seconds (dockerd down: none)."""
+        its first answer, waited for up to ``wait`` seconds. An engine that cannot be
+        reached (its first connection fails) ends the wait at once: waiting would only
+        delay every other service, and its containers come when it answers."""
         self.services = self._saved.load()
         self.start()
         if not self.services:
@@ -142,8 +145,13 @@ class DockerServiceSource:
             self.loop,
             self._changed,
             labels=[f"{self.config.label_prefix}service"],
+            on_connection=self._connection,
         )
         self._watch.start()
+
+    def _connection(self, connected: bool, error: str | None) -> None:
+        if not connected:  # an attempt failed (no socket, refused); a slow dockerd has not
+            self._answered.set()
 
     async def stop(self) -> None:
         if self._watch is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from smartstack.docker_events import ContainerInfo
+from smartstack.docker_events import ContainerInfo, ContainerWatch
 from smartstack.logs import _FIELDS as FIELDS
 from synapse.config import SynapseConfig
 from synapse.docker_services import DockerServiceSource
@@ -117,6 +117,29 @@ async def test_without_a_saved_file_the_start_waits_for_docker_s_first_answer(
     await silent.source.begin(0.3)
     assert 0.25 < time.monotonic() - started < 2.0
     assert silent.source.services == {}
+
+
+async def test_an_engine_that_cannot_be_reached_ends_the_wait_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real watch thread, whose first connection is refused: the file's own services
+    # should not wait startup_wait for an engine that is not there.
+    def refused(watch: ContainerWatch, periodic: bool = False) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(ContainerWatch, "_session", refused)
+    source = DockerServiceSource(CONFIG, asyncio.get_running_loop(), _nothing, tmp_path / "s.json")
+    started = time.monotonic()
+    try:
+        await source.begin(5.0)
+        assert time.monotonic() - started < 2.0  # (before: the whole 5 s)
+        assert source.services == {}
+    finally:
+        await source.stop()
+
+
+async def _nothing() -> None:
+    pass
 
 
 async def test_a_change_between_the_merge_and_go_live_is_applied_then(tmp_path: Path) -> None:
