@@ -6,8 +6,9 @@ file descriptors, memory or processes: that gives no verdict, see ``no_verdict``
 ``BaseCheck.run`` measures the latency, cuts the probe at the check's own ``timeout`` and
 never raises, so a hanging check can never hold up anything but its own result. The cut
 waits while nerve's own loop runs late (``_Deadline``): a loop that could not read the
-service's answer in time gives no verdict, but only once: a second such round in a row is
-a failure, so a hung service behind a loop that stays late is still withdrawn.
+service's answer in time gives no verdict, for up to MAX_BLIND_S: a loop late for longer is
+a nerve that cannot vouch for anything, and its starved rounds count as failures from then on
+(a hung service behind a loop that stays late is withdrawn in bounded time).
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ MAX_DETAIL = 512  # /status and log lines stay readable
 # answered meanwhile waits unread. The probe then gets LATE_GRACE to read it, again and again
 # while the grace's own timer fires late too: the timeout counts only after a grace the loop
 # kept. After LATE_CAP of that the check gives no verdict (nerve starved, not the service),
-# unless its previous round gave none either: a hung service cannot be told from a starved
-# loop, and at 5 s with no verdict every round it stayed registered for a minute.
+# until the check has gone MAX_BLIND_S without one: a hung service cannot be told from a
+# starved loop (with no verdict every round it stayed registered for a minute), and failing
+# the second starved round withdrew hundreds of healthy services at once. MAX_BLIND_S is a
+# ZooKeeper session's usual timeout: a frozen nerve's registrations go after about as long.
 LATE_SLACK = 0.02  # seconds
 LATE_GRACE = 0.05  # seconds
 LATE_CAP = 1.0  # seconds past the timeout
 STARVED = "nerve's event loop ran late all through the check"
-STARVED_AGAIN = "(nerve's event loop ran late all through this check and the one before)"
+MAX_BLIND_S = 10.0  # seconds of starved rounds a check gives no verdict for
+STARVED_TOO_LONG = "(nerve's event loop ran late all through its checks for {:.0f}s)"
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ class BaseCheck:
     """Runs ``probe()`` under the check's own timeout and turns the outcome into a result."""
 
     type = "base"
-    _had_verdict = True  # whether the previous run gave a verdict
+    _blind_since: float | None = None  # loop time the current run of starved rounds began
 
     def __init__(self, name: str, timeout: float) -> None:
         self.name = name
@@ -114,7 +118,8 @@ class BaseCheck:
 
     async def run(self) -> CheckResult:
         result = await self._run()
-        self._had_verdict = result.verdict
+        if result.verdict:
+            self._blind_since = None
         return result
 
     async def _run(self) -> CheckResult:
@@ -129,10 +134,14 @@ class BaseCheck:
                     deadline.cancel()
         except TimeoutError:
             timed_out = f"timed out after {self.timeout:g}s"
-            if deadline.starved and self._had_verdict:  # nerve never could read an answer
-                return self._result(False, STARVED, started, verdict=False)
-            if deadline.starved:  # twice in a row: a bounded blind spot, then a failure
-                return self._result(False, f"{timed_out} {STARVED_AGAIN}", started)
+            if deadline.starved:  # nerve never could read an answer
+                if self._blind_since is None:
+                    self._blind_since = started
+                blind = loop.time() - self._blind_since
+                if blind < MAX_BLIND_S:
+                    return self._result(False, STARVED, started, verdict=False)
+                starved = STARVED_TOO_LONG.format(blind)  # a bounded blind spot, then failures
+                return self._result(False, f"{timed_out} {starved}", started)
             return self._result(False, timed_out, started)
         except asyncio.CancelledError:
             raise

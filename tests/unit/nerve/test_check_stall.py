@@ -110,30 +110,33 @@ async def test_a_loop_late_past_the_cap_gives_no_verdict(monkeypatch: pytest.Mon
     assert 0.3 < result.latency < 1.2  # the cap (and the cut's turns), not the whole lag
 
 
-async def test_a_hung_service_behind_a_loop_that_stays_late_fails_within_a_bound():
-    """The loop stays late for 4 s (a CPU quota). Before, each round gave no verdict for up
-    to 5 s past the timeout, round after round: a hung service stayed registered ~1 min.
-    Now the first starved round gives no verdict and the second is a failure."""
+async def test_a_hung_service_behind_a_loop_that_stays_late_fails_within_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """The loop stays late for 4 s (a CPU quota). With no verdict every round for up to 5 s
+    past the timeout, a hung service stayed registered ~1 min; now starved rounds give no
+    verdict only until the check has gone MAX_BLIND_S (here 1 s) without one, then fail."""
+    monkeypatch.setattr(base, "LATE_CAP", 0.3)
+    monkeypatch.setattr(base, "MAX_BLIND_S", 1.0)
     lag_loop(0.1, 4.0)
     check = _Hung("t", 0.05)
     loop = asyncio.get_running_loop()
     started = loop.time()
     results = [await check.run()]
-    while results[-1].verdict is False and len(results) < 3:
+    while results[-1].verdict is False and len(results) < 10:
         results.append(await check.run())
-    assert [r.verdict for r in results] == [False, True]
-    assert results[0].detail == base.STARVED
-    assert not results[1].ok and base.STARVED_AGAIN in results[1].detail
-    assert loop.time() - started < 3.0  # two capped rounds (~1.1 s each), not the lag
+    assert results[0].detail == base.STARVED and not results[0].verdict
+    assert results[-1].verdict and not results[-1].ok
+    assert "ran late all through its checks for" in results[-1].detail
+    assert loop.time() - started < 3.0  # the 1 s blind spot plus a round, not the whole lag
 
 
-async def test_a_starved_round_after_a_verdict_gives_no_verdict_again(
-    monkeypatch: pytest.MonkeyPatch,
-):
-    """No verdict, a failure, then no verdict again: only back-to-back starved rounds fail,
-    so a burst now and then never fails a healthy service."""
+async def test_starved_rounds_within_the_blind_spot_never_fail(monkeypatch: pytest.MonkeyPatch):
+    """Three starved rounds in a row (a heavily throttled nerve with hundreds of healthy
+    services) give no verdict every time: failing the second one withdrew 278 of 300
+    healthy services at once (fall 2) in a reviewer's run."""
     monkeypatch.setattr(base, "LATE_CAP", 0.3)
     lag_loop(0.1, 2.0)
     check = _Hung("t", 0.05)
     verdicts = [(await check.run()).verdict for _ in range(3)]
-    assert verdicts == [False, True, False]
+    assert verdicts == [False, False, False]
