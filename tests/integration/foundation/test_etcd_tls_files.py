@@ -79,9 +79,7 @@ def test_grpc_an_empty_client_file_at_a_reconnect_fails_the_call_not_the_process
                           text=True, timeout=60, env=env)  # fmt: skip
     assert done.returncode == 0, (done.returncode, done.stderr[-600:])
     lines = done.stdout.splitlines()
-    assert (
-        f"refused etcd_tls: {emptied} {copies[emptied]} is empty (0 bytes)" in lines
-    )
+    assert f"refused etcd_tls: {emptied} {copies[emptied]} is empty (0 bytes)" in lines
     assert "event etcd_tls_failed" in lines
     assert lines[-1] == "renewed v"  # the file written again: used at the next connect
 
