@@ -8,6 +8,8 @@ import asyncio
 import logging
 import os
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +46,29 @@ def events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecor
     return [r for r in caplog.records if r.getMessage() == name]
 
 
+@asynccontextmanager
+async def nerve_user_connection(
+    tmp_path: Path, transport: str, timeout: float
+) -> AsyncIterator[tuple[str, Any]]:
+    """A 1-member etcd with users nerve/root made and auth still off, and a connection as
+    nerve: (its endpoint, the connection)."""
+    cluster = EtcdCluster(size=1, workdir=tmp_path / "etcd").start()
+    endpoint = cluster.endpoints[0]
+    conn = CONNECTIONS[transport]([endpoint], "nerve", "pw", timeout=timeout)
+    try:
+        await asyncio.to_thread(users_without_auth, endpoint)
+        yield endpoint, conn
+    finally:
+        await conn.close()
+        cluster.stop()
+
+
 @pytest.mark.parametrize("transport", ["json", "grpc"])
 async def test_credentials_set_before_auth_is_enabled(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, transport: str
 ) -> None:
     caplog.set_level(logging.INFO)
-    cluster = EtcdCluster(size=1, workdir=tmp_path / "etcd").start()
-    endpoint = cluster.endpoints[0]
-    conn = CONNECTIONS[transport]([endpoint], "nerve", "pw", timeout=5)
-    try:
-        await asyncio.to_thread(users_without_auth, endpoint)
+    async with nerve_user_connection(tmp_path, transport, 5) as (endpoint, conn):
         # Auth off: etcd refuses to authenticate ("authentication is not enabled").
         await conn.with_client(lambda c: c.put(b"/ae/1", b"one"))
         assert len(events(caplog, "etcd_auth_not_enabled")) == 1
@@ -82,9 +97,6 @@ async def test_credentials_set_before_auth_is_enabled(
                 await anonymous.with_client(lambda c: c.get(b"/ae/1"))
         finally:
             await anonymous.close()
-    finally:
-        await conn.close()
-        cluster.stop()
 
 
 @pytest.mark.parametrize("transport", ["json", "grpc"])
@@ -143,11 +155,7 @@ async def test_calls_in_flight_when_auth_is_enabled_all_succeed(
     all. It closed the client under the others' calls (gRPC: up to 49 of 50 failed, "closed
     by a failover") and each caller asked for its own token (JSON: 50, all timed out)."""
     caplog.set_level(logging.INFO)
-    cluster = EtcdCluster(size=1, workdir=tmp_path / "etcd").start()
-    endpoint = cluster.endpoints[0]
-    conn = CONNECTIONS[transport]([endpoint], "nerve", "pw", timeout=10)
-    try:
-        await asyncio.to_thread(users_without_auth, endpoint)
+    async with nerve_user_connection(tmp_path, transport, 10) as (endpoint, conn):
         await conn.with_client(lambda c: c.put(b"/ae/0", b"v"))
         await asyncio.to_thread(etcdctl, endpoint, "auth", "enable")
         made = count_authenticate(monkeypatch)
@@ -158,9 +166,6 @@ async def test_calls_in_flight_when_auth_is_enabled_all_succeed(
         assert [r for r in results if isinstance(r, BaseException)] == []
         assert made[0] == 1
         assert len(events(caplog, "etcd_reauthenticate")) == 1
-    finally:
-        await conn.close()
-        cluster.stop()
 
 
 @pytest.mark.parametrize("transport", ["json", "grpc"])
@@ -169,17 +174,10 @@ async def test_auth_not_enabled_is_said_once_across_reconnects(
 ) -> None:
     """Logged at every connect before (each failover, each endpoint turn)."""
     caplog.set_level(logging.INFO)
-    cluster = EtcdCluster(size=1, workdir=tmp_path / "etcd").start()
-    endpoint = cluster.endpoints[0]
-    conn = CONNECTIONS[transport]([endpoint], "nerve", "pw", timeout=5)
-    try:
-        await asyncio.to_thread(users_without_auth, endpoint)
+    async with nerve_user_connection(tmp_path, transport, 5) as (_endpoint, conn):
         for turn in range(4):
             await conn.with_client(lambda c, turn=turn: c.put(b"/ae/1", str(turn).encode()))
             await conn.rotate("a reconnect")
         await conn.with_client(lambda c: c.get(b"/ae/1"))
         assert len(events(caplog, "etcd_auth_not_enabled")) == 1
         assert conn.failovers == 4  # it did connect anew each time
-    finally:
-        await conn.close()
-        cluster.stop()
