@@ -5,36 +5,44 @@ A check only has to implement ``probe()``: return ``Passed(detail)`` on success 
 file descriptors, memory or processes: that gives no verdict, see ``no_verdict``).
 ``BaseCheck.run`` measures the latency, cuts the probe at the check's own ``timeout`` and
 never raises, so a hanging check can never hold up anything but its own result. The cut
-waits while nerve's own loop runs late (``_Deadline``): a loop that could not read the
-service's answer in time gives no verdict, for up to MAX_BLIND_S: a loop late for longer is
-a nerve that cannot vouch for anything, and its starved rounds count as failures from then on
-(a hung service behind a loop that stays late is withdrawn in bounded time).
+blames the service, not nerve's own loop running late (``_Deadline``, ``decide``): a network
+check's probe notes its socket and when it sent what it waits on (``inflight``), and when
+the timer fires the kernel says whether the answer is in. Answered but unread (nerve was the
+slow one): more time, and no verdict if nerve's loop still cannot read it MAX_BLIND_S on.
+Not answered although the service has had its whole ``timeout`` since nerve's connect or
+request: a failure, however late the loop. A check without a socket (exec, noop) has only
+the loop's lateness to go by: a loop late all through it gives no verdict, for up to
+MAX_BLIND_S of such rounds, then failures (a hung command cannot be told from a starved loop).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from nerve.checks.inflight import PROBE, Inflight
 from nerve.own_limits import at_own_limit
 
 MAX_DETAIL = 512  # /status and log lines stay readable
 # A check's timer that fires this much late means the process did not run (a container's
 # CPU quota throttled it, a GC pause, SIGSTOP, 500 checks due in one tick): what the service
-# answered meanwhile waits unread. The probe then gets LATE_GRACE to read it, again and again
-# while the grace's own timer fires late too: the timeout counts only after a grace the loop
-# kept. After LATE_CAP of that the check gives no verdict (nerve starved, not the service),
-# until the check has gone MAX_BLIND_S without one: a hung service cannot be told from a
-# starved loop (with no verdict every round it stayed registered for a minute), and failing
-# the second starved round withdrew hundreds of healthy services at once. MAX_BLIND_S is a
-# ZooKeeper session's usual timeout: a frozen nerve's registrations go after about as long.
+# answered meanwhile may wait unread. A network check looks (``decide``): an answer in gets
+# LATE_GRACE to be read, again and again while the loop stays late, for up to MAX_BLIND_S
+# past the service's deadline, then no verdict (UNREAD: the service answered); no answer
+# after the service's whole timeout is a failure. A check with no socket to look at gets
+# the grace while its timer fires late, up to LATE_CAP, then no verdict (STARVED) until it
+# has gone MAX_BLIND_S without one, then failures: a hung command cannot be told from a
+# starved loop. MAX_BLIND_S is a ZooKeeper session's usual timeout: a frozen nerve's
+# registrations go after about as long.
 LATE_SLACK = 0.02  # seconds
 LATE_GRACE = 0.05  # seconds
 LATE_CAP = 1.0  # seconds past the timeout
 STARVED = "nerve's event loop ran late all through the check"
-MAX_BLIND_S = 10.0  # seconds of starved rounds a check gives no verdict for
+UNREAD = "the service answered, but nerve's event loop ran too late to read it"
+MAX_BLIND_S = 10.0  # seconds: starved rounds without a verdict; an unread answer past its due
 STARVED_TOO_LONG = "(nerve's event loop ran late all through its checks for {:.0f}s)"
 
 
@@ -125,16 +133,19 @@ class BaseCheck:
     async def _run(self) -> CheckResult:
         loop = asyncio.get_running_loop()
         started = loop.time()
+        probe = Inflight()
         try:
             async with asyncio.timeout(None) as cut:
-                deadline = _Deadline(loop, cut, started + self.timeout)
+                deadline = _Deadline(loop, cut, started, self.timeout, probe)
                 try:
-                    passed = await self.probe()
+                    passed = await self._probe_noted(probe)
                 finally:
                     deadline.cancel()
         except TimeoutError:
             timed_out = f"timed out after {self.timeout:g}s"
-            if deadline.starved:  # nerve never could read an answer
+            if deadline.step is Step.UNREAD:  # the service answered: never its failure
+                return self._result(False, UNREAD, started, verdict=False)
+            if deadline.step is Step.STARVED:  # nerve never could read an answer
                 if self._blind_since is None:
                     self._blind_since = started
                 blind = loop.time() - self._blind_since
@@ -152,6 +163,14 @@ class BaseCheck:
             return self._result(False, describe_error(exc), started, output)
         return self._result(True, passed.detail, started, passed.output)
 
+    async def _probe_noted(self, probe: Inflight) -> Passed:
+        """``probe()`` with ``probe`` as the round's ``inflight.PROBE``."""
+        token = PROBE.set(probe)
+        try:
+            return await self.probe()
+        finally:
+            PROBE.reset(token)
+
     def _result(
         self,
         ok: bool,
@@ -167,27 +186,69 @@ class BaseCheck:
         """Release what the check holds (nothing by default)."""
 
 
-class _Deadline:
-    """Expires ``cut`` at ``when``, unless the process itself was not running then: a
-    stalled loop must not fail every check in flight (with fall 1, withdraw healthy
-    services) for an answer that arrived in time and sat unread. Late, it waits a grace
-    and looks again; it cuts once a grace fired on time (the loop ran: what the service
-    sent was read), or gives up after LATE_CAP (``starved``: see ``BaseCheck.run``)."""
+class Step(enum.Enum):
+    """What a check's deadline does when its timer fires (``decide``)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, cut: asyncio.Timeout, when: float):
-        self._loop, self._cut = loop, cut
-        self._cap = when + LATE_CAP
-        self.starved = False
-        self._handle = loop.call_at(when, self._fire, when)
+    GRACE = "look again shortly: an answer is in, or the loop is late"
+    WAIT = "look again when the service has had its whole timeout"
+    CUT = "cut the probe: the service's timeout, a verdict"
+    UNREAD = "cut the probe: an answer nerve could not read, no verdict"
+    STARVED = "cut the probe: a loop late all through, nothing known of the service"
+
+
+def decide(
+    now: float,
+    due: float,
+    deadline: float,
+    timeout: float,
+    answered: bool | None,
+    sent_at: float | None,
+) -> tuple[Step, float]:
+    """The step (and when to look again) for a deadline timer due at ``due`` that fires at
+    ``now`` (loop times): ``deadline`` is the round's start plus ``timeout``; ``answered``
+    and ``sent_at`` are the probe's (``Inflight``; None: no socket to look at)."""
+    late = now - due > LATE_SLACK
+    if answered is None:  # no socket: only the loop's lateness to go by
+        if not late:
+            return Step.CUT, now
+        return (Step.GRACE, now + LATE_GRACE) if now < deadline + LATE_CAP else (Step.STARVED, now)
+    owed = deadline if sent_at is None else max(deadline, sent_at + timeout)
+    if not answered:  # the service's time counts from what nerve sent, not from the loop
+        return (Step.WAIT, owed) if now < owed else (Step.CUT, now)
+    # Answered, unread yet: a loop that keeps time reads it within a grace or two (a
+    # service trickling its answer is cut at LATE_CAP); a late one gets up to MAX_BLIND_S.
+    if now < owed + (MAX_BLIND_S if late else LATE_CAP):
+        return Step.GRACE, now + LATE_GRACE
+    return (Step.UNREAD if late else Step.CUT), now
+
+
+class _Deadline:
+    """Expires ``cut`` when ``decide`` says so: a stalled loop must not fail a check (with
+    fall 1, withdraw a healthy service) for an answer that arrived in time and sat unread,
+    nor keep a hung service registered because the loop was late."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        cut: asyncio.Timeout,
+        started: float,
+        timeout: float,
+        probe: Inflight,
+    ):
+        self._loop, self._cut, self._probe = loop, cut, probe
+        self._deadline, self._timeout = started + timeout, timeout
+        self.step = Step.WAIT
+        self._handle = loop.call_at(self._deadline, self._fire, self._deadline)
 
     def _fire(self, due: float) -> None:
         now = self._loop.time()
-        if now - due > LATE_SLACK:  # the loop was late, not (only) the service
-            if now < self._cap:
-                grace = now + LATE_GRACE
-                self._handle = self._loop.call_at(grace, self._fire, grace)
-                return
-            self.starved = True
+        probe = self._probe
+        self.step, at = decide(
+            now, due, self._deadline, self._timeout, probe.answered(), probe.sent_at
+        )
+        if self.step in (Step.GRACE, Step.WAIT):
+            self._handle = self._loop.call_at(at, self._fire, at)
+            return
         self._cut.reschedule(now)  # expires: the probe is cancelled, TimeoutError
 
     def cancel(self) -> None:

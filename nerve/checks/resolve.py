@@ -28,6 +28,9 @@ import socket
 import ssl
 import threading
 import time
+from typing import Any
+
+from nerve.checks import inflight
 
 AddrInfo = tuple[int, int, int, tuple]  # family, type, proto, sockaddr
 CACHE_SECONDS = 5.0  # a changed DNS record is followed within this
@@ -149,6 +152,7 @@ async def connect(host: str, port: int) -> socket.socket:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setblocking(False)
+            inflight.current().sent(sock, connecting=True)
             await loop.sock_connect(sock, addr)
         except OSError as exc:
             sock.close()
@@ -157,6 +161,7 @@ async def connect(host: str, port: int) -> socket.socket:
         except BaseException:
             sock.close()
             raise
+        inflight.current().got_answer()
         return sock
     if not errors:
         raise OSError(f"{host} has no address")
@@ -169,16 +174,23 @@ async def open_stream(
     host: str, port: int, context: ssl.SSLContext | None = None, server_hostname: str | None = None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """``asyncio.open_connection`` through the checks' resolver; with ``context``, TLS
-    with ``server_hostname`` as SNI (the name, though the connect went to its address)."""
+    with ``server_hostname`` as SNI (the name, though the connect went to its address).
+    Its writes and reader are noted in the round's ``inflight.Inflight``."""
     sock = await connect(host, port)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    # "" = no SNI (an address): asyncio wants a name when it has no host of its own.
+    tls: dict[str, Any] = (
+        {} if context is None else {"ssl": context, "server_hostname": server_hostname or ""}
+    )
     try:
-        if context is None:
-            return await asyncio.open_connection(sock=sock)
-        # "" = no SNI (an address): asyncio wants a name when it has no host of its own.
-        return await asyncio.open_connection(
-            sock=sock, ssl=context, server_hostname=server_hostname or ""
-        )
+        if context is not None:
+            inflight.current().sent()  # the handshake waits on the service
+        transport, _ = await loop.create_connection(lambda: protocol, sock=sock, **tls)
     except BaseException:
         with contextlib.suppress(OSError):
             sock.close()
         raise
+    inflight.current().got_answer(reader)
+    return reader, inflight.SentWriter(transport, protocol, reader, loop)

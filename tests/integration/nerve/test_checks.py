@@ -4,11 +4,9 @@ commands, small Redis and AMQP speakers), and the timeout that cuts every check.
 from __future__ import annotations
 
 import asyncio
-import http.server
 import ssl
 import struct
 import subprocess
-import threading
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from late_loop import ThreadedHttpService, serving
 
 from nerve.checks.exec import MAX_OUTPUT, ExecCheck
 from nerve.checks.http import HttpCheck
@@ -176,36 +175,17 @@ async def test_a_check_that_never_answers_is_cut_by_its_timeout(http_server) -> 
     assert "timed out" in result.detail
 
 
-class _SlowishHandler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        time.sleep(0.02)  # (answers while the test's loop is stalled)
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 async def test_an_answer_that_arrived_while_nerve_was_stalled_passes() -> None:
     """The service (its own thread) answers in 20 ms; nerve's loop stalls 200 ms just after
     the request (a CPU quota throttling the container): the answer waits unread past the
     100 ms timeout. It counts: the service was not slow, nerve was."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowishHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        port = server.server_address[1]
+    with serving(ThreadedHttpService(answer_s=0.02)) as port:
         check = HttpCheck("h", "127.0.0.1", port, "/", timeout=0.1)
         assert (await check.run()).ok  # (warm: the stall below hits the request, not a connect)
         asyncio.get_running_loop().call_later(0.005, time.sleep, 0.2)
         result = await asyncio.wait_for(check.run(), 10)
         assert result.ok, result.detail
         assert result.latency >= 0.2  # (the stall did hit it)
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # --------------------------------------------------------------------------- tcp, noop

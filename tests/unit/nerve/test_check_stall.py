@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+from late_loop import lag_loop
 
 from nerve.checks import base
 from nerve.checks.base import BaseCheck, Passed
@@ -70,20 +71,6 @@ class _Hung(BaseCheck):
     async def probe(self) -> Passed:
         await asyncio.get_running_loop().create_future()
         raise AssertionError("unreachable")
-
-
-def lag_loop(turn_s: float, for_s: float) -> None:
-    """Keep the loop late: every turn of it blocks ``turn_s`` (500 checks due in one tick,
-    a CPU quota), until ``for_s`` has passed."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + for_s
-
-    def block() -> None:
-        time.sleep(turn_s)
-        if loop.time() < end:
-            loop.call_soon(block)
-
-    loop.call_soon(block)
 
 
 async def test_an_answer_read_while_the_loop_keeps_lagging_passes():

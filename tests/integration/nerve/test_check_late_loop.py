@@ -1,0 +1,111 @@
+"""Checks against real loopback services while nerve's own loop runs late (a CPU quota):
+the verdict follows what the service did, read from the probe's socket, not how late the
+loop was. The services run on threads of their own, so they answer while the loop blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import socketserver
+import time
+from collections.abc import Iterator
+
+import pytest
+from late_loop import ThreadedHttpService, lag_loop, serving
+
+from nerve.checks import base
+from nerve.checks.base import CheckResult
+from nerve.checks.http import HttpCheck
+from nerve.checks.tcp import TcpCheck
+from smartstack.http_exchange import Exchange
+
+BOUND_S = 30.0  # no test waits longer for a round, however loaded the machine
+
+
+class _Accepting(socketserver.BaseRequestHandler):
+    def handle(self) -> None:  # accepted: what a TCP check asks for
+        pass
+
+
+@pytest.fixture
+def http_port() -> Iterator[int]:
+    with serving(ThreadedHttpService(answer_s=0.0)) as port:
+        yield port
+
+
+@pytest.fixture
+def slow_http_port() -> Iterator[int]:
+    with serving(ThreadedHttpService(answer_s=0.3)) as port:
+        yield port
+
+
+@pytest.fixture
+def hung_http_port() -> Iterator[int]:
+    with serving(ThreadedHttpService(answer_s=None)) as port:
+        yield port
+
+
+@pytest.fixture
+def tcp_port() -> Iterator[int]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Accepting)
+    server.daemon_threads = True
+    with serving(server) as port:
+        yield port
+
+
+def failures(results: list[CheckResult]) -> list[str]:
+    return [r.detail for r in results if r.verdict and not r.ok]
+
+
+async def test_healthy_services_never_fail_while_the_loop_stays_late(
+    monkeypatch: pytest.MonkeyPatch, http_port: int, tcp_port: int
+) -> None:
+    """Every turn of the loop blocks 0.5 s for 4 s, four times MAX_BLIND_S (here 1 s, the
+    scale of the test): the answers are in but read late. Before, starved rounds gave no
+    verdict for MAX_BLIND_S, then failed (a throttled nerve withdrew healthy services)."""
+    monkeypatch.setattr(base, "MAX_BLIND_S", 1.0)
+    checks = [
+        HttpCheck("h", "127.0.0.1", http_port, "/", timeout=0.2),
+        TcpCheck("t", "127.0.0.1", tcp_port, timeout=0.2),
+    ]
+    loop = asyncio.get_running_loop()
+    lag_loop(0.5, 4.0)
+    end = loop.time() + 4.0
+    results: list[CheckResult] = []
+    while loop.time() < end:  # rounds all through the lag
+        results += await asyncio.wait_for(asyncio.gather(*(c.run() for c in checks)), BOUND_S)
+    after = await asyncio.wait_for(asyncio.gather(*(c.run() for c in checks)), BOUND_S)
+    assert failures(results) == []
+    assert all(r.ok for r in after), [r.detail for r in after]
+
+
+async def test_a_hung_service_fails_at_its_first_round_behind_a_late_loop(
+    hung_http_port: int,
+) -> None:
+    """It read the request and never answers; every turn of the loop blocks 0.5 s. The
+    round fails once the service has had its timeout since the request went out. Before,
+    such rounds gave no verdict (MAX_BLIND_S, 10 s, of them) and the service stayed in."""
+    check = HttpCheck("h", "127.0.0.1", hung_http_port, "/", timeout=0.3)
+    lag_loop(0.5, 3.0)
+    result = await asyncio.wait_for(check.run(), BOUND_S)
+    assert result.verdict and not result.ok, result.detail
+    assert result.detail == "timed out after 0.3s"
+
+
+class _LateBeforeTheRequest(HttpCheck):
+    """nerve's loop stops 1.5 s between the connect and the request (a CPU quota)."""
+
+    async def _open(self, *args: object) -> Exchange:
+        exchange = await super()._open(*args)  # type: ignore[arg-type]
+        time.sleep(1.5)
+        return exchange
+
+
+async def test_a_loop_late_before_the_request_does_not_shorten_the_services_time(
+    slow_http_port: int,
+) -> None:
+    """The service answers 0.3 s after the request, within its 1 s timeout; the loop's
+    1.5 s stop came before the request went out. Before, the timer (late) gave one grace
+    that kept time and cut the probe 0.05 s after the request."""
+    check = _LateBeforeTheRequest("h", "127.0.0.1", slow_http_port, "/", timeout=1.0)
+    result = await asyncio.wait_for(check.run(), BOUND_S)
+    assert result.ok, result.detail
