@@ -42,7 +42,7 @@ from synapse.haproxy.executor import run_ops
 from synapse.haproxy.express import Express
 from synapse.haproxy.failures import Failures
 from synapse.haproxy.health import problems
-from synapse.haproxy.installer import Installer, InstallFailed
+from synapse.haproxy.installer import SERVE_FILE, Installer, InstallFailed
 from synapse.haproxy.isolation import Isolation
 from synapse.haproxy.managed import ManagedHAProxy, Supervisor
 from synapse.haproxy.metrics import HAProxyMetrics
@@ -265,7 +265,7 @@ class HAProxyController:
             self._express.ready = True  # HAProxy runs the candidate: the next may go express
             self._pending.clear()
             self._gate.no_reload_needed()
-            self.info.validation_error = None
+            self.info.in_step()  # (no refusal or failed reload stands: /health)
             written = self._installer.write(candidate, self._layout())
             return ApplyResult(tuple(applied), ApplyOutcome.NONE, (), written)
         if bridge is not None and not failures:
@@ -373,7 +373,8 @@ class HAProxyController:
         except InstallFailed as err:
             if err.invalid:  # (unchecked: the start failed and `haproxy -c` says why)
                 return await self._refused(str(err), reload, candidate)
-            return self._failures.reload_failed(str(err), reload, began, err.unanswered, err.cap)
+            cap = 0.0 if starting and err.disk and await self._revive(SERVE_FILE) else err.cap
+            return self._failures.reload_failed(str(err), reload, began, err.unanswered, cap)
         self._watch_process()
         self._pending.clear()  # whatever waited is in this reload
         self._gate.reloaded()

@@ -52,6 +52,11 @@ from synapse.haproxy.sockets import HAProxySocketError
 log = logging.getLogger("synapse.haproxy")
 DISK_RETRY_S = 5.0  # at most between tries of a reload that failed writing a file
 EDGE_UNWRITTEN = "cannot write the route maps or the crt-list"
+# A start whose candidate a full disk keeps out (nothing runs: synapse and HAProxy died, the
+# host rebooted) serves the config file instead, the last one HAProxy ran, and the retry
+# comes at once: it plans against that HAProxy, so today's servers go in at runtime while the
+# candidate waits for space (before, every service was refused until space came back).
+SERVE_FILE = "cannot write the new config: serving the file on disk"
 
 
 def remove_state_file(path: Path) -> None:
@@ -75,7 +80,7 @@ class InstallFailed(Exception):
         taken: list[Clash] | None = None,
     ) -> None:
         super().__init__(message)
-        self.invalid, self.unanswered = invalid, unanswered
+        self.invalid, self.unanswered, self.disk = invalid, unanswered, disk
         self.taken = taken or []  # the frontend ports other processes listen on
         # A file that could not be written (a full disk): a try costs next to nothing, and
         # waiting the gate's full backoff (60 s) delayed the reload long after space came back.
@@ -364,6 +369,8 @@ class Installer:
             return False
         with contextlib.suppress(OSError):  # else the disk has an older good config: still good
             await self.file.flush()
+        if not await asyncio.to_thread(self.file.path.exists):  # (a first candidate, unwritten)
+            return False
         try:
             self.edge.refused()  # the maps HAProxy held (when known), not the refused ones
             await self.managed.start()

@@ -114,6 +114,12 @@ class HAProxyStatus:
                                  "reasons": reasons[:10]}  # fmt: skip
         self.last_validation_error = self.validation_error
 
+    def in_step(self) -> None:
+        """HAProxy runs the desired state without a reload: a refused candidate or a failed
+        reload is no problem any more (a start that served the file on disk, then the
+        servers at runtime: /health stayed 503 with HAProxy serving everything)."""
+        self.validation_error = self.last_reload_error = None
+
     def reload_failed(self, error: str, reason: str, retry_in: float) -> None:
         self.last_reload_error = {"at": time.time(), "message": error, "reason": reason,
                                   "retry_in_s": round(retry_in, 1)}  # fmt: skip
