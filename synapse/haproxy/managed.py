@@ -49,6 +49,7 @@ from synapse.haproxy.exit_policy import stop_reason
 from synapse.haproxy.listeners import ListenerKeeper
 from synapse.haproxy.output import OutputRelay, close_relay
 from synapse.haproxy.pids import end_master, pid_alive, reap, wait_pid_exit
+from synapse.haproxy.reload_wait import ReloadWait, serves
 from synapse.haproxy.replacement import Old, Retiring, make_dirs, missing_sockets, socket_paths
 from synapse.haproxy.runtime import MasterClient, RuntimeClient
 from synapse.haproxy.settings import Settings
@@ -386,16 +387,16 @@ class ManagedHAProxy:
     async def _wait_for_worker(
         self, old_workers: set[int], timeout: float, baseline: ProcInfo | None
     ) -> int:
-        deadline = time.monotonic() + timeout
+        wait = ReloadWait(timeout, baseline)  # (longer while a reload is under way)
         last_error = "no answer yet"
-        while time.monotonic() < deadline:
+        while wait.goes_on(self.alive):
             if self._proc is not None and self._proc.poll() is not None:
                 await asyncio.sleep(0.05)  # its last words reach the relay
                 raise HAProxyProcessError(
                     f"HAProxy exited with status {self._proc.returncode}:\n{self.output_tail()}"
                 )
             try:
-                proc = await self.master.show_proc()
+                proc = wait.proc = await self.master.show_proc()
                 if baseline is not None and proc.failed_reloads > baseline.failed_reloads:
                     raise HAProxyProcessError(
                         f"HAProxy could not load the new config; the old worker keeps "
@@ -407,26 +408,17 @@ class ManagedHAProxy:
                     await asyncio.sleep(POLL)
                     continue
                 new = [pid for pid in proc.workers if pid not in old_workers]
-                if new and await self._serves(new[0]):
+                if new and await serves(self.runtime, new[0]):
                     self.master_pid = proc.master_pid or self.master_pid
                     self.worker_pid = new[0]
                     return new[0]
                 last_error = f"workers {list(proc.workers)}, waiting for a new one"
             except HAProxySocketError as err:  # the master re-executes during a reload
-                last_error = str(err)
+                last_error, wait.proc = str(err), None
             await asyncio.sleep(POLL)
         raise HAProxyProcessError(
-            f"no new HAProxy worker within {timeout}s ({last_error}):\n{self.output_tail()}"
+            f"no new HAProxy worker within {wait.waited}s ({last_error}):\n{self.output_tail()}"
         )
-
-    async def _serves(self, worker: int) -> bool:
-        """The admin socket is answered by ``worker`` (it has taken the listeners over)."""
-        if self.runtime is None:
-            return True
-        try:
-            return (await self.runtime.info()).get("Pid") == str(worker)
-        except HAProxySocketError:
-            return False
 
     async def _close_relay(self, drain: bool = True) -> None:
         """Stop relaying HAProxy's output; ``drain``: it exited, relay its last lines first."""

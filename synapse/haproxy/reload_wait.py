@@ -1,0 +1,85 @@
+"""How long a managed reload is waited for: ``reload_timeout``, and longer while HAProxy's
+master shows it is still at work on it.
+
+A reload re-executes the master, which parses the whole config before it answers on its
+socket again, then forks the new worker, which takes the listeners over. On a starved CPU
+(a cgroup quota, a loaded host) that outlasts ``reload_timeout``: 500 services with
+HAProxy held to 1 ms of CPU per 100 ms took 10.3-13 s. Declared failed at 10 s, the
+previous config file went back while HAProxy loaded the new one a moment later; the retry
+found the master busy (a second failure, "Connection reset by peer") and reloaded it once
+more for nothing, and a crash meanwhile would have restarted HAProxy on the old file.
+
+So past the deadline the wait goes on, up to SLOW_FACTOR times ``reload_timeout``, while
+the master process lives and says the reload is under way: no answer (it re-executes), or
+its reload counter past the one before the reload with no failure counted (the new worker
+forks, or takes the listeners over). A reload HAProxy failed (its failed counter) still
+fails at once; a master that answers as it did before the reload (the command was lost)
+fails at the deadline, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from smartstack.logs import event
+from synapse.haproxy.answers import ProcInfo
+from synapse.haproxy.runtime import RuntimeClient
+from synapse.haproxy.sockets import HAProxySocketError
+
+log = logging.getLogger("synapse.haproxy.managed")
+
+SLOW_FACTOR = 6  # the longest wait for a reload under way, in reload_timeouts
+
+
+def under_way(alive: bool, proc: ProcInfo | None, baseline: ProcInfo) -> bool:
+    """Whether the master is still at the reload begun at ``baseline`` (its `show proc`
+    then); ``proc``: its last answer (None: it did not answer)."""
+    if not alive:
+        return False
+    if proc is None:
+        return True  # re-executing: it parses the config before it answers again
+    return proc.reloads > baseline.reloads and proc.failed_reloads == baseline.failed_reloads
+
+
+class ReloadWait:
+    """The deadline of one wait for a new worker (``baseline`` None: a start, never
+    extended); ``proc`` is set to each answer of the master (None when it did not answer)."""
+
+    def __init__(self, timeout: float, baseline: ProcInfo | None) -> None:
+        self.began = time.monotonic()
+        self.timeout, self.baseline = timeout, baseline
+        self.proc: ProcInfo | None = None
+        self._said = False
+
+    @property
+    def waited(self) -> float:
+        return round(time.monotonic() - self.began, 1)
+
+    def goes_on(self, alive: bool) -> bool:
+        """Whether to look again (``alive``: the master process runs)."""
+        waited = time.monotonic() - self.began
+        if waited < self.timeout:
+            return True
+        if self.baseline is None or waited >= self.timeout * SLOW_FACTOR:
+            return False
+        if not under_way(alive, self.proc, self.baseline):
+            return False
+        if not self._said:
+            self._said = True
+            doing = "re-executing" if self.proc is None else "starting its new worker"
+            event(log, "haproxy_reload_slow", level=logging.WARNING,
+                  waited_s=round(waited, 1), master=doing,
+                  detail=f"the reload is under way: waited for up to "
+                  f"{self.timeout * SLOW_FACTOR:g}s")  # fmt: skip
+        return True
+
+
+async def serves(runtime: RuntimeClient | None, worker: int) -> bool:
+    """The admin socket is answered by ``worker`` (it has taken the listeners over)."""
+    if runtime is None:
+        return True
+    try:
+        return (await runtime.info()).get("Pid") == str(worker)
+    except HAProxySocketError:
+        return False
