@@ -7,15 +7,23 @@ RSS is paid once per host. Each run spawns a real nerve (admin API on, one servi
 check with rise 1 against a listening port, the real registry on loopback), times until
 the registration is visible in the registry (polled every 5 ms by this process), reads
 VmRSS a second later, stops it with SIGTERM and waits for the registration to go.
+
+A host often runs many services behind one nerve: one more run spawns a nerve with 500
+(`--quick`: 50) TCP services against ZooKeeper and times until every one is registered
+(ZooKeeper's own count of ephemeral nodes, `mntr`, polled every 50 ms: one request however
+many services), with nerve's CPU time at that moment (/proc: a start's cost, which a
+loaded host turns into seconds).
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from kazoo.client import KazooClient
 
@@ -23,6 +31,8 @@ from bench import Options
 from bench.registry import EtcdRegistry
 from bench.report import Result, Target
 from bench.stack import Nerve, Workspace, rss_kib
+from bench.zk_stats import parse_mntr
+from testbed.zookeeper import four_letter_word
 
 NAME = "nerve"
 # Half the shortest etcd lease nerve accepts (2 s): a restart then fits inside what is left
@@ -90,6 +100,48 @@ def measure(ws: Workspace, kind: str, runs: int) -> dict[str, list[float]]:
     return {"start_s": starts, "rss_mb": rss}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_many(ws: Workspace, count: int) -> dict[str, float]:
+    """One nerve with ``count`` TCP services on ZooKeeper: spawned → all registered."""
+    server = ws.zookeeper()
+    listeners = [socket.create_server(("127.0.0.1", 0), backlog=64) for _ in range(count)]
+    for listener in listeners:
+        ws.callback(listener.close)
+    check = {"type": "tcp", "rise": 1, "fall": 2, "timeout": 0.5}
+    services = {f"s{i}": {"host": "127.0.0.1", "port": listener.getsockname()[1],
+                          "check_interval": 1.0, "checks": [check],
+                          "reporter_type": "zookeeper", "zk_hosts": [server.hosts],
+                          "zk_path": f"{PATH}-many/s{i}"}
+                for i, listener in enumerate(listeners)}  # fmt: skip
+
+    def ephemerals() -> int:
+        return int(parse_mntr(four_letter_word(server.port, "mntr")).get("zk_ephemerals_count", 0))
+
+    nerve = Nerve(ws, "many", services)
+    began = time.monotonic()
+    nerve.start()
+    assert nerve.proc is not None
+    first = all_in = None
+    while all_in is None:
+        registered = ephemerals()
+        now = time.monotonic() - began
+        if first is None and registered:
+            first = now
+        if registered >= count:
+            all_in = now
+        elif now > 120:
+            raise TimeoutError(f"{registered} of {count} registered after 120 s\n{nerve.logs()}")
+        time.sleep(0.05)
+    cpu = cpu_seconds(nerve.proc.pid)
+    nerve.proc.stop(timeout=30)
+    return {"first_s": first or all_in, "all_s": all_in, "cpu_s": cpu}
+
+
 def run(opts: Options) -> Result:
     runs = opts.size(7, 2)
     result = Result(NAME, params={"runs": runs, "registries": opts.registries})
@@ -108,4 +160,14 @@ def run(opts: Options) -> Result:
                 section.add("spawned → registered, max", max(starts), "s")
                 section.add("RSS, median", statistics.median(figures["rss_mb"]), "MB",
                             TARGET_RSS_MB)  # fmt: skip
+        many = opts.size(500, 50)
+        title = f"zookeeper, many services: one nerve with {many}"
+        if "zookeeper" in opts.registries and opts.wants(title):
+            with result.attempt(title):
+                figures = measure_many(ws, many)
+                result.figures["many"] = figures
+                section = result.section(title)
+                section.add("spawned → first registered", figures["first_s"], "s")
+                section.add(f"spawned → all {many} registered", figures["all_s"], "s")
+                section.add("nerve's CPU time until then", figures["cpu_s"], "s")
     return result
