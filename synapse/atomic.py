@@ -8,10 +8,11 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
-    """Write ``data`` (text is written as UTF-8) to a temp file beside ``path``, fsync it,
-    and rename it into place."""
-    tmp = stage(path, data, mode)
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o644, sync: bool = True) -> None:
+    """Write ``data`` (text is written as UTF-8) to a temp file beside ``path``, fsync it
+    (unless ``sync`` is False: a file whose loss after a power cut is harmless), and rename
+    it into place."""
+    tmp = stage(path, data, mode, sync)
     try:
         os.replace(tmp, path)
     except BaseException:
@@ -19,7 +20,7 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
         raise
 
 
-def stage(path: Path, data: str | bytes, mode: int = 0o644) -> str:
+def stage(path: Path, data: str | bytes, mode: int = 0o644, sync: bool = True) -> str:
     """The first half of ``write_atomic``: ``data`` in a temp file beside ``path``, fsynced;
     returns its name. The caller renames it into place (``os.replace``) or ``discard``s it:
     the slow half can run before whatever decides whether the file is still wanted."""
@@ -29,7 +30,8 @@ def stage(path: Path, data: str | bytes, mode: int = 0o644) -> str:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data.encode("utf-8") if isinstance(data, str) else data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)
     except BaseException:
         discard(tmp)

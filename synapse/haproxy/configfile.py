@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from smartstack.logs import event
@@ -55,6 +55,8 @@ class ConfigFile:
         self._attempt = asyncio.Event()  # set after the writer's next attempt
         self._urgent = asyncio.Event()  # flush() waits: write without the gap
         self._written_at = -WRITE_GAP  # loop time of the last write's end
+        # Called after each write, before flush() returns (``loadmark``: names the new file).
+        self.written: Callable[[], Awaitable[None]] | None = None
 
     @property
     def text(self) -> str | None:
@@ -165,6 +167,8 @@ class ConfigFile:
                 self._on_disk, self.error, failures = version, None, 0
                 self.writes += 1
                 self._written_at = loop.time()
+                if self.written is not None:
+                    await self.written()
             attempt, self._attempt = self._attempt, asyncio.Event()
             self._urgent.clear()  # (this attempt answers every flush waiting so far)
             attempt.set()

@@ -113,6 +113,8 @@ class Installer:
         self.read_all = False  # after the reload: the dump failed, an older state file stays
         # Managed: whether HAProxy runs the file (a restart adopts HAProxy and trusts it).
         self.mark = LoadMark(path) if self.file is not None and managed is not None else None
+        if self.file is not None and self.mark is not None:  # (each write: the marker names it)
+            self.file.written = self.mark.written
         # Route maps and crt-list: written before HAProxy reads the config.
         self.edge = EdgeSync(config, settings, runtime, metrics)
 

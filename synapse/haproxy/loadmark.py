@@ -7,22 +7,30 @@ synapse, which plans against the file, would never reload for what the candidate
 (a frontend's new port, say). So beside the config file, ``<config>.loaded`` says:
 
 - ``installing``: written (atomically, fsynced) before the candidate reaches the file;
-- ``loaded``: written once HAProxy was confirmed to run the file (a start, a reload).
+- ``loaded <inode>:<size>:<mtime_ns>``: written once HAProxy was confirmed to run the file
+  (a start, a reload), naming the file it vouches for, and named again after each of
+  synapse's own writes of it (runtime changes; not fsynced: a marker lost to a power cut
+  costs one reload).
 
-At start, ``installing``, or no marker beside an existing config file (a synapse from
-before the marker: an upgrade costs one reload), means the running config is unknown:
-the first apply reloads (validated) whatever its plan says (``with_reload``).
+At start, ``installing``, no marker beside an existing config file (a synapse from before
+the marker: an upgrade costs one reload), or a marker naming another file than the one
+on disk, means the running config is unknown: the first apply reloads (validated)
+whatever its plan says (``with_reload``). Another file: something else wrote it since,
+which does not know the marker: an older synapse after a rollback (killed between its
+write and its reload: a new port was never bound, the marker said ``loaded``), a hand
+edit.
 
 Not a digest of the loaded text: the file also changes without a reload, whenever runtime
-commands changed servers (it stays equal to what HAProxy runs), so a digest would have to
-follow every such write (a second fsync each) or leave out what runtime commands may
-change (the planner's rules, twice). The install window is the only time the file is ahead.
+commands changed servers (it stays equal to what HAProxy runs); its identity is cheap to
+follow (a stat and an unsynced marker per write, at most one a second: ``configfile``).
+The install window is the only time synapse puts the file ahead of HAProxy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 from smartstack.logs import event
@@ -31,21 +39,53 @@ from synapse.haproxy.ops import Plan, Reload
 
 log = logging.getLogger("synapse.haproxy")
 
-INSTALLING, LOADED = "installing\n", "loaded\n"
+INSTALLING, LOADED = "installing\n", "loaded"
 REASON = "HAProxy may not run the config file (synapse stopped between writing it and the reload)"
+
+
+def marker_path(config_path: Path) -> Path:
+    return config_path.with_name(config_path.name + ".loaded")
+
+
+def identity(path: Path) -> str | None:
+    """The file as it is on disk now (None: none). Every writer replaces it (a new inode)
+    or rewrites it (a new mtime): either way another identity."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def loaded_text(config_path: Path) -> str | None:
+    """The marker for the config file as it is on disk now (None: there is none)."""
+    found = identity(config_path)
+    return None if found is None else f"{LOADED} {found}\n"
+
+
+def vouches(config_path: Path, marker: str | None = None) -> bool:
+    """The marker (``marker``: its text, else read) says HAProxy runs the config file as it
+    is on disk: no other writer came after synapse's last write (blocking: a thread)."""
+    if marker is None:
+        marker = read_text(marker_path(config_path))
+    return marker is not None and marker == loaded_text(config_path)
 
 
 class LoadMark:
     def __init__(self, config_path: Path) -> None:
-        self.path = config_path.with_name(config_path.name + ".loaded")
+        self.config_path = config_path
+        self.path = marker_path(config_path)
         self.unknown = False  # HAProxy may run something else than the file: reload once
         self._on_disk: str | None = None
+        self._lock = asyncio.Lock()  # one write at a time: the last one names the file
 
     async def load(self, file_exists: bool) -> None:
-        self._on_disk = await asyncio.to_thread(read_text, self.path)
-        self.unknown = file_exists and self._on_disk != LOADED
+        self._on_disk = text = await asyncio.to_thread(read_text, self.path)
+        self.unknown = file_exists and not await asyncio.to_thread(vouches, self.config_path, text)
         if self.unknown:
-            found = "no marker" if self._on_disk is None else self._on_disk.strip()[:40]
+            found = "no marker" if text is None else text.strip()[:80]
+            if text is not None and text.startswith(LOADED):  # (or a marker without identity)
+                found += ", not the file on disk: written since by something else"
             event(log, "haproxy_config_unconfirmed", level=logging.WARNING,
                   marker=str(self.path), found=found,
                   detail="an adopted HAProxy may not run the config file: the first "
@@ -53,13 +93,29 @@ class LoadMark:
 
     async def installing(self) -> None:
         """Before the candidate reaches the file (OSError when it cannot be written)."""
-        await self._write(INSTALLING)
+        async with self._lock:
+            await asyncio.to_thread(self._write, INSTALLING)
 
     async def loaded(self) -> None:
         """HAProxy was confirmed to run the file."""
         self.unknown = False
+        await self._vouch(again=False)
+
+    async def written(self) -> None:
+        """synapse wrote the file again (``ConfigFile.written``): while HAProxy is known to
+        run it, the marker names the new file (else the next synapse would reload once)."""
+        if not self.unknown:
+            await self._vouch(again=True)
+
+    async def _vouch(self, again: bool) -> None:
+        """``loaded`` naming the file as it is now; ``again``: only while the marker says
+        ``loaded`` already (not in the install window), and unsynced (a marker lost to a
+        power cut costs one reload)."""
         try:
-            await self._write(LOADED)
+            async with self._lock:  # (the file's identity is read in the writing thread)
+                if again and not (self._on_disk or "").startswith(LOADED):
+                    return
+                await asyncio.to_thread(self._write, None, not again)
         except OSError as err:  # the next synapse reloads once: logged, not fatal
             event(log, "haproxy_load_mark_failed", level=logging.WARNING,
                   path=str(self.path), error=str(err))  # fmt: skip
@@ -71,7 +127,12 @@ class LoadMark:
         reasons = (plan.reload.reasons if plan.reload else ()) + (("config", REASON),)
         return Plan(plan.ops, Reload(reasons), plan.active)
 
-    async def _write(self, text: str) -> None:
+    def _write(self, text: str | None, sync: bool = True) -> None:
+        """``text`` (None: ``loaded`` with the config file as it is now) into the marker."""
+        if text is None:
+            text = loaded_text(self.config_path)
+            if text is None:  # (no config file: nothing to vouch for)
+                return
         if self._on_disk != text:
-            await asyncio.to_thread(write_atomic, self.path, text)
+            write_atomic(self.path, text, sync=sync)
             self._on_disk = text

@@ -2,6 +2,8 @@
 
 - a synapse that stopped or died between making a candidate the config file and HAProxy's
   reload of it: the next one reloads (the file is not what HAProxy runs);
+- a file something else wrote since (an older synapse after a rollback): one reload too;
+  synapse's own writes of it do not cost the next synapse one;
 - a master socket that does not answer at once (the master re-executes for a reload):
   adopted all the same, and never a second HAProxy beside it.
 """
@@ -16,10 +18,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from haproxy_helpers import server, serves, service, web
 
 from smartstack.tasks import cancel_and_wait
+from synapse.atomic import write_atomic
 from synapse.contract import ApplyOutcome
 from synapse.haproxy.runtime import MasterClient
 from synapse.haproxy.sockets import HAProxySocketError
@@ -103,6 +107,18 @@ async def test_a_stop_during_the_reload_puts_the_previous_file_back_for_the_next
         _kill_all(sockdir)
 
 
+async def _reloads_once(managed_factory, port: int, backends) -> Any:
+    """A synapse started beside an HAProxy that does not run the file (it says ``port``):
+    it adopts HAProxy, reloads once and serves ``port``; the controller."""
+    controller = managed_factory()
+    await controller.start()
+    result = await controller.apply([web(port, backends)], "restart")
+    assert result.reload is ApplyOutcome.DONE, result
+    assert controller.info.starts == 0 and controller.info.reloads == 1  # adopted
+    await serves(port, {b.name for b in backends})
+    return controller
+
+
 DYING_SYNAPSE = """
 import asyncio, os, sys
 from pathlib import Path
@@ -151,15 +167,56 @@ async def test_a_synapse_killed_between_the_file_and_the_reload_is_followed_by_a
         assert _binds(sockdir) == [f"bind localhost:{p2}"]  # the file is ahead of HAProxy
         await serves(p1, {"b1"})
 
-        controller = managed_factory()
-        await controller.start()
-        result = await controller.apply([web(p2, [b1])], "restart")
-        assert result.reload is ApplyOutcome.DONE, result
-        assert controller.info.starts == 0 and controller.info.reloads == 1  # adopted
-        await serves(p2, {"b1"})
+        controller = await _reloads_once(managed_factory, p2, [b1])
         # Confirmed: a synapse restarted now trusts the file again (no second reload).
         await controller.stop()  # (stop_on_exit: true)
         assert _masters(sockdir) == []
+    finally:
+        _kill_all(sockdir)
+
+
+async def test_a_file_another_writer_changed_since_synapse_left_is_reloaded(
+    managed_factory, http_backend_factory, sockdir
+):
+    """After a rollback, an older synapse (it knows no ``<config>.loaded``) wrote web's new
+    port into the file and died before its reload. The marker still said ``loaded``: the
+    next synapse trusted the file and never bound the port (refused for the 28 s watched,
+    0 reloads). The marker names the file it vouches for: another one, one reload."""
+    b1 = http_backend_factory("b1")
+    p1, p2 = free_port(), free_port()
+    config = sockdir / "haproxy.cfg"
+    try:
+        await _left_serving(managed_factory, p1, [b1])
+        moved = config.read_text().replace(f"bind localhost:{p1}", f"bind localhost:{p2}")
+        write_atomic(config, moved)  # (the older synapse's write; its reload never came)
+        await serves(p1, {"b1"})
+        await _reloads_once(managed_factory, p2, [b1])
+    finally:
+        _kill_all(sockdir)
+
+
+async def test_synapse_s_own_writes_of_the_file_keep_the_marker_trusted(
+    managed_factory, http_backend_factory, sockdir
+):
+    """A server added at runtime rewrites the file (no reload): the marker names the new
+    file, so the synapse restarted after it plans at runtime again, without a reload."""
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    port = free_port()
+    kept = {"managed": {"stats": {"enabled": False}, "stop_on_exit": False}}
+    try:
+        await _left_serving(managed_factory, port, [b1])
+        second = managed_factory(**kept)
+        await second.start()
+        result = await second.apply([web(port, [b1, b2])], "a server added")
+        assert result.reload is ApplyOutcome.NONE, result
+        await second.stop()  # (the file on disk: the marker names it)
+        assert f"127.0.0.1:{b2.port}" in (sockdir / "haproxy.cfg").read_text()
+
+        third = managed_factory()
+        await third.start()
+        result = await third.apply([web(port, [b1, b2])], "restart")
+        assert result.reload is ApplyOutcome.NONE, result
+        await serves(port, {"b1", "b2"})
     finally:
         _kill_all(sockdir)
 

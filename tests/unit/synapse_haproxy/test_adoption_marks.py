@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from synapse.atomic import write_atomic
 from synapse.haproxy.adoption import running_masters
+from synapse.haproxy.configfile import ConfigFile
 from synapse.haproxy.loadmark import LoadMark
 from synapse.haproxy.ops import Plan, Reload
 
@@ -53,6 +55,7 @@ def test_the_marker_says_whether_haproxy_runs_the_file(tmp_path: Path) -> None:
         mark = LoadMark(config)
         await mark.load(file_exists=False)  # a first start: nothing runs a file
         assert not mark.unknown
+        config.write_text("global\n")
         await mark.load(file_exists=True)  # an upgrade: no marker beside a file
         assert mark.unknown
 
@@ -71,5 +74,62 @@ def test_the_marker_says_whether_haproxy_runs_the_file(tmp_path: Path) -> None:
         trusted = LoadMark(config)
         await trusted.load(file_exists=True)
         assert not trusted.unknown
+
+    asyncio.run(scenario())
+
+
+async def _trusted(config: Path) -> bool:
+    """A synapse starting now trusts the config file (no reload for the marker)."""
+    mark = LoadMark(config)
+    await mark.load(file_exists=True)
+    return not mark.unknown
+
+
+def test_a_file_written_by_something_else_since_is_not_trusted(tmp_path: Path) -> None:
+    """An older synapse after a rollback (it knows no marker) wrote the file and died before
+    its reload: the marker still said ``loaded`` and was trusted (a new port never bound)."""
+
+    async def scenario() -> None:
+        config = tmp_path / "haproxy.cfg"
+        config.write_text("global\n")
+        mark = LoadMark(config)
+        await mark.load(file_exists=True)
+        await mark.loaded()
+        assert await _trusted(config)
+
+        write_atomic(config, "global\nfrontend a\n")  # (replaced: another inode)
+        assert not await _trusted(config)
+        await mark.loaded()
+        with config.open("a") as same:  # (rewritten in place: the inode stays)
+            same.write("    bind :81\n")
+        assert not await _trusted(config)
+        (tmp_path / "haproxy.cfg.loaded").write_text("loaded\n")  # (a marker without identity)
+        assert not await _trusted(config)
+
+    asyncio.run(scenario())
+
+
+def test_synapse_s_own_writes_keep_the_marker_naming_the_file(tmp_path: Path) -> None:
+    """Runtime changes rewrite the file without a reload: the marker follows (a restart
+    does not reload for them), but not in the install window (``installing`` stays)."""
+
+    async def scenario() -> None:
+        config = tmp_path / "haproxy.cfg"
+        file, mark = ConfigFile(config), LoadMark(config)
+        file.written = mark.written
+        await file.load()
+        await mark.load(file.exists)
+        file.set(["global\n"])
+        await file.flush()
+        await mark.loaded()
+        file.set(["global\n", "backend web\n    server a 10.0.0.1:80\n"])
+        await file.flush()
+        assert await _trusted(config)
+
+        await mark.installing()
+        file.set(["global\n", "frontend web\n"])
+        await file.flush()
+        assert not await _trusted(config)
+        await file.close()
 
     asyncio.run(scenario())
