@@ -13,13 +13,20 @@ the server lines of the config file (names and addresses as synapse wrote them),
 only where HAProxy's runtime API lists that server in that backend, not in maintenance.
 A backend HAProxy does not run, or a socket that does not answer (no HAProxy was
 adopted), keeps nothing: no server is invented.
+
+The state file gives way to HAProxy where it is behind it (``StateCache.behind_haproxy``:
+the config file changed since this synapse last wrote it). After a rollback an older
+synapse ran HAProxy, which never updates the default file: it still held a server whose
+instance had left (its port then answered as another service: 300 of 600 requests got
+that service's 200s) and lacked the one that came, and a restart with the registry down
+put them back. Those services keep what HAProxy runs, and their entries leave the file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,30 +59,32 @@ class AdoptedServers:
         names: Collection[str],
         cache: StateCache | None,
     ) -> None:
-        """Read what HAProxy runs for those of ``names`` the state file has no servers for."""
+        """Read what HAProxy runs for those of ``names`` the state file has no servers for
+        (for all of them when the file is behind HAProxy: ``StateCache.behind_haproxy``)."""
         haproxy = config.haproxy
         if applier is None or haproxy is None or not haproxy.config_file_path:
             return
+        behind = cache is not None and cache.behind_haproxy
         backends = {
             name: service.haproxy.backend_name or name
             for name in names
             if (service := config.services.get(name)) is not None
             and not service.haproxy.disabled
-            and not (cache is not None and cache.cached(name))
+            and (behind or not (cache is not None and cache.cached(name)))
         }
         if not backends:
             return
         try:  # (bounded: a start must not hang on a socket)
             async with asyncio.timeout(READ_WAIT):
                 parsed = await asyncio.to_thread(_parsed, Path(haproxy.config_file_path))
-                backends = {n: b for n, b in backends.items() if parsed.servers.get(b)}
-                wanted = sorted(set(backends.values()))  # (none: a first start, no question)
+                asked = {n: b for n, b in backends.items() if parsed.servers.get(b)}
+                wanted = sorted(set(asked.values()))  # (none: a first start, no question)
                 answers = await applier.servers_of(wanted) if wanted else {}
         except Exception as exc:  # (nothing kept: as before, the registry's answer decides)
             event(log, "startup_haproxy_servers_unread", level=logging.WARNING,
                   error=f"{type(exc).__name__}: {exc}"[:300])  # fmt: skip
             return
-        for name, backend in backends.items():
+        for name, backend in asked.items():
             states = answers.get(backend) or {}
             lines = parsed.servers.get(backend, {})
             zones = _zones(parsed, backend, config.zone, config.services[name].zone_routing)
@@ -84,6 +93,8 @@ class AdoptedServers:
                      if states.get(line.name, "MAINT") != "MAINT"]  # fmt: skip
             if kept := tuple(f for f in found if f is not None):
                 self._found[name] = kept
+        if behind and cache is not None:
+            await _replace_state(cache, _superseded(cache, backends, parsed, answers))
         if self._found:
             event(log, "startup_servers_from_haproxy", level=logging.WARNING,
                   services=sorted(self._found), servers=sum(map(len, self._found.values())),
@@ -96,6 +107,38 @@ class AdoptedServers:
             return list(selection_found(kept)) if kept.origin == ORIGIN_HAPROXY else None
         found = self._found.pop(name, None)
         return list(found) if found is not None else None
+
+
+def _superseded(
+    cache: StateCache,
+    backends: Mapping[str, str],
+    parsed: ParsedConfig,
+    answers: Mapping[str, Any],
+) -> list[str]:
+    """The services whose state file servers give way to HAProxy's (the file is behind
+    it): those HAProxy answered for, and those the config file runs with no server while
+    HAProxy answers (it removed them all). No answer (no HAProxy adopted): the file's."""
+    alive = any(answer is not None for answer in answers.values())
+    return [
+        name
+        for name, backend in backends.items()
+        if cache.cached(name)
+        and (
+            answers.get(backend) is not None
+            or (alive and backend in parsed.proxies and not parsed.servers.get(backend))
+        )
+    ]
+
+
+async def _replace_state(cache: StateCache, names: list[str]) -> None:
+    """The file's servers of ``names`` dropped (HAProxy's serve until the registry answers)."""
+    if not names:
+        return
+    await asyncio.to_thread(cache.forget, names)
+    event(log, "state_file_behind_haproxy", level=logging.WARNING, path=str(cache.path),
+          services=names, effect="the servers HAProxy runs, until their registry answers",
+          detail="the config file changed since this synapse wrote it (an older synapse "
+          "after a rollback, a hand edit): the state file's servers are older")  # fmt: skip
 
 
 def _parsed(path: Path) -> ParsedConfig:

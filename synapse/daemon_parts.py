@@ -39,6 +39,22 @@ def state_key(config: SynapseConfig) -> tuple[str | None, float | None]:
     return path, haproxy.state_file_ttl
 
 
+def behind_haproxy(config: SynapseConfig) -> bool:
+    """Managed: the config file HAProxy runs changed since this synapse last wrote it (its
+    ``<config>.loaded`` marker names another file, or none): something else ran HAProxy
+    meanwhile (an older synapse, which never updates the state file: after a rollback it
+    held servers HAProxy had removed since). Read before the controller writes either."""
+    haproxy = config.haproxy
+    if haproxy is None or haproxy.managed is None or not haproxy.config_file_path:
+        return False
+    if not haproxy.do_writes:  # (no marker is kept)
+        return False
+    from synapse.haproxy.loadmark import vouches  # (a managed synapse imports it anyway)
+
+    path = Path(haproxy.config_file_path)
+    return path.exists() and not vouches(path)
+
+
 def make_file_output(config: SynapseConfig) -> RecordSink | None:
     """Airbnb's file_output, when the top-level ``file_output`` block is set."""
     if config.file_output is None:
@@ -58,6 +74,7 @@ def make_state_cache(config: SynapseConfig, keep: Evacuations | None = None) -> 
         return None
     cache = StateCache(path, ttl)
     cache.load()
+    cache.behind_haproxy = behind_haproxy(config)
     if keep is not None:
         cache.evacuations = keep
         cache.save_evacuations(keep)

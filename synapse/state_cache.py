@@ -96,6 +96,10 @@ class StateCache:
         # at a time, each with the evacuations current when it writes, or an update that
         # read the old ones could land last and put them back.
         self._write_lock = threading.RLock()
+        # Managed: the config file HAProxy runs was written by something else after this
+        # synapse's last write (an older synapse, after a rollback: it never updates this
+        # file): what the adopted HAProxy runs replaces the file's servers (adopted_servers).
+        self.behind_haproxy = False
 
     # --- reading -------------------------------------------------------------------
 
@@ -257,6 +261,18 @@ class StateCache:
             self.evacuations = evacuations
             self.evacuations_unsaved = not self._write(self._texts, self.clock())
             return not self.evacuations_unsaved
+
+    def forget(self, services: Iterable[str]) -> bool:
+        """Drop ``services``' servers (their generator settings stay) and write the file now:
+        they are older than what HAProxy runs, and a restart must not take them back
+        before the next update. False when the file could not be written (logged)."""
+        with self._write_lock:
+            for service in (s for s in services if s in self._texts):
+                kept = {k: v for k, v in self._servers(service).items() if k == GENERATOR_KEY}
+                self._texts[service] = _encode(service, kept, None)
+                self._left.pop(service, None)
+                self._built.pop(service, None)
+            return self._write(self._texts, self.clock())
 
     def _keep(self, service: str, servers: Mapping[str, Any]) -> None:
         """A service as the file had it: its servers marked left apart, bounded already

@@ -18,7 +18,8 @@ on disk, means the running config is unknown: the first apply reloads (validated
 whatever its plan says (``with_reload``). Another file: something else wrote it since,
 which does not know the marker: an older synapse after a rollback (killed between its
 write and its reload: a new port was never bound, the marker said ``loaded``), a hand
-edit.
+edit. The state file is then behind what HAProxy runs as well (``vouches``, used by
+``synapse.daemon_parts``).
 
 Not a digest of the loaded text: the file also changes without a reload, whenever runtime
 commands changed servers (it stays equal to what HAProxy runs); its identity is cheap to

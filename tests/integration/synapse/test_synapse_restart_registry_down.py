@@ -1,25 +1,38 @@
-"""A synapse restarted while ZooKeeper is down, with no state file, keeps HAProxy serving.
+"""A synapse restarted while ZooKeeper is down keeps HAProxy serving what it should.
 
-The previous synapse left its managed HAProxy running with its servers; the state file is
-gone (an older synapse never wrote one, tmpfs, deleted). The new synapse adopts HAProxy,
-its registry does not answer, the state file has nothing: it keeps the servers HAProxy
-runs (``synapse.adopted_servers``) instead of emptying the backend, and follows ZooKeeper
-once it is back. Real synapse processes, a managed HAProxy 2.6 and ZooKeeper, on loopback.
+The previous synapse left its managed HAProxy running with its servers. With no state file
+(an older synapse never wrote one, tmpfs, deleted), the new synapse adopts HAProxy, its
+registry does not answer, the state file has nothing: it keeps the servers HAProxy runs
+(``synapse.adopted_servers``) instead of emptying the backend, and follows ZooKeeper once
+it is back. With a state file older than what HAProxy runs (an older synapse ran HAProxy
+meanwhile, after a rollback), HAProxy's servers win over the file's. Real synapse
+processes, a managed HAProxy 2.6 and ZooKeeper, on loopback.
 """
 
 from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from kazoo.client import KazooClient
-from synapse_e2e import Load, Synapse, nerve_record, wait, wait_serving
+from synapse_e2e import Load, Synapse, nerve_record, spread, wait, wait_serving
 
 from testbed.process import free_port
 from testbed.zookeeper import ZooKeeperServer
 
 PATH = "/restart-down/web"
+STATE = "haproxy.synapse-state.json"  # (the default state file: beside haproxy.cfg)
+
+
+@pytest.fixture
+def own_zk(tmp_path: Path) -> Iterator[ZooKeeperServer]:
+    """A ZooKeeper of the test's own: it is stopped and started again."""
+    server = ZooKeeperServer(workdir=tmp_path / "zk").start()
+    yield server
+    server.stop()
 
 
 def connect(zk: ZooKeeperServer) -> KazooClient:
@@ -28,28 +41,34 @@ def connect(zk: ZooKeeperServer) -> KazooClient:
     return client
 
 
-def test_a_restart_without_registry_nor_state_file_keeps_haproxy_serving(
-    tmp_path: Path, http_backend_factory
-) -> None:
-    zk = ZooKeeperServer(workdir=tmp_path / "zk").start()
-    a, b, c = (http_backend_factory(name) for name in "abc")
+def left_serving(zk: ZooKeeperServer, backends: list, port: int) -> tuple[Synapse, dict]:
+    """A synapse served ``backends`` (registered in ZooKeeper) on ``port`` and stopped,
+    leaving HAProxy running; the ZooKeeper nodes by backend name."""
     writer = connect(zk)
     nodes = {s.name: writer.create(f"{PATH}/{s.name}_", nerve_record(s), sequence=True,
-                                   makepath=True) for s in (a, b)}  # fmt: skip
+                                   makepath=True) for s in backends}  # fmt: skip
     writer.stop()
-    port = free_port()
     discovery = {"method": "zookeeper", "hosts": [zk.hosts], "path": PATH}
     syn = Synapse({"web": {"discovery": discovery,
                            "haproxy": {"port": port, "bind_address": "127.0.0.1"}}})  # fmt: skip
     syn.config["haproxy"]["managed"]["stop_on_exit"] = False  # HAProxy outlives synapse 1
     syn.write_config()
+    syn.start()
+    wait_serving(port, {s.name for s in backends})
+    syn.signal(signal.SIGTERM)
+    assert syn.process.wait(15) == 0
+    return syn, nodes
+
+
+def test_a_restart_without_registry_nor_state_file_keeps_haproxy_serving(
+    own_zk: ZooKeeperServer, http_backend_factory
+) -> None:
+    zk = own_zk
+    a, b, c = (http_backend_factory(name) for name in "abc")
+    port = free_port()
+    syn, nodes = left_serving(zk, [a, b], port)
     try:
-        syn.start()
-        wait_serving(port, {"a", "b"})
-        syn.signal(signal.SIGTERM)
-        assert syn.process.wait(15) == 0
-        state = syn.dir / "haproxy.synapse-state.json"
-        state.unlink()  # (the default state file: as if an older synapse, or tmpfs)
+        (syn.dir / STATE).unlink()  # (as if an older synapse wrote none, or tmpfs)
         zk.stop()
         with Load(port, limit=20000, seconds=60) as load:
             syn.start(timeout=60)
@@ -71,4 +90,39 @@ def test_a_restart_without_registry_nor_state_file_keeps_haproxy_serving(
         wait(lambda: syn.status()["services"]["web"]["origin"] == "discovery", 10)
     finally:
         syn.cleanup()  # (and the HAProxy it left running)
-        zk.stop()
+
+
+def test_a_state_file_older_than_what_haproxy_runs_gives_way_to_it(
+    own_zk: ZooKeeperServer, http_backend_factory
+) -> None:
+    """After a rollback an older synapse ran HAProxy: a left (its port then answered as
+    another service), c came; it never updates the default state file, which still said
+    a and b. Restarted with ZooKeeper down, synapse reloaded HAProxy to a and b: 300 of
+    600 requests answered by the other service, c dropped. HAProxy's servers win."""
+    a, b, c = (http_backend_factory(name) for name in "abc")
+    syn, nodes = left_serving(own_zk, [a, b], port := free_port())
+    state = syn.dir / STATE
+    try:
+        assert f"127.0.0.1:{a.port}" in state.read_text()
+        writer = connect(own_zk)  # the older synapse's time: a withdrawn, c registered
+        writer.delete(nodes["a"])
+        writer.create(f"{PATH}/c_", nerve_record(c), sequence=True)
+        writer.stop()
+        config = syn.dir / "haproxy.cfg"  # what it made HAProxy run (it knows no marker)
+        server_a, server_c = (f"{s.name}_127.0.0.1:{s.port} 127.0.0.1:{s.port}" for s in (a, c))
+        config.write_text(config.read_text().replace(server_a, server_c))
+        syn.master_command("reload")
+        wait_serving(port, {"b", "c"})
+        own_zk.stop()
+
+        syn.start(timeout=60)
+        answered = spread(port, 60)  # (after the first apply, and the reload it makes)
+        time.sleep(2)
+        answered += spread(port, 60)
+        assert set(answered) == {"b", "c"}, f"{answered}\n{syn.log(60)}"  # never a, no error
+        web = syn.status()["services"]["web"]
+        assert web["origin"] == "haproxy"
+        assert "state_file_behind_haproxy" in syn.process.log_path.read_text()
+        assert f"127.0.0.1:{a.port}" not in state.read_text()  # (nor after the next restart)
+    finally:
+        syn.cleanup()

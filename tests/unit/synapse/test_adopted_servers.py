@@ -16,6 +16,7 @@ from applier_fakes import FakeApplier, eventually, make_reconciler, report, runn
 from synapse.adopted_servers import _found
 from synapse.config import SynapseConfig
 from synapse.haproxy.configtext import ServerLine
+from synapse.haproxy.loadmark import LoadMark
 
 WEB_DISCOVERY = {"method": "zookeeper", "hosts": ["h:1"], "path": "/web"}
 RUNNING_FILE = """\
@@ -92,6 +93,53 @@ async def test_the_state_file_comes_first(tmp_path: Path) -> None:
         assert applier.hosts("web") == ["10.9.9.9"]
         assert rec.service_status()["web"]["origin"] == "state_file"
         assert applier.asked == []  # (web is in the state file; `other` not in HAProxy's)
+
+
+async def managed(tmp_path: Path, vouched: bool) -> tuple[SynapseConfig, Path]:
+    """Managed mode, the default state file holding 10.0.0.5 and 10.9.9.9 (gone since) for
+    web; ``vouched``: the marker names the config file (no other writer came since)."""
+    cfg = config(tmp_path, managed={})
+    state = tmp_path / "haproxy.synapse-state.json"
+    now = int(time.time())
+    entries = {f"n_{h}:80": {"timestamp": now, "host": h, "port": 80, "name": "n"}
+               for h in ("10.0.0.5", "10.9.9.9")}  # fmt: skip
+    state.write_text(json.dumps({"web": entries}))
+    await LoadMark(tmp_path / "haproxy.cfg").loaded()  # (synapse's last write: this file)
+    if not vouched:  # an older synapse rewrote the file since: it knows no marker
+        (tmp_path / "haproxy.cfg").write_text(RUNNING_FILE + "# (rewritten)\n")
+    return cfg, state
+
+
+async def test_a_state_file_behind_the_adopted_haproxy_gives_way_to_it(tmp_path: Path) -> None:
+    """After a rollback: the state file still held 10.9.9.9, which an older synapse removed
+    from HAProxy since (its port answered as another service: 300 of 600 requests)."""
+    cfg, state = await managed(tmp_path, vouched=False)
+    applier = RunningHAProxy(STATES)
+    rec = make_reconciler(cfg, applier)
+    async with running(rec, applier):
+        assert applier.hosts("web") == ["10.0.0.5", "10.0.0.6"]  # HAProxy's, not the file's
+        assert rec.service_status()["web"]["origin"] == "haproxy"
+        on_disk = json.loads(state.read_text())  # (a restart must not take them back)
+        assert not [k for k in on_disk.get("web", {}) if k != "watcher_config_for_generator"]
+
+
+async def test_a_state_file_behind_an_emptied_backend_adds_nothing(tmp_path: Path) -> None:
+    cfg, _ = await managed(tmp_path, vouched=False)
+    applier = RunningHAProxy({"web": {f"n_10.0.0.{n}:80": "MAINT" for n in (5, 6, 7)}})
+    rec = make_reconciler(cfg, applier)
+    async with running(rec, applier):
+        assert applier.hosts("web") == []
+
+
+async def test_a_state_file_the_marker_vouches_for_comes_first(tmp_path: Path) -> None:
+    """No other writer since synapse's last write (a plain restart): the file, as ever."""
+    cfg, _ = await managed(tmp_path, vouched=True)
+    applier = RunningHAProxy(STATES)
+    rec = make_reconciler(cfg, applier)
+    async with running(rec, applier):
+        assert applier.hosts("web") == ["10.0.0.5", "10.9.9.9"]
+        assert rec.service_status()["web"]["origin"] == "state_file"
+        assert applier.asked == []
 
 
 async def test_a_leader_election_service_keeps_the_leader_haproxy_runs(tmp_path: Path) -> None:
