@@ -154,12 +154,14 @@ async def member_leader(client: aetcd.Client) -> int:
 async def refresh_lease(client: aetcd.Client, lease_id: int) -> Any:
     """aetcd's ``refresh_lease`` on a stream that requires a leader: a member without one
     refuses it at once (a connection error: the next endpoint) instead of letting it time out
-    while the lease runs down."""
+    while the lease runs down. No deadline of its own: the caller's (``with_client``'s) is
+    the lease keeper's, which may let it wait longer than a call (a late answer on a slow
+    link still renews the lease); gRPC's would end it, and with it the channel."""
     await client.connect()
     try:
         async for reply in client.leasestub.LeaseKeepAlive(
             [aetcd.rpc.LeaseKeepAliveRequest(ID=lease_id)],
-            timeout=client._timeout,
+            timeout=None,
             metadata=require_leader(client.metadata),
         ):
             return reply

@@ -207,7 +207,9 @@ class Endpoints(CheckTicks):
     def _next_endpoint(self, reason: str) -> None:
         self._index = (self._index + 1) % len(self.endpoints)
         self.failovers += 1
-        self._outage.failure(reason, next=self.current_endpoint)
+        # With one endpoint there is no other to name: the next call connects to it anew.
+        where = "next" if len(self.endpoints) > 1 else "reconnect"
+        self._outage.failure(reason, **{where: self.current_endpoint})
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

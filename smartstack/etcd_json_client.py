@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from smartstack.etcd_http import Target, call, first_message
+from smartstack.etcd_http import KeptLine, Target, call, first_message
 from smartstack.etcd_json import (
     LEADER_HEADER,
     EtcdJsonConnection,
@@ -26,6 +26,7 @@ from smartstack.etcd_json import (
 )
 
 T = TypeVar("T")
+KEEPALIVE_PATH = "/v3/lease/keepalive"
 
 
 class Header(NamedTuple):
@@ -62,9 +63,10 @@ class KeptAlive(NamedTuple):
 class EtcdJsonClient:
     """etcd's KV and lease calls on one endpoint (``target``: address, TLS, auth token)."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, line: KeptLine | None = None) -> None:
         self.target = target
         self.endpoint = f"{target.host}:{target.port}"
+        self.line = line  # keep-alives go on it: a connection kept between them
 
     async def get(self, key: bytes) -> JsonKV | None:
         reply = await call(self.target, "/v3/kv/range", {"key": b64(key)})
@@ -107,7 +109,11 @@ class EtcdJsonClient:
         without one refuses it at once (UNAVAILABLE: the next endpoint) instead of letting
         it time out while the lease runs down."""
         target = self.target._replace(headers={**self.target.headers, **LEADER_HEADER})
-        message = await first_message(target, "/v3/lease/keepalive", {"ID": str(lease_id)})
+        request = {"ID": str(lease_id)}
+        if self.line is None:
+            message = await first_message(target, KEEPALIVE_PATH, request)
+        else:  # asked once, the stream ends after its one answer: the connection is kept
+            message = await self.line.post(target, KEEPALIVE_PATH, request)
         if "error" in message:
             raise streamed_error(message)
         result = message.get("result") or {}
@@ -116,7 +122,13 @@ class EtcdJsonClient:
 
 class EtcdJsonKVConnection(EtcdJsonConnection):
     """The gateway connection with nerve's key and lease calls, on either transport's
-    terms (``EtcdConnection`` has the same three methods over gRPC)."""
+    terms (``EtcdConnection`` has the same three methods over gRPC). Its lease keep-alives
+    share one kept connection (``KeptLine``): on a 300 ms link a keep-alive costs one round
+    trip, not a TCP handshake first."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._line = KeptLine()
 
     async def with_client(
         self,
@@ -129,7 +141,7 @@ class EtcdJsonKVConnection(EtcdJsonConnection):
         at once (a call is a connection of its own: nothing shared is torn down)."""
 
         async def run(target: Target, _turn: object) -> T:
-            return await fn(EtcdJsonClient(target))
+            return await fn(EtcdJsonClient(target, self._line))
 
         return await self.with_endpoint(run, timeout)
 
@@ -139,3 +151,7 @@ class EtcdJsonKVConnection(EtcdJsonConnection):
 
     async def delete_if_revision(self, client: EtcdJsonClient, key: bytes, revision: int) -> bool:
         return await client.delete_if_revision(key, revision)
+
+    async def close(self) -> None:
+        await self._line.close()
+        await super().close()

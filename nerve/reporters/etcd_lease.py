@@ -4,6 +4,8 @@ aetcd does not refresh leases by itself: this keeper sends a keep-alive every tt
 A keep-alive to a member that hangs (a stalled host, a network blackhole) times out after
 ``keepalive_timeout`` and goes to the next member at once, unprobed: the lease is renewed
 by 2/3 of the TTL (plus a connection) in the worst case, a third of the TTL to spare.
+The keep-alive that timed out is not cancelled (``_renew``): on a slow, lossy link its
+answer is only late, and the first answer of any renews the lease.
 Listeners hear:
 - "lost": the lease expired (etcd unreachable for longer than the TTL, or an etcd
   restart without it): its keys are gone; reporters re-register under a new lease. Also
@@ -116,20 +118,25 @@ class LeaseKeeper:
         self._emit("lost")
 
     async def _keepalive_forever(self) -> None:
+        pause = self.interval
         while True:
-            await asyncio.sleep(self.interval if self.reachable else retry_pause(self.interval))
+            await asyncio.sleep(pause)
+            pause = self.interval if self.reachable else retry_pause(self.interval)
             lease_id = self.lease_id
             if lease_id is None:
                 continue  # nobody registered yet; a reporter grants one when it needs it
-            sent = time.monotonic()
             try:
-                reply = await self._refresh(lease_id, self.expires_at - sent)
+                sent, reply = await self._renew(lease_id)
             except Exception as exc:  # unreachable: keep trying, the lease may survive
                 self._outage.failure(f"{type(exc).__name__}: {str(exc)[:160]}")
                 self.reachable = False
+                pause = retry_pause(self.interval)
                 if lease_id == self.lease_id and time.monotonic() > self.expires_at:
                     self._expired(lease_id)
                 continue
+            # The next one an interval after this one was sent, not after its (late) answer:
+            # else a slow answer left the next keep-alive too little of the lease.
+            pause = max(0.0, sent + self.interval - time.monotonic())
             was_reachable, self.reachable = self.reachable, True
             ttl_left = getattr(reply, "TTL", 0) if reply is not None else 0
             if ttl_left <= 0:
@@ -151,15 +158,64 @@ class LeaseKeeper:
         self.reachable = True
         self.invalidate(lease_id, "keep-alives failed until it expired")
 
-    async def _refresh(self, lease_id: int, remaining: float) -> object:
-        # Refused by a member without a leader, or timed out on a hung one: the keep-alive
-        # goes to the next member at once (it is idempotent; a probe would cost the lease).
+    async def _renew(self, lease_id: int) -> tuple[float, object]:
+        """One renewal: (when the keep-alive that was answered was sent, its reply).
+
+        A keep-alive not answered within ``keepalive_timeout`` gets another beside it, on
+        the next member when there is one (a hung member is left in time), and is not
+        cancelled: on a slow, lossy link its answer is merely late (a lost packet sent
+        again), and cancelling it to ask again, on a new connection, cost the lease (300 ms
+        RTT, 1 % loss: 3-4 leases lost in 90 s). The first answer wins; none waits past the
+        lease's expiry (or, late already, ``keepalive_timeout``). Raises the last error when
+        every keep-alive failed, or TimeoutError when none was answered in time."""
+        tries: dict[asyncio.Task[object], tuple[float, str]] = {}  # when sent, where to
+        started = time.monotonic()
+        give_up = started + max(self.expires_at - started, self._patience(started))
+        last: BaseException | None = None
+        next_try = started
+        try:
+            while (now := time.monotonic()) < give_up:
+                if now >= next_try:
+                    await self._move_on(tries, now)
+                    task = asyncio.ensure_future(self._refresh(lease_id, give_up - now))
+                    tries[task] = (now, self.conn.current_endpoint)
+                    next_try = now + self._patience(now)
+                done, _ = await asyncio.wait(set(tries), timeout=min(next_try, give_up) - now,
+                                             return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                for task in done:
+                    sent, _where = tries.pop(task)
+                    if task.exception() is None:
+                        return sent, task.result()
+                    last = task.exception()
+                if last is not None and not tries:
+                    raise last  # every one failed (refused, reset): retried after a pause
+            raise TimeoutError(f"no answer to a keep-alive in {give_up - started:.2g} s")
+        finally:
+            for task in tries:
+                task.cancel()
+            await asyncio.gather(*tries, return_exceptions=True)
+
+    def _patience(self, now: float) -> float:
+        """How long a keep-alive sent ``now`` is alone before another one joins it."""
+        return keepalive_timeout(self.conn.timeout, self.ttl, self.expires_at - now)
+
+    async def _move_on(
+        self, tries: dict[asyncio.Task[object], tuple[float, str]], now: float
+    ) -> None:
+        """The latest keep-alive is unanswered: the next one goes to the next member,
+        unprobed (a probe would cost the lease). With one member there is nowhere to go: its
+        connection stays, and with it the keep-alive on its way."""
+        if not tries or len(self.conn.endpoints) == 1:
+            return
+        sent, endpoint = max(tries.values())
+        if self.conn.current_endpoint == endpoint:
+            await self.conn.rotate(f"timeout, and not probed (a keep-alive, {now - sent:.2g} s)")
+
+    async def _refresh(self, lease_id: int, limit: float) -> object:
+        # Refused by a member without a leader, or failed there: the keep-alive goes to the
+        # next member at once (it is idempotent; a probe would cost the lease).
         conn: Any = self.conn  # its client is its transport's: gRPC's or the gateway's
-        return await conn.with_client(
-            lambda c: conn.keepalive(c, lease_id),
-            keepalive_timeout(self.conn.timeout, self.ttl, remaining),
-            probe=False,
-        )
+        return await conn.with_client(lambda c: conn.keepalive(c, lease_id), limit, probe=False)
 
     def _count(self, what: str) -> None:
         if self.metrics is not None:

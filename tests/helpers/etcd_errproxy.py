@@ -3,7 +3,9 @@
 Run in the test's event loop. ``mode`` is read per new connection: ``"pass"`` forwards
 bytes both ways; ``"504"``, ``"500"``, ``"429"`` answer that status with the JSON body
 etcd's gateway writes for gRPC's DeadlineExceeded, Unknown and ResourceExhausted.
-``counts`` holds the requests seen, by ``"<mode> <path>"``.
+``counts`` holds the requests seen, by ``"<mode> <path>"``. ``fail(mode)`` also cuts the
+connections passing unary calls (nerve keeps its keep-alives' connection open): their next
+call meets the failure, as on a real member; watch streams are left as they are.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class ErrorProxy:
         self.counts: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._passing: dict[asyncio.StreamWriter, str] = {}  # open connections: first path
 
     @property
     def endpoint(self) -> str:
@@ -37,6 +40,13 @@ class ErrorProxy:
     async def start(self) -> ErrorProxy:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         return self
+
+    def fail(self, mode: str) -> None:
+        """Answer ``mode`` from now on, on the open connections of unary calls too."""
+        self.mode = mode
+        for writer, path in list(self._passing.items()):
+            if path != "/v3/watch":
+                writer.transport.abort()
 
     async def close(self) -> None:
         if self._server is not None:
@@ -52,8 +62,10 @@ class ErrorProxy:
         try:
             mode = self.mode
             head = await reader.readuntil(b"\r\n\r\n")
-            self.counts[f"{mode} {head.split(b' ', 2)[1].decode()}"] += 1
+            path = head.split(b" ", 2)[1].decode()
+            self.counts[f"{mode} {path}"] += 1
             if mode == "pass":
+                self._passing[writer] = path
                 await self._forward(head, reader, writer)
             else:
                 await self._refuse(mode, head, reader, writer)
@@ -61,6 +73,7 @@ class ErrorProxy:
             pass
         finally:
             self._tasks.discard(task)
+            self._passing.pop(writer, None)
             writer.close()
 
     async def _forward(self, head: bytes, reader: asyncio.StreamReader,

@@ -47,7 +47,7 @@ async def test_the_lease_lives_on_through_another_member(
         first = await until(lambda: client.get(key), what="the key")
         if conn.current_endpoint != proxy.endpoint:
             await conn.rotate("test: onto the member that will fail")
-        proxy.mode = mode
+        proxy.fail(mode)
         deadline = time.monotonic() + 3 * LEASE_TTL  # unrenewed, the lease lasts one TTL
         while time.monotonic() < deadline:
             kv = await client.get(key)
@@ -71,7 +71,7 @@ async def test_a_lease_run_out_is_said_and_replaced(
         reporter = daemon.services["web"].reporter
         assert isinstance(reporter, EtcdReporter)
         first = await until(lambda: client.get(key), what="the key")
-        proxy.mode = "504"
+        proxy.fail("504")
         await until(lambda: reporter.keeper.lease_id is None, 2 * LEASE_TTL, "the lease given up")
         await until(lambda: not reporter.registered and reporter.last_error, 2 * LEASE_TTL,
                     "an honest status")  # fmt: skip

@@ -22,7 +22,7 @@ from nerve.reporters.etcd_lease import (
 )
 from smartstack import etcd_json_client
 from smartstack.etcd import EtcdConnection
-from smartstack.etcd_http import Target
+from smartstack.etcd_http import KeptLine, Target
 from smartstack.etcd_json_client import EtcdJsonKVConnection
 
 ENDPOINTS = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
@@ -157,12 +157,12 @@ async def test_on_the_json_gateway_too(monkeypatch) -> None:
         await member(target)._answer()
         return {"ID": "42", "TTL": ttl}
 
-    async def first_message(target: Target, path: str, payload: dict) -> dict:
+    async def keepalive(_line: KeptLine, target: Target, path: str, payload: dict) -> dict:
         assert path == "/v3/lease/keepalive" and target.headers["Grpc-Metadata-hasleader"]
         await member(target)._answer()
         return {"result": {"ID": payload["ID"], "TTL": "2"}}
 
     monkeypatch.setattr(etcd_json_client, "call", call)
-    monkeypatch.setattr(etcd_json_client, "first_message", first_message)
+    monkeypatch.setattr(KeptLine, "post", keepalive)  # a keep-alive on the kept connection
     conn = EtcdJsonKVConnection(ENDPOINTS, timeout=call_timeout(ttl), start=0)
     await _hang_and_fail_over(conn, ttl, renewals)
