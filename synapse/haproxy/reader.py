@@ -12,6 +12,8 @@ what the last plan saw (after a reload: every backend, planned a part at a time)
 runtime commands the view follows them (``ran``, ``view_ops``) or reads what they changed
 (``settle_later``), off the path to HAProxy. Looks from outside the applies (/health/<service>)
 share reads (``looks``); one finding the socket dead has the sweep read whole at once.
+Another process answering (an outside reload or restart) is noticed within a second
+(``outside``): the view is read whole and planned then, not at the next sweep.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from synapse.haproxy.configfile import ConfigFile
 from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.looks import Looks
 from synapse.haproxy.ops import Op
+from synapse.haproxy.outside import OutsideWatch
 from synapse.haproxy.running import RunningState
 from synapse.haproxy.runtime import KEEP_IDLE_S, RuntimeClient
 from synapse.haproxy.scoping import PlanScope
@@ -66,6 +69,11 @@ class RunningReader(PlanScope):
         self.recheck = Recheck(self._read_followed)  # (the view followed commands there)
         first = runtime[0] if runtime else None  # the settle reads' client (kept connection)
         self._apart = first and RuntimeClient(first.path, first.timeout, keep_idle=KEEP_IDLE_S)
+        # Another process answering (an outside reload) is noticed within a second (outside.py).
+        self.outside: OutsideWatch | None = None
+        if first is not None and self.view is not None:
+            watching = RuntimeClient(first.path, first.timeout, keep_idle=KEEP_IDLE_S)
+            self.outside = OutsideWatch(watching, self.view)
         self.changes_waiting = 0  # applies of a change waiting for the lock (``change_turn``)
         self.change_gate = ChangeGate()  # the sweep's steps wait while a change comes (change_gate)
         self._touched_at = TouchedAt(clock)  # (a revive: ``touched_within``)
@@ -309,10 +317,14 @@ class RunningReader(PlanScope):
         self._lock, self._ready, self._apply = lock, ready, apply
         if self.view is not None and self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep(lock, ready, apply))
+        if self.outside:
+            self.outside.start(lock, ready, apply)
 
     async def stop_sweeping(self) -> None:
         task, self._sweeper = self._sweeper, None
         await cancel_and_wait(task)
+        if self.outside:
+            await self.outside.stop()
         await self.looks.stop()
         await self.recheck.stop()
         settler, self._settler = self._settler, None
@@ -328,6 +340,8 @@ class RunningReader(PlanScope):
         HAProxy keeps an old worker alive while a CLI connection to it is open)."""
         if self._apart is not None:
             await self._apart.release()
+        if self.outside:
+            await self.outside.release()
 
     async def _sweep(
         self,

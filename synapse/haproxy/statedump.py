@@ -389,11 +389,15 @@ def state_dumper(
     managed: ManagedHAProxy | None,
     reader: RunningReader,
 ) -> StateDumper | None:
-    """Managed mode with a runtime socket and a state file: HAProxy's restarts use it."""
-    if managed is None or not runtime or settings.state_file is None:
+    """A runtime socket and a state file, in any mode: HAProxy's restarts use it, and so
+    does a reload synapse did not make (the Airbnb way: an operator's `systemctl reload`
+    loaded a file dumped at synapse's last reload, and a server that came back since was
+    restored into maintenance). Not managed: a HAProxy that does not answer is skipped."""
+    if not runtime or settings.state_file is None:
         return None
     own = RuntimeClient(runtime[0].path, runtime[0].timeout, keep_idle=KEEP_IDLE_S)
-    dumper = StateDumper(own, settings.state_file, lambda: managed.alive)
+    alive = (lambda: managed.alive) if managed is not None else (lambda: True)
+    dumper = StateDumper(own, settings.state_file, alive)
     dumper.change_gate = reader.change_gate
     dumper.deferred = lambda: bool(reader.unread)
     reader.on_touched = dumper.touched

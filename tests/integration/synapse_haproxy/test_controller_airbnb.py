@@ -18,6 +18,7 @@ from haproxy_helpers import (
 from prometheus_client import CollectorRegistry
 
 from synapse.contract import ApplyOutcome
+from synapse.haproxy import outside, reader
 from synapse.haproxy.controller import HAProxyController
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.runtime import RuntimeClient
@@ -50,18 +51,22 @@ def web(port, backends, **haproxy):
     )
 
 
+def running(haproxy_factory, sockdir: Path, desired: list) -> tuple:
+    """(config, HAProxy): a previous synapse wrote ``desired`` and HAProxy runs it (with
+    what this HAProxy supports: synapse reads its version on the runtime socket)."""
+    config = airbnb_config(sockdir)
+    version = binary_version(managed_config(sockdir))  # (the haproxy the harness runs)
+    previous = Renderer(config, settings_for(config, version))
+    Path(config.config_file_path).write_text(previous.render(desired).text)
+    return config, haproxy_factory(config_path=Path(config.config_file_path), workdir=sockdir)
+
+
 async def test_airbnb_mode_runtime_changes_reload_and_restart(
     haproxy_factory, http_backend_factory, sockdir
 ):
     b1, b2, b3 = (http_backend_factory(f"b{i}") for i in (1, 2, 3))
     port = free_port()
-    config = airbnb_config(sockdir)
-    # A previous synapse wrote this config and HAProxy runs it (with what this HAProxy
-    # supports: synapse reads its version on the runtime socket).
-    version = binary_version(managed_config(sockdir))  # (the haproxy the harness runs)
-    previous = Renderer(config, settings_for(config, version))
-    Path(config.config_file_path).write_text(previous.render([web(port, [b1, b2])]).text)
-    proc = haproxy_factory(config_path=Path(config.config_file_path), workdir=sockdir)
+    config, proc = running(haproxy_factory, sockdir, [web(port, [b1, b2])])
     worker = proc.worker_pids()
 
     controller = HAProxyController(config, CollectorRegistry())
@@ -152,3 +157,49 @@ async def test_update_config_takes_new_lines_but_not_new_paths(sockdir):
     assert (await controller.apply(desired, "t")).reload is ApplyOutcome.DONE
     assert "retries 7" in Path(config.config_file_path).read_text()
     await controller.stop()
+
+
+def admin_state(state_file: Path, prefix: str) -> str | None:
+    """srv_admin_state of the server named ``prefix``... in an HAProxy server-state file."""
+    for row in state_file.read_text().splitlines()[2:]:
+        fields = row.split()
+        if len(fields) > 6 and fields[3].startswith(prefix):
+            return fields[6]
+    return None
+
+
+async def test_airbnb_mode_state_file_follows_runtime_changes(
+    haproxy_factory, http_backend_factory, sockdir, monkeypatch
+):
+    """The server-state file follows runtime changes between reloads (Airbnb way, as in
+    managed mode): an outside reload (`systemctl reload`) loads today's states, not those
+    of synapse's last reload (a server that came back restored into maintenance)."""
+    monkeypatch.setattr(reader, "FULL_READ_INTERVAL", 3600.0)  # the sweep and the watch
+    monkeypatch.setattr(outside, "WATCH_INTERVAL", 3600.0)  # out: only the file can do it
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    port = free_port()
+    config, proc = running(haproxy_factory, sockdir, [web(port, [b1])])
+    controller = HAProxyController(config, CollectorRegistry())
+    await controller.start()
+    try:
+        await controller.apply([web(port, [b1])], "synapse restarted")
+        switched = await controller.apply([web(port, [b2])], "blue/green")  # b1: maintenance
+        assert switched.reload is ApplyOutcome.NONE and switched.ops
+        await controller.apply([web(port, [b2], backend=["retries 2"])], "a reload")
+        await controller.flush()
+        assert controller.info.reloads == 1  # (its state file: b1 in maintenance)
+        state_file = Path(config.server_state_file)
+        assert admin_state(state_file, "b1_") == "1"
+        rollback = await controller.apply([web(port, [b1], backend=["retries 2"])], "rollback")
+        assert rollback.reload is ApplyOutcome.NONE and rollback.ops
+        await serves(port, {"b1"})
+
+        async def saved() -> bool:
+            return admin_state(state_file, "b1_") == "0"
+
+        await eventually(saved, "b1 ready in the state file")
+        await controller.flush()  # (b1's line in the config file: seconds later anyway)
+        await asyncio.to_thread(proc.reload)  # the operator's reload, seconds later
+        await serves(port, {"b1"})
+    finally:
+        await controller.stop()

@@ -1,0 +1,95 @@
+"""Noticing within a second that another HAProxy process answers: an outside reload.
+
+An operator's `systemctl reload`, a certbot hook, a SIGUSR2 to the master, an init
+system's restart: the new worker starts from the config file and the server-state file,
+which may say less than what synapse applied at runtime since (an edited-out server, a
+stale state file: a server that came back restored into maintenance). Only the background
+sweep noticed, up to FULL_READ_INTERVAL (30 s) later, and a backend had no serving server
+that long (issue s23 F3: 20 s of 503s).
+
+Every WATCH_INTERVAL this asks `show info` on a connection of its own, kept between looks
+(``RuntimeClient.ask_kept``: one held by an old, stopping worker is replaced, so the look
+reaches the process serving now and keeps no old worker alive). A pid other than the one
+the view was read from, when nothing of synapse's own (a reload, a start, a whole read)
+refreshed the view meanwhile, has the view read whole and planned at once, under the
+controller's lock. Cost: one `show info` a second on a kept connection (measured idle in
+docs/synapse-haproxy.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from smartstack.logs import event
+from smartstack.tasks import cancel_and_wait
+from synapse.haproxy.answers import parse_pid
+from synapse.haproxy.runtime import RuntimeClient
+from synapse.haproxy.sockets import HAProxySocketError
+from synapse.haproxy.view import RunningView
+
+log = logging.getLogger("synapse.haproxy")
+WATCH_INTERVAL = 1.0  # seconds between looks
+
+
+class OutsideWatch:
+    """Looks for another HAProxy process behind the view (see the module docstring)."""
+
+    def __init__(self, client: RuntimeClient, view: RunningView) -> None:
+        self.client, self.view = client, view
+        self.noticed = 0  # outside reloads or restarts noticed: for tests and /status
+        self._task: asyncio.Task[None] | None = None
+        self._lock: asyncio.Lock | None = None
+        self._ready: Callable[[], bool] = lambda: False
+        self._apply: Callable[[], Awaitable[object]] | None = None
+
+    def start(
+        self, lock: asyncio.Lock, ready: Callable[[], bool], apply: Callable[[], Awaitable[object]]
+    ) -> None:
+        """``lock``, ``ready`` and ``apply``: the controller's, as the sweep has them."""
+        self._lock, self._ready, self._apply = lock, ready, apply
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+        await self.release()
+
+    async def release(self) -> None:
+        """Close the kept connection (after synapse's own reload: it reaches the old worker)."""
+        await self.client.release()
+
+    async def look(self) -> bool:
+        """One look; True when another process answered and the controller applied."""
+        view, lock = self.view, self._lock
+        if lock is None or lock.locked() or not view.valid or not self._ready():
+            return False  # (an apply runs, or the next one reads whole anyway)
+        since = view.counter
+        try:
+            answers = await self.client.ask_kept(["show info"])
+            pid = parse_pid(self.client.path, answers[0]) if answers else None
+        except HAProxySocketError:
+            return False  # down or silent: the applies, the sweep and /health see to it
+        if pid is None or pid == view.pid:
+            return False
+        async with lock:
+            # synapse's own reload, start or whole read since the look: the view knows.
+            if view.refreshed_since(since) or not view.valid or not self._ready():
+                return False
+            event(log, "haproxy_outside_reload", level=logging.WARNING, pid=pid, was=view.pid,
+                  detail="another HAProxy process answers: read whole and planned now")  # fmt: skip
+            self.noticed += 1
+            view.invalidate()
+            if self._apply is not None:
+                await self._apply()
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            try:
+                await self.look()
+            except Exception:  # a bug must not end the watch
+                log.exception("HAProxy outside-reload watch failed")

@@ -1,0 +1,64 @@
+"""The outside-reload watch (``synapse.haproxy.outside``): another pid has the controller
+read whole and apply; synapse's own reload meanwhile, or the same pid, does nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+
+from synapse.haproxy.outside import OutsideWatch
+from synapse.haproxy.runtime import RuntimeClient
+from synapse.haproxy.view import RunningView
+
+
+class FakeClient(RuntimeClient):
+    """`show info` answers with ``pid``; ``during``: runs while the look waits for it."""
+
+    def __init__(self, pid: str, during: Callable[[], None] = lambda: None) -> None:
+        super().__init__("/nonexistent.sock")
+        self.pid, self.during = pid, during
+
+    async def ask_kept(self, commands: Sequence[str]) -> list[str]:
+        self.during()
+        return [f"Name: HAProxy\nPid: {self.pid}\nStopping: 0\n"]
+
+
+def watched(client: FakeClient) -> tuple[OutsideWatch, RunningView, list[str]]:
+    view = RunningView(client, 30.0, time.monotonic)
+    view.valid, view.pid = True, "100"
+    applied: list[str] = []
+
+    async def apply() -> None:
+        assert lock.locked() and not view.valid  # under the lock, the view to be read whole
+        applied.append("apply")
+
+    lock = asyncio.Lock()
+    watch = OutsideWatch(client, view)
+    watch._lock, watch._ready, watch._apply = lock, lambda: True, apply
+    return watch, view, applied
+
+
+async def test_another_pid_is_applied_at_once() -> None:
+    watch, view, applied = watched(FakeClient("200"))
+    assert await watch.look()
+    assert applied == ["apply"] and watch.noticed == 1 and not view.valid
+
+
+async def test_the_same_pid_costs_nothing() -> None:
+    watch, view, applied = watched(FakeClient("100"))
+    assert not await watch.look()
+    assert applied == [] and view.valid
+
+
+async def test_synapse_own_reload_meanwhile_is_not_an_outside_one() -> None:
+    client = FakeClient("200")
+    watch, view, applied = watched(client)
+
+    def own_reload() -> None:  # (what read_names does after synapse's reload)
+        view.invalidate()
+        view.valid, view.pid = True, "300"
+
+    client.during = own_reload
+    assert not await watch.look()
+    assert applied == [] and watch.noticed == 0
