@@ -46,8 +46,11 @@ def written_paths(config: SynapseConfig) -> dict[str, Path | None]:
         if settings.managed:
             paths["haproxy.managed.master_socket_path"] = settings.master_socket
             paths["haproxy.managed.pid_file"] = settings.pid_file
-            for index, socket in enumerate(settings.runtime_sockets):
+            for index, socket in enumerate(settings.shared_sockets):
                 paths[f"haproxy.socket_file_path[{index}]"] = Path(socket)
+            paths["haproxy.config_file_path (synapse's admin socket)"] = Path(
+                settings.runtime_sockets[0]
+            )
     if config.file_output is not None:
         paths["file_output.output_directory"] = Path(config.file_output.output_directory) / "x"
     return paths

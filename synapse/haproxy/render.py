@@ -400,7 +400,8 @@ class Renderer:
 
     def _frame_vars(self, shared: tuple[str, ...] | None) -> dict[str, Any]:
         return {
-            "global_lines": list(self.config.global_)
+            "global_lines": list(self.settings.first_global)
+            + list(self.config.global_)
             + list(self.settings.extra_global)
             + edge.global_lines(self.config),
             "defaults_lines": self._builder.defaults,

@@ -40,7 +40,7 @@ T = TypeVar("T")
 
 def socket_paths(settings: Settings) -> list[Path]:
     """The master socket and the unix admin sockets HAProxy binds."""
-    paths = [Path(path) for path in settings.runtime_sockets]
+    paths = [Path(path) for path in (*settings.runtime_sockets, *settings.shared_sockets)]
     return ([settings.master_socket] if settings.master_socket else []) + paths
 
 

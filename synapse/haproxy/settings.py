@@ -68,6 +68,8 @@ class Settings:
     candidate_path: Path | None  # where a candidate config is validated
     check_command: str | None  # Airbnb check_command (shell), else `haproxy -c`
     extra_global: tuple[str, ...] = field(default=())  # lines synapse adds to `global`
+    first_global: tuple[str, ...] = field(default=())  # added before the operator's (own_socket)
+    shared_sockets: tuple[str, ...] = field(default=())  # managed: admin sockets for others
     extra_defaults: tuple[str, ...] = field(default=())  # lines synapse adds to `defaults`
     hold_listeners: bool = True  # managed: synapse keeps copies (synapse.haproxy.listeners)
     http_frontend_lines: tuple[str, ...] = field(default=())  # added to HTTP frontends
@@ -123,6 +125,31 @@ def http_frontend_extras(
     return list(settings.http_frontend_lines)
 
 
+# Connections HAProxy serves at once on synapse's own admin socket (it uses ~6: an apply's,
+# the state dump's, the settle reads', the sweep's, looks, the outside-reload watch) and on
+# the one for others (HAProxy's default for all its admin sockets together, `stats maxconn`
+# 10: others filling it left synapse's own socket unanswered too; raised to the sum).
+OWN_MAXCONN = 20
+SHARED_MAXCONN = 10
+
+
+def admin_sockets(config: HAProxyConfig, base: Path, stem: str) -> tuple[str, tuple[str, ...]]:
+    """Managed mode: (synapse's own admin socket, the admin sockets left to others).
+
+    Scrapers and operators shared an admin socket with synapse, and HAProxy serves 10
+    connections at a time on all of them together (`stats maxconn`): 12 clients holding
+    theirs stalled synapse's commands for seconds and had it reload, and the reload's
+    hand-over of the listening sockets, through the first `expose-fd listeners` socket in
+    `global`, failed on that same full socket (the new worker bound new ones beside them:
+    connections reset). synapse's own socket comes first and alone hands the listeners
+    over; the others are the operator's `stats socket` lines, else ``socket_file_path`` or
+    ``<name>.sock``, capped (SHARED_MAXCONN) when synapse writes the line."""
+    own = str(base / f"{stem}-synapse.sock")  # (0600: our user only)
+    if _keyword_lines(config.global_, "stats socket"):
+        return own, tuple(_unix_stats_sockets(config.global_))
+    return own, (config.socket_paths[0] if config.socket_paths else str(base / f"{stem}.sock"),)
+
+
 def settings_for(config: HAProxyConfig, version: tuple[int, int, int] | None = None) -> Settings:
     """The settings of ``config``; ``version``: the HAProxy's, when known (managed: the
     binary's, ``binary_version``; Airbnb: the running one's, ``running_settings``): what it
@@ -135,12 +162,19 @@ def settings_for(config: HAProxyConfig, version: tuple[int, int, int] | None = N
     extra_defaults: list[str] = []
 
     sockets = list(config.socket_paths) or _unix_stats_sockets(config.global_)
-    has_stats_socket = bool(_keyword_lines(config.global_, "stats socket"))
-    if managed and not has_stats_socket:
-        # synapse runs this HAProxy, so it needs a runtime API; 0600 keeps it to our user.
-        admin = sockets[0] if sockets else str(base / f"{stem}.sock")
-        sockets = sockets or [admin]
-        extra_global.append(f"stats socket {admin} mode 600 level admin expose-fd listeners")
+    first_global: tuple[str, ...] = ()
+    shared: tuple[str, ...] = ()
+    if managed:  # (``admin_sockets``)
+        own, shared = admin_sockets(config, base, stem)
+        sockets = [own]
+        first_global = (
+            f"stats socket {own} mode 600 level admin expose-fd listeners maxconn {OWN_MAXCONN}",
+        )
+        if not _keyword_lines(config.global_, "stats maxconn"):  # (else the operator's)
+            first_global += (f"stats maxconn {OWN_MAXCONN + SHARED_MAXCONN}",)
+        if not _keyword_lines(config.global_, "stats socket"):  # (else the operator's)
+            line = f"stats socket {shared[0]} mode 600 level admin maxconn {SHARED_MAXCONN}"
+            extra_global.append(line)
 
     state_file: Path | None = None
     configured_state = _keyword_lines(config.global_, "server-state-file")
@@ -177,6 +211,8 @@ def settings_for(config: HAProxyConfig, version: tuple[int, int, int] | None = N
         candidate_path=Path(candidate) if candidate else None,
         check_command=check_command,
         extra_global=tuple(extra_global),
+        first_global=first_global,
+        shared_sockets=shared,
         extra_defaults=tuple(extra_defaults),
         hold_listeners=config.managed is None or config.managed.hold_listeners,
         http_frontend_lines=_http_frontend_lines(config, version),

@@ -40,7 +40,9 @@ def bound_sockets(config: HAProxyConfig, settings: Settings) -> list[tuple[str, 
         f"set {master_key} ({beside}) or move the config file"
     )  # fmt: skip
     found = [(master_key, str(settings.master_socket), master_fix)]
-    for index, path in enumerate(settings.runtime_sockets):
+    own = "move the config file (synapse's own admin socket is beside it)"
+    found += [("haproxy.config_file_path", path, own) for path in settings.runtime_sockets]
+    for index, path in enumerate(settings.shared_sockets):
         if config.socket_paths:
             key = f"haproxy.socket_file_path[{index}]"
             found.append((key, path, f"set {key} shorter"))

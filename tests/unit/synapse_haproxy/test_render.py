@@ -304,11 +304,17 @@ def test_managed_mode_adds_admin_socket_and_server_state_file(tmp_path: Path):
         config_file_path=str(tmp_path / "h.cfg"), managed={}, reload_command=None
     )
     text = render([service("web", [A])], config).text
-    assert f"stats socket {tmp_path / 'h.sock'} mode 600 level admin" in text
+    # synapse's own admin socket first: the one that hands the listeners over at a reload
+    # (the first with `expose-fd listeners`); the other one is for scrapers and operators
+    [own, shared] = [line for line in section(text, "global") if "stats socket" in line]
+    assert own.startswith(f"stats socket {tmp_path / 'h-synapse.sock'} mode 600 level admin")
+    assert own.endswith("expose-fd listeners maxconn 20") and "stats maxconn 30" in text
+    assert shared == f"stats socket {tmp_path / 'h.sock'} mode 600 level admin maxconn 10"
     assert f"server-state-file {tmp_path / 'h.state'}" in text
     assert "load-server-state-from-file global" in section(text, "defaults")
     settings = settings_for(config)
-    assert settings.runtime_sockets == (str(tmp_path / "h.sock"),)
+    assert settings.runtime_sockets == (str(tmp_path / "h-synapse.sock"),)
+    assert settings.shared_sockets == (str(tmp_path / "h.sock"),)
     assert settings.master_socket == tmp_path / "h-master.sock"
 
 
@@ -320,8 +326,10 @@ def test_operator_lines_win_over_added_ones(tmp_path: Path):
         **{"global": ["stats socket /run/x.sock level admin", "server-state-file /run/st"]},
     )
     text = render([service("web", [A])], config).text
-    assert text.count("stats socket") == 1 and text.count("server-state-file") == 1
-    assert settings_for(config).runtime_sockets == ("/run/x.sock",)
+    assert text.count("stats socket") == 2 and text.count("server-state-file") == 1
+    assert text.index("h-synapse.sock") < text.index("/run/x.sock")  # (its own first)
+    assert settings_for(config).runtime_sockets == (str(tmp_path / "h-synapse.sock"),)
+    assert settings_for(config).shared_sockets == ("/run/x.sock",)
     assert settings_for(config).state_file == Path("/run/st")
 
 

@@ -43,16 +43,21 @@ def _dir(size: int) -> str:
 
 def test_the_default_sockets_beside_the_config_file(tmp_path: Path):
     limit = bind_limit()
-    master = len("/haproxy-master.sock")  # (the longer of the two default names)
-    assert _problems(tmp_path, _dir(limit - master)) == []
-    [line] = _problems(tmp_path, _dir(limit - master + 1))
-    assert line.startswith(f"{tmp_path / 's.yaml'}: haproxy.managed.master_socket_path: ")
+    own = len("/haproxy-synapse.sock")  # (the longest default name: synapse's own socket)
+    assert _problems(tmp_path, _dir(limit - own)) == []
+    [line] = _problems(tmp_path, _dir(limit - own + 1))
+    assert line.startswith(f"{tmp_path / 's.yaml'}: haproxy.config_file_path: ")
     assert f"is {limit + 1} bytes; HAProxy binds at most {limit} on this host" in line
+    assert line.endswith("move the config file (synapse's own admin socket is beside it)")
+    master = len("/haproxy-master.sock")
+    [line, _] = _problems(tmp_path, _dir(limit - master + 1))
+    assert line.startswith(f"{tmp_path / 's.yaml'}: haproxy.managed.master_socket_path: ")
     assert "set haproxy.managed.master_socket_path (beside haproxy.config_file_path" in line
     admin = len("/haproxy.sock")
     lines = _problems(tmp_path, _dir(limit - admin + 1))
     assert [line.split(": ")[1] for line in lines] == [
         "haproxy.managed.master_socket_path",
+        "haproxy.config_file_path",
         "haproxy.socket_file_path",
     ]
 
@@ -65,8 +70,8 @@ def test_sockets_set_in_the_config_are_named_by_their_key(tmp_path: Path):
         "set haproxy.managed.master_socket_path shorter"
     )
     managed = {"master_socket_path": short}
-    [admin] = _problems(tmp_path, "/etc/h", managed=managed, socket_file_path=["/a", long])
-    assert ": haproxy.socket_file_path[1]: " in admin
+    [admin] = _problems(tmp_path, "/etc/h", managed=managed, socket_file_path=[long])
+    assert ": haproxy.socket_file_path[0]: " in admin
     stats = [f"stats socket {long} mode 600 level admin"]
     [line] = _problems(tmp_path, "/etc/h", managed=managed, **{"global": stats})
     assert ": haproxy.global: " in line and line.endswith("shorten its `stats socket` path")
