@@ -76,18 +76,21 @@ class Failures:
         unanswered: bool = False,
         cap: float | None = None,
     ) -> ApplyResult:
-        """The reload begun at ``began`` (None: now) did not take (``unanswered``: its config
-        check gave no verdict): retried after the gate's backoff (at most ``cap`` seconds)."""
+        """The reload begun at ``began`` (None: just now) did not take (``unanswered``: its
+        config check gave no verdict): retried the gate's backoff (at most ``cap`` seconds)
+        after now, its end; ``took_s`` says how long it ran (a hung command: its timeout)."""
         self._metrics.reload_failures.inc()
-        backoff = self._gate.failed(self._gate.clock() if began is None else began, cap)
+        now = self._gate.clock()
+        backoff = self._gate.failed(cap)
         self._info.reload_failed(error, reload.summary, backoff)
         name = "haproxy_check_unanswered" if unanswered else "haproxy_reload_failed"
         # One line per streak of the same error (a full disk fails every retry for as long
         # as it lasts); /status and the failure counter still show every attempt.
         level = logging.DEBUG if error == self._said else logging.ERROR
         self._said = error
+        took = round(now - (now if began is None else began), 1)
         event(log, name, level=level, error=error, reason=reload.summary,
-              retry_in_s=round(backoff, 1))  # fmt: skip
+              retry_in_s=round(backoff, 1), took_s=took)  # fmt: skip
         self._pending.wait_for_turn(reload)
         return ApplyResult(reload=ApplyOutcome.FAILED, error=error)
 

@@ -5,7 +5,9 @@
   the ones asked for until then coalesce into it: ``pending`` holds the latest).
 - After a failed reload the next attempt waits a backoff: ``restart_interval`` (at
   least 1 s) doubling per failure, up to MAX_BACKOFF (or less: a file that could not be
-  written is tried again every few seconds, so the reload follows soon after the space).
+  written is tried again every few seconds, so the reload follows soon after the space),
+  counted from when the attempt ended: one that hung for its whole ``reload_timeout``
+  was due again the moment it failed, and took the controller's lock again at once.
 - A candidate found invalid is *refused*: not tried again until the desired state
   changes (a config reload of synapse forgets it).
 - A candidate HAProxy still differed from right after reloading it is *settled*:
@@ -78,13 +80,13 @@ class ReloadGate:
         self.failures = 0
         self.pending = None  # whatever waited is in this reload
 
-    def failed(self, began: float, cap: float | None = None) -> float:
-        """A reload begun at ``began`` failed: the seconds until the next attempt (at most
-        ``cap``: a failure that costs nothing to try again, a file that could not be written)."""
+    def failed(self, cap: float | None = None) -> float:
+        """A reload failed just now: the seconds until the next attempt (at most ``cap``: a
+        failure that costs nothing to try again, a file that could not be written)."""
         self.failures += 1
         longest = MAX_BACKOFF if cap is None else min(cap, MAX_BACKOFF)
         backoff = min(longest, max(self.restart_interval, 1.0) * 2 ** (self.failures - 1))
-        self.next_at = began + backoff
+        self.next_at = self.clock() + backoff
         return backoff
 
     def refuse(self, candidate: str | None) -> None:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
+import pytest
+from prometheus_client import CollectorRegistry
+
+from synapse.haproxy.failures import Failures
+from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.ops import Reload
+from synapse.haproxy.pending import PendingReload
 from synapse.haproxy.reload_gate import MAX_BACKOFF, GateDecision, ReloadGate
+from synapse.haproxy.status import HAProxyStatus
 
 
 class Clock:
@@ -53,29 +60,29 @@ def test_jitter_stretches_the_interval_by_a_random_fraction() -> None:
 
 def test_failures_back_off_doubling_up_to_the_cap_and_a_success_resets() -> None:
     g, clock = gate(interval=0.0)  # the backoff starts at 1 s even without an interval
-    delays = [g.failed(clock.now) for _ in range(8)]
+    delays = [g.failed() for _ in range(8)]
     assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, MAX_BACKOFF, MAX_BACKOFF]
     assert g.decide("cfg A") is GateDecision.WAIT
     clock.now += MAX_BACKOFF
     assert g.decide("cfg A") is GateDecision.RELOAD
     g.reloaded()
-    assert g.failed(clock.now) == 1.0
+    assert g.failed() == 1.0
 
 
 def test_a_failure_that_costs_nothing_to_retry_backs_off_to_its_own_cap() -> None:
     """A file that could not be written (a full disk): the reload follows the space within
     seconds, not the full backoff (60 s after a long outage)."""
-    g, clock = gate(interval=0.0)
-    delays = [g.failed(clock.now, cap=5.0) for _ in range(6)]
+    g, _ = gate(interval=0.0)
+    delays = [g.failed(cap=5.0) for _ in range(6)]
     assert delays == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
-    assert g.failed(clock.now) == MAX_BACKOFF  # (the 7th without a cap: 64 s, capped as ever)
+    assert g.failed() == MAX_BACKOFF  # (the 7th without a cap: 64 s, capped as ever)
 
 
 def test_a_managed_haproxy_that_is_down_starts_at_once_unless_starts_keep_failing() -> None:
     g, clock = gate(interval=5.0)
     g.validated(clock.now)  # a reload just happened: the next one would wait
     assert g.decide("cfg B", down=True) is GateDecision.RELOAD
-    g.failed(clock.now)
+    g.failed()
     assert g.decide("cfg B", down=True) is GateDecision.WAIT
 
 
@@ -116,3 +123,19 @@ def test_a_new_haproxy_block_gives_every_candidate_a_new_chance_and_new_limits()
     assert g.decide("cfg A") is GateDecision.RELOAD
     g.validated(clock.now)
     assert g.due_in() == pytest.approx(7.0)
+
+
+async def test_the_retry_of_a_failed_reload_is_counted_from_when_the_attempt_ended() -> None:
+    """A reload command that hung for its whole reload_timeout (10 s): the retry comes the
+    backoff after it gave up, not at once (the backoff counted from its start was spent)."""
+    g, clock = gate(interval=0.5)
+    pending = PendingReload(
+        g, asyncio.Lock(), lambda: asyncio.sleep(0), HAProxyMetrics(CollectorRegistry())
+    )
+    failures = Failures(HAProxyStatus(), pending.metrics, g, pending, lambda: None)
+    began = clock.now
+    clock.now += 10.0  # (the attempt ran out its reload_timeout)
+    failures.reload_failed("reload_command timed out after 10.0s", RELOAD, began)
+    assert g.decide("cfg A") is GateDecision.WAIT
+    assert g.due_in() == pytest.approx(1.0)
+    await pending.cancel()
