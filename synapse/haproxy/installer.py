@@ -349,7 +349,11 @@ class Installer:
             return None
 
     async def _confirm_new_worker(self, before: str | None) -> None:
-        """After reload_command: wait until a new process answers on the admin socket."""
+        """After reload_command: wait until a new process answers on the admin socket; none
+        is a failed reload (InstallFailed, retried): a command that exits 0 without
+        reloading (`systemctl reload` whose new worker fails to start) was counted a
+        success, and the gate then settled that config: never tried again. Without a
+        runtime socket nothing can tell: the exit status stands."""
         if not self.runtime:
             return
         deadline = self._clock() + self.config.reload_timeout
@@ -358,9 +362,11 @@ class Installer:
             if pid is not None and pid != before:
                 return
             await asyncio.sleep(0.02)
-        event(log, "haproxy_reload_unconfirmed", level=logging.WARNING,
-              detail=f"no new HAProxy process answered on {self.runtime[0].path} within "
-              f"{self.config.reload_timeout}s")  # fmt: skip
+        still = f" (pid {before} still answers)" if before is not None else ""
+        raise InstallFailed(
+            f"reload_command exited 0 but no new HAProxy process answered on "
+            f"{self.runtime[0].path} within {self.config.reload_timeout}s{still}"
+        )
 
     async def start_from_file(self) -> bool:
         """Start the managed HAProxy (when down) from the config file as it is; False when
