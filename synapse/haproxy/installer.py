@@ -117,6 +117,9 @@ class Installer:
             self.file.written = self.mark.written
         # Route maps and crt-list: written before HAProxy reads the config.
         self.edge = EdgeSync(config, settings, runtime, metrics)
+        # Around HAProxy's part of a reload (the controller's ``ReloadWindow.opened``).
+        self.window: Callable[[], contextlib.AbstractAsyncContextManager[None]]
+        self.window = contextlib.nullcontext
 
     def configure(self, config: HAProxyConfig, settings: Settings) -> None:
         self.config, self.settings = config, settings
@@ -324,7 +327,8 @@ class Installer:
         if self.managed is not None:
             try:
                 if self.managed.alive:
-                    await self.managed.reload()
+                    async with self.window():  # (changes of servers go in meanwhile)
+                        await self.managed.reload()
                 else:
                     await self.managed.start()
             except (HAProxyProcessError, HAProxySocketError) as err:
@@ -333,12 +337,13 @@ class Installer:
             return
         before = await self._worker_pid()
         assert self.config.reload_command is not None
-        result = await run_command(self.config.reload_command, self.config.reload_timeout)
-        if not result.ok:
-            raise InstallFailed(
-                f"reload_command exited with {result.returncode}: {result.output[-1000:]}"
-            )
-        await self._confirm_new_worker(before)
+        async with self.window():  # (changes of servers go in meanwhile)
+            result = await run_command(self.config.reload_command, self.config.reload_timeout)
+            if not result.ok:
+                raise InstallFailed(
+                    f"reload_command exited with {result.returncode}: {result.output[-1000:]}"
+                )
+            await self._confirm_new_worker(before)
 
     async def _worker_pid(self) -> str | None:
         if not self.runtime:
