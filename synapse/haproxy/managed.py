@@ -49,7 +49,7 @@ from synapse.haproxy.exit_policy import stop_reason
 from synapse.haproxy.listeners import ListenerKeeper
 from synapse.haproxy.output import OutputRelay, close_relay
 from synapse.haproxy.pids import end_master, pid_alive, reap, wait_pid_exit
-from synapse.haproxy.reload_wait import ReloadWait, serves
+from synapse.haproxy.reload_wait import ReloadWait, failed, serves
 from synapse.haproxy.replacement import Old, Retiring, make_dirs, missing_sockets, socket_paths
 from synapse.haproxy.runtime import MasterClient, RuntimeClient
 from synapse.haproxy.settings import Settings
@@ -397,7 +397,7 @@ class ManagedHAProxy:
                 )
             try:
                 proc = wait.proc = await self.master.show_proc()
-                if baseline is not None and proc.failed_reloads > baseline.failed_reloads:
+                if baseline is not None and failed(proc, baseline):
                     raise HAProxyProcessError(
                         f"HAProxy could not load the new config; the old worker keeps "
                         f"serving:\n{self.output_tail()}"

@@ -11,10 +11,13 @@ more for nothing, and a crash meanwhile would have restarted HAProxy on the old 
 
 So past the deadline the wait goes on, up to SLOW_FACTOR times ``reload_timeout``, while
 the master process lives and says the reload is under way: no answer (it re-executes), or
-its reload counter past the one before the reload with no failure counted (the new worker
-forks, or takes the listeners over). A reload HAProxy failed (its failed counter) still
-fails at once; a master that answers as it did before the reload (the command was lost)
-fails at the deadline, as before.
+its reload counter past the one before the reload and no failure (the new worker forks, or
+takes the listeners over). HAProxy 2.6's `show proc` `[failed: N]` counts the failed
+reloads since the last good one: every re-execution adds 1 to the reload counter, and sets
+N to 0 when the config loaded (before the new worker serves), N + 1 when it did not (0 [0]
+-> bad 1 [1] -> bad 2 [2] -> good 3 [0]). So, once the counter moved, N above 0 is this
+reload failed (at once), 0 is this reload loaded. A master that answers as it did before
+the reload (the command was lost) fails at the deadline, as before.
 """
 
 from __future__ import annotations
@@ -39,7 +42,13 @@ def under_way(alive: bool, proc: ProcInfo | None, baseline: ProcInfo) -> bool:
         return False
     if proc is None:
         return True  # re-executing: it parses the config before it answers again
-    return proc.reloads > baseline.reloads and proc.failed_reloads == baseline.failed_reloads
+    # (not "as many failures as before": after a failed reload, the baseline's N is 1)
+    return proc.reloads > baseline.reloads and proc.failed_reloads == 0
+
+
+def failed(proc: ProcInfo, baseline: ProcInfo) -> bool:
+    """Whether the master re-executed since ``baseline`` and could not load the config."""
+    return proc.reloads > baseline.reloads and proc.failed_reloads > 0
 
 
 class ReloadWait:

@@ -11,7 +11,7 @@ import pytest
 
 from synapse.haproxy import reload_wait
 from synapse.haproxy.answers import ProcInfo
-from synapse.haproxy.reload_wait import SLOW_FACTOR, ReloadWait, under_way
+from synapse.haproxy.reload_wait import SLOW_FACTOR, ReloadWait, failed, under_way
 
 BEFORE = ProcInfo(master_pid=10, reloads=3, failed_reloads=0, workers=(11,))
 RELOADED = ProcInfo(master_pid=10, reloads=4, failed_reloads=0, workers=(12,), old_workers=(11,))
@@ -31,6 +31,22 @@ def test_a_master_that_does_not_answer_or_reloaded_without_failing_is_at_the_rel
     assert not under_way(True, BEFORE, BEFORE)  # as before the reload: the command was lost
     failed = ProcInfo(master_pid=10, reloads=4, failed_reloads=1, workers=(11,))
     assert not under_way(True, failed, BEFORE)
+
+
+def test_after_a_failed_reload_the_next_one_under_way_is_not_taken_for_a_failure():
+    """HAProxy 2.6's [failed: N] counts failed reloads since the last good one and goes
+    back to 0 when a config loads: 1 [failed: 1] before, 2 [failed: 0] while the new
+    worker starts (it was taken as not under way: failed at reload_timeout)."""
+    after_failure = ProcInfo(master_pid=10, reloads=1, failed_reloads=1, workers=(11,))
+    loading = ProcInfo(master_pid=10, reloads=2, failed_reloads=0, workers=(11, 12))
+    failing_again = ProcInfo(master_pid=10, reloads=2, failed_reloads=2, workers=(11,))
+    assert under_way(True, loading, after_failure)
+    assert not failed(loading, after_failure)
+    assert failed(failing_again, after_failure) and not under_way(
+        True, failing_again, after_failure
+    )
+    assert not failed(after_failure, after_failure)  # (not re-executed yet: no verdict)
+    assert failed(ProcInfo(master_pid=10, reloads=4, failed_reloads=1), BEFORE)
 
 
 def test_a_reload_under_way_is_waited_for_past_the_timeout_up_to_the_cap(clock, caplog):
