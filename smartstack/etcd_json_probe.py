@@ -8,9 +8,9 @@ watcher's two-minute consistency check would notice: a withdrawal not applied me
 watch creation goes unanswered, probes the member's status and abandons the stream with
 its watches (``smartstack.etcd_watch``, ``EtcdConnection._endpoint_trouble``). Here, while
 a connection has watches, ``/v3/maintenance/status`` goes to their member every
-``PROBE_INTERVAL`` s; no answer to two calls (the second sent beside the first after
-``PROBE_TIMEOUT`` s, on a new connection; each waits ``PROBE_TIMEOUT`` s after the last),
-or a member failure (5xx, 429), moves the connection
+``PROBE_INTERVAL`` s; no answer within ``MISSES * PROBE_TIMEOUT`` s on the connection
+kept for the probes (a second call on a new connection after ``PROBE_TIMEOUT`` s only
+hears a failing member sooner), or a member failure (5xx, 429), moves the connection
 to the next endpoint, which fails the watches made on that member: their watchers list and
 watch anew there. One miss is not enough: on a lossy link it is a lost packet, and giving up
 the member for it cost every watch a relist (300 ms RTT, 20 % loss: 5 watches lost a
@@ -29,7 +29,7 @@ from smartstack.etcd_http import HttpStatusError, KeptLine, Target
 
 PROBE_INTERVAL = 2.0  # seconds between probes while the connection has watches
 PROBE_TIMEOUT = 1.5  # etcd answers status from memory, in about a millisecond
-MISSES = 2  # probes in a row left unanswered before the member is given up
+MISSES = 2  # PROBE_TIMEOUTs a status call may take before the member is given up
 STATUS_PATH = "/v3/maintenance/status"
 
 
@@ -66,10 +66,9 @@ class WatchProbe:
             await self._line.close()
 
     async def probe(self) -> None:
-        """One probe; the connection moves on when the member answers none of ``MISSES``
-        status calls, each ``PROBE_TIMEOUT`` s after the last and none cancelled (on a lossy
-        link the first one's answer may merely be late: its packet sent again), or says it
-        failed, or refuses the connection."""
+        """One probe; the connection moves on when the member does not answer the status
+        call within ``MISSES * PROBE_TIMEOUT`` s (on a lossy link its answer may merely
+        be late: its packet sent again), or says it failed, or refuses the connection."""
         try:
             target, turn = self._where()
         except (ConnectionError, OSError):
@@ -77,24 +76,42 @@ class WatchProbe:
             # is unknown, not bad, and the watches' connections are up. The next tick tries
             # again; the connection's next call logs why (etcd_tls_failed).
             return
-        asks: list[asyncio.Task[str | None]] = []
-        trouble = f"no answer in {PROBE_TIMEOUT} s, {MISSES} times"
+        trouble = await self._trouble(target)
+        if trouble is not None:
+            await self._silent(f"status probe of the watched member: {trouble}", turn)
+
+    async def _trouble(self, target: Target) -> str | None:
+        """What is wrong with the member (None: nothing). A call still unanswered after
+        PROBE_TIMEOUT gets a second beside it, on a new connection: a member that fails or
+        refuses says so at once. Only the first one's answer keeps the member: it went on the
+        connection kept from one probe to the next, as the watches' own streams are, and a
+        NAT or proxy that froze open flows still passes new ones (the watches were then never
+        left: 3 s before the second call existed)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + PROBE_TIMEOUT * MISSES
+        first = asyncio.ensure_future(self._ask(target))
+        asks = [first]
         try:
-            while len(asks) < MISSES:
+            done, _ = await asyncio.wait(asks, timeout=PROBE_TIMEOUT)
+            if not done:
                 asks.append(asyncio.ensure_future(self._ask(target)))
-                done, _ = await asyncio.wait(asks, timeout=PROBE_TIMEOUT,
+                done, _ = await asyncio.wait(asks, timeout=end - loop.time(),
                                              return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-                if done:
-                    answer = done.pop().result()
-                    if answer is None:
-                        return
-                    trouble = answer  # a member failure, a refused connection
-                    break
+            if first in done:
+                return first.result()
+            if not done:
+                return f"no answer in {PROBE_TIMEOUT * MISSES:g} s"
+            failed = done.pop().result()  # the second call's
+            if failed is not None:
+                return failed  # a member failure, a refused connection
+            await asyncio.wait([first], timeout=max(0.0, end - loop.time()))
+            if first.done():
+                return first.result()
+            return f"a new connection is answered, the kept one not in {PROBE_TIMEOUT * MISSES:g} s"
         finally:
             for task in asks:
                 task.cancel()
             await asyncio.gather(*asks, return_exceptions=True)
-        await self._silent(f"status probe of the watched member: {trouble}", turn)
 
     async def _ask(self, target: Target) -> str | None:
         """What is wrong with the member, from one status call (None: nothing). A second
