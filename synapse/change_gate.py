@@ -54,7 +54,6 @@ class ChangeGate:
         self._expecting: asyncio.TimerHandle | None = None  # ``expect``'s expiry
         self._expected = 0  # events whose report is still to come (until the expiry)
         self.waits = 0  # background steps that waited for a change (for tests, /status)
-        self.reported = 0  # reports so far: a slow reload hands the round back on a new one
 
     @property
     def busy(self) -> bool:
@@ -85,7 +84,6 @@ class ChangeGate:
                 self._expecting = None
         self._round = True
         self._idle.clear()
-        self.reported += 1
 
     def done(self) -> None:
         """No reported change waits for a round any more (one expected still holds)."""

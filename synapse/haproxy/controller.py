@@ -11,8 +11,7 @@ the fleet, and reads as a flow whose steps live in modules of their own:
 4. no reload needed: run the runtime operations, one batch per socket (``executor``; a failed
    one turns into a reload) and write the config file's new text (in the background);
 5. reload needed: the reload gate (``reload_gate``) says now, later (coalesced, ``pending``)
-   or never for this candidate; ``installer`` validates, swaps the file, reloads, confirms;
-   while HAProxy reloads, changes of servers go in beside it (``reload_window``).
+   or never for this candidate; ``installer`` validates, swaps the file, reloads, confirms.
 
 While a reload waits, fails or is refused, runtime ops are planned against the ``bridge``
 (the file's structure, today's servers): the file says what HAProxy runs; a managed HAProxy
@@ -54,7 +53,6 @@ from synapse.haproxy.planner import plan
 from synapse.haproxy.port_taken import PortWait
 from synapse.haproxy.reader import RunningReader
 from synapse.haproxy.reload_gate import GateDecision, ReloadGate
-from synapse.haproxy.reload_window import ReloadWindow, merged
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.revive import revived
 from synapse.haproxy.running import Capabilities, RunningState
@@ -105,13 +103,10 @@ class HAProxyController:
         self._gate = ReloadGate(config.restart_interval, config.restart_jitter, clock, rng)
         self._check = ReloadCheck(self._gate)
         self._express = Express(self._reader, self._capabilities, self._run_ops)
-        self._window = ReloadWindow(self._lock, self._reader, self._capabilities, self._run_ops)
-        self._installer.window = self._window.opened  # (around HAProxy's part of a reload)
         self._acked: float | None = None  # HAProxy answered this apply's first commands
         self._desired: list[DesiredService] = []
         self._applied = False  # apply() was called: _desired is real
-        self._pending = PendingReload(self._gate, self._lock, self._apply_locked, self.metrics,
-                                      self._reader)  # fmt: skip
+        self._pending = PendingReload(self._gate, self._lock, self._apply_locked, self.metrics)
         self.change_gate = self._reader.change_gate  # (the reconciler's: changes go first)
         self._owed = OwedRender(self._lock, self._apply_locked, self.change_gate)  # (owed.py)
         self._stopping = False
@@ -136,21 +131,19 @@ class HAProxyController:
         self._reader.start_sweeping(self._lock, self._has_desired, self._apply_locked)
 
     async def apply(self, desired: list[DesiredService], reason: str) -> ApplyResult:
-        task = asyncio.ensure_future(self._apply_change(desired, reason))
-        return await self._window.hand_back(task, self.change_gate)  # (a slow reload: on)
-
-    async def _apply_change(self, desired: list[DesiredService], reason: str) -> ApplyResult:
         began = self._clock()
-        async with self._window.turn(self._reader.change_waits) as window:  # (the sweep: after)
-            if window is not None:  # HAProxy reloads: the servers go in beside it
-                result = await self._window.apply(window, self._isolation.substitute(list(desired)))
-            else:
-                self._desired = self._isolation.substitute(list(desired))
-                self._applied, self._acked = True, None
-                with self._owed.change():  # (it may leave its render owed)
-                    result = await self._apply_locked()
-                result = dataclasses.replace(result, acked_at=self._acked)  # (the trace's)
-        self._failures.applied(reason, result, self._clock() - began)
+        async with self._reader.change_turn(self._lock):  # (counted: the sweep lets it first)
+            self._desired = self._isolation.substitute(list(desired))
+            self._applied, self._acked = True, None
+            with self._owed.change():  # (it may leave its render owed)
+                result = await self._apply_locked()
+        result = dataclasses.replace(result, acked_at=self._acked)  # (the reconciler's trace)
+        elapsed = self._clock() - began
+        self.metrics.apply_duration.observe(elapsed)
+        self.info.applied(reason, len(result.ops), result.reload.value, elapsed)
+        if result.ops or result.reload is not ApplyOutcome.NONE:
+            event(log, "haproxy_applied", reason=reason, ops=len(result.ops),
+                  reload=result.reload.value, ms=round(elapsed * 1000, 2))  # fmt: skip
         return result
 
     async def update_config(self, config: HAProxyConfig) -> None:
@@ -179,7 +172,6 @@ class HAProxyController:
         """Cancel a pending reload and the sweep; managed mode: leave HAProxy serving for
         the next synapse, or stop it (``managed.stop_on_exit``)."""
         self._stopping = True  # (first: no revive or restart while the owed render is paid)
-        await self._window.cancel()  # (a reload the reconciler's round went on from)
         await self._owed.close()  # the file says what HAProxy runs (the next synapse's start)
         for part in (self._supervisor, self._dumper, self._installer.ports):  # (none from now)
             if part is not None:
@@ -226,8 +218,6 @@ class HAProxyController:
         result = await self._isolation.apply(self._apply_with, desired, self.settings)
         if self._isolation.isolated:  # the refusal stays on /status while it lasts
             self.info.validation_error = self.info.last_validation_error
-        if (during := self._window.take()) is not None:  # changes came while it reloaded
-            result = merged(result, await self._apply_locked(during))  # (before anyone else)
         return result
 
     async def _apply_with(self, desired: list[DesiredService]) -> ApplyResult:
@@ -332,10 +322,10 @@ class HAProxyController:
         ids = self._reader.id_hints(running)
         return build_bridge(layout, self._desired, running, ids, self._capabilities())
 
-    async def _run_ops(self, ops: Sequence[Op], ack: bool = True) -> tuple[list[str], list[str]]:
+    async def _run_ops(self, ops: Sequence[Op]) -> tuple[list[str], list[str]]:
         done: list[Op] = []
         applied, failures = await run_ops(self._runtime, ops, self.metrics, done)
-        if ack and applied and not failures and self._acked is None:  # (a failure: re-planned)
+        if applied and not failures and self._acked is None:  # (a failed batch is re-planned)
             self._acked = time.monotonic()  # (not the injected clock: event times are real)
         self.info.last_ops.extend(applied)
         if failures:
@@ -379,7 +369,6 @@ class HAProxyController:
             self._gate.validated(began)
             await self._installer.dump_server_state(self._reader.runtime_error is None)
             before = self._installer.file.parsed if self._installer.file else None
-            self._window.prepare(self._installer.layout, before)  # (what HAProxy ran)
             wrote = await self._installer.install(candidate, self._layout(), checked)
         except InstallFailed as err:
             if err.invalid:  # (unchecked: the start failed and `haproxy -c` says why)

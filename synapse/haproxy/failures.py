@@ -1,7 +1,7 @@
-"""How the controller records an apply's outcome, and a reload's: done (a reload or a
-start), and what went wrong: a refused candidate, a failed reload, a reload skipped by
-configuration. Each is shown on /status (``info``), counted (``metrics``) and logged; a
-failure tells the reload gate when to try again."""
+"""How the controller records a reload's outcome: done (a reload or a start), and what
+went wrong: a refused candidate, a failed reload, a reload skipped by configuration.
+Each is shown on /status (``info``), counted (``metrics``) and logged; a failure tells
+the reload gate when to try again."""
 
 from __future__ import annotations
 
@@ -37,14 +37,6 @@ class Failures:
         self._candidate_path = candidate_path
         self._warned: set[str] = set()
         self._said: str | None = None  # the error a failed reload logged since the last success
-
-    def applied(self, reason: str, result: ApplyResult, elapsed: float) -> None:
-        """A change's apply (for ``reason``) ended after ``elapsed`` s with ``result``."""
-        self._metrics.apply_duration.observe(elapsed)
-        self._info.applied(reason, len(result.ops), result.reload.value, elapsed)
-        if result.ops or result.reload is not ApplyOutcome.NONE:
-            event(log, "haproxy_applied", reason=reason, ops=len(result.ops),
-                  reload=result.reload.value, ms=round(elapsed * 1000, 2))  # fmt: skip
 
     def reloaded(self, reload: Reload, elapsed: float, started: bool) -> None:
         """HAProxy reloaded (``started``: was started) with the candidate, in ``elapsed`` s."""

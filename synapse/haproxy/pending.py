@@ -2,10 +2,7 @@
 
 The gate (``synapse.haproxy.reload_gate``) decides and remembers which reload waits; this
 task sleeps until it is due, then has the controller apply the latest desired state
-under its lock (which reloads, unless runtime operations got there meanwhile). A change
-waiting for the lock then goes first (``waiting``): its apply reloads all the same, after
-its own runtime commands (a retry that took the lock ahead of it held a withdrawn server
-in HAProxy for as long as the reload took: 10 s and more when its command hung).
+under its lock (which reloads, unless runtime operations got there meanwhile).
 """
 
 from __future__ import annotations
@@ -13,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
@@ -24,10 +20,6 @@ from synapse.haproxy.reload_gate import ReloadGate
 log = logging.getLogger("synapse.haproxy")
 
 
-class Changes(Protocol):  # synapse.haproxy.reader.RunningReader
-    changes_waiting: int
-
-
 class PendingReload:
     def __init__(
         self,
@@ -35,13 +27,11 @@ class PendingReload:
         lock: asyncio.Lock,
         apply: Callable[[], Awaitable[object]],
         metrics: HAProxyMetrics,
-        changes: Changes | None = None,
     ) -> None:
         self.gate = gate
         self._lock = lock  # the controller's
         self._apply = apply  # called under the lock
         self.metrics = metrics
-        self._changes = changes  # how many wait for the lock (``RunningReader.change_waits``)
         self.task: asyncio.Task[None] | None = None
 
     def wait_for_turn(self, reload: Reload, announce: bool = False) -> None:
@@ -77,7 +67,6 @@ class PendingReload:
 
     async def _run(self) -> None:
         try:
-            behind = False  # it let the changes waiting for the lock go first
             while True:
                 delay = self.gate.due_in()
                 if delay > 0:
@@ -85,9 +74,6 @@ class PendingReload:
                 async with self._lock:
                     if not self.gate.due:
                         continue  # another reload went first: wait for the new slot
-                    if self._changes and self._changes.changes_waiting and not behind:
-                        behind = True  # (once: the first of them reloads, or needs none)
-                        continue  # (FIFO: the lock goes to them, then back here)
                     self.task = None
                     self.gate.take_pending()
                     self.metrics.reload_pending.set(0)

@@ -11,8 +11,6 @@ import pytest
 
 from synapse.haproxy import reader as reader_mod
 from synapse.haproxy.reader import SETTLE_ROUNDS, RunningReader
-from synapse.haproxy.reload_window import ReloadWindow
-from synapse.haproxy.running import Capabilities
 from synapse.haproxy.sockets import SocketUnavailable
 from synapse.haproxy.view import (
     READ_STEP,
@@ -52,14 +50,6 @@ async def _reader(names: str = "abcdef") -> tuple[ScriptedClient, RunningReader,
     view = reader.view  # (the settle read's own connection: the scripted client)
     reader._read_apart = lambda backends: view.read_part(client, backends)  # type: ignore[method-assign]
     return client, reader, applies
-
-
-def change_turn(
-    reader: RunningReader, lock: asyncio.Lock
-) -> contextlib.AbstractAsyncContextManager[object]:
-    """A change's turn, as the controller's apply takes it (no reload: the lock)."""
-    window = ReloadWindow(lock, reader, Capabilities, None)  # type: ignore[arg-type]
-    return window.turn(reader.change_waits)
 
 
 def _held_read(reader: RunningReader, release: asyncio.Event, result: Any) -> None:
@@ -208,7 +198,7 @@ async def test_change_turn_counts_the_changes_waiting_for_the_lock():
     entered = asyncio.Event()
 
     async def change() -> None:
-        async with change_turn(reader, lock):
+        async with reader.change_turn(lock):
             entered.set()
 
     waiting = asyncio.create_task(change())
@@ -256,7 +246,7 @@ async def _after_start_sweep(monkeypatch, waiter: str) -> list[set[str]]:
         applied_at.append(set(view.unread))
 
     async def change() -> None:
-        async with change_turn(reader, lock):
+        async with reader.change_turn(lock):
             pass
 
     async with lock:  # the starting apply
