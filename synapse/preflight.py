@@ -48,9 +48,7 @@ def written_paths(config: SynapseConfig) -> dict[str, Path | None]:
             paths["haproxy.managed.pid_file"] = settings.pid_file
             for index, socket in enumerate(settings.shared_sockets):
                 paths[f"haproxy.socket_file_path[{index}]"] = Path(socket)
-            paths["haproxy.config_file_path (synapse's admin socket)"] = Path(
-                settings.runtime_sockets[0]
-            )
+            paths["synapse's own admin socket"] = Path(settings.runtime_sockets[0])
     if config.file_output is not None:
         paths["file_output.output_directory"] = Path(config.file_output.output_directory) / "x"
     return paths

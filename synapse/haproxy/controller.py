@@ -96,8 +96,10 @@ class HAProxyController:
         ports = PortWait.of(self._isolation, self._managed, self._lock, self._apply_locked)
         self._installer = Installer(config, self.settings, self._runtime, self._managed,
                                     self.metrics, clock, ports)  # fmt: skip
-        self._reader = RunningReader(self._runtime, self._installer.file, clock)
-        self._dumper = state_dumper(self.settings, self._runtime, self._managed, self._reader)
+        self._reader = RunningReader(self._runtime, self._installer.file, clock,
+                                     managed=self.settings.managed)  # fmt: skip
+        self._dumper = state_dumper(self.settings, self._runtime, self._managed, self._reader,
+                                    writes=config.do_writes)  # fmt: skip
         kept = [self._reader.release, *(d.runtime.release for d in [self._dumper] if d)]
         self._installer.releases += kept  # (released with its own after a reload)
         self._gate = ReloadGate(config.restart_interval, config.restart_jitter, clock, rng)

@@ -7,20 +7,23 @@ stale state file: a server that came back restored into maintenance). Only the b
 sweep noticed, up to FULL_READ_INTERVAL (30 s) later, and a backend had no serving server
 that long (issue s23 F3: 20 s of 503s).
 
-Every WATCH_INTERVAL this asks `show info` on a connection of its own, kept between looks
-(``RuntimeClient.ask_kept``: one held by an old, stopping worker is replaced, so the look
-reaches the process serving now and keeps no old worker alive). A pid other than the one
+Every WATCH_INTERVAL this asks `show info` on the connection it shares with the state
+dumper (``SharedClient``; managed mode: kept between looks
+, ``RuntimeClient.ask_kept``: one held by an old, stopping worker is replaced, so the look
+reaches the process serving now and keeps no old worker alive; Airbnb mode: closed after each
+look, the operator's socket is not held). A pid other than the one
 the view was read from, when nothing of synapse's own (a reload, a start, a whole read)
 refreshed the view meanwhile, has the view read whole and planned at once, under the
-controller's lock. Cost: one `show info` a second on a kept connection (measured idle in
+controller's lock. Cost: one `show info` a second (measured idle in
 docs/synapse-haproxy.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
@@ -31,6 +34,43 @@ from synapse.haproxy.view import RunningView
 
 log = logging.getLogger("synapse.haproxy")
 WATCH_INTERVAL = 1.0  # seconds between looks
+
+
+class SharedClient(RuntimeClient):
+    """The one connection the background looks share: this watch's and the state dumper's
+    (``statedump.state_dumper``). Their batches take turns on it. Each had a kept connection
+    of its own, and in Airbnb mode both held the operator's admin socket all the time:
+    with HAProxy's default `stats maxconn` (10) and 8 monitoring clients, synapse's changes
+    waited 9-16 s for a connection. ``keep_idle`` 0 (Airbnb mode) closes it after each
+    look, as the release before them did between its reads."""
+
+    def __init__(self, path: str, timeout: float, keep_idle: float) -> None:
+        super().__init__(path, timeout, keep_idle=keep_idle)
+        self._turn = asyncio.Lock()
+        self._owner: asyncio.Task[object] | None = None
+
+    @contextlib.asynccontextmanager
+    async def _turn_taken(self) -> AsyncIterator[None]:
+        async with self._turn:
+            self._owner = asyncio.current_task()
+            try:
+                yield
+            finally:
+                self._owner = None
+
+    async def ask(self, commands: Sequence[str]) -> list[str]:
+        async with self._turn_taken():
+            return await super().ask(commands)
+
+    async def ask_kept(self, commands: Sequence[str]) -> list[str]:
+        async with self._turn_taken():
+            return await super().ask_kept(commands)
+
+    async def release(self) -> None:
+        if self._owner is not None and self._owner is asyncio.current_task():
+            return await super().release()  # (from within a batch: ``held``)
+        async with self._turn:  # (not under the other's batch)
+            await super().release()
 
 
 class OutsideWatch:

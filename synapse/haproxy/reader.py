@@ -31,7 +31,7 @@ from synapse.haproxy.configfile import ConfigFile
 from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.looks import Looks
 from synapse.haproxy.ops import Op
-from synapse.haproxy.outside import OutsideWatch
+from synapse.haproxy.outside import OutsideWatch, SharedClient
 from synapse.haproxy.running import RunningState
 from synapse.haproxy.runtime import KEEP_IDLE_S, RuntimeClient
 from synapse.haproxy.scoping import PlanScope
@@ -52,6 +52,7 @@ class RunningReader(PlanScope):
         runtime: list[RuntimeClient],
         file: ConfigFile | None,
         clock: Callable[[], float],
+        managed: bool = False,
     ) -> None:
         super().__init__()
         self.runtime = runtime
@@ -72,8 +73,9 @@ class RunningReader(PlanScope):
         # Another process answering (an outside reload) is noticed within a second (outside.py).
         self.outside: OutsideWatch | None = None
         if first is not None and self.view is not None:
-            watching = RuntimeClient(first.path, first.timeout, keep_idle=KEEP_IDLE_S)
-            self.outside = OutsideWatch(watching, self.view)
+            # (shared with the state dumper; kept only on synapse's own socket: ``SharedClient``)
+            idle = KEEP_IDLE_S if managed else 0.0
+            self.outside = OutsideWatch(SharedClient(first.path, first.timeout, idle), self.view)
         self.changes_waiting = 0  # applies of a change waiting for the lock (``change_turn``)
         self.change_gate = ChangeGate()  # the sweep's steps wait while a change comes (change_gate)
         self._touched_at = TouchedAt(clock)  # (a revive: ``touched_within``)

@@ -45,7 +45,12 @@ from synapse.haproxy.kept_binds import KeptBinds
 from synapse.haproxy.keywords import sort_lines
 from synapse.haproxy.pieces import EarlySpec, Frame, Rendered, ServicePiece, early_fits
 from synapse.haproxy.resilience import extra_backend_lines
-from synapse.haproxy.settings import Settings, http_frontend_extras, settings_for
+from synapse.haproxy.settings import (
+    Settings,
+    http_frontend_extras,
+    managed_global,
+    settings_for,
+)
 from synapse.haproxy.specs import BackendBase, BackendBuilder, BackendSpec, same_runtime_options
 from synapse.haproxy.stats_page import stats_sections
 from synapse.identity import moved
@@ -401,7 +406,7 @@ class Renderer:
     def _frame_vars(self, shared: tuple[str, ...] | None) -> dict[str, Any]:
         return {
             "global_lines": list(self.settings.first_global)
-            + list(self.config.global_)
+            + (managed_global(self.config) if self.settings.managed else list(self.config.global_))
             + list(self.settings.extra_global)
             + edge.global_lines(self.config),
             "defaults_lines": self._builder.defaults,

@@ -10,6 +10,7 @@ controller agree on them.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -125,12 +126,83 @@ def http_frontend_extras(
     return list(settings.http_frontend_lines)
 
 
-# Connections HAProxy serves at once on synapse's own admin socket (it uses ~6: an apply's,
-# the state dump's, the settle reads', the sweep's, looks, the outside-reload watch) and on
-# the one for others (HAProxy's default for all its admin sockets together, `stats maxconn`
-# 10: others filling it left synapse's own socket unanswered too; raised to the sum).
+# Connections HAProxy serves at once on synapse's own admin socket (it uses ~5: an apply's,
+# the settle reads', the sweep's, looks, the state dump's and outside-reload watch's shared
+# one) and on each other admin socket (SHARED_MAXCONN, given to the operator's own lines
+# that name none). All CLI listeners share one cap, `stats maxconn` (HAProxy's default 10),
+# and so does the master's socket pair to its worker, through which a master-worker reload
+# hands the listening sockets over (`-x sockpair@N`, not an expose-fd admin socket): others
+# filling the cap left synapse's socket unanswered and failed the hand-over (new sockets
+# bound beside the old ones: connections reset). So `stats maxconn` is at least the sum of
+# the sockets' caps plus MASTER_ROOM (``stats_maxconn``).
 OWN_MAXCONN = 20
 SHARED_MAXCONN = 10
+MASTER_ROOM = 5  # the master's socket pair: a reload's hand-over, commands it forwards
+
+_WARNED: set[tuple[int, int]] = set()  # (the operator's stats maxconn, raised to): said once
+
+
+def _maxconn(tokens: list[str]) -> int | None:
+    """The ``maxconn`` of a `stats socket` line's tokens; None when it names none."""
+    for index, token in enumerate(tokens[:-1]):
+        if token == "maxconn" and tokens[index + 1].isdigit():
+            return int(tokens[index + 1])
+    return None
+
+
+def stats_maxconn(config: HAProxyConfig) -> int:
+    """Managed mode: the least `stats maxconn` that leaves the master's socket pair room
+    when every admin socket is full: synapse's own cap, the others' and MASTER_ROOM."""
+    others = [_maxconn(tokens) or SHARED_MAXCONN
+              for tokens in _keyword_lines(config.global_, "stats socket")]  # fmt: skip
+    return OWN_MAXCONN + (sum(others) if others else SHARED_MAXCONN) + MASTER_ROOM
+
+
+def _lower(values: list[str], least: int) -> bool:
+    return bool(values) and values[0].isdigit() and int(values[0]) < least
+
+
+def _warn_raised(theirs: int, least: int) -> None:
+    if (theirs, least) not in _WARNED:  # (once: every render passes here)
+        _WARNED.add((theirs, least))
+        logging.getLogger("synapse.haproxy").warning(
+            "haproxy.global: `stats maxconn %s` raised to %s: synapse's own admin socket "
+            "(%s), your `stats socket` lines' maxconn and %s for the master's socket pair "
+            "(a reload's listener hand-over) must fit in it", theirs, least, OWN_MAXCONN,
+            MASTER_ROOM)  # fmt: skip
+
+
+def managed_global(config: HAProxyConfig) -> list[str]:
+    """Managed mode: the operator's `global` lines as rendered. A `stats socket` line with
+    no ``maxconn`` gets SHARED_MAXCONN (uncapped, its clients could take all of `stats
+    maxconn`: 30 holding it stalled changes 11 s and broke a reload's hand-over); a `stats
+    maxconn` lower than ``stats_maxconn`` is raised to it, with a warning."""
+    lines = []
+    least = stats_maxconn(config)
+    for line in config.global_:
+        tokens = line.split()
+        if tokens[:2] == ["stats", "socket"] and len(tokens) > 2 and _maxconn(tokens) is None:
+            line = f"{line.rstrip()} maxconn {SHARED_MAXCONN}"
+        elif tokens[:2] == ["stats", "maxconn"] and _lower(tokens[2:], least):
+            _warn_raised(int(tokens[2]), least)
+            line = f"stats maxconn {least}"
+        lines.append(line)
+    return lines
+
+
+def own_socket(config: HAProxyConfig, base: Path, stem: str) -> Path:
+    """Where synapse's own admin socket is: beside the socket the operator placed, the
+    master socket (``master_socket_path``), else the first ``socket_file_path``, named
+    after it (``m.sock`` -> ``m-synapse.sock``), else ``<name>-synapse.sock`` beside the
+    config file. A config dir too long for a unix socket was fine with those two set
+    short, as the docs advised: the new socket must not refuse that install's start."""
+    chosen = (config.managed and config.managed.master_socket_path) or (
+        config.socket_paths[0] if config.socket_paths else None
+    )
+    if chosen:
+        placed = Path(chosen)
+        return placed.with_name(f"{placed.stem}-synapse.sock")
+    return base / f"{stem}-synapse.sock"
 
 
 def admin_sockets(config: HAProxyConfig, base: Path, stem: str) -> tuple[str, tuple[str, ...]]:
@@ -139,12 +211,13 @@ def admin_sockets(config: HAProxyConfig, base: Path, stem: str) -> tuple[str, tu
     Scrapers and operators shared an admin socket with synapse, and HAProxy serves 10
     connections at a time on all of them together (`stats maxconn`): 12 clients holding
     theirs stalled synapse's commands for seconds and had it reload, and the reload's
-    hand-over of the listening sockets, through the first `expose-fd listeners` socket in
-    `global`, failed on that same full socket (the new worker bound new ones beside them:
-    connections reset). synapse's own socket comes first and alone hands the listeners
-    over; the others are the operator's `stats socket` lines, else ``socket_file_path`` or
-    ``<name>.sock``, capped (SHARED_MAXCONN) when synapse writes the line."""
-    own = str(base / f"{stem}-synapse.sock")  # (0600: our user only)
+    hand-over of the listening sockets (through the master's socket pair, under the same
+    cap) failed (the new worker bound new ones beside them: connections reset). synapse's
+    own socket comes first (``expose-fd listeners``: synapse's own ``_getsocks``); the
+    others are the operator's `stats socket` lines, else ``socket_file_path`` or
+    ``<name>.sock``, each capped (SHARED_MAXCONN), and `stats maxconn` leaves room for the
+    master's socket pair (``stats_maxconn``, ``managed_global``)."""
+    own = str(own_socket(config, base, stem))  # (0600: our user only)
     if _keyword_lines(config.global_, "stats socket"):
         return own, tuple(_unix_stats_sockets(config.global_))
     return own, (config.socket_paths[0] if config.socket_paths else str(base / f"{stem}.sock"),)
@@ -171,7 +244,7 @@ def settings_for(config: HAProxyConfig, version: tuple[int, int, int] | None = N
             f"stats socket {own} mode 600 level admin expose-fd listeners maxconn {OWN_MAXCONN}",
         )
         if not _keyword_lines(config.global_, "stats maxconn"):  # (else the operator's)
-            first_global += (f"stats maxconn {OWN_MAXCONN + SHARED_MAXCONN}",)
+            first_global += (f"stats maxconn {stats_maxconn(config)}",)
         if not _keyword_lines(config.global_, "stats socket"):  # (else the operator's)
             line = f"stats socket {shared[0]} mode 600 level admin maxconn {SHARED_MAXCONN}"
             extra_global.append(line)
@@ -179,10 +252,11 @@ def settings_for(config: HAProxyConfig, version: tuple[int, int, int] | None = N
     state_file: Path | None = None
     configured_state = _keyword_lines(config.global_, "server-state-file")
     if configured_state and len(configured_state[0]) > 1:
-        state_file = Path(configured_state[0][1])
+        state_file = _state_path(config, configured_state[0][1])
     elif config.server_state_file or managed:
         state_file = Path(config.server_state_file or base / f"{stem}.state")
         extra_global.append(f"server-state-file {state_file}")
+        state_file = _state_path(config, str(state_file))
     if state_file is not None and not _keyword_lines(
         config.defaults, "load-server-state-from-file"
     ):
@@ -218,6 +292,15 @@ def settings_for(config: HAProxyConfig, version: tuple[int, int, int] | None = N
         http_frontend_lines=_http_frontend_lines(config, version),
         version=version,
     )
+
+
+def _state_path(config: HAProxyConfig, path: str) -> Path:
+    """Where HAProxy reads the server-state file: a relative one under `server-state-base`
+    when `global` sets it (synapse wrote it in its own working directory instead)."""
+    based = _keyword_lines(config.global_, "server-state-base")
+    if Path(path).is_absolute() or not based or len(based[0]) < 2:
+        return Path(path)
+    return Path(based[0][1]) / path
 
 
 def _http_frontend_lines(

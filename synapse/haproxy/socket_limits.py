@@ -40,8 +40,21 @@ def bound_sockets(config: HAProxyConfig, settings: Settings) -> list[tuple[str, 
         f"set {master_key} ({beside}) or move the config file"
     )  # fmt: skip
     found = [(master_key, str(settings.master_socket), master_fix)]
-    own = "move the config file (synapse's own admin socket is beside it)"
-    found += [("haproxy.config_file_path", path, own) for path in settings.runtime_sockets]
+    own_key, own = (
+        "haproxy.config_file_path",
+        "move the config file (synapse's own admin socket is beside it)",
+    )
+    if config.managed.master_socket_path:
+        own_key, own = (
+            master_key,
+            f"set {master_key} shorter (synapse's own admin socket is beside it)",
+        )
+    elif config.socket_paths:
+        own_key, own = (
+            "haproxy.socket_file_path[0]",
+            "set haproxy.socket_file_path[0] shorter (synapse's own admin socket is beside it)",
+        )
+    found += [(own_key, path, own) for path in settings.runtime_sockets]
     for index, path in enumerate(settings.shared_sockets):
         if config.socket_paths:
             key = f"haproxy.socket_file_path[{index}]"

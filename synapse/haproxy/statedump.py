@@ -388,14 +388,18 @@ def state_dumper(
     runtime: list[RuntimeClient],
     managed: ManagedHAProxy | None,
     reader: RunningReader,
+    writes: bool = True,
 ) -> StateDumper | None:
     """A runtime socket and a state file, in any mode: HAProxy's restarts use it, and so
     does a reload synapse did not make (the Airbnb way: an operator's `systemctl reload`
     loaded a file dumped at synapse's last reload, and a server that came back since was
     restored into maintenance). Not managed: a HAProxy that does not answer is skipped."""
-    if not runtime or settings.state_file is None:
-        return None
-    own = RuntimeClient(runtime[0].path, runtime[0].timeout, keep_idle=KEEP_IDLE_S)
+    if not runtime or settings.state_file is None or not (writes or managed):
+        return None  # (``writes``: Airbnb ``do_writes: false`` writes nothing)
+    # One connection with the outside-reload watch (``SharedClient``: Airbnb mode, not kept).
+    own = reader.outside.client if reader.outside else RuntimeClient(
+        runtime[0].path, runtime[0].timeout, keep_idle=KEEP_IDLE_S if managed else 0.0
+    )  # fmt: skip
     alive = (lambda: managed.alive) if managed is not None else (lambda: True)
     dumper = StateDumper(own, settings.state_file, alive)
     dumper.change_gate = reader.change_gate

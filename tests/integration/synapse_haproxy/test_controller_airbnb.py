@@ -203,3 +203,39 @@ async def test_airbnb_mode_state_file_follows_runtime_changes(
         await serves(port, {"b1"})
     finally:
         await controller.stop()
+
+
+async def test_airbnb_mode_holds_no_connection_on_the_operators_socket_when_idle(
+    haproxy_factory, http_backend_factory, sockdir, monkeypatch
+):
+    """The operator's admin socket is shared with their scrapers, and HAProxy serves 10
+    connections at a time on all of them (`stats maxconn`): idle, synapse holds none
+    there, as before the outside-reload watch and the state dumper came (each kept one
+    of its own all the time: 8 monitoring clients then left synapse's changes waiting
+    9-16 s). They share one connection, closed after each look."""
+    monkeypatch.setattr(reader, "FULL_READ_INTERVAL", 3600.0)  # (the sweep: out of the way)
+    port, pair = free_port(), [http_backend_factory(name) for name in ("b1", "b2")]
+    config, proc = running(haproxy_factory, sockdir, [web(port, pair[:1])])
+    controller = HAProxyController(config, CollectorRegistry())
+    await controller.start()
+    try:
+        await controller.apply([web(port, pair[:1])], "synapse restarted")
+        added = await controller.apply([web(port, pair)], "membership")
+        assert added.reload is ApplyOutcome.NONE and added.ops, added
+        looker = RuntimeClient(str(proc.admin_socket))
+
+        async def synapses() -> int:  # (`show sess`: one line a CLI connection, ours too)
+            sessions = await looker.execute("show sess")
+            return sum("fe=GLOBAL" in line for line in sessions.splitlines()) - 1
+
+        async def none_held() -> bool:  # (the apply's, kept: closed at `stats timeout` 10 s)
+            return await synapses() == 0
+
+        await eventually(none_held, "synapse's kept connections closed")
+        held = []
+        for _ in range(12):  # (the watch and the dumper look every second)
+            held.append(await synapses())
+            await asyncio.sleep(0.25)
+        assert max(held) <= 1 and held.count(0) >= 8, held  # (before: 2 always)
+    finally:
+        await controller.stop()

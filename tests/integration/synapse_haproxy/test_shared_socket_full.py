@@ -49,14 +49,34 @@ async def test_a_full_shared_socket_neither_stalls_nor_splits(
     managed_factory, http_backend_factory, monkeypatch
 ):
     monkeypatch.setattr(runtime, "KEEP_IDLE_S", 0.0)  # (an apply connects: changes minutes apart)
+    controller = managed_factory()
+    shared = Path(controller.config.config_file_path).with_name("haproxy.sock")  # (others')
+    await full_socket_changes(controller, shared, HOLDERS, http_backend_factory)
+
+
+async def test_the_operators_own_socket_full_neither_stalls_nor_splits(
+    managed_factory, http_backend_factory, monkeypatch, sockdir
+):
+    """The operator's own `stats socket` line with no maxconn (allowed), 30 clients holding
+    it: it gets one, and `stats maxconn` leaves room for synapse's socket and the master's
+    socket pair, through which a reload hands the listeners over (before: the clients took
+    the whole cap; changes 11 s late, a runtime_unavailable reload, the hand-over failed)."""
+    monkeypatch.setattr(runtime, "KEEP_IDLE_S", 0.0)
+    ops = sockdir / "ops.sock"
+    lines = ["maxconn 256", "hard-stop-after 5s", f"stats socket {ops} mode 600 level admin"]
+    controller = managed_factory(**{"global": lines})
+    await full_socket_changes(controller, ops, 30, http_backend_factory)
+
+
+async def full_socket_changes(controller, shared: Path, count: int, http_backend_factory) -> None:
+    """``count`` clients hold ``shared``: a change goes in at runtime, and a reload hands
+    the listening sockets over."""
     b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
     port = free_port()
-    controller = managed_factory()
     assert (await controller.apply([web(port, [b1])], "t")).reload is ApplyOutcome.DONE
     await read_back(controller)
-    shared = Path(controller.config.config_file_path).with_name("haproxy.sock")  # (others')
     stop = asyncio.Event()
-    holders = [asyncio.create_task(hold(shared, stop)) for _ in range(HOLDERS)]
+    holders = [asyncio.create_task(hold(shared, stop)) for _ in range(count)]
     try:
         await asyncio.sleep(0.5)  # (the first ten connected; the rest wait in the backlog)
         added = await controller.apply([web(port, [b1, b2])], "t")

@@ -308,7 +308,7 @@ def test_managed_mode_adds_admin_socket_and_server_state_file(tmp_path: Path):
     # (the first with `expose-fd listeners`); the other one is for scrapers and operators
     [own, shared] = [line for line in section(text, "global") if "stats socket" in line]
     assert own.startswith(f"stats socket {tmp_path / 'h-synapse.sock'} mode 600 level admin")
-    assert own.endswith("expose-fd listeners maxconn 20") and "stats maxconn 30" in text
+    assert own.endswith("expose-fd listeners maxconn 20") and "stats maxconn 35" in text
     assert shared == f"stats socket {tmp_path / 'h.sock'} mode 600 level admin maxconn 10"
     assert f"server-state-file {tmp_path / 'h.state'}" in text
     assert "load-server-state-from-file global" in section(text, "defaults")
@@ -331,6 +331,39 @@ def test_operator_lines_win_over_added_ones(tmp_path: Path):
     assert settings_for(config).runtime_sockets == (str(tmp_path / "h-synapse.sock"),)
     assert settings_for(config).shared_sockets == ("/run/x.sock",)
     assert settings_for(config).state_file == Path("/run/st")
+
+
+@pytest.mark.parametrize(
+    ("lines", "sockets", "cap"),
+    [
+        ([], ["maxconn 10", "maxconn 10"], 45),  # (20 + 10 + 10 + the master's 5)
+        (["stats maxconn 10"], ["maxconn 10", "maxconn 10"], 45),  # raised
+        (["stats maxconn 100"], ["maxconn 10", "maxconn 10"], 100),  # theirs: room enough
+        (["stats maxconn 10"], ["maxconn 40", "maxconn 10"], 75),
+    ],
+)
+def test_operator_admin_sockets_leave_room_for_the_masters_socket_pair(
+    tmp_path: Path, lines, sockets, cap
+):
+    """Every CLI listener shares `stats maxconn` with the master's socket pair, through
+    which a reload hands the listening sockets over: each operator socket is capped, and
+    the global cap is at least synapse's own, the operator's and the master's room
+    (before: an uncapped operator socket, 30 clients: the hand-over failed)."""
+    first = "stats socket /run/a.sock level admin" + (
+        f" {sockets[0]}" if sockets[0] != "maxconn 10" else ""
+    )
+    config = haproxy_config(
+        config_file_path=str(tmp_path / "h.cfg"),
+        managed={},
+        reload_command=None,
+        **{"global": [first, "stats socket ipv4@127.0.0.1:9999 level admin", *lines]},
+    )
+    text = render([service("web", [A])], config).text
+    [_, mine, other] = [line for line in section(text, "global") if "stats socket" in line]
+    assert mine.endswith(sockets[0]) and other.endswith(sockets[1])
+    assert [line for line in section(text, "global") if "stats maxconn" in line] == [
+        f"stats maxconn {cap}"
+    ]
 
 
 def test_user_template(tmp_path: Path):

@@ -65,9 +65,12 @@ def test_the_default_sockets_beside_the_config_file(tmp_path: Path):
 def test_sockets_set_in_the_config_are_named_by_their_key(tmp_path: Path):
     long = _dir(bind_limit()) + "/x.sock"
     short = "/run/m.sock"
-    [master] = _problems(tmp_path, "/etc/h", managed={"master_socket_path": long})
+    [master, own] = _problems(tmp_path, "/etc/h", managed={"master_socket_path": long})
     assert ": haproxy.managed.master_socket_path: " in master and master.endswith(
         "set haproxy.managed.master_socket_path shorter"
+    )
+    assert ": haproxy.managed.master_socket_path: " in own and own.endswith(
+        "shorter (synapse's own admin socket is beside it)"
     )
     managed = {"master_socket_path": short}
     [admin] = _problems(tmp_path, "/etc/h", managed=managed, socket_file_path=[long])
@@ -75,6 +78,23 @@ def test_sockets_set_in_the_config_are_named_by_their_key(tmp_path: Path):
     stats = [f"stats socket {long} mode 600 level admin"]
     [line] = _problems(tmp_path, "/etc/h", managed=managed, **{"global": stats})
     assert ": haproxy.global: " in line and line.endswith("shorten its `stats socket` path")
+
+
+def test_a_long_config_dir_with_short_sockets_set_starts(tmp_path: Path):
+    """The docs' advice for a long config directory (84 bytes): the master socket and
+    socket_file_path in a short one. synapse's own admin socket goes beside them, so the
+    install that started before it came still starts (before: refused, 105 bytes)."""
+    long = _dir(84)
+    managed = {"master_socket_path": "/run/s/m.sock"}
+    assert _problems(tmp_path, long, managed=managed, socket_file_path=["/run/s/h.sock"]) == []
+    config = haproxy_config(config_file_path=f"{long}/haproxy.cfg", reload_command=None,
+                            managed=managed, socket_file_path=["/run/s/h.sock"])  # fmt: skip
+    assert settings_for(config).runtime_sockets == ("/run/s/m-synapse.sock",)
+    assert _problems(tmp_path, long, socket_file_path=["/run/s/h.sock"]) == [
+        line
+        for line in _problems(tmp_path, long, socket_file_path=["/run/s/h.sock"])
+        if "master_socket_path" in line
+    ]  # (beside socket_file_path when no master socket is set: only the master's is long)
 
 
 def test_airbnb_mode_binds_nothing(tmp_path: Path):
