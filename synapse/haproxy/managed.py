@@ -387,7 +387,7 @@ class ManagedHAProxy:
     async def _wait_for_worker(
         self, old_workers: set[int], timeout: float, baseline: ProcInfo | None
     ) -> int:
-        wait = ReloadWait(timeout, baseline)  # (longer while a reload is under way)
+        wait = ReloadWait(timeout, baseline, self.master_pid)  # (longer while under way)
         last_error = "no answer yet"
         while wait.goes_on(self.alive):
             if self._proc is not None and self._proc.poll() is not None:
@@ -396,7 +396,7 @@ class ManagedHAProxy:
                     f"HAProxy exited with status {self._proc.returncode}:\n{self.output_tail()}"
                 )
             try:
-                proc = wait.proc = await self.master.show_proc()
+                proc = wait.proc = await wait.ask(self.master.show_proc)
                 if baseline is not None and failed(proc, baseline):
                     raise HAProxyProcessError(
                         f"HAProxy could not load the new config; the old worker keeps "
@@ -408,16 +408,18 @@ class ManagedHAProxy:
                     await asyncio.sleep(POLL)
                     continue
                 new = [pid for pid in proc.workers if pid not in old_workers]
-                if new and await serves(self.runtime, new[0]):
+                if new and await serves(self.runtime, new[0], wait):
                     self.master_pid = proc.master_pid or self.master_pid
                     self.worker_pid = new[0]
                     return new[0]
-                last_error = f"workers {list(proc.workers)}, waiting for a new one"
+                last_error = f"new worker {new[0]} does not answer on the admin socket yet" \
+                    if new else f"workers {list(proc.workers)}, waiting for a new one"  # fmt: skip
             except HAProxySocketError as err:  # the master re-executes during a reload
                 last_error, wait.proc = str(err), None
             await asyncio.sleep(POLL)
         raise HAProxyProcessError(
-            f"no new HAProxy worker within {wait.waited}s ({last_error}):\n{self.output_tail()}"
+            f"no new HAProxy worker within {wait.waited}s ({last_error}{wait.stuck}):\n"
+            f"{self.output_tail()}"
         )
 
     async def _close_relay(self, drain: bool = True) -> None:

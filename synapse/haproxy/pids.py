@@ -96,3 +96,14 @@ def age(pid: int, proc: Path = Path("/proc")) -> float | None:
         return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
     except (ValueError, IndexError):
         return None
+
+
+def cpu(pid: int) -> tuple[str, int] | None:
+    """Process ``pid``'s state letter and CPU time so far (utime + stime, clock ticks);
+    None: gone, or /proc does not say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rfind(")") + 2 :].split()
+        return fields[0], int(fields[11]) + int(fields[12])  # (fields 3, 14 and 15)
+    except (OSError, ValueError, IndexError):
+        return None

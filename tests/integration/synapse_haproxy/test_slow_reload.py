@@ -66,21 +66,32 @@ async def rig(managed_factory, http_backend_factory) -> Rig:
     return Rig(controller, registry, b1, b2, port, port2, [])
 
 
-async def test_a_reload_slower_than_reload_timeout_is_confirmed_not_failed(rig):
+async def test_a_stopped_master_fails_at_reload_timeout_not_six_times_later(rig, caplog):
+    """The master is stopped (SIGSTOP, a debugger) right after it took the reload: its
+    socket takes connections and never answers, as a re-executing one's does not. It was
+    waited for 6 x reload_timeout (each look held for the socket's 5 s timeout) and said
+    to be "re-executing"; it gets no CPU, so the reload fails at reload_timeout."""
     managed = rig.controller._managed
     assert managed is not None and managed.master_pid is not None
     master, real_reload = managed.master_pid, managed.master.reload
-    loop = asyncio.get_running_loop()
 
-    async def starved_reload() -> str:
-        answer = await real_reload()  # (the master re-executes: it loads the new config)
+    async def stopped_reload() -> str:
+        managed.master.reload = real_reload  # type: ignore[method-assign]  # (once)
+        answer = await real_reload()
         os.kill(master, signal.SIGSTOP)
         rig.stopped.append(master)
-        loop.call_later(STOPPED_S, os.kill, master, signal.SIGCONT)
         return answer
 
-    managed.master.reload = starved_reload  # type: ignore[method-assign]
-    await rig.confirmed(await rig.add_service())
+    managed.master.reload = stopped_reload  # type: ignore[method-assign]
+    began = asyncio.get_running_loop().time()
+    result = await rig.add_service()  # (the master let go after it)
+    took = asyncio.get_running_loop().time() - began
+    assert result.reload is ApplyOutcome.FAILED, result
+    assert "gets no CPU" in (result.error or ""), result.error
+    assert took < 2.0 * 2.5, took  # reload_timeout 2 s (before: 12.0 s, 6 x 2 s)
+    assert not [r for r in caplog.records if r.getMessage() == "haproxy_reload_slow"]
+    await rig.controller.flush()  # the retry, the master running again
+    await serves(rig.port2, {"b2"})
 
 
 async def fail_a_reload(controller: HAProxyController) -> None:
