@@ -14,12 +14,16 @@ only where HAProxy's runtime API lists that server in that backend, not in maint
 A backend HAProxy does not run, or a socket that does not answer (no HAProxy was
 adopted), keeps nothing: no server is invented.
 
-The state file gives way to HAProxy where it is behind it (``StateCache.behind_haproxy``:
-the config file changed since this synapse last wrote it). After a rollback an older
+Where the state file is behind HAProxy (``StateCache.behind_haproxy``: the config file
+changed since this synapse last wrote it) the two are merged. After a rollback an older
 synapse ran HAProxy, which never updates the default file: it still held a server whose
 instance had left (its port then answered as another service: 300 of 600 requests got
-that service's 200s) and lacked the one that came, and a restart with the registry down
-put them back. Those services keep what HAProxy runs, and their entries leave the file.
+that service's 200s) and lacked the one that came. So the file's servers HAProxy no
+longer runs are marked left, those it runs that the file lacks are added (what their
+server line tells), and those both have keep the file's record: its labels and options
+(``label_filters``, ``backup``) are not in the config file (rebuilt from server lines, a
+filtered service lost every server, a backup took live traffic). The merge is written
+back (never erased: a reboot with the registry still down serves it again).
 """
 
 from __future__ import annotations
@@ -84,17 +88,23 @@ class AdoptedServers:
             event(log, "startup_haproxy_servers_unread", level=logging.WARNING,
                   error=f"{type(exc).__name__}: {exc}"[:300])  # fmt: skip
             return
+        running: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         for name, backend in asked.items():
             states = answers.get(backend) or {}
             lines = parsed.servers.get(backend, {})
             zones = _zones(parsed, backend, config.zone, config.services[name].zone_routing)
-            found = [_found(line, backend, place, zones)
-                     for place, line in enumerate(lines.values())
-                     if states.get(line.name, "MAINT") != "MAINT"]  # fmt: skip
+            running[name] = [(place, record) for place, line in enumerate(lines.values())
+                             if states.get(line.name, "MAINT") != "MAINT"
+                             and (record := _record(line, zones)) is not None]  # fmt: skip
+            found = [_found(record, backend, place) for place, record in running[name]]
             if kept := tuple(f for f in found if f is not None):
                 self._found[name] = kept
         if behind and cache is not None:
-            await _replace_state(cache, _superseded(cache, backends, parsed, answers))
+            merged = {name: _merged(cache.entries(name), running.get(name, []), cache.clock())
+                      for name in _superseded(cache, backends, parsed, answers)}  # fmt: skip
+            for name in merged:  # (served from the merged file: its labels and options)
+                self._found.pop(name, None)
+            await _merge_state(cache, merged)
         if self._found:
             event(log, "startup_servers_from_haproxy", level=logging.WARNING,
                   services=sorted(self._found), servers=sum(map(len, self._found.values())),
@@ -130,13 +140,38 @@ def _superseded(
     ]
 
 
-async def _replace_state(cache: StateCache, names: list[str]) -> None:
-    """The file's servers of ``names`` dropped (HAProxy's serve until the registry answers)."""
-    if not names:
+def _merged(
+    entries: Mapping[str, Mapping[str, Any]], running: list[tuple[int, dict[str, Any]]], now: float
+) -> dict[str, dict[str, Any]]:
+    """A service's servers HAProxy runs, as state file entries stamped ``now``: the file's
+    record where it has that server (same name and address: its labels, options, weight
+    and id, none of which the config file holds), else the server line's (its place as
+    the id, as ``_found``). The file's servers HAProxy does not run are left out."""
+    merged: dict[str, dict[str, Any]] = {}
+    for place, line in running:
+        key = line["key"]
+        record = {k: v for k, v in line.items() if k != "key"}
+        old = entries.get(key)
+        if old is not None and not old.get("left") and _address(old) == _address(record):
+            merged[key] = {**old, "timestamp": int(now)}
+        else:
+            merged[key] = {"timestamp": int(now), **record, "id": place}
+    return merged
+
+
+def _address(record: Mapping[str, Any]) -> tuple[Any, Any]:
+    return record.get("host"), record.get("port")
+
+
+async def _merge_state(cache: StateCache, merged: Mapping[str, dict[str, dict[str, Any]]]) -> None:
+    """The file's servers of ``merged``'s services become theirs (written now: a reboot
+    with the registry still down must not take back what HAProxy had removed)."""
+    if not merged:
         return
-    await asyncio.to_thread(cache.forget, names)
+    await asyncio.to_thread(cache.replace, merged)
     event(log, "state_file_behind_haproxy", level=logging.WARNING, path=str(cache.path),
-          services=names, effect="the servers HAProxy runs, until their registry answers",
+          services=sorted(merged), effect="merged with the servers HAProxy runs (its own "
+          "no longer run: left out), until their registry answers",
           detail="the config file changed since this synapse wrote it (an older synapse "
           "after a rollback, a hand edit): the state file's servers are older")  # fmt: skip
 
@@ -166,16 +201,12 @@ def _zones(
     return routing.label, zoned
 
 
-def _found(
-    line: ServerLine,
-    backend: str,
-    place: int = 0,
-    zones: tuple[str, dict[str, str]] = ("", {}),
-) -> Found | None:
-    """A server line as the registration it was made from (``model.server_name``'s
-    ``name_host:port``; a line of another shape keeps its whole name as the name). Its
-    ``place`` in the file is its sequence: a ``leader_election`` service (HAProxy runs
-    its leader alone) elects that server, not none (no sequence fails an election)."""
+def _record(
+    line: ServerLine, zones: tuple[str, dict[str, str]] = ("", {})
+) -> dict[str, Any] | None:
+    """A server line as the record it was made from (``model.server_name``'s
+    ``name_host:port``; a line of another shape keeps its whole name as the name), with
+    its server name as ``key``; None for a line with no host:port (a unix socket)."""
     host, _, port = line.address.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not port.isascii() or not port.isdigit():
@@ -184,14 +215,23 @@ def _found(
     name = line.name.removesuffix(f"_{base}") if line.name != base else base
     tokens = line.tail.split()
     weight = tokens[tokens.index("weight") + 1] if "weight" in tokens[:-1] else None
-    record: dict[str, Any] = {"host": host, "port": int(port), "name": name or line.name}
+    record: dict[str, Any] = {"key": line.name, "host": host, "port": int(port)}
+    record["name"] = name or line.name
     label, zoned = zones
     if line.name in zoned:
         record["labels"] = {label: zoned[line.name]}
     if weight is not None and weight.isascii() and weight.isdigit():
         record["weight"] = int(weight)
+    return record
+
+
+def _found(record: dict[str, Any], backend: str, place: int = 0) -> Found | None:
+    """A ``_record`` as the registration it was made from. Its ``place`` in the file is its
+    sequence: a ``leader_election`` service (HAProxy runs its leader alone) elects that
+    server, not none (no sequence fails an election)."""
+    fields = {k: v for k, v in record.items() if k != "key"}
     try:
-        origin = f"{ORIGIN_HAPROXY}:{backend}/{line.name}"
-        return Found(registration_from_dict(record), origin, place)
+        origin = f"{ORIGIN_HAPROXY}:{backend}/{record['key']}"
+        return Found(registration_from_dict(fields), origin, place)
     except InvalidRecord:
         return None

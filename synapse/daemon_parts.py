@@ -41,7 +41,8 @@ def state_key(config: SynapseConfig) -> tuple[str | None, float | None]:
 
 def behind_haproxy(config: SynapseConfig) -> bool:
     """Managed: the config file HAProxy runs changed since this synapse last wrote it (its
-    ``<config>.loaded`` marker names another file, or none): something else ran HAProxy
+    ``<config>.loaded`` marker names another file, or none; a bare ``loaded`` of the
+    release before does not count: it kept the state file current): something else ran HAProxy
     meanwhile (an older synapse, which never updates the state file: after a rollback it
     held servers HAProxy had removed since). Read before the controller writes either."""
     haproxy = config.haproxy
@@ -49,10 +50,10 @@ def behind_haproxy(config: SynapseConfig) -> bool:
         return False
     if not haproxy.do_writes:  # (no marker is kept)
         return False
-    from synapse.haproxy.loadmark import vouches  # (a managed synapse imports it anyway)
+    from synapse.haproxy.loadmark import behind  # (a managed synapse imports it anyway)
 
     path = Path(haproxy.config_file_path)
-    return path.exists() and not vouches(path)
+    return path.exists() and behind(path)
 
 
 def make_file_output(config: SynapseConfig) -> RecordSink | None:

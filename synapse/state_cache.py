@@ -98,7 +98,7 @@ class StateCache:
         self._write_lock = threading.RLock()
         # Managed: the config file HAProxy runs was written by something else after this
         # synapse's last write (an older synapse, after a rollback: it never updates this
-        # file): what the adopted HAProxy runs replaces the file's servers (adopted_servers).
+        # file): merged with what the adopted HAProxy runs (adopted_servers).
         self.behind_haproxy = False
 
     # --- reading -------------------------------------------------------------------
@@ -262,15 +262,18 @@ class StateCache:
             self.evacuations_unsaved = not self._write(self._texts, self.clock())
             return not self.evacuations_unsaved
 
-    def forget(self, services: Iterable[str]) -> bool:
-        """Drop ``services``' servers (their generator settings stay) and write the file now:
-        they are older than what HAProxy runs, and a restart must not take them back
-        before the next update. False when the file could not be written (logged)."""
+    def replace(self, services: Mapping[str, Mapping[str, dict[str, Any]]]) -> bool:
+        """``services``' servers become these entries (stamped; generator settings stay),
+        those they drop marked left, and the file is written now (``adopted_servers``: a
+        file behind HAProxy). False when it could not be written (logged; kept here)."""
         with self._write_lock:
-            for service in (s for s in services if s in self._texts):
-                kept = {k: v for k, v in self._servers(service).items() if k == GENERATOR_KEY}
-                self._texts[service] = _encode(service, kept, None)
-                self._left.pop(service, None)
+            cutoff = self.clock() - self.ttl
+            for service, servers in services.items():
+                old = self._servers(service)
+                current = {**servers, **{k: v for k, v in old.items() if k == GENERATOR_KEY}}
+                was = self._left.get(service, {})
+                self._left[service] = _bounded({**was, **_departed(old, current)}, current, cutoff)
+                self._texts[service] = _encode(service, current, None)
                 self._built.pop(service, None)
             return self._write(self._texts, self.clock())
 

@@ -55,8 +55,9 @@ class ConfigFile:
         self._attempt = asyncio.Event()  # set after the writer's next attempt
         self._urgent = asyncio.Event()  # flush() waits: write without the gap
         self._written_at = -WRITE_GAP  # loop time of the last write's end
-        # Called after each write, before flush() returns (``loadmark``: names the new file).
-        self.written: Callable[[], Awaitable[None]] | None = None
+        # Writes the text instead (flush() returns once it returns): ``LoadMark.write_config``,
+        # the file and the marker naming it in one thread call.
+        self.write: Callable[[Path, tuple[str, ...]], Awaitable[None]] | None = None
 
     @property
     def text(self) -> str | None:
@@ -159,7 +160,10 @@ class ConfigFile:
                 continue
             version, parts = self._version, self._parts
             try:
-                await asyncio.to_thread(_write_parts, self.path, parts)
+                if self.write is not None:
+                    await self.write(self.path, parts)
+                else:
+                    await asyncio.to_thread(_write_parts, self.path, parts)
             except OSError as err:
                 self.error = f"{err.strerror or err}"
                 failures += 1
@@ -167,8 +171,6 @@ class ConfigFile:
                 self._on_disk, self.error, failures = version, None, 0
                 self.writes += 1
                 self._written_at = loop.time()
-                if self.written is not None:
-                    await self.written()
             attempt, self._attempt = self._attempt, asyncio.Event()
             self._urgent.clear()  # (this attempt answers every flush waiting so far)
             attempt.set()

@@ -114,7 +114,7 @@ class Installer:
         # Managed: whether HAProxy runs the file (a restart adopts HAProxy and trusts it).
         self.mark = LoadMark(path) if self.file is not None and managed is not None else None
         if self.file is not None and self.mark is not None:  # (each write: the marker names it)
-            self.file.written = self.mark.written
+            self.file.write = self.mark.write_config
         # Route maps and crt-list: written before HAProxy reads the config.
         self.edge = EdgeSync(config, settings, runtime, metrics)
 

@@ -7,10 +7,13 @@ synapse, which plans against the file, would never reload for what the candidate
 (a frontend's new port, say). So beside the config file, ``<config>.loaded`` says:
 
 - ``installing``: written (atomically, fsynced) before the candidate reaches the file;
-- ``loaded <inode>:<size>:<mtime_ns>``: written once HAProxy was confirmed to run the file
-  (a start, a reload), naming the file it vouches for, and named again after each of
-  synapse's own writes of it (runtime changes; not fsynced: a marker lost to a power cut
-  costs one reload).
+- ``loaded <dev>:<inode>:<size>:<mtime_ns>:<ctime_ns>``: written once HAProxy was
+  confirmed to run the file (a start, a reload), naming the file it vouches for, and kept
+  naming it through each of synapse's own writes of it (runtime changes, ``write_config``:
+  before the rename it names the file and the staged one, ``<dev>:<inode>:<size>:<mtime_ns>``
+  as a rename changes the ctime; after it, the new file alone; not fsynced: a marker lost
+  to a power cut costs one reload). The ctime: no ``utime`` sets it, and on ext4 atomic
+  writes alternate between two inodes.
 
 At start, ``installing``, no marker beside an existing config file (a synapse from before
 the marker: an upgrade costs one reload), or a marker naming another file than the one
@@ -35,7 +38,7 @@ import os
 from pathlib import Path
 
 from smartstack.logs import event
-from synapse.atomic import read_text, write_atomic
+from synapse.atomic import discard, read_text, stage, write_atomic
 from synapse.haproxy.ops import Plan, Reload
 
 log = logging.getLogger("synapse.haproxy")
@@ -49,13 +52,22 @@ def marker_path(config_path: Path) -> Path:
 
 
 def identity(path: Path) -> str | None:
-    """The file as it is on disk now (None: none). Every writer replaces it (a new inode)
-    or rewrites it (a new mtime): either way another identity."""
+    """The file as it is on disk now (None: none). Every writer replaces it or rewrites it
+    (a new ctime, whatever it does to the mtime): either way another identity."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    return f"{_staged(st)}:{st.st_ctime_ns}"
+
+
+def _staged(st: os.stat_result) -> str:
+    """A file's identity but its ctime (a staged file's: the rename into place sets it)."""
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _names(token: str, found: str) -> bool:
+    return token == found or (token.count(":") == 3 and found.startswith(f"{token}:"))
 
 
 def loaded_text(config_path: Path) -> str | None:
@@ -69,7 +81,19 @@ def vouches(config_path: Path, marker: str | None = None) -> bool:
     is on disk: no other writer came after synapse's last write (blocking: a thread)."""
     if marker is None:
         marker = read_text(marker_path(config_path))
-    return marker is not None and marker == loaded_text(config_path)
+    found = identity(config_path)
+    words = (marker or "").split()
+    return found is not None and words[:1] == [LOADED] and any(_names(w, found) for w in words[1:])
+
+
+def behind(config_path: Path) -> bool:
+    """The config file changed since this synapse last wrote it: the marker names another
+    file, or there is none (blocking: a thread). A bare ``loaded`` (the release before the
+    identity, which kept the default state file current) is not: only unknown."""
+    marker = read_text(marker_path(config_path))
+    if marker is not None and marker.strip() == LOADED:
+        return False
+    return not vouches(config_path, marker)
 
 
 class LoadMark:
@@ -98,28 +122,49 @@ class LoadMark:
             await asyncio.to_thread(self._write, INSTALLING)
 
     async def loaded(self) -> None:
-        """HAProxy was confirmed to run the file."""
+        """HAProxy was confirmed to run the file: the marker names it as it is now."""
         self.unknown = False
-        await self._vouch(again=False)
-
-    async def written(self) -> None:
-        """synapse wrote the file again (``ConfigFile.written``): while HAProxy is known to
-        run it, the marker names the new file (else the next synapse would reload once)."""
-        if not self.unknown:
-            await self._vouch(again=True)
-
-    async def _vouch(self, again: bool) -> None:
-        """``loaded`` naming the file as it is now; ``again``: only while the marker says
-        ``loaded`` already (not in the install window), and unsynced (a marker lost to a
-        power cut costs one reload)."""
         try:
             async with self._lock:  # (the file's identity is read in the writing thread)
-                if again and not (self._on_disk or "").startswith(LOADED):
-                    return
-                await asyncio.to_thread(self._write, None, not again)
-        except OSError as err:  # the next synapse reloads once: logged, not fatal
-            event(log, "haproxy_load_mark_failed", level=logging.WARNING,
-                  path=str(self.path), error=str(err))  # fmt: skip
+                await asyncio.to_thread(self._write, None)
+        except OSError as err:
+            self._failed(err)
+
+    async def write_config(self, path: Path, parts: tuple[str, ...]) -> None:
+        """Write the config file (``ConfigFile``'s writer; OSError when it cannot be) and,
+        while HAProxy is known to run it, keep the marker naming it with no moment between:
+        before the rename the marker names the file and the staged one, after it the new
+        one alone. One thread call: a kill -9 or a cancelled writer cannot come between
+        the rename and the marker (else the next synapse reloads, and takes the state
+        file for behind HAProxy). Not in the install window: ``installing`` stays."""
+        async with self._lock:
+            vouch = not self.unknown and (self._on_disk or "").startswith(LOADED)
+            await asyncio.to_thread(self._write_config, path, parts, vouch)
+
+    def _write_config(self, path: Path, parts: tuple[str, ...], vouch: bool) -> None:
+        tmp = stage(path, "".join(parts))
+        try:
+            if vouch:  # (the marker's last file: the one on disk, if nothing else wrote it)
+                last = (self._on_disk or "").split()[-1]
+                self._mark(f"{LOADED} {last} {_staged(os.stat(tmp))}\n")
+            os.replace(tmp, path)
+        except BaseException:
+            discard(tmp)
+            raise
+        if vouch:
+            self._mark(None)
+
+    def _mark(self, text: str | None) -> None:
+        """An unsynced marker (a marker lost to a power cut costs one reload); a failure
+        is logged, not fatal: the next synapse reloads once."""
+        try:
+            self._write(text, sync=False)
+        except OSError as err:
+            self._failed(err)
+
+    def _failed(self, err: OSError) -> None:
+        event(log, "haproxy_load_mark_failed", level=logging.WARNING,
+              path=str(self.path), error=str(err))  # fmt: skip
 
     def with_reload(self, plan: Plan) -> Plan:
         """``plan``, with a reload while the running config is unknown."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from applier_fakes import FakeApplier, eventually, make_reconciler, report, running
 
-from synapse.adopted_servers import _found
+from synapse.adopted_servers import _found, _record
 from synapse.config import SynapseConfig
 from synapse.haproxy.configtext import ServerLine
 from synapse.haproxy.loadmark import LoadMark
@@ -95,19 +95,34 @@ async def test_the_state_file_comes_first(tmp_path: Path) -> None:
         assert applier.asked == []  # (web is in the state file; `other` not in HAProxy's)
 
 
-async def managed(tmp_path: Path, vouched: bool) -> tuple[SynapseConfig, Path]:
-    """Managed mode, the default state file holding 10.0.0.5 and 10.9.9.9 (gone since) for
-    web; ``vouched``: the marker names the config file (no other writer came since)."""
-    cfg = config(tmp_path, managed={})
+async def managed(
+    tmp_path: Path, vouched: bool, marker: str | None = None, **service: Any
+) -> tuple[SynapseConfig, Path]:
+    """Managed mode, the default state file holding 10.0.0.5 (labelled tier=prod, a
+    ``backup``) and 10.9.9.9 (gone since) for web; ``vouched``: the marker names the
+    config file (no other writer came since); ``marker``: the marker's text instead."""
+    cfg = config(tmp_path, managed={}, registry_server_options={"allow": True})
+    if service:
+        web = cfg.services["web"].model_validate({**cfg.services["web"].model_dump(), **service})
+        cfg = cfg.model_copy(update={"services": {**cfg.services, "web": web}})
     state = tmp_path / "haproxy.synapse-state.json"
     now = int(time.time())
-    entries = {f"n_{h}:80": {"timestamp": now, "host": h, "port": 80, "name": "n"}
+    entries = {f"n_{h}:80": {"timestamp": now, "host": h, "port": 80, "name": "n",
+                             "labels": {"tier": "prod"}, "haproxy_server_options": "backup"}
                for h in ("10.0.0.5", "10.9.9.9")}  # fmt: skip
     state.write_text(json.dumps({"web": entries}))
     await LoadMark(tmp_path / "haproxy.cfg").loaded()  # (synapse's last write: this file)
     if not vouched:  # an older synapse rewrote the file since: it knows no marker
         (tmp_path / "haproxy.cfg").write_text(RUNNING_FILE + "# (rewritten)\n")
+    if marker is not None:
+        (tmp_path / "haproxy.cfg.loaded").write_text(marker)
     return cfg, state
+
+
+def backups(applier: RunningHAProxy, service: str) -> dict[str, bool]:
+    """Per host: whether it runs as the backup its record asks for."""
+    return {s.host: s.registry_options == "backup"
+            for d in applier.applied[-1] if d.name == service for s in d.servers}  # fmt: skip
 
 
 async def test_a_state_file_behind_the_adopted_haproxy_gives_way_to_it(tmp_path: Path) -> None:
@@ -118,9 +133,44 @@ async def test_a_state_file_behind_the_adopted_haproxy_gives_way_to_it(tmp_path:
     rec = make_reconciler(cfg, applier)
     async with running(rec, applier):
         assert applier.hosts("web") == ["10.0.0.5", "10.0.0.6"]  # HAProxy's, not the file's
-        assert rec.service_status()["web"]["origin"] == "haproxy"
-        on_disk = json.loads(state.read_text())  # (a restart must not take them back)
-        assert not [k for k in on_disk.get("web", {}) if k != "watcher_config_for_generator"]
+        on_disk = json.loads(state.read_text())  # (a restart must not take it back)
+        assert on_disk["web"]["n_10.9.9.9:80"]["left"] is True
+        assert {k for k, v in on_disk["web"].items() if not v.get("left")} == {
+            "n_10.0.0.5:80", "n_10.0.0.6:80"}  # fmt: skip
+
+
+async def test_a_state_file_behind_haproxy_keeps_its_records_of_the_servers_both_have(
+    tmp_path: Path,
+) -> None:
+    """Labels and options are not in the config file: rebuilt from its server lines, a
+    label_filters service lost every server (400 of 400 503) and a backup took live
+    traffic (200 of 400). And the merge stays in the file: a reboot serves it again."""
+    filters = {
+        "discovery": {**WEB_DISCOVERY, "label_filters": [{"label": "tier", "value": "prod"}]}
+    }
+    cfg, _ = await managed(tmp_path, vouched=False, **filters)
+    applier = RunningHAProxy(STATES)
+    rec = make_reconciler(cfg, applier)
+    async with running(rec, applier):
+        assert backups(applier, "web") == {"10.0.0.5": True}  # (10.0.0.6: no tier label)
+    rebooted = RunningHAProxy(None)  # HAProxy gone too, the registry still silent
+    rec = make_reconciler(cfg, rebooted)
+    async with running(rec, rebooted):
+        assert backups(rebooted, "web") == {"10.0.0.5": True}
+        assert rec.service_status()["web"]["origin"] == "state_file"
+
+
+async def test_a_marker_without_identity_does_not_put_the_state_file_behind(
+    tmp_path: Path,
+) -> None:
+    """A bare ``loaded`` is the previous release's, which kept the state file current: an
+    upgrade with the registry down serves the file (its labels, its backups) as it did."""
+    cfg, _ = await managed(tmp_path, vouched=False, marker="loaded\n")
+    applier = RunningHAProxy(STATES)
+    rec = make_reconciler(cfg, applier)
+    async with running(rec, applier):
+        assert backups(applier, "web") == {"10.0.0.5": True, "10.9.9.9": True}
+        assert applier.asked == []
 
 
 async def test_a_state_file_behind_an_emptied_backend_adds_nothing(tmp_path: Path) -> None:
@@ -181,11 +231,13 @@ async def test_a_zone_routed_service_keeps_its_servers_zones(tmp_path: Path) -> 
 
 def test_a_server_line_gives_back_its_registration() -> None:
     line = ServerLine("web-1_10.0.0.5:80", "10.0.0.5:80", 1, None, "weight 7 check")
-    found = _found(line, "web")
+    record = _record(line)
+    assert record is not None
+    found = _found(record, "web")
     assert found is not None
     reg = found.registration
     assert (reg.host, reg.port, reg.name, reg.weight) == ("10.0.0.5", 80, "web-1", 7)
     assert found.origin == "haproxy:web/web-1_10.0.0.5:80"
-    ipv6 = _found(ServerLine("n_::1:81", "[::1]:81", None, None, ""), "web")
-    assert ipv6 is not None and (ipv6.registration.host, ipv6.registration.name) == ("::1", "n")
-    assert _found(ServerLine("x", "/run/web.sock", None, None, ""), "web") is None
+    ipv6 = _record(ServerLine("n_::1:81", "[::1]:81", None, None, ""))
+    assert ipv6 is not None and (ipv6["host"], ipv6["name"]) == ("::1", "n")
+    assert _record(ServerLine("x", "/run/web.sock", None, None, "")) is None
