@@ -1,0 +1,136 @@
+"""The controller's reloads (``HAProxyController`` inherits them): the reload gate's
+decision on a candidate, the reload itself (validate, dump the server states, install),
+what follows it (read and plan the new process), and a refused candidate.
+
+Moved out of ``synapse.haproxy.controller`` as they were; they use its state and steps,
+declared below for the reader and the type checker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from synapse.config import HAProxyConfig
+from synapse.contract import ApplyOutcome, ApplyResult
+from synapse.haproxy.bridge import Layout
+from synapse.haproxy.configtext import ParsedConfig
+from synapse.haproxy.confirm import ReloadCheck, read_at_once
+from synapse.haproxy.desired import DesiredConfig
+from synapse.haproxy.failures import Failures
+from synapse.haproxy.installer import SERVE_FILE, Installer, InstallFailed
+from synapse.haproxy.managed import ManagedHAProxy
+from synapse.haproxy.ops import Op, Plan, Reload
+from synapse.haproxy.pending import PendingReload
+from synapse.haproxy.reader import RunningReader
+from synapse.haproxy.reload_gate import GateDecision, ReloadGate
+from synapse.haproxy.running import RunningState
+from synapse.haproxy.status import HAProxyStatus
+
+
+class Reloading:
+    """The reload steps of ``HAProxyController`` (a mixin: its state, its other steps)."""
+
+    config: HAProxyConfig
+    info: HAProxyStatus
+    _clock: Callable[[], float]
+    _managed: ManagedHAProxy | None
+    _installer: Installer
+    _reader: RunningReader
+    _gate: ReloadGate
+    _check: ReloadCheck
+    _pending: PendingReload
+    _failures: Failures
+
+    if TYPE_CHECKING:  # (the controller's)
+
+        async def _revive(self, reason: str = ...) -> bool: ...
+        def _render(self, running: RunningState) -> DesiredConfig: ...
+        def _plan(
+            self, candidate: DesiredConfig, running: RunningState, reread: set[str] | None = None
+        ) -> Plan | None: ...
+        async def _run_ops(self, ops: Sequence[Op]) -> tuple[list[str], list[str]]: ...
+        def _layout(self) -> Layout: ...
+        def _watch_process(self) -> None: ...
+
+    async def _need_reload(self, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
+        if not self.config.do_writes:
+            self._failures.skipped("do_writes", reload.summary)
+            return ApplyResult(reload=ApplyOutcome.DISABLED)
+        down = self._managed is not None and not self._managed.alive
+        decision = self._gate.decide(candidate.text, down)
+        if decision is GateDecision.REFUSED:
+            await self._revive()
+            error = self.info.validation_error
+            return ApplyResult(reload=ApplyOutcome.INVALID, error=error and error["message"])
+        if decision is GateDecision.SETTLED:
+            error = "HAProxy still differs from this config after reloading it"
+            return ApplyResult(reload=ApplyOutcome.FAILED, error=error)
+        if decision is GateDecision.RELOAD:
+            return await self._reload(reload, candidate)
+        self._pending.wait_for_turn(reload, announce=True)
+        return ApplyResult(reload=ApplyOutcome.PENDING)
+
+    async def _reload(self, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
+        began = self._clock()
+        if not self.config.do_reloads and self._managed is None:
+            layout, failures = self._layout(), self._failures  # (do_reloads: false)
+            return await self._installer.install_unreloaded(candidate, layout, reload, failures)
+        starting = self._managed is not None and not self._managed.alive
+        # Nothing served yet: the start checks the config (`haproxy -c` costs as much again).
+        checked = not (starting and self._installer.start_checks)
+        try:  # (InstallFailed: also a check that gave no verdict, retried like a reload)
+            error = await self._installer.validate(candidate) if checked else None
+            if error is not None:
+                return await self._refused(error, reload, candidate)
+            self.info.validation_error = None
+            self._gate.validated(began)
+            await self._installer.dump_server_state(self._reader.runtime_error is None)
+            before = self._installer.file.parsed if self._installer.file else None
+            wrote = await self._installer.install(candidate, self._layout(), checked)
+        except InstallFailed as err:
+            if err.invalid:  # (unchecked: the start failed and `haproxy -c` says why)
+                return await self._refused(str(err), reload, candidate)
+            cap = 0.0 if starting and err.disk and await self._revive(SERVE_FILE) else err.cap
+            return self._failures.reload_failed(str(err), reload, began, err.unanswered, cap)
+        self._watch_process()
+        self._pending.clear()  # whatever waited is in this reload
+        self._gate.reloaded()
+        self._reader.invalidate()  # a new process: read all of it
+        self._reader.version = None  # re-read: the binary may have been upgraded
+        self._failures.reloaded(reload, self._clock() - began, starting)
+        return await self._after_reload(candidate, before, wrote)
+
+    async def _after_reload(
+        self, candidate: DesiredConfig, before: ParsedConfig | None, wrote: bool
+    ) -> ApplyResult:
+        """The new process's structure (pid, backends) against the candidate, and the servers
+        of the backends this reload changed (``confirm.read_at_once``: states the state file
+        restored may differ); the others are read and planned in the background (``confirm``)."""
+        running = await self._reader.read(reloaded=True)
+        now = read_at_once(before, candidate.parsed, self._reader.unread, self._installer.read_all)
+        if running.backends is not None and (now is None or now):
+            running = await self._reader.read(set(), now)  # (None: all of them)
+        fresh = self._render(running)
+        after = self._plan(fresh, running, reread=now or set())
+        assert after is not None
+        applied, failures = await self._run_ops(after.ops)
+        written = self._installer.write(fresh, self._layout()) or wrote
+        result = ApplyResult(tuple(applied), ApplyOutcome.DONE, (), written)
+        if after.reload is not None and after.reload.kind == "runtime_unavailable":
+            # Reloaded, but nothing answers on the runtime socket: try again, backing off.
+            failed = self._failures.reload_failed(after.reload.summary, after.reload, self._clock())
+            return dataclasses.replace(result, error=failed.error)
+        if after.reload is not None or failures:
+            # Reloaded with this very config and it still differs: wait for the next change.
+            detail = after.reload.summary if after.reload else "; ".join(failures)
+            self._check.differs(candidate.parts, detail)
+            return dataclasses.replace(result, error=f"still differs: {detail}")
+        self._check.begin(candidate.parts)
+        return result
+
+    async def _refused(self, error: str, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
+        result = self._failures.invalid(error, reload.reasons, candidate.text)
+        await self._revive()
+        return result
