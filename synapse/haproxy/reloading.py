@@ -8,6 +8,7 @@ declared below for the reader and the type checker.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.confirm import ReloadCheck, read_at_once
 from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.failures import Failures
+from synapse.haproxy.file_match import differences, say_not_served
 from synapse.haproxy.installer import SERVE_FILE, Installer, InstallFailed
 from synapse.haproxy.managed import ManagedHAProxy
 from synapse.haproxy.ops import Op, Plan, Reload
@@ -42,6 +44,7 @@ class Reloading:
     _check: ReloadCheck
     _pending: PendingReload
     _failures: Failures
+    _unserved: list[str] = []  # why the file was not served at the last try (said once)
 
     if TYPE_CHECKING:  # (the controller's)
 
@@ -92,7 +95,8 @@ class Reloading:
         except InstallFailed as err:
             if err.invalid:  # (unchecked: the start failed and `haproxy -c` says why)
                 return await self._refused(str(err), reload, candidate)
-            cap = 0.0 if starting and err.disk and await self._revive(SERVE_FILE) else err.cap
+            serve = starting and err.disk and await self._servable(candidate)  # (file_match)
+            cap = 0.0 if serve and await self._revive(SERVE_FILE) else err.cap
             return self._failures.reload_failed(str(err), reload, began, err.unanswered, cap)
         self._watch_process()
         self._pending.clear()  # whatever waited is in this reload
@@ -129,6 +133,19 @@ class Reloading:
             return dataclasses.replace(result, error=f"still differs: {detail}")
         self._check.begin(candidate.parts)
         return result
+
+    async def _servable(self, candidate: DesiredConfig) -> bool:
+        """Whether the file on disk answers every port as ``candidate`` would (file_match);
+        why not is said once per streak."""
+        file, routes = self._installer.file, self._installer.edge.routes
+        if file is None:
+            return False
+        args = file.path, candidate.parsed, routes.paths, routes.wanted
+        differ = await asyncio.to_thread(differences, *args)
+        if differ and differ != self._unserved:
+            say_not_served(differ)
+        self._unserved = differ or []
+        return differ == []
 
     async def _refused(self, error: str, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
         result = self._failures.invalid(error, reload.reasons, candidate.text)
