@@ -7,12 +7,16 @@ file descriptors, memory or processes: that gives no verdict, see ``no_verdict``
 never raises, so a hanging check can never hold up anything but its own result. The cut
 blames the service, not nerve's own loop running late (``_Deadline``, ``decide``): a network
 check's probe notes its socket and when it sent what it waits on (``inflight``), and when
-the timer fires the kernel says whether the answer is in. Answered but unread (nerve was the
-slow one): more time, and no verdict if nerve's loop still cannot read it MAX_BLIND_S on.
-Not answered although the service has had its whole ``timeout`` since nerve's connect or
-request: a failure, however late the loop. A check without a socket (exec, noop) has only
-the loop's lateness to go by: a loop late all through it gives no verdict, for up to
-MAX_BLIND_S of such rounds, then failures (a hung command cannot be told from a starved loop).
+the timer fires it looks whether the service has done its part (bytes in that the probe has
+not had the chance to read, a connect or handshake done, an answer the probe is handling).
+A loop that keeps time cuts the whole check at ``timeout`` (one grace for an answer that
+came at that moment). A loop that ran late gives the service its whole ``timeout`` from
+nerve's last send; no answer by then is a failure, however late the loop. Answered but
+unread while the loop stays late: graces up to LATE_CAP, then no verdict. A check without
+a socket (exec, noop) has only the loop's lateness to go by: a loop late all through it
+gives no verdict (STARVED). Unread and starved rounds give no verdict for at most
+MAX_BLIND_S, then fail (a hung command, or a service that sent part of an answer, cannot be
+told from a starved loop).
 """
 
 from __future__ import annotations
@@ -30,19 +34,19 @@ MAX_DETAIL = 512  # /status and log lines stay readable
 # A check's timer that fires this much late means the process did not run (a container's
 # CPU quota throttled it, a GC pause, SIGSTOP, 500 checks due in one tick): what the service
 # answered meanwhile may wait unread. A network check looks (``decide``): an answer in gets
-# LATE_GRACE to be read, again and again while the loop stays late, for up to MAX_BLIND_S
-# past the service's deadline, then no verdict (UNREAD: the service answered); no answer
-# after the service's whole timeout is a failure. A check with no socket to look at gets
-# the grace while its timer fires late, up to LATE_CAP, then no verdict (STARVED) until it
-# has gone MAX_BLIND_S without one, then failures: a hung command cannot be told from a
-# starved loop. MAX_BLIND_S is a ZooKeeper session's usual timeout: a frozen nerve's
-# registrations go after about as long.
+# LATE_GRACE to be read, again and again while the loop stays late, for up to LATE_CAP
+# past the service's deadline, then no verdict (UNREAD); no answer after the service's
+# whole timeout is a failure. A check with no socket to look at gets the grace while its
+# timer fires late, up to LATE_CAP, then no verdict (STARVED). Either gives no verdict until
+# the check has gone MAX_BLIND_S without one, then failures: a hung command, or a service
+# that sent part of its answer, cannot be told from a starved loop. MAX_BLIND_S is a
+# ZooKeeper session's usual timeout: a frozen nerve's registrations go after about as long.
 LATE_SLACK = 0.02  # seconds
 LATE_GRACE = 0.05  # seconds
 LATE_CAP = 1.0  # seconds past the timeout
 STARVED = "nerve's event loop ran late all through the check"
 UNREAD = "the service answered, but nerve's event loop ran too late to read it"
-MAX_BLIND_S = 10.0  # seconds: starved rounds without a verdict; an unread answer past its due
+MAX_BLIND_S = 10.0  # seconds of starved or unread rounds a check gives no verdict for
 STARVED_TOO_LONG = "(nerve's event loop ran late all through its checks for {:.0f}s)"
 
 
@@ -143,14 +147,15 @@ class BaseCheck:
                     deadline.cancel()
         except TimeoutError:
             timed_out = f"timed out after {self.timeout:g}s"
-            if deadline.step is Step.UNREAD:  # the service answered: never its failure
-                return self._result(False, UNREAD, started, verdict=False)
-            if deadline.step is Step.STARVED:  # nerve never could read an answer
+            if deadline.step in (Step.UNREAD, Step.STARVED):  # nerve could not read it
+                # No verdict for at most MAX_BLIND_S of such rounds: a service that sent
+                # part of its answer and hangs looks the same as a loop that stays late.
                 if self._blind_since is None:
                     self._blind_since = started
                 blind = loop.time() - self._blind_since
+                why = UNREAD if deadline.step is Step.UNREAD else STARVED
                 if blind < MAX_BLIND_S:
-                    return self._result(False, STARVED, started, verdict=False)
+                    return self._result(False, why, started, verdict=False)
                 starved = STARVED_TOO_LONG.format(blind)  # a bounded blind spot, then failures
                 return self._result(False, f"{timed_out} {starved}", started)
             return self._result(False, timed_out, started)
@@ -203,23 +208,32 @@ def decide(
     timeout: float,
     answered: bool | None,
     sent_at: float | None,
+    was_late: bool = False,
 ) -> tuple[Step, float]:
     """The step (and when to look again) for a deadline timer due at ``due`` that fires at
     ``now`` (loop times): ``deadline`` is the round's start plus ``timeout``; ``answered``
-    and ``sent_at`` are the probe's (``Inflight``; None: no socket to look at)."""
+    and ``sent_at`` are the probe's (``Inflight``; None: no socket to look at);
+    ``was_late``: an earlier timer of the round fired late."""
     late = now - due > LATE_SLACK
     if answered is None:  # no socket: only the loop's lateness to go by
         if not late:
             return Step.CUT, now
         return (Step.GRACE, now + LATE_GRACE) if now < deadline + LATE_CAP else (Step.STARVED, now)
-    owed = deadline if sent_at is None else max(deadline, sent_at + timeout)
-    if not answered:  # the service's time counts from what nerve sent, not from the loop
+    # The service's time: the round's deadline, exactly, while the loop keeps time. A loop
+    # that ran late (now or at an earlier look) may have sent late: the service then has
+    # its whole timeout from what nerve sent last (the loop's delay is not the service's).
+    owed = deadline
+    if (late or was_late) and sent_at is not None:
+        owed = max(deadline, sent_at + timeout)
+    if not answered:
         return (Step.WAIT, owed) if now < owed else (Step.CUT, now)
-    # Answered, unread yet: a loop that keeps time reads it within a grace or two (a
-    # service trickling its answer is cut at LATE_CAP); a late one gets up to MAX_BLIND_S.
-    if now < owed + (MAX_BLIND_S if late else LATE_CAP):
+    if not late:  # answered, the loop keeps time: it reads the answer within a grace
+        return (Step.GRACE, now + LATE_GRACE) if now < owed + LATE_GRACE else (Step.CUT, now)
+    # Answered, the loop too late to read it: graces while it stays late, up to LATE_CAP,
+    # then no verdict (such rounds count towards MAX_BLIND_S: see ``BaseCheck._run``).
+    if now < owed + LATE_CAP:
         return Step.GRACE, now + LATE_GRACE
-    return (Step.UNREAD if late else Step.CUT), now
+    return Step.UNREAD, now
 
 
 class _Deadline:
@@ -238,18 +252,30 @@ class _Deadline:
         self._loop, self._cut, self._probe = loop, cut, probe
         self._deadline, self._timeout = started + timeout, timeout
         self.step = Step.WAIT
+        self._was_late = False
         self._handle = loop.call_at(self._deadline, self._fire, self._deadline)
 
     def _fire(self, due: float) -> None:
-        now = self._loop.time()
-        probe = self._probe
-        self.step, at = decide(
-            now, due, self._deadline, self._timeout, probe.answered(), probe.sent_at
-        )
-        if self.step in (Step.GRACE, Step.WAIT):
+        try:
+            now = self._loop.time()
+            probe = self._probe
+            step, at = decide(
+                now,
+                due,
+                self._deadline,
+                self._timeout,
+                probe.answered(),
+                probe.sent_at,
+                self._was_late,
+            )
+            self._was_late = self._was_late or now - due > LATE_SLACK
+        except Exception:  # never a probe uncut for ever: the timeout, as without a look
+            step, at = Step.CUT, self._loop.time()
+        self.step = step
+        if step in (Step.GRACE, Step.WAIT):
             self._handle = self._loop.call_at(at, self._fire, at)
             return
-        self._cut.reschedule(now)  # expires: the probe is cancelled, TimeoutError
+        self._cut.reschedule(self._loop.time())  # expires: the probe is cancelled
 
     def cancel(self) -> None:
         self._handle.cancel()

@@ -178,19 +178,30 @@ async def open_stream(
     Its writes and reader are noted in the round's ``inflight.Inflight``."""
     sock = await connect(host, port)
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(loop=loop)
-    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    probe = inflight.current()
+    protocol = inflight.NotedProtocol(inflight.NotedReader(probe, loop), loop)
+    owned = False  # asyncio's transport has the socket: it closes it on a failure
+
+    def made() -> inflight.NotedProtocol:
+        nonlocal owned
+        owned = True
+        if context is not None:  # the TLS hello goes out in the loop's next callbacks
+            loop.call_soon(probe.sent)  # (a loop late now must not count as the service's)
+        return protocol
+
     # "" = no SNI (an address): asyncio wants a name when it has no host of its own.
     tls: dict[str, Any] = (
         {} if context is None else {"ssl": context, "server_hostname": server_hostname or ""}
     )
     try:
         if context is not None:
-            inflight.current().sent()  # the handshake waits on the service
-        transport, _ = await loop.create_connection(lambda: protocol, sock=sock, **tls)
+            probe.sent()  # the handshake waits on the service
+        transport, _ = await loop.create_connection(made, sock=sock, **tls)
     except BaseException:
-        with contextlib.suppress(OSError):
-            sock.close()
+        if protocol.made is not None:  # connected (TLS: handshake done), the task cut since
+            protocol.made.abort()  # not a close_notify nobody may answer
+        elif not owned:  # closing it under a live transport would free its fd for reuse
+            with contextlib.suppress(OSError):
+                sock.close()
         raise
-    inflight.current().got_answer(reader)
-    return reader, inflight.SentWriter(transport, protocol, reader, loop)
+    return protocol.noted, inflight.SentWriter(probe, transport, protocol, protocol.noted, loop)

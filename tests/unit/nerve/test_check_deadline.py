@@ -17,8 +17,10 @@ START, TIMEOUT = 0.0, 1.0
 DEADLINE = START + TIMEOUT
 
 
-def step(now: float, due: float, answered: bool | None, sent_at: float | None) -> Step:
-    return decide(now, due, DEADLINE, TIMEOUT, answered, sent_at)[0]
+def step(
+    now: float, due: float, answered: bool | None, sent_at: float | None, was_late: bool = False
+) -> Step:
+    return decide(now, due, DEADLINE, TIMEOUT, answered, sent_at, was_late)[0]
 
 
 def test_without_a_socket_the_loops_lateness_decides_as_before():
@@ -40,19 +42,29 @@ def test_no_answer_yet_waits_until_the_service_had_its_whole_timeout():
 
 
 def test_an_answer_in_gets_graces_while_the_loop_is_late_then_no_verdict():
-    now = 1.0 + base.MAX_BLIND_S - 0.5  # longer than LATE_CAP, within MAX_BLIND_S
+    now = 1.0 + base.LATE_CAP - 0.5
     assert decide(now, now - 0.3, DEADLINE, TIMEOUT, True, 0.1) == (
         Step.GRACE,
         now + base.LATE_GRACE,
     )
-    later = DEADLINE + base.MAX_BLIND_S + 0.1
-    assert step(later, later - 0.3, True, 0.1) is Step.UNREAD  # never a failure
+    later = DEADLINE + base.LATE_CAP + 0.1
+    assert step(later, later - 0.3, True, 0.1) is Step.UNREAD  # no verdict (MAX_BLIND_S)
 
 
-def test_an_answer_trickling_in_while_the_loop_keeps_time_is_cut_at_the_cap():
-    assert step(1.2, 1.2, True, 0.1) is Step.GRACE  # read within the grace
-    on_time = DEADLINE + base.LATE_CAP + 0.1
-    assert step(on_time, on_time, True, 0.1) is Step.CUT
+def test_an_answer_trickling_in_while_the_loop_keeps_time_is_cut_after_one_grace():
+    """Before, a punctual loop kept grazing a trickling answer up to LATE_CAP (1 s) on."""
+    assert step(1.0, 1.0, True, 0.1) is Step.GRACE  # in at the deadline: read within a grace
+    graced = DEADLINE + base.LATE_GRACE
+    assert step(graced, graced, True, 0.1) is Step.CUT
+
+
+def test_a_loop_that_keeps_time_cuts_the_whole_check_at_its_timeout():
+    """Sent (a request after a slow TLS handshake) 0.8 s into a 1 s timeout, the timer on
+    time: the check is cut at start + timeout, as before the deadline looked at sockets.
+    Before, the service got its timeout again from the request (up to ~3x in all)."""
+    assert step(1.0, 1.0, False, 0.8) is Step.CUT
+    # A timer late at an earlier look: the loop may have sent late, the send counts.
+    assert decide(1.0, 1.0, DEADLINE, TIMEOUT, False, 0.8, True) == (Step.WAIT, 1.8)
 
 
 def test_nerves_own_steps_after_an_answer_get_the_grace():
@@ -83,12 +95,32 @@ async def test_a_hung_service_behind_a_late_loop_fails_at_its_first_round(
     assert result.detail == "timed out after 0.05s"
 
 
-async def test_an_answer_nerve_cannot_read_never_fails(monkeypatch: pytest.MonkeyPatch):
-    """Answered (the kernel says so) but the loop stays late past MAX_BLIND_S (here 0.3 s)
-    for rounds in a row: no verdict each time; before, failures once 0.3 s had passed."""
+async def test_unread_rounds_give_no_verdict_for_max_blind_s_then_fail(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Answered (so the probe says) but never read while the loop stays late (here
+    LATE_CAP 0.2 s, MAX_BLIND_S 1.5 s): no verdict, then failures, as starved
+    rounds. Before, UNREAD rounds never counted: a service that sent part of a reply and
+    hung stayed registered as long as the loop stayed late."""
     monkeypatch.setattr(Inflight, "answered", lambda self: True)
-    monkeypatch.setattr(base, "MAX_BLIND_S", 0.3)
-    lag_loop(0.1, 2.0)
+    monkeypatch.setattr(base, "LATE_CAP", 0.2)
+    monkeypatch.setattr(base, "MAX_BLIND_S", 1.5)
+    lag_loop(0.1, 20.0)
     check = _HungNoted("t", 0.05)
-    results = [await check.run() for _ in range(3)]
-    assert [(r.verdict, r.detail) for r in results] == [(False, base.UNREAD)] * 3
+    results = [await check.run() for _ in range(6)]
+    assert (results[0].verdict, results[0].detail) == (False, base.UNREAD)
+    assert results[-1].verdict and not results[-1].ok, results[-1].detail
+    assert results[-1].detail.startswith("timed out after 0.05s (nerve's event loop ran late")
+
+
+async def test_a_deadline_whose_look_raises_still_cuts_the_probe(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Before, an exception in the timer's callback left the probe uncut for ever."""
+
+    def broken(self: Inflight) -> bool:
+        raise OSError("poll failed")
+
+    monkeypatch.setattr(Inflight, "answered", broken)
+    result = await asyncio.wait_for(_HungNoted("t", 0.05).run(), 5)
+    assert result.verdict and not result.ok and result.detail == "timed out after 0.05s"
