@@ -48,9 +48,10 @@ def written_paths(config: SynapseConfig) -> dict[str, Path | None]:
             paths["haproxy.managed.pid_file"] = settings.pid_file
             for index, socket in enumerate(settings.shared_sockets):
                 paths[f"haproxy.socket_file_path[{index}]"] = Path(socket)
-            own = Path(settings.runtime_sockets[0])  # beside one of those: its directory's
-            if all(path is None or path.parent != own.parent for path in paths.values()):
-                paths["synapse's own admin socket"] = own  # trouble is said once, not twice
+            own = Path(settings.runtime_sockets[0]) if settings.runtime_sockets else None
+            # (beside one of those: its directory's trouble is said once, not twice)
+            if own and all(path is None or path.parent != own.parent for path in paths.values()):
+                paths["synapse's own admin socket"] = own
     if config.file_output is not None:
         paths["file_output.output_directory"] = Path(config.file_output.output_directory) / "x"
     return paths

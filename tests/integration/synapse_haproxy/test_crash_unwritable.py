@@ -13,7 +13,7 @@ from pathlib import Path
 from haproxy_helpers import eventually, serves, web
 
 from synapse.contract import ApplyOutcome
-from synapse.haproxy import configfile
+from synapse.haproxy import configfile, loadmark
 from testbed.process import free_port
 
 
@@ -35,6 +35,7 @@ async def test_a_crash_on_a_full_disk_restarts_without_waiting_for_the_writer(
     # writer waits before its next attempt (30 s here: 5 s at most in production)
     monkeypatch.setattr(configfile, "RETRY_DELAYS", (30.0,))
     monkeypatch.setattr(configfile, "_write_parts", full)
+    monkeypatch.setattr(loadmark, "stage", full)  # (the config file, beside its marker)
     assert (await controller.apply([web(port, [b1, b2])], "b2")).reload is ApplyOutcome.NONE
 
     async def failed() -> str | None:

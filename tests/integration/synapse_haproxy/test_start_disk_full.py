@@ -28,6 +28,7 @@ def fill_disk(monkeypatch: pytest.MonkeyPatch, marker: bool = True) -> None:
     """Every file synapse writes beside the config fails as on a full disk (``marker``
     False: the small ``.loaded`` marker still fits, the config file does not)."""
     monkeypatch.setattr(configfile, "_write_parts", no_space)
+    monkeypatch.setattr(loadmark, "stage", no_space)  # (the config file, beside its marker)
     monkeypatch.setattr(installer, "write_atomic", no_space)  # (the server-state file)
     monkeypatch.setattr(commands, "write_atomic", no_space)  # (a candidate to check)
     if marker:
