@@ -28,8 +28,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Collection, Mapping
 from dataclasses import replace
-from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from synapse.config import HAProxyConfig, ServiceConfig, ServiceHAProxyConfig
@@ -53,21 +51,14 @@ from synapse.haproxy.settings import (
 )
 from synapse.haproxy.specs import BackendBase, BackendBuilder, BackendSpec, same_runtime_options
 from synapse.haproxy.stats_page import stats_sections
+from synapse.haproxy.template_file import load_template
 from synapse.identity import moved
 from synapse.model import DesiredService
 
 if TYPE_CHECKING:
     from synapse.haproxy.jinja_layout import JinjaLayout
 
-DEFAULT_TEMPLATE = "haproxy.cfg.j2"
 NO_CONTEXT: dict[str, Any] = {}  # a default layout's piece: see Renderer._piece
-
-
-def load_template(config: HAProxyConfig) -> str:
-    """The operator's template (``haproxy.template``) or the packaged default."""
-    if config.template:
-        return Path(config.template).read_text(encoding="utf-8")
-    return (resources.files("synapse.templates") / DEFAULT_TEMPLATE).read_text(encoding="utf-8")
 
 
 class _ConfigParts(NamedTuple):

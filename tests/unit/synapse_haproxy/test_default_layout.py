@@ -13,8 +13,9 @@ from haproxy_helpers import haproxy_config, server, service
 from synapse.config import HAProxyConfig, ServiceConfig
 from synapse.haproxy import default_layout
 from synapse.haproxy.configtext import parse_blocks, parse_config
-from synapse.haproxy.render import Renderer, load_template
+from synapse.haproxy.render import Renderer
 from synapse.haproxy.specs import ServerSpec, ServerTraits
+from synapse.haproxy.template_file import load_template
 from synapse.model import DesiredService
 
 A = server("10.0.0.1", 8080, "a")

@@ -9,8 +9,9 @@ from haproxy_helpers import haproxy_config, running_from, server, service
 
 from synapse.haproxy.express import Express, plan_early
 from synapse.haproxy.planner import plan
-from synapse.haproxy.render import Renderer, load_template
+from synapse.haproxy.render import Renderer
 from synapse.haproxy.running import Capabilities, RunningServer
+from synapse.haproxy.template_file import load_template
 from synapse.haproxy.view import RunningIds
 from synapse.model import DesiredService
 

@@ -15,9 +15,10 @@ from synapse.config import HAProxyConfig, ServiceConfig
 from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.configtext import ParsedConfig, parse_config
 from synapse.haproxy.isolation import FROM_FILE, Isolation
-from synapse.haproxy.render import Renderer, load_template
+from synapse.haproxy.render import Renderer
 from synapse.haproxy.seeding import seed_block
 from synapse.haproxy.settings import settings_for
+from synapse.haproxy.template_file import load_template
 from synapse.model import DesiredService
 
 BAD = "no-such-keyword 1"
