@@ -25,6 +25,7 @@ import grpc
 
 from smartstack.etcd_batch import BatchLister, fingerprint, fingerprint_request
 from smartstack.etcd_events import Endpoints, Listing, split_endpoint
+from smartstack.etcd_retire import CallsInFlight
 from smartstack.etcd_watch import (
     CREATE_PATIENCE,
     PrefixWatch,
@@ -187,6 +188,7 @@ class EtcdConnection(Endpoints):
         # Clients closed to authenticate again: the calls they cancel retry, not fail.
         self._refused: weakref.WeakSet[aetcd.Client] = weakref.WeakSet()
         self._auth_off_said = False  # etcd_auth_not_enabled logged since the last token
+        self._calls = CallsInFlight(_close_quietly)  # a replaced client ends its calls first
 
     async def client(self) -> aetcd.Client:
         async with self._lock:
@@ -227,7 +229,7 @@ class EtcdConnection(Endpoints):
             old, self._client = self._client, None
             self._next_endpoint(reason)
         await self._close_stream(old)
-        await _close_quietly(old)
+        await self._calls.retire(old)  # a late keep-alive on it may still renew the lease
 
     async def _endpoint_trouble(self, client: aetcd.Client | None) -> str | None:
         """Why the endpoint is of no use (None: it is fine), from one status probe shared
@@ -274,7 +276,8 @@ class EtcdConnection(Endpoints):
             client: aetcd.Client | None = None
             try:
                 client = await self.client()
-                result = await asyncio.wait_for(fn(client), timeout or self.timeout)
+                with self._calls.running(client):
+                    result = await asyncio.wait_for(fn(client), timeout or self.timeout)
                 if self._outage.since is not None:
                     self._outage.success(endpoint=self.current_endpoint)
                 return result
@@ -391,6 +394,7 @@ class EtcdConnection(Endpoints):
             old, self._client = self._client, None
         await self._close_stream(old)
         await _close_quietly(old)
+        await self._calls.close_all()
 
 
 def _token_refused(exc: aetcd.exceptions.ClientError) -> bool:

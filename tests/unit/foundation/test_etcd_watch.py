@@ -10,6 +10,7 @@ import aetcd.exceptions
 import aetcd.rpc
 import pytest
 
+from smartstack import etcd_retire
 from smartstack.etcd import CONNECTION_ERRORS, EtcdConnection
 from smartstack.etcd_watch import (
     WatchCreateTimeout,
@@ -292,7 +293,7 @@ class ClosingClient(FakeClient):
     """Closing it cancels its calls in flight, as gRPC does when a channel closes."""
 
     def __init__(self, name: str) -> None:
-        self.name, self.calls = name, []
+        self.name, self.calls, self.closed = name, [], False
 
     async def get(self) -> str:
         call = asyncio.get_running_loop().create_future()
@@ -301,6 +302,7 @@ class ClosingClient(FakeClient):
         return self.name
 
     async def close(self) -> None:
+        self.closed = True
         for call in self.calls:
             call.cancel()
 
@@ -326,16 +328,37 @@ def connection_over(old: ClosingClient, new: ClosingClient, monkeypatch) -> Etcd
     return conn
 
 
-async def test_a_call_cancelled_by_another_callers_failover_is_tried_on_the_next_client(
+async def test_a_call_in_flight_when_another_caller_fails_over_finishes_on_its_client(
     monkeypatch,
 ) -> None:
-    """Many watchers share one client: the first to fail rotates and closes it, and gRPC
-    cancels the others' calls in flight. That CancelledError is not theirs to die of."""
+    """Many callers share one client: the first to fail rotates. The replaced client is not
+    closed under the others' calls (gRPC would cancel them: a late keep-alive lost), only
+    once the last of them has ended."""
     old, new = ClosingClient("old"), ClosingClient("new")
     conn = connection_over(old, new, monkeypatch)
     waiting = asyncio.ensure_future(conn.with_client(lambda c: c.get()))
     await until(lambda: old.calls, "the call on the old client")
-    await conn.rotate("another caller failed", old)  # closes old: its call is cancelled
+    await conn.rotate("another caller failed", old)
+    assert not old.calls[0].cancelled() and not old.closed
+    assert await conn.client() is new  # new calls go to the new one
+    old.calls[0].set_result(None)
+    assert await asyncio.wait_for(waiting, 2) == "old"
+    await until(lambda: old.closed, "the replaced client closed after its last call")
+    assert conn.failovers == 1 and not new.closed
+
+
+async def test_a_call_cancelled_by_closing_its_replaced_client_is_tried_on_the_next_one(
+    monkeypatch,
+) -> None:
+    """A replaced client whose call outlives ``CLOSE_AT_THE_LATEST`` is closed anyway, and
+    gRPC cancels that call: the CancelledError is not the caller's to die of."""
+    monkeypatch.setattr(etcd_retire, "CLOSE_AT_THE_LATEST", 0.01)
+    old, new = ClosingClient("old"), ClosingClient("new")
+    conn = connection_over(old, new, monkeypatch)
+    waiting = asyncio.ensure_future(conn.with_client(lambda c: c.get()))
+    await until(lambda: old.calls, "the call on the old client")
+    await conn.rotate("another caller failed", old)
+    await asyncio.sleep(0.05)
     await until(lambda: new.calls or waiting.done(), "the call tried again, or an end")
     new.calls[0].set_result(None)
     assert await asyncio.wait_for(waiting, 2) == "new"
