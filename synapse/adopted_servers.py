@@ -21,9 +21,13 @@ instance had left (its port then answered as another service: 300 of 600 request
 that service's 200s) and lacked the one that came. So the file's servers HAProxy no
 longer runs are marked left, those it runs that the file lacks are added (what their
 server line tells), and those both have keep the file's record: its labels and options
-(``label_filters``, ``backup``) are not in the config file (rebuilt from server lines, a
-filtered service lost every server, a backup took live traffic). The merge is written
-back (never erased: a reboot with the registry still down serves it again).
+(``label_filters``, ``backup``) are not in the config file. The merge is written back
+(never erased: a reboot with the registry still down serves it again).
+
+A server rebuilt from its line gets the labels its service's ``label_filters`` require
+(HAProxy runs it because a filter kept it; without, a filtered service lost every server:
+400 of 400 503s) and, where registry options are allowed, the allowed ones its line has
+beyond the service's own (a ``backup`` took live traffic: 200 of 400 requests).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +45,11 @@ from synapse.atomic import read_text
 from synapse.config import SynapseConfig
 from synapse.contract import Applier
 from synapse.haproxy.configtext import ParsedConfig, ServerLine, parse_config
+from synapse.haproxy.edge import server_options
+from synapse.haproxy.hosts import is_ip, without_init_addr
 from synapse.model import Found, server_name
 from synapse.selection import ORIGIN_HAPROXY, Selection, selection_found
+from synapse.server_options import filter_server_options
 from synapse.state_cache import StateCache
 from synapse.zone_config import ZoneRouting, zone_backend_name
 
@@ -92,10 +100,10 @@ class AdoptedServers:
         for name, backend in asked.items():
             states = answers.get(backend) or {}
             lines = parsed.servers.get(backend, {})
-            zones = _zones(parsed, backend, config.zone, config.services[name].zone_routing)
+            shape = _shape(parsed, backend, config, name)
             running[name] = [(place, record) for place, line in enumerate(lines.values())
                              if states.get(line.name, "MAINT") != "MAINT"
-                             and (record := _record(line, zones)) is not None]  # fmt: skip
+                             and (record := _record(line, shape)) is not None]  # fmt: skip
             found = [_found(record, backend, place) for place, record in running[name]]
             if kept := tuple(f for f in found if f is not None):
                 self._found[name] = kept
@@ -182,6 +190,30 @@ def _parsed(path: Path) -> ParsedConfig:
     return parse_config(text) if text else ParsedConfig()
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What a service's server lines hold beside their records, to take it back out
+    (``_record``): its zones, its own server options, which registry options it takes."""
+
+    zone_label: str = ""  # zone routing's label ("": not zone-routed)
+    zoned: Mapping[str, str] = field(default_factory=dict)  # server -> its zone (``_zones``)
+    required: Mapping[str, str] = field(default_factory=dict)  # labels its filters require
+    own: str = ""  # the service's own server options (``edge.server_options``)
+    keywords: tuple[str, ...] | None = None  # registry options it takes (None: none)
+
+
+def _shape(parsed: ParsedConfig, backend: str, config: SynapseConfig, name: str) -> _Shape:
+    service = config.services[name]
+    label, zoned = _zones(parsed, backend, config.zone, service.zone_routing)
+    # HAProxy runs a server of a label-filtered service because a synapse's filters kept
+    # it: the labels they require are its (400 of 400 503s, rebuilt without any).
+    required = {f.label: f.value for f in service.discovery.label_filters
+                if f.condition == "equals"}  # fmt: skip
+    policy = config.haproxy.registry_server_options if config.haproxy else None
+    keywords = tuple(policy.keywords) if policy is not None and policy.allow else None
+    return _Shape(label, zoned, required, server_options(service.haproxy), keywords)
+
+
 def _zones(
     parsed: ParsedConfig, backend: str, local: str | None, routing: ZoneRouting | None
 ) -> tuple[str, dict[str, str]]:
@@ -201,9 +233,7 @@ def _zones(
     return routing.label, zoned
 
 
-def _record(
-    line: ServerLine, zones: tuple[str, dict[str, str]] = ("", {})
-) -> dict[str, Any] | None:
+def _record(line: ServerLine, shape: _Shape = _Shape()) -> dict[str, Any] | None:
     """A server line as the record it was made from (``model.server_name``'s
     ``name_host:port``; a line of another shape keeps its whole name as the name), with
     its server name as ``key``; None for a line with no host:port (a unix socket)."""
@@ -213,16 +243,51 @@ def _record(
         return None
     base = server_name(host, int(port), None)
     name = line.name.removesuffix(f"_{base}") if line.name != base else base
-    tokens = line.tail.split()
-    weight = tokens[tokens.index("weight") + 1] if "weight" in tokens[:-1] else None
     record: dict[str, Any] = {"key": line.name, "host": host, "port": int(port)}
     record["name"] = name or line.name
-    label, zoned = zones
-    if line.name in zoned:
-        record["labels"] = {label: zoned[line.name]}
+    labels = dict(shape.required)
+    if line.name in shape.zoned:
+        labels[shape.zone_label] = shape.zoned[line.name]
+    if labels:
+        record["labels"] = labels
+    weight, options = _options(line, host, shape)
     if weight is not None and weight.isascii() and weight.isdigit():
         record["weight"] = int(weight)
+    if options:  # (a `backup` the file lacks took live traffic: 200 of 400 requests)
+        record["haproxy_server_options"] = options
     return record
+
+
+def _options(line: ServerLine, host: str, shape: _Shape) -> tuple[str | None, str]:
+    """The record's weight (the line's last ``weight N``: synapse writes the record's
+    after the options) and the registry options the line holds: what follows the
+    service's own (``specs`` writes them first, ``%{...}`` replaced), less the init-addr
+    synapse gives a DNS-named server and the ``backup`` zone routing gives another
+    zone's (last); none when the service takes no registry options."""
+    tokens = (line.tail if is_ip(host) else without_init_addr(line.tail)).split()
+    if shape.zone_label and tokens[-1:] == ["backup"]:
+        tokens = tokens[:-1]
+    weight, rest = _unweighted(tokens)
+    if shape.keywords is None:
+        return weight, ""
+    port = line.address.rpartition(":")[2]
+    own = shape.own.replace("%{host}", host).replace("%{port}", port)
+    _, own_tokens = _unweighted(own.replace("%{name}", line.name).split())
+    if rest[: len(own_tokens)] == own_tokens:
+        rest = rest[len(own_tokens) :]
+    return weight, filter_server_options(" ".join(rest), shape.keywords).text
+
+
+def _unweighted(tokens: list[str]) -> tuple[str | None, list[str]]:
+    """The last ``weight N`` of ``tokens`` (None: none) and the tokens without any."""
+    weight, rest, index = None, [], 0
+    while index < len(tokens):
+        if tokens[index] == "weight" and index + 1 < len(tokens):
+            weight, index = tokens[index + 1], index + 2
+            continue
+        rest.append(tokens[index])
+        index += 1
+    return weight, rest
 
 
 def _found(record: dict[str, Any], backend: str, place: int = 0) -> Found | None:

@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
@@ -53,17 +54,28 @@ def refused(port: int) -> bool:
     return False
 
 
-def left_serving(zk: ZooKeeperServer, backends: list, port: int) -> tuple[Synapse, dict]:
-    """A synapse served ``backends`` (registered in ZooKeeper) on ``port`` and stopped,
-    leaving HAProxy running; the ZooKeeper nodes by backend name."""
+def left_serving(
+    zk: ZooKeeperServer,
+    backends: list,
+    port: int,
+    filters: tuple = (),
+    allow: bool = False,
+    **record: Any,
+) -> tuple[Synapse, dict]:
+    """A synapse served ``backends`` (registered in ZooKeeper, with ``record``'s fields) on
+    ``port`` and stopped, leaving HAProxy running; the ZooKeeper nodes by backend name.
+    ``filters``: web's ``label_filters``; ``allow``: registry server options allowed."""
     writer = connect(zk)
-    nodes = {s.name: writer.create(f"{PATH}/{s.name}_", nerve_record(s), sequence=True,
+    nodes = {s.name: writer.create(f"{PATH}/{s.name}_", nerve_record(s, **record), sequence=True,
                                    makepath=True) for s in backends}  # fmt: skip
     writer.stop()
     discovery = {"method": "zookeeper", "hosts": [zk.hosts], "path": PATH}
+    if filters:
+        discovery["label_filters"] = list(filters)
     syn = Synapse({"web": {"discovery": discovery,
                            "haproxy": {"port": port, "bind_address": "127.0.0.1"}}})  # fmt: skip
     syn.config["haproxy"]["managed"]["stop_on_exit"] = False  # HAProxy outlives synapse 1
+    syn.config["haproxy"]["registry_server_options"] = {"allow": allow}
     syn.write_config()
     syn.start()
     wait_serving(port, {s.name for s in backends})

@@ -13,7 +13,7 @@ from typing import Any
 
 from applier_fakes import FakeApplier, eventually, make_reconciler, report, running
 
-from synapse.adopted_servers import _found, _record
+from synapse.adopted_servers import _found, _record, _Shape
 from synapse.config import SynapseConfig
 from synapse.haproxy.configtext import ServerLine
 from synapse.haproxy.loadmark import LoadMark
@@ -119,6 +119,14 @@ async def managed(
     return cfg, state
 
 
+FILTERED = {  # (not-equals needs no label: a missing one is not equal)
+    "discovery": {**WEB_DISCOVERY, "label_filters": [
+        {"label": "tier", "value": "prod"},
+        {"label": "canary", "value": "true", "condition": "not-equals"},
+    ]},
+}  # fmt: skip
+
+
 def backups(applier: RunningHAProxy, service: str) -> dict[str, bool]:
     """Per host: whether it runs as the backup its record asks for."""
     return {s.host: s.registry_options == "backup"
@@ -144,20 +152,35 @@ async def test_a_state_file_behind_haproxy_keeps_its_records_of_the_servers_both
 ) -> None:
     """Labels and options are not in the config file: rebuilt from its server lines, a
     label_filters service lost every server (400 of 400 503) and a backup took live
-    traffic (200 of 400). And the merge stays in the file: a reboot serves it again."""
-    filters = {
-        "discovery": {**WEB_DISCOVERY, "label_filters": [{"label": "tier", "value": "prod"}]}
-    }
-    cfg, _ = await managed(tmp_path, vouched=False, **filters)
+    traffic (200 of 400). The one the file lacks (10.0.0.6) gets the label its filter
+    requires (HAProxy runs it: a filter kept it). The merge stays in the file: a reboot
+    serves it again."""
+    cfg, state = await managed(tmp_path, vouched=False, **FILTERED)
     applier = RunningHAProxy(STATES)
     rec = make_reconciler(cfg, applier)
     async with running(rec, applier):
-        assert backups(applier, "web") == {"10.0.0.5": True}  # (10.0.0.6: no tier label)
+        assert backups(applier, "web") == {"10.0.0.5": True, "10.0.0.6": False}
+    on_disk = json.loads(state.read_text())["web"]
+    assert on_disk["n_10.0.0.6:80"]["labels"] == {"tier": "prod"}
     rebooted = RunningHAProxy(None)  # HAProxy gone too, the registry still silent
     rec = make_reconciler(cfg, rebooted)
     async with running(rec, rebooted):
-        assert backups(rebooted, "web") == {"10.0.0.5": True}
+        assert backups(rebooted, "web") == {"10.0.0.5": True, "10.0.0.6": False}
         assert rec.service_status()["web"]["origin"] == "state_file"
+
+
+async def test_a_filtered_service_without_state_keeps_what_haproxy_serves(
+    tmp_path: Path,
+) -> None:
+    """No state file: the servers HAProxy runs are rebuilt from their lines, with the
+    labels the service's filters require (without: every one filtered out, 503s)."""
+    cfg = config(tmp_path)
+    web = cfg.services["web"].model_validate({**cfg.services["web"].model_dump(), **FILTERED})
+    cfg = cfg.model_copy(update={"services": {**cfg.services, "web": web}})
+    applier = RunningHAProxy(STATES)
+    rec = make_reconciler(cfg, applier)
+    async with running(rec, applier):
+        assert applier.hosts("web") == ["10.0.0.5", "10.0.0.6"]
 
 
 async def test_a_marker_without_identity_does_not_put_the_state_file_behind(
@@ -241,3 +264,26 @@ def test_a_server_line_gives_back_its_registration() -> None:
     ipv6 = _record(ServerLine("n_::1:81", "[::1]:81", None, None, ""))
     assert ipv6 is not None and (ipv6["host"], ipv6["name"]) == ("::1", "n")
     assert _record(ServerLine("x", "/run/web.sock", None, None, "")) is None
+
+
+def test_a_server_line_gives_back_its_registry_options() -> None:
+    """What follows the service's own options (``%{...}`` replaced) is the record's, as
+    far as the service takes registry options: a ``backup`` stays a backup."""
+    shape = _Shape(own="check inter 2s port %{port} weight 3", keywords=("backup", "maxconn"))
+    line = ServerLine("n_10.0.0.5:80", "10.0.0.5:80", 1, None, "check inter 2s port 80 backup "
+                      "maxconn 9 track x/y weight 7")  # fmt: skip
+    record = _record(line, shape)
+    assert record is not None and record["weight"] == 7
+    assert record["haproxy_server_options"] == "backup maxconn 9"  # (track: not allowed)
+    no_registry_options = _Shape(own=shape.own)
+    assert "haproxy_server_options" not in (_record(line, no_registry_options) or {})
+    changed_own = _Shape(own="check inter 5s", keywords=("backup",))  # (since rewritten)
+    assert (_record(line, changed_own) or {})["haproxy_server_options"] == "backup"
+    dns = ServerLine("n_web.local:80", "web.local:80", 1, None,
+                     "backup init-addr last,libc,none")  # fmt: skip
+    assert (_record(dns, shape) or {})["haproxy_server_options"] == "backup"
+    # zone routing's own `backup` (another zone's server, last) is not the record's
+    zoned = _Shape(zone_label="zone", zoned={"n_10.0.0.5:80": "az2"}, keywords=("backup",))
+    other_zone = ServerLine("n_10.0.0.5:80", "10.0.0.5:80", 1, None, "weight 128 backup")
+    record = _record(other_zone, zoned) or {}
+    assert "haproxy_server_options" not in record and record["labels"] == {"zone": "az2"}
