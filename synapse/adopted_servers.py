@@ -10,7 +10,8 @@ back. Such a service keeps the servers HAProxy runs in its backend instead (orig
 
 What HAProxy runs is read as the seeding read-back does (``synapse.haproxy.seeding``):
 the server lines of the config file (names and addresses as synapse wrote them), kept
-only where HAProxy's runtime API lists that server in that backend, not in maintenance.
+only where HAProxy's runtime API lists that server in that backend, not in maintenance
+(asked through synapse's admin socket, else those the config file declares: ``_states``).
 A backend HAProxy does not run, or a socket that does not answer (no HAProxy was
 adopted), keeps nothing: no server is invented.
 
@@ -47,6 +48,9 @@ from synapse.contract import Applier
 from synapse.haproxy.configtext import ParsedConfig, ServerLine, parse_config
 from synapse.haproxy.edge import server_options
 from synapse.haproxy.hosts import is_ip, without_init_addr
+from synapse.haproxy.runtime import RuntimeClient
+from synapse.haproxy.settings import unix_stats_sockets
+from synapse.haproxy.sockets import HAProxySocketError, SocketUnavailable
 from synapse.model import Found, server_name
 from synapse.selection import ORIGIN_HAPROXY, Selection, selection_found
 from synapse.server_options import filter_server_options
@@ -91,7 +95,7 @@ class AdoptedServers:
                 parsed = await asyncio.to_thread(_parsed, Path(haproxy.config_file_path))
                 asked = {n: b for n, b in backends.items() if parsed.servers.get(b)}
                 wanted = sorted(set(asked.values()))  # (none: a first start, no question)
-                answers = await applier.servers_of(wanted) if wanted else {}
+                answers = await _states(applier, parsed, wanted) if wanted else {}
         except Exception as exc:  # (nothing kept: as before, the registry's answer decides)
             event(log, "startup_haproxy_servers_unread", level=logging.WARNING,
                   error=f"{type(exc).__name__}: {exc}"[:300])  # fmt: skip
@@ -125,6 +129,31 @@ class AdoptedServers:
             return list(selection_found(kept)) if kept.origin == ORIGIN_HAPROXY else None
         found = self._found.pop(name, None)
         return list(found) if found is not None else None
+
+
+async def _states(
+    applier: Applier, parsed: ParsedConfig, backends: list[str]
+) -> Mapping[str, Mapping[str, str] | None]:
+    """{backend: {server: state}} of ``backends`` in HAProxy: through synapse's admin
+    socket, else through those the config file HAProxy runs declares. An HAProxy an older
+    synapse started has no socket at this release's path for synapse's own (it moved):
+    unread, every server counted as in maintenance and nothing was kept (an upgrade with
+    the registry down and no state file: 300 of 300 requests 503). SocketUnavailable when
+    none answers (``startup_haproxy_servers_unread``)."""
+    answers = await applier.servers_of(backends)
+    if any(answer is not None for answer in answers.values()):
+        return answers
+    errors = []
+    for path in unix_stats_sockets(list(parsed.sections.get("global", ()))):
+        try:
+            _, found = await RuntimeClient(path).read_state(backends, with_pid=False)
+        except HAProxySocketError as err:
+            errors.append(str(err)[:200])
+            continue
+        return {b: None if servers is None else {n: s.label for n, s in servers.items()}
+                for b, servers in found.items()}  # fmt: skip
+    why = "; ".join(errors) or "the config file declares no admin socket"
+    raise SocketUnavailable(f"HAProxy's servers read through no admin socket: {why}")
 
 
 def _superseded(

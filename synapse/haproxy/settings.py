@@ -40,7 +40,7 @@ def _keyword_lines(lines: list[str], keyword: str) -> list[list[str]]:
     return found
 
 
-def _unix_stats_sockets(global_lines: list[str]) -> list[str]:
+def unix_stats_sockets(global_lines: list[str]) -> list[str]:
     """Paths of the unix ``stats socket`` lines (``ipv4@``/``ipv6@``/``abns@`` are skipped)."""
     paths = []
     for tokens in _keyword_lines(global_lines, "stats socket"):
@@ -219,7 +219,7 @@ def admin_sockets(config: HAProxyConfig, base: Path, stem: str) -> tuple[str, tu
     master's socket pair (``stats_maxconn``, ``managed_global``)."""
     own = str(own_socket(config, base, stem))  # (0600: our user only)
     if _keyword_lines(config.global_, "stats socket"):
-        return own, tuple(_unix_stats_sockets(config.global_))
+        return own, tuple(unix_stats_sockets(config.global_))
     return own, (config.socket_paths[0] if config.socket_paths else str(base / f"{stem}.sock"),)
 
 
@@ -234,7 +234,7 @@ def settings_for(config: HAProxyConfig, version: tuple[int, int, int] | None = N
     extra_global: list[str] = []
     extra_defaults: list[str] = []
 
-    sockets = list(config.socket_paths) or _unix_stats_sockets(config.global_)
+    sockets = list(config.socket_paths) or unix_stats_sockets(config.global_)
     first_global: tuple[str, ...] = ()
     shared: tuple[str, ...] = ()
     if managed:  # (``admin_sockets``)

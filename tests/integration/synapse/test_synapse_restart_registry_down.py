@@ -159,3 +159,32 @@ def test_a_state_file_older_than_what_haproxy_runs_gives_way_to_it(
         assert sorted(set(spread(port, 60))) == served, syn.log(60)
     finally:
         syn.cleanup()
+
+
+def test_an_upgrade_to_a_new_own_socket_path_keeps_haproxy_serving(
+    own_zk: ZooKeeperServer, http_backend_factory
+) -> None:
+    """An HAProxy an older synapse started has no socket where this release puts synapse's
+    own (it moved beside master_socket_path): here its file is gone. With no state file
+    and ZooKeeper down, its servers are read through the admin socket the config file
+    HAProxy runs declares; they were counted as in maintenance, nothing kept (300 of 300
+    requests 503 after an upgrade)."""
+    a, b = (http_backend_factory(name) for name in "ab")
+    syn, _ = left_serving(own_zk, [a, b], port := free_port())
+    try:
+        own = syn.dir / "master-synapse.sock"  # (beside haproxy.managed.master_socket_path)
+        assert f"stats socket {own} " in (syn.dir / "haproxy.cfg").read_text()
+        own.unlink()
+        (syn.dir / STATE).unlink()
+        own_zk.stop()
+        with Load(port, limit=20000, seconds=60) as load:
+            syn.start(timeout=60)
+            time.sleep(3)  # requests after the first apply (its new HAProxy has the socket)
+        assert load.ok > 20, "the load must have run through the restart"
+        assert load.failures == [], f"{len(load.failures)} failed: {load.failures[:3]}"
+        log = syn.process.log_path.read_text()
+        assert "startup_servers_from_haproxy" in log and "startup_haproxy_servers_unread" not in log
+        assert syn.status()["services"]["web"]["origin"] == "haproxy"
+        assert sorted(set(spread(port, 60))) == ["a", "b"]
+    finally:
+        syn.cleanup()

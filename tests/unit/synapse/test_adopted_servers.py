@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from applier_fakes import FakeApplier, eventually, make_reconciler, report, running
 
+from smartstack.logs import _FIELDS as FIELDS
 from synapse.adopted_servers import _found, _record, _Shape
 from synapse.config import SynapseConfig
 from synapse.haproxy.configtext import ServerLine
@@ -75,12 +77,19 @@ async def test_a_silent_registry_without_state_keeps_what_haproxy_serves(tmp_pat
         assert rec.service_status()["web"]["origin"] == "discovery"
 
 
-async def test_no_answer_from_haproxy_keeps_nothing(tmp_path: Path) -> None:
+async def test_no_answer_from_haproxy_keeps_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """And says so: the config file declares no other admin socket to read them through
+    (an upgrade's HAProxy without synapse's own socket kept nothing, silently)."""
     applier = RunningHAProxy(None)  # no HAProxy adopted: the socket does not answer
     rec = make_reconciler(config(tmp_path), applier)
     async with running(rec, applier):
         assert applier.hosts("web") == []
         assert applier.asked == [["web"]]  # (the file has no servers of `other`: not asked)
+    unread = [vars(r)[FIELDS] for r in caplog.records
+              if r.getMessage() == "startup_haproxy_servers_unread"]  # fmt: skip
+    assert len(unread) == 1 and "declares no admin socket" in unread[0]["error"]
 
 
 async def test_the_state_file_comes_first(tmp_path: Path) -> None:
