@@ -11,6 +11,7 @@ controller agree on them.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -195,14 +196,25 @@ def own_socket(config: HAProxyConfig, base: Path, stem: str) -> Path:
     master socket (``master_socket_path``), else the first ``socket_file_path``, named
     after it (``m.sock`` -> ``m-synapse.sock``), else ``<name>-synapse.sock`` beside the
     config file. A config dir too long for a unix socket was fine with those two set
-    short, as the docs advised: the new socket must not refuse that install's start."""
+    short, as the docs advised: the new socket must not refuse that install's start.
+
+    A name a configured socket has already gets a number (``m-synapse-2.sock``): the
+    Airbnb example's ``socket_file_path: haproxy-synapse.sock`` beside a master socket
+    ``haproxy.sock`` gave both `stats socket` lines one path, HAProxy kept the later one
+    (capped, no ``expose-fd``) and no reload could hand the listeners over."""
     chosen = (config.managed and config.managed.master_socket_path) or (
         config.socket_paths[0] if config.socket_paths else None
     )
-    if chosen:
-        placed = Path(chosen)
-        return placed.with_name(f"{placed.stem}-synapse.sock")
-    return base / f"{stem}-synapse.sock"
+    placed = Path(chosen) if chosen else base / f"{stem}.sock"
+    master = config.managed and config.managed.master_socket_path
+    configured = [*config.socket_paths, *unix_stats_sockets(config.global_), master or ""]
+    taken = {os.path.normpath(path) for path in configured if path}
+    number = 1
+    while True:  # (ends: finitely many are taken)
+        name = f"{placed.stem}-synapse{f'-{number}' if number > 1 else ''}.sock"
+        if os.path.normpath(placed.with_name(name)) not in taken:
+            return placed.with_name(name)
+        number += 1
 
 
 def admin_sockets(config: HAProxyConfig, base: Path, stem: str) -> tuple[str, tuple[str, ...]]:

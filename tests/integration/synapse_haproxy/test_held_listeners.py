@@ -131,6 +131,28 @@ async def test_an_operator_admin_socket_without_expose_fd_still_holds_them(
     assert not [r for r in caplog.records if r.getMessage() == "haproxy_listeners_not_held"]
 
 
+async def test_an_operator_socket_at_synapses_own_path_moves_synapses_aside(
+    managed_factory, http_backend_factory, sockdir, caplog
+):
+    """The docs' Airbnb example (``socket_file_path: haproxy-synapse.sock``) beside a master
+    socket ``haproxy.sock``: synapse's own socket, named after the master's, had that very
+    path; HAProxy kept the later `stats socket` line (capped, no ``expose-fd``) and no
+    listener was held (``haproxy_listeners_not_held``). Its own takes another name."""
+    b1 = http_backend_factory("b1")
+    port = free_port()
+    shared = sockdir / "haproxy-synapse.sock"
+    controller = managed_factory(
+        socket_file_path=[str(shared)],
+        managed={"stats": {"enabled": False}, "stop_on_exit": True,
+                 "master_socket_path": str(sockdir / "haproxy.sock")},
+    )  # fmt: skip
+    await controller.apply([web(port, [b1])], "t")
+    await serves(port, {"b1"})
+    assert controller._managed.listeners.addresses == [("127.0.0.1", port)]
+    assert not [r for r in caplog.records if r.getMessage() == "haproxy_listeners_not_held"]
+    assert controller.settings.runtime_sockets != (str(shared),)
+
+
 async def test_a_restarted_synapse_takes_copies_from_the_haproxy_it_adopts(
     managed_factory, http_backend_factory
 ):
