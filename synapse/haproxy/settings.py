@@ -30,12 +30,21 @@ IDLE_CLOSE = "idle-close-on-response"
 IDLE_CLOSE_SINCE = (2, 6, 0)
 
 
+def _code(tokens: list[str]) -> list[str]:
+    """A line's tokens before its ``# comment`` (HAProxy ignores what follows)."""
+    for index, token in enumerate(tokens):
+        if token.startswith("#"):
+            return tokens[:index]
+    return tokens
+
+
 def _keyword_lines(lines: list[str], keyword: str) -> list[list[str]]:
-    """Token lists of the lines that start with ``keyword`` (one or more words)."""
+    """Token lists of the lines that start with ``keyword`` (one or more words), their
+    comments left out."""
     words = keyword.split()
     found = []
     for line in lines:
-        tokens = line.split()
+        tokens = _code(line.split())
         if tokens[: len(words)] == words:
             found.append(tokens)
     return found
@@ -144,19 +153,33 @@ _WARNED: set[tuple[int, int]] = set()  # (the operator's stats maxconn, raised t
 
 
 def _maxconn(tokens: list[str]) -> int | None:
-    """The ``maxconn`` of a `stats socket` line's tokens; None when it names none."""
+    """The ``maxconn`` of a `stats socket` line's tokens; None when it names none, or
+    names 0 (no limit of its own: as uncapped as none)."""
     for index, token in enumerate(tokens[:-1]):
         if token == "maxconn" and tokens[index + 1].isdigit():
-            return int(tokens[index + 1])
+            return int(tokens[index + 1]) or None
     return None
 
 
 def stats_maxconn(config: HAProxyConfig) -> int:
     """Managed mode: the least `stats maxconn` that leaves the master's socket pair room
-    when every admin socket is full: synapse's own cap, the others' and MASTER_ROOM."""
+    when every admin socket is full: synapse's own cap, the others' (an uncapped one gets
+    SHARED_MAXCONN: ``managed_global``) and MASTER_ROOM."""
     others = [_maxconn(tokens) or SHARED_MAXCONN
               for tokens in _keyword_lines(config.global_, "stats socket")]  # fmt: skip
     return OWN_MAXCONN + (sum(others) if others else SHARED_MAXCONN) + MASTER_ROOM
+
+
+def _capped(line: str) -> str:
+    """An uncapped `stats socket` line (no ``maxconn``, or ``maxconn 0``) with
+    SHARED_MAXCONN, before its comment (after it, HAProxy ignored it: uncapped)."""
+    tokens = line.split()
+    code = _code(tokens)
+    if len(code) == len(tokens) and "maxconn" not in code:
+        return f"{line.rstrip()} maxconn {SHARED_MAXCONN}"
+    kept = [t for i, t in enumerate(code)
+            if t != "maxconn" and (i == 0 or code[i - 1] != "maxconn")]  # fmt: skip
+    return " ".join([*kept, "maxconn", str(SHARED_MAXCONN), *tokens[len(code) :]])
 
 
 def _lower(values: list[str], least: int) -> bool:
@@ -175,15 +198,16 @@ def _warn_raised(theirs: int, least: int) -> None:
 
 def managed_global(config: HAProxyConfig) -> list[str]:
     """Managed mode: the operator's `global` lines as rendered. A `stats socket` line with
-    no ``maxconn`` gets SHARED_MAXCONN (uncapped, its clients could take all of `stats
-    maxconn`: 30 holding it stalled changes 11 s and broke a reload's hand-over); a `stats
-    maxconn` lower than ``stats_maxconn`` is raised to it, with a warning."""
+    no ``maxconn`` (or ``maxconn 0``) gets SHARED_MAXCONN (``_capped``; uncapped, its
+    clients could take all of `stats maxconn`: 30 holding it stalled changes 11 s and broke
+    a reload's hand-over); a `stats maxconn` lower than ``stats_maxconn`` is raised to it,
+    with a warning."""
     lines = []
     least = stats_maxconn(config)
     for line in config.global_:
-        tokens = line.split()
+        tokens = _code(line.split())
         if tokens[:2] == ["stats", "socket"] and len(tokens) > 2 and _maxconn(tokens) is None:
-            line = f"{line.rstrip()} maxconn {SHARED_MAXCONN}"
+            line = _capped(line)
         elif tokens[:2] == ["stats", "maxconn"] and _lower(tokens[2:], least):
             _warn_raised(int(tokens[2]), least)
             line = f"stats maxconn {least}"

@@ -1,5 +1,5 @@
 """Managed mode's admin sockets (synapse.haproxy.settings): synapse's own never shares a
-path with a socket the operator configured."""
+path with a socket the operator configured; the operator's uncapped ones are capped."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from pathlib import Path
 
 from haproxy_helpers import haproxy_config
 
-from synapse.haproxy.settings import settings_for
+from synapse.haproxy.settings import (
+    MASTER_ROOM,
+    OWN_MAXCONN,
+    SHARED_MAXCONN,
+    managed_global,
+    settings_for,
+    stats_maxconn,
+)
 
 
 def managed(tmp_path: Path, **overrides) -> tuple[str, tuple[str, ...]]:
@@ -42,3 +49,35 @@ def test_an_operator_stats_socket_line_at_the_derived_path_counts_too(tmp_path: 
 def test_without_a_clash_the_name_stays(tmp_path: Path) -> None:
     own, _ = managed(tmp_path, managed={"master_socket_path": str(tmp_path / "m.sock")})
     assert own == str(tmp_path / "m-synapse.sock")  # (what a running HAProxy has: adopted)
+
+
+def rendered(lines: list[str]) -> tuple[list[str], int]:
+    """(the `global` lines as rendered, `stats maxconn`) of a managed config."""
+    config = haproxy_config(config_file_path="/run/h.cfg", managed={}, **{"global": lines})
+    return managed_global(config), stats_maxconn(config)
+
+
+def test_an_unlimited_operator_socket_is_capped_and_counted_so() -> None:
+    """`maxconn 0` is no limit of its own: it was left uncapped (its clients could fill
+    `stats maxconn`) yet counted as SHARED_MAXCONN."""
+    lines, least = rendered(["stats socket /run/a.sock level admin maxconn 0 mode 600"])
+    assert lines == ["stats socket /run/a.sock level admin mode 600 maxconn 10"]
+    assert least == OWN_MAXCONN + SHARED_MAXCONN + MASTER_ROOM
+
+
+def test_a_commented_operator_socket_gets_its_cap_before_the_comment() -> None:
+    """After the `#`, HAProxy ignored the `maxconn 10` added; and a `maxconn` in the
+    comment is none."""
+    lines, least = rendered([
+        "stats socket /run/b.sock level admin # for the scrapers",
+        "stats socket /run/c.sock level admin #maxconn 50",
+        "stats socket /run/d.sock level admin maxconn 4 # kept",
+        "stats socket /run/e.sock level admin",
+    ])  # fmt: skip
+    assert lines == [
+        "stats socket /run/b.sock level admin maxconn 10 # for the scrapers",
+        "stats socket /run/c.sock level admin maxconn 10 #maxconn 50",
+        "stats socket /run/d.sock level admin maxconn 4 # kept",
+        "stats socket /run/e.sock level admin maxconn 10",
+    ]
+    assert least == OWN_MAXCONN + 3 * SHARED_MAXCONN + 4 + MASTER_ROOM
