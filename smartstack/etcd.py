@@ -242,11 +242,19 @@ class EtcdConnection(Endpoints):
             task = asyncio.ensure_future(self._probe(client))
             self._probes = {id(client): (client, task)}  # only the current client matters
             probe = (client, task)
-        return await asyncio.shield(probe[1])
+        try:
+            return await asyncio.shield(probe[1])
+        except asyncio.CancelledError:
+            # The probe's channel was closed under it (the connection closing): not our
+            # cancellation, and a CancelledError would end a watcher's or reporter's task.
+            if not probe[1].cancelled() or _cancelling():
+                raise
+            return "the endpoint's client was closed"
 
     async def _probe(self, client: aetcd.Client) -> str | None:
         try:
-            leader = await asyncio.wait_for(member_leader(client), self.timeout)
+            with self._calls.running(client):  # a rotation meanwhile closes it after the probe
+                leader = await asyncio.wait_for(member_leader(client), self.timeout)
         except Exception:
             return "the endpoint does not answer"
         # A member cut off from its peers answers this, but serves no read, write or
@@ -282,7 +290,10 @@ class EtcdConnection(Endpoints):
                     self._outage.success(endpoint=self.current_endpoint)
                 return result
             except TimeoutError as exc:
-                trouble = await self._endpoint_trouble(client) if probe else "not probed"
+                if client is not None and client is not self._client:
+                    trouble = "replaced meanwhile"  # (a probe of it would be closed under us)
+                else:
+                    trouble = await self._endpoint_trouble(client) if probe else "not probed"
                 if trouble is None:
                     raise  # the endpoint answers: the caller retries with its own backoff
                 last = exc
@@ -403,11 +414,16 @@ def _token_refused(exc: aetcd.exceptions.ClientError) -> bool:
     return isinstance(exc, aetcd.exceptions.UnauthenticatedError) or token_refused(str(exc))
 
 
+def _cancelling() -> bool:
+    """Whether our own task is being cancelled (not a call cancelled under it)."""
+    task = asyncio.current_task()
+    return bool(task and task.cancelling())
+
+
 def _closed_under_us(used: aetcd.Client | None, current: aetcd.Client | None) -> bool:
     """A CancelledError from a call on ``used`` came from its channel being closed by a
     failover (``used`` is no longer the current client), not from our task's cancellation."""
-    task = asyncio.current_task()
-    return used is not None and used is not current and not (task and task.cancelling())
+    return used is not None and used is not current and not _cancelling()
 
 
 async def _close_quietly(client: aetcd.Client | None) -> None:

@@ -63,3 +63,57 @@ async def test_a_call_in_flight_when_the_client_is_replaced_finishes_on_it(
     finally:
         await conn.close()
     assert used[0] in closed and len(closed) == 2
+
+
+async def outcome(call: asyncio.Future) -> str:
+    """How a caller's call ended: "ok", or the exception's name (CancelledError too)."""
+    try:
+        await call
+    except asyncio.CancelledError:
+        return "CancelledError"
+    except Exception as exc:
+        return type(exc).__name__
+    return "ok"
+
+
+async def test_a_call_timing_out_on_a_replaced_client_moves_on_instead_of_dying(
+    etcd_cluster: EtcdCluster,
+) -> None:
+    """Its member silent (SIGSTOP): a keep-alive times out first and rotates; a read that
+    started on the same client then times out there. Its status probe of the replaced
+    client was cancelled when that client closed (its last call over), and the
+    CancelledError ended the caller's task: a nerve reporter that never wrote again."""
+    conn = EtcdConnection(list(etcd_cluster.endpoints), timeout=1.0, start=0)
+    await conn.with_client(lambda c: c.put(b"/retired/k", b"v"))
+    get = lambda c: c.get(b"/retired/k")  # noqa: E731
+    etcd_cluster.pause_member(0)
+    try:
+        keepalive = asyncio.ensure_future(conn.with_client(get, timeout=1.0, probe=False))
+        await asyncio.sleep(0.2)
+        read = asyncio.ensure_future(conn.with_client(get, timeout=0.9))
+        assert await outcome(keepalive) == "ok"  # on the next member
+        assert await outcome(read) == "ok"
+    finally:
+        etcd_cluster.resume_member(0)
+        await conn.close()
+
+
+async def test_a_watch_creation_probing_the_client_survives_another_callers_failover(
+    etcd_cluster: EtcdCluster,
+) -> None:
+    """synapse's watchers share one client: a watch creation times out on a silent member
+    and probes it; meanwhile another watcher's listing meets its deadline and rotates. The
+    client closed under the probe, and the CancelledError ended the watcher's task: its
+    service frozen on its last list, without a log line, until a restart."""
+    conn = EtcdConnection(list(etcd_cluster.endpoints), timeout=1.0, start=0)
+    await conn.list_prefix(b"/retired/", 5)  # the client, on member 0
+    etcd_cluster.pause_member(0)
+    try:
+        watch = asyncio.ensure_future(conn.watch_prefix(b"/retired/x/", 1))
+        await asyncio.sleep(0.5)
+        listing = asyncio.ensure_future(conn.list_prefix(b"/retired/y/", 3))
+        assert await outcome(watch) != "CancelledError"
+        await outcome(listing)
+    finally:
+        etcd_cluster.resume_member(0)
+        await conn.close()
