@@ -41,6 +41,7 @@ from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.executor import run_ops
 from synapse.haproxy.express import Express
 from synapse.haproxy.failures import Failures
+from synapse.haproxy.first_answer import answer_look
 from synapse.haproxy.health import problems
 from synapse.haproxy.installer import Installer
 from synapse.haproxy.isolation import Isolation
@@ -109,7 +110,9 @@ class HAProxyController(Reloading):
         self._acked: float | None = None  # HAProxy answered this apply's first commands
         self._desired: list[DesiredService] = []
         self._applied = False  # apply() was called: _desired is real
-        self._pending = PendingReload(self._gate, self._lock, self._apply_locked, self.metrics)
+        look = answer_look(self.settings)  # (HAProxy's first answer after an outage)
+        self._pending = PendingReload(self._gate, self._lock, self._apply_locked, self.metrics,
+                                      look)  # fmt: skip
         self.change_gate = self._reader.change_gate  # (the reconciler's: changes go first)
         self._owed = OwedRender(self._lock, self._apply_locked, self.change_gate)  # (owed.py)
         self._stopping = False

@@ -2,7 +2,9 @@
 
 The gate (``synapse.haproxy.reload_gate``) decides and remembers which reload waits; this
 task sleeps until it is due, then has the controller apply the latest desired state
-under its lock (which reloads, unless runtime operations got there meanwhile).
+under its lock (which reloads, unless runtime operations got there meanwhile). While the
+retry of a failed reload waits, it looks at HAProxy every LOOK_PERIOD (``first_answer``):
+HAProxy's first answer after a silence makes the retry due at once (``ReloadGate.heard``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
+from synapse.haproxy.first_answer import LOOK_PERIOD, AnswerLook
 from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.ops import Reload
 from synapse.haproxy.reload_gate import ReloadGate
@@ -27,8 +30,10 @@ class PendingReload:
         lock: asyncio.Lock,
         apply: Callable[[], Awaitable[object]],
         metrics: HAProxyMetrics,
+        look: AnswerLook | None = None,
     ) -> None:
         self.gate = gate
+        self._look = look  # whether HAProxy answers (None: no look)
         self._lock = lock  # the controller's
         self._apply = apply  # called under the lock
         self.metrics = metrics
@@ -50,6 +55,8 @@ class PendingReload:
         self.task = None
         self.gate.take_pending()
         self.metrics.reload_pending.set(0)
+        if self._look is not None:
+            self._look.drop()
 
     async def done(self) -> None:
         """Until no reload waits (and none runs: that holds the lock)."""
@@ -64,13 +71,17 @@ class PendingReload:
     async def cancel(self) -> None:
         task, self.task = self.task, None
         await cancel_and_wait(task)
+        if self._look is not None:
+            self._look.drop()
 
     async def _run(self) -> None:
         try:
             while True:
                 delay = self.gate.due_in()
                 if delay > 0:
-                    await asyncio.sleep(delay)
+                    await self._pause(delay)
+                    if not self.gate.due:
+                        continue
                 async with self._lock:
                     if not self.gate.due:
                         continue  # another reload went first: wait for the new slot
@@ -84,3 +95,20 @@ class PendingReload:
         except Exception:  # a bug must not kill the pending reload silently
             log.exception("pending HAProxy reload failed")
             self.task = None
+
+    async def _pause(self, delay: float) -> None:
+        """Sleep ``delay``; after a failed reload, a look at HAProxy every LOOK_PERIOD."""
+        if self._look is None or not self.gate.failures:
+            await asyncio.sleep(delay)  # (a rate-limited reload: HAProxy is fine)
+            return
+        loop = asyncio.get_running_loop()
+        period, began, due_at = min(delay, LOOK_PERIOD), loop.time(), self.gate.next_at
+        if self.gate.heard(await self._look.answers(period)):
+            pending = self.gate.pending
+            event(log, "haproxy_answers_again",
+                  reason=pending.summary if pending else None, failures=self.gate.failures,
+                  retry_in_s=round(self.gate.due_in(), 1),
+                  instead_of_s=round(max(0.0, due_at - self.gate.clock()), 1),
+                  detail="HAProxy answers again: the failed reload is retried now")  # fmt: skip
+            return
+        await asyncio.sleep(max(0.0, period - (loop.time() - began)))  # (answered at once)

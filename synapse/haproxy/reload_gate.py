@@ -8,6 +8,11 @@
   written is tried again every few seconds, so the reload follows soon after the space),
   counted from when the attempt ended: one that hung for its whole ``reload_timeout``
   was due again the moment it failed, and took the controller's lock again at once.
+- Meanwhile HAProxy is looked at (``heard``, ``pending``): its first answer after a silence
+  (a stopped master, HAProxy down) makes the retry due at once, once per silence and not
+  before the backoff's first step after the last attempt: after a long outage the reload
+  waited out the grown backoff (up to 60 s) once HAProxy answered again. A reload that
+  fails while HAProxy answers (a hung ``reload_command``) keeps backing off.
 - A candidate found invalid is *refused*: not tried again until the desired state
   changes (a config reload of synapse forgets it).
 - A candidate HAProxy still differed from right after reloading it is *settled*:
@@ -41,6 +46,8 @@ class ReloadGate:
     rng: Callable[[], float]  # uniform in [0, 1)
     next_at: float = 0.0  # no reload before this time (clock's)
     failures: int = 0  # failed reloads in a row
+    failed_at: float = 0.0  # when the last one ended (clock's)
+    silent: bool = False  # HAProxy did not answer a look since the failures began
     refused: str | None = None  # the candidate text found invalid
     settled: str | None = None
     pending: Reload | None = None  # the reload waiting for its turn
@@ -77,7 +84,7 @@ class ReloadGate:
         self.next_at = began + self.restart_interval * (1 + self.restart_jitter * self.rng())
 
     def reloaded(self) -> None:
-        self.failures = 0
+        self.failures, self.silent = 0, False
         self.pending = None  # whatever waited is in this reload
 
     def failed(self, cap: float | None = None) -> float:
@@ -85,9 +92,34 @@ class ReloadGate:
         failure that costs nothing to try again, a file that could not be written)."""
         self.failures += 1
         longest = MAX_BACKOFF if cap is None else min(cap, MAX_BACKOFF)
-        backoff = min(longest, max(self.restart_interval, 1.0) * 2 ** (self.failures - 1))
-        self.next_at = self.clock() + backoff
+        backoff = min(longest, self._first_backoff * 2 ** (self.failures - 1))
+        self.failed_at = self.clock()
+        self.next_at = self.failed_at + backoff
         return backoff
+
+    def heard(self, answered: bool) -> bool:
+        """A look at HAProxy while a failed reload waits (``answered``: it answered). Its
+        first answer after a silence makes the retry due now (at the earliest the backoff's
+        first step after the last attempt ended), once: True when it did. The silence may
+        have been seen before the last attempt: one that failed just before HAProxy came
+        back does not wait out its backoff either."""
+        if not self.failures:
+            return False  # (a rate-limited reload: no outage)
+        if not answered:
+            self.silent = True
+            return False
+        if not self.silent:
+            return False  # it answered all along: the reload itself fails (a hung command)
+        self.silent = False
+        soonest = max(self.clock(), self.failed_at + self._first_backoff)
+        if soonest >= self.next_at:
+            return False
+        self.next_at = soonest
+        return True
+
+    @property
+    def _first_backoff(self) -> float:
+        return max(self.restart_interval, 1.0)
 
     def refuse(self, candidate: str | None) -> None:
         """``candidate`` is invalid (None: the template did not render)."""
