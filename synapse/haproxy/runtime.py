@@ -100,6 +100,8 @@ class RuntimeClient:
         self._held: Session | None = None
         self._idle_since = 0.0
         self._unverified = False  # the held connection was kept idle: not yet answered again
+        self._idle_close: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self.connections = 0  # opened so far: for tests
 
     async def execute(self, command: str) -> str:
@@ -108,6 +110,7 @@ class RuntimeClient:
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
         """Batches sent inside share one connection (one apply: read, commands, read)."""
+        self._keep_open()
         if not self._holding and self._held is not None:
             if time.monotonic() - self._idle_since > self.keep_idle:
                 await self.release()
@@ -121,12 +124,35 @@ class RuntimeClient:
             if not self._holding:
                 if self.keep_idle and self._held is not None and not self._held.closed:
                     self._idle_since = time.monotonic()
+                    loop = asyncio.get_running_loop()
+                    self._idle_close = loop.call_later(self.keep_idle, self._close_idle)
                 else:
                     await self.release()
+
+    def _keep_open(self) -> None:
+        if self._idle_close is not None:
+            self._idle_close.cancel()
+            self._idle_close = None
+
+    def _close_idle(self) -> None:
+        """``keep_idle`` over: synapse closes the kept connection itself, before HAProxy's
+        `stats timeout` does. HAProxy 2.6 at times only half-closed one at its timeout and
+        kept the session, with no timer, until synapse's next use closed it: one of the
+        10 connections (`stats maxconn`) the operator's socket serves, held for good."""
+        self._idle_close = None
+        if self._holding:
+            return
+        session, self._held = self._held, None  # (now: a batch may start before the close)
+        self._unverified = False
+        if session is not None:
+            task = asyncio.ensure_future(session.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def release(self) -> None:
         """Close the held connection: after a reload the next batch must reach the new
         process, not the old one still serving this connection."""
+        self._keep_open()
         session, self._held = self._held, None
         self._unverified = False
         if session is not None:
