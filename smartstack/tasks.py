@@ -30,6 +30,20 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
         await task
 
 
+def stray_cancel(exc: BaseException) -> bool:
+    """A CancelledError that is not our task's own cancellation: a call cancelled under
+    it (a gRPC channel closed by another caller's failover). A long-running loop treats it
+    as a failure to retry: let through, it would end the loop for good, silently (a nerve
+    reporter that never wrote again; a synapse watcher frozen on its last list)."""
+    task = asyncio.current_task()
+    return isinstance(exc, asyncio.CancelledError) and task is not None and not task.cancelling()
+
+
+def retryable(exc: BaseException) -> bool:
+    """A failure a long-running loop retries: any Exception, and a stray cancel."""
+    return isinstance(exc, Exception) or stray_cancel(exc)
+
+
 async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
     """True when ``event`` is set within ``timeout`` seconds, False when the time ran out.
 

@@ -16,13 +16,13 @@ import logging
 from abc import ABC, abstractmethod
 from typing import Any
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from tenacity.wait import wait_exponential_jitter
 
 from nerve.metrics import NerveMetrics
 from smartstack.logs import FailureStreak, event
 from smartstack.record import Registration
-from smartstack.tasks import cancel_and_wait, wait_event
+from smartstack.tasks import cancel_and_wait, retryable, wait_event
 
 log = logging.getLogger("nerve.reporter")
 
@@ -268,7 +268,8 @@ class Reporter(ABC):
                 wait=wait_exponential_jitter(
                     multiplier=BACKOFF_FIRST, max=BACKOFF_MAX, jitter=BACKOFF_JITTER
                 ),
-                retry=retry_if_exception_type(Exception),
+                # Every failure, a call cancelled under it too: only our stop ends the loop.
+                retry=retry_if_exception(retryable),
                 sleep=self._backoff,
                 before_sleep=self._log_failure,
                 reraise=True,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from nerve.metrics import NerveMetrics
 from smartstack.logs import FailureStreak, event
-from smartstack.tasks import cancel_and_wait
+from smartstack.tasks import cancel_and_wait, retryable
 
 if TYPE_CHECKING:
     from nerve.reporters.etcd_leftover import LeftoverLeases
@@ -127,7 +127,9 @@ class LeaseKeeper:
                 continue  # nobody registered yet; a reporter grants one when it needs it
             try:
                 sent, reply = await self._renew(lease_id)
-            except Exception as exc:  # unreachable: keep trying, the lease may survive
+            except (Exception, asyncio.CancelledError) as exc:  # keep trying: it may survive
+                if not retryable(exc):
+                    raise  # our own stop (a call cancelled under us is retried)
                 self._outage.failure(f"{type(exc).__name__}: {str(exc)[:160]}")
                 self.reachable = False
                 pause = retry_pause(self.interval)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from smartstack.backoff import Backoff
 from smartstack.logs import event
 from smartstack.record import Registration
-from smartstack.tasks import cancel_and_wait
+from smartstack.tasks import cancel_and_wait, stray_cancel
 from synapse.config import ServiceConfig
 from synapse.discovery_config import DiscoveryConfig
 from synapse.model import Found, Report, Sink
@@ -106,17 +106,22 @@ class Watcher(ABC):
             try:
                 await self.run()
                 return
-            except asyncio.CancelledError:
-                raise
+            except asyncio.CancelledError as exc:
+                if self._stopped or not stray_cancel(exc):
+                    raise
+                self._crashed(exc)  # a call cancelled under it: not our stop
             except Exception as exc:  # a watcher bug must not take the daemon down...
-                self.set_connected(False, f"{type(exc).__name__}: {exc}"[:500])
-                self.restarts += 1
-                self.metrics.statsd.incr("synapse", "watcher", self.method, self.service, "crash")
-                log.exception("watcher for %s crashed; restarting it", self.service)
+                self._crashed(exc)
             # ... nor leave its service frozen: the last list stays while it starts again.
             with contextlib.suppress(Exception):
                 await self.close()
             await asyncio.sleep(backoff.next())
+
+    def _crashed(self, exc: BaseException) -> None:
+        self.set_connected(False, f"{type(exc).__name__}: {exc}"[:500])
+        self.restarts += 1
+        self.metrics.statsd.incr("synapse", "watcher", self.method, self.service, "crash")
+        log.error("watcher for %s crashed; restarting it", self.service, exc_info=exc)
 
     @abstractmethod
     async def run(self) -> None:

@@ -332,3 +332,37 @@ async def test_docker_mode_re_reads_the_container_list_every_resync_interval(
         DockerSource(cfg, instance_id="h", registries=None, metrics=NerveMetrics(),  # type: ignore[arg-type]
                      store=MaintenanceStore(None)).start()  # fmt: skip
         assert made[-1]["resync_interval"] == want
+
+
+class _CancelledUnderIt(ScriptedReporter):
+    """Its first write meets a call cancelled under it (a gRPC channel closed by another
+    caller's failover): a CancelledError that is not the reporter's own stop."""
+
+    async def _register(self) -> bool:
+        if self.attempts == 0:
+            self.attempts += 1
+            raise asyncio.CancelledError
+        return await super()._register()
+
+
+async def test_a_write_cancelled_under_the_reporter_is_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before, the stray CancelledError ended the reporter's task for good: no write, no
+    withdrawal, no re-registration after a lease loss, and no log line."""
+    monkeypatch.setattr(base, "BACKOFF_FIRST", 0.01)
+    metrics = NerveMetrics()
+    reporter = _CancelledUnderIt(metrics)
+    reporter.available = True
+    reporter.start()
+    try:
+        reporter.set_registered(True)
+        await until(lambda: reporter.registered, what="registration after the retry")
+        assert reporter.attempts == 2
+        errors = metrics.registry.get_sample_value(
+            "nerve_registry_errors_total", {"service": "svc", "registry": "scripted"}
+        )
+        assert errors == 1  # counted and logged as a failed write
+    finally:
+        await reporter.stop(withdraw=True)
+    assert not reporter.registered

@@ -90,3 +90,27 @@ async def test_a_crashed_watcher_is_started_again(monkeypatch) -> None:
     assert watcher.runs == 2 and watcher.closes == 1
     assert watcher.status()["restarts"] == 1
     await watcher.stop()
+
+
+class _CallCancelledUnderIt(_CrashesOnce):
+    """Its first run meets a call cancelled under it (a gRPC channel closed by another
+    caller's failover): a CancelledError that is not the watcher's own stop."""
+
+    async def run(self) -> None:
+        self.runs += 1
+        if self.runs == 1:
+            raise asyncio.CancelledError
+        await BaseWatcher.run(self)
+
+
+async def test_a_watcher_whose_call_was_cancelled_under_it_is_started_again(monkeypatch) -> None:
+    """Before, the stray CancelledError ended the watcher's task for good: its service
+    frozen on its last list, without a log line, until synapse restarted."""
+    monkeypatch.setattr("synapse.watchers.base.RESTART_BASE", 0.01)
+    sink = Collector()
+    watcher = _CallCancelledUnderIt("c", service_config({"method": "base"}), sink, ctx())
+    await watcher.start()
+    await asyncio.wait_for(sink.wait(lambda r: True), 5)
+    assert watcher.runs == 2 and watcher.status()["restarts"] == 1
+    await watcher.stop()
+    assert watcher._task is None
