@@ -40,7 +40,7 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 MAX_WAIT = 0.05  # seconds a background step waits for a change at most
 EXPECT_S = 0.025  # an expected change's report comes within this, or no longer counts
@@ -54,6 +54,8 @@ class ChangeGate:
         self._expecting: asyncio.TimerHandle | None = None  # ``expect``'s expiry
         self._expected = 0  # events whose report is still to come (until the expiry)
         self.waits = 0  # background steps that waited for a change (for tests, /status)
+        self.reported = 0  # reports so far (a slow reload hands its round back on a new one)
+        self.on_report: Callable[[], None] | None = None  # told at each (``reload_window``)
 
     @property
     def busy(self) -> bool:
@@ -84,6 +86,9 @@ class ChangeGate:
                 self._expecting = None
         self._round = True
         self._idle.clear()
+        self.reported += 1
+        if self.on_report is not None:
+            self.on_report()
 
     def done(self) -> None:
         """No reported change waits for a round any more (one expected still holds)."""

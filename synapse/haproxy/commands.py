@@ -68,6 +68,10 @@ async def run_command(args: str | list[str], timeout: float) -> CommandResult:
             os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
         return CommandResult(-1, f"{args!r} timed out after {timeout}s")
+    except asyncio.CancelledError:  # (synapse stops during a reload: not left running)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise
     text = out.decode(errors="replace").strip()
     return CommandResult(proc.returncode or 0, text[-OUTPUT_LIMIT:])
 

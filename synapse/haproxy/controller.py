@@ -12,7 +12,8 @@ the fleet, and reads as a flow whose steps live in modules of their own:
    one turns into a reload) and write the config file's new text (in the background);
 5. reload needed: the reload gate (``reload_gate``) says now, later (coalesced, ``pending``)
    or never for this candidate; ``installer`` validates, swaps the file, reloads, confirms
-   (the controller's steps of a reload: ``reloading``).
+   (the controller's steps of a reload: ``reloading``); while it runs, changes of servers
+   go in beside it (``reload_window``).
 
 While a reload waits, fails or is refused, runtime ops are planned against the ``bridge``
 (the file's structure, today's servers): the file says what HAProxy runs; a managed HAProxy
@@ -54,6 +55,7 @@ from synapse.haproxy.planner import plan
 from synapse.haproxy.port_taken import PortWait
 from synapse.haproxy.reader import RunningReader
 from synapse.haproxy.reload_gate import ReloadGate
+from synapse.haproxy.reload_window import ReloadWindow
 from synapse.haproxy.reloading import Reloading
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.revive import revived
@@ -114,6 +116,8 @@ class HAProxyController(Reloading):
         self._pending = PendingReload(self._gate, self._lock, self._apply_locked, self.metrics,
                                       look)  # fmt: skip
         self.change_gate = self._reader.change_gate  # (the reconciler's: changes go first)
+        self._window = ReloadWindow(self._lock, self._handed_back_failed)  # (reload_window)
+        self.change_gate.on_report = self._window.poke
         self._owed = OwedRender(self._lock, self._apply_locked, self.change_gate)  # (owed.py)
         self._stopping = False
         self.info = HAProxyStatus()
@@ -137,12 +141,20 @@ class HAProxyController(Reloading):
         self._reader.start_sweeping(self._lock, self._has_desired, self._apply_locked)
 
     async def apply(self, desired: list[DesiredService], reason: str) -> ApplyResult:
+        seen = self.change_gate.reported  # (a newer report: a slow reload hands back)
+        task = asyncio.ensure_future(self._apply_change(desired, reason))
+        return await self._window.hand_back(task, self.change_gate, seen)
+
+    async def _apply_change(self, desired: list[DesiredService], reason: str) -> ApplyResult:
         began = self._clock()
-        async with self._reader.change_turn(self._lock):  # (counted: the sweep lets it first)
+        async with self._window.turn(self._reader.change_waits) as reload:  # (sweep: after)
             self._desired = self._isolation.substitute(list(desired))
             self._applied, self._acked = True, None
-            with self._owed.change():  # (it may leave its render owed)
-                result = await self._apply_locked()
+            if reload is not None:  # HAProxy reloads: the servers go in beside it
+                result = await self._beside(reload)
+            else:
+                with self._owed.change():  # (it may leave its render owed)
+                    result = await self._apply_locked()
         result = dataclasses.replace(result, acked_at=self._acked)  # (the reconciler's trace)
         elapsed = self._clock() - began
         self.metrics.apply_duration.observe(elapsed)
@@ -178,6 +190,7 @@ class HAProxyController(Reloading):
         """Cancel a pending reload and the sweep; managed mode: leave HAProxy serving for
         the next synapse, or stop it (``managed.stop_on_exit``)."""
         self._stopping = True  # (first: no revive or restart while the owed render is paid)
+        await self._window.cancel()  # (a reload the reconciler's round went on from)
         await self._owed.close()  # the file says what HAProxy runs (the next synapse's start)
         for part in (self._supervisor, self._dumper, self._installer.ports):  # (none from now)
             if part is not None:

@@ -50,6 +50,8 @@ from synapse.haproxy.settings import Settings
 from synapse.haproxy.sockets import HAProxySocketError
 
 log = logging.getLogger("synapse.haproxy")
+# Around HAProxy's part of a reload (the controller's ``ReloadWindow.opened``).
+Window = Callable[[], contextlib.AbstractAsyncContextManager[None]] | None
 DISK_RETRY_S = 5.0  # at most between tries of a reload that failed writing a file
 EDGE_UNWRITTEN = "cannot write the route maps or the crt-list"
 # A start whose candidate a full disk keeps out (nothing runs: synapse and HAProxy died, the
@@ -226,9 +228,12 @@ class Installer:
             event(log, "haproxy_state_dump_failed", level=logging.WARNING,
                   error=err.strerror or str(err), detail=detail)  # fmt: skip
 
-    async def install(self, candidate: DesiredConfig, layout: Layout, checked: bool = True) -> bool:
+    async def install(
+        self, candidate: DesiredConfig, layout: Layout, checked: bool = True, window: Window = None
+    ) -> bool:
         """Write ``candidate`` and make HAProxy run it; InstallFailed (and the previous file
-        back) when it does not. True when the file's text changed.
+        back) when it does not. True when the file's text changed. ``window``: around
+        HAProxy's part of a reload (changes of servers go in beside it: ``reload_window``).
 
         ``checked`` False (a first start, ``start_checks``): when the start fails the
         candidate is checked then, and a refused one leaves the files as a refused check
@@ -243,7 +248,7 @@ class Installer:
         wrote = self.write(candidate, layout)
         try:
             await self._edge_files()
-            await self._swap_in()
+            await self._swap_in(window or contextlib.nullcontext)
         except InstallFailed as failed:
             error = None
             if not checked:  # (a check without a verdict: the start's failure stands)
@@ -315,8 +320,11 @@ class Installer:
             disk = isinstance(err, OSError)
             raise InstallFailed(f"{EDGE_UNWRITTEN}: {err}", disk=disk) from err
 
-    async def _swap_in(self) -> None:
-        """Make HAProxy load the config file: start, master reload, or reload_command."""
+    async def _swap_in(
+        self, window: Callable[[], contextlib.AbstractAsyncContextManager[None]]
+    ) -> None:
+        """Make HAProxy load the config file: start, master reload, or reload_command (the
+        last two inside ``window``)."""
         try:
             await self.flush()  # HAProxy reads the file: it must be on disk
         except OSError as err:
@@ -324,7 +332,8 @@ class Installer:
         if self.managed is not None:
             try:
                 if self.managed.alive:
-                    await self.managed.reload()
+                    async with window():
+                        await self.managed.reload()
                 else:
                     await self.managed.start()
             except (HAProxyProcessError, HAProxySocketError) as err:
@@ -333,12 +342,13 @@ class Installer:
             return
         before = await self._worker_pid()
         assert self.config.reload_command is not None
-        result = await run_command(self.config.reload_command, self.config.reload_timeout)
-        if not result.ok:
-            raise InstallFailed(
-                f"reload_command exited with {result.returncode}: {result.output[-1000:]}"
-            )
-        await self._confirm_new_worker(before)
+        async with window():
+            result = await run_command(self.config.reload_command, self.config.reload_timeout)
+            if not result.ok:
+                raise InstallFailed(
+                    f"reload_command exited with {result.returncode}: {result.output[-1000:]}"
+                )
+            await self._confirm_new_worker(before)
 
     async def _worker_pid(self) -> str | None:
         if not self.runtime:

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
@@ -76,7 +76,7 @@ class RunningReader(PlanScope):
             # (shared with the state dumper; kept only on synapse's own socket: ``SharedClient``)
             idle = KEEP_IDLE_S if managed else 0.0
             self.outside = OutsideWatch(SharedClient(first.path, first.timeout, idle), self.view)
-        self.changes_waiting = 0  # applies of a change waiting for the lock (``change_turn``)
+        self.changes_waiting = 0  # applies of a change waiting for the lock (``change_waits``)
         self.change_gate = ChangeGate()  # the sweep's steps wait while a change comes (change_gate)
         self._touched_at = TouchedAt(clock)  # (a revive: ``touched_within``)
         # The controller's lock, "has a desired state" and apply (``start_sweeping``).
@@ -155,19 +155,15 @@ class RunningReader(PlanScope):
         and nothing read since (the view is trusted for the rest)."""
         return self.view.stale if self.view is not None else set()
 
-    @contextlib.asynccontextmanager
-    async def change_turn(self, lock: asyncio.Lock) -> AsyncIterator[None]:
-        """``lock`` (the controller's) for a change's apply, counted while it waits: the
-        sweep leaves a part's plan to it (other tasks waiting for the lock do not count)."""
+    @contextlib.contextmanager
+    def change_waits(self) -> Iterator[None]:
+        """A change's apply waits for its turn meanwhile (``reload_window.turn``), counted:
+        the sweep leaves a part's plan to it (other tasks waiting for the lock do not count)."""
         self.changes_waiting += 1
-        try:
-            await lock.acquire()
-        finally:
-            self.changes_waiting -= 1
         try:
             yield
         finally:
-            lock.release()
+            self.changes_waiting -= 1
 
     def ran(self, ops: Sequence[Op], done: Collection[Op]) -> None:
         """After runtime commands (``done``: those that succeeded): the view follows them

@@ -1,6 +1,7 @@
 """The controller's reloads (``HAProxyController`` inherits them): the reload gate's
 decision on a candidate, the reload itself (validate, dump the server states, install),
-what follows it (read and plan the new process), and a refused candidate.
+what follows it (read and plan the new process), a refused candidate, and the changes
+of servers that go in beside a reload (``reload_window``).
 
 Moved out of ``synapse.haproxy.controller`` as they were; they use its state and steps,
 declared below for the reader and the type checker.
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from synapse.config import HAProxyConfig
 from synapse.contract import ApplyOutcome, ApplyResult
-from synapse.haproxy.bridge import Layout
+from synapse.haproxy.bridge import Layout, build_bridge
 from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.confirm import ReloadCheck, read_at_once
 from synapse.haproxy.desired import DesiredConfig
@@ -27,8 +29,11 @@ from synapse.haproxy.ops import Op, Plan, Reload
 from synapse.haproxy.pending import PendingReload
 from synapse.haproxy.reader import RunningReader
 from synapse.haproxy.reload_gate import GateDecision, ReloadGate
-from synapse.haproxy.running import RunningState
+from synapse.haproxy.reload_window import ReloadWindow, UnderWay, merged
+from synapse.haproxy.running import Capabilities, RunningState
 from synapse.haproxy.status import HAProxyStatus
+
+log = logging.getLogger("synapse.haproxy")
 
 
 class Reloading:
@@ -44,6 +49,8 @@ class Reloading:
     _check: ReloadCheck
     _pending: PendingReload
     _failures: Failures
+    _window: ReloadWindow
+    _stopping: bool
     _unserved: list[str] = []  # why the file was not served at the last try (said once)
 
     if TYPE_CHECKING:  # (the controller's)
@@ -54,6 +61,8 @@ class Reloading:
             self, candidate: DesiredConfig, running: RunningState, reread: set[str] | None = None
         ) -> Plan | None: ...
         async def _run_ops(self, ops: Sequence[Op]) -> tuple[list[str], list[str]]: ...
+        async def _apply_locked(self) -> ApplyResult: ...
+        def _capabilities(self) -> Capabilities: ...
         def _layout(self) -> Layout: ...
         def _watch_process(self) -> None: ...
 
@@ -81,17 +90,37 @@ class Reloading:
             layout, failures = self._layout(), self._failures  # (do_reloads: false)
             return await self._installer.install_unreloaded(candidate, layout, reload, failures)
         starting = self._managed is not None and not self._managed.alive
+        before = self._installer.file.parsed if self._installer.file else None
+        if not starting:  # (something serves: changes of servers go in beside the reload)
+            self._window.begin(self._installer.layout, before)
+        try:
+            result = await self._reload_steps(reload, candidate, began, starting, before)
+        finally:
+            changed = self._window.end()
+        if changed and not self._stopping:  # the window's own desired state, at once
+            result = merged(result, await self._apply_locked())
+        return result
+
+    async def _reload_steps(
+        self,
+        reload: Reload,
+        candidate: DesiredConfig,
+        began: float,
+        starting: bool,
+        before: ParsedConfig | None,
+    ) -> ApplyResult:
         # Nothing served yet: the start checks the config (`haproxy -c` costs as much again).
         checked = not (starting and self._installer.start_checks)
+        layout = self._layout()  # (the candidate's: a change beside it moves _desired on)
         try:  # (InstallFailed: also a check that gave no verdict, retried like a reload)
-            error = await self._installer.validate(candidate) if checked else None
+            async with self._window.opened():
+                error = await self._installer.validate(candidate) if checked else None
             if error is not None:
                 return await self._refused(error, reload, candidate)
             self.info.validation_error = None
             self._gate.validated(began)
             await self._installer.dump_server_state(self._reader.runtime_error is None)
-            before = self._installer.file.parsed if self._installer.file else None
-            wrote = await self._installer.install(candidate, self._layout(), checked)
+            wrote = await self._installer.install(candidate, layout, checked, self._window.opened)
         except InstallFailed as err:
             if err.invalid:  # (unchecked: the start failed and `haproxy -c` says why)
                 return await self._refused(str(err), reload, candidate)
@@ -104,6 +133,12 @@ class Reloading:
         self._reader.invalidate()  # a new process: read all of it
         self._reader.version = None  # re-read: the binary may have been upgraded
         self._failures.reloaded(reload, self._clock() - began, starting)
+        if self._window.reload is not None and self._window.reload.changed:
+            # Changes went in beside it: the latest desired state is planned next (_reload),
+            # not this candidate's older one (it would put a withdrawn server back).
+            await self._reader.read(reloaded=True)
+            self._check.begin(candidate.parts)
+            return ApplyResult((), ApplyOutcome.DONE, (), wrote)
         return await self._after_reload(candidate, before, wrote)
 
     async def _after_reload(
@@ -151,3 +186,35 @@ class Reloading:
         result = self._failures.invalid(error, reload.reasons, candidate.text)
         await self._revive()
         return result
+
+    async def _beside(self, reload: UnderWay) -> ApplyResult:
+        """A change's apply while HAProxy reloads (``reload_window``): ``_desired``'s servers
+        against the bridge of the file HAProxy ran before the reload, sent to whichever
+        worker answers, and dumped into the server-state file (a new worker not started yet
+        starts with them). The reloading apply plans ``_desired`` once the reload is over."""
+        reload.changed = True
+        reader = self._reader
+        running = await reader.read(reader.stale(), None)  # (and any unread since a reload)
+        if reload.before is None or running.backends is None:
+            return ApplyResult(reload=ApplyOutcome.PENDING)  # (the reloading apply plans it)
+        running = dataclasses.replace(running, config=reload.before)  # (what HAProxy runs)
+        ids = reader.id_hints(running)
+        # A server that left goes into maintenance, not deleted: the state file carries that.
+        caps = dataclasses.replace(self._capabilities(), remove_servers="maint")
+        bridge = build_bridge(reload.layout, self._desired, running, ids, caps)
+        if bridge is None:  # (a server only a reload brings: the reloading apply plans it)
+            return ApplyResult(reload=ApplyOutcome.PENDING)
+        applied, failures = await self._run_ops(bridge.ops)
+        if applied:
+            await self._installer.dump_server_state(reader.runtime_error is None)
+        error = "; ".join(failures) or None  # (planned again once the reload is over)
+        return ApplyResult(tuple(applied), ApplyOutcome.PENDING, (), False, error)
+
+    def _handed_back_failed(self, error: BaseException) -> None:
+        """A reload whose round went on (``reload_window.hand_back``) raised: said, counted
+        and retried like a failed reload (the reconciler no longer waits for it)."""
+        text = f"{type(error).__name__}: {error}"[:500]
+        log.error("applying to HAProxy failed after its round went on", exc_info=error)
+        self._reader.invalidate()  # (what it did is unknown: read again)
+        if not self._stopping:
+            self._failures.reload_failed(text, Reload((("apply_failed", text),)), None)

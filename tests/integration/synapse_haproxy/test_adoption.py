@@ -90,7 +90,7 @@ async def test_a_stop_during_the_reload_puts_the_previous_file_back_for_the_next
         monkeypatch.setattr(MasterClient, "reload", hangs)
         task = asyncio.create_task(first.apply([web(p2, [b1])], "port change"))
         await asyncio.wait_for(reloading.wait(), 20)
-        assert entered == [task]
+        assert len(entered) == 1  # (the apply's own task: cancelled with it)
         await cancel_and_wait(task)
         await first.stop()
         monkeypatch.undo()

@@ -11,6 +11,7 @@ import pytest
 
 from synapse.haproxy import reader as reader_mod
 from synapse.haproxy.reader import SETTLE_ROUNDS, RunningReader
+from synapse.haproxy.reload_window import ReloadWindow
 from synapse.haproxy.sockets import SocketUnavailable
 from synapse.haproxy.view import (
     READ_STEP,
@@ -191,17 +192,20 @@ async def test_a_settle_read_failing_unexpectedly_leaves_nothing_for_applies_to_
     assert client.calls[-1] == ["a"] and not view.stale
 
 
-async def test_change_turn_counts_the_changes_waiting_for_the_lock():
+async def test_a_change_s_turn_counts_the_changes_waiting_for_the_lock():
     _, reader, _ = await _reader()
     lock = asyncio.Lock()
     await lock.acquire()
     entered = asyncio.Event()
+    window = ReloadWindow(lock, lambda error: None)
 
     async def change() -> None:
-        async with reader.change_turn(lock):
+        async with window.turn(reader.change_waits):
             entered.set()
 
     waiting = asyncio.create_task(change())
+    for _ in range(3):  # (its wait for the lock is queued first: a task of its own)
+        await asyncio.sleep(0)
     other = asyncio.create_task(lock.acquire())  # not a change (the state dumper's idle)
     await asyncio.sleep(0)
     assert reader.changes_waiting == 1
@@ -246,7 +250,7 @@ async def _after_start_sweep(monkeypatch, waiter: str) -> list[set[str]]:
         applied_at.append(set(view.unread))
 
     async def change() -> None:
-        async with reader.change_turn(lock):
+        async with ReloadWindow(lock, lambda error: None).turn(reader.change_waits):
             pass
 
     async with lock:  # the starting apply
