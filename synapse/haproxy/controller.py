@@ -355,6 +355,7 @@ class HAProxyController(Reloading):
     # --- the managed process --------------------------------------------------------------
 
     def _watch_process(self) -> None:
+        self._ran = True
         if self._supervisor is not None and not self._stopping:
             self._supervisor.watch()
 

@@ -52,6 +52,7 @@ class Reloading:
     _window: ReloadWindow
     _stopping: bool
     _unserved: list[str] = []  # why the file was not served at the last try (said once)
+    _ran = False  # a HAProxy ran since synapse started (adopted, started, revived)
 
     if TYPE_CHECKING:  # (the controller's)
 
@@ -73,7 +74,7 @@ class Reloading:
         down = self._managed is not None and not self._managed.alive
         decision = self._gate.decide(candidate.text, down)
         if decision is GateDecision.REFUSED:
-            await self._revive()
+            await self._revive_refused(candidate)
             error = self.info.validation_error
             return ApplyResult(reload=ApplyOutcome.INVALID, error=error and error["message"])
         if decision is GateDecision.SETTLED:
@@ -184,8 +185,18 @@ class Reloading:
 
     async def _refused(self, error: str, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
         result = self._failures.invalid(error, reload.reasons, candidate.text)
-        await self._revive()
+        await self._revive_refused(candidate)
         return result
+
+    async def _revive_refused(self, candidate: DesiredConfig) -> None:
+        """The candidate is refused and the managed HAProxy is down: run the file on disk,
+        unless no HAProxy has run since synapse started and the file (a previous run's,
+        another config's) would answer a port otherwise than the candidate (``file_match``:
+        a port moved to another service answered by the old one is worse than refused)."""
+        if self._ran or (self._managed is not None and self._managed.alive):
+            await self._revive()
+        elif await self._servable(candidate):
+            await self._revive("the file on disk: the new config is invalid (its ports the same)")
 
     async def _beside(self, reload: UnderWay) -> ApplyResult:
         """A change's apply while HAProxy reloads (``reload_window``): ``_desired``'s servers
