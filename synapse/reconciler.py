@@ -62,6 +62,7 @@ from synapse.reload_diff import (
 )
 from synapse.selection import ORIGIN_DISCOVERY, ORIGIN_STATE_FILE, Selection, select_servers
 from synapse.state_cache import REBUILD_BUDGET, StateCache
+from synapse.state_recheck import STATE_FILE_READ, waiting_for_state_file, watch_wall_clock
 from synapse.status import service_status
 from synapse.zone_apply import ZoneRouter
 
@@ -238,6 +239,7 @@ class Reconciler:
         self._pending.reasons.add("startup")
         self.started = True
         backoff = Backoff(RETRY_BASE, RETRY_CAP)
+        clock = asyncio.get_running_loop().create_task(watch_wall_clock(self))
         try:
             while True:
                 if not await self._wait_dirty():
@@ -262,6 +264,7 @@ class Reconciler:
                     self.change_gate.change()  # the retry hands the changes over
                     self._dirty.set()
         finally:
+            clock.cancel()
             await self._final_state_file()
 
     async def _wait_dirty(self) -> bool:
@@ -275,6 +278,11 @@ class Reconciler:
             await asyncio.to_thread(
                 self.state_cache.refresh, self.selections(), services, self.generators()
             )
+        self.recheck_state_file()
+
+    def recheck_state_file(self) -> None:  # (the wall clock corrected: synapse.state_recheck)
+        for name in waiting_for_state_file(self._services, self.state_cache):
+            self._due(name)
 
     async def run_round(self) -> bool:
         """Compute the servers of the services that changed and hand everything over.
@@ -402,10 +410,10 @@ class Reconciler:
                 continue
             if service.report is not None:  # (a partial one with what the service had)
                 found, origin = self._holds.found(service, cached), ORIGIN_DISCOVERY
-            else:  # the state file's, while it is all there is (a SIGHUP's new discovery:
-                # nothing known, the previous list stays)
+            else:  # the state file's, while it is all there is or nothing was (a SIGHUP's
+                # new discovery: nothing known, the previous list stays)
                 found, origin, kept = None, ORIGIN_STATE_FILE, service.selection
-                if self.state_cache is not None and (kept is None or kept.origin == origin):
+                if self.state_cache and (kept is None or kept.origin in STATE_FILE_READ):
                     found = self.state_cache.cached(name)
                     self._use_generator(name, service, self.state_cache.generator(name))
                 if not found and (running := self._adopted.take(name, kept)) is not None:

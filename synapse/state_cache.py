@@ -16,8 +16,8 @@ The servers present at the last write are never dropped this way: they are what 
 restarted while its registry is down serves. The file is rewritten atomically whenever a
 service's discovered servers change (and refreshed well within the TTL while nothing
 changes). A synapse that starts while its registry is unreachable configures HAProxy from
-the entries younger than the TTL instead of starting empty. Entries are validated on load
-like any record.
+the entries younger than the TTL instead of starting empty (an age a step of the wall
+clock does not falsify: ``synapse.state_clock``). Entries are validated on load like any record.
 
 Runtime zone evacuations are kept in the same file, under a reserved service key
 shaped like any other entry (so the Airbnb format stays intact; they never expire):
@@ -36,8 +36,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from smartstack.boot_clock import boot_id, boottime
 from smartstack.logs import event
 from smartstack.record import InvalidRecord, registration_from_dict
+from synapse import state_clock
 from synapse.atomic import read_text, write_atomic
 from synapse.config import RegistryServerOptions, ServiceConfig
 from synapse.model import Found
@@ -48,6 +50,7 @@ from synapse.selection import (
     Selection,
     select_servers,
 )
+from synapse.state_clock import is_stamp
 from synapse.zone_state import Evacuations
 
 log = logging.getLogger("synapse.state_cache")
@@ -77,10 +80,20 @@ class StateCache:
     when asked for (a start, a service without a report, a rebuild); its servers marked
     left are held apart (``Left``) and joined to its line only when the file is written."""
 
-    def __init__(self, path: str | Path, ttl: float, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        path: str | Path,
+        ttl: float,
+        clock: Callable[[], float] = time.time,
+        boot: Callable[[], float] = boottime,
+        boot_of: Callable[[], str | None] = boot_id,
+    ) -> None:
         self.path = Path(path)
         self.ttl = ttl
-        self.clock = clock
+        self.clock, self._boot, self._boot_id = clock, boot, boot_of  # (synapse.state_clock)
+        # Services whose stamps are another boot's wall clock (not ours: a step of ours
+        # does not move them), until rebuilt from discovery.
+        self._foreign: set[str] = set()
         self._texts: dict[str, str] = {}  # service -> "name": {its servers} (none left)
         self._left: dict[str, Left] = {}  # service -> its servers marked left
         self._generators: dict[str, dict[str, Any]] = {}  # service -> its GENERATOR_KEY
@@ -117,11 +130,16 @@ class StateCache:
             self._fail("state_file_unreadable", "top level is not an object")
             return
         own = doc.pop(RESERVED_SERVICE, None)
-        for service, servers in doc.items():
-            if isinstance(servers, dict):
-                self._keep(
-                    str(service), {str(k): v for k, v in servers.items() if isinstance(v, dict)}
-                )
+        services = {str(service): {str(k): v for k, v in servers.items() if isinstance(v, dict)}
+                    for service, servers in doc.items() if isinstance(servers, dict)}  # fmt: skip
+        # (the stamps' ages made true against a step of the wall clock: synapse.state_clock)
+        now, boot = self.clock(), (self._boot(), self._boot_id())
+        services, self._foreign, step = state_clock.as_read(own, services, now, *boot)
+        for service, servers in services.items():
+            self._keep(service, servers)
+        if step:
+            event(log, "state_file_clock_stepped", path=str(self.path), step_s=round(step, 1),
+                  effect="stamps moved by the step")  # fmt: skip
         if isinstance(own, dict) and EVACUATIONS_KEY in own:
             try:
                 self.evacuations = Evacuations.from_json(own[EVACUATIONS_KEY])
@@ -148,7 +166,7 @@ class StateCache:
             if key == GENERATOR_KEY:
                 continue
             stamp = data.get("timestamp")
-            if not _is_stamp(stamp) or stamp < cutoff or data.get("left"):
+            if not is_stamp(stamp) or stamp < cutoff or data.get("left"):
                 continue  # too old, or a server that had left when the file was written
             try:
                 registration = registration_from_dict(data, fallback_name=_entry_name(key))
@@ -192,8 +210,19 @@ class StateCache:
         object of the last update keeps its text, so a change in a fleet of 20,000
         servers does not rebuild and encode them all.
         """
+        with self._write_lock:  # (a step's move of the stamps waits: clock_stepped)
+            return self._update(selections, services, generators, budget)
+
+    def _update(
+        self,
+        selections: Mapping[str, Selection],
+        services: Iterable[str],
+        generators: Mapping[str, Mapping[str, Any]] | None,
+        budget: int | None,
+    ) -> bool:
         now = self.clock()
-        stale = self._written_at is None or now - self._written_at > self.ttl / 4
+        # (a clock stepped back: at once, or its stamps would wait the step to be renewed)
+        stale = self._written_at is None or not 0 <= now - self._written_at <= self.ttl / 4
         if stale:
             self._built = {}  # every service is due: rebuilt (stamped again) from now on
         self.pending = False
@@ -220,6 +249,7 @@ class StateCache:
             changed = changed or _strip_all(current) != _strip_all(old, keep_generator=False)
             texts[service], built[service] = _encode(service, current, gens.get(service)), selection
             lefts[service] = left
+            self._foreign.discard(service)  # (stamped now, on our clock)
         for service in configured if generators is not None else ():
             found = dict(generators.get(service) or {})  # type: ignore[union-attr]
             if gens.get(service, {}) == found:
@@ -275,6 +305,18 @@ class StateCache:
                 self._left[service] = _bounded({**was, **_departed(old, current)}, current, cutoff)
                 self._texts[service] = _encode(service, current, None)
                 self._built.pop(service, None)
+                self._foreign.discard(service)
+            return self._write(self._texts, self.clock())
+
+    def clock_stepped(self, step: float) -> bool:
+        """The wall clock stepped by ``step`` seconds while synapse ran: the stamps made on
+        it (or read in this boot) are moved by the step, so the servers keep their true
+        age, and the file is written now (a reboot in a minute must find true stamps).
+        Another boot's stamps stay (a step is most often the correction of a clock that
+        was wrong: theirs are the true clock's). Whether the file was written."""
+        with self._write_lock:
+            for service in [s for s in self._texts if s not in self._foreign]:
+                self._keep(service, state_clock.shifted(self.entries(service), step))
             return self._write(self._texts, self.clock())
 
     def _keep(self, service: str, servers: Mapping[str, Any]) -> None:
@@ -297,9 +339,14 @@ class StateCache:
 
     def _write_now(self, texts: Mapping[str, str], lefts: Mapping[str, Left], now: float) -> bool:
         lines = {s: _line(text, lefts.get(s)) for s, text in texts.items()}
-        if self.evacuations != Evacuations():  # none: the file stays in Airbnb's plain form
-            own = {"timestamp": int(now), **self.evacuations.to_json()}
-            lines[RESERVED_SERVICE] = _encode(RESERVED_SERVICE, {EVACUATIONS_KEY: own}, None)
+        own: dict[str, Any] = {}
+        if self.evacuations != Evacuations():  # none (and no server): Airbnb's plain form
+            own[EVACUATIONS_KEY] = {"timestamp": int(now), **self.evacuations.to_json()}
+        if texts:  # (when written, on the boot's clock: synapse.state_clock)
+            earlier = self._foreign & texts.keys()
+            own.update(state_clock.written(now, self._boot(), self._boot_id(), earlier))
+        if own:
+            lines[RESERVED_SERVICE] = _encode(RESERVED_SERVICE, own, None)
         body = ",\n".join(lines[s] for s in sorted(lines))
         try:
             write_atomic(self.path, "{\n" + body + "\n}\n")
@@ -336,9 +383,9 @@ def _current(selection: Selection, old: Mapping[str, Any], left: Left, now: int)
         stamp: Any = now
         if server.origin.startswith(HELD_ORIGIN):
             stamp = old.get(server.name, {}).get("timestamp")
-            if not _is_stamp(stamp) and server.name in left:
+            if not is_stamp(stamp) and server.name in left:
                 stamp = left[server.name][0]
-            if not _is_stamp(stamp):
+            if not is_stamp(stamp):
                 continue
         current[server.name] = {"timestamp": stamp, **record}
     return current  # type: ignore[return-value]
@@ -349,7 +396,7 @@ def _departed(old: Mapping[str, Any], current: Mapping[str, Any]) -> Left:
     left: Left = {}
     for key, data in old.items():
         stamp = data.get("timestamp")
-        if key != GENERATOR_KEY and key not in current and _is_stamp(stamp):
+        if key != GENERATOR_KEY and key not in current and is_stamp(stamp):
             entry = json.dumps({**data, "left": True}, sort_keys=True)
             left[key] = (stamp, f"{json.dumps(key)}: {entry}")
     return left
@@ -373,10 +420,6 @@ def _entry_name(key: str) -> str:
     is named after its node, it is named after its key (leading ``:`` of an IPv6 host
     left off: a name begins with a letter or digit)."""
     return key.lstrip("._:-") or key
-
-
-def _is_stamp(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _strip(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -61,6 +61,7 @@ def test_state_cache_ignores_defaults_and_drops_removed_services(tmp_path: Path)
     defaults = select_servers(CFG, [], None)
     cache.update({"web": selection("10.0.0.1"), "db": defaults}, ["web", "db"])
     doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc.pop("_synapse").keys() == {"clock"}  # (when it was written: state_clock)
     assert set(doc) == {"web"}
     cache.update({}, ["db"])
     assert json.loads((tmp_path / "s.json").read_text()) == {}
