@@ -28,11 +28,13 @@ import logging
 import os
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from nerve.own_limits import at_own_limit
+from smartstack.boot_clock import boot_id, boottime
 from smartstack.logs import event
 
 log = logging.getLogger("nerve.maintenance")
@@ -54,6 +56,10 @@ class MaintenanceFlag:
     until: float | None = None  # unix time; None = until `nerve up`
     container: str | None = None  # Docker mode: the id of the container it belongs to
     unreadable: bool = False  # the stand-in for a flag file nerve could not read (no end)
+    # The end on the boot's own clock (CLOCK_BOOTTIME) and that boot's id: a restart in the
+    # same boot times the flag on it, whatever the wall clock did (``MaintenanceEnd``).
+    boot_id: str | None = None
+    boot_until: float | None = None
 
     def expired(self, now: float) -> bool:
         return self.until is not None and now >= self.until
@@ -74,29 +80,50 @@ class MaintenanceFlag:
         out: dict[str, Any] = {"reason": self.reason, "since": self.since, "until": self.until}
         if self.container is not None:
             out["container"] = self.container
+        if self.boot_id is not None and self.boot_until is not None:  # (older nerves: ignored)
+            out["boot_id"], out["boot_until"] = self.boot_id, self.boot_until
         return out
+
+    def on_boot(self, wall_now: float, boot_now: float, boot: str | None) -> MaintenanceFlag:
+        """This flag with its end also on the boot's clock (none without an end or a boot id)."""
+        if self.until is None or boot is None:
+            return replace(self, boot_id=None, boot_until=None)
+        return replace(self, boot_id=boot, boot_until=round(boot_now + self.until - wall_now, 3))
 
 
 class MaintenanceEnd:
     """When the flag in force ends, on the monotonic clock. The flag keeps wall-clock times
     (they survive a restart), but a running nerve must not end a 30-minute maintenance at
     once because NTP stepped the clock an hour ahead, nor keep it an hour late: the time
-    left is taken from the wall clock once per flag (never more than its whole length),
-    then counted down on the monotonic clock."""
+    left is taken once per flag (never more than its whole length), then counted down on
+    the monotonic clock. It is taken from the flag's end on the boot's clock when the flag
+    was saved in this boot (a restart after a step: true), else from the wall clock (after
+    a reboot, or a flag an older nerve saved: a step while nerve was down moves the end)."""
 
-    def __init__(self) -> None:
-        self._flag: tuple[float, float] | None = None  # (since, until) of the flag timed
+    def __init__(
+        self, boot: Callable[[], float] = boottime, boot_of: Callable[[], str | None] = boot_id
+    ) -> None:
+        self._flag: tuple[float, float, float | None] | None = None  # the flag timed's ends
         self._ends_at = 0.0  # monotonic
+        self._boot, self._boot_of = boot, boot_of
 
     def left(self, flag: MaintenanceFlag, monotonic_now: float, wall_now: float) -> float | None:
         """Seconds until ``flag`` ends (0: over), None when it has no end."""
         if flag.until is None:
             return None
-        if self._flag != (flag.since, flag.until):  # a new flag, or its end moved
-            self._flag = (flag.since, flag.until)
-            left = min(flag.until - wall_now, flag.until - flag.since)
+        if self._flag != (flag.since, flag.until, flag.boot_until):  # new, or its end moved
+            self._flag = (flag.since, flag.until, flag.boot_until)
+            left = flag.until - wall_now
+            boot = self._boot_of()
+            if flag.boot_until is not None and boot is not None and flag.boot_id == boot:
+                left = flag.boot_until - self._boot()  # (saved in this boot)
+            left = min(left, flag.until - flag.since)
             self._ends_at = monotonic_now + max(0.0, left)
         return max(0.0, self._ends_at - monotonic_now)
+
+    def saved(self, flag: MaintenanceFlag, wall_now: float) -> MaintenanceFlag:
+        """``flag`` as it is saved: its end also on this boot's clock."""
+        return flag.on_boot(wall_now, self._boot(), self._boot_of())
 
     def over(self, flag: MaintenanceFlag, monotonic_now: float, wall_now: float) -> bool:
         return self.left(flag, monotonic_now, wall_now) == 0.0
@@ -104,12 +131,15 @@ class MaintenanceEnd:
 
 def _parse(text: str) -> MaintenanceFlag:
     raw = json.loads(text)
-    container = raw.get("container")
+    container, boot, boot_until = raw.get("container"), raw.get("boot_id"), raw.get("boot_until")
+    timed = isinstance(boot, str) and isinstance(boot_until, int | float)  # (else: wall only)
     return MaintenanceFlag(
         reason=str(raw["reason"]),
         since=float(raw.get("since", 0.0)),
         until=None if raw.get("until") is None else float(raw["until"]),
         container=None if container is None else str(container),
+        boot_id=boot if timed else None,
+        boot_until=float(boot_until) if timed else None,
     )
 
 

@@ -329,6 +329,7 @@ class Service:
             elif left is not None:
                 joined = replace(joined, since=min(joined.since, now), until=now + left)
         flag = joined.joined(reason, until) if joined else MaintenanceFlag(reason, now, until)
+        flag = self._maintenance_end.saved(flag, now)  # (a restart in this boot: its end true)
         self.store.save(self.name, flag)
         self._flag_unknown = False  # the operator's word replaces the flag file's
         if joined:

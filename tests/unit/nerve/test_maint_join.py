@@ -6,6 +6,7 @@ ended. (Real nerve, ZooKeeper and the command: tests/integration/nerve/test_main
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,37 @@ async def test_a_maintenance_joined_after_a_clock_step_keeps_the_first_end(
     assert flag.until is not None and 1790 < flag.until - wall <= 1800
     await service.run_round()
     assert reporter.decisions == [False] and isinstance(store.load("web"), MaintenanceFlag)
+
+
+def test_a_flag_saved_in_this_boot_is_timed_on_its_clock_after_a_restart(tmp_path: Path) -> None:
+    """The flag file keeps the end on the boot's clock too (CLOCK_BOOTTIME, with the boot's
+    id): a nerve restarted in the same boot counts on it, whatever the wall clock did while
+    nerve was down; after a reboot (another id) or from an older nerve's flag, the wall
+    clock's rule stands."""
+    boot = {"now": 500.0, "id": "boot-1"}
+    saver = maintenance.MaintenanceEnd(lambda: boot["now"], lambda: boot["id"])
+    flag = saver.saved(MaintenanceFlag("repair", 1000.0, 1000.0 + 3600), wall_now=1000.0)
+    MaintenanceStore(tmp_path).save("web", flag)
+    on_disk = json.loads((tmp_path / "web.json").read_text())
+    assert on_disk.keys() >= {"reason", "since", "until"}  # (what an older nerve reads)
+    read = MaintenanceStore(tmp_path).load("web")
+    assert isinstance(read, MaintenanceFlag) and read == flag
+
+    def restarted(after: float, wall_now: float) -> maintenance.MaintenanceEnd:
+        boot["now"] = 500.0 + after
+        return maintenance.MaintenanceEnd(lambda: boot["now"], lambda: boot["id"])
+
+    # stopped 60 s, the clock +61 min: 59 min left, not 0
+    end = restarted(60, wall_now=1000.0 + 60 + 3660)
+    assert end.left(read, monotonic_now=0.0, wall_now=1000.0 + 60 + 3660) == 3540.0
+    # stopped 60 s, the clock -1 day: 59 min left, not the whole hour
+    end = restarted(60, wall_now=1000.0 + 60 - 86400)
+    assert end.left(read, monotonic_now=0.0, wall_now=1000.0 + 60 - 86400) == 3540.0
+    boot["id"] = "boot-2"  # a reboot: the wall clock's rule (a step ahead ends it)
+    end = restarted(-470, wall_now=1000.0 + 60 + 3660)
+    assert end.left(read, monotonic_now=0.0, wall_now=1000.0 + 60 + 3660) == 0.0
+    older = MaintenanceFlag("repair", 1000.0, 1000.0 + 3600)  # an older nerve's flag
+    boot["id"] = "boot-1"
+    end = restarted(60, wall_now=1000.0 + 1800)
+    assert end.left(older, monotonic_now=0.0, wall_now=1000.0 + 1800) == 1800.0
+    assert saver.saved(MaintenanceFlag("repair", 1000.0), 1000.0).boot_until is None  # no end
