@@ -104,6 +104,20 @@ def test_alert_rules_are_well_formed_and_cover_the_four_failures() -> None:
     assert "synapse_haproxy_config_invalid" in used  # config invalid (a gauge: it holds)
 
 
+# Prometheus' clock minus a host's timestamp: off by the host's clock error (1 h behind:
+# a healthy nerve paged; 1 h ahead: a stalled one hidden for an hour).
+CLOCKS_COMPARED = re.compile(r"time\(\)\s*-\s*[a-zA-Z_:][\w:]*_timestamp_seconds\b")
+
+
+def test_no_rule_or_panel_compares_prometheus_clock_with_a_hosts() -> None:
+    exprs = [rule["expr"] for rule in alert_rules()] + dashboard_exprs()
+    assert [expr for expr in exprs if CLOCKS_COMPARED.search(expr)] == []
+    assert CLOCKS_COMPARED.search("time() - nerve_heartbeat_timestamp_seconds > 60")
+    [stalled] = [rule for rule in alert_rules() if rule["alert"] == "SmartstackNerveStalled"]
+    assert stalled["expr"].startswith("changes(nerve_heartbeat_timestamp_seconds[")
+    assert stalled["for"]  # a restarted nerve's first sample alone shows no change yet
+
+
 def test_every_metric_in_the_rules_and_the_dashboard_exists(haproxy_metrics) -> None:
     known = our_metrics() | haproxy_metrics | PROMETHEUS_OWN
     assert {"nerve_check_results_total", "synapse_watch_to_applied_seconds_bucket"} <= known
