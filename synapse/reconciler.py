@@ -13,16 +13,14 @@ arriving during rounds, the next round waits a few ms for more (``synapse.pacing
 Each round computes the servers (``synapse.selection``) of the services that reported
 since the last round (all after a start or a failure; after a config reload, those whose
 config changed: ``synapse.reload_diff``), hands the complete ``list[DesiredService]`` to
-the applier (``synapse.contract.Applier``: the HAProxy controller), which applies it at
-runtime or by a reload, then updates file_output (the changed services) and the state
-file (at most once per STATE_FILE_INTERVAL). An unchanged service is handed over as the
-very same DesiredService object, so the applier skips it cheaply. Watch event → applier
-returned (for a reload that waits for its turn: to that reload) is recorded in
-``synapse_watch_to_applied_seconds``. At startup it waits up to ``startup_wait`` for every
-watcher's first report; services whose registry has not answered by then start from the
-state file (servers younger than ``state_file_ttl``), else from what the running HAProxy
-serves them (``adopted_servers``), else their ``default_servers``. A service a SIGHUP
-adds with nothing to start from waits likewise (``reload_diff.Arrivals``).
+the applier (``synapse.contract.Applier``: the HAProxy controller), then updates file_output
+and the state file (at most once per STATE_FILE_INTERVAL). An unchanged service is handed
+over as the very same DesiredService object (the applier skips it cheaply). Watch event →
+applier returned is ``synapse_watch_to_applied_seconds``. At startup it waits up to
+``startup_wait`` for every watcher's first report; a service whose registry has not
+answered starts from the state file (servers younger than ``state_file_ttl``), else what
+the running HAProxy serves it (``adopted_servers``), else its ``default_servers``; one a
+SIGHUP adds with nothing to start from waits likewise (``reload_diff.Arrivals``).
 """
 
 from __future__ import annotations
@@ -285,11 +283,8 @@ class Reconciler:
             self._due(name)
 
     async def run_round(self) -> bool:
-        """Compute the servers of the services that changed and hand everything over.
-
-        False when the apply failed. Reports arriving meanwhile go to a fresh pending
-        set and mark the next round.
-        """
+        """Compute the servers of the services that changed and hand everything over; False
+        when the apply failed (reports arriving meanwhile mark the next round)."""
         pending, self._pending = self._pending, Pending()
         # Taken now: a SIGHUP or generator change during the apply forces the next round.
         forced, self._force = self._force, False
