@@ -103,7 +103,8 @@ class PendingReload:
             return
         loop = asyncio.get_running_loop()
         period, began, due_at = min(delay, LOOK_PERIOD), loop.time(), self.gate.next_at
-        if self.gate.heard(await self._look.answers(period)):
+        answered = await self._look.answers(period)  # (None: says nothing, a busy socket)
+        if answered is not None and self.gate.heard(answered):
             pending = self.gate.pending
             event(log, "haproxy_answers_again",
                   reason=pending.summary if pending else None, failures=self.gate.failures,
