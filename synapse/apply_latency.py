@@ -1,8 +1,9 @@
 """Watch event -> applied, per change (``synapse_watch_to_applied_seconds``).
 
 A change applied at runtime or by a reload at once is timed when the apply returns; one
-whose reload waits for its turn (rate limiting) is timed when that reload has happened
-(the applier's ``flush``).
+that went in beside a reload under way when HAProxy answered its commands (``served_at``:
+the reload is an older change's); one whose reload waits for its turn (rate limiting) is
+timed when that reload has happened (the applier's ``flush``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import time
 
-from synapse.contract import Applier, ApplyOutcome
+from synapse.contract import Applier, ApplyOutcome, ApplyResult
 from synapse.metrics import SynapseMetrics
 
 
@@ -21,11 +22,12 @@ class ApplyLatency:
         self._awaiting_reload: list[float] = []  # event times waiting for a pending reload
         self._flush_task: asyncio.Task[None] | None = None
 
-    def observe(self, applier: Applier, event_times: list[float], outcome: ApplyOutcome) -> None:
+    def observe(self, applier: Applier, event_times: list[float], result: ApplyResult) -> None:
+        outcome = result.reload
         if not outcome.applied:
             return  # never applied: HAProxy kept the old state
-        if outcome is not ApplyOutcome.PENDING:
-            now = time.monotonic()
+        if outcome is not ApplyOutcome.PENDING or result.served_at is not None:
+            now = result.served_at or time.monotonic()
             for moment in event_times:
                 self.metrics.apply_latency.observe(max(0.0, now - moment))
             return

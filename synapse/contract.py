@@ -55,6 +55,9 @@ class ApplyResult:
     # When HAProxy answered this apply's first runtime commands (time.monotonic; None:
     # none were sent): the end of synapse's own part of a change (the reconciler's trace).
     acked_at: float | None = None
+    # PENDING, yet this round's changes of servers run in HAProxy since then (time.monotonic):
+    # they went in beside a reload (synapse.haproxy.reload_window), every command answered.
+    served_at: float | None = None
     # INVALID only because these services stay isolated (their refused block is not
     # applied: synapse.haproxy.isolation); everything else this apply needed went through.
     isolated: tuple[str, ...] = ()

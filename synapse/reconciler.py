@@ -327,7 +327,7 @@ class Reconciler:
         outcome = result.reload
         self.metrics.applies.labels(outcome.value).inc()
         self.metrics.send_apply_stats(result, now - started)
-        self._latency.observe(self.applier, pending.event_times, outcome)
+        self._latency.observe(self.applier, pending.event_times, result)
         if result.acked_at is not None and outcome is ApplyOutcome.NONE:
             self.changes.extend((moment, result.acked_at) for moment in pending.event_times)
         self.last_apply = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,7 @@ class Reloading:
     _failures: Failures
     _window: ReloadWindow
     _stopping: bool
+    _acked: float | None  # HAProxy answered this apply's first commands
     _unserved: list[str] = []  # why the file was not served at the last try (said once)
     _ran = False  # a HAProxy ran since synapse started (adopted, started, revived)
 
@@ -219,7 +221,9 @@ class Reloading:
         if applied:
             await self._installer.dump_server_state(reader.runtime_error is None)
         error = "; ".join(failures) or None  # (planned again once the reload is over)
-        return ApplyResult(tuple(applied), ApplyOutcome.PENDING, (), False, error)
+        # Every command answered: the change runs from then on (the reload is an older one's).
+        served = None if failures else self._acked or time.monotonic()
+        return ApplyResult(tuple(applied), ApplyOutcome.PENDING, (), False, error, served_at=served)
 
     def _handed_back_failed(self, error: BaseException) -> None:
         """A reload whose round went on (``reload_window.hand_back``) raised: said, counted

@@ -21,12 +21,14 @@ from haproxy_helpers import web as managed_web
 from prometheus_client import CollectorRegistry
 from test_controller_airbnb import airbnb_config, web
 
+from synapse.apply_latency import ApplyLatency
 from synapse.contract import ApplyOutcome
 from synapse.haproxy.controller import HAProxyController
 from synapse.haproxy.ops import Op
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.settings import binary_version, settings_for
+from synapse.metrics import SynapseMetrics
 from testbed.haproxy import HAProxyProcess
 from testbed.process import free_port
 
@@ -215,6 +217,33 @@ async def test_a_change_during_a_hung_reload_command_goes_in_at_once_and_stays_i
         text = Path(controller.settings.config_path).read_text()
         assert "retries 2" in text and f":{b3.port}" in text and f":{b2.port}" not in text
         assert controller.health() == []
+    finally:
+        await controller.stop()
+
+
+async def test_a_change_beside_a_reload_is_timed_when_haproxy_answered_it(airbnb, sockdir):
+    """synapse_watch_to_applied_seconds: a change that went in beside a reload (every command
+    answered) is timed when HAProxy answered it, not when the reload it waited beside ended
+    (before: the reload's whole duration, 3 s here; the review's cmd-slow: 7.3 s)."""
+    controller, _, b1, b2, b3, port = airbnb(reload_timeout=30)
+    registry = CollectorRegistry()  # (the reconciler's)
+    latency = ApplyLatency(SynapseMetrics(registry))
+    await controller.start()
+    try:
+        await controller.apply([web(port, [b1, b2])], "t")
+        (sockdir / "slow").write_text("3")
+        await handed_back(controller, [web(port, [b1, b2], backend=RETRIES)], sockdir / "runs")
+        seen = time.monotonic()  # (the watch event)
+        change = await controller.apply([web(port, [b1, b3], backend=RETRIES)], "change")
+        assert change.reload is ApplyOutcome.PENDING and change.ops and not change.error
+        latency.observe(controller, [seen], change)  # (as the reconciler does)
+        await controller.flush()  # the reload ends
+        if latency._flush_task is not None:  # (a PENDING change timed at the flush)
+            await latency._flush_task
+        assert controller.info.reloads == 1
+        assert registry.get_sample_value("synapse_watch_to_applied_seconds_count") == 1
+        took = registry.get_sample_value("synapse_watch_to_applied_seconds_sum")
+        assert took is not None and took < 1.0, took
     finally:
         await controller.stop()
 
