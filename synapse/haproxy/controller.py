@@ -190,7 +190,8 @@ class HAProxyController(Reloading):
         """Cancel a pending reload and the sweep; managed mode: leave HAProxy serving for
         the next synapse, or stop it (``managed.stop_on_exit``)."""
         self._stopping = True  # (first: no revive or restart while the owed render is paid)
-        await self._window.cancel()  # (a reload the reconciler's round went on from)
+        await self._window.cancel()  # (a reload under way: handed back, a retry's, ...)
+        await self._pending.cancel()  # (a retry waiting for the lock: no new reload)
         await self._owed.close()  # the file says what HAProxy runs (the next synapse's start)
         for part in (self._supervisor, self._dumper, self._installer.ports):  # (none from now)
             if part is not None:

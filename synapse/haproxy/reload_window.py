@@ -22,7 +22,8 @@ is never planned again.
 The reconciler hands one desired state at a time, so a round whose apply reloads hands
 back (``hand_back``, PENDING) as soon as the window is open and a newer change was
 reported: the next round goes in beside the reload. The reload goes on in its task; its
-exception, if any, is handed to ``failed`` (logged, counted, retried); a stop cancels it.
+exception, if any, is handed to ``failed`` (logged, counted, retried); a stop cancels it,
+and any reload under way (``cancel``).
 """
 
 from __future__ import annotations
@@ -166,8 +167,13 @@ class ReloadWindow:
             self._failed(error)
 
     async def cancel(self) -> None:
-        """Cancel the reloads handed back (a stop), and wait for them."""
+        """Cancel the reloads handed back and the one under way, whoever runs it (the pending
+        retry, the sweep, an owed render hold the lock for it): a stop, which then waits for
+        the lock, must not wait for a hung reload (its command is killed, the file put back)."""
         for task in list(self._behind):
+            await cancel_and_wait(task)
+        task = self.reload.task if self.reload is not None else None
+        if task is not asyncio.current_task():
             await cancel_and_wait(task)
 
 

@@ -248,21 +248,35 @@ async def test_a_change_beside_a_reload_is_timed_when_haproxy_answered_it(airbnb
         await controller.stop()
 
 
-async def test_a_stop_during_a_handed_back_reload_ends_at_once(airbnb, sockdir):
-    """synapse stops while the reload its round went on from still waits for the hung
-    command: the stop cancels it (the command is killed, the previous file is back)."""
-    controller, _, b1, b2, _, port = airbnb(reload_timeout=60)
+@pytest.mark.parametrize("by", ["a handed-back round", "the pending retry"])
+async def test_a_stop_during_a_hung_reload_ends_at_once(airbnb, sockdir, by):
+    """synapse stops while a reload waits for its hung command, started by a round that
+    went on from it, or by the pending retry of a failed reload (nobody handed it back):
+    the stop cancels it at once (before, for the retry: the stop waited for the rest of
+    reload_timeout, longer than the daemon's bound for it), the command is killed with its
+    process group, the previous file is back."""
+    controller, _, b1, b2, _, port = airbnb(reload_timeout=60 if by[0] == "a" else 6)
     await controller.start()
     stopped = False
     try:
         await controller.apply([web(port, [b1, b2])], "t")
         before = Path(controller.settings.config_path).read_text()
         (sockdir / "slow").write_text("600")
-        await handed_back(controller, [web(port, [b1, b2], backend=RETRIES)], sockdir / "runs")
+        structural, runs = [web(port, [b1, b2], backend=RETRIES)], sockdir / "runs"
+        if by == "a handed-back round":
+            await handed_back(controller, structural, runs)
+        else:
+            assert (await controller.apply(structural, "a line")).reload is ApplyOutcome.FAILED
+
+            def retried() -> bool:  # the retry's reload_command runs (and hangs)
+                return len(runs.read_text().split()) == 2
+
+            await eventually(lambda: asyncio.to_thread(retried), "the retry's command")
         began = time.monotonic()
         await controller.stop()
         stopped = True
-        assert time.monotonic() - began < 3.0
+        took = time.monotonic() - began
+        assert took < 2.0, took  # (before, the retry's: the rest of its 6 s)
         assert Path(controller.settings.config_path).read_text() == before
         assert not _running(f"{sockdir}/reload.sh")  # (it was killed)
     finally:
