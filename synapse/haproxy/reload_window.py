@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from smartstack.tasks import cancel_and_wait
@@ -39,6 +39,9 @@ from synapse.change_gate import ChangeGate
 from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.bridge import Layout
 from synapse.haproxy.configtext import ParsedConfig
+from synapse.haproxy.ops import Op, SetState
+from synapse.haproxy.running import OP_STOPPED, RunningServer
+from synapse.model import DesiredService
 
 
 @dataclass
@@ -192,3 +195,22 @@ def merged(first: ApplyResult, then: ApplyResult) -> ApplyResult:
         config_written=first.config_written or then.config_written,
         error=then.error if refused else first.error or then.error,
     )
+
+
+def leaving(
+    desired: Sequence[DesiredService], backends: Mapping[str, Mapping[str, RunningServer]]
+) -> list[Op]:
+    """Beside a reload when no bridge reaches ``desired`` at runtime: the servers that left
+    a backend go into maintenance (what a reload is not needed for), unless no server the
+    backend keeps would still serve (a backend in maintenance serves nothing)."""
+    ops: list[Op] = []
+    for service in desired:
+        running = backends.get(service.backend_name) or {}
+        names = {server.name for server in service.servers}
+        where = {(server.host, server.port) for server in service.servers}
+        kept = {s.name for s in running.values() if s.name in names or (s.addr, s.port) in where}
+        gone = [s.name for s in running.values() if s.name not in kept and not s.in_maint]
+        serving = [s for s in running.values() if s.name in kept and not s.in_maint]
+        if gone and any(s.op_state != OP_STOPPED for s in serving):
+            ops += [SetState(service.backend_name, name, "maint") for name in gone]
+    return ops

@@ -30,7 +30,7 @@ from synapse.haproxy.ops import Op, Plan, Reload
 from synapse.haproxy.pending import PendingReload
 from synapse.haproxy.reader import RunningReader
 from synapse.haproxy.reload_gate import GateDecision, ReloadGate
-from synapse.haproxy.reload_window import ReloadWindow, UnderWay, merged
+from synapse.haproxy.reload_window import ReloadWindow, UnderWay, leaving, merged
 from synapse.haproxy.running import Capabilities, RunningState
 from synapse.haproxy.status import HAProxyStatus
 
@@ -204,25 +204,29 @@ class Reloading:
         """A change's apply while HAProxy reloads (``reload_window``): ``_desired``'s servers
         against the bridge of the file HAProxy ran before the reload, sent to whichever
         worker answers, and dumped into the server-state file (a new worker not started yet
-        starts with them). The reloading apply plans ``_desired`` once the reload is over."""
+        starts with them). No bridge (a server only a reload adds, no layout: synapse
+        restarted over HAProxy): what can go in does, the servers that left go into
+        maintenance (``leaving``). The reloading apply plans ``_desired`` once it is over."""
         reload.changed = True
         reader = self._reader
         running = await reader.read(reader.stale(), None)  # (and any unread since a reload)
-        if reload.before is None or running.backends is None:
+        if running.backends is None:
             return ApplyResult(reload=ApplyOutcome.PENDING)  # (the reloading apply plans it)
-        running = dataclasses.replace(running, config=reload.before)  # (what HAProxy runs)
-        ids = reader.id_hints(running)
-        # A server that left goes into maintenance, not deleted: the state file carries that.
-        caps = dataclasses.replace(self._capabilities(), remove_servers="maint")
-        bridge = build_bridge(reload.layout, self._desired, running, ids, caps)
-        if bridge is None:  # (a server only a reload brings: the reloading apply plans it)
-            return ApplyResult(reload=ApplyOutcome.PENDING)
-        applied, failures = await self._run_ops(bridge.ops)
+        bridge = None
+        if reload.before is not None:
+            running = dataclasses.replace(running, config=reload.before)  # (what HAProxy runs)
+            ids = reader.id_hints(running)
+            # A server that left goes into maintenance, not deleted: the state file keeps it.
+            caps = dataclasses.replace(self._capabilities(), remove_servers="maint")
+            bridge = build_bridge(reload.layout, self._desired, running, ids, caps)
+        ops = bridge.ops if bridge is not None else leaving(self._desired, running.backends)
+        applied, failures = await self._run_ops(ops)
         if applied:
             await self._installer.dump_server_state(reader.runtime_error is None)
         error = "; ".join(failures) or None  # (planned again once the reload is over)
         # Every command answered: the change runs from then on (the reload is an older one's).
-        served = None if failures else self._acked or time.monotonic()
+        whole = bridge is not None and not failures
+        served = self._acked or time.monotonic() if whole else None
         return ApplyResult(tuple(applied), ApplyOutcome.PENDING, (), False, error, served_at=served)
 
     def _handed_back_failed(self, error: BaseException) -> None:

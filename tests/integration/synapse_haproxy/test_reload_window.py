@@ -126,13 +126,14 @@ def airbnb(haproxy_factory, http_backend_factory, sockdir) -> Iterator[Callable[
     b1, b2, b3 = (http_backend_factory(f"b{i}") for i in (1, 2, 3))
     port = free_port()
 
-    def make(registry: CollectorRegistry | None = None, **overrides: Any) -> tuple:
+    def make(registry: CollectorRegistry | None = None, lines: Sequence[str] = (),
+             **overrides: Any) -> tuple:  # fmt: skip
         config = airbnb_config(sockdir, reload_command=slow_reload(sockdir),
                                check_command=slow_check(sockdir), do_checks=True,
                                **overrides)  # fmt: skip
         path = Path(config.config_file_path)
         previous = Renderer(config, settings_for(config, binary_version(managed_config(sockdir))))
-        path.write_text(previous.render([web(port, [b1, b2])]).text)
+        path.write_text(previous.render([web(port, [b1, b2], backend=list(lines))]).text)
         proc = haproxy_factory(config_path=path, workdir=sockdir)
         controller = HAProxyController(config, registry or CollectorRegistry())
         return controller, proc, b1, b2, b3, port
@@ -244,6 +245,38 @@ async def test_a_change_beside_a_reload_is_timed_when_haproxy_answered_it(airbnb
         assert registry.get_sample_value("synapse_watch_to_applied_seconds_count") == 1
         took = registry.get_sample_value("synapse_watch_to_applied_seconds_sum")
         assert took is not None and took < 1.0, took
+    finally:
+        await controller.stop()
+
+
+async def test_a_server_that_left_goes_into_maintenance_beside_a_reload_without_bridge(
+    airbnb, sockdir
+):
+    """The latest desired state adds a server only a reload can add (`balance source`: no
+    `add server`), so no bridge reaches it at runtime: the server that left still goes into
+    maintenance at once (before: in service for the whole reload, 8 s), the one kept serves,
+    and the reload's end brings the new one."""
+    source = ["balance source"]
+    controller, proc, b1, b2, b3, port = airbnb(reload_timeout=30, lines=source)
+    await controller.start()
+    try:
+        await controller.apply([web(port, [b1, b2], backend=source)], "t")
+        (sockdir / "slow").write_text("8")
+        structural = [web(port, [b1, b2], backend=source + RETRIES)]
+        await handed_back(controller, structural, sockdir / "runs")
+        b2.stop()
+        change = await controller.apply([web(port, [b1, b3], backend=source + RETRIES)], "c")
+        assert change.reload is ApplyOutcome.PENDING and controller.info.reloads == 0
+        state = (await RuntimeClient(str(proc.admin_socket)).running_backends())["web"]
+        labels = {name.split("_")[0]: server.label for name, server in state.items()}
+        assert labels["b2"] == "MAINT" and labels["b1"] != "MAINT", labels  # (before: b2 UP)
+        assert "b3" not in labels  # (only the reload adds it)
+        await serves(port, {"b1"})  # (it alone: b2, its instance stopped, is out)
+        (sockdir / "slow").write_text("0")  # (the reload that adds b3 comes after this one)
+        await controller.flush()
+        state = (await RuntimeClient(str(proc.admin_socket)).running_backends())["web"]
+        ready = {name.split("_")[0] for name, server in state.items() if server.label != "MAINT"}
+        assert ready == {"b1", "b3"}, state  # (one source address: one server answers)
     finally:
         await controller.stop()
 
