@@ -53,27 +53,38 @@ async def run_command(args: str | list[str], timeout: float) -> CommandResult:
         "stderr": asyncio.subprocess.STDOUT,
         "start_new_session": True,  # so a timeout can kill whatever the shell started
     }
+    if spawn is not None:
+        starting = asyncio.ensure_future(spawn(args, **kwargs))  # type: ignore[arg-type]
+    else:
+        starting = asyncio.ensure_future(asyncio.create_subprocess_exec(*args, **kwargs))  # type: ignore[arg-type]
     try:
-        if spawn is not None:
-            proc = await spawn(args, **kwargs)  # type: ignore[arg-type]
-        else:
-            proc = await asyncio.create_subprocess_exec(*args, **kwargs)  # type: ignore[arg-type]
+        # Shielded: a cancel while the process starts would kill the shell alone (asyncio's
+        # cleanup), leaving what it started (a reload script's children) running.
+        proc = await asyncio.shield(starting)
     except OSError as err:
         return CommandResult(127, f"cannot run {args!r}: {err}")
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            _kill_group(await starting)
+        raise
     try:
         async with asyncio.timeout(timeout):
             out, _ = await proc.communicate()
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_group(proc)
         await proc.wait()
         return CommandResult(-1, f"{args!r} timed out after {timeout}s")
     except asyncio.CancelledError:  # (synapse stops during a reload: not left running)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_group(proc)
         raise
     text = out.decode(errors="replace").strip()
     return CommandResult(proc.returncode or 0, text[-OUTPUT_LIMIT:])
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    """Kill the command and whatever it started (its own session: start_new_session)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 async def validate_config(settings: Settings, text: str, timeout: float) -> str | None:
