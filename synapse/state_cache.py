@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from smartstack.boot_clock import boot_id, boottime
+from smartstack.boot_clock import STEP_MIN, boot_id, boottime, wall_offset
 from smartstack.logs import event
 from smartstack.record import InvalidRecord, registration_from_dict
 from synapse import state_clock
@@ -44,33 +44,35 @@ from synapse.atomic import read_text, write_atomic
 from synapse.config import RegistryServerOptions, ServiceConfig
 from synapse.model import Found
 from synapse.selection import (
-    HELD_ORIGIN,
     ORIGIN_DISCOVERY,
     ORIGIN_STATE_FILE,
     Selection,
     select_servers,
 )
 from synapse.state_clock import is_stamp
+from synapse.state_entries import (
+    GENERATOR_KEY,
+    Left,
+    bounded,
+    current_entries,
+    departed,
+    encode,
+    entry_name,
+    let_the_loop_run,
+    line_of,
+    parse_line,
+    strip_all,
+)
 from synapse.zone_state import Evacuations
 
 log = logging.getLogger("synapse.state_cache")
 
-Entries = dict[str, dict[str, dict[str, Any]]]
-
 RESERVED_SERVICE = "_synapse"  # not a service: synapse's own state
 EVACUATIONS_KEY = "zone_evacuations"
-# Ruby's key, beside the servers of a service: the generator settings the registry gave
-# (synapse/generator_config.py), so a restart during a registry outage keeps them.
-GENERATOR_KEY = "watcher_config_for_generator"
-YIELD_EVERY = 16  # services the writer's thread handles between GIL hand-overs
 # Services rebuilt per write at most: a start (or the refresh a quarter TTL) writes the
 # whole file in slices, one a write, so the event loop never shares the GIL with ~50 ms
 # of encoding at once (20,000 servers: complete after 10 writes, ~10 s).
 REBUILD_BUDGET = 100
-MIN_LEFT = 16  # servers marked left a service keeps however few servers it has
-# A service's servers marked left: name -> (last seen, its entry as the file has it,
-# '"name": {...}'). Kept apart from the servers (an update parses only those) and as text.
-Left = dict[str, tuple[float, str]]
 
 
 class StateCache:
@@ -85,15 +87,25 @@ class StateCache:
         path: str | Path,
         ttl: float,
         clock: Callable[[], float] = time.time,
-        boot: Callable[[], float] = boottime,
+        boot: Callable[[], float] | None = None,
         boot_of: Callable[[], str | None] = boot_id,
     ) -> None:
         self.path = Path(path)
         self.ttl = ttl
+        if boot is None:  # (a wall clock injected alone is one that never steps)
+            boot = boottime if clock is time.time else clock
         self.clock, self._boot, self._boot_id = clock, boot, boot_of  # (synapse.state_clock)
         # Services whose stamps are another boot's wall clock (not ours: a step of ours
         # does not move them), until rebuilt from discovery.
         self._foreign: set[str] = set()
+        # The wall clock's lead over boottime the stamps held here are on (set at the load
+        # and whenever a step is caught up with, under the write lock): a step is applied
+        # to them once, whichever of an update, the watcher or a reload sees it first.
+        self._offset = wall_offset(clock(), boot())
+        # service -> (its text, its newest stamp): what the clock record vouches for, and
+        # what lets ``cached`` answer None without parsing a service that is all too old.
+        self._stamps: dict[str, tuple[str, float | None]] = {}
+        self._warned: dict[str, str] = {}  # service -> the text whose bad entries were logged
         self._texts: dict[str, str] = {}  # service -> "name": {its servers} (none left)
         self._left: dict[str, Left] = {}  # service -> its servers marked left
         self._generators: dict[str, dict[str, Any]] = {}  # service -> its GENERATOR_KEY
@@ -134,12 +146,14 @@ class StateCache:
                     for service, servers in doc.items() if isinstance(servers, dict)}  # fmt: skip
         # (the stamps' ages made true against a step of the wall clock: synapse.state_clock)
         now, boot = self.clock(), (self._boot(), self._boot_id())
-        services, self._foreign, step = state_clock.as_read(own, services, now, *boot)
-        for service, servers in services.items():
-            self._keep(service, servers)
+        with self._write_lock:
+            services, self._foreign, step = state_clock.as_read(own, services, now, *boot)
+            for service, servers in services.items():
+                self._keep(service, servers)
+            self._offset = wall_offset(now, boot[0])  # (what the stamps are on now)
         if step:
             event(log, "state_file_clock_stepped", path=str(self.path), step_s=round(step, 1),
-                  effect="stamps moved by the step")  # fmt: skip
+                  effect="the stamps the record vouches for moved by the step")  # fmt: skip
         if isinstance(own, dict) and EVACUATIONS_KEY in own:
             try:
                 self.evacuations = Evacuations.from_json(own[EVACUATIONS_KEY])
@@ -151,16 +165,25 @@ class StateCache:
     def entries(self, service: str) -> dict[str, dict[str, Any]]:
         """``service``'s entries as the file has them, those marked left too."""
         line = self._texts.get(service)
-        return _parse(service, _line(line, self._left.get(service))) if line is not None else {}
+        return (
+            parse_line(service, line_of(line, self._left.get(service))) if line is not None else {}
+        )
 
     def _servers(self, service: str) -> dict[str, dict[str, Any]]:
         """``service``'s entries but those marked left: what an update compares."""
         line = self._texts.get(service)
-        return _parse(service, line) if line is not None else {}
+        return parse_line(service, line) if line is not None else {}
 
     def cached(self, service: str) -> list[Found] | None:
-        """Servers of ``service`` seen within the TTL, or None when the cache has none."""
+        """Servers of ``service`` seen within the TTL, or None when the cache has none.
+        (Asked every round for a silent service serving nothing: one all too old is not
+        parsed, and a bad entry is logged once per text of its service.)"""
         cutoff = self.clock() - self.ttl
+        line = self._texts.get(service)
+        stamp = self._newest(service, line) if line is not None else None
+        if stamp is None or stamp < cutoff:
+            return None
+        quiet, bad = self._warned.get(service) is line, False
         found: list[Found] = []
         for key, data in sorted(self._servers(service).items()):
             if key == GENERATOR_KEY:
@@ -169,16 +192,36 @@ class StateCache:
             if not is_stamp(stamp) or stamp < cutoff or data.get("left"):
                 continue  # too old, or a server that had left when the file was written
             try:
-                registration = registration_from_dict(data, fallback_name=_entry_name(key))
+                registration = registration_from_dict(data, fallback_name=entry_name(key))
             except InvalidRecord as exc:
-                event(log, "state_file_bad_entry", level=logging.WARNING, service=service,
-                      server=key[:100], reason=exc.reason)  # fmt: skip
+                bad = True
+                if not quiet:
+                    event(log, "state_file_bad_entry", level=logging.WARNING, service=service,
+                          server=key[:100], reason=exc.reason)  # fmt: skip
                 continue
             sequence = data.get("id")  # kept for leader_election (selection.py)
             if not isinstance(sequence, int) or isinstance(sequence, bool):
                 sequence = None
             found.append(Found(registration, f"state_file:{key}", sequence))
+        if bad and line is not None:
+            self._warned[service] = line
         return found or None
+
+    def _newest(self, service: str, line: str) -> float | None:
+        """The newest stamp of ``service``'s servers (``line``: its text), parsed once a text."""
+        memo = self._stamps.get(service)
+        if memo is None or memo[0] is not line:
+            memo = (line, state_clock.newest(parse_line(service, line)))
+            self._stamps[service] = memo
+        return memo[1]
+
+    def _encoded(
+        self, service: str, servers: Mapping[str, Any], generator: Mapping[str, Any] | None
+    ) -> str:
+        """``_encode``, its newest stamp kept (``_newest``) while the servers are at hand."""
+        text = encode(service, servers, generator)
+        self._stamps[service] = (text, state_clock.newest(servers))
+        return text
 
     def selection(
         self, service: str, config: ServiceConfig, policy: RegistryServerOptions | None
@@ -211,6 +254,7 @@ class StateCache:
         servers does not rebuild and encode them all.
         """
         with self._write_lock:  # (a step's move of the stamps waits: clock_stepped)
+            self._catch_up()  # (before stamping: the new stamps are on the clock as it is)
             return self._update(selections, services, generators, budget)
 
     def _update(
@@ -241,13 +285,14 @@ class StateCache:
             if budget is not None and len(built) >= budget:  # (a start: a slice a write)
                 self.pending = True
                 continue
-            _let_the_loop_run(len(built))
+            let_the_loop_run(len(built))
             old, was = self._servers(service), self._left.get(service, {})
-            current = _current(selection, old, was, int(now))
-            left = _bounded({**was, **_departed(old, current)}, current, now - self.ttl)
+            current = current_entries(selection, old, was, int(now))
+            left = bounded({**was, **departed(old, current)}, current, now - self.ttl)
             changed = changed or left.keys() != was.keys()
-            changed = changed or _strip_all(current) != _strip_all(old, keep_generator=False)
-            texts[service], built[service] = _encode(service, current, gens.get(service)), selection
+            changed = changed or strip_all(current) != strip_all(old, keep_generator=False)
+            texts[service] = self._encoded(service, current, gens.get(service))
+            built[service] = selection
             lefts[service] = left
             self._foreign.discard(service)  # (stamped now, on our clock)
         for service in configured if generators is not None else ():
@@ -257,14 +302,16 @@ class StateCache:
             servers = {k: v for k, v in self._servers(service).items() if k != GENERATOR_KEY}
             if service in built:  # (rebuilt above: its new servers, not the file's)
                 servers = {
-                    k: v for k, v in _parse(service, texts[service]).items() if k != GENERATOR_KEY
+                    k: v
+                    for k, v in parse_line(service, texts[service]).items()
+                    if k != GENERATOR_KEY
                 }
             if found:
                 gens[service] = found
             else:
                 gens.pop(service, None)
             if servers or found or service in texts:
-                texts[service], changed = _encode(service, servers, found or None), True
+                texts[service], changed = self._encoded(service, servers, found or None), True
         if not changed and not stale and not self.evacuations_unsaved:
             self._built.update(built)  # (equal entries: nothing to write)
             return False
@@ -288,6 +335,7 @@ class StateCache:
         False when it could not be: they stay the cache's, ``evacuations_unsaved``, and
         the next update writes them."""
         with self._write_lock:
+            self._catch_up()  # (the record written vouches for the stamps as they are)
             self.evacuations = evacuations
             self.evacuations_unsaved = not self._write(self._texts, self.clock())
             return not self.evacuations_unsaved
@@ -297,27 +345,48 @@ class StateCache:
         those they drop marked left, and the file is written now (``adopted_servers``: a
         file behind HAProxy). False when it could not be written (logged; kept here)."""
         with self._write_lock:
+            self._catch_up()
             cutoff = self.clock() - self.ttl
             for service, servers in services.items():
                 old = self._servers(service)
                 current = {**servers, **{k: v for k, v in old.items() if k == GENERATOR_KEY}}
                 was = self._left.get(service, {})
-                self._left[service] = _bounded({**was, **_departed(old, current)}, current, cutoff)
-                self._texts[service] = _encode(service, current, None)
+                self._left[service] = bounded({**was, **departed(old, current)}, current, cutoff)
+                self._texts[service] = self._encoded(service, current, None)
                 self._built.pop(service, None)
                 self._foreign.discard(service)
             return self._write(self._texts, self.clock())
 
-    def clock_stepped(self, step: float) -> bool:
-        """The wall clock stepped by ``step`` seconds while synapse ran: the stamps made on
-        it (or read in this boot) are moved by the step, so the servers keep their true
+    def step_pending(self) -> bool:
+        """Whether the wall clock stepped since the stamps here were last put on it."""
+        return abs(wall_offset(self.clock(), self._boot()) - self._offset) >= STEP_MIN
+
+    def clock_stepped(self) -> float | None:
+        """The wall clock stepped while synapse ran: the stamps made on it (or read in this
+        boot) are moved by the step not applied to them yet, so the servers keep their true
         age, and the file is written now (a reboot in a minute must find true stamps).
-        Another boot's stamps stay (a step is most often the correction of a clock that
-        was wrong: theirs are the true clock's). Whether the file was written."""
+        The step moved by (None: none left to apply)."""
         with self._write_lock:
-            for service in [s for s in self._texts if s not in self._foreign]:
-                self._keep(service, state_clock.shifted(self.entries(service), step))
-            return self._write(self._texts, self.clock())
+            step = self._catch_up()
+            if step is not None:
+                self._write(self._texts, self.clock())
+            return step
+
+    def _catch_up(self) -> float | None:
+        """Under the write lock: move this boot's stamps by the step the wall clock made
+        since they were put on it (``_offset``), once. Another boot's stamps stay (a step
+        is most often the correction of a clock that was wrong: theirs are the true
+        clock's). The step (None: below STEP_MIN)."""
+        offset = wall_offset(self.clock(), self._boot())
+        step = offset - self._offset
+        if abs(step) < STEP_MIN:
+            return None
+        for service in [s for s in self._texts if s not in self._foreign]:
+            self._keep(service, state_clock.shifted(self.entries(service), step))
+        self._offset = offset
+        event(log, "state_file_clock_stepped", level=logging.WARNING, path=str(self.path),
+              step_s=round(step, 1), effect="stamps of this boot moved by the step")  # fmt: skip
+        return step
 
     def _keep(self, service: str, servers: Mapping[str, Any]) -> None:
         """A service as the file had it: its servers marked left apart, bounded already
@@ -326,9 +395,9 @@ class StateCache:
         if isinstance(found, dict):
             self._generators[service] = found
         current = {k: v for k, v in servers.items() if k == GENERATOR_KEY or not v.get("left")}
-        left = _departed(servers, current)  # (those marked left: not among ``current``)
-        self._left[service] = _bounded(left, current, self.clock() - self.ttl)
-        self._texts[service] = _encode(service, current, None)
+        left = departed(servers, current)  # (those marked left: not among ``current``)
+        self._left[service] = bounded(left, current, self.clock() - self.ttl)
+        self._texts[service] = self._encoded(service, current, None)
 
     def _write(
         self, texts: Mapping[str, str], now: float, lefts: Mapping[str, Left] | None = None
@@ -338,15 +407,17 @@ class StateCache:
             return self._write_now(texts, self._left if lefts is None else lefts, now)
 
     def _write_now(self, texts: Mapping[str, str], lefts: Mapping[str, Left], now: float) -> bool:
-        lines = {s: _line(text, lefts.get(s)) for s, text in texts.items()}
+        lines = {s: line_of(text, lefts.get(s)) for s, text in texts.items()}
         own: dict[str, Any] = {}
         if self.evacuations != Evacuations():  # none (and no server): Airbnb's plain form
             own[EVACUATIONS_KEY] = {"timestamp": int(now), **self.evacuations.to_json()}
-        if texts:  # (when written, on the boot's clock: synapse.state_clock)
+        if texts:  # (the clock the stamps are on, on the boot's: synapse.state_clock)
             earlier = self._foreign & texts.keys()
-            own.update(state_clock.written(now, self._boot(), self._boot_id(), earlier))
+            stamps = {s: self._vouched(s, t, lefts.get(s)) for s, t in texts.items()}
+            boot = now - self._offset  # (the boottime at which the stamps' clock read ``now``)
+            own.update(state_clock.written(now, boot, self._boot_id(), earlier, stamps))
         if own:
-            lines[RESERVED_SERVICE] = _encode(RESERVED_SERVICE, own, None)
+            lines[RESERVED_SERVICE] = encode(RESERVED_SERVICE, own, None)
         body = ",\n".join(lines[s] for s in sorted(lines))
         try:
             write_atomic(self.path, "{\n" + body + "\n}\n")
@@ -359,91 +430,11 @@ class StateCache:
         self.evacuations_unsaved = False  # (written with the current ones)
         return True
 
+    def _vouched(self, service: str, text: str, left: Left | None) -> Any:
+        """``service``'s newest stamp as its line in the file has it (None: no stamp)."""
+        stamps = [self._newest(service, text), *(seen for seen, _ in (left or {}).values())]
+        return max((s for s in stamps if s is not None), default=None)
+
     def _fail(self, name: str, reason: str) -> None:
         self.last_error = reason
         event(log, name, level=logging.WARNING, path=str(self.path), reason=reason[:200])
-
-
-def _let_the_loop_run(index: int) -> None:
-    """Every YIELD_EVERY services, hand the GIL over: the writer runs in a thread, and
-    the event loop would otherwise wait up to a switch interval (5 ms) for it, which a
-    registry change in flight would pay (a first write of 20,000 servers holds it ~50 ms)."""
-    if index % YIELD_EVERY == YIELD_EVERY - 1:
-        time.sleep(0)
-
-
-def _current(selection: Selection, old: Mapping[str, Any], left: Left, now: int) -> Entries:
-    """A selection's discovered servers, stamped ``now``; a server only a partial report's
-    hold keeps (HELD_ORIGIN: its registry has not said) keeps the stamp it had, so it ages
-    out of the file in state_file_ttl as any server not seen (none: not cached)."""
-    current: dict[str, dict[str, Any]] = {}
-    for server, record in zip(selection.servers, selection.records, strict=True):
-        if server.origin == "default":
-            continue
-        stamp: Any = now
-        if server.origin.startswith(HELD_ORIGIN):
-            stamp = old.get(server.name, {}).get("timestamp")
-            if not is_stamp(stamp) and server.name in left:
-                stamp = left[server.name][0]
-            if not is_stamp(stamp):
-                continue
-        current[server.name] = {"timestamp": stamp, **record}
-    return current  # type: ignore[return-value]
-
-
-def _departed(old: Mapping[str, Any], current: Mapping[str, Any]) -> Left:
-    """The servers of ``old`` not among ``current``, marked left (their stamps kept)."""
-    left: Left = {}
-    for key, data in old.items():
-        stamp = data.get("timestamp")
-        if key != GENERATOR_KEY and key not in current and is_stamp(stamp):
-            entry = json.dumps({**data, "left": True}, sort_keys=True)
-            left[key] = (stamp, f"{json.dumps(key)}: {entry}")
-    return left
-
-
-def _bounded(left: Left, current: Mapping[str, Any], cutoff: float) -> Left:
-    """``left`` without the servers back among ``current`` or last seen before ``cutoff``,
-    and at most the larger of MIN_LEFT and the servers of ``current``, the most recently
-    seen (a redeploy that replaced every server keeps them all)."""
-    kept = {k: v for k, v in left.items() if k not in current and v[0] >= cutoff}
-    cap = max(MIN_LEFT, len(current) - (GENERATOR_KEY in current))
-    if len(kept) <= cap:
-        return kept
-    newest = sorted(kept, key=lambda k: (kept[k][0], k), reverse=True)[:cap]
-    return {k: kept[k] for k in newest}
-
-
-def _entry_name(key: str) -> str:
-    """The name of an entry without one: Ruby writes ``"name": null`` for a nameless
-    record, under its HAProxy server name (``host:port``). As a nameless ZooKeeper record
-    is named after its node, it is named after its key (leading ``:`` of an IPv6 host
-    left off: a name begins with a letter or digit)."""
-    return key.lstrip("._:-") or key
-
-
-def _strip(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if k != "timestamp"}
-
-
-def _strip_all(servers: Mapping[str, Any], keep_generator: bool = True) -> dict[str, Any]:
-    return {k: _strip(v) for k, v in servers.items() if keep_generator or k != GENERATOR_KEY}
-
-
-def _encode(service: str, servers: Mapping[str, Any], generator: Mapping[str, Any] | None) -> str:
-    """A service's line of the file, ``"name": {...}`` (json's C encoder: no indent)."""
-    if generator:
-        servers = {**servers, GENERATOR_KEY: dict(generator)}
-    return f"{json.dumps(service)}: {json.dumps(servers, sort_keys=True)}"
-
-
-def _line(text: str, left: Left | None) -> str:
-    """A service's line of the file: its servers' text with those marked left joined in."""
-    if not left:
-        return text
-    tail = ", ".join(left[key][1] for key in sorted(left)) + "}"
-    return text[:-1] + tail if text.endswith("{}") else f"{text[:-1]}, {tail}"
-
-
-def _parse(service: str, line: str) -> dict[str, Any]:
-    return json.loads(line[len(json.dumps(service)) + 2 :])

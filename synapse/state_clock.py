@@ -10,13 +10,18 @@ own clock (``smartstack.boot_clock``):
     {"_synapse": {"clock": {"timestamp": 1700000000.5, "boottime": 5123.4,
                             "boot_id": "8e051dd0-..."}}}
 
-Read back in the same boot, every stamp is moved by the step the wall clock made since
-the write (what it moved against boottime): the ages are true whatever the clock did
-(but for the services whose stamps are still an earlier boot's: ``earlier_boot``).
+Read back in the same boot, a service's stamps are moved by the step the wall clock made
+since the write (what it moved against boottime): the ages are true whatever the clock did.
+The record vouches for the stamps it was written with (``stamps``: each service's newest):
+a service whose stamps another writer changed since (Ruby synapse after a rollback keeps
+the key but stamps on its own clock) and the services whose stamps are still an earlier
+boot's (``earlier_boot``) are not moved: the wall clock's rule below is theirs.
 After a reboot (or from an older file) only the wall clock is left: its rule stands, but a
 stamp in the future (written while the clock was ahead) counts as made now, not trusted
 for that lead plus the TTL. A synapse that sees the clock step while it runs moves the
-stamps it made (or read in this boot) by the step and writes the file at once.
+stamps it made (or read in this boot) by the step and writes the file at once; the state
+cache alone keeps the offset its stamps are on, so a step is applied once, however many
+paths (an update, the watcher, a reload) see it.
 """
 
 from __future__ import annotations
@@ -30,14 +35,25 @@ CLOCK_KEY = "clock"  # under the reserved key: when the file was written, on boo
 # In it: the services whose stamps were read from an earlier boot's file and not renewed
 # since (a silent registry): their stamps are that boot's clock, not this one's.
 EARLIER_KEY = "earlier_boot"
+STAMPS_KEY = "stamps"  # in it: service -> its newest stamp when written (what it vouches for)
 
 
-def written(now: float, boot: float, boot_id: str | None, earlier: Iterable[str]) -> dict[str, Any]:
-    """The reserved key's ``clock`` entry for a write at ``now`` ({}: no boot id).
-    ``earlier``: the services whose stamps are still an earlier boot's (``EARLIER_KEY``)."""
+def written(
+    now: float,
+    boot: float,
+    boot_id: str | None,
+    earlier: Iterable[str],
+    stamps: Mapping[str, float],
+) -> dict[str, Any]:
+    """The reserved key's ``clock`` entry for stamps on the wall clock ``now`` when boottime
+    was ``boot`` ({}: no boot id). ``earlier``: the services whose stamps are still an
+    earlier boot's (``EARLIER_KEY``); ``stamps``: each service's newest stamp (vouched for)."""
     if boot_id is None:
         return {}
-    record = {"timestamp": round(now, 3), "boottime": round(boot, 3), "boot_id": boot_id}
+    record: dict[str, Any] = {
+        "timestamp": round(now, 3), "boottime": round(boot, 3), "boot_id": boot_id,
+        STAMPS_KEY: dict(sorted(stamps.items())),
+    }  # fmt: skip
     return {CLOCK_KEY: {**record, EARLIER_KEY: sorted(earlier)} if earlier else record}
 
 
@@ -55,18 +71,26 @@ def as_read(
     step = step_since(record, now, boot, boot_id)
     listed = record.get(EARLIER_KEY) if step is not None else None  # (a Mapping then)
     earlier = {str(s) for s in listed} if isinstance(listed, list) else set()
+    vouched = record.get(STAMPS_KEY) if step is not None else None
+    vouched = vouched if isinstance(vouched, Mapping) else {}
     out: dict[str, dict[str, Any]] = {}
     foreign: set[str] = set()
     for service, servers in services.items():
-        if step and service not in earlier:  # this boot's stamps: ages on boottime
-            out[service] = shifted(servers, step)
-        elif step is None or service in earlier:  # another boot's: the wall clock's
-            out[service], ours = clamped(servers, now)  # (a stamp ahead: made now)
-            if not ours:
-                foreign.add(service)
-        else:
-            out[service] = dict(servers)
+        ours = step is not None and service not in earlier
+        if ours and vouched.get(service) == newest(servers):  # ages on boottime
+            out[service] = shifted(servers, step) if step else dict(servers)
+            continue
+        out[service], clamp = clamped(servers, now)  # the wall clock's (ahead: made now)
+        # (unvouched in this boot: on its clock as it is now, not another boot's)
+        if (step is None or service in earlier) and not clamp:
+            foreign.add(service)
     return out, foreign, step
+
+
+def newest(servers: Mapping[str, Any]) -> float | None:
+    """The newest stamp among ``servers`` (a service's entries), None without one."""
+    stamps = [d.get("timestamp") for d in servers.values() if isinstance(d, dict)]
+    return max((s for s in stamps if is_stamp(s)), default=None)
 
 
 def step_since(record: Any, now: float, boot: float, boot_id: str | None) -> float | None:

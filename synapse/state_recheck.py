@@ -62,13 +62,17 @@ async def watch_wall_clock(
     watch = step or WallStep()
     while True:
         await asyncio.sleep(interval)
-        moved = watch.poll()
-        if moved is None:
-            continue
-        cache = reconciler.state_cache
-        event(log, "wall_clock_stepped", level=logging.WARNING, step_s=round(moved, 1),
-              effect="state file stamps moved, file written" if cache else "none")  # fmt: skip
-        if cache is not None:
+        # The cache moves its stamps by the step not applied to them yet, against its own
+        # baseline (set at the load): a step an update applied already is not applied again,
+        # and one made before this task's baseline (during the start) is not missed.
+        moved, cache = watch.poll(), reconciler.state_cache
+        caught: float | None = None
+        if cache is not None and cache.step_pending():
             with contextlib.suppress(Exception):  # (StateCache reports its own failures)
-                await asyncio.to_thread(cache.clock_stepped, moved)
+                caught = await asyncio.to_thread(cache.clock_stepped)
+        if moved is None and caught is None:
+            continue
+        event(log, "wall_clock_stepped", level=logging.WARNING,
+              step_s=round(moved if moved is not None else caught or 0.0, 1),
+              effect="state file stamps moved, file written" if caught else "none")  # fmt: skip
         reconciler.recheck_state_file()

@@ -12,7 +12,8 @@ from synapse_testlib import service_config
 from smartstack.record import Registration
 from synapse.model import Found
 from synapse.selection import Selection, select_servers
-from synapse.state_cache import MIN_LEFT, StateCache
+from synapse.state_cache import StateCache
+from synapse.state_entries import MIN_LEFT
 from synapse.zone_state import Evacuations
 
 CFG = service_config({"method": "zookeeper", "hosts": ["127.0.0.1:2181"], "path": "/nerve/web"})

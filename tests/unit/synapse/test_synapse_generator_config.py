@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from synapse_testlib import service_config
 
 from synapse.generator_config import parse_generator_config, with_generator_config
-from synapse.state_cache import GENERATOR_KEY, StateCache
+from synapse.state_cache import StateCache
+from synapse.state_entries import GENERATOR_KEY
 
 ZK = {"method": "zookeeper", "hosts": ["127.0.0.1:2181"], "path": "/nerve/web"}
 
