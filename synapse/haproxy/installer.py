@@ -28,6 +28,7 @@ from synapse.config import HAProxyConfig
 from synapse.config import ManagedHAProxy as ManagedConfig
 from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.bridge import Layout
+from synapse.haproxy.command_reload import CommandReload
 from synapse.haproxy.commands import (
     CandidateUnwritten,
     CheckUnanswered,
@@ -113,6 +114,7 @@ class Installer:
         self.layout: Layout | None = None  # what the file was rendered from; None: unknown
         self._loaded = False
         self.read_all = False  # after the reload: the dump failed, an older state file stays
+        self._reloaded_pid: str | None = None  # reload_command: the new process that answered
         # Managed: whether HAProxy runs the file (a restart adopts HAProxy and trusts it).
         self.mark = LoadMark(path) if self.file is not None and managed is not None else None
         if self.file is not None and self.mark is not None:  # (each write: the marker names it)
@@ -340,7 +342,8 @@ class Installer:
                 taken = err.clashes if isinstance(err, PortsTaken) else None
                 raise InstallFailed(str(err), taken=taken) from err
             return
-        before = await self._worker_pid()
+        reload = CommandReload(self.runtime[0] if self.runtime else None, self._clock)
+        before, self._reloaded_pid = await reload.answering(), None
         assert self.config.reload_command is not None
         async with window():
             result = await run_command(self.config.reload_command, self.config.reload_timeout)
@@ -348,29 +351,16 @@ class Installer:
                 raise InstallFailed(
                     f"reload_command exited with {result.returncode}: {result.output[-1000:]}"
                 )
-            await self._confirm_new_worker(before)
+            self._reloaded_pid = await reload.new_worker(before, self.config.reload_timeout)
 
-    async def _worker_pid(self) -> str | None:
-        if not self.runtime:
-            return None
-        try:
-            return (await self.runtime[0].info()).get("Pid")
-        except HAProxySocketError:
-            return None
-
-    async def _confirm_new_worker(self, before: str | None) -> None:
-        """After reload_command: wait until a new process answers on the admin socket."""
-        if not self.runtime:
-            return
-        deadline = self._clock() + self.config.reload_timeout
-        while self._clock() < deadline:
-            pid = await self._worker_pid()
-            if pid is not None and pid != before:
-                return
-            await asyncio.sleep(0.02)
-        event(log, "haproxy_reload_unconfirmed", level=logging.WARNING,
-              detail=f"no new HAProxy process answered on {self.runtime[0].path} within "
-              f"{self.config.reload_timeout}s")  # fmt: skip
+    @property
+    def serving_pid(self) -> str | None:
+        """The pid of the worker the last reload or start was confirmed with (None: not
+        confirmed): what the admin socket must answer with before the new one is read."""
+        if self.managed is not None:
+            pid = self.managed.worker_pid
+            return None if pid is None else str(pid)
+        return self._reloaded_pid
 
     async def start_from_file(self) -> bool:
         """Start the managed HAProxy (when down) from the config file as it is; False when

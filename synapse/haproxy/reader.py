@@ -102,6 +102,7 @@ class RunningReader(PlanScope):
         wanted: Collection[str] | None = None,
         *,
         reloaded: bool = False,
+        serving: str | None = None,
     ) -> RunningState:
         """The config file as synapse wrote it, and HAProxy's runtime state.
 
@@ -109,7 +110,8 @@ class RunningReader(PlanScope):
         backends (None: whole; empty: nothing, no round trip to HAProxy) and, of the
         backends not read since a reload, those in ``wanted`` (the ones the apply may
         plan; None: any, so all of them). ``reloaded``: synapse just reloaded or started
-        HAProxy: only its pid and backend names; the sweep reads their servers at once.
+        HAProxy: only its pid and backend names; the sweep reads their servers at once;
+        ``serving``: the new process's pid, when known (``RunningView.read_names``).
         """
         config: ParsedConfig | None = None
         missing = False
@@ -122,7 +124,7 @@ class RunningReader(PlanScope):
             if self.version is None:
                 self.version = await self.runtime[0].version()
             if reloaded:
-                await self.view.read_names()
+                await self.view.read_names(serving)
                 self._kick.set()
             elif changed is None or (self.view.unread and wanted is None):
                 await self.view.read_all()

@@ -139,7 +139,7 @@ class Reloading:
         if self._window.reload is not None and self._window.reload.changed:
             # Changes went in beside it: the latest desired state is planned next (_reload),
             # not this candidate's older one (it would put a withdrawn server back).
-            await self._reader.read(reloaded=True)
+            await self._reader.read(reloaded=True, serving=self._installer.serving_pid)
             self._check.begin(candidate.parts)
             return ApplyResult((), ApplyOutcome.DONE, (), wrote)
         return await self._after_reload(candidate, before, wrote)
@@ -150,7 +150,7 @@ class Reloading:
         """The new process's structure (pid, backends) against the candidate, and the servers
         of the backends this reload changed (``confirm.read_at_once``: states the state file
         restored may differ); the others are read and planned in the background (``confirm``)."""
-        running = await self._reader.read(reloaded=True)
+        running = await self._reader.read(reloaded=True, serving=self._installer.serving_pid)
         now = read_at_once(before, candidate.parsed, self._reader.unread, self._installer.read_all)
         if running.backends is not None and (now is None or now):
             running = await self._reader.read(set(), now)  # (None: all of them)

@@ -42,6 +42,8 @@ SKIPPED = "not sent: an earlier command for this server failed"
 # dumper's between rounds) stays open this long: under HAProxy's default `stats timeout`
 # (10 s), after which HAProxy closes it. After synapse's own reload all are released.
 KEEP_IDLE_S = 5.0
+STOPPING_ASKS = 5  # reads a stopping process answered are asked again: 0, 10, 20, 30 ms on
+STOPPING_PAUSE = 0.01
 
 
 def _waves(ops: Sequence[Op]) -> list[list[int]]:
@@ -342,15 +344,20 @@ class RuntimeClient:
 
     async def _ask_reads(self, commands: Sequence[str]) -> list[str]:
         """Read-only commands on the held connection; on a fresh one when a kept connection
-        turns out dead (no answer) or held by a stopping process (reads are safe to repeat)."""
+        turns out dead (no answer), or when a stopping process answered (reads are safe to
+        repeat): kept from before a reload, or a fresh one the old worker accepted on the
+        listener it shares with the new one for a moment (a few tries, a moment apart)."""
         kept, self._unverified = self._unverified, False
-        async with self.session() as session:
-            answers = await session.ask(commands)
-        stale = bool(answers) and commands[0] == "show info" and is_stopping(answers[0])
-        if kept and (not answers or stale):
-            await self.release()
+        for attempt in range(STOPPING_ASKS):
+            if attempt:
+                await self.release()
+                await asyncio.sleep(STOPPING_PAUSE * (attempt - 1))  # (at once after a kept one)
             async with self.session() as session:
                 answers = await session.ask(commands)
+            stale = bool(answers) and commands[0] == "show info" and is_stopping(answers[0])
+            if not stale and (answers or not kept):
+                break
+            kept = False
         return answers
 
 

@@ -55,6 +55,8 @@ SWEEP_PACE = 2.0  # after a part, the sweep pauses this many times the CPU time 
 START_PART = 8
 START_STEP = 2
 START_WAIT = 0.5  # seconds the after-start sweep waits for changes in all (others 0.05)
+NEW_PROCESS_ASKS = 100  # after a reload, asked again until the new process answers: ~2 s
+NEW_PROCESS_PAUSE = 0.02
 
 
 class ServerIds(Mapping[str, int]):
@@ -225,11 +227,22 @@ class RunningView:
             self._replaced.add(name)
         self.backends[name] = kept
 
-    async def read_names(self) -> None:
+    async def read_names(self, serving: str | None = None) -> None:
         """After synapse reloaded or started HAProxy: the new process's pid and backends
         (`show info`, `show backend`), every backend ``unread``; HAProxySocketError
-        propagates. Reads begun before are refused (another process answered them)."""
+        propagates. Reads begun before are refused (another process answered them).
+
+        ``serving``: the pid the reload was confirmed with. The old worker shares the
+        admin socket's listener with the new one (`expose-fd listeners`) until the master
+        tells it to stop, so a connection made now may still reach it: asked again on a
+        fresh connection until ``serving`` answers (bounded; then what answered stands)."""
         pid, names = await self.client.backend_names()
+        for _ in range(NEW_PROCESS_ASKS if serving is not None else 0):
+            if pid == serving:
+                break
+            await self.client.release()
+            await asyncio.sleep(NEW_PROCESS_PAUSE)
+            pid, names = await self.client.backend_names()
         self._counter += 1
         self._invalidated = self._refreshed = self._counter
         self._stale.clear()
