@@ -222,7 +222,7 @@ async def _has_worker(config: Path, masters: int) -> bool:
 
 
 async def test_a_stop_during_the_replacement_leaves_one_master_the_new_one(
-    managed_factory, http_backend_factory, sockdir
+    managed_factory, http_backend_factory, sockdir, monkeypatch
 ):
     """SIGTERM (the apply task cancelled, then the controller stopped) once the replacing
     master has its worker. Before, the old master was never soft-stopped: both served the
@@ -237,6 +237,15 @@ async def test_a_stop_during_the_replacement_leaves_one_master_the_new_one(
         second = managed_factory(managed={**LEFT, "binary": str(copy)})
         await second.start()
         assert second._managed.master_pid == old and second._managed._stale
+        launch = second._managed._launch
+
+        async def launch_then_linger(*args: object, **kwargs: object) -> None:
+            await launch(*args, **kwargs)  # type: ignore[arg-type]
+            # Both masters with a worker, the old one not retired yet: on a loaded machine
+            # that moment passed between two of the test's polls (a CI timeout).
+            await asyncio.sleep(1.0)
+
+        monkeypatch.setattr(second._managed, "_launch", launch_then_linger)
         api = service("api", web(port, [b1]).servers, port=api_port)
         task = asyncio.create_task(second.apply([web(port, [b1]), api], "a new service"))
         await eventually(lambda: _has_worker(config, 2), "the replacing master's worker")
