@@ -14,6 +14,7 @@ from nerve.daemon import NerveDaemon
 from smartstack import sd_notify
 from smartstack.early_signals import take_over_sighup
 from smartstack.logs import event
+from smartstack.stop_signals import hold_while_stopping, ignore_after_loop
 
 if TYPE_CHECKING:
     from nerve.config import NerveConfig
@@ -52,6 +53,7 @@ async def serve(
     await daemon.start()
     sd_notify.ready()  # systemd (Type=notify): started, and a SIGHUP is a reload now
     await stop.wait()
+    hold_while_stopping(loop, log)  # (a SIGHUP now is no reload, a SIGTERM no kill)
     for task in reloads:
         task.cancel()
     await asyncio.gather(*reloads, return_exceptions=True)  # (their cleanup ends first)
@@ -61,12 +63,15 @@ async def serve(
 
 def run(config: NerveConfig, args: Namespace, source: ConfigSource | None = None) -> int:
     """Entry point from ``nerve -c FILE``: run until SIGTERM/SIGINT, then exit 0."""
-    return asyncio.run(
-        serve(
-            config,
-            Path(args.config),
-            getattr(args, "instance_id", None),
-            getattr(args, "strict", False),
-            source,
+    try:
+        return asyncio.run(
+            serve(
+                config,
+                Path(args.config),
+                getattr(args, "instance_id", None),
+                getattr(args, "strict", False),
+                source,
+            )
         )
-    )
+    finally:
+        ignore_after_loop()

@@ -32,6 +32,7 @@ from smartstack.configfile import ConfigError
 from smartstack.early_signals import take_over_sighup
 from smartstack.logs import event
 from smartstack.statsd import make_stats
+from smartstack.stop_signals import hold_while_stopping, ignore_after_loop
 from smartstack.tasks import cancel_and_wait
 from smartstack.zookeeper import ZooKeeperPool
 from synapse import gc_start, zone_health
@@ -75,7 +76,10 @@ def run(config: SynapseConfig, args: argparse.Namespace, source: ConfigSource | 
     daemon.strict = getattr(args, "strict", False)  # holds for SIGHUP reloads too
     daemon.zone_flag = getattr(args, "zone", None)  # --zone beats the file on SIGHUP too
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    return asyncio.run(daemon.main())
+    try:
+        return asyncio.run(daemon.main())
+    finally:
+        ignore_after_loop()
 
 
 class SynapseDaemon:
@@ -126,8 +130,7 @@ class SynapseDaemon:
         sd_notify.ready()  # systemd (Type=notify): started, and a SIGHUP is a reload now
         await self._stop.wait()
         event(log, "stopping")
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
+        hold_while_stopping(loop, log)  # (a second SIGTERM killed it mid-stop)
         await self.stop()
         event(log, "stopped")
         return EXIT_OK

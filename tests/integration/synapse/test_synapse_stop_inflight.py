@@ -137,3 +137,24 @@ def test_a_container_stop_soft_stops_haproxy_under_tini(backend) -> None:
         thread.join(10)
     assert answers == ["HTTP/1.0 200 OK"] * CLIENTS
     assert "child of tini, PID 1 of its PID namespace" in syn.log(200)
+
+
+def test_signals_sent_again_during_the_stop_do_not_cut_it_short(backend) -> None:
+    """A supervisor or an operator signalling twice: before, the second SIGTERM killed synapse
+    mid-stop (exit -15; with the stop not yet at HAProxy, a stop_on_exit HAProxy ran on,
+    orphaned, holding the ports), and a SIGHUP then ended it the same way."""
+    port = free_port()
+    syn = synapse_for(backend, port).start()
+    wait_serving(port, {"s"})
+    answers, threads = in_flight(backend, port)
+    syn.signal(signal.SIGTERM)
+    wait_until(lambda: "event=stopping" in syn.log(200), 5, interval=0.02, what="the stop")
+    for again in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        time.sleep(0.2)
+        syn.signal(again)
+    assert syn.process.wait(15) == 0
+    for thread in threads:
+        thread.join(10)
+    assert answers == ["HTTP/1.0 200 OK"] * CLIENTS
+    log = syn.log(400)
+    assert "how=soft took_s=" in log and log.count("event=signal_while_stopping") == 3, log

@@ -1,0 +1,40 @@
+"""Once a daemon stops, a stop signal sent again does not end it half way.
+
+The default action of SIGTERM, SIGINT and SIGHUP ends the process. synapse gave SIGTERM
+and SIGINT back to it when its stop began, so a second one (a supervisor that signals
+twice, an impatient operator, our own demo) killed it mid-stop: a `stop_on_exit` HAProxy
+it had not stopped yet ran on, orphaned, holding its ports (the next start: "port already
+in use"); its state file unsaved. nerve handled a SIGHUP during its stop as a reload, and
+both died by a late SIGTERM while the interpreter wound down (exit -15 after a clean stop).
+
+Now, from the stop on, those signals are logged and the stop goes on: it is bounded by its
+own timeouts, and SIGKILL still ends a daemon at once. After the loop closed (threads
+joined, logs flushed) they are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from smartstack.logs import event
+
+AFTER_STOP = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def hold_while_stopping(loop: asyncio.AbstractEventLoop, log: logging.Logger) -> None:
+    """The stop begins: those signals are logged from now on, not acted on."""
+    for sig in AFTER_STOP:
+        loop.add_signal_handler(sig, _noted, log, sig)
+
+
+def _noted(log: logging.Logger, sig: signal.Signals) -> None:
+    event(log, "signal_while_stopping", level=logging.WARNING, signal=sig.name,
+          detail="the stop goes on (bounded by its timeouts; SIGKILL ends it at once)")  # fmt: skip
+
+
+def ignore_after_loop() -> None:
+    """The loop is closed (its handlers gone): the rest of the exit ignores those signals."""
+    for sig in AFTER_STOP:
+        signal.signal(sig, signal.SIG_IGN)

@@ -1,0 +1,44 @@
+"""smartstack.stop_signals: from the stop on, SIGTERM, SIGINT and SIGHUP are logged, not
+acted on; after the loop closed they are ignored."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import pytest
+
+from smartstack import stop_signals
+
+
+class Loop:
+    def __init__(self) -> None:
+        self.handlers: dict[int, tuple[object, tuple[object, ...]]] = {}
+
+    def add_signal_handler(self, signum: int, callback: object, *args: object) -> None:
+        self.handlers[signum] = (callback, args)
+
+
+def test_a_signal_during_the_stop_is_logged_and_nothing_else(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = Loop()
+    log = logging.getLogger("test.stop")
+    stop_signals.hold_while_stopping(loop, log)  # type: ignore[arg-type]
+    assert set(loop.handlers) == {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    with caplog.at_level(logging.WARNING, logger="test.stop"):
+        for callback, args in loop.handlers.values():
+            callback(*args)  # type: ignore[operator]
+    noted = [r for r in caplog.records if r.message == "signal_while_stopping"]
+    names = sorted(r.smartstack_fields["signal"] for r in noted)  # type: ignore[attr-defined]
+    assert names == ["SIGHUP", "SIGINT", "SIGTERM"]
+
+
+def test_after_the_loop_the_signals_are_ignored() -> None:
+    before = {sig: signal.getsignal(sig) for sig in stop_signals.AFTER_STOP}
+    try:
+        stop_signals.ignore_after_loop()
+        assert all(signal.getsignal(sig) is signal.SIG_IGN for sig in stop_signals.AFTER_STOP)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
