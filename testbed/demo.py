@@ -6,8 +6,9 @@ moves away, the service comes back and traffic returns; HAProxy itself is killed
 clients wait for the new one instead of failing (testbed/demo_crash.py). Then the zone act
 (testbed/demo_zones.py): a service in three availability zones, the local zone is lost,
 traffic spreads evenly over the other two, and comes back; clients carrying the zone
-cookie stay in their zone. A reload under kept-alive clients (testbed/demo_reload.py), and
-last a nerve killed and restarted while its instance stays in HAProxy (demo_restart.py).
+cookie stay in their zone. A reload under kept-alive clients (testbed/demo_reload.py), a
+nerve killed and restarted while its instance stays in HAProxy (demo_restart.py), and last
+a reload held for seconds while an instance is withdrawn beside it (demo_window.py).
 Everything runs on 127.0.0.1 and is stopped at the end (``--keep`` keeps it up).
 """
 
@@ -30,6 +31,7 @@ from pathlib import Path
 from testbed.demo_crash import haproxy_crash
 from testbed.demo_reload import reload_act
 from testbed.demo_restart import nerve_restart_act
+from testbed.demo_window import slow_reload_act
 from testbed.demo_zones import ZoneAct
 from testbed.etcd import EtcdCluster
 from testbed.haproxy import parse_servers_state, runtime_command
@@ -161,7 +163,7 @@ class Demo:
             self.workdir / f"nerve-{name}.json",
             {
                 "instance_id": name,
-                "admin": {"port": 0},
+                "admin": {"port": free_port()},  # (the slow reload act's `nerve maint` calls it)
                 "state_dir": str(self.workdir / f"nerve-{name}-state"),
                 "services": {
                     SERVICE: {
@@ -329,6 +331,9 @@ class Demo:
         show_traffic(self.client, 4)
         return moved
 
+    def failed_since(self, start: float) -> int:
+        return sum(1 for s in self.client.since(start) if s.backend is None)
+
     def _in_rotation(self, port: int) -> bool:
         """Whether HAProxy has a server on this port that is not in maintenance."""
         state = runtime_command(self.workdir / "haproxy" / "admin.sock", "show servers state")
@@ -428,6 +433,11 @@ def main(argv: list[str] | None = None) -> int:
         port = demo.backends["app-1"].port
         nerve_restart_act(demo.nerves["app-1"], "app-1", lambda: demo._in_rotation(port), say,
                           detail)  # fmt: skip
+        app3 = demo.backends["app-3"].port
+        slow_reload_act(demo.workdir / "synapse.json", demo.synapse.pid, demo.status,
+                        (BIN, demo.workdir / "nerve-app-3.json", SERVICE),
+                        lambda: demo._in_rotation(app3), demo.failed_since, say,
+                        detail)  # fmt: skip
         if args.keep:
             demo.keep_running()
         ok = True

@@ -75,6 +75,11 @@ def test_demo_runs_to_completion_and_cleans_up() -> None:
     assert sticky["new client", "az1 healthy"] == [100, 0, 0], out
     assert sticky["new client", "az1 lost"] == sticky["new client", "az1 back"] == pinned, out
     assert "zone act: failed requests 0, HAProxy reloads 0" in out
+    # The slow reload act: the withdrawn instance left HAProxy while the reload waited
+    # (none completed by then), and the new worker did not serve it.
+    assert re.search(r"app-3 out of HAProxy \d+ ms after .*reloads completed by then: 0", out)
+    assert "after the reload app-3 stayed out" in out, out
+    assert "failed requests during the act: 0" in out, out
     # The HAProxy crash act: the new HAProxy took the sockets synapse held over (a request in
     # flight in the killed worker could still fail: the count is printed, not asserted).
     assert re.search(r"synapse started HAProxy again \d+ ms after the crash", out), out
