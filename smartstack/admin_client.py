@@ -52,7 +52,9 @@ def add_admin_arguments(parser: argparse.ArgumentParser, exclusive: bool = True)
     """-c/--config and --admin (one of them required; ``exclusive``: not both), --token-file."""
     where: Any = parser.add_mutually_exclusive_group(required=True) if exclusive else parser
     where.add_argument("-c", "--config", help="the running daemon's config file")
-    where.add_argument("--admin", help="admin API URL, e.g. http://127.0.0.1:3212")
+    where.add_argument(
+        "--admin", help="admin API URL, e.g. http://127.0.0.1:1025 (nerve), :1026 (synapse)"
+    )
     parser.add_argument("--token-file", help="bearer token file (default: admin.token_file)")
 
 
