@@ -381,7 +381,8 @@ class HAProxyController(Reloading):
         self._failures.started_from_file(reason)
         # Like after a start: the structure and what may differ at once, the rest later.
         layout = self._installer.layout if self.config.do_writes and self._applied else None
-        bridge = await revived(self._reader, layout, self._desired, self._capabilities())
+        serving = self._installer.serving_pid
+        bridge = await revived(self._reader, layout, self._desired, self._capabilities(), serving)
         if bridge is not None:
             await self._run_ops(bridge.ops)
             self._installer.write(bridge.config, bridge.layout)

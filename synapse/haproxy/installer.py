@@ -115,6 +115,7 @@ class Installer:
         self._loaded = False
         self.read_all = False  # after the reload: the dump failed, an older state file stays
         self._reloaded_pid: str | None = None  # reload_command: the new process that answered
+        self._command_reload = CommandReload(runtime[0] if runtime else None, clock)
         # Managed: whether HAProxy runs the file (a restart adopts HAProxy and trusts it).
         self.mark = LoadMark(path) if self.file is not None and managed is not None else None
         if self.file is not None and self.mark is not None:  # (each write: the marker names it)
@@ -342,7 +343,7 @@ class Installer:
                 taken = err.clashes if isinstance(err, PortsTaken) else None
                 raise InstallFailed(str(err), taken=taken) from err
             return
-        reload = CommandReload(self.runtime[0] if self.runtime else None, self._clock)
+        reload = self._command_reload
         before, self._reloaded_pid = await reload.answering(), None
         assert self.config.reload_command is not None
         async with window():

@@ -55,11 +55,12 @@ async def revived(
     layout: Layout | None,
     desired: list[DesiredService],
     capabilities: Capabilities,
+    serving: str | None = None,
 ) -> Bridge | None:
     """Read the restarted HAProxy as above; the bridge (the file's structure with today's
     servers) planned on what was read, or None (nothing to bridge, or only a reload gets
-    there: an apply plans it)."""
-    running = await reader.read(reloaded=True)
+    there: an apply plans it). ``serving``: the started worker's pid."""
+    running = await reader.read(reloaded=True, serving=serving)
     if running.backends is None:
         return None  # not answering: the next apply reads it whole
     recent = reader.touched_within(RECENT_S) | reader.unsaved()

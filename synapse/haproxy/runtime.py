@@ -291,8 +291,7 @@ class RuntimeClient:
 
     async def backend_names(self) -> tuple[str, list[str]]:
         """HAProxy's pid and its backends (`show info`, `show backend`, one connection)."""
-        async with self.session() as session:
-            answers = await session.ask(["show info", "show backend"])
+        answers = await self._ask_reads(["show info", "show backend"])  # (not a stopping one's)
         if len(answers) < 2:
             raise SocketUnavailable(f"{self.path}: no answer to 'show backend'")
         return parse_pid(self.path, answers[0]), parse_show_backend(answers[1])

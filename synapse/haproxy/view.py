@@ -41,6 +41,7 @@ from typing import Any
 from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.running import RunningServer
 from synapse.haproxy.runtime import RuntimeClient
+from synapse.haproxy.sockets import HAProxySocketError
 
 Servers = Mapping[str, RunningServer]
 Pause = Callable[[], Awaitable[None]]  # before a background step (``ChangeGate.turn``)
@@ -55,8 +56,9 @@ SWEEP_PACE = 2.0  # after a part, the sweep pauses this many times the CPU time 
 START_PART = 8
 START_STEP = 2
 START_WAIT = 0.5  # seconds the after-start sweep waits for changes in all (others 0.05)
-NEW_PROCESS_ASKS = 100  # after a reload, asked again until the new process answers: ~2 s
-NEW_PROCESS_PAUSE = 0.02
+NEW_PROCESS_ASKS = 50  # after a reload, asked again until the new process answers,
+NEW_PROCESS_PAUSE = 0.02  # this often,
+NEW_PROCESS_WAIT = 1.0  # at most this long (seconds)
 
 
 class ServerIds(Mapping[str, int]):
@@ -232,17 +234,23 @@ class RunningView:
         (`show info`, `show backend`), every backend ``unread``; HAProxySocketError
         propagates. Reads begun before are refused (another process answered them).
 
-        ``serving``: the pid the reload was confirmed with. The old worker shares the
-        admin socket's listener with the new one (`expose-fd listeners`) until the master
-        tells it to stop, so a connection made now may still reach it: asked again on a
-        fresh connection until ``serving`` answers (bounded; then what answered stands)."""
+        ``serving``: the pid the reload was confirmed with. An old worker may still take
+        a connection made now (the listener is shared for a moment, `expose-fd
+        listeners`; a stopping one's answers are asked again by the client): asked again
+        on a fresh connection until ``serving`` answers, at most NEW_PROCESS_WAIT (another
+        reload since the confirmation: then what answered stands, as on an error after a
+        first answer)."""
         pid, names = await self.client.backend_names()
+        deadline = time.monotonic() + NEW_PROCESS_WAIT
         for _ in range(NEW_PROCESS_ASKS if serving is not None else 0):
-            if pid == serving:
+            if pid == serving or time.monotonic() > deadline:
                 break
-            await self.client.release()
-            await asyncio.sleep(NEW_PROCESS_PAUSE)
-            pid, names = await self.client.backend_names()
+            try:
+                await self.client.release()
+                await asyncio.sleep(NEW_PROCESS_PAUSE)
+                pid, names = await self.client.backend_names()
+            except HAProxySocketError:
+                break
         self._counter += 1
         self._invalidated = self._refreshed = self._counter
         self._stale.clear()

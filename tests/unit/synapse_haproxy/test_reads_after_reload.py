@@ -17,6 +17,7 @@ import pytest
 from synapse.haproxy import command_reload, runtime, view
 from synapse.haproxy.command_reload import CommandReload, is_new
 from synapse.haproxy.runtime import RuntimeClient
+from synapse.haproxy.sockets import SocketUnavailable
 from synapse.haproxy.view import NEW_PROCESS_ASKS, RunningView
 
 
@@ -158,3 +159,29 @@ async def test_a_process_that_is_stopping_is_never_the_new_one():
     assert is_new({"Pid": "Y", "Stopping": "0"}, {"X"})
     assert await reload.new_worker(set(), timeout=3.0) is None  # (logged: unconfirmed)
     assert len(await reload.answering()) == 1
+
+
+async def test_an_error_after_a_first_answer_keeps_what_answered():
+    class Failing(TwoWorkers):
+        async def backend_names(self) -> tuple[str, list[str]]:
+            if self.asked:
+                raise SocketUnavailable("gone")
+            return await super().backend_names()
+
+    client = Failing(old_answers=5)
+    names = view_of(client)  # type: ignore[arg-type]
+    await names.read_names(serving="200")
+    assert names.pid == "100" and client.asked == 1
+
+
+async def test_the_processes_of_past_reloads_are_never_taken_for_a_new_one():
+    """Reload 1 confirmed B. Before reload 2 the answer came from A, the worker reload 1
+    replaced, its master not yet telling it to stop (`Stopping: 0`): B, live, must not pass
+    as reload 2's new process."""
+    reload = CommandReload(Answering(("A", False), ("B", False)), clock_of(0.01))  # type: ignore[arg-type]
+    assert await reload.new_worker({"A"}, timeout=5.0) == "B"  # reload 1
+    reload.client = Answering(("A", False))  # type: ignore[assignment]
+    before = await reload.answering()
+    assert before == {"A", "B"}
+    reload.client = Answering(("B", False), ("C", False))  # type: ignore[assignment]
+    assert await reload.new_worker(before, timeout=5.0) == "C"
