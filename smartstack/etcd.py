@@ -34,6 +34,7 @@ from smartstack.etcd_watch import (
     require_leader,
 )
 from smartstack.logs import event
+from smartstack.registry_address import join_host_port
 from smartstack.registry_auth import AUTH_NOT_ENABLED, EtcdTLS, TLSFileError, token_refused
 
 log = logging.getLogger("smartstack.etcd")
@@ -97,7 +98,8 @@ class Client(aetcd.Client):
             return
         try:
             self._is_connecting = True
-            target, options = f"{self._host}:{self._port}", self._options.items()
+            # ('[::1]:2379': gRPC read an unbracketed IPv6 host as a misformatted name)
+            target, options = join_host_port(self._host, self._port), self._options.items()
             if self._tls is None:
                 self.channel = grpc.aio.insecure_channel(target, options=options)
             else:

@@ -52,7 +52,8 @@ def _lines_with(text: str, word: str) -> Iterator[str]:
 
 
 def bind_addresses(config_text: str) -> list[tuple[str, str, int]]:
-    """(as written, ip, port) for every TCP address of the config's ``bind`` lines."""
+    """(as written, ip, port) for every TCP address of the config's ``bind`` lines; a
+    `::` bind without `v6only` is dual-stack (Linux's default): 0.0.0.0 too."""
     found = []
     resolved: dict[str, set[str]] = {}
     candidates = _lines_with(config_text, "bind")
@@ -74,6 +75,8 @@ def bind_addresses(config_text: str) -> list[tuple[str, str, int]]:
                 if host not in resolved:  # a thousand frontends bind one address
                     resolved[host] = _resolve(host)
                 found.extend((written, ip, port) for ip in resolved[host])
+                if "::" in resolved[host] and "v6only" not in tokens[2:]:
+                    found.append((written, "0.0.0.0", port))
     return found
 
 

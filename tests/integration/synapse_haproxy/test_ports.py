@@ -63,6 +63,10 @@ def test_a_live_listener_is_a_clash_with_its_owner(reuseport_listener: int) -> N
     # A wildcard bind overlaps it too; another address or port does not.
     assert foreign_listeners(f"    bind :{port}\n")
     assert foreign_listeners(f"    bind 127.0.0.2:{port}\n") == []
+    # HAProxy's `::` is dual-stack: it overlaps an IPv4 listener too, unless v6only.
+    [dual] = foreign_listeners(f"    bind :::{port}\n")
+    assert dual.address == f":::{port}"
+    assert foreign_listeners(f"    bind :::{port} v6only\n") == []
     # Our own HAProxy's listeners are not a clash (a reload keeps its ports).
     assert foreign_listeners(f"    bind 127.0.0.1:{port}\n", {os.getpid()}) == []
 

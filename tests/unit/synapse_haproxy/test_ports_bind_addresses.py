@@ -32,3 +32,14 @@ def test_a_thousand_frontends_on_one_address() -> None:
     assert bind_addresses(text) == [
         (f"127.0.0.1:{10000 + i}", "127.0.0.1", 10000 + i) for i in range(1000)
     ]
+
+
+def test_a_v6_wildcard_is_dual_stack_unless_v6only() -> None:
+    """HAProxy's `bind :::3009` takes IPv4's 3009 too (Linux's bindv6only=0): a foreign
+    listener on 127.0.0.1:3009 made it fail and was not isolated (all of HAProxy down)."""
+    text = "frontend a\n  bind :::3009\n  bind [::]:3010 v6only\n"
+    assert bind_addresses(text) == [
+        (":::3009", "::", 3009),
+        (":::3009", "0.0.0.0", 3009),
+        ("[::]:3010", "::", 3010),
+    ]
