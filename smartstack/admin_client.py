@@ -97,7 +97,7 @@ def target(args: argparse.Namespace, loader: Callable[[str], Any]) -> tuple[str,
         fail(f"token file: {exc}")
     if args.admin:
         if not args.admin.startswith(("http://", "https://")):
-            fail(f"--admin {args.admin!r}: not a URL (give e.g. http://127.0.0.1:3212)")
+            fail(f"--admin {args.admin!r}: not a URL (give e.g. http://127.0.0.1:1025)")
         return args.admin.rstrip("/"), token
     assert config is not None
     if config.admin.port is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -265,7 +266,12 @@ class HTTPServer:
         )
 
     async def start(self) -> None:
-        server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD)
+        if self.host == "::":  # every address of both families (asyncio sets IPV6_V6ONLY:
+            # IPv4 clients were refused, `nerve maint -c` and health checks among them)
+            sock = _dual_stack_listener(self.port)
+            server = await asyncio.start_server(self._serve, sock=sock, limit=MAX_HEAD)
+        else:
+            server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD)
         if not server.sockets:
             # asyncio skips an address whose socket() fails (out of file descriptors too):
             # a server on no socket is a failed start, not an IndexError.
@@ -367,3 +373,18 @@ class HTTPServer:
         except Exception:
             log.exception("admin handler for %s %s failed", request.method, request.path[:200])
             return HTTPInternalServerError(text="500: internal error\n")
+
+
+def _dual_stack_listener(port: int) -> socket.socket:
+    """A listening socket on `::` that takes IPv4 too (IPV6_V6ONLY off)."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", port))
+        sock.listen(100)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -89,13 +90,25 @@ class StatsdStats(Stats):
         )
         self._resolving.start()
 
+    def _build(self) -> Any:
+        """The client for an IPv4 host, else for an IPv6 one ('::1', a name with only AAAA
+        records: the client resolves IPv4 only unless told, `statsd_unavailable` for good)."""
+        host, port = self.config.host, self.config.port
+        try:
+            return self._make_client(host, port, prefix=self._prefix)
+        except socket.gaierror as first:
+            try:
+                return self._make_client(host, port, prefix=self._prefix, ipv6=True)
+            except OSError:
+                raise first from None
+
     def _connect(self) -> None:
         """On the lookup thread: build the client (its constructor resolves the host),
         retrying every RETRY_SECONDS; one log line when it fails, one when it recovers."""
         failures = 0
         while not self._closed.is_set():
             try:
-                client = self._make_client(self.config.host, self.config.port, prefix=self._prefix)
+                client = self._build()
             except OSError as exc:
                 failures += 1
                 if failures == 1:

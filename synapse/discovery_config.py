@@ -65,13 +65,24 @@ class ServerEntry(ConfigModel):
     @model_validator(mode="before")
     @classmethod
     def _from_string(cls, value: object) -> object:
-        # dns/docker watchers list servers as plain "host" or "host:port" strings too.
-        if isinstance(value, str):
-            host, sep, port = value.rpartition(":")
-            if sep and port.isdigit() and "]" not in port:
-                return {"host": host.strip("[]"), "port": int(port)}
-            return {"host": value}
-        return value
+        # dns/docker watchers list servers as plain "host" or "host:port" strings too,
+        # IPv6 in brackets ("fd00::13" was read as host "fd00:", port 13: never served).
+        if not isinstance(value, str):
+            return value
+        if value.startswith("["):
+            host, bracket, rest = value[1:].partition("]")
+            if not bracket or (rest and not (rest[:1] == ":" and rest[1:].isdigit())):
+                raise ValueError(f"{value!r}: an IPv6 server is written '[::1]' or '[::1]:port'")
+            return {"host": host, "port": int(rest[1:])} if rest else {"host": host}
+        if value.count(":") > 1 and "://" not in value:  # (docker's 'tcp://host:port')
+            raise ValueError(
+                f"{value!r}: an IPv6 address goes in brackets: '[{value}]', with a port "
+                "'[address]:port' (or the form {host: ..., port: ...})"
+            )
+        host, sep, port = value.rpartition(":")
+        if sep and port.isdigit():
+            return {"host": host, "port": int(port)}
+        return {"host": value}
 
 
 class ResolverConfig(ConfigModel):

@@ -16,7 +16,7 @@ from smartstack.admin import AdminServer
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-async def _server(body: bytes = b"ok\n") -> web.HTTPServer:
+async def _server(body: bytes = b"ok\n", host: str = "127.0.0.1") -> web.HTTPServer:
     router = web.Router()
 
     async def answer(request: web.Request) -> web.Response:
@@ -24,7 +24,7 @@ async def _server(body: bytes = b"ok\n") -> web.HTTPServer:
 
     router.add("GET", "/x", answer)
     router.add("GET", "/health", answer, probe=True)
-    server = web.HTTPServer(router, "127.0.0.1", 0)
+    server = web.HTTPServer(router, host, 0)
     await server.start()
     return server
 
@@ -159,4 +159,14 @@ async def test_a_client_that_never_reads_is_dropped_after_the_write_timeout(
         assert not server._connections  # dropped, buffers freed
     finally:
         writer.close()
+        await server.stop()
+
+
+async def test_a_server_on_every_address_takes_ipv4_too() -> None:
+    """`admin.host: "::"`: asyncio made it IPv6-only, and `nerve maint -c` (which talks to
+    127.0.0.1 for a server on every address) was refused: a deploy's drain step failed."""
+    server = await _server(host="::")
+    try:
+        assert (await _get(server.port)).endswith(b"ok\n")
+    finally:
         await server.stop()

@@ -109,3 +109,15 @@ def test_watcher_image_and_engine_helpers() -> None:
     assert not image_matches("shop/web-admin:1", "shop/web")
     assert engine_host(ServerEntry.model_validate("unix:///var/run/docker.sock")) == "127.0.0.1"
     assert engine_host(ServerEntry.model_validate({"host": "10.0.0.7", "port": 2375})) == "10.0.0.7"
+
+
+def test_server_strings_take_ipv6_in_brackets_and_refuse_it_bare() -> None:
+    """'fd00::13' was read as host 'fd00:', port 13 (a dns service never served), and
+    '[fd00::13]' kept its brackets (a bad record): now brackets, or a clear refusal."""
+    assert ServerEntry.model_validate("[fd00::13]").host == "fd00::13"
+    entry = ServerEntry.model_validate("[fd00::13]:8086")
+    assert (entry.host, entry.port) == ("fd00::13", 8086)
+    assert ServerEntry.model_validate("tcp://10.0.0.7:2375").port == 2375
+    for bad in ("fd00::13", "[fd00::13", "[fd00::13]x"):
+        with pytest.raises(ValueError, match="IPv6"):
+            ServerEntry.model_validate(bad)
