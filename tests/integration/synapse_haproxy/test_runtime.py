@@ -221,3 +221,54 @@ async def test_a_connection_the_timer_aborted_as_the_last_answer_came_is_not_kep
             assert session.closed
     finally:
         server.close()
+
+
+async def test_an_answer_that_keeps_arriving_is_not_cut_at_the_timeout(tmp_path: Path):
+    """A large `show servers state` from a HAProxy held to ~1 % of a CPU arrives over
+    longer than the timeout (20,000 servers: 9-13 s at 0.6 %): cut at the timeout, it was
+    taken for a dead socket (a reload of the loaded HAProxy). The timeout bounds a silence;
+    a silence still ends the batch."""
+
+    async def dribbling(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()  # prompt
+        await reader.readline()  # the command
+        writer.write(b"\n> ")
+        for _ in range(12):  # 1.2 s of answer, a chunk every 0.1 s
+            writer.write(b"x" * 1000 + b"\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        writer.write(b"\n> ")
+        await writer.drain()
+        await reader.read()  # (then silent until the client closes)
+
+    path = str(tmp_path / "dribbling.sock")
+    server = await asyncio.start_unix_server(dribbling, path)
+    try:
+        async with Session(path, timeout=0.4) as session:
+            [answer] = await session.ask(["show servers state"])
+            assert len(answer) == 12 * 1001 and not session.closed
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            assert await session.ask(["show info"]) == []  # silent now: cut at the timeout
+            assert 0.35 <= loop.time() - began < 1.5 and session.closed
+    finally:
+        server.close()
+
+
+async def test_a_one_shot_answer_that_keeps_arriving_is_not_cut_either(tmp_path: Path):
+    """unix_request (the state dumper's `show servers state`, `show proc`): likewise."""
+
+    async def dribbling(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        for _ in range(12):
+            writer.write(b"x" * 1000 + b"\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        writer.close()
+
+    path = str(tmp_path / "dribbling-once.sock")
+    server = await asyncio.start_unix_server(dribbling, path)
+    try:
+        assert len(await unix_request(path, "show servers state", timeout=0.4)) == 12 * 1001
+    finally:
+        server.close()
