@@ -255,7 +255,9 @@ class RuntimeClient:
         its commands reach nobody who stays), has the batch sent again on a fresh one.
         (The read after the apply then finds the new process and reads it whole.)"""
         answers = await session.ask(["show info", *commands])
-        if answers and not is_stopping(answers[0]):
+        if (answers and not is_stopping(answers[0])) or session.timed_out:
+            # (timed out: a stalled HAProxy reads the batch later and runs it; sent again,
+            # every command ran twice: "custom id already used", a needless reload)
             return session, answers[1:]
         await self.release()
         async with self.session() as fresh:

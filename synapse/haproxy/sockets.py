@@ -88,6 +88,7 @@ class Session:
         self._buffer = bytearray()
         self.closed = False
         self._prompted = False  # `prompt` is sent with the first batch (one round trip less)
+        self.timed_out = False  # a batch ended at the timeout: HAProxy may still run it
 
     async def __aenter__(self) -> Session:
         self._reader, self._writer = await _open(self.path)
@@ -150,6 +151,7 @@ class Session:
                 periods += 1
                 timer = loop.call_later(self.timeout, expire, received)
             else:
+                self.timed_out = True
                 writer.transport.abort()
 
         timer = loop.call_later(self.timeout, expire, 0)

@@ -179,7 +179,7 @@ async def test_a_batch_without_an_answer_ends_at_the_timeout_and_the_session_clo
             began = loop.time()
             with pytest.raises(SocketUnavailable, match="no answer to 'prompt'"):
                 await session.ask(["show info"])
-            assert 0.25 <= loop.time() - began < 5.0 and session.closed
+            assert 0.25 <= loop.time() - began < 5.0 and session.closed and session.timed_out
 
         async def closed() -> bool:
             return len(got) == 2
