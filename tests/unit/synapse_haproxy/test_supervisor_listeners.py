@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from synapse.haproxy import supervisor
 from synapse.haproxy.supervisor import Supervisor
 
 
@@ -40,16 +41,24 @@ async def _watched(haproxy: DyingHAProxy, restart) -> None:
     await supervisor.stop()
 
 
-async def test_the_first_crash_keeps_the_sockets_a_crash_loop_drops_them() -> None:
-    haproxy = DyingHAProxy(deaths=2)
-    restarts: list[str] = []
-
+async def _restart_recorded(haproxy: DyingHAProxy) -> None:
     async def restart() -> None:
-        restarts.append("restart")
         haproxy.events.append("restart")
 
     await _watched(haproxy, restart)
-    # 1st death: restarted at once, the copies kept for it; 2nd (backing off 0.5 s): dropped.
+
+
+async def test_the_first_crash_and_a_short_back_off_keep_the_sockets() -> None:
+    haproxy = DyingHAProxy(deaths=2)
+    await _restart_recorded(haproxy)
+    # 1st death: restarted at once; 2nd: back in 0.5 s, clients wait in the kept queue.
+    assert haproxy.events == ["exit", "restart", "exit", "restart"]
+
+
+async def test_a_longer_back_off_drops_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(supervisor, "HOLD_THROUGH", 0.2)
+    haproxy = DyingHAProxy(deaths=2)
+    await _restart_recorded(haproxy)
     assert haproxy.events == ["exit", "restart", "exit", "drop", "restart"]
 
 
