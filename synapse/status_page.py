@@ -20,6 +20,7 @@ from importlib import resources
 from typing import Any
 
 from smartstack import httpserver as web
+from smartstack.registry_address import join_host_port
 from synapse.haproxy.traffic import Traffic, TrafficSampler
 
 PAGE_TEMPLATE = "status.html"
@@ -41,9 +42,14 @@ def _round(value: float | None) -> float | None:
 def stats_url(bind: str, uri: str) -> str:
     """Where HAProxy's stats page answers (a wildcard bind answers on 127.0.0.1 too)."""
     host, _, port = bind.rpartition(":")
-    if host in ("", "*", "0.0.0.0", "::", "[::]"):
+    host = host.strip("[]")
+    if host in ("", "*", "0.0.0.0", "::"):
         host = "127.0.0.1"
-    return f"http://{host}:{port}{uri}"
+    return (
+        f"http://{join_host_port(host, int(port))}{uri}"
+        if port.isdigit()
+        else f"http://{bind}{uri}"
+    )
 
 
 class ChangeTracker:
@@ -138,7 +144,7 @@ def _server_row(
 ) -> list[Any]:
     """One server as SERVER_COLUMNS; HAProxy's state (live from `show stat` when there)
     and weight when it runs the server."""
-    address = f"{server['host']}:{server['port']}"
+    address = join_host_port(server["host"], server["port"])
     weight = running.get("weight", server.get("weight"))
     state = (seen.state if seen else None) or running.get("state")  # the live one first
     row = [server["name"], address, state, weight, server.get("origin"), zone]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from smartstack.logs import event
+from smartstack.registry_address import join_host_port
 from synapse.haproxy.running import RunningServer
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ def backend_states(
     """{backend: {server: {state, weight, address}}}, sorted, without the ``unread``."""
     return {
         backend: {
-            name: {"state": s.label, "weight": s.weight, "address": f"{s.addr}:{s.port}"}
+            name: {"state": s.label, "weight": s.weight, "address": join_host_port(s.addr, s.port)}
             for name, s in sorted(servers.items())
         }
         for backend, servers in sorted(backends.items())

@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from synapse.config import ServiceConfig
+from synapse.haproxy.running import RunningServer
+from synapse.haproxy.status import backend_states
 from synapse.haproxy.traffic import SHOW_SERVERS, Traffic, TrafficSampler, parse_show_stat
 from synapse.model import Server
 from synapse.selection import Selection
@@ -183,3 +185,11 @@ def test_a_backend_not_read_since_a_reload_shows_live_states_only() -> None:
     assert [row[2] for row in web["s"]] == ["UP", None]  # B: unknown, not the old state
     read = merge_service_status(services, {}, {"backends": {"web": {}}})
     assert page_data({"services": read}, {}, {}, ChangeTracker(), 5.0)["services"][0]["ur"] is False
+
+
+def test_ipv6_addresses_are_bracketed_on_the_page_and_in_the_stats_link() -> None:
+    """fd00::10:8081 read as one address (IPv6 review): brackets, as HAProxy writes them."""
+    assert stats_url("::1:8404", "/stats") == "http://[::1]:8404/stats"
+    assert stats_url(":::8404", "/stats") == "http://127.0.0.1:8404/stats"
+    server = RunningServer("b", "s", 1, "fd00::10", 8081)
+    assert backend_states({"b": {"s": server}})["b"]["s"]["address"] == "[fd00::10]:8081"
