@@ -60,6 +60,15 @@ def split_host_port(text: str, default_port: int) -> tuple[str, int]:
     return host, port
 
 
+def is_ip_address(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address (not a name)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def join_host_port(host: str, port: int) -> str:
     """The endpoint of the Airbnb form's ``host`` and ``port`` keys ('[::1]:4003')."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

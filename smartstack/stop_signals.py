@@ -8,8 +8,9 @@ in use"); its state file unsaved. nerve handled a SIGHUP during its stop as a re
 both died by a late SIGTERM while the interpreter wound down (exit -15 after a clean stop).
 
 Now, from the stop on, those signals are logged and the stop goes on: it is bounded by its
-own timeouts, and SIGKILL still ends a daemon at once. After the loop closed (threads
-joined, logs flushed) they are ignored.
+own timeouts (a sum of them for synapse: tens of seconds at worst). A deliberate third
+SIGTERM or SIGINT (the second during the stop) still ends the daemon at once, as SIGKILL
+does. After the loop closed (threads joined, logs flushed) they are ignored.
 """
 
 from __future__ import annotations
@@ -23,15 +24,33 @@ from smartstack.logs import event
 AFTER_STOP = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
+FORCE_AFTER = 2  # stop signals during the stop: the second ends the daemon at once
+
+
 def hold_while_stopping(loop: asyncio.AbstractEventLoop, log: logging.Logger) -> None:
-    """The stop begins: those signals are logged from now on, not acted on."""
+    """The stop begins: those signals are logged from now on, not acted on (but the
+    FORCE_AFTER-th SIGTERM/SIGINT)."""
+    stops = [0]
     for sig in AFTER_STOP:
-        loop.add_signal_handler(sig, _noted, log, sig)
+        loop.add_signal_handler(sig, _noted, log, sig, stops)
 
 
-def _noted(log: logging.Logger, sig: signal.Signals) -> None:
+def _noted(log: logging.Logger, sig: signal.Signals, stops: list[int]) -> None:
+    if sig != signal.SIGHUP:
+        stops[0] += 1
+    if stops[0] >= FORCE_AFTER and sig != signal.SIGHUP:
+        event(log, "signal_while_stopping", level=logging.WARNING, signal=sig.name,
+              detail="sent again: the daemon ends now, its stop cut short")  # fmt: skip
+        end_now(sig)
+        return
     event(log, "signal_while_stopping", level=logging.WARNING, signal=sig.name,
-          detail="the stop goes on (bounded by its timeouts; SIGKILL ends it at once)")  # fmt: skip
+          detail="the stop goes on (bounded by its timeouts; once more ends it now)")  # fmt: skip
+
+
+def end_now(sig: signal.Signals) -> None:
+    """``sig``'s default action, at once."""
+    signal.signal(sig, signal.SIG_DFL)
+    signal.raise_signal(sig)
 
 
 def ignore_after_loop() -> None:

@@ -11,6 +11,7 @@ from smartstack.registry_address import (
     check_etcd_endpoints,
     check_etcd_host,
     check_zk_hosts,
+    is_ip_address,
     join_host_port,
 )
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
@@ -75,6 +76,8 @@ class ServerEntry(ConfigModel):
                 raise ValueError(f"{value!r}: an IPv6 server is written '[::1]' or '[::1]:port'")
             return {"host": host, "port": int(rest[1:])} if rest else {"host": host}
         if value.count(":") > 1 and "://" not in value:  # (docker's 'tcp://host:port')
+            if not value.rpartition(":")[2].isdigit() and is_ip_address(value):
+                return {"host": value}  # ('2001:db8::a': no port could be meant)
             raise ValueError(
                 f"{value!r}: an IPv6 address goes in brackets: '[{value}]', with a port "
                 "'[address]:port' (or the form {host: ..., port: ...})"

@@ -75,9 +75,20 @@ def bind_addresses(config_text: str) -> list[tuple[str, str, int]]:
                 if host not in resolved:  # a thousand frontends bind one address
                     resolved[host] = _resolve(host)
                 found.extend((written, ip, port) for ip in resolved[host])
-                if "::" in resolved[host] and "v6only" not in tokens[2:]:
+                if "::" in resolved[host] and _dual_stack(tokens[2:]):
                     found.append((written, "0.0.0.0", port))
     return found
+
+
+def _dual_stack(options: list[str]) -> bool:
+    """Whether a `::` bind with ``options`` takes IPv4 too: `v4v6` says so, `v6only` not,
+    else the host's net.ipv6.bindv6only (HAProxy leaves IPV6_V6ONLY to it; 0 by default)."""
+    if "v4v6" in options or "v6only" in options:
+        return "v4v6" in options
+    try:
+        return Path("/proc/sys/net/ipv6/bindv6only").read_text().strip() != "1"
+    except OSError:
+        return True
 
 
 def _ports(text: str) -> list[int]:

@@ -255,7 +255,8 @@ class RuntimeClient:
         its commands reach nobody who stays), has the batch sent again on a fresh one.
         (The read after the apply then finds the new process and reads it whole.)"""
         answers = await session.ask(["show info", *commands])
-        if (answers and not is_stopping(answers[0])) or session.timed_out:
+        stopping = bool(answers) and is_stopping(answers[0])
+        if (answers or session.timed_out) and not stopping:
             # (timed out: a stalled HAProxy reads the batch later and runs it; sent again,
             # every command ran twice: "custom id already used", a needless reload)
             return session, answers[1:]

@@ -197,6 +197,7 @@ async def unix_request(
                     writer.write_eof()
                 await writer.drain()
                 parts = [await reader.read(MAX_ANSWER_BYTES)]
+                deadline.reschedule(min(cap, loop.time() + timeout))
                 while chunk := await reader.read(MAX_ANSWER_BYTES):
                     parts.append(chunk)  # (joined once: `+=` copied 1.9 MB answers ~30 times)
                     deadline.reschedule(min(cap, loop.time() + timeout))

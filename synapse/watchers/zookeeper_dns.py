@@ -11,24 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import logging
 
 from smartstack.record import InvalidRecord
+from smartstack.registry_address import is_ip_address
 from smartstack.tasks import cancel_and_wait, wait_event
 from synapse.model import Found
 from synapse.watchers.dns import DEFAULT_CHECK_INTERVAL, keep_resolution, resolve
 from synapse.watchers.zookeeper import ZooKeeperWatcher
 
 log = logging.getLogger("synapse.watchers.zookeeper_dns")
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class ZooKeeperDnsWatcher(ZooKeeperWatcher):
@@ -70,7 +62,9 @@ class ZooKeeperDnsWatcher(ZooKeeperWatcher):
     async def _resolve_and_report(
         self, found: tuple[Found, ...], skipped: int, event_time: float
     ) -> None:
-        names = sorted({f.registration.host for f in found if not _is_address(f.registration.host)})
+        names = sorted(
+            {f.registration.host for f in found if not is_ip_address(f.registration.host)}
+        )
         results = await asyncio.gather(*(resolve(self.ctx.loop, name) for name in names))
         for name, result in zip(names, results, strict=True):
             keep_resolution(result, name, self._addresses, self._failing, host=name,
@@ -80,7 +74,7 @@ class ZooKeeperDnsWatcher(ZooKeeperWatcher):
         resolved: list[Found] = []
         for item in found:
             reg = item.registration
-            if _is_address(reg.host):
+            if is_ip_address(reg.host):
                 resolved.append(item)
                 continue
             for address in self._addresses.get(reg.host, []):

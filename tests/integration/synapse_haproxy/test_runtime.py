@@ -260,6 +260,7 @@ async def test_a_one_shot_answer_that_keeps_arriving_is_not_cut_either(tmp_path:
 
     async def dribbling(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readline()
+        await asyncio.sleep(0.3)  # (a first chunk late in the period re-arms the timer too)
         for _ in range(12):
             writer.write(b"x" * 1000 + b"\n")
             await writer.drain()

@@ -118,6 +118,8 @@ def test_server_strings_take_ipv6_in_brackets_and_refuse_it_bare() -> None:
     entry = ServerEntry.model_validate("[fd00::13]:8086")
     assert (entry.host, entry.port) == ("fd00::13", 8086)
     assert ServerEntry.model_validate("tcp://10.0.0.7:2375").port == 2375
-    for bad in ("fd00::13", "[fd00::13", "[fd00::13]x"):
+    # No port could be meant (the last group is not a number): a host, as before.
+    assert ServerEntry.model_validate("2001:db8::a").host == "2001:db8::a"
+    for bad in ("fd00::13", "::1", "fd00::1:8080", "[fd00::13", "[fd00::13]x"):
         with pytest.raises(ValueError, match="IPv6"):
             ServerEntry.model_validate(bad)

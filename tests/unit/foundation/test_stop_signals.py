@@ -19,19 +19,30 @@ class Loop:
         self.handlers[signum] = (callback, args)
 
 
-def test_a_signal_during_the_stop_is_logged_and_nothing_else(
-    caplog: pytest.LogCaptureFixture,
+def test_a_signal_during_the_stop_is_logged_and_a_second_stop_signal_ends_it(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    ended: list[signal.Signals] = []
+    monkeypatch.setattr(stop_signals, "end_now", ended.append)
     loop = Loop()
     log = logging.getLogger("test.stop")
     stop_signals.hold_while_stopping(loop, log)  # type: ignore[arg-type]
     assert set(loop.handlers) == {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
     with caplog.at_level(logging.WARNING, logger="test.stop"):
-        for callback, args in loop.handlers.values():
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGHUP):
+            callback, args = loop.handlers[sig]
             callback(*args)  # type: ignore[operator]
+        assert ended == []  # (a SIGHUP never counts; one SIGTERM is a supervisor's repeat)
+        callback, args = loop.handlers[signal.SIGINT]
+        callback(*args)  # type: ignore[operator]
+    assert ended == [signal.SIGINT]
     noted = [r for r in caplog.records if r.message == "signal_while_stopping"]
-    names = sorted(r.smartstack_fields["signal"] for r in noted)  # type: ignore[attr-defined]
-    assert names == ["SIGHUP", "SIGINT", "SIGTERM"]
+    assert [r.smartstack_fields["signal"] for r in noted] == [  # type: ignore[attr-defined]
+        "SIGHUP",
+        "SIGTERM",
+        "SIGHUP",
+        "SIGINT",
+    ]
 
 
 def test_after_the_loop_the_signals_are_ignored() -> None:

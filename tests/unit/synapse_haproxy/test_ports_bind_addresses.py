@@ -3,7 +3,7 @@ server lines is not split line by line); what it finds is what a full scan finds
 
 from __future__ import annotations
 
-from synapse.haproxy.ports import bind_addresses
+from synapse.haproxy.ports import _dual_stack, bind_addresses
 
 
 def test_bind_lines_are_found_among_other_lines_and_line_breaks() -> None:
@@ -43,3 +43,8 @@ def test_a_v6_wildcard_is_dual_stack_unless_v6only() -> None:
         (":::3009", "0.0.0.0", 3009),
         ("[::]:3010", "::", 3010),
     ]
+
+
+def test_v4v6_and_v6only_say_it_whatever_the_host_s_default() -> None:
+    assert _dual_stack(["v4v6"]) and not _dual_stack(["v6only"])
+    assert _dual_stack(["ssl", "crt", "x.pem", "v4v6"])

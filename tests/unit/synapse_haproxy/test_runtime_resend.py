@@ -61,3 +61,10 @@ async def test_a_kept_connection_that_answers_keeps_the_batch() -> None:
     kept = Kept([INFO, "ok"], timed_out=False)
     _, answers = await client_with(fresh)._checked_ask(kept, ["set weight b/s 5"])  # type: ignore[arg-type]
     assert answers == ["ok"] and fresh.opened == 0
+
+
+async def test_a_stopping_worker_s_batch_goes_to_a_fresh_connection_even_if_it_timed_out() -> None:
+    fresh = Fresh()
+    kept = Kept([INFO + "Stopping: 1\n"], timed_out=True)
+    _, answers = await client_with(fresh)._checked_ask(kept, ["set weight b/s 5"])  # type: ignore[arg-type]
+    assert answers == ["Success"] and fresh.opened == 1
