@@ -110,6 +110,9 @@ class HAProxyController(Reloading):
         self._check = ReloadCheck(self._gate)
         self._express = Express(self._reader, self._capabilities, self._run_ops)
         self._acked: float | None = None  # HAProxy answered this apply's first commands
+        # The last runtime commands got no answer, HAProxy being slow (reader.is_slow) for
+        # less than reader.SLOW_LIMIT: the apply ends (``_slow``), no re-plan, no reload.
+        self._slow_commands = False
         self._desired: list[DesiredService] = []
         self._applied = False  # apply() was called: _desired is real
         look = answer_look(self.settings)  # (HAProxy's first answer after an outage)
@@ -206,7 +209,9 @@ class HAProxyController(Reloading):
         """Why HAProxy does not run the desired state (``health.problems``); empty: it does."""
         alive = self._managed.alive if self._managed is not None else None
         settled = self._gate.settled is not None
-        return problems(self.info, self._reader.runtime_error, alive, settled, self._applied)
+        reader = self._reader
+        slow = reader.slow_for() if reader.runtime_error is not None else None
+        return problems(self.info, reader.runtime_error, alive, settled, self._applied, slow)
 
     async def backend_servers(self, backend: str) -> dict[str, str] | None:
         """{server: state} of ``backend`` in HAProxy now (None: no such backend)."""
@@ -257,9 +262,14 @@ class HAProxyController(Reloading):
         unread = self._reader.unread  # (wanted: of those, the ones the apply may plan)
         wanted = self._renderer.changed_backends(self._desired) if unread else ()
         running = await self._reader.read(self._reader.stale(), wanted)
+        if running.runtime_slow:  # alive but stalled: a reload would not help (reader.is_slow)
+            return self._slow()
+        recovered = self._reader.take_recovered()  # (commands of the stall may run only now)
         if new := running_settings(self.settings, self.config, self._reader.version):  # Airbnb
             self.settings, self._renderer = new, Renderer(self.config, new)  # (what it supports)
         early = await self._express.send(self._renderer, self._desired, running)  # (express)
+        if early.failures and self._slow_commands:
+            return self._slow()
         if early.backends and not early.failures and self._owed.allowed:
             return self._owed.defer(self._reader, self._express, early.applied)  # (owed.py)
         try:
@@ -274,8 +284,10 @@ class HAProxyController(Reloading):
         ops = bridge.ops if bridge else result.ops
         applied, failures = await self._run_ops(ops)
         applied, failures = early.applied + applied, early.failures + failures
-        if failures and trusted:  # planned on what synapse believed: read all, plan again
-            return await self._apply_held()  # (a failure invalidated the view: once)
+        if failures and self._slow_commands:
+            return self._slow()
+        if failures and (trusted or recovered):  # planned on what synapse believed, or on
+            return await self._apply_held()  # what a stall left: read all, plan again, once
         routed, failed = await self._installer.edge.sync(self._desired, running)  # edge_sync
         applied, failures = applied + routed, failures + failed
         reasons = list(result.reload.reasons) if result.reload else []
@@ -299,6 +311,16 @@ class HAProxyController(Reloading):
             outcome.config_written,
             outcome.error,
         )
+
+    def _slow(self) -> ApplyResult:
+        """HAProxy's admin socket connected but did not answer in time: nothing is planned,
+        not even a reload (its new worker would wait on the stalled one for the listeners,
+        then bind its own, and the connections queued on the old ones are reset when it
+        resumes). The change stays desired: the sweep applies it once HAProxy answers
+        (``RunningReader.read_failed``), or reloads after ``reader.SLOW_LIMIT``."""
+        slow = self._reader.slow_for() or 0.0
+        error = f"HAProxy's admin socket is slow ({slow:.0f} s): {self._reader.runtime_error}"
+        return ApplyResult(reload=ApplyOutcome.FAILED, error=error)
 
     def _render(self, running: RunningState) -> DesiredConfig:
         assert self._renderer is not None
@@ -344,7 +366,11 @@ class HAProxyController(Reloading):
 
     async def _run_ops(self, ops: Sequence[Op]) -> tuple[list[str], list[str]]:
         done: list[Op] = []
+        began = time.monotonic()
         applied, failures = await run_ops(self._runtime, ops, self.metrics, done)
+        self._slow_commands = bool(failures) and self._reader.commands_failed(
+            failures, time.monotonic() - began
+        )
         if applied and not failures and self._acked is None:  # (a failed batch is re-planned)
             self._acked = time.monotonic()  # (not the injected clock: event times are real)
         self.info.last_ops.extend(applied)

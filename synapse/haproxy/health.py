@@ -21,18 +21,24 @@ def problems(
     alive: bool | None,
     settled: bool,
     applied: bool,
+    slow_for: float | None = None,
 ) -> list[str]:
     """Why HAProxy does not run the desired state; empty when it does.
 
     ``alive``: the managed HAProxy runs (None: not managed); ``settled``: HAProxy still
-    differed after reloading the current candidate; ``applied``: a desired state exists.
+    differed after reloading the current candidate; ``applied``: a desired state exists;
+    ``slow_for``: the admin socket connects but has not answered in time for that many
+    seconds (a stalled worker: not gone, no reload before ``reader.SLOW_LIMIT``).
     """
     found = []
     if not applied:
         found.append("no desired state applied yet (starting)")
     if alive is False:
         found.append("HAProxy is not running")
-    if runtime_error is not None:
+    if runtime_error is not None and slow_for is not None:
+        found.append(f"HAProxy's admin socket is slow (connects, no answer in time for "
+                     f"{slow_for:.0f} s: a stalled worker?): {runtime_error}")  # fmt: skip
+    elif runtime_error is not None:
         found.append(f"HAProxy's admin socket does not answer: {runtime_error}")
     if info.validation_error is not None:
         found.append(f"the config cannot be applied (invalid): {info.validation_error['message']}")

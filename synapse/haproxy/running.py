@@ -81,15 +81,17 @@ class RunningState:
     """HAProxy as the controller found it.
 
     ``backends`` is None when the runtime API is not used or did not answer (then
-    ``runtime_error`` says why). ``config`` is the config file on disk, which synapse
-    keeps equal to what HAProxy runs; None when files are not compared (``do_writes``
-    off) or, with ``config_missing``, when there is no file yet.
+    ``runtime_error`` says why; ``runtime_slow``: it connected but got no answer in time,
+    not for long: ``reader.is_slow``, ``SLOW_LIMIT``). ``config`` is the config file on
+    disk, which synapse keeps equal to what HAProxy runs; None when files are not compared
+    (``do_writes`` off) or, with ``config_missing``, when there is no file yet.
     """
 
     backends: Mapping[str, Mapping[str, RunningServer]] | None = None
     config: ParsedConfig | None = None
     config_missing: bool = False
     runtime_error: str | None = None
+    runtime_slow: bool = False
 
     @property
     def runtime(self) -> bool:

@@ -46,6 +46,7 @@ class HAProxyStatus:
     last_apply: dict[str, Any] | None = None
     last_ops: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_OPS))
     runtime_error: str | None = None
+    runtime_slow_s: float | None = None  # connects, no answer in time, that long (reader.is_slow)
     config_write_error: str | None = None
     render_warnings: tuple[str, ...] = ()
     backends: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -80,6 +81,8 @@ class HAProxyStatus:
             self.pending_reload = {"reason": gate.pending.summary,
                                    "due_in_s": round(gate.due_in(), 3)}  # fmt: skip
         self.runtime_error = reader.runtime_error
+        slow = reader.slow_for() if reader.runtime_error is not None else None
+        self.runtime_slow_s = None if slow is None else round(slow, 1)
         self.config_write_error = file.error if file is not None else None
         self.backends, self.unread_backends = running_backends(reader)
         if managed is not None:
