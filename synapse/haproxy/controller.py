@@ -110,8 +110,8 @@ class HAProxyController(Reloading):
         self._check = ReloadCheck(self._gate)
         self._express = Express(self._reader, self._capabilities, self._run_ops)
         self._acked: float | None = None  # HAProxy answered this apply's first commands
-        # The last runtime commands got no answer, HAProxy being slow (reader.is_slow) for
-        # less than reader.SLOW_LIMIT: the apply ends (``_slow``), no re-plan, no reload.
+        # The last runtime commands got no answer, HAProxy being slow (slow_socket.is_slow) for
+        # less than slow_socket.SLOW_LIMIT: the apply ends (``_slow``), no re-plan, no reload.
         self._slow_commands = False
         self._desired: list[DesiredService] = []
         self._applied = False  # apply() was called: _desired is real
@@ -262,7 +262,7 @@ class HAProxyController(Reloading):
         unread = self._reader.unread  # (wanted: of those, the ones the apply may plan)
         wanted = self._renderer.changed_backends(self._desired) if unread else ()
         running = await self._reader.read(self._reader.stale(), wanted)
-        if running.runtime_slow:  # alive but stalled: a reload would not help (reader.is_slow)
+        if running.runtime_slow:  # alive but stalled: a reload would not help (slow_socket.is_slow)
             return self._slow()
         recovered = self._reader.take_recovered()  # (commands of the stall may run only now)
         if new := running_settings(self.settings, self.config, self._reader.version):  # Airbnb
@@ -317,7 +317,7 @@ class HAProxyController(Reloading):
         not even a reload (its new worker would wait on the stalled one for the listeners,
         then bind its own, and the connections queued on the old ones are reset when it
         resumes). The change stays desired: the sweep applies it once HAProxy answers
-        (``RunningReader.read_failed``), or reloads after ``reader.SLOW_LIMIT``."""
+        (``RunningReader.read_failed``), or reloads after ``slow_socket.SLOW_LIMIT``."""
         slow = self._reader.slow_for() or 0.0
         error = f"HAProxy's admin socket is slow ({slow:.0f} s): {self._reader.runtime_error}"
         return ApplyResult(reload=ApplyOutcome.FAILED, error=error)

@@ -28,7 +28,7 @@ def problems(
     ``alive``: the managed HAProxy runs (None: not managed); ``settled``: HAProxy still
     differed after reloading the current candidate; ``applied``: a desired state exists;
     ``slow_for``: the admin socket connects but has not answered in time for that many
-    seconds (a stalled worker: not gone, no reload before ``reader.SLOW_LIMIT``).
+    seconds (a stalled worker: not gone, no reload before ``slow_socket.SLOW_LIMIT``).
     """
     found = []
     if not applied:

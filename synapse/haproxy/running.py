@@ -82,7 +82,7 @@ class RunningState:
 
     ``backends`` is None when the runtime API is not used or did not answer (then
     ``runtime_error`` says why; ``runtime_slow``: it connected but got no answer in time,
-    not for long: ``reader.is_slow``, ``SLOW_LIMIT``). ``config`` is the config file on
+    not for long: ``slow_socket.is_slow``, ``SLOW_LIMIT``). ``config`` is the config file on
     disk, which synapse keeps equal to what HAProxy runs; None when files are not compared
     (``do_writes`` off) or, with ``config_missing``, when there is no file yet.
     """

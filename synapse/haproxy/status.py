@@ -46,7 +46,9 @@ class HAProxyStatus:
     last_apply: dict[str, Any] | None = None
     last_ops: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_OPS))
     runtime_error: str | None = None
-    runtime_slow_s: float | None = None  # connects, no answer in time, that long (reader.is_slow)
+    runtime_slow_s: float | None = (
+        None  # connects, no answer in time, that long (slow_socket.is_slow)
+    )
     config_write_error: str | None = None
     render_warnings: tuple[str, ...] = ()
     backends: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
-from synapse.haproxy import reader as reader_module
+from synapse.haproxy import slow_socket as reader_module
 from synapse.haproxy.health import problems
-from synapse.haproxy.reader import RunningReader, is_slow
+from synapse.haproxy.reader import RunningReader
+from synapse.haproxy.slow_socket import is_slow
 from synapse.haproxy.sockets import CommandFailed, SocketUnavailable
 from synapse.haproxy.status import HAProxyStatus
 
