@@ -11,6 +11,7 @@ row is it taken for hung for good (a reload, as for a lost socket).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Callable, Sequence
 
@@ -36,6 +37,8 @@ def is_slow(error: HAProxySocketError, elapsed: float, timeout: float) -> bool:
     if not isinstance(error, SocketUnavailable):
         return False  # (an answer came: a refused command, an unexpected answer)
     cause = error.__cause__
+    if isinstance(cause, OSError) and cause.errno == errno.EAGAIN:
+        return True  # its listen queue is full: nobody accepts (connections queued meanwhile)
     if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
         return False  # refused, no such file, reset: nothing listens there
     return elapsed >= 0.9 * timeout  # (a quick "no answer": HAProxy closed the connection)

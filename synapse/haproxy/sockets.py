@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import Sequence
 
 DEFAULT_TIMEOUT = 5.0
@@ -67,9 +69,18 @@ def split_answers(
 
 
 async def _open(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection; SocketUnavailable from the OSError when none (EAGAIN: the listen queue
+    is full, HAProxy accepts nothing: stalled, not gone; asyncio's own connect reported
+    such a connection made and its first write failed, which looked like a closed socket)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        return await asyncio.open_unix_connection(path, limit=MAX_ANSWER_BYTES)
+        sock.setblocking(False)
+        code = sock.connect_ex(path)  # (a unix connect completes at once, or fails)
+        if code:
+            raise OSError(code, os.strerror(code))
+        return await asyncio.open_unix_connection(sock=sock, limit=MAX_ANSWER_BYTES)
     except OSError as err:
+        sock.close()
         raise SocketUnavailable(f"{path}: {err.strerror or err}") from err
 
 

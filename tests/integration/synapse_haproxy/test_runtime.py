@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from synapse.haproxy.answers import (
 )
 from synapse.haproxy.ops import AddServer, DelServer, SetAddr, SetState, SetWeight
 from synapse.haproxy.runtime import SKIPPED, MasterClient, RuntimeClient
+from synapse.haproxy.slow_socket import is_slow
 from synapse.haproxy.sockets import (
     CommandFailed,
     Session,
@@ -273,3 +275,25 @@ async def test_a_one_shot_answer_that_keeps_arriving_is_not_cut_either(tmp_path:
         assert len(await unix_request(path, "show servers state", timeout=0.4)) == 12 * 1001
     finally:
         server.close()
+
+
+async def test_a_full_listen_queue_is_a_stalled_socket_not_a_gone_one(tmp_path: Path):
+    """A stalled HAProxy accepts nothing: connections queue until its listen queue is full
+    (synapse's own retries fill it). Then a connect fails with EAGAIN: slow (no reload), not
+    gone; before, asyncio reported the connection made and its first write failed ("no
+    answer to 'prompt'" at once: gone, a reload within the 60 s hold, review s25 cr2)."""
+    path = str(tmp_path / "stalled.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)  # (never accepts)
+    queued = []
+    try:
+        with pytest.raises(SocketUnavailable) as caught:
+            for _ in range(16):  # (the queue holds backlog + 1)
+                queued.append(await asyncio.wait_for(Session(path, 0.5).__aenter__(), 2))
+        assert is_slow(caught.value, 0.0, 5.0), caught.value.__cause__
+        assert len(queued) >= 1
+    finally:
+        for session in queued:
+            await session.close()
+        listener.close()
