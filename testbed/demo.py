@@ -36,7 +36,14 @@ from testbed.demo_zones import ZoneAct
 from testbed.etcd import EtcdCluster
 from testbed.haproxy import parse_servers_state, runtime_command
 from testbed.httpbackend import HttpBackend
-from testbed.process import ManagedProcess, free_port, make_temp_dir, remove_temp_dir, wait_until
+from testbed.process import (
+    ManagedProcess,
+    free_port,
+    make_temp_dir,
+    remove_temp_dir,
+    rss_mb,
+    wait_until,
+)
 
 SERVICE = "hello"
 APPS = ("app-1", "app-2", "app-3")
@@ -46,13 +53,6 @@ REQUEST_INTERVAL = 0.04  # 25 requests per second
 MAX_CLIENT_SECONDS = 600  # the client stops by itself even if the demo is killed mid-way
 
 BIN = Path(sys.executable).parent
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def say(text: str) -> None:
@@ -331,9 +331,6 @@ class Demo:
         show_traffic(self.client, 4)
         return moved
 
-    def failed_since(self, start: float) -> int:
-        return sum(1 for s in self.client.since(start) if s.backend is None)
-
     def _in_rotation(self, port: int) -> bool:
         """Whether HAProxy has a server on this port that is not in maintenance."""
         state = runtime_command(self.workdir / "haproxy" / "admin.sock", "show servers state")
@@ -433,11 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         port = demo.backends["app-1"].port
         nerve_restart_act(demo.nerves["app-1"], "app-1", lambda: demo._in_rotation(port), say,
                           detail)  # fmt: skip
-        app3 = demo.backends["app-3"].port
-        slow_reload_act(demo.workdir / "synapse.json", demo.synapse.pid, demo.status,
-                        (BIN, demo.workdir / "nerve-app-3.json", SERVICE),
-                        lambda: demo._in_rotation(app3), demo.failed_since, say,
-                        detail)  # fmt: skip
+        slow_reload_act(demo, BIN, SERVICE, say, detail)
         if args.keep:
             demo.keep_running()
         ok = True

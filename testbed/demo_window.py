@@ -18,8 +18,12 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from testbed.process import free_port, wait_until
+
+if TYPE_CHECKING:
+    from testbed.demo import Demo
 
 HELD_S = 3.0  # how long HAProxy's master is stopped
 NEW_SERVICE = "hello-window"
@@ -33,18 +37,21 @@ def _nerve(bin_dir: Path, nerve_config: Path, *args: str) -> None:
 
 
 def slow_reload_act(
-    config_path: Path,
-    synapse_pid: int,
-    status: Callable[[], dict],
-    nerve: tuple[Path, Path, str],
-    in_rotation: Callable[[], bool],
-    failed_since: Callable[[float], int],
+    demo: Demo,
+    bin_dir: Path,
+    service: str,
     say: Callable[[str], None],
     detail: Callable[[str], None],
 ) -> float:
-    """The act; seconds from `nerve maint` until HAProxy took the instance out.
-    ``nerve``: nerve's bin dir, the instance's nerve config, and the service name."""
-    bin_dir, nerve_config, service = nerve
+    """The act on ``demo``'s app-3 and ``service``; seconds from `nerve maint` until
+    HAProxy took the instance out."""
+    assert demo.synapse is not None
+    config_path, synapse_pid, status = demo.workdir / "synapse.json", demo.synapse.pid, demo.status
+    nerve_config, port = demo.workdir / "nerve-app-3.json", demo.backends["app-3"].port
+
+    def in_rotation() -> bool:
+        return demo._in_rotation(port)
+
     say(f"A reload held {HELD_S:.0f} s (HAProxy's master stopped) while app-3 is withdrawn")
     haproxy = status()["haproxy"]
     master, before = haproxy["haproxy_pids"]["master"], haproxy["reloads"]
@@ -84,9 +91,10 @@ def slow_reload_act(
         f"waited (reloads completed by then: {reloads_meanwhile}); the reload completed "
         f"{time.monotonic() - began:.1f} s after the master stopped"
     )
+    failed = sum(s.backend is None for s in demo.client.since(began))
     detail(
         f"after the reload app-3 {'stayed out' if still_out else 'was BACK in HAProxy'}; "
-        f"`nerve up` put it back; failed requests during the act: {failed_since(began)}"
+        f"`nerve up` put it back; failed requests during the act: {failed}"
     )
     if not still_out:
         raise RuntimeError("the new HAProxy worker served the withdrawn app-3")

@@ -71,6 +71,14 @@ def wait_until(
         time.sleep(interval)
 
 
+def rss_mb(pid: int) -> float:
+    """A process's VmRSS in MB (0 when it has none: a zombie)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def process_gone(pid: int) -> bool:
     """True when `pid` no longer runs (exited, or a zombie nobody has reaped yet)."""
     try:
