@@ -79,7 +79,15 @@ async def test_health_of_a_service_is_its_check_state(
     services = {"web": noop_service(zk, path), "dead": dead}
     config = nerve_config(services, admin={"port": admin})
     nerve_process(write_config(tmp_path / "nerve.json", config))
-    await until(lambda: admin_ready(admin) and children(kz, path), what="nerve registered")
+    # (the znode exists a moment before nerve has the create's answer: registered then)
+    await until(
+        lambda: (
+            admin_ready(admin)
+            and children(kz, path)
+            and health(admin, "/health/web")[1].get("registered")
+        ),
+        what="nerve registered",
+    )
     status, body = health(admin, "/health/web")
     assert (status, body["state"], body["registered"]) == (200, "up", True)
     status, body = health(admin, "/health/dead")
