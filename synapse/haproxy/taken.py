@@ -14,22 +14,34 @@ access, or CAP_SYS_PTRACE); with copies of the very sockets, the new master take
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import functools
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 from synapse.haproxy import ports
 from synapse.haproxy.getsocks import Held
 
 SYS_PIDFD_GETFD = 438  # the same number on every architecture of the generic syscall table
 NO_NAMES = bytes(6)  # _getsocks's description: no namespace, no interface, 4 unused bytes
-_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@functools.cache
+def _libc() -> Any:
+    # Loaded at the first take, not at import: ctypes costs every sidecar ~0.3 MB of RSS
+    # for a path only a replaced master with lost socket files takes.
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _getfd(pidfd: int, fd: int) -> int:
-    copy = _libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)  # (close-on-exec, flags kept)
+    libc = _libc()
+    copy = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)  # (close-on-exec, flags kept)
     if copy < 0:
+        import ctypes
+
         err = ctypes.get_errno()
         raise OSError(err, f"pidfd_getfd: {os.strerror(err)}")
     return int(copy)
