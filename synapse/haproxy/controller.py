@@ -240,6 +240,7 @@ class HAProxyController(Reloading):
         """Plan against HAProxy and act on ``desired`` (None: the last); a refused candidate
         isolates the services it names, the rest is applied (``isolation``). Under the lock."""
         desired = self._desired if desired is None else desired
+        self._apply_began = time.monotonic()  # (a reload on no answer since: ``stalled``)
         result = await self._isolation.apply(self._apply_with, desired, self.settings)
         if self._isolation.isolated:  # the refusal stays on /status while it lasts
             self.info.validation_error = self.info.last_validation_error

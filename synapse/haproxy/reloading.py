@@ -53,12 +53,14 @@ class Reloading:
     _window: ReloadWindow
     _stopping: bool
     _acked: float | None  # HAProxy answered this apply's first commands
+    _apply_began = 0.0  # (time.monotonic) the apply under way began
     _unserved: list[str] = []  # why the file was not served at the last try (said once)
     _ran = False  # a HAProxy ran since synapse started (adopted, started, revived)
 
     if TYPE_CHECKING:  # (the controller's)
 
         async def _revive(self, reason: str = ...) -> bool: ...
+        def _slow(self) -> ApplyResult: ...
         def _render(self, running: RunningState) -> DesiredConfig: ...
         def _plan(
             self, candidate: DesiredConfig, running: RunningState, reread: set[str] | None = None
@@ -83,6 +85,9 @@ class Reloading:
             error = "HAProxy still differs from this config after reloading it"
             return ApplyResult(reload=ApplyOutcome.FAILED, error=error)
         if decision is GateDecision.RELOAD:
+            if not down and await self._reader.stalled(self._apply_began):
+                self._reader.invalidate()  # (the next apply reads it: slow, or what changed)
+                return self._slow()  # (a reload into a stalled worker: slow_socket)
             return await self._reload(reload, candidate)
         self._pending.wait_for_turn(reload, announce=True)
         return ApplyResult(reload=ApplyOutcome.PENDING)

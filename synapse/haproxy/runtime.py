@@ -105,9 +105,14 @@ class RuntimeClient:
         self._idle_close: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self.connections = 0  # opened so far: for tests
+        # (time.monotonic) HAProxy's last answer here: a reload on a view no answer came
+        # for in its apply asks first whether HAProxy is stalled (``SlowSocket.stalled``)
+        self.answered_at = 0.0
 
     async def execute(self, command: str) -> str:
-        return await unix_request(self.path, command, self.timeout)
+        answer = await unix_request(self.path, command, self.timeout)
+        self.answered_at = time.monotonic()
+        return answer
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
@@ -165,16 +170,22 @@ class RuntimeClient:
         if not self._holding:
             self.connections += 1
             async with Session(self.path, self.timeout) as session:
-                yield session
+                try:
+                    yield session
+                finally:
+                    self.answered_at = max(self.answered_at, session.answered_at)
             return
         if self._held is None or self._held.closed:
             self.connections += 1
             self._held = await Session(self.path, self.timeout).__aenter__()
+        held = self._held
         try:
-            yield self._held
+            yield held
         except BaseException:
             await self.release()
             raise
+        finally:
+            self.answered_at = max(self.answered_at, held.answered_at)
 
     async def ask(self, commands: Sequence[str]) -> list[str]:
         """A batch on one connection (the held one, if any): answers in order, fewer when

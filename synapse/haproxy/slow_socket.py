@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from smartstack.logs import event
@@ -65,6 +66,25 @@ class SlowSocket:
             self.slow_since = None
             return False
         return self.slow(str(error), elapsed)
+
+    async def stalled(self, since: float) -> bool:
+        """Before a reload: HAProxy answered nothing here since ``since`` (its apply planned
+        on the trusted view, a structural change, and sent nothing), so its worker may be
+        stalled unnoticed, and a reload into it hurts: it is asked `show info` once. True:
+        slow (``read_failed``) for less than SLOW_LIMIT in a row, no reload now (the sweep
+        retries). An answer, or a gone socket (refused, no such file: HAProxy crashed, a
+        reload or start recreates it): False, the reload goes ahead."""
+        if not self.runtime or self.runtime[0].answered_at >= since:
+            return False
+        if (slow := self.slow_for()) is not None and slow >= SLOW_LIMIT:
+            return False  # (this apply's read found it hung for good: no wait more)
+        began = time.monotonic()
+        try:
+            await self.runtime[0].info()
+        except HAProxySocketError as err:
+            return self.read_failed(err, time.monotonic() - began)
+        self.answered()
+        return False
 
     def commands_failed(self, failures: Sequence[str], elapsed: float) -> bool:
         """Runtime commands failed after ``elapsed`` seconds: True when HAProxy is slow

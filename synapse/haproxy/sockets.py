@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Sequence
 
 DEFAULT_TIMEOUT = 5.0
@@ -100,6 +101,7 @@ class Session:
         self.closed = False
         self._prompted = False  # `prompt` is sent with the first batch (one round trip less)
         self.timed_out = False  # a batch ended at the timeout: HAProxy may still run it
+        self.answered_at = 0.0  # (time.monotonic) when an answer last came
 
     async def __aenter__(self) -> Session:
         self._reader, self._writer = await _open(self.path)
@@ -184,6 +186,8 @@ class Session:
             pass  # the caller sees the missing answers
         finally:
             timer.cancel()
+        if answers:
+            self.answered_at = time.monotonic()
         if len(answers) < len(commands) or writer.transport.is_closing():
             # Late answers would be taken for the next batch's, and a connection the timer
             # aborted as the last answer came in is dead: never use either again.
