@@ -13,7 +13,7 @@ from smartstack.logs import event
 from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.ops import Op
 from synapse.haproxy.runtime import SKIPPED, RuntimeClient
-from synapse.haproxy.sockets import HAProxySocketError
+from synapse.haproxy.sockets import HAProxySocketError, NoAnswer, Unanswered
 
 log = logging.getLogger("synapse.haproxy")
 
@@ -37,7 +37,8 @@ async def run_ops(
         try:
             results = await client.run_ops([ops[i] for i in todo])
         except HAProxySocketError as err:
-            results = [str(err)] * len(todo)
+            text = Unanswered(err) if isinstance(err, NoAnswer) else str(err)  # (slow_socket)
+            results = [text] * len(todo)
         for i, result in zip(todo, results, strict=True):
             errors[i] = result
     applied: list[str] = []
@@ -54,7 +55,8 @@ async def run_ops(
             continue
         metrics.runtime_errors.labels(op.label).inc()
         if not op.tolerated:
-            failures.append(f"runtime command failed: {error}")
+            failure = f"runtime command failed: {error}"
+            failures.append(Unanswered(failure) if isinstance(error, Unanswered) else failure)
         logged += 1
         if logged <= MAX_LOGGED_FAILURES:
             fallback = "retry later" if op.tolerated else "reload"

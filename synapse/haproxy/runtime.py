@@ -33,6 +33,7 @@ from synapse.haproxy.sockets import (
     CommandFailed,
     Session,
     SocketUnavailable,
+    Unanswered,
     UnexpectedAnswer,
     unix_request,
 )
@@ -224,7 +225,7 @@ class RuntimeClient:
         """
         if not ops:
             return []
-        lost = f"{self.path}: no answer (connection lost or timed out)"
+        lost = Unanswered(f"{self.path}: no answer (connection lost or timed out)")
         results: list[str | None] = [lost] * len(ops)
         failed: set[str] = set()
         short: set[str] = set()  # backends whose new capacity did not come: none taken away

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from smartstack.logs import event
 from synapse.haproxy.runtime import RuntimeClient
-from synapse.haproxy.sockets import HAProxySocketError, SocketUnavailable
+from synapse.haproxy.sockets import HAProxySocketError, SocketUnavailable, Unanswered
 
 log = logging.getLogger("synapse.haproxy")
 
@@ -91,9 +91,10 @@ class SlowSocket:
         (a command got no answer, after the whole timeout: ``is_slow``), for less than
         SLOW_LIMIT in a row (the apply then ends, as after a slow read). A command sent
         to a stalled worker runs when it resumes: the next apply reads first (the view
-        is invalid) and plans again once more if a command fails (``take_recovered``)."""
-        # (runtime's "no answer (connection lost...)", the session's "no answer to 'prompt'")
-        lost = [failure for failure in failures if ": no answer" in failure]
+        is invalid) and plans again once more if a command fails (``take_recovered``).
+        Told by type (``Unanswered``: a batch cut short, `prompt` unanswered), never by
+        the wording: an answer is no slowness."""
+        lost = [failure for failure in failures if isinstance(failure, Unanswered)]
         if not lost or not self.runtime or elapsed < 0.9 * self.runtime[0].timeout:
             return False
         self.runtime_error = lost[0]

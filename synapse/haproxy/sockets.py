@@ -33,6 +33,17 @@ class SocketUnavailable(HAProxySocketError):
     """Could not connect, or no answer in time: HAProxy is down, reloading, or the path is wrong."""
 
 
+class NoAnswer(SocketUnavailable):
+    """Connected, but the answer did not come (the timeout, or the connection closed):
+    HAProxy may be stalled (``slow_socket``), which a command's failure says by type
+    (``Unanswered``), not by its wording."""
+
+
+class Unanswered(str):
+    """The failure text of a runtime command that got no answer (``NoAnswer``, a batch
+    cut short): ``SlowSocket.commands_failed`` tells a stalled HAProxy by this type."""
+
+
 class CommandFailed(HAProxySocketError):
     """HAProxy answered a command with an error."""
 
@@ -140,7 +151,7 @@ class Session:
         if not answers or answers[0] != "":
             await self.close()
             if not answers:
-                raise SocketUnavailable(f"{self.path}: no answer to 'prompt'")
+                raise NoAnswer(f"{self.path}: no answer to 'prompt'")
             raise UnexpectedAnswer(f"{self.path}: 'prompt' answered {answers[0][:120]!r}")
         return answers[1:]
 
@@ -222,7 +233,7 @@ async def unix_request(
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
     except TimeoutError as err:
-        raise SocketUnavailable(f"{path}: no answer to {command!r} within {timeout}s") from err
+        raise NoAnswer(f"{path}: no answer to {command!r} within {timeout}s") from err
     except OSError as err:  # the connection broke after it was opened
         raise SocketUnavailable(f"{path}: {err.strerror or err}") from err
     return data.decode(errors="replace")

@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import asyncio
 
+from prometheus_client import CollectorRegistry
+
 from synapse.haproxy import slow_socket as reader_module
+from synapse.haproxy.executor import run_ops
 from synapse.haproxy.health import problems
+from synapse.haproxy.metrics import HAProxyMetrics
+from synapse.haproxy.ops import Op, SetState
 from synapse.haproxy.reader import RunningReader
 from synapse.haproxy.slow_socket import is_slow
 from synapse.haproxy.sockets import CommandFailed, SocketUnavailable
@@ -79,14 +84,50 @@ async def test_a_refused_socket_is_lost_at_once():
     assert reader.slow_for() is None and not reader.take_recovered()
 
 
-def test_commands_without_an_answer_after_the_timeout_are_slow():
+class CommandsClient:
+    """``run_ops`` after the whole timeout: each op's result, or the batch's error."""
+
+    path, timeout = "/s", TIMEOUT
+
+    def __init__(self, outcome: str | Exception) -> None:
+        self.outcome = outcome
+
+    async def run_ops(self, ops: list[Op]) -> list[str | None]:
+        await asyncio.sleep(TIMEOUT)
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return [self.outcome] * len(ops)
+
+
+async def commands_slow(outcome: str | Exception, elapsed: float = 1.0) -> bool:
+    """Whether the reader takes ``outcome`` of a command (``executor.run_ops``) for slow."""
+    metrics = HAProxyMetrics(CollectorRegistry(), list, lambda: None)  # type: ignore[arg-type]
+    op = SetState("web", "a", "ready")
+    _, failures = await run_ops([CommandsClient(outcome)], [op], metrics)  # type: ignore[list-item]
+    assert failures
     reader = RunningReader([StalledClient()], None, lambda: 0.0)  # type: ignore[list-item]
-    lost = ["runtime command failed: /s: no answer (connection lost or timed out)"]
-    assert not reader.commands_failed(lost, 0.001)  # at once: closed, not slow
-    assert not reader.commands_failed(["runtime command failed: /s: Connection refused"], 1.0)
-    assert not reader.commands_failed(["'add server x' failed: already exists"], 1.0)
-    assert reader.commands_failed(["runtime command failed: /s: no answer to 'prompt'"], 1.0)
+    return reader.commands_failed(failures, elapsed)
+
+
+async def test_commands_without_an_answer_after_the_timeout_are_slow():
+    from synapse.haproxy.sockets import NoAnswer, Unanswered
+
+    lost = Unanswered("/s: no answer (connection lost or timed out)")  # (a batch cut short)
+    assert await commands_slow(lost)
+    assert not await commands_slow(lost, 0.001)  # at once: closed, not slow
+    assert await commands_slow(NoAnswer("/s: the worker said nothing"))  # (any wording)
+    refused = SocketUnavailable("/s: Connection refused")
+    refused.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    assert not await commands_slow(refused)
+    reader = RunningReader([StalledClient()], None, lambda: 0.0)  # type: ignore[list-item]
+    assert reader.commands_failed([lost], 1.0)
     assert reader.slow_for() == 1.0 and reader.runtime_error
+
+
+async def test_a_command_haproxy_answered_is_never_slow_whatever_its_words():
+    """Told by type, not by the wording: an answer saying "no answer" is an answer."""
+    answered = str(CommandFailed("set server web/a addr 10.0.0.1", "web/a: no answer"))
+    assert not await commands_slow(answered)
 
 
 def test_health_says_slow_rather_than_gone():
