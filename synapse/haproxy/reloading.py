@@ -159,6 +159,9 @@ class Reloading:
         now = read_at_once(before, candidate.parsed, self._reader.unread, self._installer.read_all)
         if running.backends is not None and (now is None or now):
             running = await self._reader.read(set(), now)  # (None: all of them)
+        if running.runtime_slow:  # the new worker stalled: no further reload (slow_socket)
+            self._check.begin(candidate.parts)  # (the sweep reads and plans it once it answers)
+            return ApplyResult((), ApplyOutcome.DONE, (), wrote, error=self._slow().error)
         fresh = self._render(running)
         after = self._plan(fresh, running, reread=now or set())
         assert after is not None
