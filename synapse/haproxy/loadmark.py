@@ -44,7 +44,22 @@ from synapse.haproxy.ops import Plan, Reload
 log = logging.getLogger("synapse.haproxy")
 
 INSTALLING, LOADED = "installing\n", "loaded"
-REASON = "HAProxy may not run the config file (synapse stopped between writing it and the reload)"
+# Why an adopted HAProxy may not run the config file, by what the marker said at the start
+NO_MARKER = "no load marker: written by an older synapse (an upgrade) or another tool"
+MID_INSTALL = "synapse stopped between writing it and the reload"
+CHANGED = "the file changed since HAProxy loaded it: written since by something else"
+
+
+def unconfirmed_reason(marker: str | None) -> str:
+    """The reload's reason when the marker (its text, None: no marker) does not vouch for
+    the config file."""
+    if marker is None:
+        why = NO_MARKER
+    elif marker.startswith(LOADED):  # (or a marker without identity)
+        why = CHANGED
+    else:
+        why = MID_INSTALL
+    return f"HAProxy may not run the config file ({why})"
 
 
 def marker_path(config_path: Path) -> Path:
@@ -101,6 +116,7 @@ class LoadMark:
         self.config_path = config_path
         self.path = marker_path(config_path)
         self.unknown = False  # HAProxy may run something else than the file: reload once
+        self.reason = unconfirmed_reason(None)  # (why, when ``unknown``)
         self._on_disk: str | None = None
         self._lock = asyncio.Lock()  # one write at a time: the last one names the file
 
@@ -108,11 +124,10 @@ class LoadMark:
         self._on_disk = text = await asyncio.to_thread(read_text, self.path)
         self.unknown = file_exists and not await asyncio.to_thread(vouches, self.config_path, text)
         if self.unknown:
+            self.reason = unconfirmed_reason(text)
             found = "no marker" if text is None else text.strip()[:80]
-            if text is not None and text.startswith(LOADED):  # (or a marker without identity)
-                found += ", not the file on disk: written since by something else"
             event(log, "haproxy_config_unconfirmed", level=logging.WARNING,
-                  marker=str(self.path), found=found,
+                  marker=str(self.path), found=found, reason=self.reason,
                   detail="an adopted HAProxy may not run the config file: the first "
                   "apply reloads it")  # fmt: skip
 
@@ -170,7 +185,7 @@ class LoadMark:
         """``plan``, with a reload while the running config is unknown."""
         if not self.unknown:
             return plan
-        reasons = (plan.reload.reasons if plan.reload else ()) + (("config", REASON),)
+        reasons = (plan.reload.reasons if plan.reload else ()) + (("config", self.reason),)
         return Plan(plan.ops, Reload(reasons), plan.active)
 
     def _write(self, text: str | None, sync: bool = True) -> None:

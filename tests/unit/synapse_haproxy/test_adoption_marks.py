@@ -66,6 +66,7 @@ def test_the_marker_says_whether_haproxy_runs_the_file(tmp_path: Path) -> None:
 
         plan = mark.with_reload(Plan())
         assert plan.reload is not None and plan.reload.kind == "config"
+        assert "older synapse (an upgrade)" in plan.reload.reasons[0][1]  # (the log's reason)
         await mark.loaded()
         assert not mark.unknown and mark.with_reload(Plan()) == Plan()
 
@@ -75,10 +76,15 @@ def test_the_marker_says_whether_haproxy_runs_the_file(tmp_path: Path) -> None:
         assert again.unknown
         reloading = Plan((), Reload((("service_added", "backend api is not running"),)))
         assert again.with_reload(reloading).reload.kind == "service_added"  # type: ignore[union-attr]
+        assert "stopped between writing it and the reload" in again.reason
         await again.loaded()
         trusted = LoadMark(config)
         await trusted.load(file_exists=True)
         assert not trusted.unknown
+        config.write_text("global\n# an operator's edit\n")
+        edited = LoadMark(config)
+        await edited.load(file_exists=True)
+        assert edited.unknown and "written since by something else" in edited.reason
 
     asyncio.run(scenario())
 
