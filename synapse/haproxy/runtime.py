@@ -31,6 +31,7 @@ from synapse.haproxy.running import RunningServer
 from synapse.haproxy.sockets import (
     DEFAULT_TIMEOUT,
     CommandFailed,
+    NoAnswer,
     Session,
     SocketUnavailable,
     Unanswered,
@@ -106,14 +107,30 @@ class RuntimeClient:
         self._idle_close: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self.connections = 0  # opened so far: for tests
-        # (time.monotonic) HAProxy's last answer here: a reload on a view no answer came
-        # for in its apply asks first whether HAProxy is stalled (``SlowSocket.stalled``)
+        # (time.monotonic) HAProxy's last answer here, and the last wait for one that ended
+        # at the timeout: before a reload synapse asks whether HAProxy is stalled
+        # (``SlowSocket.stalled``) unless it answered since this apply began, after any
+        # such wait (a `show map` of the edge's routes unanswered after the apply's read)
         self.answered_at = 0.0
+        self.unanswered: Unanswered | None = None
+        self.unanswered_at = 0.0
 
     async def execute(self, command: str) -> str:
-        answer = await unix_request(self.path, command, self.timeout)
+        try:
+            answer = await unix_request(self.path, command, self.timeout)
+        except NoAnswer as err:
+            self._no_answer(str(err))
+            raise
         self.answered_at = time.monotonic()
         return answer
+
+    def _no_answer(self, error: str) -> None:
+        self.unanswered, self.unanswered_at = Unanswered(error), time.monotonic()
+
+    def _ended(self, session: Session) -> None:
+        self.answered_at = max(self.answered_at, session.answered_at)
+        if session.timed_out:  # (a batch, or its `prompt`, met the timeout's silence)
+            self._no_answer(f"{self.path}: no answer (timed out)")
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
@@ -174,7 +191,7 @@ class RuntimeClient:
                 try:
                     yield session
                 finally:
-                    self.answered_at = max(self.answered_at, session.answered_at)
+                    self._ended(session)
             return
         if self._held is None or self._held.closed:
             self.connections += 1
@@ -186,7 +203,7 @@ class RuntimeClient:
             await self.release()
             raise
         finally:
-            self.answered_at = max(self.answered_at, held.answered_at)
+            self._ended(held)
 
     async def ask(self, commands: Sequence[str]) -> list[str]:
         """A batch on one connection (the held one, if any): answers in order, fewer when

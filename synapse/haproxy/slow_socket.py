@@ -73,11 +73,20 @@ class SlowSocket:
         stalled unnoticed, and a reload into it hurts: it is asked `show info` once. True:
         slow (``read_failed``) for less than SLOW_LIMIT in a row, no reload now (the sweep
         retries). An answer, or a gone socket (refused, no such file: HAProxy crashed, a
-        reload or start recreates it): False, the reload goes ahead."""
-        if not self.runtime or self.runtime[0].answered_at >= since:
+        reload or start recreates it): False, the reload goes ahead. A wait that already
+        met the timeout in this apply, after its last answer (a stall that began after the
+        apply's read: the edge's `show map`), is that slowness: not asked again."""
+        if not self.runtime:
+            return False
+        client = self.runtime[0]
+        missed = client.unanswered_at >= max(since, client.answered_at)
+        if client.answered_at >= since and not missed:
             return False
         if (slow := self.slow_for()) is not None and slow >= SLOW_LIMIT:
             return False  # (this apply's read found it hung for good: no wait more)
+        if missed and client.unanswered is not None:
+            self.runtime_error = client.unanswered
+            return self.slow(client.unanswered, client.timeout)
         began = time.monotonic()
         try:
             await self.runtime[0].info()

@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from haproxy_helpers import read_back, server, serves, service, web
 
 from synapse.contract import ApplyOutcome
@@ -118,38 +119,62 @@ class Clients:
             thread.join(70)
 
 
-STRUCTURAL_STALL = 12.0  # > 2 timeouts of 5 s: the apply's `show info` times out
+STRUCTURAL_STALL = 12.0  # > 2 timeouts of 5 s: one wait of the apply times out, with margin
 
 
+@pytest.mark.parametrize("stalls", ["before the apply", "after the apply's read"])
 async def test_a_new_service_during_an_unnoticed_stall_reloads_once_the_worker_answers(
-    managed_factory, http_backend_factory
+    managed_factory, http_backend_factory, stalls
 ):
-    """A structural change (a new service: only a reload adds it) planned on the trusted
-    view, no read: before its reload HAProxy is asked (`show info`), found slow, and the
-    reload waits for the worker; it then goes in once, and no request fails."""
+    """A structural change (a new service: only a reload adds it) while the worker is
+    stalled: before the apply (planned on the trusted view, no read: HAProxy is asked
+    `show info` before the reload), or right after the apply's read answered (its later
+    wait, the edge's `show map`, meets the timeout: that is the stall, review s26 cr:
+    13-15 of ~5,200 requests reset by a reload into it). Either way the reload waits for
+    the worker, then goes in once, and no request fails."""
     b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
     port, api_port = free_port(), free_port()
     controller, worker = await serving(managed_factory(), port, b1)
-    assert controller._reader.trusted
     api = service("api", [server("127.0.0.1", b2.port, b2.name)], port=api_port)
+    loop, stall = asyncio.get_running_loop(), {}
+
+    def stop_worker() -> None:
+        os.kill(worker, signal.SIGSTOP)  # the worker only: its master still answers
+        stall["at"] = time.monotonic()
+        stall["thaw"] = loop.call_later(STRUCTURAL_STALL, os.kill, worker, signal.SIGCONT)
+
+    if stalls == "after the apply's read":
+        reader, read = controller._reader, controller._reader.read
+
+        async def read_then_stall(*args: Any, **kwargs: Any) -> Any:
+            running = await read(*args, **kwargs)
+            if "at" not in stall:
+                stop_worker()
+            return running
+
+        reader.read = read_then_stall  # type: ignore[method-assign]
+        reader.invalidate()  # (the apply reads: HAProxy answers in this apply)
+    else:
+        assert controller._reader.trusted
 
     with Clients(port, 4) as clients:
         await asyncio.sleep(0.5)
-        os.kill(worker, signal.SIGSTOP)  # the worker only: its master still answers
-        stopped = time.monotonic()
-        thaw = asyncio.get_running_loop().call_later(STRUCTURAL_STALL, os.kill, worker,
-                                                     signal.SIGCONT)  # fmt: skip
         try:
-            await asyncio.sleep(1.0)
-            apply = controller.apply([web(port, [b1]), api], "add api")
-            result = await asyncio.wait_for(apply, 40)
-            assert controller.info.reloads == 0, "reloaded into the stalled worker"
+            if stalls == "before the apply":
+                stop_worker()
+                await asyncio.sleep(1.0)
+            result = await asyncio.wait_for(controller.apply([web(port, [b1]), api], "add"), 40)
+            into = time.monotonic() - stall["at"]
+            assert controller.info.reloads == 0, (
+                f"reloaded; the apply ended {into:.1f} s into the stall"
+            )
             assert result.reload is ApplyOutcome.FAILED and "slow" in (result.error or ""), result
-            while time.monotonic() < stopped + STRUCTURAL_STALL:
+            while time.monotonic() < stall["at"] + STRUCTURAL_STALL:
                 assert controller.info.reloads == 0, "reloaded during the stall"
                 await asyncio.sleep(0.1)
         finally:
-            thaw.cancel()
+            if "thaw" in stall:
+                stall["thaw"].cancel()
             os.kill(worker, signal.SIGCONT)
         thawed = time.monotonic()
         await serves(api_port, {"b2"})  # (the sweep's apply, once the worker answers)

@@ -39,6 +39,8 @@ class InfoClient:
 
     def __init__(self, mode: str) -> None:
         self.mode, self.asked, self.answered_at = mode, 0, 0.0
+        self.unanswered: str | None = None  # (RuntimeClient's last wait met the timeout)
+        self.unanswered_at = 0.0
 
     async def info(self) -> dict[str, str]:
         self.asked += 1
@@ -142,6 +144,47 @@ async def test_an_answer_reloads_and_one_in_this_apply_asks_nothing():
     steps._apply_began = client.answered_at - 1.0
     assert (await need_reload(steps)).reload is ApplyOutcome.DONE and client.asked == 1
     assert steps.reloads == 2
+
+
+async def test_a_wait_unanswered_after_this_applys_answer_is_that_slowness():
+    """The worker stalled after the apply's read answered: a later wait of the same apply
+    (the edge's `show map`) met the timeout. That is the stall: no reload into it, and no
+    second wait for `show info` (the controller's lock held 5 s, not 10)."""
+    client, now = InfoClient("stalled"), [1000.0]
+    steps = Steps(client, now)
+    client.answered_at = steps._apply_began + 0.01  # the apply's read
+    client.unanswered = "/s: no answer to 'show map'"
+    client.unanswered_at = client.answered_at + 0.01  # then the edge's `show map`
+    result = await need_reload(steps)
+    assert steps.reloads == 0, "reloaded into a worker that stalled after the apply's read"
+    assert result.reload is ApplyOutcome.FAILED and client.asked == 0
+    assert steps._reader.runtime_error == "/s: no answer to 'show map'"
+    client.answered_at = client.unanswered_at + 0.01  # it answered since: old news
+    steps._apply_began = client.answered_at - 1.0
+    assert (await need_reload(steps)).reload is ApplyOutcome.DONE and client.asked == 0
+
+
+async def test_the_runtime_client_remembers_a_wait_that_met_the_timeout(monkeypatch):
+    from synapse.haproxy import runtime
+    from synapse.haproxy.runtime import RuntimeClient
+    from synapse.haproxy.sockets import NoAnswer
+
+    async def request(path: str, command: str, timeout: float) -> str:
+        if command == "show map /m":
+            raise NoAnswer(f"{path}: no answer to {command!r} within {timeout}s")
+        return ""
+
+    monkeypatch.setattr(runtime, "unix_request", request)
+    client = RuntimeClient("/s", TIMEOUT)
+    await client.execute("show info")
+    answered = client.answered_at
+    assert answered > 0 and client.unanswered is None
+    try:
+        await client.execute("show map /m")
+    except NoAnswer:
+        pass
+    assert client.unanswered_at >= answered and "show map" in (client.unanswered or "")
+    assert isinstance(client.unanswered, slow_socket.Unanswered)
 
 
 async def test_a_slow_read_right_after_a_reload_plans_no_further_reload():
