@@ -5,6 +5,7 @@ One asyncio loop. Each service runs on its own task; registry sessions are share
 - SIGTERM / SIGINT: stop the checks, withdraw every registration in parallel, close the
   sessions, exit 0; every step has a deadline, so this takes < 5 s even when the
   registry is unreachable (its session or lease then expires on its own).
+- SIGUSR2 (restart stop): as SIGTERM, but healthy registrations stay for the next nerve.
 - SIGHUP: re-read the config file (what changed: nerve/reload_plan.py). Unchanged
   services are not touched (same znode); services whose checks changed, or that were
   renamed, keep their registration; services whose record or registry changed
@@ -32,6 +33,7 @@ from nerve.metrics import NerveMetrics
 from nerve.registries import Registries, registration_for, reporter_identity
 from nerve.reload_plan import Placement, Step, placement, plan_reload
 from nerve.reporters.base import Reporter
+from nerve.restart_stop import left_by, log_left
 from nerve.service import Service
 from smartstack.admin import AdminServer, start_or_log
 from smartstack.admin_token import TokenFileError
@@ -391,8 +393,9 @@ class NerveDaemon:
 
     # --- stop ------------------------------------------------------------------------------
 
-    async def stop(self) -> None:
-        """Withdraw everything in parallel and close sessions, each step with a deadline."""
+    async def stop(self, restart: bool = False) -> None:
+        """Withdraw everything in parallel and close sessions, each step with a deadline;
+        ``restart`` (SIGUSR2) leaves the healthy ones (nerve/restart_stop.py)."""
         if self._stopping:
             return
         self._stopping = True
@@ -400,32 +403,32 @@ class NerveDaemon:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        docker_stop = self.docker.stop() if self.docker is not None else _no_containers()
         services = list(self.services.values())
-        await asyncio.gather(*(s.halt() for s in services), return_exceptions=True)
+        containers = list(self.docker.services.values()) if self.docker is not None else []
+        # (halted first: no check's verdict changes what is left while it is decided)
+        await asyncio.gather(*(s.halt() for s in [*services, *containers]), return_exceptions=True)
+        left = left_by([*services, *containers], restart)
+        docker_stop = self.docker.stop(keep=left) if self.docker is not None else _no_containers()
         reporters = [s.reporter for s in services] + list(self._retiring)
-        own, containers = await asyncio.gather(
-            asyncio.gather(*(self._withdraw(r) for r in reporters)), docker_stop
+        own, containers_done = await asyncio.gather(
+            asyncio.gather(*(self._withdraw(r, r not in left) for r in reporters)), docker_stop
         )
-        withdrawn = [*own, *containers]
+        withdrawn = [ok for r, ok in zip(reporters, own, strict=True) if r not in left]
+        withdrawn += containers_done
         if self._registries is not None:
-            await self._bounded(self._registries.close(), CLOSE_TIMEOUT, "close_sessions")
+            await self._bounded(self._registries.close(left), CLOSE_TIMEOUT, "close_sessions")
         if self.admin is not None:
             await self._bounded(self.admin.stop(), CLOSE_TIMEOUT, "close_admin")
         self.metrics.statsd.close()
-        event(
-            log,
-            "nerve_stopped",
-            withdrawn=sum(withdrawn),
-            failed=len(withdrawn) - sum(withdrawn),
-            seconds=round(time.monotonic() - started, 3),
-        )
+        log_left(left)
+        ok = sum(withdrawn)
+        event(log, "nerve_stopped", withdrawn=ok, failed=len(withdrawn) - ok, left=len(left),
+              seconds=round(time.monotonic() - started, 3))  # fmt: skip
 
-    async def _withdraw(self, reporter: Reporter) -> bool:
-        ok = await self._bounded(
-            reporter.stop(withdraw=True), WITHDRAW_TIMEOUT, "withdraw", reporter.service
+    async def _withdraw(self, reporter: Reporter, withdraw: bool = True) -> bool:
+        return await self._bounded(
+            reporter.stop(withdraw=withdraw), WITHDRAW_TIMEOUT, "withdraw", reporter.service
         )
-        return ok
 
     async def _bounded(self, coro: Any, timeout: float, what: str, service: str = "") -> bool:
         try:

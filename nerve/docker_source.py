@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Collection
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -37,6 +38,7 @@ from nerve.docker_flags import ContainerFlags
 from nerve.maintenance import MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.registries import Registries
+from nerve.reporters.base import Reporter
 from nerve.service import Service
 from smartstack.docker_events import ContainerInfo, ContainerWatch, docker_base_url, label_filters
 from smartstack.logs import event
@@ -103,7 +105,7 @@ class DockerSource:
                 (self.store.directory / OLD_STATE_FILE).unlink(missing_ok=True)
         self.watch.start()
 
-    async def stop(self, withdraw: bool = True) -> list[bool]:
+    async def stop(self, withdraw: bool = True, keep: Collection[Reporter] = ()) -> list[bool]:
         """Stop watching and withdraw every container registration (bounded in time); per
         registration, whether that finished in time (nerve_stopped's withdrawn/failed).
 
@@ -117,7 +119,11 @@ class DockerSource:
         watch = self.watch.stop(timeout=WITHDRAW_TIMEOUT) if self.watch else asyncio.sleep(0)
         steps = []
         if withdraw:
-            steps += [self._bounded(s.reporter.stop(withdraw=True)) for s in services]
+            # (``keep``: left for the next nerve by a restart stop, nerve/restart_stop.py)
+            steps += [self._bounded(s.reporter.stop(withdraw=True)) for s in services
+                      if s.reporter not in keep]  # fmt: skip
+            await asyncio.gather(*(s.reporter.stop(withdraw=False) for s in services
+                                   if s.reporter in keep))  # fmt: skip
             steps += [self._bounded(t) for t in self._retiring.values()]
         done, _ = await asyncio.gather(asyncio.gather(*steps), watch)
         return list(done)

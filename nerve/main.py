@@ -1,5 +1,6 @@
-"""Running the nerve daemon as a process: until SIGTERM/SIGINT, re-reading its config on
-SIGHUP (``nerve -c FILE``; the daemon itself is ``nerve.daemon.NerveDaemon``)."""
+"""Running the nerve daemon as a process: until SIGTERM/SIGINT (or SIGUSR2, the restart
+stop), re-reading its config on SIGHUP (``nerve -c FILE``; the daemon itself is
+``nerve.daemon.NerveDaemon``)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nerve")
 
+RESTART = (signal.SIGUSR2,)  # the restart stop: healthy registrations left (nerve/restart_stop.py)
+
 
 async def serve(
     config: NerveConfig,
@@ -35,10 +38,16 @@ async def serve(
     daemon.strict = strict  # --strict holds for SIGHUP reloads too
     daemon.source = source
     stop = asyncio.Event()
+    restart = [False]  # the first stop signal decides: SIGUSR2 is a restart stop
     reloads: set[asyncio.Task[bool]] = set()
 
     def on_stop(signum: int) -> None:
-        event(log, "signal", signal=signal.Signals(signum).name, action="shutdown")
+        first = not stop.is_set()
+        if first:
+            restart[0] = signum == signal.SIGUSR2
+        action = "restart_stop" if signum == signal.SIGUSR2 else "shutdown"
+        event(log, "signal", signal=signal.Signals(signum).name, action=action,
+              **({} if first else {"detail": "a stop has begun already"}))  # fmt: skip
         stop.set()
 
     def on_reload() -> None:
@@ -47,17 +56,17 @@ async def serve(
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
         loop.add_signal_handler(signum, on_stop, signum)
     take_over_sighup(loop, on_reload)  # (and one that came while it started)
     await daemon.start()
     sd_notify.ready()  # systemd (Type=notify): started, and a SIGHUP is a reload now
     await stop.wait()
-    hold_while_stopping(loop, log)  # (a SIGHUP now is no reload, a SIGTERM no kill)
+    hold_while_stopping(loop, log, RESTART)  # (a SIGHUP now is no reload, a SIGTERM no kill)
     for task in reloads:
         task.cancel()
     await asyncio.gather(*reloads, return_exceptions=True)  # (their cleanup ends first)
-    await daemon.stop()
+    await daemon.stop(restart=restart[0])
     return 0
 
 
@@ -74,4 +83,4 @@ def run(config: NerveConfig, args: Namespace, source: ConfigSource | None = None
             )
         )
     finally:
-        ignore_after_loop()
+        ignore_after_loop(RESTART)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import weakref
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from nerve.checks.base import LATE_GRACE
@@ -176,14 +177,19 @@ class Registries:
                         with contextlib.suppress(Exception):
                             await keeper.close(revoke=True)
 
-    async def close(self) -> None:
+    async def close(self, left: Collection[Reporter] = ()) -> None:
         """Close every session: revoking leases and closing ZooKeeper sessions removes
-        whatever registration a failed withdraw left behind."""
+        whatever registration a failed withdraw left behind. The sessions and leases that
+        ``left``'s registrations stand on (a restart stop, nerve/restart_stop.py) are only
+        disconnected: they expire by themselves unless the next nerve takes them over."""
+        held: Any = left  # (their kind says which connection they stand on)
+        kept_conns = frozenset(r.conn for r in held if r.kind == "zookeeper")
+        kept_keepers = {id(r.keeper) for r in held if r.kind == "etcd"}
         keepers = list(self._etcd.values())
         self._etcd.clear()
         self._etcd_users.clear()
         await asyncio.gather(
-            *(k.close(revoke=True) for k in keepers),
-            *([self._zookeeper.close_all()] if self._zookeeper is not None else []),
+            *(k.close(revoke=id(k) not in kept_keepers) for k in keepers),
+            *([self._zookeeper.close_all(kept_conns)] if self._zookeeper is not None else []),
             return_exceptions=True,
         )

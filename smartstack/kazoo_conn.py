@@ -38,9 +38,11 @@ from kazoo.protocol.connection import (
     _CONNECTION_DROP,
     _SESSION_EXPIRED,
     CLOSE_RESPONSE,
+    STOP_CONNECTING,
     ConnectionHandler,
 )
 from kazoo.protocol.serialization import Auth, int_struct
+from kazoo.retry import ForceRetryError
 
 MAX_BATCH = 256
 # kazoo waits for the answer to its session handshake for the session timeout divided by
@@ -72,6 +74,9 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
 
     def _send_request(self, read_timeout: float, connect_timeout: float) -> None:
         queue = self.client._queue
+        if queue and queue[0][0] is _LEAVE:
+            queue.popleft()
+            raise ConnectionDropped("closed without closeSession: the session is left to expire")
         if not queue or _alone(queue[0][0]):
             super()._send_request(read_timeout, connect_timeout)
             return
@@ -100,6 +105,15 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
             queue.popleft()
             pending.append(entry)
         self._read_sock.recv(len(batch))  # ≥ 1 byte is there: the loop saw it readable
+
+    def _connect_loop(self, retry: Any) -> Any:
+        """kazoo's connect cycle; a stopped client (``leave``) tries no other address."""
+        try:
+            return super()._connect_loop(retry)
+        except ForceRetryError:
+            if self.client._stopped.is_set():
+                return STOP_CONNECTING
+            raise
 
     # --- reading ------------------------------------------------------------------
 
@@ -181,6 +195,25 @@ def _alone(request: Any) -> bool:
     matching, with or without batching: smartstack sends digest credentials in the
     connect handshake and never calls it.)"""
     return request is _SESSION_EXPIRED or request is _CONNECTION_DROP or request.type == Auth.type
+
+
+_LEAVE = object()  # queued by ``leave``: drop the connection here, sending nothing
+
+
+def leave(client: KazooClient) -> None:
+    """Stop a client *without* closing its session (kazoo's ``stop`` sends closeSession,
+    which deletes its ephemeral nodes at once): the connection is dropped as a crash
+    drops it, the server keeps the session (and its nodes) until its timeout, and a
+    successor finds them as a previous run's (nerve's restart stop, SIGUSR2). Blocks
+    until kazoo's connection thread has ended, as ``stop`` does."""
+    if client._stopped.is_set():
+        return
+    client._stopped.set()  # no reconnection from now on (kazoo's loop and retries look)
+    client._queue.append((_LEAVE, None))
+    try:
+        client._connection._write_sock.send(b"\0")
+    finally:
+        client._safe_close()
 
 
 def install(client: KazooClient, sasl_options: dict[str, Any] | None) -> None:

@@ -27,18 +27,21 @@ AFTER_STOP = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 FORCE_AFTER = 2  # stop signals during the stop: the second ends the daemon at once
 
 
-def hold_while_stopping(loop: asyncio.AbstractEventLoop, log: logging.Logger) -> None:
-    """The stop begins: those signals are logged from now on, not acted on (but the
-    FORCE_AFTER-th SIGTERM/SIGINT)."""
+def hold_while_stopping(
+    loop: asyncio.AbstractEventLoop, log: logging.Logger, also: tuple[signal.Signals, ...] = ()
+) -> None:
+    """The stop begins: those signals (and ``also``, e.g. nerve's SIGUSR2) are logged from
+    now on, not acted on (but the FORCE_AFTER-th SIGTERM/SIGINT)."""
     stops = [0]
-    for sig in AFTER_STOP:
+    for sig in (*AFTER_STOP, *also):
         loop.add_signal_handler(sig, _noted, log, sig, stops)
 
 
 def _noted(log: logging.Logger, sig: signal.Signals, stops: list[int]) -> None:
-    if sig != signal.SIGHUP:
+    forcing = sig in (signal.SIGTERM, signal.SIGINT)
+    if forcing:
         stops[0] += 1
-    if stops[0] >= FORCE_AFTER and sig != signal.SIGHUP:
+    if stops[0] >= FORCE_AFTER and forcing:
         event(log, "signal_while_stopping", level=logging.WARNING, signal=sig.name,
               detail="sent again: the daemon ends now, its stop cut short")  # fmt: skip
         end_now(sig)
@@ -53,7 +56,7 @@ def end_now(sig: signal.Signals) -> None:
     signal.raise_signal(sig)
 
 
-def ignore_after_loop() -> None:
+def ignore_after_loop(also: tuple[signal.Signals, ...] = ()) -> None:
     """The loop is closed (its handlers gone): the rest of the exit ignores those signals."""
-    for sig in AFTER_STOP:
+    for sig in (*AFTER_STOP, *also):
         signal.signal(sig, signal.SIG_IGN)

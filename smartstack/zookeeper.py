@@ -103,13 +103,14 @@ class ZooKeeperConnection:
         finally:
             self.remove_listener(_listener)
 
-    async def close(self, timeout: float = 5.0) -> None:
-        """Stop the session; bounded, so a hung kazoo can never hold up a daemon's exit."""
+    async def close(self, timeout: float = 5.0, keep_session: bool = False) -> None:
+        """Stop the session (``keep_session``: only the connection, the session and its
+        nodes left to expire); bounded, so a hung kazoo never holds up a daemon's exit."""
         done = asyncio.Event()
 
         def _stop() -> None:
             try:
-                self.client.stop()
+                kazoo_conn.leave(self.client) if keep_session else self.client.stop()
                 self.client.close()
             except Exception:  # already stopped or never connected
                 pass
@@ -433,8 +434,10 @@ class ZooKeeperPool:
     def connections(self) -> list[ZooKeeperConnection]:
         return list(self._connections.values())
 
-    async def close_all(self) -> None:
+    async def close_all(self, keep: frozenset[ZooKeeperConnection] = frozenset()) -> None:
+        """Close every session, but ``keep``'s: their connections only (see close)."""
         conns = list(self._connections.values())
         self._connections.clear()
         self._users.clear()
-        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+        closing = (c.close(keep_session=c in keep) for c in conns)
+        await asyncio.gather(*closing, return_exceptions=True)

@@ -92,6 +92,17 @@ def test_daemon_units_reload_with_sighup_and_are_hardened() -> None:
         assert state in service["ReadWritePaths"].split(), name
 
 
+def test_nerve_s_restart_stop_recipe_signals_the_main_process_alone() -> None:
+    """SIGUSR2 is nerve's restart stop; sent to the whole control group (KillMode's default)
+    its default action would end the exec checks' processes too."""
+    recipe = "systemctl kill --kill-whom=main --signal=SIGUSR2 nerve && systemctl restart nerve"
+    assert unit("nerve.service")["Service"].get("KillMode", "control-group") == "control-group"
+    text = (UNITS / "nerve.service").read_text()
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    assert recipe in text and recipe in deploy
+    assert "kill -s USR2" not in deploy and "--signal=SIGUSR2 nerve" in deploy
+
+
 def test_the_example_configs_load_and_haproxy_accepts_the_bootstrap_config(tmp_path) -> None:
     nerve, warnings = load_nerve_config(UNITS / "nerve.yaml")
     assert not warnings and nerve.state_dir == "/var/lib/smartstack/nerve"

@@ -53,3 +53,26 @@ def test_after_the_loop_the_signals_are_ignored() -> None:
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+def test_nerve_s_restart_signal_is_held_during_the_stop_and_never_forces_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGUSR2 (nerve's restart stop) sent again during a stop is logged, not its default
+    action (which ends the process) and not counted as a stop signal sent again."""
+    ended: list[signal.Signals] = []
+    monkeypatch.setattr(stop_signals, "end_now", ended.append)
+    loop = Loop()
+    stop_signals.hold_while_stopping(loop, logging.getLogger("t"), (signal.SIGUSR2,))  # type: ignore[arg-type]
+    for sig in (signal.SIGUSR2, signal.SIGUSR2, signal.SIGTERM, signal.SIGUSR2):
+        callback, args = loop.handlers[sig]
+        callback(*args)  # type: ignore[operator]
+    assert ended == []  # (the one SIGTERM alone does not end it either)
+    held = (*stop_signals.AFTER_STOP, signal.SIGUSR2)
+    before = {sig: signal.getsignal(sig) for sig in held}
+    try:
+        stop_signals.ignore_after_loop((signal.SIGUSR2,))
+        assert all(signal.getsignal(sig) is signal.SIG_IGN for sig in held)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
