@@ -1,11 +1,16 @@
-"""``make demo``'s nerve restart act: one instance's nerve is killed (-9, as an OOM kill or a
-crash would) and started again at once. Its registration is still valid (the etcd lease
-outlives the process by its TTL), so the new nerve keeps it while its checks decide and
-puts the same key again on its own lease: the instance never leaves HAProxy. (A nerve that
-deleted the leftover first, as before, left it out for `rise` checks.)"""
+"""``make demo``'s nerve restart act: one instance's nerve is upgraded in place with the
+restart stop (SIGUSR2: it exits 0 leaving its healthy registration, its etcd lease not
+revoked) and started again at once, as `systemctl kill --kill-whom=main --signal=SIGUSR2
+nerve && systemctl restart nerve` does (docs/deploy.md). The registration is still valid
+(the lease outlives the process by its TTL), so the new nerve keeps it while its checks
+decide and puts the same key again on its own lease: the instance never leaves HAProxy.
+(A SIGTERM withdraws it: out for the new nerve's `rise` checks, ~1.25 s in review s26; a
+kill -9 or a crash leaves it as the restart stop does.)"""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -23,9 +28,10 @@ def nerve_restart_act(
     say: Callable[[str], None],
     detail: Callable[[str], None],
 ) -> float:
-    """kill -9 ``nerve`` and start it again; the longest time its instance was out of
-    HAProxy meanwhile (seconds)."""
-    say(f"{name}'s nerve is killed (-9) and started again: its instance stays in HAProxy")
+    """Restart-stop ``nerve`` (SIGUSR2) and start it again; the longest time its instance
+    was out of HAProxy meanwhile (seconds)."""
+    say(f"{name}'s nerve is upgraded in place (SIGUSR2, the restart stop, then a new nerve): "
+        "its instance stays in HAProxy")  # fmt: skip
     if not in_rotation():
         raise RuntimeError(f"{name} is not in rotation before the act")
     longest, since = 0.0, None
@@ -45,9 +51,14 @@ def nerve_restart_act(
     watcher.start()
     try:
         old_pid = nerve.pid
-        nerve.kill()
+        os.kill(old_pid, signal.SIGUSR2)  # (nerve alone, not its exec checks: --kill-whom=main)
+        code = nerve.wait(10)
+        if code != 0:
+            raise RuntimeError(f"the restart stop exited {code}:\n{nerve.log_tail()}")
+        nerve.kill()  # (reaps what is left of its process group: nothing, normally)
         nerve.start()
-        detail(f"nerve pid {old_pid} killed, pid {nerve.pid} started with the same config")
+        detail(f"nerve pid {old_pid} exited 0 leaving its registration, pid {nerve.pid} "
+               "started with the same config")  # fmt: skip
         time.sleep(WATCH_S)
     finally:
         stop.set()

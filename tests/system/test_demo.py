@@ -87,6 +87,8 @@ def test_demo_runs_to_completion_and_cleans_up() -> None:
     # The reload act: every kept-alive connection's next request answered across the reload.
     assert re.search(r"synapse added 'hello-canary' \(HAProxy reloads: [1-9]", out), out
     assert "the next request on each kept-alive connection: 8 answered, 0 failed" in out
-    # The nerve restart act: the killed nerve's instance never left HAProxy (polled every 5 ms).
+    # The nerve restart act: the restart-stopped nerve's instance never left HAProxy (polled
+    # every 5 ms), and that nerve exited 0.
     assert "app-1 out of HAProxy meanwhile: 0.000 s" in out, out
+    assert re.search(r"nerve pid \d+ exited 0 leaving its registration", out), out
     assert re.search(r"requests since the crash: [1-9]\d* served", out), out
