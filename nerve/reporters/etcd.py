@@ -119,7 +119,7 @@ class EtcdReporter(Reporter):
                 try:
                     kv = await self.keeper.conn.with_client(lambda c: c.get(self.key.encode()))
                 except Exception:  # etcd away: our decision's write will wait for it too
-                    await asyncio.sleep(retry_pause(self.keeper.interval))
+                    await asyncio.sleep(retry_pause(self.keeper.ttl))
                     continue
                 if kv is not None and kv.value == self.data:
                     left = deadline - time.monotonic()

@@ -12,7 +12,7 @@ renewed only while each of its keys is held by one of this run's reporters (same
 one key of a service that moved or was removed between runs, and the lease is left to
 expire with all its keys, as without us. A holder is renewed for at most its bound (the
 ``rise`` rounds its checks need), never beyond. Timing as ``etcd_lease``: a keep-alive
-every TTL/3 (the TTL the lease was granted with, as etcd says), each waiting at most
+every TTL/6 (the TTL the lease was granted with, as etcd says), each waiting at most
 ``keepalive_timeout``, to the next member at once (unprobed) when one times out.
 """
 
@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nerve.reporters.etcd_lease import keepalive_timeout, retry_pause
+from nerve.reporters.etcd_lease import keepalive_interval, keepalive_timeout, retry_pause
 from smartstack.logs import FailureStreak, event
 from smartstack.tasks import cancel_and_wait
 
@@ -184,7 +184,7 @@ class LeftoverLeases:
                 held.outage.failure(
                     f"{type(exc).__name__}: {str(exc)[:160]}", lease=f"{lease_id:x}"
                 )
-                await asyncio.sleep(retry_pause(held.ttl / 3 if held.ttl else self.conn.timeout))
+                await asyncio.sleep(retry_pause(held.ttl or 3 * self.conn.timeout))
                 continue
             held.outage.success(lease=f"{lease_id:x}")
             ttl = granted_ttl(reply)
@@ -194,7 +194,7 @@ class LeftoverLeases:
             if held.ttl == 0:
                 event(log, "etcd_leftover_lease_kept", lease=f"{lease_id:x}", ttl=ttl)
             held.ttl, held.expires_at = ttl, sent + ttl
-            await asyncio.sleep(ttl / 3)
+            await asyncio.sleep(keepalive_interval(ttl))
 
     async def _vouched(self, lease_id: int, held: _Held, wait: float) -> str:
         """``renew`` when every key on the lease is held by one of our holders; ``wait``

@@ -16,7 +16,7 @@ from nerve.reporters.etcd_lease import LeaseKeeper, call_timeout
 from smartstack.etcd import EtcdConnection
 from smartstack.etcd_json_client import EtcdJsonKVConnection, KeptAlive
 
-TTL = 1.2  # seconds, scaled down: keep-alives every 0.4 s, each alone for 0.4 s at most
+TTL = 1.2  # seconds, scaled down: keep-alives every 0.2 s, each alone for 0.4 s at most
 SLOW = 0.6  # every answer comes this late: past a keep-alive's patience, within the lease
 
 
@@ -60,7 +60,7 @@ async def test_a_keepalive_answered_late_still_renews_the_lease(
     keeper.add_listener(heard.append)
     keeper.start()
     try:
-        await asyncio.sleep(8 * TTL / 3)  # eight intervals
+        await asyncio.sleep(8 * TTL / 3)  # sixteen intervals
     finally:
         await keeper.close(revoke=False)
     assert heard == [], "the lease was given up while every keep-alive was answered"

@@ -28,12 +28,12 @@ from smartstack.etcd_json_client import EtcdJsonKVConnection
 ENDPOINTS = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
 
 
-def test_a_hung_member_costs_at_most_two_thirds_of_any_ttl() -> None:
+def test_a_hung_member_costs_at_most_half_of_any_ttl() -> None:
     for ttl in [2, 2.5, 3, 5, 6, 9, 10, 30, 300]:
         per_call = call_timeout(ttl)
-        assert worst_renewal(ttl, per_call) <= ttl * 2 / 3 + 1e-9, ttl
-    assert round(worst_renewal(5, call_timeout(5)), 3) == 3.333  # the default TTL
-    assert worst_renewal(30, call_timeout(30)) == 13.0  # the 3 s cap
+        assert worst_renewal(ttl, per_call) <= ttl / 2 + 1e-9, ttl
+    assert round(worst_renewal(5, call_timeout(5)), 3) == 2.5  # the default TTL
+    assert worst_renewal(30, call_timeout(30)) == 8.0  # the 3 s cap
 
 
 def test_a_keepalive_never_waits_into_the_last_third_of_the_lease_nor_too_little() -> None:
@@ -46,10 +46,11 @@ def test_a_keepalive_never_waits_into_the_last_third_of_the_lease_nor_too_little
     assert keepalive_timeout(per_call, ttl, remaining=-5.0) == per_call / 3
 
 
-def test_after_every_member_failed_the_retry_comes_well_before_the_next_interval() -> None:
-    assert retry_pause(2 / 3) == 1 / 3  # TTL 2
-    assert retry_pause(5 / 3) == 5 / 6
-    assert retry_pause(10.0) == 1.0
+def test_after_every_member_failed_the_retries_come_as_often_as_before() -> None:
+    # A sixth of the TTL: as when keep-alives went every third (retries at half of that)
+    assert retry_pause(2) == 1 / 3
+    assert retry_pause(5) == 5 / 6
+    assert retry_pause(60) == 1.0
 
 
 class Member:
@@ -119,7 +120,7 @@ async def _hang_and_fail_over(conn: Any, ttl: float, renewals: list[tuple[float,
 async def test_a_member_hanging_right_after_a_renewal_is_left_before_the_lease_expires(
     monkeypatch,
 ) -> None:
-    ttl = 1.2  # seconds, scaled down: keep-alives every 0.4 s, each waiting 0.4 s at most
+    ttl = 1.2  # seconds, scaled down: keep-alives every 0.2 s, each waiting 0.4 s at most
     renewals: list[tuple[float, str]] = []
     members = {
         ENDPOINTS[0]: Member("a", renewals, hang_after=2),  # the grant, one keep-alive
