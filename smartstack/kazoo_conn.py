@@ -19,8 +19,11 @@ the 1,000 ``addWatch`` requests of a start and their replies took ~0.8 s, mostly
   inside a reply read and emptied at each new connection, so the handshake and SASL read
   exactly as kazoo does.
 
+It also pings twice as often as kazoo (``PING_SPLIT``), keeping kazoo's bound on declaring
+the connection dead (``UnansweredPings``).
+
 This overrides kazoo internals (``_send_request``, ``_read_socket``, ``_read``,
-``_connect``, ``_invoke``, ``_expand_client_hosts``: a handshake waits at most
+``_connect``, ``ping_outstanding``, ``_invoke``, ``_expand_client_hosts``: a handshake waits at most
 HANDSHAKE_TIMEOUT_CAP_S, and a third of the session or less), like
 smartstack.zk_persistent; tests/integration pin the order of replies and events, and the
 behaviour across a dropped connection, against a real ZooKeeper.
@@ -58,6 +61,44 @@ HANDSHAKE_TIMEOUT_CAP_S = 10.0
 HANDSHAKE_SESSION_SHARE = 3
 MAX_BATCH_BYTES = 256 * 1024
 READ_CHUNK = 64 * 1024
+# kazoo pings after a third of the session without a request, so the server may have heard
+# nothing for that third when a stall begins: a stall of 2/3 of the session expired it
+# (a 10 s session, 60 ms away: an 8 s stall expired 2 of 12 sessions, a 9 s one 9 of 9).
+# Pinging every sixth rides out a stall of ~5/6 of it; the cost is twice the pings (an
+# idle nerve: 0.37 -> 0.67 packets/s at ZooKeeper with a 10 s session).
+PING_SPLIT = 2
+MIN_PING_PERIOD_MS = 500.0  # no faster than this, unless kazoo's own period is shorter
+# kazoo drops the connection when a ping is unanswered for one period (a third of the
+# session): the server last heard from at most 2/3 of the session before. With pings at a
+# sixth, three unanswered in a row keep that bound (and a single late reply gets half the
+# session, not a third: a far link flaps no more than before).
+PINGS_UNANSWERED_TOLERATED = 2
+
+
+class UnansweredPings:
+    """kazoo's ``ping_outstanding`` event, counting. kazoo sets it when it sends a ping,
+    clears it on a ping's reply, and drops the connection when its loop wakes for nothing
+    with it set: here that is only once more than ``tolerated`` pings in a row went
+    unanswered. Used by the connection's own thread only."""
+
+    def __init__(self, tolerated: int = PINGS_UNANSWERED_TOLERATED) -> None:
+        self.tolerated = tolerated
+        self.unanswered = 0
+
+    def set(self) -> None:
+        self.unanswered += 1
+
+    def clear(self) -> None:
+        self.unanswered = 0
+
+    def is_set(self) -> bool:
+        return self.unanswered > self.tolerated
+
+
+def ping_read_timeout(read_timeout_ms: float) -> float:
+    """The read timeout handed to kazoo's loop, which pings every half of it: kazoo's own
+    (2/3 of the session) divided by PING_SPLIT, not under 2 x MIN_PING_PERIOD_MS."""
+    return max(read_timeout_ms / PING_SPLIT, min(read_timeout_ms, 2 * MIN_PING_PERIOD_MS))
 
 
 class BulkConnection(ConnectionHandler):  # type: ignore[misc]
@@ -69,6 +110,8 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
         self._rbuf = bytearray()
         self._buffering = False
         self._addresses = 0  # resolved addresses of the current connect cycle
+        self.ping_outstanding = UnansweredPings()
+        self._read_timeout_ms = 0.0  # kazoo's own, of the current connection (_connect)
 
     # --- sending ------------------------------------------------------------------
 
@@ -119,7 +162,11 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
 
     def _connect(self, *args: Any) -> Any:
         self._rbuf = bytearray()  # never a byte of the last connection's stream
-        return super()._connect(*args)
+        read_timeout, connect_timeout = super()._connect(*args)
+        # The loop pings every half of the read timeout it gets; a reply's read keeps
+        # kazoo's own timeout (``_read_socket``).
+        self._read_timeout_ms = read_timeout
+        return ping_read_timeout(read_timeout), connect_timeout
 
     def _expand_client_hosts(self) -> list[tuple[str, str, int]]:
         """kazoo's (host, address, port) list of a connect cycle, its addresses counted."""
@@ -141,6 +188,7 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
         return super()._invoke(min(timeout, HANDSHAKE_TIMEOUT_CAP_S, share), *args, **kwargs)
 
     def _read_socket(self, read_timeout: float) -> Any:
+        read_timeout = self._read_timeout_ms / 1000.0  # kazoo's, not the ping's (_connect)
         self._buffering = True
         try:
             while True:

@@ -9,6 +9,8 @@ connections are then either accepted and left silent (``new="hold"``: a member t
 the SYN but nothing after) or never completed (``new="drop"``: the listen queue is shrunk to
 one and filled, so Linux drops further SYNs and a connect waits for its timeout).
 ``resume()`` forwards again, what was buffered meanwhile included (a healed partition).
+``writes_upstream`` and ``last_write_upstream`` (monotonic) count the clients' forwarded
+writes: a test can start a silence at a chosen moment after a client's ping.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import selectors
 import socket
 import threading
+import time
 from typing import Literal
 
 Mode = Literal["hold", "drop"]
@@ -32,6 +35,9 @@ class BlackholeRelay:
         self.upstream = upstream
         self.silent = False
         self.accepted = 0  # connections accepted (while silent too)
+        self.writes_upstream = 0  # clients' reads forwarded upstream
+        self.last_write_upstream = 0.0  # monotonic, the latest of them
+        self._upstreams: set[socket.socket] = set()
         self._new: Mode = "hold"
         self._listener = socket.socket()
         self._listener.bind(("127.0.0.1", 0))
@@ -114,6 +120,7 @@ class BlackholeRelay:
         with self._lock:
             self._pairs[client] = upstream
             self._pairs[upstream] = client
+            self._upstreams.add(upstream)
 
     def _accept(self) -> None:
         if self.silent and self._new == "drop":
@@ -155,11 +162,16 @@ class BlackholeRelay:
                 other.setblocking(True)  # a relay's write: short, to a local peer
                 other.sendall(data)
                 other.setblocking(False)
+                if other in self._upstreams:
+                    self.writes_upstream += 1
+                    self.last_write_upstream = time.monotonic()
                 return
         except OSError:
             pass
         with self._lock:  # closed at one end: close both, as the peer would see
             self._pairs.pop(sock, None)
             self._pairs.pop(other, None)
+            self._upstreams.discard(sock)
+            self._upstreams.discard(other)
         sock.close()
         other.close()
