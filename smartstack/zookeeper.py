@@ -33,6 +33,9 @@ from smartstack.zk_prefetch import Prefetch
 log = logging.getLogger("smartstack.zookeeper")
 
 StateListener = Callable[[str], None]  # "connected", "new_session", "suspended", "lost"
+# Under this, a far link flaps (a 1 s session at ~250 ms RTT: 97 reconnects in 120 s);
+# a production ZooKeeper's floor is 2 x tickTime = 4 s by default anyway.
+SHORT_SESSION_S = 4.0
 
 
 def connection_string(hosts: list[str]) -> str:
@@ -52,6 +55,10 @@ class ZooKeeperConnection:
     ) -> None:
         self.hosts = connection_string(hosts)
         self.loop = loop
+        if session_timeout < SHORT_SESSION_S:  # once per connection: at start, per ensemble
+            hint = f"under {SHORT_SESSION_S:g} s a far or loaded link drops the session"
+            event(log, "zk_session_timeout_short", level=logging.WARNING,
+                  zk_session_timeout=session_timeout, hosts=self.hosts, hint=hint)  # fmt: skip
         self.auth = auth
         self.auth_error: str | None = None  # the credential was refused: for good (kazoo)
         self._listeners: list[StateListener] = []
