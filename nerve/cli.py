@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smartstack.cli import add_common_arguments, check_or_run
+from smartstack.instance_lock import nerve_lock
 
 if TYPE_CHECKING:
     from nerve.config import NerveConfig
@@ -69,6 +70,7 @@ def _preflight(config: Any, path: Path, full: bool) -> tuple[list[str], list[str
 def _run(config: NerveConfig, args: argparse.Namespace, source: ConfigSource) -> int:
     from nerve.main import run  # imported late: `-k` needs none of the daemon's modules
 
+    nerve_lock(config, args.config)  # one nerve per config: before a registry is touched
     return run(config, args, source)
 
 

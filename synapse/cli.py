@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smartstack.cli import add_common_arguments, check_or_run
+from smartstack.instance_lock import synapse_lock
 from smartstack.malloc_tune import tune_malloc
 from synapse import gc_start
 
@@ -67,6 +68,7 @@ def _preflight(config: Any, path: Path, full: bool) -> tuple[list[str], list[str
 def _run(config: SynapseConfig, args: argparse.Namespace, source: ConfigSource) -> int:
     from synapse.daemon import run  # imported late: `-k` needs none of the daemon's modules
 
+    synapse_lock(config, args.config)  # one synapse per config: before HAProxy is touched
     tune_malloc(len(config.services))  # before the registry's records come in
     gc_start.freeze_loaded()
     return run(config, args, source)
