@@ -242,7 +242,9 @@ def _alone(request: Any) -> bool:
     ``add_auth`` mid-stream is answered ahead of earlier replies and breaks kazoo's xid
     matching, with or without batching: smartstack sends digest credentials in the
     connect handshake and never calls it.)"""
-    return request is _SESSION_EXPIRED or request is _CONNECTION_DROP or request.type == Auth.type
+    if request is _LEAVE or request is _SESSION_EXPIRED or request is _CONNECTION_DROP:
+        return True  # (_LEAVE: the requests before it go, the next pass drops the connection)
+    return bool(request.type == Auth.type)
 
 
 _LEAVE = object()  # queued by ``leave``: drop the connection here, sending nothing
