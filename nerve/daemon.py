@@ -33,7 +33,7 @@ from nerve.metrics import NerveMetrics
 from nerve.registries import Registries, registration_for, reporter_identity
 from nerve.reload_plan import Placement, Step, placement, plan_reload
 from nerve.reporters.base import Reporter
-from nerve.restart_stop import left_by, log_left
+from nerve.restart_stop import left_by, log_left, withdraws
 from nerve.service import Service
 from smartstack.admin import AdminServer, start_or_log
 from smartstack.admin_token import TokenFileError
@@ -410,10 +410,12 @@ class NerveDaemon:
         left = left_by([*services, *containers], restart)
         docker_stop = self.docker.stop(keep=left) if self.docker is not None else _no_containers()
         reporters = [s.reporter for s in services] + list(self._retiring)
+        gone = [withdraws(r, left, restart) for r in reporters]
         own, containers_done = await asyncio.gather(
-            asyncio.gather(*(self._withdraw(r, r not in left) for r in reporters)), docker_stop
+            asyncio.gather(*(self._withdraw(r, w) for r, w in zip(reporters, gone, strict=True))),
+            docker_stop,
         )
-        withdrawn = [ok for r, ok in zip(reporters, own, strict=True) if r not in left]
+        withdrawn = [ok for w, ok in zip(gone, own, strict=True) if w]
         withdrawn += containers_done
         if self._registries is not None:
             await self._bounded(self._registries.close(left), CLOSE_TIMEOUT, "close_sessions")

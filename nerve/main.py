@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nerve.daemon import NerveDaemon
+from nerve.restart_stop import restart_despite
 from smartstack import sd_notify
 from smartstack.early_signals import take_over_sighup
 from smartstack.logs import event
@@ -63,10 +64,11 @@ async def serve(
     sd_notify.ready()  # systemd (Type=notify): started, and a SIGHUP is a reload now
     await stop.wait()
     hold_while_stopping(loop, log, RESTART)  # (a SIGHUP now is no reload, a SIGTERM no kill)
+    restarting = restart[0] and restart_despite(reloads)
     for task in reloads:
         task.cancel()
     await asyncio.gather(*reloads, return_exceptions=True)  # (their cleanup ends first)
-    await daemon.stop(restart=restart[0])
+    await daemon.stop(restart=restarting)
     return 0
 
 

@@ -17,8 +17,9 @@ successor it goes by itself after that long.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from nerve.reporters.base import Reporter
@@ -38,7 +39,28 @@ def leaves(service: Service) -> bool:
         and not reporter.holding
         and not reporter.uncertain
         and reporter.successor is None
+        and reporter.goes_by_itself  # a persistent znode left would stay for good
     )
+
+
+def withdraws(reporter: Reporter, left: Collection[Reporter], restart: bool) -> bool:
+    """Whether the stop withdraws ``reporter``'s registration. On a restart stop a previous
+    run's registration still held (its checks undecided) is left untouched, as a kill -9
+    would leave it: its own session or lease bounds it, and the next nerve holds it."""
+    return reporter not in left and not (restart and reporter.holding)
+
+
+def restart_despite(reloads: Collection[asyncio.Task[bool]]) -> bool:
+    """Whether a restart stop may leave registrations with these SIGHUP reloads in flight:
+    not when one is. It may remove or move a service that is still among the daemon's,
+    which would be left registered and never withdrawn by the next nerve (on the new
+    config); everything is withdrawn as on SIGTERM instead."""
+    pending = sum(1 for task in reloads if not task.done())
+    if pending:
+        event(log, "restart_stop_withdraws_all", level=logging.WARNING, reloads=pending,
+              detail="a SIGHUP reload was in flight: what it changes cannot be left; "
+              "withdrawn as on SIGTERM")  # fmt: skip
+    return not pending
 
 
 def left_by(services: Iterable[Service], restart: bool) -> list[Reporter]:

@@ -132,6 +132,11 @@ class Reporter(ABC):
         raise NotImplementedError
 
     @property
+    def goes_by_itself(self) -> bool:
+        """Whether a registration left behind goes by itself (a session, a lease)."""
+        return self._expires()
+
+    @property
     def in_sync(self) -> bool:
         return not self._dirty.is_set() and self._idle.is_set()
 
