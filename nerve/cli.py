@@ -7,9 +7,10 @@ nerve up SERVICE (-c FILE | --admin URL)
 
 from __future__ import annotations
 
-from smartstack.early_signals import hold_sighup, release_sighup
+from smartstack.early_signals import hold_sighup, hold_sigusr2, release_sighup
 
 hold_sighup()  # first: a SIGHUP during the imports below (0.2-0.5 s) ended nerve
+hold_sigusr2()  # (and a SIGUSR2, the restart stop: replayed once the loop runs)
 
 import argparse
 import sys

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from nerve.daemon import NerveDaemon
 from nerve.restart_stop import restart_despite
 from smartstack import sd_notify
-from smartstack.early_signals import take_over_sighup
+from smartstack.early_signals import take_over, take_over_sighup
 from smartstack.logs import event
 from smartstack.stop_signals import hold_while_stopping, ignore_after_loop
 
@@ -57,9 +57,11 @@ async def serve(
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
+    for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_stop, signum)
-    take_over_sighup(loop, on_reload)  # (and one that came while it started)
+    # (and one that came while it started: a restart stop once started, a reload)
+    take_over(loop, signal.SIGUSR2, lambda: on_stop(signal.SIGUSR2))
+    take_over_sighup(loop, on_reload)
     await daemon.start()
     sd_notify.ready()  # systemd (Type=notify): started, and a SIGHUP is a reload now
     await stop.wait()

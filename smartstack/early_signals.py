@@ -25,31 +25,41 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from types import FrameType
 
-_pending = False
-# SIGHUP's disposition before hold_sighup (None: one that C code set)
-_before: Callable[[int, FrameType | None], object] | int | None = signal.SIG_DFL
+_pending: set[int] = set()  # the held signals that came
+# Each held signal's disposition before it was held (None: one that C code set)
+_before: dict[int, Callable[[int, FrameType | None], object] | int | None] = {}
 
 
 def _note(signum: int, frame: FrameType | None) -> None:
-    global _pending
-    _pending = True
+    _pending.add(signum)
+
+
+def _hold(signum: int) -> None:
+    previous = signal.signal(signum, _note)
+    if previous is not _note:  # (held twice: the first one knows what was there)
+        _before[signum] = previous
 
 
 def hold_sighup() -> None:
-    global _before
-    previous = signal.signal(signal.SIGHUP, _note)
-    if previous is not _note:  # (held twice: the first one knows what was there)
-        _before = previous
+    _hold(signal.SIGHUP)
+
+
+def hold_sigusr2() -> None:
+    """nerve's restart stop: a SIGUSR2 while it starts ended it (exit -12, SIGUSR2's default
+    action) instead of stopping it; noted, it is replayed once the loop runs."""
+    _hold(signal.SIGUSR2)
 
 
 def release_sighup() -> None:
-    """SIGHUP's disposition from before ``hold_sighup`` again; one noted meanwhile acts now,
-    as it would have (a hung-up terminal still ends ``nerve maint``)."""
-    global _pending
-    signal.signal(signal.SIGHUP, signal.SIG_DFL if _before is None else _before)
-    if _pending:
-        _pending = False
-        signal.raise_signal(signal.SIGHUP)
+    """The held signals' dispositions from before they were held again (SIGHUP's
+    default if never held); one noted meanwhile acts now, as it would have (a hung-up
+    terminal still ends ``nerve maint``)."""
+    for signum in {signal.SIGHUP, *_before}:
+        before = _before.get(signum, signal.SIG_DFL)
+        signal.signal(signum, signal.SIG_DFL if before is None else before)
+        if signum in _pending:
+            _pending.discard(signum)
+            signal.raise_signal(signum)
 
 
 def ignore_sighup_across_exec() -> None:
@@ -59,8 +69,12 @@ def ignore_sighup_across_exec() -> None:
 
 
 def take_over_sighup(loop: asyncio.AbstractEventLoop, on_sighup: Callable[[], object]) -> None:
-    global _pending
-    loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    if _pending:
-        _pending = False
-        on_sighup()
+    take_over(loop, signal.SIGHUP, on_sighup)
+
+
+def take_over(loop: asyncio.AbstractEventLoop, signum: int, handler: Callable[[], object]) -> None:
+    """The loop's handler for ``signum`` from now on, called at once for one noted."""
+    loop.add_signal_handler(signum, handler)
+    if signum in _pending:
+        _pending.discard(signum)
+        handler()

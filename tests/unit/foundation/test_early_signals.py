@@ -50,3 +50,22 @@ def test_a_command_after_all_gets_sighup_back_with_the_one_noted_meanwhile() -> 
         assert got == [signal.SIGHUP]
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+def test_a_sigusr2_noted_while_nerve_starts_becomes_its_restart_stop_once() -> None:
+    """nerve.cli holds SIGUSR2 too: its default action killed nerve (exit -12) in its first
+    0.1-0.3 s; noted, it reaches the loop's handler (the restart stop) once."""
+    before = signal.getsignal(signal.SIGUSR2)
+    try:
+        early_signals.hold_sigusr2()
+        assert signal.getsignal(signal.SIGUSR2) is early_signals._note
+        signal.raise_signal(signal.SIGUSR2)  # (killed the test process before the hold)
+        calls: list[int] = []
+        loop = Loop()
+        early_signals.take_over(loop, signal.SIGUSR2, lambda: calls.append(1))  # type: ignore[arg-type]
+        assert calls == [1] and signal.SIGUSR2 in loop.handlers
+        early_signals.take_over(loop, signal.SIGUSR2, lambda: calls.append(2))  # type: ignore[arg-type]
+        assert calls == [1]
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+        early_signals._before.pop(signal.SIGUSR2, None)
