@@ -422,7 +422,7 @@ class NerveDaemon:
         if self.admin is not None:
             await self._bounded(self.admin.stop(), CLOSE_TIMEOUT, "close_admin")
         self.metrics.statsd.close()
-        log_left(left)
+        log_left(left, [*services, *containers])
         ok = sum(withdrawn)
         event(log, "nerve_stopped", withdrawn=ok, failed=len(withdrawn) - ok, left=len(left),
               seconds=round(time.monotonic() - started, 3))  # fmt: skip

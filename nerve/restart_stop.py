@@ -28,6 +28,8 @@ from smartstack.logs import event
 
 log = logging.getLogger("nerve")
 
+TAKEOVER_SLACK = 2.0  # seconds: the next nerve's start (its imports, the config's check)
+
 
 def leaves(service: Service) -> bool:
     """Whether the restart stop leaves ``service``'s registration for the next nerve."""
@@ -77,12 +79,31 @@ def at_most(reporter: Reporter) -> float:
     return float(held.keeper.ttl)
 
 
-def log_left(left: list[Reporter]) -> None:
-    """One line: what was left, and for how long at most."""
+def log_left(left: list[Reporter], services: Iterable[Service] = ()) -> None:
+    """One line: what was left, and for how long at most (and one if that may be short)."""
     if not left:
         return
+    _warn_short_sessions(left, services)
     seconds = max(at_most(r) for r in left)
     event(log, "registrations_left", services=",".join(sorted(r.service for r in left)),
           registries=",".join(sorted({r.kind for r in left})), expire_within_s=round(seconds, 1),
           detail="restart stop: left for the next nerve to take over; gone by themselves "
           "after expire_within_s (session timeout / lease TTL) if none does")  # fmt: skip
+
+
+def takeover_needs(service: Service) -> float:
+    """Seconds a next nerve needs to write its own registration: start, then ``rise``
+    check rounds."""
+    rise = max((t.rise for t in service.state.trackers.values()), default=1)
+    return rise * service.check_interval + TAKEOVER_SLACK
+
+
+def _warn_short_sessions(left: list[Reporter], services: Iterable[Service]) -> None:
+    """ZooKeeper cannot renew another client's session (etcd renews a left lease): a left
+    znode goes with the session timeout unless the next nerve has written its own by then."""
+    zk = [s for s in services if s.reporter in left and s.reporter.kind == "zookeeper"]
+    short = sorted(s.name for s in zk if at_most(s.reporter) < takeover_needs(s))
+    if short:
+        event(log, "restart_stop_session_short", level=logging.WARNING, services=",".join(short),
+              detail="zk_session_timeout < rise x check_interval + 2 s: the next nerve may not "
+              "write its own node before the left one expires (a gap in HAProxy)")  # fmt: skip

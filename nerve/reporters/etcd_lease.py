@@ -20,6 +20,7 @@ Listeners hear:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ RETRY_INTERVAL_MAX = 1.0  # keep-alive retry cadence while etcd does not answer
 # lease lost in 10 of 22 stalls). A sixth: a stall of ~5/6 is ridden out, for twice the
 # keep-alives (one per 0.83 s with the default TTL of 5 s).
 KEEPALIVES_PER_TTL = 6
+LAST_KEEPALIVE = 0.5  # seconds at most, for a lease left by a restart stop (close)
 
 
 def keepalive_interval(ttl: float) -> float:
@@ -245,7 +247,9 @@ class LeaseKeeper:
                 log.exception("etcd lease listener failed")
 
     async def close(self, revoke: bool = True) -> None:
-        """Stop the keep-alives; ``revoke`` deletes every key attached to the lease at once."""
+        """Stop the keep-alives; ``revoke`` deletes every key attached to the lease at once.
+        A lease left unrevoked gets one last keep-alive (at most LAST_KEEPALIVE): the next
+        nerve finds it with its whole TTL, not what the last renewal left (down to 5/6)."""
         task, self._task = self._task, None
         await cancel_and_wait(task)
         if self.leftovers is not None:
@@ -254,5 +258,8 @@ class LeaseKeeper:
         try:
             if revoke and lease_id is not None:
                 await self.conn.with_client(lambda c: c.revoke_lease(lease_id))
+            elif lease_id is not None:  # left (restart stop): its whole TTL for the next nerve
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._refresh(lease_id, LAST_KEEPALIVE), LAST_KEEPALIVE)
         finally:
             await self.conn.close()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from nerve.restart_stop import at_most, leaves, left_by, restart_despite, withdraws
+from smartstack.logs import _FIELDS
 
 
 def service(wanted: bool = True, **reporter: Any) -> Any:
@@ -90,3 +91,24 @@ def test_a_persistent_znode_does_not_expire_by_itself() -> None:
     ephemeral = ZooKeeperReporter.__new__(ZooKeeperReporter)
     ephemeral.ephemeral = True
     assert (persistent.goes_by_itself, ephemeral.goes_by_itself) == (False, True)
+
+
+def test_a_zookeeper_session_too_short_for_the_takeover_is_warned_about(caplog) -> None:
+    """ZooKeeper cannot renew another's session: the next nerve must start and pass `rise`
+    checks within the session timeout, else the left node expires first (a gap)."""
+    from nerve.restart_stop import log_left
+
+    def zk_service(name: str, session_ms: int, rise: int, interval: float) -> Any:
+        client = SimpleNamespace(_session_timeout=session_ms)
+        reporter = SimpleNamespace(kind="zookeeper", service=name,
+                                   conn=SimpleNamespace(client=client))  # fmt: skip
+        trackers = {"http": SimpleNamespace(rise=rise)}
+        return SimpleNamespace(name=name, reporter=reporter, check_interval=interval,
+                               state=SimpleNamespace(trackers=trackers))  # fmt: skip
+
+    short = zk_service("short", 4000, rise=3, interval=1.0)  # needs 3 s + 2 s of start
+    fine = zk_service("fine", 10000, rise=3, interval=1.0)
+    with caplog.at_level("INFO", logger="nerve"):
+        log_left([short.reporter, fine.reporter], [short, fine])
+    warned = [r for r in caplog.records if r.getMessage() == "restart_stop_session_short"]
+    assert [getattr(r, _FIELDS)["services"] for r in warned] == ["short"]
