@@ -47,12 +47,10 @@ PYDANTIC = [
     ),
     ("synapse.config: its modules and models", "import synapse.config"),
 ]
-PLAIN = [
-    (
-        "synapse.config on the plain base (no pydantic)",
-        "from smartstack import modelbase\nmodelbase.select_plain()\nimport synapse.config",
-    ),
-]
+PLAIN = [("synapse.config on the plain base (no pydantic)", "import synapse.config")]
+# The daemon picks the plain base first thing: some client modules (etcd's record reader)
+# import config models, which would otherwise be built on pydantic.
+SELECT_PLAIN = "from smartstack import modelbase\nmodelbase.select_plain()\n"
 WATCHER = {
     "zookeeper": "synapse.watchers.zookeeper",
     "etcd": "synapse.watchers.etcd",
@@ -64,10 +62,11 @@ def layers(kind: str, pydantic: bool = False) -> list[tuple[str, str]]:
     """(label, code) in import order for a ``kind`` sidecar (``pydantic``: validating
     in-process, as before the plain base)."""
     rest = "import synapse.daemon, synapse.haproxy.controller, synapse.admin_routes, "
+    client_label, client_code = CLIENT[kind]
     return [
         *COMMON,
         METRICS[pydantic],
-        CLIENT[kind],
+        (client_label, client_code if pydantic else SELECT_PLAIN + client_code),
         *(PYDANTIC if pydantic else PLAIN),
         ("the daemon, the HAProxy side, the admin API, the watcher", rest + WATCHER[kind]),
     ]

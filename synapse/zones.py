@@ -26,11 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from fractions import Fraction
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from synapse.model import DesiredService, Server
 from synapse.zone_config import UNKNOWN_ZONE, ZoneRouting, check_zone_name
+
+if TYPE_CHECKING:  # imported where it is used: fractions and decimal cost every sidecar ~0.4 MB
+    from fractions import Fraction
 
 MAX_WEIGHT = 256  # HAProxy's largest server weight; the scale every decision is mapped onto
 
@@ -238,6 +240,8 @@ def _targets(
     usable: Mapping[str, list[ZoneServer]], active: frozenset[str], spill: str
 ) -> dict[str, Fraction]:
     """Exact share of the service's traffic per usable server of an active zone."""
+    from fractions import Fraction
+
     members = [s for z in sorted(active) for s in usable[z]]
     if not members:
         return {}
