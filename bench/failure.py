@@ -9,7 +9,7 @@ dead server stopped). The backend is then restarted and re-registered for the ne
 round. Expected: about check_interval x fall, since nerve needs `fall` failed checks.
 
 HAProxy runs with synapse's managed-mode defaults (no `retries`/`redispatch` lines of
-our own): `retry-on conn-failure empty-response response-timeout`, `option redispatch 1`,
+our own): `retry-on conn-failure empty-response`, `option redispatch 1`,
 so the requests caught by a kill are retried on another server. The load runs for at
 least MIN_LOAD_S (full mode) so that >= 10,000 requests are sent; the table gives the
 failed requests (non-2xx/3xx answers plus wrk's socket errors) of all requests sent.

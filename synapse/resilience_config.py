@@ -20,9 +20,13 @@ class RetriesConfig(ConfigModel):
     ``option redispatch``). On by default in managed mode; see docs/synapse-haproxy.md."""
 
     count: int = Field(default=3, ge=0, le=100)  # `retries`
-    # `retry-on`, HTTP services only; TCP retries connection failures alone
+    # `retry-on`, HTTP services only; TCP retries connection failures alone. Not
+    # `response-timeout` by default: it sends a slow GET (a long-poll, a report) to
+    # count + 1 servers in turn and the client waits (count + 1) x `timeout server`
+    # (3 s, a 5-s GET: 504 after 12.0 s, run on 4 servers; review s27), a retry storm
+    # when the servers are slow from overload. A crash is conn-failure/empty-response.
     retry_on: list[RetryCondition] = Field(
-        default_factory=lambda: ["conn-failure", "empty-response", "response-timeout"]
+        default_factory=lambda: ["conn-failure", "empty-response"]
     )
     redispatch: bool = True  # `option redispatch 1`: every retry goes to another server
     # Requests of other methods are retried only when the connection failed (nothing sent).

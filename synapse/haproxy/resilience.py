@@ -3,7 +3,8 @@
 In managed mode (synapse runs HAProxy) every backend gets, unless the operator's own
 lines already set the keyword:
 
-- HTTP: ``retries 3``, ``retry-on conn-failure empty-response response-timeout``,
+- HTTP: ``retries 3``, ``retry-on conn-failure empty-response`` (no ``response-timeout``:
+  a slow request would run on every server in turn, each for ``timeout server``),
   ``option redispatch 1`` (each retry goes to another server) and
   ``http-request disable-l7-retry unless { method GET HEAD OPTIONS }``: a request that
   may have run on the server (a POST whose answer never came) is never sent twice; only

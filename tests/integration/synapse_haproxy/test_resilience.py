@@ -25,7 +25,7 @@ from testbed.process import free_port
 A = server("10.0.0.1", 8080, "a")
 HTTP_RETRIES = [
     "retries 3",
-    "retry-on conn-failure empty-response response-timeout",
+    "retry-on conn-failure empty-response",
     "http-request disable-l7-retry unless { method GET HEAD OPTIONS }",
     "option redispatch 1",
 ]
