@@ -9,8 +9,8 @@
   the registry's, or one placeholder server: ``synapse.check_render``) and ``haproxy -c``
   must accept it, in managed mode always, in Airbnb mode when synapse writes the file
   and an ``haproxy`` binary is on PATH.
-- A note when ``hard-stop-after`` would cut ``mode tcp`` services' connections after every
-  reload (``synapse.haproxy.hard_stop``).
+- A note when ``hard-stop-after`` is set: which frontends' long responses and TCP sessions
+  it cuts after every reload (``synapse.haproxy.hard_stop``).
 """
 
 from __future__ import annotations

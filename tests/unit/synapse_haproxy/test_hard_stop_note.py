@@ -1,6 +1,8 @@
-"""The note ``synapse -k`` and the start give when ``hard-stop-after`` would cut ``mode tcp``
-services' connections after every reload (3 of 3 45-s TCP streams cut at 30 s with the
-recommended ``hard-stop-after 30s``: the reviewer's exp4)."""
+"""The note ``synapse -k`` and the start give when ``hard-stop-after`` is set: it cuts, after
+every reload, every HTTP response still running (streams, WebSocket, long-polls) and every
+TCP session ``hard-stop-after`` later (review s27: 12 of 12 HTTP and TCP streams cut 30.2 s
+after a reload with the examples' ``hard-stop-after 30s``; before, HTTP got no note, and
+TCP only when ``timeout client``, an idle timeout, was at least the value)."""
 
 from __future__ import annotations
 
@@ -26,25 +28,42 @@ def _note(hard: str | None, services: dict[str, ServiceConfig], defaults=HTTP) -
     return hard_stop_note(haproxy_config(**{"global": lines, "defaults": defaults}), services)
 
 
-def test_a_tcp_service_whose_connections_the_hard_stop_cuts():
+def test_a_tcp_service_whose_sessions_the_hard_stop_cuts():
     db = _service(listen=["mode tcp"])
-    note = _note("30s", {"web": _service(3301), "db": db})
+    note = _note("30s", {"db": db})
     assert note is not None and "hard-stop-after 30s" in note
-    assert "db (30s)" in note and "web" not in note
+    assert "every TCP session of db" in note and "HTTP" not in note
     assert _note("30000", {"db": db}) is not None  # (a bare number is milliseconds)
-    own = _service(frontend=["mode tcp", "timeout client 1h"])  # its own timeout counts
-    assert "db (1h)" in (_note("31m", {"db": own}) or "")
-    assert "no timeout client" in (_note("1h", {"db": db}, ["mode tcp"]) or "")
+    # above the idle timeout still cuts a session that lasts longer (a pool's connection)
+    assert _note("31s", {"db": db}) is not None
+    assert _note("30m", {"db": _service(frontend=["mode tcp", "timeout client 10m"])})
 
 
-def test_no_note_above_the_timeout_for_http_or_without_the_line():
+def test_http_frontends_get_the_note_whatever_timeout_server_is():
+    """`timeout server` is an idle timeout: 6 of 6 HTTP streams were cut 10.2 s after a
+    reload with hard-stop-after 10s and timeout server 10s, which the docs said cut nothing."""
+    for hard in ("30s", "10s", "1h"):
+        note = _note(hard, {"web": _service(3301), "api": _service(3302)})
+        assert note is not None and f"hard-stop-after {hard}" in note, hard
+        assert "HTTP response" in note and "api, web" in note and "TCP" not in note
+        assert "WebSocket" in note and "long-poll" in note
+    both = _note("30s", {"web": _service(3301), "db": _service(listen=["mode tcp"])})
+    assert both is not None and "of web and every TCP session of db" in both
+
+
+def test_the_shared_frontend_counts_as_http():
+    hap = haproxy_config(**{"global": ["hard-stop-after 1m"], "defaults": HTTP,
+                            "shared_frontend": ["bind 127.0.0.1:80"]})  # fmt: skip
+    note = hard_stop_note(hap, {"shop": _service(None, shared_frontend=["use_backend shop"])})
+    assert note is not None and "of the shared frontend" in note
+
+
+def test_no_note_without_the_line_or_a_frontend():
     db = _service(listen=["mode tcp"])
-    assert _note("31s", {"db": db}) is None  # (above timeout client: chosen for TCP)
-    assert _note("30m", {"db": _service(frontend=["mode tcp", "timeout client 10m"])}) is None
-    assert _note("30s", {"web": _service()}) is None  # HTTP (defaults' mode)
-    assert _note(None, {"db": db}) is None  # no hard stop: old workers wait for the last one
+    assert _note(None, {"db": db, "web": _service(3301)}) is None  # old workers wait
     assert _note("30s", {"db": _service(None, listen=["mode tcp"])}) is None  # backend only
     assert _note("30s", {"db": _service(listen=["mode tcp"], disabled=True)}) is None
+    assert _note("soon", {"web": _service()}) is None  # (not a time: HAProxy -c says so)
 
 
 def test_the_start_and_synapse_k_print_it(tmp_path: Path):
@@ -56,6 +75,9 @@ def test_the_start_and_synapse_k_print_it(tmp_path: Path):
     )  # fmt: skip
     errors, notes = preflight(config, tmp_path / "synapse.yaml", full=False)
     assert not errors and any("hard-stop-after 30s" in note for note in notes), notes
+    config.services["db"] = _service(listen=["mode http"])  # HTTP only: a note too
+    errors, notes = preflight(config, tmp_path / "synapse.yaml", full=False)
+    assert not errors and any("HTTP response" in note for note in notes), notes
 
 
 def test_haproxy_ms():
