@@ -28,7 +28,7 @@ from synapse.edge_config import (
     ServiceRoutes,
 )
 from synapse.haproxy.routes import RouteSpec, compile_routes, frontend_mode
-from synapse.port_clash import admin_port_clashes
+from synapse.port_clash import admin_port_clashes, bind_clashes
 from synapse.resilience_config import HealthCheckConfig, ObserveConfig, RetriesConfig
 from synapse.zone_config import (
     ZoneRouting,
@@ -443,7 +443,7 @@ def load_synapse_config(
     error, warning = services_problem(Path(path), config.services, config.service_conf_dir)
     if error and not (config.docker_services and config.docker_services.enabled):
         raise ConfigError([error])
-    clashes = admin_port_clashes(config)
+    clashes = admin_port_clashes(config) + bind_clashes(config)
     if clashes:
         raise ConfigError([f"{path}: {line}" for line in clashes])
     return config, warnings + ([warning] if warning else [])

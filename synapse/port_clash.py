@@ -1,9 +1,15 @@
-"""``-k``: does synapse's admin port collide with a port the HAProxy config binds?
+"""Ports the config binds twice: refused at every load (``-k``, start, SIGHUP).
 
-Airbnb configs carry ``listen stats :3212``, synapse's admin port before 1026: one
-of the two would fail to bind at start. We look at every bind the user wrote:
+- synapse's admin port on a port the HAProxy config binds: Airbnb configs carry
+  ``listen stats :3212``, synapse's admin port before 1026; one of the two would fail to
+  bind at start.
+- two HAProxy sections on one port and overlapping addresses (web's ``port`` moved onto
+  api's, a service on the stats page's port): HAProxy binds both without an error
+  (SO_REUSEPORT), and the kernel splits the connections between the two sections.
+
+We look at every bind the user wrote:
 ``extra_sections`` titles (``listen NAME ADDR:PORT``) and ``bind`` lines, managed
-mode's stats page (``haproxy.managed.stats.bind``), the shared frontend, each
+mode's stats page (``haproxy.managed.stats.bind``), the shared frontend (and its TLS bind), each
 service's frontend/listen lines, its ``port`` and the addresses of its
 ``zone_routing.zone_of_address`` (bound on that port).
 """
@@ -17,6 +23,7 @@ if TYPE_CHECKING:  # annotations only: synapse.config calls this module from its
     from synapse.config import SynapseConfig
 
 _WILDCARDS = {"", "*", "0.0.0.0", "::", "[::]"}
+_LOCALHOST = {"localhost": {"localhost", "127.0.0.1", "::1"}}  # synapse's default address
 _TCP_PREFIXES = {"ipv4", "ipv6", "tcp", "tcp4", "tcp6"}  # others: unix@, fd@, udp@, ...
 
 
@@ -35,15 +42,18 @@ def _endpoints(token: str) -> Iterator[tuple[str, int, int]]:
             yield host.strip("[]"), int(low), int(high or low)
 
 
-def _bind_lines(lines: list[str], where: str) -> Iterator[tuple[str, str]]:
+_SHARED = "the shared frontend"  # one section, whoever wrote its lines
+
+
+def _bind_lines(lines: list[str], section: str, where: str) -> Iterator[tuple[str, str, str]]:
     for line in lines:
         words = line.split()
         if len(words) >= 2 and words[0] == "bind":
-            yield where, words[1]
+            yield section, where, words[1]
 
 
-def binds(config: SynapseConfig) -> Iterator[tuple[str, str]]:
-    """(where it was written, the address text) for every TCP bind in the config."""
+def _sections_binds(config: SynapseConfig) -> Iterator[tuple[str, str, str]]:
+    """(HAProxy section, where it was written, the address text) for every TCP bind."""
     hap = config.haproxy
     if hap is None:
         return
@@ -51,36 +61,57 @@ def binds(config: SynapseConfig) -> Iterator[tuple[str, str]]:
         words = title.split()
         where = f"haproxy.extra_sections[{title!r}]"
         if len(words) >= 3 and words[0] in ("listen", "frontend"):
-            yield where, words[2]  # HAProxy 1.x title: `listen NAME ADDR:PORT`
-        yield from _bind_lines(lines, where)
+            yield title, where, words[2]  # HAProxy 1.x title: `listen NAME ADDR:PORT`
+        yield from _bind_lines(lines, title, where)
     if hap.managed is not None and hap.managed.stats.enabled:
-        yield "haproxy.managed.stats.bind", hap.managed.stats.bind  # HAProxy's stats page
-    yield from _bind_lines(hap.shared_frontend, "haproxy.shared_frontend")
+        yield "stats", "haproxy.managed.stats.bind", hap.managed.stats.bind  # its stats page
+    yield from _bind_lines(hap.shared_frontend, _SHARED, "haproxy.shared_frontend")
+    if hap.tls is not None and hap.config_file_path:  # (rendered only then: edge.py)
+        tls = hap.tls
+        yield _SHARED, "haproxy.tls.port", f"{tls.bind_address or hap.bind_address}:{tls.port}"
     for name, service in config.services.items():
         block = service.haproxy
         if block.disabled:
             continue
-        where = f"services.{name}.haproxy"
+        where, section = f"services.{name}.haproxy", f"services.{name}"
         for key in ("frontend", "listen", "shared_frontend"):
             lines = getattr(block, key)
             if lines:  # (most services of an edge have none: SIGHUP runs this on all)
-                yield from _bind_lines(lines, f"{where}.{key}")
+                owner = _SHARED if key == "shared_frontend" else section
+                yield from _bind_lines(lines, owner, f"{where}.{key}")
         if block.port is not None:
-            yield f"{where}.port", f"{block.bind_address or hap.bind_address}:{block.port}"
+            address = block.bind_address or hap.bind_address
+            yield section, f"{where}.port", f"{address}:{block.port}"
             # zone signals: the frontend binds each arrival address on the same port too
             routing = service.zone_routing
+            zone_where = f"services.{name}.zone_routing.zone_of_address"
             for address in sorted(routing.zone_of_address if routing else ()):
                 host = f"[{address}]" if ":" in address else address
-                yield f"services.{name}.zone_routing.zone_of_address", f"{host}:{block.port}"
+                yield section, zone_where, f"{host}:{block.port}"
 
 
-def _same_address(admin_host: str, bind_host: str) -> bool:
-    def norm(host: str) -> str:
-        return "127.0.0.1" if host == "localhost" else host
+def binds(config: SynapseConfig) -> Iterator[tuple[str, str]]:
+    """(where it was written, the address text) for every TCP bind in the config."""
+    for _, where, text in _sections_binds(config):
+        yield where, text
 
-    if admin_host in _WILDCARDS or bind_host in _WILDCARDS:
+
+def _same_address(one: str, other: str) -> bool:
+    """Whether binds on the two hosts take the same connections (by the text: no DNS).
+    A wildcard meets every address (``::`` too: dual-stack unless ``v6only``, kept simple)."""
+    if one in _WILDCARDS or other in _WILDCARDS:
         return True
-    return norm(admin_host) == norm(bind_host)
+    return bool(_LOCALHOST.get(one, {one}) & _LOCALHOST.get(other, {other}))
+
+
+def _effect(one: tuple[str, str], other: tuple[str, str]) -> str:
+    """What the kernel makes of two binds of one port (host, where): the more specific
+    address wins its connections (measured), equal ones share them."""
+    one_wild, other_wild = one[0] in _WILDCARDS, other[0] in _WILDCARDS
+    if one_wild == other_wild:
+        return "would split the connections between the two (SO_REUSEPORT)"
+    host, where = other if one_wild else one
+    return f"would bind both (SO_REUSEPORT): connections to {host} would reach {where} only"
 
 
 def admin_port_clashes(config: SynapseConfig) -> list[str]:
@@ -96,4 +127,33 @@ def admin_port_clashes(config: SynapseConfig) -> list[str]:
                     f"admin.port {admin.port} (on {admin.host}) clashes with {where}: "
                     f"HAProxy binds {text}; set admin.port to a free port, or null to disable"
                 )
+    return clashes
+
+
+def bind_clashes(config: SynapseConfig) -> list[str]:
+    """One line per two sections binding the same port on overlapping addresses: HAProxy
+    binds both (SO_REUSEPORT) and the kernel splits the connections between them, so one
+    service answers for another and a moved service's old port is refused.
+
+    Binds of one section never clash (a frontend on 0.0.0.0 and its zone addresses, the
+    services' lines of the shared frontend). A sweep over the binds sorted by port: each
+    compared with the ones whose ports it can share, not with all (a thousand services)."""
+    ends = sorted(  # (by port, then as written: the later bind is named, the earlier cited)
+        (low, order, high, host, section, where, text)
+        for order, (section, where, text) in enumerate(_sections_binds(config))
+        for host, low, high in _endpoints(text)
+    )
+    clashes: list[str] = []
+    open_: list[tuple[int, int, int, str, str, str, str]] = []  # the ranges reaching `low`
+    for end in ends:
+        low, _, _, host, section, where, text = end
+        open_ = [seen for seen in open_ if seen[2] >= low]
+        for _, _, _, seen_host, seen_section, seen_where, seen_text in open_:
+            if seen_section != section and _same_address(host, seen_host):
+                also = seen_where if seen_text == text else f"{seen_where} ({seen_text})"
+                clashes.append(
+                    f"{where}: port {low} on {host or '*'} is also bound by {also}: HAProxy "
+                    + _effect((host, where), (seen_host, seen_where))
+                )
+        open_.append(end)
     return clashes
