@@ -28,7 +28,7 @@ from synapse.edge_config import (
     ServiceRoutes,
 )
 from synapse.haproxy.routes import RouteSpec, compile_routes, frontend_mode
-from synapse.port_clash import admin_port_clashes, bind_clashes
+from synapse.port_clash import admin_port_clashes, bind_clashes, bind_shadows
 from synapse.resilience_config import HealthCheckConfig, ObserveConfig, RetriesConfig
 from synapse.zone_config import (
     ZoneRouting,
@@ -446,4 +446,5 @@ def load_synapse_config(
     clashes = admin_port_clashes(config) + bind_clashes(config)
     if clashes:
         raise ConfigError([f"{path}: {line}" for line in clashes])
+    warnings += [f"{path}: {line}" for line in bind_shadows(config)]
     return config, warnings + ([warning] if warning else [])

@@ -131,9 +131,23 @@ def admin_port_clashes(config: SynapseConfig) -> list[str]:
 
 
 def bind_clashes(config: SynapseConfig) -> list[str]:
-    """One line per two sections binding the same port on overlapping addresses: HAProxy
-    binds both (SO_REUSEPORT) and the kernel splits the connections between them, so one
-    service answers for another and a moved service's old port is refused.
+    """One line per two sections binding the same port on the same address (or both on a
+    wildcard): HAProxy binds both (SO_REUSEPORT) and the kernel splits the connections
+    between them, so one service answers for another and a moved service's old port is
+    refused. A config error."""
+    return [line for line, split in _overlaps(config) if split]
+
+
+def bind_shadows(config: SynapseConfig) -> list[str]:
+    """One line per two sections binding the same port, one on a wildcard and one on a
+    specific address: the specific one takes its address's connections, the wildcard the
+    rest. Deterministic and sometimes meant (a stats page on 127.0.0.1 and another on
+    every address), so a warning."""
+    return [line for line, split in _overlaps(config) if not split]
+
+
+def _overlaps(config: SynapseConfig) -> Iterator[tuple[str, bool]]:
+    """(line, whether the connections are split) per two sections' overlapping binds.
 
     Binds of one section never clash (a frontend on 0.0.0.0 and its zone addresses, the
     services' lines of the shared frontend). A sweep over the binds sorted by port: each
@@ -143,7 +157,6 @@ def bind_clashes(config: SynapseConfig) -> list[str]:
         for order, (section, where, text) in enumerate(_sections_binds(config))
         for host, low, high in _endpoints(text)
     )
-    clashes: list[str] = []
     open_: list[tuple[int, int, int, str, str, str, str]] = []  # the ranges reaching `low`
     for end in ends:
         low, _, _, host, section, where, text = end
@@ -151,9 +164,9 @@ def bind_clashes(config: SynapseConfig) -> list[str]:
         for _, _, _, seen_host, seen_section, seen_where, seen_text in open_:
             if seen_section != section and _same_address(host, seen_host):
                 also = seen_where if seen_text == text else f"{seen_where} ({seen_text})"
-                clashes.append(
-                    f"{where}: port {low} on {host or '*'} is also bound by {also}: HAProxy "
-                    + _effect((host, where), (seen_host, seen_where))
+                line = f"{where}: port {low} on {host or '*'} is also bound by {also}: HAProxy "
+                yield (
+                    line + _effect((host, where), (seen_host, seen_where)),
+                    (host in _WILDCARDS) == (seen_host in _WILDCARDS),
                 )
         open_.append(end)
-    return clashes

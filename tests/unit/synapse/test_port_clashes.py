@@ -16,7 +16,7 @@ import pytest
 
 from smartstack.config_errors import ConfigError
 from synapse.config import SynapseConfig, load_synapse_config
-from synapse.port_clash import bind_clashes
+from synapse.port_clash import bind_clashes, bind_shadows
 
 
 def service(port: int | None = None, **haproxy: Any) -> dict[str, Any]:
@@ -36,6 +36,10 @@ def clashes(services: dict[str, Any], **haproxy: Any) -> list[str]:
     return bind_clashes(SynapseConfig.model_validate(document(services, **haproxy)))
 
 
+def shadows(services: dict[str, Any], **haproxy: Any) -> list[str]:
+    return bind_shadows(SynapseConfig.model_validate(document(services, **haproxy)))
+
+
 def test_two_services_on_one_port_are_a_clash_naming_both() -> None:
     [line] = clashes({"web": service(45493), "api": service(45493)}, bind_address="127.0.0.1")
     assert line.startswith(
@@ -50,16 +54,28 @@ def test_two_services_on_one_port_are_a_clash_naming_both() -> None:
     [
         ("localhost", "127.0.0.1"),  # synapse's default address is 127.0.0.1 (or ::1)
         ("localhost", "::1"),
-        ("0.0.0.0", "127.0.0.1"),  # a wildcard takes every address
-        ("::", "10.0.0.5"),  # (`::` is dual-stack unless v6only: kept simple)
-        ("*", "127.0.0.1"),
         ("10.0.0.5", "10.0.0.5"),
+        ("0.0.0.0", "*"),  # two wildcards split every address's connections
+        ("::", "0.0.0.0"),  # (`::` is dual-stack unless v6only: kept simple)
     ],
 )
 def test_overlapping_addresses_clash(web: str, api: str) -> None:
     services = {"web": service(3000, bind_address=web), "api": service(3000, bind_address=api)}
     [line] = clashes(services)
     assert "port 3000" in line and "services.web.haproxy.port" in line
+    assert "split the connections" in line and shadows(services) == []
+
+
+@pytest.mark.parametrize(
+    ("web", "api"), [("0.0.0.0", "127.0.0.1"), ("::", "10.0.0.5"), ("*", "127.0.0.1")]
+)
+def test_a_wildcard_beside_an_address_is_a_warning(web: str, api: str) -> None:
+    """The kernel gives the address's connections to the specific bind, the rest to the
+    wildcard (measured): nothing is split at random, and it can be meant."""
+    services = {"web": service(3000, bind_address=web), "api": service(3000, bind_address=api)}
+    assert clashes(services) == []
+    [line] = shadows(services)
+    assert f"connections to {api} would reach" in line
 
 
 @pytest.mark.parametrize(
@@ -91,13 +107,14 @@ def test_a_service_on_the_stats_page_port_is_a_clash() -> None:
     assert clashes(services, managed={"stats": {"enabled": False}}) == []
     assert clashes(services, managed={"stats": {"bind": "127.0.0.1:8405"}}) == []
     assert clashes(services, managed={"stats": {"bind": "10.0.0.5:8404"}}) == []
-    [line] = clashes(services, managed={"stats": {"bind": "0.0.0.0:8404"}})
+    assert clashes(services, managed={"stats": {"bind": "0.0.0.0:8404"}}) == []
+    [line] = shadows(services, managed={"stats": {"bind": "0.0.0.0:8404"}})
     assert "also bound by haproxy.managed.stats.bind (0.0.0.0:8404)" in line
 
 
 def test_extra_sections_titles_binds_and_port_ranges_clash() -> None:
     web = {"web": service(3212)}
-    [line] = clashes(web, extra_sections={"listen stats :3212": ["mode http"]})
+    [line] = shadows(web, extra_sections={"listen stats :3212": ["mode http"]})
     assert "services.web.haproxy.port: port 3212 on localhost" in line
     assert "haproxy.extra_sections['listen stats :3212'] (:3212)" in line
     ranged = {"frontend many": ["bind 127.0.0.1:8000-8010"]}
@@ -118,7 +135,8 @@ def test_the_shared_frontend_is_one_section_whoever_writes_its_lines() -> None:
     }
     assert clashes(edge, shared_frontend=["bind :80", "mode http"]) == []
     edge["admin"] = service(80, bind_address="127.0.0.1")  # its own frontend on that port
-    lines = clashes(edge, shared_frontend=["bind :80", "mode http"])
+    assert clashes(edge, shared_frontend=["bind :80", "mode http"]) == []  # specific wins
+    lines = shadows(edge, shared_frontend=["bind :80", "mode http"])
     assert len(lines) == 3 and all("services.admin.haproxy.port: port 80" in x for x in lines)
 
 
@@ -160,3 +178,11 @@ def test_every_load_refuses_a_clash_so_check_start_and_sighup_do(tmp_path: Path)
         load_synapse_config(path)
     [line] = caught.value.lines
     assert line.startswith(f"{path}: services.api.haproxy.port: port 3001 on localhost"), line
+
+
+def test_a_shadowing_bind_loads_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "synapse.json"
+    doc = document({"web": service(3000, bind_address="0.0.0.0"), "api": service(3000)})
+    path.write_text(json.dumps(doc))
+    _, warnings = load_synapse_config(path)
+    assert any(w.startswith(f"{path}: services.api.haproxy.port: port 3000") for w in warnings)
