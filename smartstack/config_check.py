@@ -20,6 +20,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from smartstack import airbnb_keys
+from smartstack.airbnb_keys import AIRBNB_KEYS
 from smartstack.config_errors import ConfigError, format_loc
 
 if TYPE_CHECKING:  # pydantic is imported where a config is validated, not by a daemon
@@ -28,37 +30,14 @@ if TYPE_CHECKING:  # pydantic is imported where a config is validated, not by a 
 MAX_DISTANCE = 2
 SHORT_KEY = 4  # keys this short get distance 1 only: at 2 almost any short word would match
 
-# Keys of Airbnb's nerve and synapse (docs: /work/shared/reference/airbnb-config.md, plus
-# discovery keys of watchers we do not implement). A real file may carry one at a level
-# where we do not use it: it stays a plain unknown key, never a "did you mean" error.
-_AIRBNB_KEY_TEXT = """
-    instance_id services service_conf_dir heartbeat_path max_repeated_report_failures statsd
-    host port check_interval checks type name timeout rise fall uri ssl headers expect
-    open_timeout username password weight haproxy_server_options labels reporter_type
-    zk_hosts zk_path node_type use_path_encoding etcd_host etcd_port etcd_path rate_limiting
-    average_rate max_burst shadow_mode load_test_concurrency
-    haproxy file_output output_directory discovery method label_filters label_filter label value
-    condition
-    default_servers keep_default_servers use_previous_backends backend_port_override disabled
-    hosts path decode endpoint_name generator_config_path retry_policy max_attempts max_delay
-    base_interval max_interval polling_interval_sec servers nameserver image_name
-    container_port watchers resolver leader_election discovery_jitter
-    bind_address bind_options server_options frontend backend listen backend_name
-    backend_order shared_frontend cookie_value_method use_nerve_weights server_port_override
-    global defaults extra_sections config_file_path do_writes reload_command do_reloads
-    socket_file_path do_socket do_checks check_command candidate_config_file_path
-    restart_interval restart_jitter state_file_path state_file_ttl server_order_seed
-    max_server_id
-    tag_name tag_value aws_region aws_access_key_id aws_secret_access_key
-    marathon_api_url application_name port_index
-"""
-AIRBNB_KEYS = frozenset(_AIRBNB_KEY_TEXT.split())
-
 
 @dataclass(frozen=True)
 class UnknownKey:
     loc: tuple[Any, ...]  # ('services', 'web', 'chekcs')
     suggestions: tuple[str, ...]  # known keys at the same level, closest first
+    # An Airbnb key: never an error (real files carry them), the hint goes in the warning.
+    airbnb: bool = False
+    homes: tuple[str, ...] = ()  # an Airbnb key out of place: where Airbnb reads it
 
 
 def edit_distance(a: str, b: str, limit: int = MAX_DISTANCE) -> int:
@@ -138,12 +117,27 @@ def find_unknown(
     from pydantic import BaseModel
 
     found: list[UnknownKey] = []
-    _walk(model, ignored, prefix, found, (BaseModel, dict, list))
+    _walk(model, ignored, prefix, found, (BaseModel, dict, list), airbnb_keys.daemon_of(model))
     return found
 
 
+def _unknown(
+    key: Any, known: frozenset[str], loc: tuple[Any, ...], daemon: str | None
+) -> UnknownKey:
+    hints = suggest(str(key), known)
+    if key not in AIRBNB_KEYS:
+        return UnknownKey((*loc, key), hints)
+    homes = () if hints else airbnb_keys.elsewhere(daemon, loc, key) or ()
+    return UnknownKey((*loc, key), hints, True, homes)
+
+
 def _walk(
-    value: Any, ignored: frozenset[str], prefix: tuple[Any, ...], found: list, nested: tuple
+    value: Any,
+    ignored: frozenset[str],
+    prefix: tuple[Any, ...],
+    found: list,
+    nested: tuple,
+    daemon: str | None,
 ) -> None:
     # A plain recursive walk (no generator chain): SIGHUP re-reads big edge configs whole.
     # ``nested``: (BaseModel, dict, list), a tuple: isinstance of a union is slower.
@@ -153,20 +147,19 @@ def _walk(
             known = known_keys(type(value)) - ignored
             for key in sorted(extra.keys()):
                 if key not in ignored:
-                    hints = () if key in AIRBNB_KEYS else suggest(str(key), known)
-                    found.append(UnknownKey((*prefix, key), hints))
+                    found.append(_unknown(key, known, prefix, daemon))
         for name in _field_names(type(value)):
             item = getattr(value, name)
             if isinstance(item, nested):
-                _walk(item, ignored, (*prefix, name), found, nested)
+                _walk(item, ignored, (*prefix, name), found, nested, daemon)
     elif isinstance(value, dict):
         for key, item in value.items():
             if isinstance(item, nested):
-                _walk(item, ignored, (*prefix, key), found, nested)
+                _walk(item, ignored, (*prefix, key), found, nested, daemon)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             if isinstance(item, nested):
-                _walk(item, ignored, (*prefix, index), found, nested)
+                _walk(item, ignored, (*prefix, index), found, nested, daemon)
 
 
 def classify_unknown(
@@ -189,13 +182,17 @@ def classify(
     warnings: list[str] = []
     for unknown in found:
         where = f"{source_of(unknown.loc)}: {format_loc(unknown.loc)}"
-        if unknown.suggestions:
-            names = " or ".join(f"'{s}'" for s in unknown.suggestions)
+        names = " or ".join(f"'{s}'" for s in unknown.suggestions)
+        if names and not unknown.airbnb:
             errors.append(f"{where}: unknown key, did you mean {names}?")
-        elif strict:
-            errors.append(f"{where}: unknown key (refused by --strict)")
+            continue
+        hint = f"; did you mean {names}?" if names else ""
+        if unknown.homes:
+            hint = f"; Airbnb reads it under {' or '.join(unknown.homes)}"
+        if strict:
+            errors.append(f"{where}: unknown key (refused by --strict){hint}")
         else:
-            warnings.append(f"{where}: unknown key, ignored")
+            warnings.append(f"{where}: unknown key, ignored{hint}")
     return errors, warnings
 
 

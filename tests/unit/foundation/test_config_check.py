@@ -118,14 +118,15 @@ def test_far_unknown_keys_warn_and_strict_refuses_them(tmp_path: Path) -> None:
     ]
 
 
-def test_airbnb_keys_never_trigger_did_you_mean(tmp_path: Path) -> None:
-    # 'label' (an Airbnb label_filters key) put at a level where 'labels' is known: a
-    # warning only, never "did you mean 'labels'?".
+def test_airbnb_keys_warn_with_what_was_meant(tmp_path: Path) -> None:
+    # 'label' (an Airbnb label_filters key) typed for 'labels' in a nerve service: never an
+    # error (Airbnb files load), but the warning says what was meant: a service whose
+    # record loses its labels is dropped by every synapse label_filters.
     nerve = write(
         tmp_path, "n.json", {"instance_id": "a", "services": {"w": {**NERVE_SERVICE, "label": "x"}}}
     )
     _, warnings = load_nerve_config(nerve)
-    assert warnings == [f"{nerve}: services.w.label: unknown key, ignored"]
+    assert warnings == [f"{nerve}: services.w.label: unknown key, ignored; did you mean 'labels'?"]
     # Airbnb keys we accept without acting on them stay silent, even in strict mode.
     quiet = write(
         tmp_path, "q.json", {"instance_id": "a", "statsd": {}, "services": {"w": NERVE_SERVICE}}
@@ -213,3 +214,22 @@ def test_a_mistyped_choice_names_the_likely_one(tmp_path: Path, method: str, mea
     [line] = errors_of(load_synapse_config, path)
     assert line.startswith(f"{path}: services.web.discovery.method: Input should be 'base', ")
     assert line.endswith(f"(got '{method}'){meant}")
+
+
+def test_a_misplaced_airbnb_key_names_where_airbnb_reads_it(tmp_path: Path) -> None:
+    service = {**SYNAPSE_SERVICE, "haproxy": {"backend_port_override": 8080}}
+    path = write(tmp_path, "s.json", {"services": {"web": service}, "haproxy": SYNAPSE_HAPROXY})
+    _, warnings = load_synapse_config(path)
+    assert warnings == [
+        f"{path}: services.web.haproxy.backend_port_override: unknown key, ignored; "
+        "Airbnb reads it under services.web"
+    ]
+
+
+def test_airbnb_keys_at_airbnb_levels_stay_plain_warnings(tmp_path: Path) -> None:
+    # Airbnb's keys where Airbnb reads them (ones we do not implement): no hint at all.
+    discovery = {"method": "base", "tag_name": "x", "polling_interval_sec": 5}
+    service = {"discovery": discovery, "leader_election": False}
+    path = write(tmp_path, "s.json", {"services": {"web": service}, "haproxy": SYNAPSE_HAPROXY})
+    _, warnings = load_synapse_config(path)
+    assert all(w.endswith("unknown key, ignored") for w in warnings), warnings
