@@ -27,7 +27,7 @@ from nerve.maintenance import UNKNOWN, MaintenanceEnd, MaintenanceFlag, Maintena
 from nerve.metrics import NerveMetrics
 from nerve.ratelimit import TokenBucket
 from nerve.reporters.base import Reporter
-from nerve.state import Decision, Observation, ServiceState
+from nerve.state import Decision, NeverUp, Observation, ServiceState
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
 
@@ -84,6 +84,7 @@ class Service:
         self.last_results: dict[str, CheckResult] = {}  # the last verdict of each check
         self.no_verdict: dict[str, tuple[int, CheckResult]] = {}  # check: (in a row, last)
         self.rounds = 0
+        self.never_up = NeverUp(armed=not self.state.registered)
         self.round_started = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flag_unknown = True  # until the maintenance flag could be read
@@ -229,6 +230,7 @@ class Service:
             event(log, "check_verdict_back", service=self.name, check=check.name, missed=missed)
         self.last_results[check.name] = result
         self._record_check(check, result)
+        self._tell_never_up(check, result)
         observation = Observation(check.name, result.ok, result.detail)
         if result.ok:
             self.state.count(observation)
@@ -240,6 +242,13 @@ class Service:
             self._apply(decision)
         self._end_hold(failed=True)
         return throttled
+
+    def _tell_never_up(self, check: Check, result: CheckResult) -> None:
+        fall, out = self.state.trackers[check.name].fall, bool(self.state.maintenance)
+        told = self.never_up.observe(check.name, result.ok, result.detail, fall,
+                                     self.state.registered, out)  # fmt: skip
+        if told is not None:
+            event(log, "service_not_registering", logging.WARNING, service=self.name, **told)
 
     def _skip_result(self, check: Check, result: CheckResult) -> None:
         """nerve could not probe (its own limits): nothing counted, nothing decided."""
@@ -410,6 +419,7 @@ class Service:
             "record": self.reporter.registration.to_dict(),
             "registry": self.reporter.where(),
             "checks": [self._check_status(c) for c in self.checks],
+            "not_registering": self.never_up.told,
         }
 
     def _check_status(self, check: Check) -> dict[str, Any]:

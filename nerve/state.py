@@ -150,3 +150,37 @@ class ServiceState:
             shadow = True
         self.registered = wanted
         return Decision(Transition(wanted, self.reason()), throttled=shadow, shadow=shadow)
+
+
+@dataclass
+class NeverUp:
+    """Check failures of a service not registered since its start or reload.
+
+    A service that never came up has no transition, so nothing said why: a SIGHUP that
+    gives a healthy service a wrong ``port`` withdraws it (a moved address starts
+    unregistered) with info lines only. Once a check has failed ``fall`` times in a row
+    this says so, once: after the service was registered a withdrawal logs its reason
+    (``service_withdrawn``), and a reload builds a new service (and a new ``NeverUp``).
+    """
+
+    armed: bool = True
+    failures: dict[str, int] = field(default_factory=dict)  # check -> failures in a row
+    told: dict[str, object] | None = None  # what was logged (for /status)
+
+    def observe(
+        self, check: str, ok: bool, detail: str, fall: int, registered: bool, paused: bool
+    ) -> dict[str, object] | None:
+        """One result; the warning's fields when it is due (``paused``: in maintenance,
+        where being out is the operator's order)."""
+        if registered:
+            self.armed, self.told = False, None
+            return None
+        if ok or paused or not self.armed:
+            self.failures.pop(check, None)
+            return None
+        self.failures[check] = failures = self.failures.get(check, 0) + 1
+        if failures < fall:
+            return None
+        self.armed = False
+        self.told = {"check": check, "error": detail, "failures": failures}
+        return self.told
