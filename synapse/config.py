@@ -30,6 +30,7 @@ from synapse.edge_config import (
 from synapse.haproxy.routes import RouteSpec, compile_routes, frontend_mode
 from synapse.port_clash import admin_port_clashes, bind_clashes, bind_shadows
 from synapse.resilience_config import HealthCheckConfig, ObserveConfig, RetriesConfig
+from synapse.shared_discovery import shared_discovery_warnings
 from synapse.zone_config import (
     ZoneRouting,
     check_dynamic_balance,
@@ -447,4 +448,5 @@ def load_synapse_config(
     if clashes:
         raise ConfigError([f"{path}: {line}" for line in clashes])
     warnings += [f"{path}: {line}" for line in bind_shadows(config)]
+    warnings += [f"{path}: {line}" for line in shared_discovery_warnings(config.services)]
     return config, warnings + ([warning] if warning else [])
