@@ -5,10 +5,13 @@ server state changes synapse's own runtime commands made: a server added, put in
 maintenance, made ready, drained (one line each; ~1,500 lines for 1,000 changes). Logged
 one record each they cost synapse a fifth of its CPU in a burst, so they are counted
 instead: one ``haproxy_output_summary`` per SUMMARY_INTERVAL, how many of each kind and the
-first SAMPLES lines. Every other line (alerts, warnings such as a failed health check,
-anything unknown) is relayed at once as ``haproxy_output``, after the summary of the
-notices before it (the log keeps HAProxy's order). The pipe is read a chunk at a time
-(``asyncio.Protocol``), not a line per callback.
+first SAMPLES lines. So is the old worker's "Proxy X stopped (cumulated conns: ...)" at every
+reload (one per frontend and backend: ~400 lines a reload with 200 services), the normal end
+of an old worker. Health-check transitions (and a backend's "no server available") are
+relayed at once but their repeats within a window are held back and counted
+(output_checks.py). Every other line (alerts, warnings, anything unknown) is relayed at once
+as ``haproxy_output``, after the summary of the notices before it (the log keeps HAProxy's
+order). The pipe is read a chunk at a time (``asyncio.Protocol``), not a line per callback.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 from smartstack.logs import event
+from synapse.haproxy import output_checks
+from synapse.haproxy.output_checks import Transitions, transition
 
 log = logging.getLogger("synapse.haproxy.managed")
 SUMMARY_INTERVAL = 1.0  # seconds: at most one summary of the server-state notices per
@@ -35,14 +40,18 @@ MAX_LINE = 65536  # bytes kept of a line not ended yet
 # be/s' : New server registered.", "[NOTICE]   (14144) : Server deleted.". A health
 # check's "Server be/s is DOWN, reason: ...", a DNS failure's "... going DOWN for
 # maintenance (DNS timeout status)" are no such notice. A backup server's notices say
-# "Backup Server". One match per line; the group that matched names the kind.
+# "Backup Server". An old worker ending (a reload, a stop) prints "Proxy X stopped
+# (cumulated conns: FE: 0, BE: 0)." per proxy (HAProxy 2.6 prints no "Stopping ..." nor
+# "Proxy X started" lines; "Proxy X hard-stopped (N remaining conns will be closed)." cuts
+# connections: relayed). One match per line; the group that matched names the kind.
 _NOTICE = re.compile(
     r"\[(?:WARNING|NOTICE)\] +\(\d+\) : (?:CLI : )?(?:(?:Backup )?Server \S+ (?:"
     r"(is going DOWN for maintenance\.)|(is UP/READY \(leaving forced maint|is UP \(leaving "
-    r"forced drain)|(enters drain state))|'server \S+' : (New server registered)|(Server deleted))"
+    r"forced drain)|(enters drain state))|'server \S+' : (New server registered)|(Server deleted)"
+    r"|Proxy \S+ (stopped) \(cumulated conns)"
 )
 _CLI_SERVER = re.compile(r" : CLI : (?:Backup )?Server ")
-_KINDS = (None, "maint", "ready", "drain", "added", "deleted")
+_KINDS = (None, "maint", "ready", "drain", "added", "deleted", "proxy_stopped")
 
 
 def notice_kind(text: str) -> str | None:
@@ -95,8 +104,9 @@ class NoticeSummary:
 
 class OutputRelay(asyncio.Protocol):
     """Reads HAProxy's output pipe: keeps the last lines in ``tail``, summarizes the
-    server-state notices and relays every other line at once. ``stopping``: HAProxy is
-    being stopped (its alerts about its workers exiting are expected: INFO)."""
+    server-state notices, holds back the repeats of health-check transitions and relays
+    every other line at once. ``stopping``: HAProxy is being stopped (its alerts about its
+    workers exiting are expected: INFO)."""
 
     def __init__(self, tail: deque[str], stopping: Callable[[], bool]) -> None:
         self.tail = tail
@@ -104,6 +114,8 @@ class OutputRelay(asyncio.Protocol):
         self._stopping = stopping
         self._summary = NoticeSummary()
         self._timer: asyncio.TimerHandle | None = None
+        self._checks = Transitions(output_checks.CHECK_WINDOW, SAMPLES)
+        self._checks_timer: asyncio.TimerHandle | None = None
         self._rest = b""  # a line not ended yet
 
     def data_received(self, data: bytes) -> None:
@@ -121,10 +133,12 @@ class OutputRelay(asyncio.Protocol):
         rest, self._rest = self._rest, b""
         self._relay([rest.decode(errors="replace")])
         self.flush()
+        self.flush_checks()
         if not self.done.done():
             self.done.set_result(None)
 
     def _relay(self, lines: list[str]) -> None:
+        loop = asyncio.get_running_loop()
         for line in lines:
             text = line.rstrip()
             if not text:
@@ -133,8 +147,13 @@ class OutputRelay(asyncio.Protocol):
             kind = notice_kind(text)
             if kind is not None:
                 if self._summary.add(kind, text):
-                    loop = asyncio.get_running_loop()
                     self._timer = loop.call_later(SUMMARY_INTERVAL, self.flush)
+                continue
+            found = transition(text)
+            if found is not None and not self._checks.offer(found, text, loop.time()):
+                if self._checks_timer is None:
+                    window = self._checks.window
+                    self._checks_timer = loop.call_later(window, self.flush_checks)
                 continue
             self.flush()  # (the notices before it are logged before it)
             event(log, "haproxy_output", level=output_level(text, self._stopping()), line=text)
@@ -147,6 +166,21 @@ class OutputRelay(asyncio.Protocol):
         fields = self._summary.take()
         if fields is not None:
             event(log, "haproxy_output_summary", interval_s=SUMMARY_INTERVAL, **fields)
+
+    def flush_checks(self) -> None:
+        """Log the summary of the transitions held back, then each server's current state
+        if its last transition was held back (``held_s``: how long ago HAProxy printed it)."""
+        if self._checks_timer is not None:
+            self._checks_timer.cancel()
+            self._checks_timer = None
+        current, fields = self._checks.take(asyncio.get_running_loop().time())
+        if fields is None:
+            return
+        self.flush()
+        event(log, "haproxy_output_summary", interval_s=self._checks.window, **fields)
+        for text, held_s in current:
+            level = output_level(text, self._stopping())
+            event(log, "haproxy_output", level=level, line=text, held_s=held_s)
 
 
 async def close_relay(

@@ -4,12 +4,13 @@ line (an alert) is relayed at once."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 from haproxy_helpers import eventually, server, service
 
-from synapse.haproxy import output
+from synapse.haproxy import output, output_checks
 from synapse.haproxy.runtime import RuntimeClient
 from testbed.process import free_port
 
@@ -85,3 +86,49 @@ async def test_an_alert_is_relayed_at_once_after_the_notices_before_it(
     before = events[events.index(alert) - 1]
     assert before.getMessage() == "haproxy_output_summary"
     assert _fields(before)["kinds"] == {"maint": 1}
+
+
+async def test_a_flapping_check_and_a_reload_are_counted_not_relayed_line_by_line(
+    managed_factory,
+    http_backend_factory,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(output_checks, "CHECK_WINDOW", 60.0)  # no summary but at the end
+    caplog.set_level(logging.INFO, "synapse.haproxy.managed")
+    flapper = http_backend_factory("flap")
+    checked = service(
+        "flap",
+        [server("127.0.0.1", flapper.port, "flap")],
+        port=free_port(),
+        server_options="check inter 100 rise 1 fall 1",
+        backend=["option httpchk GET /health"],
+    )
+    controller = managed_factory()
+    await controller.start()
+    await controller.apply([checked], "t")
+    for _ in range(8):  # ~8 transitions
+        flapper.set_healthy(not flapper.healthy)
+        await asyncio.sleep(0.4)
+    flapper.set_healthy(True)
+    await asyncio.sleep(0.4)
+    # a reload (a service added): the old worker prints "Proxy X stopped" per proxy
+    other = service("other", [server("127.0.0.1", free_port(), "o")], port=free_port())
+    await controller.apply([checked, other], "t")
+
+    async def old_worker_summarized() -> bool:
+        return _counted(caplog, "proxy_stopped") >= 2  # (frontend and backend flap, ...)
+
+    await eventually(old_worker_summarized, "the old worker's proxies counted")
+    relayed = [_fields(r)["line"] for r in _records(caplog, "haproxy_output")]
+    assert not [line for line in relayed if " stopped (cumulated conns" in line], relayed
+    transitions = [line for line in relayed if output_checks.transition(line)]
+    assert len(transitions) <= 3, transitions  # DOWN, UP, the backend's alert
+    assert any("is DOWN, reason:" in line for line in transitions), relayed
+    await controller.stop()  # HAProxy ends: the held-back transitions are summarized
+    held = sum(_counted(caplog, k) for k in ("check_down", "check_up", "no_server"))
+    assert held >= 3
+    # the log's last word on the server is its current state (UP), relayed or brought up
+    # to date at the summary
+    about = [_fields(r)["line"] for r in _records(caplog, "haproxy_output")]
+    assert "is UP, reason:" in [line for line in about if "Server flap/" in line][-1]

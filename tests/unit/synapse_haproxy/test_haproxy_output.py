@@ -1,5 +1,6 @@
 """HAProxy's own output lines relayed by a managed HAProxy: levels, server-state notices
-counted into summaries, everything else relayed at once."""
+and an old worker's "Proxy X stopped" counted into summaries, health-check transitions
+held back past the first of a window, everything else relayed at once."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections import deque
 
 import pytest
 
-from synapse.haproxy import output
+from synapse.haproxy import output, output_checks
 from synapse.haproxy.output import NoticeSummary, OutputRelay, notice_kind, output_level
 
 CLI_UP = (
@@ -28,7 +29,12 @@ CHECK_DOWN = (
     "[WARNING]  (14144) : Server svc1/a is DOWN, reason: Layer4 connection problem, "
     "check duration: 0ms. 2 active and 0 backup servers left."
 )
+CHECK_UP = (
+    "[WARNING]  (14144) : Server svc1/a is UP, reason: Layer4 check passed, check duration: "
+    "0ms. 3 active and 0 backup servers online. 0 sessions requeued, 0 total in queue."
+)
 NO_SERVER = "[ALERT]    (14144) : backend 'svc1' has no server available!"
+STOPPED = "[WARNING]  (14144) : Proxy s{} stopped (cumulated conns: FE: 0, BE: 0)."
 
 
 def test_state_changes_made_through_the_runtime_api_are_info_other_warnings_stay() -> None:
@@ -139,3 +145,49 @@ async def test_a_line_that_never_ends_is_relayed_once_it_is_too_long(
     relay.data_received(b"yz")
     [(name, _, fields)] = _events(caplog)
     assert name == "haproxy_output" and fields["line"] == "x" * output.MAX_LINE + "yz"
+
+
+async def test_the_relay_holds_back_flapping_and_summarizes_a_reload(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(output_checks, "CHECK_WINDOW", 0.2)
+    monkeypatch.setattr(output, "SUMMARY_INTERVAL", 0.05)
+    caplog.set_level(logging.INFO, "synapse.haproxy.managed")
+    tail: deque[str] = deque(maxlen=1000)
+    relay = OutputRelay(tail, lambda: False)
+    # an old worker ends: one line per proxy, one summary for them all
+    relay.data_received("".join(STOPPED.format(i) + "\n" for i in range(400)).encode())
+    await asyncio.sleep(0.1)
+    [(name, level, fields)] = _events(caplog)
+    assert (name, level) == ("haproxy_output_summary", logging.INFO)
+    assert fields["kinds"] == {"proxy_stopped": 400}
+    caplog.clear()
+    # a server flapping: DOWN (and its backend's alert) relayed at once, UP too, then held
+    lines = [CHECK_DOWN, NO_SERVER, CHECK_UP] * 2 + [CHECK_DOWN, NO_SERVER]
+    relay.data_received("".join(x + "\n" for x in lines).encode())
+    assert [(f["line"], lv) for _, lv, f in _events(caplog)] == [
+        (CHECK_DOWN, logging.WARNING),
+        (NO_SERVER, logging.ERROR),
+        (CHECK_UP, logging.WARNING),
+    ]
+    await asyncio.sleep(0.4)  # the window's summary, then the current state: DOWN
+    (_, _, summary), (name, level, last) = _events(caplog)[3:]
+    assert summary["interval_s"] == 0.2 and summary["flapping"] == 2
+    assert summary["kinds"] == {"check_down": 2, "check_up": 1, "no_server": 2}
+    assert (name, level, last["line"]) == ("haproxy_output", logging.WARNING, CHECK_DOWN)
+    assert last["held_s"] >= 0.1
+    assert len(tail) == 408  # every line is kept for an exit's diagnosis
+
+
+async def test_held_back_transitions_are_summarized_when_haproxy_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "synapse.haproxy.managed")
+    relay = OutputRelay(deque(maxlen=40), lambda: True)
+    relay.data_received("".join(x + "\n" for x in [CHECK_DOWN, CHECK_UP, CHECK_DOWN]).encode())
+    relay.connection_lost(None)
+    names = [(n, lv) for n, lv, _ in _events(caplog)]
+    assert names[2:] == [
+        ("haproxy_output_summary", logging.INFO),
+        ("haproxy_output", logging.INFO),  # stopping: info
+    ]
