@@ -72,10 +72,11 @@ def left_by(services: Iterable[Service], restart: bool) -> list[Reporter]:
 
 def at_most(reporter: Reporter) -> float:
     """Seconds the registration lasts without anyone renewing it: the ZooKeeper session
-    timeout (as negotiated with the server) or the etcd lease's TTL."""
+    timeout the server granted (not the one asked: a server bounds it, e.g. 4 s of 30 s
+    asked) or the etcd lease's TTL."""
     held: Any = reporter
     if reporter.kind == "zookeeper":
-        return float(held.conn.client._session_timeout) / 1000.0
+        return float(held.conn.session.seconds)
     return float(held.keeper.ttl)
 
 
@@ -105,5 +106,5 @@ def _warn_short_sessions(left: list[Reporter], services: Iterable[Service]) -> N
     short = sorted(s.name for s in zk if at_most(s.reporter) < takeover_needs(s))
     if short:
         event(log, "restart_stop_session_short", level=logging.WARNING, services=",".join(short),
-              detail="zk_session_timeout < rise x check_interval + 2 s: the next nerve may not "
+              detail="the granted session < rise x check_interval + 2 s: the next nerve may not "
               "write its own node before the left one expires (a gap in HAProxy)")  # fmt: skip

@@ -20,7 +20,8 @@ the 1,000 ``addWatch`` requests of a start and their replies took ~0.8 s, mostly
   exactly as kazoo does.
 
 It also pings twice as often as kazoo (``PING_SPLIT``), keeping kazoo's bound on declaring
-the connection dead (``UnansweredPings``).
+the connection dead (``UnansweredPings``), and keeps the session timeout the server
+granted (``granted_ms``: kazoo uses it for its timeouts but keeps only the one asked for).
 
 This overrides kazoo internals (``_send_request``, ``_read_socket``, ``_read``,
 ``_connect``, ``ping_outstanding``, ``_invoke``, ``_expand_client_hosts``: a handshake waits at most
@@ -44,7 +45,7 @@ from kazoo.protocol.connection import (
     STOP_CONNECTING,
     ConnectionHandler,
 )
-from kazoo.protocol.serialization import Auth, int_struct
+from kazoo.protocol.serialization import Auth, Connect, int_struct
 from kazoo.retry import ForceRetryError
 
 MAX_BATCH = 256
@@ -112,6 +113,7 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
         self._addresses = 0  # resolved addresses of the current connect cycle
         self.ping_outstanding = UnansweredPings()
         self._read_timeout_ms = 0.0  # kazoo's own, of the current connection (_connect)
+        self.granted_ms: int | None = None  # the session timeout of the last handshake
 
     # --- sending ------------------------------------------------------------------
 
@@ -185,7 +187,12 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
             if self._addresses > 1
             else session
         )
-        return super()._invoke(min(timeout, HANDSHAKE_TIMEOUT_CAP_S, share), *args, **kwargs)
+        result = super()._invoke(min(timeout, HANDSHAKE_TIMEOUT_CAP_S, share), *args, **kwargs)
+        if args and isinstance(args[0], Connect) and result[0].time_out > 0:
+            # The server's bounds (min/maxSessionTimeout) apply, not what was asked: kazoo
+            # bases its timeouts on this but keeps only ``_session_timeout``, the asked.
+            self.granted_ms = result[0].time_out
+        return result
 
     def _read_socket(self, read_timeout: float) -> Any:
         read_timeout = self._read_timeout_ms / 1000.0  # kazoo's, not the ping's (_connect)

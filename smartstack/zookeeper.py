@@ -29,13 +29,11 @@ from smartstack.zk_credentials import auth_options, refusal
 from smartstack.zk_multiread import GET_CHILDREN, GET_DATA, ReadBatcher
 from smartstack.zk_persistent import TreeRouter, start_add_watch, start_remove_watch
 from smartstack.zk_prefetch import Prefetch
+from smartstack.zk_session import SessionTimeout
 
 log = logging.getLogger("smartstack.zookeeper")
 
 StateListener = Callable[[str], None]  # "connected", "new_session", "suspended", "lost"
-# Under this, a far link flaps (a 1 s session at ~250 ms RTT: 97 reconnects in 120 s);
-# a production ZooKeeper's floor is 2 x tickTime = 4 s by default anyway.
-SHORT_SESSION_S = 4.0
 
 
 def connection_string(hosts: list[str]) -> str:
@@ -55,10 +53,7 @@ class ZooKeeperConnection:
     ) -> None:
         self.hosts = connection_string(hosts)
         self.loop = loop
-        if session_timeout < SHORT_SESSION_S:  # once per connection: at start, per ensemble
-            hint = f"under {SHORT_SESSION_S:g} s a far or loaded link drops the session"
-            event(log, "zk_session_timeout_short", level=logging.WARNING,
-                  zk_session_timeout=session_timeout, hosts=self.hosts, hint=hint)  # fmt: skip
+        self.session = SessionTimeout(session_timeout, self.hosts)  # asked; granted: handshakes
         self.auth = auth
         self.auth_error: str | None = None  # the credential was refused: for good (kazoo)
         self._listeners: list[StateListener] = []
@@ -184,6 +179,7 @@ class ZooKeeperConnection:
         self._session_id = session
         if fresh:
             self.reconnects += 1
+        self.session.granted(getattr(self.client._connection, "granted_ms", None))
         outage = self.kazoo_log.streak.end()  # (failed attempts, seconds) before this one
         extra = {"failed_attempts": outage[0], "after_s": outage[1]} if outage else {}
         event(log, "zk_connected", hosts=self.hosts, session=f"{session or 0:#x}", new=fresh,

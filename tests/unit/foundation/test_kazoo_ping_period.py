@@ -68,3 +68,19 @@ def test_the_connection_is_dead_after_three_unanswered_pings() -> None:
     pings.clear()  # a ping's reply
     pings.set()
     assert not pings.is_set()
+
+
+def test_the_granted_session_timeout_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server answers the handshake with its own bound (maxSessionTimeout): kazoo uses
+    it for its timeouts but keeps only the asked one (``_session_timeout``)."""
+    from kazoo.protocol.serialization import Connect
+
+    answer = SimpleNamespace(time_out=4000)
+    monkeypatch.setattr(ConnectionHandler, "_invoke", lambda self, t, req, xid=None: (answer, 0))
+    conn = connection(monkeypatch, 30000.0)
+    conn._addresses, conn.granted_ms = 1, None
+    conn._invoke(10.0, Connect(0, 0, 30000, 0, b"\0" * 16, False))
+    assert conn.granted_ms == 4000
+    answer.time_out = 0  # an expired session's answer: no session, nothing granted
+    conn._invoke(10.0, Connect(0, 0, 30000, 0, b"\0" * 16, False))
+    assert conn.granted_ms == 4000

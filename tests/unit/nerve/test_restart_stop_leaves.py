@@ -10,6 +10,13 @@ import pytest
 
 from nerve.restart_stop import at_most, leaves, left_by, restart_despite, withdraws
 from smartstack.logs import _FIELDS
+from smartstack.zk_session import SessionTimeout
+
+
+def zk_conn(asked_s: float, granted_ms: int | None = None) -> Any:
+    session = SessionTimeout(asked_s, "zk:2181")
+    session.granted(granted_ms)
+    return SimpleNamespace(session=session)
 
 
 def service(wanted: bool = True, **reporter: Any) -> Any:
@@ -53,11 +60,17 @@ def test_a_plain_stop_leaves_nothing() -> None:
 
 
 def test_how_long_a_left_registration_lasts_without_a_successor() -> None:
-    client = SimpleNamespace(_session_timeout=12000)  # ms, as negotiated with the server
-    zk = SimpleNamespace(kind="zookeeper", conn=SimpleNamespace(client=client))
+    zk = SimpleNamespace(kind="zookeeper", conn=zk_conn(12.0, 12000))
     assert at_most(zk) == 12.0  # type: ignore[arg-type]
     etcd = SimpleNamespace(kind="etcd", keeper=SimpleNamespace(ttl=5))
     assert at_most(etcd) == 5.0  # type: ignore[arg-type]
+
+
+def test_a_left_znode_lasts_the_session_the_server_granted_not_the_one_asked() -> None:
+    """A server bounds the session (maxSessionTimeout 4 s, 30 s asked): the node left goes
+    4 s later, and the restart stop said 30 s."""
+    assert at_most(SimpleNamespace(kind="zookeeper", conn=zk_conn(30.0, 4000))) == 4.0  # type: ignore[arg-type]
+    assert at_most(SimpleNamespace(kind="zookeeper", conn=zk_conn(30.0))) == 30.0  # type: ignore[arg-type]
 
 
 def test_a_held_leftover_is_left_untouched_by_a_restart_stop_alone() -> None:
@@ -98,17 +111,19 @@ def test_a_zookeeper_session_too_short_for_the_takeover_is_warned_about(caplog) 
     checks within the session timeout, else the left node expires first (a gap)."""
     from nerve.restart_stop import log_left
 
-    def zk_service(name: str, session_ms: int, rise: int, interval: float) -> Any:
-        client = SimpleNamespace(_session_timeout=session_ms)
-        reporter = SimpleNamespace(kind="zookeeper", service=name,
-                                   conn=SimpleNamespace(client=client))  # fmt: skip
+    def zk_service(name: str, asked_s: float, granted_ms: int, rise: int, interval: float) -> Any:
+        reporter = SimpleNamespace(
+            kind="zookeeper", service=name, conn=zk_conn(asked_s, granted_ms)
+        )
         trackers = {"http": SimpleNamespace(rise=rise)}
         return SimpleNamespace(name=name, reporter=reporter, check_interval=interval,
                                state=SimpleNamespace(trackers=trackers))  # fmt: skip
 
-    short = zk_service("short", 4000, rise=3, interval=1.0)  # needs 3 s + 2 s of start
-    fine = zk_service("fine", 10000, rise=3, interval=1.0)
+    short = zk_service("short", 4.0, 4000, rise=3, interval=1.0)  # needs 3 s + 2 s of start
+    fine = zk_service("fine", 10.0, 10000, rise=3, interval=1.0)
+    bounded = zk_service("bounded", 30.0, 4000, rise=3, interval=1.0)  # a server's max: 4 s
+    services = [short, fine, bounded]
     with caplog.at_level("INFO", logger="nerve"):
-        log_left([short.reporter, fine.reporter], [short, fine])
+        log_left([s.reporter for s in services], services)
     warned = [r for r in caplog.records if r.getMessage() == "restart_stop_session_short"]
-    assert [getattr(r, _FIELDS)["services"] for r in warned] == ["short"]
+    assert [getattr(r, _FIELDS)["services"] for r in warned] == ["bounded,short"]
