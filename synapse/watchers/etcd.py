@@ -251,7 +251,10 @@ class EtcdWatcher(Watcher):
             else:
                 reg = decode_nerve(value, fallback_name=fallback)
         except InvalidRecord as exc:
-            self.bad_record(origin, exc.reason)
+            # A writer refreshing its bad record (a new mod revision, the same refusal) is
+            # the same record: logged and counted once, as ZooKeeper's watcher does.
+            if type(old) is not Entry or old.reason != exc.reason:
+                self.bad_record(origin, exc.reason)
             return Entry(None, exc.reason, mod_revision, created)
         note_ignored(self, origin, reg)
         if created == mod_revision:  # never modified since created: its Found is its entry

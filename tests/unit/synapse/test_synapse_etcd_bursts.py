@@ -10,7 +10,7 @@ from typing import Any
 import aetcd.exceptions
 import aetcd.rpc
 import aetcd.rtypes
-from synapse_testlib import Collector, eventually, metrics, service_config
+from synapse_testlib import Collector, eventually, metrics, sample, service_config
 
 from smartstack.etcd_batch import Listing
 from smartstack.etcd_watch import PrefixWatch
@@ -211,5 +211,33 @@ async def test_a_check_after_the_connection_left_the_watchs_endpoint_lists_anew(
         conn.tick()  # no failover since the new watch was made: kept
         await eventually(lambda: len(conn.callbacks) == 1, what="armed again")
         assert conn.listings == 2 and watcher.stale_watches == 1
+    finally:
+        await watcher.stop()
+
+
+async def test_a_bad_record_rewritten_with_the_same_refusal_is_logged_and_counted_once() -> None:
+    # A writer that refreshes its key puts the same invalid value again and again (new mod
+    # revisions): one bad_record, as ZooKeeper's watcher; a new refusal is a new record.
+    conn = FakeConnection(max_pending=1000)
+    watcher, _ = await start(conn)
+
+    def put(port: int, revision: int) -> aetcd.rtypes.Event:
+        value = json.dumps({"host": "127.0.0.1", "port": port, "name": "bad"}).encode()
+        record = aetcd.rpc.KeyValue(key=b"/svc/web/bad", value=value, mod_revision=revision,
+                                    create_revision=6)  # fmt: skip
+        return aetcd.rtypes.Event(PUT, record)
+
+    def bad() -> float:
+        return sample(watcher.metrics.registry, "synapse_bad_records_total", service="web",
+                      method="etcd")  # fmt: skip
+
+    try:
+        for revision in range(6, 56):
+            watcher._apply([put(70000, revision)])
+        assert bad() == 1 and watcher._keys["etcd:/svc/web/bad"].version == 55
+        watcher._apply([put(-1, 56)])  # another reason: another record
+        assert bad() == 2
+        watcher._apply([put(9000, 57), put(70000, 58)])  # valid between: bad again
+        assert bad() == 3
     finally:
         await watcher.stop()
