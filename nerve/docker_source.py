@@ -158,6 +158,10 @@ class DockerSource:
                 continue
             self._bad.pop(info.id, None)
             wanted.update((w.key, w) for w in entries)
+        # A removed container's label error goes with it (/status must not keep every one
+        # ever seen); one still there keeps it, so that it is not logged again.
+        for gone in self._bad.keys() - containers.keys():
+            del self._bad[gone]
         return wanted
 
     def _apply(self, wanted: dict[str, Wanted]) -> None:
