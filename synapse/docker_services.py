@@ -112,7 +112,10 @@ class DockerServiceSource:
         self.loop = loop
         self._apply = apply  # the daemon applies its file config again (merged)
         self.services: dict[str, ServiceConfig] = {}
-        self._logged: set[str] = set()
+        self._logged: set[str] = set()  # the containers' problems of the last change
+        # The services merge refused (a name or route of the file's): said once, until the
+        # clash ends; a container change does not say them again (each merge recomputes).
+        self._refused: set[str] = set()
         self._watch: ContainerWatch | None = None
         self._task: asyncio.Task[None] | None = None
         self._saved = SavedBlocks(saved, config)
@@ -202,6 +205,7 @@ class DockerServiceSource:
         file uses, or a route another service has, leaves a container's service out."""
         self._merged = dict(self.services)
         services = dict(config.services)
+        refused: set[str] = set()
         routed = {
             name: RouteSpec(name, svc.haproxy.routes.hosts, svc.haproxy.routes.paths)
             for name, svc in services.items()
@@ -209,20 +213,22 @@ class DockerServiceSource:
         }
         for name, service in sorted(self.services.items()):
             if name in services:
-                self._refuse(name, "the config file has a service of that name")
+                self._refuse(refused, name, "the config file has a service of that name")
                 continue
             hap = service.haproxy
             mine = {name: RouteSpec(name, hap.routes.hosts, hap.routes.paths)} if hap.routes else {}
             try:
                 compile_routes({**routed, **mine})
             except RouteCollision as err:
-                self._refuse(name, str(err))
+                self._refuse(refused, name, str(err))
                 continue
             routed.update(mine)
             services[name] = service
+        self._refused = refused
         return config.model_copy(update={"services": services})
 
-    def _refuse(self, name: str, why: str) -> None:
-        if f"{name}: {why}" not in self._logged:
-            self._logged.add(f"{name}: {why}")
-            event(log, "docker_service_refused", level=logging.WARNING, problem=f"{name}: {why}")
+    def _refuse(self, refused: set[str], name: str, why: str) -> None:
+        problem = f"{name}: {why}"
+        refused.add(problem)
+        if problem not in self._refused:
+            event(log, "docker_service_refused", level=logging.WARNING, problem=problem)
