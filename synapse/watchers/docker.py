@@ -92,7 +92,7 @@ class DockerWatcher(Watcher):
         super().__init__(*args, **kwargs)
         self._engines = list(self.discovery.servers or [])
         self._watches: list[ContainerWatch] = []
-        self._reported_bad: set[str] = set()
+        self._reported_bad: set[str] = set()  # ids of present containers logged as bad
         self._holding = True  # at start, until every engine answered or STARTUP_HOLD passed
 
     async def run(self) -> None:
@@ -143,7 +143,9 @@ class DockerWatcher(Watcher):
     def _report(self) -> None:
         found: list[Found] = []
         skipped = 0
+        present: set[str] = set()
         for entry, watch in zip(self._engines, self._watches, strict=False):
+            present.update(watch.containers)
             for info in sorted(watch.containers.values(), key=lambda c: c.name):
                 if not (info.serving and image_matches(info.image, self.discovery.image_name)):
                     continue
@@ -154,6 +156,7 @@ class DockerWatcher(Watcher):
                     if info.id not in self._reported_bad:
                         self._reported_bad.add(info.id)
                         self.bad_record(f"docker:{info.name}", exc.reason)
+        self._reported_bad &= present  # a removed container's id is not kept forever
         # Complete, even while an engine is silent: a partial one holds all the service had.
         self.report(found, skipped, time.monotonic())
 
