@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING
 
 from smartstack.backoff import Backoff
 from smartstack.etcd_events import Listing, WatchOverflow
-from smartstack.logs import FailureStreak, event
+from smartstack.logs import event
 from smartstack.record import InvalidRecord, decode_nerve, decode_serverset, etcd_prefix
 from smartstack.tasks import cancel_and_wait
 from synapse.model import Found
 from synapse.watchers.base import Entry, Watcher
+from synapse.watchers.etcd_outage import WatchOutage, outage_of
 from synapse.watchers.record_notes import note_ignored
 
 if TYPE_CHECKING:  # gRPC is loaded only by a connection that uses it (etcd_transport)
@@ -83,12 +84,14 @@ class EtcdWatcher(Watcher):
         self.relists = 0
         self.stale_watches = 0  # watches the consistency check found silent
         self.overflows = 0  # watches dropped for a burst of events beyond MAX_PENDING
-        self._outage = FailureStreak(log, "etcd_watch_lost", "etcd_watch_restored")
+        # Lost watches are logged per connection (all its services lose theirs together).
+        self._outage: WatchOutage | None = None
 
     async def run(self) -> None:
         factory = self.ctx.etcd_connection
         assert factory is not None
         self.conn = factory(self.discovery)
+        outage = self._outage = outage_of(self.conn)
         policy = self.discovery.retry_policy
         backoff = Backoff(policy.base_interval, policy.max_interval)
         while True:
@@ -113,7 +116,7 @@ class EtcdWatcher(Watcher):
                 raise
             except Exception as exc:
                 self.set_connected(False, f"{type(exc).__name__}: {str(exc)[:200]}")
-                self._outage.failure(self.last_error or "watch failed", service=self.service)
+                outage.failure(self, self.service, self.last_error or "watch failed")
                 if self._streaming and isinstance(exc, self.conn.connection_errors):
                     # The stream broke (with_client already rotates for failed calls; a
                     # stream that stops answering is abandoned by the next creation on gRPC,
@@ -142,7 +145,8 @@ class EtcdWatcher(Watcher):
         self._client = getattr(watch, "client", None)  # the client whose stream carries it
         self._made_at = made_at
         self.set_connected(True)
-        self._outage.success(service=self.service)
+        assert self._outage is not None
+        self._outage.success(self)
         backoff.reset()
         self._streaming = True
         self._stale = False
@@ -276,6 +280,8 @@ class EtcdWatcher(Watcher):
         self.report(found, skipped, event_time)
 
     async def close(self) -> None:
+        if self._outage is not None:
+            self._outage.forget(self)
         watch, self._watch = self._watch, None
         if watch is not None:
             with contextlib.suppress(Exception):

@@ -44,6 +44,7 @@ class FakeConnection:
     compacted_errors = (aetcd.exceptions.RevisionCompactedError,)
     failovers = 0
     current_endpoint = "127.0.0.1:1"
+    endpoints = ["127.0.0.1:1"]
 
     def __init__(self, max_pending: int) -> None:
         self.keys: dict[int, aetcd.rpc.KeyValue] = {}
