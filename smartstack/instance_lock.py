@@ -4,8 +4,8 @@ Two synapses on one HAProxy config reload each other's work away; two nerves on 
 config delete each other's registrations as leftovers (review s26 "two copies overlap").
 So the daemon, before anything touches HAProxy or a registry, takes ``flock(LOCK_EX)`` on a
 lock file beside what it owns (synapse: ``<haproxy config_file_path>.lock``; nerve:
-``<state_dir>/nerve.lock``) and keeps it until it exits: the kernel releases it however the
-process ends (a SIGKILL too), so a stale file never blocks a start.
+``<state_dir>/<config file name>.lock``) and keeps it until it exits: the kernel releases it
+however the process ends (a SIGKILL too), so a stale file never blocks a start.
 
 A second copy that finds the lock held waits (the first may be stopping: a restart overlap,
 a container replaced while the old one still drains) up to a bound, then exits 1 with a
@@ -18,6 +18,8 @@ serves only once it holds it), so a unit's new copy is "starting" while it waits
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -34,34 +36,70 @@ WAIT_ENV = "SMARTSTACK_INSTANCE_LOCK_WAIT"  # seconds; tests shorten the wait wi
 SYNAPSE_WAIT_S = 30.0  # its stop can take managed.stop_grace (8 s) and more
 NERVE_WAIT_S = 15.0  # its stop withdraws within ~5 s
 POLL_S = 0.1
+# Opening read-write failed for these, but the file may still open read-only, and flock
+# needs no write access: a file made by another user (a root debug run before the unit's
+# service user, or the reverse), a read-only file system, an immutable file.
+_READ_ONLY_RETRY = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 _held: list[int] = []  # the locked descriptors: open until the process exits
 
 
-def synapse_lock(config: Any, config_path: str) -> None:
-    """Hold synapse's lock, or exit 1 (see the module's docstring)."""
+def synapse_lock_paths(config: Any) -> tuple[list[Path], str] | None:
+    """synapse's lock files and the setting they stand for; None: nothing on disk to lock."""
     hap, out = config.haproxy, config.file_output
     if hap is not None and hap.config_file_path and (hap.do_writes or hap.managed):
-        path, what = Path(f"{hap.config_file_path}.lock"), "config_file_path"
-    elif hap is not None and hap.state_file_path:
-        path, what = Path(f"{hap.state_file_path}.lock"), "haproxy.state_file_path"
-    elif out is not None:
-        path, what = Path(out.output_directory) / "synapse.lock", "file_output.output_directory"
-    else:
+        return _beside(hap.config_file_path), "config_file_path"
+    if hap is not None and hap.state_file_path:
+        return _beside(hap.state_file_path), "haproxy.state_file_path"
+    if out is not None:
+        return [Path(out.output_directory) / "synapse.lock"], "file_output.output_directory"
+    return None
+
+
+def _beside(file: str) -> list[Path]:
+    """``<file>.lock``, and ``<its target>.lock`` too while ``file`` is a symlink: a copy
+    that names the link and one that names the target exclude each other. The name's lock
+    is always taken, not only the target's: synapse writes the file by rename, which
+    replaces the link with a file, so after a first copy's first write a second copy of the
+    same config finds no link, and the target's lock alone would not meet the first copy's.
+    (A symlinked directory needs nothing: the kernel opens the one file whichever path.)"""
+    paths = [Path(f"{file}.lock")]
+    if os.path.islink(file):
+        paths.append(Path(f"{os.path.realpath(file)}.lock"))
+    return paths
+
+
+def nerve_lock_path(state_dir: Path, config_path: str) -> Path:
+    """``<state_dir>/<config file name>.lock``, named from the config's real path: two
+    configs in one directory (one default ``nerve-state``) each get their own lock, one
+    config reached by a symlink and by its own name gets one. Never ``*.json``: that is a
+    maintenance flag's name in state_dir."""
+    return state_dir / f"{Path(os.path.realpath(config_path)).name}.lock"
+
+
+def synapse_lock(config: Any, config_path: str) -> None:
+    """Hold synapse's lock, or exit 1 (see the module's docstring)."""
+    found = synapse_lock_paths(config)
+    if found is None:
         reason = "no haproxy config_file_path, state_file_path or file_output to lock beside"
         event(log, "instance_lock_skipped", level=logging.WARNING, reason=reason)
         return
-    hold("synapse", path, config_path, f"another {what}", _wait(SYNAPSE_WAIT_S))
+    paths, what = found
+    wait_s, start = _wait(SYNAPSE_WAIT_S), time.monotonic()
+    for path in paths:  # (one wait for both: the name's lock first, then the target's)
+        left = max(0.0, wait_s - (time.monotonic() - start))
+        hold("synapse", path, config_path, f"another {what}", left)
 
 
 def nerve_lock(config: Any, config_path: str) -> None:
-    """Hold nerve's lock in its state_dir (by default ``nerve-state`` beside the config
-    file: two configs in one directory share it, as they share maintenance flags)."""
+    """Hold nerve's lock for this config file in its state_dir (by default ``nerve-state``
+    beside the config file: two configs there share its flags, each has its own lock)."""
     from nerve.daemon import resolve_state_dir
 
     state_dir = resolve_state_dir(config, Path(config_path))
     assert state_dir is not None  # (None only for a daemon built without a file)
-    hold("nerve", state_dir / "nerve.lock", config_path, "another state_dir", _wait(NERVE_WAIT_S))
+    path = nerve_lock_path(state_dir, config_path)
+    hold("nerve", path, config_path, "another state_dir or config file name", _wait(NERVE_WAIT_S))
 
 
 def _wait(default: float) -> float:
@@ -73,54 +111,91 @@ def _wait(default: float) -> float:
 
 def hold(daemon: str, path: Path, config_path: str, other: str, wait_s: float) -> None:
     """Take the lock at ``path``, waiting up to ``wait_s`` for a holder to exit; exit 1 when
-    it does not. A lock that cannot be made (a read-only directory, no locks on the file
-    system) is warned about and the daemon runs without one, as it did before."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        _unavailable(path, exc)
+    it does not, 130 on a SIGINT meanwhile. A lock that cannot be opened at all (a missing
+    directory that cannot be made, another user's file this one may not read, no locks on
+    the file system) is warned about and the daemon runs without one, as it did before."""
+    opened = _open(path)
+    if opened is None:
         return
+    fd, writable = opened
     start = time.monotonic()
     waiting = False
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            pass
-        except OSError as exc:  # (ENOLCK: a file system without locks)
-            os.close(fd)
-            _unavailable(path, exc)
-            return
-        holder = _holder(fd)
-        if not waiting:
-            waiting = True
-            event(log, "instance_lock_waiting", holder_pid=holder, path=str(path), wait_s=wait_s)
-        if time.monotonic() - start >= wait_s:
-            event(log, "instance_lock_held", level=logging.ERROR, holder_pid=holder,
-                  path=str(path), waited_s=round(wait_s, 1))  # fmt: skip
-            print(f"error: {daemon} pid {holder} already runs with {config_path} (lock {path}):"
-                  f" stop it first, or give this one {other}", file=sys.stderr)  # fmt: skip
-            raise SystemExit(1)
-        time.sleep(POLL_S)
-    try:  # (for the message of a copy that waits; a full disk does not undo the lock)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    except OSError:
-        pass
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            except OSError as exc:  # (ENOLCK: a file system without locks)
+                os.close(fd)
+                _unavailable(path, exc)
+                return
+            holder = _holder(fd)
+            if not waiting:
+                waiting = True
+                event(log, "instance_lock_waiting", holder_pid=holder, path=str(path),
+                      wait_s=wait_s)  # fmt: skip
+            if time.monotonic() - start >= wait_s:
+                event(log, "instance_lock_held", level=logging.ERROR, holder_pid=holder,
+                      path=str(path), waited_s=round(wait_s, 1))  # fmt: skip
+                print(f"error: {daemon} pid {holder} already runs with {config_path} (lock"
+                      f" {path}): stop it first, or give this one {other}",
+                      file=sys.stderr)  # fmt: skip
+                raise SystemExit(1)
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:  # (SIGINT, a Ctrl-C on a debug run that waits: no traceback)
+        event(log, "instance_lock_wait_interrupted", level=logging.WARNING, path=str(path),
+              waited_s=round(time.monotonic() - start, 1))  # fmt: skip
+        raise SystemExit(130) from None
+    if writable:  # (for the message of a copy that waits; a full disk does not undo the lock)
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _held.append(fd)
     if waiting:
         event(log, "instance_lock_taken", path=str(path),
               waited_s=round(time.monotonic() - start, 1))  # fmt: skip
 
 
-def _holder(fd: int) -> str:
-    """The holder's pid as it wrote it ("?" in the instant before it writes)."""
+def _open(path: Path) -> tuple[int, bool] | None:
+    """The lock file's descriptor and whether it is writable; None (warned): no lock."""
     try:
-        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno not in _READ_ONLY_RETRY:
+            _unavailable(path, exc)
+            return None
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
+        except OSError as again:  # (not there and not makable, or not readable either)
+            _unavailable(path, again)
+            return None
+    # Readable by every user (a umask 077 made it 0600), so a copy run as another user can
+    # still open it read-only and wait for it; not ours to change (EPERM) is fine.
+    with contextlib.suppress(OSError):
+        if os.fstat(fd).st_mode & 0o444 != 0o444:
+            os.fchmod(fd, 0o644)
+    return fd, True
+
+
+def _holder(fd: int) -> str:
+    """The holder's pid as it wrote it: "?" in the instant before it writes, or when the
+    pid there is gone (a holder that could not write it: another user's file)."""
+    try:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
     except OSError:
         return "?"
+    if not text.isdigit():
+        return "?"
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return "?"
+    except OSError:  # (EPERM: it runs, as another user)
+        pass
+    return text
 
 
 def _unavailable(path: Path, exc: OSError) -> None:

@@ -3,17 +3,23 @@
 A second nerve on the same config deleted the first one's node as a leftover; the first
 stood aside, and once the second stopped the registration was gone for good while the first
 said "registered" (review s26 "two copies overlap"). Now the second waits for the first
-one's lock in ``<state_dir>/nerve.lock`` and exits 1 with a message when the first does not
-exit; when it does meanwhile (a restart overlap), the second starts and registers.
+one's lock in ``<state_dir>/<config file name>.lock`` and exits 1 with a message when the
+first does not exit; when it does meanwhile (a restart overlap), the second starts and
+registers. Review s27: two configs in one directory (one default state_dir) both run; a lock
+file this user may not write (another user's) still keeps a second copy out; a SIGINT
+during the wait ends it at once, quietly.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kazoo.client import KazooClient
 from nerve_testlib import (
     NERVE_BIN,
@@ -30,9 +36,22 @@ from testbed.process import ManagedProcess, free_port
 from testbed.zookeeper import ZooKeeperServer
 
 
-def second_copy(config: Path, workdir: Path, wait_s: float) -> ManagedProcess:
+def second_copy(config: Path, workdir: Path, wait_s: float, name: str = "nerve-b",
+                prefix: Sequence[str] = ()) -> ManagedProcess:  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1", WAIT_ENV: str(wait_s)}
-    return ManagedProcess([NERVE_BIN, "-c", config], workdir, "nerve-b", env).start()
+    return ManagedProcess([*prefix, NERVE_BIN, "-c", config], workdir, name, env).start()
+
+
+async def waiting_copy(config: Path, workdir: Path, prefix: Sequence[str] = ()) -> ManagedProcess:
+    """A second copy (a 60 s wait) once it says it waits for the lock (or has exited)."""
+    other = second_copy(config, workdir, 60, prefix=prefix)
+    try:
+        await until(lambda: "instance_lock_waiting" in other.log_path.read_text()
+                    or not other.alive, timeout=30, what="the second nerve waiting")  # fmt: skip
+    except BaseException:
+        other.kill()
+        raise
+    return other
 
 
 def first_registered(zk: ZooKeeperServer, tmp_path: Path, nerve_process) -> tuple[Path, str, Any]:
@@ -50,7 +69,7 @@ async def test_second_nerve_on_one_config_exits_1_and_leaves_the_node_alone(
     zk: ZooKeeperServer, kz: KazooClient, tmp_path: Path, nerve_process
 ) -> None:
     config, path, first = first_registered(zk, tmp_path, nerve_process)
-    lock = tmp_path / "state" / "nerve.lock"
+    lock = tmp_path / "state" / "nerve.json.lock"
     assert lock.read_text().strip() == str(first.pid)
     nodes = children(kz, path)
     assert len(nodes) == 1
@@ -70,10 +89,8 @@ async def test_second_nerve_starts_once_the_first_exits_during_its_wait(
     zk: ZooKeeperServer, kz: KazooClient, tmp_path: Path, nerve_process
 ) -> None:
     config, path, first = first_registered(zk, tmp_path, nerve_process)
-    other = second_copy(config, tmp_path, 60)
+    other = await waiting_copy(config, tmp_path)
     try:
-        await until(lambda: "instance_lock_waiting" in other.log_path.read_text(), timeout=30,
-                    what="the second nerve waiting for the lock")  # fmt: skip
         assert other.alive and len(children(kz, path)) == 1
         first.signal(signal.SIGTERM)
         assert first.wait(20) == 0
@@ -84,3 +101,83 @@ async def test_second_nerve_starts_once_the_first_exits_during_its_wait(
         assert other.alive
     finally:
         other.stop(timeout=20)
+
+
+async def test_two_configs_in_one_directory_both_register(
+    zk: ZooKeeperServer, kz: KazooClient, tmp_path: Path, nerve_process
+) -> None:
+    # no state_dir: both share the default nerve-state beside them (before: one nerve.lock
+    # there, and b exited 1 after 15 s, again and again under Restart=always)
+    paths = {name: unique_path() for name in ("a", "b")}
+    for name, path in paths.items():
+        service = zk_service(zk.hosts, path, free_port(), checks=[])
+        write_config(tmp_path / f"{name}.json", nerve_config({f"web_{name}": service}))
+    first = nerve_process(tmp_path / "a.json")
+    first.wait_for_log("znode_created")
+    other = second_copy(tmp_path / "b.json", tmp_path, 3)
+    try:
+        await until(lambda: "znode_created" in other.log_path.read_text() or not other.alive,
+                    timeout=30, what="b registering")  # fmt: skip
+        assert other.alive, other.log_tail()
+        assert [len(children(kz, path)) for path in paths.values()] == [1, 1]
+        assert "instance_lock" not in other.log_path.read_text()  # no wait, no warning
+        locks = sorted(p.name for p in (tmp_path / "nerve-state").iterdir())
+        assert locks == ["a.json.lock", "b.json.lock"]
+    finally:
+        other.stop(timeout=20)
+
+
+def _without_write_access() -> list[str]:
+    """A prefix that runs nerve unable to write a file whose mode says read-only, as a
+    service user is with root's lock file: as root, without CAP_DAC_OVERRIDE."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("root without setpriv: cannot drop CAP_DAC_OVERRIDE")
+    return ["setpriv", "--bounding-set=-dac_override"]
+
+
+async def test_a_lock_file_this_user_may_not_write_still_keeps_a_second_copy_out(
+    zk: ZooKeeperServer, kz: KazooClient, tmp_path: Path, nerve_process
+) -> None:
+    # before: EACCES opening it read-write -> instance_lock_unavailable, and the second copy
+    # ran beside the first (a root debug run's file, the unit's service user)
+    config, path, first = first_registered(zk, tmp_path, nerve_process)
+    [lock] = (tmp_path / "state").glob("*.lock")
+    lock.chmod(0o444)
+    prefix = _without_write_access()
+    other = await waiting_copy(config, tmp_path, prefix)
+    third = None
+    try:
+        assert other.alive and len(children(kz, path)) == 1, other.log_tail()
+        first.signal(signal.SIGTERM)
+        assert first.wait(20) == 0
+        await until(lambda: "znode_created" in other.log_path.read_text(), timeout=40,
+                    what="the second nerve registering")  # fmt: skip
+        assert "instance_lock_unavailable" not in other.log_path.read_text()
+        # it holds the lock read-only (the pid in the file is the first one's, gone): a
+        # third copy is kept out all the same
+        third = second_copy(config, tmp_path, 1, name="nerve-c", prefix=prefix)
+        assert third.wait(30) == 1, third.log_tail()
+        assert "nerve pid ? already runs" in third.log_path.read_text()
+        assert other.alive and len(children(kz, path)) == 1
+    finally:
+        other.stop(timeout=20)
+        if third is not None:
+            third.kill()
+
+
+async def test_a_sigint_ends_the_wait_at_once_without_a_traceback(
+    zk: ZooKeeperServer, tmp_path: Path, nerve_process
+) -> None:
+    config, _, first = first_registered(zk, tmp_path, nerve_process)
+    other = await waiting_copy(config, tmp_path)
+    try:
+        assert other.alive, other.log_tail()
+        os.kill(other.pid, signal.SIGINT)
+        assert other.wait(3) == 130  # (before: -2 and a KeyboardInterrupt traceback)
+        log = other.log_path.read_text()
+        assert "instance_lock_wait_interrupted" in log and "Traceback" not in log
+        assert first.process.alive
+    finally:
+        other.kill()

@@ -3,7 +3,9 @@
 A second synapse on the same config reloaded HAProxy against the first (a reload fight:
 392-490 of ~450 requests failed, review s26 "two copies overlap"). Now it waits for the
 first one's lock and, when that one does not exit, exits 1 with a message, never touching
-HAProxy; when the first one stops meanwhile (a restart overlap), it starts.
+HAProxy; when the first one stops meanwhile (a restart overlap), it starts. A config that
+names a symlink to the first one's HAProxy config meets its lock too (review s27: it took
+``<link>.lock`` and ran beside the first).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import signal
 from pathlib import Path
 
+import yaml
 from synapse_e2e import SYNAPSE, Synapse, wait
 
 from smartstack.instance_lock import WAIT_ENV
@@ -26,9 +29,9 @@ def static_service(port: int, backend_port: int) -> dict:
     }
 
 
-def second_copy(syn: Synapse, wait_s: float) -> ManagedProcess:
+def second_copy(syn: Synapse, wait_s: float, config: Path | None = None) -> ManagedProcess:
     return ManagedProcess(
-        [str(SYNAPSE), "-c", str(syn.config_path)],
+        [str(SYNAPSE), "-c", str(config or syn.config_path)],
         syn.dir,
         name="synapse-b",
         env={**os.environ, "PYTHONUNBUFFERED": "1", WAIT_ENV: str(wait_s)},
@@ -89,4 +92,28 @@ def test_second_synapse_starts_once_the_first_exits_during_its_wait(http_backend
     finally:
         if other is not None:
             other.stop(timeout=20)
+        syn.cleanup()
+
+
+def test_a_config_naming_a_symlink_to_the_haproxy_config_meets_its_lock(http_backend_factory):
+    backend = http_backend_factory("a")
+    syn = Synapse({"web": static_service(free_port(), backend.port)})
+    other = None
+    try:
+        syn.start()
+        real = syn.dir / "haproxy.cfg"
+        link = syn.dir / "current.cfg"
+        link.symlink_to(real)
+        linked = {**syn.config, "haproxy": {**syn.config["haproxy"], "config_file_path": str(link)}}
+        config = syn.dir / "linked.yaml"
+        config.write_text(yaml.safe_dump(linked))
+        reloads = syn.master_reloads()
+        other = second_copy(syn, 2, config)
+        assert other.wait(60) == 1, other.log_tail()
+        assert f"(lock {real}.lock)" in other.log_path.read_text()
+        assert link.is_symlink() and syn.master_reloads() == reloads  # it touched nothing
+        assert syn.process.alive
+    finally:
+        if other is not None:
+            other.kill()
         syn.cleanup()

@@ -291,7 +291,7 @@ async def test_a_drained_container_recreated_under_its_name_is_registered_again(
                          "the restarted container's service added again")  # fmt: skip
         await asyncio.sleep(1.0)  # (5 check rounds)
         assert addresses(kazoo, base_path) == []
-        flag = json.loads(next(state.glob("*.json")).read_text())  # (beside nerve.lock)
+        flag = json.loads(next(state.glob("*.json")).read_text())  # (beside the *.lock)
         assert (flag["reason"], flag["container"]) == ("disk", new.id)
     finally:
         nerve.kill()
