@@ -410,7 +410,10 @@ class SynapseDaemon:
             problems.append("synapse is starting or stopping")
         if self.controller is not None:
             problems += self.controller.health()
-        return Health(not problems, {"problems": problems})
+        from synapse.daemon_status import degraded
+
+        said = degraded(self)  # (HAProxy runs what synapse wants: said, still 200)
+        return Health(not problems, {"problems": problems, **({"degraded": said} if said else {})})
 
     def status(self) -> dict[str, Any]:
         from synapse.daemon_status import daemon_status

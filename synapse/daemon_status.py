@@ -6,6 +6,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from smartstack import modelbase
+from synapse.selection import filters_text
 from synapse.status import merge_service_status
 
 if TYPE_CHECKING:
@@ -31,6 +32,21 @@ async def service_health(daemon: SynapseDaemon, request: web.Request) -> web.Res
     servers = await daemon.controller.backend_servers(backend) if daemon.controller else None
     ok, body = service_verdict(name, backend, servers, min_up)
     return json_response(body, 200 if ok else 503)
+
+
+def degraded(daemon: SynapseDaemon) -> list[str]:
+    """/health's ``degraded``: services served otherwise than their config says, for a
+    typo that still loads (HAProxy runs what synapse wants: /health stays 200; a 503 would
+    have a supervisor restart synapse, which starts from the typo alone)."""
+    said = daemon.service_watchers.degraded()  # a SIGHUP's discovery lists no server
+    reconciler = daemon.reconciler
+    for name, selection in (reconciler.selections() if reconciler else {}).items():
+        service = daemon.config.services.get(name)
+        if selection.unmatched and service is not None:
+            filters = filters_text(service.discovery.label_filters)
+            said.append(f"{name}: {selection.unmatched} records, every one dropped by "
+                        f"label_filters {filters}")  # fmt: skip
+    return said
 
 
 def daemon_status(daemon: SynapseDaemon) -> dict[str, Any]:

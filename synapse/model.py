@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -49,6 +49,9 @@ class Report:
     # Some of the watcher's sources have not answered yet (a ``multi`` union's child): the
     # servers listed are there, the others the service had may be too (reload_diff.Holds)
     partial: bool = False
+    # The label_filters of the discovery the sending watcher was made from (set on its way
+    # by synapse.watcher_swap); None: the service config's. (Not compared: a config's.)
+    filters: Sequence[Any] | None = field(default=None, compare=False)
 
 
 Sink = Callable[[Report], None]

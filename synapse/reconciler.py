@@ -418,7 +418,8 @@ class Reconciler:
             previous = service.selection  # (a restarted synapse's first report may be empty)
             if previous is None and not found and service.report and self.state_cache:
                 previous = self.state_cache.selection(name, service.config, policy)
-            selection = select_servers(service.config, found, previous, policy, origin)
+            filters = service.report.filters if service.report is not None else None
+            selection = select_servers(service.config, found, previous, policy, origin, filters)
             report_options(name, selection, service)
             if selection.leader_failed and not (
                 service.selection and service.selection.leader_failed

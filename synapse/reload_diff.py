@@ -34,6 +34,7 @@ class ServiceState:
     selection: Selection | None = None
     reported_options: tuple[str, ...] = ()  # the last logged (synapse.options_report)
     reported_ignored: tuple[str, ...] = ()
+    reported_unmatched: bool = False  # label_filters_match_nothing said (options_report)
     desired: DesiredService | None = None  # built from selection; None when it changed
     held: Hold | None = None  # what partial reports keep (``Holds``)
 

@@ -51,6 +51,9 @@ class Selection:
     # Records' server options left off because registry_server_options.allow is false
     # (distinct, sorted): Ruby would append them, so synapse.options_report says so.
     ignored_options: tuple[str, ...] = field(default=(), compare=False)
+    # Records listed whose every one the label filters dropped (0: one passed, or none was
+    # listed): a typo in a filter's value must be said, not just serve nothing.
+    unmatched: int = field(default=0, compare=False)
 
     def __len__(self) -> int:
         return len(self.servers)
@@ -82,6 +85,23 @@ def labels_match(labels: Mapping[str, str], filters: Sequence[LabelFilter]) -> b
         if rule.condition == "not-equals" and value == rule.value:
             return False
     return True
+
+
+def filters_text(filters: Sequence[LabelFilter]) -> str:
+    """``zone=az1,canary!=true``: label filters as a log field."""
+    return ",".join(
+        f"{f.label}{'!=' if f.condition == 'not-equals' else '='}{f.value}" for f in filters
+    )
+
+
+def no_server_reason(found: Sequence[Found], filters: Sequence[LabelFilter]) -> str | None:
+    """Why a discovery's list gives its service no server; None when a record passes the
+    label filters (a SIGHUP's new watcher: synapse.watcher_swap waits for one)."""
+    if not found:
+        return "the new discovery lists no servers"
+    if any(labels_match(item.registration.labels, filters) for item in found):
+        return None
+    return f"{len(found)} records, every one dropped by label_filters {filters_text(filters)}"
 
 
 def _record(server: Server, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -137,9 +157,11 @@ def discovered_selection(
     options_policy: RegistryServerOptions | None,
     origin: str = ORIGIN_DISCOVERY,
     previous: Selection | None = None,
+    filters: Sequence[LabelFilter] | None = None,
 ) -> Selection:
     """Label-filtered, port-overridden servers from registrations, deduplicated by name;
-    a server of ``previous`` is reused for the very same registration (``_reusable``)."""
+    a server of ``previous`` is reused for the very same registration (``_reusable``).
+    ``filters``: the report's (its watcher's discovery), else the config's."""
     use_weight = config.haproxy.use_nerve_weights
     basis = _basis(config, options_policy)
     reuse = _reusable(previous, basis)
@@ -151,8 +173,10 @@ def discovered_selection(
     ignoring = options_policy is not None and not options_policy.allow
     seen: set[str] = set()
     leader_failed = False
-    filters = config.discovery.label_filters
+    filters = config.discovery.label_filters if filters is None else filters
+    listed = len(found)
     found = [item for item in found if labels_match(item.registration.labels, filters)]
+    unmatched = listed if filters and not found else 0
     if config.leader_election:
         elected = elect_leader(found)
         leader_failed = bool(found) and not elected
@@ -187,7 +211,7 @@ def discovered_selection(
         else:
             records.append(reg)
     return Selection(tuple(servers), tuple(records), origin, tuple(dropped), leader_failed, basis,
-                     tuple(sorted(ignored)))  # fmt: skip
+                     tuple(sorted(ignored)), unmatched)  # fmt: skip
 
 
 def _kept_discovered(config: ServiceConfig, previous: Selection) -> Selection | None:
@@ -229,6 +253,7 @@ def select_servers(
     previous: Selection | None,
     options_policy: RegistryServerOptions | None = None,
     origin: str = ORIGIN_DISCOVERY,
+    filters: Sequence[LabelFilter] | None = None,
 ) -> Selection:
     """The servers a service should have now.
 
@@ -239,13 +264,15 @@ def select_servers(
     list (whatever that setting when ``found`` is None: nothing is known yet, so the
     previous list's discovered servers stay, with the current defaults beside them only
     with ``keep_default_servers``). Unlike Airbnb, label filters apply to discovered
-    servers only, so defaults never vanish because they carry no labels.
+    servers only, so defaults never vanish because they carry no labels. ``filters``: the
+    report's (its watcher's label filters), else the config's: the running watcher's lists
+    keep its own filters until a SIGHUP's new watcher takes over (synapse.watcher_swap).
     """
     if found is None and previous is not None and previous.origin != ORIGIN_STATE_FILE:
         kept = _kept_discovered(config, previous)
         if kept is not None:  # not heard from yet (a SIGHUP's new watcher): no defaults alone
             return kept
-    chosen = discovered_selection(config, found or (), options_policy, origin, previous)
+    chosen = discovered_selection(config, found or (), options_policy, origin, previous, filters)
     if config.keep_default_servers and config.default_servers:
         defaults = default_selection(config, config.port_override)
         names = {s.name for s in chosen.servers}
@@ -259,15 +286,18 @@ def select_servers(
             chosen.leader_failed,
             chosen.basis,
             chosen.ignored_options,
+            chosen.unmatched,
         )
     if chosen.servers:
         return chosen
     if config.default_servers:
-        return replace(default_selection(config), leader_failed=chosen.leader_failed)
+        return replace(default_selection(config), leader_failed=chosen.leader_failed,
+                       unmatched=chosen.unmatched)  # fmt: skip
     # Not heard from yet (a new watcher after a SIGHUP) is not "returns nothing": kept.
     keep_previous = config.use_previous_backends or found is None
     if keep_previous and previous is not None and previous.servers:
         origin_kept = previous.origin if previous.origin == ORIGIN_STATE_FILE else ORIGIN_PREVIOUS
         return Selection(previous.servers, previous.sources, origin_kept, basis=previous.basis,
-                         ignored_options=previous.ignored_options)  # fmt: skip
-    return Selection(origin=ORIGIN_NONE if found is None else origin)
+                         ignored_options=previous.ignored_options,
+                         unmatched=chosen.unmatched)  # fmt: skip
+    return Selection(origin=ORIGIN_NONE if found is None else origin, unmatched=chosen.unmatched)

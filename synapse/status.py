@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from synapse.selection import Selection
+from synapse.selection import Selection, filters_text
 
 if TYPE_CHECKING:
     from synapse.reload_diff import ServiceState
@@ -52,7 +52,7 @@ def service_status(services: Mapping[str, ServiceState]) -> dict[str, dict[str, 
     """Per service, the reconciler's view: its backend, its servers and where they came from."""
     out: dict[str, dict[str, Any]] = {}
     for name, service in services.items():
-        selection = service.selection or Selection()
+        selection = service.selection if service.selection is not None else Selection()
         out[name] = {
             "backend": service.config.haproxy.backend_name or name,
             "origin": selection.origin,
@@ -68,6 +68,13 @@ def service_status(services: Mapping[str, ServiceState]) -> dict[str, dict[str, 
                 for s in selection.servers
             ],
             "reported": service.report is not None,
+            # every record listed was dropped by label_filters (options_report says it)
+            "label_filters_match_nothing": {
+                "records": selection.unmatched,
+                "filters": filters_text(service.config.discovery.label_filters),
+            }
+            if selection.unmatched
+            else None,
             "haproxy_disabled": service.config.haproxy.disabled,
         }
     return out

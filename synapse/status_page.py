@@ -181,7 +181,7 @@ def service_data(
         "w": {
             "m": watcher.get("method"),
             "c": watcher.get("connected"),
-            "e": watcher.get("error"),
+            "e": watcher.get("error") or _typo(view, watcher),  # (a problem: the row is red)
             "sk": watcher.get("skipped_records") or 0,
         },
         "up": sum(row[2] == "UP" for row in servers),
@@ -195,6 +195,19 @@ def service_data(
         "s": servers,
     }
     return data, tuple((row[0], row[2], row[3]) for row in servers)
+
+
+def _typo(view: Mapping[str, Any], watcher: Mapping[str, Any]) -> str | None:
+    """A config typo that still loads: a SIGHUP's discovery with no server (the previous
+    one followed: synapse.watcher_swap), or label_filters that drop every record."""
+    empty = (watcher.get("replacing") or {}).get("empty")
+    if empty:
+        return f"new discovery: {empty}; the previous one is followed"
+    unmatched = view.get("label_filters_match_nothing")
+    if unmatched:
+        return (f"{unmatched['records']} records, every one dropped by label_filters "
+                f"{unmatched['filters']}")  # fmt: skip
+    return None
 
 
 def page_data(

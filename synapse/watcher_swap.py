@@ -21,6 +21,16 @@ afresh: a docker_services change applies the config too, and would reconnect it 
 container event. Reports are routed by watcher identity: a replaced or dropped watcher's
 late reports reach nobody. A waiting watcher's values stay out of the service's gauges
 (``Watcher.hide_gauges``) until it takes over.
+
+A new watcher's list that gives the service no server (nothing at the path or prefix, or
+every record dropped by its label_filters) does not complete the swap while the running
+watcher's list has servers: a typo that still loads must not empty a serving backend
+(with ``use_previous_backends`` it froze it: an instance withdrawn meanwhile kept its
+traffic). The old watcher is followed on, the wait is said as a stall (with why), /health
+lists it under ``degraded``, and the swap completes at the new watcher's first list with a
+server, or when the old one's has none either. Each report carries its watcher's label
+filters (``Report.filters``): the running watcher's lists are selected with its own, not
+with the SIGHUP's new ones, until the swap.
 """
 
 from __future__ import annotations
@@ -30,13 +40,14 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from smartstack.logs import event
 from smartstack.modelbase import same_model
 from synapse.config import ServiceConfig
 from synapse.model import Report, Sink
+from synapse.selection import no_server_reason
 from synapse.watchers import Watcher
 
 log = logging.getLogger("synapse.watcher_swap")
@@ -56,6 +67,8 @@ class Swap:
     timer: asyncio.TimerHandle
     stalled: bool = False  # patience ran out (said once)
     partial: Report | None = None  # its latest partial report: the swap's, should it stall
+    empty: str | None = None  # why its latest list gives no server while the old one's does
+    latest: Report | None = None  # that list: the swap's, should the old one's empty too
 
 
 class ServiceWatchers:
@@ -70,6 +83,7 @@ class ServiceWatchers:
         self.patience = patience
         self._retiring: dict[asyncio.Task[None], str] = {}
         self._sighup = False  # the next drop is a SIGHUP's: stalled replacements start afresh
+        self._lists: dict[str, Report] = {}  # each running watcher's latest report
 
     async def start(self, name: str, service: ServiceConfig) -> None:
         """The watcher of a service that has none (at the start, or a SIGHUP added it)."""
@@ -89,6 +103,7 @@ class ServiceWatchers:
         dropped = []
         for name in [n for n in self.active if n not in services]:
             dropped.append(self.active.pop(name))
+            self._lists.pop(name, None)
         for name, swap in list(self.pending.items()):
             service = services.get(name)
             wanted = service is not None and same_model(swap.watcher.discovery, service.discovery)
@@ -117,25 +132,49 @@ class ServiceWatchers:
 
     def _route(self, watcher: Watcher, report: Report) -> None:
         name = watcher.service
+        # with its own filters: a SIGHUP's new ones must not empty the old watcher's lists
+        report = replace(report, filters=watcher.discovery.label_filters)
+        swap = self.pending.get(name)
         if self.active.get(name) is watcher:
+            self._lists[name] = report
+            if swap is not None and swap.latest is not None and not self._serves(name):
+                self._swap(name, swap.latest)  # neither has a server: the new config's rules
+                return
             self._sink(report)
             return
-        swap = self.pending.get(name)
         if swap is None or swap.watcher is not watcher:
             return  # a replaced or dropped watcher's
         if report.partial and not swap.stalled and not _covers_change(self.active[name], watcher):
             swap.partial = report  # (the swap's, should the silent child stay silent)
             return
-        self._swap(name, report)
+        swap.partial = None  # (this one is newer)
+        if not self._held(name, swap, report):
+            self._swap(name, report)
+
+    def _serves(self, name: str) -> bool:
+        """Whether the running watcher's latest list gives the service a server."""
+        last = self._lists.get(name)
+        return last is not None and no_server_reason(last.found, last.filters or ()) is None
+
+    def _held(self, name: str, swap: Swap, report: Report) -> bool:
+        """Whether the swap waits: ``report`` gives no server, the old watcher's list does."""
+        reason = no_server_reason(report.found, report.filters or ())
+        if reason is None or not self._serves(name):
+            return False
+        if swap.empty is None:
+            event(log, "watcher_swap_held", service=name, reason=reason)
+        swap.empty, swap.latest = reason, report
+        return True
 
     def _swap(self, name: str, report: Report) -> None:
         swap = self._unpend(name)
         old, self.active[name] = self.active[name], swap.watcher
         old.hide_gauges()  # (until its stop, next)
         swap.watcher.publish_gauges()
+        self._lists[name] = report
         event(log, "watcher_swapped", service=name, method=swap.watcher.method,
               replaced=old.method, after_s=round(time.time() - swap.since, 3),
-              partial=report.partial)  # fmt: skip
+              partial=report.partial, **({"held": swap.empty} if swap.empty else {}))  # fmt: skip
         self._sink(report)  # the whole list: the old watcher's servers are replaced at once
         task = asyncio.get_running_loop().create_task(old.stop(), name=f"unwatch-{name}")
         self._retiring[task] = name
@@ -155,14 +194,15 @@ class ServiceWatchers:
         swap = self.pending.get(name)
         if swap is None:
             return
-        if swap.partial is not None:  # a silent child's: the change applied, its servers held
-            self._swap(name, swap.partial)
+        partial = swap.partial  # a silent child's: the change applied, its servers held
+        if partial is not None and not self._held(name, swap, partial):
+            self._swap(name, partial)
             return
         swap.stalled = True
         watcher = swap.watcher
         event(log, "watcher_swap_stalled", level=logging.ERROR, service=name,
               method=watcher.method, waited_s=round(time.time() - swap.since, 1),
-              error=watcher.last_error or "no complete report yet",
+              error=swap.empty or watcher.last_error or "no complete report yet",
               keeping=f"{self.active[name].method} watcher of the previous config")  # fmt: skip
 
     def status(self) -> dict[str, dict[str, Any]]:
@@ -173,8 +213,15 @@ class ServiceWatchers:
             swap = self.pending.get(name)
             if swap is not None:
                 out[name]["replacing"] = {**swap.watcher.status(), "since": swap.since,
-                                          "stalled": swap.stalled}  # fmt: skip
+                                          "stalled": swap.stalled, "empty": swap.empty}  # fmt: skip
         return out
+
+    def degraded(self) -> list[str]:
+        """For /health: the services following their old discovery because the new one
+        gives them no server."""
+        return [f"{name}: {swap.empty}; serving the previous discovery's servers since "
+                f"{round(time.time() - swap.since, 1)} s"
+                for name, swap in self.pending.items() if swap.empty]  # fmt: skip
 
     def stop_steps(self) -> list[Step]:
         """Everything to stop at the daemon's stop (each bounded by the caller): the running

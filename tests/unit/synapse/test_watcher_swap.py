@@ -44,21 +44,24 @@ class FakeWatcher:
     def publish_gauges(self) -> None:
         pass
 
-    def send(self, *ports: int, partial: bool = False) -> None:
-        found = tuple(Found(Registration("127.0.0.1", p, f"i{p}"), f"zk:{p}") for p in ports)
+    def send(self, *ports: int, partial: bool = False, zone: str = "az1") -> None:
+        found = tuple(Found(Registration("127.0.0.1", p, f"i{p}", labels={"zone": zone}),
+                            f"zk:{p}") for p in ports)  # fmt: skip
         self.sink(Report(self.service, self.method, found, partial=partial))
 
 
-def service(path: str) -> ServiceConfig:
-    return ServiceConfig.model_validate(
-        {"discovery": {"method": "zookeeper", "hosts": ["127.0.0.1:2181"], "path": path}}
-    )
+def service(path: str, zone: str | None = None) -> ServiceConfig:
+    discovery: dict[str, Any] = {"method": "zookeeper", "hosts": ["127.0.0.1:2181"], "path": path}
+    if zone is not None:
+        discovery["label_filters"] = [{"label": "zone", "value": zone}]
+    return ServiceConfig.model_validate({"discovery": discovery})
 
 
 class Rig:
     def __init__(self, patience: float = 60.0) -> None:
         self.made: list[FakeWatcher] = []
         self.got: list[tuple[int, ...]] = []
+        self.reports: list[Report] = []
         self.set = ServiceWatchers(self._create, self._sink, patience)  # type: ignore[arg-type]
 
     def _create(self, name: str, config: ServiceConfig, sink: Sink) -> FakeWatcher:
@@ -67,6 +70,7 @@ class Rig:
 
     def _sink(self, report: Report) -> None:
         self.got.append(tuple(f.registration.port for f in report.found))
+        self.reports.append(report)
 
     async def reload(self, services: dict[str, ServiceConfig]) -> None:
         """What the daemon's apply_config does with them."""
@@ -225,3 +229,75 @@ async def test_the_daemons_stop_stops_both_and_the_replaced_one_still_stopping()
     assert rig.set.active["web"] is web and not rig.set.pending
     loop_tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("unwatch-")]
     assert all(t.done() for t in loop_tasks) and api.stops == 1
+
+
+# A SIGHUP's discovery that gives the service no server (a path typo, an empty prefix, a
+# label_filters value typo) while the running one does: the old watcher is followed on
+# (review s27: the swap emptied the backend, or froze it with use_previous_backends).
+
+
+async def test_a_new_discovery_that_lists_no_server_waits_and_the_old_one_follows_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    rig = Rig(patience=0.05)
+    await rig.set.start("web", service("/web"))
+    [old] = rig.made
+    old.send(1, 2, 3)
+    await rig.reload({"web": service("/wbe")})  # the typo
+    new = rig.made[-1]
+    new.send()  # a missing or empty path: a complete, empty list
+    assert rig.set.active["web"] is old and rig.set.pending["web"].empty is not None
+    assert rig.set.degraded() == [
+        "web: the new discovery lists no servers; serving the previous discovery's "
+        "servers since 0.0 s"
+    ]
+    old.send(1, 2)  # an instance withdrawn meanwhile: followed, not frozen
+    assert rig.got == [(1, 2, 3), (1, 2)]
+    await asyncio.sleep(0.1)
+    [said] = [r for r in caplog.records if r.getMessage() == "watcher_swap_stalled"]
+    fields = said.smartstack_fields  # type: ignore[attr-defined]
+    assert said.levelno == logging.ERROR and fields["error"] == "the new discovery lists no servers"
+    assert rig.set.status()["web"]["replacing"]["empty"] == "the new discovery lists no servers"
+    new.send(7)  # the first record at the new path: the swap completes
+    assert rig.got[-1] == (7,) and rig.set.active["web"] is new and not rig.set.degraded()
+    await settle()
+    assert old.stops == 1
+
+
+async def test_new_label_filters_that_drop_every_record_wait_and_the_old_lists_keep_theirs() -> (
+    None
+):
+    rig = Rig()
+    await rig.set.start("web", service("/web", zone="az1"))
+    [old] = rig.made
+    old.send(1, 2)
+    assert [f.value for f in rig.reports[-1].filters or ()] == ["az1"]
+    await rig.reload({"web": service("/web", zone="az-1")})  # a value typo
+    new = rig.made[-1]
+    new.send(1, 2)
+    assert rig.set.active["web"] is old
+    assert rig.set.pending["web"].empty == "2 records, every one dropped by label_filters zone=az-1"
+    old.send(1)  # selected with the old watcher's filters (the reconciler: Report.filters)
+    assert rig.got[-1] == (1,) and [f.value for f in rig.reports[-1].filters or ()] == ["az1"]
+    new.send(1, 3, zone="az-1")  # records that pass the new filters: it takes over
+    assert rig.set.active["web"] is new and rig.got[-1] == (1, 3)
+
+
+async def test_a_swap_waiting_for_a_server_completes_when_the_old_list_has_none_either() -> None:
+    rig = Rig()
+    await rig.set.start("web", service("/web"))
+    [old] = rig.made
+    old.send(1)
+    await rig.reload({"web": service("/other")})
+    new = rig.made[-1]
+    new.send()
+    assert rig.set.active["web"] is old
+    old.send()  # the old one lists nothing now: nothing to keep, the new config's rules
+    assert rig.set.active["web"] is new and rig.got == [(1,), ()]
+    # and a new watcher's empty list beside an old one that never listed a server swaps
+    rig2 = Rig()
+    await rig2.set.start("web", service("/web"))
+    await rig2.reload({"web": service("/other")})
+    rig2.made[-1].send()
+    assert rig2.set.active["web"] is rig2.made[-1]
