@@ -7,9 +7,9 @@ clients wait for the new one instead of failing (testbed/demo_crash.py). Then th
 (testbed/demo_zones.py): a service in three availability zones, the local zone is lost,
 traffic spreads evenly over the other two, and comes back; clients carrying the zone
 cookie stay in their zone. A reload under kept-alive clients (testbed/demo_reload.py), a
-nerve killed and restarted while its instance stays in HAProxy (demo_restart.py), and last
-a reload held for seconds while an instance is withdrawn beside it (demo_window.py).
-Everything runs on 127.0.0.1 and is stopped at the end (``--keep`` keeps it up).
+nerve restarted while its instance stays in HAProxy (demo_restart.py), a reload held for
+seconds while an instance is withdrawn beside it (demo_window.py), and last a SIGHUP with a
+misspelled prefix that empties nothing (demo_typo.py). All on 127.0.0.1, stopped at the end.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 from testbed.demo_crash import haproxy_crash
 from testbed.demo_reload import reload_act
 from testbed.demo_restart import nerve_restart_act
+from testbed.demo_typo import typo_act
 from testbed.demo_window import slow_reload_act
 from testbed.demo_zones import ZoneAct
 from testbed.etcd import EtcdCluster
@@ -431,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         nerve_restart_act(demo.nerves["app-1"], "app-1", lambda: demo._in_rotation(port), say,
                           detail)  # fmt: skip
         slow_reload_act(demo, BIN, SERVICE, say, detail)
+        typo_act(demo, SERVICE, say, detail)
         if args.keep:
             demo.keep_running()
         ok = True

@@ -92,3 +92,8 @@ def test_demo_runs_to_completion_and_cleans_up() -> None:
     assert "app-1 out of HAProxy meanwhile: 0.000 s" in out, out
     assert re.search(r"nerve pid \d+ exited 0 leaving its registration", out), out
     assert re.search(r"requests since the crash: [1-9]\d* served", out), out
+    # The typo act: a SIGHUP misspelling the etcd prefix emptied nothing: synapse kept the
+    # old prefix, said so on /health, and swapped back to the fixed file without a reload.
+    assert "/health says: hello: the new discovery lists no servers" in out, out
+    assert "meanwhile every app kept serving (app-1, app-2, app-3)" in out, out
+    assert "typo act: failed requests 0, HAProxy reloads 0" in out, out
