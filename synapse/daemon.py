@@ -44,7 +44,7 @@ from synapse.discovery_config import DiscoveryConfig, etcd_key, etcd_transport
 from synapse.metrics import SynapseMetrics
 from synapse.model import Report, Sink
 from synapse.reconciler import Reconciler
-from synapse.selection import Selection
+from synapse.selection import ORIGIN_DEFAULT, Selection
 from synapse.server_info import ServerInfoCollector
 from synapse.server_options import unknown_keywords
 from synapse.watcher_swap import ServiceWatchers
@@ -96,7 +96,9 @@ class SynapseDaemon:
         self.registry.register(ServerInfoCollector(self._current_servers))
         self.controller: Applier | None = None
         self.reconciler: Reconciler | None = None
-        self.service_watchers = ServiceWatchers(self._create_watcher, self._report)
+        self.service_watchers = ServiceWatchers(
+            self._create_watcher, self._report, serving=self._serving
+        )
         self.watchers: dict[str, Watcher] = self.service_watchers.active  # one per service
         self.admin: AdminServer | None = None
         self.zk_pool: ZooKeeperPool | None = None
@@ -394,6 +396,12 @@ class SynapseDaemon:
 
         server = admin_server(self)
         self.admin = server if server is not None and await start_or_log(server) else None
+
+    def _serving(self, name: str) -> bool:
+        """Whether HAProxy is given servers for ``name`` (a held SIGHUP swap's question)."""
+        selection = self.reconciler.selections().get(name) if self.reconciler else None
+        # (default_servers only: the new config gives them too, nothing to hold on to)
+        return bool(selection and selection.servers and selection.origin != ORIGIN_DEFAULT)
 
     def _current_servers(self) -> tuple[dict[str, Selection], dict[str, ServiceConfig]]:
         selections = self.reconciler.selections() if self.reconciler else {}

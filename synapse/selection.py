@@ -51,8 +51,9 @@ class Selection:
     # Records' server options left off because registry_server_options.allow is false
     # (distinct, sorted): Ruby would append them, so synapse.options_report says so.
     ignored_options: tuple[str, ...] = field(default=(), compare=False)
-    # Records listed whose every one the label filters dropped (0: one passed, or none was
-    # listed): a typo in a filter's value must be said, not just serve nothing.
+    # Records listed whose every one the label filters dropped (0: one passed): a typo in a
+    # filter's value must be said, not just serve nothing. An empty list keeps the previous
+    # selection's count: only a record that passes ends it (label_filters_match_again).
     unmatched: int = field(default=0, compare=False)
 
     def __len__(self) -> int:
@@ -177,6 +178,8 @@ def discovered_selection(
     listed = len(found)
     found = [item for item in found if labels_match(item.registration.labels, filters)]
     unmatched = listed if filters and not found else 0
+    if filters and not listed and previous is not None:
+        unmatched = previous.unmatched  # (an empty list proves no filter right or wrong)
     if config.leader_election:
         elected = elect_leader(found)
         leader_failed = bool(found) and not elected

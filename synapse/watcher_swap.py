@@ -26,11 +26,16 @@ A new watcher's list that gives the service no server (nothing at the path or pr
 every record dropped by its label_filters) does not complete the swap while the running
 watcher's list has servers: a typo that still loads must not empty a serving backend
 (with ``use_previous_backends`` it froze it: an instance withdrawn meanwhile kept its
-traffic). The old watcher is followed on, the wait is said as a stall (with why), /health
-lists it under ``degraded``, and the swap completes at the new watcher's first list with a
-server, or when the old one's has none either. Each report carries its watcher's label
-filters (``Report.filters``): the running watcher's lists are selected with its own, not
-with the SIGHUP's new ones, until the swap.
+traffic). "Serves" is the service's current selection (``serving``: what HAProxy is given,
+a state file's or previous list included, as when the old watcher never read), or the old
+watcher's latest list. The old watcher is followed on, the wait is said as a stall (with
+why), /health lists it under ``degraded``, and the swap completes only at the new watcher's
+first list with a server (or a SIGHUP that changes the discovery again). An old list that
+empties meanwhile (every instance failing its check for a second) goes to the reconciler
+under the config's rules (``use_previous_backends``), the swap still held: completing it
+then committed the typo for good, the instances' return unheard. Each report carries its
+watcher's label filters (``Report.filters``): the running watcher's lists are selected with
+its own, not with the SIGHUP's new ones, until the swap.
 """
 
 from __future__ import annotations
@@ -56,6 +61,10 @@ SWAP_PATIENCE = 10.0  # seconds a new watcher may take for its first report befo
 
 Create = Callable[[str, ServiceConfig, Sink], Watcher]
 Step = tuple[str, Callable[[], Awaitable[Any]]]
+_SERVING = {
+    True: "serving the previous discovery's servers",
+    False: "following the previous discovery, whose list gives no server either",
+}
 
 
 @dataclass
@@ -67,15 +76,20 @@ class Swap:
     timer: asyncio.TimerHandle
     stalled: bool = False  # patience ran out (said once)
     partial: Report | None = None  # its latest partial report: the swap's, should it stall
-    empty: str | None = None  # why its latest list gives no server while the old one's does
-    latest: Report | None = None  # that list: the swap's, should the old one's empty too
+    empty: str | None = None  # why its lists give no server (held: until one does)
 
 
 class ServiceWatchers:
     """The running watcher of every service (``active``), the ones replacing them
     (``pending``) and the replaced ones still stopping."""
 
-    def __init__(self, create: Create, sink: Sink, patience: float = SWAP_PATIENCE) -> None:
+    def __init__(
+        self,
+        create: Create,
+        sink: Sink,
+        patience: float = SWAP_PATIENCE,
+        serving: Callable[[str], bool] | None = None,
+    ) -> None:
         self.active: dict[str, Watcher] = {}
         self.pending: dict[str, Swap] = {}
         self._create = create
@@ -84,6 +98,8 @@ class ServiceWatchers:
         self._retiring: dict[asyncio.Task[None], str] = {}
         self._sighup = False  # the next drop is a SIGHUP's: stalled replacements start afresh
         self._lists: dict[str, Report] = {}  # each running watcher's latest report
+        # whether a service's current selection has a server (the reconciler's view)
+        self._serving = serving or (lambda name: False)
 
     async def start(self, name: str, service: ServiceConfig) -> None:
         """The watcher of a service that has none (at the start, or a SIGHUP added it)."""
@@ -136,10 +152,7 @@ class ServiceWatchers:
         report = replace(report, filters=watcher.discovery.label_filters)
         swap = self.pending.get(name)
         if self.active.get(name) is watcher:
-            self._lists[name] = report
-            if swap is not None and swap.latest is not None and not self._serves(name):
-                self._swap(name, swap.latest)  # neither has a server: the new config's rules
-                return
+            self._lists[name] = report  # (even empty: a held swap waits on, see the top)
             self._sink(report)
             return
         if swap is None or swap.watcher is not watcher:
@@ -152,18 +165,21 @@ class ServiceWatchers:
             self._swap(name, report)
 
     def _serves(self, name: str) -> bool:
-        """Whether the running watcher's latest list gives the service a server."""
+        """Whether the service has a server now: its selection (a state file's too, while
+        the running watcher never read), or the running watcher's latest list."""
         last = self._lists.get(name)
-        return last is not None and no_server_reason(last.found, last.filters or ()) is None
+        listed = last is not None and no_server_reason(last.found, last.filters or ()) is None
+        return listed or self._serving(name)
 
     def _held(self, name: str, swap: Swap, report: Report) -> bool:
-        """Whether the swap waits: ``report`` gives no server, the old watcher's list does."""
+        """Whether the swap waits: ``report`` gives no server, and the service had one at
+        the first such list (once held, it stays so until a list gives one)."""
         reason = no_server_reason(report.found, report.filters or ())
-        if reason is None or not self._serves(name):
+        if reason is None or (swap.empty is None and not self._serves(name)):
             return False
         if swap.empty is None:
             event(log, "watcher_swap_held", service=name, reason=reason)
-        swap.empty, swap.latest = reason, report
+        swap.empty = reason
         return True
 
     def _swap(self, name: str, report: Report) -> None:
@@ -218,8 +234,8 @@ class ServiceWatchers:
 
     def degraded(self) -> list[str]:
         """For /health: the services following their old discovery because the new one
-        gives them no server."""
-        return [f"{name}: {swap.empty}; serving the previous discovery's servers since "
+        gives them no server (said while the old one's list is empty too)."""
+        return [f"{name}: {swap.empty}; {_SERVING[self._serves(name)]} since "
                 f"{round(time.time() - swap.since, 1)} s"
                 for name, swap in self.pending.items() if swap.empty]  # fmt: skip
 

@@ -84,3 +84,50 @@ def test_a_sighup_to_a_missing_path_keeps_following_the_old_one_until_records_ap
     finally:
         writer.stop()
         writer.close()
+
+
+def test_a_brief_outage_of_the_old_instances_while_held_does_not_commit_the_typo(
+    zk: ZooKeeperServer, http_backend_factory
+) -> None:
+    """Review s27 cr2: held (a SIGHUP to a missing path), then every old instance failed its
+    check for 0.7 s: the swap completed on the old list's emptiness and, the instances back,
+    496 of 496 requests failed for good with /health ok and nothing degraded."""
+    a, b = (http_backend_factory(n) for n in ("a", "b"))
+    writer = KazooClient(hosts=zk.hosts)
+    writer.start(20)
+    try:
+        old = "/blip/web"
+        writer.ensure_path(old)
+        port = free_port()
+
+        def web(path: str) -> dict[str, Any]:
+            return {"discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
+                    "use_previous_backends": False,
+                    "haproxy": {"port": port, "bind_address": "127.0.0.1"}}  # fmt: skip
+
+        def register() -> list[str]:
+            return [writer.create(f"{old}/{x.name}_", nerve_record(x), sequence=True,
+                                  ephemeral=True) for x in (a, b)]  # fmt: skip
+
+        with Synapse({"web": web(old)}) as syn:
+            znodes = register()
+            wait_serving(port, {"a", "b"})
+            syn.config["services"]["web"] = web("/blip/wbe")  # the typo: nothing there
+            syn.write_config()
+            since = log_since(syn)
+            syn.signal(signal.SIGHUP)
+            wait_until(lambda: "event=watcher_swap_held" in since(), 30, what=since())
+            for znode in znodes:  # every old instance fails its check: the old list empties
+                writer.delete(znode)
+            wait_until(lambda: syn.status()["services"]["web"]["servers"] == [], 15,
+                       what=since())  # fmt: skip
+            register()  # back: followed (the swap still waits for a server at the new path)
+            wait_serving(port, {"a", "b"})
+            assert "event=watcher_swapped" not in since(), since()
+            health = json.loads(syn.admin("/health"))
+            assert health["ok"] and health["degraded"][0].startswith(
+                "web: the new discovery lists no servers; serving the previous discovery's"
+            ), health
+    finally:
+        writer.stop()
+        writer.close()

@@ -87,3 +87,23 @@ def test_the_status_page_shows_it_as_the_services_problem() -> None:
     held = {"watcher": {"replacing": {"empty": "the new discovery lists no servers"}}}
     data, _ = service_data("web", held, {}, {})
     assert data["w"]["e"].startswith("new discovery: the new discovery lists no servers")
+
+
+def test_a_list_that_merely_empties_keeps_it_said(caplog: pytest.LogCaptureFixture) -> None:
+    """Records 3 -> 0 -> 1 with the typo in place: one match_nothing, no match_again, and
+    /status keeps it (review s27 cr2: match_again with 0 servers, /health's degraded gone)."""
+    caplog.set_level(logging.INFO)
+    cfg = config()
+    state = ServiceState(cfg, cfg)
+    for found in (RECORDS, [], RECORDS[:1]):
+        state.selection = select_servers(cfg, found, state.selection)
+        report_options("web", state.selection, state)
+        assert service_status({"web": state})["web"]["label_filters_match_nothing"] is not None
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("label_filters")]
+    assert said == ["label_filters_match_nothing"]
+    state.selection = select_servers(config("az1"), [], state.selection)  # fixed, still empty
+    report_options("web", state.selection, state)
+    assert state.reported_unmatched  # (no record passed yet)
+    state.selection = select_servers(cfg, [_az("-1")], state.selection)  # a record passes
+    report_options("web", state.selection, state)
+    assert [r.getMessage() for r in caplog.records][-1] == "label_filters_match_again"

@@ -58,11 +58,13 @@ def service(path: str, zone: str | None = None) -> ServiceConfig:
 
 
 class Rig:
-    def __init__(self, patience: float = 60.0) -> None:
+    def __init__(self, patience: float = 60.0, serving: bool = False) -> None:
         self.made: list[FakeWatcher] = []
         self.got: list[tuple[int, ...]] = []
         self.reports: list[Report] = []
-        self.set = ServiceWatchers(self._create, self._sink, patience)  # type: ignore[arg-type]
+        self.serving = serving  # the reconciler's view: HAProxy is given servers (state file)
+        self.set = ServiceWatchers(self._create, self._sink, patience,  # type: ignore[arg-type]
+                                   lambda name: self.serving)  # fmt: skip
 
     def _create(self, name: str, config: ServiceConfig, sink: Sink) -> FakeWatcher:
         self.made.append(FakeWatcher(name, config, sink))
@@ -284,20 +286,48 @@ async def test_new_label_filters_that_drop_every_record_wait_and_the_old_lists_k
     assert rig.set.active["web"] is new and rig.got[-1] == (1, 3)
 
 
-async def test_a_swap_waiting_for_a_server_completes_when_the_old_list_has_none_either() -> None:
+async def test_an_old_list_that_empties_while_held_is_followed_and_the_swap_waits_on() -> None:
+    """Review s27 cr2: every old instance failing its check for a second completed the swap
+    to the typo for good (their return unheard; 496/496 requests failed after it)."""
     rig = Rig()
     await rig.set.start("web", service("/web"))
     [old] = rig.made
-    old.send(1)
-    await rig.reload({"web": service("/other")})
+    old.send(1, 2, 3)
+    await rig.reload({"web": service("/wbe")})  # the typo
     new = rig.made[-1]
     new.send()
-    assert rig.set.active["web"] is old
-    old.send()  # the old one lists nothing now: nothing to keep, the new config's rules
-    assert rig.set.active["web"] is new and rig.got == [(1,), ()]
-    # and a new watcher's empty list beside an old one that never listed a server swaps
-    rig2 = Rig()
-    await rig2.set.start("web", service("/web"))
-    await rig2.reload({"web": service("/other")})
-    rig2.made[-1].send()
-    assert rig2.set.active["web"] is rig2.made[-1]
+    old.send()  # the old instances' blip: to the reconciler (the config's rules apply)
+    await settle()
+    assert rig.got == [(1, 2, 3), ()] and rig.set.active["web"] is old and old.stops == 0
+    assert rig.set.degraded() == [
+        "web: the new discovery lists no servers; following the previous discovery, whose "
+        "list gives no server either since 0.0 s"
+    ]
+    new.send()  # the typo's list again: still held
+    old.send(1, 2, 3)  # the instances are back: served again
+    assert rig.got == [(1, 2, 3), (), (1, 2, 3)] and rig.set.active["web"] is old
+    assert rig.set.degraded()[0].endswith("serving the previous discovery's servers since 0.0 s")
+    new.send(7)  # the first record at the new path: the swap completes
+    assert rig.set.active["web"] is new and rig.got[-1] == (7,) and not rig.set.degraded()
+    await settle()
+    assert old.stops == 1
+
+
+async def test_a_running_watcher_that_never_listed_holds_while_the_service_serves() -> None:
+    """The old watcher never read (its registry down at the start): HAProxy serves the state
+    file's list, which an empty new list must not replace (review s27 cr2)."""
+    rig = Rig(serving=True)
+    await rig.set.start("web", service("/web"))
+    await rig.reload({"web": service("/wbe")})
+    new = rig.made[-1]
+    new.send()
+    assert rig.set.active["web"] is rig.made[0] and rig.got == []
+    assert rig.set.pending["web"].empty == "the new discovery lists no servers"
+    new.send(4)
+    assert rig.set.active["web"] is new and rig.got == [(4,)]
+    # nothing served at the SIGHUP (no list, no state file): the new config's rules at once
+    bare = Rig()
+    await bare.set.start("web", service("/web"))
+    await bare.reload({"web": service("/other")})
+    bare.made[-1].send()
+    assert bare.set.active["web"] is bare.made[-1] and bare.got == [()]
