@@ -44,6 +44,7 @@ from synapse.discovery_config import DiscoveryConfig, etcd_key, etcd_transport
 from synapse.metrics import SynapseMetrics
 from synapse.model import Report, Sink
 from synapse.reconciler import Reconciler
+from synapse.restart_held import discovery_key
 from synapse.selection import ORIGIN_DEFAULT, Selection
 from synapse.server_info import ServerInfoCollector
 from synapse.server_options import unknown_keywords
@@ -163,7 +164,7 @@ class SynapseDaemon:
         if docker is not None and docker.enabled:  # services from container labels
             await self._start_docker_services(docker)
         self._warn_about(self.config)
-        state_cache = make_state_cache(self.config)
+        state_cache = make_state_cache(self.config, key_of=self._listing_key)
         self.reconciler = Reconciler(
             self.config, None, self.metrics, state_cache, make_file_output(self.config)
         )
@@ -373,8 +374,15 @@ class SynapseDaemon:
         if new.file_output != old.file_output:
             self.reconciler.file_output = make_file_output(new)
         if state_key(new) != state_key(old):  # (the runtime evacuations move with it)
-            self.reconciler.state_cache = make_state_cache(new, self.reconciler.zones.evacuations)
+            evacuations = self.reconciler.zones.evacuations
+            self.reconciler.state_cache = make_state_cache(new, evacuations, self._listing_key)
         await self.service_watchers.follow(new.services)
+
+    def _listing_key(self, name: str) -> str | None:
+        """The key of the discovery of the watcher whose lists ``name`` is served from (a
+        SIGHUP's held one: the old; synapse.restart_held). Asked in the writer's thread."""
+        watcher = self.service_watchers.active.get(name)
+        return discovery_key(watcher.discovery) if watcher is not None else None
 
     def _warn_about(self, config: SynapseConfig) -> None:
         if config.haproxy is not None:

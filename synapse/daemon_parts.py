@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from synapse.config import SynapseConfig
 from synapse.contract import Applier, RecordSink
+from synapse.restart_held import KeyOf
 from synapse.state_cache import StateCache
 from synapse.zone_state import Evacuations
 
@@ -65,15 +66,18 @@ def make_file_output(config: SynapseConfig) -> RecordSink | None:
     return FileOutput(config.file_output.output_directory)
 
 
-def make_state_cache(config: SynapseConfig, keep: Evacuations | None = None) -> StateCache | None:
+def make_state_cache(
+    config: SynapseConfig, keep: Evacuations | None = None, key_of: KeyOf | None = None
+) -> StateCache | None:
     """Airbnb's state file, loaded, when ``haproxy.state_file_path`` is set (or managed).
     ``keep``: the runtime evacuations synapse runs with (a SIGHUP moved the file): they
     replace the file's and are written into it now, or a restart would lose them (a
-    failed write is logged; the next update writes them)."""
+    failed write is logged; the next update writes them). ``key_of``: the key of the
+    discovery now listing a service (synapse.restart_held)."""
     path, ttl = state_key(config)
     if path is None or ttl is None:
         return None
-    cache = StateCache(path, ttl)
+    cache = StateCache(path, ttl, key_of=key_of)
     cache.load()
     cache.behind_haproxy = behind_haproxy(config)
     if keep is not None:

@@ -40,6 +40,8 @@ def degraded(daemon: SynapseDaemon) -> list[str]:
     have a supervisor restart synapse, which starts from the typo alone)."""
     said = daemon.service_watchers.degraded()  # a SIGHUP's discovery lists no server
     reconciler = daemon.reconciler
+    if reconciler is not None:  # a restart's typo: the state file's servers (restart_held)
+        said += reconciler.restart_held.degraded(daemon.config.services)
     for name, selection in (reconciler.selections() if reconciler else {}).items():
         service = daemon.config.services.get(name)
         if selection.unmatched and service is not None:

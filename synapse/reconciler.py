@@ -58,6 +58,7 @@ from synapse.reload_diff import (
     hold_bound,
     policy_changed,
 )
+from synapse.restart_held import RestartHeld
 from synapse.selection import ORIGIN_DISCOVERY, ORIGIN_STATE_FILE, Selection, select_servers
 from synapse.state_cache import REBUILD_BUDGET, StateCache
 from synapse.state_recheck import STATE_FILE_READ, waiting_for_state_file, watch_wall_clock
@@ -96,6 +97,7 @@ class Reconciler:
         }
         self._desired = DesiredList(lambda made: self.zones.routed(made))  # kept between rounds
         self._touched: set[str] = set()  # services whose desired was reset since it was built
+        self.restart_held = RestartHeld()  # a restart's typo: the file's servers kept
         self._gen_checks = GeneratorChecks(self._revisit)  # (a child's, plain models)
         self._dirty = asyncio.Event()
         self._all_reported = asyncio.Event()
@@ -420,6 +422,7 @@ class Reconciler:
                 previous = self.state_cache.selection(name, service.config, policy)
             filters = service.report.filters if service.report is not None else None
             selection = select_servers(service.config, found, previous, policy, origin, filters)
+            selection = self.restart_held.select(name, service, selection, self.state_cache, policy)
             report_options(name, selection, service)
             if selection.leader_failed and not (
                 service.selection and service.selection.leader_failed

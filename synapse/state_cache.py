@@ -43,6 +43,7 @@ from synapse import state_clock
 from synapse.atomic import read_text, write_atomic
 from synapse.config import RegistryServerOptions, ServiceConfig
 from synapse.model import Found
+from synapse.restart_held import KeyOf, read_keys, written_keys
 from synapse.selection import (
     ORIGIN_DISCOVERY,
     ORIGIN_STATE_FILE,
@@ -89,8 +90,12 @@ class StateCache:
         clock: Callable[[], float] = time.time,
         boot: Callable[[], float] | None = None,
         boot_of: Callable[[], str | None] = boot_id,
+        key_of: KeyOf | None = None,
     ) -> None:
         self.path = Path(path)
+        # service -> key of the discovery that listed its servers (``key_of``: restart_held)
+        self._keys: dict[str, str | None] = {}
+        self._key_of = key_of
         self.ttl = ttl
         if boot is None:  # (a wall clock injected alone is one that never steps)
             boot = boottime if clock is time.time else clock
@@ -151,6 +156,7 @@ class StateCache:
             for service, servers in services.items():
                 self._keep(service, servers)
             self._offset = wall_offset(now, boot[0])  # (what the stamps are on now)
+            self._keys = {s: k for s, k in read_keys(own).items() if s in self._texts}
         if step:
             event(log, "state_file_clock_stepped", path=str(self.path), step_s=round(step, 1),
                   effect="the stamps the record vouches for moved by the step")  # fmt: skip
@@ -231,6 +237,10 @@ class StateCache:
         may be empty (a registry glitch, a path not there yet): that must not empty it."""
         return select_servers(config, self.cached(service), None, policy, ORIGIN_STATE_FILE)
 
+    def discovery_key(self, service: str) -> str | None:
+        """The key of the discovery ``service``'s servers here came from (None: unknown)."""
+        return self._keys.get(service)
+
     def generator(self, service: str) -> dict[str, Any]:
         """The generator settings the registry last gave ``service`` ({}: none)."""
         found = self._generators.get(service)
@@ -294,6 +304,7 @@ class StateCache:
             texts[service] = self._encoded(service, current, gens.get(service))
             built[service] = selection
             lefts[service] = left
+            self._keys[service] = self._key_of(service) if self._key_of else None
             self._foreign.discard(service)  # (stamped now, on our clock)
         for service in configured if generators is not None else ():
             found = dict(generators.get(service) or {})  # type: ignore[union-attr]
@@ -416,6 +427,7 @@ class StateCache:
             stamps = {s: self._vouched(s, t, lefts.get(s)) for s, t in texts.items()}
             boot = now - self._offset  # (the boottime at which the stamps' clock read ``now``)
             own.update(state_clock.written(now, boot, self._boot_id(), earlier, stamps))
+        own.update(written_keys(self._keys, texts, now))
         if own:
             lines[RESERVED_SERVICE] = encode(RESERVED_SERVICE, own, None)
         body = ",\n".join(lines[s] for s in sorted(lines))
