@@ -9,8 +9,9 @@ first SAMPLES lines. So is the old worker's "Proxy X stopped (cumulated conns: .
 reload (one per frontend and backend: ~400 lines a reload with 200 services), the normal end
 of an old worker. Health-check transitions (and a backend's "no server available") are
 relayed at once but their repeats within a window are held back and counted
-(output_checks.py). Every other line (alerts, warnings, anything unknown) is relayed at once
-as ``haproxy_output``, after the summary of the notices before it (the log keeps HAProxy's
+(output_checks.py); one that then stands a few seconds (a state, not a flap) is relayed.
+Every other line (alerts, warnings, anything unknown) is relayed at once as
+``haproxy_output``, after the summary of the notices before it (the log keeps HAProxy's
 order). The pipe is read a chunk at a time (``asyncio.Protocol``), not a line per callback.
 """
 
@@ -26,7 +27,7 @@ from typing import Any
 
 from smartstack.logs import event
 from synapse.haproxy import output_checks
-from synapse.haproxy.output_checks import Transitions, transition
+from synapse.haproxy.output_checks import Transitions, named_server, transition
 
 log = logging.getLogger("synapse.haproxy.managed")
 SUMMARY_INTERVAL = 1.0  # seconds: at most one summary of the server-state notices per
@@ -114,8 +115,9 @@ class OutputRelay(asyncio.Protocol):
         self._stopping = stopping
         self._summary = NoticeSummary()
         self._timer: asyncio.TimerHandle | None = None
-        self._checks = Transitions(output_checks.CHECK_WINDOW, SAMPLES)
+        self._checks = Transitions(output_checks.CHECK_WINDOW, SAMPLES, output_checks.SETTLE)
         self._checks_timer: asyncio.TimerHandle | None = None
+        self._settle_timer: asyncio.TimerHandle | None = None
         self._rest = b""  # a line not ended yet
 
     def data_received(self, data: bytes) -> None:
@@ -134,6 +136,7 @@ class OutputRelay(asyncio.Protocol):
         self._relay([rest.decode(errors="replace")])
         self.flush()
         self.flush_checks()
+        self.relay_settled(every=True)
         if not self.done.done():
             self.done.set_result(None)
 
@@ -146,6 +149,7 @@ class OutputRelay(asyncio.Protocol):
             self.tail.append(text)
             kind = notice_kind(text)
             if kind is not None:
+                self._server_notice(kind, text)
                 if self._summary.add(kind, text):
                     self._timer = loop.call_later(SUMMARY_INTERVAL, self.flush)
                 continue
@@ -154,9 +158,42 @@ class OutputRelay(asyncio.Protocol):
                 if self._checks_timer is None:
                     window = self._checks.window
                     self._checks_timer = loop.call_later(window, self.flush_checks)
+                if self._settle_timer is None:
+                    self._settle_timer = loop.call_later(self._checks.settle, self.relay_settled)
                 continue
             self.flush()  # (the notices before it are logged before it)
             event(log, "haproxy_output", level=output_level(text, self._stopping()), line=text)
+
+    def _server_notice(self, kind: str, text: str) -> None:
+        """A server in maintenance (or added anew) has its held check line dropped; one
+        leaving maintenance or drain gives its backend a server again."""
+        server = named_server(text) if kind in ("maint", "added", "ready") else None
+        if server is None:
+            return
+        if kind == "ready":
+            self._checks.came_up(server)
+        else:
+            self._checks.forget(server)
+
+    def relay_settled(self, every: bool = False) -> None:
+        """Relay the held-back lines that stood long enough (a state, not a flap) at their
+        own level (``held_s``: how long ago HAProxy printed them); wait for the next."""
+        loop = asyncio.get_running_loop()
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
+        lines = self._checks.settled(loop.time(), every)
+        if lines:
+            self.flush()  # (the notices before them are logged before them)
+        for text, held_s in lines:
+            level = output_level(text, self._stopping())
+            event(log, "haproxy_output", level=level, line=text, held_s=held_s)
+        due = self._checks.next_settle()
+        if due is not None and not every:
+            # (not sooner than a tenth of SETTLE: with many servers flapping the earliest
+            # moves at every transition, and each look goes through them all)
+            due = max(due, loop.time() + self._checks.settle / 10)
+            self._settle_timer = loop.call_at(due, self.relay_settled)
 
     def flush(self) -> None:
         """Log the summary of the notices counted so far (if any)."""

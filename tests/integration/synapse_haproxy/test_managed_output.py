@@ -132,3 +132,42 @@ async def test_a_flapping_check_and_a_reload_are_counted_not_relayed_line_by_lin
     # to date at the summary
     about = [_fields(r)["line"] for r in _records(caplog, "haproxy_output")]
     assert "is UP, reason:" in [line for line in about if "Server flap/" in line][-1]
+
+
+async def test_a_real_outage_after_a_bounce_is_relayed_once_it_settles(
+    managed_factory,
+    http_backend_factory,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # review s27: DOWN, UP relayed; the server then really goes down: its DOWN and the
+    # backend's alert held back, relayed (WARNING, ERROR) SETTLE s later, not at the window's end
+    monkeypatch.setattr(output_checks, "CHECK_WINDOW", 60.0)
+    monkeypatch.setattr(output_checks, "SETTLE", 1.0, raising=False)
+    caplog.set_level(logging.INFO, "synapse.haproxy.managed")
+    backend = http_backend_factory("out")
+    checked = service(
+        "out",
+        [server("127.0.0.1", backend.port, "out")],
+        port=free_port(),
+        server_options="check inter 100 rise 1 fall 1",
+        backend=["option httpchk GET /health"],
+    )
+    controller = managed_factory()
+    await controller.start()
+    await controller.apply([checked], "t")
+    for healthy in (False, True, False):  # a bounce, then down for good
+        backend.set_healthy(healthy)
+        await asyncio.sleep(0.5)
+
+    async def outage_relayed() -> bool:
+        return any("held_s" in _fields(r) for r in _records(caplog, "haproxy_output"))
+
+    await eventually(outage_relayed, "the held-back outage relayed")
+    await asyncio.sleep(0.3)
+    about = [(r.levelno, _fields(r)) for r in _records(caplog, "haproxy_output")]
+    held = [(level, f["line"]) for level, f in about if "held_s" in f]
+    assert [level for level, _ in held] == [logging.WARNING, logging.ERROR], about
+    assert "Server out/out" in held[0][1] and " is DOWN, reason:" in held[0][1]
+    assert "has no server available!" in held[1][1]
+    await controller.stop()

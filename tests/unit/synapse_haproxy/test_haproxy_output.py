@@ -191,3 +191,32 @@ async def test_held_back_transitions_are_summarized_when_haproxy_ends(
         ("haproxy_output_summary", logging.INFO),
         ("haproxy_output", logging.INFO),  # stopping: info
     ]
+
+
+async def test_a_held_outage_is_relayed_at_its_level_once_it_settles_without_another_line(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(output_checks, "CHECK_WINDOW", 10.0)  # no summary in this test
+    monkeypatch.setattr(output_checks, "SETTLE", 0.1, raising=False)
+    monkeypatch.setattr(output, "SUMMARY_INTERVAL", 0.05)
+    caplog.set_level(logging.INFO, "synapse.haproxy.managed")
+    relay = OutputRelay(deque(maxlen=40), lambda: False)
+    # review s27 A: a bounce, then the server really goes down
+    relay.data_received("".join(x + "\n" for x in [CHECK_DOWN, NO_SERVER, CHECK_UP]).encode())
+    relay.data_received("".join(x + "\n" for x in [CHECK_DOWN, NO_SERVER]).encode())
+    assert len(_events(caplog)) == 3
+    await asyncio.sleep(0.3)  # settled: relayed by the timer, no further line needed
+    [down, alert] = [(lv, f["line"]) for _, lv, f in _events(caplog)[3:]]
+    assert down == (logging.WARNING, CHECK_DOWN) and alert == (logging.ERROR, NO_SERVER)
+    caplog.clear()
+    # review s27 C: held DOWN, then synapse puts the server in maintenance and deletes it
+    relay.data_received("".join(x + "\n" for x in [CHECK_UP, CHECK_DOWN]).encode())
+    relay.data_received(
+        f"{MAINT.replace('svc1/b', 'svc1/a')}\n[NOTICE]   (7) : Server deleted.\n".encode()
+    )
+    await asyncio.sleep(0.3)
+    assert [f.get("line") or f["kinds"] for _, _, f in _events(caplog)] == [
+        {"deleted": 1, "maint": 1}
+    ]
+    relay.connection_lost(None)
+    assert [n for n, _, _ in _events(caplog)][1:] == ["haproxy_output_summary"]  # the count

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from synapse.haproxy import output_checks
 from synapse.haproxy.output import notice_kind
-from synapse.haproxy.output_checks import Transitions, transition
+from synapse.haproxy.output_checks import Transitions, backend_key, named_server, transition
 
 
 def _down(server: str = "svc1/a") -> str:
@@ -111,3 +111,76 @@ def test_servers_that_came_and_went_are_forgotten() -> None:
         _offer(checks, _down(f"be/s{i}"), 0.0)
     _offer(checks, _down("be/x"), 20.0)
     assert list(checks._seen) == ["be/x"]
+
+
+def test_a_real_outage_after_a_bounce_is_relayed_once_it_settles() -> None:
+    # review s27 A: DOWN, UP relayed; the real DOWN 0.5 s later (and its backend's second
+    # alert) held: relayed SETTLE s later at their own level, not at the window's end
+    checks = Transitions(window=30.0, settle=5.0)
+    lines = [_down(), NO_SERVER, _up(), _down(), NO_SERVER]
+    times = [0.0, 0.0, 0.1, 0.5, 0.5]
+    assert [_offer(checks, x, t) for x, t in zip(lines, times, strict=True)] == [True] * 3 + [
+        False
+    ] * 2
+    assert checks.next_settle() == 5.5
+    assert checks.settled(5.4) == []
+    assert checks.settled(5.5) == [(_down(), 5.0), (NO_SERVER, 5.0)]  # HAProxy's order
+    assert checks.next_settle() is None
+    current, fields = checks.take(30.0)
+    assert current == []  # said already
+    assert fields is not None and fields["kinds"] == {"check_down": 1, "no_server": 1}
+
+
+def test_a_flap_never_settles_and_a_server_coming_up_drops_its_backends_alert() -> None:
+    checks = Transitions(window=30.0, settle=5.0)
+    for i in range(20):  # a transition a second, the alert with each DOWN
+        for line in [_down(), NO_SERVER] if i % 2 == 0 else [_up()]:
+            _offer(checks, line, float(i))
+        assert checks.settled(float(i)) == []
+    # it stays UP: the server's state is the one last relayed, its backend has a server
+    assert checks.settled(100.0) == []
+    assert checks.take(100.0)[0] == []
+
+
+def test_a_backends_alert_held_after_its_servers_last_up_is_relayed_when_it_settles() -> None:
+    # review s27 B: synapse's own maintenance empties the backend after a bounce
+    checks = Transitions(window=30.0, settle=5.0)
+    for line, at in [(_down(), 0.0), (NO_SERVER, 0.0), (_up(), 0.1), (NO_SERVER, 0.5)]:
+        _offer(checks, line, at)
+    _, fields = checks.take(1.0)  # a summary before it settles leaves it held
+    assert fields is not None and fields["kinds"] == {"no_server": 1}
+    assert checks.settled(5.5) == [(NO_SERVER, 5.0)]
+    # a server of it leaving maintenance: the held alert is no longer true
+    _offer(checks, NO_SERVER, 6.0)
+    checks.came_up("svc1/b")
+    assert checks.settled(20.0) == []
+
+
+def test_a_server_put_in_maintenance_has_its_held_line_dropped() -> None:
+    # review s27 C: a held DOWN of a server deleted since is not its "current state"
+    checks = Transitions(window=30.0, settle=5.0)
+    assert [_offer(checks, x, 0.1 * i) for i, x in enumerate([_down(), _up(), _down()])] == [
+        True,
+        True,
+        False,
+    ]
+    checks.forget("svc1/a")
+    assert checks.settled(10.0) == []
+    current, fields = checks.take(10.0)
+    assert current == [] and fields is not None and fields["kinds"] == {"check_down": 1}
+    # back from maintenance, flapping again: its next held line is news
+    for i, line in enumerate([_up(), _down()]):
+        assert not _offer(checks, line, 11.0 + i)
+    assert checks.settled(17.0) == [(_down(), 5.0)]
+
+
+def test_the_server_a_notice_names() -> None:
+    assert (
+        named_server("[WARNING]  (7) : Server be/s is going DOWN for maintenance. 0 ac") == "be/s"
+    )
+    cli = "[WARNING]  (7) : CLI : Backup Server be/s_1:80 is UP/READY (leaving forced maint"
+    assert named_server(cli) == "be/s_1:80"
+    added = "[NOTICE]   (7) : CLI : 'server be/c_127.0.0.1:21003' : New server registered."
+    assert named_server(added) == "be/c_127.0.0.1:21003"
+    assert named_server("[NOTICE]   (7) : Server deleted.") is None
+    assert backend_key("be/s") == "backend be"
