@@ -4,16 +4,17 @@ Two synapses on one HAProxy config reload each other's work away; two nerves on 
 config delete each other's registrations as leftovers (review s26 "two copies overlap").
 So the daemon, before anything touches HAProxy or a registry, takes ``flock(LOCK_EX)`` on a
 lock file beside what it owns (synapse: ``<haproxy config_file_path>.lock``; nerve:
-``<state_dir>/<config file name>.lock``) and keeps it until it exits: the kernel releases it
-however the process ends (a SIGKILL too), so a stale file never blocks a start.
+``<state_dir>/nerve-<config stem>-<digest of its real path>.lock``) and keeps it until it
+exits: the kernel releases it however the process ends (a SIGKILL too), so a stale file
+never blocks a start.
 
 A second copy that finds the lock held waits (the first may be stopping: a restart overlap,
 a container replaced while the old one still drains) up to a bound, then exits 1 with a
-message. The file records the holder's pid (for that message only). The descriptor is
-O_CLOEXEC: HAProxy, exec checks and config children never hold it. Both daemons' self
-re-exec (Docker mode, an edge: ``*.config_load``) happens while loading the config, before
-the lock is taken. ``-k`` never takes it. systemd's READY=1 comes after it (the daemon
-serves only once it holds it), so a unit's new copy is "starting" while it waits.
+message. The file records the holder's pid and config path (for that message only). The
+descriptor is O_CLOEXEC: HAProxy, exec checks and config children never hold it. Both
+daemons' self re-exec (Docker mode, an edge: ``*.config_load``) happens while loading the
+config, before the lock is taken. ``-k`` never takes it. systemd's READY=1 comes after it
+(the daemon serves only once it holds it), so a unit's new copy is "starting" while it waits.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import sys
@@ -69,12 +71,23 @@ def _beside(file: str) -> list[Path]:
     return paths
 
 
-def nerve_lock_path(state_dir: Path, config_path: str) -> Path:
-    """``<state_dir>/<config file name>.lock``, named from the config's real path: two
-    configs in one directory (one default ``nerve-state``) each get their own lock, one
-    config reached by a symlink and by its own name gets one. Never ``*.json``: that is a
-    maintenance flag's name in state_dir."""
-    return state_dir / f"{Path(os.path.realpath(config_path)).name}.lock"
+def nerve_lock_paths(state_dir: Path, config_path: str) -> list[Path]:
+    """``<state_dir>/nerve-<config stem>-<digest>.lock`` for the config's real path, and
+    for the path as given (made absolute, links kept) when that differs; sorted, so two
+    copies that share both take them in one order. The whole path's digest: two configs
+    in one directory (one default ``nerve-state``) each get their own lock, so do two
+    configs of one file name in different directories sharing one explicit state_dir
+    (web/nerve.json, api/nerve.json: review s27). The real path's lock: one config by a
+    symlink and by its own name. The given path's: a deploy that flips ``nerve.json ->
+    releases/nerve-vN.json`` between two starts (the real paths differ, the name does
+    not). Never ``*.json``: that is a maintenance flag's name in state_dir."""
+    names = {os.path.realpath(config_path), os.path.abspath(config_path)}
+    return sorted(state_dir / _lock_name(name) for name in names)
+
+
+def _lock_name(path: str) -> str:
+    digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:12]
+    return f"nerve-{Path(path).stem}-{digest}.lock"
 
 
 def synapse_lock(config: Any, config_path: str) -> None:
@@ -98,8 +111,10 @@ def nerve_lock(config: Any, config_path: str) -> None:
 
     state_dir = resolve_state_dir(config, Path(config_path))
     assert state_dir is not None  # (None only for a daemon built without a file)
-    path = nerve_lock_path(state_dir, config_path)
-    hold("nerve", path, config_path, "another state_dir or config file name", _wait(NERVE_WAIT_S))
+    wait_s, start = _wait(NERVE_WAIT_S), time.monotonic()
+    for path in nerve_lock_paths(state_dir, config_path):  # (one wait for both)
+        left = max(0.0, wait_s - (time.monotonic() - start))
+        hold("nerve", path, config_path, "another state_dir", left)
 
 
 def _wait(default: float) -> float:
@@ -131,16 +146,17 @@ def hold(daemon: str, path: Path, config_path: str, other: str, wait_s: float) -
                 os.close(fd)
                 _unavailable(path, exc)
                 return
-            holder = _holder(fd)
+            holder, holder_config = _holder(fd)
             if not waiting:
                 waiting = True
                 event(log, "instance_lock_waiting", holder_pid=holder, path=str(path),
                       wait_s=wait_s)  # fmt: skip
             if time.monotonic() - start >= wait_s:
+                running = holder_config or config_path  # (an older holder wrote no path)
                 event(log, "instance_lock_held", level=logging.ERROR, holder_pid=holder,
-                      path=str(path), waited_s=round(wait_s, 1))  # fmt: skip
-                print(f"error: {daemon} pid {holder} already runs with {config_path} (lock"
-                      f" {path}): stop it first, or give this one {other}",
+                      holder_config=running, path=str(path), waited_s=round(wait_s, 1))  # fmt: skip
+                print(f"error: {daemon} pid {holder} already runs with {running} (lock {path}):"
+                      f" stop it first, or give this one {other}",
                       file=sys.stderr)  # fmt: skip
                 raise SystemExit(1)
             time.sleep(POLL_S)
@@ -151,7 +167,8 @@ def hold(daemon: str, path: Path, config_path: str, other: str, wait_s: float) -
     if writable:  # (for the message of a copy that waits; a full disk does not undo the lock)
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            # (the config as given, absolute: a waiting copy names the config it met)
+            os.pwrite(fd, f"{os.getpid()}\n{os.path.abspath(config_path)}\n".encode(), 0)
     _held.append(fd)
     if waiting:
         event(log, "instance_lock_taken", path=str(path),
@@ -180,22 +197,25 @@ def _open(path: Path) -> tuple[int, bool] | None:
     return fd, True
 
 
-def _holder(fd: int) -> str:
-    """The holder's pid as it wrote it: "?" in the instant before it writes, or when the
-    pid there is gone (a holder that could not write it: another user's file)."""
+def _holder(fd: int) -> tuple[str, str | None]:
+    """The holder's pid and config path as it wrote them: "?" and None in the instant
+    before it writes, or when the pid there is gone (a holder that could not write them:
+    another user's file)."""
     try:
-        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        lines = os.pread(fd, 4096, 0).decode(errors="replace").splitlines()
     except OSError:
-        return "?"
-    if not text.isdigit():
-        return "?"
+        return "?", None
+    pid = lines[0].strip() if lines else ""
+    config = lines[1].strip() if len(lines) > 1 and lines[1].strip() else None
+    if not pid.isdigit():
+        return "?", None
     try:
-        os.kill(int(text), 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
-        return "?"
+        return "?", None
     except OSError:  # (EPERM: it runs, as another user)
         pass
-    return text
+    return pid, config
 
 
 def _unavailable(path: Path, exc: OSError) -> None:

@@ -3,9 +3,11 @@
 A second nerve on the same config deleted the first one's node as a leftover; the first
 stood aside, and once the second stopped the registration was gone for good while the first
 said "registered" (review s26 "two copies overlap"). Now the second waits for the first
-one's lock in ``<state_dir>/<config file name>.lock`` and exits 1 with a message when the
+one's lock in ``<state_dir>/nerve-<config stem>-<digest>.lock`` and exits 1 with a message when the
 first does not exit; when it does meanwhile (a restart overlap), the second starts and
-registers. Review s27: two configs in one directory (one default state_dir) both run; a lock
+registers. Review s27: two configs in one directory (one default state_dir) both run, so do
+two configs of one file name in two directories with one state_dir (web/nerve.json and
+api/nerve.json: before, api exited 1 naming its own config as the one running); a lock
 file this user may not write (another user's) still keeps a second copy out; a SIGINT
 during the wait ends it at once, quietly.
 """
@@ -69,8 +71,8 @@ async def test_second_nerve_on_one_config_exits_1_and_leaves_the_node_alone(
     zk: ZooKeeperServer, kz: KazooClient, tmp_path: Path, nerve_process
 ) -> None:
     config, path, first = first_registered(zk, tmp_path, nerve_process)
-    lock = tmp_path / "state" / "nerve.json.lock"
-    assert lock.read_text().strip() == str(first.pid)
+    [lock] = (tmp_path / "state").glob("nerve-nerve-*.lock")
+    assert lock.read_text().splitlines() == [str(first.pid), str(config)]
     nodes = children(kz, path)
     assert len(nodes) == 1
     other = second_copy(config, tmp_path, 3)
@@ -122,9 +124,80 @@ async def test_two_configs_in_one_directory_both_register(
         assert [len(children(kz, path)) for path in paths.values()] == [1, 1]
         assert "instance_lock" not in other.log_path.read_text()  # no wait, no warning
         locks = sorted(p.name for p in (tmp_path / "nerve-state").iterdir())
-        assert locks == ["a.json.lock", "b.json.lock"]
+        assert [name[:8] for name in locks] == ["nerve-a-", "nerve-b-"], locks
     finally:
         other.stop(timeout=20)
+
+
+async def test_two_configs_of_one_name_sharing_a_state_dir_both_register(
+    zk: ZooKeeperServer, kz: KazooClient, tmp_path: Path, nerve_process
+) -> None:
+    # web/nerve.json and api/nerve.json, one absolute state_dir (examples/systemd/nerve.yaml):
+    # before, both locked <state_dir>/nerve.json.lock and api exited 1 after its wait, saying
+    # "nerve pid <web's> already runs with .../api/nerve.json"
+    paths = {app: unique_path() for app in ("web", "api")}
+    for app, path in paths.items():
+        (tmp_path / app).mkdir()
+        service = zk_service(zk.hosts, path, free_port(), checks=[])
+        config = nerve_config({app: service}, instance_id=f"i-{app}",
+                              state_dir=str(tmp_path / "state"))  # fmt: skip
+        write_config(tmp_path / app / "nerve.json", config)
+    first = nerve_process(tmp_path / "web" / "nerve.json")
+    first.wait_for_log("znode_created")
+    other = second_copy(tmp_path / "api" / "nerve.json", tmp_path, 3)
+    try:
+        await until(lambda: "znode_created" in other.log_path.read_text() or not other.alive,
+                    timeout=30, what="api registering")  # fmt: skip
+        assert other.alive, other.log_tail()
+        assert [len(children(kz, path)) for path in paths.values()] == [1, 1]
+        assert "instance_lock" not in other.log_path.read_text()  # no wait
+        assert len(list((tmp_path / "state").glob("nerve-nerve-*.lock"))) == 2
+    finally:
+        other.stop(timeout=20)
+
+
+async def test_a_copy_by_a_link_is_told_the_running_copys_config(
+    zk: ZooKeeperServer, kz: KazooClient, tmp_path: Path, nerve_process
+) -> None:
+    # before: "nerve pid N already runs with <the link>", the waiting copy's own path
+    config, path, first = first_registered(zk, tmp_path, nerve_process)
+    (tmp_path / "etc").mkdir()
+    link = tmp_path / "etc" / "web.json"
+    link.symlink_to(config)
+    other = second_copy(link, tmp_path, 1)
+    try:
+        assert other.wait(30) == 1, other.log_tail()
+    finally:
+        other.kill()
+    assert f"nerve pid {first.pid} already runs with {config} (lock" in other.log_path.read_text()
+    assert len(children(kz, path)) == 1 and first.process.alive
+
+
+async def test_a_config_link_flipped_between_two_starts_keeps_the_second_out(
+    zk: ZooKeeperServer, kz: KazooClient, tmp_path: Path, nerve_process
+) -> None:
+    # nerve.json -> releases/nerve-v1.json, flipped to v2 before a second start (default
+    # state_dir, beside nerve.json). Before: one lock per real path, so the second ran and
+    # registered, the first logged registration_taken_over, and once the second stopped the
+    # service was registered nowhere.
+    path = unique_path()
+    text = nerve_config({"web": zk_service(zk.hosts, path, free_port(), checks=[])})
+    (tmp_path / "releases").mkdir()
+    link = tmp_path / "nerve.json"
+    for version in ("v1", "v2"):
+        write_config(tmp_path / "releases" / f"nerve-{version}.json", text)
+    link.symlink_to("releases/nerve-v1.json")
+    first = nerve_process(link)
+    first.wait_for_log("znode_created")
+    (tmp_path / "next.json").symlink_to("releases/nerve-v2.json")
+    (tmp_path / "next.json").rename(link)
+    other = second_copy(link, tmp_path, 2)
+    try:
+        assert other.wait(30) == 1, other.log_tail()
+    finally:
+        other.kill()
+    assert "znode" not in other.log_path.read_text()
+    assert len(children(kz, path)) == 1 and first.process.alive
 
 
 def _without_write_access() -> list[str]:

@@ -57,7 +57,7 @@ def test_second_synapse_on_one_config_exits_1_and_never_touches_haproxy(http_bac
         syn.start()
         lock = Path(f"{syn.config_path.parent / 'haproxy.cfg'}.lock")
         assert fds_on(syn.process.pid, lock), "synapse holds its instance lock"
-        assert lock.read_text().strip() == str(syn.process.pid)
+        assert lock.read_text().splitlines() == [str(syn.process.pid), str(syn.config_path)]
         for pid in syn.haproxy_pids():  # O_CLOEXEC: HAProxy never holds it
             assert fds_on(pid, lock) == [], f"HAProxy pid {pid} holds the lock"
         reloads, workers = syn.master_reloads(), syn.workers()

@@ -14,25 +14,40 @@ from types import SimpleNamespace
 
 import pytest
 
-from smartstack.instance_lock import nerve_lock_path, synapse_lock_paths
+from smartstack.instance_lock import nerve_lock_paths, synapse_lock_paths
 from synapse.atomic import write_atomic
+
+
+def _shared(state: Path, first: str, second: str) -> set[Path]:
+    """The lock files two nerve copies both take: empty, they run side by side."""
+    return set(nerve_lock_paths(state, first)) & set(nerve_lock_paths(state, second))
 
 
 def test_two_nerve_configs_in_one_state_dir_each_have_their_own_lock(tmp_path: Path) -> None:
     state = tmp_path / "nerve-state"
-    a = nerve_lock_path(state, str(tmp_path / "a.json"))
-    b = nerve_lock_path(state, str(tmp_path / "b.json"))
-    assert a != b and {a.parent, b.parent} == {state}
-    assert (a.name, b.name) == ("a.json.lock", "b.json.lock")
+    a = nerve_lock_paths(state, str(tmp_path / "a.json"))
+    b = nerve_lock_paths(state, str(tmp_path / "b.json"))
+    assert not set(a) & set(b) and {p.parent for p in a + b} == {state}
+    assert {p.name[:8] for p in a} == {"nerve-a-"} and {p.name[:8] for p in b} == {"nerve-b-"}
+
+
+def test_two_nerve_configs_of_one_name_in_two_directories_have_their_own_lock(
+    tmp_path: Path,
+) -> None:
+    # one explicit state_dir (examples/systemd/nerve.yaml has an absolute one); before, both
+    # were <state_dir>/nerve.json.lock
+    state = tmp_path / "state"
+    assert not _shared(state, str(tmp_path / "web" / "nerve.json"),
+                       str(tmp_path / "api" / "nerve.json"))  # fmt: skip
 
 
 @pytest.mark.parametrize("config", ["nerve.json", "web.yaml", "x.lock.json", "svc"])
 def test_a_nerve_lock_never_looks_like_a_maintenance_flag(tmp_path: Path, config: str) -> None:
     # state_dir's *.json files are maintenance flags (nerve.maintenance lists them)
-    assert nerve_lock_path(tmp_path, str(tmp_path / config)).suffix == ".lock"
+    assert all(p.suffix == ".lock" for p in nerve_lock_paths(tmp_path, str(tmp_path / config)))
 
 
-def test_one_nerve_config_by_any_name_is_one_lock(tmp_path: Path, monkeypatch) -> None:
+def test_one_nerve_config_by_any_name_shares_a_lock(tmp_path: Path, monkeypatch) -> None:
     real = tmp_path / "conf" / "nerve.json"
     real.parent.mkdir()
     real.write_text("{}")
@@ -42,7 +57,24 @@ def test_one_nerve_config_by_any_name_is_one_lock(tmp_path: Path, monkeypatch) -
     state = tmp_path / "state"
     names = [str(real), str(tmp_path / "current.json"), str(tmp_path / "linked" / "nerve.json"),
              "nerve.json", "./nerve.json"]  # fmt: skip
-    assert {nerve_lock_path(state, name) for name in names} == {state / "nerve.json.lock"}
+    shared = set.intersection(*(set(nerve_lock_paths(state, name)) for name in names))
+    assert len(shared) == 1 and next(iter(shared)).name.startswith("nerve-nerve-")
+
+
+def test_a_config_link_flipped_to_another_release_shares_a_lock(tmp_path: Path) -> None:
+    # nerve.json -> releases/nerve-v1.json, flipped to v2 between two starts: two real
+    # paths, one name (before: two locks, both nerves ran and lost the registration)
+    (tmp_path / "releases").mkdir()
+    link = tmp_path / "nerve.json"
+    state = tmp_path / "nerve-state"
+    before = []
+    for version in ("v1", "v2"):
+        (tmp_path / "releases" / f"nerve-{version}.json").write_text("{}")
+        link.unlink(missing_ok=True)
+        link.symlink_to(f"releases/nerve-{version}.json")
+        before.append(set(nerve_lock_paths(state, str(link))))
+    assert len(before[0] & before[1]) == 1
+    assert sorted(nerve_lock_paths(state, str(link))) == nerve_lock_paths(state, str(link))
 
 
 def _synapse(config_file_path: str | None = None, state_file_path: str | None = None,
