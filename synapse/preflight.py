@@ -11,6 +11,8 @@
   and an ``haproxy`` binary is on PATH.
 - A note when ``hard-stop-after`` is set: which frontends' long responses and TCP sessions
   it cuts after every reload (``synapse.haproxy.hard_stop``).
+- A note for zone-routed HTTP services HAProxy checks by a connect only: a hung local
+  zone would fail every request sent to it (``synapse.zone_check_note``).
 """
 
 from __future__ import annotations
@@ -77,8 +79,10 @@ def preflight(config: SynapseConfig, config_path: Path, full: bool) -> tuple[lis
     notes: list[str] = []
     if config.haproxy is not None:
         from synapse.haproxy.hard_stop import hard_stop_note
+        from synapse.zone_check_note import hung_zone_note
 
         notes += [note] if (note := hard_stop_note(config.haproxy, config.services)) else []
+        notes += [note] if (note := hung_zone_note(config.haproxy, config.services)) else []
     if full and config.haproxy is not None:
         error, note = asyncio.run(check_haproxy(config, config_path))
         errors += [error] if error else []

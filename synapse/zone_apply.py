@@ -140,15 +140,17 @@ class ZoneRouter:
         named = {*routing.zones, *routing.evacuate, *routing.zone_of_address.values()}
         return named | self.seen.get(service, set())
 
-    def watched(self) -> dict[str, str]:
+    def watched(self, local: bool = True) -> dict[str, str]:
         """service -> backend whose DOWN servers the decision should know (zone_health):
-        those not served by their local zone alone, and those with a server DOWN at the
-        last look (to see it come back). While the local zone serves, HAProxy fails over
-        to the backups by itself: nothing to look at."""
+        those not served by their local zone alone, those with a server DOWN at the last
+        look (to see it come back) and, with ``local``, those served by their local zone.
+        HAProxy fails over from a dead local zone to the backups by itself, but the
+        decision (and /status) would say "local" until the records go (session, lease
+        TTL; forever for a hung zone): zone_health reads these too, less often."""
         return {
             name: self._made[name][0].backend_name
             for name, decision in self.decisions.items()
-            if name in self._made and (decision.mode != "local" or self.down.get(name))
+            if name in self._made and (local or decision.mode != "local" or self.down.get(name))
         }
 
     def _observed(self, service: DesiredService, servers: list[Server]) -> ServiceConfig:

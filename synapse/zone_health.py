@@ -10,8 +10,13 @@ its backend from HAProxy (`show servers state <backend>`: all of them in one bat
 connection, one round trip, so a look's cost barely grows with their number) every POLL_S
 and, when the
 DOWN set changed, gives it to the router and has the reconciler hand over again: the
-new decision is runtime ``set weight``, no reload. A service served by its local zone
-is never read: HAProxy fails over to the backups by itself.
+new decision is runtime ``set weight``, no reload.
+
+A service served by its local zone is read too, every LOCAL_EVERY-th look: HAProxy fails
+over to the backups by itself, but while a dead (or hung) local zone's records linger the
+decision and /status would say "local", share 1.0, while the backups answer everything.
+Counted out, its DOWN servers make the decision what HAProxy already does (the backups'
+weights are those of the local zone lost: the traffic does not move), and /status true.
 """
 
 from __future__ import annotations
@@ -32,15 +37,18 @@ log = logging.getLogger("synapse.zone_health")
 
 POLL_S = 0.5  # between looks: with `observe`, the detection time after a dead spill target
 PACE = 20.0  # sleeps at least this many times a look's duration (~5 % of the loop at most)
+LOCAL_EVERY = 4  # services served locally: read every 4th look (~2 s), most are, at fleet scale
 REASON = "zone: HAProxy's DOWN servers changed"
 
 
 async def watch(reconciler: Reconciler) -> None:
     """Look until cancelled (the daemon runs it beside the reconciler)."""
+    count = 0
     while True:
         started = time.monotonic()
+        local, count = count % LOCAL_EVERY == 0, count + 1
         try:
-            changed = await look(reconciler.zones, reconciler.applier)
+            changed = await look(reconciler.zones, reconciler.applier, local)
         except Exception:  # must not end the watch: the next look tries again
             log.exception("reading HAProxy's server states for zone routing failed")
             changed = []
@@ -49,10 +57,11 @@ async def watch(reconciler: Reconciler) -> None:
         await asyncio.sleep(max(POLL_S, PACE * (time.monotonic() - started)))
 
 
-async def look(router: ZoneRouter, applier: Applier | None) -> list[str]:
-    """Read the watched services' backends; update ``router.down``; the services whose
-    DOWN set changed. A backend HAProxy does not answer for keeps its last set."""
-    watched = router.watched()
+async def look(router: ZoneRouter, applier: Applier | None, local: bool = True) -> list[str]:
+    """Read the watched services' backends (``local``: those served locally too); update
+    ``router.down``; the services whose DOWN set changed. A backend HAProxy does not answer
+    for keeps its last set."""
+    watched = router.watched(local)
     if applier is None or not watched:
         return []
     found = await applier.servers_of(sorted(set(watched.values())))

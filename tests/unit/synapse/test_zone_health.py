@@ -43,8 +43,8 @@ async def test_a_dead_spill_zone_gives_the_traffic_back_to_the_local_zone(tmp_pa
     applier = StatesApplier()
     rec = make_reconciler(config(tmp_path), applier)
     async with running(rec, applier, fleet_report(az1=2, az2=2)):
-        assert await zone_health.look(rec.zones, applier) == []
-        assert applier.asked == [], "the local zone serves: HAProxy fails over by itself"
+        assert await zone_health.look(rec.zones, applier, local=False) == []
+        assert applier.asked == [], "the local zone serves: read only every LOCAL_EVERY looks"
         rec.zones.evacuations = Evacuations().evacuate("az1")
         rec.wake("test")
         await eventually(lambda: zone_total(applier.applied[-1], "az1") == 0, what="the spill")
@@ -69,6 +69,44 @@ async def test_a_dead_spill_zone_gives_the_traffic_back_to_the_local_zone(tmp_pa
         assert zone_total(applier.applied[-1], "az1") == 0
         assert zone_total(applier.applied[-1], "az2") == 512
         assert "haproxy_down" not in rec.zones.status()["web"]
+
+
+async def test_a_dead_local_zone_with_lingering_records_is_not_reported_local(
+    tmp_path: Path,
+) -> None:
+    """az1 killed, its records kept (session, lease TTL) or hung: HAProxy has its servers
+    DOWN and the backups answer everything. /status said mode local, share az1 1.0 and
+    no haproxy_down until the records went (forever for a hung zone). The backups keep
+    their weights: counting az1 out moves no traffic, it makes the decision true."""
+    applier = StatesApplier()
+    rec = make_reconciler(config(tmp_path), applier)
+    async with running(rec, applier, fleet_report(az1=2, az2=2)):
+        assert rec.zones.status()["web"]["mode"] == "local"
+        before = {s.name: s.weight for d in applier.applied[-1] for s in d.servers
+                  if s.name.startswith("az2")}  # fmt: skip
+        az1 = server_names(applier, "az1")
+        applier.states["web"] = {**dict.fromkeys(az1, "DOWN"),
+                                 **dict.fromkeys(server_names(applier, "az2"), "UP")}  # fmt: skip
+        assert await zone_health.look(rec.zones, applier, local=False) == [], "not this look"
+        count = len(applier.applied)
+        assert await zone_health.look(rec.zones, applier) == ["web"]
+        rec.wake(zone_health.REASON, select=False)
+        await eventually(lambda: len(applier.applied) > count, what="the hand-over")
+        status = rec.zones.status()["web"]
+        assert status["mode"] != "local" and status["haproxy_down"] == az1, status
+        assert status["share"].get("az1", 0) == 0 and status["share"]["az2"] == 1.0, status
+        after = {s.name: s.weight for d in applier.applied[-1] for s in d.servers
+                 if s.name.startswith("az2")}  # fmt: skip
+        assert after == before, "the backups already served with these weights"
+        assert rec.zones.watched(local=False) == {"web": "web"}, "read every look now"
+
+        applier.states["web"] = dict.fromkeys(applier.states["web"], "UP")  # az1 back
+        count = len(applier.applied)
+        assert await zone_health.look(rec.zones, applier, local=False) == ["web"]
+        rec.wake(zone_health.REASON, select=False)
+        await eventually(lambda: len(applier.applied) > count, what="the hand-over")
+        status = rec.zones.status()["web"]
+        assert status["mode"] == "local" and "haproxy_down" not in status, status
 
 
 async def test_every_server_down_keeps_the_registry_weights(tmp_path: Path) -> None:
@@ -112,7 +150,7 @@ async def test_one_look_reads_every_watched_backend_in_one_batch() -> None:
     """A global evacuation of the local zone puts every zone-routed service into spill: a
     look is one read of all their backends (one round trip), not one read after another."""
     names = [f"s{i:03d}" for i in range(200)]
-    router = SimpleNamespace(watched=lambda: {name: f"b_{name}" for name in names},
+    router = SimpleNamespace(watched=lambda local=True: {name: f"b_{name}" for name in names},
                              decisions=dict.fromkeys(names), down={})  # fmt: skip
     applier = StatesApplier()
     applier.states = {f"b_{name}": {"a": "UP", "b": "DOWN"} for name in names}
