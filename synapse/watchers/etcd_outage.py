@@ -7,6 +7,8 @@ watchers they concern, a few of their names and the latest error; a new kind of 
 logged once per outage, a reminder every ``REMIND_EVERY`` seconds. The watchers come back
 spread over their jittered backoff (up to ``max_interval``, a minute): the first return
 after a lost line is logged, the others when all are back (or with the next lost line).
+A watcher stopped while lost (its service removed by a SIGHUP) is counted as ``removed``:
+the outage's last line still says that none is lost.
 Which services are without a watch, and why, is in each watcher's ``/status``.
 """
 
@@ -59,9 +61,14 @@ class WatchOutage:
         self._remind = False
         self._logged_at = 0.0
         self._back_said = False  # a return logged since the last lost line
-        self._pending = False
+        self._removed = 0  # watchers stopped while lost, not yet said
+        self._pending: object | None = None  # the flush scheduled (a token), if any
 
     def failure(self, owner: object, service: str, error: str) -> None:
+        if not self.lost and self._pending is not None:
+            # The last outage's end is still being gathered: said first, so that this
+            # failure starts a new outage (its own count) rather than joining the old one.
+            self.flush()
         now = self.clock()
         self.failures += 1
         self._error = error
@@ -85,18 +92,24 @@ class WatchOutage:
 
     def forget(self, owner: object) -> None:
         """A stopped watcher: neither lost nor to be restored."""
-        if self.lost.pop(owner, None) is not None and not self.lost:
-            self._schedule()  # the returns held back are said, and the outage ends
+        if self.lost.pop(owner, None) is not None:
+            self._removed += 1
+            if not self.lost:
+                self._schedule()  # the returns held back are said, and the outage ends
 
     def _schedule(self) -> None:
-        if not self._pending:
-            self._pending = True
+        if self._pending is None:
+            token = self._pending = object()
             later = self._later or asyncio.get_running_loop().call_later
-            later(GATHER, self.flush)
+            later(GATHER, lambda: self._due(token))
+
+    def _due(self, token: object) -> None:
+        if self._pending is token:  # not flushed (by a new outage's failure) meanwhile
+            self.flush()
 
     def flush(self) -> None:
         """Log what was gathered: newly lost watches (or a reminder), then restored ones."""
-        self._pending = False
+        self._pending = None
         if self._new or self._remind:
             names = self._new or [service for service, _ in self.lost.values()]
             event(log, "etcd_watch_lost", level=logging.WARNING, endpoints=self.endpoints,
@@ -104,17 +117,19 @@ class WatchOutage:
                   error=self._error, failures=self.failures)  # fmt: skip
             self._new, self._remind, self._logged_at = [], False, self.clock()
             self._back_said = False
-        if self._back and (not self.lost or not self._back_said):
+        ended = not self.lost and (self._back or self._removed)
+        if ended or (self._back and not self._back_said):
             event(log, "etcd_watch_restored", endpoints=self.endpoints, watchers=len(self._back),
-                  lost=len(self.lost), failures=self.failures,
-                  seconds=max(self._back))  # fmt: skip
-            self._back, self._back_said = [], True
+                  lost=len(self.lost), removed=self._removed, failures=self.failures,
+                  seconds=max(self._back, default=0.0))  # fmt: skip
+            self._back, self._back_said, self._removed = [], True, 0
         if not self.lost:
             self._reset()
 
     def _reset(self) -> None:
         """The outage is over: the next failure starts a new one."""
         self.failures, self._kinds, self._logged_at, self._back_said = 0, set(), 0.0, False
+        self._removed = 0
 
 
 _outages: weakref.WeakKeyDictionary[object, WatchOutage] = weakref.WeakKeyDictionary()

@@ -167,3 +167,82 @@ async def test_the_services_of_one_connection_log_one_outage(
     finally:
         for watcher in watchers:
             await watcher.stop()
+
+
+def _outage(clock: Clock) -> WatchOutage:
+    return WatchOutage(["127.0.0.1:1"], clock=lambda: clock.now, later=clock.later)
+
+
+def _lose(outage: WatchOutage, owners: dict[str, object], error: str) -> None:
+    for service, owner in owners.items():
+        outage.failure(owner, service, error)
+
+
+def _two_lost(caplog: pytest.LogCaptureFixture) -> tuple[Clock, WatchOutage, object, object]:
+    """An outage of two watchers ("a", "b"), its lost line said."""
+    caplog.set_level("INFO", "synapse.watchers.etcd")
+    clock = Clock()
+    outage = _outage(clock)
+    a, b = object(), object()
+    _lose(outage, {"a": a, "b": b}, "ConnectionFailedError: down")
+    clock.run_due()
+    return clock, outage, a, b
+
+
+def test_a_service_removed_while_lost_still_ends_the_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """(a) two lost, one back, the other removed by a SIGHUP: the last line said lost=1."""
+    clock, outage, a, b = _two_lost(caplog)
+    clock.now += 1
+    outage.success(a)
+    clock.run_due()
+    outage.forget(b)
+    clock.run_due()
+    back, end = events(caplog, "etcd_watch_restored")
+    assert (back["watchers"], back["lost"], back["removed"]) == (1, 1, 0)
+    assert (end["watchers"], end["lost"], end["removed"]) == (0, 0, 1)
+    assert outage.failures == 0  # over: the next failure starts a new outage
+
+
+def test_the_only_lost_service_removed_ends_the_outage(caplog: pytest.LogCaptureFixture) -> None:
+    """(c) the last line was the lost one."""
+    caplog.set_level("INFO", "synapse.watchers.etcd")
+    clock = Clock()
+    outage = _outage(clock)
+    a = object()
+    outage.failure(a, "a", "ConnectionFailedError: down")
+    clock.run_due()
+    outage.forget(a)
+    clock.run_due()
+    [end] = events(caplog, "etcd_watch_restored")
+    assert (end["watchers"], end["lost"], end["removed"], end["failures"]) == (0, 0, 1, 1)
+
+
+def test_an_outage_within_a_second_of_the_last_ones_end_is_a_new_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """(b) the end of the first outage was never said, the second's lost line came before
+    ``restored lost=2`` and its failures counted the first's (2 -> 4)."""
+    clock, outage, a, b = _two_lost(caplog)
+    outage.success(a)
+    clock.run_due()
+    outage.success(b)  # all back: the end is gathered for a second
+    clock.now += 0.5
+    _lose(outage, {"a": a, "b": b}, "ConnectionFailedError: down again")
+    clock.run_due()
+    outage.success(a)
+    outage.success(b)
+    clock.run_due()
+    said = [
+        (r.getMessage(), vars(r)[FIELDS]["lost"], vars(r)[FIELDS]["failures"])
+        for r in caplog.records
+        if r.getMessage().startswith("etcd_watch_")
+    ]
+    assert said == [
+        ("etcd_watch_lost", 2, 2),
+        ("etcd_watch_restored", 1, 2),
+        ("etcd_watch_restored", 0, 2),  # the first outage's end
+        ("etcd_watch_lost", 2, 2),  # a new outage: its own count
+        ("etcd_watch_restored", 0, 2),
+    ]
