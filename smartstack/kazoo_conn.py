@@ -20,14 +20,12 @@ the 1,000 ``addWatch`` requests of a start and their replies took ~0.8 s, mostly
   exactly as kazoo does.
 
 It also pings twice as often as kazoo (``PING_SPLIT``), keeping kazoo's bound on declaring
-the connection dead (``UnansweredPings``: only bytes of replies, not of watch notifications,
-show the server hears the client), drops it when requests wait as long with no reply
-(kazoo sends no ping while requests go out), and keeps the session timeout the server
+the connection dead (``UnansweredPings``), and keeps the session timeout the server
 granted (``granted_ms``: kazoo uses it for its timeouts but keeps only the one asked for).
 
 This overrides kazoo internals (``_send_request``, ``_read_socket``, ``_read``,
-``_connect``, ``_send_ping``, ``ping_outstanding``, ``_invoke``, ``_expand_client_hosts``: a
-handshake waits at most HANDSHAKE_TIMEOUT_CAP_S, and a third of the session or less), like
+``_connect``, ``ping_outstanding``, ``_invoke``, ``_expand_client_hosts``: a handshake waits at most
+HANDSHAKE_TIMEOUT_CAP_S, and a third of the session or less), like
 smartstack.zk_persistent; tests/integration pin the order of replies and events, and the
 behaviour across a dropped connection, against a real ZooKeeper.
 """
@@ -36,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,7 +45,6 @@ from kazoo.protocol.connection import (
     _SESSION_EXPIRED,
     CLOSE_RESPONSE,
     STOP_CONNECTING,
-    WATCH_XID,
     ConnectionHandler,
 )
 from kazoo.protocol.serialization import Auth, Connect, int_struct
@@ -80,24 +76,17 @@ MIN_PING_PERIOD_MS = 500.0  # no faster than this, unless kazoo's own period is 
 # sixth, three unanswered in a row keep that bound (and a single late reply gets half the
 # session, not a third: a far link flaps no more than before). Bytes of other replies
 # arriving meanwhile show the server alive: they start the count again (UnansweredPings).
-# Only replies to this client's requests do: watch notifications (xid -1) come whether the
-# server hears the client or not (a one-way stall with events flowing lost the session 4 of 4).
-# kazoo sends no ping while requests go out; a request unanswered for as long as those
-# pings would be (three periods) with no reply byte since drops the connection too.
 PINGS_UNANSWERED_TOLERATED = 2
-_HEAD = struct.Struct("!ii")  # a packet's length and its reply header's xid
 
 
 class UnansweredPings:
     """kazoo's ``ping_outstanding`` event, counting. kazoo sets it when it sends a ping,
     clears it on a ping's reply, and drops the connection when its loop wakes for nothing
     with it set: here that is only once more than ``tolerated`` pings in a row went
-    unanswered with no byte of a reply received since (``ReplyBytes``: a watch notification
-    is no answer). A ping sent after such bytes came in starts the count again: its
-    predecessor's reply is queued behind replies still arriving (a bulk read of 20,000
-    nodes through 400 KB/s then a 0.5 s pause dropped 4-5 of 5 such connections). It also
-    tells how long requests have waited with no reply byte (``waited``, for
-    ``BulkConnection._check_replies``). Used by the connection's own thread only."""
+    unanswered with no byte at all received since. A ping sent after bytes came in starts
+    the count again: its predecessor's reply is queued behind replies still arriving (a
+    bulk read of 20,000 nodes through 400 KB/s then a 0.5 s pause dropped 4-5 of 5 such
+    connections). Used by the connection's own thread only."""
 
     def __init__(
         self,
@@ -108,21 +97,10 @@ class UnansweredPings:
         self.unanswered = 0
         self.clock = clock
         self.sent_at = float("-inf")  # the last ping
-        self.received_at = float("-inf")  # the last bytes of a reply from the server
-        self.waiting_since = float("-inf")  # requests sent when none was waiting
+        self.received_at = float("-inf")  # the last bytes from the server
 
     def received(self) -> None:
-        """Bytes of a reply to this client came (not a watch notification's)."""
         self.received_at = self.clock()
-
-    def request_sent(self, first: bool) -> None:
-        """Requests were written; ``first``: none was waiting for its reply before."""
-        if first:
-            self.waiting_since = self.clock()
-
-    def waited(self) -> float:
-        """Seconds since the oldest request waiting was sent or a reply byte came, the later."""
-        return self.clock() - max(self.received_at, self.waiting_since)
 
     def _heard_since_ping(self) -> bool:
         return self.received_at >= self.sent_at
@@ -140,37 +118,6 @@ class UnansweredPings:
         return self.unanswered > self.tolerated and not self._heard_since_ping()
 
 
-class ReplyBytes:
-    """Follows the packets' framing across the chunks received, to tell the bytes of replies
-    to this client's requests (pings' included) from those of watch notifications."""
-
-    def __init__(self) -> None:
-        self._head = bytearray()  # the first bytes (length, xid) of the packet coming
-        self._left = 0  # bytes of the current packet still to come, after its xid
-        self._reply = False  # the current packet is a reply, not a notification
-
-    def feed(self, chunk: bytes) -> bool:
-        """Whether ``chunk`` holds bytes of a reply (its length and xid, or its body)."""
-        found, i, n = False, 0, len(chunk)
-        while i < n:
-            if self._left:
-                take = min(self._left, n - i)
-                self._left -= take
-                i += take
-                found = found or self._reply
-                continue
-            take = min(_HEAD.size - len(self._head), n - i)
-            self._head += chunk[i : i + take]
-            i += take
-            if len(self._head) == _HEAD.size:
-                length, xid = _HEAD.unpack(self._head)
-                self._head.clear()
-                self._left = max(length - 4, 0)
-                self._reply = xid != WATCH_XID
-                found = found or self._reply
-        return found
-
-
 def ping_read_timeout(read_timeout_ms: float) -> float:
     """The read timeout handed to kazoo's loop, which pings every half of it: kazoo's own
     (2/3 of the session) divided by PING_SPLIT, not under 2 x MIN_PING_PERIOD_MS."""
@@ -184,7 +131,6 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._rbuf = bytearray()
-        self._replies = ReplyBytes()
         self._buffering = False
         self._addresses = 0  # resolved addresses of the current connect cycle
         self.ping_outstanding = UnansweredPings()
@@ -198,12 +144,8 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
         if queue and queue[0][0] is _LEAVE:
             queue.popleft()
             raise ConnectionDropped("closed without closeSession: the session is left to expire")
-        self._check_replies()  # raises before sending: the requests stay queued
         if not queue or _alone(queue[0][0]):
-            first = not self.client._pending
             super()._send_request(read_timeout, connect_timeout)
-            if self.client._pending:  # an auth packet went
-                self.ping_outstanding.request_sent(first)
             return
         packets: list[bytes] = []
         batch: list[tuple[Any, Any, int]] = []
@@ -226,20 +168,10 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
         self._write(b"".join(packets), connect_timeout)  # raises: nothing was dequeued
         self._xid = xid
         pending = self.client._pending
-        self.ping_outstanding.request_sent(first=not pending)
         for entry in batch:
             queue.popleft()
             pending.append(entry)
         self._read_sock.recv(len(batch))  # ≥ 1 byte is there: the loop saw it readable
-
-    def _send_ping(self, connect_timeout: float) -> None:
-        # kazoo looks for an unanswered ping only when its loop wakes for nothing: watch
-        # events arriving more often than that (a one-way stall, the events still coming)
-        # kept it pinging on and the session was lost (9.3-9.6 s of 10, 3 of 8 runs).
-        if self.ping_outstanding.is_set():
-            self.ping_outstanding.clear()
-            raise ConnectionDropped("outstanding heartbeat ping not received")
-        super()._send_ping(connect_timeout)
 
     def _connect_loop(self, retry: Any) -> Any:
         """kazoo's connect cycle; a stopped client (``leave``) tries no other address."""
@@ -254,7 +186,6 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
 
     def _connect(self, *args: Any) -> Any:
         self._rbuf = bytearray()  # never a byte of the last connection's stream
-        self._replies = ReplyBytes()
         read_timeout, connect_timeout = super()._connect(*args)
         # The loop pings every half of the read timeout it gets; a reply's read keeps
         # kazoo's own timeout (``_read_socket``).
@@ -294,21 +225,9 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
                 if response == CLOSE_RESPONSE:
                     return response
                 if not (self._whole_reply_buffered() or self._tls_pending()):
-                    self._check_replies()
                     return response
         finally:
             self._buffering = False
-
-    def _check_replies(self) -> None:
-        """Drop the connection when requests wait with no reply byte for three ping periods:
-        kazoo pings only when it sends nothing, so requests sent on each watch event through
-        a one-way stall (the events still coming) were never declared dead (session lost)."""
-        if not self.client._pending or not self._read_timeout_ms:
-            return
-        limit = (PINGS_UNANSWERED_TOLERATED + 1) * ping_read_timeout(self._read_timeout_ms) / 2000
-        waited = self.ping_outstanding.waited()
-        if waited > limit:
-            raise ConnectionDropped(f"no reply to a request for {waited:.1f} s")
 
     def _tls_pending(self) -> bool:
         """An SSL socket may hold decrypted bytes its file descriptor no longer shows:
@@ -346,8 +265,7 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
                 raise
             if not chunk:
                 raise ConnectionDropped("socket connection broken")
-            if self._replies.feed(chunk):
-                self.ping_outstanding.received()
+            self.ping_outstanding.received()
             self._rbuf += chunk
 
 

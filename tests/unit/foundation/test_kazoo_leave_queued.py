@@ -14,7 +14,7 @@ import pytest
 from kazoo.exceptions import ConnectionDropped
 from kazoo.protocol.serialization import Exists
 
-from smartstack.kazoo_conn import _LEAVE, BulkConnection, UnansweredPings
+from smartstack.kazoo_conn import _LEAVE, BulkConnection
 
 
 def connection(queue: collections.deque[Any]) -> tuple[Any, list[bytes]]:
@@ -25,7 +25,6 @@ def connection(queue: collections.deque[Any]) -> tuple[Any, list[bytes]]:
     conn._xid = 0
     conn._write = lambda data, timeout: written.append(data)
     conn._read_sock = SimpleNamespace(recv=lambda n: b"\0" * n)
-    conn.ping_outstanding, conn._read_timeout_ms = UnansweredPings(), 6000.0
     return conn, written
 
 

@@ -4,20 +4,16 @@ no later than kazoo does (the server last heard from 2/3 of the session before).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import struct
-from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
-from kazoo.exceptions import ConnectionDropped
-from kazoo.protocol.connection import WATCH_XID, ConnectionHandler
+from kazoo.protocol.connection import ConnectionHandler
 
 from smartstack import kazoo_conn
-from smartstack.kazoo_conn import BulkConnection, ReplyBytes, UnansweredPings, ping_read_timeout
+from smartstack.kazoo_conn import BulkConnection, UnansweredPings, ping_read_timeout
 
 
 def connection(monkeypatch: pytest.MonkeyPatch, session_ms: float) -> BulkConnection:
@@ -28,7 +24,7 @@ def connection(monkeypatch: pytest.MonkeyPatch, session_ms: float) -> BulkConnec
 
     monkeypatch.setattr(ConnectionHandler, "_connect", connect)
     conn = BulkConnection.__new__(BulkConnection)
-    conn.client = SimpleNamespace(_session_timeout=session_ms, _pending=deque())
+    conn.client = SimpleNamespace(_session_timeout=session_ms)
     conn.logger = logging.getLogger("test")
     return conn
 
@@ -127,122 +123,3 @@ def test_the_granted_session_timeout_is_kept(monkeypatch: pytest.MonkeyPatch) ->
     answer.time_out = 0  # an expired session's answer: no session, nothing granted
     conn._invoke(10.0, Connect(0, 0, 30000, 0, b"\0" * 16, False))
     assert conn.granted_ms == 4000
-
-
-def _packet(xid: int, body: bytes = b"") -> bytes:
-    """A server packet: length, reply header (xid, zxid, err), body."""
-    payload = struct.pack("!iqi", xid, 7, 0) + body
-    return struct.pack("!i", len(payload)) + payload
-
-
-class FakeSocket:
-    """What the server sent, handed out in the chunks given."""
-
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
-
-    def recv(self, _n: int) -> bytes:
-        return self.chunks.pop(0)
-
-
-def reading(chunks: list[bytes], clock: FakeClock) -> BulkConnection:
-    conn = BulkConnection.__new__(BulkConnection)
-    conn._rbuf, conn._replies, conn._socket = bytearray(), ReplyBytes(), FakeSocket(chunks)
-    conn.ping_outstanding = UnansweredPings(clock=clock)
-    conn.handler = SimpleNamespace(select=lambda r, w, x, t: (r, [], []))
-    conn._socket_error_handling = contextlib.nullcontext
-    return conn
-
-
-def test_watch_notifications_are_no_proof_the_server_hears_the_client() -> None:
-    """A one-way stall (the client's bytes dropped) with watch events still flowing: the
-    notifications arrive whether the server hears the client or not. Counted as replies,
-    they kept the pings from ever counting and the session was lost (4 of 4 runs)."""
-    clock = FakeClock()
-    events = [_packet(WATCH_XID, b"\0" * 40) for _ in range(8)]
-    conn = reading(events, clock)
-    pings = conn.ping_outstanding
-    for n in range(1, 4):  # a ping per period, two events arriving in each
-        pings.set()
-        for _ in range(2):
-            clock.now += 0.4
-            conn._fill(1.0)
-        assert pings.unanswered == n
-    assert pings.is_set()  # three unanswered with only notifications since: dead
-
-
-def test_bytes_of_a_reply_count_even_split_across_reads() -> None:
-    """A reply's header and body, split anywhere, count; a notification's never."""
-    clock = FakeClock()
-    stream = _packet(WATCH_XID, b"n" * 30) + _packet(5, b"r" * 100) + _packet(WATCH_XID)
-    for cut in range(1, len(stream)):
-        replies = ReplyBytes()
-        first, rest = stream[:cut], stream[cut:]
-        reply_start = len(_packet(WATCH_XID, b"n" * 30))
-        reply_end = reply_start + len(_packet(5, b"r" * 100))
-        # the xid is known from the 8th byte of a packet on
-        assert replies.feed(first) == (reply_start + 8 <= cut), cut
-        assert replies.feed(rest) == (cut < reply_end), cut
-    conn = reading([stream[:55], stream[55:]], clock)  # 5 bytes of the reply first
-    conn._fill(1.0)
-    assert conn.ping_outstanding.received_at == float("-inf")
-    clock.now += 1
-    conn._fill(1.0)  # the reply's body (part of it)
-    assert conn.ping_outstanding.received_at == clock.now
-    assert bytes(conn._rbuf) == stream
-
-
-def test_requests_unanswered_for_three_ping_periods_drop_the_connection() -> None:
-    """kazoo sends no ping while requests go out: a read per watch event through a one-way
-    stall never got its connection declared dead (session lost at 9.1 s of 10 s)."""
-    clock = FakeClock()
-    conn = reading([], clock)
-    conn.client = SimpleNamespace(_pending=deque(), _queue=deque())
-    conn._read_timeout_ms = 10000 * 2 / 3  # a 10 s session: pings every 5/3 s
-    pings = conn.ping_outstanding
-    conn._check_replies()  # nothing waits: nothing to say
-    conn.client._pending.append("get")
-    pings.request_sent(first=True)
-    clock.now += 4.9
-    pings.request_sent(first=False)  # more requests behind it: the first still waits
-    conn._check_replies()
-    clock.now += 0.2  # 5.1 s: more than three ping periods
-    with pytest.raises(ConnectionDropped, match=r"no reply to a request for 5\.1 s"):
-        conn._send_request(1.0, 1.0)
-    pings.received()  # a reply's bytes: the server hears the client
-    clock.now += 4.9
-    conn._check_replies()
-
-
-def test_slow_replies_still_coming_do_not_drop_the_connection() -> None:
-    """A bulk read's replies at 400 KB/s: requests wait long, but reply bytes keep coming."""
-    clock = FakeClock()
-    conn = reading([], clock)
-    conn.client = SimpleNamespace(_pending=deque(["get"] * 1000), _queue=deque())
-    conn._read_timeout_ms = 4000 * 2 / 3
-    conn.ping_outstanding.request_sent(first=True)
-    for _ in range(100):
-        clock.now += 0.5
-        conn.ping_outstanding.received()
-        conn._check_replies()
-
-
-def test_unanswered_pings_drop_the_connection_even_when_the_loop_never_idles(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """kazoo checks for an unanswered ping only when its select times out: watch events
-    waking it every 0.25 s kept it pinging on, and the session was lost (9.3 s of 10)."""
-    sent: list[float] = []
-    monkeypatch.setattr(
-        ConnectionHandler, "_send_ping", lambda self, t: self.ping_outstanding.set()
-    )
-    clock = FakeClock()
-    conn = reading([_packet(WATCH_XID, b"e")] * 6, clock)
-    for _ in range(3):  # a ping due while events keep arriving: sent
-        conn._send_ping(1.0)
-        sent.append(clock.now)
-        conn._fill(1.0)
-        clock.now += 1.7
-    with pytest.raises(ConnectionDropped, match="outstanding heartbeat ping"):
-        conn._send_ping(1.0)  # the fourth is due: three unanswered, no reply since
-    assert len(sent) == 3
