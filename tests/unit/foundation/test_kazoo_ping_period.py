@@ -70,45 +70,6 @@ def test_the_connection_is_dead_after_three_unanswered_pings() -> None:
     assert not pings.is_set()
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_a_ping_behind_replies_still_arriving_is_not_unanswered() -> None:
-    """A bulk read's replies arriving slowly hold a ping's reply back: the connection is
-    alive while bytes come in (20,000 gets at 400 KB/s, then a 0.5 s pause: dropped 4 of 5)."""
-    clock = FakeClock()
-    pings = UnansweredPings(clock=clock)
-    for _ in range(10):  # a ping per period, replies (not the ping's) arriving meanwhile
-        pings.set()
-        clock.now += 0.8
-        pings.received()
-        clock.now += 0.8
-        assert not pings.is_set()
-    clock.now += 0.5  # a pause with three pings outstanding
-    assert not pings.is_set()
-    pings.set()  # nothing since this ping: the count starts again
-    assert pings.unanswered == 1
-
-
-def test_silence_after_the_last_bytes_still_drops_after_three_pings() -> None:
-    clock = FakeClock()
-    pings = UnansweredPings(clock=clock)
-    pings.set()
-    clock.now += 1.0
-    pings.received()  # (a reply, not the ping's)
-    for _ in range(3):  # then nothing at all
-        clock.now += 1.0
-        assert not pings.is_set()
-        pings.set()
-    clock.now += 1.0
-    assert pings.is_set()  # three periods without a byte: kazoo's bound
-
-
 def test_the_granted_session_timeout_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     """The server answers the handshake with its own bound (maxSessionTimeout): kazoo uses
     it for its timeouts but keeps only the asked one (``_session_timeout``)."""
