@@ -53,8 +53,10 @@ class Selection:
     ignored_options: tuple[str, ...] = field(default=(), compare=False)
     # Records listed whose every one the label filters dropped (0: one passed): a typo in a
     # filter's value must be said, not just serve nothing. An empty list keeps the previous
-    # selection's count: only a record that passes ends it (label_filters_match_again).
+    # selection's count: only a record that passes ends it (label_filters_match_again) -
+    # unless the filters changed (a SIGHUP's fix): the count was the old filters'.
     unmatched: int = field(default=0, compare=False)
+    filters: tuple[LabelFilter, ...] = field(default=(), compare=False)  # ``unmatched``'s
 
     def __len__(self) -> int:
         return len(self.servers)
@@ -178,7 +180,7 @@ def discovered_selection(
     listed = len(found)
     found = [item for item in found if labels_match(item.registration.labels, filters)]
     unmatched = listed if filters and not found else 0
-    if filters and not listed and previous is not None:
+    if filters and not listed and previous is not None and previous.filters == tuple(filters):
         unmatched = previous.unmatched  # (an empty list proves no filter right or wrong)
     if config.leader_election:
         elected = elect_leader(found)
@@ -214,7 +216,7 @@ def discovered_selection(
         else:
             records.append(reg)
     return Selection(tuple(servers), tuple(records), origin, tuple(dropped), leader_failed, basis,
-                     tuple(sorted(ignored)), unmatched)  # fmt: skip
+                     tuple(sorted(ignored)), unmatched, tuple(filters))  # fmt: skip
 
 
 def _kept_discovered(config: ServiceConfig, previous: Selection) -> Selection | None:
@@ -290,17 +292,22 @@ def select_servers(
             chosen.basis,
             chosen.ignored_options,
             chosen.unmatched,
+            chosen.filters,
         )
     if chosen.servers:
         return chosen
     if config.default_servers:
         return replace(default_selection(config), leader_failed=chosen.leader_failed,
-                       unmatched=chosen.unmatched)  # fmt: skip
+                       unmatched=chosen.unmatched, filters=chosen.filters)  # fmt: skip
     # Not heard from yet (a new watcher after a SIGHUP) is not "returns nothing": kept.
     keep_previous = config.use_previous_backends or found is None
     if keep_previous and previous is not None and previous.servers:
         origin_kept = previous.origin if previous.origin == ORIGIN_STATE_FILE else ORIGIN_PREVIOUS
         return Selection(previous.servers, previous.sources, origin_kept, basis=previous.basis,
                          ignored_options=previous.ignored_options,
-                         unmatched=chosen.unmatched)  # fmt: skip
-    return Selection(origin=ORIGIN_NONE if found is None else origin, unmatched=chosen.unmatched)
+                         unmatched=chosen.unmatched, filters=chosen.filters)  # fmt: skip
+    return Selection(
+        origin=ORIGIN_NONE if found is None else origin,
+        unmatched=chosen.unmatched,
+        filters=chosen.filters,
+    )
