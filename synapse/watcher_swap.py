@@ -36,6 +36,12 @@ under the config's rules (``use_previous_backends``), the swap still held: compl
 then committed the typo for good, the instances' return unheard. Each report carries its
 watcher's label filters (``Report.filters``): the running watcher's lists are selected with
 its own, not with the SIGHUP's new ones, until the swap.
+
+A hold ends too when the old watcher's lists have given no server for a continuous
+``HOLD_BOTH_EMPTY_S`` (its instances all withdrawn: a deliberate move to an empty path, the
+old discovery gone as well): nothing is kept by holding on, and the instances' return at the
+old path would be served while the config names the new one. A timer, not a report, says
+it (a ZooKeeper path that stays empty sends none); a briefer outage keeps the hold.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from synapse.watchers import Watcher
 log = logging.getLogger("synapse.watcher_swap")
 
 SWAP_PATIENCE = 10.0  # seconds a new watcher may take for its first report before it is said
+HOLD_BOTH_EMPTY_S = 60.0  # a held swap completes once the old lists gave no server this long
 
 Create = Callable[[str, ServiceConfig, Sink], Watcher]
 Step = tuple[str, Callable[[], Awaitable[Any]]]
@@ -77,6 +84,8 @@ class Swap:
     stalled: bool = False  # patience ran out (said once)
     partial: Report | None = None  # its latest partial report: the swap's, should it stall
     empty: str | None = None  # why its lists give no server (held: until one does)
+    latest: Report | None = None  # its latest held list: the swap's when the old one's empties
+    gone: asyncio.TimerHandle | None = None  # HOLD_BOTH_EMPTY_S after the old lists emptied
 
 
 class ServiceWatchers:
@@ -98,6 +107,7 @@ class ServiceWatchers:
         self._retiring: dict[asyncio.Task[None], str] = {}
         self._sighup = False  # the next drop is a SIGHUP's: stalled replacements start afresh
         self._lists: dict[str, Report] = {}  # each running watcher's latest report
+        self._empty_since: dict[str, float] = {}  # loop time its lists began giving no server
         # whether a service's current selection has a server (the reconciler's view)
         self._serving = serving or (lambda name: False)
 
@@ -120,6 +130,7 @@ class ServiceWatchers:
         for name in [n for n in self.active if n not in services]:
             dropped.append(self.active.pop(name))
             self._lists.pop(name, None)
+            self._empty_since.pop(name, None)
         for name, swap in list(self.pending.items()):
             service = services.get(name)
             wanted = service is not None and same_model(swap.watcher.discovery, service.discovery)
@@ -152,7 +163,7 @@ class ServiceWatchers:
         report = replace(report, filters=watcher.discovery.label_filters)
         swap = self.pending.get(name)
         if self.active.get(name) is watcher:
-            self._lists[name] = report  # (even empty: a held swap waits on, see the top)
+            self._listed(name, report)  # (even empty: a held swap waits on, see the top)
             self._sink(report)
             return
         if swap is None or swap.watcher is not watcher:
@@ -179,18 +190,60 @@ class ServiceWatchers:
             return False
         if swap.empty is None:
             event(log, "watcher_swap_held", service=name, reason=reason)
-        swap.empty = reason
+        swap.empty, swap.latest = reason, report
+        self._arm(name)
         return True
 
-    def _swap(self, name: str, report: Report) -> None:
+    def _listed(self, name: str, report: Report) -> None:
+        """The running watcher's latest list, and since when its lists give no server."""
+        self._lists[name] = report
+        if no_server_reason(report.found, report.filters or ()) is None:
+            self._empty_since.pop(name, None)
+        else:
+            self._empty_since.setdefault(name, asyncio.get_running_loop().time())
+        self._arm(name)
+
+    def _arm(self, name: str) -> None:
+        """A held swap's timer for the old lists' emptiness (cancelled when one lists again)."""
+        swap = self.pending.get(name)
+        if swap is None or swap.empty is None:
+            return
+        since = self._empty_since.get(name)
+        if since is None:
+            if swap.gone is not None:
+                swap.gone.cancel()
+                swap.gone = None
+        elif swap.gone is None:
+            loop = asyncio.get_running_loop()
+            wait = max(0.0, since + HOLD_BOTH_EMPTY_S - loop.time())
+            swap.gone = loop.call_later(wait, self._both_empty, name)
+
+    def _both_empty(self, name: str) -> None:
+        """HOLD_BOTH_EMPTY_S after the old lists emptied, while held: the swap completes."""
+        swap = self.pending.get(name)
+        if swap is None:
+            return
+        swap.gone = None
+        since = self._empty_since.get(name)
+        if swap.empty is None or swap.latest is None or since is None:
+            return
+        empty_s = asyncio.get_running_loop().time() - since
+        if empty_s < HOLD_BOTH_EMPTY_S:  # (the timer ran early: armed for the rest)
+            self._arm(name)
+            return
+        self._swap(name, swap.latest, previous_empty_s=round(empty_s, 1))
+
+    def _swap(self, name: str, report: Report, **why: Any) -> None:
         swap = self._unpend(name)
         old, self.active[name] = self.active[name], swap.watcher
         old.hide_gauges()  # (until its stop, next)
         swap.watcher.publish_gauges()
-        self._lists[name] = report
+        self._empty_since.pop(name, None)  # (the old watcher's)
+        self._listed(name, report)
         event(log, "watcher_swapped", service=name, method=swap.watcher.method,
               replaced=old.method, after_s=round(time.time() - swap.since, 3),
-              partial=report.partial, **({"held": swap.empty} if swap.empty else {}))  # fmt: skip
+              partial=report.partial, **({"held": swap.empty} if swap.empty else {}),
+              **why)  # fmt: skip
         self._sink(report)  # the whole list: the old watcher's servers are replaced at once
         task = asyncio.get_running_loop().create_task(old.stop(), name=f"unwatch-{name}")
         self._retiring[task] = name
@@ -204,6 +257,8 @@ class ServiceWatchers:
     def _unpend(self, name: str) -> Swap:
         swap = self.pending.pop(name)
         swap.timer.cancel()
+        if swap.gone is not None:
+            swap.gone.cancel()
         return swap
 
     def _stalled(self, name: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from smartstack.record import Registration
+from synapse import watcher_swap
 from synapse.config import ServiceConfig
 from synapse.model import Found, Report, Sink
 from synapse.watcher_swap import ServiceWatchers
@@ -331,3 +332,76 @@ async def test_a_running_watcher_that_never_listed_holds_while_the_service_serve
     await bare.reload({"web": service("/other")})
     bare.made[-1].send()
     assert bare.set.active["web"] is bare.made[-1] and bare.got == [()]
+
+
+# A deliberate move to an empty path (review s27 cr4): once the old lists too give no server
+# for HOLD_BOTH_EMPTY_S (its instances withdrawn), holding keeps nothing and the swap ends;
+# their return at the old path must not be served while the config names the new one.
+
+
+async def test_a_hold_ends_once_the_old_lists_give_no_server_for_hold_both_empty_s(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(watcher_swap, "HOLD_BOTH_EMPTY_S", 0.2)
+    rig = Rig()
+    await rig.set.start("web", service("/web"))
+    [old] = rig.made
+    old.send(1, 2)
+    await rig.reload({"web": service("/web-v2")})  # on purpose: nothing registered there yet
+    new = rig.made[-1]
+    new.send()
+    old.send()  # its instances withdrawn: both lists empty
+    await asyncio.sleep(0.1)
+    assert rig.set.active["web"] is old  # (not yet: a blip keeps the hold)
+    await asyncio.sleep(0.2)  # (no report meanwhile: the timer ends it)
+    assert rig.set.active["web"] is new and not rig.set.pending and rig.got == [(1, 2), (), ()]
+    [said] = [r for r in caplog.records if r.getMessage() == "watcher_swapped"]
+    fields = said.smartstack_fields  # type: ignore[attr-defined]
+    assert (
+        fields["previous_empty_s"] >= 0.2 and fields["held"] == "the new discovery lists no servers"
+    )
+    old.send(1, 2)  # they register again at the old path: not served
+    await settle()
+    assert rig.got == [(1, 2), (), ()] and old.stops == 1
+
+
+async def test_an_old_outage_shorter_than_hold_both_empty_s_keeps_the_hold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(watcher_swap, "HOLD_BOTH_EMPTY_S", 0.2)
+    rig = Rig()
+    await rig.set.start("web", service("/web"))
+    [old] = rig.made
+    old.send(1, 2)
+    await rig.reload({"web": service("/wbe")})  # the typo
+    new = rig.made[-1]
+    new.send()
+    old.send()  # a blip (a8e0100: every instance failing its check for a second)
+    await asyncio.sleep(0.1)
+    old.send(1, 2)  # back before HOLD_BOTH_EMPTY_S: the timer is cancelled
+    old.send()  # empty again: counted afresh
+    await asyncio.sleep(0.15)
+    assert rig.set.active["web"] is old and rig.set.pending["web"].empty
+    old.send(1)
+    await asyncio.sleep(0.3)
+    assert rig.set.active["web"] is old and rig.got[-1] == (1,) and old.stops == 0
+
+
+async def test_an_old_list_empty_before_the_hold_counts_from_when_it_emptied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Held because HAProxy still serves (use_previous_backends) while the old list was
+    already empty: the hold ends HOLD_BOTH_EMPTY_S after that list, not after the SIGHUP."""
+    monkeypatch.setattr(watcher_swap, "HOLD_BOTH_EMPTY_S", 0.2)
+    rig = Rig(serving=True)
+    await rig.set.start("web", service("/web"))
+    [old] = rig.made
+    old.send()
+    await asyncio.sleep(0.15)
+    await rig.reload({"web": service("/web-v2")})
+    new = rig.made[-1]
+    new.send()
+    assert rig.set.pending["web"].empty
+    await asyncio.sleep(0.1)
+    assert rig.set.active["web"] is new
