@@ -30,10 +30,11 @@ traffic). "Serves" is the service's current selection (``serving``: what HAProxy
 a state file's or previous list included, as when the old watcher never read), or the old
 watcher's latest list. The old watcher is followed on, the wait is said as a stall (with
 why), /health lists it under ``degraded``, and the swap completes only at the new watcher's
-first list with a server (or a SIGHUP that changes the discovery again). An old list that
-empties meanwhile (every instance failing its check for a second) goes to the reconciler
-under the config's rules (``use_previous_backends``), the swap still held: completing it
-then committed the typo for good, the instances' return unheard. Each report carries its
+first list with a server (or a SIGHUP that changes the discovery again, or the old lists'
+lasting emptiness: below). An old list that empties meanwhile (every instance failing its
+check for a second) goes to the reconciler under the config's rules
+(``use_previous_backends``), the swap still held: completing it then committed the typo
+for good, the instances' return unheard. Each report carries its
 watcher's label filters (``Report.filters``): the running watcher's lists are selected with
 its own, not with the SIGHUP's new ones, until the swap.
 
@@ -199,7 +200,7 @@ class ServiceWatchers:
         self._lists[name] = report
         if no_server_reason(report.found, report.filters or ()) is None:
             self._empty_since.pop(name, None)
-        else:
+        elif not report.partial:  # (a union's silent children's servers are held meanwhile)
             self._empty_since.setdefault(name, asyncio.get_running_loop().time())
         self._arm(name)
 

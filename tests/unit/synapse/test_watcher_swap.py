@@ -405,3 +405,19 @@ async def test_an_old_list_empty_before_the_hold_counts_from_when_it_emptied(
     assert rig.set.pending["web"].empty
     await asyncio.sleep(0.1)
     assert rig.set.active["web"] is new
+
+
+async def test_an_old_partial_empty_list_does_not_count_towards_hold_both_empty_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A union's partial list before its children answer is not the old discovery gone."""
+    monkeypatch.setattr(watcher_swap, "HOLD_BOTH_EMPTY_S", 0.1)
+    rig = Rig()
+    await rig.set.start("web", service("/web"))
+    [old] = rig.made
+    old.send(1)
+    await rig.reload({"web": service("/wbe")})
+    rig.made[-1].send()
+    old.send(partial=True)
+    await asyncio.sleep(0.2)
+    assert rig.set.active["web"] is old and rig.set.pending["web"].empty
