@@ -44,7 +44,7 @@ from synapse.discovery_config import DiscoveryConfig, etcd_key, etcd_transport
 from synapse.metrics import SynapseMetrics
 from synapse.model import Report, Sink
 from synapse.reconciler import Reconciler
-from synapse.restart_held import discovery_key
+from synapse.restart_held import ListingKeys
 from synapse.selection import ORIGIN_DEFAULT, Selection
 from synapse.server_info import ServerInfoCollector
 from synapse.server_options import unknown_keywords
@@ -101,6 +101,7 @@ class SynapseDaemon:
             self._create_watcher, self._report, serving=self._serving
         )
         self.watchers: dict[str, Watcher] = self.service_watchers.active  # one per service
+        self._listing_key = ListingKeys(self.service_watchers)  # (the state file's: restart_held)
         self.admin: AdminServer | None = None
         self.zk_pool: ZooKeeperPool | None = None
         self._etcd: dict[tuple[Any, ...], EtcdConnection | EtcdJsonConnection] = {}
@@ -238,6 +239,7 @@ class SynapseDaemon:
         held = False
         with contextlib.suppress(TimeoutError):
             held = await asyncio.wait_for(self._reload_lock.acquire(), STOP_STEP_TIMEOUT)
+        self._listing_key.stopping()  # (the watchers' steps end the swaps: before the last write)
         steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
             ("reconciler", self._stop_reconciler)
         ]
@@ -377,12 +379,6 @@ class SynapseDaemon:
             evacuations = self.reconciler.zones.evacuations
             self.reconciler.state_cache = make_state_cache(new, evacuations, self._listing_key)
         await self.service_watchers.follow(new.services)
-
-    def _listing_key(self, name: str) -> str | None:
-        """The key of the discovery of the watcher whose lists ``name`` is served from (a
-        SIGHUP's held one: the old; synapse.restart_held). Asked in the writer's thread."""
-        watcher = self.service_watchers.active.get(name)
-        return discovery_key(watcher.discovery) if watcher is not None else None
 
     def _warn_about(self, config: SynapseConfig) -> None:
         if config.haproxy is not None:

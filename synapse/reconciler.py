@@ -97,7 +97,7 @@ class Reconciler:
         }
         self._desired = DesiredList(lambda made: self.zones.routed(made))  # kept between rounds
         self._touched: set[str] = set()  # services whose desired was reset since it was built
-        self.restart_held = RestartHeld()  # a restart's typo: the file's servers kept
+        self.restart_held = RestartHeld(self._due)  # a restart's typo: the file's servers kept
         self._gen_checks = GeneratorChecks(self._revisit)  # (a child's, plain models)
         self._dirty = asyncio.Event()
         self._all_reported = asyncio.Event()
@@ -380,7 +380,7 @@ class Reconciler:
 
     async def _flush_state_file(self, final: bool = False) -> None:
         cache = self.state_cache  # (a SIGHUP may replace or remove it meanwhile)
-        if cache is None or not self._state_dirty:  # no file (any more): nothing is due
+        if cache is None or not (self._state_dirty or final):  # (final: a held swap's key)
             self._state_dirty = False
             return
         self._state_dirty, self._state_written_at = False, time.monotonic()

@@ -43,7 +43,7 @@ from synapse import state_clock
 from synapse.atomic import read_text, write_atomic
 from synapse.config import RegistryServerOptions, ServiceConfig
 from synapse.model import Found
-from synapse.restart_held import KeyOf, read_keys, written_keys
+from synapse.restart_held import KeyOf, Recorded, held_moved, read_keys, written_keys
 from synapse.selection import (
     ORIGIN_DISCOVERY,
     ORIGIN_STATE_FILE,
@@ -94,7 +94,7 @@ class StateCache:
     ) -> None:
         self.path = Path(path)
         # service -> key of the discovery that listed its servers (``key_of``: restart_held)
-        self._keys: dict[str, str | None] = {}
+        self._keys: dict[str, Recorded | None] = {}
         self._key_of = key_of
         self.ttl = ttl
         if boot is None:  # (a wall clock injected alone is one that never steps)
@@ -237,8 +237,8 @@ class StateCache:
         may be empty (a registry glitch, a path not there yet): that must not empty it."""
         return select_servers(config, self.cached(service), None, policy, ORIGIN_STATE_FILE)
 
-    def discovery_key(self, service: str) -> str | None:
-        """The key of the discovery ``service``'s servers here came from (None: unknown)."""
+    def discovery_key(self, service: str) -> Recorded | None:
+        """The record of the discovery its servers came from (restart_held; None: unknown)."""
         return self._keys.get(service)
 
     def generator(self, service: str) -> dict[str, Any]:
@@ -284,7 +284,7 @@ class StateCache:
         texts = {s: text for s, text in self._texts.items() if s in configured}
         lefts = {s: left for s, left in self._left.items() if s in configured}
         gens = {s: g for s, g in self._generators.items() if s in configured}
-        changed = len(texts) != len(self._texts)
+        changed = len(texts) != len(self._texts) or held_moved(self._key_of, self._keys, texts)
         built: dict[str, Selection] = {}
         for service, selection in selections.items():
             # a service named like the reserved key is not cached (it would clobber it)
@@ -427,7 +427,7 @@ class StateCache:
             stamps = {s: self._vouched(s, t, lefts.get(s)) for s, t in texts.items()}
             boot = now - self._offset  # (the boottime at which the stamps' clock read ``now``)
             own.update(state_clock.written(now, boot, self._boot_id(), earlier, stamps))
-        own.update(written_keys(self._keys, texts, now))
+        own.update(written_keys(self._keys, texts, now, self._key_of))
         if own:
             lines[RESERVED_SERVICE] = encode(RESERVED_SERVICE, own, None)
         body = ",\n".join(lines[s] for s in sorted(lines))

@@ -288,6 +288,11 @@ class ServiceWatchers:
                                           "stalled": swap.stalled, "empty": swap.empty}  # fmt: skip
         return out
 
+    def held_discovery(self, name: str) -> Any | None:
+        """The discovery a held swap of ``name`` waits on (None: none; synapse.restart_held)."""
+        swap = self.pending.get(name)
+        return swap.watcher.discovery if swap is not None and swap.empty else None
+
     def degraded(self) -> list[str]:
         """For /health: the services following their old discovery because the new one
         gives them no server (said while the old one's list is empty too)."""
