@@ -30,6 +30,7 @@ from nerve.docker_source import DockerSource, docker_mode_config
 from nerve.handover import Retirement, after_retirement, hand_over, pass_on, settled
 from nerve.maintenance import MaintenanceStore
 from nerve.metrics import NerveMetrics
+from nerve.registration_identity import retake_for_reload
 from nerve.registries import Registries, registration_for, reporter_identity
 from nerve.reload_plan import Placement, Step, placement, plan_reload
 from nerve.reporters.base import Reporter
@@ -38,6 +39,7 @@ from nerve.service import Service
 from smartstack.admin import AdminServer, start_or_log
 from smartstack.admin_token import TokenFileError
 from smartstack.configfile import ConfigError
+from smartstack.identity_lock import release
 from smartstack.logs import event
 from smartstack.statsd import make_stats
 
@@ -236,20 +238,22 @@ class NerveDaemon:
             else:
                 new, warnings = load_nerve_config(path, self.instance_id_override, self.strict)
         except ConfigError as exc:
-            self.metrics.reloads.labels("rejected").inc()
-            event(
-                log,
-                "config_rejected",
-                level=logging.ERROR,
-                file=str(self.config_path),
-                errors=" | ".join(exc.lines),
-                detail="the running config stays in effect",
-            )
-            return False
+            return self._rejected(exc.lines)
         for line in warnings:
             event(log, "config_warning", level=logging.WARNING, warning=line)
+        # What it adds is taken from other nerves' reach first (or it is refused, as at start)
+        dropped, conflicts = retake_for_reload(self.config, new)
+        if conflicts:
+            return self._rejected(conflicts)
         await self.reload(new)
+        release(dropped)  # (once the reload is applied: its withdrawals are under way)
         return True
+
+    def _rejected(self, errors: list[str]) -> bool:
+        self.metrics.reloads.labels("rejected").inc()
+        event(log, "config_rejected", level=logging.ERROR, file=str(self.config_path),
+              errors=" | ".join(errors), detail="the running config stays in effect")  # fmt: skip
+        return False
 
     async def reload(self, new: NerveConfig) -> dict[str, list[str]]:
         """Apply a new config; returns which services were kept, changed, renamed (as

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from nerve.daemon import NerveDaemon
 from nerve.restart_stop import restart_despite
-from smartstack import sd_notify
+from smartstack import identity_lock, sd_notify
 from smartstack.early_signals import take_over, take_over_sighup
 from smartstack.logs import event
 from smartstack.stop_signals import hold_while_stopping, ignore_after_loop
@@ -35,6 +35,7 @@ async def serve(
     source: ConfigSource | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
+    identity_lock.answer_on(loop)  # a copy waiting for our registrations is told who we are
     daemon = NerveDaemon(config, config_path, instance_id)
     daemon.strict = strict  # --strict holds for SIGHUP reloads too
     daemon.source = source

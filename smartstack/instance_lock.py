@@ -6,7 +6,9 @@ So the daemon, before anything touches HAProxy or a registry, takes ``flock(LOCK
 lock file beside what it owns (synapse: ``<haproxy config_file_path>.lock``; nerve:
 ``<state_dir>/nerve-<config stem>-<digest of its real path>.lock``) and keeps it until it
 exits: the kernel releases it however the process ends (a SIGKILL too), so a stale file
-never blocks a start.
+never blocks a start. Then it takes the same thing host-wide (``smartstack.identity_lock``,
+review s28): nerve one abstract socket per registration, whatever its config's path and
+state_dir; synapse one per locked file's path; no file mode or owner hides those.
 
 A second copy that finds the lock held waits (the first may be stopping: a restart overlap,
 a container replaced while the old one still drains) up to a bound, then exits 1 with a
@@ -25,11 +27,12 @@ import fcntl
 import hashlib
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from smartstack.identity_lock import hold_all
+from smartstack.lock_wait import wait_turn, warn_unavailable
 from smartstack.logs import event
 
 log = logging.getLogger("smartstack.instance_lock")
@@ -37,7 +40,6 @@ log = logging.getLogger("smartstack.instance_lock")
 WAIT_ENV = "SMARTSTACK_INSTANCE_LOCK_WAIT"  # seconds; tests shorten the wait with it
 SYNAPSE_WAIT_S = 30.0  # its stop can take managed.stop_grace (8 s) and more
 NERVE_WAIT_S = 15.0  # its stop withdraws within ~5 s
-POLL_S = 0.1
 # Opening read-write failed for these, but the file may still open read-only, and flock
 # needs no write access: a file made by another user (a root debug run before the unit's
 # service user, or the reverse), a read-only file system, an immutable file.
@@ -102,11 +104,18 @@ def synapse_lock(config: Any, config_path: str) -> None:
     for path in paths:  # (one wait for both: the name's lock first, then the target's)
         left = max(0.0, wait_s - (time.monotonic() - start))
         hold("synapse", path, config_path, f"another {what}", left)
+    # The same files host-wide, however they are reached: an older version's 0600 lock
+    # file of another user leaves the ones above unopened (review s28).
+    left = max(0.0, wait_s - (time.monotonic() - start))
+    names = {name for path in paths for name in (os.path.abspath(path), os.path.realpath(path))}
+    hold_all("synapse", {name: [what] for name in names}, config_path, f"another {what}", left,
+             field="setting")  # fmt: skip
 
 
 def nerve_lock(config: Any, config_path: str) -> None:
     """Hold nerve's lock for this config file in its state_dir (by default ``nerve-state``
-    beside the config file: two configs there share its flags, each has its own lock)."""
+    beside the config file: two configs there share its flags, each has its own lock), then
+    its registrations' host-wide locks (one wait for all)."""
     from nerve.daemon import resolve_state_dir
 
     state_dir = resolve_state_dir(config, Path(config_path))
@@ -115,6 +124,17 @@ def nerve_lock(config: Any, config_path: str) -> None:
     for path in nerve_lock_paths(state_dir, config_path):  # (one wait for both)
         left = max(0.0, wait_s - (time.monotonic() - start))
         hold("nerve", path, config_path, "another state_dir", left)
+    # Then what it registers, whatever the file's path and state_dir (review s28): the
+    # files above still exclude an older version's copy and name its config.
+    left = max(0.0, wait_s - (time.monotonic() - start))
+    hold_all("nerve", nerve_identities(config), config_path,
+             "other registrations (instance_id, zk_path/etcd_path or host:port)", left)  # fmt: skip
+
+
+def nerve_identities(config: Any) -> dict[str, list[str]]:
+    from nerve.registration_identity import registration_identities
+
+    return registration_identities(config.instance_id, config.services, config.docker)
 
 
 def _wait(default: float) -> float:
@@ -133,46 +153,32 @@ def hold(daemon: str, path: Path, config_path: str, other: str, wait_s: float) -
     if opened is None:
         return
     fd, writable = opened
-    start = time.monotonic()
-    waiting = False
+
+    def take() -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        except OSError as exc:  # (ENOLCK: a file system without locks)
+            os.close(fd)
+            warn_unavailable(str(path), exc)
+            raise _NoLock from None
+
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                pass
-            except OSError as exc:  # (ENOLCK: a file system without locks)
-                os.close(fd)
-                _unavailable(path, exc)
-                return
-            holder, holder_config = _holder(fd)
-            if not waiting:
-                waiting = True
-                event(log, "instance_lock_waiting", holder_pid=holder, path=str(path),
-                      wait_s=wait_s)  # fmt: skip
-            if time.monotonic() - start >= wait_s:
-                running = holder_config or config_path  # (an older holder wrote no path)
-                event(log, "instance_lock_held", level=logging.ERROR, holder_pid=holder,
-                      holder_config=running, path=str(path), waited_s=round(wait_s, 1))  # fmt: skip
-                print(f"error: {daemon} pid {holder} already runs with {running} (lock {path}):"
-                      f" stop it first, or give this one {other}",
-                      file=sys.stderr)  # fmt: skip
-                raise SystemExit(1)
-            time.sleep(POLL_S)
-    except KeyboardInterrupt:  # (SIGINT, a Ctrl-C on a debug run that waits: no traceback)
-        event(log, "instance_lock_wait_interrupted", level=logging.WARNING, path=str(path),
-              waited_s=round(time.monotonic() - start, 1))  # fmt: skip
-        raise SystemExit(130) from None
+        wait_turn(daemon, str(path), config_path, other, wait_s, take, lambda: _holder(fd))
+    except _NoLock:
+        return
     if writable:  # (for the message of a copy that waits; a full disk does not undo the lock)
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
             # (the config as given, absolute: a waiting copy names the config it met)
             os.pwrite(fd, f"{os.getpid()}\n{os.path.abspath(config_path)}\n".encode(), 0)
     _held.append(fd)
-    if waiting:
-        event(log, "instance_lock_taken", path=str(path),
-              waited_s=round(time.monotonic() - start, 1))  # fmt: skip
+
+
+class _NoLock(Exception):
+    """The lock cannot be taken at all (warned): the daemon runs without it."""
 
 
 def _open(path: Path) -> tuple[int, bool] | None:
@@ -182,12 +188,12 @@ def _open(path: Path) -> tuple[int, bool] | None:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         if exc.errno not in _READ_ONLY_RETRY:
-            _unavailable(path, exc)
+            warn_unavailable(str(path), exc)
             return None
         try:
             return os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
         except OSError as again:  # (not there and not makable, or not readable either)
-            _unavailable(path, again)
+            warn_unavailable(str(path), again)
             return None
     # Readable by every user (a umask 077 made it 0600), so a copy run as another user can
     # still open it read-only and wait for it; not ours to change (EPERM) is fine.
@@ -216,8 +222,3 @@ def _holder(fd: int) -> tuple[str, str | None]:
     except OSError:  # (EPERM: it runs, as another user)
         pass
     return pid, config
-
-
-def _unavailable(path: Path, exc: OSError) -> None:
-    event(log, "instance_lock_unavailable", level=logging.WARNING, path=str(path),
-          error=f"{type(exc).__name__}: {exc}", detail="running without the guard")  # fmt: skip

@@ -67,6 +67,17 @@ def first_registered(zk: ZooKeeperServer, tmp_path: Path, nerve_process) -> tupl
     return config_path, path, first
 
 
+async def first_stops_second_registers(first: Any, other: ManagedProcess, kz: KazooClient,
+                                       path: str) -> None:  # fmt: skip
+    """The first copy stopped (SIGTERM): the waiting one takes the lock and registers."""
+    first.signal(signal.SIGTERM)
+    assert first.wait(20) == 0
+    await until(lambda: "znode_created" in other.log_path.read_text(), timeout=40,
+                what="the second nerve registering")  # fmt: skip
+    assert "instance_lock_taken" in other.log_path.read_text()
+    await until(lambda: len(children(kz, path)) == 1, what="its node")
+
+
 async def test_second_nerve_on_one_config_exits_1_and_leaves_the_node_alone(
     zk: ZooKeeperServer, kz: KazooClient, tmp_path: Path, nerve_process
 ) -> None:
@@ -94,12 +105,7 @@ async def test_second_nerve_starts_once_the_first_exits_during_its_wait(
     other = await waiting_copy(config, tmp_path)
     try:
         assert other.alive and len(children(kz, path)) == 1
-        first.signal(signal.SIGTERM)
-        assert first.wait(20) == 0
-        await until(lambda: "znode_created" in other.log_path.read_text(), timeout=40,
-                    what="the second nerve registering")  # fmt: skip
-        assert "instance_lock_taken" in other.log_path.read_text()
-        await until(lambda: len(children(kz, path)) == 1, what="its node")
+        await first_stops_second_registers(first, other, kz, path)
         assert other.alive
     finally:
         other.stop(timeout=20)
