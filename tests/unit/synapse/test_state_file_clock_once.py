@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -62,12 +63,23 @@ def served(cache: StateCache) -> list[int]:
     return sorted(f.registration.port for f in cache.cached("web") or [])
 
 
+async def until(done: Callable[[], bool], limit_s: float = 5.0) -> None:
+    """Wait for ``done`` (the watcher writes the file in a thread, which a loaded machine
+    may run late), at most ``limit_s``: the assertion after it still fails if it never is."""
+    for _ in range(int(limit_s / 0.01)):
+        if done():
+            return
+        await asyncio.sleep(0.01)
+
+
 async def watched(host: Host, cache: StateCache, polls: int = 5) -> Watched:
-    """The wall-clock watcher run for a few polls (its baseline taken now)."""
+    """The wall-clock watcher run for a few polls (its baseline taken now), until it has
+    asked for a recheck (its write done) or 5 s passed."""
     rec = Watched(cache)
     watch = WallStep(lambda: host.wall, lambda: host.boot)
     task = asyncio.create_task(watch_wall_clock(rec, 0.01, watch))  # type: ignore[arg-type]
     await asyncio.sleep(0.01 * polls + 0.05)
+    await until(lambda: rec.rechecks >= 1)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     return rec
@@ -88,6 +100,7 @@ async def test_a_step_an_update_stamped_after_is_not_applied_again(tmp_path: Pat
         host.wall -= 7200  # NTP corrects it
         assert cache.update({"web": selection(1, 2)}, ["web"])  # a change, 0.01 s later
         await asyncio.sleep(0.2)  # the watcher polls (several times)
+        await until(lambda: all(abs(stamp - host.wall) < 2 for stamp in stamps(path)))
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
