@@ -212,7 +212,18 @@ class ManagedHAProxy(ConfigModel):
     # with synapse; auto: true where it cannot outlive synapse (a container: exit_policy)
     stop_on_exit: bool | Literal["auto"] = "auto"
     stop_grace: float = Field(default=8.0, ge=0, le=120)  # s for in-flight work at a stop
+    # s HAProxy serves on after the stop signal, before its soft stop (synapse.stop_delay)
+    stop_delay: float | Literal["auto"] = "auto"  # auto: 5 in a container, else 0
     hold_listeners: bool = True  # copies of its listeners: a crash's clients wait, not refused
+
+    @field_validator("stop_delay", mode="before")
+    @classmethod
+    def _delay(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 120:
+            raise ValueError(f"{value!r}: stop_delay is auto or 0-120 (seconds)")
+        return value
 
 
 class HAProxyConfig(ConfigModel):

@@ -48,6 +48,7 @@ from synapse.restart_held import ListingKeys
 from synapse.selection import ORIGIN_DEFAULT, Selection
 from synapse.server_info import ServerInfoCollector
 from synapse.server_options import unknown_keywords
+from synapse.stop_delay import delay_stop
 from synapse.watcher_swap import ServiceWatchers
 from synapse.watchers import Watcher, WatcherContext, create_watcher
 
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from smartstack.admin import AdminServer, Health
     from smartstack.etcd import EtcdConnection
     from smartstack.etcd_json import EtcdJsonConnection
+    from synapse.config import ManagedHAProxy
     from synapse.config_load import ConfigSource
     from synapse.docker_services import DockerServiceSource
     from synapse.edge_config import DockerServicesConfig
@@ -135,6 +137,7 @@ class SynapseDaemon:
         await self._stop.wait()
         event(log, "stopping")
         hold_while_stopping(loop, log)  # (a second SIGTERM killed it mid-stop)
+        await delay_stop(self._managed_config())  # (HAProxy serves on: an app drains)
         await self.stop()
         event(log, "stopped")
         return EXIT_OK
@@ -243,7 +246,7 @@ class SynapseDaemon:
         steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
             ("reconciler", self._stop_reconciler)
         ]
-        managed = self.config.haproxy.managed if self.config.haproxy is not None else None
+        managed = self._managed_config()
         bounds = {"HAProxy controller": STOP_STEP_TIMEOUT + (managed.stop_grace if managed else 0)}
         if self.docker_services is not None:
             steps.insert(0, ("docker_services", self.docker_services.stop))
@@ -266,6 +269,9 @@ class SynapseDaemon:
         self._etcd.clear()
         if held:
             self._reload_lock.release()
+
+    def _managed_config(self) -> ManagedHAProxy | None:
+        return self.config.haproxy.managed if self.config.haproxy is not None else None
 
     async def _stop_reconciler(self) -> None:
         task, self._reconciler_task = self._reconciler_task, None

@@ -102,6 +102,8 @@ def test_synapse_in_the_image_follows_containers(
             raise AssertionError(f"{exc}\n{logs()}") from None
         synapse.stop(timeout=10)  # SIGTERM through tini: synapse stops HAProxy and exits 0
         assert synapse.wait(timeout=20)["StatusCode"] == 0, logs()
+        # (HAProxy served 5 s more first: managed.stop_delay auto, in a container)
+        assert "event=haproxy_stop_delayed delay_s=5.0" in synapse.logs().decode(), logs()
     finally:
         synapse.remove(force=True)
 

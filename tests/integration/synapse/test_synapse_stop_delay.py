@@ -1,0 +1,97 @@
+"""``managed.stop_delay``: after SIGTERM a synapse that takes its HAProxy down keeps it
+serving for that many seconds (an app stopped at the same time drains through it), then
+soft-stops it (``stop_grace`` after that).
+
+Before: the soft stop closed HAProxy's listeners at the signal, so an app stopped together
+with its sidecar (a parallel ``docker stop``, a pod's end) had every request it sent while it
+drained refused (500 of 500 in a 5 s drain; /tmp/rev/s28/sidecar, HIGH 3).
+"""
+
+from __future__ import annotations
+
+import http.server
+import signal
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from synapse_e2e import Synapse, http_get, wait_serving
+
+from testbed.process import free_port, wait_until
+
+DELAY, GRACE = 2.5, 1.0
+
+
+class _Answer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "1")
+        self.end_headers()
+        self.wfile.write(b"b")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def backend() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def health(syn: Synapse) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{syn.admin_port}/health", timeout=3) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_haproxy_serves_new_connections_for_the_stop_delay_then_stops(backend) -> None:
+    port = free_port()
+    service = {
+        "discovery": {"method": "base"},
+        "default_servers": [{"name": "b", "host": "127.0.0.1", "port": backend}],
+        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
+    }
+    managed = {"stop_on_exit": True, "stop_delay": DELAY, "stop_grace": GRACE}
+    syn = Synapse({"web": service}, startup_wait=0)
+    syn.config["haproxy"]["managed"].update(managed)
+    syn.write_config()
+    syn.start()
+    wait_serving(port, {"b"})
+    began = time.monotonic()
+    syn.signal(signal.SIGTERM)
+    wait_until(lambda: "event=haproxy_stop_delayed" in syn.log(200), 2, interval=0.02,
+               what="haproxy_stop_delayed")  # fmt: skip
+    assert health(syn)[0] == 503 and "stopping" in health(syn)[1]  # (out of rotation)
+    answers, again = [], False
+    while time.monotonic() - began < DELAY - 0.4:  # each a new connection
+        answers.append(http_get(port, timeout=2)[0])
+        if not again and time.monotonic() - began > 0.5:  # a repeated stop signal: logged
+            syn.signal(signal.SIGTERM)
+            again = True
+        time.sleep(0.05)
+    assert len(answers) > 10 and set(answers) == {200}, answers
+    wait_until(lambda: refused(port), GRACE + 2.0, interval=0.05, what="the soft stop")
+    assert time.monotonic() - began >= DELAY
+    assert syn.process.wait(15) == 0
+    log = syn.log(400)
+    assert f"delay_s={DELAY}" in log and "how=soft" in log, log
+    assert log.count("event=signal_while_stopping") == 1, log
+    assert log.index("event=haproxy_stop_delayed") < log.index("event=haproxy_stopped")

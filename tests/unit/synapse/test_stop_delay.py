@@ -1,0 +1,50 @@
+"""``managed.stop_delay`` (``synapse.stop_delay``): how long HAProxy serves on after synapse's
+stop signal before its soft stop. (The stop itself: tests/integration/synapse/
+test_synapse_stop_delay.py.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from smartstack.modelbase import ValidationError
+from synapse.config import ManagedHAProxy as ManagedConfig
+from synapse.stop_delay import AUTO_S, stop_delay
+
+CONTAINER = "synapse is the child of tini, PID 1 of its PID namespace: HAProxy dies with it"
+
+
+@pytest.mark.parametrize(
+    ("managed", "reason", "delay"),
+    [
+        ({}, CONTAINER, AUTO_S),  # auto, in a container: an app stopped with it drains
+        ({}, None, 0.0),  # auto on a host: HAProxy is left serving, nothing to delay
+        ({"stop_on_exit": True}, "managed.stop_on_exit is true", 0.0),  # today's stop
+        ({"stop_on_exit": True, "stop_delay": 3}, "managed.stop_on_exit is true", 3.0),
+        ({"stop_delay": 0}, CONTAINER, 0.0),  # turned off
+        ({"stop_delay": 12.5}, CONTAINER, 12.5),
+        ({"stop_on_exit": False, "stop_delay": 9}, None, 0.0),  # left serving: no delay
+    ],
+)
+def test_the_delay_applies_only_where_synapse_stops_haproxy(managed, reason, delay) -> None:
+    assert stop_delay(ManagedConfig.model_validate(managed), reason) == delay
+
+
+def test_no_managed_haproxy_no_delay() -> None:
+    assert stop_delay(None, CONTAINER) == 0.0
+
+
+@pytest.mark.parametrize("value", [-1, 120.5, 121, "soon", "5", True, None, float("nan")])
+def test_stop_delay_out_of_bounds_is_refused(value: Any) -> None:
+    with pytest.raises(ValidationError):
+        ManagedConfig.model_validate({"stop_delay": value})
+
+
+@pytest.mark.parametrize("value", [0, 0.5, 120, "auto"])
+def test_stop_delay_in_bounds_is_taken(value: Any) -> None:
+    assert ManagedConfig.model_validate({"stop_delay": value}).stop_delay == value
+
+
+def test_auto_is_the_default() -> None:
+    assert ManagedConfig().stop_delay == "auto"
