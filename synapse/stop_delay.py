@@ -22,7 +22,7 @@ import logging
 from smartstack.logs import event
 from synapse.config import ManagedHAProxy as ManagedConfig
 
-AUTO_S = 5.0  # an app's usual drain; with stop_grace 8 a Docker stop timeout of 14 s fits it
+AUTO_S = 5.0  # an app's usual drain (+ stop_grace 8 + 1 s: a 15 s stop timeout, docs/docker.md)
 
 log = logging.getLogger("synapse.stop_delay")
 
