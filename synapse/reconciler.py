@@ -14,19 +14,19 @@ Each round computes the servers (``synapse.selection``) of the services that rep
 since the last round (all after a start or a failure; after a config reload, those whose
 config changed: ``synapse.reload_diff``), hands the complete ``list[DesiredService]`` to
 the applier (``synapse.contract.Applier``: the HAProxy controller), then updates file_output
-and the state file (at most once per STATE_FILE_INTERVAL). An unchanged service is handed
-over as the very same DesiredService object (the applier skips it cheaply). Watch event →
-applier returned is ``synapse_watch_to_applied_seconds``. At startup it waits up to
-``startup_wait`` for every watcher's first report; a service whose registry has not
-answered starts from the state file (servers younger than ``state_file_ttl``), else what
-the running HAProxy serves it (``adopted_servers``), else its ``default_servers``; one a
-SIGHUP adds with nothing to start from waits likewise (``reload_diff.Arrivals``).
+and the state file (at most once per STATE_FILE_INTERVAL: ``synapse.round_outputs``). An
+unchanged service is handed over as the very same DesiredService object (the applier skips
+it cheaply). Watch event → applier returned is ``synapse_watch_to_applied_seconds``. At
+startup it waits up to ``startup_wait`` for every watcher's first report; a service whose
+registry has not answered starts from the state file (servers younger than
+``state_file_ttl``), else what the running HAProxy serves it (``adopted_servers``), else its
+``default_servers``; one a SIGHUP adds with nothing to start from waits likewise
+(``reload_diff.Arrivals``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -59,8 +59,9 @@ from synapse.reload_diff import (
     policy_changed,
 )
 from synapse.restart_held import RestartHeld
+from synapse.round_outputs import RoundOutputs
 from synapse.selection import ORIGIN_DISCOVERY, ORIGIN_STATE_FILE, Selection, select_servers
-from synapse.state_cache import REBUILD_BUDGET, StateCache
+from synapse.state_cache import StateCache
 from synapse.state_recheck import STATE_FILE_READ, waiting_for_state_file, watch_wall_clock
 from synapse.status import service_status
 from synapse.zone_apply import ZoneRouter
@@ -70,7 +71,6 @@ log = logging.getLogger("synapse.reconciler")
 GENERATOR_WAIT = 5.0  # the first hand-over waits this long for generator settings' child
 CHANGES_KEPT = 256  # recent (watch event, HAProxy acknowledged) pairs on /status
 REFRESH_INTERVAL = 60.0  # how often the state file is considered for its periodic refresh
-STATE_FILE_INTERVAL = 1.0  # seconds between state file updates (each one writes every server)
 RETRY_BASE, RETRY_CAP = 0.5, 30.0  # a failed hand-over is retried with this backoff
 
 
@@ -107,10 +107,11 @@ class Reconciler:
         self._adopted = AdoptedServers()  # what HAProxy runs, for those with nothing else
         self._force = True  # the first hand-over always happens
         self._latency = ApplyLatency(metrics)  # watch event -> applied
-        self._state_task: asyncio.Task[None] | None = None
-        self._state_dirty = False
-        self._state_written_at = -STATE_FILE_INTERVAL
-        self._stopping = asyncio.Event()
+        self.outputs = RoundOutputs(  # file_output and the state file, after each round
+            metrics,
+            lambda: self.state_cache,
+            lambda: (self.selections(), list(self._services), self.generators()),
+        )
         self.pacer = Pacer(config.haproxy)  # waits a little before a round in a stream
         self.started = False
         self._backing_off = False  # after a failed round: no change can be applied now
@@ -265,7 +266,7 @@ class Reconciler:
                     self._dirty.set()
         finally:
             clock.cancel()
-            await self._final_state_file()
+            await self.outputs.final()
 
     async def _wait_dirty(self) -> bool:
         if self._force:
@@ -297,7 +298,9 @@ class Reconciler:
         finally:
             # A reloaded config may remove a service or disable its file: all files, as ever.
             try:  # (file_output reports its own disk errors; anything else: said, never fatal)
-                await self._write_files(changed, everything or pending.hand_over)
+                await self.outputs.write(
+                    self.file_output, self._services, changed, everything or pending.hand_over
+                )
             except Exception as exc:
                 event(log, "outputs_write_failed", level=logging.ERROR,
                       error=f"{type(exc).__name__}: {exc}"[:500])  # fmt: skip
@@ -343,52 +346,6 @@ class Reconciler:
         event(log, "applied", level=logging.DEBUG, reason=reason,
               changed=",".join(changed)[:200], ms=round((now - started) * 1000, 2))  # fmt: skip
         return True
-
-    async def _write_files(self, changed: list[str], everything: bool) -> None:
-        """file_output (changed services) and the state file, in threads: fsync must not
-        stall the loop. Both run after the hand-over, off the path to HAProxy."""
-        file_output = self.file_output
-        if file_output is not None and (changed or everything):
-            names = self._services if everything else changed
-            found = {n: self._services[n].selection for n in names}
-            selections = {n: s for n, s in found.items() if s is not None}
-            enabled = [n for n, s in self._services.items() if not s.config.file_output.disabled]
-            written = await asyncio.to_thread(file_output.update, selections, enabled)
-            self.metrics.file_writes.inc(len(written))
-        if self.state_cache is not None and (changed or everything):
-            self._state_dirty = True
-            if self._state_task is None or self._state_task.done():
-                self._state_task = asyncio.get_running_loop().create_task(self._state_writer())
-
-    async def _state_writer(self) -> None:
-        """Update the state file at most once per STATE_FILE_INTERVAL: it holds every
-        server, so writing it per change would cost the whole fleet per change."""
-        while self._state_dirty and not self._stopping.is_set():  # (stop: the final flush)
-            delay = self._state_written_at + STATE_FILE_INTERVAL - time.monotonic()
-            if delay > 0:
-                await wait_event(self._stopping, delay)
-            await self._flush_state_file()
-
-    async def _final_state_file(self) -> None:
-        """On the way out: what is still to be written goes to the state file now."""
-        self._stopping.set()
-        task = self._state_task
-        with contextlib.suppress(Exception):
-            if task is not None and not task.done():
-                await task
-            await self._flush_state_file(final=True)
-
-    async def _flush_state_file(self, final: bool = False) -> None:
-        cache = self.state_cache  # (a SIGHUP may replace or remove it meanwhile)
-        if cache is None or not (self._state_dirty or final):  # (final: a held swap's key)
-            self._state_dirty = False
-            return
-        self._state_dirty, self._state_written_at = False, time.monotonic()
-        budget = None if final else REBUILD_BUDGET  # (on the way out: all of it at once)
-        with contextlib.suppress(Exception):  # StateCache reports its own failures
-            await asyncio.to_thread(cache.update, self.selections(), list(self._services),
-                                    self.generators(), budget)  # fmt: skip
-        self._state_dirty |= cache.pending or cache.evacuations_unsaved  # (next slice; disk full)
 
     def _select_all(self, reported: set[str] | None = None) -> list[str]:
         """Select again the services in ``reported`` (None: all) and those without a report

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from applier_fakes import FakeApplier, eventually, make_reconciler, running
 
-from synapse import reconciler as reconciler_module
+from synapse import round_outputs as round_outputs_module
 from synapse import state_cache as state_cache_module
 from synapse.config import SynapseConfig
 from synapse.daemon import SynapseDaemon
@@ -39,7 +39,7 @@ async def test_an_evacuation_the_state_file_cannot_keep_runs_and_is_written_late
     """A full or read-only disk (the incident the operator evacuates for) must not block
     the evacuation: it runs, ``persisted`` is False with a warning, and the reconciler's
     state-file writes, retried while they fail, keep it once the disk is back."""
-    monkeypatch.setattr(reconciler_module, "STATE_FILE_INTERVAL", 0.05)
+    monkeypatch.setattr(round_outputs_module, "STATE_FILE_INTERVAL", 0.05)
     applier = FakeApplier()
     path = tmp_path / "state.json"
     path.mkdir()  # the state file's path is a directory: no write
@@ -112,7 +112,7 @@ async def test_the_state_writer_ends_when_a_sighup_removes_the_state_file(
     SIGTERM)."""
     import asyncio
 
-    monkeypatch.setattr(reconciler_module, "STATE_FILE_INTERVAL", 0.05)
+    monkeypatch.setattr(round_outputs_module, "STATE_FILE_INTERVAL", 0.05)
     applier = FakeApplier()
     path = tmp_path / "state.json"
     path.mkdir()  # no write
@@ -120,8 +120,8 @@ async def test_the_state_writer_ends_when_a_sighup_removes_the_state_file(
     async with running(rec, applier, fleet_report(), fleet_report("plain", az9=1)):
         apply = evacuation_applier(rec, applier, lambda: rec.state_cache)
         assert (await apply(AZ1))[1] is False
-        await eventually(lambda: rec._state_task is not None, what="the writer retrying")
+        await eventually(lambda: rec.outputs.task is not None, what="the writer retrying")
         rec.state_cache = None  # what the SIGHUP does (daemon.apply_config)
-        task = rec._state_task
+        task = rec.outputs.task
         assert task is not None
         await asyncio.wait_for(asyncio.shield(task), 2)  # ended (the old code: never)
