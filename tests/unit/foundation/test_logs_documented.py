@@ -66,23 +66,27 @@ def _pattern(node: ast.AST, func: Function, calls: list[ast.Call]) -> list[str]:
 def events_in_code() -> dict[str, str]:
     """Event name pattern -> the file it is logged from."""
     found: dict[str, str] = {}
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            if path.name == "logs.py" and package == "smartstack":
-                continue  # the helpers themselves (their names come from their callers)
-            tree = ast.parse(path.read_text(), str(path))
-            calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
-            funcs = (n for n in ast.walk(tree) if isinstance(n, Function))
-            for func in funcs:
-                for call in (n for n in ast.walk(func) if isinstance(n, ast.Call)):
-                    if _call_name(call) == "event" and len(call.args) >= 2:
-                        for name in _pattern(call.args[1], func, calls):
-                            found.setdefault(name, str(path.relative_to(ROOT)))
-            for call in calls:
-                if _call_name(call) == "FailureStreak":
-                    for node in (_arg(call, 1, "failed"), _arg(call, 2, "recovered")):
-                        for name in _strings(node) if node is not None else ():
-                            found.setdefault(re.escape(name), str(path.relative_to(ROOT)))
+    trees = {
+        path: ast.parse(path.read_text(), str(path))
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if not (path.name == "logs.py" and package == "smartstack")  # (the helpers themselves)
+    }
+    # A helper's callers in any module (a subclass in another module calls its base's helper).
+    everywhere = [n for tree in trees.values() for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    for path, tree in trees.items():
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+        funcs = (n for n in ast.walk(tree) if isinstance(n, Function))
+        for func in funcs:
+            for call in (n for n in ast.walk(func) if isinstance(n, ast.Call)):
+                if _call_name(call) == "event" and len(call.args) >= 2:
+                    for name in _pattern(call.args[1], func, everywhere):
+                        found.setdefault(name, str(path.relative_to(ROOT)))
+        for call in calls:
+            if _call_name(call) == "FailureStreak":
+                for node in (_arg(call, 1, "failed"), _arg(call, 2, "recovered")):
+                    for name in _strings(node) if node is not None else ():
+                        found.setdefault(re.escape(name), str(path.relative_to(ROOT)))
     return found
 
 

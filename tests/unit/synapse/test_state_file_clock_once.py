@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from synapse_testlib import service_config
 
-import synapse.state_cache as state_cache_module
+import synapse.state_read as state_read_module
 from smartstack.boot_clock import WallStep
 from smartstack.record import Registration
 from synapse.model import Found
@@ -165,9 +165,9 @@ def test_a_silent_service_all_too_old_is_not_parsed_again(
     host.passes(2 * TTL)
     assert cache.cached("web") is None
     parsed: list[str] = []
-    real = state_cache_module.parse_line
+    real = state_read_module.parse_line
     monkeypatch.setattr(
-        state_cache_module, "parse_line", lambda s, t: parsed.append(s) or real(s, t)
+        state_read_module, "parse_line", lambda s, t: parsed.append(s) or real(s, t)
     )
     for _ in range(5):
         assert cache.cached("web") is None
