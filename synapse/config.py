@@ -18,7 +18,8 @@ from smartstack.config_share import share_defaults
 from smartstack.configfile import ConfigError, load
 from smartstack.modelbase import ConfigModel, Field, field_validator, model_validator
 from smartstack.statsd import StatsdConfig
-from synapse.config_legacy import prepare_document
+from synapse.config_checks import check_routes, check_zone_routing
+from synapse.config_legacy import prepare_document, services_from_list
 from synapse.discovery_config import DiscoveryConfig, ServerEntry
 from synapse.edge_config import (
     HAPROXY_TIME,
@@ -27,17 +28,10 @@ from synapse.edge_config import (
     HAProxyTLS,
     ServiceRoutes,
 )
-from synapse.haproxy.routes import RouteSpec, compile_routes, frontend_mode
 from synapse.port_clash import admin_port_clashes, bind_clashes, bind_shadows
 from synapse.resilience_config import HealthCheckConfig, ObserveConfig, RetriesConfig
 from synapse.shared_discovery import shared_discovery_warnings
-from synapse.zone_config import (
-    ZoneRouting,
-    check_dynamic_balance,
-    check_signals,
-    check_zone_backend_names,
-    check_zone_name,
-)
+from synapse.zone_config import ZoneRouting, check_dynamic_balance, check_zone_name
 
 DEFAULT_ADMIN_PORT = 1026
 
@@ -303,16 +297,6 @@ class AdminConfig(AdminAuthConfig):
     port: int | None = Field(default=DEFAULT_ADMIN_PORT, ge=0, le=65535)  # null disables it
 
 
-# Keys of the early synapse list format that belong in the per-service haproxy block.
-_LEGACY_HAPROXY_KEYS = {
-    "local_port": "port",
-    "server_options": "server_options",
-    "listen": "listen",
-    "frontend": "frontend",
-    "backend": "backend",
-}
-
-
 class SynapseConfig(ConfigModel):
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
     haproxy: HAProxyConfig | None = None
@@ -336,44 +320,11 @@ class SynapseConfig(ConfigModel):
     @field_validator("services", mode="before")
     @classmethod
     def _legacy_service_list(cls, value: object) -> object:
-        """Accept the early synapse format: a list of services with 'name' and 'local_port'."""
-        if not isinstance(value, list):
-            return value
-        services: dict[str, object] = {}
-        for index, entry in enumerate(value):
-            if not isinstance(entry, dict) or not entry.get("name"):
-                raise ValueError(f"services[{index}] in the list format needs a 'name'")
-            entry = dict(entry)
-            name = str(entry.pop("name"))
-            block = dict(entry.get("haproxy") or {})
-            for old, new in _LEGACY_HAPROXY_KEYS.items():
-                if old in entry:
-                    block.setdefault(new, entry.pop(old))
-            entry["haproxy"] = block
-            services[name] = entry
-        return services
+        return services_from_list(value)  # (the early synapse format: a list of services)
 
     @model_validator(mode="after")
     def _zone_weights_with_default_balance(self) -> SynapseConfig:
-        # haproxy.defaults' `balance` holds for a zone-routed backend without its own
-        defaults = self.haproxy.defaults if self.haproxy else []
-        for name, service in self.services.items():
-            if service.zone_routing is not None:
-                lines = [*defaults, *service.haproxy.backend, *service.haproxy.listen]
-                try:
-                    check_dynamic_balance(lines)
-                except ValueError as exc:
-                    raise ValueError(
-                        f"services.{name} (balance from haproxy.defaults): {exc}"
-                    ) from None
-                hap = service.haproxy
-                mode = frontend_mode([*hap.frontend, *hap.listen], defaults)
-                path = self.haproxy.config_file_path if self.haproxy else None
-                has_port = hap.has_frontend and hap.port is not None
-                check_signals(name, service.zone_routing, has_port, mode, path)
-        backends = {name: s.haproxy.backend_name or name for name, s in self.services.items()}
-        routed = {n: s.zone_routing for n, s in self.services.items() if s.zone_routing}
-        check_zone_backend_names(backends, {n: r for n, r in routed.items() if r.signals})
+        check_zone_routing(self)
         return self
 
     @model_validator(mode="after")
@@ -389,31 +340,7 @@ class SynapseConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _routes(self) -> SynapseConfig:
-        """Routes need the shared frontend, and no host + path may go to two services."""
-        routed = {}
-        for name, service in self.services.items():  # (runs on every SIGHUP: kept lean)
-            hap, routes = service.haproxy, service.haproxy.routes
-            if (routes.hosts or routes.paths) and not hap.disabled:
-                routed[name] = RouteSpec(hap.backend_name or name, routes.hosts, routes.paths)
-        if not routed:
-            return self
-        hap = self.haproxy
-        if hap is None or not (hap.shared_frontend or "shared_frontend" in hap.model_fields_set):
-            names = ", ".join(sorted(routed))
-            raise ValueError(
-                f"services {names} have haproxy.routes, which need haproxy.shared_frontend "
-                "(the frontend that routes them; it may be [])"
-            )
-        if not hap.config_file_path:
-            raise ValueError(
-                "haproxy.routes need haproxy.config_file_path (the map files live beside it)"
-            )
-        if frontend_mode(hap.shared_frontend, hap.defaults) != "http":
-            raise ValueError(
-                "haproxy.routes need an HTTP shared frontend: add 'mode http' to "
-                "haproxy.shared_frontend or haproxy.defaults"
-            )
-        compile_routes(routed)  # raises RouteCollision naming both services
+        check_routes(self)  # (the shared frontend; no host + path to two services)
         return self
 
 

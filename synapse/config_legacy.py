@@ -162,3 +162,33 @@ def prepare_document(doc: dict[str, Any], path: Path, sources: dict[str, Path]) 
         + singular_filter_warnings(doc, path, sources)
         + modernize_document(doc, path, sources)
     )
+
+
+# Keys of the early synapse list format that belong in the per-service haproxy block.
+_LEGACY_HAPROXY_KEYS = {
+    "local_port": "port",
+    "server_options": "server_options",
+    "listen": "listen",
+    "frontend": "frontend",
+    "backend": "backend",
+}
+
+
+def services_from_list(value: object) -> object:
+    """Accept the early synapse format: a list of services with 'name' and 'local_port'
+    (``SynapseConfig.services``, before validation); any other value as it is."""
+    if not isinstance(value, list):
+        return value
+    services: dict[str, object] = {}
+    for index, entry in enumerate(value):
+        if not isinstance(entry, dict) or not entry.get("name"):
+            raise ValueError(f"services[{index}] in the list format needs a 'name'")
+        entry = dict(entry)
+        name = str(entry.pop("name"))
+        block = dict(entry.get("haproxy") or {})
+        for old, new in _LEGACY_HAPROXY_KEYS.items():
+            if old in entry:
+                block.setdefault(new, entry.pop(old))
+        entry["haproxy"] = block
+        services[name] = entry
+    return services
