@@ -19,7 +19,7 @@ lost meanwhile (a registry outage longer than its lease or session) is written a
 its reporter, as at any other time. A later reload that replaces the waiting new service
 passes the wait on to its replacement (``pass_on``).
 
-A registration withdrawn first (its state unknown, a moved address: nerve/daemon.py)
+A registration withdrawn first (its state unknown, a moved address: nerve/reload_steps.py)
 holds back a new service at the same place at most HANDOVER_TIMEOUT
 (``after_retirement``): a withdrawal that cannot be written (the old credentials no
 longer accepted) goes on beside it, deleting only what is still its own.
@@ -70,7 +70,7 @@ class Predecessor:
 
 @dataclass
 class Retirement:
-    """A registration being withdrawn first by a reload (nerve/daemon.py ``_retire``)."""
+    """A registration being withdrawn first by a reload (nerve/reload_steps.py ``_retire``)."""
 
     reporter: Reporter
     task: asyncio.Task[None]

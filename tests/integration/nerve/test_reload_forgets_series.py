@@ -52,7 +52,7 @@ async def test_a_removed_service_leaves_no_series(zk: ZooKeeperServer, kz: Kazoo
         assert series(daemon, service="web", to="registered") != []
 
 
-# (the service's changes, its check's) -> which way nerve/daemon.py applies it
+# (the service's changes, its check's) -> which way nerve/reload_steps.py applies it
 KEPT = [
     pytest.param({}, {"name": "renamed"}, "checks_changed", id="checks-continue"),
     pytest.param({"port": "new"}, {}, "re_registered", id="moved-withdrawn-first"),
