@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
-import http.client
 import json
 import shutil
 import signal
@@ -25,9 +24,9 @@ import sys
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from testbed.demo_client import Client, detail, say
 from testbed.demo_crash import haproxy_crash
 from testbed.demo_reload import reload_act
 from testbed.demo_restart import nerve_restart_act
@@ -50,78 +49,8 @@ SERVICE = "hello"
 APPS = ("app-1", "app-2", "app-3")
 CHECK_INTERVAL = 0.2
 RISE, FALL = 2, 2
-REQUEST_INTERVAL = 0.04  # 25 requests per second
-MAX_CLIENT_SECONDS = 600  # the client stops by itself even if the demo is killed mid-way
 
 BIN = Path(sys.executable).parent
-
-
-def say(text: str) -> None:
-    print(f"\n== {text}", flush=True)
-
-
-def detail(text: str) -> None:
-    print(f"   {text}", flush=True)
-
-
-@dataclass
-class Sample:
-    at: float
-    backend: str | None  # None = failed request
-    sent: dict[str, str] = field(default_factory=dict)  # the cookies the request carried
-    set_cookie: str | None = None  # the response's Set-Cookie header
-
-
-@dataclass
-class Client:
-    """Sends a bounded stream of requests through HAProxy and records who answered."""
-
-    port: int
-    # A cookie jar (None: no cookies): sent with every request, updated from Set-Cookie.
-    cookies: dict[str, str] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    samples: list[Sample] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="demo-client", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(5)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + MAX_CLIENT_SECONDS
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            self.samples.append(self.request())
-            self._stop.wait(REQUEST_INTERVAL)
-
-    def request(self) -> Sample:
-        """One GET /: who answered (the body), the cookies sent, the Set-Cookie received."""
-        at, sent = time.monotonic(), dict(self.cookies or {})
-        headers = dict(self.headers)
-        if sent:
-            headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in sent.items())
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-        try:
-            conn.request("GET", "/", headers=headers)
-            response = conn.getresponse()
-            body = response.read().decode(errors="replace")
-        except OSError:
-            return Sample(at, None, sent)
-        finally:
-            conn.close()
-        set_cookie = response.getheader("Set-Cookie")
-        if set_cookie and self.cookies is not None:
-            name, _, value = set_cookie.split(";", 1)[0].partition("=")
-            self.cookies[name.strip()] = value.strip()
-        return Sample(at, body if response.status == 200 else None, sent, set_cookie)
-
-    def since(self, start: float) -> list[Sample]:
-        return [s for s in list(self.samples) if s.at >= start]
 
 
 def show_traffic(client: Client, seconds: float) -> None:

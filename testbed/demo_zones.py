@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from testbed.demo_client import detail
 from testbed.httpbackend import HttpBackend
 from testbed.process import ManagedProcess, free_port, wait_until
 
@@ -239,10 +240,6 @@ def _cookie(set_cookie: str | None) -> str:
 
 def _counts(counter: collections.Counter[str]) -> str:
     return ", ".join(f"{key} x{n}" for key, n in sorted(counter.items()))
-
-
-def detail(text: str) -> None:
-    print(f"   {text}", flush=True)
 
 
 def print_table(rows: list[Row], failed: int, reloads: int) -> None:
