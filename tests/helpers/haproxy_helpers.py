@@ -258,6 +258,18 @@ async def read_back(controller: Any) -> None:
     await eventually(done, "the servers read after the start")
 
 
+async def show_proc(controller: Any) -> Any:
+    """The master's ``show proc`` of a managed controller's HAProxy (a ProcInfo)."""
+    from synapse.haproxy.runtime import MasterClient
+
+    return await MasterClient(str(controller.settings.master_socket)).show_proc()
+
+
+def metric(registry: Any, name: str, **labels: str) -> float:
+    """A sample of a prometheus_client CollectorRegistry (0.0: none)."""
+    return registry.get_sample_value(name, labels) or 0.0
+
+
 def stand_in_managed(directory: Path) -> Any:
     """A ManagedHAProxy on minimal settings, for tests that drive stand-in processes."""
     from synapse.haproxy.managed import ManagedHAProxy
