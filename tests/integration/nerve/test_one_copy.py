@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +68,50 @@ def first_registered(zk: ZooKeeperServer, tmp_path: Path, nerve_process) -> tupl
     return config_path, path, first
 
 
-async def first_stops_second_registers(first: Any, other: ManagedProcess, kz: KazooClient,
-                                       path: str) -> None:  # fmt: skip
-    """The first copy stopped (SIGTERM): the waiting one takes the lock and registers."""
+async def first_exits(first: Any, other: ManagedProcess) -> None:
+    """SIGTERM to the first nerve: the waiting one registers."""
     first.signal(signal.SIGTERM)
     assert first.wait(20) == 0
     await until(lambda: "znode_created" in other.log_path.read_text(), timeout=40,
                 what="the second nerve registering")  # fmt: skip
+
+
+async def first_stops_second_registers(first: Any, other: ManagedProcess, kz: KazooClient,
+                                       path: str) -> None:  # fmt: skip
+    """The first copy stopped (SIGTERM): the waiting one takes the lock and registers."""
+    await first_exits(first, other)
     assert "instance_lock_taken" in other.log_path.read_text()
     await until(lambda: len(children(kz, path)) == 1, what="its node")
+
+
+def refused_copy(config: Path, workdir: Path, wait_s: float) -> str:
+    """A second copy that must exit 1 (the lock held past its ``wait_s``): its log."""
+    other = second_copy(config, workdir, wait_s)
+    try:
+        assert other.wait(60) == 1, other.log_tail()
+    finally:
+        other.kill()
+    return other.log_path.read_text()
+
+
+@asynccontextmanager
+async def both_register(
+    kz: KazooClient, paths: Mapping[str, str], configs: tuple[Path, Path], workdir: Path,
+    nerve_process: Any,
+) -> AsyncIterator[ManagedProcess]:  # fmt: skip
+    """The first config's nerve, then the second's: each registers its own, no lock wait."""
+    first = nerve_process(configs[0])
+    first.wait_for_log("znode_created")
+    other = second_copy(configs[1], workdir, 3)
+    try:
+        await until(lambda: "znode_created" in other.log_path.read_text() or not other.alive,
+                    timeout=30, what="the second registering")  # fmt: skip
+        assert other.alive, other.log_tail()
+        assert [len(children(kz, path)) for path in paths.values()] == [1, 1]
+        assert "instance_lock" not in other.log_path.read_text()  # no wait, no warning
+        yield other
+    finally:
+        other.stop(timeout=20)
 
 
 async def test_second_nerve_on_one_config_exits_1_and_leaves_the_node_alone(
@@ -86,12 +122,7 @@ async def test_second_nerve_on_one_config_exits_1_and_leaves_the_node_alone(
     assert lock.read_text().splitlines() == [str(first.pid), str(config)]
     nodes = children(kz, path)
     assert len(nodes) == 1
-    other = second_copy(config, tmp_path, 3)
-    try:
-        assert other.wait(60) == 1, other.log_tail()
-    finally:
-        other.kill()
-    log = other.log_path.read_text()
+    log = refused_copy(config, tmp_path, 3)
     assert "instance_lock_waiting" in log
     assert f"nerve pid {first.pid} already runs with {config}" in log
     assert "znode" not in log  # it never touched the registry
@@ -120,19 +151,10 @@ async def test_two_configs_in_one_directory_both_register(
     for name, path in paths.items():
         service = zk_service(zk.hosts, path, free_port(), checks=[])
         write_config(tmp_path / f"{name}.json", nerve_config({f"web_{name}": service}))
-    first = nerve_process(tmp_path / "a.json")
-    first.wait_for_log("znode_created")
-    other = second_copy(tmp_path / "b.json", tmp_path, 3)
-    try:
-        await until(lambda: "znode_created" in other.log_path.read_text() or not other.alive,
-                    timeout=30, what="b registering")  # fmt: skip
-        assert other.alive, other.log_tail()
-        assert [len(children(kz, path)) for path in paths.values()] == [1, 1]
-        assert "instance_lock" not in other.log_path.read_text()  # no wait, no warning
+    configs = (tmp_path / "a.json", tmp_path / "b.json")
+    async with both_register(kz, paths, configs, tmp_path, nerve_process):
         locks = sorted(p.name for p in (tmp_path / "nerve-state").iterdir())
         assert [name[:8] for name in locks] == ["nerve-a-", "nerve-b-"], locks
-    finally:
-        other.stop(timeout=20)
 
 
 async def test_two_configs_of_one_name_sharing_a_state_dir_both_register(
@@ -148,18 +170,9 @@ async def test_two_configs_of_one_name_sharing_a_state_dir_both_register(
         config = nerve_config({app: service}, instance_id=f"i-{app}",
                               state_dir=str(tmp_path / "state"))  # fmt: skip
         write_config(tmp_path / app / "nerve.json", config)
-    first = nerve_process(tmp_path / "web" / "nerve.json")
-    first.wait_for_log("znode_created")
-    other = second_copy(tmp_path / "api" / "nerve.json", tmp_path, 3)
-    try:
-        await until(lambda: "znode_created" in other.log_path.read_text() or not other.alive,
-                    timeout=30, what="api registering")  # fmt: skip
-        assert other.alive, other.log_tail()
-        assert [len(children(kz, path)) for path in paths.values()] == [1, 1]
-        assert "instance_lock" not in other.log_path.read_text()  # no wait
+    configs = (tmp_path / "web" / "nerve.json", tmp_path / "api" / "nerve.json")
+    async with both_register(kz, paths, configs, tmp_path, nerve_process):
         assert len(list((tmp_path / "state").glob("nerve-nerve-*.lock"))) == 2
-    finally:
-        other.stop(timeout=20)
 
 
 async def test_a_copy_by_a_link_is_told_the_running_copys_config(
@@ -170,12 +183,8 @@ async def test_a_copy_by_a_link_is_told_the_running_copys_config(
     (tmp_path / "etc").mkdir()
     link = tmp_path / "etc" / "web.json"
     link.symlink_to(config)
-    other = second_copy(link, tmp_path, 1)
-    try:
-        assert other.wait(30) == 1, other.log_tail()
-    finally:
-        other.kill()
-    assert f"nerve pid {first.pid} already runs with {config} (lock" in other.log_path.read_text()
+    log = refused_copy(link, tmp_path, 1)
+    assert f"nerve pid {first.pid} already runs with {config} (lock" in log
     assert len(children(kz, path)) == 1 and first.process.alive
 
 
@@ -197,12 +206,7 @@ async def test_a_config_link_flipped_between_two_starts_keeps_the_second_out(
     first.wait_for_log("znode_created")
     (tmp_path / "next.json").symlink_to("releases/nerve-v2.json")
     (tmp_path / "next.json").rename(link)
-    other = second_copy(link, tmp_path, 2)
-    try:
-        assert other.wait(30) == 1, other.log_tail()
-    finally:
-        other.kill()
-    assert "znode" not in other.log_path.read_text()
+    assert "znode" not in refused_copy(link, tmp_path, 2)
     assert len(children(kz, path)) == 1 and first.process.alive
 
 
@@ -229,10 +233,7 @@ async def test_a_lock_file_this_user_may_not_write_still_keeps_a_second_copy_out
     third = None
     try:
         assert other.alive and len(children(kz, path)) == 1, other.log_tail()
-        first.signal(signal.SIGTERM)
-        assert first.wait(20) == 0
-        await until(lambda: "znode_created" in other.log_path.read_text(), timeout=40,
-                    what="the second nerve registering")  # fmt: skip
+        await first_exits(first, other)
         assert "instance_lock_unavailable" not in other.log_path.read_text()
         # it holds the lock read-only (the pid in the file is the first one's, gone): a
         # third copy is kept out all the same
