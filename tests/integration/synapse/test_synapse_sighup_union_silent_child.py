@@ -16,7 +16,7 @@ from typing import Any
 
 from kazoo.client import KazooClient
 from synapse_e2e import Load, Synapse, nerve_record, wait_serving
-from test_synapse_sighup_watcher_swap import sighup, web
+from synapse_reload import sighup, web
 
 from testbed.process import free_port, wait_until
 from testbed.zookeeper import ZooKeeperServer

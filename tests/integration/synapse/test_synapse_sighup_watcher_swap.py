@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
-from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kazoo.client import KazooClient
-from synapse_e2e import Load, Synapse, http_get, nerve_record, wait_serving
+from synapse_e2e import Load, Synapse, nerve_record, wait_serving
+from synapse_reload import sighup, wait_gone, web
 
 from testbed.etcd import EtcdCluster
 from testbed.process import free_port, wait_processes_gone, wait_until
@@ -32,39 +30,6 @@ import test_synapse_registry_security as security  # isort: skip
 sasl_zk = security.sasl_zk  # its ZooKeeper with SASL, whose one user is nerve:s3cret
 
 REFUSED_SASL = "ZooKeeper refused the sasl credential"
-
-
-def log_since(syn: Synapse) -> Callable[[], str]:
-    """The synapse log written from now on."""
-    mark = len(syn.process.log_path.read_text(errors="replace"))
-    return lambda: syn.process.log_path.read_text(errors="replace")[mark:]
-
-
-def sighup(syn: Synapse, discovery: dict[str, Any]) -> Callable[[], str]:
-    """Reload ``web`` with ``discovery``; the log from the SIGHUP on, once it is applied."""
-    syn.config["services"]["web"]["discovery"] = discovery
-    syn.write_config()
-    since = log_since(syn)
-    syn.signal(signal.SIGHUP)
-    wait_until(lambda: "event=config_reloaded" in since(), 60, what=f"the reload\n{since()}")
-    return since
-
-
-def wait_gone(port: int, gone: str, kept: str, timeout: float = 15.0) -> None:
-    """Until ``kept`` answered 20 requests with none to ``gone`` in between."""
-    deadline = time.monotonic() + timeout
-    served: Counter[str] = Counter()
-    while time.monotonic() < deadline and served[kept] < 20:
-        status, body = http_get(port, timeout=3)
-        served[body if status == 200 else f"http-{status}"] += 1
-        if body == gone:
-            served.clear()
-        time.sleep(0.05)
-    assert served[kept] == 20, f"{gone} still served: {served}"
-
-
-def web(discovery: dict[str, Any], port: int) -> dict[str, Any]:
-    return {"web": {"discovery": discovery, "haproxy": {"port": port, "bind_address": "127.0.0.1"}}}
 
 
 def test_a_refused_zookeeper_credential_leaves_the_running_watcher_following(
