@@ -310,3 +310,26 @@ def nerve_record(backend, name: str | None = None, **extra: Any) -> bytes:
     return json.dumps(
         {"host": "127.0.0.1", "port": backend.port, "name": name or backend.name, **extra}
     ).encode()
+
+
+def zoned_service(hosts: str, path: str, port: int, **zone_routing: Any) -> dict[str, Any]:
+    """A service on ZooKeeper ``path`` with ``zone_routing``, HAProxy on 127.0.0.1:``port``."""
+    return {
+        "discovery": {"method": "zookeeper", "hosts": [hosts], "path": path},
+        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
+        "zone_routing": zone_routing,
+    }
+
+
+def register(writer: Any, path: str, backend, **extra: Any) -> str:
+    """``backend``'s nerve record as a sequential child of ``path`` (made if missing)."""
+    return writer.create(f"{path}/{backend.name}_", nerve_record(backend, **extra),
+                         sequence=True, makepath=True)  # fmt: skip
+
+
+def zk_service(zk: Any, path: str, port: int, **haproxy: Any) -> dict[str, Any]:
+    """A service on ZooKeeper ``path`` of the server ``zk``, HAProxy on 127.0.0.1:``port``."""
+    return {
+        "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
+        "haproxy": {"port": port, "bind_address": "127.0.0.1", **haproxy},
+    }

@@ -16,15 +16,10 @@ import subprocess
 from pathlib import Path
 
 from kazoo.client import KazooClient
-from synapse_e2e import Synapse, nerve_record, wait, wait_serving
+from synapse_e2e import Synapse, register, wait, wait_serving
 
 from testbed.process import free_port
 from testbed.zookeeper import ZooKeeperServer
-
-
-def register(writer: KazooClient, path: str, backend, **extra) -> str:
-    return writer.create(f"{path}/{backend.name}_", nerve_record(backend, **extra),
-                         sequence=True, makepath=True)  # fmt: skip
 
 
 def server_lines(config: str) -> list[str]:

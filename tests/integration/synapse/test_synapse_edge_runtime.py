@@ -12,14 +12,10 @@ from collections import Counter
 
 import pytest
 from kazoo.client import KazooClient
-from synapse_e2e import Synapse, http_get, nerve_record, wait, wait_serving
+from synapse_e2e import Synapse, http_get, register, wait, wait_serving
 
 from testbed.process import free_port
 from testbed.zookeeper import ZooKeeperServer
-
-
-def register(writer: KazooClient, path: str, backend) -> None:
-    writer.create(f"{path}/{backend.name}_", nerve_record(backend), sequence=True, makepath=True)
 
 
 def routed(zk: ZooKeeperServer, path: str, hosts: list[str]) -> dict:
@@ -27,6 +23,16 @@ def routed(zk: ZooKeeperServer, path: str, hosts: list[str]) -> dict:
         "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
         "haproxy": {"routes": {"hosts": hosts}},
     }
+
+
+def shop_edge(zk: ZooKeeperServer, writer: KazooClient, backends, root: str) -> tuple[int, Synapse]:
+    """shop and news registered under ``root``; an edge synapse (not started) routing
+    shop.test to shop alone on its shared frontend's port."""
+    for name in ("shop", "news"):
+        register(writer, f"{root}/{name}", backends(name))
+    port = free_port()
+    services = {"shop": routed(zk, f"{root}/shop", ["shop.test"])}
+    return port, Synapse(services, haproxy={"shared_frontend": [f"bind 127.0.0.1:{port}"]})
 
 
 def status_of(port: int, host: str) -> tuple[int, str]:
@@ -50,13 +56,8 @@ def until(port: int, host: str, expected: tuple[int, str], limit: float) -> floa
 def test_hosts_change_at_runtime_and_a_new_service_costs_one_reload(
     zk, writer, http_backend_factory
 ):
-    shop, news = http_backend_factory("shop"), http_backend_factory("news")
-    register(writer, "/edge/shop", shop)
-    register(writer, "/edge/news", news)
-    port = free_port()
-    services = {"shop": routed(zk, "/edge/shop", ["shop.test"])}
-    haproxy = {"shared_frontend": [f"bind 127.0.0.1:{port}"]}
-    with Synapse(services, haproxy=haproxy) as syn:
+    port, edge = shop_edge(zk, writer, http_backend_factory, "/edge")
+    with edge as syn:
         wait_serving(port, {"shop"}, host="shop.test")
         assert status_of(port, "other.test") == (404, "")
         # An edge validates in-process (its SIGHUP is its route change: no child to start).
@@ -100,13 +101,8 @@ def test_hosts_change_at_runtime_and_a_new_service_costs_one_reload(
 def test_a_bad_line_isolates_its_service_and_the_others_change_applies(
     zk, writer, http_backend_factory
 ):
-    shop, news = http_backend_factory("shop"), http_backend_factory("news")
-    register(writer, "/iso/shop", shop)
-    register(writer, "/iso/news", news)
-    port = free_port()
-    services = {"shop": routed(zk, "/iso/shop", ["shop.test"])}
-    haproxy = {"shared_frontend": [f"bind 127.0.0.1:{port}"]}
-    with Synapse(services, haproxy=haproxy) as syn:
+    port, edge = shop_edge(zk, writer, http_backend_factory, "/iso")
+    with edge as syn:
         wait_serving(port, {"shop"}, host="shop.test")
         good = syn.haproxy_config()
 

@@ -15,27 +15,17 @@ from synapse_e2e import (
     Synapse,
     nerve_record,
     processes_using,
+    register,
     spread,
     wait,
     wait_serving,
+    zk_service,
 )
 from synapse_e2e import etcd_put as put_key
 
 from testbed.etcd import EtcdCluster
 from testbed.process import free_port
 from testbed.zookeeper import ZooKeeperServer
-
-
-def register(writer: KazooClient, path: str, backend, **extra) -> str:
-    return writer.create(f"{path}/{backend.name}_", nerve_record(backend, **extra),
-                         sequence=True, makepath=True)  # fmt: skip
-
-
-def zk_service(zk: ZooKeeperServer, path: str, port: int, **haproxy) -> dict:
-    return {
-        "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
-        "haproxy": {"port": port, "bind_address": "127.0.0.1", **haproxy},
-    }
 
 
 def test_zookeeper_records_drive_traffic_without_reloads(zk, writer, http_backend_factory):

@@ -15,12 +15,10 @@ import threading
 import time
 
 from kazoo.client import KazooClient
-from synapse_e2e import Synapse, http_get, wait_serving
+from synapse_e2e import Synapse, http_get, register, wait_serving, zk_service
 
 from testbed.process import free_port
 from testbed.zookeeper import ZooKeeperServer
-
-from test_synapse_end_to_end import register, zk_service  # isort: skip
 
 STALL = 3.0  # the writer's pause, with the file holding the first two services only
 

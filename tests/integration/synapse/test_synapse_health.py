@@ -9,10 +9,9 @@ import urllib.error
 import urllib.request
 
 from kazoo.client import KazooClient
-from synapse_e2e import Synapse, nerve_record, wait, wait_serving
+from synapse_e2e import Synapse, nerve_record, wait, wait_serving, zk_service
 
 from testbed.process import free_port
-from testbed.zookeeper import ZooKeeperServer
 
 
 def get(syn: Synapse, path: str) -> tuple[int, dict]:
@@ -24,20 +23,13 @@ def get(syn: Synapse, path: str) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
-def web_service(zk: ZooKeeperServer, path: str, port: int, **haproxy) -> dict:
-    return {
-        "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
-        "haproxy": {"port": port, "bind_address": "127.0.0.1", **haproxy},
-    }
-
-
 def test_service_health_counts_up_servers_in_haproxy(zk, writer: KazooClient, http_backend_factory):
     a, b = http_backend_factory("a"), http_backend_factory("b")
     path = "/health-e2e/web"
     child_a = writer.create(f"{path}/a_", nerve_record(a), sequence=True, makepath=True)
     writer.create(f"{path}/b_", nerve_record(b), sequence=True, makepath=True)
     port = free_port()
-    with Synapse({"web": web_service(zk, path, port, min_up=2)}) as syn:
+    with Synapse({"web": zk_service(zk, path, port, min_up=2)}) as syn:
         wait_serving(port, {"a", "b"})
         assert get(syn, "/health") == (200, {"ok": True, "problems": []})
         status, body = get(syn, "/health/web")
@@ -69,7 +61,7 @@ def test_health_is_503_when_haproxy_cannot_run(zk, writer: KazooClient, http_bac
     a = http_backend_factory("a")
     path = "/health-e2e/nobinary"
     writer.create(f"{path}/a_", nerve_record(a), sequence=True, makepath=True)
-    syn = Synapse({"web": web_service(zk, path, free_port())})
+    syn = Synapse({"web": zk_service(zk, path, free_port())})
     syn.config["haproxy"]["managed"]["binary"] = "/nonexistent/haproxy"
     syn.write_config()
     with syn:

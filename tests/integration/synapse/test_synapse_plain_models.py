@@ -15,27 +15,15 @@ import subprocess
 from pathlib import Path
 
 from kazoo.client import KazooClient
-from synapse_e2e import SYNAPSE, Synapse, nerve_record, wait, wait_serving
+from synapse_e2e import SYNAPSE, Synapse, register, wait, wait_serving, zk_service
 
 from testbed.process import free_port
 from testbed.zookeeper import ZooKeeperServer
 
 
-def register(writer: KazooClient, path: str, backend) -> str:
-    return writer.create(f"{path}/{backend.name}_", nerve_record(backend),
-                         sequence=True, makepath=True)  # fmt: skip
-
-
 def pydantic_mapped(pid: int) -> bool:
     maps = Path(f"/proc/{pid}/maps").read_text()
     return "pydantic" in maps or "_decimal" in maps
-
-
-def service(zk: ZooKeeperServer, path: str, port: int) -> dict:
-    return {
-        "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
-        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
-    }
 
 
 def test_the_daemon_runs_reloads_and_refuses_without_pydantic(
@@ -45,13 +33,13 @@ def test_the_daemon_runs_reloads_and_refuses_without_pydantic(
     register(writer, "/plain/web", a)
     register(writer, "/plain/api", b)
     web, api = free_port(), free_port()
-    with Synapse({"web": service(zk, "/plain/web", web)}) as syn:
+    with Synapse({"web": zk_service(zk, "/plain/web", web)}) as syn:
         wait_serving(web, {"plain-a"})
         assert syn.status()["config_models"] == "plain"
         assert not pydantic_mapped(syn.process.pid)
 
         # SIGHUP, a good file: a service added, validated by a child
-        syn.config["services"]["api"] = service(zk, "/plain/api", api)
+        syn.config["services"]["api"] = zk_service(zk, "/plain/api", api)
         syn.write_config()
         syn.signal(signal.SIGHUP)
         wait_serving(api, {"plain-b"})

@@ -13,22 +13,9 @@ import os
 import signal
 import time
 
-from kazoo.client import KazooClient
-from synapse_e2e import Load, Synapse, nerve_record, wait, wait_serving
+from synapse_e2e import Load, Synapse, register, wait, wait_serving, zk_service
 
 from testbed.process import free_port, process_gone, wait_processes_gone
-from testbed.zookeeper import ZooKeeperServer
-
-
-def web_service(zk: ZooKeeperServer, path: str, port: int) -> dict:
-    return {
-        "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
-        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
-    }
-
-
-def register(writer: KazooClient, path: str, backend) -> None:
-    writer.create(f"{path}/{backend.name}_", nerve_record(backend), sequence=True, makepath=True)
 
 
 def test_sigterm_leaves_haproxy_serving_and_the_next_synapse_adopts_it_without_reload(
@@ -39,7 +26,7 @@ def test_sigterm_leaves_haproxy_serving_and_the_next_synapse_adopts_it_without_r
     register(writer, path, a)
     register(writer, path, b)
     port = free_port()
-    syn = Synapse({"web": web_service(zk, path, port)})
+    syn = Synapse({"web": zk_service(zk, path, port)})
     syn.config["haproxy"]["managed"]["stop_on_exit"] = False  # the default, said out loud
     syn.write_config()
     pids: list[int] = []
@@ -83,7 +70,7 @@ def test_haproxy_kill9_is_restarted_at_once_with_its_servers(zk, writer, http_ba
     register(writer, path, a)
     register(writer, path, b)
     port = free_port()
-    with Synapse({"web": web_service(zk, path, port)}) as syn:
+    with Synapse({"web": zk_service(zk, path, port)}) as syn:
         wait_serving(port, {"a", "b"})
         old = syn.haproxy_pids()
         killed = time.monotonic()

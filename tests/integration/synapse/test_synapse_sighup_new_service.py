@@ -16,12 +16,10 @@ import time
 from collections import Counter
 
 from kazoo.client import KazooClient
-from synapse_e2e import Synapse, http_get, wait_serving
+from synapse_e2e import Synapse, http_get, register, wait_serving, zk_service
 
 from testbed.process import free_port
 from testbed.zookeeper import ZooKeeperServer
-
-from test_synapse_end_to_end import register, zk_service  # isort: skip
 
 RESTART_INTERVAL = 3.0
 

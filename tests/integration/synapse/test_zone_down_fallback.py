@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
-from synapse_e2e import Synapse, http_get, nerve_record, wait, zk_putter
+from synapse_e2e import Synapse, http_get, nerve_record, wait, zk_putter, zoned_service
 
 from testbed.httpbackend import HttpBackend
 from testbed.process import free_port
@@ -28,6 +28,15 @@ from testbed.zookeeper import ZooKeeperServer
 # refused connection, zone_health looks every 0.5 s, then one round and a `set weight`.
 DETECT_S = 1.5
 AFTER_S = 3.0  # load measured after the kill
+
+
+def two_zones(put: Any, backends: Any) -> dict[str, list[HttpBackend]]:
+    """Two backends in az1 and two in az2 (``az1-0`` ...), registered with ``put``."""
+    fleet = {z: [backends(f"{z}-{i}") for i in range(2)] for z in ("az1", "az2")}
+    for zone, members in fleet.items():
+        for backend in members:
+            put(backend.name, nerve_record(backend, labels={"zone": zone}))
+    return fleet
 
 
 class TimedLoad:
@@ -96,18 +105,9 @@ def test_a_dead_spill_zone_falls_back_to_the_local_one(
 ) -> None:
     path = f"/zonehealth/{fallback}"
     put = zk_putter(writer, path)
-    fleet: dict[str, list[HttpBackend]] = {
-        z: [http_backend_factory(f"{z}-{i}") for i in range(2)] for z in ("az1", "az2")
-    }
-    for zone, backends in fleet.items():
-        for backend in backends:
-            put(backend.name, nerve_record(backend, labels={"zone": zone}))
+    fleet = two_zones(put, http_backend_factory)
     port = free_port()
-    service = {
-        "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
-        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
-        "zone_routing": {"zones": ["az1", "az2"], "min_local": min_local},
-    }
+    service = zoned_service(zk.hosts, path, port, zones=["az1", "az2"], min_local=min_local)
     with Synapse({"web": service}, zone="az1") as syn:
         wait(lambda: http_get(port)[1].startswith("az1"), what="the local zone serving")
         workers = syn.workers()
@@ -152,16 +152,9 @@ def test_a_dead_local_zone_with_lingering_records_shows_as_a_spill(
     the spill the backups already serve, no request moves, no reload."""
     path = "/zonehealth/local"
     put = zk_putter(writer, path)
-    fleet = {z: [http_backend_factory(f"{z}-{i}") for i in range(2)] for z in ("az1", "az2")}
-    for zone, backends in fleet.items():
-        for backend in backends:
-            put(backend.name, nerve_record(backend, labels={"zone": zone}))
+    fleet = two_zones(put, http_backend_factory)
     port = free_port()
-    service = {
-        "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
-        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
-        "zone_routing": {"zones": ["az1", "az2"]},
-    }
+    service = zoned_service(zk.hosts, path, port, zones=["az1", "az2"])
     with Synapse({"web": service}, zone="az1") as syn:
         wait(lambda: http_get(port)[1].startswith("az1"), what="the local zone serving")
         assert zones_of(syn)["mode"] == "local"

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
-from synapse_e2e import Synapse, etcd_put, nerve_record, wait, zk_putter
+from synapse_e2e import Synapse, etcd_put, nerve_record, wait, zk_putter, zoned_service
 
 from smartstack.record import Registration
 from synapse.config import SynapseConfig
@@ -202,11 +202,7 @@ def test_a_zone_never_seen_costs_one_reload_then_none(
     put("az1", True)
     put("az2", True)
     port = free_port()
-    service = {
-        "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
-        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
-        "zone_routing": {"sticky": COOKIE},
-    }
+    service = zoned_service(zk.hosts, path, port, sticky=COOKIE)
     with Synapse({"web": service}, zone="az1") as syn:
         all_in("az2", port, Cookie=f"{COOKIE}=az2")
         assert "web_zone_az3" not in syn.haproxy_config() and reloads(syn) == 0
@@ -231,11 +227,7 @@ def test_a_zone_the_list_lacks_gets_no_backend_and_costs_no_reload(
     backends = {z: http_backend_factory(f"{z}-0") for z in ("az1", "az9")}
     writer.create(f"{path}/az1-0", nerve_record(backends["az1"], labels={"zone": "az1"}))
     port = free_port()
-    service = {
-        "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
-        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
-        "zone_routing": {"zones": ["az1", "az2"], "sticky": COOKIE},
-    }
+    service = zoned_service(zk.hosts, path, port, zones=["az1", "az2"], sticky=COOKIE)
     with Synapse({"web": service}, zone="az1") as syn:
         all_in("az1", port, Cookie=f"{COOKIE}=az1")
         writer.create(f"{path}/az9-0", nerve_record(backends["az9"], labels={"zone": "az9"}))
@@ -259,11 +251,7 @@ def test_an_isolated_service_keeps_its_zone_signals_without_a_reload(
         backend = http_backend_factory(f"{zone}-0")
         put(backend.name, nerve_record(backend, labels={"zone": zone}))
     port = free_port()
-    service = {
-        "discovery": {"method": "zookeeper", "hosts": [zk.hosts], "path": path},
-        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
-        "zone_routing": {"zones": ["az1", "az2"], "header": HEADER},
-    }
+    service = zoned_service(zk.hosts, path, port, zones=["az1", "az2"], header=HEADER)
     with Synapse({"web": service}, zone="az1") as syn:
         all_in("az2", port, **{HEADER: "az2"})
         good = syn.haproxy_config()
