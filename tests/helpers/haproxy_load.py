@@ -52,3 +52,11 @@ def under_load(
             thread.join(timeout=5)
     assert not any(thread.is_alive() for thread in threads)
     counts.update(sum(tallies, collections.Counter()))
+
+
+def all_answered(counts: collections.Counter, at_least: int, during: str = "") -> None:
+    """Every request ``under_load`` sent was answered 200 (``during``: when, for the
+    message), and at least ``at_least`` were (the load ran)."""
+    failed = {k: n for k, n in counts.items() if k != 200}
+    assert not failed, f"failed requests{during}: {failed} ({counts[200]} answered)"
+    assert counts[200] >= at_least, counts

@@ -38,6 +38,16 @@ def second_copy(syn: Synapse, wait_s: float, config: Path | None = None) -> Mana
     ).start()
 
 
+def refused_copy(syn: Synapse, wait_s: float, config: Path | None = None) -> str:
+    """A second synapse that must exit 1 (the lock held past its ``wait_s``): its log."""
+    other = second_copy(syn, wait_s, config)
+    try:
+        assert other.wait(60) == 1, other.log_tail()
+    finally:
+        other.kill()
+    return other.log_path.read_text()
+
+
 def fds_on(pid: int, path: Path) -> list[str]:
     fd_dir = Path(f"/proc/{pid}/fd")
     found = []
@@ -61,9 +71,7 @@ def test_second_synapse_on_one_config_exits_1_and_never_touches_haproxy(http_bac
         for pid in syn.haproxy_pids():  # O_CLOEXEC: HAProxy never holds it
             assert fds_on(pid, lock) == [], f"HAProxy pid {pid} holds the lock"
         reloads, workers = syn.master_reloads(), syn.workers()
-        other = second_copy(syn, 3)
-        assert other.wait(60) == 1, other.log_tail()
-        log = other.log_path.read_text()
+        log = refused_copy(syn, 3)
         assert "instance_lock_waiting" in log
         assert f"synapse pid {syn.process.pid} already runs with {syn.config_path}" in log
         assert "haproxy_adopted" not in log and "haproxy_started" not in log
@@ -98,7 +106,6 @@ def test_second_synapse_starts_once_the_first_exits_during_its_wait(http_backend
 def test_a_config_naming_a_symlink_to_the_haproxy_config_meets_its_lock(http_backend_factory):
     backend = http_backend_factory("a")
     syn = Synapse({"web": static_service(free_port(), backend.port)})
-    other = None
     try:
         syn.start()
         real = syn.dir / "haproxy.cfg"
@@ -108,12 +115,8 @@ def test_a_config_naming_a_symlink_to_the_haproxy_config_meets_its_lock(http_bac
         config = syn.dir / "linked.yaml"
         config.write_text(yaml.safe_dump(linked))
         reloads = syn.master_reloads()
-        other = second_copy(syn, 2, config)
-        assert other.wait(60) == 1, other.log_tail()
-        assert f"(lock {real}.lock)" in other.log_path.read_text()
+        assert f"(lock {real}.lock)" in refused_copy(syn, 2, config)
         assert link.is_symlink() and syn.master_reloads() == reloads  # it touched nothing
         assert syn.process.alive
     finally:
-        if other is not None:
-            other.kill()
         syn.cleanup()

@@ -40,6 +40,14 @@ def _get(sock: socket.socket) -> bytes:
     return answer
 
 
+def _kill_haproxy(controller) -> None:
+    """HAProxy's process group killed -9, until its master and worker are gone."""
+    pids = controller.status()["haproxy_pids"]
+    os.killpg(pids["master"], signal.SIGKILL)
+    _wait_gone(pids["master"])
+    _wait_gone(pids["worker"])
+
+
 async def test_a_connection_made_while_haproxy_is_dead_is_served_by_the_next(
     managed_factory, http_backend_factory
 ):
@@ -49,10 +57,7 @@ async def test_a_connection_made_while_haproxy_is_dead_is_served_by_the_next(
     await controller.apply([web(port, [b1])], "t")
     await serves(port, {"b1"})
     assert controller._managed.listeners.addresses == [("127.0.0.1", port)]
-    pids = controller.status()["haproxy_pids"]
-    os.killpg(pids["master"], signal.SIGKILL)
-    _wait_gone(pids["master"])
-    _wait_gone(pids["worker"])
+    _kill_haproxy(controller)
     # HAProxy is gone and synapse has not run since: the kernel completes the connection
     # into the socket synapse holds.
     sock = socket.create_connection(("127.0.0.1", port), timeout=2)
@@ -80,10 +85,7 @@ async def test_without_hold_listeners_the_same_connection_is_refused(
     await controller.apply([web(port, [b1])], "t")
     await serves(port, {"b1"})
     assert controller._managed.listeners is None
-    pids = controller.status()["haproxy_pids"]
-    os.killpg(pids["master"], signal.SIGKILL)
-    _wait_gone(pids["master"])
-    _wait_gone(pids["worker"])
+    _kill_haproxy(controller)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2)
     await serves(port, {"b1"})  # (restarted)

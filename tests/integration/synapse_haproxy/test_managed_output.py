@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 from haproxy_helpers import eventually, server, service
 
 from synapse.haproxy import output, output_checks
 from synapse.haproxy.runtime import RuntimeClient
+from synapse.model import DesiredService
 from testbed.process import free_port
 
 SERVERS = 20
@@ -35,6 +37,22 @@ async def _started(managed_factory, services) -> RuntimeClient:
     await controller.start()
     await controller.apply(services, "t")
     return RuntimeClient(controller.settings.runtime_sockets[0])
+
+
+async def _checked(managed_factory, backend) -> tuple[Any, DesiredService]:
+    """A started managed controller serving ``backend`` alone (service and server named
+    as it), checked every 100 ms, rise 1, fall 1."""
+    checked = service(
+        backend.name,
+        [server("127.0.0.1", backend.port, backend.name)],
+        port=free_port(),
+        server_options="check inter 100 rise 1 fall 1",
+        backend=["option httpchk GET /health"],
+    )
+    controller = managed_factory()
+    await controller.start()
+    await controller.apply([checked], "t")
+    return controller, checked
 
 
 async def test_a_burst_of_maint_and_ready_commands_is_summarized(
@@ -97,16 +115,7 @@ async def test_a_flapping_check_and_a_reload_are_counted_not_relayed_line_by_lin
     monkeypatch.setattr(output_checks, "CHECK_WINDOW", 60.0)  # no summary but at the end
     caplog.set_level(logging.INFO, "synapse.haproxy.managed")
     flapper = http_backend_factory("flap")
-    checked = service(
-        "flap",
-        [server("127.0.0.1", flapper.port, "flap")],
-        port=free_port(),
-        server_options="check inter 100 rise 1 fall 1",
-        backend=["option httpchk GET /health"],
-    )
-    controller = managed_factory()
-    await controller.start()
-    await controller.apply([checked], "t")
+    controller, checked = await _checked(managed_factory, flapper)
     for _ in range(8):  # ~8 transitions
         flapper.set_healthy(not flapper.healthy)
         await asyncio.sleep(0.4)
@@ -146,16 +155,7 @@ async def test_a_real_outage_after_a_bounce_is_relayed_once_it_settles(
     monkeypatch.setattr(output_checks, "SETTLE", 1.0, raising=False)
     caplog.set_level(logging.INFO, "synapse.haproxy.managed")
     backend = http_backend_factory("out")
-    checked = service(
-        "out",
-        [server("127.0.0.1", backend.port, "out")],
-        port=free_port(),
-        server_options="check inter 100 rise 1 fall 1",
-        backend=["option httpchk GET /health"],
-    )
-    controller = managed_factory()
-    await controller.start()
-    await controller.apply([checked], "t")
+    controller, _ = await _checked(managed_factory, backend)
     for healthy in (False, True, False):  # a bounce, then down for good
         backend.set_healthy(healthy)
         await asyncio.sleep(0.5)
