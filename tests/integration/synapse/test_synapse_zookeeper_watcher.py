@@ -75,6 +75,22 @@ async def start_watcher(
     return watcher, sink
 
 
+async def watching_children(
+    zk, writer: KazooClient, pool, path: str, port: int, count: int, prefix: str
+) -> tuple[ZooKeeperWatcher, Collector]:
+    """``count`` children at ``path`` (ports from ``port``, names ``<prefix>0``...), then a
+    watcher of it, once it lists them all."""
+    for i in range(count):
+        register(writer, path, port + i, f"{prefix}{i}")
+    watcher, sink = await start_watcher(zk, pool, path)
+    try:
+        await sink.wait(lambda r: len(r.found) == count)
+    except BaseException:
+        await watcher.stop()
+        raise
+    return watcher, sink
+
+
 async def test_children_become_servers_and_leave(zk, writer, pool) -> None:
     path = "/syn/basic"
     a = register(writer, path, 8001, "a")
@@ -110,11 +126,8 @@ async def test_path_that_does_not_exist_yet(zk, writer, pool) -> None:
 
 async def test_one_read_per_new_child_and_none_for_path_encoding(zk, writer, pool) -> None:
     path = "/syn/reads"
-    for i in range(20):
-        register(writer, path, 9000 + i, f"n{i}")
-    watcher, sink = await start_watcher(zk, pool, path)
+    watcher, sink = await watching_children(zk, writer, pool, path, 9000, 20, "n")
     try:
-        await sink.wait(lambda r: len(r.found) == 20)
         assert watcher.reads == 20
         # One more child: exactly one more read, not 21.
         register(writer, path, 9100, "new")
@@ -227,11 +240,8 @@ async def test_serverset_members_and_label_free_fallback_names(zk, writer, pool)
 
 async def test_session_expiry_keeps_the_list_and_watches_come_back(zk, writer, pool) -> None:
     path = "/syn/expiry"
-    for i in range(5):
-        register(writer, path, 8050 + i, f"e{i}")
-    watcher, sink = await start_watcher(zk, pool, path)
+    watcher, sink = await watching_children(zk, writer, pool, path, 8050, 5, "e")
     try:
-        await sink.wait(lambda r: len(r.found) == 5)
         assert watcher.reads == 5
         conn = watcher.conn
         assert conn is not None

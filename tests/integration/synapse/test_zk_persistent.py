@@ -23,7 +23,12 @@ from smartstack.zookeeper import ZooKeeperConnection, ZooKeeperPool
 from testbed.zookeeper import ZooKeeperEnsemble, expire_session
 
 # The watcher's own tests' helpers (same directory: importable by module name).
-from test_synapse_zookeeper_watcher import record, register, start_watcher  # isort: skip
+from test_synapse_zookeeper_watcher import (  # isort: skip
+    record,
+    register,
+    start_watcher,
+    watching_children,
+)
 
 
 @pytest.fixture
@@ -177,11 +182,8 @@ async def test_a_server_refusing_it_keeps_one_shot_watches(zk, writer, pool, mon
 
 async def test_a_new_session_adds_the_watch_again(zk, writer, pool) -> None:
     path = "/pw/expiry"
-    for i in range(3):
-        register(writer, path, 8130 + i, f"e{i}")
-    watcher, sink = await start_watcher(zk, pool, path)
+    watcher, sink = await watching_children(zk, writer, pool, path, 8130, 3, "e")
     try:
-        await sink.wait(lambda r: len(r.found) == 3)
         conn = watcher.conn
         assert conn is not None
         session = conn.session_id

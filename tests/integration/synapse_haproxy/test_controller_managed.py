@@ -103,6 +103,15 @@ async def back_in_service(runtime: RuntimeClient, server: str, what: str) -> Non
     await eventually(ready, what)
 
 
+async def b2_in_maint(controller, b2) -> tuple[RuntimeClient, str]:
+    """An operator puts web's server of backend ``b2`` into maintenance behind synapse's
+    back: the runtime client it used and the server (``web/<name>``)."""
+    runtime = RuntimeClient(controller.settings.runtime_sockets[0])
+    name = f"web/b2_127.0.0.1:{b2.port}"
+    await runtime.execute(f"set server {name} state maint")
+    return runtime, name
+
+
 async def test_drift_is_corrected_by_the_background_sweep(
     managed_factory, http_backend_factory, monkeypatch
 ):
@@ -115,11 +124,10 @@ async def test_drift_is_corrected_by_the_background_sweep(
     other = service("api", [server("127.0.0.1", b2.port, b2.name)], port=other_port)
     await controller.apply([web(port, [b1, b2]), other], "t")
     await read_back(controller)  # (drift right after the start is corrected at once)
-    runtime = RuntimeClient(controller.settings.runtime_sockets[0])
-    await runtime.execute(f"set server web/b2_127.0.0.1:{b2.port} state maint")
+    runtime, name = await b2_in_maint(controller, b2)
     await serves(port, {"b1"})
 
-    await back_in_service(runtime, f"web/b2_127.0.0.1:{b2.port}", "the sweep to put b2 back")
+    await back_in_service(runtime, name, "the sweep to put b2 back")
     await serves(port, {"b1", "b2"})
     assert controller.info.reloads == 0
 
@@ -135,9 +143,7 @@ async def test_a_command_failing_on_the_trusted_view_reads_all_and_plans_again(
     controller = managed_factory()
     await controller.apply([web(port, [b1, b2])], "t")
     await read_back(controller)
-    runtime = RuntimeClient(controller.settings.runtime_sockets[0])
-    gone = f"web/b2_127.0.0.1:{b2.port}"
-    await runtime.execute(f"set server {gone} state maint")
+    runtime, gone = await b2_in_maint(controller, b2)
     assert "Server deleted" in await runtime.execute(f"del server {gone}")
     reads = controller._reader.view.full_reads
     result = await controller.apply([web(port, [b1])], "t")  # would put b2 into maint
@@ -218,12 +224,9 @@ async def test_drift_after_an_outside_reload_is_corrected_without_a_change(
     controller = managed_factory()
     await controller.apply([web(port, [b1, b2])], "t")
     await outside_reload(controller)
-    runtime = RuntimeClient(controller.settings.runtime_sockets[0])
-    await runtime.execute(f"set server web/b2_127.0.0.1:{b2.port} state maint")
+    runtime, name = await b2_in_maint(controller, b2)
 
-    await back_in_service(
-        runtime, f"web/b2_127.0.0.1:{b2.port}", "the sweep to read the new worker"
-    )
+    await back_in_service(runtime, name, "the sweep to read the new worker")
     await serves(port, {"b1", "b2"})
     assert controller.info.reloads == 0
 

@@ -82,6 +82,14 @@ class Rig:
         await self.set.follow(services)
 
 
+async def started(patience: float = 60.0, serving: bool = False) -> tuple[Rig, FakeWatcher]:
+    """A rig running service ``web`` at /web, and its watcher."""
+    rig = Rig(patience, serving)
+    await rig.set.start("web", service("/web"))
+    [watcher] = rig.made
+    return rig, watcher
+
+
 async def swapping(patience: float = 60.0) -> tuple[Rig, FakeWatcher, FakeWatcher]:
     """A rig whose service ``web`` moved from path /a to /b: its old and new watcher."""
     rig = Rig(patience)
@@ -243,9 +251,7 @@ async def test_a_new_discovery_that_lists_no_server_waits_and_the_old_one_follow
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    rig = Rig(patience=0.05)
-    await rig.set.start("web", service("/web"))
-    [old] = rig.made
+    rig, old = await started(patience=0.05)
     old.send(1, 2, 3)
     await rig.reload({"web": service("/wbe")})  # the typo
     new = rig.made[-1]
@@ -290,9 +296,7 @@ async def test_new_label_filters_that_drop_every_record_wait_and_the_old_lists_k
 async def test_an_old_list_that_empties_while_held_is_followed_and_the_swap_waits_on() -> None:
     """Review s27 cr2: every old instance failing its check for a second completed the swap
     to the typo for good (their return unheard; 496/496 requests failed after it)."""
-    rig = Rig()
-    await rig.set.start("web", service("/web"))
-    [old] = rig.made
+    rig, old = await started()
     old.send(1, 2, 3)
     await rig.reload({"web": service("/wbe")})  # the typo
     new = rig.made[-1]
@@ -344,9 +348,7 @@ async def test_a_hold_ends_once_the_old_lists_give_no_server_for_hold_both_empty
 ) -> None:
     caplog.set_level(logging.INFO)
     monkeypatch.setattr(watcher_swap, "HOLD_BOTH_EMPTY_S", 0.2)
-    rig = Rig()
-    await rig.set.start("web", service("/web"))
-    [old] = rig.made
+    rig, old = await started()
     old.send(1, 2)
     await rig.reload({"web": service("/web-v2")})  # on purpose: nothing registered there yet
     new = rig.made[-1]
@@ -370,9 +372,7 @@ async def test_an_old_outage_shorter_than_hold_both_empty_s_keeps_the_hold(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(watcher_swap, "HOLD_BOTH_EMPTY_S", 0.2)
-    rig = Rig()
-    await rig.set.start("web", service("/web"))
-    [old] = rig.made
+    rig, old = await started()
     old.send(1, 2)
     await rig.reload({"web": service("/wbe")})  # the typo
     new = rig.made[-1]
@@ -394,9 +394,7 @@ async def test_an_old_list_empty_before_the_hold_counts_from_when_it_emptied(
     """Held because HAProxy still serves (use_previous_backends) while the old list was
     already empty: the hold ends HOLD_BOTH_EMPTY_S after that list, not after the SIGHUP."""
     monkeypatch.setattr(watcher_swap, "HOLD_BOTH_EMPTY_S", 0.2)
-    rig = Rig(serving=True)
-    await rig.set.start("web", service("/web"))
-    [old] = rig.made
+    rig, old = await started(serving=True)
     old.send()
     await asyncio.sleep(0.15)
     await rig.reload({"web": service("/web-v2")})
@@ -412,9 +410,7 @@ async def test_an_old_partial_empty_list_does_not_count_towards_hold_both_empty_
 ) -> None:
     """A union's partial list before its children answer is not the old discovery gone."""
     monkeypatch.setattr(watcher_swap, "HOLD_BOTH_EMPTY_S", 0.1)
-    rig = Rig()
-    await rig.set.start("web", service("/web"))
-    [old] = rig.made
+    rig, old = await started()
     old.send(1)
     await rig.reload({"web": service("/wbe")})
     rig.made[-1].send()
