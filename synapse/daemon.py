@@ -100,7 +100,7 @@ class SynapseDaemon:
         self.controller: Applier | None = None
         self.reconciler: Reconciler | None = None
         self.service_watchers = ServiceWatchers(
-            self._create_watcher, self._report, serving=self._serving
+            self._create_watcher, self._report, serving=self._serving, held=self._swap_held
         )
         self.watchers: dict[str, Watcher] = self.service_watchers.active  # one per service
         self._listing_key = ListingKeys(self.service_watchers)  # (the state file's: restart_held)
@@ -412,6 +412,11 @@ class SynapseDaemon:
         selection = self.reconciler.selections().get(name) if self.reconciler else None
         # (default_servers only: the new config gives them too, nothing to hold on to)
         return bool(selection and selection.servers and selection.origin != ORIGIN_DEFAULT)
+
+    def _swap_held(self, name: str) -> None:
+        """A SIGHUP's swap began to be held: its ``held_for`` goes to the state file now."""
+        if self.reconciler is not None:
+            self.reconciler.state_file_due()
 
     def _current_servers(self) -> tuple[dict[str, Selection], dict[str, ServiceConfig]]:
         selections = self.reconciler.selections() if self.reconciler else {}

@@ -281,6 +281,11 @@ class Reconciler:
             )
         self.recheck_state_file()
 
+    def state_file_due(self) -> None:
+        """Write the state file within STATE_FILE_INTERVAL (a held swap's start: its
+        ``held_for`` must not wait for the next change or refresh, a kill -9 meanwhile)."""
+        self.outputs.state_file_due()
+
     def recheck_state_file(self) -> None:  # (the wall clock corrected: synapse.state_recheck)
         for name in waiting_for_state_file(self._services, self.state_cache):
             self._due(name)

@@ -56,11 +56,14 @@ class RoundOutputs:
             enabled = [n for n, s in services.items() if not s.config.file_output.disabled]
             written = await asyncio.to_thread(file_output.update, selections, enabled)
             self._metrics.file_writes.inc(len(written))
-        if self._cache() is not None and (changed or everything):
-            self._state_changed()
+        if changed or everything:
+            self.state_file_due()
 
-    def _state_changed(self) -> None:
-        """A round changed something: the next write (within the interval) records it."""
+    def state_file_due(self) -> None:
+        """Something to record (a round's changes, a held swap's start): the next write,
+        within the interval, records it."""
+        if self._cache() is None:
+            return
         self._dirty = True
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._writer())

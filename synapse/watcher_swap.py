@@ -99,6 +99,7 @@ class ServiceWatchers:
         sink: Sink,
         patience: float = SWAP_PATIENCE,
         serving: Callable[[str], bool] | None = None,
+        held: Callable[[str], None] | None = None,
     ) -> None:
         self.active: dict[str, Watcher] = {}
         self.pending: dict[str, Swap] = {}
@@ -111,6 +112,8 @@ class ServiceWatchers:
         self._empty_since: dict[str, float] = {}  # loop time its lists began giving no server
         # whether a service's current selection has a server (the reconciler's view)
         self._serving = serving or (lambda name: False)
+        # a hold began: the state file must say ``held_for`` now (a kill -9 restarts from it)
+        self._on_held = held or (lambda name: None)
 
     async def start(self, name: str, service: ServiceConfig) -> None:
         """The watcher of a service that has none (at the start, or a SIGHUP added it)."""
@@ -189,9 +192,10 @@ class ServiceWatchers:
         reason = no_server_reason(report.found, report.filters or ())
         if reason is None or (swap.empty is None and not self._serves(name)):
             return False
-        if swap.empty is None:
+        began, swap.empty, swap.latest = swap.empty is None, reason, report
+        if began:
             event(log, "watcher_swap_held", service=name, reason=reason)
-        swap.empty, swap.latest = reason, report
+            self._on_held(name)  # (held_discovery answers from here on)
         self._arm(name)
         return True
 

@@ -9,9 +9,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from synapse_e2e import Synapse, http_get
+from kazoo.client import KazooClient
+from synapse_e2e import Synapse, http_get, nerve_record
 
-from testbed.process import wait_until
+from testbed.process import free_port, wait_until
+from testbed.zookeeper import ZooKeeperServer
+
 
 
 def web(discovery: dict[str, Any], port: int) -> dict[str, Any]:
@@ -64,3 +67,27 @@ def wait_gone(port: int, gone: str, kept: str, timeout: float = 15.0) -> None:
             served.clear()
         time.sleep(0.05)
     assert served[kept] == 20, f"{gone} still served: {served}"
+
+
+def zk_service(zk: ZooKeeperServer, path: str, port: int, **web: Any) -> dict[str, Any]:
+    """web's block: ZooKeeper at ``path`` (``discovery=`` adds keys to it), on
+    127.0.0.1:``port``, the other keys of ``web`` as given."""
+    discovery = {"method": "zookeeper", "hosts": [zk.hosts], "path": path}
+    discovery.update(web.pop("discovery", {}))
+    return {"discovery": discovery, "haproxy": {"port": port, "bind_address": "127.0.0.1"},
+            **web}  # fmt: skip
+
+
+def serving_two(
+    zk: ZooKeeperServer, writer: KazooClient, path: str, backends: Any, **web: Any
+) -> tuple[int, Synapse]:
+    """``backends`` registered at ``path``; a synapse (not started) serving them as ``web``
+    on a port of its own, its HAProxy left running at its stop (a restart adopts it)."""
+    for server in backends:
+        writer.create(f"{path}/{server.name}_", nerve_record(server), sequence=True,
+                      makepath=True)  # fmt: skip
+    port = free_port()
+    syn = Synapse({"web": zk_service(zk, path, port, **web)})
+    syn.config["haproxy"]["managed"]["stop_on_exit"] = False
+    syn.write_config()
+    return port, syn
