@@ -42,6 +42,8 @@ def degraded(daemon: SynapseDaemon) -> list[str]:
     reconciler = daemon.reconciler
     if reconciler is not None:  # a restart's typo: the state file's servers (restart_held)
         said += reconciler.restart_held.degraded(daemon.config.services)
+        named = {line.partition(":")[0] for line in said}  # (a held swap's old list too)
+        said += reconciler.previous_kept.degraded(daemon.config.services, named)
     for name, selection in (reconciler.selections() if reconciler else {}).items():
         service = daemon.config.services.get(name)
         if selection.unmatched and service is not None:

@@ -49,6 +49,7 @@ from synapse.metrics import SynapseMetrics
 from synapse.model import DesiredService, Report
 from synapse.options_report import report_options
 from synapse.pacing import Pacer
+from synapse.previous_kept import PreviousKept
 from synapse.reload_diff import (
     Arrivals,
     Holds,
@@ -98,6 +99,7 @@ class Reconciler:
         self._desired = DesiredList(lambda made: self.zones.routed(made))  # kept between rounds
         self._touched: set[str] = set()  # services whose desired was reset since it was built
         self.restart_held = RestartHeld(self._due)  # a restart's typo: the file's servers kept
+        self.previous_kept = PreviousKept()  # use_previous_backends while nothing is listed
         self._gen_checks = GeneratorChecks(self._revisit)  # (a child's, plain models)
         self._dirty = asyncio.Event()
         self._all_reported = asyncio.Event()
@@ -385,6 +387,7 @@ class Reconciler:
             filters = service.report.filters if service.report is not None else None
             selection = select_servers(service.config, found, previous, policy, origin, filters)
             selection = self.restart_held.select(name, service, selection, self.state_cache, policy)
+            self.previous_kept.observe(name, service.report, selection, self.restart_held.held)
             report_options(name, selection, service)
             if selection.leader_failed and not (
                 service.selection and service.selection.leader_failed
