@@ -16,7 +16,6 @@ from testbed.process import free_port, wait_until
 from testbed.zookeeper import ZooKeeperServer
 
 
-
 def web(discovery: dict[str, Any], port: int) -> dict[str, Any]:
     """The services of a synapse with the one service ``web`` on 127.0.0.1:``port``."""
     return {"web": {"discovery": discovery, "haproxy": {"port": port, "bind_address": "127.0.0.1"}}}
