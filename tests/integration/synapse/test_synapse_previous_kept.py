@@ -15,12 +15,11 @@ from typing import Any
 import pytest
 from kazoo.client import KazooClient
 from synapse_e2e import Load, Synapse, nerve_record, wait_serving
+from synapse_reload import reload_web, serving_two, zk_service
 
 from synapse.watcher_swap import HOLD_BOTH_EMPTY_S
 from testbed.process import wait_until
 from testbed.zookeeper import ZooKeeperServer
-
-from test_synapse_restart_held_discovery import hold, service, serving_two  # isort: skip
 
 KEPT = "web: the discovery lists no servers; serving the previous list (2 servers, "
 
@@ -43,7 +42,9 @@ def test_a_restart_holds_ttl_end_is_said_while_the_saved_list_is_served(
     syn.write_config()
     with syn, Load(port, seconds=60) as load:
         wait_serving(port, {"a", "b"})
-        since = hold(syn, service(zk, new, port))  # the typo: nothing there
+        since = reload_web(
+            syn, zk_service(zk, new, port), "watcher_swap_held"
+        )  # the typo: nothing there
         syn.process.stop(15)  # SIGTERM; started again with the same file
         syn.process.start()
         wait_until(lambda: "event=restart_discovery_held " in since(), 30, what=since())
@@ -78,7 +79,9 @@ def test_a_held_swaps_end_after_the_old_list_emptied_is_said(
     port, syn = serving_two(zk, writer, old, backends)
     with syn:
         wait_serving(port, {"a", "b"})
-        since = hold(syn, service(zk, "/kept-end/wbe", port))  # the typo
+        since = reload_web(
+            syn, zk_service(zk, "/kept-end/wbe", port), "watcher_swap_held"
+        )  # the typo
         for child in writer.get_children(old):  # the old instances withdrawn too
             writer.delete(f"{old}/{child}")
         wait_until(lambda: said(since, "previous_backends_kept"), 10, what=since())
