@@ -2,6 +2,11 @@
 # The image's entry point: the first argument picks the daemon.
 #   nerve   [ARGS]  -> nerve -c ${NERVE_CONFIG:-/etc/smartstack/nerve.yaml} ARGS
 #   synapse [ARGS]  -> synapse -c ${SYNAPSE_CONFIG:-/etc/smartstack/synapse.yaml} ARGS
+#   haproxy-wait [ARGS] -> HAProxy in its own container (synapse: managed.launch false): waits
+#                          for the config synapse writes, then runs HAProxy as synapse would:
+#                          haproxy -W -db -S <master socket>,mode,600 -f <config> ARGS
+#                          (HAPROXY_CONFIG, default /var/lib/smartstack/haproxy.cfg;
+#                          HAPROXY_MASTER_SOCKET, default <config without .cfg>-master.sock)
 # ARGS that contain -c/--config replace the default config path; anything else runs as given
 # (e.g. `sh` for a look inside).
 set -e
@@ -22,6 +27,44 @@ with_config() {
   exec "$daemon" -c "$default" "$@"
 }
 
+haproxy_wait() {
+  config="${HAPROXY_CONFIG:-/var/lib/smartstack/haproxy.cfg}"
+  socket="${HAPROXY_MASTER_SOCKET:-${config%.*}-master.sock}"
+  # A restarted container starts from the last config synapse wrote (on the shared volume);
+  # the first waits for synapse's first one.
+  waited=0
+  until [ -s "$config" ]; do
+    [ $((waited % 100)) -eq 0 ] && echo "haproxy-wait: waiting for $config (synapse writes it)" >&2
+    waited=$((waited + 1))
+    sleep 0.1
+  done
+  # HAProxy runs as this shell's child, not in its place: synapse shares this container's PID
+  # namespace, which ends (synapse killed with it) when its init exits, and tini exits with
+  # its child. A crashed HAProxy is started again here from the last config (at once, then
+  # backing off while it keeps crashing); synapse adopts the new master. The flags are managed
+  # mode's (synapse/haproxy/managed.py): the master synapse adopts and reloads on its socket.
+  # docker stop: SIGTERM is HAProxy's hard stop, SIGUSR1 (stop_signal) its soft stop.
+  stop="" pid="" quick=0
+  trap 'stop=1; [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null' TERM INT
+  trap 'stop=1; [ -n "$pid" ] && kill -USR1 "$pid" 2>/dev/null' USR1
+  while :; do
+    began=$(date +%s)
+    haproxy -W -db -S "$socket,mode,600" -f "$config" "$@" &
+    pid=$!
+    status=0
+    wait "$pid" || status=$?
+    while kill -0 "$pid" 2>/dev/null; do  # (a trapped signal ended the wait, not HAProxy)
+      status=0
+      wait "$pid" || status=$?
+    done
+    [ -n "$stop" ] && exit "$status"
+    if [ $(($(date +%s) - began)) -lt 10 ]; then quick=$((quick + 1)); else quick=0; fi
+    delay=$(( quick > 1 ? (quick > 6 ? 30 : 1 << (quick - 2)) : 0 ))
+    echo "haproxy-wait: HAProxy exited with status $status; started again in ${delay}s" >&2
+    sleep "$delay"
+  done
+}
+
 case "${1:-synapse}" in
   nerve)
     [ $# -gt 0 ] && shift
@@ -30,6 +73,10 @@ case "${1:-synapse}" in
   synapse)
     [ $# -gt 0 ] && shift
     with_config synapse "${SYNAPSE_CONFIG:-/etc/smartstack/synapse.yaml}" "$@"
+    ;;
+  haproxy-wait)
+    [ $# -gt 0 ] && shift
+    haproxy_wait "$@"
     ;;
   *)
     exec "$@"

@@ -209,6 +209,7 @@ class ManagedHAProxy(ConfigModel):
     # s HAProxy serves on after the stop signal, before its soft stop (synapse.stop_delay)
     stop_delay: float | Literal["auto"] = "auto"  # auto: 5 in a container, else 0
     hold_listeners: bool = True  # copies of its listeners: a crash's clients wait, not refused
+    launch: bool = True  # false: HAProxy runs in its own container; synapse never starts one
 
     @field_validator("stop_delay", mode="before")
     @classmethod

@@ -21,7 +21,15 @@ config nobody updates. It is adopted by its pid (``haproxy_master_moved``), and 
 reload replaces it too (synapse.haproxy.moved finds one left under a moved config file).
 
 A master is told from its workers (same command line) by its children: a worker of ours
-has none, and an orphaned worker of a master that just died exits on its own.
+has none, and an orphaned worker of a master that just died exits on its own. Only an HAProxy
+process (its name, /proc/<pid>/comm) counts: an init or shell that started it with the same
+arguments (tini, ``sh -c "exec haproxy -f .. -S .."``) is no master, and a signal meant for one
+would reach HAProxy through it (tini passes a reload's SIGUSR1 on: HAProxy soft-stopped).
+
+The master answering on our socket must be in synapse's PID namespace (HAProxy in its own
+container: synapse shares its PID namespace, docs/docker.md): the pid it gives is HAProxy's
+own; elsewhere it names no process of ours, or another one (synapse itself). Such a master is
+not adopted (``haproxy_adopt_failed``, ``reason``), nor a second one started beside it.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ class Found:
     error: str = ""  # (masters) why they cannot be adopted, and that none is started
     socketless: bool = False  # (masters) its socket is gone, or moved: adopt them by pid
     moved: str = ""  # (socketless) how they differ from the settings: replaced at a reload
+    foreign: int = 0  # (proc None) the master pid that answered is not one synapse can see
 
 
 def master_socket(args: list[bytes]) -> bytes | None:
@@ -60,6 +69,15 @@ def master_socket(args: list[bytes]) -> bytes | None:
         if flag == b"-S":
             return value.split(b",")[0]
     return None
+
+
+# /proc/<pid>/comm of an HAProxy binary starts so (haproxy, haproxy-2.8, hapee-lb)
+HAPROXY_NAMES = ("haproxy", "hapee")
+
+
+def is_haproxy(comm: str) -> bool:
+    """Whether a process named ``comm`` (/proc/<pid>/comm) is an HAProxy binary."""
+    return comm.rstrip("\n").startswith(HAPROXY_NAMES)
 
 
 def _runs_ours(args: list[bytes], config: bytes, socket: bytes | None) -> bool:
@@ -82,6 +100,8 @@ def running_masters(
         try:
             if not _runs_ours((entry / "cmdline").read_bytes().split(b"\0"), wanted, sock):
                 continue  # (a zombie's command line is empty)
+            if not is_haproxy((entry / "comm").read_text()):
+                continue  # (tini or a shell with the same arguments)
             stat = (entry / "stat").read_text()
         except OSError:
             continue
@@ -101,6 +121,13 @@ async def find_master(
         attempts += 1
         try:
             proc = await master.show_proc()
+            if proc.workers and (reason := await asyncio.to_thread(unseen, proc.master_pid)):
+                event(log, "haproxy_adopt_failed", level=logging.ERROR, masters=[proc.master_pid],
+                      attempts=attempts, reason=reason, when=why)  # fmt: skip
+                error = f"HAProxy master {proc.master_pid} answers on {socket}, but {reason}"
+                return Found(
+                    None, error=f"{error}: not adopted, none started", foreign=proc.master_pid or 0
+                )
             if proc.workers:
                 return Found(proc)
             error = "`show proc` lists no worker"
@@ -122,6 +149,33 @@ async def find_master(
             why_not = f"HAProxy master {listed} runs {config} but gives no worker on {socket}"
             return Found(None, masters, f"{why_not} ({error[:500]}): not starting a second one")
         await asyncio.sleep(POLL)
+
+
+PID_NAMESPACE = (
+    "synapse cannot see it: run synapse in HAProxy's PID namespace "
+    '(docker --pid container:<haproxy>, compose pid: "service:haproxy")'
+)
+
+
+def unseen(master: int | None, proc: Path = Path("/proc")) -> str:
+    """Why the master pid ``show proc`` gave is not a process synapse can adopt by its pid
+    (empty: it can; HAProxy older than 2.x gives none: nothing to check)."""
+    if not master:
+        return ""
+    try:
+        comm = (proc / str(master) / "comm").read_text()
+    except OSError:
+        return f"no pid {master} in synapse's PID namespace: {PID_NAMESPACE}"
+    return foreign_name(master, comm)
+
+
+def foreign_name(master: int, comm: str) -> str:
+    """Why pid ``master``, named ``comm`` in synapse's PID namespace, is not the master
+    that answered (empty: it is an HAProxy)."""
+    if is_haproxy(comm):
+        return ""
+    name = comm.rstrip("\n")
+    return f"pid {master} in synapse's PID namespace is {name}, not HAProxy: {PID_NAMESPACE}"
 
 
 def beside(

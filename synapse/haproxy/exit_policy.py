@@ -18,6 +18,13 @@ parent outside the PID namespace (``getppid() == 0`` but not PID 1) says nothing
 ``docker exec`` starts processes so, beside a PID 1 that lives on. Where the rule cannot
 see the end coming (a pod sharing its PID namespace, ``docker run --pid=host``, a shell
 script as PID 1), set ``stop_on_exit: true``.
+
+Except a master that lives in another container (HAProxy in its own container, synapse in
+its PID namespace: docs/docker.md): it outlives synapse whatever synapse's place, and stopping
+it would refuse what a synapse restart need not. It is seen so: it is PID 1 of the PID
+namespace (the HAProxy container's main process), or its cgroup (/proc/<pid>/cgroup: a
+container's own) is not synapse's. ``managed.launch: false`` (HAProxy runs elsewhere) never
+stops it, whatever ``stop_on_exit`` says.
 """
 
 from __future__ import annotations
@@ -31,14 +38,33 @@ from synapse.config import ManagedHAProxy as ManagedConfig
 ONE_CHILD_INITS = frozenset({"tini", "tini-static", "docker-init", "dumb-init", "catatonit"})
 
 
-def stop_reason(config: ManagedConfig | None) -> str | None:
-    """Why synapse's exit stops HAProxy; None: it is left serving for the next synapse."""
-    if config is None or config.stop_on_exit is False:
+def stop_reason(config: ManagedConfig | None, master: int | None = None) -> str | None:
+    """Why synapse's exit stops HAProxy (its ``master`` pid, when one runs); None: it is
+    left serving for the next synapse."""
+    if config is None or config.stop_on_exit is False or not config.launch:
         return None
     if config.stop_on_exit is True:
         return "managed.stop_on_exit is true"
+    if master is not None and elsewhere(master, cgroup("self"), cgroup(str(master))):
+        return None
     ppid = os.getppid()
     return container_main(os.getpid(), ppid, init_name() if ppid == 1 else None)
+
+
+def elsewhere(master: int, ours: str | None, its: str | None) -> bool:
+    """Whether HAProxy's ``master`` lives in another container than synapse (so outlives
+    it), from its pid and the two cgroups (/proc/<pid>/cgroup; None: /proc does not say)."""
+    if master == 1:  # the main process of the PID namespace synapse joined: not synapse's
+        return True
+    return ours is not None and its is not None and ours != its
+
+
+def cgroup(pid: str) -> str | None:
+    """/proc/<pid>/cgroup (``self``: synapse's); None when it cannot be read."""
+    try:
+        return Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return None
 
 
 def container_main(pid: int, ppid: int, init: str | None) -> str | None:

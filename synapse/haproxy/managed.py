@@ -28,6 +28,9 @@ A master that lives on after its socket files were removed is replaced the same 
 master that takes its listeners, then soft-stopped (``synapse.haproxy.replacement``); so is
 one adopted that is not what the settings say any more (its master socket or config file
 moved: ``adoption``, ``moved``; another binary: ``binary_check``), at the first reload.
+
+``managed.launch: false``: HAProxy runs in its own container; synapse adopts and reloads
+it, never starts or stops one (``elsewhere``).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from pathlib import Path
 
 from smartstack.logs import event
 from synapse.config import ManagedHAProxy as ManagedConfig
-from synapse.haproxy import moved, ports, replacement
+from synapse.haproxy import elsewhere, moved, ports, replacement
 from synapse.haproxy.adoption import Found, beside, find_master
 from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.binary_check import other_binary
@@ -55,7 +58,7 @@ from synapse.haproxy.runtime import MasterClient, RuntimeClient
 from synapse.haproxy.settings import Settings
 from synapse.haproxy.sockets import HAProxySocketError
 from synapse.haproxy.supervisor import Supervisor
-from synapse.haproxy.taken import take_listeners
+from synapse.haproxy.taken import handed_copies
 
 __all__ = ["HAProxyProcessError", "ManagedHAProxy", "PortsTaken", "Supervisor"]  # (controller)
 
@@ -125,7 +128,7 @@ class ManagedHAProxy:
         config, socket = self.settings.config_path, self.settings.master_socket
         assert config is not None and socket is not None
         found = await find_master(self.master, config, socket, self.reload_timeout, why)
-        if not _adopted(found) and not found.masters:  # (config_file_path moved?)
+        if not _adopted(found) and not found.masters and not found.foreign:  # (config moved?)
             held = self.listeners.inodes() if self.listeners is not None else set()
             found = await asyncio.to_thread(moved.left_on_our_ports, config, held, why)
         if not _adopted(found):
@@ -140,7 +143,10 @@ class ManagedHAProxy:
         self._stale = found.moved
         event(log, "haproxy_adopted", master_pid=self.master_pid, worker_pid=self.worker_pid,
               when=why, sockets="answer" if found.proc else "missing")  # fmt: skip
-        if binary := await asyncio.to_thread(other_binary, self.master_pid, self.settings.binary):
+        binary = self.settings.launch and await asyncio.to_thread(  # (launch: false, not ours)
+            other_binary, self.master_pid, self.settings.binary
+        )
+        if binary:
             event(log, "haproxy_binary_changed", level=logging.WARNING,
                   master_pid=self.master_pid, running=binary, binary=self.settings.binary,
                   detail="managed.binary changed: the next reload replaces it")  # fmt: skip
@@ -154,19 +160,25 @@ class ManagedHAProxy:
         """Start HAProxy from the config file. A master already running it (its adoption
         failed, or it was started by hand) is adopted and reloaded instead: never two."""
         found = await self._adopt("before a start")
+        if not _adopted(found) and not self.settings.launch and not found.foreign:
+            found = await elsewhere.answered(
+                self._adopt, _adopted, self.settings, self.start_timeout
+            )
         if _adopted(found):
             try:
                 await self.reload()  # (the caller wants the file loaded)
             except HAProxySocketError as err:
                 raise HAProxyProcessError(f"cannot reload the adopted HAProxy: {err}") from err
             return
-        if found.masters:  # alive, not answering: a second one would share its ports
-            raise HAProxyProcessError(found.error)
+        if found.masters or found.foreign or not self.settings.launch:  # alive, not answering:
+            raise HAProxyProcessError(found.error)  # a second one would share its ports
         await self._launch()
 
     async def _launch(self, replaces: int | None = None) -> None:
         """A new master from the config file, handed the listeners synapse holds; it
         ``replaces`` a master whose sockets are gone, or none."""
+        if not self.settings.launch:
+            raise HAProxyProcessError(elsewhere.no_launch(self.settings.master_socket))
         make_dirs([*socket_paths(self.settings), *self._other_paths()])
         await self._refuse_taken_ports(replaces)
         args = [
@@ -251,7 +263,7 @@ class ManagedHAProxy:
         old = Old(self.master_pid, self._proc, self._relay, self._pipe)
         fields = {"missing": missing} if missing is not None else {"reason": why}
         event(log, name, level=logging.WARNING, master_pid=old.pid, **fields,
-              listeners=await self._copies(old.pid),
+              listeners=await handed_copies(self.listeners, old.pid),
               detail="a new HAProxy replaces it")  # fmt: skip
         # (a stop waits, bounded by start_timeout: cut short, the old one would serve for good)
         return await replacement.finish(asyncio.create_task(self._take_over(old, why)))
@@ -269,19 +281,6 @@ class ManagedHAProxy:
         self.retiring.retire_all([old, *map(Old, strays)], f"replaced: {why}")
         assert self.worker_pid is not None
         return self.worker_pid
-
-    async def _copies(self, master: int) -> str:
-        """How the replacing master gets the listeners: synapse's copies, else copies taken
-        out of the old workers now (``taken``), else it binds the ports beside them."""
-        if self.listeners is None:
-            return "bound beside its own (managed.hold_listeners: false)"
-        if self.listeners.held:
-            return "handed over"
-        try:
-            self.listeners.keep(await asyncio.to_thread(take_listeners, master))
-        except OSError as err:
-            return f"bound beside its own ({err})"
-        return "taken from its workers, handed over"
 
     async def wait_exit(self) -> int | None:
         """Return as soon as the master exits (its exit status when it is our child); one
@@ -305,7 +304,7 @@ class ManagedHAProxy:
     async def release_or_stop(self, config: ManagedConfig | None) -> None:
         """synapse exits: stop HAProxy with it (softly) only when ``managed.stop_on_exit``
         says so, or (``auto``) when HAProxy would not outlive synapse anyway."""
-        reason = stop_reason(config)
+        reason = stop_reason(config, self.master_pid)
         if config is None or reason is None:
             await self.release()
         else:  # (with the masters it replaced that still run)
@@ -324,8 +323,8 @@ class ManagedHAProxy:
         self._proc = None  # no longer ours to wait for
         self.master_pid = self.worker_pid = None
         event(log, "haproxy_left_running", master_pid=pid,
-              detail="managed.stop_on_exit (false, or auto outside a container): the next "
-              "synapse adopts it")  # fmt: skip
+              detail="managed.stop_on_exit (false, or auto where it outlives synapse) or "
+              "launch false: the next synapse adopts it")  # fmt: skip
 
     async def stop(
         self, grace: float = 0.0, reason: str = "its start failed", keep_listeners: bool = False

@@ -83,6 +83,7 @@ class Settings:
     shared_sockets: tuple[str, ...] = field(default=())  # managed: admin sockets for others
     extra_defaults: tuple[str, ...] = field(default=())  # lines synapse adds to `defaults`
     hold_listeners: bool = True  # managed: synapse keeps copies (synapse.haproxy.listeners)
+    launch: bool = True  # managed: synapse starts HAProxy (false: its own container does)
     http_frontend_lines: tuple[str, ...] = field(default=())  # added to HTTP frontends
     # What it supports: managed, the binary's (`haproxy -v`); Airbnb, the running one's.
     version: tuple[int, int, int] | None = None
@@ -324,7 +325,10 @@ def settings_for(config: HAProxyConfig, version: tuple[int, int, int] | None = N
         first_global=first_global,
         shared_sockets=shared,
         extra_defaults=tuple(extra_defaults),
-        hold_listeners=config.managed is None or config.managed.hold_listeners,
+        # (launch false: a new HAProxy is not synapse's to hand them to: ``elsewhere``)
+        hold_listeners=config.managed is None
+        or (config.managed.hold_listeners and config.managed.launch),
+        launch=config.managed is None or config.managed.launch,
         http_frontend_lines=_http_frontend_lines(config, version),
         version=version,
     )
@@ -353,7 +357,7 @@ def _http_frontend_lines(
 
 # Where HAProxy lives: these cannot change while synapse runs (a SIGHUP refuses them).
 FIXED = ("config_path", "runtime_sockets", "managed", "master_socket", "binary", "pid_file",
-         "hold_listeners")  # fmt: skip
+         "hold_listeners", "launch")  # fmt: skip
 
 
 def restart_needed(old: Settings, new: Settings) -> list[str]:

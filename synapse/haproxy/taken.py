@@ -13,6 +13,7 @@ access, or CAP_SYS_PTRACE); with copies of the very sockets, the new master take
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import os
@@ -22,6 +23,7 @@ from typing import Any
 
 from synapse.haproxy import ports
 from synapse.haproxy.getsocks import Held
+from synapse.haproxy.listeners import ListenerKeeper
 
 SYS_PIDFD_GETFD = 438  # the same number on every architecture of the generic syscall table
 NO_NAMES = bytes(6)  # _getsocks's description: no namespace, no interface, 4 unused bytes
@@ -82,3 +84,17 @@ def take_listeners(master: int) -> list[Held]:
             h.sock.close()
         raise
     return list(held.values())
+
+
+async def handed_copies(listeners: ListenerKeeper | None, master: int) -> str:
+    """How a master replacing ``master`` gets the listeners: synapse's copies, else copies
+    taken out of its workers now, else it binds the ports beside them."""
+    if listeners is None:
+        return "bound beside its own (managed.hold_listeners: false)"
+    if listeners.held:
+        return "handed over"
+    try:
+        listeners.keep(await asyncio.to_thread(take_listeners, master))
+    except OSError as err:
+        return f"bound beside its own ({err})"
+    return "taken from its workers, handed over"

@@ -25,7 +25,7 @@ from haproxy_helpers import eventually, server, serves, service, web
 from haproxy_load import all_answered, under_load
 
 from synapse.contract import ApplyOutcome
-from synapse.haproxy import managed
+from synapse.haproxy import taken
 from synapse.haproxy.adoption import running_masters
 from testbed.process import free_port
 
@@ -150,7 +150,7 @@ async def test_without_their_copies_the_new_master_binds_beside_the_old_one(
 
     try:
         old = await _left_socketless(managed_factory, port, b1, sockdir)
-        monkeypatch.setattr(managed, "take_listeners", refused)
+        monkeypatch.setattr(taken, "take_listeners", refused)
         second = managed_factory(reload_timeout=AGE_S)
         with caplog.at_level(logging.WARNING, logger="synapse.haproxy.managed"):
             await second.start()

@@ -26,6 +26,7 @@ def _process(proc: Path, pid: int, parent: int, args: list[str]) -> None:
     entry.mkdir()
     (entry / "cmdline").write_bytes(b"\0".join(a.encode() for a in args) + b"\0")
     (entry / "stat").write_text(f"{pid} (haproxy) S {parent} {pid} {pid} 0 -1\n")
+    (entry / "comm").write_text("haproxy\n")  # (only HAProxy processes are masters)
 
 
 def test_a_master_is_a_process_running_our_config_with_a_worker(tmp_path: Path) -> None:
