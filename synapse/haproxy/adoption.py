@@ -135,7 +135,11 @@ async def find_master(
             error = str(err) or type(err).__name__
         masters = await asyncio.to_thread(running_masters, config, socket)
         if not masters:  # nothing of ours runs: start one, unless one runs under another -S
-            return await asyncio.to_thread(_moved, config, why)
+            moved = await asyncio.to_thread(_moved, config, socket, why)
+            if moved is not None:
+                return moved
+            await asyncio.sleep(POLL)  # (ours showed up between the two looks: asked again)
+            continue
         gone = gone + 1 if _socketless(masters, socket, timeout) else 0
         if gone >= 2:
             event(log, "haproxy_master_socketless", level=logging.WARNING, master_pid=masters[0],
@@ -199,12 +203,15 @@ def beside(
     return found
 
 
-def _moved(config: Path, why: str) -> Found:
+def _moved(config: Path, socket: Path, why: str) -> Found | None:
     """Masters running our config under another master socket (``managed.master_socket_path``
-    moved): adopted by their pids, the first reload replaces them; else none runs."""
+    moved): adopted by their pids, the first reload replaces them; else none runs. None: one
+    under ours started after the first look (its worker forked between the two)."""
     masters = running_masters(config, None)
     if not masters:
         return Found(None)
+    if set(masters) & set(running_masters(config, socket)):
+        return None
     old = ""
     with contextlib.suppress(OSError):
         args = Path(f"/proc/{masters[0]}/cmdline").read_bytes().split(b"\0")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from synapse.haproxy import adoption
 from synapse.haproxy.adoption import find_master
+from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.binary_check import other_binary
 from synapse.haproxy.sockets import SocketUnavailable
 
@@ -37,3 +38,30 @@ def test_a_master_running_another_binary_is_told() -> None:
     me = os.getpid()  # (runs sys.executable, resolved)
     assert other_binary(me, sys.executable) is None
     assert other_binary(me, "/bin/true") == os.path.realpath(sys.executable)
+
+
+def test_ours_forking_its_worker_between_two_looks_is_not_moved(monkeypatch, caplog) -> None:
+    """A master started under our socket (HAProxy's own container: ``managed.launch: false``)
+    forked its worker between the look under our socket and the one under any: it was taken
+    for one under another socket (``haproxy_master_moved``) and replaced, which a synapse that
+    starts no HAProxy cannot do (the start failed). It is looked for again instead."""
+    looks: list[Path | None] = []
+
+    def running(config: Path, socket: Path | None) -> tuple[int, ...]:
+        looks.append(socket)
+        return () if len(looks) == 1 else (30,)  # (its worker forked after the first look)
+
+    class AnswersLater(Unanswered):
+        asked = 0
+
+        async def show_proc(self):  # type: ignore[override]
+            self.asked += 1
+            if self.asked == 1:
+                await super().show_proc()
+            return ProcInfo(master_pid=None, workers=(31,))
+
+    monkeypatch.setattr(adoption, "running_masters", running)
+    with caplog.at_level(logging.WARNING, logger="synapse.haproxy.managed"):
+        found = asyncio.run(find_master(AnswersLater(), CONFIG, SOCKET, 5.0, "t"))  # type: ignore[arg-type]
+    assert found.proc is not None and found.proc.workers == (31,) and not found.moved
+    assert [r.message for r in caplog.records] == []
