@@ -24,7 +24,8 @@ A master is told from its workers (same command line) by its children: a worker 
 has none, and an orphaned worker of a master that just died exits on its own. Only an HAProxy
 process (its name, /proc/<pid>/comm) counts: an init or shell that started it with the same
 arguments (tini, ``sh -c "exec haproxy -f .. -S .."``) is no master, and a signal meant for one
-would reach HAProxy through it (tini passes a reload's SIGUSR1 on: HAProxy soft-stopped).
+would reach HAProxy through it (tini passes a reload's SIGUSR1 on: HAProxy soft-stopped). A
+binary named otherwise counts by the file it runs (/proc/<pid>/exe: HAProxy's, or managed.binary's).
 
 The master answering on our socket must be in synapse's PID namespace (HAProxy in its own
 container: synapse shares its PID namespace, docs/docker.md): the pid it gives is HAProxy's
@@ -38,6 +39,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -73,11 +76,31 @@ def master_socket(args: list[bytes]) -> bytes | None:
 
 # /proc/<pid>/comm of an HAProxy binary starts so (haproxy, haproxy-2.8, hapee-lb)
 HAPROXY_NAMES = ("haproxy", "hapee")
+# managed.binary's file (resolved), told by the controller: a build or a symlink named
+# otherwise (`lb -> /usr/sbin/haproxy`: comm is the name executed) is HAProxy too.
+_BINARIES: set[str] = set()
 
 
-def is_haproxy(comm: str) -> bool:
-    """Whether a process named ``comm`` (/proc/<pid>/comm) is an HAProxy binary."""
-    return comm.rstrip("\n").startswith(HAPROXY_NAMES)
+def known_binary(binary: str) -> None:
+    """Count processes running ``binary`` (a name on PATH or a path) as HAProxy."""
+    found = shutil.which(binary)
+    if found is not None:
+        _BINARIES.add(os.path.realpath(found))
+
+
+def is_haproxy(comm: str, entry: Path | None = None) -> bool:
+    """Whether a process named ``comm`` (/proc/<pid>/comm; ``entry``: its /proc directory)
+    is an HAProxy binary: by its name, else by the file it runs (/proc/<pid>/exe, readable
+    for our own uid: HAProxy's name, or managed.binary's file)."""
+    if comm.rstrip("\n").startswith(HAPROXY_NAMES):
+        return True
+    if entry is None:
+        return False
+    try:
+        exe = os.readlink(entry / "exe")
+    except OSError:
+        return False
+    return os.path.basename(exe).startswith(HAPROXY_NAMES) or exe in _BINARIES
 
 
 def _runs_ours(args: list[bytes], config: bytes, socket: bytes | None) -> bool:
@@ -100,7 +123,7 @@ def running_masters(
         try:
             if not _runs_ours((entry / "cmdline").read_bytes().split(b"\0"), wanted, sock):
                 continue  # (a zombie's command line is empty)
-            if not is_haproxy((entry / "comm").read_text()):
+            if not is_haproxy((entry / "comm").read_text(), entry):
                 continue  # (tini or a shell with the same arguments)
             stat = (entry / "stat").read_text()
         except OSError:
@@ -170,13 +193,13 @@ def unseen(master: int | None, proc: Path = Path("/proc")) -> str:
         comm = (proc / str(master) / "comm").read_text()
     except OSError:
         return f"no pid {master} in synapse's PID namespace: {PID_NAMESPACE}"
-    return foreign_name(master, comm)
+    return foreign_name(master, comm, proc / str(master))
 
 
-def foreign_name(master: int, comm: str) -> str:
+def foreign_name(master: int, comm: str, entry: Path | None = None) -> str:
     """Why pid ``master``, named ``comm`` in synapse's PID namespace, is not the master
     that answered (empty: it is an HAProxy)."""
-    if is_haproxy(comm):
+    if is_haproxy(comm, entry):
         return ""
     name = comm.rstrip("\n")
     return f"pid {master} in synapse's PID namespace is {name}, not HAProxy: {PID_NAMESPACE}"

@@ -45,7 +45,7 @@ from pathlib import Path
 from smartstack.logs import event
 from synapse.config import ManagedHAProxy as ManagedConfig
 from synapse.haproxy import elsewhere, moved, ports, replacement
-from synapse.haproxy.adoption import Found, beside, find_master
+from synapse.haproxy.adoption import Found, beside, find_master, known_binary
 from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.binary_check import other_binary
 from synapse.haproxy.exit_policy import stop_reason
@@ -83,6 +83,7 @@ class ManagedHAProxy:
         if settings.master_socket is None or settings.config_path is None:
             raise ValueError("managed mode needs a config file path and a master socket")
         self.settings = settings
+        known_binary(settings.binary)  # (a binary named otherwise is ours too)
         master = settings.master_socket
         self.listeners = (  # (None: managed.hold_listeners is false, or no admin socket)
             ListenerKeeper(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -321,5 +322,37 @@ async def test_a_master_that_never_answers_is_not_joined_by_a_second_one(
         assert any("not starting a second one" in line for line in controller.health())
         assert _masters(sockdir) == [master]
         await serves(port, {"b1"})
+    finally:
+        _kill_all(sockdir)
+
+
+async def test_a_binary_named_otherwise_is_adopted_after_a_restart(
+    managed_factory, http_backend_factory, sockdir
+):
+    """managed.binary `lb -> haproxy` (a symlink or a build of another name: comm is the
+    name executed). Review s28/cr-hapct: the restarted synapse refused to adopt its own
+    master ("pid N ... is lb, not HAProxy") and every reload failed after: a new service
+    never served. Now it is told by the file it runs."""
+    b1 = http_backend_factory("b1")
+    p1, p2 = free_port(), free_port()
+    binary = sockdir / "lb"
+    binary.symlink_to(shutil.which("haproxy") or "/usr/sbin/haproxy")
+    kept = {"managed": {"stats": {"enabled": False}, "stop_on_exit": False,
+                        "binary": str(binary)}}  # fmt: skip
+    try:
+        first = managed_factory(**kept)
+        await first.start()
+        assert (await first.apply([web(p1, [b1])], "first")).reload is ApplyOutcome.DONE
+        await serves(p1, {"b1"})
+        master = first._managed.master_pid
+        await first.stop()
+        second = managed_factory(**kept)
+        await second.start()
+        assert second._managed.master_pid == master  # adopted, none started beside it
+        other = service("other", [server("127.0.0.1", b1.port, "b1")], port=p2)
+        result = await second.apply([web(p1, [b1]), other], "a service added")
+        assert result.reload is ApplyOutcome.DONE, result
+        await serves(p2, {"b1"})
+        assert _masters(sockdir) == [master]
     finally:
         _kill_all(sockdir)

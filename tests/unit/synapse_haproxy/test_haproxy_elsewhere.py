@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from synapse.config import ManagedHAProxy as ManagedConfig
-from synapse.haproxy import exit_policy
+from synapse.haproxy import adoption, exit_policy
 from synapse.haproxy.adoption import is_haproxy, running_masters, unseen
 from synapse.haproxy.exit_policy import elsewhere, stop_reason
 
@@ -95,3 +95,26 @@ def test_launch_false_never_stops_haproxy(monkeypatch) -> None:
     assert stop_reason(ManagedConfig(launch=False, stop_on_exit=True), 31) is None
     assert stop_reason(ManagedConfig(launch=False), None) is None
     assert ManagedConfig().launch is True
+
+
+def test_a_binary_named_otherwise_counts_by_the_file_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """managed.binary `lb -> /usr/sbin/haproxy`, or a build named `lb`: comm is the name
+    executed, so by name alone a restarted synapse refused to adopt its own master (every
+    reload failed after, review s28/cr-hapct). The file it runs (/proc/<pid>/exe) says."""
+    monkeypatch.setattr(adoption, "_BINARIES", set())
+    build = tmp_path / "opt" / "lb"
+    build.parent.mkdir()
+    build.write_text("#!/bin/sh\n")
+    build.chmod(0o755)
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    for pid, exe in ((7, "/usr/sbin/haproxy"), (8, str(build)), (9, "/usr/bin/tini")):
+        _process(proc, pid, 1, "lb" if pid != 9 else "tini", ["lb", *HAPROXY])
+        (proc / str(pid) / "exe").symlink_to(exe)
+    assert unseen(7, proc) == ""  # (a symlink to HAProxy: its file is HAProxy's)
+    assert "is lb, not HAProxy" in unseen(8, proc)
+    adoption.known_binary(str(build))  # (the controller's, from managed.binary)
+    assert unseen(8, proc) == ""
+    assert "is tini, not HAProxy" in unseen(9, proc)
