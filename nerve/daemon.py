@@ -238,10 +238,9 @@ class NerveDaemon(ReloadSteps):
             return self._rejected(exc.lines)
         for line in warnings:
             event(log, "config_warning", level=logging.WARNING, warning=line)
-        # What it adds is taken from other nerves' reach first (or it is refused, as at start)
-        dropped, conflicts = retake_for_reload(self.config, new)
-        if conflicts:
-            return self._rejected(conflicts)
+        # Its set's name when it changed (never a refusal: a service moving between two
+        # nerves, the receiver reloaded first, would be withdrawn for good: review s28)
+        dropped = retake_for_reload(self.config, new)
         await self.reload(new)
         release(dropped)  # (once the reload is applied: its withdrawals are under way)
         return True

@@ -70,10 +70,20 @@ def _host(host: str) -> str:
     return address.lower() + slash + chroot
 
 
-def retake_for_reload(running: Any, new: Any) -> tuple[set[str], list[str]]:
-    """A SIGHUP's config: its new registrations' locks taken (``identity_lock.retake``).
-    The docker block is the running one's: a change to it waits for a restart."""
+def nerve_identity(instance_id: str, services: Mapping[str, Any], docker: Any = None) -> str:
+    """The whole nerve's identity, the sorted set of its registrations' identities: one
+    lock name (one descriptor) per nerve. Two copies of one config, by whatever path, have
+    one set; configs that only partly overlap do not meet here (the registry's takeover
+    handling covers two nerves with one instance id: docs/nerve.md)."""
+    found = registration_identities(instance_id, services, docker)
+    return json.dumps(sorted(found), separators=(",", ":"))
+
+
+def retake_for_reload(running: Any, new: Any) -> set[str]:
+    """A SIGHUP's config: its set's name taken when the set changed (``identity_lock.retake``:
+    never a refusal); returns the names to let go once it is applied. The docker block is
+    the running one's: a change to it waits for a restart."""
     from smartstack.identity_lock import retake
 
-    identities = registration_identities(new.instance_id, new.services, running.docker)
-    return retake("nerve", identities)
+    identity = nerve_identity(new.instance_id, new.services, running.docker)
+    return retake("nerve", identity, sorted(new.services))

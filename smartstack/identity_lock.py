@@ -6,14 +6,18 @@ elsewhere, a ``current -> release/vN`` flip, two copies of the file) got two sta
 and two locks, and another user's 0600 file (an older version's) could not be opened at
 all, so both copies ran unguarded and fought over one registration (review s28).
 
-So nerve also binds one listening socket per registration it makes, named
-``@smartstack-nerve-<digest of the registration's identity>`` in the abstract namespace:
+So nerve also binds one listening socket, named ``@smartstack-nerve-<digest of the sorted
+set of its registrations' identities>`` in the abstract namespace (one per nerve, not one
+per registration: a descriptor each starved a nerve of 1,000 services, review s28 HIGH-2):
 no file (no path, no owner, no mode), one name per host (per network namespace: a
 container with its own netns has its own names), and the kernel frees it when the process
-ends, a SIGKILL too. A second bind of the name fails (EADDRINUSE): that registration is
-taken. The holder answers a connection with its pid and config path, one line each (a
+ends, a SIGKILL too. A second bind of the name fails (EADDRINUSE): that config runs. Names
+have no owner, so one held by a process of another user (neither ours nor root) is a
+squatter's: warned, and the daemon goes on with its lock file alone (review s28 MEDIUM-1).
+The holder answers a connection with its pid and config path, one line each (a
 reader on its event loop, ``answer_on``); the kernel's SO_PEERCRED gives the pid anyway
-when the holder's loop does not answer in time.
+when the holder's loop does not answer in time, and is preferred when it gives one (a
+holder in another pid namespace answers with its own namespace's pid).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import time
 from collections.abc import Iterable
 
 from smartstack.lock_wait import wait_turn, warn_unavailable
+from smartstack.logs import event
 
 log = logging.getLogger("smartstack.identity_lock")
 
@@ -42,10 +47,20 @@ _held: dict[str, socket.socket] = {}  # name -> listening socket, open until rel
 _answer = b""  # what the holder says: "<pid>\n<config>\n"
 _loop: asyncio.AbstractEventLoop | None = None
 _active = False  # the names were taken at start (hold_all): a reload takes its own too
+_warned: set[str] = set()  # squatted names already warned about (once each)
+RETRY_ACCEPT_S = 1.0  # out of descriptors: the reader rests this long (no busy loop)
 
 
 class Taken(Exception):
     """The name is bound by another process."""
+
+
+class Squatted(Taken):
+    """The name is bound by a process of another user (neither ours nor root)."""
+
+    def __init__(self, name: str, pid: str, uid: int) -> None:
+        super().__init__(name)
+        self.pid, self.uid = pid, uid
 
 
 def socket_name(daemon: str, identity: str) -> str:
@@ -81,6 +96,9 @@ def take(name: str) -> None:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
+            pid, uid = _peer(name)
+            if uid is not None and uid not in (os.getuid(), 0):
+                raise Squatted(name, pid, uid) from None
             raise Taken(name) from None
         raise
     _held[name] = sock
@@ -111,11 +129,42 @@ def answer_on(loop: asyncio.AbstractEventLoop) -> None:
 def _answer_one(sock: socket.socket) -> None:
     try:
         conn, _ = sock.accept()
-    except OSError:  # (gone meanwhile, or out of descriptors: the asker uses SO_PEERCRED)
+    except OSError as exc:  # (gone meanwhile, or out of descriptors: the asker uses SO_PEERCRED)
+        if exc.errno in (errno.EMFILE, errno.ENFILE) and _loop is not None:
+            # the queued connection stays ready: a level-triggered reader would spin at
+            # 100% CPU (review s28 MEDIUM-3); it rests, then listens again
+            _loop.remove_reader(sock.fileno())
+            _loop.call_later(RETRY_ACCEPT_S, _listen_again, sock)
         return
     with conn, contextlib.suppress(OSError):
         conn.setblocking(False)
         conn.send(_answer)  # (a few bytes into an empty buffer: never blocks)
+
+
+def _listen_again(sock: socket.socket) -> None:
+    if _loop is not None and any(held is sock for held in _held.values()):
+        _loop.add_reader(sock.fileno(), _answer_one, sock)
+
+
+def _creds(sock: socket.socket) -> tuple[int, int]:
+    """The connected peer's pid (0: in a pid namespace we cannot see) and uid."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _ = struct.unpack("3i", creds)
+    return pid, uid
+
+
+def _peer(name: str) -> tuple[str, int | None]:
+    """The holder's pid ("?") and uid (None: it could not be asked) by SO_PEERCRED."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(ANSWER_TIMEOUT_S)
+        sock.connect(f"\0{name}")
+        pid, uid = _creds(sock)
+        return (str(pid) if pid > 0 else "?"), uid
+    except OSError:
+        return "?", None
+    finally:
+        sock.close()
 
 
 def holder(name: str) -> tuple[str, str | None]:
@@ -125,8 +174,7 @@ def holder(name: str) -> tuple[str, str | None]:
     try:
         sock.settimeout(ANSWER_TIMEOUT_S)
         sock.connect(f"\0{name}")
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        peer = struct.unpack("3i", creds)[0]
+        peer = _creds(sock)[0]
         pid = str(peer) if peer > 0 else "?"  # (0: a holder in another pid namespace)
         data = b""
         while data.count(b"\n") < 2:
@@ -136,7 +184,8 @@ def holder(name: str) -> tuple[str, str | None]:
             data += chunk
         lines = data.decode(errors="replace").splitlines()
         if len(lines) >= 2 and lines[0].isdigit() and lines[1].strip():
-            pid, config = lines[0], lines[1].strip()
+            # (the kernel's pid first: the answer's is its own pid namespace's)
+            pid, config = (pid if peer > 0 else lines[0]), lines[1].strip()
     except OSError:  # (a busy holder: its pid from the kernel, its config unknown)
         pass
     finally:
@@ -154,8 +203,8 @@ def hold_all(
 ) -> None:
     """Take every identity's name (sorted by name: two copies that share several take
     them in one order), waiting up to ``wait_s`` in all as for the lock file; exit 1 or 130
-    as it does (``instance_lock.wait_turn``). Not Linux, or a name that cannot be made:
-    warned, and the daemon runs on the lock file alone."""
+    as it does (``instance_lock.wait_turn``). Not Linux, a name that cannot be made, or one
+    another user squats: warned, and the daemon runs on the lock file alone."""
     global _active
     set_answer(config_path)
     if not SUPPORTED:
@@ -168,6 +217,9 @@ def hold_all(
         def attempt(name: str = name) -> bool:
             try:
                 take(name)
+            except Squatted as squat:  # (not a copy of ours: no wait for it)
+                _warn_squatted(squat)
+                return True
             except Taken:
                 return False
             return True
@@ -176,32 +228,52 @@ def hold_all(
         owner = lambda name=name: holder(name)  # noqa: E731
         try:
             wait_turn(daemon, shown(name), config_path, other, left, attempt, owner,
-                      **{field: ",".join(by_name[name])})  # fmt: skip
+                      **{field: shown_list(by_name[name])})  # fmt: skip
         except OSError as exc:
             warn_unavailable(shown(name), exc)
 
 
-def retake(daemon: str, identities: dict[str, list[str]]) -> tuple[set[str], list[str]]:
-    """A reload's identities: the names it adds taken now, without a wait. Returns the
-    names no longer wanted (the caller releases them once the reload is applied) and, when
-    another process holds one it adds, what it says (and nothing is taken)."""
+def shown_list(names: list[str], most: int = 20) -> str:
+    """Names for an event, the first ``most`` of them (a nerve of 1,000 services)."""
+    more = f",... ({len(names)} in all)" if len(names) > most else ""
+    return ",".join(names[:most]) + more
+
+
+def _warn_squatted(squat: Squatted) -> None:
+    name = squat.args[0]
+    if name in _warned:
+        return
+    _warned.add(name)
+    event(log, "instance_lock_squatted", level=logging.WARNING, path=shown(name),
+          holder_pid=squat.pid, holder_uid=squat.uid,
+          detail="held by another user's process: not a copy of ours, running with the"
+          " lock file alone")  # fmt: skip
+
+
+def retake(daemon: str, identity: str, services: list[str]) -> set[str]:
+    """A reload's identity (one name per daemon): when it changed, its name taken now
+    without a wait, and the names it replaces returned (the caller releases them once the
+    reload is applied). Never refuses the reload (review s28 HIGH-1: a service moved between
+    two nerves, the receiver reloaded first, was withdrawn for good): a name another nerve
+    holds (the same set of registrations) is warned about and the old name kept."""
     if not _active:  # (a daemon started without them: a test's, in-process; not Linux)
-        return set(), []
-    wanted = {socket_name(daemon, identity): names for identity, names in identities.items()}
-    added: list[str] = []
-    conflicts: list[str] = []
-    for name in sorted(set(wanted) - set(_held)):
-        try:
-            take(name)
-            added.append(name)
-        except Taken:
-            pid, config = holder(name)
-            services = ",".join(wanted[name])
-            conflicts.append(f"services {services}: {daemon} pid {pid} already registers them"
-                             f" (with {config or '?'}, lock {shown(name)})")  # fmt: skip
-        except OSError as exc:  # (not made: the reload goes on without that guard)
-            warn_unavailable(shown(name), exc)
-    if conflicts:
-        release(added)
-        return set(), conflicts
-    return set(_held) - set(wanted), []
+        return set()
+    name = socket_name(daemon, identity)
+    if name in _held:
+        return set()
+    try:
+        take(name)
+    except Squatted as squat:
+        _warn_squatted(squat)
+        return set()
+    except Taken:
+        pid, config = holder(name)
+        event(log, "instance_lock_reload_clash", level=logging.WARNING, path=shown(name),
+              holder_pid=pid, holder_config=config or "?", services=shown_list(services),
+              detail="another nerve holds this set of registrations: the reload is applied,"
+              " the old name kept")  # fmt: skip
+        return set()
+    except OSError as exc:  # (not made: the reload goes on without that guard)
+        warn_unavailable(shown(name), exc)
+        return set()
+    return set(_held) - {name}

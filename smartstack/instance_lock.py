@@ -7,8 +7,9 @@ lock file beside what it owns (synapse: ``<haproxy config_file_path>.lock``; ner
 ``<state_dir>/nerve-<config stem>-<digest of its real path>.lock``) and keeps it until it
 exits: the kernel releases it however the process ends (a SIGKILL too), so a stale file
 never blocks a start. Then it takes the same thing host-wide (``smartstack.identity_lock``,
-review s28): nerve one abstract socket per registration, whatever its config's path and
-state_dir; synapse one per locked file's path; no file mode or owner hides those.
+review s28): nerve one abstract socket for its set of registrations, whatever its config's
+path and state_dir; synapse one per locked file (its path and its directory's device and
+inode); no file mode or owner hides those.
 
 A second copy that finds the lock held waits (the first may be stopping: a restart overlap,
 a container replaced while the old one still drains) up to a bound, then exits 1 with a
@@ -107,15 +108,26 @@ def synapse_lock(config: Any, config_path: str) -> None:
     # The same files host-wide, however they are reached: an older version's 0600 lock
     # file of another user leaves the ones above unopened (review s28).
     left = max(0.0, wait_s - (time.monotonic() - start))
-    names = {name for path in paths for name in (os.path.abspath(path), os.path.realpath(path))}
+    names = {_file_identity(name) for path in paths
+             for name in (os.path.abspath(path), os.path.realpath(path))}  # fmt: skip
     hold_all("synapse", {name: [what] for name in names}, config_path, f"another {what}", left,
              field="setting")  # fmt: skip
+
+
+def _file_identity(path: str) -> str:
+    """A lock file's path and its directory's device and inode: one path in two mount
+    namespaces (a tmpfs each, one network namespace) is two files (review s28 MEDIUM-2)."""
+    try:
+        st = os.stat(os.path.dirname(path))
+    except OSError:  # (no directory: the file lock warned; the path alone)
+        return path
+    return f"{path}\0{st.st_dev}:{st.st_ino}"
 
 
 def nerve_lock(config: Any, config_path: str) -> None:
     """Hold nerve's lock for this config file in its state_dir (by default ``nerve-state``
     beside the config file: two configs there share its flags, each has its own lock), then
-    its registrations' host-wide locks (one wait for all)."""
+    its registrations' host-wide lock (one name for the set; one wait for all)."""
     from nerve.daemon import resolve_state_dir
 
     state_dir = resolve_state_dir(config, Path(config_path))
@@ -132,9 +144,11 @@ def nerve_lock(config: Any, config_path: str) -> None:
 
 
 def nerve_identities(config: Any) -> dict[str, list[str]]:
-    from nerve.registration_identity import registration_identities
+    """One identity (the set of its registrations'), with all its services: one name."""
+    from nerve.registration_identity import nerve_identity
 
-    return registration_identities(config.instance_id, config.services, config.docker)
+    services = sorted(config.services) + (["docker"] if config.docker is not None else [])
+    return {nerve_identity(config.instance_id, config.services, config.docker): services}
 
 
 def _wait(default: float) -> float:

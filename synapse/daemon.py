@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
-from smartstack import sd_notify
+from smartstack import identity_lock, sd_notify
 from smartstack.configfile import ConfigError
 from smartstack.early_signals import take_over_sighup
 from smartstack.logs import event
@@ -123,6 +123,7 @@ class SynapseDaemon:
 
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
+        identity_lock.answer_on(loop)  # a waiting copy is told who holds the files (review s28)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         take_over_sighup(loop, self._on_sighup)  # (and one that came while it started)

@@ -16,7 +16,8 @@ import pytest
 from synapse_e2e import SYNAPSE, Synapse
 from test_synapse_one_copy import static_service
 
-from smartstack.instance_lock import WAIT_ENV
+from smartstack.identity_lock import holder, socket_name
+from smartstack.instance_lock import WAIT_ENV, _file_identity
 from testbed.process import ManagedProcess, free_port
 
 NOBODY = 65534
@@ -49,4 +50,19 @@ def test_another_users_0600_lock_file_still_keeps_a_second_synapse_out(http_back
     finally:
         if other is not None:
             other.kill()
+        syn.cleanup()
+
+
+def test_synapse_answers_on_its_names(http_backend_factory):
+    # review s28 LOW-1: synapse never answered: an asker named its own config, and from the
+    # 17th connection (the backlog full) the holder's pid was "?"
+    backend = http_backend_factory("a")
+    syn = Synapse({"web": static_service(free_port(), backend.port)})
+    try:
+        syn.start()
+        lock = os.path.abspath(f"{syn.dir / 'haproxy.cfg'}.lock")
+        name = socket_name("synapse", _file_identity(lock))  # (path, directory's dev:ino)
+        answers = {holder(name) for _ in range(20)}
+        assert answers == {(str(syn.process.pid), str(syn.config_path))}
+    finally:
         syn.cleanup()

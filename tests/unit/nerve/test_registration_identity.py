@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from nerve.config import NerveConfig
-from nerve.registration_identity import registration_identities
+from nerve.registration_identity import nerve_identity, registration_identities
 from smartstack.identity_lock import socket_name
 
 
@@ -96,3 +96,23 @@ def test_socket_names_fit_the_abstract_namespace() -> None:
     name = socket_name("nerve", identity)
     assert name.startswith("smartstack-nerve-") and len(name) < 107
     assert name == socket_name("nerve", identity) != socket_name("synapse", identity)
+
+
+def _nerve(services: dict[str, Any], instance_id: str = "i-1", **top: Any) -> str:
+    config = NerveConfig.model_validate({"instance_id": instance_id, "services": services, **top})
+    return nerve_identity(config.instance_id, config.services, config.docker)
+
+
+def test_one_nerve_one_identity_its_set_of_registrations() -> None:
+    # review s28 HIGH-2: a name (a descriptor) per registration starved a large nerve
+    services = {f"s{i}": _zk(port=10000 + i) for i in range(300)}
+    assert _nerve(services) == _nerve(dict(reversed(list(services.items()))))
+    renamed = {f"r{i}": _zk(port=10000 + i, weight=2) for i in range(300)}
+    assert _nerve(services) == _nerve(renamed)  # (the same registrations)
+    assert socket_name("nerve", _nerve(services)).startswith("smartstack-nerve-")
+
+
+def test_configs_that_only_overlap_are_other_identities() -> None:
+    # (not caught by the name: docs/nerve.md "One copy per config")
+    web, api = _zk(), _zk("/nerve/api", 9090)
+    assert len({_nerve({"web": web}), _nerve({"web": web, "api": api}), _nerve({"api": api})}) == 3
