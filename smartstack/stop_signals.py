@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 
 from smartstack.logs import event
 
@@ -28,26 +29,40 @@ FORCE_AFTER = 2  # stop signals during the stop: the second ends the daemon at o
 
 
 def hold_while_stopping(
-    loop: asyncio.AbstractEventLoop, log: logging.Logger, also: tuple[signal.Signals, ...] = ()
+    loop: asyncio.AbstractEventLoop,
+    log: logging.Logger,
+    also: tuple[signal.Signals, ...] = (),
+    before_end: Callable[[], None] | None = None,
 ) -> None:
     """The stop begins: those signals (and ``also``, e.g. nerve's SIGUSR2) are logged from
-    now on, not acted on (but the FORCE_AFTER-th SIGTERM/SIGINT)."""
+    now on, not acted on (but the FORCE_AFTER-th SIGTERM/SIGINT: ``before_end`` is called,
+    then the daemon ends, e.g. synapse's HAProxy is soft-stopped rather than orphaned)."""
     stops = [0]
     for sig in (*AFTER_STOP, *also):
-        loop.add_signal_handler(sig, _noted, log, sig, stops)
+        loop.add_signal_handler(sig, _noted, log, sig, stops, before_end)
 
 
-def _noted(log: logging.Logger, sig: signal.Signals, stops: list[int]) -> None:
+def _noted(
+    log: logging.Logger,
+    sig: signal.Signals,
+    stops: list[int],
+    before_end: Callable[[], None] | None = None,
+) -> None:
     forcing = sig in (signal.SIGTERM, signal.SIGINT)
     if forcing:
         stops[0] += 1
     if stops[0] >= FORCE_AFTER and forcing:
         event(log, "signal_while_stopping", level=logging.WARNING, signal=sig.name,
               detail="sent again: the daemon ends now, its stop cut short")  # fmt: skip
-        end_now(sig)
+        try:
+            if before_end is not None:
+                before_end()
+        finally:  # (it ends whatever happened)
+            end_now(sig)
         return
+    more = "once more ends it now" if forcing else "a SIGTERM or SIGINT ends it now"
     event(log, "signal_while_stopping", level=logging.WARNING, signal=sig.name,
-          detail="the stop goes on (bounded by its timeouts; once more ends it now)")  # fmt: skip
+          detail=f"the stop goes on (bounded by its timeouts; {more})")  # fmt: skip
 
 
 def end_now(sig: signal.Signals) -> None:

@@ -48,7 +48,7 @@ from synapse.restart_held import ListingKeys
 from synapse.selection import ORIGIN_DEFAULT, Selection
 from synapse.server_info import ServerInfoCollector
 from synapse.server_options import unknown_keywords
-from synapse.stop_delay import delay_stop
+from synapse.stop_delay import delay_stop, soft_stop_now
 from synapse.watcher_swap import ServiceWatchers
 from synapse.watchers import Watcher, WatcherContext, create_watcher
 
@@ -137,8 +137,11 @@ class SynapseDaemon:
         sd_notify.ready()  # systemd (Type=notify): started, and a SIGHUP is a reload now
         await self._stop.wait()
         event(log, "stopping")
-        hold_while_stopping(loop, log)  # (a second SIGTERM killed it mid-stop)
-        await delay_stop(self._managed_config())  # (HAProxy serves on: an app drains)
+        haproxy = getattr(self.controller, "managed_haproxy", None)  # (None: not managed)
+        config = self._managed_config()
+        # (a second SIGTERM killed it mid-stop; a third one now: HAProxy soft-stopped first)
+        hold_while_stopping(loop, log, before_end=lambda: soft_stop_now(config, haproxy))
+        await delay_stop(config, haproxy)  # (HAProxy serves on: an app drains)
         await self.stop()
         event(log, "stopped")
         return EXIT_OK

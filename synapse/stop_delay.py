@@ -17,10 +17,17 @@ is left serving), and ``stop_on_exit: true`` was set by someone who chose when i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
+from typing import TYPE_CHECKING
 
 from smartstack.logs import event
 from synapse.config import ManagedHAProxy as ManagedConfig
+
+if TYPE_CHECKING:
+    from synapse.haproxy.managed import ManagedHAProxy
 
 AUTO_S = 5.0  # an app's usual drain (+ stop_grace 8 + 1 s: a 15 s stop timeout, docs/docker.md)
 
@@ -37,11 +44,20 @@ def stop_delay(config: ManagedConfig | None, reason: str | None) -> float:
     return AUTO_S if config.stop_on_exit == "auto" else 0.0
 
 
-async def delay_stop(config: ManagedConfig | None) -> None:
-    """Wait ``stop_delay`` seconds (HAProxy serving, synapse running) before the stop."""
+def planned_stop(config: ManagedConfig | None, haproxy: ManagedHAProxy | None) -> str | None:
+    """Why synapse's exit will stop the managed HAProxy running now: the decision its stop
+    takes (``release_or_stop``: with the master's pid, so one in another container is left
+    serving); None: it is left serving, or none runs (it never started: nothing to delay)."""
     from synapse.haproxy.exit_policy import stop_reason
 
-    reason = stop_reason(config)
+    if config is None or haproxy is None or not haproxy.alive:
+        return None
+    return stop_reason(config, haproxy.master_pid)
+
+
+async def delay_stop(config: ManagedConfig | None, haproxy: ManagedHAProxy | None) -> None:
+    """Wait ``stop_delay`` seconds (HAProxy serving, synapse running) before the stop."""
+    reason = planned_stop(config, haproxy)
     delay = stop_delay(config, reason)
     if delay <= 0 or config is None:
         return
@@ -49,3 +65,16 @@ async def delay_stop(config: ManagedConfig | None) -> None:
           reason=reason, detail="HAProxy serves on (its servers kept in step), then its "
           "soft stop")  # fmt: skip
     await asyncio.sleep(delay)
+
+
+def soft_stop_now(config: ManagedConfig | None, haproxy: ManagedHAProxy | None) -> None:
+    """synapse is made to end at once (a forcing stop signal): a HAProxy it was going to stop
+    gets SIGUSR1 (``pids.end_master``'s first step; again, if it had it): its listeners
+    close and it ends once what is in flight has, rather than running on orphaned."""
+    pid = haproxy.master_pid if haproxy is not None else None
+    if pid is None or planned_stop(config, haproxy) is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGUSR1)
+    event(log, "haproxy_soft_stop_sent", level=logging.WARNING, master_pid=pid,
+          detail="synapse ends now: HAProxy ends once what is in flight has")  # fmt: skip

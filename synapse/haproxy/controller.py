@@ -205,6 +205,11 @@ class HAProxyController(Reloading):
         async with self._lock:
             await self._installer.shut_down(self.config.managed)
 
+    @property
+    def managed_haproxy(self) -> ManagedHAProxy | None:
+        """The HAProxy synapse runs (managed mode), for the stop's delay and forced end."""
+        return self._managed
+
     def health(self) -> list[str]:
         """Why HAProxy does not run the desired state (``health.problems``); empty: it does."""
         alive = self._managed.alive if self._managed is not None else None

@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from synapse_e2e import Synapse, http_get, wait_serving
+from synapse_e2e import Synapse, http_get, processes_using, wait_serving
 
 from testbed.process import free_port, wait_until
 
@@ -28,6 +28,8 @@ DELAY, GRACE = 2.5, 1.0
 
 class _Answer(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        if self.path == "/slow":  # (in flight when synapse is made to end at once)
+            time.sleep(3)
         self.send_response(200)
         self.send_header("Content-Length", "1")
         self.end_headers()
@@ -95,3 +97,42 @@ def test_haproxy_serves_new_connections_for_the_stop_delay_then_stops(backend) -
     assert f"delay_s={DELAY}" in log and "how=soft" in log, log
     assert log.count("event=signal_while_stopping") == 1, log
     assert log.index("event=haproxy_stop_delayed") < log.index("event=haproxy_stopped")
+
+
+def test_a_forcing_signal_during_the_delay_soft_stops_haproxy_first(backend) -> None:
+    """A third stop signal (the second during the stop) ends synapse at once. During the
+    delay HAProxy had been sent nothing yet: it ran on for good, holding its port (a host,
+    stop_on_exit true, delay 4: master and worker still ran 8 s later). Now the master gets
+    SIGUSR1 first: it ends once its in-flight request is done."""
+    port = free_port()
+    service = {
+        "discovery": {"method": "base"},
+        "default_servers": [{"name": "b", "host": "127.0.0.1", "port": backend}],
+        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
+    }
+    syn = Synapse({"web": service}, startup_wait=0)
+    managed = {"stop_on_exit": True, "stop_delay": 4, "stop_grace": 6}
+    syn.config["haproxy"]["managed"].update(managed)
+    syn.write_config()
+    syn.start()
+    wait_serving(port, {"b"})
+    slow: list[object] = []
+
+    def ask_slow() -> None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/slow", timeout=10) as r:
+                slow.append(r.status)
+        except OSError as err:
+            slow.append(repr(err))
+
+    asker = threading.Thread(target=ask_slow)
+    asker.start()
+    time.sleep(0.3)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
+        syn.signal(sig)
+        time.sleep(0.5)
+    assert syn.process.wait(10) == -signal.SIGTERM
+    asker.join(10)
+    assert slow == [200]  # the soft stop let it finish
+    wait_until(lambda: not processes_using(syn.dir), 5, interval=0.1, what="HAProxy's end")
+    assert refused(port)

@@ -76,3 +76,23 @@ def test_nerve_s_restart_signal_is_held_during_the_stop_and_never_forces_it(
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+def test_the_forcing_signal_calls_before_end_first_and_sighup_names_what_forces(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """synapse soft-stops its HAProxy before a forced end (it ran on, orphaned); a SIGHUP
+    during the stop said "once more ends it now", which a SIGHUP never does."""
+    order: list[str] = []
+    monkeypatch.setattr(stop_signals, "end_now", lambda sig: order.append(f"end {sig.name}"))
+    loop = Loop()
+    log = logging.getLogger("test.force")
+    stop_signals.hold_while_stopping(loop, log, before_end=lambda: order.append("before"))  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="test.force"):
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGTERM):
+            callback, args = loop.handlers[sig]
+            callback(*args)  # type: ignore[operator]
+    assert order == ["before", "end SIGTERM"]
+    details = [r.smartstack_fields["detail"] for r in caplog.records]  # type: ignore[attr-defined]
+    assert "once more" not in details[0] and "a SIGTERM or SIGINT ends it now" in details[0]
+    assert "once more ends it now" in details[1]

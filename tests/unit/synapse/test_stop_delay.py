@@ -10,7 +10,7 @@ import pytest
 
 from smartstack.modelbase import ValidationError
 from synapse.config import ManagedHAProxy as ManagedConfig
-from synapse.stop_delay import AUTO_S, stop_delay
+from synapse.stop_delay import AUTO_S, planned_stop, stop_delay
 
 CONTAINER = "synapse is the child of tini, PID 1 of its PID namespace: HAProxy dies with it"
 
@@ -48,3 +48,29 @@ def test_stop_delay_in_bounds_is_taken(value: Any) -> None:
 
 def test_auto_is_the_default() -> None:
     assert ManagedConfig().stop_delay == "auto"
+
+
+class _Running:
+    def __init__(self, alive: bool, master_pid: int | None) -> None:
+        self.alive, self.master_pid = alive, master_pid
+
+
+def test_no_delay_when_haproxy_never_started() -> None:
+    """The registry was unreachable, HAProxy never started: SIGTERM waited 5.13 s for a
+    HAProxy that never served (and logged that it served on)."""
+    config = ManagedConfig.model_validate({"stop_on_exit": True, "stop_delay": 5})
+    assert planned_stop(config, None) is None
+    assert planned_stop(config, _Running(False, None)) is None  # type: ignore[arg-type]
+    assert planned_stop(config, _Running(True, 4242)) == "managed.stop_on_exit is true"  # type: ignore[arg-type]
+
+
+def test_the_delay_decides_with_the_master_pid_as_the_stop_does(monkeypatch) -> None:
+    """synapse under tini with an adopted master in another cgroup: the stop leaves it
+    serving (the pid says so), so no delay either (it waited 5 s and logged it served on)."""
+    from synapse.haproxy import exit_policy
+
+    monkeypatch.setattr(exit_policy, "elsewhere", lambda master, ours, its: master == 4242)
+    monkeypatch.setattr(exit_policy, "container_main", lambda *a: CONTAINER)
+    config = ManagedConfig()  # stop_on_exit auto
+    assert planned_stop(config, _Running(True, 4242)) is None  # type: ignore[arg-type]
+    assert planned_stop(config, _Running(True, 7)) == CONTAINER  # type: ignore[arg-type]
