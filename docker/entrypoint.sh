@@ -43,25 +43,47 @@ haproxy_wait() {
   # its child. A crashed HAProxy is started again here from the last config (at once, then
   # backing off while it keeps crashing); synapse adopts the new master. The flags are managed
   # mode's (synapse/haproxy/managed.py): the master synapse adopts and reloads on its socket.
-  # docker stop: SIGTERM is HAProxy's hard stop, SIGUSR1 (stop_signal) its soft stop.
-  stop="" pid="" quick=0
-  trap 'stop=1; [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null' TERM INT
-  trap 'stop=1; [ -n "$pid" ] && kill -USR1 "$pid" 2>/dev/null' USR1
+  # docker stop (SIGTERM, or the stop_signal SIGUSR1; SIGINT too): HAProxy serves on for
+  # SMARTSTACK_STOP_DELAY seconds (default 5, synapse's managed.stop_delay in a container),
+  # then gets SIGUSR1, its soft stop (what is in flight ends first). An app stopped at the
+  # same time drains through it: passed on at once, every request it sent while it drained
+  # was refused (248 of 248 in the 5 s after). Another stop signal during the delay ends it
+  # early (the soft stop now); a SIGTERM or SIGINT after that is HAProxy's hard stop.
+  stop_delay="${SMARTSTACK_STOP_DELAY:-5}"
+  phase="" pid="" sleeper="" cut="" quick=0
+  on_stop() {
+    case "$phase" in
+      "") phase=delay ;;
+      delay) cut=1; [ -n "$sleeper" ] && kill "$sleeper" 2>/dev/null ;;
+      soft) [ "$1" = USR1 ] || kill -TERM "$pid" 2>/dev/null ;;
+    esac
+  }
+  trap 'on_stop TERM' TERM INT
+  trap 'on_stop USR1' USR1
   while :; do
     began=$(date +%s)
     haproxy -W -db -S "$socket,mode,600" -f "$config" "$@" &
     pid=$!
-    status=0
-    wait "$pid" || status=$?
-    while kill -0 "$pid" 2>/dev/null; do  # (a trapped signal ended the wait, not HAProxy)
+    while :; do
+      if [ "$phase" = delay ]; then
+        echo "haproxy-wait: stopping: HAProxy serves on for ${stop_delay}s (SMARTSTACK_STOP_DELAY), then its soft stop" >&2
+        sleep "$stop_delay" &
+        sleeper=$!
+        [ -n "$cut" ] || wait "$sleeper" 2>/dev/null || :
+        kill "$sleeper" 2>/dev/null || :
+        sleeper="" phase=soft
+        kill -USR1 "$pid" 2>/dev/null || :
+      fi
       status=0
       wait "$pid" || status=$?
+      kill -0 "$pid" 2>/dev/null || break  # (a trapped signal ended the wait, not HAProxy)
     done
-    [ -n "$stop" ] && exit "$status"
+    [ -n "$phase" ] && exit "$status"
     if [ $(($(date +%s) - began)) -lt 10 ]; then quick=$((quick + 1)); else quick=0; fi
     delay=$(( quick > 1 ? (quick > 6 ? 30 : 1 << (quick - 2)) : 0 ))
     echo "haproxy-wait: HAProxy exited with status $status; started again in ${delay}s" >&2
     sleep "$delay"
+    [ -n "$phase" ] && exit "$status"  # (stopped meanwhile)
   done
 }
 

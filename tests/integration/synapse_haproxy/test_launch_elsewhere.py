@@ -11,21 +11,25 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
+import pytest
 from haproxy_helpers import eventually, serves, web
+from synapse_e2e import http_get
 
 from synapse.contract import ApplyOutcome
 from synapse.haproxy.pids import pid_alive
-from testbed.process import free_port
+from testbed.process import free_port, wait_until
 
 ENTRYPOINT = Path(__file__).resolve().parents[3] / "docker" / "entrypoint.sh"
 ELSEWHERE = {"launch": False, "stats": {"enabled": False}, "stop_on_exit": True}
 
 
-def _haproxy_wait(config: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, HAPROXY_CONFIG=str(config))
+def _haproxy_wait(config: Path, **extra: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, HAPROXY_CONFIG=str(config), **extra)
     return subprocess.Popen(["sh", str(ENTRYPOINT), "haproxy-wait"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
@@ -71,3 +75,67 @@ async def test_synapse_adopts_and_reloads_an_haproxy_it_never_starts(
     finally:
         os.killpg(script.pid, signal.SIGTERM)  # the script's hard stop of HAProxy
         await asyncio.to_thread(script.wait, 10)
+
+
+STOP_DELAY = 2.0
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def _serving_script(sockdir: Path, backend: int) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    (sockdir / "haproxy.cfg").write_text(
+        "defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n"
+        f"  timeout server 5s\nfrontend web\n  bind 127.0.0.1:{port}\n  default_backend web\n"
+        f"backend web\n  server b 127.0.0.1:{backend}\n"
+    )
+    script = _haproxy_wait(sockdir / "haproxy.cfg", SMARTSTACK_STOP_DELAY=str(STOP_DELAY))
+    wait_until(lambda: http_get(port, timeout=1)[0] == 200, 20, interval=0.05, what="HAProxy")
+    return script, port
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGUSR1])
+def test_docker_stop_keeps_haproxy_serving_for_the_stop_delay(
+    http_backend_factory, sockdir: Path, stop: signal.Signals
+) -> None:
+    """A parallel ``docker stop`` of app and HAProxy container (SIGTERM, or the example's
+    stop_signal SIGUSR1): the script passed it on at once, and every request the app sent
+    while it drained was refused (248 of 248 in the 5 s after, at 50/s). Now HAProxy takes
+    new connections for SMARTSTACK_STOP_DELAY, then soft-stops."""
+    script, port = _serving_script(sockdir, http_backend_factory("b").port)
+    try:
+        began = time.monotonic()
+        script.send_signal(stop)
+        answers = []
+        while time.monotonic() - began < STOP_DELAY - 0.4:  # each a new connection
+            answers.append(http_get(port, timeout=2)[0])
+            time.sleep(0.05)
+        assert len(answers) > 10 and set(answers) == {200}, answers
+        wait_until(lambda: _refused(port), 3, interval=0.05, what="the soft stop")
+        assert time.monotonic() - began >= STOP_DELAY - 0.1
+        assert script.wait(5) == 0
+    finally:
+        if script.poll() is None:
+            os.killpg(script.pid, signal.SIGKILL)
+
+
+def test_a_second_stop_signal_ends_the_delay(http_backend_factory, sockdir: Path) -> None:
+    script, port = _serving_script(sockdir, http_backend_factory("b").port)
+    try:
+        began = time.monotonic()
+        script.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert http_get(port, timeout=2)[0] == 200
+        script.send_signal(signal.SIGINT)  # the soft stop now
+        wait_until(lambda: _refused(port), 1.0, interval=0.02, what="the soft stop")
+        assert time.monotonic() - began < STOP_DELAY - 0.5
+        assert script.wait(5) == 0
+    finally:
+        if script.poll() is None:
+            os.killpg(script.pid, signal.SIGKILL)
