@@ -6,6 +6,7 @@ add are marked "ours" below.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -211,14 +212,37 @@ class ManagedHAProxy(ConfigModel):
     hold_listeners: bool = True  # copies of its listeners: a crash's clients wait, not refused
     launch: bool = True  # false: HAProxy runs in its own container; synapse never starts one
 
+    @field_validator("stop_grace", mode="before")
+    @classmethod
+    def _grace(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # (true was taken as 1 s)
+            raise ValueError(f"{value!r}: stop_grace is 0-120 (seconds)")
+        return value
+
     @field_validator("stop_delay", mode="before")
     @classmethod
     def _delay(cls, value: Any) -> Any:
         if value == "auto":
             return value
+        if isinstance(value, str):  # "5", as every other number here (stop_grace)
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 120:
             raise ValueError(f"{value!r}: stop_delay is auto or 0-120 (seconds)")
         return value
+
+    def stop_delay_unused(self) -> str | None:
+        """Why an explicit ``stop_delay`` > 0 cannot apply (synapse never stops HAProxy)."""
+        if self.stop_delay == "auto" or self.stop_delay == 0:
+            return None
+        if not self.launch:
+            return (
+                "launch is false: synapse never stops HAProxy "
+                "(haproxy-wait's SMARTSTACK_STOP_DELAY delays its stop)"
+            )
+        if self.stop_on_exit is False:
+            return "stop_on_exit is false: HAProxy is left serving at synapse's exit"
+        return None
 
 
 class HAProxyConfig(ConfigModel):
@@ -388,4 +412,8 @@ def load_synapse_config(
         raise ConfigError([f"{path}: {line}" for line in clashes])
     warnings += [f"{path}: {line}" for line in bind_shadows(config)]
     warnings += [f"{path}: {line}" for line in shared_discovery_warnings(config.services)]
+    managed = config.haproxy.managed if config.haproxy is not None else None
+    unused = managed.stop_delay_unused() if managed is not None else None
+    if unused:
+        warnings.append(f"{path}: haproxy.managed.stop_delay does not apply: {unused}")
     return config, warnings + ([warning] if warning else [])
