@@ -39,7 +39,7 @@ from nerve.service import Service
 from smartstack.admin import AdminServer, start_or_log
 from smartstack.admin_token import TokenFileError
 from smartstack.configfile import ConfigError
-from smartstack.identity_lock import release
+from smartstack.identity_lock import ReloadClash, held, release
 from smartstack.logs import event
 from smartstack.statsd import make_stats
 
@@ -238,11 +238,20 @@ class NerveDaemon(ReloadSteps):
             return self._rejected(exc.lines)
         for line in warnings:
             event(log, "config_warning", level=logging.WARNING, warning=line)
-        # Its set's name when it changed (never a refusal: a service moving between two
-        # nerves, the receiver reloaded first, would be withdrawn for good: review s28)
-        dropped = retake_for_reload(self.config, new)
-        await self.reload(new)
-        release(dropped)  # (once the reload is applied: its withdrawals are under way)
+        # Its set's name when it changed (not refused for a changed set: a service moving
+        # between two nerves, the receiver reloaded first, would be withdrawn for good:
+        # review s28); refused when another nerve runs this very set (a duplicated config)
+        old_names = held()
+        try:
+            dropped = retake_for_reload(self.config, new)
+        except ReloadClash as clash:
+            return self._rejected([str(clash)])
+        applied = False
+        try:
+            await self.reload(new)
+            applied = True
+        finally:  # (once applied: its withdrawals are under way; failed: the old name stays)
+            release(dropped if applied else held() - old_names)
         return True
 
     def _rejected(self, errors: list[str]) -> bool:

@@ -81,7 +81,8 @@ def nerve_identity(instance_id: str, services: Mapping[str, Any], docker: Any = 
 
 def retake_for_reload(running: Any, new: Any) -> set[str]:
     """A SIGHUP's config: its set's name taken when the set changed (``identity_lock.retake``:
-    never a refusal); returns the names to let go once it is applied. The docker block is
+    ``ReloadClash`` only when another nerve runs this very set); returns the names to let go
+    once it is applied. The docker block is
     the running one's: a change to it waits for a restart."""
     from smartstack.identity_lock import retake
 

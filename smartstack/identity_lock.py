@@ -12,8 +12,10 @@ per registration: a descriptor each starved a nerve of 1,000 services, review s2
 no file (no path, no owner, no mode), one name per host (per network namespace: a
 container with its own netns has its own names), and the kernel frees it when the process
 ends, a SIGKILL too. A second bind of the name fails (EADDRINUSE): that config runs. Names
-have no owner, so one held by a process of another user (neither ours nor root) is a
-squatter's: warned, and the daemon goes on with its lock file alone (review s28 MEDIUM-1).
+have no owner, so one held by a process of another user (neither ours nor root) that
+neither answers as ours do nor runs nerve or synapse is a squatter's: warned, and the
+daemon goes on with its lock file alone (review s28 MEDIUM-1; a nerve of another user is a
+copy: it is waited for).
 The holder answers a connection with its pid and config path, one line each (a
 reader on its event loop, ``answer_on``); the kernel's SO_PEERCRED gives the pid anyway
 when the holder's loop does not answer in time, and is preferred when it gives one (a
@@ -33,6 +35,7 @@ import struct
 import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 from smartstack.lock_wait import wait_turn, warn_unavailable
 from smartstack.logs import event
@@ -41,6 +44,7 @@ log = logging.getLogger("smartstack.identity_lock")
 
 ANSWER_TIMEOUT_S = 0.3  # the holder's loop answers at once; a busy one: SO_PEERCRED's pid
 BACKLOG = 16
+DAEMONS = ("nerve", "synapse")  # a holder running one of these is a copy, whatever its uid
 SUPPORTED = sys.platform.startswith("linux")  # the abstract namespace is Linux's
 
 _held: dict[str, socket.socket] = {}  # name -> listening socket, open until released
@@ -53,6 +57,10 @@ RETRY_ACCEPT_S = 1.0  # out of descriptors: the reader rests this long (no busy 
 
 class Taken(Exception):
     """The name is bound by another process."""
+
+
+class ReloadClash(Exception):
+    """A reload's set of registrations is the very set another running daemon holds."""
 
 
 class Squatted(Taken):
@@ -97,13 +105,28 @@ def take(name: str) -> None:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             pid, uid = _peer(name)
-            if uid is not None and uid not in (os.getuid(), 0):
+            if uid is not None and uid not in (os.getuid(), 0) and not _ours(name, pid):
                 raise Squatted(name, pid, uid) from None
             raise Taken(name) from None
         raise
     _held[name] = sock
     if _loop is not None:
         _loop.add_reader(sock.fileno(), _answer_one, sock)
+
+
+def _ours(name: str, pid: str) -> bool:
+    """Whether a holder of another uid is a nerve or synapse all the same: a root copy of a
+    service user's config (through a link) ran beside it as if it were a squatter's name,
+    stood its registrations aside, and left none when it stopped (review s28 lock2 HIGH)."""
+    if holder(name)[1] is not None:  # (it answers as ours do: "<pid>\n<config>\n")
+        return True
+    try:  # (a holder whose loop does not answer yet: what it runs)
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:3]
+    except (OSError, ValueError):
+        return False
+    return any(
+        os.path.basename(arg.decode(errors="replace")).split(".")[0] in DAEMONS for arg in argv
+    )
 
 
 def release(names: Iterable[str]) -> None:
@@ -251,28 +274,28 @@ def _warn_squatted(squat: Squatted) -> None:
 
 
 def retake(daemon: str, identity: str, services: list[str]) -> set[str]:
-    """A reload's identity (one name per daemon): when it changed, its name taken now
-    without a wait, and the names it replaces returned (the caller releases them once the
-    reload is applied). Never refuses the reload (review s28 HIGH-1: a service moved between
-    two nerves, the receiver reloaded first, was withdrawn for good): a name another nerve
-    holds (the same set of registrations) is warned about and the old name kept."""
+    """A reload's identity (one name per daemon): its name taken now without a wait, and
+    the names it replaces returned (the caller releases them once the reload is applied).
+    Not refused when the set merely changed (review s28 HIGH-1: a service moved between two
+    nerves, the receiver reloaded first, was withdrawn for good: a move changes both sets,
+    so they never meet). Refused (``ReloadClash``) only when another nerve runs this very
+    set: applied, the other was stood aside and the service left registered nowhere once
+    this one stopped (review s28 lock2 MEDIUM)."""
     if not _active:  # (a daemon started without them: a test's, in-process; not Linux)
         return set()
     name = socket_name(daemon, identity)
-    if name in _held:
-        return set()
     try:
-        take(name)
+        take(name)  # (held by us already: nothing to do, the stale names still let go)
     except Squatted as squat:
         _warn_squatted(squat)
         return set()
     except Taken:
         pid, config = holder(name)
-        event(log, "instance_lock_reload_clash", level=logging.WARNING, path=shown(name),
-              holder_pid=pid, holder_config=config or "?", services=shown_list(services),
-              detail="another nerve holds this set of registrations: the reload is applied,"
-              " the old name kept")  # fmt: skip
-        return set()
+        raise ReloadClash(
+            f"another {daemon} (pid {pid}, config {config or '?'}) runs this very set of"
+            f" registrations ({shown_list(services)}, lock {shown(name)}): stop it first,"
+            " or change this config"
+        ) from None
     except OSError as exc:  # (not made: the reload goes on without that guard)
         warn_unavailable(shown(name), exc)
         return set()

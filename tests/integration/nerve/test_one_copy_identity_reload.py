@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -74,9 +75,11 @@ async def test_a_service_moved_to_a_nerve_reloaded_first_stays_registered(
     assert _bound(b_new) and _bound(a_new) and not _bound(a_config)  # (each its new set's)
 
 
-async def test_a_reload_to_another_nerves_set_is_applied_with_a_warning(
+async def test_a_reload_to_another_nerves_very_set_is_refused(
     zk: ZooKeeperServer, kz: KazooClient, tmp_path: Path, nerve_process
 ) -> None:
+    # before: applied with instance_lock_reload_clash; the first nerve was stood aside, and
+    # once the reloaded one stopped web was registered nowhere (clash_x.py: 0 in 99 of 99)
     paths = {name: unique_path() for name in ("web", "api", "db")}
     svc = {name: zk_service(zk.hosts, p, free_port(), checks=[]) for name, p in paths.items()}
     a_config, b_config = nerve_config({"web": svc["web"]}), nerve_config({"api": svc["api"]})
@@ -85,19 +88,77 @@ async def test_a_reload_to_another_nerves_set_is_applied_with_a_warning(
     second = nerve_process(second_path)
     for nerve in (first, second):
         nerve.wait_for_log("znode_created")
-    write_config(second_path, a_config)  # b now is a's copy: warned, applied, old name kept
+    write_config(second_path, a_config)  # b now is a's copy: refused, b's config stays
     second.signal(signal.SIGHUP)
-    await until(lambda: "config_reloaded" in second.log(), what="the reload applied")
+    await until(lambda: "config_rejected" in second.log(), what="the reload refused")
     log = second.log()
-    assert "instance_lock_reload_clash" in log and "config_rejected" not in log
-    assert f"holder_pid={first.pid}" in log and _bound(b_config)
+    assert f"another nerve (pid {first.pid}, config {tmp_path / 'a.json'})" in log
+    assert "config_reloaded" not in log and "registration_taken_over" not in first.log()
+    assert _bound(b_config) and _bound(a_config)
+    second.signal(signal.SIGTERM)
+    second.wait(20)
+    seen = []
+    for _ in range(20):  # 2 s after the second stopped: the first still registers web
+        seen.append(len(children(kz, paths["web"])))
+        time.sleep(0.1)
+    assert min(seen) == 1, seen
     own = nerve_config({"api": svc["api"], "db": svc["db"]})
-    write_config(second_path, own)
-    second.signal(signal.SIGHUP)  # a set of its own: taken, the old name let go
-    await until(lambda: second.log().count("config_reloaded") == 2, what="the next reload")
+    third_path = write_config(tmp_path / "c.json", b_config)
+    third = nerve_process(third_path)
+    third.wait_for_log("znode_created")
+    write_config(third_path, own)
+    third.signal(signal.SIGHUP)  # a set of its own: taken, the old name let go
+    await until(lambda: "config_reloaded" in third.log(), what="the next reload")
     await until(lambda: not _bound(b_config), what="the old name let go")
     assert _bound(own) and _bound(a_config)
-    assert [len(children(kz, paths[n])) for n in ("api", "db")] == [1, 1]
+    await until(lambda: [len(children(kz, paths[n])) for n in ("api", "db")] == [1, 1],
+                what="api and db registered")  # fmt: skip
+
+
+def _shared_dir() -> Path:
+    """A directory another user reaches (pytest's tmp_path is 0700)."""
+    shared = Path(tempfile.mkdtemp(prefix="nerve-twouser-"))
+    shared.chmod(0o777)
+    return shared
+
+
+async def test_a_root_copy_through_a_link_waits_for_a_service_users_nerve(
+    zk: ZooKeeperServer, kz: KazooClient
+) -> None:
+    # before: root took the service user's nerve (uid 65534) for a squatter, ran beside it,
+    # stood it aside, and once stopped left 0 znodes for good (twouser2.py: 123 of 123)
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (to run the holder as another user)")
+    shared = _shared_dir()
+    (shared / "app").mkdir(mode=0o777)
+    (shared / "etc").mkdir()
+    (shared / "app").chmod(0o777)
+    path = unique_path()
+    config = nerve_config({"web": zk_service(zk.hosts, path, free_port(), checks=[])})
+    config_path = write_config(shared / "app" / "nerve.json", config)
+    config_path.chmod(0o644)
+    (shared / "etc" / "nerve.json").symlink_to("../app/nerve.json")
+    as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    first = second_copy(config_path, shared, 15, name="nerve-a", prefix=as_nobody)
+    root_copy = None
+    try:
+        await until(lambda: children(kz, path) or not first.alive, timeout=30, what="registered")
+        assert first.alive
+        root_copy = second_copy(shared / "etc" / "nerve.json", shared, 2)
+        await until(lambda: not root_copy.alive, timeout=30, what="the root copy gives up")
+        assert root_copy.returncode == 1
+        log = root_copy.log_path.read_text()
+        assert "instance_lock_waiting" in log and "instance_lock_squatted" not in log
+        seen = []
+        for _ in range(20):  # 2 s: the service user's nerve still registers web
+            seen.append(len(children(kz, path)))
+            time.sleep(0.1)
+        assert min(seen) == 1 and "registration_taken_over" not in first.log_path.read_text()
+    finally:
+        for nerve in (root_copy, first):
+            if nerve is not None:
+                nerve.stop(timeout=20)
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 async def test_a_name_squatted_by_another_user_is_passed_with_a_warning(
