@@ -66,6 +66,10 @@ def daemon_status(daemon: SynapseDaemon) -> dict[str, Any]:
     for name, zones in (reconciler.zones.status(services) if reconciler else {}).items():
         services[name]["zones"] = zones  # smart routing: local zone, evacuations, shares
     watchers = daemon.service_watchers.status()  # (``replacing``: a SIGHUP's new watcher)
+    for line in degraded(daemon):  # /health's lines, per service (the page's red rows)
+        name, _, said = line.partition(": ")
+        if name in services:
+            services[name].setdefault("degraded", []).append(said)
     return {
         "host": socket.gethostname(),
         "started_at": daemon.started_at,

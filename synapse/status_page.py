@@ -198,8 +198,13 @@ def service_data(
 
 
 def _typo(view: Mapping[str, Any], watcher: Mapping[str, Any]) -> str | None:
-    """A config typo that still loads: a SIGHUP's discovery with no server (the previous
-    one followed: synapse.watcher_swap), or label_filters that drop every record."""
+    """Served otherwise than its config says: /health's ``degraded`` lines of it (a held
+    swap or restart, a previous list kept), else a config typo that still loads: a SIGHUP's
+    discovery with no server (the previous one followed: synapse.watcher_swap), or
+    label_filters that drop every record."""
+    said = view.get("degraded")
+    if said:
+        return "; ".join(said)
     empty = (watcher.get("replacing") or {}).get("empty")
     if empty:
         return f"new discovery: {empty}; the previous one is followed"

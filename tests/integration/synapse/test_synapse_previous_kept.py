@@ -54,6 +54,11 @@ def test_a_restart_holds_ttl_end_is_said_while_the_saved_list_is_served(
         wait_until(lambda: degraded(syn), 5, what=since())
         [line] = degraded(syn)
         assert line.startswith(KEPT), line
+        # said on /status and the status page too (the page's row is red with it)
+        [on_status] = json.loads(syn.admin("/status"))["services"]["web"]["degraded"]
+        page = json.loads(syn.admin("/status/page.json"))["services"]
+        assert on_status.startswith(KEPT.removeprefix("web: "))
+        assert next(s["w"]["e"] for s in page if s["n"] == "web").startswith(on_status[:40])
         [warned] = said(since, "previous_backends_kept")
         assert "level=warning" in warned and "servers=2" in warned, warned
         wait_serving(port, {"a", "b"})

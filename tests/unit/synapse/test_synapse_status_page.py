@@ -17,7 +17,7 @@ from synapse.model import Server
 from synapse.selection import Selection
 from synapse.server_info import ServerInfoCollector
 from synapse.status import merge_service_status
-from synapse.status_page import ChangeTracker, page_data, stats_url, zone_split
+from synapse.status_page import ChangeTracker, page_data, service_data, stats_url, zone_split
 
 A = {"name": "a_10.0.0.1:80", "host": "10.0.0.1", "port": 80, "weight": None,
      "origin": "zookeeper:/web/a_0000000001"}  # fmt: skip
@@ -193,3 +193,14 @@ def test_ipv6_addresses_are_bracketed_on_the_page_and_in_the_stats_link() -> Non
     assert stats_url(":::8404", "/stats") == "http://127.0.0.1:8404/stats"
     server = RunningServer("b", "s", 1, "fd00::10", 8081)
     assert backend_states({"b": {"s": server}})["b"]["s"]["address"] == "[fd00::10]:8081"
+
+
+def test_a_service_served_otherwise_than_its_config_says_is_its_rows_problem() -> None:
+    """/health's ``degraded`` lines of a service (a held restart, a previous list kept) are
+    on the page too: round 28 left the page silent about them."""
+    kept = "the discovery lists no servers; serving the previous list (2 servers, ...) since 3 s"
+    view = {"servers": [], "degraded": [kept], "label_filters_match_nothing": None}
+    data, _ = service_data("web", view, {}, {})
+    assert data["w"]["e"] == kept
+    data, _ = service_data("web", {"servers": []}, {}, {})
+    assert data["w"]["e"] is None
