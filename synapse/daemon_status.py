@@ -44,6 +44,12 @@ def degraded(daemon: SynapseDaemon) -> list[str]:
         said += reconciler.restart_held.degraded(daemon.config.services)
         named = {line.partition(":")[0] for line in said}  # (a held swap's old list too)
         said += reconciler.previous_kept.degraded(daemon.config.services, named)
+    cache = reconciler.state_cache if reconciler else None
+    if cache is not None:  # (a start while the registry is down would serve older servers)
+        said += cache.write_streak.degraded("state file", "it lags the servers served (retried "
+                                            "each second)")  # fmt: skip
+    if daemon.controller is not None:
+        said += daemon.controller.degraded()
     for name, selection in (reconciler.selections() if reconciler else {}).items():
         service = daemon.config.services.get(name)
         if selection.unmatched and service is not None:
@@ -62,6 +68,7 @@ def daemon_status(daemon: SynapseDaemon) -> dict[str, Any]:
         except Exception as exc:
             haproxy = {"error": f"{type(exc).__name__}: {exc}"}
     reconciler = daemon.reconciler
+    cache = reconciler.state_cache if reconciler else None  # (none: no state_file_path)
     services = reconciler.service_status() if reconciler else {}
     for name, zones in (reconciler.zones.status(services) if reconciler else {}).items():
         services[name]["zones"] = zones  # smart routing: local zone, evacuations, shares
@@ -88,6 +95,7 @@ def daemon_status(daemon: SynapseDaemon) -> dict[str, Any]:
             if reconciler
             else [],
         },
+        "state_file": cache.write_streak.status() if cache is not None else None,
         "zookeeper": [
             {"hosts": c.hosts, "connected": c.connected, "reconnects": c.reconnects}
             for c in (daemon.zk_pool.connections() if daemon.zk_pool else [])

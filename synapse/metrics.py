@@ -8,7 +8,9 @@ each, 3.4 MB for five of them at 1,000 services.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from smartstack.build_info import instrument
 from smartstack.labelled_metrics import LabelledCounter, LabelledGauge
@@ -106,6 +108,15 @@ class SynapseMetrics:
             "Service files written by file_output",
             registry=registry,
         )
+        # The state file's failing writes (a full disk), read at scrape time: the file kept
+        # now (a SIGHUP may replace it) is looked up by ``RoundOutputs``, which sets this.
+        self.state_file_failing_for: Callable[[], float] = lambda: 0.0
+        Gauge(
+            "synapse_state_file_write_failing_seconds",
+            "Seconds since the state file's writes began to fail (full or read-only disk; "
+            "retried each second), 0 while its last write succeeded",
+            registry=registry,
+        ).set_function(lambda: self.state_file_failing_for())
 
     def forget_service(self, service: str) -> None:
         """A service left the config: its label sets go (a stale ``synapse_watcher_connected``

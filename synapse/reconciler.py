@@ -283,6 +283,12 @@ class Reconciler:
             )
         self.recheck_state_file()
 
+    def retry_state_file(self) -> None:
+        """A write outside the rounds failed (an evacuation, a clock step, a refresh): the
+        round writer retries it each STATE_FILE_INTERVAL until the disk takes it."""
+        if self.state_cache is not None and self.state_cache.failing:
+            self.outputs.state_file_due()
+
     def state_file_due(self) -> None:
         """Write the state file within STATE_FILE_INTERVAL (a held swap's start: its
         ``held_for`` must not wait for the next change or refresh, a kill -9 meanwhile)."""
@@ -291,6 +297,7 @@ class Reconciler:
     def recheck_state_file(self) -> None:  # (the wall clock corrected: synapse.state_recheck)
         for name in waiting_for_state_file(self._services, self.state_cache):
             self._due(name)
+        self.retry_state_file()  # (a refresh or a clock step's write failed)
 
     async def run_round(self) -> bool:
         """Compute the servers of the services that changed and hand everything over; False

@@ -39,6 +39,11 @@ class RoundOutputs:
         self._dirty = False
         self._written_at = -STATE_FILE_INTERVAL
         self._stopping = asyncio.Event()
+        metrics.state_file_failing_for = self._failing_for
+
+    def _failing_for(self) -> float:
+        cache = self._cache()
+        return cache.write_streak.failing_for() if cache is not None else 0.0
 
     async def write(
         self,
@@ -93,4 +98,5 @@ class RoundOutputs:
         budget = None if final else REBUILD_BUDGET  # (on the way out: all of it at once)
         with contextlib.suppress(Exception):  # StateCache reports its own failures
             await asyncio.to_thread(cache.update, *self._snapshot(), budget)
-        self._dirty |= cache.pending or cache.evacuations_unsaved  # (next slice; disk full)
+        # the next slice; a failed write (full disk): retried each interval until written
+        self._dirty |= cache.pending or cache.evacuations_unsaved or cache.failing

@@ -143,7 +143,7 @@ class StateCache(StateFileView):
                 gens.pop(service, None)
             if servers or found or service in texts:
                 texts[service], changed = self._encoded(service, servers, found or None), True
-        if not changed and not stale and not self.evacuations_unsaved:
+        if not changed and not stale and not self.evacuations_unsaved and not self.failing:
             self._built.update(built)  # (equal entries: nothing to write)
             return False
         if not self._write(texts, now, lefts):
@@ -187,6 +187,12 @@ class StateCache(StateFileView):
                 self._built.pop(service, None)
                 self._foreign.discard(service)
             return self._write(self._texts, self.clock())
+
+    @property
+    def failing(self) -> bool:
+        """The last write failed: the file lags what synapse serves; every update writes
+        it again (``RoundOutputs`` retries each second while this holds)."""
+        return self.write_streak.failing
 
     def step_pending(self) -> bool:
         """Whether the wall clock stepped since the stamps here were last put on it."""
@@ -241,13 +247,16 @@ class StateCache(StateFileView):
             lines[RESERVED_SERVICE] = encode(RESERVED_SERVICE, own, None)
         body = ",\n".join(lines[s] for s in sorted(lines))
         try:
-            write_atomic(self.path, "{\n" + body + "\n}\n")
+            write_atomic(self.path, "{\n" + body + "\n}\n")  # (no temp file left on failure)
         except OSError as exc:
-            self._fail("state_file_write_failed", str(exc))
+            self.last_error = str(exc)
+            effect = "retried each second; a start with the registry down serves the file's"
+            self.write_streak.write_failed(exc, effect=effect)
             return False
         self._texts, self._left = dict(texts), {s: lefts[s] for s in texts if lefts.get(s)}
         self._written_at = now
         self.last_error = None
+        self.write_streak.written()
         self.evacuations_unsaved = False  # (written with the current ones)
         return True
 

@@ -30,6 +30,7 @@ from synapse.state_entries import (
     line_of,
     parse_line,
 )
+from synapse.write_streak import WriteStreak
 from synapse.zone_state import Evacuations
 
 log = logging.getLogger("synapse.state_cache")  # (the state file's events: one logger)
@@ -80,6 +81,10 @@ class StateFileView:
         self._written_at: float | None = None
         self.pending = False  # the last update left services for the next one (budget)
         self.last_error: str | None = None
+        # Failed writes, said once a streak (a full disk fails each retry the same way);
+        # while ``failing`` every update writes the file again (round_outputs: each second).
+        self.write_streak = WriteStreak(log, "state_file_write_failed",
+                                        "state_file_write_recovered", str(self.path))  # fmt: skip
         self.evacuations = Evacuations()
         # The evacuations changed and no write has kept them yet (a full or read-only disk):
         # every later update writes the file, so they are kept once the disk is back.

@@ -277,6 +277,7 @@ def evacuation_applier(
         cache = state_cache()
         persisted = cache is not None and await asyncio.to_thread(cache.save_evacuations, new)
         if cache is not None and not persisted:
+            reconciler.retry_state_file()  # (each second until the disk takes it)
             event(log, "zone_change_not_persisted", level=logging.WARNING, path=str(cache.path),
                   reason=(cache.last_error or "")[:200])  # fmt: skip
         return router.status(), persisted

@@ -27,10 +27,10 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
 from synapse.atomic import read_text, write_atomic
 from synapse.haproxy.configtext import ParsedConfig, parse_config
+from synapse.write_streak import WriteStreak
 
 log = logging.getLogger("synapse.haproxy")
 
@@ -47,6 +47,11 @@ class ConfigFile:
         self.path = path
         self._parsed: ParsedConfig | Callable[[], ParsedConfig] | None = None  # (parsed)
         self.error: str | None = None  # the last write failed (retried in the background)
+        # said once a streak (a full disk fails every retry alike), and its end
+        self.streak = WriteStreak(
+            log, "haproxy_config_write_failed", "haproxy_config_write_recovered", str(path),
+            logging.ERROR,
+        )  # fmt: skip
         self.writes = 0
         self._parts: tuple[str, ...] | None = None  # None: no file
         self._text: str | None = None  # "".join(_parts), once asked for
@@ -167,17 +172,18 @@ class ConfigFile:
             except OSError as err:
                 self.error = f"{err.strerror or err}"
                 failures += 1
+                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1]
+                effect = "retried; the file lags what HAProxy runs (a reload waits for it)"
+                self.streak.write_failed(err, retry_in_s=delay, effect=effect)
             else:
                 self._on_disk, self.error, failures = version, None, 0
                 self.writes += 1
                 self._written_at = loop.time()
+                self.streak.written()
             attempt, self._attempt = self._attempt, asyncio.Event()
             self._urgent.clear()  # (this attempt answers every flush waiting so far)
             attempt.set()
-            if self.error is not None:
-                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1]
-                event(log, "haproxy_config_write_failed", level=logging.ERROR,
-                      path=str(self.path), error=self.error, retry_in_s=delay)  # fmt: skip
+            if self.error is not None:  # (``delay``: this failure's, set above)
                 # A flush tries again at once: a crashed HAProxy's restart waited up to
                 # 5 s here for an attempt whose failure it ignores.
                 with contextlib.suppress(TimeoutError):

@@ -218,6 +218,12 @@ class HAProxyController(Reloading):
         slow = reader.slow_for() if reader.runtime_error is not None else None
         return problems(self.info, reader.runtime_error, alive, settled, self._applied, slow)
 
+    def degraded(self) -> list[str]:
+        """/health's ``degraded`` of this side: the config file lags what HAProxy runs."""
+        file = self._installer.file
+        effect = "it lags what HAProxy runs (retried; a reload or restart waits for it)"
+        return file.streak.degraded("haproxy config file", effect) if file is not None else []
+
     async def backend_servers(self, backend: str) -> dict[str, str] | None:
         """{server: state} of ``backend`` in HAProxy now (None: no such backend)."""
         return (await self.servers_of([backend]))[backend]

@@ -1,6 +1,6 @@
 """docs/logs.md lists every event of both daemons: each event name found in the code (an
 ``event(log, "name", ...)`` call, a name handed to a helper that calls ``event``, or a
-``FailureStreak``'s two names) must be documented there."""
+``FailureStreak``'s or ``WriteStreak``'s two names) must be documented there."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def events_in_code() -> dict[str, str]:
                     for name in _pattern(call.args[1], func, everywhere):
                         found.setdefault(name, str(path.relative_to(ROOT)))
         for call in calls:
-            if _call_name(call) == "FailureStreak":
+            if _call_name(call) in ("FailureStreak", "WriteStreak"):  # (its subclass)
                 for node in (_arg(call, 1, "failed"), _arg(call, 2, "recovered")):
                     for name in _strings(node) if node is not None else ():
                         found.setdefault(re.escape(name), str(path.relative_to(ROOT)))
