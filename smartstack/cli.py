@@ -95,11 +95,14 @@ def check_or_run(
     """Load the config; with -k report and exit 0, otherwise start logging and run the daemon.
 
     ``preflight`` checks this host: at start the paths the daemon writes, with -k also
-    slower checks (``haproxy -c``); ``--config-only`` skips it for -k (CI machines).
+    slower checks (``haproxy -c``); ``--config-only`` skips it for -k (CI machines). At a
+    start, logging is set up first: what the preflight lets through it logs as events.
     """
     # (held since the first line of nerve.cli / synapse.cli: smartstack.early_signals)
     release_sighup() if args.check_config else hold_sighup()
     config = load_or_exit(loader)
+    if not args.check_config:  # (a start's preflight logs what it lets through)
+        start_logging(args)
     if preflight is not None and not (args.check_config and args.config_only):
         errors, notes = preflight(config, Path(args.config), args.check_config)
         for line in notes:
@@ -109,5 +112,4 @@ def check_or_run(
     if args.check_config:
         print(f"{args.config}: ok ({len(config.services)} services)")
         return 0
-    start_logging(args)
     return run(config, args)

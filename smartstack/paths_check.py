@@ -2,17 +2,45 @@
 
 A daemon that finds out at its first write logs the same traceback again and again;
 checked up front, the operator reads one line naming the key, the directory and why.
+
+Each problem has a kind, because they call for different answers (review s29):
+
+- ``CONFIG``: the path itself is wrong (not a directory, a socket directory nobody makes):
+  no write will ever work, whatever happens on the host;
+- ``READ_ONLY`` (EROFS): the filesystem's state of this moment (a failing disk the kernel
+  remounted read-only, a snapshot being taken): the running daemon survives it like a
+  full disk (runtime changes, writes retried), so a start must too;
+- ``PERMISSION`` (EACCES): the deployment's (owner, mode, the unit's ``User=``).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
+from smartstack.logs import event
 
-def directory_problem(path: Path, create: bool = True) -> str | None:
-    """Why files cannot be created in ``path``'s directory (None: they can).
+CONFIG, READ_ONLY, PERMISSION = "config", "read_only", "permission"
+ERRNO_NAMES = {READ_ONLY: errno.errorcode[errno.EROFS], PERMISSION: errno.errorcode[errno.EACCES]}
+
+
+@dataclass(frozen=True)
+class PathProblem:
+    key: str  # the config key (``haproxy.state_file_path``)
+    path: Path  # the file the daemon writes
+    reason: str  # why it cannot (names the directory)
+    kind: str  # CONFIG, READ_ONLY or PERMISSION
+
+    def line(self, config_path: Path) -> str:
+        return f"{config_path}: {self.key}: cannot write {self.path}: {self.reason}"
+
+
+def diagnose(path: Path, create: bool = True) -> tuple[str, str] | None:
+    """(why, kind) files cannot be created in ``path``'s directory (None: they can).
 
     ``create``: the daemon makes missing directories (``mkdir -p``), so the nearest
     existing ancestor is what must be writable.
@@ -21,35 +49,58 @@ def directory_problem(path: Path, create: bool = True) -> str | None:
     try:  # (an ancestor nobody may search: stat raises EACCES, it is a problem, not a crash)
         if not directory.exists():
             if not create:
-                return f"directory {directory} does not exist"
+                return f"directory {directory} does not exist", CONFIG
             while not directory.exists():
                 directory = directory.parent
         if not directory.is_dir():
-            return f"{directory} is not a directory"
+            return f"{directory} is not a directory", CONFIG
     except OSError as exc:
-        return f"cannot inspect {directory}: {exc.strerror or exc}"
+        kind = PERMISSION if exc.errno in (errno.EACCES, errno.EPERM) else CONFIG
+        return f"cannot inspect {directory}: {exc.strerror or exc}", kind
     try:
         read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
     except OSError:
         read_only = False
     if read_only:
-        return f"directory {directory} is on a read-only filesystem"
+        return f"directory {directory} is on a read-only filesystem", READ_ONLY
     if not os.access(directory, os.W_OK | os.X_OK):
-        return f"directory {directory} is not writable by this user"
+        return f"directory {directory} is not writable by this user", PERMISSION
     return None
+
+
+def directory_problem(path: Path, create: bool = True) -> str | None:
+    """Why files cannot be created in ``path``'s directory (None: they can)."""
+    found = diagnose(path, create)
+    return found[0] if found else None
+
+
+def path_problems(
+    paths: dict[str, Path | None], not_created: Iterable[Path] = ()
+) -> list[PathProblem]:
+    """One problem per key (``haproxy.config_file_path``) whose directory is unusable;
+    ``not_created``: files whose missing directory nobody makes (sockets HAProxy opens)."""
+    problems = []
+    exact = set(not_created)
+    for key, path in paths.items():
+        if path is None:
+            continue
+        found = diagnose(path, create=path not in exact)
+        if found:
+            problems.append(PathProblem(key, path, *found))
+    return problems
 
 
 def writable_problems(
     config_path: Path, paths: dict[str, Path | None], not_created: Iterable[Path] = ()
 ) -> list[str]:
-    """One error line per key (``haproxy.config_file_path``) whose directory is unusable;
-    ``not_created``: files whose missing directory nobody makes (sockets HAProxy opens)."""
-    lines = []
-    exact = set(not_created)
-    for key, path in paths.items():
-        if path is None:
-            continue
-        problem = directory_problem(path, create=path not in exact)
-        if problem:
-            lines.append(f"{config_path}: {key}: cannot write {path}: {problem}")
-    return lines
+    """``path_problems`` as error lines."""
+    return [problem.line(config_path) for problem in path_problems(paths, not_created)]
+
+
+def say_unwritable(log: logging.Logger, problems: Iterable[PathProblem], detail: str) -> None:
+    """At a start that goes on: one warning per path the daemon will not manage to write
+    until the host changes (logging is set up before the preflight at a start)."""
+    for problem in problems:
+        event(log, "start_path_unwritable", level=logging.WARNING, key=problem.key,
+              path=str(problem.path), error=ERRNO_NAMES.get(problem.kind, problem.kind),
+              reason=problem.reason, detail=detail)  # fmt: skip

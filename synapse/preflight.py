@@ -2,7 +2,14 @@
 
 - Every file synapse writes (HAProxy config, candidate, state files, sockets, pid file,
   file_output) can be created: its directory exists and is writable. Also checked at
-  start, so a read-only filesystem is one clear line instead of a traceback per retry.
+  start. A wrong path (not a directory, a socket directory nobody makes) is an error at
+  both. A read-only filesystem is the host's state of this moment, which the running daemon
+  survives as it does a full disk (runtime changes, writes retried), so a restart must not
+  turn it into an outage (review s29: a restart on a read-only config dir exited 2 and left
+  HAProxy with the old servers): a note with ``-k`` (the units' ExecStartPre), a warning at
+  start (``start_path_unwritable``), which goes on. A permission problem (EACCES) is the
+  deployment's, not the moment's: ``-k`` refuses it, where a rollout runs it; a start warns
+  and goes on (it too survives it at runtime).
 - The managed HAProxy's unix socket paths are short enough for it to bind
   (``synapse.haproxy.socket_limits``; `haproxy -c` binds nothing). Also at start.
 - With ``full`` (``-k``): the HAProxy config is rendered (default servers stand in for
@@ -19,15 +26,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import shutil
 import tempfile
 from pathlib import Path
 
-from smartstack.paths_check import writable_problems
+from smartstack.paths_check import CONFIG, READ_ONLY, PathProblem, path_problems, say_unwritable
 from synapse.config import HAProxyConfig, SynapseConfig
 from synapse.model import DesiredService
 
 CHECK_TIMEOUT = 20.0
+log = logging.getLogger("synapse.preflight")
+GOES_ON = (
+    "synapse runs as on a full disk: it serves what it can (an HAProxy left running is "
+    "adopted and changed at runtime) and retries the write (its warnings, and /health for "
+    "what keeps HAProxy from the desired state, say what still fails)"
+)
 
 
 def written_paths(config: SynapseConfig) -> dict[str, Path | None]:
@@ -70,13 +84,12 @@ def preflight(config: SynapseConfig, config_path: Path, full: bool) -> tuple[lis
         if path is not None and (key.startswith("haproxy.managed.") or "socket" in key)
         and path.parent != config_dir
     ]  # fmt: skip
-    errors = writable_problems(config_path, paths, opened_by_haproxy)
+    errors, notes = path_verdicts(path_problems(paths, opened_by_haproxy), config_path, full)
     if config.haproxy is not None and config.haproxy.managed is not None:
         from synapse.haproxy.settings import settings_for
         from synapse.haproxy.socket_limits import socket_path_problems
 
         errors += socket_path_problems(config_path, config.haproxy, settings_for(config.haproxy))
-    notes: list[str] = []
     if config.haproxy is not None:
         from synapse.haproxy.hard_stop import hard_stop_note
         from synapse.zone_check_note import hung_zone_note
@@ -87,6 +100,27 @@ def preflight(config: SynapseConfig, config_path: Path, full: bool) -> tuple[lis
         error, note = asyncio.run(check_haproxy(config, config_path))
         errors += [error] if error else []
         notes += [note] if note else []
+    return errors, notes
+
+
+def path_verdicts(
+    problems: list[PathProblem], config_path: Path, full: bool
+) -> tuple[list[str], list[str]]:
+    """(errors, notes) of the path check: a wrong path is an error; a read-only filesystem a
+    note with ``-k``; a permission problem an error with ``-k``. At a start only the wrong
+    path stops it: the others are logged (``start_path_unwritable``) and it goes on."""
+    errors = [problem.line(config_path) for problem in problems if problem.kind == CONFIG]
+    rest = [problem for problem in problems if problem.kind != CONFIG]
+    if not full:
+        say_unwritable(log, rest, GOES_ON)
+        return errors, []
+    errors += [problem.line(config_path) for problem in rest if problem.kind != READ_ONLY]
+    notes = [
+        f"{problem.line(config_path)} (the host's state of this moment: synapse starts all "
+        "the same and retries the write)"
+        for problem in rest
+        if problem.kind == READ_ONLY
+    ]
     return errors, notes
 
 

@@ -6,6 +6,7 @@ the reload gate when to try again."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -86,8 +87,11 @@ class Failures:
         name = "haproxy_check_unanswered" if unanswered else "haproxy_reload_failed"
         # One line per streak of the same error (a full disk fails every retry for as long
         # as it lasts); /status and the failure counter still show every attempt.
-        level = logging.DEBUG if error == self._said else logging.ERROR
-        self._said = error
+        # (HAProxy's lines name its pid, "[ALERT] (16345) :": a start failing again is the
+        # same error, every few seconds while its socket directory is read-only)
+        same = re.sub(r"\(\d+\)", "(pid)", error)
+        level = logging.DEBUG if same == self._said else logging.ERROR
+        self._said = same
         took = round(now - (now if began is None else began), 1)
         event(log, name, level=level, error=error, reason=reload.summary,
               retry_in_s=round(backoff, 1), took_s=took)  # fmt: skip

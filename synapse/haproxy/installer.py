@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from smartstack.logs import event
+from smartstack.paths_check import PERMISSION, READ_ONLY, diagnose
 from synapse.atomic import write_atomic
 from synapse.config import HAProxyConfig
 from synapse.config import ManagedHAProxy as ManagedConfig
@@ -66,6 +67,22 @@ def remove_state_file(path: Path) -> None:
     """No server-state file (there is none: fine)."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def start_blocked(settings: Settings) -> str | None:
+    """Why a start of HAProxy cannot make its master socket, admin sockets or pid file
+    (their directory read-only or not writable: HAProxy would exit at once), or None.
+
+    synapse starts all the same on such a host (review s29: its start used to exit 2), so
+    the start is not tried (4 ALERT lines each time) but retried every few seconds, as a
+    full disk's write, not after the backoff's minute: HAProxy serves within seconds of the
+    directory being writable again."""
+    paths = [settings.master_socket, settings.pid_file, *map(Path, settings.shared_sockets)]
+    for path in paths:
+        found = diagnose(path, create=False) if path is not None else None
+        if found is not None and found[1] in (READ_ONLY, PERMISSION):
+            return f"cannot make {path}: {found[0]}"
+    return None
 
 
 class InstallFailed(Exception):
@@ -333,6 +350,12 @@ class Installer:
         except OSError as err:
             raise InstallFailed(str(err), disk=True) from err
         if self.managed is not None:
+            if not self.managed.alive and (
+                blocked := await asyncio.to_thread(start_blocked, self.settings)
+            ):
+                failed = InstallFailed(f"cannot start HAProxy: {blocked}")
+                failed.cap = DISK_RETRY_S  # (not `disk`: the file on disk would fail alike)
+                raise failed
             try:
                 if self.managed.alive:
                     async with window():

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from read_only_mount import read_only, require_private_mounts
 
 from smartstack.build_info import version
 
@@ -135,25 +136,33 @@ def test_synapse_refuses_paths_it_cannot_write(tmp_path: Path) -> None:
     assert not (tmp_path / "new").exists()  # refused before anything was written
 
 
-def test_synapse_refuses_a_read_only_filesystem(tmp_path: Path) -> None:
-    """A real read-only mount, in a private user and mount namespace (`unshare -rm`)."""
+def test_check_notes_a_read_only_filesystem(tmp_path: Path) -> None:
+    """A real read-only mount (a private mount namespace): the host's state of this moment,
+    which the daemons survive, so `-k` (the units' ExecStartPre) notes it and passes. Before
+    (review s29): exit 2, and the unit did not start (nerve: 0 registrations until the disk
+    was writable again; synapse: a left-running HAProxy kept its old servers)."""
+    require_private_mounts()
     ro = tmp_path / "ro"
     ro.mkdir()
     doc = managed(tmp_path)
-    doc["haproxy"]["config_file_path"] = str(ro / "haproxy.cfg")
-    path = write(tmp_path / "s.json", doc)
-    script = f'mount -t tmpfs -o ro tmpfs {ro} && exec "$0" -m synapse.cli -c {path} -k'
-    result = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", script, sys.executable],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2, result.stderr
-    assert (
-        f"error: {path}: haproxy.config_file_path: cannot write {ro}/haproxy.cfg: "
-        f"directory {ro} is on a read-only filesystem"
-    ) in result.stderr.splitlines()
+    doc["haproxy"]["state_file_path"] = str(ro / "state.json")
+    synapse_path = write(tmp_path / "s.json", doc)
+    nerve_doc = {"instance_id": "a", "state_dir": str(ro), "heartbeat_path": str(ro / "beat")}
+    nerve_path = write(tmp_path / "n.json", {**nerve_doc, "services": {"w": NERVE_SERVICE}})
+    for daemon, path, key, file in (
+        ("synapse", synapse_path, "haproxy.state_file_path", "state.json"),
+        ("nerve", nerve_path, "state_dir", "x.json"),
+        ("nerve", nerve_path, "heartbeat_path", "beat"),
+    ):
+        argv = [sys.executable, "-m", f"{daemon}.cli", "-c", str(path), "-k"]
+        result = subprocess.run(
+            read_only(argv, empty=[ro]), capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        assert (
+            f"note: {path}: {key}: cannot write {ro}/{file}: "
+            f"directory {ro} is on a read-only filesystem"
+        ) in result.stderr
 
 
 def test_nerve_check_names_files_it_cannot_write_and_start_only_notes_them(
@@ -169,11 +178,12 @@ def test_nerve_check_names_files_it_cannot_write_and_start_only_notes_them(
     path = write(tmp_path / "n.json", doc)
     result = cli("nerve", "-c", str(path), "-k")
     assert result.returncode == 2
+    # state_dir only holds maintenance flags (nerve runs without them): a note
     assert result.stderr.splitlines() == [
+        f"note: {path}: state_dir: cannot write {blocker}/state/x.json: "
+        f"{blocker} is not a directory (nerve starts all the same)",
         f"error: {path}: heartbeat_path: cannot write {tmp_path}/missing/beat: "
         f"directory {tmp_path}/missing does not exist",
-        f"error: {path}: state_dir: cannot write {blocker}/state/x.json: "
-        f"{blocker} is not a directory",
     ]
     assert cli("nerve", "-c", str(path), "-k", "--config-only").returncode == 0
 

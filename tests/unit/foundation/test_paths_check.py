@@ -49,11 +49,15 @@ def test_synapse_gets_its_one_line_error(unsearchable: Path) -> None:
     ]
 
 
-def test_nerve_notes_it_at_start_and_keeps_going(unsearchable: Path) -> None:
+def test_nerve_goes_on_at_start_and_notes_state_dir_at_check(
+    unsearchable: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     config = SimpleNamespace(state_dir=str(unsearchable / "nerve"), heartbeat_path=None)
     errors, notes = preflight(config, unsearchable.parent / "nerve.json", full=False)  # type: ignore[arg-type]
-    assert errors == []
-    assert len(notes) == 1 and "state_dir: cannot write" in notes[0]
-    assert f"cannot inspect {unsearchable / 'nerve'}: Permission denied" in notes[0]
+    assert (errors, notes) == ([], [])  # at start: logged, and nerve goes on
+    [record] = [r for r in caplog.records if r.getMessage() == "start_path_unwritable"]
+    assert record.levelname == "WARNING"
+    # -k (the unit's ExecStartPre): state_dir only holds maintenance flags, a note
     errors, notes = preflight(config, unsearchable.parent / "nerve.json", full=True)  # type: ignore[arg-type]
-    assert len(errors) == 1 and notes == []
+    assert errors == [] and len(notes) == 1 and "state_dir: cannot write" in notes[0]
+    assert f"cannot inspect {unsearchable / 'nerve'}: Permission denied" in notes[0]

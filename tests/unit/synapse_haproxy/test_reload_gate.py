@@ -281,3 +281,24 @@ async def test_a_look_that_gets_no_answer_keeps_its_one_question_asked() -> None
     look.drop()  # (the reload is done: the question is not left asked)
     assert not await look.answers(0.01) and asked == 4
     look.drop()
+
+
+async def test_a_start_failing_again_is_one_error_line_whatever_haproxys_pid(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """HAProxy's lines name its pid ("[ALERT] (16345) :"): each failed start of a streak is
+    the same error, logged once (before, once per retry: review s29, a read-only socket
+    directory, 14 lines in a minute)."""
+    g, _ = gate(interval=0.5)
+    pending = PendingReload(
+        g, asyncio.Lock(), lambda: asyncio.sleep(0), HAProxyMetrics(CollectorRegistry())
+    )
+    failures = Failures(HAProxyStatus(), pending.metrics, g, pending, lambda: None)
+    caplog.set_level("DEBUG", logger="synapse.haproxy")
+    for pid in (16345, 16401, 16466):
+        error = f"HAProxy exited with status 1:\n[ALERT]    ({pid}) : x"
+        failures.reload_failed(error, RELOAD, None)
+    failures.reload_failed("HAProxy exited with status 2", RELOAD, None)
+    levels = [r.levelname for r in caplog.records if r.getMessage() == "haproxy_reload_failed"]
+    assert levels == ["ERROR", "DEBUG", "DEBUG", "ERROR"]
+    await pending.cancel()
