@@ -70,13 +70,15 @@ def remove_state_file(path: Path) -> None:
 
 
 def start_blocked(settings: Settings) -> str | None:
-    """Why a start of HAProxy cannot make its master socket, admin sockets or pid file
-    (their directory read-only or not writable: HAProxy would exit at once), or None.
+    """Why a start or master reload of HAProxy cannot make its master socket, admin
+    sockets or pid file (their directory read-only or not writable), or None.
 
-    synapse starts all the same on such a host (review s29: its start used to exit 2), so
-    the start is not tried (4 ALERT lines each time) but retried every few seconds, as a
-    full disk's write, not after the backoff's minute: HAProxy serves within seconds of the
-    directory being writable again."""
+    A start would exit at once; a reload is worse: the re-executed master cannot bind its
+    master socket and exits ("Non-recoverable mworker wait-mode error"), every service
+    refused (review s29: a SIGHUP adding a service). synapse starts all the same on such
+    a host (its start used to exit 2), so neither is tried: the running HAProxy keeps
+    serving (changes of servers go in at runtime), and the reload or start is retried every
+    few seconds, as a full disk's write, not after the backoff's minute."""
     paths = [settings.master_socket, settings.pid_file, *map(Path, settings.shared_sockets)]
     for path in paths:
         found = diagnose(path, create=False) if path is not None else None
@@ -350,10 +352,9 @@ class Installer:
         except OSError as err:
             raise InstallFailed(str(err), disk=True) from err
         if self.managed is not None:
-            if not self.managed.alive and (
-                blocked := await asyncio.to_thread(start_blocked, self.settings)
-            ):
-                failed = InstallFailed(f"cannot start HAProxy: {blocked}")
+            if blocked := await asyncio.to_thread(start_blocked, self.settings):
+                verb = "reload" if self.managed.alive else "start"
+                failed = InstallFailed(f"cannot {verb} HAProxy: {blocked}")
                 failed.cap = DISK_RETRY_S  # (not `disk`: the file on disk would fail alike)
                 raise failed
             try:

@@ -111,6 +111,17 @@ def remount(directory: Path, mode: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{mode}", str(directory)], check=True)
 
 
+def writable_then_served(syn: Synapse, run_dir: Path, port: int) -> None:
+    """``run_dir`` writable again: ``port`` is served within seconds (not the backoff's
+    minute); then synapse stops."""
+    remount(run_dir, "rw")
+    began = time.monotonic()
+    wait_serving(port, {"b1"})
+    assert time.monotonic() - began < 8
+    syn.signal(signal.SIGTERM)
+    assert syn.process.wait(15) == 0
+
+
 def test_haproxy_starts_within_seconds_of_its_socket_dir_writable_again(
     backend: HttpBackend, run_dir: Path
 ) -> None:
@@ -135,9 +146,32 @@ def test_haproxy_starts_within_seconds_of_its_socket_dir_writable_again(
     assert "key=haproxy.managed.master_socket_path" in log and "error=EROFS" in log
     assert "[ALERT]" not in log  # (not started just to fail: HAProxy is not run meanwhile)
     time.sleep(12)  # (the backoff would have grown to 8 s and more)
-    remount(run_dir, "rw")
-    began = time.monotonic()
+    writable_then_served(syn, run_dir, port)
+
+
+def test_a_reload_waits_while_the_socket_dir_is_read_only_and_haproxy_serves_on(
+    backend: HttpBackend, run_dir: Path
+) -> None:
+    """A master reload re-executes HAProxy's master, which must bind its master socket
+    again: on a read-only directory it exits, and every service with it (before: a SIGHUP
+    adding a service refused all of them). The reload waits; servers still change at
+    runtime; the new service comes within seconds of the directory being writable."""
+    port, other = free_port(), free_port()
+    syn = synapse_with_state_dir(backend, port)
+    syn.master_socket = run_dir / "master.sock"
+    managed = syn.config["haproxy"]["managed"]
+    managed.update(master_socket_path=str(syn.master_socket), pid_file=str(run_dir / "h.pid"))
+    syn.write_config()
+    syn.start()
     wait_serving(port, {"b1"})
-    assert time.monotonic() - began < 8
-    syn.signal(signal.SIGTERM)
-    assert syn.process.wait(15) == 0
+    remount(run_dir, "ro")
+    syn.config["services"]["other"] = {
+        **syn.config["services"]["web"],
+        "haproxy": {"port": other, "bind_address": "127.0.0.1"},
+    }
+    syn.write_config()
+    syn.signal(signal.SIGHUP)
+    wait_until(lambda: "cannot reload HAProxy" in health_answer(syn), 20, what="the held reload")
+    wait_serving(port, {"b1"})  # (HAProxy was not reloaded to death)
+    assert "[ALERT]" not in syn.log(400)
+    writable_then_served(syn, run_dir, other)
