@@ -22,7 +22,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from nerve.check_status import check_status
 from nerve.checks.base import Check, CheckResult
+from nerve.freshness import Freshness, stale_after
 from nerve.maintenance import UNKNOWN, MaintenanceEnd, MaintenanceFlag, MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.ratelimit import TokenBucket
@@ -85,6 +87,9 @@ class Service:
         self.no_verdict: dict[str, tuple[int, CheckResult]] = {}  # check: (in a row, last)
         self.rounds = 0
         self.never_up = NeverUp(armed=not self.state.registered)
+        limit = stale_after(check_interval, [c.timeout for c in self.checks])
+        self.freshness = Freshness(limit, loop_now)  # no verdict acted on after a stall
+        reporter.verdict_fresh = self._verdict_fresh
         self.round_started = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flag_unknown = True  # until the maintenance flag could be read
@@ -128,6 +133,10 @@ class Service:
 
     async def halt(self) -> None:
         """Stop checking; the reporter (and the registration) stay as they are."""
+        if self.reporter.verdict_fresh == self._verdict_fresh:  # (not a reload's successor's)
+            # No rounds now, no stall: a hand-over's old registration lost meanwhile is
+            # written back as before (its checks' last word stands until the new one's).
+            self.reporter.verdict_fresh = lambda: True
         task, self._task = self._task, None
         await cancel_and_wait(task)
         await asyncio.gather(*(c.close() for c in self.checks), return_exceptions=True)
@@ -162,6 +171,8 @@ class Service:
         is counted as it comes; a registration is decided at the round's end, once every
         check has answered (a registration needs the whole round)."""
         self.round_started.set()
+        round_start = time.monotonic()
+        self._stall_seen(self.freshness.round_started(round_start), "round_start")
         loop = asyncio.get_running_loop()
         order = {check.name: n for n, check in enumerate(self.checks)}
         waiting = set(order)  # checks yet to answer in this round
@@ -213,6 +224,7 @@ class Service:
         # A round nerve could not see all through (a check without a verdict, the flag
         # unknown) proves nothing about a leftover: it does not count towards `rise`.
         blind = len(heard) < len(order) or self._flag_unknown
+        self._fresh_round_done(round_start, now, passed=not failed and not blind)
         if self.reporter.holding and not blind:  # on the reporter: a reload keeps it
             self.reporter.held_rounds += 1
         if self.state.registered or not self._flag_unknown:  # that flag may say "stay out"
@@ -236,7 +248,8 @@ class Service:
             self.state.count(observation)
             return None
         throttled = False
-        decision = self.state.observe_failure(observation, time.monotonic())
+        at_once = self.freshness.fresh_round  # after a stall: the passes before are too old
+        decision = self.state.observe_failure(observation, time.monotonic(), at_once)
         if decision is not None:
             throttled = decision.throttled and decision.transition is None
             self._apply(decision)
@@ -261,6 +274,26 @@ class Service:
         if self.metrics is not None:
             self.metrics.check_results.labels(self.name, check.name, "no_verdict").inc()
             self.metrics.statsd.incr("nerve", "check", self.name, check.name, "no_verdict")
+
+    def _verdict_fresh(self) -> bool:
+        """For the reporter: whether a lost registration may be written back now."""
+        now = time.monotonic()
+        self._stall_seen(self.freshness.seen(now), "registration")
+        return self.freshness.check(now) is None
+
+    def _fresh_round_done(self, started: float, ended: float, passed: bool) -> None:
+        stalled = self.freshness.stalled
+        outcome = self.freshness.round_done(started, ended, passed)
+        if outcome == "straddled" and stalled is None:
+            self._stall_seen(self.freshness.stalled, "round_end")
+        elif outcome == "confirmed":
+            event(log, "checks_fresh", service=self.name, after_stall_s=round(stalled or 0, 2))
+            self.reporter.wake()  # a registration held back for this round may go now
+
+    def _stall_seen(self, gap: float | None, seen_at: str) -> None:
+        if gap is not None:
+            event(log, "checks_stale", logging.WARNING, service=self.name, gap_s=round(gap, 2),
+                  limit_s=round(self.freshness.limit, 2), seen_at=seen_at)  # fmt: skip
 
     def _end_hold(self, failed: bool) -> None:
         """While the reporter holds (no decision yet since the start, see Reporter.holding),
@@ -418,32 +451,6 @@ class Service:
             "rounds": self.rounds,
             "record": self.reporter.registration.to_dict(),
             "registry": self.reporter.where(),
-            "checks": [self._check_status(c) for c in self.checks],
+            "checks": [check_status(self, c) for c in self.checks],
             "not_registering": self.never_up.told,
         }
-
-    def _check_status(self, check: Check) -> dict[str, Any]:
-        tracker = self.state.trackers[check.name]
-        result = self.last_results.get(check.name)
-        out: dict[str, Any] = {
-            "name": check.name,
-            "type": check.type,
-            "up": tracker.up,
-            "rise": tracker.rise,
-            "fall": tracker.fall,
-            "streak": tracker.streak,
-            "timeout": check.timeout,
-        }
-        if result is not None:
-            out["last"] = {
-                "ok": result.ok,
-                "detail": result.detail,
-                "latency": round(result.latency, 6),
-                "at": result.at,
-            }
-            if result.output is not None:
-                out["output"] = result.output
-        if check.name in self.no_verdict:
-            missed, skipped = self.no_verdict[check.name]
-            out["no_verdict"] = {"in_a_row": missed, "detail": skipped.detail, "at": skipped.at}
-        return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
@@ -33,6 +34,10 @@ BACKOFF_JITTER = 0.5
 
 class RegistryUnavailable(Exception):
     """The registry cannot be written right now (not connected, no lease yet, ...)."""
+
+
+class WaitForChecks(Exception):
+    """A lost registration is not written back on a verdict from before a stall."""
 
 
 class Reporter(ABC):
@@ -70,6 +75,11 @@ class Reporter(ABC):
         self._dirty.set()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Whether the service's verdict may be acted on now (its service sets it): after
+        # nerve stalled, a lost registration is written back only once a fresh check round
+        # has passed (nerve/freshness.py), which wakes us. Withdrawals never wait.
+        self.verdict_fresh: Callable[[], bool] = lambda: True
+        self._waits_for_checks = False
 
     # --- public -------------------------------------------------------------------
 
@@ -232,6 +242,13 @@ class Reporter(ABC):
         """Whether a registration left behind goes by itself (a session, a lease)."""
         return True
 
+    def _verdict_holds(self) -> None:
+        """Called before a registration the registry does not hold is written, and again by
+        the subclass right before the write itself (after any wait for a connection or a
+        lease: a session can be lost meanwhile)."""
+        if not self.registered and not self.verdict_fresh():
+            raise WaitForChecks
+
     def _needs_write(self) -> bool:
         if self.holding:
             return False  # undecided: whatever the registry holds stays for now
@@ -240,14 +257,20 @@ class Reporter(ABC):
     # --- the reconcile task ---------------------------------------------------------------
 
     async def _reconcile(self) -> None:
+        self._waits_for_checks = False
         if not self._needs_write():
             return
         losses = self._losses
-        if self.desired:
-            self.tried_register = True
-            wrote, op = await self._register(), "register"
-        else:
-            wrote, op = await self._withdraw(), "withdraw"
+        try:
+            if self.desired:
+                self._verdict_holds()
+                self.tried_register = True
+                wrote, op = await self._register(), "register"
+            else:
+                wrote, op = await self._withdraw(), "withdraw"
+        except WaitForChecks:
+            self._waits_for_checks = True  # not in sync: the fresh round's end wakes us
+            return
         if self._losses != losses:
             # The session or lease died while we were writing: what the write just set up
             # may have died with it, so the next pass looks again instead of trusting it.
@@ -283,7 +306,7 @@ class Reporter(ABC):
                 with attempt:
                     self._dirty.clear()
                     await self._reconcile()
-            if not self._dirty.is_set():
+            if not self._dirty.is_set() and not self._waits_for_checks:
                 self._idle.set()
 
     async def _backoff(self, seconds: float) -> None:

@@ -171,6 +171,7 @@ class EtcdReporter(Reporter):
 
     async def _register(self) -> bool:
         lease_id = await self.keeper.lease()
+        self._verdict_holds()  # (the lease may be new: the old one lost in a stall)
         try:
             put = await self.keeper.conn.with_client(
                 lambda c: c.put(self.key.encode(), self.data, lease=lease_id)

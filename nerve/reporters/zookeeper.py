@@ -193,6 +193,7 @@ class ZooKeeperReporter(NodeWatch, Reporter):
                 self.node = None
         self._rewrite = False
         if self.node is None:
+            self._verdict_holds()
             try:
                 self.node = await self._create()
             except NodeExistsError:

@@ -1,0 +1,36 @@
+"""One check's row of a service's /status: its counters, its last verdict, its output."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nerve.checks.base import Check
+    from nerve.service import Service
+
+
+def check_status(service: Service, check: Check) -> dict[str, Any]:
+    tracker = service.state.trackers[check.name]
+    result = service.last_results.get(check.name)
+    out: dict[str, Any] = {
+        "name": check.name,
+        "type": check.type,
+        "up": tracker.up,
+        "rise": tracker.rise,
+        "fall": tracker.fall,
+        "streak": tracker.streak,
+        "timeout": check.timeout,
+    }
+    if result is not None:
+        out["last"] = {
+            "ok": result.ok,
+            "detail": result.detail,
+            "latency": round(result.latency, 6),
+            "at": result.at,
+        }
+        if result.output is not None:
+            out["output"] = result.output
+    if check.name in service.no_verdict:
+        missed, skipped = service.no_verdict[check.name]
+        out["no_verdict"] = {"in_a_row": missed, "detail": skipped.detail, "at": skipped.at}
+    return out

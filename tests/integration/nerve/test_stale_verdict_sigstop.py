@@ -1,0 +1,154 @@
+"""nerve frozen (SIGSTOP: a VM pause, `docker pause`, a long GC or swap stall) past its
+ZooKeeper session or etcd lease while its service hangs: on SIGCONT it does not write the
+registration back on its verdict from before the freeze, it checks first (was: the node
+created again 16 ms after the new session, in every HAProxy until `fall` failures, 5 of
+8,883 requests 504). A live service is back after that one round.
+
+Real nerve process, real ZooKeeper and etcd; the service hangs as a SIGSTOPped server
+does (its port accepts, nothing answers)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import socket
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from kazoo.client import KazooClient
+from nerve_testlib import (
+    LEASE_TTL,
+    TIMEOUT,
+    ZK_SESSION,
+    NerveProcess,
+    children,
+    children_seen,
+    etcd_service,
+    nerve_config,
+    unique_path,
+    write_config,
+    zk_service,
+)
+
+from testbed.etcd import EtcdCluster
+from testbed.httpbackend import HttpBackend
+from testbed.process import wait_until
+from testbed.zookeeper import ZooKeeperServer
+
+CHECKS = [{"type": "http", "uri": "/health", "timeout": 1.0, "rise": 1, "fall": 2}]
+WATCH_S = 3.0  # after SIGCONT: before the fix the stale node stood ~1.5-2 s (fall 2)
+
+
+@contextmanager
+def hung(backend: HttpBackend) -> Iterator[None]:
+    """The backend's port accepts connections and never answers (a stopped process)."""
+    backend.stop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", backend.port))
+    sock.listen(64)
+    try:
+        yield
+    finally:
+        sock.close()
+
+
+def frozen_past_expiry(nerve: NerveProcess, gone: Callable[[], bool]) -> None:
+    nerve.signal(signal.SIGSTOP)
+    try:
+        wait_until(gone, TIMEOUT, what="the registration to expire", interval=0.05)
+        time.sleep(0.3)
+    except BaseException:
+        nerve.signal(signal.SIGCONT)
+        raise
+
+
+def samples(read: Callable[[], bool], seconds: float) -> list[bool]:
+    end, out = time.monotonic() + seconds, []
+    while time.monotonic() < end:
+        out.append(read())
+        time.sleep(0.01)
+    return out
+
+
+@pytest.mark.parametrize("alive", [False, True], ids=["hung", "alive"])
+def test_zookeeper_after_a_freeze_past_the_session(
+    tmp_path: Path,
+    kz: KazooClient,
+    zk: ZooKeeperServer,
+    http_backend_factory: Callable[..., HttpBackend],
+    nerve_process: Callable[[Path], NerveProcess],
+    alive: bool,
+) -> None:
+    """Hung: never re-created, not even for a moment. Alive: back after one check round
+    (a few ms here), not a ``check_interval`` or ``rise`` later."""
+    backend, path = http_backend_factory(), unique_path()
+    block = zk_service(zk.hosts, path, backend.port, checks=CHECKS)
+    nerve = nerve_process(write_config(tmp_path / "nerve.json", nerve_config({"web": block})))
+    wait_until(lambda: children(kz, path), TIMEOUT, what="the node", interval=0.05)
+    if alive:
+        frozen_past_expiry(nerve, lambda: not children(kz, path))
+        resumed = time.monotonic()
+        nerve.signal(signal.SIGCONT)
+        wait_until(lambda: children(kz, path), TIMEOUT, what="the node again", interval=0.01)
+        assert time.monotonic() - resumed < 2.0
+        assert "checks_fresh" in nerve.log()
+        return
+    with children_seen(kz, path) as seen, hung(backend):
+        frozen_past_expiry(nerve, lambda: not children(kz, path))
+        mark = len(seen)
+        nerve.signal(signal.SIGCONT)
+        time.sleep(WATCH_S)
+        after = list(seen[mark:])
+    assert not any(after), after
+    log = nerve.log()
+    assert "checks_stale" in log and "service_withdrawn" in log, log[-3000:]
+    assert log.count("znode_created") == 1 and ZK_SESSION < WATCH_S, log[-3000:]
+
+
+def etcd_has(endpoint: str, prefix: str) -> bool:
+    """Whether any key under ``prefix`` exists (etcd's JSON gateway: no client to share)."""
+    start = prefix.encode()
+    body = {
+        "key": base64.b64encode(start).decode(),
+        "range_end": base64.b64encode(start[:-1] + bytes([start[-1] + 1])).decode(),
+        "count_only": True,
+    }
+    request = urllib.request.Request(
+        f"http://{endpoint}/v3/kv/range", json.dumps(body).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=2) as response:
+        return int(json.loads(response.read()).get("count", 0)) > 0
+
+
+@pytest.mark.parametrize("alive", [False, True], ids=["hung", "alive"])
+def test_etcd_the_same_after_a_lost_lease(
+    tmp_path: Path,
+    etcd: EtcdCluster,
+    http_backend_factory: Callable[..., HttpBackend],
+    nerve_process: Callable[[Path], NerveProcess],
+    alive: bool,
+) -> None:
+    backend, path = http_backend_factory(), unique_path()
+    block = etcd_service(etcd.endpoints, path, backend.port, checks=CHECKS)
+    nerve = nerve_process(write_config(tmp_path / "nerve.json", nerve_config({"web": block})))
+    endpoint = etcd.endpoints[0]
+    wait_until(lambda: etcd_has(endpoint, path), TIMEOUT, what="the key", interval=0.05)
+    if alive:
+        frozen_past_expiry(nerve, lambda: not etcd_has(endpoint, path))
+        nerve.signal(signal.SIGCONT)
+        wait_until(lambda: etcd_has(endpoint, path), TIMEOUT, what="the key again")
+        assert "checks_fresh" in nerve.log()
+        return
+    with hung(backend):
+        frozen_past_expiry(nerve, lambda: not etcd_has(endpoint, path))
+        nerve.signal(signal.SIGCONT)
+        after = samples(lambda: etcd_has(endpoint, path), WATCH_S)
+    assert sum(after) == 0, f"the key stood in {sum(after)} of {len(after)} samples"
+    log = nerve.log()
+    assert "checks_stale" in log and "service_withdrawn" in log and LEASE_TTL < WATCH_S
