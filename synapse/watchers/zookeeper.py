@@ -45,6 +45,7 @@ from smartstack.record import (
     decode_nerve,
     decode_serverset,
 )
+from smartstack.stall_clock import StallClock, stall_clock
 from smartstack.tasks import Wake
 from smartstack.zookeeper import ZooKeeperConnection
 from synapse.generator_config import parse_generator_config
@@ -126,12 +127,13 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
             self._on_state("lost")
         policy = self.discovery.retry_policy
         backoff = Backoff(policy.base_interval, policy.max_interval)
+        stalls = stall_clock()
         while True:
             await self._wake.wait()
             self._wake.clear()
             if not self.conn.connected:
                 continue  # the state listener wakes us when the session is back
-            if self._verify and self._listed:
+            if self._verify and self._listed and not self._own_stall(stalls):
                 await asyncio.sleep(spread(self.discovery.relist_jitter))
                 if not self.conn.connected:
                     continue
@@ -145,6 +147,15 @@ class ZooKeeperWatcher(Watcher, TreeWatch):
                     self._wake.set()
             else:
                 backoff.reset()
+
+    def _own_stall(self, stalls: StallClock) -> bool:
+        """A reconnect after this process's own stall (its session expired while it stood
+        still): the registry was fine and no fleet is re-listing with us, but our list is
+        as old as the stall: list again now, not after a part of ``relist_jitter``."""
+        gap = stalls.stalled_within(max(5.0, self.ctx.zk_session_timeout))
+        if gap is not None:
+            event(log, "zk_relist_after_stall", service=self.service, gap_s=round(gap, 2))
+        return gap is not None
 
     def _arm(self) -> None:
         assert self.conn is not None

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 
 from kazoo.protocol.states import EventType, KeeperState, WatchedEvent
 from synapse_testlib import Collector, metrics, service_config
 
 from smartstack.record import Registration
+from smartstack.stall_clock import StallClock, stall_clock
 from synapse.watchers.base import Entry, WatcherContext
 from synapse.watchers.zookeeper import ZooKeeperWatcher
 
@@ -135,9 +138,9 @@ class _Pool:
         return _Conn()
 
 
-async def test_after_a_reconnect_the_list_waits_a_spread_of_relist_jitter(monkeypatch):
-    """A fleet's watchers must not all list again the instant the registry is back: the
-    window is the discovery block's ``relist_jitter`` (minutes at thousands of hosts)."""
+async def relist_windows(monkeypatch, stall_s: float = 0.0) -> list[float]:
+    """The relist_jitter windows waited before the list after a reconnect (``stall_s``: this
+    process stood still that long just before)."""
     from synapse.watchers import zookeeper as zookeeper_watcher
 
     cfg = service_config({"method": "zookeeper", "hosts": ["127.0.0.1:1"], "path": "/svc",
@@ -154,14 +157,40 @@ async def test_after_a_reconnect_the_list_waits_a_spread_of_relist_jitter(monkey
     task = asyncio.create_task(watcher.run())
     try:
         await asyncio.sleep(0)
+        if stall_s:
+            now = time.monotonic()
+            stall_clock().tick(due=now - stall_s, now=now)  # its overdue tick, on resume
         watcher._listed = True
         watcher._on_state("connected")  # the connection came back: check and list again
         await asyncio.wait_for(synced.wait(), 5)
-        assert windows == [45]
+        return windows
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_after_a_reconnect_the_list_waits_a_spread_of_relist_jitter(monkeypatch):
+    """A fleet's watchers must not all list again the instant the registry is back: the
+    window is the discovery block's ``relist_jitter`` (minutes at thousands of hosts)."""
+    assert await relist_windows(monkeypatch) == [45]
+
+
+async def test_after_its_own_stall_the_list_is_renewed_at_once(monkeypatch, caplog):
+    """synapse frozen past its session (SIGSTOP, a VM pause): nobody else re-lists, and
+    its list is as old as the stall (was: served 0.8-1.6 s more, a dead server kept UP)."""
+    caplog.set_level(logging.INFO)
+    assert await relist_windows(monkeypatch, stall_s=20.0) == []
+    assert "zk_relist_after_stall" in caplog.text
+
+
+def test_the_stall_clock_sees_a_late_tick_only() -> None:
+    clock = StallClock()
+    clock.tick(due=100.0, now=101.5)  # a busy loop: not a stall
+    assert clock.stalled_within(10.0, now=101.5) is None
+    clock.tick(due=102.0, now=122.0)
+    assert clock.stalled_within(10.0, now=122.2) == 20.0
+    assert clock.stalled_within(10.0, now=133.0) is None  # long over: a fleet's reconnect
 
 
 def test_relist_jitter_is_checked_like_any_key():
