@@ -1,11 +1,13 @@
-"""One check's row of a service's /status: its counters, its last verdict, its output."""
+"""One check's row of a service's /status (its counters, its last verdict, its output),
+and its result counted in the metrics."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nerve.checks.base import Check
+    from nerve.checks.base import Check, CheckResult
+    from nerve.metrics import NerveMetrics
     from nerve.service import Service
 
 
@@ -34,3 +36,18 @@ def check_status(service: Service, check: Check) -> dict[str, Any]:
         missed, skipped = service.no_verdict[check.name]
         out["no_verdict"] = {"in_a_row": missed, "detail": skipped.detail, "at": skipped.at}
     return out
+
+
+def record_check(
+    metrics: NerveMetrics | None, service: str, check: Check, result: CheckResult
+) -> None:
+    """One check's result in Prometheus' metrics and statsd."""
+    if metrics is None:
+        return
+    metrics.check_up.labels(service, check.name).set(1 if result.ok else 0)
+    outcome = "pass" if result.ok else "fail"
+    metrics.check_results.labels(service, check.name, outcome).inc()
+    metrics.check_duration.labels(service, check.name).observe(result.latency)
+    stats = metrics.statsd
+    stats.incr("nerve", "check", service, check.name, "success" if result.ok else "failure")
+    stats.timing("nerve", "check", service, check.name, "duration", seconds=result.latency)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from nerve.check_status import check_status
+from nerve.check_status import check_status, record_check
 from nerve.checks.base import Check, CheckResult
 from nerve.freshness import Freshness, stale_after
 from nerve.maintenance import UNKNOWN, MaintenanceEnd, MaintenanceFlag, MaintenanceStore
@@ -241,7 +241,7 @@ class Service:
         if missed:
             event(log, "check_verdict_back", service=self.name, check=check.name, missed=missed)
         self.last_results[check.name] = result
-        self._record_check(check, result)
+        record_check(self.metrics, self.name, check, result)
         self._tell_never_up(check, result)
         observation = Observation(check.name, result.ok, result.detail)
         if result.ok:
@@ -308,17 +308,6 @@ class Service:
         rise = max((t.rise for t in self.state.trackers.values()), default=1)
         if failed or self.reporter.held_rounds >= rise:
             self.reporter.set_registered(False)
-
-    def _record_check(self, check: Check, result: CheckResult) -> None:
-        if self.metrics is None:
-            return
-        self.metrics.check_up.labels(self.name, check.name).set(1 if result.ok else 0)
-        outcome = "pass" if result.ok else "fail"
-        self.metrics.check_results.labels(self.name, check.name, outcome).inc()
-        self.metrics.check_duration.labels(self.name, check.name).observe(result.latency)
-        stats = self.metrics.statsd
-        stats.incr("nerve", "check", self.name, check.name, "success" if result.ok else "failure")
-        stats.timing("nerve", "check", self.name, check.name, "duration", seconds=result.latency)
 
     def _load_flag(self, now: float) -> MaintenanceFlag | None:
         """The service's maintenance flag (None while nerve cannot read it). The first one
