@@ -387,7 +387,9 @@ class SynapseDaemon:
             self.reconciler.file_output = make_file_output(new)
         if state_key(new) != state_key(old):  # (the runtime evacuations move with it)
             evacuations = self.reconciler.zones.evacuations
+            old_cache = self.reconciler.state_cache
             self.reconciler.state_cache = make_state_cache(new, evacuations, self._listing_key)
+            await self.reconciler.outputs.moved(old_cache)
         await self.service_watchers.follow(new.services)
 
     def _warn_about(self, config: SynapseConfig) -> None:

@@ -71,8 +71,8 @@ def make_state_cache(
 ) -> StateCache | None:
     """Airbnb's state file, loaded, when ``haproxy.state_file_path`` is set (or managed).
     ``keep``: the runtime evacuations synapse runs with (a SIGHUP moved the file): they
-    replace the file's and are written into it now, or a restart would lose them (a
-    failed write is logged; the next update writes them). ``key_of``: the key of the
+    replace the file's, and ``RoundOutputs.moved`` writes them with every server at once
+    (not this cache's empty servers first), or a restart would lose them. ``key_of``: the key of the
     discovery now listing a service (synapse.restart_held)."""
     path, ttl = state_key(config)
     if path is None or ttl is None:
@@ -80,7 +80,6 @@ def make_state_cache(
     cache = StateCache(path, ttl, key_of=key_of)
     cache.load()
     cache.behind_haproxy = behind_haproxy(config)
-    if keep is not None:
-        cache.evacuations = keep
-        cache.save_evacuations(keep)
+    if keep is not None:  # (written with every server by RoundOutputs.moved, at once)
+        cache.evacuations, cache.evacuations_unsaved = keep, True
     return cache

@@ -73,6 +73,20 @@ class RoundOutputs:
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._writer())
 
+    async def moved(self, old: StateCache | None) -> None:
+        """A SIGHUP replaced the cache (``make_state_cache``: another path): the old path's
+        failing streak ends, said; the new file gets every server now, not an interval later
+        (a crash then a start with the registry down would find it empty)."""
+        cache = self._cache()
+        if old is not None and old is not cache:
+            old.abandon(str(cache.path) if cache is not None else None)
+        if cache is None:
+            return
+        self._dirty = True
+        await self._flush()
+        if self._dirty:  # (the next slice, or a refused write: the writer takes it)
+            self.state_file_due()
+
     async def _writer(self) -> None:
         while self._dirty and not self._stopping.is_set():  # (stop: the final flush)
             delay = self._written_at + STATE_FILE_INTERVAL - time.monotonic()
@@ -98,5 +112,7 @@ class RoundOutputs:
         budget = None if final else REBUILD_BUDGET  # (on the way out: all of it at once)
         with contextlib.suppress(Exception):  # StateCache reports its own failures
             await asyncio.to_thread(cache.update, *self._snapshot(), budget)
-        # the next slice; a failed write (full disk): retried each interval until written
+        # the next slice; a failed write (full disk): retried each interval until written.
+        # (``failing`` holds until an update's write succeeds: another thread's write of the
+        # older servers meanwhile, an evacuation's, does not clear it.)
         self._dirty |= cache.pending or cache.evacuations_unsaved or cache.failing

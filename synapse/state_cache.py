@@ -146,7 +146,7 @@ class StateCache(StateFileView):
         if not changed and not stale and not self.evacuations_unsaved and not self.failing:
             self._built.update(built)  # (equal entries: nothing to write)
             return False
-        if not self._write(texts, now, lefts):
+        if not self._write(texts, now, lefts, current=True):
             return False
         self._generators = gens
         self._built = {s: b for s, b in {**self._built, **built}.items() if s in texts}
@@ -190,9 +190,15 @@ class StateCache(StateFileView):
 
     @property
     def failing(self) -> bool:
-        """The last write failed: the file lags what synapse serves; every update writes
-        it again (``RoundOutputs`` retries each second while this holds)."""
+        """A write failed and none has caught the file up since: it lags what synapse
+        serves; every update writes it again (``RoundOutputs`` retries each second while
+        this holds). An evacuation's write of the older servers does not end it (``behind``)."""
         return self.write_streak.failing
+
+    def abandon(self, moved_to: str | None) -> None:
+        """A SIGHUP moved the file (``moved_to``; None: no state file now) while its writes
+        failed: their streak ends here, said (nothing will retry this path)."""
+        self.write_streak.abandoned("state_file_write_abandoned", moved_to=moved_to)
 
     def step_pending(self) -> bool:
         """Whether the wall clock stepped since the stamps here were last put on it."""
@@ -226,13 +232,18 @@ class StateCache(StateFileView):
         return step
 
     def _write(
-        self, texts: Mapping[str, str], now: float, lefts: Mapping[str, Left] | None = None
-    ) -> bool:
-        """``lefts``: the services' servers marked left (None: those the cache holds)."""
+        self, texts: Mapping[str, str], now: float, lefts: Mapping[str, Left] | None = None,
+        current: bool = False,
+    ) -> bool:  # fmt: skip
+        """``lefts``: the services' servers marked left (None: those the cache holds).
+        ``current``: an update's, the servers synapse serves now (else those last written)."""
         with self._write_lock:
-            return self._write_now(texts, self._left if lefts is None else lefts, now)
+            left = self._left if lefts is None else lefts
+            return self._write_now(texts, left, now, current)
 
-    def _write_now(self, texts: Mapping[str, str], lefts: Mapping[str, Left], now: float) -> bool:
+    def _write_now(
+        self, texts: Mapping[str, str], lefts: Mapping[str, Left], now: float, current: bool
+    ) -> bool:
         lines = {s: line_of(text, lefts.get(s)) for s, text in texts.items()}
         own: dict[str, Any] = {}
         if self.evacuations != Evacuations():  # none (and no server): Airbnb's plain form
@@ -252,11 +263,14 @@ class StateCache(StateFileView):
             self.last_error = str(exc)
             effect = "retried each second; a start with the registry down serves the file's"
             self.write_streak.write_failed(exc, effect=effect)
+            self.behind = self.behind or current  # (its servers are kept nowhere but here)
             return False
         self._texts, self._left = dict(texts), {s: lefts[s] for s in texts if lefts.get(s)}
         self._written_at = now
         self.last_error = None
-        self.write_streak.written()
+        self.behind = self.behind and not current
+        if not self.behind:  # (the older servers written, on a nearly full disk: no flap)
+            self.write_streak.written()
         self.evacuations_unsaved = False  # (written with the current ones)
         return True
 

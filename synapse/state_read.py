@@ -85,6 +85,10 @@ class StateFileView:
         # while ``failing`` every update writes the file again (round_outputs: each second).
         self.write_streak = WriteStreak(log, "state_file_write_failed",
                                         "state_file_write_recovered", str(self.path))  # fmt: skip
+        # An update's write failed and no update's write succeeded since: the file lacks
+        # servers the cache does not hold either (an evacuation's write, of the servers last
+        # written, succeeding meanwhile ends nothing: the streak and the retries go on).
+        self.behind = False
         self.evacuations = Evacuations()
         # The evacuations changed and no write has kept them yet (a full or read-only disk):
         # every later update writes the file, so they are kept once the disk is back.

@@ -12,7 +12,7 @@ import errno
 import logging
 from typing import Any
 
-from smartstack.logs import FailureStreak
+from smartstack.logs import FailureStreak, event
 
 
 def errno_name(exc: OSError) -> str:
@@ -51,6 +51,15 @@ class WriteStreak(FailureStreak):
     def written(self) -> None:  # (a good write: ends a streak)
         self.error = None
         self.success(path=self.path)
+
+    def abandoned(self, name: str, **fields: Any) -> None:
+        """The file is no longer written (moved by a SIGHUP): a streak ends unrecovered,
+        said as ``name`` (failures, seconds), or its start would stand alone in the log."""
+        ended = self.end()
+        self.error = None
+        if ended is not None:
+            event(self.logger, name, self.level, path=self.path, failures=ended[0],
+                  seconds=ended[1], **fields)  # fmt: skip
 
     def degraded(self, what: str, effect: str) -> list[str]:
         """/health's ``degraded`` line while failing (none otherwise): a file behind what

@@ -20,11 +20,14 @@ from prometheus_client import CollectorRegistry
 
 from smartstack.record import Registration
 from synapse import atomic, round_outputs, state_cache
+from synapse.config import SynapseConfig
+from synapse.daemon_parts import make_state_cache
 from synapse.metrics import SynapseMetrics
 from synapse.model import Server
 from synapse.round_outputs import RoundOutputs
 from synapse.selection import ORIGIN_DISCOVERY, Selection
 from synapse.state_cache import StateCache
+from synapse.zone_state import Evacuations
 
 GAUGE = "synapse_state_file_write_failing_seconds"
 
@@ -131,3 +134,122 @@ def test_no_temp_file_is_left_by_a_write_the_disk_refuses(
     assert not cache.update({"web": selection("a")}, ["web"])
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+class NearlyFull(Disk):
+    """A disk with room for ``room`` bytes of file: a smaller text fits, a larger one not."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, room: int) -> None:
+        super().__init__(monkeypatch)
+        self.room, real = room, state_cache.write_atomic
+
+        def write(path: Path, data: Any, *args: Any, **kwargs: Any) -> None:
+            if len(data) > self.room:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real(path, data, *args, **kwargs)
+
+        monkeypatch.setattr(state_cache, "write_atomic", write)
+
+
+def test_an_evacuations_write_of_the_older_servers_ends_no_streak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review s29 LOW-1: the update's write refused, an evacuation's write (the servers last
+    written) succeeded: "recovered" was said, /health cleared and the retries stopped while
+    the file still lacked the update's servers. On a nearly full disk (the older, smaller
+    text fits, the newer not) each evacuation ended the streak and the next retry began
+    another: it flapped."""
+    path = tmp_path / "state.json"
+    cache = StateCache(path, 3600, clock=lambda: 1_000_000.0)
+    assert cache.update({"web": selection("a")}, ["web"])
+    disk = NearlyFull(monkeypatch, room=len(path.read_text()) + 120)  # (a and az0 fit)
+    now = {"web": selection("a", "b", "c")}
+    with caplog.at_level(logging.INFO, logger="synapse.state_cache"):
+        for i in range(3):
+            assert not cache.update(now, ["web"])  # refused: the new text is larger
+            assert cache.save_evacuations(Evacuations().evacuate(f"az{i}")), "the older fits"
+            assert in_file(path) == ["a"]
+            assert cache.failing, "the file still lacks b and c: retried, not recovered"
+            assert cache.write_streak.degraded("state file", "it lags") != []
+        assert events(caplog, "state_file_write_recovered") == []
+        assert len(events(caplog, "state_file_write_failed")) == 1, "one streak, no flap"
+        disk.room = 1 << 20
+        assert cache.update(now, ["web"])
+    assert in_file(path) == ["a", "b", "c"] and not cache.failing
+    [recovered] = events(caplog, "state_file_write_recovered")
+    assert recovered.smartstack_fields["failures"] == 3  # type: ignore[attr-defined]
+
+
+async def test_the_round_writer_retries_though_an_evacuation_was_written_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review s29 LOW-1 (race_lost_retry.py): the evacuation's write lands between the
+    round's refused update and ``_flush`` reading ``failing``: the writer stopped and the
+    file kept b (withdrawn) without c until the next change or the refresh."""
+    monkeypatch.setattr(round_outputs, "STATE_FILE_INTERVAL", 0.05)
+    path, disk = tmp_path / "state.json", Disk(monkeypatch)
+    cache = StateCache(path, 3600, clock=lambda: 1_000_000.0)
+    assert cache.update({"web": selection("a", "b")}, ["web"])
+    real = cache.update
+
+    def update(*args: Any) -> bool:
+        written = real(*args)  # the round's write, refused
+        if disk.full:  # meanwhile: space back, the zone API's thread writes an evacuation
+            disk.full = False
+            cache.save_evacuations(Evacuations().evacuate("az2"))
+        return written
+
+    monkeypatch.setattr(cache, "update", update)
+    outputs = RoundOutputs(
+        SynapseMetrics(CollectorRegistry()),
+        lambda: cache,
+        lambda: ({"web": selection("a", "c")}, ["web"], {}),
+    )
+    disk.full = True
+    outputs.state_file_due()
+    await asyncio.sleep(0.3)
+    assert in_file(path) == ["a", "c"], "retried an interval later: the servers served"
+    assert not cache.failing and outputs.task is not None and outputs.task.done()
+    await outputs.final()
+
+
+async def test_a_sighup_moving_a_failing_state_file_ends_its_streak_and_fills_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review s29 LOW-2 and LOW-3 (sighup_move.py): the old path's streak never ended in
+    the log; the new file held ``{}`` (make_state_cache's write of a fresh cache) until
+    the writer's next interval, ~1 s: a crash then a start with the registry down read
+    no server."""
+    old_path, new_path = tmp_path / "a.json", tmp_path / "b.json"
+    old = StateCache(old_path, 3600)
+    assert old.update({"web": selection("a", "b")}, ["web"])
+    evacuated = Evacuations().evacuate("az2")
+    config = SynapseConfig.model_validate({
+        "services": {}, "admin": {"port": None},
+        "haproxy": {"config_file_path": str(tmp_path / "haproxy.cfg"),
+                    "reload_command": "true", "state_file_path": str(new_path)},
+    })  # fmt: skip
+    holder: list[StateCache | None] = [old]
+    outputs = RoundOutputs(
+        SynapseMetrics(CollectorRegistry()),
+        lambda: holder[0],
+        lambda: ({"web": selection("a", "c")}, ["web"], {}),
+    )
+    disk = Disk(monkeypatch)
+    disk.full = True
+    with caplog.at_level(logging.INFO, logger="synapse.state_cache"):
+        assert not old.update({"web": selection("a", "c")}, ["web"])
+        disk.full = False  # (the new path: another disk, with room)
+        holder[0] = make_state_cache(config, evacuated)  # as the daemon's SIGHUP does
+        assert not new_path.exists() or in_file(new_path) != [], "never an empty file"
+        await outputs.moved(old)
+        assert in_file(new_path) == ["a", "c"], "every server at once, not an interval later"
+    fresh = StateCache(new_path, 3600)
+    fresh.load()
+    assert fresh.evacuations == evacuated
+    [abandoned] = events(caplog, "state_file_write_abandoned")
+    fields = abandoned.smartstack_fields  # type: ignore[attr-defined]
+    assert fields["path"] == str(old_path) and fields["moved_to"] == str(new_path)
+    assert fields["failures"] == 1 and abandoned.levelno == logging.WARNING
+    assert events(caplog, "state_file_write_recovered") == []
+    await outputs.final()
