@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -284,12 +285,12 @@ class EtcdConnection(Endpoints):
         reauthenticated = False
         while failures < len(self.endpoints):
             client: aetcd.Client | None = None
+            started = time.monotonic()
             try:
                 client = await self.client()
                 with self._calls.running(client):
                     result = await asyncio.wait_for(fn(client), timeout or self.timeout)
-                if self._outage.since is not None:
-                    self._outage.success(endpoint=self.current_endpoint)
+                self._answered(started)
                 return result
             except TimeoutError as exc:
                 if client is not None and client is not self._client:
@@ -402,7 +403,17 @@ class EtcdConnection(Endpoints):
         event(log, "etcd_tls_failed", level=logging.ERROR, endpoint=self.current_endpoint,
               error=detail[:300], hint="check etcd_tls: ca_cert, cert_cert, cert_key")  # fmt: skip
 
+    async def _wake_probe(self) -> object:
+        async def led(client: aetcd.Client) -> int:
+            leader = await member_leader(client)
+            if not leader:  # answers, but serves no listing: not a recovery
+                raise ConnectionError("the endpoint has no leader")
+            return leader
+
+        return await self.with_client(led, probe=False)  # no answer: the next endpoint
+
     async def close(self) -> None:
+        await self.wake.close()
         async with self._lock:
             old, self._client = self._client, None
         await self._close_stream(old)

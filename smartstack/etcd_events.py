@@ -12,10 +12,12 @@ import asyncio
 import collections
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from smartstack.etcd_wake import RecoveryWake
 from smartstack.logs import FailureStreak
 from smartstack.registry_address import etcd_endpoint
 
@@ -199,6 +201,19 @@ class Endpoints(CheckTicks):
         self.failovers = 0
         # Every failed call rotates: an outage is logged when it starts and when it ends.
         self._outage = FailureStreak(log, "etcd_failover", "etcd_recovered")
+        # Watchers sleeping their backoff are woken when the connection answers again.
+        self.wake = RecoveryWake(self._wake_probe)
+
+    async def _wake_probe(self) -> object:
+        """One small call that proves the connection answers (the transport's)."""
+        raise NotImplementedError
+
+    def _answered(self, started: float) -> None:
+        """A call (``started`` at this ``time.monotonic()``) was answered: an outage under
+        way ends; if it was answered promptly, the watchers sleeping their backoff wake."""
+        if self._outage.since is not None:
+            self._outage.success(endpoint=self.current_endpoint)
+        self.wake.answered(time.monotonic() - started <= self.timeout / 2)
 
     @property
     def current_endpoint(self) -> str:
@@ -210,6 +225,7 @@ class Endpoints(CheckTicks):
         # With one endpoint there is no other to name: the next call connects to it anew.
         where = "next" if len(self.endpoints) > 1 else "reconnect"
         self._outage.failure(reason, **{where: self.current_endpoint})
+        self.wake.failed()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

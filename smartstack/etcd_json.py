@@ -28,6 +28,7 @@ import base64
 import contextlib
 import logging
 import ssl
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple, TypeVar
@@ -43,7 +44,7 @@ from smartstack.etcd_events import (
     split_endpoint,
 )
 from smartstack.etcd_http import Exchange, HttpStatusError, Target, TLSContexts, call, open_stream
-from smartstack.etcd_json_probe import WatchProbe
+from smartstack.etcd_json_probe import STATUS_PATH, WatchProbe
 from smartstack.logs import event
 from smartstack.registry_auth import AUTH_NOT_ENABLED, TLSFileError, token_refused
 
@@ -262,6 +263,7 @@ class EtcdJsonConnection(Endpoints):
         while failures < len(self.endpoints):
             turn, endpoint, limit = self._turn, self.current_endpoint, timeout or self.timeout
             sent: list[str] = []  # the token this try sent
+            started = time.monotonic()
             try:
                 result = await asyncio.wait_for(self._on(fn, turn, sent), limit)
             except HttpStatusError as exc:
@@ -285,8 +287,7 @@ class EtcdJsonConnection(Endpoints):
                           hint="check etcd_tls: ca_cert, cert_cert, cert_key")  # fmt: skip
                 await self.rotate(f"{type(exc).__name__}: {str(exc)[:120]}", turn)
             else:
-                if self._outage.since is not None:
-                    self._outage.success(endpoint=self.current_endpoint)
+                self._answered(started)
                 return result
         assert last is not None
         raise last
@@ -354,8 +355,18 @@ class EtcdJsonConnection(Endpoints):
 
         return await self.with_endpoint(create)
 
+    async def _wake_probe(self) -> object:
+        async def led(target: Target, _turn: object) -> object:
+            reply = await call(target, STATUS_PATH, {})
+            if not int(reply.get("leader") or 0):  # answers, but serves no listing
+                raise ConnectionError("the endpoint has no leader")
+            return reply
+
+        return await self.with_endpoint(led)  # no answer: the next endpoint
+
     async def close(self) -> None:
         """End every watch of this connection (its watchers are stopping)."""
+        await self.wake.close()
         await self._probe.close()
         for watch in list(self._watches):
             watch.fail(ConnectionError("watch closed"))

@@ -39,11 +39,18 @@ def degraded(daemon: SynapseDaemon) -> list[str]:
     typo that still loads (HAProxy runs what synapse wants: /health stays 200; a 503 would
     have a supervisor restart synapse, which starts from the typo alone)."""
     said = daemon.service_watchers.degraded()  # a SIGHUP's discovery lists no server
+
+    def daemon_lost(name: str) -> str | None:  # why a service's watcher is disconnected
+        watcher = daemon.service_watchers.active.get(name)
+        if watcher is None or watcher.connected or watcher.method == "unsupported":
+            return None
+        return watcher.last_error or "disconnected"
+
     reconciler = daemon.reconciler
     if reconciler is not None:  # a restart's typo: the state file's servers (restart_held)
         said += reconciler.restart_held.degraded(daemon.config.services)
         named = {line.partition(":")[0] for line in said}  # (a held swap's old list too)
-        said += reconciler.previous_kept.degraded(daemon.config.services, named)
+        said += reconciler.previous_kept.degraded(daemon.config.services, named, daemon_lost)
     cache = reconciler.state_cache if reconciler else None
     if cache is not None:  # (a start while the registry is down would serve older servers)
         said += cache.write_streak.degraded("state file", "it lags the servers served (retried "

@@ -181,7 +181,7 @@ class DiscoveryConfig(ConfigModel):
     resolver: ResolverConfig | None = None
     # ours: random delay before a watcher starts, to spread a fleet restart
     start_jitter: float = Field(default=0.0, ge=0)
-    # ours (zookeeper): random delay before listing again after the connection came back,
+    # ours (zookeeper, etcd): random delay before listing again after the connection came back,
     # to spread a fleet's re-lists when the registry returns; grows with the fleet
     relist_jitter: float = Field(default=2.0, ge=0, le=3600)
 

@@ -62,11 +62,26 @@ class PreviousKept:
             event(log, "previous_backends_kept_ended", service=name, reason=ended,
                   kept_s=round(self._clock() - started, 1))  # fmt: skip
 
-    def degraded(self, configured: Container[str], said: Container[str] = ()) -> list[str]:
+    def degraded(
+        self,
+        configured: Container[str],
+        said: Container[str] = (),
+        lost: Callable[[str], str | None] = lambda name: None,
+    ) -> list[str]:
         """For /health: the services still ``configured`` and not ``said`` already (a held
-        SIGHUP swap's line names the old list's emptiness)."""
+        SIGHUP swap's line names the old list's emptiness). ``lost(name)``: why the service's
+        watcher is not connected (None: it is), whose last list may be stale since."""
         now = self._clock()
-        return [f"{name}: the discovery lists no servers; serving the previous list ({count} "
-                f"servers, use_previous_backends) since {round(now - since, 1)} s"
-                for name, (since, count) in sorted(self.since.items())
-                if name in configured and name not in said]  # fmt: skip
+        lines = []
+        for name, (since, count) in sorted(self.since.items()):
+            if name not in configured or name in said:
+                continue
+            why = lost(name)
+            # A watcher without its watch may have missed the registry listing servers again
+            # (review s29: "lists no servers" while etcd held 3 and the watch was down).
+            listed = ("the discovery lists no servers" if why is None else
+                      f"the discovery's last list had no servers, and its watch is down "
+                      f"({why[:120]}): the registry may list some now")  # fmt: skip
+            lines.append(f"{name}: {listed}; serving the previous list ({count} servers, "
+                         f"use_previous_backends) since {round(now - since, 1)} s")  # fmt: skip
+        return lines

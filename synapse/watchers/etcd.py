@@ -8,7 +8,8 @@ are needed. Over gRPC (``smartstack.etcd``), the watchers of one connection list
 few services: no gRPC loaded) each lists in one call and watches on a connection of its own.
 When the watch dies (etcd restarted, endpoint lost, stream ended, revision
 compacted) the watcher lists again and resumes, with jittered backoff between
-failed attempts; the last known list stays in force meanwhile.
+failed attempts, ended early (after ``relist_jitter``) when the connection answers again
+(smartstack.etcd_wake); the last known list stays in force meanwhile.
 
 Should etcd drop a watch without a word, it would just never deliver again. So while
 a watch runs, the prefix's (count, newest revision) is checked every ``RESYNC_INTERVAL``
@@ -125,7 +126,8 @@ class EtcdWatcher(Watcher):
                     await self.conn.rotate(self.last_error or "watch failed", self._client)
             else:
                 self.set_connected(False, "etcd watch ended")
-            await asyncio.sleep(backoff.next())
+            # Ended early, after relist_jitter, when the connection answers again.
+            await self.conn.wake.sleep(backoff.next(), self.discovery.relist_jitter)
 
     async def _list_and_watch(self, backoff: Backoff) -> None:
         assert self.conn is not None

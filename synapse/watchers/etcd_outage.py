@@ -5,8 +5,9 @@ once, a reminder each every 5 minutes, 200 ``etcd_watch_restored`` on its return
 Their failures are gathered for ``GATHER`` seconds and logged as one line with how many
 watchers they concern, a few of their names and the latest error; a new kind of error is
 logged once per outage, a reminder every ``REMIND_EVERY`` seconds. The watchers come back
-spread over their jittered backoff (up to ``max_interval``, a minute): the first return
-after a lost line is logged, the others when all are back (or with the next lost line).
+spread over ``relist_jitter`` once the connection answers again (smartstack.etcd_wake), or
+over their jittered backoff (up to ``max_interval``, a minute): the first return after a
+lost line is logged, the others when all are back (or with the next lost line).
 A watcher stopped while lost (its service removed by a SIGHUP) is counted as ``removed``:
 the outage's last line still says that none is lost.
 Which services are without a watch, and why, is in each watcher's ``/status``.

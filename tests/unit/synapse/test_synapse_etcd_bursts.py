@@ -13,6 +13,7 @@ import aetcd.rtypes
 from synapse_testlib import Collector, eventually, metrics, sample, service_config
 
 from smartstack.etcd_batch import Listing
+from smartstack.etcd_wake import RecoveryWake
 from smartstack.etcd_watch import PrefixWatch
 from synapse.watchers.base import Entry, WatcherContext
 from synapse.watchers.etcd import EtcdWatcher
@@ -52,6 +53,10 @@ class FakeConnection:
         self.listings = 0
         self.watches: list[PrefixWatch] = []
         self.max_pending = max_pending
+        self.wake = RecoveryWake(self.wake_probe)  # never failed: a test calls recovered()
+
+    async def wake_probe(self) -> object:
+        raise AssertionError("not failing: never probed")
 
     async def list_prefix(self, prefix: bytes, timeout: float) -> Listing:
         self.listings += 1

@@ -1,0 +1,176 @@
+"""Watchers sleeping their retry backoff wake when their etcd connection recovers (after
+a random delay of up to ``relist_jitter``), instead of finishing a backoff grown to a
+minute during a long outage (no etcd: fake connections and calls)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from synapse_testlib import Collector, eventually, metrics, service_config
+from test_etcd_watch_outage import DownConnection
+
+from smartstack import etcd_wake
+from smartstack.etcd_json import EtcdJsonConnection
+from smartstack.etcd_wake import RecoveryWake
+from synapse.watchers.base import WatcherContext
+from synapse.watchers.etcd import EtcdWatcher
+
+
+async def test_a_recovery_ends_the_sleep_after_the_jitter_and_only_then() -> None:
+    wake = RecoveryWake(lambda: asyncio.sleep(0))
+    started = time.monotonic()
+    assert await wake.sleep(0.05, jitter=0) is False  # nothing recovered: the whole sleep
+    assert time.monotonic() - started >= 0.05
+    sleepers = [asyncio.ensure_future(wake.sleep(30, jitter=0.2)) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    assert not any(s.done() for s in sleepers)
+    started = time.monotonic()
+    wake.recovered()
+    assert await asyncio.wait_for(asyncio.gather(*sleepers), 2) == [True] * 5
+    assert time.monotonic() - started <= 0.5
+    assert wake.wakes == 1
+    wake.recovered()  # nobody sleeps: nothing to wake, and the next sleep is not cut short
+    assert wake.wakes == 1
+    assert await wake.sleep(0.05, jitter=0) is False
+
+
+async def test_a_failing_connection_is_probed_while_watchers_sleep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing else calls a connection whose watchers all sleep: one probe per interval
+    (not per watcher) finds it answering again, and the sleepers wake."""
+    monkeypatch.setattr(etcd_wake, "PROBE_EVERY", 0.05)
+    probes = 0
+
+    async def probe() -> None:
+        nonlocal probes
+        probes += 1
+        if probes < 3:
+            raise ConnectionError("no answer")
+        wake.answered(prompt=probes > 3)  # the third one answered, but slowly
+
+    wake = RecoveryWake(probe)
+    wake.failed()
+    sleepers = [asyncio.ensure_future(wake.sleep(30, jitter=0.05)) for _ in range(20)]
+    assert await asyncio.wait_for(asyncio.gather(*sleepers), 3) == [True] * 20
+    assert probes == 4
+    await asyncio.sleep(0.2)
+    assert probes == 4  # recovered: no more probes
+    await wake.close()
+
+
+async def test_no_probe_while_the_connection_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watcher refused by an answering etcd keeps its backoff: no probe, no wake."""
+    monkeypatch.setattr(etcd_wake, "PROBE_EVERY", 0.01)
+    probes = []
+    wake = RecoveryWake(lambda: probes.append(1) or asyncio.sleep(0))
+    wake.answered(prompt=True)  # (never failed over)
+    assert await wake.sleep(0.1, jitter=0) is False
+    assert probes == []
+
+
+async def test_the_json_connection_wakes_its_sleepers_on_its_first_answer_after_failures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", "smartstack.etcd")
+    conn = EtcdJsonConnection(["127.0.0.1:1"], start=0, timeout=0.4)
+    answers = ["fail", "slow", "ok", "ok"]
+
+    async def call(_target: object, _turn: object) -> str:
+        answer = answers.pop(0)
+        if answer == "fail":
+            raise ConnectionError("refused")
+        if answer == "slow":  # beyond half the timeout: a gray link, not a recovery
+            await asyncio.sleep(0.25)
+        return "ok"
+
+    async def answered() -> str:
+        return await conn.with_endpoint(call)
+
+    sleeper = asyncio.ensure_future(conn.wake.sleep(30, jitter=0))
+    await asyncio.sleep(0)
+    with pytest.raises(ConnectionError):
+        await answered()  # the only endpoint failed: an outage starts
+    assert not sleeper.done()
+    assert await answered() == "ok"  # etcd_recovered, slowly: no wake
+    await asyncio.sleep(0.05)
+    assert not sleeper.done()
+    assert [r.getMessage() for r in caplog.records].count("etcd_recovered") == 1
+    assert await answered() == "ok"  # promptly
+    assert await asyncio.wait_for(sleeper, 1) is True
+    late = asyncio.ensure_future(conn.wake.sleep(0.05, jitter=0))
+    assert await answered() == "ok"  # no outage: no wake
+    assert await late is False
+    await conn.close()
+
+
+async def test_a_watcher_deep_in_its_backoff_lists_soon_after_the_connection_recovers() -> None:
+    """retry_policy's backoff grown to 10 s: the watcher lists within relist_jitter of the
+    recovery, not at the end of it (before: 5-10 s later)."""
+    conn = DownConnection()
+    ctx = WatcherContext(loop=asyncio.get_running_loop(), metrics=metrics(),
+                         etcd_connection=lambda discovery: conn)  # type: ignore[arg-type,return-value]  # fmt: skip
+    discovery = {"method": "etcd", "endpoints": ["127.0.0.1:1"], "path": "/svc/web",
+                 "relist_jitter": 0.3,
+                 "retry_policy": {"base_interval": 10, "max_interval": 10}}  # fmt: skip
+    watcher = EtcdWatcher("web", service_config(discovery), Collector(), ctx)
+    await watcher.start()
+    try:
+        await eventually(lambda: watcher.last_error is not None, what="the failed list")
+        await asyncio.sleep(0.1)  # asleep in its backoff (5-10 s)
+        conn.down = False
+        started = time.monotonic()
+        conn.wake.recovered()
+        await eventually(lambda: watcher.connected, timeout=3, what="listing again")
+        assert time.monotonic() - started <= 1.0
+    finally:
+        await watcher.stop()
+
+
+async def test_a_probe_still_waiting_when_another_call_recovers_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its late failure would move the connection off the endpoint that just answered."""
+    monkeypatch.setattr(etcd_wake, "PROBE_EVERY", 0.01)
+    started, ended = asyncio.Event(), []
+
+    async def probe() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)  # unanswered, as on a slow link
+        finally:
+            ended.append(asyncio.current_task().cancelling())  # type: ignore[union-attr]
+
+    wake = RecoveryWake(probe)
+    wake.failed()
+    sleeper = asyncio.ensure_future(wake.sleep(30, jitter=0))
+    await asyncio.wait_for(started.wait(), 2)
+    wake.answered(prompt=True)  # a watcher's own call was answered
+    assert await asyncio.wait_for(sleeper, 1) is True
+    await asyncio.sleep(0.05)
+    assert ended == [1]  # cancelled, not failed late
+    await wake.close()
+
+
+async def test_a_probe_that_waited_out_its_timeout_is_followed_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sent on the slow link just before it healed, it fails after the connection's timeout:
+    the next one goes out then, not an interval later."""
+    monkeypatch.setattr(etcd_wake, "PROBE_EVERY", 0.3)
+    starts: list[float] = []
+
+    async def probe() -> None:
+        starts.append(time.monotonic())
+        if len(starts) == 1:
+            await asyncio.sleep(0.6)  # (the connection's timeout)
+            raise TimeoutError("no answer")
+        wake.answered(prompt=True)
+
+    wake = RecoveryWake(probe)
+    wake.failed()
+    assert await asyncio.wait_for(wake.sleep(30, jitter=0), 3) is True
+    assert len(starts) == 2 and starts[1] - starts[0] <= 0.7  # (an interval more: >= 0.825)
+    await wake.close()
