@@ -97,3 +97,10 @@ def test_demo_runs_to_completion_and_cleans_up() -> None:
     assert "/health says: hello: the new discovery lists no servers" in out, out
     assert "meanwhile every app kept serving (app-1, app-2, app-3)" in out, out
     assert "typo act: failed requests 0, HAProxy reloads 0" in out, out
+    # The freeze act: app-1's nerve stopped past its lease with app-1 unhealthy meanwhile:
+    # on resume nerve noticed its stall and checked again, so app-1 never came back on the
+    # verdict from before the freeze; healthy again, its fresh checks brought it back.
+    assert re.search(r"nerve noticed its stall \(checks_stale, gap [\d.]+ s\)", out), out
+    assert "app-1 in HAProxy after the resume: 0.000 s" in out, out
+    assert re.search(r"app-1 healthy again: back in HAProxy after [\d.]+ s", out), out
+    assert "freeze act: failed requests 0" in out, out
