@@ -4,14 +4,20 @@ nerve decides on its last complete check round. A nerve that was stalled (SIGSTO
 pause, a long GC or swap stall, ``docker pause``) holds a verdict as old as the stall: the
 service may have died meanwhile. When the stall outlived its ZooKeeper session or etcd lease
 the registration went with it, and writing it back at once would put a service nobody has
-looked at for that long back into every HAProxy. So after a stall:
+looked at for that long back into every HAProxy. So after a stall, a registration the
+registry no longer holds is not (re-)written until a fresh round (started after the stall,
+not straddling it) has passed every check. One round, not ``rise``: the service was up and
+never fell, and a stall of nerve says nothing about the service's flapping, which is what
+``rise`` guards against; a fresh pass confirms the verdict the stall interrupted. Failures
+count towards ``fall`` as always: a host resuming from a pause is exactly when backends
+answer slowly, and one slow check must not withdraw a healthy service (nor, with the
+registration standing, change anything at all).
 
-- a registration is not (re-)written until one fresh round (started after the stall, not
-  straddling it) has passed every check. One round, not ``rise``: the service was up and
-  never fell, and a stall of nerve says nothing about the service's flapping, which is what
-  ``rise`` guards against; a fresh pass confirms the verdict the stall interrupted.
-- in that fresh round a failing check goes down at once (not after ``fall``): the passes
-  that ``fall`` would weigh against it are from before the stall and vouch for nothing now.
+The stall ends at such a passing round, when the service goes down (from then on ``rise``
+decides), or after ``rounds`` fresh rounds whatever they said: by max(rise, fall) rounds a
+failing check has reached ``fall``, so what is left is a check that gives no verdict (nerve
+at its own limits), and no verdict keeps the state as it is, stall or not: a lost
+registration must not wait on it for ever.
 
 A stall is seen as a monotonic gap: the last complete round started longer ago than rounds
 ever are apart (``limit``), or a round lasted that long (it straddled the stall). An ordinary
@@ -36,13 +42,24 @@ class Freshness:
     limit: float  # seconds: stale_after()
     verdict_at: float  # monotonic start of the last complete round that straddled no stall
     stalled: float | None = None  # the gap seen, until a fresh round passes
+    rounds: int = 1  # fresh rounds a stall lasts at most: max(rise, fall)
+    left: int = 0  # fresh rounds this stall may still last
 
     def check(self, now: float) -> float | None:
         """Whether the verdict may be acted on at ``now``: None when it may; otherwise the
         gap. A gap newly seen is the caller's to log (``seen``)."""
         if self.stalled is None and now - self.verdict_at > self.limit:
-            self.stalled = now - self.verdict_at
+            self._stall(now - self.verdict_at)
         return self.stalled
+
+    def _stall(self, gap: float) -> None:
+        self.stalled, self.left = gap, self.rounds
+
+    def carry(self, gap: float | None) -> None:
+        """A stall seen by the service this one replaces (a SIGHUP reload keeping the
+        reporter): its lost registration waits for this one's fresh round."""
+        if gap is not None:
+            self._stall(gap)
 
     def seen(self, now: float) -> float | None:
         """The gap, if ``now`` is the moment a stall is first seen (to log once)."""
@@ -50,28 +67,29 @@ class Freshness:
         gap = self.check(now)
         return gap if before is None else None
 
-    @property
-    def fresh_round(self) -> bool:
-        """Whether results now are judged as the first fresh round after a stall."""
-        return self.stalled is not None
-
     def round_started(self, started: float) -> float | None:
         """A round starts: the gap if a stall is first seen now (this round is the fresh one)."""
         return self.seen(started)
 
-    def round_done(self, started: float, ended: float, passed: bool) -> str | None:
-        """A round is complete; ``passed``: every check gave a verdict and passed. Returns
-        what it changed: "straddled" (it lasted across a stall: no verdict of today),
-        "confirmed" (the fresh round after a stall passed: act on the verdict again),
-        "failed" (the fresh round did not pass: still stalled), or None."""
+    def round_done(self, started: float, ended: float, passed: bool, down: bool) -> str | None:
+        """A round is complete; ``passed``: every check gave a verdict and passed; ``down``:
+        the service is down now. Returns what it changed: "straddled" (it lasted across a
+        stall: no verdict of today), "confirmed" (a fresh round after a stall passed: act on
+        the verdict again), "down" (the service went down: ``rise`` decides from now),
+        "expired" (``rounds`` fresh rounds without a pass: the state machine's verdict
+        stands, as it would without a stall), "failed" (still stalled), or None."""
         if ended - started > self.limit:
             if self.stalled is None:
-                self.stalled = ended - started
+                self._stall(ended - started)
             return "straddled"
         self.verdict_at = started
         if self.stalled is None:
             return None
-        if passed:
-            self.stalled = None
-            return "confirmed"
-        return "failed"
+        self.left -= 1
+        outcome = (
+            "confirmed" if passed else "down" if down else "expired" if self.left <= 0 else None
+        )
+        if outcome is None:
+            return "failed"
+        self.stalled = None
+        return outcome

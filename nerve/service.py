@@ -88,7 +88,10 @@ class Service:
         self.rounds = 0
         self.never_up = NeverUp(armed=not self.state.registered)
         limit = stale_after(check_interval, [c.timeout for c in self.checks])
-        self.freshness = Freshness(limit, loop_now)  # no verdict acted on after a stall
+        most = max((max(rise, fall) for rise, fall in thresholds), default=1)
+        self.freshness = Freshness(limit, loop_now, rounds=most)  # (nerve/freshness.py)
+        self.freshness.carry(reporter.stall)  # a reload keeping the reporter keeps its stall
+        reporter.stall = None
         reporter.verdict_fresh = self._verdict_fresh
         self.round_started = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -134,9 +137,11 @@ class Service:
     async def halt(self) -> None:
         """Stop checking; the reporter (and the registration) stay as they are."""
         if self.reporter.verdict_fresh == self._verdict_fresh:  # (not a reload's successor's)
-            # No rounds now, no stall: a hand-over's old registration lost meanwhile is
-            # written back as before (its checks' last word stands until the new one's).
-            self.reporter.verdict_fresh = lambda: True
+            # No rounds now: a hand-over's old registration lost meanwhile is written back as
+            # before (its checks' last word stands until the new one's), unless nerve stalled:
+            # then nothing will check again; a successor keeping the reporter takes the stall.
+            stall = self.reporter.stall = self.freshness.check(time.monotonic())
+            self.reporter.verdict_fresh = lambda: stall is None
         task, self._task = self._task, None
         await cancel_and_wait(task)
         await asyncio.gather(*(c.close() for c in self.checks), return_exceptions=True)
@@ -224,7 +229,8 @@ class Service:
         # A round nerve could not see all through (a check without a verdict, the flag
         # unknown) proves nothing about a leftover: it does not count towards `rise`.
         blind = len(heard) < len(order) or self._flag_unknown
-        self._fresh_round_done(round_start, now, passed=not failed and not blind)
+        passed = not failed and not blind
+        self._fresh_round_done(round_start, now, passed, down=not self.state.healthy)
         if self.reporter.holding and not blind:  # on the reporter: a reload keeps it
             self.reporter.held_rounds += 1
         if self.state.registered or not self._flag_unknown:  # that flag may say "stay out"
@@ -248,8 +254,7 @@ class Service:
             self.state.count(observation)
             return None
         throttled = False
-        at_once = self.freshness.fresh_round  # after a stall: the passes before are too old
-        decision = self.state.observe_failure(observation, time.monotonic(), at_once)
+        decision = self.state.observe_failure(observation, time.monotonic())
         if decision is not None:
             throttled = decision.throttled and decision.transition is None
             self._apply(decision)
@@ -281,13 +286,14 @@ class Service:
         self._stall_seen(self.freshness.seen(now), "registration")
         return self.freshness.check(now) is None
 
-    def _fresh_round_done(self, started: float, ended: float, passed: bool) -> None:
+    def _fresh_round_done(self, started: float, ended: float, passed: bool, down: bool) -> None:
         stalled = self.freshness.stalled
-        outcome = self.freshness.round_done(started, ended, passed)
+        outcome = self.freshness.round_done(started, ended, passed, down)
         if outcome == "straddled" and stalled is None:
             self._stall_seen(self.freshness.stalled, "round_end")
-        elif outcome == "confirmed":
-            event(log, "checks_fresh", service=self.name, after_stall_s=round(stalled or 0, 2))
+        elif outcome in ("confirmed", "down", "expired"):
+            event(log, "checks_fresh", service=self.name, after_stall_s=round(stalled or 0, 2),
+                  ended=outcome)  # fmt: skip
             self.reporter.wake()  # a registration held back for this round may go now
 
     def _stall_seen(self, gap: float | None, seen_at: str) -> None:

@@ -109,20 +109,14 @@ class ServiceState:
         """Decide on what has been counted: the end of a round."""
         return self._settle(now, limited=True)
 
-    def observe_failure(
-        self, result: Observation, now: float, at_once: bool = False
-    ) -> Decision | None:
+    def observe_failure(self, result: Observation, now: float) -> Decision | None:
         """A failed result as soon as it came, before the rest of its round: counted, and
         settled (it can only withdraw) when it took its check down; None otherwise. A pass
         is only counted (``count``) until the round's end (``settle``), so a round never
-        registers a service that a slower check of the same round takes down again.
-        ``at_once``: the check goes down on this failure, whatever its ``fall`` (the first
-        fresh round after nerve stalled: the passes before are too old to weigh)."""
+        registers a service that a slower check of the same round takes down again."""
         tracker = self.trackers.get(result.name)
         if result.ok or tracker is None:
             return None
-        if at_once and tracker.up:
-            tracker.streak = max(tracker.streak, tracker.fall - 1)
         if not tracker.observe(False, result.detail):
             return None
         return self._settle(now, limited=True)

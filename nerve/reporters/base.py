@@ -79,6 +79,9 @@ class Reporter(ABC):
         # nerve stalled, a lost registration is written back only once a fresh check round
         # has passed (nerve/freshness.py), which wakes us. Withdrawals never wait.
         self.verdict_fresh: Callable[[], bool] = lambda: True
+        # A stall its halted service saw and no fresh round ended: a reload's successor
+        # that keeps this reporter takes it over (nerve/freshness.py).
+        self.stall: float | None = None
         self._waits_for_checks = False
 
     # --- public -------------------------------------------------------------------

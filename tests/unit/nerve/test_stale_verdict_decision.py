@@ -1,6 +1,6 @@
 """After nerve stalled (SIGSTOP, a VM pause) longer than its session or lease, the lost
-registration waits for a fresh check round that passes; a fresh failure withdraws at once.
-Pure logic and a fake clock: a scripted check, a reporter that only records."""
+registration waits for a fresh check round that passes; failures count towards `fall` as
+always. Pure logic and a fake clock: a scripted check, a reporter that only records."""
 
 from __future__ import annotations
 
@@ -21,42 +21,62 @@ def test_stale_after_allows_the_slowest_normal_cadence() -> None:
 
 
 def test_a_gap_between_rounds_makes_the_verdict_stale_until_a_fresh_round_passes() -> None:
-    fresh = Freshness(limit=3.0, verdict_at=0.0)
-    assert fresh.round_done(0.0, 0.01, passed=True) is None
+    fresh = Freshness(limit=3.0, verdict_at=0.0, rounds=3)
+    assert fresh.round_done(0.0, 0.01, passed=True, down=False) is None
     assert fresh.check(2.9) is None  # an ordinary age: acted on
     assert fresh.seen(23.0) == 23.0  # stalled 20 s: seen once ...
     assert fresh.seen(23.1) is None  # ... logged once
-    assert fresh.check(23.1) == 23.0 and fresh.fresh_round
+    assert fresh.check(23.1) == 23.0
     assert fresh.round_started(23.2) is None  # (already seen)
-    assert fresh.round_done(23.2, 23.3, passed=False) == "failed"
+    assert fresh.round_done(23.2, 23.3, passed=False, down=False) == "failed"
     assert fresh.check(23.4) is not None  # a failed fresh round vouches for nothing
-    assert fresh.round_done(23.8, 23.9, passed=True) == "confirmed"
-    assert fresh.check(24.0) is None and not fresh.fresh_round
+    assert fresh.round_done(23.8, 23.9, passed=True, down=False) == "confirmed"
+    assert fresh.check(24.0) is None
+
+
+def test_a_stall_ends_when_the_service_goes_down_or_after_max_rise_fall_rounds() -> None:
+    fresh = Freshness(limit=3.0, verdict_at=0.0, rounds=3)
+    assert fresh.check(30.0) == 30.0
+    assert fresh.round_done(30.0, 30.1, passed=False, down=True) == "down"  # rise decides now
+    assert fresh.check(30.2) is None
+    assert fresh.check(60.0) == 30.0  # another stall
+    for start in (60.0, 60.5):  # a check without a verdict: not passed, not down
+        assert fresh.round_done(start, start + 0.1, passed=False, down=False) == "failed"
+    assert fresh.round_done(61.0, 61.1, passed=False, down=False) == "expired"
+    assert fresh.check(61.2) is None  # no verdict keeps the state, stall or not
+
+
+def test_a_stall_is_carried_over_to_a_successor() -> None:
+    fresh = Freshness(limit=3.0, verdict_at=50.0, rounds=2)
+    fresh.carry(None)
+    assert fresh.check(50.1) is None
+    fresh.carry(20.0)
+    assert fresh.check(50.1) == 20.0
 
 
 def test_a_round_that_straddled_the_stall_is_no_fresh_verdict() -> None:
     fresh = Freshness(limit=3.0, verdict_at=0.0)
     assert fresh.round_started(0.5) is None
-    assert fresh.round_done(0.5, 20.5, passed=True) == "straddled"  # begun before the stall
+    assert fresh.round_done(0.5, 20.5, True, down=False) == "straddled"  # begun before the stall
     assert fresh.check(20.6) == 20.0
     assert fresh.round_started(20.6) is None
-    assert fresh.round_done(20.6, 20.7, passed=True) == "confirmed"
+    assert fresh.round_done(20.6, 20.7, passed=True, down=False) == "confirmed"
 
 
 def test_a_stall_seen_when_the_round_starts() -> None:
     fresh = Freshness(limit=3.0, verdict_at=0.0)
     assert fresh.round_started(60.0) == 60.0
-    assert fresh.fresh_round
+    assert fresh.stalled == 60.0
 
 
 class Check:
-    type, name, timeout = "scripted", "http", 1.0
+    type, timeout = "scripted", 1.0
 
-    def __init__(self) -> None:
-        self.ok = True
+    def __init__(self, name: str = "http") -> None:
+        self.name, self.ok, self.verdict = name, True, True
 
     async def run(self) -> CheckResult:
-        return CheckResult(self.ok, "scripted", 0.0)
+        return CheckResult(self.ok, "scripted", 0.0, verdict=self.verdict)
 
     async def close(self) -> None:
         pass
@@ -82,9 +102,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return now
 
 
-async def registered_service(check: Check) -> tuple[Service, Registry]:
+async def registered_service(*checks: Check) -> tuple[Service, Registry]:
     registry = Registry()
-    service = Service("web", [check], [(2, 2)], registry, check_interval=0.5)
+    service = Service("web", checks, [(2, 2)] * len(checks), registry, check_interval=0.5)
     for _ in range(2):
         await service.run_round()
     await registry._reconcile()
@@ -108,7 +128,12 @@ async def test_after_a_stall_a_dead_service_is_never_written_back(clock: list[fl
     registry.mark_lost()
     await registry._reconcile()
     assert not registry.registered and registry._waits_for_checks  # no write on the old verdict
-    await service.run_round()  # the fresh round fails: withdrawn at once, not after fall 2
+    await service.run_round()  # one fresh failure of fall 2: still up, still not written
+    assert service.state.registered and registry.decisions[-1] is True
+    await registry._reconcile()
+    assert not registry.registered and registry._waits_for_checks
+    clock[0] += 0.5
+    await service.run_round()  # the second: down after fall, as always; never written
     assert not service.state.registered and registry.decisions[-1] is False
     await registry._reconcile()
     assert not registry.registered
@@ -128,12 +153,72 @@ async def test_after_a_stall_a_live_service_is_back_after_one_fresh_round(
     assert registry.registered
 
 
-async def test_a_stall_with_the_registration_standing_fails_the_service_at_once(
+async def test_after_a_stall_a_slow_first_check_then_a_pass_writes_it_back(
     clock: list[float],
 ) -> None:
     check = Check()
-    service, _registry = await registered_service(check)
-    clock[0] += 5.0  # frozen, but shorter than the session: the node is still there
-    check.ok = False
+    service, registry = await registered_service(check)
+    clock[0] += 20.0  # the host resumes: its backends are slow at first
+    registry.mark_lost()
+    check.ok = False  # the first check times out
     await service.run_round()
-    assert not service.state.registered  # one fresh failure, not fall=2
+    await registry._reconcile()
+    assert not registry.registered and service.state.registered  # held, not down
+    check.ok = True
+    clock[0] += 0.5
+    await service.run_round()  # the next round passes: back now, not after rise
+    await registry._reconcile()
+    assert registry.registered
+
+
+async def test_a_stall_with_the_registration_standing_keeps_fall(clock: list[float]) -> None:
+    check = Check()
+    service, registry = await registered_service(check)
+    clock[0] += 5.0  # frozen, but shorter than the session: the node is still there
+    check.ok = False  # the first check after the resume is slow
+    await service.run_round()
+    assert service.state.registered and registry.decisions[-1] is True  # fall is 2
+    check.ok = True
+    clock[0] += 0.5
+    await service.run_round()
+    await registry._reconcile()
+    assert registry.registered and registry.decisions[-1] is True  # never withdrawn
+
+
+async def test_a_check_without_a_verdict_holds_the_stall_only_max_rise_fall_rounds(
+    clock: list[float],
+) -> None:
+    a, b = Check("a"), Check("b")
+    service, registry = await registered_service(a, b)
+    clock[0] += 20.0  # past the session
+    registry.mark_lost()
+    b.verdict = False  # b gives no verdict (nerve at its fd limit)
+    await service.run_round()
+    await registry._reconcile()
+    assert not registry.registered  # held: the fresh round did not see every check
+    clock[0] += 0.5
+    await service.run_round()  # max(rise 2, fall 2) fresh rounds: the stall ends
+    assert service.freshness.stalled is None
+    await registry._reconcile()
+    assert registry.registered  # no verdict keeps the state, as without a stall
+    a.ok = False  # one failure later: fall applies, not at once
+    clock[0] += 0.5
+    await service.run_round()
+    assert service.state.registered
+
+
+async def test_a_reload_keeping_the_reporter_carries_the_stall_over(clock: list[float]) -> None:
+    check = Check()
+    service, registry = await registered_service(check)
+    clock[0] += 20.0  # stall past the session; the service died meanwhile
+    check.ok = False
+    await service.halt()  # a SIGHUP reload that kept the reporter (the checks changed)
+    successor = Service("web", [check], [(2, 2)], registry, check_interval=0.5, initially_up=True)
+    registry.mark_lost()
+    await registry._reconcile()
+    assert not registry.registered  # not written back on the verdict from before the stall
+    await successor.run_round()
+    clock[0] += 0.5
+    await successor.run_round()  # down after fall: never written
+    await registry._reconcile()
+    assert not registry.registered and not successor.state.registered
