@@ -51,3 +51,10 @@ def record_check(
     stats = metrics.statsd
     stats.incr("nerve", "check", service, check.name, "success" if result.ok else "failure")
     stats.timing("nerve", "check", service, check.name, "duration", seconds=result.latency)
+
+
+def record_no_verdict(metrics: NerveMetrics | None, service: str, check: Check) -> None:
+    """A round in which nerve could not probe (its own limits), counted."""
+    if metrics is not None:
+        metrics.check_results.labels(service, check.name, "no_verdict").inc()
+        metrics.statsd.incr("nerve", "check", service, check.name, "no_verdict")

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from nerve.check_status import check_status, record_check
+from nerve.check_status import check_status, record_check, record_no_verdict
 from nerve.checks.base import Check, CheckResult
 from nerve.freshness import Freshness, stale_after
 from nerve.maintenance import UNKNOWN, MaintenanceEnd, MaintenanceFlag, MaintenanceStore
@@ -276,9 +276,7 @@ class Service:
             detail = "not counted: the registration stays as it is"
             event(log, "check_no_verdict", logging.WARNING, service=self.name, check=check.name,
                   error=result.detail, detail=detail)  # fmt: skip
-        if self.metrics is not None:
-            self.metrics.check_results.labels(self.name, check.name, "no_verdict").inc()
-            self.metrics.statsd.incr("nerve", "check", self.name, check.name, "no_verdict")
+        record_no_verdict(self.metrics, self.name, check)
 
     def _verdict_fresh(self) -> bool:
         """For the reporter: whether a lost registration may be written back now."""
