@@ -10,6 +10,9 @@ Each problem has a kind, because they call for different answers (review s29):
 - ``READ_ONLY`` (EROFS): the filesystem's state of this moment (a failing disk the kernel
   remounted read-only, a snapshot being taken): the running daemon survives it like a
   full disk (runtime changes, writes retried), so a start must too;
+- ``READ_ONLY_MOUNT`` (EROFS too): a read-only mount of a writable filesystem (a read-only
+  bind mount, a container's read-only root, a read-only ``/usr``: smartstack/mountinfo.py),
+  the deployment's like a permission: no write will work there until the unit changes;
 - ``PERMISSION`` (EACCES): the deployment's (owner, mode, the unit's ``User=``).
 """
 
@@ -23,9 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smartstack.logs import event
+from smartstack.mountinfo import read_only_mount_of_writable_fs
 
 CONFIG, READ_ONLY, PERMISSION = "config", "read_only", "permission"
-ERRNO_NAMES = {READ_ONLY: errno.errorcode[errno.EROFS], PERMISSION: errno.errorcode[errno.EACCES]}
+READ_ONLY_MOUNT = "read_only_mount"
+ERRNO_NAMES = {
+    READ_ONLY: errno.errorcode[errno.EROFS],
+    READ_ONLY_MOUNT: errno.errorcode[errno.EROFS],
+    PERMISSION: errno.errorcode[errno.EACCES],
+}
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,7 @@ class PathProblem:
     key: str  # the config key (``haproxy.state_file_path``)
     path: Path  # the file the daemon writes
     reason: str  # why it cannot (names the directory)
-    kind: str  # CONFIG, READ_ONLY or PERMISSION
+    kind: str  # CONFIG, READ_ONLY, READ_ONLY_MOUNT or PERMISSION
 
     def line(self, config_path: Path) -> str:
         return f"{config_path}: {self.key}: cannot write {self.path}: {self.reason}"
@@ -62,6 +71,11 @@ def diagnose(path: Path, create: bool = True) -> tuple[str, str] | None:
     except OSError:
         read_only = False
     if read_only:
+        # (a missing directory below it cannot be made either: the same verdict)
+        point = read_only_mount_of_writable_fs(directory)
+        if point is not None:
+            return (f"directory {directory} is on a read-only mount ({point}) of a writable "
+                    "filesystem", READ_ONLY_MOUNT)  # fmt: skip
         return f"directory {directory} is on a read-only filesystem", READ_ONLY
     if not os.access(directory, os.W_OK | os.X_OK):
         return f"directory {directory} is not writable by this user", PERMISSION

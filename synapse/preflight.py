@@ -107,7 +107,8 @@ def path_verdicts(
     problems: list[PathProblem], config_path: Path, full: bool
 ) -> tuple[list[str], list[str]]:
     """(errors, notes) of the path check: a wrong path is an error; a read-only filesystem a
-    note with ``-k``; a permission problem an error with ``-k``. At a start only the wrong
+    note with ``-k``; a read-only mount of a writable filesystem (a read-only bind mount)
+    or a permission problem an error with ``-k``. At a start only the wrong
     path stops it: the others are logged (``start_path_unwritable``) and it goes on."""
     errors = [problem.line(config_path) for problem in problems if problem.kind == CONFIG]
     rest = [problem for problem in problems if problem.kind != CONFIG]

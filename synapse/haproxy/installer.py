@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from smartstack.logs import event
-from smartstack.paths_check import PERMISSION, READ_ONLY, diagnose
+from smartstack.paths_check import PERMISSION, READ_ONLY, READ_ONLY_MOUNT, diagnose
 from synapse.atomic import write_atomic
 from synapse.config import HAProxyConfig
 from synapse.config import ManagedHAProxy as ManagedConfig
@@ -82,7 +82,7 @@ def start_blocked(settings: Settings) -> str | None:
     paths = [settings.master_socket, settings.pid_file, *map(Path, settings.shared_sockets)]
     for path in paths:
         found = diagnose(path, create=False) if path is not None else None
-        if found is not None and found[1] in (READ_ONLY, PERMISSION):
+        if found is not None and found[1] in (READ_ONLY, READ_ONLY_MOUNT, PERMISSION):
             return f"cannot make {path}: {found[0]}"
     return None
 

@@ -1,7 +1,7 @@
 """A command run with some directories read-only, as a failing disk the kernel remounted
-read-only looks to it: an empty read-only tmpfs mounted over each (or a read-only bind of
-itself, to keep what it holds), in a private mount namespace (``unshare -rm``: no root
-needed, nothing outside the command sees the mounts)."""
+read-only looks to it (a read-only tmpfs over each, empty or holding a copy of its files),
+or as a deployment's read-only bind mount does, in a private mount namespace
+(``unshare -rm``: no root needed, nothing outside the command sees the mounts)."""
 
 from __future__ import annotations
 
@@ -28,12 +28,23 @@ def require_private_mounts() -> None:
         pytest.skip(f"no private mount namespace here: {probe.stderr.strip()[:200]}")
 
 
-def read_only(argv: list[str], keep: Sequence[Path] = (), empty: Sequence[Path] = ()) -> list[str]:
-    """``argv`` with ``keep`` bind-mounted read-only over themselves (their files stay) and
-    a read-only tmpfs over each of ``empty``; the command is exec'd (its pid is the one
-    started)."""
-    mounts = [f"mount --bind {shlex.quote(str(d))} {shlex.quote(str(d))} && "
-              f"mount -o remount,bind,ro {shlex.quote(str(d))}" for d in keep]  # fmt: skip
+def read_only(
+    argv: list[str],
+    keep: Sequence[Path] = (),
+    empty: Sequence[Path] = (),
+    bind: Sequence[Path] = (),
+) -> list[str]:
+    """``argv`` with ``keep`` read-only filesystems holding a copy of their files (a tmpfs
+    remounted read-only: its superblock read-only, as the kernel's errors=remount-ro
+    leaves a disk), a read-only tmpfs over each of ``empty``, and ``bind`` bind-mounted
+    read-only over themselves (a read-only mount of a writable filesystem: a deployment's,
+    as a container's read-only root); the command is exec'd (its pid is the one started)."""
+    mounts = []
+    for d in (shlex.quote(str(path)) for path in keep):
+        copy = f'T=$(mktemp -d) && mount -t tmpfs tmpfs "$T" && cp -a {d}/. "$T"/'
+        mounts.append(f'{copy} && mount --move "$T" {d} && rmdir "$T" && mount -o remount,ro {d}')
     mounts += [f"mount -t tmpfs -o ro tmpfs {shlex.quote(str(d))}" for d in empty]
+    mounts += [f"mount --bind {shlex.quote(str(d))} {shlex.quote(str(d))} && "
+               f"mount -o remount,bind,ro {shlex.quote(str(d))}" for d in bind]  # fmt: skip
     script = " && ".join([*mounts, 'exec "$0" "$@"'])
     return ["unshare", "-rm", "sh", "-c", script, *argv]

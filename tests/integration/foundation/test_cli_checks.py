@@ -165,6 +165,34 @@ def test_check_notes_a_read_only_filesystem(tmp_path: Path) -> None:
         ) in result.stderr
 
 
+def test_check_refuses_a_read_only_mount_of_a_writable_filesystem(tmp_path: Path) -> None:
+    """A read-only bind mount (a container's read-only root, a read-only /usr) is the
+    deployment's, not the host's state of this moment: no write will ever work there, so
+    `-k` refuses it as it does a permission problem. Before (review s29 MEDIUM-1): both
+    exit 0 with a note, and synapse started on a fresh host served nothing for ever."""
+    require_private_mounts()
+    ro = tmp_path / "ro"
+    (ro / "exists").mkdir(parents=True)
+    doc = managed(tmp_path)
+    doc["haproxy"]["config_file_path"] = str(ro / "exsits" / "sub" / "haproxy.cfg")  # a typo
+    synapse_path = write(tmp_path / "s.json", doc)
+    nerve_doc = {"instance_id": "a", "state_dir": str(tmp_path), "heartbeat_path": str(ro / "b")}
+    nerve_path = write(tmp_path / "n.json", {**nerve_doc, "services": {"w": NERVE_SERVICE}})
+    for daemon, path, key, file in (
+        ("synapse", synapse_path, "haproxy.config_file_path", "exsits/sub/haproxy.cfg"),
+        ("nerve", nerve_path, "heartbeat_path", "b"),
+    ):
+        argv = [sys.executable, "-m", f"{daemon}.cli", "-c", str(path), "-k"]
+        result = subprocess.run(
+            read_only(argv, bind=[ro]), capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 2, result.stderr
+        assert (
+            f"error: {path}: {key}: cannot write {ro}/{file}: "
+            f"directory {ro} is on a read-only mount ({ro}) of a writable filesystem"
+        ) in result.stderr.splitlines()
+
+
 def test_nerve_check_names_files_it_cannot_write_and_start_only_notes_them(
     tmp_path: Path,
 ) -> None:

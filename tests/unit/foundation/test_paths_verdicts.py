@@ -14,7 +14,7 @@ import pytest
 
 import nerve.preflight
 import smartstack.paths_check as paths_check
-from smartstack.paths_check import CONFIG, PERMISSION, READ_ONLY, diagnose
+from smartstack.paths_check import CONFIG, PERMISSION, READ_ONLY, READ_ONLY_MOUNT, diagnose
 from synapse.haproxy.installer import start_blocked
 from synapse.preflight import path_verdicts
 
@@ -116,3 +116,21 @@ def test_a_managed_start_is_not_tried_while_its_socket_dir_is_read_only(
     assert said.endswith("is on a read-only filesystem")
     settings.master_socket = tmp_path / "m.sock"
     assert start_blocked(settings) is None  # type: ignore[arg-type]
+
+
+def test_a_read_only_mount_of_a_writable_fs_is_an_error_at_check_only(
+    tmp_path: Path, read_only: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(review s29 MEDIUM-1) a read-only bind mount: the deployment's, refused by ``-k``
+    like a permission problem, logged at a start that goes on; a managed HAProxy's start
+    is held as on a read-only filesystem. Before: a note, ``-k`` passed."""
+    monkeypatch.setattr(paths_check, "read_only_mount_of_writable_fs", lambda d: str(d))
+    found = diagnose(read_only / "sub" / "x")
+    assert found == (f"directory {read_only} is on a read-only mount ({read_only}) of a "
+                     "writable filesystem", READ_ONLY_MOUNT)  # fmt: skip
+    listed = paths_check.path_problems({"haproxy.state_file_path": read_only / "s.json"})
+    errors, notes = path_verdicts(listed, CFG, full=True)
+    assert len(errors) == 1 and notes == []
+    assert path_verdicts(listed, CFG, full=False) == ([], [])
+    settings = SimpleNamespace(master_socket=read_only / "m.sock", pid_file=None, shared_sockets=())
+    assert "of a writable filesystem" in (start_blocked(settings) or "")  # type: ignore[arg-type]
