@@ -22,7 +22,7 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from smartstack.logs import event
+from smartstack.logs import Streak, event
 from smartstack.paths_check import PERMISSION, READ_ONLY, READ_ONLY_MOUNT, diagnose
 from synapse.atomic import write_atomic
 from synapse.config import HAProxyConfig
@@ -133,6 +133,8 @@ class Installer:
         self.layout: Layout | None = None  # what the file was rendered from; None: unknown
         self._loaded = False
         self.read_all = False  # after the reload: the dump failed, an older state file stays
+        # (a read-only disk fails the dump before every retried reload: said once a streak)
+        self._dump_streak = Streak()
         self._reloaded_pid: str | None = None  # reload_command: the new process that answered
         self._command_reload = CommandReload(runtime[0] if runtime else None, clock)
         # Managed: whether HAProxy runs the file (a restart adopts HAProxy and trusts it).
@@ -237,6 +239,7 @@ class Installer:
             elif not await asyncio.to_thread(path.exists):
                 # An empty dump: HAProxy warns about a missing state file at every start.
                 await asyncio.to_thread(write_atomic, path, "1\n")
+            self._dump_streak.end()
         except HAProxySocketError as err:  # (no answer: the file the dumper keeps stays)
             event(log, "haproxy_state_dump_failed", level=logging.WARNING, error=str(err))
         except OSError as err:
@@ -247,8 +250,11 @@ class Installer:
                 self.read_all = True
                 detail = f"cannot remove the old state file ({gone.strerror or gone}): " \
                          "every backend is read and planned right after the reload"  # fmt: skip
-            event(log, "haproxy_state_dump_failed", level=logging.WARNING,
-                  error=err.strerror or str(err), detail=detail)  # fmt: skip
+            error = err.strerror or str(err)
+            level = (
+                logging.WARNING if self._dump_streak.note(f"{error} {detail}") else logging.DEBUG
+            )
+            event(log, "haproxy_state_dump_failed", level=level, error=error, detail=detail)
 
     async def install(
         self, candidate: DesiredConfig, layout: Layout, checked: bool = True, window: Window = None
@@ -266,7 +272,10 @@ class Installer:
             try:  # (on disk before the candidate: a synapse dying after it reloads once)
                 await self.mark.installing()
             except OSError as err:
-                raise InstallFailed(f"cannot write {self.mark.path}: {err}", disk=True) from err
+                # (not str(err): it names the write's temporary file, another every retry,
+                # and the failure is logged once per streak of the same text)
+                why = err.strerror or str(err)
+                raise InstallFailed(f"cannot write {self.mark.path}: {why}", disk=True) from err
         wrote = self.write(candidate, layout)
         try:
             await self._edge_files()

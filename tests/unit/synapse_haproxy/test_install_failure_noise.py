@@ -1,0 +1,50 @@
+"""A read-only config directory fails every retried reload the same way (review s29
+LOW-1): said once a streak, not once a retry. Before: `haproxy_reload_failed` named the
+marker's temporary file (another name every retry, so never "the same error") and
+`haproxy_state_dump_failed` was a WARNING each time: 13 + 13 lines in 60 s, ~1,560/h."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from smartstack.logs import Streak
+from synapse.haproxy import installer
+from synapse.haproxy.installer import Installer, InstallFailed
+
+
+def erofs(*_: Any) -> None:
+    raise OSError(errno.EROFS, "Read-only file system", "/ro/.haproxy.state.x1y2z3.tmp")
+
+
+async def test_a_failing_state_dump_is_a_warning_once_a_streak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(installer, "write_atomic", erofs)
+    monkeypatch.setattr(installer, "remove_state_file", erofs)
+    state = tmp_path / "haproxy.state"
+    fake = SimpleNamespace(settings=SimpleNamespace(state_file=state), runtime=[],
+                           read_all=False, _dump_streak=Streak())  # fmt: skip
+    caplog.set_level(logging.DEBUG, "synapse.haproxy")
+    for _ in range(5):
+        await Installer.dump_server_state(fake, runtime_ok=False)  # type: ignore[arg-type]
+    said = [r.levelno for r in caplog.records if "haproxy_state_dump_failed" in r.getMessage()]
+    assert said == [logging.WARNING] + [logging.DEBUG] * 4
+    assert fake.read_all  # (the old file could not go: every backend read after the reload)
+
+
+async def test_an_unwritable_marker_fails_without_its_temporary_files_name() -> None:
+    async def installing() -> None:
+        erofs()
+
+    fake = SimpleNamespace(file=SimpleNamespace(text="", parsed=None), layout=None,
+                           mark=SimpleNamespace(path=Path("/ro/haproxy.cfg.loaded"),
+                                                installing=installing))  # fmt: skip
+    with pytest.raises(InstallFailed) as failed:
+        await Installer.install(fake, None, None)  # type: ignore[arg-type]
+    assert str(failed.value) == "cannot write /ro/haproxy.cfg.loaded: Read-only file system"
