@@ -407,6 +407,8 @@ class Installer:
             await self.file.flush()
         if not await asyncio.to_thread(self.file.path.exists):  # (a first candidate, unwritten)
             return False
+        if await asyncio.to_thread(start_blocked, self.settings):
+            return False  # (HAProxy would fail at once: the gate's install says why, retried)
         try:
             self.edge.refused()  # the maps HAProxy held (when known), not the refused ones
             await self.managed.start()

@@ -75,6 +75,7 @@ class Supervisor:
                   restart_in_s=round(delay, 1), output=self.haproxy.output_tail(5))  # fmt: skip
             if delay:
                 await asyncio.sleep(delay)
+            dead = self.haproxy.master_pid
             try:
                 await self._restart()
             except BaseException:
@@ -82,6 +83,14 @@ class Supervisor:
                 raise
             finally:
                 self.first_crash = False
+            if self.haproxy.master_pid in (dead, None) and not self.haproxy.alive:
+                # Nothing started (its socket directory read-only, held; one that started
+                # and died is watched on: the crash loop's backoff):
+                # wait_exit would return the dead one's status at once, said again and
+                # again (review s29: 11 times in 300 s). The reload gate retries the start,
+                # which watches the new process; meanwhile clients are refused, not queued.
+                self.haproxy.drop_listeners()
+                return
 
 
 def restart_delay(failures: int, interval: float) -> float:

@@ -48,3 +48,28 @@ async def test_an_unwritable_marker_fails_without_its_temporary_files_name() -> 
     with pytest.raises(InstallFailed) as failed:
         await Installer.install(fake, None, None)  # type: ignore[arg-type]
     assert str(failed.value) == "cannot write /ro/haproxy.cfg.loaded: Read-only file system"
+
+
+async def test_a_restart_from_the_file_is_not_tried_while_a_start_is_blocked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review s29 LOW-2: after a crash with the socket directory read-only, the revive ran
+    HAProxy (4 [ALERT] lines, haproxy_start_failed); the reload gate's install holds it and
+    says why (`cannot start HAProxy: ...`), retried every 5 s."""
+    monkeypatch.setattr(installer, "start_blocked", lambda settings: "cannot make /ro/m.sock")
+    started: list[str] = []
+
+    async def start() -> None:
+        started.append("start")
+
+    async def nothing() -> None:
+        return None
+
+    config = tmp_path / "haproxy.cfg"
+    config.write_text("global\n")
+    file = SimpleNamespace(exists=True, flush=nothing, path=config)
+    managed = SimpleNamespace(alive=False, start=start)
+    edge = SimpleNamespace(refused=lambda: None)
+    fake = SimpleNamespace(managed=managed, settings=None, file=file, edge=edge, _confirmed=nothing)
+    assert await Installer.start_from_file(fake) is False  # type: ignore[arg-type]
+    assert started == []

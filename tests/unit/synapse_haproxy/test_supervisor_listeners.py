@@ -13,6 +13,9 @@ from synapse.haproxy.supervisor import Supervisor
 class DyingHAProxy:
     """Dies as soon as it is watched; records when synapse's copies are dropped."""
 
+    alive = True  # (each restart starts one)
+    master_pid = 4321
+
     def __init__(self, deaths: int) -> None:
         self.deaths = deaths
         self.events: list[str] = []
@@ -75,3 +78,25 @@ async def test_a_restart_that_fails_drops_the_sockets() -> None:
     with pytest.raises(RuntimeError):
         await asyncio.wait_for(task, 5)
     assert haproxy.events == ["exit", "drop"]
+
+
+async def test_a_restart_that_started_nothing_is_not_watched_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Review s29 LOW-2: a restart held (socket directory read-only) starts nothing; the
+    dead process's status is not said again and again (before: `haproxy_exited` logged at
+    every loop, 11 times in 300 s). The reload gate retries the start, which watches."""
+    haproxy = DyingHAProxy(deaths=5)
+    haproxy.alive = False
+
+    async def restart() -> None:
+        haproxy.events.append("restart")
+
+    caplog.set_level("INFO", "synapse.haproxy")
+    supervisor = Supervisor(haproxy, restart, lambda: 0.0, clock=lambda: 0.0)  # type: ignore[arg-type]
+    supervisor.watch()
+    task = supervisor._task
+    assert task is not None
+    await asyncio.wait_for(task, 5)
+    assert haproxy.events == ["exit", "restart", "drop"]  # (refused, not queued)
+    assert [r.getMessage() for r in caplog.records].count("haproxy_exited") == 1
