@@ -27,6 +27,7 @@ import grpc
 from smartstack.etcd_batch import BatchLister, fingerprint, fingerprint_request
 from smartstack.etcd_events import Endpoints, Listing, split_endpoint
 from smartstack.etcd_retire import CallsInFlight
+from smartstack.etcd_wake import ProbeRefused
 from smartstack.etcd_watch import (
     CREATE_PATIENCE,
     PrefixWatch,
@@ -410,7 +411,12 @@ class EtcdConnection(Endpoints):
                 raise ConnectionError("the endpoint has no leader")
             return leader
 
-        return await self.with_client(led, probe=False)  # no answer: the next endpoint
+        try:  # (a timeout rotates, closing the watches' client, only if with_client's probe fails)
+            return await self.with_client(led)  # no answer: the next endpoint
+        except aetcd.exceptions.ClientError as exc:
+            if isinstance(exc, CONNECTION_ERRORS):
+                raise
+            raise ProbeRefused(str(exc)[:200]) from exc  # a login refused: the member is up
 
     async def close(self) -> None:
         await self.wake.close()

@@ -45,6 +45,7 @@ from smartstack.etcd_events import (
 )
 from smartstack.etcd_http import Exchange, HttpStatusError, Target, TLSContexts, call, open_stream
 from smartstack.etcd_json_probe import STATUS_PATH, WatchProbe
+from smartstack.etcd_wake import ProbeRefused
 from smartstack.logs import event
 from smartstack.registry_auth import AUTH_NOT_ENABLED, TLSFileError, token_refused
 
@@ -252,7 +253,10 @@ class EtcdJsonConnection(Endpoints):
         return any(watch.live for watch in self._watches)
 
     async def with_endpoint(
-        self, fn: Callable[[Target, object], Awaitable[T]], timeout: float | None = None
+        self,
+        fn: Callable[[Target, object], Awaitable[T]],
+        timeout: float | None = None,
+        anonymous: bool = False,
     ) -> T:
         """``fn(target, turn)`` within ``timeout``; on a connection error, a timeout or a
         member failure (``HttpStatusError.member_failed``), the next endpoint, once per
@@ -265,7 +269,8 @@ class EtcdJsonConnection(Endpoints):
             sent: list[str] = []  # the token this try sent
             started = time.monotonic()
             try:
-                result = await asyncio.wait_for(self._on(fn, turn, sent), limit)
+                on = fn(self._address(), turn) if anonymous else self._on(fn, turn, sent)
+                result = await asyncio.wait_for(on, limit)
             except HttpStatusError as exc:
                 stale = exc.code == UNAUTHENTICATED or token_refused(exc.message)
                 if stale and self.username and not reauthenticated:
@@ -362,7 +367,12 @@ class EtcdJsonConnection(Endpoints):
                 raise ConnectionError("the endpoint has no leader")
             return reply
 
-        return await self.with_endpoint(led)  # no answer: the next endpoint
+        try:
+            # Without a token: etcd's status needs none, and a login every probe would
+            # be etcd's bcrypt check every 2 s per connection while its password is wrong.
+            return await self.with_endpoint(led, anonymous=True)  # no answer: the next
+        except HttpStatusError as exc:
+            raise ProbeRefused(exc.message) from exc  # (a member failure rotated: not here)
 
     async def close(self) -> None:
         """End every watch of this connection (its watchers are stopping)."""

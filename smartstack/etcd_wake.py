@@ -16,15 +16,16 @@ at every slow answer, the watchers of a 3 s-latency link failed 23 attempts in 1
 instead of 16). While watchers sleep on a connection not answered promptly since it
 failed, nothing else may call it: one small probe (a member status call, through the
 connection's ordinary path, so that it fails over to the next endpoint when it gets no
-answer) goes out every ``PROBE_EVERY`` s, one per connection whatever the number of
-watchers, until one is answered promptly or no watcher sleeps. A watcher that failed while
+answer) goes out every ``PROBE_EVERY`` s (doubling after ``PROBE_STEADY`` failed ones,
+up to ``PROBE_MAX``), one per connection whatever the number of watchers, until the connection
+has recovered, a probe is refused (``ProbeRefused``: the member is up), or no watcher
+sleeps. A watcher that failed while
 the connection answers (etcd refused it, a busy etcd's timeout: no failover) is not woken.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Awaitable, Callable
 
@@ -32,6 +33,14 @@ from smartstack.backoff import spread
 from smartstack.tasks import cancel_and_wait
 
 PROBE_EVERY = 2.0  # seconds between probes of a failed connection while watchers sleep
+PROBE_MAX = 30.0  # the interval doubles after each failed probe beyond PROBE_STEADY,
+PROBE_STEADY = 3  # up to this (a short outage keeps the 2 s probe: a prompt wake)
+
+
+class ProbeRefused(Exception):
+    """The probe was answered with a refusal (a login refused, permission denied): the
+    member is up. Nothing to wake: the watchers' own calls would be refused too, so they
+    keep their backoff; and no more probes (each would be a login: etcd's bcrypt check)."""
 
 
 class RecoveryWake:
@@ -45,6 +54,7 @@ class RecoveryWake:
         self._recovered: asyncio.Future[None] | None = None  # what the sleepers wait for
         self._sleepers = 0
         self._task: asyncio.Task[None] | None = None
+        self._probe_every = PROBE_EVERY  # doubled after PROBE_STEADY failed probes
         self.wakes = 0  # recoveries that found sleepers
 
     def failed(self) -> None:
@@ -56,6 +66,10 @@ class RecoveryWake:
         if prompt and self._down:
             self._down = False
             self.recovered()
+
+    def refused(self) -> None:
+        """The probe was refused by an answering member (``ProbeRefused``): stop probing."""
+        self._down = False
 
     def recovered(self) -> None:
         """The connection is back: wake the sleepers (each after its jitter)."""
@@ -97,19 +111,28 @@ class RecoveryWake:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        took = 0.0
+        took, failures = 0.0, 0
+        self._probe_every = PROBE_EVERY
         while self._sleepers and self._down:
             # From one probe's start to the next: a probe that waited out the connection's
             # timeout (sent on the slow link just before it healed) is followed at once,
             # not after another interval (seen: the wake 4 s after the heal instead of ~1).
-            await asyncio.sleep(max(0.0, PROBE_EVERY * random.uniform(0.75, 1.25) - took))
+            every = self._probe_every * random.uniform(0.75, 1.25)
+            await asyncio.sleep(max(0.0, every - took))
             if not (self._sleepers and self._down):
                 break
             started = loop.time()
             # Its failure is the connection's to log (etcd_failover, once per outage); its
             # prompt answer calls answered(), which wakes the sleepers.
-            with contextlib.suppress(Exception):
+            try:
                 await self._probe()
+            except ProbeRefused:
+                self.refused()
+            except Exception:
+                # A longer outage: fewer probes (up to one per PROBE_MAX s).
+                failures += 1
+                if failures >= PROBE_STEADY:
+                    self._probe_every = min(PROBE_MAX, self._probe_every * 2)
             took = loop.time() - started
 
     async def close(self) -> None:

@@ -5,13 +5,14 @@ minute during a long outage (no etcd: fake connections and calls)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
 from synapse_testlib import Collector, eventually, metrics, service_config
 from test_etcd_watch_outage import DownConnection
 
-from smartstack import etcd_wake
+from smartstack import etcd_json, etcd_wake
 from smartstack.etcd_json import EtcdJsonConnection
 from smartstack.etcd_wake import RecoveryWake
 from synapse.watchers.base import WatcherContext
@@ -171,6 +172,89 @@ async def test_a_probe_that_waited_out_its_timeout_is_followed_at_once(
 
     wake = RecoveryWake(probe)
     wake.failed()
-    assert await asyncio.wait_for(wake.sleep(30, jitter=0), 3) is True
-    assert len(starts) == 2 and starts[1] - starts[0] <= 0.7  # (an interval more: >= 0.825)
+    sleeper = asyncio.ensure_future(wake.sleep(30, jitter=0))
+    await eventually(lambda: len(starts) >= 2, timeout=3, what="the second probe")
+    # (the interval doubled after the failed probe: 0.6 s, less the 0.6 s it waited)
+    assert starts[1] - starts[0] <= 0.6 * 1.25 + 0.1  # (an interval more: >= 1.05)
+    sleeper.cancel()  # (an interval more: >= 0.825)
     await wake.close()
+
+
+async def test_a_refused_probe_ends_the_probing_and_wakes_no_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """etcd back but the password wrong: each probe would be a login (bcrypt) every 2 s per
+    connection, for ever (before: 221 logins in 90 s instead of 44)."""
+    monkeypatch.setattr(etcd_wake, "PROBE_EVERY", 0.02)
+    probes = []
+
+    async def probe() -> None:
+        probes.append(1)
+        raise etcd_wake.ProbeRefused("authentication failed, invalid user ID or password")
+
+    wake = RecoveryWake(probe)
+    wake.failed()
+    assert await wake.sleep(0.5, jitter=0) is False  # its own backoff: not woken
+    assert probes == [1]
+    await wake.close()
+
+
+async def test_failed_probes_back_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(etcd_wake, "PROBE_EVERY", 0.02)
+    monkeypatch.setattr(etcd_wake, "PROBE_MAX", 0.16)
+    monkeypatch.setattr(etcd_wake, "PROBE_STEADY", 1)
+    starts: list[float] = []
+
+    async def probe() -> None:
+        starts.append(time.monotonic())
+        raise ConnectionError("no answer")
+
+    wake = RecoveryWake(probe)
+    wake.failed()
+    assert await wake.sleep(1.0, jitter=0) is False
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert 5 <= len(starts) <= 11  # (every 0.02 s: ~50)
+    assert gaps[0] >= 0.04 * 0.75 and max(gaps) <= 0.16 * 1.25 + 0.05
+    await wake.close()
+
+
+async def test_the_json_wake_probe_asks_the_status_without_logging_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    paths: list[tuple[str, dict]] = []
+
+    async def call(target: object, path: str, body: object) -> dict:
+        paths.append((path, dict(getattr(target, "headers", {}))))
+        if path == "/v3/auth/authenticate":
+            raise etcd_json.HttpStatusError(400, "authentication failed")
+        return {"leader": "1"}
+
+    monkeypatch.setattr(etcd_json, "call", call)
+    conn = EtcdJsonConnection(["127.0.0.1:1"], start=0, timeout=0.4, username="u", password="p")
+    await conn._wake_probe()
+    assert paths == [(etcd_json.STATUS_PATH, {})]
+    await conn.close()
+
+
+async def test_the_grpc_wake_probe_rotates_only_if_the_endpoint_probe_fails_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A timed-out wake probe on a gray link must not close the client the live watches
+    share unless with_client's endpoint probe finds it dead (probe=True); a refused login
+    is ProbeRefused."""
+    import aetcd
+
+    from smartstack.etcd import EtcdConnection
+
+    kwargs: list[dict] = []
+
+    async def with_client(fn: object, **kw: object) -> object:
+        kwargs.append(kw)
+        raise aetcd.exceptions.UnauthenticatedError("authentication failed")
+
+    conn = EtcdConnection(["127.0.0.1:1"], timeout=0.4)
+    monkeypatch.setattr(conn, "with_client", with_client)
+    with pytest.raises(etcd_wake.ProbeRefused):
+        await conn._wake_probe()
+    assert kwargs and kwargs[0].get("probe", True) is True
+    await conn.close()
