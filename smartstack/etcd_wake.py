@@ -7,8 +7,10 @@ again: a change made meanwhile arrived up to a minute after the heal (measured: 
 withdrawn instance kept in HAProxy 11.8 s after a 150 s slow link healed, 29 s after a
 67 s stall; ZooKeeper's watchers, woken by their session's reconnection: 0.0 s).
 
-So once a connection has failed over (or reconnected), its first call answered promptly
-(within half its timeout) wakes every watcher sleeping on it, each after a random delay of
+So once a connection has failed over (or reconnected) and its calls have been answered
+promptly (within half its timeout) twice ~``PROBE_EVERY`` apart, every watcher sleeping
+on it wakes (one prompt answer is not enough: a flapping member woke them all at each up
+spell), each after a random delay of
 up to its ``relist_jitter`` (2 s by default, as ZooKeeper's: a fleet's re-lists are spread,
 not all at once). A slow answer (a gray link, an overloaded etcd) ends the outage in the
 log (``etcd_recovered``) but wakes no one: the backoff is what protects etcd then (woken
@@ -35,6 +37,10 @@ from smartstack.tasks import cancel_and_wait
 PROBE_EVERY = 2.0  # seconds between probes of a failed connection while watchers sleep
 PROBE_MAX = 30.0  # the interval doubles after each failed probe beyond PROBE_STEADY,
 PROBE_STEADY = 3  # up to this (a short outage keeps the 2 s probe: a prompt wake)
+# A watcher woken early whose watch is lost again within this many seconds (a flapping
+# member: woken at every up spell, 10 connections x 3 watchers relisted 180 times in 61 s,
+# not 38) sleeps its whole backoff, grown on from where the wake cut it.
+WAKE_SETTLE = 30.0
 
 
 class ProbeRefused(Exception):
@@ -51,6 +57,7 @@ class RecoveryWake:
     def __init__(self, probe: Callable[[], Awaitable[object]]) -> None:
         self._probe = probe
         self._down = False  # failed over, and not answered promptly since
+        self._prompt_since: float | None = None  # the first prompt answer while down
         self._recovered: asyncio.Future[None] | None = None  # what the sleepers wait for
         self._sleepers = 0
         self._task: asyncio.Task[None] | None = None
@@ -60,16 +67,31 @@ class RecoveryWake:
     def failed(self) -> None:
         """The connection failed over or reconnects (a call got no answer)."""
         self._down = True
+        self._prompt_since = None
 
     def answered(self, prompt: bool) -> None:
-        """A call was answered (``prompt``: well within the connection's timeout)."""
-        if prompt and self._down:
+        """A call was answered (``prompt``: well within the connection's timeout). The
+        sleepers wake once answers have been prompt for ``PROBE_EVERY`` s: a flapping
+        member's short up spells wake no one (woken at each, 10 connections x 3 watchers
+        relisted 180 times in 61 s, not 38)."""
+        if not (prompt and self._down):
+            return
+        now = asyncio.get_running_loop().time()
+        if self._prompt_since is None:
+            self._prompt_since = now
+            self._probe_every = PROBE_EVERY
+            if self._drop_probe() and self._sleepers:
+                self._start()  # a fresh probe, PROBE_EVERY from now, to confirm
+            return
+        if now - self._prompt_since >= PROBE_EVERY * 0.75:  # (the probe interval's jitter)
             self._down = False
+            self._prompt_since = None
             self.recovered()
 
     def refused(self) -> None:
         """The probe was refused by an answering member (``ProbeRefused``): stop probing."""
         self._down = False
+        self._prompt_since = None
 
     def recovered(self) -> None:
         """The connection is back: wake the sleepers (each after its jitter)."""
@@ -77,12 +99,19 @@ class RecoveryWake:
         if future is not None and not future.done():
             self.wakes += 1
             future.set_result(None)
+        self._drop_probe()
+
+    def _drop_probe(self) -> bool:
+        """Cancel a probe in flight (unless it is the caller). True if one was."""
         task = self._task
         if task is not None and not task.done() and task is not asyncio.current_task():
             # A probe sent during the outage that times out now would move the connection
             # off the endpoint that just answered, ending the watches made there (seen once:
             # every watch lost and listed again 2 s after the heal).
             task.cancel()
+            self._task = None
+            return True
+        return False
 
     async def sleep(self, seconds: float, jitter: float) -> bool:
         """Sleep ``seconds``, or until the connection recovers and then 0..``jitter`` s
@@ -123,7 +152,7 @@ class RecoveryWake:
                 break
             started = loop.time()
             # Its failure is the connection's to log (etcd_failover, once per outage); its
-            # prompt answer calls answered(), which wakes the sleepers.
+            # prompt answers call answered(), which wakes the sleepers.
             try:
                 await self._probe()
             except ProbeRefused:

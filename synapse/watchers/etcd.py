@@ -28,6 +28,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from smartstack import etcd_wake
 from smartstack.backoff import Backoff
 from smartstack.etcd_events import Listing, WatchOverflow
 from smartstack.logs import event
@@ -95,6 +96,7 @@ class EtcdWatcher(Watcher):
         outage = self._outage = outage_of(self.conn)
         policy = self.discovery.retry_policy
         backoff = Backoff(policy.base_interval, policy.max_interval)
+        woken_at, held = -etcd_wake.WAKE_SETTLE, 0  # the last early wake; backoff.attempt then
         while True:
             try:
                 await self._list_and_watch(backoff)
@@ -126,8 +128,15 @@ class EtcdWatcher(Watcher):
                     await self.conn.rotate(self.last_error or "watch failed", self._client)
             else:
                 self.set_connected(False, "etcd watch ended")
+            loop = asyncio.get_running_loop()
+            if loop.time() - woken_at < etcd_wake.WAKE_SETTLE:
+                # Lost again soon after an early wake (a flapping member): the backoff runs
+                # on from where that wake cut it, and sleeps to its end.
+                backoff.attempt = max(backoff.attempt, held)
+                await asyncio.sleep(backoff.next())
             # Ended early, after relist_jitter, when the connection answers again.
-            await self.conn.wake.sleep(backoff.next(), self.discovery.relist_jitter)
+            elif await self.conn.wake.sleep(backoff.next(), self.discovery.relist_jitter):
+                woken_at, held = loop.time(), backoff.attempt
 
     async def _list_and_watch(self, backoff: Backoff) -> None:
         assert self.conn is not None

@@ -56,9 +56,9 @@ async def test_a_failing_connection_is_probed_while_watchers_sleep(
     wake.failed()
     sleepers = [asyncio.ensure_future(wake.sleep(30, jitter=0.05)) for _ in range(20)]
     assert await asyncio.wait_for(asyncio.gather(*sleepers), 3) == [True] * 20
-    assert probes == 4
-    await asyncio.sleep(0.2)
-    assert probes == 4  # recovered: no more probes
+    assert probes == 5  # two prompt answers an interval apart: a stable recovery
+    await asyncio.sleep(0.3)
+    assert probes == 5  # recovered: no more probes
     await wake.close()
 
 
@@ -72,12 +72,13 @@ async def test_no_probe_while_the_connection_answers(monkeypatch: pytest.MonkeyP
     assert probes == []
 
 
-async def test_the_json_connection_wakes_its_sleepers_on_its_first_answer_after_failures(
-    caplog: pytest.LogCaptureFixture,
+async def test_the_json_connection_wakes_its_sleepers_once_it_answers_promptly_again(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(etcd_wake, "PROBE_EVERY", 0.1)
     caplog.set_level("INFO", "smartstack.etcd")
     conn = EtcdJsonConnection(["127.0.0.1:1"], start=0, timeout=0.4)
-    answers = ["fail", "slow", "ok", "ok"]
+    answers = ["fail", "slow", "ok", "ok", "ok"]
 
     async def call(_target: object, _turn: object) -> str:
         answer = answers.pop(0)
@@ -99,7 +100,10 @@ async def test_the_json_connection_wakes_its_sleepers_on_its_first_answer_after_
     await asyncio.sleep(0.05)
     assert not sleeper.done()
     assert [r.getMessage() for r in caplog.records].count("etcd_recovered") == 1
-    assert await answered() == "ok"  # promptly
+    assert await answered() == "ok"  # promptly, but once: not yet stable
+    await asyncio.sleep(0.1)
+    assert not sleeper.done()
+    assert await answered() == "ok"  # promptly again, an interval later
     assert await asyncio.wait_for(sleeper, 1) is True
     late = asyncio.ensure_future(conn.wake.sleep(0.05, jitter=0))
     assert await answered() == "ok"  # no outage: no wake
@@ -135,9 +139,10 @@ async def test_a_probe_still_waiting_when_another_call_recovers_is_dropped(
 ) -> None:
     """Its late failure would move the connection off the endpoint that just answered."""
     monkeypatch.setattr(etcd_wake, "PROBE_EVERY", 0.01)
-    started, ended = asyncio.Event(), []
+    started, ended, probes = asyncio.Event(), [], []
 
     async def probe() -> None:
+        probes.append(1)
         started.set()
         try:
             await asyncio.sleep(30)  # unanswered, as on a slow link
@@ -149,9 +154,14 @@ async def test_a_probe_still_waiting_when_another_call_recovers_is_dropped(
     sleeper = asyncio.ensure_future(wake.sleep(30, jitter=0))
     await asyncio.wait_for(started.wait(), 2)
     wake.answered(prompt=True)  # a watcher's own call was answered
-    assert await asyncio.wait_for(sleeper, 1) is True
     await asyncio.sleep(0.05)
     assert ended == [1]  # cancelled, not failed late
+    assert not sleeper.done()  # answered once: not yet stable
+    assert len(probes) == 2  # a fresh probe goes out to confirm
+    wake.answered(prompt=True)  # an interval later
+    assert await asyncio.wait_for(sleeper, 1) is True
+    await asyncio.sleep(0.05)
+    assert ended == [1, 1]
     await wake.close()
 
 
@@ -218,6 +228,30 @@ async def test_failed_probes_back_off(monkeypatch: pytest.MonkeyPatch) -> None:
     await wake.close()
 
 
+async def test_a_flapping_connection_wakes_no_one_on_a_single_prompt_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Up for one probe, down again: the sleepers keep their backoff (before: every up
+    spell woke them all, 180 relists in 61 s instead of 38)."""
+    monkeypatch.setattr(etcd_wake, "PROBE_EVERY", 0.02)
+    monkeypatch.setattr(etcd_wake, "PROBE_MAX", 0.02)
+    probes = 0
+
+    async def probe() -> None:
+        nonlocal probes
+        probes += 1
+        if probes % 2:
+            wake.failed()
+            raise ConnectionError("no answer")
+        wake.answered(prompt=True)
+
+    wake = RecoveryWake(probe)
+    wake.failed()
+    assert await wake.sleep(0.4, jitter=0) is False
+    assert probes >= 8
+    await wake.close()
+
+
 async def test_the_json_wake_probe_asks_the_status_without_logging_in(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -258,3 +292,31 @@ async def test_the_grpc_wake_probe_rotates_only_if_the_endpoint_probe_fails_too(
         await conn._wake_probe()
     assert kwargs and kwargs[0].get("probe", True) is True
     await conn.close()
+
+
+async def test_a_watch_lost_again_soon_after_a_wake_sleeps_its_whole_backoff() -> None:
+    """A flapping member: one early wake per watcher per WAKE_SETTLE s (before: woken at
+    every up spell, 180 relists in 61 s against 38 without the wake)."""
+    conn = DownConnection()
+    ctx = WatcherContext(loop=asyncio.get_running_loop(), metrics=metrics(),
+                         etcd_connection=lambda discovery: conn)  # type: ignore[arg-type,return-value]  # fmt: skip
+    discovery = {"method": "etcd", "endpoints": ["127.0.0.1:1"], "path": "/svc/web",
+                 "relist_jitter": 0.05,
+                 "retry_policy": {"base_interval": 10, "max_interval": 10}}  # fmt: skip
+    watcher = EtcdWatcher("web", service_config(discovery), Collector(), ctx)
+    await watcher.start()
+    try:
+        await eventually(lambda: watcher.last_error is not None, what="the failed list")
+        await asyncio.sleep(0.1)
+        conn.down = False
+        conn.wake.recovered()
+        await eventually(lambda: watcher.connected, timeout=3, what="listing again")
+        listings = conn.listings
+        conn.watches[-1].fail(RuntimeError("watch ended"))  # lost again at once
+        await eventually(lambda: not watcher.connected, what="the lost watch")
+        await asyncio.sleep(0.1)
+        conn.wake.recovered()  # up again
+        await asyncio.sleep(0.5)
+        assert not watcher.connected and conn.listings == listings  # its backoff: 5-10 s
+    finally:
+        await watcher.stop()
