@@ -396,9 +396,8 @@ class EtcdConnection(Endpoints):
         """Say plainly when the TLS handshake failed: gRPC buries it in a generic
         "failed to connect" message, where it looks like an outage."""
         text = str(exc)
-        if self.tls is None:
-            return
-        if not isinstance(exc, TLSFileError) and not any(m in text for m in TLS_ERROR_MARKS):
+        marked = isinstance(exc, TLSFileError) or any(m in text for m in TLS_ERROR_MARKS)
+        if self.tls is None or not marked:
             return
         detail = text.split(f":{split_endpoint(self.current_endpoint)[1]}: ", 1)[-1]
         event(log, "etcd_tls_failed", level=logging.ERROR, endpoint=self.current_endpoint,
@@ -446,7 +445,6 @@ def _closed_under_us(used: aetcd.Client | None, current: aetcd.Client | None) ->
 
 
 async def _close_quietly(client: aetcd.Client | None) -> None:
-    # Closing a broken channel may fail; the client is gone either way.
-    if client is not None:
+    if client is not None:  # (a broken channel may fail to close; it is gone either way)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.close(), 2)
