@@ -154,15 +154,20 @@ def test_check_notes_a_read_only_filesystem(tmp_path: Path) -> None:
         ("nerve", nerve_path, "state_dir", "x.json"),
         ("nerve", nerve_path, "heartbeat_path", "beat"),
     ):
-        argv = [sys.executable, "-m", f"{daemon}.cli", "-c", str(path), "-k"]
-        result = subprocess.run(
-            read_only(argv, empty=[ro]), capture_output=True, text=True, timeout=60
-        )
+        result = check_in_namespace(daemon, path, empty=[ro])
         assert result.returncode == 0, result.stderr
         assert (
             f"note: {path}: {key}: cannot write {ro}/{file}: "
             f"directory {ro} is on a read-only filesystem"
         ) in result.stderr
+
+
+def check_in_namespace(
+    daemon: str, path: Path, **mounts: list[Path]
+) -> subprocess.CompletedProcess:
+    """``<daemon> -c path -k`` in a private mount namespace with ``mounts`` read-only."""
+    argv = [sys.executable, "-m", f"{daemon}.cli", "-c", str(path), "-k"]
+    return subprocess.run(read_only(argv, **mounts), capture_output=True, text=True, timeout=60)
 
 
 def test_check_refuses_a_read_only_mount_of_a_writable_filesystem(tmp_path: Path) -> None:
@@ -182,10 +187,7 @@ def test_check_refuses_a_read_only_mount_of_a_writable_filesystem(tmp_path: Path
         ("synapse", synapse_path, "haproxy.config_file_path", "exsits/sub/haproxy.cfg"),
         ("nerve", nerve_path, "heartbeat_path", "b"),
     ):
-        argv = [sys.executable, "-m", f"{daemon}.cli", "-c", str(path), "-k"]
-        result = subprocess.run(
-            read_only(argv, bind=[ro]), capture_output=True, text=True, timeout=60
-        )
+        result = check_in_namespace(daemon, path, bind=[ro])
         assert result.returncode == 2, result.stderr
         assert (
             f"error: {path}: {key}: cannot write {ro}/{file}: "
