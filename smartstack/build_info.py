@@ -17,6 +17,9 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.metrics_core import CounterMetricFamily
+
+from smartstack import logs
 
 DISTRIBUTION = "smartstack"
 
@@ -127,3 +130,20 @@ def instrument(registry: CollectorRegistry, daemon: str) -> None:
     info.labels(version(), platform.python_version(), revision()).set(1)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
+    registry.register(_LogLinesDropped(daemon))
+
+
+class _LogLinesDropped:
+    """``<daemon>_log_lines_dropped_total``: lines lost to a stuck stderr (log_writer.py)."""
+
+    def __init__(self, daemon: str) -> None:
+        self.name = f"{daemon}_log_lines_dropped"
+
+    def collect(self) -> list[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            self.name,
+            "Log lines not written: stderr was not read (journald or Docker's log driver "
+            "stuck) and the lines waiting for it passed their cap, or the write failed",
+        )
+        family.add_metric([], logs.lines_dropped())
+        return [family]

@@ -57,6 +57,7 @@ class _Version(argparse.Action):
 
 
 def fail(lines: list[str]) -> NoReturn:
+    logs.flush()
     for line in lines:
         print(f"error: {line}", file=sys.stderr)
     sys.exit(EXIT_CONFIG_ERROR)
@@ -105,6 +106,7 @@ def check_or_run(
         start_logging(args)
     if preflight is not None and not (args.check_config and args.config_only):
         errors, notes = preflight(config, Path(args.config), args.check_config)
+        logs.flush()
         for line in notes:
             print(f"note: {line}", file=sys.stderr)
         if errors:

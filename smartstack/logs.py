@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from smartstack.log_writer import BackgroundStreamHandler
+
 _FIELDS = "smartstack_fields"
 _CONTEXT = "smartstack_context"  # fields added to a plain (non-event) line, e.g. kazoo's
 
@@ -78,10 +80,14 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(level: str = "info", fmt: str = "kv") -> None:
-    """Configure the root logger once for a daemon (stderr)."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Configure the root logger once for a daemon: stderr, written by its own thread (a
+    stuck stderr drops lines, it never stalls the daemon: log_writer.py)."""
+    handler = BackgroundStreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
     root = logging.getLogger()
+    for old in root.handlers:
+        if isinstance(old, BackgroundStreamHandler):  # its thread ends
+            old.close()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # kazoo is chatty at INFO about every connection attempt.
@@ -180,3 +186,14 @@ class KazooLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
     def warn(self, msg: Any, *args: Any, **kwargs: Any) -> None:  # kazoo still calls warn()
         self.log(logging.WARNING, msg, *args, **kwargs)
+
+
+def flush() -> None:
+    """Write the lines queued so far (before printing to stderr directly: keeps the order)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
+def lines_dropped() -> int:
+    """Log lines the daemon's handler could not write (its stderr stuck): /metrics."""
+    return sum(getattr(h, "dropped_total", 0) for h in logging.getLogger().handlers)
