@@ -92,8 +92,8 @@ class BackgroundStreamHandler(logging.Handler):
             self.stream.write(text)
             self.stream.flush()
             return True
-        except (OSError, ValueError):  # EPIPE, EIO, a closed stream: the lines are lost
-            return False
+        except Exception:  # EPIPE, EIO, a closed stream, no stderr at all: the lines are lost
+            return False  # (and the writer lives on: it must never die)
 
     def _dropped_line(self, lines: int, since: float) -> str:
         record = logging.LogRecord(

@@ -35,6 +35,14 @@ class BrokenStream(io.StringIO):
         raise BrokenPipeError(32, "Broken pipe")
 
 
+def _dropped_soon(handler: BackgroundStreamHandler, lines: int) -> int:
+    """The handler's drop count once it reached ``lines`` (or after 5 s)."""
+    deadline = time.monotonic() + 5
+    while handler.dropped_total < lines and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return handler.dropped_total
+
+
 def _logger(handler: logging.Handler, name: str) -> logging.Logger:
     handler.setFormatter(KeyValueFormatter())
     log = logging.getLogger(name)
@@ -83,10 +91,7 @@ def test_a_broken_stream_counts_its_lines_as_dropped_and_raises_nothing() -> Non
     log = _logger(handler, "test.writer.broken")
     event(log, "lost")
     handler.flush(5)
-    deadline = time.monotonic() + 5
-    while handler.dropped_total < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert handler.dropped_total == 1
+    assert _dropped_soon(handler, 1) == 1
     handler.close()
 
 
@@ -116,3 +121,14 @@ def test_the_dropped_lines_are_a_counter_on_metrics() -> None:
     finally:
         root.handlers[:] = saved
         handler.close()
+
+
+def test_no_stream_at_all_loses_the_lines_not_the_writer() -> None:
+    """A daemon started with fd 2 closed has ``sys.stderr`` None: lines are counted."""
+    handler = BackgroundStreamHandler(None)  # type: ignore[arg-type]
+    log = _logger(handler, "test.writer.none")
+    for n in range(3):
+        event(log, "lost", n=n)
+    assert _dropped_soon(handler, 3) == 3 and handler._thread is not None
+    assert handler._thread.is_alive()
+    handler.close()
