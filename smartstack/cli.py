@@ -56,10 +56,19 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def say(line: str) -> None:
+    """A line for the operator on stderr: through the daemon's log writer once it runs (a
+    stuck stderr must not stall a start: log_writer.py), else printed."""
+    writer = logs.writer()
+    if writer is None:
+        print(line, file=sys.stderr)
+    else:
+        writer.say(line)
+
+
 def fail(lines: list[str]) -> NoReturn:
-    logs.flush()
     for line in lines:
-        print(f"error: {line}", file=sys.stderr)
+        say(f"error: {line}")
     sys.exit(EXIT_CONFIG_ERROR)
 
 
@@ -70,8 +79,21 @@ def load_or_exit(loader: Callable[[], tuple[Any, list[str]]]) -> Any:
     except ConfigError as exc:
         fail(exc.lines)
     for line in warnings:
-        print(f"warning: {line}", file=sys.stderr)
+        say(f"warning: {line}")
     return config
+
+
+def hold_std_fds() -> None:
+    """fd 0, 1 or 2 closed at start (a careless daemonizer): /dev/null takes the number, so
+    that no socket opened later gets it (what is written to stderr would go into it)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 def start_logging(args: argparse.Namespace) -> None:
@@ -101,14 +123,14 @@ def check_or_run(
     """
     # (held since the first line of nerve.cli / synapse.cli: smartstack.early_signals)
     release_sighup() if args.check_config else hold_sighup()
-    config = load_or_exit(loader)
-    if not args.check_config:  # (a start's preflight logs what it lets through)
+    if not args.check_config:  # first: what a start says then must not block on stderr
+        hold_std_fds()
         start_logging(args)
+    config = load_or_exit(loader)
     if preflight is not None and not (args.check_config and args.config_only):
         errors, notes = preflight(config, Path(args.config), args.check_config)
-        logs.flush()
         for line in notes:
-            print(f"note: {line}", file=sys.stderr)
+            say(f"note: {line}")
         if errors:
             fail(errors)
     if args.check_config:

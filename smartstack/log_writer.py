@@ -8,10 +8,16 @@ pipe stayed full (still registered 15 s after its service failed; withdrawn only
 pipe drained), synapse stopped following the registry.
 
 Here a daemon's threads only queue the line. The writer thread writes it; up to
-``capacity`` characters of lines wait for it, and beyond that lines are dropped and counted: a
-``log_lines_dropped`` line says how many when the stream moves again, and
+``capacity`` characters of lines wait for it, and beyond that lines are dropped and
+counted: a ``log_lines_dropped`` line says how many as soon as the stream moves again, and
 ``<daemon>_log_lines_dropped_total`` counts them all (/metrics). Losing log lines is the
 lesser harm: the daemon's own state and /metrics stay exact.
+
+Lines go out a few at a time, at most ``CHUNK`` characters cut at line ends (a pipe takes a
+write of up to 4 KB whole): an exit while the reader is slow leaves no half line. An exit
+waits for the lines queued while the stream moves (at most ``EXIT_MAX`` s, ``EXIT_STALL``
+s without progress); a backlog too long for that keeps its warnings and errors and the
+newest lines (the stop's own), and says how many it dropped.
 """
 
 from __future__ import annotations
@@ -19,24 +25,33 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from collections import deque
 from typing import TextIO
 
 CAPACITY = 1 << 20  # characters of lines waiting for the writer: ~5,000 lines
-EXIT_WAIT = 0.5  # seconds an exit waits for the last lines (a stuck stream: they are lost)
+CHUNK = 1024  # characters per write: <= 4 KB, what a pipe takes whole, even in UTF-8
+EXIT_BACKLOG = 1 << 16  # characters an exit still waits for, oldest info/debug lines first
+EXIT_STALL = 0.5  # seconds an exit waits without a byte going out (a stuck stream)
+EXIT_MAX = 5.0  # seconds an exit waits at most (a slow stream)
+
+# [level, text with its newline, lines dropped here, since when]: a line, or (dropped > 0)
+# the place of dropped lines in the order, said as a log_lines_dropped line
+_Entry = list
 
 
 class BackgroundStreamHandler(logging.Handler):
     """A ``logging.Handler`` that never blocks its caller on the stream."""
 
-    def __init__(self, stream: TextIO, capacity: int = CAPACITY) -> None:
+    dropped_in_process = 0  # every handler's drops (a second logs.setup keeps the count)
+
+    def __init__(self, stream: TextIO | None, capacity: int = CAPACITY) -> None:
         super().__init__()
         self.stream, self.capacity = stream, capacity
         self.dropped_total = 0  # lines never written: queue full, or the stream failed
-        self._lines: deque[str] = deque()
-        self._queued = 0  # bytes in _lines and in the batch being written
-        self._dropped = 0  # not said yet
-        self._dropped_since = 0.0
+        self._lines: deque[_Entry] = deque()
+        self._queued = 0  # characters in _lines and in the chunk being written
+        self._written = 0  # chunks written: an exit's wait sees progress
         self._writing = False
         self._closing = False
         self._wake = threading.Condition(threading.Lock())
@@ -44,26 +59,46 @@ class BackgroundStreamHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + "\n"
+            line = self.format(record)
         except Exception:  # logging's own contract: report, never raise
             self.handleError(record)
             return
+        self.say(line, record.levelno)
+
+    def say(self, line: str, level: int = logging.WARNING) -> None:
+        """Queue one line as it is (a CLI's ``warning: ...``): never blocks."""
+        line += "\n"
         with self._wake:
             if self._queued + len(line) > self.capacity or self._closing:
                 self._count_dropped(1)
                 return
-            self._lines.append(line)
+            self._lines.append([level, line, 0, 0.0])
             self._queued += len(line)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
                 self._thread.start()
             self._wake.notify()
 
-    def _count_dropped(self, lines: int) -> None:
-        if not self._dropped:
-            self._dropped_since = time.monotonic()
-        self._dropped += lines
+    def handleError(self, record: logging.LogRecord) -> None:  # (logging's name)
+        """logging prints a failed format to stderr itself, blocking: queued here instead."""
+        text = "".join(traceback.format_exc()).rstrip("\n")
+        self.say(f"--- logging error in {record.name}: {record.msg!r}\n{text}", logging.ERROR)
+
+    def _count_dropped(self, lines: int, first: bool = False) -> None:
+        """``lines`` lost: said where they were lost (the end of the queue, or its head
+        for lines already taken), by a marker the writer turns into log_lines_dropped."""
+        if lines <= 0:
+            return
         self.dropped_total += lines
+        BackgroundStreamHandler.dropped_in_process += lines
+        end = self._lines[0] if first and self._lines else self._lines[-1] if self._lines else None
+        if end is not None and end[2]:
+            end[2] += lines
+            return
+        marker = [logging.WARNING, "", lines, time.monotonic()]
+        self._lines.appendleft(marker) if first else self._lines.append(marker)
+        if self._thread is not None:
+            self._wake.notify()
 
     def _run(self) -> None:
         while True:
@@ -72,25 +107,35 @@ class BackgroundStreamHandler(logging.Handler):
                     self._wake.wait()
                 if not self._lines:
                     return
-                batch, self._writing = "".join(self._lines), True
-                count, size = len(self._lines), len(batch)
-                self._lines.clear()
-                dropped, self._dropped = self._dropped, 0
-                since = self._dropped_since
-            if dropped:  # the lines dropped came after this batch: say so after it
-                batch += self._dropped_line(dropped, since)
-            written = self._write(batch)
+                chunk, count, size = self._take_chunk()
+                self._writing = True
+            written = self._write(chunk)
             with self._wake:
                 self._queued -= size
                 self._writing = False
-                if not written:
-                    self._count_dropped(count)
+                self._written += 1
+                if not written and count:
+                    self._count_dropped(count, first=True)
                 self._wake.notify_all()
+
+    def _take_chunk(self) -> tuple[str, int, int]:
+        """(text, lines, characters queued): the oldest lines, at most CHUNK characters
+        (one line at least); a marker of dropped lines becomes its log_lines_dropped line."""
+        parts: list[str] = []
+        count = size = 0
+        while self._lines and (not parts or size + len(self._lines[0][1]) <= CHUNK):
+            _, line, dropped, since = self._lines.popleft()
+            if dropped:
+                parts.append(self._dropped_line(dropped, since))
+                continue
+            parts.append(line)
+            count, size = count + 1, size + len(line)
+        return "".join(parts), count, size
 
     def _write(self, text: str) -> bool:
         try:
-            self.stream.write(text)
-            self.stream.flush()
+            self.stream.write(text)  # type: ignore[union-attr]
+            self.stream.flush()  # type: ignore[union-attr]
             return True
         except Exception:  # EPIPE, EIO, a closed stream, no stderr at all: the lines are lost
             return False  # (and the writer lives on: it must never die)
@@ -99,26 +144,50 @@ class BackgroundStreamHandler(logging.Handler):
         record = logging.LogRecord(
             "smartstack.logs", logging.WARNING, __file__, 0, "log_lines_dropped", None, None
         )
-        seconds = round(time.monotonic() - since, 1)
         record.smartstack_fields = {  # type: ignore[attr-defined]
             "lines": lines,
-            "seconds": seconds,
-            "reason": "stderr was not read (its reader stuck or gone)",
+            "seconds": round(time.monotonic() - since, 1),
+            "reason": "stderr was not read (its reader stuck, slow or gone)",
         }
         try:
             return self.format(record) + "\n"
         except Exception:  # a fallback line rather than none
             return f"log_lines_dropped lines={lines}\n"
 
-    def flush(self, timeout: float = EXIT_WAIT) -> None:
-        """Wait (at most ``timeout`` s) for the lines queued so far to be written."""
-        deadline = time.monotonic() + timeout
+    def flush(self, stall: float = EXIT_STALL, most: float = EXIT_MAX) -> None:
+        """Wait for the lines queued so far to be written: while chunks go out, at most
+        ``most`` s; ``stall`` s without one going out (a stuck stream) ends the wait."""
+        start = time.monotonic()
         with self._wake:
+            self._trim_backlog()
+            seen, progress = self._written, start
             while (self._lines or self._writing) and self._thread is not None:
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                if self._written != seen:
+                    seen, progress = self._written, now
+                left = min(start + most, progress + stall) - now
                 if left <= 0 or not self._thread.is_alive():
                     return
                 self._wake.wait(left)
+
+    def _trim_backlog(self) -> None:
+        """More than EXIT_BACKLOG waiting: the oldest info and debug lines go (counted), so
+        that what an exit waits for is mostly its own last lines and every warning."""
+        excess = self._queued - EXIT_BACKLOG
+        if excess <= 0:
+            return
+        kept: deque[_Entry] = deque()
+        trimmed = 0
+        for entry in self._lines:
+            level, line, dropped, _ = entry
+            if excess > 0 and level < logging.WARNING and not dropped:
+                excess -= len(line)
+                self._queued -= len(line)
+                trimmed += 1
+            else:
+                kept.append(entry)
+        self._lines = kept
+        self._count_dropped(trimmed, first=True)
 
     def close(self) -> None:
         """The writer ends once the lines queued are written (logging.shutdown flushes

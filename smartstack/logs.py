@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from smartstack import log_writer
 from smartstack.log_writer import BackgroundStreamHandler
 
 _FIELDS = "smartstack_fields"
@@ -92,6 +93,23 @@ def setup(level: str = "info", fmt: str = "kv") -> None:
     root.setLevel(level.upper())
     # kazoo is chatty at INFO about every connection attempt.
     logging.getLogger("kazoo").setLevel(max(root.level, logging.WARNING))
+    # What Python itself prints to stderr goes through the writer too (never blocking).
+    logging.captureWarnings(True)
+    threading.excepthook = _thread_died
+    sys.unraisablehook = _unraisable
+
+
+def _thread_died(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is not SystemExit:
+        name = getattr(args.thread, "name", "?")
+        error = (args.exc_type, args.exc_value, args.exc_traceback)
+        logging.getLogger("smartstack.crash").error("thread %s died", name, exc_info=error)
+
+
+def _unraisable(args: Any) -> None:  # sys.UnraisableHookArgs
+    error = (args.exc_type, args.exc_value, args.exc_traceback)
+    message = args.err_msg or "Exception ignored in"
+    logging.getLogger("smartstack.crash").warning("%s: %r", message, args.object, exc_info=error)
 
 
 class Streak:
@@ -188,12 +206,22 @@ class KazooLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         self.log(logging.WARNING, msg, *args, **kwargs)
 
 
-def flush() -> None:
-    """Write the lines queued so far (before printing to stderr directly: keeps the order)."""
+def flush(most: float = log_writer.EXIT_MAX) -> None:
+    """Write the lines queued so far (before printing to stderr directly: keeps the order;
+    before an exit): while they go out, at most ``most`` s, 0.5 s if stderr is stuck."""
     for handler in logging.getLogger().handlers:
-        handler.flush()
+        if isinstance(handler, BackgroundStreamHandler):
+            handler.flush(most=most)
+        else:
+            handler.flush()
+
+
+def writer() -> BackgroundStreamHandler | None:
+    """The daemon's log writer, once ``setup`` ran."""
+    found = [h for h in logging.getLogger().handlers if isinstance(h, BackgroundStreamHandler)]
+    return found[0] if found else None
 
 
 def lines_dropped() -> int:
-    """Log lines the daemon's handler could not write (its stderr stuck): /metrics."""
-    return sum(getattr(h, "dropped_total", 0) for h in logging.getLogger().handlers)
+    """Log lines the daemon could not write (its stderr stuck): /metrics."""
+    return BackgroundStreamHandler.dropped_in_process

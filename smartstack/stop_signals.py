@@ -20,6 +20,7 @@ import logging
 import signal
 from collections.abc import Callable
 
+from smartstack import logs
 from smartstack.logs import event
 
 AFTER_STOP = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -67,8 +68,7 @@ def _noted(
 
 def end_now(sig: signal.Signals) -> None:
     """``sig``'s default action, at once (the lines logged so far get up to 0.5 s)."""
-    for handler in logging.getLogger().handlers:
-        handler.flush()  # ours waits for its writer thread (log_writer.py)
+    logs.flush(most=0.5)  # the writer thread's lines (log_writer.py)
     signal.signal(sig, signal.SIG_DFL)
     signal.raise_signal(sig)
 

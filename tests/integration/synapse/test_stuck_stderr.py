@@ -34,31 +34,60 @@ def pipe(tmp_path: Path) -> Iterator[StuckPipe]:
     stuck.close()
 
 
+@pytest.fixture
+def nerve_on_pipe(tmp_path: Path, pipe: StuckPipe) -> Iterator[Callable[[dict], NerveProcess]]:
+    """``start(config)``: a nerve whose stdout and stderr are the test's pipe."""
+    started: list[NerveProcess] = []
+
+    def start(config: dict) -> NerveProcess:
+        nerve = NerveProcess(write_config(tmp_path / "nerve.json", config), tmp_path)
+        nerve.process.log_path = pipe.path
+        started.append(nerve.start())
+        return nerve
+
+    yield start
+    for nerve in started:
+        nerve.process.kill()
+
+
 def test_nerve_withdraws_a_failing_instance_while_its_stderr_is_full(
-    tmp_path: Path,
     zk: ZooKeeperServer,
     writer: KazooClient,
     pipe: StuckPipe,
+    nerve_on_pipe: Callable[[dict], NerveProcess],
     http_backend_factory: Callable[..., HttpBackend],
 ) -> None:
     backend, path = http_backend_factory(), unique_path()
     block = nerve_zk_service(zk.hosts, path, backend.port, checks=CHECKS)
-    config = write_config(tmp_path / "nerve.json", nerve_config({"web": block}))
-    nerve = NerveProcess(config, tmp_path)
-    nerve.process.log_path = pipe.path  # its stdout and stderr
-    nerve.start()
-    try:
-        wait(lambda: children(writer, path), what="the registration")
-        assert pipe.fill() > 0
-        backend.set_healthy(False)
-        failed = time.monotonic()
-        wait(lambda: not children(writer, path), WITHIN, what="the withdrawal (stderr full)")
-        assert time.monotonic() - failed < WITHIN
-        assert nerve.process.alive
-        # Nothing lost: the lines come out once the reader is back.
-        assert "service_withdrawn" in pipe.drain()
-    finally:
-        nerve.process.kill()
+    nerve = nerve_on_pipe(nerve_config({"web": block}))
+    wait(lambda: children(writer, path), what="the registration")
+    assert pipe.fill() > 0
+    backend.set_healthy(False)
+    failed = time.monotonic()
+    wait(lambda: not children(writer, path), WITHIN, what="the withdrawal (stderr full)")
+    assert time.monotonic() - failed < WITHIN
+    assert nerve.process.alive
+    # Nothing lost: the lines come out once the reader is back.
+    assert "service_withdrawn" in pipe.drain()
+
+
+def test_nerve_starts_with_a_config_warning_while_its_stderr_is_full(
+    zk: ZooKeeperServer,
+    writer: KazooClient,
+    pipe: StuckPipe,
+    nerve_on_pipe: Callable[[dict], NerveProcess],
+    http_backend_factory: Callable[..., HttpBackend],
+) -> None:
+    """A restart while the journal is stuck: the config's warnings (an unknown key) were
+    printed to stderr at start, blocking before anything registered (not within 15 s)."""
+    backend, path = http_backend_factory(), unique_path()
+    config = nerve_config({"web": nerve_zk_service(zk.hosts, path, backend.port)})
+    config["bogus_key"] = 1
+    assert pipe.fill() > 0
+    nerve_on_pipe(config)
+    wait(lambda: children(writer, path), WITHIN, what="the registration (stderr full)")
+    warnings = [line for line in pipe.drain().splitlines() if line.startswith("warning: ")]
+    assert warnings and "bogus_key" in warnings[0]
 
 
 def test_synapse_follows_the_registry_while_its_stderr_is_full(

@@ -10,9 +10,9 @@ import time
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from smartstack import logs
+from smartstack import log_writer, logs
 from smartstack.build_info import instrument
-from smartstack.log_writer import BackgroundStreamHandler
+from smartstack.log_writer import CHUNK, BackgroundStreamHandler
 from smartstack.logs import KeyValueFormatter, event
 
 
@@ -107,20 +107,17 @@ def test_flush_gives_up_on_a_stuck_stream_within_its_time() -> None:
     handler.close()
 
 
-def test_the_dropped_lines_are_a_counter_on_metrics() -> None:
-    root = logging.getLogger()
-    saved = root.handlers[:]
-    handler = BackgroundStreamHandler(io.StringIO())
-    handler.dropped_total = 7
-    try:
-        root.handlers[:] = [handler]
-        registry = CollectorRegistry()
-        instrument(registry, "nerve")
-        assert logs.lines_dropped() == 7
-        assert "nerve_log_lines_dropped_total 7.0" in generate_latest(registry).decode()
-    finally:
-        root.handlers[:] = saved
-        handler.close()
+def test_the_dropped_lines_are_a_counter_on_metrics(monkeypatch) -> None:
+    """Every handler's drops: a second logs.setup does not reset the count."""
+    monkeypatch.setattr(BackgroundStreamHandler, "dropped_in_process", 0)
+    handler = BackgroundStreamHandler(BrokenStream())
+    event(_logger(handler, "test.writer.metric"), "lost")
+    assert _dropped_soon(handler, 1) == 1
+    handler.close()
+    registry = CollectorRegistry()
+    instrument(registry, "nerve")
+    assert logs.lines_dropped() == 1
+    assert "nerve_log_lines_dropped_total 1.0" in generate_latest(registry).decode()
 
 
 def test_no_stream_at_all_loses_the_lines_not_the_writer() -> None:
@@ -131,4 +128,80 @@ def test_no_stream_at_all_loses_the_lines_not_the_writer() -> None:
         event(log, "lost", n=n)
     assert _dropped_soon(handler, 3) == 3 and handler._thread is not None
     assert handler._thread.is_alive()
+    handler.close()
+
+
+class SlowStream(io.StringIO):
+    """A reader that takes each write in 0.1 s (a slow journal): records the write sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def write(self, text: str) -> int:
+        time.sleep(0.1)
+        self.sizes.append(len(text))
+        return super().write(text)
+
+
+def test_writes_are_cut_at_line_ends_and_an_exit_waits_while_they_go_out() -> None:
+    """No half line at an exit: writes of whole lines, <= CHUNK characters; the exit's wait
+    goes on past EXIT_STALL while the slow reader keeps taking them."""
+    stream = SlowStream()
+    handler = BackgroundStreamHandler(stream)
+    log = _logger(handler, "test.writer.slow")
+    for n in range(60):
+        event(log, "line", n=n, pad="x" * 80)  # ~150 characters a line: ~8 writes
+    handler.flush(stall=0.5, most=5.0)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 60 and handler.dropped_total == 0
+    assert len(stream.sizes) > 1 and max(stream.sizes) <= CHUNK
+    assert stream.getvalue().endswith("\n")
+    handler.close()
+
+
+def test_the_dropped_line_comes_when_the_stream_moves_with_nothing_new_logged() -> None:
+    stream = StuckStream()
+    handler = BackgroundStreamHandler(stream, capacity=500)
+    log = _logger(handler, "test.writer.notice")
+    event(log, "first")
+    assert stream.entered.wait(5)
+    for n in range(50):
+        event(log, "queued", n=n)
+    stream.release.set()  # and nothing logged after
+    handler.flush(5)
+    assert "event=log_lines_dropped" in stream.getvalue().splitlines()[-1]
+    handler.close()
+
+
+def test_an_exit_with_a_long_backlog_keeps_warnings_and_the_newest_lines(monkeypatch) -> None:
+    """Past EXIT_BACKLOG, the oldest info lines go first (counted, said first)."""
+    monkeypatch.setattr(log_writer, "EXIT_BACKLOG", 2000)
+    stream = StuckStream()
+    handler = BackgroundStreamHandler(stream)
+    log = _logger(handler, "test.writer.backlog")
+    event(log, "first")
+    assert stream.entered.wait(5)
+    for n in range(100):
+        event(log, "old", n=n)
+    event(log, "warned", logging.WARNING)
+    event(log, "stopped")
+    stream.release.set()
+    handler.flush(5)
+    text = stream.getvalue()
+    assert "event=warned" in text and text.splitlines()[-1].endswith("event=stopped")
+    kept = text.count("event=old")
+    assert 0 < kept < 100 and handler.dropped_total == 100 - kept
+    assert f"event=log_lines_dropped lines={100 - kept} " in text
+    assert text.index("log_lines_dropped") < text.index("event=old")
+    handler.close()
+
+
+def test_a_failed_format_is_queued_not_printed(capsys) -> None:
+    stream = io.StringIO()
+    handler = BackgroundStreamHandler(stream)
+    _logger(handler, "test.writer.format").info("%d", "not a number")
+    handler.flush(5)
+    assert "--- logging error in test.writer.format" in stream.getvalue()
+    assert capsys.readouterr().err == ""
     handler.close()
