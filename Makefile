@@ -4,7 +4,7 @@ PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: install test test-unit test-fast lint format demo bench bench-peer faults compose-demo clean
+.PHONY: install test test-long test-unit test-fast lint format demo bench bench-peer faults compose-demo clean
 
 install:
 	@bash scripts/install.sh
@@ -19,15 +19,19 @@ define run_pytest
 endef
 
 # Tiers: tests/unit (no process, no socket), tests/integration (real ZooKeeper/etcd/HAProxy),
-# tests/system (demo, Docker, benchmark smoke, image build). `make test` is what CI runs.
+# tests/system (demo, Docker, benchmark smoke, image build). `make test` (under 30 minutes
+# on 2 cores) and `make test-long` (the long fault tests, marker `long`) are what CI runs.
 test: install
-	$(call run_pytest,)
+	$(call run_pytest,-m 'not long')
+
+test-long: install
+	$(call run_pytest,-m long)
 
 test-unit: install
 	$(call run_pytest,tests/unit)
 
 test-fast: install
-	$(call run_pytest,tests/unit tests/integration -m 'not slow')
+	$(call run_pytest,tests/unit tests/integration -m 'not slow and not long')
 
 lint: install
 	.venv/bin/ruff check .
@@ -48,7 +52,7 @@ bench-peer: install
 	$(PYTHON) -m bench peer $(ARGS)
 
 # Reliability suite: real faults under client load -> RELIABILITY.md (ARGS=--quick: < 3 min).
-faults: install
+faults: test-long
 	$(PYTHON) -m bench.faults $(ARGS)
 
 compose-demo:

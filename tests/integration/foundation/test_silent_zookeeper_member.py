@@ -61,6 +61,7 @@ async def states_after(states: States, since: float, wait_s: float) -> States:
     return [(round(t - since, 1), s) for t, s in states if t > since]
 
 
+@pytest.mark.long
 async def test_a_connect_to_a_member_dropping_syns_gives_up_in_time_to_keep_the_session(
     zk_1s_tick: ZooKeeperServer,
 ) -> None:

@@ -48,6 +48,7 @@ async def next_ping(relay: BlackholeRelay, quiet_s: float = 1.0, wait_s: float =
     return relay.last_write_upstream
 
 
+@pytest.mark.long
 async def test_a_stall_of_four_fifths_of_the_session_keeps_it(
     zk_fine_tick: ZooKeeperServer,
 ) -> None:

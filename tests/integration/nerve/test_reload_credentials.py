@@ -130,7 +130,7 @@ async def test_etcd_a_password_not_accepted_yet_keeps_the_working_registration(
         await observer.close()
 
 
-@pytest.mark.parametrize("transport", ["json", "grpc"])
+@pytest.mark.parametrize("transport", ["json", pytest.param("grpc", marks=pytest.mark.long)])
 async def test_etcd_after_the_old_password_died_a_reload_with_the_new_one_registers(
     auth_etcd: EtcdCluster, caplog: pytest.LogCaptureFixture, transport: str
 ) -> None:
@@ -186,6 +186,7 @@ def digest_kz(zk: ZooKeeperServer) -> Iterator[KazooClient]:
     client.close()
 
 
+@pytest.mark.long
 async def test_zookeeper_a_credential_typo_keeps_the_registration_until_fixed(
     zk: ZooKeeperServer, digest_kz: KazooClient, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -273,6 +273,7 @@ def post_json(port: int, path: str, body: object) -> dict:
         return json.loads(response.read())
 
 
+@pytest.mark.long
 async def test_registry_outage_checks_go_on_and_the_truth_is_written_on_return(
     tmp_path: Path, http_backend_factory
 ) -> None:

@@ -70,6 +70,7 @@ async def test_a_change_reaches_synapse_soon_after_its_watch_member_goes_silent(
                     await conn.close()
 
 
+@pytest.mark.long
 async def test_a_quiet_watch_stream_is_still_pinged(tmp_path, monkeypatch) -> None:
     """gRPC's defaults stop pinging after 2 pings without data (then once a minute) and wait
     60 s for an answer: a quiet watch on a silent member would go unnoticed that long. Pings

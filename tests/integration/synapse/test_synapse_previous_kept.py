@@ -73,7 +73,7 @@ def test_a_restart_holds_ttl_end_is_said_while_the_saved_list_is_served(
         assert load.ok > 0 and load.failures == [], load.failures[:5]
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_held_swaps_end_after_the_old_list_emptied_is_said(
     zk: ZooKeeperServer, writer: KazooClient, http_backend_factory
 ) -> None:

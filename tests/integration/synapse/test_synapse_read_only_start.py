@@ -122,6 +122,7 @@ def writable_then_served(syn: Synapse, run_dir: Path, port: int) -> None:
     assert syn.process.wait(15) == 0
 
 
+@pytest.mark.long
 def test_haproxy_starts_within_seconds_of_its_socket_dir_writable_again(
     backend: HttpBackend, run_dir: Path
 ) -> None:

@@ -14,6 +14,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 from kazoo.client import KazooClient
 from synapse_e2e import Load, Synapse, nerve_record, wait_serving
 from synapse_reload import reload_web, serving_two, zk_service, zk_web
@@ -69,6 +70,7 @@ def test_a_restart_while_a_missing_path_is_held_serves_the_saved_servers(
         assert set(state["_synapse"]["discovery"]["services"]) == {"web"}
 
 
+@pytest.mark.long
 def test_a_kill_right_after_a_hold_began_still_holds_at_the_restart(
     zk: ZooKeeperServer, writer: KazooClient, http_backend_factory
 ) -> None:

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
 from synapse_e2e import Synapse, nerve_record, spread, wait, wait_serving
 from test_synapse_restart_registry_down import (
     PATH,
@@ -70,6 +71,7 @@ def answered(port: int) -> Counter:
     return got
 
 
+@pytest.mark.long
 def test_a_filtered_service_redeployed_meanwhile_keeps_serving(
     own_zk: ZooKeeperServer, http_backend_factory
 ) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from kazoo.client import KazooClient
 from synapse_e2e import Load, Synapse, nerve_record, wait_serving
 from synapse_reload import reload_web, wait_gone, zk_web
@@ -22,6 +23,7 @@ from testbed.zookeeper import ZooKeeperServer
 AZ1 = {"zone": "az1"}
 
 
+@pytest.mark.long
 def test_a_sighup_to_a_missing_path_keeps_following_the_old_one_until_records_appear(
     zk: ZooKeeperServer, writer: KazooClient, http_backend_factory
 ) -> None:

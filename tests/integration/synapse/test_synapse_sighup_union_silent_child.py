@@ -14,6 +14,7 @@ import re
 import time
 from typing import Any
 
+import pytest
 from kazoo.client import KazooClient
 from synapse_e2e import Load, Synapse, nerve_record, wait_serving
 from synapse_reload import sighup, web
@@ -37,6 +38,7 @@ def swapped_after(log: str) -> float:
     return float(match.group(1))
 
 
+@pytest.mark.long
 def test_a_union_with_a_silent_child_follows_a_sighup(
     zk: ZooKeeperServer, writer: KazooClient, http_backend_factory
 ) -> None:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kazoo.client import KazooClient
 from synapse_e2e import Load, Synapse, nerve_record, wait_serving
 from synapse_reload import sighup, wait_gone, web
@@ -32,6 +33,7 @@ sasl_zk = security.sasl_zk  # its ZooKeeper with SASL, whose one user is nerve:s
 REFUSED_SASL = "ZooKeeper refused the sasl credential"
 
 
+@pytest.mark.long
 def test_a_refused_zookeeper_credential_leaves_the_running_watcher_following(
     sasl_zk: ZooKeeperServer, http_backend_factory
 ) -> None:

@@ -41,6 +41,7 @@ async def serving(
     return controller, worker
 
 
+@pytest.mark.long
 async def test_a_change_during_a_worker_stall_waits_for_it_rather_than_reloading(
     managed_factory, http_backend_factory
 ):
@@ -122,7 +123,9 @@ class Clients:
 STRUCTURAL_STALL = 12.0  # > 2 timeouts of 5 s: one wait of the apply times out, with margin
 
 
-@pytest.mark.parametrize("stalls", ["before the apply", "after the apply's read"])
+@pytest.mark.parametrize(
+    "stalls", ["before the apply", pytest.param("after the apply's read", marks=pytest.mark.long)]
+)
 async def test_a_new_service_during_an_unnoticed_stall_reloads_once_the_worker_answers(
     managed_factory, http_backend_factory, stalls
 ):
