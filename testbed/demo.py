@@ -9,9 +9,11 @@ traffic spreads evenly over the other two, and comes back; clients carrying the 
 cookie stay in their zone. A reload under kept-alive clients (testbed/demo_reload.py), a
 nerve restarted while its instance stays in HAProxy (demo_restart.py), a reload held for
 seconds while an instance is withdrawn beside it (demo_window.py), a SIGHUP with a
-misspelled prefix that empties nothing (demo_typo.py), and last a nerve frozen past its lease
-whose app turned unhealthy meanwhile: on resume it checks again before it registers
-(demo_freeze.py). All on 127.0.0.1, stopped at the end.
+misspelled prefix that empties nothing (demo_typo.py), a nerve frozen past its lease whose
+app turned unhealthy meanwhile: on resume it checks again before it registers
+(demo_freeze.py), and last a nerve whose journal is stuck (its stderr a full pipe) while its
+app turns unhealthy: withdrawn as always (demo_journal.py). All on 127.0.0.1, stopped at the
+end.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 from testbed.demo_client import Client, detail, say
 from testbed.demo_crash import haproxy_crash
 from testbed.demo_freeze import freeze_act
+from testbed.demo_journal import journal_act
 from testbed.demo_reload import reload_act
 from testbed.demo_restart import nerve_restart_act
 from testbed.demo_typo import typo_act
@@ -366,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         slow_reload_act(demo, BIN, SERVICE, say, detail)
         typo_act(demo, SERVICE, say, detail)
         freeze_act(demo, "app-1", say, detail)
+        journal_act(demo, "app-2", say, detail)
         if args.keep:
             demo.keep_running()
         ok = True

@@ -104,3 +104,8 @@ def test_demo_runs_to_completion_and_cleans_up() -> None:
     assert "app-1 in HAProxy after the resume: 0.000 s" in out, out
     assert re.search(r"app-1 healthy again: back in HAProxy after [\d.]+ s", out), out
     assert "freeze act: failed requests 0" in out, out
+    # The journal act: app-2's nerve writes into a full pipe nobody reads while app-2 turns
+    # unhealthy: withdrawn all the same (before review s30 its first line froze it).
+    assert re.search(r"app-2 out of HAProxy \d\.\d\d s after it turned unhealthy", out), out
+    assert "nerve's lines come out, service_withdrawn among them" in out, out
+    assert "journal act: failed requests 0" in out, out

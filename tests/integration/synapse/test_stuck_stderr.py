@@ -16,11 +16,11 @@ import pytest
 from kazoo.client import KazooClient
 from nerve_testlib import NerveProcess, children, nerve_config, unique_path, write_config
 from nerve_testlib import zk_service as nerve_zk_service
-from stuck_pipe import StuckPipe
 from synapse_e2e import Synapse, http_get, register, wait, zk_service
 
 from testbed.httpbackend import HttpBackend
 from testbed.process import free_port
+from testbed.stuck_pipe import StuckPipe
 from testbed.zookeeper import ZooKeeperServer
 
 CHECKS = [{"type": "http", "uri": "/health", "timeout": 1.0, "rise": 1, "fall": 2}]
