@@ -129,7 +129,7 @@ def open_descriptors() -> int:
 async def test_probes_give_every_socket_back(server) -> None:
     port, tls_port = server.port, server.tls_port
     checks = [
-        HttpCheck("h", "127.0.0.1", port, "/page", 2),  # (closed before the body is read)
+        HttpCheck("h", "127.0.0.1", port, "/page", 2),  # (its body read and dropped)
         HttpCheck("h", "127.0.0.1", port, "/page", 2, expect="READY"),
         HttpCheck("s", "127.0.0.1", tls_port, "/page", 2, ssl=True),
         HttpCheck("s", "127.0.0.1", tls_port, "/page", 2, ssl=True, expect="READY"),
