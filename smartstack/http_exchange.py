@@ -106,7 +106,9 @@ class Exchange:
             except h11.RemoteProtocolError as exc:
                 if heading and exc.error_status_hint == 431:  # an incomplete head too long
                     raise self._head_too_large() from exc
-                raise ConnectionError(f"{self.peer}'s HTTP response broke off: {exc}") from exc
+                raise ConnectionError(
+                    f"{self.peer}'s HTTP response broke off: {_clipped(str(exc))}"
+                ) from exc
             if isinstance(got, h11.ConnectionClosed):
                 raise ConnectionError(f"{self.peer} closed the connection")
             return got
@@ -127,3 +129,9 @@ class Exchange:
         self.writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.writer.wait_closed(), 1)
+
+
+def _clipped(text: str, most: int = 120) -> str:
+    """h11's error quotes the bytes it choked on (a page's content, up to 512 of them): the
+    kind of error stays, the quote is cut."""
+    return text if len(text) <= most else text[:most] + "..."

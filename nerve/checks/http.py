@@ -95,10 +95,17 @@ class Body(NamedTuple):
 
 
 async def read_body(
-    exchange: Exchange, encoding: str, limit: int, until: float, keep: bool = True
+    exchange: Exchange,
+    encoding: str,
+    limit: int,
+    until: float,
+    keep: bool = True,
+    until_close: bool = False,
 ) -> Body:
     """The body up to ``limit`` bytes (decoded; counted as sent when not ``keep``), read
-    until loop time ``until``; an answer that breaks off before either is an error."""
+    until loop time ``until``; an answer that breaks off before either is an error, but
+    for a body read ``until_close``: a reset is its close (a server that closes without
+    reading the request resets the connection; HAProxy's check takes it so too)."""
     unzip = decoder(encoding.strip().lower()) if keep else None
     body, size = bytearray(), 0
     try:
@@ -116,7 +123,18 @@ async def read_body(
                     return Body(bytes(body[:limit]), f"body read up to {limit // 1024} KiB")
     except TimeoutError:
         return Body(bytes(body), "body still coming at the timeout")
+    except ConnectionResetError:
+        if not until_close:
+            raise
+        return Body(bytes(body), "ended by a reset")
     return Body(bytes(body), "")
+
+
+def framed(response: object) -> bool:
+    """Whether the body's end is in its head (Content-Length, chunked): a body read until
+    the close has none, so a reset after it cannot be told from its end."""
+    headers = dict(getattr(response, "headers", []))
+    return b"content-length" in headers or b"transfer-encoding" in headers
 
 
 class HttpCheck(BaseCheck):
@@ -182,8 +200,10 @@ class HttpCheck(BaseCheck):
             encoding = dict(response.headers).get(b"content-encoding", b"").decode("latin-1")
             keep = self.expect is not None
             try:
-                body = await read_body(exchange, encoding, MAX_BODY, until, keep)
-            except OSError as exc:  # a reset; a framing error (h11's, as a ConnectionError)
+                body = await read_body(
+                    exchange, encoding, MAX_BODY, until, keep, until_close=not framed(response)
+                )
+            except OSError as exc:  # a framing error (h11's, as a ConnectionError)
                 why = str(exc) if type(exc) is ConnectionError else describe_error(exc)
                 broke = "" if type(exc) is ConnectionError else "its body broke off: "
                 raise CheckFailed(f"HTTP {status} but {broke}{why}") from exc

@@ -22,12 +22,17 @@ def big_head(size: int) -> bytes:
     return OK_HEAD + b"X-Big: " + b"a" * size + b"\r\nContent-Length: 2\r\n\r\nok"
 
 
-async def reset(writer: Writer) -> None:
-    writer.write(OK_HEAD + b"Content-Length: 2\r\n\r\n")
-    await writer.drain()
-    sock = writer.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
+def reset_after(answer: bytes) -> Callable[[Writer], Awaitable]:
+    """Answer, then reset the connection (as a server closing unread requests does)."""
+
+    async def reset(writer: Writer) -> None:
+        writer.write(answer)
+        await writer.drain()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    return reset
 
 
 async def endless(writer: Writer) -> None:
@@ -62,7 +67,10 @@ def sent(*parts: bytes, pause: float = 0.05, close: bool = True) -> Callable[[Wr
 
 MODES: dict[str, Callable[[Writer], Awaitable]] = {
     "ok": sent(OK_HEAD + b"Content-Length: 2\r\n\r\nok"),
-    "rst": reset,
+    "rst": reset_after(OK_HEAD + b"Content-Length: 2\r\n\r\n"),
+    # Read until the close: the reset is its close (review s30: 300 of 300 checks failed).
+    "untilclose_rst": reset_after(b"HTTP/1.0 200 OK\r\n\r\nok"),
+    "badchunk_long": sent(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"z" * 600 + b"\r\n"),
     "clshort": sent(OK_HEAD + b"Content-Length: 100\r\n\r\nok"),
     "badchunk": sent(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n"),
     "lateshort": sent(OK_HEAD + b"Content-Length: 10\r\n\r\nok", b"abc"),
@@ -129,6 +137,7 @@ async def test_an_answer_that_breaks_off_in_its_body_fails(port: int, mode: str,
         ("nocontent", "HTTP 204"),
         ("notmodified", "HTTP 304"),
         ("untilclose", "HTTP 200"),
+        ("untilclose_rst", "HTTP 200 (ended by a reset)"),
     ],
 )
 async def test_a_whole_empty_or_long_body_passes_at_once(port: int, mode: str, detail: str) -> None:
@@ -155,3 +164,21 @@ async def test_a_head_over_64_kib_fails_in_one_segment_or_two(port: int) -> None
         result = await check(port, mode)
         assert not result.ok
         assert result.detail.startswith("the service's response head is over 65536 bytes"), mode
+
+
+async def test_a_body_read_until_a_reset_still_has_its_expect() -> None:
+    async with asyncio.timeout(10):
+        server = await asyncio.start_server(
+            lambda _, writer: reset_after(b"HTTP/1.0 200 OK\r\n\r\nall ok")(writer), "127.0.0.1", 0
+        )
+        port = server.sockets[0].getsockname()[1]
+        check = HttpCheck("h", "127.0.0.1", port, "/", 1.0, expect="all ok")
+        result = await check.run()
+        server.close()
+    assert (result.ok, result.detail) == (True, "HTTP 200, body has 'all ok'")
+
+
+async def test_the_bytes_a_broken_answer_carried_are_cut_in_its_detail(port: int) -> None:
+    result = await check(port, "badchunk_long")
+    assert not result.ok and "illegal chunk header" in result.detail
+    assert len(result.detail) < 250, result.detail
