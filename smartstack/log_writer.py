@@ -7,7 +7,8 @@ line froze the whole daemon: nerve kept a failing instance registered for as lon
 pipe stayed full (still registered 15 s after its service failed; withdrawn only once the
 pipe drained), synapse stopped following the registry.
 
-Here a daemon's threads only queue the line. The writer thread writes it; up to
+Here a daemon's threads only queue the line (a stderr that is a plain file, which no reader
+can hold up, is written at once). The writer thread writes it; up to
 ``capacity`` characters of lines wait for it, and beyond that lines are dropped and
 counted: a ``log_lines_dropped`` line says how many as soon as the stream moves again, and
 ``<daemon>_log_lines_dropped_total`` counts them all (/metrics). Losing log lines is the
@@ -22,7 +23,10 @@ newest lines (the stop's own), and says how many it dropped.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
+import stat
 import threading
 import time
 import traceback
@@ -56,6 +60,7 @@ class BackgroundStreamHandler(logging.Handler):
         self._closing = False
         self._wake = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
+        self._direct = _regular_file(stream)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -68,6 +73,11 @@ class BackgroundStreamHandler(logging.Handler):
     def say(self, line: str, level: int = logging.WARNING) -> None:
         """Queue one line as it is (a CLI's ``warning: ...``): never blocks."""
         line += "\n"
+        if self._direct:  # nobody reads a file: written at once, as logging does
+            with self._wake:
+                if not self._write(line):
+                    self._count_dropped(1)
+            return
         with self._wake:
             if self._queued + len(line) > self.capacity or self._closing:
                 self._count_dropped(1)
@@ -196,3 +206,13 @@ class BackgroundStreamHandler(logging.Handler):
             self._closing = True
             self._wake.notify_all()
         super().close()
+
+
+def _regular_file(stream: TextIO | None) -> bool:
+    """Whether ``stream`` is a plain file (``2>>file``): a write to it waits on no reader, so
+    lines go out at once, in order with what the daemon does next. A pipe, a socket (the
+    journal), a terminal or anything unknown goes through the writer thread."""
+    try:
+        return stream is not None and stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False

@@ -205,3 +205,14 @@ def test_a_failed_format_is_queued_not_printed(capsys) -> None:
     assert "--- logging error in test.writer.format" in stream.getvalue()
     assert capsys.readouterr().err == ""
     handler.close()
+
+
+def test_a_plain_file_is_written_at_once_without_the_thread(tmp_path) -> None:
+    """``2>>file``: no reader can hold a file up; each line is there when emit returns."""
+    with (tmp_path / "daemon.log").open("w") as stream:
+        handler = BackgroundStreamHandler(stream)
+        log = _logger(handler, "test.writer.file")
+        event(log, "first")
+        assert (tmp_path / "daemon.log").read_text().endswith("event=first\n")
+        assert handler._thread is None
+        handler.close()
