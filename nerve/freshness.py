@@ -31,9 +31,10 @@ from dataclasses import dataclass
 
 def stale_after(check_interval: float, timeouts: list[float]) -> float:
     """The verdict's age beyond which it is stale. Rounds start every ``check_interval``
-    or when the previous one ends (at most the largest timeout after it starts), so the
-    last complete round's start is normally at most interval + 2 x timeout old: twice
-    the interval plus twice the timeout leaves room for a busy loop."""
+    (1.5 at most when one moves onto the service's phase, nerve/cadence.py) or when the
+    previous one ends (at most the largest timeout after it starts), so the last complete
+    round's start is normally at most 1.5 x interval + 2 x timeout old: twice the interval
+    plus twice the timeout leaves room for a busy loop."""
     return 2.0 * check_interval + 2.0 * max(timeouts, default=0.0)
 
 

@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
+from nerve.cadence import first_rounds_late
 from nerve.checks.base import LATE_GRACE
 from nerve.config import ServiceConfig
 from nerve.metrics import NerveMetrics
@@ -35,11 +36,13 @@ HOLD_SLACK = 0.5  # seconds: the service's task starting, a loaded loop
 def hold_bound(cfg: ServiceConfig) -> float:
     """Seconds a restarted nerve holds a previous run's registration at most (see
     Reporter.holding): ``rise`` rounds (the largest), each the interval or, when longer,
-    the slowest check (its timeout and a late timer's grace)."""
+    the slowest check (its timeout and a late timer's grace), and the spread of the first
+    rounds (nerve/cadence.py)."""
     checks = [] if cfg.check_mocked else cfg.checks
     rise = max((c.rise for c in checks), default=1)
     slowest = max((c.timeout for c in checks), default=0.1) + LATE_GRACE
-    return rise * max(cfg.check_interval, slowest) + HOLD_SLACK
+    spread = first_rounds_late(cfg.check_interval)
+    return rise * max(cfg.check_interval, slowest) + spread + HOLD_SLACK
 
 
 def registration_for(instance_id: str, cfg: ServiceConfig) -> Registration:

@@ -1,15 +1,14 @@
 """One watched service: its checks, its state machine and its reporter, on its own task.
 
 A ``Service`` is built from parts (so other sources than the config file, e.g. Docker
-labels, can build one): every ``check_interval`` it runs all its checks concurrently,
-each cut by its own timeout, feeds each result to the state machine as it comes (a
-dead service is withdrawn without waiting for a slower sibling check, and a check that
-answered runs again on its own cadence while a slower one is still out), decides a
-registration once the round is complete, and hands each transition to the reporter.
-A check nerve could not run for want of its own resources (out of file descriptors) gives
-no verdict: not counted, the state machine keeps its state, logged once per streak.
-Nothing here waits for the registry: a slow or absent registry delays the write, never
-the checks.
+labels, can build one): every ``check_interval``, at its own phase (nerve/cadence.py), it
+runs all its checks concurrently (a few ms apart), each cut by its own timeout, feeds
+each result to the state machine as it comes (a dead service is withdrawn without waiting
+for a slower sibling check, and a check that answered runs again on its own cadence while
+a slower one is still out), decides a registration once the round is complete, and hands
+each transition to the reporter. A check nerve could not run for want of its own
+resources (out of file descriptors) gives no verdict: not counted, the state machine keeps
+its state, logged once per streak. Nothing here waits for the registry.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from nerve.cadence import Cadence
 from nerve.check_status import check_status, record_check, record_no_verdict
 from nerve.checks.base import Check, CheckResult
 from nerve.freshness import Freshness, stale_after
@@ -63,6 +63,7 @@ class Service:
         self.checks = list(checks)
         self.reporter = reporter
         self.check_interval = check_interval
+        self.cadence = Cadence.of(name, check_interval)
         self.metrics = metrics
         self.store = maintenance or MaintenanceStore(None)
         self.maintenance_file = maintenance_file
@@ -105,6 +106,8 @@ class Service:
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
+        # Built a while ago (a hand-over waited), its first round spread: neither is a stall.
+        self.freshness.verdict_at = max(self.freshness.verdict_at, time.monotonic())
         self.reporter.start()
         self._publish_gauges()
         self._task = asyncio.get_running_loop().create_task(
@@ -154,17 +157,18 @@ class Service:
 
     async def _run_forever(self) -> None:
         loop = asyncio.get_running_loop()
-        due = loop.time()
+        # At its own phase: lockstep rounds overflow a shared port's queue (nerve/cadence.py)
+        await asyncio.sleep(self.cadence.first_delay())
         while True:
+            started = loop.time()
             try:
                 await self.run_round()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug in one round must not end the service's watch
                 log.exception("check round of %s failed", self.name)
-            # Fixed cadence; a round longer than the interval delays only the next one.
-            due = max(due + self.check_interval, loop.time())
-            await asyncio.sleep(due - loop.time())
+            # A round longer than the interval delays only the next one.
+            await asyncio.sleep(max(0.0, self.cadence.next_start(started) - loop.time()))
 
     # --- one round ------------------------------------------------------------------------
 
@@ -197,8 +201,9 @@ class Service:
                 asleep.add(check.name)
             pending[loop.create_task(run_at(check, when))] = (check, when)
 
-        for check in self.checks:
-            launch(check, loop.time())
+        now = loop.time()  # a few ms apart: one port's checks are no burst either
+        for check, offset in zip(self.checks, self.cadence.check_offsets(len(order)), strict=True):
+            launch(check, now + offset)
         failed = throttled = False
         try:
             while pending:

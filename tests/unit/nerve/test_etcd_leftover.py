@@ -275,18 +275,26 @@ async def test_a_key_with_another_record_is_left_to_its_lease(value: bytes) -> N
 
 
 def test_the_holding_bound_is_rise_rounds_of_the_interval_or_the_slowest_check() -> None:
+    """... plus the spread of the first rounds (nerve/cadence.py): the first within the
+    start window, the second up to one and a half intervals after it."""
+
     def service(**extra: Any) -> ServiceConfig:
         base = {"host": "127.0.0.1", "port": 3000, "reporter_type": "etcd",
                 "etcd_endpoints": ["127.0.0.1:2379"], "etcd_path": "/nerve/web"}  # fmt: skip
         return ServiceConfig.model_validate({**base, **extra})
 
     check = {"type": "tcp", "rise": 3, "timeout": 0.2}
-    assert hold_bound(service(check_interval=0.5, checks=[check])) == 3 * 0.5 + HOLD_SLACK
+    spread = 0.2 + 0.25  # START_WINDOW + half the interval
+    assert hold_bound(service(check_interval=0.5, checks=[check])) == pytest.approx(
+        3 * 0.5 + spread + HOLD_SLACK
+    )
     slow = {**check, "timeout": 1.0}  # each round waits for its check's timeout
     assert hold_bound(service(check_interval=0.5, checks=[check, slow])) == pytest.approx(
-        3 * (1.0 + LATE_GRACE) + HOLD_SLACK
+        3 * (1.0 + LATE_GRACE) + spread + HOLD_SLACK
     )
-    assert hold_bound(service(check_interval=2.0, checks=[])) == 2.0 + HOLD_SLACK  # no checks
+    assert hold_bound(service(check_interval=2.0, checks=[])) == pytest.approx(
+        2.0 + 0.2 + 1.0 + HOLD_SLACK  # no checks
+    )
 
 
 async def test_a_withdrawing_holders_key_in_flight_does_not_stop_the_others_renewals() -> None:

@@ -1,0 +1,67 @@
+"""When a service's check rounds start: spread over the interval, never in lockstep (pure).
+
+Each service keeps a fixed cadence, but at its own phase: a stable offset in
+[0, ``check_interval``) taken from a hash of its name, so a restart or a SIGHUP keeps it
+and two services of one nerve almost never start a round in the same instant. Before,
+every service's first round started at nerve's start and kept the same cadence, so every
+service with the same interval connected in the same instant, round after round: several
+checks of one port (one app under several paths or registries, a shared health proxy such
+as hacheck, one service with many checks) overflowed its listen queue, the dropped SYN was
+resent after 1 s, past the check's timeout, and ``fall`` withdrew healthy instances.
+
+The first round of a service is not held back a whole interval: it starts within
+``START_WINDOW`` (at the same fraction of that window as its phase is of the interval, so
+services started together spread there too), and the round after it moves onto the phase:
+between half an interval and one and a half after it, an interval on average. A round that
+started late (an overdue one after nerve was stopped or its loop was late) is followed the
+same way, so a stall does not bring the services back into lockstep. One service's checks
+start ``CHECK_STEP`` apart within a round (at most ``CHECK_SPREAD`` of the interval in all).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+START_WINDOW = 0.2  # seconds: the first rounds of the services started together spread here
+CHECK_STEP = 0.005  # seconds between the starts of one service's checks in a round
+CHECK_SPREAD = 0.1  # the most of the interval one round's checks spread over
+
+
+def phase_of(name: str) -> float:
+    """A stable fraction in [0, 1) for a service name: the same in every process and run
+    (Python's ``hash`` of a str is not)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def first_rounds_late(check_interval: float) -> float:
+    """The most the spread delays a service's rounds since its start: the first round's
+    delay plus the longer gap to the second (for bounds such as a leftover's holding)."""
+    return min(check_interval, START_WINDOW) + check_interval / 2
+
+
+@dataclass(frozen=True)
+class Cadence:
+    interval: float  # seconds: check_interval
+    phase: float  # [0, 1): where in each interval the rounds start (phase_of)
+
+    @classmethod
+    def of(cls, name: str, check_interval: float) -> Cadence:
+        return cls(check_interval, phase_of(name))
+
+    def first_delay(self) -> float:
+        """Seconds from the service's start to its first round."""
+        return self.phase * min(self.interval, START_WINDOW)
+
+    def next_start(self, started: float) -> float:
+        """When the round after one that started at ``started`` is due (the loop's clock):
+        the first point of the phase at least half an interval later. A round that started
+        on its phase (however late within half an interval) is followed an interval later."""
+        earliest = started + self.interval / 2
+        return earliest + (self.phase * self.interval - earliest) % self.interval
+
+    def check_offsets(self, count: int) -> list[float]:
+        """Seconds after the round's start at which each of its ``count`` checks starts."""
+        step = min(CHECK_STEP, CHECK_SPREAD * self.interval / max(count - 1, 1))
+        return [n * step for n in range(count)]

@@ -1,0 +1,160 @@
+"""The services' rounds are spread over the interval, a service's checks over a few ms, and
+the first round still comes at once (nerve/cadence.py; no I/O: scripted checks)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from itertools import pairwise
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from nerve_fakes import Recorder
+
+from nerve.cadence import CHECK_STEP, START_WINDOW, Cadence, first_rounds_late, phase_of
+from nerve.checks.base import CheckResult
+from nerve.freshness import stale_after
+from nerve.service import Service
+
+intervals = st.floats(min_value=0.01, max_value=600.0)
+fractions = st.floats(min_value=0.0, max_value=0.999999)
+clock = st.floats(min_value=0.0, max_value=1e7)  # the loop's monotonic clock
+
+
+def test_a_phase_is_stable_and_follows_the_name_only() -> None:
+    """The same in every process and run: a restart or SIGHUP keeps the service's place."""
+    digest = hashlib.blake2b(b"web", digest_size=8).digest()
+    assert phase_of("web") == int.from_bytes(digest, "big") / 2**64
+    assert 0.0 <= phase_of("web") < 1.0
+    assert phase_of("web") != phase_of("web_admin")
+    assert Cadence.of("web", 0.5) == Cadence(0.5, phase_of("web"))
+
+
+def test_services_of_one_nerve_start_their_rounds_apart() -> None:
+    """The review's exp4.py case (12 services, interval 0.5 s): rounds at least ~2 ms apart,
+    never two at once (before: all 12 in the same instant, every round)."""
+    starts = sorted(phase_of(f"s{n}") * 0.5 for n in range(12))
+    assert min(b - a for a, b in pairwise(starts)) > 0.001
+    # 200 services: a few close, no burst (before: 200 SYNs at once).
+    starts = sorted(phase_of(f"svc{n}") * 0.5 for n in range(200))
+    assert max(sum(1 for s in starts if a <= s < a + 0.005) for a in starts) <= 10
+
+
+@given(intervals, fractions)
+def test_the_first_round_comes_within_the_start_window(interval: float, phase: float) -> None:
+    """Not an interval late: with `check_interval: 60` a service still registers at once."""
+    delay = Cadence(interval, phase).first_delay()
+    assert 0.0 <= delay <= min(interval, START_WINDOW)
+
+
+@given(intervals, fractions, clock)
+def test_a_round_on_its_phase_is_followed_an_interval_later(
+    interval: float, phase: float, at: float
+) -> None:
+    cadence = Cadence(interval, phase)
+    on_phase = cadence.next_start(at)  # some round's start, on the phase
+    late = on_phase + 0.49 * interval  # the loop ran late (less than half an interval)
+    for started in (on_phase, late):
+        assert cadence.next_start(started) == pytest.approx(on_phase + interval, abs=1e-6)
+
+
+@given(intervals, fractions, clock)
+def test_any_round_is_followed_on_the_phase_half_to_one_and_a_half_intervals_later(
+    interval: float, phase: float, started: float
+) -> None:
+    """After the first round, an overdue round (nerve stopped) or a long one: back on the
+    phase (a stall does not bring the services back into lockstep), never sooner than
+    half an interval, never so late that it looks like a stall of nerve's own."""
+    due = Cadence(interval, phase).next_start(started)
+    assert 0.5 * interval - 1e-6 <= due - started < 1.5 * interval + 1e-6
+    assert (due - phase * interval) / interval == pytest.approx(
+        round((due - phase * interval) / interval), abs=1e-6
+    )
+    assert due - started < stale_after(interval, [0.0])
+    assert due - started <= first_rounds_late(interval) + interval
+
+
+def test_one_services_checks_start_a_few_ms_apart() -> None:
+    assert Cadence(0.5, 0.3).check_offsets(1) == [0.0]
+    assert Cadence(0.5, 0.3).check_offsets(4) == pytest.approx([0, CHECK_STEP, 2 * CHECK_STEP,
+                                                                3 * CHECK_STEP])  # fmt: skip
+    # Many checks on a short interval: all within a tenth of it.
+    offsets = Cadence(0.1, 0.3).check_offsets(50)
+    assert offsets[-1] == pytest.approx(0.01) and offsets == sorted(set(offsets))
+
+
+class Probe:
+    """A check that records when it starts, into a list shared by all services."""
+
+    type = "scripted"
+    timeout = 0.1
+
+    def __init__(self, name: str, starts: list[tuple[str, float]]) -> None:
+        self.name, self.starts = name, starts
+
+    async def run(self) -> CheckResult:
+        self.starts.append((self.name, asyncio.get_running_loop().time()))
+        return CheckResult(True, "ok", 0.0)
+
+    async def close(self) -> None:
+        pass
+
+
+def service(name: str, checks: list[Probe], interval: float) -> Service:
+    return Service(name, checks, [(1, 1)] * len(checks), Recorder(), check_interval=interval)
+
+
+async def test_services_started_together_check_apart_and_register_at_once() -> None:
+    """12 services started in the same instant (nerve's start), interval 0.5 s: never more
+    than two checks within 1 ms (before: all 12 in the same instant, every round), each
+    registered within the start window, and each an interval between its rounds once on
+    its phase."""
+    starts: list[tuple[str, float]] = []
+    services = [service(f"s{n}", [Probe(f"s{n}", starts)], 0.5) for n in range(12)]
+    began = asyncio.get_running_loop().time()
+    for each in services:
+        each.start()
+    await asyncio.sleep(1.7)
+    for each in services:
+        await each.stop(withdraw=False)
+    times = sorted(t for _, t in starts)
+    assert max(sum(1 for t in times if a <= t < a + 0.001) for a in times) <= 2
+    for each in services:
+        reporter = each.reporter
+        assert isinstance(reporter, Recorder) and reporter.decisions == [True]
+        assert reporter.decided_at[0] - began < START_WINDOW + 0.05
+        own = [t for name, t in starts if name == each.name]
+        assert 3 <= len(own) <= 4
+        assert 0.25 <= own[1] - own[0] < 0.75 + 0.05  # onto its phase
+        assert all(b - a == pytest.approx(0.5, abs=0.03) for a, b in pairwise(own[1:]))
+
+
+async def test_a_services_checks_do_not_start_at_once() -> None:
+    """One service with 10 checks (one port): each starts its offset after the round's
+    start, never sooner (before: all 10 at once); the round is complete after them."""
+    starts: list[tuple[str, float]] = []
+    web = service("web", [Probe(f"c{n}", starts) for n in range(10)], 0.5)
+    began = asyncio.get_running_loop().time()
+    await web.run_round()
+    assert [name for name, _ in starts] == [f"c{n}" for n in range(10)]
+    for n, (_, at) in enumerate(starts):
+        assert at - began >= n * CHECK_STEP - 0.001
+    assert web.rounds == 1 and web.state.healthy
+
+
+async def test_a_service_started_a_while_after_it_was_built_sees_no_stall(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Built, then started later (a reload's new service waits for the old registration's
+    withdrawal, up to 5 s), its first round spread: no stall of nerve's own (its limit
+    here is 0.3 s)."""
+    caplog.set_level(logging.INFO, logger="nerve.service")
+    starts: list[tuple[str, float]] = []
+    web = service("web", [Probe("c0", starts)], 0.05)
+    await asyncio.sleep(0.4)
+    web.start()
+    await asyncio.sleep(0.2)
+    await web.stop(withdraw=False)
+    assert starts and [r.msg for r in caplog.records if r.msg == "checks_stale"] == []
