@@ -2,13 +2,11 @@
 
 A ``Service`` is built from parts (so other sources than the config file, e.g. Docker
 labels, can build one): every ``check_interval``, at its own phase (nerve/cadence.py), it
-runs all its checks concurrently (a few ms apart), each cut by its own timeout, feeds
-each result to the state machine as it comes (a dead service is withdrawn without waiting
-for a slower sibling check, and a check that answered runs again on its own cadence while
-a slower one is still out), decides a registration once the round is complete, and hands
-each transition to the reporter. A check nerve could not run for want of its own
-resources (out of file descriptors) gives no verdict: not counted, the state machine keeps
-its state, logged once per streak. Nothing here waits for the registry.
+runs its checks concurrently (a few ms apart), each cut by its timeout, feeds each result
+to the state machine as it comes (a dead service goes without waiting for a slower check),
+decides a registration once the round is complete and hands each transition to the
+reporter. A check nerve could not run for want of its own resources gives no verdict (not
+counted, logged once per streak). Nothing here waits for the registry.
 """
 
 from __future__ import annotations
@@ -167,10 +165,7 @@ class Service:
                 raise
             except Exception:  # a bug in one round must not end the service's watch
                 log.exception("check round of %s failed", self.name)
-            # A round longer than the interval delays only the next one.
             await asyncio.sleep(max(0.0, self.cadence.next_start(started) - loop.time()))
-
-    # --- one round ------------------------------------------------------------------------
 
     async def run_round(self) -> None:
         """Every check at least once. A failure is acted on as it comes (a dead service is
