@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from nerve.cadence import first_rounds_late
+from nerve.cadence import checks_spread, first_rounds_late
 from nerve.checks.base import LATE_GRACE
 from nerve.config import ServiceConfig
 from nerve.metrics import NerveMetrics
@@ -41,6 +41,7 @@ def hold_bound(cfg: ServiceConfig) -> float:
     checks = [] if cfg.check_mocked else cfg.checks
     rise = max((c.rise for c in checks), default=1)
     slowest = max((c.timeout for c in checks), default=0.1) + LATE_GRACE
+    slowest += checks_spread(cfg.check_interval, len(checks))  # the last one starts later
     spread = first_rounds_late(cfg.check_interval)
     return rise * max(cfg.check_interval, slowest) + spread + HOLD_SLACK
 

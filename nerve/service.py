@@ -2,7 +2,7 @@
 
 A ``Service`` is built from parts (so other sources than the config file, e.g. Docker
 labels, can build one): every ``check_interval``, at its own phase (nerve/cadence.py), it
-runs its checks concurrently (a few ms apart), each cut by its timeout, feeds each result
+runs its checks concurrently (20 ms apart), each cut by its timeout, feeds each result
 to the state machine as it comes (a dead service goes without waiting for a slower check),
 decides a registration once the round is complete and hands each transition to the
 reporter. A check nerve could not run for want of its own resources gives no verdict (not
@@ -196,7 +196,7 @@ class Service:
                 asleep.add(check.name)
             pending[loop.create_task(run_at(check, when))] = (check, when)
 
-        now = loop.time()  # a few ms apart: one port's checks are no burst either
+        now = loop.time()  # 20 ms apart: one port's checks are no burst either
         for check, offset in zip(self.checks, self.cadence.check_offsets(len(order)), strict=True):
             launch(check, now + offset)
         failed = throttled = False

@@ -22,7 +22,10 @@ from nerve_testlib import children, nerve_config, unique_path, write_config, zk_
 from testbed.process import ManagedProcess, wait_until
 from testbed.zookeeper import ZooKeeperServer
 
-WATCH_S = 12.0  # seconds of healthy service watched for a withdrawal (24 rounds)
+WATCH_S = 10.0  # seconds of healthy service watched for a withdrawal (20 rounds)
+# Under a second, so a dropped SYN (resent after 1 s) still fails the check as before the
+# fix, with room for a loaded CI host to accept and answer (0.1 s flaked there).
+TIMEOUT_S = 0.3
 # http.server's TCPServer listens with its default backlog, request_queue_size = 5.
 SERVER = """
 import http.server, sys
@@ -69,7 +72,7 @@ def test_checks_of_one_backlog_5_port_withdraw_no_healthy_service(
         wait_until(lambda: accepting(port), 10, what="the service")
         paths = [unique_path() for _ in range(services)]
         probes = [
-            {"type": "http", "uri": f"/health/{n}", "timeout": 0.1, "rise": 1, "fall": 1}
+            {"type": "http", "uri": f"/health/{n}", "timeout": TIMEOUT_S, "rise": 1, "fall": 1}
             for n in range(checks)
         ]
         config = {

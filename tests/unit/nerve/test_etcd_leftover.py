@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from nerve.cadence import CHECK_STEP
 from nerve.checks.base import LATE_GRACE
 from nerve.config import ServiceConfig
 from nerve.registries import HOLD_SLACK, hold_bound
@@ -284,16 +285,16 @@ def test_the_holding_bound_is_rise_rounds_of_the_interval_or_the_slowest_check()
         return ServiceConfig.model_validate({**base, **extra})
 
     check = {"type": "tcp", "rise": 3, "timeout": 0.2}
-    spread = 0.2 + 0.25  # START_WINDOW + half the interval
+    spread = 0.2 + 0.05  # START_WINDOW + a tenth of the interval (nerve/cadence.py)
     assert hold_bound(service(check_interval=0.5, checks=[check])) == pytest.approx(
         3 * 0.5 + spread + HOLD_SLACK
     )
     slow = {**check, "timeout": 1.0}  # each round waits for its check's timeout
     assert hold_bound(service(check_interval=0.5, checks=[check, slow])) == pytest.approx(
-        3 * (1.0 + LATE_GRACE) + spread + HOLD_SLACK
+        3 * (1.0 + LATE_GRACE + CHECK_STEP) + spread + HOLD_SLACK  # (started a step later)
     )
     assert hold_bound(service(check_interval=2.0, checks=[])) == pytest.approx(
-        2.0 + 0.2 + 1.0 + HOLD_SLACK  # no checks
+        2.0 + 0.2 + 0.2 + HOLD_SLACK  # no checks
     )
 
 
