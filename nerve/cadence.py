@@ -1,8 +1,8 @@
 """When a service's check rounds start: spread over the interval, never in lockstep (pure).
 
-Each service keeps a fixed cadence, but at its own phase: a stable offset in
-[0, ``check_interval``) taken from a hash of its name, so a restart or a SIGHUP keeps it
-and two services of one nerve almost never start a round in the same instant. Before,
+Each service keeps a fixed cadence, but at its own phase: a stable fraction taken from a
+hash of its name, so two services of one nerve started together almost never start a
+round in the same instant. Before,
 every service's first round started at nerve's start and kept the same cadence, so every
 service with the same interval connected in the same instant, round after round: several
 checks of one port (one app under several paths or registries, a shared health proxy such
@@ -11,11 +11,11 @@ resent after 1 s, past the check's timeout, and ``fall`` withdrew healthy instan
 
 The first round of a service is not held back a whole interval: it starts within
 ``START_WINDOW`` (at the same fraction of that window as its phase is of the interval, so
-services started together spread there too), and the round after it moves onto the phase:
-between a tenth of an interval and 1.1 after it (so `rise` and `fall` counted from a start
-or a SIGHUP take at most a tenth of an interval more than before). A round that
-started late (an overdue one after nerve was stopped or its loop was late) is followed the
-same way, so a stall does not bring the services back into lockstep. One service's checks
+services started together spread there), and its rounds then keep that offset: an interval
+apart, as before, so `rise` and `fall` take the time they always took (review s30: a first
+version moving the second round onto a phase of the whole interval made `rise: 3` pass
+within 0.5 s at a 0.3 s interval, or registered up to half an interval late). A round
+overdue after a stall is followed on the service's own grid again. One service's checks
 start ``CHECK_STEP`` apart within a round (at most ``CHECK_SPREAD`` of the interval in all):
 a port short of CPU accepts each before the next comes (review s30: 5 ms apart, 12 checks of
 a backlog-5 server beside a busy process still overflowed it in 3 runs of 10).
@@ -24,12 +24,13 @@ a backlog-5 server beside a busy process still overflowed it in 3 runs of 10).
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 START_WINDOW = 0.2  # seconds: the first rounds of the services started together spread here
 CHECK_STEP = 0.02  # seconds between the starts of one service's checks in a round
 CHECK_SPREAD = 0.5  # the most of the interval one round's checks spread over
-MIN_GAP = 0.1  # the least of an interval between the starts of two rounds
+LATE_SLACK = 0.1  # of an interval: what a late round may add to the first rounds' time
 
 
 def phase_of(name: str) -> float:
@@ -42,7 +43,7 @@ def phase_of(name: str) -> float:
 def first_rounds_late(check_interval: float) -> float:
     """The most the spread delays a service's rounds since its start: the first round's
     delay plus the longer gap to the second (for bounds such as a leftover's holding)."""
-    return min(check_interval, START_WINDOW) + check_interval * MIN_GAP
+    return min(check_interval, START_WINDOW) + check_interval * LATE_SLACK
 
 
 @dataclass(frozen=True)
@@ -58,13 +59,15 @@ class Cadence:
         """Seconds from the service's start to its first round."""
         return self.phase * min(self.interval, START_WINDOW)
 
-    def next_start(self, started: float) -> float:
-        """When the round after one that started at ``started`` is due (the loop's clock):
-        the first point of the phase at least MIN_GAP of an interval later. A round that
-        started on its phase (however late within 0.9 of an interval) is followed an
-        interval after its phase point."""
-        earliest = started + self.interval * MIN_GAP
-        return earliest + (self.phase * self.interval - earliest) % self.interval
+    def next_start(self, started: float, origin: float) -> float:
+        """When the round after one that started at ``started`` is due (the loop's clock),
+        on the service's own grid ``origin + k * interval`` (``origin``: its first round):
+        the grid point after the one nearest to ``started``. A punctual round is followed
+        an interval later (`rise` and `fall` keep their time), a late one sooner, and one
+        overdue by intervals (nerve stalled) returns the service to its own grid, so a
+        stall does not bring the services back into lockstep."""
+        nearest = math.floor((started - origin) / self.interval + 0.5)
+        return origin + (nearest + 1) * self.interval
 
     def check_offsets(self, count: int) -> list[float]:
         """Seconds after the round's start at which each of its ``count`` checks starts."""

@@ -157,6 +157,7 @@ class Service:
         loop = asyncio.get_running_loop()
         # At its own phase: lockstep rounds overflow a shared port's queue (nerve/cadence.py)
         await asyncio.sleep(self.cadence.first_delay())
+        origin = loop.time()  # its own grid: rounds an interval apart from here
         while True:
             started = loop.time()
             try:
@@ -165,7 +166,7 @@ class Service:
                 raise
             except Exception:  # a bug in one round must not end the service's watch
                 log.exception("check round of %s failed", self.name)
-            await asyncio.sleep(max(0.0, self.cadence.next_start(started) - loop.time()))
+            await asyncio.sleep(max(0.0, self.cadence.next_start(started, origin) - loop.time()))
 
     async def run_round(self) -> None:
         """Every check at least once. A failure is acted on as it comes (a dead service is
