@@ -71,7 +71,10 @@ def wait_serving(port: int, names: set[str], host: str | None = None, timeout: f
     """Until traffic through ``port`` reaches exactly the backends ``names``."""
 
     def exact() -> bool:
-        return set(spread(port, max(6, 3 * len(names)), host)) == names
+        seen = spread(port, max(6, 3 * len(names)), host)
+        if set(seen) != names:  # (named in the timeout: what was served instead)
+            raise AssertionError(f"served {dict(seen)}")
+        return True
 
     return wait_until(exact, timeout, interval=0.05, what=f"traffic to exactly {sorted(names)}")
 
