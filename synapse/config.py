@@ -30,6 +30,7 @@ from synapse.edge_config import (
     ServiceRoutes,
 )
 from synapse.port_clash import admin_port_clashes, bind_clashes, bind_shadows
+from synapse.proxy_name import check_proxy_name
 from synapse.resilience_config import HealthCheckConfig, ObserveConfig, RetriesConfig
 from synapse.shared_discovery import shared_discovery_warnings
 from synapse.zone_config import ZoneRouting, check_dynamic_balance, check_zone_name
@@ -64,6 +65,11 @@ class ServiceHAProxyConfig(ConfigModel):
     timeout_queue: str | None = None  # backend `timeout queue`, e.g. "5s" (HAProxy time)
     # ours: /health/<service> is 503 with fewer UP servers than this in HAProxy
     min_up: int = Field(default=1, ge=0)
+
+    @field_validator("backend_name")
+    @classmethod
+    def _backend_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_proxy_name(value)
 
     @field_validator("timeout_queue", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from typing import Any
 
 from smartstack.configfile import ConfigError
 from synapse.haproxy.legacy import modernize_lines, modernize_title
+from synapse.proxy_name import check_proxy_name
 
 _SERVICE_KEYS = ("frontend", "backend", "listen", "shared_frontend")
 _TOP_KEYS = ("global", "defaults", "shared_frontend")
@@ -157,11 +158,28 @@ def singular_filter_warnings(
 
 def prepare_document(doc: dict[str, Any], path: Path, sources: dict[str, Path]) -> list[str]:
     # HAProxy 1.x-era titles and directives are rewritten or refused (haproxy/legacy.py).
+    refuse_unusable_service_names(doc, path, sources)
     return (
         ignore_non_string_server_options(doc, path, sources)
         + singular_filter_warnings(doc, path, sources)
         + modernize_document(doc, path, sources)
     )
+
+
+def refuse_unusable_service_names(
+    doc: dict[str, Any], path: Path, sources: dict[str, Path]
+) -> None:
+    """A service name HAProxy cannot take is an error naming its file (a service_conf_dir
+    file's name is its service's): caught here, not by `haproxy -c` without the key."""
+    services = doc.get("services")
+    problems = []
+    for name in services if isinstance(services, dict) else ():
+        try:
+            check_proxy_name(str(name))
+        except ValueError as exc:
+            problems.append(f"{sources.get(name, path)}: services: {exc}")
+    if problems:
+        raise ConfigError(problems)
 
 
 # Keys of the early synapse list format that belong in the per-service haproxy block.
@@ -184,7 +202,7 @@ def services_from_list(value: object) -> object:
         if not isinstance(entry, dict) or not entry.get("name"):
             raise ValueError(f"services[{index}] in the list format needs a 'name'")
         entry = dict(entry)
-        name = str(entry.pop("name"))
+        name = check_proxy_name(str(entry.pop("name")))
         block = dict(entry.get("haproxy") or {})
         for old, new in _LEGACY_HAPROXY_KEYS.items():
             if old in entry:
