@@ -75,6 +75,7 @@ class SectionCache:
         self.context = context
         self._entries: dict[str, _Entry] = {}
         self._documents: dict[Path, tuple[str, str | None, Any]] = {}
+        self.repeated: dict[Path, list[str]] = {}  # a kept file's keys given twice: lines
         self.validated = 0  # entries validated (not taken from the cache): for tests
         self.parsed = 0  # service_conf_dir files parsed (not taken from the cache)
 

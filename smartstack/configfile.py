@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from smartstack import config_check
+from smartstack.config_duplicates import Loc, describe, json_load, yaml_load
 from smartstack.config_errors import ConfigError, format_loc
 from smartstack.config_read import read_settled
 from smartstack.config_sections import SectionCache
@@ -39,12 +40,18 @@ def __getattr__(name: str) -> Any:
 
 
 def load_document(
-    path: Path, erb: bool = False, cache: SectionCache | None = None
+    path: Path,
+    erb: bool = False,
+    cache: SectionCache | None = None,
+    repeated: list[str] | None = None,
+    prefix: tuple[Any, ...] = (),
 ) -> dict[str, Any]:
     """Parse one JSON or YAML file into a mapping; ConfigError with a one-line reason.
 
     ``erb``: render the ``<%= ENV[...] %>`` tags first (synapse files, as Ruby synapse).
     ``cache``: a file whose text (ERB rendered) is as last time is not parsed again.
+    ``repeated``: a line for every key given twice is added to it (smartstack.
+    config_duplicates), its key path after ``prefix`` (a service file: its service's).
     """
     try:
         text = read_settled(path)  # not a half-written file (smartstack.config_read)
@@ -59,18 +66,25 @@ def load_document(
             raise ConfigError([str(exc)]) from None
     kept = cache.document(path, text) if cache is not None else None
     if kept is not None:
+        if repeated is not None and cache is not None:
+            repeated += cache.repeated.get(path, [])
         return kept
-    doc = _parse(text, path)
+    found: list[tuple[Loc, int, int]] | None = [] if repeated is not None else None
+    doc = _parse(text, path, found)
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
         raise ConfigError([f"{path}: expected a mapping at the top level, got {_kind(doc)}"])
+    lines = [describe(str(path), *twice, prefix=prefix) for twice in found or []]
+    if repeated is not None:
+        repeated += lines
     if cache is not None:
         cache.keep_document(path, text, doc)
+        cache.repeated[path] = lines
     return doc
 
 
-def _parse(text: str, path: Path) -> Any:
+def _parse(text: str, path: Path, found: list[tuple[Loc, int, int]] | None = None) -> Any:
     """JSON first for .json files, else YAML (the Ruby daemons parse everything as YAML).
 
     When both fail, the error reported is that of the language the text is written in:
@@ -82,13 +96,13 @@ def _parse(text: str, path: Path) -> Any:
             # Real .json files carry '#' comment lines (Ruby reads them as YAML); blanking
             # them keeps line numbers and lets JSON's error point at the real mistake.
             # (No '#' at all: no comment line; the regex costs ms on a 500-service file.)
-            return json.loads(_COMMENT_LINE.sub("", text) if "#" in text else text)
+            return json_load(_COMMENT_LINE.sub("", text) if "#" in text else text, found)
         except json.JSONDecodeError as exc:
             json_error = exc  # YAML may still read it
     import yaml  # here: a daemon whose files are JSON never loads it (~1 MB of RSS)
 
     try:
-        return yaml.safe_load(text)
+        return yaml_load(text, found)
     except yaml.YAMLError as exc:
         if json_error is not None and _json_shaped(text):
             where = f"{json_error.lineno}:{json_error.colno}"
@@ -115,7 +129,11 @@ def _kind(value: Any) -> str:
 
 
 def merge_service_conf_dir(
-    doc: dict[str, Any], config_path: Path, erb: bool = False, cache: SectionCache | None = None
+    doc: dict[str, Any],
+    config_path: Path,
+    erb: bool = False,
+    cache: SectionCache | None = None,
+    repeated: list[str] | None = None,
 ) -> dict[str, Path]:
     """Add every file of ``service_conf_dir`` as one service named after the file.
 
@@ -140,12 +158,33 @@ def merge_service_conf_dir(
         raise ConfigError([f"{config_path}: service_conf_dir: {directory} is not a directory"])
     if not isinstance(services, dict):
         return sources
-    for file in sorted(directory.iterdir()):
-        if file.suffix not in SERVICE_FILE_SUFFIXES or not file.is_file():
-            continue
-        services[file.stem] = load_document(file, erb, cache)
-        sources[file.stem] = file
+    for name, file in conf_dir_files(directory):
+        services[name] = load_document(file, erb, cache, repeated, ("services", name))
+        sources[name] = file
     return sources
+
+
+def conf_dir_files(directory: Path) -> list[tuple[str, Path]]:
+    """(service name, file) of every service file in ``service_conf_dir``, in the order
+    they are merged (of two files with one name, the later wins)."""
+    return [
+        (file.stem, file)
+        for file in sorted(directory.iterdir())
+        if file.suffix in SERVICE_FILE_SUFFIXES and file.is_file()
+    ]
+
+
+def service_sources(config_path: Path, conf_dir: str | None) -> dict[str, Path]:
+    """Service name -> the file it came from, again from a loaded config (``synapse -k``
+    names the file of a service whose HAProxy lines are refused); services not in it
+    are the main file's."""
+    if not conf_dir:
+        return {}
+    directory = Path(os.path.abspath(os.path.expanduser(conf_dir)))
+    try:
+        return dict(conf_dir_files(directory))
+    except OSError:  # (gone since the load: the main file is named)
+        return {}
 
 
 def _source_for(loc: tuple[Any, ...], sources: dict[str, Path], default: Path) -> Path:
@@ -220,10 +259,11 @@ def load(
     and returns warning lines. ``sections``: validate the services one by one and keep
     the results for the next load (smartstack.config_sections; a daemon's SIGHUP).
     """
-    doc = load_document(path, erb)
+    repeated: list[str] = []  # keys given twice: the last wins, as in Ruby; said here
+    doc = load_document(path, erb, repeated=repeated)
     config_check.require_content(doc, path)
     doc.update(overrides or {})
-    sources = merge_service_conf_dir(doc, path, erb, sections)
+    sources = merge_service_conf_dir(doc, path, erb, sections, repeated)
     prepared = prepare(doc, path, sources) if prepare else []
     cached = None
     if sections is not None:  # per-service results kept from the last load
@@ -236,7 +276,9 @@ def load(
         errors, unknown = config_check.classify_unknown(
             config, known_unused, lambda loc: _source_for(loc, sources, path), strict
         )
+    if strict:
+        errors = [f"{line} (refused by --strict)" for line in repeated] + errors
     if errors:
         raise ConfigError(errors)
-    warnings = prepared + unknown
+    warnings = ([] if strict else repeated) + prepared + unknown
     return config, warnings

@@ -97,8 +97,8 @@ def preflight(config: SynapseConfig, config_path: Path, full: bool) -> tuple[lis
         notes += [note] if (note := hard_stop_note(config.haproxy, config.services)) else []
         notes += [note] if (note := hung_zone_note(config.haproxy, config.services)) else []
     if full and config.haproxy is not None:
-        error, note = asyncio.run(check_haproxy(config, config_path))
-        errors += [error] if error else []
+        refused, note = asyncio.run(check_haproxy(config, config_path))
+        errors += refused
         notes += [note] if note else []
     return errors, notes
 
@@ -125,9 +125,10 @@ def path_verdicts(
     return errors, notes
 
 
-async def check_haproxy(config: SynapseConfig, config_path: Path) -> tuple[str | None, str | None]:
-    """(error, note): render the config synapse would start with and run ``haproxy -c``."""
+async def check_haproxy(config: SynapseConfig, config_path: Path) -> tuple[list[str], str | None]:
+    """(errors, note): render the config synapse would start with and run ``haproxy -c``."""
     from synapse.check_render import check_services
+    from synapse.haproxy.check_blame import without_scratch
     from synapse.haproxy.commands import CheckUnanswered, validate_config
     from synapse.haproxy.render import Renderer
     from synapse.haproxy.settings import binary_version, settings_for
@@ -138,10 +139,10 @@ async def check_haproxy(config: SynapseConfig, config_path: Path) -> tuple[str |
     where = f"{config_path}: haproxy"
     if shutil.which(settings.binary) is None:
         if settings.managed:
-            return f"{where}.managed.binary: {settings.binary!r} not found on PATH", None
-        return None, f"{where}: no {settings.binary!r} on PATH, the HAProxy config is not checked"
+            return [f"{where}.managed.binary: {settings.binary!r} not found on PATH"], None
+        return [], f"{where}: no {settings.binary!r} on PATH, the HAProxy config is not checked"
     if not (hap.do_writes or settings.managed):
-        return None, None
+        return [], None
     services = check_services(config)  # (every service with servers: their lines checked)
     with tempfile.TemporaryDirectory(prefix="synapse-check-") as tmp:
         # A scratch candidate, with its maps and crt-list beside it: -k must not touch
@@ -156,15 +157,37 @@ async def check_haproxy(config: SynapseConfig, config_path: Path) -> tuple[str |
             write_edge_files(scratch_hap, services, path)
         except Exception as exc:  # a user template can fail in many ways: report, never crash
             error = f"{type(exc).__name__}: {exc}"
-            return f"{where}: the HAProxy config cannot be rendered: {error}", None
+            return [f"{where}: the HAProxy config cannot be rendered: {error}"], None
         try:
             message = await validate_config(scratch, text, CHECK_TIMEOUT)
         except CheckUnanswered as err:
-            return f"{where}: {err}", None
+            return [f"{where}: {without_scratch(str(err), path)}"], None
     if message:
-        first = " | ".join(message.splitlines()[:5])
-        return f"{where}: HAProxy rejects the rendered config: {first}", None
-    return None, None
+        return refusal(config, config_path, services, message, path, text), None
+    return [], None
+
+
+def refusal(
+    config: SynapseConfig,
+    config_path: Path,
+    services: list[DesiredService],
+    message: str,
+    path: Path,
+    text: str,
+) -> list[str]:
+    """HAProxy's refusal of the rendered config at ``path`` (a scratch copy, gone when
+    the operator reads this): per refused line, the file and key that wrote it."""
+    from smartstack.configfile import service_sources
+    from synapse.haproxy.check_blame import Blame, without_scratch
+
+    assert config.haproxy is not None
+    sources = service_sources(config_path, config.service_conf_dir)
+    blame = Blame(config.haproxy, services, config_path, lambda n: sources.get(n, config_path))
+    lines = blame.lines(message, path, text)
+    if lines:
+        return lines
+    first = " | ".join(without_scratch(message, path).splitlines()[:5])  # (no ALERT line)
+    return [f"{config_path}: haproxy: HAProxy rejects the rendered config: {first}"]
 
 
 def write_edge_files(hap: HAProxyConfig, services: list[DesiredService], path: Path) -> None:

@@ -107,10 +107,41 @@ def test_synapse_check_runs_haproxy_on_the_rendered_config(tmp_path: Path) -> No
     result = cli("synapse", "-c", str(bad), "-k")
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
-    assert line.startswith(f"error: {bad}: haproxy: HAProxy rejects the rendered config: ")
-    assert "timeout" in line and "[ALERT]" in line
+    # the key and the line; not the scratch copy -k rendered into (deleted by now)
+    assert line.startswith(
+        f"error: {bad}: haproxy.defaults[1]: HAProxy rejects 'timeout conect 1s': "
+    )
+    assert "conect" in line.partition("1s': ")[2] and "synapse-check-" not in line
     # --config-only: the file alone (a CI box without the target's paths or HAProxy).
     assert cli("synapse", "-c", str(bad), "-k", "--config-only").returncode == 0
+
+
+def test_synapse_check_names_the_service_file_and_key_haproxy_refuses(tmp_path: Path) -> None:
+    """Review s31: a service_conf_dir service's bad line was said as the main file and a
+    line of the deleted scratch copy."""
+    (tmp_path / "services").mkdir()
+    doc = managed(tmp_path)
+    doc["service_conf_dir"] = str(tmp_path / "services")
+    main = write(tmp_path / "synapse.json", doc)
+    api = {
+        "discovery": {"method": "base"},
+        "default_servers": [{"name": "a", "host": "127.0.0.1", "port": 8081}],
+        "haproxy": {
+            "port": 3214,
+            "listen": ["mode http", "timeout server 5 s"],
+            "server_options": "check inter 2s rise 0x",
+        },
+    }
+    api_file = write(tmp_path / "services" / "api.json", api)
+    result = cli("synapse", "-c", str(main), "-k")
+    assert result.returncode == 2
+    listen, options = result.stderr.splitlines()
+    assert listen.startswith(
+        f"error: {api_file}: services.api.haproxy.listen[1]: HAProxy rejects 'timeout server 5 s': "
+        "'timeout server' : unexpected extra argument 's'"
+    )
+    assert options.startswith(f"error: {api_file}: services.api.haproxy.server_options: ")
+    assert "rise 0x" in options and "'rise'" in options and "synapse-check-" not in options
 
 
 def test_synapse_refuses_paths_it_cannot_write(tmp_path: Path) -> None:
