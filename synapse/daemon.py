@@ -43,6 +43,7 @@ from synapse.daemon_parts import make_controller, make_file_output, make_state_c
 from synapse.discovery_config import DiscoveryConfig, etcd_key, etcd_transport
 from synapse.metrics import SynapseMetrics
 from synapse.model import Report, Sink
+from synapse.preflight import vet_reload
 from synapse.reconciler import Reconciler
 from synapse.restart_held import ListingKeys
 from synapse.selection import ORIGIN_DEFAULT, Selection
@@ -323,6 +324,7 @@ class SynapseDaemon:
                 return False
             try:
                 new, warnings = await self._load_config()
+                vet_reload(self.config, new, self.config_path)  # (HAProxy's limits, pid file)
             except ConfigError as exc:
                 self._config_reload_failed("; ".join(exc.lines))
                 return False

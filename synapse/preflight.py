@@ -12,6 +12,11 @@
   and goes on (it too survives it at runtime).
 - The managed HAProxy's unix socket paths are short enough for it to bind
   (``synapse.haproxy.socket_limits``; `haproxy -c` binds nothing). Also at start.
+- ``maxconn`` / ``ulimit-n`` in ``global`` fit the open-file limit the HAProxy synapse
+  starts will have (``synapse.haproxy.fd_limit``), and its ``pidfile`` line's directory
+  exists (HAProxy makes none). Also at start, and at a SIGHUP changing ``global``
+  (``vet_reload``: refused, the running config stays). A note only, with ``-k``, where
+  synapse does not start HAProxy.
 - With ``full`` (``-k``): the HAProxy config is rendered (default servers stand in for
   the registry's, or one placeholder server: ``synapse.check_render``) and ``haproxy -c``
   must accept it, in managed mode always, in Airbnb mode when synapse writes the file
@@ -31,6 +36,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from smartstack.configfile import ConfigError
 from smartstack.paths_check import CONFIG, READ_ONLY, PathProblem, path_problems, say_unwritable
 from synapse.config import HAProxyConfig, SynapseConfig
 from synapse.model import DesiredService
@@ -84,12 +90,19 @@ def preflight(config: SynapseConfig, config_path: Path, full: bool) -> tuple[lis
         if path is not None and (key.startswith("haproxy.managed.") or "socket" in key)
         and path.parent != config_dir
     ]  # fmt: skip
+    if (pidfile := global_pidfile(config.haproxy)) is not None:  # (HAProxy opens it)
+        paths[pidfile[0]] = pidfile[1]
+        opened_by_haproxy.append(pidfile[1])
     errors, notes = path_verdicts(path_problems(paths, opened_by_haproxy), config_path, full)
     if config.haproxy is not None and config.haproxy.managed is not None:
         from synapse.haproxy.settings import settings_for
         from synapse.haproxy.socket_limits import socket_path_problems
 
         errors += socket_path_problems(config_path, config.haproxy, settings_for(config.haproxy))
+    if config.haproxy is not None:
+        error, note = fd_limit_verdict(config.haproxy, config_path)
+        errors += [error] if error else []
+        notes += [note] if note and full else []
     if config.haproxy is not None:
         from synapse.haproxy.hard_stop import hard_stop_note
         from synapse.zone_check_note import hung_zone_note
@@ -101,6 +114,57 @@ def preflight(config: SynapseConfig, config_path: Path, full: bool) -> tuple[lis
         errors += refused
         notes += [note] if note else []
     return errors, notes
+
+
+def launched(hap: HAProxyConfig | None) -> bool:
+    """Whether synapse starts this HAProxy itself (managed, not ``launch: false``)."""
+    return hap is not None and hap.managed is not None and hap.managed.launch
+
+
+def global_pidfile(hap: HAProxyConfig | None) -> tuple[str, Path] | None:
+    """(key, path) of the `pidfile` line of `global` the HAProxy synapse starts creates
+    (the first: HAProxy ignores later ones; none when ``managed.pid_file`` is set: its
+    ``-p`` comes first)."""
+    if not launched(hap) or hap is None or hap.managed is None or hap.managed.pid_file:
+        return None
+    for index, line in enumerate(hap.global_):
+        tokens = line.split("#", 1)[0].split()
+        if tokens[:1] == ["pidfile"] and len(tokens) > 1:
+            return f"haproxy.global[{index}]", Path(tokens[1])
+    return None
+
+
+def fd_limit_verdict(hap: HAProxyConfig, config_path: Path) -> tuple[str | None, str | None]:
+    """(error, note): `maxconn` / `ulimit-n` in `global` that HAProxy cannot have here.
+    An error for the HAProxy synapse starts; a note when another starts it (its own
+    limits, perhaps not synapse's, are what count)."""
+    from synapse.haproxy.fd_limit import fd_problem, this_host
+
+    binary = shutil.which(hap.managed.binary) if hap.managed is not None else None
+    problem = fd_problem(f"{config_path}: haproxy", list(hap.global_), this_host(binary))
+    if problem is None or launched(hap):
+        return problem, None
+    return None, f"{problem} (synapse does not start this HAProxy: if its starter has these limits)"
+
+
+def vet_reload(old: SynapseConfig, new: SynapseConfig, config_path: str) -> None:
+    """ConfigError with ``reload_problems``' lines (the SIGHUP is refused as a bad file is)."""
+    if lines := reload_problems(old, new, Path(config_path)):
+        raise ConfigError(lines)
+
+
+def reload_problems(old: SynapseConfig, new: SynapseConfig, config_path: Path) -> list[str]:
+    """A SIGHUP's config vetted on this host before it is applied: changed `global` lines
+    HAProxy could not start with (its limit, its pid file's directory) leave every later
+    reload failing; refused, the running config stays."""
+    hap = new.haproxy
+    if hap is None or not launched(hap) or (old.haproxy and old.haproxy.global_ == hap.global_):
+        return []
+    errors = [error] if (error := fd_limit_verdict(hap, config_path)[0]) else []
+    if (pidfile := global_pidfile(hap)) is not None:
+        found = path_problems({pidfile[0]: pidfile[1]}, [pidfile[1]])
+        errors += [problem.line(config_path) for problem in found]
+    return errors
 
 
 def path_verdicts(
