@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from nerve.check_values import header_problem, shell_problem, uri_problem
+from nerve.check_values import host_problem as check_host_problem
 from smartstack.admin_token import AdminAuthConfig
 from smartstack.config_check import refuse_unspecified, services_problem
 from smartstack.configfile import ConfigError, ConfigModel, load
@@ -21,6 +23,7 @@ from smartstack.registry_address import (
     check_etcd_host,
     check_zk_hosts,
     join_host_port,
+    zk_path_problem,
 )
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
 from smartstack.statsd import StatsdConfig
@@ -58,6 +61,35 @@ class CheckConfig(ConfigModel):
     def _header_text(cls, value: object) -> object:
         # YAML gives `X-Retries: 3` as a number: sent as the text it was written as.
         return coerce_label_values(value)
+
+    @field_validator("uri")
+    @classmethod
+    def _request_target(cls, value: str | None) -> str | None:
+        if value and (problem := uri_problem(value)):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if problem := header_problem(name, text):
+                raise ValueError(problem)
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _no_whitespace(cls, value: str | None) -> str | None:
+        if value is not None and (problem := check_host_problem(value)):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _shell_parses(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, str) and (problem := shell_problem(value)):
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _required_per_type(self) -> CheckConfig:
@@ -159,6 +191,14 @@ class ServiceConfig(ConfigModel):
         # Airbnb configs sometimes give one "h1:2181,h2:2181" string.
         if isinstance(value, str):
             return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("zk_path", mode="before")
+    @classmethod
+    def _znode_path(cls, value: object) -> object:
+        # (before: the absolute-path check would blame a leading space as "not absolute")
+        if isinstance(value, str) and (problem := zk_path_problem(value)):
+            raise ValueError(problem)
         return value
 
     @field_validator("zk_path", "etcd_path")

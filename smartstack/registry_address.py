@@ -16,6 +16,7 @@ chroot after the last host (``zk3:2181/smartstack``, kazoo's connection string
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 
 from smartstack.record import InvalidRecord, validate_host
@@ -141,3 +142,18 @@ def check_etcd_host(host: str, key: str) -> None:
     except InvalidRecord as exc:
         hint = " (the port goes in its own key)" if ":" in host else ""
         raise ValueError(f"{key}: {exc.reason}{hint}") from None
+
+
+def zk_path_problem(path: str) -> str | None:
+    """Why ``path`` is no ZooKeeper path to use (None: fine): kazoo refuses ``.``/``..``
+    components only once running ("relative paths not allowed", retried for ever, or a
+    watcher crash loop); surrounding whitespace names another znode than the one meant."""
+    parts = path.split("/")
+    if path != path.strip() or any(part in (".", "..") for part in parts):
+        normal = posixpath.normpath(path.strip()) if path.strip() else "/"
+        normal = "/" + normal.lstrip("/")  # (normpath keeps a leading '//')
+        return (
+            f"{path!r} is not a ZooKeeper path it can use ('.' and '..' components and "
+            f"surrounding whitespace are not allowed): did you mean {normal!r}?"
+        )
+    return None

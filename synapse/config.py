@@ -19,7 +19,7 @@ from smartstack.config_share import share_defaults
 from smartstack.configfile import ConfigError, load
 from smartstack.modelbase import ConfigModel, Field, field_validator, model_validator
 from smartstack.statsd import StatsdConfig
-from synapse.config_checks import check_routes, check_zone_routing
+from synapse.config_checks import check_routes, check_zone_routing, relative_socket_path
 from synapse.config_legacy import prepare_document, services_from_list
 from synapse.discovery_config import DiscoveryConfig, ServerEntry
 from synapse.edge_config import (
@@ -32,6 +32,7 @@ from synapse.edge_config import (
 from synapse.port_clash import admin_port_clashes, bind_clashes, bind_shadows
 from synapse.proxy_name import check_proxy_name
 from synapse.resilience_config import HealthCheckConfig, ObserveConfig, RetriesConfig
+from synapse.server_host import host_problem
 from synapse.shared_discovery import shared_discovery_warnings
 from synapse.zone_config import ZoneRouting, check_dynamic_balance, check_zone_name
 
@@ -152,6 +153,9 @@ class ServiceConfig(ConfigModel):
         for index, entry in enumerate(value):
             if entry.port is None:
                 raise ValueError(f"default_servers[{index}] ({entry.host}) needs a 'port'")
+            # The renderer would skip it (every request a 503) where -k said ok.
+            if problem := host_problem(entry.host):
+                raise ValueError(f"default_servers[{index}].host {problem}")
         return value
 
 
@@ -308,6 +312,8 @@ class HAProxyConfig(ConfigModel):
             raise ValueError("'tls' terminates TLS on the shared frontend: set 'shared_frontend'")
         if self.tls is not None and not self.config_file_path:
             raise ValueError("'tls' needs 'config_file_path' (the crt-list lives beside it)")
+        if problem := relative_socket_path(self):
+            raise ValueError(problem)
         if self.do_reloads and not self.managed and not self.reload_command:
             raise ValueError(
                 "'reload_command' is required when do_reloads is true (or set 'managed')"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from synapse.haproxy.routes import RouteSpec, compile_routes, frontend_mode
 from synapse.zone_config import check_dynamic_balance, check_signals, check_zone_backend_names
 
 if TYPE_CHECKING:
-    from synapse.config import SynapseConfig
+    from synapse.config import HAProxyConfig, SynapseConfig
 
 
 def check_zone_routing(config: SynapseConfig) -> None:
@@ -60,3 +61,35 @@ def check_routes(config: SynapseConfig) -> None:
             "haproxy.shared_frontend or haproxy.defaults"
         )
     compile_routes(routed)  # raises RouteCollision naming both services
+
+
+def relative_socket_path(config: HAProxyConfig) -> str | None:
+    """A relative path that would be written on a `stats socket` line, which HAProxy reads
+    as an address ("missing port specification in 'haproxy.sock'", no key named). Managed
+    mode places the sockets not given beside ``config_file_path``; a `global` line's
+    relative unix path fails in any mode. Other relative paths keep meaning the cwd (Ruby)."""
+    stats_lines = [
+        tokens
+        for tokens in (line.split("#")[0].split() for line in config.global_)
+        if tokens[:2] == ["stats", "socket"]
+    ]
+    keys: list[tuple[str, str | None]] = []
+    if config.managed is not None:
+        # (its directory places the sockets not given: synapse.haproxy.settings.own_socket)
+        if not config.managed.master_socket_path or not (config.socket_paths or stats_lines):
+            keys.append(("config_file_path", config.config_file_path))
+        keys.append(("managed.master_socket_path", config.managed.master_socket_path))
+        keys += [("socket_file_path", path) for path in config.socket_paths]
+    # (an address: `ipv4@`, `host:port`; `unix@name` HAProxy takes relative to its cwd)
+    keys += [
+        ("global (stats socket)", tokens[2])
+        for tokens in stats_lines
+        if len(tokens) > 2 and "@" not in tokens[2] and ":" not in tokens[2]
+    ]
+    for key, path in keys:
+        if path and not os.path.isabs(path):
+            return (
+                f"{key}: {path!r} is relative, and HAProxy reads a relative `stats socket` "
+                f"path as host:port: give an absolute path (from here {os.path.abspath(path)!r})"
+            )
+    return None

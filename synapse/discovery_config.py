@@ -13,8 +13,10 @@ from smartstack.registry_address import (
     check_zk_hosts,
     is_ip_address,
     join_host_port,
+    zk_path_problem,
 )
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
+from synapse.server_host import host_problem
 
 # Discovery methods of Airbnb synapse; the ones we implement are in synapse/watchers.
 DiscoveryMethod = Literal[
@@ -236,9 +238,21 @@ class DiscoveryConfig(ConfigModel):
             )
         if self.method == "multi":
             self._check_multi()
+        self._check_values()
         if self.path is not None and not self.path.startswith("/"):
             raise ValueError(f"path must start with '/' (got {self.path!r})")
         return self
+
+    def _check_values(self) -> None:
+        """What passed -k and failed once running: a dns name that never resolves, a
+        ZooKeeper path kazoo refuses (a watcher crash loop) or misreads."""
+        if self.method == "dns":  # (docker's servers are engines: URLs, sockets)
+            for index, entry in enumerate(self.servers or []):
+                if problem := host_problem(entry.host, resolved=True):
+                    raise ValueError(f"servers[{index}].host {problem}")
+        zookeeper = self.method.startswith("zookeeper")
+        if zookeeper and self.path is not None and (problem := zk_path_problem(self.path)):
+            raise ValueError(f"path: {problem}")
 
     def _check_multi(self) -> None:
         if not self.watchers:

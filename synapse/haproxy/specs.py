@@ -21,6 +21,7 @@ from synapse.haproxy.edge import server_options as edge_server_options
 from synapse.haproxy.hosts import is_ip, with_init_addr
 from synapse.haproxy.server_ids import assign_ids, default_order_seed
 from synapse.model import DesiredService, Server
+from synapse.server_host import HOST
 
 # Algorithms taking `add server`/`set weight` (HAProxy 2.6; hash: with `hash-type consistent`).
 _DYNAMIC_ALGORITHMS = frozenset({"roundrobin", "leastconn", "first", "random"})
@@ -43,7 +44,6 @@ NOT_DYNAMIC_KEYWORDS: dict[str, int] = {
 DYNAMIC_SERVER_DEFAULTS = (("pool-max-conn", "-1"), ("pool-purge-delay", "5s"))
 # fullmatch, never `$`: `$` also matches before a trailing newline.
 _SERVER_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,255}", re.ASCII)
-_HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}", re.ASCII)
 # Both at once (neither has a space): the name is at most 255 characters, the host 253.
 _NAME_AND_HOST = re.compile(r"[A-Za-z0-9_.:-]{1,255} [A-Za-z0-9_.:-]{1,253}", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -215,7 +215,7 @@ def _bad_server_field(server: Server) -> str | None:
         return None
     if not _SERVER_NAME.fullmatch(server.name):
         return f"server name {server.name[:64]!r} has characters HAProxy does not allow"
-    if not _HOST.fullmatch(server.host):
+    if not HOST.fullmatch(server.host):
         return f"host {server.host[:64]!r} is not an address"
     if isinstance(server.port, bool) or not 1 <= server.port <= 65535:
         return f"port {server.port!r} is outside 1-65535"

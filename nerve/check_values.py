@@ -1,0 +1,68 @@
+"""Load-time checks of the values an HTTP or exec check sends or runs.
+
+Each of these passed ``nerve -k`` and then failed at every check for ever, so the service
+was never registered (h11's "Illegal target characters", a UnicodeEncodeError, "Name or
+service not known"): refused at load instead, with what was probably meant.
+Pure functions; a problem is returned as text for the caller's ValueError.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from urllib.parse import quote
+
+# RFC 9112 request-target as h11 takes it: printable ASCII, no space.
+_TARGET = re.compile(r"[\x21-\x7e]+", re.ASCII)
+_PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7F))
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", re.ASCII)  # a header name
+_FIELD_VALUE = re.compile(r"[\x20-\x7e\t]*", re.ASCII)  # no CR/LF, no non-ASCII
+_WHITESPACE = re.compile(r"\s")
+
+
+def uri_problem(uri: str) -> str | None:
+    if _TARGET.fullmatch(uri):
+        return None
+    return (
+        f"{uri!r} is not an HTTP request target (printable ASCII, no spaces or line "
+        f"breaks): did you mean the percent-encoded {quote(uri, safe=_PRINTABLE)!r}?"
+    )
+
+
+def header_problem(name: str, value: str) -> str | None:
+    if not _TOKEN.fullmatch(name):
+        return (
+            f"header name {name!r} is not an HTTP token (ASCII letters, digits and "
+            "!#$%&'*+.^_`|~- only, no spaces or line breaks)"
+        )
+    if not _FIELD_VALUE.fullmatch(value):
+        hint = ""
+        if value.isascii():
+            hint = f": did you mean {' '.join(value.split())!r}?"
+        elif name.lower() == "host":
+            hint = _idna_hint(value)
+        return f"header {name!r} value {value!r} must be printable ASCII without line breaks{hint}"
+    return None
+
+
+def host_problem(host: str) -> str | None:
+    if _WHITESPACE.search(host):
+        stripped = "".join(host.split())
+        return f"{host!r} contains whitespace (no such host): did you mean {stripped!r}?"
+    return None
+
+
+def shell_problem(command: str) -> str | None:
+    """A string command runs through /bin/sh: one it cannot even parse fails every check."""
+    try:
+        shlex.split(command, comments=True)
+    except ValueError as exc:  # "No closing quotation", "No escaped character"
+        return f"{command!r} is not a complete shell command ({exc})"
+    return None
+
+
+def _idna_hint(host: str) -> str:
+    try:
+        return f": did you mean its IDNA form {host.encode('idna').decode('ascii')!r}?"
+    except UnicodeError:
+        return ""
