@@ -35,13 +35,16 @@ def header_problem(name: str, value: str) -> str | None:
             f"header name {name!r} is not an HTTP token (ASCII letters, digits and "
             "!#$%&'*+.^_`|~- only, no spaces or line breaks)"
         )
-    if not _FIELD_VALUE.fullmatch(value):
+    if not _FIELD_VALUE.fullmatch(value) or value != value.strip(" \t"):  # (h11 refuses both)
         hint = ""
         if value.isascii():
             hint = f": did you mean {' '.join(value.split())!r}?"
         elif name.lower() == "host":
             hint = _idna_hint(value)
-        return f"header {name!r} value {value!r} must be printable ASCII without line breaks{hint}"
+        return (
+            f"header {name!r} value {value!r} must be printable ASCII without line breaks "
+            f"or surrounding whitespace{hint}"
+        )
     return None
 
 

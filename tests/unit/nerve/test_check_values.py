@@ -42,6 +42,7 @@ def test_a_uri_that_is_no_request_target_is_refused(tmp_path: Path, uri: str, me
         ({"Host": "a\r\nX: y"}, "without line breaks"),
         ({"Host": "bücher"}, "IDNA form 'xn--bcher-kva'"),
         ({"X Trace": "1"}, "not an HTTP token"),
+        ({"Host": "a.example "}, "did you mean 'a.example'"),
     ],
 )
 def test_headers_that_cannot_be_sent_are_refused(
@@ -72,7 +73,11 @@ def test_a_zk_path_with_dot_components_or_spaces_is_refused(
 def test_values_that_work_stay_accepted(tmp_path: Path) -> None:
     block = {"host": "127.0.0.1", "port": 8080, "zk_hosts": ["127.0.0.1:2181"]}
     checks = [
-        {**CHECK, "uri": "/health?x=1%202&y=[a]", "headers": {"Host": "a.example", "X-N": 3}},
+        {
+            **CHECK,
+            "uri": "/health?x=1%202&y=[a]",
+            "headers": {"Host": "a.example", "X-N": 3, "X-E": "", "X-T": "a\tb"},
+        },
         {"type": "http", "uri": "http://127.0.0.1:8080/health", "host": "::1"},
         {"type": "exec", "command": "test \"a b\" = 'a b' # it's fine"},
         {"type": "exec", "command": ["/bin/true", "'"]},
