@@ -3,14 +3,12 @@
 ``run(config, args)`` is called by ``synapse.cli``. It starts the HAProxy controller, one
 watcher per service, the reconciler and the admin server (/health, /status, /metrics and an
 HTML status page at /: ``synapse.admin_routes``), then waits for a signal:
-- SIGTERM / SIGINT: stop watchers, the controller (a managed HAProxy is stopped
-  with it) and the admin server; exit 0.
-- SIGHUP: re-read the config file. An invalid file is logged and the running
-  config stays; otherwise watchers of removed services stop, a re-pointed service's
-  new watcher replaces the running one at its first complete report
-  (``synapse.watcher_swap``), and HAProxy is brought in line with the new file.
-Registry outages and ZooKeeper session expiries never end the daemon: watchers
-keep the last known servers and reconnect on their own.
+- SIGTERM / SIGINT: stop watchers, the controller (and a managed HAProxy), the admin; exit 0.
+- SIGHUP: re-read the config file. An invalid file is logged and the running config
+  stays; otherwise watchers of removed services stop, a re-pointed service's new watcher
+  replaces the running one at its first complete report (``synapse.watcher_swap``), and
+  HAProxy is brought in line with the new file.
+Registry outages and session expiries never end the daemon: watchers keep their servers.
 """
 
 from __future__ import annotations
