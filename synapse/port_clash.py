@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # annotations only: synapse.config calls this module from its loader
     from synapse.config import SynapseConfig
 
-_WILDCARDS = {"", "*", "0.0.0.0", "::", "[::]"}
+WILDCARDS = {"", "*", "0.0.0.0", "::", "[::]"}
 _LOCALHOST = {"localhost": {"localhost", "127.0.0.1", "::1"}}  # synapse's default address
 _TCP_PREFIXES = {"ipv4", "ipv6", "tcp", "tcp4", "tcp6"}  # others: unix@, fd@, udp@, ...
 
 
-def _endpoints(token: str) -> Iterator[tuple[str, int, int]]:
+def endpoints(token: str) -> Iterator[tuple[str, int, int]]:
     """``[host]:port[-port]`` items of a bind argument (comma lists): (host, low, high)."""
     for item in token.split(","):
         item = item.strip()
@@ -45,15 +45,19 @@ def _endpoints(token: str) -> Iterator[tuple[str, int, int]]:
 _SHARED = "the shared frontend"  # one section, whoever wrote its lines
 
 
-def _bind_lines(lines: list[str], section: str, where: str) -> Iterator[tuple[str, str, str]]:
+Bind = tuple[str, str, str, tuple[str, ...]]  # (section, where written, address text, options)
+
+
+def _bind_lines(lines: list[str], section: str, where: str) -> Iterator[Bind]:
     for line in lines:
         words = line.split()
         if len(words) >= 2 and words[0] == "bind":
-            yield section, where, words[1]
+            yield section, where, words[1], tuple(words[2:])
 
 
-def _sections_binds(config: SynapseConfig) -> Iterator[tuple[str, str, str]]:
-    """(HAProxy section, where it was written, the address text) for every TCP bind."""
+def sections_binds(config: SynapseConfig) -> Iterator[Bind]:
+    """(HAProxy section, where it was written, the address text, its options) for every TCP
+    bind."""
     hap = config.haproxy
     if hap is None:
         return
@@ -61,14 +65,16 @@ def _sections_binds(config: SynapseConfig) -> Iterator[tuple[str, str, str]]:
         words = title.split()
         where = f"haproxy.extra_sections[{title!r}]"
         if len(words) >= 3 and words[0] in ("listen", "frontend"):
-            yield title, where, words[2]  # HAProxy 1.x title: `listen NAME ADDR:PORT`
+            yield title, where, words[2], ()  # HAProxy 1.x title: `listen NAME ADDR:PORT`
         yield from _bind_lines(lines, title, where)
     if hap.managed is not None and hap.managed.stats.enabled:
-        yield "stats", "haproxy.managed.stats.bind", hap.managed.stats.bind  # its stats page
+        stats = hap.managed.stats.bind  # its stats page
+        yield "stats", "haproxy.managed.stats.bind", stats, ()
     yield from _bind_lines(hap.shared_frontend, _SHARED, "haproxy.shared_frontend")
     if hap.tls is not None and hap.config_file_path:  # (rendered only then: edge.py)
         tls = hap.tls
-        yield _SHARED, "haproxy.tls.port", f"{tls.bind_address or hap.bind_address}:{tls.port}"
+        address = f"{tls.bind_address or hap.bind_address}:{tls.port}"
+        yield _SHARED, "haproxy.tls.port", address, ()
     for name, service in config.services.items():
         block = service.haproxy
         if block.disabled:
@@ -81,25 +87,26 @@ def _sections_binds(config: SynapseConfig) -> Iterator[tuple[str, str, str]]:
                 yield from _bind_lines(lines, owner, f"{where}.{key}")
         if block.port is not None:
             address = block.bind_address or hap.bind_address
-            yield section, f"{where}.port", f"{address}:{block.port}"
+            options = tuple((block.bind_options or "").split())
+            yield section, f"{where}.port", f"{address}:{block.port}", options
             # zone signals: the frontend binds each arrival address on the same port too
             routing = service.zone_routing
             zone_where = f"services.{name}.zone_routing.zone_of_address"
             for address in sorted(routing.zone_of_address if routing else ()):
                 host = f"[{address}]" if ":" in address else address
-                yield section, zone_where, f"{host}:{block.port}"
+                yield section, zone_where, f"{host}:{block.port}", options
 
 
 def binds(config: SynapseConfig) -> Iterator[tuple[str, str]]:
     """(where it was written, the address text) for every TCP bind in the config."""
-    for _, where, text in _sections_binds(config):
+    for _, where, text, _options in sections_binds(config):
         yield where, text
 
 
 def _same_address(one: str, other: str) -> bool:
     """Whether binds on the two hosts take the same connections (by the text: no DNS).
     A wildcard meets every address (``::`` too: dual-stack unless ``v6only``, kept simple)."""
-    if one in _WILDCARDS or other in _WILDCARDS:
+    if one in WILDCARDS or other in WILDCARDS:
         return True
     return bool(_LOCALHOST.get(one, {one}) & _LOCALHOST.get(other, {other}))
 
@@ -107,7 +114,7 @@ def _same_address(one: str, other: str) -> bool:
 def _effect(one: tuple[str, str], other: tuple[str, str]) -> str:
     """What the kernel makes of two binds of one port (host, where): the more specific
     address wins its connections (measured), equal ones share them."""
-    one_wild, other_wild = one[0] in _WILDCARDS, other[0] in _WILDCARDS
+    one_wild, other_wild = one[0] in WILDCARDS, other[0] in WILDCARDS
     if one_wild == other_wild:
         return "would split the connections between the two (SO_REUSEPORT)"
     host, where = other if one_wild else one
@@ -121,7 +128,7 @@ def admin_port_clashes(config: SynapseConfig) -> list[str]:
         return []
     clashes = []
     for where, text in binds(config):
-        for host, low, high in _endpoints(text):
+        for host, low, high in endpoints(text):
             if low <= admin.port <= high and _same_address(admin.host, host):
                 clashes.append(
                     f"admin.port {admin.port} (on {admin.host}) clashes with {where}: "
@@ -154,8 +161,8 @@ def _overlaps(config: SynapseConfig) -> Iterator[tuple[str, bool]]:
     compared with the ones whose ports it can share, not with all (a thousand services)."""
     ends = sorted(  # (by port, then as written: the later bind is named, the earlier cited)
         (low, order, high, host, section, where, text)
-        for order, (section, where, text) in enumerate(_sections_binds(config))
-        for host, low, high in _endpoints(text)
+        for order, (section, where, text, _) in enumerate(sections_binds(config))
+        for host, low, high in endpoints(text)
     )
     open_: list[tuple[int, int, int, str, str, str, str]] = []  # the ranges reaching `low`
     for end in ends:
@@ -167,6 +174,6 @@ def _overlaps(config: SynapseConfig) -> Iterator[tuple[str, bool]]:
                 line = f"{where}: port {low} on {host or '*'} is also bound by {also}: HAProxy "
                 yield (
                     line + _effect((host, where), (seen_host, seen_where)),
-                    (host in _WILDCARDS) == (seen_host in _WILDCARDS),
+                    (host in WILDCARDS) == (seen_host in WILDCARDS),
                 )
         open_.append(end)

@@ -21,6 +21,9 @@
   the registry's, or one placeholder server: ``synapse.check_render``) and ``haproxy -c``
   must accept it, in managed mode always, in Airbnb mode when synapse writes the file
   and an ``haproxy`` binary is on PATH.
+- With ``full``: a note per bind on an address this host does not have, naming its key
+  and what a start does with it (``synapse.haproxy.not_here``: a service's is left out
+  until the address is here; it may be a VIP added later, so not an error).
 - A note when ``hard-stop-after`` is set: which frontends' long responses and TCP sessions
   it cuts after every reload (``synapse.haproxy.hard_stop``).
 - A note for zone-routed HTTP services HAProxy checks by a connect only: a hung local
@@ -110,6 +113,9 @@ def preflight(config: SynapseConfig, config_path: Path, full: bool) -> tuple[lis
         notes += [note] if (note := hard_stop_note(config.haproxy, config.services)) else []
         notes += [note] if (note := hung_zone_note(config.haproxy, config.services)) else []
     if full and config.haproxy is not None:
+        from synapse.haproxy.not_here import config_notes
+
+        notes += config_notes(config)  # (`haproxy -c` binds nothing: an absent VIP passes it)
         refused, note = asyncio.run(check_haproxy(config, config_path))
         errors += refused
         notes += [note] if note else []

@@ -219,10 +219,12 @@ class HAProxyController(Reloading):
         return problems(self.info, reader.runtime_error, alive, settled, self._applied, slow)
 
     def degraded(self) -> list[str]:
-        """/health's ``degraded`` of this side: the config file lags what HAProxy runs."""
+        """/health's ``degraded`` of this side: the config file lags what HAProxy runs;
+        services wait for their bind address."""
         file = self._installer.file
         effect = "it lags what HAProxy runs (retried; a reload or restart waits for it)"
-        return file.streak.degraded("haproxy config file", effect) if file is not None else []
+        said = file.streak.degraded("haproxy config file", effect) if file is not None else []
+        return said + self._isolation.degraded()
 
     async def backend_servers(self, backend: str) -> dict[str, str] | None:
         """{server: state} of ``backend`` in HAProxy now (None: no such backend)."""
@@ -254,7 +256,10 @@ class HAProxyController(Reloading):
         self._apply_began = time.monotonic()  # (a reload on no answer since: ``stalled``)
         result = await self._isolation.apply(self._apply_with, desired, self.settings)
         if self._isolation.isolated:  # the refusal stays on /status while it lasts
-            self.info.validation_error = self.info.last_validation_error
+            # (unless every one waits for its address: a standby LB without its VIP is
+            # degraded, not failing: ``Isolation.degraded``)
+            waiting = self._isolation.waiting_for_address()
+            self.info.validation_error = None if waiting else self.info.last_validation_error
         return result
 
     async def _apply_with(self, desired: list[DesiredService]) -> ApplyResult:

@@ -36,7 +36,7 @@ from synapse.atomic import read_text
 from synapse.config import HAProxyConfig, ServiceConfig
 from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.configtext import ParsedConfig
-from synapse.haproxy.ports import TAKEN
+from synapse.haproxy.ports import NOT_HERE, PORT_RECHECK_S, waits
 from synapse.haproxy.seeding import SHARED_FRONTEND, seed_block
 from synapse.haproxy.settings import Settings
 from synapse.identity import moved
@@ -106,8 +106,9 @@ class Isolated:
 
     @property
     def taken(self) -> bool:
-        """Left out for a port another process listens on (``port_taken``), not a bad line."""
-        return TAKEN in self.error
+        """Left out for a port another process listens on or an address this host does not
+        have (``port_taken``), not a bad line."""
+        return waits(self.error)
 
 
 class Isolation:
@@ -202,7 +203,7 @@ class Isolation:
         by_name = {service.name: service for service in desired}
         for name in sorted(names):
             detail = [line for line in result.error.splitlines() if line.strip()]
-            if TAKEN in result.error:  # (one line per port: this service's)
+            if waits(result.error):  # (one line per port: this service's)
                 detail = [x for x in detail if name in culprits(x, str(candidate), text, desired)]
             detail = detail[:3]
             self.isolated[name] = Isolated(by_name[name].config, "\n".join(detail), time.time())
@@ -221,8 +222,13 @@ class Isolation:
             return "its last good config"
         if name in self._lost:
             return "left out (its running block cannot be kept)"
-        return "left out (its frontend port is taken)" if self.isolated[name].taken else \
+        return f"left out ({self._waits_for(name)})" if self.isolated[name].taken else \
             "left out (never valid)"  # fmt: skip
+
+    def _waits_for(self, name: str) -> str:
+        if NOT_HERE in self.isolated[name].error:
+            return "its bind address is not on this host"
+        return "its frontend port is taken"
 
     def _seed(self, service: DesiredService) -> None:
         """An isolated service without a last good block: the block HAProxy runs, read
@@ -299,6 +305,21 @@ class Isolation:
             self.gauge.labels(name).set(0)
         event(log, "haproxy_service_isolation_ended", service=name, detail=why)
 
+    def waiting_for_address(self) -> bool:
+        """Every isolated service waits for a bind address this host does not have."""
+        return all(NOT_HERE in iso.error for iso in self.isolated.values())
+
+    def degraded(self) -> list[str]:
+        """/health's ``degraded``: services left out until their bind address is here (a
+        standby LB without its VIP: its usual state, so said, not a failure)."""
+        return [
+            f"{name}: {line.rpartition('] : ')[2]}; until then: {self._runs(name)} (looked "
+            f"for every {PORT_RECHECK_S:g} s)"
+            for name, iso in sorted(self.isolated.items())
+            for line in iso.error.splitlines()
+            if NOT_HERE in line
+        ]
+
     def status(self) -> dict[str, dict[str, Any]]:
         return {
             name: {"error": iso.error, "since": iso.since, "running": self._runs(name)}
@@ -314,5 +335,7 @@ class Isolation:
         if name in self._lost:
             return f"not in HAProxy (its running block cannot be kept: {self._lost[name]})"
         if self.isolated[name].taken:
+            if NOT_HERE in self.isolated[name].error:
+                return "not in HAProxy (its bind address is not on this host)"
             return "not in HAProxy (its frontend port is taken by another process)"
         return "not in HAProxy (never valid)"

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from smartstack.logs import event
 from synapse.config import ManagedHAProxy as ManagedConfig
-from synapse.haproxy import elsewhere, moved, ports, replacement
+from synapse.haproxy import elsewhere, moved, not_here, ports, replacement
 from synapse.haproxy.adoption import Found, beside, find_master, known_binary
 from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.binary_check import other_binary
@@ -71,10 +71,14 @@ class HAProxyProcessError(Exception):
 
 
 class PortsTaken(HAProxyProcessError):
-    """The config binds ports another process listens on: not started or reloaded."""
+    """The config binds ports another process listens on, or addresses this host does not
+    have (``not_here``): not started or reloaded."""
 
     def __init__(self, clashes: list[ports.Clash]) -> None:
-        super().__init__(f"{ports.TAKEN}: " + "; ".join(map(str, clashes)))
+        by_why: dict[str, list[str]] = {}
+        for clash in clashes:
+            by_why.setdefault(clash.why, []).append(str(clash))
+        super().__init__("; ".join(f"{why}: " + "; ".join(c) for why, c in by_why.items()))
         self.clashes = clashes
 
 
@@ -362,10 +366,12 @@ class ManagedHAProxy:
 
     async def taken(self, text: str, replaces: int | None = None) -> list[ports.Clash]:
         """The ``bind`` addresses of config ``text`` another process listens on (not this
-        HAProxy: its processes, the listeners synapse holds for it)."""
+        HAProxy: its processes, the listeners synapse holds for it), then those this host
+        does not have (``not_here``)."""
         held = self.listeners.inodes() if self.listeners is not None else set()
         own = self._own_pids(replaces)
-        return await asyncio.to_thread(ports.foreign_listeners, text, own, held)
+        clashes = await asyncio.to_thread(ports.foreign_listeners, text, own, held)
+        return clashes + await asyncio.to_thread(not_here.missing, text)
 
     def _own_pids(self, replaces: int | None) -> set[int]:
         """The HAProxy processes synapse started or adopted: the master (and the one it

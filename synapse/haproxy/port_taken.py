@@ -1,5 +1,7 @@
 """A service whose frontend port another process listens on is left out, not everyone.
 
+So is one whose bind address is not on this host (``not_here``): both are ``Clash``es.
+
 HAProxy binds with SO_REUSEPORT, so a managed HAProxy must not load a ``bind`` on a port
 another process listens on (``ports``). That check used to refuse the whole config: the
 first start never happened (every service refused connections) and, once such a service
@@ -9,10 +11,10 @@ adopts is its own), ``PortWait.refusal`` (the installer's) reports the clashing 
 lines that lie in services' sections as ``haproxy -c`` names a line (``[candidate:line]``),
 so per-service isolation (``isolation``) takes those services out (one HAProxy ran keeps
 its last good block) and the others are applied. Every PORT_RECHECK_S the ports are looked
-at again (the kernel's list of listening sockets, no reload); once a service's ports are
-free its isolation ends and the last desired state is applied again. A clash outside
-services' sections (the stats page, an operator's own lines) stays a failed start or
-reload, retried with a backoff, as before.
+at again (the kernel's list of listening sockets, a test bind of the addresses, no
+reload); once a service's ports are free and its addresses here its isolation ends and the
+last desired state is applied again. A clash outside services' sections (the stats page,
+an operator's own lines) stays a failed start or reload, retried with a backoff, as before.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from synapse.atomic import write_atomic
 from synapse.haproxy import ports
 from synapse.haproxy.isolation import Isolation, culprits
 from synapse.haproxy.managed import ManagedHAProxy
+from synapse.haproxy.ports import PORT_RECHECK_S
 from synapse.model import DesiredService
 
 log = logging.getLogger("synapse.haproxy")
-PORT_RECHECK_S = 2.0  # between looks at the ports of services left out for them
 
 
 class PortWait:
@@ -71,7 +73,7 @@ class PortWait:
         binds: dict[str, list[str]] = {}
         errors = []
         for number, clash in ports.clash_lines(text, clashes):
-            error = f"[ALERT] : [{candidate}:{number}] : {ports.TAKEN}: {clash}"
+            error = f"[ALERT] : [{candidate}:{number}] : {clash.why}: {clash}"
             for name in culprits(error, str(candidate), text, services):
                 binds.setdefault(name, []).append(lines[number - 1])
             errors.append(error)
@@ -102,7 +104,7 @@ class PortWait:
                 log.exception("looking at taken frontend ports failed")
 
     async def _look(self) -> None:
-        freed = []
+        freed: list[str] = []
         for name, binds in list(self.waiting.items()):
             if name not in self._isolation.isolated:  # its block changed: tried already
                 del self.waiting[name]
@@ -113,5 +115,11 @@ class PortWait:
         async with self._lock:
             for name in freed:
                 if self.waiting.pop(name, None) is not None and name in self._isolation.isolated:
-                    self._isolation.end(name, "its frontend port is free: tried again")
+                    self._isolation.end(name, f"{self._freed(name)}: tried again")
             await self._retry(self._isolation.substitute(self._isolation.given))
+
+    def _freed(self, name: str) -> str:
+        iso = self._isolation.isolated[name]
+        if ports.NOT_HERE in iso.error:
+            return "its bind address is on this host now"
+        return "its frontend port is free"

@@ -26,6 +26,13 @@ _SKIPPED_PREFIXES = ("unix@", "abns@", "fd@", "sockpair@", "udp", "quic", "/")
 _FAMILY_PREFIXES = ("ipv4@", "ipv6@", "tcp@", "tcp4@", "tcp6@")
 MAX_RANGE = 256  # ports of one "bind :8000-8010" range checked at most
 TAKEN = "frontend port already in use, HAProxy would share it (SO_REUSEPORT)"
+NOT_HERE = "bind address not on this host"  # (synapse.haproxy.not_here)
+PORT_RECHECK_S = 2.0  # between looks at the binds of services left out for them (port_taken)
+
+
+def waits(error: str) -> bool:
+    """An error of a bind HAProxy cannot have yet (``port_taken``), not of a bad line."""
+    return TAKEN in error or NOT_HERE in error
 
 
 @dataclass(frozen=True)
@@ -34,8 +41,15 @@ class Clash:
     port: int
     owners: tuple[str, ...]  # "pid 123 (haproxy)"; empty when not visible to this user
     pids: tuple[int, ...] = ()  # the owners' pids
+    missing: str = ""  # the address the bind needs that this host does not have (not_here)
+
+    @property
+    def why(self) -> str:
+        return NOT_HERE if self.missing else TAKEN
 
     def __str__(self) -> str:
+        if self.missing:
+            return f"{self.address} (HAProxy binds it once {self.missing} is on an interface)"
         who = ", ".join(self.owners) or "a process of another user"
         return f"port {self.port} ({self.address}) is already bound by {who}"
 
@@ -51,11 +65,9 @@ def _lines_with(text: str, word: str) -> Iterator[str]:
         start = end + 1
 
 
-def bind_addresses(config_text: str) -> list[tuple[str, str, int]]:
-    """(as written, ip, port) for every TCP address of the config's ``bind`` lines; a
-    `::` bind without `v6only` is dual-stack (Linux's default): 0.0.0.0 too."""
-    found = []
-    resolved: dict[str, set[str]] = {}
+def bind_items(config_text: str) -> Iterator[tuple[str, str, list[int], list[str]]]:
+    """(as written, host, ports, the line's options) for every TCP address of the config's
+    ``bind`` lines."""
     candidates = _lines_with(config_text, "bind")
     for line in (line for text in candidates for line in text.splitlines()):
         tokens = line.split()
@@ -68,15 +80,22 @@ def bind_addresses(config_text: str) -> list[tuple[str, str, int]]:
             if address.startswith(_SKIPPED_PREFIXES):
                 continue
             host, sep, ports = address.rpartition(":")
-            if not sep:
-                continue
-            for port in _ports(ports):
-                host = host.strip("[]")
-                if host not in resolved:  # a thousand frontends bind one address
-                    resolved[host] = _resolve(host)
-                found.extend((written, ip, port) for ip in resolved[host])
-                if "::" in resolved[host] and _dual_stack(tokens[2:]):
-                    found.append((written, "0.0.0.0", port))
+            if sep:
+                yield written, host.strip("[]"), _ports(ports), tokens[2:]
+
+
+def bind_addresses(config_text: str) -> list[tuple[str, str, int]]:
+    """(as written, ip, port) for every TCP address of the config's ``bind`` lines; a
+    `::` bind without `v6only` is dual-stack (Linux's default): 0.0.0.0 too."""
+    found = []
+    resolved: dict[str, set[str]] = {}
+    for written, host, ports, options in bind_items(config_text):
+        for port in ports:
+            if host not in resolved:  # a thousand frontends bind one address
+                resolved[host] = resolve(host)
+            found.extend((written, ip, port) for ip in resolved[host])
+            if "::" in resolved[host] and _dual_stack(options):
+                found.append((written, "0.0.0.0", port))
     return found
 
 
@@ -99,7 +118,7 @@ def _ports(text: str) -> list[int]:
     return list(range(low, min(high, low + MAX_RANGE - 1) + 1))
 
 
-def _resolve(host: str) -> set[str]:
+def resolve(host: str) -> set[str]:
     if host in ("", "*"):
         return {"0.0.0.0"}
     try:
