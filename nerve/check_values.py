@@ -1,4 +1,4 @@
-"""Load-time checks of the values an HTTP or exec check sends or runs.
+"""Load-time checks of the values an HTTP check sends.
 
 Each of these passed ``nerve -k`` and then failed at every check for ever, so the service
 was never registered (h11's "Illegal target characters", a UnicodeEncodeError, "Name or
@@ -9,7 +9,6 @@ Pure functions; a problem is returned as text for the caller's ValueError.
 from __future__ import annotations
 
 import re
-import shlex
 from urllib.parse import quote
 
 # RFC 9112 request-target as h11 takes it: printable ASCII, no space.
@@ -52,15 +51,6 @@ def host_problem(host: str) -> str | None:
     if _WHITESPACE.search(host):
         stripped = "".join(host.split())
         return f"{host!r} contains whitespace (no such host): did you mean {stripped!r}?"
-    return None
-
-
-def shell_problem(command: str) -> str | None:
-    """A string command runs through /bin/sh: one it cannot even parse fails every check."""
-    try:
-        shlex.split(command, comments=True)
-    except ValueError as exc:  # "No closing quotation", "No escaped character"
-        return f"{command!r} is not a complete shell command ({exc})"
     return None
 
 

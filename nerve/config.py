@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from nerve.check_values import header_problem, shell_problem, uri_problem
+from nerve.check_values import header_problem, uri_problem
 from nerve.check_values import host_problem as check_host_problem
 from smartstack.admin_token import AdminAuthConfig
 from smartstack.config_check import refuse_unspecified, services_problem
@@ -81,13 +81,6 @@ class CheckConfig(ConfigModel):
     @classmethod
     def _no_whitespace(cls, value: str | None) -> str | None:
         if value is not None and (problem := check_host_problem(value)):
-            raise ValueError(problem)
-        return value
-
-    @field_validator("command")
-    @classmethod
-    def _shell_parses(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, str) and (problem := shell_problem(value)):
             raise ValueError(problem)
         return value
 
