@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
+from smartstack.config_check import idna_hint
+
 # RFC 9112 request-target as h11 takes it: printable ASCII, no space.
 _TARGET = re.compile(r"[\x21-\x7e]+", re.ASCII)
 _PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7F))
@@ -39,7 +41,7 @@ def header_problem(name: str, value: str) -> str | None:
         if value.isascii():
             hint = f": did you mean {' '.join(value.split())!r}?"
         elif name.lower() == "host":
-            hint = _idna_hint(value)
+            hint = idna_hint(value)
         return (
             f"header {name!r} value {value!r} must be printable ASCII without line breaks "
             f"or surrounding whitespace{hint}"
@@ -52,10 +54,3 @@ def host_problem(host: str) -> str | None:
         stripped = "".join(host.split())
         return f"{host!r} contains whitespace (no such host): did you mean {stripped!r}?"
     return None
-
-
-def _idna_hint(host: str) -> str:
-    try:
-        return f": did you mean its IDNA form {host.encode('idna').decode('ascii')!r}?"
-    except UnicodeError:
-        return ""

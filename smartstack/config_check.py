@@ -235,3 +235,13 @@ def refuse_unspecified(host: str) -> str:
             "give this machine's routable IP address or DNS name"
         )
     return host
+
+
+def idna_hint(host: str) -> str:
+    """A hint naming the IDNA form of a non-ASCII host name ("" for an ASCII one)."""
+    if host.isascii():
+        return ""
+    try:
+        return f": did you mean its IDNA form {host.encode('idna').decode('ascii')!r}?"
+    except UnicodeError:
+        return ""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from smartstack.config_check import idna_hint
+
 # What the renderer writes on a server line (fullmatch, never `$`: it matches before "\n").
 HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}", re.ASCII)
 _PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
@@ -48,7 +50,7 @@ def host_problem(host: str, resolved: bool = False) -> str | None:
     if resolved and not host.isascii():
         return None  # (the resolver takes an IDN name as it is)
     if not HOST.fullmatch(host):
-        hint = _idna_hint(host)
+        hint = idna_hint(host)
         return (
             f"{host!r} is not an address HAProxy can use (letters, digits, '.', '-', '_', "
             f"':', at most 253 characters){hint}"
@@ -56,12 +58,3 @@ def host_problem(host: str, resolved: bool = False) -> str | None:
     if ":" in host and not _is_ipv6(host):
         return f"{host!r} has a ':' but is not an IPv6 address"
     return None
-
-
-def _idna_hint(host: str) -> str:
-    if host.isascii():
-        return ""
-    try:
-        return f": did you mean its IDNA form {host.encode('idna').decode('ascii')!r}?"
-    except UnicodeError:
-        return ""
