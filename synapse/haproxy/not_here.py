@@ -9,8 +9,9 @@ worker's frontends while HAProxy retried the bind. Now a test bind of a socket t
 as a taken port is (``port_taken``): its service is left out, the others are applied, and
 every PORT_RECHECK_S the address is looked for again; once it is here the service comes in.
 
-Never flagged: wildcards (HAProxy binds every address), binds with ``transparent`` or
-``freebind`` (the kernel lets them bind any address), any bind while the host's
+Never flagged: wildcards (HAProxy binds every address), binds with ``transparent`` (the
+kernel lets them bind any address), ``namespace`` or ``interface`` (looked for elsewhere
+than in our network namespace), any bind while the host's
 ``net.ipv4.ip_nonlocal_bind`` (``net.ipv6.`` for IPv6) is 1, and an address our HAProxy
 listens on already (removed since: a reload hands the socket over, it is not bound again).
 """
@@ -29,7 +30,10 @@ from synapse.haproxy import ports
 if TYPE_CHECKING:
     from synapse.config import SynapseConfig
 
-ANY_ADDRESS_OPTIONS = ("transparent", "freebind")
+# `transparent`: the kernel lets it bind any address; `namespace` / `interface`: the
+# address is looked for in another network namespace or VRF than ours (review s31: a
+# `namespace` bind was left out for ever, an extra section's kept HAProxy from starting).
+ANY_ADDRESS_OPTIONS = ("transparent", "namespace", "interface")
 
 
 def try_bind(ip: str) -> None:

@@ -178,3 +178,15 @@ async def test_a_service_added_alone_comes_in_once_its_address_is_here(
 
     await eventually(served, "api to be served on its address")
     assert not controller.status()["isolated_services"] and controller.degraded() == []
+
+
+async def test_every_service_left_out_for_its_address_is_a_failure_not_degraded(
+    managed_factory, http_backend_factory
+):
+    """A typo in the global bind_address leaves every service out: nothing is served, so
+    /health fails (review s31: 200 with only `degraded` lines)."""
+    b2 = http_backend_factory("b2")
+    controller = managed_factory(CollectorRegistry())
+    await controller.apply([_api(free_port(), b2)], "start")
+    assert controller.status()["isolated_services"]["api"]["running"] == LEFT_OUT
+    assert controller.health() != [], controller.status()
