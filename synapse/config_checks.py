@@ -6,6 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 from synapse.haproxy.routes import RouteSpec, compile_routes, frontend_mode
+from synapse.haproxy.words import has_env, words
 from synapse.zone_config import check_dynamic_balance, check_signals, check_zone_backend_names
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def relative_socket_path(config: HAProxyConfig) -> str | None:
     relative unix path fails in any mode. Other relative paths keep meaning the cwd (Ruby)."""
     stats_lines = [
         tokens
-        for tokens in (line.split("#")[0].split() for line in config.global_)
+        for tokens in (words(line) for line in config.global_)
         if tokens[:2] == ["stats", "socket"]
     ]
     keys: list[tuple[str, str | None]] = []
@@ -80,11 +81,15 @@ def relative_socket_path(config: HAProxyConfig) -> str | None:
             keys.append(("config_file_path", config.config_file_path))
         keys.append(("managed.master_socket_path", config.managed.master_socket_path))
         keys += [("socket_file_path", path) for path in config.socket_paths]
-    # (an address: `ipv4@`, `host:port`; `unix@name` HAProxy takes relative to its cwd)
+    # (an address: `ipv4@`, `host:port`; `unix@name` HAProxy takes relative to its cwd;
+    # `${SOCKDIR}/a.sock`: HAProxy expands it with its environment, not judged here)
     keys += [
         ("global (stats socket)", tokens[2])
         for tokens in stats_lines
-        if len(tokens) > 2 and "@" not in tokens[2] and ":" not in tokens[2]
+        if len(tokens) > 2
+        and not has_env(tokens[2])
+        and "@" not in tokens[2]
+        and ":" not in tokens[2]
     ]
     for key, path in keys:
         if path and not os.path.isabs(path):

@@ -72,7 +72,9 @@ def written_paths(config: SynapseConfig) -> dict[str, Path | None]:
             paths["haproxy.managed.master_socket_path"] = settings.master_socket
             paths["haproxy.managed.pid_file"] = settings.pid_file
             for index, socket in enumerate(settings.shared_sockets):
-                paths[f"haproxy.socket_file_path[{index}]"] = Path(socket)
+                # (`${SOCKDIR}/a.sock`: HAProxy's environment expands it, not judged here)
+                if "$" not in socket:
+                    paths[f"haproxy.socket_file_path[{index}]"] = Path(socket)
             own = Path(settings.runtime_sockets[0]) if settings.runtime_sockets else None
             # (beside one of those: its directory's trouble is said once, not twice)
             if own and all(path is None or path.parent != own.parent for path in paths.values()):
@@ -133,10 +135,13 @@ def global_pidfile(hap: HAProxyConfig | None) -> tuple[str, Path] | None:
     ``-p`` comes first)."""
     if not launched(hap) or hap is None or hap.managed is None or hap.managed.pid_file:
         return None
+    from synapse.haproxy.words import has_env, words
+
     for index, line in enumerate(hap.global_):
-        tokens = line.split("#", 1)[0].split()
+        tokens = words(line)
         if tokens[:1] == ["pidfile"] and len(tokens) > 1:
-            return f"haproxy.global[{index}]", Path(tokens[1])
+            # (HAProxy expands $VAR with its environment: such a path is not judged)
+            return None if has_env(tokens[1]) else (f"haproxy.global[{index}]", Path(tokens[1]))
     return None
 
 

@@ -6,8 +6,10 @@ HAProxy 2.6 (src/haproxy.c) sets its RLIMIT_NOFILE at start to ``ulimit-n`` when
 default) a limit it cannot set is fatal: "[ALERT] Cannot raise FD limit to 200068, limit is
 20000". `haproxy -c` never gets there: ``synapse -k`` said ok, the HAProxy synapse started
 never came up (retried forever), and a SIGHUP adding such a line left every later reload
-failing. So the need is a lower bound (2 * maxconn + 13: one thread, no listener) and
-only a need above the limit is refused: a config HAProxy accepts is never refused.
+failing. So the need is a lower bound (2 * maxconn + 13: one thread, no listener; with
+``ulimit-n`` too, the larger: HAProxy still checks maxsock against the hard limit, "FD limit
+(20000) too low for maxconn=15000/maxsock=30028") and only a need above the limit is
+refused: a config HAProxy accepts is never refused.
 
 The limit is the hard RLIMIT_NOFILE HAProxy inherits from synapse (its child), or
 ``fs.nr_open`` when HAProxy may raise it: CAP_SYS_RESOURCE in synapse's effective set, or
@@ -22,6 +24,8 @@ import resource
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+from synapse.haproxy.words import has_env, words
 
 RESERVED = 10  # global.maxsock's start ("reserve 10 fds")
 PER_THREAD = 3  # an epoll fd and a wake-up pipe per thread
@@ -59,34 +63,33 @@ def _number(token: str) -> int | None:
 
 
 def fd_need(lines: list[str]) -> FdNeed | None:
-    """What the `global` lines make HAProxy insist on (None: nothing, or `no strict-limits`:
-    then HAProxy warns and runs with what it gets). The first ``ulimit-n``, ``maxconn`` and
-    ``nbthread`` count, as in HAProxy ("already specified. Continuing.")."""
+    """What the `global` lines make HAProxy insist on (None: nothing, or `no strict-limits`
+    anywhere: HAProxy 2.6 then warns and runs with what it gets, whatever the order of
+    the lines). The first ``ulimit-n``, ``maxconn`` and ``nbthread`` count, as in HAProxy
+    ("already specified. Continuing."); a value from the environment is not judged."""
     found: dict[str, tuple[int, str, int]] = {}
-    strict = True
     for index, line in enumerate(lines):
-        tokens = line.split("#", 1)[0].split()
-        if tokens[:1] == ["strict-limits"]:
-            strict = True
-        elif tokens[:2] == ["no", "strict-limits"]:
-            strict = False
-        elif len(tokens) > 1 and tokens[0] in ("ulimit-n", "maxconn", "nbthread"):
-            value = _number(tokens[1])
-            if value and tokens[0] not in found:
-                found[tokens[0]] = (index, line, value)
-    if not strict:
-        return None
-    if "ulimit-n" in found:
-        index, line, value = found["ulimit-n"]
-        return FdNeed(index, line, value, "ulimit-n", f"sets its open-file limit to {value}")
-    if "maxconn" in found:
-        index, line, value = found["maxconn"]
+        tokens = words(line)
+        if tokens[:2] == ["no", "strict-limits"]:
+            return None
+        if len(tokens) > 1 and tokens[0] in ("ulimit-n", "maxconn", "nbthread"):
+            value = None if has_env(tokens[1]) else _number(tokens[1])
+            if tokens[0] not in found:
+                found[tokens[0]] = (index, line, value or 0)
+    needs = []
+    if "ulimit-n" in found and (value := found["ulimit-n"][2]):
+        index, line, _ = found["ulimit-n"]
+        needs.append(FdNeed(index, line, value, "ulimit-n", f"sets its open-file limit to {value}"))
+    if "maxconn" in found and (value := found["maxconn"][2]):
+        # (with ulimit-n too: HAProxy still checks its maxsock against the hard limit,
+        # "FD limit (20000) too low for maxconn=15000/maxsock=30067")
+        index, line, _ = found["maxconn"]
         threads = found["nbthread"][2] if "nbthread" in found else 1
-        own = RESERVED + PER_THREAD * threads
+        own = RESERVED + PER_THREAD * max(threads, 1)
         need = 2 * value + own
         why = f"raises its open-file limit to at least {need} (2 per connection, {own} of its own)"
-        return FdNeed(index, line, need, "maxconn", why)
-    return None
+        needs.append(FdNeed(index, line, need, "maxconn", why))
+    return max(needs, key=lambda found_need: found_need.need, default=None)
 
 
 def host_limit(hard: int, nr_open: int, may_raise: bool) -> HostLimit:

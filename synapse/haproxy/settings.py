@@ -22,6 +22,7 @@ from synapse.config import HAProxyConfig
 from synapse.haproxy.answers import parse_version
 from synapse.haproxy.routes import frontend_mode
 from synapse.haproxy.sockets import UnexpectedAnswer
+from synapse.haproxy.words import words as line_words
 
 # HAProxy 2.4+ closes idle frontend connections at once when a reload soft-stops the old
 # worker: a client sending its next request on one just then gets no answer (a 502 behind
@@ -40,11 +41,11 @@ def _code(tokens: list[str]) -> list[str]:
 
 def _keyword_lines(lines: list[str], keyword: str) -> list[list[str]]:
     """Token lists of the lines that start with ``keyword`` (one or more words), their
-    comments left out."""
+    comments left out, quotes resolved as HAProxy does (``stats socket "/run/a.sock"``)."""
     words = keyword.split()
     found = []
     for line in lines:
-        tokens = _code(line.split())
+        tokens = line_words(line)
         if tokens[: len(words)] == words:
             found.append(tokens)
     return found

@@ -34,6 +34,7 @@ def load(tmp_path: Path, **haproxy: Any) -> str | None:
         ({"managed": {"master_socket_path": "run/m.sock"}}, "managed.master_socket_path"),
         ({"socket_file_path": ["/run/a.sock", "b.sock"]}, "socket_file_path: 'b.sock'"),
         ({"global": ["stats socket admin.sock level admin"]}, "global (stats socket)"),
+        ({"global": ['stats socket "admin.sock"']}, "global (stats socket): 'admin.sock'"),
         (
             {"managed": None, "reload_command": "true", "global": ["stats socket x.sock"]},
             "global (stats socket): 'x.sock'",
@@ -54,6 +55,11 @@ def test_a_relative_socket_path_is_refused_naming_its_key(
         {"managed": None, "reload_command": "true", "config_file_path": "h.cfg"},
         {"managed": None, "reload_command": "true", "socket_file_path": "h.sock"},
         {"global": ["stats socket unix@h.sock level admin"]},  # (HAProxy takes it)
+        # (review s31: quotes and $VAR are HAProxy's, it accepts all these)
+        {"global": ["stats socket '/abs/q.sock' level admin"]},
+        {"global": ['stats socket "/abs/d q.sock" level admin']},
+        {"global": ['stats socket "${SOCKDIR}/admin.sock" level admin']},
+        {"global": ["stats socket ${SOCKDIR}/admin.sock level admin"]},
         {"state_file_path": "state.json", "server_state_file": "hs.state"},
         {
             "config_file_path": "h.cfg",

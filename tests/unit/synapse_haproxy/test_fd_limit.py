@@ -36,7 +36,14 @@ HARD_20000 = host_limit(20000, 1048576, may_raise=False)
         (["ulimit-n 65536", "maxconn 256"], 65536),
         (["maxconn 100  # few", "maxconn 900000"], 213),  # the first counts, as in HAProxy
         (["maxconn 100000", "no strict-limits"], None),  # HAProxy warns and runs
-        (["no strict-limits", "strict-limits", "ulimit-n 30000"], 30000),
+        # (HAProxy 2.6: `no strict-limits` wins whatever the order of the lines)
+        (["no strict-limits", "strict-limits", "ulimit-n 30000"], None),
+        (["strict-limits", "ulimit-n 30000", "no strict-limits # late"], None),
+        # ulimit-n does not lift maxconn's need: "FD limit (20000) too low for
+        # maxconn=15000/maxsock=30067" (review s31)
+        (["ulimit-n 12000", "maxconn 15000"], 30013),
+        (['maxconn "15000"'], 30013),
+        (["maxconn ${MAXCONN}"], None),  # (HAProxy's environment, not ours)
         (["maxconn x"], None),  # (haproxy -c's to refuse)
     ],
 )
@@ -72,7 +79,14 @@ def test_the_error_names_the_line_the_need_the_limit_and_the_fix():
 
 
 @pytest.mark.parametrize(
-    "lines", [["maxconn 9993"], ["ulimit-n 20000"], ["maxconn 100000", "no strict-limits"]]
+    "lines",
+    [
+        ["maxconn 9993"],
+        ["ulimit-n 20000"],
+        ["maxconn 100000", "no strict-limits"],
+        ["no strict-limits", "maxconn 100000", "strict-limits"],
+        ["ulimit-n 12000", "maxconn 9000"],
+    ],
 )
 def test_what_fits_is_accepted(lines):
     assert fd_problem("s.yaml: haproxy", lines, HARD_20000) is None
@@ -116,6 +130,28 @@ def test_a_pidfile_in_a_missing_directory(tmp_path: Path, host_20000):
     assert preflight.reload_problems(old, with_p, tmp_path / "s.yaml") == []
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        'pidfile "{d}/h.pid"',
+        "pidfile '{d}/h.pid'",
+        "pidfile {d}/h.pid# a comment",
+        'pidfile "${{RUND}}/h.pid"',  # (HAProxy expands it: not judged)
+        "pidfile ${{RUND}}/h.pid",
+    ],
+)
+def test_a_quoted_or_environment_pidfile_is_read_as_haproxy_reads_it(
+    tmp_path: Path, host_20000, line: str
+) -> None:
+    """Review s31: the quotes stayed in the path (`"/run/x` missing): a valid config
+    refused at -k, at start and at SIGHUP."""
+    old = _config(tmp_path, ["maxconn 256"])
+    new = _config(tmp_path, ["maxconn 256", line.format(d=tmp_path)])
+    assert preflight.reload_problems(old, new, tmp_path / "s.yaml") == []
+    assert preflight.global_pidfile(new.haproxy) in (
+        None, ("haproxy.global[1]", tmp_path / "h.pid"))  # fmt: skip
+
+
 def test_an_error_where_synapse_starts_haproxy_a_note_where_it_does_not(tmp_path, host_20000):
     launched = _config(tmp_path, ["maxconn 100000"]).haproxy
     error, note = preflight.fd_limit_verdict(launched, tmp_path / "s.yaml")
@@ -123,3 +159,11 @@ def test_an_error_where_synapse_starts_haproxy_a_note_where_it_does_not(tmp_path
     elsewhere = _config(tmp_path, ["maxconn 100000"], launch=False).haproxy
     error, note = preflight.fd_limit_verdict(elsewhere, tmp_path / "s.yaml")
     assert error is None and note is not None and "does not start this HAProxy" in note
+
+
+def test_a_stats_socket_from_the_environment_is_not_a_path_to_judge(tmp_path: Path) -> None:
+    """Review s31: `stats socket "${SOCKDIR}/admin.sock"` (HAProxy expands it) was refused."""
+    config = _config(tmp_path, ['stats socket "${SOCKDIR}/admin.sock" level admin'])
+    assert not [key for key in preflight.written_paths(config) if "socket_file_path" in key]
+    quoted = _config(tmp_path, [f'stats socket "{tmp_path}/a.sock" level admin'])
+    assert preflight.written_paths(quoted)["haproxy.socket_file_path[0]"] == tmp_path / "a.sock"
