@@ -174,12 +174,29 @@ def refuse_unusable_service_names(
     services = doc.get("services")
     problems = []
     for name in services if isinstance(services, dict) else ():
+        if not names_a_proxy(services[name]):
+            continue
         try:
             check_proxy_name(str(name))
         except ValueError as exc:
             problems.append(f"{sources.get(name, path)}: services: {exc}")
     if problems:
         raise ConfigError(problems)
+
+
+def names_a_proxy(service: object) -> bool:
+    """Whether the default layout writes this service's name as an HAProxy proxy name
+    (``haproxy.default_layout``): nothing of a disabled one; `frontend <name>` only with
+    `port` given (else backend only); `backend <name>` only without `backend_name` (which
+    its own validator checks). A file_output-only or backend-only service may keep a name
+    HAProxy could not take."""
+    hap = service.get("haproxy") if isinstance(service, dict) else None
+    if not isinstance(hap, dict):
+        return True
+    disabled = hap.get("disabled")
+    if disabled is True or str(disabled).lower() in ("true", "1", "yes", "on"):
+        return False
+    return "port" in hap or hap.get("backend_name") is None
 
 
 # Keys of the early synapse list format that belong in the per-service haproxy block.
@@ -202,11 +219,13 @@ def services_from_list(value: object) -> object:
         if not isinstance(entry, dict) or not entry.get("name"):
             raise ValueError(f"services[{index}] in the list format needs a 'name'")
         entry = dict(entry)
-        name = check_proxy_name(str(entry.pop("name")))
+        name = str(entry.pop("name"))
         block = dict(entry.get("haproxy") or {})
         for old, new in _LEGACY_HAPROXY_KEYS.items():
             if old in entry:
                 block.setdefault(new, entry.pop(old))
         entry["haproxy"] = block
+        if names_a_proxy(entry):
+            check_proxy_name(name)
         services[name] = entry
     return services

@@ -48,9 +48,13 @@ class Blame:
         self.source_of = source_of  # service name -> the file it came from
 
     def _service_for(self, proxy: str) -> DesiredService | None:
+        # (exact names first: with services `web` and `web_zone_eu`, the proxy
+        # `web_zone_eu` is that service's, not a zone backend of `web`)
         for service in self.services:
-            backend = service.backend_name
-            if proxy in (service.name, backend) or proxy.startswith(f"{backend}_zone_"):
+            if proxy in (service.name, service.backend_name):
+                return service
+        for service in self.services:
+            if proxy.startswith(f"{service.backend_name}_zone_"):
                 return service
         return None
 

@@ -71,3 +71,32 @@ def test_backend_name_and_the_list_format_are_checked_too(tmp_path: Path) -> Non
 def test_an_empty_name_says_so(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="an empty name cannot name an HAProxy frontend"):
         load_synapse_config(write(tmp_path, {"": SERVICE}))
+
+
+BACKEND_ONLY = {"discovery": {"method": "base"}, "haproxy": {"backend_name": "web_api"},
+                "default_servers": [{"name": "a", "host": "127.0.0.1", "port": 8080}]}  # fmt: skip
+FILE_ONLY = {"discovery": {"method": "base"}, "haproxy": {"disabled": True}}
+
+
+@pytest.mark.parametrize("service", [BACKEND_ONLY, FILE_ONLY])
+def test_a_name_haproxy_never_sees_loads(tmp_path: Path, service: dict) -> None:
+    """Review s31: a backend-only service with its own backend_name (no frontend without
+    `port`) and a disabled (file_output-only) one never name an HAProxy proxy."""
+    config, _ = load_synapse_config(write(tmp_path, {"web api": service}))
+    assert list(config.services) == ["web api"]
+
+
+def test_with_a_port_the_name_is_the_frontend_s_and_refused(tmp_path: Path) -> None:
+    with_port = {**BACKEND_ONLY, "haproxy": {"backend_name": "web_api", "port": 3213}}
+    with pytest.raises(ConfigError) as caught:
+        load_synapse_config(write(tmp_path, {"web api": with_port}))
+    assert "'web api' cannot name an HAProxy" in caught.value.lines[0]
+
+
+def test_the_list_format_checks_the_same(tmp_path: Path) -> None:
+    listed = [{"name": "web api", **BACKEND_ONLY}]
+    config, _ = load_synapse_config(write(tmp_path, listed))
+    assert list(config.services) == ["web api"]
+    with pytest.raises((ConfigError, ValueError)):
+        load_synapse_config(write(tmp_path, [{"name": "web api", "local_port": 3213,
+                                              **BACKEND_ONLY}]))  # fmt: skip

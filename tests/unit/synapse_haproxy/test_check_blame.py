@@ -86,3 +86,16 @@ def test_an_alert_no_key_can_be_named_for_is_said_as_it_is_and_many_in_ten_lines
     ]
     many = blame.lines("\n".join(["[ALERT] (7) : config : x"] * 25), SCRATCH_PATH, text)
     assert len(many) == 10 and many[-1] == f"{MAIN}: haproxy: and 16 more"
+
+
+def test_an_exact_service_name_wins_over_a_zone_backend_prefix() -> None:
+    """Review s31: services `web` and `web_zone_eu`: a line of web_zone_eu was blamed on web."""
+    web = service("web", [server("127.0.0.1", 8081, "a")])
+    eu = service("web_zone_eu", [server("127.0.0.1", 8082, "a")], backend=["balance rondrobin"])
+    hap: HAProxyConfig = haproxy_config()
+    text = render([web, eu], hap).text
+    sources = {"web_zone_eu": API_FILE}
+    blame = Blame(hap, [web, eu], MAIN, lambda name: sources.get(name, MAIN))
+    message = alert(text, "balance rondrobin", "unknown balance algorithm 'rondrobin'")
+    [line] = blame.lines(message, SCRATCH_PATH, text)
+    assert line.startswith(f"{API_FILE}: services.web_zone_eu.haproxy.backend[0]: "), line
