@@ -32,13 +32,15 @@ def yaml_load(text: str, found: list[tuple[Loc, int, int]] | None) -> Any:
         if node is None:
             return None
         if found is not None:
-            _walk(node, (), found, set())
+            _walk(loader, node, (), found, set())
         return loader.construct_document(node)
     finally:
         loader.dispose()
 
 
-def _walk(node: Any, loc: Loc, found: list[tuple[Loc, int, int]], seen: set[int]) -> None:
+def _walk(
+    loader: Any, node: Any, loc: Loc, found: list[tuple[Loc, int, int]], seen: set[int]
+) -> None:
     import yaml
 
     if id(node) in seen:  # an alias: its node was walked where it was anchored
@@ -50,13 +52,24 @@ def _walk(node: Any, loc: Loc, found: list[tuple[Loc, int, int]], seen: set[int]
             name = key.value if isinstance(key, yaml.ScalarNode) else None
             if name is not None and name != "<<":  # (merge keys: YAML's own rule)
                 line = key.start_mark.line + 1
-                if name in lines:
-                    found.append(((*loc, name), lines[name], line))
-                lines[name] = line
-            _walk(value, (*loc, name if name is not None else "?"), found, seen)
+                same = _as_parsed(loader, key)  # ("80" and 80 are two keys; yes and true one)
+                if same in lines:
+                    found.append(((*loc, name), lines[same], line))
+                lines[same] = line
+            _walk(loader, value, (*loc, name if name is not None else "?"), found, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, (*loc, index), found, seen)
+            _walk(loader, item, (*loc, index), found, seen)
+
+
+def _as_parsed(loader: Any, key: Any) -> Any:
+    """A scalar key as the parser keeps it (its type and value)."""
+    try:
+        value = loader.construct_object(key)
+        hash(value)
+    except Exception:  # (a key the constructor refuses: safe_load says so next)
+        return ("?", key.tag, key.value)
+    return (type(value), value)
 
 
 class _Repeated:

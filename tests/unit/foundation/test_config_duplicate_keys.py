@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from nerve.config import load_nerve_config
+from smartstack.config_duplicates import yaml_load
 from smartstack.configfile import ConfigError, load_document
 from synapse.config import load_synapse_config, service_cache
 
@@ -84,3 +85,18 @@ def test_no_repeat_no_word_and_plain_callers_unchanged(tmp_path: Path) -> None:
         "a": {"b": 1}, "c": {"b": 2}, "d": [{"b": 1}, {"b": 1}]
     }  # fmt: skip
     assert repeated == []  # a merge key and its override are not a repeat
+
+
+@pytest.mark.parametrize(
+    ("text", "twice"),
+    [
+        ('a:\n  "80": x\n  80: y\n', []),  # a string and a number: two keys, both kept
+        ("a:\n  yes: 1\n  true: 2\n", [(("a", "true"), 2, 3)]),  # YAML 1.1: one key, True
+    ],
+)
+def test_keys_are_compared_as_the_parser_keeps_them(text: str, twice: list) -> None:
+    """(code review s31: the key's text was compared: "80" and 80 said twice, yes and true
+    not)"""
+    found: list = []
+    yaml_load(text, found)
+    assert found == twice
