@@ -257,11 +257,9 @@ class HAProxyController(Reloading):
         result = await self._isolation.apply(self._apply_with, desired, self.settings)
         if self._isolation.isolated:  # the refusal stays on /status while it lasts
             # (unless every one waits for its address: a standby LB without its VIP is
-            # degraded, not failing: ``Isolation.degraded``; with no service left, failing)
-            left = {d.name for d in desired if not d.config.haproxy.disabled}
-            waiting = self._isolation.waiting_for_address() and bool(
-                left - set(self._isolation.isolated)
-            )
+            # degraded, not failing: ``Isolation.degraded``; even with every service out:
+            # a standby's services all wait for the VIP, and a typo cannot be told from it)
+            waiting = self._isolation.waiting_for_address()
             self.info.validation_error = None if waiting else self.info.last_validation_error
         return result
 

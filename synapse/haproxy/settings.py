@@ -57,10 +57,13 @@ def unix_stats_sockets(global_lines: list[str]) -> list[str]:
     for tokens in _keyword_lines(global_lines, "stats socket"):
         if len(tokens) < 3:
             continue
-        address = tokens[2]
+        # ${VAR}: HAProxy expands it with its environment, which a managed HAProxy has
+        # from us; one still unexpanded here is left out (review s31: synapse created a
+        # literal `${SOCKDIR}` dir and waited on a socket that never answered)
+        address = os.path.expandvars(tokens[2])
         if address.startswith("unix@"):
             address = address[len("unix@") :]
-        if "@" in address or ":" in address:
+        if "@" in address or ":" in address or "$" in address:
             continue
         paths.append(address)
     return paths

@@ -38,3 +38,15 @@ def test_a_quoted_stats_socket_is_the_path_synapse_connects_to() -> None:
     from synapse.haproxy.settings import unix_stats_sockets
 
     assert unix_stats_sockets(['stats socket "/run/a b.sock" level admin']) == ["/run/a b.sock"]
+
+
+def test_a_stats_socket_with_a_variable_is_expanded_or_left_out(monkeypatch) -> None:
+    """A managed HAProxy expands ${VAR} with the environment it has from synapse; one still
+    unset is left out (review s31: a literal `${SOCKDIR}` dir was made, and every reload
+    waited on a socket that never answered)."""
+    from synapse.haproxy.settings import unix_stats_sockets
+
+    monkeypatch.setenv("SOCKDIR", "/run/hap")
+    monkeypatch.delenv("NO_SUCH_DIR", raising=False)
+    lines = ['stats socket "${SOCKDIR}/a.sock" level admin', "stats socket ${NO_SUCH_DIR}/b.sock"]
+    assert unix_stats_sockets(lines) == ["/run/hap/a.sock"]
