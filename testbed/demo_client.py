@@ -25,6 +25,9 @@ class Sample:
     backend: str | None  # None = failed request
     sent: dict[str, str] = field(default_factory=dict)  # the cookies the request carried
     set_cookie: str | None = None  # the response's Set-Cookie header
+    # When the answer came: a request sent just before an event can be answered after it
+    # (HAProxy retried it elsewhere), so what an answer set is judged by this time.
+    answered: float = 0.0
 
 
 @dataclass
@@ -66,14 +69,15 @@ class Client:
             response = conn.getresponse()
             body = response.read().decode(errors="replace")
         except OSError:
-            return Sample(at, None, sent)
+            return Sample(at, None, sent, answered=time.monotonic())
         finally:
             conn.close()
         set_cookie = response.getheader("Set-Cookie")
         if set_cookie and self.cookies is not None:
             name, _, value = set_cookie.split(";", 1)[0].partition("=")
             self.cookies[name.strip()] = value.strip()
-        return Sample(at, body if response.status == 200 else None, sent, set_cookie)
+        body = body if response.status == 200 else None
+        return Sample(at, body, sent, set_cookie, answered=time.monotonic())
 
     def since(self, start: float) -> list[Sample]:
         return [s for s in list(self.samples) if s.at >= start]

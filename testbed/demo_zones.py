@@ -148,16 +148,8 @@ class ZoneAct:
 
     def _cookies_set(self, name: str, client: Sampled, since: float) -> None:
         """Print the Set-Cookie answers ``client`` got since ``since`` (a few at most)."""
-        events = [s for s in client.since(since) if s.set_cookie]
-        for s in events[:3]:
-            sent = s.sent.get(COOKIE, "none")
-            detail(f"{name}: cookie {sent}, answered by {s.backend}, {s.at - since:.2f} s in: "
-                   f"Set-Cookie: {s.set_cookie}")  # fmt: skip
-        if len(events) > 3:
-            detail(f"{name}: {len(events) - 3} more Set-Cookie answers")
-        if not events:
-            jar = client.cookies or {}
-            detail(f"{name}: no Set-Cookie in this step, it keeps {COOKIE}={jar.get(COOKIE)}")
+        for line in set_cookie_lines(name, list(client.samples), client.cookies, since):
+            detail(line)
 
     def _until(self, client: Sampled, zones: set[str], since: float) -> float:
         """Seconds from ``since`` until the last 0.5 s of answers came from exactly ``zones``."""
@@ -201,6 +193,26 @@ class ZoneAct:
                 backend.stop()
 
 
+def set_cookie_lines(
+    name: str, samples: list[Any], jar: dict[str, str] | None, since: float
+) -> list[str]:
+    """What the answers since ``since`` set: judged by when each answer came, since a
+    request sent just before an event (az1 lost) can be answered after it, elsewhere."""
+    events = [s for s in samples if s.set_cookie and s.answered >= since]
+    lines = []
+    for s in events[:3]:
+        sent, took = s.sent.get(COOKIE, "none"), s.answered - since
+        lines.append(f"{name}: cookie {sent}, answered by {s.backend}, {took:.2f} s in: "
+                     f"Set-Cookie: {s.set_cookie}")  # fmt: skip
+    if len(events) > 3:
+        lines.append(f"{name}: {len(events) - 3} more Set-Cookie answers")
+    if not events:
+        lines.append(
+            f"{name}: no Set-Cookie in this step, it keeps {COOKIE}={(jar or {}).get(COOKIE)}"
+        )
+    return lines
+
+
 @dataclass
 class Row:
     situation: str
@@ -221,6 +233,7 @@ class Sampled(Protocol):
     cookies each request carried and the Set-Cookie of each answer."""
 
     cookies: dict[str, str] | None  # its cookie jar, kept from Set-Cookie (None: no jar)
+    samples: list[Any]  # every request so far, in the order sent
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
