@@ -14,6 +14,7 @@ import pytest
 from haproxy_helpers import haproxy_config, server, service
 
 from synapse.config import load_synapse_config
+from synapse.haproxy.fd_limit import fd_problem, host_limit
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.routes import map_paths, routes_of, runtime_commands, write_map_files
 from synapse.haproxy.tls import tls_paths, write_tls_files
@@ -300,6 +301,11 @@ def test_the_documented_edge_example_passes_haproxy_check(tmp_path):
     write_map_files(routes_of(services), map_paths(path))
     write_tls_files(certs, tls_paths(path))  # an empty cert_dir: the placeholder only
     check_config(path)
+    # `synapse -k` also checks the host's open-file limit: the example's maxconn 20000
+    # fits the unit of docs/deploy.md (LimitNOFILE=65536), not a 20,000 default.
+    global_lines = list(config.haproxy.global_)
+    assert fd_problem("haproxy", global_lines, host_limit(65536, 1048576, False)) is None
+    assert "40013" in (fd_problem("haproxy", global_lines, host_limit(20000, 1048576, False)) or "")
     assert "bind 0.0.0.0:80 accept-proxy" in text
     assert f"bind 0.0.0.0:443 ssl crt-list {tmp_path}/haproxy.crt-list" in text
     assert "bind 0.0.0.0:8443 accept-proxy" in text
