@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from nerve.check_values import header_problem, uri_problem
 from nerve.check_values import host_problem as check_host_problem
+from nerve.config_units import unit_warnings
 from smartstack.admin_token import AdminAuthConfig
 from smartstack.config_check import refuse_unspecified, services_problem
 from smartstack.configfile import ConfigError, ConfigModel, load
@@ -354,7 +355,17 @@ def load_nerve_config(
         if error:
             raise ConfigError([error])
         warnings += [warning] if warning else []
-    return config, warnings + _weight_warnings(Path(path), config)
+    return config, warnings + _weight_warnings(Path(path), config) + _unit_warnings(path, config)
+
+
+def _unit_warnings(path: str | Path, config: NerveConfig) -> list[str]:
+    """Times that look like milliseconds (nerve/config_units.py), per service block."""
+    blocks = [(f"services.{name}", s) for name, s in config.services.items()]
+    if config.docker is not None:
+        defaults = config.docker.service_defaults
+        example = service_config(defaults, "example", PLACEHOLDER_HOST, 1, [], {})
+        blocks.append(("docker.service_defaults", example))
+    return [line for where, s in blocks for line in unit_warnings(Path(path), where, s)]
 
 
 def _weight_warnings(path: Path, config: NerveConfig) -> list[str]:
