@@ -29,6 +29,7 @@ from synapse.edge_config import (
     HAProxyTLS,
     ServiceRoutes,
 )
+from synapse.haproxy_units import unit_warnings
 from synapse.port_clash import admin_port_clashes, bind_clashes, bind_shadows
 from synapse.proxy_name import check_proxy_name
 from synapse.resilience_config import HealthCheckConfig, ObserveConfig, RetriesConfig
@@ -424,6 +425,7 @@ def load_synapse_config(
         raise ConfigError([f"{path}: {line}" for line in clashes])
     warnings += [f"{path}: {line}" for line in bind_shadows(config)]
     warnings += [f"{path}: {line}" for line in shared_discovery_warnings(config.services)]
+    warnings += [f"{path}: {line}" for line in unit_warnings(config)]
     managed = config.haproxy.managed if config.haproxy is not None else None
     unused = managed.stop_delay_unused() if managed is not None else None
     if unused:

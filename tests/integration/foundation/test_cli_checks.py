@@ -135,7 +135,10 @@ def test_synapse_check_names_the_service_file_and_key_haproxy_refuses(tmp_path: 
     api_file = write(tmp_path / "services" / "api.json", api)
     result = cli("synapse", "-c", str(main), "-k")
     assert result.returncode == 2
-    listen, options = result.stderr.splitlines()
+    said = result.stderr.splitlines()
+    listen, options = [line for line in said if line.startswith("error: ")]
+    # (and a warning that `timeout server 5` alone would be 5 ms: haproxy_units)
+    assert [line for line in said if "perhaps `timeout server 5s`" in line] != []
     assert listen.startswith(
         f"error: {api_file}: services.api.haproxy.listen[1]: HAProxy rejects 'timeout server 5 s': "
         "'timeout server' : unexpected extra argument 's'"
