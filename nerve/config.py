@@ -27,7 +27,7 @@ from smartstack.registry_address import (
     zk_path_problem,
 )
 from smartstack.registry_auth import EtcdTLS, ZooKeeperAuth, check_etcd_security
-from smartstack.statsd import StatsdConfig
+from smartstack.statsd import StatsdConfig, statsd_warnings
 
 CheckType = Literal["http", "https", "tcp", "redis", "rabbitmq", "noop", "exec"]
 NodeType = Literal["ephemeral_sequential", "ephemeral", "persistent", "persistent_sequential"]
@@ -355,6 +355,7 @@ def load_nerve_config(
         if error:
             raise ConfigError([error])
         warnings += [warning] if warning else []
+    warnings += statsd_warnings(path, config.statsd)
     return config, warnings + _weight_warnings(Path(path), config) + _unit_warnings(path, config)
 
 

@@ -43,6 +43,25 @@ class StatsdConfig(ConfigModel):
     sample_rate: dict[str, float] = Field(default_factory=dict)
 
 
+def statsd_warnings(path: object, statsd: StatsdConfig | None) -> list[str]:
+    """A host no lookup can find: a warning, not an error (metrics must never keep a
+    daemon from starting), saying that nothing is sent until it is fixed."""
+    problem = statsd_host_problem(statsd.host) if statsd is not None else None
+    return [f"{path}: statsd.host: {problem} (no metrics are sent meanwhile)"] if problem else []
+
+
+def statsd_host_problem(host: str) -> str | None:
+    """Why ``host`` cannot be statsd's host (None: it can)."""
+    if not host.strip():
+        return "is empty: give the statsd server's name or IP address"
+    if host != host.strip() or any(c.isspace() for c in host):
+        return f"{host!r} contains whitespace: did you mean {''.join(host.split())!r}?"
+    name, colon, port = host.rpartition(":")
+    if colon and port.isdigit() and name and ":" not in name:
+        return f"{host!r} looks like host:port: write host: {name!r} and port: {int(port)}"
+    return None
+
+
 def metric_name(parts: tuple[str, ...]) -> str:
     """("nerve", "check", "web.api", "http") -> "nerve.check.web_api.http"."""
     return ".".join(_UNSAFE.sub("_", str(part)) or "_" for part in parts)

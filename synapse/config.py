@@ -18,7 +18,7 @@ from smartstack.config_sections import SectionCache
 from smartstack.config_share import share_defaults
 from smartstack.configfile import ConfigError, load
 from smartstack.modelbase import ConfigModel, Field, field_validator, model_validator
-from smartstack.statsd import StatsdConfig
+from smartstack.statsd import StatsdConfig, statsd_warnings
 from synapse.config_checks import check_routes, check_zone_routing, relative_socket_path
 from synapse.config_legacy import prepare_document, services_from_list
 from synapse.discovery_config import DiscoveryConfig, ServerEntry
@@ -426,6 +426,7 @@ def load_synapse_config(
     warnings += [f"{path}: {line}" for line in bind_shadows(config)]
     warnings += [f"{path}: {line}" for line in shared_discovery_warnings(config.services)]
     warnings += [f"{path}: {line}" for line in unit_warnings(config)]
+    warnings += statsd_warnings(path, config.statsd)
     managed = config.haproxy.managed if config.haproxy is not None else None
     unused = managed.stop_delay_unused() if managed is not None else None
     if unused:
