@@ -40,8 +40,7 @@ async def settled(service: Service, **more: Any) -> web.Response:
 
 
 def flag_dict(flag: MaintenanceFlag | None) -> dict[str, Any] | None:
-    return None if flag is None else {"reason": flag.reason, "since": flag.since,
-                                      "until": flag.until}  # fmt: skip
+    return None if flag is None else flag.shown()
 
 
 def persisted(service: Service) -> dict[str, Any]:

@@ -19,6 +19,14 @@ failing check has reached ``fall``, so what is left is a check that gives no ver
 at its own limits), and no verdict keeps the state as it is, stall or not: a lost
 registration must not wait on it for ever.
 
+A stall shorter than ``limit`` can still cost the registration when the session or lease is
+shorter (a 2 s lease against 0.2 s rounds with a 1 s timeout: ``limit`` 2.4 s): the verdict
+then looks recent, yet predates a stall long enough to lose the registration, which takes
+silence for most of the hold (keep-alives and pings go every sixth). So a lost registration
+is also not written back on a verdict from more than LOSS_SHARE of the hold before the loss
+was seen (``predates_loss``); any round started after the loss is recent enough (without a
+stall the wait is at most one round).
+
 A stall is seen as a monotonic gap: the last complete round started longer ago than rounds
 ever are apart (``limit``), or a round lasted that long (it straddled the stall). An ordinary
 registry outage or session loss without a stall keeps the verdict fresh: rounds go on.
@@ -38,11 +46,26 @@ def stale_after(check_interval: float, timeouts: list[float]) -> float:
     return 2.0 * check_interval + 2.0 * max(timeouts, default=0.0)
 
 
+LOSS_SHARE = 2 / 3  # below the 5/6 of the hold a stall must last to lose it, with room
+
+
+def predates_loss(verdict_at: float, lost_at: float | None, hold_s: float | None) -> bool:
+    """Whether a verdict (the monotonic start of its round) may be from before a stall that
+    cost the registration seen lost at ``lost_at`` (None: never lost), given the registry's
+    hold of a silent nerve's registration (None: it holds it for ever)."""
+    if lost_at is None or hold_s is None:
+        return False
+    return verdict_at < lost_at - LOSS_SHARE * hold_s
+
+
 @dataclass
 class Freshness:
     limit: float  # seconds: stale_after()
     verdict_at: float  # monotonic start of the last complete round that straddled no stall
     stalled: float | None = None  # the gap seen, until a fresh round passes
+    # When it was seen (monotonic): a round started before it is no fresh round (it may
+    # straddle a stall shorter than ``limit``, seen by ``predates_loss``).
+    stalled_at: float = float("-inf")
     rounds: int = 1  # fresh rounds a stall lasts at most: max(rise, fall)
     left: int = 0  # fresh rounds this stall may still last
 
@@ -50,11 +73,15 @@ class Freshness:
         """Whether the verdict may be acted on at ``now``: None when it may; otherwise the
         gap. A gap newly seen is the caller's to log (``seen``)."""
         if self.stalled is None and now - self.verdict_at > self.limit:
-            self._stall(now - self.verdict_at)
+            self._stall(now - self.verdict_at, now)
         return self.stalled
 
-    def _stall(self, gap: float) -> None:
-        self.stalled, self.left = gap, self.rounds
+    def _stall(self, gap: float, at: float = float("-inf")) -> None:
+        self.stalled, self.left, self.stalled_at = gap, self.rounds, at
+
+    def stall_at(self, gap: float, now: float) -> None:
+        """A stall seen otherwise than by the gap (``predates_loss``), at ``now``."""
+        self._stall(gap, now)
 
     def carry(self, gap: float | None) -> None:
         """A stall seen by the service this one replaces (a SIGHUP reload keeping the
@@ -79,9 +106,9 @@ class Freshness:
         the verdict again), "down" (the service went down: ``rise`` decides from now),
         "expired" (``rounds`` fresh rounds without a pass: the state machine's verdict
         stands, as it would without a stall), "failed" (still stalled), or None."""
-        if ended - started > self.limit:
+        if ended - started > self.limit or started < self.stalled_at:
             if self.stalled is None:
-                self._stall(ended - started)
+                self._stall(ended - started, ended)
             return "straddled"
         self.verdict_at = started
         if self.stalled is None:

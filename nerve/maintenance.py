@@ -76,8 +76,12 @@ class MaintenanceFlag:
         later = None if self.until is None or until is None else max(self.until, until)
         return MaintenanceFlag(JOIN.join(parts), self.since, later, self.container)
 
+    def shown(self) -> dict[str, Any]:
+        """What /status and the admin API say of it."""
+        return {"reason": self.reason, "since": self.since, "until": self.until}
+
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"reason": self.reason, "since": self.since, "until": self.until}
+        out = self.shown()
         if self.container is not None:
             out["container"] = self.container
         if self.boot_id is not None and self.boot_until is not None:  # (older nerves: ignored)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from nerve.cadence import Cadence
 from nerve.check_status import check_status, record_check, record_no_verdict
 from nerve.checks.base import Check, CheckResult
-from nerve.freshness import Freshness, stale_after
+from nerve.freshness import Freshness, predates_loss, stale_after
 from nerve.maintenance import UNKNOWN, MaintenanceEnd, MaintenanceFlag, MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.ratelimit import TokenBucket
@@ -281,9 +281,13 @@ class Service:
 
     def _verdict_fresh(self) -> bool:
         """For the reporter: whether a lost registration may be written back now."""
-        now = time.monotonic()
-        self._stall_seen(self.freshness.seen(now), "registration")
-        return self.freshness.check(now) is None
+        now, freshness = time.monotonic(), self.freshness
+        self._stall_seen(freshness.seen(now), "registration")
+        lost, hold = self.reporter.lost_at, self.reporter.hold_s()
+        if freshness.check(now) is None and predates_loss(freshness.verdict_at, lost, hold):
+            freshness.stall_at(now - freshness.verdict_at, now)  # a stall shorter than `limit`
+            self._stall_seen(freshness.stalled, "registration_lost")
+        return freshness.check(now) is None
 
     def _fresh_round_done(self, started: float, ended: float, passed: bool, down: bool) -> None:
         stalled = self.freshness.stalled
@@ -423,8 +427,6 @@ class Service:
             self.metrics.healthy.labels(self.name).set(1 if self.state.healthy else 0)
             self.metrics.maintenance.labels(self.name).set(1 if self.state.maintenance else 0)
 
-    # --- status ---------------------------------------------------------------------------------
-
     def status(self) -> dict[str, Any]:
         flag = self.store.load(self.name)
         if flag is UNKNOWN:
@@ -437,9 +439,7 @@ class Service:
             "wanted": self.state.wanted,
             "registered": self.registered,
             "reason": reason,
-            "maintenance": (
-                {"reason": flag.reason, "since": flag.since, "until": flag.until} if flag else None
-            ),
+            "maintenance": flag.shown() if flag else None,
             "maintenance_sources": dict(self.state.maintenance),
             "check_interval": self.check_interval,
             "rounds": self.rounds,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -83,6 +84,9 @@ class Reporter(ABC):
         # that keeps this reporter takes it over (nerve/freshness.py).
         self.stall: float | None = None
         self._waits_for_checks = False
+        # When the registry last dropped the registration (monotonic; mark_lost): a verdict
+        # from well before it may predate a stall that cost it (nerve/freshness.py).
+        self.lost_at: float | None = None
 
     # --- public -------------------------------------------------------------------
 
@@ -106,9 +110,15 @@ class Reporter(ABC):
         self._idle.clear()
         self._dirty.set()
 
+    def hold_s(self) -> float | None:
+        """How long the registry keeps the registration of a silent nerve (its session or
+        lease), None when it never drops it by itself."""
+        return None
+
     def mark_lost(self) -> None:
         """The registry dropped our registration (session or lease gone): write it again."""
         self._losses += 1
+        self.lost_at = time.monotonic()
         self.registered = False
         self.uncertain = True
         self._update_gauge()

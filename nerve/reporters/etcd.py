@@ -146,6 +146,9 @@ class EtcdReporter(Reporter):
         if self.keeper.leftovers is not None:
             self.keeper.leftovers.release(self)
 
+    def hold_s(self) -> float | None:
+        return float(self.keeper.ttl)
+
     def _on_lease(self, state: str) -> None:
         if state == "lost" and (self.registered or self.desired):
             self.lease_id = None

@@ -118,6 +118,9 @@ class ZooKeeperReporter(NodeWatch, Reporter):
     def _expires(self) -> bool:
         return self.ephemeral  # persistent nodes outlive the session
 
+    def hold_s(self) -> float | None:
+        return self.conn.session.seconds if self.ephemeral else None  # (granted, else asked)
+
     def _maybe_written(self) -> bool:
         return self._create_sent  # a create that never left (not connected) wrote nothing
 

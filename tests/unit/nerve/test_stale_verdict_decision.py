@@ -11,7 +11,7 @@ import pytest
 from nerve_fakes import Recorder
 
 from nerve.checks.base import CheckResult
-from nerve.freshness import Freshness, stale_after
+from nerve.freshness import Freshness, predates_loss, stale_after
 from nerve.service import Service
 
 
@@ -63,6 +63,24 @@ def test_a_round_that_straddled_the_stall_is_no_fresh_verdict() -> None:
     assert fresh.round_done(20.6, 20.7, passed=True, down=False) == "confirmed"
 
 
+def test_a_verdict_from_well_before_a_loss_may_predate_the_stall_that_caused_it() -> None:
+    # A 2 s lease goes after ~5/6 of it in silence: a verdict from over 2/3 of it before
+    # the loss was seen may be from before the freeze.
+    assert predates_loss(verdict_at=10.0, lost_at=11.4, hold_s=2.0)
+    assert not predates_loss(verdict_at=10.0, lost_at=11.3, hold_s=2.0)
+    assert not predates_loss(verdict_at=10.0, lost_at=None, hold_s=2.0)  # never lost
+    assert not predates_loss(verdict_at=10.0, lost_at=30.0, hold_s=None)  # held for ever
+
+
+def test_a_round_begun_before_a_stall_seen_by_the_loss_is_no_fresh_verdict() -> None:
+    fresh = Freshness(limit=3.0, verdict_at=9.0)
+    fresh.stall_at(2.2, now=11.2)  # seen by predates_loss: shorter than the limit
+    assert fresh.round_done(9.5, 11.3, passed=True, down=False) == "straddled"
+    assert fresh.check(11.4) is not None
+    assert fresh.round_done(11.4, 11.5, passed=True, down=False) == "confirmed"
+    assert fresh.check(11.6) is None
+
+
 def test_a_stall_seen_when_the_round_starts() -> None:
     fresh = Freshness(limit=3.0, verdict_at=0.0)
     assert fresh.round_started(60.0) == 60.0
@@ -97,13 +115,23 @@ class Registry(Recorder):
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     now = [1000.0]
-    monkeypatch.setattr("nerve.service.time", SimpleNamespace(monotonic=lambda: now[0],
-                        time=time.time))  # fmt: skip
+    fake = SimpleNamespace(monotonic=lambda: now[0], time=time.time)
+    monkeypatch.setattr("nerve.service.time", fake)
+    monkeypatch.setattr("nerve.reporters.base.time", fake)  # (mark_lost's lost_at)
     return now
 
 
-async def registered_service(*checks: Check) -> tuple[Service, Registry]:
-    registry = Registry()
+class ShortLease(Registry):
+    """A registry dropping a silent nerve's registration after 2 s (a 2 s etcd lease)."""
+
+    def hold_s(self) -> float | None:
+        return 2.0
+
+
+async def registered_service(
+    *checks: Check, registry: Registry | None = None
+) -> tuple[Service, Registry]:
+    registry = registry or Registry()
     service = Service("web", checks, [(2, 2)] * len(checks), registry, check_interval=0.5)
     for _ in range(2):
         await service.run_round()
@@ -137,6 +165,37 @@ async def test_after_a_stall_a_dead_service_is_never_written_back(clock: list[fl
     assert not service.state.registered and registry.decisions[-1] is False
     await registry._reconcile()
     assert not registry.registered
+
+
+async def test_a_freeze_past_a_short_lease_but_under_the_limit_writes_nothing_back(
+    clock: list[float],
+) -> None:
+    """Round 31's left-alone window: a 2 s lease, rounds every 0.5 s with a 1 s timeout
+    (limit 3 s); nerve frozen 2.2 s, its service dead meanwhile (was: written back at once
+    on the verdict from before the freeze, until `fall` failures withdrew it)."""
+    check = Check()
+    service, registry = await registered_service(check, registry=ShortLease())
+    clock[0] += 2.2
+    check.ok = False
+    registry.mark_lost()
+    await registry._reconcile()
+    assert not registry.registered and registry._waits_for_checks
+    await service.run_round()  # one fresh failure of fall 2: still up, still not written
+    await registry._reconcile()
+    assert not registry.registered
+    clock[0] += 0.5
+    await service.run_round()
+    assert not service.state.registered and registry.decisions[-1] is False
+
+
+async def test_a_short_lease_lost_without_a_stall_is_written_back_at_once(
+    clock: list[float],
+) -> None:
+    _service, registry = await registered_service(Check(), registry=ShortLease())
+    clock[0] += 1.0  # a round 1 s ago, under 2/3 of the lease: no stall could lose it
+    registry.mark_lost()
+    await registry._reconcile()
+    assert registry.registered
 
 
 async def test_after_a_stall_a_live_service_is_back_after_one_fresh_round(
