@@ -10,9 +10,11 @@ stayed registered (and in every consumer's HAProxy) for as long as the pipe was 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,21 @@ from testbed.stuck_pipe import StuckPipe
 
 if TYPE_CHECKING:
     from testbed.demo import Demo
+
+
+def checked_up(demo: Demo, name: str) -> bool:
+    """Whether ``name``'s nerve says its service is up by its own checks (admin
+    ``/health/<service>`` 200): ``rise`` passed, the start's hold of the previous run's
+    registration over. Until then one failed check withdraws that leftover at once,
+    without a ``service_withdrawn`` line (nerve/service.py ``_end_hold``)."""
+    config = json.loads((demo.workdir / f"nerve-{name}.json").read_text())
+    [service] = config["services"]
+    url = f"http://127.0.0.1:{config['admin']['port']}/health/{service}"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status == 200 and json.load(answer)["state"] == "up"
+    except OSError:  # still starting (refused), or 503: not up yet
+        return False
 
 
 def journal_act(demo: Demo, name: str, say: Callable[[str], None],
@@ -43,7 +60,11 @@ def journal_act(demo: Demo, name: str, say: Callable[[str], None],
     nerve.log_path = journal.path  # (ManagedProcess opens it as the new nerve's stderr)
     nerve.start()
     nerve.log_path = log
-    time.sleep(1.0)  # its first checks
+    # Its own verdict first: a fixed 1 s was not enough on a busy host (the app turned
+    # unhealthy while the new nerve still held the old registration: withdrawn at once, and
+    # no service_withdrawn line to wait for).
+    wait_until(lambda: checked_up(demo, name), timeout=20, what=f"{name}'s new nerve up",
+               interval=0.05)  # fmt: skip
     journal.fill()
     started = time.monotonic()
     detail(f"nerve pid {nerve.pid} writes into the pipe; the pipe is full, nobody reads it")
