@@ -14,6 +14,7 @@ from typing import Any, Literal
 from nerve.check_values import header_problem, uri_problem
 from nerve.check_values import host_problem as check_host_problem
 from nerve.config_units import unit_warnings
+from nerve.exec_program import exec_warnings
 from smartstack.admin_token import AdminAuthConfig
 from smartstack.config_check import refuse_unspecified, services_problem
 from smartstack.configfile import ConfigError, ConfigModel, load
@@ -356,17 +357,22 @@ def load_nerve_config(
             raise ConfigError([error])
         warnings += [warning] if warning else []
     warnings += statsd_warnings(path, config.statsd)
-    return config, warnings + _weight_warnings(Path(path), config) + _unit_warnings(path, config)
+    return config, warnings + _weight_warnings(Path(path), config) + _block_warnings(path, config)
 
 
-def _unit_warnings(path: str | Path, config: NerveConfig) -> list[str]:
-    """Times that look like milliseconds (nerve/config_units.py), per service block."""
+def _block_warnings(path: str | Path, config: NerveConfig) -> list[str]:
+    """Per service block: times that look like milliseconds (nerve/config_units.py), exec
+    checks whose program cannot be started (nerve/exec_program.py)."""
     blocks = [(f"services.{name}", s) for name, s in config.services.items()]
     if config.docker is not None:
         defaults = config.docker.service_defaults
         example = service_config(defaults, "example", PLACEHOLDER_HOST, 1, [], {})
         blocks.append(("docker.service_defaults", example))
-    return [line for where, s in blocks for line in unit_warnings(Path(path), where, s)]
+    lines = [line for where, s in blocks for line in unit_warnings(Path(path), where, s)]
+    for where, s in blocks:  # (Docker mode's checks come from labels, at run time)
+        commands = [c.command if c.type == "exec" else None for c in s.checks]
+        lines += exec_warnings(Path(path), where, commands)
+    return lines
 
 
 def _weight_warnings(path: Path, config: NerveConfig) -> list[str]:

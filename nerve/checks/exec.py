@@ -2,7 +2,9 @@
 
 A command nerve cannot start for want of its own resources (fork, or the thread asyncio
 starts to wait for it, at the pids limit; a pipe at the open-file limit) gives no verdict
-(``nerve.checks.base.no_verdict``), not a failure.
+(``nerve.checks.base.no_verdict``), not a failure; so does a command whose program cannot be
+started at all (missing, not executable: nerve/exec_program.py), which says nothing
+about the service either.
 
 The command runs in its own process group so that a timeout kills it *and* whatever it
 started (a shell pipeline, curl, ...). Its combined stdout/stderr is kept for /status.
@@ -27,6 +29,7 @@ import signal
 
 from nerve.checks.base import BaseCheck, CheckFailed, NoVerdict, Passed, clip
 from nerve.checks.leftovers import Leftovers
+from nerve.exec_program import NOT_STARTED, SHELL_NOT_RUN, program_problem
 from smartstack.logs import event
 
 log = logging.getLogger("nerve.checks")
@@ -61,6 +64,7 @@ class ExecCheck(BaseCheck):
 
     def __init__(self, name: str, command: str | list[str], timeout: float) -> None:
         super().__init__(name, timeout)
+        self.command = command
         self.argv = argv_for(command)
         text = command if isinstance(command, str) else " ".join(command)
         self.leftovers = Leftovers(name, clip(text, 120))
@@ -81,6 +85,9 @@ class ExecCheck(BaseCheck):
             )
         except BlockingIOError as exc:  # EAGAIN: nerve is at its process (pids) limit
             raise NoVerdict(f"cannot start the command: {exc}") from exc
+        except NOT_STARTED as exc:  # the program is missing or not executable (a typo)
+            program = exc.filename or self.argv[0]
+            raise NoVerdict(f"cannot start the program {program}: {exc.strerror}") from exc
         tail = bytearray()
         assert protocol.stdout is not None
         reading = loop.create_task(read_tail(protocol.stdout, MAX_OUTPUT, tail))
@@ -99,12 +106,19 @@ class ExecCheck(BaseCheck):
         self.leftovers.terminate(transport.get_pid())  # its group, never nerve's
         returncode = transport.get_returncode()
         output = bytes(tail).decode(errors="replace")
+        if returncode in SHELL_NOT_RUN and (problem := self._shell_not_run()):
+            # /bin/sh could not run the string's first word (an absolute path): not started.
+            raise NoVerdict(f"cannot start the program {problem} (exit status {returncode})")
         if returncode != 0:
             detail = f"exit status {returncode}"
             if output.strip():
                 detail += f": {clip(output, 200)}"
             raise CheckFailed(detail, output)
         return Passed("exit status 0", output)
+
+    def _shell_not_run(self) -> str | None:
+        """After /bin/sh's 127 or 126: the string's first word, when it could not be run."""
+        return program_problem(self.command) if isinstance(self.command, str) else None
 
     async def close(self) -> None:
         self.leftovers.sweep()  # a removed check's leftovers do not wait for a next round
