@@ -31,7 +31,7 @@ from nerve.maintenance import MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.registration_identity import retake_for_reload
 from nerve.registries import Registries, reporter_identity
-from nerve.reload_plan import placement, plan_reload
+from nerve.reload_plan import ReloadPlan, placement, plan_changes, plan_reload
 from nerve.reload_steps import ReloadSteps, Retiring
 from nerve.reporters.base import Reporter
 from nerve.restart_stop import left_by, log_left, withdraws
@@ -78,7 +78,6 @@ class NerveDaemon(ReloadSteps):
         # nerve -c: the file validated by a child, plain objects here (nerve.config_load);
         # None: validated in-process (tests, an embedding program).
         self.source: ConfigSource | None = None
-        self._load_lock = asyncio.Lock()  # SIGHUPs apply their files in the order they came
         self.metrics = metrics or NerveMetrics()
         self.metrics.statsd = make_stats(config.statsd)
         self.store = MaintenanceStore(resolve_state_dir(config, self.config_path))
@@ -94,6 +93,9 @@ class NerveDaemon(ReloadSteps):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
         self._stopping = False
+        # A stop has begun: no reload plan is applied from now on (close_reloads).
+        self._reloads_closed = False
+        self._applying = 0  # changes of the reload plan being applied (0: none)
         self.docker: DockerSource | None = None  # docker mode (nerve/docker_source.py)
 
     @property
@@ -225,8 +227,14 @@ class NerveDaemon(ReloadSteps):
         is invalid."""
         if self.config_path is None:
             return False
-        async with self._load_lock:  # (a child's answer takes a while: the next one waits)
-            return await self._reload_from_file(self.config_path)
+        # (one at a time: SIGHUPs are folded by nerve/reload_fold.py)
+        return await self._reload_from_file(self.config_path)
+
+    def close_reloads(self) -> int:
+        """A stop begins: no reload plan is applied from now on. Returns the changes of the
+        plan being applied now (0: none), which the restart stop cannot leave half-done."""
+        self._reloads_closed = True
+        return self._applying
 
     async def _reload_from_file(self, path: Path) -> bool:
         try:
@@ -247,12 +255,11 @@ class NerveDaemon(ReloadSteps):
         except ReloadClash as clash:
             return self._rejected([str(clash)])
         applied = False
-        try:
-            await self.reload(new)
-            applied = True
+        try:  # ({}: not applied, a stop began: the running config's name stays, as on failure)
+            applied = bool(await self.reload(new))
         finally:  # (once applied: its withdrawals are under way; failed: the old name stays)
             release(dropped if applied else held() - old_names)
-        return True
+        return applied
 
     def _rejected(self, errors: list[str]) -> bool:
         self.metrics.reloads.labels("rejected").inc()
@@ -266,36 +273,56 @@ class NerveDaemon(ReloadSteps):
         async with self._reload_lock:
             if self._stopping:
                 return {}
-            summary: dict[str, list[str]] = {k: [] for k in (
-                "unchanged", "checks_changed", "re_registered", "renamed", "added", "removed",
-            )}  # fmt: skip
-            if new.statsd != self.config.statsd:  # (the new one first: no gap in the figures)
-                old, self.metrics.statsd = self.metrics.statsd, make_stats(new.statsd)
-                old.close()
-            restart = [k for k in ("admin", "state_dir", "docker")
-                       if getattr(new, k) != getattr(self.config, k)]  # fmt: skip
-            if restart:
-                event(log, "config_needs_restart", level=logging.WARNING, keys=", ".join(restart))
             plan = plan_reload(self.config.instance_id, self.service_configs,
                                new.instance_id, new.services)  # fmt: skip
-            # A registration being withdrawn may be the very one a new service writes: that
-            # one starts once the old one is gone.
-            retiring: Retiring = {}
-            for name in plan.removed:
-                where = placement(self.config.instance_id, self.service_configs[name])
-                service = self.services[name]
-                self._take(name)
-                retiring[where] = self._retire(service)
-                self.metrics.forget_service(name)
-                summary["removed"].append(name)
-            self.config = new
-            for step in plan.steps:
-                await self._apply(step, retiring)
-                shown = f"{step.previous}->{step.name}" if step.change == "renamed" else step.name
-                summary[step.outcome].append(shown)
-            self.metrics.reloads.labels("ok").inc()
-            event(log, "config_reloaded", **{k: ",".join(v) for k, v in summary.items() if v})
-            return summary
+            changes = plan_changes(plan)
+            if self._reloads_closed:
+                # A stop began while this reload read the file (its child answered since).
+                # Not applied: nothing changed yet, so what a restart stop leaves is what the
+                # running config vouches for, as after a file edited without a SIGHUP (the
+                # next nerve applies the file at its start). Applied now, the stop would cut
+                # its changes half-way; withdrawing everything instead would take every
+                # healthy instance out for the next nerve's `rise` checks (review s32).
+                event(log, "reload_abandoned", changes=changes,
+                      detail="a stop began before it changed anything: not applied")  # fmt: skip
+                return {}
+            # (no await from the plan to its first change: a stop finds no plan being
+            # applied, or one that has begun: close_reloads)
+            self._applying = changes
+            try:
+                return await self._apply_plan(new, plan)
+            finally:
+                self._applying = 0
+
+    async def _apply_plan(self, new: NerveConfig, plan: ReloadPlan) -> dict[str, list[str]]:
+        summary: dict[str, list[str]] = {k: [] for k in (
+            "unchanged", "checks_changed", "re_registered", "renamed", "added", "removed",
+        )}  # fmt: skip
+        if new.statsd != self.config.statsd:  # (the new one first: no gap in the figures)
+            old, self.metrics.statsd = self.metrics.statsd, make_stats(new.statsd)
+            old.close()
+        restart = [k for k in ("admin", "state_dir", "docker")
+                   if getattr(new, k) != getattr(self.config, k)]  # fmt: skip
+        if restart:
+            event(log, "config_needs_restart", level=logging.WARNING, keys=", ".join(restart))
+        # A registration being withdrawn may be the very one a new service writes: that
+        # one starts once the old one is gone.
+        retiring: Retiring = {}
+        for name in plan.removed:
+            where = placement(self.config.instance_id, self.service_configs[name])
+            service = self.services[name]
+            self._take(name)
+            retiring[where] = self._retire(service)
+            self.metrics.forget_service(name)
+            summary["removed"].append(name)
+        self.config = new
+        for step in plan.steps:
+            await self._apply(step, retiring)
+            shown = f"{step.previous}->{step.name}" if step.change == "renamed" else step.name
+            summary[step.outcome].append(shown)
+        self.metrics.reloads.labels("ok").inc()
+        event(log, "config_reloaded", **{k: ",".join(v) for k, v in summary.items() if v})
+        return summary
 
     # --- stop ------------------------------------------------------------------------------
 

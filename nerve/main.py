@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nerve.daemon import NerveDaemon
+from nerve.reload_fold import ReloadFold
 from nerve.restart_stop import restart_despite
 from smartstack import identity_lock, sd_notify
 from smartstack.early_signals import take_over, take_over_sighup
@@ -41,36 +42,34 @@ async def serve(
     daemon.source = source
     stop = asyncio.Event()
     restart = [False]  # the first stop signal decides: SIGUSR2 is a restart stop
-    reloads: set[asyncio.Task[bool]] = set()
+    fold = ReloadFold(daemon.reload_from_file)  # SIGHUPs: one reload running, one to come
+    applying = [0]  # the changes of a reload plan being applied when the stop began
 
     def on_stop(signum: int) -> None:
         first = not stop.is_set()
         if first:
             restart[0] = signum == signal.SIGUSR2
+            fold.close()  # (no reload starts or applies a plan from now on)
+            applying[0] = daemon.close_reloads()
         action = "restart_stop" if signum == signal.SIGUSR2 else "shutdown"
         event(log, "signal", signal=signal.Signals(signum).name, action=action,
               **({} if first else {"detail": "a stop has begun already"}))  # fmt: skip
         stop.set()
 
-    def on_reload() -> None:
-        event(log, "signal", signal="SIGHUP", action="reload")
-        task = loop.create_task(daemon.reload_from_file())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_stop, signum)
     # (and one that came while it started: a restart stop once started, a reload)
     take_over(loop, signal.SIGUSR2, lambda: on_stop(signal.SIGUSR2))
-    take_over_sighup(loop, on_reload)
+    take_over_sighup(loop, fold.sighup)
     await daemon.start()
     sd_notify.ready()  # systemd (Type=notify): started, and a SIGHUP is a reload now
     await stop.wait()
     hold_while_stopping(loop, log, RESTART)  # (a SIGHUP now is no reload, a SIGTERM no kill)
-    restarting = restart[0] and restart_despite(reloads)
-    for task in reloads:
-        task.cancel()
-    await asyncio.gather(*reloads, return_exceptions=True)  # (their cleanup ends first)
+    restarting = restart[0] and restart_despite(applying[0])
+    reload = fold.close()
+    if reload is not None:  # (waiting, reading, or applying: cancelled, its cleanup first)
+        reload.cancel()
+        await asyncio.gather(reload, return_exceptions=True)
     await daemon.stop(restart=restarting)
     return 0
 

@@ -120,3 +120,10 @@ def plan_reload(
             steps.append(Step(name, cfg, "added"))
     kept = set(new) | set(renames.values())
     return ReloadPlan(tuple(steps), tuple(name for name in old if name not in kept))
+
+
+def plan_changes(plan: ReloadPlan) -> int:
+    """How many registrations the plan touches: services removed, and kept ones whose
+    checks, record, registry or name changed, or added (0: the reload changes nothing a
+    restart stop could leave half-done)."""
+    return len(plan.removed) + sum(1 for step in plan.steps if step.change != "unchanged")

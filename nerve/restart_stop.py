@@ -17,7 +17,6 @@ successor it goes by itself after that long.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Collection, Iterable
 from typing import Any
@@ -52,17 +51,20 @@ def withdraws(reporter: Reporter, left: Collection[Reporter], restart: bool) -> 
     return reporter not in left and not (restart and reporter.holding)
 
 
-def restart_despite(reloads: Collection[asyncio.Task[bool]]) -> bool:
-    """Whether a restart stop may leave registrations with these SIGHUP reloads in flight:
-    not when one is. It may remove or move a service that is still among the daemon's,
-    which would be left registered and never withdrawn by the next nerve (on the new
-    config); everything is withdrawn as on SIGTERM instead."""
-    pending = sum(1 for task in reloads if not task.done())
-    if pending:
-        event(log, "restart_stop_withdraws_all", level=logging.WARNING, reloads=pending,
-              detail="a SIGHUP reload was in flight: what it changes cannot be left; "
-              "withdrawn as on SIGTERM")  # fmt: skip
-    return not pending
+def restart_despite(applying: int) -> bool:
+    """Whether a restart stop may leave registrations: not while a SIGHUP reload applies a
+    plan that changes ``applying`` of them (nerve/daemon.py ``close_reloads``). Cut half-way
+    it may have removed or moved a service still among the daemon's, which would be left
+    registered for a next nerve (on the new config) that has no such service; everything is
+    withdrawn as on SIGTERM instead. A reload not applying anything yet (waiting, reading
+    the file in its child) or whose plan changes nothing is dropped: the registrations are
+    left as usual (review s32: a SIGHUP of an unchanged file 0.1 s before withdrew all).
+    """
+    if applying:
+        event(log, "restart_stop_withdraws_all", level=logging.WARNING, changes=applying,
+              detail="a SIGHUP reload was changing registrations: what it changes cannot be "
+              "left; withdrawn as on SIGTERM")  # fmt: skip
+    return not applying
 
 
 def left_by(services: Iterable[Service], restart: bool) -> list[Reporter]:

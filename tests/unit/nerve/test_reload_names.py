@@ -22,11 +22,11 @@ class _Source:
         return SimpleNamespace(services={}), []
 
 
-def _nerve(fails: bool) -> Any:
+def _nerve(fails: bool, abandoned: bool = False) -> Any:
     async def reload(new: Any) -> dict[str, list[str]]:
         if fails:
             raise RuntimeError("reload failed")
-        return {}
+        return {} if abandoned else {"unchanged": ["web"]}
 
     return SimpleNamespace(source=_Source(), config=None, reload=reload)
 
@@ -54,6 +54,13 @@ async def test_an_applied_reload_lets_the_old_name_go(names: Any) -> None:
     held, released = names
     assert await daemon.NerveDaemon._reload_from_file(_nerve(False), None) is True
     assert released == [{"old"}] and held == {"new"}
+
+
+async def test_a_reload_abandoned_for_a_stop_keeps_the_old_name(names: Any) -> None:
+    # (its plan not applied: the running config, whose name the old one is, stays)
+    held, released = names
+    assert await daemon.NerveDaemon._reload_from_file(_nerve(False, abandoned=True), None) is False
+    assert released == [{"new"}] and held == {"old"}
 
 
 async def test_a_failed_reload_lets_the_new_name_go_and_keeps_the_old(names: Any) -> None:
