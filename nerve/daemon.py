@@ -36,6 +36,7 @@ from nerve.reload_steps import ReloadSteps, Retiring
 from nerve.reporters.base import Reporter
 from nerve.restart_stop import left_by, log_left, withdraws
 from nerve.service import Service
+from nerve.silence import SILENCE
 from smartstack.admin import AdminServer, start_or_log
 from smartstack.admin_token import TokenFileError
 from smartstack.configfile import ConfigError
@@ -119,6 +120,7 @@ class NerveDaemon(ReloadSteps):
             self.docker.start()
         await self._start_admin()
         self._spawn(self._heartbeat_forever(), "heartbeat")
+        self._spawn(SILENCE.run(), "silence")  # a freeze of nerve, seen (nerve/silence.py)
         event(
             log,
             "nerve_started",

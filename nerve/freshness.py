@@ -19,13 +19,14 @@ failing check has reached ``fall``, so what is left is a check that gives no ver
 at its own limits), and no verdict keeps the state as it is, stall or not: a lost
 registration must not wait on it for ever.
 
-A stall shorter than ``limit`` can still cost the registration when the session or lease is
-shorter (a 2 s lease against 0.2 s rounds with a 1 s timeout: ``limit`` 2.4 s): the verdict
-then looks recent, yet predates a stall long enough to lose the registration, which takes
-silence for most of the hold (keep-alives and pings go every sixth). So a lost registration
-is also not written back on a verdict from more than LOSS_SHARE of the hold before the loss
-was seen (``predates_loss``); any round started after the loss is recent enough (without a
-stall the wait is at most one round).
+A freeze shorter than ``limit`` can still cost the registration when the session or lease is
+shorter (a 2 s lease against 0.2 s rounds with a 1 s timeout: ``limit`` 2.4 s). Losing it
+takes silence for most of the hold (keep-alives and pings go every sixth), so when a
+registration was lost, a freeze of LOSS_SHARE of the hold or more that the event loop saw
+(nerve/silence.py) after the verdict's round began makes the verdict stale as well
+(``silence_behind_loss``). The freeze itself, not the verdict's age: rounds a minute apart
+against a 10 s session are no stall (review s32: judged by age, an ordinary outage held a
+healthy registration back a whole round).
 
 A stall is seen as a monotonic gap: the last complete round started longer ago than rounds
 ever are apart (``limit``), or a round lasted that long (it straddled the stall). An ordinary
@@ -35,6 +36,10 @@ registry outage or session loss without a stall keeps the verdict fresh: rounds 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from nerve.silence import Silence, SilenceWatch
 
 
 def stale_after(check_interval: float, timeouts: list[float]) -> float:
@@ -46,16 +51,25 @@ def stale_after(check_interval: float, timeouts: list[float]) -> float:
     return 2.0 * check_interval + 2.0 * max(timeouts, default=0.0)
 
 
-LOSS_SHARE = 2 / 3  # below the 5/6 of the hold a stall must last to lose it, with room
+class Lost(Protocol):
+    """What a reporter says of its registration's loss (nerve/reporters/base.py)."""
+
+    lost_at: float | None
+
+    def hold_s(self) -> float | None: ...
 
 
-def predates_loss(verdict_at: float, lost_at: float | None, hold_s: float | None) -> bool:
-    """Whether a verdict (the monotonic start of its round) may be from before a stall that
-    cost the registration seen lost at ``lost_at`` (None: never lost), given the registry's
-    hold of a silent nerve's registration (None: it holds it for ever)."""
-    if lost_at is None or hold_s is None:
-        return False
-    return verdict_at < lost_at - LOSS_SHARE * hold_s
+LOSS_SHARE = 2 / 3  # below the 5/6 of the hold a freeze must last to lose it, with room
+
+
+def silence_behind_loss(verdict_at: float, lost: Lost, watch: SilenceWatch) -> Silence | None:
+    """A freeze that may have cost a registration the registry dropped (``lost.lost_at``,
+    None: never): one of LOSS_SHARE of its hold or more (``lost.hold_s()``, None: it holds
+    the registration for ever) that ended after the verdict's round began (``verdict_at``)."""
+    hold = lost.hold_s()
+    if lost.lost_at is None or hold is None:
+        return None
+    return watch.after(verdict_at, LOSS_SHARE * hold)
 
 
 @dataclass
@@ -63,8 +77,8 @@ class Freshness:
     limit: float  # seconds: stale_after()
     verdict_at: float  # monotonic start of the last complete round that straddled no stall
     stalled: float | None = None  # the gap seen, until a fresh round passes
-    # When it was seen (monotonic): a round started before it is no fresh round (it may
-    # straddle a stall shorter than ``limit``, seen by ``predates_loss``).
+    # When it ended (monotonic): a round started before it is no fresh round (it may
+    # straddle a freeze shorter than ``limit``, seen by ``silence_behind_loss``).
     stalled_at: float = float("-inf")
     rounds: int = 1  # fresh rounds a stall lasts at most: max(rise, fall)
     left: int = 0  # fresh rounds this stall may still last
@@ -80,7 +94,7 @@ class Freshness:
         self.stalled, self.left, self.stalled_at = gap, self.rounds, at
 
     def stall_at(self, gap: float, now: float) -> None:
-        """A stall seen otherwise than by the gap (``predates_loss``), at ``now``."""
+        """A stall seen otherwise than by the gap (``silence_behind_loss``), ended at ``now``."""
         self._stall(gap, now)
 
     def carry(self, gap: float | None) -> None:

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 from nerve.cadence import Cadence
 from nerve.check_status import check_status, record_check, record_no_verdict
 from nerve.checks.base import Check, CheckResult
-from nerve.freshness import Freshness, predates_loss, stale_after
+from nerve.freshness import Freshness, silence_behind_loss, stale_after
 from nerve.maintenance import UNKNOWN, MaintenanceEnd, MaintenanceFlag, MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.ratelimit import TokenBucket
 from nerve.reporters.base import Reporter
+from nerve.silence import SILENCE
 from nerve.state import Decision, NeverUp, Observation, ServiceState
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
@@ -108,9 +109,8 @@ class Service:
         self.freshness.verdict_at = max(self.freshness.verdict_at, time.monotonic())
         self.reporter.start()
         self._publish_gauges()
-        self._task = asyncio.get_running_loop().create_task(
-            self._run_forever(), name=f"service-{self.name}"
-        )
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run_forever(), name=f"service-{self.name}")
 
     @property
     def running(self) -> bool:
@@ -283,10 +283,10 @@ class Service:
         """For the reporter: whether a lost registration may be written back now."""
         now, freshness = time.monotonic(), self.freshness
         self._stall_seen(freshness.seen(now), "registration")
-        lost, hold = self.reporter.lost_at, self.reporter.hold_s()
-        if freshness.check(now) is None and predates_loss(freshness.verdict_at, lost, hold):
-            freshness.stall_at(now - freshness.verdict_at, now)  # a stall shorter than `limit`
-            self._stall_seen(freshness.stalled, "registration_lost")
+        freeze = silence_behind_loss(freshness.verdict_at, self.reporter, SILENCE)  # < `limit`
+        if freshness.check(now) is None and freeze is not None:
+            freshness.stall_at(freeze.length, freeze.end)
+            self._stall_seen(freeze.length, "registration_lost")
         return freshness.check(now) is None
 
     def _fresh_round_done(self, started: float, ended: float, passed: bool, down: bool) -> None:

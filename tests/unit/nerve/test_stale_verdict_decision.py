@@ -11,8 +11,9 @@ import pytest
 from nerve_fakes import Recorder
 
 from nerve.checks.base import CheckResult
-from nerve.freshness import Freshness, predates_loss, stale_after
+from nerve.freshness import Freshness, silence_behind_loss, stale_after
 from nerve.service import Service
+from nerve.silence import Silence, SilenceWatch
 
 
 def test_stale_after_allows_the_slowest_normal_cadence() -> None:
@@ -63,18 +64,30 @@ def test_a_round_that_straddled_the_stall_is_no_fresh_verdict() -> None:
     assert fresh.round_done(20.6, 20.7, passed=True, down=False) == "confirmed"
 
 
-def test_a_verdict_from_well_before_a_loss_may_predate_the_stall_that_caused_it() -> None:
-    # A 2 s lease goes after ~5/6 of it in silence: a verdict from over 2/3 of it before
-    # the loss was seen may be from before the freeze.
-    assert predates_loss(verdict_at=10.0, lost_at=11.4, hold_s=2.0)
-    assert not predates_loss(verdict_at=10.0, lost_at=11.3, hold_s=2.0)
-    assert not predates_loss(verdict_at=10.0, lost_at=None, hold_s=2.0)  # never lost
-    assert not predates_loss(verdict_at=10.0, lost_at=30.0, hold_s=None)  # held for ever
+def test_a_freeze_long_enough_to_lose_the_registration_after_the_verdict() -> None:
+    # A 2 s lease goes after ~5/6 of it in silence: a freeze of 2/3 of it or more, seen by
+    # the loop's ticks, that ended after the verdict's round began makes the verdict stale.
+    watch = SilenceWatch()
+    for now in (10.0, 10.25, 10.5, 12.0, 12.25):  # frozen 10.5 → 12.0 (1.5 s)
+        watch.tick(now)
+    lost = ShortLease()
+    lost.lost_at = 12.1
+    assert silence_behind_loss(10.2, lost, watch) == Silence(12.0, 1.5)
+    assert silence_behind_loss(12.1, lost, watch) is None  # its round began after the freeze
+    lost.lost_at = None  # never lost
+    assert silence_behind_loss(10.2, lost, watch) is None
+    held = Registry()  # held for ever (a persistent node)
+    held.lost_at = 12.1
+    assert silence_behind_loss(10.2, held, watch) is None
+    shorter = SilenceWatch()
+    for now in (10.0, 11.2, 11.45):  # 1.2 s: under 2/3 of the lease, it cost nothing
+        shorter.tick(now)
+    assert silence_behind_loss(10.2, lost, shorter) is None and shorter.silences
 
 
 def test_a_round_begun_before_a_stall_seen_by_the_loss_is_no_fresh_verdict() -> None:
     fresh = Freshness(limit=3.0, verdict_at=9.0)
-    fresh.stall_at(2.2, now=11.2)  # seen by predates_loss: shorter than the limit
+    fresh.stall_at(2.2, now=11.2)  # seen by silence_behind_loss: shorter than the limit
     assert fresh.round_done(9.5, 11.3, passed=True, down=False) == "straddled"
     assert fresh.check(11.4) is not None
     assert fresh.round_done(11.4, 11.5, passed=True, down=False) == "confirmed"
@@ -110,6 +123,14 @@ class Registry(Recorder):
     async def _withdraw(self) -> bool:
         self.registered = False
         return True
+
+
+@pytest.fixture
+def silence(monkeypatch: pytest.MonkeyPatch) -> SilenceWatch:
+    """The loop's ticks, given by the test (no ticker runs here)."""
+    watch = SilenceWatch()
+    monkeypatch.setattr("nerve.service.SILENCE", watch)
+    return watch
 
 
 @pytest.fixture
@@ -168,14 +189,16 @@ async def test_after_a_stall_a_dead_service_is_never_written_back(clock: list[fl
 
 
 async def test_a_freeze_past_a_short_lease_but_under_the_limit_writes_nothing_back(
-    clock: list[float],
+    clock: list[float], silence: SilenceWatch
 ) -> None:
     """Round 31's left-alone window: a 2 s lease, rounds every 0.5 s with a 1 s timeout
     (limit 3 s); nerve frozen 2.2 s, its service dead meanwhile (was: written back at once
     on the verdict from before the freeze, until `fall` failures withdrew it)."""
     check = Check()
     service, registry = await registered_service(check, registry=ShortLease())
+    silence.tick(clock[0])
     clock[0] += 2.2
+    silence.tick(clock[0])  # the loop's first tick after the freeze
     check.ok = False
     registry.mark_lost()
     await registry._reconcile()
@@ -188,11 +211,16 @@ async def test_a_freeze_past_a_short_lease_but_under_the_limit_writes_nothing_ba
     assert not service.state.registered and registry.decisions[-1] is False
 
 
-async def test_a_short_lease_lost_without_a_stall_is_written_back_at_once(
-    clock: list[float],
+async def test_a_loss_without_a_freeze_is_written_back_at_once_however_old_the_verdict(
+    clock: list[float], silence: SilenceWatch
 ) -> None:
+    """Review s32: a verdict older than 2/3 of the lease (2.75 s of a 2 s lease, under the
+    3 s limit: rounds far apart or slow) and an ordinary outage: judged by the verdict's age
+    it waited for another round (a minute with check_interval 60)."""
     _service, registry = await registered_service(Check(), registry=ShortLease())
-    clock[0] += 1.0  # a round 1 s ago, under 2/3 of the lease: no stall could lose it
+    for _ in range(11):  # the loop ticked all along
+        clock[0] += 0.25
+        silence.tick(clock[0])
     registry.mark_lost()
     await registry._reconcile()
     assert registry.registered
