@@ -42,6 +42,7 @@ from smartstack.admin_token import TokenFileError
 from smartstack.configfile import ConfigError
 from smartstack.identity_lock import ReloadClash, held, release
 from smartstack.logs import event
+from smartstack.reload_settle import hold_removal
 from smartstack.statsd import make_stats
 
 if TYPE_CHECKING:
@@ -240,10 +241,13 @@ class NerveDaemon(ReloadSteps):
 
     async def _reload_from_file(self, path: Path) -> bool:
         try:
-            if self.source is not None:
-                new, warnings = await self.source.reload()
-            else:
-                new, warnings = load_nerve_config(path, self.instance_id_override, self.strict)
+            new, warnings = await self._load(path)
+            # removing services, from a file changed a moment ago: perhaps a prefix (`>`
+            # then `>>`): read once still (smartstack.reload_settle)
+            gone = sorted(self.service_configs.keys() - new.services.keys())
+            dirs = (self.config.service_conf_dir, new.service_conf_dir) if gone else ()
+            if gone and await hold_removal(path, dirs, gone, log):
+                new, warnings = await self._load(path)
         except ConfigError as exc:
             return self._rejected(exc.lines)
         for line in warnings:
@@ -262,6 +266,11 @@ class NerveDaemon(ReloadSteps):
         finally:  # (once applied: its withdrawals are under way; failed: the old name stays)
             release(dropped if applied else held() - old_names)
         return applied
+
+    async def _load(self, path: Path) -> tuple[NerveConfig, list[str]]:
+        if self.source is not None:
+            return await self.source.reload()
+        return load_nerve_config(path, self.instance_id_override, self.strict)
 
     def _rejected(self, errors: list[str]) -> bool:
         self.metrics.reloads.labels("rejected").inc()

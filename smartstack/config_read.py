@@ -9,6 +9,8 @@ a moment ago is read again once it has been still for that moment: SETTLE_S, or
 SETTLE_CLOSED_S when the kernel said no writer has it open (a script's next ``>>`` comes
 within milliseconds). At most WAIT_MAX_S: then it is refused (docs/configuration.md,
 "Changing a config file"). A file last changed earlier, the usual case, is read once.
+What this cannot see (a closed file holding a prefix after a pause between two writers) a
+reload that would remove services waits for: smartstack.reload_settle.
 """
 
 from __future__ import annotations

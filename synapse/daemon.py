@@ -43,6 +43,7 @@ from synapse.metrics import SynapseMetrics
 from synapse.model import Report, Sink
 from synapse.preflight import vet_reload
 from synapse.reconciler import Reconciler
+from synapse.reload_hold import hold_if_removing
 from synapse.restart_held import ListingKeys
 from synapse.selection import ORIGIN_DEFAULT, Selection
 from synapse.server_info import ServerInfoCollector
@@ -322,6 +323,8 @@ class SynapseDaemon:
                 return False
             try:
                 new, warnings = await self._load_config()
+                if await hold_if_removing(self.file_config, new, self.config_path):
+                    new, warnings = await self._load_config()  # the file once still
                 vet_reload(self.config, new, self.config_path)  # (HAProxy's limits, pid file)
             except ConfigError as exc:
                 self._config_reload_failed("; ".join(exc.lines))

@@ -28,7 +28,9 @@ def _nerve(fails: bool, abandoned: bool = False) -> Any:
             raise RuntimeError("reload failed")
         return {} if abandoned else {"unchanged": ["web"]}
 
-    return SimpleNamespace(source=_Source(), config=None, reload=reload)
+    source = _Source()
+    return SimpleNamespace(source=source, config=None, reload=reload, service_configs={},
+                           _load=lambda path: source.reload())  # fmt: skip
 
 
 @pytest.fixture

@@ -1,0 +1,140 @@
+"""A reload that removes services, read from a file changed a moment ago, waits for the file
+to be still and applies what it then says (smartstack.reload_settle).
+
+Review s32: a config rewritten by ``>`` then ``>>`` with a 1.0 s pause, SIGHUP between the
+two: the first part alone is valid YAML without the ``api`` service; synapse applied
+``services=1`` (496 of 562 api requests failed) and both nerves withdrew api.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from smartstack import reload_settle
+from smartstack.reload_settle import is_still, must_hold, wait_still
+from synapse.config import SynapseConfig
+from synapse.daemon import SynapseDaemon
+from synapse.reload_hold import removals
+
+
+def test_only_a_removing_reload_from_a_fresh_file_waits() -> None:
+    assert must_hold(True, 0.3)
+    assert must_hold(True, -5.0)  # an mtime in the future: the clock cannot tell, wait
+    assert not must_hold(True, 2.5)  # changed earlier: the usual case, applied at once
+    assert not must_hold(False, 0.0)  # adds or changes only: never delayed
+    assert not must_hold(True, None)  # no file at all (the load refused it anyway)
+
+
+def test_files_are_still_once_unchanged_for_the_settle_time() -> None:
+    assert not is_still(0.5, 0.5)
+    assert is_still(2.0, 0.0)
+    assert is_still(-10.0, 2.0)  # a future mtime that stays put
+    assert is_still(None, 0.0)
+
+
+class FakeTime:
+    """A clock that sleeping moves, and a writer that touches ``path`` at given times."""
+
+    def __init__(self, path: Path, writes: list[float]) -> None:
+        self.path, self.writes, self.now = path, sorted(writes), 1_000_000.0
+        self.start = self.now
+        self._touch()
+
+    def _touch(self) -> None:
+        with self.path.open("a") as file:
+            file.write("x\n")
+        os.utime(self.path, ns=(int(self.now * 1e9), int(self.now * 1e9)))
+
+    async def sleep(self, seconds: float) -> None:
+        end = self.now + seconds
+        while self.writes and self.start + self.writes[0] <= end:
+            self.now = self.start + self.writes.pop(0)
+            self._touch()
+        self.now = end
+
+    def clock(self) -> float:
+        return self.now
+
+
+async def test_the_wait_ends_the_settle_time_after_the_last_write(tmp_path: Path) -> None:
+    fake = FakeTime(tmp_path / "synapse.yaml", writes=[1.2])  # `>` at 0, `>>` 1.2 s later
+    waited, still = await wait_still([fake.path], sleep=fake.sleep, clock=fake.clock,
+                                     wall=fake.clock)  # fmt: skip
+    assert still and 3.19 <= fake.now - fake.start <= 3.8, fake.now - fake.start
+    assert waited == pytest.approx(fake.now - fake.start)
+
+
+async def test_a_file_that_keeps_changing_is_taken_as_it_is_after_the_bound(
+    tmp_path: Path,
+) -> None:
+    fake = FakeTime(tmp_path / "synapse.yaml", writes=[0.5 * k for k in range(1, 40)])
+    waited, still = await wait_still([fake.path], sleep=fake.sleep, clock=fake.clock,
+                                     wall=fake.clock)  # fmt: skip
+    assert not still and reload_settle.HOLD_MAX_S <= waited <= reload_settle.HOLD_MAX_S + 0.6
+
+
+def synapse_config(services: dict[str, list[int]]) -> SynapseConfig:
+    return SynapseConfig.model_validate({"admin": {"port": None}, "services": {
+        name: {"discovery": {"method": "base"}, "haproxy": {"port": 30000 + i},
+               "default_servers": [{"name": f"s{p}", "host": "127.0.0.1", "port": p}
+                                   for p in ports]}
+        for i, (name, ports) in enumerate(services.items())
+    }})  # fmt: skip
+
+
+def test_synapse_removals_are_services_gone_and_server_lists_shortened() -> None:
+    old = synapse_config({"api": [8001], "web": [8002, 8003]})
+    assert removals(old, synapse_config({"api": [8001], "web": [8002, 8003], "x": [1]})) == []
+    assert removals(old, synapse_config({"api": [8001], "web": [8004, 8005]})) == []
+    assert removals(old, synapse_config({"web": [8002]})) == ["api", "web (servers)"]
+
+
+TEXT = """\
+admin: {port: null}
+services:
+  web:
+    discovery: {method: base}
+    default_servers: [{name: w, host: 127.0.0.1, port: 8002}]
+    haproxy: {port: 30001}
+"""
+API = """\
+  api:
+    discovery: {method: base}
+    default_servers: [{name: a, host: 127.0.0.1, port: 8001}]
+    haproxy: {port: 30002}
+"""
+
+
+async def test_a_sighup_between_gt_and_gtgt_applies_the_complete_file(tmp_path: Path) -> None:
+    """The daemon's reload path (in-process load) with a real file: ``>`` the first part
+    (valid YAML without api), SIGHUP, 1.2 s, ``>>`` the rest."""
+    path = tmp_path / "synapse.yaml"
+    path.write_text(TEXT + API)
+    daemon = SynapseDaemon(synapse_config({"web": [8002], "api": [8001]}), str(path))
+    daemon.reconciler = object()  # type: ignore[assignment]  # started
+    applied: list[SynapseConfig] = []
+
+    async def apply(new: SynapseConfig) -> None:
+        applied.append(new)
+
+    daemon.apply_config = apply  # type: ignore[method-assign]
+    daemon.service_watchers.sighup = lambda: None  # type: ignore[method-assign]
+    path.write_text(TEXT)  # `>`: closed, no writer left (smartstack.config_read reads it)
+
+    def second_writer() -> None:
+        time.sleep(1.2)
+        with path.open("a") as file:  # `>>`
+            file.write(API)
+
+    writer = threading.Thread(target=second_writer)
+    writer.start()
+    try:
+        assert await daemon.reload_config()
+    finally:
+        writer.join()
+    assert [sorted(config.services) for config in applied] == [["api", "web"]]
