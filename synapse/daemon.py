@@ -38,7 +38,7 @@ from synapse.background_import import import_in_thread
 from synapse.config import ServiceConfig, SynapseConfig, load_synapse_config, service_cache
 from synapse.contract import Applier
 from synapse.daemon_parts import make_controller, make_file_output, make_state_cache, state_key
-from synapse.discovery_config import DiscoveryConfig, etcd_key, etcd_transport
+from synapse.etcd_connections import EtcdConnections
 from synapse.metrics import SynapseMetrics
 from synapse.model import Report, Sink
 from synapse.preflight import vet_reload
@@ -54,8 +54,6 @@ from synapse.watchers import Watcher, WatcherContext, create_watcher
 
 if TYPE_CHECKING:
     from smartstack.admin import AdminServer, Health
-    from smartstack.etcd import EtcdConnection
-    from smartstack.etcd_json import EtcdJsonConnection
     from synapse.config import ManagedHAProxy
     from synapse.config_load import ConfigSource
     from synapse.docker_services import DockerServiceSource
@@ -106,7 +104,7 @@ class SynapseDaemon:
         self._listing_key = ListingKeys(self.service_watchers)  # (the state file's: restart_held)
         self.admin: AdminServer | None = None
         self.zk_pool: ZooKeeperPool | None = None
-        self._etcd: dict[tuple[Any, ...], EtcdConnection | EtcdJsonConnection] = {}
+        self._etcd = EtcdConnections(lambda: [s.discovery for s in self.config.services.values()])
         self._ctx: WatcherContext | None = None
         self._reconciler_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -166,7 +164,7 @@ class SynapseDaemon:
             loop=loop,
             metrics=self.metrics,
             zk_pool=self.zk_pool,
-            etcd_connection=self._etcd_connection,
+            etcd_connection=self._etcd.connection,
         )
         docker = self.config.docker_services
         if docker is not None and docker.enabled:  # services from container labels
@@ -282,28 +280,6 @@ class SynapseDaemon:
         await cancel_and_wait(task)
 
     # --- watchers ------------------------------------------------------------------------
-
-    def _etcd_connection(self, discovery: DiscoveryConfig) -> EtcdConnection | EtcdJsonConnection:
-        """One etcd connection per endpoint list, identity and transport, shared by the
-        services that name them; ``auto`` is decided once (a reload's services join it)."""
-        key = etcd_key(discovery)
-        if discovery.etcd_transport == "auto":
-            opened = [k for k in self._etcd if k[:-1] == key]
-            if opened:
-                return self._etcd[opened[0]]
-        services = self.config.services.values()
-        transport = etcd_transport(discovery, [s.discovery for s in services])
-        key += (transport,)
-        if key not in self._etcd:
-            # Imported here: gRPC and aetcd cost ~17 MB of RSS, only their users pay it.
-            if transport == "json":
-                from smartstack.etcd_json import EtcdJsonConnection as Connection
-            else:
-                from smartstack.etcd import EtcdConnection as Connection
-            d = discovery
-            self._etcd[key] = Connection(d.etcd_endpoint_list(), d.etcd_user, d.etcd_password,
-                                         tls=d.etcd_tls)  # fmt: skip
-        return self._etcd[key]
 
     def _create_watcher(self, name: str, service: ServiceConfig, sink: Sink) -> Watcher:
         assert self._ctx is not None

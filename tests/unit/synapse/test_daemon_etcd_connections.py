@@ -1,4 +1,4 @@
-"""Which etcd connection a service gets (synapse.daemon._etcd_connection): one per endpoints
+"""Which etcd connection a service gets (synapse.etcd_connections): one per endpoints
 and identity, its transport decided once (etcd_transport auto) and kept when a reload adds
 services beyond what would have chosen gRPC at a start."""
 
@@ -21,20 +21,20 @@ def discovery(cfg: SynapseConfig, name: str):
 
 def test_a_connection_keeps_its_transport_when_a_reload_adds_services() -> None:
     daemon = SynapseDaemon(config(8))
-    first = daemon._etcd_connection(discovery(daemon.config, "s0"))
+    first = daemon._etcd.connection(discovery(daemon.config, "s0"))
     assert isinstance(first, EtcdJsonConnection)
-    assert daemon._etcd_connection(discovery(daemon.config, "s7")) is first
+    assert daemon._etcd.connection(discovery(daemon.config, "s7")) is first
     daemon.config = config(12)  # a reload: 12 would be gRPC at a start
-    assert daemon._etcd_connection(discovery(daemon.config, "s11")) is first
+    assert daemon._etcd.connection(discovery(daemon.config, "s11")) is first
     assert len(daemon._etcd) == 1
 
 
 def test_many_services_share_one_grpc_connection() -> None:
     daemon = SynapseDaemon(config(9))
-    first = daemon._etcd_connection(discovery(daemon.config, "s0"))
+    first = daemon._etcd.connection(discovery(daemon.config, "s0"))
     assert first.transport == "grpc"
-    assert daemon._etcd_connection(discovery(daemon.config, "s8")) is first
+    assert daemon._etcd.connection(discovery(daemon.config, "s8")) is first
     # Said in the config, a transport is its own connection.
     json = config(1, etcd_transport="json")
-    assert daemon._etcd_connection(discovery(json, "s0")).transport == "json"
+    assert daemon._etcd.connection(discovery(json, "s0")).transport == "json"
     assert len(daemon._etcd) == 2
