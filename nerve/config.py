@@ -17,7 +17,7 @@ from nerve.config_units import unit_warnings
 from nerve.exec_program import exec_warnings
 from smartstack.admin_token import AdminAuthConfig
 from smartstack.config_check import refuse_unspecified, services_problem
-from smartstack.configfile import ConfigError, ConfigModel, load
+from smartstack.configfile import ConfigError, ConfigModel, load, service_sources
 from smartstack.modelbase import Field, field_validator, model_validator
 from smartstack.record_fields import MAX_WEIGHT, coerce_label_values
 from smartstack.registry_address import (
@@ -363,15 +363,16 @@ def load_nerve_config(
 def _block_warnings(path: str | Path, config: NerveConfig) -> list[str]:
     """Per service block: times that look like milliseconds (nerve/config_units.py), exec
     checks whose program cannot be started (nerve/exec_program.py)."""
-    blocks = [(f"services.{name}", s) for name, s in config.services.items()]
+    files = service_sources(Path(path), config.service_conf_dir)  # (a service file's own)
+    blocks = [(files.get(n, Path(path)), f"services.{n}", s) for n, s in config.services.items()]
     if config.docker is not None:
         defaults = config.docker.service_defaults
         example = service_config(defaults, "example", PLACEHOLDER_HOST, 1, [], {})
-        blocks.append(("docker.service_defaults", example))
-    lines = [line for where, s in blocks for line in unit_warnings(Path(path), where, s)]
-    for where, s in blocks:  # (Docker mode's checks come from labels, at run time)
+        blocks.append((Path(path), "docker.service_defaults", example))
+    lines = [line for file, where, s in blocks for line in unit_warnings(file, where, s)]
+    for file, where, s in blocks:  # (Docker mode's checks come from labels, at run time)
         commands = [c.command if c.type == "exec" else None for c in s.checks]
-        lines += exec_warnings(Path(path), where, commands)
+        lines += exec_warnings(file, where, commands)
     return lines
 
 

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from nerve.config import ServiceConfig
 
 # Above these a value is read as milliseconds written where seconds are meant.
-LIKELY_MS = {"check_interval": 100.0, "timeout": 100.0, "etcd_lease_ttl": 1000,
+# (A check's 120 s timeout is a slow exec check's, not 120 ms: review s32.)
+LIKELY_MS = {"check_interval": 250.0, "timeout": 250.0, "etcd_lease_ttl": 1000,
              "zk_session_timeout": 1000.0}  # fmt: skip
 FASTEST_INTERVAL = 0.01  # below it nerve checks more than 100 times a second
 
@@ -47,8 +48,8 @@ def _suspects(service: ServiceConfig) -> Iterator[tuple[str, str]]:
             yield (
                 key,
                 (
-                    f"{value:g} s ({_spoken(value)}); values are seconds: perhaps {value / 1000:g} "
-                    f"({value:g} ms) was meant"
+                    f"{value:g} s ({_spoken(value)}); values are seconds: if {value:g} "
+                    f"milliseconds were meant, write {value / 1000:g}"
                 ),
             )
 

@@ -425,7 +425,7 @@ def load_synapse_config(
         raise ConfigError([f"{path}: {line}" for line in clashes])
     warnings += [f"{path}: {line}" for line in bind_shadows(config)]
     warnings += [f"{path}: {line}" for line in shared_discovery_warnings(config.services)]
-    warnings += [f"{path}: {line}" for line in unit_warnings(config)]
+    warnings += unit_warnings(config, Path(path))
     warnings += statsd_warnings(path, config.statsd)
     managed = config.haproxy.managed if config.haproxy is not None else None
     unused = managed.stop_delay_unused() if managed is not None else None

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from smartstack.configfile import service_sources
 from synapse.haproxy.words import words
 
 if TYPE_CHECKING:
@@ -23,36 +25,40 @@ BELOW_MS = 100  # a bare number under it is read as seconds meant
 SERVER_TIMES = ("inter", "fastinter", "downinter", "slowstart")
 
 
-def unit_warnings(config: SynapseConfig) -> list[str]:
-    """One line per time that looks like seconds written without a unit."""
+def unit_warnings(config: SynapseConfig, path: Path) -> list[str]:
+    """One line per time that looks like seconds written without a unit, naming the file
+    that gave it (a ``service_conf_dir`` service's own)."""
+    files = service_sources(path, config.service_conf_dir)
     return [
-        f"{where}: `{line.strip()}`: {problem}"
-        for where, line, server_options in _lines(config)
+        f"{files.get(service or '', path)}: {where}: `{line.strip()}`: {problem}"
+        for service, where, line, server_options in _lines(config)
         for problem in _problems(["server", "x", *words(line)] if server_options else words(line))
     ]
 
 
-def _lines(config: SynapseConfig) -> Iterator[tuple[str, str, bool]]:
-    """(key, line, whether it is a server option string) of every HAProxy line the config
-    gives."""
+def _lines(config: SynapseConfig) -> Iterator[tuple[str | None, str, str, bool]]:
+    """(service, key, line, whether it is a server option string) of every HAProxy line
+    the config gives (service None: the top-level ``haproxy`` block's)."""
     hap = config.haproxy
     if hap is not None:
-        yield from _each("haproxy.defaults", hap.defaults)
-        yield from _each("haproxy.shared_frontend", hap.shared_frontend)
+        yield from _each(None, "haproxy.defaults", hap.defaults)
+        yield from _each(None, "haproxy.shared_frontend", hap.shared_frontend)
         for title, body in hap.extra_sections.items():
-            yield from _each(f"haproxy.extra_sections[{title!r}]", body)
+            yield from _each(None, f"haproxy.extra_sections[{title!r}]", body)
     for name, service in config.services.items():
         own = service.haproxy
         where = f"services.{name}.haproxy"
         for section in ("frontend", "backend", "listen", "shared_frontend"):
-            yield from _each(f"{where}.{section}", getattr(own, section))
+            yield from _each(name, f"{where}.{section}", getattr(own, section))
         if own.server_options:
-            yield f"{where}.server_options", own.server_options, True
+            yield name, f"{where}.server_options", own.server_options, True
 
 
-def _each(where: str, lines: list[str]) -> Iterator[tuple[str, str, bool]]:
+def _each(
+    service: str | None, where: str, lines: list[str]
+) -> Iterator[tuple[str | None, str, str, bool]]:
     for index, line in enumerate(lines):
-        yield f"{where}[{index}]", line, False
+        yield service, f"{where}[{index}]", line, False
 
 
 def _problems(found: list[str]) -> Iterator[str]:

@@ -26,9 +26,9 @@ def test_milliseconds_written_as_seconds_are_said_with_what_was_meant(tmp_path: 
     )
     assert warnings == [
         f"{tmp_path}/nerve.yaml: services.web.check_interval: 500 s (8.3 minutes); values are "
-        "seconds: perhaps 0.5 (500 ms) was meant",
+        "seconds: if 500 milliseconds were meant, write 0.5",
         f"{tmp_path}/nerve.yaml: services.web.checks[0].timeout: 2000 s (33.3 minutes); values "
-        "are seconds: perhaps 2 (2000 ms) was meant",
+        "are seconds: if 2000 milliseconds were meant, write 2",
     ]
 
 
@@ -48,3 +48,17 @@ def test_usual_values_say_nothing(tmp_path: Path) -> None:
     usual = {"check_interval": 0.05, "checks": [{"type": "exec", "command": "true", "timeout": 60}]}
     assert _load(tmp_path, {**usual, "zk_session_timeout": 30}) == []
     assert _load(tmp_path, {"check_interval": 99.9}) == []
+    slow_exec = {"checks": [{"type": "exec", "command": "true", "timeout": 120}]}
+    assert _load(tmp_path, {"check_interval": 120, **slow_exec}) == []  # (review s32)
+
+
+def test_a_service_file_is_named_as_its_own(tmp_path: Path) -> None:
+    """Review s32: a service_conf_dir service's warning named the main file."""
+    conf = tmp_path / "conf.d"
+    conf.mkdir()
+    block = {"host": "127.0.0.1", "port": 80, "zk_hosts": ["127.0.0.1:2181"], "zk_path": "/w"}
+    (conf / "web.yaml").write_text(yaml.safe_dump({**block, "check_interval": 500}))
+    path = tmp_path / "nerve.yaml"
+    path.write_text(yaml.safe_dump({"instance_id": "a", "service_conf_dir": str(conf)}))
+    (warning,) = load_nerve_config(path)[1]
+    assert warning.startswith(f"{conf}/web.yaml: services.web.check_interval: 500 s")

@@ -45,3 +45,18 @@ def test_times_with_a_unit_or_plausible_milliseconds_say_nothing(tmp_path: Path)
     service = {"listen": ["default-server inter 2s fastinter 500 rise 2"],
                "server_options": "check inter 1000 slowstart 30s"}  # fmt: skip
     assert _warnings(tmp_path, lines, service) == []
+
+
+def test_a_service_file_is_named_as_its_own(tmp_path: Path) -> None:
+    """Review s32: a service_conf_dir service's warning named the main file."""
+    conf = tmp_path / "services"
+    conf.mkdir()
+    block = {"discovery": {"method": "base", "servers": ["127.0.0.1:80"]},
+             "haproxy": {"port": 3000, "backend": ["timeout server 30"]}}  # fmt: skip
+    (conf / "api.yaml").write_text(yaml.safe_dump(block))
+    doc = {"haproxy": {"config_file_path": str(tmp_path / "h.cfg"), "managed": {}},
+           "service_conf_dir": str(conf)}  # fmt: skip
+    path = tmp_path / "synapse.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    (warning,) = load_synapse_config(path)[1]
+    assert warning.startswith(f"{conf}/api.yaml: services.api.haproxy.backend[0]: ")
