@@ -68,6 +68,9 @@ class ExecCheck(BaseCheck):
         self.argv = argv_for(command)
         text = command if isinstance(command, str) else " ".join(command)
         self.leftovers = Leftovers(name, clip(text, 120))
+        # Its program ran once: gone afterwards, the app was removed with it (an uninstall, a
+        # release swap): a failure, as before, not the no-verdict of a typo never run.
+        self.ran = False
         warn_if_pid1()  # at start (the checks are built from the config), once
 
     async def probe(self) -> Passed:
@@ -87,7 +90,7 @@ class ExecCheck(BaseCheck):
             raise NoVerdict(f"cannot start the command: {exc}") from exc
         except NOT_STARTED as exc:  # the program is missing or not executable (a typo)
             program = exc.filename or self.argv[0]
-            raise NoVerdict(f"cannot start the program {program}: {exc.strerror}") from exc
+            raise self._not_started(f"{program}: {exc.strerror}") from exc
         tail = bytearray()
         assert protocol.stdout is not None
         reading = loop.create_task(read_tail(protocol.stdout, MAX_OUTPUT, tail))
@@ -108,13 +111,19 @@ class ExecCheck(BaseCheck):
         output = bytes(tail).decode(errors="replace")
         if returncode in SHELL_NOT_RUN and (problem := self._shell_not_run()):
             # /bin/sh could not run the string's first word (an absolute path): not started.
-            raise NoVerdict(f"cannot start the program {problem} (exit status {returncode})")
+            raise self._not_started(f"{problem} (exit status {returncode})")
+        self.ran = True
         if returncode != 0:
             detail = f"exit status {returncode}"
             if output.strip():
                 detail += f": {clip(output, 200)}"
             raise CheckFailed(detail, output)
         return Passed("exit status 0", output)
+
+    def _not_started(self, why: str) -> Exception:
+        if self.ran:  # (review s32: an uninstalled app's check gave no verdict for ever)
+            return CheckFailed(f"the program that ran before cannot start now: {why}", "")
+        return NoVerdict(f"cannot start the program {why}")
 
     def _shell_not_run(self) -> str | None:
         """After /bin/sh's 127 or 126: the string's first word, when it could not be run."""

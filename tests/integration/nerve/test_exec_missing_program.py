@@ -55,6 +55,26 @@ async def test_only_a_program_that_cannot_be_started_gives_no_verdict(tmp_path: 
         assert result.verdict and result.ok is ok, (what, result.detail)
 
 
+async def test_a_program_gone_after_it_ran_is_a_failure(tmp_path: Path) -> None:
+    """Review s32: an app uninstalled with its check program (``rm -rf`` of its directory)
+    gave no verdict for ever, its dead instance registered everywhere (was withdrawn after
+    `fall` before the no-verdict rule): only a program never run is a typo."""
+    app = tmp_path / "app" / "bin"
+    app.mkdir(parents=True)
+    script = app / "healthcheck"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o755)
+    for command in ([str(script)], f"{script} --quick"):
+        check = ExecCheck("e", command, 5)
+        assert (await check.run()).ok
+        script.unlink()
+        result = await check.run()
+        assert result.verdict and not result.ok, result.detail
+        assert "the program that ran before cannot start now" in result.detail
+        script.write_text("#!/bin/sh\nexit 0\n")
+        script.chmod(0o755)
+
+
 async def test_sighup_to_a_missing_program_keeps_the_registration(
     zk: ZooKeeperServer, kz: KazooClient, tmp_path: Path, nerve_process
 ) -> None:
