@@ -80,6 +80,10 @@ class Freshness:
     # When it ended (monotonic): a round started before it is no fresh round (it may
     # straddle a freeze shorter than ``limit``, seen by ``silence_behind_loss``).
     stalled_at: float = float("-inf")
+    # A reload's predecessor's verdict (its round's start), until this one's own: the freeze
+    # behind a loss is looked for after the older of the two (review s32: a SIGHUP between a
+    # freeze and the loss being seen wrote the registration back on the pre-freeze verdict).
+    inherited_at: float | None = None
     rounds: int = 1  # fresh rounds a stall lasts at most: max(rise, fall)
     left: int = 0  # fresh rounds this stall may still last
 
@@ -97,11 +101,20 @@ class Freshness:
         """A stall seen otherwise than by the gap (``silence_behind_loss``), ended at ``now``."""
         self._stall(gap, now)
 
-    def carry(self, gap: float | None) -> None:
+    def carry(self, gap: float | None, verdict_at: float | None = None) -> None:
         """A stall seen by the service this one replaces (a SIGHUP reload keeping the
-        reporter): its lost registration waits for this one's fresh round."""
+        reporter): its lost registration waits for this one's fresh round. ``verdict_at``:
+        the predecessor's last verdict's round start."""
         if gap is not None:
             self._stall(gap)
+        self.inherited_at = verdict_at
+
+    def judged_from(self) -> float:
+        """The start of the round the verdict in force comes from (a predecessor's, until
+        this one completes a round of its own)."""
+        if self.inherited_at is None:
+            return self.verdict_at
+        return min(self.verdict_at, self.inherited_at)
 
     def seen(self, now: float) -> float | None:
         """The gap, if ``now`` is the moment a stall is first seen (to log once)."""
@@ -124,7 +137,7 @@ class Freshness:
             if self.stalled is None:
                 self._stall(ended - started, ended)
             return "straddled"
-        self.verdict_at = started
+        self.verdict_at, self.inherited_at = started, None
         if self.stalled is None:
             return None
         self.left -= 1

@@ -90,8 +90,8 @@ class Service:
         limit = stale_after(check_interval, [c.timeout for c in self.checks])
         most = max((max(rise, fall) for rise, fall in thresholds), default=1)
         self.freshness = Freshness(limit, loop_now, rounds=most)  # (nerve/freshness.py)
-        self.freshness.carry(reporter.stall)  # a reload keeping the reporter keeps its stall
-        reporter.stall = None
+        self.freshness.carry(reporter.stall, reporter.verdict_at)  # a reload keeping the reporter
+        reporter.stall = reporter.verdict_at = None
         reporter.verdict_fresh = self._verdict_fresh
         self.round_started = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -138,10 +138,10 @@ class Service:
     async def halt(self) -> None:
         """Stop checking; the reporter (and the registration) stay as they are."""
         if self.reporter.verdict_fresh == self._verdict_fresh:  # (not a reload's successor's)
-            # No rounds now: a hand-over's old registration lost meanwhile is written back as
-            # before (its checks' last word stands until the new one's), unless nerve stalled:
-            # then nothing will check again; a successor keeping the reporter takes the stall.
+            # No rounds now: a registration lost meanwhile is written back on the last word
+            # unless nerve stalled; a successor keeping the reporter takes stall and verdict.
             stall = self.reporter.stall = self.freshness.check(time.monotonic())
+            self.reporter.verdict_at = self.freshness.judged_from()  # (silence_behind_loss)
             self.reporter.verdict_fresh = lambda: stall is None
         task, self._task = self._task, None
         await cancel_and_wait(task)
@@ -283,7 +283,7 @@ class Service:
         """For the reporter: whether a lost registration may be written back now."""
         now, freshness = time.monotonic(), self.freshness
         self._stall_seen(freshness.seen(now), "registration")
-        freeze = silence_behind_loss(freshness.verdict_at, self.reporter, SILENCE)  # < `limit`
+        freeze = silence_behind_loss(freshness.judged_from(), self.reporter, SILENCE)  # < limit
         if freshness.check(now) is None and freeze is not None:
             freshness.stall_at(freeze.length, freeze.end)
             self._stall_seen(freeze.length, "registration_lost")

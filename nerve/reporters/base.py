@@ -83,6 +83,8 @@ class Reporter(ABC):
         # A stall its halted service saw and no fresh round ended: a reload's successor
         # that keeps this reporter takes it over (nerve/freshness.py).
         self.stall: float | None = None
+        # ... and the start of its last verdict's round, which a freeze may postdate.
+        self.verdict_at: float | None = None
         self._waits_for_checks = False
         # When the registry last dropped the registration (monotonic; mark_lost): a verdict
         # from well before it may predate a stall that cost it (nerve/freshness.py).

@@ -93,7 +93,7 @@ def test_http_check_headers_written_as_numbers_are_sent_as_text() -> None:
 
 def built(rate_limiting: dict[str, object]) -> TokenBucket | None:
     """The token bucket nerve builds for a service with this ``rate_limiting``."""
-    reporter = SimpleNamespace(desired=False, holding=False, stall=None)
+    reporter = SimpleNamespace(desired=False, holding=False, stall=None, verdict_at=None)
     svc = build_service(
         "web",
         service(rate_limiting=rate_limiting),

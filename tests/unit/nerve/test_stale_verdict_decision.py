@@ -309,3 +309,23 @@ async def test_a_reload_keeping_the_reporter_carries_the_stall_over(clock: list[
     await successor.run_round()  # down after fall: never written
     await registry._reconcile()
     assert not registry.registered and not successor.state.registered
+
+
+async def test_a_reload_between_a_short_freeze_and_the_loss_still_holds(
+    clock: list[float], silence: SilenceWatch
+) -> None:
+    """Review s32: a checks-only SIGHUP handled after the resume but before the loss was
+    seen: the successor's verdict began after the freeze, and it wrote the registration back
+    on the predecessor's pre-freeze verdict. The predecessor's verdict time is carried."""
+    check = Check()
+    service, registry = await registered_service(check, registry=ShortLease())
+    silence.tick(clock[0])
+    clock[0] += 2.2  # frozen past the 2 s lease, under the limit; the service died meanwhile
+    silence.tick(clock[0])
+    check.ok = False
+    clock[0] += 0.05
+    await service.halt()  # the queued SIGHUP runs first: the reporter is kept
+    Service("web", [check], [(2, 2)], registry, check_interval=0.5, initially_up=True)
+    registry.mark_lost()
+    await registry._reconcile()
+    assert not registry.registered and registry._waits_for_checks
