@@ -42,7 +42,7 @@ from smartstack.admin_token import TokenFileError
 from smartstack.configfile import ConfigError
 from smartstack.identity_lock import ReloadClash, held, release
 from smartstack.logs import event
-from smartstack.reload_settle import hold_removal
+from smartstack.reload_settle import Stamp, file_stamps, hold_fresh_write
 from smartstack.statsd import make_stats
 
 if TYPE_CHECKING:
@@ -98,6 +98,13 @@ class NerveDaemon(ReloadSteps):
         # A stop has begun: no reload plan is applied from now on (close_reloads).
         self._reloads_closed = False
         self._applying = 0  # changes of the reload plan being applied (0: none)
+        # The config's files as of the last successful read (smartstack.reload_settle: a
+        # reload of a file written in place a moment ago waits for it to be still).
+        self._read_stamps: dict[Path, Stamp] = (
+            file_stamps(self.config_path, [config.service_conf_dir]) if self.config_path else {}
+        )
+        self._holding = False  # a reload waits for its files to be still
+        self._finish_held = False  # a restart stop came during that wait: it applies first
         self.docker: DockerSource | None = None  # docker mode (nerve/docker_source.py)
 
     @property
@@ -233,21 +240,28 @@ class NerveDaemon(ReloadSteps):
         # (one at a time: SIGHUPs are folded by nerve/reload_fold.py)
         return await self._reload_from_file(self.config_path)
 
-    def close_reloads(self) -> int:
+    def close_reloads(self, restart: bool = False) -> int:
         """A stop begins: no reload plan is applied from now on. Returns the changes of the
-        plan being applied now (0: none), which the restart stop cannot leave half-done."""
+        plan being applied now (0: none), which the restart stop cannot leave half-done.
+
+        A restart stop during a reload's hold (its file written in place a moment ago) lets
+        that reload finish instead (``finishing_held``: the caller awaits it): the SIGHUP
+        said the file changed and the wait is bounded (HOLD_MAX_S), so its removals are
+        withdrawn before the stop leaves the rest; abandoned, a service removed from the
+        file stayed registered for a next nerve that has no such service (review s32: api
+        left in ZooKeeper 10 s after the old nerve exited). Cut short and read at once, the
+        file could still be the prefix the hold waits out."""
         self._reloads_closed = True
+        self._finish_held = restart and self._holding
         return self._applying
+
+    @property
+    def finishing_held(self) -> bool:
+        return self._finish_held
 
     async def _reload_from_file(self, path: Path) -> bool:
         try:
-            new, warnings = await self._load(path)
-            # removing services, from a file changed a moment ago: perhaps a prefix (`>`
-            # then `>>`): read once still (smartstack.reload_settle)
-            gone = sorted(self.service_configs.keys() - new.services.keys())
-            dirs = (self.config.service_conf_dir, new.service_conf_dir) if gone else ()
-            if gone and await hold_removal(path, dirs, gone, log):
-                new, warnings = await self._load(path)
+            new, warnings, read = await self._read_settled(path)
         except ConfigError as exc:
             return self._rejected(exc.lines)
         for line in warnings:
@@ -263,9 +277,28 @@ class NerveDaemon(ReloadSteps):
         applied = False
         try:  # ({}: not applied, a stop began: the running config's name stays, as on failure)
             applied = bool(await self.reload(new))
+            if applied:
+                self._read_stamps = read
         finally:  # (once applied: its withdrawals are under way; failed: the old name stays)
             release(dropped if applied else held() - old_names)
         return applied
+
+    async def _read_settled(self, path: Path) -> tuple[NerveConfig, list[str], dict[Path, Stamp]]:
+        """The file read, and once still if it was written in place (or is new) a moment
+        ago: perhaps a prefix (`>` then `>>`; smartstack.reload_settle); with the stamps
+        of what was read."""
+        read = file_stamps(path, [self.config.service_conf_dir])  # (as read: before)
+        new, warnings = await self._load(path)
+        dirs = (self.config.service_conf_dir, new.service_conf_dir)
+        self._holding = True  # (a restart stop now lets it finish: close_reloads)
+        try:
+            waited = await hold_fresh_write(path, dirs, self._read_stamps, log)
+        finally:
+            self._holding = False
+        if waited:
+            read = file_stamps(path, dirs)
+            new, warnings = await self._load(path)
+        return new, warnings, {**file_stamps(path, dirs), **read}  # (a new conf dir's: after)
 
     async def _load(self, path: Path) -> tuple[NerveConfig, list[str]]:
         if self.source is not None:
@@ -287,7 +320,7 @@ class NerveDaemon(ReloadSteps):
             plan = plan_reload(self.config.instance_id, self.service_configs,
                                new.instance_id, new.services)  # fmt: skip
             changes = plan_changes(plan)
-            if self._reloads_closed:
+            if self._reloads_closed and not self._finish_held:
                 # A stop began while this reload read the file (its child answered since).
                 # Not applied: nothing changed yet, so what a restart stop leaves is what the
                 # running config vouches for, as after a file edited without a SIGHUP (the

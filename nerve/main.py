@@ -50,7 +50,7 @@ async def serve(
         if first:
             restart[0] = signum == signal.SIGUSR2
             fold.close()  # (no reload starts or applies a plan from now on)
-            applying[0] = daemon.close_reloads()
+            applying[0] = daemon.close_reloads(restart=restart[0])
         action = "restart_stop" if signum == signal.SIGUSR2 else "shutdown"
         event(log, "signal", signal=signal.Signals(signum).name, action=action,
               **({} if first else {"detail": "a stop has begun already"}))  # fmt: skip
@@ -68,7 +68,8 @@ async def serve(
     restarting = restart[0] and restart_despite(applying[0])
     reload = fold.close()
     if reload is not None:  # (waiting, reading, or applying: cancelled, its cleanup first)
-        reload.cancel()
+        if not daemon.finishing_held:  # (held for its file, restart stop: applied first)
+            reload.cancel()
         await asyncio.gather(reload, return_exceptions=True)
     await daemon.stop(restart=restarting)
     return 0

@@ -1,20 +1,23 @@
-"""A SIGHUP reload that would remove services from a file changed a moment ago waits first.
+"""A SIGHUP reload whose files were written in place a moment ago waits for them first.
 
 smartstack.config_read waits for a writer it can see (a file open for writing, or changed
 within SETTLE_CLOSED_S), but a script's ``>`` then ``>>`` with a pause between the two
 (a template step, a slow command) leaves a closed file holding a prefix, and a YAML prefix
-cut at a line end is valid YAML without the services after the cut. Review s32 measured
-it: a 1.0 s pause, synapse applied ``services=1`` (496 of 562 api requests failed) and
-both nerves withdrew api until the next SIGHUP.
+cut at a line end is valid YAML without what comes after the cut (review s32: synapse
+applied ``services=1``, 496 of 562 api requests failed; a prefix without a frontend's
+``port`` line failed 263 of 280).
 
-A file's content cannot tell a prefix from a shorter config, but what a reload would do
-can: a reload that only adds or changes costs little if it was early (the next write's
-SIGHUP finishes it), one that removes takes traffic away. So a reload whose result removes
-services (or, for synapse, shortens a service's ``default_servers`` / static ``servers``),
-read from files one of which changed less than FRESH_S ago, waits until every file has been
-unchanged (inode, size, mtime) for FRESH_S, reads them again and applies what they then say:
-the complete file. At most HOLD_MAX_S: then what is there is applied, with a warning. A
-start, and a reload that does not remove, never waits.
+What a reload does cannot tell a prefix from an edit (a prefix may change a service as
+well as remove one), but how the file was written can: a prefix is only ever seen in a
+file written IN PLACE (``>``, ``>>``, ``cp``: the same inode as when the daemon last read
+it, with a new size or mtime) or in a NEW one (a service_conf_dir file not there at the last
+read). A file renamed over (another inode: ``mv``, ansible, puppet, most editors) is whole
+the moment it appears, and a deleted file is no prefix. So a reload one of whose files was
+written in place or is new, less than FRESH_S ago, waits until every file has been
+unchanged (inode, size, mtime) for FRESH_S, reads them again and applies what they then
+say. At most HOLD_MAX_S: then what is there is applied, with a warning. The daemons keep
+the stamps of their files as of their last successful read (start, each applied reload).
+A start never waits.
 """
 
 from __future__ import annotations
@@ -39,16 +42,22 @@ POLL_S = 0.1
 Stamp = tuple[int, int, int] | None  # (inode, size, mtime ns); None: missing
 
 
+def conf_directories(conf_dirs: Iterable[str | None]) -> list[Path]:
+    return sorted({Path(os.path.abspath(os.path.expanduser(d))) for d in conf_dirs if d})
+
+
 def watched_files(config_path: Path, conf_dirs: Iterable[str | None]) -> list[Path]:
-    """The config file, each ``service_conf_dir`` and the service files in it (a
-    directory's mtime moves when a file is created or removed there)."""
+    """The config file and the service files in each ``service_conf_dir``."""
     paths = [config_path]
-    for conf_dir in {d for d in conf_dirs if d}:
-        directory = Path(os.path.abspath(os.path.expanduser(conf_dir)))
-        paths.append(directory)
-        with contextlib.suppress(OSError):  # (gone: its stamp is None)
+    for directory in conf_directories(conf_dirs):
+        with contextlib.suppress(OSError):  # (a directory gone: no files)
             paths += [file for _, file in conf_dir_files(directory)]
     return paths
+
+
+def file_stamps(config_path: Path, conf_dirs: Iterable[str | None]) -> dict[Path, Stamp]:
+    """The stamps of a config's files, as the daemon keeps them at each successful read."""
+    return stamps(watched_files(config_path, conf_dirs))
 
 
 def stamps(paths: Iterable[Path]) -> dict[Path, Stamp]:
@@ -69,10 +78,26 @@ def changed_ago(seen: dict[Path, Stamp], now: float) -> float | None:
     return now - max(mtimes) if mtimes else None
 
 
-def must_hold(removes: bool, age: float | None, fresh: float = FRESH_S) -> bool:
-    """Whether a reload waits: it removes, and one of its files changed ``age`` s ago, less
-    than ``fresh`` (a future mtime, a clock set back: negative, waits too)."""
-    return removes and age is not None and age < fresh
+def written_in_place(last: Stamp, now: Stamp, wall: float, fresh: float = FRESH_S) -> bool:
+    """Whether a file stamped ``last`` at the daemon's last read (None: not there) and
+    ``now`` may be a writer's prefix: written in place (same inode, size or mtime changed)
+    or new, less than ``fresh`` s before ``wall`` (a future mtime: waits too). Renamed over
+    (another inode) or deleted: whole, never held."""
+    if now is None or now == last:
+        return False  # deleted, or not written since
+    if last is not None and last[0] != now[0]:
+        return False  # renamed over: a file complete when it appeared
+    return wall - now[2] / 1e9 < fresh
+
+
+def fresh_in_place(
+    last: dict[Path, Stamp], now: dict[Path, Stamp], wall: float, fresh: float = FRESH_S
+) -> tuple[Path, float] | None:
+    """The first file (and its age, s) written in place or new a moment ago, if any."""
+    for path, stamp in now.items():
+        if stamp is not None and written_in_place(last.get(path), stamp, wall, fresh):
+            return path, wall - stamp[2] / 1e9
+    return None
 
 
 def is_still(age: float | None, still_for: float, fresh: float = FRESH_S) -> bool:
@@ -107,21 +132,25 @@ async def wait_still(
             seen, since = current, clock()
 
 
-async def hold_removal(
-    config_path: Path, conf_dirs: Iterable[str | None], removes: list[str], log: logging.Logger
+async def hold_fresh_write(
+    config_path: Path,
+    conf_dirs: Iterable[str | None],
+    last: dict[Path, Stamp],
+    log: logging.Logger,
 ) -> bool:
-    """Before a reload that ``removes`` these (services, or what of them) is applied: wait
-    for its files to be still when one changed a moment ago (module doc). True when it
-    waited: the caller reads the files again and applies that, whatever it says."""
-    if not removes:
+    """Before a reload is applied: wait for its files to be still when one of them was
+    written in place or is new since ``last`` (the stamps of the daemon's last read), a
+    moment ago (module doc). True when it waited: the caller reads the files again and
+    applies that, whatever it says."""
+    files = stamps(watched_files(config_path, conf_dirs))
+    hit = fresh_in_place(last, files, time.time())
+    if hit is None:
         return False
-    paths = watched_files(config_path, conf_dirs)
-    age = changed_ago(stamps(paths), time.time())
-    if not must_hold(True, age):
-        return False
-    waited, still = await wait_still(paths)
+    changed, age = hit
+    waited, still = await wait_still([*files, *conf_directories(conf_dirs)])
+    detail = "written in place: read again once still" if still else (
+        f"still changing after {HOLD_MAX_S:g} s: read again and applied as it is")  # fmt: skip
     event(log, "config_reload_held", level=logging.INFO if still else logging.WARNING,
-          path=str(config_path), removes=",".join(removes), changed_s_ago=f"{age:.2f}",
-          waited_s=f"{waited:.2f}", detail="read again once still" if still else
-          f"still changing after {HOLD_MAX_S:g} s: read again and applied as it is")  # fmt: skip
+          path=str(config_path), changed=str(changed), changed_s_ago=f"{age:.2f}",
+          waited_s=f"{waited:.2f}", detail=detail)  # fmt: skip
     return True

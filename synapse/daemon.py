@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
@@ -29,6 +30,7 @@ from smartstack import identity_lock, sd_notify
 from smartstack.configfile import ConfigError
 from smartstack.early_signals import take_over_sighup
 from smartstack.logs import event
+from smartstack.reload_settle import Stamp, file_stamps, hold_fresh_write
 from smartstack.statsd import make_stats
 from smartstack.stop_signals import hold_while_stopping, ignore_after_loop
 from smartstack.tasks import cancel_and_wait
@@ -43,7 +45,6 @@ from synapse.metrics import SynapseMetrics
 from synapse.model import Report, Sink
 from synapse.preflight import vet_reload
 from synapse.reconciler import Reconciler
-from synapse.reload_hold import hold_if_removing
 from synapse.restart_held import ListingKeys
 from synapse.selection import ORIGIN_DEFAULT, Selection
 from synapse.server_info import ServerInfoCollector
@@ -114,6 +115,8 @@ class SynapseDaemon:
         self.started_at = time.time()
         self.last_config_reload: dict[str, Any] | None = None
         self.file_config = config  # without the services of docker_services
+        # its files as of the last successful read (smartstack.reload_settle)
+        self._read_stamps: dict[Path, Stamp] = self._stamps(config)
         self.docker_services: DockerServiceSource | None = None
         self._sighup_in_start = False  # while docker_services' start waited: reload after
 
@@ -298,9 +301,16 @@ class SynapseDaemon:
             if self.config_path is None:
                 return False
             try:
+                read = self._stamps(self.file_config)  # (as read: before)
                 new, warnings = await self._load_config()
-                if await hold_if_removing(self.file_config, new, self.config_path):
-                    new, warnings = await self._load_config()  # the file once still
+                # a file written in place (or new) a moment ago: perhaps a prefix (`>`
+                # then `>>`): read once still (smartstack.reload_settle)
+                dirs = (self.file_config.service_conf_dir, new.service_conf_dir)
+                path = Path(self.config_path)
+                if await hold_fresh_write(path, dirs, self._read_stamps, log):
+                    read = self._stamps(self.file_config)
+                    new, warnings = await self._load_config()  # the files once still
+                read = {**self._stamps(new), **read}  # (a new service_conf_dir's: after)
                 vet_reload(self.config, new, self.config_path)  # (HAProxy's limits, pid file)
             except ConfigError as exc:
                 self._config_reload_failed("; ".join(exc.lines))
@@ -314,10 +324,16 @@ class SynapseDaemon:
                 log.exception("applying the reloaded config failed")
                 self._config_reload_failed(f"{type(exc).__name__}: {exc}")
                 return False
+            self._read_stamps = read
             self.metrics.config_reloads.labels("ok").inc()
             self.last_config_reload = {"at": time.time(), "ok": True, "error": None}
             event(log, "config_reloaded", path=self.config_path, services=len(new.services))
             return True
+
+    def _stamps(self, config: SynapseConfig) -> dict[Path, Stamp]:
+        if self.config_path is None:
+            return {}
+        return file_stamps(Path(self.config_path), [config.service_conf_dir])
 
     async def _load_config(self) -> tuple[SynapseConfig, list[str]]:
         if self.config_source is not None:  # validated by a child (synapse.config_load)

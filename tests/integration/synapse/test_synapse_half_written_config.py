@@ -87,29 +87,54 @@ def test_a_sighup_during_an_in_place_rewrite_keeps_every_service(
         assert failures == [], failures[:5]
 
 
+def gt_then_gtgt(syn: Synapse, port: int, text: str, cut: int) -> tuple[list[str], str]:
+    """``>`` text[:cut], SIGHUP, 1.2 s, ``>>`` the rest; the failed requests to ``port``
+    over the next 5 s and synapse's log."""
+    syn.config_path.write_text(text[:cut])  # `>`
+    syn.signal(signal.SIGHUP)
+    time.sleep(1.2)
+    with syn.config_path.open("a") as file:  # `>>`
+        file.write(text[cut:])
+    failures: list[str] = []
+    deadline = time.monotonic() + 5.0  # (the held reload, ~2.5 s, and HAProxy's)
+    while time.monotonic() < deadline:
+        call(port, failures)
+        time.sleep(0.1)
+    return failures, syn.process.log_path.read_text(errors="replace")
+
+
 def test_a_sighup_between_gt_and_gtgt_applies_the_complete_file(
     zk: ZooKeeperServer, writer: KazooClient, http_backend_factory
 ) -> None:
     """Review s32: ``>`` a first part that is valid YAML without the last service, SIGHUP,
     a pause of 1.0 s, ``>>`` the rest. No writer has the file open at the SIGHUP: synapse
     applied ``services=1`` and 496 of 562 requests to the service cut off failed, until
-    the next SIGHUP. A reload that removes services from a file changed a moment ago now
-    waits for it to be still (smartstack.reload_settle)."""
+    the next SIGHUP. A reload of a file written in place a moment ago now waits for it to
+    be still (smartstack.reload_settle)."""
     with serving(zk, writer, http_backend_factory, ("alpha", "charlie"), "/gtgt") as (syn, port):
         text = syn.config_path.read_text()
         cut = text.index("  charlie:")  # (yaml.safe_dump sorts: charlie comes last)
-        syn.config_path.write_text(text[:cut])  # `>`
-        syn.signal(signal.SIGHUP)
-        time.sleep(1.2)
-        with syn.config_path.open("a") as file:  # `>>`
-            file.write(text[cut:])
-        failures: list[str] = []
-        deadline = time.monotonic() + 5.0  # (the held reload, ~2.5 s, and HAProxy's)
-        while time.monotonic() < deadline:
-            call(port, failures)
-            time.sleep(0.1)
-        log = syn.process.log_path.read_text(errors="replace")
+        failures, log = gt_then_gtgt(syn, port, text, cut)
         reloaded = re.findall(r"event=config_reloaded .* services=(\d+)", log)
         assert reloaded == ["2"], reloaded
         assert "event=config_reload_held" in log
         assert failures == [], failures[:5]
+
+
+def test_a_gt_gtgt_prefix_without_a_frontends_port_line_is_not_applied(
+    zk: ZooKeeperServer, writer: KazooClient, http_backend_factory
+) -> None:
+    """Review s32 (cr-f): a prefix cut before the last service's ``port`` line removes no
+    service, so a hold on removals let it through: the frontend went, 263 of 280 requests
+    to it failed. The hold now follows how the file was written: in place (same inode)
+    a moment ago, whatever the reload would do (smartstack.reload_settle)."""
+    with serving(zk, writer, http_backend_factory, ("alpha", "charlie"), "/gtgtport") as (
+        syn,
+        port,
+    ):
+        text = syn.config_path.read_text()
+        cut = text.rindex(f"port: {port}")  # (charlie's frontend port: its last lines)
+        cut = text.rindex("\n", 0, cut) + 1
+        failures, log = gt_then_gtgt(syn, port, text, cut)
+        assert failures == [], (len(failures), failures[:3])
+        assert f"changed={syn.config_path}" in log, "no config_reload_held"

@@ -1,5 +1,5 @@
-"""A reload that removes services, read from a file changed a moment ago, waits for the file
-to be still and applies what it then says (smartstack.reload_settle).
+"""A reload one of whose files was written in place (or is new) a moment ago waits for the
+files to be still and applies what they then say (smartstack.reload_settle).
 
 Review s32: a config rewritten by ``>`` then ``>>`` with a 1.0 s pause, SIGHUP between the
 two: the first part alone is valid YAML without the ``api`` service; synapse applied
@@ -16,18 +16,61 @@ from pathlib import Path
 import pytest
 
 from smartstack import reload_settle
-from smartstack.reload_settle import is_still, must_hold, wait_still
+from smartstack.reload_settle import (
+    file_stamps,
+    fresh_in_place,
+    is_still,
+    wait_still,
+    written_in_place,
+)
 from synapse.config import SynapseConfig
 from synapse.daemon import SynapseDaemon
-from synapse.reload_hold import removals
+
+NOW = 1_000_000.0
+NS = int(1e9)
 
 
-def test_only_a_removing_reload_from_a_fresh_file_waits() -> None:
-    assert must_hold(True, 0.3)
-    assert must_hold(True, -5.0)  # an mtime in the future: the clock cannot tell, wait
-    assert not must_hold(True, 2.5)  # changed earlier: the usual case, applied at once
-    assert not must_hold(False, 0.0)  # adds or changes only: never delayed
-    assert not must_hold(True, None)  # no file at all (the load refused it anyway)
+def test_a_file_written_in_place_or_new_a_moment_ago_holds() -> None:
+    last = (7, 100, int(NOW - 60) * NS)
+    assert written_in_place(last, (7, 60, int(NOW - 0.3) * NS), NOW)  # `>`: same inode
+    assert written_in_place(last, (7, 100, int(NOW - 0.3) * NS), NOW)  # same size, new mtime
+    assert written_in_place(None, (9, 60, int(NOW - 0.3) * NS), NOW)  # new (conf dir file)
+    assert written_in_place(last, (7, 60, int(NOW + 5) * NS), NOW)  # a future mtime: waits
+
+
+def test_a_file_renamed_over_deleted_unchanged_or_older_does_not_hold() -> None:
+    last = (7, 100, int(NOW - 60) * NS)
+    assert not written_in_place(last, (8, 60, int(NOW - 0.1) * NS), NOW)  # `mv`: new inode
+    assert not written_in_place(last, None, NOW)  # a service_conf_dir file deleted
+    assert not written_in_place(last, last, NOW)  # not written since the last read
+    assert not written_in_place(last, (7, 60, int(NOW - 2.5) * NS), NOW)  # 2.5 s ago: done
+    assert not written_in_place(None, (9, 60, int(NOW - 3) * NS), NOW)  # new, long ago
+
+
+def test_the_file_written_in_place_is_named(tmp_path: Path) -> None:
+    main, confd = tmp_path / "nerve.yaml", tmp_path / "conf.d"
+    confd.mkdir()
+    main.write_text("a: 1\n")
+    (confd / "api.yaml").write_text("x: 1\n")
+    (confd / "web.yaml").write_text("x: 1\n")
+    last = file_stamps(main, [str(confd)])
+    old = time.time() - 30
+    for path in last:
+        os.utime(path, (old, old))
+    last = file_stamps(main, [str(confd)])
+    assert fresh_in_place(last, file_stamps(main, [str(confd)]), time.time()) is None
+    (confd / "api.yaml").unlink()  # deleted: no hold
+    tmp = confd / ".web.tmp"
+    tmp.write_text("x: 2\n")
+    tmp.rename(confd / "web.yaml")  # renamed over: no hold
+    assert fresh_in_place(last, file_stamps(main, [str(confd)]), time.time()) is None
+    with (confd / "web.yaml").open("a") as file:  # then `>>` into it: in place
+        file.write("y: 1\n")
+    last = {**last, confd / "web.yaml": file_stamps(main, [str(confd)])[confd / "web.yaml"]}
+    with (confd / "web.yaml").open("a") as file:
+        file.write("z: 1\n")
+    hit = fresh_in_place(last, file_stamps(main, [str(confd)]), time.time())
+    assert hit is not None and hit[0] == confd / "web.yaml"
 
 
 def test_files_are_still_once_unchanged_for_the_settle_time() -> None:
@@ -85,13 +128,6 @@ def synapse_config(services: dict[str, list[int]]) -> SynapseConfig:
                                    for p in ports]}
         for i, (name, ports) in enumerate(services.items())
     }})  # fmt: skip
-
-
-def test_synapse_removals_are_services_gone_and_server_lists_shortened() -> None:
-    old = synapse_config({"api": [8001], "web": [8002, 8003]})
-    assert removals(old, synapse_config({"api": [8001], "web": [8002, 8003], "x": [1]})) == []
-    assert removals(old, synapse_config({"api": [8001], "web": [8004, 8005]})) == []
-    assert removals(old, synapse_config({"web": [8002]})) == ["api", "web (servers)"]
 
 
 TEXT = """\

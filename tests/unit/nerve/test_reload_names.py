@@ -29,8 +29,12 @@ def _nerve(fails: bool, abandoned: bool = False) -> Any:
         return {} if abandoned else {"unchanged": ["web"]}
 
     source = _Source()
+
+    async def read_settled(path: Any) -> tuple[Any, list[str], dict[Any, Any]]:
+        return *(await source.reload()), {}
+
     return SimpleNamespace(source=source, config=None, reload=reload, service_configs={},
-                           _load=lambda path: source.reload())  # fmt: skip
+                           _read_settled=read_settled)  # fmt: skip
 
 
 @pytest.fixture
