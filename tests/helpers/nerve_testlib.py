@@ -107,7 +107,11 @@ def nerve_config(services: dict[str, Any], instance_id: str = "i-test", **top: A
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:
-    path.write_text(json.dumps(config, indent=2))
+    """Written as config management does (a temp file renamed over): a file rewritten in
+    place and reloaded at once waits ~2 s for it to be still (smartstack/reload_settle.py)."""
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(config, indent=2))
+    os.replace(temp, path)
     return path
 
 

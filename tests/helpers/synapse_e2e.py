@@ -172,7 +172,11 @@ class Synapse:
         )
 
     def write_config(self) -> None:
-        self.config_path.write_text(yaml.safe_dump(self.config))
+        """A temp file renamed over, as config management writes: rewritten in place and
+        reloaded at once, it would wait ~2 s to be still (smartstack/reload_settle.py)."""
+        temp = self.config_path.with_name(f".{self.config_path.name}.tmp")
+        temp.write_text(yaml.safe_dump(self.config))
+        os.replace(temp, self.config_path)
 
     def start(self, timeout: float = 30.0) -> Synapse:
         self.process.start()
