@@ -141,7 +141,9 @@ class HAProxyController(Reloading):
             self._watch_process()
         if self._dumper is not None:
             self._dumper.start(self._lock)
-        self._reader.start_sweeping(self._lock, self._has_desired, self._apply_locked)
+        self._reader.start_sweeping(
+            self._lock, self._has_desired, self._apply_locked, self._master_alive
+        )
 
     async def apply(self, desired: list[DesiredService], reason: str) -> ApplyResult:
         seen = self.change_gate.reported  # (a newer report: a slow reload hands back)
@@ -248,6 +250,9 @@ class HAProxyController(Reloading):
 
     def _has_desired(self) -> bool:
         return self._applied and not self._stopping
+
+    def _master_alive(self) -> bool:
+        return self._managed is None or self._managed.alive
 
     async def _apply_locked(self, desired: list[DesiredService] | None = None) -> ApplyResult:
         """Plan against HAProxy and act on ``desired`` (None: the last); a refused candidate

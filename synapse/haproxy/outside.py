@@ -83,12 +83,21 @@ class OutsideWatch:
         self._lock: asyncio.Lock | None = None
         self._ready: Callable[[], bool] = lambda: False
         self._apply: Callable[[], Awaitable[object]] | None = None
+        self._owner_alive: Callable[[], bool] = lambda: True
 
     def start(
-        self, lock: asyncio.Lock, ready: Callable[[], bool], apply: Callable[[], Awaitable[object]]
+        self,
+        lock: asyncio.Lock,
+        ready: Callable[[], bool],
+        apply: Callable[[], Awaitable[object]],
+        owner_alive: Callable[[], bool] = lambda: True,
     ) -> None:
-        """``lock``, ``ready`` and ``apply``: the controller's, as the sweep has them."""
+        """``lock``, ``ready`` and ``apply``: the controller's, as the sweep has them.
+        ``owner_alive``: managed mode, whether the master synapse runs or adopted lives; once
+        it died, the new process that answers is the supervisor's to start or adopt (a
+        container's HAProxy started again at once answered this look first: CI, round 32)."""
         self._lock, self._ready, self._apply = lock, ready, apply
+        self._owner_alive = owner_alive
         if self._task is None:
             self._task = asyncio.create_task(self._run())
 
@@ -104,7 +113,7 @@ class OutsideWatch:
     async def look(self) -> bool:
         """One look; True when another process answered and the controller applied."""
         view, lock = self.view, self._lock
-        if lock is None or lock.locked() or not view.valid or not self._ready():
+        if lock is None or lock.locked() or not self._may_look():
             return False  # (an apply runs, or the next one reads whole anyway)
         since = view.counter
         try:
@@ -116,7 +125,7 @@ class OutsideWatch:
             return False
         async with lock:
             # synapse's own reload, start or whole read since the look: the view knows.
-            if view.refreshed_since(since) or not view.valid or not self._ready():
+            if view.refreshed_since(since) or not self._may_look():
                 return False
             event(log, "haproxy_outside_reload", level=logging.WARNING, pid=pid, was=view.pid,
                   detail="another HAProxy process answers: read whole and planned now")  # fmt: skip
@@ -125,6 +134,9 @@ class OutsideWatch:
             if self._apply is not None:
                 await self._apply()
         return True
+
+    def _may_look(self) -> bool:
+        return self.view.valid and self._ready() and self._owner_alive()
 
     async def _run(self) -> None:
         while True:

@@ -321,13 +321,15 @@ class RunningReader(PlanScope, SlowSocket):
         lock: asyncio.Lock,
         ready: Callable[[], bool],
         apply: Callable[[], Awaitable[object]],
+        owner_alive: Callable[[], bool] = lambda: True,
     ) -> None:
-        """Sweep in the background (see ``_sweep``), when there is a runtime view."""
+        """Sweep in the background (see ``_sweep``), when there is a runtime view;
+        ``owner_alive``: see ``OutsideWatch.start``."""
         self._lock, self._ready, self._apply = lock, ready, apply
         if self.view is not None and self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep(lock, ready, apply))
         if self.outside:
-            self.outside.start(lock, ready, apply)
+            self.outside.start(lock, ready, apply, owner_alive)
 
     async def stop_sweeping(self) -> None:
         task, self._sweeper = self._sweeper, None

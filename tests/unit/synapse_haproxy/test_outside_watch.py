@@ -62,3 +62,18 @@ async def test_synapse_own_reload_meanwhile_is_not_an_outside_one() -> None:
     client.during = own_reload
     assert not await watch.look()
     assert applied == [] and watch.noticed == 0
+
+
+async def test_a_new_master_after_ours_died_is_left_to_the_supervisor() -> None:
+    """Managed mode: the master died and its container started another at once; that one
+    answered the look before the supervisor adopted it (CI, round 32: logged as an outside
+    reload instead of `haproxy_adopted`)."""
+    alive = [True]
+    client = FakeClient("200", during=lambda: alive.__setitem__(0, False))
+    watch, view, applied = watched(client)
+    watch._owner_alive = lambda: alive[0]
+    assert not await watch.look()
+    assert applied == [] and watch.noticed == 0 and view.valid
+    alive[0] = True  # (adopted: the supervisor's start refreshed the view; a later pid is news)
+    client.during = lambda: None
+    assert await watch.look() and applied == ["apply"]
