@@ -117,6 +117,39 @@ def test_a_still_file_with_an_mtime_in_the_future_is_read(tmp_path: Path) -> Non
     assert load_document(path) == {"alpha": 1, "bravo": 2, "charlie": 3}
 
 
+def test_files_stamped_before_the_clock_stepped_back_are_read_without_a_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every file written in the hour before a -1 h step has an mtime ahead of the clock:
+    # one settle wait each was 300 service files read in 75.4 s by a daemon that does not
+    # own them (15.2 s when it does), past CHILD_TIMEOUT (a SIGHUP rejected) from ~480.
+    monkeypatch.setattr(config_read, "_open_for_writing", lambda fd: None)
+    paths = []
+    for i in range(20):
+        path = tmp_path / f"s{i}.yaml"
+        path.write_text(FULL)
+        future = time.time() + 3600
+        os.utime(path, (future, future))
+        paths.append(path)
+    monkeypatch.setattr(config_read.time, "sleep", lambda s: pytest.fail(f"slept {s}"))
+    assert all(load_document(p) == {"alpha": 1, "bravo": 2, "charlie": 3} for p in paths)
+
+
+def test_a_file_stamped_ahead_is_still_waited_for_while_a_writer_has_it_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "nerve.yaml"
+    path.write_text(FULL)
+    future = time.time() + 3600
+    os.utime(path, (future, future))
+    answers = iter([True, False, False])  # a writer has it open at the first read only
+    monkeypatch.setattr(config_read, "_open_for_writing", lambda fd: next(answers))
+    slept: list[float] = []
+    monkeypatch.setattr(config_read.time, "sleep", slept.append)
+    assert load_document(path) == {"alpha": 1, "bravo": 2, "charlie": 3}
+    assert slept == [config_read.POLL_S]
+
+
 def test_a_pipe_is_read_once(tmp_path: Path) -> None:
     read_end, write_end = os.pipe()
     os.write(write_end, FULL.encode())
