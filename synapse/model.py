@@ -82,6 +82,9 @@ class Server:
     # zone routing: a server of another zone than synapse's, used by HAProxy only when no
     # server of the local zone is (synapse.zone_apply: HAProxy fails over by itself)
     backup: bool = False
+    # a DNS-named host's address as synapse looked it up (synapse.haproxy.dns_addresses;
+    # "": none): HAProxy is told it rather than resolving the name itself
+    address: str = ""
 
     @classmethod
     def from_registration(

@@ -39,6 +39,7 @@ from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.bridge import Bridge, Layout, build_bridge
 from synapse.haproxy.confirm import ReloadCheck
 from synapse.haproxy.desired import DesiredConfig
+from synapse.haproxy.dns_addresses import ADDRESSES, dns_names
 from synapse.haproxy.executor import run_ops
 from synapse.haproxy.express import Express
 from synapse.haproxy.failures import Failures
@@ -144,6 +145,7 @@ class HAProxyController(Reloading):
         self._reader.start_sweeping(
             self._lock, self._has_desired, self._apply_locked, self._master_alive
         )
+        ADDRESSES.start(self._dns_changed)
 
     async def apply(self, desired: list[DesiredService], reason: str) -> ApplyResult:
         seen = self.change_gate.reported  # (a newer report: a slow reload hands back)
@@ -203,6 +205,7 @@ class HAProxyController(Reloading):
                 await part.stop()
         await self._pending.cancel()
         await self._reader.stop_sweeping()
+        await ADDRESSES.stop()
         await self._installer.edge.stop()
         async with self._lock:
             await self._installer.shut_down(self.config.managed)
@@ -248,6 +251,12 @@ class HAProxyController(Reloading):
 
     # --- one apply: read -> render -> plan -> run ops, or hand over to the gate -----------
 
+    async def _dns_changed(self) -> None:
+        """A server's DNS name has a new address: render it (a reload brings it)."""
+        if self._has_desired():
+            async with self._lock:
+                await self._apply_locked()
+
     def _has_desired(self) -> bool:
         return self._applied and not self._stopping
 
@@ -290,6 +299,8 @@ class HAProxyController(Reloading):
         recovered = self._reader.take_recovered()  # (commands of the stall may run only now)
         if new := running_settings(self.settings, self.config, self._reader.version):  # Airbnb
             self.settings, self._renderer = new, Renderer(self.config, new)  # (what it supports)
+        await ADDRESSES.settle(dns_names(self._desired))  # (HAProxy never asks DNS)
+        self._desired = ADDRESSES.renew(self._desired)  # (a name's new address: rendered)
         early = await self._express.send(self._renderer, self._desired, running)  # (express)
         if early.failures and self._slow_commands:
             return self._slow()

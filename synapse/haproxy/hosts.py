@@ -3,9 +3,11 @@
 HAProxy resolves a server's DNS name when it parses the config, and by default
 (``init-addr last,libc``) a name that does not resolve fails the parse: one registration
 whose host left DNS would make every candidate fail ``haproxy -c`` (every reload of every
-service refused) and a restart from the file fail. ``DNS_INIT_ADDR`` adds ``none``: such a
-server starts in maintenance instead, and ``last`` takes its address from the server-state
-file first. Pure functions.
+service refused) and a restart from the file fail; one whose resolver does not answer makes
+every parse wait 20 s per name. So synapse looks the names up itself (``dns_addresses``)
+and renders ``init-addr <address>``, or without an answer ``DNS_INIT_ADDR``: the
+server-state file's address, else the server starts in maintenance. HAProxy never asks
+DNS. Pure functions.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from collections.abc import Iterable
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)  # as ipaddress accepts and prints it
-DNS_INIT_ADDR = "init-addr last,libc,none"
+DNS_INIT_ADDR = "init-addr last,none"
+# what ``with_init_addr`` adds (``last,libc,none``: before synapse looked names up itself)
+_ADDED = re.compile(r"(?:^| )init-addr (?:last,none|last,libc,none|[0-9A-Fa-f.:]+)$")
 
 
 def is_ip(host: str) -> bool:
@@ -31,16 +35,16 @@ def is_ip(host: str) -> bool:
     return True
 
 
-def with_init_addr(own: str, default_server: Iterable[str]) -> str:
-    """A DNS-named server's own options with ``DNS_INIT_ADDR`` added, unless they or the
-    backend's ``default-server`` options set ``init-addr`` already (the operator's wins)."""
+def with_init_addr(own: str, default_server: Iterable[str], address: str | None = None) -> str:
+    """A DNS-named server's own options with ``init-addr <address>`` (synapse's lookup)
+    or ``DNS_INIT_ADDR`` added, unless they or the backend's ``default-server`` options set
+    ``init-addr`` already (the operator's wins)."""
     if any("init-addr" in options.split() for options in (own, *default_server)):
         return own
-    return f"{own} {DNS_INIT_ADDR}" if own else DNS_INIT_ADDR
+    added = f"init-addr {address}" if address else DNS_INIT_ADDR
+    return f"{own} {added}" if own else added
 
 
 def without_init_addr(tail: str) -> str:
-    """A server line's options without the ``DNS_INIT_ADDR`` ``with_init_addr`` added."""
-    if tail == DNS_INIT_ADDR:
-        return ""
-    return tail.removesuffix(f" {DNS_INIT_ADDR}")
+    """A server line's options without the ``init-addr`` ``with_init_addr`` added."""
+    return _ADDED.sub("", tail)

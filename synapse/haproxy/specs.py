@@ -407,7 +407,8 @@ class BackendBuilder:
 
         why_not = ""
         if not is_ip(server.host):  # (its traits are the options' without init-addr)
-            own = with_init_addr(own, inheritance[0])  # (else one bad name fails every check)
+            # (else one bad name fails every check, a silent resolver stalls every parse)
+            own = with_init_addr(own, inheritance[0], server.address or None)
             why_not = f"host {server.host} is a DNS name (added servers are not resolved)"
         if trait.refused:
             why_not = f"option {trait.refused!r} cannot be set on an added server"

@@ -171,7 +171,7 @@ def seeded_with_check_inter(servers):
 
 
 def test_the_running_options_of_dns_and_ip_servers_are_one_block_without_init_addr():
-    # A DNS-named server's line adds `init-addr last,libc,none` of synapse's own: the
+    # A DNS-named server's line adds `init-addr last,none` of synapse's own: the
     # running servers' options are still the same once it is left out.
     seeded_with_check_inter([SERVERS[0], server("gone.invalid", 80, "g")])
 

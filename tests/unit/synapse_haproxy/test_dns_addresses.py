@@ -1,0 +1,129 @@
+"""Synapse looks DNS-named servers up itself (``dns_addresses``): HAProxy's own lookup at
+parse time waited 20 s per name for a resolver that does not answer (every ``haproxy -c``
+outlived ``reload_timeout``), and ``init-addr last`` never followed a moved name."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+from haproxy_helpers import render, server, service
+
+from synapse.haproxy import dns_addresses
+from synapse.haproxy.dns_addresses import DnsAddresses
+from synapse.haproxy.hosts import with_init_addr, without_init_addr
+
+
+class FakeDns:
+    """getaddrinfo's stand-in: an answer per name, an error, or a hang until released."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, list[str] | Exception] = {}
+        self.release = threading.Event()
+        self.asked: list[str] = []
+
+    def __call__(self, host: str, port: object, **kwargs: object) -> list[tuple]:
+        self.asked.append(host)
+        answer = self.answers.get(host, "hang")
+        if answer == "hang":
+            self.release.wait(5)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        if isinstance(answer, Exception):
+            raise answer
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0)) for a in answer]
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch):
+    fake = FakeDns()
+    monkeypatch.setattr(dns_addresses.socket, "getaddrinfo", fake)
+    yield fake
+    fake.release.set()
+
+
+async def test_a_silent_resolver_costs_one_short_wait_then_none(dns: FakeDns):
+    addresses = DnsAddresses()
+    began = time.monotonic()
+    await addresses.settle({"db.example"}, wait=0.3)
+    assert 0.25 < time.monotonic() - began < 1.0
+    assert addresses.address("db.example") is None
+    began = time.monotonic()
+    await addresses.settle({"db.example"}, wait=0.3)  # (the same lookup: not waited again)
+    assert time.monotonic() - began < 0.1 and dns.asked == ["db.example"]
+
+
+async def test_an_answer_is_kept_across_reorders_and_failures_not_a_missing_name(dns: FakeDns):
+    addresses = DnsAddresses(refresh_seconds=0)
+    changed: list[str] = []
+
+    async def on_change() -> None:
+        changed.append(str(addresses.address("db.example")))
+
+    async def ask() -> None:  # (a name with an answer is refreshed without a wait)
+        await addresses.settle({"db.example"})
+        await asyncio.sleep(0.05)
+
+    addresses.start(on_change)
+    try:
+        dns.answers["db.example"] = ["10.0.0.5", "10.0.0.6"]
+        await ask()
+        assert addresses.address("db.example") == "10.0.0.5"
+        dns.answers["db.example"] = ["10.0.0.6", "10.0.0.5"]  # (round-robin DNS)
+        await ask()
+        assert addresses.address("db.example") == "10.0.0.5"
+        dns.answers["db.example"] = socket.gaierror(socket.EAI_AGAIN, "try again")
+        await ask()
+        assert addresses.address("db.example") == "10.0.0.5"
+        dns.answers["db.example"] = ["10.0.0.7"]  # moved
+        await ask()
+        assert addresses.address("db.example") == "10.0.0.7"
+        dns.answers["db.example"] = socket.gaierror(socket.EAI_NONAME, "no such name")
+        await ask()
+        assert addresses.address("db.example") is None
+        assert changed == ["10.0.0.5", "10.0.0.7", "None"]
+    finally:
+        await addresses.stop()
+
+
+def test_an_operators_init_addr_wins_over_synapses_address():
+    assert with_init_addr("check init-addr libc", [], "10.0.0.5") == "check init-addr libc"
+    assert with_init_addr("check", ["init-addr none"], "10.0.0.5") == "check"
+    assert with_init_addr("check", [], "10.0.0.5") == "check init-addr 10.0.0.5"
+
+
+async def test_the_rendered_line_carries_synapses_address_and_never_libc(dns: FakeDns):
+    dns.answers["db.example"] = ["10.0.0.5"]
+    addresses = DnsAddresses()
+    svc = service("web", [server("db.example", 80, "d"), server("gone.example", 80, "g")])
+    await addresses.settle({"db.example"})
+    desired = addresses.renew([svc])
+    assert addresses.renew(desired)[0] is desired[0]  # (unchanged: the renderer's cache)
+    text = render(desired).text
+    lines = {line.split()[1]: line for line in text.splitlines() if "server " in line}
+    assert lines["d_db.example:80"].endswith(" init-addr 10.0.0.5")
+    assert lines["g_gone.example:80"].endswith(" init-addr last,none")
+    dns.answers["db.example"] = ["10.0.0.7"]  # moved: a new object, a new line
+    addresses.refresh_seconds = 0
+    await addresses.settle({"db.example"})
+    await asyncio.sleep(0.05)
+    moved = addresses.renew(desired)
+    assert moved[0] is not desired[0] and moved[0].servers[1] is desired[0].servers[1]
+    assert "init-addr 10.0.0.7" in render(moved).text
+
+
+@pytest.mark.parametrize(
+    "added",
+    [
+        "init-addr last,none",
+        "init-addr last,libc,none",
+        "init-addr 10.0.0.5",
+        "init-addr fd00::1",
+    ],
+)
+def test_what_synapse_added_is_left_out_when_read_back(added: str):
+    assert without_init_addr(f"check {added}") == "check"
+    assert without_init_addr(added) == ""
+    assert without_init_addr("check init-addr libc") == "check init-addr libc"
