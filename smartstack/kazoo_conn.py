@@ -33,6 +33,8 @@ behaviour across a dropped connection, against a real ZooKeeper.
 from __future__ import annotations
 
 import logging
+import random
+import socket
 import ssl
 from typing import Any
 
@@ -47,6 +49,8 @@ from kazoo.protocol.connection import (
 )
 from kazoo.protocol.serialization import Auth, Connect, int_struct
 from kazoo.retry import ForceRetryError
+
+from smartstack import zk_names
 
 MAX_BATCH = 256
 # kazoo waits for the answer to its session handshake for the session timeout divided by
@@ -171,8 +175,18 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
         return ping_read_timeout(read_timeout), connect_timeout
 
     def _expand_client_hosts(self) -> list[tuple[str, str, int]]:
-        """kazoo's (host, address, port) list of a connect cycle, its addresses counted."""
-        host_ports: list[tuple[str, str, int]] = super()._expand_client_hosts()
+        """kazoo's (host, address, port) list of a connect cycle, its addresses counted; a
+        name that stops resolving keeps its last addresses (``zk_names``)."""
+        host_ports: list[tuple[str, str, int]] = []
+        for host, port in self.client.hosts:
+            try:
+                found = zk_names.addresses(host.strip(), port)
+            except socket.gaierror as exc:  # (never resolved: skipped, as kazoo does)
+                self.logger.warning("Cannot resolve %s: %s", host.strip(), exc)
+                continue
+            host_ports += [(host.strip(), address, p) for address, p in found]
+        if self.client.randomize_hosts:
+            random.shuffle(host_ports)
         self._addresses = len(host_ports)
         return host_ports
 
