@@ -39,7 +39,7 @@ from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.bridge import Bridge, Layout, build_bridge
 from synapse.haproxy.confirm import ReloadCheck
 from synapse.haproxy.desired import DesiredConfig
-from synapse.haproxy.dns_addresses import ADDRESSES, dns_names
+from synapse.haproxy.dns_addresses import ADDRESSES
 from synapse.haproxy.executor import run_ops
 from synapse.haproxy.express import Express
 from synapse.haproxy.failures import Failures
@@ -299,7 +299,7 @@ class HAProxyController(Reloading):
         recovered = self._reader.take_recovered()  # (commands of the stall may run only now)
         if new := running_settings(self.settings, self.config, self._reader.version):  # Airbnb
             self.settings, self._renderer = new, Renderer(self.config, new)  # (what it supports)
-        await ADDRESSES.settle(dns_names(self._desired))  # (HAProxy never asks DNS)
+        await ADDRESSES.settle(ADDRESSES.names(self._desired))  # (HAProxy never asks DNS)
         self._desired = ADDRESSES.renew(self._desired)  # (a name's new address: rendered)
         early = await self._express.send(self._renderer, self._desired, running)  # (express)
         if early.failures and self._slow_commands:

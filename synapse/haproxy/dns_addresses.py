@@ -27,10 +27,11 @@ import operator
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from synapse.haproxy.hosts import is_ip
+from synapse.identity import moved
 
 if TYPE_CHECKING:
     from synapse.model import DesiredService, Server
@@ -51,6 +52,8 @@ class DnsAddresses:
         self._on_change: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # on_change's, held until done
         self._refresher: asyncio.Task[None] | None = None
+        self._scanned: list[DesiredService] = []  # the last list names() looked at
+        self._names_by: list[frozenset[str]] = []  # its services' DNS names, by position
 
     def address(self, host: str) -> str | None:
         """The address to render for ``host`` (a dict read: never a lookup)."""
@@ -76,13 +79,31 @@ class DnsAddresses:
             while not event.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
 
+    def names(self, desired: Sequence[DesiredService]) -> set[str]:
+        """The servers' hosts that are DNS names. A service handed over as the same object
+        as last time is not looked at again: a scan of every server cost 7-10 ms an apply
+        at 1,000 services x 20 (review s33), where an apply is ~1 ms."""
+        old = self._scanned
+        if len(desired) == len(old):
+            by = list(self._names_by)
+            for i in moved(desired, old):
+                by[i] = _names_of(desired[i])
+        else:
+            by = [_names_of(service) for service in desired]
+        self._scanned, self._names_by = list(desired), by
+        return set().union(*by)
+
     def renew(self, desired: list[DesiredService]) -> list[DesiredService]:
         """``desired`` with each DNS-named server's ``address`` set to the answer (new
         objects where it changed: the renderer reuses what equals its last render)."""
         if not self._wanted:  # (no DNS-named server in the last settle: the common case)
             return desired
+        self.names(desired)  # (the same list as the settle's: nothing scanned again)
         renewed = list(desired)
-        for i, service in enumerate(desired):
+        for i, named in enumerate(self._names_by):
+            if not named:
+                continue
+            service = desired[i]
             servers = [self._with_address(server) for server in service.servers]
             if any(map(operator.is_not, servers, service.servers)):
                 renewed[i] = dataclasses.replace(service, servers=servers)
@@ -154,9 +175,8 @@ class DnsAddresses:
                 notify()
 
 
-def dns_names(desired: Iterable[DesiredService]) -> set[str]:
-    """The servers' hosts that are DNS names."""
-    return {s.host for service in desired for s in service.servers if not is_ip(s.host)}
+def _names_of(service: DesiredService) -> frozenset[str]:
+    return frozenset(s.host for s in service.servers if not is_ip(s.host))
 
 
 ADDRESSES = DnsAddresses()  # process-wide, as the names and the renderer are
