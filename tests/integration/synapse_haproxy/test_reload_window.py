@@ -311,10 +311,21 @@ async def test_a_stop_during_a_hung_reload_ends_at_once(airbnb, sockdir, by):
         took = time.monotonic() - began
         assert took < 2.0, took  # (before, the retry's: the rest of its 6 s)
         assert Path(controller.settings.config_path).read_text() == before
-        assert not _running(f"{sockdir}/reload.sh")  # (it was killed)
+        assert await _gone_within(f"{sockdir}/reload.sh", 2.0)  # (it was killed)
     finally:
         if not stopped:
             await controller.stop()
+
+
+async def _gone_within(script: str, seconds: float) -> bool:
+    """Whether no process runs ``script`` within ``seconds``: a group SIGKILLed is gone a
+    moment later, not at once, on a busy host (one run of 228 failed, round 33)."""
+    deadline = time.monotonic() + seconds
+    while _running(script):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 def _running(script: str) -> bool:
