@@ -54,6 +54,8 @@ class DnsAddresses:
         self._refresher: asyncio.Task[None] | None = None
         self._scanned: list[DesiredService] = []  # the last list names() looked at
         self._names_by: list[frozenset[str]] = []  # its services' DNS names, by position
+        self._generation = 0  # counts the answers that changed (renew's reuse is void)
+        self._renewed: tuple[int, list[DesiredService], list[DesiredService]] = (-1, [], [])
 
     def address(self, host: str) -> str | None:
         """The address to render for ``host`` (a dict read: never a lookup)."""
@@ -99,14 +101,24 @@ class DnsAddresses:
         if not self._wanted:  # (no DNS-named server in the last settle: the common case)
             return desired
         self.names(desired)  # (the same list as the settle's: nothing scanned again)
+        generation = self._generation  # (read first: an answer changing meanwhile voids it)
+        last_generation, last_in, last_out = self._renewed
+        reuse = generation == last_generation and len(desired) == len(last_in)
         renewed = list(desired)
         for i, named in enumerate(self._names_by):
             if not named:
                 continue
             service = desired[i]
+            # a service handed over as the same object as last time (the reconciler's, or
+            # the one renewed then), no answer changed since: last time's (an apply renewed
+            # every DNS-named server: 130 ms at 1,000 x 20 named hosts, review s33)
+            if reuse and (service is last_in[i] or service is last_out[i]):
+                renewed[i] = last_out[i]
+                continue
             servers = [self._with_address(server) for server in service.servers]
             if any(map(operator.is_not, servers, service.servers)):
                 renewed[i] = dataclasses.replace(service, servers=servers)
+        self._renewed = (generation, list(desired), renewed)
         return renewed
 
     def _with_address(self, server: Server) -> Server:
@@ -168,6 +180,8 @@ class DnsAddresses:
                 else:
                     self._answers[host] = chosen
             changed = self._answers.get(host) != before
+            if changed:
+                self._generation += 1
         event.set()
         notify = self._on_change
         if changed and notify is not None:
