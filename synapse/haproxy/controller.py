@@ -268,6 +268,11 @@ class HAProxyController(Reloading):
         isolates the services it names, the rest is applied (``isolation``). Under the lock."""
         desired = self._desired if desired is None else desired
         self._apply_began = time.monotonic()  # (a reload on no answer since: ``stalled``)
+        # HAProxy never asks DNS: a name's address is rendered. Before the isolation, which
+        # reads a refused service's running block back with the servers it is handed (with
+        # no address they differed from the running lines: never seeded, left out)
+        await ADDRESSES.settle(ADDRESSES.names(desired))
+        desired = ADDRESSES.renew(desired)
         result = await self._isolation.apply(self._apply_with, desired, self.settings)
         if self._isolation.isolated:  # the refusal stays on /status while it lasts
             # (unless every one waits for its address: a standby LB without its VIP is
@@ -299,8 +304,6 @@ class HAProxyController(Reloading):
         recovered = self._reader.take_recovered()  # (commands of the stall may run only now)
         if new := running_settings(self.settings, self.config, self._reader.version):  # Airbnb
             self.settings, self._renderer = new, Renderer(self.config, new)  # (what it supports)
-        await ADDRESSES.settle(ADDRESSES.names(self._desired))  # (HAProxy never asks DNS)
-        self._desired = ADDRESSES.renew(self._desired)  # (a name's new address: rendered)
         early = await self._express.send(self._renderer, self._desired, running)  # (express)
         if early.failures and self._slow_commands:
             return self._slow()

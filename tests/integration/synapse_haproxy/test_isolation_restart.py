@@ -125,3 +125,47 @@ async def test_a_start_from_the_config_file_keeps_the_service_it_runs(
     await serves(ports[1], {"b2"})
     assert result.reload is ApplyOutcome.INVALID, result
     assert controller.status()["isolated_services"]["api"]["running"] == FROM_FILE
+
+
+async def test_a_refused_block_with_a_dns_named_server_is_read_back_too(
+    managed_factory, http_backend_factory, sockdir, monkeypatch
+):
+    """api's server is a DNS name (its line: `init-addr <address>`, synapse's lookup).
+    The isolation read it back with the servers before their address was looked up: the
+    lines differed (`init-addr last,none`), api was never seeded and left out of HAProxy
+    (review s33: not served after the restart)."""
+    import socket
+
+    from synapse.haproxy import dns_addresses
+
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        return real("127.0.0.1" if host == "api.dns.test" else host, port, *args, **kwargs)
+
+    monkeypatch.setattr(dns_addresses.socket, "getaddrinfo", getaddrinfo)
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    ports = (free_port(), free_port())
+
+    def services(**api_keys):
+        api = [server("api.dns.test", b2.port, "b2")]
+        return [web(ports[0], [b1]), service("api", api, port=ports[1], **api_keys)]
+
+    managed = {"stats": {"enabled": False}, "stop_on_exit": False}
+    first = HAProxyController(managed_config(sockdir, managed=managed), CollectorRegistry())
+    adopted = False
+    try:
+        await first.start()
+        assert (await first.apply(services(), "start")).reload is ApplyOutcome.DONE
+        await serves(ports[1], {"b2"})
+        await first.stop()
+        controller = managed_factory(CollectorRegistry())
+        await controller.start()
+        adopted = True
+        result = await controller.apply(services(backend=REFUSED), "restart")
+        assert result.reload is ApplyOutcome.INVALID, result
+        assert controller.status()["isolated_services"]["api"]["running"] == FROM_FILE
+        await serves(ports[1], {"b2"})
+    finally:
+        if not adopted:
+            await _kill_leftover(sockdir)
