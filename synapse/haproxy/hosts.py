@@ -48,3 +48,15 @@ def with_init_addr(own: str, default_server: Iterable[str], address: str | None 
 def without_init_addr(tail: str) -> str:
     """A server line's options without the ``init-addr`` ``with_init_addr`` added."""
     return _ADDED.sub("", tail)
+
+
+# a `show servers state` row whose srv_addr is "-": a server without an address (a DNS name
+# with no answer yet: `init-addr last,none`), in maintenance and DOWN
+_UNADDRESSED = re.compile(r"^\d+ \S+ \d+ \S+ - .*\n?", re.MULTILINE)
+
+
+def without_unaddressed(dump: str) -> str:
+    """A servers-state dump without the rows of servers that have no address. Loaded by
+    the next worker, such a row made the server DOWN there even once the name had an
+    address (`init-addr <address>`): a server without health checks never came back up."""
+    return _UNADDRESSED.sub("", dump) if " - " in dump else dump
