@@ -142,9 +142,8 @@ class HAProxyController(Reloading):
             self._watch_process()
         if self._dumper is not None:
             self._dumper.start(self._lock)
-        self._reader.start_sweeping(
-            self._lock, self._has_desired, self._apply_locked, self._master_alive
-        )
+        sweep = self._lock, self._has_desired, self._apply_locked, self._master_alive
+        self._reader.start_sweeping(*sweep)
         ADDRESSES.start(self._dns_changed)
 
     async def apply(self, desired: list[DesiredService], reason: str) -> ApplyResult:
@@ -268,11 +267,9 @@ class HAProxyController(Reloading):
         isolates the services it names, the rest is applied (``isolation``). Under the lock."""
         desired = self._desired if desired is None else desired
         self._apply_began = time.monotonic()  # (a reload on no answer since: ``stalled``)
-        # HAProxy never asks DNS: a name's address is rendered. Before the isolation, which
-        # reads a refused service's running block back with the servers it is handed (with
-        # no address they differed from the running lines: never seeded, left out)
-        await ADDRESSES.settle(ADDRESSES.names(desired))
-        desired = ADDRESSES.renew(desired)
+        # HAProxy never asks DNS; looked up before the isolation reads a refused service
+        # back with these servers (without addresses: never seeded, left out)
+        desired = await ADDRESSES.resolved(desired)
         result = await self._isolation.apply(self._apply_with, desired, self.settings)
         if self._isolation.isolated:  # the refusal stays on /status while it lasts
             # (unless every one waits for its address: a standby LB without its VIP is

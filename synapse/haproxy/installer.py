@@ -41,6 +41,7 @@ from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.edge_sync import EdgeSync
 from synapse.haproxy.failures import Failures
+from synapse.haproxy.hosts import without_unaddressed
 from synapse.haproxy.loadmark import LoadMark
 from synapse.haproxy.managed import HAProxyProcessError, ManagedHAProxy, PortsTaken
 from synapse.haproxy.metrics import HAProxyMetrics
@@ -50,7 +51,6 @@ from synapse.haproxy.ports import Clash
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.settings import Settings
 from synapse.haproxy.sockets import HAProxySocketError
-from synapse.haproxy.hosts import without_unaddressed
 
 log = logging.getLogger("synapse.haproxy")
 # Around HAProxy's part of a reload (the controller's ``ReloadWindow.opened``).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 
-from haproxy_helpers import serves, server, service, web
+from haproxy_helpers import server, serves, service, web
 
 from synapse.contract import ApplyOutcome
 from synapse.haproxy import dns_addresses
@@ -19,9 +19,7 @@ from testbed.process import free_port
 NAME = "late.dns.test"
 
 
-async def test_a_name_answered_late_is_served(
-    managed_factory, http_backend_factory, monkeypatch
-):
+async def test_a_name_answered_late_is_served(managed_factory, http_backend_factory, monkeypatch):
     real, answered = socket.getaddrinfo, [False]
 
     def getaddrinfo(host, port, *args, **kwargs):

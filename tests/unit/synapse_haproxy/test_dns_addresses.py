@@ -156,8 +156,10 @@ async def test_renew_redoes_only_the_services_that_changed(dns: FakeDns, monkeyp
     addresses = DnsAddresses(refresh_seconds=0)
     for i in range(10):
         dns.answers[f"n{i}.example"] = [f"10.0.0.{i + 1}"]
-    first = [service(f"s{i}", [server(f"n{(i + j) % 10}.example", 80, f"i{j}") for j in range(4)])
-             for i in range(50)]
+    first = [
+        service(f"s{i}", [server(f"n{(i + j) % 10}.example", 80, f"i{j}") for j in range(4)])
+        for i in range(50)
+    ]
     await addresses.settle(addresses.names(first))
     await asyncio.sleep(0.05)
     out = addresses.renew(first)
