@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -30,6 +31,12 @@ from synapse.haproxy.certstore import CertStore
 log = logging.getLogger("synapse.haproxy.certwatch")
 # Words of HAProxy's answers to a refused ssl command (2.6).
 _FAILURE_WORDS = ("error", "can't", "unable", "unknown", "failed", "not found")
+# Answers about HAProxy's one certificate transaction, not about the certificate: a
+# reload between `set` and `commit` (the commit reaches the new process), or a transaction
+# left open in it (a watcher stopped in between). Taken as a refusal, they kept a renewed
+# certificate out of HAProxy and of every later reload until its content changed again.
+_TRANSIENT = ("no ongoing transaction", "ongoing transaction is about", "currently locked")
+_OTHER_TRANSACTION = re.compile(r"ongoing transaction is about '([^']+)'")
 
 Send = Callable[[str], Awaitable[str]]
 
@@ -89,13 +96,21 @@ class CertWatcher:
 
     async def check_once(self) -> list[Path]:
         """One scan; the copies whose change HAProxy now serves."""
+        await asyncio.to_thread(self.store.prewarm)
         async with self.store.lock:
             wanted = (await asyncio.to_thread(self.store.next_scan)).wanted
-            applied = []
+            applied: list[Path] = []
             # Additions and changes before removals: after adopting an older synapse's
             # HAProxy, the copies replace cert_dir's own paths, and removing those first
             # would leave every domain on the placeholder until its copy is added.
-            for path in [*sorted(wanted), *sorted(set(self.served) - set(wanted))]:
+            order = [*sorted(wanted), *sorted(set(self.served) - set(wanted))]
+            for done, path in enumerate(order):
+                if self.store.reloads_waiting:  # it loads the rest from the copies
+                    left = [p for p in order[done:] if self.served.get(p) != wanted.get(p)]
+                    if left:
+                        event(log, "certificates_left_to_reload", applied=len(applied),
+                              left=len(left))  # fmt: skip
+                    break
                 before = {path: self.served[path]} if path in self.served else {}
                 after = {path: wanted[path]} if path in wanted else {}
                 commands = tls.runtime_commands(before, after, self.store.paths)
@@ -118,7 +133,19 @@ class CertWatcher:
             if refused_answer(answer):
                 if command.startswith("set ssl cert"):
                     await self.send(f"abort ssl cert {path}")
+                if any(words in answer.lower() for words in _TRANSIENT):
+                    await self._transaction_busy(path, answer)
+                    return False  # tried again at the next scan
                 why = f"HAProxy refused {command.split(' <<')[0]!r}: {answer.strip()[:300]}"
                 self.store.rejected(path, cert, why)
                 return False
         return True
+
+    async def _transaction_busy(self, path: Path, answer: str) -> None:
+        """A transaction answer: abort one left open on another certificate (ours is gone
+        with its process or was just aborted); nothing is refused."""
+        event(log, "cert_watch_failed", level=logging.WARNING, file=str(path),
+              error=answer.strip()[:300])  # fmt: skip
+        other = _OTHER_TRANSACTION.search(answer)
+        if other is not None and other.group(1) != str(path):
+            await self.send(f"abort ssl cert {other.group(1)}")

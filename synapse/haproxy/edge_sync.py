@@ -74,8 +74,7 @@ class EdgeSync:
         self.zones.write_wanted()
         certs = self.certs
         if certs is not None:
-            async with certs.lock:  # (openssl checks each new PEM: off the event loop)
-                await asyncio.to_thread(certs.refresh)
+            await certs.refresh_for_reload()
 
     def refused(self) -> None:
         self.routes.restore()

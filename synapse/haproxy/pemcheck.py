@@ -105,3 +105,8 @@ def checked_problem(text: str, now: datetime | None = None) -> str | None:
             _CHECKED.clear()
         _CHECKED[digest] = inspect(text)
     return _verdict(_CHECKED[digest], now)
+
+
+def is_checked(text: str) -> bool:
+    """Whether openssl already said what it says of ``text`` (no process to start)."""
+    return hashlib.sha256(text.encode()).hexdigest() in _CHECKED

@@ -27,7 +27,7 @@ are checked with the ``openssl`` CLI (``synapse.haproxy.pemcheck``).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from synapse.atomic import read_text, write_atomic
 from synapse.edge_config import HAProxyTLS
 from synapse.haproxy import certfiles, extracheck
 from synapse.haproxy.certfiles import Cert, normalised
-from synapse.haproxy.pemcheck import checked_problem, openssl
+from synapse.haproxy.pemcheck import checked_problem, is_checked, openssl
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,21 @@ def candidates(cert_dir: Path) -> list[Path]:
     return [p for p in sorted(cert_dir.glob("*.pem")) if not p.name.startswith(".") and p.is_file()]
 
 
-def scan(cert_dir: Path) -> tuple[dict[Path, str], dict[Path, str]]:
-    """The usable PEMs of ``cert_dir`` (path -> text) and the refused ones (path -> why)."""
+DEFERRED = "not checked yet"  # scan's reason for a PEM ``defer`` left to the watcher
+
+
+def scan(
+    cert_dir: Path, defer: Callable[[Path], bool] | None = None
+) -> tuple[dict[Path, str], dict[Path, str]]:
+    """The usable PEMs of ``cert_dir`` (path -> text) and the refused ones (path -> why).
+    A PEM openssl has not checked yet goes as ``DEFERRED`` when ``defer(path)`` says so."""
     usable: dict[Path, str] = {}
     refused: dict[Path, str] = {}
     for path in candidates(cert_dir):
         text = read_text(path)
+        if text is not None and defer is not None and not is_checked(text) and defer(path):
+            refused[path] = DEFERRED
+            continue
         problem = "unreadable" if text is None else checked_problem(text)
         if problem is None and text is not None:
             usable[path] = text

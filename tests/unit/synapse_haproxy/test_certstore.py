@@ -4,6 +4,7 @@ HAProxy stood in for."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,6 +107,7 @@ def edge(tmp_path, monkeypatch):
     monkeypatch.setattr(
         tls, "checked_problem", lambda text, now=None: None if "GOOD" in text else "broken"
     )
+    monkeypatch.setattr(tls, "is_checked", lambda text: True)  # (the stand-in is instant)
     monkeypatch.setattr(tls, "make_placeholder", lambda path: path.write_text(pem("placeholder")))
     certs = tmp_path / "certs"
     certs.mkdir()
@@ -214,3 +216,87 @@ async def test_adopted_certificates_are_replaced_new_first(edge, tmp_path):
         i for i, verb in enumerate(verbs) if verb in ("add ssl", "commit ssl")
     )
     assert watcher.served == store.kept
+
+
+async def test_a_reload_does_not_wait_for_a_whole_renewal_batch(edge):
+    # A wildcard renewal of 300 PEMs took the watcher 14-28 s of runtime commands, all
+    # under the store's lock: a SIGHUP adding a service waited for all of them. The batch
+    # now yields between certificates; the reload loads the rest from the copies.
+    certs, store = edge
+    names = [f"h{i:02}" for i in range(30)]
+    for name in names:
+        (certs / f"{name}.pem").write_text(pem(f"{name}-1"))
+    store.refresh()
+    haproxy = FakeHAProxy()
+
+    async def slow_send(command: str) -> str:
+        await asyncio.sleep(0.005)
+        return await haproxy.send(command)
+
+    watcher = CertWatcher(store, slow_send, dict(store.kept))
+    for name in names:
+        (certs / f"{name}.pem").write_text(pem(f"{name}-2"))
+    batch = asyncio.create_task(watcher.check_once())
+    while not haproxy.commands:
+        await asyncio.sleep(0.001)
+    await store.refresh_for_reload()
+    commits = sum(c.startswith("commit") for c in haproxy.commands)
+    assert commits < 5, f"the reload waited for {commits} of 30 certificates"
+    assert (store.paths.copies / "h29.pem").read_text() == pem("h29-2")  # what it loads
+    assert len(await batch) == commits
+
+
+async def test_a_transaction_answer_is_not_a_refusal(edge):
+    # A reload between `set` and `commit`: the commit reaches the new HAProxy, which says
+    # "No ongoing transaction". That refused the renewed certificate for good (never
+    # listed for a reload, never sent again): it served the old one until it expired.
+    certs, store = edge
+    (certs / "a.pem").write_text(pem("a1"))
+    (certs / "b.pem").write_text(pem("b1"))
+    store.refresh()
+    a, b = (store.paths.copies / f"{n}.pem" for n in "ab")
+    answers = {
+        f"commit ssl cert {a}": "No ongoing transaction! !\nCan't commit the certificate!\n",
+        f"set ssl cert {b}": f"The ongoing transaction is about '{a}' but you are trying "
+        f"to set '{b}'\nCan't update {b}!\n",
+    }
+    sent: list[str] = []
+
+    async def send(command: str) -> str:
+        sent.append(command)
+        key = command.split(" <<")[0]
+        return answers.pop(key, "ok")
+
+    watcher = CertWatcher(store, send, dict(store.kept))
+    (certs / "a.pem").write_text(pem("a2"))
+    (certs / "b.pem").write_text(pem("b2"))
+    assert await watcher.check_once() == []
+    assert f"abort ssl cert {a}" in sent  # the one left open on another certificate
+    assert await watcher.check_once() == [a, b]  # tried again: nothing was refused
+    store.refresh()  # and a reload lists them
+    assert a.read_text() == pem("a2") and b.read_text() == pem("b2")
+
+
+def test_a_reload_leaves_renewals_openssl_has_not_checked_to_the_watcher(edge, monkeypatch, caplog):
+    # openssl took 12-25 s for 300 renewed PEMs, all of it before the reload; a renewal
+    # not checked yet keeps its last good copy through the reload, and the watcher
+    # (which checks it outside the lock) sends it afterwards. A new domain is checked.
+    certs, store = edge
+    (certs / "a.pem").write_text(pem("a1"))
+    store.refresh()
+    checked: set[str] = set()
+    monkeypatch.setattr(tls, "is_checked", lambda text: text in checked)
+    (certs / "a.pem").write_text(pem("a2"))
+    (certs / "b.pem").write_text(pem("b1"))
+    with caplog.at_level(logging.ERROR):
+        store.refresh(quick=True)
+    assert listed(store) == ["haproxy.placeholder.pem", "a.pem", "b.pem"]
+    assert (store.paths.copies / "a.pem").read_text() == pem("a1")
+    assert [r for r in caplog.records if r.getMessage() == "certificate_refused"] == []
+    checked.add(pem("a2"))  # the watcher's openssl check
+    store.refresh(quick=True)
+    assert (store.paths.copies / "a.pem").read_text() == pem("a2")
+    checked.clear()
+    (certs / "a.pem").write_text(pem("a3"))
+    store.refresh()  # not a reload: checked now
+    assert (store.paths.copies / "a.pem").read_text() == pem("a3")
