@@ -12,6 +12,7 @@ function-scoped `zk_ensemble` and `etcd_cluster`.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import tempfile
 from collections.abc import Callable, Iterator
@@ -35,6 +36,10 @@ def _sigterm_to_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The daemons tests spawn (.venv/bin/synapse, nerve) import this checkout's code, not
+    # the one the .venv was installed from (editable: a git worktree beside it ran main's).
+    root = str(Path(__file__).resolve().parents[1])
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
 
