@@ -36,6 +36,7 @@ import logging
 import random
 import socket
 import ssl
+import time
 from typing import Any
 
 from kazoo.client import KazooClient
@@ -178,13 +179,16 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
         """kazoo's (host, address, port) list of a connect cycle, its addresses counted; a
         name that stops resolving keeps its last addresses (``zk_names``)."""
         host_ports: list[tuple[str, str, int]] = []
-        for host, port in self.client.hosts:
+        hosts = [(host.strip(), port) for host, port in self.client.hosts]
+        zk_names.begin_all(hosts)  # (together, one deadline: not 1 s per name in turn)
+        deadline = time.monotonic() + zk_names.LOOKUP_WAIT_S
+        for host, port in hosts:
             try:
-                found = zk_names.addresses(host.strip(), port)
+                found = zk_names.addresses(host, port, deadline)
             except socket.gaierror as exc:  # (never resolved: skipped, as kazoo does)
-                self.logger.warning("Cannot resolve %s: %s", host.strip(), exc)
+                self.logger.warning("Cannot resolve %s: %s", host, exc)
                 continue
-            host_ports += [(host.strip(), address, p) for address, p in found]
+            host_ports += [(host, address, p) for address, p in found]
         if self.client.randomize_hosts:
             random.shuffle(host_ports)
         self._addresses = len(host_ports)

@@ -16,9 +16,12 @@ gives those addresses (logged once per streak: ``endpoint_name_unresolved`` /
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import threading
+import time
+from typing import Any
 
 from smartstack.logs import FailureStreak
 
@@ -33,19 +36,17 @@ _inflight: dict[tuple[str, int], tuple[threading.Event, list[Found | Exception]]
 _streaks: dict[tuple[str, int], FailureStreak] = {}
 
 
-def addresses(host: str, port: int) -> Found:
+def addresses(host: str, port: int, deadline: float | None = None) -> Found:
     """``host``'s addresses for a connect attempt (see the module docstring); raises
-    ``socket.gaierror`` only for a name never resolved."""
+    ``socket.gaierror`` only for a name never resolved. ``deadline`` (monotonic): the wait
+    for kept addresses ends there, shared by the hosts of one cycle (``begin`` started
+    their lookups together: 5 named hosts with a silent resolver waited 5 s in turn)."""
     key = (host, port)
-    with _lock:
-        kept = _kept.get(key)
-        lookup = _inflight.get(key)
-        if lookup is None:
-            lookup = _inflight[key] = (threading.Event(), [])
-            threading.Thread(target=_lookup, args=(key, lookup), daemon=True,
-                             name=f"zk-resolve-{host}").start()  # fmt: skip
-    done, outcome = lookup
-    if not done.wait(LOOKUP_WAIT_S if kept else None):
+    if is_ip(host):  # (an address: no lookup, no thread)
+        return [(host, port)]
+    kept, (done, outcome) = begin(host, port)
+    wait = LOOKUP_WAIT_S if deadline is None else max(0.0, deadline - time.monotonic())
+    if not done.wait(wait if kept else None):
         assert kept is not None
         _streak(key).failure(f"no answer in {LOOKUP_WAIT_S:g} s", host=host, port=port,
                              addresses=_text(kept))  # fmt: skip
@@ -60,6 +61,34 @@ def addresses(host: str, port: int) -> Found:
     if key in _streaks:
         _streaks[key].success(host=host, port=port, addresses=_text(result))
     return result
+
+
+def begin(host: str, port: int) -> tuple[Found | None, tuple[threading.Event, list[Any]]]:
+    """Start ``host``'s lookup unless one runs: the kept addresses and the lookup."""
+    key = (host, port)
+    with _lock:
+        kept = _kept.get(key)
+        lookup = _inflight.get(key)
+        if lookup is None:
+            lookup = _inflight[key] = (threading.Event(), [])
+            threading.Thread(target=_lookup, args=(key, lookup), daemon=True,
+                             name=f"zk-resolve-{host}").start()  # fmt: skip
+    return kept, lookup
+
+
+def begin_all(hosts: list[tuple[str, int]]) -> None:
+    """Start the lookups of a connect cycle's named hosts together."""
+    for host, port in hosts:
+        if not is_ip(host):
+            begin(host, port)
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _lookup(key: tuple[str, int], lookup: tuple[threading.Event, list[Found | Exception]]):
