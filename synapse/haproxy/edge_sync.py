@@ -51,6 +51,11 @@ class EdgeSync:
         self.cert_interval = CERT_POLL_INTERVAL
         self._watcher: CertWatcher | None = None
         self.certs: CertStore | None = None
+        # What the last before_read listed: what a process started or reloaded after it
+        # loads. The watcher may send and write copies meanwhile (a PEM deferred at the
+        # reload, sent to the old process while the new one reads the files): the new
+        # watcher must start from what that process read, not from the copies now.
+        self._listed: dict[Path, tls.Cert] | None = None
         self.configure(config, settings)
 
     def configure(self, config: HAProxyConfig, settings: Settings) -> None:
@@ -75,8 +80,10 @@ class EdgeSync:
         certs = self.certs
         if certs is not None:
             await certs.refresh_for_reload()
+            self._listed = dict(certs.kept)
 
     def refused(self) -> None:
+        self._listed = None
         self.routes.restore()
         self.zones.restore()
 
@@ -86,8 +93,11 @@ class EdgeSync:
         self.zones.invalidate()
         await self._stop_watcher()
         certs = self.certs
+        listed, self._listed = self._listed, None
         if certs is not None:  # (the copies HAProxy just read: kept reads them once)
-            self._start_watcher(dict(await asyncio.to_thread(lambda: certs.kept)))
+            if listed is None:
+                listed = dict(await asyncio.to_thread(lambda: certs.kept))
+            self._start_watcher(listed)
 
     # --- runtime -----------------------------------------------------------------------
 

@@ -300,3 +300,35 @@ def test_a_reload_leaves_renewals_openssl_has_not_checked_to_the_watcher(edge, m
     (certs / "a.pem").write_text(pem("a3"))
     store.refresh()  # not a reload: checked now
     assert (store.paths.copies / "a.pem").read_text() == pem("a3")
+
+
+async def test_the_watcher_restarts_from_what_the_reloaded_haproxy_read(edge, monkeypatch):
+    # A renewed PEM openssl had not checked at the reload keeps its old copy in the files
+    # the new HAProxy reads; the old watcher, still running during the reload, then sends
+    # the new one to the OLD process and writes the new copy. Restarted from the copies on
+    # disk, the new watcher thought the new one served: the new HAProxy kept the old
+    # certificate until the file changed again (scen_e.py: 1 round in 8, no log line).
+    from synapse.haproxy import certwatch, edge_sync
+
+    certs, store = edge
+    (certs / "a.pem").write_text(pem("a1"))
+    store.refresh()
+    a = store.paths.copies / "a.pem"
+    monkeypatch.setattr(tls, "is_checked", lambda text: "a2" not in text)  # a2: not yet
+    sync = object.__new__(edge_sync.EdgeSync)  # (only its certificate half)
+    sync.routes = sync.zones = type("Files", (), {"write_wanted": lambda s: None,
+                                                 "invalidate": lambda s: None})()
+    sync.certs, sync.runtime, sync.cert_interval = store, [object()], 1.0
+    sync._watcher, sync._listed = None, None
+    started: list[certwatch.CertWatcher] = []
+    monkeypatch.setattr(edge_sync.EdgeSync, "_start_watcher",
+                        lambda self, served: started.append(CertWatcher(store, None, served)))
+    old = CertWatcher(store, FakeHAProxy().send, dict(store.kept))
+    (certs / "a.pem").write_text(pem("a2"))
+    await sync.before_read()
+    assert a.read_text() == pem("a1")  # what the new HAProxy reads: the last good copy
+    monkeypatch.setattr(tls, "is_checked", lambda text: True)
+    assert await old.check_once() == [a]  # the old watcher, to the old process
+    assert a.read_text() == pem("a2")
+    await sync.started()
+    assert started[0].served[a].pem == pem("a1")  # so the new watcher sends a2 again
