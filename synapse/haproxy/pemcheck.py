@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -95,16 +96,44 @@ def pem_problem(text: str, now: datetime | None = None) -> str | None:
 
 _CHECKED: dict[str, Inspection] = {}  # PEM sha256 -> what openssl said of it
 _CHECKED_MAX = 4096
+# Threads check PEMs at once (the watcher's pre-check outside the store's lock, a reload's
+# scan, a stopped watcher's check still running beside its successor's): one openssl run
+# per content, the others wait for it (a watcher restarted mid-renewal ran 1,114 checks
+# for 301 PEMs instead of 602, review s33), and the cache changes under a lock (a clear()
+# between another thread's insert and read was a KeyError that ended the watcher).
+_LOCK = threading.Lock()
+_RUNNING: dict[str, threading.Event] = {}
 
 
 def checked_problem(text: str, now: datetime | None = None) -> str | None:
     """``pem_problem``, asking openssl once per content."""
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    if digest not in _CHECKED:
-        if len(_CHECKED) >= _CHECKED_MAX:
-            _CHECKED.clear()
-        _CHECKED[digest] = inspect(text)
-    return _verdict(_CHECKED[digest], now)
+    return _verdict(_checked(hashlib.sha256(text.encode()).hexdigest(), text), now)
+
+
+def _checked(digest: str, text: str) -> Inspection:
+    while True:
+        with _LOCK:
+            found = _CHECKED.get(digest)
+            if found is not None:
+                return found
+            running = _RUNNING.get(digest)
+            mine = running is None
+            if running is None:
+                running = _RUNNING[digest] = threading.Event()
+        if not mine:
+            running.wait()  # (its result is cached; if it raised, this one tries)
+            continue
+        try:
+            found = inspect(text)
+            with _LOCK:
+                if len(_CHECKED) >= _CHECKED_MAX:
+                    _CHECKED.clear()
+                _CHECKED[digest] = found
+            return found
+        finally:
+            with _LOCK:
+                _RUNNING.pop(digest, None)
+            running.set()
 
 
 def is_checked(text: str) -> bool:
