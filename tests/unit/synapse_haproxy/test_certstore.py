@@ -316,13 +316,17 @@ async def test_the_watcher_restarts_from_what_the_reloaded_haproxy_read(edge, mo
     a = store.paths.copies / "a.pem"
     monkeypatch.setattr(tls, "is_checked", lambda text: "a2" not in text)  # a2: not yet
     sync = object.__new__(edge_sync.EdgeSync)  # (only its certificate half)
-    sync.routes = sync.zones = type("Files", (), {"write_wanted": lambda s: None,
-                                                 "invalidate": lambda s: None})()
+    sync.routes = sync.zones = type(
+        "Files", (), {"write_wanted": lambda s: None, "invalidate": lambda s: None}
+    )()
     sync.certs, sync.runtime, sync.cert_interval = store, [object()], 1.0
     sync._watcher, sync._listed = None, None
     started: list[certwatch.CertWatcher] = []
-    monkeypatch.setattr(edge_sync.EdgeSync, "_start_watcher",
-                        lambda self, served: started.append(CertWatcher(store, None, served)))
+    monkeypatch.setattr(
+        edge_sync.EdgeSync,
+        "_start_watcher",
+        lambda self, served: started.append(CertWatcher(store, None, served)),
+    )
     old = CertWatcher(store, FakeHAProxy().send, dict(store.kept))
     (certs / "a.pem").write_text(pem("a2"))
     await sync.before_read()
