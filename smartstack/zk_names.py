@@ -16,7 +16,6 @@ gives those addresses (logged once per streak: ``endpoint_name_unresolved`` /
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
@@ -24,6 +23,7 @@ import time
 from typing import Any
 
 from smartstack.logs import FailureStreak
+from smartstack.registry_address import is_ip_address as is_ip
 
 log = logging.getLogger("smartstack.zookeeper")
 
@@ -81,14 +81,6 @@ def begin_all(hosts: list[tuple[str, int]]) -> None:
     for host, port in hosts:
         if not is_ip(host):
             begin(host, port)
-
-
-def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _lookup(key: tuple[str, int], lookup: tuple[threading.Event, list[Found | Exception]]):
