@@ -18,6 +18,7 @@ from typing import Any
 
 from smartstack.configfile import ConfigError
 from synapse.haproxy.legacy import modernize_lines, modernize_title
+from synapse.haproxy.plain_spaces import plain_spaces, space_warning
 from synapse.proxy_name import check_proxy_name
 
 _SERVICE_KEYS = ("frontend", "backend", "listen", "shared_frontend")
@@ -46,7 +47,11 @@ def _fix_extra_sections(
         return
     fixed: dict[str, Any] = {}
     for title, lines in sections.items():
-        new_title, bind = modernize_title(str(title))
+        plain, found = plain_spaces(str(title))
+        if found:
+            place = f"{path}: haproxy.extra_sections"
+            warnings.append(space_warning(place, str(title), plain, found))
+        new_title, bind = modernize_title(plain)
         body = [lines] if isinstance(lines, str) else list(lines or [])
         result = modernize_lines(body, f"{path}: haproxy.extra_sections[{str(title)!r}]")
         warnings.extend(result.warnings)
@@ -99,9 +104,25 @@ def modernize_document(doc: dict[str, Any], path: Path, sources: dict[str, Path]
         for key in ("frontend", "backend", "listen"):  # the early list format's places
             if key in service:
                 _fix(service, key, where, warnings, errors)
+        for block, at in ((service.get("haproxy"), f"{where}.haproxy"), (service, where)):
+            _plain_options(block, at, warnings)
     if errors:
         raise ConfigError(errors)
     return warnings
+
+
+def _plain_options(block: object, where: str, warnings: list[str]) -> None:
+    """``server_options`` / ``bind_options`` (HAProxy words on a server or bind line) with
+    a pasted no-break space: written with a plain one, as the lines are."""
+    if not isinstance(block, dict):
+        return
+    for key in ("server_options", "bind_options"):
+        value = block.get(key)
+        if isinstance(value, str) and not value.isascii():
+            plain, found = plain_spaces(value)
+            if found:
+                warnings.append(space_warning(f"{where}.{key}", value, plain, found))
+                block[key] = plain
 
 
 def ignore_non_string_server_options(

@@ -19,6 +19,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from synapse.haproxy.plain_spaces import plain_spaces, space_warning
+
 # Removed directives without a one-to-one replacement: what to write instead.
 _HINTS: dict[str, str] = {
     "reqrep": "'http-request replace-header NAME REGEX REPL' (or replace-path / replace-uri)",
@@ -157,8 +159,12 @@ def modernize_lines(lines: list[str], where: str) -> Modernized:
         if not isinstance(line, str):
             out.lines.append(line)
             continue
-        new, removed, hint = modernize_line(line)
         place = f"{where}[{index}]"
+        fixed, found = plain_spaces(line)  # a pasted no-break space (haproxy/plain_spaces.py)
+        if found:
+            out.warnings.append(space_warning(place, line, fixed, found))
+            line = fixed
+        new, removed, hint = modernize_line(line)
         if hint is not None:
             out.errors.append(
                 f"{place}: {line.strip()!r}: HAProxy 2.x removed {removed!r}; use {hint}"
