@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from smartstack import config_check
 from smartstack.config_duplicates import Loc, describe, json_load, yaml_load
+from smartstack.config_encoding import control_character, not_utf8_error
 from smartstack.config_errors import ConfigError, format_loc
 from smartstack.config_read import read_settled
 from smartstack.config_sections import SectionCache
@@ -57,8 +58,8 @@ def load_document(
         text = read_settled(path)  # not a half-written file (smartstack.config_read)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    except UnicodeDecodeError:  # where, and the encoding probably used
+        raise ConfigError([not_utf8_error(path)]) from None
     if erb:
         try:
             text = erb_render(text, path)
@@ -110,6 +111,8 @@ def _parse(text: str, path: Path, found: list[tuple[Loc, int, int]] | None = Non
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if isinstance(exc, yaml.reader.ReaderError):  # a control character: no mark, a position
+            where, problem = control_character(text, exc.position, problem)
         raise ConfigError([f"{path}{where}: malformed YAML: {problem}"]) from None
 
 

@@ -1,0 +1,76 @@
+"""review s34: config files as Windows and other tools save them. CRLF line ends and a UTF-8
+byte order mark load as the same file without them (as Ruby's YAML reads them); a file in
+another encoding, or with NUL bytes, is refused with where and what was probably meant
+(before: ``FILE: not UTF-8 text``, ``FILE: malformed YAML: unacceptable character #x0000``,
+no line)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nerve.config import load_nerve_config
+from smartstack.configfile import ConfigError
+from synapse.config import load_synapse_config
+
+NERVE_JSON = """{
+  # owner: José
+  "instance_id": "host1",
+  "services": {"web": {"host": "127.0.0.1", "port": 8080, "zk_hosts": ["127.0.0.1:2181"],
+                       "zk_path": "/nerve/services/web", "checks": [{"type": "tcp"}]}}
+}
+"""
+SYNAPSE_YAML = """# owner: José
+haproxy: {do_writes: false, do_reloads: false, do_socket: false}
+services:
+  web:
+    discovery: {method: zookeeper, hosts: ["127.0.0.1:2181"], path: /nerve/services/web}
+    haproxy: {port: 3301, listen: ["mode http"]}
+"""
+SAVED_AS = {
+    "crlf": lambda text: text.replace("\n", "\r\n").encode(),
+    "bom": lambda text: b"\xef\xbb\xbf" + text.encode(),
+    "bom+crlf": lambda text: b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode(),
+}
+
+
+@pytest.mark.parametrize("saved_as", sorted(SAVED_AS))
+def test_crlf_and_bom_load_as_the_plain_file(tmp_path: Path, saved_as: str) -> None:
+    nerve, synapse = tmp_path / "nerve.json", tmp_path / "synapse.yaml"
+    nerve.write_bytes(SAVED_AS[saved_as](NERVE_JSON))
+    synapse.write_bytes(SAVED_AS[saved_as](SYNAPSE_YAML))
+    nerve_config, nerve_warnings = load_nerve_config(nerve)
+    assert nerve_warnings == [] and nerve_config.services["web"].port == 8080
+    synapse_config, _ = load_synapse_config(synapse)
+    web = synapse_config.services["web"].haproxy
+    assert web is not None and web.listen == ["mode http"]
+
+
+def _error(path: Path) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_nerve_config(path)
+    (line,) = caught.value.lines
+    return line
+
+
+def test_latin1_says_line_column_byte_and_character(tmp_path: Path) -> None:
+    path = tmp_path / "nerve.json"
+    path.write_bytes(NERVE_JSON.encode("latin-1"))
+    assert _error(path) == (
+        f"{path}:2:15: byte 0xe9 is not UTF-8 ('é' in Latin-1/Windows-1252?); "
+        "save the file as UTF-8"
+    )
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_is_named(tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "nerve.json"
+    path.write_bytes(NERVE_JSON.encode(encoding))
+    assert _error(path).startswith(f"{path}: the file is UTF-16 (what Windows PowerShell's >")
+
+
+def test_nul_bytes_say_where(tmp_path: Path) -> None:
+    path = tmp_path / "nerve.yaml"
+    path.write_bytes(b"instance_id: host1\nservices:\n" + b"\0" * 64)
+    assert _error(path).startswith(f"{path}:3:1: malformed YAML: NUL bytes in the file")
