@@ -162,9 +162,24 @@ def merge_service_conf_dir(
     if not isinstance(services, dict):
         return sources
     for name, file in conf_dir_files(directory):
+        if not name.isascii():
+            _require_utf8_name(file)
         services[name] = load_document(file, erb, cache, repeated, ("services", name))
         sources[name] = file
     return sources
+
+
+def _require_utf8_name(file: Path) -> None:
+    """A file name that is not UTF-8 (Latin-1 ``caf\\xe9.yaml``, from an old host or a Windows
+    archive) gives a service name with a lone surrogate, which UTF-8 cannot encode: nerve's -k
+    passed it, then the service never started (``service_not_started``, review s34). Refused
+    here, with the name as its bytes."""
+    try:
+        file.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(file.name)
+        why = f"service file name {raw!r} is not UTF-8 (the service is named after it)"
+        raise ConfigError([f"{file.parent}: {why}; rename it"]) from None
 
 
 def conf_dir_files(directory: Path) -> list[tuple[str, Path]]:

@@ -6,6 +6,7 @@ no line)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,17 @@ def test_nul_bytes_say_where(tmp_path: Path) -> None:
     path = tmp_path / "nerve.yaml"
     path.write_bytes(b"instance_id: host1\nservices:\n" + b"\0" * 64)
     assert _error(path).startswith(f"{path}:3:1: malformed YAML: NUL bytes in the file")
+
+
+def test_service_file_name_not_utf8_is_refused_at_load(tmp_path: Path) -> None:
+    # Before: nerve -k said ok, then the service never started (service_not_started).
+    services = tmp_path / "services"
+    services.mkdir()
+    body = '{"host": "127.0.0.1", "port": 8080, "zk_hosts": ["127.0.0.1:2181"], "zk_path": "/x"}'
+    (Path(os.fsdecode(bytes(services) + b"/caf\xe9.json"))).write_text(body, encoding="utf-8")
+    path = tmp_path / "nerve.json"
+    path.write_text(f'{{"instance_id": "h1", "service_conf_dir": "{services}"}}', encoding="utf-8")
+    assert _error(path) == (
+        f"{services}: service file name b'caf\\xe9.json' is not UTF-8 (the service is named "
+        "after it); rename it"
+    )
