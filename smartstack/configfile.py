@@ -113,6 +113,8 @@ def _parse(text: str, path: Path, found: list[tuple[Loc, int, int]] | None = Non
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         if isinstance(exc, yaml.reader.ReaderError):  # a control character: no mark, a position
             where, problem = control_character(text, exc.position, problem)
+        elif "'\\t'" in problem or "tab character" in problem:  # (an editor's tab key)
+            problem += " (YAML takes no tab there: indent with spaces)"
         raise ConfigError([f"{path}{where}: malformed YAML: {problem}"]) from None
 
 

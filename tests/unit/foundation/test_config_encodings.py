@@ -89,3 +89,12 @@ def test_service_file_name_not_utf8_is_refused_at_load(tmp_path: Path) -> None:
         f"{services}: service file name b'caf\\xe9.json' is not UTF-8 (the service is named "
         "after it); rename it"
     )
+
+
+def test_a_tab_says_what_yaml_wants(tmp_path: Path) -> None:
+    path = tmp_path / "nerve.yaml"
+    path.write_text("instance_id: h1\nservices:\n  web:\n\thost: 127.0.0.1\n", encoding="utf-8")
+    assert _error(path) == (
+        f"{path}:4:1: malformed YAML: found character '\\t' that cannot start any token "
+        "(YAML takes no tab there: indent with spaces)"
+    )
