@@ -51,8 +51,24 @@ def check_host(host: str) -> None:
     if len(host) > 253 or not _HOST.fullmatch(host):
         raise ValueError(
             f"host {host!r} is not a DNS name (labels of a-z, 0-9, '-') or a wildcard "
-            "'*.' followed by one; no port, no scheme"
+            f"'*.' followed by one; no port, no scheme{_punycode_hint(host)}"
         )
+
+
+def _punycode_hint(host: str) -> str:
+    """An internationalised name is sent in the Host header as its ASCII (punycode) form:
+    "; clients send 'xn--bcher-kva.example'" for 'bücher.example'; "" when there is none."""
+    if host.isascii():
+        return ""
+    try:
+        ascii_form = host.encode("idna").decode("ascii")
+        # Python's codec is IDNA 2003, which maps some letters away ('ß' -> 'ss') where
+        # browsers keep them: a form that does not decode back is not offered.
+        same = ascii_form.encode("ascii").decode("idna") == host
+    except UnicodeError:
+        return ""
+    fits = same and _HOST.fullmatch(ascii_form)
+    return f"; clients send it as {ascii_form!r}: write that" if fits else ""
 
 
 def check_path(path: str) -> None:

@@ -212,3 +212,18 @@ def test_check_config_refuses_routes_on_a_tcp_shared_frontend(tmp_path, capsys):
     code, err = _check(tmp_path, {"shop": _svc(hosts=["a.com"])}, capsys, mode="mode tcp")
     assert code == 2
     assert "haproxy.routes need an HTTP shared frontend" in err
+
+
+@pytest.mark.parametrize(
+    ("host", "hint"),
+    [
+        ("bücher.example", "; clients send it as 'xn--bcher-kva.example': write that"),
+        ("*.bücher.example", "; clients send it as '*.xn--bcher-kva.example': write that"),
+        ("straße.example", ""),  # IDNA 2003 says 'strasse', browsers 'xn--strae-oqa': none
+    ],
+)
+def test_an_internationalised_route_host_says_its_ascii_form(host: str, hint: str) -> None:
+    # review s34: the Host header carries the punycode form; the error said only "not a DNS name"
+    with pytest.raises(ValueError) as caught:
+        routes.check_host(host)
+    assert str(caught.value).endswith(f"no port, no scheme{hint}")
