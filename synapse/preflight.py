@@ -2,8 +2,9 @@
 
 - Every file synapse writes (HAProxy config, candidate, state files, sockets, pid file,
   file_output) can be created: its directory exists and is writable. Also checked at
-  start. A wrong path (not a directory, a socket directory nobody makes) is an error at
-  both. A read-only filesystem is the host's state of this moment, which the running daemon
+  start. A wrong path (not a directory, a socket directory nobody makes: not one of the
+  HAProxy synapse starts, whose directories it makes) is an error at both. A read-only
+  filesystem is the host's state of this moment, which the running daemon
   survives as it does a full disk (runtime changes, writes retried), so a restart must not
   turn it into an outage (review s29: a restart on a read-only config dir exited 2 and left
   HAProxy with the old servers): a note with ``-k`` (the units' ExecStartPre), a warning at
@@ -88,12 +89,15 @@ def preflight(config: SynapseConfig, config_path: Path, full: bool) -> tuple[lis
     """(errors, notes) about running this config on this host."""
     paths = written_paths(config)
     # synapse writes its files with `mkdir -p`; HAProxy opens sockets and its pid file in
-    # directories that must exist, unless it is the config file's (made by that write).
+    # directories that must exist, unless it is the config file's (made by that write), or
+    # synapse starts that HAProxy: it makes them first (``replacement.make_dirs``), so a
+    # socket directory on a tmpfs emptied by a reboot (/run/synapse) is no wrong path.
     config_dir = (paths.get("haproxy.config_file_path") or Path("/")).parent
+    made = launched(config.haproxy)
     opened_by_haproxy = [
         path for key, path in paths.items()
         if path is not None and (key.startswith("haproxy.managed.") or "socket" in key)
-        and path.parent != config_dir
+        and path.parent != config_dir and not made
     ]  # fmt: skip
     if (pidfile := global_pidfile(config.haproxy)) is not None:  # (HAProxy opens it)
         paths[pidfile[0]] = pidfile[1]

@@ -52,7 +52,11 @@ def missing_sockets(settings: Settings) -> list[str]:
 
 def make_dirs(paths: Iterable[Path]) -> None:
     """Create the missing parent directories of ``paths`` (HAProxy cannot bind or write
-    there otherwise), each said once: it was removed, or never there."""
+    there otherwise), each said once: it was removed, or never there. And take away an
+    empty directory standing at one of ``paths`` (``clear_dir``)."""
+    paths = list(paths)
+    for path in paths:
+        clear_dir(path)
     for parent in sorted({path.parent for path in paths}):
         if parent.is_dir():
             continue
@@ -63,7 +67,27 @@ def make_dirs(paths: Iterable[Path]) -> None:
                   error=str(err))  # fmt: skip
             continue
         event(log, "haproxy_dir_created", level=logging.WARNING, path=str(parent),
-              detail="missing (removed while synapse ran?): made for HAProxy")  # fmt: skip
+              detail="missing (a tmpfs emptied by a reboot, or removed while synapse "
+              "ran): made for HAProxy")  # fmt: skip
+
+
+def clear_dir(path: Path) -> None:
+    """An empty directory where HAProxy binds a socket or writes its pid file goes: HAProxy
+    cannot replace it ("error when trying to preserve previous UNIX socket (Operation not
+    permitted)", "Cannot create pidfile") and no start ever succeeds. A bind mount of the
+    socket into a container started before synapse after a reboot makes one (docker creates
+    a missing source as a directory). One with files in it is not ours to remove: said."""
+    if path.is_symlink() or not path.is_dir():
+        return
+    try:
+        path.rmdir()
+    except OSError as err:
+        event(log, "haproxy_path_is_a_directory", level=logging.ERROR, path=str(path),
+              error=str(err), detail="HAProxy cannot bind or write there: remove it")  # fmt: skip
+        return
+    event(log, "haproxy_path_cleared", level=logging.WARNING, path=str(path),
+          detail="an empty directory stood where HAProxy binds a socket or writes its pid "
+          "file (a container's bind mount made before the socket?): removed")  # fmt: skip
 
 
 async def finish(task: asyncio.Task[T]) -> T:

@@ -153,9 +153,14 @@ def test_synapse_refuses_paths_it_cannot_write(tmp_path: Path) -> None:
     doc = managed(tmp_path)
     # synapse makes missing directories for its own files (mkdir -p) ...
     doc["haproxy"]["config_file_path"] = str(tmp_path / "new" / "dir" / "haproxy.cfg")
-    # ... but not below a file, and HAProxy opens its sockets where they are.
+    # ... but not below a file, and an HAProxy synapse does not start (its own container)
+    # opens its sockets where they are (one synapse starts gets its directory made: review
+    # s34, a /run/synapse emptied by a reboot).
     doc["haproxy"]["state_file_path"] = str(blocker / "sub" / "state.json")
-    doc["haproxy"]["managed"] = {"master_socket_path": str(missing / "master.sock")}
+    doc["haproxy"]["managed"] = {
+        "master_socket_path": str(missing / "master.sock"),
+        "launch": False,
+    }
     path = write(tmp_path / "s.json", doc)
     for args in (["-k"], []):  # checked at start too: one line instead of a traceback loop
         result = cli("synapse", "-c", str(path), *args)
@@ -168,6 +173,22 @@ def test_synapse_refuses_paths_it_cannot_write(tmp_path: Path) -> None:
             f"{missing}/master.sock: directory {missing} does not exist",
         ]
     assert not (tmp_path / "new").exists()  # refused before anything was written
+
+
+def test_synapse_check_passes_a_socket_dir_a_reboot_emptied(tmp_path: Path) -> None:
+    """Review s34: /run/synapse/ (master socket, pid file) is gone after a reboot; synapse
+    makes it before it starts HAProxy, so `-k` (the unit's ExecStartPre) must not refuse it
+    (before: exit 2, and the start too, nothing served)."""
+    run = tmp_path / "run" / "synapse"
+    doc = managed(tmp_path)
+    doc["haproxy"]["managed"] = {
+        "stop_on_exit": True,
+        "master_socket_path": str(run / "master.sock"),
+        "pid_file": str(run / "haproxy.pid"),
+    }
+    result = cli("synapse", "-c", str(write(tmp_path / "s.json", doc)), "-k")
+    assert result.returncode == 0, result.stderr
+    assert not run.exists()  # (-k makes nothing)
 
 
 def test_check_notes_a_read_only_filesystem(tmp_path: Path) -> None:
