@@ -43,6 +43,7 @@ from smartstack.configfile import ConfigError
 from smartstack.identity_lock import ReloadClash, held, release
 from smartstack.logs import event
 from smartstack.reload_settle import Stamp, file_stamps, hold_fresh_write
+from smartstack.spawn_limits import ChildNotStarted, RetryNotChecked
 from smartstack.statsd import make_stats
 
 if TYPE_CHECKING:
@@ -94,6 +95,9 @@ class NerveDaemon(ReloadSteps):
         self._retiring: set[Reporter] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
+        # a reload whose child could not start, again (``reload``: main.py's SIGHUP fold)
+        not_checked = self.metrics.reloads.labels("not_checked")
+        self.reload_retry = RetryNotChecked(log, lambda: None, lambda _: not_checked.inc())
         self._stopping = False
         # A stop has begun: no reload plan is applied from now on (close_reloads).
         self._reloads_closed = False
@@ -238,6 +242,7 @@ class NerveDaemon(ReloadSteps):
         if self.config_path is None:
             return False
         # (one at a time: SIGHUPs are folded by nerve/reload_fold.py)
+        self.reload_retry.begin()
         return await self._reload_from_file(self.config_path)
 
     def close_reloads(self, restart: bool = False) -> int:
@@ -262,6 +267,8 @@ class NerveDaemon(ReloadSteps):
     async def _reload_from_file(self, path: Path) -> bool:
         try:
             new, warnings, read = await self._read_settled(path)
+        except ChildNotStarted as exc:  # (our limit, not the file's fault: tried again)
+            return self.reload_retry.not_checked(path, exc)
         except ConfigError as exc:
             return self._rejected(exc.lines)
         for line in warnings:

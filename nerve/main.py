@@ -43,6 +43,7 @@ async def serve(
     stop = asyncio.Event()
     restart = [False]  # the first stop signal decides: SIGUSR2 is a restart stop
     fold = ReloadFold(daemon.reload_from_file)  # SIGHUPs: one reload running, one to come
+    daemon.reload_retry.reload = fold.retry  # (its validating child could not start)
     applying = [0]  # the changes of a reload plan being applied when the stop began
 
     def on_stop(signum: int) -> None:
@@ -50,6 +51,7 @@ async def serve(
         if first:
             restart[0] = signum == signal.SIGUSR2
             fold.close()  # (no reload starts or applies a plan from now on)
+            daemon.reload_retry.begin()  # (nor a retry of one)
             applying[0] = daemon.close_reloads(restart=restart[0])
         action = "restart_stop" if signum == signal.SIGUSR2 else "shutdown"
         event(log, "signal", signal=signal.Signals(signum).name, action=action,

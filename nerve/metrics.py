@@ -93,7 +93,10 @@ class NerveMetrics:
             registry=r,
         )
         self.reloads = Counter(
-            "nerve_config_reloads", "SIGHUP reloads (result=ok|rejected)", ["result"], registry=r
+            "nerve_config_reloads",
+            "SIGHUP reloads (result=ok|rejected|not_checked)",
+            ["result"],
+            registry=r,
         )
         self.heartbeat = Gauge(
             "nerve_heartbeat_timestamp_seconds",

@@ -31,19 +31,25 @@ class ReloadFold:
         self.closed = False  # a stop has begun: no reload starts any more
         self.runs = 0  # reloads started (the SIGHUPs folded are not among them)
 
-    def sighup(self) -> None:
+    def sighup(self, announce: bool = True) -> None:
         if self.closed:
             return
         if self.task is None:
-            event(log, "signal", signal="SIGHUP", action="reload")
+            if announce:
+                event(log, "signal", signal="SIGHUP", action="reload")
             self.task = asyncio.get_running_loop().create_task(self._run(), name="sighup-reload")
             return
-        if not self.again:  # (the SIGHUPs after it fold silently: a storm is not 20 lines)
+        if not self.again and announce:  # (the SIGHUPs after it fold silently: 20 are not 20 lines)
             event(log, "signal", signal="SIGHUP", action="reload_after",
                   detail="a reload runs: one more follows it, reading the file then")  # fmt: skip
         else:
             log.debug("SIGHUP folded into the reload to come")
         self.again = True
+
+    def retry(self) -> None:
+        """A reload whose validating child could not start, again (smartstack.spawn_limits):
+        as a SIGHUP, without its log line."""
+        self.sighup(announce=False)
 
     async def _run(self) -> None:
         try:

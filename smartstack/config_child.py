@@ -24,6 +24,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from smartstack.spawn_limits import limit_reached, not_started
+
 PROTOCOL = 5
 # pydantic scans every installed package's entry points for plugins when it builds its first
 # model (~30 ms); a validating child has no use for plugins.
@@ -135,6 +137,27 @@ async def child_answer(
     outlives it."""
     import asyncio  # (not at the top: a start forks its child before asyncio is loaded)
 
+    try:
+        proc, read_end = await _spawn(command)
+    except (OSError, RuntimeError) as exc:  # at a limit: ChildNotStarted, retried later
+        if (limit := limit_reached(exc)) is None:
+            raise
+        raise not_started(daemon, exc, limit) from exc
+    try:
+        out, err = await asyncio.wait_for(_answer(proc, read_end, stdin), CHILD_TIMEOUT)
+    except TimeoutError:
+        return {"ok": False, "lines": [f"validating the config took over {CHILD_TIMEOUT:.0f} s"]}
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return unpickled(out, err, proc.returncode, daemon)
+
+
+async def _spawn(command: Callable[[int], list[str]]) -> tuple[Any, int]:
+    """The child started, and the read end of its answer pipe."""
+    import asyncio
+
     read_end, write_end = os.pipe()
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -149,15 +172,7 @@ async def child_answer(
         raise
     finally:
         os.close(write_end)  # the child's copy stays open: EOF when it ends
-    try:
-        out, err = await asyncio.wait_for(_answer(proc, read_end, stdin), CHILD_TIMEOUT)
-    except TimeoutError:
-        return {"ok": False, "lines": [f"validating the config took over {CHILD_TIMEOUT:.0f} s"]}
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    return unpickled(out, err, proc.returncode, daemon)
+    return proc, read_end
 
 
 async def _answer(proc: Any, fd: int, stdin: bytes) -> tuple[bytes, bytes]:

@@ -31,6 +31,7 @@ from smartstack.configfile import ConfigError
 from smartstack.early_signals import take_over_sighup
 from smartstack.logs import event
 from smartstack.reload_settle import Stamp, file_stamps, hold_fresh_write
+from smartstack.spawn_limits import ChildNotStarted, RetryNotChecked
 from smartstack.statsd import make_stats
 from smartstack.stop_signals import hold_while_stopping, ignore_after_loop
 from smartstack.tasks import cancel_and_wait
@@ -112,6 +113,8 @@ class SynapseDaemon:
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[bool]] = set()
         self._reload_waiting = False  # a SIGHUP's reload waits for the lock: later ones join it
+        not_checked = lambda error: self._config_reload_failed(error, "not_checked")  # noqa: E731
+        self._retry = RetryNotChecked(log, self._on_sighup, not_checked)  # (child not started)
         self.started_at = time.time()
         self.last_config_reload: dict[str, Any] | None = None
         self.file_config = config  # without the services of docker_services
@@ -239,9 +242,9 @@ class SynapseDaemon:
 
         The managed HAProxy goes first (after the reconciler, so nothing restarts it): it
         runs in its own session, so if its stop were skipped it would outlive synapse.
-        A SIGHUP's reload is cancelled first (its child killed) and a docker_services apply
-        under way ends (bounded) before the lock is taken: no watcher starts meanwhile.
-        """
+        A SIGHUP's reload is cancelled first (its child killed; no retry of one) and a
+        docker_services apply under way ends (bounded) before the lock is taken."""
+        self._retry.begin()
         for task in list(self._background):
             await cancel_and_wait(task)
         held = False
@@ -298,6 +301,7 @@ class SynapseDaemon:
         """Re-read the config file; keep running the old config when the new one is invalid."""
         async with self._reload_lock:
             self._reload_waiting = False  # the file is read from here on: a SIGHUP is news
+            self._retry.begin()
             if self.config_path is None:
                 return False
             try:
@@ -306,12 +310,13 @@ class SynapseDaemon:
                 # a file written in place (or new) a moment ago: perhaps a prefix (`>`
                 # then `>>`): read once still (smartstack.reload_settle)
                 dirs = (self.file_config.service_conf_dir, new.service_conf_dir)
-                path = Path(self.config_path)
-                if await hold_fresh_write(path, dirs, self._read_stamps, log):
+                if await hold_fresh_write(Path(self.config_path), dirs, self._read_stamps, log):
                     read = self._stamps(self.file_config)
                     new, warnings = await self._load_config()  # the files once still
                 read = {**self._stamps(new), **read}  # (a new service_conf_dir's: after)
                 vet_reload(self.config, new, self.config_path)  # (HAProxy's limits, pid file)
+            except ChildNotStarted as exc:  # (our limit, not the file's fault: tried again)
+                return self._retry.not_checked(self.config_path, exc)
             except ConfigError as exc:
                 self._config_reload_failed("; ".join(exc.lines))
                 return False
@@ -331,9 +336,8 @@ class SynapseDaemon:
             return True
 
     def _stamps(self, config: SynapseConfig) -> dict[Path, Stamp]:
-        if self.config_path is None:
-            return {}
-        return file_stamps(Path(self.config_path), [config.service_conf_dir])
+        path = self.config_path
+        return {} if path is None else file_stamps(Path(path), [config.service_conf_dir])
 
     async def _load_config(self) -> tuple[SynapseConfig, list[str]]:
         if self.config_source is not None:  # validated by a child (synapse.config_load)
@@ -342,11 +346,12 @@ class SynapseDaemon:
         self.config_cache = self.config_cache or service_cache()  # (not made in plain mode)
         return load_synapse_config(self.config_path, self.zone_flag, self.strict, self.config_cache)
 
-    def _config_reload_failed(self, error: str) -> None:
-        self.metrics.config_reloads.labels("failed").inc()
+    def _config_reload_failed(self, error: str, result: str = "failed") -> None:
+        self.metrics.config_reloads.labels(result).inc()
         self.last_config_reload = {"at": time.time(), "ok": False, "error": error[:1000]}
-        event(log, "config_reload_failed", level=logging.ERROR, path=self.config_path,
-              error=error[:1000], keeping="running config")  # fmt: skip
+        if result == "failed":  # (not_checked: logged by RetryNotChecked, once per streak)
+            event(log, "config_reload_failed", level=logging.ERROR, path=self.config_path,
+                  error=error[:1000], keeping="running config")  # fmt: skip
 
     async def _apply_docker(self) -> None:
         """The containers' services changed: the file's config again, with them."""

@@ -1,0 +1,74 @@
+"""synapse at its container's pids limit: a SIGHUP's validating child cannot be forked (EAGAIN).
+
+Review s34: the BlockingIOError escaped the reload (only asyncio's "Task exception was never
+retrieved" in the log, /status' last_reload unchanged) and the SIGHUP was lost: the service
+it added was still refused after the limit was lifted (0 of 4 requests, 8 s later). Now the
+reload is `config_not_checked` naming pids.max, and tried again every 5 s: the service is
+served once the limit has room, without another SIGHUP. Traffic meanwhile is untouched.
+Needs a cgroup v1 pids hierarchy this user may write (root in a container, as CI runs)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from synapse_e2e import Synapse, wait, wait_serving
+
+from testbed.process import free_port
+
+PIDS = Path("/sys/fs/cgroup/pids")
+
+
+@pytest.fixture
+def cgroup() -> Iterator[Path]:
+    group = PIDS / f"smartstack-test-{os.getpid()}"
+    try:
+        group.mkdir()
+    except OSError as exc:
+        pytest.skip(f"no cgroup v1 pids hierarchy to write ({exc})")
+    yield group
+    (group / "pids.max").write_text("max")
+    with contextlib.suppress(OSError):  # (emptied when synapse and its HAProxy stopped)
+        group.rmdir()
+
+
+def _service(backend: Any, port: int) -> dict[str, Any]:
+    return {
+        "discovery": {"method": "base"},
+        "default_servers": [{"name": backend.name, "host": "127.0.0.1", "port": backend.port}],
+        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
+    }
+
+
+def test_a_sighup_that_cannot_fork_its_check_is_applied_once_the_limit_has_room(
+    http_backend_factory, cgroup: Path
+):
+    b1 = http_backend_factory("b1")
+    port, new_port = free_port(), free_port()
+    syn = Synapse({"web": _service(b1, port)})
+    enter = f'echo $$ > {cgroup}/cgroup.procs && exec "$@"'  # synapse and its HAProxy in it
+    syn.process.args = ["sh", "-c", enter, "sh", *syn.process.args]
+    with syn:
+        wait_serving(port, {"b1"})
+        (cgroup / "pids.max").write_text((cgroup / "pids.current").read_text())  # no fork
+        syn.config["services"]["new"] = _service(b1, new_port)
+        syn.write_config()
+        syn.signal(signal.SIGHUP)
+        wait(lambda: (syn.status()["config"]["last_reload"] or {}).get("ok") is False, 30)
+        error = syn.status()["config"]["last_reload"]["error"]
+        assert "could not start its validating child" in error and "pids.max" in error
+        assert "event=config_not_checked" in syn.log(10**6)
+        assert syn.metric("synapse_config_reloads_total", result="not_checked") >= 1
+        wait_serving(port, {"b1"})  # the running config serves on
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", new_port), timeout=3).close()
+        (cgroup / "pids.max").write_text("max")  # room again: no SIGHUP needed
+        wait_serving(new_port, {"b1"}, timeout=30)
+        assert syn.status()["config"]["last_reload"]["ok"] is True
+        assert "Task exception was never retrieved" not in syn.log(10**6)
