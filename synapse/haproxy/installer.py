@@ -46,6 +46,7 @@ from synapse.haproxy.loadmark import LoadMark
 from synapse.haproxy.managed import HAProxyProcessError, ManagedHAProxy, PortsTaken
 from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.ops import Plan, Reload
+from synapse.haproxy.pids_room import pids_free, too_little_room
 from synapse.haproxy.port_taken import PortWait
 from synapse.haproxy.ports import Clash
 from synapse.haproxy.runtime import RuntimeClient
@@ -202,6 +203,10 @@ class Installer:
             raise InstallFailed(f"{EDGE_UNWRITTEN}: {err}", disk=True) from err
         except RuntimeError as err:
             return f"{EDGE_UNWRITTEN}: {err}"
+        ours = self.managed is not None and self.settings.launch  # (our child: our cgroup)
+        if ours and (short := too_little_room(candidate.text, pids_free())) is not None:
+            self.edge.refused()
+            raise InstallFailed(short, unanswered=True)
         if not self.settings.can_validate:
             return None
         try:

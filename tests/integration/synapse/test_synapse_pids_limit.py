@@ -13,12 +13,13 @@ import contextlib
 import os
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from synapse_e2e import Synapse, wait, wait_serving
+from synapse_e2e import Synapse, spread, wait, wait_serving
 
 from testbed.process import free_port
 
@@ -72,3 +73,31 @@ def test_a_sighup_that_cannot_fork_its_check_is_applied_once_the_limit_has_room(
         wait_serving(new_port, {"b1"}, timeout=30)
         assert syn.status()["config"]["last_reload"]["ok"] is True
         assert "Task exception was never retrieved" not in syn.log(10**6)
+
+
+def test_a_reload_without_room_for_haproxys_new_worker_keeps_the_old_one_serving(
+    http_backend_factory, cgroup: Path
+):
+    """Room for `haproxy -c` and the new worker's fork, not for its 4 threads. Before, the
+    master said "Loading success", stopped the old worker, and the new one served nothing:
+    every request through every service timed out until the reload timed out (60 s)."""
+    b1 = http_backend_factory("b1")
+    port, new_port = free_port(), free_port()
+    syn = Synapse({"web": _service(b1, port)}, haproxy={"global": ["maxconn 256", "nbthread 4"]})
+    enter = f'echo $$ > {cgroup}/cgroup.procs && exec "$@"'
+    syn.process.args = ["sh", "-c", enter, "sh", *syn.process.args]
+    with syn:
+        wait_serving(port, {"b1"})
+        room = int((cgroup / "pids.current").read_text()) + 2  # the worker needs 4 + 2
+        (cgroup / "pids.max").write_text(str(room))
+        syn.config["services"]["new"] = _service(b1, new_port)
+        syn.write_config()
+        syn.signal(signal.SIGHUP)  # (its child: 2 pids, it runs; the reload then cannot)
+        deadline = time.monotonic() + 8  # the old worker serves on (before: timeouts)
+        while time.monotonic() < deadline:
+            assert spread(port, 3) == {"b1": 3}
+        error = (syn.status()["haproxy"]["last_reload_error"] or {}).get("message", "")
+        assert "needs 6 (nbthread 4 + 2)" in error and "raise the container's pids.max" in error
+        (cgroup / "pids.max").write_text("max")
+        wait_serving(new_port, {"b1"}, timeout=60)  # reloaded after the backoff
+        wait_serving(port, {"b1"})
