@@ -12,6 +12,7 @@ import os
 import signal
 from dataclasses import dataclass
 
+from smartstack.spawn_limits import limit_reached
 from synapse.atomic import write_atomic
 from synapse.haproxy.settings import Settings
 
@@ -61,8 +62,11 @@ async def run_command(args: str | list[str], timeout: float) -> CommandResult:
         # Shielded: a cancel while the process starts would kill the shell alone (asyncio's
         # cleanup), leaving what it started (a reload script's children) running.
         proc = await asyncio.shield(starting)
-    except OSError as err:
-        return CommandResult(127, f"cannot run {args!r}: {err}")
+    except (OSError, RuntimeError) as err:  # (RuntimeError: asyncio's waitpid thread)
+        if (limit := limit_reached(err)) is None and isinstance(err, RuntimeError):
+            raise
+        reached = f": {limit} is reached" if limit else ""
+        return CommandResult(127, f"cannot run {args!r}: {err}{reached}")
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
             _kill_group(await starting)

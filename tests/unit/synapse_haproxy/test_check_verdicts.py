@@ -82,3 +82,33 @@ async def test_haproxy_failing_without_an_alert_is_no_verdict(tmp_path, monkeypa
     assert await validate_config(_settings(tmp_path, "check"), "global\n", 5.0) == (
         "check exited with 1"
     )
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        BlockingIOError(11, "Resource temporarily unavailable"),  # the fork, at pids.max
+        RuntimeError("can't start new thread"),  # the fork passed, asyncio's waitpid thread not
+    ],
+)
+async def test_a_check_that_cannot_start_at_the_pids_limit_is_no_verdict_naming_it(
+    tmp_path, monkeypatch, error
+):
+    """Review s34: the thread's RuntimeError escaped the apply ("applying to HAProxy failed"
+    with a traceback) instead of a retried check; neither named the limit."""
+
+    async def spawn(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(commands.asyncio, "create_subprocess_exec", spawn)
+    with pytest.raises(CheckUnanswered, match=r"pids\.max, systemd TasksMax, ulimit -u\) is"):
+        await validate_config(_settings(tmp_path, None), "global\n", 5.0)  # type: ignore[arg-type]
+
+
+async def test_any_other_runtime_error_of_the_spawn_escapes(tmp_path, monkeypatch):
+    async def spawn(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("asyncio.get_child_watcher() is not activated")
+
+    monkeypatch.setattr(commands.asyncio, "create_subprocess_exec", spawn)
+    with pytest.raises(RuntimeError, match="not activated"):
+        await commands.run_command(["haproxy", "-c"], 5.0)
