@@ -109,7 +109,7 @@ def preflight(config: SynapseConfig, config_path: Path, full: bool) -> tuple[lis
 
         errors += socket_path_problems(config_path, config.haproxy, settings_for(config.haproxy))
     if config.haproxy is not None:
-        error, note = fd_limit_verdict(config.haproxy, config_path)
+        error, note = fd_limit_verdict(config.haproxy, config_path, listening_ports(config))
         errors += [error] if error else []
         notes += [note] if note and full else []
     if config.haproxy is not None:
@@ -149,14 +149,22 @@ def global_pidfile(hap: HAProxyConfig | None) -> tuple[str, Path] | None:
     return None
 
 
-def fd_limit_verdict(hap: HAProxyConfig, config_path: Path) -> tuple[str | None, str | None]:
+def listening_ports(config: SynapseConfig) -> int:
+    """The frontend ports HAProxy will listen on (one open file each): a lower bound."""
+    return len({s.haproxy.port for s in config.services.values() if s.haproxy.port})
+
+
+def fd_limit_verdict(
+    hap: HAProxyConfig, config_path: Path, listeners: int = 0
+) -> tuple[str | None, str | None]:
     """(error, note): `maxconn` / `ulimit-n` in `global` that HAProxy cannot have here.
     An error for the HAProxy synapse starts; a note when another starts it (its own
     limits, perhaps not synapse's, are what count)."""
     from synapse.haproxy.fd_limit import fd_problem, this_host
 
     binary = shutil.which(hap.managed.binary) if hap.managed is not None else None
-    problem = fd_problem(f"{config_path}: haproxy", list(hap.global_), this_host(binary))
+    where = f"{config_path}: haproxy"
+    problem = fd_problem(where, list(hap.global_), this_host(binary), listeners)
     if problem is None or launched(hap):
         return problem, None
     return None, f"{problem} (synapse does not start this HAProxy: if its starter has these limits)"
@@ -173,9 +181,11 @@ def reload_problems(old: SynapseConfig, new: SynapseConfig, config_path: Path) -
     HAProxy could not start with (its limit, its pid file's directory) leave every later
     reload failing; refused, the running config stays."""
     hap = new.haproxy
-    if hap is None or not launched(hap) or (old.haproxy and old.haproxy.global_ == hap.global_):
+    ports = listening_ports(new)  # (more ports: more open files)
+    same = old.haproxy and old.haproxy.global_ == hap.global_ if hap else False
+    if hap is None or not launched(hap) or (same and ports <= listening_ports(old)):
         return []
-    errors = [error] if (error := fd_limit_verdict(hap, config_path)[0]) else []
+    errors = [error] if (error := fd_limit_verdict(hap, config_path, ports)[0]) else []
     if (pidfile := global_pidfile(hap)) is not None:
         found = path_problems({pidfile[0]: pidfile[1]}, [pidfile[1]])
         errors += [problem.line(config_path) for problem in found]

@@ -62,11 +62,14 @@ def _number(token: str) -> int | None:
     return int(digits) if digits else None
 
 
-def fd_need(lines: list[str]) -> FdNeed | None:
+def fd_need(lines: list[str], listeners: int = 0) -> FdNeed | None:
     """What the `global` lines make HAProxy insist on (None: nothing, or `no strict-limits`
     anywhere: HAProxy 2.6 then warns and runs with what it gets, whatever the order of
     the lines). The first ``ulimit-n``, ``maxconn`` and ``nbthread`` count, as in HAProxy
-    ("already specified. Continuing."); a value from the environment is not judged."""
+    ("already specified. Continuing."); a value from the environment is not judged.
+    ``listeners``: the frontend ports, one open file each beside maxconn's (review s34:
+    1,000 services at `maxconn 256` needed 1,578 where the bound said 525; -k said ok and
+    HAProxy never started under a hard limit of 1,024)."""
     found: dict[str, tuple[int, str, int]] = {}
     for index, line in enumerate(lines):
         tokens = words(line)
@@ -86,8 +89,10 @@ def fd_need(lines: list[str]) -> FdNeed | None:
         index, line, _ = found["maxconn"]
         threads = found["nbthread"][2] if "nbthread" in found else 1
         own = RESERVED + PER_THREAD * max(threads, 1)
-        need = 2 * value + own
-        why = f"raises its open-file limit to at least {need} (2 per connection, {own} of its own)"
+        need = 2 * value + own + listeners
+        ports = f", {listeners} listening ports" if listeners else ""
+        why = f"raises its open-file limit to at least {need} (2 per connection, {own} of "
+        why += f"its own{ports})"
         needs.append(FdNeed(index, line, need, "maxconn", why))
     return max(needs, key=lambda found_need: found_need.need, default=None)
 
@@ -138,9 +143,9 @@ def this_host(binary: str | None) -> HostLimit:
     return host_limit(hard, nr_open, may_raise)
 
 
-def fd_problem(where: str, lines: list[str], host: HostLimit) -> str | None:
+def fd_problem(where: str, lines: list[str], host: HostLimit, listeners: int = 0) -> str | None:
     """The error line when HAProxy would refuse to start here (None: it starts)."""
-    need = fd_need(lines)
+    need = fd_need(lines, listeners)
     if need is None or need.need <= host.limit:
         return None
     fix = f"lower {need.keyword}, or {host.raise_it}"

@@ -167,3 +167,30 @@ def test_a_stats_socket_from_the_environment_is_not_a_path_to_judge(tmp_path: Pa
     assert not [key for key in preflight.written_paths(config) if "socket_file_path" in key]
     quoted = _config(tmp_path, [f'stats socket "{tmp_path}/a.sock" level admin'])
     assert preflight.written_paths(quoted)["haproxy.socket_file_path[0]"] == tmp_path / "a.sock"
+
+
+def _with_ports(config: SynapseConfig, count: int) -> SynapseConfig:
+    services = {
+        f"s{i}": {"discovery": {"method": "base"}, "haproxy": {"port": 20000 + i}}
+        for i in range(count)
+    }
+    data = config.model_dump(by_alias=True)
+    return SynapseConfig.model_validate({**data, "services": services})
+
+
+def test_each_listening_port_is_an_open_file_beside_maxconns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Review s34: 1,000 services at `maxconn 256` under a hard limit of 1,024: `-k` said ok
+    (the bound was 525), HAProxy needed 1,578 ("Cannot raise FD limit") and never started."""
+    assert fd_need(["maxconn 256"], 1000).need == 1525  # type: ignore[union-attr]
+    monkeypatch.setattr(fd_limit, "this_host", lambda binary: host_limit(1024, 1048576, False))
+    base = _config(tmp_path, ["maxconn 256"])
+    [error] = preflight.preflight(_with_ports(base, 1000), tmp_path / "s.yaml", False)[0]
+    assert "at least 1525 (2 per connection, 13 of its own, 1000 listening ports)" in error
+    assert preflight.preflight(_with_ports(base, 400), tmp_path / "s.yaml", False)[0] == []
+    # a SIGHUP adding ports past the limit, the global lines unchanged: refused too
+    [line] = preflight.reload_problems(
+        _with_ports(base, 400), _with_ports(base, 1000), tmp_path / "s.yaml"
+    )
+    assert "1000 listening ports" in line
