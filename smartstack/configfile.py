@@ -17,7 +17,13 @@ from typing import Any, TypeVar
 
 from smartstack import config_check
 from smartstack.config_duplicates import Loc, describe, json_load, yaml_load
-from smartstack.config_encoding import control_character, not_utf8_error
+from smartstack.config_encoding import (
+    UTF16_NO_BOM,
+    control_character,
+    lone_surrogates,
+    not_utf8_error,
+    utf16_without_bom,
+)
 from smartstack.config_errors import ConfigError, format_loc
 from smartstack.config_read import read_settled
 from smartstack.config_sections import SectionCache
@@ -76,6 +82,13 @@ def load_document(
         doc = {}
     if not isinstance(doc, dict):
         raise ConfigError([f"{path}: expected a mapping at the top level, got {_kind(doc)}"])
+    if (lone := lone_surrogates(text, doc)) is not None:
+        where = format_loc([*prefix, *lone[0]])
+        raise ConfigError([
+            f"{path}: {where}: {lone[1]!r} holds a lone UTF-16 surrogate (an escape such as "
+            "\\udce9, what Python makes of a byte that is not UTF-8), which no file or "
+            "registry path can hold; write the character itself"
+        ])  # fmt: skip
     lines = [describe(str(path), *twice, prefix=prefix) for twice in found or []]
     if repeated is not None:
         repeated += lines
@@ -97,7 +110,10 @@ def _parse(text: str, path: Path, found: list[tuple[Loc, int, int]] | None = Non
             # Real .json files carry '#' comment lines (Ruby reads them as YAML); blanking
             # them keeps line numbers and lets JSON's error point at the real mistake.
             # (No '#' at all: no comment line; the regex costs ms on a 500-service file.)
-            return json_load(_COMMENT_LINE.sub("", text) if "#" in text else text, found)
+            # A UTF-8 byte order mark (Notepad, PowerShell 5's Out-File -Encoding utf8): JSON
+            # refuses it and YAML, which skips it, refuses a tab-indented JSON file (review s34).
+            bare = " " + text[1:] if text.startswith("\ufeff") else text  # (columns stay)
+            return json_load(_COMMENT_LINE.sub("", bare) if "#" in bare else bare, found)
         except json.JSONDecodeError as exc:
             json_error = exc  # YAML may still read it
     import yaml  # here: a daemon whose files are JSON never loads it (~1 MB of RSS)
@@ -105,6 +121,8 @@ def _parse(text: str, path: Path, found: list[tuple[Loc, int, int]] | None = Non
     try:
         return yaml_load(text, found)
     except yaml.YAMLError as exc:
+        if isinstance(exc, yaml.reader.ReaderError) and utf16_without_bom(text):
+            raise ConfigError([f"{path}:{UTF16_NO_BOM}"]) from None
         if json_error is not None and _json_shaped(text):
             where = f"{json_error.lineno}:{json_error.colno}"
             raise ConfigError([f"{path}:{where}: malformed JSON: {json_error.msg}"]) from None
@@ -121,7 +139,7 @@ def _parse(text: str, path: Path, found: list[tuple[Loc, int, int]] | None = Non
 def _json_shaped(text: str) -> bool:
     """True when the first line that is not blank or a '#' comment opens a JSON value."""
     for line in text.splitlines():
-        stripped = line.strip()
+        stripped = line.strip().lstrip("\ufeff")
         if stripped and not stripped.startswith("#"):
             return stripped[0] in "{["
     return False

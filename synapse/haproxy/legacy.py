@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from synapse.haproxy.plain_spaces import plain_spaces, space_warning
+from synapse.haproxy.plain_spaces import carries_data, kept_warning, plain_spaces, space_warning
 
 # Removed directives without a one-to-one replacement: what to write instead.
 _HINTS: dict[str, str] = {
@@ -161,7 +161,9 @@ def modernize_lines(lines: list[str], where: str) -> Modernized:
             continue
         place = f"{where}[{index}]"
         fixed, found = plain_spaces(line)  # a pasted no-break space (haproxy/plain_spaces.py)
-        if found:
+        if found and carries_data(line):  # a pattern or value: perhaps meant (plain_spaces.py)
+            out.warnings.append(kept_warning(place, line, found))
+        elif found:
             out.warnings.append(space_warning(place, line, fixed, found))
             line = fixed
         new, removed, hint = modernize_line(line)

@@ -14,8 +14,22 @@ from __future__ import annotations
 
 import unicodedata
 
-# Invisible characters with no width: dropped rather than made a space.
-_ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff")
+# Invisible characters with no width: dropped rather than made a space. Not the joiners
+# U+200C/U+200D: letters of Persian, Hindi... and emoji sequences hold them (review s34).
+_ZERO_WIDTH = frozenset("\u200b\u2060\ufeff")
+
+# Directives whose words are patterns or values of the traffic (an ACL's header value, a
+# set-header's text, a regex, a file name): a Unicode space there may be meant (a header
+# 'Jean<NBSP>Dupont': made a space, `-m str Jean Dupont` matched 'Jean' or 'Dupont' and no
+# longer the name: review s34). Such a line is kept as written, with a warning.
+_DATA_KEYWORDS = frozenset({
+    "acl", "http-request", "http-response", "http-after-response", "tcp-request",
+    "tcp-response", "use_backend", "use-server", "redirect", "errorfile", "errorloc",
+    "errorloc302", "errorloc303", "lua-load", "lua-load-per-thread", "lua-prepend-path",
+    "log-format", "log-format-sd", "error-log-format", "unique-id-format", "capture",
+    "monitor", "stick", "stick-table", "set-var", "set-var-fmt", "setenv", "presetenv",
+    "http-check", "email-alert", "description",
+})  # fmt: skip
 
 
 def _odd(char: str) -> bool:
@@ -52,6 +66,21 @@ def plain_spaces(line: str) -> tuple[str, list[str]]:
             continue
         out.append(char)
     return ("".join(out), found) if found else (line, [])
+
+
+def carries_data(line: str) -> bool:
+    """Whether ``line``'s directive takes patterns or values of the traffic (kept as written)."""
+    words = line.split(None, 1)
+    return bool(words) and words[0].lower() in _DATA_KEYWORDS
+
+
+def kept_warning(place: str, line: str, found: list[str]) -> str:
+    """The warning for a line of a ``carries_data`` directive, kept as written."""
+    return (
+        f"{place}: {line.strip()!r} has {', '.join(found)} outside quotes, which HAProxy "
+        "reads as part of a word, not as a space (a pasted line?): kept as written, as a "
+        "pattern or value may hold one; write ' ' if a space was meant, or quote the word"
+    )
 
 
 def space_warning(place: str, line: str, fixed: str, found: list[str]) -> str:

@@ -6,6 +6,7 @@ no line)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -98,3 +99,43 @@ def test_a_tab_says_what_yaml_wants(tmp_path: Path) -> None:
         f"{path}:4:1: malformed YAML: found character '\\t' that cannot start any token "
         "(YAML takes no tab there: indent with spaces)"
     )
+
+
+def test_a_tab_indented_json_file_with_a_bom_loads(tmp_path: Path) -> None:
+    # Before: JSON refused the BOM, YAML the tabs: "found character '\t' ... indent with spaces".
+    path = tmp_path / "nerve.json"
+    first, _comment, rest = NERVE_JSON.split("\n", 2)
+    text = json.dumps(json.loads(first + "\n" + rest), indent="\t")
+    path.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    config, _ = load_nerve_config(path)
+    assert config.services["web"].port == 8080
+
+
+def test_utf16_without_a_bom_is_named(tmp_path: Path) -> None:
+    # Before: ASCII text saved as UTF-16LE decodes as UTF-8: "NUL bytes ... cut short by a crash".
+    for name in ("nerve.yaml", "nerve.json"):
+        path = tmp_path / name
+        path.write_bytes(NERVE_JSON.replace("José", "Jose").encode("utf-16-le"))
+        assert _error(path).startswith(f"{path}: the file is UTF-16 without a byte order mark")
+
+
+def test_a_lone_surrogate_escape_is_refused_with_its_key(tmp_path: Path) -> None:
+    # Before: -k ok; the running nerve's kazoo connection thread died on the zk_path, and no
+    # service of that ZooKeeper registered (review s34).
+    path = tmp_path / "nerve.json"
+    path.write_text(NERVE_JSON.replace("/nerve/services/web", "/nerve/caf\\udce9"), "utf-8")
+    assert _error(path) == (
+        f"{path}: services.web.zk_path: '/nerve/caf\\udce9' holds a lone UTF-16 surrogate (an "
+        "escape such as \\udce9, what Python makes of a byte that is not UTF-8), which no file "
+        "or registry path can hold; write the character itself"
+    )
+
+
+def test_a_surrogate_pair_escape_in_yaml_is_one_character(tmp_path: Path) -> None:
+    # PyYAML reads "\ud83d\ude00" as two lone surrogates (JSON joins them): synapse -k ended
+    # in a UnicodeEncodeError traceback writing the HAProxy file.
+    path = tmp_path / "synapse.yaml"
+    pair = '"http-request set-header X \\ud83d\\ude00"'
+    path.write_text(SYNAPSE_YAML.replace('"mode http"', pair), encoding="utf-8")
+    config, _ = load_synapse_config(path)
+    assert config.services["web"].haproxy.listen == ["http-request set-header X \U0001f600"]

@@ -68,3 +68,28 @@ services:
     assert f"{path}: services.web.haproxy.listen[0]: 'option httpchk GET\\xa0/health' has " in (
         "\n".join(spaces)
     )
+
+
+def test_a_pattern_or_value_keeps_its_unicode_space(tmp_path: Path) -> None:
+    # Before: `-m str Jean<NBSP>Dupont` became `-m str Jean Dupont`: with a real HAProxy 2.6,
+    # 'Jean<NBSP>Dupont' 0 of 10 denied (was 10 of 10), 'Jean' 10 of 10 denied (was 0).
+    deny = f"http-request deny if {{ req.hdr(x-user) -m str Jean{NBSP}Dupont }}"
+    word = "http-response set-header X-Word \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
+    path = tmp_path / "synapse.yaml"
+    path.write_text(
+        f"""haproxy: {{do_writes: false, do_reloads: false, do_socket: false}}
+services:
+  web:
+    discovery: {{method: zookeeper, hosts: ["127.0.0.1:2181"], path: /nerve/web}}
+    haproxy:
+      port: 3301
+      frontend: ["{deny}", "{word}", "timeout{NBSP}client 5s"]
+""",
+        encoding="utf-8",
+    )
+    config, warnings = load_synapse_config(path)
+    web = config.services["web"].haproxy
+    assert web is not None and web.frontend == [deny, word, "timeout client 5s"]
+    (kept,) = [w for w in warnings if "kept as written" in w]
+    assert kept.startswith(f"{path}: services.web.haproxy.frontend[0]: ")
+    assert len([w for w in warnings if "NO-BREAK SPACE" in w]) == 2
