@@ -7,8 +7,13 @@ line froze the whole daemon: nerve kept a failing instance registered for as lon
 pipe stayed full (still registered 15 s after its service failed; withdrawn only once the
 pipe drained), synapse stopped following the registry.
 
-Here a daemon's threads only queue the line (a stderr that is a plain file, which no reader
-can hold up, is written at once). The writer thread writes it; up to
+Here a daemon's threads only queue the line; the writer thread writes it. A stderr that
+is a plain file (``2>>file``) has no reader, but its disk can stall (EBS, NFS, a busy
+array): written from the event loop, one line kept a failed instance registered for the
+whole stall (12 s of 12, review s34). So a file's line is queued too, and its caller waits
+for it to be on disk, keeping the log in order with what the daemon does next, for at most
+``FILE_WAIT`` s: past that the file is stalled and nobody waits until the writer has caught
+up (lines then queue, and drop, as for a pipe). Up to
 ``capacity`` characters of lines wait for it, and beyond that lines are dropped and
 counted: a ``log_lines_dropped`` line says how many as soon as the stream moves again, and
 ``<daemon>_log_lines_dropped_total`` counts them all (/metrics). Losing log lines is the
@@ -38,6 +43,7 @@ CHUNK = 1024  # characters per write: <= 4 KB, what a pipe takes whole, even in 
 EXIT_BACKLOG = 1 << 16  # characters an exit still waits for, oldest info/debug lines first
 EXIT_STALL = 0.5  # seconds an exit waits without a byte going out (a stuck stream)
 EXIT_MAX = 5.0  # seconds an exit waits at most (a slow stream)
+FILE_WAIT = 0.5  # seconds a caller waits for its line to reach a plain file (a stalled disk)
 
 # [level, text with its newline, lines dropped here, since when]: a line, or (dropped > 0)
 # the place of dropped lines in the order, said as a log_lines_dropped line
@@ -58,6 +64,8 @@ class BackgroundStreamHandler(logging.Handler):
         self._written = 0  # chunks written: an exit's wait sees progress
         self._writing = False
         self._closing = False
+        self._lines_in = self._lines_out = 0  # lines queued / taken off the queue, ever
+        self._stalled = False  # a plain file's write outlasted FILE_WAIT: nobody waits
         self._wake = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
         self._direct = _regular_file(stream)
@@ -73,21 +81,30 @@ class BackgroundStreamHandler(logging.Handler):
     def say(self, line: str, level: int = logging.WARNING) -> None:
         """Queue one line as it is (a CLI's ``warning: ...``): never blocks."""
         line += "\n"
-        if self._direct:  # nobody reads a file: written at once, as logging does
-            with self._wake:
-                if not self._write(line):
-                    self._count_dropped(1)
-            return
         with self._wake:
             if self._queued + len(line) > self.capacity or self._closing:
                 self._count_dropped(1)
                 return
             self._lines.append([level, line, 0, 0.0])
             self._queued += len(line)
+            self._lines_in += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
                 self._thread.start()
             self._wake.notify()
+            if self._direct:
+                self._wait_on_disk(self._lines_in)
+
+    def _wait_on_disk(self, line: int) -> None:
+        """A plain file: wait (the lock held by the caller) until ``line`` is written, for
+        at most FILE_WAIT s; a stalled disk is then waited for no more until it caught up."""
+        deadline = time.monotonic() + FILE_WAIT
+        while self._lines_out < line and not self._stalled:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._stalled = True
+                return
+            self._wake.wait(left)
 
     def handleError(self, record: logging.LogRecord) -> None:  # (logging's name)
         """logging prints a failed format to stderr itself, blocking: queued here instead."""
@@ -122,10 +139,13 @@ class BackgroundStreamHandler(logging.Handler):
             written = self._write(chunk)
             with self._wake:
                 self._queued -= size
+                self._lines_out += count
                 self._writing = False
                 self._written += 1
                 if not written and count:
                     self._count_dropped(count, first=True)
+                if not self._lines:  # caught up: a plain file's callers wait for it again
+                    self._stalled = False
                 self._wake.notify_all()
 
     def _take_chunk(self) -> tuple[str, int, int]:
@@ -157,7 +177,7 @@ class BackgroundStreamHandler(logging.Handler):
         record.smartstack_fields = {  # type: ignore[attr-defined]
             "lines": lines,
             "seconds": round(time.monotonic() - since, 1),
-            "reason": "stderr was not read (its reader stuck, slow or gone)",
+            "reason": "stderr did not take them (its reader stuck, slow or gone; its disk stalled)",
         }
         try:
             return self.format(record) + "\n"
@@ -197,6 +217,7 @@ class BackgroundStreamHandler(logging.Handler):
             else:
                 kept.append(entry)
         self._lines = kept
+        self._lines_out += trimmed
         self._count_dropped(trimmed, first=True)
 
     def close(self) -> None:
@@ -209,9 +230,9 @@ class BackgroundStreamHandler(logging.Handler):
 
 
 def _regular_file(stream: TextIO | None) -> bool:
-    """Whether ``stream`` is a plain file (``2>>file``): a write to it waits on no reader, so
-    lines go out at once, in order with what the daemon does next. A pipe, a socket (the
-    journal), a terminal or anything unknown goes through the writer thread."""
+    """Whether ``stream`` is a plain file (``2>>file``): its caller waits for its line while
+    the disk takes writes (``FILE_WAIT``). A pipe, a socket (the journal), a terminal or
+    anything unknown: the caller only queues it."""
     try:
         return stream is not None and stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):

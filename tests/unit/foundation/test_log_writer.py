@@ -207,12 +207,53 @@ def test_a_failed_format_is_queued_not_printed(capsys) -> None:
     handler.close()
 
 
-def test_a_plain_file_is_written_at_once_without_the_thread(tmp_path) -> None:
-    """``2>>file``: no reader can hold a file up; each line is there when emit returns."""
+def test_a_plain_file_has_each_line_on_disk_when_emit_returns(tmp_path) -> None:
+    """``2>>file`` on a disk that takes writes: each line is there when emit returns."""
     with (tmp_path / "daemon.log").open("w") as stream:
         handler = BackgroundStreamHandler(stream)
         log = _logger(handler, "test.writer.file")
-        event(log, "first")
-        assert (tmp_path / "daemon.log").read_text().endswith("event=first\n")
-        assert handler._thread is None
+        for name in ("first", "second"):
+            event(log, name)
+            assert (tmp_path / "daemon.log").read_text().endswith(f"event={name}\n")
         handler.close()
+
+
+class StalledFile(StuckStream):
+    """A plain file whose writes wait until ``release`` (a stalled disk: EBS, NFS)."""
+
+    def __init__(self, path) -> None:
+        super().__init__()
+        self.file = path.open("w")
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def write(self, text: str) -> int:
+        self.entered.set()
+        self.release.wait(10)
+        self.file.write(text)
+        self.file.flush()
+        return len(text)
+
+
+def test_a_stalled_disk_holds_a_caller_at_most_file_wait_once(tmp_path) -> None:
+    """A plain file was written in the caller's thread: a stalled disk held nerve's event
+    loop (a failed instance stayed registered for the whole stall, review s34)."""
+    stream = StalledFile(tmp_path / "daemon.log")
+    handler = BackgroundStreamHandler(stream)
+    log = _logger(handler, "test.writer.stalled")
+    caller = threading.Thread(target=lambda: [event(log, f"line{i}") for i in range(3)])
+    started = time.monotonic()
+    caller.start()
+    caller.join(3)
+    held = time.monotonic() - started
+    stream.release.set()
+    caller.join(10)
+    assert held < log_writer.FILE_WAIT + 0.5  # once FILE_WAIT, not per line, not the stall
+    handler.flush(5)
+    lines = (tmp_path / "daemon.log").read_text().splitlines()
+    assert [line.split("event=")[1] for line in lines] == ["line0", "line1", "line2"]
+    event(log, "after")  # caught up: waited for again
+    assert (tmp_path / "daemon.log").read_text().endswith("event=after\n")
+    handler.close()
+    stream.file.close()
