@@ -102,7 +102,12 @@ def preflight(config: SynapseConfig, config_path: Path, full: bool) -> tuple[lis
     if (pidfile := global_pidfile(config.haproxy)) is not None:  # (HAProxy opens it)
         paths[pidfile[0]] = pidfile[1]
         opened_by_haproxy.append(pidfile[1])
-    errors, notes = path_verdicts(path_problems(paths, opened_by_haproxy), config_path, full)
+    problems = path_problems(paths, opened_by_haproxy)
+    errors, notes = path_verdicts(problems, config_path, full)
+    if made and full:  # (what the start does with them: a typo'd path is made, or cleared)
+        said = {problem.key for problem in problems}  # (one that cannot be made: said so)
+        fine = {key: path for key, path in paths.items() if key not in said}
+        notes += made_by_start(fine, config_dir, config_path)
     if config.haproxy is not None and config.haproxy.managed is not None:
         from synapse.haproxy.settings import settings_for
         from synapse.haproxy.socket_limits import socket_path_problems
@@ -126,6 +131,31 @@ def preflight(config: SynapseConfig, config_path: Path, full: bool) -> tuple[lis
         errors += refused
         notes += [note] if note else []
     return errors, notes
+
+
+def made_by_start(paths: dict[str, Path | None], config_dir: Path, config_path: Path) -> list[str]:
+    """Notes (``-k``) on HAProxy's sockets and pid file that the start of the HAProxy synapse
+    launches changes the host for (review s34): a missing directory it makes (so a typo in
+    it is no longer refused, only said here) and a directory standing at the path itself,
+    removed when empty (another program's, if the path is wrong)."""
+    notes = []
+    for key, path in paths.items():
+        if path is None or not (key.startswith("haproxy.managed.") or "socket" in key):
+            continue
+        try:
+            missing = path.parent != config_dir and not path.parent.exists()
+            directory = not missing and path.is_dir() and not path.is_symlink()
+        except OSError:  # (an unsearchable directory: the path check says it)
+            continue
+        if missing:
+            notes.append(f"{config_path}: {key}: directory {path.parent} does not exist: "
+                         "synapse makes it before it starts HAProxy (a reboot's tmpfs; "
+                         "is the path right?)")  # fmt: skip
+        elif directory:
+            notes.append(f"{config_path}: {key}: {path} is a directory: synapse removes it "
+                         "before it starts HAProxy when it is empty, else HAProxy cannot "
+                         "start (is the path right?)")  # fmt: skip
+    return notes
 
 
 def launched(hap: HAProxyConfig | None) -> bool:

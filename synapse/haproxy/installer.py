@@ -83,7 +83,9 @@ def start_blocked(settings: Settings) -> str | None:
     few seconds, as a full disk's write, not after the backoff's minute."""
     paths = [settings.master_socket, settings.pid_file, *map(Path, settings.shared_sockets)]
     for path in paths:
-        found = diagnose(path, create=False) if path is not None else None
+        # (the HAProxy synapse starts gets its missing directories made, ``make_dirs``:
+        # then what counts is whether they can be, review s34)
+        found = diagnose(path, create=settings.launch) if path is not None else None
         if found is not None and found[1] in (READ_ONLY, READ_ONLY_MOUNT, PERMISSION):
             return f"cannot make {path}: {found[0]}"
     return None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -82,12 +83,19 @@ def clear_dir(path: Path) -> None:
     try:
         path.rmdir()
     except OSError as err:
+        # (EBUSY: a mount point, e.g. synapse's container bind-mounts a missing socket file)
+        fix = (
+            "a mount point: mount the socket's directory, not the socket"
+            if err.errno == errno.EBUSY
+            else "remove it"
+        )
         event(log, "haproxy_path_is_a_directory", level=logging.ERROR, path=str(path),
-              error=str(err), detail="HAProxy cannot bind or write there: remove it")  # fmt: skip
+              error=str(err), detail=f"HAProxy cannot bind or write there: {fix}")  # fmt: skip
         return
     event(log, "haproxy_path_cleared", level=logging.WARNING, path=str(path),
           detail="an empty directory stood where HAProxy binds a socket or writes its pid "
-          "file (a container's bind mount made before the socket?): removed")  # fmt: skip
+          "file (a container's bind mount made before the socket?): removed; a container "
+          "that mounted it still sees that empty directory until it is restarted")  # fmt: skip
 
 
 async def finish(task: asyncio.Task[T]) -> T:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from synapse.config import SynapseConfig
 from synapse.haproxy.replacement import make_dirs
-from synapse.preflight import preflight
+from synapse.preflight import made_by_start, preflight, written_paths
 
 
 def _config(tmp_path: Path, run: Path, **managed: object) -> SynapseConfig:
@@ -61,3 +61,22 @@ def test_an_empty_directory_at_a_socket_path_goes_before_haproxy_starts(tmp_path
     said = {r.message: r.smartstack_fields["path"] for r in caplog.records}
     assert said["haproxy_path_is_a_directory"] == str(full)
     assert "haproxy_path_cleared" in said
+
+
+def test_check_notes_what_the_start_makes_or_removes(tmp_path: Path) -> None:
+    """(review s34 cr) no longer refused, a missing socket directory is made at start and an
+    empty directory at a socket's path removed: a typo (`/rnu/synapse`, an existing directory
+    another program uses given as the socket) must still show at `-k`. Before: `ok`, then the
+    start made /rnu/synapse, or removed the other program's directory (its HAProxy then
+    failed: "preserve previous UNIX socket (Not a directory)")."""
+    run = tmp_path / "rnu" / "synapse"
+    config = _config(tmp_path, run)
+    paths = written_paths(config)
+    notes = made_by_start(paths, tmp_path / "lib", tmp_path / "s.yaml")
+    assert len(notes) == 3 and all(f"directory {run} does not exist" in n for n in notes)
+    run.mkdir(parents=True)
+    (run / "admin.sock").mkdir()  # (the operator's: an empty directory)
+    notes = made_by_start(paths, tmp_path / "lib", tmp_path / "s.yaml")
+    assert len(notes) == 1 and f"{run / 'admin.sock'} is a directory" in notes[0]
+    (run / "admin.sock").rmdir()
+    assert made_by_start(paths, tmp_path / "lib", tmp_path / "s.yaml") == []
