@@ -180,8 +180,11 @@ def global_pidfile(hap: HAProxyConfig | None) -> tuple[str, Path] | None:
 
 
 def listening_ports(config: SynapseConfig) -> int:
-    """The frontend ports HAProxy will listen on (one open file each): a lower bound."""
-    return len({s.haproxy.port for s in config.services.values() if s.haproxy.port})
+    """The frontend ports HAProxy will listen on (one open file each): a lower bound. A
+    ``haproxy.disabled`` service is not rendered at all: it binds nothing (counted, 300
+    disabled of 600 services made a config HAProxy serves under 1,024 refused at start)."""
+    hap = [s.haproxy for s in config.services.values()]
+    return len({h.port for h in hap if h.port and not h.disabled})
 
 
 def fd_limit_verdict(

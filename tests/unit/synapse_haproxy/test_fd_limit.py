@@ -194,3 +194,17 @@ def test_each_listening_port_is_an_open_file_beside_maxconns(
         _with_ports(base, 400), _with_ports(base, 1000), tmp_path / "s.yaml"
     )
     assert "1000 listening ports" in line
+
+
+def test_a_disabled_services_port_is_not_a_listener(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Review s34 (c90ae37): 600 services with a port, 300 of them `haproxy.disabled` (not
+    rendered: no bind), `maxconn 256`, hard limit 1,024: HAProxy starts and serves, but the
+    count took 600 listeners (bound 1,125): `-k` rc 2 and synapse refused to start."""
+    monkeypatch.setattr(fd_limit, "this_host", lambda binary: host_limit(1024, 1048576, False))
+    config = _with_ports(_config(tmp_path, ["maxconn 256"]), 600)
+    for name in list(config.services)[:300]:
+        config.services[name].haproxy.disabled = True
+    assert preflight.listening_ports(config) == 300
+    assert preflight.preflight(config, tmp_path / "s.yaml", False)[0] == []
