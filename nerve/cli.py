@@ -70,8 +70,10 @@ def _preflight(config: Any, path: Path, full: bool) -> tuple[list[str], list[str
 
 def _run(config: NerveConfig, args: argparse.Namespace, source: ConfigSource) -> int:
     from nerve.main import run  # imported late: `-k` needs none of the daemon's modules
+    from smartstack.child_watch import use_pidfds
 
     nerve_lock(config, args.config)  # one nerve per config: before a registry is touched
+    use_pidfds()  # no waitpid thread per child: at a pids limit it cannot start
     return run(config, args, source)
 
 

@@ -66,11 +66,13 @@ def _preflight(config: Any, path: Path, full: bool) -> tuple[list[str], list[str
 
 
 def _run(config: SynapseConfig, args: argparse.Namespace, source: ConfigSource) -> int:
+    from smartstack.child_watch import use_pidfds
     from synapse.daemon import run  # imported late: `-k` needs none of the daemon's modules
 
     synapse_lock(config, args.config)  # one synapse per config: before HAProxy is touched
     tune_malloc(len(config.services))  # before the registry's records come in
     gc_start.freeze_loaded()
+    use_pidfds()  # no waitpid thread per child: at a pids limit it cannot start
     return run(config, args, source)
 
 

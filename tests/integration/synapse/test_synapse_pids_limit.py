@@ -10,9 +10,12 @@ Needs a cgroup v1 pids hierarchy this user may write (root in a container, as CI
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,3 +104,50 @@ def test_a_reload_without_room_for_haproxys_new_worker_keeps_the_old_one_serving
         (cgroup / "pids.max").write_text("max")
         wait_serving(new_port, {"b1"}, timeout=60)  # reloaded after the backoff
         wait_serving(port, {"b1"})
+
+
+# Three `true`s at one free pid, as the daemons run their children (synapse's run_command):
+# how each ended, then the children left over (zombies: "Z").
+_THREE_AT_ONE_FREE_PID = """
+import asyncio, json, sys
+from pathlib import Path
+from smartstack.child_watch import use_pidfds
+from synapse.haproxy.commands import run_command
+
+if sys.argv[2] == "pidfd":
+    use_pidfds()
+group = Path(sys.argv[1])
+
+async def main():
+    codes = []
+    for _ in range(3):
+        (group / "pids.max").write_text(str(int((group / "pids.current").read_text()) + 1))
+        codes.append((await run_command(["true"], 10)).returncode)
+        (group / "pids.max").write_text("max")
+    await asyncio.sleep(0.5)
+    me = str(__import__("os").getpid())
+    stats = [p / "stat" for p in Path("/proc").iterdir() if p.name.isdigit()]
+    left = [s for s in stats if s.exists() and s.read_text().rsplit(")", 1)[1].split()[1] == me]
+    print(json.dumps({"codes": codes, "left": len(left)}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("watcher", ["pidfd", "threaded"])
+def test_a_child_started_at_the_last_free_pid_is_waited_for(cgroup: Path, watcher: str):
+    """Python 3.11's default watcher starts a waitpid thread per child: with one pid free
+    the fork takes it, the thread cannot start, and the child is neither waited for nor
+    closed (a zombie per try; a live validating child of 15 MB). The daemons use pidfds
+    (smartstack/child_watch.py): the child is waited for, its exit code is the verdict.
+    `threaded` shows the failure this guards against, so the test can tell them apart."""
+    enter = f'echo $$ > {cgroup}/cgroup.procs && exec "$@"'
+    script = [sys.executable, "-c", _THREE_AT_ONE_FREE_PID, str(cgroup), watcher]
+    out = subprocess.run(
+        ["sh", "-c", enter, "sh", *script], capture_output=True, text=True, timeout=60, check=True
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if watcher == "pidfd":
+        assert result == {"codes": [0, 0, 0], "left": 0}, out.stderr[-2000:]
+    else:
+        assert result["left"] > 0 and 0 not in result["codes"], result
