@@ -35,6 +35,7 @@ import stat
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
 from typing import TextIO
 
@@ -69,6 +70,18 @@ class BackgroundStreamHandler(logging.Handler):
         self._wake = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
         self._direct = _regular_file(stream)
+        _HANDLERS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child has no writer thread (and maybe a lock another thread held): a new
+        lock, a writer of its own started by its first line. The lines the parent queued are
+        the parent's to write (it runs on): not written twice. Without this a plain file's
+        first child line waited FILE_WAIT, the file stayed stalled and no child line was
+        written (review s34)."""
+        self._wake = threading.Condition(threading.Lock())
+        self._thread, self._writing, self._stalled = None, False, False
+        self._lines, self._queued = deque(), 0
+        self._lines_in = self._lines_out = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -79,7 +92,8 @@ class BackgroundStreamHandler(logging.Handler):
         self.say(line, record.levelno)
 
     def say(self, line: str, level: int = logging.WARNING) -> None:
-        """Queue one line as it is (a CLI's ``warning: ...``): never blocks."""
+        """Queue one line as it is (a CLI's ``warning: ...``): never blocks on a pipe; a plain
+        file's line is waited for, at most FILE_WAIT s (``_wait_on_disk``)."""
         line += "\n"
         with self._wake:
             if self._queued + len(line) > self.capacity or self._closing:
@@ -227,6 +241,18 @@ class BackgroundStreamHandler(logging.Handler):
             self._closing = True
             self._wake.notify_all()
         super().close()
+
+
+_HANDLERS: weakref.WeakSet[BackgroundStreamHandler] = weakref.WeakSet()
+
+
+def _reinit_after_fork() -> None:
+    for handler in list(_HANDLERS):
+        handler._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
 def _regular_file(stream: TextIO | None) -> bool:

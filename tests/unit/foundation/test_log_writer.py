@@ -257,3 +257,35 @@ def test_a_stalled_disk_holds_a_caller_at_most_file_wait_once(tmp_path) -> None:
     assert (tmp_path / "daemon.log").read_text().endswith("event=after\n")
     handler.close()
     stream.file.close()
+
+
+def test_a_forked_child_writes_its_own_lines_to_a_plain_file(tmp_path) -> None:
+    """A fork after the writer thread started (review s34): the child has no writer thread;
+    its first line waited FILE_WAIT, set the file stalled for good, and no line of the child
+    reached the file (before 2a38911 a child wrote a plain file itself)."""
+    import os
+
+    path = tmp_path / "daemon.log"
+    with path.open("a") as stream:
+        handler = BackgroundStreamHandler(stream)
+        log = _logger(handler, "test.writer.fork")
+        event(log, "parent")  # the writer thread runs
+        handler.flush(5)
+        pid = os.fork()
+        if pid == 0:  # the child: its lines, without waiting out FILE_WAIT
+            code = 1
+            try:
+                started = time.monotonic()
+                event(log, "child_first")
+                event(log, "child_second")
+                held = time.monotonic() - started
+                code = 0 if held < log_writer.FILE_WAIT / 2 else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        event(log, "parent_after")
+        handler.flush(5)
+        handler.close()
+    assert os.waitstatus_to_exitcode(status) == 0  # not held FILE_WAIT
+    names = [line.split("event=")[1] for line in path.read_text().splitlines()]
+    assert names == ["parent", "child_first", "child_second", "parent_after"]
