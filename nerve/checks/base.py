@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from nerve.checks.inflight import PROBE, Inflight
-from nerve.own_limits import at_own_limit
+from nerve.own_limits import at_own_limit, own_limit_hint
 
 MAX_DETAIL = 512  # /status and log lines stay readable
 # A check's timer that fires this much late means the process did not run (a container's
@@ -163,7 +163,9 @@ class BaseCheck:
             raise
         except Exception as exc:  # a check must never take its service loop down
             if no_verdict(exc):
-                return self._result(False, describe_error(exc), started, verdict=False)
+                hint = own_limit_hint(exc)
+                detail = describe_error(exc) + (f" ({hint})" if hint else "")
+                return self._result(False, detail, started, verdict=False)
             output = exc.output if isinstance(exc, CheckFailed) else None
             return self._result(False, describe_error(exc), started, output)
         return self._result(True, passed.detail, started, passed.output)
