@@ -12,11 +12,11 @@ nothing, so sharing the cores costs this test nothing it checks.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from at_once import run_at_once
 
 from bench.__main__ import BENCHMARKS, OPT_IN
 
@@ -36,21 +36,10 @@ def halves() -> list[list[str]]:
 def test_every_benchmark_runs_quick_and_writes_its_json(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "bench", "--quick", "--results-dir", str(tmp_path)]
     logs = [tmp_path / f"half-{index}.log" for index in range(2)]
-    runs = []
-    for names, log in zip(halves(), logs, strict=True):
-        with log.open("w") as out:  # (a file, not a pipe: neither can block on a full one)
-            runs.append(
-                subprocess.Popen([*command, *names], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-            )
-    try:
-        for run in runs:
-            run.wait(timeout=580)
-    finally:
-        for run in runs:
-            run.kill()  # (only if still running: a timeout)
+    codes = run_at_once([[*command, *names] for names in halves()], logs, REPO, timeout=580)
     outputs = [log.read_text() for log in logs]
-    for run, output in zip(runs, outputs, strict=True):
-        assert run.returncode == 0, output[-6000:]
+    for code, output in zip(codes, outputs, strict=True):
+        assert code == 0, output[-6000:]
     output = "".join(outputs)
     for name in (n for n in BENCHMARKS if n not in OPT_IN):
         assert f"== {name} ==" in output, output[-6000:]
