@@ -36,6 +36,7 @@ from smartstack.zookeeper import ZooKeeperConnection
 log = logging.getLogger("nerve.reporter.zookeeper")
 
 SEQUENCE_DIGITS = 10  # ZooKeeper appends a 10-digit counter to sequential nodes
+SEQUENCE_SKIPS = 16  # counter values skipped per create (names taken by copied nodes)
 
 
 def node_acl(conn: ZooKeeperConnection, acl: str) -> list[Any] | None:
@@ -219,6 +220,39 @@ class ZooKeeperReporter(NodeWatch, Reporter):
         return wrote
 
     async def _create(self) -> str:
+        skipped = 0
+        while True:
+            try:
+                return await self._create_once()
+            except NodeExistsError:
+                # Sequential: the parent's counter gives a name a node created by name holds
+                # (a registry copied with its names). It only moves on a child's create, so
+                # retrying as it is fails for as long as the path sees no other change.
+                if not self.sequential or skipped == SEQUENCE_SKIPS:
+                    raise
+                if not skipped:
+                    event(log, "znode_sequence_taken", level=logging.WARNING,
+                          service=self.service, path=self.zk_path, prefix=self.name_prefix,
+                          hint="the next sequential name is taken: counter advanced")  # fmt: skip
+                skipped += 1
+                await self._skip_sequence()
+
+    async def _skip_sequence(self) -> None:
+        """Advance the parent's counter: a scratch child created and deleted in one
+        transaction, so no reader ever lists it."""
+        scratch = self._path(f"{self.name_prefix}sequence-skip")
+
+        def build(transaction: Any) -> None:
+            transaction.create(scratch, b"", self.acl, ephemeral=True)
+            transaction.delete(scratch)
+
+        await self._wait_connected()
+        failed = [r for r in await asyncio.wait_for(self.conn.commit(build), self.op_timeout)
+                  if isinstance(r, Exception) and not isinstance(r, RolledBackError)]  # fmt: skip
+        if failed:
+            raise failed[0]
+
+    async def _create_once(self) -> str:
         path, stat = await self._call(
             "create",
             self._path(self.name_prefix),
