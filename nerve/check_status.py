@@ -1,9 +1,11 @@
-"""One check's row of a service's /status (its counters, its last verdict, its output),
+"""A service's /status, one check's row of it (its counters, its last verdict, its output),
 and its result counted in the metrics."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from nerve.maintenance import UNKNOWN
 
 if TYPE_CHECKING:
     from nerve.checks.base import Check, CheckResult
@@ -58,3 +60,27 @@ def record_no_verdict(metrics: NerveMetrics | None, service: str, check: Check) 
     if metrics is not None:
         metrics.check_results.labels(service, check.name, "no_verdict").inc()
         metrics.statsd.incr("nerve", "check", service, check.name, "no_verdict")
+
+
+def service_status(service: Service) -> dict[str, Any]:
+    """A service's /status."""
+    flag = service.store.load(service.name)
+    if flag is UNKNOWN:
+        flag = None  # (not read now: nothing changes for it)
+    reason = service.state.reason()
+    if service._flag_unknown and not service.state.registered:
+        reason = f"not registered before its maintenance flag can be read; {reason}"
+    return {
+        "healthy": service.state.healthy,
+        "wanted": service.state.wanted,
+        "registered": service.registered,
+        "reason": reason,
+        "maintenance": flag.shown() if flag else None,
+        "maintenance_sources": dict(service.state.maintenance),
+        "check_interval": service.check_interval,
+        "rounds": service.rounds,
+        "record": service.reporter.registration.to_dict(),
+        "registry": service.reporter.where(),
+        "checks": [check_status(service, c) for c in service.checks],
+        "not_registering": service.never_up.told,
+    }

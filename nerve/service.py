@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from nerve.cadence import Cadence
-from nerve.check_status import check_status, record_check, record_no_verdict
+from nerve.cadence import WAKE, Cadence
+from nerve.check_status import record_check, record_no_verdict, service_status
 from nerve.checks.base import Check, CheckResult
 from nerve.freshness import Freshness, silence_behind_loss, stale_after
 from nerve.maintenance import UNKNOWN, MaintenanceEnd, MaintenanceFlag, MaintenanceStore
@@ -158,17 +158,20 @@ class Service:
         # At its own phase: lockstep rounds overflow a shared port's queue (nerve/cadence.py)
         await asyncio.sleep(self.cadence.first_delay())
         origin = loop.time()  # its own grid: rounds an interval apart from here
+        due = origin
         while True:
             started = loop.time()
             try:
-                await self.run_round()
+                await self.run_round(due)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug in one round must not end the service's watch
                 log.exception("check round of %s failed", self.name)
-            await asyncio.sleep(max(0.0, self.cadence.next_start(started, origin) - loop.time()))
+            due, began = self.cadence.next_start(started, origin), loop.time()
+            await asyncio.sleep(max(0.0, due - began))
+            WAKE.note(max(due, began), loop.time())  # a stall of nerve (nerve/cadence.py)
 
-    async def run_round(self) -> None:
+    async def run_round(self, due: float | None = None) -> None:
         """Every check at least once. A failure is acted on as it comes (a dead service is
         not left registered while a slower check runs on). A check that has answered while
         a slower sibling still runs starts again on its own cadence (``check_interval``
@@ -185,9 +188,22 @@ class Service:
         asleep: set[str] = set()  # re-runs waiting for their turn (dropped at the round's end)
         pending: dict[asyncio.Task[CheckResult], tuple[Check, float]] = {}
 
+        offsets = self.cadence.check_offsets(len(order))  # 20 ms apart: one port's checks
+
         async def run_at(check: Check, when: float) -> CheckResult:
             try:
-                await asyncio.sleep(when - loop.time())
+                began = loop.time()
+                await asyncio.sleep(when - began)
+                WAKE.note(max(when, began), loop.time())
+                # Held by a stall: at its place after the wake, not in the wake's burst.
+                slot = WAKE.start(when, loop.time(), self.cadence, offsets[order[check.name]])
+                if slot > loop.time():
+                    asleep.add(check.name)
+                    await asyncio.sleep(slot - loop.time())
+                address = getattr(check, "host", None), getattr(check, "port", None)
+                paced = loop.time()  # one port's checks: a few at a time right after a wake
+                while (wait := WAKE.pace(loop.time(), address, paced)) > 0:
+                    await asyncio.sleep(wait)
             finally:
                 asleep.discard(check.name)
             return await check.run()
@@ -197,9 +213,10 @@ class Service:
                 asleep.add(check.name)
             pending[loop.create_task(run_at(check, when))] = (check, when)
 
-        now = loop.time()  # 20 ms apart: one port's checks are no burst either
-        for check, offset in zip(self.checks, self.cadence.check_offsets(len(order)), strict=True):
-            launch(check, now + offset)
+        now = loop.time()  # a round the wake from a stall released: its checks spread after it
+        base = now if due is None else WAKE.round_base(due, now, self.cadence)
+        for check, offset in zip(self.checks, offsets, strict=True):
+            launch(check, base + offset)
         failed = throttled = False
         try:
             while pending:
@@ -428,23 +445,4 @@ class Service:
             self.metrics.maintenance.labels(self.name).set(1 if self.state.maintenance else 0)
 
     def status(self) -> dict[str, Any]:
-        flag = self.store.load(self.name)
-        if flag is UNKNOWN:
-            flag = None  # (not read now: nothing changes for it)
-        reason = self.state.reason()
-        if self._flag_unknown and not self.state.registered:
-            reason = f"not registered before its maintenance flag can be read; {reason}"
-        return {
-            "healthy": self.state.healthy,
-            "wanted": self.state.wanted,
-            "registered": self.registered,
-            "reason": reason,
-            "maintenance": flag.shown() if flag else None,
-            "maintenance_sources": dict(self.state.maintenance),
-            "check_interval": self.check_interval,
-            "rounds": self.rounds,
-            "record": self.reporter.registration.to_dict(),
-            "registry": self.reporter.where(),
-            "checks": [check_status(self, c) for c in self.checks],
-            "not_registering": self.never_up.told,
-        }
+        return service_status(self)

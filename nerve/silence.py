@@ -16,6 +16,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from nerve.cadence import WAKE
+
 TICK_S = 0.25  # a wake-up doing nothing but read the clock: cheap beside any check
 RECORDED_S = 0.5  # gaps shorter than this cost no session (ZooKeeper's least is ~1 s)
 KEPT = 64  # the newest gaps: a verdict is at most a round old
@@ -46,7 +48,10 @@ class SilenceWatch:
 
     async def run(self) -> None:
         while True:
-            self.tick(time.monotonic())
+            now = time.monotonic()
+            if self.last is not None:  # a wake seen here too: no round may be sleeping
+                WAKE.note(self.last + TICK_S, now)
+            self.tick(now)
             await asyncio.sleep(TICK_S)
 
 
