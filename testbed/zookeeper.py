@@ -6,7 +6,9 @@ packaged jars; see shared/reference/infrastructure.md.
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import os
 import shutil
 import socket
@@ -362,3 +364,29 @@ def expire_session(client: KazooClient, timeout: float = 30.0) -> None:
         wait_until(lost.is_set, timeout, what="the ZooKeeper client to see its session LOST")
     finally:
         client.remove_listener(listener)
+
+
+# A super user for test servers only: past any ACL a test set, so a shared server can be
+# emptied between test modules.
+SUPER_USER = ("super", "smartstack-test")
+
+
+def super_digest_jvm_arg() -> str:
+    """The JVM option that makes SUPER_USER ZooKeeper's super user (digest scheme)."""
+    user, password = SUPER_USER
+    digest = base64.b64encode(hashlib.sha1(f"{user}:{password}".encode()).digest()).decode()
+    return f"-Dzookeeper.DigestAuthenticationProvider.superDigest={user}:{digest}"
+
+
+def wipe(hosts: str, timeout: float = 30.0) -> None:
+    """Delete every node but /zookeeper, as SUPER_USER (the server needs
+    super_digest_jvm_arg())."""
+    client = KazooClient(hosts=hosts, auth_data=[("digest", ":".join(SUPER_USER))])
+    client.start(timeout=timeout)
+    try:
+        for child in client.get_children("/"):
+            if child != "zookeeper":
+                client.delete(f"/{child}", recursive=True)
+    finally:
+        client.stop()
+        client.close()

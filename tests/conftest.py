@@ -5,8 +5,8 @@ started on free ports in temporary directories and stopped by PID at teardown; e
 fixture checks that the processes it started are really gone.
 
 Module-scoped servers (`zk`, `etcd`) are shared by the tests of one module: use your own
-key prefix / znode path per test. Tests that kill or restart members use the
-function-scoped `zk_ensemble` and `etcd_cluster`.
+key prefix / znode path per test. `zk` is one JVM for the whole run, emptied for each module.
+Tests that kill or restart members use the function-scoped `zk_ensemble` and `etcd_cluster`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from testbed.etcd import EtcdCluster
 from testbed.haproxy import HAProxyProcess, minimal_global
 from testbed.httpbackend import HttpBackend
 from testbed.process import live_processes, wait_processes_gone
-from testbed.zookeeper import ZooKeeperEnsemble, ZooKeeperServer
+from testbed.zookeeper import ZooKeeperEnsemble, ZooKeeperServer, super_digest_jvm_arg, wipe
 
 # --------------------------------------------------------------------------- process hygiene
 
@@ -62,12 +62,24 @@ def _stop_and_check(stop: Callable[[], None], pids: list[int | None]) -> None:
 # --------------------------------------------------------------------------- ZooKeeper
 
 
-@pytest.fixture(scope="module")
-def zk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
-    """A standalone ZooKeeper shared by the module's tests (`zk.hosts`)."""
-    server = ZooKeeperServer(workdir=tmp_path_factory.mktemp("zk")).start()
+@pytest.fixture(scope="session")
+def _zookeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
+    # One JVM for the whole run: one started and stopped per module cost ~1 s x 80 modules.
+    server = ZooKeeperServer(
+        workdir=tmp_path_factory.mktemp("zk"), jvm_args=[super_digest_jvm_arg()]
+    ).start()
     yield server
-    _stop_and_check(server.stop, [server.pid])
+    _stop_and_check(server.kill, [server.pid])  # (nothing in it is kept: no clean stop)
+
+
+@pytest.fixture(scope="module")
+def zk(_zookeeper: ZooKeeperServer) -> ZooKeeperServer:
+    """A standalone ZooKeeper shared by the module's tests (`zk.hosts`), empty when the
+    module starts. Not to be stopped: a test that stops its server starts its own."""
+    if not _zookeeper.alive:
+        _zookeeper.start()  # (a module stopped it anyway: the next one gets it back)
+    wipe(_zookeeper.hosts)
+    return _zookeeper
 
 
 @pytest.fixture

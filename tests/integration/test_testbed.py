@@ -13,6 +13,7 @@ from typing import TypeVar
 import aetcd
 import pytest
 from kazoo.client import KazooClient
+from kazoo.security import make_digest_acl
 
 from testbed.etcd import EtcdCluster
 from testbed.haproxy import (
@@ -29,6 +30,7 @@ from testbed.zookeeper import (
     ZooKeeperEnsemble,
     ZooKeeperServer,
     expire_session,
+    wipe,
 )
 
 T = TypeVar("T")
@@ -89,6 +91,23 @@ def test_zk_create_and_get(zk: ZooKeeperServer, kazoo_factory) -> None:
     client = kazoo_factory(zk.hosts)
     client.create("/harness/plain", b"value", makepath=True)
     assert client.get("/harness/plain")[0] == b"value"
+
+
+def test_zk_wipe_empties_the_shared_server_past_acls_and_live_sessions(
+    zk: ZooKeeperServer, kazoo_factory
+) -> None:
+    """The run's one ZooKeeper is emptied for each module: nodes only their creator may
+    delete and another session's ephemeral nodes too, leaving /zookeeper."""
+    owner = kazoo_factory(zk.hosts)
+    owner.add_auth("digest", "owner:secret")
+    only_owner = [make_digest_acl("owner", "secret", all=True)]
+    owner.create("/locked/inner/leaf", b"x", makepath=True, acl=only_owner)
+    owner.set_acls("/locked", only_owner)
+    owner.create("/registered/eph-", b"x", ephemeral=True, sequence=True, makepath=True)
+
+    wipe(zk.hosts)
+
+    assert kazoo_factory(zk.hosts).get_children("/") == ["zookeeper"]
 
 
 def test_zk_ephemeral_disappears_after_session_expiry(zk: ZooKeeperServer, kazoo_factory) -> None:
