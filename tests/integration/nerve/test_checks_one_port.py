@@ -10,6 +10,7 @@ with 10 checks, 5-10 in 30 s)."""
 
 from __future__ import annotations
 
+import functools
 import socket
 import sys
 import time
@@ -93,18 +94,23 @@ def watch_one_port(
         server.stop(timeout=5)
 
 
+OnePortWatch = Callable[[int, int, Callable[[Any], None]], None]
+
+
+@pytest.fixture
+def one_port_watch(
+    zk: ZooKeeperServer, kz: KazooClient, nerve_process, tmp_path: Path
+) -> OnePortWatch:
+    """watch_one_port on this test's servers: (services, checks, meanwhile)."""
+    return functools.partial(watch_one_port, zk, kz, nerve_process, tmp_path)
+
+
 @pytest.mark.parametrize(
     ("services", "checks"),
     [(12, 1), (1, 12)],
     ids=["12-services-one-port", "one-service-12-checks"],
 )
 def test_checks_of_one_backlog_5_port_withdraw_no_healthy_service(
-    zk: ZooKeeperServer,
-    kz: KazooClient,
-    nerve_process,
-    tmp_path: Path,
-    services: int,
-    checks: int,
+    one_port_watch: OnePortWatch, services: int, checks: int
 ) -> None:
-    watch = lambda nerve: time.sleep(WATCH_S)  # noqa: E731
-    watch_one_port(zk, kz, nerve_process, tmp_path, services, checks, watch)
+    one_port_watch(services, checks, lambda nerve: time.sleep(WATCH_S))

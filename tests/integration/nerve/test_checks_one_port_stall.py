@@ -10,13 +10,9 @@ stalls (/tmp/rev/s35/stall/stall_repro.py)."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-from kazoo.client import KazooClient
 from nerve_testlib import NerveProcess
-from test_checks_one_port import watch_one_port
-
-from testbed.zookeeper import ZooKeeperServer
+from test_checks_one_port import OnePortWatch, one_port_watch  # noqa: F401 (its fixture)
 
 STALLS = 5
 STALL_S = 0.5  # past the check interval: every service's round is due during it
@@ -34,6 +30,6 @@ def stall(nerve: NerveProcess) -> None:
 
 
 def test_a_stalled_nerve_withdraws_no_healthy_service_of_a_shared_port(
-    zk: ZooKeeperServer, kz: KazooClient, nerve_process, tmp_path: Path
+    one_port_watch: OnePortWatch,  # noqa: F811 (the fixture imported above)
 ) -> None:
-    watch_one_port(zk, kz, nerve_process, tmp_path, 12, 1, stall)
+    one_port_watch(12, 1, stall)
