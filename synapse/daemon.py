@@ -4,10 +4,9 @@
 watcher per service, the reconciler and the admin server (/health, /status, /metrics and an
 HTML status page at /: ``synapse.admin_routes``), then waits for a signal:
 - SIGTERM / SIGINT: stop watchers, the controller (and a managed HAProxy), the admin; exit 0.
-- SIGHUP: re-read the config file. An invalid file is logged and the running config
-  stays; otherwise watchers of removed services stop, a re-pointed service's new watcher
-  replaces the running one at its first complete report (``synapse.watcher_swap``), and
-  HAProxy is brought in line with the new file.
+- SIGHUP: re-read the config file. An invalid file is logged and the running config stays;
+  else removed services' watchers stop, a re-pointed service's new watcher replaces the
+  running one at its first complete report (``synapse.watcher_swap``), HAProxy follows.
 Registry outages and session expiries never end the daemon: watchers keep their servers.
 """
 
@@ -162,6 +161,7 @@ class SynapseDaemon:
         task = asyncio.get_running_loop().create_task(self.reload_config())
         self._background.add(task)  # keep a reference until it is done
         task.add_done_callback(self._background.discard)
+        self.service_watchers.hold.during(task)  # no list shrinks until it is applied
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

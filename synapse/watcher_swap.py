@@ -32,17 +32,21 @@ watcher's latest list. The old watcher is followed on, the wait is said as a sta
 why), /health lists it under ``degraded``, and the swap completes only at the new watcher's
 first list with a server (or a SIGHUP that changes the discovery again, or the old lists'
 lasting emptiness: below). An old list that empties meanwhile (every instance failing its
-check for a second) goes to the reconciler under the config's rules
-(``use_previous_backends``), the swap still held: completing it then committed the typo
-for good, the instances' return unheard. Each report carries its
-watcher's label filters (``Report.filters``): the running watcher's lists are selected with
-its own, not with the SIGHUP's new ones, until the swap.
+check for a second) goes to the reconciler under the config's rules (``use_previous_backends``;
+past synapse.outgoing_hold's bound), the swap still held: completing it then committed the
+typo for good, the instances' return unheard. Each report carries its watcher's label
+filters (``Report.filters``): the running watcher's lists are selected with its own, not
+with the SIGHUP's new ones, until the swap.
 
 A hold ends too when the old watcher's lists have given no server for a continuous
 ``HOLD_BOTH_EMPTY_S`` (its instances all withdrawn: a deliberate move to an empty path, the
 old discovery gone as well): nothing is kept by holding on, and the instances' return at the
 old path would be served while the config names the new one. A timer, not a report, says
 it (a ZooKeeper path that stays empty sends none); a briefer outage keeps the hold.
+
+The running watcher's lists reach the reconciler through ``synapse.outgoing_hold``: from a
+SIGHUP until the new watcher's list (bounded), one that loses a server is held, HAProxy
+keeping the last list (a registry move: the nerves leave the old cluster first).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from smartstack.logs import event
 from smartstack.modelbase import same_model
 from synapse.config import ServiceConfig
 from synapse.model import Report, Sink
+from synapse.outgoing_hold import OutgoingHold
 from synapse.selection import no_server_reason
 from synapse.watchers import Watcher
 
@@ -114,6 +119,8 @@ class ServiceWatchers:
         self._serving = serving or (lambda name: False)
         # a hold began: the state file must say ``held_for`` now (a kill -9 restarts from it)
         self._on_held = held or (lambda name: None)
+        # the running watchers' lists: one that loses a server waits while a swap may come
+        self.hold = OutgoingHold(sink, self._pending_since)
 
     async def start(self, name: str, service: ServiceConfig) -> None:
         """The watcher of a service that has none (at the start, or a SIGHUP added it)."""
@@ -135,11 +142,13 @@ class ServiceWatchers:
             dropped.append(self.active.pop(name))
             self._lists.pop(name, None)
             self._empty_since.pop(name, None)
+            self.hold.forget(name)
         for name, swap in list(self.pending.items()):
             service = services.get(name)
             wanted = service is not None and same_model(swap.watcher.discovery, service.discovery)
             if not wanted or (swap.stalled and retry):  # (kazoo never retries a credential)
                 dropped.append(self._unpend(name).watcher)
+                self.hold.settle(name)  # (the running watcher's held list, if not reloading)
         return dropped
 
     async def follow(self, services: Mapping[str, ServiceConfig]) -> None:
@@ -168,7 +177,7 @@ class ServiceWatchers:
         swap = self.pending.get(name)
         if self.active.get(name) is watcher:
             self._listed(name, report)  # (even empty: a held swap waits on, see the top)
-            self._sink(report)
+            self.hold.offer(name, report)  # (not one that shrinks, while a swap may come)
             return
         if swap is None or swap.watcher is not watcher:
             return  # a replaced or dropped watcher's
@@ -178,6 +187,11 @@ class ServiceWatchers:
         swap.partial = None  # (this one is newer)
         if not self._held(name, swap, report):
             self._swap(name, report)
+
+    def _pending_since(self, name: str) -> tuple[float, bool] | None:
+        """A pending swap's start, and whether it is held (synapse.outgoing_hold)."""
+        swap = self.pending.get(name)
+        return (swap.since, swap.empty is not None) if swap is not None else None
 
     def _serves(self, name: str) -> bool:
         """Whether the service has a server now: its selection (a state file's too, while
@@ -249,7 +263,7 @@ class ServiceWatchers:
               replaced=old.method, after_s=round(time.time() - swap.since, 3),
               partial=report.partial, **({"held": swap.empty} if swap.empty else {}),
               **why)  # fmt: skip
-        self._sink(report)  # the whole list: the old watcher's servers are replaced at once
+        self.hold.swapped(name, report)  # the whole list: the old watcher's servers go at once
         task = asyncio.get_running_loop().create_task(old.stop(), name=f"unwatch-{name}")
         self._retiring[task] = name
         task.add_done_callback(self._retired)
@@ -308,6 +322,7 @@ class ServiceWatchers:
         """Everything to stop at the daemon's stop (each bounded by the caller): the running
         watchers, their replacements (taken out: no swap after it) and the replaced ones
         still stopping."""
+        self.hold.stop()
         steps: list[Step] = [(f"watcher {n}", w.stop) for n, w in self.active.items()]
         for name in list(self.pending):
             steps.append((f"watcher {name} (replacing)", self._unpend(name).watcher.stop))

@@ -96,8 +96,10 @@ class Load:
     """Requests through ``port`` from a thread, one after another, until ``stop()``; bounded
     in count and time. ``failures``: requests that did not get a 200."""
 
-    def __init__(self, port: int, limit: int = 20000, seconds: float = 60.0) -> None:
-        self.port, self.limit, self.seconds = port, limit, seconds
+    def __init__(
+        self, port: int, limit: int = 20000, seconds: float = 60.0, rate: float | None = None
+    ) -> None:
+        self.port, self.limit, self.seconds, self.rate = port, limit, seconds, rate
         self.ok = 0
         self.failures: list[str] = []
         self._stop = threading.Event()
@@ -115,10 +117,14 @@ class Load:
         self._thread.join(10)
 
     def _run(self) -> None:
-        deadline = time.monotonic() + self.seconds
+        start = time.monotonic()
+        deadline = start + self.seconds
         while not self._stop.is_set() and self.ok + len(self.failures) < self.limit:
             if time.monotonic() > deadline:
                 break
+            if self.rate:  # (paced: the n-th request at n / rate s)
+                time.sleep(max(0.0, start + (self.ok + len(self.failures)) / self.rate
+                               - time.monotonic()))  # fmt: skip
             try:
                 status, _ = http_get(self.port, timeout=5)
             except OSError as err:

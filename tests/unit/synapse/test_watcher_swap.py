@@ -108,15 +108,16 @@ async def test_the_old_watcher_reports_until_the_new_ones_first_complete_list() 
     rig, old, new = await swapping()
     old.send(1, 2)  # (before: the reload does not replace what it reported)
     assert new.running and old.running and rig.set.active["web"] is old
-    old.send(1)  # a withdrawal while the new watcher reads: applied
+    old.send(1, 2, 5)  # an addition while the new watcher reads: applied
+    old.send(1)  # a withdrawal: held until the new list (synapse.outgoing_hold)
     new.send(3, partial=True)  # a union still waiting for a child: not a complete list
-    assert rig.got == [(1, 2), (1,)] and rig.set.active["web"] is old
+    assert rig.got == [(1, 2), (1, 2, 5)] and rig.set.active["web"] is old
     new.send(3, 4)
     assert rig.got[-1] == (3, 4) and rig.set.active["web"] is new  # the whole list at once
     old.send(9)  # late, before its stop ended: nobody hears it
     await settle()
     assert old.stops == 1 and not old.running and new.stops == 0
-    assert rig.got == [(1, 2), (1,), (3, 4)] and not rig.set.pending
+    assert rig.got == [(1, 2), (1, 2, 5), (3, 4)] and not rig.set.pending
     new.send(5)
     assert rig.got[-1] == (5,)
 
@@ -301,16 +302,22 @@ async def test_an_old_list_that_empties_while_held_is_followed_and_the_swap_wait
     await rig.reload({"web": service("/wbe")})  # the typo
     new = rig.made[-1]
     new.send()
-    old.send()  # the old instances' blip: to the reconciler (the config's rules apply)
+    old.send()  # the old instances' blip: both lists empty, held (synapse.outgoing_hold)
     await settle()
-    assert rig.got == [(1, 2, 3), ()] and rig.set.active["web"] is old and old.stops == 0
+    assert rig.got == [(1, 2, 3)] and rig.set.active["web"] is old and old.stops == 0
     assert rig.set.degraded() == [
         "web: the new discovery lists no servers; following the previous discovery, whose "
         "list gives no server either since 0.0 s"
     ]
     new.send()  # the typo's list again: still held
     old.send(1, 2, 3)  # the instances are back: served again
-    assert rig.got == [(1, 2, 3), (), (1, 2, 3)] and rig.set.active["web"] is old
+    assert rig.got == [(1, 2, 3), (1, 2, 3)] and rig.set.active["web"] is old
+    old.send(1, 2)  # a withdrawal while held: followed live (review s22)
+    assert rig.got[-1] == (1, 2)
+    rig.set.hold.bound = 0.0  # (10 s after the swap's start)
+    old.send()  # an empty list then goes to the reconciler (the config's rules apply)
+    assert rig.got[-1] == ()
+    old.send(1, 2, 3)
     assert rig.set.degraded()[0].endswith("serving the previous discovery's servers since 0.0 s")
     new.send(7)  # the first record at the new path: the swap completes
     assert rig.set.active["web"] is new and rig.got[-1] == (7,) and not rig.set.degraded()
@@ -357,7 +364,8 @@ async def test_a_hold_ends_once_the_old_lists_give_no_server_for_hold_both_empty
     await asyncio.sleep(0.1)
     assert rig.set.active["web"] is old  # (not yet: a blip keeps the hold)
     await asyncio.sleep(0.2)  # (no report meanwhile: the timer ends it)
-    assert rig.set.active["web"] is new and not rig.set.pending and rig.got == [(1, 2), (), ()]
+    # (the old empty list was held: both discoveries empty; the swap gives the new one)
+    assert rig.set.active["web"] is new and not rig.set.pending and rig.got == [(1, 2), ()]
     [said] = [r for r in caplog.records if r.getMessage() == "watcher_swapped"]
     fields = said.smartstack_fields  # type: ignore[attr-defined]
     assert (
@@ -365,7 +373,7 @@ async def test_a_hold_ends_once_the_old_lists_give_no_server_for_hold_both_empty
     )
     old.send(1, 2)  # they register again at the old path: not served
     await settle()
-    assert rig.got == [(1, 2), (), ()] and old.stops == 1
+    assert rig.got == [(1, 2), ()] and old.stops == 1
 
 
 async def test_an_old_outage_shorter_than_hold_both_empty_s_keeps_the_hold(

@@ -1,0 +1,176 @@
+"""While a service's discovery is being replaced, its outgoing watcher's lists do not shrink
+what HAProxy serves (make before break across a registry move).
+
+A registry migration under traffic (every nerve and synapse SIGHUPed at once onto a new
+cluster) has the nerves withdraw from the old cluster while synapse still reads the file,
+or before the new watcher's first list: the old watcher's emptied list was applied, and
+``use_previous_backends: false`` emptied the backend until the new list came (review s35:
+4 of 471 requests 503; s36: 20 of 3,138 over 6 moves, now 0). That setting asks for an
+empty list to be applied; not for the list of a discovery being replaced, whose instances
+are moving, not gone.
+
+A service is guarded from a SIGHUP until its config is applied (every service: which
+discovery changes is unknown before the file is read), and, when its discovery changed,
+until the new watcher's list takes over (``synapse.watcher_swap``). A running watcher's
+list that lacks a server the last list given gave is held meanwhile (``outgoing_list_held``):
+HAProxy keeps that list. Once the new watcher listed no server (a held swap: a typo, or
+nerves not there yet), the old watcher's withdrawals are followed live again (review s22:
+a withdrawn instance kept its traffic); only a list of its that gives no server is held
+(both discoveries empty at once: the instances are between the two). A list that loses
+none passes (and ends a hold: it is newer). The held list is given when the guard ends
+without a swap (the discovery did not change, the reload failed, the swap was dropped), or
+``OUTGOING_HOLD_S`` after the SIGHUP, or after the swap's start once there is one (a new
+watcher that cannot read, or lists nothing: a real withdrawal waits no longer); a swap
+drops it, the new watcher's list replacing both (``outgoing_list_released`` says which).
+Steady discovery keeps ``use_previous_backends`` as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from smartstack.logs import event
+from synapse.model import Report, Sink
+from synapse.selection import labels_match
+
+log = logging.getLogger("synapse.outgoing_hold")
+
+OUTGOING_HOLD_S = 10.0  # seconds from the SIGHUP, then from the swap's start, a list may wait
+
+Key = tuple[str, int]
+
+
+@dataclass
+class _Held:
+    report: Report  # the running watcher's latest list, not given yet
+    since: float  # time.time() of the first held list
+    lost: int  # servers it lacks, at the first
+    timer: asyncio.TimerHandle
+
+
+def servers_of(report: Report) -> frozenset[Key]:
+    """The servers a list gives its service (its records that pass its label filters)."""
+    filters = report.filters or ()
+    return frozenset((f.registration.host, f.registration.port) for f in report.found
+                     if labels_match(f.registration.labels, filters))  # fmt: skip
+
+
+class OutgoingHold:
+    """Between the running watchers and the reconciler's sink. ``replacing(name)``: the
+    time.time() a pending swap of ``name`` began, and whether its new lists give no server
+    (a held swap); None: no swap."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        replacing: Callable[[str], tuple[float, bool] | None],
+        bound: float = OUTGOING_HOLD_S,
+    ) -> None:
+        self._sink = sink
+        self._replacing = replacing
+        self.bound = bound
+        self._reloads = 0  # SIGHUP reloads begun and not ended
+        self._reload_since: float | None = None
+        self._given: dict[str, frozenset[Key]] = {}  # the servers of the last list given
+        self._held: dict[str, _Held] = {}
+
+    def reload_begins(self) -> None:
+        """A SIGHUP: every service is guarded until ``reload_ends``."""
+        if self._reloads == 0:
+            self._reload_since = time.time()
+        self._reloads += 1
+
+    def during(self, reload: asyncio.Task[Any]) -> None:
+        """A SIGHUP's reload task: every service is guarded until it is done."""
+        self.reload_begins()
+        reload.add_done_callback(lambda _: self.reload_ends())
+
+    def reload_ends(self) -> None:
+        """The SIGHUP's config is applied (or refused): unchanged services' held lists go."""
+        self._reloads = max(0, self._reloads - 1)
+        if self._reloads == 0:
+            self._reload_since = None
+            for name in list(self._held):
+                self.settle(name)
+
+    def offer(self, name: str, report: Report) -> None:
+        """The running watcher's list: held if guarded and it loses a server, else given."""
+        began = self._guarded_since(name)
+        servers = servers_of(report)
+        lost = self._given.get(name, frozenset()) - servers
+        swap = self._replacing(name)
+        if swap is not None and swap[1] and servers:  # (a held swap follows withdrawals)
+            lost = frozenset()
+        if began is None or not lost or report.partial or time.time() - began >= self.bound:
+            self._give(name, report, "newer list")
+            return
+        held = self._held.get(name)
+        if held is not None:
+            held.report = report
+            return
+        wait = max(0.0, began + self.bound - time.time())
+        timer = asyncio.get_running_loop().call_later(wait, self._expired, name)
+        self._held[name] = _Held(report, time.time(), len(lost), timer)
+        event(log, "outgoing_list_held", service=name, lost=len(lost),
+              servers=len(self._given[name]), reason=self._why(name))  # fmt: skip
+
+    def swapped(self, name: str, report: Report) -> None:
+        """The new watcher's list replaces the service's (a held old list is dropped)."""
+        self._give(name, report, "swapped")
+
+    def settle(self, name: str) -> None:
+        """A guard may have ended (a swap dropped, a reload applied): the held list goes."""
+        held = self._held.get(name)
+        if held is not None and self._guarded_since(name) is None:
+            self._give(name, held.report, "discovery kept")
+
+    def forget(self, name: str) -> None:
+        """The service is gone from the config."""
+        self._given.pop(name, None)
+        held = self._held.pop(name, None)
+        if held is not None:
+            held.timer.cancel()
+
+    def stop(self) -> None:
+        """The daemon stops: no held list is given after it."""
+        for name in list(self._held):
+            self._held.pop(name).timer.cancel()
+
+    def _expired(self, name: str) -> None:
+        held = self._held.get(name)
+        if held is None:
+            return
+        began = self._guarded_since(name)
+        left = 0.0 if began is None else began + self.bound - time.time()
+        if left > 0:  # (a swap began since: its own bound)
+            held.timer = asyncio.get_running_loop().call_later(left, self._expired, name)
+            return
+        self._give(name, held.report, "bound")
+
+    def _give(self, name: str, report: Report, why: str) -> None:
+        held = self._held.pop(name, None)
+        if held is not None:
+            held.timer.cancel()
+            event(log, "outgoing_list_released", level=logging.WARNING if why == "bound"
+                  else logging.INFO, service=name, why=why,
+                  held_s=round(time.time() - held.since, 3))  # fmt: skip
+        servers = servers_of(report)
+        # (a partial list's silent children keep their servers: synapse.reload_diff.Holds)
+        self._given[name] = servers | self._given.get(name, frozenset()) if report.partial \
+            else servers  # fmt: skip
+        self._sink(report)
+
+    def _guarded_since(self, name: str) -> float | None:
+        """When the guard's bound began: the pending swap's start, else the SIGHUP's."""
+        swap = self._replacing(name)
+        return swap[0] if swap is not None else self._reload_since
+
+    def _why(self, name: str) -> str:
+        if self._replacing(name) is not None:
+            return "its discovery is being replaced"
+        return "a SIGHUP's config is being read"
