@@ -1,4 +1,4 @@
-"""While a service's discovery is being replaced, its outgoing watcher's lists do not shrink
+"""While a service's discovery is being replaced, its outgoing watcher's lists do not empty
 what HAProxy serves (make before break across a registry move).
 
 A registry migration under traffic (every nerve and synapse SIGHUPed at once onto a new
@@ -12,12 +12,11 @@ are moving, not gone.
 A service is guarded from a SIGHUP until its config is applied (every service: which
 discovery changes is unknown before the file is read), and, when its discovery changed,
 until the new watcher's list takes over (``synapse.watcher_swap``). A running watcher's
-list that lacks a server the last list given gave is held meanwhile (``outgoing_list_held``):
-HAProxy keeps that list. Once the new watcher listed no server (a held swap: a typo, or
-nerves not there yet), the old watcher's withdrawals are followed live again (review s22:
-a withdrawn instance kept its traffic); only a list of its that gives no server is held
-(both discoveries empty at once: the instances are between the two). A list that loses
-none passes (and ends a hold: it is newer). The held list is given when the guard ends
+list that gives no server where the last list given gave some is held meanwhile
+(``outgoing_list_held``): HAProxy keeps that list. A list that still gives a server passes
+(and ends a hold: it is newer): a withdrawal is never delayed (review s22: a withdrawn
+instance kept its traffic), and the servers left take the load (slower, not failing); only
+an emptied backend fails requests. The held list is given when the guard ends
 without a swap (the discovery did not change, the reload failed, the swap was dropped), or
 ``OUTGOING_HOLD_S`` after the SIGHUP, or after the swap's start once there is one (a new
 watcher that cannot read, or lists nothing: a real withdrawal waits no longer); a swap
@@ -49,7 +48,6 @@ Key = tuple[str, int]
 class _Held:
     report: Report  # the running watcher's latest list, not given yet
     since: float  # time.time() of the first held list
-    lost: int  # servers it lacks, at the first
     timer: asyncio.TimerHandle
 
 
@@ -62,13 +60,12 @@ def servers_of(report: Report) -> frozenset[Key]:
 
 class OutgoingHold:
     """Between the running watchers and the reconciler's sink. ``replacing(name)``: the
-    time.time() a pending swap of ``name`` began, and whether its new lists give no server
-    (a held swap); None: no swap."""
+    time.time() a pending swap of ``name`` began; None: no swap."""
 
     def __init__(
         self,
         sink: Sink,
-        replacing: Callable[[str], tuple[float, bool] | None],
+        replacing: Callable[[str], float | None],
         bound: float = OUTGOING_HOLD_S,
     ) -> None:
         self._sink = sink
@@ -99,14 +96,11 @@ class OutgoingHold:
                 self.settle(name)
 
     def offer(self, name: str, report: Report) -> None:
-        """The running watcher's list: held if guarded and it loses a server, else given."""
+        """The running watcher's list: held if guarded and it empties the service, else given."""
         began = self._guarded_since(name)
-        servers = servers_of(report)
-        lost = self._given.get(name, frozenset()) - servers
-        swap = self._replacing(name)
-        if swap is not None and swap[1] and servers:  # (a held swap follows withdrawals)
-            lost = frozenset()
-        if began is None or not lost or report.partial or time.time() - began >= self.bound:
+        given = self._given.get(name, frozenset())
+        emptied = bool(given) and not servers_of(report)
+        if began is None or not emptied or report.partial or time.time() - began >= self.bound:
             self._give(name, report, "newer list")
             return
         held = self._held.get(name)
@@ -115,9 +109,9 @@ class OutgoingHold:
             return
         wait = max(0.0, began + self.bound - time.time())
         timer = asyncio.get_running_loop().call_later(wait, self._expired, name)
-        self._held[name] = _Held(report, time.time(), len(lost), timer)
-        event(log, "outgoing_list_held", service=name, lost=len(lost),
-              servers=len(self._given[name]), reason=self._why(name))  # fmt: skip
+        self._held[name] = _Held(report, time.time(), timer)
+        event(log, "outgoing_list_held", service=name, servers=len(given),
+              reason=self._why(name))  # fmt: skip
 
     def swapped(self, name: str, report: Report) -> None:
         """The new watcher's list replaces the service's (a held old list is dropped)."""
@@ -167,8 +161,8 @@ class OutgoingHold:
 
     def _guarded_since(self, name: str) -> float | None:
         """When the guard's bound began: the pending swap's start, else the SIGHUP's."""
-        swap = self._replacing(name)
-        return swap[0] if swap is not None else self._reload_since
+        swap_since = self._replacing(name)
+        return swap_since if swap_since is not None else self._reload_since
 
     def _why(self, name: str) -> str:
         if self._replacing(name) is not None:

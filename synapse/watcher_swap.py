@@ -45,7 +45,7 @@ old path would be served while the config names the new one. A timer, not a repo
 it (a ZooKeeper path that stays empty sends none); a briefer outage keeps the hold.
 
 The running watcher's lists reach the reconciler through ``synapse.outgoing_hold``: from a
-SIGHUP until the new watcher's list (bounded), one that loses a server is held, HAProxy
+SIGHUP until the new watcher's list (bounded), one that empties the service is held, HAProxy
 keeping the last list (a registry move: the nerves leave the old cluster first).
 """
 
@@ -188,10 +188,10 @@ class ServiceWatchers:
         if not self._held(name, swap, report):
             self._swap(name, report)
 
-    def _pending_since(self, name: str) -> tuple[float, bool] | None:
-        """A pending swap's start, and whether it is held (synapse.outgoing_hold)."""
+    def _pending_since(self, name: str) -> float | None:
+        """A pending swap's start (synapse.outgoing_hold)."""
         swap = self.pending.get(name)
-        return (swap.since, swap.empty is not None) if swap is not None else None
+        return swap.since if swap is not None else None
 
     def _serves(self, name: str) -> bool:
         """Whether the service has a server now: its selection (a state file's too, while
