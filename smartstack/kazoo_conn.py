@@ -52,6 +52,7 @@ from kazoo.protocol.serialization import Auth, Connect, int_struct
 from kazoo.retry import ForceRetryError
 
 from smartstack import zk_names
+from smartstack.logs import event
 
 MAX_BATCH = 256
 # kazoo waits for the answer to its session handshake for the session timeout divided by
@@ -79,6 +80,12 @@ MIN_PING_PERIOD_MS = 500.0  # no faster than this, unless kazoo's own period is 
 # sixth, three unanswered in a row keep that bound (and a single late reply gets half the
 # session, not a third: a far link flaps no more than before).
 PINGS_UNANSWERED_TOLERATED = 2
+# A server that accepts the TCP connection and closes it before answering the session
+# handshake is refusing it: over its per-client-IP limit (maxClientCnxns, 60 by default:
+# many sidecars behind one NAT address), not serving (no quorum), or refusing this
+# session. kazoo says "socket connection broken" (once an outage) and the client retries
+# for ever; this many in a row are named once (zk_handshake_closed), with the likely causes.
+HANDSHAKE_CLOSED_SAY = 3
 
 
 class UnansweredPings:
@@ -110,6 +117,8 @@ def ping_read_timeout(read_timeout_ms: float) -> float:
 class BulkConnection(ConnectionHandler):  # type: ignore[misc]
     """kazoo's ConnectionHandler sending queued requests and handling buffered replies
     in bulk (see the module docstring)."""
+
+    _closed_handshakes = 0  # handshakes in a row the server closed (HANDSHAKE_CLOSED_SAY)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -205,12 +214,29 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
             if self._addresses > 1
             else session
         )
-        result = super()._invoke(min(timeout, HANDSHAKE_TIMEOUT_CAP_S, share), *args, **kwargs)
-        if args and isinstance(args[0], Connect) and result[0].time_out > 0:
+        handshake = bool(args) and isinstance(args[0], Connect)
+        try:
+            result = super()._invoke(min(timeout, HANDSHAKE_TIMEOUT_CAP_S, share), *args, **kwargs)
+        except (ConnectionDropped, OSError) as exc:
+            if handshake and not isinstance(exc, TimeoutError):  # closed, not slow
+                self._handshake_closed()
+            raise
+        if handshake:
+            self._closed_handshakes = 0
+        if handshake and result[0].time_out > 0:
             # The server's bounds (min/maxSessionTimeout) apply, not what was asked: kazoo
             # bases its timeouts on this but keeps only ``_session_timeout``, the asked.
             self.granted_ms = result[0].time_out
         return result
+
+    def _handshake_closed(self) -> None:
+        self._closed_handshakes += 1
+        if self._closed_handshakes == HANDSHAKE_CLOSED_SAY:
+            hosts = ",".join(f"{host}:{port}" for host, port in self.client.hosts)
+            event(logging.getLogger("smartstack.zookeeper"), "zk_handshake_closed",
+                  logging.WARNING, hosts=hosts, attempts=self._closed_handshakes,
+                  causes="its per-IP connection limit (maxClientCnxns), no quorum, "
+                  "or a session it refuses: the server's log says which")  # fmt: skip
 
     def _read_socket(self, read_timeout: float) -> Any:
         read_timeout = self._read_timeout_ms / 1000.0  # kazoo's, not the ping's (_connect)

@@ -28,12 +28,14 @@ stable since kazoo 2.0; tests/integration/synapse/test_zk_multiread.py pins them
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import EXCEPTIONS
+from kazoo.exceptions import EXCEPTIONS, ConnectionLoss
 from kazoo.protocol.paths import _prefix_root
 from kazoo.protocol.serialization import (
     GetChildren,
@@ -48,6 +50,9 @@ from kazoo.protocol.serialization import (
 from kazoo.protocol.states import ZnodeStat
 
 from smartstack.kazoo_inline import inline
+from smartstack.logs import event
+
+log = logging.getLogger("smartstack.zookeeper")
 
 MULTI_READ = 22  # ZooKeeper's OpCode.multiRead
 SET_WATCHES = 101  # ZooKeeper's OpCode.setWatches
@@ -203,6 +208,16 @@ class _Part(NamedTuple):
 
 
 LIST_WEIGHT = 16  # a listing counts as this many reads in a request (a reply ~1 MB at most)
+# A request larger than the server's jute.maxbuffer is answered by closing the connection:
+# sent again after the reconnect, it closed it again, for ever (one service's 512 reads of
+# 80-byte paths, 42 KB, under jute.maxbuffer=8192: never listed, a reconnect every ~1.3 s).
+# After a drop under a multi-read, requests carry a quarter of its paths at most (down to
+# one path), for SHRUNK_FOR seconds after the last such drop.
+SHRUNK_FOR = 300.0
+
+
+async def _joined(pieces: list[asyncio.Future[list[Any]]]) -> list[Any]:
+    return [reply for piece in await asyncio.gather(*pieces) for reply in piece]
 
 
 class ReadBatcher:
@@ -215,15 +230,37 @@ class ReadBatcher:
 
     MAX_PATHS = 2048  # znodes per request (a reply of records of a few hundred bytes each)
 
-    def __init__(self, client: KazooClient, loop: asyncio.AbstractEventLoop) -> None:
-        self.client, self.loop = client, loop
+    def __init__(
+        self, client: KazooClient, loop: asyncio.AbstractEventLoop, hosts: str = ""
+    ) -> None:
+        self.client, self.loop, self.hosts = client, loop, hosts
         self._queued: list[_Part] = []
+        self._cap, self._dropped_at = self.MAX_PATHS, 0.0  # paths per request (see SHRUNK_FOR)
+
+    @property
+    def max_paths(self) -> int:
+        if self._cap < self.MAX_PATHS and time.monotonic() - self._dropped_at > SHRUNK_FOR:
+            self._cap = self.MAX_PATHS  # no drop for a while: the full size is tried again
+        return self._cap
+
+    def _dropped(self, paths: list[str]) -> None:
+        """The connection dropped under this multi-read: maybe too large for the server."""
+        self._dropped_at = time.monotonic()
+        if len(paths) > 1 and len(paths) // 4 < self._cap:
+            self._cap = max(1, len(paths) // 4)
+            event(log, "zk_multi_read_dropped", logging.WARNING, hosts=self.hosts,
+                  paths=len(paths), path_bytes=sum(len(p) for p in paths),
+                  next_max_paths=self._cap)  # fmt: skip
 
     def read(
         self, paths: Sequence[str], watch: Callable[..., Any] | None, kind: int = GET_DATA
     ) -> asyncio.Future[list[Any]]:
         """The (data, stat) or the error of every path, with ``watch`` set on those read;
         with ``kind`` GET_CHILDREN, the children's names (never watched) or the error."""
+        cap = self.max_paths
+        if len(paths) > cap:  # one request each piece, the replies joined in order
+            pieces = [self.read(paths[i : i + cap], watch, kind) for i in range(0, len(paths), cap)]
+            return self.loop.create_task(_joined(pieces))
         future: asyncio.Future[list[Any]] = self.loop.create_future()
         self._queued.append(_Part(list(paths), watch, future, kind))
         if len(self._queued) == 1:
@@ -235,7 +272,7 @@ class ReadBatcher:
         chunk: list[_Part] = []
         weight = 0
         for part in parts:
-            if chunk and weight + part.weight > self.MAX_PATHS:
+            if chunk and weight + part.weight > self.max_paths:
                 self._send(chunk)
                 chunk, weight = [], 0
             chunk.append(part)
@@ -269,6 +306,8 @@ class ReadBatcher:
                 loop.call_soon_threadsafe(_settle, replies, None)
 
         def _settle(replies: list[Any] | None, exc: BaseException | None) -> None:
+            if isinstance(exc, ConnectionLoss):
+                self._dropped(paths)
             if filed:
                 set_watches(client, ReadWatches(filed[0].zxid, [p for f in filed for p in f.paths]))
             start = 0

@@ -78,7 +78,7 @@ class ZooKeeperConnection:
         # Many queued requests per write and many buffered replies per read (a start's).
         kazoo_conn.install(self.client, options.get("sasl_options"))
         self.client.add_listener(self._on_state)
-        self._reads = ReadBatcher(self.client, loop)  # multi-reads of one loop turn, together
+        self._reads = ReadBatcher(self.client, loop, self.hosts)  # a loop turn's reads together
         self._tree = TreeRouter(self.client)  # persistent recursive watches' events
         self._bulk = WakeBatcher(self.client, loop)  # a start's addWatch requests: one wake-up
         self.prefetch = Prefetch(self.client)  # a created child's read, from kazoo's thread

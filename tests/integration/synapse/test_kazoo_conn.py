@@ -163,3 +163,28 @@ async def test_requests_queued_by_other_threads_while_a_batch_is_sent(zk, writer
     ]
     assert [data for data, _stat in replies] == expected
     assert client.connected and not client._queue and not client._pending
+
+
+async def test_a_server_closing_every_handshake_is_named(tmp_path, caplog) -> None:
+    """Over the server's maxClientCnxns (per client IP) it accepts the connection and closes
+    it: kazoo said only "socket connection broken", once, and retried (review s36)."""
+    from testbed.process import wait_until
+    from testbed.zookeeper import ZooKeeperServer
+
+    server = ZooKeeperServer(workdir=tmp_path / "zk", extra_config=["maxClientCnxns=1"]).start()
+    holder = KazooClient(hosts=server.hosts)  # the one connection 127.0.0.1 may have
+    holder.start(timeout=30)
+    conn = ZooKeeperConnection([server.hosts], asyncio.get_running_loop())
+    try:
+        conn.start()
+        await asyncio.to_thread(
+            wait_until, lambda: "zk_handshake_closed" in caplog.messages, 30, 0.1, "the event"
+        )
+        assert not conn.client.connected
+        holder.stop()  # a slot is free: it connects, as before
+        await conn.wait_connected(30)
+    finally:
+        holder.stop()
+        holder.close()
+        await conn.close()
+        server.stop()

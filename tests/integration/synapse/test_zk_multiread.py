@@ -160,3 +160,43 @@ async def test_listings_fall_back_to_get_children_without_multi_read(zk, writer,
     assert await conn.list_unwatched("/mr/f") == ["x"]
     with pytest.raises(NoNodeError):
         await conn.list_unwatched("/mr/f/none")
+
+
+async def test_a_multi_read_larger_than_jute_maxbuffer_is_sent_in_pieces(tmp_path, caplog) -> None:
+    """The server closes the connection on a request over its jute.maxbuffer: the same
+    multi-read sent again after the reconnect dropped it again, for ever (review s36)."""
+    from kazoo.client import KazooClient
+    from kazoo.exceptions import ConnectionLoss
+
+    from smartstack.zookeeper import ZooKeeperConnection
+    from testbed.zookeeper import ZooKeeperServer
+
+    server = ZooKeeperServer(workdir=tmp_path / "zk", jvm_args=["-Djute.maxbuffer=8192"]).start()
+    conn = None
+    try:
+        writer = KazooClient(hosts=server.hosts)
+        writer.start(timeout=30)
+        writer.ensure_path("/big")
+        paths = [f"/big/{'n' * 60}{i:04d}" for i in range(600)]  # ~42 KB in one multi-read
+        for result in [writer.create_async(path, b"x") for path in paths]:
+            result.get(timeout=30)
+        writer.stop()
+        conn = ZooKeeperConnection([server.hosts], asyncio.get_running_loop())
+        conn.start()
+        await conn.wait_connected(30)
+        drops = 0
+        while True:
+            try:
+                replies = await conn.get_many(paths)
+                break
+            except ConnectionLoss:
+                drops += 1
+                assert drops < 5, "the server dropped every multi-read"
+                await conn.wait_connected(30)
+        assert [reply[0] for reply in replies] == [b"x"] * len(paths)
+        # 600 paths (42 KB), then 150 (10 KB), then 37 at most per request; said once each
+        assert "zk_multi_read_dropped" in caplog.messages
+    finally:
+        if conn is not None:
+            await conn.close()
+        server.stop()
