@@ -218,9 +218,8 @@ class HAProxyController(Reloading):
         """Why HAProxy does not run the desired state (``health.problems``); empty: it does."""
         alive = self._managed.alive if self._managed is not None else None
         settled = self._gate.settled is not None
-        reader = self._reader
-        slow = reader.slow_for() if reader.runtime_error is not None else None
-        return problems(self.info, reader.runtime_error, alive, settled, self._applied, slow)
+        error, slow = self._reader.socket_problem()
+        return problems(self.info, error, alive, settled, self._applied, slow)
 
     def degraded(self) -> list[str]:
         """/health's ``degraded`` of this side: the config file lags what HAProxy runs;
@@ -232,7 +231,7 @@ class HAProxyController(Reloading):
 
     async def backend_servers(self, backend: str) -> dict[str, str] | None:
         """{server: state} of ``backend`` in HAProxy now (None: no such backend)."""
-        return (await self.servers_of([backend]))[backend]
+        return (await self._reader.looks.servers_of([backend], probe=True))[backend]
 
     async def servers_of(self, backends: Sequence[str]) -> dict[str, dict[str, str] | None]:
         """``backend_servers`` of many backends, read in one batch (zone_health's look)."""

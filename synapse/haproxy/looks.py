@@ -10,6 +10,13 @@ FRESH_FOR old answers without asking again. A socket error is tried once more, t
 look answers from what the reader last read (``Labels.stale`` says so), for at most
 STALE_LIMIT after the socket stopped answering, and the reader is told (``on_failure``):
 /health says so at once, and it reads whole (a reload recreates a lost socket) now.
+
+A socket that connects and stays silent (a stopped or stalled worker) costs each try its
+timeout (5 s): a look used to wait both (10 s: a checker's `curl --max-time 1` failed),
+and the stale answers counted from their end (200 for 20 s of a frozen HAProxy, /health
+200 for the first 10 s while every request failed). So a probe's look waits for PROBE_WAIT of
+silence at most (the read goes on; past it, AWAKE_WAIT), the stale clock runs from
+the first unanswered ask, and /health counts a read unanswered for LATE_LIMIT (``late``).
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ RETRY_PAUSE = 0.05  # seconds before the second try: HAProxy freeing a connectio
 # Seconds the reader's view answers for a socket that does not: a lost socket is back
 # after the reload the reader does at once (~1 s); longer, HAProxy itself is likely gone.
 STALE_LIMIT = 10.0
+PROBE_WAIT = 0.5  # seconds a look waits for HAProxy's answer; then the view's, marked stale
+AWAKE_WAIT = 0.05  # seconds a look waits once HAProxy has been silent PROBE_WAIT
+LATE_LIMIT = 2.0  # seconds a read may go unanswered before /health says so (``late``)
 
 
 class Labels(dict[str, str]):
@@ -63,11 +73,14 @@ class Looks:
         self._answers: dict[str, tuple[float, int, Answer]] = {}  # (read at, counter, answer)
         self._flight: tuple[set[str], int, _Read] | None = None
         self._queued: tuple[set[str], _Read] | None = None
-        self._failing_since: float | None = None  # the socket has not answered since
+        self._silent_since: float | None = None  # (clock) the first ask not answered began
+        self._flight_at = 0.0  # (clock) the read in flight began
         self.reads = 0  # reads sent to HAProxy: for tests
 
-    async def servers_of(self, backends: Sequence[str]) -> dict[str, Answer]:
-        """{backend: its servers' labels} (see the module docstring)."""
+    async def servers_of(self, backends: Sequence[str], probe: bool = False) -> dict[str, Answer]:
+        """{backend: its servers' labels} (see the module docstring); ``probe`` (a health
+        checker's: /health/<service>) waits for HAProxy PROBE_WAIT at most. Others (zone
+        health, a start's adoption) wait for the answer, as the view may be older."""
         if self.client is None or self._view is None:  # no runtime socket: nothing to ask
             return dict.fromkeys(backends)
         found = {b: self._answers[b][2] for b in backends if self._fresh(b)}
@@ -75,8 +88,15 @@ class Looks:
         if missing:
             # From the read's own result, not the cache: a runtime command during the read
             # makes its answers not fresh, and pruning could drop them (every look a 503).
-            read = await asyncio.shield(self._round(missing))  # (a caller gone: others wait)
-            found |= {b: read.get(b) for b in missing}
+            read = self._round(missing)
+            # (PROBE_WAIT of silence in all; then AWAKE_WAIT: a HAProxy back answers in it)
+            silent = 0.0 if self._silent_since is None else self._clock() - self._silent_since
+            wait = max(AWAKE_WAIT, PROBE_WAIT - silent) if probe else None
+            try:  # (shielded: a caller gone or answered stale, others still wait for it)
+                got = await asyncio.wait_for(asyncio.shield(read), wait)
+            except TimeoutError:
+                got = self._last_read(missing, f"no answer in {PROBE_WAIT} s")
+            found |= {b: got.get(b) for b in missing}
         return {b: found[b] for b in backends}
 
     async def stop(self) -> None:
@@ -84,6 +104,17 @@ class Looks:
         for part in (self._flight, self._queued):
             await cancel_and_wait(part[-1] if part is not None else None)
         self._flight = self._queued = None
+
+    def late(self) -> str | None:
+        """For /health: why HAProxy is silent, while the read in flight has gone unanswered
+        LATE_LIMIT (one that failed: the reader was told, ``on_failure``)."""
+        flight = self._flight
+        if flight is None or flight[2].done():
+            return None
+        silent = self._clock() - self._flight_at
+        if silent < LATE_LIMIT:
+            return None
+        return f"no answer to a look at its servers for {silent:.1f} s"
 
     def _fresh(self, backend: str) -> bool:
         """Read under FRESH_FOR ago, and no runtime command, reload or read changed the
@@ -113,6 +144,7 @@ class Looks:
         assert self._view is not None and self._queued is not None
         counter, (_, task) = self._view.counter, self._queued
         self._flight, self._queued = (backends, counter, task), None
+        self._flight_at = self._clock()
         found = await self._read(sorted(backends))
         at = self._clock()
         for backend, answer in found.items():
@@ -126,6 +158,8 @@ class Looks:
         """HAProxy's answer, tried twice; else the view's, marked stale (``_last_read``)."""
         assert self.client is not None
         error = ""
+        if self._silent_since is None:
+            self._silent_since = self._clock()
         for attempt in range(2):
             try:
                 self.reads += 1
@@ -135,7 +169,10 @@ class Looks:
                 if not attempt:
                     await asyncio.sleep(RETRY_PAUSE)
                 continue
-            self._failing_since = None
+            except BaseException:
+                self._silent_since = None  # (not HAProxy's silence: a stop, a bug)
+                raise
+            self._silent_since = None
             return {b: _labels(found.get(b)) for b in backends}
         self._on_failure(error)
         return self._last_read(backends, error)
@@ -145,9 +182,7 @@ class Looks:
         reload, or the socket has not answered for over STALE_LIMIT)."""
         assert self._view is not None
         now = self._clock()
-        if self._failing_since is None:
-            self._failing_since = now
-        failing = now - self._failing_since
+        failing = now - (now if self._silent_since is None else self._silent_since)
         if failing > STALE_LIMIT:
             return dict.fromkeys(backends)
         why = (f"HAProxy's admin socket does not answer ({error[:200]}): the states synapse "

@@ -71,7 +71,8 @@ class HAProxyMetrics:
         )
         self.reload_pending = Gauge(
             "synapse_haproxy_reload_pending",
-            "1 while a reload waits for its turn (restart_interval) or for a valid config",
+            "1 while a reload waits for its turn (restart_interval, a failed reload's retry); "
+            "a refused config is synapse_haproxy_config_invalid",
             registry=registry,
         )
         self.last_reload = Gauge(

@@ -293,6 +293,13 @@ class RunningReader(PlanScope, SlowSocket):
         stale = view.stale  # (commands since the read began: still stale, read again)
         return {name for name in changed if name not in covered or name in stale}
 
+    def socket_problem(self) -> tuple[str | None, float | None]:
+        """/health's admin socket: (why it fails, seconds it connected without answering);
+        a look's read unanswered for ``looks.LATE_LIMIT`` counts before its tries time out."""
+        if self.runtime_error is not None:
+            return self.runtime_error, self.slow_for()
+        return self.looks.late(), None
+
     def look_failed(self, error: str) -> None:
         """A look (``looks``: /health/<service>) found the admin socket dead: /health says
         so now, and the sweep reads whole at once (a lost socket: the apply reloads, which

@@ -4,18 +4,21 @@ once, and with the admin socket gone.
 Before, each look opened a CLI connection of its own: past ~20 at once HAProxy dropped the
 others and those looks said "HAProxy does not run this backend" (a false 503); and with the
 socket file unlinked every look said so for up to 30 s (the next sweep) while /health had no
-problem to list.
+problem to list. With the worker stopped (review s36: SIGSTOP 20 s), a look waited both 5 s
+tries (10 s, answering 200 throughout) and /health listed nothing for the first 10 s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from typing import Any
 
 from haproxy_helpers import eventually, read_back, serves, web
 
+from synapse.haproxy.looks import LATE_LIMIT, STALE_LIMIT
 from synapse.haproxy.reader import FULL_READ_INTERVAL
 from testbed.process import free_port
 
@@ -68,3 +71,35 @@ async def test_a_lost_admin_socket_answers_stale_shows_in_health_and_comes_back_
     took = time.monotonic() - lost
     assert took < FULL_READ_INTERVAL / 3, f"{took:.1f} s: not at once (the next sweep)"
     await serves(port, {"b1"})
+
+
+async def test_a_stopped_worker_is_answered_stale_within_a_second_said_then_unknown(
+    managed_factory, http_backend_factory
+):
+    controller, _, name = await _started(managed_factory, http_backend_factory)
+    worker = controller._managed.worker_pid
+    os.kill(worker, signal.SIGSTOP)  # connects, never answers (a paused container)
+    stopped = time.monotonic()
+    try:
+        took, said = [], None
+        while time.monotonic() - stopped < STALE_LIMIT + 1.5:
+            began = time.monotonic()
+            servers = await asyncio.wait_for(controller.backend_servers("web"), 12)
+            took.append(time.monotonic() - began)
+            if time.monotonic() - stopped < STALE_LIMIT - 0.5:
+                assert servers is not None and name in servers and servers.stale, servers
+            silent = [p for p in controller.health() if "admin socket does not answer" in p]
+            if silent and said is None:
+                said = time.monotonic() - stopped
+            await asyncio.sleep(0.3)
+        assert servers is None, servers  # past STALE_LIMIT of silence: unknown, 503
+        assert max(took) < 0.8, f"a look took {max(took):.1f} s"
+        assert said is not None and said < LATE_LIMIT + 1.0, f"/health said it after {said} s"
+    finally:
+        os.kill(worker, signal.SIGCONT)
+
+    async def back() -> bool:
+        answer = await controller.backend_servers("web")
+        return answer is not None and answer.stale is None and not controller.health()
+
+    await eventually(back, "HAProxy answering and /health clean again")

@@ -32,11 +32,11 @@ class Socket:
         return None, {b: self.state.get(b) for b in backends}
 
 
-def _looks(now: list[float]) -> tuple[Looks, Socket, Any, list[str]]:
+def _looks(now: list[float], socket: Socket | None = None) -> tuple[Looks, Any, Any, list[str]]:
     view = SimpleNamespace(counter=0, unread=set(), backends={"web": {"a": srv("web", "a", 1)}})
     failures: list[str] = []
     looks = Looks([], view, failures.append, lambda: now[0])  # type: ignore[arg-type]
-    looks.client = socket = Socket()  # type: ignore[assignment]
+    looks.client = socket = socket or Socket()  # type: ignore[assignment]
     return looks, socket, view, failures
 
 
@@ -94,3 +94,43 @@ async def test_a_look_answers_what_its_read_found_when_the_view_changed_meanwhil
         socket.state[f"svc{i}"] = {"a": srv(f"svc{i}", "a", 1)}
         assert await looks.servers_of([f"svc{i}"]) == {f"svc{i}": {"a": "UP"}}, i
     assert len(socket.asked) == 80
+
+
+class Silent(Socket):
+    """A socket that connects and never answers (a stopped worker) until ``wake`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wake = asyncio.Event()
+
+    async def read_state(self, backends: list[str], with_pid: bool) -> tuple[None, Any]:
+        await self.wake.wait()
+        return await super().read_state(backends, with_pid)
+
+
+async def test_a_silent_socket_is_answered_stale_at_once_and_said_late_then_unknown(
+    monkeypatch,
+) -> None:
+    # review s36: HAProxy SIGSTOPped 20 s: each look waited both 5 s tries (10 s; curl
+    # --max-time 1 failed), answered 200 for all 20 s, and /health said 200 for 10 s.
+    monkeypatch.setattr(looks_mod, "PROBE_WAIT", 0.05)
+    clock = [0.0]
+    looks, socket, view, failures = _looks(clock, Silent())
+    answer = (await asyncio.wait_for(looks.servers_of(["web"], probe=True), 1))["web"]
+    assert answer == {"a": "UP"} and "no answer in 0.05 s" in (answer.stale or "")
+    assert looks.late() is None  # (not LATE_LIMIT yet)
+    clock[0] = looks_mod.LATE_LIMIT
+    assert "no answer to a look at its servers for 2.0 s" in (looks.late() or "")
+    answer = (await asyncio.wait_for(looks.servers_of(["web"], probe=True), 1))["web"]
+    assert answer is not None and answer.stale  # still the view's, within STALE_LIMIT
+    clock[0] = STALE_LIMIT + 0.1  # since the first unanswered ask, not since a try's end
+    assert await asyncio.wait_for(looks.servers_of(["web"], probe=True), 1) == {"web": None}
+    socket.wake.set()  # HAProxy answers again
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if looks.late() is None:
+            break
+    view.counter += 1  # (the read in flight answered; ask again)
+    answer = (await asyncio.wait_for(looks.servers_of(["web"], probe=True), 1))["web"]
+    assert answer == {"a": "UP"} and answer.stale is None and looks.late() is None
+    assert not failures  # no try failed: the reader keeps reading on its own
