@@ -17,6 +17,7 @@ import binascii
 import functools
 import ipaddress
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from smartstack.record_fields import (
     share_port,
 )
 
+LabelValue = str | bool | int | float
 MAX_RECORD_BYTES = 16 * 1024
 # nerve's limit for a base64 child name (ZooKeeper lists children in one 4 MB reply).
 PATH_ENCODING_MAX_LENGTH = 65536
@@ -53,7 +55,7 @@ _IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)
 _SEQUENCE_SUFFIX = re.compile(r"_(\d+)$")
 # The labels of every decoded record that has none: one dict, not one each (64 bytes per
 # record). Never mutated: Registration is frozen and its readers copy (to_dict).
-_NO_LABELS: dict[str, str] = {}
+_NO_LABELS: dict[str, LabelValue] = {}
 # json.loads's C scanner, for a record that is one object (loads adds 2 frames, 2 regexes)
 _scan_json = json.JSONDecoder().scan_once
 # nerve's record of a plain service (20,000 at a fleet's cold start), its keys in any order
@@ -77,7 +79,9 @@ class Registration:
     port: int
     name: str
     weight: int | None = None
-    labels: dict[str, str] = field(default_factory=dict)
+    # str when decoded (synapse); as configured in nerve: Ruby nerve writes numbers and
+    # booleans as they are, and Ruby synapse's label_filters compare types.
+    labels: dict[str, LabelValue] = field(default_factory=dict)
     haproxy_server_options: str | None = None
     # What decoding dropped from the record and why (e.g. options that were not a string):
     # the server is kept; the watcher logs and counts these.
@@ -178,7 +182,7 @@ def validate_weight(weight: Any) -> int:
     return weight
 
 
-def validate_labels(labels: Any) -> dict[str, str]:
+def validate_labels(labels: Any) -> dict[str, LabelValue]:
     if not isinstance(labels, dict):
         raise InvalidRecord("labels must be an object")
     if len(labels) > MAX_LABELS:
@@ -190,11 +194,21 @@ def validate_labels(labels: Any) -> dict[str, str]:
         if len(key) > MAX_LABEL_KEY_LENGTH:
             raise InvalidRecord(f"label key {key[:64]!r}... is longer than {MAX_LABEL_KEY_LENGTH}")
         if not isinstance(value, str):
-            raise InvalidRecord(f"label {key!r} must be a string")
+            value = _scalar_label_text(key, value)
         _reject_control(f"label {key!r}", value)
         if len(value) > MAX_LABEL_VALUE_LENGTH:
             raise InvalidRecord(f"label {key!r} is longer than {MAX_LABEL_VALUE_LENGTH}")
     return labels
+
+
+def _scalar_label_text(key: str, value: Any) -> str:
+    """A number or boolean label value's text. nerve writes them as configured (as Ruby
+    nerve: Ruby synapse's label_filters compare types); decoding makes them text first."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRecord(f"label {key!r} is {value}, which JSON cannot carry")
+    if not isinstance(value, bool | int | float):
+        raise InvalidRecord(f"label {key!r} must be a string, number or boolean")
+    return json.dumps(value)
 
 
 def validate_server_options(options: Any) -> str:

@@ -64,16 +64,32 @@ def test_docker_service_defaults_weight_above_256_is_warned_about(tmp_path: Path
     ]
 
 
-def test_labels_written_as_numbers_and_booleans_are_registered_as_text() -> None:
-    cfg = service(labels={"tier": 1, "canary": True, "ratio": 0.5, "az": "us-east-1a"})
-    assert cfg.labels == {"tier": "1", "canary": "true", "ratio": "0.5", "az": "us-east-1a"}
-    # the same text synapse makes of a Ruby nerve's record with those values
-    ruby = b'{"host":"10.0.0.5","port":8080,"name":"i-1","labels":{"tier":1,"canary":true}}'
-    assert decode_nerve(ruby).labels == {"tier": "1", "canary": "true"}
-    assert registration_for("i-1", service(labels={"tier": 1, "canary": True})).labels == {
+def test_labels_written_as_numbers_and_booleans_are_registered_as_ruby_nerve_writes_them() -> None:
+    # Ruby nerve copies labels as they are, and Ruby synapse's label_filters compare with
+    # Ruby's == ("true" != true): a record with the text would miss a fleet's filters.
+    labels = {"tier": 1, "canary": True, "ratio": 0.5, "az": "us-east-1a"}
+    cfg = service(labels=labels)
+    assert cfg.labels == labels
+    written = encode(registration_for("i-1", cfg))
+    ruby = (
+        b'{"host":"10.0.0.5","port":8080,"name":"i-1",'
+        b'"labels":{"tier":1,"canary":true,"ratio":0.5,"az":"us-east-1a"}}'
+    )
+    assert written == ruby
+    assert json.loads(written)["labels"]["canary"] is True
+    # our synapse reads both as the text it compares its label_filters with
+    assert decode_nerve(written).labels == {
         "tier": "1",
         "canary": "true",
+        "ratio": "0.5",
+        "az": "us-east-1a",
     }
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 10**300])
+def test_a_label_number_json_cannot_carry_or_too_long_is_refused(value: float) -> None:
+    with pytest.raises(ValueError, match="label 'tier'"):
+        service(labels={"tier": value})
 
 
 def test_a_label_without_a_value_is_left_out_of_the_record() -> None:
