@@ -33,6 +33,8 @@ from smartstack.statsd import StatsdConfig, statsd_warnings
 CheckType = Literal["http", "https", "tcp", "redis", "rabbitmq", "noop", "exec"]
 NodeType = Literal["ephemeral_sequential", "ephemeral", "persistent", "persistent_sequential"]
 
+# Ruby nerve's default connect timeout of an http check (http.rb)
+RUBY_OPEN_TIMEOUT = 0.2
 # Airbnb keys we accept without a warning although we do not act on them.
 KNOWN_UNUSED_KEYS = ("max_repeated_report_failures", "open_timeout")
 
@@ -51,6 +53,8 @@ class CheckConfig(ConfigModel):
     headers: dict[str, str] = Field(default_factory=dict)
     expect: str | None = None
     open_timeout: float | None = Field(default=None, gt=0)
+    # Ruby nerve's Net::HTTP read timeout (http.rb): widens `timeout` (_ruby_read_timeout)
+    read_timeout: float | None = Field(default=None, gt=0)
     # rabbitmq
     username: str | None = None
     password: str | None = None
@@ -92,6 +96,16 @@ class CheckConfig(ConfigModel):
             raise ValueError(f"a {self.type} check needs 'uri' (e.g. /health)")
         if self.type == "exec" and not self.command:
             raise ValueError("an exec check needs 'command'")
+        return self
+
+    @model_validator(mode="after")
+    def _ruby_read_timeout(self) -> CheckConfig:
+        # Ruby nerve gives an http check's connect open_timeout (0.2 by default) and its
+        # answer read_timeout, whatever `timeout` says: a Ruby file with `read_timeout: 2`
+        # for a health page answering in 0.4 s must not fail every check here.
+        if self.read_timeout is not None and self.type in ("http", "https"):
+            connect = RUBY_OPEN_TIMEOUT if self.open_timeout is None else self.open_timeout
+            self.timeout = max(self.timeout, connect + self.read_timeout)
         return self
 
     @property

@@ -21,7 +21,7 @@ _NERVE = {
     " reporter_type zk_hosts zk_path node_type use_path_encoding etcd_host etcd_port"
     " etcd_path rate_limiting load_test_concurrency",
     "services.*.checks.*": "type name host port timeout rise fall uri ssl headers expect"
-    " open_timeout username password",
+    " open_timeout read_timeout ssl_timeout username password",
     "services.*.rate_limiting": "average_rate max_burst shadow_mode",
 }
 _DISCOVERY = (

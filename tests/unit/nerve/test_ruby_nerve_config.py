@@ -153,3 +153,32 @@ def test_rate_limiting_without_max_burst_has_a_cap_never_reached(max_burst: floa
 def test_rate_limiting_with_every_key_is_as_before() -> None:
     bucket = built({"average_rate": 0.5, "max_burst": 3})
     assert bucket is not None and (bucket.average_rate, bucket.max_burst) == (0.5, 3)
+
+
+@pytest.mark.parametrize(
+    ("check", "timeout"),
+    [
+        # Ruby (http.rb): the connect gets open_timeout (default 0.2), the answer read_timeout
+        ({"read_timeout": 2}, 2.2),
+        ({"read_timeout": 2, "open_timeout": 0.5}, 2.5),
+        ({"read_timeout": 0.05, "timeout": 1}, 1.0),  # never shorter than timeout
+        ({}, 0.1),
+    ],
+)
+def test_an_http_check_read_timeout_gives_the_answer_as_long_as_ruby_nerve(
+    check: dict[str, float], timeout: float
+) -> None:
+    cfg = service(checks=[{"type": "http", "uri": "/health", **check}])
+    [built] = build_checks(cfg)
+    assert built.timeout == pytest.approx(timeout)
+
+
+def test_read_timeout_is_an_airbnb_key_not_an_unknown_one(tmp_path: Path) -> None:
+    check = {"type": "http", "uri": "/health", "read_timeout": 2}
+    path = tmp_path / "nerve.json"
+    path.write_text(
+        json.dumps({"instance_id": "i-1", "services": {"web": {**ZK, "checks": [check]}}})
+    )
+    config, warnings = load_nerve_config(path)
+    assert warnings == []
+    assert config.services["web"].checks[0].timeout == pytest.approx(2.2)
