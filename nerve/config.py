@@ -151,7 +151,7 @@ class ServiceConfig(ConfigModel):
     # Airbnb: any non-negative integer; the record says at most 256 (record_weight)
     weight: int | None = Field(default=None, ge=0)
     haproxy_server_options: str | None = None
-    labels: dict[str, str | bool | int | float] = Field(default_factory=dict)
+    labels: dict[str, Any] = Field(default_factory=dict)  # checked by _valid_record
     reporter_type: Literal["zookeeper", "etcd"] = "zookeeper"
     # zookeeper
     zk_hosts: list[str] | None = None
@@ -187,9 +187,9 @@ class ServiceConfig(ConfigModel):
     @field_validator("labels", mode="before")
     @classmethod
     def _label_values(cls, value: object) -> object:
-        # Numbers and booleans are written as they are, as Ruby nerve does (Ruby synapse's
-        # label_filters compare types: "true" misses `value: true`); synapse reads them as
-        # text. A null (YAML `owner:`) is left out, as synapse drops it.
+        # Numbers, booleans, lists and objects are written as they are, as Ruby nerve does
+        # (Ruby synapse's label_filters compare types: "true" misses `value: true`); synapse
+        # reads them as text. A null (YAML `owner:`) is left out, as synapse drops it.
         if isinstance(value, dict):
             return {key: item for key, item in value.items() if item is not None}
         return value

@@ -17,7 +17,6 @@ import binascii
 import functools
 import ipaddress
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +32,8 @@ from smartstack.record_fields import (
     share_port,
 )
 
-LabelValue = str | bool | int | float
+# str when decoded (synapse): nerve writes other JSON values as configured, as Ruby nerve
+LabelValue = str | bool | int | float | list[Any] | dict[str, Any]
 MAX_RECORD_BYTES = 16 * 1024
 # nerve's limit for a base64 child name (ZooKeeper lists children in one 4 MB reply).
 PATH_ENCODING_MAX_LENGTH = 65536
@@ -79,8 +79,6 @@ class Registration:
     port: int
     name: str
     weight: int | None = None
-    # str when decoded (synapse); as configured in nerve: Ruby nerve writes numbers and
-    # booleans as they are, and Ruby synapse's label_filters compare types.
     labels: dict[str, LabelValue] = field(default_factory=dict)
     haproxy_server_options: str | None = None
     # What decoding dropped from the record and why (e.g. options that were not a string):
@@ -194,21 +192,25 @@ def validate_labels(labels: Any) -> dict[str, LabelValue]:
         if len(key) > MAX_LABEL_KEY_LENGTH:
             raise InvalidRecord(f"label key {key[:64]!r}... is longer than {MAX_LABEL_KEY_LENGTH}")
         if not isinstance(value, str):
-            value = _scalar_label_text(key, value)
+            value = _label_value_text(key, value)
         _reject_control(f"label {key!r}", value)
         if len(value) > MAX_LABEL_VALUE_LENGTH:
             raise InvalidRecord(f"label {key!r} is longer than {MAX_LABEL_VALUE_LENGTH}")
     return labels
 
 
-def _scalar_label_text(key: str, value: Any) -> str:
-    """A number or boolean label value's text. nerve writes them as configured (as Ruby
-    nerve: Ruby synapse's label_filters compare types); decoding makes them text first."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidRecord(f"label {key!r} is {value}, which JSON cannot carry")
-    if not isinstance(value, bool | int | float):
-        raise InvalidRecord(f"label {key!r} must be a string, number or boolean")
-    return json.dumps(value)
+def _label_value_text(key: str, value: Any) -> str:
+    """A label value that is not a string (a number, boolean, list or object) as its JSON
+    text, what synapse compares. nerve writes them as configured, as Ruby nerve does (Ruby
+    synapse's label_filters compare their types); decoding makes them text first."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise InvalidRecord(f"label {key!r} holds a number JSON cannot carry (nan, inf)") from None
+    except TypeError:
+        raise InvalidRecord(
+            f"label {key!r} must be a string, number, boolean, list or object"
+        ) from None
 
 
 def validate_server_options(options: Any) -> str:

@@ -16,6 +16,7 @@ from nerve.maintenance import MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.ratelimit import TokenBucket
 from nerve.registries import registration_for
+from smartstack.configfile import ConfigError
 from smartstack.record import decode_nerve, encode
 
 ZK = {"host": "10.0.0.5", "port": 8080, "zk_hosts": ["z:2181"], "zk_path": "/s"}
@@ -95,8 +96,28 @@ def test_a_label_number_json_cannot_carry_or_too_long_is_refused(value: float) -
 def test_a_label_without_a_value_is_left_out_of_the_record() -> None:
     cfg = service(labels={"az": "a", "owner": None})
     assert registration_for("i-1", cfg).labels == {"az": "a"}
-    with pytest.raises(ValueError, match="valid string"):
-        service(labels={"roles": ["api"]})  # (a list is refused: write it as text)
+
+
+def test_labels_written_as_lists_or_objects_are_registered_as_ruby_nerve_writes_them() -> None:
+    labels = {"roles": ["api", "web"], "meta": {"team": "core"}}
+    written = encode(registration_for("i-1", service(labels=labels)))
+    assert json.loads(written)["labels"] == labels  # (Ruby nerve: JSON of the value as is)
+    # our synapse reads them as their JSON text, as it reads a Ruby nerve's record
+    assert decode_nerve(written).labels == {"roles": '["api","web"]', "meta": '{"team":"core"}'}
+
+
+def test_a_label_value_json_cannot_carry_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "nerve.yaml"
+    path.write_text(
+        "instance_id: i-1\nservices:\n  web: {host: 10.0.0.5, port: 8080, zk_hosts: [z],"
+        " zk_path: /s, labels: {released: 2024-01-01}}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_nerve_config(path)
+    assert caught.value.lines == [
+        f"{path}: services.web: the record nerve would register is invalid: label 'released'"
+        " must be a string, number, boolean, list or object"
+    ]
 
 
 def test_http_check_headers_written_as_numbers_are_sent_as_text() -> None:
