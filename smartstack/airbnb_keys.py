@@ -37,7 +37,7 @@ _SYNAPSE = {
     "services.*": "discovery default_servers keep_default_servers use_previous_backends"
     " backend_port_override haproxy file_output leader_election",
     "services.*.file_output": "disabled",
-    "services.*.default_servers.*": "name host port",
+    "services.*.default_servers.*": "name host port haproxy_server_options weight labels",
     "services.*.discovery": _DISCOVERY,
     "services.*.discovery.watchers.*": _DISCOVERY,
     "services.*.discovery.resolver": "method",

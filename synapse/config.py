@@ -21,7 +21,7 @@ from smartstack.modelbase import ConfigModel, Field, field_validator, model_vali
 from smartstack.statsd import StatsdConfig, statsd_warnings
 from synapse.config_checks import check_routes, check_zone_routing, relative_socket_path
 from synapse.config_legacy import prepare_document, services_from_list
-from synapse.discovery_config import DiscoveryConfig, ServerEntry
+from synapse.discovery_config import DefaultServerEntry, DiscoveryConfig
 from synapse.edge_config import (
     HAPROXY_TIME,
     DockerServicesConfig,
@@ -107,7 +107,7 @@ class ServiceConfig(ConfigModel):
     discovery: DiscoveryConfig
     # Airbnb: route only to the server with the lowest sequence number (selection.py)
     leader_election: bool = False
-    default_servers: list[ServerEntry] = Field(default_factory=list)
+    default_servers: list[DefaultServerEntry] = Field(default_factory=list)
     keep_default_servers: bool = False
     use_previous_backends: bool = True
     backend_port_override: int | None = Field(default=None, ge=1, le=65535)
@@ -149,7 +149,7 @@ class ServiceConfig(ConfigModel):
 
     @field_validator("default_servers")
     @classmethod
-    def _defaults_need_ports(cls, value: list[ServerEntry]) -> list[ServerEntry]:
+    def _defaults_need_ports(cls, value: list[DefaultServerEntry]) -> list[DefaultServerEntry]:
         # Airbnb: default_servers are {name, host, port}; a server without a port is unusable.
         for index, entry in enumerate(value):
             if entry.port is None:

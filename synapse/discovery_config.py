@@ -90,6 +90,22 @@ class ServerEntry(ConfigModel):
         return {"host": value}
 
 
+class DefaultServerEntry(ServerEntry):
+    """A ``default_servers`` entry: Ruby synapse takes it as a whole backend, so its
+    ``haproxy_server_options`` (a sorry server's ``backup``) and, with ``use_nerve_weights``,
+    its ``weight`` reach its server line (from the config file: no allow-list applies)."""
+
+    haproxy_server_options: str | None = None
+    weight: int | None = Field(default=None, ge=0, le=256)
+
+    @field_validator("haproxy_server_options")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and (any(ord(c) < 32 or ord(c) == 127 for c in value) or "#" in value):
+            raise ValueError("a control character or '#' cannot go into a server line")
+        return value
+
+
 class ResolverConfig(ConfigModel):
     """A ``multi`` watcher's resolver: ``sequential`` (first child with servers) or ``union``."""
 

@@ -114,13 +114,19 @@ def _record(server: Server, extra: Mapping[str, Any]) -> dict[str, Any]:
 def default_selection(config: ServiceConfig, port_override: int | None = None) -> Selection:
     servers: list[Server] = []
     records: list[RecordSource] = []
+    use_weight = config.haproxy.use_nerve_weights
     for entry in config.default_servers:
         port = port_override or entry.port
         assert port is not None  # the config refuses default servers without a port
+        options, weight = entry.haproxy_server_options, entry.weight
         server = Server(name=server_name(entry.host, port, entry.name), host=entry.host,
-                        port=port, origin=DEFAULT_SERVER_ORIGIN)  # fmt: skip
+                        port=port, weight=weight if use_weight else None,
+                        registry_options=options or "", origin=DEFAULT_SERVER_ORIGIN)  # fmt: skip
         servers.append(server)
-        records.append(_record(server, {"name": entry.name or f"{entry.host}:{port}"}))
+        extra: dict[str, Any] = {"name": entry.name or f"{entry.host}:{port}"}
+        extra.update({k: v for k, v in (("weight", weight), ("haproxy_server_options", options))
+                      if v is not None})  # fmt: skip
+        records.append(_record(server, extra))
     return Selection(tuple(servers), tuple(records), ORIGIN_DEFAULT)
 
 
