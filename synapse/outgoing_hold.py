@@ -47,8 +47,15 @@ Key = tuple[str, int]
 @dataclass
 class _Held:
     report: Report  # the running watcher's latest list, not given yet
-    since: float  # time.time() of the first held list
+    since: float  # time.monotonic() of the first held list
     timer: asyncio.TimerHandle
+
+
+def gives_server(report: Report) -> bool:
+    """Whether a list gives its service a server (a record that passes its label filters):
+    stops at the first one, where ``servers_of`` builds the whole set (every report)."""
+    filters = report.filters or ()
+    return any(labels_match(f.registration.labels, filters) for f in report.found)
 
 
 def servers_of(report: Report) -> frozenset[Key]:
@@ -60,7 +67,7 @@ def servers_of(report: Report) -> frozenset[Key]:
 
 class OutgoingHold:
     """Between the running watchers and the reconciler's sink. ``replacing(name)``: the
-    time.time() a pending swap of ``name`` began; None: no swap."""
+    time.monotonic() a pending swap of ``name`` began; None: no swap."""
 
     def __init__(
         self,
@@ -72,45 +79,46 @@ class OutgoingHold:
         self._replacing = replacing
         self.bound = bound
         self._reloads = 0  # SIGHUP reloads begun and not ended
-        self._reload_since: float | None = None
-        self._given: dict[str, frozenset[Key]] = {}  # the servers of the last list given
+        self._reload_since: float | None = None  # time.monotonic(): a clock step moves no bound
+        self._given: dict[str, bool] = {}  # whether the last list given gave a server
+        self._last: dict[str, Report] = {}  # the last list given (its servers, for the log)
         self._held: dict[str, _Held] = {}
 
     def reload_begins(self) -> None:
         """A SIGHUP: every service is guarded until ``reload_ends``."""
         if self._reloads == 0:
-            self._reload_since = time.time()
+            self._reload_since = time.monotonic()
         self._reloads += 1
 
     def during(self, reload: asyncio.Task[Any]) -> None:
         """A SIGHUP's reload task: every service is guarded until it is done."""
         self.reload_begins()
-        reload.add_done_callback(lambda _: self.reload_ends())
+        # (cancelled: the daemon stops; its held lists are not given, whose timers stop() ends)
+        reload.add_done_callback(lambda task: self.reload_ends(settle=not task.cancelled()))
 
-    def reload_ends(self) -> None:
+    def reload_ends(self, settle: bool = True) -> None:
         """The SIGHUP's config is applied (or refused): unchanged services' held lists go."""
         self._reloads = max(0, self._reloads - 1)
         if self._reloads == 0:
             self._reload_since = None
-            for name in list(self._held):
+            for name in list(self._held) if settle else ():
                 self.settle(name)
 
     def offer(self, name: str, report: Report) -> None:
         """The running watcher's list: held if guarded and it empties the service, else given."""
-        began = self._guarded_since(name)
-        given = self._given.get(name, frozenset())
-        emptied = bool(given) and not servers_of(report)
-        if began is None or not emptied or report.partial or time.time() - began >= self.bound:
+        began = self._guarded_since(name)  # (steady: one dict look-up, no server read)
+        if began is None or report.partial or time.monotonic() - began >= self.bound \
+                or not self._given.get(name) or gives_server(report):  # fmt: skip
             self._give(name, report, "newer list")
             return
         held = self._held.get(name)
         if held is not None:
             held.report = report
             return
-        wait = max(0.0, began + self.bound - time.time())
+        wait = max(0.0, began + self.bound - time.monotonic())
         timer = asyncio.get_running_loop().call_later(wait, self._expired, name)
-        self._held[name] = _Held(report, time.time(), timer)
-        event(log, "outgoing_list_held", service=name, servers=len(given),
+        self._held[name] = _Held(report, time.monotonic(), timer)
+        event(log, "outgoing_list_held", service=name, servers=len(servers_of(self._last[name])),
               reason=self._why(name))  # fmt: skip
 
     def swapped(self, name: str, report: Report) -> None:
@@ -126,6 +134,7 @@ class OutgoingHold:
     def forget(self, name: str) -> None:
         """The service is gone from the config."""
         self._given.pop(name, None)
+        self._last.pop(name, None)
         held = self._held.pop(name, None)
         if held is not None:
             held.timer.cancel()
@@ -140,7 +149,7 @@ class OutgoingHold:
         if held is None:
             return
         began = self._guarded_since(name)
-        left = 0.0 if began is None else began + self.bound - time.time()
+        left = 0.0 if began is None else began + self.bound - time.monotonic()
         if left > 0:  # (a swap began since: its own bound)
             held.timer = asyncio.get_running_loop().call_later(left, self._expired, name)
             return
@@ -152,11 +161,11 @@ class OutgoingHold:
             held.timer.cancel()
             event(log, "outgoing_list_released", level=logging.WARNING if why == "bound"
                   else logging.INFO, service=name, why=why,
-                  held_s=round(time.time() - held.since, 3))  # fmt: skip
-        servers = servers_of(report)
+                  held_s=round(time.monotonic() - held.since, 3))  # fmt: skip
         # (a partial list's silent children keep their servers: synapse.reload_diff.Holds)
-        self._given[name] = servers | self._given.get(name, frozenset()) if report.partial \
-            else servers  # fmt: skip
+        self._given[name] = gives_server(report) or (report.partial and name in self._given
+                                                     and self._given[name])  # fmt: skip
+        self._last[name] = report
         self._sink(report)
 
     def _guarded_since(self, name: str) -> float | None:

@@ -56,7 +56,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from smartstack.logs import event
@@ -92,6 +92,7 @@ class Swap:
     empty: str | None = None  # why its lists give no server (held: until one does)
     latest: Report | None = None  # its latest held list: the swap's when the old one's empties
     gone: asyncio.TimerHandle | None = None  # HOLD_BOTH_EMPTY_S after the old lists emptied
+    started: float = field(default_factory=time.monotonic)  # (synapse.outgoing_hold's bound)
 
 
 class ServiceWatchers:
@@ -191,7 +192,7 @@ class ServiceWatchers:
     def _pending_since(self, name: str) -> float | None:
         """A pending swap's start (synapse.outgoing_hold)."""
         swap = self.pending.get(name)
-        return swap.since if swap is not None else None
+        return swap.started if swap is not None else None
 
     def _serves(self, name: str) -> bool:
         """Whether the service has a server now: its selection (a state file's too, while

@@ -10,7 +10,9 @@ the old watcher's emptied list was applied before the new watcher's first one (5
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 
 import pytest
 from test_watcher_swap import Rig, service
@@ -118,3 +120,62 @@ async def test_a_held_swap_follows_withdrawals_and_holds_only_an_empty_list() ->
     assert rig.got == [(1, 2, 3), (1, 2)]
     rig.made[1].send(1, 2)  # they arrived: the swap
     assert rig.got[-1] == (1, 2) and rig.set.active["web"] is rig.made[1]
+
+
+async def test_a_wall_clock_stepped_back_does_not_stretch_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """(review cr36-hold) The bound ran on time.time(): NTP stepping the clock back an hour
+    re-armed the timer for an hour, the withdrawn instances served on meanwhile."""
+    rig = await running()
+    rig.set.hold.bound = 0.2
+    await rig.reload({"web": service("/b")})  # the new watcher never lists
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 3600.0)
+    rig.made[0].send()  # held
+    await asyncio.sleep(0.4)
+    assert rig.got == [(1, 2, 3), ()]
+
+
+async def test_a_reload_cancelled_by_the_stop_gives_no_held_list() -> None:
+    """(review cr36-hold) daemon.stop() cancels a SIGHUP's reload first: its end gave the held
+    empty list to the reconciler (and the state file) during the stop."""
+    rig = await running()
+    reading = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(reading.wait())
+    rig.set.hold.during(task)
+    rig.made[0].send()  # held: the file is being read
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    rig.set.stop_steps()  # (its hold.stop(): after the reload's cancel)
+    await asyncio.sleep(0)
+    assert rig.got == [(1, 2, 3)]
+
+
+async def test_a_swap_begun_during_the_reload_has_its_own_bound() -> None:
+    """(review cr36-hold) The bound runs from the swap's start once there is one: a reload
+    that waited for its file (~2-6 s) leaves the new watcher the whole bound, not the rest."""
+    rig = await running()
+    rig.set.hold.bound = 0.4
+    rig.set.hold.reload_begins()
+    rig.made[0].send()  # held (the SIGHUP's bound: 0.4 s)
+    await asyncio.sleep(0.2)  # the file is read
+    await rig.reload({"web": service("/b")})  # the swap begins: its bound ends 0.6 s in
+    rig.set.hold.reload_ends()
+    await asyncio.sleep(0.3)  # past the SIGHUP's bound, within the swap's
+    assert rig.got == [(1, 2, 3)]
+    await asyncio.sleep(0.3)
+    assert rig.got == [(1, 2, 3), ()]
+
+
+async def test_a_removed_service_s_held_list_is_never_given() -> None:
+    """(review cr36-hold) forget(): the timer of a service the SIGHUP removed is cancelled."""
+    rig = await running()
+    rig.set.hold.bound = 0.2
+    rig.set.hold.reload_begins()
+    rig.made[0].send()  # held
+    await rig.reload({})  # the service is removed
+    rig.set.hold.reload_ends()
+    await asyncio.sleep(0.4)
+    assert rig.got == [(1, 2, 3)] and not rig.set.hold._held
