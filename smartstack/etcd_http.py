@@ -34,6 +34,9 @@ MAX_LINE = 64 * 1024 * 1024
 # Internal, Unavailable (the gateway answers them with HTTP 499, 500, 504, 429, 500, 503).
 # The gRPC transport moves on for most of them too.
 MEMBER_FAILURE_CODES = frozenset({1, 2, 4, 8, 13, 14})
+# etcd's NOSPACE alarm (its quota-backend-bytes full: ResourceExhausted, HTTP 429) refuses
+# writes on every member alike: etcd's answer, not a member failing (no failover to log).
+NO_SPACE = "database space exceeded"
 
 
 class HttpStatusError(Exception):
@@ -53,7 +56,10 @@ class HttpStatusError(Exception):
     @property
     def member_failed(self) -> bool:
         """The member (or a proxy before it) failed the call: another member may serve it.
-        A 4xx other than 429 is etcd's answer (lease not found, permission denied, ...)."""
+        A 4xx other than 429 is etcd's answer (lease not found, permission denied, ...), as
+        is the NOSPACE alarm."""
+        if NO_SPACE in self.message:
+            return False
         return self.status >= 500 or self.status == 429 or self.code in MEMBER_FAILURE_CODES
 
 

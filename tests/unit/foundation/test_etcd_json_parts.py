@@ -66,6 +66,14 @@ def test_which_answers_are_a_member_s_failure(status: int, code: int | None, fai
     assert isinstance(streamed, ConnectionError) is (failed and code is not None)
 
 
+def test_the_nospace_alarm_is_etcd_s_answer_not_a_member_failure() -> None:
+    """Every member refuses writes alike under NOSPACE: no failover (review s36 registry)."""
+    message = "etcdserver: mvcc: database space exceeded"
+    assert not HttpStatusError(429, {"error": message, "code": 8, "message": message}).member_failed
+    streamed = streamed_error({"error": {"grpc_code": 8, "message": message}})
+    assert isinstance(streamed, HttpStatusError) and "space exceeded" in str(streamed)
+
+
 def test_why_a_watch_was_refused() -> None:
     compacted = refusal({"canceled": True, "compact_revision": "42"})
     assert isinstance(compacted, WatchCompacted) and compacted.compacted_revision == 42
