@@ -26,10 +26,13 @@ class CheckTracker:
     streak: int = 0  # consecutive results disagreeing with `up`
     last_ok: bool | None = None
     last_detail: str = "not checked yet"
+    last_failure: str | None = None  # the detail of the last failed result
 
     def observe(self, ok: bool, detail: str) -> bool:
         """Record one result; True when the check changed state."""
         self.last_ok, self.last_detail = ok, detail
+        if not ok:
+            self.last_failure = detail
         if ok == self.up:
             self.streak = 0
             return False
@@ -134,9 +137,9 @@ class ServiceState:
             return "maintenance: " + "; ".join(
                 f"{source}: {why}" for source, why in sorted(self.maintenance.items())
             )
-        down = [(n, t) for n, t in self.trackers.items() if not t.up]
+        down = [_down_reason(n, t) for n, t in self.trackers.items() if not t.up]
         if down:
-            return "; ".join(f"check {n} down ({t.last_detail})" for n, t in down)
+            return "; ".join(down)
         if not self.trackers:
             return "no checks configured"
         return "all checks up: " + ", ".join(f"{n} rise={t.rise}" for n, t in self.trackers.items())
@@ -152,6 +155,15 @@ class ServiceState:
             shadow = True
         self.registered = wanted
         return Decision(Transition(wanted, self.reason()), throttled=shadow, shadow=shadow)
+
+
+def _down_reason(name: str, tracker: CheckTracker) -> str:
+    """A down check: its last failure, or, passing but not ``rise`` times in a row yet,
+    how far it is (its last detail alone, a pass, read as the reason it was down)."""
+    if not tracker.last_ok:
+        return f"check {name} down ({tracker.last_detail})"
+    why = f"; last failure: {tracker.last_failure}" if tracker.last_failure else ""
+    return f"check {name} rising ({tracker.streak} of {tracker.rise} passes{why})"
 
 
 @dataclass

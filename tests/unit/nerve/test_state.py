@@ -62,6 +62,18 @@ def test_withdraws_after_fall_failures_with_one_transition_and_a_reason() -> Non
     assert third.transition is None  # exactly one write per transition
 
 
+def test_a_check_rising_again_says_how_far_and_its_last_failure() -> None:
+    """Not its last, passing, result as the reason it is down (review s36 observe)."""
+    state = ServiceState.create([("web", 3, 1)])
+    assert state.reason() == "check web down (not checked yet)"
+    feed(state, [[ok("web")]])
+    assert state.reason() == "check web rising (1 of 3 passes)"
+    feed(state, [[ok("web")], [ok("web")], [bad("web", "HTTP 503")], [ok("web")], [ok("web")]])
+    assert state.reason() == "check web rising (2 of 3 passes; last failure: HTTP 503)"
+    feed(state, [[bad("web", "connection refused")]])
+    assert state.reason() == "check web down (connection refused)"
+
+
 def test_service_without_checks_registers_on_first_round() -> None:
     state = ServiceState.create([])
     assert feed(state, [[]]) == [(0, True)]
