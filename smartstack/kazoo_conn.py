@@ -86,6 +86,10 @@ PINGS_UNANSWERED_TOLERATED = 2
 # session. kazoo says "socket connection broken" (once an outage) and the client retries
 # for ever; this many in a row are named once (zk_handshake_closed), with the likely causes.
 HANDSHAKE_CLOSED_SAY = 3
+# ... over this many seconds at least: an ensemble's leader election closes every client's
+# handshakes for a moment (review s36 cr-looks: 3 in a row within 0.1-0.2 s of a leader's
+# loss, the warning from each of 6 clients at each of 3 leader changes).
+HANDSHAKE_CLOSED_FOR = 10.0
 
 
 class UnansweredPings:
@@ -119,6 +123,8 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
     in bulk (see the module docstring)."""
 
     _closed_handshakes = 0  # handshakes in a row the server closed (HANDSHAKE_CLOSED_SAY)
+    _closed_since = 0.0  # (monotonic) the first of them
+    _closed_said = False  # zk_handshake_closed said for this streak
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -222,7 +228,7 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
                 self._handshake_closed()
             raise
         if handshake:
-            self._closed_handshakes = 0
+            self._closed_handshakes, self._closed_said = 0, False
         if handshake and result[0].time_out > 0:
             # The server's bounds (min/maxSessionTimeout) apply, not what was asked: kazoo
             # bases its timeouts on this but keeps only ``_session_timeout``, the asked.
@@ -230,11 +236,17 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
         return result
 
     def _handshake_closed(self) -> None:
+        if not self._closed_handshakes:
+            self._closed_since = time.monotonic()
         self._closed_handshakes += 1
-        if self._closed_handshakes == HANDSHAKE_CLOSED_SAY:
+        if self._closed_said or self._closed_handshakes < HANDSHAKE_CLOSED_SAY:
+            return
+        if time.monotonic() - self._closed_since >= HANDSHAKE_CLOSED_FOR:
+            self._closed_said = True
             hosts = ",".join(f"{host}:{port}" for host, port in self.client.hosts)
             event(logging.getLogger("smartstack.zookeeper"), "zk_handshake_closed",
                   logging.WARNING, hosts=hosts, attempts=self._closed_handshakes,
+                  for_s=round(time.monotonic() - self._closed_since, 1),
                   causes="its per-IP connection limit (maxClientCnxns), no quorum, "
                   "or a session it refuses: the server's log says which")  # fmt: skip
 

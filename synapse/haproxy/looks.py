@@ -88,9 +88,15 @@ class Looks:
         if missing:
             # From the read's own result, not the cache: a runtime command during the read
             # makes its answers not fresh, and pruning could drop them (every look a 503).
+            # (PROBE_WAIT of silence in all; then AWAKE_WAIT: a HAProxy back answers in it.
+            # Silence is a read in flight unanswered: a read that failed and none since
+            # (socket missing for a moment at a reload) left the next probe, 10 s later,
+            # 0.05 s for a healthy HAProxy, and a 503 (past STALE_LIMIT) on a late answer.)
+            flight = self._flight
+            asking = flight is not None and not flight[2].done()
+            since = self._silent_since if asking else None
             read = self._round(missing)
-            # (PROBE_WAIT of silence in all; then AWAKE_WAIT: a HAProxy back answers in it)
-            silent = 0.0 if self._silent_since is None else self._clock() - self._silent_since
+            silent = 0.0 if since is None else self._clock() - since
             wait = max(AWAKE_WAIT, PROBE_WAIT - silent) if probe else None
             try:  # (shielded: a caller gone or answered stale, others still wait for it)
                 got = await asyncio.wait_for(asyncio.shield(read), wait)

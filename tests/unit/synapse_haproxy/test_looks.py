@@ -134,3 +134,25 @@ async def test_a_silent_socket_is_answered_stale_at_once_and_said_late_then_unkn
     answer = (await asyncio.wait_for(looks.servers_of(["web"], probe=True), 1))["web"]
     assert answer == {"a": "UP"} and answer.stale is None and looks.late() is None
     assert not failures  # no try failed: the reader keeps reading on its own
+
+
+async def test_a_look_after_a_failed_one_waits_probe_wait_for_a_slow_answer(monkeypatch) -> None:
+    # review s36 cr-looks: a look that failed (the socket missing at a reload) and no read
+    # since: the next probe (10 s later, a checker's period) waited AWAKE_WAIT (0.05 s) for
+    # a HAProxy answering in 0.08 s, then answered from past STALE_LIMIT: None (a 503).
+    monkeypatch.setattr(looks_mod, "RETRY_PAUSE", 0.0)
+    now = [0.0]
+    looks, socket, _, failures = _looks(now)
+    socket.fail = 2  # both tries
+    answer = (await looks.servers_of(["web"], probe=True))["web"]
+    assert answer is not None and answer.stale and failures == ["gone"]
+    now[0] = STALE_LIMIT + 1
+    read_state = socket.read_state
+
+    async def slow(backends: list[str], with_pid: bool) -> tuple[None, Any]:
+        await asyncio.sleep(0.08)
+        return await read_state(backends, with_pid)
+
+    socket.read_state = slow  # type: ignore[method-assign]
+    answer = (await looks.servers_of(["web"], probe=True))["web"]
+    assert answer == {"a": "UP"} and answer.stale is None  # before: None
