@@ -30,12 +30,11 @@ from nerve.reporters.base import RegistryUnavailable, Reporter
 from nerve.reporters.zk_node_watch import NodeWatch
 from smartstack.logs import event
 from smartstack.record import (
-    InvalidRecord,
     Registration,
     child_prefix,
-    decode_nerve,
     encode,
     encode_child_prefix,
+    same_record,
 )
 from smartstack.tasks import wait_event
 from smartstack.zookeeper import ZooKeeperConnection
@@ -420,10 +419,7 @@ class ZooKeeperReporter(NodeWatch, Reporter):
         they take 1 and true. That node is the previous run's registration (an upgrade's
         restart stop left it, its session resumed here), not another service's: unrecognised
         it stood for the whole life of the resumed session, its service down or not."""
-        try:
-            return decode_nerve(data).to_dict() == decode_nerve(self.data).to_dict()
-        except InvalidRecord:
-            return False
+        return same_record(data, self.data)
 
     async def _scan(self, keep: bool) -> list[str]:
         """Adopt our node of this session (if ``keep``); the other copies of our record are
