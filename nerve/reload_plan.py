@@ -16,6 +16,7 @@ reporter and verdict instead of being withdrawn and registered anew.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -96,8 +97,18 @@ def _renames(
     return renames
 
 
+def same_labels(old: ServiceConfig, new: ServiceConfig) -> bool:
+    """The labels write the same record: Python's ``==`` has ``True == 1 == 1.0``, yet
+    nerve writes label values as configured (``true``, ``1``, ``1.0``: Ruby synapse's
+    label_filters tell them apart, ours compare their text), so an edit between them must
+    rewrite the record. Their order is no change (a reader sees an object)."""
+    if old.labels is new.labels:
+        return True
+    return json.dumps(old.labels, sort_keys=True) == json.dumps(new.labels, sort_keys=True)
+
+
 def _step(name: str, old: ServiceConfig, new: ServiceConfig, same_instance: bool) -> Step:
-    if same_instance and old == new:
+    if same_instance and old == new and same_labels(old, new):
         return Step(name, new, "unchanged", name)
     if same_instance and reporter_identity(old) == reporter_identity(new):
         return Step(name, new, "checks", name, keeps_verdict=True)

@@ -342,6 +342,19 @@ def decode_nerve(data: bytes | str, fallback_name: str | None = None) -> Registr
     return registration_from_dict(_load_json_object(data), fallback_name)
 
 
+def same_record(data: bytes, ours: bytes) -> bool:
+    """Whether a registry's ``data`` is the record ``ours`` as every reader decodes it, in
+    other bytes: nerve before 4908bdc wrote label numbers and booleans as text ("1",
+    "true"), which synapse reads as it reads 1 and true. A previous run's registration
+    across an upgrade (restart stop), not another record."""
+    if data == ours:
+        return True
+    try:
+        return decode_nerve(data).to_dict() == decode_nerve(ours).to_dict()
+    except InvalidRecord:
+        return False
+
+
 def decode_serverset(
     data: bytes | str, endpoint_name: str | None = None, fallback_name: str | None = None
 ) -> Registration:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from smartstack.modelbase import ConfigModel, Field, field_validator, model_validator
 from smartstack.record import _coerce_labels
+from smartstack.record_fields import loose_weight
 from smartstack.registry_address import (
     check_etcd_endpoints,
     check_etcd_host,
@@ -97,6 +98,15 @@ class DefaultServerEntry(ServerEntry):
 
     haproxy_server_options: str | None = None
     weight: int | None = Field(default=None, ge=0, le=256)
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _weight_as_records(cls, value: object) -> object:
+        # As a record's weight (loose_weight): Ruby synapse ignores the entry's weight
+        # without use_nerve_weights and any weight that is not an Integer, so a Ruby file
+        # with `weight: 500` loaded there: above 256 it is 256 (HAProxy's largest), not a
+        # refused file; not an integer (true, "7", -1) it is not used.
+        return loose_weight(value)[0]
 
     @field_validator("haproxy_server_options")
     @classmethod

@@ -22,7 +22,7 @@ from nerve.metrics import NerveMetrics
 from nerve.reporters.base import Reporter
 from nerve.reporters.etcd_lease import LeaseKeeper, retry_pause
 from smartstack.logs import event
-from smartstack.record import Registration, encode, etcd_key
+from smartstack.record import Registration, encode, etcd_key, same_record
 
 log = logging.getLogger("nerve.reporter.etcd")
 
@@ -121,7 +121,8 @@ class EtcdReporter(Reporter):
                 except Exception:  # etcd away: our decision's write will wait for it too
                     await asyncio.sleep(retry_pause(self.keeper.ttl))
                     continue
-                if kv is not None and kv.value == self.data:
+                # (our record in the bytes of an older nerve: the same registration)
+                if kv is not None and same_record(kv.value, self.data):
                     left = deadline - time.monotonic()
                     if leftovers.hold(int(kv.lease), self, left, self.key.encode(),
                                       service=self.service, key=self.key):  # fmt: skip

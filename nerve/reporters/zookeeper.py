@@ -29,7 +29,13 @@ from nerve.metrics import NerveMetrics
 from nerve.reporters.base import RegistryUnavailable, Reporter
 from nerve.reporters.zk_node_watch import NodeWatch
 from smartstack.logs import event
-from smartstack.record import Registration, child_prefix, encode, encode_child_prefix
+from smartstack.record import (
+    Registration,
+    child_prefix,
+    encode,
+    encode_child_prefix,
+    same_record,
+)
 from smartstack.tasks import wait_event
 from smartstack.zookeeper import ZooKeeperConnection
 
@@ -383,6 +389,11 @@ class ZooKeeperReporter(NodeWatch, Reporter):
     async def _copies(self, skip: str | None = None) -> list[tuple[str, Any]]:
         """The nodes with our name and our record, (path, stat) in name order; ``skip``
         is not read. Same instance, another record: another service's node, not one."""
+        return [(path, stat) for path, stat, _ in await self._copies_of(skip, loose=False)]
+
+    async def _copies_of(self, skip: str | None, loose: bool) -> list[tuple[str, Any, bool]]:
+        """(path, stat, exact): ``loose`` also takes a node whose data differs from ours
+        but is our record as every reader decodes it (``_same_record``)."""
         try:
             children = await self._call("get_children", self.zk_path)
         except NoNodeError:
@@ -397,22 +408,34 @@ class ZooKeeperReporter(NodeWatch, Reporter):
             except NoNodeError:
                 continue
             if data == self.data:
-                copies.append((path, stat))
+                copies.append((path, stat, True))
+            elif loose and self._same_record(data):
+                copies.append((path, stat, False))
         return copies
+
+    def _same_record(self, data: bytes) -> bool:
+        """Whether ``data`` is our record as synapse decodes it, in other bytes: nerve before
+        4908bdc wrote label numbers and booleans as text ("1", "true"), which readers take as
+        they take 1 and true. That node is the previous run's registration (an upgrade's
+        restart stop left it, its session resumed here), not another service's: unrecognised
+        it stood for the whole life of the resumed session, its service down or not."""
+        return same_record(data, self.data)
 
     async def _scan(self, keep: bool) -> list[str]:
         """Adopt our node of this session (if ``keep``); the other copies of our record are
         returned, for the caller to delete once that is safe."""
         successor = self.successor if isinstance(self.successor, ZooKeeperReporter) else None
         # (the reload's new registration: not ours to touch)
-        copies = await self._copies(skip=successor.node if successor is not None else None)
+        skip = successor.node if successor is not None else None
+        copies = await self._copies_of(skip, loose=True)
         session = self.conn.client.client_id[0] if self.conn.client.client_id else None
         adopted: str | None = None
         stale: list[str] = []
-        for path, stat in copies:
+        for path, stat, exact in sorted(copies, key=lambda c: not c[2]):  # exact ones first
             mine = stat.ephemeralOwner == session if self.ephemeral else True
             if keep and mine and adopted is None:
                 adopted, self.czxid = path, stat.czxid
+                self._rewrite = self._rewrite or not exact  # (_register sets our bytes)
                 continue
             stale.append(path)
         self.node = adopted

@@ -204,6 +204,30 @@ async def test_etcd_restart_keeps_the_leftover_s_lease_alive_until_rise_passes(
 
 
 @TRANSPORTS
+async def test_etcd_restart_holds_a_leftover_written_with_label_values_as_text(
+    etcd: EtcdCluster, http_backend_factory, transport: str
+) -> None:
+    """An upgrade: the previous nerve (before 4908bdc) wrote {"tier":"1"}, this one writes
+    {"tier":1}, the same record to every reader. Not held, its lease expired before rise
+    passed and the key was gone until then (review cr36-airbnb)."""
+    backend = http_backend_factory()
+    path = unique_path()
+    registration = Registration("127.0.0.1", backend.port, "i-test", labels={"tier": 1})
+    old_bytes = encode(Registration("127.0.0.1", backend.port, "i-test", labels={"tier": "1"}))
+    key = etcd_key(path, registration).encode()
+    service = etcd_service(etcd.endpoints, path, backend.port, check_interval=0.5,
+                           checks=http_check(), etcd_transport=transport,
+                           labels={"tier": 1})  # fmt: skip
+    async with aetcd.Client(host=etcd.host, port=etcd.port, timeout=2) as client:
+        old, created, expires = await _dead_runs_key(client, key, old_bytes)
+        async with running_nerve(nerve_config({"web": service})):
+            kv = await until(lambda: _on_other_lease(client, key, old), what="the key on our lease")
+            assert time.monotonic() > expires  # the old lease would have expired by now
+            assert kv.create_revision == created  # never deleted in between
+            assert kv.value == encode(registration)
+
+
+@TRANSPORTS
 async def test_etcd_restart_renews_the_leftover_s_lease_only_until_the_checks_fail(
     etcd: EtcdCluster, transport: str
 ) -> None:

@@ -153,6 +153,34 @@ async def test_leftover_of_a_previous_run_is_replaced_not_duplicated(
         assert {f"{path}/{c}" for c in children(kz, path)} == {mine, sibling, foreign}
 
 
+async def test_leftover_written_with_label_values_as_text_is_replaced_not_duplicated(
+    zk: ZooKeeperServer, kz: KazooClient
+) -> None:
+    # nerve before 4908bdc wrote label numbers and booleans as text; a restart stop leaves
+    # its node for the upgraded nerve, which writes them as they are: the same record to
+    # every reader, in other bytes. Unrecognised, it stood beside ours for the whole session
+    # timeout (review cr36-airbnb: 2 records for 5.5 s of a 6 s session).
+    path = unique_path()
+    port = free_port()
+    old = b'{"host":"127.0.0.1","port":%d,"name":"i-test","labels":{"tier":"1","canary":"true"}}'
+    leftover = kz.create(
+        f"{path}/i-test_", old % port, ephemeral=True, sequence=True, makepath=True
+    )
+    other_record = old.replace(b'"1"', b'"2"') % port  # another service's: other labels
+    other = kz.create(f"{path}/i-test_", other_record, ephemeral=True, sequence=True)
+    labels = {"tier": 1, "canary": True}
+    service = zk_service(zk.hosts, path, port, checks=[], labels=labels)
+    async with running_nerve(nerve_config({"web": service})):
+        want = encode(Registration("127.0.0.1", port, "i-test", labels=labels))
+
+        def ours() -> list[str]:
+            return [f"{path}/{c}" for c in children(kz, path) if f"{path}/{c}" != other]
+
+        [mine] = await until(lambda: (nodes := ours()) and leftover not in nodes and nodes)
+        assert kz.get(mine)[0] == want
+        assert {f"{path}/{c}" for c in children(kz, path)} == {mine, other}
+
+
 async def test_session_expiry_re_registers_within_two_seconds_of_reconnection(
     zk: ZooKeeperServer, kz: KazooClient
 ) -> None:

@@ -135,3 +135,23 @@ def test_one_removed_service_continues_as_one_added_service_at_most() -> None:
         ("b", "added", None),
     ]
     assert plan.removed == ()
+
+
+@pytest.mark.parametrize(
+    "before, after",
+    [({"canary": 1}, {"canary": True}), ({"tier": 1.0}, {"tier": 1}), ({"on": False}, {"on": 0}),
+     ({"roles": [1]}, {"roles": [True]}), ({"meta": {"n": 1}}, {"meta": {"n": 1.0}})],
+)  # fmt: skip
+def test_a_label_edit_python_calls_equal_rewrites_the_record(
+    before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    # nerve writes label values as configured (4908bdc): True == 1 == 1.0 in Python, but the
+    # records differ, and Ruby synapse's label_filters tell them apart (review cr36-airbnb:
+    # the SIGHUP was "unchanged" and the znode kept the old value).
+    step = one_step(service(labels=before), service(labels=after))
+    assert (step.change, step.outcome) == ("record", "re_registered")
+
+
+def test_labels_in_another_order_are_no_change() -> None:
+    old, new = service(labels={"a": 1, "b": True}), service(labels={"b": True, "a": 1})
+    assert one_step(old, new).change == "unchanged"

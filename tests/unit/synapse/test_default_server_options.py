@@ -46,3 +46,18 @@ def test_default_servers_alone_keep_their_options_and_nerve_weights() -> None:
 def test_default_server_options_that_cannot_be_one_line_are_refused(options: str) -> None:
     with pytest.raises(ValueError, match=r"default_servers.0.haproxy_server_options\n.*a control"):
         service(default_servers=[{**SORRY, "haproxy_server_options": options}])
+
+
+@pytest.mark.parametrize(
+    "weight, used", [(500, 256), (256, 256), (0, 0), (True, None), ("7", None), (-1, None)]
+)
+def test_a_default_server_weight_is_taken_as_a_records_not_a_refused_file(
+    weight: Any, used: int | None
+) -> None:
+    # Ruby synapse ignores a default server's weight without use_nerve_weights (and any that
+    # is not an Integer): `weight: 500` loaded there, and here before 6777ca7 (unknown key).
+    # Refusing it refused the whole file (review cr36-airbnb); a record's 500 is served as 256.
+    entry = {**SORRY, "weight": weight}
+    weighted = service(default_servers=[entry], haproxy={"use_nerve_weights": True})
+    [server] = select_servers(weighted, [], None).servers
+    assert server.weight == used
