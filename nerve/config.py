@@ -239,20 +239,34 @@ class ServiceConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _valid_record(self) -> ServiceConfig:
-        # What nerve registers must pass the validation every reader applies to it.
-        from smartstack.record import InvalidRecord, Registration
+        # What nerve registers must pass the validation every reader applies to it, its size
+        # too (with the longest name an instance_id may give): over it every synapse would
+        # skip the record as bad, the instance registered and never served.
+        from smartstack.record import (
+            MAX_NAME_LENGTH,
+            MAX_RECORD_BYTES,
+            InvalidRecord,
+            Registration,
+            encode,
+        )
 
         try:
-            Registration(
+            record = Registration(
                 host=self.host,
                 port=self.port,
-                name="nerve",
+                name="n" * MAX_NAME_LENGTH,
                 weight=self.record_weight,
                 labels=self.labels,
                 haproxy_server_options=self.haproxy_server_options,
             )
         except InvalidRecord as exc:
             raise ValueError(f"the record nerve would register is invalid: {exc.reason}") from None
+        size = len(encode(record))
+        if size > MAX_RECORD_BYTES:
+            raise ValueError(
+                f"the record nerve would register takes up to {size} bytes, over the "
+                f"{MAX_RECORD_BYTES} every synapse reads: fewer or shorter labels"
+            )
         return self
 
     @property

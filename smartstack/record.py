@@ -343,10 +343,8 @@ def decode_nerve(data: bytes | str, fallback_name: str | None = None) -> Registr
 
 
 def same_record(data: bytes, ours: bytes) -> bool:
-    """Whether a registry's ``data`` is the record ``ours`` as every reader decodes it, in
-    other bytes: nerve before 4908bdc wrote label numbers and booleans as text ("1",
-    "true"), which synapse reads as it reads 1 and true. A previous run's registration
-    across an upgrade (restart stop), not another record."""
+    """Whether ``data`` is the record ``ours`` as readers decode it, in other bytes (nerve
+    before 4908bdc wrote label numbers and booleans as text): an upgrade's leftover."""
     if data == ours:
         return True
     try:

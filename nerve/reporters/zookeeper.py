@@ -29,13 +29,7 @@ from nerve.metrics import NerveMetrics
 from nerve.reporters.base import RegistryUnavailable, Reporter
 from nerve.reporters.zk_node_watch import NodeWatch
 from smartstack.logs import event
-from smartstack.record import (
-    Registration,
-    child_prefix,
-    encode,
-    encode_child_prefix,
-    same_record,
-)
+from smartstack.record import Registration, child_prefix, encode, encode_child_prefix, same_record
 from smartstack.tasks import wait_event
 from smartstack.zookeeper import ZooKeeperConnection
 
@@ -393,7 +387,7 @@ class ZooKeeperReporter(NodeWatch, Reporter):
 
     async def _copies_of(self, skip: str | None, loose: bool) -> list[tuple[str, Any, bool]]:
         """(path, stat, exact): ``loose`` also takes a node whose data differs from ours
-        but is our record as every reader decodes it (``_same_record``)."""
+        but is our record as every reader decodes it (``same_record``)."""
         try:
             children = await self._call("get_children", self.zk_path)
         except NoNodeError:
@@ -409,17 +403,11 @@ class ZooKeeperReporter(NodeWatch, Reporter):
                 continue
             if data == self.data:
                 copies.append((path, stat, True))
-            elif loose and self._same_record(data):
+            elif loose and same_record(data, self.data):
+                # (an upgrade's restart stop left it, written before 4908bdc: unrecognised
+                # it stood for the resumed session's whole life, its service down or not)
                 copies.append((path, stat, False))
         return copies
-
-    def _same_record(self, data: bytes) -> bool:
-        """Whether ``data`` is our record as synapse decodes it, in other bytes: nerve before
-        4908bdc wrote label numbers and booleans as text ("1", "true"), which readers take as
-        they take 1 and true. That node is the previous run's registration (an upgrade's
-        restart stop left it, its session resumed here), not another service's: unrecognised
-        it stood for the whole life of the resumed session, its service down or not."""
-        return same_record(data, self.data)
 
     async def _scan(self, keep: bool) -> list[str]:
         """Adopt our node of this session (if ``keep``); the other copies of our record are

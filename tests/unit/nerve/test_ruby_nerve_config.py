@@ -106,6 +106,19 @@ def test_labels_written_as_lists_or_objects_are_registered_as_ruby_nerve_writes_
     assert decode_nerve(written).labels == {"roles": '["api","web"]', "meta": '{"team":"core"}'}
 
 
+@pytest.mark.parametrize(
+    "value", ["v" * 250, ["v" * 60] * 4, {"k": "\u00e9" * 120}], ids=["text", "list", "object"]
+)
+def test_labels_whose_record_no_synapse_would_read_are_refused_at_load(value: object) -> None:
+    """64 labels, each within its own limit: the record over MAX_RECORD_BYTES, which every
+    synapse skips as bad (registered, never served: review cr36-airbnb)."""
+    labels = {f"label-{n:02d}": value for n in range(64)}
+    with pytest.raises(ValueError, match="over the 16384 every synapse reads"):
+        service(labels=labels)
+    fits = service(labels=dict(list(labels.items())[:16]))  # (a quarter of them fits)
+    assert len(encode(registration_for("i" * 128, fits))) <= 16384
+
+
 def test_a_label_value_json_cannot_carry_is_one_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "nerve.yaml"
     path.write_text(
