@@ -162,10 +162,24 @@ async def test_listings_fall_back_to_get_children_without_multi_read(zk, writer,
         await conn.list_unwatched("/mr/f/none")
 
 
+def create_nodes(hosts: str, parent: str, paths: list[str]) -> None:
+    """``paths`` under ``parent`` created (data b"x") in one burst of async creates."""
+    from kazoo.client import KazooClient
+
+    writer = KazooClient(hosts=hosts)
+    writer.start(timeout=30)
+    try:
+        writer.ensure_path(parent)
+        for result in [writer.create_async(path, b"x") for path in paths]:
+            result.get(timeout=30)
+    finally:
+        writer.stop()
+        writer.close()
+
+
 async def test_a_multi_read_larger_than_jute_maxbuffer_is_sent_in_pieces(tmp_path, caplog) -> None:
     """The server closes the connection on a request over its jute.maxbuffer: the same
     multi-read sent again after the reconnect dropped it again, for ever (review s36)."""
-    from kazoo.client import KazooClient
     from kazoo.exceptions import ConnectionLoss
 
     from smartstack.zookeeper import ZooKeeperConnection
@@ -174,13 +188,8 @@ async def test_a_multi_read_larger_than_jute_maxbuffer_is_sent_in_pieces(tmp_pat
     server = ZooKeeperServer(workdir=tmp_path / "zk", jvm_args=["-Djute.maxbuffer=8192"]).start()
     conn = None
     try:
-        writer = KazooClient(hosts=server.hosts)
-        writer.start(timeout=30)
-        writer.ensure_path("/big")
         paths = [f"/big/{'n' * 60}{i:04d}" for i in range(600)]  # ~42 KB in one multi-read
-        for result in [writer.create_async(path, b"x") for path in paths]:
-            result.get(timeout=30)
-        writer.stop()
+        create_nodes(server.hosts, "/big", paths)
         conn = ZooKeeperConnection([server.hosts], asyncio.get_running_loop())
         conn.start()
         await conn.wait_connected(30)
@@ -209,7 +218,6 @@ async def test_a_small_multi_read_pending_at_a_restart_leaves_the_request_size(t
     import os
     import signal
 
-    from kazoo.client import KazooClient
     from kazoo.exceptions import ConnectionLoss
 
     from smartstack.zookeeper import ZooKeeperConnection
@@ -218,13 +226,8 @@ async def test_a_small_multi_read_pending_at_a_restart_leaves_the_request_size(t
     server = ZooKeeperServer(workdir=tmp_path / "zk").start()
     conn = None
     try:
-        writer = KazooClient(hosts=server.hosts)
-        writer.start(timeout=30)
         paths = [f"/r/c{i:03d}" for i in range(600)]
-        writer.ensure_path("/r")
-        for result in [writer.create_async(path, b"x") for path in paths]:
-            result.get(timeout=30)
-        writer.stop()
+        create_nodes(server.hosts, "/r", paths)
         conn = ZooKeeperConnection([server.hosts], asyncio.get_running_loop())
         conn.start()
         await conn.wait_connected(30)
