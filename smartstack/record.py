@@ -32,8 +32,7 @@ from smartstack.record_fields import (
     share_port,
 )
 
-# str when decoded (synapse): nerve writes other JSON values as configured, as Ruby nerve
-LabelValue = str | bool | int | float | list[Any] | dict[str, Any]
+LabelValue = str | bool | int | float | list[Any] | dict[str, Any]  # str once decoded
 MAX_RECORD_BYTES = 16 * 1024
 # nerve's limit for a base64 child name (ZooKeeper lists children in one 4 MB reply).
 PATH_ENCODING_MAX_LENGTH = 65536
