@@ -14,13 +14,14 @@ discovery changes is unknown before the file is read), and, when its discovery c
 until the new watcher's list takes over (``synapse.watcher_swap``). A running watcher's
 list that gives no server where the last list given gave some is held meanwhile
 (``outgoing_list_held``): HAProxy keeps that list. A list that still gives a server passes
-(and ends a hold: it is newer): a withdrawal is never delayed (review s22: a withdrawn
-instance kept its traffic), and the servers left take the load (slower, not failing); only
-an emptied backend fails requests. The held list is given when the guard ends
-without a swap (the discovery did not change, the reload failed, the swap was dropped), or
-``OUTGOING_HOLD_S`` after the SIGHUP, or after the swap's start once there is one (a new
-watcher that cannot read, or lists nothing: a real withdrawal waits no longer); a swap
-drops it, the new watcher's list replacing both (``outgoing_list_released`` says which).
+(and ends a hold: it is newer), a withdrawal within ``SHRINK_FOLD_S`` (review s22: a
+withdrawn instance kept its traffic; the fold: one change read as several lists), and the
+servers left take the load (slower, not failing); only an emptied backend fails requests.
+The held list is given when the guard ends without a swap (the discovery did not change, the
+reload failed, the swap was dropped), or ``OUTGOING_HOLD_S`` after the SIGHUP, or after the
+swap's start once there is one (a new watcher that cannot read, or lists nothing: a real
+withdrawal waits no longer); a swap drops it, the new watcher's list replacing both
+(``outgoing_list_released`` says which).
 Steady discovery keeps ``use_previous_backends`` as it is.
 """
 
@@ -40,6 +41,11 @@ from synapse.selection import labels_match
 log = logging.getLogger("synapse.outgoing_hold")
 
 OUTGOING_HOLD_S = 10.0  # seconds from the SIGHUP, then from the swap's start, a list may wait
+# A guarded shrink waits this long for an emptied list behind it: one registry change can
+# reach synapse as several lists ({a, b} -> {b} -> none from one ZooKeeper transaction),
+# and the reconciler, which keeps only the latest list, folded them; given apart, {b} alone
+# was applied and use_previous_backends kept 1 server of 2 (round 36's CI).
+SHRINK_FOLD_S = 0.05
 
 Key = tuple[str, int]
 
@@ -65,6 +71,14 @@ def servers_of(report: Report) -> frozenset[Key]:
                      if labels_match(f.registration.labels, filters))  # fmt: skip
 
 
+def _drop(waiting: dict[str, _Held], name: str) -> _Held | None:
+    """Take ``name``'s waiting list out of ``waiting``, its timer cancelled."""
+    entry = waiting.pop(name, None)
+    if entry is not None:
+        entry.timer.cancel()
+    return entry
+
+
 class OutgoingHold:
     """Between the running watchers and the reconciler's sink. ``replacing(name)``: the
     time.monotonic() a pending swap of ``name`` began; None: no swap."""
@@ -83,6 +97,7 @@ class OutgoingHold:
         self._given: dict[str, bool] = {}  # whether the last list given gave a server
         self._last: dict[str, Report] = {}  # the last list given (its servers, for the log)
         self._held: dict[str, _Held] = {}
+        self._folding: dict[str, _Held] = {}  # guarded shrinks waiting SHRINK_FOLD_S
 
     def reload_begins(self) -> None:
         """A SIGHUP: every service is guarded until ``reload_ends``."""
@@ -108,9 +123,16 @@ class OutgoingHold:
         """The running watcher's list: held if guarded and it empties the service, else given."""
         began = self._guarded_since(name)  # (steady: one dict look-up, no server read)
         if began is None or report.partial or time.monotonic() - began >= self.bound \
-                or not self._given.get(name) or gives_server(report):  # fmt: skip
+                or not self._given.get(name):  # fmt: skip
             self._give(name, report, "newer list")
             return
+        if gives_server(report):
+            if servers_of(self._last[name]) <= servers_of(report):
+                self._give(name, report, "newer list")
+            else:  # a withdrawal: given within SHRINK_FOLD_S, unless an emptied list follows
+                self._fold(name, report)
+            return
+        _drop(self._folding, name)  # (a withdrawal folded into this list: held with it)
         held = self._held.get(name)
         if held is not None:
             held.report = report
@@ -120,6 +142,19 @@ class OutgoingHold:
         self._held[name] = _Held(report, time.monotonic(), timer)
         event(log, "outgoing_list_held", service=name, servers=len(servers_of(self._last[name])),
               reason=self._why(name))  # fmt: skip
+
+    def _fold(self, name: str, report: Report) -> None:
+        folding = self._folding.get(name)
+        if folding is not None:  # (a burst: given SHRINK_FOLD_S after its first list)
+            folding.report = report
+            return
+        timer = asyncio.get_running_loop().call_later(SHRINK_FOLD_S, self._folded, name)
+        self._folding[name] = _Held(report, time.monotonic(), timer)
+
+    def _folded(self, name: str) -> None:
+        folding = self._folding.pop(name, None)
+        if folding is not None:
+            self._give(name, folding.report, "newer list")
 
     def swapped(self, name: str, report: Report) -> None:
         """The new watcher's list replaces the service's (a held old list is dropped)."""
@@ -135,14 +170,14 @@ class OutgoingHold:
         """The service is gone from the config."""
         self._given.pop(name, None)
         self._last.pop(name, None)
-        held = self._held.pop(name, None)
-        if held is not None:
-            held.timer.cancel()
+        _drop(self._folding, name)
+        _drop(self._held, name)
 
     def stop(self) -> None:
         """The daemon stops: no held list is given after it."""
-        for name in list(self._held):
-            self._held.pop(name).timer.cancel()
+        for waiting in (self._folding, self._held):
+            for name in list(waiting):
+                _drop(waiting, name)
 
     def _expired(self, name: str) -> None:
         held = self._held.get(name)
@@ -156,9 +191,9 @@ class OutgoingHold:
         self._give(name, held.report, "bound")
 
     def _give(self, name: str, report: Report, why: str) -> None:
-        held = self._held.pop(name, None)
+        _drop(self._folding, name)
+        held = _drop(self._held, name)
         if held is not None:
-            held.timer.cancel()
             event(log, "outgoing_list_released", level=logging.WARNING if why == "bound"
                   else logging.INFO, service=name, why=why,
                   held_s=round(time.monotonic() - held.since, 3))  # fmt: skip

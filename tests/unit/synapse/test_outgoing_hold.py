@@ -1,6 +1,6 @@
 """synapse.outgoing_hold: while a service's discovery may be being replaced (a SIGHUP's
 reload, then a pending swap), its running watcher's lists do not empty what HAProxy is
-given (a shrinking list still applies: no withdrawal waits); steady discovery applies them
+given (a shrinking list still applies, within SHRINK_FOLD_S); steady discovery applies them
 as they come (use_previous_backends keeps its meaning).
 
 Review s36: a registry move of every nerve and synapse at once, use_previous_backends false:
@@ -15,7 +15,9 @@ import logging
 import time
 
 import pytest
-from test_watcher_swap import Rig, service
+from test_watcher_swap import Rig, folded, service
+
+from synapse.outgoing_hold import SHRINK_FOLD_S
 
 
 async def running() -> Rig:
@@ -38,6 +40,7 @@ async def test_a_registry_move_keeps_the_old_list_until_the_new_watchers(
     old = rig.made[0]
     rig.set.hold.reload_begins()  # the SIGHUP: the file is being read
     old.send(1, 2)  # a nerve left the old cluster: applied (two servers take the load)
+    await folded()
     old.send()  # every one did (use_previous_backends false: an empty backend)
     assert rig.got == [(1, 2, 3), (1, 2)]
     await rig.reload({"web": service("/b")})
@@ -68,9 +71,13 @@ async def test_steady_discovery_and_lists_that_still_give_a_server_pass() -> Non
     rig.made[0].send()  # steady: use_previous_backends decides, as always
     rig.made[0].send(1, 2)
     rig.set.hold.reload_begins()
-    rig.made[0].send(1, 4)  # an addition and a withdrawal: applied at once
-    rig.made[0].send(4)
-    assert rig.got == [(1, 2, 3), (), (1, 2), (1, 4), (4,)]
+    rig.made[0].send(1, 4)  # an addition and a withdrawal: applied within SHRINK_FOLD_S,
+    rig.made[0].send(4)  # the latest list of the burst
+    assert rig.got == [(1, 2, 3), (), (1, 2)]
+    await folded()
+    assert rig.got == [(1, 2, 3), (), (1, 2), (4,)]
+    rig.made[0].send(4, 5)  # an addition alone: at once
+    assert rig.got[-1] == (4, 5)
 
 
 async def test_a_new_watcher_that_never_lists_holds_the_old_list_for_the_bound_only(
@@ -116,6 +123,7 @@ async def test_a_held_swap_follows_withdrawals_and_holds_only_an_empty_list() ->
     await rig.reload({"web": service("/b")})
     rig.made[1].send()  # the new discovery lists nothing (yet): the swap is held
     rig.made[0].send(1, 2)  # a withdrawal: followed live (review s22)
+    await folded()
     rig.made[0].send()  # both empty: held (the instances between the two)
     assert rig.got == [(1, 2, 3), (1, 2)]
     rig.made[1].send(1, 2)  # they arrived: the swap
@@ -179,3 +187,43 @@ async def test_a_removed_service_s_held_list_is_never_given() -> None:
     rig.set.hold.reload_ends()
     await asyncio.sleep(0.4)
     assert rig.got == [(1, 2, 3)] and not rig.set.hold._held
+
+
+async def test_one_change_read_as_two_lists_is_held_as_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Round 36's CI: one ZooKeeper transaction deleting both old instances reached synapse
+    as {1, 2} then nothing; {1, 2} was applied alone and the empty list held, so
+    use_previous_backends kept 2 servers of 3. Folded, the list given stays the whole one."""
+    caplog.set_level(logging.INFO)
+    rig = await running()
+    await rig.reload({"web": service("/b")})
+    rig.made[1].send()  # the new discovery lists nothing: the swap is held
+    rig.made[0].send(1, 2)
+    rig.made[0].send()  # the rest of the same change, a moment later
+    await folded()
+    assert rig.got == [(1, 2, 3)]
+    [(held, fields)] = events(caplog)
+    assert held == "outgoing_list_held" and fields["servers"] == 3
+
+
+async def test_a_burst_of_withdrawals_is_given_once_within_the_fold() -> None:
+    rig = await running()
+    rig.set.hold.reload_begins()
+    rig.made[0].send(1, 2)
+    await asyncio.sleep(SHRINK_FOLD_S / 2)
+    rig.made[0].send(1)  # (its first list's fold: not stretched by the burst)
+    await asyncio.sleep(SHRINK_FOLD_S / 2 + 0.02)
+    assert rig.got == [(1, 2, 3), (1,)]
+    rig.made[0].send(1, 5)  # an addition: at once
+    assert rig.got[-1] == (1, 5)
+
+
+async def test_a_folding_withdrawal_is_never_given_after_a_stop_or_a_removal() -> None:
+    rig = await running()
+    rig.set.hold.reload_begins()
+    rig.made[0].send(1, 2)
+    await rig.reload({})  # the service is removed
+    rig.set.hold.reload_ends()
+    await folded()
+    assert rig.got == [(1, 2, 3)] and not rig.set.hold._folding
