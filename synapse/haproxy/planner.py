@@ -23,8 +23,8 @@ A pure function, no I/O, and no renderer: its vocabulary is ``synapse.haproxy.de
     ``enable health`` when it is checked, then ``state ready`` (health first: the
     server then starts like a configured one, up until its checks say otherwise).
     A reload instead when HAProxy < 2.4, the algorithm is not dynamic
-    (static-rr, map-based hashing), the host is a DNS name, or an option cannot be
-    set on an added server.
+    (static-rr, map-based hashing), the host is a DNS name synapse has no answer for
+    (with one: added at it), or an option cannot be set on an added server.
 - Capacity comes before it goes: within a backend, the ops that add capacity (servers
   back, weights raised, new servers made ready) come before those that take it away
   (weights lowered or set to 0, servers put in maint or deleted), and the runtime client
@@ -185,7 +185,7 @@ def backend_ops(
     round replaces every server, the new ones are ready before the old ones go (else
     HAProxy answers 503 meanwhile).
 
-    A new server that only a reload can bring (a DNS name, a static algorithm, an option
+    A new server that only a reload can bring (an unanswered name, a static algorithm, an option
     `add server` refuses) is no capacity yet: when nothing else would serve, nothing is
     taken away either, and the servers that leave go with the reload (which may wait for
     ``restart_interval``, a backoff or a refused candidate: HAProxy's retries and
@@ -234,7 +234,7 @@ def backend_ops(
             reasons.append(("new_server", f"new server {name}/{server_name}: {why_not}"))
             waiting = waiting or not spec.disabled
             continue
-        ops.append(AddServer(name, server_name, spec.address, spec.add_options))
+        ops.append(AddServer(name, server_name, spec.add_address, spec.add_options))
         if spec.check:
             ops.append(EnableHealth(name, server_name))
         if not spec.disabled:  # an added server starts in maintenance

@@ -18,7 +18,7 @@ from smartstack.strings import share
 from synapse.config import ServiceHAProxyConfig
 from synapse.haproxy.configtext import join_options, structural_options
 from synapse.haproxy.edge import server_options as edge_server_options
-from synapse.haproxy.hosts import is_ip, with_init_addr
+from synapse.haproxy.hosts import answered_address, is_ip, with_init_addr
 from synapse.haproxy.server_ids import assign_ids, default_order_seed
 from synapse.model import DesiredService, Server
 from synapse.server_host import HOST
@@ -110,6 +110,13 @@ class ServerSpec(NamedTuple):
     def address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def add_address(self) -> str:
+        """Where `add server` puts it: a DNS name at synapse's own answer (HAProxy 2.6
+        registers an added name unresolved: no address, never served)."""
+        host = self.host if is_ip(self.host) else answered_address(self.tail) or self.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     @property
     def line(self) -> str:
@@ -409,7 +416,10 @@ class BackendBuilder:
         if not is_ip(server.host):  # (its traits are the options' without init-addr)
             # (else one bad name fails every check, a silent resolver stalls every parse)
             own = with_init_addr(own, inheritance[0], server.address or None)
-            why_not = f"host {server.host} is a DNS name (added servers are not resolved)"
+            # added at synapse's answer; none yet, or HAProxy's `resolvers` (which an added
+            # server would lack): a reload (review s37: 2 s late in a stream of changes)
+            if answered_address(own) is None or "resolvers" in " ".join(inheritance[0]).split():
+                why_not = f"host {server.host} is a DNS name without synapse's answer"
         if trait.refused:
             why_not = f"option {trait.refused!r} cannot be set on an added server"
         return ServerSpec(  # positional: (backend, name, host, port, id, options, ...)

@@ -208,3 +208,18 @@ async def test_answers_that_change_together_call_on_change_once(dns: FakeDns):
         assert addresses.address("n1.example") == "10.0.0.99" and len(calls) <= 4, calls
     finally:
         await addresses.stop()
+
+
+def test_a_name_synapse_answered_is_added_at_runtime_at_that_address():
+    # HAProxy 2.6's `add server B/S name:port` registers the name unresolved: added at
+    # synapse's answer instead of waiting for a reload (review s37: up to 2 s late)
+    answered = server("db.example", 80, "d", address="10.0.0.5")
+    six = server("six.example", 80, "s", address="fd00::1")
+    unanswered = server("gone.example", 80, "g")
+    specs = render([service("web", [answered, six, unanswered])]).backends["web"].servers
+    assert specs[answered.name].addable and specs[answered.name].add_address == "10.0.0.5:80"
+    assert specs[six.name].add_address == "[fd00::1]:80"
+    assert not specs[unanswered.name].addable  # (a reload: `init-addr last,none`)
+    # a backend whose default-server resolves through HAProxy: an added server lacks it
+    resolved = service("api", [answered], backend=["default-server resolvers dns"])
+    assert not render([resolved]).backends["api"].servers[answered.name].addable
