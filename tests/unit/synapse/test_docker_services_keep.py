@@ -1,0 +1,39 @@
+"""docker_services: a service outlives its last container by KEEP_GONE_S. A container
+recreated (the old one stopped, then the new one run, as `docker compose up` does) used to
+remove the service and add it back: two reloads, the second held by restart_interval, the
+new container served 1.4-2.0 s after it ran and every request failed meanwhile (review s37,
+`repro2_recreate.py`)."""
+
+from __future__ import annotations
+
+from test_docker_services_saved import Source, container, listing
+
+from synapse.docker_services import KEEP_GONE_S
+
+
+async def test_a_recreated_container_keeps_its_service_and_a_gone_one_leaves_later() -> None:
+    made = Source(None)
+    source, now = made.source, [100.0]
+    source.clock = lambda: now[0]
+    source._changed(listing(container("w1", "web", "web.test"), container("a1", "api", "a.test")))
+    source.go_live()
+    await made.settle()
+    applied = made.applied
+    source._changed(listing(container("a1", "api", "a.test")))  # web's container stopped
+    now[0] += 1.0
+    source._changed(listing(container("w2", "web", "web.test"), container("a1", "api", "a.test")))
+    await made.settle()
+    assert sorted(source.services) == ["api", "web"] and made.applied == applied  # no change
+
+    source._changed(listing(container("w2", "web", "web.test")))  # api's container went
+    assert sorted(source.services) == ["api", "web"] and source._recheck is not None
+    now[0] += KEEP_GONE_S - 0.5
+    source._changed(listing(container("w2", "web", "web.test")))
+    await made.settle()
+    assert "api" in source.services and made.applied == applied
+    now[0] += 0.5  # (what the recheck's timer does then)
+    source._changed(listing(container("w2", "web", "web.test")))
+    await made.settle()
+    assert sorted(source.services) == ["web"] and made.applied == applied + 1
+    assert source._recheck is None or source._recheck.cancelled()
+    await source.stop()
