@@ -19,10 +19,18 @@ lost meanwhile (a registry outage longer than its lease or session) is written a
 its reporter, as at any other time. A later reload that replaces the waiting new service
 passes the wait on to its replacement (``pass_on``).
 
-A registration withdrawn first (its state unknown, a moved address: nerve/reload_steps.py)
-holds back a new service at the same place at most HANDOVER_TIMEOUT
-(``after_retirement``): a withdrawal that cannot be written (the old credentials no
-longer accepted) goes on beside it, deleting only what is still its own.
+A moved address (the checks moved with it) has nothing vouching for it yet: the new service
+starts unregistered and needs ``rise`` passes, and meanwhile the old registration stays while
+its own checks, still probing the old address, pass (``moved``): make before break, so a
+fleet-wide move (every nerve SIGHUPed at once) never leaves the service registered nowhere.
+It goes once the new one is written, or at once when its checks fail ``fall`` times (they
+withdraw it, as at any time), on maintenance or removal. Until then the instance has two
+records (two servers in synapse: ``host:port`` names them).
+
+A registration withdrawn first (its state unknown: nerve/reload_steps.py) holds back a new
+service at the same place at most HANDOVER_TIMEOUT (``after_retirement``): a withdrawal that
+cannot be written (the old credentials no longer accepted) goes on beside it, deleting only
+what is still its own.
 
 Which of the two a reload is, and whether the checks' verdict carries over, is decided in
 nerve/reload_plan.py.
@@ -61,9 +69,11 @@ async def settled(service: Service) -> bool:
 class Predecessor:
     """A hand-over's old registration, as its new service sees it (``Service.predecessor``)."""
 
-    def __init__(self, reporter: Reporter, heir: Service | None) -> None:
+    def __init__(self, reporter: Reporter, heir: Service | None, moved: bool = False) -> None:
         self.reporter = reporter
         self.heir = heir  # whose first write ends the wait (a later reload may replace it)
+        # The heir is at a new address: it must rise first; the old checks run meanwhile.
+        self.moved = moved
         self.cut = Wake()  # the new service entered maintenance: withdraw the old one now
         self.gone = asyncio.Event()  # withdrawn (or the hand-over ended)
 
@@ -77,15 +87,19 @@ class Retirement:
 
 
 async def hand_over(
-    old: Service, new: Service, registries: Registries, start_new: bool = True
+    old: Service, new: Service, registries: Registries, start_new: bool = True, moved: bool = False
 ) -> None:
     """Start ``new``; once its registration is written (or ``new`` no longer wants one:
-    ``_until_replaced``), retire ``old``'s."""
-    predecessor = Predecessor(old.reporter, new if start_new else None)
+    ``_until_replaced``), retire ``old``'s. ``moved``: ``old`` keeps checking its address
+    until then, and ``new`` must rise (``_outcome``)."""
+    predecessor = Predecessor(old.reporter, new if start_new else None, moved)
     if start_new:
         new.predecessor = predecessor  # (from now on, maintenance sets ``cut``: Service._apply)
     try:
-        await old.halt()
+        if not moved:
+            await old.halt()
+        elif start_new:
+            _log_move_started(old, new)
         if start_new:
             # Replaced from now on: the new reporter may take over the very node or key the
             # old one holds (a fixed name), which the old one must not take back or delete.
@@ -94,9 +108,13 @@ async def hand_over(
             if new.state.maintenance:  # entered before
                 predecessor.cut.set()
             await _until_replaced(predecessor)
+        if moved:
+            await old.halt()  # (its checks vouched for it until now)
         heir = predecessor.heir
         await old.reporter.retire(successor=heir.reporter if heir is not None else None)
     finally:
+        if old.running:  # (cancelled by a stop while the old checks ran)
+            await old.halt()
         heir = predecessor.heir
         if heir is not None and heir.predecessor is predecessor:
             heir.predecessor = None
@@ -110,7 +128,7 @@ def pass_on(old: Service, new: Service | None) -> None:
     waits for ``new``'s write instead (a typo fixed by another SIGHUP never takes the
     working one out). What the old registration holds is not ``old``'s to withdraw."""
     predecessor = old.predecessor
-    if predecessor is None or predecessor.heir is not old or old.reporter.written:
+    if predecessor is None or predecessor.heir is not old or _heir_written(predecessor, old):
         return
     old.predecessor, predecessor.heir = None, new
     if new is not None:
@@ -153,11 +171,15 @@ async def _until_replaced(predecessor: Predecessor) -> None:
         outcome = _outcome(predecessor)
         if outcome is not None:
             break
-        if late and not pending:
+        if late and not pending and not predecessor.moved:  # (moved: service_not_registering)
             pending = True
             _log_pending(predecessor)
         await asyncio.sleep(POLL)
-    if pending:
+    if predecessor.moved:
+        heir = predecessor.heir
+        event(log, "address_move_done", service=heir.name if heir else predecessor.reporter.service,
+              outcome=outcome, seconds=round(loop.time() - started, 3))  # fmt: skip
+    elif pending:
         event(log, "handover_resolved", service=predecessor.heir.name if predecessor.heir
               else predecessor.reporter.service, outcome=outcome,
               seconds=round(loop.time() - started, 3))  # fmt: skip
@@ -168,13 +190,35 @@ def _outcome(predecessor: Predecessor) -> str | None:
     heir = predecessor.heir
     if predecessor.cut.is_set():
         return "maintenance"
-    if heir is None or not heir.reporter.wants:
+    if heir is None:
         return "withdrawn"
-    if heir.reporter.written:
+    if predecessor.moved:
+        # Not risen yet is no reason, only the old address failing its own checks is
+        # (they withdrew it: ``old_failed``); a new address that never rises leaves it.
+        if not predecessor.reporter.wants:
+            return "old_failed"
+        return "written" if _heir_written(predecessor, heir) else None
+    if not heir.reporter.wants:
+        return "withdrawn"
+    if _heir_written(predecessor, heir):
         return "written"
     # (an old registration lost with its lease or session is written again by its reporter
     # meanwhile: a registry outage is no reason to leave the service registered nowhere)
     return None
+
+
+def _heir_written(predecessor: Predecessor, heir: Service) -> bool:
+    """Whether ``heir`` has written its decision; at a moved address, that it is registered
+    (its first verdicts, not risen yet, are decisions to stay out)."""
+    written = heir.reporter.written
+    return written and heir.reporter.registered if predecessor.moved else written
+
+
+def _log_move_started(old: Service, new: Service) -> None:
+    was, now = old.reporter.registration, new.reporter.registration
+    event(log, "address_move_started", service=new.name, old=f"{was.host}:{was.port}",
+          new=f"{now.host}:{now.port}",
+          detail="the old registration stays until the new address is registered")  # fmt: skip
 
 
 def _log_pending(predecessor: Predecessor) -> None:

@@ -5,9 +5,10 @@ A registration that stays healthy must never leave the registry on a reload: syn
 take the server out of HAProxy until the new checks pass ``rise`` times. So a service keeps
 its checks' verdict through every change except one: its registered address moved and its
 checks now probe another address (a check without ``host``/``port`` follows the service's),
-which has to prove itself like any new server. An edit of the checks themselves (timeout,
-rise, fall, uri, headers, another check) starts from the old verdict, as on a reload that
-changes only the checks, whatever else changed with it.
+which has to prove itself like any new server (``moved``: the old registration stays while
+its own checks pass, until the new one is written: nerve/handover.py). An edit of the checks
+themselves (timeout, rise, fall, uri, headers, another check) starts from the old verdict, as
+on a reload that changes only the checks, whatever else changed with it.
 
 A service renamed in the file (the old name gone, a new one at the very same placement:
 instance id, record and registry) is the same registration under another name: it keeps its
@@ -44,6 +45,8 @@ class Step:
     previous: str | None = None
     # The running checks' verdict holds for the new ones (if the old service is healthy).
     keeps_verdict: bool = False
+    # The address moved with the checks: the new one must rise while the old one stays.
+    moved: bool = False
 
     @property
     def outcome(self) -> str:
@@ -113,7 +116,8 @@ def _step(name: str, old: ServiceConfig, new: ServiceConfig, same_instance: bool
     if same_instance and reporter_identity(old) == reporter_identity(new):
         return Step(name, new, "checks", name, keeps_verdict=True)
     change: Change = "record" if registry_unchanged(old, new) else "registry"
-    return Step(name, new, change, name, keeps_verdict=not probes_moved(old, new))
+    moved = probes_moved(old, new)
+    return Step(name, new, change, name, keeps_verdict=not moved, moved=moved)
 
 
 def plan_reload(

@@ -53,8 +53,14 @@ class ReloadSteps:
         # A new record or registry. Unless the checks moved with the address
         # (nerve/reload_plan.py), the old verdict holds and the new registration is written
         # before the old one goes (nerve/handover.py). A moved address has to prove itself
-        # with `rise` passes like any new server, as has a registration whose state is
-        # unknown: the old one is withdrawn first.
+        # with `rise` passes like any new server: the old one stays while its checks pass,
+        # until then. A registration whose state is unknown is withdrawn first.
+        if step.moved and old.state.healthy and await settled(old) and old.state.healthy:
+            service = self._build(name, cfg)
+            if service is not None:
+                self._retiring.add(old.reporter)
+                self._spawn(self._hand_over(old, service, moved=True), f"replace-{name}")
+                return
         carried = step.keeps_verdict and old.state.healthy
         if carried and await settled(old) and old.state.healthy:
             if step.change == "record":  # the same reporter writes the new record
@@ -120,8 +126,8 @@ class ReloadSteps:
 
         return Retirement(reporter, self._spawn(retire(), f"retire-{service.name}"))
 
-    async def _hand_over(self, old: Service, new: Service) -> None:
-        await hand_over(old, new, self.registries, start_new=not self._stopping)
+    async def _hand_over(self, old: Service, new: Service, moved: bool = False) -> None:
+        await hand_over(old, new, self.registries, start_new=not self._stopping, moved=moved)
         self._retiring.discard(old.reporter)
         self.metrics.forget_stale(new.name, self.services.get(new.name))
 

@@ -171,10 +171,11 @@ class NeverUp:
     """Check failures of a service not registered since its start or reload.
 
     A service that never came up has no transition, so nothing said why: a SIGHUP that
-    gives a healthy service a wrong ``port`` withdraws it (a moved address starts
-    unregistered) with info lines only. Once a check has failed ``fall`` times in a row
-    this says so, once: after the service was registered a withdrawal logs its reason
-    (``service_withdrawn``), and a reload builds a new service (and a new ``NeverUp``).
+    gives a healthy service a wrong ``port`` never registers it (a moved address starts
+    unregistered; its old registration stays while its checks pass) with info lines only.
+    Once a check has failed ``fall`` times in a row this says so, once: after the service
+    was registered a withdrawal logs its reason (``service_withdrawn``), and a reload
+    builds a new service (and a new ``NeverUp``).
     """
 
     armed: bool = True

@@ -72,17 +72,20 @@ def test_a_check_edit_with_another_registry_type_keeps_the_verdict() -> None:
 
 
 def test_checks_that_follow_a_moved_address_start_over() -> None:
-    """A check without `port` probes the service's new port: nothing vouches for it yet."""
+    """A check without `port` probes the service's new port: nothing vouches for it yet
+    (``moved``: the old registration stays meanwhile, nerve/handover.py)."""
     step = one_step(service(), service(port=8081))
-    assert (step.change, step.keeps_verdict) == ("record", False)
-    assert not one_step(service(), service(host="127.0.0.2")).keeps_verdict
-    assert not one_step(service(), service({"timeout": 0.8}, port=8081, weight=20)).keeps_verdict
+    assert (step.change, step.keeps_verdict, step.moved) == ("record", False, True)
+    assert one_step(service(), service(host="127.0.0.2")).moved
+    assert one_step(service(), service({"timeout": 0.8}, port=8081, weight=20)).moved
+    assert not one_step(service(), service(weight=20)).moved
 
 
 def test_a_moved_address_whose_checks_probe_where_they_did_keeps_the_verdict() -> None:
     """The checks name their port (an admin port, say): they probe what they probed."""
     old = service({"port": 9000})
-    assert one_step(old, service({"port": 9000, "uri": "/ready"}, port=8081)).keeps_verdict
+    step = one_step(old, service({"port": 9000, "uri": "/ready"}, port=8081))
+    assert step.keeps_verdict and not step.moved
     assert not one_step(old, service({"port": 9001}, port=8081)).keeps_verdict
 
 
