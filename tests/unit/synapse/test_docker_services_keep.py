@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from test_docker_services_saved import Source, container, listing
 
+from synapse.config import SynapseConfig
 from synapse.docker_services import KEEP_GONE_S
 
 
@@ -36,4 +37,44 @@ async def test_a_recreated_container_keeps_its_service_and_a_gone_one_leaves_lat
     await made.settle()
     assert sorted(source.services) == ["web"] and made.applied == applied + 1
     assert source._recheck is None or source._recheck.cancelled()
+    await source.stop()
+
+
+async def test_a_kept_service_yields_its_routes_to_a_running_one() -> None:
+    # `web` stopped, `web2` (a rename, or blue/green's standby) has its host: web2 serves at
+    # once. Before: the kept `web` (first by name) held web.test for KEEP_GONE_S, web2 was
+    # refused ("routed to two services") and the route answered 503 for 10 s (review s37 cr).
+    made = Source(None)
+    source = made.source
+    source._changed(listing(container("w1", "web", "web.test")))
+    source.go_live()
+    await made.settle()
+    source._changed(listing(container("g1", "web2", "web.test")))
+    assert sorted(source.services) == ["web", "web2"]  # (web kept)
+    merged = source.merge(SynapseConfig.model_validate({"services": {}}))
+    assert sorted(merged.services) == ["web2"]
+    assert source._refused == set()  # (nothing said: web is leaving)
+    await source.stop()
+
+
+async def test_a_refused_service_gets_the_route_its_kept_owner_leaves() -> None:
+    # blue/green: `web-green` runs beside `web` (refused: web.test is web's), then web's
+    # container stops: green is merged at once. Before: nothing changed in `services` (web
+    # kept), no apply until the keep ended: 10.25 s of 503s, 412 requests (review s37 cr).
+    made = Source(None)
+    source = made.source
+    source._changed(listing(container("w1", "web", "web.test")))
+    source.go_live()
+    await made.settle()
+    file = SynapseConfig.model_validate({"services": {}})
+    source._changed(
+        listing(container("w1", "web", "web.test"), container("g1", "web-green", "web.test"))
+    )
+    await made.settle()
+    assert sorted(source.merge(file).services) == ["web"] and source._refused
+    applied = made.applied
+    source._changed(listing(container("g1", "web-green", "web.test")))  # web's stopped
+    await made.settle()
+    assert made.applied == applied + 1  # merged again
+    assert sorted(source.merge(file).services) == ["web-green"]
     await source.stop()
