@@ -172,10 +172,10 @@ class DockerServiceSource:
             self._answered.set()
 
     async def stop(self) -> None:
-        if self._recheck is not None:
-            self._recheck.cancel()
         if self._watch is not None:
             await self._watch.stop()
+        if self._recheck is not None:  # (after the watch: its last listing may arm one)
+            self._recheck.cancel()
         for task in (self._task, self._writing):
             if task is not None:
                 await asyncio.gather(task, return_exceptions=True)
