@@ -164,7 +164,7 @@ class OutgoingHold:
         """A guard may have ended (a swap dropped, a reload applied): the held list goes."""
         held = self._held.get(name)
         if held is not None and self._guarded_since(name) is None:
-            self._give(name, held.report, "discovery kept")
+            self._give(name, self._newest(name, held), "discovery kept")
 
     def forget(self, name: str) -> None:
         """The service is gone from the config."""
@@ -188,7 +188,13 @@ class OutgoingHold:
         if left > 0:  # (a swap began since: its own bound)
             held.timer = asyncio.get_running_loop().call_later(left, self._expired, name)
             return
-        self._give(name, held.report, "bound")
+        self._give(name, self._newest(name, held), "bound")
+
+    def _newest(self, name: str, held: _Held) -> Report:
+        """The list to give as a hold ends: a withdrawal folding behind the held empty list
+        is newer (its list has a server again; given in the held one's place, not dropped)."""
+        folding = self._folding.get(name)
+        return folding.report if folding is not None else held.report
 
     def _give(self, name: str, report: Report, why: str) -> None:
         _drop(self._folding, name)

@@ -227,3 +227,24 @@ async def test_a_folding_withdrawal_is_never_given_after_a_stop_or_a_removal() -
     rig.set.hold.reload_ends()
     await folded()
     assert rig.got == [(1, 2, 3)] and not rig.set.hold._folding
+
+
+@pytest.mark.parametrize("end", ["reload applied", "bound"])
+async def test_a_list_folding_behind_a_held_one_is_given_when_the_hold_ends(end: str) -> None:
+    """Review cr-fold: held empty, then a list with a server again that lists fewer than
+    the last given (folding SHRINK_FOLD_S); the hold ended meanwhile gave the older, empty
+    list and dropped the newer one for good (ZooKeeper sends no other until a change)."""
+    rig = await running()
+    hold = rig.set.hold
+    if end == "bound":
+        hold.bound = 0.3
+    hold.reload_begins()
+    rig.made[0].send()  # every nerve left: held
+    if end == "bound":
+        await asyncio.sleep(0.27)
+    rig.made[0].send(1)  # one is back: a server again, folding
+    if end == "reload applied":
+        hold.reload_ends()
+    await folded()
+    await asyncio.sleep(0.05)
+    assert rig.got == [(1, 2, 3), (1,)] and not hold._folding and not hold._held
