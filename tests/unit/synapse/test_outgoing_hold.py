@@ -71,11 +71,11 @@ async def test_steady_discovery_and_lists_that_still_give_a_server_pass() -> Non
     rig.made[0].send()  # steady: use_previous_backends decides, as always
     rig.made[0].send(1, 2)
     rig.set.hold.reload_begins()
-    rig.made[0].send(1, 4)  # an addition and a withdrawal: applied within SHRINK_FOLD_S,
-    rig.made[0].send(4)  # the latest list of the burst
-    assert rig.got == [(1, 2, 3), (), (1, 2)]
+    rig.made[0].send(1, 4)  # an addition and a withdrawal: applied at once
+    rig.made[0].send(4)  # a withdrawal only: within SHRINK_FOLD_S
+    assert rig.got == [(1, 2, 3), (), (1, 2), (1, 4)]
     await folded()
-    assert rig.got == [(1, 2, 3), (), (1, 2), (4,)]
+    assert rig.got == [(1, 2, 3), (), (1, 2), (1, 4), (4,)]
     rig.made[0].send(4, 5)  # an addition alone: at once
     assert rig.got[-1] == (4, 5)
 
