@@ -27,6 +27,7 @@ from nerve.admin import add_maintenance_routes
 from nerve.assemble import build_service
 from nerve.config import NerveConfig, ServiceConfig, load_nerve_config
 from nerve.docker_source import DockerSource, docker_mode_config
+from nerve.handover import pass_on
 from nerve.maintenance import MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.registration_identity import retake_for_reload
@@ -364,6 +365,10 @@ class NerveDaemon(ReloadSteps):
             service = self.services[name]
             self._take(name)
             retiring[where] = self._retire(service)
+            # A hand-over's new service not written yet (a moved address not risen): its
+            # old registration goes too. (A move ignores the heir's wish, which retiring
+            # sets: the old one stayed while its checks passed, for good: review s37.)
+            pass_on(service, None)
             self.metrics.forget_service(name)
             summary["removed"].append(name)
         self.config = new

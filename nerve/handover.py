@@ -119,6 +119,11 @@ async def hand_over(
         if heir is not None and heir.predecessor is predecessor:
             heir.predecessor = None
         predecessor.gone.set()
+        if heir is not None and heir.running:
+            # (the old reporter's withdrawal, after the heir's write, set the service's
+            # `registered` gauge to 0; a move's old service had its `healthy`)
+            heir.reporter.republish()
+            heir.republish()
     await registries.release(old.reporter)
 
 

@@ -440,9 +440,19 @@ class Service:
         self._publish_gauges()
 
     def _publish_gauges(self) -> None:
+        old = self.predecessor
+        if old is not None and old.moved and not old.gone.is_set():
+            # A moved address rising: the old service, its checks at the old address, runs
+            # under the same name and is what the registry holds: its state stands until the
+            # move is done (hand_over publishes ours then). Both wrote: healthy flipped 1/0.
+            return
         if self.metrics is not None:
             self.metrics.healthy.labels(self.name).set(1 if self.state.healthy else 0)
             self.metrics.maintenance.labels(self.name).set(1 if self.state.maintenance else 0)
+
+    def republish(self) -> None:
+        """A hand-over ended: the gauges say this service again."""
+        self._publish_gauges()
 
     def status(self) -> dict[str, Any]:
         return service_status(self)

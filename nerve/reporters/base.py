@@ -300,6 +300,11 @@ class Reporter(ABC):
                 self.metrics.statsd.incr("nerve", "registry", self.service, op)
         self._update_gauge()
 
+    def republish(self) -> None:
+        """A hand-over's old reporter, withdrawn after this one wrote, set the service's
+        gauge last: say this one's again."""
+        self._update_gauge()
+
     def _update_gauge(self) -> None:
         if self.metrics is not None:
             self.metrics.registered.labels(self.service).set(1 if self.registered else 0)
