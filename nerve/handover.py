@@ -123,7 +123,7 @@ async def hand_over(
             # (the old reporter's withdrawal, after the heir's write, set the service's
             # `registered` gauge to 0; a move's old service had its `healthy`)
             heir.reporter.republish()
-            heir.republish()
+            heir.publish_gauges()
     await registries.release(old.reporter)
 
 

@@ -108,7 +108,7 @@ class Service:
         # Built a while ago (a hand-over waited), its first round spread: neither is a stall.
         self.freshness.verdict_at = max(self.freshness.verdict_at, time.monotonic())
         self.reporter.start()
-        self._publish_gauges()
+        self.publish_gauges()
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run_forever(), name=f"service-{self.name}")
 
@@ -429,30 +429,22 @@ class Service:
             event(log, f"service_{to}", level, service=self.name, reason=transition.reason)
             if self.metrics is not None:
                 self.metrics.transitions.labels(self.name, to).inc()
-                self.metrics.statsd.incr(
-                    "nerve", "service", self.name, "up" if transition.registered else "down"
-                )
+                updown = "up" if transition.registered else "down"
+                self.metrics.statsd.incr("nerve", "service", self.name, updown)
             self.reporter.set_registered(transition.registered)
         elif self.state.maintenance and self.reporter.holding:
             self.reporter.set_registered(False)  # maintenance withdraws at once
         if self.state.maintenance and self.predecessor is not None:
             self.predecessor.cut.set()  # ... a hand-over's old registration too
-        self._publish_gauges()
+        self.publish_gauges()
 
-    def _publish_gauges(self) -> None:
+    def publish_gauges(self) -> None:
         old = self.predecessor
         if old is not None and old.moved and not old.gone.is_set():
-            # A moved address rising: the old service, its checks at the old address, runs
-            # under the same name and is what the registry holds: its state stands until the
-            # move is done (hand_over publishes ours then). Both wrote: healthy flipped 1/0.
-            return
+            return  # (a moved address rising: the old service, same name, stands till done)
         if self.metrics is not None:
             self.metrics.healthy.labels(self.name).set(1 if self.state.healthy else 0)
             self.metrics.maintenance.labels(self.name).set(1 if self.state.maintenance else 0)
-
-    def republish(self) -> None:
-        """A hand-over ended: the gauges say this service again."""
-        self._publish_gauges()
 
     def status(self) -> dict[str, Any]:
         return service_status(self)
