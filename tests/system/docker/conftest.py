@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from testbed.dockerd import DockerDaemon, DockerUnavailable, unavailable_reason
+from testbed.image_prebuild import Prebuild, saved_image
 from testbed.images import busybox_image
 
 NETWORK = "smartstack-test"
@@ -27,6 +28,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(item.fspath).parents:
             item.add_marker(pytest.mark.docker)
+
+
+_prebuild: list[Prebuild] = []  # the background build of the project image, if started
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A run with tests that need the project image builds it in the background from now
+    on (testbed/image_prebuild.py): its first build took 75-90 s of the run's end."""
+    if not any("prebuilt_image" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    if saved_image().exists() or unavailable_reason():
+        return  # (loaded in seconds; or no dockerd: the dockerd fixture skips the tests)
+    _prebuild.append(Prebuild())
+    _prebuild[0].start()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for prebuild in _prebuild:
+        prebuild.stop()  # (a run cut short: the build and its dockerd stop too)
+
+
+@pytest.fixture(scope="session")
+def prebuilt_image() -> None:
+    """Wait for the background build, if one was started; a failed one fails every test
+    that needs the image, with its log (the image fixtures then load the saved image)."""
+    for prebuild in _prebuild:
+        failure = prebuild.wait(timeout=540)
+        if failure:
+            pytest.fail(failure)
 
 
 @pytest.fixture(scope="session")

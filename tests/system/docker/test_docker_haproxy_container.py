@@ -53,7 +53,7 @@ import os; os.rename(out + ".tmp", out)
 
 
 @pytest.fixture(scope="module")
-def image(dockerd, docker_client) -> str:
+def image(dockerd, docker_client, prebuilt_image) -> str:
     return project_image(docker_client, dockerd.env())
 
 

@@ -25,7 +25,7 @@ _build_failed: list[BaseException] = []  # (a failed build is not tried again by
 
 
 @pytest.fixture(scope="module")
-def image(dockerd, docker_client) -> str:
+def image(dockerd, docker_client, prebuilt_image) -> str:
     if _build_failed:
         pytest.fail(f"the project image's build failed in an earlier test: {_build_failed[0]!r}")
     try:
