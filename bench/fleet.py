@@ -48,7 +48,8 @@ NAME = "fleet"
 TARGET_P99_MS = Target("<=", 1000, "ms")
 DEPLOY_CAP_S = 600.0  # the whole rolling deploy stops here, measured or not
 BATCH_TIMEOUT_S = 60.0
-OUTAGE_S = 5.0
+OUTAGE_S = 5.0  # (--quick: QUICK_OUTAGE_S)
+QUICK_OUTAGE_S = 2.0  # the path is the same; the smoke test in tests/system waits less
 PREFIX = "/fleet"
 START_AT_ONCE = 4
 IDLE_S = 10.0
@@ -65,7 +66,7 @@ def sizes(opts: Options) -> dict[str, int]:
         "services": opts.size(200, 20),
         "per_service": 5 if not opts.quick else 2,
         "parallel": opts.size(10, 5),
-        "sample_after_outage_s": opts.size(20, 8),  # quick: keeps the system-tier smoke short
+        "sample_after_outage_s": opts.size(20, 4),  # quick: keeps the system-tier smoke short
     }
 
 
@@ -223,12 +224,12 @@ def client_reads(syn: Synapse) -> float:
 
 
 def outage(
-    registry: FleetRegistry, synapses: list[Synapse], expected: dict, after_s: float
+    registry: FleetRegistry, synapses: list[Synapse], expected: dict, after_s: float, down_s: float
 ) -> dict[str, Any]:
-    """Stop every registry member, wait OUTAGE_S, start them, sample the server side."""
+    """Stop every registry member, wait `down_s`, start them, sample the server side."""
     reads_before = [client_reads(s) for s in synapses]
     registry.stop_all()
-    time.sleep(OUTAGE_S)
+    time.sleep(down_s)
     restart = time.monotonic()
     registry.start_all()
     up_s = time.monotonic() - restart
@@ -325,7 +326,8 @@ def scenario(kind: str, opts: Options, result: Result) -> None:
         per = grown.get(REQUESTS[kind], 0)
         per_write_watcher = (per / (deploy["writes"] * watchers)) if deploy["writes"] else None
         load_outage = os.getloadavg()[0]
-        down = outage(registry, synapses, expected, size["sample_after_outage_s"])
+        down_s = QUICK_OUTAGE_S if opts.quick else OUTAGE_S
+        down = outage(registry, synapses, expected, size["sample_after_outage_s"], down_s)
         rss, hap = mem["synapse_rss_mb"], mem["haproxy_rss_mb"]
         title = f"{kind}: {watchers} synapses x {size['services']} services"
         section = result.section(title)
@@ -380,7 +382,7 @@ def scenario(kind: str, opts: Options, result: Result) -> None:
         section.add("synapse RSS mean / max",
                     f"{sum(rss) / len(rss):.0f} / {max(rss):.0f} MB")  # fmt: skip
         section.add("HAProxy RSS (master + worker) mean", sum(hap) / len(hap), "MB")
-        section.add("outage: registry down, then members up after", f"{OUTAGE_S:.0f} s + "
+        section.add("outage: registry down, then members up after", f"{down_s:.0f} s + "
                     f"{down['members_up_s']:.1f} s")  # fmt: skip
         b = down["burst"]
         window = size["sample_after_outage_s"]
