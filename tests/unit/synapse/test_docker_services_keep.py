@@ -12,6 +12,15 @@ from synapse.config import SynapseConfig
 from synapse.docker_services import KEEP_GONE_S
 
 
+async def live_with_web() -> Source:
+    """A live source whose one container serves `web` at web.test."""
+    made = Source(None)
+    made.source._changed(listing(container("w1", "web", "web.test")))
+    made.source.go_live()
+    await made.settle()
+    return made
+
+
 async def test_a_recreated_container_keeps_its_service_and_a_gone_one_leaves_later() -> None:
     made = Source(None)
     source, now = made.source, [100.0]
@@ -44,11 +53,8 @@ async def test_a_kept_service_yields_its_routes_to_a_running_one() -> None:
     # `web` stopped, `web2` (a rename, or blue/green's standby) has its host: web2 serves at
     # once. Before: the kept `web` (first by name) held web.test for KEEP_GONE_S, web2 was
     # refused ("routed to two services") and the route answered 503 for 10 s (review s37 cr).
-    made = Source(None)
+    made = await live_with_web()
     source = made.source
-    source._changed(listing(container("w1", "web", "web.test")))
-    source.go_live()
-    await made.settle()
     source._changed(listing(container("g1", "web2", "web.test")))
     assert sorted(source.services) == ["web", "web2"]  # (web kept)
     merged = source.merge(SynapseConfig.model_validate({"services": {}}))
@@ -61,11 +67,8 @@ async def test_a_refused_service_gets_the_route_its_kept_owner_leaves() -> None:
     # blue/green: `web-green` runs beside `web` (refused: web.test is web's), then web's
     # container stops: green is merged at once. Before: nothing changed in `services` (web
     # kept), no apply until the keep ended: 10.25 s of 503s, 412 requests (review s37 cr).
-    made = Source(None)
+    made = await live_with_web()
     source = made.source
-    source._changed(listing(container("w1", "web", "web.test")))
-    source.go_live()
-    await made.settle()
     file = SynapseConfig.model_validate({"services": {}})
     source._changed(
         listing(container("w1", "web", "web.test"), container("g1", "web-green", "web.test"))
