@@ -19,7 +19,7 @@ define run_pytest
 endef
 
 # Tiers: tests/unit (no process, no socket), tests/integration (real ZooKeeper/etcd/HAProxy),
-# tests/system (demo, Docker, benchmark smoke, image build). `make test` (~30 minutes
+# tests/system (demo, Docker, benchmark smoke, image build). `make test` (under 30 minutes
 # on 2 cores) and `make test-long` (the long fault tests, marker `long`) are what CI runs.
 # --durations: every run's log names the slowest tests (the 30-minute budget is thin).
 test: install

@@ -184,8 +184,8 @@ class Looks:
         return self._last_read(backends, error)
 
     def _last_read(self, backends: Collection[str], error: str) -> dict[str, Answer]:
-        """What the reader last read of ``backends`` (None: not known, not read since a
-        reload, or the socket has not answered for over STALE_LIMIT)."""
+        """What the reader last read of ``backends``, before a reload too (None: not known,
+        new at a reload, or the socket has not answered for over STALE_LIMIT)."""
         assert self._view is not None
         now = self._clock()
         failing = now - (now if self._silent_since is None else self._silent_since)
@@ -195,9 +195,13 @@ class Looks:
                f"last read (the socket failing for {failing:.1f} s)")  # fmt: skip
         found: dict[str, Answer] = {}
         for backend in backends:
-            servers = self._view.backends.get(backend)
-            known = servers is not None and backend not in self._view.unread
-            found[backend] = Labels(_labels(servers) or {}, why) if known else None
+            # Not read from the process a reload started yet: the states read before it
+            # (it loads them from the state file). Unknown was a 503 for a probe whose read
+            # took over PROBE_WAIT right after a reload (review s36); new backends stay so.
+            servers, unread = self._view.backends.get(backend), backend in self._view.unread
+            known = servers is not None and not (unread and not servers)
+            note = f"{why}, from before HAProxy's reload" if unread else why
+            found[backend] = Labels(_labels(servers) or {}, note) if known else None
         return found
 
 

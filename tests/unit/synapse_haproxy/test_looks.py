@@ -156,3 +156,19 @@ async def test_a_look_after_a_failed_one_waits_probe_wait_for_a_slow_answer(monk
     socket.read_state = slow  # type: ignore[method-assign]
     answer = (await looks.servers_of(["web"], probe=True))["web"]
     assert answer == {"a": "UP"} and answer.stale is None  # before: None
+
+
+async def test_a_slow_read_right_after_a_reload_answers_the_states_read_before_it(
+    monkeypatch,
+) -> None:
+    # review s36 (left open): right after a reload every backend is unread, and a probe whose
+    # read took over PROBE_WAIT answered unknown (a 503) for a backend with servers UP.
+    monkeypatch.setattr(looks_mod, "PROBE_WAIT", 0.05)
+    looks, socket, view, _ = _looks([0.0], Silent())
+    view.unread = {"web", "api"}  # (the reload: api is new, never read)
+    view.backends["api"] = {}
+    found = await asyncio.wait_for(looks.servers_of(["web", "api"], probe=True), 1)
+    web = found["web"]
+    assert web == {"a": "UP"} and "from before HAProxy's reload" in (web.stale or "")
+    assert found["api"] is None
+    socket.wake.set()
