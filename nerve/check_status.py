@@ -83,4 +83,15 @@ def service_status(service: Service) -> dict[str, Any]:
         "registry": service.reporter.where(),
         "checks": [check_status(service, c) for c in service.checks],
         "not_registering": service.never_up.told,
+        "moving_from": moving_from(service),
     }
+
+
+def moving_from(service: Service) -> str | None:
+    """``host:port`` of the old registration an address move keeps while the new address
+    rises (nerve/handover.py), or None."""
+    old = service.predecessor
+    if old is None or not old.moved or old.gone.is_set() or not old.reporter.registered:
+        return None
+    was = old.reporter.registration
+    return f"{was.host}:{was.port}"

@@ -103,7 +103,10 @@ def describe(status: dict[str, Any]) -> str:
     else:
         state = "not in maintenance"
     registered = "registered" if status.get("registered") else "not registered"
-    if status.get("registered") != status.get("wanted"):
+    if status.get("moving_from"):
+        why = status.get("reason", "its checks rising")
+        registered += f" at {status['moving_from']} (address move: kept till the new one is: {why})"
+    elif status.get("registered") != status.get("wanted"):
         error = (status.get("registry") or {}).get("last_error")
         registered += f" (registry write pending{': ' + error if error else ''})"
     elif not maint and not status.get("registered"):

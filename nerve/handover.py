@@ -77,6 +77,12 @@ class Predecessor:
         self.cut = Wake()  # the new service entered maintenance: withdraw the old one now
         self.gone = asyncio.Event()  # withdrawn (or the hand-over ended)
 
+    @property
+    def kept_for_move(self) -> bool:
+        """A move's old registration, kept while the new address rises (no maintenance):
+        by design, so nothing waits for it to go."""
+        return self.moved and not self.cut.is_set()
+
 
 @dataclass
 class Retirement:

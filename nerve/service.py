@@ -125,9 +125,9 @@ class Service:
 
     async def wait_in_sync(self) -> None:
         """Until the registry holds what the service wants, a hand-over's old registration
-        withdrawn too (the admin API answers then)."""
+        withdrawn too, not a move's kept while the new address rises (the admin API answers)."""
         await self.reporter.wait_in_sync()
-        if self.predecessor is not None:
+        if self.predecessor is not None and not self.predecessor.kept_for_move:
             await self.predecessor.gone.wait()
 
     @property

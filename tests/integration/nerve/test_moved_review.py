@@ -12,6 +12,7 @@ from kazoo.client import KazooClient
 from nerve_testlib import children, until
 
 from nerve.config import NerveConfig
+from nerve.control import describe
 from smartstack.logs import _FIELDS
 from testbed.zookeeper import ZooKeeperServer
 
@@ -86,3 +87,35 @@ async def test_zk_the_gauges_say_the_old_service_until_the_move_is_done(
         assert zk_ports(kz, path) == [new.port]
         assert [h for h, _ in seen] == [1.0] * len(seen), f"healthy flipped: {seen}"
         assert (healthy._value.get(), registered._value.get()) == (1.0, 1.0)
+
+
+async def test_zk_a_move_is_said_in_status_and_the_admin_api_does_not_wait_for_it(
+    zk: ZooKeeperServer, kz: KazooClient, http_backend_factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """During a move /status said `registered: true` and nothing else (the old node), `nerve
+    status` "registered (registry write pending)", and the admin API's answer (`nerve up`,
+    `nerve maint` ... off) waited its 2 s for the kept old registration to go. Now /status
+    says `moving_from`, and the answer comes once the registry holds what is wanted."""
+    caplog.set_level(logging.INFO, logger="nerve")
+    old, new = http_backend_factory(), http_backend_factory()
+    new.set_healthy(False)  # the app not up at its new port yet: the move lasts
+    path = lib.unique_path()
+    web = lib.zk_service(zk.hosts, path, old.port, check_interval=INTERVAL, checks=[CHECK])
+    config = lib.nerve_config({"web": web})
+    async with lib.running_nerve(config) as daemon:
+        await until(lambda: zk_ports(kz, path) == [old.port], what="registered")
+        moved = json.loads(json.dumps(config))
+        moved["services"]["web"]["port"] = new.port
+        await daemon.reload(NerveConfig.model_validate(moved))
+        service = daemon.services["web"]
+        await until(lambda: service.predecessor is not None, what="the move started")
+        status = service.status()
+        assert status["moving_from"] == f"{web['host']}:{old.port}"
+        said = describe({**status, "service": "web"})
+        assert f"at {web['host']}:{old.port} (address move" in said
+        await asyncio.wait_for(service.wait_in_sync(), 0.5)  # (before: until the move's end)
+        service.enter_maintenance("test")  # the old registration goes: that is waited for
+        await asyncio.wait_for(service.wait_in_sync(), 3)
+        assert zk_ports(kz, path) == []
+        assert service.status()["moving_from"] is None
+        assert outcome(caplog) == "maintenance"
