@@ -21,7 +21,6 @@ IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)  # as ipaddress acc
 DNS_INIT_ADDR = "init-addr last,none"
 # what ``with_init_addr`` adds (``last,libc,none``: before synapse looked names up itself)
 _ADDED = re.compile(r"(?:^| )init-addr (?:last,none|last,libc,none|[0-9A-Fa-f.:]+)$")
-_ANSWER = re.compile(r"(?:^| )init-addr ([0-9A-Fa-f.:]+)$")  # (an address: synapse's answer)
 
 
 def is_ip(host: str) -> bool:
@@ -42,15 +41,14 @@ def with_init_addr(own: str, default_server: Iterable[str], address: str | None 
     ``init-addr`` already (the operator's wins)."""
     if any("init-addr" in options.split() for options in (own, *default_server)):
         return own
+    return added_init_addr(own, address)
+
+
+def added_init_addr(own: str, address: str | None) -> str:
+    """``with_init_addr`` of options known to set no ``init-addr`` (the renderer's traits
+    say so: no scan of the options per server)."""
     added = f"init-addr {address}" if address else DNS_INIT_ADDR
     return f"{own} {added}" if own else added
-
-
-def answered_address(tail: str) -> str | None:
-    """The address of the ``init-addr <address>`` ``with_init_addr`` added (synapse's own
-    answer for the name), if any: where ``add server`` puts a DNS-named server."""
-    found = _ANSWER.search(tail)
-    return found.group(1) if found and is_ip(found.group(1)) else None
 
 
 def without_init_addr(tail: str) -> str:

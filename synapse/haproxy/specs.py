@@ -18,7 +18,7 @@ from smartstack.strings import share
 from synapse.config import ServiceHAProxyConfig
 from synapse.haproxy.configtext import join_options, structural_options
 from synapse.haproxy.edge import server_options as edge_server_options
-from synapse.haproxy.hosts import answered_address, is_ip, with_init_addr
+from synapse.haproxy.hosts import added_init_addr, is_ip
 from synapse.haproxy.server_ids import assign_ids, default_order_seed
 from synapse.model import DesiredService, Server
 from synapse.server_host import HOST
@@ -59,6 +59,7 @@ class ServerTraits(NamedTuple):
     disabled: bool  # `disabled`: HAProxy runs it in maintenance, synapse keeps it there
     refused: str | None  # an option `add server` refuses
     add_parts: tuple[str, str]  # `add server`'s options before and after the id
+    address_by: str = ""  # a DNS name's address: "" synapse's, or "init-addr"/"resolvers"
 
 
 class ServerSpec(NamedTuple):
@@ -78,6 +79,7 @@ class ServerSpec(NamedTuple):
     tail: str  # the config line's options after `id N` and `cookie V` (shared)
     traits: ServerTraits
     why_not_addable: str = ""  # "": `add server` can create it as configured
+    answer: str = ""  # a DNS name's address as synapse looked it up, when synapse sets it
 
     @property
     def weight(self) -> int:
@@ -113,9 +115,8 @@ class ServerSpec(NamedTuple):
 
     @property
     def add_address(self) -> str:
-        """Where `add server` puts it: a DNS name at synapse's own answer (HAProxy 2.6
-        registers an added name unresolved: no address, never served)."""
-        host = self.host if is_ip(self.host) else answered_address(self.tail) or self.host
+        """Where `add server` puts it (a name at synapse's answer: 2.6 adds it unresolved)."""
+        host = self.answer or self.host
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     @property
@@ -244,6 +245,7 @@ def _traits(own: str, default_server: tuple[str, ...], inherited: str) -> Server
         _last_flag(effective, "disabled", "enabled"),
         _find_keyword(own, NOT_DYNAMIC_KEYWORDS),
         (inherited, " ".join(filter(None, (pool, own)))),
+        next((k for k in ("init-addr", "resolvers") if k in effective.split()), ""),
     )
 
 
@@ -412,13 +414,13 @@ class BackendBuilder:
         if trait is None:
             trait = traits[own] = _traits(own, tuple(inheritance[0]), inheritance[1])
 
-        why_not = ""
+        why_not = answer = ""
         if not is_ip(server.host):  # (its traits are the options' without init-addr)
             # (else one bad name fails every check, a silent resolver stalls every parse)
-            own = with_init_addr(own, inheritance[0], server.address or None)
-            # added at synapse's answer; none yet, or HAProxy's `resolvers` (which an added
-            # server would lack): a reload (review s37: 2 s late in a stream of changes)
-            if answered_address(own) is None or "resolvers" in " ".join(inheritance[0]).split():
+            if trait.address_by != "init-addr":  # (the operator's wins)
+                own = added_init_addr(own, server.address or None)
+            # added and moved at synapse's answer; none yet, or HAProxy's `resolvers`: reload
+            if not (answer := "" if trait.address_by else server.address):
                 why_not = f"host {server.host} is a DNS name without synapse's answer"
         if trait.refused:
             why_not = f"option {trait.refused!r} cannot be set on an added server"
@@ -432,6 +434,7 @@ class BackendBuilder:
             share(own),  # shared with the other servers' and the parsed config's lines
             trait,
             why_not,
+            answer,
         )
 
 
