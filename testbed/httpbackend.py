@@ -1,4 +1,4 @@
-"""Tiny in-process HTTP backends on 127.0.0.1: they answer with their own name.
+"""Tiny in-process HTTP backends on loopback (127.0.0.1 by default), answering their name.
 
 `GET /health` is 200 (or 503 once told to fail), any other path returns the backend's name,
 so a request through HAProxy shows which server answered. stop() really closes the port and
@@ -61,11 +61,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class HttpBackend:
-    """One HTTP server thread bound to 127.0.0.1:`port` (a free port by default)."""
+    """One HTTP server thread bound to `host`:`port` (127.0.0.1, a free port by default;
+    another loopback address: the same port elsewhere, as a DNS name that moves)."""
 
-    def __init__(self, name: str, port: int | None = None) -> None:
+    def __init__(self, name: str, port: int | None = None, host: str = "127.0.0.1") -> None:
         self.name = name
         self.port = port or free_port()
+        self.host = host
         self.healthy = True
         self.requests = 0
         self._lock = threading.Lock()
@@ -74,11 +76,11 @@ class HttpBackend:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"http://{self.host}:{self.port}/"
 
     @property
     def running(self) -> bool:
@@ -94,7 +96,7 @@ class HttpBackend:
     def start(self) -> HttpBackend:
         if self._server is not None:
             return self
-        server = _Server(("127.0.0.1", self.port), _Handler)  # SO_REUSEADDR: rebinds at once
+        server = _Server((self.host, self.port), _Handler)  # SO_REUSEADDR: rebinds at once
         server.backend = self
         self._server = server
         self._thread = threading.Thread(

@@ -250,7 +250,7 @@ class HAProxyController(Reloading):
     # --- one apply: read -> render -> plan -> run ops, or hand over to the gate -----------
 
     async def _dns_changed(self) -> None:
-        """A server's DNS name has a new address: render it (a reload brings it)."""
+        """A server's DNS name has a new address: render it (`set server addr`, or a reload)."""
         if self._has_desired():
             async with self._lock:
                 await self._apply_locked()

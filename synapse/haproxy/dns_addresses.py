@@ -14,7 +14,8 @@ at a time per name: a lookup that hangs costs a thread, never the loop), waits a
 (``renew`` sets ``Server.address``, ``hosts.with_init_addr`` adds it); with no answer,
 ``init-addr last,none``: HAProxy never asks DNS.
 An answer is looked up again every ``REFRESH_SECONDS``; one that changed calls
-``on_change`` (the controller applies again: a reload with the new address). A lookup
+``on_change`` (the controller applies again: ``set server addr`` at the new address where
+the server had one, else a reload; ``planner``). A lookup
 that fails keeps the last good answer, except a definite "no such name".
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import operator
 import queue
 import socket
@@ -31,6 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from smartstack import logs
 from synapse.haproxy.hosts import is_ip
 from synapse.identity import moved
 
@@ -40,8 +43,9 @@ if TYPE_CHECKING:
 SETTLE_WAIT = 1.0  # seconds a render waits for names it has no answer for yet
 WORKERS = 16  # lookups at a time (a silent resolver holds each for 20 s; answers keep)
 COALESCE_S = 0.1  # changed answers wait this for the others of their batch (one apply)
-REFRESH_SECONDS = 30.0  # a changed DNS record is followed within this (plus a reload)
+REFRESH_SECONDS = 30.0  # a changed DNS record is followed within this (`set server addr`)
 _GONE = (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME))
+log = logging.getLogger("synapse.haproxy.dns")
 
 
 class DnsAddresses:
@@ -210,9 +214,12 @@ class DnsAddresses:
                     self._answers.pop(host, None)
                 else:
                     self._answers[host] = chosen
-            changed = self._answers.get(host) != before
+            after = self._answers.get(host)
+            changed = after != before
             if changed:
                 self._generation += 1
+        if changed and before is not None:  # (a first answer is no news: 2,000 at a start)
+            logs.event(log, "dns_answer_changed", host=host, before=before, after=after or "none")
         event.set()
         notify = self._on_change
         if changed and notify is not None:

@@ -18,7 +18,9 @@ A pure function, no I/O, and no renderer: its vocabulary is ``synapse.haproxy.de
     ``enable health`` never came: synapse stopped between the two, or it failed):
     ``enable health``, before its ``state ready``;
   - a changed weight: ``set weight`` (dynamic algorithms only, else a reload);
-  - a changed address of a same-named server: ``set server B/S addr``;
+  - a changed address of a same-named server: ``set server B/S addr``; for a DNS name,
+    a changed answer of synapse's (``dns_addresses``) where its line had one already:
+    only the ``init-addr`` differs, and HAProxy 2.6 takes addresses there, not names;
   - a server HAProxy does not have: ``add server`` with its full options, then
     ``enable health`` when it is checked, then ``state ready`` (health first: the
     server then starts like a configured one, up until its checks say otherwise).
@@ -45,7 +47,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Collection, Mapping
 
-from synapse.haproxy.configtext import ParsedConfig, section_changes, structural_options
+from synapse.haproxy.configtext import (
+    ParsedConfig,
+    ServerLine,
+    section_changes,
+    structural_options,
+)
 from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.leftovers import old_leftovers
 from synapse.haproxy.ops import (
@@ -148,17 +155,38 @@ def _server_line_changes(
                 # changed backend, each planned on the path of a change: not parsed)
                 and (old.cookie != new.cookie or old.tail != new.tail)
                 and structural_options(old.options) != structural_options(new.options)
+                and not _answer_moved(old, new, spec, name)
             ):
                 reasons.append(("server_options", f"options of {proxy}/{name} changed"))
     return reasons
 
 
+def _answer_moved(old: ServerLine, new: ServerLine, backend: BackendSpec, name: str) -> bool:
+    """Whether two lines of a DNS-named server differ only in synapse's answer, the old one
+    an address too (not ``last,none``: a server without one comes by a reload): ``set
+    server addr`` moves it (a reload for each moved name, review s38: up to
+    ``restart_interval`` at the old, maybe dead, address)."""
+    if old.cookie != new.cookie or "init-addr " not in old.tail:
+        return False
+    spec = backend.servers.get(name)
+    if spec is None or not spec.answer:
+        return False
+    head, _, before = old.tail.rpartition("init-addr ")
+    return (
+        is_ip(before)
+        and new.tail == f"{head}init-addr {spec.answer}"
+        and (not head or head.endswith(" "))
+    )
+
+
 def _same_address(server: ServerSpec, running: RunningServer) -> bool | None:
-    """Whether the running address matches; None when the host is a name (not comparable)."""
-    if server.host == running.addr:  # the usual case, without parsing addresses
+    """Whether the running address matches; None when the host is a name synapse has no
+    answer for (not comparable)."""
+    host = server.answer or server.host  # (a name's: synapse's answer, what HAProxy runs)
+    if host == running.addr:  # the usual case, without parsing addresses
         return running.port == server.port
     try:
-        wanted = ipaddress.ip_address(server.host)
+        wanted = ipaddress.ip_address(host)
         current = ipaddress.ip_address(running.addr)
     except ValueError:
         return None if running.port == server.port else False
@@ -201,8 +229,8 @@ def backend_ops(
         if server is None:
             continue
         if _same_address(spec, server) is False:
-            if is_ip(spec.host):
-                ops.append(SetAddr(name, server_name, spec.host, spec.port))
+            if spec.answer or is_ip(spec.host):  # (a name: at synapse's answer)
+                ops.append(SetAddr(name, server_name, spec.answer or spec.host, spec.port))
             else:
                 reasons.append(("server_options", f"address of {name}/{server_name} changed"))
         if spec.check and server.check_disabled:  # (an add cut before its `enable health`)
