@@ -153,6 +153,17 @@ class ZoneRouter:
             if name in self._made and (local or decision.mode != "local" or self.down.get(name))
         }
 
+    def stranded(self) -> bool:
+        """Whether a service is served by the other zones alone (HAProxy's backups) while
+        its local zone has usable servers at weight 0 (evacuated, below min_local): should
+        the backups die, HAProxy has no server with a weight, and only synapse gives the
+        local zone its weights back (zone_health looks more often meanwhile)."""
+        return any(
+            decision.mode == "spill"
+            and any(z.zone == decision.local_zone and z.usable for z in decision.zones)
+            for decision in self.decisions.values()
+        )
+
     def _observed(self, service: DesiredService, servers: list[Server]) -> ServiceConfig:
         """The service's config, with ``observe`` (ZONE_OBSERVE) where HAProxy can fail
         over: managed mode, checks not turned off, no ``observe`` of its own, and another

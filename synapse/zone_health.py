@@ -12,11 +12,17 @@ and, when the
 DOWN set changed, gives it to the router and has the reconciler hand over again: the
 new decision is runtime ``set weight``, no reload.
 
-A service served by its local zone is read too, every LOCAL_EVERY-th look: HAProxy fails
+A service served by its local zone is read too, every LOCAL_S: HAProxy fails
 over to the backups by itself, but while a dead (or hung) local zone's records linger the
 decision and /status would say "local", share 1.0, while the backups answer everything.
 Counted out, its DOWN servers make the decision what HAProxy already does (the backups'
 weights are those of the local zone lost: the traffic does not move), and /status true.
+
+While a service is *stranded* (``ZoneRouter.stranded``: served by the other zones, its
+backups, while its local zone has usable servers at weight 0, evacuated or below
+min_local), the looks come every FAST_S: should the backups die, HAProxy has no server
+with a weight left (it never picks a weight-0 one, not even on a retry) and answers 503
+to every request until a look gives the local zone its weights back.
 """
 
 from __future__ import annotations
@@ -36,17 +42,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("synapse.zone_health")
 
 POLL_S = 0.5  # between looks: with `observe`, the detection time after a dead spill target
+FAST_S = 0.1  # between looks while a service is stranded (module docstring): its 503 window
 PACE = 20.0  # sleeps at least this many times a look's duration (~5 % of the loop at most)
-LOCAL_EVERY = 4  # services served locally: read every 4th look (~2 s), most are, at fleet scale
+LOCAL_S = 2.0  # services served locally (most are, at fleet scale) are read this often
 REASON = "zone: HAProxy's DOWN servers changed"
 
 
 async def watch(reconciler: Reconciler) -> None:
     """Look until cancelled (the daemon runs it beside the reconciler)."""
-    count = 0
+    read_local = -LOCAL_S
     while True:
         started = time.monotonic()
-        local, count = count % LOCAL_EVERY == 0, count + 1
+        local = started - read_local >= LOCAL_S
+        read_local = started if local else read_local
         try:
             changed = await look(reconciler.zones, reconciler.applier, local)
         except Exception:  # must not end the watch: the next look tries again
@@ -54,7 +62,12 @@ async def watch(reconciler: Reconciler) -> None:
             changed = []
         if changed:
             reconciler.wake(REASON, select=False)
-        await asyncio.sleep(max(POLL_S, PACE * (time.monotonic() - started)))
+        await asyncio.sleep(max(pause(reconciler.zones), PACE * (time.monotonic() - started)))
+
+
+def pause(router: ZoneRouter) -> float:
+    """Seconds until the next look: FAST_S while a service is stranded, else POLL_S."""
+    return FAST_S if router.stranded() else POLL_S
 
 
 async def look(router: ZoneRouter, applier: Applier | None, local: bool = True) -> list[str]:

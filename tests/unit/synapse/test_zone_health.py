@@ -5,14 +5,17 @@ zone, the way back, and the cache key. Pure: no process, no socket.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
 
+import pytest
 from applier_fakes import FakeApplier, eventually, make_reconciler, running
 
 from synapse import zone_health
+from synapse.reconciler import Reconciler
 from synapse.zone_apply import ZoneRouter
 from synapse.zone_state import Evacuations
 
@@ -44,7 +47,7 @@ async def test_a_dead_spill_zone_gives_the_traffic_back_to_the_local_zone(tmp_pa
     rec = make_reconciler(config(tmp_path), applier)
     async with running(rec, applier, fleet_report(az1=2, az2=2)):
         assert await zone_health.look(rec.zones, applier, local=False) == []
-        assert applier.asked == [], "the local zone serves: read only every LOCAL_EVERY looks"
+        assert applier.asked == [], "the local zone serves: read only every LOCAL_S"
         rec.zones.evacuations = Evacuations().evacuate("az1")
         rec.wake("test")
         await eventually(lambda: zone_total(applier.applied[-1], "az1") == 0, what="the spill")
@@ -159,3 +162,48 @@ async def test_one_look_reads_every_watched_backend_in_one_batch() -> None:
     assert router.down == dict.fromkeys(names, frozenset({"b"}))
     assert await zone_health.look(cast(ZoneRouter, router), applier) == []
     assert applier.batches == 2
+
+
+async def test_a_stranded_spill_is_looked_at_every_fast_s(tmp_path: Path) -> None:
+    """az1 evacuated, az2 serving as HAProxy's backups: should az2 die, HAProxy has no server
+    with a weight (az1's sit at 0, never picked, not even by a retry) and answers 503 until
+    a look gives az1 its weights back: 60-73 of ~2,300 requests failed at looks every 0.5 s
+    (review s38). Such a service is looked at every FAST_S; a local zone that serves, or one
+    that is dead too (nothing to fall back to), keeps the slower pace."""
+    applier = StatesApplier()
+    rec = make_reconciler(config(tmp_path, min_local=2), applier)
+    async with running(rec, applier, fleet_report(az1=2, az2=2)):
+        assert not rec.zones.stranded() and zone_health.pause(rec.zones) == zone_health.POLL_S
+        rec.zones.evacuations = Evacuations().evacuate("az1")
+        rec.wake("test")
+        await eventually(lambda: zone_total(applier.applied[-1], "az1") == 0, what="the spill")
+        assert rec.zones.stranded() and zone_health.pause(rec.zones) == zone_health.FAST_S
+
+        az1 = server_names(applier, "az1")
+        rec.zones.down["web"] = frozenset(az1)  # az1 dead in HAProxy as well: no way back
+        rec.desired()
+        assert rec.zones.status()["web"]["mode"] == "spill"
+        assert not rec.zones.stranded() and zone_health.pause(rec.zones) == zone_health.POLL_S
+
+        rec.zones.evacuations = Evacuations()  # az1 restored, one server DOWN: below min_local
+        rec.zones.down["web"] = frozenset(az1[:1])
+        rec.desired()
+        assert rec.zones.status()["web"]["mode"] == "spill"
+        assert rec.zones.stranded(), "az1's other server waits at weight 0"
+    assert zone_health.FAST_S < zone_health.POLL_S
+
+
+async def test_the_watch_sleeps_fast_s_while_a_service_is_stranded(monkeypatch) -> None:
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 2:
+            raise asyncio.CancelledError
+
+    states = iter([True, False])
+    router = SimpleNamespace(watched=lambda local=True: {}, stranded=lambda: next(states))
+    monkeypatch.setattr(zone_health, "asyncio", SimpleNamespace(sleep=sleep))
+    with pytest.raises(asyncio.CancelledError):
+        await zone_health.watch(cast(Reconciler, SimpleNamespace(zones=router, applier=None)))
+    assert pauses == [zone_health.FAST_S, zone_health.POLL_S]
