@@ -50,6 +50,8 @@ def hung_zone_note(hap: HAProxyConfig, services: Mapping[str, ServiceConfig]) ->
         "the other zones and every request sent to it fails after `timeout server` (measured: "
         "618 of 618 in a 15 s hang, 504 after 5 s each). Give each `health_check: {path: "
         "<a path the app answers cheaply>}` and `observe: {layer: layer7}`, keep `timeout "
-        "check` well below `timeout server`; in an incident, POST /zones/<zone>/evacuate "
+        "check` well below `timeout server`, and add `response-timeout` to "
+        "`retries.retry_on` so the requests already sent to it are answered by the other "
+        "zones, late, not failed; in an incident, POST /zones/<zone>/evacuate "
         '(docs/zone-routing.md, "A hung zone")'
     )
