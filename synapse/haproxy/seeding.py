@@ -21,7 +21,8 @@ keys replaced) whose render gives those sections again, line for line:
 
 The servers stay today's (discovery), as with any last good block. It is kept only when a
 render of it gives the running sections exactly and the servers both have the same
-options; otherwise it says why (the service is then left out, as before).
+options (a DNS name's answer apart: it moves at runtime); otherwise it says why (the
+service is then left out, as before).
 """
 
 from __future__ import annotations
@@ -182,6 +183,13 @@ def _difference(rendered: ParsedConfig, running: ParsedConfig, service: DesiredS
     before = running.servers.get(service.backend_name, {})
     for server, line in rendered.servers.get(service.backend_name, {}).items():
         old = before.get(server)
-        if old is not None and structural_options(old.options) != structural_options(line.options):
+        if old is not None and (old.cookie, _options(old)) != (line.cookie, _options(line)):
             return f"its server {server} would run with other options than HAProxy's"
     return ""
+
+
+def _options(line: ServerLine) -> str:
+    """What only a reload changes in a server line: a DNS name's answer (the init-addr
+    synapse adds) is not, it moves at runtime (``planner``): an answer that moved since
+    the file was written (while synapse was down) left a refused service out."""
+    return structural_options(_own_tail(line))

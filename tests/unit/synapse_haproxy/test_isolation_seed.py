@@ -186,6 +186,19 @@ def test_a_backend_of_dns_named_servers_alone_seeds_no_init_addr():
     assert specs["c_10.0.0.9:80"].why_not_addable == ""
 
 
+def test_a_dns_answer_moved_since_the_file_was_written_still_seeds_the_block():
+    # The answer moves at runtime (set server addr): one that moved while synapse was down,
+    # or not answered yet at its start, is no other option (before: "would run with other
+    # options than HAProxy's", the refused service left out of HAProxy)
+    config = haproxy_config()
+    named = [server("a.example.internal", 80, "a", address="10.0.0.5")]
+    running = render([service("api", named, server_options="check")], config).parsed
+    for now in ("10.0.0.6", ""):
+        moved = [replace(named[0], address=now)]
+        seed = seed_block(_refused(service("api", moved, server_options="check")), config, running)
+        assert seed.config is not None, seed.why_not
+
+
 def test_only_shared_frontend_lines_the_running_frontend_has_are_kept():
     config = haproxy_config(shared_frontend=["bind 127.0.0.1:8080", "mode http"])
     api = service("api", SERVERS, port=3300, shared_frontend=["use_backend api if { path /a }"])
