@@ -11,7 +11,7 @@ reload: a name whose address changed was never followed.
 So synapse looks the names up here, on at most WORKERS daemon threads (at most one lookup
 at a time per name: a lookup that hangs costs a thread, never the loop), waits at most
 ``SETTLE_WAIT`` for names it has no answer for yet, and renders ``init-addr <address>``
-(``renew`` sets ``Server.address``, ``hosts.with_init_addr`` adds it); with no answer,
+(``renew`` sets ``Server.address``, ``hosts.added_init_addr`` adds it); with no answer,
 ``init-addr last,none``: HAProxy never asks DNS.
 An answer is looked up again every ``REFRESH_SECONDS``; one that changed calls
 ``on_change`` (the controller applies again: ``set server addr`` at the new address where

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)  # as ipaddress accepts and prints it
 DNS_INIT_ADDR = "init-addr last,none"
-# what ``with_init_addr`` adds (``last,libc,none``: before synapse looked names up itself)
+# what ``added_init_addr`` adds (``last,libc,none``: before synapse looked names up itself)
 _ADDED = re.compile(r"(?:^| )init-addr (?:last,none|last,libc,none|[0-9A-Fa-f.:]+)$")
 
 
@@ -35,24 +34,16 @@ def is_ip(host: str) -> bool:
     return True
 
 
-def with_init_addr(own: str, default_server: Iterable[str], address: str | None = None) -> str:
-    """A DNS-named server's own options with ``init-addr <address>`` (synapse's lookup)
-    or ``DNS_INIT_ADDR`` added, unless they or the backend's ``default-server`` options set
-    ``init-addr`` already (the operator's wins)."""
-    if any("init-addr" in options.split() for options in (own, *default_server)):
-        return own
-    return added_init_addr(own, address)
-
-
 def added_init_addr(own: str, address: str | None) -> str:
-    """``with_init_addr`` of options known to set no ``init-addr`` (the renderer's traits
-    say so: no scan of the options per server)."""
+    """A DNS-named server's own options with ``init-addr <address>`` (synapse's lookup) or
+    ``DNS_INIT_ADDR`` added; for options and ``default-server`` lines that set no
+    ``init-addr`` (the operator's wins: the renderer's traits say so, ``address_by``)."""
     added = f"init-addr {address}" if address else DNS_INIT_ADDR
     return f"{own} {added}" if own else added
 
 
 def without_init_addr(tail: str) -> str:
-    """A server line's options without the ``init-addr`` ``with_init_addr`` added."""
+    """A server line's options without the ``init-addr`` ``added_init_addr`` added."""
     return _ADDED.sub("", tail)
 
 

@@ -172,10 +172,13 @@ def _answer_moved(old: ServerLine, new: ServerLine, backend: BackendSpec, name: 
     if spec is None or not spec.answer:
         return False
     head, _, before = old.tail.rpartition("init-addr ")
+    new_head, _, after = new.tail.rpartition("init-addr ")
+    # (the rest as runtime sets it: a weight changed with the move is a `set weight`)
     return (
         is_ip(before)
-        and new.tail == f"{head}init-addr {spec.answer}"
-        and (not head or head.endswith(" "))
+        and after == spec.answer
+        and all(not h or h.endswith(" ") for h in (head, new_head))
+        and structural_options(head) == structural_options(new_head)
     )
 
 

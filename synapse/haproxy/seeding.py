@@ -105,7 +105,7 @@ def seed_block(service: DesiredService, config: HAProxyConfig, running: ParsedCo
 
 def _own_tail(line: ServerLine) -> str:
     """A running server line's options; a DNS-named server's without the init-addr synapse
-    adds (``hosts.with_init_addr``): in the seeded server_options it would be every
+    adds (``hosts.added_init_addr``): in the seeded server_options it would be every
     server's, and no server of the service could be added at runtime (init-addr)."""
     host = line.address.rpartition(":")[0].removeprefix("[").removesuffix("]")
     return line.tail if is_ip(host) else without_init_addr(line.tail)

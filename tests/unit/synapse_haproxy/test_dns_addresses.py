@@ -14,7 +14,7 @@ from haproxy_helpers import render, server, service
 
 from synapse.haproxy import dns_addresses
 from synapse.haproxy.dns_addresses import DnsAddresses
-from synapse.haproxy.hosts import with_init_addr, without_init_addr
+from synapse.haproxy.hosts import without_init_addr
 
 
 class FakeDns:
@@ -89,9 +89,14 @@ async def test_an_answer_is_kept_across_reorders_and_failures_not_a_missing_name
 
 
 def test_an_operators_init_addr_wins_over_synapses_address():
-    assert with_init_addr("check init-addr libc", [], "10.0.0.5") == "check init-addr libc"
-    assert with_init_addr("check", ["init-addr none"], "10.0.0.5") == "check"
-    assert with_init_addr("check", [], "10.0.0.5") == "check init-addr 10.0.0.5"
+    def line(**haproxy: object) -> str:
+        named = [server("db.example", 80, "d", address="10.0.0.5")]
+        (spec,) = render([service("web", named, **haproxy)]).backends["web"].servers.values()
+        return spec.line
+
+    assert line(server_options="check init-addr libc").endswith("check init-addr libc")
+    assert "10.0.0.5" not in line(server_options="check", backend=["default-server init-addr none"])
+    assert line(server_options="check").endswith("check init-addr 10.0.0.5")
 
 
 async def test_the_rendered_line_carries_synapses_address_and_never_libc(dns: FakeDns):

@@ -55,6 +55,15 @@ def test_a_moved_answer_is_set_at_runtime_not_reloaded():
     assert plan(after, done, V26).empty  # nothing owed once HAProxy has it
 
 
+def test_a_moved_answer_with_a_new_weight_is_two_runtime_commands():
+    """Review cr-dns: the move compared the whole rest of the line, weight included."""
+    before = render([service("web", [server(NAME, 80, "d", address="10.0.0.5", weight=10)])])
+    after = render([service("web", [server(NAME, 80, "d", address="10.0.0.6", weight=20)])])
+    result = plan(after, running_at(before, "10.0.0.5"), V26)
+    assert kinds(result) == []  # before: a reload (server_options)
+    assert {type(op).__name__ for op in result.ops} == {"SetAddr", "SetWeight"}
+
+
 def test_an_ipv6_answer_and_a_server_left_at_an_old_address_are_set_too():
     after = render([service("web", named("fd00::6"))])
     (spec,) = after.backends["web"].servers.values()
