@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from smartstack.cli import add_common_arguments, check_or_run
+from smartstack.cli import add_common_arguments, add_last_good_argument, check_or_run
 from smartstack.instance_lock import nerve_lock
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common_arguments(parser)
     parser.add_argument("-i", "--instance-id", help="override instance_id (or NERVE_INSTANCE_ID)")
+    add_last_good_argument(parser)
     return parser
 
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     # The daemon: validated by a child; plain config objects here (nerve.config_load).
     from nerve.config_load import ConfigSource
 
-    source = ConfigSource(args.config, args.instance_id, args.strict)
+    source = ConfigSource(args.config, args.instance_id, args.strict, not args.no_last_good)
     return check_or_run(
         args, source.first, lambda config, args: _run(config, args, source), _preflight
     )

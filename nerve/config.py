@@ -368,15 +368,17 @@ class NerveConfig(ConfigModel):
 
 
 def load_nerve_config(
-    path: str | Path, instance_id: str | None = None, strict: bool = False
+    path: str | Path, instance_id: str | None = None, strict: bool = False, **copy: Any
 ) -> tuple[NerveConfig, list[str]]:
     """Load a nerve config; ``instance_id`` (flag -i) or NERVE_INSTANCE_ID override the file.
+    ``copy``: ``document``/``keep`` of smartstack.configfile.load (a last good copy).
 
     A file with no source of services is refused: that nerve would register nothing.
     """
     override = instance_id or os.environ.get("NERVE_INSTANCE_ID")
     overrides = {"instance_id": override} if override else None
-    config, warnings = load(NerveConfig, Path(path), KNOWN_UNUSED_KEYS, overrides, strict=strict)
+    config, warnings = load(NerveConfig, Path(path), KNOWN_UNUSED_KEYS, overrides,
+                            strict=strict, **copy)  # fmt: skip
     if config.docker is None:
         error, warning = services_problem(
             Path(path), config.services, config.service_conf_dir, "'docker'"

@@ -4,7 +4,8 @@ The daemon (``nerve.config_load``) has a child validate (``smartstack.config_chi
 and how the answer travels): at start a fork, on SIGHUP ``python -P -m nerve.config_child
 PATH --answer-fd N [--instance-id ID] [--strict]``. The child loads the file exactly as
 ``nerve -k`` does (same errors). Its answer when the file is valid: ``{"ok": True,
-"config": NerveConfig, "warnings": [...], "plain": bool}``; ``plain`` is false in Docker
+"config": NerveConfig, "warnings": [...], "plain": bool, "document": dict | None,
+"last_good": dict | None}`` (nerve.last_good); ``plain`` is false in Docker
 mode (``docker``: container labels become services, validated at runtime), where the
 daemon stays on pydantic.
 """
@@ -23,15 +24,14 @@ from smartstack.config_child import NO_PLUGINS, pickled, write_answer
 CHILD_PYTHON = (sys.executable, "-P", "-m", "nerve.config_child")
 
 
-def validate_file(path: str, instance_id: str | None, strict: bool) -> dict[str, Any]:
-    from nerve.config import load_nerve_config
-    from smartstack.configfile import ConfigError
+def validate_file(
+    path: str, instance_id: str | None, strict: bool, fallback: bool = False
+) -> dict[str, Any]:
+    """The answer; ``fallback`` (a start): the last good copy when the file is refused, and
+    a valid file's merged document to keep as the next copy (nerve.last_good)."""
+    from nerve.last_good import validated
 
-    try:
-        config, warnings = load_nerve_config(path, instance_id, strict)
-    except ConfigError as exc:
-        return {"ok": False, "lines": exc.lines}
-    return {"ok": True, "config": config, "warnings": warnings, "plain": config.docker is None}
+    return validated(path, instance_id, strict, fallback)
 
 
 class ForkedValidation(config_child.ForkedValidation):
@@ -39,8 +39,8 @@ class ForkedValidation(config_child.ForkedValidation):
 
     daemon = "nerve"
 
-    def __init__(self, path: str, instance_id: str | None, strict: bool) -> None:
-        super().__init__(lambda: validate_file(path, instance_id, strict))
+    def __init__(self, path: str, instance_id: str | None, strict: bool, fallback: bool) -> None:
+        super().__init__(lambda: validate_file(path, instance_id, strict, fallback))
 
 
 def child_command(path: str, instance_id: str | None, strict: bool, answer_fd: int) -> list[str]:

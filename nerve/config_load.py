@@ -18,9 +18,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from nerve.config_child import ForkedValidation, child_command
+from nerve.config_child import ForkedValidation, child_command, validate_file
+from nerve.last_good import LastGood
 from smartstack import modelbase
 from smartstack.config_child import answer_lines, child_answer
 from smartstack.config_errors import ConfigError
@@ -36,43 +37,46 @@ WARM_IMPORTS = ("nerve.config", "nerve.preflight", "nerve.daemon", "nerve.main")
 
 
 class ConfigSource:
-    """The daemon's config file: loaded at start and on every SIGHUP."""
+    """The daemon's config file: loaded at start and on every SIGHUP; at a start, its last
+    good copy when it is invalid (``last_good``: nerve.last_good)."""
 
-    def __init__(self, path: str, instance_id: str | None = None, strict: bool = False) -> None:
+    def __init__(
+        self, path: str, instance_id: str | None = None, strict: bool = False,
+        last_good: bool = True,
+    ) -> None:  # fmt: skip
         self.path, self.instance_id, self.strict = path, instance_id, strict
         self.plain = False  # the config is plain objects validated by a child
+        self.last_good = LastGood(path, last_good)
 
     def first(self) -> tuple[NerveConfig, list[str]]:
         """Validate in a forked child; ConfigError with its lines when the file is bad."""
+        fallback = self.last_good.enabled
         if os.environ.get(IN_PROCESS_ENV) == "1":
-            return self._in_process()
-        child = ForkedValidation(self.path, self.instance_id, self.strict)
+            return self._taken(validate_file(self.path, self.instance_id, self.strict, fallback))
+        child = ForkedValidation(self.path, self.instance_id, self.strict, fallback)
         modelbase.select_plain()
         self.plain = True
         for module in WARM_IMPORTS:
             importlib.import_module(module)
         answer = child.answer()
-        if not answer.get("ok"):
-            raise ConfigError(answer_lines(answer))
-        if not answer["plain"]:  # Docker mode: pydantic in the daemon, from a fresh start
-            os.environ[IN_PROCESS_ENV] = "1"
+        if answer.get("ok") and not answer["plain"]:  # Docker mode: pydantic in the daemon,
+            os.environ[IN_PROCESS_ENV] = "1"  # from a fresh start
             ignore_sighup_across_exec()
             os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+        return self._taken(answer)
+
+    def _taken(self, answer: dict[str, Any]) -> tuple[NerveConfig, list[str]]:
+        if not answer.get("ok"):
+            raise ConfigError(answer_lines(answer))
+        self.last_good.taken(answer)
         return answer["config"], list(answer["warnings"])
-
-    def _in_process(self) -> tuple[NerveConfig, list[str]]:
-        from nerve.config import load_nerve_config
-
-        return load_nerve_config(self.path, self.instance_id, self.strict)
 
     async def reload(self) -> tuple[NerveConfig, list[str]]:
         """The file again (SIGHUP); ConfigError with the child's lines when it is bad. (A
         ``docker`` block turned on waits for a restart, on either base: the daemon says so.)"""
         if not self.plain:
-            return self._in_process()
+            return self._taken(validate_file(self.path, self.instance_id, self.strict))
         answer = await child_answer(
             lambda fd: child_command(self.path, self.instance_id, self.strict, fd), b"", "nerve"
         )
-        if not answer.get("ok"):
-            raise ConfigError(answer_lines(answer))
-        return answer["config"], list(answer["warnings"])
+        return self._taken(answer)

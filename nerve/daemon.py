@@ -28,6 +28,7 @@ from nerve.assemble import build_service
 from nerve.config import NerveConfig, ServiceConfig, load_nerve_config
 from nerve.docker_source import DockerSource, docker_mode_config
 from nerve.handover import pass_on
+from nerve.last_good import config_health, config_state
 from nerve.maintenance import MaintenanceStore
 from nerve.metrics import NerveMetrics
 from nerve.registration_identity import retake_for_reload
@@ -49,6 +50,7 @@ from smartstack.statsd import make_stats
 
 if TYPE_CHECKING:
     from nerve.config_load import ConfigSource
+    from smartstack.admin import Health
 
 log = logging.getLogger("nerve")
 
@@ -221,8 +223,9 @@ class NerveDaemon(ReloadSteps):
         `nerve maint` and /health/{service} can name."""
         return {**(self.docker.services if self.docker else {}), **self.services}
 
-    def healthy(self) -> bool:
-        return not self._stopping and not any(s.crashed for s in self.services.values())
+    def healthy(self) -> bool | Health:  # (and whether the last good config runs)
+        ok = not self._stopping and not any(s.crashed for s in self.services.values())
+        return config_health(ok, self.source)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -231,6 +234,7 @@ class NerveDaemon(ReloadSteps):
             "started_at": self.started_at,
             "config": str(self.config_path) if self.config_path else None,
             "state_dir": str(self.store.directory) if self.store.directory else None,
+            **config_state(self.source),  # the file, or its last good copy (nerve/last_good.py)
             "services": {name: s.status() for name, s in sorted(self.services.items())},
             "docker": self.docker.status() if self.docker is not None else None,
         }

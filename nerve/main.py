@@ -40,6 +40,9 @@ async def serve(
     daemon = NerveDaemon(config, config_path, instance_id)
     daemon.strict = strict  # --strict holds for SIGHUP reloads too
     daemon.source = source
+    if source is not None:  # 1 while the last good copy runs (nerve/last_good.py)
+        last_good = source.last_good
+        daemon.metrics.config_last_good.set_function(lambda: float(last_good.info is not None))
     stop = asyncio.Event()
     restart = [False]  # the first stop signal decides: SIGUSR2 is a restart stop
     fold = ReloadFold(daemon.reload_from_file)  # SIGHUPs: one reload running, one to come

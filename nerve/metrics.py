@@ -103,6 +103,11 @@ class NerveMetrics:
             "Last main-loop heartbeat (unix time)",
             registry=r,
         )
+        self.config_last_good = Gauge(
+            "nerve_config_last_good",
+            "1 while nerve runs its last good config because the file is invalid (a start)",
+            registry=r,
+        )
 
     def forget_service(self, service: str) -> None:
         """Drop every series of a removed service, its checks' too: /metrics must not show

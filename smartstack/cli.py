@@ -43,6 +43,15 @@ def add_common_arguments(parser: argparse.ArgumentParser, config_env: str | None
     parser.add_argument("--log-format", default="kv", choices=["kv", "json"])
 
 
+def add_last_good_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-last-good",
+        action="store_true",
+        help="an invalid config at start exits 2 instead of running the last good copy "
+        "(smartstack/last_good.py)",
+    )
+
+
 class _Version(argparse.Action):
     """``--version``: one line, never wrapped (argparse's own action wraps long text)."""
 

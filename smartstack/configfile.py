@@ -7,6 +7,7 @@ are warnings, because real files carry keys we do not use (``statsd``, ...).
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -285,6 +286,8 @@ def load(
     prepare: Callable[[dict[str, Any], Path, dict[str, Path]], list[str]] | None = None,
     strict: bool = False,
     sections: SectionCache | None = None,
+    document: dict[str, Any] | None = None,
+    keep: list[dict[str, Any]] | None = None,
 ) -> tuple[M, list[str]]:
     """Read, merge ``service_conf_dir`` and validate one config file.
 
@@ -296,12 +299,23 @@ def load(
     (smartstack.erb). ``prepare`` may adjust the merged document before validation
     and returns warning lines. ``sections``: validate the services one by one and keep
     the results for the next load (smartstack.config_sections; a daemon's SIGHUP).
+    ``document``: validate this merged document (a last good copy, smartstack.last_good)
+    instead of reading ``path``; ``keep``: the merged document read is appended to it, as
+    the file said it (before ``overrides``), for such a copy.
     """
     repeated: list[str] = []  # keys given twice: the last wins, as in Ruby; said here
-    doc = load_document(path, erb, repeated=repeated)
-    config_check.require_content(doc, path)
-    doc.update(overrides or {})
-    sources = merge_service_conf_dir(doc, path, erb, sections, repeated)
+    if document is not None:  # (its service_conf_dir files are in it already)
+        doc, sources = copy.deepcopy(document), {}
+        doc.update(overrides or {})
+    else:
+        doc = load_document(path, erb, repeated=repeated)
+        config_check.require_content(doc, path)
+        said = {key: doc[key] for key in overrides or {} if key in doc}
+        doc.update(overrides or {})
+        sources = merge_service_conf_dir(doc, path, erb, sections, repeated)
+        if keep is not None:
+            merged = {k: v for k, v in doc.items() if k not in (overrides or {})}
+            keep.append({**copy.deepcopy(merged), **said})
     prepared = prepare(doc, path, sources) if prepare else []
     cached = None
     if sections is not None:  # per-service results kept from the last load

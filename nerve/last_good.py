@@ -1,0 +1,110 @@
+"""nerve's last good config (smartstack.last_good: why and what is kept).
+
+Where the copy is kept: the ``state_dir`` of the config that validated (the maintenance
+flags' directory, default ``nerve-state/`` beside the config file). Where a start with an
+invalid file looks for it, without trusting that file (the chicken and the egg): the
+``state_dir`` the file names when it can still be parsed (a wrong value elsewhere), then
+systemd's ``$STATE_DIRECTORY`` (the unit's ``StateDirectory=``), then ``nerve-state/``
+beside the config file; the first copy of this very config file wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from smartstack.config_errors import ConfigError
+from smartstack.last_good import fall_back, file_state_dir, find, state_directories, write
+from smartstack.logs import event
+
+if TYPE_CHECKING:
+    from smartstack.admin import Health
+
+log = logging.getLogger("nerve")
+
+
+def copy_dirs(path: str) -> list[Path]:
+    """Where a refused file's last good copy may be, in order (the module's docstring)."""
+    from nerve.daemon import DEFAULT_STATE_DIR
+    from smartstack.configfile import load_document
+
+    base = Path(path).parent  # (a relative state_dir is relative to the file, as ever)
+    named = file_state_dir(lambda: load_document(Path(path)), "state_dir")
+    return [*([base / named] if named else []), *state_directories(), base / DEFAULT_STATE_DIR]
+
+
+def validated(path: str, instance_id: str | None, strict: bool, fallback: bool) -> dict[str, Any]:
+    """The validating child's answer (nerve.config_child); with ``fallback`` (a start), the
+    last good copy's config when the file is refused."""
+    from nerve.config import load_nerve_config
+
+    keep: list[dict[str, Any]] = []
+    last_good = None
+    try:
+        config, warnings = load_nerve_config(path, instance_id, strict, keep=keep)
+    except ConfigError as exc:
+        if not fallback:
+            return {"ok": False, "lines": exc.lines}
+        try:
+            config, warnings, last_good = fall_back(exc.lines, find(copy_dirs(path), path),
+                lambda doc: load_nerve_config(path, instance_id, strict, document=doc))  # fmt: skip
+        except ConfigError as both:
+            return {"ok": False, "lines": both.lines}
+        keep = []
+    return {"ok": True, "config": config, "warnings": warnings, "plain": config.docker is None,
+            "document": keep[0] if keep else None, "last_good": last_good}  # fmt: skip
+
+
+class LastGood:
+    """What the daemon runs on: the file, or its last good copy (/status, /health, metric)."""
+
+    def __init__(self, path: str, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
+        self.info: dict[str, Any] | None = None  # running on the copy: which, why
+
+    def taken(self, answer: dict[str, Any]) -> None:
+        """A validated answer (start or SIGHUP): the copy in use said so, or the file's
+        document kept as the new copy."""
+        info = answer.get("last_good")
+        if info is not None:
+            self.info = info
+            event(log, "config_last_good_used", level=logging.ERROR, file=self.path,
+                  errors=" | ".join(info["errors"]), copy=info["copy"], since=info["since"],
+                  detail="the config file is invalid: running the last good config "
+                  f"from {info['since']}; fix the file and reload")  # fmt: skip
+            return
+        if self.info is not None:
+            event(log, "config_last_good_left", file=self.path, since=self.info["since"])
+            self.info = None
+        if answer.get("document") is not None:
+            self._keep(answer["config"], answer["document"])
+
+    def _keep(self, config: Any, document: dict[str, Any]) -> None:
+        from nerve.daemon import resolve_state_dir
+
+        directory = resolve_state_dir(config, Path(self.path))
+        if directory is None:
+            return
+        try:
+            write(directory, self.path, document, time.time())
+        except OSError as exc:  # (a start or reload goes on: only the fallback is lost)
+            event(log, "config_last_good_unsaved", level=logging.WARNING, file=self.path,
+                  directory=str(directory), error=exc.strerror or str(exc))  # fmt: skip
+
+
+def config_health(ok: bool, source: Any) -> bool | Health:
+    """/health: as before, and says when the daemon runs on its last good copy."""
+    info = getattr(getattr(source, "last_good", None), "info", None)
+    if info is None:
+        return ok
+    from smartstack.admin import Health
+
+    detail = f"the config file is invalid: running the last good config from {info['since']}"
+    return Health(ok, {"config_last_good": info, "detail": detail})
+
+
+def config_state(source: Any) -> dict[str, Any]:
+    """/status's ``config_last_good``: null, or the copy in use and the file's errors."""
+    return {"config_last_good": getattr(getattr(source, "last_good", None), "info", None)}

@@ -1,0 +1,157 @@
+"""The last good config: an invalid file never replaces a running config, at a SIGHUP or at a
+start (docs/configuration.md, "The last good config").
+
+A SIGHUP with an invalid file keeps the running config; a start had nothing to keep and
+exited 2, so a typo pushed everywhere and rejected at SIGHUP became an outage at the next
+restart (a package upgrade, a reboot: review s38, every nerve exited 2 and the service was
+gone from every synapse). So after every load that validates (start, SIGHUP) the daemon keeps
+a copy of the document it validated: the main file with its ``service_conf_dir`` files merged
+in, ERB already rendered (synapse), before command-line overrides, as YAML in
+``last-good-config.yaml`` of its state directory (mode 0600: a rendered ``<%= ENV %>`` may be
+a password). A start whose file is invalid validates that copy as it would the file (the same
+code, today's rules) and runs it, loudly; a copy that no longer validates (this version is
+stricter) is no way out: exit 2 with both errors. ``-k`` never looks at a copy.
+
+A copy is the document, not the files' text: it needs neither the ``service_conf_dir`` nor
+the current directory a relative one was read from, and the environment ERB read then is
+what ran. Its paths (``state_dir``, sockets) still resolve against the config file's path,
+as the file's would.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from smartstack.config_errors import ConfigError
+
+COPY_NAME = "last-good-config.yaml"
+FORMAT = 1
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class Copy:
+    path: Path  # the copy
+    config: str  # the config file it is a copy of (absolute)
+    written_at: float
+    document: dict[str, Any]
+
+
+def since(written_at: float) -> str:
+    """When a copy was written, for the operator (UTC)."""
+    stamp = datetime.datetime.fromtimestamp(written_at, datetime.UTC)
+    return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def write(
+    directory: Path, config_path: str | os.PathLike[str], document: dict[str, Any], now: float
+) -> Path:
+    """Keep ``document`` as the last good copy of ``config_path`` in ``directory`` (made if
+    missing); written whole or not at all (a temp file renamed over). OSError when it cannot."""
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {"format": FORMAT, "config": os.path.abspath(config_path), "written_at": now,
+              "document": document}  # fmt: skip
+    text = yaml.safe_dump(record, sort_keys=False, allow_unicode=True)
+    target = directory / COPY_NAME
+    temp = directory / f".{COPY_NAME}.{os.getpid()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read(path: Path) -> Copy:
+    """A copy; ValueError when it is not one (OSError when unreadable)."""
+    try:
+        record = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not YAML: {exc}") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise ValueError(f"not a last good copy of format {FORMAT}")
+    document, config = record.get("document"), record.get("config")
+    written_at = record.get("written_at")
+    if not isinstance(document, dict) or not isinstance(config, str):
+        raise ValueError("no document or config path in it")
+    if not isinstance(written_at, int | float):
+        raise ValueError("no written_at in it")
+    return Copy(path, config, float(written_at), document)
+
+
+def find(
+    directories: Iterable[Path], config_path: str | os.PathLike[str]
+) -> tuple[Copy | None, list[str]]:
+    """The first copy of ``config_path`` in ``directories``; with why others were passed by
+    (a copy of another config file, an unreadable one)."""
+    wanted, notes, seen = os.path.abspath(config_path), [], set()
+    for directory in directories:
+        path = directory / COPY_NAME
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            copy = read(path)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            notes.append(f"{path}: last good copy unreadable: {exc}")
+            continue
+        if copy.config != wanted:
+            notes.append(f"{path}: a last good copy of {copy.config}, not of {wanted}: passed by")
+            continue
+        return copy, notes
+    return None, notes
+
+
+def state_directories() -> list[Path]:
+    """systemd's ``$STATE_DIRECTORY`` (``StateDirectory=``; several are ``:``-separated)."""
+    value = os.environ.get("STATE_DIRECTORY", "")
+    return [Path(part) for part in value.split(":") if part]
+
+
+def fall_back(
+    errors: list[str],
+    found: tuple[Copy | None, list[str]],
+    validate: Callable[[dict[str, Any]], tuple[C, list[str]]],
+) -> tuple[C, list[str], dict[str, Any]]:
+    """The file was refused with ``errors``: the copy ``found`` validated instead, with its
+    warnings and what /status says of it. ConfigError with the file's errors when there is no
+    copy (a first start: as before), with both when the copy is refused too."""
+    copy, notes = found
+    if copy is None:
+        raise ConfigError(errors + notes)
+    try:
+        config, warnings = validate(copy.document)
+    except ConfigError as exc:
+        raise ConfigError([
+            *errors,
+            f"{copy.path}: the last good copy (from {since(copy.written_at)}) is refused too "
+            "(this version checks more?); fix the config file:",
+            *exc.lines,
+        ]) from None  # fmt: skip
+    info = {"copy": str(copy.path), "written_at": copy.written_at,
+            "since": since(copy.written_at), "errors": errors}  # fmt: skip
+    return config, warnings, info
+
+
+def file_state_dir(text_doc: Callable[[], dict[str, Any]], key: str) -> str | None:
+    """``key`` of the refused file when it can still be read as a mapping (a wrong value
+    elsewhere): where its copy was kept. None when the file cannot be parsed."""
+    try:
+        value = text_doc().get(key)
+    except (ConfigError, OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None

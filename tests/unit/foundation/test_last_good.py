@@ -1,0 +1,87 @@
+"""The last good config's copy (smartstack.last_good): written whole, found for its own
+config file only, and a refused file falls back to it (or exits with both errors)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from smartstack import last_good
+from smartstack.config_errors import ConfigError
+from smartstack.configfile import load
+
+
+def test_a_copy_is_written_private_and_read_back(tmp_path: Path) -> None:
+    doc = {"services": {"web": {"port": 80, "labels": {"zone": "az1"}}}, 1: "int key"}
+    path = last_good.write(tmp_path / "state", tmp_path / "nerve.yaml", doc, 1_700_000_000.5)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # (a rendered ERB may be a password)
+    assert [p.name for p in path.parent.iterdir()] == [last_good.COPY_NAME]  # no temp left
+    copy = last_good.read(path)
+    assert copy.document == doc and copy.written_at == 1_700_000_000.5
+    assert copy.config == os.path.abspath(tmp_path / "nerve.yaml")
+    assert last_good.since(copy.written_at) == "2023-11-14T22:13:20Z"
+
+
+def test_find_takes_the_first_copy_of_this_config_only(tmp_path: Path) -> None:
+    other, mine, broken = tmp_path / "other", tmp_path / "mine", tmp_path / "broken"
+    last_good.write(other, tmp_path / "a.yaml", {"x": 1}, 1.0)
+    last_good.write(mine, tmp_path / "b.yaml", {"x": 2}, 2.0)
+    broken.mkdir()
+    (broken / last_good.COPY_NAME).write_text("format: 1\n")
+    copy, notes = last_good.find([tmp_path / "none", broken, other, mine], tmp_path / "b.yaml")
+    assert copy is not None and copy.document == {"x": 2}
+    assert "unreadable" in notes[0] and "not of" in notes[1]
+    assert last_good.find([other], tmp_path / "c.yaml")[0] is None
+
+
+def test_fall_back_runs_the_copy_or_exits_with_both_errors(tmp_path: Path) -> None:
+    last_good.write(tmp_path, tmp_path / "c.yaml", {"a": 1}, 3.0)
+    found = last_good.find([tmp_path], tmp_path / "c.yaml")
+    config, warnings, info = last_good.fall_back(["bad: x"], found, lambda doc: (doc, ["w"]))
+    assert config == {"a": 1} and warnings == ["w"]
+    assert info["errors"] == ["bad: x"] and info["since"] == last_good.since(3.0)
+
+    def refuse(doc: dict) -> tuple[dict, list[str]]:
+        raise ConfigError(["copy: stricter now"])
+
+    with pytest.raises(ConfigError) as both:
+        last_good.fall_back(["bad: x"], found, refuse)
+    assert both.value.lines[0] == "bad: x" and both.value.lines[-1] == "copy: stricter now"
+    assert "refused too" in both.value.lines[1]
+    with pytest.raises(ConfigError) as none:  # a first start: as before, the file's errors
+        last_good.fall_back(["bad: x"], (None, []), refuse)
+    assert none.value.lines == ["bad: x"]
+
+
+def test_the_state_directory_of_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/a:/var/lib/b")
+    assert last_good.state_directories() == [Path("/var/lib/a"), Path("/var/lib/b")]
+    monkeypatch.delenv("STATE_DIRECTORY")
+    assert last_good.state_directories() == []
+
+
+def test_load_keeps_the_merged_document_and_validates_a_given_one(tmp_path: Path) -> None:
+    from pydantic import BaseModel
+
+    class Model(BaseModel):
+        services: dict[str, dict]
+        instance_id: str = ""
+        service_conf_dir: str | None = None
+
+    conf_dir = tmp_path / "conf.d"
+    conf_dir.mkdir()
+    (conf_dir / "api.yaml").write_text("port: 81\n")
+    path = tmp_path / "main.yaml"
+    path.write_text(f"instance_id: file\nservice_conf_dir: {conf_dir}\nservices:\n  web: {{}}\n")
+    keep: list[dict] = []
+    config, _ = load(Model, path, overrides={"instance_id": "flag"}, keep=keep)
+    assert config.instance_id == "flag" and set(config.services) == {"web", "api"}
+    assert keep[0]["instance_id"] == "file"  # as the file said it: the flag is applied again
+    assert keep[0]["services"]["api"] == {"port": 81}
+    (conf_dir / "api.yaml").unlink()  # the copy needs neither the directory nor the file
+    path.write_text("{{ broken")
+    again, _ = load(Model, path, overrides={"instance_id": "f2"}, document=keep[0])
+    assert again.instance_id == "f2" and again.services["api"] == {"port": 81}
