@@ -39,6 +39,7 @@ from nerve.reporters.base import Reporter
 from nerve.restart_stop import left_by, log_left, withdraws
 from nerve.service import Service
 from nerve.silence import SILENCE
+from nerve.state_dir import DEFAULT_STATE_DIR, resolve_state_dir  # noqa: F401 (theirs)
 from smartstack.admin import AdminServer, start_or_log
 from smartstack.admin_token import TokenFileError
 from smartstack.configfile import ConfigError
@@ -57,16 +58,6 @@ log = logging.getLogger("nerve")
 WITHDRAW_TIMEOUT = 2.5  # seconds for the parallel withdraw at shutdown
 CLOSE_TIMEOUT = 1.0  # then closing sessions (revoking leases)
 HEARTBEAT_INTERVAL = 1.0
-DEFAULT_STATE_DIR = "nerve-state"  # next to the config file
-
-
-def resolve_state_dir(config: NerveConfig, config_path: Path | None) -> Path | None:
-    """``state_dir`` (relative to the config file's directory), else ``nerve-state`` beside
-    the config file; None (flags in memory only) for a daemon built without a file."""
-    base = config_path.parent if config_path is not None else Path.cwd()
-    if config.state_dir:
-        return base / config.state_dir
-    return base / DEFAULT_STATE_DIR if config_path is not None else None
 
 
 class NerveDaemon(ReloadSteps):

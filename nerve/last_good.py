@@ -1,22 +1,23 @@
 """nerve's last good config (smartstack.last_good: why and what is kept).
 
 Where the copy is kept: the ``state_dir`` of the config that validated (the maintenance
-flags' directory, default ``nerve-state/`` beside the config file). Where a start with an
-invalid file looks for it, without trusting that file (the chicken and the egg): the
-``state_dir`` the file names when it can still be parsed (a wrong value elsewhere), then
-systemd's ``$STATE_DIRECTORY`` (the unit's ``StateDirectory=``), then ``nerve-state/``
-beside the config file; the first copy of this very config file wins.
+flags' directory, default ``nerve-state/`` beside the config file), written by the
+validating child. Where a start with an invalid file looks for it, without trusting that
+file (the chicken and the egg): the ``state_dir`` the file names when it can still be parsed
+(a wrong value elsewhere), then systemd's ``$STATE_DIRECTORY`` (the unit's
+``StateDirectory=``), then ``nerve-state/`` beside the config file; the first copy of this
+very config file wins.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nerve.state_dir import DEFAULT_STATE_DIR, resolve_state_dir
 from smartstack.config_errors import ConfigError
-from smartstack.last_good import fall_back, file_state_dir, find, state_directories, write
+from smartstack.last_good import fall_back, file_state_dir, find, keep, state_directories
 from smartstack.logs import event
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ log = logging.getLogger("nerve")
 
 def copy_dirs(path: str) -> list[Path]:
     """Where a refused file's last good copy may be, in order (the module's docstring)."""
-    from nerve.daemon import DEFAULT_STATE_DIR
     from smartstack.configfile import load_document
 
     base = Path(path).parent  # (a relative state_dir is relative to the file, as ever)
@@ -36,14 +36,13 @@ def copy_dirs(path: str) -> list[Path]:
 
 
 def validated(path: str, instance_id: str | None, strict: bool, fallback: bool) -> dict[str, Any]:
-    """The validating child's answer (nerve.config_child); with ``fallback`` (a start), the
-    last good copy's config when the file is refused."""
+    """The validating child's answer (nerve.config_child): a valid file's copy kept; with
+    ``fallback`` (a start), the last good copy's config when the file is refused."""
     from nerve.config import load_nerve_config
 
-    keep: list[dict[str, Any]] = []
-    last_good = None
+    merged: list[dict[str, Any]] = []
     try:
-        config, warnings = load_nerve_config(path, instance_id, strict, keep=keep)
+        config, warnings = load_nerve_config(path, instance_id, strict, keep=merged)
     except ConfigError as exc:
         if not fallback:
             return {"ok": False, "lines": exc.lines}
@@ -52,46 +51,38 @@ def validated(path: str, instance_id: str | None, strict: bool, fallback: bool) 
                 lambda doc: load_nerve_config(path, instance_id, strict, document=doc))  # fmt: skip
         except ConfigError as both:
             return {"ok": False, "lines": both.lines}
-        keep = []
+        return {"ok": True, "config": config, "warnings": warnings,
+                "plain": config.docker is None, "last_good": last_good}  # fmt: skip
+    unsaved = keep(resolve_state_dir(config, Path(path)), path, merged[0])
     return {"ok": True, "config": config, "warnings": warnings, "plain": config.docker is None,
-            "document": keep[0] if keep else None, "last_good": last_good}  # fmt: skip
+            "last_good": None, "unsaved": unsaved}  # fmt: skip
 
 
 class LastGood:
     """What the daemon runs on: the file, or its last good copy (/status, /health, metric)."""
 
-    def __init__(self, path: str, enabled: bool = True) -> None:
-        self.path, self.enabled = path, enabled
+    def __init__(self, path: str, enabled: bool = True, name: str = "nerve") -> None:
+        self.path, self.enabled, self.log = path, enabled, logging.getLogger(name)
         self.info: dict[str, Any] | None = None  # running on the copy: which, why
 
     def taken(self, answer: dict[str, Any]) -> None:
         """A validated answer (start or SIGHUP): the copy in use said so, or the file's
-        document kept as the new copy."""
+        copy kept (or why not)."""
         info = answer.get("last_good")
         if info is not None:
             self.info = info
-            event(log, "config_last_good_used", level=logging.ERROR, file=self.path,
+            event(self.log, "config_last_good_used", level=logging.ERROR, file=self.path,
                   errors=" | ".join(info["errors"]), copy=info["copy"], since=info["since"],
                   detail="the config file is invalid: running the last good config "
                   f"from {info['since']}; fix the file and reload")  # fmt: skip
             return
         if self.info is not None:
-            event(log, "config_last_good_left", file=self.path, since=self.info["since"])
+            event(self.log, "config_last_good_left", file=self.path, since=self.info["since"])
             self.info = None
-        if answer.get("document") is not None:
-            self._keep(answer["config"], answer["document"])
-
-    def _keep(self, config: Any, document: dict[str, Any]) -> None:
-        from nerve.daemon import resolve_state_dir
-
-        directory = resolve_state_dir(config, Path(self.path))
-        if directory is None:
-            return
-        try:
-            write(directory, self.path, document, time.time())
-        except OSError as exc:  # (a start or reload goes on: only the fallback is lost)
-            event(log, "config_last_good_unsaved", level=logging.WARNING, file=self.path,
-                  directory=str(directory), error=exc.strerror or str(exc))  # fmt: skip
+        unsaved = answer.get("unsaved")
+        if unsaved:  # (a start or reload goes on: only the fallback is lost)
+            event(self.log, "config_last_good_unsaved", level=logging.WARNING, file=self.path,
+                  **unsaved)  # fmt: skip
 
 
 def config_health(ok: bool, source: Any) -> bool | Health:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,20 @@ def write(
         temp.unlink(missing_ok=True)
         raise
     return target
+
+
+def keep(
+    directory: Path | None, config_path: str | os.PathLike[str], document: dict[str, Any] | None
+) -> dict[str, str] | None:
+    """Write the copy of a file that validated (by the validating child: no cost to the
+    daemon); what to log when it could not be (the start or reload goes on), else None."""
+    if directory is None or document is None:
+        return None
+    try:
+        write(directory, config_path, document, time.time())
+    except (OSError, yaml.YAMLError) as exc:
+        return {"directory": str(directory), "error": getattr(exc, "strerror", None) or str(exc)}
+    return None
 
 
 def read(path: Path) -> Copy:

@@ -85,3 +85,11 @@ def test_load_keeps_the_merged_document_and_validates_a_given_one(tmp_path: Path
     path.write_text("{{ broken")
     again, _ = load(Model, path, overrides={"instance_id": "f2"}, document=keep[0])
     assert again.instance_id == "f2" and again.services["api"] == {"port": 81}
+
+
+def test_keep_says_why_a_copy_was_not_written(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")  # a state directory that is a file
+    unsaved = last_good.keep(tmp_path / "file" / "state", tmp_path / "c.yaml", {"a": 1})
+    assert unsaved is not None and unsaved["directory"].endswith("state")
+    assert last_good.keep(tmp_path / "ok", tmp_path / "c.yaml", {"a": 1}) is None
+    assert last_good.keep(None, tmp_path / "c.yaml", {"a": 1}) is None  # nowhere to keep it
