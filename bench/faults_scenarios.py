@@ -294,7 +294,10 @@ def synapse_broken_config_restart(stack: FaultStack, quick: bool) -> Figures:
         send(syn.pid, signal.SIGTERM)
         syn.proc.wait(30)
         syn.config_path.write_text(json.dumps(typo, indent=1))
-        args = [*command("synapse"), "-c", str(syn.config_path), "--log-level", stack.log_level]
+        # --no-last-good: refused as a first start is (without it, synapse would run its last
+        # good config: docs/configuration.md, "The last good config")
+        args = [*command("synapse"), "-c", str(syn.config_path), "--log-level", stack.log_level,
+                "--no-last-good"]  # fmt: skip
         refused = stack.ws.process(args, f"{syn.name}-typo", workdir=syn.dir)
         code = refused.wait(30)
         said = refused.log_tail(5)

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from smartstack.cli import add_common_arguments, add_last_good_argument, check_or_run
+from smartstack.cli import add_common_arguments, check_or_run
 from smartstack.instance_lock import nerve_lock
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common_arguments(parser)
     parser.add_argument("-i", "--instance-id", help="override instance_id (or NERVE_INSTANCE_ID)")
-    add_last_good_argument(parser)
     return parser
 
 

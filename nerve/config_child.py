@@ -39,7 +39,9 @@ class ForkedValidation(config_child.ForkedValidation):
 
     daemon = "nerve"
 
-    def __init__(self, path: str, instance_id: str | None, strict: bool, fallback: bool) -> None:
+    def __init__(
+        self, path: str, instance_id: str | None, strict: bool, fallback: bool = False
+    ) -> None:
         super().__init__(lambda: validate_file(path, instance_id, strict, fallback))
 
 

@@ -16,16 +16,17 @@ needs pydantic in the daemon: the process starts itself again (exec, with
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 from nerve.config_child import ForkedValidation, child_command, validate_file
-from nerve.last_good import LastGood
 from smartstack import modelbase
 from smartstack.config_child import answer_lines, child_answer
 from smartstack.config_errors import ConfigError
 from smartstack.early_signals import ignore_sighup_across_exec
+from smartstack.last_good_state import LastGood
 
 if TYPE_CHECKING:
     from nerve.config import NerveConfig
@@ -46,7 +47,7 @@ class ConfigSource:
     ) -> None:  # fmt: skip
         self.path, self.instance_id, self.strict = path, instance_id, strict
         self.plain = False  # the config is plain objects validated by a child
-        self.last_good = LastGood(path, last_good)
+        self.last_good = LastGood(path, last_good, logging.getLogger("nerve"))
 
     def first(self) -> tuple[NerveConfig, list[str]]:
         """Validate in a forked child; ConfigError with its lines when the file is bad."""

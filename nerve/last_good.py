@@ -11,19 +11,15 @@ very config file wins.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nerve.state_dir import DEFAULT_STATE_DIR, resolve_state_dir
 from smartstack.config_errors import ConfigError
 from smartstack.last_good import fall_back, file_state_dir, find, keep, state_directories
-from smartstack.logs import event
 
 if TYPE_CHECKING:
     from smartstack.admin import Health
-
-log = logging.getLogger("nerve")
 
 
 def copy_dirs(path: str) -> list[Path]:
@@ -56,33 +52,6 @@ def validated(path: str, instance_id: str | None, strict: bool, fallback: bool) 
     unsaved = keep(resolve_state_dir(config, Path(path)), path, merged[0])
     return {"ok": True, "config": config, "warnings": warnings, "plain": config.docker is None,
             "last_good": None, "unsaved": unsaved}  # fmt: skip
-
-
-class LastGood:
-    """What the daemon runs on: the file, or its last good copy (/status, /health, metric)."""
-
-    def __init__(self, path: str, enabled: bool = True, name: str = "nerve") -> None:
-        self.path, self.enabled, self.log = path, enabled, logging.getLogger(name)
-        self.info: dict[str, Any] | None = None  # running on the copy: which, why
-
-    def taken(self, answer: dict[str, Any]) -> None:
-        """A validated answer (start or SIGHUP): the copy in use said so, or the file's
-        copy kept (or why not)."""
-        info = answer.get("last_good")
-        if info is not None:
-            self.info = info
-            event(self.log, "config_last_good_used", level=logging.ERROR, file=self.path,
-                  errors=" | ".join(info["errors"]), copy=info["copy"], since=info["since"],
-                  detail="the config file is invalid: running the last good config "
-                  f"from {info['since']}; fix the file and reload")  # fmt: skip
-            return
-        if self.info is not None:
-            event(self.log, "config_last_good_left", file=self.path, since=self.info["since"])
-            self.info = None
-        unsaved = answer.get("unsaved")
-        if unsaved:  # (a start or reload goes on: only the fallback is lost)
-            event(self.log, "config_last_good_unsaved", level=logging.WARNING, file=self.path,
-                  **unsaved)  # fmt: skip
 
 
 def config_health(ok: bool, source: Any) -> bool | Health:

@@ -39,17 +39,14 @@ def add_common_arguments(parser: argparse.ArgumentParser, config_env: str | None
         action="store_true",
         help="with -k: check the file only, not this host (paths, haproxy -c)",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
-    parser.add_argument("--log-format", default="kv", choices=["kv", "json"])
-
-
-def add_last_good_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-last-good",
         action="store_true",
         help="an invalid config at start exits 2 instead of running the last good copy "
         "(smartstack/last_good.py)",
     )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument("--log-format", default="kv", choices=["kv", "json"])
 
 
 class _Version(argparse.Action):

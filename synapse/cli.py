@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     # The daemon: validated by a child; plain config objects here (synapse.config_load).
     from synapse.config_load import ConfigSource
 
-    source = ConfigSource(args.config, args.zone, args.strict)
+    source = ConfigSource(args.config, args.zone, args.strict, not args.no_last_good)
     return check_or_run(
         args, source.first, lambda config, args: _run(config, args, source), _preflight
     )

@@ -399,8 +399,10 @@ def load_synapse_config(
     zone: str | None = None,
     strict: bool = False,
     cache: SectionCache | None = None,
+    **copy: Any,
 ) -> tuple[SynapseConfig, list[str]]:
     """Load a synapse config: ERB ``<%= ENV[...] %>`` tags are rendered first, as Ruby does.
+    ``copy``: ``document``/``keep`` of smartstack.configfile.load (a last good copy).
 
     The zone is ``zone`` (--zone), else $SYNAPSE_ZONE, else the file's. Like Airbnb's
     synapse, a config without services is refused. ``cache`` (``service_cache()``): the
@@ -416,6 +418,7 @@ def load_synapse_config(
         prepare=prepare_document,
         strict=strict,
         sections=cache,
+        **copy,
     )
     error, warning = services_problem(Path(path), config.services, config.service_conf_dir)
     if error and not (config.docker_services and config.docker_services.enabled):

@@ -42,7 +42,11 @@ __all__ = ["CHILD_TIMEOUT", "ForkedValidation", "child_command", "unpickled"]
 
 
 def validate_file(
-    path: str, zone: str | None, strict: bool, known: dict[str, str] | None = None
+    path: str,
+    zone: str | None,
+    strict: bool,
+    known: dict[str, str] | None = None,
+    fallback: bool = False,
 ) -> dict[str, Any]:
     """The answer for the config file at ``path`` (see the module docstring). With
     ``known`` (the daemon's: {} at start, then the digests of its services,
@@ -50,13 +54,16 @@ def validate_file(
     digest is the same is sent as None (the daemon keeps its object: a SIGHUP unpickles what
     changed, not 1,000 services). Without it the file is validated whole, ~30-50 ms less at
     1,000 services, but with no digests: a start without them had its first SIGHUP send
-    every service back whole, compared on the event loop (2,000: blocked 1.3-2.4 s)."""
+    every service back whole, compared on the event loop (2,000: blocked 1.3-2.4 s).
+    ``fallback`` (a start): the last good copy when the file is refused (synapse.last_good:
+    ``last_good`` and ``unsaved`` in the answer)."""
     from smartstack.configfile import ConfigError
-    from synapse.config import load_synapse_config, service_cache
+    from synapse.config import service_cache
+    from synapse.last_good import load_or_copy
 
     cache = service_cache() if known is not None else None
     try:
-        config, warnings = load_synapse_config(path, zone, strict, cache)
+        config, warnings, copy = load_or_copy(path, zone, strict, cache, fallback)
     except ConfigError as exc:
         return {"ok": False, "lines": exc.lines}
     docker = config.docker_services
@@ -72,7 +79,7 @@ def validate_file(
         config = config.model_copy(update={"services": services})
     answer = {"ok": True, "config": config, "warnings": warnings, "plain": plain,
               "routed": routed}  # fmt: skip
-    return answer | {"digests": digests}
+    return answer | {"digests": digests} | copy
 
 
 def validate_services(docs: list[Any]) -> dict[str, Any]:
@@ -98,9 +105,9 @@ class ForkedValidation(config_child.ForkedValidation):
 
     daemon = "synapse"
 
-    def __init__(self, path: str, zone: str | None, strict: bool) -> None:
+    def __init__(self, path: str, zone: str | None, strict: bool, fallback: bool = False) -> None:
         # {}: digests from the first load, so the first SIGHUP sends only what changed.
-        super().__init__(lambda: validate_file(path, zone, strict, {}))
+        super().__init__(lambda: validate_file(path, zone, strict, {}, fallback))
 
 
 def child_command(path: str, zone: str | None, strict: bool, answer_fd: int) -> list[str]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from smartstack import modelbase
 from smartstack.config_child import answer_lines, child_answer
 from smartstack.config_errors import ConfigError
 from smartstack.early_signals import ignore_sighup_across_exec
+from smartstack.last_good_state import LastGood
 from smartstack.modelbase import same_model
 from synapse.config_child import ForkedValidation, child_command
 from synapse.warm_imports import warm
@@ -60,10 +62,15 @@ def _docker_on(config: SynapseConfig) -> bool:
 
 
 class ConfigSource:
-    """The daemon's config file: loaded at start and on every SIGHUP."""
+    """The daemon's config file: loaded at start and on every SIGHUP; at a start, its last
+    good copy when it is invalid (``last_good``: synapse.last_good)."""
 
-    def __init__(self, path: str, zone: str | None = None, strict: bool = False) -> None:
+    def __init__(
+        self, path: str, zone: str | None = None, strict: bool = False, last_good: bool = True
+    ) -> None:
         self.path, self.zone, self.strict = path, zone, strict
+        # at a start, the last good copy when the file is invalid (synapse.last_good)
+        self.last_good = LastGood(path, last_good, logging.getLogger("synapse.daemon"))
         self.plain = False  # the config is plain objects validated by a child
         self.cache: SectionCache | None = None  # pydantic in-process: per-service results
         self._services: dict[str, Any] = {}  # the services of the last load
@@ -75,12 +82,12 @@ class ConfigSource:
         Meanwhile this process imports the daemon's modules on the plain base (2 cores: the
         two run side by side, so the start is no slower than validating here)."""
         if os.environ.get(IN_PROCESS_ENV) == "1":
-            config, warnings = self._in_process()
+            config, warnings = self._in_process(self.last_good.enabled)
             self.docker_at_start = _docker_on(config)
             return config, warnings
         for module in SHARED_IMPORTS:
             importlib.import_module(module)
-        child = ForkedValidation(self.path, self.zone, self.strict)
+        child = ForkedValidation(self.path, self.zone, self.strict, self.last_good.enabled)
         modelbase.select_plain()
         self.plain = True
         for module in WARM_IMPORTS:
@@ -93,13 +100,18 @@ class ConfigSource:
             os.environ[IN_PROCESS_ENV] = "1"
             ignore_sighup_across_exec()
             os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+        self.last_good.taken(answer)
         return self._kept(answer), list(answer["warnings"])
 
-    def _in_process(self) -> tuple[SynapseConfig, list[str]]:
-        from synapse.config import load_synapse_config, service_cache
+    def _in_process(self, fallback: bool = False) -> tuple[SynapseConfig, list[str]]:
+        from synapse.config import service_cache
+        from synapse.last_good import load_or_copy
 
         self.cache = self.cache or service_cache()
-        return load_synapse_config(self.path, self.zone, self.strict, self.cache)
+        config, warnings, copy = load_or_copy(self.path, self.zone, self.strict, self.cache,
+                                              fallback)  # fmt: skip
+        self.last_good.taken(copy)
+        return config, warnings
 
     async def reload(self) -> tuple[SynapseConfig, list[str]]:
         """The file again (SIGHUP); ConfigError with the child's lines when it is bad."""
@@ -113,6 +125,7 @@ class ConfigSource:
             raise ConfigError(answer_lines(answer))
         if not answer["plain"]:
             raise ConfigError(["enabling docker_services needs a restart"])
+        self.last_good.taken(answer)
         return self._kept(answer), list(answer["warnings"])
 
     def _reload_in_process(self) -> tuple[SynapseConfig, list[str]]:

@@ -41,6 +41,7 @@ from synapse.config import ServiceConfig, SynapseConfig, load_synapse_config, se
 from synapse.contract import Applier
 from synapse.daemon_parts import make_controller, make_file_output, make_state_cache, state_key
 from synapse.etcd_connections import EtcdConnections
+from synapse.last_good import watch_last_good
 from synapse.metrics import SynapseMetrics
 from synapse.model import Report, Sink
 from synapse.preflight import vet_reload
@@ -71,10 +72,9 @@ STOP_STEP_TIMEOUT = 10.0  # per part; the controller's: + managed.stop_grace (HA
 
 
 def run(config: SynapseConfig, args: argparse.Namespace, source: ConfigSource | None = None) -> int:
-    """Run synapse until SIGTERM/SIGINT; the exit code. ``source``: what loaded ``config``
-    and loads it again on SIGHUP (synapse.config_load: in a child, on plain models)."""
+    """Run synapse until SIGTERM/SIGINT; the exit code. ``source``: synapse.config_load's."""
     daemon = SynapseDaemon(config, getattr(args, "config", None))
-    daemon.config_source = source
+    daemon.config_source = watch_last_good(daemon.metrics, source)  # (synapse.last_good)
     daemon.strict = getattr(args, "strict", False)  # holds for SIGHUP reloads too
     daemon.zone_flag = getattr(args, "zone", None)  # --zone beats the file on SIGHUP too
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from synapse.config import SynapseConfig
 from synapse.contract import Applier, RecordSink
+from synapse.last_good import state_file
 from synapse.restart_held import KeyOf
 from synapse.state_cache import StateCache
 from synapse.zone_state import Evacuations
@@ -33,10 +34,7 @@ def state_key(config: SynapseConfig) -> tuple[str | None, float | None]:
     haproxy = config.haproxy
     if haproxy is None:
         return None, None
-    path = haproxy.state_file_path
-    if path is None and haproxy.managed is not None and haproxy.config_file_path:
-        config_path = Path(haproxy.config_file_path)
-        path = str(config_path.with_name(f"{config_path.stem}.synapse-state.json"))
+    path = state_file(haproxy.state_file_path, haproxy.managed, haproxy.config_file_path)
     return path, haproxy.state_file_ttl
 
 

@@ -34,6 +34,12 @@ async def service_health(daemon: SynapseDaemon, request: web.Request) -> web.Res
     return json_response(body, 200 if ok else 503)
 
 
+def last_good_info(daemon: SynapseDaemon) -> dict[str, Any] | None:
+    """The last good copy running instead of the invalid file (synapse.last_good), or None."""
+    source = daemon.config_source
+    return source.last_good.info if source is not None else None
+
+
 def degraded(daemon: SynapseDaemon) -> list[str]:
     """/health's ``degraded``: services served otherwise than their config says, for a
     typo that still loads (HAProxy runs what synapse wants: /health stays 200; a 503 would
@@ -57,6 +63,10 @@ def degraded(daemon: SynapseDaemon) -> list[str]:
                                             "each second)")  # fmt: skip
     if daemon.controller is not None:
         said += daemon.controller.degraded()
+    running = last_good_info(daemon)
+    if running is not None:  # (the file is invalid: its last good copy runs, synapse.last_good)
+        said.append(f"config: the config file is invalid: running the last good config from "
+                    f"{running['since']} ({running['errors'][0]})")  # fmt: skip
     for name, selection in (reconciler.selections() if reconciler else {}).items():
         service = daemon.config.services.get(name)
         if selection.unmatched and service is not None:
@@ -87,7 +97,11 @@ def daemon_status(daemon: SynapseDaemon) -> dict[str, Any]:
     return {
         "host": socket.gethostname(),
         "started_at": daemon.started_at,
-        "config": {"path": daemon.config_path, "last_reload": daemon.last_config_reload},
+        "config": {
+            "path": daemon.config_path,
+            "last_reload": daemon.last_config_reload,
+            "last_good": last_good_info(daemon),
+        },
         "config_models": "plain" if modelbase.is_plain() else "pydantic",  # config_load
         "services": merge_service_status(services, watchers, haproxy),
         "haproxy": haproxy,

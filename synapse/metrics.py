@@ -117,6 +117,13 @@ class SynapseMetrics:
             "retried each second), 0 while its last write succeeded",
             registry=registry,
         ).set_function(lambda: self.state_file_failing_for())
+        # 1 while the invalid file's last good copy runs (synapse.last_good): ``watch_last_good``
+        self.config_last_good: Callable[[], float] = lambda: 0.0
+        Gauge(
+            "synapse_config_last_good",
+            "1 while synapse runs its last good config because the file is invalid (a start)",
+            registry=registry,
+        ).set_function(lambda: self.config_last_good())
 
     def forget_service(self, service: str) -> None:
         """A service left the config: its label sets go (a stale ``synapse_watcher_connected``

@@ -4,13 +4,15 @@ with an invalid one runs that copy (loudly); -k and SIGHUP never do."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from nerve.config_child import validate_file
-from nerve.last_good import LastGood, config_health, config_state
+from nerve.last_good import config_health, config_state
 from smartstack.last_good import COPY_NAME
+from smartstack.last_good_state import LastGood
 
 SERVICE = {"host": "127.0.0.1", "port": 8080, "zk_hosts": ["127.0.0.1:2181"], "zk_path": "/x",
            "checks": [{"type": "tcp"}]}  # fmt: skip
@@ -23,7 +25,7 @@ def write(path: Path, config: dict | str) -> str:
 
 def kept(path: str) -> LastGood:
     """A valid file loaded as a start does: its copy written."""
-    source = LastGood(path)
+    source = LastGood(path, True, logging.getLogger("nerve"))
     answer = validate_file(path, None, False, fallback=True)
     assert answer["ok"] and answer["last_good"] is None
     source.taken(answer)
@@ -43,7 +45,7 @@ def test_a_start_with_an_invalid_file_runs_the_last_good_copy(tmp_path: Path) ->
     assert answer["ok"] and answer["config"].services["web"].checks[0].type == "tcp"
     assert answer["config"].instance_id == "h2"  # (-i applies to the copy too)
     assert "chekcs" in answer["last_good"]["errors"][0] and answer.get("unsaved") is None
-    source = LastGood(path)
+    source = LastGood(path, True, logging.getLogger("nerve"))
     source.taken(answer)
     assert config_state(type("S", (), {"last_good": source})())["config_last_good"] is not None
     health = config_health(True, type("S", (), {"last_good": source})())

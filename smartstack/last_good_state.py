@@ -1,0 +1,36 @@
+"""What a daemon runs on: its config file, or the last good copy of it (smartstack.last_good),
+for its log, /status, /health and metric."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from smartstack.logs import event
+
+
+class LastGood:
+    """What the daemon runs on: the file, or its last good copy (/status, /health, metric)."""
+
+    def __init__(self, path: str, enabled: bool, log: logging.Logger) -> None:
+        self.path, self.enabled, self.log = path, enabled, log
+        self.info: dict[str, Any] | None = None  # running on the copy: which, why
+
+    def taken(self, answer: dict[str, Any]) -> None:
+        """A validated answer (start or SIGHUP): the copy in use said so, or the file's
+        copy kept (or why not)."""
+        info = answer.get("last_good")
+        if info is not None:
+            self.info = info
+            event(self.log, "config_last_good_used", level=logging.ERROR, file=self.path,
+                  errors=" | ".join(info["errors"]), copy=info["copy"], since=info["since"],
+                  detail="the config file is invalid: running the last good config "
+                  f"from {info['since']}; fix the file and reload")  # fmt: skip
+            return
+        if self.info is not None:
+            event(self.log, "config_last_good_left", file=self.path, since=self.info["since"])
+            self.info = None
+        unsaved = answer.get("unsaved")
+        if unsaved:  # (a start or reload goes on: only the fallback is lost)
+            event(self.log, "config_last_good_unsaved", level=logging.WARNING, file=self.path,
+                  **unsaved)  # fmt: skip
