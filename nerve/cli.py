@@ -72,6 +72,7 @@ def _run(config: NerveConfig, args: argparse.Namespace, source: ConfigSource) ->
     from nerve.main import run  # imported late: `-k` needs none of the daemon's modules
     from smartstack.child_watch import use_pidfds
 
+    source.last_good.running()  # (what it could not keep, said after the checks)
     nerve_lock(config, args.config)  # one nerve per config: before a registry is touched
     use_pidfds()  # no waitpid thread per child: at a pids limit it cannot start
     return run(config, args, source)

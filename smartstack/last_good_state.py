@@ -15,6 +15,10 @@ class LastGood:
     def __init__(self, path: str, enabled: bool, log: logging.Logger) -> None:
         self.path, self.enabled, self.log = path, enabled, log
         self.info: dict[str, Any] | None = None  # running on the copy: which, why
+        # why the copy of the start's file was not written: said once the start's own checks
+        # of this host passed (``running``), not before their error (a wrong state path)
+        self.unsaved: dict[str, str] | None = None
+        self.started = False
 
     def taken(self, answer: dict[str, Any]) -> None:
         """A validated answer (start or SIGHUP): the copy in use said so, or the file's
@@ -30,7 +34,14 @@ class LastGood:
         if self.info is not None:
             event(self.log, "config_last_good_left", file=self.path, since=self.info["since"])
             self.info = None
-        unsaved = answer.get("unsaved")
-        if unsaved:  # (a start or reload goes on: only the fallback is lost)
+        self.unsaved = answer.get("unsaved")
+        if self.started:
+            self.running()
+
+    def running(self) -> None:
+        """The daemon runs (its start's checks passed): a copy not written is said now."""
+        self.started = True
+        if self.unsaved:  # (a start or reload goes on: only the fallback is lost)
             event(self.log, "config_last_good_unsaved", level=logging.WARNING, file=self.path,
-                  **unsaved)  # fmt: skip
+                  **self.unsaved)  # fmt: skip
+            self.unsaved = None

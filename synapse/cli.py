@@ -69,6 +69,7 @@ def _run(config: SynapseConfig, args: argparse.Namespace, source: ConfigSource) 
     from smartstack.child_watch import use_pidfds
     from synapse.daemon import run  # imported late: `-k` needs none of the daemon's modules
 
+    source.last_good.running()  # (what it could not keep, said after the checks)
     synapse_lock(config, args.config)  # one synapse per config: before HAProxy is touched
     tune_malloc(len(config.services))  # before the registry's records come in
     gc_start.freeze_loaded()

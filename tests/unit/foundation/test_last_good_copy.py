@@ -93,3 +93,21 @@ def test_keep_says_why_a_copy_was_not_written(tmp_path: Path) -> None:
     assert unsaved is not None and unsaved["directory"].endswith("state")
     assert last_good.keep(tmp_path / "ok", tmp_path / "c.yaml", {"a": 1}) is None
     assert last_good.keep(None, tmp_path / "c.yaml", {"a": 1}) is None  # nowhere to keep it
+
+
+def test_a_copy_not_written_is_said_once_the_start_checks_passed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from smartstack.last_good_state import LastGood
+
+    state = LastGood("/etc/x.yaml", True, logging.getLogger("test.last_good"))
+    unsaved = {"directory": "/var/lib/x", "error": "Read-only file system"}
+    with caplog.at_level(logging.INFO, "test.last_good"):
+        state.taken({"ok": True, "unsaved": unsaved})  # a start: its path checks come next
+        assert "config_last_good_unsaved" not in caplog.text  # (not before their error)
+        state.running()
+        assert caplog.text.count("config_last_good_unsaved") == 1
+        state.taken({"ok": True, "unsaved": unsaved})  # a SIGHUP: at once
+        assert caplog.text.count("config_last_good_unsaved") == 2
