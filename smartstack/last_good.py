@@ -4,13 +4,14 @@ start (docs/configuration.md, "The last good config").
 A SIGHUP with an invalid file keeps the running config; a start had nothing to keep and
 exited 2, so a typo pushed everywhere and rejected at SIGHUP became an outage at the next
 restart (a package upgrade, a reboot: review s38, every nerve exited 2 and the service was
-gone from every synapse). So after every load that validates (start, SIGHUP) the daemon keeps
-a copy of the document it validated: the main file with its ``service_conf_dir`` files merged
-in, ERB already rendered (synapse), before command-line overrides, as YAML in
-``last-good-config.yaml`` of its state directory (mode 0600: a rendered ``<%= ENV %>`` may be
-a password). A start whose file is invalid validates that copy as it would the file (the same
-code, today's rules) and runs it, loudly; a copy that no longer validates (this version is
-stricter) is no way out: exit 2 with both errors. ``-k`` never looks at a copy.
+gone from every synapse). So after every load that validates (start, SIGHUP) the daemon
+keeps a copy of the document it validated: the main file with its ``service_conf_dir`` files
+merged in, ERB already rendered (synapse), before command-line overrides, in
+``last-good-config.yaml`` of its state directory (JSON, or YAML when JSON cannot say it
+all; mode 0600: a rendered ``<%= ENV %>`` may be a password). A start whose file is invalid
+validates that copy as it would the file (the same code, today's rules) and runs it, loudly;
+a copy that no longer validates (this version is stricter) is no way out: exit 2 with both
+errors. ``-k`` never looks at a copy.
 
 A copy is the document, not the files' text: it needs neither the ``service_conf_dir`` nor
 the current directory a relative one was read from, and the environment ERB read then is
@@ -21,6 +22,7 @@ as the file's would.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -33,6 +35,8 @@ import yaml
 from smartstack.config_errors import ConfigError
 
 COPY_NAME = "last-good-config.yaml"
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # (libyaml's when there: ~6x faster)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 FORMAT = 1
 C = TypeVar("C")
 
@@ -59,7 +63,7 @@ def write(
     directory.mkdir(parents=True, exist_ok=True)
     record = {"format": FORMAT, "config": os.path.abspath(config_path), "written_at": now,
               "document": document}  # fmt: skip
-    text = yaml.safe_dump(record, sort_keys=False, allow_unicode=True)
+    text = _text(record)
     target = directory / COPY_NAME
     temp = directory / f".{COPY_NAME}.{os.getpid()}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -73,6 +77,19 @@ def write(
         temp.unlink(missing_ok=True)
         raise
     return target
+
+
+def _text(record: dict[str, Any]) -> str:
+    """JSON (which YAML reads too) when it carries the document whole: 2 ms at 1,000
+    services where YAML's dumper took 430 ms (69 with libyaml) of a SIGHUP's child; YAML
+    for what JSON cannot say (an int key, a date, a set, NaN)."""
+    try:
+        text = json.dumps(record, ensure_ascii=False)
+        if json.loads(text) == record:
+            return text
+    except (TypeError, ValueError):
+        pass
+    return yaml.dump(record, Dumper=_DUMPER, sort_keys=False, allow_unicode=True)
 
 
 def keep(
@@ -91,10 +108,14 @@ def keep(
 
 def read(path: Path) -> Copy:
     """A copy; ValueError when it is not one (OSError when unreadable)."""
+    text = path.read_text(encoding="utf-8")
     try:
-        record = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"not YAML: {exc}") from None
+        record = json.loads(text)
+    except ValueError:
+        try:
+            record = yaml.load(text, Loader=_LOADER)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"not YAML: {exc}") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise ValueError(f"not a last good copy of format {FORMAT}")
     document, config = record.get("document"), record.get("config")

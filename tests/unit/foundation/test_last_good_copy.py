@@ -23,6 +23,9 @@ def test_a_copy_is_written_private_and_read_back(tmp_path: Path) -> None:
     assert copy.document == doc and copy.written_at == 1_700_000_000.5
     assert copy.config == os.path.abspath(tmp_path / "nerve.yaml")
     assert last_good.since(copy.written_at) == "2023-11-14T22:13:20Z"
+    plain = last_good.write(tmp_path / "json", tmp_path / "n.yaml", {"services": {}}, 1.0)
+    assert plain.read_text().startswith("{")  # (JSON when it says it all: fast, YAML too)
+    assert last_good.read(plain).document == {"services": {}}
 
 
 def test_find_takes_the_first_copy_of_this_config_only(tmp_path: Path) -> None:

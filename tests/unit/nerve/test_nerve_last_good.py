@@ -11,7 +11,8 @@ import pytest
 
 from nerve.config_child import validate_file
 from nerve.last_good import config_health, config_state
-from smartstack.last_good import COPY_NAME
+from smartstack.last_good import COPY_NAME, read
+from smartstack.last_good import write as write_copy
 from smartstack.last_good_state import LastGood
 
 SERVICE = {"host": "127.0.0.1", "port": 8080, "zk_hosts": ["127.0.0.1:2181"], "zk_path": "/x",
@@ -74,8 +75,9 @@ def test_no_copy_or_a_copy_refused_too_exits_with_the_errors(tmp_path: Path) -> 
     good = {"instance_id": "h1", "services": {"web": SERVICE}}
     write(tmp_path / "nerve.json", good)
     kept(path)
-    copy = tmp_path / "nerve-state" / COPY_NAME  # an upgrade that checks more, made up here:
-    copy.write_text(copy.read_text().replace("port: 8080", "port: 0"))
+    copy = read(tmp_path / "nerve-state" / COPY_NAME)  # an upgrade that checks more, made up:
+    copy.document["services"]["web"]["port"] = 0
+    write_copy(copy.path.parent, path, copy.document, copy.written_at)
     write(tmp_path / "nerve.json", {"instance_id": "h1", "services": {"web": {}}})
     both = validate_file(path, None, False, fallback=True)
     assert not both["ok"] and "refused too" in " ".join(both["lines"])
