@@ -364,8 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         reload_act(demo.workdir / "synapse.json", demo.synapse.pid, demo.front_port, SERVICE,
                    demo.haproxy_reloads, say, detail)  # fmt: skip
         port = demo.backends["app-1"].port
-        nerve_restart_act(demo.nerves["app-1"], "app-1", lambda: demo._in_rotation(port), say,
-                          detail)  # fmt: skip
+        nerve_restart_act(demo.nerves["app-1"], demo.workdir / "nerve-app-1.json", "app-1",
+                          lambda: demo._in_rotation(port), say, detail)  # fmt: skip
         slow_reload_act(demo, BIN, SERVICE, say, detail)
         typo_act(demo, SERVICE, say, detail)
         freeze_act(demo, "app-1", say, detail)

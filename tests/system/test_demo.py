@@ -91,6 +91,8 @@ def test_demo_runs_to_completion_and_cleans_up() -> None:
     # every 5 ms), and that nerve exited 0.
     assert "app-1 out of HAProxy meanwhile: 0.000 s" in out, out
     assert re.search(r"nerve pid \d+ exited 0 leaving its registration", out), out
+    # ... onto a config with a typo: it ran its last good config (before: exit 2)
+    assert "the new nerve runs its last good config: said" in out, out
     assert re.search(r"requests since the crash: [1-9]\d* served", out), out
     # The typo act: a SIGHUP misspelling the etcd prefix emptied nothing: synapse kept the
     # old prefix, said so on /health, and swapped back to the fixed file without a reload.
