@@ -67,13 +67,17 @@ class RunningServer:
     @property
     def label(self) -> str:
         """A short human state for /status: MAINT, DRAIN, UP, DOWN, ..."""
-        if self.in_maint:
-            return "MAINT"
-        if self.admin_state & (ADMIN_FORCED_DRAIN | ADMIN_INHERITED_DRAIN):
-            return "DRAIN"
-        return {OP_STOPPED: "DOWN", OP_STARTING: "STARTING", OP_STOPPING: "NOLB"}.get(
-            self.op_state, "UP"
-        )
+        return state_label(self.op_state, self.admin_state)
+
+
+def state_label(op_state: int, admin_state: int) -> str:
+    """A server's short human state (``RunningServer.label``) from srv_op_state and
+    srv_admin_state: MAINT, DRAIN, UP, DOWN, STARTING, NOLB."""
+    if admin_state & (ADMIN_FORCED_MAINT | ADMIN_INHERITED_MAINT | ADMIN_RESOLUTION_MAINT):
+        return "MAINT"  # (``in_maint``)
+    if admin_state & (ADMIN_FORCED_DRAIN | ADMIN_INHERITED_DRAIN):
+        return "DRAIN"
+    return {OP_STOPPED: "DOWN", OP_STARTING: "STARTING", OP_STOPPING: "NOLB"}.get(op_state, "UP")
 
 
 @dataclass(frozen=True)

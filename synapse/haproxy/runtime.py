@@ -24,6 +24,7 @@ from synapse.haproxy.answers import (
     parse_show_backend,
     parse_show_info,
     parse_show_proc,
+    parse_state_labels,
     parse_version,
 )
 from synapse.haproxy.ops import DelServer, Op, SetState, SetWeight
@@ -351,9 +352,7 @@ class RuntimeClient:
             commands += ["show backend", "show servers state"]
         else:
             commands += [f"show servers state {b}" for b in backends]
-        answers = await self._ask_reads(commands)
-        if len(answers) < len(commands):
-            raise SocketUnavailable(f"{self.path}: no answer to {commands[len(answers)]!r}")
+        answers = await self._ask_every(commands)
         pid = parse_pid(self.path, answers.pop(0)) if with_pid else None
         if backends is None:
             return pid, await asyncio.to_thread(parse_all_backends, answers[0], answers[1])
@@ -372,6 +371,24 @@ class RuntimeClient:
                 raise UnexpectedAnswer(f"'show servers state {backend}' named another backend")
             result[backend] = found
         return pid, result
+
+    async def read_labels(self, backends: Sequence[str]) -> dict[str, dict[str, str] | None]:
+        """{backend: {server: state label}} on one connection (None: HAProxy lacks it): a
+        look's read (synapse.haproxy.looks), none of ``read_state``'s RunningServers."""
+        answers = await self._ask_every([f"show servers state {b}" for b in backends])
+        return {
+            backend: None
+            if answer.startswith(CANNOT_FIND_BACKEND)
+            else parse_state_labels(answer, backend)
+            for backend, answer in zip(backends, answers, strict=True)
+        }
+
+    async def _ask_every(self, commands: Sequence[str]) -> list[str]:
+        """``_ask_reads``; SocketUnavailable unless every command was answered."""
+        answers = await self._ask_reads(commands)
+        if len(answers) < len(commands):
+            raise SocketUnavailable(f"{self.path}: no answer to {commands[len(answers)]!r}")
+        return answers
 
     async def _ask_reads(self, commands: Sequence[str]) -> list[str]:
         """Read-only commands on the held connection; on a fresh one when a kept connection

@@ -8,6 +8,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+from synapse import zone_health
 from synapse.haproxy import looks as looks_mod
 from synapse.haproxy.looks import FRESH_FOR, STALE_LIMIT, Looks
 from synapse.haproxy.sockets import SocketUnavailable
@@ -31,6 +32,12 @@ class Socket:
             raise SocketUnavailable("gone")
         return None, {b: self.state.get(b) for b in backends}
 
+    async def read_labels(self, backends: list[str]) -> dict[str, Any]:
+        _, found = await self.read_state(backends, with_pid=False)  # (as tests replace it)
+        return {
+            b: None if s is None else {n: v.label for n, v in s.items()} for b, s in found.items()
+        }
+
 
 def _looks(now: list[float], socket: Socket | None = None) -> tuple[Looks, Any, Any, list[str]]:
     view = SimpleNamespace(counter=0, unread=set(), backends={"web": {"a": srv("web", "a", 1)}})
@@ -43,18 +50,35 @@ def _looks(now: list[float], socket: Socket | None = None) -> tuple[Looks, Any, 
 async def test_looks_at_once_share_one_read_and_it_answers_for_fresh_for() -> None:
     now = [0.0]
     looks, socket, view, _ = _looks(now)
-    found = await asyncio.gather(*[looks.servers_of(["web"]) for _ in range(50)],
+    found = await asyncio.gather(*[looks.servers_of(["web"], probe=True) for _ in range(50)],
                                  looks.servers_of(["api"]))  # fmt: skip
     assert socket.asked == [["api", "web"]]  # one read, both backends
     assert found[0] == {"web": {"a": "UP"}} and found[-1] == {"api": None}
     now[0] = FRESH_FOR / 2
-    await looks.servers_of(["web"])
+    await looks.servers_of(["web"], probe=True)
     assert len(socket.asked) == 1
     view.counter += 1  # a runtime command since: ask again
-    await looks.servers_of(["web"])
+    await looks.servers_of(["web"], probe=True)
     now[0] = FRESH_FOR * 2
-    await looks.servers_of(["web"])
+    await looks.servers_of(["web"], probe=True)
     assert len(socket.asked) == 3
+
+
+async def test_every_stranded_zone_look_reaches_haproxy() -> None:
+    """zone_health looks every FAST_S while a service is stranded: each look must read
+    HAProxy, not the probes' FRESH_FOR cache (it answered every other look: 15 reads in 3 s
+    of looks every 0.1 s, review s38). Looks in one moment still share a read."""
+    now = [0.0]
+    looks, socket, _, _ = _looks(now)
+    router = SimpleNamespace(watched=lambda local=True: {"web": "web"}, decisions={"web": 1},
+                             down={})  # fmt: skip
+    applier = SimpleNamespace(servers_of=looks.servers_of)
+    for look in range(1, 6):
+        await zone_health.look(router, applier)  # type: ignore[arg-type]
+        assert len(socket.asked) == look, f"look {look} read HAProxy"
+        now[0] += zone_health.FAST_S
+    await asyncio.gather(zone_health.look(router, applier), looks.servers_of(["web"]))  # type: ignore[arg-type]
+    assert len(socket.asked) == 6, "a look and a read at once: one read"
 
 
 async def test_a_socket_error_is_tried_again_then_answered_stale_then_unknown(

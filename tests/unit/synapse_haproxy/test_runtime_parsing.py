@@ -10,6 +10,7 @@ from synapse.haproxy.answers import (
     parse_servers_state,
     parse_show_backend,
     parse_show_proc,
+    parse_state_labels,
     parse_version,
 )
 from synapse.haproxy.ops import AddServer, DelServer, SetAddr, SetState, SetWeight
@@ -164,3 +165,26 @@ def test_checks_configured_but_disabled_are_read_from_the_check_state() -> None:
     after = parse_servers_state(enabled, {"d": d})[3]
     assert after is not d and not after.check_disabled
     assert parse_servers_state(CHECKS, {"d": d})[3] is d
+
+
+def test_a_looks_parse_gives_the_labels_of_the_full_parse() -> None:
+    """``parse_state_labels`` (a look's read: labels only, no RunningServer per row) says
+    what ``parse_servers_state`` and ``label`` say, header order followed, sorted by name."""
+    rows = [f"3 web {i} s{i} 127.0.0.1 {op} {admin} 1 1 0 1 0 2 6 0 0 1 - 1900{i} - 0 0 - - 0"
+            for i, (op, admin) in enumerate([(2, 0), (0, 0), (2, 1), (2, 8), (1, 0), (3, 0),
+                                             (0, 32), (2, 2)])]  # fmt: skip
+    text = "\n".join([*STATE.splitlines()[:2], *reversed(rows)]) + "\n"
+    full = {s.name: s.label for s in parse_servers_state(text)}
+    assert set(full.values()) == {"UP", "DOWN", "MAINT", "DRAIN", "STARTING", "NOLB"}
+    assert parse_state_labels(text, "web") == full and list(full) != sorted(full)
+    assert list(parse_state_labels(text, "web")) == sorted(full)
+    header = "# be_name srv_name srv_admin_state srv_op_state"
+    assert parse_state_labels(f"1\n{header}\nweb a 1 2\nweb b 0 0\n", "web") == {
+        "a": "MAINT", "b": "DOWN",
+    }  # fmt: skip
+    with pytest.raises(UnexpectedAnswer):
+        parse_state_labels(text, "api")  # another backend's rows
+    with pytest.raises(UnexpectedAnswer):
+        parse_state_labels("1\n# be_name srv_name\nweb a\n", "web")
+    with pytest.raises(UnexpectedAnswer):
+        parse_state_labels("Unknown command.\n", "web")
