@@ -7,7 +7,11 @@ backups, and every request sent to it waits ``timeout server`` and fails. Measur
 s27, ``s8_hung.py tcp open``): 618 of 618 requests in a 15 s hang answered 504 after 5.0 s
 each. The default stays a connect check on purpose: a default path could 404 and take
 every server down, and HTTP checks from every sidecar cost the backends at fleet scale;
-the note names the services and the fix (docs/zone-routing.md, "A hung zone").
+the note names the services and the fix (docs/zone-routing.md, "A hung zone"), and what
+``response-timeout`` costs a GET slow by nature (review s38, ``probe/slow_get.py``, HAProxy
+2.6: one 3 s GET, `timeout server 1s`, 2 + 2 servers: run 4 times, its 504 after 4.0 s
+instead of 1.0 s; one server marked DOWN, as without it: the retried attempts' timeouts
+are not counted by ``observe``, so the backups are not taken down with the local zone).
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ def hung_zone_note(hap: HAProxyConfig, services: Mapping[str, ServiceConfig]) ->
         "<a path the app answers cheaply>}` and `observe: {layer: layer7}`, keep `timeout "
         "check` well below `timeout server`, and add `response-timeout` to "
         "`retries.retry_on` so the requests already sent to it are answered by the other "
-        "zones, late, not failed; in an incident, POST /zones/<zone>/evacuate "
+        "zones, late, not failed (its cost: a GET slower than `timeout server` by nature "
+        "then runs on retries + 1 servers and gets its 504 after (retries + 1) x `timeout "
+        "server`, so keep `timeout server` above the slowest normal GET); in an incident, "
+        "POST /zones/<zone>/evacuate "
         '(docs/zone-routing.md, "A hung zone")'
     )

@@ -35,6 +35,9 @@ def test_a_zone_routed_http_service_with_a_connect_check_gets_the_note(tmp_path:
     # the requests already in the hung zone: retried on the others, not failed (review s38:
     # 223 of 721 failed with the HTTP check and observe layer7 alone, 0 with it)
     assert "response-timeout" in note
+    # and what it costs a GET slow by nature (review s38, real HAProxy 2.6: run 4 times,
+    # 504 after 4 x `timeout server`): the advice says so, and how to keep clear of it
+    assert "retries + 1" in note and "slowest normal GET" in note
 
 
 def test_no_note_where_a_hung_zone_is_found_or_not_http(tmp_path: Path) -> None:
