@@ -5,7 +5,7 @@ flags' directory, default ``nerve-state/`` beside the config file), written by t
 validating child. Where a start with an invalid file looks for it, without trusting that
 file (the chicken and the egg): the ``state_dir`` the file names when it can still be parsed
 (a wrong value elsewhere), then systemd's ``$STATE_DIRECTORY`` (the unit's
-``StateDirectory=``), then ``nerve-state/`` beside the config file; the first copy of this
+``StateDirectory=``), then ``nerve-state/`` beside the config file; the newest copy of this
 very config file wins.
 """
 

@@ -7,8 +7,12 @@ restart (a package upgrade, a reboot: review s38, every nerve exited 2 and the s
 gone from every synapse). So after every load that validates (start, SIGHUP) the daemon
 keeps a copy of the document it validated: the main file with its ``service_conf_dir`` files
 merged in, ERB already rendered (synapse), before command-line overrides, in
-``last-good-config.yaml`` of its state directory (JSON, or YAML when JSON cannot say it
-all; mode 0600: a rendered ``<%= ENV %>`` may be a password). A start whose file is invalid
+``last-good-<config stem>-<digest>.yaml`` of its state directory (one per config file: two
+daemons sharing a directory keep theirs; JSON, or YAML when JSON cannot say it all; mode
+0600: a rendered ``<%= ENV %>`` may be a password). A copy is this user's or root's and
+writable by no one else, or it is passed by: a state directory others may write (a shared
+group, a sticky ``/tmp``) must not choose the config a daemon runs, nor receive its
+secrets through a file or link planted at a predictable name. A start whose file is invalid
 validates that copy as it would the file (the same code, today's rules) and runs it, loudly;
 a copy that no longer validates (this version is stricter) is no way out: exit 2 with both
 errors. ``-k`` never looks at a copy.
@@ -22,8 +26,11 @@ as the file's would.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
+import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -34,7 +41,7 @@ import yaml
 
 from smartstack.config_errors import ConfigError
 
-COPY_NAME = "last-good-config.yaml"
+COPY_PREFIX = "last-good-"
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # (libyaml's when there: ~6x faster)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 FORMAT = 1
@@ -55,6 +62,14 @@ def since(written_at: float) -> str:
     return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def copy_name(config_path: str | os.PathLike[str]) -> str:
+    """The copy's file name for this config file (its absolute path's digest, as
+    ``smartstack.instance_lock`` names nerve's lock): one per config in a shared directory."""
+    absolute = os.path.abspath(config_path)
+    digest = hashlib.sha256(os.fsencode(absolute)).hexdigest()[:12]
+    return f"{COPY_PREFIX}{Path(absolute).stem}-{digest}.yaml"
+
+
 def write(
     directory: Path, config_path: str | os.PathLike[str], document: dict[str, Any], now: float
 ) -> Path:
@@ -64,10 +79,12 @@ def write(
     record = {"format": FORMAT, "config": os.path.abspath(config_path), "written_at": now,
               "document": document}  # fmt: skip
     text = _text(record)
-    target = directory / COPY_NAME
-    temp = directory / f".{COPY_NAME}.{os.getpid()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
+    target = directory / copy_name(config_path)
+    # a new file of a name nobody could plant (O_EXCL, random): never a link or a file of
+    # another user's that the secrets would go into, then renamed to be the copy
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    temp = Path(name)
+    try:  # (mkstemp's file is 0600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
             out.flush()
@@ -107,8 +124,22 @@ def keep(
 
 
 def read(path: Path) -> Copy:
-    """A copy; ValueError when it is not one (OSError when unreadable)."""
-    text = path.read_text(encoding="utf-8")
+    """A copy; ValueError when it is not one or not to be trusted (another user's, writable
+    by others, a link), OSError when unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        if path.is_symlink():
+            raise ValueError("a symbolic link, not a copy this daemon wrote") from None
+        raise
+    with os.fdopen(fd, encoding="utf-8") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_uid not in (os.geteuid(), 0) or info.st_mode & 0o022:
+            raise ValueError(f"owned by uid {info.st_uid} or writable by others "
+                             f"(mode {stat.S_IMODE(info.st_mode):04o}): not trusted")  # fmt: skip
+        text = file.read()
     try:
         record = json.loads(text)
     except ValueError:
@@ -130,11 +161,13 @@ def read(path: Path) -> Copy:
 def find(
     directories: Iterable[Path], config_path: str | os.PathLike[str]
 ) -> tuple[Copy | None, list[str]]:
-    """The first copy of ``config_path`` in ``directories``; with why others were passed by
-    (a copy of another config file, an unreadable one)."""
+    """The newest copy of ``config_path`` in ``directories`` (a state_dir moved: not the one
+    left behind in the old one); with why others were passed by (a copy of another config
+    file, an unreadable or untrusted one, an older one)."""
     wanted, notes, seen = os.path.abspath(config_path), [], set()
+    found: list[Copy] = []
     for directory in directories:
-        path = directory / COPY_NAME
+        path = directory / copy_name(config_path)
         if path in seen:
             continue
         seen.add(path)
@@ -148,8 +181,13 @@ def find(
         if copy.config != wanted:
             notes.append(f"{path}: a last good copy of {copy.config}, not of {wanted}: passed by")
             continue
-        return copy, notes
-    return None, notes
+        found.append(copy)
+    if not found:
+        return None, notes
+    newest = max(found, key=lambda copy: copy.written_at)
+    notes += [f"{copy.path}: an older last good copy (from {since(copy.written_at)}): passed by"
+              for copy in found if copy is not newest]  # fmt: skip
+    return newest, notes
 
 
 def state_directories() -> list[Path]:

@@ -6,7 +6,7 @@ or in managed mode the one beside ``haproxy.config_file_path``), else in systemd
 state file, outside systemd) no copy is kept. Written by the validating child. Where a start
 with an invalid file looks for it, without trusting that file (the chicken and the egg): the
 directory those keys of the file give when it can still be parsed (a wrong value elsewhere),
-then ``$STATE_DIRECTORY``; the first copy of this very config file wins.
+then ``$STATE_DIRECTORY``; the newest copy of this very config file wins.
 """
 
 from __future__ import annotations

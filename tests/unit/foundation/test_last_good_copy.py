@@ -18,7 +18,8 @@ def test_a_copy_is_written_private_and_read_back(tmp_path: Path) -> None:
     doc = {"services": {"web": {"port": 80, "labels": {"zone": "az1"}}}, 1: "int key"}
     path = last_good.write(tmp_path / "state", tmp_path / "nerve.yaml", doc, 1_700_000_000.5)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # (a rendered ERB may be a password)
-    assert [p.name for p in path.parent.iterdir()] == [last_good.COPY_NAME]  # no temp left
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp left
+    assert path.name == last_good.copy_name(tmp_path / "nerve.yaml")
     copy = last_good.read(path)
     assert copy.document == doc and copy.written_at == 1_700_000_000.5
     assert copy.config == os.path.abspath(tmp_path / "nerve.yaml")
@@ -28,16 +29,43 @@ def test_a_copy_is_written_private_and_read_back(tmp_path: Path) -> None:
     assert last_good.read(plain).document == {"services": {}}
 
 
-def test_find_takes_the_first_copy_of_this_config_only(tmp_path: Path) -> None:
-    other, mine, broken = tmp_path / "other", tmp_path / "mine", tmp_path / "broken"
-    last_good.write(other, tmp_path / "a.yaml", {"x": 1}, 1.0)
+def test_find_takes_the_newest_copy_of_this_config_only(tmp_path: Path) -> None:
+    mine, old, broken = tmp_path / "mine", tmp_path / "old", tmp_path / "broken"
+    last_good.write(mine, tmp_path / "a.yaml", {"x": 1}, 1.0)  # another config's, same dir
     last_good.write(mine, tmp_path / "b.yaml", {"x": 2}, 2.0)
+    last_good.write(old, tmp_path / "b.yaml", {"x": 0}, 0.5)  # a state_dir left behind
     broken.mkdir()
-    (broken / last_good.COPY_NAME).write_text("format: 1\n")
-    copy, notes = last_good.find([tmp_path / "none", broken, other, mine], tmp_path / "b.yaml")
+    (broken / last_good.copy_name(tmp_path / "b.yaml")).write_text("format: 1\n")
+    dirs = [tmp_path / "none", broken, old, mine]
+    copy, notes = last_good.find(dirs, tmp_path / "b.yaml")
     assert copy is not None and copy.document == {"x": 2}
-    assert "unreadable" in notes[0] and "not of" in notes[1]
-    assert last_good.find([other], tmp_path / "c.yaml")[0] is None
+    assert "unreadable" in notes[0] and "older" in notes[1]
+    a = last_good.find(dirs, tmp_path / "a.yaml")[0]  # (two configs, one directory: both kept)
+    assert a is not None and a.document == {"x": 1}
+    assert last_good.find([mine], tmp_path / "c.yaml")[0] is None
+
+
+def test_a_copy_others_could_write_or_plant_is_passed_by(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o1777)
+    config = tmp_path / "nerve.yaml"
+    path = last_good.write(shared, config, {"x": 1}, 1.0)
+    os.chmod(path, 0o666)  # (as another user's file would be: writable by them)
+    copy, notes = last_good.find([shared], config)
+    assert copy is None and "not trusted" in notes[0]
+    path.unlink()
+    planted = tmp_path / "theirs.yaml"  # a link planted at the copy's name, to a copy
+    last_good.write(tmp_path / "elsewhere", config, {"x": 2}, 2.0)
+    os.symlink(tmp_path / "elsewhere" / path.name, path)
+    copy, notes = last_good.find([shared], config)
+    assert copy is None and "symbolic link" in notes[0]
+    path.unlink()
+    planted.write_text("")
+    for pid in range(os.getpid(), os.getpid() + 50):  # links at predictable temp names
+        os.symlink(planted, shared / f".{path.name}.{pid}.tmp")
+    written = last_good.write(shared, config, {"secret": "s3"}, 3.0)  # (the secrets)
+    assert planted.read_text() == "" and not written.is_symlink()
+    assert last_good.read(written).document == {"secret": "s3"}
 
 
 def test_fall_back_runs_the_copy_or_exits_with_both_errors(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from nerve.config_child import validate_file
 from nerve.last_good import config_health, config_state
-from smartstack.last_good import COPY_NAME, read
+from smartstack.last_good import copy_name, read
 from smartstack.last_good import write as write_copy
 from smartstack.last_good_state import LastGood
 
@@ -37,7 +37,7 @@ def test_a_start_with_an_invalid_file_runs_the_last_good_copy(tmp_path: Path) ->
     good = {"instance_id": "h1", "state_dir": "st", "services": {"web": SERVICE}}
     path = write(tmp_path / "nerve.json", good)
     kept(path)
-    assert (tmp_path / "st" / COPY_NAME).exists()  # (state_dir: relative to the file)
+    assert (tmp_path / "st" / copy_name(path)).exists()  # (state_dir: relative to the file)
     typo = {**good, "services": {"web": {**SERVICE, "chekcs": SERVICE["checks"]}}}
     del typo["services"]["web"]["checks"]
     write(tmp_path / "nerve.json", typo)
@@ -75,7 +75,7 @@ def test_no_copy_or_a_copy_refused_too_exits_with_the_errors(tmp_path: Path) -> 
     good = {"instance_id": "h1", "services": {"web": SERVICE}}
     write(tmp_path / "nerve.json", good)
     kept(path)
-    copy = read(tmp_path / "nerve-state" / COPY_NAME)  # an upgrade that checks more, made up:
+    copy = read(tmp_path / "nerve-state" / copy_name(path))  # an upgrade that checks more, made up:
     copy.document["services"]["web"]["port"] = 0
     write_copy(copy.path.parent, path, copy.document, copy.written_at)
     write(tmp_path / "nerve.json", {"instance_id": "h1", "services": {"web": {}}})

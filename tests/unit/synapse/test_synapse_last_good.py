@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smartstack.last_good import COPY_NAME
+from smartstack.last_good import copy_name
 from smartstack.last_good_state import LastGood
 from synapse.config_child import validate_file
 from synapse.last_good import copy_dirs, state_file
@@ -45,7 +45,7 @@ def test_a_start_runs_the_copy_of_a_rendered_file(
     monkeypatch.setenv("WEB_PORT", "3301")
     answer = validate_file(str(path), None, False, {}, fallback=True)
     assert answer["ok"] and answer["unsaved"] is None and "last_good" not in answer
-    copy = yaml.safe_load((tmp_path / "run" / COPY_NAME).read_text())
+    copy = yaml.safe_load((tmp_path / "run" / copy_name(path)).read_text())
     assert int(copy["document"]["services"]["web"]["haproxy"]["port"]) == 3301  # (rendered)
     monkeypatch.delenv("WEB_PORT")  # the file no longer renders: invalid
     assert not validate_file(str(path), None, False, {})["ok"]  # -k, SIGHUP: refused
@@ -54,7 +54,8 @@ def test_a_start_runs_the_copy_of_a_rendered_file(
     assert "WEB_PORT" in answer["last_good"]["errors"][0]
     source = LastGood(str(path), True, logging.getLogger("synapse.daemon"))
     source.taken(answer)
-    assert source.info is not None and source.info["copy"] == str(tmp_path / "run" / COPY_NAME)
+    assert source.info is not None
+    assert source.info["copy"] == str(tmp_path / "run" / copy_name(path))
 
 
 def test_without_a_place_for_the_copy_a_start_exits_as_before(
@@ -67,7 +68,7 @@ def test_without_a_place_for_the_copy_a_start_exits_as_before(
     path = tmp_path / "synapse.yaml"
     path.write_text(yaml.safe_dump(airbnb))
     assert validate_file(str(path), None, False, {}, fallback=True)["ok"]
-    assert not list(tmp_path.rglob(COPY_NAME))  # (nowhere to keep it)
+    assert not list(tmp_path.rglob(copy_name(path)))  # (nowhere to keep it)
     path.write_text(yaml.safe_dump({**airbnb, "servics": {}}))
     answer = validate_file(str(path), None, False, {}, fallback=True)
     assert not answer["ok"] and "servics" in " ".join(answer["lines"])
