@@ -64,6 +64,14 @@ def test_verify_catches_a_broken_unit(tmp_path: Path) -> None:
     assert "kill mode" in said.lower(), said  # the check this suite relies on can fail
 
 
+def test_the_units_check_the_file_they_start_without_blocking_the_start() -> None:
+    # "-" (docs/configuration.md, "The last good config"): its exit status is ignored, and so
+    # is its executable by systemd-analyze verify: a wrong path there passes verify silently
+    for name in ("nerve.service", "synapse.service"):
+        service = unit(name)["Service"]
+        assert service["ExecStartPre"] == f"-{service['ExecStart']} --check-config", name
+
+
 def test_a_synapse_restart_never_stops_or_restarts_haproxy() -> None:
     synapse, haproxy = unit("synapse.service"), unit("smartstack-haproxy.service")
     assert "smartstack-haproxy.service" in synapse["Unit"]["Wants"]
