@@ -11,19 +11,22 @@ install:
 
 # pytest exit 5 = no tests collected: nothing ran, so it is a failure with a clear message.
 # PYTEST_RC_FILE (optional, used by .ci/run) receives pytest's exact exit code.
-define run_pytest
-	@rc=0; $(PYTEST) $(1) $(PYTEST_ARGS) || rc=$$?; \
+# run_status: a command that exits with pytest's code; run_pytest: one pytest run.
+define run_status
+	@rc=0; $(1) || rc=$$?; \
 	if [ -n "$${PYTEST_RC_FILE:-}" ]; then echo $$rc > "$$PYTEST_RC_FILE"; fi; \
 	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests (exit 5): nothing ran" >&2; fi; \
 	exit $$rc
 endef
+run_pytest = $(call run_status,$(PYTEST) $(1) $(PYTEST_ARGS))
 
 # Tiers: tests/unit (no process, no socket), tests/integration (real ZooKeeper/etcd/HAProxy),
 # tests/system (demo, Docker, benchmark smoke, image build). `make test` (under 30 minutes
 # on 2 cores) and `make test-long` (the long fault tests, marker `long`) are what CI runs.
 # --durations: every run's log names the slowest tests (the 30-minute budget is thin).
+# scripts/test-suite.sh runs tests/unit beside the other tiers (one run with PYTEST_ARGS).
 test: install
-	$(call run_pytest,-m 'not long' --durations=25)
+	$(call run_status,PYTHON=$(PYTHON) bash scripts/test-suite.sh $(PYTEST_ARGS))
 
 test-long: install
 	$(call run_pytest,-m long)

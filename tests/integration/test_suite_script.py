@@ -1,0 +1,121 @@
+"""scripts/test-suite.sh (`make test`): tests/unit runs beside the other tiers, and a failure
+or an empty collection in either run is the script's exit code.
+
+A fake interpreter stands for `python -m pytest`: each run writes that it started, then waits
+(at most 10 s) for the other one to have started too, so the two finish only if they run at
+the same time; one after the other, the first waits its 10 s out and exits 99.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed.process import wait_processes_gone
+
+REPO = Path(__file__).resolve().parents[2]
+
+FAKE_PYTEST = """#!/bin/sh
+case " $* " in
+  *" tests/unit "*) me=unit other=rest rc="$UNIT_RC" ;;
+  *" tests/integration tests/system "*) me=rest other=unit rc="$REST_RC" ;;
+  *) echo "one run: $*" >> "$RUNS/single"; exit "$REST_RC" ;;
+esac
+echo "$*" > "$RUNS/$me"
+echo $$ > "$RUNS/$me.pid"
+i=0
+while [ ! -e "$RUNS/$other" ]; do
+  i=$((i + 1)); [ "$i" -gt 100 ] && exit 99
+  sleep 0.1
+done
+if [ "$rc" = hang ]; then
+  while [ "$i" -lt 400 ]; do i=$((i + 1)); sleep 0.1; done; exit 98
+fi
+echo "$me run done"
+exit "$rc"
+"""
+
+
+def suite_env(tmp_path: Path, unit_rc: int | str, rest_rc: int | str) -> dict[str, str]:
+    """The environment of a run with the fake interpreter (rc "hang": it waits ~40 s)."""
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTEST)
+    fake.chmod(0o755)
+    runs = tmp_path / "runs"
+    runs.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHON": str(fake), "RUNS": str(runs)}
+    return env | {"UNIT_RC": str(unit_rc), "REST_RC": str(rest_rc)}
+
+
+def run_suite(
+    tmp_path: Path, unit_rc: int, rest_rc: int, *args: str
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "scripts/test-suite.sh", *args],
+        cwd=REPO,
+        env=suite_env(tmp_path, unit_rc, rest_rc),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_unit_tier_runs_beside_the_others_and_its_output_follows(tmp_path: Path) -> None:
+    result = run_suite(tmp_path, 0, 0)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.index("rest run done") < out.index("unit run done"), out
+    unit = (tmp_path / "runs" / "unit").read_text()
+    rest = (tmp_path / "runs" / "rest").read_text()
+    assert "-m not long" in unit and "-m not long" in rest  # the long tests stay out of both
+    assert "--durations=25" in rest
+
+
+@pytest.mark.parametrize(
+    ("unit_rc", "rest_rc", "expected"),
+    [(1, 0, 1), (0, 1, 1), (2, 1, 1), (5, 1, 5), (1, 5, 5), (0, 5, 5)],
+)
+def test_either_run_failing_fails_the_suite(
+    tmp_path: Path, unit_rc: int, rest_rc: int, expected: int
+) -> None:
+    result = run_suite(tmp_path, unit_rc, rest_rc)
+    assert result.returncode == expected, result.stdout + result.stderr
+
+
+def test_arguments_narrow_one_run_of_every_tier(tmp_path: Path) -> None:
+    result = run_suite(tmp_path, 0, 3, "-k", "zone and not dns")
+    assert result.returncode == 3, result.stdout + result.stderr
+    runs = (tmp_path / "runs" / "single").read_text().splitlines()
+    assert runs == [
+        "one run: -m pytest -q -p no:cacheprovider -m not long --durations=25 -k zone and not dns"
+    ]
+
+
+def test_ctrl_c_stops_the_unit_run_too(tmp_path: Path) -> None:
+    # Ctrl-C signals the foreground group, but a script's background job ignores SIGINT.
+    script = subprocess.Popen(
+        ["bash", "scripts/test-suite.sh"],
+        cwd=REPO,
+        env=suite_env(tmp_path, "hang", "hang"),
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    runs = tmp_path / "runs"
+    try:
+        deadline = time.monotonic() + 20
+        while not all((runs / f"{me}.pid").exists() for me in ("unit", "rest")):
+            assert time.monotonic() < deadline, "the two runs did not start"
+            time.sleep(0.05)
+        os.killpg(script.pid, signal.SIGINT)
+        assert script.wait(timeout=10) == 130
+        unit_pid = int((runs / "unit.pid").read_text())
+        wait_processes_gone([unit_pid], timeout=5)  # (TimeoutError: it outlived make test)
+    finally:
+        if script.poll() is None:
+            os.killpg(script.pid, signal.SIGKILL)
+            script.wait()
