@@ -1,5 +1,5 @@
-"""scripts/test-suite.sh (`make test`): tests/unit runs beside the other tiers, and a failure
-or an empty collection in either run is the script's exit code.
+"""scripts/test-suite.sh (`make test`): tests/unit (and the demo) run beside the other tiers,
+and a failure or an empty collection in either run is the script's exit code.
 
 A fake interpreter stands for `python -m pytest`: each run writes that it started, then waits
 (at most 10 s) for the other one to have started too, so the two finish only if they run at
@@ -73,6 +73,10 @@ def test_the_unit_tier_runs_beside_the_others_and_its_output_follows(tmp_path: P
     unit = (tmp_path / "runs" / "unit").read_text()
     rest = (tmp_path / "runs" / "rest").read_text()
     assert "-m not long" in unit and "-m not long" in rest  # the long tests stay out of both
+    beside = [arg for arg in unit.split() if arg.startswith("tests/")]
+    assert beside[0] == "tests/unit", unit
+    for path in beside[1:]:  # (a system test run beside the rest is not run twice)
+        assert f"--ignore={path}" in rest.split(), (path, rest)
     assert "--durations=25" in rest
 
 
