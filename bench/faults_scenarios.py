@@ -279,8 +279,11 @@ def synapse_restart(sig: signal.Signals) -> Scenario:
 
 
 def synapse_broken_config_restart(stack: FaultStack, quick: bool) -> Figures:
-    """A deploy pushes a config with a typo and restarts synapse: the new synapse refuses it
-    and exits; HAProxy, left running, goes on serving until the good config is back."""
+    """A deploy pushes a config with a typo and restarts synapse with ``--no-last-good``: the
+    new synapse refuses it and exits (as a first start does, with no last good copy);
+    HAProxy, left running, goes on serving until the good config is back. (By default
+    synapse runs its last good copy instead: docs/configuration.md, "The last good config";
+    tests/integration/synapse/test_synapse_restart_last_good.py.)"""
     figures = Figures(
         "synapse restarted onto a config with a typo",
         recover_what="good config back to synapse serving",
@@ -311,7 +314,7 @@ def synapse_broken_config_restart(stack: FaultStack, quick: bool) -> Figures:
     if code == 0 or "zookeper" not in said:
         raise RuntimeError(f"synapse did not refuse the typo (exit {code}):\n{said}")
     first = next((line for line in said.splitlines() if "zookeper" in line), "")
-    figures.notes.append(f"the typo refused, exit {code}: {first.strip()[:240]}")
+    figures.notes.append(f"the typo refused (--no-last-good), exit {code}: {first.strip()[:240]}")
     return figures
 
 
