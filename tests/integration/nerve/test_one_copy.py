@@ -153,8 +153,11 @@ async def test_two_configs_in_one_directory_both_register(
         write_config(tmp_path / f"{name}.json", nerve_config({f"web_{name}": service}))
     configs = (tmp_path / "a.json", tmp_path / "b.json")
     async with both_register(kz, paths, configs, tmp_path, nerve_process):
-        locks = sorted(p.name for p in (tmp_path / "nerve-state").iterdir())
-        assert [name[:8] for name in locks] == ["nerve-a-", "nerve-b-"], locks
+        kept = sorted(p.name for p in (tmp_path / "nerve-state").iterdir())
+        locks = [name[:8] for name in kept if name.endswith(".lock")]
+        copies = [name[:12] for name in kept if name.endswith(".yaml")]
+        assert locks == ["nerve-a-", "nerve-b-"], kept
+        assert copies == ["last-good-a-", "last-good-b-"], kept  # (one last good copy each)
 
 
 async def test_two_configs_of_one_name_sharing_a_state_dir_both_register(
