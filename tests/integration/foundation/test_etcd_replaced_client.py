@@ -31,8 +31,10 @@ def closed(monkeypatch: pytest.MonkeyPatch) -> list[aetcd.Client]:
 async def test_a_call_in_flight_when_the_client_is_replaced_finishes_on_it(
     etcd: EtcdCluster, closed: list[aetcd.Client]
 ) -> None:
-    # The same member twice: a rotation makes a new client (and channel) to it.
-    conn = EtcdConnection([etcd.endpoints[0]] * 2, timeout=5, start=0)
+    # The same member twice: a rotation makes a new client (and channel) to it. A long
+    # timeout: the call must still hang at the rotation, also when a loaded machine stalls
+    # this process for seconds (CI s48: with 5 s the call had ended, its client closed).
+    conn = EtcdConnection([etcd.endpoints[0]] * 2, timeout=30, start=0)
     await conn.with_client(lambda c: c.put(b"/replaced/k", b"v"))
     used: list[aetcd.Client] = []
 
@@ -46,6 +48,7 @@ async def test_a_call_in_flight_when_the_client_is_replaced_finishes_on_it(
             call = asyncio.ensure_future(conn.with_client(get, probe=False))
             await asyncio.sleep(0.3)
             assert len(used) == 1
+            assert conn._calls.calls_on(used[0]) == 1, "the call ended before the rotation"
             await conn.rotate("test: another call failed over")  # as a timed-out audit does
             await asyncio.sleep(0.3)
             assert closed == [], "the replaced client was closed with a call running on it"

@@ -63,10 +63,13 @@ async def test_a_watcher_in_a_long_backoff_relists_within_the_jitter_of_etcds_re
                          options={"grpc.use_local_subchannel_pool": 1})  # fmt: skip
         await c.put(b"/syn/wake/b", record(8031, "b"))
         # Before: the backoff ran out 10-25 s after etcd's return. Now: a probe (every
-        # 1.5-2.5 s) finds it, then up to relist_jitter (2 s), then the listing.
+        # 1.5-2.5 s) finds it, a second one confirms it (the wake needs prompt answers
+        # 1.5 s apart), then up to relist_jitter (2 s), then the listing: at most
+        # 2.5 + 2.5 + 2 s and the listing (CI s48: 6.2 s, within the design, beyond a
+        # bound of 6 s that held only for the typical draw).
         await sink.wait_hosts(["127.0.0.1:8030", "127.0.0.1:8031"], timeout=15)
         took = time.monotonic() - back
-        assert took <= 6.0, f"listed again {took:.1f} s after etcd's return"
+        assert took <= 8.0, f"listed again {took:.1f} s after etcd's return"
         assert conns[0].wake.wakes >= 1  # woken, not the backoff run out
         await eventually(lambda: watcher.connected, what="watching again")
     finally:
