@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -26,6 +25,7 @@ from typing import Any, TypeVar
 from bench.haproxy import HAProxyView
 from bench.prometheus_text import parse_prometheus
 from testbed.etcd import EtcdCluster
+from testbed.ports import BENCH, PortPicker
 from testbed.process import ManagedProcess, wait_processes_gone
 from testbed.zookeeper import ZooKeeperServer
 
@@ -107,23 +107,13 @@ def cpu_seconds(pid: int) -> float:
 # Ports we listen on (frontends, backends, admin) come from below the kernel's ephemeral
 # range (32768+ here): a port picked there can be taken by any outgoing connection before
 # it is bound, and with 1,000 frontends that happens. Fake server ports (nothing listens
-# there) are 20000 and up.
-_LISTEN_PORTS = range(10000, 19000)
-_listen_next = [random.randrange(len(_LISTEN_PORTS))]
+# there) are 20000 and up. testbed/ports.py reserves each against other processes too.
+_listen_ports = PortPicker(BENCH)
 
 
 def listen_port() -> int:
     """A port below the ephemeral range, free now and not handed out before by us."""
-    for _ in range(len(_LISTEN_PORTS)):
-        _listen_next[0] = (_listen_next[0] + 1) % len(_LISTEN_PORTS)
-        port = _LISTEN_PORTS[_listen_next[0]]
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free listening port in 10000-18999")
+    return _listen_ports.pick()
 
 
 # --------------------------------------------------------------------------- workspace

@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -16,6 +15,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Self, TypeVar
 
+from . import ports
+
 T = TypeVar("T")
 
 
@@ -23,23 +24,10 @@ class ProcessDied(RuntimeError):
     """A managed server exited while we were waiting for it: waiting longer is pointless."""
 
 
-_ports_lock = threading.Lock()
-# Ports handed out in this process: the kernel may return a just-closed port again, and two
-# servers configured with the same port before either binds would collide.
-_handed_out: set[int] = set()
-
-
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 that this process has not handed out before."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        with _ports_lock:
-            if port not in _handed_out:
-                _handed_out.add(port)
-                return port
-    raise RuntimeError("could not find a free port on 127.0.0.1")
+    """A TCP port free on 127.0.0.1, never handed out before here or in another live process
+    (testbed/ports.py: below the kernel's ephemeral range, reserved by a lock)."""
+    return ports.free_port()
 
 
 def wait_until(
