@@ -49,9 +49,9 @@ def validated(path: str, instance_id: str | None, strict: bool, fallback: bool) 
             return {"ok": False, "lines": both.lines}
         return {"ok": True, "config": config, "warnings": warnings,
                 "plain": config.docker is None, "last_good": last_good}  # fmt: skip
-    unsaved = keep(resolve_state_dir(config, Path(path)), path, merged[0])
+    kept = keep(resolve_state_dir(config, Path(path)), path, merged[0])
     return {"ok": True, "config": config, "warnings": warnings, "plain": config.docker is None,
-            "last_good": None, "unsaved": unsaved}  # fmt: skip
+            "last_good": None, **kept}  # fmt: skip
 
 
 def config_health(ok: bool, source: Any) -> bool | Health:

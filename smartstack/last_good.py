@@ -17,6 +17,12 @@ validates that copy as it would the file (the same code, today's rules) and runs
 a copy that no longer validates (this version is stricter) is no way out: exit 2 with both
 errors. ``-k`` never looks at a copy.
 
+A daemon whose config HAProxy must accept too (synapse with a ``haproxy`` block) keeps the
+copy *pending* (``keep(..., pending=True)``: written whole, not yet under its name) and
+promotes it once HAProxy runs that config (``promote``): a file that validates but that
+``haproxy -c`` refuses (a bad ``global`` line) never replaces the copy a start falls back to
+(review s39). A newer load's pending copy supersedes an older one (``sweep``).
+
 A copy is the document, not the files' text: it needs neither the ``service_conf_dir`` nor
 the current directory a relative one was read from, and the environment ERB read then is
 what ran. Its paths (``state_dir``, sockets) still resolve against the config file's path,
@@ -26,6 +32,7 @@ as the file's would.
 from __future__ import annotations
 
 import datetime
+import glob
 import hashlib
 import json
 import os
@@ -42,6 +49,7 @@ import yaml
 from smartstack.config_errors import ConfigError
 
 COPY_PREFIX = "last-good-"
+PENDING_SUFFIX = ".pending"
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # (libyaml's when there: ~6x faster)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 FORMAT = 1
@@ -71,28 +79,54 @@ def copy_name(config_path: str | os.PathLike[str]) -> str:
 
 
 def write(
-    directory: Path, config_path: str | os.PathLike[str], document: dict[str, Any], now: float
+    directory: Path,
+    config_path: str | os.PathLike[str],
+    document: dict[str, Any],
+    now: float,
+    pending: bool = False,
 ) -> Path:
     """Keep ``document`` as the last good copy of ``config_path`` in ``directory`` (made if
-    missing); written whole or not at all (a temp file renamed over). OSError when it cannot."""
+    missing); written whole or not at all (a temp file renamed over). ``pending``: the temp
+    file is left for ``promote`` (its path returned). OSError when it cannot."""
     directory.mkdir(parents=True, exist_ok=True)
     record = {"format": FORMAT, "config": os.path.abspath(config_path), "written_at": now,
               "document": document}  # fmt: skip
     text = _text(record)
     target = directory / copy_name(config_path)
+    if pending:
+        sweep(target)
     # a new file of a name nobody could plant (O_EXCL, random): never a link or a file of
     # another user's that the secrets would go into, then renamed to be the copy
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    suffix = PENDING_SUFFIX if pending else ".tmp"
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=directory)
     temp = Path(name)
     try:  # (mkstemp's file is 0600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(temp, target)
+        if not pending:
+            os.replace(temp, target)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+    return temp if pending else target
+
+
+def sweep(target: Path) -> None:
+    """Pending copies of ``target`` not promoted (refused by HAProxy, superseded, or left by
+    a daemon that stopped): a newer load's replaces them."""
+    for old in glob.glob(
+        f"{glob.escape(str(target.parent / ('.' + target.name)))}.*{PENDING_SUFFIX}"
+    ):
+        Path(old).unlink(missing_ok=True)
+
+
+def promote(pending: Path) -> Path:
+    """The pending copy ``pending`` becomes the last good copy (HAProxy runs its config).
+    FileNotFoundError when a newer load's swept it away; OSError when it cannot."""
+    target = pending.with_name(pending.name[1:].rsplit(".", 2)[0])  # .<copy>.<random>.pending
+    os.replace(pending, target)
     return target
 
 
@@ -110,17 +144,22 @@ def _text(record: dict[str, Any]) -> str:
 
 
 def keep(
-    directory: Path | None, config_path: str | os.PathLike[str], document: dict[str, Any] | None
-) -> dict[str, str] | None:
+    directory: Path | None,
+    config_path: str | os.PathLike[str],
+    document: dict[str, Any] | None,
+    pending: bool = False,
+) -> dict[str, Any]:
     """Write the copy of a file that validated (by the validating child: no cost to the
-    daemon); what to log when it could not be (the start or reload goes on), else None."""
+    daemon). The answer's ``unsaved``: what to log when it could not be (the start or reload
+    goes on), else None; with ``pending``, ``pending``: the path ``promote`` takes."""
     if directory is None or document is None:
-        return None
+        return {"unsaved": None}
     try:
-        write(directory, config_path, document, time.time())
+        path = write(directory, config_path, document, time.time(), pending)
     except (OSError, yaml.YAMLError) as exc:
-        return {"directory": str(directory), "error": getattr(exc, "strerror", None) or str(exc)}
-    return None
+        error = getattr(exc, "strerror", None) or str(exc)
+        return {"unsaved": {"directory": str(directory), "error": error}}
+    return {"unsaved": None, **({"pending": str(path)} if pending else {})}
 
 
 def read(path: Path) -> Copy:

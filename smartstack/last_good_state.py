@@ -4,8 +4,10 @@ for its log, /status, /health and metric."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
+from smartstack.last_good import promote
 from smartstack.logs import event
 
 
@@ -19,22 +21,24 @@ class LastGood:
         # of this host passed (``running``), not before their error (a wrong state path)
         self.unsaved: dict[str, str] | None = None
         self.started = False
+        # the last load's copy, kept once HAProxy runs its config (``accepted``), or None
+        self.pending: str | None = None
 
     def taken(self, answer: dict[str, Any]) -> None:
         """A validated answer (start or SIGHUP): the copy in use said so, or the file's
         copy kept (or why not)."""
         info = answer.get("last_good")
         if info is not None:
-            self.info = info
+            self.info, self.pending = info, None
             event(self.log, "config_last_good_used", level=logging.ERROR, file=self.path,
                   errors=" | ".join(info["errors"]), copy=info["copy"], since=info["since"],
-                  detail="the config file is invalid: running the last good config "
-                  f"from {info['since']}; fix the file and reload")  # fmt: skip
+                  detail=f"{info.get('why', 'the config file is invalid')}: running the last "
+                  f"good config from {info['since']}; fix the file and reload")  # fmt: skip
             return
         if self.info is not None:
             event(self.log, "config_last_good_left", file=self.path, since=self.info["since"])
             self.info = None
-        self.unsaved = answer.get("unsaved")
+        self.unsaved, self.pending = answer.get("unsaved"), answer.get("pending")
         if self.started:
             self.running()
 
@@ -45,3 +49,17 @@ class LastGood:
             event(self.log, "config_last_good_unsaved", level=logging.WARNING, file=self.path,
                   **self.unsaved)  # fmt: skip
             self.unsaved = None
+
+    def accepted(self, pending: str | None) -> None:
+        """HAProxy runs the config of the load that wrote ``pending``: it is the copy now."""
+        if pending is None:
+            return
+        if pending == self.pending:
+            self.pending = None
+        try:
+            promote(Path(pending))
+        except FileNotFoundError:  # (a newer load's pending copy swept it: that one waits)
+            return
+        except OSError as exc:
+            event(self.log, "config_last_good_unsaved", level=logging.WARNING, file=self.path,
+                  directory=str(Path(pending).parent), error=exc.strerror or str(exc))  # fmt: skip

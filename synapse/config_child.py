@@ -47,6 +47,7 @@ def validate_file(
     strict: bool,
     known: dict[str, str] | None = None,
     fallback: bool = False,
+    refused: list[str] | None = None,
 ) -> dict[str, Any]:
     """The answer for the config file at ``path`` (see the module docstring). With
     ``known`` (the daemon's: {} at start, then the digests of its services,
@@ -56,14 +57,15 @@ def validate_file(
     1,000 services, but with no digests: a start without them had its first SIGHUP send
     every service back whole, compared on the event loop (2,000: blocked 1.3-2.4 s).
     ``fallback`` (a start): the last good copy when the file is refused (synapse.last_good:
-    ``last_good`` and ``unsaved`` in the answer)."""
+    ``last_good``, ``unsaved`` and ``pending`` in the answer); ``refused``: HAProxy refused
+    the file's config at a start, the copy's config instead (``synapse.last_good_run``)."""
     from smartstack.configfile import ConfigError
     from synapse.config import service_cache
     from synapse.last_good import load_or_copy
 
     cache = service_cache() if known is not None else None
     try:
-        config, warnings, copy = load_or_copy(path, zone, strict, cache, fallback)
+        config, warnings, copy = load_or_copy(path, zone, strict, cache, fallback, refused)
     except ConfigError as exc:
         return {"ok": False, "lines": exc.lines}
     docker = config.docker_services
@@ -110,9 +112,13 @@ class ForkedValidation(config_child.ForkedValidation):
         super().__init__(lambda: validate_file(path, zone, strict, {}, fallback))
 
 
-def child_command(path: str, zone: str | None, strict: bool, answer_fd: int) -> list[str]:
-    """The command of a validating child for ``path`` (SIGHUP), answering on ``answer_fd``."""
+def child_command(
+    path: str, zone: str | None, strict: bool, answer_fd: int, refused: list[str] | None = None
+) -> list[str]:
+    """The command of a validating child for ``path`` (SIGHUP), answering on ``answer_fd``;
+    ``refused``: the last good copy's config instead (``validate_file``)."""
     command = [*CHILD_PYTHON, path, "--answer-fd", str(answer_fd)]
+    command += ["--refused", json.dumps(refused)] if refused else []
     return command + (["--zone", zone] if zone else []) + (["--strict"] if strict else [])
 
 
@@ -215,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true")
     parser.add_argument("--service", action="store_true", help="service blocks on stdin")
     parser.add_argument("--answer-fd", type=int, help="the pipe to answer on (else stdout)")
+    parser.add_argument("--refused", type=json.loads, help="HAProxy's refusal (JSON lines)")
     args = parser.parse_args(argv)
     os.environ[NO_PLUGINS] = "1"
     if args.service:
@@ -222,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         answer = pickled(lambda: validate_services(doc))
     else:  # stdin: the daemon's digests of its services (may be empty)
         known = json.loads(sys.stdin.buffer.read() or b"{}")
-        answer = pickled(lambda: validate_file(args.path, args.zone, args.strict, known))
+        answer = pickled(lambda: validate_file(args.path, args.zone, args.strict, known,
+                                                         refused=args.refused))  # fmt: skip
     write_answer(answer, args.answer_fd)
     return 0
 

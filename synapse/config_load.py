@@ -103,23 +103,28 @@ class ConfigSource:
         self.last_good.taken(answer)
         return self._kept(answer), list(answer["warnings"])
 
-    def _in_process(self, fallback: bool = False) -> tuple[SynapseConfig, list[str]]:
+    def _in_process(
+        self, fallback: bool = False, refused: list[str] | None = None
+    ) -> tuple[SynapseConfig, list[str]]:
         from synapse.config import service_cache
         from synapse.last_good import load_or_copy
 
         self.cache = self.cache or service_cache()
         config, warnings, copy = load_or_copy(self.path, self.zone, self.strict, self.cache,
-                                              fallback)  # fmt: skip
+                                              fallback, refused)  # fmt: skip
         self.last_good.taken(copy)
         return config, warnings
 
-    async def reload(self) -> tuple[SynapseConfig, list[str]]:
-        """The file again (SIGHUP); ConfigError with the child's lines when it is bad."""
+    async def reload(self, refused: list[str] | None = None) -> tuple[SynapseConfig, list[str]]:
+        """The file again (SIGHUP); ConfigError with the child's lines when it is bad.
+        ``refused``: HAProxy refused the start's config, the last good copy's instead."""
         if not self.plain:
-            return self._reload_in_process()
+            return self._reload_in_process(refused)
         known = json.dumps(self._digests).encode()
         answer = await child_answer(
-            lambda fd: child_command(self.path, self.zone, self.strict, fd), known, "synapse"
+            lambda fd: child_command(self.path, self.zone, self.strict, fd, refused),
+            known,
+            "synapse",
         )
         if not answer.get("ok"):
             raise ConfigError(answer_lines(answer))
@@ -128,10 +133,10 @@ class ConfigSource:
         self.last_good.taken(answer)
         return self._kept(answer), list(answer["warnings"])
 
-    def _reload_in_process(self) -> tuple[SynapseConfig, list[str]]:
+    def _reload_in_process(self, refused: list[str] | None) -> tuple[SynapseConfig, list[str]]:
         """A SIGHUP validated here (an edge, docker_services): the Docker source starts only
         with the daemon, so turning docker_services on is refused as on the child path."""
-        config, warnings = self._in_process()
+        config, warnings = self._in_process(refused=refused)
         if _docker_on(config) and not self.docker_at_start:
             raise ConfigError(["enabling docker_services needs a restart"])
         return config, warnings

@@ -42,6 +42,7 @@ from synapse.contract import Applier
 from synapse.daemon_parts import make_controller, make_file_output, make_state_cache, state_key
 from synapse.etcd_connections import EtcdConnections
 from synapse.last_good import watch_last_good
+from synapse.last_good_run import CopyFollowsHAProxy
 from synapse.metrics import SynapseMetrics
 from synapse.model import Report, Sink
 from synapse.preflight import vet_reload
@@ -49,7 +50,7 @@ from synapse.reconciler import Reconciler
 from synapse.restart_held import ListingKeys
 from synapse.selection import ORIGIN_DEFAULT, Selection
 from synapse.server_info import ServerInfoCollector
-from synapse.server_options import unknown_keywords
+from synapse.server_options import warn_about
 from synapse.stop_delay import delay_stop, soft_stop_now
 from synapse.watcher_swap import ServiceWatchers
 from synapse.watchers import Watcher, WatcherContext, create_watcher
@@ -121,6 +122,7 @@ class SynapseDaemon:
         self._read_stamps: dict[Path, Stamp] = self._stamps(config)
         self.docker_services: DockerServiceSource | None = None
         self._sighup_in_start = False  # while docker_services' start waited: reload after
+        self._copy = CopyFollowsHAProxy(self)  # the last good copy follows HAProxy
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -175,12 +177,13 @@ class SynapseDaemon:
         docker = self.config.docker_services
         if docker is not None and docker.enabled:  # services from container labels
             await self._start_docker_services(docker)
-        self._warn_about(self.config)
+        warn_about(self.config)
         state_cache = make_state_cache(self.config, key_of=self._listing_key)
         self.reconciler = Reconciler(
             self.config, None, self.metrics, state_cache, make_file_output(self.config)
         )
         self._ctx.change_coming = self._change_coming
+        self.reconciler.after_apply = self._copy.applied  # (synapse.last_good_run)
         for name, service in self.config.services.items():
             await self.service_watchers.start(name, service)
         # The registry first: the HAProxy side's modules (~0.2 s) are imported in a thread
@@ -297,8 +300,9 @@ class SynapseDaemon:
 
     # --- config reload (SIGHUP) ----------------------------------------------------------
 
-    async def reload_config(self) -> bool:
-        """Re-read the config file; keep running the old config when the new one is invalid."""
+    async def reload_config(self, refused: list[str] | None = None) -> bool:
+        """Re-read the config file; keep running the old config when the new one is invalid.
+        ``refused``: HAProxy refused the start's, its last good copy (synapse.last_good_run)."""
         async with self._reload_lock:
             self._reload_waiting = False  # the file is read from here on: a SIGHUP is news
             self._retry.begin()
@@ -306,13 +310,13 @@ class SynapseDaemon:
                 return False
             try:
                 read = self._stamps(self.file_config)  # (as read: before)
-                new, warnings = await self._load_config()
+                new, warnings = await self._load_config(refused)
                 # a file written in place (or new) a moment ago: perhaps a prefix (`>`
                 # then `>>`): read once still (smartstack.reload_settle)
                 dirs = (self.file_config.service_conf_dir, new.service_conf_dir)
                 if await hold_fresh_write(Path(self.config_path), dirs, self._read_stamps, log):
                     read = self._stamps(self.file_config)
-                    new, warnings = await self._load_config()  # the files once still
+                    new, warnings = await self._load_config(refused)  # once still
                 read = {**self._stamps(new), **read}  # (a new service_conf_dir's: after)
                 vet_reload(self.config, new, self.config_path)  # (HAProxy's limits, pid file)
             except ChildNotStarted as exc:  # (our limit, not the file's fault: tried again)
@@ -339,9 +343,11 @@ class SynapseDaemon:
         path = self.config_path
         return {} if path is None else file_stamps(Path(path), [config.service_conf_dir])
 
-    async def _load_config(self) -> tuple[SynapseConfig, list[str]]:
+    async def _load_config(
+        self, refused: list[str] | None = None
+    ) -> tuple[SynapseConfig, list[str]]:
         if self.config_source is not None:  # validated by a child (synapse.config_load)
-            return await self.config_source.reload()
+            return await self.config_source.reload(refused)
         assert self.config_path is not None
         self.config_cache = self.config_cache or service_cache()  # (not made in plain mode)
         return load_synapse_config(self.config_path, self.zone_flag, self.strict, self.config_cache)
@@ -375,10 +381,11 @@ class SynapseDaemon:
         if old.statsd != new.statsd:
             self.metrics.statsd.close()
             self.metrics.statsd = make_stats(new.statsd)
-        self._warn_about(new)
+        warn_about(new)
         self.config = new
         dropped = self.service_watchers.drop(new.services)  # (no report of theirs counts now)
         self.reconciler.set_config(new)
+        self._copy.loaded(new)
         for watcher in dropped:
             await watcher.stop()
         for name in old.services.keys() - new.services.keys():
@@ -391,14 +398,6 @@ class SynapseDaemon:
             self.reconciler.state_cache = make_state_cache(new, evacuations, self._listing_key)
             await self.reconciler.outputs.moved(old_cache)
         await self.service_watchers.follow(new.services)
-
-    def _warn_about(self, config: SynapseConfig) -> None:
-        if config.haproxy is not None:
-            policy = config.haproxy.registry_server_options
-            unknown = unknown_keywords(policy.keywords)
-            if policy.allow and unknown:
-                event(log, "registry_server_options_unknown_keywords", level=logging.WARNING,
-                      keywords=unknown, effect="never passed through")  # fmt: skip
 
     # --- admin ---------------------------------------------------------------------------
 

@@ -7,6 +7,10 @@ state file, outside systemd) no copy is kept. Written by the validating child. W
 with an invalid file looks for it, without trusting that file (the chicken and the egg): the
 directory those keys of the file give when it can still be parsed (a wrong value elsewhere),
 then ``$STATE_DIRECTORY``; the newest copy of this very config file wins.
+
+With a ``haproxy`` block the copy is kept pending until HAProxy runs the config
+(``synapse.last_good_run``): a file HAProxy refuses as a whole (a bad ``global`` line) is no
+last good config, and a start whose config HAProxy refuses so runs the copy (``refused``).
 """
 
 from __future__ import annotations
@@ -65,24 +69,34 @@ def copy_dirs(path: str) -> list[Path]:
 
 
 def load_or_copy(
-    path: str, zone: str | None, strict: bool, cache: SectionCache | None, fallback: bool
+    path: str,
+    zone: str | None,
+    strict: bool,
+    cache: SectionCache | None,
+    fallback: bool,
+    refused: list[str] | None = None,
 ) -> tuple[SynapseConfig, list[str], dict[str, Any]]:
-    """The file loaded and its copy kept; with ``fallback`` (a start), the last good copy's
-    config when the file is refused. ConfigError as ``synapse -k`` says it (both errors when
-    the copy is refused too). The third item: ``last_good`` (the copy in use) and
-    ``unsaved`` (why the file's copy could not be written), for ``LastGood.taken``."""
+    """The file loaded and its copy kept (pending with a ``haproxy`` block); with
+    ``fallback`` (a start), the last good copy's config when the file is refused; with
+    ``refused`` (HAProxy's refusal of the file's config at a start), the copy's without
+    loading the file. ConfigError as ``synapse -k`` says it (both errors when the copy is
+    refused too). The third item: ``last_good`` (the copy in use), ``unsaved`` (why the
+    file's copy could not be written) and ``pending``, for ``LastGood.taken``."""
     from synapse.config import load_synapse_config
 
     merged: list[dict[str, Any]] = []
     try:
+        if refused:
+            raise ConfigError(refused)
         config, warnings = load_synapse_config(path, zone, strict, cache, keep=merged)
     except ConfigError as exc:
-        if not fallback:
+        if not (fallback or refused):
             raise
         config, warnings, last_good = fall_back(exc.lines, find(copy_dirs(path), path),
             lambda doc: load_synapse_config(path, zone, strict, cache, document=doc))  # fmt: skip
-        return config, warnings, {"last_good": last_good}
-    return config, warnings, {"unsaved": keep(copy_dir(config), path, merged[0])}
+        why = "HAProxy refuses the config file" if refused else "the config file is invalid"
+        return config, warnings, {"last_good": {**last_good, "why": why}}
+    return config, warnings, keep(copy_dir(config), path, merged[0], config.haproxy is not None)
 
 
 def watch_last_good(metrics: SynapseMetrics, source: ConfigSource | None) -> ConfigSource | None:

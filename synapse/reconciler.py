@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from smartstack.backoff import Backoff
@@ -41,7 +41,7 @@ from synapse.adopted_servers import ORIGIN_HAPROXY, AdoptedServers
 from synapse.apply_latency import ApplyLatency
 from synapse.change_gate import ChangeGate, collector_held
 from synapse.config import SynapseConfig
-from synapse.contract import Applier, ApplyOutcome, RecordSink
+from synapse.contract import Applier, ApplyOutcome, ApplyResult, RecordSink
 from synapse.desired_list import DesiredList
 from synapse.gc_start import first_apply
 from synapse.generator_checks import GeneratorChecks
@@ -124,6 +124,8 @@ class Reconciler:
         # runtime, time.monotonic: synapse's own part of a change, for /status.
         self.changes: deque[tuple[float, float]] = deque(maxlen=CHANGES_KEPT)
         self._unreported: set[str] = set()
+        # each apply's config and outcome (``synapse.last_good_run``: the copy follows HAProxy)
+        self.after_apply: Callable[[SynapseConfig, ApplyResult], None] = lambda *_: None
         self._check_all_reported()
 
     @property
@@ -323,7 +325,7 @@ class Reconciler:
         if self.applier is None or not (changed or forced):
             return True  # (without HAProxy nothing is forced: file_output only)
         reason = ", ".join(sorted(pending.reasons))[:300] or "update"
-        desired = self.desired()
+        desired, config = self.desired(), self._config
         started = time.monotonic()
         try:
             with first_apply():  # the start's objects out of the cycle collector's way
@@ -346,6 +348,7 @@ class Reconciler:
         outcome = result.reload
         self.metrics.applies.labels(outcome.value).inc()
         self.metrics.send_apply_stats(result, now - started)
+        self.after_apply(config, result)
         self._latency.observe(self.applier, pending.event_times, result)
         if result.acked_at is not None and outcome is ApplyOutcome.NONE:
             self.changes.extend((moment, result.acked_at) for moment in pending.event_times)

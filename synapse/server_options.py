@@ -8,9 +8,18 @@ dropped and reported, never passed through. Pure functions, no I/O.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from smartstack.logs import event
+
+if TYPE_CHECKING:
+    from synapse.config import SynapseConfig
+
+log = logging.getLogger("synapse.daemon")
 
 MAX_TIMER_MS = 2**31 - 1  # HAProxy refuses longer timers ("timer overflow")
 _TIME_UNITS_MS = {"us": 0.001, "ms": 1, "": 1, "s": 1000, "m": 60_000, "h": 3_600_000,
@@ -126,3 +135,13 @@ def filter_server_options(options: str | None, allowed: Iterable[str]) -> Filter
 def unknown_keywords(allowed: Iterable[str]) -> list[str]:
     """Whitelisted keywords this filter cannot parse (reported once at startup)."""
     return sorted(k for k in allowed if k not in KNOWN_KEYWORDS)
+
+
+def warn_about(config: SynapseConfig) -> None:
+    """Registry server options allowed with keywords that never pass (start, SIGHUP)."""
+    if config.haproxy is not None:
+        policy = config.haproxy.registry_server_options
+        unknown = unknown_keywords(policy.keywords)
+        if policy.allow and unknown:
+            event(log, "registry_server_options_unknown_keywords", level=logging.WARNING,
+                  keywords=unknown, effect="never passed through")  # fmt: skip

@@ -60,3 +60,35 @@ def test_a_reboot_with_an_invalid_file_serves_the_last_good_config(
         wait(lambda: synapse.status()["config"]["last_good"] is None, what="the fixed file")
         assert synapse.metric("synapse_config_last_good") == 0
         assert spread(port, 4) == {"lg-1": 4}
+
+
+def test_a_reboot_onto_a_config_haproxy_refuses_serves_the_last_good_config(
+    zk: ZooKeeperServer, writer: KazooClient, http_backend_factory
+) -> None:
+    """Review s39: a file that validates but that `haproxy -c` refuses as a whole (a bad
+    `global` line: no service to isolate) was kept as the last good copy all the same, and a
+    start with it never started HAProxy when the config file on disk could not serve in its
+    place (a service removed): 1,004 of 1,004 requests failed in 10 s. Now the copy is kept
+    only once HAProxy runs its config, and such a start runs it."""
+    backend = http_backend_factory("lg-2")
+    port, api_port = free_port(), free_port()
+    register(writer, "/lastgood2/web", backend)
+    services = {"web": zk_service(zk, "/lastgood2/web", port),
+                "api": zk_service(zk, "/lastgood2/web", api_port)}  # fmt: skip
+    with Synapse(services) as synapse:
+        wait_serving(port, {"lg-2"})
+        haproxy = synapse.config["haproxy"]
+        haproxy["global"] = [*haproxy["global"], "bogus-keyword 1"]  # HAProxy refuses it ...
+        del synapse.config["services"]["api"]  # ... and the file on disk cannot stand in
+        synapse.write_config()
+        synapse.signal(signal.SIGHUP)
+        wait(lambda: "event=haproxy_config_invalid" in synapse.log(300), what="the refusal")
+        assert spread(api_port, 2) == {"lg-2": 2}  # (the running HAProxy stays)
+        synapse.process.stop(timeout=15)  # the reboot
+        synapse.process.start()
+        wait_serving(port, {"lg-2"}, timeout=30)  # (before: nothing served, ever)
+        assert spread(api_port, 2) == {"lg-2": 2}  # the last good config, whole
+        status = synapse.status()["config"]["last_good"]
+        assert "bogus-keyword" in status["errors"][0]
+        assert synapse.metric("synapse_config_last_good") == 1
+        assert "event=config_last_good_used" in synapse.log(400)

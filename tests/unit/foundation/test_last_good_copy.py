@@ -121,9 +121,26 @@ def test_load_keeps_the_merged_document_and_validates_a_given_one(tmp_path: Path
 def test_keep_says_why_a_copy_was_not_written(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")  # a state directory that is a file
     unsaved = last_good.keep(tmp_path / "file" / "state", tmp_path / "c.yaml", {"a": 1})
-    assert unsaved is not None and unsaved["directory"].endswith("state")
-    assert last_good.keep(tmp_path / "ok", tmp_path / "c.yaml", {"a": 1}) is None
-    assert last_good.keep(None, tmp_path / "c.yaml", {"a": 1}) is None  # nowhere to keep it
+    assert unsaved["unsaved"] is not None and unsaved["unsaved"]["directory"].endswith("state")
+    assert last_good.keep(tmp_path / "ok", tmp_path / "c.yaml", {"a": 1}) == {"unsaved": None}
+    assert last_good.keep(None, tmp_path / "c.yaml", {"a": 1}) == {"unsaved": None}  # nowhere
+
+
+def test_a_pending_copy_is_the_copy_only_once_promoted(tmp_path: Path) -> None:
+    """synapse keeps its copy pending until HAProxy runs the config (review s39: a file
+    HAProxy refused became the copy a start fell back to)."""
+    state, config = tmp_path / "state", tmp_path / "synapse.yaml"
+    last_good.write(state, config, {"v": "good"}, 1.0)
+    first = last_good.keep(state, config, {"v": "refused"}, pending=True)["pending"]
+    assert stat.S_IMODE(Path(first).stat().st_mode) == 0o600
+    assert last_good.find([state], config)[0].document == {"v": "good"}  # not yet the copy
+    second = Path(last_good.keep(state, config, {"v": "newer"}, pending=True)["pending"])
+    assert not Path(first).exists()  # a newer load's supersedes it
+    with pytest.raises(FileNotFoundError):
+        last_good.promote(Path(first))
+    assert last_good.promote(second) == state / last_good.copy_name(config)
+    assert last_good.find([state], config)[0].document == {"v": "newer"}
+    assert [p.name for p in state.iterdir()] == [last_good.copy_name(config)]
 
 
 def test_a_copy_not_written_is_said_once_the_start_checks_passed(

@@ -86,7 +86,7 @@ async def test_synapse_counts_shows_and_retries_it_until_the_child_runs(
     daemon = SynapseDaemon(config, str(tmp_path / "synapse.yaml"))
     applied: list[SynapseConfig] = []
 
-    async def load_config() -> tuple[SynapseConfig, list[str]]:
+    async def load_config(refused: object = None) -> tuple[SynapseConfig, list[str]]:
         if spawns.calls < 2:  # the limit: the first reload and its first retry
             await child_answer(lambda fd: ["true"], b"", "synapse")
         return config, []

@@ -15,7 +15,7 @@ async def test_a_config_reload_marks_the_swaps_before_applying(tmp_path: Path) -
     daemon = SynapseDaemon(config, str(tmp_path / "synapse.yaml"))
     calls: list[str] = []
 
-    async def load_config() -> tuple[SynapseConfig, list[str]]:
+    async def load_config(refused: object = None) -> tuple[SynapseConfig, list[str]]:
         return config, []
 
     async def apply_config(new: SynapseConfig) -> None:

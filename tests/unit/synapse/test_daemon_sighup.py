@@ -16,7 +16,7 @@ def daemon_with_slow_loads() -> tuple[SynapseDaemon, list[str], asyncio.Event]:
     seen: list[str] = []
     release = asyncio.Event()
 
-    async def load() -> tuple[SynapseConfig, list[str]]:
+    async def load(refused: object = None) -> tuple[SynapseConfig, list[str]]:
         seen.append("load")
         try:
             await release.wait()  # a validating child at work

@@ -45,6 +45,8 @@ def test_a_start_runs_the_copy_of_a_rendered_file(
     monkeypatch.setenv("WEB_PORT", "3301")
     answer = validate_file(str(path), None, False, {}, fallback=True)
     assert answer["ok"] and answer["unsaved"] is None and "last_good" not in answer
+    assert not (tmp_path / "run" / copy_name(path)).exists()  # pending until HAProxy runs it
+    LastGood(str(path), True, logging.getLogger("synapse.daemon")).accepted(answer["pending"])
     copy = yaml.safe_load((tmp_path / "run" / copy_name(path)).read_text())
     assert int(copy["document"]["services"]["web"]["haproxy"]["port"]) == 3301  # (rendered)
     monkeypatch.delenv("WEB_PORT")  # the file no longer renders: invalid

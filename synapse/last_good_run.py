@@ -1,0 +1,74 @@
+"""The last good copy follows HAProxy (synapse.last_good, docs/configuration.md "The last good
+config"): a load's copy is kept pending and becomes the copy once HAProxy runs its config;
+a start whose config HAProxy refuses as a whole, with no HAProxy serving, runs the copy.
+
+Review s39: a file that validates but that ``haproxy -c`` refuses (an unknown keyword in
+``haproxy.global``, a bad ``defaults`` line: no service to isolate) was kept as the last good
+copy all the same; at a SIGHUP the running HAProxy stays, but after a reboot a managed
+HAProxy never started when the config file on disk could not serve in its place
+(``file_match``: a frontend the new file changed or removed): every service was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from synapse.contract import ApplyOutcome, ApplyResult
+
+if TYPE_CHECKING:
+    from synapse.config import SynapseConfig
+    from synapse.daemon import SynapseDaemon
+
+# HAProxy runs the config (or synapse does not write HAProxy's: nothing to accept it)
+ACCEPTED = (ApplyOutcome.NONE, ApplyOutcome.DONE, ApplyOutcome.DISABLED)
+
+
+class CopyFollowsHAProxy:
+    """The daemon's: ``applied`` is its reconciler's ``after_apply``; ``loaded``: the daemon
+    took a config (its start's when the first apply comes)."""
+
+    def __init__(self, daemon: SynapseDaemon) -> None:
+        self._daemon = daemon
+        self._config: SynapseConfig | None = None  # the config of the load ...
+        self._pending: str | None = None  # ... that wrote this pending copy
+        self._first = True  # (the start's: its pending copy is known once the source is)
+        self._served = False  # an apply of this process was run by HAProxy
+        self._tried = False  # (the copy is run once: refused too, nothing is tried again)
+
+    def loaded(self, config: SynapseConfig) -> None:
+        """``config`` is the daemon's now (SIGHUP): its load's pending copy waits."""
+        source = self._daemon.config_source
+        self._first = False
+        self._config, self._pending = config, source.last_good.pending if source else None
+
+    def applied(self, config: SynapseConfig, result: ApplyResult) -> None:
+        source = self._daemon.config_source
+        if self._first:
+            self.loaded(self._daemon.config)
+        if source is None or config is not self._config:  # (an apply of an older config)
+            return
+        if result.reload in ACCEPTED:
+            self._served = True
+            pending, self._pending = self._pending, None
+            source.last_good.accepted(pending)
+        elif (
+            result.reload is ApplyOutcome.INVALID
+            and not (self._served or self._tried)
+            and source.last_good.enabled
+            and source.last_good.info is None
+            and self._haproxy_down()
+        ):
+            self._tried = True
+            error = result.error or "HAProxy refused the config"
+            self._run_copy([f"HAProxy refuses the config this file gives: {error}"[:2000]])
+
+    def _haproxy_down(self) -> bool:
+        managed = getattr(self._daemon.controller, "managed_haproxy", None)
+        return managed is not None and not managed.alive
+
+    def _run_copy(self, refused: list[str]) -> None:
+        daemon = self._daemon
+        task = asyncio.get_running_loop().create_task(daemon.reload_config(refused))
+        daemon._background.add(task)  # (cancelled at stop, as a SIGHUP's reload)
+        task.add_done_callback(daemon._background.discard)
