@@ -15,6 +15,7 @@ last good config, and a start whose config HAProxy refuses so runs the copy (``r
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,13 +76,15 @@ def load_or_copy(
     cache: SectionCache | None,
     fallback: bool,
     refused: list[str] | None = None,
+    write: bool = True,
 ) -> tuple[SynapseConfig, list[str], dict[str, Any]]:
     """The file loaded and its copy kept (pending with a ``haproxy`` block); with
     ``fallback`` (a start), the last good copy's config when the file is refused; with
     ``refused`` (HAProxy's refusal of the file's config at a start), the copy's without
     loading the file. ConfigError as ``synapse -k`` says it (both errors when the copy is
     refused too). The third item: ``last_good`` (the copy in use), ``unsaved`` (why the
-    file's copy could not be written) and ``pending``, for ``LastGood.taken``."""
+    file's copy could not be written) and ``pending``, for ``LastGood.taken``; without
+    ``write``, ``keep`` instead: what writes the copy and gives them (the caller's thread)."""
     from synapse.config import load_synapse_config
 
     merged: list[dict[str, Any]] = []
@@ -96,7 +99,8 @@ def load_or_copy(
             lambda doc: load_synapse_config(path, zone, strict, cache, document=doc))  # fmt: skip
         why = "HAProxy refuses the config file" if refused else "the config file is invalid"
         return config, warnings, {"last_good": {**last_good, "why": why}}
-    return config, warnings, keep(copy_dir(config), path, merged[0], config.haproxy is not None)
+    kept = partial(keep, copy_dir(config), path, merged[0], config.haproxy is not None)
+    return config, warnings, kept() if write else {"keep": kept}
 
 
 def watch_last_good(metrics: SynapseMetrics, source: ConfigSource | None) -> ConfigSource | None:
