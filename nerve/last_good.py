@@ -11,12 +11,13 @@ very config file wins.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nerve.state_dir import DEFAULT_STATE_DIR, resolve_state_dir
 from smartstack.config_errors import ConfigError
-from smartstack.last_good import fall_back, file_state_dir, find, keep, state_directories
+from smartstack.last_good import age_text, fall_back, file_state_dir, find, keep, state_directories
 
 if TYPE_CHECKING:
     from smartstack.admin import Health
@@ -56,15 +57,22 @@ def validated(path: str, instance_id: str | None, strict: bool, fallback: bool) 
 
 def config_health(ok: bool, source: Any) -> bool | Health:
     """/health: as before, and says when the daemon runs on its last good copy."""
-    info = getattr(getattr(source, "last_good", None), "info", None)
+    info = _status(source)
     if info is None:
         return ok
     from smartstack.admin import Health
 
-    detail = f"the config file is invalid: running the last good config from {info['since']}"
+    age = age_text(info["written_at"], time.time())
+    detail = f"the config file is invalid: running the last good config {age}"
     return Health(ok, {"config_last_good": info, "detail": detail})
 
 
 def config_state(source: Any) -> dict[str, Any]:
     """/status's ``config_last_good``: null, or the copy in use and the file's errors."""
-    return {"config_last_good": getattr(getattr(source, "last_good", None), "info", None)}
+    return {"config_last_good": _status(source)}
+
+
+def _status(source: Any) -> dict[str, Any] | None:
+    """The copy in use with its age (``LastGood.status``), or None (a source without one)."""
+    last_good = getattr(source, "last_good", None)
+    return None if last_good is None else last_good.status()

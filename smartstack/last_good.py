@@ -53,6 +53,8 @@ PENDING_SUFFIX = ".pending"
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # (libyaml's when there: ~6x faster)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 FORMAT = 1
+# a copy older than this is said to be old (its age is always given: ``aged``)
+OLD_AFTER_S = 7 * 86400
 C = TypeVar("C")
 
 
@@ -68,6 +70,20 @@ def since(written_at: float) -> str:
     """When a copy was written, for the operator (UTC)."""
     stamp = datetime.datetime.fromtimestamp(written_at, datetime.UTC)
     return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def aged(written_at: float, now: float) -> dict[str, Any]:
+    """A copy's age for the operator: ``age_s``, and ``old`` beyond ``OLD_AFTER_S`` (a copy
+    from weeks ago may lack what was added since: said, not refused)."""
+    age = max(0, round(now - written_at))
+    return {"age_s": age, "old": age >= OLD_AFTER_S}
+
+
+def age_text(written_at: float, now: float) -> str:
+    """``from <since>``, with its age in days once it is old (``aged``)."""
+    age = aged(written_at, now)
+    days = f", {age['age_s'] // 86400} days old" if age["old"] else ""
+    return f"from {since(written_at)}{days}"
 
 
 def copy_name(config_path: str | os.PathLike[str]) -> str:

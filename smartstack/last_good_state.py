@@ -4,10 +4,11 @@ for its log, /status, /health and metric."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
-from smartstack.last_good import promote
+from smartstack.last_good import age_text, aged, promote
 from smartstack.logs import event
 
 
@@ -30,10 +31,12 @@ class LastGood:
         info = answer.get("last_good")
         if info is not None:
             self.info, self.pending = info, None
+            now, written = time.time(), info["written_at"]
+            why = info.get("why", "the config file is invalid")
             event(self.log, "config_last_good_used", level=logging.ERROR, file=self.path,
                   errors=" | ".join(info["errors"]), copy=info["copy"], since=info["since"],
-                  detail=f"{info.get('why', 'the config file is invalid')}: running the last "
-                  f"good config from {info['since']}; fix the file and reload")  # fmt: skip
+                  **aged(written, now), detail=f"{why}: running the last good config "
+                  f"{age_text(written, now)}; fix the file and reload")  # fmt: skip
             return
         if self.info is not None:
             event(self.log, "config_last_good_left", file=self.path, since=self.info["since"])
@@ -41,6 +44,11 @@ class LastGood:
         self.unsaved, self.pending = answer.get("unsaved"), answer.get("pending")
         if self.started:
             self.running()
+
+    def status(self) -> dict[str, Any] | None:
+        """/status: the copy in use (``info``) and its age now (``aged``), or None."""
+        info = self.info
+        return None if info is None else {**info, **aged(info["written_at"], time.time())}
 
     def running(self) -> None:
         """The daemon runs (its start's checks passed): a copy not written is said now."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import socket
+import time
 from typing import TYPE_CHECKING, Any
 
 from smartstack import modelbase
+from smartstack.last_good import age_text
 from synapse.selection import filters_text
 from synapse.status import merge_service_status
 
@@ -37,7 +39,7 @@ async def service_health(daemon: SynapseDaemon, request: web.Request) -> web.Res
 def last_good_info(daemon: SynapseDaemon) -> dict[str, Any] | None:
     """The last good copy running instead of the invalid file (synapse.last_good), or None."""
     source = daemon.config_source
-    return source.last_good.info if source is not None else None
+    return source.last_good.status() if source is not None else None
 
 
 def degraded(daemon: SynapseDaemon) -> list[str]:
@@ -65,8 +67,10 @@ def degraded(daemon: SynapseDaemon) -> list[str]:
         said += daemon.controller.degraded()
     running = last_good_info(daemon)
     if running is not None:  # (the file is invalid: its last good copy runs, synapse.last_good)
-        said.append(f"config: the config file is invalid: running the last good config from "
-                    f"{running['since']} ({running['errors'][0]})")  # fmt: skip
+        why = running.get("why", "the config file is invalid")
+        age = age_text(running["written_at"], time.time())
+        said.append(f"config: {why}: running the last good config {age} "
+                    f"({running['errors'][0]})")  # fmt: skip
     for name, selection in (reconciler.selections() if reconciler else {}).items():
         service = daemon.config.services.get(name)
         if selection.unmatched and service is not None:

@@ -159,3 +159,30 @@ def test_a_copy_not_written_is_said_once_the_start_checks_passed(
         assert caplog.text.count("config_last_good_unsaved") == 1
         state.taken({"ok": True, "unsaved": unsaved})  # a SIGHUP: at once
         assert caplog.text.count("config_last_good_unsaved") == 2
+
+
+def test_a_copy_in_use_says_its_age_and_when_it_is_old(caplog: pytest.LogCaptureFixture) -> None:
+    """A weeks-old copy ran with only its ``since=`` to tell (review s39): its age is in the
+    event and on /status, and beyond ``OLD_AFTER_S`` the wording says how many days old."""
+    import logging
+    import time
+
+    from smartstack.last_good_state import LastGood
+    from smartstack.logs import _FIELDS
+
+    now = time.time()
+    fresh, weeks = now - 60, now - 3 * 7 * 86400
+    assert last_good.aged(fresh, now) == {"age_s": 60, "old": False}
+    assert last_good.age_text(fresh, now) == f"from {last_good.since(fresh)}"
+    assert last_good.age_text(weeks, now).endswith(", 21 days old")
+    state = LastGood("/etc/x.yaml", True, logging.getLogger("test.last_good"))
+    info = {"copy": "/s/c.yaml", "written_at": weeks, "since": last_good.since(weeks),
+            "errors": ["x: unknown key"]}  # fmt: skip
+    with caplog.at_level(logging.INFO, "test.last_good"):
+        state.taken({"ok": True, "last_good": info})
+    (used,) = [r for r in caplog.records if r.getMessage() == "config_last_good_used"]
+    fields = used.__dict__[_FIELDS]
+    assert fields["age_s"] >= 3 * 7 * 86400 and fields["old"] is True
+    assert "21 days old" in fields["detail"]
+    status = state.status()
+    assert status is not None and status["old"] and status["age_s"] >= 3 * 7 * 86400
