@@ -19,6 +19,7 @@ from synapse.haproxy.answers import (
     check_servers_state,
     is_stopping,
     parse_all_backends,
+    parse_labels_of,
     parse_pid,
     parse_servers_state,
     parse_show_backend,
@@ -372,9 +373,16 @@ class RuntimeClient:
             result[backend] = found
         return pid, result
 
-    async def read_labels(self, backends: Sequence[str]) -> dict[str, dict[str, str] | None]:
+    async def read_labels(
+        self, backends: Sequence[str], whole: bool = False
+    ) -> dict[str, dict[str, str] | None]:
         """{backend: {server: state label}} on one connection (None: HAProxy lacks it): a
-        look's read (synapse.haproxy.looks), none of ``read_state``'s RunningServers."""
+        look's read (synapse.haproxy.looks), none of ``read_state``'s RunningServers.
+        ``whole``: from one `show servers state` of every backend (and `show backend`), not
+        one command per backend: HAProxy answers, and synapse reads, 2 answers, not N."""
+        if whole:
+            answers = await self._ask_every(["show backend", "show servers state"])
+            return parse_labels_of(answers[0], answers[1], backends)
         answers = await self._ask_every([f"show servers state {b}" for b in backends])
         return {
             backend: None

@@ -206,3 +206,33 @@ async def test_the_watch_sleeps_fast_s_while_a_service_is_stranded(monkeypatch) 
     with pytest.raises(asyncio.CancelledError):
         await zone_health.watch(cast(Reconciler, SimpleNamespace(zones=router, applier=None)))
     assert pauses == [zone_health.FAST_S, zone_health.POLL_S]
+
+
+async def test_the_watch_paces_on_the_looks_cpu_not_on_its_wait(monkeypatch) -> None:
+    """A look at 1,000 stranded services waited ~25 ms for HAProxy, and the watch slept 20
+    times that: a look every ~0.6 s, not FAST_S (review s39). The pace counts the loop's CPU
+    (PACE: ~5 % of it at most), not the wait for HAProxy's answer."""
+    clock = SimpleNamespace(wall=0.0, cpu=0.0)
+    costs = iter([0.001, 0.001, 0.01])  # the CPU of each look; each waits 0.05 s of wall
+
+    async def look(router: object, applier: object, local: bool = True) -> list[str]:
+        clock.wall += 0.05
+        clock.cpu += next(costs)
+        return []
+
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 3:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(zone_health, "look", look)
+    monkeypatch.setattr(zone_health, "asyncio", SimpleNamespace(sleep=sleep))
+    clocks = SimpleNamespace(monotonic=lambda: clock.wall, thread_time=lambda: clock.cpu)
+    monkeypatch.setattr(zone_health, "time", clocks)
+    router = SimpleNamespace(stranded=lambda: True)
+    with pytest.raises(asyncio.CancelledError):
+        await zone_health.watch(cast(Reconciler, SimpleNamespace(zones=router, applier=None)))
+    assert pauses[:2] == [zone_health.FAST_S] * 2
+    assert pauses[2] == pytest.approx(zone_health.PACE * 0.01)

@@ -32,7 +32,7 @@ class Socket:
             raise SocketUnavailable("gone")
         return None, {b: self.state.get(b) for b in backends}
 
-    async def read_labels(self, backends: list[str]) -> dict[str, Any]:
+    async def read_labels(self, backends: list[str], whole: bool = False) -> dict[str, Any]:
         _, found = await self.read_state(backends, with_pid=False)  # (as tests replace it)
         return {
             b: None if s is None else {n: v.label for n, v in s.items()} for b, s in found.items()
