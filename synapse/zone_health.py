@@ -9,7 +9,7 @@ server DOWN at the last look: to see it come back; ``ZoneRouter.watched``), this
 its backend from HAProxy (all of them on one connection, one round trip: many of them, one
 `show servers state` of every backend; a few, one `show servers state <backend>` each; the
 rows parsed for state labels only; synapse.haproxy.looks) every POLL_S, at least PACE times
-the loop's CPU a look took apart (at 1,000 stranded services ~0.3 s, review s39), and, when the
+the loop's CPU a look took apart (at 1,000 stranded services 0.34-0.43 s, review s39), and, when the
 DOWN set changed, gives it to the router and has the reconciler hand over again: the
 new decision is runtime ``set weight``, no reload.
 
