@@ -183,7 +183,7 @@ class SynapseDaemon:
             self.config, None, self.metrics, state_cache, make_file_output(self.config)
         )
         self._ctx.change_coming = self._change_coming
-        self.reconciler.after_apply = self._copy.applied  # (synapse.last_good_run)
+        self._copy.attach(self.reconciler)  # (synapse.last_good_run: before any SIGHUP)
         for name, service in self.config.services.items():
             await self.service_watchers.start(name, service)
         # The registry first: the HAProxy side's modules (~0.2 s) are imported in a thread
@@ -303,11 +303,11 @@ class SynapseDaemon:
     async def reload_config(self, refused: list[str] | None = None) -> bool:
         """Re-read the config file; keep running the old config when the new one is invalid.
         ``refused``: HAProxy refused the start's, its last good copy (synapse.last_good_run)."""
-        async with self._reload_lock:
+        async with self._reload_lock:  # (the copy's run: not once a SIGHUP replaced it)
+            if self.config_path is None or (refused and not self._copy.still_refused()):
+                return False  # (before ``begin``: a SIGHUP's retry stays)
             self._reload_waiting = False  # the file is read from here on: a SIGHUP is news
             self._retry.begin()
-            if self.config_path is None:
-                return False
             try:
                 read = self._stamps(self.file_config)  # (as read: before)
                 new, warnings = await self._load_config(refused)

@@ -19,6 +19,7 @@ from synapse.contract import ApplyOutcome, ApplyResult
 if TYPE_CHECKING:
     from synapse.config import SynapseConfig
     from synapse.daemon import SynapseDaemon
+    from synapse.reconciler import Reconciler
 
 # HAProxy runs the config (or synapse does not write HAProxy's: nothing to accept it)
 ACCEPTED = (ApplyOutcome.NONE, ApplyOutcome.DONE, ApplyOutcome.DISABLED)
@@ -26,26 +27,37 @@ ACCEPTED = (ApplyOutcome.NONE, ApplyOutcome.DONE, ApplyOutcome.DISABLED)
 
 class CopyFollowsHAProxy:
     """The daemon's: ``applied`` is its reconciler's ``after_apply``; ``loaded``: the daemon
-    took a config (its start's when the first apply comes)."""
+    took a config (its start's before the reconciler runs: review s39 cr-lastgood2, read at
+    the first apply it was a SIGHUP's pending copy when that SIGHUP's load ended before the
+    start's first apply did and was applied after it, so a config HAProxy then refused
+    became the copy; a real run made it so with a SIGHUP 0.4-0.7 s after the spawn)."""
 
     def __init__(self, daemon: SynapseDaemon) -> None:
         self._daemon = daemon
         self._config: SynapseConfig | None = None  # the config of the load ...
         self._pending: str | None = None  # ... that wrote this pending copy
-        self._first = True  # (the start's: its pending copy is known once the source is)
         self._served = False  # an apply of this process was run by HAProxy
         self._tried = False  # (the copy is run once: refused too, nothing is tried again)
+        self._refused: SynapseConfig | None = None  # the start's config HAProxy refused
+
+    def attach(self, reconciler: Reconciler) -> None:
+        """The start's config is loaded: its pending copy is known before any SIGHUP's."""
+        reconciler.after_apply = self.applied
+        self.loaded(self._daemon.config)
+
+    def still_refused(self) -> bool:
+        """Whether the daemon still runs the config whose refusal queued the copy's run (a
+        SIGHUP queued before it on the reload lock ran over by the copy otherwise: review
+        s39 cr-lastgood2, ``config_last_good_used`` said of a valid file HAProxy ran)."""
+        return self._refused is not None and self._daemon.config is self._refused
 
     def loaded(self, config: SynapseConfig) -> None:
         """``config`` is the daemon's now (SIGHUP): its load's pending copy waits."""
         source = self._daemon.config_source
-        self._first = False
         self._config, self._pending = config, source.last_good.pending if source else None
 
     def applied(self, config: SynapseConfig, result: ApplyResult) -> None:
         source = self._daemon.config_source
-        if self._first:
-            self.loaded(self._daemon.config)
         if source is None or config is not self._config:  # (an apply of an older config)
             return
         if result.reload in ACCEPTED:
@@ -61,6 +73,7 @@ class CopyFollowsHAProxy:
         ):
             self._tried = True
             error = result.error or "HAProxy refused the config"
+            self._refused = config
             self._run_copy([f"HAProxy refuses the config this file gives: {error}"[:2000]])
 
     def _haproxy_down(self) -> bool:

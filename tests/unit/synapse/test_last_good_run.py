@@ -5,6 +5,7 @@ HAProxy serving, runs the copy once (review s39)."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,6 +22,13 @@ class Kept:
 
     def accepted(self, pending: str | None) -> None:
         self.promoted.append(pending)
+
+
+def follower(owner: Any) -> CopyFollowsHAProxy:
+    """As the daemon's start attaches it (its config loaded, no SIGHUP yet)."""
+    follow = CopyFollowsHAProxy(owner)
+    follow.attach(SimpleNamespace())  # type: ignore[arg-type]
+    return follow
 
 
 def daemon(pending: str | None = None, alive: bool = False) -> Any:
@@ -43,7 +51,7 @@ def result(outcome: ApplyOutcome) -> ApplyResult:
 
 def test_a_pending_copy_is_kept_once_haproxy_runs_its_config() -> None:
     owner = daemon("/s/.last-good-x.yaml.a.pending")
-    follow = CopyFollowsHAProxy(owner)
+    follow = follower(owner)
     start = owner.config
     follow.applied(start, result(ApplyOutcome.PENDING))  # (a reload waits: not yet)
     assert owner.config_source.last_good.promoted == []
@@ -61,7 +69,7 @@ def test_a_pending_copy_is_kept_once_haproxy_runs_its_config() -> None:
 def test_a_start_haproxy_refuses_runs_the_copy_once() -> None:
     async def main() -> None:
         owner = daemon("/s/.last-good-x.yaml.a.pending")
-        follow = CopyFollowsHAProxy(owner)
+        follow = follower(owner)
         follow.applied(owner.config, result(ApplyOutcome.INVALID))
         follow.applied(owner.config, result(ApplyOutcome.INVALID))
         await asyncio.gather(*owner._background)
@@ -74,11 +82,64 @@ def test_a_start_haproxy_refuses_runs_the_copy_once() -> None:
 def test_no_copy_while_haproxy_serves() -> None:
     async def main() -> None:
         served = daemon(alive=True)  # (the file on disk stands in: file_match)
-        CopyFollowsHAProxy(served).applied(served.config, result(ApplyOutcome.INVALID))
+        follower(served).applied(served.config, result(ApplyOutcome.INVALID))
         ran = daemon()  # HAProxy ran this process's config once: a later refusal is a SIGHUP's
-        follow = CopyFollowsHAProxy(ran)
+        follow = follower(ran)
         follow.applied(ran.config, result(ApplyOutcome.DONE))
         follow.applied(ran.config, result(ApplyOutcome.INVALID))
         assert not served._background and not ran._background
+
+    asyncio.run(main())
+
+
+def test_a_sighups_pending_copy_waits_for_its_own_apply() -> None:
+    """Review s39 cr-lastgood2: the start's pending copy was read at its first apply; a
+    SIGHUP whose load ended before (its reload still settling) had its pending copy
+    promoted by the start's apply, and HAProxy then refused it: a config HAProxy refuses
+    was the copy (a real run: SIGHUP 0.4-0.7 s after the spawn, startup_wait 4)."""
+    owner = daemon("/s/.last-good-x.yaml.start.pending")
+    follow = follower(owner)
+    owner.config_source.last_good.pending = "/s/.last-good-x.yaml.sighup.pending"
+    follow.applied(owner.config, result(ApplyOutcome.DONE))  # the start's first apply
+    assert owner.config_source.last_good.promoted == ["/s/.last-good-x.yaml.start.pending"]
+    newer = object()
+    follow.loaded(newer)
+    follow.applied(newer, result(ApplyOutcome.INVALID))  # HAProxy refuses the SIGHUP's
+    assert owner.config_source.last_good.promoted == ["/s/.last-good-x.yaml.start.pending"]
+
+
+def test_the_copy_is_not_run_once_a_sighup_replaced_the_refused_config(
+    tmp_path: Path,
+) -> None:
+    """Review s39 cr-lastgood2: a SIGHUP that held the reload lock when the start's first
+    apply was refused applied its fixed file; the copy's run queued behind it then ran all
+    the same (``config_last_good_used`` "HAProxy refuses the config file" of a valid file)."""
+
+    async def main() -> None:
+        from synapse.config import SynapseConfig
+        from synapse.daemon import SynapseDaemon
+
+        start = SynapseConfig.model_validate({"services": {}, "admin": {"port": None}})
+        real = SynapseDaemon(start, str(tmp_path / "synapse.yaml"))
+        loads: list[object] = []
+
+        async def load_config(refused: object = None) -> tuple[SynapseConfig, list[str]]:
+            loads.append(refused)
+            return start, []
+
+        async def apply_config(new: SynapseConfig) -> None:
+            real.config = new
+
+        real._load_config = load_config  # type: ignore[method-assign]
+        real.apply_config = apply_config  # type: ignore[method-assign]
+        real.reconciler = object()  # type: ignore[assignment]
+        real._copy._refused = start  # (the start's first apply was refused)
+        real.config = start.model_copy()  # a SIGHUP's fixed file applied meanwhile
+        assert await real.reload_config(["HAProxy refuses the config this file gives"]) is False
+        assert loads == []
+        real._copy._refused = real.config  # (still the refused one: the copy runs)
+        assert await real.reload_config(["HAProxy refuses the config this file gives"])
+        assert loads == [["HAProxy refuses the config this file gives"]]
+        await real.stop()
 
     asyncio.run(main())
