@@ -69,7 +69,10 @@ async def test_register_withdraw_reregister_a_leased_key(
     started = time.monotonic()
     async with running_nerve(nerve_config({"web": service})):
         kv = await until(lambda: etcd_client.get(key), what="the key")
-        assert time.monotonic() - started <= rise * interval + 1
+        # (from before the daemon's start: its connection, lease and first rounds, 0.4 s
+        # here; as the ZooKeeper twin's, which took 2.5 s at load 12-15 on 2 cores, 2.5 s
+        # for a loaded machine: a 5 s hand-over would still fail it.)
+        assert time.monotonic() - started <= rise * interval + 2.5
         assert kv.value == encode(
             Registration("127.0.0.1", backend.port, "i-test", None, {"az": "a1"})
         )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from nerve_fakes import Recorder
 
 from nerve.checks.base import CheckResult
@@ -52,7 +51,9 @@ async def test_a_slow_check_does_not_delay_a_fast_checks_fall() -> None:
     assert isinstance(reporter, Recorder)
     assert reporter.decisions == [False]
     assert reporter.decided_at[0] - started < 0.5
-    assert fast.starts[1] - fast.starts[0] == pytest.approx(0.1, abs=0.05)
+    # An interval (0.1 s) and the loop's lateness, which a stall of this process on a loaded
+    # machine makes any length (abs=0.05 failed on it); before: after the slow check's 1 s.
+    assert 0.05 <= fast.starts[1] - fast.starts[0] < 0.5
     assert web.rounds == 1
 
 
@@ -66,8 +67,12 @@ async def test_passes_count_as_they_come_and_register_at_the_rounds_end() -> Non
     reporter = web.reporter
     assert isinstance(reporter, Recorder)
     assert reporter.decisions == [True]
-    assert 0.5 <= reporter.decided_at[0] - started < 0.6  # re-runs not started are dropped
-    assert 4 <= len(fast.starts) <= 6
+    assert 0.5 <= reporter.decided_at[0] - started < 1.0  # at the round's end, the slow answer
+    # At most one start per interval while the slow check runs (0 to 0.52 s: 6); a re-run
+    # not started when it answered is dropped (before: a 7th start, the decision at 0.6 s;
+    # that bound failed when a stall of this loaded process made the loop late). At least
+    # rise's 3: a stall only removes starts (one of 0.3 s left 3, against a bound of 4).
+    assert 3 <= len(fast.starts) <= 6
 
 
 async def test_results_count_in_the_order_they_came() -> None:
