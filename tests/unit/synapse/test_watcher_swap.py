@@ -388,17 +388,20 @@ async def test_a_hold_ends_once_the_old_lists_give_no_server_for_hold_both_empty
 async def test_an_old_outage_shorter_than_hold_both_empty_s_keeps_the_hold(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(watcher_swap, "HOLD_BOTH_EMPTY_S", 0.2)
+    # The first empty spell's timer would end the hold at 1.0 s, before the check at 1.1 s;
+    # the fresh count's, at 1.6 s, after it. 0.4-0.5 s either way for a stall of this loaded
+    # process (with 0.2 s and sleeps of 0.1 and 0.15 s, 0.05 s: a 0.3 s stall failed it).
+    monkeypatch.setattr(watcher_swap, "HOLD_BOTH_EMPTY_S", 1.0)
     rig, old = await started()
     old.send(1, 2)
     await rig.reload({"web": service("/wbe")})  # the typo
     new = rig.made[-1]
     new.send()
     old.send()  # a blip (a8e0100: every instance failing its check for a second)
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.6)
     old.send(1, 2)  # back before HOLD_BOTH_EMPTY_S: the timer is cancelled
     old.send()  # empty again: counted afresh
-    await asyncio.sleep(0.15)
+    await asyncio.sleep(0.5)
     assert rig.set.active["web"] is old and rig.set.pending["web"].empty
     old.send(1)
     await asyncio.sleep(0.3)
