@@ -79,7 +79,9 @@ async def test_results_count_in_the_order_they_came() -> None:
     """fail, pass, fail with fall 2: never two failures in a row, so no withdrawal (a pass
     counted only at the round's end would have let the two failures meet)."""
     fast = SequenceCheck("fast", [False, True, False, True], 0.0)
-    slow = SequenceCheck("slow", [True], 0.35)
+    # 1 s: ~10 fast runs as drawn, 3 needed (0.35 s gave 4, and 2 when a stall of this
+    # loaded process took 0.3 s of it)
+    slow = SequenceCheck("slow", [True], 1.0)
     web = service([fast, slow], [(1, 2), (1, 2)], up=True)
     await web.run_round()
     assert len(fast.starts) >= 3
