@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nerve_fakes import Recorder
 
-from nerve.cadence import CHECK_STEP, START_WINDOW, Cadence, phase_of
+from nerve.cadence import AFTER_S, CHECK_STEP, START_WINDOW, Cadence, phase_of
 from nerve.checks.base import CheckResult
 from nerve.freshness import stale_after
 from nerve.service import Service
@@ -137,9 +137,11 @@ async def test_services_started_together_check_apart_and_register_at_once() -> N
         await each.stop(withdraw=False)
     watching.cancel()
     times = sorted(t for _, t in starts)
-    # (a loaded host fires late timers together now and then: the median, not the worst)
-    crowds = sorted(sum(1 for t in times if a <= t < a + 0.001) for a in times)
-    assert crowds[len(crowds) // 2] <= 2
+    # (a loaded host fires late timers together now and then: the median, not the worst;
+    # and the starts a stall released are the wake's to pace: test_cadence_wake.py)
+    calm = [t for t in times if not any(h <= t < h + AFTER_S for h in held)]
+    crowds = sorted(sum(1 for t in calm if a <= t < a + 0.001) for a in calm)
+    assert not crowds or crowds[len(crowds) // 2] <= 2
     for each in services:
         reporter = each.reporter
         assert isinstance(reporter, Recorder) and reporter.decisions == [True]
