@@ -39,6 +39,7 @@ class CopyFollowsHAProxy:
         self._served = False  # an apply of this process was run by HAProxy
         self._tried = False  # (the copy is run once: refused too, nothing is tried again)
         self._refused: SynapseConfig | None = None  # the start's config HAProxy refused
+        self._awaiting = False  # its apply waits for a reload the controller runs later
 
     def attach(self, reconciler: Reconciler) -> None:
         """The start's config is loaded: its pending copy is known before any SIGHUP's."""
@@ -55,15 +56,18 @@ class CopyFollowsHAProxy:
         """``config`` is the daemon's now (SIGHUP): its load's pending copy waits."""
         source = self._daemon.config_source
         self._config, self._pending = config, source.last_good.pending if source else None
+        self._awaiting = False
 
     def applied(self, config: SynapseConfig, result: ApplyResult) -> None:
         source = self._daemon.config_source
         if source is None or config is not self._config:  # (an apply of an older config)
             return
         if result.reload in ACCEPTED:
-            self._served = True
-            pending, self._pending = self._pending, None
-            source.last_good.accepted(pending)
+            self._accepted()
+        elif result.reload in (ApplyOutcome.PENDING, ApplyOutcome.FAILED):
+            self._awaiting = True  # (a reload waits, or is retried: the controller runs it)
+            if hasattr(self._daemon.controller, "on_applied"):
+                self._daemon.controller.on_applied = self._later
         elif (
             result.reload is ApplyOutcome.INVALID
             and not (self._served or self._tried)
@@ -75,6 +79,20 @@ class CopyFollowsHAProxy:
             error = result.error or "HAProxy refused the config"
             self._refused = config
             self._run_copy([f"HAProxy refuses the config this file gives: {error}"[:2000]])
+
+    def _later(self, result: ApplyResult) -> None:
+        """The controller's own apply ended (the pending reload, a retry, the sweep): review
+        s39 lastgood3, a SIGHUP's reload that waited for restart_interval was run by the
+        controller, never reached ``applied`` and its copy stayed pending for good."""
+        if self._awaiting and result.reload in ACCEPTED and self._daemon.config is self._config:
+            self._accepted()
+
+    def _accepted(self) -> None:
+        source = self._daemon.config_source
+        self._served, self._awaiting = True, False
+        pending, self._pending = self._pending, None
+        if source is not None:
+            source.last_good.accepted(pending)
 
     def _haproxy_down(self) -> bool:
         managed = getattr(self._daemon.controller, "managed_haproxy", None)

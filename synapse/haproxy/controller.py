@@ -276,7 +276,7 @@ class HAProxyController(Reloading):
             # a standby's services all wait for the VIP, and a typo cannot be told from it)
             waiting = self._isolation.waiting_for_address()
             self.info.validation_error = None if waiting else self.info.last_validation_error
-        return result
+        return self._told(result)  # (on_applied: Reloading's)
 
     async def _apply_with(self, desired: list[DesiredService]) -> ApplyResult:
         self._desired = desired

@@ -56,6 +56,9 @@ class Reloading:
     _apply_began = 0.0  # (time.monotonic) the apply under way began
     _unserved: list[str] = []  # why the file was not served at the last try (said once)
     _ran = False  # a HAProxy ran since synapse started (adopted, started, revived)
+    # hears the end of every apply, a background one's too (the pending reload, the sweep,
+    # a restart): the reconciler's ``after_apply`` hears its own only (synapse.last_good_run)
+    on_applied: Callable[[ApplyResult], None] | None = None
 
     if TYPE_CHECKING:  # (the controller's)
 
@@ -70,6 +73,11 @@ class Reloading:
         def _capabilities(self) -> Capabilities: ...
         def _layout(self) -> Layout: ...
         def _watch_process(self) -> None: ...
+
+    def _told(self, result: ApplyResult) -> ApplyResult:
+        if self.on_applied is not None:
+            self.on_applied(result)
+        return result
 
     async def _need_reload(self, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
         if not self.config.do_writes:

@@ -41,7 +41,7 @@ def daemon(pending: str | None = None, alive: bool = False) -> Any:
     managed = SimpleNamespace(alive=alive)
     source = SimpleNamespace(last_good=Kept(pending))
     return SimpleNamespace(config=object(), config_source=source, reloads=reloads,
-                           controller=SimpleNamespace(managed_haproxy=managed),
+                           controller=SimpleNamespace(managed_haproxy=managed, on_applied=None),
                            reload_config=reload_config, _background=set())  # fmt: skip
 
 
@@ -108,6 +108,33 @@ def test_a_sighups_pending_copy_waits_for_its_own_apply() -> None:
     assert owner.config_source.last_good.promoted == ["/s/.last-good-x.yaml.start.pending"]
 
 
+def refused_start(tmp_path: Path, not_started: int = 0) -> tuple[Any, list[object]]:
+    """A real daemon whose start's config HAProxy refused, its loads recorded (the first
+    ``not_started`` of them: its config child could not start, pids.max)."""
+    from smartstack.spawn_limits import ChildNotStarted
+    from synapse.config import SynapseConfig
+    from synapse.daemon import SynapseDaemon
+
+    start = SynapseConfig.model_validate({"services": {}, "admin": {"port": None}})
+    real = SynapseDaemon(start, str(tmp_path / "synapse.yaml"))
+    loads: list[object] = []
+
+    async def load_config(refused: object = None) -> tuple[SynapseConfig, list[str]]:
+        loads.append(refused)
+        if len(loads) <= not_started:
+            raise ChildNotStarted(["the config was not checked: pids.max"])
+        return start, []
+
+    async def apply_config(new: SynapseConfig) -> None:
+        real.config = new
+
+    real._load_config = load_config  # type: ignore[method-assign]
+    real.apply_config = apply_config  # type: ignore[method-assign]
+    real.reconciler = object()  # type: ignore[assignment]
+    real._copy._refused = start  # (the start's first apply was refused)
+    return real, loads
+
+
 def test_the_copy_is_not_run_once_a_sighup_replaced_the_refused_config(
     tmp_path: Path,
 ) -> None:
@@ -116,25 +143,8 @@ def test_the_copy_is_not_run_once_a_sighup_replaced_the_refused_config(
     the same (``config_last_good_used`` "HAProxy refuses the config file" of a valid file)."""
 
     async def main() -> None:
-        from synapse.config import SynapseConfig
-        from synapse.daemon import SynapseDaemon
-
-        start = SynapseConfig.model_validate({"services": {}, "admin": {"port": None}})
-        real = SynapseDaemon(start, str(tmp_path / "synapse.yaml"))
-        loads: list[object] = []
-
-        async def load_config(refused: object = None) -> tuple[SynapseConfig, list[str]]:
-            loads.append(refused)
-            return start, []
-
-        async def apply_config(new: SynapseConfig) -> None:
-            real.config = new
-
-        real._load_config = load_config  # type: ignore[method-assign]
-        real.apply_config = apply_config  # type: ignore[method-assign]
-        real.reconciler = object()  # type: ignore[assignment]
-        real._copy._refused = start  # (the start's first apply was refused)
-        real.config = start.model_copy()  # a SIGHUP's fixed file applied meanwhile
+        real, loads = refused_start(tmp_path)
+        real.config = real.config.model_copy()  # a SIGHUP's fixed file applied meanwhile
         assert await real.reload_config(["HAProxy refuses the config this file gives"]) is False
         assert loads == []
         real._copy._refused = real.config  # (still the refused one: the copy runs)
@@ -143,3 +153,29 @@ def test_the_copy_is_not_run_once_a_sighup_replaced_the_refused_config(
         await real.stop()
 
     asyncio.run(main())
+
+
+def test_a_copy_whose_reload_waits_is_kept_once_the_controller_runs_it() -> None:
+    """Review s39 lastgood3: a SIGHUP's apply ended PENDING (restart_interval); the reload
+    the controller ran later never reached ``applied``: 15 s after HAProxy served the new
+    service the copy held the old services, its pending copy left (pending_real.py)."""
+    owner = daemon("/s/.last-good-x.yaml.start.pending")
+    follow = follower(owner)
+    follow.applied(owner.config, result(ApplyOutcome.DONE))
+    newer, kept = object(), owner.config_source.last_good.promoted
+    owner.config_source.last_good.pending = "/s/.last-good-x.yaml.sighup.pending"
+    follow.loaded(newer)
+    owner.config = newer
+    follow.applied(newer, result(ApplyOutcome.PENDING))
+    told = owner.controller.on_applied
+    assert told is not None, "the controller's own applies are not heard"
+    told(result(ApplyOutcome.FAILED))  # (the reload failed: tried again, still pending)
+    assert kept == ["/s/.last-good-x.yaml.start.pending"]
+    told(result(ApplyOutcome.DONE))  # the pending reload ran: HAProxy runs it
+    assert kept[1:] == ["/s/.last-good-x.yaml.sighup.pending"]
+    newest = object()  # a later SIGHUP: an apply of the older desired state is no word on it
+    owner.config_source.last_good.pending = "/s/.last-good-x.yaml.newest.pending"
+    follow.loaded(newest)
+    owner.config = newest
+    told(result(ApplyOutcome.DONE))
+    assert kept[2:] == []
