@@ -69,6 +69,7 @@ class RetryNotChecked:
     ) -> None:
         self.log, self.reload, self.failed = log, reload, failed
         self._handle: asyncio.TimerHandle | None = None
+        self._again = reload  # this streak's retry (``not_checked``'s ``again``)
         self._fired = self._quiet = False
 
     def begin(self) -> None:
@@ -78,8 +79,11 @@ class RetryNotChecked:
             self._handle.cancel()
             self._handle = None
 
-    def not_checked(self, path: object, exc: ChildNotStarted) -> bool:
-        """Counted, logged, tried again after RETRY_S; False: not reloaded."""
+    def not_checked(
+        self, path: object, exc: ChildNotStarted, again: Callable[[], None] | None = None
+    ) -> bool:
+        """Counted, logged, tried again after RETRY_S; False: not reloaded. ``again``: how,
+        other than ``reload`` (synapse's run of its last good copy: that run again)."""
         import asyncio
 
         error = "; ".join(exc.lines)
@@ -88,9 +92,10 @@ class RetryNotChecked:
         event(self.log, "config_not_checked", level=level, path=str(path), error=error,
               retry_in_s=RETRY_S)  # fmt: skip
         self.begin()
+        self._again = again or self.reload
         self._handle = asyncio.get_running_loop().call_later(RETRY_S, self._fire)
         return False
 
     def _fire(self) -> None:
         self._handle, self._fired = None, True
-        self.reload()
+        self._again()

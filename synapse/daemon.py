@@ -320,7 +320,7 @@ class SynapseDaemon:
                 read = {**self._stamps(new), **read}  # (a new service_conf_dir's: after)
                 vet_reload(self.config, new, self.config_path)  # (HAProxy's limits, pid file)
             except ChildNotStarted as exc:  # (our limit, not the file's fault: tried again)
-                return self._retry.not_checked(self.config_path, exc)
+                return self._retry.not_checked(self.config_path, exc, self._copy.again(refused))
             except ConfigError as exc:
                 self._config_reload_failed("; ".join(exc.lines))
                 return False

@@ -12,6 +12,7 @@ HAProxy never started when the config file on disk could not serve in its place
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from synapse.contract import ApplyOutcome, ApplyResult
@@ -93,6 +94,12 @@ class CopyFollowsHAProxy:
         pending, self._pending = self._pending, None
         if source is not None:
             source.last_good.accepted(pending)
+
+    def again(self, refused: list[str] | None) -> Callable[[], None] | None:
+        """The retry of a copy's run whose config child could not start (ChildNotStarted:
+        pids.max): that run again. Review s39 lastgood3: it was a SIGHUP's reload, which
+        read the refused file again; the copy was never run and nothing was served."""
+        return (lambda: self._run_copy(refused)) if refused else None
 
     def _haproxy_down(self) -> bool:
         managed = getattr(self._daemon.controller, "managed_haproxy", None)

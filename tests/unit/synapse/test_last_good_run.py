@@ -179,3 +179,23 @@ def test_a_copy_whose_reload_waits_is_kept_once_the_controller_runs_it() -> None
     owner.config = newest
     told(result(ApplyOutcome.DONE))
     assert kept[2:] == []
+
+
+def test_a_copy_run_whose_child_cannot_start_is_retried_as_the_copys_run(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Review s39 lastgood3: the retry (RetryNotChecked) of a copy's run that hit pids.max
+    was a SIGHUP's reload: it read the refused file again, the copy was never run."""
+
+    async def main() -> None:
+        monkeypatch.setattr("smartstack.spawn_limits.RETRY_S", 0.01)
+        real, loads = refused_start(tmp_path, not_started=1)
+        refused = ["HAProxy refuses the config this file gives: x"]
+        assert await real.reload_config(refused) is False
+        async with asyncio.timeout(5):
+            while len(loads) < 2 or real._background:
+                await asyncio.sleep(0.01)
+        assert loads == [refused, refused], "the retry read the refused file, not the copy"
+        await real.stop()
+
+    asyncio.run(main())
