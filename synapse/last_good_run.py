@@ -57,7 +57,9 @@ class CopyFollowsHAProxy:
         """``config`` is the daemon's now (SIGHUP): its load's pending copy waits."""
         source = self._daemon.config_source
         self._config, self._pending = config, source.last_good.pending if source else None
-        self._awaiting = False
+        # a copy's run queued (or retried) and not loaded is over: a SIGHUP's config that
+        # HAProxy refuses too, nothing served, runs it (the copy's own load: last_good.info)
+        self._awaiting = self._tried = False
 
     def applied(self, config: SynapseConfig, result: ApplyResult) -> None:
         source = self._daemon.config_source

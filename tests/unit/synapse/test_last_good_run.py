@@ -199,3 +199,24 @@ def test_a_copy_run_whose_child_cannot_start_is_retried_as_the_copys_run(
         await real.stop()
 
     asyncio.run(main())
+
+
+def test_a_sighups_refused_config_runs_the_copy_the_start_never_ran() -> None:
+    """Review s39 cr-lastgood3: the start's copy run was queued (or retried: pids.max) and a
+    SIGHUP's load of the file, HAProxy refusing it too, replaced the config first: the copy
+    was skipped (``still_refused``) and never queued again (``_tried``): nothing served."""
+
+    async def main() -> None:
+        owner = daemon("/s/.last-good-x.yaml.a.pending")
+        follow = follower(owner)
+        follow.applied(owner.config, result(ApplyOutcome.INVALID))  # the copy's run queued
+        await asyncio.gather(*owner._background)  # (skipped: a SIGHUP's load went first)
+        newer = object()
+        follow.loaded(newer)
+        owner.config = newer
+        follow.applied(newer, result(ApplyOutcome.INVALID))  # HAProxy refuses it too
+        await asyncio.gather(*owner._background)
+        assert len(owner.reloads) == 2, "the copy was never run: nothing is served"
+        assert follow.still_refused()
+
+    asyncio.run(main())
