@@ -76,7 +76,10 @@ class Reloading:
 
     def _told(self, result: ApplyResult) -> ApplyResult:
         if self.on_applied is not None:
-            self.on_applied(result)
+            try:  # (a listener's bug must not fail an apply HAProxy has already run)
+                self.on_applied(result)
+            except Exception:
+                log.exception("a listener of the apply's end failed")
         return result
 
     async def _need_reload(self, reload: Reload, candidate: DesiredConfig) -> ApplyResult:
