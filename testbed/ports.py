@@ -153,9 +153,26 @@ class PortPicker:
         if self._fd is None or self._pid != os.getpid():
             if self._fd is not None:
                 os.close(self._fd)  # (the parent's copy keeps the parent's locks)
-            self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            self._fd = open_shared(self._lock_path)
             self._pid = os.getpid()
         return self._fd
+
+
+def open_shared(path: Path) -> int:
+    """`path` opened for locking by any user: created 0o666 whatever the umask, and an
+    existing one opened without O_CREAT (fs.protected_regular refuses O_CREAT, even to root,
+    on another user's file in a sticky directory such as /tmp)."""
+    while True:
+        try:
+            return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            continue  # another process made it meanwhile: open that one
+        os.fchmod(fd, 0o666)  # (the umask took write from the others)
+        return fd
 
 
 _default: PortPicker | None = None

@@ -3,12 +3,14 @@ the kernel's ephemeral range (with a fake `is_free`: no socket here)."""
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from testbed.ports import DEFAULT, PortPicker, choose_range, parse_range
+from testbed.ports import DEFAULT, PortPicker, choose_range, open_shared, parse_range
 
 SMALL = range(40000, 40012)
 
@@ -119,3 +121,19 @@ def test_the_environment_names_the_range() -> None:
     for wrong in ("45099-45000", "0-10", "60000-70000", "12"):
         with pytest.raises(ValueError):
             choose_range(wrong, None)
+
+
+def test_the_lock_file_it_creates_is_writable_by_every_user(tmp_path: Path) -> None:
+    # Another user's run opens it O_RDWR: 0o644 (umask 022) refused it, and every
+    # free_port() of that run failed with PermissionError.
+    old = os.umask(0o022)
+    try:
+        fd = open_shared(tmp_path / "ports.lock")
+    finally:
+        os.umask(old)
+    try:
+        assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o666
+        again = open_shared(tmp_path / "ports.lock")  # an existing one: opened again
+        os.close(again)
+    finally:
+        os.close(fd)
