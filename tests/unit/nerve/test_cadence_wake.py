@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from itertools import pairwise
 
 import pytest
-from test_cadence_spread import Probe, service
+from test_cadence_spread import Probe, held_for, service, witness
 
 from nerve.cadence import (
     AFTER_S,
@@ -111,9 +111,15 @@ def fresh_wake() -> Iterator[None]:
 @pytest.mark.usefixtures("fresh_wake")
 async def test_a_blocked_loop_releases_no_burst_of_checks() -> None:
     """A real event loop blocked 0.5 s (a stall of nerve, in process): the starts after it
-    are spread as the rounds are (before: the held ones at once, 12 within 1 ms)."""
+    are spread as the rounds are (before: the held ones at once, 12 within 1 ms). A stall
+    of this loaded process besides the block (the witness held outside it) is a wake of
+    its own: starts paced PACE_MOST_S go by design (5 within 1 ms after a 0.3 s stall just
+    before the block), so the starts after one are excused; unstalled, none is."""
+    loop = asyncio.get_running_loop()
     for services, checks in ((12, 1), (1, 12)):
         starts: list[tuple[str, float]] = []
+        held: list[tuple[float, float]] = []
+        watching = asyncio.ensure_future(witness(held))
         watched = [
             service(f"s{n}", [Probe(f"s{n}c{k}", starts) for k in range(checks)], 0.5)
             for n in range(services)
@@ -121,11 +127,16 @@ async def test_a_blocked_loop_releases_no_burst_of_checks() -> None:
         for each in watched:
             each.start()
         await asyncio.sleep(0.95)
-        woke = asyncio.get_running_loop().time() + 0.5
+        blocked = loop.time()
+        woke = blocked + 0.5
         time.sleep(0.5)  # the stall: nothing on the loop runs
         await asyncio.sleep(0.4)
         for each in watched:
             await each.stop(withdraw=False)
+        watching.cancel()
+        other = [due for due, end in held
+                 if end - due - held_for([(due, end)], blocked, woke) >= 0.03]  # fmt: skip
         after = [t for _, t in starts if t >= woke]
-        assert len(after) >= 6, (services, checks, after)
-        assert crowd(after, 0.005) <= 3, (services, checks, sorted(t - woke for t in after))
+        assert len(after) >= 6 or other, (services, checks, after)
+        calm = [t for t in after if all(t < due for due in other)]
+        assert not calm or crowd(calm, 0.005) <= 3, (services, checks, calm, held, woke)
