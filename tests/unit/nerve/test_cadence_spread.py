@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from nerve_fakes import Recorder
+from stall_witness import held_for, witness, witnessing
 
 from nerve.cadence import AFTER_S, CHECK_STEP, START_WINDOW, Cadence, phase_of
 from nerve.checks.base import CheckResult
@@ -108,22 +109,6 @@ def service(name: str, checks: list[Probe], interval: float) -> Service:
     return Service(name, checks, [(1, 1)] * len(checks), Recorder(), check_interval=interval)
 
 
-async def witness(held: list[tuple[float, float]]) -> None:
-    """Notes (due, woke) when this process's loop woke 0.03 s late or more: a stall of it (a
-    loaded machine) that moves nerve's rounds by design (Cadence.next_start, ``WAKE``)."""
-    loop = asyncio.get_running_loop()
-    while True:
-        due = loop.time() + 0.01
-        await asyncio.sleep(0.01)
-        if loop.time() - due >= 0.03:
-            held.append((due, loop.time()))
-
-
-def held_for(held: list[tuple[float, float]], after: float, until: float) -> float:
-    """Seconds of (after, until] the witness saw this process held (the loop's clock)."""
-    return sum(max(0.0, min(woke, until) - max(due, after)) for due, woke in held)
-
-
 async def test_services_started_together_check_apart_and_register_at_once() -> None:
     """12 services started in the same instant (nerve's start), interval 0.5 s: never more
     than two checks within 1 ms (before: all 12 in the same instant, every round), each
@@ -186,7 +171,6 @@ async def test_a_service_started_a_while_after_it_was_built_sees_no_stall() -> N
     the witness saw held down to the limit is excused. The gap counts from the start (from
     the build, before the fix: 0.4 s more than the stall, so that one is never excused)."""
     stale: list[tuple[float, float]] = []  # (when, gap) of each checks_stale
-    held: list[tuple[float, float]] = []
 
     class Stale(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
@@ -195,18 +179,17 @@ async def test_a_service_started_a_while_after_it_was_built_sees_no_stall() -> N
 
     logger, said = logging.getLogger("nerve.service"), Stale()
     logger.addHandler(said)
-    watching = asyncio.ensure_future(witness(held))
     try:
-        starts: list[tuple[str, float]] = []
-        web = service("web", [Probe("c0", starts)], 0.05)
-        await asyncio.sleep(0.4)
-        started = time.monotonic()
-        web.start()
-        await asyncio.sleep(0.2)
-        await web.stop(withdraw=False)
+        async with witnessing() as held:
+            starts: list[tuple[str, float]] = []
+            web = service("web", [Probe("c0", starts)], 0.05)
+            await asyncio.sleep(0.4)
+            started = time.monotonic()
+            web.start()
+            await asyncio.sleep(0.2)
+            await web.stop(withdraw=False)
     finally:
         logger.removeHandler(said)
-        watching.cancel()
     limit = web.freshness.limit
     unexcused = [(at, gap) for at, gap in stale
                  if gap - held_for(held, max(started, at - gap), at) > limit]  # fmt: skip

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from itertools import pairwise
 
 import pytest
-from test_cadence_spread import Probe, held_for, service, witness
+from stall_witness import held_for, witnessing
+from test_cadence_spread import Probe, service
 
 from nerve.cadence import (
     AFTER_S,
@@ -118,22 +119,20 @@ async def test_a_blocked_loop_releases_no_burst_of_checks() -> None:
     loop = asyncio.get_running_loop()
     for services, checks in ((12, 1), (1, 12)):
         starts: list[tuple[str, float]] = []
-        held: list[tuple[float, float]] = []
-        watching = asyncio.ensure_future(witness(held))
         watched = [
             service(f"s{n}", [Probe(f"s{n}c{k}", starts) for k in range(checks)], 0.5)
             for n in range(services)
         ]
-        for each in watched:
-            each.start()
-        await asyncio.sleep(0.95)
-        blocked = loop.time()
-        woke = blocked + 0.5
-        time.sleep(0.5)  # the stall: nothing on the loop runs
-        await asyncio.sleep(0.4)
-        for each in watched:
-            await each.stop(withdraw=False)
-        watching.cancel()
+        async with witnessing() as held:
+            for each in watched:
+                each.start()
+            await asyncio.sleep(0.95)
+            blocked = loop.time()
+            woke = blocked + 0.5
+            time.sleep(0.5)  # the stall: nothing on the loop runs
+            await asyncio.sleep(0.4)
+            for each in watched:
+                await each.stop(withdraw=False)
         other = [due for due, end in held
                  if end - due - held_for([(due, end)], blocked, woke) >= 0.03]  # fmt: skip
         after = [t for _, t in starts if t >= woke]
