@@ -54,6 +54,24 @@ def http_get(port: int, host: str | None = None, timeout: float = 3.0) -> tuple[
         return err.code, ""
 
 
+def ask_until(
+    port: int, began: float, window: float, each: Callable[[], object] = lambda: None
+) -> tuple[list[int], list[tuple[float, float]]]:
+    """A new connection to ``port`` every 0.05 s until ``window`` s after ``began``
+    (time.monotonic): the statuses, and (asked, ended) of each that failed (a stall of the
+    test process may hold one past a soft stop: tests/helpers/stall_witness.py tells)."""
+    answers: list[int] = []
+    failed: list[tuple[float, float]] = []
+    while (asked := time.monotonic()) < began + window:
+        try:
+            answers.append(http_get(port, timeout=2)[0])
+        except OSError:
+            failed.append((asked, time.monotonic()))
+        each()
+        time.sleep(0.05)
+    return answers, failed
+
+
 def spread(port: int, requests: int = 12, host: str | None = None) -> Counter[str]:
     """Which backends answered ``requests`` requests (failures count as 'error')."""
     seen: Counter[str] = Counter()
