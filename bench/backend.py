@@ -1,6 +1,7 @@
 """A small HTTP/1.1 keep-alive server for load tests: `python -m bench.backend --port P`.
 
-Answers every GET with its name (``/health`` too). asyncio protocols, no framework: one
+Answers every GET with its name (``/health`` too); ``GET /slow`` after SLOW_S, as a long
+request (a keep-alive connection answers in order). asyncio protocols, no framework: one
 process per backend keeps up with wrk through HAProxy on 2 cores, where the thread-per-
 request HttpBackend would be the bottleneck. SIGTERM is a graceful stop: the listening
 socket closes at once (new connections are refused), requests in flight are answered,
@@ -14,6 +15,7 @@ import asyncio
 import signal
 
 _open: set[_Http] = set()
+SLOW_S = 2.0  # GET /slow: how long its answer takes
 
 
 class _Http(asyncio.Protocol):
@@ -30,6 +32,7 @@ class _Http(asyncio.Protocol):
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.stopping = False
+        self.waiting = 0  # /slow answers not sent yet
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -44,16 +47,30 @@ class _Http(asyncio.Protocol):
         # GET requests only: every request ends with an empty line.
         while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
             request, self.buffer = self.buffer[:end], self.buffer[end + 4 :]
-            close = self.stopping or b"connection: close" in request.lower()
-            self.transport.write(self.closing_response if close else self.response)
-            if close:
-                self.transport.close()
+            close = b"connection: close" in request.lower()
+            if request.startswith(b"GET /slow") or self.waiting:  # (answers stay in order)
+                self.waiting += 1
+                asyncio.get_running_loop().call_later(SLOW_S, self.answer, close)
+            elif not self.answer(close):
                 return
+
+    def answer(self, close: bool) -> bool:
+        """Write one answer; False once the connection is closed."""
+        assert self.transport is not None
+        self.waiting = max(0, self.waiting - 1)
+        if self.transport.is_closing():
+            return False
+        close = close or self.stopping
+        self.transport.write(self.closing_response if close else self.response)
+        if close and not self.waiting:
+            self.transport.close()
+            return False
+        return True
 
     def stop(self) -> None:
         """Graceful stop: an idle connection closes now, a busy one after its answer."""
         self.stopping = True
-        if self.transport is not None and not self.buffer:
+        if self.transport is not None and not self.buffer and not self.waiting:
             self.transport.close()
 
 
@@ -70,7 +87,7 @@ async def serve(port: int, name: str) -> None:
     server.close()  # refuse new connections from now on
     for conn in list(_open):
         conn.stop()
-    for _ in range(100):  # at most 1 s for answers in flight
+    for _ in range(int(SLOW_S * 100) + 100):  # at most SLOW_S + 1 s for answers in flight
         if not _open:
             break
         await asyncio.sleep(0.01)

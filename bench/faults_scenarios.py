@@ -28,6 +28,7 @@ from bench.faults import (
     timed,
 )
 from bench.faults_registrations import nerve_kill9_restart, nerve_sighup_record
+from bench.faults_reload import reload_in_flight
 from bench.stack import Workspace, command, wait_for
 from testbed.process import wait_processes_gone
 from testbed.zookeeper import ZK_MAIN_QUORUM
@@ -374,6 +375,7 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "synapse-kill9-restart": ("zookeeper", synapse_restart(signal.SIGKILL)),
     "synapse-sigterm-restart": ("zookeeper", synapse_restart(signal.SIGTERM)),
     "synapse-broken-config-restart": ("zookeeper", synapse_broken_config_restart),
+    "reload-in-flight": ("zookeeper", reload_in_flight),
     "zk-all-down": (
         "zookeeper",
         registry_outage(

@@ -7,6 +7,11 @@ sent" that mean the same in every scenario: here each of a few threads sends one
 (a new connection each time, as a client that just arrived) every `interval_s`, and
 every attempt is either answered 2xx/3xx or failed. Bounded by `max_duration_s` and by
 `stop()`; 127.0.0.1 only.
+
+``keep_alive``: each thread sends its GETs on one connection, as a browser or a pooled
+client does, and opens a new one only when the server closed it (``Connection: close``);
+a request that fails on it counts as failed, never retried. ``path="/slow"`` (bench/backend.py)
+makes each request a long one.
 """
 
 from __future__ import annotations
@@ -42,8 +47,11 @@ class PacedClient:
         interval_s: float = 0.02,
         timeout_s: float = 2.0,
         max_duration_s: float = 300.0,
+        path: str = "/",
+        keep_alive: bool = False,
     ) -> None:
         self.port, self.interval_s, self.timeout_s = port, interval_s, timeout_s
+        self.path, self.keep_alive = path, keep_alive
         self.max_duration_s = max_duration_s
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -59,14 +67,17 @@ class PacedClient:
             thread.start()
         return self
 
-    def _once(self) -> str | None:
-        """One GET; None when answered 2xx/3xx, else the kind of failure."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout_s)
+    def _once(self, conn: http.client.HTTPConnection) -> str | None:
+        """One GET on ``conn``; None when answered 2xx/3xx, else the kind of failure. The
+        connection is closed after it unless keep-alive goes on (it reconnects when used)."""
+        failed = True
         try:
-            conn.request("GET", "/", headers={"Connection": "close"})
+            headers = {} if self.keep_alive else {"Connection": "close"}
+            conn.request("GET", self.path, headers=headers)
             resp = conn.getresponse()
             resp.read()
-            return None if 200 <= resp.status < 400 else f"status {resp.status}"
+            failed = not 200 <= resp.status < 400
+            return f"status {resp.status}" if failed else None
         except ConnectionRefusedError:
             return "refused"
         except ConnectionResetError:
@@ -76,13 +87,15 @@ class PacedClient:
         except (OSError, http.client.HTTPException) as exc:
             return type(exc).__name__
         finally:
-            conn.close()
+            if failed or not self.keep_alive:
+                conn.close()
 
     def _run(self) -> None:
         deadline = self._began + self.max_duration_s
         next_at = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout_s)
         while not self._stop.is_set() and time.monotonic() < deadline:
-            failure = self._once()
+            failure = self._once(conn)
             with self._lock:
                 self._attempts += 1
                 if failure is not None:
@@ -90,6 +103,7 @@ class PacedClient:
                     self._failures.append(time.monotonic() - self._began)
             next_at = max(next_at + self.interval_s, time.monotonic())
             self._stop.wait(max(0.0, next_at - time.monotonic()))
+        conn.close()
 
     def failed_so_far(self) -> int:
         """Failed attempts until now (the client keeps running)."""

@@ -3,13 +3,19 @@ paced client's counting (each attempt once, failures timed)."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
+import socket
+import threading
 import time
 from pathlib import Path
 
+from bench.backend import SLOW_S
 from bench.faults import Figures, summary, to_result, write_report
 from bench.paced import PacedClient
 from bench.report import Target, write_json
+from bench.stack import Backend, Workspace
 from testbed.process import free_port
 
 
@@ -51,3 +57,58 @@ def test_paced_client_counts_refused_attempts_once() -> None:
     assert 2 <= result.attempts <= 2 * (0.6 / 0.05 + 2)  # paced, not a tight loop
     assert result.failed == result.attempts == result.errors["refused"]
     assert 0 < result.outage_s < 0.7
+
+
+def _counting_server() -> tuple[socket.socket, list[int]]:
+    """An HTTP/1.1 keep-alive server on loopback that counts the connections it accepted."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = [0]
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            buffer = b""
+            while data := conn.recv(4096):
+                buffer += data
+                while b"\r\n\r\n" in buffer:
+                    request, buffer = buffer.split(b"\r\n\r\n", 1)
+                    close = b"connection: close" in request.lower()
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    if close:
+                        return
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                conn, _ = listener.accept()
+                accepted[0] += 1
+                threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener, accepted
+
+
+def test_paced_keep_alive_client_sends_on_one_connection() -> None:
+    for keep_alive in (True, False):
+        listener, accepted = _counting_server()
+        with listener:
+            port = listener.getsockname()[1]
+            client = PacedClient(port, threads=1, interval_s=0.01, keep_alive=keep_alive).start()
+            time.sleep(0.3)
+            result = client.finish()
+        assert result.attempts >= 5 and result.failed == 0
+        assert accepted[0] == (1 if keep_alive else result.attempts)
+
+
+def test_backend_answers_slow_requests_late_on_a_kept_connection() -> None:
+    with Workspace() as ws:
+        backend = Backend(ws, "slow").start()
+        conn = http.client.HTTPConnection("127.0.0.1", backend.port, timeout=SLOW_S + 3)
+        took = []
+        for path in ("/slow", "/slow", "/"):
+            began = time.perf_counter()
+            conn.request("GET", path)
+            response = conn.getresponse()
+            assert response.status == 200 and response.read() == b"slow\n"
+            took.append(time.perf_counter() - began)
+        conn.close()
+    assert min(took[:2]) >= SLOW_S and took[2] < SLOW_S / 2

@@ -48,6 +48,7 @@ PERFECT = (
     "1,000 hostile registry records",
     "malformed configs on SIGHUP",
     "synapse restarted onto a config with a typo",
+    "SIGHUP reloads with keep-alive and 2 s requests in flight",
     "all etcd members down 10 s",
     "synapse restarted while every ZooKeeper member is down",
     "nerve kill -9 + restart (zookeeper)",
