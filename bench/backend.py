@@ -87,7 +87,9 @@ async def serve(port: int, name: str) -> None:
     server.close()  # refuse new connections from now on
     for conn in list(_open):
         conn.stop()
-    for _ in range(int(SLOW_S * 100) + 100):  # at most SLOW_S + 1 s for answers in flight
+    # at most 1 s for answers in flight, SLOW_S more when a /slow answer is among them
+    slow = any(conn.waiting for conn in _open)
+    for _ in range(int((1 + (SLOW_S if slow else 0)) * 100)):
         if not _open:
             break
         await asyncio.sleep(0.01)
