@@ -11,8 +11,10 @@ lines already set the keyword:
   a failed connection (nothing was sent) is retried for every method.
 - TCP: ``retries 3`` and ``option redispatch 1`` (TCP retries connection failures only).
 - Servers of the docker watcher (no nerve checks them): ``default-server check inter
-  2000 rise 2 fall 2``, with ``option httpchk GET <path>`` when the service is HTTP and
-  ``health_check.path`` is set, so a hung app in a running container is taken out.
+  2000 fastinter 500 downinter 500 rise 2 fall 2`` (a dockerd restart downs every
+  published port at once: back within a second of the ports), with ``option httpchk GET
+  <path>`` when the service is HTTP and ``health_check.path`` is set, so a hung app in a
+  running container is taken out.
 - Zone-routed services: checks (every 10 s while up, every second while down or coming
   back, unless ``health_check.inter_ms`` is set); where a backup can take the traffic,
   synapse.zone_apply also sets ``observe`` (layer4, mark-down at the first error), so
@@ -29,7 +31,12 @@ from collections.abc import Iterable, Sequence
 
 from synapse.config import HAProxyConfig, ServiceConfig
 from synapse.haproxy.specs import _last_value
-from synapse.resilience_config import ZONE_INTER, ZONE_OBSERVE, RetriesConfig
+from synapse.resilience_config import (
+    DOCKER_CHECK_TIMES,
+    ZONE_INTER,
+    ZONE_OBSERVE,
+    RetriesConfig,
+)
 
 
 def _normalised(lines: Iterable[str]) -> list[str]:
@@ -102,6 +109,8 @@ def extra_backend_lines(
         inter = f"inter {check.inter_ms}"
         if (zoned or observe is ZONE_OBSERVE) and "inter_ms" not in check.model_fields_set:
             inter = ZONE_INTER  # traffic tells a dead server at once; checks bring it back
+        elif service.discovery.method == "docker" and "inter_ms" not in check.model_fields_set:
+            inter += f" {DOCKER_CHECK_TIMES}"  # back soon after a dockerd restart
         options = f"check {inter} rise {check.rise} fall {check.fall}"
         if observe is not None:
             layer = observe.layer if http else "layer4"  # layer7 needs an HTTP backend

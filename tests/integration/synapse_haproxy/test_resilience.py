@@ -85,7 +85,9 @@ def test_retries_false_turns_the_default_off(tmp_path: Path):
 
 def test_docker_servers_get_haproxy_checks_by_default(tmp_path: Path):
     text = render([svc(method="docker", retries=False)], managed(tmp_path)).text
-    assert backend(text) == ["default-server check inter 2000 rise 2 fall 2"]
+    assert backend(text) == [
+        "default-server check inter 2000 fastinter 500 downinter 500 rise 2 fall 2"
+    ]
     path = svc(method="docker", retries=False, health_check={"path": "/health", "inter_ms": 500})
     assert backend(render([path], managed(tmp_path)).text) == [
         "option httpchk GET /health",
