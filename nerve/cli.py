@@ -7,17 +7,16 @@ nerve up SERVICE (-c FILE | --admin URL)
 
 from __future__ import annotations
 
-from smartstack.early_signals import hold_sighup, hold_sigusr2, release_sighup
+from smartstack.early_signals import hold_sighup, hold_sigusr2
 
 hold_sighup()  # first: a SIGHUP during the imports below (0.2-0.5 s) ended nerve
 hold_sigusr2()  # (and a SIGUSR2, the restart stop: replayed once the loop runs)
 
 import argparse
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from smartstack.cli import add_common_arguments, check_or_run
+from smartstack.cli import add_common_arguments, check_or_start, run_command
 from smartstack.instance_lock import nerve_lock
 
 if TYPE_CHECKING:
@@ -42,30 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # The control commands come first on the command line; `nerve -c FILE` stays as it was.
-    if argv and argv[0] in ("maint", "up"):
-        release_sighup()  # a command, not the daemon
-        from nerve.control import main as control_main
-
-        return control_main(argv)
+    code = run_command(argv, ("maint", "up"), "nerve.control:main")
+    if code is not None:
+        return code
     args = build_parser().parse_args(argv)
-    if args.check_config:  # -k: validated here, on pydantic
-        from nerve.config import load_nerve_config
-
-        loader = lambda: load_nerve_config(args.config, args.instance_id, args.strict)  # noqa: E731
-        return check_or_run(args, loader, lambda config, args: 0, _preflight)
-    # The daemon: validated by a child; plain config objects here (nerve.config_load).
-    from nerve.config_load import ConfigSource
-
-    source = ConfigSource(args.config, args.instance_id, args.strict, not args.no_last_good)
-    return check_or_run(
-        args, source.first, lambda config, args: _run(config, args, source), _preflight
-    )
-
-
-def _preflight(config: Any, path: Path, full: bool) -> tuple[list[str], list[str]]:
-    from nerve.preflight import preflight  # after the model base is chosen
-
-    return preflight(config, path, full)
+    return check_or_start(args, "nerve", args.instance_id, _run)
 
 
 def _run(config: NerveConfig, args: argparse.Namespace, source: ConfigSource) -> int:

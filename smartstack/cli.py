@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -143,3 +144,45 @@ def check_or_run(
         print(f"{args.config}: ok ({len(config.services)} services)")
         return 0
     return run(config, args)
+
+
+def imported(ref: str) -> Any:
+    """``"package.module:name"``, imported now: the CLIs import what a path needs only on
+    that path (``-k`` none of the daemon's modules; which base the config models get is
+    decided after the arguments are read: nerve/synapse ``config_load``)."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_command(argv: list[str], names: tuple[str, ...], entry: str) -> int | None:
+    """A control command (``nerve maint``, ``synapse zone``): its ``entry`` runs it and the
+    status is returned; None when ``argv`` is no such command (the daemon's own line)."""
+    if not argv or argv[0] not in names:
+        return None
+    release_sighup()  # a command, not the daemon
+    return int(imported(entry)(argv))
+
+
+def check_or_start(
+    args: argparse.Namespace,
+    daemon: str,
+    override: str | None,
+    run: Callable[[Any, argparse.Namespace, Any], int],
+) -> int:
+    """``check_or_run`` for ``daemon`` (the package: ``nerve`` or ``synapse``). With ``-k``
+    the config is validated here, on pydantic (``<daemon>.config.load_<daemon>_config``); a
+    start has plain config objects, validated by a child (``<daemon>.config_load``'s
+    ``ConfigSource``), which ``run(config, args, source)`` gets. ``override``: ``-i``
+    (nerve's instance_id) or ``--zone`` (synapse). The host checks: ``<daemon>.preflight``.
+    """
+
+    def preflight(config: Any, path: Path, full: bool) -> tuple[list[str], list[str]]:
+        return imported(f"{daemon}.preflight:preflight")(config, path, full)  # (model base set)
+
+    if args.check_config:
+        load = imported(f"{daemon}.config:load_{daemon}_config")
+        loader = lambda: load(args.config, override, args.strict)  # noqa: E731
+        return check_or_run(args, loader, lambda config, args: 0, preflight)
+    source = imported(f"{daemon}.config_load:ConfigSource")
+    found = source(args.config, override, args.strict, not args.no_last_good)
+    return check_or_run(args, found.first, lambda config, args: run(config, args, found), preflight)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from smartstack.early_signals import hold_sighup, release_sighup
+from smartstack.early_signals import hold_sighup
 
 hold_sighup()  # first: a SIGHUP during the imports below (0.2-0.5 s) ended synapse
 
 import argparse
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from smartstack.cli import add_common_arguments, check_or_run
+from smartstack.cli import add_common_arguments, check_or_start, run_command
 from smartstack.instance_lock import synapse_lock
 from smartstack.malloc_tune import tune_malloc
 from synapse import gc_start
@@ -35,34 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # `synapse zone ...` talks to a running synapse; `synapse -c FILE` stays as it was.
-    if argv and argv[0] == "zone":
-        release_sighup()  # a command, not the daemon
-        from synapse.zone_cli import main as zone_main
-
-        return zone_main(argv)
+    code = run_command(argv, ("zone",), "synapse.zone_cli:main")
+    if code is not None:
+        return code
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.config:
         parser.error(f"the config file is needed: -c FILE, or ${CONFIG_ENV}")
     gc_start.relax()  # a start builds objects that live on: few collections until it is over
-    if args.check_config:  # -k: validated here, on pydantic
-        from synapse.config import load_synapse_config
-
-        loader = lambda: load_synapse_config(args.config, args.zone, args.strict)  # noqa: E731
-        return check_or_run(args, loader, lambda config, args: 0, _preflight)
-    # The daemon: validated by a child; plain config objects here (synapse.config_load).
-    from synapse.config_load import ConfigSource
-
-    source = ConfigSource(args.config, args.zone, args.strict, not args.no_last_good)
-    return check_or_run(
-        args, source.first, lambda config, args: _run(config, args, source), _preflight
-    )
-
-
-def _preflight(config: Any, path: Path, full: bool) -> tuple[list[str], list[str]]:
-    from synapse.preflight import preflight  # after the model base is chosen
-
-    return preflight(config, path, full)
+    return check_or_start(args, "synapse", args.zone, _run)
 
 
 def _run(config: SynapseConfig, args: argparse.Namespace, source: ConfigSource) -> int:
