@@ -17,6 +17,8 @@ class Op:
     server: str
 
     kind: ClassVar[str] = "op"
+    # The runtime API command, ``op`` this operation: ``str.format``'s fields.
+    template: ClassVar[str] = ""
     # What HAProxy answers when the command worked ("" = an empty answer).
     success_prefixes: ClassVar[tuple[str, ...]] = ("",)
     # A failure that needs no reload (the next apply retries it).
@@ -33,7 +35,8 @@ class Op:
 
     @property
     def command(self) -> str:
-        raise NotImplementedError
+        # (rstrip: an empty last field, `add server` without options, leaves no space)
+        return self.template.format(op=self).rstrip()
 
     def succeeded(self, answer: str) -> bool:
         text = answer.strip()
@@ -48,24 +51,18 @@ class Op:
 @dataclass(frozen=True)
 class SetState(Op):
     state: str = "ready"  # ready | drain | maint
+    template: ClassVar[str] = "set server {op.target} state {op.state}"
 
     @property
     def label(self) -> str:
         return f"set_{self.state}"
-
-    @property
-    def command(self) -> str:
-        return f"set server {self.target} state {self.state}"
 
 
 @dataclass(frozen=True)
 class SetWeight(Op):
     weight: int = 1
     kind: ClassVar[str] = "set_weight"
-
-    @property
-    def command(self) -> str:
-        return f"set weight {self.target} {self.weight}"
+    template: ClassVar[str] = "set weight {op.target} {op.weight}"
 
 
 @dataclass(frozen=True)
@@ -73,6 +70,7 @@ class SetAddr(Op):
     addr: str = ""
     port: int = 0
     kind: ClassVar[str] = "set_addr"
+    template: ClassVar[str] = "set server {op.target} addr {op.addr} port {op.port}"
     success_prefixes: ClassVar[tuple[str, ...]] = (
         "IP changed",
         "no need to change",
@@ -80,41 +78,28 @@ class SetAddr(Op):
         "port changed",
     )
 
-    @property
-    def command(self) -> str:
-        return f"set server {self.target} addr {self.addr} port {self.port}"
-
 
 @dataclass(frozen=True)
 class AddServer(Op):
     address: str = ""
     options: str = ""
     kind: ClassVar[str] = "add_server"
+    template: ClassVar[str] = "add server {op.target} {op.address} {op.options}"
     success_prefixes: ClassVar[tuple[str, ...]] = ("New server registered",)
-
-    @property
-    def command(self) -> str:
-        return f"add server {self.target} {self.address} {self.options}".rstrip()
 
 
 @dataclass(frozen=True)
 class EnableHealth(Op):
     kind: ClassVar[str] = "enable_health"
-
-    @property
-    def command(self) -> str:
-        return f"enable health {self.target}"
+    template: ClassVar[str] = "enable health {op.target}"
 
 
 @dataclass(frozen=True)
 class DelServer(Op):
     kind: ClassVar[str] = "del_server"
+    template: ClassVar[str] = "del server {op.target}"
     success_prefixes: ClassVar[tuple[str, ...]] = ("Server deleted",)
     tolerated: ClassVar[bool] = True  # refused while connections remain: retried on the next apply
-
-    @property
-    def command(self) -> str:
-        return f"del server {self.target}"
 
 
 @dataclass(frozen=True)

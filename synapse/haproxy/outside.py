@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
@@ -73,6 +74,20 @@ class SharedClient(RuntimeClient):
             await super().release()
 
 
+@dataclass
+class SweepHooks:
+    """What the controller lends the sweep (``RunningReader.start_sweeping``) and this watch:
+    its lock, "has a desired state" and apply. ``owner_alive``: managed mode, whether the
+    master synapse runs or adopted lives; once it died, the new process that answers is the
+    supervisor's to start or adopt (a container's HAProxy started again at once answered
+    this look first: CI, round 32)."""
+
+    lock: asyncio.Lock | None = None
+    ready: Callable[[], bool] = lambda: False
+    apply: Callable[[], Awaitable[object]] | None = None
+    owner_alive: Callable[[], bool] = lambda: True
+
+
 class OutsideWatch:
     """Looks for another HAProxy process behind the view (see the module docstring)."""
 
@@ -80,24 +95,11 @@ class OutsideWatch:
         self.client, self.view = client, view
         self.noticed = 0  # outside reloads or restarts noticed: for tests and /status
         self._task: asyncio.Task[None] | None = None
-        self._lock: asyncio.Lock | None = None
-        self._ready: Callable[[], bool] = lambda: False
-        self._apply: Callable[[], Awaitable[object]] | None = None
-        self._owner_alive: Callable[[], bool] = lambda: True
+        self.hooks = SweepHooks()
 
-    def start(
-        self,
-        lock: asyncio.Lock,
-        ready: Callable[[], bool],
-        apply: Callable[[], Awaitable[object]],
-        owner_alive: Callable[[], bool] = lambda: True,
-    ) -> None:
-        """``lock``, ``ready`` and ``apply``: the controller's, as the sweep has them.
-        ``owner_alive``: managed mode, whether the master synapse runs or adopted lives; once
-        it died, the new process that answers is the supervisor's to start or adopt (a
-        container's HAProxy started again at once answered this look first: CI, round 32)."""
-        self._lock, self._ready, self._apply = lock, ready, apply
-        self._owner_alive = owner_alive
+    def start(self, hooks: SweepHooks) -> None:
+        """``hooks``: the controller's, as the sweep has them."""
+        self.hooks = hooks
         if self._task is None:
             self._task = asyncio.create_task(self._run())
 
@@ -112,7 +114,7 @@ class OutsideWatch:
 
     async def look(self) -> bool:
         """One look; True when another process answered and the controller applied."""
-        view, lock = self.view, self._lock
+        view, lock = self.view, self.hooks.lock
         if lock is None or lock.locked() or not self._may_look():
             return False  # (an apply runs, or the next one reads whole anyway)
         since = view.counter
@@ -131,12 +133,12 @@ class OutsideWatch:
                   detail="another HAProxy process answers: read whole and planned now")  # fmt: skip
             self.noticed += 1
             view.invalidate()
-            if self._apply is not None:
-                await self._apply()
+            if self.hooks.apply is not None:
+                await self.hooks.apply()
         return True
 
     def _may_look(self) -> bool:
-        return self.view.valid and self._ready() and self._owner_alive()
+        return self.view.valid and self.hooks.ready() and self.hooks.owner_alive()
 
     async def _run(self) -> None:
         while True:

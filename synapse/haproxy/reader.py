@@ -35,7 +35,7 @@ from synapse.haproxy.configfile import ConfigFile
 from synapse.haproxy.configtext import ParsedConfig
 from synapse.haproxy.looks import Looks
 from synapse.haproxy.ops import Op
-from synapse.haproxy.outside import OutsideWatch, SharedClient
+from synapse.haproxy.outside import OutsideWatch, SharedClient, SweepHooks
 from synapse.haproxy.running import RunningState
 from synapse.haproxy.runtime import KEEP_IDLE_S, RuntimeClient
 from synapse.haproxy.scoping import PlanScope
@@ -87,10 +87,7 @@ class RunningReader(PlanScope, SlowSocket):
         self.changes_waiting = 0  # applies of a change waiting for the lock (``change_waits``)
         self.change_gate = ChangeGate()  # the sweep's steps wait while a change comes (change_gate)
         self._touched_at = TouchedAt(clock)  # (a revive: ``touched_within``)
-        # The controller's lock, "has a desired state" and apply (``start_sweeping``).
-        self._lock: asyncio.Lock | None = None
-        self._ready: Callable[[], bool] = lambda: False
-        self._apply: Callable[[], Awaitable[object]] | None = None
+        self.hooks = SweepHooks()  # the controller's (``start_sweeping``)
         # Told the backends runtime commands changed (the server-state dumper reads them).
         self.on_touched: Callable[[Collection[str]], None] | None = None
         # The touched backends the server-state file may not hold yet (the dumper's).
@@ -223,7 +220,7 @@ class RunningReader(PlanScope, SlowSocket):
         the view is read whole and ``apply`` plans against it. Backends commands changed
         again since are read again: SETTLE_ROUNDS reads in a row, then again after
         SETTLE_PAUSE while any are left (``settle_later`` starts no settler meanwhile)."""
-        view, lock = self.view, self._lock
+        view, lock = self.view, self.hooks.lock
         if view is None or lock is None:
             return
         try:
@@ -258,8 +255,8 @@ class RunningReader(PlanScope, SlowSocket):
                 if view.merge(part):
                     view.partial_reads += 1  # (counted like ``RunningView.read``)
                 self.note_view_changes()
-                if not view.valid and self._ready() and self._apply:  # another process
-                    await self._apply()  # answered: the merge invalidated the view
+                if not view.valid and self.hooks.ready() and self.hooks.apply:  # another process
+                    await self.hooks.apply()  # answered: the merge invalidated the view
                     return False
         return bool(view.stale) and view.valid
 
@@ -331,12 +328,12 @@ class RunningReader(PlanScope, SlowSocket):
         owner_alive: Callable[[], bool] = lambda: True,
     ) -> None:
         """Sweep in the background (see ``_sweep``), when there is a runtime view;
-        ``owner_alive``: see ``OutsideWatch.start``."""
-        self._lock, self._ready, self._apply = lock, ready, apply
+        ``owner_alive``: see ``SweepHooks``."""
+        self.hooks = SweepHooks(lock, ready, apply, owner_alive)
         if self.view is not None and self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep(lock, ready, apply))
         if self.outside:
-            self.outside.start(lock, ready, apply, owner_alive)
+            self.outside.start(self.hooks)
 
     async def stop_sweeping(self) -> None:
         task, self._sweeper = self._sweeper, None

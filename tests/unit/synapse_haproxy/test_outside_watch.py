@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-from synapse.haproxy.outside import OutsideWatch
+from synapse.haproxy.outside import OutsideWatch, SweepHooks
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.view import RunningView
 
@@ -35,7 +35,7 @@ def watched(client: FakeClient) -> tuple[OutsideWatch, RunningView, list[str]]:
 
     lock = asyncio.Lock()
     watch = OutsideWatch(client, view)
-    watch._lock, watch._ready, watch._apply = lock, lambda: True, apply
+    watch.hooks = SweepHooks(lock, lambda: True, apply)
     return watch, view, applied
 
 
@@ -71,7 +71,7 @@ async def test_a_new_master_after_ours_died_is_left_to_the_supervisor() -> None:
     alive = [True]
     client = FakeClient("200", during=lambda: alive.__setitem__(0, False))
     watch, view, applied = watched(client)
-    watch._owner_alive = lambda: alive[0]
+    watch.hooks.owner_alive = lambda: alive[0]
     assert not await watch.look()
     assert applied == [] and watch.noticed == 0 and view.valid
     alive[0] = True  # (adopted: the supervisor's start refreshed the view; a later pid is news)

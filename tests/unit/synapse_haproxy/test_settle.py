@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from synapse.haproxy import reader as reader_mod
+from synapse.haproxy.outside import SweepHooks
 from synapse.haproxy.reader import SETTLE_ROUNDS, RunningReader
 from synapse.haproxy.reload_window import ReloadWindow
 from synapse.haproxy.sockets import SocketUnavailable
@@ -47,7 +48,7 @@ async def _reader(names: str = "abcdef") -> tuple[ScriptedClient, RunningReader,
     async def apply() -> None:
         applies.append(1)
 
-    reader._lock, reader._ready, reader._apply = asyncio.Lock(), (lambda: True), apply
+    reader.hooks = SweepHooks(asyncio.Lock(), lambda: True, apply)
     view = reader.view  # (the settle read's own connection: the scripted client)
     reader._read_apart = lambda backends: view.read_part(client, backends)  # type: ignore[method-assign]
     return client, reader, applies
@@ -77,7 +78,7 @@ async def test_a_failed_settle_read_leaves_the_view_trusted_and_the_backends_sta
     _held_read(reader, release, fail)
     reader.settle_later({"a"})
     await asyncio.sleep(0)
-    async with reader._lock:  # type: ignore[union-attr]  # synapse reloads meanwhile
+    async with reader.hooks.lock:  # type: ignore[union-attr]  # synapse reloads meanwhile
         client.pid = "200"
         await view.read_names()
     view.mark_stale({"b"})  # (commands after the reload)
@@ -107,7 +108,7 @@ async def test_a_settle_read_from_before_a_whole_read_neither_invalidates_nor_ap
     _held_read(reader, release, from_the_old_process)
     reader.settle_later({"a"})
     await asyncio.sleep(0)
-    async with reader._lock:  # type: ignore[union-attr]  # an apply: another process answers
+    async with reader.hooks.lock:  # type: ignore[union-attr]  # an apply: another process answers
         client.pid = "200"
         await view.read({"b"})  # ...so it read the whole view (and planned on it)
     assert view.pid == "200" and view.valid
@@ -163,7 +164,7 @@ async def test_an_apply_waiting_for_a_settle_read_stopped_meanwhile_reads_itself
     running = await apply
     assert running.backends is not None and client.calls[-1] == ["a"] and not view.stale
     # An apply that is itself cancelled still ends so.
-    reader._lock = asyncio.Lock()
+    reader.hooks.lock = asyncio.Lock()
     reader.settle_later({"b"})
     await asyncio.sleep(0)
     apply = asyncio.create_task(reader.read(reader.stale(), None))

@@ -11,6 +11,7 @@ from haproxy_helpers import haproxy_config, render, running_from, server, servic
 
 from synapse.haproxy import view_ops
 from synapse.haproxy.ops import AddServer, DelServer, EnableHealth, SetAddr, SetState, SetWeight
+from synapse.haproxy.outside import SweepHooks
 from synapse.haproxy.planner import backend_ops
 from synapse.haproxy.reader import RunningReader
 from synapse.haproxy.running import Capabilities, RunningServer
@@ -96,7 +97,7 @@ async def test_the_reader_follows_commands_and_reads_them_again_later(monkeypatc
     view = reader.view
     assert view is not None
     await view.read_all()
-    reader._lock, reader._ready = asyncio.Lock(), (lambda: True)
+    reader.hooks = SweepHooks(asyncio.Lock(), lambda: True)
     reads = []
 
     async def read_apart(backends):
