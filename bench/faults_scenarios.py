@@ -122,18 +122,28 @@ def synapse_restart_in_zk_outage(stack: FaultStack, quick: bool) -> Figures:
 
 
 def zk_session_expiry(stack: FaultStack, quick: bool) -> Figures:
-    figures = Figures("ZooKeeper session expiry (nerve SIGSTOP)", recover_what="re-registered")
+    title = "ZooKeeper session expiry (nerve SIGSTOP)"
+    note = f"nerve zk_session_timeout {ZK_SESSION_S} s; frozen until its znode went"
+    return _frozen_till_gone(stack, title, ZK_SESSION_S * 4, "the session to expire", note)
+
+
+def _frozen_till_gone(
+    stack: FaultStack, title: str, wait_s: float, what: str, note: str
+) -> Figures:
+    """Nerve frozen (SIGSTOP) until the registry dropped its registration (session or
+    lease expired), then resumed: how long it takes to register again."""
+    figures = Figures(title, recover_what="re-registered")
     nerve = stack.nerves[0]
     assert nerve.proc is not None
     with stack.window(figures):
         nerve.proc.pause()
         try:
-            wait_for(lambda: stack.registered() == 1, ZK_SESSION_S * 4, "the session to expire")
+            wait_for(lambda: stack.registered() == 1, wait_s, what)
             time.sleep(0.5)
         finally:
             nerve.proc.resume()
         figures.recover_s = timed(lambda: stack.registered() == 2, 30, "nerve to re-register")
-    figures.notes.append(f"nerve zk_session_timeout {ZK_SESSION_S} s; frozen until its znode went")
+    figures.notes.append(note)
     return figures
 
 
@@ -211,19 +221,9 @@ def etcd_leader_kill(stack: FaultStack, quick: bool) -> Figures:
 
 
 def etcd_lease_expiry(stack: FaultStack, quick: bool) -> Figures:
-    figures = Figures("etcd lease expiry (nerve SIGSTOP)", recover_what="re-registered")
-    nerve = stack.nerves[0]
-    assert nerve.proc is not None
-    with stack.window(figures):
-        nerve.proc.pause()
-        try:
-            wait_for(lambda: stack.registered() == 1, ETCD_LEASE_S * 6, "the lease to expire")
-            time.sleep(0.5)
-        finally:
-            nerve.proc.resume()
-        figures.recover_s = timed(lambda: stack.registered() == 2, 30, "nerve to re-register")
-    figures.notes.append(f"nerve etcd_lease_ttl {ETCD_LEASE_S} s; frozen until its key went")
-    return figures
+    title = "etcd lease expiry (nerve SIGSTOP)"
+    note = f"nerve etcd_lease_ttl {ETCD_LEASE_S} s; frozen until its key went"
+    return _frozen_till_gone(stack, title, ETCD_LEASE_S * 6, "the lease to expire", note)
 
 
 # --------------------------------------------------------------------------- HAProxy, synapse

@@ -13,11 +13,9 @@ every member, etcd's /metrics on every member, and each member's CPU time from
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.client
 import itertools
-import json
 import logging
 import threading
 import time
@@ -29,6 +27,7 @@ from typing import Any
 from kazoo.client import KazooClient, KazooState
 from kazoo.retry import KazooRetry
 
+from bench.etcd_json import b64, post, record_key
 from bench.prometheus_text import parse_prometheus
 from bench.stack import Workspace, cpu_seconds
 from smartstack.record import Registration, encode
@@ -69,10 +68,6 @@ class MemberCounters:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _b64(text: str | bytes) -> str:
-    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
 
 
 class ZkFleet:
@@ -202,36 +197,21 @@ class EtcdFleet:
             conn.close()
 
     def _call(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body).encode()
-        for attempt in range(2):  # a keep-alive connection the server dropped: once more
-            try:
-                self.conn.request("POST", f"/v3/{endpoint}", data, {"Content-Type": "json"})
-                resp = self.conn.getresponse()
-                break
-            except (http.client.HTTPException, OSError):
-                self.conn.close()
-                if attempt:
-                    raise
-        payload = resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"etcd {endpoint} answered {resp.status}: {payload[:300]!r}")
-        return json.loads(payload)
+        return post(lambda: self.conn, endpoint, body)
 
-    @staticmethod
-    def key(path: str, reg: Registration) -> str:
-        return f"{path.rstrip('/')}/{reg.name}_{reg.host}_{reg.port}"
+    key = staticmethod(record_key)
 
     def add_many(self, items: list[tuple[str, Registration]]) -> list[str]:
         """One put per record (each nerve writes its own key), all with the lease; up to
         WRITERS at once."""
         keys = [self.key(path, reg) for path, reg in items]
-        bodies = [{"key": _b64(key), "value": _b64(encode(reg)), "lease": self.lease}
+        bodies = [{"key": b64(key), "value": b64(encode(reg)), "lease": self.lease}
                   for key, (_, reg) in zip(keys, items, strict=True)]  # fmt: skip
         list(self._writers.map(lambda body: self._call("kv/put", body), bodies))
         return keys
 
     def remove_many(self, handles: list[str]) -> None:
-        bodies = [{"key": _b64(key)} for key in handles]
+        bodies = [{"key": b64(key)} for key in handles]
         list(self._writers.map(lambda body: self._call("kv/deleterange", body), bodies))
 
     sessions_lost = 0  # (the writer's lease outlives the run)
@@ -240,7 +220,7 @@ class EtcdFleet:
         """How many records the registry holds under ``path`` now."""
         prefix = f"{path.rstrip('/')}/".encode()
         end = prefix[:-1] + bytes([prefix[-1] + 1])
-        found = self._call("kv/range", {"key": _b64(prefix), "range_end": _b64(end),
+        found = self._call("kv/range", {"key": b64(prefix), "range_end": b64(end),
                                         "count_only": True})  # fmt: skip
         return int(found.get("count", 0))
 

@@ -12,10 +12,8 @@ wire.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.client
-import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NodeExistsError
 
 from bench.burst_writers import BurstWriter, EtcdBurstWriter, ZkBurstWriter
+from bench.etcd_json import b64, post, record_key
 from bench.observer import EtcdObserver, Observer, ZkObserver
 from bench.stack import Workspace, etcd_discovery, listen_port, service_block, zk_discovery
 from smartstack.record import Registration, encode, encode_child_prefix
@@ -139,11 +138,6 @@ class ZkRegistry:
         self.client.close()
 
 
-def _b64(text: str | bytes) -> str:
-    data = text.encode() if isinstance(text, str) else text
-    return base64.b64encode(data).decode()
-
-
 class EtcdRegistry:
     kind = "etcd"
     MAX_OPS = 1000  # the member runs with --max-txn-ops=1024
@@ -158,30 +152,17 @@ class EtcdRegistry:
         return etcd_discovery(self.cluster, path)
 
     def _call(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body).encode()
-        try:
-            self.conn.request("POST", f"/v3/{endpoint}", data, {"Content-Type": "application/json"})
-            resp = self.conn.getresponse()
-        except (http.client.HTTPException, OSError):  # keep-alive connection dropped: once more
-            self.conn.close()
-            self.conn.request("POST", f"/v3/{endpoint}", data, {"Content-Type": "application/json"})
-            resp = self.conn.getresponse()
-        payload = resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"etcd {endpoint} answered {resp.status}: {payload[:300]!r}")
-        return json.loads(payload)
+        return post(lambda: self.conn, endpoint, body)
 
-    @staticmethod
-    def key(path: str, registration: Registration) -> str:
-        return f"{path.rstrip('/')}/{registration.name}_{registration.host}_{registration.port}"
+    key = staticmethod(record_key)
 
     def add(self, path: str, registration: Registration) -> Handle:
         key = self.key(path, registration)
-        self._call("kv/put", {"key": _b64(key), "value": _b64(encode(registration))})
+        self._call("kv/put", {"key": b64(key), "value": b64(encode(registration))})
         return key
 
     def remove(self, handle: Handle) -> None:
-        self._call("kv/deleterange", {"key": _b64(handle)})
+        self._call("kv/deleterange", {"key": b64(handle)})
 
     def observer(self, path: str) -> EtcdObserver:
         """An independent watch on `path`'s prefix (its own stream), to time etcd's part."""
@@ -195,7 +176,7 @@ class EtcdRegistry:
         """Many records, fast: transactions of up to MAX_OPS puts."""
         keys = [self.key(p, r) for p, r in items]
         ops = [
-            {"requestPut": {"key": _b64(k), "value": _b64(encode(r))}}
+            {"requestPut": {"key": b64(k), "value": b64(encode(r))}}
             for k, (_, r) in zip(keys, items, strict=True)
         ]
         self._txn(ops)

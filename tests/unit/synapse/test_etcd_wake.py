@@ -5,8 +5,10 @@ minute during a long outage (no etcd: fake connections and calls)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from synapse_testlib import Collector, eventually, metrics, service_config
@@ -17,6 +19,28 @@ from smartstack.etcd_json import EtcdJsonConnection
 from smartstack.etcd_wake import RecoveryWake
 from synapse.watchers.base import WatcherContext
 from synapse.watchers.etcd import EtcdWatcher
+
+
+@contextlib.asynccontextmanager
+async def asleep_in_backoff(
+    relist_jitter: float,
+) -> AsyncIterator[tuple[DownConnection, EtcdWatcher]]:
+    """A watcher whose list failed (its connection down), asleep in retry_policy's backoff
+    grown to 10 s (5-10 s); stopped on the way out."""
+    conn = DownConnection()
+    ctx = WatcherContext(loop=asyncio.get_running_loop(), metrics=metrics(),
+                         etcd_connection=lambda discovery: conn)  # type: ignore[arg-type,return-value]  # fmt: skip
+    discovery = {"method": "etcd", "endpoints": ["127.0.0.1:1"], "path": "/svc/web",
+                 "relist_jitter": relist_jitter,
+                 "retry_policy": {"base_interval": 10, "max_interval": 10}}  # fmt: skip
+    watcher = EtcdWatcher("web", service_config(discovery), Collector(), ctx)
+    await watcher.start()
+    try:
+        await eventually(lambda: watcher.last_error is not None, what="the failed list")
+        await asyncio.sleep(0.1)  # asleep in its backoff
+        yield conn, watcher
+    finally:
+        await watcher.stop()
 
 
 async def test_a_recovery_ends_the_sleep_after_the_jitter_and_only_then() -> None:
@@ -114,24 +138,12 @@ async def test_the_json_connection_wakes_its_sleepers_once_it_answers_promptly_a
 async def test_a_watcher_deep_in_its_backoff_lists_soon_after_the_connection_recovers() -> None:
     """retry_policy's backoff grown to 10 s: the watcher lists within relist_jitter of the
     recovery, not at the end of it (before: 5-10 s later)."""
-    conn = DownConnection()
-    ctx = WatcherContext(loop=asyncio.get_running_loop(), metrics=metrics(),
-                         etcd_connection=lambda discovery: conn)  # type: ignore[arg-type,return-value]  # fmt: skip
-    discovery = {"method": "etcd", "endpoints": ["127.0.0.1:1"], "path": "/svc/web",
-                 "relist_jitter": 0.3,
-                 "retry_policy": {"base_interval": 10, "max_interval": 10}}  # fmt: skip
-    watcher = EtcdWatcher("web", service_config(discovery), Collector(), ctx)
-    await watcher.start()
-    try:
-        await eventually(lambda: watcher.last_error is not None, what="the failed list")
-        await asyncio.sleep(0.1)  # asleep in its backoff (5-10 s)
+    async with asleep_in_backoff(relist_jitter=0.3) as (conn, watcher):
         conn.down = False
         started = time.monotonic()
         conn.wake.recovered()
         await eventually(lambda: watcher.connected, timeout=3, what="listing again")
         assert time.monotonic() - started <= 1.0
-    finally:
-        await watcher.stop()
 
 
 async def test_a_probe_still_waiting_when_another_call_recovers_is_dropped(
@@ -310,17 +322,7 @@ async def test_the_grpc_wake_probe_rotates_only_if_the_endpoint_probe_fails_too(
 async def test_a_watch_lost_again_soon_after_a_wake_sleeps_its_whole_backoff() -> None:
     """A flapping member: one early wake per watcher per WAKE_SETTLE s (before: woken at
     every up spell, 180 relists in 61 s against 38 without the wake)."""
-    conn = DownConnection()
-    ctx = WatcherContext(loop=asyncio.get_running_loop(), metrics=metrics(),
-                         etcd_connection=lambda discovery: conn)  # type: ignore[arg-type,return-value]  # fmt: skip
-    discovery = {"method": "etcd", "endpoints": ["127.0.0.1:1"], "path": "/svc/web",
-                 "relist_jitter": 0.05,
-                 "retry_policy": {"base_interval": 10, "max_interval": 10}}  # fmt: skip
-    watcher = EtcdWatcher("web", service_config(discovery), Collector(), ctx)
-    await watcher.start()
-    try:
-        await eventually(lambda: watcher.last_error is not None, what="the failed list")
-        await asyncio.sleep(0.1)
+    async with asleep_in_backoff(relist_jitter=0.05) as (conn, watcher):
         conn.down = False
         conn.wake.recovered()
         await eventually(lambda: watcher.connected, timeout=3, what="listing again")
@@ -331,5 +333,3 @@ async def test_a_watch_lost_again_soon_after_a_wake_sleeps_its_whole_backoff() -
         conn.wake.recovered()  # up again
         await asyncio.sleep(0.5)
         assert not watcher.connected and conn.listings == listings  # its backoff: 5-10 s
-    finally:
-        await watcher.stop()
