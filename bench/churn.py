@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 
 from bench import Options
-from bench.load import Wrk
+from bench.load import Wrk, under_load
 from bench.report import Result, Target, summary_ms
 from bench.stack import (
     Backend,
@@ -108,17 +108,14 @@ def scenario(opts: Options, runtime: bool, backends_n: int, result: Result) -> N
             f"HAProxy to serve all {backends_n} backends registered by nerve",
             watch,
         )
-        time.sleep(opts.restart_interval)  # start-up reloads are not part of the measurement
-        reloads_before = syn.haproxy.procs().master_reloads
-
         wrk = Wrk(
             f"http://127.0.0.1:{port}/",
             ws.dir("wrk"),
             max_duration_s=300,
             connections=CONNECTIONS,
             delay_ms=DELAY_MS,
-        ).start()
-        try:
+        )
+        with under_load(syn, wrk, opts.restart_interval) as measured:
             load_began = time.perf_counter()
             time.sleep(1.0)  # steady state before the first restart
             began = time.perf_counter()
@@ -128,11 +125,8 @@ def scenario(opts: Options, runtime: bool, backends_n: int, result: Result) -> N
             # latency percentiles compare like with like.
             load_s = opts.size(LOAD_S, LOAD_S_QUICK)
             time.sleep(max(1.0, load_began + load_s - time.perf_counter()))
-        except BaseException:
-            wrk.kill()
-            raise
-        load = wrk.finish()
-        reloads = syn.haproxy.procs().master_reloads - reloads_before
+        load, reloads = measured.load, measured.reloads
+        assert load is not None
         if load.requests == 0:
             raise DaemonError(f"wrk completed no request through HAProxy\n{syn.logs()}")
 

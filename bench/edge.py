@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from bench import Options
-from bench.load import Wrk
+from bench.load import Wrk, under_load
 from bench.report import Result, Target, summary_ms
 from bench.stack import Backend, DaemonError, Synapse, Workspace, listen_port
 from synapse.config import load_synapse_config, service_cache
@@ -183,8 +183,6 @@ def scenario(opts: Options, result: Result, count: int, changes: int) -> None:
             },
         ).start(timeout=300)
         syn.wait(lambda: status_for(port, host(count - 1, 0)) == 200, 120, "the last route")
-        time.sleep(opts.restart_interval)  # start-up reloads are not part of the measurement
-        reloads_before = syn.haproxy.procs().master_reloads
         wrk = Wrk(
             f"http://127.0.0.1:{port}/",
             ws.dir("wrk"),
@@ -192,16 +190,13 @@ def scenario(opts: Options, result: Result, count: int, changes: int) -> None:
             connections=CONNECTIONS,
             delay_ms=DELAY_MS,
             headers=[f"Host: {host(0, 0)}"],
-        ).start()
-        try:
+        )
+        with under_load(syn, wrk, opts.restart_interval) as measured:
             time.sleep(1.0)  # steady state first
             timings = route_changes(syn, port, changes)
             time.sleep(0.5)
-        except BaseException:
-            wrk.kill()
-            raise
-        load = wrk.finish()
-        reloads = syn.haproxy.procs().master_reloads - reloads_before
+        load, reloads = measured.load, measured.reloads
+        assert load is not None
         whole, reread = config_load_s(syn)
         if load.requests == 0:
             raise DaemonError(f"wrk completed no request through HAProxy\n{syn.logs()}")

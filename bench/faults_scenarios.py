@@ -30,8 +30,9 @@ from bench.faults import (
 from bench.faults_registrations import nerve_kill9_restart, nerve_sighup_record
 from bench.faults_reload import reload_in_flight
 from bench.stack import Workspace, command, wait_for
+from testbed.etcd import EtcdCluster
 from testbed.process import wait_processes_gone
-from testbed.zookeeper import ZK_MAIN_QUORUM
+from testbed.zookeeper import ZK_MAIN_QUORUM, ZooKeeperEnsemble
 
 Scenario = Callable[[FaultStack, bool], Figures]
 
@@ -63,17 +64,24 @@ def all_members_back(stack: FaultStack) -> float:
 
 
 def zk_leader_kill(stack: FaultStack, quick: bool) -> Figures:
-    figures = Figures("ZooKeeper leader kill -9", recover_what="new leader elected")
-    zk = stack.zk
+    return _leader_kill(stack, stack.zk, "ZooKeeper", "the ensemble")
+
+
+def _leader_kill(
+    stack: FaultStack, cluster: ZooKeeperEnsemble | EtcdCluster, name: str, whole: str
+) -> Figures:
+    """The registry's leader killed (-9): how long until another member leads; then the
+    killed one starts again. ``cluster``: a ZooKeeper ensemble or an etcd cluster."""
+    figures = Figures(f"{name} leader kill -9", recover_what="new leader elected")
     with stack.window(figures):
-        leader = zk.leader_index()
+        leader = cluster.leader_index()
         if leader is None:
-            raise RuntimeError("the ensemble has no leader before the kill")
-        zk.kill_member(leader)
+            raise RuntimeError(f"{whole} has no leader before the kill")
+        cluster.kill_member(leader)
         figures.recover_s = timed(
-            lambda: zk.leader_index() not in (None, leader), 60, "a new ZooKeeper leader"
+            lambda: cluster.leader_index() not in (None, leader), 60, f"a new {name} leader"
         )
-        zk.start_member(leader)
+        cluster.start_member(leader)
     return figures
 
 
@@ -206,18 +214,7 @@ def _hostile(count: int) -> list[bytes]:
 
 
 def etcd_leader_kill(stack: FaultStack, quick: bool) -> Figures:
-    figures = Figures("etcd leader kill -9", recover_what="new leader elected")
-    etcd = stack.etcd
-    with stack.window(figures):
-        leader = etcd.leader_index()
-        if leader is None:
-            raise RuntimeError("the etcd cluster has no leader before the kill")
-        etcd.kill_member(leader)
-        figures.recover_s = timed(
-            lambda: etcd.leader_index() not in (None, leader), 60, "a new etcd leader"
-        )
-        etcd.start_member(leader)
-    return figures
+    return _leader_kill(stack, stack.etcd, "etcd", "the etcd cluster")
 
 
 def etcd_lease_expiry(stack: FaultStack, quick: bool) -> Figures:

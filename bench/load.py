@@ -8,14 +8,20 @@ so nothing is scraped from wrk's human-readable table.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.stack import Synapse
 
 DONE_SCRIPT = """
 local pause = tonumber(os.getenv("WRK_DELAY_MS") or "0")
@@ -123,6 +129,31 @@ class Wrk:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+
+
+@dataclass
+class Measured:
+    """What ``under_load`` measured, once its block is over."""
+
+    load: LoadResult | None = None
+    reloads: int = 0  # HAProxy reloads during the block
+
+
+@contextlib.contextmanager
+def under_load(syn: Synapse, wrk: Wrk, settle_s: float) -> Iterator[Measured]:
+    """``wrk`` through ``syn``'s HAProxy for the block, started once the start-up reloads
+    are over (``settle_s``: its restart_interval), stopped after it (killed on an error)."""
+    time.sleep(settle_s)  # start-up reloads are not part of the measurement
+    reloads_before = syn.haproxy.procs().master_reloads
+    measured = Measured()
+    wrk.start()
+    try:
+        yield measured
+    except BaseException:
+        wrk.kill()
+        raise
+    measured.load = wrk.finish()
+    measured.reloads = syn.haproxy.procs().master_reloads - reloads_before
 
 
 def parse(output: str) -> LoadResult:
