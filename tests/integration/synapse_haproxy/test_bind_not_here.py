@@ -116,6 +116,23 @@ async def test_adding_a_service_whose_address_is_not_here_fails_no_request_of_th
     assert controller.health() == []
 
 
+def absent_until_added(monkeypatch: pytest.MonkeyPatch, vip: str) -> dict[str, bool]:
+    """``vip``, a loopback address, taken for absent (the test bind's answer is replaced)
+    until the test sets ``here[vip] = True`` (keepalived adds it); ``here`` returned."""
+    here = {vip: False}
+    real = not_here.is_here
+    monkeypatch.setattr(not_here, "is_here", lambda ip, bind: here.get(ip, real(ip, bind)))
+    return here
+
+
+async def serves_b2(vip: str, port: int) -> bool:
+    def fetch() -> str:
+        with urllib.request.urlopen(f"http://{vip}:{port}/", timeout=3) as answer:
+            return answer.read().decode()
+
+    return await asyncio.to_thread(fetch) == "b2"
+
+
 async def test_a_service_comes_in_once_its_address_is_here(
     managed_factory, http_backend_factory, monkeypatch
 ):
@@ -123,9 +140,7 @@ async def test_a_service_comes_in_once_its_address_is_here(
     "is added": the recheck brings the service in without an apply."""
     b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
     port, other, vip = free_port(), free_port(), "127.0.0.77"
-    here = {vip: False}
-    real = not_here.is_here
-    monkeypatch.setattr(not_here, "is_here", lambda ip, bind: here.get(ip, real(ip, bind)))
+    here = absent_until_added(monkeypatch, vip)
     controller = managed_factory(CollectorRegistry(), restart_interval=0)
     await controller.apply([web(port, [b1]), _api(other, b2, vip)], "start")
     await serves(port, {"b1"})
@@ -135,15 +150,7 @@ async def test_a_service_comes_in_once_its_address_is_here(
     load = Load(port)
     try:
         here[vip] = True  # keepalived adds the VIP
-
-        def fetch() -> str:
-            with urllib.request.urlopen(f"http://{vip}:{other}/", timeout=3) as answer:
-                return answer.read().decode()
-
-        async def served() -> bool:
-            return await asyncio.to_thread(fetch) == "b2"
-
-        await eventually(served, "api to be served on its address")
+        await eventually(lambda: serves_b2(vip, other), "api to be served on its address")
         assert not controller.status()["isolated_services"]
         await serves(port, {"b1"})
     finally:
@@ -158,9 +165,7 @@ async def test_a_service_added_alone_comes_in_once_its_address_is_here(
     then, and the recheck's apply still brings it in."""
     b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
     port, other, vip = free_port(), free_port(), "127.0.0.78"
-    here = {vip: False}
-    real = not_here.is_here
-    monkeypatch.setattr(not_here, "is_here", lambda ip, bind: here.get(ip, real(ip, bind)))
+    here = absent_until_added(monkeypatch, vip)
     controller = managed_factory(CollectorRegistry(), restart_interval=0)
     await controller.apply([web(port, [b1])], "start")
     await serves(port, {"b1"})
@@ -168,15 +173,7 @@ async def test_a_service_added_alone_comes_in_once_its_address_is_here(
     assert added.reload is ApplyOutcome.INVALID and added.isolated == ("api",), added
     assert controller.health() == [] and len(controller.degraded()) == 1
     here[vip] = True
-
-    async def served() -> bool:
-        def fetch() -> str:
-            with urllib.request.urlopen(f"http://{vip}:{other}/", timeout=3) as answer:
-                return answer.read().decode()
-
-        return await asyncio.to_thread(fetch) == "b2"
-
-    await eventually(served, "api to be served on its address")
+    await eventually(lambda: serves_b2(vip, other), "api to be served on its address")
     assert not controller.status()["isolated_services"] and controller.degraded() == []
 
 

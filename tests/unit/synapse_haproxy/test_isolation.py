@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from haproxy_helpers import server, service
 from prometheus_client import CollectorRegistry
 
 from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.isolation import Isolation, culprits
+from synapse.model import DesiredService
 
 CANDIDATE = """global
     maxconn 10
@@ -46,15 +48,27 @@ def test_errors_name_the_services_whose_sections_hold_them():
     assert culprits(other, "/x/haproxy.cfg.candidate", CANDIDATE, [web, api]) == set()
 
 
-def test_an_isolated_service_runs_its_last_good_block_until_its_block_changes(tmp_path):
-    good = service("web", [server("10.0.0.1", 80, "a")])
-    bad = service("web", [server("10.0.0.1", 80, "a")], backend=["no-such-directive here"])
-    isolation = Isolation(CollectorRegistry())
+def isolate_bad(
+    tmp_path: Path,
+    good: DesiredService,
+    bad: DesiredService,
+    registry: CollectorRegistry | None = None,
+) -> tuple[Isolation, Path, ApplyResult]:
+    """``bad`` isolated (its candidate refused at its backend's line), ``good`` its last
+    settled block: the isolation, the candidate and the refused apply."""
+    isolation = Isolation(registry or CollectorRegistry())
     isolation.settled([good], ApplyResult(reload=ApplyOutcome.DONE))
     candidate = tmp_path / "haproxy.cfg.candidate"
     candidate.write_text(CANDIDATE)
     refused = ApplyResult(reload=ApplyOutcome.INVALID, error=f"parsing [{candidate}:9] : bad")
     assert isolation.isolate(refused, candidate, [bad])
+    return isolation, candidate, refused
+
+
+def test_an_isolated_service_runs_its_last_good_block_until_its_block_changes(tmp_path):
+    good = service("web", [server("10.0.0.1", 80, "a")])
+    bad = service("web", [server("10.0.0.1", 80, "a")], backend=["no-such-directive here"])
+    isolation, candidate, refused = isolate_bad(tmp_path, good, bad)
     assert not isolation.isolate(refused, candidate, [bad])  # nobody new
     [stand_in] = isolation.substitute([bad])
     assert stand_in.config == good.config and stand_in.servers == bad.servers
@@ -77,12 +91,7 @@ def test_a_stand_in_keeps_the_zones_of_a_zone_routed_service(tmp_path):
         service("web", [server("10.0.0.1", 80, "a")], backend=["no-such-directive here"]),
         zones=("az1", "az2"),
     )
-    isolation = Isolation(CollectorRegistry())
-    isolation.settled([good], ApplyResult(reload=ApplyOutcome.DONE))
-    candidate = tmp_path / "haproxy.cfg.candidate"
-    candidate.write_text(CANDIDATE)
-    refused = ApplyResult(reload=ApplyOutcome.INVALID, error=f"parsing [{candidate}:9] : bad")
-    assert isolation.isolate(refused, candidate, [bad])
+    isolation, _, _ = isolate_bad(tmp_path, good, bad)
     [stand_in] = isolation.substitute([bad])
     assert stand_in.config == good.config and stand_in.zones == ("az1", "az2")
     assert stand_in.servers == bad.servers
@@ -92,12 +101,7 @@ def test_an_isolated_service_that_left_the_config_leaves_no_series(tmp_path):
     good = service("web", [server("10.0.0.1", 80, "a")])
     bad = service("web", [server("10.0.0.1", 80, "a")], backend=["no-such-directive here"])
     registry = CollectorRegistry()
-    isolation = Isolation(registry)
-    isolation.settled([good], ApplyResult(reload=ApplyOutcome.DONE))
-    candidate = tmp_path / "haproxy.cfg.candidate"
-    candidate.write_text(CANDIDATE)
-    refused = ApplyResult(reload=ApplyOutcome.INVALID, error=f"parsing [{candidate}:9] : bad")
-    assert isolation.isolate(refused, candidate, [bad])
+    isolation, _, _ = isolate_bad(tmp_path, good, bad, registry)
     isolated = {"service": "web"}
     assert registry.get_sample_value("synapse_service_config_isolated", isolated) == 1
     assert isolation.substitute([]) == [] and not isolation.isolated  # web left the config
