@@ -1,5 +1,5 @@
-"""Helpers of synapse's SIGHUP and restart tests: web's service blocks, a reload of web, the
-log from a mark on, and a departure clients have seen."""
+"""Helpers of synapse's SIGHUP and restart tests: web's service blocks, a reload of web, a
+refused reload, the log from a mark on, and a departure clients have seen."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kazoo.client import KazooClient
-from synapse_e2e import Synapse, http_get, nerve_record
+from synapse_e2e import Synapse, http_get, nerve_record, wait
 
 from testbed.process import free_port, wait_until
 from testbed.zookeeper import ZooKeeperServer
@@ -19,6 +19,24 @@ from testbed.zookeeper import ZooKeeperServer
 def web(discovery: dict[str, Any], port: int) -> dict[str, Any]:
     """The services of a synapse with the one service ``web`` on 127.0.0.1:``port``."""
     return {"web": {"discovery": discovery, "haproxy": {"port": port, "bind_address": "127.0.0.1"}}}
+
+
+def static_service(backend: Any, port: int) -> dict[str, Any]:
+    """A service with one default server, ``backend`` (no registry), on 127.0.0.1:``port``."""
+    return {
+        "discovery": {"method": "base"},
+        "default_servers": [{"name": backend.name, "host": "127.0.0.1", "port": backend.port}],
+        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
+    }
+
+
+def refused_sighup(syn: Synapse, timeout: float = 30) -> str:
+    """Write ``syn.config``, SIGHUP; once synapse refused that reload, its error (the running
+    config stays)."""
+    syn.write_config()
+    syn.signal(signal.SIGHUP)
+    wait(lambda: (syn.status()["config"]["last_reload"] or {}).get("ok") is False, timeout)
+    return syn.status()["config"]["last_reload"]["error"]
 
 
 def zk_web(hosts: str, port: int, path: str, zone: str | None = None) -> dict[str, Any]:

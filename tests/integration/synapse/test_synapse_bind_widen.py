@@ -18,18 +18,11 @@ from typing import Any
 
 from haproxy_helpers import section
 from synapse_e2e import Load, Synapse, wait, wait_serving
+from synapse_reload import static_service
 
 from testbed.process import free_port
 
 CLIENTS = 16  # each opens a new connection per request, to 127.0.0.1
-
-
-def _service(backend: Any, port: int) -> dict[str, Any]:
-    return {
-        "discovery": {"method": "base"},
-        "default_servers": [{"name": backend.name, "host": "127.0.0.1", "port": backend.port}],
-        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
-    }
 
 
 @contextlib.contextmanager
@@ -71,7 +64,7 @@ def _binds(syn: Synapse) -> list[str]:
 def test_widening_the_bind_address_by_sighup_resets_no_connection(http_backend_factory):
     b1 = http_backend_factory("b1")
     port = free_port()
-    with Synapse({"web": _service(b1, port)}, startup_wait=0) as syn:
+    with Synapse({"web": static_service(b1, port)}, startup_wait=0) as syn:
         wait_serving(port, {"b1"})
 
         def widen(hap: dict[str, Any]) -> None:
@@ -104,7 +97,7 @@ def test_a_synapse_restarted_with_a_wider_bind_address_resets_no_connection(
     """The old address comes from the config file HAProxy runs: the new synapse adopts it."""
     b1 = http_backend_factory("b1")
     port = free_port()
-    syn = Synapse({"web": _service(b1, port)}, startup_wait=0)
+    syn = Synapse({"web": static_service(b1, port)}, startup_wait=0)
     syn.config["haproxy"]["managed"]["stop_on_exit"] = False  # (cleanup kills it)
     syn.write_config()
     with syn:

@@ -14,10 +14,10 @@ import shutil
 import signal
 import socket
 import subprocess
-from typing import Any
 
 import pytest
-from synapse_e2e import SYNAPSE, Synapse, wait, wait_serving
+from synapse_e2e import SYNAPSE, Synapse, wait_serving
+from synapse_reload import refused_sighup, static_service
 
 from testbed.process import free_port
 
@@ -25,17 +25,9 @@ pytestmark = pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs p
 LIMITED = ["prlimit", "--nofile=1024:4096", "--"]  # HAProxy inherits the hard 4096
 
 
-def _service(backend: Any, port: int) -> dict[str, Any]:
-    return {
-        "discovery": {"method": "base"},
-        "default_servers": [{"name": backend.name, "host": "127.0.0.1", "port": backend.port}],
-        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
-    }
-
-
 def test_check_refuses_a_maxconn_the_limit_cannot_hold(http_backend_factory):
     b1 = http_backend_factory("b1")
-    syn = Synapse({"web": _service(b1, free_port())}, haproxy={"global": ["maxconn 5000"]})
+    syn = Synapse({"web": static_service(b1, free_port())}, haproxy={"global": ["maxconn 5000"]})
     command = [*LIMITED, str(SYNAPSE), "-c", str(syn.config_path), "-k"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
@@ -55,16 +47,13 @@ def test_a_sighup_with_such_a_line_is_refused_and_the_running_config_stays(
 ):
     b1 = http_backend_factory("b1")
     port, new_port = free_port(), free_port()
-    syn = Synapse({"web": _service(b1, port)})
+    syn = Synapse({"web": static_service(b1, port)})
     syn.process.args = [*LIMITED, *syn.process.args]
     with syn:
         wait_serving(port, {"b1"})
         syn.config["haproxy"]["global"] = ["maxconn 5000"]
-        syn.config["services"]["new"] = _service(b1, new_port)
-        syn.write_config()
-        syn.signal(signal.SIGHUP)
-        wait(lambda: (syn.status()["config"]["last_reload"] or {}).get("ok") is False, 30)
-        error = syn.status()["config"]["last_reload"]["error"]
+        syn.config["services"]["new"] = static_service(b1, new_port)
+        error = refused_sighup(syn)
         assert "haproxy.global[0]: `maxconn 5000`" in error and "allows 4096" in error
         assert "event=config_reload_failed" in syn.log(10**6)
         wait_serving(port, {"b1"})  # the running config serves on
@@ -81,7 +70,7 @@ def test_check_counts_the_listening_ports(http_backend_factory):
     """Review s34: 600 services at `maxconn 256` under a hard limit of 1,024 passed `-k`
     (bound 525) and HAProxy (needing ~1,180) never started; each port is an open file."""
     b1 = http_backend_factory("b1")
-    services = {f"s{i}": _service(b1, 20000 + i) for i in range(600)}
+    services = {f"s{i}": static_service(b1, 20000 + i) for i in range(600)}
     syn = Synapse(services, haproxy={"global": ["maxconn 256"]})
     limited = ["prlimit", "--nofile=1024:1024", "--"]
     command = [*limited, str(SYNAPSE), "-c", str(syn.config_path), "-k"]

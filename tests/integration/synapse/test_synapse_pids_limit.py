@@ -19,10 +19,10 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from synapse_e2e import Synapse, spread, wait, wait_serving
+from synapse_e2e import Synapse, spread, wait_serving
+from synapse_reload import refused_sighup, static_service
 
 from testbed.process import free_port
 
@@ -42,30 +42,19 @@ def cgroup() -> Iterator[Path]:
         group.rmdir()
 
 
-def _service(backend: Any, port: int) -> dict[str, Any]:
-    return {
-        "discovery": {"method": "base"},
-        "default_servers": [{"name": backend.name, "host": "127.0.0.1", "port": backend.port}],
-        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
-    }
-
-
 def test_a_sighup_that_cannot_fork_its_check_is_applied_once_the_limit_has_room(
     http_backend_factory, cgroup: Path
 ):
     b1 = http_backend_factory("b1")
     port, new_port = free_port(), free_port()
-    syn = Synapse({"web": _service(b1, port)})
+    syn = Synapse({"web": static_service(b1, port)})
     enter = f'echo $$ > {cgroup}/cgroup.procs && exec "$@"'  # synapse and its HAProxy in it
     syn.process.args = ["sh", "-c", enter, "sh", *syn.process.args]
     with syn:
         wait_serving(port, {"b1"})
         (cgroup / "pids.max").write_text((cgroup / "pids.current").read_text())  # no fork
-        syn.config["services"]["new"] = _service(b1, new_port)
-        syn.write_config()
-        syn.signal(signal.SIGHUP)
-        wait(lambda: (syn.status()["config"]["last_reload"] or {}).get("ok") is False, 30)
-        error = syn.status()["config"]["last_reload"]["error"]
+        syn.config["services"]["new"] = static_service(b1, new_port)
+        error = refused_sighup(syn)
         assert "could not start its validating child" in error and "pids.max" in error
         assert "event=config_not_checked" in syn.log(10**6)
         assert syn.metric("synapse_config_reloads_total", result="not_checked") >= 1
@@ -86,14 +75,16 @@ def test_a_reload_without_room_for_haproxys_new_worker_keeps_the_old_one_serving
     every request through every service timed out until the reload timed out (60 s)."""
     b1 = http_backend_factory("b1")
     port, new_port = free_port(), free_port()
-    syn = Synapse({"web": _service(b1, port)}, haproxy={"global": ["maxconn 256", "nbthread 4"]})
+    syn = Synapse(
+        {"web": static_service(b1, port)}, haproxy={"global": ["maxconn 256", "nbthread 4"]}
+    )
     enter = f'echo $$ > {cgroup}/cgroup.procs && exec "$@"'
     syn.process.args = ["sh", "-c", enter, "sh", *syn.process.args]
     with syn:
         wait_serving(port, {"b1"})
         room = int((cgroup / "pids.current").read_text()) + 2  # the worker needs 4 + 2
         (cgroup / "pids.max").write_text(str(room))
-        syn.config["services"]["new"] = _service(b1, new_port)
+        syn.config["services"]["new"] = static_service(b1, new_port)
         syn.write_config()
         syn.signal(signal.SIGHUP)  # (its child: 2 pids, it runs; the reload then cannot)
         deadline = time.monotonic() + 8  # the old worker serves on (before: timeouts)

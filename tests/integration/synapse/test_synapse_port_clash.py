@@ -10,26 +10,21 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Any
 
 from haproxy_helpers import section
 from synapse_e2e import Load, Synapse, spread, wait, wait_serving
+from synapse_reload import static_service
 
 from testbed.process import free_port
-
-
-def _service(backend: Any, port: int) -> dict[str, Any]:
-    return {
-        "discovery": {"method": "base"},
-        "default_servers": [{"name": backend.name, "host": "127.0.0.1", "port": backend.port}],
-        "haproxy": {"port": port, "bind_address": "127.0.0.1"},
-    }
 
 
 def test_a_sighup_moving_web_onto_apis_port_is_refused(http_backend_factory):
     web_backend, api_backend = http_backend_factory("w"), http_backend_factory("x")
     web_port, api_port = free_port(), free_port()
-    services = {"web": _service(web_backend, web_port), "api": _service(api_backend, api_port)}
+    services = {
+        "web": static_service(web_backend, web_port),
+        "api": static_service(api_backend, api_port),
+    }
     with Synapse(services, startup_wait=0) as syn:
         wait_serving(web_port, {"w"})
         wait_serving(api_port, {"x"})
