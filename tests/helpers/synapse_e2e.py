@@ -54,6 +54,16 @@ def http_get(port: int, host: str | None = None, timeout: float = 3.0) -> tuple[
         return err.code, ""
 
 
+def refused(port: int) -> bool:
+    """A connection to 127.0.0.1:``port`` is refused: nothing listens (HAProxy stopped or
+    killed). Accepted: False (HAProxy had not stopped listening yet, or a backlog took it)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
 def ask_until(
     port: int, began: float, window: float, each: Callable[[], object] = lambda: None
 ) -> tuple[list[int], list[tuple[float, float]]]:

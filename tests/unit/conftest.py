@@ -7,7 +7,8 @@ An attempt fails the test even when the code under test caught the refusal.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import asyncio
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -44,3 +45,12 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, Any, Any]:
     return (yield from _guarded("teardown"))
+
+
+@pytest.fixture
+def own_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A new event loop, not running: the test drives it (``run_until_complete``, callbacks
+    from another thread's point of view); closed after."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
-from synapse_e2e import Load, Synapse, nerve_record, spread, wait, wait_serving
+from synapse_e2e import Load, Synapse, nerve_record, refused, spread, wait, wait_serving
 
 from testbed.process import free_port
 from testbed.zookeeper import ZooKeeperServer
@@ -43,15 +42,6 @@ def connect(zk: ZooKeeperServer) -> KazooClient:
     client = KazooClient(hosts=zk.hosts)
     client.start(timeout=30)
     return client
-
-
-def refused(port: int) -> bool:
-    """Nothing listens on ``port`` any more (the HAProxy killed)."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return True
-    return False
 
 
 def left_serving(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.server
 import signal
-import socket
 import threading
 import time
 import urllib.error
@@ -20,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 from stall_witness import beating, held_for
-from synapse_e2e import Synapse, ask_until, processes_using, wait_serving
+from synapse_e2e import Synapse, ask_until, processes_using, refused, wait_serving
 
 from testbed.process import free_port, wait_until
 
@@ -47,14 +46,6 @@ def backend() -> Iterator[int]:
     yield server.server_address[1]
     server.shutdown()
     server.server_close()
-
-
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except ConnectionRefusedError:
-        return True
-    return False
 
 
 def health(syn: Synapse) -> tuple[int, str]:

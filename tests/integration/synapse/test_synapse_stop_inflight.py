@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from synapse_e2e import Synapse, wait_serving
+from synapse_e2e import Synapse, refused, wait_serving
 
 from testbed.process import ManagedProcess, free_port, wait_until
 
@@ -82,14 +82,6 @@ def in_flight(backend: _Server, port: int) -> tuple[list[str], list[threading.Th
     for _ in range(CLIENTS):
         assert backend.arrived.acquire(timeout=10), "the slow requests did not reach the backend"
     return answers, threads
-
-
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except ConnectionRefusedError:
-        return True
-    return False  # (accepted: HAProxy had not stopped listening yet, or a backlog took it)
 
 
 def synapse_for(backend: _Server, port: int) -> Synapse:

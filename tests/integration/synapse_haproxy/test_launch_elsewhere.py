@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 from haproxy_helpers import eventually, serves, web
 from stall_witness import beating, held_for
-from synapse_e2e import ask_until, http_get
+from synapse_e2e import ask_until, http_get, refused
 
 from synapse.contract import ApplyOutcome
 from synapse.haproxy.pids import pid_alive
@@ -81,14 +80,6 @@ async def test_synapse_adopts_and_reloads_an_haproxy_it_never_starts(
 STOP_DELAY = 2.0
 
 
-def _refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
 def _serving_script(sockdir: Path, backend: int) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     (sockdir / "haproxy.cfg").write_text(
@@ -124,7 +115,7 @@ def test_docker_stop_keeps_haproxy_serving_for_the_stop_delay(
         assert len(answers) > 10 * share and set(answers) == {200}, (answers, held)
         assert all(end - began >= STOP_DELAY - 0.1 and held_for(held, at, end)
                    for at, end in failed), (failed, held)  # fmt: skip
-        wait_until(lambda: _refused(port), 3, interval=0.05, what="the soft stop")
+        wait_until(lambda: refused(port), 3, interval=0.05, what="the soft stop")
         assert time.monotonic() - began >= STOP_DELAY - 0.1
         assert script.wait(5) == 0
     finally:
@@ -143,7 +134,7 @@ def test_a_second_stop_signal_ends_the_delay(http_backend_factory, sockdir: Path
             # the soft stop now (SIGTERM again: a SIGINT would be ignored where the test runs
             # as a background job, a shell cannot trap a signal ignored at its start)
             script.send_signal(signal.SIGTERM)
-            wait_until(lambda: _refused(port), 2.0, interval=0.02, what="the soft stop")
+            wait_until(lambda: refused(port), 2.0, interval=0.02, what="the soft stop")
             took = time.monotonic() - began
         # (less what a stall of this loaded process took: it holds the test, not the script)
         assert took - held_for(held, began, began + took) < STOP_DELAY - 0.5, (took, held)

@@ -82,55 +82,49 @@ def _answered(name: str) -> _Answer:
     return _Answer(_record(name))
 
 
-def test_the_read_started_with_the_event_is_taken_and_the_others_read_together() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        watcher, sink, conn = _watcher(loop)
-        watcher._on_tree(_event(EventType.CREATED, "c_0000000003"), _answered("c_0000000003"))
-        watcher._on_tree(_event(EventType.CREATED, "d_0000000004"), None)  # none started
-        loop.run_until_complete(watcher._apply_tree(1.0))
-        assert conn.asked == [["/svc/d_0000000004"]]  # c's answer came with its event
-        ports = sorted(f.registration.port for f in sink.reports[-1].found)
-        assert ports == [8001, 8002, 9003, 9004]
-        assert watcher.reads == 2 and watcher._prefetched == {}
-        assert conn.prefetch._waiting == 0
-    finally:
-        loop.close()
+def test_the_read_started_with_the_event_is_taken_and_the_others_read_together(
+    own_loop: asyncio.AbstractEventLoop,
+) -> None:
+    watcher, sink, conn = _watcher(own_loop)
+    watcher._on_tree(_event(EventType.CREATED, "c_0000000003"), _answered("c_0000000003"))
+    watcher._on_tree(_event(EventType.CREATED, "d_0000000004"), None)  # none started
+    own_loop.run_until_complete(watcher._apply_tree(1.0))
+    assert conn.asked == [["/svc/d_0000000004"]]  # c's answer came with its event
+    ports = sorted(f.registration.port for f in sink.reports[-1].found)
+    assert ports == [8001, 8002, 9003, 9004]
+    assert watcher.reads == 2 and watcher._prefetched == {}
+    assert conn.prefetch._waiting == 0
 
 
-def test_a_later_event_replaces_the_older_read_and_a_removal_drops_it() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        watcher, _, conn = _watcher(loop)
-        first = conn.prefetch.start("/svc/c_0000000003")
-        watcher._on_tree(_event(EventType.CREATED, "c_0000000003"), first)
-        second = conn.prefetch.start("/svc/c_0000000003")
-        watcher._on_tree(_event(EventType.CHANGED, "c_0000000003"), second)
-        assert watcher._prefetched == {"c_0000000003": second}
-        assert conn.prefetch._waiting == 1  # the first one's place was given back
-        watcher._on_tree(_event(EventType.DELETED, "c_0000000003"), None)
-        assert watcher._prefetched == {} and conn.prefetch._waiting == 0
-    finally:
-        loop.close()
+def test_a_later_event_replaces_the_older_read_and_a_removal_drops_it(
+    own_loop: asyncio.AbstractEventLoop,
+) -> None:
+    watcher, _, conn = _watcher(own_loop)
+    first = conn.prefetch.start("/svc/c_0000000003")
+    watcher._on_tree(_event(EventType.CREATED, "c_0000000003"), first)
+    second = conn.prefetch.start("/svc/c_0000000003")
+    watcher._on_tree(_event(EventType.CHANGED, "c_0000000003"), second)
+    assert watcher._prefetched == {"c_0000000003": second}
+    assert conn.prefetch._waiting == 1  # the first one's place was given back
+    watcher._on_tree(_event(EventType.DELETED, "c_0000000003"), None)
+    assert watcher._prefetched == {} and conn.prefetch._waiting == 0
 
 
-def test_a_read_the_sync_does_not_need_is_dropped_and_a_connection_change_drops_all() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        watcher, _, conn = _watcher(loop)
-        # b is known already (a listing brought it): its started read is not waited for.
-        watcher._on_tree(
-            _event(EventType.CREATED, "b_0000000002"), conn.prefetch.start("/svc/b_0000000002")
-        )
-        loop.run_until_complete(watcher._apply_tree(1.0))
-        assert watcher._prefetched == {} and conn.prefetch._waiting == 0
-        watcher._on_tree(
-            _event(EventType.CREATED, "e_0000000005"), conn.prefetch.start("/svc/e_0000000005")
-        )
-        watcher._on_state("suspended")
-        assert watcher._prefetched == {} and conn.prefetch._waiting == 0
-    finally:
-        loop.close()
+def test_a_read_the_sync_does_not_need_is_dropped_and_a_connection_change_drops_all(
+    own_loop: asyncio.AbstractEventLoop,
+) -> None:
+    watcher, _, conn = _watcher(own_loop)
+    # b is known already (a listing brought it): its started read is not waited for.
+    watcher._on_tree(
+        _event(EventType.CREATED, "b_0000000002"), conn.prefetch.start("/svc/b_0000000002")
+    )
+    own_loop.run_until_complete(watcher._apply_tree(1.0))
+    assert watcher._prefetched == {} and conn.prefetch._waiting == 0
+    watcher._on_tree(
+        _event(EventType.CREATED, "e_0000000005"), conn.prefetch.start("/svc/e_0000000005")
+    )
+    watcher._on_state("suspended")
+    assert watcher._prefetched == {} and conn.prefetch._waiting == 0
 
 
 def test_at_most_max_waiting_reads_are_started_and_none_on_a_closed_session() -> None:
@@ -143,19 +137,17 @@ def test_at_most_max_waiting_reads_are_started_and_none_on_a_closed_session() ->
     assert closed.start("/svc/c_0000000001") is None and closed._waiting == 0
 
 
-def test_an_event_queued_before_close_gives_its_read_back() -> None:
+def test_an_event_queued_before_close_gives_its_read_back(
+    own_loop: asyncio.AbstractEventLoop,
+) -> None:
     """kazoo's thread may queue an event (with its started read) just before close(): the
     read's place on the shared connection is given back, not kept by a closed watcher."""
-    loop = asyncio.new_event_loop()
-    try:
-        watcher, _, conn = _watcher(loop)
-        conn.loop = loop  # type: ignore[attr-defined]
-        callback = watcher._tree_callback()
-        for i in range(MAX_WAITING):
-            callback(_event(EventType.CREATED, f"c_{i:010d}"))  # queued for the loop
-        assert conn.prefetch._waiting == MAX_WAITING
-        watcher.conn = None  # close() ran before the loop got to them
-        loop.run_until_complete(asyncio.sleep(0))
-        assert conn.prefetch._waiting == 0 and watcher._prefetched == {}
-    finally:
-        loop.close()
+    watcher, _, conn = _watcher(own_loop)
+    conn.loop = own_loop  # type: ignore[attr-defined]
+    callback = watcher._tree_callback()
+    for i in range(MAX_WAITING):
+        callback(_event(EventType.CREATED, f"c_{i:010d}"))  # queued for the loop
+    assert conn.prefetch._waiting == MAX_WAITING
+    watcher.conn = None  # close() ran before the loop got to them
+    own_loop.run_until_complete(asyncio.sleep(0))
+    assert conn.prefetch._waiting == 0 and watcher._prefetched == {}

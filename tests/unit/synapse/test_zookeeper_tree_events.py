@@ -72,97 +72,83 @@ def _ports(sink: Collector) -> list[int]:
     return _ports_of(sink.reports[-1])
 
 
-def test_a_created_child_is_read_alone_and_a_deleted_one_dropped_without_a_read() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        watcher, sink, reads = _watcher(loop)
-        watcher._on_tree(_event(EventType.CREATED, "/svc/c_0000000003"))
-        watcher._on_tree(_event(EventType.DELETED, "/svc/a_0000000001"))
-        watcher._on_tree(_event(EventType.CREATED, "/svc/c_0000000003/x"))  # ignored
-        loop.run_until_complete(watcher._apply_tree(1.0))
-        assert reads == [["c_0000000003"]]
-        assert _ports(sink) == [8002, 9003]
-        assert sink.reports[-1].event_time == 1.0
-    finally:
-        loop.close()
+def test_a_created_child_is_read_alone_and_a_deleted_one_dropped_without_a_read(
+    own_loop: asyncio.AbstractEventLoop,
+) -> None:
+    watcher, sink, reads = _watcher(own_loop)
+    watcher._on_tree(_event(EventType.CREATED, "/svc/c_0000000003"))
+    watcher._on_tree(_event(EventType.DELETED, "/svc/a_0000000001"))
+    watcher._on_tree(_event(EventType.CREATED, "/svc/c_0000000003/x"))  # ignored
+    own_loop.run_until_complete(watcher._apply_tree(1.0))
+    assert reads == [["c_0000000003"]]
+    assert _ports(sink) == [8002, 9003]
+    assert sink.reports[-1].event_time == 1.0
 
 
-def test_a_creation_the_listing_already_brought_is_not_read_again() -> None:
+def test_a_creation_the_listing_already_brought_is_not_read_again(
+    own_loop: asyncio.AbstractEventLoop,
+) -> None:
     """Events that arrived before the listing's reply are in the listing."""
-    loop = asyncio.new_event_loop()
-    try:
-        watcher, sink, reads = _watcher(loop)
-        watcher._on_tree(_event(EventType.CREATED, "/svc/b_0000000002"))  # known already
-        loop.run_until_complete(watcher._apply_tree(1.0))
-        assert reads == [[]] and sink.reports == []  # nothing new: no report
-    finally:
-        loop.close()
+    watcher, sink, reads = _watcher(own_loop)
+    watcher._on_tree(_event(EventType.CREATED, "/svc/b_0000000002"))  # known already
+    own_loop.run_until_complete(watcher._apply_tree(1.0))
+    assert reads == [[]] and sink.reports == []  # nothing new: no report
 
 
-def test_deleted_and_created_again_under_the_same_name_is_read_again_never_dropped() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        watcher, sink, reads = _watcher(loop)
-        watcher._on_tree(_event(EventType.DELETED, "/svc/b_0000000002"))
-        watcher._on_tree(_event(EventType.CREATED, "/svc/b_0000000002"))
-        watcher._on_tree(_event(EventType.CHANGED, "/svc/a_0000000001"))
-        loop.run_until_complete(watcher._apply_tree(1.0))
-        assert reads == [["a_0000000001", "b_0000000002"]]
-        assert [_ports_of(r) for r in sink.reports] == [[9001, 9002]]  # never without b
-        assert watcher._relist is True  # a listing says whether it is still there
-    finally:
-        loop.close()
+def test_deleted_and_created_again_under_the_same_name_is_read_again_never_dropped(
+    own_loop: asyncio.AbstractEventLoop,
+) -> None:
+    watcher, sink, reads = _watcher(own_loop)
+    watcher._on_tree(_event(EventType.DELETED, "/svc/b_0000000002"))
+    watcher._on_tree(_event(EventType.CREATED, "/svc/b_0000000002"))
+    watcher._on_tree(_event(EventType.CHANGED, "/svc/a_0000000001"))
+    own_loop.run_until_complete(watcher._apply_tree(1.0))
+    assert reads == [["a_0000000001", "b_0000000002"]]
+    assert [_ports_of(r) for r in sink.reports] == [[9001, 9002]]  # never without b
+    assert watcher._relist is True  # a listing says whether it is still there
 
 
-def test_the_path_itself_created_or_deleted_means_listing_again() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        watcher, _, _ = _watcher(loop)
-        watcher._on_tree(_event(EventType.DELETED, "/svc"))
-        assert watcher._relist is True
-        assert watcher._wake.is_set()
-    finally:
-        loop.close()
+def test_the_path_itself_created_or_deleted_means_listing_again(
+    own_loop: asyncio.AbstractEventLoop,
+) -> None:
+    watcher, _, _ = _watcher(own_loop)
+    watcher._on_tree(_event(EventType.DELETED, "/svc"))
+    assert watcher._relist is True
+    assert watcher._wake.is_set()
 
 
-def test_the_paths_own_data_is_the_generator_settings_only_when_kept_there() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        watcher, _, _ = _watcher(loop)
-        watcher._on_tree(_event(EventType.CHANGED, "/svc"))
-        assert watcher._gen_dirty is True  # generator_config_path defaults to the path
-        assert watcher._gen_read_watch is None  # no one-shot watch on the watched path
-        watcher._gen_dirty = False
-        watcher._wake.clear()
-        watcher.generator_path = "/elsewhere"
-        watcher._on_tree(_event(EventType.CHANGED, "/svc"))
-        assert watcher._gen_dirty is False and not watcher._wake.is_set()
-    finally:
-        loop.close()
+def test_the_paths_own_data_is_the_generator_settings_only_when_kept_there(
+    own_loop: asyncio.AbstractEventLoop,
+) -> None:
+    watcher, _, _ = _watcher(own_loop)
+    watcher._on_tree(_event(EventType.CHANGED, "/svc"))
+    assert watcher._gen_dirty is True  # generator_config_path defaults to the path
+    assert watcher._gen_read_watch is None  # no one-shot watch on the watched path
+    watcher._gen_dirty = False
+    watcher._wake.clear()
+    watcher.generator_path = "/elsewhere"
+    watcher._on_tree(_event(EventType.CHANGED, "/svc"))
+    assert watcher._gen_dirty is False and not watcher._wake.is_set()
 
 
-def test_any_connection_state_change_means_adding_the_watch_again() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        watcher, _, _ = _watcher(loop)
-        epoch = watcher._epoch
-        watcher._on_state("suspended")
-        assert watcher._armed is False and watcher._epoch == epoch + 1
-        assert watcher._child_watch is watcher._data_watch  # one-shot until armed again
-    finally:
-        loop.close()
+def test_any_connection_state_change_means_adding_the_watch_again(
+    own_loop: asyncio.AbstractEventLoop,
+) -> None:
+    watcher, _, _ = _watcher(own_loop)
+    epoch = watcher._epoch
+    watcher._on_state("suspended")
+    assert watcher._armed is False and watcher._epoch == epoch + 1
+    assert watcher._child_watch is watcher._data_watch  # one-shot until armed again
 
 
-def test_a_change_is_timed_from_when_kazoos_thread_read_its_event() -> None:
+def test_a_change_is_timed_from_when_kazoos_thread_read_its_event(
+    own_loop: asyncio.AbstractEventLoop,
+) -> None:
     """synapse's own time includes the crossing from kazoo's thread to the loop: a sync's
     start is its earliest event, stamped where kazoo read it (else on the loop)."""
-    loop = asyncio.new_event_loop()
-    try:
-        watcher, _, _ = _watcher(loop)
-        watcher._event_time = None
-        watcher._on_tree(_event(EventType.CREATED, "/svc/c_0000000003"), None, None, 5.0)
-        watcher._on_tree(_event(EventType.DELETED, "/svc/a_0000000001"), None, None, 4.0)
-        watcher._mark()  # (a one-shot watch's event, stamped on the loop: later)
-        assert watcher._event_time == 4.0
-    finally:
-        loop.close()
+    watcher, _, _ = _watcher(own_loop)
+    watcher._event_time = None
+    watcher._on_tree(_event(EventType.CREATED, "/svc/c_0000000003"), None, None, 5.0)
+    watcher._on_tree(_event(EventType.DELETED, "/svc/a_0000000001"), None, None, 4.0)
+    watcher._mark()  # (a one-shot watch's event, stamped on the loop: later)
+    assert watcher._event_time == 4.0

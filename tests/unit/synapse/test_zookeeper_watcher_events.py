@@ -31,47 +31,35 @@ def _event(kind: EventType, path: str) -> WatchedEvent:
     return WatchedEvent(kind, KeeperState.CONNECTED, path)
 
 
-def test_a_child_deleted_is_reported_gone_before_the_listing():
-    loop = asyncio.new_event_loop()
-    try:
-        watcher, sink = _watcher(loop)
-        watcher._on_data(_event(EventType.DELETED, "/svc/a_0000000001"))
-        watcher._drop_deleted(1.0)  # what a sync does first, before listing the children
-        assert [f.registration.port for f in sink.reports[-1].found] == [8002]
-        assert sink.reports[-1].event_time == 1.0
-        assert "a_0000000001" not in watcher._children
-        reports = len(sink.reports)
-        watcher._drop_deleted(2.0)  # nothing more deleted: no report
-        assert len(sink.reports) == reports
-    finally:
-        loop.close()
+def test_a_child_deleted_is_reported_gone_before_the_listing(own_loop: asyncio.AbstractEventLoop):
+    watcher, sink = _watcher(own_loop)
+    watcher._on_data(_event(EventType.DELETED, "/svc/a_0000000001"))
+    watcher._drop_deleted(1.0)  # what a sync does first, before listing the children
+    assert [f.registration.port for f in sink.reports[-1].found] == [8002]
+    assert sink.reports[-1].event_time == 1.0
+    assert "a_0000000001" not in watcher._children
+    reports = len(sink.reports)
+    watcher._drop_deleted(2.0)  # nothing more deleted: no report
+    assert len(sink.reports) == reports
 
 
-def test_a_changed_child_is_not_dropped_but_read_again():
-    loop = asyncio.new_event_loop()
-    try:
-        watcher, sink = _watcher(loop)
-        watcher._on_data(_event(EventType.CHANGED, "/svc/b_0000000002"))
-        watcher._drop_deleted(1.0)
-        assert sink.reports == [] and "b_0000000002" in watcher._changed
-        assert set(watcher._children) == {"a_0000000001", "b_0000000002"}
-    finally:
-        loop.close()
+def test_a_changed_child_is_not_dropped_but_read_again(own_loop: asyncio.AbstractEventLoop):
+    watcher, sink = _watcher(own_loop)
+    watcher._on_data(_event(EventType.CHANGED, "/svc/b_0000000002"))
+    watcher._drop_deleted(1.0)
+    assert sink.reports == [] and "b_0000000002" in watcher._changed
+    assert set(watcher._children) == {"a_0000000001", "b_0000000002"}
 
 
-def test_a_connection_before_the_first_listing_re_arms_nothing():
+def test_a_connection_before_the_first_listing_re_arms_nothing(own_loop: asyncio.AbstractEventLoop):
     """Checking cached children is for reconnects: at a start (the connection announced
     while the first listing is under way) it would read every child for nothing."""
-    loop = asyncio.new_event_loop()
-    try:
-        watcher, _ = _watcher(loop)
-        watcher._on_state("connected")
-        assert watcher._verify is False
-        watcher._listed = True  # a first listing was done: a reconnect now re-arms
-        watcher._on_state("connected")
-        assert watcher._verify is True
-    finally:
-        loop.close()
+    watcher, _ = _watcher(own_loop)
+    watcher._on_state("connected")
+    assert watcher._verify is False
+    watcher._listed = True  # a first listing was done: a reconnect now re-arms
+    watcher._on_state("connected")
+    assert watcher._verify is True
 
 
 class _Stat:
@@ -90,34 +78,32 @@ class _MultiReadConn:
         return [self.replies[p] for p in paths]
 
 
-def test_after_a_reconnect_cached_children_are_checked_in_one_batched_read():
+def test_after_a_reconnect_cached_children_are_checked_in_one_batched_read(
+    own_loop: asyncio.AbstractEventLoop,
+):
     """One get_many for all cached children (one multi-read request, not an exists() each);
     only a child whose mzxid moved meanwhile is decoded again, a gone one is dropped."""
     from kazoo.exceptions import NoNodeError
 
     from smartstack.record import encode
 
-    loop = asyncio.new_event_loop()
-    try:
-        watcher, _ = _watcher(loop)
-        watcher._children["c_0000000003"] = Entry(
-            Registration(host="127.0.0.1", port=8003, name="c"), None, 7, 3
-        )
-        moved = encode(Registration(host="127.0.0.1", port=8012, name="b"))
-        conn = _MultiReadConn({
-            "/svc/a_0000000001": (b"not even json", _Stat(7)),  # unchanged: not decoded
-            "/svc/b_0000000002": (moved, _Stat(9)),
-            "/svc/c_0000000003": NoNodeError(),
-        })  # fmt: skip
-        watcher.conn = conn
-        loop.run_until_complete(watcher._check_many(sorted(watcher._children)))
-        assert len(conn.asked) == 1
-        assert watcher._children["a_0000000001"].registration.port == 8001
-        assert watcher._children["b_0000000002"].registration.port == 8012
-        assert watcher._children["b_0000000002"].version == 9
-        assert "c_0000000003" not in watcher._children
-    finally:
-        loop.close()
+    watcher, _ = _watcher(own_loop)
+    watcher._children["c_0000000003"] = Entry(
+        Registration(host="127.0.0.1", port=8003, name="c"), None, 7, 3
+    )
+    moved = encode(Registration(host="127.0.0.1", port=8012, name="b"))
+    conn = _MultiReadConn({
+        "/svc/a_0000000001": (b"not even json", _Stat(7)),  # unchanged: not decoded
+        "/svc/b_0000000002": (moved, _Stat(9)),
+        "/svc/c_0000000003": NoNodeError(),
+    })  # fmt: skip
+    watcher.conn = conn
+    own_loop.run_until_complete(watcher._check_many(sorted(watcher._children)))
+    assert len(conn.asked) == 1
+    assert watcher._children["a_0000000001"].registration.port == 8001
+    assert watcher._children["b_0000000002"].registration.port == 8012
+    assert watcher._children["b_0000000002"].version == 9
+    assert "c_0000000003" not in watcher._children
 
 
 class _Conn:
