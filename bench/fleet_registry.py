@@ -27,7 +27,7 @@ from typing import Any
 from kazoo.client import KazooClient, KazooState
 from kazoo.retry import KazooRetry
 
-from bench.etcd_json import b64, post, record_key
+from bench.etcd_gateway import b64, post, record_key
 from bench.prometheus_text import parse_prometheus
 from bench.stack import Workspace, cpu_seconds
 from smartstack.record import Registration, encode

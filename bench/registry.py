@@ -23,7 +23,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NodeExistsError
 
 from bench.burst_writers import BurstWriter, EtcdBurstWriter, ZkBurstWriter
-from bench.etcd_json import b64, post, record_key
+from bench.etcd_gateway import b64, post, record_key
 from bench.observer import EtcdObserver, Observer, ZkObserver
 from bench.stack import Workspace, etcd_discovery, listen_port, service_block, zk_discovery
 from smartstack.record import Registration, encode, encode_child_prefix

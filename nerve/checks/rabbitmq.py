@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from nerve.checks.base import BaseCheck, CheckFailed, Passed
+from nerve.checks.base import CheckFailed, Passed
 from nerve.checks.resolve import open_stream
-from nerve.checks.tcp import close_writer
+from nerve.checks.tcp import StreamCheck, close_writer
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD = 1
@@ -34,13 +34,8 @@ def parse_connection_start(header: bytes, payload: bytes) -> None:
         raise CheckFailed(f"expected Connection.Start, got AMQP method {method}")
 
 
-class RabbitMqCheck(BaseCheck):
+class RabbitMqCheck(StreamCheck):
     type = "rabbitmq"
-
-    def __init__(self, name: str, host: str, port: int, timeout: float) -> None:
-        super().__init__(name, timeout)
-        self.host = host
-        self.port = port
 
     async def probe(self) -> Passed:
         reader, writer = await open_stream(self.host, self.port)

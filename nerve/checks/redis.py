@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
-from nerve.checks.base import BaseCheck, CheckFailed, Passed
+from nerve.checks.base import CheckFailed, Passed
 from nerve.checks.resolve import open_stream
-from nerve.checks.tcp import close_writer
+from nerve.checks.tcp import StreamCheck, close_writer
 
 
 def command(*parts: str) -> bytes:
@@ -28,15 +28,13 @@ async def read_reply(reader: asyncio.StreamReader) -> str:
     return line.decode(errors="replace").rstrip("\r\n")
 
 
-class RedisCheck(BaseCheck):
+class RedisCheck(StreamCheck):
     type = "redis"
 
     def __init__(
         self, name: str, host: str, port: int, timeout: float, password: str | None = None
     ) -> None:
-        super().__init__(name, timeout)
-        self.host = host
-        self.port = port
+        super().__init__(name, host, port, timeout)
         self.password = password
 
     async def probe(self) -> Passed:

@@ -15,13 +15,17 @@ async def close_writer(writer: asyncio.StreamWriter) -> None:
     writer.close()
 
 
-class TcpCheck(BaseCheck):
-    type = "tcp"
+class StreamCheck(BaseCheck):
+    """A check that talks to ``host``:``port`` over TCP (tcp, redis, rabbitmq)."""
 
     def __init__(self, name: str, host: str, port: int, timeout: float) -> None:
         super().__init__(name, timeout)
         self.host = host
         self.port = port
+
+
+class TcpCheck(StreamCheck):
+    type = "tcp"
 
     async def probe(self) -> Passed:
         _, writer = await open_stream(self.host, self.port)
