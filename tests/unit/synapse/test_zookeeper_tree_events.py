@@ -72,14 +72,26 @@ def _ports(sink: Collector) -> list[int]:
     return _ports_of(sink.reports[-1])
 
 
+def _synced(
+    loop: asyncio.AbstractEventLoop, *events: tuple[str, str]
+) -> tuple[ZooKeeperWatcher, Collector, list]:
+    """A watcher that got ``events`` ((kind, path) pairs) and ran the sync they start."""
+    watcher, sink, reads = _watcher(loop)
+    for kind, path in events:
+        watcher._on_tree(_event(kind, path))
+    loop.run_until_complete(watcher._apply_tree(1.0))
+    return watcher, sink, reads
+
+
 def test_a_created_child_is_read_alone_and_a_deleted_one_dropped_without_a_read(
     own_loop: asyncio.AbstractEventLoop,
 ) -> None:
-    watcher, sink, reads = _watcher(own_loop)
-    watcher._on_tree(_event(EventType.CREATED, "/svc/c_0000000003"))
-    watcher._on_tree(_event(EventType.DELETED, "/svc/a_0000000001"))
-    watcher._on_tree(_event(EventType.CREATED, "/svc/c_0000000003/x"))  # ignored
-    own_loop.run_until_complete(watcher._apply_tree(1.0))
+    _, sink, reads = _synced(
+        own_loop,
+        (EventType.CREATED, "/svc/c_0000000003"),
+        (EventType.DELETED, "/svc/a_0000000001"),
+        (EventType.CREATED, "/svc/c_0000000003/x"),  # ignored
+    )
     assert reads == [["c_0000000003"]]
     assert _ports(sink) == [8002, 9003]
     assert sink.reports[-1].event_time == 1.0
@@ -89,20 +101,19 @@ def test_a_creation_the_listing_already_brought_is_not_read_again(
     own_loop: asyncio.AbstractEventLoop,
 ) -> None:
     """Events that arrived before the listing's reply are in the listing."""
-    watcher, sink, reads = _watcher(own_loop)
-    watcher._on_tree(_event(EventType.CREATED, "/svc/b_0000000002"))  # known already
-    own_loop.run_until_complete(watcher._apply_tree(1.0))
+    _, sink, reads = _synced(own_loop, (EventType.CREATED, "/svc/b_0000000002"))  # known
     assert reads == [[]] and sink.reports == []  # nothing new: no report
 
 
 def test_deleted_and_created_again_under_the_same_name_is_read_again_never_dropped(
     own_loop: asyncio.AbstractEventLoop,
 ) -> None:
-    watcher, sink, reads = _watcher(own_loop)
-    watcher._on_tree(_event(EventType.DELETED, "/svc/b_0000000002"))
-    watcher._on_tree(_event(EventType.CREATED, "/svc/b_0000000002"))
-    watcher._on_tree(_event(EventType.CHANGED, "/svc/a_0000000001"))
-    own_loop.run_until_complete(watcher._apply_tree(1.0))
+    watcher, sink, reads = _synced(
+        own_loop,
+        (EventType.DELETED, "/svc/b_0000000002"),
+        (EventType.CREATED, "/svc/b_0000000002"),
+        (EventType.CHANGED, "/svc/a_0000000001"),
+    )
     assert reads == [["a_0000000001", "b_0000000002"]]
     assert [_ports_of(r) for r in sink.reports] == [[9001, 9002]]  # never without b
     assert watcher._relist is True  # a listing says whether it is still there
