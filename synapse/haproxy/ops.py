@@ -35,6 +35,8 @@ class Op:
 
     @property
     def command(self) -> str:
+        if not self.template:  # (an empty line: HAProxy answers its whole help text)
+            raise NotImplementedError(f"{type(self).__name__} has no command template")
         # (rstrip: an empty last field, `add server` without options, leaves no space)
         return self.template.format(op=self).rstrip()
 
