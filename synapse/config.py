@@ -67,6 +67,8 @@ class ServiceHAProxyConfig(ConfigModel):
     timeout_queue: str | None = None  # backend `timeout queue`, e.g. "5s" (HAProxy time)
     # ours: /health/<service> is 503 with fewer UP servers than this in HAProxy
     min_up: int = Field(default=1, ge=0)
+    # ours: a request waits this long for a usable server (None: haproxy's; 0: 503 at once)
+    wait_for_server_ms: int | None = Field(default=None, ge=0, le=60000)
 
     @field_validator("backend_name")
     @classmethod
@@ -294,6 +296,8 @@ class HAProxyConfig(ConfigModel):
     logging: HAProxyLogging | None = None
     accept_proxy: bool = False
     tls: HAProxyTLS | None = None
+    # ours: the services' default wait for a usable server (synapse.haproxy.server_wait)
+    wait_for_server_ms: int | None = Field(default=None, ge=0, le=60000)
 
     @property
     def socket_paths(self) -> list[str]:

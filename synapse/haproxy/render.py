@@ -31,7 +31,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from synapse.config import HAProxyConfig, ServiceConfig, ServiceHAProxyConfig
-from synapse.haproxy import default_layout, edge, zone_lines, zone_map
+from synapse.haproxy import default_layout, edge, server_wait, zone_lines, zone_map
 from synapse.haproxy.configtext import (
     ParsedConfig,
     assemble,
@@ -92,6 +92,7 @@ class Renderer:
         self.rendered_pieces = 0  # services rendered (not taken from the cache): for tests
         # What render() raises on a broken template or an unreadable file.
         self.errors: tuple[type[Exception], ...] = (OSError,)
+        self._wait_lua = server_wait.prepare(config)  # None: no request waits for a server
         self._jinja: JinjaLayout | None = None  # None: the default layout, without jinja2
         if template_text is not None or config.template:
             from synapse.haproxy import jinja_layout  # (jinja2: ~2 MB, only when used)
@@ -307,6 +308,9 @@ class Renderer:
             frontend += self.kept_binds.lines(f"frontend {service.name}", new)
         backend_lines = edge.backend_lines(hap, backend_lines)
         backend_lines += extra_backend_lines(self.config, service.config, backend_lines)
+        if self._wait_lua is not None:  # first: it decides before any other rule runs
+            backend_lines = server_wait.first(self.config, service.config, backend_lines,
+                                              self._defaults) + backend_lines  # fmt: skip
         base = self._builder.base(backend_lines)
         parts = _ConfigParts(frontend, backend_lines, tuple(warnings), base)
         self._by_config[service.name] = (service.config, parts)
@@ -399,7 +403,8 @@ class Renderer:
             "global_lines": list(self.settings.first_global)
             + (managed_global(self.config) if self.settings.managed else list(self.config.global_))
             + list(self.settings.extra_global)
-            + edge.global_lines(self.config),
+            + edge.global_lines(self.config)
+            + server_wait.global_lines(self._wait_lua),
             "defaults_lines": self._builder.defaults,
             "extra_sections": [
                 {"title": title, "lines": lines}

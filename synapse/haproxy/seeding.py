@@ -46,6 +46,7 @@ _ADDS_NOTHING: dict[str, Any] = {
     "timeout_queue": None,
     "retries": False,
     "observe": None,
+    "wait_for_server_ms": 0,
     "health_check": HealthCheckConfig(enabled=False),
 }
 

@@ -1,0 +1,128 @@
+"""Requests wait (bounded) for a usable server instead of a 503 at once: ``wait_for_server_ms``.
+
+A backend can be left with no server HAProxy would pick while synapse is about to give it
+one: a zone-routed service whose local zone sits at weight 0 (evacuated, below
+``min_local``) when the spill zones, its backups, die. HAProxy never picks a weight-0
+server, so every request was a 503 until synapse's next look and apply (~0.1 s; review
+s40: 64-382 of ~4,000 failed). HAProxy 2.6 has no setting that waits for a server, so a
+Lua action does (HAProxy 2.6 built with Lua): as the backend's first rule (``http-request``;
+``tcp-request content`` in TCP mode, with an inspect delay so it may yield) it polls
+``nbsrv`` (usable servers: UP, weight above 0) every 10 ms with ``core.msleep`` (yields: the
+thread serves the others meanwhile), for at most the given milliseconds, then lets the
+request go on: to a server, or to HAProxy's 503 as before. A backend with no server out of
+maintenance (its registry is empty) does not wait: its 503 stays immediate.
+
+synapse writes the Lua file itself, beside the HAProxy config (``<stem>-synapse-wait.lua``,
+atomic, only when it differs), and loads it with a ``lua-load-per-thread`` line in
+``global`` (a state per thread: no lock shared by the threads). When the file cannot be
+written the lines are left out (event ``haproxy_wait_lua_unwritten``): nothing waits, the
+config still loads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from smartstack.logs import event
+from synapse.atomic import read_text, write_atomic
+from synapse.config import HAProxyConfig, ServiceConfig
+from synapse.haproxy.resilience import is_http
+
+log = logging.getLogger("synapse.haproxy")
+
+ACTION = "synapse_wait_for_server"
+MANAGED_DEFAULT_MS = 1000  # see docs/zone-routing.md: the window it closes is ~0.1-0.7 s
+TCP_SLACK_MS = 500  # the inspect delay outlasts the wait: a yield after it is an error
+
+LUA = f"""-- Written by synapse (synapse/haproxy/server_wait.py): replaced at its next start.
+-- A request to a backend with no usable server waits for one, at most the rule's ms.
+local STEP_MS = 10
+
+local function now_ms()
+  local t = core.now()
+  return t.sec * 1000 + t.usec // 1000
+end
+
+-- Servers the registry lists are out of maintenance; an empty backend does not wait.
+local function listed(txn)
+  local px = core.backends[txn.f:be_name()]
+  if px == nil then return false end
+  for _, srv in pairs(px.servers) do
+    if string.sub(srv:get_stats().status or "MAINT", 1, 5) ~= "MAINT" then return true end
+  end
+  return false
+end
+
+local function wait_for_server(txn, ms)
+  if txn.f:nbsrv() > 0 or not listed(txn) then return end
+  local deadline = now_ms() + (tonumber(ms) or 0)
+  repeat
+    core.msleep(STEP_MS)
+    if txn.f:nbsrv() > 0 then return end
+  until now_ms() >= deadline
+end
+
+core.register_action("{ACTION}", {{ "http-req", "tcp-req" }}, wait_for_server, 1)
+"""
+
+
+def enabled(config: HAProxyConfig) -> bool:
+    """Whether synapse may add the wait: managed mode, or the operator set the key in the
+    ``haproxy`` block (Airbnb mode: synapse does not know that its HAProxy has Lua, and an
+    Airbnb config keeps its meaning); and a config file it writes, to put the Lua beside."""
+    writes = config.managed is not None or config.do_writes
+    asked = config.managed is not None or "wait_for_server_ms" in config.model_fields_set
+    return bool(writes and asked and config.config_file_path)
+
+
+def wait_ms(config: HAProxyConfig, service: ServiceConfig) -> int:
+    """The service's wait: its own key, else the ``haproxy`` block's, else the default."""
+    own = service.haproxy.wait_for_server_ms
+    if own is not None:
+        return own
+    if config.wait_for_server_ms is not None:
+        return config.wait_for_server_ms
+    return MANAGED_DEFAULT_MS
+
+
+def lua_path(config: HAProxyConfig) -> Path:
+    assert config.config_file_path is not None
+    path = Path(config.config_file_path)
+    return path.with_name(f"{path.stem}-synapse-wait.lua")
+
+
+def prepare(config: HAProxyConfig) -> Path | None:
+    """The Lua file in place (written when missing or different); None: the wait is off
+    (not ``enabled``, or the file cannot be written)."""
+    if not enabled(config):
+        return None
+    path = lua_path(config).absolute()
+    try:
+        if read_text(path) != LUA:
+            write_atomic(path, LUA)
+    except OSError as err:
+        event(log, "haproxy_wait_lua_unwritten", path=str(path), error=str(err),
+              detail="requests to a backend without a usable server get a 503 at once")  # fmt: skip
+        return None
+    return path
+
+
+def global_lines(path: Path | None) -> list[str]:
+    return [] if path is None else [f"lua-load-per-thread {path}"]
+
+
+def first(
+    config: HAProxyConfig, service: ServiceConfig, given: Sequence[str], defaults: Sequence[str]
+) -> list[str]:
+    """The backend's first lines: the wait (none for 0). In TCP mode an inspect delay lets
+    the action yield, unless the operator's lines set their own (which then bounds it)."""
+    ms = wait_ms(config, service)
+    if ms <= 0:
+        return []
+    if is_http(given, defaults):
+        return [f"http-request lua.{ACTION} {ms}"]
+    own_delay = any(line.split()[:2] == ["tcp-request", "inspect-delay"] for line in given)
+    delay = [] if own_delay else [f"tcp-request inspect-delay {ms + TCP_SLACK_MS}ms"]
+    return [*delay, f"tcp-request content lua.{ACTION} {ms}"]

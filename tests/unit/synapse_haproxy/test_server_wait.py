@@ -1,0 +1,78 @@
+"""The wait for a usable server (synapse.haproxy.server_wait) as rendered: the Lua file
+beside the config, its ``lua-load-per-thread`` line, the backend's first rule (`haproxy -c`
+and real requests: tests/integration/synapse_haproxy/test_wait_for_server.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from haproxy_helpers import haproxy_config, section, server, service
+
+from synapse.haproxy import server_wait
+from synapse.haproxy.render import Renderer
+
+A = server("10.0.0.1", 8080, "a")
+WAIT = f"http-request lua.{server_wait.ACTION}"
+
+
+def managed(tmp_path: Path, **overrides):
+    return haproxy_config(config_file_path=str(tmp_path / "haproxy.cfg"), reload_command=None,
+                          managed={"stats": {"enabled": False}}, **overrides)  # fmt: skip
+
+
+def backend(text: str, name: str = "web") -> list[str]:
+    return [line.strip() for line in section(text, f"backend {name}")]
+
+
+def test_managed_mode_waits_one_second_by_default(tmp_path: Path) -> None:
+    text = Renderer(managed(tmp_path)).render([service("web", [A])]).text
+    lua = tmp_path / "haproxy-synapse-wait.lua"
+    assert lua.read_text() == server_wait.LUA
+    assert f"lua-load-per-thread {lua}" in section(text, "global")
+    assert backend(text)[0] == f"{WAIT} 1000"  # first: before the operator's rules
+
+
+def test_a_service_and_the_haproxy_block_set_it(tmp_path: Path) -> None:
+    config = managed(tmp_path, wait_for_server_ms=1500)
+    services = [service("web", [A]), service("api", [A], wait_for_server_ms=200),
+                service("off", [A], wait_for_server_ms=0)]  # fmt: skip
+    text = Renderer(config).render(services).text
+    assert backend(text)[0] == f"{WAIT} 1500"
+    assert backend(text, "api")[0] == f"{WAIT} 200"
+    assert not any("lua." in line for line in backend(text, "off"))
+
+
+def test_tcp_mode_waits_with_an_inspect_delay(tmp_path: Path) -> None:
+    own = ["mode tcp", "tcp-request inspect-delay 3s"]
+    services = [service("db", [A], listen=["mode tcp"]), service("own", [A], backend=own)]
+    text = Renderer(managed(tmp_path)).render(services).text
+    action = f"tcp-request content lua.{server_wait.ACTION} 1000"
+    assert backend(text, "db")[:2] == ["tcp-request inspect-delay 1500ms", action]
+    assert backend(text, "own")[0] == action  # the operator's delay is kept, not doubled
+    assert [ln for ln in backend(text, "own") if "inspect-delay" in ln] == [
+        "tcp-request inspect-delay 3s"
+    ]
+
+
+def test_airbnb_mode_adds_nothing_unless_asked(tmp_path: Path) -> None:
+    path = str(tmp_path / "haproxy.cfg")
+    text = Renderer(haproxy_config(config_file_path=path)).render([service("web", [A])]).text
+    assert "lua-load" not in text and "lua." not in text and not list(tmp_path.iterdir())
+    asked = haproxy_config(config_file_path=path, wait_for_server_ms=800)
+    text = Renderer(asked).render([service("web", [A])]).text
+    assert backend(text)[0] == f"{WAIT} 800" and "lua-load-per-thread" in text
+
+
+def test_an_unwritable_lua_file_leaves_the_wait_out(tmp_path: Path) -> None:
+    (tmp_path / "haproxy-synapse-wait.lua").mkdir()  # (a directory: the rename fails)
+    text = Renderer(managed(tmp_path)).render([service("web", [A])]).text
+    assert "lua-load" not in text and "lua." not in text  # the config loads; no wait
+
+
+def test_the_render_is_the_same_every_time(tmp_path: Path) -> None:
+    config = managed(tmp_path)
+    first = Renderer(config).render([service("web", [A])]).text
+    lua = tmp_path / "haproxy-synapse-wait.lua"
+    written = lua.stat().st_mtime_ns
+    assert Renderer(config).render([service("web", [A])]).text == first
+    assert lua.stat().st_mtime_ns == written  # the same file: not written again
