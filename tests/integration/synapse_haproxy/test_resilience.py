@@ -19,6 +19,7 @@ from haproxy_helpers import (
 )
 
 from synapse.config import ServiceConfig
+from synapse.haproxy import server_wait
 from synapse.model import DesiredService
 from testbed.process import free_port
 
@@ -50,7 +51,13 @@ def svc(name: str = "web", method: str = "base", **haproxy: Any) -> DesiredServi
 
 
 def backend(text: str, name: str = "web") -> list[str]:
-    return [line for line in section(text, f"backend {name}") if not line.startswith("server ")]
+    """The backend's lines but its servers and the wait for one (test_server_wait.py)."""
+    return [line for line in section(text, f"backend {name}")
+            if not line.startswith(("server ", *WAIT_LINES))]  # fmt: skip
+
+
+WAIT_LINES = ("tcp-request inspect-delay", f"http-request lua.{server_wait.ACTION}",
+              f"tcp-request content lua.{server_wait.ACTION}")  # fmt: skip
 
 
 def test_managed_http_backend_retries_safely_by_default(tmp_path: Path):
