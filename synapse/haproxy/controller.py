@@ -133,7 +133,7 @@ class HAProxyController(Reloading):
     async def start(self) -> None:
         """Read the config file on disk; managed mode: adopt our HAProxy if it still runs."""
         await self._installer.load()
-        version = await asyncio.to_thread(binary_version, self.config)  # (managed: haproxy -v)
+        version = await asyncio.to_thread(binary_version, self.config)  # (managed: haproxy -vv)
         self.settings = settings_for(self.config, version)  # (what it supports: for the renderer)
         self._renderer = Renderer(self.config, self.settings)  # reads the template once
         self._installer.warn_without_validation()

@@ -92,7 +92,7 @@ class Renderer:
         self.rendered_pieces = 0  # services rendered (not taken from the cache): for tests
         # What render() raises on a broken template or an unreadable file.
         self.errors: tuple[type[Exception], ...] = (OSError,)
-        self._wait_lua = server_wait.prepare(config)  # None: no request waits for a server
+        self._wait_lua = server_wait.prepare(config, self.settings)  # None: nothing waits
         self._jinja: JinjaLayout | None = None  # None: the default layout, without jinja2
         if template_text is not None or config.template:
             from synapse.haproxy import jinja_layout  # (jinja2: ~2 MB, only when used)

@@ -9,14 +9,17 @@ Lua action does (HAProxy 2.6 built with Lua): as the backend's first rule (``htt
 ``tcp-request content`` in TCP mode, with an inspect delay so it may yield) it polls
 ``nbsrv`` (usable servers: UP, weight above 0) every 10 ms with ``core.msleep`` (yields: the
 thread serves the others meanwhile), for at most the given milliseconds, then lets the
-request go on: to a server, or to HAProxy's 503 as before. A backend with no server out of
-maintenance (its registry is empty) does not wait: its 503 stays immediate.
+request go on: to a server, or to HAProxy's 503 as before. An empty backend waits too: the
+Lua cannot tell it (``core.backends[...].servers`` is 2.6's snapshot of the servers at
+start: it lacks the ``add server`` ones and keeps the ``del server`` ones, whose freed
+memory a read crashed the worker, SIGFPE/SIGSEGV, review s40 cr-hold).
 
 synapse writes the Lua file itself, beside the HAProxy config (``<stem>-synapse-wait.lua``,
 atomic, only when it differs), and loads it with a ``lua-load-per-thread`` line in
 ``global`` (a state per thread: no lock shared by the threads). When the file cannot be
-written the lines are left out (event ``haproxy_wait_lua_unwritten``): nothing waits, the
-config still loads.
+written, or the managed binary cannot load it (built without Lua, or older than 2.4: no
+``lua-load-per-thread``; ``haproxy -vv``, read with its version), the lines are left out (events
+``haproxy_wait_lua_unwritten``, ``haproxy_wait_no_lua``): nothing waits, the config still loads.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from smartstack.logs import event
 from synapse.atomic import read_text, write_atomic
 from synapse.config import HAProxyConfig, ServiceConfig
 from synapse.haproxy.resilience import is_http
+from synapse.haproxy.settings import Settings, binary_lua
 
 log = logging.getLogger("synapse.haproxy")
 
@@ -45,18 +49,10 @@ local function now_ms()
   return t.sec * 1000 + t.usec // 1000
 end
 
--- Servers the registry lists are out of maintenance; an empty backend does not wait.
-local function listed(txn)
-  local px = core.backends[txn.f:be_name()]
-  if px == nil then return false end
-  for _, srv in pairs(px.servers) do
-    if string.sub(srv:get_stats().status or "MAINT", 1, 5) ~= "MAINT" then return true end
-  end
-  return false
-end
-
+-- (Not the backend's server list of core.backends: 2.6's snapshot of the start, which
+-- keeps the servers `del server` freed; reading one crashed the worker.)
 local function wait_for_server(txn, ms)
-  if txn.f:nbsrv() > 0 or not listed(txn) then return end
+  if txn.f:nbsrv() > 0 then return end
   local deadline = now_ms() + (tonumber(ms) or 0)
   repeat
     core.msleep(STEP_MS)
@@ -93,20 +89,35 @@ def lua_path(config: HAProxyConfig) -> Path:
     return path.with_name(f"{path.stem}-synapse-wait.lua")
 
 
-def prepare(config: HAProxyConfig) -> Path | None:
+def prepare(config: HAProxyConfig, settings: Settings) -> Path | None:
     """The Lua file in place (written when missing or different); None: the wait is off
-    (not ``enabled``, or the file cannot be written)."""
+    (not ``enabled``, a managed binary without Lua, or the file cannot be written)."""
     if not enabled(config):
+        return None
+    if missing := no_lua(settings):
+        event(log, "haproxy_wait_no_lua", logging.WARNING, binary=settings.binary, reason=missing,
+              detail="requests to a backend without a usable server get a 503 at once")  # fmt: skip
         return None
     path = lua_path(config).absolute()
     try:
         if read_text(path) != LUA:
             write_atomic(path, LUA)
     except OSError as err:
-        event(log, "haproxy_wait_lua_unwritten", path=str(path), error=str(err),
+        event(log, "haproxy_wait_lua_unwritten", logging.WARNING, path=str(path), error=str(err),
               detail="requests to a backend without a usable server get a 503 at once")  # fmt: skip
         return None
     return path
+
+
+def no_lua(settings: Settings) -> str:
+    """Why the managed binary cannot load the wait ("" when it can, or when its version was
+    not read: a renderer of tests and tools): older than 2.4 (no ``lua-load-per-thread``),
+    or built without Lua (``haproxy -vv``, read with the version: ``binary_version``)."""
+    if not settings.managed or settings.version is None:
+        return ""
+    if settings.version < (2, 4, 0):
+        return "HAProxy {}.{}.{} has no lua-load-per-thread".format(*settings.version)
+    return "built without Lua (haproxy -vv)" if binary_lua(settings.binary) is False else ""
 
 
 def global_lines(path: Path | None) -> list[str]:

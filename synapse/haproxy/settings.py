@@ -98,24 +98,32 @@ class Settings:
 
 
 def binary_version(config: HAProxyConfig) -> tuple[int, int, int] | None:
-    """The managed binary's version (``haproxy -v``, once per binary; (0, 0, 0) when it
-    cannot be read: a missing binary, the start says why); None when not managed."""
+    """The managed binary's version (``haproxy -vv``, once per binary, with ``binary_lua``;
+    (0, 0, 0) when it cannot be read: a missing binary, the start says why); None when not
+    managed."""
     if config.managed is None:
         return None
     return _version(shutil.which(config.managed.binary) or config.managed.binary)
 
 
 _VERSIONS: dict[str, tuple[int, int, int]] = {}  # binary -> its version, once read
+_LUA: dict[str, bool] = {}  # binary -> built with Lua (read with its version)
 
 
 def _version(binary: str) -> tuple[int, int, int]:
     if binary not in _VERSIONS:  # (a failure is not kept: the next start asks again)
-        try:
-            out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10)
+        try:  # (-vv: -v's first line, then the build options)
+            out = subprocess.run([binary, "-vv"], capture_output=True, text=True, timeout=10)
             _VERSIONS[binary] = parse_version(out.stdout.split("version", 1)[1].strip())
+            _LUA[binary] = "Built with Lua" in out.stdout or "+LUA" in out.stdout.split()
         except (OSError, subprocess.SubprocessError, IndexError, UnexpectedAnswer):
             return (0, 0, 0)
     return _VERSIONS[binary]
+
+
+def binary_lua(binary: str) -> bool | None:
+    """Whether the managed ``binary`` was built with Lua (None: its ``-vv`` not read)."""
+    return _LUA.get(shutil.which(binary) or binary)
 
 
 def running_settings(

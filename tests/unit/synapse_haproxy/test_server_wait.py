@@ -8,8 +8,9 @@ from pathlib import Path
 
 from haproxy_helpers import haproxy_config, section, server, service
 
-from synapse.haproxy import server_wait
+from synapse.haproxy import server_wait, settings
 from synapse.haproxy.render import Renderer
+from synapse.haproxy.settings import settings_for
 
 A = server("10.0.0.1", 8080, "a")
 WAIT = f"http-request lua.{server_wait.ACTION}"
@@ -76,3 +77,29 @@ def test_the_render_is_the_same_every_time(tmp_path: Path) -> None:
     written = lua.stat().st_mtime_ns
     assert Renderer(config).render([service("web", [A])]).text == first
     assert lua.stat().st_mtime_ns == written  # the same file: not written again
+
+
+def test_a_managed_haproxy_without_lua_gets_no_wait(tmp_path: Path, monkeypatch, caplog):
+    """Built without Lua (USE_LUA off; ``haproxy -vv``, faked here), or before 2.4 (no
+    lua-load-per-thread): HAProxy refused the whole config (review s40 cr-hold: a managed
+    HAProxy 2.6.0 built without Lua served nothing)."""
+    config = haproxy_config(
+        config_file_path=str(tmp_path / "haproxy.cfg"),
+        reload_command=None,
+        managed={"binary": "/opt/lb/haproxy", "stats": {"enabled": False}},
+    )
+    monkeypatch.setitem(settings._LUA, "/opt/lb/haproxy", False)
+    for version, why in [((2, 6, 0), "built without Lua"), ((2, 2, 30), "no lua-load-per")]:
+        text = Renderer(config, settings_for(config, version)).render([service("web", [A])]).text
+        assert "lua" not in text, version
+        said = [vars(r).get("smartstack_fields", {}) for r in caplog.records]
+        assert any(why in fields.get("reason", "") for fields in said), said
+    monkeypatch.setitem(settings._LUA, "/opt/lb/haproxy", True)
+    text = Renderer(config, settings_for(config, (2, 6, 0))).render([service("web", [A])]).text
+    assert backend(text)[0] == f"{WAIT} 1000" and "lua-load-per-thread" in text
+
+
+def test_the_lua_never_walks_the_servers_snapshot() -> None:
+    """``core.backends[...].servers`` is HAProxy 2.6's table of the servers at start: it keeps
+    the ones ``del server`` freed (reading one crashed the worker) and lacks added ones."""
+    assert ".servers" not in server_wait.LUA and "get_stats" not in server_wait.LUA
