@@ -37,7 +37,11 @@ from synapse.haproxy.settings import Settings, binary_lua
 log = logging.getLogger("synapse.haproxy")
 
 ACTION = "synapse_wait_for_server"
-MANAGED_DEFAULT_MS = 1000  # see docs/zone-routing.md: the window it closes is ~0.1-0.7 s
+# A zone-routed service's default (managed mode): the stranded window it closes is ~0.1-0.7 s
+# (docs/zone-routing.md). Others default to 0: an empty or dead backend would hold each
+# request (and a connection slot) for the wait before its 503, which only their operator can
+# weigh against a momentary gap (set the key in the `haproxy` block or the service's).
+ZONED_DEFAULT_MS = 1000
 TCP_SLACK_MS = 500  # the inspect delay outlasts the wait: a yield after it is an error
 
 LUA = f"""-- Written by synapse (synapse/haproxy/server_wait.py): replaced at its next start.
@@ -74,13 +78,14 @@ def enabled(config: HAProxyConfig) -> bool:
 
 
 def wait_ms(config: HAProxyConfig, service: ServiceConfig) -> int:
-    """The service's wait: its own key, else the ``haproxy`` block's, else the default."""
+    """The service's wait: its own key, else the ``haproxy`` block's, else the default (a
+    zone-routed service's ZONED_DEFAULT_MS, 0 for the others)."""
     own = service.haproxy.wait_for_server_ms
     if own is not None:
         return own
     if config.wait_for_server_ms is not None:
         return config.wait_for_server_ms
-    return MANAGED_DEFAULT_MS
+    return ZONED_DEFAULT_MS if service.zone_routing is not None else 0
 
 
 def lua_path(config: HAProxyConfig) -> Path:

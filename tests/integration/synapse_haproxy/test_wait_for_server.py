@@ -60,7 +60,7 @@ async def test_a_request_waits_for_a_server_given_weight(managed_factory, http_b
     backend, port = http_backend_factory("b1"), free_port()
     lines = {"listen": ["mode tcp"]} if mode == "tcp" else {}
     web, member = zero_weight(port, backend, **lines)
-    controller = managed_factory()
+    controller = managed_factory(wait_for_server_ms=1000)  # (a plain service: off by default)
     await controller.start()
     await controller.apply([web], "t")
 
@@ -97,7 +97,7 @@ async def test_a_server_added_at_runtime_is_waited_for(managed_factory, http_bac
     which lacks the added one (a 503 at once) and keeps the deleted one, whose freed memory
     crashed the worker (SIGFPE/SIGSEGV: every service down until the restart)."""
     backend, port = http_backend_factory("b1"), free_port()
-    controller = managed_factory(remove_servers="delete")
+    controller = managed_factory(wait_for_server_ms=1000, remove_servers="delete")
     await controller.start()
     old = server("127.0.0.1", backend.port, "old", weight=5)
     await controller.apply([service("web", [old], port=port, use_nerve_weights=True)], "t")

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from haproxy_helpers import haproxy_config, section, server, service
 
+from synapse.config import ServiceConfig
 from synapse.haproxy import server_wait, settings
 from synapse.haproxy.render import Renderer
 from synapse.haproxy.settings import settings_for
+from synapse.model import DesiredService
 
 A = server("10.0.0.1", 8080, "a")
 WAIT = f"http-request lua.{server_wait.ACTION}"
@@ -25,12 +27,24 @@ def backend(text: str, name: str = "web") -> list[str]:
     return [line.strip() for line in section(text, f"backend {name}")]
 
 
-def test_managed_mode_waits_one_second_by_default(tmp_path: Path) -> None:
-    text = Renderer(managed(tmp_path)).render([service("web", [A])]).text
+def zoned(name: str) -> DesiredService:
+    plain = service(name, [A])
+    config = ServiceConfig.model_validate(
+        {**plain.config.model_dump(), "zone_routing": {"zones": ["az1", "az2"]}}
+    )
+    return DesiredService(name, config, plain.servers)
+
+
+def test_managed_mode_waits_one_second_by_default_for_a_zone_routed_service(
+    tmp_path: Path,
+) -> None:
+    text = Renderer(managed(tmp_path)).render([zoned("shop"), service("web", [A])]).text
     lua = tmp_path / "haproxy-synapse-wait.lua"
     assert lua.read_text() == server_wait.LUA
     assert f"lua-load-per-thread {lua}" in section(text, "global")
-    assert backend(text)[0] == f"{WAIT} 1000"  # first: before the operator's rules
+    assert backend(text, "shop")[0] == f"{WAIT} 1000"  # first: before the operator's rules
+    # Not for the others: a dead one would hold each request (and a slot) before its 503.
+    assert not any("lua." in line for line in backend(text, "web"))
 
 
 def test_a_service_and_the_haproxy_block_set_it(tmp_path: Path) -> None:
@@ -46,7 +60,7 @@ def test_a_service_and_the_haproxy_block_set_it(tmp_path: Path) -> None:
 def test_tcp_mode_waits_with_an_inspect_delay(tmp_path: Path) -> None:
     own = ["mode tcp", "tcp-request inspect-delay 3s"]
     services = [service("db", [A], listen=["mode tcp"]), service("own", [A], backend=own)]
-    text = Renderer(managed(tmp_path)).render(services).text
+    text = Renderer(managed(tmp_path, wait_for_server_ms=1000)).render(services).text
     action = f"tcp-request content lua.{server_wait.ACTION} 1000"
     assert backend(text, "db")[:2] == ["tcp-request inspect-delay 1500ms", action]
     assert backend(text, "own")[0] == action  # the operator's delay is kept, not doubled
@@ -90,12 +104,12 @@ def test_a_managed_haproxy_without_lua_gets_no_wait(tmp_path: Path, monkeypatch,
     )
     monkeypatch.setitem(settings._LUA, "/opt/lb/haproxy", False)
     for version, why in [((2, 6, 0), "built without Lua"), ((2, 2, 30), "no lua-load-per")]:
-        text = Renderer(config, settings_for(config, version)).render([service("web", [A])]).text
+        text = Renderer(config, settings_for(config, version)).render([zoned("web")]).text
         assert "lua" not in text, version
         said = [vars(r).get("smartstack_fields", {}) for r in caplog.records]
         assert any(why in fields.get("reason", "") for fields in said), said
     monkeypatch.setitem(settings._LUA, "/opt/lb/haproxy", True)
-    text = Renderer(config, settings_for(config, (2, 6, 0))).render([service("web", [A])]).text
+    text = Renderer(config, settings_for(config, (2, 6, 0))).render([zoned("web")]).text
     assert backend(text)[0] == f"{WAIT} 1000" and "lua-load-per-thread" in text
 
 
