@@ -28,6 +28,7 @@ from synapse.atomic import write_atomic
 from synapse.config import HAProxyConfig
 from synapse.config import ManagedHAProxy as ManagedConfig
 from synapse.contract import ApplyOutcome, ApplyResult
+from synapse.haproxy import server_wait
 from synapse.haproxy.bridge import Layout
 from synapse.haproxy.command_reload import CommandReload
 from synapse.haproxy.commands import (
@@ -201,6 +202,7 @@ class Installer:
         reads could not be written (a full disk says nothing about the config)."""
         try:
             await self.edge.before_read()  # also when nothing validates: others reload
+            server_wait.before_read(candidate.text, self.config)
         except OSError as err:  # (a full disk: no verdict about the config)
             raise InstallFailed(f"{EDGE_UNWRITTEN}: {err}", disk=True) from err
         except RuntimeError as err:
@@ -288,7 +290,7 @@ class Installer:
                 raise InstallFailed(f"cannot write {self.mark.path}: {why}", disk=True) from err
         wrote = self.write(candidate, layout)
         try:
-            await self._edge_files()
+            await self._edge_files(candidate.text)
             await self._swap_in(window or contextlib.nullcontext)
         except InstallFailed as failed:
             error = None
@@ -354,9 +356,10 @@ class Installer:
         for release in self.releases:
             await release()
 
-    async def _edge_files(self) -> None:
+    async def _edge_files(self, text: str) -> None:
         try:
             await self.edge.before_read()
+            server_wait.before_read(text, self.config)
         except (OSError, RuntimeError) as err:
             disk = isinstance(err, OSError)
             raise InstallFailed(f"{EDGE_UNWRITTEN}: {err}", disk=disk) from err
@@ -415,6 +418,8 @@ class Installer:
             return False
         with contextlib.suppress(OSError):  # else the disk has an older good config: still good
             await self.file.flush()
+        with contextlib.suppress(OSError):  # (else the start fails and says why, as before)
+            server_wait.before_read(self.file.text or "", self.config)
         if not await asyncio.to_thread(self.file.path.exists):  # (a first candidate, unwritten)
             return False
         if await asyncio.to_thread(start_blocked, self.settings):

@@ -114,6 +114,19 @@ def prepare(config: HAProxyConfig, settings: Settings) -> Path | None:
     return path
 
 
+def before_read(text: str, config: HAProxyConfig) -> None:
+    """Before HAProxy (or its check) reads ``text``: the Lua file it loads is on disk. A
+    directory purged since the renderer wrote it (a tmp cleaner; synapse.haproxy.replacement)
+    took the file along, and a config naming a missing Lua file is refused as a whole (review
+    s40: test_sockets_removed's next reload was refused). OSError: the caller's disk failure."""
+    if not enabled(config):
+        return
+    path = lua_path(config).absolute()
+    if f"lua-load-per-thread {path}" in text and read_text(path) != LUA:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, LUA)
+
+
 def no_lua(settings: Settings) -> str:
     """Why the managed binary cannot load the wait ("" when it can, or when its version was
     not read: a renderer of tests and tools): older than 2.4 (no ``lua-load-per-thread``),

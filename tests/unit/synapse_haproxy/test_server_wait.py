@@ -117,3 +117,18 @@ def test_the_lua_never_walks_the_servers_snapshot() -> None:
     """``core.backends[...].servers`` is HAProxy 2.6's table of the servers at start: it keeps
     the ones ``del server`` freed (reading one crashed the worker) and lacks added ones."""
     assert ".servers" not in server_wait.LUA and "get_stats" not in server_wait.LUA
+
+
+def test_the_lua_file_is_back_before_haproxy_reads_a_config_naming_it(tmp_path: Path) -> None:
+    """A purged directory took the file along: the next reload's config named a missing
+    file and was refused as a whole (review s40, test_sockets_removed)."""
+    config = managed(tmp_path / "gone")
+    (tmp_path / "gone").mkdir()
+    text = Renderer(config).render([zoned("shop")]).text
+    lua = tmp_path / "gone" / "haproxy-synapse-wait.lua"
+    lua.unlink()
+    (tmp_path / "gone").rmdir()
+    server_wait.before_read("global\n    maxconn 10\n", config)  # not named: left alone
+    assert not lua.exists()
+    server_wait.before_read(text, config)
+    assert lua.read_text() == server_wait.LUA
