@@ -5,15 +5,17 @@ HAProxy, and a client printing which backend answered. Then one service crashes,
 moves away, the service comes back and traffic returns; HAProxy itself is killed and its
 clients wait for the new one instead of failing (testbed/demo_crash.py). Then the zone act
 (testbed/demo_zones.py): a service in three availability zones, the local zone is lost,
-traffic spreads evenly over the other two, and comes back; clients carrying the zone
-cookie stay in their zone. A reload under kept-alive clients (testbed/demo_reload.py), a
-nerve restarted while its instance stays in HAProxy (demo_restart.py), a reload held for
-seconds while an instance is withdrawn beside it (demo_window.py), a SIGHUP with a
-misspelled prefix that empties nothing (demo_typo.py), a nerve frozen past its lease whose
-app turned unhealthy meanwhile: on resume it checks again before it registers
-(demo_freeze.py), and last a nerve whose journal is stuck (its stderr a full pipe) while its
-app turns unhealthy: withdrawn as always (demo_journal.py). All on 127.0.0.1, stopped at the
-end.
+traffic spreads evenly over the other two, and comes back; clients carrying the zone cookie
+stay in their zone. The wait act (testbed/demo_wait.py): the same service stranded, az1
+evacuated and the other zones' servers dead: its requests wait in HAProxy for synapse to
+give az1 its weights back (wait_for_server_ms) instead of a 503. A reload under kept-alive
+clients (testbed/demo_reload.py), a nerve restarted while its instance stays in HAProxy
+(demo_restart.py), a reload held for seconds while an instance is withdrawn beside it
+(demo_window.py), a SIGHUP with a misspelled prefix that empties nothing (demo_typo.py), a
+nerve frozen past its lease whose app turned unhealthy meanwhile: on resume it checks again
+before it registers (demo_freeze.py), and last a nerve whose journal is stuck (its stderr a
+full pipe) while its app turns unhealthy: withdrawn as always (demo_journal.py). All on
+127.0.0.1, stopped at the end.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import collections
 import functools
 import json
+import os
 import shutil
 import signal
 import sys
@@ -37,6 +40,7 @@ from testbed.demo_journal import journal_act
 from testbed.demo_reload import reload_act
 from testbed.demo_restart import nerve_restart_act
 from testbed.demo_typo import typo_act
+from testbed.demo_wait import wait_act
 from testbed.demo_window import slow_reload_act
 from testbed.demo_zones import ZoneAct
 from testbed.etcd import EtcdCluster
@@ -350,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("haproxy") is None or shutil.which("etcd") is None:
         print("demo: haproxy and etcd are needed: run `make install` first", file=sys.stderr)
         return 1
+    # The daemons (.venv/bin/synapse, nerve) import this checkout's code, not the one the
+    # .venv was installed from (editable: run from a git worktree they ran main's).
+    root = str(Path(__file__).resolve().parents[1])
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     demo = Demo(args.keep)
     ok = False
     try:
@@ -360,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         haproxy_crash(demo.status, demo.client, say, detail)
         demo.summary(moved, returned)
         demo.zone_act()
+        wait_act(demo, say, detail)
         assert demo.synapse is not None
         reload_act(demo.workdir / "synapse.json", demo.synapse.pid, demo.front_port, SERVICE,
                    demo.haproxy_reloads, say, detail)  # fmt: skip

@@ -106,7 +106,7 @@ class ZoneAct:
         began = time.monotonic()
         for each in everyone:
             each.start()
-        self._until(client, {LOCAL}, began)
+        self.until(client, {LOCAL}, began)
         self._cookies_set("new client", sticky["new client"], began)
         self._measure(client, sticky, f"{LOCAL} healthy (local zone)", rows)
 
@@ -115,7 +115,7 @@ class ZoneAct:
         for backend in self.backends[LOCAL]:
             backend.stop()
         others = set(LAYOUT) - {LOCAL}
-        took = self._until(client, others, lost)
+        took = self.until(client, others, lost)
         when = "at once" if took <= 0.001 else f"{took:.3f} s after its servers died"
         detail(f"traffic left {LOCAL} {when}: HAProxy moved it at the first refused "
                "connection (the other zones are its backups)")  # fmt: skip
@@ -126,7 +126,7 @@ class ZoneAct:
         back = time.monotonic()
         for backend in self.backends[LOCAL]:
             backend.start()
-        took = self._until(client, {LOCAL}, back)
+        took = self.until(client, {LOCAL}, back)
         detail(f"traffic returned to {LOCAL} {took:.2f} s after its servers started again "
                "(nerve's and HAProxy's checks)")  # fmt: skip
         self._cookies_set("new client", sticky["new client"], back)
@@ -151,7 +151,7 @@ class ZoneAct:
         for line in set_cookie_lines(name, list(client.samples), client.cookies, since):
             detail(line)
 
-    def _until(self, client: Sampled, zones: set[str], since: float) -> float:
+    def until(self, client: Sampled, zones: set[str], since: float) -> float:
         """Seconds from ``since`` until the last 0.5 s of answers came from exactly ``zones``."""
 
         def settled() -> float | None:

@@ -75,6 +75,14 @@ def test_demo_runs_to_completion_and_cleans_up() -> None:
     assert sticky["new client", "az1 healthy"] == [100, 0, 0], out
     assert sticky["new client", "az1 lost"] == sticky["new client", "az1 back"] == pinned, out
     assert "zone act: failed requests 0, HAProxy reloads 0" in out
+    # The wait act: az1 evacuated, az2's and az3's servers dead: synapse gave az1 its weights
+    # back (no reload), the clients' answers were counted, and every server came back.
+    assert re.search(r"synapse gave az1 its weights back \(mode evacuated_fallback\), az1's "
+                     r"first answer \d\.\d\d s after the stop", out), out  # fmt: skip
+    assert re.search(r"10 clients, \d+ requests answered since the stop: \d+ failed; \d+ waited "
+                     r"for a server in HAProxy", out), out  # fmt: skip
+    assert "az2 and az3 back, az1 restored: az1 2, az2 2, az3 4 usable servers" in out, out
+    assert re.search(r"wait act: failed requests \d+, HAProxy reloads 0", out), out
     # The slow reload act: the withdrawn instance left HAProxy while the reload waited
     # (none completed by then), and the new worker did not serve it.
     assert re.search(r"app-3 out of HAProxy \d+ ms after .*reloads completed by then: 0", out)
