@@ -418,12 +418,12 @@ class Installer:
             return False
         with contextlib.suppress(OSError):  # else the disk has an older good config: still good
             await self.file.flush()
-        with contextlib.suppress(OSError):  # (else the start fails and says why, as before)
-            server_wait.before_read(self.file.text or "", self.config)
         if not await asyncio.to_thread(self.file.path.exists):  # (a first candidate, unwritten)
             return False
         if await asyncio.to_thread(start_blocked, self.settings):
             return False  # (HAProxy would fail at once: the gate's install says why, retried)
+        with contextlib.suppress(OSError):  # (else the start fails and says why, as before)
+            server_wait.before_read(self.file.text or "", self.config)
         try:
             self.edge.refused()  # the maps HAProxy held (when known), not the refused ones
             await self.managed.start()
