@@ -30,8 +30,10 @@ def render(payloads: list[dict[str, Any]]) -> str:
     first = payloads[0]
     m, v = first["machine"], first["versions"]
     dates = sorted(p["date"] for p in payloads)
+    # One payload (make faults) has one date: when its results were written.
+    when = f"{dates[0]} .. {dates[-1]}" if len(set(dates)) > 1 else f"written {dates[0]}"
     out = [
-        f"- Run: {dates[0]} .. {dates[-1]} (UTC), git {v.get('smartstack_git')}"
+        f"- Run: {when} (UTC), git {v.get('smartstack_git')}"
         + (" — QUICK sizes, figures meaningless" if any(p["quick"] for p in payloads) else ""),
         f"- Machine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, "
         f"kernel {m['kernel']}, {m.get('os')}"
