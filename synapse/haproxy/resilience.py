@@ -20,6 +20,8 @@ lines already set the keyword:
   synapse.zone_apply also sets ``observe`` (layer4, mark-down at the first error), so
   HAProxy fails over to the other zones' servers (backups, with ``option allbackups`` in
   any mode) at the first refused connection of a lost zone.
+- Servers with a ``maxconn``: ``timeout queue`` (``synapse.haproxy.queue_wait``), so a
+  queued request waits as long as a server may answer, not HAProxy's ``timeout connect``.
 
 Airbnb mode (``managed`` not set) gets only what the service's explicit ``retries``,
 ``observe`` and ``health_check`` keys ask for. Pure functions.
@@ -30,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from synapse.config import HAProxyConfig, ServiceConfig
+from synapse.haproxy.queue_wait import queue_lines
 from synapse.haproxy.specs import _last_value
 from synapse.resilience_config import (
     DOCKER_CHECK_TIMES,
@@ -118,4 +121,4 @@ def extra_backend_lines(
                 f" observe {layer} error-limit {observe.error_limit} on-error {observe.on_error}"
             )
         lines.append(f"default-server {options}")
-    return lines
+    return lines + queue_lines(config, service, [*backend_lines, *lines])

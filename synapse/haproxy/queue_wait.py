@@ -1,0 +1,59 @@
+"""A request queued for a full server waits as long as a server may take, not ``timeout connect``.
+
+With a per-server ``maxconn`` (the ``maxconn`` key, or ``maxconn`` written in the
+service's server options), requests beyond it wait in HAProxy's queue. HAProxy 2.6 bounds
+that wait by ``timeout queue``, and without one by ``timeout connect`` (a compatibility
+fallback): with the usual ``timeout connect 1s`` every request queued 1 s got a 503
+(review s41: 3 servers at ``maxconn 4``, 180 clients, 452 of 1,522 requests 503 after
+1.0 s; with ``timeout queue 30s`` 0 of 1,128, the slowest 1.5 s). So, when no ``timeout
+queue`` is set anywhere (``timeout_queue``, the service's lines, ``defaults``) and a
+``timeout connect`` is (without it HAProxy's queue wait is unbounded already), the
+backend gets ``timeout queue`` equal to the ``timeout server`` in effect (QUEUE_DEFAULT
+without one): a queued request is slow, not an error, for as long as a server's answer
+may take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from synapse.config import HAProxyConfig, ServiceConfig
+
+QUEUE_DEFAULT = "30s"  # no `timeout server` in effect: as our examples' `timeout server`
+
+
+def _timeout(lines: Sequence[str], name: str) -> str | None:
+    """The value of the last ``timeout <name>`` line of ``lines`` (None: none)."""
+    value = None
+    for line in lines:
+        tokens = line.lower().split()
+        if tokens[:2] == ["timeout", name] and len(tokens) > 2:
+            value = tokens[2]
+    return value
+
+
+def _capped(config: HAProxyConfig, service: ServiceConfig, lines: Sequence[str]) -> bool:
+    """Whether the service's servers have a ``maxconn``: the key; in managed mode also the
+    service's ``server_options`` or a ``default-server`` line (Airbnb mode: the operator's
+    own HAProxy lines keep HAProxy's meaning)."""
+    hap = service.haproxy
+    if hap.maxconn is not None:
+        return True
+    if config.managed is None:
+        return False
+    default_servers = [ln for ln in lines if ln.split()[:1] == ["default-server"]]
+    options = [hap.server_options or "", *default_servers]
+    return any("maxconn" in text.split() for text in options)
+
+
+def queue_lines(
+    config: HAProxyConfig, service: ServiceConfig, backend_lines: Sequence[str]
+) -> list[str]:
+    """``timeout queue`` for a backend whose servers queue (see the module docstring)."""
+    if not _capped(config, service, [*config.defaults, *backend_lines]):
+        return []
+    # (the service's lines win over `defaults`: last one counts, defaults first)
+    given = [*config.defaults, *backend_lines]
+    if _timeout(given, "queue") is not None or _timeout(given, "connect") is None:
+        return []
+    return [f"timeout queue {_timeout(given, 'server') or QUEUE_DEFAULT}"]
