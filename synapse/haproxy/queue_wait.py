@@ -10,7 +10,8 @@ queue`` is set anywhere (``timeout_queue``, the service's lines, ``defaults``) a
 ``timeout connect`` is (without it HAProxy's queue wait is unbounded already), the
 backend gets ``timeout queue`` equal to the ``timeout server`` in effect (QUEUE_DEFAULT
 without one): a queued request is slow, not an error, for as long as a server's answer
-may take.
+may take. Never shorter than the ``timeout connect`` it replaces (``timeout connect 3s``,
+``timeout server 2s``: 2 s would have cut a wait HAProxy's own fallback let run 3 s).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from synapse.config import HAProxyConfig, ServiceConfig
+from synapse.server_options import haproxy_ms
 
 QUEUE_DEFAULT = "30s"  # no `timeout server` in effect: as our examples' `timeout server`
 
@@ -54,6 +56,10 @@ def queue_lines(
         return []
     # (the service's lines win over `defaults`: last one counts, defaults first)
     given = [*config.defaults, *backend_lines]
-    if _timeout(given, "queue") is not None or _timeout(given, "connect") is None:
+    connect = _timeout(given, "connect")
+    if _timeout(given, "queue") is not None or connect is None:
         return []
-    return [f"timeout queue {_timeout(given, 'server') or QUEUE_DEFAULT}"]
+    server = _timeout(given, "server") or QUEUE_DEFAULT
+    # (the longer of the two: HAProxy's fallback, connect, is a wait the line must not cut)
+    longer = (haproxy_ms(connect) or 0) > (haproxy_ms(server) or 0)
+    return [f"timeout queue {connect if longer else server}"]

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from haproxy_helpers import DEFAULTS, haproxy_config, server, service
@@ -53,20 +54,38 @@ def get(port: int) -> tuple[int, float]:
     return status, time.monotonic() - start
 
 
-def test_a_queued_request_outwaits_timeout_connect(haproxy_factory, sockdir: Path,
-                                                   slow_backend: int) -> None:  # fmt: skip
-    assert "timeout connect 1s" in DEFAULTS
+def answers(
+    sockdir: Path, haproxy_factory, backend_port: int, **config: Any
+) -> list[tuple[int, float]]:
+    """CLIENTS requests at once through a real HAProxy to the one server at ``maxconn 1``."""
     port = free_port()
-    web = service("web", [server("127.0.0.1", slow_backend, "a")], port=port, maxconn=1)
+    web = service("web", [server("127.0.0.1", backend_port, "a")], port=port, maxconn=1)
     admin = f"stats socket {sockdir}/admin.sock mode 600 level admin"
     config = haproxy_config(config_file_path=str(sockdir / "haproxy.cfg"),
-                            **{"global": [admin, "maxconn 256"]})  # fmt: skip
+                            **{"global": [admin, "maxconn 256"]}, **config)  # fmt: skip
     path = Path(config.config_file_path or "")
     path.write_text(Renderer(config).render([web]).text)
     check_config(path)
     haproxy_factory(config_path=path, workdir=sockdir)
     with ThreadPoolExecutor(CLIENTS) as pool:
-        answers = list(pool.map(get, [port] * CLIENTS))
-    assert [status for status, _ in answers] == [200] * CLIENTS, answers
+        return list(pool.map(get, [port] * CLIENTS))
+
+
+def test_a_queued_request_outwaits_timeout_connect(haproxy_factory, sockdir: Path,
+                                                   slow_backend: int) -> None:  # fmt: skip
+    assert "timeout connect 1s" in DEFAULTS
+    got = answers(sockdir, haproxy_factory, slow_backend)
+    assert [status for status, _ in got] == [200] * CLIENTS, got
     # the last one was served after waiting in the queue longer than `timeout connect`
-    assert max(took for _, took in answers) > 2 * SLOW_S, answers
+    assert max(took for _, took in got) > 2 * SLOW_S, got
+
+
+def test_the_queue_outwaits_a_timeout_server_shorter_than_connect(
+    haproxy_factory, sockdir: Path, slow_backend: int
+) -> None:
+    """``timeout connect 3s``, ``timeout server 2s``: HAProxy's own fallback let the last
+    request wait ~2.6 s in the queue; ``timeout queue 2s`` gave it a 503 at 2.0 s."""
+    defaults = ["mode http", "timeout connect 3s", "timeout client 10s", "timeout server 2s"]
+    got = answers(sockdir, haproxy_factory, slow_backend, defaults=defaults)
+    assert [status for status, _ in got] == [200] * CLIENTS, got
+    assert max(took for _, took in got) > 2 * SLOW_S, got

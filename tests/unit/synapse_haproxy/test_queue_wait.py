@@ -76,3 +76,15 @@ def test_managed_mode_reads_maxconn_in_server_options() -> None:
     assert queue_lines(managed, backend=["default-server maxconn 3"]) == ["timeout queue 10s"]
     # Airbnb mode: the operator's own HAProxy lines keep HAProxy's meaning
     assert queue_lines(haproxy_config(), server_options="check maxconn 3") == []
+
+
+@pytest.mark.parametrize(
+    ("connect", "server", "queue"),
+    [("5s", "2s", "5s"), ("3000", "2s", "3000"), ("1s", "2000", "2000"), ("1m", "30s", "1m")],
+)
+def test_never_shorter_than_the_timeout_connect_it_replaces(
+    connect: str, server: str, queue: str
+) -> None:
+    """HAProxy's fallback waited `timeout connect`: the line must not cut that wait."""
+    defaults = ["mode http", f"timeout connect {connect}", f"timeout server {server}"]
+    assert queue_lines(haproxy_config(defaults=defaults), maxconn=4) == [f"timeout queue {queue}"]
