@@ -24,7 +24,8 @@ lines already set the keyword:
   queued request waits as long as a server may answer, not HAProxy's ``timeout connect``.
 
 Airbnb mode (``managed`` not set) gets only what the service's explicit ``retries``,
-``observe`` and ``health_check`` keys ask for. Pure functions.
+``observe`` and ``health_check`` keys ask for, and ``timeout queue`` for its ``maxconn``
+key (ours: in either mode; not for a ``maxconn`` in its own server lines). Pure functions.
 """
 
 from __future__ import annotations
