@@ -1,11 +1,12 @@
 """A request queued for a full server waits as long as a server may take, not ``timeout connect``.
 
-With a per-server ``maxconn`` (the ``maxconn`` key, or ``maxconn`` written in the
-service's server options), requests beyond it wait in HAProxy's queue. HAProxy 2.6 bounds
-that wait by ``timeout queue``, and without one by ``timeout connect`` (a compatibility
-fallback): with the usual ``timeout connect 1s`` every request queued 1 s got a 503
-(review s41: 3 servers at ``maxconn 4``, 180 clients, 452 of 1,522 requests 503 after
-1.0 s; with ``timeout queue 30s`` 0 of 1,128, the slowest 1.5 s). So, when no ``timeout
+With a per-server ``maxconn`` (the ``maxconn`` key, ``maxconn`` in the service's server
+options, records allowed to carry one: ``_capped``), requests beyond it wait in HAProxy's
+queue. HAProxy 2.6 bounds that wait by ``timeout queue``, and without one by ``timeout
+connect`` (a compatibility fallback): with the usual ``timeout connect 1s`` every
+request queued 1 s got a 503 (review s41: 3 servers at ``maxconn 4``, 180 clients, 452
+of 1,522 requests 503 after 1.0 s; with ``timeout queue 30s`` 0 of 1,128, the slowest
+1.5 s). So, when no ``timeout
 queue`` is set anywhere (``timeout_queue``, the service's lines, ``defaults``) and a
 ``timeout connect`` is (without it HAProxy's queue wait is unbounded already), the
 backend gets ``timeout queue`` equal to the ``timeout server`` in effect (QUEUE_DEFAULT
@@ -35,16 +36,22 @@ def _timeout(lines: Sequence[str], name: str) -> str | None:
 
 
 def _capped(config: HAProxyConfig, service: ServiceConfig, lines: Sequence[str]) -> bool:
-    """Whether the service's servers have a ``maxconn``: the key; in managed mode also the
-    service's ``server_options`` or a ``default-server`` line (Airbnb mode: the operator's
-    own HAProxy lines keep HAProxy's meaning)."""
+    """Whether the service's servers may have a ``maxconn``: the key; records allowed to
+    carry one (``registry_server_options``: which of them do changes with membership, the
+    backend line must not); in managed mode also the service's ``server_options``, a
+    ``default-server`` line or a ``default_servers`` entry's options (Airbnb mode: the
+    operator's own HAProxy text keeps HAProxy's meaning)."""
     hap = service.haproxy
     if hap.maxconn is not None:
+        return True
+    policy = config.registry_server_options
+    if policy.allow and "maxconn" in policy.keywords:
         return True
     if config.managed is None:
         return False
     default_servers = [ln for ln in lines if ln.split()[:1] == ["default-server"]]
-    options = [hap.server_options or "", *default_servers]
+    entries = [entry.haproxy_server_options or "" for entry in service.default_servers]
+    options = [hap.server_options or "", *default_servers, *entries]
     return any("maxconn" in text.split() for text in options)
 
 

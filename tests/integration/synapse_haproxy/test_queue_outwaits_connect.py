@@ -55,11 +55,16 @@ def get(port: int) -> tuple[int, float]:
 
 
 def answers(
-    sockdir: Path, haproxy_factory, backend_port: int, **config: Any
+    sockdir: Path, haproxy_factory, backend_port: int, record_maxconn: bool = False, **config: Any
 ) -> list[tuple[int, float]]:
-    """CLIENTS requests at once through a real HAProxy to the one server at ``maxconn 1``."""
+    """CLIENTS requests at once through a real HAProxy to the one server at ``maxconn 1``
+    (the service's key; with ``record_maxconn``, the record's ``haproxy_server_options``)."""
     port = free_port()
-    web = service("web", [server("127.0.0.1", backend_port, "a")], port=port, maxconn=1)
+    if record_maxconn:
+        one = server("127.0.0.1", backend_port, "a", registry_options="maxconn 1")
+        web = service("web", [one], port=port)
+    else:
+        web = service("web", [server("127.0.0.1", backend_port, "a")], port=port, maxconn=1)
     admin = f"stats socket {sockdir}/admin.sock mode 600 level admin"
     config = haproxy_config(config_file_path=str(sockdir / "haproxy.cfg"),
                             **{"global": [admin, "maxconn 256"]}, **config)  # fmt: skip
@@ -87,5 +92,17 @@ def test_the_queue_outwaits_a_timeout_server_shorter_than_connect(
     request wait ~2.6 s in the queue; ``timeout queue 2s`` gave it a 503 at 2.0 s."""
     defaults = ["mode http", "timeout connect 3s", "timeout client 10s", "timeout server 2s"]
     got = answers(sockdir, haproxy_factory, slow_backend, defaults=defaults)
+    assert [status for status, _ in got] == [200] * CLIENTS, got
+    assert max(took for _, took in got) > 2 * SLOW_S, got
+
+
+def test_a_records_maxconn_queues_as_long(haproxy_factory, sockdir: Path,
+                                          slow_backend: int) -> None:  # fmt: skip
+    """The ``maxconn`` only a record carries (``registry_server_options`` allowing it):
+    before, no ``timeout queue`` was written for it and the queued requests got a 503 at
+    ``timeout connect``."""
+    policy = {"allow": True}
+    got = answers(sockdir, haproxy_factory, slow_backend, record_maxconn=True,
+                  registry_server_options=policy)  # fmt: skip
     assert [status for status, _ in got] == [200] * CLIENTS, got
     assert max(took for _, took in got) > 2 * SLOW_S, got

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from haproxy_helpers import DEFAULTS, haproxy_config, managed_config, server, service
 
+from synapse.config import ServiceConfig
 from synapse.haproxy.queue_wait import QUEUE_DEFAULT
 from synapse.haproxy.render import Renderer
+from synapse.model import DesiredService
 
 
 def queue_lines(config, **haproxy: Any) -> list[str]:
@@ -88,3 +90,36 @@ def test_never_shorter_than_the_timeout_connect_it_replaces(
     """HAProxy's fallback waited `timeout connect`: the line must not cut that wait."""
     defaults = ["mode http", f"timeout connect {connect}", f"timeout server {server}"]
     assert queue_lines(haproxy_config(defaults=defaults), maxconn=4) == [f"timeout queue {queue}"]
+
+
+@pytest.mark.parametrize("config", both_modes(), ids=["airbnb", "managed"])
+def test_records_allowed_to_carry_maxconn_queue_too(config) -> None:
+    """Which records carry a `maxconn` changes with membership: the backend line must not, so
+    a policy that lets records carry one is enough (either mode: the policy is ours)."""
+
+    def with_policy(**policy: Any) -> Any:
+        data = {**config.model_dump(by_alias=True), "registry_server_options": policy}
+        return type(config).model_validate(data)
+
+    assert queue_lines(with_policy(allow=True)) == ["timeout queue 10s"]
+    assert queue_lines(config) == []  # (records' options not allowed: no maxconn from them)
+    no_maxconn = with_policy(allow=True, keywords=["weight"])
+    assert queue_lines(no_maxconn) == []
+
+
+def test_managed_mode_reads_maxconn_in_default_servers_options() -> None:
+    def lines(config) -> list[str]:
+        web = ServiceConfig.model_validate(
+            {
+                "discovery": {"method": "base"},
+                "haproxy": {"port": 3000},
+                "default_servers": [
+                    {"host": "127.0.0.1", "port": 8001, "haproxy_server_options": "maxconn 2"}
+                ],
+            }
+        )
+        text = Renderer(config).render([DesiredService("web", web, [])]).text
+        return [ln.strip() for ln in text.splitlines() if ln.strip().startswith("timeout queue")]
+
+    assert lines(managed_config(Path("/tmp/synapse-test-qw"))) == ["timeout queue 10s"]
+    assert lines(haproxy_config()) == []  # (Airbnb mode: the operator's text, HAProxy's meaning)
