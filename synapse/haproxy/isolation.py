@@ -240,7 +240,11 @@ class Isolation:
         seed = seed_block(service, config, running)
         if seed.config is not None:
             self._good[service.name], self._seeded[service.name] = seed.config, str(file.path)
-            event(log, "haproxy_isolation_seeded", service=service.name, path=str(file.path))
+            # (added: the lines this version's render adds to the running backend, e.g.
+            # `timeout queue` after an upgrade: the older synapse that wrote it had none)
+            added = {"added": "; ".join(seed.added)} if seed.added else {}
+            event(log, "haproxy_isolation_seeded", service=service.name, path=str(file.path),
+                  **added)  # fmt: skip
         elif seed.why_not:
             self._lost[service.name] = seed.why_not
             event(log, "haproxy_isolation_not_seeded", level=logging.WARNING,

@@ -22,7 +22,14 @@ keys replaced) whose render gives those sections again, line for line:
 The servers stay today's (discovery), as with any last good block. It is kept only when a
 render of it gives the running sections exactly and the servers both have the same
 options (a DNS name's answer apart: it moves at runtime); otherwise it says why (the
-service is then left out, as before).
+service is then left out, as before). One difference is let through: the render's backend
+holds every running line, in order, and lines of its own besides (``Seed.added``). Those
+can only be the renderer's (the block's ``backend`` is the running lines): what a newer
+synapse adds to the same block, e.g. ``timeout queue`` for servers with a maxconn (the
+version that wrote the file predates it). Refused for that, a service whose block was
+refused at the first apply after an upgrade was left out of HAProxy (review s42: 2,801 of
+6,307 requests failed, its port closed); the service now runs its running block with the
+new version's lines, as a plain upgrade gives it.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ _ADDS_NOTHING: dict[str, Any] = {
 class Seed(NamedTuple):
     config: ServiceConfig | None  # the running block, to render as the service's last good
     why_not: str  # when config is None: why ("" when HAProxy does not run the service)
+    added: tuple[str, ...] = ()  # backend lines its render adds that the running one lacks
 
 
 def seed_block(service: DesiredService, config: HAProxyConfig, running: ParsedConfig) -> Seed:
@@ -93,12 +101,13 @@ def seed_block(service: DesiredService, config: HAProxyConfig, running: ParsedCo
             own = {"server_options": tails.pop() or None, "send_proxy_v2": False,
                    "maxconn": None, "maxqueue": None}  # fmt: skip
             blocks.append(_made(service, {**fields, **own}))
-        why_not = ""
+        found: Seed | None = None  # (an exact one before one that adds lines)
         for block in blocks:
-            why_not = _difference(_render(renderer, service, block), running, service)
-            if not why_not:
+            why_not, added = _difference(_render(renderer, service, block), running, service)
+            if not why_not and not added:
                 return Seed(block, "")
-        return Seed(None, why_not)
+            found = found or (Seed(block, "", added) if not why_not else None)
+        return found or Seed(None, why_not)
     except (ValidationError, *renderer.errors) as err:
         first = (str(err).splitlines() or [type(err).__name__])[0]
         return Seed(None, f"it does not render: {first[:200]}")
@@ -173,20 +182,40 @@ def _owned(parsed: ParsedConfig, names: set[str]) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def _difference(rendered: ParsedConfig, running: ParsedConfig, service: DesiredService) -> str:
-    """Where a render of the block differs from the running config ("": nowhere); servers
+def _difference(
+    rendered: ParsedConfig, running: ParsedConfig, service: DesiredService
+) -> tuple[str, tuple[str, ...]]:
+    """Where a render of the block differs from the running config ("": nowhere), and the
+    backend lines the render adds to the running ones (see the module docstring); servers
     are compared where both have them (discovery may have changed them since)."""
     names = {service.name, service.backend_name}
     mine, theirs = _owned(rendered, names), _owned(running, names)
+    header = f"backend {service.backend_name}"
+    added = _added(mine.get(header, ()), theirs.get(header, ()))
+    if added:
+        mine[header] = theirs.get(header, ())
     if mine != theirs:
         differ = {h for h in mine.keys() | theirs.keys() if mine.get(h) != theirs.get(h)}
-        return f"a render of it differs from the running {', '.join(map(repr, sorted(differ)))}"
+        return f"a render of it differs from the running {', '.join(map(repr, sorted(differ)))}", ()
     before = running.servers.get(service.backend_name, {})
     for server, line in rendered.servers.get(service.backend_name, {}).items():
         old = before.get(server)
         if old is not None and (old.cookie, _options(old)) != (line.cookie, _options(line)):
-            return f"its server {server} would run with other options than HAProxy's"
-    return ""
+            return f"its server {server} would run with other options than HAProxy's", ()
+    return "", added
+
+
+def _added(rendered: tuple[str, ...], running: tuple[str, ...]) -> tuple[str, ...]:
+    """The lines of ``rendered`` besides ``running``'s when it holds all of those in their
+    order (``running`` a subsequence of it); () otherwise, or when it has none besides."""
+    extra, lines = [], iter(running)
+    wanted = next(lines, None)
+    for line in rendered:
+        if line == wanted:
+            wanted = next(lines, None)
+        else:
+            extra.append(line)
+    return tuple(extra) if wanted is None else ()
 
 
 def _options(line: ServerLine) -> str:

@@ -16,6 +16,7 @@ from haproxy_helpers import managed_config, server, serves, service, web
 from prometheus_client import CollectorRegistry
 
 from synapse.contract import ApplyOutcome
+from synapse.haproxy.configtext import parse_config
 from synapse.haproxy.controller import HAProxyController
 from synapse.haproxy.runtime import MasterClient
 from synapse.haproxy.sockets import HAProxySocketError
@@ -30,16 +31,15 @@ def _services(ports, web_backends, api_backends, **api_keys):
     return [web(ports[0], web_backends), service("api", api, port=ports[1], **api_keys)]
 
 
-async def _run_first_synapse(sockdir: Path, ports, b1, b2, stop_on_exit: bool) -> None:
+async def _run_first_synapse(sockdir: Path, ports, b1, b2, stop_on_exit: bool, **api_keys) -> None:
     """A synapse that runs web (on b1) and api (on b2), then stops, HAProxy left serving
     unless ``stop_on_exit``: its isolation's memory goes with it."""
     managed = {"stats": {"enabled": False}, "stop_on_exit": stop_on_exit}
     first = HAProxyController(managed_config(sockdir, managed=managed), CollectorRegistry())
     try:
         await first.start()
-        assert (await first.apply(_services(ports, [b1], [b2]), "start")).reload is (
-            ApplyOutcome.DONE
-        )
+        result = await first.apply(_services(ports, [b1], [b2], **api_keys), "start")
+        assert result.reload is ApplyOutcome.DONE
         await serves(ports[0], {"b1"})
         await serves(ports[1], {"b2"})
     finally:
@@ -103,6 +103,45 @@ async def test_a_restart_with_a_refused_block_keeps_the_running_service(
         assert controller.status()["isolated_services"] == {}
         assert registry.get_sample_value("synapse_service_config_isolated", labels) == 0
         await serves(ports[1], {"b2"})
+    finally:
+        if not adopted:
+            await _kill_leftover(sockdir)
+
+
+async def test_an_upgrade_with_a_refused_block_keeps_a_backend_that_predates_a_new_line(
+    managed_factory, http_backend_factory, sockdir, monkeypatch
+):
+    """The synapse before the upgrade wrote api's backend without `timeout queue` (older
+    than ed5b06e, which adds it for servers with a maxconn); the new one, whose first apply
+    has api's block refused, renders that line for the block read back. It was left out:
+    api's port closed until its block was fixed (review s42: 2,801 of 6,307 requests)."""
+    from synapse.haproxy import resilience
+
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    ports = (free_port(), free_port())
+    adopted = False
+    try:
+        with monkeypatch.context() as older:  # (the older version's render: no such line)
+            older.setattr(resilience, "queue_lines", lambda *args: [])
+            await _run_first_synapse(sockdir, ports, b1, b2, stop_on_exit=False, maxconn=4)
+        text = Path(sockdir / "haproxy.cfg").read_text()
+        assert "maxconn 4" in text and "timeout queue" not in text
+
+        controller = managed_factory(CollectorRegistry())
+        await controller.start()
+        adopted = True
+        result = await controller.apply(
+            _services(ports, [b1], [b2], maxconn=4, backend=REFUSED), "upgraded"
+        )
+        await controller.flush()
+        # (a reload: api's block read back gets the new line; the refusal is still said)
+        assert result.reload in (ApplyOutcome.DONE, ApplyOutcome.PENDING), result
+        assert "no-such-keyword" in (result.error or "")
+        assert controller.status()["isolated_services"]["api"]["running"] == FROM_FILE
+        await serves(ports[0], {"b1"})
+        await serves(ports[1], {"b2"})
+        backend = parse_config(Path(controller.settings.config_path).read_text())
+        assert any(x.startswith("timeout queue") for x in backend.sections["backend api"])
     finally:
         if not adopted:
             await _kill_leftover(sockdir)

@@ -99,6 +99,7 @@ def test_a_running_block_is_read_back_into_a_block_that_renders_it(case):
     refused = _refused(api)
     seed = seed_block(refused, config, running)
     assert seed.config is not None, seed.why_not
+    assert seed.added == ()  # (written by this version: nothing to add)
     again = render([replace(refused, config=seed.config)], config).parsed
     names = (api.name, api.backend_name)
     assert _owned(again, *names) == _owned(running, *names)
@@ -121,6 +122,33 @@ def test_a_block_with_the_lines_a_newer_haproxy_gets_is_read_back_without_a_chan
     again = Renderer(config, settings_for(config, (2, 6, 12)))
     parsed = again.render([replace(refused, config=seed.config)]).parsed
     assert _owned(parsed, "api") == _owned(running, "api")
+
+
+def _older(text: str, *generated: str) -> ParsedConfig:
+    """``text`` as a synapse older than the ``generated`` lines wrote it: without them."""
+    for line in generated:
+        assert f"    {line}\n" in text
+        text = text.replace(f"    {line}\n", "")
+    return parse_config(text)
+
+
+def test_a_running_backend_without_a_line_a_newer_synapse_adds_is_read_back_with_it():
+    """After an upgrade, the running backend predates a line the new version renders for
+    the same block (``timeout queue`` for servers with a maxconn, review s41): the block is
+    read back all the same, the new line added, instead of leaving the service out (review
+    s42: 2,801 of 6,307 requests failed, its port closed, until the block was fixed)."""
+    config = managed_config(Path("/tmp/x"))
+    api = service("api", SERVERS, port=3300, maxconn=4)
+    now = render([api], config)
+    queue = [x for x in now.parsed.sections["backend api"] if x.startswith("timeout queue")]
+    assert len(queue) == 1
+    running = _older(now.text, *queue)
+    seed = seed_block(_refused(api), config, running)
+    assert seed.config is not None, seed.why_not
+    assert seed.added == tuple(queue)
+    again = render([replace(api, config=seed.config)], config).parsed
+    assert _owned(again, "api") == _owned(now.parsed, "api")
+    assert again.servers["api"] == running.servers["api"]
 
 
 def test_an_operator_template_is_read_back_through_its_own_render(tmp_path):
@@ -213,7 +241,8 @@ def test_only_shared_frontend_lines_the_running_frontend_has_are_kept():
 def test_nothing_is_read_back_for_a_service_haproxy_does_not_run():
     config = haproxy_config()
     running = render([service("web", SERVERS, port=3301)], config).parsed
-    assert seed_block(_refused(service("api", SERVERS)), config, running) == (None, "")
+    seed = seed_block(_refused(service("api", SERVERS)), config, running)
+    assert (seed.config, seed.why_not, seed.added) == (None, "", ())
 
 
 def test_a_block_that_does_not_render_as_it_runs_is_not_read_back():
