@@ -23,13 +23,15 @@ The servers stay today's (discovery), as with any last good block. It is kept on
 render of it gives the running sections exactly and the servers both have the same
 options (a DNS name's answer apart: it moves at runtime); otherwise it says why (the
 service is then left out, as before). One difference is let through: the render's backend
-holds every running line, in order, and lines of its own besides (``Seed.added``). Those
-can only be the renderer's (the block's ``backend`` is the running lines): what a newer
-synapse adds to the same block, e.g. ``timeout queue`` for servers with a maxconn (the
-version that wrote the file predates it). Refused for that, a service whose block was
-refused at the first apply after an upgrade was left out of HAProxy (review s42: 2,801 of
-6,307 requests failed, its port closed); the service now runs its running block with the
-new version's lines, as a plain upgrade gives it.
+holds every running line, in order, and a ``timeout queue`` besides (``Seed.added``),
+when the running servers show a ``maxconn`` (or records may carry one): what a newer
+synapse adds to the same block (the version that wrote the file predates it). Other
+added lines come from the refused block's own keys (its new ``zone_routing``'s ``option
+allbackups``, its new ``maxconn`` where no running server tells): still a difference.
+Refused for that, a service whose block was refused at the first apply after an upgrade
+was left out of HAProxy (review s42: 2,801 of 6,307 requests failed, its port closed);
+the service now runs its running block with the new version's line, as a plain upgrade
+gives it.
 """
 
 from __future__ import annotations
@@ -102,8 +104,10 @@ def seed_block(service: DesiredService, config: HAProxyConfig, running: ParsedCo
                    "maxconn": None, "maxqueue": None}  # fmt: skip
             blocks.append(_made(service, {**fields, **own}))
         found: Seed | None = None  # (an exact one before one that adds lines)
+        capped = _ran_capped(config, running, backend)
         for block in blocks:
-            why_not, added = _difference(_render(renderer, service, block), running, service)
+            rendered = _render(renderer, service, block)
+            why_not, added = _difference(rendered, running, service, capped)
             if not why_not and not added:
                 return Seed(block, "")
             found = found or (Seed(block, "", added) if not why_not else None)
@@ -182,17 +186,33 @@ def _owned(parsed: ParsedConfig, names: set[str]) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def _ran_capped(config: HAProxyConfig, running: ParsedConfig, backend: str) -> bool:
+    """Whether HAProxy's running servers of ``backend`` show a ``maxconn`` (their lines or a
+    ``default-server`` line), or records may carry one: only then is a ``timeout queue`` a
+    render adds the upgrade's, not the refused block's own change (a ``maxconn`` it sets
+    where no running server can tell it from the running one)."""
+    policy = config.registry_server_options
+    if policy.allow and "maxconn" in policy.keywords:
+        return True
+    lines = [*running.sections.get(f"backend {backend}", ()), *config.defaults]
+    tails = [line.tail for line in running.servers.get(backend, {}).values()]
+    tails += [line for line in lines if line.split()[:1] == ["default-server"]]
+    return any("maxconn" in tail.split() for tail in tails)
+
+
 def _difference(
-    rendered: ParsedConfig, running: ParsedConfig, service: DesiredService
+    rendered: ParsedConfig, running: ParsedConfig, service: DesiredService, capped: bool
 ) -> tuple[str, tuple[str, ...]]:
     """Where a render of the block differs from the running config ("": nowhere), and the
-    backend lines the render adds to the running ones (see the module docstring); servers
-    are compared where both have them (discovery may have changed them since)."""
+    backend lines the render adds to the running ones (see the module docstring; only a
+    ``timeout queue`` for servers that ran ``capped``); servers are compared where both
+    have them (discovery may have changed them since)."""
     names = {service.name, service.backend_name}
     mine, theirs = _owned(rendered, names), _owned(running, names)
     header = f"backend {service.backend_name}"
     added = _added(mine.get(header, ()), theirs.get(header, ()))
-    if added:
+    upgrade = capped and all(line.split()[:2] == ["timeout", "queue"] for line in added)
+    if added and upgrade:
         mine[header] = theirs.get(header, ())
     if mine != theirs:
         differ = {h for h in mine.keys() | theirs.keys() if mine.get(h) != theirs.get(h)}

@@ -151,6 +151,33 @@ def test_a_running_backend_without_a_line_a_newer_synapse_adds_is_read_back_with
     assert again.servers["api"] == running.servers["api"]
 
 
+def test_lines_from_the_refused_blocks_own_change_are_not_taken_for_an_upgrade():
+    """Only an upgrade's `timeout queue` (servers that ran with a maxconn) is added: lines
+    the refused block's own keys make (its new `maxconn` where no running server can tell,
+    its new zone routing's `option allbackups`) would run a block HAProxy never ran."""
+    config = managed_config(Path("/tmp/x"))
+    running = render([service("api", [], port=3300)], config).parsed  # (no server then)
+    seed = seed_block(_refused(service("api", SERVERS, port=3300, maxconn=4)), config, running)
+    assert seed.config is None and "backend api" in seed.why_not
+    running = render([service("api", SERVERS, backend_only=True)], config).parsed
+    zoned = _zoned()
+    block = zoned.config.haproxy.model_copy(update={"port": None})
+    zoned = replace(zoned, config=zoned.config.model_copy(update={"haproxy": block}))
+    seed = seed_block(_refused(zoned), config, running)
+    assert seed.config is None and "backend api" in seed.why_not
+
+
+def test_an_exact_block_is_preferred_to_one_that_adds_lines():
+    """The refused block's `maxconn 2` on servers HAProxy does not run yet renders with an
+    added `timeout queue`; the running servers' own options render the file exactly."""
+    config = managed_config(Path("/tmp/x"))
+    running = render([service("api", SERVERS, port=3300)], config).parsed
+    api = service("api", [server("10.0.0.9", 80, "z")], port=3300, server_options="maxconn 2")
+    seed = seed_block(_refused(api), config, running)
+    assert seed.config is not None and seed.added == (), seed
+    assert not seed.config.haproxy.server_options
+
+
 def test_an_operator_template_is_read_back_through_its_own_render(tmp_path):
     template = tmp_path / "haproxy.cfg.j2"
     # (the packaged template, its backend lines spaced otherwise: rendered with jinja2)
