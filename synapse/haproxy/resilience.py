@@ -25,7 +25,8 @@ lines already set the keyword:
 
 Airbnb mode (``managed`` not set) gets only what the service's explicit ``retries``,
 ``observe`` and ``health_check`` keys ask for, and ``timeout queue`` for its ``maxconn``
-key (ours: in either mode; not for a ``maxconn`` in its own server lines). Pure functions.
+key or records allowed to carry one (ours: in either mode; not for a ``maxconn`` in its
+own server lines). Pure functions.
 """
 
 from __future__ import annotations

@@ -30,8 +30,7 @@ added lines come from the refused block's own keys (its new ``zone_routing``'s `
 allbackups``, its new ``maxconn`` where no running server tells): still a difference.
 Refused for that, a service whose block was refused at the first apply after an upgrade
 was left out of HAProxy (review s42: 2,801 of 6,307 requests failed, its port closed);
-the service now runs its running block with the new version's line, as a plain upgrade
-gives it.
+the service now runs its running block plus the new version's line (one reload).
 """
 
 from __future__ import annotations
