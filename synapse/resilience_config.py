@@ -74,6 +74,10 @@ class HealthCheckConfig(ConfigModel):
     rise: int = Field(default=2, ge=1)
     fall: int = Field(default=2, ge=1)
     path: str | None = None  # HTTP services: `GET path`; else (or TCP) a connect check
+    # Managed mode: when HAProxy has no usable server left, those whose check timed out
+    # (slow, not dead) are put back for panic_hold_ms (synapse.haproxy.panic)
+    panic: bool = True
+    panic_hold_ms: int = Field(default=10000, ge=1000, le=600000)
 
     @field_validator("path")
     @classmethod

@@ -51,6 +51,7 @@ from synapse.haproxy.managed import ManagedHAProxy, Supervisor
 from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.ops import Op, Plan, Reload
 from synapse.haproxy.owed import OwedRender
+from synapse.haproxy.panic_watch import panic_watch
 from synapse.haproxy.pending import PendingReload
 from synapse.haproxy.planner import plan
 from synapse.haproxy.port_taken import PortWait
@@ -97,6 +98,7 @@ class HAProxyController(Reloading):
             self._supervisor = Supervisor(
                 self._managed, self._restart_after_exit, lambda: self.config.restart_interval, clock
             )
+        self._panic = panic_watch(self._managed, self.metrics, lambda: self._desired)
         self._lock = asyncio.Lock()
         ports = PortWait.of(self._isolation, self._managed, self._lock, self._apply_locked)
         self._installer = Installer(config, self.settings, self._runtime, self._managed,
@@ -199,7 +201,7 @@ class HAProxyController(Reloading):
         await self._window.cancel()  # (a reload under way: handed back, a retry's, ...)
         await self._pending.cancel()  # (a retry waiting for the lock: no new reload)
         await self._owed.close()  # the file says what HAProxy runs (the next synapse's start)
-        for part in (self._supervisor, self._dumper, self._installer.ports):  # (none from now)
+        for part in (self._supervisor, self._dumper, self._installer.ports, self._panic):
             if part is not None:
                 await part.stop()
         await self._pending.cancel()
@@ -245,6 +247,7 @@ class HAProxyController(Reloading):
         status["isolated_services"] = self._isolation.status()
         # applies whose commands went before their render; the file lags (owed.WINDOW)
         status.update(express=self._express.sent, render_owed=self._owed.owed)
+        status["panic"] = self._panic.status()  # (backends in panic: synapse.haproxy.panic)
         return status
 
     # --- one apply: read -> render -> plan -> run ops, or hand over to the gate -----------
@@ -337,13 +340,9 @@ class HAProxyController(Reloading):
             # While the reload waits or fails, the file says what runs: a restart loses nothing.
             self._installer.write(bridge.config, bridge.layout)
         outcome = await self._need_reload(Reload(tuple(reasons)), candidate)
-        return ApplyResult(
-            tuple(applied) + outcome.ops,
-            outcome.reload,
-            tuple(detail for _, detail in reasons),
-            outcome.config_written,
-            outcome.error,
-        )
+        details = tuple(detail for _, detail in reasons)
+        return ApplyResult(tuple(applied) + outcome.ops, outcome.reload, details,
+                           outcome.config_written, outcome.error)  # fmt: skip
 
     def _slow(self) -> ApplyResult:
         """HAProxy's admin socket connected but did not answer in time: nothing is planned,
@@ -384,7 +383,7 @@ class HAProxyController(Reloading):
 
     def _capabilities(self) -> Capabilities:
         version, remove = self._reader.version, self.config.remove_servers
-        return Capabilities(version, runtime_api=bool(self._runtime), remove_servers=remove)
+        return Capabilities(version, bool(self._runtime), remove, self._panic.held_checks())
 
     def _layout(self) -> Layout:
         assert self._renderer is not None

@@ -1,15 +1,15 @@
 """Managed mode (ours): synapse runs HAProxy (master-worker) and reloads it via the master CLI.
 
-``haproxy -W -db -S <master.sock>,mode,600 -f <config>``: the master stays in
-the foreground as synapse's child (in its own session, so a terminal's Ctrl-C
-does not reach it) and forks the worker. HAProxy's output is relayed to our log
-(``synapse.haproxy.output``: its notices about server state changes summarized).
+``haproxy -W -db -S <master.sock>,mode,600 -f <config>``: the master stays in the foreground
+as synapse's child (in its own session, so a terminal's Ctrl-C does not reach it) and forks
+the worker. HAProxy's output is relayed to our log (``synapse.haproxy.output``: its notices
+about server state changes summarized; its check transitions told to the panic's ``on_check``).
 
-Reload: ``reload`` on the master CLI (the master re-executes itself, so its
-socket briefly disappears), then the new worker must show up in ``show proc``
-and answer on the admin socket with its own pid. A config the new worker cannot
-load (a port already bound, say) leaves the old worker running and raises the
-master's ``[failed: N]`` counter: that is a failed reload, reported at once.
+Reload: ``reload`` on the master CLI (the master re-executes itself, so its socket briefly
+disappears), then the new worker must show up in ``show proc`` and answer on the admin
+socket with its own pid. A config the new worker cannot load (a port already bound, say)
+leaves the old worker running and raises the master's ``[failed: N]`` counter: that is a
+failed reload, reported at once.
 
 Restarts never touch traffic: on SIGTERM synapse leaves its HAProxy running
 (``release``) unless ``managed.stop_on_exit`` says to stop it (or, ``auto``, HAProxy cannot
@@ -50,7 +50,7 @@ from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.binary_check import other_binary
 from synapse.haproxy.exit_policy import stop_reason
 from synapse.haproxy.listeners import ListenerKeeper
-from synapse.haproxy.output import OutputRelay, close_relay
+from synapse.haproxy.output import CheckSink, OutputRelay, close_relay
 from synapse.haproxy.pids import end_master, pid_alive, reap, wait_pid_exit
 from synapse.haproxy.reload_wait import ReloadWait, failed, serves
 from synapse.haproxy.replacement import Old, Retiring, make_dirs, missing_sockets, socket_paths
@@ -89,17 +89,15 @@ class ManagedHAProxy:
         self.settings = settings
         known_binary(settings.binary)  # (a binary named otherwise is ours too)
         master = settings.master_socket
+        sockets = settings.runtime_sockets
         self.listeners = (  # (None: managed.hold_listeners is false, or no admin socket)
-            ListenerKeeper(
-                master.with_name(master.name + ".listeners"), settings.runtime_sockets[0]
-            )
-            if settings.hold_listeners and settings.runtime_sockets
+            ListenerKeeper(master.with_name(master.name + ".listeners"), sockets[0])
+            if settings.hold_listeners and sockets
             else None
         )
         self.master = MasterClient(str(settings.master_socket))
-        self.runtime = (
-            RuntimeClient(settings.runtime_sockets[0]) if settings.runtime_sockets else None
-        )
+        self.runtime = RuntimeClient(sockets[0]) if sockets else None
+        self.on_check: CheckSink | None = None  # each check transition it prints (the panic's)
         self.start_timeout = start_timeout
         self.reload_timeout = reload_timeout
         self.master_pid: int | None = None
@@ -439,6 +437,7 @@ class ManagedHAProxy:
         loop = asyncio.get_running_loop()
         # (a master replaced and soft-stopped: what it says about its workers is expected)
         relay = OutputRelay(self._output, lambda: self._stopping or self.master_pid != proc.pid)
+        relay.on_check = self.on_check
         self._pipe, _ = await loop.connect_read_pipe(lambda: relay, proc.stdout)
         try:
             await relay.done

@@ -80,6 +80,16 @@ class HAProxyMetrics:
             "Unix time of the last successful reload or start",
             registry=registry,
         )
+        self.panics = Counter(
+            "synapse_haproxy_panics_total",
+            "Backends put in panic: every server DOWN, those whose check timed out put back",
+            registry=registry,
+        )
+        self.panic_servers = Gauge(
+            "synapse_haproxy_panic_servers",
+            "Servers a panic holds UP with their checks disabled (synapse.haproxy.panic)",
+            registry=registry,
+        )
 
         if problems is not None and info is not None:
             self._states(registry, problems, info)

@@ -10,6 +10,7 @@ reload (one per frontend and backend: ~400 lines a reload with 200 services), th
 of an old worker. Health-check transitions (and a backend's "no server available") are
 relayed at once but their repeats within a window are held back and counted
 (output_checks.py); one that then stands a few seconds (a state, not a flap) is relayed.
+Every transition also goes to ``on_check`` (the panic's, synapse.haproxy.panic_watch).
 Every other line (alerts, warnings, anything unknown) is relayed at once as
 ``haproxy_output``, after the summary of the notices before it (the log keeps HAProxy's
 order). The pipe is read a chunk at a time (``asyncio.Protocol``), not a line per callback.
@@ -27,11 +28,12 @@ from typing import Any
 
 from smartstack.logs import event
 from synapse.haproxy import output_checks
-from synapse.haproxy.output_checks import Transitions, named_server, transition
+from synapse.haproxy.output_checks import Transition, Transitions, named_server, transition
 
 log = logging.getLogger("synapse.haproxy.managed")
 SUMMARY_INTERVAL = 1.0  # seconds: at most one summary of the server-state notices per
 SAMPLES = 3  # lines quoted in a summary
+CheckSink = Callable[[Transition], None]  # told of each check transition HAProxy prints
 MAX_LINE = 65536  # bytes kept of a line not ended yet
 
 # HAProxy's (2.6) notices about a server state change made by a command: "[WARNING]
@@ -111,6 +113,7 @@ class OutputRelay(asyncio.Protocol):
 
     def __init__(self, tail: deque[str], stopping: Callable[[], bool]) -> None:
         self.tail = tail
+        self.on_check: CheckSink | None = None  # every transition, held back or not (panic)
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._stopping = stopping
         self._summary = NoticeSummary()
@@ -154,6 +157,8 @@ class OutputRelay(asyncio.Protocol):
                     self._timer = loop.call_later(SUMMARY_INTERVAL, self.flush)
                 continue
             found = transition(text)
+            if found is not None and self.on_check is not None:
+                self.on_check(found)
             if found is not None and not self._checks.offer(found, text, loop.time()):
                 if self._checks_timer is None:
                     window = self._checks.window

@@ -16,7 +16,7 @@ A pure function, no I/O, and no renderer: its vocabulary is ``synapse.haproxy.de
     ``disabled`` (then it is kept in, or put into, ``state maint``);
   - a checked server whose checks HAProxy has disabled (an ``add server`` whose
     ``enable health`` never came: synapse stopped between the two, or it failed):
-    ``enable health``, before its ``state ready``;
+    ``enable health``, before its ``state ready`` (not one a panic holds disabled);
   - a changed weight: ``set weight`` (dynamic algorithms only, else a reload);
   - a changed address of a same-named server: ``set server B/S addr``; for a DNS name,
     a changed answer of synapse's (``dns_addresses``) where its line had one already:
@@ -236,7 +236,8 @@ def backend_ops(
                 ops.append(SetAddr(name, server_name, spec.answer or spec.host, spec.port))
             else:
                 reasons.append(("server_options", f"address of {name}/{server_name} changed"))
-        if spec.check and server.check_disabled:  # (an add cut before its `enable health`)
+        held = capabilities.held_checks  # (an add cut before its `enable health`; not a panic's)
+        if spec.check and server.check_disabled and f"{name}/{server_name}" not in held:
             ops.append(EnableHealth(name, server_name))  # before a weight or ready serves it
         back = not spec.disabled and (server.forced_maint or server.forced_drain)
         if server.weight != spec.weight:

@@ -109,6 +109,8 @@ class Capabilities:
     version: tuple[int, int, int] | None = None  # None: unknown (runtime API silent)
     runtime_api: bool = True  # do_socket and a socket to talk to
     remove_servers: Literal["maint", "delete"] = "maint"
+    # servers ("be/s") whose checks a panic holds disabled: not enabled (synapse.haproxy.panic)
+    held_checks: frozenset[str] = frozenset()
 
     @property
     def can_add_servers(self) -> bool:

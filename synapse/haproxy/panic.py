@@ -1,0 +1,182 @@
+"""Panic: a backend whose every server failed HAProxy's check by a timeout gets them back
+(pure: rows of `show servers state <backend>`, what is held, the time -> commands).
+
+Under overload a server's listen backlog fills, SYNs drop, and HAProxy's checks (and
+``observe layer4 ... on-error mark-down``) time out and mark it DOWN although it only is
+slow: when all of a backend's servers are so marked HAProxy answers 503 at once. Like
+Envoy's panic threshold, synapse then routes to them anyway; its threshold is HAProxy
+having NO usable server (primaries and backups), so a panic never takes a request from a
+server that would have answered it. Only servers whose last check TIMED OUT are put back
+(``disable health`` then ``set server ... health up``: "no check", UP); one that REFUSED
+(L4CON: dead, or a container whose ports come back within a second: the Lua wait covers
+it) is left DOWN. A status HANA (``observe`` marked it) says neither: looked at again
+after the check's next run. After the hold the checks are enabled again (the servers stay
+UP until ``fall`` checks fail: a lasting overload starts the next panic).
+
+While held, ``observe`` still marks a server DOWN (HANA) and no check brings it back:
+such a server is put UP again. A server synapse put in maintenance or removed meanwhile
+leaves the panic; one added meanwhile is not touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from synapse.haproxy.running import (
+    ADMIN_FORCED_DRAIN,
+    ADMIN_FORCED_MAINT,
+    ADMIN_INHERITED_DRAIN,
+    ADMIN_INHERITED_MAINT,
+    ADMIN_RESOLUTION_MAINT,
+    CHECK_CONFIGURED,
+    CHECK_ENABLED,
+    OP_STOPPED,
+)
+from synapse.haproxy.sockets import UnexpectedAnswer
+
+# srv_check_status (HAProxy 2.6 include/haproxy/check-t.h, enum healthcheck_status)
+HANA, L4OK, L4TOUT, L4CON, L6TOUT, L7TOUT = 4, 6, 7, 8, 10, 12
+TIMEOUTS = frozenset({L4TOUT, L6TOUT, L7TOUT})
+STATUS_NAMES = {HANA: "HANA", L4OK: "L4OK", L4TOUT: "L4TOUT", L4CON: "L4CON",
+                L6TOUT: "L6TOUT", L7TOUT: "L7TOUT"}  # fmt: skip
+_MAINT = ADMIN_FORCED_MAINT | ADMIN_INHERITED_MAINT | ADMIN_RESOLUTION_MAINT
+_DRAIN = ADMIN_FORCED_DRAIN | ADMIN_INHERITED_DRAIN
+_COLUMNS = ("be_name", "srv_name", "srv_op_state", "srv_admin_state", "srv_uweight",
+            "srv_check_status", "srv_check_state")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One server of `show servers state <backend>`, the columns a panic reads."""
+
+    name: str
+    op_state: int
+    admin_state: int
+    weight: int
+    check_status: int
+    check_state: int
+
+    @property
+    def in_maint(self) -> bool:
+        return bool(self.admin_state & _MAINT)
+
+    @property
+    def usable(self) -> bool:
+        """HAProxy may send it a new request: not DOWN, in maintenance, drain, weight 0."""
+        return (
+            self.op_state != OP_STOPPED and not self.admin_state & (_MAINT | _DRAIN)
+        ) and self.weight > 0
+
+    @property
+    def checked(self) -> bool:
+        """Its check is configured and running (not disabled: by a panic or an operator)."""
+        wanted = CHECK_CONFIGURED | CHECK_ENABLED
+        return self.check_state & wanted == wanted
+
+    @property
+    def status(self) -> str:
+        return STATUS_NAMES.get(self.check_status, str(self.check_status))
+
+
+def parse_rows(text: str, backend: str) -> dict[str, Row]:
+    """{server: Row} of a `show servers state <backend>` answer (format 1, with header)."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "1":
+        raise UnexpectedAnswer(f"not a format-1 servers state dump: {text[:120]!r}")
+    columns: list[str] = []
+    rows: dict[str, Row] = {}
+    for line in lines[1:]:
+        if line.startswith("#"):
+            columns = line.lstrip("#").split()
+            continue
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            got = dict(zip(columns, fields, strict=False))
+            be, name = got["be_name"], got["srv_name"]
+            numbers = [int(got[c]) for c in _COLUMNS[2:]]
+        except (KeyError, ValueError) as err:
+            raise UnexpectedAnswer(f"bad servers state line {line[:120]!r}: {err}") from err
+        if be == backend:
+            rows[name] = Row(name, *numbers)
+    return rows
+
+
+@dataclass(frozen=True)
+class Held:
+    """A backend in panic: its servers put back (checks disabled) until ``until``."""
+
+    since: float
+    until: float
+    servers: frozenset[str]
+
+
+@dataclass
+class Step:
+    """What one look decided: the commands to send (in order), what is held after them
+    (None: no panic), when to look again (None: not before HAProxy says something)."""
+
+    commands: list[str] = field(default_factory=list)
+    held: Held | None = None
+    look_again: float | None = None
+    started: dict[str, str] = field(default_factory=dict)  # server -> its check status
+    ended: tuple[str, ...] = ()  # servers whose checks were enabled again
+    dropped: tuple[str, ...] = ()  # left the panic: removed or in maintenance
+    raised: tuple[str, ...] = ()  # put UP again (``observe`` marked them DOWN)
+
+
+def look(
+    backend: str,
+    rows: Mapping[str, Row],
+    held: Held | None,
+    now: float,
+    hold_s: float,
+    recheck_s: float,
+) -> Step:
+    """One look at ``backend`` (module docstring); ``recheck_s``: when a HANA status is
+    looked at again (the check's ``downinter``: it replaces the status by then)."""
+    if held is not None and now >= held.until:
+        ended = tuple(sorted(s for s in held.servers if s in rows))
+        return Step([f"enable health {backend}/{s}" for s in ended], None, ended=ended)
+    if held is not None:
+        return _keep(backend, rows, held)
+    if any(row.usable for row in rows.values()):
+        return Step()  # (the alert is stale: a server came back)
+    down = [r for r in rows.values() if r.op_state == OP_STOPPED and not r.in_maint]
+    candidates = sorted(r.name for r in down if r.checked and r.weight > 0 and _slow(r))
+    undecided = any(r.checked and r.check_status == HANA for r in down)
+    again = now + recheck_s if undecided else None
+    if not candidates:
+        return Step(look_again=again)
+    commands = _put_back(backend, candidates, disable=True)
+    started = {name: rows[name].status for name in candidates}
+    servers = frozenset(candidates)
+    return Step(commands, Held(now, now + hold_s, servers), again, started=started)
+
+
+def _keep(backend: str, rows: Mapping[str, Row], held: Held) -> Step:
+    """A look during a panic: servers removed or put in maintenance leave it; those
+    ``observe`` marked DOWN go UP again."""
+    dropped = tuple(sorted(s for s in held.servers if s not in rows or rows[s].in_maint))
+    kept = held.servers.difference(dropped)
+    raised = tuple(sorted(s for s in kept if rows[s].op_state == OP_STOPPED))
+    # (one in maintenance gets its check back now: it is checked again once it leaves it)
+    commands = [f"enable health {backend}/{s}" for s in dropped if s in rows]
+    commands += _put_back(backend, raised, disable=False)
+    new = Held(held.since, held.until, kept) if kept else None
+    return Step(commands, new, dropped=dropped, raised=raised)
+
+
+def _slow(row: Row) -> bool:
+    return row.check_status in TIMEOUTS
+
+
+def _put_back(backend: str, servers: Iterable[str], disable: bool) -> list[str]:
+    commands = []
+    for server in servers:
+        if disable:
+            commands.append(f"disable health {backend}/{server}")
+        commands.append(f"set server {backend}/{server} health up")
+    return commands

@@ -1,0 +1,171 @@
+"""Panic (synapse.haproxy.panic) against a real HAProxy 2.6 run by synapse (managed mode):
+servers that answer ``/`` at once but their ``/health`` slower than ``timeout check`` are
+all marked DOWN by HAProxy's checks (L7TOUT); before, every request was then a 503 although
+every server would have answered it. Now synapse puts them back (checks disabled) for
+``panic_hold_ms``, then enables the checks again. A refused (dead) server is not put back."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from haproxy_helpers import DEFAULTS, eventually, server, service
+from synapse_e2e import http_get
+
+from synapse.haproxy.panic import L4CON, L7TOUT, Row, parse_rows
+from synapse.haproxy.runtime import RuntimeClient
+from testbed.process import free_port
+
+HEALTH_S = 1.0  # /health answers after this: longer than `timeout check`
+DEFAULTS_CHECKED = [*DEFAULTS, "timeout check 200ms"]
+
+
+class _SlowHealth(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            time.sleep(HEALTH_S)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _Quiet(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # (HAProxy drops a check at `timeout check`: the answer's write is reset)
+
+
+@pytest.fixture
+def slow_health() -> Iterator[list[int]]:
+    """Two servers whose /health is slow, / at once."""
+    servers = [_Quiet(("127.0.0.1", 0), _SlowHealth) for _ in "ab"]
+    for httpd in servers:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield [httpd.server_address[1] for httpd in servers]
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _web(ports: list[int], hold_ms: int, **check: Any) -> tuple[Any, int]:
+    port = free_port()
+    servers = [server("127.0.0.1", p, name) for p, name in zip(ports, "abc", strict=False)]
+    health = {"enabled": True, "path": "/health", "inter_ms": 300, "panic_hold_ms": hold_ms}
+    return service("web", servers, port=port, health_check=health | check), port
+
+
+def _short(servers: Any) -> dict[str, Any]:
+    """Keyed by the names given ("a" of "a_127.0.0.1:port")."""
+    return {name.partition("_")[0]: value for name, value in servers.items()}
+
+
+async def _rows(controller) -> dict[str, Row]:
+    client = RuntimeClient(controller.settings.runtime_sockets[0])
+    (answer,) = await client.ask(["show servers state web"])
+    return _short(parse_rows(answer, "web"))
+
+
+async def _statuses(port: int, count: int) -> list[int]:
+    got = []
+    for _ in range(count):
+        status, _ = await asyncio.to_thread(http_get, port, None, 5.0)
+        got.append(status)
+        await asyncio.sleep(0.05)
+    return got
+
+
+async def _checks_failed(controller, wanted: dict[str, int]) -> None:
+    """Until each server's last check said ``wanted`` (HAProxy marked them DOWN by then:
+    fall 2 at inter 300 ms; a panic keeps the status it found)."""
+
+    async def failed() -> bool:
+        rows = await _rows(controller)
+        return all(rows[name].check_status == status for name, status in wanted.items())
+
+    await eventually(failed, f"checks failing {wanted}")
+    await asyncio.sleep(0.3)  # (the panic's look, when there is one: ~ms after the alert)
+
+
+async def test_servers_slow_to_their_check_keep_serving(
+    managed_factory, slow_health: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "synapse.haproxy.panic")
+    controller = managed_factory(defaults=DEFAULTS_CHECKED)
+    web, port = _web(slow_health, hold_ms=8000)
+    await controller.start()
+    await controller.apply([web], "t")
+    await _checks_failed(controller, {"a": L7TOUT, "b": L7TOUT})
+    # before: [503] * 10 (HAProxy: "backend 'web' has no server available!")
+    assert await _statuses(port, 10) == [200] * 10
+    rows = await _rows(controller)
+    assert {n: (r.op_state, r.checked) for n, r in rows.items()} == {
+        "a": (2, False), "b": (2, False)
+    }  # fmt: skip
+    held = controller.status()["panic"]["backends"]["web"]["servers"]
+    assert [name.partition("_")[0] for name in held] == ["a", "b"]
+    started = [r.smartstack_fields for r in caplog.records  # type: ignore[attr-defined]
+               if r.getMessage() == "haproxy_panic_start"]  # fmt: skip
+    assert started and _short(started[0]["servers"]) == {"a": "L7TOUT", "b": "L7TOUT"}
+    # an apply of that backend (a server added) leaves the held checks disabled
+    dead = free_port()
+    web2, _ = _web([*slow_health, dead], hold_ms=8000)
+    web2.config.haproxy.port = port
+    await controller.apply([web2], "t")
+    rows = await _rows(controller)
+    assert not rows["a"].checked and not rows["b"].checked and rows["c"].checked
+
+
+async def test_the_checks_come_back_after_the_hold(
+    managed_factory, slow_health: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "synapse.haproxy.panic")
+    controller = managed_factory(defaults=DEFAULTS_CHECKED)
+    web, _ = _web(slow_health, hold_ms=1000)
+    await controller.start()
+    await controller.apply([web], "t")
+
+    async def ended() -> bool:
+        return any(r.getMessage() == "haproxy_panic_end" for r in caplog.records)
+
+    await eventually(ended, "the panic's end")
+    rows = await _rows(controller)
+    assert rows["a"].checked and rows["b"].checked  # (enabled again)
+
+    # the overload lasting, the checks mark them DOWN again and the next panic starts
+    async def again() -> bool:
+        return sum(r.getMessage() == "haproxy_panic_start" for r in caplog.records) >= 2
+
+    await eventually(again, "a second panic")
+
+
+async def test_a_refused_server_is_not_put_back(
+    managed_factory, slow_health: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """One server slow to its check, one dead (connection refused, L4CON): only the slow
+    one is put back; a backend of dead servers alone stays without (503, no panic)."""
+    caplog.set_level(logging.INFO, "synapse.haproxy.panic")
+    controller = managed_factory(defaults=DEFAULTS_CHECKED)
+    dead = free_port()
+    web, port = _web([slow_health[0], dead], hold_ms=8000)
+    await controller.start()
+    await controller.apply([web], "t")
+    await _checks_failed(controller, {"a": L7TOUT, "b": L4CON})
+    rows = await _rows(controller)
+    assert (rows["a"].op_state, rows["b"].op_state) == (2, 0)
+    assert await _statuses(port, 5) == [200] * 5
+    only_dead, port2 = _web([free_port()], hold_ms=8000)
+    only_dead.config.haproxy.port = port2
+    await controller.apply([only_dead], "t")
+    await _checks_failed(controller, {"a": L4CON})
+    assert await _statuses(port2, 3) == [503] * 3
+    starts = [r for r in caplog.records if r.getMessage() == "haproxy_panic_start"]
+    assert len(starts) == 1
