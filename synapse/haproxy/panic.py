@@ -6,16 +6,19 @@ Under overload a server's listen backlog fills, SYNs drop, and HAProxy's checks 
 slow: when all of a backend's servers are so marked HAProxy answers 503 at once. Like
 Envoy's panic threshold, synapse then routes to them anyway; its threshold is HAProxy
 having NO usable server (primaries and backups), so a panic never takes a request from a
-server that would have answered it. Only servers whose last check TIMED OUT are put back
-(``disable health`` then ``set server ... health up``: "no check", UP); one that REFUSED
-(L4CON: dead, or a container whose ports come back within a second: the Lua wait covers
-it) is left DOWN. A status HANA (``observe`` marked it) says neither: looked at again
-after the check's next run. After the hold the checks are enabled again (the servers stay
-UP until ``fall`` checks fail: a lasting overload starts the next panic).
+server that would have answered it. Only servers whose last check TIMED OUT (slow) or
+PASSED (alive: ``observe`` marked it at one failed connection, and ``rise`` passes are
+yet to come) are put back (``disable health`` then ``set server ... health up``: "no
+check", UP); one that REFUSED (L4CON: dead, or a container whose ports come back within a
+second: the Lua wait covers it) or failed otherwise is left DOWN. A status HANA
+(``observe`` marked it) says neither: looked at again after the check's next run. After
+the hold the checks are enabled again (the servers stay UP until ``fall`` checks fail: a
+lasting overload starts the next panic).
 
 While held, ``observe`` still marks a server DOWN (HANA) and no check brings it back:
 such a server is put UP again. A server synapse put in maintenance or removed meanwhile
-leaves the panic; one added meanwhile is not touched.
+leaves the panic; one added meanwhile is left to its checks, unless HAProxy again has no
+usable server and its check too timed out or passed (it then joins the panic).
 """
 
 from __future__ import annotations
@@ -36,10 +39,13 @@ from synapse.haproxy.running import (
 from synapse.haproxy.sockets import UnexpectedAnswer
 
 # srv_check_status (HAProxy 2.6 include/haproxy/check-t.h, enum healthcheck_status)
-HANA, L4OK, L4TOUT, L4CON, L6TOUT, L7TOUT = 4, 6, 7, 8, 10, 12
+HANA, L4OK, L4TOUT, L4CON, L6OK, L6TOUT, L7TOUT, L7OKD = 4, 6, 7, 8, 9, 10, 12, 15
 TIMEOUTS = frozenset({L4TOUT, L6TOUT, L7TOUT})
-STATUS_NAMES = {HANA: "HANA", L4OK: "L4OK", L4TOUT: "L4TOUT", L4CON: "L4CON",
-                L6TOUT: "L6TOUT", L7TOUT: "L7TOUT"}  # fmt: skip
+# A DOWN server whose last check passed is alive, waiting for `rise` passes (after an
+# `observe` mark, say); not L7OKCD (16: a 404 with `disable-on-404` asks for no new traffic).
+PASSED = frozenset({L4OK, L6OK, L7OKD})
+STATUS_NAMES = {HANA: "HANA", L4OK: "L4OK", L4TOUT: "L4TOUT", L4CON: "L4CON", L6OK: "L6OK",
+                L6TOUT: "L6TOUT", L7TOUT: "L7TOUT", L7OKD: "L7OK"}  # fmt: skip
 _MAINT = ADMIN_FORCED_MAINT | ADMIN_INHERITED_MAINT | ADMIN_RESOLUTION_MAINT
 _DRAIN = ADMIN_FORCED_DRAIN | ADMIN_INHERITED_DRAIN
 _COLUMNS = ("be_name", "srv_name", "srv_op_state", "srv_admin_state", "srv_uweight",
@@ -144,9 +150,7 @@ def look(
         return _keep(backend, rows, held)
     if any(row.usable for row in rows.values()):
         return Step()  # (the alert is stale: a server came back)
-    down = [r for r in rows.values() if r.op_state == OP_STOPPED and not r.in_maint]
-    candidates = sorted(r.name for r in down if r.checked and r.weight > 0 and _slow(r))
-    undecided = any(r.checked and r.check_status == HANA for r in down)
+    candidates, undecided = _candidates(rows)
     again = now + recheck_s if undecided else None
     if not candidates:
         return Step(look_again=again)
@@ -154,6 +158,14 @@ def look(
     started = {name: rows[name].status for name in candidates}
     servers = frozenset(candidates)
     return Step(commands, Held(now, now + hold_s, servers), again, started=started)
+
+
+def _candidates(rows: Mapping[str, Row]) -> tuple[list[str], bool]:
+    """The DOWN servers a panic puts back (checked, weight above 0, not in maintenance,
+    the last check timed out or passed), and whether one is undecided (HANA)."""
+    down = [r for r in rows.values() if r.op_state == OP_STOPPED and not r.in_maint]
+    put_back = sorted(r.name for r in down if r.checked and r.weight > 0 and _alive(r))
+    return put_back, any(r.checked and r.check_status == HANA for r in down)
 
 
 def _keep(backend: str, rows: Mapping[str, Row], held: Held) -> Step:
@@ -165,12 +177,18 @@ def _keep(backend: str, rows: Mapping[str, Row], held: Held) -> Step:
     # (one in maintenance gets its check back now: it is checked again once it leaves it)
     commands = [f"enable health {backend}/{s}" for s in dropped if s in rows]
     commands += _put_back(backend, raised, disable=False)
+    joined: dict[str, str] = {}
+    if not any(row.usable for row in rows.values()):  # (the HANA ones decided since, say)
+        more, _ = _candidates(rows)
+        joined = {name: rows[name].status for name in more}
+        commands += _put_back(backend, more, disable=True)
+    kept = kept.union(joined)
     new = Held(held.since, held.until, kept) if kept else None
-    return Step(commands, new, dropped=dropped, raised=raised)
+    return Step(commands, new, started=joined, dropped=dropped, raised=raised)
 
 
-def _slow(row: Row) -> bool:
-    return row.check_status in TIMEOUTS
+def _alive(row: Row) -> bool:
+    return row.check_status in TIMEOUTS or row.check_status in PASSED
 
 
 def _put_back(backend: str, servers: Iterable[str], disable: bool) -> list[str]:

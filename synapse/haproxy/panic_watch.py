@@ -133,7 +133,11 @@ class PanicWatch:
             return
         hold_s = settings.hold_s if settings is not None else 0.0
         (answer,) = await self.client.ask([f"show servers state {backend}"])
-        step = look(backend, parse_rows(answer, backend), held, self._clock(), hold_s, RECHECK_S)
+        rows = parse_rows(answer, backend)
+        step = look(backend, rows, held, self._clock(), hold_s, RECHECK_S)
+        if not step.commands:  # (why not: each server's state and last check)
+            said = {n: f"{r.op_state}/{r.status}/w{r.weight}" for n, r in rows.items()}
+            event(log, "haproxy_panic_look", level=logging.DEBUG, backend=backend, servers=said)
         failed = []
         if step.commands:
             answers = await self.client.ask(step.commands)
@@ -152,15 +156,15 @@ class PanicWatch:
         due = [t for t in (step.look_again, step.held and step.held.until + END_SLACK) if t]
         if due and backend not in self._timers:
             self._at(backend, max(0.0, min(due) - self._clock()))
-        if step.started:
+        if step.started and held is None:
             self.panics += 1
             self._metrics.panics.inc()
+            hold_s = round(step.held.until - step.held.since, 1) if step.held else 0
             event(log, "haproxy_panic_start", level=logging.WARNING, backend=backend,
-                  servers=step.started, hold_s=round(step.held.until - step.held.since, 1)
-                  if step.held else 0)  # fmt: skip
-        if step.raised or step.dropped:
+                  servers=step.started, hold_s=hold_s)  # fmt: skip
+        elif step.raised or step.dropped or step.started:
             event(log, "haproxy_panic_kept", backend=backend, raised=list(step.raised),
-                  dropped=list(step.dropped))  # fmt: skip
+                  dropped=list(step.dropped), joined=step.started)  # fmt: skip
         if held is not None and step.held is None:
             event(log, "haproxy_panic_end", backend=backend, enabled=list(step.ended),
                   held_s=round(self._clock() - held.since, 1))  # fmt: skip

@@ -51,6 +51,13 @@ def test_a_server_up_but_in_maintenance_drain_or_weight_0_is_not_usable() -> Non
         assert step.started == {"s1": "L4TOUT"}, other
 
 
+def test_a_down_server_whose_last_check_passed_is_put_back() -> None:
+    """`observe` marked it at one failed connection; its check passes, `rise` is to come."""
+    step = look("b", rows(row("s1", status=L4OK), row("s2", status=HANA)), None, 0.0, HOLD,
+                RECHECK)  # fmt: skip
+    assert step.started == {"s1": "L4OK"} and step.look_again == RECHECK
+
+
 def test_refused_servers_stay_down() -> None:
     """L4CON: nothing listens (dead, or a container's ports about to come back: the Lua wait
     covers that). Only the slow one comes back."""
@@ -87,10 +94,22 @@ def test_during_the_hold_an_observe_mark_is_lifted_and_nothing_else_sent() -> No
     assert look("b", calm, held, 3.0, HOLD, RECHECK).commands == []
 
 
-def test_a_server_added_during_the_hold_is_not_touched() -> None:
+def test_a_server_added_during_the_hold_is_left_to_its_checks() -> None:
     held = Held(0.0, HOLD, frozenset({"s1"}))
     step = look("b", rows(row("s1", op=UP), row("new")), held, 3.0, HOLD, RECHECK)
     assert step.commands == [] and step.held == held
+
+
+def test_during_the_hold_with_no_usable_server_a_decided_one_joins() -> None:
+    """The HANA ones of the start, decided since by their check (alive or slow), join when
+    nothing is usable (observe marked the held ones DOWN too); a refused one does not."""
+    held = Held(0.0, HOLD, frozenset({"s1"}))
+    given = rows(row("s1", status=HANA, check_state=DISABLED), row("s2", status=L4OK),
+                 row("s3", status=L4CON))  # fmt: skip
+    step = look("b", given, held, 3.0, HOLD, RECHECK)
+    assert step.commands == ["set server b/s1 health up", "disable health b/s2",
+                             "set server b/s2 health up"]  # fmt: skip
+    assert step.started == {"s2": "L4OK"} and step.held == Held(0.0, HOLD, frozenset({"s1", "s2"}))
 
 
 def test_servers_removed_or_put_in_maintenance_leave_the_panic() -> None:
