@@ -117,6 +117,7 @@ class Held:
     since: float
     until: float
     servers: frozenset[str]
+    raised: int = 0  # times a server was put UP again (``observe`` marked it DOWN)
 
 
 @dataclass
@@ -183,7 +184,7 @@ def _keep(backend: str, rows: Mapping[str, Row], held: Held) -> Step:
         joined = {name: rows[name].status for name in more}
         commands += _put_back(backend, more, disable=True)
     kept = kept.union(joined)
-    new = Held(held.since, held.until, kept) if kept else None
+    new = Held(held.since, held.until, kept, held.raised + len(raised)) if kept else None
     return Step(commands, new, started=joined, dropped=dropped, raised=raised)
 
 

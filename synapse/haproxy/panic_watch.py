@@ -162,12 +162,12 @@ class PanicWatch:
             hold_s = round(step.held.until - step.held.since, 1) if step.held else 0
             event(log, "haproxy_panic_start", level=logging.WARNING, backend=backend,
                   servers=step.started, hold_s=hold_s)  # fmt: skip
-        elif step.raised or step.dropped or step.started:
-            event(log, "haproxy_panic_kept", backend=backend, raised=list(step.raised),
-                  dropped=list(step.dropped), joined=step.started)  # fmt: skip
+        elif step.dropped or step.started:  # (not each raise: ~10 a second under overload)
+            event(log, "haproxy_panic_kept", backend=backend, dropped=list(step.dropped),
+                  joined=step.started)  # fmt: skip
         if held is not None and step.held is None:
             event(log, "haproxy_panic_end", backend=backend, enabled=list(step.ended),
-                  held_s=round(self._clock() - held.since, 1))  # fmt: skip
+                  held_s=round(self._clock() - held.since, 1), raised=held.raised)  # fmt: skip
         if failed:
             event(log, "haproxy_panic_command_failed", level=logging.WARNING, backend=backend,
                   failed=failed[:10])  # fmt: skip

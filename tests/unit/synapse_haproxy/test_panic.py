@@ -89,7 +89,7 @@ def test_during_the_hold_an_observe_mark_is_lifted_and_nothing_else_sent() -> No
                   row("s2", op=UP, check_state=DISABLED))  # fmt: skip
     step = look("b", marked, held, 3.0, HOLD, RECHECK)
     assert step.commands == ["set server b/s1 health up"]
-    assert step.raised == ("s1",) and step.held == held
+    assert step.raised == ("s1",) and step.held == Held(0.0, HOLD, held.servers, raised=1)
     calm = rows(row("s1", op=UP, check_state=DISABLED), row("s2", op=UP, check_state=DISABLED))
     assert look("b", calm, held, 3.0, HOLD, RECHECK).commands == []
 
@@ -109,7 +109,9 @@ def test_during_the_hold_with_no_usable_server_a_decided_one_joins() -> None:
     step = look("b", given, held, 3.0, HOLD, RECHECK)
     assert step.commands == ["set server b/s1 health up", "disable health b/s2",
                              "set server b/s2 health up"]  # fmt: skip
-    assert step.started == {"s2": "L4OK"} and step.held == Held(0.0, HOLD, frozenset({"s1", "s2"}))
+    assert step.started == {"s2": "L4OK"} and step.held == Held(
+        0.0, HOLD, frozenset({"s1", "s2"}), 1
+    )
 
 
 def test_servers_removed_or_put_in_maintenance_leave_the_panic() -> None:
@@ -159,3 +161,14 @@ def test_the_planner_leaves_a_held_check_disabled() -> None:
         ops: list = []
         backend_ops(backend, current, Capabilities((2, 6, 12), held_checks=held), ops, [])
         assert any(isinstance(op, EnableHealth) for op in ops) is wanted, (held, ops)
+
+
+def test_a_zone_backend_takes_its_service_s_panic_settings() -> None:
+    from synapse.haproxy.panic_watch import PanicSettings, _ByBackend
+
+    web = service("web", [], health_check={"panic_hold_ms": 3000})
+    off = service("off", [], health_check={"panic": False})
+    settings_of = _ByBackend(lambda: [web, off])
+    assert settings_of("web") == settings_of("web_zone_az1") == PanicSettings(True, 3.0)
+    assert settings_of("off") == PanicSettings(False, 10.0)
+    assert settings_of("other") is None

@@ -68,10 +68,14 @@ def _short(servers: Any) -> dict[str, Any]:
     return {name.partition("_")[0]: value for name, value in servers.items()}
 
 
-async def _rows(controller) -> dict[str, Row]:
+async def _rows_full(controller) -> dict[str, Row]:
     client = RuntimeClient(controller.settings.runtime_sockets[0])
     (answer,) = await client.ask(["show servers state web"])
-    return _short(parse_rows(answer, "web"))
+    return parse_rows(answer, "web")
+
+
+async def _rows(controller) -> dict[str, Row]:
+    return _short(await _rows_full(controller))
 
 
 async def _statuses(port: int, count: int) -> list[int]:
@@ -169,3 +173,27 @@ async def test_a_refused_server_is_not_put_back(
     assert await _statuses(port2, 3) == [503] * 3
     starts = [r for r in caplog.records if r.getMessage() == "haproxy_panic_start"]
     assert len(starts) == 1
+
+
+async def test_a_next_synapse_enables_the_checks_a_panic_left_disabled(
+    managed_factory, slow_health: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Synapse stopped during a panic, HAProxy left serving: the next one adopts it and its
+    first apply enables the held checks (its own panic holds none; ``held_checks``)."""
+    caplog.set_level(logging.INFO, "synapse.haproxy.panic")
+    kept = {"stats": {"enabled": False}, "stop_on_exit": False}
+    first = managed_factory(defaults=DEFAULTS_CHECKED, managed=kept)
+    web, _ = _web(slow_health, hold_ms=60000)
+    await first.start()
+    await first.apply([web], "t")
+    await _checks_failed(first, {"a": L7TOUT, "b": L7TOUT})
+    rows = await _rows(first)
+    assert not rows["a"].checked and not rows["b"].checked  # (held)
+    await first.stop()  # (HAProxy keeps serving, the checks still disabled)
+    second = managed_factory(defaults=DEFAULTS_CHECKED)
+    await second.start()
+    result = await second.apply([web], "restart")
+    full = await _rows_full(second)
+    enabled = sorted(op for op in result.ops if op.startswith("enable health"))
+    assert enabled == [f"enable health web/{name}" for name in sorted(full)], result.ops
+    assert all(row.checked for row in full.values())
