@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .process import free_port
@@ -36,6 +37,7 @@ class _Handler(BaseHTTPRequestHandler):
         backend = self.server.backend
         backend.count_request()
         if self.path.split("?", 1)[0] == "/health":
+            time.sleep(backend.health_delay)
             status, body = (200, b"ok\n") if backend.healthy else (503, b"unhealthy\n")
         else:
             status, body = 200, backend.name.encode()
@@ -69,6 +71,7 @@ class HttpBackend:
         self.port = port or free_port()
         self.host = host
         self.healthy = True
+        self.health_delay = 0.0  # seconds `GET /health` waits before its answer (a slow check)
         self.requests = 0
         self._lock = threading.Lock()
         self._server: _Server | None = None

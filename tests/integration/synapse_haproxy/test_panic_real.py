@@ -7,11 +7,7 @@ every server would have answered it. Now synapse puts them back (checks disabled
 from __future__ import annotations
 
 import asyncio
-import http.server
 import logging
-import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,34 +22,15 @@ HEALTH_S = 1.0  # /health answers after this: longer than `timeout check`
 DEFAULTS_CHECKED = [*DEFAULTS, "timeout check 200ms"]
 
 
-class _SlowHealth(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        if self.path == "/health":
-            time.sleep(HEALTH_S)
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class _Quiet(http.server.ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # (HAProxy drops a check at `timeout check`: the answer's write is reset)
-
-
 @pytest.fixture
-def slow_health() -> Iterator[list[int]]:
-    """Two servers whose /health is slow, / at once."""
-    servers = [_Quiet(("127.0.0.1", 0), _SlowHealth) for _ in "ab"]
-    for httpd in servers:
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield [httpd.server_address[1] for httpd in servers]
-    for httpd in servers:
-        httpd.shutdown()
-        httpd.server_close()
+def slow_health(http_backend_factory) -> list[int]:
+    """Two servers whose /health answers after HEALTH_S, / at once."""
+    ports = []
+    for name in "ab":
+        backend = http_backend_factory(name)
+        backend.health_delay = HEALTH_S
+        ports.append(backend.port)
+    return ports
 
 
 def _web(ports: list[int], hold_ms: int, **check: Any) -> tuple[Any, int]:
@@ -87,6 +64,16 @@ async def _statuses(port: int, count: int) -> list[int]:
     return got
 
 
+async def _started(managed_factory, ports: list[int], hold_ms: int, **config: Any):
+    """A managed controller serving the ``web`` of ``ports`` (checked, panic after
+    ``hold_ms``), and its frontend port."""
+    controller = managed_factory(defaults=DEFAULTS_CHECKED, **config)
+    web, port = _web(ports, hold_ms)
+    await controller.start()
+    await controller.apply([web], "t")
+    return controller, web, port
+
+
 async def _checks_failed(controller, wanted: dict[str, int]) -> None:
     """Until each server's last check said ``wanted`` (HAProxy marked them DOWN by then:
     fall 2 at inter 300 ms; a panic keeps the status it found)."""
@@ -103,10 +90,7 @@ async def test_servers_slow_to_their_check_keep_serving(
     managed_factory, slow_health: list[int], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "synapse.haproxy.panic")
-    controller = managed_factory(defaults=DEFAULTS_CHECKED)
-    web, port = _web(slow_health, hold_ms=8000)
-    await controller.start()
-    await controller.apply([web], "t")
+    controller, _, port = await _started(managed_factory, slow_health, 8000)
     await _checks_failed(controller, {"a": L7TOUT, "b": L7TOUT})
     # before: [503] * 10 (HAProxy: "backend 'web' has no server available!")
     assert await _statuses(port, 10) == [200] * 10
@@ -132,10 +116,7 @@ async def test_the_checks_come_back_after_the_hold(
     managed_factory, slow_health: list[int], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "synapse.haproxy.panic")
-    controller = managed_factory(defaults=DEFAULTS_CHECKED)
-    web, _ = _web(slow_health, hold_ms=1000)
-    await controller.start()
-    await controller.apply([web], "t")
+    controller, _, _ = await _started(managed_factory, slow_health, 1000)
 
     async def ended() -> bool:
         return any(r.getMessage() == "haproxy_panic_end" for r in caplog.records)
@@ -157,11 +138,7 @@ async def test_a_refused_server_is_not_put_back(
     """One server slow to its check, one dead (connection refused, L4CON): only the slow
     one is put back; a backend of dead servers alone stays without (503, no panic)."""
     caplog.set_level(logging.INFO, "synapse.haproxy.panic")
-    controller = managed_factory(defaults=DEFAULTS_CHECKED)
-    dead = free_port()
-    web, port = _web([slow_health[0], dead], hold_ms=8000)
-    await controller.start()
-    await controller.apply([web], "t")
+    controller, _, port = await _started(managed_factory, [slow_health[0], free_port()], 8000)
     await _checks_failed(controller, {"a": L7TOUT, "b": L4CON})
     rows = await _rows(controller)
     assert (rows["a"].op_state, rows["b"].op_state) == (2, 0)
@@ -182,10 +159,7 @@ async def test_a_next_synapse_enables_the_checks_a_panic_left_disabled(
     first apply enables the held checks (its own panic holds none; ``held_checks``)."""
     caplog.set_level(logging.INFO, "synapse.haproxy.panic")
     kept = {"stats": {"enabled": False}, "stop_on_exit": False}
-    first = managed_factory(defaults=DEFAULTS_CHECKED, managed=kept)
-    web, _ = _web(slow_health, hold_ms=60000)
-    await first.start()
-    await first.apply([web], "t")
+    first, web, _ = await _started(managed_factory, slow_health, 60000, managed=kept)
     await _checks_failed(first, {"a": L7TOUT, "b": L7TOUT})
     rows = await _rows(first)
     assert not rows["a"].checked and not rows["b"].checked  # (held)
