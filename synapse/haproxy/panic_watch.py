@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
+from synapse.haproxy.answers import CANNOT_FIND_BACKEND
 from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.output_checks import Transition
 from synapse.haproxy.panic import Held, Step, look, parse_rows
@@ -35,6 +36,7 @@ log = logging.getLogger("synapse.haproxy.panic")
 MIN_GAP = 0.1  # seconds between looks at one backend
 END_SLACK = 0.005  # seconds past a hold's end its look comes
 RECHECK_S = 1.0  # a HANA status is looked at again after this (the zone checks' downinter)
+RETRY_S = 1.0  # a look that failed (a reload, a slow socket) is tried again after this
 
 
 @dataclass(frozen=True)
@@ -116,16 +118,24 @@ class PanicWatch:
     async def _run(self, backend: str) -> None:
         try:
             await self._look(backend)
-        except HAProxySocketError as err:  # (a reload, a restart: the next alert tries again)
+        except HAProxySocketError as err:  # (a reload, a restart: tried again, RETRY_S)
             event(log, "haproxy_panic_look_failed", level=logging.WARNING, backend=backend,
                   error=str(err)[:300])  # fmt: skip
+            self._retry(backend, always=True)  # (HAProxy prints its alert once, not again)
         except Exception:  # must not end the relay's callbacks: logged, the next one tries
             log.exception("panic look at backend %s failed", backend)
+            self._retry(backend, always=False)
         finally:
             self._tasks.pop(backend, None)
             if backend in self._again:
                 self._again.discard(backend)
                 self.poke(backend)
+
+    def _retry(self, backend: str, always: bool) -> None:
+        """After a failed look: again in RETRY_S (a hold must end: no check runs, no alert
+        comes, and the planner leaves its checks disabled)."""
+        if (always or backend in self.held) and backend not in self._timers:
+            self._at(backend, RETRY_S)
 
     async def _look(self, backend: str) -> None:
         settings, held = self._settings_of(backend), self.held.get(backend)
@@ -133,24 +143,29 @@ class PanicWatch:
             return
         hold_s = settings.hold_s if settings is not None else 0.0
         (answer,) = await self.client.ask([f"show servers state {backend}"])
-        rows = parse_rows(answer, backend)
+        # (a backend gone, its service removed: no server, a hold of it ends)
+        rows = {} if answer.startswith(CANNOT_FIND_BACKEND) else parse_rows(answer, backend)
         step = look(backend, rows, held, self._clock(), hold_s, RECHECK_S)
         if not step.commands:  # (why not: each server's state and last check)
             said = {n: f"{r.op_state}/{r.status}/w{r.weight}" for n, r in rows.items()}
             event(log, "haproxy_panic_look", level=logging.DEBUG, backend=backend, servers=said)
         failed = []
-        if step.commands:
+        if step.commands:  # (held first: an apply planning meanwhile leaves these checks off)
+            self._hold(backend, step.held)
             answers = await self.client.ask(step.commands)
             said = zip(step.commands, answers, strict=False)
             failed = [f"{c}: {a.strip()}" for c, a in said if a.strip()]
             failed += [f"{c}: no answer" for c in step.commands[len(answers) :]]
         self._record(backend, held, step, failed)
 
-    def _record(self, backend: str, held: Held | None, step: Step, failed: list[str]) -> None:
-        if step.held is None:
+    def _hold(self, backend: str, held: Held | None) -> None:
+        if held is None:
             self.held.pop(backend, None)
         else:
-            self.held[backend] = step.held
+            self.held[backend] = held
+
+    def _record(self, backend: str, held: Held | None, step: Step, failed: list[str]) -> None:
+        self._hold(backend, step.held)
         # (one timer a backend, the earliest: a look re-arms the hold's end; asyncio may
         # call a timer a little early, that look then arms it again)
         due = [t for t in (step.look_again, step.held and step.held.until + END_SLACK) if t]
