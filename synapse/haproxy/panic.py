@@ -15,10 +15,15 @@ second: the Lua wait covers it) or failed otherwise is left DOWN. A status HANA
 the hold the checks are enabled again (the servers stay UP until ``fall`` checks fail: a
 lasting overload starts the next panic).
 
-While held, ``observe`` still marks a server DOWN (HANA) and no check brings it back:
-such a server is put UP again. A server synapse put in maintenance or removed meanwhile
-leaves the panic; one added meanwhile is left to its checks, unless HAProxy again has no
-usable server and its check too timed out or passed (it then joins the panic).
+While held, the backend is looked at every ``recheck_s``: once a server not held is
+usable and its check passed (or it has none), the hold ends early and the held ones go
+back DOWN to their checks (a hung server, which accepts and never answers, would else
+keep failing its share although a server answers). ``observe`` still marks a held server
+DOWN (HANA) and no check brings it back: such a server is put UP again. A server synapse
+put in maintenance or removed meanwhile leaves the panic; a DOWN one not held is left to
+its checks, unless HAProxy again has no usable server and its check too timed out or
+passed (it then joins the panic). A look that fails (a reload, a slow socket) is tried
+again a second later: HAProxy prints its alert once, and a hold must end.
 """
 
 from __future__ import annotations
@@ -147,8 +152,12 @@ def look(
     if held is not None and now >= held.until:
         ended = tuple(sorted(s for s in held.servers if s in rows))
         return Step([f"enable health {backend}/{s}" for s in ended], None, ended=ended)
+    if held is not None and any(_answers(r) for n, r in rows.items() if n not in held.servers):
+        return _back(backend, rows, held)
     if held is not None:
-        return _keep(backend, rows, held)
+        step = _keep(backend, rows, held)
+        step.look_again = now + recheck_s if step.held is not None else None
+        return step
     if any(row.usable for row in rows.values()):
         return Step()  # (the alert is stale: a server came back)
     candidates, undecided = _candidates(rows)
@@ -158,7 +167,7 @@ def look(
     commands = _put_back(backend, candidates, disable=True)
     started = {name: rows[name].status for name in candidates}
     servers = frozenset(candidates)
-    return Step(commands, Held(now, now + hold_s, servers), again, started=started)
+    return Step(commands, Held(now, now + hold_s, servers), now + recheck_s, started=started)
 
 
 def _candidates(rows: Mapping[str, Row]) -> tuple[list[str], bool]:
@@ -186,6 +195,22 @@ def _keep(backend: str, rows: Mapping[str, Row], held: Held) -> Step:
     kept = kept.union(joined)
     new = Held(held.since, held.until, kept, held.raised + len(raised)) if kept else None
     return Step(commands, new, started=joined, dropped=dropped, raised=raised)
+
+
+def _back(backend: str, rows: Mapping[str, Row], held: Held) -> Step:
+    """A server not held is usable again (its check passed, or one added): the threshold
+    no longer holds, the held ones go back to their checks, DOWN (as before the panic; a
+    hung one would take its share till ``fall`` checks failed), ``rise`` passes to come."""
+    ended = tuple(sorted(s for s in held.servers if s in rows and not rows[s].in_maint))
+    commands = [f"enable health {backend}/{s}" for s in sorted(held.servers) if s in rows]
+    commands += [f"set server {backend}/{s} health down" for s in ended]
+    return Step(commands, None, ended=ended)
+
+
+def _answers(row: Row) -> bool:
+    """Usable, and its check passed (or it has none): not one just added, UP before its
+    first check (a dead one would end the hold and take every request till ``fall``)."""
+    return row.usable and (not row.check_state & CHECK_CONFIGURED or row.check_status in PASSED)
 
 
 def _alive(row: Row) -> bool:

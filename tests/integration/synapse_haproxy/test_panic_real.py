@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any
 
 import pytest
@@ -171,3 +172,39 @@ async def test_a_next_synapse_enables_the_checks_a_panic_left_disabled(
     enabled = sorted(op for op in result.ops if op.startswith("enable health"))
     assert enabled == [f"enable health web/{name}" for name in sorted(full)], result.ops
     assert all(row.checked for row in full.values())
+
+
+async def test_a_hung_held_server_leaves_once_another_answers(
+    managed_factory, http_backend_factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A held server that accepts and never answers (hung: L7TOUT too) fails its share
+    (504 at `timeout server`); once a server answers its check (here one added) the hold
+    ends and the held ones go back to their checks: no request fails (before: 4 of 12)."""
+    caplog.set_level(logging.INFO, "synapse.haproxy.panic")
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)  # (never accepted: the kernel completes the handshake, nothing answers)
+    slow = http_backend_factory("b")
+    slow.health_delay = HEALTH_S
+    fresh = http_backend_factory("c").port
+    defaults = [d for d in DEFAULTS_CHECKED if not d.startswith("timeout server")]
+    defaults.append("timeout server 2s")  # (a hung server's request: a 504 after 2 s)
+    controller = managed_factory(defaults=defaults)
+    ports = [hung.getsockname()[1], slow.port]
+    web, port = _web(ports, 15000)
+    await controller.start()
+    await controller.apply([web], "t")
+    try:
+        await _checks_failed(controller, {"a": L7TOUT, "b": L7TOUT})
+        assert controller.status()["panic"]["backends"]
+        web3, _ = _web([*ports, fresh], 15000)
+        web3.config.haproxy.port = port
+        await controller.apply([web3], "t")
+
+        async def ended() -> bool:
+            return any(r.getMessage() == "haproxy_panic_end" for r in caplog.records)
+
+        await eventually(ended, "the hold's early end")
+        assert await _statuses(port, 12) == [200] * 12
+    finally:
+        hung.close()

@@ -34,6 +34,7 @@ def test_every_server_timed_out_all_are_put_back_for_the_hold() -> None:
         "disable health b/s2", "set server b/s2 health up",
     ]  # fmt: skip
     assert step.held == Held(100.0, 110.0, frozenset({"s1", "s2"}))
+    assert step.look_again == 100.0 + RECHECK  # (while held: a server usable again ends it)
     assert step.started == {"s1": "L4TOUT", "s2": "L7TOUT"}
 
 
@@ -172,3 +173,22 @@ def test_a_zone_backend_takes_its_service_s_panic_settings() -> None:
     assert settings_of("web") == settings_of("web_zone_az1") == PanicSettings(True, 3.0)
     assert settings_of("off") == PanicSettings(False, 10.0)
     assert settings_of("other") is None
+
+
+def test_a_usable_server_not_held_ends_the_hold_early() -> None:
+    """A held server may be hung (accepts, never answers: each of its requests a 504): once
+    another answers its check (or one is added) the held ones go back to their checks."""
+    held = Held(0.0, HOLD, frozenset({"s1", "s2"}))
+    given = rows(row("s1", op=UP, check_state=DISABLED), row("s2", op=UP, check_state=DISABLED),
+                 row("s3", op=UP, status=L4OK))  # fmt: skip
+    step = look("b", given, held, 3.0, HOLD, RECHECK)
+    assert step.held is None and step.ended == ("s1", "s2")
+    assert step.commands == ["enable health b/s1", "enable health b/s2",
+                             "set server b/s1 health down",
+                             "set server b/s2 health down"]  # fmt: skip
+    held_up = rows(row("s1", op=UP, check_state=DISABLED), row("s2", op=UP, check_state=DISABLED))
+    calm = look("b", held_up, held, 3.0, HOLD, RECHECK)
+    assert calm.held == held and calm.look_again == 3.0 + RECHECK  # (looked at while held)
+    # one just added is UP before its first check (status 1, INI): not yet, it may be dead
+    added = look("b", held_up | rows(row("s3", op=UP, status=1)), held, 3.0, HOLD, RECHECK)
+    assert added.held == held and added.commands == []
