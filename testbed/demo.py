@@ -8,7 +8,10 @@ clients wait for the new one instead of failing (testbed/demo_crash.py). Then th
 traffic spreads evenly over the other two, and comes back; clients carrying the zone cookie
 stay in their zone. The wait act (testbed/demo_wait.py): the same service stranded, az1
 evacuated and the other zones' servers dead: its requests wait in HAProxy for synapse to
-give az1 its weights back (wait_for_server_ms) instead of a 503. A reload under kept-alive
+give az1 its weights back (wait_for_server_ms) instead of a 503. The panic act
+(testbed/demo_panic.py): every app's readiness check (HAProxy's) turns slow, HAProxy marks
+them all DOWN, and synapse puts them back while their nerves say they live: slow answers,
+not 503s. A reload under kept-alive
 clients (testbed/demo_reload.py), a nerve restarted while its instance stays in HAProxy
 (demo_restart.py), a reload held for seconds while an instance is withdrawn beside it
 (demo_window.py), a SIGHUP with a misspelled prefix that empties nothing (demo_typo.py), a
@@ -37,6 +40,7 @@ from testbed.demo_client import Client, detail, say
 from testbed.demo_crash import haproxy_crash
 from testbed.demo_freeze import freeze_act
 from testbed.demo_journal import journal_act
+from testbed.demo_panic import HOLD_MS, WAIT_S, panic_act
 from testbed.demo_reload import reload_act
 from testbed.demo_restart import nerve_restart_act
 from testbed.demo_typo import typo_act
@@ -147,7 +151,10 @@ class Demo:
                         "haproxy": {
                             "port": self.front_port,
                             "server_options": "check inter 1s",
-                            "listen": ["mode http", "option httpchk GET /health"],
+                            # (the panic act slows /ready, HAProxy's check, not nerve's)
+                            "listen": ["mode http", "option httpchk GET /ready"],
+                            "health_check": {"panic_hold_ms": HOLD_MS},
+                            "wait_for_server_ms": int(WAIT_S * 1000),  # (panic act)
                         },
                     },
                 },
@@ -369,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         demo.summary(moved, returned)
         demo.zone_act()
         wait_act(demo, say, detail)
+        panic_act(demo, SERVICE, say, detail)
         assert demo.synapse is not None
         reload_act(demo.workdir / "synapse.json", demo.synapse.pid, demo.front_port, SERVICE,
                    demo.haproxy_reloads, say, detail)  # fmt: skip

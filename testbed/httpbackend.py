@@ -1,6 +1,7 @@
 """Tiny in-process HTTP backends on loopback (127.0.0.1 by default), answering their name.
 
-`GET /health` is 200 (or 503 once told to fail), any other path returns the backend's name,
+`GET /health` is 200 (or 503 once told to fail), `GET /ready` the same (a readiness check: it
+waits ``ready_delay`` first, a dependency gone slow), any other path returns the backend's name,
 so a request through HAProxy shows which server answered. stop() really closes the port and
 start() binds the same port again.
 """
@@ -36,8 +37,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _respond(self, send_body: bool) -> None:
         backend = self.server.backend
         backend.count_request()
-        if self.path.split("?", 1)[0] == "/health":
-            time.sleep(backend.health_delay)
+        path = self.path.split("?", 1)[0]
+        if path in ("/health", "/ready"):
+            time.sleep(backend.health_delay if path == "/health" else backend.ready_delay)
             status, body = (200, b"ok\n") if backend.healthy else (503, b"unhealthy\n")
         else:
             status, body = 200, backend.name.encode()
@@ -72,6 +74,7 @@ class HttpBackend:
         self.host = host
         self.healthy = True
         self.health_delay = 0.0  # seconds `GET /health` waits before its answer (a slow check)
+        self.ready_delay = 0.0  # the same for `GET /ready`
         self.requests = 0
         self._lock = threading.Lock()
         self._server: _Server | None = None

@@ -83,6 +83,10 @@ def test_demo_runs_to_completion_and_cleans_up() -> None:
                      r"for a server in HAProxy", out), out  # fmt: skip
     assert "az2 and az3 back, az1 restored: az1 2, az2 2, az3 4 usable servers" in out, out
     assert re.search(r"wait act: failed requests \d+, HAProxy reloads 0", out), out
+    # The panic act: every server's check timed out (none dead); synapse put them back, the
+    # requests of the milliseconds before waited for a server: none failed, no reload.
+    assert "HAProxy's checks timed out on all 3 servers" in out, out
+    assert "panic act: failed requests 0, HAProxy reloads 0" in out, out
     # The slow reload act: the withdrawn instance left HAProxy while the reload waited
     # (none completed by then), and the new worker did not serve it.
     assert re.search(r"app-3 out of HAProxy \d+ ms after .*reloads completed by then: 0", out)
