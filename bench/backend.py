@@ -1,11 +1,14 @@
 """A small HTTP/1.1 keep-alive server for load tests: `python -m bench.backend --port P`.
 
 Answers every GET with its name (``/health`` too); ``GET /slow`` after SLOW_S, as a long
-request (a keep-alive connection answers in order). asyncio protocols, no framework: one
-process per backend keeps up with wrk through HAProxy on 2 cores, where the thread-per-
-request HttpBackend would be the bottleneck. SIGTERM is a graceful stop: the listening
-socket closes at once (new connections are refused), requests in flight are answered,
-idle keep-alive connections are closed, then the process exits.
+request (a keep-alive connection answers in order); ``GET /ready`` (a readiness check for
+HAProxy's ``option httpchk``) after READY_SLOW_S from a SIGUSR1 until a SIGUSR2, as when
+a dependency of every instance turns slow (nerve's ``/health`` stays fast). asyncio
+protocols, no framework: one process per backend keeps up with wrk through HAProxy on 2
+cores, where the thread-per-request HttpBackend would be the bottleneck. SIGTERM is a
+graceful stop: the listening socket closes at once (new connections are refused),
+requests in flight are answered, idle keep-alive connections are closed, then the
+process exits.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import signal
 
 _open: set[_Http] = set()
 SLOW_S = 2.0  # GET /slow: how long its answer takes
+READY_SLOW_S = 1.5  # GET /ready between a SIGUSR1 and a SIGUSR2
+_ready_delay = 0.0  # GET /ready's now
 
 
 class _Http(asyncio.Protocol):
@@ -32,7 +37,8 @@ class _Http(asyncio.Protocol):
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.stopping = False
-        self.waiting = 0  # /slow answers not sent yet
+        self.waiting = 0  # delayed answers not sent yet
+        self.due = 0.0  # when the last delayed answer goes (loop time)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -48,9 +54,12 @@ class _Http(asyncio.Protocol):
         while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
             request, self.buffer = self.buffer[:end], self.buffer[end + 4 :]
             close = b"connection: close" in request.lower()
-            if request.startswith(b"GET /slow") or self.waiting:  # (answers stay in order)
+            delay = _delay(request)
+            if delay or self.waiting:  # (answers stay in order: none before an earlier one)
+                loop = asyncio.get_running_loop()
+                self.due = max(self.due + 1e-6, loop.time() + delay)
                 self.waiting += 1
-                asyncio.get_running_loop().call_later(SLOW_S, self.answer, close)
+                loop.call_at(self.due, self.answer, close)
             elif not self.answer(close):
                 return
 
@@ -74,8 +83,22 @@ class _Http(asyncio.Protocol):
             self.transport.close()
 
 
+def _delay(request: bytes) -> float:
+    if request.startswith(b"GET /slow"):
+        return SLOW_S
+    return _ready_delay if request.startswith(b"GET /ready") else 0.0
+
+
+def _slow_ready(slow: bool) -> None:
+    global _ready_delay
+    _ready_delay = READY_SLOW_S if slow else 0.0
+
+
 async def serve(port: int, name: str) -> None:
     loop = asyncio.get_running_loop()
+    # (before listening: a start is awaited by connecting, and SIGUSR1 would else kill)
+    loop.add_signal_handler(signal.SIGUSR1, _slow_ready, True)
+    loop.add_signal_handler(signal.SIGUSR2, _slow_ready, False)
     body = f"{name}\n".encode()
     server = await loop.create_server(
         lambda: _Http(body), "127.0.0.1", port, reuse_address=True, backlog=1024

@@ -78,6 +78,8 @@ class Figures:
     reloads: int | None = None
     expect_zero: bool = True  # 0 failed requests is already the expected figure
     out_of_haproxy_s: float | None = None  # the longest a healthy instance was not served
+    slowest_s: float = 0.0  # the longest an answered request of the load took
+    extra: dict[str, tuple[float | int, str]] = field(default_factory=dict)  # name: value, unit
     notes: list[str] = field(default_factory=list)
 
 
@@ -188,6 +190,7 @@ class FaultStack:
             load = client.finish()
         figures.failed, figures.total = load.failed, load.attempts
         figures.errors, figures.failing_s = load.errors, load.outage_s
+        figures.slowest_s = load.slowest_s
         self.wait_healthy(90, f"the stack whole again after {figures.scenario}")
         kept = self.registered()
         extra = self.backend_servers() - len(self.want)
@@ -260,6 +263,8 @@ def to_result(figures: list[Figures], quick: bool, failures: list[str]) -> Resul
             section.add("a healthy instance out of HAProxy", round(f.out_of_haproxy_s, 3), "s",
                         target=Target("<=", OUT_OF_HAPROXY_MAX_S))  # fmt: skip
         section.add("HAProxy reloads", f.reloads)
+        for name, (value, unit) in f.extra.items():  # a scenario's own figures
+            section.add(name, value, unit)
     for f in figures:
         result.notes += [f"{f.scenario}: {n}" for n in f.notes]
     result.failures = list(failures)

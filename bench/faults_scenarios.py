@@ -27,6 +27,7 @@ from bench.faults import (
     send,
     timed,
 )
+from bench.faults_panic import checks_all_timeout
 from bench.faults_registrations import nerve_kill9_restart, nerve_sighup_record
 from bench.faults_reload import reload_in_flight
 from bench.stack import Workspace, command, wait_for
@@ -373,6 +374,7 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "synapse-sigterm-restart": ("zookeeper", synapse_restart(signal.SIGTERM)),
     "synapse-broken-config-restart": ("zookeeper", synapse_broken_config_restart),
     "reload-in-flight": ("zookeeper", reload_in_flight),
+    "checks-all-timeout": ("zookeeper", checks_all_timeout()),
     "zk-all-down": (
         "zookeeper",
         registry_outage(

@@ -30,6 +30,7 @@ class PacedResult:
     errors: dict[str, int] = field(default_factory=dict)  # kind -> count
     first_failure_s: float | None = None  # since the start
     last_failure_s: float | None = None
+    slowest_s: float = 0.0  # the longest an answered (2xx/3xx) request took
 
     @property
     def outage_s(self) -> float:
@@ -58,6 +59,7 @@ class PacedClient:
         self._errors: Counter[str] = Counter()
         self._attempts = 0
         self._failures: list[float] = []
+        self._slowest = 0.0
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
         self._began = 0.0
 
@@ -95,10 +97,14 @@ class PacedClient:
         next_at = time.monotonic()
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout_s)
         while not self._stop.is_set() and time.monotonic() < deadline:
+            sent = time.monotonic()
             failure = self._once(conn)
+            took = time.monotonic() - sent
             with self._lock:
                 self._attempts += 1
-                if failure is not None:
+                if failure is None:
+                    self._slowest = max(self._slowest, took)
+                else:
                     self._errors[failure] += 1
                     self._failures.append(time.monotonic() - self._began)
             next_at = max(next_at + self.interval_s, time.monotonic())
@@ -122,4 +128,5 @@ class PacedClient:
                 errors=dict(self._errors),
                 first_failure_s=failures[0] if failures else None,
                 last_failure_s=failures[-1] if failures else None,
+                slowest_s=self._slowest,
             )

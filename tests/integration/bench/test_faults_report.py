@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
+import signal
 import socket
 import threading
 import time
 from pathlib import Path
 
-from bench.backend import SLOW_S
+from bench.backend import READY_SLOW_S, SLOW_S
 from bench.faults import Figures, summary, to_result, write_report
 from bench.paced import PacedClient
 from bench.report import Target, write_json
@@ -35,6 +37,16 @@ def test_targets_only_where_zero_is_already_expected() -> None:
     assert rows["HAProxy kill -9"]["failed requests"].target is None
     assert rows["HAProxy kill -9"]["requests failing for"].value == 2.56
     assert result.missed() == []
+
+
+def test_a_scenarios_own_figures_are_rows_of_its_section() -> None:
+    panic = Figures("slow /ready", 0, 900, registrations="2/2", reloads=0)
+    panic.extra = {"synapse panics": (2, ""), "slowest answered request": (0.004, "s")}
+    result = to_result([*figures(), panic], quick=False, failures=[])
+    rows = {s.title: {r.label: r for r in s.rows} for s in result.sections}
+    assert rows["slow /ready"]["synapse panics"].value == 2
+    assert rows["slow /ready"]["slowest answered request"].unit == "s"
+    assert "synapse panics" not in rows["etcd leader kill -9"]
 
 
 def test_report_says_its_mode_and_lists_every_scenario(tmp_path: Path) -> None:
@@ -112,3 +124,33 @@ def test_backend_answers_slow_requests_late_on_a_kept_connection() -> None:
             took.append(time.perf_counter() - began)
         conn.close()
     assert min(took[:2]) >= SLOW_S and took[2] < SLOW_S / 2
+
+
+def test_backend_ready_is_slow_between_sigusr1_and_sigusr2_and_the_client_times_it() -> None:
+    """bench.faults' checks-all-timeout: /ready (HAProxy's check) slow, / and /health not."""
+    with Workspace() as ws:
+        backend = Backend(ws, "ready").start()
+        assert backend.proc is not None
+
+        def took(path: str) -> float:
+            conn = http.client.HTTPConnection("127.0.0.1", backend.port, timeout=READY_SLOW_S + 3)
+            began = time.perf_counter()
+            conn.request("GET", path)
+            assert conn.getresponse().status == 200
+            conn.close()
+            return time.perf_counter() - began
+
+        fast = took("/ready")
+        os.kill(backend.proc.pid, signal.SIGUSR1)
+        time.sleep(0.2)
+        client = PacedClient(backend.port, threads=1, timeout_s=READY_SLOW_S + 3, path="/ready",
+                             max_duration_s=0.5).start()  # fmt: skip
+        others = [took("/health"), took("/")]
+        result = client.finish()
+        os.kill(backend.proc.pid, signal.SIGUSR2)
+        time.sleep(0.2)
+        again = took("/ready")
+        assert backend.proc.alive  # the signals are handled, not fatal
+    assert fast < READY_SLOW_S / 3 and again < READY_SLOW_S / 3
+    assert max(others) < READY_SLOW_S / 3
+    assert result.failed == 0 and result.slowest_s >= READY_SLOW_S

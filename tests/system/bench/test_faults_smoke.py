@@ -17,8 +17,9 @@ in that time (4 threads, one GET each per 20 ms: 200/s) fail.
 The scenarios run in two `python -m bench.faults --only ...` processes at once, each with
 its own registries and ports: each scenario mostly waits (registries starting, outages
 timed), and one after the other they were the suite's slowest test (~97 s on CI). The
-halves take about as long (51-53 s quick, on 2 cores). The first runs the light ZooKeeper
-scenarios (a leader kill, nerve restarted or reconfigured) and then every etcd one; the
+halves take about as long (51-53 s quick, on 2 cores, before checks-all-timeout's ~20 s).
+The first runs the light ZooKeeper scenarios (a leader kill, nerve restarted or
+reconfigured, every HAProxy check timing out) and then every etcd one; the
 second the other ZooKeeper ones, among them the two that restart the whole ensemble
 (three JVMs starting) and hostile-records (synapse parsing 1,000 records).
 """
@@ -39,6 +40,7 @@ from bench.faults_scenarios import SCENARIOS
 
 REPO = Path(__file__).resolve().parents[3]  # tests/system/bench/ -> the repository
 HAPROXY_RECOVER_S = 1.0
+PANIC = "every server's HAProxy check timing out (slow /ready)"
 LOAD_PER_S = 200  # bench.faults' load: 4 threads, one GET each every 20 ms
 PERFECT = (
     "synapse SIGTERM + restart",
@@ -55,8 +57,14 @@ PERFECT = (
     "nerve SIGHUP changing the weight (zookeeper)",
     "nerve kill -9 + restart (etcd)",
     "nerve SIGHUP changing the weight (etcd)",
+    PANIC,
 )
-FIRST_HALF = ("zk-leader-kill", "zk-nerve-kill9-restart", "zk-nerve-sighup-record")
+FIRST_HALF = (
+    "zk-leader-kill",
+    "zk-nerve-kill9-restart",
+    "zk-nerve-sighup-record",
+    "checks-all-timeout",
+)
 
 
 def halves() -> list[list[str]]:
@@ -108,6 +116,7 @@ def test_fault_suite_runs_quick_and_writes_its_report(tmp_path: Path) -> None:
     restarts = ("synapse SIGTERM + restart", "synapse kill -9 + restart")
     for name in (*restarts, "synapse restarted onto a config with a typo"):
         assert scenarios[name]["reloads"] == 0, scenarios[name]  # adopted as it ran
+    assert scenarios[PANIC]["extra"]["synapse panics"][0] >= 1, scenarios[PANIC]  # it held them
     crash = scenarios["HAProxy kill -9"]
     bound = HAPROXY_RECOVER_S + 2 * haproxy_check_seconds(tmp_path)
     assert crash["recover_s"] <= bound, (bound, crash)
