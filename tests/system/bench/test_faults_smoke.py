@@ -17,7 +17,7 @@ in that time (4 threads, one GET each per 20 ms: 200/s) fail.
 The scenarios run in two `python -m bench.faults --only ...` processes at once, each with
 its own registries and ports: each scenario mostly waits (registries starting, outages
 timed), and one after the other they were the suite's slowest test (~97 s on CI). The
-halves take about as long (51-53 s quick, on 2 cores, before checks-all-timeout's ~20 s).
+halves take about as long (51-53 s quick, on 2 cores; the test 73 s with checks-all-timeout).
 The first runs the light ZooKeeper scenarios (a leader kill, nerve restarted or
 reconfigured, every HAProxy check timing out) and then every etcd one; the
 second the other ZooKeeper ones, among them the two that restart the whole ensemble
