@@ -144,6 +144,7 @@ class HAProxyController(Reloading):
             self._watch_process()
         if self._dumper is not None:
             self._dumper.start(self._lock)
+        self._panic.start()  # (its backstop: an adopted HAProxy's alerts do not reach us)
         sweep = self._lock, self._has_desired, self._apply_locked, self._master_alive
         self._reader.start_sweeping(*sweep)
         ADDRESSES.start(self._dns_changed)

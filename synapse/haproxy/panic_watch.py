@@ -2,7 +2,8 @@
 that a backend has no server available (or that a server of one in panic went DOWN), it
 reads that backend's servers and sends what the panic's look decided, on a connection of
 its own. Managed mode only: HAProxy's alert is read from its stderr, which a synapse that
-adopted a running HAProxy does not have (until it starts a master of its own).
+adopted a running HAProxy (or one in its own container) does not have: for those the
+backstop (``synapse.haproxy.panic_poll``, ``start``) pokes a backend found DOWN.
 
 The commands touch only the check of servers that HAProxy has, so they go without the
 controller's lock (a reload of seconds would hold the 503s as long); the planner leaves
@@ -25,6 +26,7 @@ from synapse.haproxy.answers import CANNOT_FIND_BACKEND
 from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.output_checks import Transition
 from synapse.haproxy.panic import Held, Step, look, parse_rows
+from synapse.haproxy.panic_poll import poll
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.sockets import HAProxySocketError
 
@@ -62,7 +64,13 @@ class PanicWatch:
         self._again: set[str] = set()  # asked while its look ran: once more after it
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._looked: dict[str, float] = {}  # (clock) a backend's last look began
+        self._poll: asyncio.Task[None] | None = None  # the backstop (panic_poll)
         self.panics = 0  # started so far (tests, /status)
+
+    def start(self) -> None:
+        """Start the backstop that finds a backend DOWN without HAProxy's alert."""
+        if self.client is not None and self._poll is None:
+            self._poll = asyncio.get_running_loop().create_task(poll(self.client, self.poke))
 
     def offer(self, found: Transition) -> None:
         """A transition the output relay read: a backend without server, or a server of a
@@ -99,6 +107,8 @@ class PanicWatch:
     async def stop(self) -> None:
         """Cancel the looks (a stopping synapse; what is held stays: the next one's planner
         enables a held check, ``Capabilities.held_checks`` being empty there)."""
+        if self._poll is not None:
+            await cancel_and_wait(self._poll)
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()

@@ -208,3 +208,29 @@ async def test_a_hung_held_server_leaves_once_another_answers(
         assert await _statuses(port, 12) == [200] * 12
     finally:
         hung.close()
+
+
+async def test_an_adopted_haproxy_panics_too(
+    managed_factory, http_backend_factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A synapse that adopted HAProxy (kept running across a synapse restart) does not read
+    its output: HAProxy's alert never reached it, and its backends never panicked (before:
+    every request 503). The backstop (synapse.haproxy.panic_poll) finds the backend DOWN."""
+    caplog.set_level(logging.INFO, "synapse.haproxy.panic")
+    backends = [http_backend_factory(name) for name in "ab"]
+    ports = [backend.port for backend in backends]
+    kept = {"stats": {"enabled": False}, "stop_on_exit": False}
+    first, web, port = await _started(managed_factory, ports, 60000, managed=kept)
+    await first.stop()  # (HAProxy keeps serving; its output now goes nowhere)
+    second = managed_factory(defaults=DEFAULTS_CHECKED)
+    await second.start()
+    await second.apply([web], "restart")
+    for backend in backends:
+        backend.health_delay = HEALTH_S
+    await _checks_failed(second, {"a": L7TOUT, "b": L7TOUT})
+
+    async def held() -> bool:
+        return "web" in second.status()["panic"]["backends"]
+
+    await eventually(held, "the adopted HAProxy's backend in panic")
+    assert await _statuses(port, 5) == [200] * 5
