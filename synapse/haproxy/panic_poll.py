@@ -58,11 +58,17 @@ async def poll(client: RuntimeClient, poke: Callable[[str], None]) -> None:
     while True:
         await asyncio.sleep(POLL_S)
         try:
-            (answer,) = await client.ask([ASK])
+            answers = await client.ask([ASK])
         except HAProxySocketError as err:
             log.debug("panic poll: %s", err)
             continue
-        now = backends_down(answer)
+        except Exception:  # (must not end the backstop: the next read tries again)
+            log.exception("panic poll failed")
+            continue
+        if not answers:  # (cut short: HAProxy killed as it answered; this ended the poll)
+            log.debug("panic poll: no answer (cut short)")
+            continue
+        now = backends_down(answers[0])
         for backend in newly_down(before, now):
             poke(backend)
         before = now
