@@ -53,6 +53,7 @@ from kazoo.retry import ForceRetryError
 
 from smartstack import zk_names
 from smartstack.logs import event
+from smartstack.zk_multiread import MULTI_READ
 
 MAX_BATCH = 256
 # kazoo waits for the answer to its session handshake for the session timeout divided by
@@ -125,6 +126,7 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
     _closed_handshakes = 0  # handshakes in a row the server closed (HANDSHAKE_CLOSED_SAY)
     _closed_since = 0.0  # (monotonic) the first of them
     _closed_said = False  # zk_handshake_closed said for this streak
+    connections = 0  # connections made: a multi-read is marked with the one it left on
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -161,6 +163,8 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
             packets.append(int_struct.pack(len(body)) + body)
             size += len(packets[-1])
             batch.append((request, async_object, xid))
+            if request.type == MULTI_READ:
+                request.sent_on = self.connections  # (a drop's cause: zk_multiread)
             if debug:
                 self.logger.debug("Sending request(xid=%s): %s", xid, request)
         self._write(b"".join(packets), connect_timeout)  # raises: nothing was dequeued
@@ -184,6 +188,7 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
 
     def _connect(self, *args: Any) -> Any:
         self._rbuf = bytearray()  # never a byte of the last connection's stream
+        self.connections += 1
         read_timeout, connect_timeout = super()._connect(*args)
         # The loop pings every half of the read timeout it gets; a reply's read keeps
         # kazoo's own timeout (``_read_socket``).

@@ -67,6 +67,9 @@ class MultiRead(namedtuple("MultiRead", "paths watch kinds", defaults=(None,))):
     the reply is, per path, (data, stat) or the children's names, or the error."""
 
     type = MULTI_READ
+    # The connection (kazoo_conn.BulkConnection.connections) that carried it; 0: never
+    # sent. A drop fails the requests still queued too: they cannot have caused it.
+    sent_on = 0
 
     def serialize(self) -> bytearray:
         # kazoo's MultiHeader(kind, False, -1) + GetData/GetChildren(path, watch), written
@@ -155,15 +158,16 @@ def full_path(chroot: str, path: str) -> str:
 
 def start_multi_read(
     client: KazooClient, paths: Sequence[str], kinds: Sequence[int] | None = None
-) -> Any:
+) -> tuple[MultiRead, Any]:
     """Queue a multi-read of ``paths`` on ``client`` (`getData` each, or per ``kinds``);
-    its kazoo async result."""
+    the request and its kazoo async result."""
     result = client.handler.async_result()
     chroot = client.chroot
     full = [full_path(chroot, path) for path in paths]
     # (a multi's reads set no watch anyway)
-    client._call(MultiRead(full, False, list(kinds) if kinds else None), result)
-    return result
+    request = MultiRead(full, False, list(kinds) if kinds else None)
+    client._call(request, result)
+    return request, result
 
 
 class ReadWatches(NamedTuple):
@@ -217,6 +221,10 @@ LIST_WEIGHT = 16  # a listing counts as this many reads in a request (a reply ~1
 # one the server answered was not over its limit and shrinks nothing (a 4-path read pending
 # at a plain restart left 1 path per request for 5 minutes: a relist of 1,000 services x 20
 # children in 21,000 requests, 3.3 s, instead of 18 in 0.2 s; review s36 cr-looks).
+# The server reads requests in order and closes at the first over its limit: only the
+# first multi-read a drop fails of those sent on that connection can be it, never one sent
+# behind it nor one still queued (each of those shrank the size again: on a loaded 2-core
+# CI run one drop took it from 2,048 paths to 1, the retries failing with it).
 SHRUNK_FOR = 300.0
 
 
@@ -241,6 +249,7 @@ class ReadBatcher:
         self._queued: list[_Part] = []
         self._cap, self._dropped_at = self.MAX_PATHS, 0.0  # paths per request (see SHRUNK_FOR)
         self._answered = 0  # path bytes of the largest multi-read the server answered
+        self._judged_drop = 0  # the connection whose drop was last put down to a size
 
     @property
     def max_paths(self) -> int:
@@ -248,8 +257,12 @@ class ReadBatcher:
             self._cap = self.MAX_PATHS  # no drop for a while: the full size is tried again
         return self._cap
 
-    def _dropped(self, paths: list[str]) -> None:
-        """The connection dropped under this multi-read: maybe too large for the server."""
+    def _dropped(self, paths: list[str], sent_on: int) -> None:
+        """A drop failed this multi-read: maybe too large for the server (sent on
+        connection ``sent_on``; 0: never sent)."""
+        if not sent_on or sent_on == self._judged_drop:
+            return  # (never reached the server, or one sent before it was the drop's cause)
+        self._judged_drop = sent_on
         if sum(len(p) for p in paths) <= self._answered:
             return  # (the server answered one as large: not this one's size)
         self._dropped_at = time.monotonic()
@@ -294,9 +307,11 @@ class ReadBatcher:
         if any(part.kind != GET_DATA for part in parts):
             kinds = [part.kind for part in parts for _ in part.paths]
         filed: list[ReadWatches] = []
+        request: MultiRead | None = None
 
         @inline  # in kazoo's connection thread: file the watches before the next packet
         def _done(result: Any) -> None:
+            sent_on = request.sent_on if request is not None else 0  # (as the drop left it)
             try:
                 replies = result.get_nowait()
                 if len(replies) != len(paths):
@@ -308,13 +323,13 @@ class ReadBatcher:
                     if part.watch is not None and not client._stopped.is_set():
                         filed.append(file_watches(client, part.paths, mine, part.watch))
             except Exception as exc:
-                loop.call_soon_threadsafe(_settle, None, exc)
+                loop.call_soon_threadsafe(_settle, None, exc, sent_on)
             else:
-                loop.call_soon_threadsafe(_settle, replies, None)
+                loop.call_soon_threadsafe(_settle, replies, None, sent_on)
 
-        def _settle(replies: list[Any] | None, exc: BaseException | None) -> None:
+        def _settle(replies: list[Any] | None, exc: BaseException | None, sent_on: int) -> None:
             if isinstance(exc, ConnectionLoss):
-                self._dropped(paths)
+                self._dropped(paths, sent_on)
             elif replies is not None:
                 self._answered = max(self._answered, sum(len(p) for p in paths))
             if filed:
@@ -329,6 +344,7 @@ class ReadBatcher:
                 start += len(part.paths)
 
         try:
-            start_multi_read(client, paths, kinds).rawlink(_done)
+            request, result = start_multi_read(client, paths, kinds)
+            result.rawlink(_done)
         except Exception as exc:  # e.g. SessionExpiredError raised at once
-            _settle(None, exc)
+            _settle(None, exc, 0)

@@ -246,3 +246,53 @@ async def test_a_small_multi_read_pending_at_a_restart_leaves_the_request_size(t
         if conn is not None:
             await conn.close()
         server.kill()
+
+
+async def test_one_drop_shrinks_the_request_size_once(tmp_path) -> None:
+    """The server closes at the first request over its jute.maxbuffer: the smaller
+    multi-reads sent behind it (and any still queued) fail with it but never reached it.
+    Each of them shrank the size again: a loaded CI run went from 2,048 paths per request
+    to 1 on one drop, its retries failing with it (CI of round 42)."""
+    import os
+    import signal
+
+    from kazoo.exceptions import ConnectionLoss
+
+    from smartstack.zookeeper import ZooKeeperConnection
+    from testbed.zookeeper import ZooKeeperServer
+
+    server = ZooKeeperServer(workdir=tmp_path / "zk", jvm_args=["-Djute.maxbuffer=8192"]).start()
+    conn = None
+    try:
+        paths = [f"/big/{'n' * 60}{i:04d}" for i in range(600)]  # ~42 KB in one multi-read
+        create_nodes(server.hosts, "/big", paths)
+        conn = ZooKeeperConnection([server.hosts], asyncio.get_running_loop())
+        conn.start()
+        await conn.wait_connected(30)
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)  # (the three reads wait in the socket, sent)
+        await asyncio.sleep(0.2)
+        reads = []
+        for size in (600, 20, 4):  # one request each: one loop turn apart
+            reads.append(asyncio.ensure_future(conn.get_many(paths[:size])))
+            await asyncio.sleep(0.2)
+        os.kill(server.pid, signal.SIGCONT)
+        for read in reads:
+            with pytest.raises(ConnectionLoss):
+                await asyncio.wait_for(read, 10)
+        assert conn._reads.max_paths == 150  # before: 1 (600 // 4, then 20 // 4, then 4 // 4)
+        drops = 0
+        while True:  # 150 paths are still 10 KB: one more drop, then 37 at most
+            await conn.wait_connected(30)
+            try:
+                replies = await conn.get_many(paths)
+                break
+            except ConnectionLoss:
+                drops += 1
+                assert drops < 2, "each of the 150-path pieces was put down to its size"
+        assert [reply[0] for reply in replies] == [b"x"] * len(paths)
+        assert conn._reads.max_paths == 37
+    finally:
+        if conn is not None:
+            await conn.close()
+        server.stop()
