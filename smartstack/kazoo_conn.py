@@ -53,7 +53,7 @@ from kazoo.retry import ForceRetryError
 
 from smartstack import zk_names
 from smartstack.logs import event
-from smartstack.zk_multiread import MULTI_READ
+from smartstack.zk_multiread import MULTI_READ, Outgrown
 
 MAX_BATCH = 256
 # kazoo waits for the answer to its session handshake for the session timeout divided by
@@ -144,6 +144,8 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
         if queue and queue[0][0] is _LEAVE:
             queue.popleft()
             raise ConnectionDropped("closed without closeSession: the session is left to expire")
+        while queue and _outgrown(queue[0][0]):  # (its wake-up byte: a pass on an empty queue)
+            queue.popleft()[1].set_exception(Outgrown())
         if not queue or _alone(queue[0][0]):
             super()._send_request(read_timeout, connect_timeout)
             return
@@ -158,12 +160,15 @@ class BulkConnection(ConnectionHandler):  # type: ignore[misc]
             request, async_object = queue[i]
             if _alone(request) or (batch and size >= MAX_BATCH_BYTES):
                 break
+            multi_read = request.type == MULTI_READ
+            if multi_read and request.stale():
+                break  # (failed at the head of the next pass)
             xid = (xid % 2147483647) + 1
             body = int_struct.pack(xid) + int_struct.pack(request.type) + request.serialize()
             packets.append(int_struct.pack(len(body)) + body)
             size += len(packets[-1])
             batch.append((request, async_object, xid))
-            if request.type == MULTI_READ:
+            if multi_read:
                 request.sent_on = self.connections  # (a drop's cause: zk_multiread)
             if debug:
                 self.logger.debug("Sending request(xid=%s): %s", xid, request)
@@ -313,6 +318,12 @@ def _alone(request: Any) -> bool:
     if request is _LEAVE or request is _SESSION_EXPIRED or request is _CONNECTION_DROP:
         return True  # (_LEAVE: the requests before it go, the next pass drops the connection)
     return bool(request.type == Auth.type)
+
+
+def _outgrown(request: Any) -> bool:
+    """A multi-read queued before a drop shrank the size below its own (zk_multiread):
+    sent, it would drop this connection too."""
+    return not _alone(request) and request.type == MULTI_READ and request.stale()
 
 
 _LEAVE = object()  # queued by ``leave``: drop the connection here, sending nothing

@@ -70,6 +70,11 @@ class MultiRead(namedtuple("MultiRead", "paths watch kinds", defaults=(None,))):
     # The connection (kazoo_conn.BulkConnection.connections) that carried it; 0: never
     # sent. A drop fails the requests still queued too: they cannot have caused it.
     sent_on = 0
+    outgrown: Callable[[int], bool] | None = None  # its batcher's size check (kazoo_conn)
+
+    def stale(self) -> bool:
+        """Queued before a drop that shrank the size below its own: not to be sent."""
+        return self.outgrown is not None and self.outgrown(len(self.paths))
 
     def serialize(self) -> bytearray:
         # kazoo's MultiHeader(kind, False, -1) + GetData/GetChildren(path, watch), written
@@ -157,15 +162,20 @@ def full_path(chroot: str, path: str) -> str:
 
 
 def start_multi_read(
-    client: KazooClient, paths: Sequence[str], kinds: Sequence[int] | None = None
+    client: KazooClient,
+    paths: Sequence[str],
+    kinds: Sequence[int] | None = None,
+    outgrown: Callable[[int], bool] | None = None,
 ) -> tuple[MultiRead, Any]:
     """Queue a multi-read of ``paths`` on ``client`` (`getData` each, or per ``kinds``);
-    the request and its kazoo async result."""
+    the request and its kazoo async result (failed with ``Outgrown``, unsent, if
+    ``outgrown(paths)`` says so when its turn comes)."""
     result = client.handler.async_result()
     chroot = client.chroot
     full = [full_path(chroot, path) for path in paths]
     # (a multi's reads set no watch anyway)
     request = MultiRead(full, False, list(kinds) if kinds else None)
+    request.outgrown = outgrown
     client._call(request, result)
     return request, result
 
@@ -221,11 +231,34 @@ LIST_WEIGHT = 16  # a listing counts as this many reads in a request (a reply ~1
 # one the server answered was not over its limit and shrinks nothing (a 4-path read pending
 # at a plain restart left 1 path per request for 5 minutes: a relist of 1,000 services x 20
 # children in 21,000 requests, 3.3 s, instead of 18 in 0.2 s; review s36 cr-looks).
-# The server reads requests in order and closes at the first over its limit: only the
-# first multi-read a drop fails of those sent on that connection can be it, never one sent
-# behind it nor one still queued (each of those shrank the size again: on a loaded 2-core
-# CI run one drop took it from 2,048 paths to 1, the retries failing with it).
+# The server reads requests in order and closes at the first over its limit: one drop
+# shrinks the size once, by the largest multi-read it failed of those sent on that
+# connection (never one still queued: it never reached the server). Before, each failed
+# read shrank it again: on a loaded 2-core CI run one drop took it from 2,048 paths to 1,
+# the retries failing with it; and a small read sent just ahead of the one over the limit
+# loses its answer with the drop too (review s43 cr-zkdrop). A multi-read queued before the
+# drop and still waiting for the next connection is sent again in pieces of the new size
+# (``Outgrown``): sent whole, it dropped that connection too.
 SHRUNK_FOR = 300.0
+
+
+class Outgrown(Exception):
+    """Kazoo's thread did not send a multi-read queued before a drop shrank the size:
+    the batcher sends its reads again, in pieces (never seen by its callers)."""
+
+
+def _chain(source: asyncio.Future[list[Any]], target: asyncio.Future[list[Any]]) -> None:
+    def _copy(done: asyncio.Future[list[Any]]) -> None:
+        if target.done():
+            return
+        if done.cancelled():
+            target.cancel()
+        elif done.exception() is not None:
+            target.set_exception(done.exception())  # type: ignore[arg-type]
+        else:
+            target.set_result(done.result())
+
+    source.add_done_callback(_copy)
 
 
 async def _joined(pieces: list[asyncio.Future[list[Any]]]) -> list[Any]:
@@ -249,7 +282,9 @@ class ReadBatcher:
         self._queued: list[_Part] = []
         self._cap, self._dropped_at = self.MAX_PATHS, 0.0  # paths per request (see SHRUNK_FOR)
         self._answered = 0  # path bytes of the largest multi-read the server answered
-        self._judged_drop = 0  # the connection whose drop was last put down to a size
+        # The drop being judged (its connection), the largest multi-read it failed, the
+        # size before it: of those it failed, the largest sent decides (see SHRUNK_FOR).
+        self._judged_drop, self._judged_paths, self._cap_at_drop = 0, 0, self.MAX_PATHS
 
     @property
     def max_paths(self) -> int:
@@ -258,19 +293,27 @@ class ReadBatcher:
         return self._cap
 
     def _dropped(self, paths: list[str], sent_on: int) -> None:
-        """A drop failed this multi-read: maybe too large for the server (sent on
-        connection ``sent_on``; 0: never sent)."""
-        if not sent_on or sent_on == self._judged_drop:
-            return  # (never reached the server, or one sent before it was the drop's cause)
-        self._judged_drop = sent_on
-        if sum(len(p) for p in paths) <= self._answered:
-            return  # (the server answered one as large: not this one's size)
-        self._dropped_at = time.monotonic()
-        if len(paths) > 1 and len(paths) // 4 < self._cap:
-            self._cap = max(1, len(paths) // 4)
+        """A drop failed this multi-read (sent on connection ``sent_on``; 0: never sent):
+        maybe it was over the server's limit."""
+        size, path_bytes = len(paths), sum(len(p) for p in paths)
+        if not sent_on or size < 2 or path_bytes <= self._answered:
+            return  # (never reached the server, one path, or no larger than one answered)
+        if sent_on != self._judged_drop:  # this drop's first: the size as the drop found it
+            self._judged_drop, self._judged_paths = sent_on, 0
+            self._cap_at_drop = self.max_paths
+        if size <= self._judged_paths:
+            return  # (one as large of this drop was judged)
+        self._judged_paths, self._dropped_at = size, time.monotonic()
+        cap = min(self._cap_at_drop, max(1, size // 4))
+        if cap != self._cap:
+            self._cap = cap
             event(log, "zk_multi_read_dropped", logging.WARNING, hosts=self.hosts,
-                  paths=len(paths), path_bytes=sum(len(p) for p in paths),
-                  next_max_paths=self._cap)  # fmt: skip
+                  paths=size, path_bytes=path_bytes, next_max_paths=cap)  # fmt: skip
+
+    def _outgrown(self, size: int) -> bool:
+        """A request of ``size`` paths no longer fits (a drop since it was queued shrank
+        the size). Called from kazoo's thread, before it sends the request."""
+        return size > self._cap
 
     def read(
         self, paths: Sequence[str], watch: Callable[..., Any] | None, kind: int = GET_DATA
@@ -328,6 +371,11 @@ class ReadBatcher:
                 loop.call_soon_threadsafe(_settle, replies, None, sent_on)
 
         def _settle(replies: list[Any] | None, exc: BaseException | None, sent_on: int) -> None:
+            if isinstance(exc, Outgrown):
+                for part in parts:
+                    if not part.future.done():
+                        _chain(self.read(part.paths, part.watch, part.kind), part.future)
+                return
             if isinstance(exc, ConnectionLoss):
                 self._dropped(paths, sent_on)
             elif replies is not None:
@@ -344,7 +392,7 @@ class ReadBatcher:
                 start += len(part.paths)
 
         try:
-            request, result = start_multi_read(client, paths, kinds)
+            request, result = start_multi_read(client, paths, kinds, self._outgrown)
             result.rawlink(_done)
         except Exception as exc:  # e.g. SessionExpiredError raised at once
             _settle(None, exc, 0)

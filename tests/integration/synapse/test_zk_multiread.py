@@ -98,9 +98,9 @@ async def test_reads_of_one_loop_turn_leave_as_one_request(zk, writer, conn, mon
     sent: list[list[str]] = []
     real = zk_multiread.start_multi_read
 
-    def counted(client, paths, kinds=None):
+    def counted(client, paths, kinds=None, outgrown=None):
         sent.append(list(paths))
-        return real(client, paths, kinds)
+        return real(client, paths, kinds, outgrown)
 
     monkeypatch.setattr(zk_multiread, "start_multi_read", counted)
     for name in ("p", "q", "r"):
@@ -133,9 +133,9 @@ async def test_listings_go_in_the_multi_read_with_the_reads(zk, writer, conn, mo
     sent: list[tuple[list[str], list[int] | None]] = []
     real = zk_multiread.start_multi_read
 
-    def counted(client, paths, kinds=None):
+    def counted(client, paths, kinds=None, outgrown=None):
         sent.append((list(paths), None if kinds is None else list(kinds)))
-        return real(client, paths, kinds)
+        return real(client, paths, kinds, outgrown)
 
     monkeypatch.setattr(zk_multiread, "start_multi_read", counted)
     for name in ("a", "b"):
@@ -160,139 +160,3 @@ async def test_listings_fall_back_to_get_children_without_multi_read(zk, writer,
     assert await conn.list_unwatched("/mr/f") == ["x"]
     with pytest.raises(NoNodeError):
         await conn.list_unwatched("/mr/f/none")
-
-
-def create_nodes(hosts: str, parent: str, paths: list[str]) -> None:
-    """``paths`` under ``parent`` created (data b"x") in one burst of async creates."""
-    from kazoo.client import KazooClient
-
-    writer = KazooClient(hosts=hosts)
-    writer.start(timeout=30)
-    try:
-        writer.ensure_path(parent)
-        for result in [writer.create_async(path, b"x") for path in paths]:
-            result.get(timeout=30)
-    finally:
-        writer.stop()
-        writer.close()
-
-
-async def test_a_multi_read_larger_than_jute_maxbuffer_is_sent_in_pieces(tmp_path, caplog) -> None:
-    """The server closes the connection on a request over its jute.maxbuffer: the same
-    multi-read sent again after the reconnect dropped it again, for ever (review s36)."""
-    from kazoo.exceptions import ConnectionLoss
-
-    from smartstack.zookeeper import ZooKeeperConnection
-    from testbed.zookeeper import ZooKeeperServer
-
-    server = ZooKeeperServer(workdir=tmp_path / "zk", jvm_args=["-Djute.maxbuffer=8192"]).start()
-    conn = None
-    try:
-        paths = [f"/big/{'n' * 60}{i:04d}" for i in range(600)]  # ~42 KB in one multi-read
-        create_nodes(server.hosts, "/big", paths)
-        conn = ZooKeeperConnection([server.hosts], asyncio.get_running_loop())
-        conn.start()
-        await conn.wait_connected(30)
-        drops = 0
-        while True:
-            try:
-                replies = await conn.get_many(paths)
-                break
-            except ConnectionLoss:
-                drops += 1
-                assert drops < 5, "the server dropped every multi-read"
-                await conn.wait_connected(30)
-        assert [reply[0] for reply in replies] == [b"x"] * len(paths)
-        # 600 paths (42 KB), then 150 (10 KB), then 37 at most per request; said once each
-        assert "zk_multi_read_dropped" in caplog.messages
-    finally:
-        if conn is not None:
-            await conn.close()
-        server.stop()
-
-
-async def test_a_small_multi_read_pending_at_a_restart_leaves_the_request_size(tmp_path) -> None:
-    """A drop fails every pending multi-read: a 4-path one caught by a plain restart left
-    one path per request for 5 minutes (a relist of 1,000 services x 20 children: 21,000
-    requests, 3.3 s, instead of 18 in 0.2 s; review s36 cr-looks)."""
-    import os
-    import signal
-
-    from kazoo.exceptions import ConnectionLoss
-
-    from smartstack.zookeeper import ZooKeeperConnection
-    from testbed.zookeeper import ZooKeeperServer
-
-    server = ZooKeeperServer(workdir=tmp_path / "zk").start()
-    conn = None
-    try:
-        paths = [f"/r/c{i:03d}" for i in range(600)]
-        create_nodes(server.hosts, "/r", paths)
-        conn = ZooKeeperConnection([server.hosts], asyncio.get_running_loop())
-        conn.start()
-        await conn.wait_connected(30)
-        assert len(await conn.get_many(paths)) == 600  # answered: one request
-        assert server.pid is not None
-        os.kill(server.pid, signal.SIGSTOP)  # (so the small read is pending at the drop)
-        await asyncio.sleep(0.2)  # (every JVM thread stopped)
-        pending = asyncio.ensure_future(conn.get_many(paths[:4]))
-        await asyncio.sleep(0.3)
-        assert not pending.done(), pending
-        os.kill(server.pid, signal.SIGKILL)  # (still stopped: it answers nothing more)
-        with pytest.raises(ConnectionLoss):
-            await asyncio.wait_for(pending, 10)
-        assert conn._reads.max_paths == conn._reads.MAX_PATHS  # before: 1
-    finally:
-        if conn is not None:
-            await conn.close()
-        server.kill()
-
-
-async def test_one_drop_shrinks_the_request_size_once(tmp_path) -> None:
-    """The server closes at the first request over its jute.maxbuffer: the smaller
-    multi-reads sent behind it (and any still queued) fail with it but never reached it.
-    Each of them shrank the size again: a loaded CI run went from 2,048 paths per request
-    to 1 on one drop, its retries failing with it (CI of round 42)."""
-    import os
-    import signal
-
-    from kazoo.exceptions import ConnectionLoss
-
-    from smartstack.zookeeper import ZooKeeperConnection
-    from testbed.zookeeper import ZooKeeperServer
-
-    server = ZooKeeperServer(workdir=tmp_path / "zk", jvm_args=["-Djute.maxbuffer=8192"]).start()
-    conn = None
-    try:
-        paths = [f"/big/{'n' * 60}{i:04d}" for i in range(600)]  # ~42 KB in one multi-read
-        create_nodes(server.hosts, "/big", paths)
-        conn = ZooKeeperConnection([server.hosts], asyncio.get_running_loop())
-        conn.start()
-        await conn.wait_connected(30)
-        assert server.pid is not None
-        os.kill(server.pid, signal.SIGSTOP)  # (the three reads wait in the socket, sent)
-        await asyncio.sleep(0.2)
-        reads = []
-        for size in (600, 20, 4):  # one request each: one loop turn apart
-            reads.append(asyncio.ensure_future(conn.get_many(paths[:size])))
-            await asyncio.sleep(0.2)
-        os.kill(server.pid, signal.SIGCONT)
-        for read in reads:
-            with pytest.raises(ConnectionLoss):
-                await asyncio.wait_for(read, 10)
-        assert conn._reads.max_paths == 150  # before: 1 (600 // 4, then 20 // 4, then 4 // 4)
-        drops = 0
-        while True:  # 150 paths are still 10 KB: one more drop, then 37 at most
-            await conn.wait_connected(30)
-            try:
-                replies = await conn.get_many(paths)
-                break
-            except ConnectionLoss:
-                drops += 1
-                assert drops < 2, "each of the 150-path pieces was put down to its size"
-        assert [reply[0] for reply in replies] == [b"x"] * len(paths)
-        assert conn._reads.max_paths == 37
-    finally:
-        if conn is not None:
-            await conn.close()
-        server.stop()

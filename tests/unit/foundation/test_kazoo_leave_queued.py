@@ -6,26 +6,14 @@ and the queued request was never sent."""
 from __future__ import annotations
 
 import collections
-import logging
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from kazoo.exceptions import ConnectionDropped
 from kazoo.protocol.serialization import Exists
+from kazoo_fakes import send_only_connection as connection
 
-from smartstack.kazoo_conn import _LEAVE, BulkConnection
-
-
-def connection(queue: collections.deque[Any]) -> tuple[Any, list[bytes]]:
-    conn: Any = BulkConnection.__new__(BulkConnection)
-    written: list[bytes] = []
-    conn.client = SimpleNamespace(_queue=queue, _pending=collections.deque())
-    conn.logger = logging.getLogger("test.kazoo")
-    conn._xid = 0
-    conn._write = lambda data, timeout: written.append(data)
-    conn._read_sock = SimpleNamespace(recv=lambda n: b"\0" * n)
-    return conn, written
+from smartstack.kazoo_conn import _LEAVE
 
 
 def test_a_request_queued_before_leave_is_sent_then_the_connection_dropped() -> None:
