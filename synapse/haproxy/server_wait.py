@@ -20,6 +20,12 @@ atomic, only when it differs), and loads it with a ``lua-load-per-thread`` line 
 written, or the managed binary cannot load it (built without Lua, or older than 2.4: no
 ``lua-load-per-thread``; ``haproxy -vv``, read with its version), the lines are left out (events
 ``haproxy_wait_lua_unwritten``, ``haproxy_wait_no_lua``): nothing waits, the config still loads.
+
+A service HAProxy checks waits by default too (managed mode): when its checks mark every
+server DOWN by a timeout (overload), the panic (synapse.haproxy.panic) puts them back, 1-2 ms
+after HAProxy's alert, up to 2 s for an adopted HAProxy (the backstop poll); a request in
+between was a 503 (review s43: 12-16 of ~12,000 requests over 3 panics, adopted ~6,000 of
+~17,000 over 2), now it waits for them.
 """
 
 from __future__ import annotations
@@ -37,11 +43,12 @@ from synapse.haproxy.settings import Settings, binary_lua
 log = logging.getLogger("synapse.haproxy")
 
 ACTION = "synapse_wait_for_server"
-# A zone-routed service's default (managed mode): the stranded window it closes is ~0.1-0.7 s
-# (docs/zone-routing.md). Others default to 0: an empty or dead backend would hold each
-# request (and a connection slot) for the wait before its 503, which only their operator can
-# weigh against a momentary gap (set the key in the `haproxy` block or the service's).
-ZONED_DEFAULT_MS = 1000
+# The default of a zone-routed service (managed mode): the stranded window it closes is
+# ~0.1-0.7 s (docs/zone-routing.md); and of a service HAProxy checks: a panic's gap (above).
+# Others default to 0: an empty or dead backend would hold each request (and a connection
+# slot) for the wait before its 503, which only their operator can weigh against a gap that
+# nothing of synapse opens (set the key in the `haproxy` block or the service's).
+CHECKED_DEFAULT_MS = 1000
 TCP_SLACK_MS = 500  # the inspect delay outlasts the wait: a yield after it is an error
 
 LUA = f"""-- Written by synapse (synapse/haproxy/server_wait.py): replaced at its next start.
@@ -77,15 +84,30 @@ def enabled(config: HAProxyConfig) -> bool:
     return bool(writes and asked and config.config_file_path)
 
 
-def wait_ms(config: HAProxyConfig, service: ServiceConfig) -> int:
-    """The service's wait: its own key, else the ``haproxy`` block's, else the default (a
-    zone-routed service's ZONED_DEFAULT_MS, 0 for the others)."""
+def wait_ms(config: HAProxyConfig, service: ServiceConfig, lines: Sequence[str] = ()) -> int:
+    """The service's wait: its own key, else the ``haproxy`` block's, else the default
+    (CHECKED_DEFAULT_MS for a zone-routed service or one HAProxy checks, by its backend's
+    and the defaults' ``lines``; 0 for the others)."""
     own = service.haproxy.wait_for_server_ms
     if own is not None:
         return own
     if config.wait_for_server_ms is not None:
         return config.wait_for_server_ms
-    return ZONED_DEFAULT_MS if service.zone_routing is not None else 0
+    zoned = service.zone_routing is not None
+    return CHECKED_DEFAULT_MS if zoned or checked(service, lines) else 0
+
+
+def checked(service: ServiceConfig, lines: Sequence[str]) -> bool:
+    """Whether HAProxy checks the service's servers: ``check`` on a ``default-server`` line
+    of ``lines`` (synapse's, for ``health_check`` or ``observe``; the operator's, in the
+    backend or ``defaults``) or in its ``server_options``. (Not a record's options: one
+    record would change the backend's lines, a reload.)"""
+    if "check" in (service.haproxy.server_options or "").split():
+        return True
+    return any(
+        words[:1] == ["default-server"] and "check" in words[1:]
+        for words in (line.split() for line in lines)
+    )
 
 
 def lua_path(config: HAProxyConfig) -> Path:
@@ -147,7 +169,7 @@ def first(
 ) -> list[str]:
     """The backend's first lines: the wait (none for 0). In TCP mode an inspect delay lets
     the action yield, unless the operator's lines set their own (which then bounds it)."""
-    ms = wait_ms(config, service)
+    ms = wait_ms(config, service, [*defaults, *given])
     if ms <= 0:
         return []
     if is_http(given, defaults):

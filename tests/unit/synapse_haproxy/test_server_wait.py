@@ -47,6 +47,37 @@ def test_managed_mode_waits_one_second_by_default_for_a_zone_routed_service(
     assert not any("lua." in line for line in backend(text, "web"))
 
 
+def test_managed_mode_waits_one_second_by_default_for_a_service_haproxy_checks(
+    tmp_path: Path,
+) -> None:
+    """A panic (all checks timed out) leaves a gap of 1-2 ms, up to 2 s for an adopted
+    HAProxy, with no usable server: the wait holds its requests (before: 503s)."""
+    checks = {"enabled": True, "path": "/health"}
+    services = [
+        service("web", [A], health_check=checks),
+        service("obs", [A], observe={"layer": "layer4"}),  # (observe implies the checks)
+        service("own", [A], server_options="check inter 1s"),
+        service("dflt", [A], backend=["default-server check"]),
+        service("kept", [A], health_check=checks, wait_for_server_ms=0),  # (explicit: kept)
+        service("plain", [A]),
+        service("off", [A], health_check={"enabled": False}),
+        service("ssl", [A], server_options="check-ssl"),  # (not a check by itself)
+    ]
+    text = Renderer(managed(tmp_path)).render(services).text
+    for name in ("web", "obs", "own", "dflt"):
+        assert backend(text, name)[0] == f"{WAIT} 1000", name
+    for name in ("kept", "plain", "off", "ssl"):
+        assert not any("lua." in line for line in backend(text, name)), name
+    # the defaults' own `default-server check`: every service is checked
+    on = managed(tmp_path, defaults=["mode http", "default-server check"])
+    assert backend(Renderer(on).render([service("plain", [A])]).text, "plain")[0] == (
+        f"{WAIT} 1000"
+    )
+    # Airbnb mode: as before (synapse does not know its HAProxy has Lua)
+    airbnb = haproxy_config(config_file_path=str(tmp_path / "a.cfg"))
+    assert "lua." not in Renderer(airbnb).render(services[:1]).text
+
+
 def test_a_service_and_the_haproxy_block_set_it(tmp_path: Path) -> None:
     config = managed(tmp_path, wait_for_server_ms=1500)
     services = [service("web", [A]), service("api", [A], wait_for_server_ms=200),
