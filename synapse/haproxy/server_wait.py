@@ -100,14 +100,13 @@ def wait_ms(config: HAProxyConfig, service: ServiceConfig, lines: Sequence[str] 
 def checked(service: ServiceConfig, lines: Sequence[str]) -> bool:
     """Whether HAProxy checks the service's servers: ``check`` on a ``default-server`` line
     of ``lines`` (synapse's, for ``health_check`` or ``observe``; the operator's, in the
-    backend or ``defaults``) or in its ``server_options``. (Not a record's options: one
-    record would change the backend's lines, a reload.)"""
-    if "check" in (service.haproxy.server_options or "").split():
-        return True
-    return any(
-        words[:1] == ["default-server"] and "check" in words[1:]
-        for words in (line.split() for line in lines)
-    )
+    backend or ``defaults``) or in its ``server_options``, the last of ``check`` and
+    ``no-check`` deciding, as HAProxy reads them. (Not a record's options: one record would
+    change the backend's lines, a reload.)"""
+    words = [w for line in lines if line.split()[:1] == ["default-server"] for w in line.split()]
+    words += (service.haproxy.server_options or "").split()
+    said = [w == "check" for w in words if w in ("check", "no-check")]
+    return bool(said and said[-1])
 
 
 def lua_path(config: HAProxyConfig) -> Path:

@@ -2,7 +2,7 @@
 HAProxy's "backend 'web' has no server available!" to the panic's commands (1-2 ms) a
 request meets no usable server. A service HAProxy checks now waits for one by default
 (``wait_for_server_ms``, synapse.haproxy.server_wait): before, 4 clients got 12-16 503s over
-3 panics (review s43, /tmp/rev/s43/checkwait/test_zz_measure_checkwait.py)."""
+3 panics (review s43)."""
 
 from __future__ import annotations
 

@@ -70,9 +70,12 @@ def test_managed_mode_waits_one_second_by_default_for_a_service_haproxy_checks(
         assert not any("lua." in line for line in backend(text, name)), name
     # the defaults' own `default-server check`: every service is checked
     on = managed(tmp_path, defaults=["mode http", "default-server check"])
-    assert backend(Renderer(on).render([service("plain", [A])]).text, "plain")[0] == (
-        f"{WAIT} 1000"
-    )
+    cancelled = [service("nc", [A], server_options="no-check"),
+                 service("bnc", [A], backend=["default-server no-check"])]  # fmt: skip
+    text = Renderer(on).render([service("plain", [A]), *cancelled]).text
+    assert backend(text, "plain")[0] == f"{WAIT} 1000"
+    for name in ("nc", "bnc"):  # `no-check` after it: HAProxy checks nothing there
+        assert not any("lua." in line for line in backend(text, name)), name
     # Airbnb mode: as before (synapse does not know its HAProxy has Lua)
     airbnb = haproxy_config(config_file_path=str(tmp_path / "a.cfg"))
     assert "lua." not in Renderer(airbnb).render(services[:1]).text
