@@ -4,7 +4,9 @@ The panic (``synapse.haproxy.panic_watch``) is told at once by HAProxy's "backen
 no server available!" line, which synapse reads from the output of a master it started. A
 master it adopted (HAProxy kept running across a synapse restart or upgrade) or one in its
 own container (``managed.launch: false``) writes its output elsewhere: its alerts never
-reached synapse, and its backends never panicked. So every POLL_S synapse reads each
+reached synapse, and its backends never panicked. So every ``pause(backends)`` seconds
+(0.25 s for a sidecar's few backends, growing with their number to POLL_S at 1,000: the
+read costs HAProxy ~6 us a backend, kept under ~0.3 % of a core) synapse reads each
 backend's status line (``show stat -1 2 -1``: one line a backend, not one a server) and
 pokes the panic for each backend that is DOWN (HAProxy has no usable server for it) and
 was not at the last read, or went DOWN again since (its ``chkdown`` count moved). A poke
@@ -21,7 +23,13 @@ from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.sockets import HAProxySocketError
 
 log = logging.getLogger("synapse.haproxy.panic")
-POLL_S = 2.0  # between reads: a panic of an adopted HAProxy's backend starts within this
+POLL_S = 2.0  # the longest pause between reads (1,000 backends and more)
+FASTEST_S = 0.25  # the shortest (up to 125 backends)
+# The pause a backend read adds. Under 500 backends the gap of an adopted HAProxy's panic
+# (its "no server available" to the poll's read) stays under a second, which the default
+# wait of a checked service covers (server_wait; with a 2 s poll, 4 clients got 4 503s
+# over 2 panics past their 1 s wait, review s43).
+PER_BACKEND_S = 0.002
 ASK = "show stat -1 2 -1"  # every proxy's backend line only (type 2)
 
 
@@ -46,17 +54,23 @@ def backends_down(text: str) -> dict[str, int]:
     return down
 
 
+def pause(backends: int) -> float:
+    """Seconds between reads when the last one listed ``backends`` backends."""
+    return min(POLL_S, max(FASTEST_S, backends * PER_BACKEND_S))
+
+
 def newly_down(before: dict[str, int], now: dict[str, int]) -> list[str]:
     """The backends DOWN now that were not DOWN before, or went DOWN again since."""
     return sorted(name for name, count in now.items() if before.get(name) != count)
 
 
 async def poll(client: RuntimeClient, poke: Callable[[str], None]) -> None:
-    """Read the backends' status every POLL_S, poke the newly DOWN ones (runs until
+    """Read the backends' status every ``pause``, poke the newly DOWN ones (runs until
     cancelled; a failed read, a reload say, waits for the next)."""
     before: dict[str, int] = {}
+    backends = 0  # (the first read after FASTEST_S: an adoption's look comes soon)
     while True:
-        await asyncio.sleep(POLL_S)
+        await asyncio.sleep(pause(backends))
         try:
             answers = await client.ask([ASK])
         except HAProxySocketError as err:
@@ -68,6 +82,7 @@ async def poll(client: RuntimeClient, poke: Callable[[str], None]) -> None:
         if not answers:  # (cut short: HAProxy killed as it answered; this ended the poll)
             log.debug("panic poll: no answer (cut short)")
             continue
+        backends = answers[0].count(",BACKEND,")
         now = backends_down(answers[0])
         for backend in newly_down(before, now):
             poke(backend)

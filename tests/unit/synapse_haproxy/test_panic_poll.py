@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from smartstack.tasks import cancel_and_wait
 from synapse.haproxy import panic_poll
 from synapse.haproxy.metrics import HAProxyMetrics
-from synapse.haproxy.panic_poll import ASK, backends_down, newly_down
+from synapse.haproxy.panic_poll import ASK, backends_down, newly_down, pause
 from synapse.haproxy.panic_watch import LOOKS, PanicSettings, PanicWatch
 
 HEADER = "# pxname,svname,qcur,status,chkfail,chkdown,lastchg,\n"
@@ -55,7 +55,7 @@ async def test_an_answer_cut_short_does_not_end_the_poll(monkeypatch) -> None:
     """HAProxy killed as it answered (the worker's crash, its container's restart) answers
     nothing (a real 2.6 of 5,000 backends, killed during the read: 26 of 30). Before: a
     ValueError ended the poll, silently, and the controller's stop raised it."""
-    monkeypatch.setattr(panic_poll, "POLL_S", 0.001)
+    monkeypatch.setattr(panic_poll, "FASTEST_S", 0.001)
     poked: list[str] = []
     task = asyncio.ensure_future(panic_poll.poll(Answers([]), poked.append))  # type: ignore[arg-type]
     for _ in range(100):
@@ -91,3 +91,12 @@ async def test_looks_at_many_backends_share_a_few_connections() -> None:
     await asyncio.sleep(0.02)
     await watch.stop()
     assert 0 < at_once[1] <= LOOKS
+
+
+def test_the_pause_grows_with_the_backends_read() -> None:
+    """A sidecar's few backends are read every 0.25 s (the gap of an adopted HAProxy's
+    panic under the checked services' 1 s wait; before: 2 s, 4 requests failed over 2
+    panics); 1,000 and more every 2 s (HAProxy's cost of the read, ~6 us a backend)."""
+    assert pause(0) == pause(10) == pause(125) == 0.25
+    assert pause(400) == 0.8 and pause(500) == 1.0
+    assert pause(1000) == pause(20000) == 2.0
