@@ -40,7 +40,7 @@ from testbed.demo_client import Client, detail, say
 from testbed.demo_crash import haproxy_crash
 from testbed.demo_freeze import freeze_act
 from testbed.demo_journal import journal_act
-from testbed.demo_panic import HOLD_MS, WAIT_S, panic_act
+from testbed.demo_panic import HOLD_MS, panic_act
 from testbed.demo_reload import reload_act
 from testbed.demo_restart import nerve_restart_act
 from testbed.demo_typo import typo_act
@@ -154,7 +154,7 @@ class Demo:
                             # (the panic act slows /ready, HAProxy's check, not nerve's)
                             "listen": ["mode http", "option httpchk GET /ready"],
                             "health_check": {"panic_hold_ms": HOLD_MS},
-                            "wait_for_server_ms": int(WAIT_S * 1000),  # (panic act)
+                            # (no wait_for_server_ms: 1 s by default, HAProxy checks it)
                         },
                     },
                 },

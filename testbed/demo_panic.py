@@ -7,7 +7,8 @@ three servers DOWN, one check after another; at the last it has no server, and b
 answered every request with a 503 until the checks passed again. synapse reads HAProxy's
 "no server available" alert, sees that the checks timed out (slow, not refused), and puts
 the servers back with their checks paused for ``panic_hold_ms`` (the demo's: HOLD_MS); the
-requests of the milliseconds in between wait for a server (``wait_for_server_ms``). Then
+requests of the milliseconds in between wait for a server (``wait_for_server_ms``: 1 s by
+default for a service HAProxy checks, as hello). Then
 ``/ready`` is fast again, the hold ends and the checks resume (synapse.haproxy.panic).
 Without the panic (``panic: false``, one run): 7 requests failed, each after its 1 s wait.
 """
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 SLOW_S = 1.5  # /ready's answer: longer than the check's 1 s timeout
 HOLD_MS = 3000  # hello's health_check.panic_hold_ms in the demo's synapse config
-WAIT_S = 1.0  # hello's wait_for_server_ms, in seconds
+WAIT_S = 1.0  # hello's wait_for_server_ms (its default: HAProxy checks hello), in seconds
 TRAFFIC_S = 2.0  # the client's requests counted while the panic holds
 UP, CHECKED = 2, 6  # srv_op_state running; srv_check_state configured + enabled
 
