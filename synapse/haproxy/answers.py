@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 
 from smartstack.strings import share
-from synapse.haproxy.running import CHECK_CONFIGURED, CHECK_ENABLED, RunningServer, state_label
+from synapse.haproxy.running import CHECK_BITS, RunningServer, state_label
 from synapse.haproxy.sockets import UnexpectedAnswer
 
 # `show servers state` format 1; used when the header line is missing.
@@ -46,30 +46,32 @@ def parse_show_backend(text: str) -> list[str]:
 
 # The columns RunningServer takes, as text and as integers.
 _TEXT_COLUMNS = ("be_name", "srv_name", "srv_addr", "srv_check_state")
-# srv_check_state as printed when checks are configured but disabled: a set lookup of the
-# text, not one more int() per row (the reads of every write parse all rows).
-_CHECK_DISABLED = frozenset(
-    str(bits) for bits in range(32) if bits & (CHECK_CONFIGURED | CHECK_ENABLED) == CHECK_CONFIGURED
-)
+# srv_check_state as printed -> the bits RunningServer keeps: a dict lookup of the text,
+# not one more int() per row (the reads of every write parse all rows). HAProxy 2.6 prints
+# ``check.state & 0x0F``; the table takes any byte.
+_CHECK_BITS = {str(bits): bits & CHECK_BITS for bits in range(256)}
 _INT_COLUMNS = ("srv_id", "srv_port", "srv_op_state", "srv_admin_state", "srv_uweight",
                 "srv_iweight")  # fmt: skip
 _SINCE = "srv_time_since_last_change"  # (optional: a row without it changed at the read)
+_STATUS = "srv_check_status"  # (optional: 0 without it; parsed for a server built only)
 CANNOT_FIND_BACKEND = "Can't find backend"
 _PID = re.compile(r"^Pid: (\d+)$", re.MULTILINE)
 
 
-Getters = tuple[itemgetter, itemgetter, int | None]
+Getters = tuple[itemgetter, itemgetter, int | None, int | None]
 
 
 def _column_indexes(columns: list[str]) -> Getters:
     """Getters of a row's text and integer columns (tuples: each takes several columns),
-    and the index of srv_time_since_last_change (None: not in the header)."""
+    and the indexes of srv_time_since_last_change and srv_check_status (None: not in the
+    header)."""
     try:
         texts = itemgetter(*(columns.index(c) for c in _TEXT_COLUMNS))
         ints = itemgetter(*(columns.index(c) for c in _INT_COLUMNS))
     except ValueError as err:
         raise UnexpectedAnswer(f"servers state columns without {err}") from err
-    return texts, ints, columns.index(_SINCE) if _SINCE in columns else None
+    optional = (columns.index(c) if c in columns else None for c in (_SINCE, _STATUS))
+    return texts, ints, *optional
 
 
 _DEFAULT_GETTERS = _column_indexes(list(SERVER_STATE_COLUMNS))
@@ -99,7 +101,7 @@ def parse_servers_state(
     keeps its ``changed_at``: HAProxy's seconds since the change grow, the change does not)."""
     check_servers_state(text)
     lines = text.splitlines()
-    texts, ints, since = _DEFAULT_GETTERS
+    texts, ints, since, status = _DEFAULT_GETTERS
     servers = []
     intern = share  # one string per backend, name and address; one int per port and per
     shared: dict[int, int] = {}  # change time: all the state held by the reader shares them
@@ -107,7 +109,7 @@ def parse_servers_state(
     get = known.get if known else None
     for line in lines[1:]:
         if line.startswith("#"):
-            texts, ints, since = _header_getters(line)
+            texts, ints, since, status = _header_getters(line)
             continue
         fields = line.split()
         if not fields:
@@ -115,25 +117,29 @@ def parse_servers_state(
         try:
             backend, name, addr, check = texts(fields)  # (20k rows at a cold start: no genexpr)
             sid, port, op_state, admin, weight, initial = map(int, ints(fields))
-        except (IndexError, ValueError) as err:
+            bits = _CHECK_BITS[check]
+        except (IndexError, KeyError, ValueError) as err:
             raise UnexpectedAnswer(f"bad servers state line {line[:120]!r}: {err}") from err
-        check_disabled = check in _CHECK_DISABLED
         if get is not None:
             old = get(name)
             if old is not None and (
                 old.id == sid and old.port == port and old.op_state == op_state
                 and old.admin_state == admin and old.weight == weight
                 and old.initial_weight == initial and old.addr == addr
-                and old.backend == backend and old.check_disabled == check_disabled
+                and old.backend == backend and old.check_state == bits
             ):  # fmt: skip
                 servers.append(old)
                 continue
         port = shared.setdefault(port, port)
-        changed = now - _seconds(fields, since)
+        changed = now - _optional(fields, since, _SINCE)
         changed = shared.setdefault(changed, changed)
+        try:  # (inline, not _optional: a call per row costs ~4 % of a cold parse)
+            checked = int(fields[status]) if status is not None else 0
+        except (IndexError, ValueError) as err:
+            raise UnexpectedAnswer(f"bad {_STATUS} in {line[:120]!r}: {err}") from err
         servers.append(RunningServer(intern(backend), intern(name), sid, intern(addr), port,
-                                     op_state, admin, weight, initial, check_disabled,
-                                     changed))  # fmt: skip
+                                     op_state, admin, weight, initial, bits, changed,
+                                     checked))  # fmt: skip
     return servers
 
 
@@ -206,15 +212,15 @@ def _label_rows(text: str, only: Container[str] | None = None) -> Iterator[tuple
         yield be, name, label
 
 
-def _seconds(fields: list[str], index: int | None) -> int:
-    """srv_time_since_last_change of a row (0 without the column; parsed only for a row
-    that is no known server: what the planner orders leftovers by)."""
+def _optional(fields: list[str], index: int | None, column: str) -> int:
+    """A row's srv_time_since_last_change (0 without the column; parsed only for a row that
+    is no known server: what the planner orders leftovers by)."""
     if index is None:
         return 0
     try:
         return int(fields[index])
     except (IndexError, ValueError) as err:
-        raise UnexpectedAnswer(f"bad {_SINCE} in {' '.join(fields)[:120]!r}: {err}") from err
+        raise UnexpectedAnswer(f"bad {column} in {' '.join(fields)[:120]!r}: {err}") from err
 
 
 @dataclass(frozen=True)

@@ -31,17 +31,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from synapse.haproxy.running import (
-    ADMIN_FORCED_DRAIN,
-    ADMIN_FORCED_MAINT,
-    ADMIN_INHERITED_DRAIN,
-    ADMIN_INHERITED_MAINT,
-    ADMIN_RESOLUTION_MAINT,
-    CHECK_CONFIGURED,
-    CHECK_ENABLED,
-    OP_STOPPED,
-)
-from synapse.haproxy.sockets import UnexpectedAnswer
+from synapse.haproxy.answers import CANNOT_FIND_BACKEND, parse_servers_state
+from synapse.haproxy.running import CHECK_CONFIGURED, OP_STOPPED, RunningServer
 
 # srv_check_status (HAProxy 2.6 include/haproxy/check-t.h, enum healthcheck_status)
 HANA, L4OK, L4TOUT, L4CON, L6OK, L6TOUT, L7TOUT, L7OKD = 4, 6, 7, 8, 9, 10, 12, 15
@@ -51,68 +42,20 @@ TIMEOUTS = frozenset({L4TOUT, L6TOUT, L7TOUT})
 PASSED = frozenset({L4OK, L6OK, L7OKD})
 STATUS_NAMES = {HANA: "HANA", L4OK: "L4OK", L4TOUT: "L4TOUT", L4CON: "L4CON", L6OK: "L6OK",
                 L6TOUT: "L6TOUT", L7TOUT: "L7TOUT", L7OKD: "L7OK"}  # fmt: skip
-_MAINT = ADMIN_FORCED_MAINT | ADMIN_INHERITED_MAINT | ADMIN_RESOLUTION_MAINT
-_DRAIN = ADMIN_FORCED_DRAIN | ADMIN_INHERITED_DRAIN
-_COLUMNS = ("be_name", "srv_name", "srv_op_state", "srv_admin_state", "srv_uweight",
-            "srv_check_status", "srv_check_state")  # fmt: skip
+Rows = Mapping[str, RunningServer]  # a backend's servers by name, as a look reads them
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One server of `show servers state <backend>`, the columns a panic reads."""
-
-    name: str
-    op_state: int
-    admin_state: int
-    weight: int
-    check_status: int
-    check_state: int
-
-    @property
-    def in_maint(self) -> bool:
-        return bool(self.admin_state & _MAINT)
-
-    @property
-    def usable(self) -> bool:
-        """HAProxy may send it a new request: not DOWN, in maintenance, drain, weight 0."""
-        return (
-            self.op_state != OP_STOPPED and not self.admin_state & (_MAINT | _DRAIN)
-        ) and self.weight > 0
-
-    @property
-    def checked(self) -> bool:
-        """Its check is configured and running (not disabled: by a panic or an operator)."""
-        wanted = CHECK_CONFIGURED | CHECK_ENABLED
-        return self.check_state & wanted == wanted
-
-    @property
-    def status(self) -> str:
-        return STATUS_NAMES.get(self.check_status, str(self.check_status))
+def servers_of(answer: str, backend: str) -> dict[str, RunningServer]:
+    """{server: RunningServer} of a `show servers state <backend>` answer (the rows of
+    ``backend`` only; none when HAProxy has no such backend: its service removed)."""
+    if answer.startswith(CANNOT_FIND_BACKEND):
+        return {}
+    return {s.name: s for s in parse_servers_state(answer) if s.backend == backend}
 
 
-def parse_rows(text: str, backend: str) -> dict[str, Row]:
-    """{server: Row} of a `show servers state <backend>` answer (format 1, with header)."""
-    lines = text.splitlines()
-    if not lines or lines[0].strip() != "1":
-        raise UnexpectedAnswer(f"not a format-1 servers state dump: {text[:120]!r}")
-    columns: list[str] = []
-    rows: dict[str, Row] = {}
-    for line in lines[1:]:
-        if line.startswith("#"):
-            columns = line.lstrip("#").split()
-            continue
-        fields = line.split()
-        if not fields:
-            continue
-        try:
-            got = dict(zip(columns, fields, strict=False))
-            be, name = got["be_name"], got["srv_name"]
-            numbers = [int(got[c]) for c in _COLUMNS[2:]]
-        except (KeyError, ValueError) as err:
-            raise UnexpectedAnswer(f"bad servers state line {line[:120]!r}: {err}") from err
-        if be == backend:
-            rows[name] = Row(name, *numbers)
-    return rows
+def status_name(check_status: int) -> str:
+    """HAProxy's name of a srv_check_status (the number for one a panic does not read)."""
+    return STATUS_NAMES.get(check_status, str(check_status))
 
 
 @dataclass(frozen=True)
@@ -141,7 +84,7 @@ class Step:
 
 def look(
     backend: str,
-    rows: Mapping[str, Row],
+    rows: Rows,
     held: Held | None,
     now: float,
     hold_s: float,
@@ -165,12 +108,12 @@ def look(
     if not candidates:
         return Step(look_again=again)
     commands = _put_back(backend, candidates, disable=True)
-    started = {name: rows[name].status for name in candidates}
+    started = {name: status_name(rows[name].check_status) for name in candidates}
     servers = frozenset(candidates)
     return Step(commands, Held(now, now + hold_s, servers), now + recheck_s, started=started)
 
 
-def _candidates(rows: Mapping[str, Row]) -> tuple[list[str], bool]:
+def _candidates(rows: Rows) -> tuple[list[str], bool]:
     """The DOWN servers a panic puts back (checked, weight above 0, not in maintenance,
     the last check timed out or passed), and whether one is undecided (HANA)."""
     down = [r for r in rows.values() if r.op_state == OP_STOPPED and not r.in_maint]
@@ -178,7 +121,7 @@ def _candidates(rows: Mapping[str, Row]) -> tuple[list[str], bool]:
     return put_back, any(r.checked and r.check_status == HANA for r in down)
 
 
-def _keep(backend: str, rows: Mapping[str, Row], held: Held) -> Step:
+def _keep(backend: str, rows: Rows, held: Held) -> Step:
     """A look during a panic: servers removed or put in maintenance leave it; those
     ``observe`` marked DOWN go UP again."""
     dropped = tuple(sorted(s for s in held.servers if s not in rows or rows[s].in_maint))
@@ -190,14 +133,14 @@ def _keep(backend: str, rows: Mapping[str, Row], held: Held) -> Step:
     joined: dict[str, str] = {}
     if not any(row.usable for row in rows.values()):  # (the HANA ones decided since, say)
         more, _ = _candidates(rows)
-        joined = {name: rows[name].status for name in more}
+        joined = {name: status_name(rows[name].check_status) for name in more}
         commands += _put_back(backend, more, disable=True)
     kept = kept.union(joined)
     new = Held(held.since, held.until, kept, held.raised + len(raised)) if kept else None
     return Step(commands, new, started=joined, dropped=dropped, raised=raised)
 
 
-def _back(backend: str, rows: Mapping[str, Row], held: Held) -> Step:
+def _back(backend: str, rows: Rows, held: Held) -> Step:
     """A server not held is usable again (its check passed, or one added): the threshold
     no longer holds, the held ones go back to their checks, DOWN (as before the panic; a
     hung one would take its share till ``fall`` checks failed), ``rise`` passes to come."""
@@ -207,13 +150,13 @@ def _back(backend: str, rows: Mapping[str, Row], held: Held) -> Step:
     return Step(commands, None, ended=ended)
 
 
-def _answers(row: Row) -> bool:
+def _answers(row: RunningServer) -> bool:
     """Usable, and its check passed (or it has none): not one just added, UP before its
     first check (a dead one would end the hold and take every request till ``fall``)."""
     return row.usable and (not row.check_state & CHECK_CONFIGURED or row.check_status in PASSED)
 
 
-def _alive(row: Row) -> bool:
+def _alive(row: RunningServer) -> bool:
     return row.check_status in TIMEOUTS or row.check_status in PASSED
 
 

@@ -22,10 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from smartstack.logs import event
 from smartstack.tasks import cancel_and_wait
-from synapse.haproxy.answers import CANNOT_FIND_BACKEND
 from synapse.haproxy.metrics import HAProxyMetrics
 from synapse.haproxy.output_checks import Transition
-from synapse.haproxy.panic import Held, Step, look, parse_rows
+from synapse.haproxy.panic import Held, Step, look, servers_of, status_name
 from synapse.haproxy.panic_poll import poll
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.sockets import HAProxySocketError
@@ -156,11 +155,11 @@ class PanicWatch:
             return
         hold_s = settings.hold_s if settings is not None else 0.0
         (answer,) = await self.client.ask([f"show servers state {backend}"])
-        # (a backend gone, its service removed: no server, a hold of it ends)
-        rows = {} if answer.startswith(CANNOT_FIND_BACKEND) else parse_rows(answer, backend)
+        rows = servers_of(answer, backend)  # (a backend gone: none, a hold of it ends)
         step = look(backend, rows, held, self._clock(), hold_s, RECHECK_S)
         if not step.commands:  # (why not: each server's state and last check)
-            said = {n: f"{r.op_state}/{r.status}/w{r.weight}" for n, r in rows.items()}
+            said = {n: f"{r.op_state}/{status_name(r.check_status)}/w{r.weight}"
+                    for n, r in rows.items()}  # fmt: skip
             event(log, "haproxy_panic_look", level=logging.DEBUG, backend=backend, servers=said)
         failed = []
         if step.commands:  # (held first: an apply planning meanwhile leaves these checks off)

@@ -27,6 +27,9 @@ OP_STOPPED, OP_STARTING, OP_RUNNING, OP_STOPPING = 0, 1, 2, 3
 # after `enable health`; PAUSED (8) joins in maint, INPROGRESS (1) during a check).
 CHECK_CONFIGURED = 0x02
 CHECK_ENABLED = 0x04
+CHECK_BITS = CHECK_CONFIGURED | CHECK_ENABLED  # (what RunningServer.check_state keeps)
+_MAINT = ADMIN_FORCED_MAINT | ADMIN_INHERITED_MAINT | ADMIN_RESOLUTION_MAINT
+_DRAIN = ADMIN_FORCED_DRAIN | ADMIN_INHERITED_DRAIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +43,17 @@ class RunningServer:
     admin_state: int = 0
     weight: int = 1  # srv_uweight: the weight the runtime API sets
     initial_weight: int = 1  # srv_iweight: from the config
-    # `check` configured but its health checks disabled (srv_check_state): an `add server`
-    # whose `enable health` never came (synapse stopped between the two, or it failed).
-    check_disabled: bool = False
+    # srv_check_state's CHECK_CONFIGURED and CHECK_ENABLED bits (CHECK_BITS; the others, a
+    # check in progress or paused, come and go with no state synapse acts on).
+    check_state: int = 0
     # When HAProxy last changed its state (`time.monotonic()` seconds, whole: read time less
     # srv_time_since_last_change; a maint resets it): the leftovers longest in maintenance
     # go first (``leftovers``). Not compared: it alone changes no state synapse acts on.
     changed_at: int = field(default=0, compare=False)
+    # srv_check_status, the last check's (HAProxy's healthcheck_status: the panic's, which
+    # reads it without ``known``). Not compared, like ``changed_at``: a re-read with
+    # ``known`` (``parse_servers_state``) and the view keep an equal server's older one.
+    check_status: int = field(default=0, compare=False)
 
     @property
     def forced_maint(self) -> bool:
@@ -57,12 +64,29 @@ class RunningServer:
     def in_maint(self) -> bool:
         # 0x04 alone does not stop traffic: HAProxy keeps it after `state ready` lifts a
         # config `disabled` (measured on 2.6).
-        mask = ADMIN_FORCED_MAINT | ADMIN_INHERITED_MAINT | ADMIN_RESOLUTION_MAINT
-        return bool(self.admin_state & mask)
+        return bool(self.admin_state & _MAINT)
 
     @property
     def forced_drain(self) -> bool:
         return bool(self.admin_state & ADMIN_FORCED_DRAIN)
+
+    @property
+    def usable(self) -> bool:
+        """HAProxy may send it a new request: not DOWN, in maintenance, drain, weight 0."""
+        return (
+            self.op_state != OP_STOPPED and not self.admin_state & (_MAINT | _DRAIN)
+        ) and self.weight > 0
+
+    @property
+    def check_disabled(self) -> bool:
+        """`check` configured but its health checks disabled: an `add server` whose `enable
+        health` never came (synapse stopped between the two, or it failed), or a panic's."""
+        return self.check_state & CHECK_BITS == CHECK_CONFIGURED
+
+    @property
+    def checked(self) -> bool:
+        """Its check is configured and running (not disabled: by a panic or an operator)."""
+        return self.check_state & CHECK_BITS == CHECK_BITS
 
     @property
     def label(self) -> str:
@@ -73,9 +97,9 @@ class RunningServer:
 def state_label(op_state: int, admin_state: int) -> str:
     """A server's short human state (``RunningServer.label``) from srv_op_state and
     srv_admin_state: MAINT, DRAIN, UP, DOWN, STARTING, NOLB."""
-    if admin_state & (ADMIN_FORCED_MAINT | ADMIN_INHERITED_MAINT | ADMIN_RESOLUTION_MAINT):
+    if admin_state & _MAINT:
         return "MAINT"  # (``in_maint``)
-    if admin_state & (ADMIN_FORCED_DRAIN | ADMIN_INHERITED_DRAIN):
+    if admin_state & _DRAIN:
         return "DRAIN"
     return {OP_STOPPED: "DOWN", OP_STARTING: "STARTING", OP_STOPPING: "NOLB"}.get(op_state, "UP")
 

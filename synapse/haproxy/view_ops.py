@@ -44,6 +44,8 @@ from synapse.haproxy.running import (
     ADMIN_FORCED_MAINT,
     ADMIN_INHERITED_MAINT,
     ADMIN_RESOLUTION_MAINT,
+    CHECK_CONFIGURED,
+    CHECK_ENABLED,
     OP_RUNNING,
     OP_STOPPED,
     RunningServer,
@@ -130,13 +132,13 @@ def after_ops(
             admin = c.admin_state | ADMIN_FORCED_MAINT
             new[op.server] = RunningServer(c.backend, c.name, c.id, c.addr, c.port, OP_STOPPED,
                                            admin, c.weight, c.initial_weight,
-                                           c.check_disabled, now)  # fmt: skip
+                                           c.check_state, now, c.check_status)  # fmt: skip
         elif isinstance(op, SetState) and op.state == "ready":
             admin = c.admin_state & ~(ADMIN_FORCED_MAINT | ADMIN_FORCED_DRAIN)
             state = c.op_state if admin & _STILL_DOWN else OP_RUNNING
             new[op.server] = RunningServer(c.backend, c.name, c.id, c.addr, c.port, state,
                                            admin, c.weight, c.initial_weight,
-                                           c.check_disabled, now)  # fmt: skip
+                                           c.check_state, now, c.check_status)  # fmt: skip
         elif isinstance(op, SetWeight):
             new[op.server] = dataclasses.replace(c, weight=op.weight)
         elif isinstance(op, SetAddr):
@@ -147,7 +149,7 @@ def after_ops(
             del new[op.server]
         elif isinstance(op, EnableHealth):
             if c.check_disabled:
-                new[op.server] = dataclasses.replace(c, check_disabled=False)
+                new[op.server] = dataclasses.replace(c, check_state=c.check_state | CHECK_ENABLED)
         else:
             return None  # (a drain, or a kind added later: read it)
     return new
@@ -165,8 +167,9 @@ def _added(backend: str, op: AddServer, now: int) -> RunningServer | None:
     weight = _value(tokens, "weight")
     weight = 1 if weight is None else weight
     checked = _last_of(tokens, "check", "no-check")  # (added with checks disabled)
+    check_state = CHECK_CONFIGURED if checked else 0
     return RunningServer(backend, op.server, ident, host, int(port), OP_STOPPED,
-                         ADMIN_FORCED_MAINT, weight, weight, checked, now)  # fmt: skip
+                         ADMIN_FORCED_MAINT, weight, weight, check_state, now)  # fmt: skip
 
 
 def _last_of(tokens: list[str], flag: str, negation: str) -> bool:

@@ -33,6 +33,8 @@ from synapse.haproxy.render import Renderer
 from synapse.haproxy.running import (
     ADMIN_FORCED_DRAIN,
     ADMIN_FORCED_MAINT,
+    CHECK_CONFIGURED,
+    CHECK_ENABLED,
     RunningServer,
     RunningState,
 )
@@ -144,7 +146,7 @@ def simulate(running: RunningState, desired: DesiredConfig, ops: tuple[Op, ...])
             servers[op.server] = RunningServer(
                 op.backend, op.server, sid, host.strip("[]"), int(port),
                 admin_state=ADMIN_FORCED_MAINT, weight=weight, initial_weight=weight,
-                check_disabled=checked,  # (HAProxy adds it with its checks disabled)
+                check_state=CHECK_CONFIGURED if checked else 0,  # (its checks disabled)
             )  # fmt: skip
             continue
         assert current is not None, f"{op} on a missing server"
@@ -162,7 +164,8 @@ def simulate(running: RunningState, desired: DesiredConfig, ops: tuple[Op, ...])
             assert current.forced_maint, "HAProxy deletes only servers in maintenance"
             del servers[op.server]
         elif isinstance(op, EnableHealth):
-            servers[op.server] = dataclasses.replace(current, check_disabled=False)
+            enabled = current.check_state | CHECK_ENABLED
+            servers[op.server] = dataclasses.replace(current, check_state=enabled)
         else:  # pragma: no cover - a new op type needs a model here
             raise AssertionError(f"unknown op {op!r}")
     return RunningState(backends=backends, config=parse_config(desired.text))

@@ -15,7 +15,8 @@ import pytest
 from haproxy_helpers import DEFAULTS, eventually, server, service
 from synapse_e2e import http_get
 
-from synapse.haproxy.panic import L4CON, L7TOUT, Row, parse_rows
+from synapse.haproxy.panic import L4CON, L7TOUT, servers_of
+from synapse.haproxy.running import RunningServer
 from synapse.haproxy.runtime import RuntimeClient
 from testbed.process import free_port
 
@@ -46,13 +47,13 @@ def _short(servers: Any) -> dict[str, Any]:
     return {name.partition("_")[0]: value for name, value in servers.items()}
 
 
-async def _rows_full(controller) -> dict[str, Row]:
+async def _rows_full(controller) -> dict[str, RunningServer]:
     client = RuntimeClient(controller.settings.runtime_sockets[0])
     (answer,) = await client.ask(["show servers state web"])
-    return parse_rows(answer, "web")
+    return servers_of(answer, "web")
 
 
-async def _rows(controller) -> dict[str, Row]:
+async def _rows(controller) -> dict[str, RunningServer]:
     return _short(await _rows_full(controller))
 
 

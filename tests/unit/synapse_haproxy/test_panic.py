@@ -8,9 +8,9 @@ import pytest
 from haproxy_helpers import render, server, service
 
 from synapse.haproxy.ops import EnableHealth
-from synapse.haproxy.panic import HANA, L4CON, L4OK, L4TOUT, L7TOUT, Held, Row, look, parse_rows
+from synapse.haproxy.panic import HANA, L4CON, L4OK, L4TOUT, L7TOUT, Held, Rows, look, servers_of
 from synapse.haproxy.planner import backend_ops
-from synapse.haproxy.running import Capabilities, RunningServer
+from synapse.haproxy.running import CHECK_CONFIGURED, Capabilities, RunningServer
 from synapse.haproxy.sockets import UnexpectedAnswer
 
 UP, DOWN = 2, 0
@@ -18,13 +18,19 @@ CHECKED, DISABLED = 6, 2  # srv_check_state: configured + enabled; configured al
 HOLD, RECHECK = 10.0, 1.0
 
 
-def row(name: str, op: int = DOWN, status: int = L4TOUT, **kw: int) -> Row:
+def row(name: str, op: int = DOWN, status: int = L4TOUT, **kw: int) -> RunningServer:
     fields = {"admin_state": 0, "weight": 1, "check_state": CHECKED} | kw
-    return Row(name, op, fields["admin_state"], fields["weight"], status, fields["check_state"])
+    return RunningServer("b", name, 1, "127.0.0.1", 8080, op, check_status=status, **fields)
 
 
-def rows(*given: Row) -> dict[str, Row]:
+def rows(*given: RunningServer) -> Rows:
     return {r.name: r for r in given}
+
+
+def read(found: RunningServer) -> tuple[str, int, int, int, int, int]:
+    """What a panic reads of a server (check_status is not compared by ``==``)."""
+    return (found.name, found.op_state, found.admin_state, found.weight, found.check_status,
+            found.check_state)  # fmt: skip
 
 
 def test_every_server_timed_out_all_are_put_back_for_the_hold() -> None:
@@ -142,12 +148,13 @@ STATE = """1
 
 
 def test_rows_are_parsed_by_the_header() -> None:
-    got = parse_rows(STATE, "web")
-    assert got["a"] == Row("a", DOWN, 0, 1, L7TOUT, CHECKED)
-    assert got["b"] == Row("b", UP, 0, 1, L4CON, DISABLED)
-    assert parse_rows(STATE, "other") == {}
+    got = servers_of(STATE, "web")
+    assert read(got["a"]) == ("a", DOWN, 0, 1, L7TOUT, CHECKED)
+    assert read(got["b"]) == ("b", UP, 0, 1, L4CON, DISABLED)
+    assert servers_of(STATE, "other") == {}
+    assert servers_of("Can't find backend.\n", "web") == {}  # (its service removed)
     with pytest.raises(UnexpectedAnswer):
-        parse_rows("No such backend.\n", "web")
+        servers_of("No such backend.\n", "web")
 
 
 def test_the_planner_leaves_a_held_check_disabled() -> None:
@@ -157,7 +164,7 @@ def test_the_planner_leaves_a_held_check_disabled() -> None:
     backend = render([web]).backends["web"]
     name, server_name = backend.name, next(iter(backend.servers))
     current = {server_name: RunningServer(name, server_name, 1, "127.0.0.1", 8080,
-                                          check_disabled=True)}  # fmt: skip
+                                          check_state=CHECK_CONFIGURED)}  # fmt: skip
     for held, wanted in ((frozenset(), True), (frozenset({f"{name}/{server_name}"}), False)):
         ops: list = []
         backend_ops(backend, current, Capabilities((2, 6, 12), held_checks=held), ops, [])

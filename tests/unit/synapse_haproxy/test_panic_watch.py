@@ -15,12 +15,12 @@ from synapse.haproxy.sockets import HAProxySocketError
 HEADER = (
     "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
     "srv_iweight srv_time_since_last_change srv_check_status srv_check_result "
-    "srv_check_health srv_check_state\n"
+    "srv_check_health srv_check_state srv_port\n"
 )
 
 
 def state(op: int, check_state: int) -> str:  # (status 12: L7TOUT)
-    return HEADER + f"3 web 1 a 127.0.0.1 {op} 0 1 1 4 12 2 0 {check_state}\n"
+    return HEADER + f"3 web 1 a 127.0.0.1 {op} 0 1 1 4 12 2 0 {check_state} 8080\n"
 
 
 class FakeClient:

@@ -21,6 +21,7 @@ from synapse.haproxy.planner import plan
 from synapse.haproxy.running import (
     ADMIN_FORCED_DRAIN,
     ADMIN_FORCED_MAINT,
+    CHECK_CONFIGURED,
     Capabilities,
     RunningServer,
     RunningState,
@@ -209,7 +210,7 @@ def test_a_backend_usable_before_and_after_a_plan_stays_usable_at_every_command(
     running = running_from(old, **{s.name: states[i] for i, s in enumerate(before)})
     assert running.backends is not None
     unchecked = [
-        dataclasses.replace(running.backends["web"][s.name], check_disabled=True)
+        dataclasses.replace(running.backends["web"][s.name], check_state=CHECK_CONFIGURED)
         for i, s in enumerate(before)
         if check and cut[i]
     ]

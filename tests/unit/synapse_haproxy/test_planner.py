@@ -30,6 +30,7 @@ from synapse.haproxy.running import (
     ADMIN_CONFIG_MAINT,
     ADMIN_FORCED_DRAIN,
     ADMIN_FORCED_MAINT,
+    CHECK_CONFIGURED,
     Capabilities,
     RunningServer,
     RunningState,
@@ -172,7 +173,7 @@ def test_a_server_added_but_never_health_enabled_gets_its_checks_before_its_read
     found = running_from(desired)
     assert found.backends is not None
     cut = dataclasses.replace(
-        found.backends["web"][B.name], admin_state=ADMIN_FORCED_MAINT, check_disabled=True
+        found.backends["web"][B.name], admin_state=ADMIN_FORCED_MAINT, check_state=CHECK_CONFIGURED
     )
     running = with_servers(found, "web", cut)
     assert plan(desired, running, V26).ops == (

@@ -14,7 +14,7 @@ from synapse.haproxy.ops import AddServer, DelServer, EnableHealth, SetAddr, Set
 from synapse.haproxy.outside import SweepHooks
 from synapse.haproxy.planner import backend_ops
 from synapse.haproxy.reader import RunningReader
-from synapse.haproxy.running import Capabilities, RunningServer
+from synapse.haproxy.running import CHECK_CONFIGURED, Capabilities, RunningServer
 from synapse.haproxy.view_ops import after_ops
 
 from test_view import ScriptedClient, srv  # isort: skip
@@ -27,7 +27,7 @@ def test_each_command_as_haproxy_reports_it():
     new = after_ops("b", {"x": X}, [add])
     assert new is not None and new["x"] is X
     # maint, stopped, checks configured but disabled
-    assert new["n"] == RunningServer("b", "n", 7, "10.0.0.2", 8080, 0, 1, 5, 5, True)
+    assert new["n"] == RunningServer("b", "n", 7, "10.0.0.2", 8080, 0, 1, 5, 5, CHECK_CONFIGURED)
     ready = after_ops("b", new, [EnableHealth("b", "n"), SetState("b", "n", "ready")])
     assert ready is not None and ready["n"].admin_state == 0 and ready["n"].op_state == 2
     assert not ready["n"].check_disabled
