@@ -167,6 +167,26 @@ def test_checks_configured_but_disabled_are_read_from_the_check_state() -> None:
     assert parse_servers_state(CHECKS, {"d": d})[3] is d
 
 
+def test_a_check_in_progress_or_paused_is_no_change() -> None:
+    """srv_check_state's INPROGRESS (1) and PAUSED (8) come and go with every check and
+    every maint: a known server whose only difference is one of them stays the known
+    object (a sweep catching a check in progress replaced the backend and planned it, 11
+    plans in 30 s of one quiet slow-checked backend on HAProxy 2.6); CONFIGURED and
+    ENABLED are compared (0, 2 and 6 differ)."""
+    a, _, c, d, e, f = parse_servers_state(CHECKS)
+    assert (a.check_state, c.check_state, d.check_state, e.check_state, f.check_state) == (
+        6, 6, 2, 6, 2,
+    )  # fmt: skip
+    in_progress = CHECKS.replace(" 0 8 2 0 6 0 0 0 - 1 ", " 0 8 2 0 7 0 0 0 - 1 ")
+    assert parse_servers_state(in_progress, {"a": a})[0] is a
+    assert parse_servers_state(in_progress)[0] == a
+    paused = CHECKS.replace(" 0 0 2 0 0 0 - 4 ", " 0 0 10 0 0 0 - 4 ")
+    assert parse_servers_state(paused, {"d": d})[3] is d
+    unchecked = CHECKS.replace(" 0 8 2 0 6 0 0 0 - 1 ", " 0 8 2 0 0 0 0 0 - 1 ")
+    assert CHECKS not in (in_progress, paused, unchecked)  # (each replace took)
+    assert parse_servers_state(unchecked, {"a": a})[0] != a
+
+
 def test_a_looks_parse_gives_the_labels_of_the_full_parse() -> None:
     """``parse_state_labels`` (a look's read: labels only, no RunningServer per row) says
     what ``parse_servers_state`` and ``label`` say, header order followed, sorted by name."""
