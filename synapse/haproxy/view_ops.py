@@ -7,13 +7,14 @@ follow from the commands alone, as measured on HAProxy 2.6:
 
 - ``add server B/S ADDR [options] id N``: present, id N, address and port from ADDR, in
   forced maintenance and stopped (admin 0x01, op 0), weight and initial weight from
-  ``weight W`` (default 1);
+  ``weight W`` (default 1); with ``check``, its check configured and disabled
+  (srv_check_state 2);
 - ``set server B/S state maint``: forced maintenance bit set, stopped;
 - ``set server B/S state ready``: forced maintenance and forced drain bits cleared;
   running, unless another maintenance bit (inherited, DNS) remains;
 - ``set weight B/S W``: weight W (the initial weight stays);
 - ``set server B/S addr A port P``: address A, port P;
-- ``enable health B/S``: nothing `show servers state` shows at once;
+- ``enable health B/S``: its check enabled (srv_check_state 6);
 - ``del server B/S``: gone;
 - and the time of the change (``changed_at``: HAProxy's last change) is the command's for
   an added server, a maint and a ready.
