@@ -9,9 +9,37 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from smartstack.build_info import instrument
+from smartstack.metric_families import Families
 from smartstack.statsd import NULL_STATS, Stats
 
 CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+# name -> help text (# HELP), in the order declared below
+HELP = {
+    "nerve_check_up": "Last result of a check (1 pass, 0 fail)",
+    "nerve_check_results": "Check results",
+    "nerve_check_duration_seconds": "Check latency",
+    "nerve_service_healthy": "1 when every check of the service is up",
+    "nerve_service_registered": "1 while the registration exists in the registry",
+    "nerve_service_maintenance": "1 while the service is in maintenance",
+    "nerve_transitions": "Registration decisions (to=registered|withdrawn)",
+    "nerve_throttled": "Status changes hit by rate_limiting (shadow=true: only logged)",
+    "nerve_registry_writes": "Successful registry writes (op=register|withdraw)",
+    "nerve_registry_errors": "Failed registry write attempts (each is retried)",
+    "nerve_registration_vanished": (
+        "Registrations deleted by someone else while nerve's session or lease lived on"
+        " (each written again)"
+    ),
+    "nerve_registry_reconnects": (
+        "New ZooKeeper sessions / new etcd leases after a loss, and reconnections"
+    ),
+    "nerve_config_reloads": "SIGHUP reloads (result=ok|rejected|not_checked)",
+    "nerve_heartbeat_timestamp_seconds": "Last main-loop heartbeat (unix time)",
+    "nerve_config_last_good": (
+        "1 while nerve runs its last good config because the file is invalid (a start)"
+    ),
+}
 
 
 class NerveMetrics:
@@ -19,95 +47,29 @@ class NerveMetrics:
         self.registry = registry or CollectorRegistry()
         # statsd twin of the figures below (a no-op unless the config has a statsd block)
         self.statsd: Stats = NULL_STATS
-        r = self.registry
-        instrument(r, "nerve")
-        self.check_up = Gauge(
-            "nerve_check_up",
-            "Last result of a check (1 pass, 0 fail)",
-            ["service", "check"],
-            registry=r,
+        instrument(self.registry, "nerve")
+        declare = Families(self.registry, HELP).declare
+        self.check_up = declare(Gauge, "nerve_check_up", "service", "check")
+        self.check_results = declare(Counter, "nerve_check_results", "service", "check", "result")
+        self.check_duration = declare(
+            Histogram, "nerve_check_duration_seconds", "service", "check", buckets=CHECK_BUCKETS
         )
-        self.check_results = Counter(
-            "nerve_check_results", "Check results", ["service", "check", "result"], registry=r
+        self.healthy = declare(Gauge, "nerve_service_healthy", "service")
+        self.registered = declare(Gauge, "nerve_service_registered", "service")
+        self.maintenance = declare(Gauge, "nerve_service_maintenance", "service")
+        self.transitions = declare(Counter, "nerve_transitions", "service", "to")
+        self.throttled = declare(Counter, "nerve_throttled", "service", "shadow")
+        self.registry_writes = declare(
+            Counter, "nerve_registry_writes", "service", "registry", "op"
         )
-        self.check_duration = Histogram(
-            "nerve_check_duration_seconds",
-            "Check latency",
-            ["service", "check"],
-            buckets=CHECK_BUCKETS,
-            registry=r,
+        self.registry_errors = declare(Counter, "nerve_registry_errors", "service", "registry")
+        self.registration_vanished = declare(
+            Counter, "nerve_registration_vanished", "service", "registry"
         )
-        self.healthy = Gauge(
-            "nerve_service_healthy",
-            "1 when every check of the service is up",
-            ["service"],
-            registry=r,
-        )
-        self.registered = Gauge(
-            "nerve_service_registered",
-            "1 while the registration exists in the registry",
-            ["service"],
-            registry=r,
-        )
-        self.maintenance = Gauge(
-            "nerve_service_maintenance",
-            "1 while the service is in maintenance",
-            ["service"],
-            registry=r,
-        )
-        self.transitions = Counter(
-            "nerve_transitions",
-            "Registration decisions (to=registered|withdrawn)",
-            ["service", "to"],
-            registry=r,
-        )
-        self.throttled = Counter(
-            "nerve_throttled",
-            "Status changes hit by rate_limiting (shadow=true: only logged)",
-            ["service", "shadow"],
-            registry=r,
-        )
-        self.registry_writes = Counter(
-            "nerve_registry_writes",
-            "Successful registry writes (op=register|withdraw)",
-            ["service", "registry", "op"],
-            registry=r,
-        )
-        self.registry_errors = Counter(
-            "nerve_registry_errors",
-            "Failed registry write attempts (each is retried)",
-            ["service", "registry"],
-            registry=r,
-        )
-        self.registration_vanished = Counter(
-            "nerve_registration_vanished",
-            "Registrations deleted by someone else while nerve's session or lease lived on"
-            " (each written again)",
-            ["service", "registry"],
-            registry=r,
-        )
-        self.reconnects = Counter(
-            "nerve_registry_reconnects",
-            "New ZooKeeper sessions / new etcd leases after a loss, and reconnections",
-            ["registry", "event"],
-            registry=r,
-        )
-        self.reloads = Counter(
-            "nerve_config_reloads",
-            "SIGHUP reloads (result=ok|rejected|not_checked)",
-            ["result"],
-            registry=r,
-        )
-        self.heartbeat = Gauge(
-            "nerve_heartbeat_timestamp_seconds",
-            "Last main-loop heartbeat (unix time)",
-            registry=r,
-        )
-        self.config_last_good = Gauge(
-            "nerve_config_last_good",
-            "1 while nerve runs its last good config because the file is invalid (a start)",
-            registry=r,
-        )
+        self.reconnects = declare(Counter, "nerve_registry_reconnects", "registry", "event")
+        self.reloads = declare(Counter, "nerve_config_reloads", "result")
+        self.heartbeat = declare(Gauge, "nerve_heartbeat_timestamp_seconds")
+        self.config_last_good = declare(Gauge, "nerve_config_last_good")
 
     def forget_service(self, service: str) -> None:
         """Drop every series of a removed service, its checks' too: /metrics must not show
