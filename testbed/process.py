@@ -89,12 +89,22 @@ def wait_processes_gone(pids: Iterable[int], timeout: float = 10.0) -> None:
 
 _live_lock = threading.Lock()
 _live: set[ManagedProcess] = set()
+# (name, log) of every ManagedProcess started here, in order: a failed test's report shows
+# the logs of those it started (tests/conftest.py)
+_started: list[tuple[str, Path]] = []
 
 
 def live_processes() -> list[ManagedProcess]:
     """ManagedProcesses started in this process and not yet stopped (for leak checks)."""
     with _live_lock:
         return [p for p in _live if p.alive]
+
+
+def started_since(mark: int) -> list[tuple[str, Path]]:
+    """(name, log path) of the ManagedProcesses started after ``started_since(0)`` had
+    ``mark`` entries (``len(started_since(0))`` is the mark to take now)."""
+    with _live_lock:
+        return _started[mark:]
 
 
 class ManagedProcess:
@@ -133,6 +143,7 @@ class ManagedProcess:
             )
         with _live_lock:
             _live.add(self)
+            _started.append((self.name, self.log_path))
         return self
 
     @property

@@ -24,7 +24,7 @@ import pytest
 from testbed.etcd import EtcdCluster
 from testbed.haproxy import HAProxyProcess, minimal_global
 from testbed.httpbackend import HttpBackend
-from testbed.process import live_processes, wait_processes_gone
+from testbed.process import live_processes, started_since, wait_processes_gone
 from testbed.zookeeper import ZooKeeperEnsemble, ZooKeeperServer, super_digest_jvm_arg, wipe
 
 # --------------------------------------------------------------------------- process hygiene
@@ -52,6 +52,32 @@ def _no_leftover_servers() -> Iterator[None]:
     for proc in leftovers:
         proc.kill()
     assert not leftovers, f"servers left running after the tests (now killed): {leftovers}"
+
+
+_STARTED_BEFORE = pytest.StashKey[int]()
+LOG_LINES = 60  # of each daemon's log in a failed test's report
+LOGS_SHOWN = 6  # the last daemons the test started
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_STARTED_BEFORE] = len(started_since(0))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator:
+    """A failed test's report carries the last lines of the logs of the daemons (nerve,
+    synapse, servers) it started: a CI failure says what they did, not only what timed out."""
+    report = yield
+    if report.failed and report.when in ("setup", "call"):
+        started = started_since(item.stash.get(_STARTED_BEFORE, 0))
+        for name, log in started[-LOGS_SHOWN:]:
+            try:
+                tail = log.read_text(errors="replace").splitlines()[-LOG_LINES:]
+            except OSError as err:
+                tail = [f"(not readable: {err})"]
+            report.sections.append((f"last {LOG_LINES} lines of {name} ({log})", "\n".join(tail)))
+    return report
 
 
 def _stop_and_check(stop: Callable[[], None], pids: list[int | None]) -> None:
