@@ -47,6 +47,9 @@ def _fix_extra_sections(
         return
     fixed: dict[str, Any] = {}
     for title, lines in sections.items():
+        if not isinstance(lines, str | list | None):
+            fixed[title] = lines  # the model refuses it naming the key (list(9000) raised)
+            continue
         plain, found = plain_spaces(str(title))
         if found:
             place = f"{path}: haproxy.extra_sections"

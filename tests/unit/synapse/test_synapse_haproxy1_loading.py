@@ -63,3 +63,18 @@ def test_an_error_names_the_service_conf_dir_file(tmp_path: Path) -> None:
     (line,) = caught.value.lines
     assert line.startswith(f"{bad}: services.api.haproxy.backend[0]: 'rspirep ")
     assert "use 'http-response replace-header NAME REGEX REPL'" in line
+
+
+@pytest.mark.parametrize("body", [9000, True, {"bind": "127.0.0.1:9000"}])
+def test_a_section_that_is_no_list_of_lines_is_an_error_naming_its_key(
+    tmp_path: Path, body: object
+) -> None:
+    # Before (review s44 hunt): 9000 or true escaped as a TypeError (a traceback at -k, a
+    # SIGHUP's "TypeError: 'int' object is not iterable"); a mapping's keys became lines.
+    top = {**TOP, "haproxy": {**TOP["haproxy"], "extra_sections": {"listen stats": body}}}
+    services = {"web": {"discovery": ZK, "haproxy": {"port": 3300}}}
+    with pytest.raises(ConfigError) as caught:
+        load_synapse_config(write(tmp_path / "s.json", {**top, "services": services}))
+    (line,) = caught.value.lines
+    assert line.startswith(f"{tmp_path / 's.json'}: haproxy.extra_sections.listen stats")
+    assert "list" in line
