@@ -11,6 +11,16 @@ backend's status line (``show stat -1 2 -1``: one line a backend, not one a serv
 pokes the panic for each backend that is DOWN (HAProxy has no usable server for it) and
 was not at the last read, or went DOWN again since (its ``chkdown`` count moved). A poke
 of a backend the panic has nothing for costs one ``show servers state`` of it.
+
+The counts are a worker's: a reload's new worker starts them again (1 for a backend its
+state file brings back DOWN, 0 else), so a backend DOWN at a read, then UP, a reload, and
+DOWN again before the next read showed the count of before, and was never poked (1,000
+backends, a 2 s pause: 24 of 24 requests failed over 6 s, no panic, review s44). So the
+same connection asks ``show info`` first: when another worker answers (its ``Pid`` and
+``Start_time_sec``), every backend DOWN is poked once (a needless look a reload for one
+DOWN across it: 200 of them, 3 reloads, 600 looks, none failed); an old worker still
+stopping that took the connection is not read (stale counts: the next read finds the new
+one). ``show info`` adds ~1 KB to a read, no measurable cost (~5 ms at 1,000 backends).
 """
 
 from __future__ import annotations
@@ -18,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from synapse.haproxy.answers import is_stopping, parse_show_info
 from synapse.haproxy.runtime import RuntimeClient
 from synapse.haproxy.sockets import HAProxySocketError
 
@@ -31,6 +43,27 @@ FASTEST_S = 0.25  # the shortest (up to 125 backends)
 # over 2 panics past their 1 s wait, review s43).
 PER_BACKEND_S = 0.002
 ASK = "show stat -1 2 -1"  # every proxy's backend line only (type 2)
+ASKS = ["show info", ASK]  # (one connection: the worker that answered is the one read)
+
+
+@dataclass(frozen=True)
+class Read:
+    """One read: the worker that answered (its pid and start) and {backend: chkdown} of
+    its backends DOWN."""
+
+    worker: str
+    down: dict[str, int]
+
+
+def read_of(info: str, stat: str) -> Read | None:
+    """The read of ``show info`` and ``show stat``'s answers; None when a stopping worker
+    answered (an old one, after a reload, on the listener it shares for a moment). The
+    start time too: a worker in a container restarted may have its pid again."""
+    if is_stopping(info):
+        return None
+    fields = parse_show_info(info)
+    worker = f"{fields.get('Pid', '')}@{fields.get('Start_time_sec', '')}"
+    return Read(worker, backends_down(stat))
 
 
 def backends_down(text: str) -> dict[str, int]:
@@ -59,31 +92,37 @@ def pause(backends: int) -> float:
     return min(POLL_S, max(FASTEST_S, backends * PER_BACKEND_S))
 
 
-def newly_down(before: dict[str, int], now: dict[str, int]) -> list[str]:
-    """The backends DOWN now that were not DOWN before, or went DOWN again since."""
-    return sorted(name for name, count in now.items() if before.get(name) != count)
+def newly_down(before: Read | None, now: Read) -> list[str]:
+    """The backends DOWN now that were not DOWN before, or went DOWN again since; all of
+    them when another worker answers now (a reload: its counts started again)."""
+    if before is None or before.worker != now.worker:
+        return sorted(now.down)
+    return sorted(name for name, count in now.down.items() if before.down.get(name) != count)
 
 
 async def poll(client: RuntimeClient, poke: Callable[[str], None]) -> None:
     """Read the backends' status every ``pause``, poke the newly DOWN ones (runs until
     cancelled; a failed read, a reload say, waits for the next)."""
-    before: dict[str, int] = {}
+    before: Read | None = None
     backends = 0  # (the first read after FASTEST_S: an adoption's look comes soon)
     while True:
         await asyncio.sleep(pause(backends))
         try:
-            answers = await client.ask([ASK])
+            answers = await client.ask(ASKS)
         except HAProxySocketError as err:
             log.debug("panic poll: %s", err)
             continue
         except Exception:  # (must not end the backstop: the next read tries again)
             log.exception("panic poll failed")
             continue
-        if not answers:  # (cut short: HAProxy killed as it answered; this ended the poll)
+        if len(answers) < len(ASKS):  # (cut short: HAProxy killed as it answered)
             log.debug("panic poll: no answer (cut short)")
             continue
-        backends = answers[0].count(",BACKEND,")
-        now = backends_down(answers[0])
+        now = read_of(answers[0], answers[1])
+        if now is None:  # (stale: the next read finds the new worker)
+            log.debug("panic poll: a stopping worker answered")
+            continue
+        backends = answers[1].count(",BACKEND,")
         for backend in newly_down(before, now):
             poke(backend)
         before = now
