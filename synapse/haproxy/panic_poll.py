@@ -18,9 +18,13 @@ DOWN again before the next read showed the count of before, and was never poked 
 backends, a 2 s pause: 24 of 24 requests failed over 6 s, no panic, review s44). So the
 same connection asks ``show info`` first: when another worker answers (its ``Pid`` and
 ``Start_time_sec``), every backend DOWN is poked once (a needless look a reload for one
-DOWN across it: 200 of them, 3 reloads, 600 looks, none failed); an old worker still
-stopping that took the connection is not read (stale counts: the next read finds the new
-one). ``show info`` adds ~1 KB to a read, no measurable cost (~5 ms at 1,000 backends).
+DOWN across it: 200 of them, 3 reloads, 600 looks, none failed; paid by an HAProxy synapse
+launched too, whose alerts come through its output: cheap, and the state file's DOWN
+backends print no alert). A stopping worker's answer is not read (stale counts; seen only
+on a connection opened before the reload, which the poll never keeps: in the first ~0.1 s
+after a reload the old worker may answer as the current one, not yet stopping, which is
+one more change of worker at worst, review s44). ``show info`` adds ~1 KB to a read, no
+measurable cost (~5 ms at 1,000 backends).
 """
 
 from __future__ import annotations
