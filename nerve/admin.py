@@ -103,13 +103,18 @@ def parse_request(body: Any) -> tuple[str, float | None]:
         raise web.HTTPBadRequest(text="'reason' must be a non-empty string\n")
     reason = " ".join(reason.split())[:MAX_REASON]  # one line in logs and /status
     duration = body.get("for")
-    if duration is not None:
-        if (
-            isinstance(duration, bool)
-            or not isinstance(duration, int | float)
-            or not math.isfinite(duration)
-            or duration <= 0
-        ):
-            raise web.HTTPBadRequest(text="'for' must be a positive number of seconds\n")
-        duration = float(duration)
-    return reason, duration
+    return reason, None if duration is None else seconds(duration)
+
+
+def seconds(value: Any) -> float:
+    """'for': a positive finite number of seconds; HTTP 400 otherwise."""
+    bad = web.HTTPBadRequest(text="'for' must be a positive number of seconds\n")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad
+    try:
+        duration = float(value)
+    except OverflowError:  # JSON integers have no bound: 1 followed by 400 zeros
+        raise bad from None
+    if not math.isfinite(duration) or duration <= 0:
+        raise bad
+    return duration

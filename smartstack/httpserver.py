@@ -87,7 +87,10 @@ class Request:
 
     async def json(self) -> Any:
         """The body as JSON; ValueError when it is not."""
-        return json.loads(self.body)
+        try:
+            return json.loads(self.body)
+        except RecursionError:  # ~1,000 levels of [ or {: the parser's C stack, not a fault
+            raise ValueError("JSON nested too deeply") from None
 
 
 class Response:

@@ -112,3 +112,12 @@ def test_answers_carry_length_type_and_connection() -> None:
     assert web.HTTPConflict(text="no\n").status == 409
     http10 = web.Request("GET", "/", web.Headers(), version="HTTP/1.0")
     assert not web.keep_alive(http10)
+
+
+async def test_a_body_nested_past_the_parser_s_depth_is_not_json() -> None:
+    """Request.json's contract is ValueError for a body that is not JSON a handler can use:
+    nesting past the parser's recursion limit was a RecursionError (a 500 and a traceback)."""
+    for body in (b"[" * 100_000, b'{"a":' * 50_000, b"[" * 20_000 + b"]" * 20_000):
+        request = web.Request("POST", "/", web.Headers(), body)
+        with pytest.raises(ValueError, match="nested"):
+            await request.json()
