@@ -21,6 +21,7 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -47,13 +48,44 @@ def authorized(request: web.Request, token: str) -> bool:
     )
 
 
-def check_token(request: web.Request, token: str | None) -> None:
+REFUSED_LINE_S = 10.0  # a caller refused again and again: one line per this many seconds
+REFUSED_KEYS = 1_000  # callers remembered (method, path, address); past it, forgotten
+
+
+class Refusals:
+    """Which 401s to log: a caller's first at once, then one line per REFUSED_LINE_S that
+    counts the refusals since the last (a local client looping with a wrong token wrote
+    ~2,000 lines a second, ~1 GB of log an hour; review s44 apifuzz)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._callers: dict[tuple[str, str, str], tuple[float, int]] = {}  # -> (logged, n)
+
+    def note(self, caller: tuple[str, str, str]) -> int:
+        """Count one refusal; the refusals a line now stands for, or 0: no line now."""
+        now = self.clock()
+        logged_at, unlogged = self._callers.get(caller, (now - REFUSED_LINE_S, 0))
+        if now - logged_at < REFUSED_LINE_S:
+            self._callers[caller] = (logged_at, unlogged + 1)
+            return 0
+        if len(self._callers) >= REFUSED_KEYS:
+            self._callers.clear()  # (many callers: each logs its next refusal anew)
+        self._callers[caller] = (now, 0)
+        return unlogged + 1
+
+
+_refusals = Refusals()
+
+
+def check_token(request: web.Request, token: str | None, refusals: Refusals = _refusals) -> None:
     """Requests that change something need the token; reads never do (HTTPUnauthorized)."""
     if token is None or request.method in READ_METHODS or authorized(request, token):
         return
-    # Never the token (nor what was sent in its place) in the log.
-    event(log, "admin_unauthorized", level=logging.WARNING, method=request.method,
-          path=request.path[:200], remote=request.remote)  # fmt: skip
+    path = request.path[:200]
+    refused = refusals.note((request.method, path, str(request.remote)))
+    if refused:  # Never the token (nor what was sent in its place) in the log.
+        event(log, "admin_unauthorized", level=logging.WARNING, method=request.method,
+              path=path, remote=request.remote, refused=refused)  # fmt: skip
     raise web.HTTPUnauthorized(
         text="this endpoint needs Authorization: Bearer <admin token>\n",
         headers={"WWW-Authenticate": 'Bearer realm="admin"'},
