@@ -1,4 +1,4 @@
-"""``nerve``: health-check local services and register them while healthy.
+"""nerve: health-check local services and register them while healthy.
 
 nerve -c FILE [-k]                       run (or only check the config with -k)
 nerve maint SERVICE --reason TEXT [--for DURATION] [--drain SECONDS] (-c FILE | --admin URL)

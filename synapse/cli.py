@@ -1,4 +1,8 @@
-"""``synapse``: watch service registries and keep HAProxy in step."""
+"""synapse: watch service registries and keep HAProxy in step.
+
+synapse -c FILE [-k]                     run (or only check the config with -k)
+synapse zone evacuate|restore ZONE [--service S] (-c FILE | --admin URL)   (synapse zone -h)
+"""
 
 from __future__ import annotations
 
@@ -25,7 +29,10 @@ CONFIG_ENV = "SYNAPSE_CONFIG"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="synapse", description=__doc__)
+    # (raw: the usage lines of the docstring stay lines; `synapse zone` is found here)
+    parser = argparse.ArgumentParser(
+        prog="synapse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_common_arguments(parser, config_env=CONFIG_ENV)
     parser.add_argument("--zone", help="the zone this synapse is in (or SYNAPSE_ZONE)")
     return parser
