@@ -26,6 +26,7 @@ from smartstack.config_encoding import (
     utf16_without_bom,
 )
 from smartstack.config_errors import ConfigError, format_loc
+from smartstack.config_hints import near_miss
 from smartstack.config_read import read_settled
 from smartstack.config_sections import SectionCache
 from smartstack.erb import ErbError
@@ -179,7 +180,8 @@ def merge_service_conf_dir(
         raise ConfigError([f"{config_path}: service_conf_dir: expected a path string"])
     directory = Path(os.path.abspath(os.path.expanduser(conf_dir)))
     if not directory.is_dir():
-        raise ConfigError([f"{config_path}: service_conf_dir: {directory} is not a directory"])
+        problem = f"{directory} is not a directory{_relative_hint(conf_dir, config_path)}"
+        raise ConfigError([f"{config_path}: service_conf_dir: {problem}"])
     if not isinstance(services, dict):
         return sources
     for name, file in conf_dir_files(directory):
@@ -188,6 +190,21 @@ def merge_service_conf_dir(
         services[name] = load_document(file, erb, cache, repeated, ("services", name))
         sources[name] = file
     return sources
+
+
+def _relative_hint(conf_dir: str, config_path: Path) -> str:
+    """Why a relative ``service_conf_dir`` was not found: it is read from the current
+    directory (Ruby's rule), which a newcomer running the daemon from elsewhere, or
+    expecting the config file's folder, does not guess (review s44 newuser)."""
+    if os.path.isabs(os.path.expanduser(conf_dir)):
+        return ""
+    beside = Path(os.path.abspath(config_path.parent / conf_dir))
+    found = f"; beside the config file, {beside} is one" if beside.is_dir() else ""
+    return (
+        f" (a relative service_conf_dir is read from the current directory, {os.getcwd()}, "
+        f"as Ruby's File.expand_path reads it, not from the config file's folder{found}: "
+        "run from the directory it is relative to, or give an absolute path)"
+    )
 
 
 def _require_utf8_name(file: Path) -> None:
@@ -244,8 +261,18 @@ def _expectation(error: dict[str, Any]) -> str:
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     if kind == "value_error" or isinstance(given, dict | list):
-        return message  # our validators name the expectation; the input is a whole block
+        # our validators name the expectation; the input is a whole block
+        return message + _SHAPE_HINTS.get((kind, type(given)), "")
     return f"{message} (got {given!r}){_likely_meant(error, given)}"
+
+
+# A block written in the other YAML shape: the usual first-config slip (`checks:` as a map of
+# one check, `services:` as a list as in the early synapse format). (review s44 newuser)
+_SHAPE_HINTS = {
+    ("list_type", dict): " (got a mapping: a list is `- item` lines in YAML, `[...]` in JSON)",
+    ("dict_type", list): " (got a list: a mapping is `key: value` lines without `- ` in YAML, "
+    "`{...}` in JSON)",
+}
 
 
 def _likely_meant(error: dict[str, Any], given: Any) -> str:
@@ -273,7 +300,8 @@ def validate(
         for error in exc.errors(include_url=False):
             loc = tuple(error["loc"])
             source = _source_for(loc, sources, path)
-            lines.append(f"{source}: {format_loc(loc)}: {_expectation(error)}")
+            hint = near_miss(model, doc, error)  # ("needs 'zk_hosts'" beside a `zk_host`)
+            lines.append(f"{source}: {format_loc(loc)}: {_expectation(error)}{hint}")
         raise ConfigError(lines) from None
 
 
