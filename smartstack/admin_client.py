@@ -102,6 +102,11 @@ def target(args: argparse.Namespace, loader: Callable[[str], Any]) -> tuple[str,
     assert config is not None
     if config.admin.port is None:
         fail(f"{args.config}: the admin API is disabled (admin.port is null)")
+    if config.admin.port == 0:  # (before: "cannot reach ... at http://127.0.0.1:0", review s44)
+        fail(
+            f"{args.config}: admin.port is 0, a free port the daemon picked at its start "
+            "(its admin_listening log line says which): give --admin http://127.0.0.1:PORT"
+        )
     host = config.admin.host
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"  # bound to every address: talk to the local one

@@ -95,6 +95,20 @@ def test_a_disabled_admin_api_is_said_so(monkeypatch, capsys, tmp_path: Path) ->
     assert "the admin API is disabled" in capsys.readouterr().err
 
 
+def test_a_picked_admin_port_asks_for_the_url(monkeypatch, capsys, tmp_path: Path) -> None:
+    # `admin.port: 0` (a free port picked at start): before, the call went to port 0 and said
+    # only "cannot reach ... http://127.0.0.1:0/...: Connection refused" (review s44 newuser).
+    path = tmp_path / "nerve.json"
+    path.write_text('{"admin": {"port": 0}}')
+    calls = _calls(monkeypatch, control, WITHDRAWN)
+    with pytest.raises(SystemExit) as exited:
+        control.main(["up", "web", "-c", str(path)])
+    assert exited.value.code == admin_client.EXIT_FAILED
+    assert calls == []
+    err = capsys.readouterr().err
+    assert "admin.port is 0" in err and "admin_listening" in err and "--admin" in err
+
+
 def test_synapse_zone_reads_the_admin_block_with_erb_and_its_own_default(
     monkeypatch, tmp_path: Path
 ) -> None:
