@@ -229,10 +229,12 @@ class Demo:
         detail(f"HAProxy listens on 127.0.0.1:{self.front_port} and routes to all three")
         watcher = self.status()["services"][SERVICE]["watcher"]
         nerves = sorted(rss_mb(proc.pid) for name, proc in self.nerves.items() if name != "zones")
+        low, high = f"{nerves[0]:.1f}", f"{nerves[-1]:.1f}"
+        span = low if low == high else f"{low}-{high}"  # (one figure when they agree)
         detail(f"synapse reads etcd over {watcher['transport']} (etcd_transport auto: etcd's "
                f"JSON gateway for a few services, gRPC never loaded); RSS: synapse "
-               f"{rss_mb(self.synapse.pid):.1f} MB, each app's nerve {nerves[0]:.1f}-"
-               f"{nerves[-1]:.1f} MB (no gRPC, aiohttp or pydantic loaded)")  # fmt: skip
+               f"{rss_mb(self.synapse.pid):.1f} MB, each app's nerve {span} MB "
+               f"(no gRPC, aiohttp or pydantic loaded)")  # fmt: skip
 
     def _answers_all(self) -> bool:
         for proc in (*self.nerves.values(), self.synapse):

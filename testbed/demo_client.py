@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 REQUEST_INTERVAL = 0.04  # 25 requests per second
+TIMEOUT_S = 2.0  # a request unanswered this long counts as failed (slow is not enough)
 MAX_CLIENT_SECONDS = 600  # the client stops by itself even if the demo is killed mid-way
 
 
@@ -28,6 +31,7 @@ class Sample:
     # When the answer came: a request sent just before an event can be answered after it
     # (HAProxy retried it elsewhere), so what an answer set is judged by this time.
     answered: float = 0.0
+    failure: str | None = None  # what failed: "HTTP 503", "no answer in 2 s", "reset", ...
 
 
 @dataclass
@@ -63,21 +67,39 @@ class Client:
         headers = dict(self.headers)
         if sent:
             headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in sent.items())
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT_S)
         try:
             conn.request("GET", "/", headers=headers)
             response = conn.getresponse()
             body = response.read().decode(errors="replace")
-        except OSError:
-            return Sample(at, None, sent, answered=time.monotonic())
+        except OSError as err:
+            return Sample(at, None, sent, answered=time.monotonic(), failure=_failure(err))
         finally:
             conn.close()
         set_cookie = response.getheader("Set-Cookie")
         if set_cookie and self.cookies is not None:
             name, _, value = set_cookie.split(";", 1)[0].partition("=")
             self.cookies[name.strip()] = value.strip()
-        body = body if response.status == 200 else None
-        return Sample(at, body, sent, set_cookie, answered=time.monotonic())
+        failure = None if response.status == 200 else f"HTTP {response.status}"
+        body = body if failure is None else None
+        return Sample(at, body, sent, set_cookie, time.monotonic(), failure)
 
     def since(self, start: float) -> list[Sample]:
         return [s for s in list(self.samples) if s.at >= start]
+
+
+def _failure(err: OSError) -> str:
+    if isinstance(err, socket.timeout | TimeoutError):
+        return f"no answer in {TIMEOUT_S:g} s"
+    if isinstance(err, ConnectionResetError):
+        return "reset"
+    if isinstance(err, ConnectionRefusedError):
+        return "refused"
+    return type(err).__name__
+
+
+def failure_kinds(samples: list[Sample]) -> str:
+    """How the failed ones failed: " (no answer in 2 s: 1)", "" when none did (a slow
+    answer past the client's timeout is not a 503: the demo says which)."""
+    kinds = Counter(s.failure or "?" for s in samples if s.backend is None)
+    return f" ({', '.join(f'{k}: {n}' for k, n in kinds.most_common())})" if kinds else ""

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from testbed.demo_client import Client
+from testbed.demo_client import Client, failure_kinds
 from testbed.demo_zones import LAYOUT, LOCAL, SERVICE
 from testbed.process import wait_until
 
@@ -78,7 +78,8 @@ def wait_act(demo: Demo, say: Callable[[str], None], detail: Callable[[str], Non
     retried = [w for w in waits if w >= TURN_S]
     detail(f"{' and '.join(sorted(spill))} die: synapse gave {LOCAL} its weights back (mode "
            f"{mode}), {LOCAL}'s first answer {took:.2f} s after the stop")  # fmt: skip
-    detail(f"{CLIENTS} clients, {len(after)} requests answered since the stop: {failed} failed; "
+    detail(f"{CLIENTS} clients, {len(after)} requests answered since the stop: {failed} failed"
+           f"{failure_kinds(after)}; "
            f"{len(held)} waited for a server in HAProxy ({_span(held)}), {len(retried)} met a "
            f"dying server, retried after HAProxy's turn-around ({_span(retried)})")  # fmt: skip
     for zone in sorted(spill):
