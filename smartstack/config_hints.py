@@ -91,3 +91,21 @@ def near_miss(model: type[BaseModel], doc: Any, error: dict[str, Any]) -> str:
         if isinstance(key, str) and key not in known and (meant := suggest(key, wanted))
     ]
     return f"; {'; '.join(hints)}" if hints else ""
+
+
+def one_service_file(model: type[BaseModel], doc: Any, path: Any) -> str | None:
+    """A line for a file that holds one service's block where the main config was expected
+    (a ``service_conf_dir`` file given to ``-c``): before, only "instance_id: required key
+    is missing" (review s44 newuser). None when the file does not look like one."""
+    service = model_at(model, ("services", "name"))
+    if not isinstance(doc, dict) or doc.get("services") or service is None:
+        return None
+    main, theirs = known_keys(model), known_keys(service)
+    keys = [k for k in doc if isinstance(k, str) and k in theirs and k not in main]
+    if len(keys) < 2:
+        return None
+    return (
+        f"{path}: this looks like one service's block (its keys {', '.join(keys[:4])} are a "
+        "service's): the main config lists services under 'services:', or reads files like "
+        "this one from 'service_conf_dir'"
+    )

@@ -26,7 +26,7 @@ from smartstack.config_encoding import (
     utf16_without_bom,
 )
 from smartstack.config_errors import ConfigError, format_loc
-from smartstack.config_hints import near_miss
+from smartstack.config_hints import near_miss, one_service_file
 from smartstack.config_read import read_settled
 from smartstack.config_sections import SectionCache
 from smartstack.erb import ErbError
@@ -302,7 +302,8 @@ def validate(
             source = _source_for(loc, sources, path)
             hint = near_miss(model, doc, error)  # ("needs 'zk_hosts'" beside a `zk_host`)
             lines.append(f"{source}: {format_loc(loc)}: {_expectation(error)}{hint}")
-        raise ConfigError(lines) from None
+        misplaced = one_service_file(model, doc, path)
+        raise ConfigError(lines + ([misplaced] if misplaced else [])) from None
 
 
 def load(

@@ -96,3 +96,20 @@ def test_a_block_in_the_other_shape_says_how_to_write_it(
     config = tmp_path / "nerve.yaml"
     config.write_text(text)
     assert said in _error(config)
+
+
+def test_a_service_file_given_as_the_main_config_says_so(tmp_path: Path) -> None:
+    # `nerve -k -c nerve_services/api.yaml`: before, only "instance_id: required key is missing"
+    path = tmp_path / "api.json"
+    path.write_text(json.dumps({**SERVICE, "checks": [{"type": "tcp"}]}))
+    text = _error(path)
+    assert "instance_id: required key is missing" in text
+    assert f"{path}: this looks like one service's block (its keys host, port, zk_hosts" in text
+    assert "under 'services:', or reads files like this one from 'service_conf_dir'" in text
+
+
+def test_a_main_config_with_an_error_is_not_called_a_service_file(tmp_path: Path) -> None:
+    path = tmp_path / "nerve.json"
+    path.write_text(json.dumps({"services": {"web": {**SERVICE, "port": "x"}}}))
+    text = _error(path)
+    assert "instance_id: required key is missing" in text and "looks like" not in text
