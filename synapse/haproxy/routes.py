@@ -16,7 +16,8 @@ HAProxy indexes a ``map_beg`` map (without ``-i``) in a prefix tree, so the long
 wins whatever the order of the file's lines or of runtime ``add map`` commands: the
 longest path prefix wins without us ordering anything. Exact hosts beat wildcards beat
 paths-only by the order of the lookups. Hosts are lowercase in the maps; the frontend
-lowercases the request's Host header and drops its port.
+lowercases the request's Host header and drops its port; a Host header holding a '/' is
+no host (the lookup appends the path to it).
 
 The frontend lines never change with the entries, so adding or removing a host is a
 map change (runtime commands plus the files on disk), never a reload.
@@ -281,8 +282,12 @@ def frontend_lines(paths: Mapping[str, Path], shared_lines: Iterable[str]) -> li
     own = [line.split()[0] for line in shared_lines if line.split()]
     found = f"{{ var({ROUTE_VAR}) -m found }}"
     lines = [
-        # lowercased, without the port and one trailing dot ("a.example.com." is an FQDN)
-        "http-request set-var(txn.synapse_host) req.hdr(host),field(1,:),lower,regsub([.]$,)",
+        # lowercased, without the port and one trailing dot ("a.example.com." is an FQDN).
+        # The whole header (fhdr): hdr splits at commas, so "a.test, b.test" was routed by
+        # b.test. None when it holds a '/': it is looked up with the path appended, so
+        # "ops.test/public/" + "/admin" matched the route of ops.test + /public/.
+        "http-request set-var(txn.synapse_host) req.fhdr(host),field(1,:),lower,regsub([.]$,)"
+        " unless { req.fhdr(host) -m sub / }",
         "http-request set-var(txn.synapse_path) path",
         f"http-request set-var({ROUTE_VAR}) var(txn.synapse_host),concat(,txn.synapse_path),"
         f"map_beg({paths['exact']})",

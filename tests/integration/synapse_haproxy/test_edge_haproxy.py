@@ -101,6 +101,14 @@ def test_routes_on_a_real_haproxy(haproxy_factory, sockdir, backends):
         ("other.example.com", "/static/x", 200, "static"),  # paths only: any host
         (None, "/static/x", 200, "static"),  # no Host header at all
         ("other.example.com", "/", 404, ""),
+        # A Host holding a path is no host: it routed by host + path ("/api" + "/secret"
+        # matched shop.example.com/api, the api service got /secret).
+        ("shop.example.com/api", "/secret", 404, ""),
+        ("shop.example.com/api/v2", "/", 404, ""),
+        ("x.shop.example.com/deep", "/", 404, ""),
+        ("shop.example.com/", "/static/x", 200, "static"),  # as without a Host
+        # One Host header listing two names is neither (HAProxy's hdr() took the last).
+        ("api.example.com, shop.example.com", "/", 404, ""),
     ]
     got = [(h, p, *get(port, h, p)) for h, p, _, _ in expected]
     assert got == [(h, p, s, body) for h, p, s, body in expected]
