@@ -82,9 +82,16 @@ def near_miss(model: type[BaseModel], doc: Any, error: dict[str, Any]) -> str:
     else:
         return ""
     block, level = _block(doc, loc), model_at(model, loc)
-    if not wanted or block is None or level is None:
+    if block is None or level is None:
         return ""
     known = known_keys(level)
+    # Only a key this block's model knows is meant here: a quoted value ("got 'abc'") is no
+    # key, and a validator that checks another block (nerve's docker.service_defaults, checked
+    # at docker) names keys of that block ("'etcd_endpoints' given: did you mean
+    # 'etcd_endpoints'?" for one put a level too high, review s44 cr-small).
+    wanted = [key for key in wanted if key in known]
+    if not wanted:
+        return ""
     hints = [
         f"'{key}' given: did you mean {' or '.join(repr(m) for m in meant)}?"
         for key in block

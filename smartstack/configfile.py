@@ -179,7 +179,7 @@ def merge_service_conf_dir(
     if not isinstance(conf_dir, str):
         raise ConfigError([f"{config_path}: service_conf_dir: expected a path string"])
     directory = Path(os.path.abspath(os.path.expanduser(conf_dir)))
-    if not directory.is_dir():
+    if not _is_dir(directory):
         problem = f"{directory} is not a directory{_relative_hint(conf_dir, config_path)}"
         raise ConfigError([f"{config_path}: service_conf_dir: {problem}"])
     if not isinstance(services, dict):
@@ -199,12 +199,21 @@ def _relative_hint(conf_dir: str, config_path: Path) -> str:
     if os.path.isabs(os.path.expanduser(conf_dir)):
         return ""
     beside = Path(os.path.abspath(config_path.parent / conf_dir))
-    found = f"; beside the config file, {beside} is one" if beside.is_dir() else ""
+    found = f"; beside the config file, {beside} is one" if _is_dir(beside) else ""
     return (
         f" (a relative service_conf_dir is read from the current directory, {os.getcwd()}, "
         f"as Ruby's File.expand_path reads it, not from the config file's folder{found}: "
         "run from the directory it is relative to, or give an absolute path)"
     )
+
+
+def _is_dir(path: Path) -> bool:
+    """Path.is_dir, False also where stat fails (a name too long, a folder not ours to
+    search): a traceback in place of the config error before (review s44 cr-small)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _require_utf8_name(file: Path) -> None:

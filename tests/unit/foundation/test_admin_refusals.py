@@ -3,10 +3,12 @@ each counting the refusals it stands for; its first refusal is logged at once.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 
+from smartstack import admin
 from smartstack import httpserver as web
 from smartstack.admin import REFUSED_KEYS, REFUSED_LINE_S, Refusals, check_token
 
@@ -64,3 +66,43 @@ def test_the_callers_remembered_are_bounded() -> None:
     for n in range(REFUSED_KEYS * 3):
         assert refusals.note(("POST", f"/p{n}", "127.0.0.1")) == 1
     assert len(refusals._callers) <= REFUSED_KEYS
+
+
+async def test_a_burst_that_stops_is_counted_when_its_period_is_over(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: the 1,999 refusals after the first line were said only at that caller's next
+    # refusal 10 s on: a burst that stopped left "refused=1" as all the log said of it.
+    monkeypatch.setattr(admin, "REFUSED_LINE_S", 0.05)
+    refusals = Refusals()
+    for _ in range(50):
+        refused(refusals, caplog)
+    assert [line["refused"] for line in lines(caplog)] == [1]
+    await asyncio.sleep(0.2)
+    assert [line["refused"] for line in lines(caplog)] == [1, 49]
+    assert refusals.timer is None  # (nothing left unsaid: no timer kept)
+
+
+def test_callers_with_refusals_unsaid_outlast_many_new_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Before: the 1,000th new (method, path, address), e.g. a loop over /maintenance/<n>,
+    # cleared every caller, the unsaid counts of a looping one with them.
+    clock = Clock()
+    refusals = Refusals(clock)
+    for _ in range(5):
+        refused(refusals, caplog)
+    for n in range(REFUSED_KEYS * 2):
+        refusals.note(("POST", f"/maintenance/p{n}", "127.0.0.1"))
+    clock.now += REFUSED_LINE_S
+    refused(refusals, caplog)
+    said = [(line["path"], line["refused"]) for line in lines(caplog)]
+    assert said == [("/x", 1), ("/x", 5)]  # (4 unsaid + this one)
+
+
+def test_the_admin_server_stopping_says_what_is_unsaid(caplog: pytest.LogCaptureFixture) -> None:
+    refusals = Refusals(Clock())
+    for _ in range(3):
+        refused(refusals, caplog)
+    refusals.flush(final=True)  # (AdminServer.stop: the count not lost with the daemon)
+    assert [line["refused"] for line in lines(caplog)] == [1, 2]
