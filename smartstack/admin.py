@@ -21,7 +21,6 @@ import asyncio
 import hmac
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,6 +28,7 @@ from typing import Any, TypeVar
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from smartstack import httpserver as web
+from smartstack.admin_refusals import REFUSALS, Refusals
 from smartstack.logs import event
 
 log = logging.getLogger("smartstack.admin")
@@ -48,96 +48,18 @@ def authorized(request: web.Request, token: str) -> bool:
     )
 
 
-REFUSED_LINE_S = 10.0  # a caller refused again and again: one line per this many seconds
-REFUSED_KEYS = 1_000  # callers remembered (method, path, address); past it, forgotten
-
-Caller = tuple[str, str, "str | None"]  # (method, path, remote address)
-
-
-class Refusals:
-    """Which 401s to log: a caller's first at once, then one line per REFUSED_LINE_S that
-    counts the refusals since the last (a local client looping with a wrong token wrote
-    ~2,000 lines a second, ~1 GB of log an hour; review s44 apifuzz). The count of a burst
-    that stops is logged when its REFUSED_LINE_S are over (``due``, on a timer the loop
-    runs), not left unsaid until that caller's next refusal (review s44 cr-small)."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self._callers: dict[Caller, tuple[float, int]] = {}  # -> (logged, n)
-        self.timer: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def note(self, caller: Caller) -> int:
-        """Count one refusal; the refusals a line now stands for, or 0: no line now."""
-        now = self.clock()
-        logged_at, unlogged = self._callers.get(caller, (now - REFUSED_LINE_S, 0))
-        if now - logged_at < REFUSED_LINE_S:
-            self._callers[caller] = (logged_at, unlogged + 1)
-            return 0
-        if len(self._callers) >= REFUSED_KEYS:  # forget first those with nothing unsaid
-            self._callers = {k: v for k, v in self._callers.items() if v[1]}
-            if len(self._callers) >= REFUSED_KEYS:
-                self._callers.clear()  # (many callers: each logs its next refusal anew)
-        self._callers[caller] = (now, 0)
-        return unlogged + 1
-
-    def due(self, final: bool = False) -> tuple[list[tuple[Caller, int]], float | None]:
-        """The callers whose unsaid refusals are now a line (each with its count; ``final``:
-        all of them), and in how many seconds the next is (None: nothing left unsaid).
-        A caller quiet for a whole REFUSED_LINE_S is forgotten (its next is said at once)."""
-        now, lines, wait = self.clock(), [], None
-        for caller, (logged_at, unlogged) in list(self._callers.items()):
-            left = logged_at + REFUSED_LINE_S - now
-            if unlogged and (left <= 0 or final):
-                lines.append((caller, unlogged))
-                self._callers[caller] = (now, 0)  # (a steady loop: still one line a period)
-            elif left <= 0:
-                del self._callers[caller]
-            elif unlogged:
-                wait = left if wait is None else min(wait, left)
-        return lines, wait
-
-    def flush(self, final: bool = False) -> None:
-        """Log the lines that are due (``final``: all, the admin server stopping); again
-        when the next is due (on the running loop)."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        lines, wait = self.due(final)
-        for (method, path, remote), refused in lines:
-            _refused_line(method, path, remote, refused)
-        if wait is not None:
-            self.later(wait)
-
-    def later(self, wait: float | None = None) -> None:
-        wait = REFUSED_LINE_S if wait is None else wait
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop (a test): said at the caller's next refusal
-            return
-        if self.timer is None or self._loop is not loop:  # (a timer of a closed loop: none)
-            self.timer, self._loop = loop.call_later(wait, self.flush), loop
-
-
-def _refused_line(method: str, path: str, remote: str | None, refused: int) -> None:
-    # Never the token (nor what was sent in its place) in the log.
-    event(log, "admin_unauthorized", level=logging.WARNING, method=method, path=path,
-          remote=remote, refused=refused)  # fmt: skip
-
-
-_refusals = Refusals()
-
-
-def check_token(request: web.Request, token: str | None, refusals: Refusals = _refusals) -> None:
-    """Requests that change something need the token; reads never do (HTTPUnauthorized)."""
+def check_token(
+    request: web.Request,
+    token: str | None,
+    refusals: Refusals = REFUSALS,
+    route: str | None = None,
+) -> None:
+    """Requests that change something need the token; reads never do (HTTPUnauthorized).
+    ``route``: the pattern the request matched (``/maintenance/{service}``): a refused
+    caller is counted per route, whatever path it tries under it."""
     if token is None or request.method in READ_METHODS or authorized(request, token):
         return
-    path = request.path[:200]
-    refused = refusals.note((request.method, path, request.remote))
-    if refused:
-        _refused_line(request.method, path, request.remote, refused)
-    else:
-        refusals.later()  # (the count of a burst that stops is said when its time is over)
+    refusals.refused(request.method, route or request.path, request.path, request.remote)
     raise web.HTTPUnauthorized(
         text="this endpoint needs Authorization: Bearer <admin token>\n",
         headers={"WWW-Authenticate": 'Bearer realm="admin"'},
@@ -183,7 +105,7 @@ class AdminServer:
         token = self._token
 
         async def checked(request: web.Request) -> web.Response:
-            check_token(request, token)
+            check_token(request, token, route=path)
             return await handler(request)
 
         self.router.add(method, path, checked, probe)
@@ -196,7 +118,7 @@ class AdminServer:
         event(log, "admin_listening", host=self.host, port=self.port)
 
     async def stop(self) -> None:
-        _refusals.flush(final=True)  # (the count of a last burst, not lost with the daemon)
+        REFUSALS.flush(final=True)  # (the count of a last burst, not lost with the daemon)
         if self._server is not None:
             await self._server.stop()
             self._server = None
