@@ -56,8 +56,9 @@ def log_lines(logging: HAProxyLogging | None, mode: str) -> list[str]:
             return ["log global", f"log-format '{JSON_TCP_FORMAT}'"]
         return [
             "log global",
-            # Captured now: the request is gone when the log line is written.
-            "http-request set-var(txn.synapse_log_host) req.hdr(host)",
+            # Captured now: the request is gone when the log line is written. The whole
+            # header (fhdr): hdr splits at commas and logged "a.test, b.test" as b.test.
+            "http-request set-var(txn.synapse_log_host) req.fhdr(host)",
             "http-request set-var(txn.synapse_log_path) path",
             f"log-format '{JSON_HTTP_FORMAT}'",
         ]

@@ -193,6 +193,8 @@ def test_json_access_logs_one_line_per_request(haproxy_factory, sockdir, backend
         ("shop.example.com", '/cart?q="x"'),
         ("eu.shop.example.com", "/a\\b"),
         ("nowhere.example.com", "/"),
+        # routed as no host (404): logged whole, not as its last name (hdr splits at ',')
+        ("api.example.com, shop.example.com", "/list"),
     ]
     for host, path in requests:
         get(port, host, path)
@@ -205,6 +207,7 @@ def test_json_access_logs_one_line_per_request(haproxy_factory, sockdir, backend
     assert by_path[("shop.example.com", "/cart")]["status"] == 200
     assert by_path[("eu.shop.example.com", "/a\\b")]["backend"] == "tenant"
     assert by_path[("nowhere.example.com", "/")]["status"] == 404
+    assert by_path[("api.example.com, shop.example.com", "/list")]["status"] == 404
     assert by_path[("web.local", "/w")]["frontend"] == "web"
     assert all(line.startswith("<134>") for line in lines)  # local0.info
 
