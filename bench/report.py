@@ -131,7 +131,11 @@ class Result:
             yield
         except Exception as exc:
             text = str(exc) or type(exc).__name__
-            self.failures.append(f"{title}: {type(exc).__name__}: {text.splitlines()[0][:200]}")
+            # Where it was raised: a bare "ConnectionResetError: [Errno 104]" (one CI run,
+            # the smoke test) could have come from any of five sockets.
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            at = f" (at {Path(where.filename).name}:{where.lineno} in {where.name})"
+            self.failures.append(f"{title}: {type(exc).__name__}: {text.splitlines()[0][:200]}{at}")
             print(f"!!! {self.name} / {title}: {type(exc).__name__}: {text}", file=sys.stderr)
             traceback.print_tb(exc.__traceback__, limit=-3, file=sys.stderr)
             self.section(title).add("FAILED", f"{type(exc).__name__}: {text.splitlines()[0][:150]}")

@@ -26,6 +26,20 @@ def test_targets_and_table_show_missed_figures() -> None:
     assert result.missed() == ["zookeeper: p99"]
 
 
+def _reset() -> None:
+    raise ConnectionResetError(104, "Connection reset by peer")
+
+
+def test_a_failed_scenario_says_where_it_was_raised() -> None:
+    result = Result("demo", params={})
+    with result.attempt("etcd, 1 service"):
+        _reset()
+    (line,) = result.failures
+    assert line.startswith("etcd, 1 service: ConnectionResetError: [Errno 104]"), line
+    raised_at = _reset.__code__.co_firstlineno + 1
+    assert line.endswith(f"(at test_bench_report.py:{raised_at} in _reset)"), line
+
+
 def test_wrk_summary_line_is_parsed() -> None:
     out = (
         "Running 2s test\n"
