@@ -44,6 +44,16 @@ def command(name: str) -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", f"{name}.cli"]
 
 
+def this_checkout_env() -> dict[str, str]:
+    """The environment for a daemon: it imports this checkout's code. .venv/bin/synapse
+    imports the checkout the venv was installed from (editable), so a benchmark run from a
+    git worktree measured main's daemons (a helper's before/after showed no change)."""
+    root = str(Path(__file__).resolve().parents[1])
+    return dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    )
+
+
 def describe(processes: Iterable[ManagedProcess | None], lines: int = 25) -> str:
     parts = []
     for proc in processes:
@@ -160,7 +170,7 @@ class Workspace(contextlib.ExitStack):
         env: dict[str, str] | None = None,
         workdir: Path | None = None,
     ) -> ManagedProcess:
-        proc = ManagedProcess(args, workdir or self.path, name, env=env)
+        proc = ManagedProcess(args, workdir or self.path, name, env=env or this_checkout_env())
         self.callback(proc.stop)
         return proc.start()
 
@@ -416,8 +426,7 @@ class Backend:
             "--name",
             self.name,
         ]
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-        self.proc = self.ws.process(args, f"backend-{self.name}", env=env)
+        self.proc = self.ws.process(args, f"backend-{self.name}")
         wait_for(self._listening, timeout, f"backend {self.name} on :{self.port}", [self.proc])
         return self
 
