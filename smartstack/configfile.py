@@ -27,13 +27,12 @@ from smartstack.config_encoding import (
 )
 from smartstack.config_errors import ConfigError, format_loc
 from smartstack.config_hints import near_miss, one_service_file
-from smartstack.config_read import read_settled
+from smartstack.config_read import json_text, read_settled
 from smartstack.config_sections import SectionCache
 from smartstack.erb import ErbError
 from smartstack.erb import render as erb_render
 
 SERVICE_FILE_SUFFIXES = (".json", ".yaml", ".yml")  # Ruby: not .yml (docs/configuration.md)
-_COMMENT_LINE = re.compile(r"^[ \t]*#.*$", re.MULTILINE)
 
 M = TypeVar("M")
 
@@ -109,13 +108,8 @@ def _parse(text: str, path: Path, found: list[tuple[Loc, int, int]] | None = Non
     json_error: json.JSONDecodeError | None = None
     if path.suffix == ".json":
         try:
-            # Real .json files carry '#' comment lines (Ruby reads them as YAML); blanking
-            # them keeps line numbers and lets JSON's error point at the real mistake.
-            # (No '#' at all: no comment line; the regex costs ms on a 500-service file.)
-            # A UTF-8 byte order mark (Notepad, PowerShell 5's Out-File -Encoding utf8): JSON
-            # refuses it and YAML, which skips it, refuses a tab-indented JSON file (review s34).
-            bare = " " + text[1:] if text.startswith("\ufeff") else text  # (columns stay)
-            return json_load(_COMMENT_LINE.sub("", bare) if "#" in bare else bare, found)
+            # '#' comment lines blanked, a byte order mark a space (smartstack.config_read)
+            return json_load(json_text(text), found)
         except json.JSONDecodeError as exc:
             json_error = exc  # YAML may still read it
     import yaml  # here: a daemon whose files are JSON never loads it (~1 MB of RSS)
