@@ -288,14 +288,14 @@ class NerveDaemon(ReloadSteps):
 
     async def _read_settled(self, path: Path) -> tuple[NerveConfig, list[str], dict[Path, Stamp]]:
         """The file read, and once still if it was written in place (or is new) a moment
-        ago: perhaps a prefix (`>` then `>>`; smartstack.reload_settle); with the stamps
-        of what was read."""
+        ago: perhaps a prefix (`>` then `>>`), unless a whole JSON object (smartstack.
+        reload_settle); with the stamps of what was read."""
         read = file_stamps(path, [self.config.service_conf_dir])  # (as read: before)
         new, warnings = await self._load(path)
         dirs = (self.config.service_conf_dir, new.service_conf_dir)
         self._holding = True  # (a restart stop now lets it finish: close_reloads)
         try:
-            waited = await hold_fresh_write(path, dirs, self._read_stamps, log)
+            waited = await hold_fresh_write(path, dirs, self._read_stamps, log, read)
         finally:
             self._holding = False
         if waited:

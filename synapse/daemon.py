@@ -311,10 +311,11 @@ class SynapseDaemon:
             try:
                 read = self._stamps(self.file_config)  # (as read: before)
                 new, warnings = await self._load_config(refused)
-                # a file written in place (or new) a moment ago: perhaps a prefix (`>`
-                # then `>>`): read once still (smartstack.reload_settle)
+                # a file written in place (or new) a moment ago, not a whole JSON object:
+                # perhaps a prefix (`>` then `>>`): read once still (smartstack.reload_settle)
                 dirs = (self.file_config.service_conf_dir, new.service_conf_dir)
-                if await hold_fresh_write(Path(self.config_path), dirs, self._read_stamps, log):
+                held = hold_fresh_write(Path(self.config_path), dirs, self._read_stamps, log, read)
+                if await held:
                     read = self._stamps(self.file_config)
                     new, warnings = await self._load_config(refused)  # once still
                 read = {**self._stamps(new), **read}  # (a new service_conf_dir's: after)

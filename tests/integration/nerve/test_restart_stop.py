@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 from kazoo.client import KazooClient
 from nerve_testlib import (
     LEASE_TTL,
@@ -277,9 +278,10 @@ def test_a_restart_stop_during_a_held_reload_applies_it_first(
     zk: ZooKeeperServer, kz: KazooClient, http_backend_factory, tmp_path: Path,
     nerve_process: StartNerve,
 ) -> None:  # fmt: skip
-    """api removed by a file written in place (so the reload is held until the file has
-    been still for 2 s: smartstack.reload_settle), SIGHUP, SIGUSR2 during the hold: the
-    reload is applied when the hold ends (api withdrawn), then the restart stop leaves web.
+    """api removed by a YAML file written in place (so the reload is held until the file
+    has been still for 2 s: smartstack.reload_settle; a whole JSON object would not be),
+    SIGHUP, SIGUSR2 during the hold: the reload is applied when the hold ends (api
+    withdrawn), then the restart stop leaves web.
     Before (review s32, cr-f usr2hold) the held reload was dropped and api stayed in
     ZooKeeper for a next nerve that has no such service (10 s after the old one exited)."""
     web_path, api_path = unique_path(), unique_path()
@@ -289,12 +291,12 @@ def test_a_restart_stop_during_a_held_reload_applies_it_first(
         return zk_service(zk.hosts, path, port, zk_session_timeout=HANDOVER_SESSION)
 
     both = {"web": block(web_path), "api": block(api_path)}
-    config = write_config(tmp_path / "nerve.json", nerve_config(both))
+    config = write_config(tmp_path / "nerve.yaml", nerve_config(both))
     nerve = nerve_process(config)
     web, api = _zk_reader(kz, web_path), _zk_reader(kz, api_path)
     wait_until(lambda: web() and api(), TIMEOUT, what="both registered", interval=0.05)
     before = web()
-    text = json.dumps(nerve_config({"web": both["web"]}))
+    text = yaml.safe_dump(nerve_config({"web": both["web"]}))
     config.write_text(text)  # in place: the same inode
     nerve.signal(signal.SIGHUP)
     for _ in range(3):  # (rewritten in place every 0.5 s: the hold lasts past the SIGUSR2,

@@ -8,17 +8,22 @@ two: the first part alone is valid YAML without the ``api`` service; synapse app
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from smartstack import reload_settle
 from smartstack.reload_settle import (
+    Stamp,
     file_stamps,
     fresh_in_place,
+    hold_fresh_write,
     is_still,
     wait_still,
     written_in_place,
@@ -146,12 +151,12 @@ API = """\
 """
 
 
-async def test_a_sighup_between_gt_and_gtgt_applies_the_complete_file(tmp_path: Path) -> None:
-    """The daemon's reload path (in-process load) with a real file: ``>`` the first part
-    (valid YAML without api), SIGHUP, 1.2 s, ``>>`` the rest."""
-    path = tmp_path / "synapse.yaml"
-    path.write_text(TEXT + API)
-    daemon = SynapseDaemon(synapse_config({"web": [8002], "api": [8001]}), str(path))
+def reloading_daemon(
+    path: Path, services: dict[str, list[int]]
+) -> tuple[SynapseDaemon, list[SynapseConfig]]:
+    """A started synapse daemon of ``path`` (its reload path, in-process load) and the
+    configs its reloads apply."""
+    daemon = SynapseDaemon(synapse_config(services), str(path))
     daemon.reconciler = object()  # type: ignore[assignment]  # started
     applied: list[SynapseConfig] = []
 
@@ -160,6 +165,15 @@ async def test_a_sighup_between_gt_and_gtgt_applies_the_complete_file(tmp_path: 
 
     daemon.apply_config = apply  # type: ignore[method-assign]
     daemon.service_watchers.sighup = lambda: None  # type: ignore[method-assign]
+    return daemon, applied
+
+
+async def test_a_sighup_between_gt_and_gtgt_applies_the_complete_file(tmp_path: Path) -> None:
+    """The daemon's reload path (in-process load) with a real file: ``>`` the first part
+    (valid YAML without api), SIGHUP, 1.2 s, ``>>`` the rest."""
+    path = tmp_path / "synapse.yaml"
+    path.write_text(TEXT + API)
+    daemon, applied = reloading_daemon(path, {"web": [8002], "api": [8001]})
     path.write_text(TEXT)  # `>`: closed, no writer left (smartstack.config_read reads it)
 
     def second_writer() -> None:
@@ -173,4 +187,58 @@ async def test_a_sighup_between_gt_and_gtgt_applies_the_complete_file(tmp_path: 
         assert await daemon.reload_config()
     finally:
         writer.join()
+    assert [sorted(config.services) for config in applied] == [["api", "web"]]
+
+
+async def test_a_whole_json_file_written_in_place_does_not_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No prefix of a JSON object is one; the text checked must be the one the reload read
+    (its stamps unchanged since), else the hold stays."""
+    waits: list[list[Path]] = []
+
+    async def wait_still(paths: list[Path]) -> tuple[float, bool]:
+        waits.append(paths)
+        return 0.0, True
+
+    monkeypatch.setattr(reload_settle, "wait_still", wait_still)
+    main, confd = tmp_path / "synapse.json", tmp_path / "conf.d"
+    confd.mkdir()
+    main.write_text('{"services": {}}\n')
+    (confd / "api.yaml").write_text("x: 1\n")
+    old = time.time() - 30
+    for path in (main, confd / "api.yaml"):
+        os.utime(path, (old, old))
+    last = file_stamps(main, [str(confd)])
+    log = logging.getLogger("test")
+
+    async def held(read: dict[Path, Stamp] | None) -> bool:
+        return await hold_fresh_write(main, [str(confd)], last, log, read)
+
+    main.write_text('{"services": {"web": {}}}\n')  # in place, a moment ago
+    assert not await held(file_stamps(main, [str(confd)])) and waits == []
+    assert await held(None)  # (what it read unknown)
+    read = file_stamps(main, [str(confd)])
+    main.write_text('{"services": {"web": {}, "api": {}}}\n')  # changed since it was read
+    assert await held(read)
+    for prefix in ("", '{"services": {"web": {}'):  # `>` and what follows not there yet
+        main.write_text(prefix)
+        assert await held(file_stamps(main, [str(confd)]))
+    main.write_text("{}")
+    with (confd / "api.yaml").open("a") as file:  # YAML written in place: still held
+        file.write("y: 2\n")
+    assert await held(file_stamps(main, [str(confd)]))
+    assert len(waits) == 5
+
+
+async def test_a_sighup_after_a_json_config_was_written_in_place_applies_it_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "synapse.json"
+    whole = json.dumps(yaml.safe_load(TEXT + API), indent=1)
+    path.write_text(json.dumps(yaml.safe_load(TEXT)))
+    daemon, applied = reloading_daemon(path, {"web": [8002]})
+    monkeypatch.setattr(reload_settle, "wait_still", lambda *a: pytest.fail("held"))
+    path.write_text(whole)  # in place, then SIGHUP
+    assert await daemon.reload_config()
     assert [sorted(config.services) for config in applied] == [["api", "web"]]
