@@ -170,11 +170,13 @@ CREATED: list[Synapse] = []  # every instance, cleaned up again by the conftest 
 class Synapse:
     """A synapse subprocess with its own short work dir (unix socket paths are short)."""
 
-    def __init__(self, services: dict[str, Any], **top: Any) -> None:
+    def __init__(
+        self, services: dict[str, Any], config_name: str = "synapse.yaml", **top: Any
+    ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="syn-"))
         CREATED.append(self)
         self.admin_port = free_port()
-        self.config_path = self.dir / "synapse.yaml"
+        self.config_path = self.dir / config_name  # (a .json one: written as JSON)
         self.master_socket = self.dir / "master.sock"
         self.stats_port = free_port()  # HAProxy's stats page and Prometheus exporter
         haproxy = {
@@ -209,8 +211,13 @@ class Synapse:
         """A temp file renamed over, as config management writes: rewritten in place and
         reloaded at once, it would wait ~2 s to be still (smartstack/reload_settle.py)."""
         temp = self.config_path.with_name(f".{self.config_path.name}.tmp")
-        temp.write_text(yaml.safe_dump(self.config))
+        temp.write_text(self.config_text())
         os.replace(temp, self.config_path)
+
+    def config_text(self) -> str:
+        if self.config_path.suffix == ".json":
+            return json.dumps(self.config, indent=1)
+        return yaml.safe_dump(self.config)
 
     def start(self, timeout: float = 30.0) -> Synapse:
         self.process.start()
