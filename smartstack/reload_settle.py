@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import stat
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -111,11 +112,15 @@ def fresh_in_place(
 
 
 def whole_json_file(path: Path, stamp: Stamp) -> bool:
-    """Whether ``path``, still as ``stamp`` says, holds a whole JSON object."""
+    """Whether ``path``, still as ``stamp`` says, holds a whole JSON object. Only a regular
+    file is read: a pipe (``-c /dev/stdin``) would block the loop, and was read once."""
     try:
-        with path.open("rb") as file:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # (a FIFO's open waits for a writer)
+        with open(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
             data = file.read()
-            after = os.fstat(file.fileno())
+            after = os.fstat(fd)
         text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return False

@@ -25,7 +25,9 @@ from smartstack.reload_settle import (
     fresh_in_place,
     hold_fresh_write,
     is_still,
+    stamps,
     wait_still,
+    whole_json_file,
     written_in_place,
 )
 from synapse.config import SynapseConfig
@@ -242,3 +244,10 @@ async def test_a_sighup_after_a_json_config_was_written_in_place_applies_it_at_o
     path.write_text(whole)  # in place, then SIGHUP
     assert await daemon.reload_config()
     assert [sorted(config.services) for config in applied] == [["api", "web"]]
+
+
+def test_a_pipe_is_not_read_for_whether_it_is_whole(tmp_path: Path) -> None:
+    """``-c /dev/stdin``: opening a FIFO without a writer blocks (the event loop with it)."""
+    fifo = tmp_path / "synapse.json"
+    os.mkfifo(fifo)
+    assert not whole_json_file(fifo, stamps([fifo])[fifo])
