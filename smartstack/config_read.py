@@ -65,7 +65,7 @@ JSON_SPACE = " \t\n\r"  # what JSON takes for whitespace (str.strip takes more)
 COMMENT_LINE = re.compile(r"^[ \t]*#.*$", re.MULTILINE)
 
 
-def _open_for_writing(fd: int) -> bool | None:
+def open_for_writing(fd: int) -> bool | None:
     """Whether some process has the file of ``fd`` open for writing; None when the kernel
     will not say (not Linux, leases off, the file another user's and no CAP_LEASE)."""
     setlease = getattr(fcntl, "F_SETLEASE", None)
@@ -95,7 +95,7 @@ def _read_once(path: Path) -> _Read:
         before = os.fstat(file.fileno())
         if not stat.S_ISREG(before.st_mode):  # a pipe (-c /dev/stdin): it reads only once
             return _Read(file.read(), None, None, 0.0, False)
-        writing = _open_for_writing(file.fileno())
+        writing = open_for_writing(file.fileno())
         text = file.read()
         after = os.fstat(file.fileno())
     stamp = (after.st_ino, after.st_size, after.st_mtime_ns)

@@ -18,7 +18,9 @@ unchanged (inode, size, mtime) for FRESH_S, reads them again and applies what th
 say. At most HOLD_MAX_S: then what is there is applied, with a warning. The daemons keep
 the stamps of their files as of their last successful read (start, each applied reload).
 A start never waits. Nor does a file whose text is a whole JSON object as the reload read
-it (its stamp unchanged since): no prefix of one is (smartstack.config_read.whole_json).
+it (its stamp unchanged since) that no process has open for writing, as the kernel says: no
+prefix of one is (smartstack.config_read.whole_json). When the kernel will not say (the
+daemon not the file's owner, no CAP_LEASE), it holds as before (``whole_json_file``).
 So a JSON config written in place is applied at once (it waited FRESH_S: 2,010 ms from
 SIGHUP to a route in the edge bench), a YAML one still waits, and so does an empty file.
 """
@@ -34,6 +36,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
+from smartstack import config_read
 from smartstack.config_read import whole_json
 from smartstack.configfile import conf_dir_files
 from smartstack.logs import event
@@ -112,13 +115,20 @@ def fresh_in_place(
 
 
 def whole_json_file(path: Path, stamp: Stamp) -> bool:
-    """Whether ``path``, still as ``stamp`` says, holds a whole JSON object. Only a regular
-    file is read: a pipe (``-c /dev/stdin``) would block the loop, and was read once."""
+    """Whether ``path``, still as ``stamp`` says, holds a whole JSON object that the kernel
+    says no process has open for writing. Only a regular file is read: a pipe (``-c
+    /dev/stdin``) would block the loop, and was read once. Not when the kernel will not say
+    (the daemon not the file's owner, no CAP_LEASE): a writer overwriting without truncating
+    (``r+``, ``1<>``, ``dd conv=notrunc``) paused past config_read's SETTLE_S leaves its new
+    head on the old tail, a JSON object neither version is (review s45: a real synapse
+    applied alpha's new server with bravo's old one, and kept it once the file was whole)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # (a FIFO's open waits for a writer)
         with open(fd, "rb") as file:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return False
+            if config_read.open_for_writing(fd) is not False:
+                return False  # a writer at work, or the kernel will not say
             data = file.read()
             after = os.fstat(fd)
         text = data.decode("utf-8")

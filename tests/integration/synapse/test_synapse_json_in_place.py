@@ -9,11 +9,16 @@ SIGHUP to a new route. A YAML prefix cut at a line end is valid YAML: that hold 
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 import signal
+import threading
+import time
 
 import pytest
-from synapse_e2e import Synapse, wait_serving
+from synapse_e2e import Synapse, spread, wait_serving
 
 from testbed.process import free_port
 
@@ -42,3 +47,45 @@ def test_a_config_written_in_place_holds_the_sighup_only_when_it_is_not_json(
         log = syn.process.log_path.read_text(errors="replace")
     assert re.findall(r"event=config_reloaded .* services=(\d+)", log) == ["2"]
     assert ("event=config_reload_held" in log) == held, log[-2000:]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="root, setpriv")
+def test_an_overwrite_without_truncating_paused_still_holds_when_no_lease_says(
+    http_backend_factory,
+) -> None:
+    """synapse may not take a lease (the file nobody's, CAP_LEASE dropped): an ``r+``
+    overwrite pauses after its new head, SIGHUP in the pause. The head on the old tail is a
+    whole JSON object neither version is; review s45: alpha's new server and bravo's old one
+    applied at once, and kept after the writer was done. Held, the whole new file is."""
+    a1, a2, b1, b2 = (http_backend_factory(name) for name in ("a1", "a2", "b1", "b2"))
+    assert len({len(str(backend.port)) for backend in (a1, a2, b1, b2)}) == 1
+    pa, pb = free_port(), free_port()
+    syn = Synapse({"alpha": service(a1, pa), "bravo": service(b1, pb)}, config_name="s.json")
+    syn.process.args[:0] = ["setpriv", "--bounding-set=-lease", "--inh-caps=-lease", "--"]
+    os.chown(syn.config_path, 65534, 65534)
+    with syn:
+        wait_serving(pa, {"a1"}), wait_serving(pb, {"b1"})
+        old = syn.config_text()
+        syn.config["services"] = {"alpha": service(a2, pa), "bravo": service(b2, pb)}
+        new = syn.config_text()
+        cut = new.index('"bravo"')
+        assert len(old) == len(new) and json.loads(new[:cut] + old[cut:])  # the mix
+
+        def overwrite() -> None:
+            with open(syn.config_path, "r+") as file:
+                file.write(new[:cut])
+                file.flush()
+                time.sleep(1.2)
+                file.write(new[cut:])
+
+        writer = threading.Thread(target=overwrite)
+        writer.start()
+        time.sleep(0.5)
+        syn.signal(signal.SIGHUP)
+        writer.join()
+        wait_serving(pa, {"a2"})
+        wait_serving(pb, {"b2"}, timeout=6.0)
+        assert set(spread(pb, 6)) == {"b2"}
+        log = syn.process.log_path.read_text(errors="replace")
+    assert re.findall(r"event=config_reloaded .* services=(\d+)", log) == ["2"]
+    assert "event=config_reload_held" in log, log[-2000:]

@@ -86,7 +86,7 @@ def test_without_the_kernel_s_word_a_short_pause_in_the_writing_is_waited_out(
 ) -> None:
     # Not the file's owner: Linux will not say whether a writer has it open. The settle
     # still covers a writer pausing less than SETTLE_S.
-    monkeypatch.setattr(config_read, "_open_for_writing", lambda fd: None)
+    monkeypatch.setattr(config_read, "open_for_writing", lambda fd: None)
     path = tmp_path / "synapse.yaml"
     with slow_writer(path, stall=config_read.SETTLE_S / 2):
         doc = load_document(path)
@@ -123,7 +123,7 @@ def test_files_stamped_before_the_clock_stepped_back_are_read_without_a_wait(
     # Every file written in the hour before a -1 h step has an mtime ahead of the clock:
     # one settle wait each was 300 service files read in 75.4 s by a daemon that does not
     # own them (15.2 s when it does), past CHILD_TIMEOUT (a SIGHUP rejected) from ~480.
-    monkeypatch.setattr(config_read, "_open_for_writing", lambda fd: None)
+    monkeypatch.setattr(config_read, "open_for_writing", lambda fd: None)
     paths = []
     for i in range(20):
         path = tmp_path / f"s{i}.yaml"
@@ -143,7 +143,7 @@ def test_a_file_stamped_ahead_is_still_waited_for_while_a_writer_has_it_open(
     future = time.time() + 3600
     os.utime(path, (future, future))
     answers = iter([True, False, False])  # a writer has it open at the first read only
-    monkeypatch.setattr(config_read, "_open_for_writing", lambda fd: next(answers))
+    monkeypatch.setattr(config_read, "open_for_writing", lambda fd: next(answers))
     slept: list[float] = []
     monkeypatch.setattr(config_read.time, "sleep", slept.append)
     assert load_document(path) == {"alpha": 1, "bravo": 2, "charlie": 3}

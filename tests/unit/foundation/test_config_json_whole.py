@@ -136,7 +136,7 @@ def test_without_the_kernel_s_word_a_whole_json_text_still_settles(
     """A writer overwriting without truncating first leaves its new head on the old tail:
     ``{"a": 2, "b": 22}`` is a whole JSON object neither wrote. Whether one has the file
     open, only the kernel can say."""
-    monkeypatch.setattr(config_read, "_open_for_writing", lambda fd: None)
+    monkeypatch.setattr(config_read, "open_for_writing", lambda fd: None)
     path = tmp_path / "synapse.json"
     path.write_text('{"a": 1, "b": 22}')
 

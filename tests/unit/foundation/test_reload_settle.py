@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smartstack import reload_settle
+from smartstack import config_read, reload_settle
 from smartstack.reload_settle import (
     Stamp,
     file_stamps,
@@ -251,3 +251,34 @@ def test_a_pipe_is_not_read_for_whether_it_is_whole(tmp_path: Path) -> None:
     fifo = tmp_path / "synapse.json"
     os.mkfifo(fifo)
     assert not whole_json_file(fifo, stamps([fifo])[fifo])
+
+
+@pytest.mark.parametrize("kernel", ["a writer has it open", "will not say"])
+async def test_a_whole_json_file_a_writer_may_have_open_still_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel: str
+) -> None:
+    """An overwrite without truncating (``r+``) paused between its writes: its new head on
+    the old tail is a JSON object neither version is. Review s45: with no lease to ask (the
+    daemon not the file's owner), a real synapse applied that mix and kept it."""
+    waits: list[list[Path]] = []
+
+    async def wait_still(paths: list[Path]) -> tuple[float, bool]:
+        waits.append(paths)
+        return 0.0, True
+
+    monkeypatch.setattr(reload_settle, "wait_still", wait_still)
+    if kernel == "will not say":
+        monkeypatch.setattr(config_read, "open_for_writing", lambda fd: None)
+    path = tmp_path / "synapse.json"
+    path.write_text('{"a": 1, "b": 22}')
+    old = time.time() - 30
+    os.utime(path, (old, old))
+    last = file_stamps(path, [])
+    with path.open("r+") as writer:
+        writer.write('{"a": 2')  # then a pause; '{"a": 2, "b": 3}' was to follow
+        writer.flush()
+        if kernel == "will not say":
+            writer.close()
+        assert config_read.whole_json(path.read_text())  # {"a": 2, "b": 22}
+        assert await hold_fresh_write(path, [], last, logging.getLogger("t"), stamps([path]))
+    assert len(waits) == 1
