@@ -420,14 +420,15 @@ class HAProxyController(Reloading):
             self._supervisor.watch()
 
     async def _restart_after_exit(self) -> None:
-        """The Supervisor's restart: start from the config and server-state files at once
-        (what it ran), then an apply brings what changed since (the apply starts it)."""
+        """The Supervisor's restart: from the files it ran at once, then what changed since."""
         async with self._lock:
             if self._stopping or self._managed is None or self._managed.alive:
                 return
-            if not self._applied:  # adopted, no apply yet (startup_wait): what it ran
+            # launch false: adopt the master its container restarted (s45: an apply did not)
+            if not self._applied or not self.settings.launch:  # (not applied: startup_wait)
                 await self._revive(reason="restarted after it exited")
-                return
+                if not self._applied:
+                    return
             self._reader.invalidate()
             await self._apply_locked()  # starts it from the file, then what changed since
 

@@ -77,6 +77,37 @@ async def test_synapse_adopts_and_reloads_an_haproxy_it_never_starts(
         await asyncio.to_thread(script.wait, 10)
 
 
+async def test_a_second_crash_soon_after_the_first_is_adopted_too(
+    managed_factory, http_backend_factory, sockdir: Path
+) -> None:
+    """The supervisor's second restart within its STABLE_RUN is not at once: its apply then
+    found the new worker (the script's restart) answering, started nothing, and no one
+    adopted or watched the new master (review s45: the docker test's flake, 2 of 14 runs)."""
+    b1 = http_backend_factory("b1")
+    port = free_port()
+    script = _haproxy_wait(sockdir / "haproxy.cfg")
+    try:
+        syn = managed_factory(managed=ELSEWHERE)
+        await syn.start()
+        await syn.apply([web(port, [b1])], "start")
+        await serves(port, {"b1"})
+        for crash in (1, 2):
+            master = syn._managed.master_pid
+            assert master is not None
+            os.kill(master, signal.SIGKILL)  # the script starts it again (the 2nd after 1 s)
+
+            async def readopted(master: int = master) -> bool:
+                pid = syn._managed.master_pid
+                return pid not in (None, master) and syn._managed.alive
+
+            await eventually(readopted, f"the master restarted after crash {crash} adopted")
+            await serves(port, {"b1"})
+        await syn.stop()
+    finally:
+        os.killpg(script.pid, signal.SIGTERM)
+        await asyncio.to_thread(script.wait, 10)
+
+
 STOP_DELAY = 2.0
 
 
