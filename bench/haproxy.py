@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed.haproxy import parse_servers_state, parse_show_proc
+from testbed.haproxy import parse_servers_state, parse_show_proc, unix_request
 
 # srv_admin_state bits: forced/inherited/config/resolution/hostname maintenance, drain.
 MAINT_BITS = 0x01 | 0x02 | 0x04 | 0x20 | 0x80
@@ -25,17 +25,16 @@ SRV_RUNNING = 2
 Address = tuple[str, int]
 
 
-def unix_request(path: Path, command: str, timeout: float = 10.0, shut_write: bool = False) -> str:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        sock.sendall(command.encode() + b"\n")
-        if shut_write:  # the master CLI keeps the connection open otherwise
-            sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := sock.recv(262144):
-            chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
+# What a read-only master CLI question may meet while the master re-executes itself (after
+# its start, in wait mode, and at every reload): the socket file gone or not listening yet,
+# or a connection queued on the listener it closed (reset, or our command cut off).
+MASTER_REEXEC_ERRORS = (
+    ConnectionRefusedError,
+    FileNotFoundError,
+    ConnectionResetError,
+    BrokenPipeError,
+    BlockingIOError,
+)
 
 
 def serves(row: dict) -> bool:
@@ -59,12 +58,15 @@ class HAProxyView:
         return unix_request(self.admin_socket, command)
 
     def master(self, command: str, retry_s: float = 10.0) -> str:
-        """A master CLI command; retried while a reload re-executes the master (no socket)."""
+        """A read-only master CLI command (`show proc`), retried while the master re-executes.
+
+        Not for `reload`: a reset connection may have carried it already.
+        """
         deadline = time.monotonic() + retry_s
         while True:
             try:
                 return unix_request(self.master_socket, command, shut_write=True)
-            except (ConnectionRefusedError, FileNotFoundError):
+            except MASTER_REEXEC_ERRORS:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)

@@ -131,10 +131,12 @@ class Result:
             yield
         except Exception as exc:
             text = str(exc) or type(exc).__name__
-            # Where it was raised: a bare "ConnectionResetError: [Errno 104]" (one CI run,
-            # the smoke test) could have come from any of five sockets.
-            where = traceback.extract_tb(exc.__traceback__)[-1]
-            at = f" (at {Path(where.filename).name}:{where.lineno} in {where.name})"
+            # Where it was raised, and from where: a bare "ConnectionResetError" (CI, the
+            # smoke test) could have come from any of five sockets, and the innermost line
+            # alone (unix_request) not from which question.
+            frames = traceback.extract_tb(exc.__traceback__)[-3:]
+            at = " < ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames[::-1])
+            at = f" (at {at})"
             self.failures.append(f"{title}: {type(exc).__name__}: {text.splitlines()[0][:200]}{at}")
             print(f"!!! {self.name} / {title}: {type(exc).__name__}: {text}", file=sys.stderr)
             traceback.print_tb(exc.__traceback__, limit=-3, file=sys.stderr)

@@ -85,7 +85,11 @@ def check_config(config_path: str | os.PathLike[str], binary: str = HAPROXY_BINA
         raise ValueError(f"invalid HAProxy config {config_path}:\n{proc.stdout}{proc.stderr}")
 
 
-def _unix_request(path: Path, command: str, timeout: float, shut_write: bool) -> str:
+def unix_request(path: Path, command: str, timeout: float = 10.0, shut_write: bool = False) -> str:
+    """One command on an HAProxy unix socket; the whole answer as text.
+
+    ``shut_write``: the master CLI keeps the connection open until the client shuts its side.
+    """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(str(path))
@@ -93,14 +97,14 @@ def _unix_request(path: Path, command: str, timeout: float, shut_write: bool) ->
         if shut_write:
             sock.shutdown(socket.SHUT_WR)
         chunks = []
-        while chunk := sock.recv(65536):
+        while chunk := sock.recv(262144):
             chunks.append(chunk)
     return b"".join(chunks).decode(errors="replace")
 
 
 def runtime_command(socket_path: str | os.PathLike[str], command: str, timeout: float = 5.0) -> str:
     """One command on an HAProxy admin (stats) socket; the answer as text."""
-    return _unix_request(Path(socket_path), command, timeout, shut_write=False)
+    return unix_request(Path(socket_path), command, timeout, shut_write=False)
 
 
 def _parse_value(column: str, value: str) -> int | str:
@@ -210,11 +214,11 @@ class HAProxyProcess(ServerGroup):
 
     def runtime(self, cmd: str, timeout: float = 5.0) -> str:
         """One runtime API command on the admin socket; returns the answer."""
-        return _unix_request(self.admin_socket, cmd, timeout, shut_write=False)
+        return unix_request(self.admin_socket, cmd, timeout, shut_write=False)
 
     def master(self, cmd: str, timeout: float = 5.0) -> str:
         """One command on the master CLI (it keeps the connection open: we shut our side)."""
-        return _unix_request(self.master_socket, cmd, timeout, shut_write=True)
+        return unix_request(self.master_socket, cmd, timeout, shut_write=True)
 
     def show_proc(self) -> dict[str, list[int]]:
         return parse_show_proc(self.master("show proc"))

@@ -30,14 +30,20 @@ def _reset() -> None:
     raise ConnectionResetError(104, "Connection reset by peer")
 
 
-def test_a_failed_scenario_says_where_it_was_raised() -> None:
+def _ask() -> None:
+    _reset()
+
+
+def test_a_failed_scenario_says_where_it_was_raised_and_from_where() -> None:
     result = Result("demo", params={})
     with result.attempt("etcd, 1 service"):
-        _reset()
+        _ask()
     (line,) = result.failures
     assert line.startswith("etcd, 1 service: ConnectionResetError: [Errno 104]"), line
     raised_at = _reset.__code__.co_firstlineno + 1
-    assert line.endswith(f"(at test_bench_report.py:{raised_at} in _reset)"), line
+    asked_at = _ask.__code__.co_firstlineno + 1
+    here = "test_bench_report.py"
+    assert f"(at {here}:{raised_at} in _reset < {here}:{asked_at} in _ask < " in line, line
 
 
 def test_wrk_summary_line_is_parsed() -> None:
