@@ -273,6 +273,16 @@ class Isolation:
                     self._good[service.name] = service.config
                     if self._seeded:  # (accepted since: no longer the file's)
                         self._seeded.pop(service.name, None)
+            if len(self._good) > len(self._settled):  # one left: its block is not HAProxy's
+                self._forget_gone(self._settled)
+
+    def _forget_gone(self, desired: list[DesiredService]) -> None:
+        """Drop the last good blocks of services no longer given (none runs in HAProxy):
+        kept, every service name ever configured held its ServiceConfig (~9 KB) for the
+        process's life (soak s45: a SIGHUP a new service name, +1 block each)."""
+        names = {service.name for service in desired} | self.isolated.keys()
+        self._good = {n: c for n, c in self._good.items() if n in names}
+        self._seeded = {n: p for n, p in self._seeded.items() if n in names}
 
     def outcome(self, first: ApplyResult, result: ApplyResult) -> ApplyResult:
         """One apply's result with isolated services: the others' outcome, or INVALID when

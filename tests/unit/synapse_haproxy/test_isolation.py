@@ -106,3 +106,24 @@ def test_an_isolated_service_that_left_the_config_leaves_no_series(tmp_path):
     assert registry.get_sample_value("synapse_service_config_isolated", isolated) == 1
     assert isolation.substitute([]) == [] and not isolation.isolated  # web left the config
     assert registry.get_sample_value("synapse_service_config_isolated", isolated) is None
+
+
+def test_last_good_blocks_stay_bounded_by_the_services_configured(tmp_path):
+    # soak s45: every service name ever configured kept its last good block (its whole
+    # ServiceConfig) for the process's life: a SIGHUP with a new name each time grew it.
+    done = ApplyResult(reload=ApplyOutcome.DONE)
+    web = service("web", [server("10.0.0.1", 80, "a")])
+    bad = service("web", [server("10.0.0.1", 80, "a")], backend=["no-such-directive here"])
+    isolation, _, _ = isolate_bad(tmp_path, web, bad)
+    [stand_in] = isolation.substitute([bad])
+    for k in range(50):
+        tmp = service(f"tmp{k}", [server("10.0.0.2", 80, "b")])
+        isolation.settled([stand_in, tmp], done)  # tmp<k> added
+        isolation.settled([stand_in], done)  # and removed
+        assert len(isolation._good) <= 2
+    assert set(isolation._good) == {"web"}  # the isolated one keeps its last good block
+    assert isolation.substitute([bad]) == [stand_in]
+    renamed = service("api", [server("10.0.0.3", 80, "c")])
+    isolation.settled([stand_in, service("old", [])], done)
+    isolation.settled([stand_in, renamed], done)  # a rename: the same number of services
+    assert set(isolation._good) == {"web", "api"}
