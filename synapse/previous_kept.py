@@ -62,6 +62,15 @@ class PreviousKept:
             event(log, "previous_backends_kept_ended", service=name, reason=ended,
                   kept_s=round(self._clock() - started, 1))  # fmt: skip
 
+    def retain(self, configured: Container[str]) -> None:
+        """A SIGHUP removed services: their kept lists end (soak s45: a removed name
+        stayed for the process's life, and came back with its old ``since``)."""
+        for name in [n for n in self.since if n not in configured]:
+            started, _ = self.since.pop(name)
+            event(log, "previous_backends_kept_ended", service=name,
+                  reason="the service left the config",
+                  kept_s=round(self._clock() - started, 1))  # fmt: skip
+
     def degraded(
         self,
         configured: Container[str],

@@ -172,6 +172,8 @@ class Reconciler:
         self._check_all_reported()  # a service the SIGHUP added has no report yet
         self._arrivals.add(carried.changed, self._services, config.startup_wait, before)
         self._gen_checks.retain(self._services)
+        self.restart_held.retain(self._services)  # (per-name state of removed services)
+        self.previous_kept.retain(self._services)
         for name, generator in carried.regenerate.items():
             self._use_generator(name, self._services[name], generator)
         if everything:

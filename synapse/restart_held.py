@@ -212,6 +212,13 @@ class RestartHeld:
         self._end_at_ttl(name, cache)
         return selection
 
+    def retain(self, configured: Container[str]) -> None:
+        """A SIGHUP removed services: forget them (kept, every name ever configured stayed
+        in ``_seen``: soak s45). One added again later is looked at again, as new."""
+        for name in [n for n in self._seen if n not in configured]:
+            self._seen.discard(name)
+            self._end(name, "the service left the config")
+
     def _end_at_ttl(self, name: str, cache: StateCache) -> None:
         """End the hold when the newest saved server is ``state_file_ttl`` old."""
         if name in self._timers:

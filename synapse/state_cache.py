@@ -266,6 +266,8 @@ class StateCache(StateFileView):
             self.behind = self.behind or current  # (its servers are kept nowhere but here)
             return False
         self._texts, self._left = dict(texts), {s: lefts[s] for s in texts if lefts.get(s)}
+        if len(self._keys) > len(texts) or len(self._stamps) > len(texts):
+            self._forget_unwritten()  # (services that left: soak s45)
         self._written_at = now
         self.last_error = None
         self.behind = self.behind and not current

@@ -184,6 +184,13 @@ class StateFileView:
             self._warned[service] = line
         return found or None
 
+    def _forget_unwritten(self) -> None:
+        """The per-service memos of services the file no longer has (removed by a SIGHUP,
+        or without servers): kept, every service name ever configured stayed in them."""
+        self._keys = {s: k for s, k in self._keys.items() if s in self._texts}
+        self._stamps = {s: m for s, m in self._stamps.items() if s in self._texts}
+        self._warned = {s: t for s, t in self._warned.items() if s in self._texts}
+
     def _newest(self, service: str, line: str) -> float | None:
         """The newest stamp of ``service``'s servers (``line``: its text), parsed once a text."""
         memo = self._stamps.get(service)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from synapse_testlib import service_config
 
+from smartstack.logs import _FIELDS as FIELDS
 from smartstack.record import Registration
 from synapse.config import ServiceConfig
 from synapse.model import Found, Report
@@ -241,3 +242,21 @@ def test_a_swap_held_is_written_though_the_servers_are_the_same(tmp_path: Path) 
     assert cache.update({"web": select_servers(OLD, found(3), None)}, ["web"])
     services = json.loads(path.read_text())["_synapse"]["discovery"]["services"]
     assert services == {"web": {"listing": "k-typo"}}
+
+
+def test_a_held_service_a_sighup_removed_is_forgotten(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # soak s45: its name stayed in ``_seen`` (and a hold in ``held``) for the process's life
+    restarted = saved(tmp_path / "state.json", discovery_key(OLD.discovery), key_of(PATH_TYPO))
+    held, empty = RestartHeld(), Report("web", "zookeeper", ())
+    chosen = select_servers(PATH_TYPO, (), None)
+    assert held.select("web", Service(PATH_TYPO, empty), chosen, restarted, None) is not chosen
+    assert held.held == {"web": 2}
+    held.retain({"web"})
+    assert held.held == {"web": 2}  # (still configured: held on)
+    with caplog.at_level(logging.INFO, logger="synapse.restart_held"):
+        held.retain(set())
+    assert held.held == {} and held._seen == set()
+    [ended] = [r for r in caplog.records if r.getMessage() == "restart_discovery_held_ended"]
+    assert getattr(ended, FIELDS)["reason"] == "the service left the config"
