@@ -178,6 +178,7 @@ class RunningView:
         self.valid = False
         self._counter += 1
         self._invalidated = self._refreshed = self._counter  # reads begun before: refused
+        self._updated.clear()  # (no read it could refuse is taken now: see read_names)
         self._stale.clear()  # the next read is a whole one
         self._unread.clear()
 
@@ -253,6 +254,10 @@ class RunningView:
                 break
         self._counter += 1
         self._invalidated = self._refreshed = self._counter
+        # Every update was at or before this counter: only reads begun before it could
+        # be refused by them, and those are refused anyway. Kept, the backends of every
+        # service that ever left stayed in it (soak s45).
+        self._updated.clear()
         self._stale.clear()
         found = set(names)
         for name in [n for n in self.backends if n not in found]:

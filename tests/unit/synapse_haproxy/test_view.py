@@ -368,3 +368,19 @@ async def test_read_state_awaits_its_pause_between_parse_steps(monkeypatch):
     )
     _, found = await client.read_state(names, step=READ_STEP, pause=pause)
     assert sorted(found) == names and len(paused) == 3  # before each of the 3 steps
+
+
+async def test_backends_that_left_are_not_remembered_past_a_reload():
+    """Soak s45: the counter of each backend an apply changed was kept for every backend
+    ever named (a SIGHUP with a new service name each time: +1 a reload, for good)."""
+    client = ScriptedClient()
+    view = view_of(client)
+    for k in range(50):
+        client.state = {"web": {"x": srv("web", "x", 1)}, f"tmp{k}": {"y": srv(f"tmp{k}", "y", 2)}}
+        await view.read_names()  # a reload: tmp<k-1> gone, tmp<k> new
+        await view.read_all()
+        view.mark_stale({"web", f"tmp{k}"})  # an apply's commands
+        assert len(view._updated) <= 2
+    # what they guard still holds: a read begun before the commands does not win
+    stale = Read("100", view.counter - 1, {"web": {}}, False)
+    assert view.merge(stale) and view.backends["web"]["x"].id == 1
