@@ -38,6 +38,8 @@ IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 _TCP_PREFIXES = {"ipv4", "ipv6", "tcp", "tcp4", "tcp6"}  # others: unix@, fd@, udp@, ...
 _NAMES = {"localhost": ("127.0.0.1", "::1")}  # synapse's default bind address
 _WILDCARDS = frozenset({"", "*", "0.0.0.0", "::", "[::]"})
+SHARED_SECTION = "frontend shared-frontend"  # (the default layout's)
+SECTIONS_SLACK = 16  # sections of services that left, remembered beyond twice the current
 
 
 class _Endpoint(NamedTuple):
@@ -133,6 +135,18 @@ class KeptBinds:
         kept = self._alive(section, wanted, {e for line in ran for e in _endpoints(line)})
         self._memo[section] = (binds, seen, kept)
         return kept
+
+    def retain(self, sections: Iterable[str]) -> None:
+        """A whole render's service frontends: once the sections remembered outnumber
+        them well, those of services that left are forgotten (soak s45: kept, every
+        service name ever configured stayed). Not at once: a service removed and added
+        back before HAProxy ran the config without it still has its binds known."""
+        keep = {*sections, SHARED_SECTION}
+        if len(self._seen) <= 2 * len(keep) + SECTIONS_SLACK:
+            return
+        self._seen = {s: b for s, b in self._seen.items() if s in keep}
+        self._memo = {s: m for s, m in self._memo.items() if s in keep}
+        self._logged = {(s, t) for s, t in self._logged if s in keep}
 
     def _alive(
         self, section: str, wanted: dict[str, tuple[_Endpoint, _Endpoint, str]], ran: set[_Endpoint]

@@ -32,14 +32,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from synapse.config import HAProxyConfig, ServiceConfig, ServiceHAProxyConfig
 from synapse.haproxy import default_layout, edge, server_wait, zone_lines, zone_map
-from synapse.haproxy.configtext import (
-    ParsedConfig,
-    assemble,
-    parse_blocks,
-    parse_config,
-)
+from synapse.haproxy.configtext import ParsedConfig, assemble, parse_blocks, parse_config
 from synapse.haproxy.desired import Delta, DesiredConfig
-from synapse.haproxy.kept_binds import KeptBinds
+from synapse.haproxy.kept_binds import SHARED_SECTION, KeptBinds
 from synapse.haproxy.keywords import sort_lines
 from synapse.haproxy.pieces import EarlySpec, Frame, Rendered, ServicePiece, early_fits
 from synapse.haproxy.resilience import extra_backend_lines
@@ -213,6 +208,7 @@ class Renderer:
             pieces.append(piece)
         self._pieces = kept
         self._by_config = {n: v for n, v in self._by_config.items() if n in kept}
+        self.kept_binds.retain(f"frontend {name}" for name in kept)  # (sections that left)
         config = self._assemble(pieces)
         positions = {p.backend.name: i for i, p in enumerate(pieces) if p is not None}
         self._last = Rendered(list(services), pieces, config, positions)
@@ -381,7 +377,7 @@ class Renderer:
             routed = any(piece.routed for piece in pieces)
             shared = (*edge.shared_frontend_lines(self.config, lines, routed),
                       *http_frontend_extras(self.settings, lines, self._defaults))  # fmt: skip
-            shared += tuple(self.kept_binds.lines("frontend shared-frontend", shared))
+            shared += tuple(self.kept_binds.lines(SHARED_SECTION, shared))
         if self.composable:
             head, tail = self._frame_head(), self._frame_tail(shared)
             parts = (head.text, *(p.text if p else "" for p in aligned), tail.text)

@@ -128,3 +128,19 @@ def test_the_edge_tls_bind_widened_on_the_shared_frontend_keeps_its_address(tmp_
     tls = binds[1].split(" ", 2)[2]  # (its options: ssl crt-list ...)
     assert binds[0] == "bind 0.0.0.0:80" and binds[1].startswith("bind 0.0.0.0:443 ssl ")
     assert binds[2:] == ["bind 127.0.0.1:80", f"bind localhost:443 {tls}"]
+
+
+def test_sections_of_services_that_left_are_forgotten(tmp_path):
+    # Soak s45: every service frontend ever rendered kept its binds here for good (a
+    # SIGHUP with a new service name each time: +1 section a reload).
+    path = tmp_path / "haproxy.cfg"
+    renderer = _renderer(path)
+    for k in range(100):
+        tmp = service(f"tmp{k}", [A], port=3200, bind_address="127.0.0.1")
+        renderer.render([*_web("127.0.0.1"), tmp])
+        renderer.render(_web("127.0.0.1"))  # removed
+    seen = renderer.kept_binds._seen
+    assert "frontend web" in seen and len(seen) <= 2 * 2 + 16 + 1
+    # a widened bind of a service still configured keeps its old address as before
+    renderer.kept_binds.listening = _listening(("127.0.0.1", 3100))[0]
+    assert "bind 127.0.0.1:3100" in section(renderer.render(_web("0.0.0.0")).text, "frontend web")
