@@ -139,14 +139,27 @@ class KeptBinds:
     def retain(self, sections: Iterable[str]) -> None:
         """A whole render's service frontends: once the sections remembered outnumber
         them well, those of services that left are forgotten (soak s45: kept, every
-        service name ever configured stayed). Not at once: a service removed and added
-        back before HAProxy ran the config without it still has its binds known."""
+        service name ever configured stayed), but for those an address of which still
+        listens: HAProxy may run them yet (their removal's reload waits its turn), and
+        one added back must keep binding it (review s46: else its clients were reset)."""
         keep = {*sections, SHARED_SECTION}
         if len(self._seen) <= 2 * len(keep) + SECTIONS_SLACK:
             return
+        keep |= self._still_listening(keep)
         self._seen = {s: b for s, b in self._seen.items() if s in keep}
         self._memo = {s: m for s, m in self._memo.items() if s in keep}
         self._logged = {(s, t) for s, t in self._logged if s in keep}
+
+    def _still_listening(self, current: set[str]) -> set[str]:
+        """The sections not ``current`` with an address where a socket listens that no
+        ``current`` section binds (one they share is the current one's: a rename on
+        the same port keeps nothing)."""
+        bound = {(ip, e.port) for s in current for line in self._seen.get(s, ())
+                 for e in _endpoints(line) for ip in e.ips}  # fmt: skip
+        live = {(ipaddress.ip_address(ip), port) for ip, port, _ in self.listening()} - bound
+        return {s for s, lines in self._seen.items() if s not in current
+                and any((ip, e.port) in live for line in lines
+                        for e in _endpoints(line) for ip in e.ips)}  # fmt: skip
 
     def _alive(
         self, section: str, wanted: dict[str, tuple[_Endpoint, _Endpoint, str]], ran: set[_Endpoint]

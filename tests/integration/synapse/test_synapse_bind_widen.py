@@ -112,3 +112,43 @@ def test_a_synapse_restarted_with_a_wider_bind_address_resets_no_connection(
             assert _across_reload(syn, loads, before) > 0
         assert "event=haproxy_adopted" in syn.log(10**6)
         assert _binds(syn) == [f"bind 127.0.0.1:{port}", f"bind 0.0.0.0:{port}"]
+
+
+def _sighup(syn: Synapse, reload: bool = False) -> None:
+    """Write the config and SIGHUP; back once synapse took it (and, ``reload``, once
+    HAProxy reloaded with it)."""
+    took, before = syn.metric("synapse_config_reloads_total", result="ok"), syn.master_reloads()
+    syn.write_config()
+    syn.signal(signal.SIGHUP)
+    wait(lambda: syn.metric("synapse_config_reloads_total", result="ok") > took, 30, "SIGHUP")
+    if reload:
+        wait(lambda: syn.master_reloads() > before, 30, "HAProxy's reload")
+
+
+def test_a_widened_service_removed_and_added_back_before_the_reload_resets_no_connection(
+    http_backend_factory,
+):
+    """Review s46: api (added after the start, so not in the running file as synapse read
+    it) widened, then removed by a SIGHUP with 22 others (the memory's bound forgot its
+    section) and added back by the next before the removal's reload ran (restart_interval):
+    its 127.0.0.1 line was gone and that reload reset 16 of 16 clients."""
+    b1 = http_backend_factory("b1")
+    port, web = free_port(), static_service(b1, free_port())
+    web["haproxy"]["bind_address"] = "0.0.0.0"  # (the running file read at the start: none)
+    with Synapse({"web": web}, startup_wait=0, haproxy={"restart_interval": 3}) as syn:
+        api = syn.config["services"]["api"] = static_service(b1, port)
+        _sighup(syn, reload=True)
+        api["haproxy"]["bind_address"] = "0.0.0.0"
+        _sighup(syn, reload=True)
+        syn.config["services"].update({f"t{k}": static_service(b1, free_port()) for k in range(22)})
+        _sighup(syn, reload=True)  # (the next reload waits restart_interval from here)
+        with _clients(port) as loads:
+            before = syn.master_reloads()
+            syn.config["services"] = {"web": web}
+            _sighup(syn)
+            syn.config["services"]["api"] = api
+            _sighup(syn)  # back, before the removal's reload
+            assert _across_reload(syn, loads, before) > 0
+        assert syn.master_reloads() == before + 1  # (the removal never ran)
+        binds = [line for line in section(syn.haproxy_config(), "frontend api") if "bind" in line]
+        assert binds == [f"bind 127.0.0.1:{port}", f"bind 0.0.0.0:{port}"]

@@ -144,3 +144,28 @@ def test_sections_of_services_that_left_are_forgotten(tmp_path):
     # a widened bind of a service still configured keeps its old address as before
     renderer.kept_binds.listening = _listening(("127.0.0.1", 3100))[0]
     assert "bind 127.0.0.1:3100" in section(renderer.render(_web("0.0.0.0")).text, "frontend web")
+
+
+def test_a_service_that_left_while_its_address_listens_keeps_it_when_added_back(tmp_path):
+    # Review s46: api widened (its 127.0.0.1 socket kept), then removed by a SIGHUP with
+    # 22 others (the forgetting's turn) and added back by the next before the removal's
+    # reload ran: its 127.0.0.1 line was gone, and that reload reset its clients (16 of 16)
+    renderer = _renderer(tmp_path / "haproxy.cfg", ("127.0.0.1", 3300), ("0.0.0.0", 3300))
+    api = service("api", [A], port=3300, bind_address="127.0.0.1")
+    wide = service("api", [A], port=3300, bind_address="0.0.0.0")
+    others = [service(f"t{k}", [A], port=3400 + k, bind_address="127.0.0.1") for k in range(22)]
+    renderer.render([*_web("0.0.0.0"), api, *others])
+    assert "bind 127.0.0.1:3300" in section(
+        renderer.render([*_web("0.0.0.0"), wide, *others]).text, "frontend api"
+    )
+    renderer.render(_web("0.0.0.0"))  # api and the others removed
+    assert len(renderer.kept_binds._seen) == 2  # (the others: nothing listens there)
+    text = renderer.render([*_web("0.0.0.0"), wide]).text
+    assert section(text, "frontend api")[:2] == ["bind 127.0.0.1:3300", "bind 0.0.0.0:3300"]
+
+
+def test_renames_on_a_listening_port_stay_bounded(tmp_path):
+    renderer = _renderer(tmp_path / "haproxy.cfg", ("127.0.0.1", 3200), ("127.0.0.1", 3100))
+    for k in range(60):  # (each rename's port listens: the current one binds it)
+        renderer.render([*_web("127.0.0.1"), service(f"t{k}", [A], port=3200)])
+    assert len(renderer.kept_binds._seen) <= 2 * 3 + 16 + 1
