@@ -270,19 +270,25 @@ class Isolation:
                 desired = [desired[i] for i in moved(desired, last)]
             for service in desired:
                 if service.name not in self.isolated:
+                    self._good.pop(service.name, None)  # to the end: the newest accepted
                     self._good[service.name] = service.config
                     if self._seeded:  # (accepted since: no longer the file's)
                         self._seeded.pop(service.name, None)
-            if len(self._good) > len(self._settled):  # one left: its block is not HAProxy's
-                self._forget_gone(self._settled)
+            self._forget_gone(2 * len(self._settled) + 16)
 
-    def _forget_gone(self, desired: list[DesiredService]) -> None:
-        """Drop the last good blocks of services no longer given (none runs in HAProxy):
-        kept, every service name ever configured held its ServiceConfig (~9 KB) for the
-        process's life (soak s45: a SIGHUP a new service name, +1 block each)."""
-        names = {service.name for service in desired} | self.isolated.keys()
-        self._good = {n: c for n, c in self._good.items() if n in names}
-        self._seeded = {n: p for n, p in self._seeded.items() if n in names}
+    def _forget_gone(self, limit: int) -> None:
+        """Above ``limit`` last good blocks, drop those of services no longer given, the
+        longest unaccepted first. A service removed and added back with a block HAProxy
+        refuses runs its block from before the removal; kept for ever, every service name
+        ever configured held its ServiceConfig (~9 KB) for the process's life (soak s45:
+        a SIGHUP a new service name, +1 block each)."""
+        if len(self._good) <= limit:
+            return
+        names = {service.name for service in self._settled} | self.isolated.keys()
+        gone = [name for name in self._good if name not in names]
+        for name in gone[: len(self._good) - limit]:
+            del self._good[name]
+            self._seeded.pop(name, None)
 
     def outcome(self, first: ApplyResult, result: ApplyResult) -> ApplyResult:
         """One apply's result with isolated services: the others' outcome, or INVALID when
