@@ -37,6 +37,7 @@ from smartstack.logs import event
 from synapse.config import HAProxyConfig
 from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.bridge import Bridge, Layout, build_bridge
+from synapse.haproxy.came_back import CRASHED, revive_reason
 from synapse.haproxy.confirm import ReloadCheck
 from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.dns_addresses import ADDRESSES
@@ -293,8 +294,8 @@ class HAProxyController(Reloading):
         if self._renderer is None:
             await self.start()
         assert self._renderer is not None
-        if self._supervisor is not None and self._supervisor.first_crash:
-            await self._revive(reason="restarted after it exited")  # before any render
+        if reason := await revive_reason(self._managed, self._supervisor):  # (came_back)
+            await self._revive(reason=reason)  # before any render
         trusted = self._reader.trusted  # (else this apply reads it whole)
         unread = self._reader.unread  # (wanted: of those, the ones the apply may plan)
         wanted = self._renderer.changed_backends(self._desired) if unread else ()
@@ -424,13 +425,12 @@ class HAProxyController(Reloading):
         async with self._lock:
             if self._stopping or self._managed is None or self._managed.alive:
                 return
-            # launch false: adopt the master its container restarted (s45: an apply did not)
-            if not self._applied or not self.settings.launch:  # (not applied: startup_wait)
-                await self._revive(reason="restarted after it exited")
-                if not self._applied:
-                    return
+            if not self._applied:  # (startup_wait: nothing desired yet)
+                await self._revive(reason=CRASHED)
+                return
             self._reader.invalidate()
-            await self._apply_locked()  # starts it from the file, then what changed since
+            # starts it from the file (launch false: adopts it, came_back), then what changed
+            await self._apply_locked()
 
     async def _revive(self, reason: str = "the last good config: the new one is invalid") -> bool:
         """The managed HAProxy is down (crashed, or the candidate cannot be installed): run

@@ -8,6 +8,7 @@ it. A crashed HAProxy is started again by the script, and synapse adopts the new
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -108,6 +109,46 @@ async def test_a_second_crash_soon_after_the_first_is_adopted_too(
     finally:
         os.killpg(script.pid, signal.SIGTERM)
         await asyncio.to_thread(script.wait, 10)
+
+
+async def test_a_master_back_after_a_timed_out_start_is_adopted(
+    managed_factory, http_backend_factory, sockdir: Path, caplog
+) -> None:
+    """HAProxy's container starts it only after synapse's start timed out, while the retry
+    waits its backoff (synapse.haproxy.came_back): the retry's apply found the new worker
+    answering on the admin socket, sent its commands there, and never adopted the master
+    (/health "HAProxy is not running" until a change needed a reload; its crash unseen)."""
+    b1, b2 = http_backend_factory("b1"), http_backend_factory("b2")
+    port = free_port()
+    syn = managed_factory(managed=ELSEWHERE, restart_interval=3.0)  # (the retry: in 3 s)
+    syn._managed.start_timeout = 1.0  # (15 s by default: the test's time)
+    await syn.start()
+    assert (await syn.apply([web(port, [b1])], "start")).reload is ApplyOutcome.FAILED
+    config, socket = sockdir / "haproxy.cfg", syn.settings.master_socket
+    master = subprocess.Popen(["haproxy", "-W", "-db", "-S", f"{socket},mode,600", "-f",
+                               str(config)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        await serves(port, {"b1"})  # (before the retry: it finds the worker answering)
+
+        async def adopted() -> bool:
+            managed = syn._managed
+            return managed.master_pid == master.pid and managed.alive and not syn.health()
+
+        await eventually(adopted, "the master started after the timed-out start adopted")
+        assert (await syn.apply([web(port, [b1, b2])], "add")).reload is not ApplyOutcome.FAILED
+        await serves(port, {"b1", "b2"})
+        with caplog.at_level(logging.INFO, logger="synapse.haproxy"):
+            os.killpg(master.pid, signal.SIGKILL)  # watched: synapse sees it exit
+
+            async def exit_seen() -> bool:
+                return "haproxy_exited" in [r.message for r in caplog.records]
+
+            await eventually(exit_seen, "the adopted master's exit seen")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(master.pid, signal.SIGKILL)
+        await asyncio.to_thread(master.wait, 10)
 
 
 STOP_DELAY = 2.0
