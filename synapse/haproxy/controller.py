@@ -200,6 +200,8 @@ class HAProxyController(Reloading):
         """Cancel a pending reload and the sweep; managed mode: leave HAProxy serving for
         the next synapse, or stop it (``managed.stop_on_exit``)."""
         self._stopping = True  # (first: no revive or restart while the owed render is paid)
+        if self._managed is not None:  # (a start waiting for a master holds the lock: ends)
+            self._managed.closing.set()
         await self._window.cancel()  # (a reload under way: handed back, a retry's, ...)
         await self._pending.cancel()  # (a retry waiting for the lock: no new reload)
         await self._owed.close()  # the file says what HAProxy runs (the next synapse's start)
@@ -221,8 +223,7 @@ class HAProxyController(Reloading):
     def health(self) -> list[str]:
         """Why HAProxy does not run the desired state (``health.problems``); empty: it does."""
         alive = self._managed.alive if self._managed is not None else None
-        settled = self._gate.settled is not None
-        error, slow = self._reader.socket_problem()
+        (error, slow), settled = self._reader.socket_problem(), self._gate.settled is not None
         return problems(self.info, error, alive, settled, self._applied, slow)
 
     def degraded(self) -> list[str]:
@@ -429,8 +430,7 @@ class HAProxyController(Reloading):
                 await self._revive(reason=CRASHED)
                 return
             self._reader.invalidate()
-            # starts it from the file (launch false: adopts it, came_back), then what changed
-            await self._apply_locked()
+            await self._apply_locked()  # starts it (launch false: adopts it), then the rest
 
     async def _revive(self, reason: str = "the last good config: the new one is invalid") -> bool:
         """The managed HAProxy is down (crashed, or the candidate cannot be installed): run

@@ -11,11 +11,14 @@ Synapse writes and checks the config file as ever, adopts the master that answer
 starts one from the config file synapse wrote, and its restart policy brings a crashed one
 back) and never stops one (``exit_policy``). While no master answers, a start waits for one
 up to its timeout (``haproxy_waiting``), then fails saying why (/health), and is retried.
+A stop of synapse ends the wait (``closing``): it held the controller's lock, and the stop
+waited for it (15 s, beyond docker stop's 10 s: synapse was killed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -35,10 +38,11 @@ async def answered(
     adopted: Callable[[Found], bool],
     settings: Settings,
     timeout: float,
+    closing: asyncio.Event,
 ) -> Found:
     """``adopt`` asked again until a master answers (it is adopted), one that cannot be
-    adopted is found, or ``timeout`` seconds have passed: the last answer (its error says
-    why none answered)."""
+    adopted is found, ``timeout`` seconds have passed or synapse stops (``closing``): the
+    last answer (its error says why none answered)."""
     socket, config = settings.master_socket, settings.config_path
     event(log, "haproxy_waiting", socket=str(socket), config=str(config),
           detail="managed.launch is false: waiting for HAProxy's own container to "
@@ -50,7 +54,10 @@ async def answered(
             return found
         if time.monotonic() >= deadline:
             return dataclasses.replace(found, error=not_answering(socket, config, timeout))
-        await asyncio.sleep(POLL)
+        if closing.is_set():
+            return dataclasses.replace(found, error=f"synapse stops: no master on {socket}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(closing.wait(), POLL)
 
 
 def not_answering(socket: Path | None, config: Path | None, waited: float) -> str:

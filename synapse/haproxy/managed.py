@@ -107,6 +107,7 @@ class ManagedHAProxy:
         self._pipe: asyncio.ReadTransport | None = None
         self._output: deque[str] = deque(maxlen=40)
         self._stopping = False  # HAProxy's alerts about its workers exiting are expected
+        self.closing = asyncio.Event()  # synapse stops: a start waiting for one gives up
         self.retiring = Retiring()  # masters replaced (their sockets were gone), until they end
         self._stale = ""  # why the adopted master is replaced at the next reload (if at all)
         self._strays: tuple[int, ...] = ()  # more masters adopted with it or beside it: retired
@@ -165,7 +166,7 @@ class ManagedHAProxy:
         found = await self._adopt("before a start")
         if not _adopted(found) and not self.settings.launch and not found.foreign:
             found = await elsewhere.answered(
-                self._adopt, _adopted, self.settings, self.start_timeout
+                self._adopt, _adopted, self.settings, self.start_timeout, self.closing
             )
         if _adopted(found):
             try:

@@ -151,6 +151,28 @@ async def test_a_master_back_after_a_timed_out_start_is_adopted(
         await asyncio.to_thread(master.wait, 10)
 
 
+async def test_a_stop_ends_a_start_waiting_for_the_master(
+    managed_factory, http_backend_factory
+) -> None:
+    """No master comes: a start waits for one under the controller's lock (an apply, the
+    sweep's, the crash restart's), and the stop waited for it: 15 s, beyond docker stop's
+    10 s (synapse killed: measured 15.2 s from SIGTERM to exit)."""
+    syn = managed_factory(managed=ELSEWHERE)
+    syn._managed.start_timeout = 60.0  # (longer than the test may run)
+    await syn.start()
+    applying = asyncio.ensure_future(syn.apply([web(free_port(), [http_backend_factory("b")])],
+                                               "start"))  # fmt: skip
+
+    async def waiting() -> bool:
+        return syn._lock.locked()
+
+    await eventually(waiting, "the start waiting")
+    async with asyncio.timeout(20):  # (the wait's 60 s before)
+        await syn.stop()
+        result = await applying
+    assert result.reload is ApplyOutcome.FAILED and "synapse stops" in (result.error or "")
+
+
 STOP_DELAY = 2.0
 
 
