@@ -201,7 +201,7 @@ class HAProxyController(Reloading):
         the next synapse, or stop it (``managed.stop_on_exit``)."""
         self._stopping = True  # (first: no revive or restart while the owed render is paid)
         if self._managed is not None:  # (a start waiting for a master holds the lock: ends)
-            self._managed.closing.set()
+            self._managed.asking.close()
         await self._window.cancel()  # (a reload under way: handed back, a retry's, ...)
         await self._pending.cancel()  # (a retry waiting for the lock: no new reload)
         await self._owed.close()  # the file says what HAProxy runs (the next synapse's start)

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from smartstack.logs import event
 from synapse.config import ManagedHAProxy as ManagedConfig
-from synapse.haproxy import elsewhere, moved, not_here, ports, replacement
+from synapse.haproxy import came_back, elsewhere, moved, not_here, ports, replacement
 from synapse.haproxy.adoption import Found, beside, find_master, known_binary
 from synapse.haproxy.answers import ProcInfo
 from synapse.haproxy.binary_check import other_binary
@@ -107,7 +107,7 @@ class ManagedHAProxy:
         self._pipe: asyncio.ReadTransport | None = None
         self._output: deque[str] = deque(maxlen=40)
         self._stopping = False  # HAProxy's alerts about its workers exiting are expected
-        self.closing = asyncio.Event()  # synapse stops: a start waiting for one gives up
+        self.asking = came_back.Asking(str(master))  # (launch false: its asks, its stop)
         self.retiring = Retiring()  # masters replaced (their sockets were gone), until they end
         self._stale = ""  # why the adopted master is replaced at the next reload (if at all)
         self._strays: tuple[int, ...] = ()  # more masters adopted with it or beside it: retired
@@ -166,7 +166,7 @@ class ManagedHAProxy:
         found = await self._adopt("before a start")
         if not _adopted(found) and not self.settings.launch and not found.foreign:
             found = await elsewhere.answered(
-                self._adopt, _adopted, self.settings, self.start_timeout, self.closing
+                self._adopt, _adopted, self.settings, self.start_timeout, self.asking.closing
             )
         if _adopted(found):
             try:
