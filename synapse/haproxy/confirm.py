@@ -25,6 +25,7 @@ from synapse.haproxy.reload_gate import ReloadGate
 from synapse.haproxy.view import SWEEP_PART
 
 log = logging.getLogger("synapse.haproxy")
+NOT_DIFFERENCES = frozenset({"runtime_unavailable", "start"})  # reload kinds (``planned``)
 
 
 class ReloadCheck:
@@ -57,8 +58,9 @@ class ReloadCheck:
             return
         if all_read:
             self._parts = None
-        # A runtime socket that stopped answering is no difference: a reload retries it.
-        found = [detail for kind, detail in reasons if kind != "runtime_unavailable"]
+        # A runtime socket that stopped answering is no difference: a reload retries it;
+        # nor is a managed HAProxy that went down (a start: ``Installer.unconfirmed``).
+        found = [detail for kind, detail in reasons if kind not in NOT_DIFFERENCES]
         if found and _same(tuple(parts), reloaded):
             self.differs(parts, "; ".join(found))
 

@@ -169,7 +169,14 @@ class Installer:
             self._loaded = True
 
     def unconfirmed(self, plan: Plan) -> Plan:
-        """``plan``, with a reload when HAProxy may not run the file (``loadmark``)."""
+        """``plan``, with a reload when HAProxy may not run the file (``loadmark``), or a
+        start when the managed HAProxy is down. A worker may answer then: the old one still
+        exiting, or a new master's (``launch: false``) while its CLI does not answer yet
+        (its re-exec after the start): planned on its answers, the crash restart's apply
+        started nothing and no one adopted or watched that master (CI: 20 s, until an apply
+        needed a reload)."""
+        if plan.reload is None and self.managed is not None and not self.managed.alive:
+            plan = Plan(plan.ops, Reload((("start", "HAProxy is not running"),)), plan.active)
         return self.mark.with_reload(plan) if self.mark is not None else plan
 
     def write(self, config: DesiredConfig, layout: Layout | None) -> bool:

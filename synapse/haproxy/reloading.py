@@ -20,7 +20,7 @@ from synapse.config import HAProxyConfig
 from synapse.contract import ApplyOutcome, ApplyResult
 from synapse.haproxy.bridge import Layout, build_bridge
 from synapse.haproxy.configtext import ParsedConfig
-from synapse.haproxy.confirm import ReloadCheck, read_at_once
+from synapse.haproxy.confirm import NOT_DIFFERENCES, ReloadCheck, read_at_once
 from synapse.haproxy.desired import DesiredConfig
 from synapse.haproxy.failures import Failures
 from synapse.haproxy.file_match import differences, say_not_served
@@ -179,8 +179,9 @@ class Reloading:
         applied, failures = await self._run_ops(after.ops)
         written = self._installer.write(fresh, self._layout()) or wrote
         result = ApplyResult(tuple(applied), ApplyOutcome.DONE, (), written)
-        if after.reload is not None and after.reload.kind == "runtime_unavailable":
-            # Reloaded, but nothing answers on the runtime socket: try again, backing off.
+        if after.reload is not None and after.reload.kind in NOT_DIFFERENCES:
+            # Reloaded, but nothing answers on the runtime socket (or the managed HAProxy is
+            # down again): try again, backing off.
             failed = self._failures.reload_failed(after.reload.summary, after.reload, self._clock())
             return dataclasses.replace(result, error=failed.error)
         if after.reload is not None or failures:

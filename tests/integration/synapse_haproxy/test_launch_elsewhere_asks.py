@@ -15,9 +15,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from haproxy_helpers import serves, web
+from haproxy_helpers import eventually, serves, web
 
 from synapse.contract import ApplyOutcome
+from synapse.haproxy.runtime import MasterClient
+from synapse.haproxy.sockets import HAProxySocketError
 from testbed.process import free_port
 
 ELSEWHERE = {"launch": False, "stats": {"enabled": False}, "stop_on_exit": True}
@@ -37,6 +39,27 @@ def _connects(path: Path) -> bool:
         except BlockingIOError:  # (EAGAIN: its accept queue is full)
             return False
     return True
+
+
+def _listens(path: Path) -> bool:
+    """A socket listens on ``path`` (/proc/net/unix: flags 00010000, no connection made;
+    HAProxy binds ``<path>.<pid>.tmp`` and renames it to ``path``: the table keeps the first)."""
+    with open("/proc/net/unix") as table:
+        rows = [line.split() for line in table]
+    bound = {row[-1] for row in rows if len(row) == 8 and row[3] == "00010000"}
+    return any(name == str(path) or name.startswith(f"{path}.") for name in bound)
+
+
+async def _stop_listening(pid: int, path: Path) -> None:
+    """SIGSTOP the master while its CLI listens: not in its re-exec after the start, when
+    it listens on nothing (stopped there, it refused every connection: CI, round 46)."""
+    for _ in range(500):
+        os.kill(pid, signal.SIGSTOP)
+        if await asyncio.to_thread(_listens, path):
+            return
+        os.kill(pid, signal.SIGCONT)
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the master never listened on {path}")
 
 
 async def _timed_out_start(managed_factory, http_backend_factory):
@@ -59,7 +82,7 @@ async def test_a_stopped_master_is_asked_once_not_on_every_apply(
     master = _master("haproxy", sockdir / "haproxy.cfg", master_socket)
     try:
         await serves(port, {"b1"})
-        os.kill(master.pid, signal.SIGSTOP)
+        await _stop_listening(master.pid, master_socket)
         began = time.monotonic()
         for i in range(14):
             await syn.apply([web(port, [b1, http_backend_factory(f"x{i}")])], f"change {i}")
@@ -95,3 +118,62 @@ async def test_a_master_synapse_cannot_adopt_is_not_revived_on_every_apply(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(master.pid, signal.SIGKILL)
         await asyncio.to_thread(master.wait, 10)
+
+
+async def test_a_new_master_that_answers_only_after_the_restart_asked_is_adopted(
+    managed_factory, http_backend_factory, sockdir: Path, caplog
+) -> None:
+    """A crash: the container's new master does not answer yet when the restart asks (here
+    stopped; in CI its re-exec after the start, or the old worker still answering), while a
+    worker answers on the admin socket. The restart's apply read that worker, found nothing
+    to reload and started nothing: nothing adopted the new master or watched it (CI: not
+    adopted within 20 s). A managed HAProxy that is down is now started (here: adopted)."""
+    syn = managed_factory(managed=ELSEWHERE)
+    await syn.start()
+    port, b1 = free_port(), http_backend_factory("b1")
+    config, master_socket = sockdir / "haproxy.cfg", syn.settings.master_socket
+    starting = asyncio.ensure_future(syn.apply([web(port, [b1])], "start"))  # (waits for one)
+    await eventually(lambda: asyncio.to_thread(config.exists), "the config file")
+    first = _master("haproxy", config, master_socket)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        assert (await starting).reload is not ApplyOutcome.FAILED
+        assert await _adopted(syn, first.pid)
+        second = _master("haproxy", config, master_socket)  # (takes over its sockets)
+        await eventually(lambda: _answers(master_socket, second.pid), "the second one's CLI")
+        os.kill(second.pid, signal.SIGSTOP)  # its master only: its worker serves on
+        os.killpg(first.pid, signal.SIGKILL)  # the crash: synapse's restart asks now
+        await asyncio.sleep(2.5)  # (after the restart's question: ASK_S)
+        os.kill(second.pid, signal.SIGCONT)
+        with caplog.at_level(logging.INFO, logger="synapse.haproxy"):
+            await eventually(lambda: _adopted(syn, second.pid), "the second master adopted")
+            await eventually(_unlocked(syn), "its reload done")
+        await serves(port, {"b1"})
+        errors = [r.message for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == ["haproxy_exited"]  # (not haproxy_differs_after_reload: a start)
+    finally:
+        for master in (first, second):
+            if master is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(master.pid, signal.SIGCONT)
+                    os.killpg(master.pid, signal.SIGKILL)
+                await asyncio.to_thread(master.wait, 10)
+
+
+async def _adopted(syn, pid: int) -> bool:
+    return syn._managed.master_pid == pid and syn._managed.alive
+
+
+def _unlocked(syn):
+    async def unlocked() -> bool:
+        return not syn._lock.locked()
+
+    return unlocked
+
+
+async def _answers(path: Path, pid: int) -> bool:
+    try:
+        proc = await MasterClient(str(path), 1.0).show_proc()
+    except HAProxySocketError:  # (not started yet, or its re-exec: HAProxy refuses)
+        return False
+    return proc.master_pid == pid and bool(proc.workers)
