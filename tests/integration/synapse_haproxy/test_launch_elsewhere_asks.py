@@ -177,3 +177,38 @@ async def _answers(path: Path, pid: int) -> bool:
     except HAProxySocketError:  # (not started yet, or its re-exec: HAProxy refuses)
         return False
     return proc.master_pid == pid and bool(proc.workers)
+
+
+async def test_a_start_waiting_for_the_master_looks_through_proc_once_a_second(
+    managed_factory, http_backend_factory, sockdir: Path
+) -> None:
+    """While no master answers, a start's whole look for one (`show proc`, three scans of
+    /proc) ran ten times a second: 36 % of a core with 2,067 processes (a host's PID
+    namespace). Now once a second, with a connect to the master socket between: a master
+    that comes is looked at when it listens, not at the next whole look."""
+    syn = managed_factory(managed=ELSEWHERE)
+    syn._managed.start_timeout = 30.0
+    await syn.start()
+    looks: list[str] = []
+    look = syn._managed._adopt
+
+    async def counted(why: str):
+        looks.append(why)
+        return await look(why)
+
+    syn._managed._adopt = counted
+    port, b1 = free_port(), http_backend_factory("b1")
+    config = sockdir / "haproxy.cfg"
+    starting = asyncio.ensure_future(syn.apply([web(port, [b1])], "start"))  # (waits for one)
+    await eventually(lambda: asyncio.to_thread(config.exists), "the config file")
+    await asyncio.sleep(3.0)
+    assert len(looks) <= 8, len(looks)  # (30 before: one every 0.1 s)
+    master = _master("haproxy", config, syn.settings.master_socket)
+    try:
+        assert (await starting).reload is not ApplyOutcome.FAILED
+        assert await _adopted(syn, master.pid)
+        await serves(port, {"b1"})
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(master.pid, signal.SIGKILL)
+        await asyncio.to_thread(master.wait, 10)
