@@ -24,7 +24,7 @@ run_pytest = $(call run_status,$(PYTEST) $(1) $(PYTEST_ARGS))
 # tests/system (demo, Docker, benchmark smoke, image build). `make test` (under 30 minutes
 # on 2 cores) and `make test-long` (the long fault tests, marker `long`) are what CI runs.
 # --durations: every run's log names the slowest tests (the 30-minute budget is thin).
-# scripts/test-suite.sh runs tests/unit and the demo beside the rest (one run with PYTEST_ARGS).
+# scripts/test-suite.sh: three pytest processes side by side (one run with PYTEST_ARGS).
 test: install
 	$(call run_status,PYTHON=$(PYTHON) bash scripts/test-suite.sh $(PYTEST_ARGS))
 

@@ -1,8 +1,9 @@
-"""scripts/test-suite.sh (`make test`): tests/unit (and the demo) run beside the other tiers,
-and a failure or an empty collection in either run is the script's exit code.
+"""scripts/test-suite.sh (`make test`): tests/unit (and the demo), the servers half of the
+real-server tiers and the rest run side by side, and a failure or an empty collection in any
+run is the script's exit code.
 
 A fake interpreter stands for `python -m pytest`: each run writes that it started, then waits
-(at most 10 s) for the other one to have started too, so the two finish only if they run at
+(at most 10 s) for the other two to have started too, so the three finish only if they run at
 the same time; one after the other, the first waits its 10 s out and exits 99.
 """
 
@@ -22,14 +23,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 FAKE_PYTEST = """#!/bin/sh
 case " $* " in
-  *" tests/unit "*) me=unit other=rest rc="$UNIT_RC" ;;
-  *" tests/integration tests/system "*) me=rest other=unit rc="$REST_RC" ;;
+  *" tests/unit "*) me=unit rc="$UNIT_RC" ;;
+  *" tests/integration/nerve "*) me=servers rc="$SERVERS_RC" ;;
+  *" tests/integration tests/system "*) me=rest rc="$REST_RC" ;;
   *) echo "one run: $*" >> "$RUNS/single"; exit "$REST_RC" ;;
 esac
 echo "$*" > "$RUNS/$me"
 echo $$ > "$RUNS/$me.pid"
 i=0
-while [ ! -e "$RUNS/$other" ]; do
+while [ ! -e "$RUNS/unit" ] || [ ! -e "$RUNS/servers" ] || [ ! -e "$RUNS/rest" ]; do
   i=$((i + 1)); [ "$i" -gt 100 ] && exit 99
   sleep 0.1
 done
@@ -41,58 +43,74 @@ exit "$rc"
 """
 
 
-def suite_env(tmp_path: Path, unit_rc: int | str, rest_rc: int | str) -> dict[str, str]:
-    """The environment of a run with the fake interpreter (rc "hang": it waits ~40 s)."""
+RUNS = ("unit", "servers", "rest")
+
+
+def suite_env(tmp_path: Path, *codes: int | str) -> dict[str, str]:
+    """The environment of a run with the fake interpreter; codes: the exit codes of the unit,
+    servers and rest runs (rc "hang": it waits ~40 s)."""
     fake = tmp_path / "python"
     fake.write_text(FAKE_PYTEST)
     fake.chmod(0o755)
     runs = tmp_path / "runs"
     runs.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHON": str(fake), "RUNS": str(runs)}
-    return env | {"UNIT_RC": str(unit_rc), "REST_RC": str(rest_rc)}
+    return env | {f"{run.upper()}_RC": str(code) for run, code in zip(RUNS, codes, strict=True)}
 
 
 def run_suite(
-    tmp_path: Path, unit_rc: int, rest_rc: int, *args: str
+    tmp_path: Path, codes: tuple[int, int, int], *args: str
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", "scripts/test-suite.sh", *args],
         cwd=REPO,
-        env=suite_env(tmp_path, unit_rc, rest_rc),
+        env=suite_env(tmp_path, *codes),
         capture_output=True,
         text=True,
         timeout=60,
     )
 
 
-def test_the_unit_tier_runs_beside_the_others_and_its_output_follows(tmp_path: Path) -> None:
-    result = run_suite(tmp_path, 0, 0)
+def test_the_three_runs_go_side_by_side_and_the_others_output_follows(tmp_path: Path) -> None:
+    result = run_suite(tmp_path, (0, 0, 0))
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert out.index("rest run done") < out.index("unit run done"), out
-    unit = (tmp_path / "runs" / "unit").read_text()
-    rest = (tmp_path / "runs" / "rest").read_text()
-    assert "-m not long" in unit and "-m not long" in rest  # the long tests stay out of both
+    assert out.index("rest run done") < out.index("servers run done"), out
+    assert out.index("servers run done") < out.index("unit run done"), out
+    unit, servers, rest = ((tmp_path / "runs" / run).read_text() for run in RUNS)
+    for args in (unit, servers, rest):
+        assert "-m not long" in args, args  # the long tests stay out of every run
     beside = [arg for arg in unit.split() if arg.startswith("tests/")]
     assert beside[0] == "tests/unit", unit
-    for path in beside[1:]:  # (a system test run beside the rest is not run twice)
+    halves = [arg for arg in servers.split() if arg.startswith("tests/")]
+    assert "tests/integration/synapse_haproxy" in halves, servers
+    for path in beside[1:] + halves:  # (nothing run beside the rest is run twice)
         assert f"--ignore={path}" in rest.split(), (path, rest)
-    assert "--durations=25" in rest
+    assert "--durations=25" in rest and "--durations=25" in servers
 
 
 @pytest.mark.parametrize(
-    ("unit_rc", "rest_rc", "expected"),
-    [(1, 0, 1), (0, 1, 1), (2, 1, 1), (5, 1, 5), (1, 5, 5), (0, 5, 5)],
+    ("codes", "expected"),
+    [
+        ((1, 0, 0), 1),
+        ((0, 1, 0), 1),
+        ((0, 0, 1), 1),
+        ((2, 0, 1), 1),
+        ((0, 3, 4), 4),
+        ((5, 0, 1), 5),
+        ((0, 5, 1), 5),
+        ((1, 0, 5), 5),
+    ],
 )
-def test_either_run_failing_fails_the_suite(
-    tmp_path: Path, unit_rc: int, rest_rc: int, expected: int
+def test_any_run_failing_fails_the_suite(
+    tmp_path: Path, codes: tuple[int, int, int], expected: int
 ) -> None:
-    result = run_suite(tmp_path, unit_rc, rest_rc)
+    result = run_suite(tmp_path, codes)
     assert result.returncode == expected, result.stdout + result.stderr
 
 
 def test_arguments_narrow_one_run_of_every_tier(tmp_path: Path) -> None:
-    result = run_suite(tmp_path, 0, 3, "-k", "zone and not dns")
+    result = run_suite(tmp_path, (0, 0, 3), "-k", "zone and not dns")
     assert result.returncode == 3, result.stdout + result.stderr
     runs = (tmp_path / "runs" / "single").read_text().splitlines()
     assert runs == [
@@ -100,7 +118,7 @@ def test_arguments_narrow_one_run_of_every_tier(tmp_path: Path) -> None:
     ]
 
 
-def test_ctrl_c_stops_the_unit_run_too(tmp_path: Path) -> None:
+def test_ctrl_c_stops_the_runs_beside_too(tmp_path: Path) -> None:
     # Ctrl-C signals the foreground group, but a script's background job ignores SIGINT.
     # The script starts with a terminal's SIGINT (default): a run under a parent that
     # ignores it (CI started in the background: `cmd &` in a script) would pass that on,
@@ -108,7 +126,7 @@ def test_ctrl_c_stops_the_unit_run_too(tmp_path: Path) -> None:
     script = subprocess.Popen(
         ["bash", "scripts/test-suite.sh"],
         cwd=REPO,
-        env=suite_env(tmp_path, "hang", "hang"),
+        env=suite_env(tmp_path, "hang", "hang", "hang"),
         stdout=subprocess.DEVNULL,
         start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
@@ -116,13 +134,13 @@ def test_ctrl_c_stops_the_unit_run_too(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     try:
         deadline = time.monotonic() + 20
-        while not all((runs / f"{me}.pid").exists() for me in ("unit", "rest")):
-            assert time.monotonic() < deadline, "the two runs did not start"
+        while not all((runs / f"{me}.pid").exists() for me in RUNS):
+            assert time.monotonic() < deadline, "the three runs did not start"
             time.sleep(0.05)
         os.killpg(script.pid, signal.SIGINT)
         assert script.wait(timeout=10) == 130
-        unit_pid = int((runs / "unit.pid").read_text())
-        wait_processes_gone([unit_pid], timeout=5)  # (TimeoutError: it outlived make test)
+        beside = [int((runs / f"{me}.pid").read_text()) for me in ("unit", "servers")]
+        wait_processes_gone(beside, timeout=5)  # (TimeoutError: they outlived make test)
     finally:
         if script.poll() is None:
             os.killpg(script.pid, signal.SIGKILL)
