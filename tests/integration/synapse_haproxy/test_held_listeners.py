@@ -12,7 +12,7 @@ import time
 import pytest
 from haproxy_helpers import eventually, serves, web
 
-from testbed.process import free_port
+from testbed.process import free_port, process_gone
 
 
 def _wait_gone(pid: int, timeout: float = 5.0) -> None:
@@ -20,11 +20,7 @@ def _wait_gone(pid: int, timeout: float = 5.0) -> None:
     has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().split(") ", 1)[1].startswith("Z"):
-                    return  # a zombie holds no sockets
-        except FileNotFoundError:
+        if process_gone(pid):  # (a zombie whose threads are all gone holds no sockets)
             return
         time.sleep(0.005)
     raise AssertionError(f"HAProxy {pid} did not exit")
