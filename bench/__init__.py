@@ -17,6 +17,7 @@ class Options:
     registries: list[str] = field(default_factory=lambda: ["zookeeper", "etcd"])
     log_level: str = "info"  # of the daemons
     scenarios: list[str] = field(default_factory=list)  # regexes: run only titles they match
+    minutes: float | None = None  # the soak's length (None: its default); only soak uses it
 
     def wants(self, title: str) -> bool:
         """Whether the scenario titled ``title`` runs (``--scenario``: a regex searched in it)."""

@@ -1,4 +1,5 @@
-"""`python -m bench [NAME ...] [--quick] [--keep] [--registry zookeeper|etcd] [--scenario TEXT]`.
+"""`python -m bench [NAME ...] [--quick] [--keep] [--registry zookeeper|etcd] [--scenario TEXT]
+[--minutes N]`.
 
 Runs the named benchmarks (all by default) one after the other. A scenario that fails
 (a daemon that does not start, a state never reached) prints why, with the daemons' log
@@ -29,10 +30,11 @@ BENCHMARKS = {
     "fleet": "bench.fleet",
     "nerve": "bench.nerve_start",
     "peer": "bench.peer",
+    "soak": "bench.soak",
 }
-# Run only when named (`make bench-peer`): it needs root, a private dockerd and EasyHAProxy
-# in its own virtualenv.
-OPT_IN = {"peer"}
+# Run only when named: peer (`make bench-peer`) needs root, a private dockerd and EasyHAProxy
+# in its own virtualenv; soak (`make soak`) takes half an hour.
+OPT_IN = {"peer", "soak"}
 
 
 def parse_args(argv: list[str] | None) -> tuple[list[str], Options, Path]:
@@ -74,6 +76,12 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Options, Path]:
         help="log level of nerve and synapse",
     )
     parser.add_argument(
+        "--minutes",
+        type=float,
+        metavar="N",
+        help="how long soak runs (default 30; with --quick 1); the others ignore it",
+    )
+    parser.add_argument(
         "--results-dir",
         type=Path,
         default=RESULTS_DIR,
@@ -85,8 +93,14 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Options, Path]:
         parser.error(
             f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}"
         )
+    if args.minutes is not None and not args.minutes > 0:
+        parser.error("--minutes must be more than 0")
     opts = Options(
-        quick=args.quick, keep=args.keep, log_level=args.log_level, scenarios=args.scenario
+        quick=args.quick,
+        keep=args.keep,
+        log_level=args.log_level,
+        scenarios=args.scenario,
+        minutes=args.minutes,
     )
     if args.registry:
         opts.registries = list(dict.fromkeys(args.registry))
