@@ -4,7 +4,7 @@ PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: install test test-long test-unit test-fast lint format demo bench bench-peer faults compose-demo clean
+.PHONY: install test test-long test-unit test-fast lint format demo bench bench-peer soak faults compose-demo clean
 
 install:
 	@bash scripts/install.sh
@@ -54,6 +54,11 @@ bench: install
 # EasyHAProxy beside synapse on a private dockerd (root); EasyHAProxy goes into .venv-peer/.
 bench-peer: install
 	$(PYTHON) -m bench peer $(ARGS)
+
+# The memory soak: 30 minutes of churn under load, every daemon's RSS, threads and fds
+# sampled each minute (ARGS='--minutes 120': longer; ARGS=--quick: about a minute).
+soak: install
+	$(PYTHON) -m bench soak $(ARGS)
 
 # Reliability suite: real faults under client load -> RELIABILITY.md (ARGS=--quick: < 3 min).
 faults: test-long

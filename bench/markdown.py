@@ -16,7 +16,7 @@ from typing import Any
 from bench.report import RESULTS_DIR, fmt_number
 
 ORDER = ("propagation", "burst", "churn", "scale", "failure", "zones", "edge", "fleet", "nerve",
-         "peer")  # fmt: skip
+         "peer", "soak")  # fmt: skip
 
 
 def _value(row: dict[str, Any]) -> str:
