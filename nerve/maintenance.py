@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import json
 import logging
 import os
@@ -161,8 +162,7 @@ class MaintenanceStore:
 
     def _file(self, service: str) -> Path:
         assert self.directory is not None
-        # Service names come from config keys: quote them into a safe file name.
-        return self.directory / f"{urllib.parse.quote(service, safe='')}.json"
+        return _flag_file(self.directory, service)
 
     def load(self, service: str) -> MaintenanceFlag | Literal[Unknown.UNKNOWN] | None:
         """The service's flag, None without one, UNKNOWN while nerve cannot tell."""
@@ -358,6 +358,16 @@ class MaintenanceStore:
 
 NOT_SAVED = "in force now; written again every round (a restart before that loses it)"
 NOT_REMOVED = "ended now; removed again every round (a restart before that brings it back)"
+
+
+@functools.lru_cache(maxsize=1024)
+def _flag_file(directory: Path, service: str) -> Path:
+    """A service's flag file, built once: every round reads it. pathlib (Python 3.11) interns
+    each part of a path it builds; a name interned and freed every round wore out the
+    interpreter's table of interned strings, whose ~1 MB resize every few thousand rounds
+    left a hole in the heap that small objects then pinned (a nerve's RSS crept ~1 MB an
+    hour). Service names come from config keys: quoted into a safe file name."""
+    return directory / f"{urllib.parse.quote(service, safe='')}.json"
 
 
 def _exists(path: Path) -> bool | None:
