@@ -62,6 +62,8 @@ def render(payloads: list[dict[str, Any]]) -> str:
                      if load else "")  # fmt: skip
             stick = p.get("machine", {}).get("python_yardstick_ms")
             extra += f", yardstick {stick} ms" if stick else ""  # (each run's own machine speed)
+            cpu = p.get("machine", {}).get("cpu_model")
+            extra += f", on {cpu}" if cpu and cpu != m["cpu_model"] else ""  # (not the header's)
             commit = (p.get("versions") or {}).get("smartstack_git") or "?"
             when = f"{p['date'][:10]} (git {commit[:7]})"  # (tables of several rounds meet here)
             out.append(f"- ran {when} in {p['duration_s']:.0f} s{extra}")

@@ -95,3 +95,6 @@ def test_the_markdown_names_the_machines_yardstick_when_the_json_has_one() -> No
                  machine=dict(machine, python_yardstick_ms=12.5))  # fmt: skip
     ran = [line for line in render([payload, later]).splitlines() if line.startswith("- ran")]
     assert ran == ["- ran 2026-11-30 (git abc) in 11 s, yardstick 12.5 ms"]  # each its own
+    other = dict(later, name="soak", machine=dict(machine, cpu_model="Intel Xeon"))
+    ran = [line for line in render([payload, other]).splitlines() if line.startswith("- ran")]
+    assert ran == ["- ran 2026-11-30 (git abc) in 11 s, on Intel Xeon"]  # not the header's
