@@ -55,8 +55,8 @@ bench: install
 bench-peer: install
 	$(PYTHON) -m bench peer $(ARGS)
 
-# The memory soak: 30 minutes of churn under load, every daemon's RSS, threads and fds
-# sampled each minute (ARGS='--minutes 120': longer; ARGS=--quick: about a minute).
+# The memory soak: two hours of churn under load, every daemon's RSS, threads and fds
+# sampled each minute (ARGS='--minutes 240': longer; ARGS=--quick: about a minute).
 soak: install
 	$(PYTHON) -m bench soak $(ARGS)
 

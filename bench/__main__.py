@@ -33,7 +33,7 @@ BENCHMARKS = {
     "soak": "bench.soak",
 }
 # Run only when named: peer (`make bench-peer`) needs root, a private dockerd and EasyHAProxy
-# in its own virtualenv; soak (`make soak`) takes half an hour.
+# in its own virtualenv; soak (`make soak`) takes two hours.
 OPT_IN = {"peer", "soak"}
 
 
@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Options, Path]:
         "--minutes",
         type=float,
         metavar="N",
-        help="how long soak runs (default 30; with --quick 1); the others ignore it",
+        help="how long soak runs (default 120; with --quick 1); the others ignore it",
     )
     parser.add_argument(
         "--results-dir",
