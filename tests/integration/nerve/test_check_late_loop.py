@@ -25,6 +25,7 @@ from nerve.checks.tcp import TcpCheck
 from smartstack.http_exchange import Exchange
 
 BOUND_S = 30.0  # no test waits longer for a round, however loaded the machine
+ATTEMPTS = 5  # rounds of the on-time test, for one whose loop kept time
 
 
 class _Accepting(socketserver.BaseRequestHandler):
@@ -195,12 +196,31 @@ async def test_a_redis_that_sent_part_of_its_answer_and_hangs_fails_behind_a_lat
     assert result.latency < 5.0  # the loop still late: not the end of the lag that cut it
 
 
-async def test_a_loop_on_time_cuts_the_whole_check_at_its_timeout() -> None:
+async def test_a_loop_on_time_cuts_the_whole_check_at_its_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Redis answers AUTH and PING 0.6 s each, within a 1 s timeout each but not in all;
     nerve's loop keeps time. Before, the timeout restarted at the PING: it passed at 1.2 s
-    (docs: the whole check is cut at ``timeout``)."""
+    (docs: the whole check is cut at ``timeout``). A deadline timer that fired late (a
+    busy machine: CI's side-by-side halves) gives the service its timeout from the PING,
+    by design: such a round is run again, up to ``ATTEMPTS`` times, until one kept time."""
+    lateness: list[float] = []
+
+    def timed(now: float, due: float, *args: Any) -> tuple[base.Step, float]:
+        lateness.append(now - due)
+        return decide(now, due, *args)
+
+    decide = base.decide
+    monkeypatch.setattr(base, "decide", timed)
+    on_time: list[CheckResult] = []
     with _service(_Redis, answer_s=0.6) as port:
         check = RedisCheck("r", "127.0.0.1", port, timeout=1.0, password="pw")
-        result = await asyncio.wait_for(check.run(), BOUND_S)
-    assert result.verdict and not result.ok, result.detail
-    assert result.detail == "timed out after 1s"
+        for _ in range(ATTEMPTS):
+            lateness.clear()
+            result = await asyncio.wait_for(check.run(), BOUND_S)
+            if lateness and max(lateness) <= base.LATE_SLACK:
+                on_time.append(result)
+                break
+    assert on_time, f"the loop ran late in all {ATTEMPTS} rounds (last: {lateness})"
+    assert on_time[0].verdict and not on_time[0].ok, on_time[0].detail
+    assert on_time[0].detail == "timed out after 1s"
