@@ -51,10 +51,12 @@ def main(argv: list[str] | None = None) -> int:
 def _run(config: NerveConfig, args: argparse.Namespace, source: ConfigSource) -> int:
     from nerve.main import run  # imported late: `-k` needs none of the daemon's modules
     from smartstack.child_watch import use_pidfds
+    from smartstack.malloc_tune import tune_malloc
 
     source.last_good.running()  # (what it could not keep, said after the checks)
     nerve_lock(config, args.config)  # one nerve per config: before a registry is touched
     use_pidfds()  # no waitpid thread per child: at a pids limit it cannot start
+    tune_malloc()  # asyncio's 256 KB read buffers off the heap: it grew for good (soak)
     return run(config, args, source)
 
 

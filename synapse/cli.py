@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from smartstack.cli import add_common_arguments, check_or_start, run_command
 from smartstack.instance_lock import synapse_lock
-from smartstack.malloc_tune import tune_malloc
+from smartstack.malloc_tune import tune_malloc_for_fleet
 from synapse import gc_start
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def _run(config: SynapseConfig, args: argparse.Namespace, source: ConfigSource) 
 
     source.last_good.running()  # (what it could not keep, said after the checks)
     synapse_lock(config, args.config)  # one synapse per config: before HAProxy is touched
-    tune_malloc(len(config.services))  # before the registry's records come in
+    tune_malloc_for_fleet(len(config.services))  # before the registry's records come in
     gc_start.freeze_loaded()
     use_pidfds()  # no waitpid thread per child: at a pids limit it cannot start
     return run(config, args, source)

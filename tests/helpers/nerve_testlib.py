@@ -219,3 +219,30 @@ def admin_ready(port: int) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def site_probe(tmp_path: Path, monkeypatch: Any, code: str, out_variable: str) -> Path:
+    """``code`` as the ``sitecustomize`` of every Python process started from now on (a
+    nerve's atexit probe); ``out_variable`` set in the environment (``monkeypatch``: a
+    pytest MonkeyPatch) to the directory it writes to, returned."""
+    site, out = tmp_path / "site", tmp_path / "probe"
+    site.mkdir()
+    out.mkdir()
+    (site / "sitecustomize.py").write_text(code)
+    paths = [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+    monkeypatch.setenv(out_variable, str(out))
+    return out
+
+
+def zk_nerve_registered(
+    nerve_process: Callable[[Path], NerveProcess], zk_hosts: str, kz: KazooClient,
+    port: int, tmp_path: Path, **extra: Any,
+) -> NerveProcess:  # fmt: skip
+    """A nerve process registering one service (``port``; ``extra``: its block's keys) in
+    ZooKeeper, once its registration is there."""
+    path = unique_path()
+    config = nerve_config({"web": zk_service(zk_hosts, path, port, **extra)})
+    nerve = nerve_process(write_config(tmp_path / "nerve.json", config))
+    wait_until(lambda: children(kz, path), TIMEOUT, what="the registration in ZooKeeper")
+    return nerve

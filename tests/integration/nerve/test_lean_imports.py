@@ -12,7 +12,6 @@ that validated its config with pydantic (that one leaves by ``os._exit``).
 from __future__ import annotations
 
 import base64
-import os
 import textwrap
 from pathlib import Path
 
@@ -20,18 +19,17 @@ import pytest
 from kazoo.client import KazooClient
 from nerve_testlib import (
     NerveProcess,
-    children,
     etcd_service,
     nerve_config,
+    site_probe,
     unique_path,
     until,
     write_config,
-    zk_service,
+    zk_nerve_registered,
 )
 
 from smartstack.etcd_http import Target, call
 from testbed.etcd import EtcdCluster
-from testbed.process import wait_until
 from testbed.zookeeper import ZooKeeperServer
 
 HEAVY = {"aiohttp", "grpc", "aetcd", "kazoo", "pydantic"}
@@ -50,14 +48,7 @@ DUMP = textwrap.dedent(
 
 @pytest.fixture
 def modules_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    site, out = tmp_path / "site", tmp_path / "modules"
-    site.mkdir()
-    out.mkdir()
-    (site / "sitecustomize.py").write_text(DUMP)
-    paths = [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
-    monkeypatch.setenv("MODULES_DIR", str(out))
-    return out
+    return site_probe(tmp_path, monkeypatch, DUMP, "MODULES_DIR")
 
 
 def heavy_modules(nerve: NerveProcess, out: Path) -> set[str]:
@@ -73,11 +64,8 @@ def test_a_zookeeper_nerve_loads_kazoo_alone(
     modules_dir: Path, zk: ZooKeeperServer, kz: KazooClient, http_backend_factory,
     nerve_process, tmp_path: Path,
 ) -> None:  # fmt: skip
-    backend = http_backend_factory()
-    path = unique_path()
-    config = nerve_config({"web": zk_service(zk.hosts, path, backend.port)})
-    nerve = nerve_process(write_config(tmp_path / "nerve.json", config))
-    wait_until(lambda: children(kz, path), 20, what="the registration in ZooKeeper")
+    port = http_backend_factory().port
+    nerve = zk_nerve_registered(nerve_process, zk.hosts, kz, port, tmp_path)
     assert heavy_modules(nerve, modules_dir) == {"kazoo"}
 
 
