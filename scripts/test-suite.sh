@@ -34,9 +34,18 @@ fi
 
 beside_log="$(mktemp)"
 servers_log="$(mktemp)"
-"${PYTEST[@]}" --durations=10 "${BESIDE[@]}" >"$beside_log" 2>&1 &
+# Each run's temporary directories under a base of its own: pytest keeps only the three
+# newest /tmp/pytest-of-$USER/pytest-N and deletes older ones as a run starts, so a fourth
+# pytest on the machine (a developer's, a second checkout's) deleted the files of one of
+# these three while it ran (session 50: 25 tests failed with FileNotFoundError). Kept when
+# a run failed (their logs), removed when all passed. Short: a test's unix sockets live
+# under it (108 bytes for a path), no longer than under /tmp/pytest-of-root/pytest-N/.
+temp_base="$(mktemp -d "${TMPDIR:-/tmp}/pt.XXXXXX")"
+"${PYTEST[@]}" --basetemp="$temp_base/beside" --durations=10 "${BESIDE[@]}" \
+  >"$beside_log" 2>&1 &
 beside_pid=$!
-"${PYTEST[@]}" --durations=25 "${SERVERS[@]}" >"$servers_log" 2>&1 &
+"${PYTEST[@]}" --basetemp="$temp_base/servers" --durations=25 "${SERVERS[@]}" \
+  >"$servers_log" 2>&1 &
 servers_pid=$!
 # A background job of a script ignores Ctrl-C: stop them (SIGTERM: pytest unwinds) on any exit.
 cleanup() {
@@ -54,7 +63,8 @@ for path in "${BESIDE[@]}" "${SERVERS[@]}"; do
   if [ "$path" != tests/unit ]; then ignore+=("--ignore=$path"); fi
 done
 rest_rc=0
-"${PYTEST[@]}" --durations=25 "${ignore[@]}" tests/integration tests/system || rest_rc=$?
+"${PYTEST[@]}" --basetemp="$temp_base/rest" --durations=25 "${ignore[@]}" \
+  tests/integration tests/system || rest_rc=$?
 servers_rc=0
 wait "$servers_pid" || servers_rc=$?
 servers_pid=""  # (reaped: its pid is no longer ours to signal)
@@ -70,6 +80,10 @@ for rc in "$rest_rc" "$servers_rc" "$beside_rc"; do
   if [ "$rc" -eq 5 ]; then exit 5; fi
 done
 for rc in "$rest_rc" "$servers_rc" "$beside_rc"; do
-  if [ "$rc" -ne 0 ]; then exit "$rc"; fi
+  if [ "$rc" -ne 0 ]; then
+    echo "the runs' temporary files (logs of the failed tests): $temp_base"
+    exit "$rc"
+  fi
 done
+rm -rf "$temp_base"
 exit 0

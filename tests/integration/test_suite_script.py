@@ -54,7 +54,7 @@ def suite_env(tmp_path: Path, *codes: int | str) -> dict[str, str]:
     fake.chmod(0o755)
     runs = tmp_path / "runs"
     runs.mkdir(exist_ok=True)
-    env = {**os.environ, "PYTHON": str(fake), "RUNS": str(runs)}
+    env = {**os.environ, "PYTHON": str(fake), "RUNS": str(runs), "TMPDIR": str(tmp_path)}
     return env | {f"{run.upper()}_RC": str(code) for run, code in zip(RUNS, codes, strict=True)}
 
 
@@ -87,6 +87,25 @@ def test_the_three_runs_go_side_by_side_and_the_others_output_follows(tmp_path: 
     for path in beside[1:] + halves:  # (nothing run beside the rest is run twice)
         assert f"--ignore={path}" in rest.split(), (path, rest)
     assert "--durations=25" in rest and "--durations=25" in servers
+
+
+def basetemps(tmp_path: Path) -> list[Path]:
+    """The --basetemp each of the three runs was given."""
+    args = [(tmp_path / "runs" / run).read_text().split() for run in RUNS]
+    return [Path(a.removeprefix("--basetemp=")) for run in args for a in run if "basetemp" in a]
+
+
+def test_each_run_has_temporary_files_of_its_own_kept_when_one_failed(tmp_path: Path) -> None:
+    # pytest keeps the three newest /tmp/pytest-of-$USER/pytest-N and deletes older ones as
+    # it starts: a fourth pytest on the machine deleted the files of a run under way.
+    assert run_suite(tmp_path, (0, 0, 0)).returncode == 0
+    temps = basetemps(tmp_path)
+    assert len(temps) == len(set(temps)) == 3, temps
+    assert len({temp.parent for temp in temps}) == 1 and temps[0].parent.parent == tmp_path
+    assert not temps[0].parent.exists()  # (all passed: removed)
+    result = run_suite(tmp_path, (0, 1, 0))
+    base = basetemps(tmp_path)[0].parent
+    assert base.is_dir() and f"temporary files (logs of the failed tests): {base}" in result.stdout
 
 
 @pytest.mark.parametrize(
