@@ -38,8 +38,9 @@ servers_log="$(mktemp)"
 # newest /tmp/pytest-of-$USER/pytest-N and deletes older ones as a run starts, so a fourth
 # pytest on the machine (a developer's, a second checkout's) deleted the files of one of
 # these three while it ran (session 50: 25 tests failed with FileNotFoundError). Kept when
-# a run failed (their logs), removed when all passed. Short: a test's unix sockets live
-# under it (108 bytes for a path), no longer than under /tmp/pytest-of-root/pytest-N/.
+# a run failed (their logs), removed when all passed or the runs were stopped. Short: a
+# test's unix sockets live under it (108 bytes for a path), no longer than under
+# /tmp/pytest-of-root/pytest-N/.
 temp_base="$(mktemp -d "${TMPDIR:-/tmp}/pt.XXXXXX")"
 "${PYTEST[@]}" --basetemp="$temp_base/beside" --durations=10 "${BESIDE[@]}" \
   >"$beside_log" 2>&1 &
@@ -48,12 +49,14 @@ beside_pid=$!
   >"$servers_log" 2>&1 &
 servers_pid=$!
 # A background job of a script ignores Ctrl-C: stop them (SIGTERM: pytest unwinds) on any exit.
+keep_temp=""
 cleanup() {
   local pid
   for pid in $beside_pid $servers_pid; do
     kill "$pid" 2>/dev/null && wait "$pid"
   done
   rm -f "$beside_log" "$servers_log"
+  if [ -z "$keep_temp" ]; then rm -rf "$temp_base"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -82,8 +85,8 @@ done
 for rc in "$rest_rc" "$servers_rc" "$beside_rc"; do
   if [ "$rc" -ne 0 ]; then
     echo "the runs' temporary files (logs of the failed tests): $temp_base"
+    keep_temp=1
     exit "$rc"
   fi
 done
-rm -rf "$temp_base"
 exit 0

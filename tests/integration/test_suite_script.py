@@ -160,6 +160,7 @@ def test_ctrl_c_stops_the_runs_beside_too(tmp_path: Path) -> None:
         assert script.wait(timeout=10) == 130
         beside = [int((runs / f"{me}.pid").read_text()) for me in ("unit", "servers")]
         wait_processes_gone(beside, timeout=5)  # (TimeoutError: they outlived make test)
+        assert not basetemps(tmp_path)[0].parent.exists()  # (stopped: nothing left behind)
     finally:
         if script.poll() is None:
             os.killpg(script.pid, signal.SIGKILL)
