@@ -67,10 +67,10 @@ def tune_malloc(env: Mapping[str, str] = os.environ) -> list[int]:
     settings = wanted(env)
     if not settings:
         return []
-    import ctypes  # here: a synapse sidecar never pays for it
+    try:  # (imported here: a synapse sidecar never pays for it)
+        import ctypes
 
-    try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no libc.so.6)
-        return []
+    except (ImportError, OSError, AttributeError):  # a Python without _ctypes; not glibc
+        return []  # (glibc's defaults: the daemon runs on, untuned)
     return [param for param, value in settings.items() if mallopt(param, value) == 1]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from smartstack.malloc_tune import (
     ARENA_MAX,
     FLEET_SERVICES,
@@ -44,3 +46,9 @@ def test_a_fleet_and_nerve_get_every_setting_on_glibc() -> None:
     # fixed thresholds and two arenas are harmless to it.
     assert sorted(tune_malloc_for_fleet(FLEET_SERVICES, {})) == sorted(ALL)
     assert sorted(tune_malloc({})) == sorted(ALL)  # (nerve's)
+
+
+def test_a_python_without_ctypes_runs_untuned(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every nerve tunes as it starts: a Python built without _ctypes must not stop it.
+    monkeypatch.setitem(sys.modules, "ctypes", None)  # (import ctypes: ImportError)
+    assert tune_malloc({}) == []
