@@ -2,12 +2,12 @@
 
 The daemon (``nerve.config_load``) has a child validate (``smartstack.config_child``: why,
 and how the answer travels): at start a fork, on SIGHUP ``python -P -m nerve.config_child
-PATH --answer-fd N [--instance-id ID] [--strict]``. The child loads the file exactly as
-``nerve -k`` does (same errors). Its answer when the file is valid: ``{"ok": True,
-"config": NerveConfig, "warnings": [...], "plain": bool, "document": dict | None,
-"last_good": dict | None}`` (nerve.last_good); ``plain`` is false in Docker
-mode (``docker``: container labels become services, validated at runtime), where the
-daemon stays on pydantic.
+PATH --answer-fd N [--instance-id ID] [--strict]`` (``--fallback``: a start's, spawned).
+The child loads the file exactly as ``nerve -k`` does (same errors). Its answer when the
+file is valid: ``{"ok": True, "config": NerveConfig, "warnings": [...], "plain": bool,
+"document": dict | None, "last_good": dict | None}`` (nerve.last_good); ``plain`` is false
+in Docker mode (``docker``: container labels become services, validated at runtime), where
+the daemon stays on pydantic.
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ class ForkedValidation(config_child.ForkedValidation):
     def __init__(
         self, path: str, instance_id: str | None, strict: bool, fallback: bool = False
     ) -> None:
-        super().__init__(lambda: validate_file(path, instance_id, strict, fallback))
+        super().__init__(
+            lambda: validate_file(path, instance_id, strict, fallback),
+            lambda fd: child_command(path, instance_id, strict, fd) + ["--fallback"] * fallback,
+        )
 
 
 def child_command(path: str, instance_id: str | None, strict: bool, answer_fd: int) -> list[str]:
@@ -58,10 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instance-id")
     parser.add_argument("--strict", action="store_true")
     parser.add_argument("--answer-fd", type=int, help="the pipe to answer on (else stdout)")
+    parser.add_argument("--fallback", action="store_true", help="a start: the last good copy")
     args = parser.parse_args(argv)
     os.environ[NO_PLUGINS] = "1"
-    write_answer(pickled(lambda: validate_file(args.path, args.instance_id, args.strict)),
-                 args.answer_fd)  # fmt: skip
+    answer = pickled(lambda: validate_file(args.path, args.instance_id, args.strict,
+                                           args.fallback))  # fmt: skip
+    write_answer(answer, args.answer_fd)
     return 0
 
 

@@ -1,25 +1,30 @@
 """A daemon's config validated in a short-lived child process, for a daemon on plain models.
 
-pydantic (~9 MB of RSS with its schemas) is needed to validate a config, not to run one.
-So a daemon has a child validate (``synapse.config_child``, ``nerve.config_child``): at
-start a fork taken before any thread exists (``ForkedValidation``), on SIGHUP ``python -P
--m <daemon>.config_child`` (a fork of a running daemon with threads is not safe;
-``child_answer``). The child answers one pickled dict on a pipe of its own (stdout is not
-read, so a stray print cannot corrupt it): ``{"ok": True, "config": ..., ...}``, ``{"ok":
-False, "lines": [...]}`` (the ConfigError's lines, word for word what ``-k`` prints) or
-``{"ok": False, "crash": "..."}`` (a bug, with its traceback).
+pydantic (~9 MB of RSS with its schemas) is needed to validate a config, not to run one. So
+a daemon has a child validate (``synapse.config_child``, ``nerve.config_child``): at start a
+fork taken before any thread exists (``ForkedValidation``), on SIGHUP ``python -P -m
+<daemon>.config_child`` (a fork of a running daemon with threads is not safe;
+``child_answer``). A start in a process that already has threads (a library's, gRPC's: an
+embedding program, a test run) spawns that command too: a forked child there can hang on a
+lock or an object a thread held (CI, round 50: a child spun tearing down an inherited gRPC
+object, and the start waited for ever). The child answers one pickled dict on a pipe of its
+own (stdout is not read, so a stray print cannot corrupt it): ``{"ok": True, "config": ...,
+...}``, ``{"ok": False, "lines": [...]}`` (the ConfigError's lines, word for word what
+``-k`` prints) or ``{"ok": False, "crash": "..."}`` (a bug, with its traceback).
 
-Pickled: a pydantic model's pickle names its class by module and name and carries its
-state; the daemon has the same classes on the plain base (``smartstack.model_plain``, whose
+Pickled: a pydantic model's pickle names its class by module and name and carries its state;
+the daemon has the same classes on the plain base (``smartstack.model_plain``, whose
 ``__setstate__`` takes that state), so unpickling builds plain instances. The bytes come
 only from the daemon's own child, never from elsewhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
+import signal
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +36,7 @@ PROTOCOL = 5
 # model (~30 ms); a validating child has no use for plugins.
 NO_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
 CHILD_TIMEOUT = 120.0  # a 1,000-service config validates in well under a second
+TOOK_TOO_LONG = f"validating the config took over {CHILD_TIMEOUT:.0f} s"
 
 
 def pickled(answer: Callable[[], dict[str, Any]]) -> bytes:
@@ -78,23 +84,46 @@ def answer_lines(answer: dict[str, Any]) -> list[str]:
     return [f"validating the config failed: {crash[-1] if crash else 'no answer'}"]
 
 
+def threads_running() -> int:
+    """This process's threads as the kernel counts them: a C library's (gRPC's) too, which
+    ``threading`` does not see."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:  # (no /proc)
+        import threading
+
+        return threading.active_count()
+
+
 class ForkedValidation:
     """``validate`` run in a forked child (start it before any thread exists): this process
     never imports pydantic; the child does, answers through a pipe and exits. This process
     may do other work meanwhile (import what it needs next) and then take the
-    ``answer()``."""
+    ``answer()``. ``command(answer_fd)``: the same validation as a command, spawned instead
+    when this process has threads already (a fork is not safe then)."""
 
     daemon = "the daemon"
 
-    def __init__(self, validate: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        validate: Callable[[], dict[str, Any]],
+        command: Callable[[int], list[str]] | None = None,
+    ) -> None:
         self.pid, self.read_end, self.failed = 0, -1, ""
+        self.spawned: Any = None  # the subprocess.Popen of a spawned child
         read_end, write_end = os.pipe()
+        spawn = command is not None and threads_running() > 1
         try:
-            pid = os.fork()
+            if spawn and command is not None:
+                self.spawned = _spawned(command(write_end), write_end)
+                pid = self.spawned.pid
+            else:
+                pid = os.fork()
         except OSError as exc:  # (no memory, process limit): the answer says so
             os.close(read_end)
             os.close(write_end)
-            self.failed = f"forking the validating child failed: {exc}"
+            how = "spawning" if spawn else "forking"
+            self.failed = f"{how} the validating child failed: {exc}"
             return
         if pid == 0:  # the child
             code = 0
@@ -111,21 +140,45 @@ class ForkedValidation:
         os.close(write_end)
         self.pid, self.read_end = pid, read_end
 
-    def ready(self) -> bool:
+    def ready(self, timeout: float = 0.0) -> bool:
         """Whether ``answer()`` would not wait: the child has written (or ended)."""
         if self.failed:
             return True
         poller = select.poll()  # (select() refuses an fd from 1024 on)
         poller.register(self.read_end, select.POLLIN)
-        return bool(poller.poll(0))  # POLLIN, or POLLHUP: the child ended
+        return bool(poller.poll(timeout * 1000))  # POLLIN, or POLLHUP: the child ended
 
     def answer(self) -> dict[str, Any]:
+        """The child's answer; an error answer when it gave none within CHILD_TIMEOUT
+        (killed: a start says why rather than wait for ever)."""
         if self.failed:
             return {"ok": False, "crash": self.failed}
+        if not self.ready(CHILD_TIMEOUT):
+            self._kill()
+            os.close(self.read_end)
+            return {"ok": False, "lines": [TOOK_TOO_LONG]}
         with os.fdopen(self.read_end, "rb") as pipe:
             data = pipe.read()
+        return unpickled(data, b"", self._wait(), self.daemon)
+
+    def _wait(self) -> int:
+        if self.spawned is not None:
+            return self.spawned.wait()
         _, status = os.waitpid(self.pid, 0)
-        return unpickled(data, b"", os.waitstatus_to_exitcode(status), self.daemon)
+        return os.waitstatus_to_exitcode(status)
+
+    def _kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        self._wait()
+
+
+def _spawned(command: list[str], answer_fd: int) -> Any:
+    """The validating command started, answering on ``answer_fd`` (its stderr: ours)."""
+    import subprocess  # (here: a start that forks never needs it)
+
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            pass_fds=(answer_fd,))  # fmt: skip
 
 
 async def child_answer(
@@ -146,7 +199,7 @@ async def child_answer(
     try:
         out, err = await asyncio.wait_for(_answer(proc, read_end, stdin), CHILD_TIMEOUT)
     except TimeoutError:
-        return {"ok": False, "lines": [f"validating the config took over {CHILD_TIMEOUT:.0f} s"]}
+        return {"ok": False, "lines": [TOOK_TOO_LONG]}
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -109,7 +109,10 @@ class ForkedValidation(config_child.ForkedValidation):
 
     def __init__(self, path: str, zone: str | None, strict: bool, fallback: bool = False) -> None:
         # {}: digests from the first load, so the first SIGHUP sends only what changed.
-        super().__init__(lambda: validate_file(path, zone, strict, {}, fallback))
+        super().__init__(
+            lambda: validate_file(path, zone, strict, {}, fallback),
+            lambda fd: child_command(path, zone, strict, fd) + ["--fallback"] * fallback,
+        )
 
 
 def child_command(
@@ -222,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service", action="store_true", help="service blocks on stdin")
     parser.add_argument("--answer-fd", type=int, help="the pipe to answer on (else stdout)")
     parser.add_argument("--refused", type=json.loads, help="HAProxy's refusal (JSON lines)")
+    parser.add_argument("--fallback", action="store_true", help="a start: the last good copy")
     args = parser.parse_args(argv)
     os.environ[NO_PLUGINS] = "1"
     if args.service:
@@ -230,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     else:  # stdin: the daemon's digests of its services (may be empty)
         known = json.loads(sys.stdin.buffer.read() or b"{}")
         answer = pickled(lambda: validate_file(args.path, args.zone, args.strict, known,
-                                                         refused=args.refused))  # fmt: skip
+                                               args.fallback, args.refused))  # fmt: skip
     write_answer(answer, args.answer_fd)
     return 0
 

@@ -17,6 +17,7 @@ from kazoo.client import KazooClient
 from synapse_e2e import Load, Synapse, nerve_record, wait_serving
 from synapse_reload import reload_web, serving_two, zk_service
 
+from synapse.outgoing_hold import OUTGOING_HOLD_S
 from synapse.watcher_swap import HOLD_BOTH_EMPTY_S
 from testbed.process import wait_until
 from testbed.zookeeper import ZooKeeperServer
@@ -91,7 +92,10 @@ def test_a_held_swaps_end_after_the_old_list_emptied_is_said(
         for child in writer.get_children(old):  # at a time could leave one kept (a read
             withdrawal.delete(f"{old}/{child}")  # between the deletes: CI saw {b} kept)
         assert all(result is True for result in withdrawal.commit())
-        wait_until(lambda: said(since, "previous_backends_kept"), 10, what=since())
+        # The emptied list waits OUTGOING_HOLD_S from the swap's start (outgoing_list_held),
+        # then is applied: a wait of the bound alone raced it (round 50's CI).
+        wait_until(lambda: said(since, "previous_backends_kept"), OUTGOING_HOLD_S + 15,
+                   what=since())  # fmt: skip
         # The transaction's two deletions can reach synapse as two lists, {b} then none:
         # folded (synapse.outgoing_hold), the whole list is kept (round 36's CI kept {b}).
         [line] = degraded(syn)  # (the held swap's line says it meanwhile, not twice)

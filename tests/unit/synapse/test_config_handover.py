@@ -207,11 +207,16 @@ def test_a_broken_answer_or_a_failed_fork_is_an_error_answer(monkeypatch) -> Non
         raise OSError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(config_child.os, "fork", no_fork)
+    monkeypatch.setattr(config_child.config_child, "threads_running", lambda: 1)
     failed = config_child.ForkedValidation("synapse.yaml", None, False).answer()
     assert _lines(failed) == [
         "validating the config failed: forking the validating child failed:"
         " [Errno 11] Resource temporarily unavailable"
     ]
+    monkeypatch.setattr(config_child.config_child, "threads_running", lambda: 3)
+    monkeypatch.setattr(config_child.config_child, "_spawned", lambda *args: no_fork())
+    failed = config_child.ForkedValidation("synapse.yaml", None, False).answer()
+    assert _lines(failed)[0].startswith("validating the config failed: spawning the")
 
     stale = pickle.dumps(Versioned(a=2), PROTOCOL)  # the child's code has field a
     monkeypatch.setattr(Versioned, "model_fields", {})  # the daemon's (older) class has not
