@@ -123,9 +123,9 @@ async def test_kill_9_registration_goes_with_the_session_and_the_lease(
         assert len(await client.get_prefix(path.encode())) == 1
 
         await until(lambda: kz.exists(f"{path}/{node}") is None, what="the znode to expire")
-        assert time.monotonic() - killed <= ZK_SESSION + 2
+        assert time.monotonic() - killed <= ZK_SESSION + 5  # (its tick, a loaded CI)
         await until(lambda: _no_keys(client, path), what="the etcd key to expire")
-        assert time.monotonic() - killed <= LEASE_TTL + 2
+        assert time.monotonic() - killed <= LEASE_TTL + 5
 
 
 async def _no_keys(client: aetcd.Client, path: str) -> bool:

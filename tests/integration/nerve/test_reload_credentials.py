@@ -160,7 +160,7 @@ async def test_etcd_after_the_old_password_died_a_reload_with_the_new_one_regist
             started = time.monotonic()
             await daemon.stop()
             stopped = time.monotonic() - started
-        assert stopped < WITHDRAW_TIMEOUT + CLOSE_TIMEOUT + 1.0
+        assert stopped < WITHDRAW_TIMEOUT + CLOSE_TIMEOUT + 3.0  # (room for a loaded CI)
         assert await observer.with_client(lambda c: c.get(key)) is None
     finally:
         await observer.close()

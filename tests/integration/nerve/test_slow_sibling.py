@@ -1,5 +1,5 @@
 """A dead service is withdrawn without waiting for a slower check of the same service: a
-real nerve, real ZooKeeper, a real HTTP backend and an exec check that takes 2 s."""
+real nerve, real ZooKeeper, a real HTTP backend and an exec check that takes 3 s."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from nerve_testlib import children, nerve_config, unique_path, write_config, zk_
 from testbed.process import wait_until
 from testbed.zookeeper import ZooKeeperServer
 
-SLOW = 2.0  # seconds the exec check takes (it passes)
+SLOW = 3.0  # seconds the exec check takes (it passes)
 
 
 def test_a_fast_failure_withdraws_without_waiting_for_a_slow_sibling(
@@ -37,5 +37,7 @@ def test_a_fast_failure_withdraws_without_waiting_for_a_slow_sibling(
     broken = time.monotonic()
     wait_until(lambda: not children(kz, path), 20, what="the withdrawal")
     took = time.monotonic() - broken
-    assert took < SLOW + 0.8, f"withdrawn {took:.2f}s after the service broke"
+    # ~SLOW (the round's end) now, ~2 x SLOW before: the bound halfway leaves a loaded
+    # machine room either side (SLOW + 0.8 with SLOW 2 left it ~0.5 s)
+    assert took < 1.5 * SLOW, f"withdrawn {took:.2f}s after the service broke"
     nerve.process.stop(timeout=10)

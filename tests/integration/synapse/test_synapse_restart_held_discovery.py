@@ -92,7 +92,11 @@ def test_a_kill_right_after_a_hold_began_still_holds_at_the_restart(
             typo = {"path": "/restart-held-kill/wbe", "start_jitter": 6}
             typo_web = zk_service(zk, old, port, discovery=typo, use_previous_backends=False)
             since = reload_web(syn, typo_web, "watcher_swap_held")
-            time.sleep(1.5)
+            # written within STATE_FILE_INTERVAL (1 s, a thread's fsync after): the kill
+            # comes once it is there (a fixed 1.5 s could beat a loaded machine's write);
+            # the bug was a minute's wait, for the next refresh
+            state = syn.dir / "haproxy.synapse-state.json"
+            wait_until(lambda: '"held_for"' in state.read_text(), 10, what="held_for written")
             syn.process.kill()  # kill -9: no final write
             syn.process.start()
             wait_until(lambda: "event=restart_discovery_held" in since(), 30, what=since())

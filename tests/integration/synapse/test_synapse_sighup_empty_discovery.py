@@ -17,6 +17,7 @@ from kazoo.client import KazooClient
 from synapse_e2e import Load, Synapse, nerve_record, wait_serving
 from synapse_reload import reload_web, wait_gone, zk_web
 
+from synapse.outgoing_hold import OUTGOING_HOLD_S
 from testbed.process import free_port, wait_until
 from testbed.zookeeper import ZooKeeperServer
 
@@ -93,8 +94,9 @@ def test_a_brief_outage_of_the_old_instances_while_held_does_not_commit_the_typo
         since = reload_web(syn, web("/blip/wbe"), "watcher_swap_held")  # the typo: nothing
         for znode in znodes:  # every old instance fails its check: the old list empties
             writer.delete(znode)
-        wait_until(lambda: syn.status()["services"]["web"]["servers"] == [], 15,
-                   what=since())  # fmt: skip
+        # (held up to OUTGOING_HOLD_S from the swap's start, then applied)
+        wait_until(lambda: syn.status()["services"]["web"]["servers"] == [],
+                   OUTGOING_HOLD_S + 15, what=since())  # fmt: skip
         register()  # back: followed (the swap still waits for a server at the new path)
         wait_serving(port, {"a", "b"})
         assert "event=watcher_swapped" not in since(), since()

@@ -90,7 +90,7 @@ def test_haproxy_serves_new_connections_for_the_stop_delay_then_stops(backend) -
     assert len(answers) > 10 * share and set(answers) == {200}, (answers, held)
     assert all(end - began >= DELAY - 0.1 and held_for(held, at, end)
                for at, end in failed), (failed, held)  # fmt: skip
-    wait_until(lambda: refused(port), GRACE + 2.0, interval=0.05, what="the soft stop")
+    wait_until(lambda: refused(port), GRACE + 5.0, interval=0.05, what="the soft stop")
     assert time.monotonic() - began >= DELAY
     assert syn.process.wait(15) == 0
     log = syn.log(400)

@@ -83,11 +83,12 @@ async def test_a_late_answer_on_a_busy_admin_socket_leaves_a_hung_reloads_backof
     clients: list[asyncio.StreamWriter] = []
     try:
         await controller.apply([airbnb_web(port, [b1])], "synapse restarted")
-        controller._gate.failures = 3  # (failures so far: the next one backs off 8 s)
+        # (failures so far: the next one backs off 16 s, well past this test's ~5.5 s)
+        controller._gate.failures = 4
         api = service("api", [server("127.0.0.1", b2.port, "b2")], port=port2)
         result = await controller.apply([airbnb_web(port, [b1]), api], "new service")
         assert result.reload is ApplyOutcome.FAILED, result
-        assert controller.status()["last_reload_error"]["retry_in_s"] == 8.0
+        assert controller.status()["last_reload_error"]["retry_in_s"] == 16.0
         clients += await every_slot_taken(admin)
         await asyncio.sleep(HOLD_S)  # the looks' question waits for a slot
         for writer in clients:
