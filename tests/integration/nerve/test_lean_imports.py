@@ -1,5 +1,6 @@
-"""A running nerve loads the client of the registries it registers in, no HTTP library and
-no pydantic.
+"""A running nerve loads the client of the registries it registers in, no HTTP library, no
+pydantic and no PyYAML (its config here is JSON; the last good copy's module loaded it
+until session 51: ~0.8 MB).
 
 nerve runs on every host: gRPC + aetcd cost ~13 MB of RSS, aiohttp's client ~10 MB and
 pydantic ~9 MB (and ~0.5 s of start between them). A real nerve process registers a service
@@ -32,7 +33,7 @@ from smartstack.etcd_http import Target, call
 from testbed.etcd import EtcdCluster
 from testbed.zookeeper import ZooKeeperServer
 
-HEAVY = {"aiohttp", "grpc", "aetcd", "kazoo", "pydantic"}
+HEAVY = {"aiohttp", "grpc", "aetcd", "kazoo", "pydantic", "yaml"}
 DUMP = textwrap.dedent(
     """
     import atexit, os, sys

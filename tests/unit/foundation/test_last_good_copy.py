@@ -124,6 +124,8 @@ def test_keep_says_why_a_copy_was_not_written(tmp_path: Path) -> None:
     assert unsaved["unsaved"] is not None and unsaved["unsaved"]["directory"].endswith("state")
     assert last_good.keep(tmp_path / "ok", tmp_path / "c.yaml", {"a": 1}) == {"unsaved": None}
     assert last_good.keep(None, tmp_path / "c.yaml", {"a": 1}) == {"unsaved": None}  # nowhere
+    odd = last_good.keep(tmp_path / "ok", tmp_path / "c.yaml", {"a": object()})  # (no YAML)
+    assert odd["unsaved"]["error"].startswith("not writable as YAML: "), odd
 
 
 def test_a_pending_copy_is_the_copy_only_once_promoted(tmp_path: Path) -> None:
