@@ -25,9 +25,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from smartstack import httpserver as web
+from smartstack import prometheus_lean
 from smartstack.admin_refusals import REFUSALS, Refusals
 from smartstack.logs import event
 
@@ -139,8 +140,8 @@ class AdminServer:
         return web.Response(text=text, content_type="application/json")
 
     async def _metrics(self, _: web.Request) -> web.Response:
-        body = await off_the_loop(generate_latest, self.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = await off_the_loop(prometheus_lean.text, self.registry)
+        return web.Response(body=body, headers={"Content-Type": prometheus_lean.CONTENT_TYPE})
 
 
 async def start_or_log(admin: AdminServer) -> bool:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
-from smartstack import logs
+from smartstack import logs, prometheus_lean
 from smartstack.configfile import ConfigError
 from smartstack.early_signals import hold_sighup, release_sighup
 
@@ -183,6 +183,7 @@ def check_or_start(
         load = imported(f"{daemon}.config:load_{daemon}_config")
         loader = lambda: load(args.config, override, args.strict)  # noqa: E731
         return check_or_run(args, loader, lambda config, args: 0, preflight)
+    prometheus_lean.install()  # before the daemon's modules: ~4 MB it never uses
     source = imported(f"{daemon}.config_load:ConfigSource")
     found = source(args.config, override, args.strict, not args.no_last_good)
     return check_or_run(args, found.first, lambda config, args: run(config, args, found), preflight)

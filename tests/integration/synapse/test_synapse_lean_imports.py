@@ -1,7 +1,8 @@
 """A running sidecar synapse (one ZooKeeper service, the default layout, its config in YAML)
 holds none of the packages it does not use: no PyYAML (its validating child parses the
 file; ~0.8 MB of RSS, loaded by the last good copy's module until session 51), no pydantic
-(the plain models), no jinja2 (no template), no gRPC, no aiohttp. A ``sitecustomize`` put
+(the plain models), no jinja2 (no template), no gRPC, no aiohttp, and not the HTTP server
+and clients of prometheus_client's exposition module. A ``sitecustomize`` put
 on its path writes the modules the daemon holds when it exits (after SIGTERM); the forked
 child leaves by ``os._exit`` and writes nothing."""
 
@@ -41,8 +42,12 @@ def test_a_sidecar_synapse_holds_no_package_it_does_not_use(
     syn = Synapse({"web": {"discovery": discovery, "haproxy": {"port": port}}})
     with syn:
         wait_serving(port, {"a"})
+        assert "synapse_" in syn.admin("/metrics")
         pid = syn.process.pid
         syn.process.stop(15)
     names = (out / f"{pid}.txt").read_text().split()
     assert "synapse.daemon" in names and "kazoo" in names  # (the daemon's own dump)
     assert {name.split(".")[0] for name in names} & UNUSED == set()
+    # nor prometheus_client's exposition module with its HTTP servers and clients (~4 MB:
+    # smartstack.prometheus_lean), though /metrics answered
+    assert "prometheus_client.exposition" not in names and "http.server" not in names

@@ -48,13 +48,13 @@ async def test_a_status_changed_under_the_thread_is_encoded_on_the_loop(monkeypa
 
 async def test_metrics_are_generated_in_a_worker_thread(monkeypatch):
     threads = []
-    real = admin.generate_latest
+    real = admin.prometheus_lean.text
 
     def recording(registry):
         threads.append(threading.get_ident())
         return real(registry)
 
-    monkeypatch.setattr(admin, "generate_latest", recording)
+    monkeypatch.setattr(admin.prometheus_lean, "text", recording)
     response = await server(dict)._metrics(None)
     assert threads and threads[0] != threading.get_ident()
     assert b"x_total 1.0" in response.body
@@ -62,7 +62,7 @@ async def test_metrics_are_generated_in_a_worker_thread(monkeypatch):
 
 async def test_metrics_changed_under_the_thread_are_generated_on_the_loop(monkeypatch):
     calls = []
-    real = admin.generate_latest
+    real = admin.prometheus_lean.text
 
     def changed_once(registry):
         calls.append(threading.get_ident())
@@ -70,7 +70,7 @@ async def test_metrics_changed_under_the_thread_are_generated_on_the_loop(monkey
             raise RuntimeError("dictionary changed size during iteration")
         return real(registry)
 
-    monkeypatch.setattr(admin, "generate_latest", changed_once)
+    monkeypatch.setattr(admin.prometheus_lean, "text", changed_once)
     response = await server(dict)._metrics(None)
     assert calls[1] == threading.get_ident() != calls[0]
     assert b"x_total 1.0" in response.body
