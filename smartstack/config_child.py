@@ -25,6 +25,7 @@ import os
 import pickle
 import select
 import signal
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -149,28 +150,56 @@ class ForkedValidation:
         return bool(poller.poll(timeout * 1000))  # POLLIN, or POLLHUP: the child ended
 
     def answer(self) -> dict[str, Any]:
-        """The child's answer; an error answer when it gave none within CHILD_TIMEOUT
-        (killed: a start says why rather than wait for ever)."""
+        """The child's answer, read to its end and the child reaped within CHILD_TIMEOUT;
+        else an error answer, the child killed (a start says why rather than wait for ever:
+        a spawned child's exit, after its answer, runs its interpreter's shutdown too)."""
         if self.failed:
             return {"ok": False, "crash": self.failed}
-        if not self.ready(CHILD_TIMEOUT):
+        if self.read_end < 0:
+            raise RuntimeError("the validating child's answer was taken already")
+        deadline = time.monotonic() + CHILD_TIMEOUT
+        data = self._read(deadline)
+        code = None if data is None else self._reaped(deadline)
+        if data is None or code is None:
             self._kill()
-            os.close(self.read_end)
             return {"ok": False, "lines": [TOOK_TOO_LONG]}
-        with os.fdopen(self.read_end, "rb") as pipe:
-            data = pipe.read()
-        return unpickled(data, b"", self._wait(), self.daemon)
+        return unpickled(data, b"", code, self.daemon)
 
-    def _wait(self) -> int:
+    def _read(self, deadline: float) -> bytes | None:
+        """The pipe read to its end, or None when it has not ended by ``deadline``."""
+        fd, self.read_end = self.read_end, -1
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        chunks: list[bytes] = []
+        try:
+            while (left := deadline - time.monotonic()) > 0 and poller.poll(left * 1000):
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+            return None
+        finally:
+            os.close(fd)
+
+    def _reaped(self, deadline: float) -> int | None:
+        """The child's exit status once it ended, or None when it has not by ``deadline``."""
+        while (code := self._exited()) is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return code
+
+    def _exited(self) -> int | None:
         if self.spawned is not None:
-            return self.spawned.wait()
-        _, status = os.waitpid(self.pid, 0)
-        return os.waitstatus_to_exitcode(status)
+            return self.spawned.poll()
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        return None if pid == 0 else os.waitstatus_to_exitcode(status)
 
     def _kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
-        self._wait()
+        if self.spawned is not None:
+            self.spawned.wait()
+        else:
+            os.waitpid(self.pid, 0)
 
 
 def _spawned(command: list[str], answer_fd: int) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,3 +104,21 @@ def test_a_child_that_does_not_answer_is_killed_and_said(
     answer = child.answer()
     assert answer == {"ok": False, "lines": [config_child.TOOK_TOO_LONG]}
     assert child.spawned.returncode == -9  # killed and reaped: no child outlives the start
+
+
+def test_a_child_that_answers_but_does_not_end_is_killed_and_said(
+    a_thread: threading.Thread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer's first bytes do not stop the clock: a spawned child whose interpreter
+    does not end after its answer (a hung atexit, a thread it waits for) is killed too."""
+    monkeypatch.setattr(config_child, "CHILD_TIMEOUT", 1.0)
+    lingers = "import os, pickle, sys, time; fd = int(sys.argv[1]); " \
+        "os.write(fd, pickle.dumps({'ok': True})); os.close(fd); time.sleep(60)"  # fmt: skip
+    child = config_child.ForkedValidation(
+        lambda: {"ok": True}, lambda fd: [sys.executable, "-c", lingers, str(fd)]
+    )
+    began = time.monotonic()
+    assert child.answer() == {"ok": False, "lines": [config_child.TOOK_TOO_LONG]}
+    assert time.monotonic() - began < 5 and child.spawned.returncode == -9
+    with pytest.raises(RuntimeError, match="taken already"):
+        child.answer()
