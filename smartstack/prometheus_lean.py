@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import threading
 from typing import Any
 
 PACKAGE = "prometheus_client"
@@ -52,16 +53,32 @@ def install() -> bool:
     if spec is None or spec.loader is None or spec.submodule_search_locations is None:
         return False
     package = importlib.util.module_from_spec(spec)
+    whole = threading.RLock()  # (two threads asking for other names: __init__ runs once)
+    ran: list[bool] = []  # __init__ run (or running: a name it asks for itself is not there)
 
     def __getattr__(name: str) -> Any:  # (PEP 562: only for names the module lacks)
         if name in WHERE:
             value = getattr(importlib.import_module(f"{PACKAGE}.{WHERE[name]}"), name)
+        elif name.startswith("__") and name != "__all__":
+            raise AttributeError(name)  # (a probe of a module's dunders: nothing to run)
         elif importlib.util.find_spec(f"{PACKAGE}.{name}") is not None:
-            value = importlib.import_module(f"{PACKAGE}.{name}")  # (``from . import values``)
+            try:  # (``from . import values``)
+                value = importlib.import_module(f"{PACKAGE}.{name}")
+            except ImportError as exc:  # (an optional one's library absent: hasattr says no)
+                raise AttributeError(name) from exc
         else:  # anything else: the package as it is, whole
-            del package.__dict__["__getattr__"]
-            spec.loader.exec_module(package)  # type: ignore[union-attr]
-            value = getattr(package, name)
+            with whole:  # (another thread asking meanwhile waits for the whole package)
+                if not ran:
+                    ran.append(True)
+                    try:
+                        spec.loader.exec_module(package)  # type: ignore[union-attr]
+                    except BaseException:
+                        ran.clear()  # (tried again at the next name asked)
+                        raise
+                    package.__dict__.pop("__getattr__", None)
+            if name not in package.__dict__:
+                raise AttributeError(f"module {PACKAGE!r} has no attribute {name!r}")
+            return package.__dict__[name]
         setattr(package, name, value)
         return value
 

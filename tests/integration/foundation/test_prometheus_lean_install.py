@@ -23,10 +23,29 @@ SCRIPT = textwrap.dedent(
     lean = sorted(m for m in ("prometheus_client.exposition", "http.server", "wsgiref",
                               "urllib.request") if m in sys.modules)
     body = prometheus_lean.text(registry).decode()
+    import threading
     import prometheus_client
-    whole = prometheus_client.REGISTRY is not None and "generate_latest" in dir(prometheus_client)
+    # probes answer as the whole package's would, without running it: an optional
+    # submodule whose library is absent, a dunder
+    import importlib.util
+    twisted = importlib.util.find_spec("twisted") is not None
+    probes = [hasattr(prometheus_client, "twisted") == twisted,
+              hasattr(prometheus_client, "__wrapped__")]
+    probes.append("prometheus_client.exposition" in sys.modules)
+    # two threads asking for names only __init__ gives: it runs once, both get theirs
+    barrier, got = threading.Barrier(2), {}
+    def ask(name):
+        barrier.wait()
+        got[name] = callable(getattr(prometheus_client, name))
+    threads = [threading.Thread(target=ask, args=(n,)) for n in ("generate_latest",
+                                                                 "start_http_server")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    whole = prometheus_client.REGISTRY is not None and "__getattr__" not in vars(prometheus_client)
     print(json.dumps({"installed": installed, "lean": lean, "body": body, "whole": whole,
-                      "again": prometheus_lean.install()}))
+                      "again": prometheus_lean.install(), "probes": probes, "got": got}))
     """
 )
 
@@ -38,4 +57,6 @@ def test_the_daemons_load_without_the_exposition_module_and_every_name_answers()
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["installed"] and out["lean"] == [], out
     assert "hits_total 1.0" in out["body"]
-    assert out["whole"] and out["again"] is False  # REGISTRY: __init__ ran whole then
+    assert out["probes"] == [True, False, False], out["probes"]
+    assert out["got"] == {"generate_latest": True, "start_http_server": True}, out["got"]
+    assert out["whole"] and out["again"] is False  # __init__ ran whole then
