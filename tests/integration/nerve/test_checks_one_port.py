@@ -27,8 +27,9 @@ from testbed.zookeeper import ZooKeeperServer
 
 WATCH_S = 10.0  # seconds of healthy service watched for a withdrawal (20 rounds)
 # Under a second, so a dropped SYN (resent after 1 s) still fails the check as before the
-# fix, with room for a loaded CI host to accept and answer (0.1 s flaked there).
-TIMEOUT_S = 0.3
+# fix, with room for a loaded CI host to accept and answer (0.1 s flaked there, and 0.3 s
+# once as CI's halves started: http.server's thread per request on a busy machine).
+TIMEOUT_S = 0.6
 # http.server's TCPServer listens with its default backlog, request_queue_size = 5.
 SERVER = """
 import http.server, sys
