@@ -42,6 +42,14 @@ def _across_reload(syn: Synapse, loads: list[Load], before: int) -> int:
     wait(lambda: syn.master_reloads() > before, 60, "HAProxy's reload")
     answered = sum(load.ok for load in loads)
     time.sleep(1.5)  # (the old worker has closed its listeners: a reset comes at once)
+    # Traffic crossed the reload: a request answered after it. Waited for, not read at the
+    # 1.5 s mark (CI once had none answered by then on a loaded machine); a listener the
+    # reload lost answers none, and its refusals are named.
+    try:
+        wait(lambda: sum(load.ok for load in loads) > answered, 10, "an answer after it")
+    except TimeoutError:
+        failed = sorted({failure for load in loads for failure in load.failures})
+        raise AssertionError(f"none answered after the reload; failed: {failed[:3]}") from None
     return sum(load.ok for load in loads) - answered
 
 
